@@ -1,0 +1,250 @@
+//! `demo`: the main job. Runs the whole pipeline on one machine, every party as its own
+//! process (the two servers talk over authenticated TLS on localhost), then compares the
+//! secure result with the plaintext fixed-point oracle and the float model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::inputs::{load_image, model_or_default};
+use super::receiver::combine;
+use super::tools::{run_denoise, Arith};
+use super::Summary;
+use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
+use crate::plain::metrics::{psnr, ssim};
+use crate::plain::model::Model;
+use crate::plain::preprocess::Preprocess;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Clean image (PNG) or builtin:phantom[:size].
+    #[arg(long, default_value = "builtin:phantom:256")]
+    pub image: String,
+    /// Trained model; default: the shipped model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 25.0)]
+    pub sigma: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 3)]
+    pub stride: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Working directory for all the files of the run.
+    #[arg(long, default_value = "out/demo")]
+    pub workdir: PathBuf,
+    /// Skip the float and oracle comparisons.
+    #[arg(long)]
+    pub no_compare: bool,
+}
+
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot locate the ppdenoise executable")
+}
+
+fn step(args: &[String]) -> Result<serde_json::Value> {
+    let out = Command::new(exe()?)
+        .arg("--json")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run ppdenoise {}", args[0]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("ppdenoise {}: unreadable output {text:?}", args[0]))?;
+    if !out.status.success() {
+        bail!("ppdenoise {} failed: {}", args[0], v["error"]);
+    }
+    Ok(v)
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub fn demo(a: DemoArgs) -> Result<Summary> {
+    let t0 = Instant::now();
+    let w = &a.workdir;
+    std::fs::create_dir_all(w).with_context(|| format!("cannot create {}", w.display()))?;
+    let model_path = model_or_default(&a.model);
+    let model = Model::load(&model_path)?;
+    let clean = load_image(&a.image)?;
+    let noisy = GrayImage {
+        pixels: quantize_u8(&add_noise(&clean, a.sigma, a.seed).pixels),
+        bit_depth: 8,
+    };
+    let noisy_png = w.join("noisy.png");
+    save_png(&noisy, &noisy_png, 8)?;
+    save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
+
+    let keys = w.join("keys");
+    for n in ["s0", "s1"] {
+        step(&[
+            "keygen".into(),
+            "--force".into(),
+            "--name".into(),
+            n.into(),
+            "--out-dir".into(),
+            s(&keys),
+        ])?;
+    }
+    step(&[
+        "share-model".into(),
+        "--model".into(),
+        s(&model_path),
+        "--out".into(),
+        s(&w.join("model")),
+    ])?;
+    let gw = step(&[
+        "share-image".into(),
+        "--image".into(),
+        s(&noisy_png),
+        "--sigma".into(),
+        a.sigma.to_string(),
+        "--model-sigma".into(),
+        model.meta.sigma.to_string(),
+        "--stride".into(),
+        a.stride.to_string(),
+        "--out".into(),
+        s(&w.join("image")),
+    ])?;
+    let dealer = step(&[
+        "gen-triplets".into(),
+        "--model".into(),
+        s(&w.join("model.p1")),
+        "--image".into(),
+        s(&w.join("image.p1")),
+        "--batch".into(),
+        a.batch.to_string(),
+        "--out".into(),
+        s(&w.join("triplets")),
+    ])?;
+    let port = free_port()?;
+    let spawn = |p: u8| -> Result<Child> {
+        let me = format!("s{p}");
+        let peer = format!("s{}", 1 - p);
+        Command::new(exe()?)
+            .args(["--json", "serve", "--party", &p.to_string()])
+            .args(["--model", &s(&w.join(format!("model.p{p}")))])
+            .args(["--image", &s(&w.join(format!("image.p{p}")))])
+            .args(["--triplets", &s(&w.join(format!("triplets.p{p}")))])
+            .args(["--key", &s(&keys.join(format!("{me}.key")))])
+            .args(["--cert", &s(&keys.join(format!("{me}.crt")))])
+            .args(["--peer-cert", &s(&keys.join(format!("{peer}.crt")))])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--state-dir", &s(&w.join("state"))])
+            .args(["--out", &s(&w.join(format!("out.p{p}")))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start a server process")
+    };
+    let t_serve = Instant::now();
+    let s0 = spawn(0)?;
+    let s1 = spawn(1)?;
+    let mut reports = Vec::new();
+    for (p, c) in [(0, s0), (1, s1)] {
+        let out = c.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+        if !out.status.success() {
+            bail!("server S{p} failed: {}", v["error"]);
+        }
+        reports.push(v);
+    }
+    let serve_secs = t_serve.elapsed().as_secs_f64();
+    let out_png = w.join("denoised.png");
+    let rec = step(&[
+        "reconstruct".into(),
+        "--share0".into(),
+        s(&w.join("out.p0")),
+        "--share1".into(),
+        s(&w.join("out.p1")),
+        "--out".into(),
+        s(&out_png),
+    ])?;
+
+    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"))?;
+    let secure_q = quantize_u8(&secure.pixels);
+    let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
+    let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
+    let s_secure = ssim(&clean.pixels, &secure_q);
+    let mut lines = vec![
+        format!(
+            "image {} ({}x{}), sigma {}, model {}",
+            a.image,
+            clean.pixels.nrows(),
+            clean.pixels.ncols(),
+            a.sigma,
+            model_path.display()
+        ),
+        format!("PSNR noisy     {p_noisy:.2} dB"),
+        format!(
+            "PSNR secure    {p_secure:.2} dB (SSIM {s_secure:.4})  -> {}",
+            out_png.display()
+        ),
+    ];
+    let mut json = serde_json::json!({
+        "ok": true, "command": "demo", "psnr_noisy": p_noisy, "psnr_secure": p_secure, "ssim_secure": s_secure,
+        "serve_seconds": serve_secs, "gateway": gw, "dealer": dealer, "servers": reports, "receiver": rec,
+    });
+    if !a.no_compare {
+        let pre: Preprocess = share.job.pre;
+        let (oracle, _) = run_denoise(
+            &model,
+            &noisy,
+            &pre,
+            a.stride,
+            Arith::Fixed,
+            share.job.scale,
+        )?;
+        let (float, _) = run_denoise(
+            &model,
+            &noisy,
+            &pre,
+            a.stride,
+            Arith::Float,
+            share.job.scale,
+        )?;
+        let max_diff = oracle
+            .iter()
+            .zip(secure.pixels.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f64, f64::max);
+        let p_oracle = psnr(&clean.pixels, &quantize_u8(&oracle), 255.0);
+        let p_float = psnr(&clean.pixels, &quantize_u8(&float), 255.0);
+        lines.push(format!(
+            "PSNR oracle    {p_oracle:.2} dB (plaintext fixed point)"
+        ));
+        lines.push(format!(
+            "PSNR float     {p_float:.2} dB (plaintext float, the paper's baseline)"
+        ));
+        lines.push(format!(
+            "max |secure - oracle| = {max_diff:.3e} (0 means bit-exact)"
+        ));
+        json["psnr_oracle"] = p_oracle.into();
+        json["psnr_float"] = p_float.into();
+        json["max_abs_diff_secure_oracle"] = max_diff.into();
+    }
+    let sent: u64 = reports
+        .iter()
+        .filter_map(|r| r["report"]["link"]["bytes_sent"].as_u64())
+        .sum();
+    lines.push(format!(
+        "servers: {serve_secs:.1} s, S0<->S1 traffic {:.1} MB; gateway upload {} bytes; receiver download {} bytes; total {:.1} s",
+        sent as f64 / 1e6,
+        gw["upload_bytes"],
+        rec["download_bytes"],
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(Summary { lines, json })
+}

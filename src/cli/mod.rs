@@ -1,0 +1,96 @@
+//! The `ppdenoise` command line: one subcommand per party's step, plus plaintext tools.
+
+mod dealer;
+mod demo;
+mod gateway;
+mod inputs;
+mod owner;
+mod receiver;
+mod server;
+mod tools;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ppdenoise",
+    version,
+    about = "Privacy-preserving neural image denoising on two non-colluding servers",
+    long_about = "ppdenoise denoises images with an MLP (Burger et al.) on two servers that never see \
+the image, the result or the network's weights (Zheng et al., TDSC 2019). A gateway secret-shares \
+the noisy image, a model owner secret-shares the model, a trusted dealer makes correlated randomness, \
+the two servers run a two-party protocol and a receiver reconstructs the result. Every hand-over is a file.\n\n\
+Pipeline:\n  keygen -> share-model -> share-image -> gen-triplets -> serve --party 0 & serve --party 1 -> reconstruct\n\n\
+Wherever an input image is expected, `builtin:phantom` (or `builtin:phantom:<size>`) names the built-in \
+Shepp-Logan phantom."
+)]
+pub struct Cli {
+    /// Print a one-line JSON summary instead of human-readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Keygen(server::KeygenArgs),
+    ShareModel(owner::ShareModelArgs),
+    ShareImage(gateway::ShareImageArgs),
+    GenTriplets(dealer::GenTripletsArgs),
+    Serve(server::ServeArgs),
+    Reconstruct(receiver::ReconstructArgs),
+    Denoise(tools::DenoiseArgs),
+    AddNoise(gateway::AddNoiseArgs),
+    Metrics(tools::MetricsArgs),
+    Inspect(tools::InspectArgs),
+    Demo(demo::DemoArgs),
+}
+
+/// Output of a subcommand: human lines and the JSON summary.
+pub struct Summary {
+    pub lines: Vec<String>,
+    pub json: serde_json::Value,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let res = match cli.command {
+        Command::Keygen(a) => server::keygen(a),
+        Command::ShareModel(a) => owner::share_model(a),
+        Command::ShareImage(a) => gateway::share_image(a),
+        Command::GenTriplets(a) => dealer::gen_triplets(a),
+        Command::Serve(a) => server::serve(a, json),
+        Command::Reconstruct(a) => receiver::reconstruct(a),
+        Command::Denoise(a) => tools::denoise(a),
+        Command::AddNoise(a) => gateway::add_noise(a),
+        Command::Metrics(a) => tools::metrics(a),
+        Command::Inspect(a) => tools::inspect(a),
+        Command::Demo(a) => demo::demo(a),
+    };
+    match res {
+        Ok(s) => {
+            if json {
+                println!("{}", s.json);
+            } else {
+                for l in s.lines {
+                    println!("{l}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": format!("{e:#}")})
+                );
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

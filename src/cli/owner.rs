@@ -1,0 +1,99 @@
+//! The model owner's step: `share-model`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::inputs::model_or_default;
+use super::Summary;
+use crate::formats::bodies::{flatten_weights, Data, ModelShare};
+use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::plain::model::{Activation, Model};
+use crate::ring::plan::{FixedParams, Plan};
+use crate::ring::share::{fresh_seed, share_with_seed, Stream};
+
+/// Split a trained model into fixed-point additive shares for S0 and S1.
+///
+/// Writes `<out>.p0` (explicit share) and `<out>.p1` (a PRG seed). Either file alone is
+/// uniformly random and reveals nothing about the weights. The per-patch mean shift of the
+/// model's preprocessing is folded into its first layer here, by the owner, in the clear.
+#[derive(Args)]
+pub struct ShareModelArgs {
+    /// Trained model (.npz with W1..WL, b1..bL); default: the shipped model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output prefix: writes <out>.p0 and <out>.p1.
+    #[arg(long, default_value = "model")]
+    pub out: PathBuf,
+    /// Fixed-point fractional bits of weights and inputs (the paper's s).
+    #[arg(long, default_value_t = 18)]
+    pub scale: u32,
+}
+
+pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(format!(".p{party}"));
+    PathBuf::from(s)
+}
+
+pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
+    let path = model_or_default(&a.model);
+    let model = Model::load(&path)?;
+    let params = FixedParams {
+        s: a.scale,
+        ..FixedParams::default()
+    };
+    let plan = Plan::from_model(&model, params).map_err(|e| {
+        anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
+    })?;
+    let flat = flatten_weights(&plan);
+    let seed = fresh_seed();
+    let explicit = share_with_seed(&flat, &seed, Stream::ModelShare);
+    let mut public = plan.clone();
+    for l in public.layers.iter_mut() {
+        l.w.clear();
+        l.b.clear();
+    }
+    let model_id = fresh_id();
+    let widths: Vec<u64> = plan.widths().iter().map(|&w| w as u64).collect();
+    let mut written = Vec::new();
+    for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
+        let mut h = Header::new(Kind::ModelShare, party, a.scale);
+        h.model_id = Some(model_id);
+        h.shapes.push(("layers".into(), widths.clone()));
+        h.info.push(("sigma".into(), model.meta.sigma.to_string()));
+        let body = ModelShare {
+            plan: public.clone(),
+            meta: model.meta.clone(),
+            data,
+        };
+        let out = with_ext(&a.out, party);
+        container::write(&out, &h, &body).with_context(|| format!("writing {}", out.display()))?;
+        written.push(out.display().to_string());
+    }
+    let mut lines = vec![format!(
+        "model {} ({}) shared as {} and {}; model id {}",
+        path.display(),
+        plan.widths()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("-"),
+        written[0],
+        written[1],
+        id_hex(&model_id)
+    )];
+    if model.meta.activation == Activation::Tanh {
+        lines.push(
+            "note: this model was trained with tanh; the secure protocol computes the paper's tanh*".into(),
+        );
+    }
+    Ok(Summary {
+        lines,
+        json: serde_json::json!({
+            "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
+            "widths": plan.widths(), "outputs": written,
+        }),
+    })
+}

@@ -1,0 +1,101 @@
+//! The receiver's step: `reconstruct`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::inputs::load_image;
+use super::Summary;
+use crate::formats::bodies::{load, OutputShare};
+use crate::formats::container::{id_hex, Header, Kind};
+use crate::plain::image::{save_png, GrayImage};
+use crate::ring::oracle::decode_canvas;
+use crate::ring::share::add;
+
+/// Combine the two servers' output shares into the denoised image (PNG, same bit depth as
+/// the input unless --bit-depth is given).
+#[derive(Args)]
+pub struct ReconstructArgs {
+    /// S0's output share.
+    #[arg(long)]
+    pub share0: PathBuf,
+    /// S1's output share.
+    #[arg(long)]
+    pub share1: PathBuf,
+    /// Denoised image (PNG).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// 8 or 16; default: like the input image.
+    #[arg(long)]
+    pub bit_depth: Option<u8>,
+    /// Clean reference image: print the PSNR/SSIM of the result.
+    #[arg(long)]
+    pub clean: Option<String>,
+}
+
+/// Adds the two shares and decodes the image (checks that they belong together).
+pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)> {
+    let (h0, o0): (Header, OutputShare) = load(share0, Kind::OutputShare, Some(0))?;
+    let (h1, o1): (Header, OutputShare) = load(share1, Kind::OutputShare, Some(1))?;
+    if h0.job_id != h1.job_id || h0.job_id.is_none() {
+        bail!(
+            "{} (job {}) and {} (job {}) are shares of different jobs",
+            share0.display(),
+            h0.job_id.as_ref().map(id_hex).unwrap_or_default(),
+            share1.display(),
+            h1.job_id.as_ref().map(id_hex).unwrap_or_default()
+        );
+    }
+    if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() {
+        bail!(
+            "{}: shape differs from {}",
+            share1.display(),
+            share0.display()
+        );
+    }
+    let g = o0.geometry;
+    if o0.canvas.len() != g.canvas_h * g.canvas_w {
+        bail!(
+            "{}: canvas has {} values, expected {}",
+            share0.display(),
+            o0.canvas.len(),
+            g.canvas_h * g.canvas_w
+        );
+    }
+    let sums = add(&o0.canvas, &o1.canvas);
+    let img = decode_canvas(&sums, &g, &o0.job.pre, o0.job.scale);
+    Ok((
+        GrayImage {
+            pixels: img,
+            bit_depth: o0.job.bit_depth,
+        },
+        o0,
+    ))
+}
+
+pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
+    let t = Instant::now();
+    let (img, _) = combine(&a.share0, &a.share1)?;
+    let depth = a.bit_depth.unwrap_or(img.bit_depth);
+    if depth != 8 && depth != 16 {
+        bail!("--bit-depth must be 8 or 16");
+    }
+    save_png(&img, &a.out, depth)?;
+    let secs = t.elapsed().as_secs_f64();
+    let download = std::fs::metadata(&a.share0)?.len() + std::fs::metadata(&a.share1)?.len();
+    let mut lines = vec![format!("wrote {} ({}-bit)", a.out.display(), depth)];
+    let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
+        "download_bytes": download, "seconds": secs});
+    if let Some(c) = &a.clean {
+        let clean = load_image(c)?;
+        let q = crate::plain::image::quantize_u8(&img.pixels);
+        let psnr = crate::plain::metrics::psnr(&clean.pixels, &q, 255.0);
+        let ssim = crate::plain::metrics::ssim(&clean.pixels, &q);
+        lines.push(format!("PSNR {psnr:.2} dB, SSIM {ssim:.4} against {c}"));
+        json["psnr"] = psnr.into();
+        json["ssim"] = ssim.into();
+    }
+    Ok(Summary { lines, json })
+}

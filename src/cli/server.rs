@@ -1,0 +1,277 @@
+//! The servers' steps: `keygen` (link identity) and `serve` (the two-party protocol).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::Summary;
+use crate::dealer::randomness::PartyRandomness;
+use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare, Triplets};
+use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::net::identity::{keygen as make_identity, load_peer_cert, Identity};
+use crate::net::link::Link;
+use crate::plain::geometry::Geometry;
+use crate::ring::share::Stream;
+use crate::twopc::gc_engine::{GcEvaluator, GcGarbler};
+use crate::twopc::protocol::{self, JobInputs, Nonlinear};
+
+/// Create a server's identity for the S0<->S1 link: <out-dir>/<name>.key (private, mode
+/// 0600) and <out-dir>/<name>.crt (self-signed certificate to give to the other server).
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Identity name, e.g. s0 or s1 (also the certificate's subject name).
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Replace existing key and certificate files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn keygen(a: KeygenArgs) -> Result<Summary> {
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
+    let id = make_identity(&a.name)?;
+    let prefix = a.out_dir.join(&a.name);
+    id.save(&prefix, a.force)?;
+    let fp = id.fingerprint().to_string();
+    Ok(Summary {
+        lines: vec![format!(
+            "wrote {0}.key (private) and {0}.crt (give it to the peer server); fingerprint {fp}",
+            prefix.display()
+        )],
+        json: serde_json::json!({"ok": true, "command": "keygen", "key": format!("{}.key", prefix.display()),
+            "cert": format!("{}.crt", prefix.display()), "fingerprint": fp}),
+    })
+}
+
+/// Run one server of the two-party protocol on its shares and write its output share.
+///
+/// S0 listens, S1 connects; the link is TLS 1.3 with both certificates pinned. Correlated
+/// randomness is recorded as consumed in --state-dir before use and refused a second time.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// 0 (listens; evaluates garbled circuits) or 1 (connects; garbles).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub party: u8,
+    /// This party's model share (model.pN).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// This party's image share (image.pN).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// This party's correlated randomness (triplets.pN).
+    #[arg(long)]
+    pub triplets: PathBuf,
+    /// This server's private key and certificate (from keygen).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// The only certificate the peer server may present.
+    #[arg(long)]
+    pub peer_cert: PathBuf,
+    /// Address: S0 listens on it, S1 connects to it.
+    #[arg(long, default_value = "127.0.0.1:7455")]
+    pub addr: SocketAddr,
+    /// Seconds to wait for the peer to appear, and for any single message.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Where consumed correlated randomness is recorded.
+    #[arg(long, default_value = ".ppdenoise-state")]
+    pub state_dir: PathBuf,
+    /// Output share (out.pN).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn consumed_path(state_dir: &Path, party: u8) -> PathBuf {
+    state_dir.join(format!("consumed-triplets-p{party}"))
+}
+
+fn check_unused(state_dir: &Path, party: u8, id: &str, file: &Path) -> Result<()> {
+    let p = consumed_path(state_dir, party);
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        if s.lines().any(|l| l.split_whitespace().next() == Some(id)) {
+            bail!(
+                "{}: this correlated randomness (triplet id {id}) was already consumed (recorded in {}); \
+                 reusing it would leak data: ask the dealer for fresh triplets",
+                file.display(),
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn mark_used(state_dir: &Path, party: u8, id: &str) -> Result<()> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+    let p = consumed_path(state_dir, party);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .with_context(|| format!("cannot record consumed randomness in {}", p.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    writeln!(f, "{id} {now}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn same_id(a: &Option<[u8; 16]>, b: &Option<[u8; 16]>) -> bool {
+    a.is_some() && a == b
+}
+
+pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
+    let p = a.party;
+    let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
+    let (ih, is): (Header, ImageShare) = load(&a.image, Kind::ImageShare, Some(p))?;
+    let th_only = container::read_header(&a.triplets)?;
+    container::expect(&a.triplets, &th_only, Kind::Triplets, Some(p))?;
+    if !same_id(&th_only.model_id, &mh.model_id) {
+        bail!(
+            "{}: this randomness was made for model {} but {} is model {}",
+            a.triplets.display(),
+            th_only.model_id.as_ref().map(id_hex).unwrap_or_default(),
+            a.model.display(),
+            mh.model_id.as_ref().map(id_hex).unwrap_or_default()
+        );
+    }
+    if !same_id(&th_only.job_id, &ih.job_id) {
+        bail!(
+            "{}: this randomness was made for job {} but {} belongs to job {}",
+            a.triplets.display(),
+            th_only.job_id.as_ref().map(id_hex).unwrap_or_default(),
+            a.image.display(),
+            ih.job_id.as_ref().map(id_hex).unwrap_or_default()
+        );
+    }
+    let triplet_id = th_only
+        .triplet_id
+        .as_ref()
+        .map(id_hex)
+        .with_context(|| format!("{}: header lacks a triplet id", a.triplets.display()))?;
+    check_unused(&a.state_dir, p, &triplet_id, &a.triplets)?;
+    let (_, tr): (Header, Triplets) = load(&a.triplets, Kind::Triplets, Some(p))?;
+    if ih.scale != mh.scale {
+        bail!(
+            "{}: image encoded at scale {} but the model share uses scale {}",
+            a.image.display(),
+            ih.scale,
+            mh.scale
+        );
+    }
+    let plan = ms
+        .share_plan()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    if tr.widths != plan.widths() || tr.job != is.job {
+        bail!(
+            "{}: the randomness does not match this model and job (widths {:?} vs {:?})",
+            a.triplets.display(),
+            tr.widths,
+            plan.widths()
+        );
+    }
+    let job = is.job.clone();
+    let npix = job.height * job.width;
+    let image = is
+        .data
+        .materialise(Stream::ImageShare, npix)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
+
+    let me = Identity::load(&a.key, &a.cert)?;
+    let peer = load_peer_cert(&a.peer_cert)?;
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    let mut link = if p == 0 {
+        Link::listen(a.addr, &me, &peer, timeout)?
+    } else {
+        Link::connect(a.addr, &me, &peer, timeout)?
+    };
+    link.set_io_timeout(timeout);
+
+    // From here on the randomness counts as used, whatever happens next.
+    mark_used(&a.state_dir, p, &triplet_id)?;
+    let mut tag = Vec::new();
+    for id in [&ih.job_id, &mh.model_id, &th_only.triplet_id] {
+        tag.extend_from_slice(id.as_ref().expect("ids checked above"));
+    }
+    let batch = tr.batch;
+    let rand = PartyRandomness::new(p, tr.seed, tr.corrections);
+    let mut engine: Box<dyn Nonlinear> = if p == 0 {
+        Box::new(GcEvaluator::new(&tr.base_ot)?)
+    } else {
+        Box::new(GcGarbler::new(&tr.base_ot)?)
+    };
+    let geo = Geometry::new(job.height, job.width, plan.patch, job.stride);
+    let bar = if a.quiet || json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(geo.num_patches() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "S{prefix} {bar:40} {pos}/{len} patches {per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        b.set_prefix(p.to_string());
+        b
+    };
+    let inputs = JobInputs {
+        party: p,
+        plan: &plan,
+        job: &job,
+        image: &image,
+        rand,
+        batch,
+        session_tag: tag,
+    };
+    let (canvas, report) = protocol::run(&mut link, inputs, engine.as_mut(), &mut |d, _| {
+        bar.set_position(d as u64)
+    })?;
+    bar.finish_and_clear();
+    let mut h = Header::new(Kind::OutputShare, p, job.scale);
+    h.job_id = ih.job_id;
+    h.model_id = mh.model_id;
+    h.shapes.push((
+        "canvas".into(),
+        vec![geo.canvas_h as u64, geo.canvas_w as u64],
+    ));
+    container::write(
+        &a.out,
+        &h,
+        &OutputShare {
+            geometry: geo,
+            job,
+            canvas,
+        },
+    )
+    .with_context(|| format!("writing {}", a.out.display()))?;
+    let out_bytes = std::fs::metadata(&a.out)?.len();
+    Ok(Summary {
+        lines: vec![format!(
+            "S{p}: {} patches in {:.1} s; sent {} bytes, received {} bytes in {} messages; {} AND gates; wrote {}",
+            report.patches,
+            report.seconds_total,
+            report.link.bytes_sent,
+            report.link.bytes_received,
+            report.link.messages_sent,
+            report.engine.and_gates,
+            a.out.display()
+        )],
+        json: serde_json::json!({"ok": true, "command": "serve", "party": p, "report": report,
+            "output": a.out, "download_bytes": out_bytes}),
+    })
+}

@@ -1,0 +1,219 @@
+//! Plaintext tools: `denoise`, `metrics`, `inspect`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use super::inputs::{load_image, model_or_default};
+use super::Summary;
+use crate::formats::container;
+use crate::plain::denoise::denoise_float;
+use crate::plain::geometry::Geometry;
+use crate::plain::image::{quantize_u8, save_png, GrayImage};
+use crate::plain::metrics::{psnr, ssim};
+use crate::plain::model::{Activation, Model};
+use crate::plain::preprocess::Preprocess;
+use crate::ring::oracle;
+use crate::ring::plan::{FixedParams, Plan};
+use crate::ring::tanhstar::TanhStar;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Arith {
+    /// f64 with the model's own activation (the paper's plaintext baseline).
+    Float,
+    /// f64 with tanh* as the activation.
+    FloatTanhStar,
+    /// The fixed-point oracle: exactly what the secure protocol computes.
+    Fixed,
+}
+
+/// Denoise an image in the clear, in float or in the secure protocol's fixed point.
+#[derive(Args)]
+pub struct DenoiseArgs {
+    /// Trained model (.npz); default: the shipped model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Noisy image (PNG) or builtin:phantom.
+    #[arg(long)]
+    pub image: String,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "float")]
+    pub arith: Arith,
+    /// Noise level of the image.
+    #[arg(long, default_value_t = 25.0)]
+    pub sigma: f64,
+    /// Apply the paper's sigma*/sigma scaling.
+    #[arg(long)]
+    pub scale_noise: bool,
+    #[arg(long, default_value_t = 3)]
+    pub stride: usize,
+    /// Fixed-point fractional bits (with --arith fixed).
+    #[arg(long, default_value_t = 18)]
+    pub scale: u32,
+    /// Clean reference: print PSNR/SSIM of the input and the result.
+    #[arg(long)]
+    pub clean: Option<String>,
+}
+
+/// Runs a denoise in the chosen arithmetic; returns the unclipped float image.
+pub fn run_denoise(
+    model: &Model,
+    noisy: &GrayImage,
+    pre: &Preprocess,
+    stride: usize,
+    arith: Arith,
+    scale: u32,
+) -> Result<(ndarray::Array2<f64>, u64)> {
+    let t = TanhStar::PAPER;
+    Ok(match arith {
+        Arith::Float => (
+            denoise_float(model, &noisy.pixels, pre, stride, None, &t),
+            0,
+        ),
+        Arith::FloatTanhStar => (
+            denoise_float(
+                model,
+                &noisy.pixels,
+                pre,
+                stride,
+                Some(Activation::TanhStar),
+                &t,
+            ),
+            0,
+        ),
+        Arith::Fixed => {
+            let params = FixedParams {
+                s: scale,
+                ..FixedParams::default()
+            };
+            let plan = Plan::from_model(model, params).map_err(anyhow::Error::msg)?;
+            let (h, w) = noisy.pixels.dim();
+            let geo = Geometry::new(h, w, plan.patch, stride);
+            let enc = oracle::encode_image(&noisy.pixels, pre, scale);
+            let run = oracle::run(&plan, &geo, &enc, 256);
+            (
+                oracle::decode_canvas(&run.canvas, &geo, pre, scale),
+                run.out_of_range,
+            )
+        }
+    })
+}
+
+pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
+    if a.stride == 0 {
+        bail!("--stride must be at least 1");
+    }
+    let path = model_or_default(&a.model);
+    let model = Model::load(&path)?;
+    let noisy = load_image(&a.image)?;
+    let pre = Preprocess::new(a.sigma, model.meta.sigma, a.scale_noise);
+    let t = Instant::now();
+    let (out, oor) = run_denoise(&model, &noisy, &pre, a.stride, a.arith, a.scale)?;
+    let secs = t.elapsed().as_secs_f64();
+    let q = quantize_u8(&out);
+    let mut lines = vec![format!("denoised {} in {secs:.2} s", a.image)];
+    let mut json = serde_json::json!({"ok": true, "command": "denoise", "seconds": secs,
+        "out_of_range": oor});
+    if oor > 0 {
+        lines.push(format!(
+            "warning: {oor} pre-activations exceeded the fixed-point range (raise zbits)"
+        ));
+    }
+    if let Some(o) = &a.out {
+        save_png(
+            &GrayImage {
+                pixels: out.clone(),
+                bit_depth: noisy.bit_depth,
+            },
+            o,
+            noisy.bit_depth,
+        )?;
+        lines.push(format!("wrote {}", o.display()));
+        json["out"] = serde_json::json!(o);
+    }
+    if let Some(c) = &a.clean {
+        let clean = load_image(c)?;
+        let (pn, pd) = (
+            psnr(&clean.pixels, &noisy.pixels, 255.0),
+            psnr(&clean.pixels, &q, 255.0),
+        );
+        let sd = ssim(&clean.pixels, &q);
+        lines.push(format!(
+            "PSNR noisy {pn:.2} dB -> denoised {pd:.2} dB (SSIM {sd:.4})"
+        ));
+        json["psnr_noisy"] = pn.into();
+        json["psnr"] = pd.into();
+        json["ssim"] = sd.into();
+    }
+    Ok(Summary { lines, json })
+}
+
+/// PSNR and SSIM (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) of two images.
+#[derive(Args)]
+pub struct MetricsArgs {
+    /// Reference image.
+    pub reference: String,
+    /// Test image.
+    pub test: String,
+}
+
+pub fn metrics(a: MetricsArgs) -> Result<Summary> {
+    let r = load_image(&a.reference)?;
+    let t = load_image(&a.test)?;
+    if r.pixels.dim() != t.pixels.dim() {
+        bail!(
+            "{} is {:?} but {} is {:?}: shapes differ",
+            a.reference,
+            r.pixels.dim(),
+            a.test,
+            t.pixels.dim()
+        );
+    }
+    let p = psnr(&r.pixels, &t.pixels, 255.0);
+    let s = ssim(&r.pixels, &t.pixels);
+    Ok(Summary {
+        lines: vec![format!("PSNR {p:.4} dB  SSIM {s:.6}")],
+        json: serde_json::json!({"ok": true, "command": "metrics", "psnr": p, "ssim": s}),
+    })
+}
+
+/// Print the header of any file ppdenoise writes (or a summary of a model or image).
+#[derive(Args)]
+pub struct InspectArgs {
+    pub file: PathBuf,
+}
+
+pub fn inspect(a: InspectArgs) -> Result<Summary> {
+    let ext = a.file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "npz" {
+        let m = Model::load(&a.file)?;
+        let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
+            "widths": m.widths(), "meta": m.meta});
+        return Ok(Summary {
+            lines: vec![serde_json::to_string_pretty(&j)?],
+            json: j,
+        });
+    }
+    if ext == "png" {
+        let i = crate::plain::image::load(&a.file)?;
+        let (h, w) = i.pixels.dim();
+        let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "image",
+            "height": h, "width": w, "bit_depth": i.bit_depth});
+        return Ok(Summary {
+            lines: vec![serde_json::to_string_pretty(&j)?],
+            json: j,
+        });
+    }
+    let h = container::read_header(&a.file)?;
+    let mut j = h.to_json();
+    j["ok"] = true.into();
+    j["file_bytes"] = std::fs::metadata(&a.file)?.len().into();
+    Ok(Summary {
+        lines: vec![serde_json::to_string_pretty(&j)?],
+        json: j,
+    })
+}

@@ -1,0 +1,103 @@
+//! The trusted dealer: correlated randomness for one job, made offline from public facts only
+//! (model shape, image size, stride, batch size). It never sees an image or a weight.
+
+pub mod randomness;
+
+use crate::formats::bodies::{JobParams, Triplets};
+use crate::plain::geometry::Geometry;
+use crate::ring::matmul::gemm;
+use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
+use randomness::{elem_masks, PartyRandomness};
+
+/// Batches of a job: (batch index, first patch, patches in batch).
+pub fn batches(num_patches: usize, batch: usize) -> impl Iterator<Item = (u32, usize, usize)> {
+    (0..num_patches.div_ceil(batch)).map(move |b| {
+        let start = b * batch;
+        (b as u32, start, batch.min(num_patches - start))
+    })
+}
+
+/// Gathers the input windows of patches `start..start+n` from a padded image-sized vector
+/// into an (inputs x n) row-major matrix.
+pub fn extract_batch(geo: &Geometry, padded: &[u64], start: usize, n: usize) -> Vec<u64> {
+    let nin = geo.patch.input * geo.patch.input;
+    let mut x = vec![0u64; nin * n];
+    let mut window = vec![0u64; nin];
+    for j in 0..n {
+        geo.extract(padded, start + j, &mut window);
+        for (r, &v) in window.iter().enumerate() {
+            x[r * n + j] = v;
+        }
+    }
+    x
+}
+
+/// Makes both parties' correlated randomness for a job.
+pub fn generate(
+    job: &JobParams,
+    widths: &[usize],
+    patch: crate::plain::model::PatchShape,
+    batch: usize,
+    base_ot: (Vec<u8>, Vec<u8>),
+) -> (Triplets, Triplets) {
+    let seeds: [Seed; 2] = [fresh_seed(), fresh_seed()];
+    let geo = Geometry::new(job.height, job.width, patch, job.stride);
+    let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
+    let r1 = PartyRandomness::new(1, seeds[1], Vec::new());
+    let nl = widths.len() - 1;
+    let a: Vec<Vec<u64>> = (0..nl)
+        .map(|l| {
+            let n = widths[l] * widths[l + 1];
+            add(&r0.weight_mask(l as u32, n), &r1.weight_mask(l as u32, n))
+        })
+        .collect();
+    let npix = job.height * job.width;
+    let img_mask = geo.pad(&add(&r0.image_mask(npix), &r1.image_mask(npix)));
+    let mut corr = Vec::new();
+    for (b, start, n) in batches(geo.num_patches(), batch) {
+        for l in 0..nl {
+            let (din, dout) = (widths[l], widths[l + 1]);
+            let bm = if l == 0 {
+                extract_batch(&geo, &img_mask, start, n)
+            } else {
+                add(
+                    &r0.act_mask(l as u32, b, din * n),
+                    &r1.act_mask(l as u32, b, din * n),
+                )
+            };
+            let c = gemm(&a[l], &bm, dout, din, n);
+            let c0 = Prg::new(&seeds[0], Stream::MatTriple(l as u32, b)).vec(dout * n);
+            corr.extend(c.iter().zip(&c0).map(|(x, y)| x.wrapping_sub(*y)));
+            if l + 1 < nl {
+                let e = dout * n;
+                let (sa0, a0, b0, mut prg0) = elem_masks(&seeds[0], l as u32, b, e);
+                let (sa1, a1, b1, _) = elem_masks(&seeds[1], l as u32, b, e);
+                let sq_c0 = prg0.vec(e);
+                let c0 = [prg0.vec(e), prg0.vec(e)];
+                corr.extend((0..e).map(|i| {
+                    let sa = sa0[i].wrapping_add(sa1[i]);
+                    sa.wrapping_mul(sa).wrapping_sub(sq_c0[i])
+                }));
+                for k in 0..2 {
+                    corr.extend((0..e).map(|i| {
+                        let x = a0[k][i].wrapping_add(a1[k][i]);
+                        let y = b0[k][i].wrapping_add(b1[k][i]);
+                        x.wrapping_mul(y).wrapping_sub(c0[k][i])
+                    }));
+                }
+            }
+        }
+    }
+    let mk = |seed: Seed, corrections: Vec<u64>, base_ot: Vec<u8>| Triplets {
+        job: job.clone(),
+        widths: widths.to_vec(),
+        batch,
+        seed,
+        corrections,
+        base_ot,
+    };
+    (
+        mk(seeds[0], Vec::new(), base_ot.0),
+        mk(seeds[1], corr, base_ot.1),
+    )
+}

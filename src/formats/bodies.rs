@@ -1,0 +1,130 @@
+//! Bodies of the container kinds, and the typed loaders every command uses.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::formats::container::{self, expect, FormatError, Header, Kind};
+use crate::plain::geometry::Geometry;
+use crate::plain::model::ModelMeta;
+use crate::plain::preprocess::Preprocess;
+use crate::ring::plan::Plan;
+use crate::ring::share::{expand, Seed, Stream};
+
+/// A vector share, either explicit or as a PRG seed (the other party's share is then
+/// `values - PRG(seed)`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Data {
+    Explicit(Vec<u64>),
+    Seed(Seed),
+}
+
+impl Data {
+    pub fn materialise(&self, stream: Stream, n: usize) -> Result<Vec<u64>, String> {
+        match self {
+            Data::Explicit(v) if v.len() == n => Ok(v.clone()),
+            Data::Explicit(v) => Err(format!("share holds {} values, expected {n}", v.len())),
+            Data::Seed(s) => Ok(expand(s, stream, n)),
+        }
+    }
+}
+
+/// A party's share of a model: the public plan (weights removed) and the share of the
+/// weights and biases, flattened as W1, b1, W2, b2, ...
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelShare {
+    pub plan: Plan,
+    pub meta: ModelMeta,
+    pub data: Data,
+}
+
+impl ModelShare {
+    pub fn num_values(plan: &Plan) -> usize {
+        plan.layers
+            .iter()
+            .map(|l| l.inputs * l.outputs + l.outputs)
+            .sum()
+    }
+
+    /// The plan with this party's weight shares filled in.
+    pub fn share_plan(&self) -> Result<Plan, String> {
+        let mut plan = self.plan.clone();
+        let flat = self
+            .data
+            .materialise(Stream::ModelShare, Self::num_values(&plan))?;
+        let mut off = 0;
+        for l in plan.layers.iter_mut() {
+            let nw = l.inputs * l.outputs;
+            l.w = flat[off..off + nw].to_vec();
+            off += nw;
+            l.b = flat[off..off + l.outputs].to_vec();
+            off += l.outputs;
+        }
+        Ok(plan)
+    }
+}
+
+/// Flattens a plan's weights in the order [`ModelShare`] uses.
+pub fn flatten_weights(plan: &Plan) -> Vec<u64> {
+    let mut v = Vec::with_capacity(ModelShare::num_values(plan));
+    for l in &plan.layers {
+        v.extend_from_slice(&l.w);
+        v.extend_from_slice(&l.b);
+    }
+    v
+}
+
+/// Public job parameters chosen by the gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobParams {
+    pub height: usize,
+    pub width: usize,
+    pub bit_depth: u8,
+    pub stride: usize,
+    pub scale: u32,
+    pub pre: Preprocess,
+    pub sigma: f64,
+    pub model_sigma: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageShare {
+    pub job: JobParams,
+    /// Share of the normalised, encoded (unpadded) image, row-major.
+    pub data: Data,
+}
+
+/// Dealer output for one party and one job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Triplets {
+    pub job: JobParams,
+    pub widths: Vec<usize>,
+    /// Patches per batch.
+    pub batch: usize,
+    /// This party's randomness seed (masks and its own triple shares).
+    pub seed: Seed,
+    /// Party 1 only: explicit triple shares, in consumption order.
+    pub corrections: Vec<u64>,
+    /// Base OTs for the IKNP extension (role-specific, serialised by `twopc::ot`).
+    pub base_ot: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutputShare {
+    pub geometry: Geometry,
+    pub job: JobParams,
+    /// Share of the canvas sums (scale `job.scale`), canvas-sized, row-major.
+    pub canvas: Vec<u64>,
+}
+
+/// Reads a container of `kind` (and `party`, when given) with its typed body.
+pub fn load<B: serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: Kind,
+    party: Option<u8>,
+) -> Result<(Header, B), FormatError> {
+    // Check the header first so a wrong kind or party is reported before a long read.
+    let h = container::read_header(path)?;
+    expect(path, &h, kind, party)?;
+    container::read(path)
+}

@@ -1,0 +1,318 @@
+//! The container shared by every file ppdenoise writes for another party:
+//!
+//! ```text
+//! magic "PPDNOISE" | version u16 | header length u32 | header (bincode) |
+//! body length u64 | body (bincode) | BLAKE3 of everything before (32 bytes)
+//! ```
+//!
+//! The header is small, public and typed ([`Header`]); it is parsed and checked (kind, party,
+//! ids, sizes against the file's real length) before the body is allocated or read.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use bincode::Options;
+
+pub const MAGIC: &[u8; 8] = b"PPDNOISE";
+pub const VERSION: u16 = 1;
+const PREFIX: usize = 8 + 2 + 4;
+const MAX_HEADER: u64 = 1 << 20;
+/// Largest body accepted (refused before allocation).
+pub const MAX_BODY: u64 = 64 << 30;
+
+pub type Id = [u8; 16];
+
+pub fn fresh_id() -> Id {
+    use rand::RngCore;
+    let mut id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    id
+}
+
+pub fn id_hex(id: &Id) -> String {
+    hex::encode(id)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    ModelShare,
+    ImageShare,
+    Triplets,
+    OutputShare,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::ModelShare => "model share",
+            Kind::ImageShare => "image share",
+            Kind::Triplets => "correlated randomness (triplets)",
+            Kind::OutputShare => "output share",
+        }
+    }
+}
+
+/// Public metadata of a file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub kind: Kind,
+    pub party: u8,
+    pub ring_bits: u8,
+    /// Fixed-point fractional bits of the values inside.
+    pub scale: u32,
+    pub model_id: Option<Id>,
+    pub job_id: Option<Id>,
+    pub triplet_id: Option<Id>,
+    /// Named shapes, e.g. ("image", [512, 512]) or ("layers", [1521, 512, 512, 289]).
+    pub shapes: Vec<(String, Vec<u64>)>,
+    /// Free-form public facts (tool version, stride, sigma, ...).
+    pub info: Vec<(String, String)>,
+}
+
+impl Header {
+    pub fn new(kind: Kind, party: u8, scale: u32) -> Header {
+        Header {
+            kind,
+            party,
+            ring_bits: 64,
+            scale,
+            model_id: None,
+            job_id: None,
+            triplet_id: None,
+            shapes: Vec::new(),
+            info: vec![(
+                "tool".into(),
+                format!("ppdenoise {}", env!("CARGO_PKG_VERSION")),
+            )],
+        }
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[u64]> {
+        self.shapes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn info(&self, name: &str) -> Option<&str> {
+        self.info
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A JSON view for `inspect`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let hexid = |i: &Option<Id>| i.as_ref().map(id_hex);
+        serde_json::json!({
+            "kind": format!("{:?}", self.kind),
+            "party": self.party,
+            "ring_bits": self.ring_bits,
+            "scale": self.scale,
+            "model_id": hexid(&self.model_id),
+            "job_id": hexid(&self.job_id),
+            "triplet_id": hexid(&self.triplet_id),
+            "shapes": self.shapes.iter().map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "info": self.info.iter().map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("{0}: cannot read: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{0}: not a ppdenoise file (bad magic)")]
+    BadMagic(PathBuf),
+    #[error("{0}: unsupported format version {1} (this build reads version {VERSION})")]
+    Version(PathBuf, u16),
+    #[error("{0}: truncated or corrupted: {1}")]
+    Truncated(PathBuf, String),
+    #[error("{0}: absurd size: {1}")]
+    Absurd(PathBuf, String),
+    #[error("{0}: integrity check failed (the file was modified or corrupted)")]
+    Checksum(PathBuf),
+    #[error("{0}: malformed {1}: {2}")]
+    Malformed(PathBuf, &'static str, String),
+    #[error("{path}: expected a {expected} but this file is a {found}")]
+    WrongKind {
+        path: PathBuf,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{path}: this file is for party {found}, but this is party {expected}")]
+    WrongParty {
+        path: PathBuf,
+        expected: u8,
+        found: u8,
+    },
+    #[error("{path}: {what}")]
+    Mismatch { path: PathBuf, what: String },
+}
+
+fn opts() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+}
+
+/// Serialises header and body into the container bytes.
+pub fn encode<B: Serialize>(header: &Header, body: &B) -> anyhow::Result<Vec<u8>> {
+    let h = opts().serialize(header)?;
+    let blen = opts().serialized_size(body)?;
+    let mut out = Vec::with_capacity(PREFIX + h.len() + 8 + blen as usize + 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&blen.to_le_bytes());
+    opts().serialize_into(&mut out, body)?;
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    Ok(out)
+}
+
+/// Writes a container file atomically.
+pub fn write<B: Serialize>(path: &Path, header: &Header, body: &B) -> anyhow::Result<()> {
+    let bytes = encode(header, body)?;
+    super::atomic::write_with(path, |w| {
+        w.write_all(&bytes)?;
+        Ok(())
+    })
+}
+
+/// Reads and checks the header only (cheap; used by the dealer and `inspect`).
+pub fn read_header(path: &Path) -> Result<Header, FormatError> {
+    let mut f = File::open(path).map_err(|e| FormatError::Io(path.into(), e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| FormatError::Io(path.into(), e))?
+        .len();
+    let (h, _) = read_prefix(path, &mut f, len)?;
+    Ok(h)
+}
+
+fn read_prefix(path: &Path, f: &mut File, len: u64) -> Result<(Header, Vec<u8>), FormatError> {
+    let io = |e| FormatError::Io(path.into(), e);
+    if len < PREFIX as u64 {
+        // Too short to hold even the prefix: tell apart foreign files and truncated ones.
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).map_err(io)?;
+        if !MAGIC.starts_with(&buf[..buf.len().min(8)]) || buf.is_empty() {
+            return Err(FormatError::BadMagic(path.into()));
+        }
+        return Err(FormatError::Truncated(
+            path.into(),
+            format!("only {len} bytes"),
+        ));
+    }
+    let mut pre = [0u8; PREFIX];
+    f.read_exact(&mut pre).map_err(io)?;
+    if &pre[..8] != MAGIC {
+        return Err(FormatError::BadMagic(path.into()));
+    }
+    let ver = u16::from_le_bytes([pre[8], pre[9]]);
+    if ver != VERSION {
+        return Err(FormatError::Version(path.into(), ver));
+    }
+    let hlen = u32::from_le_bytes(pre[10..14].try_into().unwrap()) as u64;
+    if hlen > MAX_HEADER {
+        return Err(FormatError::Absurd(
+            path.into(),
+            format!("header of {hlen} bytes"),
+        ));
+    }
+    if PREFIX as u64 + hlen + 8 + 32 > len {
+        return Err(FormatError::Truncated(
+            path.into(),
+            format!("header needs {hlen} bytes, file has {len}"),
+        ));
+    }
+    let mut hbytes = vec![0u8; hlen as usize];
+    f.read_exact(&mut hbytes).map_err(io)?;
+    let header: Header = opts()
+        .with_limit(hlen)
+        .deserialize(&hbytes)
+        .map_err(|e| FormatError::Malformed(path.into(), "header", e.to_string()))?;
+    let mut all = Vec::with_capacity(PREFIX + hbytes.len());
+    all.extend_from_slice(&pre);
+    all.extend_from_slice(&hbytes);
+    Ok((header, all))
+}
+
+/// Reads a whole container, checking sizes before allocation and the checksum before
+/// decoding the body.
+pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError> {
+    let mut f = File::open(path).map_err(|e| FormatError::Io(path.into(), e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| FormatError::Io(path.into(), e))?
+        .len();
+    let (header, mut seen) = read_prefix(path, &mut f, len)?;
+    let mut lb = [0u8; 8];
+    f.read_exact(&mut lb)
+        .map_err(|e| FormatError::Io(path.into(), e))?;
+    let blen = u64::from_le_bytes(lb);
+    if blen > MAX_BODY {
+        return Err(FormatError::Absurd(
+            path.into(),
+            format!("body of {blen} bytes"),
+        ));
+    }
+    let expected = seen.len() as u64 + 8 + blen + 32;
+    if expected != len {
+        return Err(FormatError::Truncated(
+            path.into(),
+            format!("expected {expected} bytes, file has {len}"),
+        ));
+    }
+    seen.extend_from_slice(&lb);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seen);
+    let mut body = vec![0u8; blen as usize];
+    f.read_exact(&mut body)
+        .map_err(|e| FormatError::Io(path.into(), e))?;
+    hasher.update(&body);
+    let mut sum = [0u8; 32];
+    f.read_exact(&mut sum)
+        .map_err(|e| FormatError::Io(path.into(), e))?;
+    if hasher.finalize().as_bytes() != &sum {
+        return Err(FormatError::Checksum(path.into()));
+    }
+    let b: B = opts()
+        .with_limit(blen)
+        .deserialize(&body)
+        .map_err(|e| FormatError::Malformed(path.into(), "body", e.to_string()))?;
+    Ok((header, b))
+}
+
+/// Checks kind and party of a header read from `path`.
+pub fn expect(path: &Path, h: &Header, kind: Kind, party: Option<u8>) -> Result<(), FormatError> {
+    if h.kind != kind {
+        return Err(FormatError::WrongKind {
+            path: path.into(),
+            expected: kind.name(),
+            found: h.kind.name(),
+        });
+    }
+    if let Some(p) = party {
+        if h.party != p {
+            return Err(FormatError::WrongParty {
+                path: path.into(),
+                expected: p,
+                found: h.party,
+            });
+        }
+    }
+    if h.ring_bits != 64 {
+        return Err(FormatError::Mismatch {
+            path: path.into(),
+            what: format!("ring of {} bits; only Z_2^64 is supported", h.ring_bits),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! ppdenoise: privacy-preserving two-server neural image denoising.
+//!
+//! Layout: `plain` (images, models, metrics, float inference: no secrets involved), `ring`
+//! (fixed point in Z_2^64, sharing, the fixed-point plan and its plaintext oracle), `dealer`
+//! (the trusted dealer's correlated randomness), `twopc` (the two-party protocol: Beaver
+//! products, garbled circuits, oblivious transfer), `net` (the authenticated S0<->S1 link),
+//! `formats` (files between parties), `cli` (the `ppdenoise` subcommands).
+
+pub mod cli;
+pub mod dealer;
+pub mod formats;
+pub mod net;
+pub mod plain;
+pub mod ring;
+pub mod twopc;

@@ -1,0 +1,887 @@
+//! [`Link`]: the authenticated, encrypted S0 <-> S1 connection, carrying length-prefixed
+//! frames (`u64` little-endian length, then the payload).
+//!
+//! Party 0 listens ([`Link::listen`] / [`Link::accept`]) and party 1 connects
+//! ([`Link::connect`]). A link has a send half ([`LinkSender`]) and a receive half
+//! ([`LinkReceiver`]) with separate keys and socket handles; [`Link::split`] hands out both so
+//! two threads can stream in opposite directions, and [`Link::exchange`] does that for one
+//! message each way, so two parties exchanging large messages at once never deadlock on full
+//! TCP buffers.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::identity::{Identity, PeerCert};
+use super::tls::{self, RecordReader, RecordWriter, Role};
+use super::NetError;
+
+/// Largest frame [`LinkReceiver::recv`] accepts unless changed with [`Link::set_max_frame`].
+pub const DEFAULT_MAX_FRAME: u64 = 4 << 30;
+
+/// Length prefix of every frame.
+const FRAME_HEADER: u64 = 8;
+
+/// Upper bound on one step of the TLS handshake (a stalled stray client cannot hold the
+/// listener for longer than this).
+const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause between connection attempts while the peer is not up yet.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Messages up to this size are sent before receiving in [`Link::exchange`], without a
+/// second thread: they fit in any socket buffer, so sending them cannot block.
+const INLINE_EXCHANGE: usize = 1024;
+
+/// Traffic counters. `bytes_*` count frames (8-byte length prefix plus payload);
+/// `wire_bytes_*` count what went over TCP, TLS handshake and record overhead included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub wire_bytes_sent: u64,
+    pub wire_bytes_received: u64,
+}
+
+/// The sending half of a [`Link`].
+pub struct LinkSender {
+    w: RecordWriter,
+    bytes: u64,
+    messages: u64,
+    broken: Option<String>,
+}
+
+/// The receiving half of a [`Link`].
+pub struct LinkReceiver {
+    r: RecordReader,
+    bytes: u64,
+    messages: u64,
+    max_frame: u64,
+    broken: Option<String>,
+}
+
+/// An established link to the other server.
+pub struct Link {
+    tx: LinkSender,
+    rx: LinkReceiver,
+    peer_name: String,
+    peer_fingerprint: String,
+    peer_addr: SocketAddr,
+}
+
+impl Link {
+    /// Party 0: bind `addr` and accept the peer (see [`Link::accept`]).
+    pub fn listen(
+        addr: SocketAddr,
+        me: &Identity,
+        peer: &PeerCert,
+        timeout: Duration,
+    ) -> Result<Link, NetError> {
+        let listener =
+            TcpListener::bind(addr).map_err(|e| NetError::io(format!("listening on {addr}"), e))?;
+        Link::accept(&listener, me, peer, timeout)
+    }
+
+    /// Party 0 on an already bound listener: accept connections until one completes the
+    /// handshake with the pinned peer certificate, or until `timeout`. A connection that fails
+    /// (wrong certificate, not TLS, stalls) is logged to stderr and the listener keeps waiting,
+    /// so a stray connection cannot stop the server. At the deadline the last such failure is
+    /// returned if there was one, else [`NetError::Timeout`].
+    pub fn accept(
+        listener: &TcpListener,
+        me: &Identity,
+        peer: &PeerCert,
+        timeout: Duration,
+    ) -> Result<Link, NetError> {
+        let local = listener
+            .local_addr()
+            .map_err(|e| NetError::io("reading the listening address", e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| NetError::io(format!("configuring the listener on {local}"), e))?;
+        let deadline = Instant::now() + timeout;
+        let mut last_failure: Option<NetError> = None;
+        loop {
+            let now = Instant::now();
+            match listener.accept() {
+                Ok((stream, from)) => {
+                    let step = deadline
+                        .saturating_duration_since(now)
+                        .clamp(Duration::from_secs(1), HANDSHAKE_STEP_TIMEOUT);
+                    match Link::establish(stream, from, Role::Server, me, peer, step) {
+                        Ok(link) => {
+                            let _ = listener.set_nonblocking(false);
+                            return Ok(link);
+                        }
+                        Err(e) => {
+                            eprintln!("ppdenoise link: refused connection from {from}: {e}");
+                            last_failure = Some(e);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if now >= deadline {
+                        let _ = listener.set_nonblocking(false);
+                        return Err(last_failure.unwrap_or_else(|| {
+                            NetError::Timeout(format!(
+                                "waiting for the peer {} to connect to {local} ({timeout:?})",
+                                peer.name()
+                            ))
+                        }));
+                    }
+                    std::thread::sleep(
+                        Duration::from_millis(20).min(deadline.saturating_duration_since(now)),
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Transient accept failures (e.g. the client reset before accept):
+                    // note them and keep listening.
+                    eprintln!("ppdenoise link: accept on {local} failed: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                    if Instant::now() >= deadline {
+                        return Err(NetError::io(format!("accepting on {local}"), e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Party 1: connect to the peer at `addr`, retrying while nothing listens there (the
+    /// peer may start later) until `timeout`; then [`NetError::Unreachable`]. A failed
+    /// handshake is not retried: it means a certificate or configuration problem.
+    pub fn connect(
+        addr: SocketAddr,
+        me: &Identity,
+        peer: &PeerCert,
+        timeout: Duration,
+    ) -> Result<Link, NetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = if remaining.is_zero() {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "no time left"))
+            } else {
+                TcpStream::connect_timeout(&addr, remaining)
+            };
+            match attempt {
+                Ok(stream) => {
+                    let step = deadline
+                        .saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_secs(1), HANDSHAKE_STEP_TIMEOUT);
+                    return Link::establish(stream, addr, Role::Client, me, peer, step);
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    return Err(NetError::io(format!("connecting to {addr}"), e));
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(NetError::Unreachable {
+                            addr,
+                            timeout,
+                            last: e.to_string(),
+                        });
+                    }
+                    std::thread::sleep(RETRY_PAUSE.min(deadline - now));
+                }
+            }
+        }
+    }
+
+    fn establish(
+        stream: TcpStream,
+        peer_addr: SocketAddr,
+        role: Role,
+        me: &Identity,
+        peer: &PeerCert,
+        step_timeout: Duration,
+    ) -> Result<Link, NetError> {
+        stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(|e| NetError::io(format!("configuring the socket to {peer_addr}"), e))?;
+        let done = tls::handshake(stream, role, me, peer, step_timeout)?;
+        let (w, r) = tls::into_records(done)?;
+        let mut link = Link {
+            tx: LinkSender {
+                w,
+                bytes: 0,
+                messages: 0,
+                broken: None,
+            },
+            rx: LinkReceiver {
+                r,
+                bytes: 0,
+                messages: 0,
+                max_frame: DEFAULT_MAX_FRAME,
+                broken: None,
+            },
+            peer_name: peer.name().to_string(),
+            peer_fingerprint: peer.fingerprint().to_string(),
+            peer_addr,
+        };
+        link.set_io_timeout(Duration::ZERO);
+        Ok(link)
+    }
+
+    /// Send one frame (length prefix and payload) and flush it.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), NetError> {
+        self.tx.send(msg)
+    }
+
+    /// Receive one frame.
+    pub fn recv(&mut self) -> Result<Vec<u8>, NetError> {
+        self.rx.recv()
+    }
+
+    /// Receive one frame into `buf` (cleared first; its allocation is reused).
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), NetError> {
+        self.rx.recv_into(buf)
+    }
+
+    /// Send `msg` and receive the peer's frame at the same time (the send runs on a second
+    /// thread), so both parties may call this with large messages without deadlocking.
+    pub fn exchange(&mut self, msg: &[u8]) -> Result<Vec<u8>, NetError> {
+        let mut buf = Vec::new();
+        self.exchange_into(msg, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Link::exchange`] receiving into `buf` (cleared first; its allocation is reused).
+    pub fn exchange_into(&mut self, msg: &[u8], buf: &mut Vec<u8>) -> Result<(), NetError> {
+        if msg.len() <= INLINE_EXCHANGE {
+            self.tx.send(msg)?;
+            return self.rx.recv_into(buf);
+        }
+        let (tx, rx) = (&mut self.tx, &mut self.rx);
+        std::thread::scope(|s| {
+            let sender = s.spawn(move || tx.send(msg));
+            let received = rx.recv_into(buf);
+            if received.is_err() {
+                // Unblock the sender if the peer stopped reading; the link is dead anyway.
+                let _ = rx.r.socket().shutdown(Shutdown::Both);
+                rx.broken.get_or_insert_with(|| "exchange failed".into());
+            }
+            let sent = sender
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match (sent, received) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(())) => Err(e),
+                (_, Err(e)) => Err(e),
+            }
+        })
+    }
+
+    /// Both halves, for two threads streaming in opposite directions at once.
+    pub fn split(&mut self) -> (&mut LinkSender, &mut LinkReceiver) {
+        (&mut self.tx, &mut self.rx)
+    }
+
+    /// Counters since the link was established (handshake included in the wire counts).
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            bytes_sent: self.tx.bytes,
+            bytes_received: self.rx.bytes,
+            messages_sent: self.tx.messages,
+            messages_received: self.rx.messages,
+            wire_bytes_sent: self.tx.w.wire_bytes,
+            wire_bytes_received: self.rx.r.wire_bytes,
+        }
+    }
+
+    /// Read and write timeout for every later operation; `Duration::ZERO` means none (the
+    /// default). A peer that stalls for longer gives [`NetError::Timeout`]; one whose process
+    /// dies gives [`NetError::PeerClosed`] at once.
+    pub fn set_io_timeout(&mut self, d: Duration) {
+        let t = (!d.is_zero()).then_some(d);
+        // Socket options belong to the socket, which both halves share.
+        let _ = self.tx.w.socket().set_write_timeout(t);
+        let _ = self.rx.r.socket().set_read_timeout(t);
+        self.tx.w.timeout = t;
+        self.rx.r.timeout = t;
+    }
+
+    /// Largest frame accepted from the peer (default [`DEFAULT_MAX_FRAME`], 4 GiB).
+    pub fn set_max_frame(&mut self, max: u64) {
+        self.rx.max_frame = max;
+    }
+
+    /// The peer's name (from its pinned certificate).
+    pub fn peer_name(&self) -> &str {
+        &self.peer_name
+    }
+
+    /// Fingerprint of the peer's (pinned) certificate.
+    pub fn peer_fingerprint(&self) -> &str {
+        &self.peer_fingerprint
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Close cleanly: send a TLS close_notify and shut the socket down. The peer's next
+    /// receive reports [`NetError::PeerClosed`] mentioning close_notify.
+    pub fn close(mut self) -> Result<(), NetError> {
+        self.tx.w.close_notify()?;
+        let _ = self.tx.w.socket().shutdown(Shutdown::Write);
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("peer_name", &self.peer_name)
+            .field("peer_addr", &self.peer_addr)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinkSender {
+    /// Send one frame and flush it.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), NetError> {
+        self.send_parts(&[msg])
+    }
+
+    /// Send one frame whose payload is the concatenation of `parts`, without copying them
+    /// together first.
+    pub fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), NetError> {
+        if let Some(why) = &self.broken {
+            return Err(NetError::Broken(why.clone()));
+        }
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let doing = || format!("sending a frame of {len} bytes");
+        let result = (|| {
+            self.w.write_all(&len.to_le_bytes(), &doing)?;
+            for part in parts {
+                self.w.write_all(part, &doing)?;
+            }
+            self.w.flush(&doing)
+        })();
+        match result {
+            Ok(()) => {
+                self.bytes += FRAME_HEADER + len;
+                self.messages += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Frames and bytes (payload plus length prefix) sent so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.messages, self.bytes)
+    }
+}
+
+impl LinkReceiver {
+    /// Receive one frame.
+    pub fn recv(&mut self) -> Result<Vec<u8>, NetError> {
+        let mut buf = Vec::new();
+        self.recv_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Receive one frame into `buf` (cleared first; its allocation is reused). A frame above
+    /// the limit is refused before anything is allocated. A timeout before the frame starts
+    /// leaves the link usable; any other failure leaves it broken.
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), NetError> {
+        if let Some(why) = &self.broken {
+            return Err(NetError::Broken(why.clone()));
+        }
+        buf.clear();
+        let waiting = || "while waiting for the next frame".to_string();
+        if let Err(e) = self.r.wait_plaintext(&waiting) {
+            if !e.is_timeout() {
+                self.broken = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        match self.recv_frame(buf) {
+            Ok(len) => {
+                self.bytes += FRAME_HEADER + len;
+                self.messages += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn recv_frame(&mut self, buf: &mut Vec<u8>) -> Result<u64, NetError> {
+        let mut header = [0u8; FRAME_HEADER as usize];
+        self.r
+            .read_exact(&mut header, &|| "while reading a frame header".to_string())?;
+        let len = u64::from_le_bytes(header);
+        let too_large = NetError::FrameTooLarge {
+            len,
+            max: self.max_frame,
+        };
+        if len > self.max_frame {
+            return Err(too_large);
+        }
+        let n = usize::try_from(len).map_err(|_| too_large)?;
+        buf.reserve_exact(n);
+        let before = buf.len();
+        self.r.read_append(buf, n, &|| {
+            format!("in the middle of a frame of {len} bytes")
+        })?;
+        debug_assert_eq!(buf.len(), before + n);
+        Ok(len)
+    }
+
+    /// Frames and bytes (payload plus length prefix) received so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.messages, self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::identity::keygen;
+    use std::thread;
+
+    fn identities() -> (Identity, Identity) {
+        (
+            keygen("ppdenoise-s0").unwrap(),
+            keygen("ppdenoise-s1").unwrap(),
+        )
+    }
+
+    /// Establish a link between `server` (expects `server_peer`) and `client` (expects
+    /// `client_peer`) on an ephemeral port.
+    fn connect_pair(
+        server: Identity,
+        server_peer: PeerCert,
+        client: &Identity,
+        client_peer: &PeerCert,
+        timeout: Duration,
+    ) -> (Result<Link, NetError>, Result<Link, NetError>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let h = thread::spawn(move || Link::accept(&listener, &server, &server_peer, timeout));
+        let c = Link::connect(addr, client, client_peer, timeout);
+        (h.join().unwrap(), c)
+    }
+
+    fn good_pair() -> (Link, Link) {
+        let (s0, s1) = identities();
+        let p1 = s1.peer_cert();
+        let p0 = s0.peer_cert();
+        let (a, b) = connect_pair(s0, p1, &s1, &p0, Duration::from_secs(10));
+        (
+            a.unwrap_or_else(|e| panic!("server: {e}")),
+            b.unwrap_or_else(|e| panic!("client: {e}")),
+        )
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn happy_path_messages_and_stats() {
+        let (mut s, mut c) = good_pair();
+        assert_eq!(s.peer_name(), "ppdenoise-s1");
+        assert_eq!(c.peer_name(), "ppdenoise-s0");
+
+        c.send(b"hello from s1").unwrap();
+        assert_eq!(s.recv().unwrap(), b"hello from s1");
+        let big = pattern(3_000_000, 7);
+        s.send(&big).unwrap();
+        s.send(b"").unwrap();
+        assert_eq!(c.recv().unwrap(), big);
+        let mut buf = Vec::with_capacity(16);
+        c.recv_into(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        for i in 0..100u32 {
+            c.send(&i.to_le_bytes()).unwrap();
+        }
+        for i in 0..100u32 {
+            s.recv_into(&mut buf).unwrap();
+            assert_eq!(buf, i.to_le_bytes());
+        }
+        let (tx, _) = c.split();
+        tx.send_parts(&[b"ab", b"", b"cde"]).unwrap();
+        assert_eq!(s.recv().unwrap(), b"abcde");
+    }
+
+    #[test]
+    fn stats_count_frames_on_both_sides() {
+        let (mut s, mut c) = good_pair();
+        c.send(b"hello").unwrap();
+        s.recv().unwrap();
+        let big = pattern(100_000, 1);
+        s.send(&big).unwrap();
+        s.send(b"").unwrap();
+        c.recv().unwrap();
+        c.recv().unwrap();
+        let (ss, cs) = (s.stats(), c.stats());
+        assert_eq!(cs.messages_sent, 1);
+        assert_eq!(cs.bytes_sent, 8 + 5);
+        assert_eq!(ss.messages_received, 1);
+        assert_eq!(ss.bytes_received, 8 + 5);
+        assert_eq!(ss.messages_sent, 2);
+        assert_eq!(ss.bytes_sent, 8 + 100_000 + 8);
+        assert_eq!(cs.messages_received, 2);
+        assert_eq!(cs.bytes_received, ss.bytes_sent);
+        // Wire counts include the handshake and the record overhead, and agree end to end.
+        assert!(ss.wire_bytes_sent > ss.bytes_sent);
+        assert_eq!(ss.wire_bytes_sent, cs.wire_bytes_received);
+        assert_eq!(cs.wire_bytes_sent, ss.wire_bytes_received);
+    }
+
+    #[test]
+    fn exchange_small_and_large() {
+        let (mut s, mut c) = good_pair();
+        let h = thread::spawn(move || {
+            let a = s.exchange(b"from s0").unwrap();
+            let b = s.exchange(&pattern(5_000_000, 3)).unwrap();
+            (a, b, s)
+        });
+        let a = c.exchange(&pattern(2_000_000, 9)).unwrap();
+        let b = c.exchange(b"").unwrap();
+        let (sa, sb, _s) = h.join().unwrap();
+        assert_eq!(a, b"from s0");
+        assert_eq!(b, pattern(5_000_000, 3));
+        assert_eq!(sa, pattern(2_000_000, 9));
+        assert!(sb.is_empty());
+    }
+
+    #[test]
+    fn large_simultaneous_exchange_does_not_deadlock() {
+        const N: usize = 64 << 20;
+        let (mut s, mut c) = good_pair();
+        s.set_io_timeout(Duration::from_secs(60));
+        c.set_io_timeout(Duration::from_secs(60));
+        let start = Instant::now();
+        let h = thread::spawn(move || {
+            let got = s.exchange(&pattern(N, 1)).unwrap();
+            (got, s.stats())
+        });
+        let got = c.exchange(&pattern(N, 2)).unwrap();
+        let (sgot, sstats) = h.join().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        assert!(got == pattern(N, 1), "client received wrong bytes");
+        assert!(sgot == pattern(N, 2), "server received wrong bytes");
+        assert_eq!(sstats.bytes_received, (N + 8) as u64);
+        eprintln!(
+            "64 MiB each way at once: {secs:.2} s, {:.0} MB/s per direction",
+            N as f64 / secs / 1e6
+        );
+    }
+
+    #[test]
+    fn split_halves_stream_in_both_directions() {
+        let (mut s, mut c) = good_pair();
+        let frames = 40;
+        let frame = pattern(1 << 20, 5);
+        let h = thread::spawn(move || {
+            let (tx, rx) = s.split();
+            thread::scope(|sc| {
+                sc.spawn(|| {
+                    for _ in 0..frames {
+                        tx.send(&frame).unwrap();
+                    }
+                });
+                let mut buf = Vec::new();
+                for _ in 0..frames {
+                    rx.recv_into(&mut buf).unwrap();
+                    assert_eq!(buf.len(), 1 << 20);
+                }
+            });
+        });
+        let frame = pattern(1 << 20, 6);
+        let (tx, rx) = c.split();
+        thread::scope(|sc| {
+            sc.spawn(|| {
+                for _ in 0..frames {
+                    tx.send(&frame).unwrap();
+                }
+            });
+            let mut buf = Vec::new();
+            for _ in 0..frames {
+                rx.recv_into(&mut buf).unwrap();
+                assert_eq!(buf, pattern(1 << 20, 5));
+            }
+        });
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn intruder_client_is_refused_on_both_sides() {
+        let (s0, s1) = identities();
+        let intruder = keygen("ppdenoise-s1").unwrap();
+        let p0 = s0.peer_cert();
+        let (server, client) =
+            connect_pair(s0, s1.peer_cert(), &intruder, &p0, Duration::from_secs(2));
+        match server.unwrap_err() {
+            NetError::PeerRejected {
+                expected_fp,
+                got_fp,
+                ..
+            } => {
+                assert_eq!(expected_fp, s1.fingerprint());
+                assert_eq!(got_fp, intruder.fingerprint());
+            }
+            e => panic!("server: unexpected error {e}"),
+        }
+        match client.unwrap_err() {
+            NetError::RejectedByPeer { our_fp, .. } => assert_eq!(our_fp, intruder.fingerprint()),
+            e => panic!("client: unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn impostor_server_is_refused_on_both_sides() {
+        let (s0, s1) = identities();
+        let other = keygen("ppdenoise-s0").unwrap();
+        // The client pins `other`, but the real s0 answers.
+        let s0_fp = s0.fingerprint().to_string();
+        let (server, client) = connect_pair(
+            s0,
+            s1.peer_cert(),
+            &s1,
+            &other.peer_cert(),
+            Duration::from_secs(2),
+        );
+        let e = client.unwrap_err();
+        match &e {
+            NetError::PeerRejected {
+                expected_fp,
+                got_fp,
+                ..
+            } => {
+                assert_eq!(expected_fp, other.fingerprint());
+                assert_eq!(got_fp, &s0_fp);
+            }
+            e => panic!("client: unexpected error {e}"),
+        }
+        let msg = e.to_string();
+        assert!(msg.contains("peer presented certificate sha256:"), "{msg}");
+        match server.unwrap_err() {
+            NetError::RejectedByPeer { our_fp, .. } => assert_eq!(our_fp, s0_fp),
+            e => panic!("server: unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn stray_connections_do_not_stop_the_listener() {
+        let (s0, s1) = identities();
+        let intruder = keygen("ppdenoise-s1").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
+        let h = thread::spawn(move || {
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(20)).map(|mut l| l.recv())
+        });
+        // Not TLS at all, then a wrong certificate, then the real peer.
+        {
+            use std::io::Write;
+            let mut junk = TcpStream::connect(addr).unwrap();
+            junk.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        }
+        let e = Link::connect(addr, &intruder, &p0, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, NetError::RejectedByPeer { .. }), "{e}");
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(5)).unwrap();
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+    }
+
+    #[test]
+    fn missing_listener_is_unreachable_within_the_timeout() {
+        let (s0, s1) = identities();
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let start = Instant::now();
+        let e = Link::connect(addr, &s1, &s0.peer_cert(), Duration::from_millis(600)).unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(e, NetError::Unreachable { .. }), "{e}");
+        assert!(took >= Duration::from_millis(500), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[test]
+    fn listener_times_out_without_a_peer() {
+        let (s0, s1) = identities();
+        let start = Instant::now();
+        let e = Link::listen(
+            "127.0.0.1:0".parse().unwrap(),
+            &s0,
+            &s1.peer_cert(),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(e, NetError::Timeout(_)), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn client_waits_for_a_late_listener() {
+        let (s0, s1) = identities();
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (p0, p1) = (s0.peer_cert(), s1.peer_cert());
+        let h = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(400));
+            let mut l = Link::listen(addr, &s0, &p1, Duration::from_secs(10)).unwrap();
+            l.recv().unwrap()
+        });
+        let start = Instant::now();
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(10)).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        c.send(b"waited").unwrap();
+        assert_eq!(h.join().unwrap(), b"waited");
+    }
+
+    #[test]
+    fn vanished_peer_gives_peer_closed() {
+        let (s, mut c) = good_pair();
+        c.set_io_timeout(Duration::from_secs(5));
+        let start = Instant::now();
+        drop(s);
+        let e = c.recv().unwrap_err();
+        assert!(matches!(e, NetError::PeerClosed(_)), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+        // The link stays broken.
+        assert!(matches!(c.recv().unwrap_err(), NetError::Broken(_)));
+    }
+
+    #[test]
+    fn peer_dying_mid_frame_gives_peer_closed() {
+        let (mut s, mut c) = good_pair();
+        c.set_io_timeout(Duration::from_secs(5));
+        // Write a frame header announcing more than is sent, then vanish.
+        let (tx, _) = s.split();
+        tx.w.write_all(&1000u64.to_le_bytes(), &|| String::new())
+            .unwrap();
+        tx.w.write_all(&[1; 10], &|| String::new()).unwrap();
+        tx.w.flush(&|| String::new()).unwrap();
+        drop(s);
+        let e = c.recv().unwrap_err();
+        assert!(matches!(e, NetError::PeerClosed(_)), "{e}");
+        assert!(e.to_string().contains("middle of a frame"), "{e}");
+    }
+
+    #[test]
+    fn stalled_peer_gives_timeout_and_link_survives() {
+        let (mut s, mut c) = good_pair();
+        c.set_io_timeout(Duration::from_millis(200));
+        let start = Instant::now();
+        let e = c.recv().unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(e, NetError::Timeout(_)), "{e}");
+        assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(2));
+        // Nothing of a frame was consumed: the link is still usable.
+        s.send(b"late").unwrap();
+        assert_eq!(c.recv().unwrap(), b"late");
+    }
+
+    #[test]
+    fn clean_close_is_reported() {
+        let (s, mut c) = good_pair();
+        s.close().unwrap();
+        let e = c.recv().unwrap_err();
+        assert!(e.to_string().contains("close_notify"), "{e}");
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_allocation() {
+        let (mut s, mut c) = good_pair();
+        c.set_max_frame(1000);
+        s.send(&[0u8; 2000]).unwrap();
+        match c.recv().unwrap_err() {
+            NetError::FrameTooLarge { len, max } => assert_eq!((len, max), (2000, 1000)),
+            e => panic!("unexpected {e}"),
+        }
+        // A hostile length is refused the same way with the default limit.
+        let (mut s, mut c) = good_pair();
+        let (tx, _) = s.split();
+        tx.w.write_all(&u64::MAX.to_le_bytes(), &|| String::new())
+            .unwrap();
+        tx.w.flush(&|| String::new()).unwrap();
+        match c.recv().unwrap_err() {
+            NetError::FrameTooLarge { len, max } => {
+                assert_eq!((len, max), (u64::MAX, DEFAULT_MAX_FRAME))
+            }
+            e => panic!("unexpected {e}"),
+        }
+    }
+
+    /// Loopback throughput in release mode:
+    /// `cargo test --release -- --ignored --nocapture throughput`.
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let (mut s, mut c) = good_pair();
+        // One direction: 4 GiB in 64 MiB frames.
+        let frame = pattern(64 << 20, 1);
+        let frames = 64;
+        let h = thread::spawn(move || {
+            let mut buf = Vec::new();
+            for _ in 0..frames {
+                s.recv_into(&mut buf).unwrap();
+            }
+            s
+        });
+        let start = Instant::now();
+        for _ in 0..frames {
+            c.send(&frame).unwrap();
+        }
+        let mut s = h.join().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        let total = (frames * frame.len()) as f64;
+        eprintln!(
+            "one way: {:.1} GB in {secs:.2} s = {:.0} MB/s",
+            total / 1e9,
+            total / secs / 1e6
+        );
+
+        // Both directions at once: 200 MB each way, 5 rounds of exchange.
+        let msg = pattern(200_000_000, 2);
+        let rounds = 5;
+        let msg2 = msg.clone();
+        let h = thread::spawn(move || {
+            let mut buf = Vec::new();
+            for _ in 0..rounds {
+                s.exchange_into(&msg2, &mut buf).unwrap();
+            }
+            buf.len()
+        });
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        for _ in 0..rounds {
+            c.exchange_into(&msg, &mut buf).unwrap();
+        }
+        assert_eq!(h.join().unwrap(), msg.len());
+        assert!(buf == msg);
+        let secs = start.elapsed().as_secs_f64();
+        let per_dir = (rounds * msg.len()) as f64;
+        eprintln!(
+            "exchange, 200 MB each way x{rounds}: {secs:.2} s = {:.0} MB/s per direction, \
+             {:.0} MB/s total",
+            per_dir / secs / 1e6,
+            2.0 * per_dir / secs / 1e6
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! The S0 <-> S1 link: mutually authenticated, encrypted TCP.
+//!
+//! * [`identity`]: key pairs and self-signed certificates made by `keygen`, their files
+//!   (atomic writes, `0600` private keys) and the pinned peer certificate.
+//! * [`tls`]: TLS 1.3 (rustls, ring provider) in which each side accepts exactly one peer
+//!   certificate, compared byte for byte, and the record protection used after the handshake.
+//! * [`link`]: [`Link`], length-prefixed frames over the encrypted stream, with a send half and
+//!   a receive half that can run on two threads (so [`Link::exchange`] never deadlocks).
+//!
+//! How the pieces fit: rustls runs the whole handshake, the certificate checks and a short
+//! confirmation message in each direction. Then the traffic keys are taken out of rustls
+//! (`dangerous_extract_secrets`, the mechanism rustls provides for kernel TLS) and the link
+//! protects its records itself, as standard TLS 1.3 records (RFC 8446 section 5.2), one key and
+//! one sequence number per direction. Owning the two directions separately is what lets a
+//! sender thread and a receiver thread work at once without sharing a rustls connection.
+
+pub mod identity;
+pub mod link;
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use identity::{fingerprint, keygen, load_peer_cert, Identity, PeerCert};
+pub use link::{Link, LinkReceiver, LinkSender, LinkStats, DEFAULT_MAX_FRAME};
+
+/// Everything that can go wrong on the link, worded for the operator who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Nothing accepted a TCP connection at `addr` before the deadline.
+    #[error("could not reach the peer at {addr} within {timeout:?} (last error: {last})")]
+    Unreachable {
+        addr: SocketAddr,
+        timeout: Duration,
+        last: String,
+    },
+    /// The peer's certificate is not the pinned one. Raised by the side that checked it.
+    #[error(
+        "peer presented certificate {got_fp}, expected {expected_fp} (from {expected_source})"
+    )]
+    PeerRejected {
+        expected_fp: String,
+        got_fp: String,
+        expected_source: String,
+    },
+    /// The peer refused our certificate (it sent a TLS alert). Raised by the side whose
+    /// certificate was refused; the peer reports [`NetError::PeerRejected`] with the details.
+    #[error(
+        "the peer refused our certificate {our_fp} (TLS alert: {alert}); \
+         is the peer configured with our current certificate?"
+    )]
+    RejectedByPeer { our_fp: String, alert: String },
+    /// Any other handshake failure (protocol mismatch, not a ppdenoise peer, ...).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    /// No progress for longer than the allowed time; the text says what was waited for.
+    #[error("timed out {0}")]
+    Timeout(String),
+    /// The peer closed the connection (or its process died); the text says when.
+    #[error("the peer closed the connection {0}")]
+    PeerClosed(String),
+    /// An incoming frame announced more bytes than this side accepts; nothing was allocated.
+    #[error("incoming frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: u64, max: u64 },
+    /// The encrypted stream is corrupt or the peer broke the record protocol.
+    #[error("link protocol error: {0}")]
+    Protocol(String),
+    /// An earlier error left this link in an unknown state; reconnect.
+    #[error("the link is unusable after an earlier error: {0}")]
+    Broken(String),
+    /// A key, certificate or peer certificate file is missing or malformed.
+    #[error("{}: {problem}", path.display())]
+    Identity { path: PathBuf, problem: String },
+    /// Making a key pair or a certificate failed.
+    #[error("key generation failed: {0}")]
+    KeyGen(String),
+    /// Any other I/O failure, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl NetError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        NetError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Map an I/O error of an established stream to the most useful variant.
+    pub(crate) fn from_stream_io(e: io::Error, doing: &str, timeout: Option<Duration>) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => match timeout {
+                Some(t) => NetError::Timeout(format!("{doing}: no progress for {t:?}")),
+                None => NetError::Timeout(doing.to_string()),
+            },
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected => NetError::PeerClosed(format!("({doing}: {e})")),
+            _ => NetError::io(doing, e),
+        }
+    }
+
+    /// True for errors that leave the stream in a known state (nothing of a frame consumed).
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, NetError::Timeout(_))
+    }
+}

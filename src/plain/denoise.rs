@@ -1,0 +1,79 @@
+//! Plaintext float inference: the paper's baseline.
+
+use ndarray::{Array2, Axis};
+
+use crate::plain::geometry::Geometry;
+use crate::plain::model::{Activation, Model};
+use crate::plain::preprocess::Preprocess;
+use crate::ring::tanhstar::TanhStar;
+
+/// Patches processed per matrix product.
+const BATCH: usize = 512;
+
+/// Runs the model on a noisy image (0..255 scale, H x W) and returns the denoised image
+/// (0..255 scale, not clipped). `activation` overrides the model's own when given.
+pub fn denoise_float(
+    model: &Model,
+    image: &Array2<f64>,
+    pre: &Preprocess,
+    stride: usize,
+    activation: Option<Activation>,
+    tanh_star: &TanhStar,
+) -> Array2<f64> {
+    let (h, w) = image.dim();
+    let geo = Geometry::new(h, w, model.patch_shape(), stride);
+    let act = activation.unwrap_or(model.meta.activation);
+    let norm: Vec<f64> = image.iter().map(|&p| pre.normalize(p)).collect();
+    let padded = geo.pad(&norm);
+    let centre = geo.centre_indices();
+    let nin = geo.patch.input * geo.patch.input;
+    let mut sums = vec![0.0f64; geo.canvas_h * geo.canvas_w];
+    let mut window = vec![0.0f64; nin];
+    let np = geo.num_patches();
+    for start in (0..np).step_by(BATCH) {
+        let n = BATCH.min(np - start);
+        let mut x = Array2::<f64>::zeros((nin, n));
+        for j in 0..n {
+            geo.extract(&padded, start + j, &mut window);
+            let mut col = x.column_mut(j);
+            for (d, &v) in col.iter_mut().zip(&window) {
+                *d = v;
+            }
+        }
+        let mut hcur = x.clone();
+        if model.meta.mean_shift {
+            let mean = hcur.mean_axis(Axis(0)).expect("non-empty patch");
+            hcur -= &mean.insert_axis(Axis(0));
+        }
+        let last = model.layers.len() - 1;
+        for (i, l) in model.layers.iter().enumerate() {
+            let mut z = l.w.dot(&hcur);
+            z += &l.b.view().insert_axis(Axis(1));
+            if i < last {
+                match act {
+                    Activation::Tanh => z.mapv_inplace(f64::tanh),
+                    Activation::TanhStar => z.mapv_inplace(|v| tanh_star.eval(v)),
+                }
+            }
+            hcur = z;
+        }
+        if model.meta.residual {
+            for (k, &c) in centre.iter().enumerate() {
+                let mut row = hcur.row_mut(k);
+                row += &x.row(c);
+            }
+        }
+        for j in 0..n {
+            for (k, idx) in geo.output_indices(start + j).enumerate() {
+                sums[idx] += hcur[(k, j)];
+            }
+        }
+    }
+    let counts = geo.counts();
+    let avg: Vec<f64> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &c)| pre.denormalize(s / c as f64))
+        .collect();
+    Array2::from_shape_vec((h, w), geo.crop(&avg)).expect("crop has image size")
+}

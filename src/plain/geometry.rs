@@ -1,0 +1,169 @@
+//! Patch geometry: mirror padding so that every pixel of any image size is covered by the
+//! 17x17 outputs of 39x39 windows at the chosen stride, and averaging of overlaps.
+//!
+//! The canvas is the image extended at the bottom/right so that output windows tile it
+//! exactly at the stride; the padded input adds the model's margin on every side. Padding is
+//! a public index map, so servers apply it to their shares locally.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plain::model::PatchShape;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    pub height: usize,
+    pub width: usize,
+    pub patch: PatchShape,
+    pub stride: usize,
+    /// Canvas size (>= image size), tiled exactly by output windows.
+    pub canvas_h: usize,
+    pub canvas_w: usize,
+    /// Patch grid.
+    pub rows: usize,
+    pub cols: usize,
+}
+
+fn extend(n: usize, out: usize, stride: usize) -> usize {
+    let c = n.max(out);
+    c + (stride - (c - out) % stride) % stride
+}
+
+/// numpy 'reflect' padding (d c b | a b c d | c b a) for any offset.
+pub fn mirror(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let m = i.rem_euclid(period);
+    (if m < n as isize { m } else { period - m }) as usize
+}
+
+impl Geometry {
+    pub fn new(height: usize, width: usize, patch: PatchShape, stride: usize) -> Geometry {
+        assert!(stride >= 1 && height >= 1 && width >= 1);
+        let canvas_h = extend(height, patch.output, stride);
+        let canvas_w = extend(width, patch.output, stride);
+        Geometry {
+            height,
+            width,
+            patch,
+            stride,
+            canvas_h,
+            canvas_w,
+            rows: (canvas_h - patch.output) / stride + 1,
+            cols: (canvas_w - patch.output) / stride + 1,
+        }
+    }
+
+    pub fn num_patches(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    pub fn padded_h(&self) -> usize {
+        self.canvas_h + 2 * self.patch.margin()
+    }
+
+    pub fn padded_w(&self) -> usize {
+        self.canvas_w + 2 * self.patch.margin()
+    }
+
+    /// For every padded pixel (row-major), the source pixel index in the image (row-major).
+    pub fn padding_map(&self) -> Vec<u32> {
+        let m = self.patch.margin() as isize;
+        let mut v = Vec::with_capacity(self.padded_h() * self.padded_w());
+        for i in 0..self.padded_h() {
+            let si = mirror(i as isize - m, self.height);
+            for j in 0..self.padded_w() {
+                let sj = mirror(j as isize - m, self.width);
+                v.push((si * self.width + sj) as u32);
+            }
+        }
+        v
+    }
+
+    /// Applies the padding map to a row-major image-sized vector.
+    pub fn pad<T: Copy>(&self, image: &[T]) -> Vec<T> {
+        assert_eq!(image.len(), self.height * self.width);
+        self.padding_map()
+            .into_iter()
+            .map(|s| image[s as usize])
+            .collect()
+    }
+
+    /// Top-left corner of patch `p` (in padded-input and in canvas coordinates alike).
+    pub fn patch_origin(&self, p: usize) -> (usize, usize) {
+        (p / self.cols * self.stride, p % self.cols * self.stride)
+    }
+
+    /// Writes the input window of patch `p` from the padded image into `out` (row-major).
+    pub fn extract<T: Copy>(&self, padded: &[T], p: usize, out: &mut [T]) {
+        let (r0, c0) = self.patch_origin(p);
+        let n = self.patch.input;
+        let pw = self.padded_w();
+        for a in 0..n {
+            let row = (r0 + a) * pw + c0;
+            out[a * n..(a + 1) * n].copy_from_slice(&padded[row..row + n]);
+        }
+    }
+
+    /// Canvas indices (row-major) covered by the output of patch `p`, in output order.
+    pub fn output_indices(&self, p: usize) -> impl Iterator<Item = usize> + '_ {
+        let (r0, c0) = self.patch_origin(p);
+        let n = self.patch.output;
+        (0..n * n).map(move |k| (r0 + k / n) * self.canvas_w + c0 + k % n)
+    }
+
+    /// How many patch outputs cover each canvas pixel.
+    pub fn counts(&self) -> Vec<u32> {
+        let mut c = vec![0u32; self.canvas_h * self.canvas_w];
+        for p in 0..self.num_patches() {
+            for i in self.output_indices(p) {
+                c[i] += 1;
+            }
+        }
+        c
+    }
+
+    /// Crops a canvas-sized row-major vector to the image.
+    pub fn crop<T: Copy>(&self, canvas: &[T]) -> Vec<T> {
+        let mut v = Vec::with_capacity(self.height * self.width);
+        for i in 0..self.height {
+            v.extend_from_slice(&canvas[i * self.canvas_w..i * self.canvas_w + self.width]);
+        }
+        v
+    }
+
+    /// Indices of the output-sized centre inside an input window (row-major).
+    pub fn centre_indices(&self) -> Vec<usize> {
+        let (n, o, m) = (self.patch.input, self.patch.output, self.patch.margin());
+        (0..o * o).map(|k| (m + k / o) * n + m + k % o).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_is_numpy_reflect() {
+        let n = 4;
+        let got: Vec<usize> = (-5..9).map(|i| mirror(i, n)).collect();
+        assert_eq!(got, vec![1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2]);
+    }
+
+    #[test]
+    fn every_pixel_is_covered() {
+        let ps = PatchShape {
+            input: 39,
+            output: 17,
+        };
+        for &(h, w) in &[(97, 131), (17, 17), (5, 3), (512, 512), (18, 40)] {
+            let g = Geometry::new(h, w, ps, 3);
+            let c = g.counts();
+            let crop = g.crop(&c);
+            assert!(crop.iter().all(|&k| k >= 1), "{h}x{w}");
+            assert_eq!((g.canvas_h - 17) % 3, 0);
+        }
+        assert_eq!(Geometry::new(512, 512, ps, 3).num_patches(), 166 * 166);
+    }
+}

@@ -1,0 +1,617 @@
+//! Plaintext grayscale images: PNG loading and saving, Gaussian noise.
+//!
+//! Every image in ppdenoise is a [`GrayImage`]: an `H x W` array of `f64`
+//! on the **0..255 scale**, whatever the bit depth of the file it came from.
+//! 16-bit files are mapped onto that scale by dividing by 257
+//! (so 65535 -> 255.0 and 257 -> 1.0 exactly), and mapped back by
+//! multiplying by 257 when saved as 16-bit.
+//!
+//! Colour files are accepted and converted to luma with the ITU-R BT.601
+//! weights, `Y = 0.299 R + 0.587 G + 0.114 B`, computed in `f64` without
+//! rounding (alpha channels are ignored). Note that this is *not* the rule
+//! of the `image` crate's own `to_luma` (which uses the BT.709/sRGB weights
+//! and truncates to an integer); the conversion is done here so that it is
+//! exact and documented.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ::image::codecs::png::PngEncoder;
+use ::image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader, Luma};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, Normal};
+
+/// The eight bytes every PNG file starts with.
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+
+/// ITU-R BT.601 luma weights for R, G and B.
+pub const BT601_WEIGHTS: [f64; 3] = [0.299, 0.587, 0.114];
+
+/// Prefix that names a built-in image instead of a file (see [`load_input`]).
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// Errors of image loading and saving. Every variant that concerns a file
+/// names it.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The input file does not exist.
+    #[error("{}: no such file", .path.display())]
+    Missing { path: PathBuf },
+    /// Reading or writing the file failed at the operating-system level.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file exists but does not start with the PNG signature.
+    #[error("{}: not a PNG file (bad signature)", .path.display())]
+    NotPng { path: PathBuf },
+    /// The file starts like a PNG but cannot be decoded.
+    #[error("{}: corrupted PNG: {detail}", .path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    /// The PNG decodes to a pixel format this module does not handle.
+    #[error("{}: unsupported PNG pixel format {detail}", .path.display())]
+    Unsupported { path: PathBuf, detail: String },
+    /// Encoding the PNG failed.
+    #[error("{}: cannot encode PNG: {detail}", .path.display())]
+    Encode { path: PathBuf, detail: String },
+    /// A bit depth other than 8 or 16 was asked for.
+    #[error("{}: unsupported bit depth {depth} (expected 8 or 16)", .path.display())]
+    BitDepth { path: PathBuf, depth: u8 },
+    /// The image to save holds a NaN.
+    #[error("{}: image has a NaN pixel at (row {row}, col {col})", .path.display())]
+    NotANumber {
+        path: PathBuf,
+        row: usize,
+        col: usize,
+    },
+    /// `builtin:<name>` named no built-in image.
+    #[error("unknown built-in image {name:?} (known: phantom, phantom:<size>)")]
+    UnknownBuiltin { name: String },
+}
+
+/// A grayscale image on the 0..255 scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrayImage {
+    /// `H x W` pixel values, always on the 0..255 scale (also for 16-bit
+    /// sources). Values may lie outside 0..255 (e.g. after [`add_noise`]).
+    pub pixels: Array2<f64>,
+    /// Bit depth of the source: 8 or 16. Informational; [`save_png`] takes
+    /// the bit depth to write explicitly.
+    pub bit_depth: u8,
+}
+
+impl GrayImage {
+    /// Wraps an array of 0..255-scale values.
+    pub fn new(pixels: Array2<f64>, bit_depth: u8) -> Self {
+        Self { pixels, bit_depth }
+    }
+
+    /// Number of rows.
+    pub fn height(&self) -> usize {
+        self.pixels.nrows()
+    }
+
+    /// Number of columns.
+    pub fn width(&self) -> usize {
+        self.pixels.ncols()
+    }
+}
+
+/// Loads a PNG (8- or 16-bit; grayscale, grayscale+alpha, RGB, RGBA or
+/// palette) as a [`GrayImage`] on the 0..255 scale.
+///
+/// 16-bit samples are divided by 257; colour is converted with
+/// [`BT601_WEIGHTS`]; alpha is ignored. Errors name the file and say whether
+/// it is missing, not a PNG, or corrupted.
+pub fn load(path: impl AsRef<Path>) -> Result<GrayImage, ImageError> {
+    let path = path.as_ref();
+    let bytes = fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ImageError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ImageError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    decode_png(&bytes, path)
+}
+
+/// Decodes PNG bytes; `path` is only used in error messages.
+fn decode_png(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
+    if bytes.len() < PNG_SIGNATURE.len() || bytes[..PNG_SIGNATURE.len()] != PNG_SIGNATURE {
+        return Err(ImageError::NotPng {
+            path: path.to_path_buf(),
+        });
+    }
+    let dynimg = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Png)
+        .decode()
+        .map_err(|e| ImageError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    let (w, h) = (dynimg.width() as usize, dynimg.height() as usize);
+    let luma = |rgb: &[f64]| -> f64 {
+        BT601_WEIGHTS[0] * rgb[0] + BT601_WEIGHTS[1] * rgb[1] + BT601_WEIGHTS[2] * rgb[2]
+    };
+    let (values, bit_depth): (Vec<f64>, u8) = match &dynimg {
+        DynamicImage::ImageLuma8(b) => (b.as_raw().iter().map(|&v| f64::from(v)).collect(), 8),
+        DynamicImage::ImageLumaA8(b) => (
+            b.as_raw()
+                .chunks_exact(2)
+                .map(|p| f64::from(p[0]))
+                .collect(),
+            8,
+        ),
+        DynamicImage::ImageRgb8(b) => (
+            b.as_raw()
+                .chunks_exact(3)
+                .map(|p| luma(&[f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]))
+                .collect(),
+            8,
+        ),
+        DynamicImage::ImageRgba8(b) => (
+            b.as_raw()
+                .chunks_exact(4)
+                .map(|p| luma(&[f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]))
+                .collect(),
+            8,
+        ),
+        DynamicImage::ImageLuma16(b) => (
+            b.as_raw().iter().map(|&v| f64::from(v) / 257.0).collect(),
+            16,
+        ),
+        DynamicImage::ImageLumaA16(b) => (
+            b.as_raw()
+                .chunks_exact(2)
+                .map(|p| f64::from(p[0]) / 257.0)
+                .collect(),
+            16,
+        ),
+        DynamicImage::ImageRgb16(b) => (
+            b.as_raw()
+                .chunks_exact(3)
+                .map(|p| luma(&[f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]) / 257.0)
+                .collect(),
+            16,
+        ),
+        DynamicImage::ImageRgba16(b) => (
+            b.as_raw()
+                .chunks_exact(4)
+                .map(|p| luma(&[f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]) / 257.0)
+                .collect(),
+            16,
+        ),
+        other => {
+            return Err(ImageError::Unsupported {
+                path: path.to_path_buf(),
+                detail: format!("{:?}", other.color()),
+            })
+        }
+    };
+    let pixels = Array2::from_shape_vec((h, w), values).map_err(|e| ImageError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok(GrayImage { pixels, bit_depth })
+}
+
+/// Loads an input image given on the command line: `builtin:<name>` is
+/// resolved with [`crate::plain::phantom::builtin`] (e.g. `builtin:phantom`,
+/// `builtin:phantom:128`), anything else is a PNG path for [`load`].
+pub fn load_input(spec: &str) -> Result<GrayImage, ImageError> {
+    match spec.strip_prefix(BUILTIN_PREFIX) {
+        Some(name) => {
+            crate::plain::phantom::builtin(name).ok_or_else(|| ImageError::UnknownBuiltin {
+                name: name.to_string(),
+            })
+        }
+        None => load(spec),
+    }
+}
+
+/// Rounds (half away from zero) and clamps 0..255-scale values to the
+/// integers 0..=255, still as `f64`. The CLI applies this to a noisy image
+/// before saving it, so that the saved file and the in-memory image agree.
+pub fn quantize_u8(pixels: &Array2<f64>) -> Array2<f64> {
+    pixels.mapv(|v| v.round().clamp(0.0, 255.0))
+}
+
+/// Adds white Gaussian noise N(0, sigma^2) (0..255 scale) to every pixel.
+///
+/// The noise comes from `ChaCha20Rng::seed_from_u64(seed)`, one normal
+/// sample per pixel in row-major order, so a (seed, sigma, size) triple
+/// always gives the same image. The result is **not** rounded or clipped:
+/// values may fall below 0 or above 255. Use [`quantize_u8`] to get what an
+/// 8-bit file would hold. `bit_depth` is kept from the input.
+///
+/// # Panics
+/// If `sigma` is negative or not finite.
+pub fn add_noise(img: &GrayImage, sigma: f64, seed: u64) -> GrayImage {
+    assert!(
+        sigma.is_finite() && sigma >= 0.0,
+        "noise sigma must be finite and >= 0, got {sigma}"
+    );
+    let normal = Normal::new(0.0, sigma).expect("sigma checked above");
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let (h, w) = img.pixels.dim();
+    let mut pixels = Array2::<f64>::zeros((h, w));
+    for r in 0..h {
+        for c in 0..w {
+            pixels[[r, c]] = img.pixels[[r, c]] + normal.sample(&mut rng);
+        }
+    }
+    GrayImage {
+        pixels,
+        bit_depth: img.bit_depth,
+    }
+}
+
+/// Distinguishes concurrent temporary files of one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Saves `img` as a grayscale PNG of `bit_depth` 8 or 16.
+///
+/// 8-bit: each value is rounded (half away from zero) and clamped to 0..=255.
+/// 16-bit: each value is multiplied by 257, rounded and clamped to 0..=65535.
+/// A NaN pixel is an error. The file is written atomically: to a temporary
+/// file in the same directory, flushed and synced, then renamed over `path`;
+/// on any error the temporary file is removed and `path` is untouched.
+pub fn save_png(img: &GrayImage, path: impl AsRef<Path>, bit_depth: u8) -> Result<(), ImageError> {
+    let path = path.as_ref();
+    if let Some(((row, col), _)) = img.pixels.indexed_iter().find(|(_, v)| v.is_nan()) {
+        return Err(ImageError::NotANumber {
+            path: path.to_path_buf(),
+            row,
+            col,
+        });
+    }
+    let (h, w) = img.pixels.dim();
+    let too_big = || ImageError::Encode {
+        path: path.to_path_buf(),
+        detail: format!("image {h}x{w} is too large for PNG"),
+    };
+    let (w32, h32) = (
+        u32::try_from(w).map_err(|_| too_big())?,
+        u32::try_from(h).map_err(|_| too_big())?,
+    );
+    if w == 0 || h == 0 {
+        return Err(ImageError::Encode {
+            path: path.to_path_buf(),
+            detail: format!("empty image {h}x{w}"),
+        });
+    }
+    let mut bytes = Vec::new();
+    let encoded = match bit_depth {
+        8 => {
+            let raw: Vec<u8> = img
+                .pixels
+                .iter()
+                .map(|&v| v.round().clamp(0.0, 255.0) as u8)
+                .collect();
+            let buf = ImageBuffer::<Luma<u8>, _>::from_raw(w32, h32, raw).ok_or_else(too_big)?;
+            buf.write_with_encoder(PngEncoder::new(&mut bytes))
+        }
+        16 => {
+            let raw: Vec<u16> = img
+                .pixels
+                .iter()
+                .map(|&v| (v * 257.0).round().clamp(0.0, 65535.0) as u16)
+                .collect();
+            let buf = ImageBuffer::<Luma<u16>, _>::from_raw(w32, h32, raw).ok_or_else(too_big)?;
+            buf.write_with_encoder(PngEncoder::new(&mut bytes))
+        }
+        depth => {
+            return Err(ImageError::BitDepth {
+                path: path.to_path_buf(),
+                depth,
+            })
+        }
+    };
+    encoded.map_err(|e| ImageError::Encode {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so that `path` never holds a partial file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let io_err = |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "output path has no file name",
+        ))
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+    let result = (|| -> std::io::Result<()> {
+        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        let mut writer = BufWriter::new(file);
+        writer.write_all(bytes)?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(source) = result {
+        // The temporary file may or may not exist; either way it must go.
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(source));
+    }
+    Ok(())
+}
+
+/// Reads the first bytes of a file to tell whether it looks like a PNG.
+/// Missing or unreadable files give `false`.
+pub fn looks_like_png(path: impl AsRef<Path>) -> bool {
+    let mut sig = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut sig))
+        .map(|()| sig == PNG_SIGNATURE)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    /// A fresh, empty directory under the system temp dir for one test.
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ppdenoise-image-test-{}-{}",
+            std::process::id(),
+            name
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn ramp(h: usize, w: usize) -> GrayImage {
+        GrayImage::new(
+            Array2::from_shape_fn((h, w), |(r, c)| ((r * 31 + c * 7) % 256) as f64),
+            8,
+        )
+    }
+
+    #[test]
+    fn roundtrip_8bit_is_exact_and_row_major() {
+        let dir = test_dir("rt8");
+        let img = ramp(13, 21);
+        let p = dir.join("a.png");
+        save_png(&img, &p, 8).unwrap();
+        assert!(looks_like_png(&p));
+        let back = load(&p).unwrap();
+        assert_eq!(back.bit_depth, 8);
+        assert_eq!((back.height(), back.width()), (13, 21));
+        assert_eq!(back.pixels, img.pixels);
+        // The file holds width 21, height 13 as PNG sees it.
+        let dyn_img = ::image::open(&p).unwrap();
+        assert_eq!((dyn_img.width(), dyn_img.height()), (21, 13));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn save_8bit_rounds_and_clamps() {
+        let dir = test_dir("clamp8");
+        let img = GrayImage::new(array![[-3.0, 0.49, 0.5, 254.5, 300.0, 127.4999]], 8);
+        let p = dir.join("c.png");
+        save_png(&img, &p, 8).unwrap();
+        let back = load(&p).unwrap();
+        assert_eq!(back.pixels, array![[0.0, 0.0, 1.0, 255.0, 255.0, 127.0]]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn roundtrip_16bit_keeps_fractions() {
+        let dir = test_dir("rt16");
+        // Values that are k/257 round-trip exactly through 16 bits.
+        let img = GrayImage::new(
+            array![
+                [0.0, 1.0 / 257.0, 100.0 + 13.0 / 257.0],
+                [255.0, 300.0, -1.0]
+            ],
+            16,
+        );
+        let p = dir.join("d.png");
+        save_png(&img, &p, 16).unwrap();
+        let back = load(&p).unwrap();
+        assert_eq!(back.bit_depth, 16);
+        let expect = array![
+            [0.0, 1.0 / 257.0, 100.0 + 13.0 / 257.0],
+            [255.0, 255.0, 0.0]
+        ];
+        for (a, b) in back.pixels.iter().zip(expect.iter()) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        let raw = ::image::open(&p).unwrap().into_luma16();
+        assert_eq!(raw.as_raw(), &vec![0u16, 1, 25713, 65535, 65535, 0]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn loads_16bit_fixture_by_dividing_by_257() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics/pair5_a16.png");
+        let img = load(&p).unwrap();
+        let raw = ::image::open(&p).unwrap().into_luma16();
+        assert_eq!(img.bit_depth, 16);
+        assert_eq!(img.pixels.dim(), (32, 48));
+        assert_eq!(
+            img.pixels[[3, 5]],
+            f64::from(raw.get_pixel(5, 3)[0]) / 257.0
+        );
+    }
+
+    #[test]
+    fn rgb_and_rgba_convert_with_bt601() {
+        let dir = test_dir("rgb");
+        let rgb = ::image::RgbImage::from_raw(2, 1, vec![255, 0, 0, 10, 200, 30]).unwrap();
+        let p = dir.join("rgb.png");
+        rgb.save(&p).unwrap();
+        let img = load(&p).unwrap();
+        assert_eq!(img.bit_depth, 8);
+        let expect1 = 0.299 * 10.0 + 0.587 * 200.0 + 0.114 * 30.0;
+        assert!((img.pixels[[0, 0]] - 0.299 * 255.0).abs() < 1e-12);
+        assert!((img.pixels[[0, 1]] - expect1).abs() < 1e-12);
+
+        let rgba = ::image::RgbaImage::from_raw(1, 1, vec![0, 0, 255, 7]).unwrap();
+        let p = dir.join("rgba.png");
+        rgba.save(&p).unwrap();
+        let img = load(&p).unwrap();
+        assert!((img.pixels[[0, 0]] - 0.114 * 255.0).abs() < 1e-12);
+
+        let rgb16 =
+            ImageBuffer::<::image::Rgb<u16>, _>::from_raw(1, 1, vec![65535, 65535, 0]).unwrap();
+        let p = dir.join("rgb16.png");
+        rgb16.save(&p).unwrap();
+        let img = load(&p).unwrap();
+        assert_eq!(img.bit_depth, 16);
+        assert!((img.pixels[[0, 0]] - (0.299 + 0.587) * 255.0).abs() < 1e-9);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let dir = test_dir("errors");
+        let missing = dir.join("nope.png");
+        let e = load(&missing).unwrap_err();
+        assert!(matches!(e, ImageError::Missing { .. }));
+        assert!(e.to_string().contains("nope.png"), "{e}");
+        assert!(e.to_string().contains("no such file"), "{e}");
+
+        let text = dir.join("text.png");
+        fs::write(&text, b"hello, this is not an image").unwrap();
+        let e = load(&text).unwrap_err();
+        assert!(matches!(e, ImageError::NotPng { .. }), "{e}");
+        assert!(e.to_string().contains("text.png") && e.to_string().contains("not a PNG"));
+
+        let good = dir.join("good.png");
+        save_png(&ramp(20, 20), &good, 8).unwrap();
+        let bytes = fs::read(&good).unwrap();
+        let truncated = dir.join("trunc.png");
+        fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let e = load(&truncated).unwrap_err();
+        assert!(matches!(e, ImageError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("trunc.png") && e.to_string().contains("corrupted"));
+
+        let e = load(&dir).unwrap_err(); // a directory
+        assert!(e.to_string().contains("ppdenoise-image-test"), "{e}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn failed_save_leaves_nothing_behind() {
+        let dir = test_dir("atomic");
+        let p = dir.join("out.png");
+        save_png(&ramp(4, 4), &p, 8).unwrap();
+        let before = fs::read(&p).unwrap();
+
+        let mut bad = ramp(4, 4);
+        bad.pixels[[2, 3]] = f64::NAN;
+        let e = save_png(&bad, &p, 8).unwrap_err();
+        assert!(matches!(e, ImageError::NotANumber { row: 2, col: 3, .. }));
+        let e = save_png(&ramp(4, 4), &p, 12).unwrap_err();
+        assert!(matches!(e, ImageError::BitDepth { depth: 12, .. }));
+        // A directory in the way makes the rename fail after the temp file was written.
+        let blocked = dir.join("blocked.png");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("x"), b"x").unwrap();
+        let e = save_png(&ramp(4, 4), &blocked, 8).unwrap_err();
+        assert!(e.to_string().contains("blocked.png"), "{e}");
+        // Writing into a missing directory fails cleanly too.
+        assert!(save_png(&ramp(4, 4), dir.join("no/such/dir.png"), 8).is_err());
+
+        assert_eq!(fs::read(&p).unwrap(), before);
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["blocked.png", "out.png"]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn noise_is_deterministic_unclipped_and_has_the_right_sigma() {
+        let img = GrayImage::new(Array2::from_elem((256, 256), 128.0), 8);
+        let a = add_noise(&img, 25.0, 7);
+        let b = add_noise(&img, 25.0, 7);
+        let c = add_noise(&img, 25.0, 8);
+        assert_eq!(a, b);
+        assert_ne!(a.pixels, c.pixels);
+        let n = a.pixels.len() as f64;
+        let mean = a.pixels.iter().map(|v| v - 128.0).sum::<f64>() / n;
+        let var = a
+            .pixels
+            .iter()
+            .map(|v| (v - 128.0 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        assert!(mean.abs() < 0.3, "mean {mean}");
+        assert!((var.sqrt() - 25.0).abs() < 0.3, "std {}", var.sqrt());
+        // Not clipped and not rounded.
+        let black = GrayImage::new(Array2::zeros((16, 16)), 8);
+        let nb = add_noise(&black, 10.0, 1);
+        assert!(nb.pixels.iter().any(|&v| v < 0.0));
+        assert!(nb.pixels.iter().any(|&v| v.fract() != 0.0));
+        // Row-major: the first sample goes to (0, 0), the second to (0, 1).
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let normal = Normal::new(0.0, 10.0).unwrap();
+        let s0: f64 = normal.sample(&mut rng);
+        let s1: f64 = normal.sample(&mut rng);
+        assert_eq!(nb.pixels[[0, 0]], s0);
+        assert_eq!(nb.pixels[[0, 1]], s1);
+        // sigma 0 is the identity.
+        assert_eq!(add_noise(&img, 0.0, 3), img);
+    }
+
+    #[test]
+    #[should_panic(expected = "sigma")]
+    fn negative_sigma_panics() {
+        let _ = add_noise(&ramp(2, 2), -1.0, 0);
+    }
+
+    #[test]
+    fn quantize_rounds_and_clamps() {
+        let q = quantize_u8(&array![[-0.6, 0.5, 1.49, 254.6, 1e9, f64::NEG_INFINITY]]);
+        assert_eq!(q, array![[0.0, 1.0, 1.0, 255.0, 255.0, 0.0]]);
+    }
+
+    #[test]
+    fn load_input_resolves_builtins_and_paths() {
+        let img = load_input("builtin:phantom:64").unwrap();
+        assert_eq!(img.pixels.dim(), (64, 64));
+        let e = load_input("builtin:lena").unwrap_err();
+        assert!(matches!(e, ImageError::UnknownBuiltin { .. }));
+        assert!(e.to_string().contains("lena"));
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics/pair1_a.png");
+        let img = load_input(p.to_str().unwrap()).unwrap();
+        assert_eq!(img.pixels.dim(), (48, 64));
+    }
+}

@@ -1,0 +1,8 @@
+//! Plaintext side: images, models, patch geometry, metrics and float inference.
+pub mod denoise;
+pub mod geometry;
+pub mod image;
+pub mod metrics;
+pub mod model;
+pub mod phantom;
+pub mod preprocess;

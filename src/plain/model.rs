@@ -1,0 +1,320 @@
+//! Trained MLP denoisers: `.npz` files with `W1..WL` (out x in) and `b1..bL`, plus optional
+//! scalar metadata (`sigma`, `mean_shift`, `residual`, `activation`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array0, Array1, Array2, Ix0, Ix1, Ix2};
+use ndarray_npy::{NpzReader, NpzWriter, ReadNpzError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: cannot open model: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid .npz model file: {msg}")]
+    NotNpz { path: PathBuf, msg: String },
+    #[error("{path}: array {name}: {msg}")]
+    Array {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    Tanh,
+    TanhStar,
+}
+
+/// Public description of how the model expects its input and forms its output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// The noise level the model was trained for (sigma*), on the 0..255 scale.
+    pub sigma: f64,
+    /// Subtract the patch mean from the input (the paper's mean shift).
+    pub mean_shift: bool,
+    /// The network predicts the residual: the input centre is added to its output.
+    pub residual: bool,
+    pub activation: Activation,
+}
+
+impl Default for ModelMeta {
+    fn default() -> Self {
+        ModelMeta {
+            sigma: 25.0,
+            mean_shift: false,
+            residual: false,
+            activation: Activation::Tanh,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    pub w: Array2<f64>,
+    pub b: Array1<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub layers: Vec<Layer>,
+    pub meta: ModelMeta,
+}
+
+/// Patch geometry implied by a model: a square input window and a square output centre.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchShape {
+    pub input: usize,
+    pub output: usize,
+}
+
+impl PatchShape {
+    pub fn margin(&self) -> usize {
+        (self.input - self.output) / 2
+    }
+}
+
+fn isqrt(n: usize) -> Option<usize> {
+    let r = (n as f64).sqrt().round() as usize;
+    (r * r == n).then_some(r)
+}
+
+impl Model {
+    /// Layer widths: input, hidden..., output.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut v = vec![self.layers[0].w.ncols()];
+        v.extend(self.layers.iter().map(|l| l.w.nrows()));
+        v
+    }
+
+    pub fn patch_shape(&self) -> PatchShape {
+        let w = self.widths();
+        PatchShape {
+            input: isqrt(w[0]).unwrap_or(0),
+            output: isqrt(*w.last().unwrap()).unwrap_or(0),
+        }
+    }
+
+    /// Checks the structural rules every consumer relies on.
+    pub fn validate(&self, path: &Path) -> Result<(), ModelError> {
+        let inv = |msg: String| ModelError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if self.layers.is_empty() {
+            return Err(inv("model has no layers (expected W1, b1, ...)".into()));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let n = i + 1;
+            let arr = |name: String, msg: String| ModelError::Array {
+                path: path.to_path_buf(),
+                name,
+                msg,
+            };
+            if l.w.nrows() == 0 || l.w.ncols() == 0 {
+                return Err(arr(format!("W{n}"), "is empty".into()));
+            }
+            if l.b.len() != l.w.nrows() {
+                return Err(arr(
+                    format!("b{n}"),
+                    format!(
+                        "has {} entries but W{n} has {} rows",
+                        l.b.len(),
+                        l.w.nrows()
+                    ),
+                ));
+            }
+            if i > 0 && l.w.ncols() != self.layers[i - 1].w.nrows() {
+                return Err(arr(
+                    format!("W{n}"),
+                    format!(
+                        "has {} columns but layer {} outputs {} values (layers do not chain)",
+                        l.w.ncols(),
+                        i,
+                        self.layers[i - 1].w.nrows()
+                    ),
+                ));
+            }
+            if let Some(bad) = l.w.iter().position(|v| !v.is_finite()) {
+                return Err(arr(
+                    format!("W{n}"),
+                    format!("non-finite value at flat index {bad}"),
+                ));
+            }
+            if let Some(bad) = l.b.iter().position(|v| !v.is_finite()) {
+                return Err(arr(
+                    format!("b{n}"),
+                    format!("non-finite value at index {bad}"),
+                ));
+            }
+        }
+        let w = self.widths();
+        let (i, o) = (w[0], *w.last().unwrap());
+        let (Some(si), Some(so)) = (isqrt(i), isqrt(o)) else {
+            return Err(inv(format!(
+                "input ({i}) and output ({o}) sizes must both be square patches"
+            )));
+        };
+        if so > si || (si - so) % 2 != 0 {
+            return Err(inv(format!(
+                "output patch {so}x{so} must be centred in input patch {si}x{si} \
+                 (same parity, not larger)"
+            )));
+        }
+        if !(self.meta.sigma.is_finite() && self.meta.sigma > 0.0) {
+            return Err(inv(format!(
+                "sigma must be positive, got {}",
+                self.meta.sigma
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let file = File::open(path).map_err(|source| ModelError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut npz = NpzReader::new(file).map_err(|e| ModelError::NotNpz {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let names = npz.names().map_err(|e| ModelError::NotNpz {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let has = |n: &str| names.iter().any(|x| x == n);
+        let mut layers = Vec::new();
+        let mut l = 1;
+        while has(&format!("W{l}")) {
+            let w = read2(&mut npz, path, &format!("W{l}"))?;
+            if !has(&format!("b{l}")) {
+                return Err(ModelError::Array {
+                    path: path.to_path_buf(),
+                    name: format!("b{l}"),
+                    msg: format!("missing (W{l} is present)"),
+                });
+            }
+            let b = read1(&mut npz, path, &format!("b{l}"))?;
+            layers.push(Layer { w, b });
+            l += 1;
+        }
+        if layers.is_empty() {
+            return Err(ModelError::Invalid {
+                path: path.to_path_buf(),
+                msg: format!("no array W1 found (arrays present: {})", names.join(", ")),
+            });
+        }
+        let mut meta = ModelMeta::default();
+        if has("sigma") {
+            meta.sigma = read0(&mut npz, path, "sigma")?;
+        }
+        if has("mean_shift") {
+            meta.mean_shift = read0(&mut npz, path, "mean_shift")? != 0.0;
+        }
+        if has("residual") {
+            meta.residual = read0(&mut npz, path, "residual")? != 0.0;
+        }
+        if has("activation") {
+            meta.activation = if read0(&mut npz, path, "activation")? != 0.0 {
+                Activation::TanhStar
+            } else {
+                Activation::Tanh
+            };
+        }
+        let m = Model { layers, meta };
+        m.validate(path)?;
+        Ok(m)
+    }
+
+    /// Writes the model as `.npz` (f64 arrays), atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        crate::formats::atomic::write_with(path, |f| {
+            let mut npz = NpzWriter::new(f);
+            for (i, l) in self.layers.iter().enumerate() {
+                npz.add_array(format!("W{}", i + 1), &l.w)?;
+                npz.add_array(format!("b{}", i + 1), &l.b)?;
+            }
+            let scalar = |v: f64| Array0::from_elem((), v);
+            npz.add_array("sigma", &scalar(self.meta.sigma))?;
+            npz.add_array("mean_shift", &scalar(self.meta.mean_shift as u8 as f64))?;
+            npz.add_array("residual", &scalar(self.meta.residual as u8 as f64))?;
+            let act = (self.meta.activation == Activation::TanhStar) as u8 as f64;
+            npz.add_array("activation", &scalar(act))?;
+            npz.finish()?;
+            Ok(())
+        })
+    }
+}
+
+fn arr_err(path: &Path, name: &str, e: ReadNpzError) -> ModelError {
+    ModelError::Array {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        msg: e.to_string(),
+    }
+}
+
+// Models may be stored as f32 or f64; try f64 first, then widen f32.
+fn read2(npz: &mut NpzReader<File>, path: &Path, name: &str) -> Result<Array2<f64>, ModelError> {
+    match npz.by_name::<ndarray::OwnedRepr<f64>, Ix2>(name) {
+        Ok(a) => Ok(a),
+        Err(_) => npz
+            .by_name::<ndarray::OwnedRepr<f32>, Ix2>(name)
+            .map(|a| a.mapv(f64::from))
+            .map_err(|e| arr_err(path, name, e)),
+    }
+}
+
+fn read1(npz: &mut NpzReader<File>, path: &Path, name: &str) -> Result<Array1<f64>, ModelError> {
+    match npz.by_name::<ndarray::OwnedRepr<f64>, Ix1>(name) {
+        Ok(a) => Ok(a),
+        Err(_) => npz
+            .by_name::<ndarray::OwnedRepr<f32>, Ix1>(name)
+            .map(|a| a.mapv(f64::from))
+            .map_err(|e| arr_err(path, name, e)),
+    }
+}
+
+fn read0(npz: &mut NpzReader<File>, path: &Path, name: &str) -> Result<f64, ModelError> {
+    let v = match npz.by_name::<ndarray::OwnedRepr<f64>, Ix0>(name) {
+        Ok(a) => a.into_scalar(),
+        Err(_) => npz
+            .by_name::<ndarray::OwnedRepr<f32>, Ix0>(name)
+            .map(|a| a.into_scalar() as f64)
+            .map_err(|e| arr_err(path, name, e))?,
+    };
+    if !v.is_finite() {
+        return Err(ModelError::Array {
+            path: path.to_path_buf(),
+            name: name.into(),
+            msg: "is not finite".into(),
+        });
+    }
+    Ok(v)
+}
+
+/// A random model of realistic scale (for tests and benchmarks): weights ~ U(-r, r) with
+/// r = sqrt(3 / fan_in), so pre-activations stay in tanh's useful range.
+pub fn random_model(widths: &[usize], seed: u64, meta: ModelMeta) -> Model {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let layers = widths
+        .windows(2)
+        .map(|p| {
+            let r = (3.0 / p[0] as f64).sqrt();
+            Layer {
+                w: Array2::from_shape_fn((p[1], p[0]), |_| rng.gen_range(-r..r)),
+                b: Array1::from_shape_fn(p[1], |_| rng.gen_range(-0.1..0.1)),
+            }
+        })
+        .collect();
+    Model { layers, meta }
+}

@@ -1,0 +1,7 @@
+//! The ring Z_2^64: fixed point, secret sharing, the fixed-point plan and its oracle.
+pub mod fixed;
+pub mod matmul;
+pub mod oracle;
+pub mod plan;
+pub mod share;
+pub mod tanhstar;

@@ -1,0 +1,176 @@
+//! The plaintext fixed-point oracle: computes, in the clear, exactly the integers the secure
+//! protocol computes (same encodings, same truncation rule, same activation algebra).
+
+use ndarray::Array2;
+
+use crate::plain::geometry::Geometry;
+use crate::plain::preprocess::Preprocess;
+use crate::ring::fixed::{bits_signed, decode, encode, low_bits};
+use crate::ring::matmul::gemm;
+use crate::ring::plan::{ActConsts, Plan};
+
+/// What the activation circuit reveals, as boolean-shared bits, about one pre-activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// min(|x|', b) where |x|' is the one's-complement magnitude (x for x >= 0, -x-1 below).
+    pub tc: u64,
+    /// |x|' <= a.
+    pub r1: bool,
+    /// a < |x|' <= b.
+    pub r2: bool,
+    pub s1: bool,
+    pub s2: bool,
+    /// x < 0.
+    pub sgn: bool,
+}
+
+/// The activation circuit's function on the reconstructed pre-activation `v` (a ring value
+/// at the product scale): exact floor truncation by `sh`, then comparisons and clipping.
+pub fn select(c: &ActConsts, v: u64) -> Selection {
+    let x = bits_signed(low_bits(v, c.sh + c.k), c.sh, c.k);
+    let sgn = (x as i64) < 0;
+    let t = low_bits(if sgn { !x } else { x }, c.k - 1);
+    let r1 = t <= c.a_fix;
+    let r2full = t <= c.b_fix;
+    let r2 = r2full && !r1;
+    Selection {
+        tc: if r2full { t } else { c.b_fix },
+        r1,
+        r2,
+        s1: r1 && sgn,
+        s2: r2 && sgn,
+        sgn,
+    }
+}
+
+/// Signed region indicators g_i = ind_i (1 - 2 sgn) in the ring, from the arithmetic bits.
+/// The secure protocol applies this same linear map to arithmetic shares of the bits.
+pub fn signed_indicators(r1: u64, r2: u64, s1: u64, s2: u64, sgn: u64, party_one: u64) -> [u64; 3] {
+    let g1 = r1.wrapping_sub(s1.wrapping_mul(2));
+    let g2 = r2.wrapping_sub(s2.wrapping_mul(2));
+    // region 3: ind3 = 1 - r1 - r2, ind3 & sgn = sgn - s1 - s2.
+    let ind3 = party_one.wrapping_sub(r1).wrapping_sub(r2);
+    let ind3s = sgn.wrapping_sub(s1).wrapping_sub(s2);
+    [g1, g2, ind3.wrapping_sub(ind3s.wrapping_mul(2))]
+}
+
+/// The polynomial pieces p_i = N_i tc^2 + C_i tc + D_i (D added by one party only).
+pub fn pieces(c: &ActConsts, tc: u64, tc2: u64, party_one: u64) -> [u64; 2] {
+    let p = |i: usize| {
+        c.n[i]
+            .wrapping_mul(tc2)
+            .wrapping_add(c.c[i].wrapping_mul(tc))
+            .wrapping_add(c.d[i].wrapping_mul(party_one))
+    };
+    [p(0), p(1)]
+}
+
+/// tanh* in fixed point: y = g1 p1 + g2 p2 + g3 K, at scale F = 2q + cs.
+pub fn activation(c: &ActConsts, v: u64) -> u64 {
+    let sel = select(c, v);
+    let b = |x: bool| x as u64;
+    let g = signed_indicators(b(sel.r1), b(sel.r2), b(sel.s1), b(sel.s2), b(sel.sgn), 1);
+    let p = pieces(c, sel.tc, sel.tc.wrapping_mul(sel.tc), 1);
+    g[0].wrapping_mul(p[0])
+        .wrapping_add(g[1].wrapping_mul(p[1]))
+        .wrapping_add(g[2].wrapping_mul(c.sat))
+}
+
+/// Output-layer truncation: exact floor by `out_sh`, read as `out_k` signed bits.
+pub fn output_trunc(plan: &Plan, v: u64) -> u64 {
+    bits_signed(
+        low_bits(v, plan.out_sh + plan.out_k),
+        plan.out_sh,
+        plan.out_k,
+    )
+}
+
+/// Encodes a 0..255 image (row-major) as the gateway does: normalise, then scale s.
+pub fn encode_image(image: &Array2<f64>, pre: &Preprocess, s: u32) -> Vec<u64> {
+    image.iter().map(|&p| encode(pre.normalize(p), s)).collect()
+}
+
+/// Result of an oracle run: the output canvas sums (what the servers' shares add up to)
+/// and diagnostics.
+pub struct OracleRun {
+    pub canvas: Vec<u64>,
+    /// Pre-activations whose truncated value fell outside the circuit's signed range.
+    pub out_of_range: u64,
+}
+
+/// Runs the plan on an encoded image (row-major, image-sized, scale s).
+pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRun {
+    let padded = geo.pad(input);
+    let nin = plan.layers[0].inputs;
+    let centre = geo.centre_indices();
+    let mut canvas = vec![0u64; geo.canvas_h * geo.canvas_w];
+    let mut out_of_range = 0u64;
+    let np = geo.num_patches();
+    let mut window = vec![0u64; nin];
+    for start in (0..np).step_by(batch.max(1)) {
+        let n = batch.min(np - start);
+        // X: inputs x n, column j = patch start + j.
+        let mut x = vec![0u64; nin * n];
+        for j in 0..n {
+            geo.extract(&padded, start + j, &mut window);
+            for (r, &v) in window.iter().enumerate() {
+                x[r * n + j] = v;
+            }
+        }
+        let input_x = x.clone();
+        let last = plan.layers.len() - 1;
+        for (li, l) in plan.layers.iter().enumerate() {
+            let mut z = gemm(&l.w, &x, l.outputs, l.inputs, n);
+            for (r, row) in z.chunks_mut(n).enumerate() {
+                for v in row {
+                    *v = v.wrapping_add(l.b[r]);
+                }
+            }
+            if li < last {
+                let c = &plan.acts[li];
+                let lim = 1u64 << (c.k - 1);
+                for v in z.iter_mut() {
+                    let xv = bits_signed(*v, c.sh, 64 - c.sh) as i64;
+                    if xv >= lim as i64 || xv < -(lim as i64) {
+                        out_of_range += 1;
+                    }
+                    *v = activation(c, *v);
+                }
+            } else {
+                if plan.residual {
+                    let shift = l.prod_scale - plan.params.s;
+                    for (r, &ci) in centre.iter().enumerate() {
+                        for j in 0..n {
+                            let add = input_x[ci * n + j] << shift;
+                            z[r * n + j] = z[r * n + j].wrapping_add(add);
+                        }
+                    }
+                }
+                for v in z.iter_mut() {
+                    *v = output_trunc(plan, *v);
+                }
+            }
+            x = z;
+        }
+        for j in 0..n {
+            for (r, idx) in geo.output_indices(start + j).enumerate() {
+                canvas[idx] = canvas[idx].wrapping_add(x[r * n + j]);
+            }
+        }
+    }
+    OracleRun {
+        canvas,
+        out_of_range,
+    }
+}
+
+/// The receiver's step: canvas sums (scale s) -> averaged, denormalised, cropped image.
+pub fn decode_canvas(canvas: &[u64], geo: &Geometry, pre: &Preprocess, s: u32) -> Array2<f64> {
+    let counts = geo.counts();
+    let avg: Vec<f64> = canvas
+        .iter()
+        .zip(&counts)
+        .map(|(&v, &c)| pre.denormalize(decode(v, s) / c as f64))
+        .collect();
+    Array2::from_shape_vec((geo.height, geo.width), geo.crop(&avg)).expect("crop has image size")
+}

@@ -1,0 +1,183 @@
+//! The fixed-point plan: exactly which integers the secure protocol computes, derived once
+//! from a float model. The plaintext oracle and both servers follow the same plan, so the
+//! secure result can be compared with the oracle bit for bit.
+//!
+//! Scales: input pixels at `s`; weights at `s`; layer-1 products at `2s`. A hidden layer's
+//! circuit keeps `q` fractional bits of its pre-activation (exact floor, shift `sh`), the
+//! polynomial pieces are evaluated at scale `F = 2q + cs`, so hidden activations leave at
+//! scale `F` and later products are at `s + F`. The output layer is truncated to scale `s`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plain::model::{Model, PatchShape};
+use crate::ring::fixed::encode;
+use crate::ring::tanhstar::TanhStar;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FixedParams {
+    /// Fractional bits of inputs and weights (paper: 18).
+    pub s: u32,
+    /// Fractional bits kept of a pre-activation inside the activation circuit.
+    pub q: u32,
+    /// Fractional bits of the tanh* coefficients.
+    pub cs: u32,
+    /// Integer bits of a pre-activation: |z| < 2^zbits.
+    pub zbits: u32,
+    /// Integer bits of an output value (normalised pixel domain): |o| < 2^out_bits.
+    pub out_bits: u32,
+    pub tanh: TanhStar,
+}
+
+impl Default for FixedParams {
+    fn default() -> Self {
+        FixedParams {
+            s: 18,
+            q: 12,
+            cs: 12,
+            zbits: 8,
+            out_bits: 3,
+            tanh: TanhStar::PAPER,
+        }
+    }
+}
+
+impl FixedParams {
+    /// Scale of hidden activations.
+    pub fn act_scale(&self) -> u32 {
+        2 * self.q + self.cs
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.tanh.validate()?;
+        let f = self.act_scale();
+        if !(4..=24).contains(&self.s) || !(4..=20).contains(&self.q) || self.cs > 24 {
+            return Err("fixed-point scales out of range (s 4..24, q 4..20, cs <= 24)".into());
+        }
+        if self.s + f + self.zbits + 1 > 64 || self.q + self.zbits + 1 > 40 {
+            return Err(format!(
+                "fixed-point parameters overflow the 64-bit ring: s + 2q + cs + zbits + 1 = {} > 64",
+                self.s + f + self.zbits + 1
+            ));
+        }
+        if self.q > self.s + self.s.min(f) {
+            return Err("q must not exceed the product scale".into());
+        }
+        if self.tanh.b >= (self.zbits as f64).exp2() {
+            return Err("tanh* breakpoint b does not fit in zbits integer bits".into());
+        }
+        Ok(())
+    }
+}
+
+/// Public constants of one hidden layer's activation circuit and polynomial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActConsts {
+    /// Bits dropped by the exact truncation inside the circuit.
+    pub sh: u32,
+    /// Width of the truncated signed pre-activation.
+    pub k: u32,
+    pub a_fix: u64,
+    pub b_fix: u64,
+    /// Coefficients: p_i = N_i tc^2 + C_i tc + D_i, saturation value K, all at scale F.
+    pub n: [u64; 2],
+    pub c: [u64; 2],
+    pub d: [u64; 2],
+    pub sat: u64,
+}
+
+impl ActConsts {
+    /// Bit length of b_fix: the width of the clipped |x| the circuit outputs.
+    pub fn tc_bits(&self) -> u32 {
+        64 - self.b_fix.leading_zeros()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanLayer {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Row-major outputs x inputs, at scale s.
+    pub w: Vec<u64>,
+    /// At the product scale.
+    pub b: Vec<u64>,
+    pub prod_scale: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub params: FixedParams,
+    pub patch: PatchShape,
+    pub layers: Vec<PlanLayer>,
+    /// Hidden-layer activation constants (one per hidden layer; identical except `sh`).
+    pub acts: Vec<ActConsts>,
+    /// Output truncation: shift and width.
+    pub out_sh: u32,
+    pub out_k: u32,
+    /// The input centre is added to the output (residual), shifted to the product scale.
+    pub residual: bool,
+}
+
+impl Plan {
+    pub fn widths(&self) -> Vec<usize> {
+        let mut v = vec![self.layers[0].inputs];
+        v.extend(self.layers.iter().map(|l| l.outputs));
+        v
+    }
+
+    /// Builds the plan: folds the mean shift into layer 1 (W1 (I - 11^T/n)) and encodes.
+    pub fn from_model(model: &Model, params: FixedParams) -> Result<Plan, String> {
+        params.validate()?;
+        let s = params.s;
+        let f = params.act_scale();
+        let nl = model.layers.len();
+        let mut layers = Vec::with_capacity(nl);
+        let mut acts = Vec::new();
+        for (i, l) in model.layers.iter().enumerate() {
+            let (o, n) = l.w.dim();
+            let mut w = l.w.clone();
+            if i == 0 && model.meta.mean_shift {
+                for mut row in w.rows_mut() {
+                    let mean = row.sum() / n as f64;
+                    row.mapv_inplace(|v| v - mean);
+                }
+            }
+            let in_scale = if i == 0 { s } else { f };
+            let prod_scale = s + in_scale;
+            layers.push(PlanLayer {
+                inputs: n,
+                outputs: o,
+                w: w.iter().map(|&v| encode(v, s)).collect(),
+                b: l.b.iter().map(|&v| encode(v, prod_scale)).collect(),
+                prod_scale,
+            });
+            if i + 1 < nl {
+                acts.push(act_consts(&params, prod_scale));
+            }
+        }
+        let out_sh = layers[nl - 1].prod_scale - s;
+        Ok(Plan {
+            params,
+            patch: model.patch_shape(),
+            layers,
+            acts,
+            out_sh,
+            out_k: params.out_bits + s + 1,
+            residual: model.meta.residual,
+        })
+    }
+}
+
+fn act_consts(p: &FixedParams, prod_scale: u32) -> ActConsts {
+    let (q, cs) = (p.q, p.cs);
+    let t = &p.tanh;
+    ActConsts {
+        sh: prod_scale - q,
+        k: p.zbits + q + 1,
+        a_fix: encode(t.a, q),
+        b_fix: encode(t.b, q),
+        n: [encode(t.n1, cs), encode(t.n2, cs)],
+        c: [encode(t.c1, q + cs), encode(t.c2, q + cs)],
+        d: [encode(t.d1, 2 * q + cs), encode(t.d2, 2 * q + cs)],
+        sat: 1u64 << (2 * q + cs),
+    }
+}

@@ -1,0 +1,154 @@
+//! The message channel between the two servers, as the protocol sees it: framed messages,
+//! counted. The real one is the authenticated TLS link ([`crate::net`]); tests use an
+//! in-memory pair.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("peer link: {0}")]
+    Link(String),
+    #[error("peer sent a malformed message: {0}")]
+    Malformed(String),
+    #[error("peer disagrees: {0}")]
+    Mismatch(String),
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct LinkStats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+}
+
+pub trait Channel {
+    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError>;
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError>;
+    fn stats(&self) -> LinkStats;
+}
+
+/// In-memory channel end (tests, benchmarks of the protocol without a network).
+pub struct MemChannel {
+    tx: mpsc::Sender<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    stats: LinkStats,
+    timeout: Duration,
+}
+
+pub fn mem_pair() -> (MemChannel, MemChannel) {
+    let (t0, r1) = mpsc::channel();
+    let (t1, r0) = mpsc::channel();
+    let mk = |tx, rx| MemChannel {
+        tx,
+        rx,
+        stats: LinkStats::default(),
+        timeout: Duration::from_secs(600),
+    };
+    (mk(t0, r0), mk(t1, r1))
+}
+
+impl Channel for MemChannel {
+    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        self.stats.bytes_sent += msg.len() as u64 + 8;
+        self.stats.messages_sent += 1;
+        self.tx
+            .send(msg.to_vec())
+            .map_err(|_| ChannelError::Link("peer closed the connection".into()))
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        let m = self
+            .rx
+            .recv_timeout(self.timeout)
+            .map_err(|e| ChannelError::Link(format!("peer gone: {e}")))?;
+        self.stats.bytes_received += m.len() as u64 + 8;
+        self.stats.messages_received += 1;
+        Ok(m)
+    }
+
+    fn stats(&self) -> LinkStats {
+        self.stats
+    }
+}
+
+pub fn u64s_to_bytes(v: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 8);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+pub fn bytes_to_u64s(b: &[u8], expected: usize, what: &str) -> Result<Vec<u64>, ChannelError> {
+    if b.len() != expected * 8 {
+        return Err(ChannelError::Malformed(format!(
+            "{what}: {} bytes, expected {}",
+            b.len(),
+            expected * 8
+        )));
+    }
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect())
+}
+
+/// Opens a shared vector: each party sends its share and adds the other's. Party 0 sends
+/// first and party 1 receives first, so large messages never deadlock a blocking link.
+pub fn open(
+    ch: &mut dyn Channel,
+    party: u8,
+    share: &[u64],
+    what: &str,
+) -> Result<Vec<u64>, ChannelError> {
+    let mine = u64s_to_bytes(share);
+    let theirs = if party == 0 {
+        ch.send(&mine)?;
+        ch.recv()?
+    } else {
+        let t = ch.recv()?;
+        ch.send(&mine)?;
+        t
+    };
+    let other = bytes_to_u64s(&theirs, share.len(), what)?;
+    Ok(share
+        .iter()
+        .zip(&other)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect())
+}
+
+/// Exchanges small control messages (the same ordering rule as [`open`]).
+pub fn exchange(ch: &mut dyn Channel, party: u8, msg: &[u8]) -> Result<Vec<u8>, ChannelError> {
+    if party == 0 {
+        ch.send(msg)?;
+        ch.recv()
+    } else {
+        let t = ch.recv()?;
+        ch.send(msg)?;
+        Ok(t)
+    }
+}
+
+impl Channel for crate::net::Link {
+    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        crate::net::Link::send(self, msg).map_err(|e| ChannelError::Link(e.to_string()))
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        crate::net::Link::recv(self).map_err(|e| ChannelError::Link(e.to_string()))
+    }
+
+    fn stats(&self) -> LinkStats {
+        let s = crate::net::Link::stats(self);
+        LinkStats {
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            messages_sent: s.messages_sent,
+            messages_received: s.messages_received,
+        }
+    }
+}

@@ -1,0 +1,766 @@
+//! The garbled parts of the activation layers, each with the exact integer
+//! function it computes (`*_ref`), which the plaintext oracle must match.
+//!
+//! Both circuits take the two parties' `u64` shares reduced mod 2^n as
+//! little-endian bits (garbler's `g`, evaluator's `e`), add them inside the
+//! circuit and drop the low `sh` bits by rewiring, which is an exact
+//! `floor(V / 2^sh)` of the shared value (no probabilistic truncation).
+
+use rand::{CryptoRng, RngCore};
+
+use super::block::{Block, LengthError};
+use super::circuit::{AndCounter, Circuit};
+use super::gadgets::{add_mod, le_const, mux_const, xor_all};
+use super::halfgates::{Evaluator, Garbler, GcError, LANES};
+
+/// Parameters of the tanh* piece selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActParams {
+    /// Bits dropped from the bottom of the sum (fixed-point rescale).
+    pub sh: u32,
+    /// Width of the signed value x kept after the shift.
+    pub k: u32,
+    /// First breakpoint, in units of x.
+    pub a_fix: u64,
+    /// Second breakpoint, in units of x; `b_fix < 2^(k-1)`.
+    pub b_fix: u64,
+}
+
+/// Invalid circuit parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid activation parameters: {0}")]
+pub struct ParamError(String);
+
+impl ActParams {
+    /// Input width `n = sh + k` per party.
+    pub fn n(&self) -> usize {
+        (self.sh + self.k) as usize
+    }
+
+    /// `L`: bit length of `b_fix`, the width of the `tc` output.
+    pub fn l(&self) -> usize {
+        (64 - self.b_fix.leading_zeros()) as usize
+    }
+
+    /// Number of output bits: `L + 5`.
+    pub fn out_len(&self) -> usize {
+        self.l() + 5
+    }
+
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if self.k < 2 {
+            return Err(ParamError(format!("k = {} < 2", self.k)));
+        }
+        if self.sh + self.k > 64 {
+            return Err(ParamError(format!("sh + k = {} > 64", self.sh + self.k)));
+        }
+        if self.b_fix >= 1u64 << (self.k - 1) {
+            return Err(ParamError(format!(
+                "b_fix = {} does not fit in k - 1 = {} bits",
+                self.b_fix,
+                self.k - 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// B2A layout of the outputs: per-bit weights and group sizes, giving
+    /// one arithmetic value per group in the order `tc, r1, r2, s1, s2, sgn`
+    /// (`tc` as an unsigned integer, the rest as 0/1).
+    pub fn b2a_layout(&self) -> (Vec<u64>, Vec<usize>) {
+        let l = self.l();
+        let mut w: Vec<u64> = (0..l).map(|j| 1u64 << j).collect();
+        w.extend([1; 5]);
+        let mut groups = vec![l];
+        groups.extend([1; 5]);
+        (w, groups)
+    }
+}
+
+/// Output of [`tanh_select_ref`]: `(tc, r1, r2, s1, s2, sgn)`.
+pub type TanhSelect = (u64, bool, bool, bool, bool, bool);
+
+fn mask(n: u32) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// x = bits [sh, n) of `g + e mod 2^n`, as an unsigned k-bit pattern.
+fn shifted(sh: u32, k: u32, g: u64, e: u64) -> u64 {
+    (g.wrapping_add(e) & mask(sh + k)) >> sh
+}
+
+/// The integer function that [`tanh_select`] computes.
+///
+/// # Panics
+/// If `p` is invalid (see [`ActParams::validate`]).
+pub fn tanh_select_ref(p: &ActParams, g: u64, e: u64) -> TanhSelect {
+    p.validate().expect("valid ActParams");
+    let x = shifted(p.sh, p.k, g, e);
+    let sgn = (x >> (p.k - 1)) & 1 == 1;
+    // One's-complement magnitude: x for x ≥ 0, -x-1 for x < 0.
+    let t = (x ^ if sgn { u64::MAX } else { 0 }) & mask(p.k - 1);
+    let r1 = t <= p.a_fix;
+    let r2full = t <= p.b_fix;
+    let r2 = r2full && !r1;
+    let tc = if r2full { t } else { p.b_fix };
+    (tc, r1, r2, r1 && sgn, r2 && sgn, sgn)
+}
+
+/// Reads the circuit's output bits (e.g. reconstructed from shares).
+pub fn decode_tanh_select(p: &ActParams, bits: &[bool]) -> Option<TanhSelect> {
+    let l = p.l();
+    if bits.len() != l + 5 {
+        return None;
+    }
+    let tc = bits[..l]
+        .iter()
+        .enumerate()
+        .fold(0u64, |a, (i, &b)| a | ((b as u64) << i));
+    let f = &bits[l..];
+    Some((tc, f[0], f[1], f[2], f[3], f[4]))
+}
+
+/// tanh* piece selection. `g`, `e`: `n` bits each. Outputs, in order:
+/// `tc[0..L)`, `r1`, `r2`, `s1 = r1∧sgn`, `s2 = r2∧sgn`, `sgn`.
+///
+/// # Panics
+/// If `p` is invalid or the inputs are not `n` bits wide.
+pub fn tanh_select<C: Circuit>(
+    c: &mut C,
+    p: &ActParams,
+    g: &[C::Wire],
+    e: &[C::Wire],
+) -> Vec<C::Wire> {
+    p.validate().expect("valid ActParams");
+    let (n, sh, k) = (p.n(), p.sh as usize, p.k as usize);
+    assert!(
+        g.len() == n && e.len() == n,
+        "tanh_select inputs must be n bits"
+    );
+    let v = add_mod(c, g, e);
+    let x = &v[sh..n];
+    let sgn = x[k - 1].clone();
+    let t = xor_all(c, &x[..k - 1], &sgn);
+    let r1 = le_const(c, &t, p.a_fix);
+    let r2full = le_const(c, &t, p.b_fix);
+    // With a ≤ b, r1 implies r2full, so r2full ∧ ¬r1 = r2full ⊕ r1 (free).
+    let r2 = if p.a_fix <= p.b_fix {
+        c.xor(&r2full, &r1)
+    } else {
+        let nr1 = c.not(&r1);
+        c.and(&r2full, &nr1)
+    };
+    // When r2full holds, t ≤ b_fix < 2^L, so t's bits above L are zero.
+    let mut out = mux_const(c, &r2full, &t[..p.l()], p.b_fix);
+    let s1 = c.and(&r1, &sgn);
+    let s2 = c.and(&r2, &sgn);
+    out.extend([r1, r2, s1, s2, sgn]);
+    out
+}
+
+/// Parameters of the output-layer truncation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TruncParams {
+    pub sh: u32,
+    pub k: u32,
+}
+
+impl TruncParams {
+    pub fn n(&self) -> usize {
+        (self.sh + self.k) as usize
+    }
+
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if self.k < 1 || self.sh + self.k > 64 {
+            return Err(ParamError(format!(
+                "need 1 <= k and sh + k <= 64, got sh = {}, k = {}",
+                self.sh, self.k
+            )));
+        }
+        Ok(())
+    }
+
+    /// B2A layout reading the k output bits as a signed two's-complement
+    /// value: weights 2^j, and -2^(k-1) for the top bit; one group.
+    pub fn b2a_layout(&self) -> (Vec<u64>, Vec<usize>) {
+        let k = self.k as usize;
+        let w = (0..k)
+            .map(|j| {
+                let wj = 1u64 << j;
+                if j + 1 == k {
+                    wj.wrapping_neg()
+                } else {
+                    wj
+                }
+            })
+            .collect();
+        (w, vec![k])
+    }
+}
+
+/// The integer function of [`trunc_out`]: the k-bit pattern of x.
+///
+/// # Panics
+/// If `p` is invalid.
+pub fn trunc_out_ref(p: &TruncParams, g: u64, e: u64) -> u64 {
+    p.validate().expect("valid TruncParams");
+    shifted(p.sh, p.k, g, e)
+}
+
+/// Sign-extends the k-bit pattern from [`trunc_out_ref`] to Z_2^64.
+pub fn sign_extend(x: u64, k: u32) -> u64 {
+    let s = 64 - k;
+    (((x << s) as i64) >> s) as u64
+}
+
+/// Output-layer truncation: the k bits of x = bits [sh, n) of g + e.
+///
+/// # Panics
+/// If `p` is invalid or the inputs are not `n` bits wide.
+pub fn trunc_out<C: Circuit>(
+    c: &mut C,
+    p: &TruncParams,
+    g: &[C::Wire],
+    e: &[C::Wire],
+) -> Vec<C::Wire> {
+    p.validate().expect("valid TruncParams");
+    let n = p.n();
+    assert!(
+        g.len() == n && e.len() == n,
+        "trunc_out inputs must be n bits"
+    );
+    let mut v = add_mod(c, g, e);
+    v.drain(..p.sh as usize);
+    v
+}
+
+/// One of the activation circuits, for running batches of elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActCircuit {
+    TanhSelect(ActParams),
+    Trunc(TruncParams),
+}
+
+impl ActCircuit {
+    pub fn validate(&self) -> Result<(), ParamError> {
+        match self {
+            ActCircuit::TanhSelect(p) => p.validate(),
+            ActCircuit::Trunc(p) => p.validate(),
+        }
+    }
+
+    /// Input bits per party per element.
+    pub fn n(&self) -> usize {
+        match self {
+            ActCircuit::TanhSelect(p) => p.n(),
+            ActCircuit::Trunc(p) => p.n(),
+        }
+    }
+
+    /// Output bits per element.
+    pub fn out_len(&self) -> usize {
+        match self {
+            ActCircuit::TanhSelect(p) => p.out_len(),
+            ActCircuit::Trunc(p) => p.k as usize,
+        }
+    }
+
+    pub fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire> {
+        match self {
+            ActCircuit::TanhSelect(p) => tanh_select(c, p, g, e),
+            ActCircuit::Trunc(p) => trunc_out(c, p, g, e),
+        }
+    }
+
+    /// AND gates per element (table size is 32 bytes per AND).
+    pub fn and_gates(&self) -> u64 {
+        let mut c = AndCounter::default();
+        let w = vec![(); self.n()];
+        self.build(&mut c, &w, &w);
+        c.ands
+    }
+
+    /// B2A weights and groups for `items` elements, element after element;
+    /// per element: `tc, r1, r2, s1, s2, sgn` for tanh_select, one signed
+    /// value for trunc.
+    pub fn b2a_layout(&self, items: usize) -> (Vec<u64>, Vec<usize>) {
+        let (w, g) = match self {
+            ActCircuit::TanhSelect(p) => p.b2a_layout(),
+            ActCircuit::Trunc(p) => p.b2a_layout(),
+        };
+        (w.repeat(items), g.repeat(items))
+    }
+}
+
+/// The low `n` bits of each share, little-endian, element after element:
+/// the garbler's input bits, or the evaluator's COT choice bits.
+pub fn share_bits(n: usize, shares: &[u64]) -> Vec<bool> {
+    shares
+        .iter()
+        .flat_map(|&x| (0..n).map(move |i| (x >> i) & 1 == 1))
+        .collect()
+}
+
+/// Wires of elements `base..base+LANES` (element-major `labels`, `n` per
+/// element) regrouped as lane wires.
+fn to_lanes(labels: &[Block], n: usize, base: usize) -> Vec<[Block; LANES]> {
+    (0..n)
+        .map(|i| std::array::from_fn(|l| labels[(base + l) * n + i]))
+        .collect()
+}
+
+/// Colour bits of lane outputs, back in element-major order.
+fn push_lane_shares(out: &mut Vec<bool>, wires: &[[Block; LANES]]) {
+    for l in 0..LANES {
+        out.extend(wires.iter().map(|w| w[l].lsb()));
+    }
+}
+
+/// Garbler (S1) side of a batch. `shares`: S1's shares, one per element;
+/// `q`: the COT outputs for the evaluator's `n·len` input bits (the same
+/// element order). Returns the active labels of S1's own input bits (to
+/// send) and S1's boolean output shares (`out_len` per element). The tables
+/// stay in the garbler's buffer for [`Garbler::drain_table_bytes`].
+///
+/// # Panics
+/// If `q.len() != n · shares.len()` (a caller bug) or `circ` is invalid.
+pub fn garble_batch<R: RngCore + CryptoRng>(
+    garbler: &mut Garbler<R>,
+    circ: &ActCircuit,
+    shares: &[u64],
+    q: &[Block],
+) -> (Vec<Block>, Vec<bool>) {
+    circ.validate().expect("valid circuit parameters");
+    let n = circ.n(); // ≥ 1 once validated
+    assert_eq!(q.len(), n * shares.len(), "one COT per evaluator input bit");
+    garbler.reserve_ands(shares.len() * circ.and_gates() as usize);
+    let (zeros, active) = garbler.garbler_inputs(&share_bits(n, shares));
+    let ew: Vec<Block> = q
+        .iter()
+        .map(|&z| garbler.input_with_zero_label(z))
+        .collect();
+    let mut rho = Vec::with_capacity(shares.len() * circ.out_len());
+    // Full groups of LANES elements side by side, the rest one by one; the
+    // evaluator splits the batch the same way.
+    let full = shares.len() / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        let (gl, el) = (to_lanes(&zeros, n, base), to_lanes(&ew, n, base));
+        let out = circ.build(&mut garbler.lanes(), &gl, &el);
+        push_lane_shares(&mut rho, &out);
+    }
+    for (g, e) in zeros[full * n..]
+        .chunks_exact(n)
+        .zip(ew[full * n..].chunks_exact(n))
+    {
+        let out = circ.build(garbler, g, e);
+        rho.extend(garbler.output_shares(&out));
+    }
+    (active, rho)
+}
+
+/// Evaluator (S0) side of a batch, after [`Evaluator::load_table_bytes`]:
+/// `g_active` are the garbler's labels, `t` S0's COT outputs. Returns S0's
+/// boolean output shares; errors if the peer's data has the wrong size.
+///
+/// # Panics
+/// If `t.len()` is not a multiple of `n` (a caller bug) or `circ` is invalid.
+pub fn evaluate_batch(
+    evaluator: &mut Evaluator,
+    circ: &ActCircuit,
+    g_active: &[Block],
+    t: &[Block],
+) -> Result<Vec<bool>, GcError> {
+    circ.validate().expect("valid circuit parameters");
+    let n = circ.n();
+    assert_eq!(t.len() % n, 0, "COT outputs must be whole elements");
+    if g_active.len() != t.len() {
+        return Err(LengthError {
+            what: "garbler input labels",
+            expected: t.len() * Block::BYTES,
+            got: g_active.len() * Block::BYTES,
+        }
+        .into());
+    }
+    let gw: Vec<Block> = g_active.iter().map(|&l| evaluator.input(l)).collect();
+    let ew: Vec<Block> = t.iter().map(|&l| evaluator.input(l)).collect();
+    let items = t.len() / n;
+    let mut shares = Vec::with_capacity(items * circ.out_len());
+    let full = items / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        let (gl, el) = (to_lanes(&gw, n, base), to_lanes(&ew, n, base));
+        let out = circ.build(&mut evaluator.lanes(), &gl, &el);
+        push_lane_shares(&mut shares, &out);
+    }
+    for (g, e) in gw[full * n..]
+        .chunks_exact(n)
+        .zip(ew[full * n..].chunks_exact(n))
+    {
+        let out = circ.build(evaluator, g, e);
+        shares.extend(evaluator.output_shares(&out));
+    }
+    evaluator.finish()?;
+    Ok(shares)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::twopc::gc::circuit::{from_bits, to_bits, AndCounter, PlainEval};
+    use crate::twopc::gc::halfgates::tests::{Build, TwoParty};
+    use crate::twopc::gc::halfgates::Garbler;
+    use crate::twopc::ot::{b2a_receiver, b2a_sender};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha12Rng;
+
+    fn paper(sh: u32) -> ActParams {
+        ActParams {
+            sh,
+            k: 21,
+            a_fix: (1.52f64 * 4096.0).round() as u64,
+            b_fix: (2.57f64 * 4096.0).round() as u64,
+        }
+    }
+
+    impl Build for ActParams {
+        fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire> {
+            tanh_select(c, self, g, e)
+        }
+    }
+
+    impl Build for TruncParams {
+        fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire> {
+            trunc_out(c, self, g, e)
+        }
+    }
+
+    /// Share pairs hitting the interesting places: x around 0, ±a, ±b,
+    /// the extremes of k bits, and carries out of the low sh bits.
+    fn cases(n: usize, sh: u32, k: u32, marks: &[u64], rng: &mut ChaCha12Rng) -> Vec<(u64, u64)> {
+        let m = mask(n as u32);
+        let mut xs: Vec<u64> = vec![0, 1, mask(k) >> 1, (mask(k) >> 1) + 1, mask(k)];
+        for &a in marks {
+            for d in [-1i64, 0, 1] {
+                let v = (a as i64 + d) as u64;
+                xs.push(v & mask(k));
+                xs.push(v.wrapping_neg() & mask(k));
+                xs.push(!v & mask(k));
+            }
+        }
+        let mut out = Vec::new();
+        for x in xs {
+            for low in [0, 1, mask(sh), rng.gen::<u64>() & mask(sh)] {
+                let v = ((x << sh) | low) & m;
+                let g = rng.gen::<u64>() & m;
+                out.push((g, v.wrapping_sub(g) & m));
+            }
+        }
+        for _ in 0..300 {
+            out.push((rng.gen::<u64>() & m, rng.gen::<u64>() & m));
+        }
+        out
+    }
+
+    #[test]
+    fn tanh_select_plain_matches_ref() {
+        let mut rng = ChaCha12Rng::seed_from_u64(21);
+        let mut params = vec![paper(24), paper(42), paper(0)];
+        params.push(ActParams {
+            sh: 3,
+            k: 5,
+            a_fix: 3,
+            b_fix: 9,
+        });
+        params.push(ActParams {
+            sh: 0,
+            k: 2,
+            a_fix: 0,
+            b_fix: 1,
+        });
+        params.push(ActParams {
+            sh: 2,
+            k: 6,
+            a_fix: 20,
+            b_fix: 7,
+        }); // a > b
+        params.push(ActParams {
+            sh: 1,
+            k: 63,
+            a_fix: 1 << 40,
+            b_fix: (1 << 62) - 1,
+        });
+        for p in &params {
+            let n = p.n();
+            for (g, e) in cases(n, p.sh, p.k, &[p.a_fix, p.b_fix], &mut rng) {
+                let out = tanh_select(&mut PlainEval, p, &to_bits(g, n), &to_bits(e, n));
+                assert_eq!(out.len(), p.out_len());
+                let got = decode_tanh_select(p, &out).unwrap();
+                assert_eq!(got, tanh_select_ref(p, g, e), "p={p:?} g={g} e={e}");
+            }
+        }
+        // Exhaustive on a tiny instance, including garbage above n.
+        let p = ActParams {
+            sh: 2,
+            k: 4,
+            a_fix: 2,
+            b_fix: 5,
+        };
+        for g in 0..64u64 {
+            for e in 0..64u64 {
+                let out = tanh_select(&mut PlainEval, &p, &to_bits(g, 6), &to_bits(e, 6));
+                let (tc, r1, r2, s1, s2, sgn) = decode_tanh_select(&p, &out).unwrap();
+                let x = (((g + e) % 64) >> 2) as i64;
+                let x = if x >= 8 { x - 16 } else { x };
+                assert_eq!(sgn, x < 0);
+                let t = if x < 0 { -x - 1 } else { x } as u64;
+                assert_eq!((r1, r2), (t <= 2, t > 2 && t <= 5));
+                assert_eq!(tc, t.min(5));
+                assert_eq!((s1, s2), (r1 && sgn, r2 && sgn));
+                let hi = rng.gen::<u64>() << 6;
+                assert_eq!(tanh_select_ref(&p, g | hi, e), (tc, r1, r2, s1, s2, sgn));
+            }
+        }
+    }
+
+    #[test]
+    fn trunc_out_plain_matches_ref() {
+        let mut rng = ChaCha12Rng::seed_from_u64(22);
+        for p in [
+            TruncParams { sh: 36, k: 24 },
+            TruncParams { sh: 0, k: 64 },
+            TruncParams { sh: 63, k: 1 },
+            TruncParams { sh: 5, k: 3 },
+        ] {
+            let n = p.n();
+            for (g, e) in cases(n, p.sh, p.k, &[], &mut rng) {
+                let out = trunc_out(&mut PlainEval, &p, &to_bits(g, n), &to_bits(e, n));
+                assert_eq!(out.len(), p.k as usize);
+                assert_eq!(from_bits(&out), trunc_out_ref(&p, g, e));
+            }
+        }
+        // Exact floor division of the signed shared value.
+        let p = TruncParams { sh: 36, k: 24 };
+        for v in [
+            -5i64 << 36,
+            (-5i64 << 36) - 1,
+            7 << 36,
+            (7 << 36) + 12345,
+            -1,
+        ] {
+            let g: u64 = rng.gen();
+            let e = (v as u64).wrapping_sub(g);
+            let x = sign_extend(trunc_out_ref(&p, g, e), p.k) as i64;
+            assert_eq!(x, v.div_euclid(1 << 36));
+        }
+    }
+
+    #[test]
+    fn garbled_activations_match_ref() {
+        let mut rng = ChaCha12Rng::seed_from_u64(23);
+        let mut tp = TwoParty::new(24);
+        let p = paper(24);
+        let n = p.n();
+        for (g, e) in cases(n, p.sh, p.k, &[p.a_fix, p.b_fix], &mut rng)
+            .into_iter()
+            .take(120)
+        {
+            let out = tp.run(&p, &to_bits(g, n), &to_bits(e, n));
+            assert_eq!(
+                decode_tanh_select(&p, &out).unwrap(),
+                tanh_select_ref(&p, g, e)
+            );
+        }
+        let q = TruncParams { sh: 36, k: 24 };
+        for (g, e) in cases(q.n(), q.sh, q.k, &[], &mut rng).into_iter().take(60) {
+            let out = tp.run(&q, &to_bits(g, q.n()), &to_bits(e, q.n()));
+            assert_eq!(from_bits(&out), trunc_out_ref(&q, g, e));
+        }
+    }
+
+    #[test]
+    fn and_counts() {
+        fn count<B: Build>(b: &B, n: usize) -> u64 {
+            let mut c = AndCounter::default();
+            b.build(&mut c, &vec![(); n], &vec![(); n]);
+            c.ands
+        }
+        let (p24, p42) = (paper(24), paper(42));
+        let q = TruncParams { sh: 36, k: 24 };
+        let (a24, a42, at) = (count(&p24, p24.n()), count(&p42, p42.n()), count(&q, q.n()));
+        println!("AND gates: tanh_select sh=24,k=21: {a24}; sh=42,k=21: {a42}; trunc_out sh=36,k=24: {at}");
+        // Adder n-1, two comparisons <= k-2 each, L muxes, 2 sign ANDs.
+        let bound = |p: &ActParams| (p.n() - 1 + 2 * (p.k as usize - 2) + p.l() + 2) as u64;
+        assert!(a24 <= bound(&p24) && a42 <= bound(&p42));
+        assert_eq!(at, q.n() as u64 - 1);
+    }
+
+    /// `cargo test --release -- --ignored --nocapture throughput`
+    #[test]
+    #[ignore]
+    fn throughput() {
+        use crate::twopc::ot::{deal_base_ots, CotReceiver, CotSender};
+        use std::time::Instant;
+        let p = paper(24);
+        let n = p.n();
+        let items = 100_000;
+        let mut rng = ChaCha12Rng::seed_from_u64(1);
+        let delta = Block(Block::random(&mut rng).0 | 1);
+        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(2));
+        let (gw, act) = g.garbler_inputs(&vec![false; 2 * n]);
+        let mut cnt = AndCounter::default();
+        drop(tanh_select(&mut cnt, &p, &vec![(); n], &vec![(); n]));
+        // Stream in batches as the protocol does: tables go out per batch,
+        // the buffer is reused (no page faults in the timing).
+        let batch = 1000;
+        g.reserve_ands(batch * cnt.ands as usize);
+        let mut tables = Vec::new();
+        let mut buf = Vec::new();
+        let (mut tg, mut te) = (0.0, 0.0);
+        let mut e = Evaluator::new();
+        for _ in 0..items / batch {
+            let t0 = Instant::now();
+            for _ in 0..batch {
+                drop(tanh_select(&mut g, &p, &gw[..n], &gw[n..]));
+            }
+            buf.clear();
+            g.drain_table_bytes(&mut buf);
+            tg += t0.elapsed().as_secs_f64();
+            tables.push(buf.clone());
+        }
+        for t in tables {
+            let t0 = Instant::now();
+            e.load_table_bytes(&t).unwrap();
+            for _ in 0..batch {
+                drop(tanh_select(&mut e, &p, &act[..n], &act[n..]));
+            }
+            te += t0.elapsed().as_secs_f64();
+            e.finish().unwrap();
+        }
+        let ands = (items as u64 * cnt.ands) as f64;
+        println!(
+            "tanh_select x{items}: garble {:.1} M AND/s ({tg:.3} s), evaluate {:.1} M AND/s ({te:.3} s)",
+            ands / tg / 1e6,
+            ands / te / 1e6
+        );
+        // The batch API: LANES elements garbled side by side.
+        let circ = ActCircuit::TanhSelect(p);
+        let per = 4096;
+        let shares: Vec<u64> = (0..per).map(|_| rng.gen()).collect();
+        let q: Vec<Block> = (0..per * n).map(|_| Block::random(&mut rng)).collect();
+        let (mut tg, mut te) = (0.0, 0.0);
+        for _ in 0..items / per {
+            let t0 = Instant::now();
+            let (act, _) = garble_batch(&mut g, &circ, &shares, &q);
+            buf.clear();
+            g.drain_table_bytes(&mut buf);
+            tg += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            e.load_table_bytes(&buf).unwrap();
+            evaluate_batch(&mut e, &circ, &act, &q).unwrap();
+            te += t0.elapsed().as_secs_f64();
+        }
+        let ands = ((items / per * per) as u64 * cnt.ands) as f64;
+        println!(
+            "garble_batch/evaluate_batch: garble {:.1} M AND/s, evaluate {:.1} M AND/s",
+            ands / tg / 1e6,
+            ands / te / 1e6
+        );
+        let (br, bs) = deal_base_ots(&mut rng);
+        let (mut r, mut s) = (CotReceiver::new(br), CotSender::new(bs));
+        let m = 4_000_000;
+        let choices: Vec<bool> = (0..m).map(|i| i % 3 == 0).collect();
+        let t0 = Instant::now();
+        let (msg, _t) = r.extend(&choices);
+        let tr = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let q = s.extend(m, &msg).unwrap();
+        let ts = t0.elapsed().as_secs_f64();
+        println!(
+            "COT x{m}: receiver {:.1} M OT/s ({tr:.3} s), sender {:.1} M OT/s ({ts:.3} s), {} bytes",
+            m as f64 / tr / 1e6,
+            m as f64 / ts / 1e6,
+            msg.len()
+        );
+        let rho = vec![true; m];
+        let w = vec![1u64; m];
+        let groups = vec![1usize; m];
+        let t0 = Instant::now();
+        let (bmsg, _) = crate::twopc::ot::b2a_sender(s.delta(), &q, &rho, &w, &groups, 0);
+        println!(
+            "B2A sender x{m}: {:.1} M bits/s",
+            m as f64 / t0.elapsed().as_secs_f64() / 1e6
+        );
+        let t0 = Instant::now();
+        b2a_receiver(&_t, &choices, &bmsg, &groups, 0).unwrap();
+        println!(
+            "B2A receiver x{m}: {:.1} M bits/s",
+            m as f64 / t0.elapsed().as_secs_f64() / 1e6
+        );
+    }
+
+    /// The full path with the batch API and bytes between the parties:
+    /// COT for S0's input bits, garbling, evaluation, B2A of the output bits;
+    /// arithmetic shares reconstruct the reference values.
+    #[test]
+    fn batches_then_b2a_reconstruct() {
+        use crate::twopc::gc::block::{blocks_from_bytes, blocks_to_bytes};
+        let mut rng = ChaCha12Rng::seed_from_u64(25);
+        let mut tp = TwoParty::new(26);
+        let (p, q) = (paper(42), TruncParams { sh: 36, k: 24 });
+        // Sizes with and without a partial group of LANES elements.
+        for (circ, items) in [
+            (ActCircuit::TanhSelect(p), 43),
+            (ActCircuit::Trunc(q), 16),
+            (ActCircuit::TanhSelect(paper(24)), 5),
+        ] {
+            // Full 64-bit shares: the circuits only read their low n bits.
+            let s1: Vec<u64> = (0..items).map(|_| rng.gen()).collect();
+            let s0: Vec<u64> = (0..items).map(|_| rng.gen()).collect();
+            let n = circ.n();
+            // S0 -> S1: COT extension for S0's input bits.
+            let (msg, t) = tp.cot_r.extend(&share_bits(n, &s0));
+            let qs = tp.cot_s.extend(n * items, &msg).unwrap();
+            // S1 -> S0: own labels and tables.
+            let (active, rho) = garble_batch(&mut tp.garbler, &circ, &s1, &qs);
+            let mut tables = Vec::new();
+            tp.garbler.drain_table_bytes(&mut tables);
+            assert_eq!(tables.len() as u64, 32 * circ.and_gates() * items as u64);
+            let labels = blocks_to_bytes(&active);
+            // S0 evaluates.
+            let g_act = blocks_from_bytes("labels", &labels, n * items).unwrap();
+            tp.evaluator.load_table_bytes(&tables).unwrap();
+            let e_sh = evaluate_batch(&mut tp.evaluator, &circ, &g_act, &t).unwrap();
+            // B2A: S0 -> S1 COT extension with S0's shares as choices, S1 -> S0 corrections.
+            let (w, groups) = circ.b2a_layout(items);
+            let tweak = tp.cot_r.next_ot_index();
+            let (msg, t2) = tp.cot_r.extend(&e_sh);
+            let q2 = tp.cot_s.extend(e_sh.len(), &msg).unwrap();
+            let (bmsg, a1) = b2a_sender(tp.cot_s.delta(), &q2, &rho, &w, &groups, tweak);
+            let a0 = b2a_receiver(&t2, &e_sh, &bmsg, &groups, tweak).unwrap();
+            let sum: Vec<u64> = a0
+                .iter()
+                .zip(&a1)
+                .map(|(x, y)| x.wrapping_add(*y))
+                .collect();
+            for i in 0..items {
+                match &circ {
+                    ActCircuit::TanhSelect(p) => {
+                        let (tc, r1, r2, s1b, s2b, sgn) = tanh_select_ref(p, s1[i], s0[i]);
+                        let want = [tc, r1 as u64, r2 as u64, s1b as u64, s2b as u64, sgn as u64];
+                        assert_eq!(&sum[6 * i..6 * i + 6], &want, "item {i}");
+                    }
+                    ActCircuit::Trunc(q) => {
+                        let x = sign_extend(trunc_out_ref(q, s1[i], s0[i]), q.k);
+                        assert_eq!(sum[i], x, "item {i}");
+                    }
+                }
+            }
+        }
+        // A wrong label count from the peer is an error, not a panic.
+        let circ = ActCircuit::Trunc(q);
+        assert!(evaluate_batch(&mut tp.evaluator, &circ, &[], &[Block::ZERO; 60]).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! Half-gates garbled circuits (free-XOR, point-and-permute) written once as a
+//! [`Circuit`] and run in the clear, counted, garbled or evaluated.
+//!
+//! One batch of an activation between S0 (evaluator, OT receiver) and S1
+//! (garbler, OT sender), with `Δ` shared by the garbler and the COT sender:
+//! 1. S0 → S1: `CotReceiver::extend(share_bits(n, s0))` message (16 B/bit).
+//! 2. S1: `q = CotSender::extend`, `garble_batch(q)`; S1 → S0: its own active
+//!    labels (16 B/bit) and the tables (32 B per AND gate).
+//! 3. S0: `load_table_bytes`, `evaluate_batch(labels, t)` → boolean output
+//!    shares; S1's are the `rho` from `garble_batch`.
+//! 4. S0 → S1: `CotReceiver::extend(S0's output shares)` (16 B/bit).
+//! 5. S1: `b2a_sender`; S1 → S0: corrections (8 B/bit); S0: `b2a_receiver`.
+//!    Both pass the same `tweak_base` (`next_ot_index()` before step 4).
+//!
+//! Never reuse: a base-OT deal (the PRG streams restart at zero), a COT (one
+//! use each: a GC input label or one B2A bit), or a gate id under one Δ (keep
+//! one `Garbler`/`Evaluator` pair per session).
+pub mod activation;
+pub mod block;
+pub mod circuit;
+pub mod gadgets;
+pub mod halfgates;
+
+pub use activation::{
+    evaluate_batch, garble_batch, share_bits, ActCircuit, ActParams, TruncParams,
+};
+pub use block::{Block, LengthError};
+pub use circuit::{AndCounter, Circuit, PlainEval};
+pub use halfgates::{Evaluator, Garbler, GcError};

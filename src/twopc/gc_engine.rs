@@ -1,0 +1,220 @@
+//! The paper's nonlinearity engine: garbled circuits (S1 garbles, S0 evaluates) for exact
+//! truncation, comparison and selection; IKNP correlated OT with the garbler's free-XOR
+//! offset for S0's input labels; and COT-based boolean-to-arithmetic conversion of the
+//! circuit's outputs. Base OTs come from the trusted dealer.
+//!
+//! Per chunk of elements (messages in order):
+//! 1. S0 -> S1: COT extension for S0's input bits (16 B/bit).
+//! 2. S1 -> S0: S1's active input labels (16 B/bit), then the garbled tables (32 B/AND).
+//! 3. S0 -> S1: COT extension with S0's output colour bits as choices (16 B/bit).
+//! 4. S1 -> S0: B2A corrections (8 B/bit). Both now hold arithmetic shares.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+use crate::ring::plan::ActConsts;
+use crate::twopc::channel::{Channel, ChannelError};
+use crate::twopc::gc::block::{blocks_from_bytes, blocks_to_bytes};
+use crate::twopc::gc::{
+    evaluate_batch, garble_batch, share_bits, ActCircuit, ActParams, Evaluator, Garbler,
+    TruncParams,
+};
+use crate::twopc::ot::{
+    b2a_receiver, b2a_sender, deal_base_ots as deal, BaseOtForReceiver, BaseOtForSender,
+    CotReceiver, CotSender,
+};
+use crate::twopc::poly::SelShares;
+use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
+
+/// Elements per garbling chunk: bounds memory (tables of a chunk are held once).
+const CHUNK: usize = 16384;
+
+/// The dealer's base OTs for one job: (S0's part, S1's part), serialised.
+pub fn deal_base_ots() -> (Vec<u8>, Vec<u8>) {
+    let mut rng = ChaCha12Rng::from_entropy();
+    let (r, s) = deal(&mut rng);
+    (r.to_bytes(), s.to_bytes())
+}
+
+fn malformed(e: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::Channel(ChannelError::Malformed(e.to_string()))
+}
+
+fn tanh_circuit(c: &ActConsts) -> ActCircuit {
+    ActCircuit::TanhSelect(ActParams {
+        sh: c.sh,
+        k: c.k,
+        a_fix: c.a_fix,
+        b_fix: c.b_fix,
+    })
+}
+
+fn to_sel(shares: &[u64], out: &mut SelShares) {
+    for el in shares.chunks_exact(6) {
+        out.tc.push(el[0]);
+        out.r1.push(el[1]);
+        out.r2.push(el[2]);
+        out.s1.push(el[3]);
+        out.s2.push(el[4]);
+        out.sgn.push(el[5]);
+    }
+}
+
+/// S0: evaluator and OT receiver.
+pub struct GcEvaluator {
+    cot: CotReceiver,
+    ev: Evaluator,
+    counters: EngineCounters,
+}
+
+impl GcEvaluator {
+    pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
+        let base = BaseOtForReceiver::from_bytes(base_ot)
+            .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
+        Ok(GcEvaluator {
+            cot: CotReceiver::new(base),
+            ev: Evaluator::new(),
+            counters: EngineCounters::default(),
+        })
+    }
+
+    /// Runs `circ` on the shares, returns arithmetic shares (one per B2A group).
+    fn run(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let n = circ.n();
+        let mut result = Vec::new();
+        for chunk in v.chunks(CHUNK) {
+            let (msg, t) = self.cot.extend(&share_bits(n, chunk));
+            ch.send(&msg)?;
+            let labels = ch.recv()?;
+            let tables = ch.recv()?;
+            let g_active =
+                blocks_from_bytes("garbler input labels", &labels, t.len()).map_err(malformed)?;
+            self.ev.load_table_bytes(&tables).map_err(malformed)?;
+            let e = evaluate_batch(&mut self.ev, circ, &g_active, &t).map_err(malformed)?;
+            let tweak = self.cot.next_ot_index();
+            let (msg2, t2) = self.cot.extend(&e);
+            ch.send(&msg2)?;
+            let corr = ch.recv()?;
+            let (_, groups) = circ.b2a_layout(chunk.len());
+            let shares = b2a_receiver(&t2, &e, &corr, &groups, tweak).map_err(malformed)?;
+            result.extend(shares);
+            self.counters.and_gates += circ.and_gates() * chunk.len() as u64;
+            self.counters.ots += (t.len() + t2.len()) as u64;
+            self.counters.elements += chunk.len() as u64;
+        }
+        Ok(result)
+    }
+}
+
+impl Nonlinear for GcEvaluator {
+    fn select(
+        &mut self,
+        ch: &mut dyn Channel,
+        c: &ActConsts,
+        v: &[u64],
+    ) -> Result<SelShares, ProtocolError> {
+        let shares = self.run(ch, &tanh_circuit(c), v)?;
+        let mut sel = SelShares::default();
+        to_sel(&shares, &mut sel);
+        Ok(sel)
+    }
+
+    fn truncate(
+        &mut self,
+        ch: &mut dyn Channel,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        self.run(ch, &ActCircuit::Trunc(TruncParams { sh, k }), v)
+    }
+
+    fn counters(&self) -> EngineCounters {
+        self.counters
+    }
+}
+
+/// S1: garbler and OT sender.
+pub struct GcGarbler {
+    cot: CotSender,
+    gb: Garbler<ChaCha12Rng>,
+    counters: EngineCounters,
+}
+
+impl GcGarbler {
+    pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
+        let base = BaseOtForSender::from_bytes(base_ot)
+            .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
+        let delta = base.delta;
+        Ok(GcGarbler {
+            cot: CotSender::new(base),
+            // Wire labels come from a fresh local CSPRNG, never from dealer data.
+            gb: Garbler::new(delta, ChaCha12Rng::from_entropy()),
+            counters: EngineCounters::default(),
+        })
+    }
+
+    fn run(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let n = circ.n();
+        let mut result = Vec::new();
+        let mut tables = Vec::new();
+        for chunk in v.chunks(CHUNK) {
+            let msg = ch.recv()?;
+            let q = self.cot.extend(n * chunk.len(), &msg).map_err(malformed)?;
+            let (active, rho) = garble_batch(&mut self.gb, circ, chunk, &q);
+            ch.send(&blocks_to_bytes(&active))?;
+            tables.clear();
+            self.gb.drain_table_bytes(&mut tables);
+            ch.send(&tables)?;
+            let tweak = self.cot.next_ot_index();
+            let msg2 = ch.recv()?;
+            let q2 = self.cot.extend(rho.len(), &msg2).map_err(malformed)?;
+            let (weights, groups) = circ.b2a_layout(chunk.len());
+            let (corr, shares) = b2a_sender(self.cot.delta(), &q2, &rho, &weights, &groups, tweak);
+            ch.send(&corr)?;
+            result.extend(shares);
+            self.counters.and_gates += circ.and_gates() * chunk.len() as u64;
+            self.counters.ots += (q.len() + q2.len()) as u64;
+            self.counters.elements += chunk.len() as u64;
+        }
+        Ok(result)
+    }
+}
+
+impl Nonlinear for GcGarbler {
+    fn select(
+        &mut self,
+        ch: &mut dyn Channel,
+        c: &ActConsts,
+        v: &[u64],
+    ) -> Result<SelShares, ProtocolError> {
+        let shares = self.run(ch, &tanh_circuit(c), v)?;
+        let mut sel = SelShares::default();
+        to_sel(&shares, &mut sel);
+        Ok(sel)
+    }
+
+    fn truncate(
+        &mut self,
+        ch: &mut dyn Channel,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        self.run(ch, &ActCircuit::Trunc(TruncParams { sh, k }), v)
+    }
+
+    fn counters(&self) -> EngineCounters {
+        self.counters
+    }
+}

@@ -1,0 +1,8 @@
+//! The two-party protocol between S0 and S1.
+pub mod beaver;
+pub mod channel;
+pub mod gc;
+pub mod gc_engine;
+pub mod ot;
+pub mod poly;
+pub mod protocol;

@@ -1,0 +1,578 @@
+//! IKNP correlated OT with the garbler's Δ as correlation, base OTs from the
+//! trusted dealer, and boolean-to-arithmetic conversion over it.
+//!
+//! Roles: S0 (GC evaluator) is the OT *receiver* [`CotReceiver`]; S1 (GC
+//! garbler) is the OT *sender* [`CotSender`]. In IKNP the roles of the base
+//! OTs are swapped: S0 gets both seeds of 128 pairs, S1 gets one seed of each
+//! pair, selected by the bits of Δ.
+//!
+//! After `extend`, the receiver holds `t_j`, the sender `q_j`, with
+//! `t_j = q_j ⊕ choice_j·Δ`. Both sides must call `extend` with the same
+//! lengths in the same order: each call consumes fresh output of the 128
+//! AES-CTR streams, which are never rewound. Each COT may be used for one
+//! purpose only (a GC input label or one B2A bit), never both.
+
+use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use aes::Aes128;
+use rand::{CryptoRng, RngCore};
+
+use crate::twopc::gc::block::{Block, FixedKeyAes, LengthError};
+
+/// Security parameter of the extension: number of base OTs, bits of Δ.
+const KAPPA: usize = 128;
+
+/// Base-OT part for S0 (the IKNP receiver acts as base-OT sender).
+#[derive(Clone)]
+pub struct BaseOtForReceiver {
+    pub seeds: [(Block, Block); KAPPA],
+}
+
+/// Base-OT part for S1: Δ (lsb 1) and `seeds[i]` = element `Δ_i` of pair `i`.
+#[derive(Clone)]
+pub struct BaseOtForSender {
+    pub delta: Block,
+    pub seeds: [Block; KAPPA],
+}
+
+impl BaseOtForReceiver {
+    pub const BYTES: usize = KAPPA * 32;
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::BYTES);
+        for (a, b) in &self.seeds {
+            out.extend_from_slice(&a.to_bytes());
+            out.extend_from_slice(&b.to_bytes());
+        }
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, OtError> {
+        check_len("base OTs for receiver", bytes, Self::BYTES)?;
+        let blk = |i: usize| Block::from_bytes(bytes[16 * i..16 * i + 16].try_into().expect("16"));
+        Ok(BaseOtForReceiver {
+            seeds: std::array::from_fn(|i| (blk(2 * i), blk(2 * i + 1))),
+        })
+    }
+}
+
+impl BaseOtForSender {
+    pub const BYTES: usize = 16 + KAPPA * 16;
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::BYTES);
+        out.extend_from_slice(&self.delta.to_bytes());
+        for s in &self.seeds {
+            out.extend_from_slice(&s.to_bytes());
+        }
+        out
+    }
+
+    /// Parses and checks `lsb(Δ) = 1`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, OtError> {
+        check_len("base OTs for sender", bytes, Self::BYTES)?;
+        let blk = |i: usize| Block::from_bytes(bytes[16 * i..16 * i + 16].try_into().expect("16"));
+        let delta = blk(0);
+        if !delta.lsb() {
+            return Err(OtError::DeltaLsb);
+        }
+        Ok(BaseOtForSender {
+            delta,
+            seeds: std::array::from_fn(|i| blk(i + 1)),
+        })
+    }
+}
+
+/// Malformed input from the peer or from a dealer file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtError {
+    #[error(transparent)]
+    Length(#[from] LengthError),
+    #[error("base OTs for sender: delta has lsb 0 (corrupt file)")]
+    DeltaLsb,
+}
+
+fn check_len(what: &'static str, bytes: &[u8], expected: usize) -> Result<(), LengthError> {
+    if bytes.len() != expected {
+        return Err(LengthError {
+            what,
+            expected,
+            got: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The dealer's job: random seed pairs and a random Δ with lsb 1.
+pub fn deal_base_ots<R: RngCore + CryptoRng>(rng: &mut R) -> (BaseOtForReceiver, BaseOtForSender) {
+    let delta = Block(Block::random(rng).0 | 1);
+    let seeds: [(Block, Block); KAPPA] =
+        std::array::from_fn(|_| (Block::random(rng), Block::random(rng)));
+    let chosen = std::array::from_fn(|i| {
+        if (delta.0 >> i) & 1 == 1 {
+            seeds[i].1
+        } else {
+            seeds[i].0
+        }
+    });
+    (
+        BaseOtForReceiver { seeds },
+        BaseOtForSender {
+            delta,
+            seeds: chosen,
+        },
+    )
+}
+
+/// AES-128 in counter mode keyed by a seed; the counter only moves forward.
+struct CtrPrg {
+    aes: Aes128,
+    ctr: u128,
+}
+
+impl CtrPrg {
+    fn new(seed: Block) -> Self {
+        CtrPrg {
+            aes: Aes128::new(&GenericArray::from(seed.to_bytes())),
+            ctr: 0,
+        }
+    }
+
+    /// A new stream keyed by this stream's next block.
+    fn fork(&mut self) -> Self {
+        let mut seed = [0u8; 16];
+        self.fill(&mut seed);
+        CtrPrg::new(Block::from_bytes(seed))
+    }
+
+    /// Fills `out` (a multiple of 16 bytes) with the next stream output.
+    fn fill(&mut self, out: &mut [u8]) {
+        const CHUNK: usize = 32;
+        let mut buf = [GenericArray::default(); CHUNK];
+        for piece in out.chunks_mut(CHUNK * 16) {
+            let nb = piece.len() / 16;
+            for b in buf.iter_mut().take(nb) {
+                *b = GenericArray::from(self.ctr.to_le_bytes());
+                self.ctr += 1;
+            }
+            self.aes.encrypt_blocks(&mut buf[..nb]);
+            for (dst, src) in piece.chunks_exact_mut(16).zip(&buf) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// OTs are extended in multiples of 128 (one bit-matrix column byte block).
+fn padded(n: usize) -> usize {
+    n.div_ceil(KAPPA) * KAPPA
+}
+
+/// Bytes of the receiver's message for `n` OTs.
+pub fn extend_msg_len(n: usize) -> usize {
+    padded(n) / 8 * KAPPA
+}
+
+fn xor_into(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= s;
+    }
+}
+
+/// 8×8 bit transpose of a u64 whose byte i is row i (bit j = column j):
+/// bit 8i+j moves to 8j+i (Hacker's Delight, three swap rounds).
+#[inline(always)]
+fn transpose8(mut x: u64) -> u64 {
+    let t = (x ^ (x >> 7)) & 0x00AA_00AA_00AA_00AA;
+    x ^= t ^ (t << 7);
+    let t = (x ^ (x >> 14)) & 0x0000_CCCC_0000_CCCC;
+    x ^= t ^ (t << 14);
+    let t = (x ^ (x >> 28)) & 0x0000_0000_F0F0_F0F0;
+    x ^= t ^ (t << 28);
+    x
+}
+
+/// Bytes per row handled at once (8192 OTs): 128 rows of it fit in L2.
+const CHUNK_BYTES: usize = 1024;
+
+/// Transposes a 128 × (8·cb) bit matrix given as 128 rows of `cb` bytes
+/// (LSB-first) into `out` (8·cb blocks): bit i of block c = bit c of row i.
+fn transpose_128(rows: &[u8], cb: usize, out: &mut [Block]) {
+    debug_assert_eq!(rows.len(), KAPPA * cb);
+    debug_assert_eq!(out.len(), 8 * cb);
+    for c in 0..cb {
+        let mut acc = [0u128; 8];
+        for rg in 0..KAPPA / 8 {
+            let mut x = 0u64;
+            for i in 0..8 {
+                x |= (rows[(rg * 8 + i) * cb + c] as u64) << (8 * i);
+            }
+            let y = transpose8(x);
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a |= (((y >> (8 * j)) & 0xff) as u128) << (8 * rg);
+            }
+        }
+        for (j, a) in acc.into_iter().enumerate() {
+            out[c * 8 + j] = Block(a);
+        }
+    }
+}
+
+/// IKNP receiver (S0): learns `t_j = q_j ⊕ choice_j·Δ`.
+pub struct CotReceiver {
+    prg0: Vec<CtrPrg>,
+    prg1: Vec<CtrPrg>,
+    next: u64,
+}
+
+impl CotReceiver {
+    pub fn new(base: BaseOtForReceiver) -> Self {
+        CotReceiver {
+            prg0: base.seeds.iter().map(|s| CtrPrg::new(s.0)).collect(),
+            prg1: base.seeds.iter().map(|s| CtrPrg::new(s.1)).collect(),
+            next: 0,
+        }
+    }
+
+    /// Global index of the next OT (counts padding); the sender's matches.
+    /// Use it as the B2A tweak base of the following extension.
+    pub fn next_ot_index(&self) -> u64 {
+        self.next
+    }
+
+    /// A child instance on fresh PRG streams (seeded from this one's), for
+    /// running extensions in parallel. The sender must fork at the same point
+    /// in the call sequence. Index counters of parent and child overlap, so
+    /// give the child's B2A calls a disjoint tweak range (e.g. add 2^62).
+    pub fn fork(&mut self) -> Self {
+        CotReceiver {
+            prg0: self.prg0.iter_mut().map(CtrPrg::fork).collect(),
+            prg1: self.prg1.iter_mut().map(CtrPrg::fork).collect(),
+            next: 0,
+        }
+    }
+
+    /// Returns the message for the sender (`extend_msg_len(n)` bytes) and
+    /// the `t_j` for each choice.
+    pub fn extend(&mut self, choices: &[bool]) -> (Vec<u8>, Vec<Block>) {
+        let m = padded(choices.len());
+        let cb = m / 8;
+        let mut r = vec![0u8; cb];
+        for (j, &c) in choices.iter().enumerate() {
+            r[j / 8] |= (c as u8) << (j % 8);
+        }
+        let mut u = vec![0u8; KAPPA * cb];
+        let mut rows = vec![Block::ZERO; m];
+        // Work in column chunks so the 128 rows being transposed stay in
+        // cache; each row's PRG stream is still consumed in order.
+        let mut tbuf = vec![0u8; KAPPA * CHUNK_BYTES.min(cb)];
+        for off in (0..cb).step_by(CHUNK_BYTES) {
+            let w = CHUNK_BYTES.min(cb - off);
+            for i in 0..KAPPA {
+                let (ti, ui) = (&mut tbuf[i * w..][..w], &mut u[i * cb + off..][..w]);
+                self.prg0[i].fill(ti);
+                self.prg1[i].fill(ui);
+                // u^i = G(k0_i) ⊕ G(k1_i) ⊕ r
+                xor_into(ui, ti);
+                xor_into(ui, &r[off..off + w]);
+            }
+            transpose_128(&tbuf[..KAPPA * w], w, &mut rows[off * 8..(off + w) * 8]);
+        }
+        self.next += m as u64;
+        rows.truncate(choices.len());
+        (u, rows)
+    }
+}
+
+/// IKNP sender (S1): learns `q_j`; the receiver's `t_j = q_j ⊕ choice_j·Δ`.
+pub struct CotSender {
+    delta: Block,
+    prg: Vec<CtrPrg>,
+    next: u64,
+}
+
+impl CotSender {
+    pub fn new(base: BaseOtForSender) -> Self {
+        CotSender {
+            delta: base.delta,
+            prg: base.seeds.iter().map(|&s| CtrPrg::new(s)).collect(),
+            next: 0,
+        }
+    }
+
+    /// Mirrors [`CotReceiver::fork`].
+    pub fn fork(&mut self) -> Self {
+        CotSender {
+            delta: self.delta,
+            prg: self.prg.iter_mut().map(CtrPrg::fork).collect(),
+            next: 0,
+        }
+    }
+
+    /// The correlation Δ (also the garbler's free-XOR offset).
+    pub fn delta(&self) -> Block {
+        self.delta
+    }
+
+    /// See [`CotReceiver::next_ot_index`].
+    pub fn next_ot_index(&self) -> u64 {
+        self.next
+    }
+
+    /// Processes the receiver's message for `n` OTs. A wrong length is an
+    /// error and leaves the PRG streams untouched.
+    pub fn extend(&mut self, n: usize, msg: &[u8]) -> Result<Vec<Block>, OtError> {
+        check_len("COT extension message", msg, extend_msg_len(n))?;
+        let m = padded(n);
+        let cb = m / 8;
+        let mut rows = vec![Block::ZERO; m];
+        let mut qbuf = vec![0u8; KAPPA * CHUNK_BYTES.min(cb)];
+        for off in (0..cb).step_by(CHUNK_BYTES) {
+            let w = CHUNK_BYTES.min(cb - off);
+            for i in 0..KAPPA {
+                let qi = &mut qbuf[i * w..][..w];
+                self.prg[i].fill(qi);
+                // q^i = G(k_{Δ_i}) ⊕ Δ_i·u^i = t^i ⊕ Δ_i·r
+                if (self.delta.0 >> i) & 1 == 1 {
+                    xor_into(qi, &msg[i * cb + off..][..w]);
+                }
+            }
+            transpose_128(&qbuf[..KAPPA * w], w, &mut rows[off * 8..(off + w) * 8]);
+        }
+        self.next += m as u64;
+        rows.truncate(n);
+        Ok(rows)
+    }
+}
+
+/// B2A hash tweaks have bit 127 set so they never meet a GC gate tweak.
+#[inline(always)]
+fn b2a_tweak(base: u64, i: usize) -> Block {
+    Block((1u128 << 127) | (base as u128 + i as u128))
+}
+
+fn check_groups(groups: &[usize], bits: usize) {
+    assert_eq!(
+        groups.iter().sum::<usize>(),
+        bits,
+        "B2A groups must cover all bits"
+    );
+}
+
+/// B2A, sender (S1) side. Bit `j` is `b_j = e_j ⊕ rho_j` (e_j the receiver's
+/// COT choice); `q` are this extension's COT outputs, `tweak_base` the
+/// sender's [`CotSender::next_ot_index`] taken just before that extension.
+/// Returns the message (8 bytes per bit) and one share per group of
+/// `Σ_{j∈group} w_j·b_j mod 2^64`.
+///
+/// # Panics
+/// If local argument lengths disagree (a caller bug, not peer input).
+pub fn b2a_sender(
+    delta: Block,
+    q: &[Block],
+    rho: &[bool],
+    weights: &[u64],
+    groups: &[usize],
+    tweak_base: u64,
+) -> (Vec<u8>, Vec<u64>) {
+    assert!(
+        q.len() == rho.len() && q.len() == weights.len(),
+        "B2A length mismatch"
+    );
+    check_groups(groups, q.len());
+    let hash = FixedKeyAes::get();
+    let mut h0 = q.to_vec();
+    hash.tccr_slice(&mut h0, |i| b2a_tweak(tweak_base, i));
+    let mut h1: Vec<Block> = q.iter().map(|&x| x ^ delta).collect();
+    hash.tccr_slice(&mut h1, |i| b2a_tweak(tweak_base, i));
+    let mut msg = Vec::with_capacity(8 * q.len());
+    let mut shares = Vec::with_capacity(groups.len());
+    let mut j = 0;
+    for &g in groups {
+        let mut acc = 0u64;
+        for _ in 0..g {
+            let (m0, m1) = (h0[j].low_u64(), h1[j].low_u64());
+            // f(e) = w·(e ⊕ rho)
+            let f0 = if rho[j] { weights[j] } else { 0 };
+            let f1 = weights[j].wrapping_sub(f0);
+            let d = f1.wrapping_sub(f0).wrapping_sub(m1.wrapping_sub(m0));
+            msg.extend_from_slice(&d.to_le_bytes());
+            acc = acc.wrapping_add(f0.wrapping_sub(m0));
+            j += 1;
+        }
+        shares.push(acc);
+    }
+    (msg, shares)
+}
+
+/// B2A, receiver (S0) side: `t` and `e` from the same COT extension as the
+/// sender's `q`, same `groups` and `tweak_base`.
+///
+/// # Panics
+/// If local argument lengths disagree (a caller bug, not peer input).
+pub fn b2a_receiver(
+    t: &[Block],
+    e: &[bool],
+    msg: &[u8],
+    groups: &[usize],
+    tweak_base: u64,
+) -> Result<Vec<u64>, OtError> {
+    assert_eq!(t.len(), e.len(), "B2A length mismatch");
+    check_groups(groups, t.len());
+    check_len("B2A message", msg, 8 * t.len())?;
+    let mut h = t.to_vec();
+    FixedKeyAes::get().tccr_slice(&mut h, |i| b2a_tweak(tweak_base, i));
+    let mut shares = Vec::with_capacity(groups.len());
+    let mut j = 0;
+    for &g in groups {
+        let mut acc = 0u64;
+        for _ in 0..g {
+            let d = u64::from_le_bytes(msg[8 * j..8 * j + 8].try_into().expect("8 bytes"));
+            let v = h[j].low_u64().wrapping_add(if e[j] { d } else { 0 });
+            acc = acc.wrapping_add(v);
+            j += 1;
+        }
+        shares.push(acc);
+    }
+    Ok(shares)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha12Rng;
+
+    fn pair(seed: u64) -> (CotReceiver, CotSender, Block) {
+        let (r, s) = deal_base_ots(&mut ChaCha12Rng::seed_from_u64(seed));
+        let d = s.delta;
+        (CotReceiver::new(r), CotSender::new(s), d)
+    }
+
+    #[test]
+    fn transpose_matches_naive() {
+        let mut rng = ChaCha12Rng::seed_from_u64(30);
+        let cb = 5;
+        let rows: Vec<u8> = (0..KAPPA * cb).map(|_| rng.gen()).collect();
+        let mut out = vec![Block::ZERO; 8 * cb];
+        transpose_128(&rows, cb, &mut out);
+        for c in 0..8 * cb {
+            for i in 0..KAPPA {
+                let bit = (rows[i * cb + c / 8] >> (c % 8)) & 1 == 1;
+                assert_eq!((out[c].0 >> i) & 1 == 1, bit, "c={c} i={i}");
+            }
+        }
+    }
+
+    #[test]
+    fn cot_correct_over_successive_extensions() {
+        let (mut r, mut s, delta) = pair(31);
+        assert!(delta.lsb());
+        let mut rng = ChaCha12Rng::seed_from_u64(32);
+        let mut seen = std::collections::HashSet::new();
+        for n in [0usize, 1, 127, 128, 129, 1000, 20_000, 5000] {
+            assert_eq!(r.next_ot_index(), s.next_ot_index());
+            let choices: Vec<bool> = (0..n).map(|_| rng.gen()).collect();
+            let (msg, t) = r.extend(&choices);
+            assert_eq!(msg.len(), extend_msg_len(n));
+            let q = s.extend(n, &msg).unwrap();
+            assert_eq!((t.len(), q.len()), (n, n));
+            for j in 0..n {
+                assert_eq!(t[j], q[j] ^ delta.select(choices[j]));
+                // Fresh PRG output every time: no q ever repeats.
+                assert!(seen.insert(q[j]));
+            }
+        }
+    }
+
+    #[test]
+    fn forked_instances_stay_correlated() {
+        let (mut r, mut s, delta) = pair(37);
+        let (mut r2, mut s2) = (r.fork(), s.fork());
+        let c: Vec<bool> = (0..300).map(|i| i % 5 < 2).collect();
+        let (m1, t1) = r.extend(&c);
+        let (m2, t2) = r2.extend(&c);
+        let (q1, q2) = (s.extend(300, &m1).unwrap(), s2.extend(300, &m2).unwrap());
+        for j in 0..300 {
+            assert_eq!(t1[j], q1[j] ^ delta.select(c[j]));
+            assert_eq!(t2[j], q2[j] ^ delta.select(c[j]));
+            assert_ne!(q1[j], q2[j]);
+        }
+    }
+
+    #[test]
+    fn malformed_extension_is_error() {
+        let (mut r, mut s, _) = pair(33);
+        let (msg, _) = r.extend(&[true; 10]);
+        assert!(s.extend(10, &msg[..msg.len() - 1]).is_err());
+        assert!(s.extend(200, &msg).is_err());
+        // The failed calls consumed nothing: the good one still matches.
+        assert!(s.extend(10, &msg).is_ok());
+        assert!(b2a_receiver(&[Block::ZERO], &[true], &[0u8; 7], &[1], 0).is_err());
+    }
+
+    #[test]
+    fn base_ot_bytes_roundtrip() {
+        let (r, s) = deal_base_ots(&mut ChaCha12Rng::seed_from_u64(34));
+        let r2 = BaseOtForReceiver::from_bytes(&r.to_bytes()).unwrap();
+        let s2 = BaseOtForSender::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(r2.seeds, r.seeds);
+        assert_eq!((s2.delta, s2.seeds), (s.delta, s.seeds));
+        for i in 0..KAPPA {
+            let want = if (s.delta.0 >> i) & 1 == 1 {
+                r.seeds[i].1
+            } else {
+                r.seeds[i].0
+            };
+            assert_eq!(s.seeds[i], want);
+        }
+        assert!(BaseOtForSender::from_bytes(&s.to_bytes()[1..]).is_err());
+        let mut bad = s.to_bytes();
+        bad[0] &= !1;
+        assert!(BaseOtForSender::from_bytes(&bad).is_err());
+    }
+
+    #[test]
+    fn b2a_reconstructs() {
+        let (mut r, mut s, delta) = pair(35);
+        let mut rng = ChaCha12Rng::seed_from_u64(36);
+        for round in 0..3 {
+            // Groups: an unsigned 14-bit value, single bits, a signed 21-bit value.
+            let mut weights = Vec::new();
+            let mut groups = Vec::new();
+            for _ in 0..20 {
+                weights.extend((0..14).map(|j| 1u64 << j));
+                weights.extend([1, 1]);
+                weights.extend((0..21).map(|j| {
+                    if j == 20 {
+                        (1u64 << 20).wrapping_neg()
+                    } else {
+                        1 << j
+                    }
+                }));
+                groups.extend([14, 1, 1, 21]);
+            }
+            let n = weights.len();
+            let b: Vec<bool> = (0..n).map(|_| rng.gen()).collect();
+            let rho: Vec<bool> = (0..n).map(|_| rng.gen()).collect();
+            let e: Vec<bool> = b.iter().zip(&rho).map(|(x, y)| x ^ y).collect();
+            let tweak = r.next_ot_index();
+            let (msg, t) = r.extend(&e);
+            let q = s.extend(n, &msg).unwrap();
+            let (bmsg, ss) = b2a_sender(delta, &q, &rho, &weights, &groups, tweak);
+            let rs = b2a_receiver(&t, &e, &bmsg, &groups, tweak).unwrap();
+            let mut j = 0;
+            for (gi, &g) in groups.iter().enumerate() {
+                let want = (j..j + g).fold(0u64, |a, i| a.wrapping_add(weights[i] * b[i] as u64));
+                assert_eq!(
+                    ss[gi].wrapping_add(rs[gi]),
+                    want,
+                    "round {round} group {gi}"
+                );
+                j += g;
+            }
+            // Signed group decodes to a signed value.
+            let v = ss[3].wrapping_add(rs[3]) as i64;
+            assert!((-(1 << 20)..(1 << 20)).contains(&v));
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! One secure denoising job between S0 and S1: the layer loop over batches of patches.
+//! Everything a server holds is a share; every value it opens is masked by fresh dealer
+//! randomness (see docs/protocol.md for the message list).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::dealer::randomness::{Exhausted, PartyRandomness};
+use crate::dealer::{batches, extract_batch};
+use crate::formats::bodies::JobParams;
+use crate::plain::geometry::Geometry;
+use crate::ring::plan::{ActConsts, Plan};
+use crate::ring::share::sub;
+use crate::twopc::beaver::matmul_share;
+use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};
+use crate::twopc::poly::{tanh_star_poly, SelShares};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Randomness(#[from] Exhausted),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The nonlinear steps, behind an interface a second engine (boolean sharing with dealer
+/// AND triples) can implement: the garbled-circuit engine is [`crate::twopc::gc_engine`].
+pub trait Nonlinear {
+    /// Arithmetic shares of the activation circuit's outputs for pre-activation shares `v`.
+    fn select(
+        &mut self,
+        ch: &mut dyn Channel,
+        c: &ActConsts,
+        v: &[u64],
+    ) -> Result<SelShares, ProtocolError>;
+    /// Arithmetic shares of the exact truncation floor(v / 2^sh), as a signed k-bit value.
+    fn truncate(
+        &mut self,
+        ch: &mut dyn Channel,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError>;
+    fn counters(&self) -> EngineCounters;
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct EngineCounters {
+    pub and_gates: u64,
+    pub ots: u64,
+    pub elements: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub party: u8,
+    pub patches: usize,
+    pub batches: usize,
+    pub seconds_setup: f64,
+    pub seconds_linear: f64,
+    pub seconds_nonlinear: f64,
+    pub seconds_polynomial: f64,
+    pub seconds_total: f64,
+    pub link: LinkStats,
+    pub engine: EngineCounters,
+}
+
+pub struct JobInputs<'a> {
+    pub party: u8,
+    /// The plan with this party's weight shares.
+    pub plan: &'a Plan,
+    pub job: &'a JobParams,
+    /// This party's share of the encoded image (unpadded, row-major).
+    pub image: &'a [u64],
+    pub rand: PartyRandomness,
+    pub batch: usize,
+    /// Bytes both parties must agree on (job, model and randomness ids).
+    pub session_tag: Vec<u8>,
+}
+
+fn add_bias(z: &mut [u64], bias: &[u64], n: usize) {
+    for (row, &b) in z.chunks_mut(n).zip(bias) {
+        for v in row {
+            *v = v.wrapping_add(b);
+        }
+    }
+}
+
+/// Runs the job; returns this party's share of the output canvas sums.
+pub fn run(
+    ch: &mut dyn Channel,
+    mut inp: JobInputs<'_>,
+    engine: &mut dyn Nonlinear,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<u64>, Report), ProtocolError> {
+    let t_start = Instant::now();
+    let party = inp.party;
+    let plan = inp.plan;
+    let geo = Geometry::new(inp.job.height, inp.job.width, plan.patch, inp.job.stride);
+    let mut rep = Report {
+        party,
+        patches: geo.num_patches(),
+        ..Default::default()
+    };
+
+    // Both servers must be running the same job with matching randomness.
+    let peer_tag = exchange(ch, party, &inp.session_tag)?;
+    if peer_tag != inp.session_tag {
+        return Err(ChannelError::Mismatch(
+            "the peer server holds files of a different job, model or dealer run".into(),
+        )
+        .into());
+    }
+
+    // Open U = W - A for all layers at once (W fixed, A a fresh dealer mask for this job).
+    let nl = plan.layers.len();
+    let masks: Vec<Vec<u64>> = plan
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.w.len()))
+        .collect();
+    let mut u_share = Vec::new();
+    for (ly, a) in plan.layers.iter().zip(&masks) {
+        u_share.extend(sub(&ly.w, a));
+    }
+    let u_all = open(ch, party, &u_share, "masked weights")?;
+    let mut u = Vec::with_capacity(nl);
+    let mut off = 0;
+    for ly in &plan.layers {
+        u.push(u_all[off..off + ly.w.len()].to_vec());
+        off += ly.w.len();
+    }
+    drop(u_all);
+
+    // Open the image once, masked by a fresh image-sized dealer mask; patches are then
+    // extracted from the opened masked image and from the mask shares alike.
+    let npix = inp.image.len();
+    let bimg = inp.rand.image_mask(npix);
+    let vimg = open(ch, party, &sub(inp.image, &bimg), "masked image")?;
+    let v_pad = geo.pad(&vimg);
+    let b_pad = geo.pad(&bimg);
+    let x_pad = geo.pad(inp.image);
+    drop((vimg, bimg));
+    rep.seconds_setup = t_start.elapsed().as_secs_f64();
+
+    let centre = geo.centre_indices();
+    let mut canvas = vec![0u64; geo.canvas_h * geo.canvas_w];
+    let total = geo.num_patches();
+    let mut done = 0;
+    for (b, start, n) in batches(total, inp.batch.max(1)) {
+        rep.batches += 1;
+        let mut act: Vec<u64> = Vec::new();
+        for l in 0..nl {
+            let ly = &plan.layers[l];
+            let t = Instant::now();
+            let (v, b_i) = if l == 0 {
+                (
+                    extract_batch(&geo, &v_pad, start, n),
+                    extract_batch(&geo, &b_pad, start, n),
+                )
+            } else {
+                let b_i = inp.rand.act_mask(l as u32, b, ly.inputs * n);
+                let v = open(ch, party, &sub(&act, &b_i), "masked activations")?;
+                (v, b_i)
+            };
+            let c_i = inp.rand.mat_triple(l as u32, b, ly.outputs * n)?;
+            let mut z = matmul_share(
+                party, &u[l], &v, &masks[l], &b_i, c_i, ly.outputs, ly.inputs, n,
+            );
+            add_bias(&mut z, &ly.b, n);
+            rep.seconds_linear += t.elapsed().as_secs_f64();
+            if l + 1 < nl {
+                let c = &plan.acts[l];
+                let t = Instant::now();
+                let triples = inp.rand.elem_triples(l as u32, b, z.len())?;
+                let sel = engine.select(ch, c, &z)?;
+                let t2 = Instant::now();
+                rep.seconds_nonlinear += (t2 - t).as_secs_f64();
+                act = tanh_star_poly(ch, party, c, &sel, &triples)?;
+                rep.seconds_polynomial += t2.elapsed().as_secs_f64();
+            } else {
+                let t = Instant::now();
+                if plan.residual {
+                    let x = extract_batch(&geo, &x_pad, start, n);
+                    let shift = ly.prod_scale - plan.params.s;
+                    for (r, &ci) in centre.iter().enumerate() {
+                        for j in 0..n {
+                            z[r * n + j] = z[r * n + j].wrapping_add(x[ci * n + j] << shift);
+                        }
+                    }
+                }
+                act = engine.truncate(ch, plan.out_sh, plan.out_k, &z)?;
+                rep.seconds_nonlinear += t.elapsed().as_secs_f64();
+            }
+        }
+        for j in 0..n {
+            for (r, idx) in geo.output_indices(start + j).enumerate() {
+                canvas[idx] = canvas[idx].wrapping_add(act[r * n + j]);
+            }
+        }
+        done += n;
+        progress(done, total);
+    }
+    if !inp.rand.fully_consumed() {
+        return Err(ProtocolError::Setup(
+            "the correlated randomness holds more values than this job uses: it was made for a different job".into(),
+        ));
+    }
+    rep.seconds_total = t_start.elapsed().as_secs_f64();
+    rep.link = ch.stats();
+    rep.engine = engine.counters();
+    Ok((canvas, rep))
+}
