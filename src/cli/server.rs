@@ -17,6 +17,7 @@ use crate::net::identity::{keygen as make_identity, load_peer_cert, Identity};
 use crate::net::link::Link;
 use crate::plain::geometry::Geometry;
 use crate::ring::share::Stream;
+use crate::twopc::channel::with_queued_link;
 use crate::twopc::gc_engine::{GcEvaluator, GcGarbler};
 use crate::twopc::protocol::{self, JobInputs, Nonlinear};
 
@@ -238,9 +239,15 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         batch,
         session_tag: tag,
     };
-    let (canvas, report) = protocol::run(&mut link, inputs, engine.as_mut(), &mut |d, _| {
-        bar.set_position(d as u64)
-    })?;
+    let (canvas, mut report) = with_queued_link(&mut link, |ch| {
+        protocol::run(ch, inputs, engine.as_mut(), &mut |d, _| {
+            bar.set_position(d as u64)
+        })
+    })??;
+    // Count the bytes as the link framed them (the queued channel saw the same messages).
+    let ls = link.stats();
+    report.link.bytes_sent = ls.bytes_sent;
+    report.link.bytes_received = ls.bytes_received;
     bar.finish_and_clear();
     let mut h = Header::new(Kind::OutputShare, p, job.scale);
     h.job_id = ih.job_id;

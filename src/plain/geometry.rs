@@ -28,14 +28,12 @@ fn extend(n: usize, out: usize, stride: usize) -> usize {
     c + (stride - (c - out) % stride) % stride
 }
 
-/// numpy 'reflect' padding (d c b | a b c d | c b a) for any offset.
+/// numpy 'symmetric' padding (c b a | a b c d | d c b) for any offset: the edge sample is
+/// repeated, as in the training pipeline's evaluation and MATLAB's padarray 'symmetric'.
 pub fn mirror(i: isize, n: usize) -> usize {
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * (n as isize - 1);
+    let period = 2 * n as isize;
     let m = i.rem_euclid(period);
-    (if m < n as isize { m } else { period - m }) as usize
+    (if m < n as isize { m } else { period - 1 - m }) as usize
 }
 
 impl Geometry {
@@ -145,10 +143,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mirror_is_numpy_reflect() {
+    fn mirror_is_numpy_symmetric() {
         let n = 4;
         let got: Vec<usize> = (-5..9).map(|i| mirror(i, n)).collect();
-        assert_eq!(got, vec![1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2]);
+        assert_eq!(got, vec![3, 3, 2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0, 0]);
+        assert_eq!(mirror(-3, 1), 0);
     }
 
     #[test]

@@ -152,3 +152,80 @@ impl Channel for crate::net::Link {
         }
     }
 }
+
+/// A channel whose sends are queued to a writer thread, so a party can keep computing (and
+/// reading) while a large message is still going out; lets the garbler stream chunk i+1
+/// while the evaluator works on chunk i without either side blocking on a full socket.
+pub struct QueuedLink<'a> {
+    queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    rx: &'a mut crate::net::LinkReceiver,
+    writer_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    stats: LinkStats,
+}
+
+impl QueuedLink<'_> {
+    fn writer_failure(&self) -> ChannelError {
+        let e = self.writer_error.lock().map(|g| g.clone()).unwrap_or(None);
+        ChannelError::Link(e.unwrap_or_else(|| "the link writer stopped".into()))
+    }
+}
+
+impl Channel for QueuedLink<'_> {
+    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        let q = self.queue.as_ref().expect("queue open until the end");
+        q.send(msg.to_vec()).map_err(|_| self.writer_failure())?;
+        self.stats.bytes_sent += msg.len() as u64 + 8;
+        self.stats.messages_sent += 1;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        let m = self
+            .rx
+            .recv()
+            .map_err(|e| ChannelError::Link(e.to_string()))?;
+        self.stats.bytes_received += m.len() as u64 + 8;
+        self.stats.messages_received += 1;
+        Ok(m)
+    }
+
+    fn stats(&self) -> LinkStats {
+        self.stats
+    }
+}
+
+/// Runs `f` with a [`QueuedLink`] over `link`; waits until every queued message is written.
+pub fn with_queued_link<R>(
+    link: &mut crate::net::Link,
+    f: impl FnOnce(&mut dyn Channel) -> R,
+) -> Result<R, ChannelError> {
+    let (tx, rx) = link.split();
+    let err = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    // Four messages in flight bound memory; the protocol never has more than three
+    // consecutive sends before it reads.
+    let (q, qr) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|s| {
+        let werr = err.clone();
+        let writer = s.spawn(move || {
+            for m in qr {
+                if let Err(e) = tx.send(&m) {
+                    *werr.lock().expect("writer error lock") = Some(e.to_string());
+                    return;
+                }
+            }
+        });
+        let mut ch = QueuedLink {
+            queue: Some(q),
+            rx,
+            writer_error: err.clone(),
+            stats: LinkStats::default(),
+        };
+        let r = f(&mut ch);
+        drop(ch.queue.take());
+        let _ = writer.join();
+        if let Some(e) = err.lock().expect("writer error lock").clone() {
+            return Err(ChannelError::Link(e));
+        }
+        Ok(r)
+    })
+}

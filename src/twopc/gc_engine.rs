@@ -14,7 +14,7 @@ use rand_chacha::ChaCha12Rng;
 
 use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{Channel, ChannelError};
-use crate::twopc::gc::block::{blocks_from_bytes, blocks_to_bytes};
+use crate::twopc::gc::block::{blocks_from_bytes, blocks_to_bytes, Block};
 use crate::twopc::gc::{
     evaluate_batch, garble_batch, share_bits, ActCircuit, ActParams, Evaluator, Garbler,
     TruncParams,
@@ -79,6 +79,9 @@ impl GcEvaluator {
     }
 
     /// Runs `circ` on the shares, returns arithmetic shares (one per B2A group).
+    ///
+    /// Pipelined: all input COTs go first, then chunk i is evaluated while the garbler
+    /// garbles chunk i+1, and the B2A of chunk i completes one chunk later.
     fn run(
         &mut self,
         ch: &mut dyn Channel,
@@ -86,10 +89,17 @@ impl GcEvaluator {
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
         let n = circ.n();
-        let mut result = Vec::new();
-        for chunk in v.chunks(CHUNK) {
+        let chunks: Vec<&[u64]> = v.chunks(CHUNK).collect();
+        let mut ts = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
             let (msg, t) = self.cot.extend(&share_bits(n, chunk));
             ch.send(&msg)?;
+            self.counters.ots += t.len() as u64;
+            ts.push(t);
+        }
+        let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
+        let mut pending: Option<(Vec<Block>, Vec<bool>, u64, usize)> = None;
+        for (chunk, t) in chunks.iter().zip(ts) {
             let labels = ch.recv()?;
             let tables = ch.recv()?;
             let g_active =
@@ -99,15 +109,29 @@ impl GcEvaluator {
             let tweak = self.cot.next_ot_index();
             let (msg2, t2) = self.cot.extend(&e);
             ch.send(&msg2)?;
-            let corr = ch.recv()?;
-            let (_, groups) = circ.b2a_layout(chunk.len());
-            let shares = b2a_receiver(&t2, &e, &corr, &groups, tweak).map_err(malformed)?;
-            result.extend(shares);
+            if let Some(p) = pending.take() {
+                result.extend(self.finish_b2a(ch, circ, p)?);
+            }
+            pending = Some((t2, e, tweak, chunk.len()));
             self.counters.and_gates += circ.and_gates() * chunk.len() as u64;
-            self.counters.ots += (t.len() + t2.len()) as u64;
             self.counters.elements += chunk.len() as u64;
         }
+        if let Some(p) = pending.take() {
+            result.extend(self.finish_b2a(ch, circ, p)?);
+        }
         Ok(result)
+    }
+
+    fn finish_b2a(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        (t2, e, tweak, items): (Vec<Block>, Vec<bool>, u64, usize),
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let corr = ch.recv()?;
+        let (_, groups) = circ.b2a_layout(items);
+        self.counters.ots += t2.len() as u64;
+        b2a_receiver(&t2, &e, &corr, &groups, tweak).map_err(malformed)
     }
 }
 
@@ -159,6 +183,8 @@ impl GcGarbler {
         })
     }
 
+    /// Mirror of [`GcEvaluator::run`]: all input COTs first, then garble chunk i+1 before
+    /// answering the B2A of chunk i, so both servers compute at the same time.
     fn run(
         &mut self,
         ch: &mut dyn Channel,
@@ -166,28 +192,51 @@ impl GcGarbler {
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
         let n = circ.n();
-        let mut result = Vec::new();
-        let mut tables = Vec::new();
-        for chunk in v.chunks(CHUNK) {
+        let chunks: Vec<&[u64]> = v.chunks(CHUNK).collect();
+        let mut qs = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
             let msg = ch.recv()?;
             let q = self.cot.extend(n * chunk.len(), &msg).map_err(malformed)?;
+            self.counters.ots += q.len() as u64;
+            qs.push(q);
+        }
+        let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
+        let mut tables = Vec::new();
+        let mut pending: Option<(Vec<bool>, usize)> = None;
+        for (chunk, q) in chunks.iter().zip(qs) {
             let (active, rho) = garble_batch(&mut self.gb, circ, chunk, &q);
+            drop(q);
             ch.send(&blocks_to_bytes(&active))?;
             tables.clear();
             self.gb.drain_table_bytes(&mut tables);
             ch.send(&tables)?;
-            let tweak = self.cot.next_ot_index();
-            let msg2 = ch.recv()?;
-            let q2 = self.cot.extend(rho.len(), &msg2).map_err(malformed)?;
-            let (weights, groups) = circ.b2a_layout(chunk.len());
-            let (corr, shares) = b2a_sender(self.cot.delta(), &q2, &rho, &weights, &groups, tweak);
-            ch.send(&corr)?;
-            result.extend(shares);
+            if let Some(p) = pending.take() {
+                result.extend(self.answer_b2a(ch, circ, p)?);
+            }
+            pending = Some((rho, chunk.len()));
             self.counters.and_gates += circ.and_gates() * chunk.len() as u64;
-            self.counters.ots += (q.len() + q2.len()) as u64;
             self.counters.elements += chunk.len() as u64;
         }
+        if let Some(p) = pending.take() {
+            result.extend(self.answer_b2a(ch, circ, p)?);
+        }
         Ok(result)
+    }
+
+    fn answer_b2a(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        (rho, items): (Vec<bool>, usize),
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let tweak = self.cot.next_ot_index();
+        let msg2 = ch.recv()?;
+        let q2 = self.cot.extend(rho.len(), &msg2).map_err(malformed)?;
+        self.counters.ots += q2.len() as u64;
+        let (weights, groups) = circ.b2a_layout(items);
+        let (corr, shares) = b2a_sender(self.cot.delta(), &q2, &rho, &weights, &groups, tweak);
+        ch.send(&corr)?;
+        Ok(shares)
     }
 }
 
