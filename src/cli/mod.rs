@@ -1,5 +1,6 @@
 //! The `ppdenoise` command line: one subcommand per party's step, plus plaintext tools.
 
+mod bench;
 mod dealer;
 mod demo;
 mod gateway;
@@ -47,6 +48,7 @@ enum Command {
     Metrics(tools::MetricsArgs),
     Inspect(tools::InspectArgs),
     Demo(demo::DemoArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Output of a subcommand: human lines and the JSON summary.
@@ -70,10 +72,14 @@ pub fn main() -> ExitCode {
         Command::Metrics(a) => tools::metrics(a),
         Command::Inspect(a) => tools::inspect(a),
         Command::Demo(a) => demo::demo(a),
+        Command::Bench(a) => bench::bench(a),
     };
     match res {
-        Ok(s) => {
+        Ok(mut s) => {
             if json {
+                if let Some(m) = s.json.as_object_mut() {
+                    m.insert("peak_rss_bytes".into(), peak_rss_bytes().into());
+                }
                 println!("{}", s.json);
             } else {
                 for l in s.lines {
@@ -93,4 +99,18 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// This process's peak resident memory (VmHWM), for the benchmark's memory figures.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }

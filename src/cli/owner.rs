@@ -29,6 +29,12 @@ pub struct ShareModelArgs {
     /// Fixed-point fractional bits of weights and inputs (the paper's s).
     #[arg(long, default_value_t = 18)]
     pub scale: u32,
+    /// Fractional bits of a pre-activation kept inside the activation circuit (q).
+    #[arg(long, default_value_t = FixedParams::default().q)]
+    pub act_bits: u32,
+    /// Fractional bits of the tanh* coefficients (cs).
+    #[arg(long, default_value_t = FixedParams::default().cs)]
+    pub coef_bits: u32,
 }
 
 pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
@@ -42,6 +48,8 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let model = Model::load(&path)?;
     let params = FixedParams {
         s: a.scale,
+        q: a.act_bits,
+        cs: a.coef_bits,
         ..FixedParams::default()
     };
     let plan = Plan::from_model(&model, params).map_err(|e| {

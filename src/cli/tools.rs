@@ -54,12 +54,19 @@ pub struct DenoiseArgs {
     /// Fixed-point fractional bits (with --arith fixed).
     #[arg(long, default_value_t = 18)]
     pub scale: u32,
+    /// Fractional bits of a pre-activation inside the activation circuit (with --arith fixed).
+    #[arg(long, default_value_t = FixedParams::default().q)]
+    pub act_bits: u32,
+    /// Fractional bits of the tanh* coefficients (with --arith fixed).
+    #[arg(long, default_value_t = FixedParams::default().cs)]
+    pub coef_bits: u32,
     /// Clean reference: print PSNR/SSIM of the input and the result.
     #[arg(long)]
     pub clean: Option<String>,
 }
 
-/// Runs a denoise in the chosen arithmetic; returns the unclipped float image.
+/// Runs a denoise in the chosen arithmetic with the default fixed-point parameters at
+/// scale `scale`; returns the unclipped float image and the out-of-range count.
 pub fn run_denoise(
     model: &Model,
     noisy: &GrayImage,
@@ -67,6 +74,22 @@ pub fn run_denoise(
     stride: usize,
     arith: Arith,
     scale: u32,
+) -> Result<(ndarray::Array2<f64>, u64)> {
+    let params = FixedParams {
+        s: scale,
+        ..FixedParams::default()
+    };
+    run_denoise_with(model, noisy, pre, stride, arith, params)
+}
+
+/// Runs a denoise in the chosen arithmetic; returns the unclipped float image.
+pub fn run_denoise_with(
+    model: &Model,
+    noisy: &GrayImage,
+    pre: &Preprocess,
+    stride: usize,
+    arith: Arith,
+    params: FixedParams,
 ) -> Result<(ndarray::Array2<f64>, u64)> {
     let t = TanhStar::PAPER;
     Ok(match arith {
@@ -86,10 +109,7 @@ pub fn run_denoise(
             0,
         ),
         Arith::Fixed => {
-            let params = FixedParams {
-                s: scale,
-                ..FixedParams::default()
-            };
+            let scale = params.s;
             let plan = Plan::from_model(model, params).map_err(anyhow::Error::msg)?;
             let (h, w) = noisy.pixels.dim();
             let geo = Geometry::new(h, w, plan.patch, stride);
@@ -112,7 +132,13 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     let noisy = load_image(&a.image)?;
     let pre = Preprocess::new(a.sigma, model.meta.sigma, a.scale_noise);
     let t = Instant::now();
-    let (out, oor) = run_denoise(&model, &noisy, &pre, a.stride, a.arith, a.scale)?;
+    let params = FixedParams {
+        s: a.scale,
+        q: a.act_bits,
+        cs: a.coef_bits,
+        ..FixedParams::default()
+    };
+    let (out, oor) = run_denoise_with(&model, &noisy, &pre, a.stride, a.arith, params)?;
     let secs = t.elapsed().as_secs_f64();
     let q = quantize_u8(&out);
     let mut lines = vec![format!("denoised {} in {secs:.2} s", a.image)];

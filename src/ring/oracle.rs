@@ -12,7 +12,8 @@ use crate::ring::plan::{ActConsts, Plan};
 /// What the activation circuit reveals, as boolean-shared bits, about one pre-activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Selection {
-    /// min(|x|', b) where |x|' is the one's-complement magnitude (x for x >= 0, -x-1 below).
+    /// The low L bits (L = bit length of b) of |x|', the one's-complement magnitude
+    /// (x for x >= 0, -x-1 below); equal to |x|' wherever it matters (|x|' <= b).
     pub tc: u64,
     /// |x|' <= a.
     pub r1: bool,
@@ -34,7 +35,8 @@ pub fn select(c: &ActConsts, v: u64) -> Selection {
     let r2full = t <= c.b_fix;
     let r2 = r2full && !r1;
     Selection {
-        tc: if r2full { t } else { c.b_fix },
+        // Outside [0, b] both g1 and g2 vanish, so tc need not be clipped: low bits suffice.
+        tc: low_bits(t, c.tc_bits()),
         r1,
         r2,
         s1: r1 && sgn,

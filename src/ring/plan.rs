@@ -32,8 +32,8 @@ impl Default for FixedParams {
     fn default() -> Self {
         FixedParams {
             s: 18,
-            q: 12,
-            cs: 12,
+            q: 10,
+            cs: 10,
             zbits: 8,
             out_bits: 3,
             tanh: TanhStar::PAPER,

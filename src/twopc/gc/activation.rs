@@ -10,7 +10,7 @@ use rand::{CryptoRng, RngCore};
 
 use super::block::{Block, LengthError};
 use super::circuit::{AndCounter, Circuit};
-use super::gadgets::{add_mod, le_const, mux_const, xor_all};
+use super::gadgets::{add_mod, le_const, xor_all};
 use super::halfgates::{Evaluator, Garbler, GcError, LANES};
 
 /// Parameters of the tanh* piece selection.
@@ -106,7 +106,9 @@ pub fn tanh_select_ref(p: &ActParams, g: u64, e: u64) -> TanhSelect {
     let r1 = t <= p.a_fix;
     let r2full = t <= p.b_fix;
     let r2 = r2full && !r1;
-    let tc = if r2full { t } else { p.b_fix };
+    // tc is t's low L bits: outside [0, b] the selectors g1 = g2 = 0 make its value
+    // irrelevant, so no clipping is needed.
+    let tc = t & mask(p.l() as u32);
     (tc, r1, r2, r1 && sgn, r2 && sgn, sgn)
 }
 
@@ -145,8 +147,27 @@ pub fn tanh_select<C: Circuit>(
     let x = &v[sh..n];
     let sgn = x[k - 1].clone();
     let t = xor_all(c, &x[..k - 1], &sgn);
-    let r1 = le_const(c, &t, p.a_fix);
-    let r2full = le_const(c, &t, p.b_fix);
+    let l = p.l();
+    // Both comparisons share the test that t's bits above L are all zero.
+    let mut high_zero = c.constant(true);
+    for (i, ti) in t[l..].iter().enumerate() {
+        let nt = c.not(ti);
+        high_zero = if i == 0 { nt } else { c.and(&high_zero, &nt) };
+    }
+    let lo_b = le_const(c, &t[..l], p.b_fix);
+    let high = t.len() > l;
+    let r2full = if high { c.and(&high_zero, &lo_b) } else { lo_b };
+    let r1 = if p.a_fix >> l != 0 {
+        // a beyond L bits (never with the paper's constants): compare the whole of t.
+        le_const(c, &t, p.a_fix)
+    } else {
+        let lo_a = le_const(c, &t[..l], p.a_fix);
+        if high {
+            c.and(&high_zero, &lo_a)
+        } else {
+            lo_a
+        }
+    };
     // With a ≤ b, r1 implies r2full, so r2full ∧ ¬r1 = r2full ⊕ r1 (free).
     let r2 = if p.a_fix <= p.b_fix {
         c.xor(&r2full, &r1)
@@ -154,8 +175,8 @@ pub fn tanh_select<C: Circuit>(
         let nr1 = c.not(&r1);
         c.and(&r2full, &nr1)
     };
-    // When r2full holds, t ≤ b_fix < 2^L, so t's bits above L are zero.
-    let mut out = mux_const(c, &r2full, &t[..p.l()], p.b_fix);
+    // tc = t's low L bits (free); see tanh_select_ref.
+    let mut out: Vec<C::Wire> = t[..l].to_vec();
     let s1 = c.and(&r1, &sgn);
     let s2 = c.and(&r2, &sgn);
     out.extend([r1, r2, s1, s2, sgn]);
@@ -517,7 +538,11 @@ mod tests {
                 assert_eq!(sgn, x < 0);
                 let t = if x < 0 { -x - 1 } else { x } as u64;
                 assert_eq!((r1, r2), (t <= 2, t > 2 && t <= 5));
-                assert_eq!(tc, t.min(5));
+                // tc is t's low L = 3 bits (it only matters where t <= b = 5).
+                assert_eq!(tc, t & 7);
+                if t <= 5 {
+                    assert_eq!(tc, t);
+                }
                 assert_eq!((s1, s2), (r1 && sgn, r2 && sgn));
                 let hi = rng.gen::<u64>() << 6;
                 assert_eq!(tanh_select_ref(&p, g | hi, e), (tc, r1, r2, s1, s2, sgn));
