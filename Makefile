@@ -19,5 +19,21 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Evaluation table (docs/results.md): every image in IMAGES x every sigma in SIGMAS, plaintext
+# float, fixed-point oracle and the full secure pipeline. Full set12 x 5 sigmas takes hours on
+# 2 cores; TABLE_ARGS="--max-size 96" centre-crops the images first (see docs/results.md).
+TABLE_OUT ?= out/table
+TABLE_ARGS ?=
+table: build
+	$(BIN) table --images "$(IMAGES)" --sigmas "$(SIGMAS)" --out-dir "$(TABLE_OUT)" $(TABLE_ARGS)
+
+# Performance benchmark (docs/benchmarks.md): paper-size network, a whole 512x512 image end
+# to end, plaintext comparison. bench-quick runs the same code at tiny sizes (CI).
+bench: build
+	$(BIN) bench --out out/bench/bench.json
+
+bench-quick: build
+	$(BIN) bench --quick --workdir out/bench-quick --out out/bench-quick/bench.json
+
 clean:
 	rm -rf out

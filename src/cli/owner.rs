@@ -35,6 +35,24 @@ pub struct ShareModelArgs {
     /// Fractional bits of the tanh* coefficients (cs).
     #[arg(long, default_value_t = FixedParams::default().cs)]
     pub coef_bits: u32,
+    /// tanh* constants as JSON {"n1":..,"c1":..,"d1":..,"n2":..,"c2":..,"d2":..,"a":..,"b":..};
+    /// default: the paper's.
+    #[arg(long)]
+    pub tanh_constants: Option<PathBuf>,
+}
+
+/// Reads tanh* constants from a JSON file (the paper's when no file is given).
+pub fn load_tanh(path: &Option<PathBuf>) -> Result<crate::ring::tanhstar::TanhStar> {
+    let Some(p) = path else {
+        return Ok(crate::ring::tanhstar::TanhStar::PAPER);
+    };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+    let t: crate::ring::tanhstar::TanhStar = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a tanh* constants file", p.display()))?;
+    t.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    Ok(t)
 }
 
 pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
@@ -50,6 +68,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         s: a.scale,
         q: a.act_bits,
         cs: a.coef_bits,
+        tanh: load_tanh(&a.tanh_constants)?,
         ..FixedParams::default()
     };
     let plan = Plan::from_model(&model, params).map_err(|e| {

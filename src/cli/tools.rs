@@ -17,7 +17,6 @@ use crate::plain::model::{Activation, Model};
 use crate::plain::preprocess::Preprocess;
 use crate::ring::oracle;
 use crate::ring::plan::{FixedParams, Plan};
-use crate::ring::tanhstar::TanhStar;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Arith {
@@ -60,6 +59,9 @@ pub struct DenoiseArgs {
     /// Fractional bits of the tanh* coefficients (with --arith fixed).
     #[arg(long, default_value_t = FixedParams::default().cs)]
     pub coef_bits: u32,
+    /// tanh* constants as JSON (see share-model); default: the paper's.
+    #[arg(long)]
+    pub tanh_constants: Option<PathBuf>,
     /// Clean reference: print PSNR/SSIM of the input and the result.
     #[arg(long)]
     pub clean: Option<String>,
@@ -91,7 +93,7 @@ pub fn run_denoise_with(
     arith: Arith,
     params: FixedParams,
 ) -> Result<(ndarray::Array2<f64>, u64)> {
-    let t = TanhStar::PAPER;
+    let t = params.tanh;
     Ok(match arith {
         Arith::Float => (
             denoise_float(model, &noisy.pixels, pre, stride, None, &t),
@@ -136,6 +138,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         s: a.scale,
         q: a.act_bits,
         cs: a.coef_bits,
+        tanh: super::owner::load_tanh(&a.tanh_constants)?,
         ..FixedParams::default()
     };
     let (out, oor) = run_denoise_with(&model, &noisy, &pre, a.stride, a.arith, params)?;
