@@ -48,7 +48,7 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
             h1.job_id.as_ref().map(id_hex).unwrap_or_default()
         );
     }
-    if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() {
+    if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() || o0.scale != o1.scale {
         bail!(
             "{}: shape differs from {}",
             share1.display(),
@@ -65,7 +65,7 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
         );
     }
     let sums = add(&o0.canvas, &o1.canvas);
-    let img = decode_canvas(&sums, &g, &o0.job.pre, o0.job.scale);
+    let img = decode_canvas(&sums, &g, &o0.job.pre, o0.scale);
     Ok((
         GrayImage {
             pixels: img,

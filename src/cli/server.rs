@@ -249,7 +249,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     report.link.bytes_sent = ls.bytes_sent;
     report.link.bytes_received = ls.bytes_received;
     bar.finish_and_clear();
-    let mut h = Header::new(Kind::OutputShare, p, job.scale);
+    let mut h = Header::new(Kind::OutputShare, p, plan.out_scale);
     h.job_id = ih.job_id;
     h.model_id = mh.model_id;
     h.shapes.push((
@@ -262,6 +262,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         &OutputShare {
             geometry: geo,
             job,
+            scale: plan.out_scale,
             canvas,
         },
     )

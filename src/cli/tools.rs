@@ -118,7 +118,7 @@ pub fn run_denoise_with(
             let enc = oracle::encode_image(&noisy.pixels, pre, scale);
             let run = oracle::run(&plan, &geo, &enc, 256);
             (
-                oracle::decode_canvas(&run.canvas, &geo, pre, scale),
+                oracle::decode_canvas(&run.canvas, &geo, pre, plan.out_scale),
                 run.out_of_range,
             )
         }

@@ -113,7 +113,9 @@ pub struct Triplets {
 pub struct OutputShare {
     pub geometry: Geometry,
     pub job: JobParams,
-    /// Share of the canvas sums (scale `job.scale`), canvas-sized, row-major.
+    /// Fixed-point scale of the canvas values (the plan's `out_scale`).
+    pub scale: u32,
+    /// Share of the canvas sums, canvas-sized, row-major.
     pub canvas: Vec<u64>,
 }
 

@@ -78,15 +78,6 @@ pub fn activation(c: &ActConsts, v: u64) -> u64 {
         .wrapping_add(g[2].wrapping_mul(c.sat))
 }
 
-/// Output-layer truncation: exact floor by `out_sh`, read as `out_k` signed bits.
-pub fn output_trunc(plan: &Plan, v: u64) -> u64 {
-    bits_signed(
-        low_bits(v, plan.out_sh + plan.out_k),
-        plan.out_sh,
-        plan.out_k,
-    )
-}
-
 /// Encodes a 0..255 image (row-major) as the gateway does: normalise, then scale s.
 pub fn encode_image(image: &Array2<f64>, pre: &Preprocess, s: u32) -> Vec<u64> {
     image.iter().map(|&p| encode(pre.normalize(p), s)).collect()
@@ -148,9 +139,6 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
                         }
                     }
                 }
-                for v in z.iter_mut() {
-                    *v = output_trunc(plan, *v);
-                }
             }
             x = z;
         }
@@ -166,13 +154,14 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
     }
 }
 
-/// The receiver's step: canvas sums (scale s) -> averaged, denormalised, cropped image.
-pub fn decode_canvas(canvas: &[u64], geo: &Geometry, pre: &Preprocess, s: u32) -> Array2<f64> {
+/// The receiver's step: canvas sums (at `scale`, the plan's `out_scale`) -> averaged,
+/// denormalised, cropped image.
+pub fn decode_canvas(canvas: &[u64], geo: &Geometry, pre: &Preprocess, scale: u32) -> Array2<f64> {
     let counts = geo.counts();
     let avg: Vec<f64> = canvas
         .iter()
         .zip(&counts)
-        .map(|(&v, &c)| pre.denormalize(decode(v, s) / c as f64))
+        .map(|(&v, &c)| pre.denormalize(decode(v, scale) / c as f64))
         .collect();
     Array2::from_shape_vec((geo.height, geo.width), geo.crop(&avg)).expect("crop has image size")
 }

@@ -110,9 +110,9 @@ pub struct Plan {
     pub layers: Vec<PlanLayer>,
     /// Hidden-layer activation constants (one per hidden layer; identical except `sh`).
     pub acts: Vec<ActConsts>,
-    /// Output truncation: shift and width.
-    pub out_sh: u32,
-    pub out_k: u32,
+    /// Scale of the output layer's values. They are not truncated: the servers add them into
+    /// the canvas at this scale (overlap sums still fit the ring) and the receiver divides.
+    pub out_scale: u32,
     /// The input centre is added to the output (residual), shifted to the product scale.
     pub residual: bool,
 }
@@ -154,14 +154,20 @@ impl Plan {
                 acts.push(act_consts(&params, prod_scale));
             }
         }
-        let out_sh = layers[nl - 1].prod_scale - s;
+        let out_scale = layers[nl - 1].prod_scale;
+        // Canvas sums of up to 17x17 = 289 < 2^9 overlapping outputs with |o| < 2^out_bits
+        // must stay below 2^63 in magnitude.
+        if out_scale + params.out_bits + 9 + 1 > 64 {
+            return Err(format!(
+                "output scale {out_scale} leaves no room for canvas sums in the 64-bit ring"
+            ));
+        }
         Ok(Plan {
             params,
             patch: model.patch_shape(),
             layers,
             acts,
-            out_sh,
-            out_k: params.out_bits + s + 1,
+            out_scale,
             residual: model.meta.residual,
         })
     }
