@@ -5,7 +5,9 @@
 //!
 //! Per chunk of elements (messages in order):
 //! 1. S0 -> S1: COT extension for S0's input bits (16 B/bit).
-//! 2. S1 -> S0: S1's active input labels (16 B/bit), then the garbled tables (32 B/AND).
+//! 2. S1 -> S0: the garbled tables (32 B/AND). S1's own input labels are not sent: their
+//!    active values come from a stream both servers derive from a dealer seed, and S1 sets
+//!    its zero labels to `active ⊕ bit·Δ`.
 //! 3. S0 -> S1: COT extension with S0's output colour bits as choices (16 B/bit).
 //! 4. S1 -> S0: B2A corrections (8 B/bit). Both now hold arithmetic shares.
 
@@ -14,14 +16,14 @@ use rand_chacha::ChaCha12Rng;
 
 use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{Channel, ChannelError};
-use crate::twopc::gc::block::{blocks_from_bytes, blocks_to_bytes, Block};
+use crate::twopc::gc::activation::garble_batch_shared_labels;
+use crate::twopc::gc::block::Block;
 use crate::twopc::gc::{
-    evaluate_batch, garble_batch, share_bits, ActCircuit, ActParams, Evaluator, Garbler,
-    TruncParams,
+    evaluate_batch, share_bits, ActCircuit, ActParams, Evaluator, Garbler, TruncParams,
 };
 use crate::twopc::ot::{
     b2a_receiver, b2a_sender, deal_base_ots as deal, BaseOtForReceiver, BaseOtForSender,
-    CotReceiver, CotSender,
+    CotReceiver, CotSender, CtrPrg,
 };
 use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
@@ -29,11 +31,29 @@ use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
 /// Elements per garbling chunk: bounds memory (tables of a chunk are held once).
 const CHUNK: usize = 16384;
 
-/// The dealer's base OTs for one job: (S0's part, S1's part), serialised.
+/// The dealer's base OTs for one job: (S0's part, S1's part), serialised, each followed by
+/// the 16-byte seed both servers derive the garbler's active input labels from.
 pub fn deal_base_ots() -> (Vec<u8>, Vec<u8>) {
     let mut rng = ChaCha12Rng::from_entropy();
     let (r, s) = deal(&mut rng);
-    (r.to_bytes(), s.to_bytes())
+    let label_seed = Block::random(&mut rng).to_bytes();
+    let mut r = r.to_bytes();
+    let mut s = s.to_bytes();
+    r.extend_from_slice(&label_seed);
+    s.extend_from_slice(&label_seed);
+    (r, s)
+}
+
+/// Splits a party's dealer bytes into its base-OT part and the shared label stream.
+fn split_dealer_bytes(bytes: &[u8]) -> Result<(&[u8], CtrPrg), ProtocolError> {
+    if bytes.len() < 16 {
+        return Err(ProtocolError::Setup(
+            "triplets: base-OT data too short".into(),
+        ));
+    }
+    let (base, seed) = bytes.split_at(bytes.len() - 16);
+    let seed = Block::from_bytes(seed.try_into().expect("16 bytes"));
+    Ok((base, CtrPrg::new(seed)))
 }
 
 fn malformed(e: impl std::fmt::Display) -> ProtocolError {
@@ -63,16 +83,19 @@ fn to_sel(shares: &[u64], out: &mut SelShares) {
 /// S0: evaluator and OT receiver.
 pub struct GcEvaluator {
     cot: CotReceiver,
+    labels: CtrPrg,
     ev: Evaluator,
     counters: EngineCounters,
 }
 
 impl GcEvaluator {
     pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
-        let base = BaseOtForReceiver::from_bytes(base_ot)
+        let (base, labels) = split_dealer_bytes(base_ot)?;
+        let base = BaseOtForReceiver::from_bytes(base)
             .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
         Ok(GcEvaluator {
             cot: CotReceiver::new(base),
+            labels,
             ev: Evaluator::new(),
             counters: EngineCounters::default(),
         })
@@ -100,10 +123,8 @@ impl GcEvaluator {
         let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
         let mut pending: Option<(Vec<Block>, Vec<bool>, u64, usize)> = None;
         for (chunk, t) in chunks.iter().zip(ts) {
-            let labels = ch.recv()?;
             let tables = ch.recv()?;
-            let g_active =
-                blocks_from_bytes("garbler input labels", &labels, t.len()).map_err(malformed)?;
+            let g_active = self.labels.blocks(t.len());
             self.ev.load_table_bytes(&tables).map_err(malformed)?;
             let e = evaluate_batch(&mut self.ev, circ, &g_active, &t).map_err(malformed)?;
             let tweak = self.cot.next_ot_index();
@@ -166,17 +187,20 @@ impl Nonlinear for GcEvaluator {
 /// S1: garbler and OT sender.
 pub struct GcGarbler {
     cot: CotSender,
+    labels: CtrPrg,
     gb: Garbler<ChaCha12Rng>,
     counters: EngineCounters,
 }
 
 impl GcGarbler {
     pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
-        let base = BaseOtForSender::from_bytes(base_ot)
+        let (base, labels) = split_dealer_bytes(base_ot)?;
+        let base = BaseOtForSender::from_bytes(base)
             .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
         let delta = base.delta;
         Ok(GcGarbler {
             cot: CotSender::new(base),
+            labels,
             // Wire labels come from a fresh local CSPRNG, never from dealer data.
             gb: Garbler::new(delta, ChaCha12Rng::from_entropy()),
             counters: EngineCounters::default(),
@@ -204,9 +228,9 @@ impl GcGarbler {
         let mut tables = Vec::new();
         let mut pending: Option<(Vec<bool>, usize)> = None;
         for (chunk, q) in chunks.iter().zip(qs) {
-            let (active, rho) = garble_batch(&mut self.gb, circ, chunk, &q);
-            drop(q);
-            ch.send(&blocks_to_bytes(&active))?;
+            let own = self.labels.blocks(q.len());
+            let rho = garble_batch_shared_labels(&mut self.gb, circ, chunk, &q, &own);
+            drop((q, own));
             tables.clear();
             self.gb.drain_table_bytes(&mut tables);
             ch.send(&tables)?;

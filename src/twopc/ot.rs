@@ -124,17 +124,27 @@ pub fn deal_base_ots<R: RngCore + CryptoRng>(rng: &mut R) -> (BaseOtForReceiver,
 }
 
 /// AES-128 in counter mode keyed by a seed; the counter only moves forward.
-struct CtrPrg {
+pub struct CtrPrg {
     aes: Aes128,
     ctr: u128,
 }
 
 impl CtrPrg {
-    fn new(seed: Block) -> Self {
+    pub fn new(seed: Block) -> Self {
         CtrPrg {
             aes: Aes128::new(&GenericArray::from(seed.to_bytes())),
             ctr: 0,
         }
+    }
+
+    /// The next `n` blocks of the stream.
+    pub fn blocks(&mut self, n: usize) -> Vec<Block> {
+        let mut bytes = vec![0u8; n * 16];
+        self.fill(&mut bytes);
+        bytes
+            .chunks_exact(16)
+            .map(|c| Block::from_bytes(c.try_into().expect("16 bytes")))
+            .collect()
     }
 
     /// A new stream keyed by this stream's next block.

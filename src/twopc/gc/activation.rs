@@ -355,21 +355,52 @@ pub fn garble_batch<R: RngCore + CryptoRng>(
     shares: &[u64],
     q: &[Block],
 ) -> (Vec<Block>, Vec<bool>) {
+    let n = circ.n();
+    let (zeros, active) = garbler.garbler_inputs(&share_bits(n, shares));
+    let rho = garble_with_zeros(garbler, circ, shares.len(), &zeros, q);
+    (active, rho)
+}
+
+/// As [`garble_batch`], but the active labels of the garbler's own input bits are given
+/// (derived by both servers from a shared seed), so they need not be sent. Returns the
+/// garbler's boolean output shares.
+pub fn garble_batch_shared_labels<R: RngCore + CryptoRng>(
+    garbler: &mut Garbler<R>,
+    circ: &ActCircuit,
+    shares: &[u64],
+    q: &[Block],
+    own_active: &[Block],
+) -> Vec<bool> {
+    let zeros = garbler.garbler_inputs_from_active(&share_bits(circ.n(), shares), own_active);
+    garble_with_zeros(garbler, circ, shares.len(), &zeros, q)
+}
+
+fn garble_with_zeros<R: RngCore + CryptoRng>(
+    garbler: &mut Garbler<R>,
+    circ: &ActCircuit,
+    items: usize,
+    zeros: &[Block],
+    q: &[Block],
+) -> Vec<bool> {
     circ.validate().expect("valid circuit parameters");
     let n = circ.n(); // ≥ 1 once validated
-    assert_eq!(q.len(), n * shares.len(), "one COT per evaluator input bit");
-    garbler.reserve_ands(shares.len() * circ.and_gates() as usize);
-    let (zeros, active) = garbler.garbler_inputs(&share_bits(n, shares));
+    assert_eq!(q.len(), n * items, "one COT per evaluator input bit");
+    assert_eq!(
+        zeros.len(),
+        n * items,
+        "one zero label per garbler input bit"
+    );
+    garbler.reserve_ands(items * circ.and_gates() as usize);
     let ew: Vec<Block> = q
         .iter()
         .map(|&z| garbler.input_with_zero_label(z))
         .collect();
-    let mut rho = Vec::with_capacity(shares.len() * circ.out_len());
+    let mut rho = Vec::with_capacity(items * circ.out_len());
     // Full groups of LANES elements side by side, the rest one by one; the
     // evaluator splits the batch the same way.
-    let full = shares.len() / LANES * LANES;
+    let full = items / LANES * LANES;
     for base in (0..full).step_by(LANES) {
-        let (gl, el) = (to_lanes(&zeros, n, base), to_lanes(&ew, n, base));
+        let (gl, el) = (to_lanes(zeros, n, base), to_lanes(&ew, n, base));
         let out = circ.build(&mut garbler.lanes(), &gl, &el);
         push_lane_shares(&mut rho, &out);
     }
@@ -380,7 +411,7 @@ pub fn garble_batch<R: RngCore + CryptoRng>(
         let out = circ.build(garbler, g, e);
         rho.extend(garbler.output_shares(&out));
     }
-    (active, rho)
+    rho
 }
 
 /// Evaluator (S0) side of a batch, after [`Evaluator::load_table_bytes`]:

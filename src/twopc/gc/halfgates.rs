@@ -118,6 +118,19 @@ impl<R: RngCore + CryptoRng> Garbler<R> {
         (zeros, active)
     }
 
+    /// Zero labels for the garbler's own input bits when their *active* labels are given
+    /// (a stream both servers derive from a shared seed): zero = active ⊕ bit·Δ. The
+    /// evaluator then needs no label message; active labels are uniform and independent of
+    /// Δ and of the bits, exactly as if they had been sent.
+    pub fn garbler_inputs_from_active(&self, bits: &[bool], active: &[Block]) -> Vec<Block> {
+        assert_eq!(bits.len(), active.len(), "one active label per garbler bit");
+        active
+            .iter()
+            .zip(bits)
+            .map(|(a, &b)| *a ^ self.delta.select(b))
+            .collect()
+    }
+
     /// Garbler's boolean share of an output wire.
     pub fn output_share(&self, w: &Block) -> bool {
         w.lsb()
