@@ -3,11 +3,13 @@
 mod bench;
 mod dealer;
 mod demo;
+mod figures;
 mod gateway;
 mod inputs;
 mod owner;
 mod receiver;
 mod server;
+mod table;
 mod tools;
 
 use std::process::ExitCode;
@@ -49,6 +51,8 @@ enum Command {
     Inspect(tools::InspectArgs),
     Demo(demo::DemoArgs),
     Bench(bench::BenchArgs),
+    /// Evaluation table (PSNR/SSIM of plaintext and secure runs, time, traffic) and figures.
+    Table(table::TableArgs),
 }
 
 /// Output of a subcommand: human lines and the JSON summary.
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => tools::inspect(a),
         Command::Demo(a) => demo::demo(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Table(a) => table::table(a),
     };
     match res {
         Ok(mut s) => {

@@ -1,0 +1,148 @@
+//! The quick variant of `ppdenoise table`: one small built-in image, one noise level, a tiny
+//! random model, the full secure pipeline with two server processes. Checks that the
+//! Markdown, CSV and JSON outputs and the figures exist and agree with each other, and that
+//! the secure result equals the fixed-point oracle.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+
+fn tiny_model(dir: &Path) -> std::path::PathBuf {
+    let meta = ModelMeta {
+        sigma: 25.0,
+        mean_shift: true,
+        residual: true,
+        activation: Activation::TanhStar,
+    };
+    let m = random_model(&[1521, 12, 289], 7, meta);
+    let p = dir.join("tiny.npz");
+    m.save(&p).unwrap();
+    p
+}
+
+fn run_table(dir: &Path, images: &str, extra: &[&str]) -> serde_json::Value {
+    let model = tiny_model(dir);
+    let out = dir.join("table");
+    let res = Command::cargo_bin("ppdenoise")
+        .unwrap()
+        .args(["--json", "table", "--images", images, "--sigmas", "25"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out-dir")
+        .arg(&out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "table failed: {}\n{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&res.stdout).trim()).unwrap();
+    assert_eq!(summary["secure_equals_oracle"], true);
+    let text = std::fs::read_to_string(out.join("table.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn png_ok(p: &Path) {
+    let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(img.width() > 0 && img.height() > 0);
+}
+
+#[test]
+fn quick_table_is_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = run_table(dir.path(), "builtin:phantom:32", &[]);
+    let out = dir.path().join("table");
+
+    // JSON: one run, secure == oracle bit for bit, finite metrics.
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert_eq!(r["image"], "phantom_32");
+    assert_eq!(r["sigma"], 25.0);
+    assert_eq!(r["secure_equals_oracle"], true);
+    assert_eq!(r["max_abs_diff_secure_oracle"], 0.0);
+    let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing"));
+    for k in [
+        "psnr_noisy",
+        "psnr_float",
+        "psnr_oracle",
+        "psnr_secure",
+        "ssim_float",
+        "ssim_secure",
+    ] {
+        assert!(f(k).is_finite(), "{k} = {}", r[k]);
+    }
+    assert_eq!(f("psnr_secure"), f("psnr_oracle"));
+    assert_eq!(f("ssim_secure"), f("ssim_oracle"));
+    assert!(r["and_gates"].as_u64().unwrap() > 0);
+    assert!(r["s0_bytes_sent"].as_u64().unwrap() > 0);
+    assert!(r["s1_bytes_sent"].as_u64().unwrap() > 0);
+    assert!(r["serve_seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["cropped_from"].is_null());
+    assert_eq!(j["averages"].as_array().unwrap().len(), 1);
+
+    // CSV: header + one row, same numbers.
+    let csv = std::fs::read_to_string(out.join("table.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    let head: Vec<&str> = lines[0].split(',').collect();
+    let row: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(head.len(), row.len());
+    let col = |k: &str| row[head.iter().position(|h| *h == k).unwrap()];
+    assert_eq!(col("image"), "phantom_32");
+    assert_eq!(col("secure_equals_oracle"), "true");
+    for k in ["psnr_float", "psnr_secure", "psnr_oracle"] {
+        let v: f64 = col(k).parse().unwrap();
+        assert!((v - f(k)).abs() < 1e-3, "{k}: csv {v} json {}", f(k));
+    }
+    let v: f64 = col("ssim_secure").parse().unwrap();
+    assert!((v - f("ssim_secure")).abs() < 1e-4);
+
+    // Markdown: the paper's layout with PSNR to 2 decimals, SSIM to 3.
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    let plain = format!(
+        "| phantom_32 | Plaintext | {:.2} | {:.3} |",
+        f("psnr_float"),
+        f("ssim_float")
+    );
+    let secure = format!(
+        "| | Secure | {:.2} | {:.3} |",
+        f("psnr_secure"),
+        f("ssim_secure")
+    );
+    assert!(md.contains(&plain), "{plain} not in\n{md}");
+    assert!(md.contains(&secure), "{secure} not in\n{md}");
+    assert!(md.contains("| **Average** | Plaintext |"));
+    assert!(md.contains("yes (bit-exact)"));
+    assert!(md.contains("full images (no crop)"));
+
+    // Figures.
+    png_ok(&out.join("psnr_vs_sigma.png"));
+    png_ok(&out.join("fig_phantom_32_sigma25.png"));
+}
+
+#[test]
+fn max_size_crops_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = run_table(
+        dir.path(),
+        "builtin:phantom:40",
+        &["--max-size", "32", "--figures", "none"],
+    );
+    let r = &j["runs"][0];
+    assert_eq!(
+        (r["height"].as_u64(), r["width"].as_u64()),
+        (Some(32), Some(32))
+    );
+    assert_eq!(r["cropped_from"], serde_json::json!([40, 40]));
+    let md = std::fs::read_to_string(dir.path().join("table/table.md")).unwrap();
+    assert!(md.contains("centre-cropped to at most 32x32"), "{md}");
+    assert!(md.contains("phantom_40 32x32 (of 40x40)"), "{md}");
+    assert!(!dir.path().join("table/fig_phantom_40_sigma25.png").exists());
+    assert!(dir.path().join("table/psnr_vs_sigma.png").exists());
+}
