@@ -1,5 +1,6 @@
 //! Wrapping u64 matrix products (Z_2^64). ndarray has no integer GEMM, so this is a small
-//! row-times-panel kernel that LLVM vectorises; an AVX2 build is chosen at run time.
+//! row-times-panel kernel that LLVM vectorises; an AVX-512DQ (vpmullq) or AVX2 build is
+//! chosen at run time.
 
 use rayon::prelude::*;
 
@@ -37,6 +38,12 @@ fn kernel(a: &[u64], b: &[u64], c: &mut [u64], k: usize, n: usize) {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn kernel_avx512(a: &[u64], b: &[u64], c: &mut [u64], k: usize, n: usize) {
+    kernel(a, b, c, k, n)
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn kernel_avx2(a: &[u64], b: &[u64], c: &mut [u64], k: usize, n: usize) {
     kernel(a, b, c, k, n)
@@ -52,6 +59,11 @@ pub fn gemm_acc(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usiz
     }
     #[cfg(target_arch = "x86_64")]
     {
+        if std::is_x86_feature_detected!("avx512dq") && std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F/DQ (vpmullq: 64-bit lane products).
+            unsafe { kernel_avx512(a, b, c, k, n) };
+            return;
+        }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
             unsafe { kernel_avx2(a, b, c, k, n) };

@@ -209,6 +209,43 @@ const CHUNK_BYTES: usize = 1024;
 fn transpose_128(rows: &[u8], cb: usize, out: &mut [Block]) {
     debug_assert_eq!(rows.len(), KAPPA * cb);
     debug_assert_eq!(out.len(), 8 * cb);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        unsafe { transpose_128_sse2(rows, cb, out) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    transpose_128_portable(rows, cb, out);
+}
+
+/// Movemask transpose: 16 row bytes of one column byte go into an SSE register; each
+/// `movemask` then yields one output column for those 16 rows (bit 7 first).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn transpose_128_sse2(rows: &[u8], cb: usize, out: &mut [Block]) {
+    use std::arch::x86_64::{_mm_loadu_si128, _mm_movemask_epi8, _mm_slli_epi64};
+    for c in 0..cb {
+        let mut acc = [0u128; 8];
+        for g in 0..KAPPA / 16 {
+            let mut bytes = [0u8; 16];
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = rows[(g * 16 + i) * cb + c];
+            }
+            let mut v = _mm_loadu_si128(bytes.as_ptr() as *const _);
+            for j in (0..8).rev() {
+                let m = _mm_movemask_epi8(v) as u16 as u128;
+                acc[j] |= m << (16 * g);
+                v = _mm_slli_epi64(v, 1);
+            }
+        }
+        for (j, a) in acc.into_iter().enumerate() {
+            out[c * 8 + j] = Block(a);
+        }
+    }
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn transpose_128_portable(rows: &[u8], cb: usize, out: &mut [Block]) {
     for c in 0..cb {
         let mut acc = [0u128; 8];
         for rg in 0..KAPPA / 8 {
@@ -465,6 +502,9 @@ mod tests {
         let rows: Vec<u8> = (0..KAPPA * cb).map(|_| rng.gen()).collect();
         let mut out = vec![Block::ZERO; 8 * cb];
         transpose_128(&rows, cb, &mut out);
+        let mut portable = vec![Block::ZERO; 8 * cb];
+        transpose_128_portable(&rows, cb, &mut portable);
+        assert_eq!(out, portable);
         for c in 0..8 * cb {
             for i in 0..KAPPA {
                 let bit = (rows[i * cb + c / 8] >> (c % 8)) & 1 == 1;
