@@ -17,6 +17,8 @@ use super::Summary;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::model::{random_model, Activation, ModelMeta};
 
+/// Measure time, traffic and memory of the secure protocol (paper-size network, a whole
+/// image end to end, plaintext comparison) and write a JSON report.
 #[derive(Args)]
 pub struct BenchArgs {
     /// Tiny sizes (seconds): checks that the benchmark runs, as CI does.

@@ -18,6 +18,9 @@ use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::Model;
 use crate::plain::preprocess::Preprocess;
 
+/// The main job: run the whole secure pipeline on one machine, every party its own process
+/// (both servers over authenticated TLS on localhost), and compare the result with the
+/// plaintext fixed-point oracle and float inference.
 #[derive(Args)]
 pub struct DemoArgs {
     /// Clean image (PNG) or builtin:phantom[:size].

@@ -99,6 +99,33 @@ fn consumed_path(state_dir: &Path, party: u8) -> PathBuf {
     state_dir.join(format!("consumed-triplets-p{party}"))
 }
 
+/// Claims the randomness for this run before anything else happens, atomically, so two
+/// overlapping runs cannot both pass the consumed-check. Released if the link never comes up.
+struct Claim(PathBuf);
+
+impl Claim {
+    fn take(state_dir: &Path, party: u8, id: &str, file: &Path) -> Result<Claim> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+        let p = state_dir.join(format!("claim-p{party}-{id}"));
+        match OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(_) => Ok(Claim(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "{}: this correlated randomness (triplet id {id}) is in use or was used by another run \
+                 ({} exists); reusing it would leak data: ask the dealer for fresh triplets",
+                file.display(),
+                p.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("cannot claim {}", p.display())),
+        }
+    }
+
+    /// The randomness was never used (no peer): let a later run have it.
+    fn release(self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn check_unused(state_dir: &Path, party: u8, id: &str, file: &Path) -> Result<()> {
     let p = consumed_path(state_dir, party);
     if let Ok(s) = std::fs::read_to_string(&p) {
@@ -196,10 +223,18 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let me = Identity::load(&a.key, &a.cert)?;
     let peer = load_peer_cert(&a.peer_cert)?;
     let timeout = Duration::from_secs(a.timeout.max(1));
-    let mut link = if p == 0 {
-        Link::listen(a.addr, &me, &peer, timeout)?
+    let claim = Claim::take(&a.state_dir, p, &triplet_id, &a.triplets)?;
+    let link = if p == 0 {
+        Link::listen(a.addr, &me, &peer, timeout)
     } else {
-        Link::connect(a.addr, &me, &peer, timeout)?
+        Link::connect(a.addr, &me, &peer, timeout)
+    };
+    let mut link = match link {
+        Ok(l) => l,
+        Err(e) => {
+            claim.release();
+            return Err(e.into());
+        }
     };
     link.set_io_timeout(timeout);
 

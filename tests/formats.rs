@@ -1,0 +1,678 @@
+//! File formats (issue 2, item 7): every way a file can be wrong gives a specific error that
+//! names the file, from the library (`formats::container::read`, `formats::bodies::load`) and
+//! from the command line (non-zero exit): wrong kind, wrong party, unknown version, ids of
+//! another job or model, truncation, a flipped byte, absurd sizes (refused before any large
+//! allocation), foreign files. And atomic writes: no temporary file left behind, an existing
+//! output untouched when writing fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ppdenoise::formats::atomic;
+use ppdenoise::formats::bodies::{
+    load, Data, ImageShare, JobParams, ModelShare, OutputShare, Triplets,
+};
+use ppdenoise::formats::container::{self, FormatError, Header, Kind, MAGIC, VERSION};
+use ppdenoise::plain::geometry::Geometry;
+use ppdenoise::plain::model::{random_model, ModelMeta, PatchShape};
+use ppdenoise::plain::preprocess::Preprocess;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ppdenoise")
+}
+
+fn ppd(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run ppdenoise")
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Non-zero exit and an error text containing every needle.
+fn cli_refuses(o: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert_ne!(o.status.code(), Some(0));
+    for n in needles {
+        assert!(err.contains(n), "error {err:?} does not mention {n:?}");
+    }
+    err
+}
+
+/// A directory with the files of one job: model.p*, image.p*, triplets.p*, keys.
+struct Files {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Files {
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn new() -> Files {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let f = Files { _tmp: tmp, dir };
+        random_model(&[49, 8, 9], 5, ModelMeta::default())
+            .save(&f.p("m.npz"))
+            .unwrap();
+        let run = |args: &[&str]| {
+            let o = ppd(args);
+            assert!(
+                o.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        run(&[
+            "share-model",
+            "--model",
+            &s(&f.p("m.npz")),
+            "--out",
+            &s(&f.p("model")),
+        ]);
+        run(&[
+            "share-image",
+            "--image",
+            "builtin:phantom:16",
+            "--out",
+            &s(&f.p("image")),
+        ]);
+        run(&[
+            "gen-triplets",
+            "--model",
+            &s(&f.p("model.p1")),
+            "--image",
+            &s(&f.p("image.p1")),
+            "--batch",
+            "10",
+            "--out",
+            &s(&f.p("triplets")),
+        ]);
+        for n in ["s0", "s1"] {
+            run(&["keygen", "--name", n, "--out-dir", &s(&f.p("keys"))]);
+        }
+        f
+    }
+
+    /// `serve --party p` with the standard files, some replaced. All the refusals tested
+    /// here happen before the server opens the link.
+    fn serve(&self, p: u8, model: &str, image: &str, triplets: &str) -> Output {
+        let (me, peer) = if p == 0 { ("s0", "s1") } else { ("s1", "s0") };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Command::new(bin())
+            .args(["serve", "--quiet", "--party", &p.to_string()])
+            .args(["--model", &s(&self.p(model))])
+            .args(["--image", &s(&self.p(image))])
+            .args(["--triplets", &s(&self.p(triplets))])
+            .args(["--key", &s(&self.p(&format!("keys/{me}.key")))])
+            .args(["--cert", &s(&self.p(&format!("keys/{me}.crt")))])
+            .args(["--peer-cert", &s(&self.p(&format!("keys/{peer}.crt")))])
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--timeout", "2"])
+            .args(["--state-dir", &s(&self.p("state"))])
+            .args(["--out", &s(&self.p(&format!("out.p{p}")))])
+            .output()
+            .unwrap()
+    }
+
+    fn no_output(&self) {
+        for p in ["out.p0", "out.p1"] {
+            assert!(!self.p(p).exists(), "{p} was written");
+        }
+        assert!(
+            !self.p("state").exists(),
+            "a refused run recorded its randomness as consumed"
+        );
+    }
+}
+
+fn copy_with(src: &Path, dst: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut b = std::fs::read(src).unwrap();
+    f(&mut b);
+    std::fs::write(dst, b).unwrap();
+}
+
+fn header_len(bytes: &[u8]) -> usize {
+    u32::from_le_bytes(bytes[10..14].try_into().unwrap()) as usize
+}
+
+#[test]
+fn wrong_kind() {
+    let f = Files::new();
+    // Library.
+    let e = load::<ModelShare>(&f.p("image.p0"), Kind::ModelShare, Some(0)).unwrap_err();
+    assert!(matches!(e, FormatError::WrongKind { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("image.p0") && msg.contains("model share") && msg.contains("image share"),
+        "{msg}"
+    );
+    let e = load::<Triplets>(&f.p("model.p0"), Kind::Triplets, Some(0)).unwrap_err();
+    assert!(matches!(e, FormatError::WrongKind { .. }), "{e:?}");
+    // An image share given as the model, the model as the triplets.
+    let o = f.serve(0, "image.p0", "image.p0", "triplets.p0");
+    cli_refuses(&o, &["image.p0", "expected a model share", "image share"]);
+    let o = f.serve(1, "model.p1", "image.p1", "model.p1");
+    cli_refuses(&o, &["model.p1", "expected a correlated randomness"]);
+    // The dealer and the receiver check kinds too.
+    let o = ppd(&[
+        "gen-triplets",
+        "--model",
+        &s(&f.p("image.p1")),
+        "--image",
+        &s(&f.p("image.p1")),
+        "--out",
+        &s(&f.p("t2")),
+    ]);
+    cli_refuses(&o, &["image.p1", "expected a model share"]);
+    let o = ppd(&[
+        "reconstruct",
+        "--share0",
+        &s(&f.p("image.p0")),
+        "--share1",
+        &s(&f.p("image.p1")),
+        "--out",
+        &s(&f.p("x.png")),
+    ]);
+    cli_refuses(&o, &["image.p0", "expected a output share"]);
+    assert!(!f.p("x.png").exists() && !f.p("t2.p0").exists());
+    f.no_output();
+}
+
+#[test]
+fn wrong_party() {
+    let f = Files::new();
+    let e = load::<ModelShare>(&f.p("model.p1"), Kind::ModelShare, Some(0)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FormatError::WrongParty {
+                expected: 0,
+                found: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("model.p1"));
+    let o = f.serve(0, "model.p1", "image.p0", "triplets.p0");
+    cli_refuses(&o, &["model.p1", "party 1", "party 0"]);
+    let o = f.serve(1, "model.p1", "image.p1", "triplets.p0");
+    cli_refuses(&o, &["triplets.p0", "party 0", "party 1"]);
+    // The receiver needs out.p0 as --share0.
+    f.no_output();
+}
+
+#[test]
+fn unknown_version() {
+    let f = Files::new();
+    copy_with(&f.p("model.p0"), &f.p("v2.p0"), |b| {
+        b[8..10].copy_from_slice(&(VERSION + 1).to_le_bytes())
+    });
+    let e = container::read::<ModelShare>(&f.p("v2.p0")).unwrap_err();
+    assert!(
+        matches!(e, FormatError::Version(_, v) if v == VERSION + 1),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("v2.p0"));
+    let o = ppd(&["inspect", &s(&f.p("v2.p0"))]);
+    cli_refuses(&o, &["v2.p0", "unsupported format version 2"]);
+    let o = f.serve(0, "v2.p0", "image.p0", "triplets.p0");
+    cli_refuses(&o, &["v2.p0", "version"]);
+    copy_with(&f.p("model.p0"), &f.p("v0.p0"), |b| {
+        b[8..10].copy_from_slice(&0u16.to_le_bytes())
+    });
+    let o = ppd(&["inspect", &s(&f.p("v0.p0"))]);
+    cli_refuses(&o, &["v0.p0", "version 0"]);
+    f.no_output();
+}
+
+#[test]
+fn ids_of_another_job_or_model() {
+    let f = Files::new();
+    // Another job (the same image shared again) and another model share (the same model
+    // shared again): the triplets name the job and the model they were made for.
+    let o = ppd(&[
+        "share-image",
+        "--image",
+        "builtin:phantom:16",
+        "--out",
+        &s(&f.p("imageB")),
+    ]);
+    assert!(o.status.success());
+    let o = ppd(&[
+        "share-model",
+        "--model",
+        &s(&f.p("m.npz")),
+        "--out",
+        &s(&f.p("modelB")),
+    ]);
+    assert!(o.status.success());
+    let hb = container::read_header(&f.p("imageB.p0")).unwrap();
+    let ha = container::read_header(&f.p("image.p0")).unwrap();
+    assert_ne!(ha.job_id, hb.job_id);
+    let ht = container::read_header(&f.p("triplets.p0")).unwrap();
+    assert_eq!(ht.job_id, ha.job_id);
+    for p in [0u8, 1] {
+        let o = f.serve(
+            p,
+            &format!("model.p{p}"),
+            &format!("imageB.p{p}"),
+            &format!("triplets.p{p}"),
+        );
+        cli_refuses(
+            &o,
+            &[
+                &format!("triplets.p{p}"),
+                "made for job",
+                &format!("imageB.p{p}"),
+            ],
+        );
+        let o = f.serve(
+            p,
+            &format!("modelB.p{p}"),
+            &format!("image.p{p}"),
+            &format!("triplets.p{p}"),
+        );
+        cli_refuses(
+            &o,
+            &[
+                &format!("triplets.p{p}"),
+                "made for model",
+                &format!("modelB.p{p}"),
+            ],
+        );
+    }
+    f.no_output();
+
+    // Output shares of two different jobs are refused by the receiver (crafted here).
+    let job = |h: usize| JobParams {
+        height: h,
+        width: h,
+        bit_depth: 8,
+        stride: 3,
+        scale: 18,
+        pre: Preprocess::identity(),
+        sigma: 25.0,
+        model_sigma: 25.0,
+    };
+    let ps = PatchShape {
+        input: 7,
+        output: 3,
+    };
+    let geo = Geometry::new(8, 8, ps, 3);
+    for (p, id) in [(0u8, [1u8; 16]), (1, [2u8; 16])] {
+        let mut h = Header::new(Kind::OutputShare, p, 18);
+        h.job_id = Some(id);
+        let body = OutputShare {
+            geometry: geo,
+            job: job(8),
+            scale: 36,
+            canvas: vec![0; geo.canvas_h * geo.canvas_w],
+        };
+        container::write(&f.p(&format!("o.p{p}")), &h, &body).unwrap();
+    }
+    let o = ppd(&[
+        "reconstruct",
+        "--share0",
+        &s(&f.p("o.p0")),
+        "--share1",
+        &s(&f.p("o.p1")),
+        "--out",
+        &s(&f.p("r.png")),
+    ]);
+    cli_refuses(&o, &["o.p0", "o.p1", "different jobs"]);
+    assert!(!f.p("r.png").exists());
+}
+
+#[test]
+fn truncated_files() {
+    let f = Files::new();
+    let full = std::fs::read(f.p("triplets.p1")).unwrap();
+    let hl = header_len(&full);
+    // Cut in the checksum, in the body, in the body length, in the header, in the prefix.
+    for (name, len) in [
+        ("cut-sum", full.len() - 1),
+        ("cut-body", full.len() / 2),
+        ("cut-blen", 14 + hl + 4),
+        ("cut-header", 14 + hl / 2),
+        ("cut-prefix", 11),
+        ("cut-magic", 5),
+    ] {
+        let p = f.p(name);
+        std::fs::write(&p, &full[..len]).unwrap();
+        let e = container::read::<Triplets>(&p).unwrap_err();
+        assert!(matches!(e, FormatError::Truncated(..)), "{name}: {e:?}");
+        assert!(e.to_string().contains(name), "{e}");
+        let o = f.serve(1, "model.p1", "image.p1", name);
+        cli_refuses(&o, &[name, "truncated"]);
+    }
+    // Extra bytes after the checksum are refused as well.
+    copy_with(&f.p("triplets.p1"), &f.p("long"), |b| {
+        b.extend_from_slice(b"xx")
+    });
+    let e = container::read::<Triplets>(&f.p("long")).unwrap_err();
+    assert!(matches!(e, FormatError::Truncated(..)), "{e:?}");
+    f.no_output();
+}
+
+#[test]
+fn flipped_bytes() {
+    let f = Files::new();
+    let full = std::fs::read(f.p("image.p0")).unwrap();
+    let hl = header_len(&full);
+    let body_start = 14 + hl + 8;
+    // Every single-bit flip of the body and of the checksum is detected.
+    let mut positions: Vec<usize> = (body_start..full.len()).step_by(97).collect();
+    positions.push(full.len() - 1);
+    positions.push(body_start);
+    for &i in &positions {
+        let mut b = full.clone();
+        b[i] ^= 0x10;
+        std::fs::write(f.p("flip"), &b).unwrap();
+        let e = container::read::<ImageShare>(&f.p("flip")).unwrap_err();
+        assert!(matches!(e, FormatError::Checksum(_)), "byte {i}: {e:?}");
+        assert!(e.to_string().contains("flip") && e.to_string().contains("integrity"));
+    }
+    let o = f.serve(0, "model.p0", "flip", "triplets.p0");
+    cli_refuses(&o, &["flip", "integrity check failed"]);
+    // A flipped byte in the header is refused too (checksum, or a header that no longer
+    // parses or no longer fits the file).
+    for i in (14..14 + hl).step_by(7) {
+        let mut b = full.clone();
+        b[i] ^= 0x01;
+        std::fs::write(f.p("hflip"), &b).unwrap();
+        assert!(
+            container::read::<ImageShare>(&f.p("hflip")).is_err(),
+            "header byte {i} flipped went unnoticed"
+        );
+    }
+    f.no_output();
+}
+
+#[test]
+fn absurd_sizes_are_refused_before_allocation() {
+    let f = Files::new();
+    let full = std::fs::read(f.p("image.p0")).unwrap();
+    let hl = header_len(&full);
+
+    // A header claiming a 2^60-byte body, in a file of a few hundred bytes.
+    let mut b = full[..14 + hl].to_vec();
+    b.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    b.extend_from_slice(&[0u8; 64]);
+    std::fs::write(f.p("huge-body"), &b).unwrap();
+    let e = container::read::<ImageShare>(&f.p("huge-body")).unwrap_err();
+    assert!(matches!(e, FormatError::Absurd(..)), "{e:?}");
+    assert!(e.to_string().contains("huge-body") && e.to_string().contains("1152921504606846976"));
+    let o = f.serve(0, "model.p0", "huge-body", "triplets.p0");
+    cli_refuses(&o, &["huge-body", "absurd size"]);
+
+    // A body length that is large but under the cap, with a short file: truncated, not read.
+    let mut b = full[..14 + hl].to_vec();
+    b.extend_from_slice(&(30u64 << 30).to_le_bytes());
+    b.extend_from_slice(&[0u8; 64]);
+    std::fs::write(f.p("big-body"), &b).unwrap();
+    let e = container::read::<ImageShare>(&f.p("big-body")).unwrap_err();
+    assert!(
+        matches!(e, FormatError::Truncated(..) | FormatError::Absurd(..)),
+        "{e:?}"
+    );
+
+    // A header length of 2^31.
+    let mut b = full.clone();
+    b[10..14].copy_from_slice(&(1u32 << 31).to_le_bytes());
+    std::fs::write(f.p("huge-header"), &b).unwrap();
+    let e = container::read_header(&f.p("huge-header")).unwrap_err();
+    assert!(matches!(e, FormatError::Absurd(..)), "{e:?}");
+    let o = ppd(&["inspect", &s(&f.p("huge-header"))]);
+    cli_refuses(&o, &["huge-header", "absurd size"]);
+
+    // A well-formed, correctly checksummed file whose body claims a vector of 2^60 values:
+    // the decoder's size limit refuses it without allocating.
+    let job = JobParams {
+        height: 2,
+        width: 2,
+        bit_depth: 8,
+        stride: 1,
+        scale: 18,
+        pre: Preprocess::identity(),
+        sigma: 25.0,
+        model_sigma: 25.0,
+    };
+    let marker = [0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888, 9, 10];
+    let body = ImageShare {
+        job,
+        data: Data::Explicit(marker.to_vec()),
+    };
+    let h = Header::new(Kind::ImageShare, 0, 18);
+    let mut bytes = container::encode(&h, &body).unwrap();
+    let needle: Vec<u8> = std::iter::once(4u64)
+        .chain(marker)
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("vector length prefix in the body");
+    bytes[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    let n = bytes.len();
+    let sum = blake3::hash(&bytes[..n - 32]);
+    bytes[n - 32..].copy_from_slice(sum.as_bytes());
+    std::fs::write(f.p("huge-vec"), &bytes).unwrap();
+    let e = container::read::<ImageShare>(&f.p("huge-vec")).unwrap_err();
+    assert!(matches!(e, FormatError::Malformed(_, "body", _)), "{e:?}");
+    assert!(e.to_string().contains("huge-vec"));
+    f.no_output();
+}
+
+#[test]
+fn foreign_files() {
+    let f = Files::new();
+    std::fs::write(f.p("empty"), b"").unwrap();
+    std::fs::write(
+        f.p("text"),
+        b"hello, this is not a ppdenoise container at all",
+    )
+    .unwrap();
+    ppdenoise::plain::image::save_png(
+        &ppdenoise::plain::phantom::shepp_logan(8),
+        f.p("pic.png"),
+        8,
+    )
+    .unwrap();
+    std::fs::copy(f.p("pic.png"), f.p("pic.p0")).unwrap();
+    for name in ["empty", "text", "pic.p0", "m.npz"] {
+        let e = container::read::<ModelShare>(&f.p(name)).unwrap_err();
+        assert!(matches!(e, FormatError::BadMagic(_)), "{name}: {e:?}");
+        assert!(e.to_string().contains(name) && e.to_string().contains("not a ppdenoise file"));
+        let o = f.serve(0, name, "image.p0", "triplets.p0");
+        cli_refuses(&o, &[name, "not a ppdenoise file"]);
+    }
+    // A missing file is named too.
+    let o = f.serve(0, "nope.p0", "image.p0", "triplets.p0");
+    cli_refuses(&o, &["nope.p0"]);
+    // The magic itself.
+    assert_eq!(&std::fs::read(f.p("model.p0")).unwrap()[..8], MAGIC);
+    f.no_output();
+}
+
+#[test]
+fn good_files_read_back() {
+    let f = Files::new();
+    let (h, m): (Header, ModelShare) = load(&f.p("model.p0"), Kind::ModelShare, Some(0)).unwrap();
+    assert_eq!(
+        (h.kind, h.party, h.ring_bits, h.scale),
+        (Kind::ModelShare, 0, 64, 18)
+    );
+    assert!(h.model_id.is_some() && h.job_id.is_none());
+    assert_eq!(h.shape("layers"), Some(&[49u64, 8, 9][..]));
+    assert!(matches!(m.data, Data::Explicit(_)));
+    let (_, m1): (Header, ModelShare) = load(&f.p("model.p1"), Kind::ModelShare, Some(1)).unwrap();
+    assert!(
+        matches!(m1.data, Data::Seed(_)),
+        "S1's model share is a seed"
+    );
+    let (hi, _): (Header, ImageShare) = load(&f.p("image.p1"), Kind::ImageShare, None).unwrap();
+    let (ht, t): (Header, Triplets) = load(&f.p("triplets.p1"), Kind::Triplets, Some(1)).unwrap();
+    assert_eq!(ht.job_id, hi.job_id);
+    assert_eq!(ht.model_id, h.model_id);
+    assert!(ht.triplet_id.is_some());
+    assert_eq!(t.widths, vec![49, 8, 9]);
+    let (ht0, t0): (Header, Triplets) = load(&f.p("triplets.p0"), Kind::Triplets, Some(0)).unwrap();
+    assert_eq!(ht0.triplet_id, ht.triplet_id);
+    assert!(
+        t0.corrections.is_empty(),
+        "S0's randomness is a seed and base OTs only"
+    );
+    // inspect prints the header as JSON.
+    let o = ppd(&["--json", "inspect", &s(&f.p("triplets.p1"))]);
+    assert!(o.status.success());
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(v["kind"], "Triplets");
+    assert_eq!(v["party"], 1);
+    assert_eq!(v["job_id"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        v["file_bytes"].as_u64().unwrap(),
+        std::fs::metadata(f.p("triplets.p1")).unwrap().len()
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Atomic writes
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".tmp") || n.starts_with(".ppdenoise-"))
+        .collect()
+}
+
+#[test]
+fn atomic_writes_leave_no_temp_and_keep_old_output_on_failure() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("out.bin");
+    std::fs::write(&target, b"previous content").unwrap();
+
+    // A failing serialisation: the closure writes part of the file, then fails.
+    let e = atomic::write_with(&target, |w| {
+        use std::io::Write;
+        w.write_all(&[7u8; 100_000])?;
+        anyhow::bail!("serialisation failed half-way")
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("out.bin"), "{e:#}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"previous content");
+    assert!(
+        temp_files(d.path()).is_empty(),
+        "{:?}",
+        temp_files(d.path())
+    );
+
+    // A container whose body cannot be serialised (a map with non-string keys is fine for
+    // bincode, so use a failing Serialize impl).
+    struct Fails;
+    impl serde::Serialize for Fails {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot serialise this body"))
+        }
+    }
+    let h = Header::new(Kind::OutputShare, 0, 18);
+    assert!(container::write(&target, &h, &Fails).is_err());
+    assert_eq!(std::fs::read(&target).unwrap(), b"previous content");
+    assert!(temp_files(d.path()).is_empty());
+
+    // A successful write replaces the file and leaves nothing else.
+    atomic::write_bytes(&target, b"new").unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    assert!(temp_files(d.path()).is_empty());
+
+    // The target cannot be replaced (it is a non-empty directory): error, no temp file.
+    let dir_target = d.path().join("adir");
+    std::fs::create_dir(&dir_target).unwrap();
+    std::fs::write(dir_target.join("keep"), b"x").unwrap();
+    let e = atomic::write_bytes(&dir_target, b"data").unwrap_err();
+    assert!(format!("{e:#}").contains("adir"), "{e:#}");
+    assert!(dir_target.join("keep").exists());
+    assert!(
+        temp_files(d.path()).is_empty(),
+        "{:?}",
+        temp_files(d.path())
+    );
+
+    // The directory does not exist: error naming the file.
+    let e = atomic::write_bytes(&d.path().join("no/such/dir/f"), b"x").unwrap_err();
+    assert!(format!("{e:#}").contains("no/such/dir"), "{e:#}");
+}
+
+#[test]
+fn cli_writes_are_atomic() {
+    let f = Files::new();
+    // Successful commands leave no temporary files.
+    assert!(temp_files(&f.dir).is_empty(), "{:?}", temp_files(&f.dir));
+    assert!(temp_files(&f.p("keys")).is_empty());
+
+    // A failing share-model (its second output cannot be placed) leaves no temp file.
+    std::fs::create_dir(f.p("blocked.p1")).unwrap();
+    std::fs::write(f.p("blocked.p1/keep"), b"x").unwrap();
+    let o = ppd(&[
+        "share-model",
+        "--model",
+        &s(&f.p("m.npz")),
+        "--out",
+        &s(&f.p("blocked")),
+    ]);
+    cli_refuses(&o, &["blocked.p1"]);
+    assert!(temp_files(&f.dir).is_empty(), "{:?}", temp_files(&f.dir));
+
+    // A failing reconstruct leaves an existing output untouched.
+    std::fs::write(f.p("den.png"), b"old result").unwrap();
+    let o = ppd(&[
+        "reconstruct",
+        "--share0",
+        &s(&f.p("model.p0")),
+        "--share1",
+        &s(&f.p("model.p1")),
+        "--out",
+        &s(&f.p("den.png")),
+    ]);
+    cli_refuses(&o, &["model.p0"]);
+    assert_eq!(std::fs::read(f.p("den.png")).unwrap(), b"old result");
+
+    // A directory that is not writable (only meaningful when not running as root).
+    let ro = f.p("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::write(ro.join("model.p0"), b"old").unwrap();
+    let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+    use std::os::unix::fs::PermissionsExt;
+    perm.set_mode(0o555);
+    std::fs::set_permissions(&ro, perm.clone()).unwrap();
+    let probe = std::fs::write(ro.join("probe"), b"x").is_ok();
+    if probe {
+        eprintln!("running as root: skipping the read-only directory case");
+        let _ = std::fs::remove_file(ro.join("probe"));
+    } else {
+        let o = ppd(&[
+            "share-model",
+            "--model",
+            &s(&f.p("m.npz")),
+            "--out",
+            &s(&ro.join("model")),
+        ]);
+        cli_refuses(&o, &["model.p0"]);
+        assert_eq!(std::fs::read(ro.join("model.p0")).unwrap(), b"old");
+        assert!(temp_files(&ro).is_empty());
+    }
+    perm.set_mode(0o755);
+    std::fs::set_permissions(&ro, perm).unwrap();
+}

@@ -1,0 +1,483 @@
+//! Every message a server receives is masked by fresh randomness (issue 3, item 4).
+//!
+//! The same job geometry (same model, image size, stride and batch; the model re-shared and
+//! all randomness fresh for each run, as in reality) is run in process for two very
+//! different images, an all-black one and a high-contrast phantom, with the in-memory
+//! channel wrapped in a recording channel. For each party, a chi-square two-sample test
+//! over byte values (256 bins) compares what it received in the two runs:
+//! - all received bytes pooled, per party (p > 0.001 required);
+//! - every message slot (the k-th message received; the schedule is public and identical
+//!   in both runs) of at least 4 KiB separately, Bonferroni-corrected;
+//! - the values opened by each `open` (own share + received share: what a server learns),
+//!   pooled and per slot.
+//!
+//! Negative controls show the test can fail: the raw encoded image bytes of the two images,
+//! and the opened masked image with the dealer's mask removed (the exact leak the masking
+//! prevents), are both detected with overwhelming significance.
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use ppdenoise::dealer;
+use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::formats::bodies::{flatten_weights, Data, JobParams, ModelShare, Triplets};
+use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::plain::phantom::shepp_logan;
+use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::ring::oracle;
+use ppdenoise::ring::plan::{FixedParams, Plan};
+use ppdenoise::ring::share::{expand, fresh_seed, share_with_seed, Stream};
+use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, LinkStats};
+use ppdenoise::twopc::gc_engine::{deal_base_ots, GcEvaluator, GcGarbler};
+use ppdenoise::twopc::protocol::{self, JobInputs, Nonlinear};
+
+// ------------------------------------------------------------------------------------------
+// Recording channel
+
+#[derive(Clone, Debug)]
+enum Event {
+    Sent(Vec<u8>),
+    Received(Vec<u8>),
+}
+
+/// Wraps a channel and logs every message in order.
+struct Recording<C: Channel> {
+    inner: C,
+    log: Vec<Event>,
+}
+
+impl<C: Channel> Channel for Recording<C> {
+    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        self.log.push(Event::Sent(msg.to_vec()));
+        self.inner.send(msg)
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        let m = self.inner.recv()?;
+        self.log.push(Event::Received(m.clone()));
+        Ok(m)
+    }
+
+    fn stats(&self) -> LinkStats {
+        self.inner.stats()
+    }
+}
+
+/// The values opened by `open` (and `exchange`) as seen by party 0, which sends first and
+/// then receives a message of the same length: opened = sent + received, per u64.
+fn opened_values(log: &[Event]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for w in log.windows(2) {
+        if let [Event::Sent(a), Event::Received(b)] = w {
+            if a.len() == b.len() && a.len() % 8 == 0 && !a.is_empty() {
+                let v: Vec<u8> = a
+                    .chunks_exact(8)
+                    .zip(b.chunks_exact(8))
+                    .flat_map(|(x, y)| {
+                        let x = u64::from_le_bytes(x.try_into().unwrap());
+                        let y = u64::from_le_bytes(y.try_into().unwrap());
+                        x.wrapping_add(y).to_le_bytes()
+                    })
+                    .collect();
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// Statistics
+
+/// ln Gamma(x) for x > 0 (Lanczos, g = 7, n = 9).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, &c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Regularised upper incomplete gamma Q(a, x) (Numerical Recipes gammq).
+fn gamma_q(a: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 1.0;
+    }
+    let gln = ln_gamma(a);
+    if x < a + 1.0 {
+        // Series for P.
+        let (mut ap, mut sum) = (a, 1.0 / a);
+        let mut del = sum;
+        for _ in 0..10_000 {
+            ap += 1.0;
+            del *= x / ap;
+            sum += del;
+            if del.abs() < sum.abs() * 1e-15 {
+                break;
+            }
+        }
+        1.0 - sum * (-x + a * x.ln() - gln).exp()
+    } else {
+        // Continued fraction for Q (modified Lentz).
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..10_000 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = b + an / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            let del = d * c;
+            h *= del;
+            if (del - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        (-x + a * x.ln() - gln).exp() * h
+    }
+}
+
+fn histogram<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u64; 256] {
+    let mut h = [0u64; 256];
+    for p in parts {
+        for &b in p {
+            h[b as usize] += 1;
+        }
+    }
+    h
+}
+
+/// Chi-square two-sample test of two histograms (Numerical Recipes chstwo); returns
+/// (statistic, degrees of freedom, p-value).
+fn chi2_two_sample(r: &[u64; 256], s: &[u64; 256]) -> (f64, f64, f64) {
+    let (n1, n2) = (r.iter().sum::<u64>() as f64, s.iter().sum::<u64>() as f64);
+    assert!(n1 > 0.0 && n2 > 0.0);
+    let (k1, k2) = ((n2 / n1).sqrt(), (n1 / n2).sqrt());
+    let mut chi = 0.0;
+    let mut bins = 0usize;
+    for i in 0..256 {
+        let (a, b) = (r[i] as f64, s[i] as f64);
+        if a + b > 0.0 {
+            bins += 1;
+            chi += (k1 * a - k2 * b).powi(2) / (a + b);
+        }
+    }
+    let df = if r.iter().sum::<u64>() == s.iter().sum::<u64>() {
+        bins as f64 - 1.0
+    } else {
+        bins as f64
+    };
+    (chi, df, gamma_q(df / 2.0, chi / 2.0))
+}
+
+#[test]
+fn statistics_self_check() {
+    // Q(1, x) = exp(-x): chi-square with 2 degrees of freedom.
+    for x in [0.1f64, 1.0, 5.0, 20.0] {
+        assert!((gamma_q(1.0, x) - (-x).exp()).abs() < 1e-12, "x = {x}");
+    }
+    // Median of chi-square(255) is about 254.33: p close to 0.5.
+    let p = gamma_q(127.5, 254.33 / 2.0);
+    assert!((p - 0.5).abs() < 0.01, "p = {p}");
+    // Gamma(5) = 24.
+    assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
+    // Two samples of the same uniform source pass, two different ones fail.
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let a: Vec<u8> = (0..200_000).map(|_| rng.gen()).collect();
+    let b: Vec<u8> = (0..150_000).map(|_| rng.gen()).collect();
+    let c: Vec<u8> = (0..150_000).map(|_| rng.gen::<u8>() & 0xfe).collect();
+    let (_, _, p_same) = chi2_two_sample(&histogram([a.as_slice()]), &histogram([b.as_slice()]));
+    let (_, _, p_diff) = chi2_two_sample(&histogram([a.as_slice()]), &histogram([c.as_slice()]));
+    assert!(p_same > 0.001, "p_same = {p_same}");
+    assert!(p_diff < 1e-12, "p_diff = {p_diff}");
+}
+
+// ------------------------------------------------------------------------------------------
+// The job
+
+struct Run {
+    logs: [Vec<Event>; 2],
+    triplets: [Triplets; 2],
+    encoded: Vec<u64>,
+}
+
+fn run_job(model: &Model, image: &Array2<f64>, stride: usize, batch: usize) -> Run {
+    let params = FixedParams::default();
+    let plan = Plan::from_model(model, params).unwrap();
+    // Model owner: fresh shares for this run.
+    let flat = flatten_weights(&plan);
+    let mseed = fresh_seed();
+    let explicit = share_with_seed(&flat, &mseed, Stream::ModelShare);
+    let mut public = plan.clone();
+    for l in public.layers.iter_mut() {
+        l.w.clear();
+        l.b.clear();
+    }
+    let shares: Vec<Plan> = [Data::Explicit(explicit), Data::Seed(mseed)]
+        .into_iter()
+        .map(|data| {
+            ModelShare {
+                plan: public.clone(),
+                meta: model.meta.clone(),
+                data,
+            }
+            .share_plan()
+            .unwrap()
+        })
+        .collect();
+    // Gateway.
+    let (h, w) = image.dim();
+    let pre = Preprocess::new(25.0, 25.0, false);
+    let job = JobParams {
+        height: h,
+        width: w,
+        bit_depth: 8,
+        stride,
+        scale: params.s,
+        pre,
+        sigma: 25.0,
+        model_sigma: 25.0,
+    };
+    let enc = oracle::encode_image(image, &pre, params.s);
+    let iseed = fresh_seed();
+    let img = [
+        share_with_seed(&enc, &iseed, Stream::ImageShare),
+        expand(&iseed, Stream::ImageShare, h * w),
+    ];
+    // Dealer.
+    let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, deal_base_ots());
+    let trip = [t0, t1];
+    // Fresh ids for the session tag, as the real files carry.
+    let mut tag = Vec::new();
+    for _ in 0..3 {
+        tag.extend_from_slice(&ppdenoise::formats::container::fresh_id());
+    }
+    let (c0, c1) = mem_pair();
+    let mut r0 = Recording {
+        inner: c0,
+        log: Vec::new(),
+    };
+    let mut r1 = Recording {
+        inner: c1,
+        log: Vec::new(),
+    };
+    let run = |p: u8, ch: &mut dyn Channel| {
+        let t = &trip[p as usize];
+        let mut engine: Box<dyn Nonlinear> = if p == 0 {
+            Box::new(GcEvaluator::new(&t.base_ot).unwrap())
+        } else {
+            Box::new(GcGarbler::new(&t.base_ot).unwrap())
+        };
+        let inputs = JobInputs {
+            party: p,
+            plan: &shares[p as usize],
+            job: &job,
+            image: &img[p as usize],
+            rand: PartyRandomness::new(p, t.seed, t.corrections.clone()),
+            batch: t.batch,
+            session_tag: tag.clone(),
+        };
+        protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {}).unwrap();
+    };
+    std::thread::scope(|sc| {
+        let run = &run;
+        let h0 = sc.spawn(|| run(0, &mut r0));
+        let h1 = sc.spawn(|| run(1, &mut r1));
+        h0.join().unwrap();
+        h1.join().unwrap();
+    });
+    Run {
+        logs: [r0.log, r1.log],
+        triplets: trip,
+        encoded: enc,
+    }
+}
+
+fn received(log: &[Event]) -> Vec<&[u8]> {
+    log.iter()
+        .filter_map(|e| match e {
+            Event::Received(m) => Some(m.as_slice()),
+            _ => None,
+        })
+        .collect()
+}
+
+const ALPHA: f64 = 0.001;
+const MIN_SLOT_BYTES: usize = 4096;
+
+/// Pooled and per-slot tests of two runs' message lists. Err names the first failure.
+fn compare(what: &str, a: &[&[u8]], b: &[&[u8]]) -> Result<usize, String> {
+    assert_eq!(a.len(), b.len(), "{what}: message counts differ");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(
+            x.len(),
+            y.len(),
+            "{what}: message {i} length differs between images"
+        );
+    }
+    let (chi, df, p) =
+        chi2_two_sample(&histogram(a.iter().copied()), &histogram(b.iter().copied()));
+    let total: usize = a.iter().map(|m| m.len()).sum();
+    eprintln!(
+        "{what}: {} messages, {total} bytes per run; pooled chi2 = {chi:.1} (df {df}), p = {p:.4}",
+        a.len()
+    );
+    if p <= ALPHA {
+        return Err(format!(
+            "{what}: pooled byte distributions differ (p = {p:e})"
+        ));
+    }
+    let slots: Vec<usize> = (0..a.len())
+        .filter(|&i| a[i].len() >= MIN_SLOT_BYTES)
+        .collect();
+    let threshold = ALPHA / slots.len().max(1) as f64;
+    let mut pmin = 1.0f64;
+    for &i in &slots {
+        let (_, _, p) = chi2_two_sample(&histogram([a[i]]), &histogram([b[i]]));
+        pmin = pmin.min(p);
+        if p <= threshold {
+            return Err(format!(
+                "{what}: message {i} ({} bytes) differs between images (p = {p:e}, \
+                 Bonferroni over {} slots)",
+                a[i].len(),
+                slots.len()
+            ));
+        }
+    }
+    eprintln!(
+        "{what}: {} slots of >= {MIN_SLOT_BYTES} bytes tested, smallest p = {pmin:.4} \
+         (threshold {threshold:.2e})",
+        slots.len()
+    );
+    Ok(slots.len())
+}
+
+fn model() -> Model {
+    random_model(
+        &[81, 16, 16, 25],
+        2024,
+        ModelMeta {
+            sigma: 25.0,
+            mean_shift: true,
+            residual: true,
+            activation: Activation::TanhStar,
+        },
+    )
+}
+
+const SIZE: usize = 40;
+
+fn images() -> (Array2<f64>, Array2<f64>) {
+    let black = Array2::zeros((SIZE, SIZE));
+    let phantom = shepp_logan(SIZE).pixels;
+    // High contrast: the phantom's levels stretched to 0..255.
+    let phantom = phantom.mapv(|v| if v > 0.0 { 255.0 } else { 0.0 });
+    assert!(phantom.iter().any(|&v| v == 255.0) && phantom.iter().any(|&v| v == 0.0));
+    (black, phantom)
+}
+
+#[test]
+fn received_messages_do_not_depend_on_the_image() {
+    let m = model();
+    let (black, phantom) = images();
+    let a = run_job(&m, &black, 2, 100);
+    let b = run_job(&m, &phantom, 2, 100);
+    for p in 0..2 {
+        let (ra, rb) = (received(&a.logs[p]), received(&b.logs[p]));
+        let slots = compare(&format!("S{p} received"), &ra, &rb).unwrap();
+        assert!(slots >= 5, "too few large messages to test per slot");
+    }
+    // What the servers learn from `open`: the opened (masked) values.
+    let (oa, ob) = (opened_values(&a.logs[0]), opened_values(&b.logs[0]));
+    let oa: Vec<&[u8]> = oa.iter().map(|v| v.as_slice()).collect();
+    let ob: Vec<&[u8]> = ob.iter().map(|v| v.as_slice()).collect();
+    // tag, masked weights, masked image, then per batch and layer.
+    assert!(oa.len() >= 3);
+    compare("opened values", &oa, &ob).unwrap();
+}
+
+#[test]
+fn negative_controls_unmasked_data_is_detected() {
+    let m = model();
+    let (black, phantom) = images();
+    // 1. The raw encoded images (what an unmasked protocol would send).
+    let pre = Preprocess::new(25.0, 25.0, false);
+    let ea = oracle::encode_image(&black, &pre, 18);
+    let eb = oracle::encode_image(&phantom, &pre, 18);
+    let (ba, bb) = (
+        ppdenoise::twopc::channel::u64s_to_bytes(&ea),
+        ppdenoise::twopc::channel::u64s_to_bytes(&eb),
+    );
+    let (chi, _, p) = chi2_two_sample(&histogram([ba.as_slice()]), &histogram([bb.as_slice()]));
+    eprintln!("raw images: chi2 = {chi:.1}, p = {p:e}");
+    assert!(p < 1e-12, "raw image bytes not detected (p = {p})");
+
+    // 2. The opened masked image of real runs with the dealer's image mask removed: this is
+    // the image itself, and the same test that passes on the real messages flags it.
+    let a = run_job(&m, &black, 2, 100);
+    let b = run_job(&m, &phantom, 2, 100);
+    let unmask = |r: &Run| -> Vec<u8> {
+        let opened = opened_values(&r.logs[0]);
+        let npix = SIZE * SIZE;
+        let img = &opened[2];
+        assert_eq!(img.len(), npix * 8, "third opening is the masked image");
+        let mask = ppdenoise::ring::share::add(
+            &PartyRandomness::new(0, r.triplets[0].seed, Vec::new()).image_mask(npix),
+            &PartyRandomness::new(1, r.triplets[1].seed, Vec::new()).image_mask(npix),
+        );
+        let v: Vec<u64> = img
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let x = ppdenoise::ring::share::add(&v, &mask);
+        // Sanity: masked image + mask is exactly the encoded image.
+        assert_eq!(x, r.encoded);
+        ppdenoise::twopc::channel::u64s_to_bytes(&x)
+    };
+    let (ua, ub) = (unmask(&a), unmask(&b));
+    let (_, _, p_masked) = chi2_two_sample(
+        &histogram([opened_values(&a.logs[0])[2].as_slice()]),
+        &histogram([opened_values(&b.logs[0])[2].as_slice()]),
+    );
+    let (chi, _, p) = chi2_two_sample(&histogram([ua.as_slice()]), &histogram([ub.as_slice()]));
+    eprintln!("opened image: masked p = {p_masked:.4}; unmasked chi2 = {chi:.1}, p = {p:e}");
+    assert!(p < 1e-12, "unmasked image not detected (p = {p})");
+
+    // 3. Pooled with all other received bytes, the unmasked image is still detected by the
+    // per-slot test (a leak in one message cannot hide among megabytes of uniform bytes).
+    let mut ra = received(&a.logs[1]);
+    let mut rb = received(&b.logs[1]);
+    let slot = ra.iter().position(|m| m.len() == SIZE * SIZE * 8).unwrap();
+    ra[slot] = &ua;
+    rb[slot] = &ub;
+    let verdict = compare("S1 received, image unmasked", &ra, &rb);
+    eprintln!("with the image unmasked: {verdict:?}");
+    assert!(verdict.is_err(), "the test missed an unmasked message");
+}

@@ -1,0 +1,371 @@
+//! Secure protocol vs the plaintext fixed-point oracle, in process.
+//!
+//! Each case plays every party: the model owner shares a random model (as `share-model`
+//! does), the gateway shares an image once (as `share-image` does, S1's share a PRG seed),
+//! the dealer makes fresh correlated randomness (`dealer::generate` with fresh base OTs),
+//! and S0 (`GcEvaluator`) and S1 (`GcGarbler`) run `twopc::protocol::run` in two threads over
+//! an in-memory channel. The two output canvases must add up to the oracle's canvas bit for
+//! bit, for several model shapes, options, image contents and sizes, strides and batch sizes.
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use ppdenoise::dealer;
+use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::formats::bodies::{
+    flatten_weights, Data, ImageShare, JobParams, ModelShare, Triplets,
+};
+use ppdenoise::plain::geometry::Geometry;
+use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::plain::phantom::shepp_logan;
+use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::ring::oracle;
+use ppdenoise::ring::plan::{FixedParams, Plan};
+use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
+use ppdenoise::twopc::channel::{mem_pair, Channel};
+use ppdenoise::twopc::gc_engine::{deal_base_ots, GcEvaluator, GcGarbler};
+use ppdenoise::twopc::protocol::{self, JobInputs, Nonlinear, Report};
+
+struct Outcome {
+    secure: Vec<u64>,
+    oracle: Vec<u64>,
+    out_of_range: u64,
+    reports: [Report; 2],
+    geo: Geometry,
+    out_scale: u32,
+}
+
+/// Runs one job through the secure protocol and through the oracle.
+fn run_case(model: &Model, image: &Array2<f64>, stride: usize, batch: usize) -> Outcome {
+    run_case_tampered(model, image, stride, batch, false)
+}
+
+/// `tamper`: add one unit (2^-s) to one output-layer weight share of S1, which must break
+/// bit-exactness.
+fn run_case_tampered(
+    model: &Model,
+    image: &Array2<f64>,
+    stride: usize,
+    batch: usize,
+    tamper: bool,
+) -> Outcome {
+    let params = FixedParams::default();
+    let plan = Plan::from_model(model, params).expect("plan");
+    let s = params.s;
+
+    // Model owner (as src/cli/owner.rs): explicit share for S0, a seed for S1, public plan
+    // without weights in both bodies.
+    let flat = flatten_weights(&plan);
+    let mseed = fresh_seed();
+    let explicit = share_with_seed(&flat, &mseed, Stream::ModelShare);
+    let mut public = plan.clone();
+    for l in public.layers.iter_mut() {
+        l.w.clear();
+        l.b.clear();
+    }
+    let mut shares: Vec<Plan> = [Data::Explicit(explicit), Data::Seed(mseed)]
+        .into_iter()
+        .map(|data| {
+            ModelShare {
+                plan: public.clone(),
+                meta: model.meta.clone(),
+                data,
+            }
+            .share_plan()
+            .expect("share plan")
+        })
+        .collect();
+
+    if tamper {
+        let last = shares[1].layers.len() - 1;
+        let w = &mut shares[1].layers[last].w[0];
+        *w = w.wrapping_add(1);
+    }
+
+    // Gateway (as src/cli/gateway.rs).
+    let (h, w) = image.dim();
+    let pre = Preprocess::new(25.0, model.meta.sigma, false);
+    let job = JobParams {
+        height: h,
+        width: w,
+        bit_depth: 8,
+        stride,
+        scale: s,
+        pre,
+        sigma: 25.0,
+        model_sigma: model.meta.sigma,
+    };
+    let enc = oracle::encode_image(image, &pre, s);
+    let iseed = fresh_seed();
+    let img_bodies = [
+        ImageShare {
+            job: job.clone(),
+            data: Data::Explicit(share_with_seed(&enc, &iseed, Stream::ImageShare)),
+        },
+        ImageShare {
+            job: job.clone(),
+            data: Data::Seed(iseed),
+        },
+    ];
+    let img_shares: Vec<Vec<u64>> = img_bodies
+        .iter()
+        .map(|b| b.data.materialise(Stream::ImageShare, h * w).unwrap())
+        .collect();
+
+    // Dealer.
+    let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, deal_base_ots());
+    let trip = [t0, t1];
+
+    let (mut c0, mut c1) = mem_pair();
+    let tag = b"job-model-triplets".to_vec();
+    let results: Vec<(Vec<u64>, Report)> = std::thread::scope(|sc| {
+        let h0 =
+            sc.spawn(|| party_run(0, &mut c0, &shares[0], &job, &img_shares[0], &trip[0], &tag));
+        let h1 =
+            sc.spawn(|| party_run(1, &mut c1, &shares[1], &job, &img_shares[1], &trip[1], &tag));
+        vec![h0.join().unwrap(), h1.join().unwrap()]
+    });
+    let secure: Vec<u64> = results[0]
+        .0
+        .iter()
+        .zip(&results[1].0)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let geo = Geometry::new(h, w, plan.patch, stride);
+    // The oracle is independent of batching; use a different batch size on purpose.
+    let orc = oracle::run(&plan, &geo, &enc, 7);
+    let mut it = results.into_iter();
+    let r0 = it.next().unwrap().1;
+    let r1 = it.next().unwrap().1;
+    Outcome {
+        secure,
+        oracle: orc.canvas,
+        out_of_range: orc.out_of_range,
+        reports: [r0, r1],
+        geo,
+        out_scale: plan.out_scale,
+    }
+}
+
+fn party_run(
+    p: u8,
+    ch: &mut dyn Channel,
+    plan: &Plan,
+    job: &JobParams,
+    image: &[u64],
+    t: &Triplets,
+    tag: &[u8],
+) -> (Vec<u64>, Report) {
+    let rand = PartyRandomness::new(p, t.seed, t.corrections.clone());
+    let mut engine: Box<dyn Nonlinear> = if p == 0 {
+        Box::new(GcEvaluator::new(&t.base_ot).unwrap())
+    } else {
+        Box::new(GcGarbler::new(&t.base_ot).unwrap())
+    };
+    let inputs = JobInputs {
+        party: p,
+        plan,
+        job,
+        image,
+        rand,
+        batch: t.batch,
+        session_tag: tag.to_vec(),
+    };
+    protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("party {p}: {e}"))
+}
+
+fn assert_bit_exact(name: &str, o: &Outcome) {
+    assert_eq!(o.secure.len(), o.oracle.len(), "{name}: canvas sizes");
+    assert_eq!(o.secure.len(), o.geo.canvas_h * o.geo.canvas_w, "{name}");
+    let diff = o
+        .secure
+        .iter()
+        .zip(&o.oracle)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        diff,
+        0,
+        "{name}: {diff} of {} canvas values differ from the oracle (first: {:?})",
+        o.secure.len(),
+        o.secure
+            .iter()
+            .zip(&o.oracle)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+    );
+    // Both parties processed the whole job.
+    for r in &o.reports {
+        assert_eq!(r.patches, o.geo.num_patches(), "{name}");
+    }
+    // The canvas is not trivially zero (an all-zero output would hide bugs).
+    assert!(
+        o.oracle.iter().any(|&v| v != 0),
+        "{name}: oracle canvas is all zero"
+    );
+}
+
+fn meta(mean_shift: bool, residual: bool) -> ModelMeta {
+    ModelMeta {
+        sigma: 25.0,
+        mean_shift,
+        residual,
+        activation: Activation::TanhStar,
+    }
+}
+
+fn random_image(h: usize, w: usize, seed: u64) -> Array2<f64> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    Array2::from_shape_fn((h, w), |_| rng.gen_range(0..=255u32) as f64)
+}
+
+fn checkerboard(h: usize, w: usize) -> Array2<f64> {
+    Array2::from_shape_fn((h, w), |(i, j)| if (i + j) % 2 == 0 { 0.0 } else { 255.0 })
+}
+
+fn phantom_crop(h: usize, w: usize) -> Array2<f64> {
+    let p = shepp_logan(h.max(w)).pixels;
+    p.slice(ndarray::s![..h, ..w]).to_owned()
+}
+
+#[test]
+fn one_hidden_layer_random_images_strides_and_batches() {
+    // 9x9 -> 5x5, one hidden layer of 12.
+    let model = random_model(&[81, 12, 25], 11, meta(false, false));
+    for (i, &(h, w, stride, batch)) in [
+        (13usize, 17usize, 1usize, 10usize),
+        (14, 11, 2, 7),
+        (19, 23, 3, 5),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let img = random_image(h, w, 100 + i as u64);
+        let o = run_case(&model, &img, stride, batch);
+        assert!(
+            o.geo.num_patches() % batch != 0,
+            "case must have a partial last batch"
+        );
+        assert_bit_exact(
+            &format!("1 hidden, {h}x{w}, stride {stride}, batch {batch}"),
+            &o,
+        );
+    }
+}
+
+#[test]
+fn two_hidden_layers_mean_shift_and_residual_combinations() {
+    for (i, &(ms, res)) in [(false, false), (true, false), (false, true), (true, true)]
+        .iter()
+        .enumerate()
+    {
+        let model = random_model(&[81, 16, 16, 25], 20 + i as u64, meta(ms, res));
+        let img = phantom_crop(15, 21);
+        let o = run_case(&model, &img, 2, 9);
+        assert_eq!(o.out_of_range, 0);
+        assert_bit_exact(&format!("2 hidden, mean_shift {ms}, residual {res}"), &o);
+    }
+}
+
+#[test]
+fn three_hidden_layers_other_patch_shape() {
+    // 7x7 -> 3x3 with three hidden layers of different widths.
+    let model = random_model(&[49, 10, 7, 13, 9], 31, meta(true, true));
+    let img = random_image(17, 12, 7);
+    let o = run_case(&model, &img, 3, 4);
+    assert_bit_exact("3 hidden, 7x7 -> 3x3", &o);
+    // 11x11 -> 1x1, a single-pixel output.
+    let model = random_model(&[121, 8, 6, 5, 1], 32, meta(false, true));
+    let img = random_image(9, 10, 8);
+    let o = run_case(&model, &img, 1, 13);
+    assert_bit_exact("3 hidden, 11x11 -> 1x1", &o);
+}
+
+#[test]
+fn extreme_images() {
+    let model = random_model(&[49, 8, 9], 41, meta(false, true));
+    let model_ms = random_model(&[49, 8, 9], 42, meta(true, false));
+    let (h, w) = (11, 14);
+    let cases: Vec<(&str, Array2<f64>)> = vec![
+        ("all 0", Array2::zeros((h, w))),
+        ("all 255", Array2::from_elem((h, w), 255.0)),
+        ("checkerboard", checkerboard(h, w)),
+    ];
+    for (name, img) in &cases {
+        for (mname, m) in [("residual", &model), ("mean shift", &model_ms)] {
+            let o = run_case(m, img, 2, 6);
+            assert_bit_exact(&format!("{name}, {mname}"), &o);
+        }
+    }
+}
+
+#[test]
+fn odd_sizes_and_tiny_images() {
+    let model = random_model(&[49, 8, 9], 51, meta(false, false));
+    // Images smaller than the input window and the output window (mirror padding).
+    for (i, &(h, w)) in [(1usize, 1usize), (2, 5), (3, 3), (7, 1), (5, 13)]
+        .iter()
+        .enumerate()
+    {
+        let img = random_image(h, w, 200 + i as u64);
+        let o = run_case(&model, &img, 1, 3);
+        assert_bit_exact(&format!("{h}x{w}"), &o);
+    }
+}
+
+#[test]
+fn batch_larger_than_job_and_batch_of_one() {
+    let model = random_model(&[81, 6, 25], 61, meta(true, false));
+    let img = random_image(10, 9, 300);
+    let o = run_case(&model, &img, 3, 1000);
+    assert_bit_exact("batch > patches", &o);
+    let o = run_case(&model, &img, 3, 1);
+    assert_bit_exact("batch 1", &o);
+}
+
+#[test]
+fn shipped_shape_reduced_inputs_decode_close_to_float() {
+    // A sanity check that bit-exactness is not exactness of garbage: the decoded secure
+    // result is close to float inference with tanh* (quantisation only).
+    let model = random_model(&[81, 16, 16, 25], 71, meta(false, true));
+    let img = phantom_crop(16, 16);
+    let o = run_case(&model, &img, 2, 16);
+    assert_bit_exact("decode", &o);
+    let pre = Preprocess::new(25.0, 25.0, false);
+    let dec = oracle::decode_canvas(&o.secure, &o.geo, &pre, o.out_scale);
+    let fl = ppdenoise::plain::denoise::denoise_float(
+        &model,
+        &img,
+        &pre,
+        2,
+        Some(Activation::TanhStar),
+        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
+    );
+    let max = dec
+        .iter()
+        .zip(fl.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        max < 0.05,
+        "secure vs float tanh*: max abs pixel diff {max}"
+    );
+}
+
+#[test]
+fn negative_control_a_one_ulp_weight_change_is_detected() {
+    // The comparison can fail: one unit in the last place of one weight share of S1 changes
+    // the secure canvas, and the bit-for-bit comparison sees it.
+    let model = random_model(&[49, 8, 9], 81, meta(false, false));
+    let img = random_image(12, 12, 9);
+    let o = run_case_tampered(&model, &img, 1, 16, true);
+    let diff = o
+        .secure
+        .iter()
+        .zip(&o.oracle)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(diff > 0, "a tampered weight share went unnoticed");
+}

@@ -1,0 +1,315 @@
+//! The exact secure rescaling (the trap of the paper's Fig. 6): at least 10^7 random
+//! truncations at realistic magnitudes through the real garbled truncation circuit
+//! (`GcEvaluator::truncate` for S0, `GcGarbler::truncate` for S1, base OTs from the dealer,
+//! an in-memory channel between two threads). Every result must equal floor(V / 2^sh)
+//! exactly: the design is exact, so the test asserts exact equality (zero results off by
+//! even one ulp), not a one-ulp tolerance.
+//!
+//! `one_million_exact_secure_rescalings` runs 10^6 in every `cargo test`;
+//! `ten_million_exact_secure_rescalings` (ignored by default: run with `-- --ignored`) runs
+//! 10^7. PPDENOISE_RESCALINGS overrides either count.
+
+#![allow(clippy::needless_range_loop)] // parallel arrays indexed together
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use ppdenoise::twopc::channel::mem_pair;
+use ppdenoise::twopc::gc_engine::{deal_base_ots, GcEvaluator, GcGarbler};
+use ppdenoise::twopc::protocol::Nonlinear;
+
+/// (sh, k) pairs. The plan's own with the default parameters (s = 18, q = cs = 10,
+/// zbits = 8): hidden layer 1 (product scale 2s = 36: sh 26, k 19), later hidden layers
+/// (s + 2q + cs = 48: sh 38, k 19); the same with q = 12 (sh 24 / 42, k 21); and wider ones
+/// up to the edge of the ring (sh + k = 64).
+const PARAMS: &[(u32, u32)] = &[(26, 19), (38, 19), (24, 21), (42, 21), (36, 24), (20, 44)];
+
+/// A random V with |V| < 2^(sh + k - 1), i.e. floor(V / 2^sh) fits in k signed bits. Half of
+/// the values use the full range (up to 2^62 for sh + k = 63 or 64), the rest a random
+/// magnitude, so that small values, values near 0, and values of both signs all occur.
+fn sample(rng: &mut ChaCha20Rng, sh: u32, k: u32) -> i64 {
+    let top = sh + k - 1; // |V| < 2^top, top <= 63
+    let bits = if rng.gen_bool(0.5) {
+        top
+    } else {
+        rng.gen_range(0..=top)
+    };
+    let mag: u64 = if bits == 0 {
+        0
+    } else {
+        rng.gen::<u64>() >> (64 - bits)
+    };
+    let v = mag as i64;
+    // -2^top is also representable: allow it by using !mag for negatives.
+    if rng.gen_bool(0.5) {
+        !v
+    } else {
+        v
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    done: usize,
+    wrong: usize,
+    per_param: Vec<usize>,
+    max_mag: u64,
+    negatives: usize,
+    share_wraps: usize,
+}
+
+/// One S0/S1 pair (its own base OTs, garbler, evaluator and channel) doing `total`
+/// rescalings in chunks, cycling through PARAMS. The protocol alternates between the two
+/// parties, so one pair keeps about one core busy; several pairs run side by side.
+fn run_pair(pair: u64, total: usize) -> Tally {
+    const CHUNK: usize = 1 << 16;
+    let (ot0, ot1) = deal_base_ots();
+    let mut ev = GcEvaluator::new(&ot0).unwrap();
+    let mut gb = GcGarbler::new(&ot1).unwrap();
+    let (mut c0, mut c1) = mem_pair();
+    let mut rng = ChaCha20Rng::seed_from_u64(0x5eed_0001 + pair);
+    let mut t = Tally {
+        per_param: vec![0; PARAMS.len()],
+        ..Default::default()
+    };
+    let mut round = pair as usize;
+    while t.done < total {
+        let pi = round % PARAMS.len();
+        let (sh, k) = PARAMS[pi];
+        let n = CHUNK.min(total - t.done);
+        let v: Vec<i64> = (0..n).map(|_| sample(&mut rng, sh, k)).collect();
+        // Random u64 shares: s0 uniform, s1 = V - s0 (mod 2^64).
+        let s0: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
+        let s1: Vec<u64> = v
+            .iter()
+            .zip(&s0)
+            .map(|(&x, &a)| (x as u64).wrapping_sub(a))
+            .collect();
+        t.share_wraps += s0
+            .iter()
+            .zip(&s1)
+            .filter(|(a, b)| a.checked_add(**b).is_none())
+            .count();
+        let (r0, r1) = std::thread::scope(|sc| {
+            let h0 = sc.spawn(|| ev.truncate(&mut c0, sh, k, &s0).unwrap());
+            let h1 = sc.spawn(|| gb.truncate(&mut c1, sh, k, &s1).unwrap());
+            (h0.join().unwrap(), h1.join().unwrap())
+        });
+        assert_eq!(r0.len(), n);
+        assert_eq!(r1.len(), n);
+        for i in 0..n {
+            let got = r0[i].wrapping_add(r1[i]) as i64;
+            let want = v[i] >> sh; // arithmetic shift = floor(V / 2^sh)
+            if got != want {
+                if t.wrong < 10 {
+                    eprintln!(
+                        "sh {sh} k {k}: V = {} -> got {got}, want {want} (off by {})",
+                        v[i],
+                        got.wrapping_sub(want)
+                    );
+                }
+                t.wrong += 1;
+            }
+            t.max_mag = t.max_mag.max(v[i].unsigned_abs());
+            t.negatives += (v[i] < 0) as usize;
+        }
+        t.per_param[pi] += n;
+        t.done += n;
+        round += 1;
+    }
+    t
+}
+
+/// The issue's claim: 10^7 secure rescalings, zero inexact. 182 s on the 2-core development
+/// machine (shared with other work; 55,000 rescalings/s), hence ignored in the default run:
+/// `cargo test --release --test rescaling -- --ignored`.
+#[test]
+#[ignore]
+fn ten_million_exact_secure_rescalings() {
+    rescalings(10_000_000);
+}
+
+/// The same check on 10^6 rescalings, part of every `cargo test` run.
+#[test]
+fn one_million_exact_secure_rescalings() {
+    rescalings(1_000_000);
+}
+
+fn rescalings(default_total: usize) {
+    let total: usize = std::env::var("PPDENOISE_RESCALINGS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_total);
+    let pairs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let start = Instant::now();
+    let tallies: Vec<Tally> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..pairs)
+            .map(|p| {
+                let n = total / pairs + usize::from(p < total % pairs);
+                sc.spawn(move || run_pair(p as u64, n))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let mut t = Tally {
+        per_param: vec![0; PARAMS.len()],
+        ..Default::default()
+    };
+    for x in &tallies {
+        t.done += x.done;
+        t.wrong += x.wrong;
+        t.max_mag = t.max_mag.max(x.max_mag);
+        t.negatives += x.negatives;
+        t.share_wraps += x.share_wraps;
+        for (a, b) in t.per_param.iter_mut().zip(&x.per_param) {
+            *a += b;
+        }
+    }
+    let done = t.done;
+    eprintln!(
+        "{done} secure rescalings in {secs:.1} s ({:.0}/s, {pairs} pairs); {} wrong; \
+         per (sh, k): {:?}; max |V| = 2^{:.2}; {} negative; {} share pairs wrapped mod 2^64",
+        done as f64 / secs,
+        t.wrong,
+        PARAMS.iter().zip(&t.per_param).collect::<Vec<_>>(),
+        (t.max_mag as f64).log2(),
+        t.negatives,
+        t.share_wraps
+    );
+    assert_eq!(
+        t.wrong, 0,
+        "{} of {done} secure rescalings were not exact",
+        t.wrong
+    );
+    assert_eq!(done, total);
+    assert!(t.per_param.iter().all(|&c| c > 0) || total < PARAMS.len() << 16);
+    // The samples really are at realistic magnitudes and the shares really wrap.
+    assert!(
+        t.max_mag >= 1 << 61,
+        "max |V| only 2^{}",
+        (t.max_mag as f64).log2()
+    );
+    assert!(t.share_wraps > done / 4);
+}
+
+#[test]
+fn negative_control_local_truncation_is_not_exact() {
+    // The check above can fail: the naive local truncation (each party shifts its own share,
+    // SecureML-style) on the same kind of inputs is wrong by far more than one ulp for a
+    // noticeable fraction at these magnitudes, and the same comparison catches it.
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let (sh, k) = (42u32, 21u32);
+    let n = 100_000;
+    let mut bad = 0;
+    for _ in 0..n {
+        let v = sample(&mut rng, sh, k);
+        let s0: u64 = rng.gen();
+        let s1 = (v as u64).wrapping_sub(s0);
+        // SecureML: party 0 shifts its share, party 1 negates, shifts and negates back.
+        let t0 = ((s0 as i64) >> sh) as u64;
+        let t1 = (((s1.wrapping_neg()) as i64) >> sh).wrapping_neg() as u64;
+        let got = t0.wrapping_add(t1) as i64;
+        if got.wrapping_sub(v >> sh).unsigned_abs() > 1 {
+            bad += 1;
+        }
+    }
+    assert!(
+        bad > n / 100,
+        "local truncation failed only {bad} of {n} times"
+    );
+}
+
+/// The path the protocol actually takes: the truncation folded into the activation circuit
+/// (`select`), whose outputs (clipped magnitude and region bits of floor(V / 2^sh)) must
+/// equal the oracle's `select` on the reconstructed value, for the plan's own constants.
+#[test]
+fn activation_circuit_truncates_exactly() {
+    use ppdenoise::plain::model::{random_model, ModelMeta};
+    use ppdenoise::ring::oracle;
+    use ppdenoise::ring::plan::{FixedParams, Plan};
+    let model = random_model(&[9, 4, 4, 1], 1, ModelMeta::default());
+    let mut consts = Vec::new();
+    for params in [
+        FixedParams::default(),
+        FixedParams {
+            q: 12,
+            cs: 8,
+            ..FixedParams::default()
+        },
+    ] {
+        let plan = Plan::from_model(&model, params).unwrap();
+        consts.extend(plan.acts.iter().map(|c| (*c, plan.params.q)));
+    }
+    let (ot0, ot1) = deal_base_ots();
+    let mut ev = GcEvaluator::new(&ot0).unwrap();
+    let mut gb = GcGarbler::new(&ot1).unwrap();
+    let (mut c0, mut c1) = mem_pair();
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let per = 40_000;
+    let mut checked = 0;
+    for (c, q) in &consts {
+        let scale = (c.sh + q) as i32; // product scale
+        let v: Vec<i64> = (0..per)
+            .map(|i| match i % 4 {
+                // Realistic pre-activations, |z| < 4.
+                0 => (rng.gen_range(-4.0..4.0f64) * (scale as f64).exp2()) as i64,
+                // Near the breakpoints 0, a and b (within a few ulps of the circuit's grid).
+                1 => {
+                    let bp = [0.0, 1.52, 2.57][rng.gen_range(0..3)];
+                    let sign = if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
+                    let x = (sign * bp * (*q as f64).exp2()).round() as i64 + rng.gen_range(-3..=3);
+                    (x << c.sh) + rng.gen_range(-(1i64 << c.sh)..(1i64 << c.sh))
+                }
+                // Anywhere in the circuit's signed range.
+                _ => sample(&mut rng, c.sh, c.k),
+            })
+            .collect();
+        let s0: Vec<u64> = (0..per).map(|_| rng.gen()).collect();
+        let s1: Vec<u64> = v
+            .iter()
+            .zip(&s0)
+            .map(|(&x, &a)| (x as u64).wrapping_sub(a))
+            .collect();
+        let (r0, r1) = std::thread::scope(|sc| {
+            let h0 = sc.spawn(|| ev.select(&mut c0, c, &s0).unwrap());
+            let h1 = sc.spawn(|| gb.select(&mut c1, c, &s1).unwrap());
+            (h0.join().unwrap(), h1.join().unwrap())
+        });
+        let add = |a: &[u64], b: &[u64], i: usize| a[i].wrapping_add(b[i]);
+        for i in 0..per {
+            let want = oracle::select(c, v[i] as u64);
+            let got = (
+                add(&r0.tc, &r1.tc, i),
+                add(&r0.r1, &r1.r1, i),
+                add(&r0.r2, &r1.r2, i),
+                add(&r0.s1, &r1.s1, i),
+                add(&r0.s2, &r1.s2, i),
+                add(&r0.sgn, &r1.sgn, i),
+            );
+            let b = |x: bool| x as u64;
+            assert_eq!(
+                got,
+                (
+                    want.tc,
+                    b(want.r1),
+                    b(want.r2),
+                    b(want.s1),
+                    b(want.s2),
+                    b(want.sgn)
+                ),
+                "sh {} k {}: V = {}",
+                c.sh,
+                c.k,
+                v[i]
+            );
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} secure activation selections equal the oracle's");
+}

@@ -1,0 +1,718 @@
+//! The secure pipeline through the real binary: keygen, share-model, share-image,
+//! gen-triplets, two `serve` processes on localhost over the authenticated TLS link, and
+//! reconstruct. (a) The output shares add up to the plaintext fixed-point oracle bit for bit
+//! (a tiny random model, and the shipped default model). (b) Every refusal of the issue:
+//! non-zero exit, a clear message, and no output file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ppdenoise::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
+use ppdenoise::formats::container::{Header, Kind};
+use ppdenoise::plain::geometry::Geometry;
+use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::ring::oracle;
+use ppdenoise::ring::plan::Plan;
+use ppdenoise::ring::share::Stream;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ppdenoise")
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs ppdenoise with `--json`; returns the output.
+fn ppd(args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run ppdenoise")
+}
+
+/// Runs a step that must succeed; returns its JSON summary.
+fn ok(args: &[&str]) -> serde_json::Value {
+    let o = ppd(args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "ppdenoise {args:?} failed: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one line of JSON");
+    assert_eq!(v["ok"], true);
+    v
+}
+
+/// Asserts a refusal: non-zero exit, `"ok": false` JSON, and an error text containing all of
+/// `needles` (case-insensitive). Returns the error text.
+fn refused(o: &Output, needles: &[&str]) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success(),
+        "expected a refusal, got success: {out} {err}"
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let text = format!("{out}\n{err}");
+    let lower = text.to_lowercase();
+    for n in needles {
+        assert!(
+            lower.contains(&n.to_lowercase()),
+            "error does not mention {n:?}: {text}"
+        );
+    }
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// No file under `dir` whose name starts with `prefix`, and no temporary file left behind.
+fn assert_nothing_written(dir: &Path, out: &Path) {
+    assert!(!out.exists(), "{} was written", out.display());
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(
+            !name.ends_with(".tmp"),
+            "temporary file {name} left in {}",
+            dir.display()
+        );
+    }
+}
+
+/// One working directory with identities, a model share, an image share and triplets.
+struct Job {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    model: Model,
+    model_npz: PathBuf,
+}
+
+impl Job {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn p(&self, name: &str) -> String {
+        s(&self.path(name))
+    }
+
+    /// Identities s0, s1, a model (random with `widths`, or the shipped one), its shares
+    /// `model.p*`, an image share `image.p*` of `image` and triplets `triplets.p*`.
+    fn new(widths: Option<&[usize]>, image: &str, stride: usize, batch: usize) -> Job {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (model, model_npz) = match widths {
+            Some(w) => {
+                let m = random_model(
+                    w,
+                    1234,
+                    ModelMeta {
+                        sigma: 25.0,
+                        mean_shift: true,
+                        residual: true,
+                        activation: Activation::TanhStar,
+                    },
+                );
+                let p = dir.join("model.npz");
+                m.save(&p).unwrap();
+                (m, p)
+            }
+            None => {
+                let p = PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/fixtures/default-model.npz"
+                ));
+                (Model::load(&p).unwrap(), p)
+            }
+        };
+        let job = Job {
+            _tmp: tmp,
+            dir,
+            model,
+            model_npz,
+        };
+        for n in ["s0", "s1"] {
+            job.keygen(n);
+        }
+        ok(&[
+            "share-model",
+            "--model",
+            &s(&job.model_npz),
+            "--out",
+            &job.p("model"),
+        ]);
+        ok(&[
+            "add-noise",
+            "--image",
+            image,
+            "--sigma",
+            "25",
+            "--seed",
+            "3",
+            "--out",
+            &job.p("noisy.png"),
+        ]);
+        job.share_image("image", stride);
+        job.gen_triplets("model", "image", "triplets", batch);
+        job
+    }
+
+    fn keygen(&self, name: &str) {
+        ok(&["keygen", "--name", name, "--out-dir", &self.p("keys")]);
+    }
+
+    fn share_image(&self, out: &str, stride: usize) -> serde_json::Value {
+        ok(&[
+            "share-image",
+            "--image",
+            &self.p("noisy.png"),
+            "--sigma",
+            "25",
+            "--stride",
+            &stride.to_string(),
+            "--out",
+            &self.p(out),
+        ])
+    }
+
+    fn gen_triplets(&self, model: &str, image: &str, out: &str, batch: usize) -> serde_json::Value {
+        ok(&[
+            "gen-triplets",
+            "--model",
+            &self.p(&format!("{model}.p1")),
+            "--image",
+            &self.p(&format!("{image}.p1")),
+            "--batch",
+            &batch.to_string(),
+            "--out",
+            &self.p(out),
+        ])
+    }
+
+    /// Starts `serve --party p`.
+    fn spawn(&self, p: u8, f: &ServeFiles, port: u16) -> Child {
+        let (me, peer) = (&f.me[p as usize], &f.peer[p as usize]);
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .args(["--model", &self.p(&f.model[p as usize])])
+            .args(["--image", &self.p(&f.image[p as usize])])
+            .args(["--triplets", &self.p(&f.triplets[p as usize])])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--timeout", &f.timeout.to_string()])
+            .args(["--state-dir", &self.p(&f.state)])
+            .args(["--out", &self.p(&f.out[p as usize])])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+
+    /// Runs both servers to completion (killed after `limit`).
+    fn serve_both(&self, f: &ServeFiles, limit: Duration) -> [Output; 2] {
+        let port = free_port();
+        let c0 = self.spawn(0, f, port);
+        let c1 = self.spawn(1, f, port);
+        [wait_limit(c0, limit), wait_limit(c1, limit)]
+    }
+}
+
+/// The files and options of one pair of `serve` runs (paths relative to the job dir).
+#[derive(Clone)]
+struct ServeFiles {
+    model: [String; 2],
+    image: [String; 2],
+    triplets: [String; 2],
+    out: [String; 2],
+    me: [String; 2],
+    peer: [String; 2],
+    state: String,
+    timeout: u64,
+}
+
+impl ServeFiles {
+    fn standard() -> ServeFiles {
+        let pair = |b: &str| [format!("{b}.p0"), format!("{b}.p1")];
+        ServeFiles {
+            model: pair("model"),
+            image: pair("image"),
+            triplets: pair("triplets"),
+            out: pair("out"),
+            me: ["s0".into(), "s1".into()],
+            peer: ["s1".into(), "s0".into()],
+            state: "state".into(),
+            timeout: 30,
+        }
+    }
+}
+
+fn wait_limit(mut c: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        if c.try_wait().unwrap().is_some() {
+            return c.wait_with_output().unwrap();
+        }
+        if t.elapsed() > limit {
+            let _ = c.kill();
+            let o = c.wait_with_output().unwrap();
+            panic!(
+                "process did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_success(o: &Output, who: &str) -> serde_json::Value {
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{who} failed: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(out.trim()).expect("serve prints one line of JSON")
+}
+
+/// Output canvas sums from out.p0 + out.p1, and the oracle's canvas on the gateway's encoded
+/// image (reconstructed from image.p0 + the expansion of image.p1's seed: the test plays all
+/// parties).
+fn secure_and_oracle(
+    job: &Job,
+    out: [&str; 2],
+    image: [&str; 2],
+) -> (Vec<u64>, Vec<u64>, Geometry) {
+    let (h0, o0): (Header, OutputShare) =
+        load(&job.path(out[0]), Kind::OutputShare, Some(0)).unwrap();
+    let (h1, o1): (Header, OutputShare) =
+        load(&job.path(out[1]), Kind::OutputShare, Some(1)).unwrap();
+    assert_eq!(h0.job_id, h1.job_id);
+    assert_eq!(o0.geometry, o1.geometry);
+    let secure: Vec<u64> = o0
+        .canvas
+        .iter()
+        .zip(&o1.canvas)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let (ih0, i0): (Header, ImageShare) =
+        load(&job.path(image[0]), Kind::ImageShare, Some(0)).unwrap();
+    let (ih1, i1): (Header, ImageShare) =
+        load(&job.path(image[1]), Kind::ImageShare, Some(1)).unwrap();
+    assert_eq!(ih0.job_id, ih1.job_id);
+    assert_eq!(ih0.job_id, h0.job_id, "output belongs to this image's job");
+    let n = i0.job.height * i0.job.width;
+    let e0 = i0.data.materialise(Stream::ImageShare, n).unwrap();
+    let e1 = i1.data.materialise(Stream::ImageShare, n).unwrap();
+    let enc: Vec<u64> = e0
+        .iter()
+        .zip(&e1)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    // The gateway encoded exactly the noisy PNG.
+    let noisy = ppdenoise::plain::image::load(job.path("noisy.png")).unwrap();
+    assert_eq!(
+        enc,
+        oracle::encode_image(&noisy.pixels, &i0.job.pre, i0.job.scale),
+        "image shares do not reconstruct the encoded noisy image"
+    );
+    // The fixed-point parameters the owner chose are public, in the model share's plan.
+    let (_, ms): (Header, ModelShare) =
+        load(&job.path("model.p0"), Kind::ModelShare, Some(0)).unwrap();
+    assert_eq!(ms.plan.params.s, i0.job.scale);
+    let plan = Plan::from_model(&job.model, ms.plan.params).unwrap();
+    assert_eq!(plan.acts, ms.plan.acts);
+    let geo = Geometry::new(i0.job.height, i0.job.width, plan.patch, i0.job.stride);
+    assert_eq!(geo, o0.geometry);
+    assert_eq!(o0.scale, plan.out_scale);
+    assert_eq!(o1.scale, plan.out_scale);
+    let orc = oracle::run(&plan, &geo, &enc, 64);
+    (secure, orc.canvas, geo)
+}
+
+fn assert_canvas_equal(secure: &[u64], oracle: &[u64], what: &str) {
+    assert_eq!(secure.len(), oracle.len());
+    let diff = secure.iter().zip(oracle).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        diff,
+        0,
+        "{what}: {diff} of {} canvas values differ from the oracle",
+        secure.len()
+    );
+    assert!(oracle.iter().any(|&v| v != 0));
+}
+
+const LIMIT: Duration = Duration::from_secs(120);
+const SMALL: &[usize] = &[81, 16, 16, 25];
+
+// ------------------------------------------------------------------------------------------
+// (a) bit-exact end to end
+
+#[test]
+fn pipeline_random_model_bit_exact_with_oracle() {
+    let job = Job::new(Some(SMALL), "builtin:phantom:24", 2, 50);
+    let f = ServeFiles::standard();
+    let [o0, o1] = job.serve_both(&f, LIMIT);
+    let j0 = assert_success(&o0, "S0");
+    let j1 = assert_success(&o1, "S1");
+    // Traffic is reported (issue 3 item 6).
+    for j in [&j0, &j1] {
+        assert!(j["report"]["link"]["bytes_sent"].as_u64().unwrap() > 0);
+        assert!(j["download_bytes"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(
+        j0["report"]["link"]["bytes_sent"], j1["report"]["link"]["bytes_received"],
+        "S0 sent what S1 received"
+    );
+    let (secure, orc, geo) =
+        secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "random model");
+
+    // The receiver's PNG is the decoded canvas.
+    let rec = ok(&[
+        "reconstruct",
+        "--share0",
+        &job.p("out.p0"),
+        "--share1",
+        &job.p("out.p1"),
+        "--out",
+        &job.p("denoised.png"),
+        "--clean",
+        "builtin:phantom:24",
+    ]);
+    assert!(rec["psnr"].as_f64().unwrap().is_finite());
+    let png = ppdenoise::plain::image::load(job.path("denoised.png")).unwrap();
+    let pre = ppdenoise::plain::preprocess::Preprocess::new(25.0, 25.0, false);
+    let (_, o0): (Header, OutputShare) =
+        load(&job.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+    let dec = oracle::decode_canvas(&orc, &geo, &pre, o0.scale);
+    let q = ppdenoise::plain::image::quantize_u8(&dec);
+    assert_eq!(
+        png.pixels, q,
+        "reconstructed PNG differs from the oracle's decoded image"
+    );
+}
+
+#[test]
+fn pipeline_shipped_model_bit_exact_with_oracle() {
+    let job = Job::new(None, "builtin:phantom:32", 3, 128);
+    let f = ServeFiles::standard();
+    let [o0, o1] = job.serve_both(&f, LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "shipped model");
+}
+
+// ------------------------------------------------------------------------------------------
+// (b) refusals. Those detected from the files alone stop before any network activity.
+
+fn serve_one(job: &Job, p: u8, f: &ServeFiles) -> Output {
+    let c = job.spawn(p, f, free_port());
+    wait_limit(c, LIMIT)
+}
+
+#[test]
+fn refuses_files_of_the_other_party() {
+    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    for (what, needle_file) in [
+        ("model", "model.p1"),
+        ("image", "image.p1"),
+        ("triplets", "triplets.p1"),
+    ] {
+        let mut f = ServeFiles::standard();
+        match what {
+            "model" => f.model[0] = "model.p1".into(),
+            "image" => f.image[0] = "image.p1".into(),
+            _ => f.triplets[0] = "triplets.p1".into(),
+        }
+        let o = serve_one(&job, 0, &f);
+        refused(&o, &[needle_file, "party 1", "party 0"]);
+        assert_nothing_written(&job.dir, &job.path("out.p0"));
+    }
+    // And S1 given S0's files.
+    let mut f = ServeFiles::standard();
+    f.image[1] = "image.p0".into();
+    let o = serve_one(&job, 1, &f);
+    refused(&o, &["image.p0", "party 0"]);
+    assert_nothing_written(&job.dir, &job.path("out.p1"));
+}
+
+#[test]
+fn refuses_another_jobs_image_and_another_models_share() {
+    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    // Another job: the same noisy image shared again gets a fresh job id.
+    job.share_image("image2", 3);
+    // Another model share: the same model shared again gets a fresh model id.
+    ok(&[
+        "share-model",
+        "--model",
+        &s(&job.model_npz),
+        "--out",
+        &job.p("model2"),
+    ]);
+    for p in [0u8, 1] {
+        let mut f = ServeFiles::standard();
+        f.image[p as usize] = format!("image2.p{p}");
+        let o = serve_one(&job, p, &f);
+        refused(&o, &[&format!("triplets.p{p}"), "job"]);
+        assert_nothing_written(&job.dir, &job.path(&format!("out.p{p}")));
+
+        let mut f = ServeFiles::standard();
+        f.model[p as usize] = format!("model2.p{p}");
+        let o = serve_one(&job, p, &f);
+        refused(&o, &[&format!("triplets.p{p}"), "model"]);
+        assert_nothing_written(&job.dir, &job.path(&format!("out.p{p}")));
+    }
+    // The refusals did not consume the randomness: the proper files still run.
+    let [o0, o1] = job.serve_both(&ServeFiles::standard(), LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+}
+
+#[test]
+fn mixed_jobs_between_the_servers_are_refused_by_the_session_check() {
+    // S0 holds job A's files, S1 holds job B's (each consistent on its own): the servers
+    // compare job, model and triplet ids before anything is opened and both stop.
+    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    job.share_image("imageB", 3);
+    job.gen_triplets("model", "imageB", "tripletsB", 64);
+    let mut f = ServeFiles::standard();
+    f.image[1] = "imageB.p1".into();
+    f.triplets[1] = "tripletsB.p1".into();
+    let [o0, o1] = job.serve_both(&f, LIMIT);
+    refused(&o0, &["different job"]);
+    refused(&o1, &["different job"]);
+    assert_nothing_written(&job.dir, &job.path("out.p0"));
+    assert_nothing_written(&job.dir, &job.path("out.p1"));
+}
+
+#[test]
+fn refuses_reused_triplets_and_accepts_fresh_ones() {
+    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let f = ServeFiles::standard();
+    let [o0, o1] = job.serve_both(&f, LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let first = [
+        std::fs::read(job.path("out.p0")).unwrap(),
+        std::fs::read(job.path("out.p1")).unwrap(),
+    ];
+    // Rerun with the same triplets and state dir, to new outputs: both refuse.
+    let mut again = f.clone();
+    again.out = ["again.p0".into(), "again.p1".into()];
+    let [r0, r1] = job.serve_both(&again, LIMIT);
+    for (p, o) in [(0, &r0), (1, &r1)] {
+        refused(o, &[&format!("triplets.p{p}"), "already consumed"]);
+        assert_nothing_written(&job.dir, &job.path(&format!("again.p{p}")));
+    }
+    // The same, writing over the first outputs: they are left untouched.
+    let [r0, r1] = job.serve_both(&f, LIMIT);
+    refused(&r0, &["already consumed"]);
+    refused(&r1, &["already consumed"]);
+    assert_eq!(std::fs::read(job.path("out.p0")).unwrap(), first[0]);
+    assert_eq!(std::fs::read(job.path("out.p1")).unwrap(), first[1]);
+    // Fresh triplets from the dealer: accepted, and the result is again the oracle's.
+    job.gen_triplets("model", "image", "fresh", 50);
+    let mut fresh = f.clone();
+    fresh.triplets = ["fresh.p0".into(), "fresh.p1".into()];
+    fresh.out = ["fresh-out.p0".into(), "fresh-out.p1".into()];
+    let [o0, o1] = job.serve_both(&fresh, LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let (secure, orc, _) = secure_and_oracle(
+        &job,
+        ["fresh-out.p0", "fresh-out.p1"],
+        ["image.p0", "image.p1"],
+    );
+    assert_canvas_equal(&secure, &orc, "fresh triplets");
+}
+
+fn flip_byte(path: &Path, at_fraction: f64) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = ((b.len() as f64) * at_fraction) as usize;
+    b[i] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn refuses_tampered_files() {
+    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    for (p, file) in [
+        (0u8, "image.p0"),
+        (0, "model.p0"),
+        (1, "triplets.p1"),
+        (1, "model.p1"),
+    ] {
+        let orig = std::fs::read(job.path(file)).unwrap();
+        flip_byte(&job.path(file), 0.6);
+        let o = serve_one(&job, p, &ServeFiles::standard());
+        refused(&o, &[file, "integrity check failed"]);
+        assert_nothing_written(&job.dir, &job.path(&format!("out.p{p}")));
+        std::fs::write(job.path(file), orig).unwrap();
+    }
+    // Tampered output shares are refused by the receiver, which writes nothing.
+    let [o0, o1] = job.serve_both(&ServeFiles::standard(), LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    flip_byte(&job.path("out.p1"), 0.5);
+    let o = ppd(&[
+        "reconstruct",
+        "--share0",
+        &job.p("out.p0"),
+        "--share1",
+        &job.p("out.p1"),
+        "--out",
+        &job.p("denoised.png"),
+    ]);
+    refused(&o, &["out.p1", "integrity check failed"]);
+    assert_nothing_written(&job.dir, &job.path("denoised.png"));
+}
+
+#[test]
+fn refuses_an_unknown_peer() {
+    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    job.keygen("mallory");
+    // S1 runs with a third identity's key and certificate; S0 pins s1.crt.
+    let mut f = ServeFiles::standard();
+    f.me[1] = "mallory".into();
+    f.timeout = 5;
+    let t = Instant::now();
+    let [o0, o1] = job.serve_both(&f, Duration::from_secs(60));
+    let secs = t.elapsed().as_secs_f64();
+    let e0 = refused(&o0, &["certificate"]);
+    let e1 = refused(&o1, &["certificate"]);
+    // S0 names the certificate it got and the one it expected; S1 learns it was refused.
+    eprintln!("unknown peer: S0: {e0}\nS1: {e1}");
+    assert!(e0.contains("expected"), "S0: {e0}");
+    assert!(
+        e1.to_lowercase().contains("refused") || e1.to_lowercase().contains("certificate"),
+        "S1: {e1}"
+    );
+    assert!(secs < 30.0, "servers took {secs:.1} s to give up");
+    assert_nothing_written(&job.dir, &job.path("out.p0"));
+    assert_nothing_written(&job.dir, &job.path("out.p1"));
+
+    // S0 pinning the wrong certificate for S1 is refused just the same.
+    let mut f = ServeFiles::standard();
+    f.peer[0] = "mallory".into();
+    f.timeout = 5;
+    let [o0, o1] = job.serve_both(&f, Duration::from_secs(60));
+    refused(&o0, &["certificate"]);
+    refused(&o1, &["certificate"]);
+    assert_nothing_written(&job.dir, &job.path("out.p0"));
+    assert_nothing_written(&job.dir, &job.path("out.p1"));
+}
+
+/// Waits until both servers recorded their randomness as consumed, i.e. the link is up and
+/// the protocol has begun.
+fn wait_started(job: &Job, state: &str, limit: Duration) {
+    let t = Instant::now();
+    while !(job.path(state).join("consumed-triplets-p0").exists()
+        && job.path(state).join("consumed-triplets-p1").exists())
+    {
+        assert!(t.elapsed() < limit, "servers did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A job long enough (several seconds) to interrupt: stride 1 on a 64x64 image.
+fn long_job() -> Job {
+    Job::new(Some(&[81, 24, 24, 25]), "builtin:phantom:64", 1, 256)
+}
+
+#[test]
+fn peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds() {
+    let job = long_job();
+    let mut f = ServeFiles::standard();
+    f.timeout = 5;
+    let port = free_port();
+    let c0 = job.spawn(0, &f, port);
+    let mut c1 = job.spawn(1, &f, port);
+    wait_started(&job, "state", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    c1.kill().unwrap();
+    let killed = Instant::now();
+    let o1 = c1.wait_with_output().unwrap();
+    assert!(!o1.status.success());
+    let o0 = wait_limit(c0, Duration::from_secs(60));
+    let secs = killed.elapsed().as_secs_f64();
+    let e0 = refused(&o0, &["peer"]);
+    eprintln!("S0 stopped {secs:.2} s after S1 was killed: {e0}");
+    assert!(
+        secs < 5.0 + 5.0,
+        "S0 stopped {secs:.1} s after S1 died: {e0}"
+    );
+    assert_nothing_written(&job.dir, &job.path("out.p0"));
+    assert_nothing_written(&job.dir, &job.path("out.p1"));
+
+    // The interrupted triplets count as consumed; a rerun with fresh ones succeeds.
+    let [r0, _] = job.serve_both(&f, LIMIT);
+    refused(&r0, &["already consumed"]);
+    job.gen_triplets("model", "image", "fresh", 256);
+    let mut fresh = f.clone();
+    fresh.triplets = ["fresh.p0".into(), "fresh.p1".into()];
+    let t = Instant::now();
+    let [o0, o1] = job.serve_both(&fresh, LIMIT);
+    eprintln!(
+        "full run of the long job: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "rerun after a dead peer");
+}
+
+#[test]
+fn peer_that_hangs_mid_run_times_out_on_both_sides() {
+    let job = long_job();
+    let mut f = ServeFiles::standard();
+    f.timeout = 4;
+    let port = free_port();
+    let c0 = job.spawn(0, &f, port);
+    let c1 = job.spawn(1, &f, port);
+    wait_started(&job, "state", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    // S1 stops responding without closing its connection.
+    signal(&c1, "-STOP");
+    let stopped = Instant::now();
+    let o0 = wait_limit(c0, Duration::from_secs(60));
+    let secs = stopped.elapsed().as_secs_f64();
+    let e0 = refused(&o0, &[]);
+    eprintln!("S0 stopped {secs:.2} s after S1 hung: {e0}");
+    assert!(
+        secs < 4.0 + 6.0,
+        "S0 waited {secs:.1} s for a hung peer with --timeout 4: {e0}"
+    );
+    assert!(
+        e0.to_lowercase().contains("timed out") || e0.to_lowercase().contains("peer"),
+        "S0: {e0}"
+    );
+    // S1 resumes and finds S0 gone: it stops too.
+    signal(&c1, "-CONT");
+    let o1 = wait_limit(c1, Duration::from_secs(30));
+    let e1 = refused(&o1, &[]);
+    eprintln!("S1 after resuming: {e1}");
+    assert_nothing_written(&job.dir, &job.path("out.p0"));
+    assert_nothing_written(&job.dir, &job.path("out.p1"));
+}
