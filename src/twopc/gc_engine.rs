@@ -156,34 +156,6 @@ impl GcEvaluator {
     }
 }
 
-impl Nonlinear for GcEvaluator {
-    fn select(
-        &mut self,
-        ch: &mut dyn Channel,
-        c: &ActConsts,
-        v: &[u64],
-    ) -> Result<SelShares, ProtocolError> {
-        let shares = self.run(ch, &tanh_circuit(c), v)?;
-        let mut sel = SelShares::default();
-        to_sel(&shares, &mut sel);
-        Ok(sel)
-    }
-
-    fn truncate(
-        &mut self,
-        ch: &mut dyn Channel,
-        sh: u32,
-        k: u32,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError> {
-        self.run(ch, &ActCircuit::Trunc(TruncParams { sh, k }), v)
-    }
-
-    fn counters(&self) -> EngineCounters {
-        self.counters
-    }
-}
-
 /// S1: garbler and OT sender.
 pub struct GcGarbler {
     cot: CotSender,
@@ -264,14 +236,56 @@ impl GcGarbler {
     }
 }
 
-impl Nonlinear for GcGarbler {
+/// One side of the garbled-circuit engine: runs an activation circuit on its shares and
+/// returns arithmetic shares of the outputs. Both roles get [`Nonlinear`] from it.
+trait GcRole {
+    fn run_circuit(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError>;
+    fn engine_counters(&self) -> EngineCounters;
+}
+
+impl GcRole for GcEvaluator {
+    fn run_circuit(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        self.run(ch, circ, v)
+    }
+
+    fn engine_counters(&self) -> EngineCounters {
+        self.counters
+    }
+}
+
+impl GcRole for GcGarbler {
+    fn run_circuit(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        self.run(ch, circ, v)
+    }
+
+    fn engine_counters(&self) -> EngineCounters {
+        self.counters
+    }
+}
+
+impl<T: GcRole> Nonlinear for T {
     fn select(
         &mut self,
         ch: &mut dyn Channel,
         c: &ActConsts,
         v: &[u64],
     ) -> Result<SelShares, ProtocolError> {
-        let shares = self.run(ch, &tanh_circuit(c), v)?;
+        let shares = self.run_circuit(ch, &tanh_circuit(c), v)?;
         let mut sel = SelShares::default();
         to_sel(&shares, &mut sel);
         Ok(sel)
@@ -284,10 +298,10 @@ impl Nonlinear for GcGarbler {
         k: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
-        self.run(ch, &ActCircuit::Trunc(TruncParams { sh, k }), v)
+        self.run_circuit(ch, &ActCircuit::Trunc(TruncParams { sh, k }), v)
     }
 
     fn counters(&self) -> EngineCounters {
-        self.counters
+        self.engine_counters()
     }
 }
