@@ -372,7 +372,11 @@ fn centre_copy_through_the_cli_reproduces_the_png() {
     let ip = d.path().join("in.png");
     ppdenoise::plain::image::save_png(&img, &ip, 8).unwrap();
     for arith in ["float", "float-tanh-star", "fixed"] {
-        for extra in [&[][..], &["--scale-noise", "--sigma", "40"][..]] {
+        for extra in [
+            &[][..],
+            &["--sigma", "40"][..],
+            &["--no-scale-noise", "--sigma", "40"][..],
+        ] {
             let op = d.path().join(format!("out-{arith}.png"));
             let mut args = vec![
                 "denoise",
@@ -441,7 +445,6 @@ fn preprocessing_follows_the_paper() {
         "50",
         "--model-sigma",
         "25",
-        "--scale-noise",
         "--out",
         &s(&d.path().join("img")),
     ]);
@@ -455,6 +458,25 @@ fn preprocessing_follows_the_paper() {
     assert!((share.job.pre.noise_scale - 0.5).abs() < 1e-15);
     assert_eq!(share.job.sigma, 50.0);
     assert_eq!(share.job.model_sigma, 25.0);
+    // --no-scale-noise feeds the image unscaled.
+    let o = ppd(&[
+        "share-image",
+        "--image",
+        "builtin:phantom:24",
+        "--sigma",
+        "50",
+        "--no-scale-noise",
+        "--out",
+        &s(&d.path().join("raw")),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, raw): (_, ppdenoise::formats::bodies::ImageShare) = ppdenoise::formats::bodies::load(
+        &d.path().join("raw.p0"),
+        ppdenoise::formats::container::Kind::ImageShare,
+        Some(0),
+    )
+    .unwrap();
+    assert_eq!(raw.job.pre.noise_scale, 1.0);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -395,6 +395,7 @@ def main():
                     help="during training, write the best-so-far model here (card with sigma-25 numbers only)")
     ap.add_argument("--export-full", type=int, default=1,
                     help="1: --export-each-best also evaluates sigma 15/25/35 PSNR+SSIM for the card (~1 min)")
+    ap.add_argument("--schedule-note", default=None, help="with --export: lr schedule text for the card")
     args = ap.parse_args()
 
     rundir = os.path.join(HERE, "runs", args.run)
@@ -407,6 +408,14 @@ def main():
         z = np.load(best_path)
         P = {k: z[k] for k in z.files if k[0] in "Wb"}
         meta = json.loads(str(z["meta_json"]))
+        if os.path.exists(curve_path):
+            with open(curve_path) as f:
+                meta["card"]["learning_curve_set12_sigma25_stride3"] = [
+                    [int(r["patches_seen"]), round(float(r["train_seconds"]) / 60, 1), float(r["set12_psnr_sigma25"])]
+                    for r in csv.DictReader(f)]
+            meta["card"]["learning_curve_columns"] = ["patches_seen", "training_minutes", "set12_psnr_sigma25"]
+        if args.schedule_note:
+            meta["card"]["optimizer"] = args.schedule_note
         card = export_model(P, meta["act"], meta["sigma"], args.export, meta["card"], full_eval=True)
         print(json.dumps({k: v for k, v in card.items() if k != "set12"}, indent=1)[:2000])
         return

@@ -32,9 +32,10 @@ pub struct ShareImageArgs {
     /// Noise level the model was trained for (sigma*).
     #[arg(long, default_value_t = 25.0)]
     pub model_sigma: f64,
-    /// Apply the paper's sigma*/sigma scaling (off by default: it measured worse at sigma 15).
+    /// Do not apply the paper's sigma*/sigma scaling. Scaling is on by default: with the
+    /// shipped model it measured +0.62 dB at sigma 15 and +1.49 dB at sigma 35 on set12.
     #[arg(long)]
-    pub scale_noise: bool,
+    pub no_scale_noise: bool,
     /// Patch stride.
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
@@ -75,7 +76,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         bail!("--sigma and --model-sigma must be positive");
     }
     let (h, w) = img.pixels.dim();
-    let pre = Preprocess::new(a.sigma, a.model_sigma, a.scale_noise);
+    let pre = Preprocess::new(a.sigma, a.model_sigma, !a.no_scale_noise);
     let job = JobParams {
         height: h,
         width: w,

@@ -45,9 +45,9 @@ pub struct DenoiseArgs {
     /// Noise level of the image.
     #[arg(long, default_value_t = 25.0)]
     pub sigma: f64,
-    /// Apply the paper's sigma*/sigma scaling.
+    /// Do not apply the paper's sigma*/sigma scaling (on by default, as in share-image).
     #[arg(long)]
-    pub scale_noise: bool,
+    pub no_scale_noise: bool,
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
     /// Fixed-point fractional bits (with --arith fixed).
@@ -132,7 +132,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     let path = model_or_default(&a.model);
     let model = Model::load(&path)?;
     let noisy = load_image(&a.image)?;
-    let pre = Preprocess::new(a.sigma, model.meta.sigma, a.scale_noise);
+    let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
     let t = Instant::now();
     let params = FixedParams {
         s: a.scale,
