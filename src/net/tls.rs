@@ -550,7 +550,7 @@ const OUT_BUFFER: usize = 1 << 20;
 pub(crate) struct RecordWriter {
     sock: TcpStream,
     key: RecordKey,
-    /// Sealed records, then the open record: header placeholder followed by its plaintext.
+    /// Sealed records, then the open record: a reserved header slot followed by its plaintext.
     buf: Vec<u8>,
     open: Option<usize>,
     /// Bytes written to the socket, handshake included.
