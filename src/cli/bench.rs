@@ -5,14 +5,14 @@
 //! (c) the same model in plaintext float, and the secure/plaintext ratio.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
 use super::inputs::model_or_default;
+use super::procs::{run_servers, s, timed};
 use super::Summary;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::model::{random_model, Activation, ModelMeta};
@@ -44,33 +44,6 @@ pub struct BenchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "out/bench/bench.json")]
     pub out: PathBuf,
-}
-
-fn exe() -> Result<PathBuf> {
-    std::env::current_exe().context("cannot locate the ppdenoise executable")
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// Runs `ppdenoise --json <args>`; returns wall seconds and its JSON summary.
-fn timed(args: &[String]) -> Result<(f64, Value)> {
-    let t = Instant::now();
-    let out = Command::new(exe()?)
-        .arg("--json")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run ppdenoise {}", args[0]))?;
-    let secs = t.elapsed().as_secs_f64();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim())
-        .with_context(|| format!("ppdenoise {}: unreadable output {text:?}", args[0]))?;
-    if !out.status.success() {
-        bail!("ppdenoise {} failed: {}", args[0], v["error"]);
-    }
-    Ok((secs, v))
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -116,41 +89,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, batch: usize) -> Result<
         "--out".into(),
         s(&p("triplets")),
     ])?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let t = Instant::now();
-    let children: Vec<_> = (0..2u8)
-        .map(|party| {
-            let (me, peer) = (format!("s{party}"), format!("s{}", 1 - party));
-            Command::new(exe()?)
-                .args(["--json", "serve", "--quiet", "--party", &party.to_string()])
-                .args(["--model", &s(&p(&format!("model.p{party}")))])
-                .args(["--image", &s(&p(&format!("image.p{party}")))])
-                .args(["--triplets", &s(&p(&format!("triplets.p{party}")))])
-                .args(["--key", &s(&keys.join(format!("{me}.key")))])
-                .args(["--cert", &s(&keys.join(format!("{me}.crt")))])
-                .args(["--peer-cert", &s(&keys.join(format!("{peer}.crt")))])
-                .args(["--addr", &format!("127.0.0.1:{port}"), "--timeout", "600"])
-                .args(["--state-dir", &s(&p("state"))])
-                .args(["--out", &s(&p(&format!("out.p{party}")))])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("cannot start a server process")
-        })
-        .collect::<Result<_>>()?;
-    let mut servers = Vec::new();
-    for (party, c) in children.into_iter().enumerate() {
-        let out = c.wait_with_output()?;
-        let v: Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap_or_default();
-        if !out.status.success() {
-            bail!("server S{party} failed: {}", v["error"]);
-        }
-        servers.push(v);
-    }
-    let t_serve = t.elapsed().as_secs_f64();
+    let (t_serve, servers) = run_servers(dir, &keys, &["--quiet", "--timeout", "600"])?;
     let (t_rec, j_rec) = timed(&[
         "reconstruct".into(),
         "--share0".into(),

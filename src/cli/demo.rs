@@ -2,14 +2,14 @@
 //! process (the two servers talk over authenticated TLS on localhost), then compares the
 //! secure result with the plaintext fixed-point oracle and the float model.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::inputs::{load_image, model_or_default};
+use super::procs::{run_servers, s, step};
 use super::receiver::combine;
 use super::tools::{run_denoise, Arith};
 use super::Summary;
@@ -43,35 +43,6 @@ pub struct DemoArgs {
     /// Skip the float and oracle comparisons.
     #[arg(long)]
     pub no_compare: bool,
-}
-
-fn exe() -> Result<PathBuf> {
-    std::env::current_exe().context("cannot locate the ppdenoise executable")
-}
-
-fn step(args: &[String]) -> Result<serde_json::Value> {
-    let out = Command::new(exe()?)
-        .arg("--json")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run ppdenoise {}", args[0]))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.trim())
-        .with_context(|| format!("ppdenoise {}: unreadable output {text:?}", args[0]))?;
-    if !out.status.success() {
-        bail!("ppdenoise {} failed: {}", args[0], v["error"]);
-    }
-    Ok(v)
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 pub fn demo(a: DemoArgs) -> Result<Summary> {
@@ -131,40 +102,7 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         "--out".into(),
         s(&w.join("triplets")),
     ])?;
-    let port = free_port()?;
-    let spawn = |p: u8| -> Result<Child> {
-        let me = format!("s{p}");
-        let peer = format!("s{}", 1 - p);
-        Command::new(exe()?)
-            .args(["--json", "serve", "--party", &p.to_string()])
-            .args(["--model", &s(&w.join(format!("model.p{p}")))])
-            .args(["--image", &s(&w.join(format!("image.p{p}")))])
-            .args(["--triplets", &s(&w.join(format!("triplets.p{p}")))])
-            .args(["--key", &s(&keys.join(format!("{me}.key")))])
-            .args(["--cert", &s(&keys.join(format!("{me}.crt")))])
-            .args(["--peer-cert", &s(&keys.join(format!("{peer}.crt")))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .args(["--state-dir", &s(&w.join("state"))])
-            .args(["--out", &s(&w.join(format!("out.p{p}")))])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start a server process")
-    };
-    let t_serve = Instant::now();
-    let s0 = spawn(0)?;
-    let s1 = spawn(1)?;
-    let mut reports = Vec::new();
-    for (p, c) in [(0, s0), (1, s1)] {
-        let out = c.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
-        if !out.status.success() {
-            bail!("server S{p} failed: {}", v["error"]);
-        }
-        reports.push(v);
-    }
-    let serve_secs = t_serve.elapsed().as_secs_f64();
+    let (serve_secs, reports) = run_servers(w, &keys, &[])?;
     let out_png = w.join("denoised.png");
     let rec = step(&[
         "reconstruct".into(),

@@ -7,6 +7,7 @@ mod figures;
 mod gateway;
 mod inputs;
 mod owner;
+mod procs;
 mod receiver;
 mod server;
 mod table;
