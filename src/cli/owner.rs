@@ -26,8 +26,15 @@ pub struct ShareModelArgs {
     /// Output prefix: writes <out>.p0 and <out>.p1.
     #[arg(long, default_value = "model")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub fixed: FixedArgs,
+}
+
+/// The fixed-point parameters, as flags (share-model, denoise --arith fixed).
+#[derive(Args)]
+pub struct FixedArgs {
     /// Fixed-point fractional bits of weights and inputs (the paper's s).
-    #[arg(long, default_value_t = 18)]
+    #[arg(long, default_value_t = FixedParams::default().s)]
     pub scale: u32,
     /// Fractional bits of a pre-activation kept inside the activation circuit (q).
     #[arg(long, default_value_t = FixedParams::default().q)]
@@ -39,6 +46,18 @@ pub struct ShareModelArgs {
     /// default: the paper's.
     #[arg(long)]
     pub tanh_constants: Option<PathBuf>,
+}
+
+impl FixedArgs {
+    pub fn params(&self) -> Result<FixedParams> {
+        Ok(FixedParams {
+            s: self.scale,
+            q: self.act_bits,
+            cs: self.coef_bits,
+            tanh: load_tanh(&self.tanh_constants)?,
+            ..FixedParams::default()
+        })
+    }
 }
 
 /// Reads tanh* constants from a JSON file (the paper's when no file is given).
@@ -64,13 +83,7 @@ pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
 pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let path = model_or_default(&a.model);
     let model = Model::load(&path)?;
-    let params = FixedParams {
-        s: a.scale,
-        q: a.act_bits,
-        cs: a.coef_bits,
-        tanh: load_tanh(&a.tanh_constants)?,
-        ..FixedParams::default()
-    };
+    let params = a.fixed.params()?;
     let plan = Plan::from_model(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
@@ -86,7 +99,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let widths: Vec<u64> = plan.widths().iter().map(|&w| w as u64).collect();
     let mut written = Vec::new();
     for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
-        let mut h = Header::new(Kind::ModelShare, party, a.scale);
+        let mut h = Header::new(Kind::ModelShare, party, params.s);
         h.model_id = Some(model_id);
         h.shapes.push(("layers".into(), widths.clone()));
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));

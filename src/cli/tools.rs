@@ -50,18 +50,9 @@ pub struct DenoiseArgs {
     pub no_scale_noise: bool,
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
-    /// Fixed-point fractional bits (with --arith fixed).
-    #[arg(long, default_value_t = 18)]
-    pub scale: u32,
-    /// Fractional bits of a pre-activation inside the activation circuit (with --arith fixed).
-    #[arg(long, default_value_t = FixedParams::default().q)]
-    pub act_bits: u32,
-    /// Fractional bits of the tanh* coefficients (with --arith fixed).
-    #[arg(long, default_value_t = FixedParams::default().cs)]
-    pub coef_bits: u32,
-    /// tanh* constants as JSON (see share-model); default: the paper's.
-    #[arg(long)]
-    pub tanh_constants: Option<PathBuf>,
+    /// Fixed-point parameters (with --arith fixed).
+    #[command(flatten)]
+    pub fixed: super::owner::FixedArgs,
     /// Clean reference: print PSNR/SSIM of the input and the result.
     #[arg(long)]
     pub clean: Option<String>,
@@ -134,13 +125,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     let noisy = load_image(&a.image)?;
     let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
     let t = Instant::now();
-    let params = FixedParams {
-        s: a.scale,
-        q: a.act_bits,
-        cs: a.coef_bits,
-        tanh: super::owner::load_tanh(&a.tanh_constants)?,
-        ..FixedParams::default()
-    };
+    let params = a.fixed.params()?;
     let (out, oor) = run_denoise_with(&model, &noisy, &pre, a.stride, a.arith, params)?;
     let secs = t.elapsed().as_secs_f64();
     let q = quantize_u8(&out);
