@@ -4,49 +4,66 @@
 
 use rayon::prelude::*;
 
-/// c (m x n) += a (m x k) * b (k x n), all row-major, wrapping.
+/// One row of c (1 x n) += arow (1 x k) * b (k x n), wrapping.
 #[inline(always)]
-fn kernel(a: &[u64], b: &[u64], c: &mut [u64], k: usize, n: usize) {
-    c.par_chunks_mut(n).enumerate().for_each(|(i, crow)| {
-        let arow = &a[i * k..(i + 1) * k];
-        // Blocks of 4 rows of b keep the accumulator row in registers/L1 longer.
-        let mut kk = 0;
-        while kk + 4 <= k {
-            let (w0, w1, w2, w3) = (arow[kk], arow[kk + 1], arow[kk + 2], arow[kk + 3]);
-            let b0 = &b[kk * n..(kk + 1) * n];
-            let b1 = &b[(kk + 1) * n..(kk + 2) * n];
-            let b2 = &b[(kk + 2) * n..(kk + 3) * n];
-            let b3 = &b[(kk + 3) * n..(kk + 4) * n];
-            for j in 0..n {
-                crow[j] = crow[j]
-                    .wrapping_add(w0.wrapping_mul(b0[j]))
-                    .wrapping_add(w1.wrapping_mul(b1[j]))
-                    .wrapping_add(w2.wrapping_mul(b2[j]))
-                    .wrapping_add(w3.wrapping_mul(b3[j]));
-            }
-            kk += 4;
+fn row_kernel(arow: &[u64], b: &[u64], crow: &mut [u64], k: usize, n: usize) {
+    // Blocks of 4 rows of b keep the accumulator row in registers/L1 longer.
+    let mut kk = 0;
+    while kk + 4 <= k {
+        let (w0, w1, w2, w3) = (arow[kk], arow[kk + 1], arow[kk + 2], arow[kk + 3]);
+        let b0 = &b[kk * n..(kk + 1) * n];
+        let b1 = &b[(kk + 1) * n..(kk + 2) * n];
+        let b2 = &b[(kk + 2) * n..(kk + 3) * n];
+        let b3 = &b[(kk + 3) * n..(kk + 4) * n];
+        for j in 0..n {
+            crow[j] = crow[j]
+                .wrapping_add(w0.wrapping_mul(b0[j]))
+                .wrapping_add(w1.wrapping_mul(b1[j]))
+                .wrapping_add(w2.wrapping_mul(b2[j]))
+                .wrapping_add(w3.wrapping_mul(b3[j]));
         }
-        while kk < k {
-            let w0 = arow[kk];
-            let b0 = &b[kk * n..(kk + 1) * n];
-            for j in 0..n {
-                crow[j] = crow[j].wrapping_add(w0.wrapping_mul(b0[j]));
-            }
-            kk += 1;
+        kk += 4;
+    }
+    while kk < k {
+        let w0 = arow[kk];
+        let b0 = &b[kk * n..(kk + 1) * n];
+        for j in 0..n {
+            crow[j] = crow[j].wrapping_add(w0.wrapping_mul(b0[j]));
         }
-    });
+        kk += 1;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn kernel_avx512(a: &[u64], b: &[u64], c: &mut [u64], k: usize, n: usize) {
-    kernel(a, b, c, k, n)
+unsafe fn row_avx512(arow: &[u64], b: &[u64], crow: &mut [u64], k: usize, n: usize) {
+    row_kernel(arow, b, crow, k, n)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn kernel_avx2(a: &[u64], b: &[u64], c: &mut [u64], k: usize, n: usize) {
-    kernel(a, b, c, k, n)
+unsafe fn row_avx2(arow: &[u64], b: &[u64], crow: &mut [u64], k: usize, n: usize) {
+    row_kernel(arow, b, crow, k, n)
+}
+
+#[derive(Clone, Copy)]
+enum Isa {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+fn detect() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512dq") && std::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
 }
 
 /// c += a * b with a: m x k, b: k x n, c: m x n (row-major, wrapping).
@@ -57,20 +74,22 @@ pub fn gemm_acc(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usiz
     if n == 0 || m == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512dq") && std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F/DQ (vpmullq: 64-bit lane products).
-            unsafe { kernel_avx512(a, b, c, k, n) };
-            return;
+    let isa = detect();
+    // The feature-specific function is called per row from inside the parallel closure:
+    // a closure does not inherit its caller's target features, so dispatching outside it
+    // left the hot loop on baseline SSE2 (64-bit products emulated with pmuludq).
+    c.par_chunks_mut(n).enumerate().for_each(|(i, crow)| {
+        let arow = &a[i * k..(i + 1) * k];
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detect() saw AVX-512F/DQ on this CPU.
+            Isa::Avx512 => unsafe { row_avx512(arow, b, crow, k, n) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detect() saw AVX2 on this CPU.
+            Isa::Avx2 => unsafe { row_avx2(arow, b, crow, k, n) },
+            _ => row_kernel(arow, b, crow, k, n),
         }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { kernel_avx2(a, b, c, k, n) };
-            return;
-        }
-    }
-    kernel(a, b, c, k, n)
+    });
 }
 
 /// a * b as a new matrix.
