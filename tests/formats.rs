@@ -308,6 +308,7 @@ fn ids_of_another_job_or_model() {
     let ps = PatchShape {
         input: 7,
         output: 3,
+        window_milli: 0,
     };
     let geo = Geometry::new(8, 8, ps, 3);
     for (p, id) in [(0u8, [1u8; 16]), (1, [2u8; 16])] {

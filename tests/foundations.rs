@@ -239,6 +239,7 @@ fn f32_and_f64_models_load_alike() {
         mean_shift: true,
         residual: true,
         activation: Activation::TanhStar,
+        aggregation_sigma: 0.0,
     };
     assert_eq!(m64.meta, expect_meta);
     assert_eq!(m32.meta, expect_meta);
@@ -289,6 +290,7 @@ fn centre_copy_model(input: usize, output: usize) -> Model {
             mean_shift: false,
             residual: false,
             activation: Activation::Tanh,
+            aggregation_sigma: 0.0,
         },
     }
 }
@@ -563,6 +565,7 @@ fn oracle_matches_float_tanh_star_within_quantisation() {
                 mean_shift: *ms,
                 residual: *res,
                 activation: Activation::TanhStar,
+                aggregation_sigma: if *res { 4.0 } else { 0.0 },
             },
         );
         for (j, img) in [

@@ -388,6 +388,7 @@ fn model() -> Model {
             mean_shift: true,
             residual: true,
             activation: Activation::TanhStar,
+            aggregation_sigma: 0.0,
         },
     )
 }

@@ -213,6 +213,8 @@ fn meta(mean_shift: bool, residual: bool) -> ModelMeta {
         mean_shift,
         residual,
         activation: Activation::TanhStar,
+        // Residual models also use Gaussian aggregation weights, like the shipped model.
+        aggregation_sigma: if residual { 3.0 } else { 0.0 },
     }
 }
 

@@ -121,6 +121,7 @@ impl Job {
                         mean_shift: true,
                         residual: true,
                         activation: Activation::TanhStar,
+                        aggregation_sigma: 4.0,
                     },
                 );
                 let p = dir.join("model.npz");

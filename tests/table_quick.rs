@@ -14,6 +14,7 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
         mean_shift: true,
         residual: true,
         activation: Activation::TanhStar,
+        aggregation_sigma: 4.0,
     };
     let m = random_model(&[1521, 12, 289], 7, meta);
     let p = dir.join("tiny.npz");

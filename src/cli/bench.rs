@@ -182,6 +182,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
             mean_shift: true,
             residual: false,
             activation: Activation::TanhStar,
+            aggregation_sigma: 0.0,
         };
         let model_path = dir.join("model.npz");
         random_model(&widths, 7, meta).save(&model_path)?;

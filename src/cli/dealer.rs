@@ -44,7 +44,12 @@ pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
         widths.first().and_then(|&w| sq(w)),
         widths.last().and_then(|&w| sq(w)),
     ) {
-        (Some(input), Some(output)) if widths.len() >= 2 => Ok(PatchShape { input, output }),
+        // The dealer only counts patches; the aggregation window does not change that.
+        (Some(input), Some(output)) if widths.len() >= 2 => Ok(PatchShape {
+            input,
+            output,
+            window_milli: 0,
+        }),
         _ => bail!("model layer widths {widths:?} do not describe square patches"),
     }
 }

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use bincode::Options;
 
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
-pub const VERSION: u16 = 1;
+/// 2: patch shapes carry the aggregation window (model shares, output shares).
+pub const VERSION: u16 = 2;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).

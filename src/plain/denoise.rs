@@ -28,6 +28,7 @@ pub fn denoise_float(
     let centre = geo.centre_indices();
     let nin = geo.patch.input * geo.patch.input;
     let mut sums = vec![0.0f64; geo.canvas_h * geo.canvas_w];
+    let weights = geo.patch.window_weights();
     let mut window = vec![0.0f64; nin];
     let np = geo.num_patches();
     for start in (0..np).step_by(BATCH) {
@@ -65,11 +66,11 @@ pub fn denoise_float(
         }
         for j in 0..n {
             for (k, idx) in geo.output_indices(start + j).enumerate() {
-                sums[idx] += hcur[(k, j)];
+                sums[idx] += weights[k] as f64 * hcur[(k, j)];
             }
         }
     }
-    let counts = geo.counts();
+    let counts = geo.weight_sums();
     let avg: Vec<f64> = sums
         .iter()
         .zip(&counts)

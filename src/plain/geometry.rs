@@ -122,6 +122,19 @@ impl Geometry {
         c
     }
 
+    /// Sum of the aggregation weights of the outputs covering each canvas pixel: what the
+    /// weighted canvas sums are divided by.
+    pub fn weight_sums(&self) -> Vec<u64> {
+        let w = self.patch.window_weights();
+        let mut c = vec![0u64; self.canvas_h * self.canvas_w];
+        for p in 0..self.num_patches() {
+            for (k, i) in self.output_indices(p).enumerate() {
+                c[i] += w[k];
+            }
+        }
+        c
+    }
+
     /// Crops a canvas-sized row-major vector to the image.
     pub fn crop<T: Copy>(&self, canvas: &[T]) -> Vec<T> {
         let mut v = Vec::with_capacity(self.height * self.width);
@@ -155,6 +168,7 @@ mod tests {
         let ps = PatchShape {
             input: 39,
             output: 17,
+            window_milli: 0,
         };
         for &(h, w) in &[(97, 131), (17, 17), (5, 3), (512, 512), (18, 40)] {
             let g = Geometry::new(h, w, ps, 3);
@@ -164,5 +178,39 @@ mod tests {
             assert_eq!((g.canvas_h - 17) % 3, 0);
         }
         assert_eq!(Geometry::new(512, 512, ps, 3).num_patches(), 166 * 166);
+    }
+
+    #[test]
+    fn gaussian_window_weights() {
+        let ps = PatchShape {
+            input: 39,
+            output: 17,
+            window_milli: 4000,
+        };
+        let w = ps.window_weights();
+        assert_eq!(w.len(), 289);
+        // Centre 32, symmetric, every position at least 1 (so every canvas pixel is covered).
+        assert_eq!(w[8 * 17 + 8], 32);
+        assert_eq!(
+            &w[8 * 17..9 * 17],
+            &[4, 7, 10, 15, 19, 24, 28, 31, 32, 31, 28, 24, 19, 15, 10, 7, 4]
+        );
+        assert!(w.iter().all(|&v| v >= 1));
+        for k in 0..289 {
+            assert_eq!(w[k], w[288 - k]);
+            assert_eq!(w[k], w[(k % 17) * 17 + k / 17]);
+        }
+        assert_eq!(w.iter().sum::<u64>(), 2988);
+        let uniform = PatchShape {
+            window_milli: 0,
+            ..ps
+        };
+        assert!(uniform.window_weights().iter().all(|&v| v == 1));
+        // Weight sums: plain averaging gives the counts; Gaussian sums are positive.
+        let g = Geometry::new(40, 23, uniform, 3);
+        let counts: Vec<u64> = g.counts().iter().map(|&c| c as u64).collect();
+        assert_eq!(g.weight_sums(), counts);
+        let g = Geometry::new(40, 23, ps, 3);
+        assert!(g.weight_sums().iter().all(|&s| s >= 1));
     }
 }

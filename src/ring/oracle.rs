@@ -97,6 +97,7 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
     let nin = plan.layers[0].inputs;
     let centre = geo.centre_indices();
     let mut canvas = vec![0u64; geo.canvas_h * geo.canvas_w];
+    let weights = geo.patch.window_weights();
     let mut out_of_range = 0u64;
     let np = geo.num_patches();
     let mut window = vec![0u64; nin];
@@ -144,7 +145,7 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
         }
         for j in 0..n {
             for (r, idx) in geo.output_indices(start + j).enumerate() {
-                canvas[idx] = canvas[idx].wrapping_add(x[r * n + j]);
+                canvas[idx] = canvas[idx].wrapping_add(x[r * n + j].wrapping_mul(weights[r]));
             }
         }
     }
@@ -154,10 +155,10 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
     }
 }
 
-/// The receiver's step: canvas sums (at `scale`, the plan's `out_scale`) -> averaged,
-/// denormalised, cropped image.
+/// The receiver's step: weighted canvas sums (at `scale`, the plan's `out_scale`) ->
+/// averaged, denormalised, cropped image.
 pub fn decode_canvas(canvas: &[u64], geo: &Geometry, pre: &Preprocess, scale: u32) -> Array2<f64> {
-    let counts = geo.counts();
+    let counts = geo.weight_sums();
     let avg: Vec<f64> = canvas
         .iter()
         .zip(&counts)

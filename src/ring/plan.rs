@@ -155,16 +155,20 @@ impl Plan {
             }
         }
         let out_scale = layers[nl - 1].prod_scale;
-        // Canvas sums of up to 17x17 = 289 < 2^9 overlapping outputs with |o| < 2^out_bits
-        // must stay below 2^63 in magnitude.
-        if out_scale + params.out_bits + 9 + 1 > 64 {
+        // A canvas pixel sums at most one output per window position (stride 1), each with
+        // |o| < 2^out_bits times its aggregation weight: the total must stay below 2^63.
+        let patch = model.patch_shape();
+        let weight_total: u64 = patch.window_weights().iter().sum();
+        let weight_bits = 64 - (weight_total.max(1) - 1).leading_zeros();
+        if out_scale + params.out_bits + weight_bits + 1 > 64 {
             return Err(format!(
-                "output scale {out_scale} leaves no room for canvas sums in the 64-bit ring"
+                "output scale {out_scale} leaves no room for canvas sums in the 64-bit ring \
+                 (aggregation weights sum to {weight_total}, {weight_bits} bits)"
             ));
         }
         Ok(Plan {
             params,
-            patch: model.patch_shape(),
+            patch,
             layers,
             acts,
             out_scale,

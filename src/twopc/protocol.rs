@@ -149,6 +149,7 @@ pub fn run(
 
     let centre = geo.centre_indices();
     let mut canvas = vec![0u64; geo.canvas_h * geo.canvas_w];
+    let weights = geo.patch.window_weights();
     let total = geo.num_patches();
     let mut done = 0;
     for (b, start, n) in batches(total, inp.batch.max(1)) {
@@ -197,9 +198,10 @@ pub fn run(
                 act = z;
             }
         }
+        // Aggregation weights are public integers: applied to the shares locally.
         for j in 0..n {
             for (r, idx) in geo.output_indices(start + j).enumerate() {
-                canvas[idx] = canvas[idx].wrapping_add(act[r * n + j]);
+                canvas[idx] = canvas[idx].wrapping_add(act[r * n + j].wrapping_mul(weights[r]));
             }
         }
         done += n;
