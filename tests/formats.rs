@@ -16,6 +16,7 @@ use ppdenoise::formats::container::{self, FormatError, Header, Kind, MAGIC, VERS
 use ppdenoise::plain::geometry::Geometry;
 use ppdenoise::plain::model::{random_model, ModelMeta, PatchShape};
 use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::ring::plan::FixedParams;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
@@ -225,7 +226,8 @@ fn unknown_version() {
     );
     assert!(e.to_string().contains("v2.p0"));
     let o = ppd(&["inspect", &s(&f.p("v2.p0"))]);
-    cli_refuses(&o, &["v2.p0", "unsupported format version 2"]);
+    let want = format!("unsupported format version {}", VERSION + 1);
+    cli_refuses(&o, &["v2.p0", &want]);
     let o = f.serve(0, "v2.p0", "image.p0", "triplets.p0");
     cli_refuses(&o, &["v2.p0", "version"]);
     copy_with(&f.p("model.p0"), &f.p("v0.p0"), |b| {
@@ -512,7 +514,7 @@ fn good_files_read_back() {
     let (h, m): (Header, ModelShare) = load(&f.p("model.p0"), Kind::ModelShare, Some(0)).unwrap();
     assert_eq!(
         (h.kind, h.party, h.ring_bits, h.scale),
-        (Kind::ModelShare, 0, 64, 18)
+        (Kind::ModelShare, 0, 64, FixedParams::default().s)
     );
     assert!(h.model_id.is_some() && h.job_id.is_none());
     assert_eq!(h.shape("layers"), Some(&[49u64, 8, 9][..]));

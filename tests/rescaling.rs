@@ -20,11 +20,20 @@ use ppdenoise::twopc::channel::mem_pair;
 use ppdenoise::twopc::gc_engine::{deal_base_ots, GcEvaluator, GcGarbler};
 use ppdenoise::twopc::protocol::Nonlinear;
 
-/// (sh, k) pairs. The plan's own with the default parameters (s = 18, q = cs = 10,
-/// zbits = 8): hidden layer 1 (product scale 2s = 36: sh 26, k 19), later hidden layers
-/// (s + 2q + cs = 48: sh 38, k 19); the same with q = 12 (sh 24 / 42, k 21); and wider ones
-/// up to the edge of the ring (sh + k = 64).
-const PARAMS: &[(u32, u32)] = &[(26, 19), (38, 19), (24, 21), (42, 21), (36, 24), (20, 44)];
+/// (sh, k) pairs. The plan's own with the default parameters (s = 16, q = cs = 10,
+/// zbits = 8): hidden layer 1 (product scale 2s = 32: sh 22, k 19), later hidden layers
+/// (s + 2q + cs = 46: sh 36, k 19); the paper's s = 18 (sh 26 / 38, k 19); q = 12 (sh 24 /
+/// 42, k 21); and wider ones up to the edge of the ring (sh + k = 64).
+const PARAMS: &[(u32, u32)] = &[
+    (22, 19),
+    (36, 19),
+    (26, 19),
+    (38, 19),
+    (24, 21),
+    (42, 21),
+    (36, 24),
+    (20, 44),
+];
 
 /// A random V with |V| < 2^(sh + k - 1), i.e. floor(V / 2^sh) fits in k signed bits. Half of
 /// the values use the full range (up to 2^62 for sh + k = 63 or 64), the rest a random

@@ -40,7 +40,7 @@ pub struct ShareImageArgs {
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
     /// Fixed-point fractional bits (must match the model shares).
-    #[arg(long, default_value_t = 18)]
+    #[arg(long, default_value_t = crate::ring::plan::FixedParams::default().s)]
     pub scale: u32,
     /// Output prefix: writes <out>.p0 and <out>.p1.
     #[arg(long, default_value = "image")]

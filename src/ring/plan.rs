@@ -15,7 +15,7 @@ use crate::ring::tanhstar::TanhStar;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FixedParams {
-    /// Fractional bits of inputs and weights (paper: 18).
+    /// Fractional bits of inputs and weights (paper: 18; default 16).
     pub s: u32,
     /// Fractional bits kept of a pre-activation inside the activation circuit.
     pub q: u32,
@@ -31,7 +31,11 @@ pub struct FixedParams {
 impl Default for FixedParams {
     fn default() -> Self {
         FixedParams {
-            s: 18,
+            // The paper used 18. Every fractional bit of a product costs one AND gate and one
+            // OT per element in the activation circuit. Shipped model vs float, mean/max
+            // error in grey levels: s 12: 0.095/0.98, 14: 0.038/0.50, 16: 0.028/0.23,
+            // 17: 0.026/0.19; 16 keeps the error at the level of 18 for 4 of 102 bits.
+            s: 16,
             q: 10,
             cs: 10,
             zbits: 8,

@@ -5,7 +5,8 @@
 //!
 //! Per chunk of elements (messages in order):
 //! 1. S0 -> S1: COT extension for S0's input bits (16 B/bit).
-//! 2. S1 -> S0: the garbled tables (32 B/AND). S1's own input labels are not sent: their
+//! 2. S1 -> S0: the garbled tables (32 B/AND), the first half of the chunk's elements then
+//!    the second half, garbled on two threads with disjoint gate ranges. S1's own input labels are not sent: their
 //!    active values come from a stream both servers derive from a dealer seed, and S1 sets
 //!    its zero labels to `active ⊕ bit·Δ`.
 //! 3. S0 -> S1: COT extension with S0's output colour bits as choices (16 B/bit).
@@ -19,7 +20,7 @@ use crate::twopc::channel::{Channel, ChannelError};
 use crate::twopc::gc::activation::garble_batch_shared_labels;
 use crate::twopc::gc::block::Block;
 use crate::twopc::gc::{
-    evaluate_batch, share_bits, ActCircuit, ActParams, Evaluator, Garbler, TruncParams,
+    evaluate_batch, share_bits, ActCircuit, ActParams, Evaluator, Garbler, TruncParams, LANES,
 };
 use crate::twopc::ot::{
     b2a_receiver, b2a_sender, deal_base_ots as deal, BaseOtForReceiver, BaseOtForSender,
@@ -30,6 +31,18 @@ use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
 
 /// Elements per garbling chunk: bounds memory (tables of a chunk are held once).
 const CHUNK: usize = 16384;
+
+/// First gate id of the second garbler/evaluator pair. Each chunk is split in two halves
+/// garbled (and evaluated) on two threads; the halves number their gates from 0 and from
+/// 2^62, so hash tweaks never repeat under the one Δ (a session garbles far fewer than
+/// 2^62 gates).
+const SECOND_HALF_FIRST_GATE: u64 = 1 << 62;
+
+/// Elements of a chunk that go to the first half: about half, a multiple of the lane width
+/// so both halves garble full lanes.
+fn first_half(items: usize) -> usize {
+    items / 2 / LANES * LANES
+}
 
 /// The dealer's base OTs for one job: (S0's part, S1's part), serialised, each followed by
 /// the 16-byte seed both servers derive the garbler's active input labels from.
@@ -85,6 +98,7 @@ pub struct GcEvaluator {
     cot: CotReceiver,
     labels: CtrPrg,
     ev: Evaluator,
+    ev2: Evaluator,
     counters: EngineCounters,
 }
 
@@ -97,6 +111,7 @@ impl GcEvaluator {
             cot: CotReceiver::new(base),
             labels,
             ev: Evaluator::new(),
+            ev2: Evaluator::with_first_gate(SECOND_HALF_FIRST_GATE),
             counters: EngineCounters::default(),
         })
     }
@@ -125,8 +140,29 @@ impl GcEvaluator {
         for (chunk, t) in chunks.iter().zip(ts) {
             let tables = ch.recv()?;
             let g_active = self.labels.blocks(t.len());
-            self.ev.load_table_bytes(&tables).map_err(malformed)?;
-            let e = evaluate_batch(&mut self.ev, circ, &g_active, &t).map_err(malformed)?;
+            let h = first_half(chunk.len());
+            let split = h * circ.and_gates() as usize * 2 * Block::BYTES;
+            if tables.len() < split {
+                return Err(malformed(format!(
+                    "garbled tables of {} bytes, expected at least {split}",
+                    tables.len()
+                )));
+            }
+            self.ev
+                .load_table_bytes(&tables[..split])
+                .map_err(malformed)?;
+            self.ev2
+                .load_table_bytes(&tables[split..])
+                .map_err(malformed)?;
+            let (g1, g2) = g_active.split_at(h * n);
+            let (t1, t2) = t.split_at(h * n);
+            let (ev, ev2) = (&mut self.ev, &mut self.ev2);
+            let (e1, e2) = rayon::join(
+                || evaluate_batch(ev, circ, g1, t1),
+                || evaluate_batch(ev2, circ, g2, t2),
+            );
+            let mut e = e1.map_err(malformed)?;
+            e.extend(e2.map_err(malformed)?);
             let tweak = self.cot.next_ot_index();
             let (msg2, t2) = self.cot.extend(&e);
             ch.send(&msg2)?;
@@ -161,6 +197,7 @@ pub struct GcGarbler {
     cot: CotSender,
     labels: CtrPrg,
     gb: Garbler<ChaCha12Rng>,
+    gb2: Garbler<ChaCha12Rng>,
     counters: EngineCounters,
 }
 
@@ -175,6 +212,11 @@ impl GcGarbler {
             labels,
             // Wire labels come from a fresh local CSPRNG, never from dealer data.
             gb: Garbler::new(delta, ChaCha12Rng::from_entropy()),
+            gb2: Garbler::with_first_gate(
+                delta,
+                ChaCha12Rng::from_entropy(),
+                SECOND_HALF_FIRST_GATE,
+            ),
             counters: EngineCounters::default(),
         })
     }
@@ -201,10 +243,20 @@ impl GcGarbler {
         let mut pending: Option<(Vec<bool>, usize)> = None;
         for (chunk, q) in chunks.iter().zip(qs) {
             let own = self.labels.blocks(q.len());
-            let rho = garble_batch_shared_labels(&mut self.gb, circ, chunk, &q, &own);
+            let h = first_half(chunk.len());
+            let (c1, c2) = chunk.split_at(h);
+            let (q1, q2) = q.split_at(h * n);
+            let (o1, o2) = own.split_at(h * n);
+            let (gb, gb2) = (&mut self.gb, &mut self.gb2);
+            let (mut rho, rho2) = rayon::join(
+                || garble_batch_shared_labels(gb, circ, c1, q1, o1),
+                || garble_batch_shared_labels(gb2, circ, c2, q2, o2),
+            );
+            rho.extend(rho2);
             drop((q, own));
             tables.clear();
             self.gb.drain_table_bytes(&mut tables);
+            self.gb2.drain_table_bytes(&mut tables);
             ch.send(&tables)?;
             if let Some(p) = pending.take() {
                 result.extend(self.answer_b2a(ch, circ, p)?);

@@ -26,4 +26,4 @@ pub use activation::{
 };
 pub use block::{Block, LengthError};
 pub use circuit::{AndCounter, Circuit, PlainEval};
-pub use halfgates::{Evaluator, Garbler, GcError};
+pub use halfgates::{Evaluator, Garbler, GcError, LANES};
