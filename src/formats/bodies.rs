@@ -48,6 +48,7 @@ impl ModelShare {
 
     /// The plan with this party's weight shares filled in.
     pub fn share_plan(&self) -> Result<Plan, String> {
+        self.plan.check_output_headroom()?;
         let mut plan = self.plan.clone();
         let flat = self
             .data

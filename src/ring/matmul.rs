@@ -47,6 +47,7 @@ unsafe fn row_avx2(arow: &[u64], b: &[u64], crow: &mut [u64], k: usize, n: usize
 }
 
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Isa {
     Avx512,
     Avx2,

@@ -159,25 +159,33 @@ impl Plan {
             }
         }
         let out_scale = layers[nl - 1].prod_scale;
-        // A canvas pixel sums at most one output per window position (stride 1), each with
-        // |o| < 2^out_bits times its aggregation weight: the total must stay below 2^63.
-        let patch = model.patch_shape();
-        let weight_total: u64 = patch.window_weights().iter().sum();
-        let weight_bits = 64 - (weight_total.max(1) - 1).leading_zeros();
-        if out_scale + params.out_bits + weight_bits + 1 > 64 {
-            return Err(format!(
-                "output scale {out_scale} leaves no room for canvas sums in the 64-bit ring \
-                 (aggregation weights sum to {weight_total}, {weight_bits} bits)"
-            ));
-        }
-        Ok(Plan {
+        let plan = Plan {
             params,
-            patch,
+            patch: model.patch_shape(),
             layers,
             acts,
             out_scale,
             residual: model.meta.residual,
-        })
+        };
+        plan.check_output_headroom()?;
+        Ok(plan)
+    }
+
+    /// A canvas pixel sums at most one output per window position (stride 1), each with
+    /// |o| < 2^out_bits times its aggregation weight: the total must stay below 2^63.
+    /// Also checked on plans read from model shares, so a hand-edited window cannot make
+    /// the sums wrap silently.
+    pub fn check_output_headroom(&self) -> Result<(), String> {
+        let weight_total: u64 = self.patch.window_weights().iter().sum();
+        let weight_bits = 64 - (weight_total.max(1) - 1).leading_zeros();
+        if self.out_scale + self.params.out_bits + weight_bits + 1 > 64 {
+            return Err(format!(
+                "output scale {} leaves no room for canvas sums in the 64-bit ring \
+                 (aggregation weights sum to {weight_total}, {weight_bits} bits)",
+                self.out_scale
+            ));
+        }
+        Ok(())
     }
 }
 

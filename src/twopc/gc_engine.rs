@@ -253,6 +253,7 @@ impl GcGarbler {
                 || garble_batch_shared_labels(gb2, circ, c2, q2, o2),
             );
             rho.extend(rho2);
+            debug_assert!(self.gb.gate_counter() < SECOND_HALF_FIRST_GATE);
             drop((q, own));
             tables.clear();
             self.gb.drain_table_bytes(&mut tables);
