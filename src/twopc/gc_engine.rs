@@ -116,11 +116,83 @@ impl GcEvaluator {
         })
     }
 
+    fn finish_b2a(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        (t2, e, tweak, items): (Vec<Block>, Vec<bool>, u64, usize),
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let corr = ch.recv()?;
+        let (_, groups) = circ.b2a_layout(items);
+        self.counters.ots += t2.len() as u64;
+        b2a_receiver(&t2, &e, &corr, &groups, tweak).map_err(malformed)
+    }
+}
+
+/// S1: garbler and OT sender.
+pub struct GcGarbler {
+    cot: CotSender,
+    labels: CtrPrg,
+    gb: Garbler<ChaCha12Rng>,
+    gb2: Garbler<ChaCha12Rng>,
+    counters: EngineCounters,
+}
+
+impl GcGarbler {
+    pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
+        let (base, labels) = split_dealer_bytes(base_ot)?;
+        let base = BaseOtForSender::from_bytes(base)
+            .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
+        let delta = base.delta;
+        Ok(GcGarbler {
+            cot: CotSender::new(base),
+            labels,
+            // Wire labels come from a fresh local CSPRNG, never from dealer data.
+            gb: Garbler::new(delta, ChaCha12Rng::from_entropy()),
+            gb2: Garbler::with_first_gate(
+                delta,
+                ChaCha12Rng::from_entropy(),
+                SECOND_HALF_FIRST_GATE,
+            ),
+            counters: EngineCounters::default(),
+        })
+    }
+
+    fn answer_b2a(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        (rho, items): (Vec<bool>, usize),
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let tweak = self.cot.next_ot_index();
+        let msg2 = ch.recv()?;
+        let q2 = self.cot.extend(rho.len(), &msg2).map_err(malformed)?;
+        self.counters.ots += q2.len() as u64;
+        let (weights, groups) = circ.b2a_layout(items);
+        let (corr, shares) = b2a_sender(self.cot.delta(), &q2, &rho, &weights, &groups, tweak);
+        ch.send(&corr)?;
+        Ok(shares)
+    }
+}
+
+/// One side of the garbled-circuit engine: runs an activation circuit on its shares and
+/// returns arithmetic shares of the outputs. Both roles get [`Nonlinear`] from it.
+trait GcRole {
+    fn run_circuit(
+        &mut self,
+        ch: &mut dyn Channel,
+        circ: &ActCircuit,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError>;
+    fn engine_counters(&self) -> EngineCounters;
+}
+
+impl GcRole for GcEvaluator {
     /// Runs `circ` on the shares, returns arithmetic shares (one per B2A group).
     ///
     /// Pipelined: all input COTs go first, then chunk i is evaluated while the garbler
     /// garbles chunk i+1, and the B2A of chunk i completes one chunk later.
-    fn run(
+    fn run_circuit(
         &mut self,
         ch: &mut dyn Channel,
         circ: &ActCircuit,
@@ -179,51 +251,15 @@ impl GcEvaluator {
         Ok(result)
     }
 
-    fn finish_b2a(
-        &mut self,
-        ch: &mut dyn Channel,
-        circ: &ActCircuit,
-        (t2, e, tweak, items): (Vec<Block>, Vec<bool>, u64, usize),
-    ) -> Result<Vec<u64>, ProtocolError> {
-        let corr = ch.recv()?;
-        let (_, groups) = circ.b2a_layout(items);
-        self.counters.ots += t2.len() as u64;
-        b2a_receiver(&t2, &e, &corr, &groups, tweak).map_err(malformed)
+    fn engine_counters(&self) -> EngineCounters {
+        self.counters
     }
 }
 
-/// S1: garbler and OT sender.
-pub struct GcGarbler {
-    cot: CotSender,
-    labels: CtrPrg,
-    gb: Garbler<ChaCha12Rng>,
-    gb2: Garbler<ChaCha12Rng>,
-    counters: EngineCounters,
-}
-
-impl GcGarbler {
-    pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
-        let (base, labels) = split_dealer_bytes(base_ot)?;
-        let base = BaseOtForSender::from_bytes(base)
-            .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
-        let delta = base.delta;
-        Ok(GcGarbler {
-            cot: CotSender::new(base),
-            labels,
-            // Wire labels come from a fresh local CSPRNG, never from dealer data.
-            gb: Garbler::new(delta, ChaCha12Rng::from_entropy()),
-            gb2: Garbler::with_first_gate(
-                delta,
-                ChaCha12Rng::from_entropy(),
-                SECOND_HALF_FIRST_GATE,
-            ),
-            counters: EngineCounters::default(),
-        })
-    }
-
-    /// Mirror of [`GcEvaluator::run`]: all input COTs first, then garble chunk i+1 before
+impl GcRole for GcGarbler {
+    /// Mirror of the evaluator's `run_circuit`: all input COTs first, then garble chunk i+1 before
     /// answering the B2A of chunk i, so both servers compute at the same time.
-    fn run(
+    fn run_circuit(
         &mut self,
         ch: &mut dyn Channel,
         circ: &ActCircuit,
@@ -270,60 +306,6 @@ impl GcGarbler {
             result.extend(self.answer_b2a(ch, circ, p)?);
         }
         Ok(result)
-    }
-
-    fn answer_b2a(
-        &mut self,
-        ch: &mut dyn Channel,
-        circ: &ActCircuit,
-        (rho, items): (Vec<bool>, usize),
-    ) -> Result<Vec<u64>, ProtocolError> {
-        let tweak = self.cot.next_ot_index();
-        let msg2 = ch.recv()?;
-        let q2 = self.cot.extend(rho.len(), &msg2).map_err(malformed)?;
-        self.counters.ots += q2.len() as u64;
-        let (weights, groups) = circ.b2a_layout(items);
-        let (corr, shares) = b2a_sender(self.cot.delta(), &q2, &rho, &weights, &groups, tweak);
-        ch.send(&corr)?;
-        Ok(shares)
-    }
-}
-
-/// One side of the garbled-circuit engine: runs an activation circuit on its shares and
-/// returns arithmetic shares of the outputs. Both roles get [`Nonlinear`] from it.
-trait GcRole {
-    fn run_circuit(
-        &mut self,
-        ch: &mut dyn Channel,
-        circ: &ActCircuit,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError>;
-    fn engine_counters(&self) -> EngineCounters;
-}
-
-impl GcRole for GcEvaluator {
-    fn run_circuit(
-        &mut self,
-        ch: &mut dyn Channel,
-        circ: &ActCircuit,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError> {
-        self.run(ch, circ, v)
-    }
-
-    fn engine_counters(&self) -> EngineCounters {
-        self.counters
-    }
-}
-
-impl GcRole for GcGarbler {
-    fn run_circuit(
-        &mut self,
-        ch: &mut dyn Channel,
-        circ: &ActCircuit,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError> {
-        self.run(ch, circ, v)
     }
 
     fn engine_counters(&self) -> EngineCounters {
