@@ -19,12 +19,15 @@ use super::NetError;
 /// Largest frame [`LinkReceiver::recv`] accepts unless changed with [`Link::set_max_frame`].
 pub const DEFAULT_MAX_FRAME: u64 = 4 << 30;
 
+/// Most a frame's length prefix makes the receiver reserve before its bytes arrive.
+const RESERVE_AHEAD: usize = 64 << 20;
+
 /// Length prefix of every frame.
 const FRAME_HEADER: u64 = 8;
 
-/// Upper bound on one step of the TLS handshake (a stalled stray client cannot hold the
-/// listener for longer than this).
-const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on the whole TLS handshake of one connection (a stalled or trickling stray
+/// client cannot hold the listener for longer than this).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pause between connection attempts while the peer is not up yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -109,7 +112,7 @@ impl Link {
                 Ok((stream, from)) => {
                     let step = deadline
                         .saturating_duration_since(now)
-                        .clamp(Duration::from_secs(1), HANDSHAKE_STEP_TIMEOUT);
+                        .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
                     match Link::establish(stream, from, Role::Server, me, peer, step) {
                         Ok(link) => {
                             let _ = listener.set_nonblocking(false);
@@ -170,7 +173,7 @@ impl Link {
                 Ok(stream) => {
                     let step = deadline
                         .saturating_duration_since(Instant::now())
-                        .clamp(Duration::from_secs(1), HANDSHAKE_STEP_TIMEOUT);
+                        .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
                     return Link::establish(stream, addr, Role::Client, me, peer, step);
                 }
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
@@ -433,7 +436,9 @@ impl LinkReceiver {
             return Err(too_large);
         }
         let n = usize::try_from(len).map_err(|_| too_large)?;
-        buf.reserve_exact(n);
+        // Memory follows the bytes that actually arrive: a length prefix alone cannot make us
+        // reserve gigabytes.
+        buf.reserve_exact(n.min(RESERVE_AHEAD));
         let before = buf.len();
         self.r.read_append(buf, n, &|| {
             format!("in the middle of a frame of {len} bytes")
@@ -695,12 +700,51 @@ mod tests {
             use std::io::Write;
             let mut junk = TcpStream::connect(addr).unwrap();
             junk.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            // A handshake record header claiming more than TLS 1.3 allows (16,641 bytes).
+            let mut long = TcpStream::connect(addr).unwrap();
+            long.write_all(&[0x16, 0x03, 0x01, 0x41, 0x01]).unwrap();
         }
         let e = Link::connect(addr, &intruder, &p0, Duration::from_secs(5)).unwrap_err();
         assert!(matches!(e, NetError::RejectedByPeer { .. }), "{e}");
         let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(5)).unwrap();
         c.send(b"made it").unwrap();
         assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+    }
+
+    #[test]
+    fn a_trickling_client_cannot_hold_the_listener() {
+        let (s0, s1) = identities();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
+        let h = thread::spawn(move || {
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(2)).map(|mut l| l.recv())
+        });
+        // A record header, then one byte every 200 ms for 20 s: each read alone is quick, so
+        // only a deadline on the whole handshake stops it.
+        let trickle = thread::spawn(move || {
+            use std::io::Write;
+            let mut t = TcpStream::connect(addr).unwrap();
+            let _ = t.write_all(&[0x16, 0x03, 0x01, 0x00, 100]);
+            for _ in 0..100 {
+                if t.write_all(&[0]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        });
+        thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(8)).unwrap();
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(c);
+        trickle.join().unwrap();
     }
 
     #[test]

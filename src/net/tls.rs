@@ -21,7 +21,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ring::aead;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -280,7 +280,8 @@ impl From<io::Error> for HsError {
 }
 
 /// Run the TLS handshake on `stream` and exchange the confirmation messages.
-/// `timeout` bounds each read and write of the handshake.
+/// `timeout` bounds the whole handshake (all its reads together: a peer trickling one byte
+/// at a time cannot hold the listener longer) and each write.
 pub(crate) fn handshake(
     mut stream: TcpStream,
     role: Role,
@@ -308,7 +309,15 @@ pub(crate) fn handshake(
     };
     let mut sent = 0u64;
     let mut received = 0u64;
-    let result = drive(&mut conn, &mut stream, role, &mut sent, &mut received);
+    let deadline = Instant::now() + timeout;
+    let result = drive(
+        &mut conn,
+        &mut stream,
+        role,
+        deadline,
+        &mut sent,
+        &mut received,
+    );
     match result {
         Ok(()) => Ok(Handshaken {
             conn,
@@ -324,6 +333,7 @@ fn drive(
     conn: &mut Connection,
     sock: &mut TcpStream,
     role: Role,
+    deadline: Instant,
     sent: &mut u64,
     received: &mut u64,
 ) -> Result<(), HsError> {
@@ -332,7 +342,7 @@ fn drive(
         if !conn.is_handshaking() {
             break;
         }
-        read_record(conn, sock, received)?;
+        read_record(conn, sock, deadline, received)?;
     }
     let (mine, theirs) = match role {
         Role::Client => (HELLO_CLIENT, HELLO_SERVER),
@@ -342,7 +352,7 @@ fn drive(
     flush_tls(conn, sock, sent)?;
     let mut got = [0u8; 24];
     loop {
-        let state = read_record(conn, sock, received)?;
+        let state = read_record(conn, sock, deadline, received)?;
         if state.peer_has_closed() {
             return Err(HsError::Io(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -380,19 +390,22 @@ fn flush_tls(conn: &mut Connection, sock: &mut TcpStream, sent: &mut u64) -> io:
 fn read_record(
     conn: &mut Connection,
     sock: &mut TcpStream,
+    deadline: Instant,
     received: &mut u64,
 ) -> Result<rustls::IoState, HsError> {
     let mut record = [0u8; HEADER_LEN + MAX_CIPHERTEXT];
-    sock.read_exact(&mut record[..HEADER_LEN])?;
+    read_exact_by(sock, &mut record[..HEADER_LEN], deadline)?;
     let len = usize::from(u16::from_be_bytes([record[3], record[4]]));
-    // Content types 20..=23, legacy version 3.x, length within TLS limits.
-    if !(20..=23).contains(&record[0]) || record[1] != 3 || len > MAX_CIPHERTEXT + 2048 {
+    // Content types 20..=23, legacy version 3.x, length within TLS 1.3's limit (the only
+    // version spoken), which is also what `record` holds: a longer claim is refused, never
+    // sliced (a stray client must not be able to panic the listener).
+    if !(20..=23).contains(&record[0]) || record[1] != 3 || len > MAX_CIPHERTEXT {
         return Err(HsError::Other(format!(
             "the peer does not speak TLS (it sent {:?})",
             String::from_utf8_lossy(&record[..HEADER_LEN])
         )));
     }
-    sock.read_exact(&mut record[HEADER_LEN..HEADER_LEN + len])?;
+    read_exact_by(sock, &mut record[HEADER_LEN..HEADER_LEN + len], deadline)?;
     *received += (HEADER_LEN + len) as u64;
     let mut rest: &[u8] = &record[..HEADER_LEN + len];
     while !rest.is_empty() {
@@ -408,11 +421,30 @@ fn read_record(
     }
 }
 
+/// `read_exact` against an overall deadline: the socket's timeout is reset to the time left
+/// before every read, so bytes arriving slowly cannot stretch it.
+fn read_exact_by(sock: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.read(buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn map_handshake_error(e: HsError, me: &Identity, timeout: Duration) -> NetError {
     match e {
         HsError::Io(e) => match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NetError::Timeout(format!(
-                "during the TLS handshake: the peer sent nothing for {timeout:?}"
+                "during the TLS handshake: the peer did not complete it within {timeout:?}"
             )),
             io::ErrorKind::UnexpectedEof
             | io::ErrorKind::ConnectionReset
@@ -627,16 +659,26 @@ impl RecordWriter {
     }
 
     fn seal(&mut self, content_type: u8) -> Result<(), NetError> {
-        let Some(start) = self.open.take() else {
+        let Some(start) = self.open else {
             return Ok(());
         };
+        // The nonce first: if the record limit is reached, the open record is dropped, so no
+        // later write can send its plaintext.
+        let nonce = match self.key.next_nonce() {
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.truncate(start);
+                self.open = None;
+                return Err(e);
+            }
+        };
+        self.open = None;
         self.buf.push(content_type);
         let ciphertext_len = self.buf.len() - start - HEADER_LEN + TAG_LEN;
         let len = u16::try_from(ciphertext_len).expect("record length fits u16");
         let [hi, lo] = len.to_be_bytes();
         let header = [CT_APPLICATION_DATA, 3, 3, hi, lo];
         self.buf[start..start + HEADER_LEN].copy_from_slice(&header);
-        let nonce = self.key.next_nonce()?;
         let tag = self
             .key
             .key
@@ -799,6 +841,13 @@ impl RecordReader {
                 })?
                 .len();
             self.start += HEADER_LEN + len;
+            // RFC 8446 5.4: the inner plaintext is at most 2^14 + 1 bytes.
+            if plain_len > MAX_PLAINTEXT + 1 {
+                return Err(NetError::Protocol(format!(
+                    "a record of {plain_len} plaintext bytes exceeds TLS 1.3's limit {}",
+                    doing()
+                )));
+            }
             // Inner plaintext: content, content type, zero padding.
             let inner = &self.buf[body_start..body_start + plain_len];
             let Some(type_at) = inner.iter().rposition(|&b| b != 0) else {
@@ -820,12 +869,15 @@ impl RecordReader {
                             doing()
                         )));
                     }
-                    let alert = inner.get(1).copied().unwrap_or(0);
-                    return Err(NetError::Protocol(format!(
-                        "the peer sent TLS alert {:?} {}",
-                        AlertDescription::from(alert),
-                        doing()
-                    )));
+                    // An alert body is exactly level and description.
+                    return Err(NetError::Protocol(match inner[..type_at] {
+                        [_, alert] => format!(
+                            "the peer sent TLS alert {:?} {}",
+                            AlertDescription::from(alert),
+                            doing()
+                        ),
+                        _ => format!("the peer sent a malformed TLS alert {}", doing()),
+                    }));
                 }
                 CT_HANDSHAKE => {
                     return Err(NetError::Protocol(
