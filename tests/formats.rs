@@ -388,6 +388,9 @@ fn flipped_bytes() {
     }
     let o = f.serve(0, "model.p0", "flip", "triplets.p0");
     cli_refuses(&o, &["flip", "integrity check failed"]);
+    // inspect checks the whole file too, not only its header.
+    let o = ppd(&["inspect", &s(&f.p("flip"))]);
+    cli_refuses(&o, &["flip", "integrity check failed"]);
     // A flipped byte in the header is refused too (checksum, or a header that no longer
     // parses or no longer fits the file).
     for i in (14..14 + hl).step_by(7) {
@@ -544,6 +547,7 @@ fn good_files_read_back() {
     assert_eq!(v["kind"], "Triplets");
     assert_eq!(v["party"], 1);
     assert_eq!(v["job_id"].as_str().unwrap().len(), 32);
+    assert_eq!(v["checksum"], "ok");
     assert_eq!(
         v["file_bytes"].as_u64().unwrap(),
         std::fs::metadata(f.p("triplets.p1")).unwrap().len()

@@ -11,8 +11,9 @@ use clap::Args;
 
 use super::Summary;
 use crate::dealer::randomness::PartyRandomness;
-use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare, Triplets};
+use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
 use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::formats::triplet_stream;
 use crate::net::identity::{keygen as make_identity, load_peer_cert, Identity};
 use crate::net::link::Link;
 use crate::plain::geometry::Geometry;
@@ -193,7 +194,8 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         .map(id_hex)
         .with_context(|| format!("{}: header lacks a triplet id", a.triplets.display()))?;
     check_unused(&a.state_dir, p, &triplet_id, &a.triplets)?;
-    let (_, tr): (Header, Triplets) = load(&a.triplets, Kind::Triplets, Some(p))?;
+    // Checked whole (checksum) now; party 1's triple shares are then read as consumed.
+    let (_, tr) = triplet_stream::open(&a.triplets, p)?;
     if ih.scale != mh.scale {
         bail!(
             "{}: image encoded at scale {} but the model share uses scale {}",
@@ -245,7 +247,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         tag.extend_from_slice(id.as_ref().expect("ids checked above"));
     }
     let batch = tr.batch;
-    let rand = PartyRandomness::new(p, tr.seed, tr.corrections);
+    let rand = PartyRandomness::streaming(p, tr.seed, tr.corrections);
     let mut engine: Box<dyn Nonlinear> = if p == 0 {
         Box::new(GcEvaluator::new(&tr.base_ot)?)
     } else {

@@ -6,6 +6,7 @@
 //! the elementwise triples) are explicit "corrections", consumed in the order
 //! batch -> layer -> (matrix triple, then elementwise triples of a hidden layer).
 
+use crate::formats::triplet_stream::CorrectionReader;
 use crate::ring::share::{Prg, Seed, Stream};
 
 /// Elementwise correlations for one hidden layer and batch (`e` elements): a square pair
@@ -19,20 +20,29 @@ pub struct ElemTriples {
     pub c: [Vec<u64>; 2],
 }
 
+/// Where party 1's explicit values come from.
+enum Corrections {
+    Memory {
+        values: Vec<u64>,
+        cursor: usize,
+    },
+    /// Read from the dealer file in consumption order (the server's case).
+    File(CorrectionReader),
+}
+
 /// Source of one party's randomness for a job.
 pub struct PartyRandomness {
     pub party: u8,
     seed: Seed,
-    corrections: Vec<u64>,
-    cursor: usize,
+    corrections: Corrections,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the correlated randomness is exhausted ({need} more values needed at offset {at} of {len}): it was made for a different job size")]
-pub struct Exhausted {
-    need: usize,
-    at: usize,
-    len: usize,
+pub enum RandomnessError {
+    #[error("the correlated randomness is exhausted ({need} more values needed at offset {at} of {len}): it was made for a different job size")]
+    Exhausted { need: usize, at: u64, len: u64 },
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 impl PartyRandomness {
@@ -40,8 +50,26 @@ impl PartyRandomness {
         PartyRandomness {
             party,
             seed,
-            corrections,
-            cursor: 0,
+            corrections: Corrections::Memory {
+                values: corrections,
+                cursor: 0,
+            },
+        }
+    }
+
+    /// Party randomness whose explicit values are streamed from the dealer file.
+    pub fn streaming(party: u8, seed: Seed, corrections: CorrectionReader) -> Self {
+        PartyRandomness {
+            party,
+            seed,
+            corrections: Corrections::File(corrections),
+        }
+    }
+
+    fn position(&self) -> (u64, u64) {
+        match &self.corrections {
+            Corrections::Memory { values, cursor } => (*cursor as u64, values.len() as u64),
+            Corrections::File(r) => (r.position(), r.len()),
         }
     }
 
@@ -57,21 +85,28 @@ impl PartyRandomness {
         Prg::new(&self.seed, Stream::ActMask(layer, batch)).vec(n)
     }
 
-    fn take(&mut self, n: usize) -> Result<Vec<u64>, Exhausted> {
-        if self.cursor + n > self.corrections.len() {
-            return Err(Exhausted {
-                need: n,
-                at: self.cursor,
-                len: self.corrections.len(),
-            });
+    fn take(&mut self, n: usize) -> Result<Vec<u64>, RandomnessError> {
+        let (at, len) = self.position();
+        if at + n as u64 > len {
+            return Err(RandomnessError::Exhausted { need: n, at, len });
         }
-        let v = self.corrections[self.cursor..self.cursor + n].to_vec();
-        self.cursor += n;
-        Ok(v)
+        match &mut self.corrections {
+            Corrections::Memory { values, cursor } => {
+                let v = values[*cursor..*cursor + n].to_vec();
+                *cursor += n;
+                Ok(v)
+            }
+            Corrections::File(r) => r.take(n).map_err(RandomnessError::Unreadable),
+        }
     }
 
     /// This party's share of C = A B for (layer, batch), n = outputs x batch.
-    pub fn mat_triple(&mut self, layer: u32, batch: u32, n: usize) -> Result<Vec<u64>, Exhausted> {
+    pub fn mat_triple(
+        &mut self,
+        layer: u32,
+        batch: u32,
+        n: usize,
+    ) -> Result<Vec<u64>, RandomnessError> {
         if self.party == 0 {
             Ok(Prg::new(&self.seed, Stream::MatTriple(layer, batch)).vec(n))
         } else {
@@ -84,7 +119,7 @@ impl PartyRandomness {
         layer: u32,
         batch: u32,
         e: usize,
-    ) -> Result<ElemTriples, Exhausted> {
+    ) -> Result<ElemTriples, RandomnessError> {
         let (sq_a, a, b, mut prg) = elem_masks(&self.seed, layer, batch, e);
         let (sq_c, c) = if self.party == 0 {
             (prg.vec(e), [prg.vec(e), prg.vec(e)])
@@ -102,7 +137,8 @@ impl PartyRandomness {
 
     /// True when every explicit value was consumed (a job-size mismatch shows up here).
     pub fn fully_consumed(&self) -> bool {
-        self.cursor == self.corrections.len()
+        let (at, len) = self.position();
+        at == len
     }
 }
 

@@ -177,11 +177,44 @@ pub fn encode<B: Serialize>(header: &Header, body: &B) -> anyhow::Result<Vec<u8>
     Ok(out)
 }
 
-/// Writes a container file atomically.
+/// Passes bytes through to `inner` while hashing them (the container's trailing checksum).
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a container file atomically. The body is serialised straight into the file, so a
+/// large body (the dealer's ~1 GB for a 512x512 image) is not held twice in memory.
 pub fn write<B: Serialize>(path: &Path, header: &Header, body: &B) -> anyhow::Result<()> {
-    let bytes = encode(header, body)?;
+    let h = opts().serialize(header)?;
+    let blen = opts().serialized_size(body)?;
     super::atomic::write_with(path, |w| {
-        w.write_all(&bytes)?;
+        let hashing = Hashing {
+            inner: &mut *w,
+            hasher: blake3::Hasher::new(),
+        };
+        // Buffer before hashing: bincode writes one 8-byte value at a time.
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, hashing);
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        out.write_all(&(h.len() as u32).to_le_bytes())?;
+        out.write_all(&h)?;
+        out.write_all(&blen.to_le_bytes())?;
+        opts().serialize_into(&mut out, body)?;
+        let hashing = out.into_inner().map_err(|e| e.into_error())?;
+        let sum = hashing.hasher.finalize();
+        w.write_all(sum.as_bytes())?;
         Ok(())
     })
 }
@@ -245,18 +278,22 @@ fn read_prefix(path: &Path, f: &mut File, len: u64) -> Result<(Header, Vec<u8>),
     Ok((header, all))
 }
 
-/// Reads a whole container, checking sizes before allocation and the checksum before
-/// decoding the body.
-pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError> {
-    let mut f = File::open(path).map_err(|e| FormatError::Io(path.into(), e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| FormatError::Io(path.into(), e))?
-        .len();
-    let (header, mut seen) = read_prefix(path, &mut f, len)?;
+/// An open container positioned at the start of its body, with its sizes checked against
+/// the file's length and the hash of everything before the body already taken.
+struct Opened {
+    file: File,
+    header: Header,
+    body_len: u64,
+    hasher: blake3::Hasher,
+}
+
+fn open_checked(path: &Path) -> Result<Opened, FormatError> {
+    let io = |e| FormatError::Io(path.into(), e);
+    let mut f = File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let (header, seen) = read_prefix(path, &mut f, len)?;
     let mut lb = [0u8; 8];
-    f.read_exact(&mut lb)
-        .map_err(|e| FormatError::Io(path.into(), e))?;
+    f.read_exact(&mut lb).map_err(io)?;
     let blen = u64::from_le_bytes(lb);
     if blen > MAX_BODY {
         return Err(FormatError::Absurd(
@@ -271,19 +308,77 @@ pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError
             format!("expected {expected} bytes, file has {len}"),
         ));
     }
-    seen.extend_from_slice(&lb);
     let mut hasher = blake3::Hasher::new();
     hasher.update(&seen);
-    let mut body = vec![0u8; blen as usize];
-    f.read_exact(&mut body)
-        .map_err(|e| FormatError::Io(path.into(), e))?;
-    hasher.update(&body);
+    hasher.update(&lb);
+    Ok(Opened {
+        file: f,
+        header,
+        body_len: blen,
+        hasher,
+    })
+}
+
+/// Reads the trailing checksum and compares it with the hash of everything before it.
+fn check_sum(path: &Path, f: &mut File, hasher: &blake3::Hasher) -> Result<(), FormatError> {
     let mut sum = [0u8; 32];
     f.read_exact(&mut sum)
         .map_err(|e| FormatError::Io(path.into(), e))?;
     if hasher.finalize().as_bytes() != &sum {
         return Err(FormatError::Checksum(path.into()));
     }
+    Ok(())
+}
+
+/// Checks a container completely (sizes and checksum) without decoding its body; streams
+/// the file, so it needs no memory for large triplet files. Used by `inspect`.
+pub fn verify(path: &Path) -> Result<Header, FormatError> {
+    let Opened {
+        mut file,
+        header,
+        body_len,
+        mut hasher,
+    } = open_checked(path)?;
+    let copied = std::io::copy(&mut (&mut file).take(body_len), &mut hasher)
+        .map_err(|e| FormatError::Io(path.into(), e))?;
+    if copied != body_len {
+        return Err(FormatError::Truncated(
+            path.into(),
+            format!("body ended after {copied} of {body_len} bytes"),
+        ));
+    }
+    check_sum(path, &mut file, &hasher)?;
+    Ok(header)
+}
+
+/// Checks a container completely (like [`verify`]), then returns its header and the file
+/// positioned at the start of the body, with the body's length: for bodies read piecewise
+/// (party 1's triplets, in consumption order) instead of decoded whole.
+pub fn verified_body(path: &Path) -> Result<(Header, File, u64), FormatError> {
+    verify(path)?;
+    let o = open_checked(path)?;
+    Ok((o.header, o.file, o.body_len))
+}
+
+/// Bincode options of container bodies (for readers that decode a body piecewise).
+pub fn body_options() -> impl Options {
+    opts()
+}
+
+/// Reads a whole container, checking sizes before allocation and the checksum before
+/// decoding the body.
+pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError> {
+    let Opened {
+        file: mut f,
+        header,
+        body_len: blen,
+        mut hasher,
+    } = open_checked(path)?;
+    let mut body = vec![0u8; blen as usize];
+    f.read_exact(&mut body)
+        .map_err(|e| FormatError::Io(path.into(), e))?;
+    hasher.update(&body);
+    check_sum(path, &mut f, &hasher)?;
     let b: B = opts()
         .with_limit(blen)
         .deserialize(&body)

@@ -3,3 +3,4 @@
 pub mod atomic;
 pub mod bodies;
 pub mod container;
+pub mod triplet_stream;

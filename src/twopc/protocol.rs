@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::dealer::randomness::{Exhausted, PartyRandomness};
+use crate::dealer::randomness::{PartyRandomness, RandomnessError};
 use crate::dealer::{batches, extract_batch};
 use crate::formats::bodies::JobParams;
 use crate::plain::geometry::Geometry;
@@ -21,7 +21,7 @@ pub enum ProtocolError {
     #[error(transparent)]
     Channel(#[from] ChannelError),
     #[error(transparent)]
-    Randomness(#[from] Exhausted),
+    Randomness(#[from] RandomnessError),
     #[error("{0}")]
     Setup(String),
 }
