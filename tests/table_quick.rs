@@ -147,3 +147,47 @@ fn max_size_crops_and_says_so() {
     assert!(!dir.path().join("table/fig_phantom_40_sigma25.png").exists());
     assert!(dir.path().join("table/psnr_vs_sigma.png").exists());
 }
+
+#[test]
+fn resume_reuses_finished_runs_and_refuses_foreign_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_table(dir.path(), "builtin:phantom:32", &["--figures", "none"]);
+    let record = dir.path().join("table/runs/phantom_32/sigma25/run.json");
+    assert!(record.exists(), "a finished run leaves its record");
+
+    // Same settings: the run is reused, not repeated; the numbers are the recorded ones.
+    let again = run_table(dir.path(), "builtin:phantom:32", &["--resume"]);
+    assert_eq!(again["resumed_runs"], 1);
+    assert_eq!(again["runs"], first["runs"]);
+    png_ok(&dir.path().join("table/fig_phantom_32_sigma25.png"));
+    let md = std::fs::read_to_string(dir.path().join("table/table.md")).unwrap();
+    assert!(
+        md.contains("1 of the 1 runs were recorded by earlier invocations"),
+        "{md}"
+    );
+
+    // Another seed: the record does not belong to this table; a clear error, nothing reused.
+    let model = dir.path().join("tiny.npz");
+    let refuse = |extra: &[&str], want: &str| {
+        let res = Command::cargo_bin("ppdenoise")
+            .unwrap()
+            .args(["table", "--images", "builtin:phantom:32", "--sigmas", "25"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--out-dir")
+            .arg(dir.path().join("table"))
+            .args(["--resume", "--figures", "none"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success(), "should refuse: {err}");
+        assert!(err.contains("run.json") && err.contains(want), "{err}");
+    };
+    refuse(&["--seed", "9"], "seed 0");
+    refuse(&["--stride", "2"], "stride 3");
+
+    // A damaged record is reported, not trusted.
+    std::fs::write(&record, "{\"format\": ").unwrap();
+    refuse(&[], "corrupted");
+}

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ndarray::{s, Array2};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::demo::{demo, DemoArgs};
 use super::figures;
@@ -59,10 +59,15 @@ pub struct TableArgs {
     /// Keep the bulky files of every secure run (shares, triplets, keys).
     #[arg(long)]
     pub keep_work: bool,
+    /// Reuse the runs an earlier (possibly interrupted) invocation finished in --out-dir
+    /// (each leaves runs/IMAGE/sigmaS/run.json) instead of running them again. A record made
+    /// with another model, seed, stride or image is an error, not silently reused.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// One image at one noise level.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub image: String,
     pub height: usize,
@@ -334,6 +339,98 @@ fn one_run(
     ))
 }
 
+/// What a finished run leaves in its directory (`run.json`) so that `--resume` can reuse it:
+/// the run plus everything its numbers depend on besides the image and sigma.
+#[derive(Serialize, Deserialize)]
+struct RunRecord {
+    format: String,
+    seed: u64,
+    stride: usize,
+    model_blake3: String,
+    run: Run,
+}
+
+const RECORD_FORMAT: &str = "ppdenoise-table-run/1";
+
+/// The earlier run of `input` at `sigma` recorded in `workdir`, when there is one; an error
+/// when the record exists but was made under other settings or its images are missing.
+fn resumed_run(
+    workdir: &Path,
+    input: &Input,
+    clean_input: &Array2<f64>,
+    sigma: f64,
+    seed: u64,
+    stride: usize,
+    model_blake3: &str,
+) -> Result<Option<(Run, Pictures)>> {
+    let path = workdir.join("run.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let rec: RunRecord = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a table run record (corrupted?); delete it to run again",
+            path.display()
+        )
+    })?;
+    let mismatch = |what: &str, then: String, now: String| {
+        anyhow::anyhow!(
+            "{}: made with {what} {then}, this table uses {now}; use another --out-dir or drop --resume",
+            path.display()
+        )
+    };
+    if rec.format != RECORD_FORMAT {
+        return Err(mismatch("format", rec.format, RECORD_FORMAT.into()));
+    }
+    if rec.seed != seed {
+        return Err(mismatch("seed", rec.seed.to_string(), seed.to_string()));
+    }
+    if rec.stride != stride {
+        return Err(mismatch(
+            "stride",
+            rec.stride.to_string(),
+            stride.to_string(),
+        ));
+    }
+    if rec.model_blake3 != model_blake3 {
+        return Err(mismatch(
+            "model blake3",
+            rec.model_blake3,
+            model_blake3.to_string(),
+        ));
+    }
+    if rec.run.image != input.name || rec.run.sigma != sigma {
+        return Err(mismatch(
+            "image/sigma",
+            format!("{} / {}", rec.run.image, rec.run.sigma),
+            format!("{} / {sigma}", input.name),
+        ));
+    }
+    let img = |f: &str| {
+        load_png(workdir.join(f)).with_context(|| {
+            format!(
+                "{}: recorded run is missing {f}; delete run.json to run again",
+                workdir.display()
+            )
+        })
+    };
+    if img("clean.png")?.pixels != *clean_input {
+        bail!(
+            "{}: recorded for a different {} image (its clean.png differs); use another --out-dir or drop --resume",
+            path.display(),
+            input.name
+        );
+    }
+    let pics = Pictures {
+        noisy: img("noisy.png")?.pixels,
+        float: img("plaintext.png")?.pixels,
+        secure: img("denoised.png")?.pixels,
+    };
+    Ok(Some((rec.run, pics)))
+}
+
 fn averages(runs: &[Run], sigmas: &[f64]) -> Vec<Average> {
     sigmas
         .iter()
@@ -393,6 +490,8 @@ fn crop_note(inputs: &[Input], max_size: Option<usize>) -> String {
 }
 
 struct TableDoc<'a> {
+    /// Runs taken from an earlier invocation (`--resume`).
+    resumed: usize,
     a: &'a TableArgs,
     sigmas: &'a [f64],
     inputs: &'a [Input],
@@ -463,9 +562,19 @@ fn markdown(c: &TableDoc) -> String {
         "- Plaintext = the float model with the activation it was trained with (the paper's baseline); \
          Secure = the full two-server protocol (separate server processes, TLS on localhost), decoded \
          from the servers' output shares. Secure equals the plaintext fixed-point oracle bit for bit \
-         in {exact} of {} runs.\n",
+         in {exact} of {} runs.",
         c.runs.len()
     );
+    if c.resumed > 0 {
+        let _ = writeln!(
+            m,
+            "- {} of the {} runs were recorded by earlier invocations into the same --out-dir and \
+             reused (`--resume`); their time and traffic are as measured then.",
+            c.resumed,
+            c.runs.len()
+        );
+    }
+    let _ = writeln!(m);
 
     let _ = writeln!(m, "## PSNR (dB) and SSIM\n");
     let mut head = String::from("| Image | Method |");
@@ -663,6 +772,9 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     }
 
     let total = inputs.len() * sigmas.len();
+    let minfo = model_info(&model_path, &model);
+    let model_hash = minfo["blake3"].as_str().unwrap_or_default().to_string();
+    let mut resumed = 0usize;
     let mut runs = Vec::with_capacity(total);
     let mut figures_written = Vec::new();
     for input in &inputs {
@@ -674,20 +786,56 @@ pub fn table(a: TableArgs) -> Result<Summary> {
         for &sigma in &sigmas {
             let t = Instant::now();
             let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
-            let (run, pics) = one_run(
-                &a,
-                &model_path,
-                &model,
-                input,
-                &input_png,
-                sigma,
-                workdir.clone(),
-            )?;
-            if !a.keep_work {
-                remove_bulky(&workdir);
-            }
+            let earlier = if a.resume {
+                // The clean image exactly as the pipeline reads it (rounded to its PNG).
+                let clean_input = load_png(&input_png)?.pixels;
+                resumed_run(
+                    &workdir,
+                    input,
+                    &clean_input,
+                    sigma,
+                    a.seed,
+                    a.stride,
+                    &model_hash,
+                )?
+            } else {
+                None
+            };
+            let from_earlier = earlier.is_some();
+            let (run, pics) = match earlier {
+                Some(r) => {
+                    resumed += 1;
+                    r
+                }
+                None => {
+                    let (run, pics) = one_run(
+                        &a,
+                        &model_path,
+                        &model,
+                        input,
+                        &input_png,
+                        sigma,
+                        workdir.clone(),
+                    )?;
+                    if !a.keep_work {
+                        remove_bulky(&workdir);
+                    }
+                    let rec = RunRecord {
+                        format: RECORD_FORMAT.into(),
+                        seed: a.seed,
+                        stride: a.stride,
+                        model_blake3: model_hash.clone(),
+                        run,
+                    };
+                    write_file(
+                        &workdir.join("run.json"),
+                        &serde_json::to_string_pretty(&rec)?,
+                    )?;
+                    (rec.run, pics)
+                }
+            };
             eprintln!(
-                "[{}/{total}] {} {}x{} sigma {sigma}: noisy {:.2} dB, plaintext {:.2} dB, secure {:.2} dB ({}), servers {:.1} s, {:.1} MB; {:.1} s",
+                "[{}/{total}] {} {}x{} sigma {sigma}: noisy {:.2} dB, plaintext {:.2} dB, secure {:.2} dB ({}), servers {:.1} s, {:.1} MB; {:.1} s{}",
                 runs.len() + 1,
                 input.name,
                 run.height,
@@ -698,7 +846,8 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                 if run.secure_equals_oracle { "= oracle" } else { "!= ORACLE" },
                 run.serve_seconds,
                 (run.s0_bytes_sent + run.s1_bytes_sent) as f64 / 1e6,
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                if from_earlier { " (recorded earlier, --resume)" } else { "" }
             );
             if fig_names.contains(&input.name) {
                 let p = out.join(format!("fig_{}_sigma{}.png", input.name, sigma_tag(sigma)));
@@ -759,8 +908,8 @@ pub fn table(a: TableArgs) -> Result<Summary> {
             .unwrap_or_default(),
         out.display()
     );
-    let minfo = model_info(&model_path, &model);
     let ctx = TableDoc {
+        resumed,
         a: &a,
         sigmas: &sigmas,
         inputs: &inputs,
@@ -780,7 +929,7 @@ pub fn table(a: TableArgs) -> Result<Summary> {
         "sigmas": sigmas, "seed": a.seed, "stride": a.stride, "max_size": a.max_size,
         "crop": crop_note(&inputs, a.max_size), "model": minfo,
         "secure_equals_oracle": exact, "runs": runs, "averages": avgs,
-        "figures": figures_written, "seconds": t0.elapsed().as_secs_f64(),
+        "figures": figures_written, "resumed_runs": resumed, "seconds": t0.elapsed().as_secs_f64(),
     });
     let json_path = out.join("table.json");
     write_file(&json_path, &serde_json::to_string_pretty(&json)?)?;
@@ -811,7 +960,8 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     let summary = serde_json::json!({
         "ok": exact, "command": "table", "out_dir": out, "table_md": md_path, "table_csv": csv_path,
         "table_json": json_path, "runs": runs.len(), "secure_equals_oracle": exact,
-        "averages": avgs, "figures": figures_written, "seconds": t0.elapsed().as_secs_f64(),
+        "averages": avgs, "figures": figures_written, "resumed_runs": resumed,
+        "seconds": t0.elapsed().as_secs_f64(),
     });
     if !exact {
         bail!(
