@@ -22,11 +22,13 @@ lint:
 # Evaluation table (docs/results.md): every image in IMAGES x every sigma in SIGMAS, plaintext
 # float, fixed-point oracle and the full secure pipeline. Full set12 x 5 sigmas takes about
 # 1 h 45 min on 2 cores; an interrupted `make table` picks up where it stopped (--resume reuses
-# the runs already recorded in TABLE_OUT). TABLE_ARGS="--max-size 96" centre-crops the images.
+# the runs already recorded in TABLE_OUT; RESUME= starts afresh). TABLE_ARGS="--max-size 96"
+# centre-crops the images.
 TABLE_OUT ?= out/table
 TABLE_ARGS ?=
+RESUME ?= --resume
 table: build
-	$(BIN) table --images "$(IMAGES)" --sigmas "$(SIGMAS)" --out-dir "$(TABLE_OUT)" --resume $(TABLE_ARGS)
+	$(BIN) table --images "$(IMAGES)" --sigmas "$(SIGMAS)" --out-dir "$(TABLE_OUT)" $(RESUME) $(TABLE_ARGS)
 
 # Performance benchmark (docs/benchmarks.md): paper-size network, a whole 512x512 image end
 # to end, plaintext comparison. bench-quick runs the same code at tiny sizes (CI).

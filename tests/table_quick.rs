@@ -8,15 +8,18 @@ use std::path::Path;
 use assert_cmd::Command;
 use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
 
-fn tiny_model(dir: &Path) -> std::path::PathBuf {
-    let meta = ModelMeta {
+fn tiny_meta() -> ModelMeta {
+    ModelMeta {
         sigma: 25.0,
         mean_shift: true,
         residual: true,
         activation: Activation::TanhStar,
         aggregation_sigma: 4.0,
-    };
-    let m = random_model(&[1521, 12, 289], 7, meta);
+    }
+}
+
+fn tiny_model(dir: &Path) -> std::path::PathBuf {
+    let m = random_model(&[1521, 12, 289], 7, tiny_meta());
     let p = dir.join("tiny.npz");
     m.save(&p).unwrap();
     p
@@ -186,6 +189,25 @@ fn resume_reuses_finished_runs_and_refuses_foreign_ones() {
     };
     refuse(&["--seed", "9"], "seed 0");
     refuse(&["--stride", "2"], "stride 3");
+    // Made by another build (other fixed-point settings or version).
+    let good = std::fs::read_to_string(&record).unwrap();
+    let mut rec: serde_json::Value = serde_json::from_str(&good).unwrap();
+    assert!(rec["protocol"].as_str().unwrap().contains("s=16"), "{rec}");
+    rec["protocol"] = "ppdenoise 0.0.1 s=18 q=12 cs=12 zbits=8 out_bits=3".into();
+    std::fs::write(&record, rec.to_string()).unwrap();
+    refuse(&[], "tool/fixed point");
+    std::fs::write(&record, &good).unwrap();
+    // Another model under the same file name.
+    let other = random_model(&[1521, 12, 289], 8, tiny_meta());
+    other.save(&model).unwrap();
+    refuse(&[], "model blake3");
+    tiny_model(dir.path());
+    // A record whose images are gone.
+    let png = dir
+        .path()
+        .join("table/runs/phantom_32/sigma25/denoised.png");
+    std::fs::remove_file(&png).unwrap();
+    refuse(&[], "missing denoised.png");
 
     // A damaged record is reported, not trusted.
     std::fs::write(&record, "{\"format\": ").unwrap();

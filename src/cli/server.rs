@@ -195,7 +195,16 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         .with_context(|| format!("{}: header lacks a triplet id", a.triplets.display()))?;
     check_unused(&a.state_dir, p, &triplet_id, &a.triplets)?;
     // Checked whole (checksum) now; party 1's triple shares are then read as consumed.
-    let (_, tr) = triplet_stream::open(&a.triplets, p)?;
+    let (th, tr) = triplet_stream::open(&a.triplets, p)?;
+    if th.triplet_id != th_only.triplet_id
+        || th.job_id != th_only.job_id
+        || th.model_id != th_only.model_id
+    {
+        bail!(
+            "{}: the file changed while it was being opened; run again",
+            a.triplets.display()
+        );
+    }
     if ih.scale != mh.scale {
         bail!(
             "{}: image encoded at scale {} but the model share uses scale {}",

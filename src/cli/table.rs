@@ -25,6 +25,7 @@ use super::Summary;
 use crate::plain::image::{load as load_png, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::Model;
+use crate::ring::plan::FixedParams;
 
 #[derive(Args)]
 pub struct TableArgs {
@@ -344,13 +345,34 @@ fn one_run(
 #[derive(Serialize, Deserialize)]
 struct RunRecord {
     format: String,
+    /// Tool version and fixed-point settings the run was made with ([`protocol_tag`]).
+    #[serde(default)]
+    protocol: String,
     seed: u64,
     stride: usize,
     model_blake3: String,
+    /// Patches per batch: no effect on the (bit-exact) result, only on time and memory.
+    #[serde(default)]
+    batch: usize,
     run: Run,
 }
 
 const RECORD_FORMAT: &str = "ppdenoise-table-run/1";
+
+/// What a run's numbers depend on besides its inputs: the tool version and the fixed-point
+/// settings the secure pipeline uses (the `demo` defaults).
+fn protocol_tag() -> String {
+    let f = FixedParams::default();
+    format!(
+        "ppdenoise {} s={} q={} cs={} zbits={} out_bits={}",
+        env!("CARGO_PKG_VERSION"),
+        f.s,
+        f.q,
+        f.cs,
+        f.zbits,
+        f.out_bits
+    )
+}
 
 /// The earlier run of `input` at `sigma` recorded in `workdir`, when there is one; an error
 /// when the record exists but was made under other settings or its images are missing.
@@ -383,6 +405,18 @@ fn resumed_run(
     };
     if rec.format != RECORD_FORMAT {
         return Err(mismatch("format", rec.format, RECORD_FORMAT.into()));
+    }
+    if rec.protocol != protocol_tag() {
+        let then = if rec.protocol.is_empty() {
+            "an older ppdenoise (no settings recorded)".to_string()
+        } else {
+            format!("{:?}", rec.protocol)
+        };
+        return Err(mismatch(
+            "tool/fixed point",
+            then,
+            format!("{:?}", protocol_tag()),
+        ));
     }
     if rec.seed != seed {
         return Err(mismatch("seed", rec.seed.to_string(), seed.to_string()));
@@ -775,6 +809,31 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     let minfo = model_info(&model_path, &model);
     let model_hash = minfo["blake3"].as_str().unwrap_or_default().to_string();
     let mut resumed = 0usize;
+    if a.resume {
+        // Refuse a foreign or damaged record now, not after hours of new runs.
+        for input in &inputs {
+            let dir = out.join("runs").join(&input.name);
+            if !dir.exists() {
+                continue;
+            }
+            // The clean image exactly as the pipeline will read it (rounded to its PNG).
+            let input_png = dir.join("clean-input.png");
+            save_png(&input.clean, &input_png, input.clean.bit_depth)?;
+            let clean_input = load_png(&input_png)?.pixels;
+            for &sigma in &sigmas {
+                let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
+                resumed_run(
+                    &workdir,
+                    input,
+                    &clean_input,
+                    sigma,
+                    a.seed,
+                    a.stride,
+                    &model_hash,
+                )?;
+            }
+        }
+    }
     let mut runs = Vec::with_capacity(total);
     let mut figures_written = Vec::new();
     for input in &inputs {
@@ -808,6 +867,15 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                     r
                 }
                 None => {
+                    // A stale record must not outlive the files this run overwrites.
+                    match std::fs::remove_file(workdir.join("run.json")) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(e).with_context(|| {
+                                format!("cannot remove {}", workdir.join("run.json").display())
+                            });
+                        }
+                        _ => {}
+                    }
                     let (run, pics) = one_run(
                         &a,
                         &model_path,
@@ -822,9 +890,11 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                     }
                     let rec = RunRecord {
                         format: RECORD_FORMAT.into(),
+                        protocol: protocol_tag(),
                         seed: a.seed,
                         stride: a.stride,
                         model_blake3: model_hash.clone(),
+                        batch: a.batch,
                         run,
                     };
                     write_file(

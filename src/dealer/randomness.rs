@@ -27,7 +27,7 @@ enum Corrections {
         cursor: usize,
     },
     /// Read from the dealer file in consumption order (the server's case).
-    File(CorrectionReader),
+    File(Box<CorrectionReader>),
 }
 
 /// Source of one party's randomness for a job.
@@ -41,6 +41,8 @@ pub struct PartyRandomness {
 pub enum RandomnessError {
     #[error("the correlated randomness is exhausted ({need} more values needed at offset {at} of {len}): it was made for a different job size")]
     Exhausted { need: usize, at: u64, len: u64 },
+    #[error("the correlated randomness holds more values than this job uses ({at} of {len} used): it was made for a different job")]
+    Leftover { at: u64, len: u64 },
     #[error("{0}")]
     Unreadable(String),
 }
@@ -62,7 +64,17 @@ impl PartyRandomness {
         PartyRandomness {
             party,
             seed,
-            corrections: Corrections::File(corrections),
+            corrections: Corrections::File(Box::new(corrections)),
+        }
+    }
+
+    /// Prefixes an error with the dealer file's path when the values come from one.
+    fn naming_file(&self, e: RandomnessError) -> RandomnessError {
+        match &self.corrections {
+            Corrections::File(r) => {
+                RandomnessError::Unreadable(format!("{}: {e}", r.path().display()))
+            }
+            Corrections::Memory { .. } => e,
         }
     }
 
@@ -88,7 +100,7 @@ impl PartyRandomness {
     fn take(&mut self, n: usize) -> Result<Vec<u64>, RandomnessError> {
         let (at, len) = self.position();
         if at + n as u64 > len {
-            return Err(RandomnessError::Exhausted { need: n, at, len });
+            return Err(self.naming_file(RandomnessError::Exhausted { need: n, at, len }));
         }
         match &mut self.corrections {
             Corrections::Memory { values, cursor } => {
@@ -135,10 +147,17 @@ impl PartyRandomness {
         })
     }
 
-    /// True when every explicit value was consumed (a job-size mismatch shows up here).
-    pub fn fully_consumed(&self) -> bool {
+    /// At the end of a job: every explicit value was consumed and, when they were streamed
+    /// from the dealer file, they were exactly the checksum-verified ones.
+    pub fn finish(&self) -> Result<(), RandomnessError> {
         let (at, len) = self.position();
-        at == len
+        if at != len {
+            return Err(self.naming_file(RandomnessError::Leftover { at, len }));
+        }
+        match &self.corrections {
+            Corrections::Memory { .. } => Ok(()),
+            Corrections::File(r) => r.finish().map_err(RandomnessError::Unreadable),
+        }
     }
 }
 

@@ -351,13 +351,13 @@ pub fn verify(path: &Path) -> Result<Header, FormatError> {
     Ok(header)
 }
 
-/// Checks a container completely (like [`verify`]), then returns its header and the file
-/// positioned at the start of the body, with the body's length: for bodies read piecewise
-/// (party 1's triplets, in consumption order) instead of decoded whole.
-pub fn verified_body(path: &Path) -> Result<(Header, File, u64), FormatError> {
-    verify(path)?;
+/// Opens a container for a reader that decodes its body piecewise (party 1's triplets, read
+/// in consumption order): sizes checked, the file positioned at the start of the body.
+/// Returns the body's length and the hash of everything before the body; the caller must
+/// hash the body through the same handle and compare with the trailing checksum.
+pub fn open_body(path: &Path) -> Result<(Header, File, u64, blake3::Hasher), FormatError> {
     let o = open_checked(path)?;
-    Ok((o.header, o.file, o.body_len))
+    Ok((o.header, o.file, o.body_len, o.hasher))
 }
 
 /// Bincode options of container bodies (for readers that decode a body piecewise).

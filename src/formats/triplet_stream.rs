@@ -4,7 +4,7 @@
 //! small and decoded at open. The whole file's checksum is verified before anything is used.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use bincode::Options;
@@ -34,12 +34,18 @@ pub struct TripletsStream {
     pub corrections: CorrectionReader,
 }
 
-/// Reads the corrections in order, `take(n)` at a time.
+/// Reads the corrections in order, `take(n)` at a time, hashing what it reads: [`finish`]
+/// compares that with the hash of the same bytes taken in the checksum-verified pass, so a
+/// file changed in place while the job runs is an error, not a silently wrong image.
+///
+/// [`finish`]: CorrectionReader::finish
 pub struct CorrectionReader {
     path: PathBuf,
     r: BufReader<File>,
     len: u64,
     read: u64,
+    hasher: blake3::Hasher,
+    verified: blake3::Hash,
 }
 
 impl CorrectionReader {
@@ -57,36 +63,58 @@ impl CorrectionReader {
         self.len == 0
     }
 
-    /// The next `n` values; the caller checks `n` against what is left.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next `n` values.
     pub fn take(&mut self, n: usize) -> Result<Vec<u64>, String> {
-        debug_assert!(self.read + n as u64 <= self.len);
+        if self.read + n as u64 > self.len {
+            return Err(format!(
+                "{}: {n} more triple shares needed at {} of {}",
+                self.path.display(),
+                self.read,
+                self.len
+            ));
+        }
         let mut bytes = vec![0u8; n * 8];
         self.r
             .read_exact(&mut bytes)
             .map_err(|e| format!("{}: reading the triple shares: {e}", self.path.display()))?;
+        self.hasher.update(&bytes);
         self.read += n as u64;
         Ok(bytes
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect())
     }
+
+    /// After the last `take`: were the values read exactly the verified ones?
+    pub fn finish(&self) -> Result<(), String> {
+        if self.read == self.len && self.hasher.finalize() != self.verified {
+            return Err(format!(
+                "{}: the triple shares changed on disk while the job ran (they no longer \
+                 match the checksum verified at the start)",
+                self.path.display()
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// Opens `path` as `party`'s triplet file: checks kind, party and checksum, decodes
-/// everything but the corrections and leaves those to be read in order.
+/// Opens `path` as `party`'s triplet file: checks kind and party, then, through one file
+/// handle (a file renamed over `path` meanwhile cannot swap in), decodes the small fields,
+/// verifies the whole file's checksum, and leaves the corrections to be read in order.
 pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatError> {
-    let h = container::read_header(path)?;
-    expect(path, &h, Kind::Triplets, Some(party))?;
-    let (header, file, body_len) = container::verified_body(path)?;
+    let (header, file, body_len, prefix_hash) = container::open_body(path)?;
+    expect(path, &header, Kind::Triplets, Some(party))?;
     let malformed = |e: String| FormatError::Malformed(path.into(), "body", e);
     let io = |e: std::io::Error| FormatError::Io(path.into(), e);
-    let body_start = {
-        let mut f = &file;
-        f.stream_position().map_err(io)?
-    };
     let mut r = BufReader::with_capacity(1 << 20, file);
-    let opts = container::body_options().with_limit(body_len);
-    let lead: Leading = opts
+    let body_start = r.stream_position().map_err(io)?;
+    let body_end = body_start + body_len;
+    let lead: Leading = container::body_options()
+        .with_limit(body_len)
         .deserialize_from(&mut r)
         .map_err(|e| malformed(e.to_string()))?;
     let mut lb = [0u8; 8];
@@ -96,18 +124,39 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
     let after = len
         .checked_mul(8)
         .and_then(|b| b.checked_add(at))
-        .filter(|&end| end <= body_start + body_len)
+        .filter(|&end| end <= body_end)
         .ok_or_else(|| malformed(format!("{len} triple shares do not fit the body")))?;
-    r.seek(std::io::SeekFrom::Start(after)).map_err(io)?;
-    let left = body_start + body_len - after;
+    r.seek(SeekFrom::Start(after)).map_err(io)?;
     let base_ot: Vec<u8> = container::body_options()
-        .with_limit(left)
+        .with_limit(body_end - after)
         .deserialize_from(&mut r)
         .map_err(|e| malformed(e.to_string()))?;
-    if r.stream_position().map_err(io)? != body_start + body_len {
+    if r.stream_position().map_err(io)? != body_end {
         return Err(malformed("trailing bytes after the base OTs".into()));
     }
-    r.seek(std::io::SeekFrom::Start(at)).map_err(io)?;
+
+    // The checksum pass, on the same handle: the whole body, and the corrections alone.
+    r.seek(SeekFrom::Start(body_start)).map_err(io)?;
+    let mut whole = prefix_hash;
+    let mut region = blake3::Hasher::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut pos = body_start;
+    while pos < body_end {
+        let n = chunk.len().min((body_end - pos) as usize);
+        r.read_exact(&mut chunk[..n]).map_err(io)?;
+        whole.update(&chunk[..n]);
+        let (lo, hi) = (pos.max(at), (pos + n as u64).min(after));
+        if lo < hi {
+            region.update(&chunk[(lo - pos) as usize..(hi - pos) as usize]);
+        }
+        pos += n as u64;
+    }
+    let mut sum = [0u8; 32];
+    r.read_exact(&mut sum).map_err(io)?;
+    if whole.finalize().as_bytes() != &sum {
+        return Err(FormatError::Checksum(path.into()));
+    }
+    r.seek(SeekFrom::Start(at)).map_err(io)?;
     Ok((
         header,
         TripletsStream {
@@ -121,6 +170,8 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
                 r,
                 len,
                 read: 0,
+                hasher: blake3::Hasher::new(),
+                verified: region.finalize(),
             },
         },
     ))
@@ -156,7 +207,8 @@ mod tests {
     fn streams_the_same_values_the_whole_file_holds() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p1");
-        let values: Vec<u64> = (0..100_000u64)
+        // 3.2 MB: more than the writer's and reader's 1 MiB buffers.
+        let values: Vec<u64> = (0..400_000u64)
             .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
             .collect();
         let t = sample(values.clone());
@@ -176,11 +228,17 @@ mod tests {
         assert_eq!(s.base_ot, t.base_ot);
         assert_eq!(s.corrections.len(), values.len() as u64);
         let mut got = Vec::new();
-        for n in [1, 999, 50_000, 48_000, 1_000] {
+        for n in [1, 999, 250_000, 148_000, 1_000] {
             got.extend(s.corrections.take(n).unwrap());
         }
         assert_eq!(got, values);
         assert_eq!(s.corrections.position(), s.corrections.len());
+        s.corrections.finish().unwrap();
+        let e = s.corrections.take(1).unwrap_err();
+        assert!(
+            e.contains("t.p1") && e.contains("1 more triple shares needed"),
+            "{e}"
+        );
 
         // Party and checksum are checked before anything is read.
         assert!(matches!(open(&p, 0), Err(FormatError::WrongParty { .. })));
@@ -200,5 +258,59 @@ mod tests {
         let (_, s) = open(&p, 0).unwrap();
         assert!(s.corrections.is_empty());
         assert_eq!(s.base_ot, t.base_ot);
+    }
+
+    #[test]
+    fn shares_changed_on_disk_during_the_job_are_an_error() {
+        use std::io::{Seek, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.p1");
+        let n = 1000usize;
+        let t = sample((0..n as u64).collect());
+        container::write(&p, &Header::new(Kind::Triplets, 1, 16), &t).unwrap();
+        let (_, mut s) = open(&p, 1).unwrap();
+        // Same length, one share changed in place after the checksum pass.
+        let flen = std::fs::metadata(&p).unwrap().len();
+        let corr_start = flen - 32 - (8 + t.base_ot.len() as u64) - 8 * n as u64;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.seek(SeekFrom::Start(corr_start + 8 * 10)).unwrap();
+        f.write_all(&[0xff]).unwrap();
+        drop(f);
+        let got = s.corrections.take(n).unwrap();
+        assert_ne!(got[10], 10, "the test must really change a share");
+        let e = s.corrections.finish().unwrap_err();
+        assert!(e.contains("t.p1") && e.contains("changed on disk"), "{e}");
+    }
+
+    #[test]
+    fn malformed_bodies_with_valid_checksums_are_refused() {
+        #[derive(serde::Serialize)]
+        struct Short {
+            job: JobParams,
+            widths: Vec<usize>,
+            batch: usize,
+            seed: Seed,
+            count: u64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.p1");
+        let t = sample(vec![1, 2, 3]);
+        let h = Header::new(Kind::Triplets, 1, 16);
+        let short = Short {
+            job: t.job.clone(),
+            widths: t.widths.clone(),
+            batch: t.batch,
+            seed: t.seed,
+            count: 1 << 40,
+        };
+        container::write(&p, &h, &short).unwrap();
+        let e = open(&p, 1).err().unwrap().to_string();
+        assert!(
+            e.contains("t.p1") && e.contains("do not fit the body"),
+            "{e}"
+        );
+        container::write(&p, &h, &(t.clone(), 7u8)).unwrap();
+        let e = open(&p, 1).err().unwrap().to_string();
+        assert!(e.contains("t.p1") && e.contains("trailing bytes"), "{e}");
     }
 }

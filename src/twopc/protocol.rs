@@ -207,11 +207,7 @@ pub fn run(
         done += n;
         progress(done, total);
     }
-    if !inp.rand.fully_consumed() {
-        return Err(ProtocolError::Setup(
-            "the correlated randomness holds more values than this job uses: it was made for a different job".into(),
-        ));
-    }
+    inp.rand.finish()?;
     rep.seconds_total = t_start.elapsed().as_secs_f64();
     rep.link = ch.stats();
     rep.engine = engine.counters();
