@@ -9,9 +9,12 @@ use clap::Args;
 use super::gateway::job_from_header;
 use super::owner::with_ext;
 use super::Summary;
+use crate::formats::bodies::{Triplets, TripletsLead};
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
+use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
+use crate::ring::share::fresh_seed;
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
@@ -79,12 +82,10 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         );
     }
     let widths: Vec<usize> = widths_u.iter().map(|&w| w as usize).collect();
-    let base = crate::twopc::gc_engine::deal_base_ots();
-    let (t0, t1) = crate::dealer::generate(&job, &widths, patch, a.batch, base);
+    let (base0, base1) = crate::twopc::gc_engine::deal_base_ots();
+    let seeds = [fresh_seed(), fresh_seed()];
     let triplet_id = fresh_id();
-    let mut outs = Vec::new();
-    let mut bytes = 0;
-    for (party, body) in [(0u8, t0), (1u8, t1)] {
+    let header = |party: u8| {
         let mut h = Header::new(Kind::Triplets, party, job.scale);
         h.model_id = mh.model_id;
         h.job_id = ih.job_id;
@@ -93,11 +94,35 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         h.shapes
             .push(("image".into(), vec![job.height as u64, job.width as u64]));
         h.info.push(("batch".into(), a.batch.to_string()));
-        let out = with_ext(&a.out, party);
-        container::write(&out, &h, &body).with_context(|| format!("writing {}", out.display()))?;
-        bytes += std::fs::metadata(&out)?.len();
-        outs.push(out.display().to_string());
-    }
+        h
+    };
+    let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));
+    // S0's file: its seed and base OTs (its triple shares follow from the seed).
+    let t0 = Triplets {
+        job: job.clone(),
+        widths: widths.clone(),
+        batch: a.batch,
+        seed: seeds[0],
+        corrections: Vec::new(),
+        base_ot: base0,
+    };
+    container::write(&out0, &header(0), &t0)
+        .with_context(|| format!("writing {}", out0.display()))?;
+    // S1's file: the same layout as a `Triplets` body, written as the shares are computed
+    // (about 1 GB for a 512x512 image is never held in memory).
+    let lead = TripletsLead {
+        job: job.clone(),
+        widths: widths.clone(),
+        batch: a.batch,
+        seed: seeds[1],
+    };
+    let count = crate::dealer::correction_count(&job, &widths, patch);
+    triplet_stream::write(&out1, &header(1), &lead, count, &base1, |emit| {
+        crate::dealer::generate_into(&job, &widths, patch, a.batch, &seeds, emit)
+    })
+    .with_context(|| format!("writing {}", out1.display()))?;
+    let bytes = std::fs::metadata(&out0)?.len() + std::fs::metadata(&out1)?.len();
+    let outs = [out0.display().to_string(), out1.display().to_string()];
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {

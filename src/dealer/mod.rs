@@ -32,7 +32,7 @@ pub fn extract_batch(geo: &Geometry, padded: &[u64], start: usize, n: usize) -> 
     x
 }
 
-/// Makes both parties' correlated randomness for a job.
+/// Makes both parties' correlated randomness for a job, in memory (tests; small jobs).
 pub fn generate(
     job: &JobParams,
     widths: &[usize],
@@ -41,6 +41,53 @@ pub fn generate(
     base_ot: (Vec<u8>, Vec<u8>),
 ) -> (Triplets, Triplets) {
     let seeds: [Seed; 2] = [fresh_seed(), fresh_seed()];
+    let mut corr = Vec::with_capacity(correction_count(job, widths, patch));
+    generate_into(job, widths, patch, batch, &seeds, &mut |v: &[u64]| {
+        corr.extend_from_slice(v);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|e| match e {});
+    let mk = |seed: Seed, corrections: Vec<u64>, base_ot: Vec<u8>| Triplets {
+        job: job.clone(),
+        widths: widths.to_vec(),
+        batch,
+        seed,
+        corrections,
+        base_ot,
+    };
+    (
+        mk(seeds[0], Vec::new(), base_ot.0),
+        mk(seeds[1], corr, base_ot.1),
+    )
+}
+
+/// Number of explicit values (party 1's triple shares) a job needs: per batch of n patches
+/// and layer, the matrix triple's dout x n, plus for a hidden layer three elementwise
+/// correlations of dout x n each.
+pub fn correction_count(
+    job: &JobParams,
+    widths: &[usize],
+    patch: crate::plain::model::PatchShape,
+) -> usize {
+    let geo = Geometry::new(job.height, job.width, patch, job.stride);
+    let nl = widths.len() - 1;
+    let per_patch: usize = (0..nl)
+        .map(|l| widths[l + 1] * if l + 1 < nl { 4 } else { 1 })
+        .sum();
+    per_patch * geo.num_patches()
+}
+
+/// Computes party 1's triple shares for the parties' `seeds`, handing them to `emit` in
+/// consumption order (batch -> layer -> matrix triple, then elementwise triples), one piece
+/// at a time: the dealer can write them to disk without holding them all.
+pub fn generate_into<E>(
+    job: &JobParams,
+    widths: &[usize],
+    patch: crate::plain::model::PatchShape,
+    batch: usize,
+    seeds: &[Seed; 2],
+    emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
+) -> Result<(), E> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
     let r1 = PartyRandomness::new(1, seeds[1], Vec::new());
@@ -53,7 +100,6 @@ pub fn generate(
         .collect();
     let npix = job.height * job.width;
     let img_mask = geo.pad(&add(&r0.image_mask(npix), &r1.image_mask(npix)));
-    let mut corr = Vec::new();
     for (b, start, n) in batches(geo.num_patches(), batch) {
         for l in 0..nl {
             let (din, dout) = (widths[l], widths[l + 1]);
@@ -67,37 +113,39 @@ pub fn generate(
             };
             let c = gemm(&a[l], &bm, dout, din, n);
             let c0 = Prg::new(&seeds[0], Stream::MatTriple(l as u32, b)).vec(dout * n);
-            corr.extend(c.iter().zip(&c0).map(|(x, y)| x.wrapping_sub(*y)));
+            emit(
+                &c.iter()
+                    .zip(&c0)
+                    .map(|(x, y)| x.wrapping_sub(*y))
+                    .collect::<Vec<u64>>(),
+            )?;
             if l + 1 < nl {
                 let e = dout * n;
                 let (sa0, a0, b0, mut prg0) = elem_masks(&seeds[0], l as u32, b, e);
                 let (sa1, a1, b1, _) = elem_masks(&seeds[1], l as u32, b, e);
                 let sq_c0 = prg0.vec(e);
                 let c0 = [prg0.vec(e), prg0.vec(e)];
-                corr.extend((0..e).map(|i| {
-                    let sa = sa0[i].wrapping_add(sa1[i]);
-                    sa.wrapping_mul(sa).wrapping_sub(sq_c0[i])
-                }));
+                emit(
+                    &(0..e)
+                        .map(|i| {
+                            let sa = sa0[i].wrapping_add(sa1[i]);
+                            sa.wrapping_mul(sa).wrapping_sub(sq_c0[i])
+                        })
+                        .collect::<Vec<u64>>(),
+                )?;
                 for k in 0..2 {
-                    corr.extend((0..e).map(|i| {
-                        let x = a0[k][i].wrapping_add(a1[k][i]);
-                        let y = b0[k][i].wrapping_add(b1[k][i]);
-                        x.wrapping_mul(y).wrapping_sub(c0[k][i])
-                    }));
+                    emit(
+                        &(0..e)
+                            .map(|i| {
+                                let x = a0[k][i].wrapping_add(a1[k][i]);
+                                let y = b0[k][i].wrapping_add(b1[k][i]);
+                                x.wrapping_mul(y).wrapping_sub(c0[k][i])
+                            })
+                            .collect::<Vec<u64>>(),
+                    )?;
                 }
             }
         }
     }
-    let mk = |seed: Seed, corrections: Vec<u64>, base_ot: Vec<u8>| Triplets {
-        job: job.clone(),
-        widths: widths.to_vec(),
-        batch,
-        seed,
-        corrections,
-        base_ot,
-    };
-    (
-        mk(seeds[0], Vec::new(), base_ot.0),
-        mk(seeds[1], corr, base_ot.1),
-    )
+    Ok(())
 }

@@ -95,6 +95,18 @@ pub struct ImageShare {
     pub data: Data,
 }
 
+/// The fields of [`Triplets`] before `corrections`, in the same order. Bincode is positional,
+/// so these encode to exactly the first bytes of a `Triplets` body: the dealer writes party
+/// 1's file from it piecewise and `serve` reads it back piecewise
+/// ([`super::triplet_stream`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TripletsLead {
+    pub job: JobParams,
+    pub widths: Vec<usize>,
+    pub batch: usize,
+    pub seed: Seed,
+}
+
 /// Dealer output for one party and one job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Triplets {

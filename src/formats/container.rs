@@ -351,6 +351,59 @@ pub fn verify(path: &Path) -> Result<Header, FormatError> {
     Ok(header)
 }
 
+/// Writes a container whose body (`body_len` bytes) is produced piecewise by `body`, straight
+/// into the file (atomically, like [`write`]); for bodies too large to build in memory first
+/// (party 1's triplets). Writing more or fewer than `body_len` bytes is an error.
+pub fn write_streamed<F>(path: &Path, header: &Header, body_len: u64, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+{
+    let h = opts().serialize(header)?;
+    super::atomic::write_with(path, |w| {
+        let hashing = Hashing {
+            inner: &mut *w,
+            hasher: blake3::Hasher::new(),
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, hashing);
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        out.write_all(&(h.len() as u32).to_le_bytes())?;
+        out.write_all(&h)?;
+        out.write_all(&body_len.to_le_bytes())?;
+        let mut counted = Counting {
+            inner: &mut out,
+            bytes: 0,
+        };
+        body(&mut counted)?;
+        let written = counted.bytes;
+        anyhow::ensure!(
+            written == body_len,
+            "the body came to {written} bytes, not the announced {body_len}"
+        );
+        let hashing = out.into_inner().map_err(|e| e.into_error())?;
+        let sum = hashing.hasher.finalize();
+        w.write_all(sum.as_bytes())?;
+        Ok(())
+    })
+}
+
+/// Counts the bytes passed through.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Opens a container for a reader that decodes its body piecewise (party 1's triplets, read
 /// in consumption order): sizes checked, the file positioned at the start of the body.
 /// Returns the body's length and the hash of everything before the body; the caller must

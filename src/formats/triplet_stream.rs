@@ -8,21 +8,10 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use bincode::Options;
-use serde::Deserialize;
 
-use super::bodies::JobParams;
+use super::bodies::{JobParams, TripletsLead};
 use super::container::{self, expect, FormatError, Header, Kind};
 use crate::ring::share::Seed;
-
-/// The fields of [`super::bodies::Triplets`] before `corrections`, in the same order (bincode
-/// is positional), so that they decode from the start of the body.
-#[derive(Deserialize)]
-struct Leading {
-    job: JobParams,
-    widths: Vec<usize>,
-    batch: usize,
-    seed: Seed,
-}
 
 /// A triplet file opened for streaming.
 pub struct TripletsStream {
@@ -113,7 +102,7 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
     let mut r = BufReader::with_capacity(1 << 20, file);
     let body_start = r.stream_position().map_err(io)?;
     let body_end = body_start + body_len;
-    let lead: Leading = container::body_options()
+    let lead: TripletsLead = container::body_options()
         .with_limit(body_len)
         .deserialize_from(&mut r)
         .map_err(|e| malformed(e.to_string()))?;
@@ -175,6 +164,37 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
             },
         },
     ))
+}
+
+/// Writes party 1's triplet file piecewise: the same bytes as `container::write` of the
+/// `Triplets` with these fields, but the `count` shares come from `fill`, which hands them to
+/// its `emit` callback in consumption order, so they are never all in memory.
+pub fn write<F>(
+    path: &Path,
+    header: &Header,
+    lead: &TripletsLead,
+    count: usize,
+    base_ot: &Vec<u8>,
+    fill: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()>,
+{
+    let opts = container::body_options;
+    let body_len =
+        opts().serialized_size(lead)? + 8 + 8 * count as u64 + opts().serialized_size(base_ot)?;
+    container::write_streamed(path, header, body_len, |w| {
+        opts().serialize_into(&mut *w, lead)?;
+        w.write_all(&(count as u64).to_le_bytes())?;
+        let mut bytes = Vec::new();
+        fill(&mut |v: &[u64]| {
+            bytes.clear();
+            bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+            w.write_all(&bytes)
+        })?;
+        opts().serialize_into(&mut *w, base_ot)?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -312,5 +332,37 @@ mod tests {
         container::write(&p, &h, &(t.clone(), 7u8)).unwrap();
         let e = open(&p, 1).err().unwrap().to_string();
         assert!(e.contains("t.p1") && e.contains("trailing bytes"), "{e}");
+    }
+
+    #[test]
+    fn piecewise_writer_matches_the_in_memory_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.p1"), dir.path().join("b.p1"));
+        let values: Vec<u64> = (0..300_000u64).map(|i| i ^ (i << 29)).collect();
+        let t = sample(values.clone());
+        let h = Header::new(Kind::Triplets, 1, 16);
+        container::write(&a, &h, &t).unwrap();
+        let lead = TripletsLead {
+            job: t.job.clone(),
+            widths: t.widths.clone(),
+            batch: t.batch,
+            seed: t.seed,
+        };
+        write(&b, &h, &lead, values.len(), &t.base_ot, |emit| {
+            for chunk in values.chunks(7777) {
+                emit(chunk)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+        // A producer that delivers fewer values than announced leaves no file.
+        let c = dir.path().join("c.p1");
+        let e = write(&c, &h, &lead, values.len(), &t.base_ot, |emit| {
+            emit(&values[..10])
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("not the announced"), "{e:#}");
+        assert!(!c.exists());
     }
 }
