@@ -97,19 +97,9 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         h
     };
     let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));
-    // S0's file: its seed and base OTs (its triple shares follow from the seed).
-    let t0 = Triplets {
-        job: job.clone(),
-        widths: widths.clone(),
-        batch: a.batch,
-        seed: seeds[0],
-        corrections: Vec::new(),
-        base_ot: base0,
-    };
-    container::write(&out0, &header(0), &t0)
-        .with_context(|| format!("writing {}", out0.display()))?;
-    // S1's file: the same layout as a `Triplets` body, written as the shares are computed
-    // (about 1 GB for a 512x512 image is never held in memory).
+    // S1's file first: the same layout as a `Triplets` body, written as the shares are
+    // computed (about 1 GB for a 512x512 image is never held in memory). It is the long,
+    // failure-prone write; if it fails, nothing new is left beside an older pair.
     let lead = TripletsLead {
         job: job.clone(),
         widths: widths.clone(),
@@ -119,9 +109,27 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let count = crate::dealer::correction_count(&job, &widths, patch);
     triplet_stream::write(&out1, &header(1), &lead, count, &base1, |emit| {
         crate::dealer::generate_into(&job, &widths, patch, a.batch, &seeds, emit)
-    })
-    .with_context(|| format!("writing {}", out1.display()))?;
-    let bytes = std::fs::metadata(&out0)?.len() + std::fs::metadata(&out1)?.len();
+    })?;
+    // S0's file: its seed and base OTs (its triple shares follow from the seed).
+    let t0 = Triplets {
+        job: job.clone(),
+        widths: widths.clone(),
+        batch: a.batch,
+        seed: seeds[0],
+        corrections: Vec::new(),
+        base_ot: base0,
+    };
+    if let Err(e) = container::write(&out0, &header(0), &t0) {
+        // Without its partner the new S1 file is useless: do not leave it beside an old .p0.
+        let _ = std::fs::remove_file(&out1);
+        return Err(e);
+    }
+    let size = |p: &PathBuf| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .with_context(|| format!("cannot read {}", p.display()))
+    };
+    let bytes = size(&out0)? + size(&out1)?;
     let outs = [out0.display().to_string(), out1.display().to_string()];
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let secs = t.elapsed().as_secs_f64();
