@@ -163,17 +163,11 @@ fn opts() -> impl Options {
 
 /// Serialises header and body into the container bytes.
 pub fn encode<B: Serialize>(header: &Header, body: &B) -> anyhow::Result<Vec<u8>> {
-    let h = opts().serialize(header)?;
     let blen = opts().serialized_size(body)?;
-    let mut out = Vec::with_capacity(PREFIX + h.len() + 8 + blen as usize + 32);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&blen.to_le_bytes());
-    opts().serialize_into(&mut out, body)?;
-    let sum = blake3::hash(&out);
-    out.extend_from_slice(sum.as_bytes());
+    let mut out = Vec::new();
+    emit(&mut out, header, blen, |w| {
+        Ok(opts().serialize_into(w, body)?)
+    })?;
     Ok(out)
 }
 
@@ -194,29 +188,72 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Writes a container file atomically. The body is serialised straight into the file, so a
-/// large body (the dealer's ~1 GB for a 512x512 image) is not held twice in memory.
-pub fn write<B: Serialize>(path: &Path, header: &Header, body: &B) -> anyhow::Result<()> {
+/// Counts the bytes passed through.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the whole container to `sink`: prefix, header, body length, the body that `body`
+/// writes (it must be exactly `body_len` bytes), checksum. The one place that knows the layout.
+fn emit<F>(sink: &mut dyn Write, header: &Header, body_len: u64, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+{
     let h = opts().serialize(header)?;
+    let hashing = Hashing {
+        inner: &mut *sink,
+        hasher: blake3::Hasher::new(),
+    };
+    // Buffer before hashing: bincode writes one 8-byte value at a time.
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, hashing);
+    out.write_all(MAGIC)?;
+    out.write_all(&VERSION.to_le_bytes())?;
+    out.write_all(&(h.len() as u32).to_le_bytes())?;
+    out.write_all(&h)?;
+    out.write_all(&body_len.to_le_bytes())?;
+    let mut counted = Counting {
+        inner: &mut out,
+        bytes: 0,
+    };
+    body(&mut counted)?;
+    let written = counted.bytes;
+    anyhow::ensure!(
+        written == body_len,
+        "the body came to {written} bytes, not the announced {body_len}"
+    );
+    let hashing = out.into_inner().map_err(|e| e.into_error())?;
+    let sum = hashing.hasher.finalize();
+    sink.write_all(sum.as_bytes())?;
+    Ok(())
+}
+
+/// Writes a container file atomically. The body is serialised straight into the file, so a
+/// large body is not held twice in memory.
+pub fn write<B: Serialize>(path: &Path, header: &Header, body: &B) -> anyhow::Result<()> {
     let blen = opts().serialized_size(body)?;
-    super::atomic::write_with(path, |w| {
-        let hashing = Hashing {
-            inner: &mut *w,
-            hasher: blake3::Hasher::new(),
-        };
-        // Buffer before hashing: bincode writes one 8-byte value at a time.
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, hashing);
-        out.write_all(MAGIC)?;
-        out.write_all(&VERSION.to_le_bytes())?;
-        out.write_all(&(h.len() as u32).to_le_bytes())?;
-        out.write_all(&h)?;
-        out.write_all(&blen.to_le_bytes())?;
-        opts().serialize_into(&mut out, body)?;
-        let hashing = out.into_inner().map_err(|e| e.into_error())?;
-        let sum = hashing.hasher.finalize();
-        w.write_all(sum.as_bytes())?;
-        Ok(())
-    })
+    write_streamed(path, header, blen, |w| Ok(opts().serialize_into(w, body)?))
+}
+
+/// Writes a container whose body (`body_len` bytes) is produced piecewise by `body`, straight
+/// into the file (atomically, like [`write`]); for bodies too large to build in memory first
+/// (party 1's triplets). Writing more or fewer than `body_len` bytes is an error.
+pub fn write_streamed<F>(path: &Path, header: &Header, body_len: u64, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+{
+    super::atomic::write_with(path, |w| emit(w, header, body_len, body))
 }
 
 /// Reads and checks the header only (cheap; used by the dealer and `inspect`).
@@ -349,59 +386,6 @@ pub fn verify(path: &Path) -> Result<Header, FormatError> {
     }
     check_sum(path, &mut file, &hasher)?;
     Ok(header)
-}
-
-/// Writes a container whose body (`body_len` bytes) is produced piecewise by `body`, straight
-/// into the file (atomically, like [`write`]); for bodies too large to build in memory first
-/// (party 1's triplets). Writing more or fewer than `body_len` bytes is an error.
-pub fn write_streamed<F>(path: &Path, header: &Header, body_len: u64, body: F) -> anyhow::Result<()>
-where
-    F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
-{
-    let h = opts().serialize(header)?;
-    super::atomic::write_with(path, |w| {
-        let hashing = Hashing {
-            inner: &mut *w,
-            hasher: blake3::Hasher::new(),
-        };
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, hashing);
-        out.write_all(MAGIC)?;
-        out.write_all(&VERSION.to_le_bytes())?;
-        out.write_all(&(h.len() as u32).to_le_bytes())?;
-        out.write_all(&h)?;
-        out.write_all(&body_len.to_le_bytes())?;
-        let mut counted = Counting {
-            inner: &mut out,
-            bytes: 0,
-        };
-        body(&mut counted)?;
-        let written = counted.bytes;
-        anyhow::ensure!(
-            written == body_len,
-            "the body came to {written} bytes, not the announced {body_len}"
-        );
-        let hashing = out.into_inner().map_err(|e| e.into_error())?;
-        let sum = hashing.hasher.finalize();
-        w.write_all(sum.as_bytes())?;
-        Ok(())
-    })
-}
-
-/// Counts the bytes passed through.
-struct Counting<W> {
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Opens a container for a reader that decodes its body piecewise (party 1's triplets, read
