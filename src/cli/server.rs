@@ -216,11 +216,11 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let plan = ms
         .share_plan()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    if tr.widths != plan.widths() || tr.job != is.job {
+    if tr.lead.widths != plan.widths() || tr.lead.job != is.job {
         bail!(
             "{}: the randomness does not match this model and job (widths {:?} vs {:?})",
             a.triplets.display(),
-            tr.widths,
+            tr.lead.widths,
             plan.widths()
         );
     }
@@ -255,8 +255,8 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     for id in [&ih.job_id, &mh.model_id, &th_only.triplet_id] {
         tag.extend_from_slice(id.as_ref().expect("ids checked above"));
     }
-    let batch = tr.batch;
-    let rand = PartyRandomness::streaming(p, tr.seed, tr.corrections);
+    let batch = tr.lead.batch;
+    let rand = PartyRandomness::streaming(p, tr.lead.seed, tr.corrections);
     let mut engine: Box<dyn Nonlinear> = if p == 0 {
         Box::new(GcEvaluator::new(&tr.base_ot)?)
     } else {

@@ -9,16 +9,13 @@ use std::path::{Path, PathBuf};
 
 use bincode::Options;
 
-use super::bodies::{JobParams, TripletsLead};
+use super::bodies::TripletsLead;
 use super::container::{self, expect, FormatError, Header, Kind};
-use crate::ring::share::Seed;
 
 /// A triplet file opened for streaming.
 pub struct TripletsStream {
-    pub job: JobParams,
-    pub widths: Vec<usize>,
-    pub batch: usize,
-    pub seed: Seed,
+    /// Job, widths, batch and seed.
+    pub lead: TripletsLead,
     pub base_ot: Vec<u8>,
     pub corrections: CorrectionReader,
 }
@@ -149,10 +146,7 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
     Ok((
         header,
         TripletsStream {
-            job: lead.job,
-            widths: lead.widths,
-            batch: lead.batch,
-            seed: lead.seed,
+            lead,
             base_ot,
             corrections: CorrectionReader {
                 path: path.into(),
@@ -200,8 +194,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::bodies::JobParams;
     use crate::formats::bodies::Triplets;
     use crate::plain::preprocess::Preprocess;
+    use crate::ring::share::Seed;
 
     fn sample(corrections: Vec<u64>) -> Triplets {
         Triplets {
@@ -240,9 +236,9 @@ mod tests {
         assert!(on_disk == whole);
 
         let (_, mut s) = open(&p, 1).unwrap();
-        assert_eq!(s.job, t.job);
+        assert_eq!(s.lead.job, t.job);
         assert_eq!(
-            (s.widths.clone(), s.batch, s.seed),
+            (s.lead.widths.clone(), s.lead.batch, s.lead.seed),
             (t.widths.clone(), 7, [5; 32])
         );
         assert_eq!(s.base_ot, t.base_ot);
