@@ -376,7 +376,7 @@ fn protocol_tag() -> String {
 
 /// The earlier run of `input` at `sigma` recorded in `workdir`, when there is one; an error
 /// when the record exists but was made under other settings or its images are missing.
-fn resumed_run(
+fn recorded_run(
     workdir: &Path,
     input: &Input,
     clean_input: &Array2<f64>,
@@ -384,7 +384,7 @@ fn resumed_run(
     seed: u64,
     stride: usize,
     model_blake3: &str,
-) -> Result<Option<(Run, Pictures)>> {
+) -> Result<Option<Run>> {
     let path = workdir.join("run.json");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -442,27 +442,40 @@ fn resumed_run(
             format!("{} / {sigma}", input.name),
         ));
     }
-    let img = |f: &str| {
-        load_png(workdir.join(f)).with_context(|| {
-            format!(
-                "{}: recorded run is missing {f}; delete run.json to run again",
-                workdir.display()
-            )
-        })
-    };
-    if img("clean.png")?.pixels != *clean_input {
+    if recorded_png(workdir, "clean.png")?.pixels != *clean_input {
         bail!(
             "{}: recorded for a different {} image (its clean.png differs); use another --out-dir or drop --resume",
             path.display(),
             input.name
         );
     }
-    let pics = Pictures {
-        noisy: img("noisy.png")?.pixels,
-        float: img("plaintext.png")?.pixels,
-        secure: img("denoised.png")?.pixels,
-    };
-    Ok(Some((rec.run, pics)))
+    for f in ["noisy.png", "plaintext.png", "denoised.png"] {
+        if !workdir.join(f).exists() {
+            bail!(
+                "{}: recorded run is missing {f}; delete run.json to run again",
+                workdir.display()
+            );
+        }
+    }
+    Ok(Some(rec.run))
+}
+
+fn recorded_png(workdir: &Path, f: &str) -> Result<GrayImage> {
+    load_png(workdir.join(f)).with_context(|| {
+        format!(
+            "{}: recorded run is missing {f}; delete run.json to run again",
+            workdir.display()
+        )
+    })
+}
+
+/// The images of a recorded run, for the figures.
+fn recorded_pictures(workdir: &Path) -> Result<Pictures> {
+    Ok(Pictures {
+        noisy: recorded_png(workdir, "noisy.png")?.pixels,
+        float: recorded_png(workdir, "plaintext.png")?.pixels,
+        secure: recorded_png(workdir, "denoised.png")?.pixels,
+    })
 }
 
 fn averages(runs: &[Run], sigmas: &[f64]) -> Vec<Average> {
@@ -809,46 +822,21 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     let minfo = model_info(&model_path, &model);
     let model_hash = minfo["blake3"].as_str().unwrap_or_default().to_string();
     let mut resumed = 0usize;
-    if a.resume {
-        // Refuse a foreign or damaged record now, not after hours of new runs.
-        for input in &inputs {
-            let dir = out.join("runs").join(&input.name);
-            if !dir.exists() {
-                continue;
-            }
-            // The clean image exactly as the pipeline will read it (rounded to its PNG).
-            let input_png = dir.join("clean-input.png");
-            save_png(&input.clean, &input_png, input.clean.bit_depth)?;
-            let clean_input = load_png(&input_png)?.pixels;
-            for &sigma in &sigmas {
-                let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
-                resumed_run(
-                    &workdir,
-                    input,
-                    &clean_input,
-                    sigma,
-                    a.seed,
-                    a.stride,
-                    &model_hash,
-                )?;
-            }
-        }
-    }
-    let mut runs = Vec::with_capacity(total);
-    let mut figures_written = Vec::new();
-    for input in &inputs {
+    // Every image's run directory and clean input first; with --resume, every existing record
+    // is checked now (a foreign or damaged one is refused before hours of new runs).
+    let mut recorded = std::collections::HashMap::new();
+    for (i, input) in inputs.iter().enumerate() {
         let dir = out.join("runs").join(&input.name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let input_png = dir.join("clean-input.png");
         save_png(&input.clean, &input_png, input.clean.bit_depth)?;
-        for &sigma in &sigmas {
-            let t = Instant::now();
-            let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
-            let earlier = if a.resume {
-                // The clean image exactly as the pipeline reads it (rounded to its PNG).
-                let clean_input = load_png(&input_png)?.pixels;
-                resumed_run(
+        if a.resume {
+            // The clean image exactly as the pipeline reads it (rounded to its PNG).
+            let clean_input = load_png(&input_png)?.pixels;
+            for (j, &sigma) in sigmas.iter().enumerate() {
+                let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
+                if let Some(run) = recorded_run(
                     &workdir,
                     input,
                     &clean_input,
@@ -856,9 +844,23 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                     a.seed,
                     a.stride,
                     &model_hash,
-                )?
-            } else {
-                None
+                )? {
+                    recorded.insert((i, j), run);
+                }
+            }
+        }
+    }
+    let mut runs = Vec::with_capacity(total);
+    let mut figures_written = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let dir = out.join("runs").join(&input.name);
+        let input_png = dir.join("clean-input.png");
+        for (j, &sigma) in sigmas.iter().enumerate() {
+            let t = Instant::now();
+            let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
+            let earlier = match recorded.remove(&(i, j)) {
+                Some(run) => Some((run, recorded_pictures(&workdir)?)),
+                None => None,
             };
             let from_earlier = earlier.is_some();
             let (run, pics) = match earlier {
