@@ -9,6 +9,7 @@ mod inputs;
 mod owner;
 mod procs;
 mod receiver;
+mod relay;
 mod server;
 mod table;
 mod tools;
@@ -54,6 +55,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Evaluation table (PSNR/SSIM of plaintext and secure runs, time, traffic) and figures.
     Table(table::TableArgs),
+    Relay(relay::RelayArgs),
 }
 
 /// Output of a subcommand: human lines and the JSON summary.
@@ -79,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::demo(a),
         Command::Bench(a) => bench::bench(a),
         Command::Table(a) => table::table(a),
+        Command::Relay(a) => relay::relay(a, json),
     };
     match res {
         Ok(mut s) => {

@@ -6,6 +6,8 @@
 //!   certificate, compared byte for byte, and the record protection used after the handshake.
 //! * [`link`]: [`Link`], length-prefixed frames over the encrypted stream, with a send half and
 //!   a receive half that can run on two threads (so [`Link::exchange`] never deadlocks).
+//! * [`relay`]: a shaping TCP relay (bandwidth and one-way delay per direction) that benchmarks
+//!   put between the two servers to emulate a link between two clouds; not on the protocol path.
 //!
 //! How the pieces fit: rustls runs the whole handshake, the certificate checks and a short
 //! confirmation message in each direction. Then the traffic keys are taken out of rustls
@@ -16,6 +18,7 @@
 
 pub mod identity;
 pub mod link;
+pub mod relay;
 pub mod tls;
 
 use std::io;
