@@ -11,16 +11,22 @@
 //! - the values opened by each `open` (own share + received share: what a server learns),
 //!   pooled and per slot.
 //!
+//! Both engines are covered: garbled circuits and boolean shares (whose openings are XORs of
+//! the two parties' messages, tested the same way).
+//!
 //! Negative controls show the test can fail: the raw encoded image bytes of the two images,
-//! and the opened masked image with the dealer's mask removed (the exact leak the masking
-//! prevents), are both detected with overwhelming significance.
+//! the opened masked image with the dealer's mask removed (the exact leak the masking
+//! prevents), and the boolean engine's opened output bits with their daBits removed, are all
+//! detected with overwhelming significance.
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use ppdenoise::dealer;
+use ppdenoise::dealer::randomness::dabit_masks;
 use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{flatten_weights, Data, JobParams, ModelShare, Triplets};
 use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::plain::phantom::shepp_logan;
@@ -29,8 +35,10 @@ use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, fresh_seed, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, LinkStats};
-use ppdenoise::twopc::gc_engine::{deal_base_ots, GcEvaluator, GcGarbler};
-use ppdenoise::twopc::protocol::{self, JobInputs, Nonlinear};
+use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::gmw::engine::tanh_circuit;
+use ppdenoise::twopc::gmw::Netlist;
+use ppdenoise::twopc::protocol::{self, JobInputs};
 
 // ------------------------------------------------------------------------------------------
 // Recording channel
@@ -81,6 +89,20 @@ fn opened_values(log: &[Event]) -> Vec<Vec<u8>> {
                     })
                     .collect();
                 out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// The boolean engine's openings as party 0 sees them: both parties send first, so each
+/// (sent, received) pair of equal length XORs to the opened bits.
+fn xor_opened_values(log: &[Event]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for w in log.windows(2) {
+        if let [Event::Sent(a), Event::Received(b)] = w {
+            if a.len() == b.len() && !a.is_empty() {
+                out.push(a.iter().zip(b).map(|(x, y)| x ^ y).collect());
             }
         }
     }
@@ -224,11 +246,18 @@ fn statistics_self_check() {
 
 struct Run {
     logs: [Vec<Event>; 2],
+    patches: usize,
     triplets: [Triplets; 2],
     encoded: Vec<u64>,
 }
 
-fn run_job(model: &Model, image: &Array2<f64>, stride: usize, batch: usize) -> Run {
+fn run_job(
+    model: &Model,
+    image: &Array2<f64>,
+    stride: usize,
+    batch: usize,
+    engine: EngineKind,
+) -> Run {
     let params = FixedParams::default();
     let plan = Plan::from_model(model, params).unwrap();
     // Model owner: fresh shares for this run.
@@ -272,7 +301,8 @@ fn run_job(model: &Model, image: &Array2<f64>, stride: usize, batch: usize) -> R
         expand(&iseed, Stream::ImageShare, h * w),
     ];
     // Dealer.
-    let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, deal_base_ots());
+    let deal = NonlinearDeal::new(engine, &plan.acts);
+    let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, &deal);
     let trip = [t0, t1];
     // Fresh ids for the session tag, as the real files carry.
     let mut tag = Vec::new();
@@ -290,11 +320,7 @@ fn run_job(model: &Model, image: &Array2<f64>, stride: usize, batch: usize) -> R
     };
     let run = |p: u8, ch: &mut dyn Channel| {
         let t = &trip[p as usize];
-        let mut engine: Box<dyn Nonlinear> = if p == 0 {
-            Box::new(GcEvaluator::new(&t.base_ot).unwrap())
-        } else {
-            Box::new(GcGarbler::new(&t.base_ot).unwrap())
-        };
+        let mut engine = t.engine.make(p, &t.base_ot).unwrap();
         let inputs = JobInputs {
             party: p,
             plan: &shares[p as usize],
@@ -313,8 +339,10 @@ fn run_job(model: &Model, image: &Array2<f64>, stride: usize, batch: usize) -> R
         h0.join().unwrap();
         h1.join().unwrap();
     });
+    let patches = ppdenoise::plain::geometry::Geometry::new(h, w, plan.patch, stride).num_patches();
     Run {
         logs: [r0.log, r1.log],
+        patches,
         triplets: trip,
         encoded: enc,
     }
@@ -404,24 +432,90 @@ fn images() -> (Array2<f64>, Array2<f64>) {
     (black, phantom)
 }
 
+/// Batch per engine: the boolean engine's messages are bit-sliced (a bit per element), so a
+/// larger batch gives it message slots big enough for the per-slot test.
+fn batch_for(engine: EngineKind) -> usize {
+    match engine {
+        EngineKind::Gc => 100,
+        EngineKind::Gmw => 400,
+    }
+}
+
 #[test]
 fn received_messages_do_not_depend_on_the_image() {
     let m = model();
     let (black, phantom) = images();
-    let a = run_job(&m, &black, 2, 100);
-    let b = run_job(&m, &phantom, 2, 100);
-    for p in 0..2 {
-        let (ra, rb) = (received(&a.logs[p]), received(&b.logs[p]));
-        let slots = compare(&format!("S{p} received"), &ra, &rb).unwrap();
-        assert!(slots >= 5, "too few large messages to test per slot");
+    for engine in [EngineKind::Gc, EngineKind::Gmw] {
+        let batch = batch_for(engine);
+        let a = run_job(&m, &black, 2, batch, engine);
+        let b = run_job(&m, &phantom, 2, batch, engine);
+        for p in 0..2 {
+            let (ra, rb) = (received(&a.logs[p]), received(&b.logs[p]));
+            let slots = compare(&format!("{engine}: S{p} received"), &ra, &rb).unwrap();
+            assert!(slots >= 5, "too few large messages to test per slot");
+        }
+        // What the servers learn from `open`: the opened (masked) values.
+        let (oa, ob) = (opened_values(&a.logs[0]), opened_values(&b.logs[0]));
+        let oa: Vec<&[u8]> = oa.iter().map(|v| v.as_slice()).collect();
+        let ob: Vec<&[u8]> = ob.iter().map(|v| v.as_slice()).collect();
+        // tag, masked weights, masked image, then per batch and layer.
+        assert!(oa.len() >= 3);
+        compare(&format!("{engine}: opened values"), &oa, &ob).unwrap();
+        if engine == EngineKind::Gmw {
+            // The boolean engine's openings are XORs: masked AND inputs and output bits.
+            let (xa, xb) = (xor_opened_values(&a.logs[0]), xor_opened_values(&b.logs[0]));
+            let xa: Vec<&[u8]> = xa.iter().map(|v| v.as_slice()).collect();
+            let xb: Vec<&[u8]> = xb.iter().map(|v| v.as_slice()).collect();
+            let slots = compare("gmw: XOR-opened bits", &xa, &xb).unwrap();
+            assert!(slots >= 5, "too few large openings to test per slot");
+        }
     }
-    // What the servers learn from `open`: the opened (masked) values.
-    let (oa, ob) = (opened_values(&a.logs[0]), opened_values(&b.logs[0]));
-    let oa: Vec<&[u8]> = oa.iter().map(|v| v.as_slice()).collect();
-    let ob: Vec<&[u8]> = ob.iter().map(|v| v.as_slice()).collect();
-    // tag, masked weights, masked image, then per batch and layer.
-    assert!(oa.len() >= 3);
-    compare("opened values", &oa, &ob).unwrap();
+}
+
+#[test]
+fn negative_control_boolean_outputs_without_dabits_are_detected() {
+    // The boolean engine opens its output bits masked by daBits. Removing the daBits from
+    // the first run's opening (hidden layer 0, batch 0) gives the circuit's output bits (the
+    // clipped magnitude, region and sign bits of every pre-activation): they depend on the
+    // image, and the same test flags them.
+    let m = model();
+    let (black, phantom) = images();
+    let batch = batch_for(EngineKind::Gmw);
+    let plan = Plan::from_model(&m, FixedParams::default()).unwrap();
+    let net = Netlist::record(&tanh_circuit(&plan.acts[0]));
+    let bits = |r: &Run| -> (Vec<u8>, Vec<u8>) {
+        // Pairs: tag, masked weights, masked image, one per AND depth, then the outputs.
+        let opened = xor_opened_values(&r.logs[0]);
+        let c = &opened[3 + net.and_depth()];
+        // One job of fewer patches than the batch: 16 hidden units per patch.
+        let words = (16 * r.patches).div_ceil(64);
+        assert_eq!(c.len(), net.outputs.len() * words * 8, "the output opening");
+        let n = net.outputs.len() * words;
+        let (r0, _) = dabit_masks(&r.triplets[0].seed, 0, 0, n);
+        let (r1, _) = dabit_masks(&r.triplets[1].seed, 0, 0, n);
+        let clear: Vec<u8> = c
+            .chunks_exact(8)
+            .zip(r0.iter().zip(&r1))
+            .flat_map(|(b, (x, y))| {
+                (u64::from_le_bytes(b.try_into().unwrap()) ^ x ^ y).to_le_bytes()
+            })
+            .collect();
+        (c.clone(), clear)
+    };
+    let a = run_job(&m, &black, 2, batch, EngineKind::Gmw);
+    let b = run_job(&m, &phantom, 2, batch, EngineKind::Gmw);
+    let ((ma, ca), (mb, cb)) = (bits(&a), bits(&b));
+    let (_, _, p_masked) =
+        chi2_two_sample(&histogram([ma.as_slice()]), &histogram([mb.as_slice()]));
+    let (chi, _, p) = chi2_two_sample(&histogram([ca.as_slice()]), &histogram([cb.as_slice()]));
+    eprintln!(
+        "gmw output bits: masked p = {p_masked:.4}; without daBits chi2 = {chi:.1}, p = {p:e}"
+    );
+    assert!(p < 1e-12, "unmasked output bits not detected (p = {p})");
+    assert!(
+        p_masked > 1e-6,
+        "masked output bits look image-dependent (p = {p_masked})"
+    );
 }
 
 #[test]
@@ -442,8 +536,8 @@ fn negative_controls_unmasked_data_is_detected() {
 
     // 2. The opened masked image of real runs with the dealer's image mask removed: this is
     // the image itself, and the same test that passes on the real messages flags it.
-    let a = run_job(&m, &black, 2, 100);
-    let b = run_job(&m, &phantom, 2, 100);
+    let a = run_job(&m, &black, 2, 100, EngineKind::Gc);
+    let b = run_job(&m, &phantom, 2, 100, EngineKind::Gc);
     let unmask = |r: &Run| -> Vec<u8> {
         let opened = opened_values(&r.logs[0]);
         let npix = SIZE * SIZE;

@@ -2,10 +2,11 @@
 //!
 //! Each case plays every party: the model owner shares a random model (as `share-model`
 //! does), the gateway shares an image once (as `share-image` does, S1's share a PRG seed),
-//! the dealer makes fresh correlated randomness (`dealer::generate` with fresh base OTs),
-//! and S0 (`GcEvaluator`) and S1 (`GcGarbler`) run `twopc::protocol::run` in two threads over
-//! an in-memory channel. The two output canvases must add up to the oracle's canvas bit for
-//! bit, for several model shapes, options, image contents and sizes, strides and batch sizes.
+//! and for each engine (garbled circuits, boolean shares) the dealer makes fresh correlated
+//! randomness (`dealer::generate`) and S0 and S1 run `twopc::protocol::run` in two threads
+//! over an in-memory channel. The two output canvases must add up to the oracle's canvas bit
+//! for bit, for both engines, for several model shapes, options, image contents and sizes,
+//! strides and batch sizes.
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -13,6 +14,7 @@ use rand_chacha::ChaCha20Rng;
 
 use ppdenoise::dealer;
 use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{
     flatten_weights, Data, ImageShare, JobParams, ModelShare, Triplets,
 };
@@ -24,11 +26,16 @@ use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
-use ppdenoise::twopc::gc_engine::{deal_base_ots, GcEvaluator, GcGarbler};
-use ppdenoise::twopc::protocol::{self, JobInputs, Nonlinear, Report};
+use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::protocol::{self, JobInputs, Report};
+
+const ENGINES: [EngineKind; 2] = [EngineKind::Gc, EngineKind::Gmw];
 
 struct Outcome {
+    /// The boolean engine's canvas (the default engine's).
     secure: Vec<u64>,
+    /// Every engine's canvas.
+    by_engine: Vec<(EngineKind, Vec<u64>)>,
     oracle: Vec<u64>,
     out_of_range: u64,
     reports: [Report; 2],
@@ -113,36 +120,44 @@ fn run_case_tampered(
         .map(|b| b.data.materialise(Stream::ImageShare, h * w).unwrap())
         .collect();
 
-    // Dealer.
-    let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, deal_base_ots());
-    let trip = [t0, t1];
+    let mut by_engine = Vec::new();
+    let mut reports = None;
+    for engine in ENGINES {
+        // Dealer.
+        let deal = NonlinearDeal::new(engine, &plan.acts);
+        let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, &deal);
+        let trip = [t0, t1];
 
-    let (mut c0, mut c1) = mem_pair();
-    let tag = b"job-model-triplets".to_vec();
-    let results: Vec<(Vec<u64>, Report)> = std::thread::scope(|sc| {
-        let h0 =
-            sc.spawn(|| party_run(0, &mut c0, &shares[0], &job, &img_shares[0], &trip[0], &tag));
-        let h1 =
-            sc.spawn(|| party_run(1, &mut c1, &shares[1], &job, &img_shares[1], &trip[1], &tag));
-        vec![h0.join().unwrap(), h1.join().unwrap()]
-    });
-    let secure: Vec<u64> = results[0]
-        .0
-        .iter()
-        .zip(&results[1].0)
-        .map(|(a, b)| a.wrapping_add(*b))
-        .collect();
+        let (mut c0, mut c1) = mem_pair();
+        let tag = b"job-model-triplets".to_vec();
+        let results: Vec<(Vec<u64>, Report)> = std::thread::scope(|sc| {
+            let h0 = sc
+                .spawn(|| party_run(0, &mut c0, &shares[0], &job, &img_shares[0], &trip[0], &tag));
+            let h1 = sc
+                .spawn(|| party_run(1, &mut c1, &shares[1], &job, &img_shares[1], &trip[1], &tag));
+            vec![h0.join().unwrap(), h1.join().unwrap()]
+        });
+        let secure: Vec<u64> = results[0]
+            .0
+            .iter()
+            .zip(&results[1].0)
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect();
+        by_engine.push((engine, secure));
+        let mut it = results.into_iter();
+        let r0 = it.next().unwrap().1;
+        let r1 = it.next().unwrap().1;
+        reports = Some([r0, r1]);
+    }
     let geo = Geometry::new(h, w, plan.patch, stride);
     // The oracle is independent of batching; use a different batch size on purpose.
     let orc = oracle::run(&plan, &geo, &enc, 7);
-    let mut it = results.into_iter();
-    let r0 = it.next().unwrap().1;
-    let r1 = it.next().unwrap().1;
     Outcome {
-        secure,
+        secure: by_engine.last().unwrap().1.clone(),
+        by_engine,
         oracle: orc.canvas,
         out_of_range: orc.out_of_range,
-        reports: [r0, r1],
+        reports: reports.unwrap(),
         geo,
         out_scale: plan.out_scale,
     }
@@ -158,11 +173,7 @@ fn party_run(
     tag: &[u8],
 ) -> (Vec<u64>, Report) {
     let rand = PartyRandomness::new(p, t.seed, t.corrections.clone());
-    let mut engine: Box<dyn Nonlinear> = if p == 0 {
-        Box::new(GcEvaluator::new(&t.base_ot).unwrap())
-    } else {
-        Box::new(GcGarbler::new(&t.base_ot).unwrap())
-    };
+    let mut engine = t.engine.make(p, &t.base_ot).unwrap();
     let inputs = JobInputs {
         party: p,
         plan,
@@ -177,25 +188,27 @@ fn party_run(
 }
 
 fn assert_bit_exact(name: &str, o: &Outcome) {
-    assert_eq!(o.secure.len(), o.oracle.len(), "{name}: canvas sizes");
-    assert_eq!(o.secure.len(), o.geo.canvas_h * o.geo.canvas_w, "{name}");
-    let diff = o
-        .secure
-        .iter()
-        .zip(&o.oracle)
-        .filter(|(a, b)| a != b)
-        .count();
-    assert_eq!(
-        diff,
-        0,
-        "{name}: {diff} of {} canvas values differ from the oracle (first: {:?})",
-        o.secure.len(),
-        o.secure
-            .iter()
-            .zip(&o.oracle)
-            .enumerate()
-            .find(|(_, (a, b))| a != b)
-    );
+    assert_eq!(o.by_engine.len(), ENGINES.len(), "{name}: every engine ran");
+    for (engine, secure) in &o.by_engine {
+        assert_eq!(
+            secure.len(),
+            o.oracle.len(),
+            "{name} ({engine}): canvas sizes"
+        );
+        assert_eq!(secure.len(), o.geo.canvas_h * o.geo.canvas_w, "{name}");
+        let diff = secure.iter().zip(&o.oracle).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            diff,
+            0,
+            "{name} ({engine}): {diff} of {} canvas values differ from the oracle (first: {:?})",
+            secure.len(),
+            secure
+                .iter()
+                .zip(&o.oracle)
+                .enumerate()
+                .find(|(_, (a, b))| a != b)
+        );
+    }
     // Both parties processed the whole job.
     for r in &o.reports {
         assert_eq!(r.patches, o.geo.num_patches(), "{name}");
@@ -365,11 +378,8 @@ fn negative_control_a_one_ulp_weight_change_is_detected() {
     let model = random_model(&[49, 8, 9], 81, meta(false, false));
     let img = random_image(12, 12, 9);
     let o = run_case_tampered(&model, &img, 1, 16, true);
-    let diff = o
-        .secure
-        .iter()
-        .zip(&o.oracle)
-        .filter(|(a, b)| a != b)
-        .count();
-    assert!(diff > 0, "a tampered weight share went unnoticed");
+    for (engine, secure) in &o.by_engine {
+        let diff = secure.iter().zip(&o.oracle).filter(|(a, b)| a != b).count();
+        assert!(diff > 0, "{engine}: a tampered weight share went unnoticed");
+    }
 }

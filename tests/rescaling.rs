@@ -1,13 +1,14 @@
 //! The exact secure rescaling (the trap of the paper's Fig. 6): at least 10^7 random
-//! truncations at realistic magnitudes through the real garbled truncation circuit
-//! (`GcEvaluator::truncate` for S0, `GcGarbler::truncate` for S1, base OTs from the dealer,
-//! an in-memory channel between two threads). Every result must equal floor(V / 2^sh)
-//! exactly: the design is exact, so the test asserts exact equality (zero results off by
-//! even one ulp), not a one-ulp tolerance.
+//! truncations at realistic magnitudes through each engine's truncation circuit (garbled:
+//! `GcEvaluator::truncate` for S0, `GcGarbler::truncate` for S1, base OTs from the dealer;
+//! boolean: `GmwParty::truncate` with dealer AND triples and daBits; an in-memory channel
+//! between two threads). Every result must equal floor(V / 2^sh) exactly: the design is
+//! exact, so the test asserts exact equality (zero results off by even one ulp), not a
+//! one-ulp tolerance.
 //!
-//! `one_million_exact_secure_rescalings` runs 10^6 in every `cargo test`;
-//! `ten_million_exact_secure_rescalings` (ignored by default: run with `-- --ignored`) runs
-//! 10^7. PPDENOISE_RESCALINGS overrides either count.
+//! `one_million_exact_secure_rescalings_*` run 10^6 per engine in every `cargo test`;
+//! `ten_million_exact_secure_rescalings_*` (ignored by default: run with `-- --ignored`) run
+//! 10^7 per engine. PPDENOISE_RESCALINGS overrides either count.
 
 #![allow(clippy::needless_range_loop)] // parallel arrays indexed together
 
@@ -16,9 +17,12 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use ppdenoise::dealer::boolean::deal_run;
+use ppdenoise::dealer::randomness::PartyRandomness;
 use ppdenoise::twopc::channel::mem_pair;
-use ppdenoise::twopc::gc_engine::{deal_base_ots, GcEvaluator, GcGarbler};
-use ppdenoise::twopc::protocol::Nonlinear;
+use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::gc::{ActCircuit, TruncParams};
+use ppdenoise::twopc::protocol::{Nonlinear, Slot};
 
 /// (sh, k) pairs. The plan's own with the default parameters (s = 16, q = cs = 10,
 /// zbits = 8): hidden layer 1 (product scale 2s = 32: sh 22, k 19), later hidden layers
@@ -69,14 +73,33 @@ struct Tally {
     share_wraps: usize,
 }
 
-/// One S0/S1 pair (its own base OTs, garbler, evaluator and channel) doing `total`
-/// rescalings in chunks, cycling through PARAMS. The protocol alternates between the two
-/// parties, so one pair keeps about one core busy; several pairs run side by side.
-fn run_pair(pair: u64, total: usize) -> Tally {
+/// Both parties' engines of `kind` (the GC engine's base OTs from the dealer).
+fn engines(kind: EngineKind) -> (Box<dyn Nonlinear + Send>, Box<dyn Nonlinear + Send>) {
+    let (ot0, ot1) = kind.deal_setup();
+    (kind.make(0, &ot0).unwrap(), kind.make(1, &ot1).unwrap())
+}
+
+/// Randomness for one circuit run: the boolean engine's AND triples and daBits; the GC
+/// engine draws nothing from it.
+fn randomness(kind: EngineKind, circ: &ActCircuit, n: usize, at: Slot) -> [PartyRandomness; 2] {
+    match kind {
+        EngineKind::Gmw => deal_run(circ, n, at),
+        EngineKind::Gc => {
+            let seed = ppdenoise::ring::share::fresh_seed();
+            [
+                PartyRandomness::new(0, seed, Vec::new()),
+                PartyRandomness::new(1, seed, Vec::new()),
+            ]
+        }
+    }
+}
+
+/// One S0/S1 pair (its own engines and channel) doing `total` rescalings in chunks, cycling
+/// through PARAMS. The GC protocol alternates between the two parties, so one pair keeps
+/// about one core busy; several pairs run side by side.
+fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
     const CHUNK: usize = 1 << 16;
-    let (ot0, ot1) = deal_base_ots();
-    let mut ev = GcEvaluator::new(&ot0).unwrap();
-    let mut gb = GcGarbler::new(&ot1).unwrap();
+    let (mut ev, mut gb) = engines(kind);
     let (mut c0, mut c1) = mem_pair();
     let mut rng = ChaCha20Rng::seed_from_u64(0x5eed_0001 + pair);
     let mut t = Tally {
@@ -101,11 +124,22 @@ fn run_pair(pair: u64, total: usize) -> Tally {
             .zip(&s1)
             .filter(|(a, b)| a.checked_add(**b).is_none())
             .count();
+        let at = Slot {
+            layer: 0,
+            batch: round as u32,
+        };
+        let circ = ActCircuit::Trunc(TruncParams { sh, k });
+        let [mut q0, mut q1] = randomness(kind, &circ, n, at);
         let (r0, r1) = std::thread::scope(|sc| {
-            let h0 = sc.spawn(|| ev.truncate(&mut c0, sh, k, &s0).unwrap());
-            let h1 = sc.spawn(|| gb.truncate(&mut c1, sh, k, &s1).unwrap());
+            let h0 = sc.spawn(|| ev.truncate(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
+            let h1 = sc.spawn(|| gb.truncate(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
             (h0.join().unwrap(), h1.join().unwrap())
         });
+        if kind == EngineKind::Gmw {
+            // Every dealer value was used, once.
+            q0.finish().unwrap();
+            q1.finish().unwrap();
+        }
         assert_eq!(r0.len(), n);
         assert_eq!(r1.len(), n);
         for i in 0..n {
@@ -136,17 +170,29 @@ fn run_pair(pair: u64, total: usize) -> Tally {
 /// `cargo test --release --test rescaling -- --ignored`.
 #[test]
 #[ignore]
-fn ten_million_exact_secure_rescalings() {
-    rescalings(10_000_000);
+fn ten_million_exact_secure_rescalings_gc() {
+    rescalings(EngineKind::Gc, 10_000_000);
 }
 
-/// The same check on 10^6 rescalings, part of every `cargo test` run.
+/// The boolean engine's 10^7 (`make rescaling-10m` runs both).
 #[test]
-fn one_million_exact_secure_rescalings() {
-    rescalings(1_000_000);
+#[ignore]
+fn ten_million_exact_secure_rescalings_gmw() {
+    rescalings(EngineKind::Gmw, 10_000_000);
 }
 
-fn rescalings(default_total: usize) {
+/// The same check on 10^6 rescalings per engine, part of every `cargo test` run.
+#[test]
+fn one_million_exact_secure_rescalings_gc() {
+    rescalings(EngineKind::Gc, 1_000_000);
+}
+
+#[test]
+fn one_million_exact_secure_rescalings_gmw() {
+    rescalings(EngineKind::Gmw, 1_000_000);
+}
+
+fn rescalings(kind: EngineKind, default_total: usize) {
     let total: usize = std::env::var("PPDENOISE_RESCALINGS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -160,7 +206,7 @@ fn rescalings(default_total: usize) {
         let hs: Vec<_> = (0..pairs)
             .map(|p| {
                 let n = total / pairs + usize::from(p < total % pairs);
-                sc.spawn(move || run_pair(p as u64, n))
+                sc.spawn(move || run_pair(kind, p as u64, n))
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -182,7 +228,7 @@ fn rescalings(default_total: usize) {
     }
     let done = t.done;
     eprintln!(
-        "{done} secure rescalings in {secs:.1} s ({:.0}/s, {pairs} pairs); {} wrong; \
+        "{kind}: {done} secure rescalings in {secs:.1} s ({:.0}/s, {pairs} pairs); {} wrong; \
          per (sh, k): {:?}; max |V| = 2^{:.2}; {} negative; {} share pairs wrapped mod 2^64",
         done as f64 / secs,
         t.wrong,
@@ -240,7 +286,6 @@ fn negative_control_local_truncation_is_not_exact() {
 #[test]
 fn activation_circuit_truncates_exactly() {
     use ppdenoise::plain::model::{random_model, ModelMeta};
-    use ppdenoise::ring::oracle;
     use ppdenoise::ring::plan::{FixedParams, Plan};
     let model = random_model(&[9, 4, 4, 1], 1, ModelMeta::default());
     let mut consts = Vec::new();
@@ -255,14 +300,19 @@ fn activation_circuit_truncates_exactly() {
         let plan = Plan::from_model(&model, params).unwrap();
         consts.extend(plan.acts.iter().map(|c| (*c, plan.params.q)));
     }
-    let (ot0, ot1) = deal_base_ots();
-    let mut ev = GcEvaluator::new(&ot0).unwrap();
-    let mut gb = GcGarbler::new(&ot1).unwrap();
+    for kind in [EngineKind::Gc, EngineKind::Gmw] {
+        select_matches_oracle(kind, &consts);
+    }
+}
+
+fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::ActConsts, u32)]) {
+    use ppdenoise::ring::oracle;
+    let (mut ev, mut gb) = engines(kind);
     let (mut c0, mut c1) = mem_pair();
     let mut rng = ChaCha20Rng::seed_from_u64(99);
     let per = 40_000;
     let mut checked = 0;
-    for (c, q) in &consts {
+    for (layer, (c, q)) in consts.iter().enumerate() {
         let scale = (c.sh + q) as i32; // product scale
         let v: Vec<i64> = (0..per)
             .map(|i| match i % 4 {
@@ -285,9 +335,15 @@ fn activation_circuit_truncates_exactly() {
             .zip(&s0)
             .map(|(&x, &a)| (x as u64).wrapping_sub(a))
             .collect();
+        let at = Slot {
+            layer: layer as u32,
+            batch: 0,
+        };
+        let circ = ppdenoise::twopc::gmw::engine::tanh_circuit(c);
+        let [mut q0, mut q1] = randomness(kind, &circ, per, at);
         let (r0, r1) = std::thread::scope(|sc| {
-            let h0 = sc.spawn(|| ev.select(&mut c0, c, &s0).unwrap());
-            let h1 = sc.spawn(|| gb.select(&mut c1, c, &s1).unwrap());
+            let h0 = sc.spawn(|| ev.select(&mut c0, &mut q0, at, c, &s0).unwrap());
+            let h1 = sc.spawn(|| gb.select(&mut c1, &mut q1, at, c, &s1).unwrap());
             (h0.join().unwrap(), h1.join().unwrap())
         });
         let add = |a: &[u64], b: &[u64], i: usize| a[i].wrapping_add(b[i]);
@@ -320,5 +376,5 @@ fn activation_circuit_truncates_exactly() {
             checked += 1;
         }
     }
-    eprintln!("{checked} secure activation selections equal the oracle's");
+    eprintln!("{kind}: {checked} secure activation selections equal the oracle's");
 }

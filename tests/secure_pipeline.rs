@@ -15,6 +15,10 @@ use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::Plan;
 use ppdenoise::ring::share::Stream;
+use ppdenoise::twopc::engines::EngineKind;
+
+/// Every test runs once per engine.
+const ENGINES: [EngineKind; 2] = [EngineKind::Gc, EngineKind::Gmw];
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
@@ -91,6 +95,7 @@ fn assert_nothing_written(dir: &Path, out: &Path) {
 
 /// One working directory with identities, a model share, an image share and triplets.
 struct Job {
+    engine: EngineKind,
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     model: Model,
@@ -108,7 +113,13 @@ impl Job {
 
     /// Identities s0, s1, a model (random with `widths`, or the shipped one), its shares
     /// `model.p*`, an image share `image.p*` of `image` and triplets `triplets.p*`.
-    fn new(widths: Option<&[usize]>, image: &str, stride: usize, batch: usize) -> Job {
+    fn new(
+        engine: EngineKind,
+        widths: Option<&[usize]>,
+        image: &str,
+        stride: usize,
+        batch: usize,
+    ) -> Job {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let (model, model_npz) = match widths {
@@ -138,6 +149,7 @@ impl Job {
         };
         let job = Job {
             _tmp: tmp,
+            engine,
             dir,
             model,
             model_npz,
@@ -195,6 +207,8 @@ impl Job {
             &self.p(&format!("{image}.p1")),
             "--batch",
             &batch.to_string(),
+            "--engine",
+            self.engine.name(),
             "--out",
             &self.p(out),
         ])
@@ -214,6 +228,10 @@ impl Job {
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(["--timeout", &f.timeout.to_string()])
             .args(["--state-dir", &self.p(&f.state)])
+            .args([
+                "--engine",
+                f.engine[p as usize].unwrap_or(self.engine).name(),
+            ])
             .args(["--out", &self.p(&f.out[p as usize])])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -241,6 +259,8 @@ struct ServeFiles {
     peer: [String; 2],
     state: String,
     timeout: u64,
+    /// `--engine` per party when it differs from the job's.
+    engine: [Option<EngineKind>; 2],
 }
 
 impl ServeFiles {
@@ -255,6 +275,7 @@ impl ServeFiles {
             peer: ["s1".into(), "s0".into()],
             state: "state".into(),
             timeout: 30,
+            engine: [None, None],
         }
     }
 }
@@ -362,7 +383,13 @@ const SMALL: &[usize] = &[81, 16, 16, 25];
 
 #[test]
 fn pipeline_random_model_bit_exact_with_oracle() {
-    let job = Job::new(Some(SMALL), "builtin:phantom:24", 2, 50);
+    for engine in ENGINES {
+        pipeline_random_model_bit_exact_with_oracle_with(engine);
+    }
+}
+
+fn pipeline_random_model_bit_exact_with_oracle_with(engine: EngineKind) {
+    let job = Job::new(engine, Some(SMALL), "builtin:phantom:24", 2, 50);
     let f = ServeFiles::standard();
     let [o0, o1] = job.serve_both(&f, LIMIT);
     let j0 = assert_success(&o0, "S0");
@@ -407,7 +434,13 @@ fn pipeline_random_model_bit_exact_with_oracle() {
 
 #[test]
 fn pipeline_shipped_model_bit_exact_with_oracle() {
-    let job = Job::new(None, "builtin:phantom:32", 3, 128);
+    for engine in ENGINES {
+        pipeline_shipped_model_bit_exact_with_oracle_with(engine);
+    }
+}
+
+fn pipeline_shipped_model_bit_exact_with_oracle_with(engine: EngineKind) {
+    let job = Job::new(engine, None, "builtin:phantom:32", 3, 128);
     let f = ServeFiles::standard();
     let [o0, o1] = job.serve_both(&f, LIMIT);
     assert_success(&o0, "S0");
@@ -426,7 +459,13 @@ fn serve_one(job: &Job, p: u8, f: &ServeFiles) -> Output {
 
 #[test]
 fn refuses_files_of_the_other_party() {
-    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    for engine in ENGINES {
+        refuses_files_of_the_other_party_with(engine);
+    }
+}
+
+fn refuses_files_of_the_other_party_with(engine: EngineKind) {
+    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
     for (what, needle_file) in [
         ("model", "model.p1"),
         ("image", "image.p1"),
@@ -452,7 +491,13 @@ fn refuses_files_of_the_other_party() {
 
 #[test]
 fn refuses_another_jobs_image_and_another_models_share() {
-    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    for engine in ENGINES {
+        refuses_another_jobs_image_and_another_models_share_with(engine);
+    }
+}
+
+fn refuses_another_jobs_image_and_another_models_share_with(engine: EngineKind) {
+    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
     // Another job: the same noisy image shared again gets a fresh job id.
     job.share_image("image2", 3);
     // Another model share: the same model shared again gets a fresh model id.
@@ -484,9 +529,15 @@ fn refuses_another_jobs_image_and_another_models_share() {
 
 #[test]
 fn mixed_jobs_between_the_servers_are_refused_by_the_session_check() {
+    for engine in ENGINES {
+        mixed_jobs_between_the_servers_are_refused_by_the_session_check_with(engine);
+    }
+}
+
+fn mixed_jobs_between_the_servers_are_refused_by_the_session_check_with(engine: EngineKind) {
     // S0 holds job A's files, S1 holds job B's (each consistent on its own): the servers
     // compare job, model and triplet ids before anything is opened and both stop.
-    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
     job.share_image("imageB", 3);
     job.gen_triplets("model", "imageB", "tripletsB", 64);
     let mut f = ServeFiles::standard();
@@ -501,7 +552,13 @@ fn mixed_jobs_between_the_servers_are_refused_by_the_session_check() {
 
 #[test]
 fn refuses_reused_triplets_and_accepts_fresh_ones() {
-    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    for engine in ENGINES {
+        refuses_reused_triplets_and_accepts_fresh_ones_with(engine);
+    }
+}
+
+fn refuses_reused_triplets_and_accepts_fresh_ones_with(engine: EngineKind) {
+    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
     let f = ServeFiles::standard();
     let [o0, o1] = job.serve_both(&f, LIMIT);
     assert_success(&o0, "S0");
@@ -540,6 +597,72 @@ fn refuses_reused_triplets_and_accepts_fresh_ones() {
     assert_canvas_equal(&secure, &orc, "fresh triplets");
 }
 
+#[test]
+fn refuses_engine_mismatches_without_consuming_randomness() {
+    let job = Job::new(
+        EngineKind::Gmw,
+        Some(&[49, 8, 9]),
+        "builtin:phantom:24",
+        3,
+        64,
+    );
+    // 1. A server told to run the other engine than its triplet file's: refused from the
+    //    files alone, before any network activity.
+    for p in [0u8, 1] {
+        let mut f = ServeFiles::standard();
+        f.engine[p as usize] = Some(EngineKind::Gc);
+        let o = serve_one(&job, p, &f);
+        refused(
+            &o,
+            &[&format!("triplets.p{p}"), "gmw engine", "--engine gc"],
+        );
+        assert_nothing_written(&job.dir, &job.path(&format!("out.p{p}")));
+    }
+    // 2. The two servers run different engines (each consistent with its own triplets):
+    //    both stop at the session check, naming the engines, before anything is consumed.
+    ok(&[
+        "gen-triplets",
+        "--model",
+        &job.p("model.p1"),
+        "--image",
+        &job.p("image.p1"),
+        "--engine",
+        "gc",
+        "--out",
+        &job.p("gc-triplets"),
+    ]);
+    let mut f = ServeFiles::standard();
+    f.triplets[1] = "gc-triplets.p1".into();
+    f.engine[1] = Some(EngineKind::Gc);
+    let [o0, o1] = job.serve_both(&f, LIMIT);
+    refused(
+        &o0,
+        &["peer server runs the gc engine", "nothing was consumed"],
+    );
+    refused(
+        &o1,
+        &["peer server runs the gmw engine", "nothing was consumed"],
+    );
+    assert_nothing_written(&job.dir, &job.path("out.p0"));
+    assert_nothing_written(&job.dir, &job.path("out.p1"));
+    // Nothing was marked consumed: the matching files still run, bit-exact.
+    let [o0, o1] = job.serve_both(&ServeFiles::standard(), LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "after engine refusals");
+    // And the GC pair runs too, to the same canvas.
+    let mut g = ServeFiles::standard();
+    g.triplets = ["gc-triplets.p0".into(), "gc-triplets.p1".into()];
+    g.engine = [Some(EngineKind::Gc), Some(EngineKind::Gc)];
+    g.out = ["gc-out.p0".into(), "gc-out.p1".into()];
+    let [o0, o1] = job.serve_both(&g, LIMIT);
+    assert_success(&o0, "S0 (gc)");
+    assert_success(&o1, "S1 (gc)");
+    let (gc, _, _) = secure_and_oracle(&job, ["gc-out.p0", "gc-out.p1"], ["image.p0", "image.p1"]);
+    assert_eq!(gc, secure, "the two engines' canvases differ");
+}
+
 fn flip_byte(path: &Path, at_fraction: f64) {
     let mut b = std::fs::read(path).unwrap();
     let i = ((b.len() as f64) * at_fraction) as usize;
@@ -549,7 +672,13 @@ fn flip_byte(path: &Path, at_fraction: f64) {
 
 #[test]
 fn refuses_tampered_files() {
-    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    for engine in ENGINES {
+        refuses_tampered_files_with(engine);
+    }
+}
+
+fn refuses_tampered_files_with(engine: EngineKind) {
+    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
     for (p, file) in [
         (0u8, "image.p0"),
         (0, "model.p0"),
@@ -583,7 +712,13 @@ fn refuses_tampered_files() {
 
 #[test]
 fn refuses_an_unknown_peer() {
-    let job = Job::new(Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    for engine in ENGINES {
+        refuses_an_unknown_peer_with(engine);
+    }
+}
+
+fn refuses_an_unknown_peer_with(engine: EngineKind) {
+    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
     job.keygen("mallory");
     // S1 runs with a third identity's key and certificate; S0 pins s1.crt.
     let mut f = ServeFiles::standard();
@@ -636,14 +771,30 @@ fn signal(child: &Child, sig: &str) {
     assert!(st.success());
 }
 
-/// A job long enough (several seconds) to interrupt: stride 1 on a 64x64 image.
-fn long_job() -> Job {
-    Job::new(Some(&[81, 24, 24, 25]), "builtin:phantom:64", 1, 256)
+/// A job long enough (several seconds) to interrupt: stride 1, many patches.
+fn long_job(engine: EngineKind) -> Job {
+    match engine {
+        EngineKind::Gc => Job::new(
+            engine,
+            Some(&[81, 24, 24, 25]),
+            "builtin:phantom:64",
+            1,
+            256,
+        ),
+        // The boolean engine is faster: a larger image in small batches (many rounds).
+        EngineKind::Gmw => Job::new(engine, Some(&[81, 24, 24, 25]), "builtin:phantom:96", 1, 16),
+    }
 }
 
 #[test]
 fn peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds() {
-    let job = long_job();
+    for engine in ENGINES {
+        peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds_with(engine);
+    }
+}
+
+fn peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds_with(engine: EngineKind) {
+    let job = long_job(engine);
     let mut f = ServeFiles::standard();
     f.timeout = 5;
     let port = free_port();
@@ -669,7 +820,7 @@ fn peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds() {
     // The interrupted triplets count as consumed; a rerun with fresh ones succeeds.
     let [r0, _] = job.serve_both(&f, LIMIT);
     refused(&r0, &["already consumed"]);
-    job.gen_triplets("model", "image", "fresh", 256);
+    job.gen_triplets("model", "image", "fresh", 64);
     let mut fresh = f.clone();
     fresh.triplets = ["fresh.p0".into(), "fresh.p1".into()];
     let t = Instant::now();
@@ -686,7 +837,13 @@ fn peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds() {
 
 #[test]
 fn peer_that_hangs_mid_run_times_out_on_both_sides() {
-    let job = long_job();
+    for engine in ENGINES {
+        peer_that_hangs_mid_run_times_out_on_both_sides_with(engine);
+    }
+}
+
+fn peer_that_hangs_mid_run_times_out_on_both_sides_with(engine: EngineKind) {
+    let job = long_job(engine);
     let mut f = ServeFiles::standard();
     f.timeout = 4;
     let port = free_port();

@@ -1,8 +1,10 @@
 //! `bench`: the performance benchmark (`make bench`). Every figure comes from real runs of
-//! the pipeline with both servers as separate processes on localhost:
+//! the pipeline with both servers as separate processes, for each engine side by side:
 //! (a) the paper-size network on a batch of patches (amortised cost per patch and per tanh),
-//! (b) a whole image with the shipped model, end to end, every link and every process,
-//! (c) the same model in plaintext float, and the secure/plaintext ratio.
+//! (b) a whole image with the shipped model, end to end, every link and every process, on
+//!     localhost and through the shaping relay (a real link's bandwidth and delay),
+//! (c) the same model in plaintext float, and the secure/plaintext ratio,
+//! (d) a 1521-1024-1024-289 network on a whole 96x96 image (the outside peer's comparison).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,8 +16,10 @@ use serde_json::{json, Value};
 use super::inputs::model_or_default;
 use super::procs::{run_servers, s, timed};
 use super::Summary;
+use crate::net::relay::{LinkShape, Relay};
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::model::{random_model, Activation, ModelMeta};
+use crate::twopc::engines::EngineKind;
 
 /// Measure time, traffic and memory of the secure protocol (paper-size network, a whole
 /// image end to end, plaintext comparison) and write a JSON report.
@@ -44,14 +48,40 @@ pub struct BenchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "out/bench/bench.json")]
     pub out: PathBuf,
+    /// Engines to measure, side by side.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineKind::Gmw, EngineKind::Gc])]
+    pub engines: Vec<EngineKind>,
+    /// The link of part (b)'s relay runs: bandwidth and one-way delay, each direction.
+    #[arg(long, default_value = "1gbit,5ms")]
+    pub link: LinkShape,
+    /// Skip part (b)'s runs through the shaping relay.
+    #[arg(long)]
+    pub no_relay: bool,
+    /// A relay run whose bytes alone (from the localhost run) would take longer than this is
+    /// not run; its lower bound (bytes / bandwidth) is reported instead, labelled as such.
+    #[arg(long, default_value_t = 30.0)]
+    pub relay_limit_minutes: f64,
+    /// Skip part (d), the 1521-1024-1024-289 network on a whole 96x96 image.
+    #[arg(long)]
+    pub skip_mid: bool,
 }
 
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// How one pipeline run is made: engine, batch (None: the engine's default), and the link
+/// between the servers (None: localhost directly).
+#[derive(Clone, Copy)]
+struct RunSpec {
+    engine: EngineKind,
+    batch: Option<usize>,
+    link: Option<LinkShape>,
+}
+
 /// The whole pipeline on `noisy_png` with `model`; every step a process.
-fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, batch: usize) -> Result<Value> {
+fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result<Value> {
+    let batch = spec.batch.unwrap_or(spec.engine.default_batch());
     let p = |n: &str| dir.join(n);
     let keys = p("keys");
     for n in ["s0", "s1"] {
@@ -86,10 +116,41 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, batch: usize) -> Result<
         s(&p("image.p1")),
         "--batch".into(),
         batch.to_string(),
+        "--engine".into(),
+        spec.engine.name().into(),
         "--out".into(),
         s(&p("triplets")),
     ])?;
-    let (t_serve, servers) = run_servers(dir, &keys, &["--quiet", "--timeout", "600"])?;
+    let extra = [
+        "--quiet",
+        "--timeout",
+        "600",
+        "--engine",
+        spec.engine.name(),
+    ];
+    let (t_serve, servers) = match spec.link {
+        None => run_servers(dir, &keys, &extra, None)?,
+        Some(shape) => {
+            // S0 listens on its port; S1 connects to the relay, which forwards to S0.
+            let s0 = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            let relay = Relay::bind("127.0.0.1:0".parse()?, s0, shape)?;
+            let via = relay.local_addr();
+            let stats = relay.stats();
+            let h = relay.spawn(Some(1));
+            let r = run_servers(dir, &keys, &extra, Some((s0, via)));
+            if r.is_ok() {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("the relay thread panicked"))??;
+            }
+            let r = r?;
+            eprintln!(
+                "relay {shape}: {} bytes S1->S0, {} bytes S0->S1",
+                stats.client_to_target_bytes(),
+                stats.target_to_client_bytes()
+            );
+            r
+        }
+    };
     let (t_rec, j_rec) = timed(&[
         "reconstruct".into(),
         "--share0".into(),
@@ -103,6 +164,8 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, batch: usize) -> Result<
     let link = r0["link"]["bytes_sent"].as_u64().unwrap_or(0)
         + r0["link"]["bytes_received"].as_u64().unwrap_or(0);
     Ok(json!({
+        "engine": spec.engine.name(), "batch": batch,
+        "link": spec.link.map(|l| l.to_string()).unwrap_or_else(|| "localhost".into()),
         "seconds": {"share_model": t_model, "share_image": t_gw, "gen_triplets": t_dealer,
                     "serve": t_serve, "reconstruct": t_rec,
                     "gateway_internal": j_gw["seconds"], "receiver_internal": j_rec["seconds"]},
@@ -157,128 +220,229 @@ fn commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A random model of `widths` (mean shift, no residual) saved in `dir`.
+fn random_model_file(dir: &Path, widths: &[usize], seed: u64) -> Result<PathBuf> {
+    let meta = ModelMeta {
+        sigma: 25.0,
+        mean_shift: true,
+        residual: false,
+        activation: Activation::TanhStar,
+        aggregation_sigma: 0.0,
+    };
+    let path = dir.join("model.npz");
+    random_model(widths, seed, meta).save(&path)?;
+    Ok(path)
+}
+
+/// Per-patch and per-tanh figures of a run of a network with `widths`.
+fn per_patch(widths: &[usize], r: &Value) -> Value {
+    let s0 = &r["servers"][0];
+    let patches = s0["patches"].as_f64().unwrap_or(1.0);
+    let elements = s0["engine"]["elements"].as_f64().unwrap_or(1.0).max(1.0);
+    let hidden: usize = widths[1..widths.len() - 1].iter().sum();
+    let tanh_elems = hidden as f64 * patches;
+    let serve = r["seconds"]["serve"].as_f64().unwrap_or(0.0);
+    let link = r["bytes"]["s0_s1"].as_f64().unwrap_or(0.0);
+    let and = s0["engine"]["and_gates"].as_f64().unwrap_or(0.0);
+    let nonlin = s0["seconds_nonlinear"].as_f64().unwrap_or(0.0)
+        + s0["seconds_polynomial"].as_f64().unwrap_or(0.0);
+    json!({
+        "widths": widths, "patches": patches, "serve_seconds": serve,
+        "seconds_per_patch": serve / patches, "s0_s1_bytes_per_patch": link / patches,
+        "tanh_elements": tanh_elems, "circuit_elements": elements,
+        "and_gates_per_element": and / elements,
+        "bytes_per_tanh": link / tanh_elems,
+        "microseconds_per_tanh": nonlin * 1e6 / tanh_elems,
+        "engine_rounds": s0["engine"]["rounds"], "messages_sent_s0": s0["link"]["messages_sent"],
+        "dealer_bytes": r["bytes"]["dealer_output"],
+        "seconds_setup_s0": s0["seconds_setup"],
+        "run": r,
+    })
+}
+
+fn per_patch_line(tag: &str, engine: EngineKind, v: &Value) -> String {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    format!(
+        "{tag} [{engine}] {} network, {} patches: {:.4} s/patch, {:.3} MB/patch S0<->S1; per tanh: {:.0} AND gates, {:.0} B, {:.2} us; {} engine rounds; dealer {} B",
+        v["widths"].as_array().map(|w| w.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("-")).unwrap_or_default(),
+        f("patches"), f("seconds_per_patch"), f("s0_s1_bytes_per_patch") / 1e6,
+        f("and_gates_per_element"), f("bytes_per_tanh"), f("microseconds_per_tanh"),
+        v["engine_rounds"], v["dealer_bytes"]
+    )
+}
+
+fn end_to_end(r: &Value) -> f64 {
+    ["share_image", "gen_triplets", "serve", "reconstruct"]
+        .iter()
+        .map(|k| r["seconds"][*k].as_f64().unwrap_or(0.0))
+        .sum()
+}
+
 pub fn bench(a: BenchArgs) -> Result<Summary> {
     std::fs::create_dir_all(&a.workdir)
         .with_context(|| format!("cannot create {}", a.workdir.display()))?;
     let mut lines = vec![format!(
-        "ppdenoise bench ({}), commit {}, {}",
+        "ppdenoise bench ({}), commit {}, {}; engines {:?}, relay link {}",
         if a.quick { "quick" } else { "full" },
         commit(),
-        machine()
+        machine(),
+        a.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        a.link
     )];
-    let mut out = json!({"commit": commit(), "machine": machine(), "quick": a.quick});
-
-    if !a.skip_paper {
-        // (a) The paper's network, random weights of realistic scale, one batch of patches.
-        let widths: Vec<usize> = if a.quick {
-            vec![81, 32, 32, 25]
-        } else {
-            vec![1521, 3072, 3072, 2559, 2047, 289]
-        };
-        let dir = a.workdir.join("paper");
-        std::fs::create_dir_all(&dir)?;
-        let meta = ModelMeta {
-            sigma: 25.0,
-            mean_shift: true,
-            residual: false,
-            activation: Activation::TanhStar,
-            aggregation_sigma: 0.0,
-        };
-        let model_path = dir.join("model.npz");
-        random_model(&widths, 7, meta).save(&model_path)?;
-        let side_in = (widths[0] as f64).sqrt() as usize;
-        let side_out = (widths[widths.len() - 1] as f64).sqrt() as usize;
-        // A square image whose patch grid at stride 3 is just large enough for the batch.
-        let per_side = (a.paper_patches as f64).sqrt().ceil() as usize;
-        let size = side_out + 3 * (per_side - 1);
-        let (noisy, _) = noisy_file(&dir, &format!("builtin:phantom:{size}"))?;
-        let r = pipeline(&dir, &model_path, &noisy, per_side * per_side)?;
-        let patches = r["servers"][0]["patches"].as_f64().unwrap_or(1.0);
-        let elements = r["servers"][0]["engine"]["elements"]
-            .as_f64()
-            .unwrap_or(1.0);
-        let hidden: usize = widths[1..widths.len() - 1].iter().sum();
-        let tanh_elems = hidden as f64 * patches;
-        let serve = r["seconds"]["serve"].as_f64().unwrap_or(0.0);
-        let link = r["bytes"]["s0_s1"].as_f64().unwrap_or(0.0);
-        let and = r["servers"][0]["engine"]["and_gates"]
-            .as_f64()
-            .unwrap_or(0.0);
-        let nonlin = r["servers"][0]["seconds_nonlinear"].as_f64().unwrap_or(0.0)
-            + r["servers"][0]["seconds_polynomial"]
-                .as_f64()
-                .unwrap_or(0.0);
-        let per = json!({
-            "widths": widths, "input_patch": side_in, "patches": patches, "serve_seconds": serve,
-            "seconds_per_patch": serve / patches, "s0_s1_bytes_per_patch": link / patches,
-            "tanh_elements": tanh_elems, "garbled_elements": elements,
-            "and_gates_per_garbled_element": and / elements,
-            "bytes_per_tanh": link / tanh_elems,
-            "microseconds_per_tanh": nonlin * 1e6 / tanh_elems,
-            "run": r,
-        });
-        lines.push(format!(
-            "(a) {} network, {} patches: {:.3} s/patch, {:.1} MB/patch S0<->S1; per tanh: {:.0} AND gates, {:.2} KB, {:.1} us",
-            widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-"),
-            patches, serve / patches, link / patches / 1e6, and / elements, link / tanh_elems / 1e3, nonlin * 1e6 / tanh_elems
-        ));
-        out["paper_network"] = per;
-    }
-
-    if !a.skip_image {
-        // (b) A whole image end to end with the shipped model; (c) the same in plaintext.
-        let dir = a.workdir.join("image");
-        std::fs::create_dir_all(&dir)?;
-        let spec = a.image.clone().unwrap_or_else(|| {
-            if a.quick {
-                "builtin:phantom:32".into()
+    let mut out = json!({"commit": commit(), "machine": machine(), "quick": a.quick,
+        "link": a.link.to_string(), "engines": {}});
+    let mut t_plain = None;
+    for &engine in &a.engines {
+        let ework = a.workdir.join(engine.name());
+        let mut eout = json!({});
+        if !a.skip_paper {
+            // (a) The paper's network, random weights of realistic scale, one batch of patches.
+            let widths: Vec<usize> = if a.quick {
+                vec![81, 32, 32, 25]
             } else {
-                "builtin:phantom:512".into()
+                vec![1521, 3072, 3072, 2559, 2047, 289]
+            };
+            let dir = ework.join("paper");
+            std::fs::create_dir_all(&dir)?;
+            let model_path = random_model_file(&dir, &widths, 7)?;
+            let side_out = (widths[widths.len() - 1] as f64).sqrt() as usize;
+            // A square image whose patch grid at stride 3 is just large enough for the batch.
+            let per_side = (a.paper_patches as f64).sqrt().ceil() as usize;
+            let size = side_out + 3 * (per_side - 1);
+            let (noisy, _) = noisy_file(&dir, &format!("builtin:phantom:{size}"))?;
+            let spec = RunSpec {
+                engine,
+                batch: Some(per_side * per_side),
+                link: None,
+            };
+            let r = pipeline(&dir, &model_path, &noisy, spec)?;
+            let v = per_patch(&widths, &r);
+            lines.push(per_patch_line("(a)", engine, &v));
+            eout["paper_network"] = v;
+        }
+        if !a.skip_mid {
+            // (d) 1521-1024-1024-289 on a whole 96x96 image (784 patches at stride 3).
+            let (widths, size): (Vec<usize>, usize) = if a.quick {
+                (vec![81, 24, 24, 25], 24)
+            } else {
+                (vec![1521, 1024, 1024, 289], 96)
+            };
+            let dir = ework.join("mid");
+            std::fs::create_dir_all(&dir)?;
+            let model_path = random_model_file(&dir, &widths, 8)?;
+            let (noisy, _) = noisy_file(&dir, &format!("builtin:phantom:{size}"))?;
+            let spec = RunSpec {
+                engine,
+                batch: None,
+                link: None,
+            };
+            let r = pipeline(&dir, &model_path, &noisy, spec)?;
+            let v = per_patch(&widths, &r);
+            lines.push(per_patch_line("(d)", engine, &v));
+            eout["mid_network"] = v;
+        }
+        if !a.skip_image {
+            // (b) A whole image end to end with the shipped model; (c) the same in plaintext.
+            let spec_img = a.image.clone().unwrap_or_else(|| {
+                if a.quick {
+                    "builtin:phantom:32".into()
+                } else {
+                    "builtin:phantom:512".into()
+                }
+            });
+            let model = model_or_default(&a.model);
+            let mut img = json!({"spec": spec_img});
+            let mut links = vec![None];
+            if !a.no_relay {
+                links.push(Some(a.link));
             }
-        });
-        let model = model_or_default(&a.model);
-        let (noisy, (h, w)) = noisy_file(&dir, &spec)?;
-        let r = pipeline(&dir, &model, &noisy, 128)?;
-        let (t_plain, _) = timed(&[
-            "denoise".into(),
-            "--model".into(),
-            s(&model),
-            "--image".into(),
-            s(&noisy),
-            "--arith".into(),
-            "float".into(),
-        ])?;
-        let sec = &r["seconds"];
-        let total = ["share_image", "gen_triplets", "serve", "reconstruct"]
-            .iter()
-            .map(|k| sec[*k].as_f64().unwrap_or(0.0))
-            .sum::<f64>();
-        let b = &r["bytes"];
-        let m = &r["peak_rss_bytes"];
-        lines.push(format!(
-            "(b) {spec} ({h}x{w}), {} patches: share-image {:.2} s, gen-triplets {:.1} s, serve {:.1} s, reconstruct {:.2} s; end to end {:.1} s",
-            r["servers"][0]["patches"], sec["share_image"].as_f64().unwrap_or(0.0), sec["gen_triplets"].as_f64().unwrap_or(0.0),
-            sec["serve"].as_f64().unwrap_or(0.0), sec["reconstruct"].as_f64().unwrap_or(0.0), total
-        ));
-        lines.push(format!(
-            "    bytes: gateway upload {}, dealer output {}, S0<->S1 {}, receiver download {}",
-            b["gateway_upload"], b["dealer_output"], b["s0_s1"], b["receiver_download"]
-        ));
-        lines.push(format!(
-            "    peak RSS: S0 {} MB, S1 {} MB, dealer {} MB, gateway {} MB, receiver {} MB",
-            m["s0"].as_u64().unwrap_or(0) >> 20,
-            m["s1"].as_u64().unwrap_or(0) >> 20,
-            m["gen_triplets"].as_u64().unwrap_or(0) >> 20,
-            m["share_image"].as_u64().unwrap_or(0) >> 20,
-            m["reconstruct"].as_u64().unwrap_or(0) >> 20
-        ));
-        lines.push(format!(
-            "(c) plaintext float denoise (process wall) {t_plain:.2} s; secure/plaintext = {:.0}x (serve only) / {:.0}x (end to end)",
-            sec["serve"].as_f64().unwrap_or(0.0) / t_plain, total / t_plain
-        ));
-        out["image"] = json!({"spec": spec, "height": h, "width": w, "run": r, "plaintext_seconds": t_plain,
-            "end_to_end_seconds": total});
+            for link in links {
+                let name = if link.is_some() { "relay" } else { "localhost" };
+                let dir = ework.join(format!("image-{name}"));
+                std::fs::create_dir_all(&dir)?;
+                let (noisy, (h, w)) = noisy_file(&dir, &spec_img)?;
+                if let Some(shape) = link {
+                    // A relay run that the bytes alone would keep beyond the limit: bound only.
+                    let bytes = img["localhost"]["run"]["bytes"]["s0_s1"]
+                        .as_f64()
+                        .unwrap_or(0.0);
+                    let bound = bytes * 8.0 / shape.bits_per_second as f64;
+                    if bound > a.relay_limit_minutes * 60.0 {
+                        lines.push(format!(
+                            "(b) [{engine}] through the relay {shape}: not run; LOWER BOUND {bound:.0} s (S0<->S1 bytes of the localhost run / bandwidth) exceeds {} min",
+                            a.relay_limit_minutes
+                        ));
+                        img[name] = json!({"lower_bound_seconds": bound, "measured": false,
+                            "link": shape.to_string()});
+                        continue;
+                    }
+                }
+                let spec = RunSpec {
+                    engine,
+                    batch: None,
+                    link,
+                };
+                let r = pipeline(&dir, &model, &noisy, spec)?;
+                let sec = &r["seconds"];
+                let total = end_to_end(&r);
+                let b = &r["bytes"];
+                let m = &r["peak_rss_bytes"];
+                let tanh = r["servers"][0]["engine"]["elements"]
+                    .as_f64()
+                    .unwrap_or(1.0)
+                    .max(1.0);
+                lines.push(format!(
+                    "(b) [{engine}] {spec_img} ({h}x{w}) {name}{}, {} patches: share-image {:.2} s, gen-triplets {:.1} s, serve {:.1} s, reconstruct {:.2} s; end to end {:.1} s",
+                    link.map(|l| format!(" {l}")).unwrap_or_default(),
+                    r["servers"][0]["patches"], sec["share_image"].as_f64().unwrap_or(0.0), sec["gen_triplets"].as_f64().unwrap_or(0.0),
+                    sec["serve"].as_f64().unwrap_or(0.0), sec["reconstruct"].as_f64().unwrap_or(0.0), total
+                ));
+                lines.push(format!(
+                    "    bytes: gateway upload {}, dealer output {}, S0<->S1 {} ({:.0} B per tanh), receiver download {}; engine rounds {}",
+                    b["gateway_upload"], b["dealer_output"], b["s0_s1"],
+                    b["s0_s1"].as_f64().unwrap_or(0.0) / tanh, b["receiver_download"],
+                    r["servers"][0]["engine"]["rounds"]
+                ));
+                lines.push(format!(
+                    "    peak RSS: S0 {} MB, S1 {} MB, dealer {} MB, gateway {} MB, receiver {} MB",
+                    m["s0"].as_u64().unwrap_or(0) >> 20,
+                    m["s1"].as_u64().unwrap_or(0) >> 20,
+                    m["gen_triplets"].as_u64().unwrap_or(0) >> 20,
+                    m["share_image"].as_u64().unwrap_or(0) >> 20,
+                    m["reconstruct"].as_u64().unwrap_or(0) >> 20
+                ));
+                if link.is_none() && t_plain.is_none() {
+                    let (t, _) = timed(&[
+                        "denoise".into(),
+                        "--model".into(),
+                        s(&model),
+                        "--image".into(),
+                        s(&noisy),
+                        "--arith".into(),
+                        "float".into(),
+                    ])?;
+                    lines.push(format!(
+                        "(c) plaintext float denoise (process wall) {t:.2} s"
+                    ));
+                    t_plain = Some(t);
+                }
+                if let (None, Some(tp)) = (link, t_plain) {
+                    lines.push(format!(
+                        "(c) [{engine}] secure/plaintext = {:.0}x (serve only) / {:.0}x (end to end)",
+                        sec["serve"].as_f64().unwrap_or(0.0) / tp,
+                        total / tp
+                    ));
+                }
+                img["height"] = h.into();
+                img["width"] = w.into();
+                img[name] = json!({"run": r, "end_to_end_seconds": total, "measured": true,
+                    "bytes_per_tanh": b["s0_s1"].as_f64().unwrap_or(0.0) / tanh});
+            }
+            eout["image"] = img;
+        }
+        out["engines"][engine.name()] = eout;
     }
+    out["plaintext_seconds"] = t_plain.into();
     if let Some(parent) = a.out.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -1,6 +1,6 @@
 //! The trusted dealer's step: `gen-triplets`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -9,12 +9,16 @@ use clap::Args;
 use super::gateway::job_from_header;
 use super::owner::with_ext;
 use super::Summary;
+use crate::dealer::NonlinearDeal;
 use crate::formats::bodies::{Triplets, TripletsLead};
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
+use crate::ring::plan::ActConsts;
 use crate::ring::share::fresh_seed;
+use crate::twopc::engines::EngineKind;
+use crate::twopc::gmw::engine::tanh_circuit;
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
@@ -30,9 +34,14 @@ pub struct GenTripletsArgs {
     /// An image share of the job (either party's; only its header is read).
     #[arg(long)]
     pub image: PathBuf,
-    /// Patches per batch: larger batches mean fewer rounds and more memory.
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
+    /// Patches per batch: larger batches mean fewer rounds and more memory (default: 128 for
+    /// gc, 2048 for gmw).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Nonlinearity engine the servers will run: gmw (boolean shares, dealer AND triples) or
+    /// gc (garbled circuits).
+    #[arg(long, value_enum, default_value_t = EngineKind::default())]
+    pub engine: EngineKind,
     /// Output prefix: writes <out>.p0 and <out>.p1.
     #[arg(long, default_value = "triplets")]
     pub out: PathBuf,
@@ -57,9 +66,36 @@ pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
     }
 }
 
+/// The public activation constants a model share's header carries (one per hidden layer).
+pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<ActConsts>> {
+    let s = h.info("acts").with_context(|| {
+        format!(
+            "{}: header lacks the activation constants (a model share from an older version?)",
+            path.display()
+        )
+    })?;
+    let acts: Vec<ActConsts> = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed activation constants", path.display()))?;
+    if acts.len() + 2 != layers {
+        bail!(
+            "{}: {} activation constants for {} hidden layers",
+            path.display(),
+            acts.len(),
+            layers.saturating_sub(2)
+        );
+    }
+    for (l, c) in acts.iter().enumerate() {
+        tanh_circuit(c)
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: hidden layer {l}: {e}", path.display()))?;
+    }
+    Ok(acts)
+}
+
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let t = Instant::now();
-    if a.batch == 0 {
+    let batch = a.batch.unwrap_or(a.engine.default_batch());
+    if batch == 0 {
         bail!("--batch must be at least 1");
     }
     let mh = container::read_header(&a.model)?;
@@ -82,9 +118,12 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         );
     }
     let widths: Vec<usize> = widths_u.iter().map(|&w| w as usize).collect();
-    let (base0, base1) = crate::twopc::gc_engine::deal_base_ots();
+    let acts = acts_from_header(&a.model, &mh, widths.len())?;
+    let nonlinear = NonlinearDeal::new(a.engine, &acts);
+    let (base0, base1) = a.engine.deal_setup();
     let seeds = [fresh_seed(), fresh_seed()];
     let triplet_id = fresh_id();
+    let acts_json = serde_json::to_string(&acts).expect("constants serialise");
     let header = |party: u8| {
         let mut h = Header::new(Kind::Triplets, party, job.scale);
         h.model_id = mh.model_id;
@@ -93,7 +132,9 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         h.shapes.push(("layers".into(), widths_u.clone()));
         h.shapes
             .push(("image".into(), vec![job.height as u64, job.width as u64]));
-        h.info.push(("batch".into(), a.batch.to_string()));
+        h.info.push(("batch".into(), batch.to_string()));
+        h.info.push(("engine".into(), a.engine.name().into()));
+        h.info.push(("acts".into(), acts_json.clone()));
         h
     };
     let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));
@@ -103,19 +144,21 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let lead = TripletsLead {
         job: job.clone(),
         widths: widths.clone(),
-        batch: a.batch,
+        batch,
         seed: seeds[1],
+        engine: a.engine,
     };
-    let count = crate::dealer::correction_count(&job, &widths, patch);
+    let count = crate::dealer::correction_count(&job, &widths, patch, batch, &nonlinear);
     triplet_stream::write(&out1, &header(1), &lead, count, &base1, |emit| {
-        crate::dealer::generate_into(&job, &widths, patch, a.batch, &seeds, emit)
+        crate::dealer::generate_into(&job, &widths, patch, batch, &seeds, &nonlinear, emit)
     })?;
     // S0's file: its seed and base OTs (its triple shares follow from the seed).
     let t0 = Triplets {
         job: job.clone(),
         widths: widths.clone(),
-        batch: a.batch,
+        batch,
         seed: seeds[0],
+        engine: a.engine,
         corrections: Vec::new(),
         base_ot: base0,
     };
@@ -135,7 +178,8 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![format!(
-            "correlated randomness for {} patches written to {} and {} ({bytes} bytes, {secs:.2} s); triplet id {}",
+            "{} engine: correlated randomness for {} patches written to {} and {} ({bytes} bytes, {secs:.2} s); triplet id {}",
+            a.engine,
             geo.num_patches(),
             outs[0],
             outs[1],
@@ -143,7 +187,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         )],
         json: serde_json::json!({
             "ok": true, "command": "gen-triplets", "triplet_id": id_hex(&triplet_id),
-            "patches": geo.num_patches(), "outputs": outs, "dealer_bytes": bytes, "seconds": secs,
+            "patches": geo.num_patches(), "outputs": outs, "engine": a.engine.name(), "batch": batch, "dealer_bytes": bytes, "seconds": secs,
         }),
     })
 }

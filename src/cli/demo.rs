@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::twopc::engines::EngineKind;
 use anyhow::{Context, Result};
 use clap::Args;
 
@@ -35,8 +36,12 @@ pub struct DemoArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
+    /// Patches per batch (default: the engine's, 128 for gc and 2048 for gmw).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Nonlinearity engine: gmw (boolean shares, dealer AND triples) or gc (garbled circuits).
+    #[arg(long, value_enum, default_value_t = EngineKind::default())]
+    pub engine: EngineKind,
     /// Working directory for all the files of the run.
     #[arg(long, default_value = "out/demo")]
     pub workdir: PathBuf,
@@ -98,11 +103,13 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         "--image".into(),
         s(&w.join("image.p1")),
         "--batch".into(),
-        a.batch.to_string(),
+        a.batch.unwrap_or(a.engine.default_batch()).to_string(),
+        "--engine".into(),
+        a.engine.name().into(),
         "--out".into(),
         s(&w.join("triplets")),
     ])?;
-    let (serve_secs, reports) = run_servers(w, &keys, &[])?;
+    let (serve_secs, reports) = run_servers(w, &keys, &["--engine", a.engine.name()], None)?;
     let out_png = w.join("denoised.png");
     let rec = step(&[
         "reconstruct".into(),

@@ -103,6 +103,11 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         h.model_id = Some(model_id);
         h.shapes.push(("layers".into(), widths.clone()));
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));
+        // Public: the dealer sizes the boolean engine's correlations from them.
+        h.info.push((
+            "acts".into(),
+            serde_json::to_string(&plan.acts).expect("constants serialise"),
+        ));
         let body = ModelShare {
             plan: public.clone(),
             meta: model.meta.clone(),

@@ -1,6 +1,7 @@
 //! Running pipeline steps as separate `ppdenoise` processes (demo, bench, table): every
 //! party is its own process, as in a real deployment.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -42,11 +43,21 @@ pub fn step(args: &[String]) -> Result<Value> {
 
 /// Runs `serve` for both parties at once on a free localhost port, with the files laid out
 /// as `<dir>/{model,image,triplets,out}.pN`, `<dir>/state` and `<keys>/sN.{key,crt}`.
-/// Returns the wall seconds of the pair and each server's JSON summary.
-pub fn run_servers(dir: &Path, keys: &Path, extra: &[&str]) -> Result<(f64, Vec<Value>)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+/// Returns the wall seconds of the pair and each server's JSON summary. `addrs`: S0's listen
+/// address and the address S1 connects to (a relay in between), else one free port for both.
+pub fn run_servers(
+    dir: &Path,
+    keys: &Path,
+    extra: &[&str],
+    addrs: Option<(SocketAddr, SocketAddr)>,
+) -> Result<(f64, Vec<Value>)> {
+    let addrs = match addrs {
+        Some(a) => a,
+        None => {
+            let a = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            (a, a)
+        }
+    };
     let f = |name: String| s(&dir.join(name));
     let t = Instant::now();
     let children: Vec<_> = (0..2u8)
@@ -61,7 +72,7 @@ pub fn run_servers(dir: &Path, keys: &Path, extra: &[&str]) -> Result<(f64, Vec<
                 .args(["--key", &s(&keys.join(format!("{me}.key")))])
                 .args(["--cert", &s(&keys.join(format!("{me}.crt")))])
                 .args(["--peer-cert", &s(&keys.join(format!("{peer}.crt")))])
-                .args(["--addr", &format!("127.0.0.1:{port}")])
+                .args(["--addr", &[addrs.0, addrs.1][p as usize].to_string()])
                 .args(["--state-dir", &f("state".into())])
                 .args(["--out", &f(format!("out.p{p}"))])
                 .stdout(Stdio::piped())

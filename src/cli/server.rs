@@ -19,8 +19,8 @@ use crate::net::link::Link;
 use crate::plain::geometry::Geometry;
 use crate::ring::share::Stream;
 use crate::twopc::channel::with_queued_link;
-use crate::twopc::gc_engine::{GcEvaluator, GcGarbler};
-use crate::twopc::protocol::{self, JobInputs, Nonlinear};
+use crate::twopc::engines::EngineKind;
+use crate::twopc::protocol::{self, JobInputs};
 
 /// Create a server's identity for the S0<->S1 link: <out-dir>/<name>.key (private, mode
 /// 0600) and <out-dir>/<name>.crt (self-signed certificate to give to the other server).
@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Nonlinearity engine (gc or gmw); must match the triplet file (default: the file's).
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
 }
 
 fn consumed_path(state_dir: &Path, party: u8) -> PathBuf {
@@ -224,6 +227,37 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             plan.widths()
         );
     }
+    let engine_kind = tr.lead.engine;
+    if th.info("engine") != Some(engine_kind.name()) {
+        bail!(
+            "{}: the header names engine {:?} but the body holds {} correlations",
+            a.triplets.display(),
+            th.info("engine").unwrap_or("none"),
+            engine_kind
+        );
+    }
+    if let Some(want) = a.engine {
+        if want != engine_kind {
+            bail!(
+                "{}: this randomness is for the {} engine but --engine {} was given;                  ask the dealer for `gen-triplets --engine {}` or run with --engine {}",
+                a.triplets.display(),
+                engine_kind,
+                want,
+                want,
+                engine_kind
+            );
+        }
+    }
+    if engine_kind == EngineKind::Gmw {
+        let acts = super::dealer::acts_from_header(&a.triplets, &th, plan.widths().len())?;
+        if acts != plan.acts {
+            bail!(
+                "{}: the dealer sized this randomness for other activation constants than                  the model share {} holds",
+                a.triplets.display(),
+                a.model.display()
+            );
+        }
+    }
     let job = is.job.clone();
     let npix = job.height * job.width;
     let image = is
@@ -249,19 +283,40 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     };
     link.set_io_timeout(timeout);
 
-    // From here on the randomness counts as used, whatever happens next.
-    mark_used(&a.state_dir, p, &triplet_id)?;
+    // Both servers must hold the same job, model, dealer run and engine; checked before
+    // anything derived from a share is sent, so a mismatch burns no randomness.
     let mut tag = Vec::new();
     for id in [&ih.job_id, &mh.model_id, &th_only.triplet_id] {
         tag.extend_from_slice(id.as_ref().expect("ids checked above"));
     }
+    tag.extend_from_slice(engine_kind.name().as_bytes());
+    let peer_tag = match link.exchange(&tag) {
+        Ok(t) => t,
+        Err(e) => {
+            claim.release();
+            return Err(e.into());
+        }
+    };
+    if peer_tag != tag {
+        claim.release();
+        let peer_engine = peer_tag.get(48..).map(String::from_utf8_lossy);
+        if peer_tag.len() > 48 && peer_engine.as_deref() != Some(engine_kind.name()) {
+            bail!(
+                "the peer server runs the {} engine, this one {}: start both with the same                  --engine and triplets from one `gen-triplets` run; nothing was consumed",
+                peer_engine.unwrap_or_default(),
+                engine_kind
+            );
+        }
+        bail!(
+            "the peer server holds files of a different job, model or dealer run; nothing was consumed"
+        );
+    }
+
+    // From here on the randomness counts as used, whatever happens next.
+    mark_used(&a.state_dir, p, &triplet_id)?;
     let batch = tr.lead.batch;
     let rand = PartyRandomness::streaming(p, tr.lead.seed, tr.corrections);
-    let mut engine: Box<dyn Nonlinear> = if p == 0 {
-        Box::new(GcEvaluator::new(&tr.base_ot)?)
-    } else {
-        Box::new(GcGarbler::new(&tr.base_ot)?)
-    };
+    let mut engine = engine_kind.make(p, &tr.base_ot)?;
     let geo = Geometry::new(job.height, job.width, plan.patch, job.stride);
     let bar = if a.quiet || json {
         indicatif::ProgressBar::hidden()
@@ -316,7 +371,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let out_bytes = std::fs::metadata(&a.out)?.len();
     Ok(Summary {
         lines: vec![format!(
-            "S{p}: {} patches in {:.1} s; sent {} bytes, received {} bytes in {} messages; {} AND gates; wrote {}",
+            "S{p} ({engine_kind} engine): {} patches in {:.1} s; sent {} bytes, received {} bytes in {} messages; {} AND gates; wrote {}",
             report.patches,
             report.seconds_total,
             report.link.bytes_sent,
@@ -325,7 +380,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             report.engine.and_gates,
             a.out.display()
         )],
-        json: serde_json::json!({"ok": true, "command": "serve", "party": p, "report": report,
+        json: serde_json::json!({"ok": true, "command": "serve", "party": p, "engine": engine_kind.name(), "report": report,
             "output": a.out, "download_bytes": out_bytes}),
     })
 }

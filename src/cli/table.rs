@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::twopc::engines::EngineKind;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ndarray::{s, Array2};
@@ -47,9 +48,13 @@ pub struct TableArgs {
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
-    /// Patches per batch of the secure protocol.
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
+    /// Patches per batch of the secure protocol (default: the engine's).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Nonlinearity engine of the secure runs (gmw or gc); the result is the same bit for
+    /// bit, time and traffic differ.
+    #[arg(long, value_enum, default_value_t = EngineKind::default())]
+    pub engine: EngineKind,
     /// Centre-crop images larger than NxN to (at most) NxN before adding noise.
     #[arg(long)]
     pub max_size: Option<usize>,
@@ -266,6 +271,7 @@ fn one_run(
         seed: a.seed,
         stride: a.stride,
         batch: a.batch,
+        engine: a.engine,
         workdir: workdir.clone(),
         no_compare: true,
     })
@@ -354,7 +360,14 @@ struct RunRecord {
     /// Patches per batch: no effect on the (bit-exact) result, only on time and memory.
     #[serde(default)]
     batch: usize,
+    /// The engine of the secure run (records without one were made by the GC engine).
+    #[serde(default = "engine_of_old_records")]
+    engine: EngineKind,
     run: Run,
+}
+
+fn engine_of_old_records() -> EngineKind {
+    EngineKind::Gc
 }
 
 const RECORD_FORMAT: &str = "ppdenoise-table-run/1";
@@ -381,10 +394,10 @@ fn recorded_run(
     input: &Input,
     clean_input: &Array2<f64>,
     sigma: f64,
-    seed: u64,
-    stride: usize,
+    a: &TableArgs,
     model_blake3: &str,
 ) -> Result<Option<Run>> {
+    let (seed, stride, engine) = (a.seed, a.stride, a.engine);
     let path = workdir.join("run.json");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -420,6 +433,14 @@ fn recorded_run(
     }
     if rec.seed != seed {
         return Err(mismatch("seed", rec.seed.to_string(), seed.to_string()));
+    }
+    // Same images either way, but the recorded time and traffic are the engine's.
+    if rec.engine != engine {
+        return Err(mismatch(
+            "engine",
+            rec.engine.to_string(),
+            engine.to_string(),
+        ));
     }
     if rec.stride != stride {
         return Err(mismatch(
@@ -836,15 +857,9 @@ pub fn table(a: TableArgs) -> Result<Summary> {
             let clean_input = load_png(&input_png)?.pixels;
             for (j, &sigma) in sigmas.iter().enumerate() {
                 let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
-                if let Some(run) = recorded_run(
-                    &workdir,
-                    input,
-                    &clean_input,
-                    sigma,
-                    a.seed,
-                    a.stride,
-                    &model_hash,
-                )? {
+                if let Some(run) =
+                    recorded_run(&workdir, input, &clean_input, sigma, &a, &model_hash)?
+                {
                     recorded.insert((i, j), run);
                 }
             }
@@ -896,7 +911,8 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                         seed: a.seed,
                         stride: a.stride,
                         model_blake3: model_hash.clone(),
-                        batch: a.batch,
+                        batch: a.batch.unwrap_or(a.engine.default_batch()),
+                        engine: a.engine,
                         run,
                     };
                     write_file(

@@ -1,13 +1,39 @@
 //! The trusted dealer: correlated randomness for one job, made offline from public facts only
 //! (model shape, image size, stride, batch size). It never sees an image or a weight.
 
+pub mod boolean;
 pub mod randomness;
 
 use crate::formats::bodies::{JobParams, Triplets};
 use crate::plain::geometry::Geometry;
 use crate::ring::matmul::gemm;
+use crate::ring::plan::ActConsts;
 use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
+use crate::twopc::engines::EngineKind;
+use crate::twopc::protocol::Slot;
+use boolean::BooleanDeal;
 use randomness::{elem_masks, PartyRandomness};
+
+/// What the dealer must know of a job's nonlinear steps: the engine and, for the boolean
+/// engine, the public activation constants (which fix the circuit's AND count).
+#[derive(Clone, Debug)]
+pub struct NonlinearDeal {
+    pub engine: EngineKind,
+    pub acts: Vec<ActConsts>,
+}
+
+impl NonlinearDeal {
+    pub fn new(engine: EngineKind, acts: &[ActConsts]) -> NonlinearDeal {
+        NonlinearDeal {
+            engine,
+            acts: acts.to_vec(),
+        }
+    }
+
+    fn boolean(&self, widths: &[usize]) -> Option<BooleanDeal> {
+        (self.engine == EngineKind::Gmw).then(|| BooleanDeal::new(&self.acts, widths))
+    }
+}
 
 /// Batches of a job: (batch index, first patch, patches in batch).
 pub fn batches(num_patches: usize, batch: usize) -> impl Iterator<Item = (u32, usize, usize)> {
@@ -38,11 +64,12 @@ pub fn generate(
     widths: &[usize],
     patch: crate::plain::model::PatchShape,
     batch: usize,
-    base_ot: (Vec<u8>, Vec<u8>),
+    nl: &NonlinearDeal,
 ) -> (Triplets, Triplets) {
     let seeds: [Seed; 2] = [fresh_seed(), fresh_seed()];
-    let mut corr = Vec::with_capacity(correction_count(job, widths, patch));
-    generate_into(job, widths, patch, batch, &seeds, &mut |v: &[u64]| {
+    let base_ot = nl.engine.deal_setup();
+    let mut corr = Vec::with_capacity(correction_count(job, widths, patch, batch, nl));
+    generate_into(job, widths, patch, batch, &seeds, nl, &mut |v: &[u64]| {
         corr.extend_from_slice(v);
         Ok::<(), std::convert::Infallible>(())
     })
@@ -52,6 +79,7 @@ pub fn generate(
         widths: widths.to_vec(),
         batch,
         seed,
+        engine: nl.engine,
         corrections,
         base_ot,
     };
@@ -63,18 +91,26 @@ pub fn generate(
 
 /// Number of explicit values (party 1's triple shares) a job needs: per batch of n patches
 /// and layer, the matrix triple's dout x n, plus for a hidden layer three elementwise
-/// correlations of dout x n each.
+/// correlations of dout x n each, plus the boolean engine's AND triple and daBit shares.
 pub fn correction_count(
     job: &JobParams,
     widths: &[usize],
     patch: crate::plain::model::PatchShape,
+    batch: usize,
+    nl: &NonlinearDeal,
 ) -> usize {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
-    let nl = widths.len() - 1;
-    let per_patch: usize = (0..nl)
-        .map(|l| widths[l + 1] * if l + 1 < nl { 4 } else { 1 })
+    let layers = widths.len() - 1;
+    let per_patch: usize = (0..layers)
+        .map(|l| widths[l + 1] * if l + 1 < layers { 4 } else { 1 })
         .sum();
-    per_patch * geo.num_patches()
+    let boolean: usize = match nl.boolean(widths) {
+        Some(bd) => batches(geo.num_patches(), batch)
+            .map(|(_, _, n)| bd.explicit_values(n))
+            .sum(),
+        None => 0,
+    };
+    per_patch * geo.num_patches() + boolean
 }
 
 /// Computes party 1's triple shares for the parties' `seeds`, handing them to `emit` in
@@ -86,9 +122,11 @@ pub fn generate_into<E>(
     patch: crate::plain::model::PatchShape,
     batch: usize,
     seeds: &[Seed; 2],
+    nonlinear: &NonlinearDeal,
     emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
 ) -> Result<(), E> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
+    let boolean = nonlinear.boolean(widths);
     let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
     let r1 = PartyRandomness::new(1, seeds[1], Vec::new());
     let nl = widths.len() - 1;
@@ -143,6 +181,13 @@ pub fn generate_into<E>(
                             })
                             .collect::<Vec<u64>>(),
                     )?;
+                }
+                if let Some(bd) = &boolean {
+                    let at = Slot {
+                        layer: l as u32,
+                        batch: b,
+                    };
+                    emit(&bd.explicit(seeds, at, l, e))?;
                 }
             }
         }

@@ -20,6 +20,23 @@ pub struct ElemTriples {
     pub c: [Vec<u64>; 2],
 }
 
+/// Bit-sliced AND triples for one run of a boolean circuit: `gates * words` words each,
+/// gate after gate (see [`crate::twopc::gmw`]); c = a AND b once both parties' are XORed.
+#[derive(Clone, Debug, Default)]
+pub struct AndTriples {
+    pub a: Vec<u64>,
+    pub b: Vec<u64>,
+    pub c: Vec<u64>,
+}
+
+/// daBits for one run: random bits r, XOR-shared and bit-sliced (`outputs * words` words),
+/// and additively shared in Z_2^64 (`outputs * elements` values, output after output).
+#[derive(Clone, Debug, Default)]
+pub struct DaBits {
+    pub bits: Vec<u64>,
+    pub arith: Vec<u64>,
+}
+
 /// Where party 1's explicit values come from.
 enum Corrections {
     Memory {
@@ -147,6 +164,41 @@ impl PartyRandomness {
         })
     }
 
+    /// The boolean engine's AND triples for one circuit run of (layer, batch).
+    pub fn and_triples(
+        &mut self,
+        layer: u32,
+        batch: u32,
+        gates: usize,
+        words: usize,
+    ) -> Result<AndTriples, RandomnessError> {
+        let (a, b, mut prg) = and_masks(&self.seed, layer, batch, gates * words);
+        let c = if self.party == 0 {
+            prg.vec(gates * words)
+        } else {
+            self.take(gates * words)?
+        };
+        Ok(AndTriples { a, b, c })
+    }
+
+    /// The boolean engine's daBits for one circuit run of (layer, batch).
+    pub fn dabits(
+        &mut self,
+        layer: u32,
+        batch: u32,
+        outputs: usize,
+        words: usize,
+        elements: usize,
+    ) -> Result<DaBits, RandomnessError> {
+        let (bits, mut prg) = dabit_masks(&self.seed, layer, batch, outputs * words);
+        let arith = if self.party == 0 {
+            prg.vec(outputs * elements)
+        } else {
+            self.take(outputs * elements)?
+        };
+        Ok(DaBits { bits, arith })
+    }
+
     /// At the end of a job: every explicit value was consumed and, when they were streamed
     /// from the dealer file, they were exactly the checksum-verified ones.
     pub fn finish(&self) -> Result<(), RandomnessError> {
@@ -171,4 +223,21 @@ pub fn elem_masks(seed: &Seed, layer: u32, batch: u32, e: usize) -> ElemMasks {
     let a = [prg.vec(e), prg.vec(e)];
     let b = [prg.vec(e), prg.vec(e)];
     (sq_a, a, b, prg)
+}
+
+/// The seed-derived part of a party's AND triples: (a, b) and the stream positioned where
+/// party 0's `c` follows.
+pub fn and_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>, Vec<u64>, Prg) {
+    let mut prg = Prg::new(seed, Stream::AndTriple(layer, batch));
+    let a = prg.vec(words);
+    let b = prg.vec(words);
+    (a, b, prg)
+}
+
+/// The seed-derived part of a party's daBits: the XOR-shared bits and the stream positioned
+/// where party 0's arithmetic shares follow.
+pub fn dabit_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>, Prg) {
+    let mut prg = Prg::new(seed, Stream::DaBit(layer, batch));
+    let bits = prg.vec(words);
+    (bits, prg)
 }

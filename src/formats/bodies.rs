@@ -10,6 +10,7 @@ use crate::plain::model::ModelMeta;
 use crate::plain::preprocess::Preprocess;
 use crate::ring::plan::Plan;
 use crate::ring::share::{expand, Seed, Stream};
+use crate::twopc::engines::EngineKind;
 
 /// A vector share, either explicit or as a PRG seed (the other party's share is then
 /// `values - PRG(seed)`).
@@ -105,6 +106,7 @@ pub struct TripletsLead {
     pub widths: Vec<usize>,
     pub batch: usize,
     pub seed: Seed,
+    pub engine: EngineKind,
 }
 
 /// Dealer output for one party and one job.
@@ -116,6 +118,8 @@ pub struct Triplets {
     pub batch: usize,
     /// This party's randomness seed (masks and its own triple shares).
     pub seed: Seed,
+    /// The nonlinearity engine these correlations are for.
+    pub engine: EngineKind,
     /// Party 1 only: explicit triple shares, in consumption order.
     pub corrections: Vec<u64>,
     /// Base OTs for the IKNP extension (role-specific, serialised by `twopc::ot`).

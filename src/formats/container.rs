@@ -19,7 +19,8 @@ use bincode::Options;
 
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 2: patch shapes carry the aggregation window (model shares, output shares).
-pub const VERSION: u16 = 2;
+/// 3: triplet files name their engine (GC or boolean).
+pub const VERSION: u16 = 3;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).

@@ -214,6 +214,7 @@ mod tests {
             widths: vec![49, 8, 9],
             batch: 7,
             seed: [5; 32],
+            engine: crate::twopc::engines::EngineKind::Gc,
             corrections,
             base_ot: (0..=255).collect(),
         }
@@ -343,6 +344,7 @@ mod tests {
             widths: t.widths.clone(),
             batch: t.batch,
             seed: t.seed,
+            engine: t.engine,
         };
         write(&b, &h, &lead, values.len(), &t.base_ot, |emit| {
             for chunk in values.chunks(7777) {

@@ -31,6 +31,10 @@ pub enum Stream {
     ElemTriple(u32, u32),
     /// Dealer: base OTs.
     BaseOt,
+    /// Dealer: boolean engine's bit-sliced AND triples of layer `l`, batch `b`.
+    AndTriple(u32, u32),
+    /// Dealer: boolean engine's daBits (random bits, XOR- and additively shared).
+    DaBit(u32, u32),
 }
 
 impl Stream {
@@ -45,6 +49,8 @@ impl Stream {
             Stream::MatTriple(l, b) => f(6, l, b),
             Stream::ElemTriple(l, b) => f(7, l, b),
             Stream::BaseOt => f(8, 0, 0),
+            Stream::AndTriple(l, b) => f(9, l, b),
+            Stream::DaBit(l, b) => f(10, l, b),
         }
     }
 }

@@ -15,19 +15,21 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
+use crate::dealer::randomness::PartyRandomness;
 use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{Channel, ChannelError};
 use crate::twopc::gc::activation::garble_batch_shared_labels;
 use crate::twopc::gc::block::Block;
 use crate::twopc::gc::{
-    evaluate_batch, share_bits, ActCircuit, ActParams, Evaluator, Garbler, TruncParams, LANES,
+    evaluate_batch, share_bits, ActCircuit, Evaluator, Garbler, TruncParams, LANES,
 };
+use crate::twopc::gmw::engine::tanh_circuit;
 use crate::twopc::ot::{
     b2a_receiver, b2a_sender, deal_base_ots as deal, BaseOtForReceiver, BaseOtForSender,
     CotReceiver, CotSender, CtrPrg,
 };
 use crate::twopc::poly::SelShares;
-use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
+use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
 
 /// Elements per garbling chunk: bounds memory (tables of a chunk are held once).
 const CHUNK: usize = 16384;
@@ -71,26 +73,6 @@ fn split_dealer_bytes(bytes: &[u8]) -> Result<(&[u8], CtrPrg), ProtocolError> {
 
 fn malformed(e: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::Channel(ChannelError::Malformed(e.to_string()))
-}
-
-fn tanh_circuit(c: &ActConsts) -> ActCircuit {
-    ActCircuit::TanhSelect(ActParams {
-        sh: c.sh,
-        k: c.k,
-        a_fix: c.a_fix,
-        b_fix: c.b_fix,
-    })
-}
-
-fn to_sel(shares: &[u64], out: &mut SelShares) {
-    for el in shares.chunks_exact(6) {
-        out.tc.push(el[0]);
-        out.r1.push(el[1]);
-        out.r2.push(el[2]);
-        out.s1.push(el[3]);
-        out.s2.push(el[4]);
-        out.sgn.push(el[5]);
-    }
 }
 
 /// S0: evaluator and OT receiver.
@@ -317,18 +299,20 @@ impl<T: GcRole> Nonlinear for T {
     fn select(
         &mut self,
         ch: &mut dyn Channel,
+        _rand: &mut PartyRandomness,
+        _at: Slot,
         c: &ActConsts,
         v: &[u64],
     ) -> Result<SelShares, ProtocolError> {
         let shares = self.run_circuit(ch, &tanh_circuit(c), v)?;
-        let mut sel = SelShares::default();
-        to_sel(&shares, &mut sel);
-        Ok(sel)
+        Ok(SelShares::from_grouped(&shares))
     }
 
     fn truncate(
         &mut self,
         ch: &mut dyn Channel,
+        _rand: &mut PartyRandomness,
+        _at: Slot,
         sh: u32,
         k: u32,
         v: &[u64],

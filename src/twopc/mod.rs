@@ -1,8 +1,10 @@
 //! The two-party protocol between S0 and S1.
 pub mod beaver;
 pub mod channel;
+pub mod engines;
 pub mod gc;
 pub mod gc_engine;
+pub mod gmw;
 pub mod ot;
 pub mod poly;
 pub mod protocol;

@@ -19,6 +19,23 @@ pub struct SelShares {
     pub sgn: Vec<u64>,
 }
 
+impl SelShares {
+    /// From shares grouped per element as `tc, r1, r2, s1, s2, sgn` (the activation
+    /// circuit's B2A layout).
+    pub fn from_grouped(shares: &[u64]) -> SelShares {
+        let mut out = SelShares::default();
+        for el in shares.chunks_exact(6) {
+            out.tc.push(el[0]);
+            out.r1.push(el[1]);
+            out.r2.push(el[2]);
+            out.s1.push(el[3]);
+            out.s2.push(el[4]);
+            out.sgn.push(el[5]);
+        }
+        out
+    }
+}
+
 pub fn tanh_star_poly(
     ch: &mut dyn Channel,
     party: u8,

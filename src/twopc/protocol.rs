@@ -26,13 +26,23 @@ pub enum ProtocolError {
     Setup(String),
 }
 
-/// The nonlinear steps, behind an interface a second engine (boolean sharing with dealer
-/// AND triples) can implement: the garbled-circuit engine is [`crate::twopc::gc_engine`].
+/// Which correlated randomness a nonlinear step draws on: the streams of its layer and batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub layer: u32,
+    pub batch: u32,
+}
+
+/// The nonlinear steps, one implementation per engine: garbled circuits
+/// ([`crate::twopc::gc_engine`], randomness from base OTs given at construction) and boolean
+/// shares ([`crate::twopc::gmw`], AND triples and daBits drawn from `rand` at `at`).
 pub trait Nonlinear {
     /// Arithmetic shares of the activation circuit's outputs for pre-activation shares `v`.
     fn select(
         &mut self,
         ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
         c: &ActConsts,
         v: &[u64],
     ) -> Result<SelShares, ProtocolError>;
@@ -40,6 +50,8 @@ pub trait Nonlinear {
     fn truncate(
         &mut self,
         ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
         sh: u32,
         k: u32,
         v: &[u64],
@@ -52,6 +64,8 @@ pub struct EngineCounters {
     pub and_gates: u64,
     pub ots: u64,
     pub elements: u64,
+    /// Round trips the engine itself waited for (the boolean engine: AND depth + 1 per run).
+    pub rounds: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -178,7 +192,11 @@ pub fn run(
                 let c = &plan.acts[l];
                 let t = Instant::now();
                 let triples = inp.rand.elem_triples(l as u32, b, z.len())?;
-                let sel = engine.select(ch, c, &z)?;
+                let at = Slot {
+                    layer: l as u32,
+                    batch: b,
+                };
+                let sel = engine.select(ch, &mut inp.rand, at, c, &z)?;
                 let t2 = Instant::now();
                 rep.seconds_nonlinear += (t2 - t).as_secs_f64();
                 act = tanh_star_poly(ch, party, c, &sel, &triples)?;

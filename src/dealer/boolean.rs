@@ -1,0 +1,85 @@
+//! The dealer's correlations for the boolean engine: per hidden layer and batch, bit-sliced
+//! AND triples for every AND gate of the activation circuit and one daBit per output bit.
+//! Party 0's shares and both parties' masks follow from their seeds; party 1's `c` and
+//! additive daBit shares are the explicit values written into its file.
+
+use crate::ring::plan::ActConsts;
+use crate::ring::share::Seed;
+use crate::twopc::gmw::bitslice::bit;
+use crate::twopc::gmw::engine::tanh_circuit;
+use crate::twopc::gmw::{Netlist, RunShape};
+use crate::twopc::protocol::Slot;
+
+use super::randomness::{and_masks, dabit_masks};
+
+/// The circuits of a model's hidden layers, recorded once.
+pub struct BooleanDeal {
+    /// One netlist per hidden layer, with the layer's width.
+    layers: Vec<(Netlist, usize)>,
+}
+
+impl BooleanDeal {
+    /// `acts[l]`: hidden layer l's constants; `widths`: the model's layer widths.
+    pub fn new(acts: &[ActConsts], widths: &[usize]) -> BooleanDeal {
+        BooleanDeal {
+            layers: acts
+                .iter()
+                .zip(&widths[1..])
+                .map(|(c, &w)| (Netlist::record(&tanh_circuit(c)), w))
+                .collect(),
+        }
+    }
+
+    /// Party 1's explicit values for a batch of `patches` patches (all hidden layers).
+    pub fn explicit_values(&self, patches: usize) -> usize {
+        self.layers
+            .iter()
+            .map(|(net, w)| RunShape::of(net, w * patches).explicit_values())
+            .sum()
+    }
+
+    /// Party 1's explicit values for hidden layer `l` at `at`, over `elements` elements.
+    pub fn explicit(&self, seeds: &[Seed; 2], at: Slot, l: usize, elements: usize) -> Vec<u64> {
+        explicit_for(seeds, at, RunShape::of(&self.layers[l].0, elements))
+    }
+}
+
+/// Party 1's explicit values for one circuit run of `shape` at `at`: its AND triple shares
+/// `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, then its daBit shares `[r]_1 = r - [r]_0`.
+pub fn explicit_for(seeds: &[Seed; 2], at: Slot, shape: RunShape) -> Vec<u64> {
+    let (gw, w, e) = (shape.and_gates * shape.words, shape.words, shape.elements);
+    let mut out = Vec::with_capacity(shape.explicit_values());
+    let (a0, b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
+    let (a1, b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
+    let c0 = p0.vec(gw);
+    out.extend((0..gw).map(|i| ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i])) ^ c0[i]));
+    let ow = shape.outputs * w;
+    let (r0, mut q0) = dabit_masks(&seeds[0], at.layer, at.batch, ow);
+    let (r1, _) = dabit_masks(&seeds[1], at.layer, at.batch, ow);
+    let arith0 = q0.vec(shape.outputs * e);
+    for j in 0..shape.outputs {
+        let (w0, w1) = (&r0[j * w..(j + 1) * w], &r1[j * w..(j + 1) * w]);
+        let a0 = &arith0[j * e..(j + 1) * e];
+        out.extend((0..e).map(|i| (bit(w0, i) ^ bit(w1, i)).wrapping_sub(a0[i])));
+    }
+    out
+}
+
+/// Both parties' randomness for one run of `circ` over `elements` at `at`, in memory, from
+/// fresh seeds: for tests and benchmarks of a single circuit outside a job.
+pub fn deal_run(
+    circ: &crate::twopc::gc::ActCircuit,
+    elements: usize,
+    at: Slot,
+) -> [super::randomness::PartyRandomness; 2] {
+    use super::randomness::PartyRandomness;
+    let seeds = [
+        crate::ring::share::fresh_seed(),
+        crate::ring::share::fresh_seed(),
+    ];
+    let shape = RunShape::of(&Netlist::record(circ), elements);
+    [
+        PartyRandomness::new(0, seeds[0], Vec::new()),
+        PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, shape)),
+    ]
+}

@@ -1,0 +1,74 @@
+//! The two nonlinearity engines, by name: what `--engine` selects, what the dealer's file and
+//! the servers' session tag record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::twopc::gc_engine::{GcEvaluator, GcGarbler};
+use crate::twopc::gmw::GmwParty;
+use crate::twopc::protocol::{Nonlinear, ProtocolError};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Garbled circuits (half-gates) with IKNP OT: S1 garbles, S0 evaluates.
+    Gc,
+    /// Boolean shares with dealer AND triples (GMW), bit-sliced.
+    #[default]
+    Gmw,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Gc => "gc",
+            EngineKind::Gmw => "gmw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        match s {
+            "gc" => Some(EngineKind::Gc),
+            "gmw" => Some(EngineKind::Gmw),
+            _ => None,
+        }
+    }
+
+    /// Patches per batch when the dealer is not told: the boolean engine pays one round per
+    /// AND depth per batch, so it wants fewer, larger batches.
+    pub fn default_batch(self) -> usize {
+        match self {
+            EngineKind::Gc => 128,
+            EngineKind::Gmw => 2048,
+        }
+    }
+
+    /// The dealer's per-job data that is not a triple share: base OTs and the label seed
+    /// for the GC engine, nothing for the boolean engine.
+    pub fn deal_setup(self) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            EngineKind::Gc => crate::twopc::gc_engine::deal_base_ots(),
+            EngineKind::Gmw => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Party `party`'s engine, from its part of [`EngineKind::deal_setup`].
+    pub fn make(self, party: u8, setup: &[u8]) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
+        Ok(match (self, party) {
+            (EngineKind::Gc, 0) => Box::new(GcEvaluator::new(setup)?),
+            (EngineKind::Gc, _) => Box::new(GcGarbler::new(setup)?),
+            (EngineKind::Gmw, p) => {
+                if !setup.is_empty() {
+                    return Err(ProtocolError::Setup(
+                        "triplets: unexpected base-OT data for the boolean engine".into(),
+                    ));
+                }
+                Box::new(GmwParty::new(p))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,296 @@
+//! The boolean engine's [`Nonlinear`] implementation: the activation circuit on XOR-shared,
+//! bit-sliced bits with dealer AND triples, then daBits turn the output bits into additive
+//! shares. Both servers play the same role (no garbler and evaluator).
+//!
+//! One circuit run over the `E` elements of a batch (messages in order, each one a single
+//! frame per direction, both sent before either is read):
+//! 1. Inputs need no message: S0's share bits are XOR-shared as (bits, 0), S1's as (0, bits).
+//! 2. One round per AND depth: for every AND gate of the level and every element, each party
+//!    sends d = x ⊕ a and e = y ⊕ b (2 bits per AND per element per direction).
+//! 3. One round for the outputs: each party sends c = out ⊕ r for every output bit (1 bit per
+//!    output bit per element per direction); then [out] = c + (1 - 2c)[r] with the daBit's
+//!    additive share [r].
+
+use crate::dealer::randomness::{AndTriples, DaBits, PartyRandomness};
+use crate::ring::plan::ActConsts;
+use crate::twopc::channel::{bytes_to_u64s, u64s_to_bytes, Channel, ChannelError};
+use crate::twopc::gc::{ActCircuit, ActParams, TruncParams};
+use crate::twopc::gmw::bitslice::{bit, slice, words};
+use crate::twopc::gmw::netlist::{Gate, Netlist};
+use crate::twopc::poly::SelShares;
+use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
+
+/// One server's side of the boolean engine.
+pub struct GmwParty {
+    party: u8,
+    /// Netlists recorded so far (one per distinct circuit: a few per model).
+    nets: Vec<(ActCircuit, Netlist)>,
+    counters: EngineCounters,
+}
+
+/// What the dealer and the servers must agree on for one run of `circ` over `elements`:
+/// the AND triples' and daBits' sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunShape {
+    pub and_gates: usize,
+    pub outputs: usize,
+    pub words: usize,
+    pub elements: usize,
+}
+
+impl RunShape {
+    pub fn of(net: &Netlist, elements: usize) -> RunShape {
+        RunShape {
+            and_gates: net.and_gates(),
+            outputs: net.outputs.len(),
+            words: words(elements),
+            elements,
+        }
+    }
+
+    /// Party 1's explicit values for this run: AND triple shares c, then daBit shares.
+    pub fn explicit_values(&self) -> usize {
+        self.and_gates * self.words + self.outputs * self.elements
+    }
+}
+
+pub fn tanh_circuit(c: &ActConsts) -> ActCircuit {
+    ActCircuit::TanhSelect(ActParams {
+        sh: c.sh,
+        k: c.k,
+        a_fix: c.a_fix,
+        b_fix: c.b_fix,
+    })
+}
+
+/// Sends `mine` and receives the peer's message of the same length. Both parties send first:
+/// one one-way delay per round instead of a round trip. The channel's sends must not wait
+/// for the peer to read (the queued TLS link and the in-memory pair do not).
+fn swap(ch: &mut dyn Channel, mine: &[u64], what: &str) -> Result<Vec<u64>, ChannelError> {
+    ch.send(&u64s_to_bytes(mine))?;
+    let theirs = ch.recv()?;
+    bytes_to_u64s(&theirs, mine.len(), what)
+}
+
+impl GmwParty {
+    pub fn new(party: u8) -> GmwParty {
+        GmwParty {
+            party,
+            nets: Vec::new(),
+            counters: EngineCounters::default(),
+        }
+    }
+
+    fn netlist(&mut self, circ: &ActCircuit) -> &Netlist {
+        let i = match self.nets.iter().position(|(c, _)| c == circ) {
+            Some(i) => i,
+            None => {
+                self.nets.push((*circ, Netlist::record(circ)));
+                self.nets.len() - 1
+            }
+        };
+        &self.nets[i].1
+    }
+
+    /// Runs `circ` on this party's shares `v`; returns additive shares of the outputs grouped
+    /// as [`ActCircuit::b2a_layout`] says (element after element).
+    pub fn run_circuit(
+        &mut self,
+        ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
+        circ: &ActCircuit,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        circ.validate()
+            .map_err(|e| ProtocolError::Setup(e.to_string()))?;
+        let party = self.party;
+        let net = self.netlist(circ).clone();
+        let e_count = v.len();
+        let shape = RunShape::of(&net, e_count);
+        let w = shape.words;
+        // Claimed before any message of this run, in the dealer's order.
+        let trip = rand.and_triples(at.layer, at.batch, shape.and_gates, w)?;
+        let dab = rand.dabits(at.layer, at.batch, shape.outputs, w, e_count)?;
+
+        let mut wires = vec![0u64; net.gates.len() * w];
+        let own = slice(v, net.n);
+        for (i, g) in net.gates.iter().enumerate() {
+            let b = match (*g, party) {
+                (Gate::InputS0(b), 0) | (Gate::InputS1(b), 1) => b as usize,
+                _ => continue,
+            };
+            wires[i * w..(i + 1) * w].copy_from_slice(&own[b * w..(b + 1) * w]);
+        }
+        drop(own);
+        let mut rounds = 0;
+        let mut and_index = 0;
+        for lv in &net.levels {
+            for &gi in &lv.free {
+                eval_free(&mut wires, w, gi as usize, net.gates[gi as usize], party);
+            }
+            if lv.ands.is_empty() {
+                continue;
+            }
+            let mut msg = Vec::with_capacity(2 * lv.ands.len() * w);
+            for (j, &gi) in lv.ands.iter().enumerate() {
+                let Gate::And(x, y) = net.gates[gi as usize] else {
+                    unreachable!("AND level holds only AND gates")
+                };
+                let t = (and_index + j) * w;
+                let (x, y) = (x as usize * w, y as usize * w);
+                msg.extend((0..w).map(|k| wires[x + k] ^ trip.a[t + k]));
+                msg.extend((0..w).map(|k| wires[y + k] ^ trip.b[t + k]));
+            }
+            let theirs = swap(ch, &msg, "masked AND inputs")?;
+            rounds += 1;
+            and_level(
+                &mut wires,
+                w,
+                lv.ands.as_slice(),
+                &msg,
+                &theirs,
+                &trip,
+                and_index,
+                party,
+            );
+            and_index += lv.ands.len();
+        }
+        debug_assert_eq!(and_index, shape.and_gates);
+
+        let out = open_outputs(ch, &wires, w, &net.outputs, &dab)?;
+        rounds += 1;
+        let (weights, groups) = circ.b2a_layout(1);
+        let per = groups.len();
+        let mut result = vec![0u64; e_count * per];
+        let one = party as u64;
+        for (j, cw) in out.chunks_exact(w).enumerate() {
+            // Output j belongs to group g (outputs are grouped consecutively).
+            let g = group_of(&groups, j);
+            let ra = &dab.arith[j * e_count..(j + 1) * e_count];
+            for i in 0..e_count {
+                let c = bit(cw, i);
+                // [b] = c + (1 - 2c) [r]: party 0 adds the public c.
+                let sh = (c & one).wrapping_add(ra[i].wrapping_mul(1u64.wrapping_sub(2 * c)));
+                let r = &mut result[i * per + g];
+                *r = r.wrapping_add(sh.wrapping_mul(weights[j]));
+            }
+        }
+        self.counters.and_gates += (shape.and_gates * e_count) as u64;
+        self.counters.elements += e_count as u64;
+        self.counters.rounds += rounds;
+        Ok(result)
+    }
+}
+
+fn group_of(groups: &[usize], j: usize) -> usize {
+    let mut acc = 0;
+    for (g, &len) in groups.iter().enumerate() {
+        acc += len;
+        if j < acc {
+            return g;
+        }
+    }
+    unreachable!("output index beyond the layout")
+}
+
+fn eval_free(wires: &mut [u64], w: usize, i: usize, g: Gate, party: u8) {
+    let dst = i * w;
+    match g {
+        Gate::Const(b) => {
+            // Party 0 holds a public constant; party 1's share is zero.
+            let v = if b && party == 0 { u64::MAX } else { 0 };
+            wires[dst..dst + w].fill(v);
+        }
+        Gate::Not(a) => {
+            let flip = if party == 0 { u64::MAX } else { 0 };
+            for k in 0..w {
+                wires[dst + k] = wires[a as usize * w + k] ^ flip;
+            }
+        }
+        Gate::Xor(a, b) => {
+            for k in 0..w {
+                wires[dst + k] = wires[a as usize * w + k] ^ wires[b as usize * w + k];
+            }
+        }
+        other => unreachable!("{other:?} is not a free gate"),
+    }
+}
+
+/// z = c ⊕ (D ∧ b) ⊕ (E ∧ a) ⊕ [party 0](D ∧ E), with D, E the opened masked inputs.
+#[allow(clippy::too_many_arguments)]
+fn and_level(
+    wires: &mut [u64],
+    w: usize,
+    ands: &[u32],
+    mine: &[u64],
+    theirs: &[u64],
+    trip: &AndTriples,
+    first: usize,
+    party: u8,
+) {
+    let both = if party == 0 { u64::MAX } else { 0 };
+    for (j, &gi) in ands.iter().enumerate() {
+        let t = (first + j) * w;
+        let (dm, em) = (&mine[2 * j * w..], &mine[(2 * j + 1) * w..]);
+        let (dt, et) = (&theirs[2 * j * w..], &theirs[(2 * j + 1) * w..]);
+        let dst = gi as usize * w;
+        for k in 0..w {
+            let d = dm[k] ^ dt[k];
+            let e = em[k] ^ et[k];
+            wires[dst + k] =
+                trip.c[t + k] ^ (d & trip.b[t + k]) ^ (e & trip.a[t + k]) ^ (d & e & both);
+        }
+    }
+}
+
+/// Opens every output masked by its daBit: c = out ⊕ r, bit-sliced, output after output.
+fn open_outputs(
+    ch: &mut dyn Channel,
+    wires: &[u64],
+    w: usize,
+    outputs: &[u32],
+    dab: &DaBits,
+) -> Result<Vec<u64>, ChannelError> {
+    let mut msg = Vec::with_capacity(outputs.len() * w);
+    for (j, &o) in outputs.iter().enumerate() {
+        let src = &wires[o as usize * w..(o as usize + 1) * w];
+        msg.extend(
+            src.iter()
+                .zip(&dab.bits[j * w..(j + 1) * w])
+                .map(|(x, r)| x ^ r),
+        );
+    }
+    let theirs = swap(ch, &msg, "masked output bits")?;
+    Ok(msg.iter().zip(&theirs).map(|(a, b)| a ^ b).collect())
+}
+
+impl Nonlinear for GmwParty {
+    fn select(
+        &mut self,
+        ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
+        c: &ActConsts,
+        v: &[u64],
+    ) -> Result<SelShares, ProtocolError> {
+        let shares = self.run_circuit(ch, rand, at, &tanh_circuit(c), v)?;
+        Ok(SelShares::from_grouped(&shares))
+    }
+
+    fn truncate(
+        &mut self,
+        ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        self.run_circuit(ch, rand, at, &ActCircuit::Trunc(TruncParams { sh, k }), v)
+    }
+
+    fn counters(&self) -> EngineCounters {
+        self.counters
+    }
+}
