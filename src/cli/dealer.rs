@@ -124,6 +124,8 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let seeds = [fresh_seed(), fresh_seed()];
     let triplet_id = fresh_id();
     let acts_json = serde_json::to_string(&acts).expect("constants serialise");
+    let circuit_json = serde_json::to_string(&crate::dealer::boolean::circuit_shapes(&acts))
+        .expect("shapes serialise");
     let header = |party: u8| {
         let mut h = Header::new(Kind::Triplets, party, job.scale);
         h.model_id = mh.model_id;
@@ -135,6 +137,9 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         h.info.push(("batch".into(), batch.to_string()));
         h.info.push(("engine".into(), a.engine.name().into()));
         h.info.push(("acts".into(), acts_json.clone()));
+        if a.engine == EngineKind::Gmw {
+            h.info.push(("circuit".into(), circuit_json.clone()));
+        }
         h
     };
     let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));

@@ -239,7 +239,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     if let Some(want) = a.engine {
         if want != engine_kind {
             bail!(
-                "{}: this randomness is for the {} engine but --engine {} was given;                  ask the dealer for `gen-triplets --engine {}` or run with --engine {}",
+                "{}: this randomness is for the {} engine but --engine {} was given; ask the dealer for `gen-triplets --engine {}` or run with --engine {}",
                 a.triplets.display(),
                 engine_kind,
                 want,
@@ -252,9 +252,20 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         let acts = super::dealer::acts_from_header(&a.triplets, &th, plan.widths().len())?;
         if acts != plan.acts {
             bail!(
-                "{}: the dealer sized this randomness for other activation constants than                  the model share {} holds",
+                "{}: the dealer sized this randomness for other activation constants than the model share {} holds",
                 a.triplets.display(),
                 a.model.display()
+            );
+        }
+        let want = serde_json::to_string(&crate::dealer::boolean::circuit_shapes(&plan.acts))
+            .expect("shapes serialise");
+        if th.info("circuit") != Some(want.as_str()) {
+            bail!(
+                "{}: made for another boolean circuit (AND gates, outputs per layer: {} here, \
+                 {} in the file); the dealer and this server run different versions",
+                a.triplets.display(),
+                want,
+                th.info("circuit").unwrap_or("none")
             );
         }
     }
@@ -302,7 +313,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         let peer_engine = peer_tag.get(48..).map(String::from_utf8_lossy);
         if peer_tag.len() > 48 && peer_engine.as_deref() != Some(engine_kind.name()) {
             bail!(
-                "the peer server runs the {} engine, this one {}: start both with the same                  --engine and triplets from one `gen-triplets` run; nothing was consumed",
+                "the peer server runs the {} engine, this one {}: start both with the same --engine and triplets from one `gen-triplets` run; nothing was consumed",
                 peer_engine.unwrap_or_default(),
                 engine_kind
             );

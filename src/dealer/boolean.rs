@@ -44,6 +44,18 @@ impl BooleanDeal {
     }
 }
 
+/// Per hidden layer: (AND gates, output bits) per element of the boolean engine's circuit.
+/// The dealer records it in the triplet header; a server built with another circuit refuses
+/// the file before claiming it, instead of misreading every explicit value.
+pub fn circuit_shapes(acts: &[ActConsts]) -> Vec<(usize, usize)> {
+    acts.iter()
+        .map(|c| {
+            let net = Netlist::record(&tanh_circuit(c));
+            (net.and_gates(), net.outputs.len())
+        })
+        .collect()
+}
+
 /// Party 1's explicit values for one circuit run of `shape` at `at`: its AND triple shares
 /// `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, then its daBit shares `[r]_1 = r - [r]_0`.
 pub fn explicit_for(seeds: &[Seed; 2], at: Slot, shape: RunShape) -> Vec<u64> {

@@ -52,6 +52,17 @@ pub struct PartyRandomness {
     pub party: u8,
     seed: Seed,
     corrections: Corrections,
+    /// Triple streams handed out so far: a second claim of one is refused, not served again.
+    claimed: std::collections::HashSet<(Purpose, u32, u32)>,
+}
+
+/// The single-use correlations, for the reuse check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Purpose {
+    MatTriple,
+    ElemTriple,
+    AndTriple,
+    DaBit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +73,12 @@ pub enum RandomnessError {
     Leftover { at: u64, len: u64 },
     #[error("{0}")]
     Unreadable(String),
+    #[error("the correlated randomness of {what} for layer {layer}, batch {batch} was already used; using it twice would leak data")]
+    Reused {
+        what: &'static str,
+        layer: u32,
+        batch: u32,
+    },
 }
 
 impl PartyRandomness {
@@ -73,6 +90,7 @@ impl PartyRandomness {
                 values: corrections,
                 cursor: 0,
             },
+            claimed: Default::default(),
         }
     }
 
@@ -82,6 +100,7 @@ impl PartyRandomness {
             party,
             seed,
             corrections: Corrections::File(Box::new(corrections)),
+            claimed: Default::default(),
         }
     }
 
@@ -93,6 +112,20 @@ impl PartyRandomness {
             }
             Corrections::Memory { .. } => e,
         }
+    }
+
+    /// Records a claim of a single-use stream; the second claim of one is an error.
+    fn claim(&mut self, p: Purpose, layer: u32, batch: u32) -> Result<(), RandomnessError> {
+        if self.claimed.insert((p, layer, batch)) {
+            return Ok(());
+        }
+        let what = match p {
+            Purpose::MatTriple => "a matrix triple",
+            Purpose::ElemTriple => "elementwise triples",
+            Purpose::AndTriple => "AND triples",
+            Purpose::DaBit => "daBits",
+        };
+        Err(RandomnessError::Reused { what, layer, batch })
     }
 
     fn position(&self) -> (u64, u64) {
@@ -136,6 +169,7 @@ impl PartyRandomness {
         batch: u32,
         n: usize,
     ) -> Result<Vec<u64>, RandomnessError> {
+        self.claim(Purpose::MatTriple, layer, batch)?;
         if self.party == 0 {
             Ok(Prg::new(&self.seed, Stream::MatTriple(layer, batch)).vec(n))
         } else {
@@ -149,6 +183,7 @@ impl PartyRandomness {
         batch: u32,
         e: usize,
     ) -> Result<ElemTriples, RandomnessError> {
+        self.claim(Purpose::ElemTriple, layer, batch)?;
         let (sq_a, a, b, mut prg) = elem_masks(&self.seed, layer, batch, e);
         let (sq_c, c) = if self.party == 0 {
             (prg.vec(e), [prg.vec(e), prg.vec(e)])
@@ -172,6 +207,7 @@ impl PartyRandomness {
         gates: usize,
         words: usize,
     ) -> Result<AndTriples, RandomnessError> {
+        self.claim(Purpose::AndTriple, layer, batch)?;
         let (a, b, mut prg) = and_masks(&self.seed, layer, batch, gates * words);
         let c = if self.party == 0 {
             prg.vec(gates * words)
@@ -190,6 +226,7 @@ impl PartyRandomness {
         words: usize,
         elements: usize,
     ) -> Result<DaBits, RandomnessError> {
+        self.claim(Purpose::DaBit, layer, batch)?;
         let (bits, mut prg) = dabit_masks(&self.seed, layer, batch, outputs * words);
         let arith = if self.party == 0 {
             prg.vec(outputs * elements)
@@ -240,4 +277,27 @@ pub fn dabit_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u6
     let mut prg = Prg::new(seed, Stream::DaBit(layer, batch));
     let bits = prg.vec(words);
     (bits, prg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_triple_stream_is_served_once() {
+        let mut r = PartyRandomness::new(0, [3; 32], Vec::new());
+        r.and_triples(1, 2, 4, 3).unwrap();
+        r.dabits(1, 2, 4, 3, 150).unwrap();
+        r.and_triples(1, 3, 4, 3).unwrap();
+        r.elem_triples(1, 2, 5).unwrap();
+        r.mat_triple(1, 2, 5).unwrap();
+        for e in [
+            r.and_triples(1, 2, 4, 3).err(),
+            r.dabits(1, 2, 1, 1, 1).err(),
+            r.elem_triples(1, 2, 5).err(),
+            r.mat_triple(1, 2, 5).err(),
+        ] {
+            assert!(matches!(e, Some(RandomnessError::Reused { .. })), "{e:?}");
+        }
+    }
 }

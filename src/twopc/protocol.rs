@@ -64,7 +64,8 @@ pub struct EngineCounters {
     pub and_gates: u64,
     pub ots: u64,
     pub elements: u64,
-    /// Round trips the engine itself waited for (the boolean engine: AND depth + 1 per run).
+    /// Rounds of the engine itself: message exchanges it waited for, both parties sending
+    /// at once (the boolean engine: AND depth + 1 per circuit run; not counted for GC).
     pub rounds: u64,
 }
 

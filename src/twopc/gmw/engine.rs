@@ -65,7 +65,8 @@ pub fn tanh_circuit(c: &ActConsts) -> ActCircuit {
 
 /// Sends `mine` and receives the peer's message of the same length. Both parties send first:
 /// one one-way delay per round instead of a round trip. The channel's sends must not wait
-/// for the peer to read (the queued TLS link and the in-memory pair do not).
+/// for the peer to read: the queued TLS link (a writer thread) and the in-memory pair do
+/// not; the bare `net::Link` would, for messages larger than the socket buffers.
 fn swap(ch: &mut dyn Channel, mine: &[u64], what: &str) -> Result<Vec<u64>, ChannelError> {
     ch.send(&u64s_to_bytes(mine))?;
     let theirs = ch.recv()?;
@@ -105,8 +106,11 @@ impl GmwParty {
         circ.validate()
             .map_err(|e| ProtocolError::Setup(e.to_string()))?;
         let party = self.party;
-        let net = self.netlist(circ).clone();
         let e_count = v.len();
+        if e_count == 0 {
+            return Ok(Vec::new());
+        }
+        let net = self.netlist(circ).clone();
         let shape = RunShape::of(&net, e_count);
         let w = shape.words;
         // Claimed before any message of this run, in the dealer's order.
@@ -170,7 +174,7 @@ impl GmwParty {
             let ra = &dab.arith[j * e_count..(j + 1) * e_count];
             for i in 0..e_count {
                 let c = bit(cw, i);
-                // [b] = c + (1 - 2c) [r]: party 0 adds the public c.
+                // [b] = c + (1 - 2c) [r]: one party (party 1) adds the public c.
                 let sh = (c & one).wrapping_add(ra[i].wrapping_mul(1u64.wrapping_sub(2 * c)));
                 let r = &mut result[i * per + g];
                 *r = r.wrapping_add(sh.wrapping_mul(weights[j]));
