@@ -30,15 +30,18 @@ RESUME ?= --resume
 table: build
 	$(BIN) table --images "$(IMAGES)" --sigmas "$(SIGMAS)" --out-dir "$(TABLE_OUT)" $(RESUME) $(TABLE_ARGS)
 
-# Performance benchmark (docs/benchmarks.md): paper-size network, a whole 512x512 image end
-# to end, plaintext comparison. bench-quick runs the same code at tiny sizes (CI).
+# Performance benchmark (docs/benchmarks.md), both engines side by side: paper-size network, a
+# whole 512x512 image end to end on localhost and through the shaping relay (1 Gbit/s, 5 ms
+# each way), plaintext comparison, 1521-1024-1024-289 on 96x96. bench-quick runs the same code
+# at tiny sizes (CI).
 bench: build
 	$(BIN) bench --out out/bench/bench.json
 
 bench-quick: build
 	$(BIN) bench --quick --workdir out/bench-quick --out out/bench-quick/bench.json
 
-# Issue 3's exactness claim at full scale: 10^7 garbled rescalings, zero off by an ulp.
+# The exactness claim at full scale: 10^7 secure rescalings per engine (garbled circuits and
+# boolean shares), zero off by an ulp.
 rescaling-10m:
 	$(CARGO) test --release --test rescaling -- --ignored --nocapture ten_million
 

@@ -48,8 +48,8 @@ pub struct BenchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "out/bench/bench.json")]
     pub out: PathBuf,
-    /// Engines to measure, side by side.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineKind::Gmw, EngineKind::Gc])]
+    /// Engines to measure, side by side (`--engine gmw` for one).
+    #[arg(long, alias = "engine", value_enum, value_delimiter = ',', default_values_t = [EngineKind::Gmw, EngineKind::Gc])]
     pub engines: Vec<EngineKind>,
     /// The link of part (b)'s relay runs: bandwidth and one-way delay, each direction.
     #[arg(long, default_value = "1gbit,5ms")]

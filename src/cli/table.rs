@@ -696,8 +696,8 @@ fn markdown(c: &TableDoc) -> String {
     let _ = writeln!(
         m,
         "Servers = wall time of the two server processes running together; traffic = application \
-         bytes each server sent to the other (TLS records add a little); AND gates = garbled AND \
-         gates of the tanh* comparisons.\n"
+         bytes each server sent to the other (TLS records add a little); AND gates = AND \
+         gates of the tanh* comparisons (garbled, or on boolean shares with dealer triples).\n"
     );
     let _ = writeln!(
         m,
