@@ -142,7 +142,7 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         ),
     ];
     let mut json = serde_json::json!({
-        "ok": true, "command": "demo", "psnr_noisy": p_noisy, "psnr_secure": p_secure, "ssim_secure": s_secure,
+        "ok": true, "command": "demo", "engine": a.engine.name(), "psnr_noisy": p_noisy, "psnr_secure": p_secure, "ssim_secure": s_secure,
         "serve_seconds": serve_secs, "gateway": gw, "dealer": dealer, "servers": reports, "receiver": rec,
     });
     if !a.no_compare {
@@ -188,7 +188,8 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         .filter_map(|r| r["report"]["link"]["bytes_sent"].as_u64())
         .sum();
     lines.push(format!(
-        "servers: {serve_secs:.1} s, S0<->S1 traffic {:.1} MB; gateway upload {} bytes; receiver download {} bytes; total {:.1} s",
+        "servers ({} engine): {serve_secs:.1} s, S0<->S1 traffic {:.1} MB; gateway upload {} bytes; receiver download {} bytes; total {:.1} s",
+        a.engine,
         sent as f64 / 1e6,
         gw["upload_bytes"],
         rec["download_bytes"],
