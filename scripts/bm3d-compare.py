@@ -8,8 +8,8 @@ writes bm3d.png next to the others and scores it with `ppdenoise metrics` (the s
 SSIM as the table). Prints a Markdown table (per sigma: BM3D, plaintext and secure averages)
 and writes bm3d.json into the table directory.
 
-    python3 -m venv /tmp/bm3d && /tmp/bm3d/bin/pip install bm3d==4.0.3 pillow
-    /tmp/bm3d/bin/python scripts/bm3d-compare.py out/table [target/release/ppdenoise]
+    python3 -m venv .venv-bm3d && .venv-bm3d/bin/pip install bm3d==4.0.3 pillow
+    .venv-bm3d/bin/python scripts/bm3d-compare.py out/table [target/release/ppdenoise]
 
 Not part of the test suite: BM3D is a comparison, not a dependency of ppdenoise.
 """

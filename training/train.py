@@ -448,7 +448,7 @@ def main():
         P = {k: np.mean([Pf[k] for Pf in Ps], axis=0).astype(np.float32) for k in Ps[-1]}
         st = states[-1]
         meta = dict(act=args.act, sigma=st["sigma"], card=dict(
-            training_data="/work/shared/data/train400 (400 images 180x180, BSD400 crops from cszn/DnCNN), "
+            training_data="../shared/data/train400 (400 images 180x180, BSD400 crops from cszn/DnCNN), "
                           "random 39x39 crops + dihedral augmentation, fresh Gaussian noise every step",
             training_sigma=st["sigma"], patches_seen=int(st["seen"]), seed=int(st["seed"]),
             training_minutes=round(st["train_seconds"] / 60, 1),
@@ -526,7 +526,7 @@ def main():
         if p > st["best_psnr"] and args.act == "tanhstar" or (args.act != "tanhstar" and p > st["best_psnr"]):
             st["best_psnr"] = p
             meta = dict(act=args.act, sigma=st["sigma"], card=dict(
-                training_data="/work/shared/data/train400 (400 images 180x180, BSD400 crops from cszn/DnCNN), "
+                training_data="../shared/data/train400 (400 images 180x180, BSD400 crops from cszn/DnCNN), "
                               "random 39x39 crops + dihedral augmentation, fresh Gaussian noise every step",
                 training_sigma=st["sigma"], patches_seen=int(st["seen"]), seed=int(st["seed"]),
                 training_minutes=round(st["train_seconds"] / 60, 1), optimizer=f"Adam lr {args.lr} cosine to "
