@@ -36,7 +36,7 @@ use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, fresh_seed, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, LinkStats};
 use ppdenoise::twopc::engines::EngineKind;
-use ppdenoise::twopc::gmw::engine::tanh_circuit;
+use ppdenoise::twopc::gc::ActCircuit;
 use ppdenoise::twopc::gmw::Netlist;
 use ppdenoise::twopc::protocol::{self, JobInputs};
 
@@ -482,7 +482,7 @@ fn negative_control_boolean_outputs_without_dabits_are_detected() {
     let (black, phantom) = images();
     let batch = batch_for(EngineKind::Gmw);
     let plan = Plan::from_model(&m, FixedParams::default()).unwrap();
-    let net = Netlist::record(&tanh_circuit(&plan.acts[0]));
+    let net = Netlist::record(&ActCircuit::tanh_star(&plan.acts[0]));
     let bits = |r: &Run| -> (Vec<u8>, Vec<u8>) {
         // Pairs: tag, masked weights, masked image, one per AND depth, then the outputs.
         let opened = xor_opened_values(&r.logs[0]);

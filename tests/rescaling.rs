@@ -339,7 +339,7 @@ fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::Act
             layer: layer as u32,
             batch: 0,
         };
-        let circ = ppdenoise::twopc::gmw::engine::tanh_circuit(c);
+        let circ = ActCircuit::tanh_star(c);
         let [mut q0, mut q1] = randomness(kind, &circ, per, at);
         let (r0, r1) = std::thread::scope(|sc| {
             let h0 = sc.spawn(|| ev.select(&mut c0, &mut q0, at, c, &s0).unwrap());

@@ -220,8 +220,16 @@ fn commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// A random model of `widths` (mean shift, no residual) saved in `dir`.
-fn random_model_file(dir: &Path, widths: &[usize], seed: u64) -> Result<PathBuf> {
+/// A random model of `widths` (weights of realistic scale, mean shift, no residual) run on
+/// the phantom at `size` x `size` in `dir`; its per-patch and per-tanh figures.
+fn random_network_run(
+    dir: &Path,
+    widths: &[usize],
+    seed: u64,
+    size: usize,
+    spec: RunSpec,
+) -> Result<Value> {
+    std::fs::create_dir_all(dir)?;
     let meta = ModelMeta {
         sigma: 25.0,
         mean_shift: true,
@@ -229,9 +237,11 @@ fn random_model_file(dir: &Path, widths: &[usize], seed: u64) -> Result<PathBuf>
         activation: Activation::TanhStar,
         aggregation_sigma: 0.0,
     };
-    let path = dir.join("model.npz");
-    random_model(widths, seed, meta).save(&path)?;
-    Ok(path)
+    let model_path = dir.join("model.npz");
+    random_model(widths, seed, meta).save(&model_path)?;
+    let (noisy, _) = noisy_file(dir, &format!("builtin:phantom:{size}"))?;
+    let r = pipeline(dir, &model_path, &noisy, spec)?;
+    Ok(per_patch(widths, &r))
 }
 
 /// Per-patch and per-tanh figures of a run of a network with `widths`.
@@ -302,21 +312,16 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
             } else {
                 vec![1521, 3072, 3072, 2559, 2047, 289]
             };
-            let dir = ework.join("paper");
-            std::fs::create_dir_all(&dir)?;
-            let model_path = random_model_file(&dir, &widths, 7)?;
             let side_out = (widths[widths.len() - 1] as f64).sqrt() as usize;
             // A square image whose patch grid at stride 3 is just large enough for the batch.
             let per_side = (a.paper_patches as f64).sqrt().ceil() as usize;
             let size = side_out + 3 * (per_side - 1);
-            let (noisy, _) = noisy_file(&dir, &format!("builtin:phantom:{size}"))?;
             let spec = RunSpec {
                 engine,
                 batch: Some(per_side * per_side),
                 link: None,
             };
-            let r = pipeline(&dir, &model_path, &noisy, spec)?;
-            let v = per_patch(&widths, &r);
+            let v = random_network_run(&ework.join("paper"), &widths, 7, size, spec)?;
             lines.push(per_patch_line("(a)", engine, &v));
             eout["paper_network"] = v;
         }
@@ -327,17 +332,12 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
             } else {
                 (vec![1521, 1024, 1024, 289], 96)
             };
-            let dir = ework.join("mid");
-            std::fs::create_dir_all(&dir)?;
-            let model_path = random_model_file(&dir, &widths, 8)?;
-            let (noisy, _) = noisy_file(&dir, &format!("builtin:phantom:{size}"))?;
             let spec = RunSpec {
                 engine,
                 batch: None,
                 link: None,
             };
-            let r = pipeline(&dir, &model_path, &noisy, spec)?;
-            let v = per_patch(&widths, &r);
+            let v = random_network_run(&ework.join("mid"), &widths, 8, size, spec)?;
             lines.push(per_patch_line("(d)", engine, &v));
             eout["mid_network"] = v;
         }

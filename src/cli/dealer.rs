@@ -18,7 +18,7 @@ use crate::plain::model::PatchShape;
 use crate::ring::plan::ActConsts;
 use crate::ring::share::fresh_seed;
 use crate::twopc::engines::EngineKind;
-use crate::twopc::gmw::engine::tanh_circuit;
+use crate::twopc::gc::ActCircuit;
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
@@ -85,7 +85,7 @@ pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<Ac
         );
     }
     for (l, c) in acts.iter().enumerate() {
-        tanh_circuit(c)
+        ActCircuit::tanh_star(c)
             .validate()
             .map_err(|e| anyhow::anyhow!("{}: hidden layer {l}: {e}", path.display()))?;
     }
@@ -124,8 +124,10 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let seeds = [fresh_seed(), fresh_seed()];
     let triplet_id = fresh_id();
     let acts_json = serde_json::to_string(&acts).expect("constants serialise");
-    let circuit_json = serde_json::to_string(&crate::dealer::boolean::circuit_shapes(&acts))
-        .expect("shapes serialise");
+    let circuit_json = nonlinear
+        .boolean
+        .as_ref()
+        .map(|b| serde_json::to_string(&b.shapes()).expect("shapes serialise"));
     let header = |party: u8| {
         let mut h = Header::new(Kind::Triplets, party, job.scale);
         h.model_id = mh.model_id;
@@ -137,8 +139,8 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         h.info.push(("batch".into(), batch.to_string()));
         h.info.push(("engine".into(), a.engine.name().into()));
         h.info.push(("acts".into(), acts_json.clone()));
-        if a.engine == EngineKind::Gmw {
-            h.info.push(("circuit".into(), circuit_json.clone()));
+        if let Some(c) = &circuit_json {
+            h.info.push(("circuit".into(), c.clone()));
         }
         h
     };

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::Summary;
+use crate::dealer::boolean::BooleanDeal;
 use crate::dealer::randomness::PartyRandomness;
 use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
 use crate::formats::container::{self, id_hex, Header, Kind};
@@ -257,7 +258,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
                 a.model.display()
             );
         }
-        let want = serde_json::to_string(&crate::dealer::boolean::circuit_shapes(&plan.acts))
+        let want = serde_json::to_string(&BooleanDeal::new(&plan.acts).shapes())
             .expect("shapes serialise");
         if th.info("circuit") != Some(want.as_str()) {
             bail!(
@@ -300,6 +301,8 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     for id in [&ih.job_id, &mh.model_id, &th_only.triplet_id] {
         tag.extend_from_slice(id.as_ref().expect("ids checked above"));
     }
+    // The ids' length; the engine's name follows.
+    let ids_len = tag.len();
     tag.extend_from_slice(engine_kind.name().as_bytes());
     let peer_tag = match link.exchange(&tag) {
         Ok(t) => t,
@@ -310,8 +313,8 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     };
     if peer_tag != tag {
         claim.release();
-        let peer_engine = peer_tag.get(48..).map(String::from_utf8_lossy);
-        if peer_tag.len() > 48 && peer_engine.as_deref() != Some(engine_kind.name()) {
+        let peer_engine = peer_tag.get(ids_len..).map(String::from_utf8_lossy);
+        if peer_tag.len() > ids_len && peer_engine.as_deref() != Some(engine_kind.name()) {
             bail!(
                 "the peer server runs the {} engine, this one {}: start both with the same --engine and triplets from one `gen-triplets` run; nothing was consumed",
                 peer_engine.unwrap_or_default(),

@@ -5,55 +5,55 @@
 
 use crate::ring::plan::ActConsts;
 use crate::ring::share::Seed;
+use crate::twopc::gc::ActCircuit;
 use crate::twopc::gmw::bitslice::bit;
-use crate::twopc::gmw::engine::tanh_circuit;
 use crate::twopc::gmw::{Netlist, RunShape};
 use crate::twopc::protocol::Slot;
 
 use super::randomness::{and_masks, dabit_masks};
 
 /// The circuits of a model's hidden layers, recorded once.
+#[derive(Clone, Debug)]
 pub struct BooleanDeal {
-    /// One netlist per hidden layer, with the layer's width.
-    layers: Vec<(Netlist, usize)>,
+    /// One netlist per hidden layer.
+    layers: Vec<Netlist>,
 }
 
 impl BooleanDeal {
-    /// `acts[l]`: hidden layer l's constants; `widths`: the model's layer widths.
-    pub fn new(acts: &[ActConsts], widths: &[usize]) -> BooleanDeal {
+    /// `acts[l]`: hidden layer l's constants.
+    pub fn new(acts: &[ActConsts]) -> BooleanDeal {
         BooleanDeal {
             layers: acts
                 .iter()
-                .zip(&widths[1..])
-                .map(|(c, &w)| (Netlist::record(&tanh_circuit(c)), w))
+                .map(|c| Netlist::record(&ActCircuit::tanh_star(c)))
                 .collect(),
         }
     }
 
-    /// Party 1's explicit values for a batch of `patches` patches (all hidden layers).
-    pub fn explicit_values(&self, patches: usize) -> usize {
+    /// Party 1's explicit values for a batch of `patches` patches (all hidden layers) of a
+    /// model with layer `widths`.
+    pub fn explicit_values(&self, widths: &[usize], patches: usize) -> usize {
         self.layers
             .iter()
+            .zip(&widths[1..])
             .map(|(net, w)| RunShape::of(net, w * patches).explicit_values())
             .sum()
     }
 
     /// Party 1's explicit values for hidden layer `l` at `at`, over `elements` elements.
     pub fn explicit(&self, seeds: &[Seed; 2], at: Slot, l: usize, elements: usize) -> Vec<u64> {
-        explicit_for(seeds, at, RunShape::of(&self.layers[l].0, elements))
+        explicit_for(seeds, at, RunShape::of(&self.layers[l], elements))
     }
-}
 
-/// Per hidden layer: (AND gates, output bits) per element of the boolean engine's circuit.
-/// The dealer records it in the triplet header; a server built with another circuit refuses
-/// the file before claiming it, instead of misreading every explicit value.
-pub fn circuit_shapes(acts: &[ActConsts]) -> Vec<(usize, usize)> {
-    acts.iter()
-        .map(|c| {
-            let net = Netlist::record(&tanh_circuit(c));
-            (net.and_gates(), net.outputs.len())
-        })
-        .collect()
+    /// Per hidden layer: (AND gates, output bits) per element. The dealer records it in the
+    /// triplet header; a server built with another circuit refuses the file before claiming
+    /// it, instead of misreading every explicit value.
+    pub fn shapes(&self) -> Vec<(usize, usize)> {
+        self.layers
+            .iter()
+            .map(|net| (net.and_gates(), net.outputs.len()))
+            .collect()
+    }
 }
 
 /// Party 1's explicit values for one circuit run of `shape` at `at`: its AND triple shares
@@ -80,7 +80,7 @@ pub fn explicit_for(seeds: &[Seed; 2], at: Slot, shape: RunShape) -> Vec<u64> {
 /// Both parties' randomness for one run of `circ` over `elements` at `at`, in memory, from
 /// fresh seeds: for tests and benchmarks of a single circuit outside a job.
 pub fn deal_run(
-    circ: &crate::twopc::gc::ActCircuit,
+    circ: &ActCircuit,
     elements: usize,
     at: Slot,
 ) -> [super::randomness::PartyRandomness; 2] {

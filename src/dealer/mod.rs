@@ -15,23 +15,19 @@ use boolean::BooleanDeal;
 use randomness::{elem_masks, PartyRandomness};
 
 /// What the dealer must know of a job's nonlinear steps: the engine and, for the boolean
-/// engine, the public activation constants (which fix the circuit's AND count).
+/// engine, its circuits (recorded once from the public activation constants).
 #[derive(Clone, Debug)]
 pub struct NonlinearDeal {
     pub engine: EngineKind,
-    pub acts: Vec<ActConsts>,
+    pub boolean: Option<BooleanDeal>,
 }
 
 impl NonlinearDeal {
     pub fn new(engine: EngineKind, acts: &[ActConsts]) -> NonlinearDeal {
         NonlinearDeal {
             engine,
-            acts: acts.to_vec(),
+            boolean: (engine == EngineKind::Gmw).then(|| BooleanDeal::new(acts)),
         }
-    }
-
-    fn boolean(&self, widths: &[usize]) -> Option<BooleanDeal> {
-        (self.engine == EngineKind::Gmw).then(|| BooleanDeal::new(&self.acts, widths))
     }
 }
 
@@ -104,9 +100,9 @@ pub fn correction_count(
     let per_patch: usize = (0..layers)
         .map(|l| widths[l + 1] * if l + 1 < layers { 4 } else { 1 })
         .sum();
-    let boolean: usize = match nl.boolean(widths) {
+    let boolean: usize = match &nl.boolean {
         Some(bd) => batches(geo.num_patches(), batch)
-            .map(|(_, _, n)| bd.explicit_values(n))
+            .map(|(_, _, n)| bd.explicit_values(widths, n))
             .sum(),
         None => 0,
     };
@@ -126,7 +122,6 @@ pub fn generate_into<E>(
     emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
 ) -> Result<(), E> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
-    let boolean = nonlinear.boolean(widths);
     let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
     let r1 = PartyRandomness::new(1, seeds[1], Vec::new());
     let nl = widths.len() - 1;
@@ -182,7 +177,7 @@ pub fn generate_into<E>(
                             .collect::<Vec<u64>>(),
                     )?;
                 }
-                if let Some(bd) = &boolean {
+                if let Some(bd) = &nonlinear.boolean {
                     let at = Slot {
                         layer: l as u32,
                         batch: b,

@@ -121,6 +121,17 @@ pub fn open(
         .collect())
 }
 
+/// Sends `mine` and receives the peer's message of the same length, both parties sending
+/// first: one one-way delay per round instead of a round trip (the boolean engine's rounds).
+/// The channel's sends must not wait for the peer to read: the queued TLS link (a writer
+/// thread) and the in-memory pair do not; the bare `net::Link` would, for messages larger
+/// than the socket buffers.
+pub fn swap(ch: &mut dyn Channel, mine: &[u64], what: &str) -> Result<Vec<u64>, ChannelError> {
+    ch.send(&u64s_to_bytes(mine))?;
+    let theirs = ch.recv()?;
+    bytes_to_u64s(&theirs, mine.len(), what)
+}
+
 /// Exchanges small control messages (the same ordering rule as [`open`]).
 pub fn exchange(ch: &mut dyn Channel, party: u8, msg: &[u8]) -> Result<Vec<u8>, ChannelError> {
     if party == 0 {

@@ -24,14 +24,6 @@ impl EngineKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<EngineKind> {
-        match s {
-            "gc" => Some(EngineKind::Gc),
-            "gmw" => Some(EngineKind::Gmw),
-            _ => None,
-        }
-    }
-
     /// Patches per batch when the dealer is not told: the boolean engine pays one round per
     /// AND depth per batch, so it wants fewer, larger batches.
     pub fn default_batch(self) -> usize {

@@ -23,7 +23,6 @@ use crate::twopc::gc::block::Block;
 use crate::twopc::gc::{
     evaluate_batch, share_bits, ActCircuit, Evaluator, Garbler, TruncParams, LANES,
 };
-use crate::twopc::gmw::engine::tanh_circuit;
 use crate::twopc::ot::{
     b2a_receiver, b2a_sender, deal_base_ots as deal, BaseOtForReceiver, BaseOtForSender,
     CotReceiver, CotSender, CtrPrg,
@@ -304,7 +303,7 @@ impl<T: GcRole> Nonlinear for T {
         c: &ActConsts,
         v: &[u64],
     ) -> Result<SelShares, ProtocolError> {
-        let shares = self.run_circuit(ch, &tanh_circuit(c), v)?;
+        let shares = self.run_circuit(ch, &ActCircuit::tanh_star(c), v)?;
         Ok(SelShares::from_grouped(&shares))
     }
 

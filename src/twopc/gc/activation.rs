@@ -12,6 +12,7 @@ use super::block::{Block, LengthError};
 use super::circuit::{AndCounter, Circuit};
 use super::gadgets::{add_mod, le_const, xor_all};
 use super::halfgates::{Evaluator, Garbler, GcError, LANES};
+use crate::ring::plan::ActConsts;
 
 /// Parameters of the tanh* piece selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +268,16 @@ pub enum ActCircuit {
 }
 
 impl ActCircuit {
+    /// The tanh* selection circuit of a hidden layer with the plan's constants `c`.
+    pub fn tanh_star(c: &ActConsts) -> ActCircuit {
+        ActCircuit::TanhSelect(ActParams {
+            sh: c.sh,
+            k: c.k,
+            a_fix: c.a_fix,
+            b_fix: c.b_fix,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), ParamError> {
         match self {
             ActCircuit::TanhSelect(p) => p.validate(),

@@ -13,8 +13,8 @@
 
 use crate::dealer::randomness::{AndTriples, DaBits, PartyRandomness};
 use crate::ring::plan::ActConsts;
-use crate::twopc::channel::{bytes_to_u64s, u64s_to_bytes, Channel, ChannelError};
-use crate::twopc::gc::{ActCircuit, ActParams, TruncParams};
+use crate::twopc::channel::{swap, Channel, ChannelError};
+use crate::twopc::gc::{ActCircuit, TruncParams};
 use crate::twopc::gmw::bitslice::{bit, slice, words};
 use crate::twopc::gmw::netlist::{Gate, Netlist};
 use crate::twopc::poly::SelShares;
@@ -54,25 +54,6 @@ impl RunShape {
     }
 }
 
-pub fn tanh_circuit(c: &ActConsts) -> ActCircuit {
-    ActCircuit::TanhSelect(ActParams {
-        sh: c.sh,
-        k: c.k,
-        a_fix: c.a_fix,
-        b_fix: c.b_fix,
-    })
-}
-
-/// Sends `mine` and receives the peer's message of the same length. Both parties send first:
-/// one one-way delay per round instead of a round trip. The channel's sends must not wait
-/// for the peer to read: the queued TLS link (a writer thread) and the in-memory pair do
-/// not; the bare `net::Link` would, for messages larger than the socket buffers.
-fn swap(ch: &mut dyn Channel, mine: &[u64], what: &str) -> Result<Vec<u64>, ChannelError> {
-    ch.send(&u64s_to_bytes(mine))?;
-    let theirs = ch.recv()?;
-    bytes_to_u64s(&theirs, mine.len(), what)
-}
-
 impl GmwParty {
     pub fn new(party: u8) -> GmwParty {
         GmwParty {
@@ -82,15 +63,15 @@ impl GmwParty {
         }
     }
 
-    fn netlist(&mut self, circ: &ActCircuit) -> &Netlist {
-        let i = match self.nets.iter().position(|(c, _)| c == circ) {
+    /// Index in `nets` of `circ`'s netlist, recorded on first use.
+    fn netlist(&mut self, circ: &ActCircuit) -> usize {
+        match self.nets.iter().position(|(c, _)| c == circ) {
             Some(i) => i,
             None => {
                 self.nets.push((*circ, Netlist::record(circ)));
                 self.nets.len() - 1
             }
-        };
-        &self.nets[i].1
+        }
     }
 
     /// Runs `circ` on this party's shares `v`; returns additive shares of the outputs grouped
@@ -110,8 +91,9 @@ impl GmwParty {
         if e_count == 0 {
             return Ok(Vec::new());
         }
-        let net = self.netlist(circ).clone();
-        let shape = RunShape::of(&net, e_count);
+        let ni = self.netlist(circ);
+        let net = &self.nets[ni].1;
+        let shape = RunShape::of(net, e_count);
         let w = shape.words;
         // Claimed before any message of this run, in the dealer's order.
         let trip = rand.and_triples(at.layer, at.batch, shape.and_gates, w)?;
@@ -278,7 +260,7 @@ impl Nonlinear for GmwParty {
         c: &ActConsts,
         v: &[u64],
     ) -> Result<SelShares, ProtocolError> {
-        let shares = self.run_circuit(ch, rand, at, &tanh_circuit(c), v)?;
+        let shares = self.run_circuit(ch, rand, at, &ActCircuit::tanh_star(c), v)?;
         Ok(SelShares::from_grouped(&shares))
     }
 

@@ -158,34 +158,6 @@ impl Netlist {
     pub fn and_depth(&self) -> usize {
         self.levels.iter().filter(|l| !l.ands.is_empty()).count()
     }
-
-    /// Evaluates on cleartext bits, level by level as the engine does: checks the schedule.
-    pub fn eval_plain(&self, s1: &[bool], s0: &[bool]) -> Vec<bool> {
-        let mut w = vec![false; self.gates.len()];
-        for (i, g) in self.gates.iter().enumerate() {
-            match *g {
-                Gate::InputS1(b) => w[i] = s1[b as usize],
-                Gate::InputS0(b) => w[i] = s0[b as usize],
-                _ => {}
-            }
-        }
-        for lv in &self.levels {
-            for &i in &lv.free {
-                w[i as usize] = match self.gates[i as usize] {
-                    Gate::Const(b) => b,
-                    Gate::Not(a) => !w[a as usize],
-                    Gate::Xor(a, b) => w[a as usize] ^ w[b as usize],
-                    g => unreachable!("free level holds {g:?}"),
-                };
-            }
-            for &i in &lv.ands {
-                if let Gate::And(a, b) = self.gates[i as usize] {
-                    w[i as usize] = w[a as usize] & w[b as usize];
-                }
-            }
-        }
-        self.outputs.iter().map(|&o| w[o as usize]).collect()
-    }
 }
 
 #[cfg(test)]
@@ -195,6 +167,36 @@ mod tests {
     use crate::twopc::gc::{ActParams, TruncParams};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;
+
+    impl Netlist {
+        /// Evaluates on cleartext bits, level by level as the engine does: checks the schedule.
+        fn eval_plain(&self, s1: &[bool], s0: &[bool]) -> Vec<bool> {
+            let mut w = vec![false; self.gates.len()];
+            for (i, g) in self.gates.iter().enumerate() {
+                match *g {
+                    Gate::InputS1(b) => w[i] = s1[b as usize],
+                    Gate::InputS0(b) => w[i] = s0[b as usize],
+                    _ => {}
+                }
+            }
+            for lv in &self.levels {
+                for &i in &lv.free {
+                    w[i as usize] = match self.gates[i as usize] {
+                        Gate::Const(b) => b,
+                        Gate::Not(a) => !w[a as usize],
+                        Gate::Xor(a, b) => w[a as usize] ^ w[b as usize],
+                        g => unreachable!("free level holds {g:?}"),
+                    };
+                }
+                for &i in &lv.ands {
+                    if let Gate::And(a, b) = self.gates[i as usize] {
+                        w[i as usize] = w[a as usize] & w[b as usize];
+                    }
+                }
+            }
+            self.outputs.iter().map(|&o| w[o as usize]).collect()
+        }
+    }
 
     #[test]
     fn schedule_matches_the_definition() {
