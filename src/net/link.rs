@@ -164,35 +164,21 @@ impl Link {
         timeout: Duration,
     ) -> Result<Link, NetError> {
         let deadline = Instant::now() + timeout;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = if remaining.is_zero() {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "no time left"))
-            } else {
-                TcpStream::connect_timeout(&addr, remaining)
-            };
-            match attempt {
-                Ok(stream) => {
-                    let step = deadline
-                        .saturating_duration_since(Instant::now())
-                        .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
-                    return Link::establish(stream, addr, Role::Client, me, peer, step);
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    return Err(NetError::io(format!("connecting to {addr}"), e));
-                }
-                Err(e) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(NetError::Unreachable {
-                            addr,
-                            timeout,
-                            last: e.to_string(),
-                        });
-                    }
-                    std::thread::sleep(RETRY_PAUSE.min(deadline - now));
-                }
+        match super::connect_retrying(addr, timeout, RETRY_PAUSE) {
+            Ok(stream) => {
+                let step = deadline
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
+                Link::establish(stream, addr, Role::Client, me, peer, step)
             }
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                Err(NetError::io(format!("connecting to {addr}"), e))
+            }
+            Err(e) => Err(NetError::Unreachable {
+                addr,
+                timeout,
+                last: e.to_string(),
+            }),
         }
     }
 

@@ -117,3 +117,33 @@ impl NetError {
         matches!(self, NetError::Timeout(_))
     }
 }
+
+/// Opens a TCP connection to `addr`, retrying every `pause` while nothing listens there yet
+/// (the peer may start later), until `timeout`. Err: the last attempt's error; an invalid
+/// address fails at once. Shared by the link and the benchmarks' relay.
+pub(crate) fn connect_retrying(
+    addr: SocketAddr,
+    timeout: Duration,
+    pause: Duration,
+) -> io::Result<std::net::TcpStream> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        let attempt = if remaining.is_zero() {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "no time left"))
+        } else {
+            std::net::TcpStream::connect_timeout(&addr, remaining)
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Err(e),
+            Err(e) => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(pause.min(deadline - now));
+            }
+        }
+    }
+}

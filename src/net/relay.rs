@@ -357,25 +357,12 @@ impl Relay {
 
 /// Connect to `target`, retrying while nothing listens there yet, until `timeout`.
 fn connect_target(target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = if left.is_zero() {
-            Err(io::Error::new(io::ErrorKind::TimedOut, "no time left"))
-        } else {
-            TcpStream::connect_timeout(&target, left)
-        };
-        match attempt {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() + CONNECT_RETRY >= deadline => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("could not reach the target {target} within {timeout:?}: {e}"),
-                ))
-            }
-            Err(_) => thread::sleep(CONNECT_RETRY),
-        }
-    }
+    super::connect_retrying(target, timeout, CONNECT_RETRY).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("could not reach the target {target} within {timeout:?}: {e}"),
+        )
+    })
 }
 
 /// Relay one accepted client until both directions have ended.
