@@ -18,6 +18,11 @@
 //! the opened masked image with the dealer's mask removed (the exact leak the masking
 //! prevents), and the boolean engine's opened output bits with their daBits removed, are all
 //! detected with overwhelming significance.
+//!
+//! The same holds with the weights opened once per model (`open-weights`): a job then sends no
+//! masked weights and its messages are tested the same way; the one-time opening itself is
+//! tested for two models (random weights and all-zero weights), with the negative control
+//! that the opened values with the dealer's mask removed (the weights) are detected.
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -33,12 +38,13 @@ use ppdenoise::plain::phantom::shepp_logan;
 use ppdenoise::plain::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
-use ppdenoise::ring::share::{expand, fresh_seed, share_with_seed, Stream};
+use ppdenoise::ring::share::{expand, fresh_seed, share_with_seed, Seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, LinkStats};
 use ppdenoise::twopc::engines::EngineKind;
 use ppdenoise::twopc::gc::ActCircuit;
 use ppdenoise::twopc::gmw::Netlist;
 use ppdenoise::twopc::protocol::{self, JobInputs};
+use ppdenoise::twopc::weights::{mask_shares, open_weights, Opened};
 
 // ------------------------------------------------------------------------------------------
 // Recording channel
@@ -251,16 +257,10 @@ struct Run {
     encoded: Vec<u64>,
 }
 
-fn run_job(
-    model: &Model,
-    image: &Array2<f64>,
-    stride: usize,
-    batch: usize,
-    engine: EngineKind,
-) -> Run {
+/// Fresh shares of `model`'s plan for S0 and S1, as `share-model` makes them.
+fn share_model(model: &Model) -> (Plan, Vec<Plan>) {
     let params = FixedParams::default();
     let plan = Plan::from_model(model, params).unwrap();
-    // Model owner: fresh shares for this run.
     let flat = flatten_weights(&plan);
     let mseed = fresh_seed();
     let explicit = share_with_seed(&flat, &mseed, Stream::ModelShare);
@@ -281,6 +281,53 @@ fn run_job(
             .unwrap()
         })
         .collect();
+    (plan, shares)
+}
+
+/// `open-weights` in process on recording channels: each party's opened weights and the
+/// message logs.
+fn open_once(shares: &[Plan], mask_seeds: &[Seed; 2]) -> (Vec<Opened>, [Vec<Event>; 2]) {
+    let (c0, c1) = mem_pair();
+    let mut r = [
+        Recording {
+            inner: c0,
+            log: Vec::new(),
+        },
+        Recording {
+            inner: c1,
+            log: Vec::new(),
+        },
+    ];
+    let open = |p: usize, ch: &mut dyn Channel| {
+        let mask = mask_shares(&mask_seeds[p], &shares[p]);
+        open_weights(ch, p as u8, &shares[p], mask).unwrap()
+    };
+    let [r0, r1] = &mut r;
+    let opened = std::thread::scope(|sc| {
+        let open = &open;
+        let h0 = sc.spawn(|| open(0, r0));
+        let h1 = sc.spawn(|| open(1, r1));
+        vec![h0.join().unwrap(), h1.join().unwrap()]
+    });
+    let [r0, r1] = r;
+    (opened, [r0.log, r1.log])
+}
+
+/// One job; `opened`: its weights were opened once beforehand under a model mask (the
+/// job then sends no masked weights), else it opens them itself.
+fn run_job(
+    model: &Model,
+    image: &Array2<f64>,
+    stride: usize,
+    batch: usize,
+    engine: EngineKind,
+    opened: bool,
+) -> Run {
+    let params = FixedParams::default();
+    // Model owner: fresh shares for this run.
+    let (plan, shares) = share_model(model);
+    let mask_seeds = [fresh_seed(), fresh_seed()];
+    let weights = opened.then(|| open_once(&shares, &mask_seeds).0);
     // Gateway.
     let (h, w) = image.dim();
     let pre = Preprocess::new(25.0, 25.0, false);
@@ -302,7 +349,9 @@ fn run_job(
     ];
     // Dealer.
     let deal = NonlinearDeal::new(engine, &plan.acts);
-    let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, &deal);
+    let model_mask = opened.then_some(mask_seeds);
+    let (t0, t1) =
+        dealer::generate_for_mask(&job, &plan.widths(), plan.patch, batch, &deal, model_mask);
     let trip = [t0, t1];
     // Fresh ids for the session tag, as the real files carry.
     let mut tag = Vec::new();
@@ -329,6 +378,10 @@ fn run_job(
             rand: PartyRandomness::new(p, t.seed, t.corrections.clone()),
             batch: t.batch,
             session_tag: tag.clone(),
+            weights: match &weights {
+                Some(w) => protocol::Weights::Opened(&w[p as usize]),
+                None => protocol::Weights::PerJob,
+            },
         };
         protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {}).unwrap();
     };
@@ -445,10 +498,15 @@ fn batch_for(engine: EngineKind) -> usize {
 fn received_messages_do_not_depend_on_the_image() {
     let m = model();
     let (black, phantom) = images();
-    for engine in [EngineKind::Gc, EngineKind::Gmw] {
+    for (engine, opened) in [
+        (EngineKind::Gc, false),
+        (EngineKind::Gmw, false),
+        (EngineKind::Gc, true),
+        (EngineKind::Gmw, true),
+    ] {
         let batch = batch_for(engine);
-        let a = run_job(&m, &black, 2, batch, engine);
-        let b = run_job(&m, &phantom, 2, batch, engine);
+        let a = run_job(&m, &black, 2, batch, engine, opened);
+        let b = run_job(&m, &phantom, 2, batch, engine, opened);
         for p in 0..2 {
             let (ra, rb) = (received(&a.logs[p]), received(&b.logs[p]));
             let slots = compare(&format!("{engine}: S{p} received"), &ra, &rb).unwrap();
@@ -458,7 +516,8 @@ fn received_messages_do_not_depend_on_the_image() {
         let (oa, ob) = (opened_values(&a.logs[0]), opened_values(&b.logs[0]));
         let oa: Vec<&[u8]> = oa.iter().map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().map(|v| v.as_slice()).collect();
-        // tag, masked weights, masked image, then per batch and layer.
+        // tag, masked weights (unless opened once before), masked image, then per batch
+        // and layer.
         assert!(oa.len() >= 3);
         compare(&format!("{engine}: opened values"), &oa, &ob).unwrap();
         if engine == EngineKind::Gmw {
@@ -502,8 +561,8 @@ fn negative_control_boolean_outputs_without_dabits_are_detected() {
             .collect();
         (c.clone(), clear)
     };
-    let a = run_job(&m, &black, 2, batch, EngineKind::Gmw);
-    let b = run_job(&m, &phantom, 2, batch, EngineKind::Gmw);
+    let a = run_job(&m, &black, 2, batch, EngineKind::Gmw, false);
+    let b = run_job(&m, &phantom, 2, batch, EngineKind::Gmw, false);
     let ((ma, ca), (mb, cb)) = (bits(&a), bits(&b));
     let (_, _, p_masked) =
         chi2_two_sample(&histogram([ma.as_slice()]), &histogram([mb.as_slice()]));
@@ -536,8 +595,8 @@ fn negative_controls_unmasked_data_is_detected() {
 
     // 2. The opened masked image of real runs with the dealer's image mask removed: this is
     // the image itself, and the same test that passes on the real messages flags it.
-    let a = run_job(&m, &black, 2, 100, EngineKind::Gc);
-    let b = run_job(&m, &phantom, 2, 100, EngineKind::Gc);
+    let a = run_job(&m, &black, 2, 100, EngineKind::Gc, false);
+    let b = run_job(&m, &phantom, 2, 100, EngineKind::Gc, false);
     let unmask = |r: &Run| -> Vec<u8> {
         let opened = opened_values(&r.logs[0]);
         let npix = SIZE * SIZE;
@@ -575,4 +634,68 @@ fn negative_controls_unmasked_data_is_detected() {
     let verdict = compare("S1 received, image unmasked", &ra, &rb);
     eprintln!("with the image unmasked: {verdict:?}");
     assert!(verdict.is_err(), "the test missed an unmasked message");
+}
+
+#[test]
+fn weights_opening_does_not_depend_on_the_weights() {
+    // `open-weights` for two models of one shape, a random one and one whose weights are all
+    // zero (as different as weights get), each with fresh shares and a fresh model mask: what
+    // each server receives, and the opened U, have the same distribution. Negative control:
+    // U with the dealer's mask removed is W, and the same test flags it.
+    let widths = [81, 64, 64, 25];
+    let random = random_model(&widths, 7, model().meta);
+    let mut zero = random.clone();
+    for l in zero.layers.iter_mut() {
+        l.w.fill(0.0);
+    }
+    let run = |m: &Model| {
+        let (_, shares) = share_model(m);
+        let seeds = [fresh_seed(), fresh_seed()];
+        let (opened, logs) = open_once(&shares, &seeds);
+        (opened, logs, seeds)
+    };
+    let (oa, la, sa) = run(&random);
+    let (ob, lb, sb) = run(&zero);
+    for p in 0..2 {
+        let slots = compare(
+            &format!("open-weights: S{p} received"),
+            &received(&la[p]),
+            &received(&lb[p]),
+        )
+        .unwrap();
+        assert_eq!(slots, 1, "one message: the masked weights");
+    }
+    let bytes = |o: &Opened| ppdenoise::twopc::channel::u64s_to_bytes(&o.flat_u());
+    let (ua, ub) = (bytes(&oa[0]), bytes(&ob[0]));
+    assert_eq!(
+        opened_values(&la[0]),
+        vec![ua.clone()],
+        "the one opening is U"
+    );
+    compare("open-weights: opened U", &[&ua], &[&ub]).unwrap();
+
+    // Negative control: U + A = W.
+    let unmask = |o: &Opened, seeds: &[Seed; 2], m: &Model| -> Vec<u8> {
+        let (plan, shares) = share_model(m);
+        let a0 = mask_shares(&seeds[0], &shares[0]);
+        let a1 = mask_shares(&seeds[1], &shares[1]);
+        let w: Vec<u64> =
+            o.u.iter()
+                .zip(a0.iter().zip(&a1))
+                .flat_map(|(u, (x, y))| {
+                    u.iter()
+                        .zip(x.iter().zip(y))
+                        .map(|(u, (x, y))| u.wrapping_add(*x).wrapping_add(*y))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        // Sanity: that is exactly the plan's encoded weights.
+        let want: Vec<u64> = plan.layers.iter().flat_map(|l| l.w.clone()).collect();
+        assert_eq!(w, want);
+        ppdenoise::twopc::channel::u64s_to_bytes(&w)
+    };
+    let (wa, wb) = (unmask(&oa[0], &sa, &random), unmask(&ob[0], &sb, &zero));
+    let verdict = compare("open-weights: U with the mask removed", &[&wa], &[&wb]);
+    eprintln!("unmasked weights: {verdict:?}");
+    assert!(verdict.is_err(), "the test missed unmasked weights");
 }

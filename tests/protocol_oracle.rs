@@ -6,7 +6,9 @@
 //! randomness (`dealer::generate`) and S0 and S1 run `twopc::protocol::run` in two threads
 //! over an in-memory channel. The two output canvases must add up to the oracle's canvas bit
 //! for bit, for both engines, for several model shapes, options, image contents and sizes,
-//! strides and batch sizes.
+//! strides and batch sizes. Each engine runs each case twice: opening the masked weights in
+//! the job, and with weights opened once beforehand under a model mask (`open-weights`) and
+//! the job's triplets made against that mask (`gen-triplets --model-mask`).
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -27,18 +29,24 @@ use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::engines::EngineKind;
-use ppdenoise::twopc::protocol::{self, JobInputs, Report};
+use ppdenoise::twopc::protocol::{self, JobInputs, Report, Weights};
+use ppdenoise::twopc::weights::{mask_shares, open_weights, weight_count, Opened};
 
 const ENGINES: [EngineKind; 2] = [EngineKind::Gc, EngineKind::Gmw];
 
 struct Outcome {
     /// The boolean engine's canvas (the default engine's).
     secure: Vec<u64>,
-    /// Every engine's canvas.
-    by_engine: Vec<(EngineKind, Vec<u64>)>,
+    /// Every engine's canvas, per way of opening the weights ("gc, per job", ...).
+    by_engine: Vec<(String, Vec<u64>)>,
     oracle: Vec<u64>,
     out_of_range: u64,
+    /// The last run's reports (the boolean engine, weights opened per job).
     reports: [Report; 2],
+    /// The same job's reports with the weights opened once beforehand.
+    reports_opened: [Report; 2],
+    /// Number of weights (the length of U).
+    weights: usize,
     geo: Geometry,
     out_scale: u32,
 }
@@ -120,34 +128,78 @@ fn run_case_tampered(
         .map(|b| b.data.materialise(Stream::ImageShare, h * w).unwrap())
         .collect();
 
-    let mut by_engine = Vec::new();
-    let mut reports = None;
-    for engine in ENGINES {
-        // Dealer.
-        let deal = NonlinearDeal::new(engine, &plan.acts);
-        let (t0, t1) = dealer::generate(&job, &plan.widths(), plan.patch, batch, &deal);
-        let trip = [t0, t1];
-
+    // Once per model: the dealer's weight mask and the servers' opening of U = W - A.
+    let mask_seeds = [fresh_seed(), fresh_seed()];
+    let opened: Vec<Opened> = {
         let (mut c0, mut c1) = mem_pair();
-        let tag = b"job-model-triplets".to_vec();
-        let results: Vec<(Vec<u64>, Report)> = std::thread::scope(|sc| {
-            let h0 = sc
-                .spawn(|| party_run(0, &mut c0, &shares[0], &job, &img_shares[0], &trip[0], &tag));
-            let h1 = sc
-                .spawn(|| party_run(1, &mut c1, &shares[1], &job, &img_shares[1], &trip[1], &tag));
+        let open = |p: usize, ch: &mut dyn Channel| {
+            let mask = mask_shares(&mask_seeds[p], &shares[p]);
+            open_weights(ch, p as u8, &shares[p], mask).unwrap()
+        };
+        std::thread::scope(|sc| {
+            let open = &open;
+            let h0 = sc.spawn(|| open(0, &mut c0));
+            let h1 = sc.spawn(|| open(1, &mut c1));
             vec![h0.join().unwrap(), h1.join().unwrap()]
-        });
-        let secure: Vec<u64> = results[0]
-            .0
-            .iter()
-            .zip(&results[1].0)
-            .map(|(a, b)| a.wrapping_add(*b))
-            .collect();
-        by_engine.push((engine, secure));
-        let mut it = results.into_iter();
-        let r0 = it.next().unwrap().1;
-        let r1 = it.next().unwrap().1;
-        reports = Some([r0, r1]);
+        })
+    };
+    assert_eq!(opened[0].u, opened[1].u, "both servers open the same U");
+
+    let mut by_engine = Vec::new();
+    let mut reports = [None, None];
+    for engine in ENGINES {
+        for (mode, model_mask) in [(1, Some(mask_seeds)), (0, None)] {
+            // Dealer.
+            let deal = NonlinearDeal::new(engine, &plan.acts);
+            let (t0, t1) = dealer::generate_for_mask(
+                &job,
+                &plan.widths(),
+                plan.patch,
+                batch,
+                &deal,
+                model_mask,
+            );
+            let trip = [t0, t1];
+            let weights = |p: usize| match model_mask {
+                Some(_) => Weights::Opened(&opened[p]),
+                None => Weights::PerJob,
+            };
+
+            let (mut c0, mut c1) = mem_pair();
+            let run = |p: usize, ch: &mut dyn Channel| {
+                party_run(
+                    p as u8,
+                    ch,
+                    &shares[p],
+                    &job,
+                    &img_shares[p],
+                    &trip[p],
+                    weights(p),
+                )
+            };
+            let results: Vec<(Vec<u64>, Report)> = std::thread::scope(|sc| {
+                let run = &run;
+                let h0 = sc.spawn(|| run(0, &mut c0));
+                let h1 = sc.spawn(|| run(1, &mut c1));
+                vec![h0.join().unwrap(), h1.join().unwrap()]
+            });
+            let secure: Vec<u64> = results[0]
+                .0
+                .iter()
+                .zip(&results[1].0)
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            let how = if mode == 0 {
+                "weights opened per job"
+            } else {
+                "weights opened once"
+            };
+            by_engine.push((format!("{engine}, {how}"), secure));
+            let mut it = results.into_iter();
+            let r0 = it.next().unwrap().1;
+            let r1 = it.next().unwrap().1;
+            reports[mode] = Some([r0, r1]);
+        }
     }
     let geo = Geometry::new(h, w, plan.patch, stride);
     // The oracle is independent of batching; use a different batch size on purpose.
@@ -157,7 +209,9 @@ fn run_case_tampered(
         by_engine,
         oracle: orc.canvas,
         out_of_range: orc.out_of_range,
-        reports: reports.unwrap(),
+        reports: reports[0].take().unwrap(),
+        reports_opened: reports[1].take().unwrap(),
+        weights: weight_count(&plan),
         geo,
         out_scale: plan.out_scale,
     }
@@ -170,7 +224,7 @@ fn party_run(
     job: &JobParams,
     image: &[u64],
     t: &Triplets,
-    tag: &[u8],
+    weights: Weights<'_>,
 ) -> (Vec<u64>, Report) {
     let rand = PartyRandomness::new(p, t.seed, t.corrections.clone());
     let mut engine = t.engine.make(p, &t.base_ot).unwrap();
@@ -181,14 +235,19 @@ fn party_run(
         image,
         rand,
         batch: t.batch,
-        session_tag: tag.to_vec(),
+        session_tag: b"job-model-triplets".to_vec(),
+        weights,
     };
     protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
         .unwrap_or_else(|e| panic!("party {p}: {e}"))
 }
 
 fn assert_bit_exact(name: &str, o: &Outcome) {
-    assert_eq!(o.by_engine.len(), ENGINES.len(), "{name}: every engine ran");
+    assert_eq!(
+        o.by_engine.len(),
+        2 * ENGINES.len(),
+        "{name}: every engine ran, both ways"
+    );
     for (engine, secure) in &o.by_engine {
         assert_eq!(
             secure.len(),
@@ -381,5 +440,29 @@ fn negative_control_a_one_ulp_weight_change_is_detected() {
     for (engine, secure) in &o.by_engine {
         let diff = secure.iter().zip(&o.oracle).filter(|(a, b)| a != b).count();
         assert!(diff > 0, "{engine}: a tampered weight share went unnoticed");
+    }
+}
+
+#[test]
+fn weights_opened_once_leave_only_activations_in_the_job() {
+    // A job whose weights were opened beforehand sends exactly the masked weights (8 bytes
+    // each way per weight, in one message with its 8-byte length frame) fewer than one that
+    // opens them itself, and is still bit-exact (checked for every case by assert_bit_exact).
+    let model = random_model(&[81, 12, 12, 25], 91, meta(true, false));
+    let img = random_image(14, 13, 17);
+    let o = run_case(&model, &img, 2, 64);
+    assert_bit_exact("weights opened once", &o);
+    for p in 0..2 {
+        let (per_job, once) = (&o.reports[p].link, &o.reports_opened[p].link);
+        assert_eq!(
+            per_job.bytes_sent - once.bytes_sent,
+            8 * o.weights as u64 + 8,
+            "S{p}: bytes sent"
+        );
+        assert_eq!(
+            per_job.messages_sent - once.messages_sent,
+            1,
+            "S{p}: messages"
+        );
     }
 }

@@ -29,7 +29,7 @@ fn s(p: &Path) -> String {
 }
 
 /// Runs ppdenoise with `--json`; returns the output.
-fn ppd(args: &[&str]) -> Output {
+fn ppd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(bin())
         .arg("--json")
         .args(args)
@@ -38,7 +38,7 @@ fn ppd(args: &[&str]) -> Output {
 }
 
 /// Runs a step that must succeed; returns its JSON summary.
-fn ok(args: &[&str]) -> serde_json::Value {
+fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> serde_json::Value {
     let o = ppd(args);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -199,19 +199,64 @@ impl Job {
     }
 
     fn gen_triplets(&self, model: &str, image: &str, out: &str, batch: usize) -> serde_json::Value {
-        ok(&[
-            "gen-triplets",
-            "--model",
-            &self.p(&format!("{model}.p1")),
-            "--image",
-            &self.p(&format!("{image}.p1")),
-            "--batch",
-            &batch.to_string(),
-            "--engine",
-            self.engine.name(),
-            "--out",
-            &self.p(out),
-        ])
+        ok(&self.gen_triplets_args(model, image, out, batch, None))
+    }
+
+    /// `gen-triplets` arguments; `mask`: the prefix of a `gen-model-mask` output, whose
+    /// dealer record the triples are then made against.
+    fn gen_triplets_args(
+        &self,
+        model: &str,
+        image: &str,
+        out: &str,
+        batch: usize,
+        mask: Option<&str>,
+    ) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "gen-triplets".into(),
+            "--model".into(),
+            self.p(&format!("{model}.p1")),
+            "--image".into(),
+            self.p(&format!("{image}.p1")),
+            "--batch".into(),
+            batch.to_string(),
+            "--engine".into(),
+            self.engine.name().into(),
+            "--out".into(),
+            self.p(out),
+        ];
+        if let Some(m) = mask {
+            v.extend(["--model-mask".into(), self.p(&format!("{m}.dealer"))]);
+        }
+        v
+    }
+
+    /// Starts `open-weights --party p` on `model`.pN with `mask`.pN, writing `out`.pN.
+    fn spawn_open(&self, p: u8, model: &str, mask: &str, out: &str, port: u16) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "open-weights", "--party", &p.to_string()])
+            .args(["--model", &self.p(&format!("{model}.p{p}"))])
+            .args(["--mask", &self.p(&format!("{mask}.p{p}"))])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--timeout", "30"])
+            .args(["--state-dir", &self.p("state")])
+            .args(["--out", &self.p(&format!("{out}.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start open-weights")
+    }
+
+    /// Runs `open-weights` on both servers; `mask[p]` is party p's mask prefix.
+    fn open_both(&self, model: &str, mask: [&str; 2], out: &str) -> [Output; 2] {
+        let port = free_port();
+        let c0 = self.spawn_open(0, model, mask[0], out, port);
+        let c1 = self.spawn_open(1, model, mask[1], out, port);
+        [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     }
 
     /// Starts `serve --party p`.
@@ -233,6 +278,12 @@ impl Job {
                 f.engine[p as usize].unwrap_or(self.engine).name(),
             ])
             .args(["--out", &self.p(&f.out[p as usize])])
+            .args(
+                f.weights
+                    .as_ref()
+                    .map(|w| vec!["--weights".to_string(), self.p(&w[p as usize])])
+                    .unwrap_or_default(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -261,6 +312,8 @@ struct ServeFiles {
     timeout: u64,
     /// `--engine` per party when it differs from the job's.
     engine: [Option<EngineKind>; 2],
+    /// `--weights` (opened once for the model) per party, if any.
+    weights: Option<[String; 2]>,
 }
 
 impl ServeFiles {
@@ -276,6 +329,7 @@ impl ServeFiles {
             state: "state".into(),
             timeout: 30,
             engine: [None, None],
+            weights: None,
         }
     }
 }
@@ -873,4 +927,191 @@ fn peer_that_hangs_mid_run_times_out_on_both_sides_with(engine: EngineKind) {
     eprintln!("S1 after resuming: {e1}");
     assert_nothing_written(&job.dir, &job.path("out.p0"));
     assert_nothing_written(&job.dir, &job.path("out.p1"));
+}
+
+// ------------------------------------------------------------------------------------------
+// (c) weights opened once per model: `gen-model-mask`, `open-weights`, then jobs with
+// `gen-triplets --model-mask` and `serve --weights`.
+
+fn pair(b: &str) -> [String; 2] {
+    [format!("{b}.p0"), format!("{b}.p1")]
+}
+
+fn weight_count(widths: &[usize]) -> u64 {
+    widths.windows(2).map(|w| (w[0] * w[1]) as u64).sum()
+}
+
+#[test]
+fn weights_opened_once_serve_several_jobs_bit_exact() {
+    for engine in ENGINES {
+        weights_opened_once_serve_several_jobs_bit_exact_with(engine);
+    }
+}
+
+fn weights_opened_once_serve_several_jobs_bit_exact_with(engine: EngineKind) {
+    let job = Job::new(engine, Some(SMALL), "builtin:phantom:24", 2, 50);
+    // A job that opens the weights itself, for comparison.
+    let [o0, o1] = job.serve_both(&ServeFiles::standard(), LIMIT);
+    let per_job = assert_success(&o0, "S0 (weights per job)");
+    assert_success(&o1, "S1 (weights per job)");
+
+    // Once per model.
+    ok(&[
+        "gen-model-mask",
+        "--model",
+        &job.p("model.p1"),
+        "--out",
+        &job.p("mask"),
+    ]);
+    let [w0, w1] = job.open_both("model", ["mask", "mask"], "weights");
+    let (w0, w1) = (
+        assert_success(&w0, "S0 open-weights"),
+        assert_success(&w1, "S1 open-weights"),
+    );
+    let n = weight_count(SMALL);
+    for w in [&w0, &w1] {
+        assert_eq!(w["weights"].as_u64(), Some(n));
+        assert!(w["bytes_sent"].as_u64().unwrap() >= 8 * n);
+    }
+    assert_eq!(w0["model_mask"], w1["model_mask"]);
+
+    // Two jobs of the model, each with fresh triplets made against the mask.
+    job.share_image("image2", 3);
+    for (image, trip, out) in [("image", "mtrip", "mout"), ("image2", "mtrip2", "mout2")] {
+        ok(&job.gen_triplets_args("model", image, trip, 50, Some("mask")));
+        let mut f = ServeFiles::standard();
+        f.image = pair(image);
+        f.triplets = pair(trip);
+        f.out = pair(out);
+        f.weights = Some(pair("weights"));
+        let [o0, o1] = job.serve_both(&f, LIMIT);
+        let j0 = assert_success(&o0, "S0 (weights opened once)");
+        assert_success(&o1, "S1 (weights opened once)");
+        let outs = pair(out);
+        let imgs = pair(image);
+        let (secure, orc, _) = secure_and_oracle(&job, [&outs[0], &outs[1]], [&imgs[0], &imgs[1]]);
+        assert_canvas_equal(
+            &secure,
+            &orc,
+            &format!("{engine}: {image}, weights opened once"),
+        );
+        if image == "image" {
+            // Same job as the per-job run: the masked weights fewer bytes, give or take the
+            // link's framing of that message and the longer session tags (the mask id).
+            let sent = |j: &serde_json::Value| j["report"]["link"]["bytes_sent"].as_u64().unwrap();
+            let saved = sent(&per_job) - sent(&j0);
+            assert!(
+                (8 * n - 128..8 * n + 128).contains(&saved),
+                "{engine}: a job with opened weights saved {saved} bytes, expected 8 x {n} plus framing"
+            );
+            let (first, _, _) =
+                secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+            assert_eq!(
+                first, secure,
+                "{engine}: per-job and opened-once canvases differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn model_mask_refusals_consume_nothing() {
+    let job = Job::new(
+        EngineKind::Gmw,
+        Some(&[49, 8, 9]),
+        "builtin:phantom:24",
+        3,
+        64,
+    );
+    let mask = |out: &str, model: &str| {
+        ok(&[
+            "gen-model-mask",
+            "--model",
+            &job.p(&format!("{model}.p1")),
+            "--out",
+            &job.p(out),
+        ])
+    };
+    mask("mask", "model");
+    mask("mask-b", "model");
+
+    // 1. The servers hold different masks of the model: both stop at the session check,
+    //    nothing is consumed, and each mask then opens normally.
+    let [o0, o1] = job.open_both("model", ["mask", "mask-b"], "weights");
+    for (p, o) in [(0, &o0), (1, &o1)] {
+        refused(o, &["another model mask", "nothing was consumed"]);
+        assert_nothing_written(&job.dir, &job.path(&format!("weights.p{p}")));
+    }
+    for (m, out) in [("mask", "weights"), ("mask-b", "weights-b")] {
+        let [o0, o1] = job.open_both("model", [m, m], out);
+        assert_success(&o0, "S0 open-weights");
+        assert_success(&o1, "S1 open-weights");
+    }
+
+    // 2. A mask opens once: a second opening is refused from the files alone.
+    for p in [0u8, 1] {
+        let o = wait_limit(
+            job.spawn_open(p, "model", "mask", "again", free_port()),
+            LIMIT,
+        );
+        refused(
+            &o,
+            &[&format!("mask.p{p}"), "already consumed", "gen-model-mask"],
+        );
+        assert_nothing_written(&job.dir, &job.path(&format!("again.p{p}")));
+    }
+
+    // 3. Another model's mask: refused by open-weights and by the dealer.
+    ok(&[
+        "share-model",
+        "--model",
+        &s(&job.model_npz),
+        "--out",
+        &job.p("model2"),
+    ]);
+    let o = wait_limit(
+        job.spawn_open(0, "model2", "mask-b", "w2", free_port()),
+        LIMIT,
+    );
+    refused(&o, &["mask-b.p0", "made for model"]);
+    let args = job.gen_triplets_args("model2", "image", "t2", 64, Some("mask"));
+    refused(&ppd(&args), &["mask.dealer", "made for model"]);
+    assert_nothing_written(&job.dir, &job.path("t2.p1"));
+
+    // 4. serve: triplets made against a mask but no --weights; --weights with triplets made
+    //    without a mask; weights opened under another mask. All refused from the files.
+    ok(&job.gen_triplets_args("model", "image", "mtrip", 64, Some("mask")));
+    let mut f = ServeFiles::standard();
+    f.triplets = pair("mtrip");
+    for p in [0u8, 1] {
+        refused(
+            &serve_one(&job, p, &f),
+            &[&format!("mtrip.p{p}"), "--weights", "open-weights"],
+        );
+    }
+    let mut g = ServeFiles::standard();
+    g.weights = Some(pair("weights"));
+    for p in [0u8, 1] {
+        refused(
+            &serve_one(&job, p, &g),
+            &[&format!("weights.p{p}"), "without a model mask"],
+        );
+    }
+    let mut h = f.clone();
+    h.weights = Some(pair("weights-b"));
+    for p in [0u8, 1] {
+        refused(
+            &serve_one(&job, p, &h),
+            &[&format!("weights-b.p{p}"), "opened under model mask"],
+        );
+        assert_nothing_written(&job.dir, &job.path(&format!("out.p{p}")));
+    }
+
+    // 5. Nothing was consumed: the matching files run, bit-exact.
+    f.weights = Some(pair("weights"));
+    let [o0, o1] = job.serve_both(&f, LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "after model mask refusals");
 }

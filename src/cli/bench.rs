@@ -14,7 +14,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::inputs::model_or_default;
-use super::procs::{run_servers, s, timed};
+use super::procs::{model_setup, run_servers, s, timed};
 use super::Summary;
 use crate::net::relay::{LinkShape, Relay};
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
@@ -101,6 +101,21 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         "--out".into(),
         s(&p("model")),
     ])?;
+    // In a relay run S0 listens on its port and S1 connects to the relay, which forwards to
+    // S0: first the model setup's connection, then the job's.
+    let relay = match spec.link {
+        None => None,
+        Some(shape) => {
+            let s0 = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            let relay = Relay::bind("127.0.0.1:0".parse()?, s0, shape)?;
+            let via = relay.local_addr();
+            let stats = relay.stats();
+            Some(((s0, via), stats, relay.spawn(Some(2))))
+        }
+    };
+    let addrs = relay.as_ref().map(|r| r.0);
+    // Once per model (reported apart from the job): the weight mask and its opening.
+    let setup = model_setup(dir, &keys, addrs)?;
     let (t_gw, j_gw) = timed(&[
         "share-image".into(),
         "--image".into(),
@@ -118,6 +133,8 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         batch.to_string(),
         "--engine".into(),
         spec.engine.name().into(),
+        "--model-mask".into(),
+        s(&p("mask.dealer")),
         "--out".into(),
         s(&p("triplets")),
     ])?;
@@ -128,29 +145,16 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         "--engine",
         spec.engine.name(),
     ];
-    let (t_serve, servers) = match spec.link {
-        None => run_servers(dir, &keys, &extra, None)?,
-        Some(shape) => {
-            // S0 listens on its port; S1 connects to the relay, which forwards to S0.
-            let s0 = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-            let relay = Relay::bind("127.0.0.1:0".parse()?, s0, shape)?;
-            let via = relay.local_addr();
-            let stats = relay.stats();
-            let h = relay.spawn(Some(1));
-            let r = run_servers(dir, &keys, &extra, Some((s0, via)));
-            if r.is_ok() {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("the relay thread panicked"))??;
-            }
-            let r = r?;
-            eprintln!(
-                "relay {shape}: {} bytes S1->S0, {} bytes S0->S1",
-                stats.client_to_target_bytes(),
-                stats.target_to_client_bytes()
-            );
-            r
-        }
-    };
+    let (t_serve, servers) = run_servers(dir, &keys, &extra, addrs, true)?;
+    if let (Some((_, stats, h)), Some(shape)) = (relay, spec.link) {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("the relay thread panicked"))??;
+        eprintln!(
+            "relay {shape}: {} bytes S1->S0, {} bytes S0->S1 (model setup and job)",
+            stats.client_to_target_bytes(),
+            stats.target_to_client_bytes()
+        );
+    }
     let (t_rec, j_rec) = timed(&[
         "reconstruct".into(),
         "--share0".into(),
@@ -178,6 +182,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
                   "gen_triplets": j_dealer["peak_rss_bytes"], "s0": servers[0]["peak_rss_bytes"],
                   "s1": servers[1]["peak_rss_bytes"], "reconstruct": j_rec["peak_rss_bytes"]},
         "servers": [servers[0]["report"].clone(), servers[1]["report"].clone()],
+        "model_setup": setup,
     }))
 }
 
@@ -266,6 +271,8 @@ fn per_patch(widths: &[usize], r: &Value) -> Value {
         "engine_rounds": s0["engine"]["rounds"], "messages_sent_s0": s0["link"]["messages_sent"],
         "dealer_bytes": r["bytes"]["dealer_output"],
         "seconds_setup_s0": s0["seconds_setup"],
+        "model_setup_seconds": r["model_setup"]["seconds"]["open_weights"],
+        "model_setup_s0_s1_bytes": r["model_setup"]["bytes"]["s0_s1"],
         "run": r,
     })
 }
@@ -273,11 +280,12 @@ fn per_patch(widths: &[usize], r: &Value) -> Value {
 fn per_patch_line(tag: &str, engine: EngineKind, v: &Value) -> String {
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
     format!(
-        "{tag} [{engine}] {} network, {} patches: {:.4} s/patch, {:.3} MB/patch S0<->S1; per tanh: {:.0} AND gates, {:.0} B, {:.2} us; {} engine rounds; dealer {} B",
+        "{tag} [{engine}] {} network, {} patches: {:.4} s/patch, {:.3} MB/patch S0<->S1; per tanh: {:.0} AND gates, {:.0} B, {:.2} us; {} engine rounds; dealer {} B; once per model: open-weights {:.2} s, {:.1} MB",
         v["widths"].as_array().map(|w| w.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("-")).unwrap_or_default(),
         f("patches"), f("seconds_per_patch"), f("s0_s1_bytes_per_patch") / 1e6,
         f("and_gates_per_element"), f("bytes_per_tanh"), f("microseconds_per_tanh"),
-        v["engine_rounds"], v["dealer_bytes"]
+        v["engine_rounds"], v["dealer_bytes"],
+        f("model_setup_seconds"), f("model_setup_s0_s1_bytes") / 1e6
     )
 }
 
@@ -402,6 +410,12 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                     b["gateway_upload"], b["dealer_output"], b["s0_s1"],
                     b["s0_s1"].as_f64().unwrap_or(0.0) / tanh, b["receiver_download"],
                     r["servers"][0]["engine"]["rounds"]
+                ));
+                lines.push(format!(
+                    "    once per model, not in the job's figures: gen-model-mask {:.2} s, open-weights {:.2} s, {} bytes S0<->S1",
+                    r["model_setup"]["seconds"]["gen_model_mask"].as_f64().unwrap_or(0.0),
+                    r["model_setup"]["seconds"]["open_weights"].as_f64().unwrap_or(0.0),
+                    r["model_setup"]["bytes"]["s0_s1"]
                 ));
                 lines.push(format!(
                     "    peak RSS: S0 {} MB, S1 {} MB, dealer {} MB, gateway {} MB, receiver {} MB",

@@ -8,9 +8,10 @@ use clap::Args;
 
 use super::gateway::job_from_header;
 use super::owner::with_ext;
+use super::weights::{check_same_model, mask_id_of};
 use super::Summary;
-use crate::dealer::NonlinearDeal;
-use crate::formats::bodies::{Triplets, TripletsLead};
+use crate::dealer::{DealSeeds, NonlinearDeal};
+use crate::formats::bodies::{DealerMask, ModelMask, Triplets, TripletsLead};
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
@@ -42,9 +43,89 @@ pub struct GenTripletsArgs {
     /// gc (garbled circuits).
     #[arg(long, value_enum, default_value_t = EngineKind::default())]
     pub engine: EngineKind,
+    /// The dealer's record of the model's weight mask (<prefix>.dealer from
+    /// `gen-model-mask`), when the servers opened the weights once (`open-weights`): the job's
+    /// matrix triples are then made against that mask and the job opens no weights.
+    #[arg(long)]
+    pub model_mask: Option<PathBuf>,
     /// Output prefix: writes <out>.p0 and <out>.p1.
     #[arg(long, default_value = "triplets")]
     pub out: PathBuf,
+}
+
+/// Make a model's weight mask (trusted dealer, once per model).
+///
+/// Reads only the public header of a model share. Writes <out>.p0 and <out>.p1 (each
+/// server's share of the mask, for `open-weights`) and <out>.dealer, the dealer's private
+/// record from which `gen-triplets --model-mask` makes every job's triples against the mask.
+#[derive(Args)]
+pub struct GenModelMaskArgs {
+    /// A model share of the model (either party's; only its header is read).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output prefix: writes <out>.p0, <out>.p1 and <out>.dealer.
+    #[arg(long, default_value = "mask")]
+    pub out: PathBuf,
+}
+
+/// The dealer's private record of a model mask: `<prefix>.dealer`.
+pub fn dealer_record(prefix: &Path) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".dealer");
+    PathBuf::from(s)
+}
+
+pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
+    let mh = container::read_header(&a.model)?;
+    expect(&a.model, &mh, Kind::ModelShare, None)?;
+    let layers = mh
+        .shape("layers")
+        .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
+        .to_vec();
+    patch_from_widths(&layers)?;
+    if mh.model_id.is_none() {
+        bail!("{}: header lacks the model id", a.model.display());
+    }
+    let seeds = [fresh_seed(), fresh_seed()];
+    let mask_id = id_hex(&fresh_id());
+    let header = |kind: Kind, party: u8| {
+        let mut h = Header::new(kind, party, mh.scale);
+        h.model_id = mh.model_id;
+        h.shapes.push(("layers".into(), layers.clone()));
+        h.info.push(("model_mask".into(), mask_id.clone()));
+        h
+    };
+    let outs = [
+        with_ext(&a.out, 0),
+        with_ext(&a.out, 1),
+        dealer_record(&a.out),
+    ];
+    // The dealer's record first: a server mask without it could never be used.
+    container::write(
+        &outs[2],
+        &header(Kind::DealerMask, 0),
+        &DealerMask { seeds },
+    )?;
+    for p in 0..2u8 {
+        container::write(
+            &outs[p as usize],
+            &header(Kind::ModelMask, p),
+            &ModelMask {
+                seed: seeds[p as usize],
+            },
+        )?;
+    }
+    let outs: Vec<String> = outs.iter().map(|p| p.display().to_string()).collect();
+    Ok(Summary {
+        lines: vec![format!(
+            "model mask {mask_id} for model {}: {} and {} (one per server, for `open-weights`), {} (the dealer keeps it, private: for `gen-triplets --model-mask`)",
+            id_hex(&mh.model_id.expect("checked")),
+            outs[0],
+            outs[1],
+            outs[2]
+        )],
+        json: serde_json::json!({"ok": true, "command": "gen-model-mask", "model_mask": mask_id, "outputs": outs}),
+    })
 }
 
 pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
@@ -120,8 +201,22 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let widths: Vec<usize> = widths_u.iter().map(|&w| w as usize).collect();
     let acts = acts_from_header(&a.model, &mh, widths.len())?;
     let nonlinear = NonlinearDeal::new(a.engine, &acts);
+    let model_mask = match &a.model_mask {
+        Some(path) => {
+            let h = container::read_header(path)?;
+            expect(path, &h, Kind::DealerMask, None)?;
+            check_same_model(path, &h, &a.model, &mh)?;
+            let id = mask_id_of(path, &h)?;
+            let (_, dm): (Header, DealerMask) = container::read(path)?;
+            Some((id, dm.seeds))
+        }
+        None => None,
+    };
     let (base0, base1) = a.engine.deal_setup();
-    let seeds = [fresh_seed(), fresh_seed()];
+    let seeds = DealSeeds {
+        job: [fresh_seed(), fresh_seed()],
+        model_mask: model_mask.as_ref().map(|m| m.1),
+    };
     let triplet_id = fresh_id();
     let acts_json = serde_json::to_string(&acts).expect("constants serialise");
     let circuit_json = nonlinear
@@ -142,6 +237,9 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         if let Some(c) = &circuit_json {
             h.info.push(("circuit".into(), c.clone()));
         }
+        if let Some((id, _)) = &model_mask {
+            h.info.push(("model_mask".into(), id.clone()));
+        }
         h
     };
     let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));
@@ -152,7 +250,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         job: job.clone(),
         widths: widths.clone(),
         batch,
-        seed: seeds[1],
+        seed: seeds.job[1],
         engine: a.engine,
     };
     let count = crate::dealer::correction_count(&job, &widths, patch, batch, &nonlinear);
@@ -164,7 +262,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         job: job.clone(),
         widths: widths.clone(),
         batch,
-        seed: seeds[0],
+        seed: seeds.job[0],
         engine: a.engine,
         corrections: Vec::new(),
         base_ot: base0,

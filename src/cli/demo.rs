@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::inputs::{load_image, model_or_default};
-use super::procs::{run_servers, s, step};
+use super::procs::{model_setup, run_servers, s, step};
 use super::receiver::combine;
 use super::tools::{run_denoise, Arith};
 use super::Summary;
@@ -48,6 +48,10 @@ pub struct DemoArgs {
     /// Skip the float and oracle comparisons.
     #[arg(long)]
     pub no_compare: bool,
+    /// Open the masked weights inside the job (a one-off job) instead of once for the model
+    /// beforehand (`gen-model-mask`, `open-weights`, as a deployment does).
+    #[arg(long)]
+    pub weights_per_job: bool,
 }
 
 pub fn demo(a: DemoArgs) -> Result<Summary> {
@@ -83,6 +87,12 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         "--out".into(),
         s(&w.join("model")),
     ])?;
+    // Once per model: the dealer's weight mask and the servers' opening of the weights.
+    let setup = if a.weights_per_job {
+        None
+    } else {
+        Some(model_setup(w, &keys, None)?)
+    };
     let gw = step(&[
         "share-image".into(),
         "--image".into(),
@@ -96,7 +106,7 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         "--out".into(),
         s(&w.join("image")),
     ])?;
-    let dealer = step(&[
+    let mut dealer_args = vec![
         "gen-triplets".into(),
         "--model".into(),
         s(&w.join("model.p1")),
@@ -108,8 +118,18 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         a.engine.name().into(),
         "--out".into(),
         s(&w.join("triplets")),
-    ])?;
-    let (serve_secs, reports) = run_servers(w, &keys, &["--engine", a.engine.name()], None)?;
+    ];
+    if setup.is_some() {
+        dealer_args.extend(["--model-mask".into(), s(&w.join("mask.dealer"))]);
+    }
+    let dealer = step(&dealer_args)?;
+    let (serve_secs, reports) = run_servers(
+        w,
+        &keys,
+        &["--engine", a.engine.name()],
+        None,
+        setup.is_some(),
+    )?;
     let out_png = w.join("denoised.png");
     let rec = step(&[
         "reconstruct".into(),
@@ -144,6 +164,7 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
     let mut json = serde_json::json!({
         "ok": true, "command": "demo", "engine": a.engine.name(), "psnr_noisy": p_noisy, "psnr_secure": p_secure, "ssim_secure": s_secure,
         "serve_seconds": serve_secs, "gateway": gw, "dealer": dealer, "servers": reports, "receiver": rec,
+        "model_setup": setup,
     });
     if !a.no_compare {
         let pre: Preprocess = share.job.pre;
@@ -183,12 +204,20 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         json["psnr_float"] = p_float.into();
         json["max_abs_diff_secure_oracle"] = max_diff.into();
     }
+    if let Some(m) = &setup {
+        lines.push(format!(
+            "model setup, once per model (gen-model-mask, open-weights): {:.1} s, S0<->S1 traffic {:.1} MB",
+            m["seconds"]["gen_model_mask"].as_f64().unwrap_or(0.0)
+                + m["seconds"]["open_weights"].as_f64().unwrap_or(0.0),
+            m["bytes"]["s0_s1"].as_f64().unwrap_or(0.0) / 1e6
+        ));
+    }
     let sent: u64 = reports
         .iter()
         .filter_map(|r| r["report"]["link"]["bytes_sent"].as_u64())
         .sum();
     lines.push(format!(
-        "servers ({} engine): {serve_secs:.1} s, S0<->S1 traffic {:.1} MB; gateway upload {} bytes; receiver download {} bytes; total {:.1} s",
+        "job, servers ({} engine): {serve_secs:.1} s, S0<->S1 traffic {:.1} MB; gateway upload {} bytes; receiver download {} bytes; total {:.1} s",
         a.engine,
         sent as f64 / 1e6,
         gw["upload_bytes"],

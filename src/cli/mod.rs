@@ -11,8 +11,10 @@ mod procs;
 mod receiver;
 mod relay;
 mod server;
+mod state;
 mod table;
 mod tools;
+mod weights;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,7 @@ the image, the result or the network's weights (Zheng et al., TDSC 2019). A gate
 the noisy image, a model owner secret-shares the model, a trusted dealer makes correlated randomness, \
 the two servers run a two-party protocol and a receiver reconstructs the result. Every hand-over is a file.\n\n\
 Pipeline:\n  keygen -> share-model -> share-image -> gen-triplets -> serve --party 0 & serve --party 1 -> reconstruct\n\n\
+Once per model, so that its jobs do not open the masked weights again:\n  gen-model-mask -> open-weights --party 0 & open-weights --party 1; then every job: gen-triplets --model-mask, serve --weights\n\n\
 Wherever an input image is expected, `builtin:phantom` (or `builtin:phantom:<size>`) names the built-in \
 Shepp-Logan phantom."
 )]
@@ -44,7 +47,9 @@ enum Command {
     Keygen(server::KeygenArgs),
     ShareModel(owner::ShareModelArgs),
     ShareImage(gateway::ShareImageArgs),
+    GenModelMask(dealer::GenModelMaskArgs),
     GenTriplets(dealer::GenTripletsArgs),
+    OpenWeights(weights::OpenWeightsArgs),
     Serve(server::ServeArgs),
     Reconstruct(receiver::ReconstructArgs),
     Denoise(tools::DenoiseArgs),
@@ -71,7 +76,9 @@ pub fn main() -> ExitCode {
         Command::Keygen(a) => server::keygen(a),
         Command::ShareModel(a) => owner::share_model(a),
         Command::ShareImage(a) => gateway::share_image(a),
+        Command::GenModelMask(a) => dealer::gen_model_mask(a),
         Command::GenTriplets(a) => dealer::gen_triplets(a),
+        Command::OpenWeights(a) => weights::open_weights_cmd(a),
         Command::Serve(a) => server::serve(a, json),
         Command::Reconstruct(a) => receiver::reconstruct(a),
         Command::Denoise(a) => tools::denoise(a),

@@ -41,14 +41,14 @@ pub fn step(args: &[String]) -> Result<Value> {
     Ok(timed(args)?.1)
 }
 
-/// Runs `serve` for both parties at once on a free localhost port, with the files laid out
-/// as `<dir>/{model,image,triplets,out}.pN`, `<dir>/state` and `<keys>/sN.{key,crt}`.
+/// Runs one two-server step (`serve`, `open-weights`) for both parties at once, each with
+/// `args(p)` and its link arguments: keys `<keys>/sN.{key,crt}`, state dir `<dir>/state`.
 /// Returns the wall seconds of the pair and each server's JSON summary. `addrs`: S0's listen
 /// address and the address S1 connects to (a relay in between), else one free port for both.
-pub fn run_servers(
+fn run_pair(
     dir: &Path,
     keys: &Path,
-    extra: &[&str],
+    args: impl Fn(u8) -> Vec<String>,
     addrs: Option<(SocketAddr, SocketAddr)>,
 ) -> Result<(f64, Vec<Value>)> {
     let addrs = match addrs {
@@ -58,23 +58,19 @@ pub fn run_servers(
             (a, a)
         }
     };
-    let f = |name: String| s(&dir.join(name));
     let t = Instant::now();
     let children: Vec<_> = (0..2u8)
         .map(|p| {
             let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
             Command::new(exe()?)
-                .args(["--json", "serve", "--party", &p.to_string()])
-                .args(extra)
-                .args(["--model", &f(format!("model.p{p}"))])
-                .args(["--image", &f(format!("image.p{p}"))])
-                .args(["--triplets", &f(format!("triplets.p{p}"))])
+                .arg("--json")
+                .args(args(p))
+                .args(["--party", &p.to_string()])
                 .args(["--key", &s(&keys.join(format!("{me}.key")))])
                 .args(["--cert", &s(&keys.join(format!("{me}.crt")))])
                 .args(["--peer-cert", &s(&keys.join(format!("{peer}.crt")))])
                 .args(["--addr", &[addrs.0, addrs.1][p as usize].to_string()])
-                .args(["--state-dir", &f("state".into())])
-                .args(["--out", &f(format!("out.p{p}"))])
+                .args(["--state-dir", &s(&dir.join("state"))])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -92,4 +88,72 @@ pub fn run_servers(
         reports.push(v);
     }
     Ok((t.elapsed().as_secs_f64(), reports))
+}
+
+/// Runs `serve` for both parties at once, with the files laid out as
+/// `<dir>/{model,image,triplets,out}.pN` (and `<dir>/weights.pN` when `opened`: the model's
+/// weights were opened once, [`model_setup`]).
+pub fn run_servers(
+    dir: &Path,
+    keys: &Path,
+    extra: &[&str],
+    addrs: Option<(SocketAddr, SocketAddr)>,
+    opened: bool,
+) -> Result<(f64, Vec<Value>)> {
+    let f = |name: String| s(&dir.join(name));
+    let args = |p: u8| {
+        let mut v: Vec<String> = vec!["serve".into()];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        for (flag, file) in [
+            ("--model", "model"),
+            ("--image", "image"),
+            ("--triplets", "triplets"),
+            ("--out", "out"),
+        ] {
+            v.extend([flag.into(), f(format!("{file}.p{p}"))]);
+        }
+        if opened {
+            v.extend(["--weights".into(), f(format!("weights.p{p}"))]);
+        }
+        v
+    };
+    run_pair(dir, keys, args, addrs)
+}
+
+/// The one-time setup of a model whose shares are `<dir>/model.pN`: the dealer's
+/// `gen-model-mask` (writing `<dir>/mask.{p0,p1,dealer}`), then `open-weights` on both
+/// servers (writing `<dir>/weights.pN`; `addrs` as for [`run_servers`]). Returns its figures; jobs then use
+/// `gen-triplets --model-mask <dir>/mask.dealer` and [`run_servers`] with `opened`.
+pub fn model_setup(
+    dir: &Path,
+    keys: &Path,
+    addrs: Option<(SocketAddr, SocketAddr)>,
+) -> Result<Value> {
+    let f = |name: String| s(&dir.join(name));
+    let (t_mask, _) = timed(&[
+        "gen-model-mask".into(),
+        "--model".into(),
+        f("model.p1".into()),
+        "--out".into(),
+        f("mask".into()),
+    ])?;
+    let args = |p: u8| {
+        vec![
+            "open-weights".into(),
+            "--model".into(),
+            f(format!("model.p{p}")),
+            "--mask".into(),
+            f(format!("mask.p{p}")),
+            "--out".into(),
+            f(format!("weights.p{p}")),
+        ]
+    };
+    let (t_open, reports) = run_pair(dir, keys, args, addrs)?;
+    let bytes = reports[0]["bytes_sent"].as_u64().unwrap_or(0)
+        + reports[0]["bytes_received"].as_u64().unwrap_or(0);
+    Ok(serde_json::json!({
+        "seconds": {"gen_model_mask": t_mask, "open_weights": t_open},
+        "bytes": {"s0_s1": bytes},
+        "peak_rss_bytes": {"s0": reports[0]["peak_rss_bytes"], "s1": reports[1]["peak_rss_bytes"]},
+    }))
 }

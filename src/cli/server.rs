@@ -1,14 +1,14 @@
 //! The servers' steps: `keygen` (link identity) and `serve` (the two-party protocol).
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::state::{check_unused, mark_used, Claim, Record};
+use super::weights::load_opened;
 use super::Summary;
 use crate::dealer::boolean::BooleanDeal;
 use crate::dealer::randomness::PartyRandomness;
@@ -21,7 +21,7 @@ use crate::plain::geometry::Geometry;
 use crate::ring::share::Stream;
 use crate::twopc::channel::with_queued_link;
 use crate::twopc::engines::EngineKind;
-use crate::twopc::protocol::{self, JobInputs};
+use crate::twopc::protocol::{self, JobInputs, Weights};
 
 /// Create a server's identity for the S0<->S1 link: <out-dir>/<name>.key (private, mode
 /// 0600) and <out-dir>/<name>.crt (self-signed certificate to give to the other server).
@@ -54,6 +54,64 @@ pub fn keygen(a: KeygenArgs) -> Result<Summary> {
     })
 }
 
+/// How a server reaches its peer, and where it records consumed randomness.
+#[derive(Args)]
+pub struct LinkArgs {
+    /// This server's private key and certificate (from keygen).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// The only certificate the peer server may present.
+    #[arg(long)]
+    pub peer_cert: PathBuf,
+    /// Address: S0 listens on it, S1 connects to it.
+    #[arg(long, default_value = "127.0.0.1:7455")]
+    pub addr: SocketAddr,
+    /// Seconds to wait for the peer to appear, and for any single message.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Where consumed correlated randomness is recorded.
+    #[arg(long, default_value = ".ppdenoise-state")]
+    pub state_dir: PathBuf,
+}
+
+/// Brings up the TLS link to the peer and checks that it holds the same `tag` (ids of the
+/// files in use), before anything derived from a share is sent. On any failure `claim` is
+/// released (nothing was consumed) and `mismatch` explains a differing peer tag.
+pub fn link_up(
+    p: u8,
+    a: &LinkArgs,
+    claim: Claim,
+    tag: &[u8],
+    mismatch: impl FnOnce(&[u8]) -> String,
+) -> Result<Link> {
+    let up = || -> Result<(Link, Vec<u8>)> {
+        let me = Identity::load(&a.key, &a.cert)?;
+        let peer = load_peer_cert(&a.peer_cert)?;
+        let timeout = Duration::from_secs(a.timeout.max(1));
+        let mut link = if p == 0 {
+            Link::listen(a.addr, &me, &peer, timeout)?
+        } else {
+            Link::connect(a.addr, &me, &peer, timeout)?
+        };
+        link.set_io_timeout(timeout);
+        let peer_tag = link.exchange(tag)?;
+        Ok((link, peer_tag))
+    };
+    match up() {
+        Ok((link, peer_tag)) if peer_tag == tag => Ok(link),
+        Ok((_, peer_tag)) => {
+            claim.release();
+            bail!("{}; nothing was consumed", mismatch(&peer_tag))
+        }
+        Err(e) => {
+            claim.release();
+            Err(e)
+        }
+    }
+}
+
 /// Run one server of the two-party protocol on its shares and write its output share.
 ///
 /// S0 listens, S1 connects; the link is TLS 1.3 with both certificates pinned. Correlated
@@ -72,23 +130,12 @@ pub struct ServeArgs {
     /// This party's correlated randomness (triplets.pN).
     #[arg(long)]
     pub triplets: PathBuf,
-    /// This server's private key and certificate (from keygen).
+    /// This party's opened weights (from `open-weights`), when the triplets were made against
+    /// a model mask (`gen-triplets --model-mask`).
     #[arg(long)]
-    pub key: PathBuf,
-    #[arg(long)]
-    pub cert: PathBuf,
-    /// The only certificate the peer server may present.
-    #[arg(long)]
-    pub peer_cert: PathBuf,
-    /// Address: S0 listens on it, S1 connects to it.
-    #[arg(long, default_value = "127.0.0.1:7455")]
-    pub addr: SocketAddr,
-    /// Seconds to wait for the peer to appear, and for any single message.
-    #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
-    /// Where consumed correlated randomness is recorded.
-    #[arg(long, default_value = ".ppdenoise-state")]
-    pub state_dir: PathBuf,
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// Output share (out.pN).
     #[arg(long)]
     pub out: PathBuf,
@@ -98,70 +145,6 @@ pub struct ServeArgs {
     /// Nonlinearity engine (gc or gmw); must match the triplet file (default: the file's).
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
-}
-
-fn consumed_path(state_dir: &Path, party: u8) -> PathBuf {
-    state_dir.join(format!("consumed-triplets-p{party}"))
-}
-
-/// Claims the randomness for this run before anything else happens, atomically, so two
-/// overlapping runs cannot both pass the consumed-check. Released if the link never comes up.
-struct Claim(PathBuf);
-
-impl Claim {
-    fn take(state_dir: &Path, party: u8, id: &str, file: &Path) -> Result<Claim> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
-        let p = state_dir.join(format!("claim-p{party}-{id}"));
-        match OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(_) => Ok(Claim(p)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-                "{}: this correlated randomness (triplet id {id}) is in use or was used by another run \
-                 ({} exists); reusing it would leak data: ask the dealer for fresh triplets",
-                file.display(),
-                p.display()
-            ),
-            Err(e) => Err(e).with_context(|| format!("cannot claim {}", p.display())),
-        }
-    }
-
-    /// The randomness was never used (no peer): let a later run have it.
-    fn release(self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn check_unused(state_dir: &Path, party: u8, id: &str, file: &Path) -> Result<()> {
-    let p = consumed_path(state_dir, party);
-    if let Ok(s) = std::fs::read_to_string(&p) {
-        if s.lines().any(|l| l.split_whitespace().next() == Some(id)) {
-            bail!(
-                "{}: this correlated randomness (triplet id {id}) was already consumed (recorded in {}); \
-                 reusing it would leak data: ask the dealer for fresh triplets",
-                file.display(),
-                p.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn mark_used(state_dir: &Path, party: u8, id: &str) -> Result<()> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
-    let p = consumed_path(state_dir, party);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p)
-        .with_context(|| format!("cannot record consumed randomness in {}", p.display()))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    writeln!(f, "{id} {now}")?;
-    f.sync_all()?;
-    Ok(())
 }
 
 fn same_id(a: &Option<[u8; 16]>, b: &Option<[u8; 16]>) -> bool {
@@ -197,7 +180,13 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         .as_ref()
         .map(id_hex)
         .with_context(|| format!("{}: header lacks a triplet id", a.triplets.display()))?;
-    check_unused(&a.state_dir, p, &triplet_id, &a.triplets)?;
+    check_unused(
+        &a.link.state_dir,
+        p,
+        Record::Triplets,
+        &triplet_id,
+        &a.triplets,
+    )?;
     // Checked whole (checksum) now; party 1's triple shares are then read as consumed.
     let (th, tr) = triplet_stream::open(&a.triplets, p)?;
     if th.triplet_id != th_only.triplet_id
@@ -270,6 +259,21 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             );
         }
     }
+    // The weights: opened once for the model (the triplets then name its mask), or per job.
+    let mask_id = th.info("model_mask").map(String::from);
+    let opened = match (&mask_id, &a.weights) {
+        (None, None) => None,
+        (Some(id), None) => bail!(
+            "{}: this randomness was made against model mask {id}: give this server its opened weights (--weights, from `open-weights`)",
+            a.triplets.display()
+        ),
+        (None, Some(w)) => bail!(
+            "{}: opened weights were given but {} was made without a model mask: ask the dealer for `gen-triplets --model-mask`, or run without --weights",
+            w.display(),
+            a.triplets.display()
+        ),
+        (Some(id), Some(w)) => Some(load_opened(w, p, &mh, id, &plan)?),
+    };
     let job = is.job.clone();
     let npix = job.height * job.width;
     let image = is
@@ -277,57 +281,38 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         .materialise(Stream::ImageShare, npix)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
 
-    let me = Identity::load(&a.key, &a.cert)?;
-    let peer = load_peer_cert(&a.peer_cert)?;
-    let timeout = Duration::from_secs(a.timeout.max(1));
-    let claim = Claim::take(&a.state_dir, p, &triplet_id, &a.triplets)?;
-    let link = if p == 0 {
-        Link::listen(a.addr, &me, &peer, timeout)
-    } else {
-        Link::connect(a.addr, &me, &peer, timeout)
-    };
-    let mut link = match link {
-        Ok(l) => l,
-        Err(e) => {
-            claim.release();
-            return Err(e.into());
-        }
-    };
-    link.set_io_timeout(timeout);
-
-    // Both servers must hold the same job, model, dealer run and engine; checked before
-    // anything derived from a share is sent, so a mismatch burns no randomness.
+    // Both servers must hold the same job, model, dealer run, weights and engine; checked
+    // before anything derived from a share is sent, so a mismatch burns no randomness.
     let mut tag = Vec::new();
     for id in [&ih.job_id, &mh.model_id, &th_only.triplet_id] {
         tag.extend_from_slice(id.as_ref().expect("ids checked above"));
     }
+    tag.extend_from_slice(mask_id.as_deref().unwrap_or("per-job").as_bytes());
     // The ids' length; the engine's name follows.
     let ids_len = tag.len();
     tag.extend_from_slice(engine_kind.name().as_bytes());
-    let peer_tag = match link.exchange(&tag) {
-        Ok(t) => t,
-        Err(e) => {
-            claim.release();
-            return Err(e.into());
-        }
-    };
-    if peer_tag != tag {
-        claim.release();
+    let claim = Claim::take(
+        &a.link.state_dir,
+        p,
+        Record::Triplets,
+        &triplet_id,
+        &a.triplets,
+    )?;
+    let mut link = link_up(p, &a.link, claim, &tag, |peer_tag| {
         let peer_engine = peer_tag.get(ids_len..).map(String::from_utf8_lossy);
         if peer_tag.len() > ids_len && peer_engine.as_deref() != Some(engine_kind.name()) {
-            bail!(
-                "the peer server runs the {} engine, this one {}: start both with the same --engine and triplets from one `gen-triplets` run; nothing was consumed",
+            format!(
+                "the peer server runs the {} engine, this one {}: start both with the same --engine and triplets from one `gen-triplets` run",
                 peer_engine.unwrap_or_default(),
                 engine_kind
-            );
+            )
+        } else {
+            "the peer server holds files of a different job, model or dealer run".into()
         }
-        bail!(
-            "the peer server holds files of a different job, model or dealer run; nothing was consumed"
-        );
-    }
+    })?;
 
     // From here on the randomness counts as used, whatever happens next.
-    mark_used(&a.state_dir, p, &triplet_id)?;
+    mark_used(&a.link.state_dir, p, Record::Triplets, &triplet_id)?;
     let batch = tr.lead.batch;
     let rand = PartyRandomness::streaming(p, tr.lead.seed, tr.corrections);
     let mut engine = engine_kind.make(p, &tr.base_ot)?;
@@ -353,6 +338,10 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         rand,
         batch,
         session_tag: tag,
+        weights: match &opened {
+            Some(o) => Weights::Opened(o),
+            None => Weights::PerJob,
+        },
     };
     let (canvas, mut report) = with_queued_link(&mut link, |ch| {
         protocol::run(ch, inputs, engine.as_mut(), &mut |d, _| {

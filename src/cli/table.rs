@@ -274,6 +274,9 @@ fn one_run(
         engine: a.engine,
         workdir: workdir.clone(),
         no_compare: true,
+        // One job per model setup here: the weights' opening stays in each run's traffic,
+        // comparable with the tables recorded before model masks existed.
+        weights_per_job: true,
     })
     .with_context(|| format!("secure run of {} at sigma {sigma}", input.name))?
     .json;

@@ -11,6 +11,7 @@ use crate::ring::plan::ActConsts;
 use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
 use crate::twopc::engines::EngineKind;
 use crate::twopc::protocol::Slot;
+use crate::twopc::weights::mask_share;
 use boolean::BooleanDeal;
 use randomness::{elem_masks, PartyRandomness};
 
@@ -29,6 +30,15 @@ impl NonlinearDeal {
             boolean: (engine == EngineKind::Gmw).then(|| BooleanDeal::new(acts)),
         }
     }
+}
+
+/// The seeds a job's randomness comes from: the servers' job seeds, and the servers' model
+/// mask seeds when the weights were opened once for the model (the weight mask A is then the
+/// model's, not the job's: see [`crate::twopc::weights`]).
+#[derive(Clone, Copy, Debug)]
+pub struct DealSeeds {
+    pub job: [Seed; 2],
+    pub model_mask: Option<[Seed; 2]>,
 }
 
 /// Batches of a job: (batch index, first patch, patches in batch).
@@ -62,7 +72,23 @@ pub fn generate(
     batch: usize,
     nl: &NonlinearDeal,
 ) -> (Triplets, Triplets) {
-    let seeds: [Seed; 2] = [fresh_seed(), fresh_seed()];
+    generate_for_mask(job, widths, patch, batch, nl, None)
+}
+
+/// [`generate`] for a model whose weights were opened once with the mask of `model_mask`
+/// (the servers' mask seeds).
+pub fn generate_for_mask(
+    job: &JobParams,
+    widths: &[usize],
+    patch: crate::plain::model::PatchShape,
+    batch: usize,
+    nl: &NonlinearDeal,
+    model_mask: Option<[Seed; 2]>,
+) -> (Triplets, Triplets) {
+    let seeds = DealSeeds {
+        job: [fresh_seed(), fresh_seed()],
+        model_mask,
+    };
     let base_ot = nl.engine.deal_setup();
     let mut corr = Vec::with_capacity(correction_count(job, widths, patch, batch, nl));
     generate_into(job, widths, patch, batch, &seeds, nl, &mut |v: &[u64]| {
@@ -80,8 +106,8 @@ pub fn generate(
         base_ot,
     };
     (
-        mk(seeds[0], Vec::new(), base_ot.0),
-        mk(seeds[1], corr, base_ot.1),
+        mk(seeds.job[0], Vec::new(), base_ot.0),
+        mk(seeds.job[1], corr, base_ot.1),
     )
 }
 
@@ -117,18 +143,24 @@ pub fn generate_into<E>(
     widths: &[usize],
     patch: crate::plain::model::PatchShape,
     batch: usize,
-    seeds: &[Seed; 2],
+    deal_seeds: &DealSeeds,
     nonlinear: &NonlinearDeal,
     emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
 ) -> Result<(), E> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
+    let seeds = &deal_seeds.job;
     let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
     let r1 = PartyRandomness::new(1, seeds[1], Vec::new());
     let nl = widths.len() - 1;
+    // The weight mask A: the model's when its weights were opened once, else this job's.
+    let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
     let a: Vec<Vec<u64>> = (0..nl)
         .map(|l| {
             let n = widths[l] * widths[l + 1];
-            add(&r0.weight_mask(l as u32, n), &r1.weight_mask(l as u32, n))
+            add(
+                &mask_share(&mask_seeds[0], l as u32, n),
+                &mask_share(&mask_seeds[1], l as u32, n),
+            )
         })
         .collect();
     let npix = job.height * job.width;

@@ -135,8 +135,9 @@ impl PartyRandomness {
         }
     }
 
+    /// The weight mask of a job that opens its own weights (no model mask).
     pub fn weight_mask(&self, layer: u32, n: usize) -> Vec<u64> {
-        Prg::new(&self.seed, Stream::WeightMask(layer)).vec(n)
+        crate::twopc::weights::mask_share(&self.seed, layer, n)
     }
 
     pub fn image_mask(&self, n: usize) -> Vec<u64> {

@@ -126,6 +126,28 @@ pub struct Triplets {
     pub base_ot: Vec<u8>,
 }
 
+/// A server's share of a model's weight mask A (dealer output, once per model): the seed of
+/// its share of every layer's A. Header: the model id and the mask id ("model_mask").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelMask {
+    pub seed: Seed,
+}
+
+/// The dealer's record of a model's weight mask: both servers' seeds, from which it makes
+/// every later job's matrix triples C = A B. Secret: kept by the dealer, never sent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DealerMask {
+    pub seeds: [Seed; 2],
+}
+
+/// A server's opened weights (`open-weights`, once per model): U = W - A of every layer,
+/// flattened W1, W2, ... (biases stay shared), and the seed of its own share of A.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenedWeights {
+    pub seed: Seed,
+    pub u: Vec<u64>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutputShare {
     pub geometry: Geometry,

@@ -20,7 +20,11 @@ use bincode::Options;
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 2: patch shapes carry the aggregation window (model shares, output shares).
 /// 3: triplet files name their engine (GC or boolean).
-pub const VERSION: u16 = 3;
+/// 4: model masks (weights opened once per model): three new kinds, and triplet files made
+///    against a model mask name it; version 3 files remain readable (they have neither).
+pub const VERSION: u16 = 4;
+/// Oldest version this build reads.
+pub const MIN_VERSION: u16 = 3;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).
@@ -45,6 +49,12 @@ pub enum Kind {
     ImageShare,
     Triplets,
     OutputShare,
+    /// A server's share of a model's weight mask (dealer, once per model).
+    ModelMask,
+    /// The dealer's own record of a model's weight mask (both servers' seeds).
+    DealerMask,
+    /// A server's opened masked weights U = W - A and its mask share (`open-weights`).
+    OpenedWeights,
 }
 
 impl Kind {
@@ -54,6 +64,9 @@ impl Kind {
             Kind::ImageShare => "image share",
             Kind::Triplets => "correlated randomness (triplets)",
             Kind::OutputShare => "output share",
+            Kind::ModelMask => "model mask share",
+            Kind::DealerMask => "dealer's model mask record",
+            Kind::OpenedWeights => "opened weights",
         }
     }
 }
@@ -130,7 +143,7 @@ pub enum FormatError {
     Io(PathBuf, std::io::Error),
     #[error("{0}: not a ppdenoise file (bad magic)")]
     BadMagic(PathBuf),
-    #[error("{0}: unsupported format version {1} (this build reads version {VERSION})")]
+    #[error("{0}: unsupported format version {1} (this build reads versions {MIN_VERSION} to {VERSION})")]
     Version(PathBuf, u16),
     #[error("{0}: truncated or corrupted: {1}")]
     Truncated(PathBuf, String),
@@ -288,7 +301,7 @@ fn read_prefix(path: &Path, f: &mut File, len: u64) -> Result<(Header, Vec<u8>),
         return Err(FormatError::BadMagic(path.into()));
     }
     let ver = u16::from_le_bytes([pre[8], pre[9]]);
-    if ver != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&ver) {
         return Err(FormatError::Version(path.into(), ver));
     }
     let hlen = u32::from_le_bytes(pre[10..14].try_into().unwrap()) as u64;

@@ -8,3 +8,4 @@ pub mod gmw;
 pub mod ot;
 pub mod poly;
 pub mod protocol;
+pub mod weights;

@@ -15,6 +15,7 @@ use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
 use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};
 use crate::twopc::poly::{tanh_star_poly, SelShares};
+use crate::twopc::weights::{open_weights, Opened};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -94,6 +95,15 @@ pub struct JobInputs<'a> {
     pub batch: usize,
     /// Bytes both parties must agree on (job, model and randomness ids).
     pub session_tag: Vec<u8>,
+    pub weights: Weights<'a>,
+}
+
+/// Where the masked weights U = W - A come from (see [`crate::twopc::weights`]).
+pub enum Weights<'a> {
+    /// Opened at the start of this job, A from the job's randomness.
+    PerJob,
+    /// Opened once for the model; the job's matrix triples were made against its A.
+    Opened(&'a Opened),
 }
 
 fn add_bias(z: &mut [u64], bias: &[u64], n: usize) {
@@ -130,26 +140,23 @@ pub fn run(
         .into());
     }
 
-    // Open U = W - A for all layers at once (W fixed, A a fresh dealer mask for this job).
+    // U = W - A: opened here with a mask of this job's, unless it was opened once for the
+    // model (its A then masks no other weights, and this job's B is fresh).
     let nl = plan.layers.len();
-    let masks: Vec<Vec<u64>> = plan
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.w.len()))
-        .collect();
-    let mut u_share = Vec::new();
-    for (ly, a) in plan.layers.iter().zip(&masks) {
-        u_share.extend(sub(&ly.w, a));
-    }
-    let u_all = open(ch, party, &u_share, "masked weights")?;
-    let mut u = Vec::with_capacity(nl);
-    let mut off = 0;
-    for ly in &plan.layers {
-        u.push(u_all[off..off + ly.w.len()].to_vec());
-        off += ly.w.len();
-    }
-    drop(u_all);
+    let per_job;
+    let w: &Opened = match inp.weights {
+        Weights::Opened(o) => o,
+        Weights::PerJob => {
+            let mask = plan
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.w.len()))
+                .collect();
+            per_job = open_weights(ch, party, plan, mask)?;
+            &per_job
+        }
+    };
 
     // Open the image once, masked by a fresh image-sized dealer mask; patches are then
     // extracted from the opened masked image and from the mask shares alike.
@@ -185,7 +192,7 @@ pub fn run(
             };
             let c_i = inp.rand.mat_triple(l as u32, b, ly.outputs * n)?;
             let mut z = matmul_share(
-                party, &u[l], &v, &masks[l], &b_i, c_i, ly.outputs, ly.inputs, n,
+                party, &w.u[l], &v, &w.mask[l], &b_i, c_i, ly.outputs, ly.inputs, n,
             );
             add_bias(&mut z, &ly.b, n);
             rep.seconds_linear += t.elapsed().as_secs_f64();

@@ -1,0 +1,150 @@
+//! The servers' one-time step per model: `open-weights` opens U = W - A under the model's
+//! weight mask A, so that no later job of the model sends anything derived from the weights.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::server::{link_up, LinkArgs};
+use super::state::{check_unused, mark_used, Claim, Record};
+use super::Summary;
+use crate::formats::bodies::{load, ModelMask, ModelShare, OpenedWeights};
+use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::ring::plan::Plan;
+use crate::twopc::channel::with_queued_link;
+use crate::twopc::weights::{mask_shares, open_weights, Opened};
+
+/// Open a model's masked weights once, on both servers (S0 listens, S1 connects), and write
+/// this server's opened weights for every later job of the model (`serve --weights`).
+///
+/// Needs the model mask share from the dealer's `gen-model-mask`; the mask is single-use
+/// (recorded in --state-dir): its opened weights are what every job reuses.
+#[derive(Args)]
+pub struct OpenWeightsArgs {
+    /// 0 (listens) or 1 (connects).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub party: u8,
+    /// This party's model share (model.pN).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// This party's share of the model's weight mask (mask.pN, from `gen-model-mask`).
+    #[arg(long)]
+    pub mask: PathBuf,
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// This party's opened weights (weights.pN), for `serve --weights`.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The mask id a model mask file, record or opened weights file names.
+pub fn mask_id_of(path: &Path, h: &Header) -> Result<String> {
+    match h.info("model_mask") {
+        Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(id.into()),
+        Some(id) => bail!("{}: malformed model mask id {id:?}", path.display()),
+        None => bail!("{}: header lacks the model mask id", path.display()),
+    }
+}
+
+/// Checks that a model mask file, record or opened weights file `path` belongs to the model
+/// of `model` (header `mh`) and has its layer widths.
+pub fn check_same_model(path: &Path, h: &Header, model: &Path, mh: &Header) -> Result<()> {
+    if h.model_id.is_none() || h.model_id != mh.model_id {
+        bail!(
+            "{}: made for model {} but {} is model {}",
+            path.display(),
+            h.model_id.as_ref().map(id_hex).unwrap_or_default(),
+            model.display(),
+            mh.model_id.as_ref().map(id_hex).unwrap_or_default()
+        );
+    }
+    if h.shape("layers") != mh.shape("layers") {
+        bail!(
+            "{}: made for layer widths {:?} but {} has {:?}",
+            path.display(),
+            h.shape("layers").unwrap_or_default(),
+            model.display(),
+            mh.shape("layers").unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Loads party `p`'s opened weights for the model of `mh` (its plan `plan`), opened under
+/// mask `mask_id` (the one the job's triplets were made against).
+pub fn load_opened(path: &Path, p: u8, mh: &Header, mask_id: &str, plan: &Plan) -> Result<Opened> {
+    let h = container::read_header(path)?;
+    container::expect(path, &h, Kind::OpenedWeights, Some(p))?;
+    check_same_model(path, &h, Path::new("the model share"), mh)?;
+    let id = mask_id_of(path, &h)?;
+    if id != mask_id {
+        bail!(
+            "{}: opened under model mask {id}, but the triplets were made against mask {mask_id}",
+            path.display()
+        );
+    }
+    let (_, ow): (Header, OpenedWeights) = container::read(path)?;
+    Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
+    let t = Instant::now();
+    let p = a.party;
+    let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
+    let kh = container::read_header(&a.mask)?;
+    container::expect(&a.mask, &kh, Kind::ModelMask, Some(p))?;
+    check_same_model(&a.mask, &kh, &a.model, &mh)?;
+    let mask_id = mask_id_of(&a.mask, &kh)?;
+    let (_, km): (Header, ModelMask) = container::read(&a.mask)?;
+    let plan = ms
+        .share_plan()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    check_unused(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
+
+    let mut tag = mh.model_id.expect("checked above").to_vec();
+    tag.extend_from_slice(mask_id.as_bytes());
+    tag.extend_from_slice(b"open-weights");
+    let claim = Claim::take(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
+    let mut link = link_up(p, &a.link, claim, &tag, |_| {
+        "the peer server holds another model or another model mask".into()
+    })?;
+    // The mask opens these weights and no others, whatever happens next.
+    mark_used(&a.link.state_dir, p, Record::ModelMask, &mask_id)?;
+    let t_open = Instant::now();
+    let opened = with_queued_link(&mut link, |ch| {
+        open_weights(ch, p, &plan, mask_shares(&km.seed, &plan))
+    })??;
+    let secs_open = t_open.elapsed().as_secs_f64();
+    let stats = link.stats();
+
+    let mut h = Header::new(Kind::OpenedWeights, p, mh.scale);
+    h.model_id = mh.model_id;
+    h.shapes = mh
+        .shapes
+        .iter()
+        .filter(|(n, _)| n == "layers")
+        .cloned()
+        .collect();
+    h.info.push(("model_mask".into(), mask_id.clone()));
+    let body = OpenedWeights {
+        seed: km.seed,
+        u: opened.flat_u(),
+    };
+    container::write(&a.out, &h, &body).with_context(|| format!("writing {}", a.out.display()))?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Summary {
+        lines: vec![format!(
+            "S{p}: opened {} masked weights under model mask {mask_id} in {secs_open:.2} s; sent {} bytes, received {} bytes; wrote {} (give it to `serve --weights` for every job of this model)",
+            body.u.len(),
+            stats.bytes_sent,
+            stats.bytes_received,
+            a.out.display()
+        )],
+        json: serde_json::json!({"ok": true, "command": "open-weights", "party": p, "model_mask": mask_id,
+            "weights": body.u.len(), "seconds": secs, "seconds_open": secs_open,
+            "bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received, "output": a.out}),
+    })
+}

@@ -1,0 +1,85 @@
+//! The masked weights U = W - A of the linear layers' Beaver products (docs/protocol.md).
+//!
+//! The weights W are fixed per model, so their mask A can belong to the model rather than to
+//! a job: U is then opened once (`open-weights`) and every job's matrix triples C = A B are
+//! made against the same A with a fresh B. A job without a model mask opens U itself, with A
+//! from the job's own randomness; both paths use [`open_weights`].
+
+use crate::ring::plan::Plan;
+use crate::ring::share::{sub, Prg, Seed, Stream};
+use crate::twopc::channel::{open, Channel, ChannelError};
+
+/// One party's share of layer `layer`'s weight mask A (`n` values), from the seed that owns
+/// it: a job's seed, or a model mask's seed (never both for one A).
+pub fn mask_share(seed: &Seed, layer: u32, n: usize) -> Vec<u64> {
+    Prg::new(seed, Stream::WeightMask(layer)).vec(n)
+}
+
+/// This party's share of every layer's weight mask A.
+pub fn mask_shares(seed: &Seed, plan: &Plan) -> Vec<Vec<u64>> {
+    plan.layers
+        .iter()
+        .enumerate()
+        .map(|(l, ly)| mask_share(seed, l as u32, ly.w.len()))
+        .collect()
+}
+
+/// Number of weights (not biases) of all layers: the length of U.
+pub fn weight_count(plan: &Plan) -> usize {
+    plan.layers.iter().map(|l| l.inputs * l.outputs).sum()
+}
+
+/// What a party holds of the linear layers' weight masking once U is open.
+#[derive(Clone, Debug)]
+pub struct Opened {
+    /// U = W - A, per layer (the same at both parties).
+    pub u: Vec<Vec<u64>>,
+    /// This party's share of A, per layer.
+    pub mask: Vec<Vec<u64>>,
+}
+
+impl Opened {
+    /// Splits a flat U (layer after layer) by the plan's layer shapes.
+    pub fn from_flat(plan: &Plan, u: &[u64], mask: Vec<Vec<u64>>) -> Result<Opened, String> {
+        if u.len() != weight_count(plan) {
+            return Err(format!(
+                "holds {} masked weights but the model has {}",
+                u.len(),
+                weight_count(plan)
+            ));
+        }
+        let mut off = 0;
+        let u = plan
+            .layers
+            .iter()
+            .map(|ly| {
+                let n = ly.inputs * ly.outputs;
+                off += n;
+                u[off - n..off].to_vec()
+            })
+            .collect();
+        Ok(Opened { u, mask })
+    }
+
+    /// U flattened layer after layer (the `OpenedWeights` file body).
+    pub fn flat_u(&self) -> Vec<u64> {
+        self.u.concat()
+    }
+}
+
+/// Opens U = W - A for all layers at once: one message each way. `plan` holds this party's
+/// weight shares, `mask` its shares of A (fresh dealer randomness, never used for another W).
+pub fn open_weights(
+    ch: &mut dyn Channel,
+    party: u8,
+    plan: &Plan,
+    mask: Vec<Vec<u64>>,
+) -> Result<Opened, ChannelError> {
+    let mut share = Vec::with_capacity(weight_count(plan));
+    for (ly, a) in plan.layers.iter().zip(&mask) {
+        share.extend(sub(&ly.w, a));
+    }
+    let u = open(ch, party, &share, "masked weights")?;
+    drop(share);
+    Ok(Opened::from_flat(plan, &u, mask).expect("opened as many values as sent"))
+}
