@@ -41,6 +41,23 @@ pub struct DealSeeds {
     pub model_mask: Option<[Seed; 2]>,
 }
 
+/// Checks that a job's layers and batches fit the randomness stream ids (layer index below
+/// 2^16, batch index below 2^32), so no two (purpose, layer, batch) streams can alias.
+pub fn check_stream_bounds(layers: usize, num_patches: usize, batch: usize) -> Result<(), String> {
+    if layers == 0 || layers - 1 > crate::ring::share::MAX_STREAM_LAYER as usize {
+        return Err(format!(
+            "{layers} layers: at most {} are supported",
+            crate::ring::share::MAX_STREAM_LAYER as usize + 1
+        ));
+    }
+    if batch == 0 || num_patches.div_ceil(batch) > u32::MAX as usize {
+        return Err(format!(
+            "{num_patches} patches in batches of {batch}: at most 2^32 batches are supported"
+        ));
+    }
+    Ok(())
+}
+
 /// Batches of a job: (batch index, first patch, patches in batch).
 pub fn batches(num_patches: usize, batch: usize) -> impl Iterator<Item = (u32, usize, usize)> {
     (0..num_patches.div_ceil(batch)).map(move |b| {
@@ -220,4 +237,22 @@ pub fn generate_into<E>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_stream_bounds;
+
+    #[test]
+    fn stream_bounds_refuse_what_stream_ids_cannot_hold() {
+        assert!(check_stream_bounds(3, 1000, 10).is_ok());
+        assert!(check_stream_bounds(1 << 16, 1, 1).is_ok());
+        let e = check_stream_bounds((1 << 16) + 1, 1, 1).unwrap_err();
+        assert!(e.contains("65537 layers"), "{e}");
+        assert!(check_stream_bounds(2, u32::MAX as usize, 1).is_ok());
+        let e = check_stream_bounds(2, u32::MAX as usize + 1, 1).unwrap_err();
+        assert!(e.contains("2^32 batches"), "{e}");
+        assert!(check_stream_bounds(2, 10, 0).is_err());
+        assert!(check_stream_bounds(0, 10, 1).is_err());
+    }
 }

@@ -14,6 +14,10 @@ pub fn fresh_seed() -> Seed {
     s
 }
 
+/// Largest layer index a stream id holds (16 bits): models are checked against it before any
+/// stream is drawn ([`crate::dealer::check_stream_bounds`]).
+pub const MAX_STREAM_LAYER: u32 = (1 << 16) - 1;
+
 /// ChaCha stream identifiers: (purpose << 48) | (layer << 32) | index.
 #[derive(Clone, Copy, Debug)]
 pub enum Stream {
@@ -39,7 +43,11 @@ pub enum Stream {
 
 impl Stream {
     pub fn id(self) -> u64 {
-        let f = |p: u64, l: u32, i: u32| (p << 48) | ((l as u64) << 32) | i as u64;
+        let f = |p: u64, l: u32, i: u32| {
+            // A larger layer would alias another purpose's stream: refused upstream.
+            assert!(l <= MAX_STREAM_LAYER, "stream layer {l} out of range");
+            (p << 48) | ((l as u64) << 32) | i as u64
+        };
         match self {
             Stream::ModelShare => f(1, 0, 0),
             Stream::ImageShare => f(2, 0, 0),
@@ -119,5 +127,33 @@ mod tests {
             expand(&seed, Stream::ActMask(1, 0), 4),
             expand(&seed, Stream::ActMask(1, 1), 4)
         );
+    }
+
+    #[test]
+    fn stream_ids_are_distinct_up_to_the_largest_layer() {
+        let l = MAX_STREAM_LAYER;
+        let ids = [
+            Stream::ModelShare.id(),
+            Stream::ImageShare.id(),
+            Stream::WeightMask(l).id(),
+            Stream::ImageMask.id(),
+            Stream::ActMask(l, u32::MAX).id(),
+            Stream::MatTriple(l, u32::MAX).id(),
+            Stream::ElemTriple(l, u32::MAX).id(),
+            Stream::BaseOt.id(),
+            Stream::AndTriple(l, u32::MAX).id(),
+            Stream::DaBit(l, u32::MAX).id(),
+            Stream::WeightMask(0).id(),
+            Stream::ActMask(0, 0).id(),
+        ];
+        let set: std::collections::HashSet<u64> = ids.iter().copied().collect();
+        assert_eq!(set.len(), ids.len(), "{ids:x?}");
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn a_layer_past_the_stream_bound_is_refused_not_aliased() {
+        // 2^16 would shift into the purpose bits: WeightMask(2^16) was ImageMask's stream.
+        let _ = Stream::WeightMask(MAX_STREAM_LAYER + 1).id();
     }
 }

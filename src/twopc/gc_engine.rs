@@ -255,6 +255,20 @@ impl GcRole for GcGarbler {
             self.counters.ots += q.len() as u64;
             qs.push(q);
         }
+        // Gate tweaks must never repeat: the first half's counter must stay below the second
+        // half's first gate for the whole run (a real check, before anything is garbled).
+        let needed = circ.and_gates().saturating_mul(v.len() as u64);
+        if self
+            .gb
+            .gate_counter()
+            .checked_add(needed)
+            .is_none_or(|end| end >= SECOND_HALF_FIRST_GATE)
+        {
+            return Err(ProtocolError::Setup(format!(
+                "the garbler's gate counter would pass 2^62 ({needed} more AND gates): \
+                 split the job"
+            )));
+        }
         let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
         let mut tables = Vec::new();
         let mut pending: Option<(Vec<bool>, usize)> = None;
@@ -270,7 +284,6 @@ impl GcRole for GcGarbler {
                 || garble_batch_shared_labels(gb2, circ, c2, q2, o2),
             );
             rho.extend(rho2);
-            debug_assert!(self.gb.gate_counter() < SECOND_HALF_FIRST_GATE);
             drop((q, own));
             tables.clear();
             self.gb.drain_table_bytes(&mut tables);
