@@ -683,3 +683,22 @@ fn cli_writes_are_atomic() {
     perm.set_mode(0o755);
     std::fs::set_permissions(&ro, perm).unwrap();
 }
+
+#[test]
+fn written_files_are_readable_by_their_owner_only() {
+    // Shares, seeds, masks and images are a party's secrets: every file is created mode
+    // 0600, whatever the umask, and a replaced file gets the same mode.
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("share.p1");
+    std::fs::write(&target, b"old").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let h = Header::new(Kind::OutputShare, 1, 18);
+    container::write(&target, &h, &vec![1u64, 2, 3]).unwrap();
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+    let png = d.path().join("bytes.bin");
+    atomic::write_bytes(&png, b"x").unwrap();
+    let mode = std::fs::metadata(&png).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+}

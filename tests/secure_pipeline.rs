@@ -649,6 +649,35 @@ fn refuses_reused_triplets_and_accepts_fresh_ones_with(engine: EngineKind) {
         ["image.p0", "image.p1"],
     );
     assert_canvas_equal(&secure, &orc, "fresh triplets");
+
+    // Two runs of one job: the receiver refuses to add shares across runs (the sum would be
+    // a wrong image), accepts the pair in either order, and refuses one server's share twice.
+    let rec = |a: &str, b: &str, out: &str| {
+        ppd(&[
+            "reconstruct",
+            "--share0",
+            &job.p(a),
+            "--share1",
+            &job.p(b),
+            "--out",
+            &job.p(out),
+        ])
+    };
+    for (a, b) in [("out.p0", "fresh-out.p1"), ("fresh-out.p0", "out.p1")] {
+        refused(&rec(a, b, "mixed.png"), &["different runs", a, b]);
+        assert_nothing_written(&job.dir, &job.path("mixed.png"));
+    }
+    refused(&rec("out.p0", "fresh-out.p0", "same.png"), &["both S0's"]);
+    assert_nothing_written(&job.dir, &job.path("same.png"));
+    let o = rec("fresh-out.p0", "fresh-out.p1", "in-order.png");
+    assert!(o.status.success());
+    let o = rec("fresh-out.p1", "fresh-out.p0", "swapped.png");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(job.path("in-order.png")).unwrap(),
+        std::fs::read(job.path("swapped.png")).unwrap(),
+        "swapped shares give another image"
+    );
 }
 
 #[test]
@@ -1034,6 +1063,34 @@ fn model_mask_refusals_consume_nothing() {
     };
     mask("mask", "model");
     mask("mask-b", "model");
+    // The dealer's record is not overwritten by accident (the opened weights would be
+    // stranded); --force does it.
+    let again = ppd(&[
+        "gen-model-mask",
+        "--model",
+        &job.p("model.p1"),
+        "--out",
+        &job.p("mask-b"),
+    ]);
+    refused(&again, &["mask-b.dealer", "--force"]);
+    ok(&[
+        "gen-model-mask",
+        "--model",
+        &job.p("model.p1"),
+        "--out",
+        &job.p("mask-b"),
+        "--force",
+    ]);
+
+    // 0. An output that cannot be written, or that would overwrite an input: refused before
+    //    the mask is claimed (the opening below then succeeds).
+    for (out, why) in [
+        ("no-such-dir/weights", "does not exist"),
+        ("model", "overwrite the input"),
+    ] {
+        let o = wait_limit(job.spawn_open(0, "model", "mask", out, free_port()), LIMIT);
+        refused(&o, &[why]);
+    }
 
     // 1. The servers hold different masks of the model: both stop at the session check,
     //    nothing is consumed, and each mask then opens normally.
@@ -1107,7 +1164,35 @@ fn model_mask_refusals_consume_nothing() {
         assert_nothing_written(&job.dir, &job.path(&format!("out.p{p}")));
     }
 
-    // 5. Nothing was consumed: the matching files run, bit-exact.
+    // 5. One server with opened weights, the other opening them in the job: both stop at the
+    //    session check, saying so, and nothing is consumed.
+    let mut mixed = f.clone();
+    mixed.weights = Some(pair("weights"));
+    mixed.triplets[1] = "triplets.p1".into();
+    let [o0, o1] = {
+        let port = free_port();
+        let mut g = mixed.clone();
+        g.weights = None;
+        let c0 = job.spawn(0, &mixed, port);
+        let c1 = job.spawn(1, &g, port);
+        [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
+    };
+    refused(
+        &o0,
+        &[
+            "peer server opens the weights in the job",
+            "nothing was consumed",
+        ],
+    );
+    refused(
+        &o1,
+        &[
+            "peer server uses the weights opened under model mask",
+            "nothing was consumed",
+        ],
+    );
+
+    // 6. Nothing was consumed: the matching files run, bit-exact.
     f.weights = Some(pair("weights"));
     let [o0, o1] = job.serve_both(&f, LIMIT);
     assert_success(&o0, "S0");

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::gateway::job_from_header;
 use super::owner::with_ext;
-use super::weights::{check_same_model, mask_id_of};
+use super::weights::{check_same_model, mask_id_of, read_checked};
 use super::Summary;
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::bodies::{DealerMask, ModelMask, Triplets, TripletsLead};
@@ -66,6 +66,10 @@ pub struct GenModelMaskArgs {
     /// Output prefix: writes <out>.p0, <out>.p1 and <out>.dealer.
     #[arg(long, default_value = "mask")]
     pub out: PathBuf,
+    /// Replace an existing <out>.dealer (the weights opened under it can then serve no more
+    /// jobs).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The dealer's private record of a model mask: `<prefix>.dealer`.
@@ -100,6 +104,12 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
         with_ext(&a.out, 1),
         dealer_record(&a.out),
     ];
+    if outs[2].exists() && !a.force {
+        bail!(
+            "{}: a dealer's model mask record exists: replacing it would leave the weights opened under it without triplets; choose another --out, or give --force",
+            outs[2].display()
+        );
+    }
     // The dealer's record first: a server mask without it could never be used.
     container::write(
         &outs[2],
@@ -199,6 +209,9 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         );
     }
     let widths: Vec<usize> = widths_u.iter().map(|&w| w as usize).collect();
+    let geo = Geometry::new(job.height, job.width, patch, job.stride);
+    crate::dealer::check_stream_bounds(widths.len() - 1, geo.num_patches(), batch)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let acts = acts_from_header(&a.model, &mh, widths.len())?;
     let nonlinear = NonlinearDeal::new(a.engine, &acts);
     let model_mask = match &a.model_mask {
@@ -207,7 +220,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
             expect(path, &h, Kind::DealerMask, None)?;
             check_same_model(path, &h, &a.model, &mh)?;
             let id = mask_id_of(path, &h)?;
-            let (_, dm): (Header, DealerMask) = container::read(path)?;
+            let dm: DealerMask = read_checked(path, &h)?;
             Some((id, dm.seeds))
         }
         None => None,
@@ -279,7 +292,6 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     };
     let bytes = size(&out0)? + size(&out1)?;
     let outs = [out0.display().to_string(), out1.display().to_string()];
-    let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![format!(

@@ -9,7 +9,7 @@ use clap::Args;
 use super::inputs::load_image;
 use super::Summary;
 use crate::formats::bodies::{load, OutputShare};
-use crate::formats::container::{id_hex, Header, Kind};
+use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::plain::image::{save_png, GrayImage};
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
@@ -18,10 +18,10 @@ use crate::ring::share::add;
 /// the input unless --bit-depth is given).
 #[derive(Args)]
 pub struct ReconstructArgs {
-    /// S0's output share.
+    /// S0's output share (S1's is accepted too: the pair is then put in order).
     #[arg(long)]
     pub share0: PathBuf,
-    /// S1's output share.
+    /// S1's output share, of the same run.
     #[arg(long)]
     pub share1: PathBuf,
     /// Denoised image (PNG).
@@ -35,31 +35,67 @@ pub struct ReconstructArgs {
     pub clean: Option<String>,
 }
 
-/// Adds the two shares and decodes the image (checks that they belong together).
+/// Adds the two shares and decodes the image. The shares must be the two outputs of one
+/// run: same job, model and triplet id (the run's id), one from each server. Given in the
+/// other order (S1's as `share0`), they are swapped; anything else is refused, since adding
+/// shares of different runs gives a silently wrong image.
 pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)> {
-    let (h0, o0): (Header, OutputShare) = load(share0, Kind::OutputShare, Some(0))?;
-    let (h1, o1): (Header, OutputShare) = load(share1, Kind::OutputShare, Some(1))?;
+    let (mut p0, mut p1) = (share0, share1);
+    let ha = container::read_header(p0)?;
+    container::expect(p0, &ha, Kind::OutputShare, None)?;
+    let hb = container::read_header(p1)?;
+    container::expect(p1, &hb, Kind::OutputShare, None)?;
+    if ha.party == hb.party {
+        bail!(
+            "{} and {} are both S{}'s output share; give one from each server",
+            p0.display(),
+            p1.display(),
+            ha.party
+        );
+    }
+    if ha.party == 1 {
+        std::mem::swap(&mut p0, &mut p1);
+    }
+    let (h0, o0): (Header, OutputShare) = load(p0, Kind::OutputShare, Some(0))?;
+    let (h1, o1): (Header, OutputShare) = load(p1, Kind::OutputShare, Some(1))?;
+    let hex = |i: &Option<[u8; 16]>| i.as_ref().map(id_hex).unwrap_or_else(|| "none".into());
     if h0.job_id != h1.job_id || h0.job_id.is_none() {
         bail!(
             "{} (job {}) and {} (job {}) are shares of different jobs",
-            share0.display(),
-            h0.job_id.as_ref().map(id_hex).unwrap_or_default(),
-            share1.display(),
-            h1.job_id.as_ref().map(id_hex).unwrap_or_default()
+            p0.display(),
+            hex(&h0.job_id),
+            p1.display(),
+            hex(&h1.job_id)
+        );
+    }
+    for (h, p) in [(&h0, p0), (&h1, p1)] {
+        if h.triplet_id.is_none() {
+            bail!(
+                "{}: the output share does not name its run (written by a version before 4); \
+                 it cannot be checked against its partner",
+                p.display()
+            );
+        }
+    }
+    if h0.triplet_id != h1.triplet_id || h0.model_id != h1.model_id {
+        bail!(
+            "{} and {} are outputs of different runs of job {} (run {} and run {}): adding them \
+             would give a wrong image; use the two output shares of one run",
+            p0.display(),
+            p1.display(),
+            hex(&h0.job_id),
+            hex(&h0.triplet_id),
+            hex(&h1.triplet_id)
         );
     }
     if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() || o0.scale != o1.scale {
-        bail!(
-            "{}: shape differs from {}",
-            share1.display(),
-            share0.display()
-        );
+        bail!("{}: shape differs from {}", p1.display(), p0.display());
     }
     let g = o0.geometry;
     if o0.canvas.len() != g.canvas_h * g.canvas_w {
         bail!(
             "{}: canvas has {} values, expected {}",
-            share0.display(),
+            p0.display(),
             o0.canvas.len(),
             g.canvas_h * g.canvas_w
         );

@@ -272,9 +272,12 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             w.display(),
             a.triplets.display()
         ),
-        (Some(id), Some(w)) => Some(load_opened(w, p, &mh, id, &plan)?),
+        (Some(id), Some(w)) => Some(load_opened(w, p, (&a.model, &mh), id, &plan)?),
     };
     let job = is.job.clone();
+    let geo = Geometry::new(job.height, job.width, plan.patch, job.stride);
+    crate::dealer::check_stream_bounds(plan.layers.len(), geo.num_patches(), tr.lead.batch)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.triplets.display()))?;
     let npix = job.height * job.width;
     let image = is
         .data
@@ -283,14 +286,15 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
 
     // Both servers must hold the same job, model, dealer run, weights and engine; checked
     // before anything derived from a share is sent, so a mismatch burns no randomness.
+    // Tag: the three ids (48 bytes), then "<mask>/<engine>" (mask: the model mask's id, or
+    // "per-job" when the job opens the weights itself).
     let mut tag = Vec::new();
     for id in [&ih.job_id, &mh.model_id, &th_only.triplet_id] {
         tag.extend_from_slice(id.as_ref().expect("ids checked above"));
     }
-    tag.extend_from_slice(mask_id.as_deref().unwrap_or("per-job").as_bytes());
-    // The ids' length; the engine's name follows.
     let ids_len = tag.len();
-    tag.extend_from_slice(engine_kind.name().as_bytes());
+    let mask_field = mask_id.as_deref().unwrap_or("per-job");
+    tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.name()).as_bytes());
     let claim = Claim::take(
         &a.link.state_dir,
         p,
@@ -299,12 +303,21 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         &a.triplets,
     )?;
     let mut link = link_up(p, &a.link, claim, &tag, |peer_tag| {
-        let peer_engine = peer_tag.get(ids_len..).map(String::from_utf8_lossy);
-        if peer_tag.len() > ids_len && peer_engine.as_deref() != Some(engine_kind.name()) {
+        let rest = String::from_utf8_lossy(peer_tag.get(ids_len..).unwrap_or_default());
+        let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
+        let weights = |m: &str| match m {
+            "per-job" => "opens the weights in the job".to_string(),
+            id => format!("uses the weights opened under model mask {id}"),
+        };
+        if peer_engine != engine_kind.name() {
             format!(
-                "the peer server runs the {} engine, this one {}: start both with the same --engine and triplets from one `gen-triplets` run",
-                peer_engine.unwrap_or_default(),
-                engine_kind
+                "the peer server runs the {peer_engine} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
+            )
+        } else if peer_mask != mask_field {
+            format!(
+                "the peer server {}, this one {}: give both servers triplets from one `gen-triplets` run and the opened weights of one `open-weights` run",
+                weights(peer_mask),
+                weights(mask_field)
             )
         } else {
             "the peer server holds files of a different job, model or dealer run".into()
@@ -316,7 +329,6 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let batch = tr.lead.batch;
     let rand = PartyRandomness::streaming(p, tr.lead.seed, tr.corrections);
     let mut engine = engine_kind.make(p, &tr.base_ot)?;
-    let geo = Geometry::new(job.height, job.width, plan.patch, job.stride);
     let bar = if a.quiet || json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -356,6 +368,8 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let mut h = Header::new(Kind::OutputShare, p, plan.out_scale);
     h.job_id = ih.job_id;
     h.model_id = mh.model_id;
+    // The run's id: the receiver refuses to add shares of two different runs.
+    h.triplet_id = th_only.triplet_id;
     h.shapes.push((
         "canvas".into(),
         vec![geo.canvas_h as u64, geo.canvas_w as u64],

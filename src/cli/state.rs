@@ -31,6 +31,13 @@ impl Record {
         }
     }
 
+    fn claim_name(self, party: u8, id: &str) -> String {
+        match self {
+            Record::Triplets => format!("claim-p{party}-{id}"),
+            Record::ModelMask => format!("claim-mask-p{party}-{id}"),
+        }
+    }
+
     fn remedy(self) -> &'static str {
         match self {
             Record::Triplets => "ask the dealer for fresh triplets",
@@ -48,7 +55,7 @@ impl Claim {
     pub fn take(state_dir: &Path, party: u8, rec: Record, id: &str, file: &Path) -> Result<Claim> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
-        let p = state_dir.join(format!("claim-p{party}-{id}"));
+        let p = state_dir.join(rec.claim_name(party, id));
         match OpenOptions::new().write(true).create_new(true).open(&p) {
             Ok(_) => Ok(Claim(p)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
@@ -101,5 +108,34 @@ pub fn mark_used(state_dir: &Path, party: u8, rec: Record, id: &str) -> Result<(
         .unwrap_or(0);
     writeln!(f, "{id} {now}")?;
     f.sync_all()?;
+    Ok(())
+}
+
+/// Refuses an output path that would overwrite one of the run's `inputs` or whose folder does
+/// not exist: checked before any randomness is claimed, so a bad --out burns nothing.
+pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{}: the output folder {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    if let Some(o) = canon(out) {
+        for i in inputs {
+            if canon(i).as_ref() == Some(&o) {
+                bail!(
+                    "{}: the output would overwrite the input {}",
+                    out.display(),
+                    i.display()
+                );
+            }
+        }
+    }
     Ok(())
 }

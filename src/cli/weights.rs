@@ -42,7 +42,15 @@ pub struct OpenWeightsArgs {
 /// The mask id a model mask file, record or opened weights file names.
 pub fn mask_id_of(path: &Path, h: &Header) -> Result<String> {
     match h.info("model_mask") {
-        Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(id.into()),
+        // Lowercase only: the consumed record is keyed by the exact string.
+        Some(id)
+            if id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(id.into())
+        }
         Some(id) => bail!("{}: malformed model mask id {id:?}", path.display()),
         None => bail!("{}: header lacks the model mask id", path.display()),
     }
@@ -72,12 +80,31 @@ pub fn check_same_model(path: &Path, h: &Header, model: &Path, mh: &Header) -> R
     Ok(())
 }
 
-/// Loads party `p`'s opened weights for the model of `mh` (its plan `plan`), opened under
-/// mask `mask_id` (the one the job's triplets were made against).
-pub fn load_opened(path: &Path, p: u8, mh: &Header, mask_id: &str, plan: &Plan) -> Result<Opened> {
+/// Reads the body of a file whose header `checked` was checked already, refusing it if the
+/// header changed in between (the checks would not hold for the body read).
+pub fn read_checked<B: serde::de::DeserializeOwned>(path: &Path, checked: &Header) -> Result<B> {
+    let (h, body) = container::read(path)?;
+    if &h != checked {
+        bail!(
+            "{}: the file changed while it was being opened; run again",
+            path.display()
+        );
+    }
+    Ok(body)
+}
+
+/// Loads party `p`'s opened weights for the model of `model` (header `mh`, plan `plan`),
+/// opened under mask `mask_id` (the one the job's triplets were made against).
+pub fn load_opened(
+    path: &Path,
+    p: u8,
+    (model, mh): (&Path, &Header),
+    mask_id: &str,
+    plan: &Plan,
+) -> Result<Opened> {
     let h = container::read_header(path)?;
     container::expect(path, &h, Kind::OpenedWeights, Some(p))?;
-    check_same_model(path, &h, Path::new("the model share"), mh)?;
+    check_same_model(path, &h, model, mh)?;
     let id = mask_id_of(path, &h)?;
     if id != mask_id {
         bail!(
@@ -85,7 +112,7 @@ pub fn load_opened(path: &Path, p: u8, mh: &Header, mask_id: &str, plan: &Plan) 
             path.display()
         );
     }
-    let (_, ow): (Header, OpenedWeights) = container::read(path)?;
+    let ow: OpenedWeights = read_checked(path, &h)?;
     Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
@@ -98,10 +125,12 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     container::expect(&a.mask, &kh, Kind::ModelMask, Some(p))?;
     check_same_model(&a.mask, &kh, &a.model, &mh)?;
     let mask_id = mask_id_of(&a.mask, &kh)?;
-    let (_, km): (Header, ModelMask) = container::read(&a.mask)?;
+    let km: ModelMask = read_checked(&a.mask, &kh)?;
     let plan = ms
         .share_plan()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    // The output must be writable before the mask is consumed.
+    super::state::check_output(&a.out, &[&a.model, &a.mask])?;
     check_unused(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
 
     let mut tag = mh.model_id.expect("checked above").to_vec();

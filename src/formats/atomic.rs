@@ -1,5 +1,7 @@
 //! Atomic output files: write to a temporary file in the destination directory, then rename,
-//! so an interrupted run never leaves a half-written result under the final name.
+//! so an interrupted run never leaves a half-written result under the final name. Every file
+//! is created readable by its owner only (mode 0600): shares, seeds, masks and images are
+//! secrets of the party that holds them.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -27,6 +29,13 @@ where
                 dir.display()
             )
         })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("{}: cannot restrict its permissions", path.display()))?;
+    }
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         f(&mut w).with_context(|| format!("{}: write failed", path.display()))?;

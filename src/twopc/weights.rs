@@ -20,7 +20,7 @@ pub fn mask_shares(seed: &Seed, plan: &Plan) -> Vec<Vec<u64>> {
     plan.layers
         .iter()
         .enumerate()
-        .map(|(l, ly)| mask_share(seed, l as u32, ly.w.len()))
+        .map(|(l, ly)| mask_share(seed, l as u32, ly.inputs * ly.outputs))
         .collect()
 }
 
@@ -75,11 +75,22 @@ pub fn open_weights(
     plan: &Plan,
     mask: Vec<Vec<u64>>,
 ) -> Result<Opened, ChannelError> {
+    let shaped = mask.len() == plan.layers.len()
+        && plan
+            .layers
+            .iter()
+            .zip(&mask)
+            .all(|(ly, a)| ly.w.len() == ly.inputs * ly.outputs && a.len() == ly.w.len());
+    if !shaped {
+        return Err(ChannelError::Mismatch(
+            "the weight shares or their masks do not have the model's shape".into(),
+        ));
+    }
     let mut share = Vec::with_capacity(weight_count(plan));
     for (ly, a) in plan.layers.iter().zip(&mask) {
         share.extend(sub(&ly.w, a));
     }
     let u = open(ch, party, &share, "masked weights")?;
     drop(share);
-    Ok(Opened::from_flat(plan, &u, mask).expect("opened as many values as sent"))
+    Opened::from_flat(plan, &u, mask).map_err(ChannelError::Mismatch)
 }
