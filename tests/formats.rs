@@ -174,7 +174,7 @@ fn wrong_kind() {
         "--out",
         &s(&f.p("t2")),
     ]);
-    cli_refuses(&o, &["image.p1", "expected a model share"]);
+    cli_refuses(&o, &["image.p1", "expected a public model header", "image share"]);
     let o = ppd(&[
         "reconstruct",
         "--share0",

@@ -215,9 +215,9 @@ impl Job {
         let mut v: Vec<String> = vec![
             "gen-triplets".into(),
             "--model".into(),
-            self.p(&format!("{model}.p1")),
+            self.p(&format!("{model}.pub")),
             "--image".into(),
-            self.p(&format!("{image}.p1")),
+            self.p(&format!("{image}.pub")),
             "--batch".into(),
             batch.to_string(),
             "--engine".into(),
@@ -1199,4 +1199,90 @@ fn model_mask_refusals_consume_nothing() {
     assert_success(&o1, "S1");
     let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
     assert_canvas_equal(&secure, &orc, "after model mask refusals");
+}
+
+#[test]
+fn the_dealer_needs_only_the_public_headers() {
+    // The dealer works from `model.pub` and `image.pub` alone, in a folder with no share;
+    // given a share instead it still works (reading only the header) but says it should not
+    // hold one; a share of the wrong kind is refused by name.
+    let job = Job::new(
+        EngineKind::Gmw,
+        Some(&[49, 8, 9]),
+        "builtin:phantom:24",
+        3,
+        64,
+    );
+    let dealer = job.path("dealer");
+    std::fs::create_dir(&dealer).unwrap();
+    for f in ["model.pub", "image.pub"] {
+        std::fs::copy(job.path(f), dealer.join(f)).unwrap();
+    }
+    let d = |f: &str| s(&dealer.join(f));
+    ok(&[
+        "gen-model-mask",
+        "--model",
+        &d("model.pub"),
+        "--out",
+        &d("mask"),
+    ]);
+    let o = ppd(&[
+        "gen-triplets",
+        "--model",
+        &d("model.pub"),
+        "--image",
+        &d("image.pub"),
+        "--model-mask",
+        &d("mask.dealer"),
+        "--out",
+        &d("triplets"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+    // The servers run on what the dealer made from public headers only.
+    for f in ["mask.p0", "mask.p1", "triplets.p0", "triplets.p1"] {
+        std::fs::copy(dealer.join(f), job.path(f)).unwrap();
+    }
+    let [w0, w1] = job.open_both("model", ["mask", "mask"], "weights");
+    assert_success(&w0, "S0 open-weights");
+    assert_success(&w1, "S1 open-weights");
+    let mut f = ServeFiles::standard();
+    f.weights = Some(pair("weights"));
+    let [o0, o1] = job.serve_both(&f, LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "dealer from public headers");
+
+    // A share still works, with a warning.
+    let o = ppd(&[
+        "gen-triplets",
+        "--model",
+        &job.p("model.p1"),
+        "--image",
+        &job.p("image.p0"),
+        "--out",
+        &job.p("t-share"),
+    ]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("model.p1 is S1's share") && err.contains(".pub"),
+        "{err}"
+    );
+    // The job's header where the model's is expected: refused, naming the file.
+    let o = ppd(&[
+        "gen-triplets",
+        "--model",
+        &job.p("image.pub"),
+        "--image",
+        &job.p("image.pub"),
+        "--out",
+        &job.p("t-bad"),
+    ]);
+    refused(
+        &o,
+        &["image.pub", "public model header", "public job header"],
+    );
+    assert_nothing_written(&job.dir, &job.path("t-bad.p1"));
 }

@@ -126,9 +126,9 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     let (t_dealer, j_dealer) = timed(&[
         "gen-triplets".into(),
         "--model".into(),
-        s(&p("model.p1")),
+        s(&p("model.pub")),
         "--image".into(),
-        s(&p("image.p1")),
+        s(&p("image.pub")),
         "--batch".into(),
         batch.to_string(),
         "--engine".into(),

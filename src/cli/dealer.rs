@@ -23,16 +23,16 @@ use crate::twopc::gc::ActCircuit;
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
-/// Reads only the public headers of a model share and an image share (shapes, ids, stride),
-/// never their contents. Writes `<out>.p0` (a seed and base OTs) and `<out>.p1` (a seed, base
-/// OTs and the explicit triple shares). Each file may be used once: servers record consumed
+/// Reads only public headers (`model.pub`, `image.pub`: shapes, ids, stride), never a share.
+/// Writes `<out>.p0` (a seed and base OTs) and `<out>.p1` (a seed, base OTs and the explicit
+/// triple shares). Each file may be used once: servers record consumed
 /// randomness and refuse it a second time.
 #[derive(Args)]
 pub struct GenTripletsArgs {
-    /// A model share of the job's model (either party's; only its header is read).
+    /// The model's public header (model.pub from `share-model`).
     #[arg(long)]
     pub model: PathBuf,
-    /// An image share of the job (either party's; only its header is read).
+    /// The job's public header (image.pub from `share-image`).
     #[arg(long)]
     pub image: PathBuf,
     /// Patches per batch: larger batches mean fewer rounds and more memory (default: 128 for
@@ -55,12 +55,12 @@ pub struct GenTripletsArgs {
 
 /// Make a model's weight mask (trusted dealer, once per model).
 ///
-/// Reads only the public header of a model share. Writes <out>.p0 and <out>.p1 (each
+/// Reads only the model's public header (`model.pub`). Writes <out>.p0 and <out>.p1 (each
 /// server's share of the mask, for `open-weights`) and <out>.dealer, the dealer's private
 /// record from which `gen-triplets --model-mask` makes every job's triples against the mask.
 #[derive(Args)]
 pub struct GenModelMaskArgs {
-    /// A model share of the model (either party's; only its header is read).
+    /// The model's public header (model.pub from `share-model`).
     #[arg(long)]
     pub model: PathBuf,
     /// Output prefix: writes <out>.p0, <out>.p1 and <out>.dealer.
@@ -80,8 +80,7 @@ pub fn dealer_record(prefix: &Path) -> PathBuf {
 }
 
 pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
-    let mh = container::read_header(&a.model)?;
-    expect(&a.model, &mh, Kind::ModelShare, None)?;
+    let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
     let layers = mh
         .shape("layers")
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
@@ -157,6 +156,31 @@ pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
     }
 }
 
+/// Reads the public header the dealer works from: a `.pub` file of kind `public`, or (accepted,
+/// with a warning: the dealer should not hold a server's share) a share of kind `share`.
+pub fn dealer_header(path: &Path, public: Kind, share: Kind) -> Result<Header> {
+    let h = container::read_header(path)?;
+    if h.kind == share {
+        eprintln!(
+            "warning: {} is S{}'s share; the dealer reads only its header and should be given the public header file (<prefix>.pub) instead",
+            path.display(),
+            h.party
+        );
+        expect(path, &h, share, None)?;
+    } else if h.kind != public {
+        bail!(
+            "{}: expected a {} (the <prefix>.pub file; a {} is accepted too) but this file is a {}",
+            path.display(),
+            public.name(),
+            share.name(),
+            h.kind.name()
+        );
+    } else {
+        expect(path, &h, public, None)?;
+    }
+    Ok(h)
+}
+
 /// The public activation constants a model share's header carries (one per hidden layer).
 pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<ActConsts>> {
     let s = h.info("acts").with_context(|| {
@@ -189,10 +213,8 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     if batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let mh = container::read_header(&a.model)?;
-    expect(&a.model, &mh, Kind::ModelShare, None)?;
-    let ih = container::read_header(&a.image)?;
-    expect(&a.image, &ih, Kind::ImageShare, None)?;
+    let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
+    let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
     let widths_u = mh
         .shape("layers")
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?

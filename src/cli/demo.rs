@@ -109,9 +109,9 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
     let mut dealer_args = vec![
         "gen-triplets".into(),
         "--model".into(),
-        s(&w.join("model.p1")),
+        s(&w.join("model.pub")),
         "--image".into(),
-        s(&w.join("image.p1")),
+        s(&w.join("image.pub")),
         "--batch".into(),
         a.batch.unwrap_or(a.engine.default_batch()).to_string(),
         "--engine".into(),

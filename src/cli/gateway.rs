@@ -42,7 +42,8 @@ pub struct ShareImageArgs {
     /// Fixed-point fractional bits (must match the model shares).
     #[arg(long, default_value_t = crate::ring::plan::FixedParams::default().s)]
     pub scale: u32,
-    /// Output prefix: writes <out>.p0 and <out>.p1.
+    /// Output prefix: writes <out>.p0 and <out>.p1 (one per server) and <out>.pub (the public
+    /// job header, all the dealer needs).
     #[arg(long, default_value = "image")]
     pub out: PathBuf,
 }
@@ -108,6 +109,11 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         bytes += std::fs::metadata(&out)?.len();
         outs.push(out.display().to_string());
     }
+    // The dealer's copy: the public job header alone.
+    let out = super::owner::public_file(&a.out);
+    container::write(&out, &job_header(Kind::PublicJob, 0, job_id, &job), &())
+        .with_context(|| format!("writing {}", out.display()))?;
+    outs.push(out.display().to_string());
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![format!(

@@ -23,7 +23,8 @@ pub struct ShareModelArgs {
     /// Trained model (.npz with W1..WL, b1..bL); default: the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Output prefix: writes <out>.p0 and <out>.p1.
+    /// Output prefix: writes <out>.p0 and <out>.p1 (one per server) and <out>.pub (the public
+    /// model header, all the dealer needs).
     #[arg(long, default_value = "model")]
     pub out: PathBuf,
     #[command(flatten)]
@@ -74,6 +75,13 @@ pub fn load_tanh(path: &Option<PathBuf>) -> Result<crate::ring::tanhstar::TanhSt
     Ok(t)
 }
 
+/// `<prefix>.pub`: the public header file the dealer is given instead of a share.
+pub fn public_file(prefix: &std::path::Path) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".pub");
+    PathBuf::from(s)
+}
+
 pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
     let mut s = prefix.as_os_str().to_owned();
     s.push(format!(".p{party}"));
@@ -116,9 +124,19 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         let out = with_ext(&a.out, party);
         container::write(&out, &h, &body).with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
+        if party == 1 {
+            // The dealer's copy: the public header alone (shapes, ids, constants).
+            let mut hp = h.clone();
+            hp.kind = Kind::PublicModel;
+            hp.party = 0;
+            let out = public_file(&a.out);
+            container::write(&out, &hp, &())
+                .with_context(|| format!("writing {}", out.display()))?;
+            written.push(out.display().to_string());
+        }
     }
     let mut lines = vec![format!(
-        "model {} ({}) shared as {} and {}; model id {}",
+        "model {} ({}) shared as {} and {} (public header for the dealer: {}); model id {}",
         path.display(),
         plan.widths()
             .iter()
@@ -127,6 +145,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
             .join("-"),
         written[0],
         written[1],
+        written[2],
         id_hex(&model_id)
     )];
     if model.meta.activation == Activation::Tanh {

@@ -133,9 +133,11 @@ pub fn model_setup(
     let (t_mask, _) = timed(&[
         "gen-model-mask".into(),
         "--model".into(),
-        f("model.p1".into()),
+        f("model.pub".into()),
         "--out".into(),
         f("mask".into()),
+        // A rerun in the same folder shares the model afresh: the old mask is stale.
+        "--force".into(),
     ])?;
     let args = |p: u8| {
         vec![

@@ -20,8 +20,9 @@ use bincode::Options;
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 2: patch shapes carry the aggregation window (model shares, output shares).
 /// 3: triplet files name their engine (GC or boolean).
-/// 4: model masks (weights opened once per model): three new kinds, and triplet files made
-///    against a model mask name it; version 3 files remain readable (they have neither).
+/// 4: model masks (weights opened once per model) and the dealer's header-only files: five
+///    new kinds, and triplet files made against a model mask name it; version 3 files remain
+///    readable (they have none of these).
 pub const VERSION: u16 = 4;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
@@ -55,6 +56,10 @@ pub enum Kind {
     DealerMask,
     /// A server's opened masked weights U = W - A and its mask share (`open-weights`).
     OpenedWeights,
+    /// A model's public header alone, for the dealer (`share-model`'s `<out>.pub`).
+    PublicModel,
+    /// A job's public header alone, for the dealer (`share-image`'s `<out>.pub`).
+    PublicJob,
 }
 
 impl Kind {
@@ -67,6 +72,8 @@ impl Kind {
             Kind::ModelMask => "model mask share",
             Kind::DealerMask => "dealer's model mask record",
             Kind::OpenedWeights => "opened weights",
+            Kind::PublicModel => "public model header",
+            Kind::PublicJob => "public job header",
         }
     }
 }
