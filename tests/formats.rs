@@ -3,7 +3,9 @@
 //! from the command line (non-zero exit): wrong kind, wrong party, unknown version, ids of
 //! another job or model, truncation, a flipped byte, absurd sizes (refused before any large
 //! allocation), foreign files. And atomic writes: no temporary file left behind, an existing
-//! output untouched when writing fails.
+//! output untouched when writing fails. Crafted files (rewritten with a valid checksum, which
+//! is not a signature): every public field of a model share, image share, output share and
+//! dealer header is validated before anything is claimed or sized from it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -174,7 +176,10 @@ fn wrong_kind() {
         "--out",
         &s(&f.p("t2")),
     ]);
-    cli_refuses(&o, &["image.p1", "expected a public model header", "image share"]);
+    cli_refuses(
+        &o,
+        &["image.p1", "expected a public model header", "image share"],
+    );
     let o = ppd(&[
         "reconstruct",
         "--share0",
@@ -701,4 +706,193 @@ fn written_files_are_readable_by_their_owner_only() {
     atomic::write_bytes(&png, b"x").unwrap();
     let mode = std::fs::metadata(&png).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Crafted files: the checksum is not a signature, so a file can be rewritten with a valid
+// checksum and any body. Every public field is validated before anything is claimed or sized
+// from it (issue 12, item 1).
+
+/// Rewrites container `src` into `dst` (valid checksum) after `f` changes its body.
+fn craft<B: serde::de::DeserializeOwned + serde::Serialize>(
+    src: &Path,
+    dst: &Path,
+    f: impl FnOnce(&mut Header, &mut B),
+) {
+    let (mut h, mut b): (Header, B) = container::read(src).unwrap();
+    f(&mut h, &mut b);
+    container::write(dst, &h, &b).unwrap();
+}
+
+#[test]
+fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
+    let f = Files::new();
+    type Change = Box<dyn Fn(&mut ModelShare)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "activation constants",
+            Box::new(|m: &mut ModelShare| m.plan.acts[0].sh += 1),
+            "activation constants differ",
+        ),
+        (
+            "layers that do not chain",
+            Box::new(|m: &mut ModelShare| m.plan.layers[1].inputs += 1),
+            "takes 9 inputs but layer 0 gives 8",
+        ),
+        (
+            // S1's share is a seed: without the check it would be expanded to 2^36 values.
+            "a seed expanded to an absurd size",
+            Box::new(|m: &mut ModelShare| {
+                m.plan.layers[0].outputs = 1 << 30;
+                m.plan.layers[1].inputs = 1 << 30;
+            }),
+            "more than 1073741824 weights",
+        ),
+        (
+            "a product scale",
+            Box::new(|m: &mut ModelShare| m.plan.layers[1].prod_scale += 2),
+            "product scale",
+        ),
+        (
+            "invalid fixed-point parameters",
+            Box::new(|m: &mut ModelShare| m.plan.params.s = 40),
+            "fixed-point",
+        ),
+    ];
+    for (what, change, needle) in cases {
+        craft(
+            &f.p("model.p1"),
+            &f.p("crafted.p1"),
+            |_, m: &mut ModelShare| change(m),
+        );
+        let o = f.serve(1, "crafted.p1", "image.p1", "triplets.p1");
+        let err = cli_refuses(&o, &["crafted.p1", needle]);
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        f.no_output();
+    }
+    // An image share claiming 2^40 pixels (its share is a seed for S1).
+    craft(&f.p("image.p1"), &f.p("big.p1"), |_, i: &mut ImageShare| {
+        i.job.height = 1 << 20;
+        i.job.width = 1 << 20;
+    });
+    let o = f.serve(1, "model.p1", "big.p1", "triplets.p1");
+    cli_refuses(&o, &["big.p1", "pixels"]);
+    f.no_output();
+    // A stride of 0 (Geometry::new used to assert).
+    craft(
+        &f.p("image.p1"),
+        &f.p("stride.p1"),
+        |_, i: &mut ImageShare| i.job.stride = 0,
+    );
+    let o = f.serve(1, "model.p1", "stride.p1", "triplets.p1");
+    cli_refuses(&o, &["stride.p1", "stride 0"]);
+    f.no_output();
+}
+
+#[test]
+fn crafted_public_headers_are_refused_by_the_dealer() {
+    let f = Files::new();
+    let dealer = |model: &str, image: &str| {
+        ppd(&[
+            "gen-triplets",
+            "--model",
+            &s(&f.p(model)),
+            "--image",
+            &s(&f.p(image)),
+            "--out",
+            &s(&f.p("t")),
+        ])
+    };
+    // Widths whose "patch" has a larger output than input (the margin would underflow).
+    craft(&f.p("model.pub"), &f.p("m1.pub"), |h, _: &mut ()| {
+        h.shapes = vec![("layers".into(), vec![1, 4])];
+    });
+    cli_refuses(&dealer("m1.pub", "image.pub"), &["m1.pub", "centred"]);
+    // Widths with a zero and an absurd size.
+    craft(&f.p("model.pub"), &f.p("m2.pub"), |h, _: &mut ()| {
+        h.shapes = vec![("layers".into(), vec![49, 0, 9])];
+    });
+    cli_refuses(&dealer("m2.pub", "image.pub"), &["m2.pub", "include 0"]);
+    craft(&f.p("model.pub"), &f.p("m3.pub"), |h, _: &mut ()| {
+        h.shapes = vec![("layers".into(), vec![49, 1 << 40, 9])];
+    });
+    cli_refuses(
+        &dealer("m3.pub", "image.pub"),
+        &["m3.pub", "weights and biases"],
+    );
+    // Job parameters with stride 0, and with 2^40 pixels.
+    for (name, json) in [("j1.pub", "stride"), ("j2.pub", "pixels")] {
+        craft(&f.p("image.pub"), &f.p(name), |h, _: &mut ()| {
+            let mut job: JobParams =
+                serde_json::from_str(h.info.iter().find(|(k, _)| k == "job").unwrap().1.as_str())
+                    .unwrap();
+            if json == "stride" {
+                job.stride = 0;
+            } else {
+                job.height = 1 << 20;
+                job.width = 1 << 20;
+            }
+            for (k, v) in h.info.iter_mut() {
+                if k == "job" {
+                    *v = serde_json::to_string(&job).unwrap();
+                }
+            }
+        });
+        cli_refuses(&dealer("model.pub", name), &[name, json]);
+    }
+    assert!(!f.p("t.p1").exists() && !f.p("t.p0").exists());
+}
+
+#[test]
+fn a_crafted_output_geometry_is_refused_by_the_receiver() {
+    let f = Files::new();
+    let geo = Geometry::new(
+        16,
+        16,
+        PatchShape {
+            input: 7,
+            output: 3,
+            window_milli: 0,
+        },
+        3,
+    );
+    let job = JobParams {
+        height: 16,
+        width: 16,
+        bit_depth: 8,
+        stride: 3,
+        scale: 16,
+        pre: Preprocess::new(25.0, 25.0, false),
+        sigma: 25.0,
+        model_sigma: 25.0,
+    };
+    let n = geo.canvas_h * geo.canvas_w;
+    // Same canvas size, but a patch whose output exceeds its input: not what the job implies
+    // (decoding it used to underflow the patch margin).
+    let mut bad = geo;
+    bad.patch.output = 9;
+    for p in 0..2u8 {
+        let mut h = Header::new(Kind::OutputShare, p, 46);
+        h.job_id = Some([1; 16]);
+        h.model_id = Some([2; 16]);
+        h.triplet_id = Some([3; 16]);
+        let body = OutputShare {
+            geometry: bad,
+            job: job.clone(),
+            scale: 46,
+            canvas: vec![0; n],
+        };
+        container::write(&f.p(&format!("o.p{p}")), &h, &body).unwrap();
+    }
+    let o = ppd(&[
+        "reconstruct",
+        "--share0",
+        &s(&f.p("o.p0")),
+        "--share1",
+        &s(&f.p("o.p1")),
+        "--out",
+        &s(&f.p("o.png")),
+    ]);
+    cli_refuses(&o, &["o.p0", "geometry does not match"]);
+    assert!(!f.p("o.png").exists());
 }

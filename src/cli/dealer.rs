@@ -85,7 +85,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
         .shape("layers")
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
         .to_vec();
-    patch_from_widths(&layers)?;
+    patch_from_widths(&layers).with_context(|| format!("{}", a.model.display()))?;
     if mh.model_id.is_none() {
         bail!("{}: header lacks the model id", a.model.display());
     }
@@ -137,7 +137,34 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
     })
 }
 
+/// Checks public layer widths read from a header (the dealer sizes everything from them):
+/// 2 to MAX_LAYERS + 1 entries, none zero, at most MAX_MODEL_VALUES weights and biases.
+fn check_public_widths(widths: &[u64]) -> Result<(), String> {
+    use crate::ring::plan::{MAX_LAYERS, MAX_MODEL_VALUES};
+    if widths.len() < 2 || widths.len() > MAX_LAYERS + 1 {
+        return Err(format!(
+            "{} layer widths (2 to {} supported)",
+            widths.len(),
+            MAX_LAYERS + 1
+        ));
+    }
+    let mut values: u64 = 0;
+    for w in widths.windows(2) {
+        if w[0] == 0 || w[1] == 0 {
+            return Err(format!("layer widths {widths:?} include 0"));
+        }
+        values = w[0]
+            .checked_mul(w[1])
+            .and_then(|n| n.checked_add(w[1]))
+            .and_then(|n| n.checked_add(values))
+            .filter(|&n| n <= MAX_MODEL_VALUES as u64)
+            .ok_or_else(|| format!("more than {MAX_MODEL_VALUES} weights and biases"))?;
+    }
+    Ok(())
+}
+
 pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
+    check_public_widths(widths).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sq = |n: u64| {
         let r = (n as f64).sqrt().round() as u64;
         (r * r == n).then_some(r as usize)
@@ -147,19 +174,22 @@ pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
         widths.last().and_then(|&w| sq(w)),
     ) {
         // The dealer only counts patches; the aggregation window does not change that.
-        (Some(input), Some(output)) if widths.len() >= 2 => Ok(PatchShape {
-            input,
-            output,
-            window_milli: 0,
-        }),
-        _ => bail!("model layer widths {widths:?} do not describe square patches"),
+        (Some(input), Some(output)) if output <= input && (input - output) % 2 == 0 => {
+            Ok(PatchShape {
+                input,
+                output,
+                window_milli: 0,
+            })
+        }
+        _ => bail!("model layer widths {widths:?} do not describe square patches with the output centred in the input"),
     }
 }
 
 /// Reads the public header the dealer works from: a `.pub` file of kind `public`, or (accepted,
 /// with a warning: the dealer should not hold a server's share) a share of kind `share`.
 pub fn dealer_header(path: &Path, public: Kind, share: Kind) -> Result<Header> {
-    let h = container::read_header(path)?;
+    // The whole file is checked (a streaming pass): a corrupted header is refused here.
+    let h = container::verify(path)?;
     if h.kind == share {
         eprintln!(
             "warning: {} is S{}'s share; the dealer reads only its header and should be given the public header file (<prefix>.pub) instead",
@@ -219,7 +249,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         .shape("layers")
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
         .to_vec();
-    let patch = patch_from_widths(&widths_u)?;
+    let patch = patch_from_widths(&widths_u).with_context(|| format!("{}", a.model.display()))?;
     let job = job_from_header(&a.image, &ih)?;
     if job.scale != mh.scale {
         bail!(

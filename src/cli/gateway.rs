@@ -64,7 +64,11 @@ pub fn job_from_header(path: &std::path::Path, h: &Header) -> Result<JobParams> 
     let s = h
         .info("job")
         .with_context(|| format!("{}: header lacks the job parameters", path.display()))?;
-    serde_json::from_str(s).with_context(|| format!("{}: malformed job parameters", path.display()))
+    let job: JobParams = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed job parameters", path.display()))?;
+    job.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(job)
 }
 
 pub fn share_image(a: ShareImageArgs) -> Result<Summary> {

@@ -10,6 +10,7 @@ use super::inputs::load_image;
 use super::Summary;
 use crate::formats::bodies::{load, OutputShare};
 use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::plain::geometry::Geometry;
 use crate::plain::image::{save_png, GrayImage};
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
@@ -71,8 +72,8 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
     for (h, p) in [(&h0, p0), (&h1, p1)] {
         if h.triplet_id.is_none() {
             bail!(
-                "{}: the output share does not name its run (written by a version before 4); \
-                 it cannot be checked against its partner",
+                "{}: the output share does not name its run (written before output shares \
+                 carried their triplet id); it cannot be checked against its partner: rerun the job",
                 p.display()
             );
         }
@@ -91,7 +92,21 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
     if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() || o0.scale != o1.scale {
         bail!("{}: shape differs from {}", p1.display(), p0.display());
     }
+    // The geometry must be the one the job implies (it sizes everything the receiver does).
+    o0.job
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p0.display()))?;
     let g = o0.geometry;
+    let sane_patch = (1..=g.patch.input).contains(&g.patch.output) && g.patch.input <= 4096;
+    if !sane_patch
+        || o1.job != o0.job
+        || g != Geometry::new(o0.job.height, o0.job.width, g.patch, o0.job.stride)
+    {
+        bail!(
+            "{}: its geometry does not match its job parameters",
+            p0.display()
+        );
+    }
     if o0.canvas.len() != g.canvas_h * g.canvas_w {
         bail!(
             "{}: canvas has {} values, expected {}",

@@ -155,6 +155,9 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let p = a.party;
     let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
     let (ih, is): (Header, ImageShare) = load(&a.image, Kind::ImageShare, Some(p))?;
+    is.job
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let th_only = container::read_header(&a.triplets)?;
     container::expect(&a.triplets, &th_only, Kind::Triplets, Some(p))?;
     if !same_id(&th_only.model_id, &mh.model_id) {
@@ -259,6 +262,9 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             );
         }
     }
+    let geo = Geometry::new(is.job.height, is.job.width, plan.patch, is.job.stride);
+    crate::dealer::check_stream_bounds(plan.layers.len(), geo.num_patches(), tr.lead.batch)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.triplets.display()))?;
     // The weights: opened once for the model (the triplets then name its mask), or per job.
     let mask_id = th.info("model_mask").map(String::from);
     let opened = match (&mask_id, &a.weights) {
@@ -275,9 +281,6 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         (Some(id), Some(w)) => Some(load_opened(w, p, (&a.model, &mh), id, &plan)?),
     };
     let job = is.job.clone();
-    let geo = Geometry::new(job.height, job.width, plan.patch, job.stride);
-    crate::dealer::check_stream_bounds(plan.layers.len(), geo.num_patches(), tr.lead.batch)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.triplets.display()))?;
     let npix = job.height * job.width;
     let image = is
         .data

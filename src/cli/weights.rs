@@ -14,7 +14,7 @@ use crate::formats::bodies::{load, ModelMask, ModelShare, OpenedWeights};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::ring::plan::Plan;
 use crate::twopc::channel::with_queued_link;
-use crate::twopc::weights::{mask_shares, open_weights, Opened};
+use crate::twopc::weights::{mask_shares, open_weights, weight_count, Opened};
 
 /// Open a model's masked weights once, on both servers (S0 listens, S1 connects), and write
 /// this server's opened weights for every later job of the model (`serve --weights`).
@@ -113,6 +113,14 @@ pub fn load_opened(
         );
     }
     let ow: OpenedWeights = read_checked(path, &h)?;
+    if ow.u.len() != weight_count(plan) {
+        bail!(
+            "{}: holds {} masked weights but the model has {}",
+            path.display(),
+            ow.u.len(),
+            weight_count(plan)
+        );
+    }
     Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

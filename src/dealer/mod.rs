@@ -46,13 +46,16 @@ pub struct DealSeeds {
 pub fn check_stream_bounds(layers: usize, num_patches: usize, batch: usize) -> Result<(), String> {
     if layers == 0 || layers - 1 > crate::ring::share::MAX_STREAM_LAYER as usize {
         return Err(format!(
-            "{layers} layers: at most {} are supported",
+            "{layers} layers: 1 to {} are supported",
             crate::ring::share::MAX_STREAM_LAYER as usize + 1
         ));
     }
-    if batch == 0 || num_patches.div_ceil(batch) > u32::MAX as usize {
+    if batch == 0 {
+        return Err("a batch of 0 patches".into());
+    }
+    if num_patches.div_ceil(batch) > u32::MAX as usize {
         return Err(format!(
-            "{num_patches} patches in batches of {batch}: at most 2^32 batches are supported"
+            "{num_patches} patches in batches of {batch}: fewer than 2^32 batches are supported"
         ));
     }
     Ok(())
@@ -251,7 +254,7 @@ mod tests {
         assert!(e.contains("65537 layers"), "{e}");
         assert!(check_stream_bounds(2, u32::MAX as usize, 1).is_ok());
         let e = check_stream_bounds(2, u32::MAX as usize + 1, 1).unwrap_err();
-        assert!(e.contains("2^32 batches"), "{e}");
+        assert!(e.contains("fewer than 2^32 batches"), "{e}");
         assert!(check_stream_bounds(2, 10, 0).is_err());
         assert!(check_stream_bounds(0, 10, 1).is_err());
     }

@@ -49,7 +49,8 @@ impl ModelShare {
 
     /// The plan with this party's weight shares filled in.
     pub fn share_plan(&self) -> Result<Plan, String> {
-        self.plan.check_output_headroom()?;
+        // Every public field checked before the shares are sized from it.
+        self.plan.validate_public()?;
         let mut plan = self.plan.clone();
         let flat = self
             .data
@@ -87,6 +88,32 @@ pub struct JobParams {
     pub pre: Preprocess,
     pub sigma: f64,
     pub model_sigma: f64,
+}
+
+/// Most pixels an image may have: 2^28 (16384 x 16384; 2 GiB per image-sized share).
+pub const MAX_PIXELS: usize = 1 << 28;
+
+impl JobParams {
+    /// Checks parameters read from a file before anything is sized from them.
+    pub fn validate(&self) -> Result<(), String> {
+        let (h, w) = (self.height, self.width);
+        if h == 0 || w == 0 || h.checked_mul(w).is_none_or(|n| n > MAX_PIXELS) {
+            return Err(format!(
+                "image of {h} x {w} pixels (1 to {MAX_PIXELS} pixels supported)"
+            ));
+        }
+        if self.stride == 0 || self.stride > h.max(w) {
+            return Err(format!("stride {} for a {h} x {w} image", self.stride));
+        }
+        if self.bit_depth != 8 && self.bit_depth != 16 {
+            return Err(format!("bit depth {} (8 or 16 supported)", self.bit_depth));
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.sigma) || !positive(self.model_sigma) || !positive(self.pre.noise_scale) {
+            return Err("noise levels must be finite and positive".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -107,6 +107,11 @@ pub struct PlanLayer {
     pub prod_scale: u32,
 }
 
+/// Most layers a plan may have (stream ids hold the layer in 16 bits).
+pub const MAX_LAYERS: usize = crate::ring::share::MAX_STREAM_LAYER as usize + 1;
+/// Most weights and biases a model may have: 2^30 values, 8 GiB per share.
+pub const MAX_MODEL_VALUES: usize = 1 << 30;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub params: FixedParams,
@@ -169,6 +174,92 @@ impl Plan {
         };
         plan.check_output_headroom()?;
         Ok(plan)
+    }
+
+    /// Checks a plan read from a model share (weights removed) before anything is sized from
+    /// it: every public field must be what [`Plan::from_model`] derives from the parameters,
+    /// the layer widths and the flags, and the sizes must be sane. A crafted share (its
+    /// checksum is not a signature) is refused here instead of panicking or allocating without
+    /// bound later.
+    pub fn validate_public(&self) -> Result<(), String> {
+        self.params.validate()?;
+        let nl = self.layers.len();
+        if nl == 0 || nl > MAX_LAYERS {
+            return Err(format!("{nl} layers (1 to {MAX_LAYERS} supported)"));
+        }
+        let (s, f) = (self.params.s, self.params.act_scale());
+        let mut values: usize = 0;
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.inputs == 0 || l.outputs == 0 {
+                return Err(format!(
+                    "layer {i} has an empty side ({} x {})",
+                    l.outputs, l.inputs
+                ));
+            }
+            if i > 0 && self.layers[i - 1].outputs != l.inputs {
+                return Err(format!(
+                    "layer {i} takes {} inputs but layer {} gives {}",
+                    l.inputs,
+                    i - 1,
+                    self.layers[i - 1].outputs
+                ));
+            }
+            values = l
+                .inputs
+                .checked_mul(l.outputs)
+                .and_then(|w| w.checked_add(l.outputs))
+                .and_then(|n| values.checked_add(n))
+                .filter(|&n| n <= MAX_MODEL_VALUES)
+                .ok_or_else(|| format!("more than {MAX_MODEL_VALUES} weights and biases"))?;
+            if !l.w.is_empty() || !l.b.is_empty() {
+                return Err(format!("layer {i} carries weights in its public plan"));
+            }
+            let want = s + if i == 0 { s } else { f };
+            if l.prod_scale != want {
+                return Err(format!(
+                    "layer {i} has product scale {} (expected {want})",
+                    l.prod_scale
+                ));
+            }
+        }
+        let p = self.patch;
+        if p.output == 0
+            || p.output > p.input
+            || (p.input - p.output) % 2 != 0
+            || p.input.checked_mul(p.input) != Some(self.layers[0].inputs)
+            || p.output.checked_mul(p.output) != Some(self.layers[nl - 1].outputs)
+        {
+            return Err(format!(
+                "patch shape {}x{} in, {}x{} out does not match the layer widths {:?}",
+                p.input,
+                p.input,
+                p.output,
+                p.output,
+                self.widths()
+            ));
+        }
+        if self.acts.len() != nl - 1 {
+            return Err(format!(
+                "{} activation constants for {} hidden layers",
+                self.acts.len(),
+                nl - 1
+            ));
+        }
+        for (i, c) in self.acts.iter().enumerate() {
+            if *c != act_consts(&self.params, self.layers[i].prod_scale) {
+                return Err(format!(
+                    "hidden layer {i}: activation constants differ from those of the fixed-point parameters"
+                ));
+            }
+        }
+        if self.out_scale != self.layers[nl - 1].prod_scale {
+            return Err(format!(
+                "output scale {} differs from the last layer's product scale {}",
+                self.out_scale,
+                self.layers[nl - 1].prod_scale
+            ));
+        }
+        self.check_output_headroom()
     }
 
     /// A canvas pixel sums at most one output per window position (stride 1), each with
