@@ -896,3 +896,49 @@ fn a_crafted_output_geometry_is_refused_by_the_receiver() {
     cli_refuses(&o, &["o.p0", "geometry does not match"]);
     assert!(!f.p("o.png").exists());
 }
+
+#[test]
+fn a_set_of_files_appears_together_or_not_at_all() {
+    // share-model, share-image and gen-model-mask write their .p0/.p1/.pub (or .dealer) as one
+    // staged set: a failure while writing any member leaves every previous member untouched.
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("x.p0"), d.path().join("x.p1"));
+    std::fs::write(&a, b"old p0").unwrap();
+    std::fs::write(&b, b"old p1").unwrap();
+    let mut set = atomic::Staged::default();
+    set.add(&a, |w| {
+        use std::io::Write;
+        w.write_all(b"new p0")?;
+        Ok(())
+    })
+    .unwrap();
+    let e = set
+        .add(&b, |_| anyhow::bail!("the second member fails"))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("x.p1"), "{e:#}");
+    drop(set);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        b"old p0",
+        "a half-written set moved in"
+    );
+    assert_eq!(std::fs::read(&b).unwrap(), b"old p1");
+    assert!(
+        temp_files(d.path()).is_empty(),
+        "{:?}",
+        temp_files(d.path())
+    );
+    // All written: all in place.
+    let mut set = atomic::Staged::default();
+    for (p, text) in [(&a, b"new p0"), (&b, b"new p1")] {
+        set.add(p, |w| {
+            use std::io::Write;
+            w.write_all(text)?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    set.commit().unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), b"new p0");
+    assert_eq!(std::fs::read(&b).unwrap(), b"new p1");
+}

@@ -11,6 +11,7 @@ use super::owner::with_ext;
 use super::weights::{check_same_model, mask_id_of, read_checked};
 use super::Summary;
 use crate::dealer::{DealSeeds, NonlinearDeal};
+use crate::formats::atomic::Staged;
 use crate::formats::bodies::{DealerMask, ModelMask, Triplets, TripletsLead};
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
@@ -109,14 +110,18 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
             outs[2].display()
         );
     }
-    // The dealer's record first: a server mask without it could never be used.
-    container::write(
+    // The three files appear together or not at all; the dealer's record is moved into
+    // place first (a server mask without it could never be used).
+    let mut set = Staged::default();
+    container::stage(
+        &mut set,
         &outs[2],
         &header(Kind::DealerMask, 0),
         &DealerMask { seeds },
     )?;
     for p in 0..2u8 {
-        container::write(
+        container::stage(
+            &mut set,
             &outs[p as usize],
             &header(Kind::ModelMask, p),
             &ModelMask {
@@ -124,6 +129,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
             },
         )?;
     }
+    set.commit()?;
     let outs: Vec<String> = outs.iter().map(|p| p.display().to_string()).collect();
     Ok(Summary {
         lines: vec![format!(

@@ -9,6 +9,7 @@ use clap::Args;
 use super::inputs::load_image;
 use super::owner::with_ext;
 use super::Summary;
+use crate::formats::atomic::Staged;
 use crate::formats::bodies::{Data, ImageShare, JobParams};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::plain::image::{add_noise as awgn, quantize_u8, save_png, GrayImage};
@@ -97,27 +98,32 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let explicit = share_with_seed(&enc, &seed, Stream::ImageShare);
     let job_id = fresh_id();
     let mut outs = Vec::new();
-    let mut bytes = 0u64;
+    // The three files appear together or not at all.
+    let mut set = Staged::default();
     for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
         let out = with_ext(&a.out, party);
         let hdr = job_header(Kind::ImageShare, party, job_id, &job);
-        container::write(
-            &out,
-            &hdr,
-            &ImageShare {
-                job: job.clone(),
-                data,
-            },
-        )
-        .with_context(|| format!("writing {}", out.display()))?;
-        bytes += std::fs::metadata(&out)?.len();
-        outs.push(out.display().to_string());
+        let body = ImageShare {
+            job: job.clone(),
+            data,
+        };
+        container::stage(&mut set, &out, &hdr, &body)
+            .with_context(|| format!("writing {}", out.display()))?;
+        outs.push(out);
     }
     // The dealer's copy: the public job header alone.
     let out = super::owner::public_file(&a.out);
-    container::write(&out, &job_header(Kind::PublicJob, 0, job_id, &job), &())
-        .with_context(|| format!("writing {}", out.display()))?;
-    outs.push(out.display().to_string());
+    container::stage(
+        &mut set,
+        &out,
+        &job_header(Kind::PublicJob, 0, job_id, &job),
+        &(),
+    )
+    .with_context(|| format!("writing {}", out.display()))?;
+    outs.push(out);
+    set.commit()?;
+    let bytes = std::fs::metadata(&outs[0])?.len() + std::fs::metadata(&outs[1])?.len();
+    let outs: Vec<String> = outs.iter().map(|p| p.display().to_string()).collect();
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![format!(

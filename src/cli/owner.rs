@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::inputs::model_or_default;
 use super::Summary;
+use crate::formats::atomic::Staged;
 use crate::formats::bodies::{flatten_weights, Data, ModelShare};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::plain::model::{Activation, Model};
@@ -106,6 +107,8 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let model_id = fresh_id();
     let widths: Vec<u64> = plan.widths().iter().map(|&w| w as u64).collect();
     let mut written = Vec::new();
+    // The three files appear together or not at all.
+    let mut set = Staged::default();
     for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
         let mut h = Header::new(Kind::ModelShare, party, params.s);
         h.model_id = Some(model_id);
@@ -122,7 +125,8 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
             data,
         };
         let out = with_ext(&a.out, party);
-        container::write(&out, &h, &body).with_context(|| format!("writing {}", out.display()))?;
+        container::stage(&mut set, &out, &h, &body)
+            .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
         if party == 1 {
             // The dealer's copy: the public header alone (shapes, ids, constants).
@@ -130,11 +134,12 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
             hp.kind = Kind::PublicModel;
             hp.party = 0;
             let out = public_file(&a.out);
-            container::write(&out, &hp, &())
+            container::stage(&mut set, &out, &hp, &())
                 .with_context(|| format!("writing {}", out.display()))?;
             written.push(out.display().to_string());
         }
     }
+    set.commit()?;
     let mut lines = vec![format!(
         "model {} ({}) shared as {} and {} (public header for the dealer: {}); model id {}",
         path.display(),

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -14,44 +14,70 @@ pub fn write_with<F>(path: &Path, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(&mut BufWriter<&mut File>) -> anyhow::Result<()>,
 {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ppdenoise-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "{}: cannot create a temporary file in {}",
-                path.display(),
-                dir.display()
-            )
-        })?;
-    #[cfg(unix)]
+    let mut set = Staged::default();
+    set.add(path, f)?;
+    set.commit()
+}
+
+/// Files written as a set (a party's `.p0`, `.p1` and `.pub`): each goes to a temporary file
+/// beside its final name, and only when all are written are they moved into place, so a
+/// failure while writing leaves the previous set untouched (dropped, the temporaries vanish).
+#[derive(Default)]
+pub struct Staged(Vec<(tempfile::NamedTempFile, PathBuf)>);
+
+impl Staged {
+    /// Writes the content produced by `f` for `path` (not yet in place).
+    pub fn add<F>(&mut self, path: &Path, f: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(&mut BufWriter<&mut File>) -> anyhow::Result<()>,
     {
-        use std::os::unix::fs::PermissionsExt;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".ppdenoise-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| {
+                format!(
+                    "{}: cannot create a temporary file in {}",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("{}: cannot restrict its permissions", path.display()))?;
+        }
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            f(&mut w).with_context(|| format!("{}: write failed", path.display()))?;
+            w.flush()
+                .with_context(|| format!("{}: write failed", path.display()))?;
+        }
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("{}: cannot restrict its permissions", path.display()))?;
+            .sync_all()
+            .with_context(|| format!("{}: sync failed", path.display()))?;
+        self.0.push((tmp, path.to_path_buf()));
+        Ok(())
     }
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        f(&mut w).with_context(|| format!("{}: write failed", path.display()))?;
-        w.flush()
-            .with_context(|| format!("{}: write failed", path.display()))?;
+
+    /// Moves every written file into place, in the order added.
+    pub fn commit(self) -> anyhow::Result<()> {
+        for (tmp, path) in self.0 {
+            tmp.persist(&path).map_err(|e| e.error).with_context(|| {
+                format!(
+                    "{}: cannot move the finished file into place",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
     }
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("{}: sync failed", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| {
-        format!(
-            "{}: cannot move the finished file into place",
-            path.display()
-        )
-    })?;
-    Ok(())
 }
 
 /// Writes bytes atomically.

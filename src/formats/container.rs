@@ -267,6 +267,19 @@ pub fn write<B: Serialize>(path: &Path, header: &Header, body: &B) -> anyhow::Re
     write_streamed(path, header, blen, |w| Ok(opts().serialize_into(w, body)?))
 }
 
+/// [`write`] as part of a set of files moved into place together ([`super::atomic::Staged`]).
+pub fn stage<B: Serialize>(
+    set: &mut super::atomic::Staged,
+    path: &Path,
+    header: &Header,
+    body: &B,
+) -> anyhow::Result<()> {
+    let blen = opts().serialized_size(body)?;
+    set.add(path, |w| {
+        emit(w, header, blen, |w| Ok(opts().serialize_into(w, body)?))
+    })
+}
+
 /// Writes a container whose body (`body_len` bytes) is produced piecewise by `body`, straight
 /// into the file (atomically, like [`write`]); for bodies too large to build in memory first
 /// (party 1's triplets). Writing more or fewer than `body_len` bytes is an error.
