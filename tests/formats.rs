@@ -35,6 +35,19 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// `reconstruct` of two files of `f`'s folder into `out`.
+fn reconstruct(f: &Files, share0: &str, share1: &str, out: &str) -> Output {
+    ppd(&[
+        "reconstruct",
+        "--share0",
+        &s(&f.p(share0)),
+        "--share1",
+        &s(&f.p(share1)),
+        "--out",
+        &s(&f.p(out)),
+    ])
+}
+
 /// Non-zero exit and an error text containing every needle.
 fn cli_refuses(o: &Output, needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
@@ -180,15 +193,7 @@ fn wrong_kind() {
         &o,
         &["image.p1", "expected a public model header", "image share"],
     );
-    let o = ppd(&[
-        "reconstruct",
-        "--share0",
-        &s(&f.p("image.p0")),
-        "--share1",
-        &s(&f.p("image.p1")),
-        "--out",
-        &s(&f.p("x.png")),
-    ]);
+    let o = reconstruct(&f, "image.p0", "image.p1", "x.png");
     cli_refuses(&o, &["image.p0", "expected a output share"]);
     assert!(!f.p("x.png").exists() && !f.p("t2.p0").exists());
     f.no_output();
@@ -329,15 +334,7 @@ fn ids_of_another_job_or_model() {
         };
         container::write(&f.p(&format!("o.p{p}")), &h, &body).unwrap();
     }
-    let o = ppd(&[
-        "reconstruct",
-        "--share0",
-        &s(&f.p("o.p0")),
-        "--share1",
-        &s(&f.p("o.p1")),
-        "--out",
-        &s(&f.p("r.png")),
-    ]);
+    let o = reconstruct(&f, "o.p0", "o.p1", "r.png");
     cli_refuses(&o, &["o.p0", "o.p1", "different jobs"]);
     assert!(!f.p("r.png").exists());
 }
@@ -649,15 +646,7 @@ fn cli_writes_are_atomic() {
 
     // A failing reconstruct leaves an existing output untouched.
     std::fs::write(f.p("den.png"), b"old result").unwrap();
-    let o = ppd(&[
-        "reconstruct",
-        "--share0",
-        &s(&f.p("model.p0")),
-        "--share1",
-        &s(&f.p("model.p1")),
-        "--out",
-        &s(&f.p("den.png")),
-    ]);
+    let o = reconstruct(&f, "model.p0", "model.p1", "den.png");
     cli_refuses(&o, &["model.p0"]);
     assert_eq!(std::fs::read(f.p("den.png")).unwrap(), b"old result");
 
@@ -884,15 +873,7 @@ fn a_crafted_output_geometry_is_refused_by_the_receiver() {
         };
         container::write(&f.p(&format!("o.p{p}")), &h, &body).unwrap();
     }
-    let o = ppd(&[
-        "reconstruct",
-        "--share0",
-        &s(&f.p("o.p0")),
-        "--share1",
-        &s(&f.p("o.p1")),
-        "--out",
-        &s(&f.p("o.png")),
-    ]);
+    let o = reconstruct(&f, "o.p0", "o.p1", "o.png");
     cli_refuses(&o, &["o.p0", "geometry does not match"]);
     assert!(!f.p("o.png").exists());
 }

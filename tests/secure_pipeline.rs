@@ -180,6 +180,11 @@ impl Job {
         job
     }
 
+    /// The small job most refusal tests use: a random 49-8-9 model on a 24x24 phantom.
+    fn tiny(engine: EngineKind) -> Job {
+        Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64)
+    }
+
     fn keygen(&self, name: &str) {
         ok(&["keygen", "--name", name, "--out-dir", &self.p("keys")]);
     }
@@ -519,7 +524,7 @@ fn refuses_files_of_the_other_party() {
 }
 
 fn refuses_files_of_the_other_party_with(engine: EngineKind) {
-    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let job = Job::tiny(engine);
     for (what, needle_file) in [
         ("model", "model.p1"),
         ("image", "image.p1"),
@@ -551,7 +556,7 @@ fn refuses_another_jobs_image_and_another_models_share() {
 }
 
 fn refuses_another_jobs_image_and_another_models_share_with(engine: EngineKind) {
-    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let job = Job::tiny(engine);
     // Another job: the same noisy image shared again gets a fresh job id.
     job.share_image("image2", 3);
     // Another model share: the same model shared again gets a fresh model id.
@@ -591,7 +596,7 @@ fn mixed_jobs_between_the_servers_are_refused_by_the_session_check() {
 fn mixed_jobs_between_the_servers_are_refused_by_the_session_check_with(engine: EngineKind) {
     // S0 holds job A's files, S1 holds job B's (each consistent on its own): the servers
     // compare job, model and triplet ids before anything is opened and both stop.
-    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let job = Job::tiny(engine);
     job.share_image("imageB", 3);
     job.gen_triplets("model", "imageB", "tripletsB", 64);
     let mut f = ServeFiles::standard();
@@ -612,7 +617,7 @@ fn refuses_reused_triplets_and_accepts_fresh_ones() {
 }
 
 fn refuses_reused_triplets_and_accepts_fresh_ones_with(engine: EngineKind) {
-    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let job = Job::tiny(engine);
     let f = ServeFiles::standard();
     let [o0, o1] = job.serve_both(&f, LIMIT);
     assert_success(&o0, "S0");
@@ -682,13 +687,7 @@ fn refuses_reused_triplets_and_accepts_fresh_ones_with(engine: EngineKind) {
 
 #[test]
 fn refuses_engine_mismatches_without_consuming_randomness() {
-    let job = Job::new(
-        EngineKind::Gmw,
-        Some(&[49, 8, 9]),
-        "builtin:phantom:24",
-        3,
-        64,
-    );
+    let job = Job::tiny(EngineKind::Gmw);
     // 1. A server told to run the other engine than its triplet file's: refused from the
     //    files alone, before any network activity.
     for p in [0u8, 1] {
@@ -761,7 +760,7 @@ fn refuses_tampered_files() {
 }
 
 fn refuses_tampered_files_with(engine: EngineKind) {
-    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let job = Job::tiny(engine);
     for (p, file) in [
         (0u8, "image.p0"),
         (0, "model.p0"),
@@ -801,7 +800,7 @@ fn refuses_an_unknown_peer() {
 }
 
 fn refuses_an_unknown_peer_with(engine: EngineKind) {
-    let job = Job::new(engine, Some(&[49, 8, 9]), "builtin:phantom:24", 3, 64);
+    let job = Job::tiny(engine);
     job.keygen("mallory");
     // S1 runs with a third identity's key and certificate; S0 pins s1.crt.
     let mut f = ServeFiles::standard();
@@ -1045,13 +1044,7 @@ fn weights_opened_once_serve_several_jobs_bit_exact_with(engine: EngineKind) {
 
 #[test]
 fn model_mask_refusals_consume_nothing() {
-    let job = Job::new(
-        EngineKind::Gmw,
-        Some(&[49, 8, 9]),
-        "builtin:phantom:24",
-        3,
-        64,
-    );
+    let job = Job::tiny(EngineKind::Gmw);
     let mask = |out: &str, model: &str| {
         ok(&[
             "gen-model-mask",
@@ -1206,13 +1199,7 @@ fn the_dealer_needs_only_the_public_headers() {
     // The dealer works from `model.pub` and `image.pub` alone, in a folder with no share;
     // given a share instead it still works (reading only the header) but says it should not
     // hold one; a share of the wrong kind is refused by name.
-    let job = Job::new(
-        EngineKind::Gmw,
-        Some(&[49, 8, 9]),
-        "builtin:phantom:24",
-        3,
-        64,
-    );
+    let job = Job::tiny(EngineKind::Gmw);
     let dealer = job.path("dealer");
     std::fs::create_dir(&dealer).unwrap();
     for f in ["model.pub", "image.pub"] {
