@@ -39,7 +39,7 @@ use ppdenoise::plain::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, fresh_seed, share_with_seed, Seed, Stream};
-use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, LinkStats};
+use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
 use ppdenoise::twopc::engines::EngineKind;
 use ppdenoise::twopc::gc::ActCircuit;
 use ppdenoise::twopc::gmw::Netlist;
@@ -67,8 +67,8 @@ impl<C: Channel> Channel for Recording<C> {
         self.inner.send(msg)
     }
 
-    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
-        let m = self.inner.recv()?;
+    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
+        let m = self.inner.recv(expect)?;
         self.log.push(Event::Received(m.clone()));
         Ok(m)
     }

@@ -96,7 +96,10 @@ pub fn link_up(
             Link::connect(a.addr, &me, &peer, timeout)?
         };
         link.set_io_timeout(timeout);
+        // The tag is a small control message: a larger frame is refused unread.
+        link.set_max_frame(crate::twopc::channel::MAX_CONTROL as u64);
         let peer_tag = link.exchange(tag)?;
+        link.set_max_frame(crate::net::link::DEFAULT_MAX_FRAME);
         Ok((link, peer_tag))
     };
     match up() {

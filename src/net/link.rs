@@ -387,6 +387,25 @@ impl LinkReceiver {
     /// the limit is refused before anything is allocated. A timeout before the frame starts
     /// leaves the link usable; any other failure leaves it broken.
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), NetError> {
+        self.recv_checked(buf, &|_| Ok(()))
+    }
+
+    /// Receive one frame whose length `accept` approves (the protocol knows every message's
+    /// length): any other length prefix is refused before anything is reserved for it.
+    pub fn recv_expecting(
+        &mut self,
+        accept: &dyn Fn(u64) -> Result<(), String>,
+    ) -> Result<Vec<u8>, NetError> {
+        let mut buf = Vec::new();
+        self.recv_checked(&mut buf, accept)?;
+        Ok(buf)
+    }
+
+    fn recv_checked(
+        &mut self,
+        buf: &mut Vec<u8>,
+        accept: &dyn Fn(u64) -> Result<(), String>,
+    ) -> Result<(), NetError> {
         if let Some(why) = &self.broken {
             return Err(NetError::Broken(why.clone()));
         }
@@ -398,7 +417,7 @@ impl LinkReceiver {
             }
             return Err(e);
         }
-        match self.recv_frame(buf) {
+        match self.recv_frame(buf, accept) {
             Ok(len) => {
                 self.bytes += FRAME_HEADER + len;
                 self.messages += 1;
@@ -411,7 +430,11 @@ impl LinkReceiver {
         }
     }
 
-    fn recv_frame(&mut self, buf: &mut Vec<u8>) -> Result<u64, NetError> {
+    fn recv_frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        accept: &dyn Fn(u64) -> Result<(), String>,
+    ) -> Result<u64, NetError> {
         let mut header = [0u8; FRAME_HEADER as usize];
         self.r
             .read_exact(&mut header, &|| "while reading a frame header".to_string())?;
@@ -423,6 +446,7 @@ impl LinkReceiver {
         if len > self.max_frame {
             return Err(too_large);
         }
+        accept(len).map_err(NetError::UnexpectedFrame)?;
         let n = usize::try_from(len).map_err(|_| too_large)?;
         // A length prefix alone cannot make us reserve more than RESERVE_AHEAD.
         buf.reserve_exact(n.min(RESERVE_AHEAD));
@@ -857,6 +881,30 @@ mod tests {
             }
             e => panic!("unexpected {e}"),
         }
+    }
+
+    #[test]
+    fn a_frame_of_another_length_than_expected_is_refused_before_allocation() {
+        use crate::twopc::channel::{Channel, Expect};
+        // A peer announcing 1 GiB where the protocol expects 16 bytes: refused on the
+        // length prefix alone (the 1 GiB never arrives, and nothing is reserved for it).
+        let (mut s, mut c) = good_pair();
+        let (tx, _) = s.split();
+        tx.w.write_all(&(1u64 << 30).to_le_bytes(), &|| String::new())
+            .unwrap();
+        tx.w.flush(&|| String::new()).unwrap();
+        let e = Channel::recv(&mut c, Expect::Exactly(16)).unwrap_err();
+        assert!(
+            e.to_string().contains("1073741824 bytes where 16 were expected"),
+            "{e}"
+        );
+        // A frame of the expected length passes; a control message over its bound does not.
+        let (mut s, mut c) = good_pair();
+        s.send(&[7u8; 16]).unwrap();
+        assert_eq!(Channel::recv(&mut c, Expect::Exactly(16)).unwrap(), [7u8; 16]);
+        s.send(&[0u8; 5000]).unwrap();
+        let e = Channel::recv(&mut c, Expect::AtMost(4096)).unwrap_err();
+        assert!(e.to_string().contains("at most 4096"), "{e}");
     }
 
     /// Loopback throughput in release mode:

@@ -67,6 +67,8 @@ pub enum NetError {
     /// An incoming frame announced more bytes than this side accepts; nothing was allocated.
     #[error("incoming frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge { len: u64, max: u64 },
+    #[error("the peer sent a frame the protocol does not expect here: {0}")]
+    UnexpectedFrame(String),
     /// The encrypted stream is corrupt or the peer broke the record protocol.
     #[error("link protocol error: {0}")]
     Protocol(String),

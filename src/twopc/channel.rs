@@ -25,9 +25,30 @@ pub struct LinkStats {
     pub messages_received: u64,
 }
 
+/// The length the next message must have. Every receive of the protocol knows it, so a
+/// peer's length prefix of any other size is refused before memory is reserved for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Exactly(usize),
+    /// Small control messages (session tags) whose length is checked by content afterwards.
+    AtMost(usize),
+}
+
+impl Expect {
+    pub fn check(self, len: u64) -> Result<(), String> {
+        match self {
+            Expect::Exactly(n) if len == n as u64 => Ok(()),
+            Expect::Exactly(n) => Err(format!("{len} bytes where {n} were expected")),
+            Expect::AtMost(n) if len <= n as u64 => Ok(()),
+            Expect::AtMost(n) => Err(format!("{len} bytes where at most {n} were expected")),
+        }
+    }
+}
+
 pub trait Channel {
     fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError>;
-    fn recv(&mut self) -> Result<Vec<u8>, ChannelError>;
+    /// Receives the next message, which must have the length `expect` states.
+    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError>;
     fn stats(&self) -> LinkStats;
 }
 
@@ -60,11 +81,12 @@ impl Channel for MemChannel {
             .map_err(|_| ChannelError::Link("peer closed the connection".into()))
     }
 
-    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
         let m = self
             .rx
             .recv_timeout(self.timeout)
             .map_err(|e| ChannelError::Link(format!("peer gone: {e}")))?;
+        expect.check(m.len() as u64).map_err(ChannelError::Malformed)?;
         self.stats.bytes_received += m.len() as u64 + 8;
         self.stats.messages_received += 1;
         Ok(m)
@@ -105,11 +127,12 @@ pub fn open(
     what: &str,
 ) -> Result<Vec<u64>, ChannelError> {
     let mine = u64s_to_bytes(share);
+    let want = Expect::Exactly(mine.len());
     let theirs = if party == 0 {
         ch.send(&mine)?;
-        ch.recv()?
+        ch.recv(want)?
     } else {
-        let t = ch.recv()?;
+        let t = ch.recv(want)?;
         ch.send(&mine)?;
         t
     };
@@ -128,17 +151,21 @@ pub fn open(
 /// than the socket buffers.
 pub fn swap(ch: &mut dyn Channel, mine: &[u64], what: &str) -> Result<Vec<u64>, ChannelError> {
     ch.send(&u64s_to_bytes(mine))?;
-    let theirs = ch.recv()?;
+    let theirs = ch.recv(Expect::Exactly(8 * mine.len()))?;
     bytes_to_u64s(&theirs, mine.len(), what)
 }
 
+/// Largest control message [`exchange`] accepts.
+pub const MAX_CONTROL: usize = 4096;
+
 /// Exchanges small control messages (the same ordering rule as [`open`]).
 pub fn exchange(ch: &mut dyn Channel, party: u8, msg: &[u8]) -> Result<Vec<u8>, ChannelError> {
+    let want = Expect::AtMost(MAX_CONTROL);
     if party == 0 {
         ch.send(msg)?;
-        ch.recv()
+        ch.recv(want)
     } else {
-        let t = ch.recv()?;
+        let t = ch.recv(want)?;
         ch.send(msg)?;
         Ok(t)
     }
@@ -149,8 +176,10 @@ impl Channel for crate::net::Link {
         crate::net::Link::send(self, msg).map_err(|e| ChannelError::Link(e.to_string()))
     }
 
-    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
-        crate::net::Link::recv(self).map_err(|e| ChannelError::Link(e.to_string()))
+    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
+        let (_, rx) = self.split();
+        rx.recv_expecting(&|len| expect.check(len))
+            .map_err(|e| ChannelError::Link(e.to_string()))
     }
 
     fn stats(&self) -> LinkStats {
@@ -190,10 +219,10 @@ impl Channel for QueuedLink<'_> {
         Ok(())
     }
 
-    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
         let m = self
             .rx
-            .recv()
+            .recv_expecting(&|len| expect.check(len))
             .map_err(|e| ChannelError::Link(e.to_string()))?;
         self.stats.bytes_received += m.len() as u64 + 8;
         self.stats.messages_received += 1;

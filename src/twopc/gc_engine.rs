@@ -17,7 +17,7 @@ use rand_chacha::ChaCha12Rng;
 
 use crate::dealer::randomness::PartyRandomness;
 use crate::ring::plan::ActConsts;
-use crate::twopc::channel::{Channel, ChannelError};
+use crate::twopc::channel::{Channel, ChannelError, Expect};
 use crate::twopc::gc::activation::garble_batch_shared_labels;
 use crate::twopc::gc::block::Block;
 use crate::twopc::gc::{
@@ -25,7 +25,7 @@ use crate::twopc::gc::{
 };
 use crate::twopc::ot::{
     b2a_receiver, b2a_sender, deal_base_ots as deal, BaseOtForReceiver, BaseOtForSender,
-    CotReceiver, CotSender, CtrPrg,
+    extend_msg_len, CotReceiver, CotSender, CtrPrg,
 };
 use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
@@ -103,7 +103,7 @@ impl GcEvaluator {
         circ: &ActCircuit,
         (t2, e, tweak, items): (Vec<Block>, Vec<bool>, u64, usize),
     ) -> Result<Vec<u64>, ProtocolError> {
-        let corr = ch.recv()?;
+        let corr = ch.recv(Expect::Exactly(8 * t2.len()))?;
         let (_, groups) = circ.b2a_layout(items);
         self.counters.ots += t2.len() as u64;
         b2a_receiver(&t2, &e, &corr, &groups, tweak).map_err(malformed)
@@ -146,7 +146,7 @@ impl GcGarbler {
         (rho, items): (Vec<bool>, usize),
     ) -> Result<Vec<u64>, ProtocolError> {
         let tweak = self.cot.next_ot_index();
-        let msg2 = ch.recv()?;
+        let msg2 = ch.recv(Expect::Exactly(extend_msg_len(rho.len())))?;
         let q2 = self.cot.extend(rho.len(), &msg2).map_err(malformed)?;
         self.counters.ots += q2.len() as u64;
         let (weights, groups) = circ.b2a_layout(items);
@@ -191,7 +191,10 @@ impl GcRole for GcEvaluator {
         let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
         let mut pending: Option<(Vec<Block>, Vec<bool>, u64, usize)> = None;
         for (chunk, t) in chunks.iter().zip(ts) {
-            let tables = ch.recv()?;
+            // Both halves' half-gates tables: two blocks per AND gate per element.
+            let tables = ch.recv(Expect::Exactly(
+                chunk.len() * circ.and_gates() as usize * 2 * Block::BYTES,
+            ))?;
             let g_active = self.labels.blocks(t.len());
             let h = first_half(chunk.len());
             let split = h * circ.and_gates() as usize * 2 * Block::BYTES;
@@ -250,7 +253,7 @@ impl GcRole for GcGarbler {
         let chunks: Vec<&[u64]> = v.chunks(CHUNK).collect();
         let mut qs = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
-            let msg = ch.recv()?;
+            let msg = ch.recv(Expect::Exactly(extend_msg_len(n * chunk.len())))?;
             let q = self.cot.extend(n * chunk.len(), &msg).map_err(malformed)?;
             self.counters.ots += q.len() as u64;
             qs.push(q);
