@@ -831,6 +831,65 @@ fn refuses_an_unknown_peer_with(engine: EngineKind) {
     refused(&o1, &["certificate"]);
     assert_nothing_written(&job.dir, &job.path("out.p0"));
     assert_nothing_written(&job.dir, &job.path("out.p1"));
+
+    // The failed handshakes consumed nothing and left no claim: the same triplets then run.
+    assert_no_state_records(&job);
+    let [o0, o1] = job.serve_both(&ServeFiles::standard(), LIMIT);
+    assert_success(&o0, "S0 after refused handshakes");
+    assert_success(&o1, "S1 after refused handshakes");
+    let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "after refused handshakes");
+}
+
+/// No consumed record and no claim in the job's state directory.
+fn assert_no_state_records(job: &Job) {
+    if let Ok(rd) = std::fs::read_dir(job.path("state")) {
+        let names: Vec<String> = rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.starts_with("claim-") && !n.starts_with("consumed-")),
+            "records left by refused runs: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn two_servers_given_the_same_triplets_at_once_exactly_one_runs() {
+    // Two S0 processes started together on the same files and state directory: the claim is
+    // atomic, so exactly one gets the randomness and runs with S1; the other is refused
+    // before it listens, saying the randomness is in use.
+    let job = Job::tiny(EngineKind::Gmw);
+    let f = ServeFiles::standard();
+    let mut g = f.clone();
+    g.out = ["other.p0".into(), "other.p1".into()];
+    let port = free_port();
+    let a = job.spawn(0, &f, port);
+    let b = job.spawn(0, &g, port);
+    let c = job.spawn(1, &f, port);
+    let (oa, ob, oc) = (
+        wait_limit(a, LIMIT),
+        wait_limit(b, LIMIT),
+        wait_limit(c, LIMIT),
+    );
+    assert_success(&oc, "S1");
+    let (won, lost) = match (oa.status.success(), ob.status.success()) {
+        (true, false) => (("out.p0", &oa), &ob),
+        (false, true) => (("other.p0", &ob), &oa),
+        (x, y) => panic!("exactly one S0 must run (first {x}, second {y})"),
+    };
+    // Refused on the claim ("in use"), or, had it started only after the winner finished,
+    // on the consumed record: either way before it listens.
+    let e = refused(lost, &["triplets.p0"]);
+    assert!(
+        e.contains("in use or was used by another run") || e.contains("already consumed"),
+        "{e}"
+    );
+    assert_success(won.1, "the S0 that claimed the randomness");
+    let (secure, orc, _) = secure_and_oracle(&job, [won.0, "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "the one S0 that ran");
 }
 
 /// Waits until both servers recorded their randomness as consumed, i.e. the link is up and

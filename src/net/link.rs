@@ -895,13 +895,17 @@ mod tests {
         tx.w.flush(&|| String::new()).unwrap();
         let e = Channel::recv(&mut c, Expect::Exactly(16)).unwrap_err();
         assert!(
-            e.to_string().contains("1073741824 bytes where 16 were expected"),
+            e.to_string()
+                .contains("1073741824 bytes where 16 were expected"),
             "{e}"
         );
         // A frame of the expected length passes; a control message over its bound does not.
         let (mut s, mut c) = good_pair();
         s.send(&[7u8; 16]).unwrap();
-        assert_eq!(Channel::recv(&mut c, Expect::Exactly(16)).unwrap(), [7u8; 16]);
+        assert_eq!(
+            Channel::recv(&mut c, Expect::Exactly(16)).unwrap(),
+            [7u8; 16]
+        );
         s.send(&[0u8; 5000]).unwrap();
         let e = Channel::recv(&mut c, Expect::AtMost(4096)).unwrap_err();
         assert!(e.to_string().contains("at most 4096"), "{e}");

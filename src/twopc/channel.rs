@@ -86,7 +86,9 @@ impl Channel for MemChannel {
             .rx
             .recv_timeout(self.timeout)
             .map_err(|e| ChannelError::Link(format!("peer gone: {e}")))?;
-        expect.check(m.len() as u64).map_err(ChannelError::Malformed)?;
+        expect
+            .check(m.len() as u64)
+            .map_err(ChannelError::Malformed)?;
         self.stats.bytes_received += m.len() as u64 + 8;
         self.stats.messages_received += 1;
         Ok(m)

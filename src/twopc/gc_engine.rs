@@ -24,8 +24,8 @@ use crate::twopc::gc::{
     evaluate_batch, share_bits, ActCircuit, Evaluator, Garbler, TruncParams, LANES,
 };
 use crate::twopc::ot::{
-    b2a_receiver, b2a_sender, deal_base_ots as deal, BaseOtForReceiver, BaseOtForSender,
-    extend_msg_len, CotReceiver, CotSender, CtrPrg,
+    b2a_receiver, b2a_sender, deal_base_ots as deal, extend_msg_len, BaseOtForReceiver,
+    BaseOtForSender, CotReceiver, CotSender, CtrPrg,
 };
 use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
