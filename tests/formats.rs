@@ -735,7 +735,7 @@ fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
                 m.plan.layers[0].outputs = 1 << 30;
                 m.plan.layers[1].inputs = 1 << 30;
             }),
-            "more than 1073741824 weights",
+            "more than 134217728 weights",
         ),
         (
             "a product scale",
@@ -746,6 +746,12 @@ fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
             "invalid fixed-point parameters",
             Box::new(|m: &mut ModelShare| m.plan.params.s = 40),
             "fixed-point",
+        ),
+        (
+            // Chosen so that the unchecked u32 sums wrapped to values that passed.
+            "integer bits that wrap the checks",
+            Box::new(|m: &mut ModelShare| m.plan.params.zbits = u32::MAX - 10),
+            "integer bits out of range",
         ),
     ];
     for (what, change, needle) in cases {
@@ -810,16 +816,29 @@ fn crafted_public_headers_are_refused_by_the_dealer() {
         &["m3.pub", "weights and biases"],
     );
     // Job parameters with stride 0, and with 2^40 pixels.
-    for (name, json) in [("j1.pub", "stride"), ("j2.pub", "pixels")] {
+    for (name, json) in [
+        ("j1.pub", "stride"),
+        ("j2.pub", "pixels"),
+        ("j3.pub", "exceeds the 3x3 output patch"),
+        ("j4.pub", "exceeds 2^30 values"),
+    ] {
         craft(&f.p("image.pub"), &f.p(name), |h, _: &mut ()| {
             let mut job: JobParams =
                 serde_json::from_str(h.info.iter().find(|(k, _)| k == "job").unwrap().1.as_str())
                     .unwrap();
-            if json == "stride" {
-                job.stride = 0;
-            } else {
-                job.height = 1 << 20;
-                job.width = 1 << 20;
+            match name {
+                "j1.pub" => job.stride = 0,
+                "j2.pub" => {
+                    job.height = 1 << 20;
+                    job.width = 1 << 20;
+                }
+                // A gap between output patches: pixels without any estimate.
+                "j3.pub" => job.stride = 4,
+                // Few pixels, but a padded area of 2^28 x 45 values.
+                _ => {
+                    job.height = 1;
+                    job.width = 1 << 28;
+                }
             }
             for (k, v) in h.info.iter_mut() {
                 if k == "job" {
@@ -857,7 +876,7 @@ fn a_crafted_output_geometry_is_refused_by_the_receiver() {
     };
     let n = geo.canvas_h * geo.canvas_w;
     // Same canvas size, but a patch whose output exceeds its input: not what the job implies
-    // (decoding it used to underflow the patch margin).
+    // (decoding it used to index out of bounds).
     let mut bad = geo;
     bad.patch.output = 9;
     for p in 0..2u8 {

@@ -267,6 +267,8 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         );
     }
     let widths: Vec<usize> = widths_u.iter().map(|&w| w as usize).collect();
+    crate::formats::bodies::check_geometry(&job, patch)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     crate::dealer::check_stream_bounds(widths.len() - 1, geo.num_patches(), batch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;

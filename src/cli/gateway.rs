@@ -93,6 +93,8 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         sigma: a.sigma,
         model_sigma: a.model_sigma,
     };
+    job.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
     let enc = encode_image(&img.pixels, &pre, a.scale);
     let seed = fresh_seed();
     let explicit = share_with_seed(&enc, &seed, Stream::ImageShare);

@@ -97,8 +97,7 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", p0.display()))?;
     let g = o0.geometry;
-    let sane_patch = (1..=g.patch.input).contains(&g.patch.output) && g.patch.input <= 4096;
-    if !sane_patch
+    if !sane_output_patch(&g, &o0.job)
         || o1.job != o0.job
         || g != Geometry::new(o0.job.height, o0.job.width, g.patch, o0.job.stride)
     {
@@ -124,6 +123,12 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
         },
         o0,
     ))
+}
+
+/// The output geometry's patch must be one a model can have, with the job's stride
+/// (bounds the receiver's work: patches x output pixels).
+fn sane_output_patch(g: &Geometry, job: &crate::formats::bodies::JobParams) -> bool {
+    g.patch.output <= 512 && crate::formats::bodies::check_geometry(job, g.patch).is_ok()
 }
 
 pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {

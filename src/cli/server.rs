@@ -265,6 +265,8 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             );
         }
     }
+    crate::formats::bodies::check_geometry(&is.job, plan.patch)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let geo = Geometry::new(is.job.height, is.job.width, plan.patch, is.job.stride);
     crate::dealer::check_stream_bounds(plan.layers.len(), geo.num_patches(), tr.lead.batch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.triplets.display()))?;
@@ -301,6 +303,8 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let ids_len = tag.len();
     let mask_field = mask_id.as_deref().unwrap_or("per-job");
     tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.name()).as_bytes());
+    // The engine's dealer data (base OTs) parsed before anything is claimed.
+    let mut engine = engine_kind.make(p, &tr.base_ot)?;
     let claim = Claim::take(
         &a.link.state_dir,
         p,
@@ -334,7 +338,6 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     mark_used(&a.link.state_dir, p, Record::Triplets, &triplet_id)?;
     let batch = tr.lead.batch;
     let rand = PartyRandomness::streaming(p, tr.lead.seed, tr.corrections);
-    let mut engine = engine_kind.make(p, &tr.base_ot)?;
     let bar = if a.quiet || json {
         indicatif::ProgressBar::hidden()
     } else {

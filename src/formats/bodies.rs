@@ -90,6 +90,38 @@ pub struct JobParams {
     pub model_sigma: f64,
 }
 
+/// Checks a job's geometry with the model's patch shape before anything is sized from it:
+/// the stride leaves no output pixel uncovered, and the padded image (what the servers and
+/// the dealer hold several copies of) stays below 2^30 values.
+pub fn check_geometry(
+    job: &JobParams,
+    patch: crate::plain::model::PatchShape,
+) -> Result<(), String> {
+    if patch.output == 0 || patch.output > patch.input || patch.input > 1024 {
+        return Err(format!(
+            "patch of {}x{} in, {}x{} out",
+            patch.input, patch.input, patch.output, patch.output
+        ));
+    }
+    if job.stride > patch.output {
+        return Err(format!(
+            "stride {} exceeds the {}x{} output patch: some pixels would get no estimate",
+            job.stride, patch.output, patch.output
+        ));
+    }
+    let side = |n: usize| n.checked_add(patch.output + job.stride + patch.input);
+    let padded = side(job.height)
+        .zip(side(job.width))
+        .and_then(|(h, w)| h.checked_mul(w));
+    if padded.is_none_or(|n| n > 1 << 30) {
+        return Err(format!(
+            "a {} x {} image padded for {}x{} patches exceeds 2^30 values",
+            job.height, job.width, patch.input, patch.input
+        ));
+    }
+    Ok(())
+}
+
 /// Most pixels an image may have: 2^28 (16384 x 16384; 2 GiB per image-sized share).
 pub const MAX_PIXELS: usize = 1 << 28;
 
@@ -102,8 +134,8 @@ impl JobParams {
                 "image of {h} x {w} pixels (1 to {MAX_PIXELS} pixels supported)"
             ));
         }
-        if self.stride == 0 || self.stride > h.max(w) {
-            return Err(format!("stride {} for a {h} x {w} image", self.stride));
+        if self.stride == 0 || self.stride > 4096 {
+            return Err(format!("stride {} (1 to 4096 supported)", self.stride));
         }
         if self.bit_depth != 8 && self.bit_depth != 16 {
             return Err(format!("bit depth {} (8 or 16 supported)", self.bit_depth));

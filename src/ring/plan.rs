@@ -53,10 +53,17 @@ impl FixedParams {
 
     pub fn validate(&self) -> Result<(), String> {
         self.tanh.validate()?;
-        let f = self.act_scale();
+        // Each field bounded first, so the sums below cannot wrap (they may come from a file).
         if !(4..=24).contains(&self.s) || !(4..=20).contains(&self.q) || self.cs > 24 {
             return Err("fixed-point scales out of range (s 4..24, q 4..20, cs <= 24)".into());
         }
+        if self.zbits > 40 || self.out_bits > 32 {
+            return Err(format!(
+                "integer bits out of range (zbits {} <= 40, out_bits {} <= 32)",
+                self.zbits, self.out_bits
+            ));
+        }
+        let f = self.act_scale();
         if self.s + f + self.zbits + 1 > 64 || self.q + self.zbits + 1 > 40 {
             return Err(format!(
                 "fixed-point parameters overflow the 64-bit ring: s + 2q + cs + zbits + 1 = {} > 64",
@@ -109,8 +116,10 @@ pub struct PlanLayer {
 
 /// Most layers a plan may have (stream ids hold the layer in 16 bits).
 pub const MAX_LAYERS: usize = crate::ring::share::MAX_STREAM_LAYER as usize + 1;
-/// Most weights and biases a model may have: 2^30 values, 8 GiB per share.
-pub const MAX_MODEL_VALUES: usize = 1 << 30;
+/// Most weights and biases a model may have: 2^27 values, 1 GiB per share (the paper-size
+/// network has 27.8 M); the weights' opening is one frame, within the link's frame limit.
+pub const MAX_MODEL_VALUES: usize = 1 << 27;
+const _: () = assert!(8 * MAX_MODEL_VALUES as u64 <= crate::net::link::DEFAULT_MAX_FRAME);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
