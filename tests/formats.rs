@@ -773,6 +773,21 @@ fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
     let o = f.serve(1, "model.p1", "big.p1", "triplets.p1");
     cli_refuses(&o, &["big.p1", "pixels"]);
     f.no_output();
+    // S1's triplets with one explicit value fewer (a valid checksum): refused on the count
+    // before anything is claimed, not when the job runs out of values half-way.
+    craft(
+        &f.p("triplets.p1"),
+        &f.p("short.p1"),
+        |_, t: &mut Triplets| {
+            t.corrections.pop();
+        },
+    );
+    let o = f.serve(1, "model.p1", "image.p1", "short.p1");
+    cli_refuses(
+        &o,
+        &["short.p1", "explicit triple shares but this job consumes"],
+    );
+    f.no_output();
     // A stride of 0 (Geometry::new used to assert).
     craft(
         &f.p("image.p1"),

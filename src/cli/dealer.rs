@@ -270,7 +270,8 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     crate::formats::bodies::check_geometry(&job, patch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
-    crate::dealer::check_stream_bounds(widths.len() - 1, geo.num_patches(), batch)
+    let widest = widths.iter().copied().max().unwrap_or(0);
+    crate::dealer::check_stream_bounds(widths.len() - 1, geo.num_patches(), batch, widest)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let acts = acts_from_header(&a.model, &mh, widths.len())?;
     let nonlinear = NonlinearDeal::new(a.engine, &acts);

@@ -268,8 +268,23 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     crate::formats::bodies::check_geometry(&is.job, plan.patch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let geo = Geometry::new(is.job.height, is.job.width, plan.patch, is.job.stride);
-    crate::dealer::check_stream_bounds(plan.layers.len(), geo.num_patches(), tr.lead.batch)
+    let widest = plan.widths().into_iter().max().unwrap_or(0);
+    crate::dealer::check_stream_bounds(plan.layers.len(), geo.num_patches(), tr.lead.batch, widest)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.triplets.display()))?;
+    // S1's explicit values: exactly as many as this job consumes (S0 has none).
+    let want = if p == 1 {
+        let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);
+        crate::dealer::correction_count(&is.job, &plan.widths(), plan.patch, tr.lead.batch, &deal)
+    } else {
+        0
+    };
+    if tr.corrections.len() != want as u64 {
+        bail!(
+            "{}: holds {} explicit triple shares but this job consumes {want}",
+            a.triplets.display(),
+            tr.corrections.len()
+        );
+    }
     // The weights: opened once for the model (the triplets then name its mask), or per job.
     let mask_id = th.info("model_mask").map(String::from);
     let opened = match (&mask_id, &a.weights) {

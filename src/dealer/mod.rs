@@ -42,8 +42,14 @@ pub struct DealSeeds {
 }
 
 /// Checks that a job's layers and batches fit the randomness stream ids (layer index below
-/// 2^16, batch index below 2^32), so no two (purpose, layer, batch) streams can alias.
-pub fn check_stream_bounds(layers: usize, num_patches: usize, batch: usize) -> Result<(), String> {
+/// 2^16, batch index below 2^32), so no two (purpose, layer, batch) streams can alias, and
+/// that a batch's largest message (`widest` values per patch) stays below 2^28 values.
+pub fn check_stream_bounds(
+    layers: usize,
+    num_patches: usize,
+    batch: usize,
+    widest: usize,
+) -> Result<(), String> {
     if layers == 0 || layers - 1 > crate::ring::share::MAX_STREAM_LAYER as usize {
         return Err(format!(
             "{layers} layers: 1 to {} are supported",
@@ -52,6 +58,11 @@ pub fn check_stream_bounds(layers: usize, num_patches: usize, batch: usize) -> R
     }
     if batch == 0 {
         return Err("a batch of 0 patches".into());
+    }
+    if batch.min(num_patches).saturating_mul(widest) > 1 << 28 {
+        return Err(format!(
+            "batches of {batch} patches of up to {widest} values exceed 2^28 values per message"
+        ));
     }
     if num_patches.div_ceil(batch) > u32::MAX as usize {
         return Err(format!(
@@ -248,14 +259,18 @@ mod tests {
 
     #[test]
     fn stream_bounds_refuse_what_stream_ids_cannot_hold() {
-        assert!(check_stream_bounds(3, 1000, 10).is_ok());
-        assert!(check_stream_bounds(1 << 16, 1, 1).is_ok());
-        let e = check_stream_bounds((1 << 16) + 1, 1, 1).unwrap_err();
+        assert!(check_stream_bounds(3, 1000, 10, 100).is_ok());
+        assert!(check_stream_bounds(1 << 16, 1, 1, 1).is_ok());
+        let e = check_stream_bounds((1 << 16) + 1, 1, 1, 1).unwrap_err();
         assert!(e.contains("65537 layers"), "{e}");
-        assert!(check_stream_bounds(2, u32::MAX as usize, 1).is_ok());
-        let e = check_stream_bounds(2, u32::MAX as usize + 1, 1).unwrap_err();
+        assert!(check_stream_bounds(2, u32::MAX as usize, 1, 1).is_ok());
+        let e = check_stream_bounds(2, u32::MAX as usize + 1, 1, 1).unwrap_err();
         assert!(e.contains("fewer than 2^32 batches"), "{e}");
-        assert!(check_stream_bounds(2, 10, 0).is_err());
-        assert!(check_stream_bounds(0, 10, 1).is_err());
+        assert!(check_stream_bounds(2, 10, 0, 1).is_err());
+        assert!(check_stream_bounds(0, 10, 1, 1).is_err());
+        // A batch beyond the job is one batch of the job's patches; a huge one is refused.
+        assert!(check_stream_bounds(3, 784, usize::MAX, 1521).is_ok());
+        let e = check_stream_bounds(3, 1 << 20, usize::MAX, 1521).unwrap_err();
+        assert!(e.contains("2^28 values per message"), "{e}");
     }
 }
