@@ -674,6 +674,21 @@ fn refuses_reused_triplets_and_accepts_fresh_ones_with(engine: EngineKind) {
     }
     refused(&rec("out.p0", "fresh-out.p0", "same.png"), &["both S0's"]);
     assert_nothing_written(&job.dir, &job.path("same.png"));
+    // A reference image of another size: refused before the result is written (it used to
+    // panic in the metrics after writing).
+    let o = ppd(&[
+        "reconstruct",
+        "--share0",
+        &job.p("fresh-out.p0"),
+        "--share1",
+        &job.p("fresh-out.p1"),
+        "--out",
+        &job.p("ref.png"),
+        "--clean",
+        "builtin:phantom:32",
+    ]);
+    refused(&o, &["--clean builtin:phantom:32", "32x32", "24x24"]);
+    assert_nothing_written(&job.dir, &job.path("ref.png"));
     let o = rec("fresh-out.p0", "fresh-out.p1", "in-order.png");
     assert!(o.status.success());
     let o = rec("fresh-out.p1", "fresh-out.p0", "swapped.png");

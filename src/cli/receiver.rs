@@ -133,19 +133,35 @@ fn sane_output_patch(g: &Geometry, job: &crate::formats::bodies::JobParams) -> b
 
 pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let t = Instant::now();
+    if let Some(d) = a.bit_depth.filter(|d| *d != 8 && *d != 16) {
+        bail!("--bit-depth {d}: must be 8 or 16");
+    }
     let (img, _) = combine(&a.share0, &a.share1)?;
     let depth = a.bit_depth.unwrap_or(img.bit_depth);
-    if depth != 8 && depth != 16 {
-        bail!("--bit-depth must be 8 or 16");
-    }
+    // The reference is checked before anything is written.
+    let clean = match &a.clean {
+        Some(c) => {
+            let clean = load_image(c)?;
+            if clean.pixels.dim() != img.pixels.dim() {
+                bail!(
+                    "--clean {c}: {}x{} pixels, but the denoised image is {}x{}",
+                    clean.pixels.nrows(),
+                    clean.pixels.ncols(),
+                    img.pixels.nrows(),
+                    img.pixels.ncols()
+                );
+            }
+            Some((c, clean))
+        }
+        None => None,
+    };
     save_png(&img, &a.out, depth)?;
     let secs = t.elapsed().as_secs_f64();
     let download = std::fs::metadata(&a.share0)?.len() + std::fs::metadata(&a.share1)?.len();
     let mut lines = vec![format!("wrote {} ({}-bit)", a.out.display(), depth)];
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
         "download_bytes": download, "seconds": secs});
-    if let Some(c) = &a.clean {
-        let clean = load_image(c)?;
+    if let Some((c, clean)) = clean {
         let q = crate::plain::image::quantize_u8(&img.pixels);
         let psnr = crate::plain::metrics::psnr(&clean.pixels, &q, 255.0);
         let ssim = crate::plain::metrics::ssim(&clean.pixels, &q);
