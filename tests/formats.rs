@@ -956,4 +956,28 @@ fn a_set_of_files_appears_together_or_not_at_all() {
     set.commit().unwrap();
     assert_eq!(std::fs::read(&a).unwrap(), b"new p0");
     assert_eq!(std::fs::read(&b).unwrap(), b"new p1");
+    // A folder where the second member goes: refused before the first is moved in.
+    let c = d.path().join("x.pub");
+    std::fs::create_dir(&c).unwrap();
+    let mut set = atomic::Staged::default();
+    for p in [&a, &c] {
+        set.add(p, |w| {
+            use std::io::Write;
+            w.write_all(b"newer")?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let e = set.commit().unwrap_err();
+    assert!(format!("{e:#}").contains("x.pub: is a folder"), "{e:#}");
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        b"new p0",
+        "half the set was moved in"
+    );
+    assert!(
+        temp_files(d.path()).is_empty(),
+        "{:?}",
+        temp_files(d.path())
+    );
 }

@@ -68,6 +68,16 @@ impl Staged {
 
     /// Moves every written file into place, in the order added.
     pub fn commit(self) -> anyhow::Result<()> {
+        // The renames cannot be one atomic step; refuse the common reason for one to fail (a
+        // folder where a file goes) before the first, so the set is not left half-moved.
+        for (_, path) in &self.0 {
+            if path.is_dir() {
+                anyhow::bail!(
+                    "{}: is a folder; nothing of the set was written",
+                    path.display()
+                );
+            }
+        }
         for (tmp, path) in self.0 {
             tmp.persist(&path).map_err(|e| e.error).with_context(|| {
                 format!(

@@ -243,8 +243,9 @@ pub fn with_queued_link<R>(
 ) -> Result<R, ChannelError> {
     let (tx, rx) = link.split();
     let err = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    // Four messages in flight bound memory; the protocol never has more than three
-    // consecutive sends before it reads.
+    // Four messages in flight bound memory. A party with more consecutive sends (the GC
+    // evaluator's input COTs, one per chunk) waits for the writer; its peer reads them all
+    // before it sends, so that wait always ends.
     let (q, qr) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     std::thread::scope(|s| {
         let werr = err.clone();
