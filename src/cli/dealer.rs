@@ -75,9 +75,7 @@ pub struct GenModelMaskArgs {
 
 /// The dealer's private record of a model mask: `<prefix>.dealer`.
 pub fn dealer_record(prefix: &Path) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(".dealer");
-    PathBuf::from(s)
+    super::owner::with_suffix(prefix, ".dealer")
 }
 
 pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
@@ -146,7 +144,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
 /// Checks public layer widths read from a header (the dealer sizes everything from them):
 /// 2 to MAX_LAYERS + 1 entries, none zero, at most MAX_MODEL_VALUES weights and biases.
 fn check_public_widths(widths: &[u64]) -> Result<(), String> {
-    use crate::ring::plan::{MAX_LAYERS, MAX_MODEL_VALUES};
+    use crate::ring::plan::MAX_LAYERS;
     if widths.len() < 2 || widths.len() > MAX_LAYERS + 1 {
         return Err(format!(
             "{} layer widths (2 to {} supported)",
@@ -154,19 +152,10 @@ fn check_public_widths(widths: &[u64]) -> Result<(), String> {
             MAX_LAYERS + 1
         ));
     }
-    let mut values: u64 = 0;
-    for w in widths.windows(2) {
-        if w[0] == 0 || w[1] == 0 {
-            return Err(format!("layer widths {widths:?} include 0"));
-        }
-        values = w[0]
-            .checked_mul(w[1])
-            .and_then(|n| n.checked_add(w[1]))
-            .and_then(|n| n.checked_add(values))
-            .filter(|&n| n <= MAX_MODEL_VALUES as u64)
-            .ok_or_else(|| format!("more than {MAX_MODEL_VALUES} weights and biases"))?;
+    if widths.contains(&0) {
+        return Err(format!("layer widths {widths:?} include 0"));
     }
-    Ok(())
+    crate::ring::plan::count_model_values(widths).map(|_| ())
 }
 
 pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
@@ -270,8 +259,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     crate::formats::bodies::check_geometry(&job, patch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
-    let widest = widths.iter().copied().max().unwrap_or(0);
-    crate::dealer::check_stream_bounds(widths.len() - 1, geo.num_patches(), batch, widest)
+    crate::dealer::check_stream_bounds(&widths, geo.num_patches(), batch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let acts = acts_from_header(&a.model, &mh, widths.len())?;
     let nonlinear = NonlinearDeal::new(a.engine, &acts);

@@ -10,7 +10,6 @@ use clap::Args;
 use super::state::{check_unused, mark_used, Claim, Record};
 use super::weights::load_opened;
 use super::Summary;
-use crate::dealer::boolean::BooleanDeal;
 use crate::dealer::randomness::PartyRandomness;
 use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
 use crate::formats::container::{self, id_hex, Header, Kind};
@@ -96,10 +95,8 @@ pub fn link_up(
             Link::connect(a.addr, &me, &peer, timeout)?
         };
         link.set_io_timeout(timeout);
-        // The tag is a small control message: a larger frame is refused unread.
-        link.set_max_frame(crate::twopc::channel::MAX_CONTROL as u64);
-        let peer_tag = link.exchange(tag)?;
-        link.set_max_frame(crate::net::link::DEFAULT_MAX_FRAME);
+        // A control message: a frame longer than MAX_CONTROL is refused unread.
+        let peer_tag = crate::twopc::channel::exchange(&mut link, p, tag)?;
         Ok((link, peer_tag))
     };
     match up() {
@@ -244,7 +241,10 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             );
         }
     }
-    if engine_kind == EngineKind::Gmw {
+    // What the dealer had to make for this engine and these activations (the boolean
+    // engine's circuits recorded once): checked against the file's header and length below.
+    let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);
+    if let Some(bd) = &deal.boolean {
         let acts = super::dealer::acts_from_header(&a.triplets, &th, plan.widths().len())?;
         if acts != plan.acts {
             bail!(
@@ -253,8 +253,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
                 a.model.display()
             );
         }
-        let want = serde_json::to_string(&BooleanDeal::new(&plan.acts).shapes())
-            .expect("shapes serialise");
+        let want = serde_json::to_string(&bd.shapes()).expect("shapes serialise");
         if th.info("circuit") != Some(want.as_str()) {
             bail!(
                 "{}: made for another boolean circuit (AND gates, outputs per layer: {} here, \
@@ -268,12 +267,10 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     crate::formats::bodies::check_geometry(&is.job, plan.patch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let geo = Geometry::new(is.job.height, is.job.width, plan.patch, is.job.stride);
-    let widest = plan.widths().into_iter().max().unwrap_or(0);
-    crate::dealer::check_stream_bounds(plan.layers.len(), geo.num_patches(), tr.lead.batch, widest)
+    crate::dealer::check_stream_bounds(&plan.widths(), geo.num_patches(), tr.lead.batch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.triplets.display()))?;
     // S1's explicit values: exactly as many as this job consumes (S0 has none).
     let want = if p == 1 {
-        let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);
         crate::dealer::correction_count(&is.job, &plan.widths(), plan.patch, tr.lead.batch, &deal)
     } else {
         0

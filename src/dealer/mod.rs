@@ -43,13 +43,15 @@ pub struct DealSeeds {
 
 /// Checks that a job's layers and batches fit the randomness stream ids (layer index below
 /// 2^16, batch index below 2^32), so no two (purpose, layer, batch) streams can alias, and
-/// that a batch's largest message (`widest` values per patch) stays below 2^28 values.
+/// that a batch's largest message (the widest layer's values per patch) stays below 2^28
+/// values. `widths`: the model's layer widths, input first.
 pub fn check_stream_bounds(
-    layers: usize,
+    widths: &[usize],
     num_patches: usize,
     batch: usize,
-    widest: usize,
 ) -> Result<(), String> {
+    let layers = widths.len().saturating_sub(1);
+    let widest = widths.iter().copied().max().unwrap_or(0);
     if layers == 0 || layers - 1 > crate::ring::share::MAX_STREAM_LAYER as usize {
         return Err(format!(
             "{layers} layers: 1 to {} are supported",
@@ -259,18 +261,18 @@ mod tests {
 
     #[test]
     fn stream_bounds_refuse_what_stream_ids_cannot_hold() {
-        assert!(check_stream_bounds(3, 1000, 10, 100).is_ok());
-        assert!(check_stream_bounds(1 << 16, 1, 1, 1).is_ok());
-        let e = check_stream_bounds((1 << 16) + 1, 1, 1, 1).unwrap_err();
+        assert!(check_stream_bounds(&[100, 10, 10, 10], 1000, 10).is_ok());
+        assert!(check_stream_bounds(&[1; (1 << 16) + 1], 1, 1).is_ok());
+        let e = check_stream_bounds(&[1; (1 << 16) + 2], 1, 1).unwrap_err();
         assert!(e.contains("65537 layers"), "{e}");
-        assert!(check_stream_bounds(2, u32::MAX as usize, 1, 1).is_ok());
-        let e = check_stream_bounds(2, u32::MAX as usize + 1, 1, 1).unwrap_err();
+        assert!(check_stream_bounds(&[1, 1, 1], u32::MAX as usize, 1).is_ok());
+        let e = check_stream_bounds(&[1, 1, 1], u32::MAX as usize + 1, 1).unwrap_err();
         assert!(e.contains("fewer than 2^32 batches"), "{e}");
-        assert!(check_stream_bounds(2, 10, 0, 1).is_err());
-        assert!(check_stream_bounds(0, 10, 1, 1).is_err());
+        assert!(check_stream_bounds(&[1, 1, 1], 10, 0).is_err());
+        assert!(check_stream_bounds(&[1], 10, 1).is_err());
         // A batch beyond the job is one batch of the job's patches; a huge one is refused.
-        assert!(check_stream_bounds(3, 784, usize::MAX, 1521).is_ok());
-        let e = check_stream_bounds(3, 1 << 20, usize::MAX, 1521).unwrap_err();
+        assert!(check_stream_bounds(&[1521, 9, 9, 1], 784, usize::MAX).is_ok());
+        let e = check_stream_bounds(&[1521, 9, 9, 1], 1 << 20, usize::MAX).unwrap_err();
         assert!(e.contains("2^28 values per message"), "{e}");
     }
 }

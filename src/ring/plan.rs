@@ -121,6 +121,18 @@ pub const MAX_LAYERS: usize = crate::ring::share::MAX_STREAM_LAYER as usize + 1;
 pub const MAX_MODEL_VALUES: usize = 1 << 27;
 const _: () = assert!(8 * MAX_MODEL_VALUES as u64 <= crate::net::link::DEFAULT_MAX_FRAME);
 
+/// Weights and biases of a model with these layer widths (input first), refused beyond
+/// [`MAX_MODEL_VALUES`] with checked arithmetic (the widths may come from a file).
+pub fn count_model_values(widths: &[u64]) -> Result<u64, String> {
+    widths.windows(2).try_fold(0u64, |total, w| {
+        w[0].checked_mul(w[1])
+            .and_then(|n| n.checked_add(w[1]))
+            .and_then(|n| n.checked_add(total))
+            .filter(|&n| n <= MAX_MODEL_VALUES as u64)
+            .ok_or_else(|| format!("more than {MAX_MODEL_VALUES} weights and biases"))
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub params: FixedParams,
@@ -197,7 +209,6 @@ impl Plan {
             return Err(format!("{nl} layers (1 to {MAX_LAYERS} supported)"));
         }
         let (s, f) = (self.params.s, self.params.act_scale());
-        let mut values: usize = 0;
         for (i, l) in self.layers.iter().enumerate() {
             if l.inputs == 0 || l.outputs == 0 {
                 return Err(format!(
@@ -213,13 +224,6 @@ impl Plan {
                     self.layers[i - 1].outputs
                 ));
             }
-            values = l
-                .inputs
-                .checked_mul(l.outputs)
-                .and_then(|w| w.checked_add(l.outputs))
-                .and_then(|n| values.checked_add(n))
-                .filter(|&n| n <= MAX_MODEL_VALUES)
-                .ok_or_else(|| format!("more than {MAX_MODEL_VALUES} weights and biases"))?;
             if !l.w.is_empty() || !l.b.is_empty() {
                 return Err(format!("layer {i} carries weights in its public plan"));
             }
@@ -231,6 +235,8 @@ impl Plan {
                 ));
             }
         }
+        let widths: Vec<u64> = self.widths().iter().map(|&w| w as u64).collect();
+        count_model_values(&widths)?;
         let p = self.patch;
         if p.output == 0
             || p.output > p.input
