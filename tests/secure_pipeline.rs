@@ -511,6 +511,11 @@ fn pipeline_shipped_model_bit_exact_with_oracle_with(engine: EngineKind) {
 // ------------------------------------------------------------------------------------------
 // (b) refusals. Those detected from the files alone stop before any network activity.
 
+/// `open-weights --party p` alone (its refusals happen before the link comes up).
+fn open_one(job: &Job, p: u8, model: &str, mask: &str, out: &str) -> Output {
+    wait_limit(job.spawn_open(p, model, mask, out, free_port()), LIMIT)
+}
+
 fn serve_one(job: &Job, p: u8, f: &ServeFiles) -> Output {
     let c = job.spawn(p, f, free_port());
     wait_limit(c, LIMIT)
@@ -1155,7 +1160,7 @@ fn model_mask_refusals_consume_nothing() {
         ("no-such-dir/weights", "does not exist"),
         ("model", "overwrite the input"),
     ] {
-        let o = wait_limit(job.spawn_open(0, "model", "mask", out, free_port()), LIMIT);
+        let o = open_one(&job, 0, "model", "mask", out);
         refused(&o, &[why]);
     }
 
@@ -1174,10 +1179,7 @@ fn model_mask_refusals_consume_nothing() {
 
     // 2. A mask opens once: a second opening is refused from the files alone.
     for p in [0u8, 1] {
-        let o = wait_limit(
-            job.spawn_open(p, "model", "mask", "again", free_port()),
-            LIMIT,
-        );
+        let o = open_one(&job, p, "model", "mask", "again");
         refused(
             &o,
             &[&format!("mask.p{p}"), "already consumed", "gen-model-mask"],
@@ -1193,10 +1195,7 @@ fn model_mask_refusals_consume_nothing() {
         "--out",
         &job.p("model2"),
     ]);
-    let o = wait_limit(
-        job.spawn_open(0, "model2", "mask-b", "w2", free_port()),
-        LIMIT,
-    );
+    let o = open_one(&job, 0, "model2", "mask-b", "w2");
     refused(&o, &["mask-b.p0", "made for model"]);
     let args = job.gen_triplets_args("model2", "image", "t2", 64, Some("mask"));
     refused(&ppd(&args), &["mask.dealer", "made for model"]);
