@@ -11,6 +11,7 @@ use crate::formats::atomic::Staged;
 use crate::formats::bodies::{flatten_weights, Data, ModelShare};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::plain::model::{Activation, Model};
+use crate::ring::cnn::CnnFixed;
 use crate::ring::plan::{FixedParams, Plan};
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
 
@@ -59,6 +60,32 @@ impl FixedArgs {
             tanh: load_tanh(&self.tanh_constants)?,
             ..FixedParams::default()
         })
+    }
+}
+
+/// Fixed-point parameters of a CNN (used when the model is a CNN).
+#[derive(Args, Clone)]
+pub struct CnnFixedArgs {
+    /// CNN: fractional bits of the input and hidden activations.
+    #[arg(long, default_value_t = CnnFixed::default().s)]
+    pub cnn_scale: u32,
+    /// CNN: fractional bits of the weights (dropped by each ReLU's exact truncation).
+    #[arg(long, default_value_t = CnnFixed::default().ws)]
+    pub cnn_weight_scale: u32,
+    /// CNN: signed bits of a hidden activation at its scale (range 2^(bits - 1 - scale)).
+    #[arg(long, default_value_t = CnnFixed::default().k)]
+    pub cnn_act_bits: u32,
+}
+
+impl CnnFixedArgs {
+    pub fn params(&self) -> Result<CnnFixed> {
+        let p = CnnFixed {
+            s: self.cnn_scale,
+            ws: self.cnn_weight_scale,
+            k: self.cnn_act_bits,
+        };
+        p.validate().map_err(anyhow::Error::msg)?;
+        Ok(p)
     }
 }
 

@@ -9,12 +9,14 @@ use clap::{Args, ValueEnum};
 use super::inputs::{load_image, model_or_default};
 use super::Summary;
 use crate::formats::container;
+use crate::plain::cnn::Cnn;
 use crate::plain::denoise::denoise_float;
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::{Activation, Model};
 use crate::plain::preprocess::Preprocess;
+use crate::ring::cnn::{self as cnn_ring, CnnFixed, CnnPlan};
 use crate::ring::oracle;
 use crate::ring::plan::{FixedParams, Plan};
 
@@ -53,6 +55,9 @@ pub struct DenoiseArgs {
     /// Fixed-point parameters (with --arith fixed).
     #[command(flatten)]
     pub fixed: super::owner::FixedArgs,
+    /// Fixed-point parameters of a CNN model (with --arith fixed).
+    #[command(flatten)]
+    pub cnn_fixed: super::owner::CnnFixedArgs,
     /// Clean reference: print PSNR/SSIM of the input and the result.
     #[arg(long)]
     pub clean: Option<String>,
@@ -116,17 +121,47 @@ pub fn run_denoise_with(
     })
 }
 
+/// Runs a CNN in float or in the secure protocol's fixed point (the CNN oracle).
+pub fn run_cnn(
+    model: &Cnn,
+    noisy: &GrayImage,
+    pre: &Preprocess,
+    arith: Arith,
+    params: CnnFixed,
+) -> Result<(ndarray::Array2<f64>, u64)> {
+    let (h, w) = noisy.pixels.dim();
+    Ok(match arith {
+        Arith::Float => (model.denoise_float(&noisy.pixels, pre), 0),
+        Arith::FloatTanhStar => bail!("--arith float-tanh-star applies to MLPs, not CNNs"),
+        Arith::Fixed => {
+            let plan = CnnPlan::from_cnn(model, params).map_err(anyhow::Error::msg)?;
+            let enc = cnn_ring::encode_image(&noisy.pixels, pre, params.s);
+            let run = cnn_ring::run(&plan, h, w, &enc);
+            (
+                cnn_ring::decode_output(&run.output, h, w, pre, params.out_scale()),
+                run.out_of_range,
+            )
+        }
+    })
+}
+
 pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     if a.stride == 0 {
         bail!("--stride must be at least 1");
     }
     let path = model_or_default(&a.model);
-    let model = Model::load(&path)?;
     let noisy = load_image(&a.image)?;
-    let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
     let t = Instant::now();
-    let params = a.fixed.params()?;
-    let (out, oor) = run_denoise_with(&model, &noisy, &pre, a.stride, a.arith, params)?;
+    let (out, oor) = if Cnn::is_cnn_file(&path)? {
+        let model = Cnn::load(&path)?;
+        let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
+        run_cnn(&model, &noisy, &pre, a.arith, a.cnn_fixed.params()?)?
+    } else {
+        let model = Model::load(&path)?;
+        let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
+        let params = a.fixed.params()?;
+        run_denoise_with(&model, &noisy, &pre, a.stride, a.arith, params)?
+    };
     let secs = t.elapsed().as_secs_f64();
     let q = quantize_u8(&out);
     let mut lines = vec![format!("denoised {} in {secs:.2} s", a.image)];

@@ -1,6 +1,8 @@
 //! Plaintext side: images, models, patch geometry, metrics and float inference.
+pub mod cnn;
 pub mod denoise;
 pub mod geometry;
+pub mod im2col;
 pub mod image;
 pub mod metrics;
 pub mod model;

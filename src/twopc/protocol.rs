@@ -57,6 +57,17 @@ pub trait Nonlinear {
         k: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
+    /// Arithmetic shares of max(0, floor(v / 2^sh)), the signed k-bit truncation's ReLU
+    /// (a CNN hidden layer's activation).
+    fn relu(
+        &mut self,
+        ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError>;
     fn counters(&self) -> EngineCounters;
 }
 

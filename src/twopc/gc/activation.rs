@@ -260,11 +260,48 @@ pub fn trunc_out<C: Circuit>(
     v
 }
 
+/// The integer function of [`relu_out`]: max(0, x) for the signed k-bit x of
+/// [`trunc_out_ref`], as an unsigned (k - 1)-bit value.
+///
+/// # Panics
+/// If `p` is invalid or k < 2.
+pub fn relu_out_ref(p: &TruncParams, g: u64, e: u64) -> u64 {
+    p.validate().expect("valid TruncParams");
+    assert!(p.k >= 2, "ReLU needs a sign bit and a value bit");
+    let x = shifted(p.sh, p.k, g, e);
+    if (x >> (p.k - 1)) & 1 == 1 {
+        0
+    } else {
+        x
+    }
+}
+
+/// ReLU of the exact truncation (a CNN's hidden layers): the k - 1 value bits of
+/// x = bits [sh, n) of g + e, each ANDed with the complement of x's sign bit. k - 1 AND
+/// gates on top of the adder.
+///
+/// # Panics
+/// If `p` is invalid, k < 2, or the inputs are not `n` bits wide.
+pub fn relu_out<C: Circuit>(
+    c: &mut C,
+    p: &TruncParams,
+    g: &[C::Wire],
+    e: &[C::Wire],
+) -> Vec<C::Wire> {
+    let mut x = trunc_out(c, p, g, e);
+    assert!(p.k >= 2, "ReLU needs a sign bit and a value bit");
+    let sign = x.pop().expect("k >= 2 bits");
+    let positive = c.not(&sign);
+    x.iter().map(|b| c.and(b, &positive)).collect()
+}
+
 /// One of the activation circuits, for running batches of elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActCircuit {
     TanhSelect(ActParams),
     Trunc(TruncParams),
+    /// max(0, exact truncation): a CNN hidden layer's activation.
+    Relu(TruncParams),
 }
 
 impl ActCircuit {
@@ -282,6 +319,10 @@ impl ActCircuit {
         match self {
             ActCircuit::TanhSelect(p) => p.validate(),
             ActCircuit::Trunc(p) => p.validate(),
+            ActCircuit::Relu(p) if p.k < 2 => {
+                Err(ParamError(format!("ReLU needs k >= 2, got {}", p.k)))
+            }
+            ActCircuit::Relu(p) => p.validate(),
         }
     }
 
@@ -289,7 +330,7 @@ impl ActCircuit {
     pub fn n(&self) -> usize {
         match self {
             ActCircuit::TanhSelect(p) => p.n(),
-            ActCircuit::Trunc(p) => p.n(),
+            ActCircuit::Trunc(p) | ActCircuit::Relu(p) => p.n(),
         }
     }
 
@@ -298,6 +339,7 @@ impl ActCircuit {
         match self {
             ActCircuit::TanhSelect(p) => p.out_len(),
             ActCircuit::Trunc(p) => p.k as usize,
+            ActCircuit::Relu(p) => p.k as usize - 1,
         }
     }
 
@@ -305,6 +347,7 @@ impl ActCircuit {
         match self {
             ActCircuit::TanhSelect(p) => tanh_select(c, p, g, e),
             ActCircuit::Trunc(p) => trunc_out(c, p, g, e),
+            ActCircuit::Relu(p) => relu_out(c, p, g, e),
         }
     }
 
@@ -318,11 +361,15 @@ impl ActCircuit {
 
     /// B2A weights and groups for `items` elements, element after element;
     /// per element: `tc, r1, r2, s1, s2, sgn` for tanh_select, one signed
-    /// value for trunc.
+    /// value for trunc, one unsigned value for ReLU.
     pub fn b2a_layout(&self, items: usize) -> (Vec<u64>, Vec<usize>) {
         let (w, g) = match self {
             ActCircuit::TanhSelect(p) => p.b2a_layout(),
             ActCircuit::Trunc(p) => p.b2a_layout(),
+            ActCircuit::Relu(p) => {
+                let k = p.k as usize - 1;
+                ((0..k).map(|j| 1u64 << j).collect(), vec![k])
+            }
         };
         (w.repeat(items), g.repeat(items))
     }
@@ -500,6 +547,12 @@ mod tests {
         }
     }
 
+    impl Build for ActCircuit {
+        fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire> {
+            ActCircuit::build(self, c, g, e)
+        }
+    }
+
     /// Share pairs hitting the interesting places: x around 0, ±a, ±b,
     /// the extremes of k bits, and carries out of the low sh bits.
     fn cases(n: usize, sh: u32, k: u32, marks: &[u64], rng: &mut ChaCha12Rng) -> Vec<(u64, u64)> {
@@ -625,6 +678,33 @@ mod tests {
     }
 
     #[test]
+    fn relu_out_plain_matches_ref_and_floor() {
+        let mut rng = ChaCha12Rng::seed_from_u64(24);
+        for p in [
+            TruncParams { sh: 12, k: 20 },
+            TruncParams { sh: 0, k: 2 },
+            TruncParams { sh: 40, k: 24 },
+        ] {
+            let n = p.n();
+            for (g, e) in cases(n, p.sh, p.k, &[], &mut rng) {
+                let out = relu_out(&mut PlainEval, &p, &to_bits(g, n), &to_bits(e, n));
+                assert_eq!(out.len(), p.k as usize - 1);
+                assert_eq!(from_bits(&out), relu_out_ref(&p, g, e));
+            }
+        }
+        // max(0, floor(v / 2^sh)) of the signed shared value, computed independently.
+        let p = TruncParams { sh: 12, k: 20 };
+        for v in [-1i64, 0, 1, 4095, 4096, -4097, (1 << 30) + 77, -(1 << 30)] {
+            let g: u64 = rng.gen();
+            let e = (v as u64).wrapping_sub(g);
+            assert_eq!(relu_out_ref(&p, g, e) as i64, v.div_euclid(1 << 12).max(0));
+        }
+        assert!(ActCircuit::Relu(TruncParams { sh: 3, k: 1 })
+            .validate()
+            .is_err());
+    }
+
+    #[test]
     fn garbled_activations_match_ref() {
         let mut rng = ChaCha12Rng::seed_from_u64(23);
         let mut tp = TwoParty::new(24);
@@ -645,6 +725,14 @@ mod tests {
             let out = tp.run(&q, &to_bits(g, q.n()), &to_bits(e, q.n()));
             assert_eq!(from_bits(&out), trunc_out_ref(&q, g, e));
         }
+        let r = ActCircuit::Relu(TruncParams { sh: 12, k: 20 });
+        for (g, e) in cases(r.n(), 12, 20, &[], &mut rng).into_iter().take(60) {
+            let out = tp.run(&r, &to_bits(g, r.n()), &to_bits(e, r.n()));
+            assert_eq!(
+                from_bits(&out),
+                relu_out_ref(&TruncParams { sh: 12, k: 20 }, g, e)
+            );
+        }
     }
 
     #[test]
@@ -662,6 +750,9 @@ mod tests {
         let bound = |p: &ActParams| (p.n() - 1 + 2 * (p.k as usize - 2) + p.l() + 2) as u64;
         assert!(a24 <= bound(&p24) && a42 <= bound(&p42));
         assert_eq!(at, q.n() as u64 - 1);
+        // ReLU: the adder, then one AND per value bit.
+        let r = ActCircuit::Relu(TruncParams { sh: 12, k: 20 });
+        assert_eq!(r.and_gates(), 12 + 20 - 1 + 19);
     }
 
     /// `cargo test --release -- --ignored --nocapture throughput`
@@ -782,6 +873,7 @@ mod tests {
             (ActCircuit::TanhSelect(p), 43),
             (ActCircuit::Trunc(q), 16),
             (ActCircuit::TanhSelect(paper(24)), 5),
+            (ActCircuit::Relu(TruncParams { sh: 12, k: 20 }), 21),
         ] {
             // Full 64-bit shares: the circuits only read their low n bits.
             let s1: Vec<u64> = (0..items).map(|_| rng.gen()).collect();
@@ -822,6 +914,9 @@ mod tests {
                     ActCircuit::Trunc(q) => {
                         let x = sign_extend(trunc_out_ref(q, s1[i], s0[i]), q.k);
                         assert_eq!(sum[i], x, "item {i}");
+                    }
+                    ActCircuit::Relu(q) => {
+                        assert_eq!(sum[i], relu_out_ref(q, s1[i], s0[i]), "item {i}");
                     }
                 }
             }

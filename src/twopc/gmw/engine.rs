@@ -276,6 +276,18 @@ impl Nonlinear for GmwParty {
         self.run_circuit(ch, rand, at, &ActCircuit::Trunc(TruncParams { sh, k }), v)
     }
 
+    fn relu(
+        &mut self,
+        ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        self.run_circuit(ch, rand, at, &ActCircuit::Relu(TruncParams { sh, k }), v)
+    }
+
     fn counters(&self) -> EngineCounters {
         self.counters
     }

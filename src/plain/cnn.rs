@@ -1,0 +1,418 @@
+//! Convolutional denoisers (DnCNN-class): a stack of same-padded k x k convolutions with
+//! bias and ReLU between them, run on the whole image. Batch norm is folded into the
+//! convolutions before a model is written (`scripts/import-dncnn.py`).
+//!
+//! `.npz` layout: `K1..KL` (out x in x k x k, row-major correlation as PyTorch's conv2d)
+//! and `b1..bL`, plus optional scalars `sigma` and `residual`. Pixels enter as p/255 (times
+//! sigma*/sigma when the noise level is scaled); with `residual` the network predicts the
+//! noise and the result is `input - net(input)`, as DnCNN does.
+
+use std::fs::File;
+use std::path::Path;
+
+use ndarray::{Array0, Array1, Array2, Array4, ArrayView2, Ix0};
+use ndarray_npy::{NpzReader, NpzWriter};
+use serde::{Deserialize, Serialize};
+
+use crate::plain::im2col::{im2col, rows_per_block};
+use crate::plain::model::ModelError;
+use crate::plain::preprocess::Preprocess;
+
+/// Most convolution layers a CNN may have.
+pub const MAX_CONV_LAYERS: usize = 64;
+/// Most channels of one layer.
+pub const MAX_CHANNELS: usize = 512;
+/// Largest kernel side.
+pub const MAX_KERNEL: usize = 7;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub cin: usize,
+    pub cout: usize,
+    /// Kernel side (odd).
+    pub k: usize,
+    /// cout x (cin * k * k), row-major: the filter of output o is row o.
+    pub w: Vec<f64>,
+    pub b: Vec<f64>,
+}
+
+impl Conv {
+    pub fn fan_in(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CnnMeta {
+    /// The noise level the model was trained for (sigma*), on the 0..255 scale.
+    pub sigma: f64,
+    /// The network predicts the noise: clean = input - net(input).
+    pub residual: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cnn {
+    pub convs: Vec<Conv>,
+    pub meta: CnnMeta,
+}
+
+/// A pixel (0..255) as the CNN takes it.
+pub fn normalize(pre: &Preprocess, pix: f64) -> f64 {
+    pre.noise_scale * pix / 255.0
+}
+
+pub fn denormalize(pre: &Preprocess, v: f64) -> f64 {
+    v * 255.0 / pre.noise_scale
+}
+
+impl Cnn {
+    /// Channels of every activation map, input first (1, c1, ..., 1).
+    pub fn channels(&self) -> Vec<usize> {
+        let mut v = vec![self.convs[0].cin];
+        v.extend(self.convs.iter().map(|c| c.cout));
+        v
+    }
+
+    /// Side of the square window of input pixels one output pixel depends on.
+    pub fn receptive_field(&self) -> usize {
+        1 + self.convs.iter().map(|c| c.k - 1).sum::<usize>()
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ModelError> {
+        let inv = |msg: String| ModelError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let arr = |name: String, msg: String| ModelError::Array {
+            path: path.to_path_buf(),
+            name,
+            msg,
+        };
+        let nl = self.convs.len();
+        if nl == 0 || nl > MAX_CONV_LAYERS {
+            return Err(inv(format!(
+                "{nl} convolutions (1 to {MAX_CONV_LAYERS} supported)"
+            )));
+        }
+        for (i, c) in self.convs.iter().enumerate() {
+            let n = i + 1;
+            if c.k % 2 == 0 || c.k > MAX_KERNEL {
+                return Err(arr(
+                    format!("K{n}"),
+                    format!("has a {0}x{0} kernel (odd, up to {MAX_KERNEL})", c.k),
+                ));
+            }
+            if c.cin == 0 || c.cout == 0 || c.cin > MAX_CHANNELS || c.cout > MAX_CHANNELS {
+                return Err(arr(
+                    format!("K{n}"),
+                    format!(
+                        "maps {} to {} channels (1 to {MAX_CHANNELS} supported)",
+                        c.cin, c.cout
+                    ),
+                ));
+            }
+            if i > 0 && c.cin != self.convs[i - 1].cout {
+                return Err(arr(
+                    format!("K{n}"),
+                    format!(
+                        "takes {} channels but layer {i} gives {} (layers do not chain)",
+                        c.cin,
+                        self.convs[i - 1].cout
+                    ),
+                ));
+            }
+            if c.w.len() != c.cout * c.fan_in() {
+                return Err(arr(
+                    format!("K{n}"),
+                    "has the wrong number of values".into(),
+                ));
+            }
+            if c.b.len() != c.cout {
+                return Err(arr(
+                    format!("b{n}"),
+                    format!("has {} entries but K{n} has {} filters", c.b.len(), c.cout),
+                ));
+            }
+            if let Some(bad) = c.w.iter().position(|v| !v.is_finite()) {
+                return Err(arr(
+                    format!("K{n}"),
+                    format!("non-finite value at flat index {bad}"),
+                ));
+            }
+            if let Some(bad) = c.b.iter().position(|v| !v.is_finite()) {
+                return Err(arr(
+                    format!("b{n}"),
+                    format!("non-finite value at index {bad}"),
+                ));
+            }
+        }
+        if self.convs[0].cin != 1 || self.convs[nl - 1].cout != 1 {
+            return Err(inv(format!(
+                "a denoiser maps 1 channel to 1 channel; this one maps {} to {}",
+                self.convs[0].cin,
+                self.convs[nl - 1].cout
+            )));
+        }
+        if !(self.meta.sigma.is_finite() && self.meta.sigma > 0.0) {
+            return Err(inv(format!(
+                "sigma must be positive, got {}",
+                self.meta.sigma
+            )));
+        }
+        Ok(())
+    }
+
+    /// True when the file holds a CNN (`K1`) rather than an MLP (`W1`).
+    pub fn is_cnn_file(path: &Path) -> Result<bool, ModelError> {
+        let (_, names) = open_npz(path)?;
+        Ok(names.iter().any(|n| n == "K1"))
+    }
+
+    pub fn load(path: &Path) -> Result<Cnn, ModelError> {
+        let (mut npz, names) = open_npz(path)?;
+        let has = |n: &str| names.iter().any(|x| x == n);
+        let err = |name: &str, msg: String| ModelError::Array {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            msg,
+        };
+        let mut convs = Vec::new();
+        while has(&format!("K{}", convs.len() + 1)) {
+            let n = convs.len() + 1;
+            if n > MAX_CONV_LAYERS {
+                return Err(err(
+                    &format!("K{n}"),
+                    format!("more than {MAX_CONV_LAYERS} layers"),
+                ));
+            }
+            let (kn, bn) = (format!("K{n}"), format!("b{n}"));
+            let k: Array4<f64> = read_any(&mut npz, path, &kn)?;
+            if !has(&bn) {
+                return Err(err(&bn, format!("missing ({kn} is present)")));
+            }
+            let b: Array1<f64> = read_any(&mut npz, path, &bn)?;
+            let (cout, cin, kh, kw) = k.dim();
+            if kh != kw {
+                return Err(err(
+                    &kn,
+                    format!("has a {kh}x{kw} kernel (square expected)"),
+                ));
+            }
+            convs.push(Conv {
+                cin,
+                cout,
+                k: kh,
+                w: k.iter().copied().collect(),
+                b: b.to_vec(),
+            });
+        }
+        if convs.is_empty() {
+            return Err(ModelError::Invalid {
+                path: path.to_path_buf(),
+                msg: format!("no array K1 found (arrays present: {})", names.join(", ")),
+            });
+        }
+        let mut meta = CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        };
+        if has("sigma") {
+            meta.sigma = read_any::<Ix0>(&mut npz, path, "sigma")?.into_scalar();
+        }
+        if has("residual") {
+            meta.residual = read_any::<Ix0>(&mut npz, path, "residual")?.into_scalar() != 0.0;
+        }
+        let m = Cnn { convs, meta };
+        m.validate(path)?;
+        Ok(m)
+    }
+
+    /// Writes the model as `.npz` (f64 arrays), atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        crate::formats::atomic::write_with(path, |f| {
+            let mut npz = NpzWriter::new(f);
+            for (i, c) in self.convs.iter().enumerate() {
+                let k = Array4::from_shape_vec((c.cout, c.cin, c.k, c.k), c.w.clone())?;
+                npz.add_array(format!("K{}", i + 1), &k)?;
+                npz.add_array(format!("b{}", i + 1), &Array1::from(c.b.clone()))?;
+            }
+            let scalar = |v: f64| Array0::from_elem((), v);
+            npz.add_array("sigma", &scalar(self.meta.sigma))?;
+            npz.add_array("residual", &scalar(self.meta.residual as u8 as f64))?;
+            npz.finish()?;
+            Ok(())
+        })
+    }
+
+    /// Float inference on a noisy image (0..255, H x W); returns the denoised image on the
+    /// same scale, not clipped.
+    pub fn denoise_float(&self, image: &Array2<f64>, pre: &Preprocess) -> Array2<f64> {
+        let (h, w) = image.dim();
+        let input: Vec<f64> = image.iter().map(|&p| normalize(pre, p)).collect();
+        let mut x = input.clone();
+        let last = self.convs.len() - 1;
+        for (l, c) in self.convs.iter().enumerate() {
+            x = conv_float(c, &x, h, w, l < last);
+        }
+        let out: Vec<f64> = if self.meta.residual {
+            input.iter().zip(&x).map(|(a, n)| a - n).collect()
+        } else {
+            x
+        };
+        Array2::from_shape_vec((h, w), out.iter().map(|&v| denormalize(pre, v)).collect())
+            .expect("image-sized output")
+    }
+}
+
+/// One float convolution of a channel-major map, with ReLU when `relu`.
+fn conv_float(c: &Conv, x: &[f64], h: usize, w: usize, relu: bool) -> Vec<f64> {
+    let wm = ArrayView2::from_shape((c.cout, c.fan_in()), &c.w).expect("validated shape");
+    let mut out = vec![0.0; c.cout * h * w];
+    let rows = rows_per_block(c.cin, c.k, w, 1 << 21);
+    let mut cols = Vec::new();
+    for row0 in (0..h).step_by(rows) {
+        let r = rows.min(h - row0);
+        im2col(x, c.cin, h, w, c.k, row0, r, &mut cols);
+        let n = r * w;
+        let cm = ArrayView2::from_shape((c.fan_in(), n), &cols).expect("column block");
+        let z = wm.dot(&cm);
+        for (o, zrow) in z.rows().into_iter().enumerate() {
+            let dst = &mut out[o * h * w + row0 * w..][..n];
+            for (d, &v) in dst.iter_mut().zip(zrow) {
+                let v = v + c.b[o];
+                *d = if relu { v.max(0.0) } else { v };
+            }
+        }
+    }
+    out
+}
+
+fn open_npz(path: &Path) -> Result<(NpzReader<File>, Vec<String>), ModelError> {
+    let file = File::open(path).map_err(|source| ModelError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let not_npz = |e: ndarray_npy::ReadNpzError| ModelError::NotNpz {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let mut npz = NpzReader::new(file).map_err(not_npz)?;
+    let names = npz.names().map_err(not_npz)?;
+    Ok((npz, names))
+}
+
+/// Reads an f64 or f32 array of dimension `D`, widening f32.
+fn read_any<D: ndarray::Dimension>(
+    npz: &mut NpzReader<File>,
+    path: &Path,
+    name: &str,
+) -> Result<ndarray::Array<f64, D>, ModelError> {
+    match npz.by_name::<ndarray::OwnedRepr<f64>, D>(name) {
+        Ok(a) => Ok(a),
+        Err(_) => npz
+            .by_name::<ndarray::OwnedRepr<f32>, D>(name)
+            .map(|a| a.mapv(f64::from))
+            .map_err(|e| ModelError::Array {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                msg: e.to_string(),
+            }),
+    }
+}
+
+/// A random CNN (for tests and benchmarks): `channels` = 1, c1, ..., 1, k x k kernels,
+/// He-scaled weights so activations keep their magnitude through the layers.
+pub fn random_cnn(channels: &[usize], k: usize, seed: u64, meta: CnnMeta) -> Cnn {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let convs = channels
+        .windows(2)
+        .map(|p| {
+            let fan = p[0] * k * k;
+            let r = (6.0 / fan as f64).sqrt();
+            Conv {
+                cin: p[0],
+                cout: p[1],
+                k,
+                w: (0..p[1] * fan).map(|_| rng.gen_range(-r..r)).collect(),
+                b: (0..p[1]).map(|_| rng.gen_range(-0.05..0.05)).collect(),
+            }
+        })
+        .collect();
+    Cnn { convs, meta }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_roundtrip_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = CnnMeta {
+            sigma: 15.0,
+            residual: true,
+        };
+        let m = random_cnn(&[1, 4, 3, 1], 3, 7, meta);
+        let p = dir.path().join("cnn.npz");
+        m.save(&p).unwrap();
+        assert!(Cnn::is_cnn_file(&p).unwrap());
+        assert_eq!(Cnn::load(&p).unwrap(), m);
+
+        let mut bad = m.clone();
+        bad.convs[1].cin = 5;
+        bad.convs[1].w = vec![0.0; 3 * 5 * 9];
+        let e = bad.validate(&p).unwrap_err().to_string();
+        assert!(e.contains("K2") && e.contains("do not chain"), "{e}");
+        let mut bad = m.clone();
+        bad.convs[0].b[0] = f64::NAN;
+        let e = bad.validate(&p).unwrap_err().to_string();
+        assert!(e.contains("b1") && e.contains("non-finite"), "{e}");
+    }
+
+    #[test]
+    fn float_forward_matches_a_direct_loop() {
+        let meta = CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        };
+        let m = random_cnn(&[1, 3, 1], 3, 3, meta);
+        let (h, w) = (6, 5);
+        let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 31 + x * 17) % 256) as f64);
+        let pre = Preprocess::identity();
+        let got = m.denoise_float(&img, &pre);
+        let x: Vec<f64> = img.iter().map(|&p| p / 255.0).collect();
+        let conv = |c: &Conv, src: &[f64], relu: bool| {
+            let mut out = vec![0.0; c.cout * h * w];
+            for o in 0..c.cout {
+                for y in 0..h as isize {
+                    for xx in 0..w as isize {
+                        let mut s = c.b[o];
+                        for ci in 0..c.cin {
+                            for dy in -1..=1isize {
+                                for dx in -1..=1isize {
+                                    let (sy, sx) = (y + dy, xx + dx);
+                                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                                        continue;
+                                    }
+                                    let wi = ((o * c.cin + ci) * 3 + (dy + 1) as usize) * 3
+                                        + (dx + 1) as usize;
+                                    s += c.w[wi] * src[ci * h * w + sy as usize * w + sx as usize];
+                                }
+                            }
+                        }
+                        out[o * h * w + y as usize * w + xx as usize] =
+                            if relu { s.max(0.0) } else { s };
+                    }
+                }
+            }
+            out
+        };
+        let a = conv(&m.convs[0], &x, true);
+        let n = conv(&m.convs[1], &a, false);
+        for (i, g) in got.iter().enumerate() {
+            let want = (x[i] - n[i]) * 255.0;
+            assert!((g - want).abs() < 1e-9, "pixel {i}: {g} vs {want}");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The fixed-point plan of a CNN and its plaintext oracle: exactly the integers the secure
+//! CNN protocol computes.
+//!
+//! Scales: input pixels and hidden activations at `s`; weights at `ws`; a layer's products
+//! and biases at `s + ws`. A hidden layer's activation is max(0, floor(z / 2^ws)) of its
+//! pre-activation z, kept in `k` signed bits (an exact truncation, folded into the ReLU
+//! circuit). The last layer is not truncated: with `residual` the output is
+//! `input * 2^ws - z`, at scale `s + ws`, which the receiver decodes.
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::plain::cnn::{self, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL};
+use crate::plain::im2col::{im2col, rows_per_block};
+use crate::plain::preprocess::Preprocess;
+use crate::ring::fixed::{bits_signed, decode, encode, low_bits};
+use crate::ring::matmul::gemm_acc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CnnFixed {
+    /// Fractional bits of the input and of hidden activations.
+    pub s: u32,
+    /// Fractional bits of the weights (the bits each ReLU circuit drops).
+    pub ws: u32,
+    /// Signed bits of a truncated pre-activation: |floor(z / 2^ws)| < 2^(k-1).
+    pub k: u32,
+}
+
+impl Default for CnnFixed {
+    fn default() -> Self {
+        // DnCNN-S and -B on set12 (docs/cnn.md): 10/10 bits keep the fixed-point PSNR within
+        // 0.005 dB of float; activations stayed below 2^3 everywhere, k = 18 leaves 2^7.
+        // Every bit of ws or k costs one AND per ReLU (two for k).
+        CnnFixed {
+            s: 10,
+            ws: 10,
+            k: 18,
+        }
+    }
+}
+
+impl CnnFixed {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(4..=24).contains(&self.s) || !(4..=24).contains(&self.ws) {
+            return Err(format!(
+                "CNN fixed-point scales s {} and ws {} out of range (4..24)",
+                self.s, self.ws
+            ));
+        }
+        if !(2..=40).contains(&self.k) {
+            return Err(format!(
+                "CNN activation bits k {} out of range (2..40)",
+                self.k
+            ));
+        }
+        if self.ws + self.k > 63 {
+            return Err(format!(
+                "ws + k = {} leaves no room in the 64-bit ring",
+                self.ws + self.k
+            ));
+        }
+        Ok(())
+    }
+
+    /// Scale of the output values (the canvas the receiver decodes).
+    pub fn out_scale(&self) -> u32 {
+        self.s + self.ws
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CnnLayer {
+    pub cin: usize,
+    pub cout: usize,
+    pub ksize: usize,
+    /// cout x (cin * ksize^2), row-major, at scale ws (empty in a public plan).
+    pub w: Vec<u64>,
+    /// At scale s + ws (empty in a public plan).
+    pub b: Vec<u64>,
+}
+
+impl CnnLayer {
+    pub fn fan_in(&self) -> usize {
+        self.cin * self.ksize * self.ksize
+    }
+
+    pub fn weight_count(&self) -> usize {
+        self.cout * self.fan_in()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CnnPlan {
+    pub params: CnnFixed,
+    pub layers: Vec<CnnLayer>,
+    /// clean = input - net(input).
+    pub residual: bool,
+}
+
+impl CnnPlan {
+    pub fn from_cnn(model: &Cnn, params: CnnFixed) -> Result<CnnPlan, String> {
+        params.validate()?;
+        let ps = params.s + params.ws;
+        let layers = model
+            .convs
+            .iter()
+            .map(|c| CnnLayer {
+                cin: c.cin,
+                cout: c.cout,
+                ksize: c.k,
+                w: c.w.iter().map(|&v| encode(v, params.ws)).collect(),
+                b: c.b.iter().map(|&v| encode(v, ps)).collect(),
+            })
+            .collect();
+        let plan = CnnPlan {
+            params,
+            layers,
+            residual: model.meta.residual,
+        };
+        plan.check_shape()?;
+        Ok(plan)
+    }
+
+    /// Checks a plan read from a file (weights removed) before anything is sized from it.
+    pub fn validate_public(&self) -> Result<(), String> {
+        self.params.validate()?;
+        self.check_shape()?;
+        if self
+            .layers
+            .iter()
+            .any(|l| !l.w.is_empty() || !l.b.is_empty())
+        {
+            return Err("a layer carries weights in its public plan".into());
+        }
+        Ok(())
+    }
+
+    fn check_shape(&self) -> Result<(), String> {
+        let nl = self.layers.len();
+        if nl == 0 || nl > MAX_CONV_LAYERS {
+            return Err(format!(
+                "{nl} convolutions (1 to {MAX_CONV_LAYERS} supported)"
+            ));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.ksize % 2 == 0 || l.ksize > MAX_KERNEL {
+                return Err(format!(
+                    "layer {i}: kernel side {} (odd, up to {MAX_KERNEL})",
+                    l.ksize
+                ));
+            }
+            if l.cin == 0 || l.cout == 0 || l.cin > MAX_CHANNELS || l.cout > MAX_CHANNELS {
+                return Err(format!(
+                    "layer {i}: {} to {} channels (1 to {MAX_CHANNELS})",
+                    l.cin, l.cout
+                ));
+            }
+            if i > 0 && l.cin != self.layers[i - 1].cout {
+                return Err(format!(
+                    "layer {i} takes {} channels but layer {} gives {}",
+                    l.cin,
+                    i - 1,
+                    self.layers[i - 1].cout
+                ));
+            }
+        }
+        if self.layers[0].cin != 1 || self.layers[nl - 1].cout != 1 {
+            return Err("a denoiser maps 1 channel to 1 channel".into());
+        }
+        Ok(())
+    }
+
+    /// Channels of every activation map, input first.
+    pub fn channels(&self) -> Vec<usize> {
+        let mut v = vec![self.layers[0].cin];
+        v.extend(self.layers.iter().map(|l| l.cout));
+        v
+    }
+
+    /// Weights and biases of all layers (the length of a model share).
+    pub fn num_values(&self) -> usize {
+        self.layers.iter().map(|l| l.weight_count() + l.cout).sum()
+    }
+}
+
+/// A hidden layer's activation on the reconstructed pre-activation `z` (scale s + ws):
+/// max(0, floor(z / 2^ws)) of the k-bit signed truncation.
+pub fn relu_trunc(p: &CnnFixed, z: u64) -> u64 {
+    let x = bits_signed(low_bits(z, p.ws + p.k), p.ws, p.k);
+    if (x as i64) < 0 {
+        0
+    } else {
+        x
+    }
+}
+
+/// Row blocks of a layer's map: (block index, first row, rows). Each block's columns are
+/// about 2^22 values, so a layer never holds all of its columns at once.
+pub fn row_blocks(l: &CnnLayer, h: usize, w: usize) -> impl Iterator<Item = (u32, usize, usize)> {
+    let rows = rows_per_block(l.cin, l.ksize, w, 1 << 22);
+    (0..h.div_ceil(rows)).map(move |b| (b as u32, b * rows, rows.min(h - b * rows)))
+}
+
+/// z = W * columns(x) + b for output rows `row0..row0 + rows` (cout x rows*w, row-major).
+pub fn conv_block(
+    l: &CnnLayer,
+    x: &[u64],
+    h: usize,
+    w: usize,
+    row0: usize,
+    rows: usize,
+    cols: &mut Vec<u64>,
+) -> Vec<u64> {
+    im2col(x, l.cin, h, w, l.ksize, row0, rows, cols);
+    let n = rows * w;
+    let mut z: Vec<u64> =
+        l.b.iter()
+            .flat_map(|&b| std::iter::repeat_n(b, n))
+            .collect();
+    gemm_acc(&l.w, cols, &mut z, l.cout, l.fan_in(), n);
+    z
+}
+
+/// Copies a block's rows (cout x rows*w) into a channel-major map (cout x h*w).
+pub fn put_block(map: &mut [u64], block: &[u64], hw: usize, row0: usize, w: usize) {
+    let n = block.len() / (map.len() / hw);
+    for (o, src) in block.chunks_exact(n).enumerate() {
+        map[o * hw + row0 * w..][..n].copy_from_slice(src);
+    }
+}
+
+/// Encodes a 0..255 image (row-major) as the gateway does for a CNN: p/255 at scale s.
+pub fn encode_image(image: &Array2<f64>, pre: &Preprocess, s: u32) -> Vec<u64> {
+    image
+        .iter()
+        .map(|&p| encode(cnn::normalize(pre, p), s))
+        .collect()
+}
+
+pub struct CnnOracleRun {
+    /// Image-sized output at the plan's out_scale.
+    pub output: Vec<u64>,
+    /// Truncated pre-activations outside the k-bit signed range.
+    pub out_of_range: u64,
+}
+
+/// Runs the plan on an encoded image (h x w, scale s).
+pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
+    let p = plan.params;
+    let hw = h * w;
+    let mut x = input.to_vec();
+    let mut out_of_range = 0;
+    let last = plan.layers.len() - 1;
+    let mut cols = Vec::new();
+    for (li, l) in plan.layers.iter().enumerate() {
+        let mut next = vec![0u64; l.cout * hw];
+        for (_, row0, rows) in row_blocks(l, h, w) {
+            let mut z = conv_block(l, &x, h, w, row0, rows, &mut cols);
+            if li < last {
+                let lim = 1i64 << (p.k - 1);
+                for v in z.iter_mut() {
+                    let t = (*v as i64) >> p.ws;
+                    if t >= lim || t < -lim {
+                        out_of_range += 1;
+                    }
+                    *v = relu_trunc(&p, *v);
+                }
+            }
+            put_block(&mut next, &z, hw, row0, w);
+        }
+        x = next;
+    }
+    if plan.residual {
+        for (o, &i) in x.iter_mut().zip(input) {
+            *o = (i << p.ws).wrapping_sub(*o);
+        }
+    }
+    CnnOracleRun {
+        output: x,
+        out_of_range,
+    }
+}
+
+/// The receiver's step: output values at `scale` -> 0..255 image (not clipped).
+pub fn decode_output(out: &[u64], h: usize, w: usize, pre: &Preprocess, scale: u32) -> Array2<f64> {
+    Array2::from_shape_vec(
+        (h, w),
+        out.iter()
+            .map(|&v| cnn::denormalize(pre, decode(v, scale)))
+            .collect(),
+    )
+    .expect("image-sized output")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plain::cnn::{random_cnn, CnnMeta};
+
+    #[test]
+    fn oracle_follows_float_inference() {
+        let meta = CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        };
+        let m = random_cnn(&[1, 8, 8, 1], 3, 11, meta);
+        let (h, w) = (13, 9);
+        let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 37 + x * 11) % 256) as f64);
+        let pre = Preprocess::identity();
+        let want = m.denoise_float(&img, &pre);
+        let plan = CnnPlan::from_cnn(
+            &m,
+            CnnFixed {
+                s: 20,
+                ws: 20,
+                k: 32,
+            },
+        )
+        .unwrap();
+        let run = run(&plan, h, w, &encode_image(&img, &pre, plan.params.s));
+        assert_eq!(run.out_of_range, 0);
+        let got = decode_output(&run.output, h, w, &pre, plan.params.out_scale());
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 0.05, "max error {err} grey levels");
+    }
+
+    #[test]
+    fn relu_trunc_is_floor_then_relu() {
+        let p = CnnFixed {
+            s: 12,
+            ws: 12,
+            k: 20,
+        };
+        for v in [
+            -1i64,
+            0,
+            4095,
+            4096,
+            -4096,
+            -4097,
+            1 << 30,
+            (1 << 30) + 5000,
+        ] {
+            assert_eq!(
+                relu_trunc(&p, v as u64) as i64,
+                v.div_euclid(4096).max(0),
+                "{v}"
+            );
+        }
+    }
+}
