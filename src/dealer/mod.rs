@@ -2,6 +2,7 @@
 //! (model shape, image size, stride, batch size). It never sees an image or a weight.
 
 pub mod boolean;
+pub mod cnn;
 pub mod randomness;
 
 use crate::formats::bodies::{JobParams, Triplets};

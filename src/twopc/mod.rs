@@ -1,6 +1,7 @@
 //! The two-party protocol between S0 and S1.
 pub mod beaver;
 pub mod channel;
+pub mod cnn;
 pub mod engines;
 pub mod gc;
 pub mod gc_engine;

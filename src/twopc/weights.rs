@@ -75,22 +75,45 @@ pub fn open_weights(
     plan: &Plan,
     mask: Vec<Vec<u64>>,
 ) -> Result<Opened, ChannelError> {
-    let shaped = mask.len() == plan.layers.len()
-        && plan
-            .layers
-            .iter()
-            .zip(&mask)
-            .all(|(ly, a)| ly.w.len() == ly.inputs * ly.outputs && a.len() == ly.w.len());
+    let shaped = plan
+        .layers
+        .iter()
+        .all(|ly| ly.w.len() == ly.inputs * ly.outputs);
     if !shaped {
         return Err(ChannelError::Mismatch(
-            "the weight shares or their masks do not have the model's shape".into(),
+            "the weight shares do not have the model's shape".into(),
         ));
     }
-    let mut share = Vec::with_capacity(weight_count(plan));
-    for (ly, a) in plan.layers.iter().zip(&mask) {
-        share.extend(sub(&ly.w, a));
+    let w: Vec<&[u64]> = plan.layers.iter().map(|l| l.w.as_slice()).collect();
+    open_layers(ch, party, &w, mask)
+}
+
+/// [`open_weights`] for any layered model: `w[l]` is this party's share of layer l's
+/// weights, `mask[l]` its share of their mask (same lengths).
+pub fn open_layers(
+    ch: &mut dyn Channel,
+    party: u8,
+    w: &[&[u64]],
+    mask: Vec<Vec<u64>>,
+) -> Result<Opened, ChannelError> {
+    if mask.len() != w.len() || w.iter().zip(&mask).any(|(w, a)| w.len() != a.len()) {
+        return Err(ChannelError::Mismatch(
+            "the weight shares and their masks differ in shape".into(),
+        ));
     }
-    let u = open(ch, party, &share, "masked weights")?;
+    let mut share = Vec::with_capacity(w.iter().map(|l| l.len()).sum());
+    for (wl, a) in w.iter().zip(&mask) {
+        share.extend(sub(wl, a));
+    }
+    let flat = open(ch, party, &share, "masked weights")?;
     drop(share);
-    Opened::from_flat(plan, &u, mask).map_err(ChannelError::Mismatch)
+    let mut off = 0;
+    let u = w
+        .iter()
+        .map(|wl| {
+            off += wl.len();
+            flat[off - wl.len()..off].to_vec()
+        })
+        .collect();
+    Ok(Opened { u, mask })
 }

@@ -1,0 +1,127 @@
+//! The dealer's correlated randomness for a CNN job, from public facts only (layer shapes,
+//! image size, engine). Consumption order of party 1's explicit values: layer after layer,
+//! the matrix triples C = A cols(B) of each block of output rows, then (boolean engine) the
+//! AND triples and daBits of the layer's ReLU run.
+
+use crate::dealer::boolean::explicit_for;
+use crate::dealer::randomness::PartyRandomness;
+use crate::dealer::DealSeeds;
+use crate::plain::im2col::im2col;
+use crate::ring::cnn::{row_blocks, CnnPlan};
+use crate::ring::matmul::gemm;
+use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
+use crate::twopc::engines::EngineKind;
+use crate::twopc::gc::{ActCircuit, TruncParams};
+use crate::twopc::gmw::{Netlist, RunShape};
+use crate::twopc::protocol::Slot;
+use crate::twopc::weights::mask_share;
+
+/// The ReLU circuit of a plan's hidden layers.
+pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {
+    ActCircuit::Relu(TruncParams {
+        sh: plan.params.ws,
+        k: plan.params.k,
+    })
+}
+
+/// Party 1's explicit values for a CNN job on an h x w image.
+pub fn correction_count(plan: &CnnPlan, h: usize, w: usize, engine: EngineKind) -> usize {
+    let hw = h * w;
+    let net = (engine == EngineKind::Gmw).then(|| Netlist::record(&relu_circuit(plan)));
+    let nl = plan.layers.len();
+    plan.layers
+        .iter()
+        .enumerate()
+        .map(|(l, ly)| {
+            let relu = match &net {
+                Some(net) if l + 1 < nl => RunShape::of(net, ly.cout * hw).explicit_values(),
+                _ => 0,
+            };
+            ly.cout * hw + relu
+        })
+        .sum()
+}
+
+/// Computes party 1's explicit values for the parties' seeds and hands them to `emit` in
+/// consumption order, a block at a time. `plan` may be public (no weights).
+pub fn generate_into<E>(
+    plan: &CnnPlan,
+    h: usize,
+    w: usize,
+    deal_seeds: &DealSeeds,
+    engine: EngineKind,
+    emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
+) -> Result<(), E> {
+    let hw = h * w;
+    let seeds = &deal_seeds.job;
+    let r = [
+        PartyRandomness::new(0, seeds[0], Vec::new()),
+        PartyRandomness::new(1, seeds[1], Vec::new()),
+    ];
+    let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
+    let net = (engine == EngineKind::Gmw).then(|| Netlist::record(&relu_circuit(plan)));
+    let nl = plan.layers.len();
+    let mut cols = Vec::new();
+    for (l, ly) in plan.layers.iter().enumerate() {
+        let li = l as u32;
+        let n_w = ly.weight_count();
+        let a = add(
+            &mask_share(&mask_seeds[0], li, n_w),
+            &mask_share(&mask_seeds[1], li, n_w),
+        );
+        let b = add(
+            &r[0].act_mask(li, 0, ly.cin * hw),
+            &r[1].act_mask(li, 0, ly.cin * hw),
+        );
+        for (blk, row0, rows) in row_blocks(ly, h, w) {
+            let n = rows * w;
+            im2col(&b, ly.cin, h, w, ly.ksize, row0, rows, &mut cols);
+            let mut c = gemm(&a, &cols, ly.cout, ly.fan_in(), n);
+            let c0 = Prg::new(&seeds[0], Stream::MatTriple(li, blk)).vec(ly.cout * n);
+            c.iter_mut()
+                .zip(&c0)
+                .for_each(|(x, y)| *x = x.wrapping_sub(*y));
+            emit(&c)?;
+        }
+        if let (Some(net), true) = (&net, l + 1 < nl) {
+            let at = Slot {
+                layer: li,
+                batch: 0,
+            };
+            emit(&explicit_for(seeds, at, RunShape::of(net, ly.cout * hw)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Both parties' randomness for a CNN job, in memory (tests; small jobs): their seeds,
+/// party 1's explicit values, and the engine's setup data per party.
+pub struct CnnDeal {
+    pub seeds: [Seed; 2],
+    pub corrections: Vec<u64>,
+    pub setup: (Vec<u8>, Vec<u8>),
+}
+
+pub fn generate(
+    plan: &CnnPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+    model_mask: Option<[Seed; 2]>,
+) -> CnnDeal {
+    let seeds = DealSeeds {
+        job: [fresh_seed(), fresh_seed()],
+        model_mask,
+    };
+    let mut corrections = Vec::with_capacity(correction_count(plan, h, w, engine));
+    generate_into(plan, h, w, &seeds, engine, &mut |v: &[u64]| {
+        corrections.extend_from_slice(v);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|e| match e {});
+    CnnDeal {
+        seeds: seeds.job,
+        corrections,
+        setup: engine.deal_setup(),
+    }
+}

@@ -1,0 +1,176 @@
+//! One secure CNN job between S0 and S1: the layer loop over the whole image.
+//!
+//! Per layer l (docs/protocol.md, "Secure CNN"):
+//! 1. open V = X - B, the layer's input map masked by a fresh map-sized dealer mask B;
+//! 2. per block of output rows, the convolution as a Beaver matrix product on the columns:
+//!    [W cols(X)]_i = i U cols(V) + U cols([B]_i) + [A]_i cols(V) + [C]_i, with U = W - A
+//!    opened once per job (or once per model) and C = A cols(B) from the dealer: cols() is
+//!    a public linear map, so each server applies it to what it holds;
+//! 3. a hidden layer's pre-activation map goes through the engine's ReLU circuit (exact
+//!    truncation by ws folded in), one run per layer; the last layer's is the output, minus
+//!    from the shifted input for a residual model. Nothing else is opened.
+
+use std::time::Instant;
+
+use crate::dealer::randomness::PartyRandomness;
+use crate::plain::im2col::im2col;
+use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
+use crate::ring::share::sub;
+use crate::twopc::beaver::matmul_share;
+use crate::twopc::channel::{exchange, open, Channel, ChannelError};
+use crate::twopc::protocol::{Nonlinear, ProtocolError, Report, Slot, Weights};
+use crate::twopc::weights::{open_layers, Opened};
+
+pub struct CnnJobInputs<'a> {
+    pub party: u8,
+    /// The plan with this party's weight and bias shares.
+    pub plan: &'a CnnPlan,
+    pub height: usize,
+    pub width: usize,
+    /// This party's share of the encoded image (row-major, scale s).
+    pub image: &'a [u64],
+    pub rand: PartyRandomness,
+    /// Bytes both parties must agree on (job, model and randomness ids).
+    pub session_tag: Vec<u8>,
+    pub weights: Weights<'a>,
+}
+
+/// This party's share of every layer's weight mask, from `seed` (a job's or a model mask's).
+pub fn mask_shares(seed: &crate::ring::share::Seed, plan: &CnnPlan) -> Vec<Vec<u64>> {
+    plan.layers
+        .iter()
+        .enumerate()
+        .map(|(l, ly)| crate::twopc::weights::mask_share(seed, l as u32, ly.weight_count()))
+        .collect()
+}
+
+/// Opens U = W - A of every layer (one message each way).
+pub fn open_cnn_weights(
+    ch: &mut dyn Channel,
+    party: u8,
+    plan: &CnnPlan,
+    mask: Vec<Vec<u64>>,
+) -> Result<Opened, ChannelError> {
+    if plan.layers.iter().any(|l| l.w.len() != l.weight_count()) {
+        return Err(ChannelError::Mismatch(
+            "the weight shares do not have the model's shape".into(),
+        ));
+    }
+    let w: Vec<&[u64]> = plan.layers.iter().map(|l| l.w.as_slice()).collect();
+    open_layers(ch, party, &w, mask)
+}
+
+/// Runs the job; returns this party's share of the output image (scale s + ws).
+pub fn run(
+    ch: &mut dyn Channel,
+    mut inp: CnnJobInputs<'_>,
+    engine: &mut dyn Nonlinear,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<u64>, Report), ProtocolError> {
+    let t_start = Instant::now();
+    let (party, plan) = (inp.party, inp.plan);
+    let (h, w) = (inp.height, inp.width);
+    let hw = h * w;
+    if inp.image.len() != hw {
+        return Err(ProtocolError::Setup(format!(
+            "image share of {} values for a {h} x {w} image",
+            inp.image.len()
+        )));
+    }
+    let mut rep = Report {
+        party,
+        patches: hw,
+        ..Default::default()
+    };
+    let peer_tag = exchange(ch, party, &inp.session_tag)?;
+    if peer_tag != inp.session_tag {
+        return Err(ChannelError::Mismatch(
+            "the peer server holds files of a different job, model or dealer run".into(),
+        )
+        .into());
+    }
+    let per_job;
+    let wts: &Opened = match inp.weights {
+        Weights::Opened(o) => o,
+        Weights::PerJob => {
+            let mask = plan
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.weight_count()))
+                .collect();
+            per_job = open_cnn_weights(ch, party, plan, mask)?;
+            &per_job
+        }
+    };
+    if wts.u.len() != plan.layers.len()
+        || plan
+            .layers
+            .iter()
+            .zip(&wts.u)
+            .any(|(l, u)| u.len() != l.weight_count())
+    {
+        return Err(ProtocolError::Setup(
+            "opened weights do not have the model's shape".into(),
+        ));
+    }
+    rep.seconds_setup = t_start.elapsed().as_secs_f64();
+
+    let p = plan.params;
+    let nl = plan.layers.len();
+    let mut x = inp.image.to_vec();
+    let (mut vcols, mut bcols) = (Vec::new(), Vec::new());
+    for (l, ly) in plan.layers.iter().enumerate() {
+        let t = Instant::now();
+        let li = l as u32;
+        let b_map = inp.rand.act_mask(li, 0, ly.cin * hw);
+        let v = open(ch, party, &sub(&x, &b_map), "masked activations")?;
+        let mut z = vec![0u64; ly.cout * hw];
+        for (blk, row0, rows) in row_blocks(ly, h, w) {
+            let n = rows * w;
+            im2col(&v, ly.cin, h, w, ly.ksize, row0, rows, &mut vcols);
+            im2col(&b_map, ly.cin, h, w, ly.ksize, row0, rows, &mut bcols);
+            let c_i = inp.rand.mat_triple(li, blk, ly.cout * n)?;
+            let mut zb = matmul_share(
+                party,
+                &wts.u[l],
+                &vcols,
+                &wts.mask[l],
+                &bcols,
+                c_i,
+                ly.cout,
+                ly.fan_in(),
+                n,
+            );
+            for (row, &b) in zb.chunks_mut(n).zip(&ly.b) {
+                row.iter_mut().for_each(|v| *v = v.wrapping_add(b));
+            }
+            put_block(&mut z, &zb, hw, row0, w);
+        }
+        drop((v, b_map));
+        rep.seconds_linear += t.elapsed().as_secs_f64();
+        rep.batches += 1;
+        if l + 1 < nl {
+            let t = Instant::now();
+            let at = Slot {
+                layer: li,
+                batch: 0,
+            };
+            x = engine.relu(ch, &mut inp.rand, at, p.ws, p.k, &z)?;
+            rep.seconds_nonlinear += t.elapsed().as_secs_f64();
+        } else {
+            if plan.residual {
+                for (o, &i) in z.iter_mut().zip(inp.image) {
+                    *o = (i << p.ws).wrapping_sub(*o);
+                }
+            }
+            x = z;
+        }
+        progress(l + 1, nl);
+    }
+    inp.rand.finish()?;
+    rep.seconds_total = t_start.elapsed().as_secs_f64();
+    rep.link = ch.stats();
+    rep.engine = engine.counters();
+    Ok((x, rep))
+}

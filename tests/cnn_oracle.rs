@@ -1,0 +1,249 @@
+//! Secure CNN vs the plaintext fixed-point oracle, in process, bit for bit.
+//!
+//! Each case shares a random CNN (as the model owner would: an explicit share and a seed
+//! share of the encoded weights), shares an image, and for each engine the dealer makes
+//! fresh randomness (`dealer::cnn::generate`); S0 and S1 run `twopc::cnn::run` in two
+//! threads over an in-memory channel, with weights opened in the job and opened once under
+//! a model mask. Both output shares must add up to the oracle's output exactly.
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use ppdenoise::dealer::cnn as deal;
+use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
+use ppdenoise::plain::phantom::shepp_logan;
+use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
+use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
+use ppdenoise::twopc::channel::{mem_pair, Channel};
+use ppdenoise::twopc::cnn::{self, mask_shares, open_cnn_weights, CnnJobInputs};
+use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::protocol::{Report, Weights};
+use ppdenoise::twopc::weights::Opened;
+
+/// Splits a plan's weights into two additive shares (party 1's from a seed).
+fn share_plan(plan: &CnnPlan) -> [CnnPlan; 2] {
+    let flat: Vec<u64> = plan
+        .layers
+        .iter()
+        .flat_map(|l| l.w.iter().chain(&l.b).copied())
+        .collect();
+    let seed = fresh_seed();
+    let s0 = share_with_seed(&flat, &seed, Stream::ModelShare);
+    let s1 = ppdenoise::ring::share::expand(&seed, Stream::ModelShare, flat.len());
+    let fill = |v: &[u64]| {
+        let mut p = plan.clone();
+        let mut off = 0;
+        for l in p.layers.iter_mut() {
+            let (nw, nb) = (l.w.len(), l.b.len());
+            l.w = v[off..off + nw].to_vec();
+            l.b = v[off + nw..off + nw + nb].to_vec();
+            off += nw + nb;
+        }
+        p
+    };
+    [fill(&s0), fill(&s1)]
+}
+
+fn in_pair<T: Send>(f: impl Fn(u8, &mut dyn Channel) -> T + Sync) -> [T; 2] {
+    let (mut c0, mut c1) = mem_pair();
+    std::thread::scope(|sc| {
+        let f = &f;
+        let h0 = sc.spawn(move || f(0, &mut c0));
+        let h1 = sc.spawn(move || f(1, &mut c1));
+        [h0.join().unwrap(), h1.join().unwrap()]
+    })
+}
+
+struct Outcome {
+    /// (engine and weight path, reconstructed output) per run.
+    runs: Vec<(String, Vec<u64>)>,
+    oracle: Vec<u64>,
+    out_of_range: u64,
+    reports: Vec<[Report; 2]>,
+}
+
+fn run_case(model: &Cnn, params: CnnFixed, image: &Array2<f64>, tamper: bool) -> Outcome {
+    let plan = CnnPlan::from_cnn(model, params).expect("plan");
+    let mut shares = share_plan(&plan);
+    if tamper {
+        let last = shares[1].layers.len() - 1;
+        shares[1].layers[last].w[0] = shares[1].layers[last].w[0].wrapping_add(1);
+    }
+    let (h, w) = image.dim();
+    let pre = Preprocess::identity();
+    let enc = ring_cnn::encode_image(image, &pre, params.s);
+    let iseed = fresh_seed();
+    let img = [
+        share_with_seed(&enc, &iseed, Stream::ImageShare),
+        ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, h * w),
+    ];
+    let mask_seeds = [fresh_seed(), fresh_seed()];
+    let opened: [Opened; 2] = in_pair(|p, ch| {
+        let mask = mask_shares(&mask_seeds[p as usize], &shares[p as usize]);
+        open_cnn_weights(ch, p, &shares[p as usize], mask).unwrap()
+    });
+    assert_eq!(opened[0].u, opened[1].u);
+
+    let mut runs = Vec::new();
+    let mut reports = Vec::new();
+    for engine in [EngineKind::Gc, EngineKind::Gmw] {
+        for model_mask in [None, Some(mask_seeds)] {
+            let d = deal::generate(&plan, h, w, engine, model_mask);
+            let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
+                let pi = p as usize;
+                let corr = if p == 1 {
+                    d.corrections.clone()
+                } else {
+                    Vec::new()
+                };
+                let setup = if p == 0 { &d.setup.0 } else { &d.setup.1 };
+                let mut eng = engine.make(p, setup).unwrap();
+                let inp = CnnJobInputs {
+                    party: p,
+                    plan: &shares[pi],
+                    height: h,
+                    width: w,
+                    image: &img[pi],
+                    rand: PartyRandomness::new(p, d.seeds[pi], corr),
+                    session_tag: b"cnn test".to_vec(),
+                    weights: match model_mask {
+                        Some(_) => Weights::Opened(&opened[pi]),
+                        None => Weights::PerJob,
+                    },
+                };
+                cnn::run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap()
+            });
+            let out: Vec<u64> = res[0]
+                .0
+                .iter()
+                .zip(&res[1].0)
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            let how = if model_mask.is_some() {
+                "weights opened once"
+            } else {
+                "weights opened per job"
+            };
+            runs.push((format!("{engine}, {how}"), out));
+            let [r0, r1] = res;
+            reports.push([r0.1, r1.1]);
+        }
+    }
+    let orc = ring_cnn::run(&plan, h, w, &enc);
+    Outcome {
+        runs,
+        oracle: orc.output,
+        out_of_range: orc.out_of_range,
+        reports,
+    }
+}
+
+fn assert_exact(o: &Outcome, what: &str) {
+    assert_eq!(o.out_of_range, 0, "{what}: oracle out of range");
+    for (how, out) in &o.runs {
+        let diff = out.iter().zip(&o.oracle).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            diff, 0,
+            "{what} ({how}): {diff} pixels differ from the oracle"
+        );
+    }
+}
+
+fn meta(residual: bool) -> CnnMeta {
+    CnnMeta {
+        sigma: 25.0,
+        residual,
+    }
+}
+
+fn noisy_image(h: usize, w: usize, seed: u64) -> Array2<f64> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    Array2::from_shape_fn((h, w), |_| rng.gen_range(0.0..255.0f64).round())
+}
+
+#[test]
+fn random_cnns_are_bit_exact_with_the_oracle() {
+    // Depth 2 to 5, 1 to 16 channels, kernels 1/3/5, odd and tiny sizes (borders everywhere).
+    let cases: [(&[usize], usize, usize, usize, bool); 5] = [
+        (&[1, 1], 3, 5, 7, true),
+        (&[1, 4, 1], 3, 9, 6, true),
+        (&[1, 16, 8, 1], 3, 11, 13, true),
+        (&[1, 3, 5, 2, 1], 5, 7, 9, false),
+        (&[1, 2, 3, 4, 5, 1], 1, 6, 5, true),
+    ];
+    for (i, (ch, k, h, w, residual)) in cases.into_iter().enumerate() {
+        let m = random_cnn(ch, k, 100 + i as u64, meta(residual));
+        let o = run_case(&m, CnnFixed::default(), &noisy_image(h, w, i as u64), false);
+        assert_exact(&o, &format!("case {i}: channels {ch:?}, {k}x{k}, {h}x{w}"));
+    }
+}
+
+#[test]
+fn non_default_fixed_point_and_a_structured_image() {
+    let m = random_cnn(&[1, 6, 6, 1], 3, 9, meta(true));
+    let img = shepp_logan(24).pixels;
+    for params in [
+        CnnFixed {
+            s: 14,
+            ws: 16,
+            k: 24,
+        },
+        CnnFixed { s: 6, ws: 5, k: 12 },
+    ] {
+        let o = run_case(&m, params, &img, false);
+        assert_exact(&o, &format!("{params:?}"));
+    }
+}
+
+#[test]
+fn a_wrong_weight_share_breaks_exactness() {
+    // Negative control: one unit on one last-layer weight share must show in the output.
+    let m = random_cnn(&[1, 4, 1], 3, 5, meta(true));
+    let o = run_case(&m, CnnFixed::default(), &noisy_image(8, 8, 3), true);
+    for (how, out) in &o.runs {
+        assert!(out != &o.oracle, "{how}: tampered share went unnoticed");
+    }
+}
+
+#[test]
+fn traffic_is_what_the_protocol_says() {
+    // Per layer: the masked input map (8 bytes per value each way); the weights once;
+    // the ReLU circuits: the boolean engine sends 2 bits per AND and 1 per output bit.
+    let m = random_cnn(&[1, 8, 8, 1], 3, 21, meta(true));
+    let (h, w) = (16, 16);
+    let o = run_case(&m, CnnFixed::default(), &noisy_image(h, w, 4), false);
+    assert_exact(&o, "traffic case");
+    let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+    let hw = (h * w) as u64;
+    let maps: u64 = plan.layers.iter().map(|l| 8 * l.cin as u64 * hw).sum();
+    let weights: u64 = plan
+        .layers
+        .iter()
+        .map(|l| 8 * l.weight_count() as u64)
+        .sum();
+    let relu = deal::relu_circuit(&plan);
+    let ands = relu.and_gates();
+    let outs = relu.out_len() as u64;
+    let elems: u64 = plan.layers[..2].iter().map(|l| l.cout as u64 * hw).sum();
+    let words = |e: u64| e.div_ceil(64) * 8;
+    let relu_bytes: u64 = plan.layers[..2]
+        .iter()
+        .map(|l| words(l.cout as u64 * hw) * (2 * ands + outs))
+        .sum();
+    assert_eq!(elems, 16 * hw);
+    // Runs: [gc per job, gc opened, gmw per job, gmw opened].
+    let sent = |r: &Report| r.link.bytes_sent;
+    let gmw_job = &o.reports[2][0];
+    let gmw_opened = &o.reports[3][0];
+    // Every frame carries an 8-byte length; the session tag is 8 bytes here.
+    let framing = 8 * gmw_opened.link.messages_sent;
+    assert_eq!(sent(gmw_opened), 8 + maps + relu_bytes + framing);
+    // Rounds: one per layer's map, one per AND depth and one for the outputs per ReLU run.
+    let depth = relu.and_gates(); // upper bound on the depth: a ripple adder is sequential
+    assert!(gmw_opened.link.messages_sent <= 1 + 3 + 2 * (depth + 1));
+    // Opening the weights in the job costs exactly them and one frame.
+    assert_eq!(sent(gmw_job) - sent(gmw_opened), weights + 8);
+}
