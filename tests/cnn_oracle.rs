@@ -247,3 +247,91 @@ fn traffic_is_what_the_protocol_says() {
     // Opening the weights in the job costs exactly them and one frame.
     assert_eq!(sent(gmw_job) - sent(gmw_opened), weights + 8);
 }
+
+/// DnCNN on a centre crop of a real image, boolean engine, with timings and traffic:
+/// `PPDENOISE_CNN=model.npz PPDENOISE_IMAGE=noisy.png [PPDENOISE_CROP=64] cargo test
+/// --release --test cnn_oracle -- --ignored --nocapture real_cnn` (the converted weights
+/// are never in the repository; see scripts/import-dncnn.py).
+#[test]
+#[ignore]
+fn real_cnn_crop_boolean_engine() {
+    let (Ok(model), Ok(image)) = (
+        std::env::var("PPDENOISE_CNN"),
+        std::env::var("PPDENOISE_IMAGE"),
+    ) else {
+        eprintln!("PPDENOISE_CNN / PPDENOISE_IMAGE not set: skipped");
+        return;
+    };
+    let crop: usize = std::env::var("PPDENOISE_CROP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let m = Cnn::load(std::path::Path::new(&model)).unwrap();
+    let img = ppdenoise::plain::image::load(&image).unwrap();
+    let (h, w) = img.pixels.dim();
+    let (y0, x0) = ((h - crop.min(h)) / 2, (w - crop.min(w)) / 2);
+    let px = img
+        .pixels
+        .slice(ndarray::s![y0..y0 + crop.min(h), x0..x0 + crop.min(w)])
+        .to_owned();
+    let params = CnnFixed::default();
+    let plan = CnnPlan::from_cnn(&m, params).unwrap();
+    let shares = share_plan(&plan);
+    let (h, w) = px.dim();
+    let pre = Preprocess::identity();
+    let enc = ring_cnn::encode_image(&px, &pre, params.s);
+    let iseed = fresh_seed();
+    let img = [
+        share_with_seed(&enc, &iseed, Stream::ImageShare),
+        ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, h * w),
+    ];
+    let t = std::time::Instant::now();
+    let d = deal::generate(&plan, h, w, EngineKind::Gmw, None);
+    let dealer_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
+        let pi = p as usize;
+        let corr = if p == 1 {
+            d.corrections.clone()
+        } else {
+            Vec::new()
+        };
+        let mut eng = EngineKind::Gmw.make(p, &[]).unwrap();
+        let inp = CnnJobInputs {
+            party: p,
+            plan: &shares[pi],
+            height: h,
+            width: w,
+            image: &img[pi],
+            rand: PartyRandomness::new(p, d.seeds[pi], corr),
+            session_tag: b"real cnn".to_vec(),
+            weights: Weights::PerJob,
+        };
+        cnn::run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    let out: Vec<u64> = res[0]
+        .0
+        .iter()
+        .zip(&res[1].0)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let orc = ring_cnn::run(&plan, h, w, &enc);
+    assert_eq!(out, orc.output, "secure output differs from the oracle");
+    let r = &res[0].1;
+    let relus: u64 = plan.layers[..plan.layers.len() - 1]
+        .iter()
+        .map(|l| (l.cout * h * w) as u64)
+        .sum();
+    println!(
+        "{h}x{w}: dealer {dealer_s:.1} s ({} explicit values), job {secs:.1} s (linear {:.1} s, \
+         nonlinear {:.1} s); S0 sent {} bytes, {:.1} B per ReLU both ways; {relus} ReLUs; \
+         {} messages",
+        d.corrections.len(),
+        r.seconds_linear,
+        r.seconds_nonlinear,
+        r.link.bytes_sent,
+        2.0 * r.link.bytes_sent as f64 / relus as f64,
+        r.link.messages_sent
+    );
+}
