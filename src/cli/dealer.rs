@@ -7,12 +7,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::gateway::job_from_header;
-use super::owner::with_ext;
+use super::owner::{cnn_plan_from_header, with_ext};
 use super::weights::{check_same_model, mask_id_of, read_checked};
 use super::Summary;
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{DealerMask, ModelMask, Triplets, TripletsLead};
+use crate::formats::bodies::{is_cnn, DealerMask, ModelMask, Triplets, TripletsLead, CNN, NETWORK};
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
@@ -80,6 +80,9 @@ pub fn dealer_record(prefix: &Path) -> PathBuf {
 
 pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
+    if is_cnn(&mh) {
+        bail!("{}: weights opened once per model are not supported for CNNs yet; CNN jobs open their weights in the job", a.model.display());
+    }
     let layers = mh
         .shape("layers")
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
@@ -232,6 +235,113 @@ pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<Ac
     Ok(acts)
 }
 
+/// `gen-triplets` for a CNN job: the matrix triples of every convolution block and, for the
+/// boolean engine, the ReLU circuits' AND triples and daBits ([`crate::dealer::cnn`]).
+fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -> Result<Summary> {
+    if !is_cnn(mh) {
+        bail!(
+            "{}: the image was shared for a CNN but {} is an MLP's header",
+            a.image.display(),
+            a.model.display()
+        );
+    }
+    if !is_cnn(ih) {
+        bail!(
+            "{}: the image was shared for an MLP; share it for this CNN with `share-image --model {}`",
+            a.image.display(),
+            a.model.display()
+        );
+    }
+    if a.model_mask.is_some() {
+        bail!("--model-mask: weights opened once per model are not supported for CNNs yet; run the job without it (the weights are opened in the job)");
+    }
+    let plan = cnn_plan_from_header(&a.model, mh)?;
+    let job = job_from_header(&a.image, ih)?;
+    if job.scale != plan.params.s || job.scale != mh.scale {
+        bail!(
+            "{}: image encoded at scale {} but the CNN takes scale {}",
+            a.image.display(),
+            job.scale,
+            plan.params.s
+        );
+    }
+    let (h, w) = (job.height, job.width);
+    plan.check_image(h, w)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
+    let (base0, base1) = a.engine.deal_setup();
+    let seeds = DealSeeds {
+        job: [fresh_seed(), fresh_seed()],
+        model_mask: None,
+    };
+    let triplet_id = fresh_id();
+    let channels: Vec<usize> = plan.channels();
+    let circuit = crate::dealer::cnn::relu_circuit(&plan);
+    let header = |party: u8| {
+        let mut hd = Header::new(Kind::Triplets, party, job.scale);
+        hd.model_id = mh.model_id;
+        hd.job_id = ih.job_id;
+        hd.triplet_id = Some(triplet_id);
+        hd.shapes.push((
+            "channels".into(),
+            channels.iter().map(|&c| c as u64).collect(),
+        ));
+        hd.shapes.push(("image".into(), vec![h as u64, w as u64]));
+        hd.info.push((NETWORK.into(), CNN.into()));
+        hd.info.push(("engine".into(), a.engine.name().into()));
+        hd.info.push((
+            "cnn_plan".into(),
+            serde_json::to_string(&plan).expect("plan serialises"),
+        ));
+        hd.info.push((
+            "circuit".into(),
+            format!("{},{}", circuit.and_gates(), circuit.out_len()),
+        ));
+        hd
+    };
+    let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));
+    let lead = TripletsLead {
+        job: job.clone(),
+        widths: channels.clone(),
+        batch: 1,
+        seed: seeds.job[1],
+        engine: a.engine,
+    };
+    let count = crate::dealer::cnn::correction_count(&plan, h, w, a.engine);
+    triplet_stream::write(&out1, &header(1), &lead, count, &base1, |emit| {
+        crate::dealer::cnn::generate_into(&plan, h, w, &seeds, a.engine, emit)
+    })?;
+    let t0 = Triplets {
+        job: job.clone(),
+        widths: channels.clone(),
+        batch: 1,
+        seed: seeds.job[0],
+        engine: a.engine,
+        corrections: Vec::new(),
+        base_ot: base0,
+    };
+    if let Err(e) = container::write(&out0, &header(0), &t0) {
+        // Without its partner the new S1 file is useless: do not leave it beside an old .p0.
+        let _ = std::fs::remove_file(&out1);
+        return Err(e);
+    }
+    let bytes = std::fs::metadata(&out0)?.len() + std::fs::metadata(&out1)?.len();
+    let outs = [out0.display().to_string(), out1.display().to_string()];
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Summary {
+        lines: vec![format!(
+            "{} engine: correlated randomness for a {h}x{w} CNN job written to {} and {} ({bytes} bytes, {secs:.2} s); triplet id {}",
+            a.engine,
+            outs[0],
+            outs[1],
+            id_hex(&triplet_id)
+        )],
+        json: serde_json::json!({
+            "ok": true, "command": "gen-triplets", "triplet_id": id_hex(&triplet_id), "network": CNN,
+            "pixels": h * w, "outputs": outs, "engine": a.engine.name(), "dealer_bytes": bytes, "seconds": secs,
+        }),
+    })
+}
+
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let t = Instant::now();
     let batch = a.batch.unwrap_or(a.engine.default_batch());
@@ -240,6 +350,9 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     }
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
     let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
+    if is_cnn(&mh) || is_cnn(&ih) {
+        return gen_cnn_triplets(&a, &mh, &ih, t);
+    }
     let widths_u = mh
         .shape("layers")
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?

@@ -10,7 +10,7 @@ use super::inputs::load_image;
 use super::owner::with_ext;
 use super::Summary;
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{Data, ImageShare, JobParams};
+use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NETWORK};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::plain::image::{add_noise as awgn, quantize_u8, save_png, GrayImage};
 use crate::plain::preprocess::Preprocess;
@@ -47,6 +47,33 @@ pub struct ShareImageArgs {
     /// job header, all the dealer needs).
     #[arg(long, default_value = "image")]
     pub out: PathBuf,
+    /// The model's public header (model.pub from `share-model`): the image is then encoded as
+    /// that model takes it (its scale and sigma* replace --scale and --model-sigma; a CNN
+    /// gets p/255 instead of the MLP's normalisation, and no patches).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// What the gateway takes from a model's public header.
+struct ModelFacts {
+    scale: u32,
+    sigma: f64,
+    cnn: bool,
+}
+
+fn model_facts(path: &std::path::Path) -> Result<ModelFacts> {
+    let h = container::verify(path)?;
+    container::expect(path, &h, Kind::PublicModel, None)?;
+    let sigma = h
+        .info("sigma")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .with_context(|| format!("{}: header lacks the model's sigma", path.display()))?;
+    Ok(ModelFacts {
+        scale: h.scale,
+        sigma,
+        cnn: is_cnn(&h),
+    })
 }
 
 pub fn job_header(kind: Kind, party: u8, job_id: [u8; 16], job: &JobParams) -> Header {
@@ -82,20 +109,40 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         bail!("--sigma and --model-sigma must be positive");
     }
     let (h, w) = img.pixels.dim();
-    let pre = Preprocess::new(a.sigma, a.model_sigma, !a.no_scale_noise);
+    let facts = match &a.model {
+        Some(m) => model_facts(m)?,
+        None => ModelFacts {
+            scale: a.scale,
+            sigma: a.model_sigma,
+            cnn: false,
+        },
+    };
+    let pre = Preprocess::new(a.sigma, facts.sigma, !a.no_scale_noise);
     let job = JobParams {
         height: h,
         width: w,
         bit_depth: img.bit_depth,
-        stride: a.stride,
-        scale: a.scale,
+        // A CNN runs on the whole image: no patches.
+        stride: if facts.cnn { 1 } else { a.stride },
+        scale: facts.scale,
         pre,
         sigma: a.sigma,
-        model_sigma: a.model_sigma,
+        model_sigma: facts.sigma,
     };
     job.validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
-    let enc = encode_image(&img.pixels, &pre, a.scale);
+    let enc = if facts.cnn {
+        crate::ring::cnn::encode_image(&img.pixels, &pre, facts.scale)
+    } else {
+        encode_image(&img.pixels, &pre, facts.scale)
+    };
+    let job_header = |kind: Kind, party: u8, id: [u8; 16], job: &JobParams| {
+        let mut h = job_header(kind, party, id, job);
+        if facts.cnn {
+            h.info.push((NETWORK.into(), CNN.into()));
+        }
+        h
+    };
     let seed = fresh_seed();
     let explicit = share_with_seed(&enc, &seed, Stream::ImageShare);
     let job_id = fresh_id();

@@ -11,6 +11,7 @@ mod procs;
 mod receiver;
 mod relay;
 mod server;
+mod server_cnn;
 mod state;
 mod table;
 mod tools;

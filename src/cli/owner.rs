@@ -8,10 +8,13 @@ use clap::Args;
 use super::inputs::model_or_default;
 use super::Summary;
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{flatten_weights, Data, ModelShare};
+use crate::formats::bodies::{
+    flatten_cnn_weights, flatten_weights, CnnModelShare, Data, ModelShare, CNN, NETWORK,
+};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::plain::cnn::Cnn;
 use crate::plain::model::{Activation, Model};
-use crate::ring::cnn::CnnFixed;
+use crate::ring::cnn::{CnnFixed, CnnPlan};
 use crate::ring::plan::{FixedParams, Plan};
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
 
@@ -22,7 +25,8 @@ use crate::ring::share::{fresh_seed, share_with_seed, Stream};
 /// model's preprocessing is folded into its first layer here, by the owner, in the clear.
 #[derive(Args)]
 pub struct ShareModelArgs {
-    /// Trained model (.npz with W1..WL, b1..bL); default: the shipped model.
+    /// Trained model (.npz: an MLP with W1..WL, b1..bL, or a CNN with K1..KL, b1..bL);
+    /// default: the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Output prefix: writes <out>.p0 and <out>.p1 (one per server) and <out>.pub (the public
@@ -31,6 +35,8 @@ pub struct ShareModelArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub fixed: FixedArgs,
+    #[command(flatten)]
+    pub cnn_fixed: CnnFixedArgs,
 }
 
 /// The fixed-point parameters, as flags (share-model, denoise --arith fixed).
@@ -119,8 +125,94 @@ pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
     with_suffix(prefix, &format!(".p{party}"))
 }
 
+/// The public plan of a CNN as its headers carry it (`cnn_plan`): shapes and fixed point,
+/// no weights. The dealer sizes everything from it.
+pub fn public_cnn_plan(plan: &CnnPlan) -> CnnPlan {
+    let mut public = plan.clone();
+    for l in public.layers.iter_mut() {
+        l.w.clear();
+        l.b.clear();
+    }
+    public
+}
+
+/// Reads and checks the public CNN plan of a header.
+pub fn cnn_plan_from_header(path: &std::path::Path, h: &Header) -> Result<CnnPlan> {
+    let s = h
+        .info("cnn_plan")
+        .with_context(|| format!("{}: header lacks the CNN plan", path.display()))?;
+    let plan: CnnPlan = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed CNN plan", path.display()))?;
+    plan.validate_public()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(plan)
+}
+
+fn share_cnn_model(a: &ShareModelArgs, path: &std::path::Path) -> Result<Summary> {
+    let model = Cnn::load(path)?;
+    let params = a.cnn_fixed.params()?;
+    let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
+        anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
+    })?;
+    let flat = flatten_cnn_weights(&plan);
+    let seed = fresh_seed();
+    let explicit = share_with_seed(&flat, &seed, Stream::ModelShare);
+    let public = public_cnn_plan(&plan);
+    let model_id = fresh_id();
+    let header = |kind: Kind, party: u8| {
+        let mut h = Header::new(kind, party, params.s);
+        h.model_id = Some(model_id);
+        let chans = plan.channels().iter().map(|&c| c as u64).collect();
+        h.shapes.push(("channels".into(), chans));
+        h.info.push((NETWORK.into(), CNN.into()));
+        h.info.push(("sigma".into(), model.meta.sigma.to_string()));
+        h.info.push((
+            "cnn_plan".into(),
+            serde_json::to_string(&public).expect("plan serialises"),
+        ));
+        h
+    };
+    let mut written = Vec::new();
+    let mut set = Staged::default();
+    for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
+        let body = CnnModelShare {
+            plan: public.clone(),
+            meta: model.meta,
+            data,
+        };
+        let out = with_ext(&a.out, party);
+        container::stage(&mut set, &out, &header(Kind::CnnModelShare, party), &body)
+            .with_context(|| format!("writing {}", out.display()))?;
+        written.push(out.display().to_string());
+    }
+    let out = public_file(&a.out);
+    container::stage(&mut set, &out, &header(Kind::PublicModel, 0), &())
+        .with_context(|| format!("writing {}", out.display()))?;
+    written.push(out.display().to_string());
+    set.commit()?;
+    Ok(Summary {
+        lines: vec![format!(
+            "CNN {} ({} convolutions, channels {:?}) shared as {} and {} (public header for the dealer: {}); model id {}",
+            path.display(),
+            plan.layers.len(),
+            plan.channels(),
+            written[0],
+            written[1],
+            written[2],
+            id_hex(&model_id)
+        )],
+        json: serde_json::json!({
+            "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
+            "network": CNN, "channels": plan.channels(), "outputs": written,
+        }),
+    })
+}
+
 pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let path = model_or_default(&a.model);
+    if Cnn::is_cnn_file(&path)? {
+        return share_cnn_model(&a, &path);
+    }
     let model = Model::load(&path)?;
     let params = a.fixed.params()?;
     let plan = Plan::from_model(&model, params).map_err(|e| {

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::inputs::load_image;
 use super::Summary;
-use crate::formats::bodies::{load, OutputShare};
+use crate::formats::bodies::{is_cnn, load, OutputShare};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{save_png, GrayImage};
@@ -115,7 +115,25 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
         );
     }
     let sums = add(&o0.canvas, &o1.canvas);
-    let img = decode_canvas(&sums, &g, &o0.job.pre, o0.scale);
+    if is_cnn(&h0) != is_cnn(&h1) {
+        bail!(
+            "{} and {} come from different networks",
+            p0.display(),
+            p1.display()
+        );
+    }
+    let img = if is_cnn(&h0) {
+        // A CNN's output is the image itself (1x1 geometry), in its own normalisation.
+        if g.patch.output != 1 || g.stride != 1 {
+            bail!(
+                "{}: a CNN output share must have a 1x1 geometry",
+                p0.display()
+            );
+        }
+        crate::ring::cnn::decode_output(&sums, g.height, g.width, &o0.job.pre, o0.scale)
+    } else {
+        decode_canvas(&sums, &g, &o0.job.pre, o0.scale)
+    };
     Ok((
         GrayImage {
             pixels: img,

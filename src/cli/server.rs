@@ -11,7 +11,7 @@ use super::state::{check_unused, mark_used, Claim, Record};
 use super::weights::load_opened;
 use super::Summary;
 use crate::dealer::randomness::PartyRandomness;
-use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
+use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
 use crate::net::identity::{keygen as make_identity, load_peer_cert, Identity};
@@ -151,13 +151,15 @@ fn same_id(a: &Option<[u8; 16]>, b: &Option<[u8; 16]>) -> bool {
     a.is_some() && a == b
 }
 
-pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
+/// The triplet file's checks that do not depend on the network: kind and party, the model
+/// and job it was made for, not consumed yet; then opened (checksum verified) for streaming.
+/// Returns the header read first, the run's triplet id, and the opened file.
+pub(super) fn open_triplets(
+    a: &ServeArgs,
+    mh: &Header,
+    ih: &Header,
+) -> Result<(Header, String, Header, triplet_stream::TripletsStream)> {
     let p = a.party;
-    let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
-    let (ih, is): (Header, ImageShare) = load(&a.image, Kind::ImageShare, Some(p))?;
-    is.job
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let th_only = container::read_header(&a.triplets)?;
     container::expect(&a.triplets, &th_only, Kind::Triplets, Some(p))?;
     if !same_id(&th_only.model_id, &mh.model_id) {
@@ -201,26 +203,12 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             a.triplets.display()
         );
     }
-    if ih.scale != mh.scale {
-        bail!(
-            "{}: image encoded at scale {} but the model share uses scale {}",
-            a.image.display(),
-            ih.scale,
-            mh.scale
-        );
-    }
-    let plan = ms
-        .share_plan()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    if tr.lead.widths != plan.widths() || tr.lead.job != is.job {
-        bail!(
-            "{}: the randomness does not match this model and job (widths {:?} vs {:?})",
-            a.triplets.display(),
-            tr.lead.widths,
-            plan.widths()
-        );
-    }
-    let engine_kind = tr.lead.engine;
+    Ok((th_only, triplet_id, th, tr))
+}
+
+/// The engine the triplet file is for: its header and body must agree, and `--engine`,
+/// when given, must name it.
+pub(super) fn check_engine(a: &ServeArgs, th: &Header, engine_kind: EngineKind) -> Result<()> {
     if th.info("engine") != Some(engine_kind.name()) {
         bail!(
             "{}: the header names engine {:?} but the body holds {} correlations",
@@ -241,6 +229,90 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             );
         }
     }
+    Ok(())
+}
+
+/// Claims the triplets, brings up the link and compares session tags (`ids_len` bytes of
+/// ids, then "<mask>/<engine>"); on success the randomness is marked used. A mismatch is
+/// explained and consumes nothing.
+pub(super) fn connect(
+    a: &ServeArgs,
+    triplet_id: &str,
+    tag: &[u8],
+    ids_len: usize,
+    engine_kind: EngineKind,
+    mask_field: &str,
+) -> Result<Link> {
+    let p = a.party;
+    let claim = Claim::take(
+        &a.link.state_dir,
+        p,
+        Record::Triplets,
+        triplet_id,
+        &a.triplets,
+    )?;
+    let link = link_up(p, &a.link, claim, tag, |peer_tag| {
+        let rest = String::from_utf8_lossy(peer_tag.get(ids_len..).unwrap_or_default());
+        let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
+        let weights = |m: &str| match m {
+            "per-job" => "opens the weights in the job".to_string(),
+            id => format!("uses the weights opened under model mask {id}"),
+        };
+        if peer_engine != engine_kind.name() {
+            format!(
+                "the peer server runs the {peer_engine} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
+            )
+        } else if peer_mask != mask_field {
+            format!(
+                "the peer server {}, this one {}: give both servers triplets from one `gen-triplets` run and the opened weights of one `open-weights` run",
+                weights(peer_mask),
+                weights(mask_field)
+            )
+        } else {
+            "the peer server holds files of a different job, model or dealer run".into()
+        }
+    })?;
+
+    // From here on the randomness counts as used, whatever happens next.
+    mark_used(&a.link.state_dir, p, Record::Triplets, triplet_id)?;
+    Ok(link)
+}
+
+pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
+    let p = a.party;
+    // Checked before anything is claimed: a bad --out burns no randomness.
+    super::state::check_output(&a.out, &[&a.model, &a.image, &a.triplets])?;
+    let model_kind = container::read_header(&a.model)?.kind;
+    if model_kind == Kind::CnnModelShare {
+        return super::server_cnn::serve_cnn(a, json);
+    }
+    let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
+    let (ih, is): (Header, ImageShare) = load(&a.image, Kind::ImageShare, Some(p))?;
+    is.job
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
+    let (th_only, triplet_id, th, tr) = open_triplets(&a, &mh, &ih)?;
+    if ih.scale != mh.scale {
+        bail!(
+            "{}: image encoded at scale {} but the model share uses scale {}",
+            a.image.display(),
+            ih.scale,
+            mh.scale
+        );
+    }
+    let plan = ms
+        .share_plan()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    if tr.lead.widths != plan.widths() || tr.lead.job != is.job {
+        bail!(
+            "{}: the randomness does not match this model and job (widths {:?} vs {:?})",
+            a.triplets.display(),
+            tr.lead.widths,
+            plan.widths()
+        );
+    }
+    let engine_kind = tr.lead.engine;
+    check_engine(&a, &th, engine_kind)?;
     // What the dealer had to make for this engine and these activations (the boolean
     // engine's circuits recorded once): checked against the file's header and length below.
     let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);
@@ -317,52 +389,10 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.name()).as_bytes());
     // The engine's dealer data (base OTs) parsed before anything is claimed.
     let mut engine = engine_kind.make(p, &tr.base_ot)?;
-    let claim = Claim::take(
-        &a.link.state_dir,
-        p,
-        Record::Triplets,
-        &triplet_id,
-        &a.triplets,
-    )?;
-    let mut link = link_up(p, &a.link, claim, &tag, |peer_tag| {
-        let rest = String::from_utf8_lossy(peer_tag.get(ids_len..).unwrap_or_default());
-        let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
-        let weights = |m: &str| match m {
-            "per-job" => "opens the weights in the job".to_string(),
-            id => format!("uses the weights opened under model mask {id}"),
-        };
-        if peer_engine != engine_kind.name() {
-            format!(
-                "the peer server runs the {peer_engine} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
-            )
-        } else if peer_mask != mask_field {
-            format!(
-                "the peer server {}, this one {}: give both servers triplets from one `gen-triplets` run and the opened weights of one `open-weights` run",
-                weights(peer_mask),
-                weights(mask_field)
-            )
-        } else {
-            "the peer server holds files of a different job, model or dealer run".into()
-        }
-    })?;
-
-    // From here on the randomness counts as used, whatever happens next.
-    mark_used(&a.link.state_dir, p, Record::Triplets, &triplet_id)?;
+    let mut link = connect(&a, &triplet_id, &tag, ids_len, engine_kind, mask_field)?;
     let batch = tr.lead.batch;
     let rand = PartyRandomness::streaming(p, tr.lead.seed, tr.corrections);
-    let bar = if a.quiet || json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(geo.num_patches() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "S{prefix} {bar:40} {pos}/{len} patches {per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        b.set_prefix(p.to_string());
-        b
-    };
+    let bar = progress_bar(&a, json, geo.num_patches(), "patches");
     let inputs = JobInputs {
         party: p,
         plan: &plan,
@@ -381,35 +411,84 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             bar.set_position(d as u64)
         })
     })??;
-    // Count the bytes as the link framed them (the queued channel saw the same messages).
+    finish_report(&mut report, &link);
+    bar.finish_and_clear();
+    let out = OutputShare {
+        geometry: geo,
+        job,
+        scale: plan.out_scale,
+        canvas,
+    };
+    write_output(
+        &a,
+        [&mh, &ih, &th_only],
+        out,
+        None,
+        &report,
+        engine_kind,
+        "patches",
+    )
+}
+
+/// The bytes as the link framed them (the queued channel saw the same messages).
+pub(super) fn finish_report(report: &mut protocol::Report, link: &Link) {
     let ls = link.stats();
     report.link.bytes_sent = ls.bytes_sent;
     report.link.bytes_received = ls.bytes_received;
-    bar.finish_and_clear();
-    let mut h = Header::new(Kind::OutputShare, p, plan.out_scale);
+}
+
+/// A progress bar over `len` `unit`s (hidden with --quiet or --json).
+pub(super) fn progress_bar(
+    a: &ServeArgs,
+    json: bool,
+    len: usize,
+    unit: &str,
+) -> indicatif::ProgressBar {
+    if a.quiet || json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "S{{prefix}} {{bar:40}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}"
+        ))
+        .expect("valid template"),
+    );
+    b.set_prefix(a.party.to_string());
+    b
+}
+
+/// Writes the output share, named by the job, model and run (`ids`: the model, image and
+/// triplet headers) so the receiver can refuse shares of different runs, and reports.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_output(
+    a: &ServeArgs,
+    ids: [&Header; 3],
+    out: OutputShare,
+    network: Option<&str>,
+    report: &protocol::Report,
+    engine_kind: EngineKind,
+    unit: &str,
+) -> Result<Summary> {
+    let p = a.party;
+    let [mh, ih, th] = ids;
+    let mut h = Header::new(Kind::OutputShare, p, out.scale);
     h.job_id = ih.job_id;
     h.model_id = mh.model_id;
     // The run's id: the receiver refuses to add shares of two different runs.
-    h.triplet_id = th_only.triplet_id;
+    h.triplet_id = th.triplet_id;
     h.shapes.push((
         "canvas".into(),
-        vec![geo.canvas_h as u64, geo.canvas_w as u64],
+        vec![out.geometry.canvas_h as u64, out.geometry.canvas_w as u64],
     ));
-    container::write(
-        &a.out,
-        &h,
-        &OutputShare {
-            geometry: geo,
-            job,
-            scale: plan.out_scale,
-            canvas,
-        },
-    )
-    .with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(n) = network {
+        h.info.push((NETWORK.into(), n.into()));
+    }
+    container::write(&a.out, &h, &out).with_context(|| format!("writing {}", a.out.display()))?;
     let out_bytes = std::fs::metadata(&a.out)?.len();
     Ok(Summary {
         lines: vec![format!(
-            "S{p} ({engine_kind} engine): {} patches in {:.1} s; sent {} bytes, received {} bytes in {} messages; {} AND gates; wrote {}",
+            "S{p} ({engine_kind} engine): {} {unit} in {:.1} s; sent {} bytes, received {} bytes in {} messages; {} AND gates; wrote {}",
             report.patches,
             report.seconds_total,
             report.link.bytes_sent,

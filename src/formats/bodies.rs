@@ -5,9 +5,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::formats::container::{self, expect, FormatError, Header, Kind};
+use crate::plain::cnn::CnnMeta;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::ModelMeta;
 use crate::plain::preprocess::Preprocess;
+use crate::ring::cnn::CnnPlan;
 use crate::ring::plan::Plan;
 use crate::ring::share::{expand, Seed, Stream};
 use crate::twopc::engines::EngineKind;
@@ -65,6 +67,52 @@ impl ModelShare {
         }
         Ok(plan)
     }
+}
+
+/// A party's share of a CNN: the public plan (weights removed) and the share of the weights
+/// and biases, flattened as K1, b1, K2, b2, ...
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CnnModelShare {
+    pub plan: CnnPlan,
+    pub meta: CnnMeta,
+    pub data: Data,
+}
+
+impl CnnModelShare {
+    /// The plan with this party's weight shares filled in.
+    pub fn share_plan(&self) -> Result<CnnPlan, String> {
+        self.plan.validate_public()?;
+        let mut plan = self.plan.clone();
+        let flat = self
+            .data
+            .materialise(Stream::ModelShare, plan.num_values())?;
+        let mut off = 0;
+        for l in plan.layers.iter_mut() {
+            let nw = l.weight_count();
+            l.w = flat[off..off + nw].to_vec();
+            l.b = flat[off + nw..off + nw + l.cout].to_vec();
+            off += nw + l.cout;
+        }
+        Ok(plan)
+    }
+}
+
+/// Flattens a CNN plan's weights in the order [`CnnModelShare`] uses.
+pub fn flatten_cnn_weights(plan: &CnnPlan) -> Vec<u64> {
+    plan.layers
+        .iter()
+        .flat_map(|l| l.w.iter().chain(&l.b).copied())
+        .collect()
+}
+
+/// Header `info` key naming a file's network family; absent for MLP files.
+pub const NETWORK: &str = "network";
+/// Its value for CNN files (model shares, public headers, image shares, triplets, outputs).
+pub const CNN: &str = "cnn";
+
+/// True when a header belongs to a CNN model or job.
+pub fn is_cnn(h: &Header) -> bool {
+    h.info(NETWORK) == Some(CNN)
 }
 
 /// Flattens a plan's weights in the order [`ModelShare`] uses.

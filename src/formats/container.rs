@@ -23,7 +23,9 @@ pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 4: model masks (weights opened once per model) and the dealer's header-only files: five
 ///    new kinds, and triplet files made against a model mask name it; version 3 files remain
 ///    readable (they have none of these).
-pub const VERSION: u16 = 4;
+/// 5: CNN model shares (a new kind; the CNN's public facts are in header `info`: network,
+///    kernels, fixed point); older files remain readable.
+pub const VERSION: u16 = 5;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 const PREFIX: usize = 8 + 2 + 4;
@@ -60,6 +62,8 @@ pub enum Kind {
     PublicModel,
     /// A job's public header alone, for the dealer (`share-image`'s `<out>.pub`).
     PublicJob,
+    /// A server's share of a CNN (`share-model` given a CNN).
+    CnnModelShare,
 }
 
 impl Kind {
@@ -74,6 +78,7 @@ impl Kind {
             Kind::OpenedWeights => "opened weights",
             Kind::PublicModel => "public model header",
             Kind::PublicJob => "public job header",
+            Kind::CnnModelShare => "CNN model share",
         }
     }
 }

@@ -170,6 +170,20 @@ impl CnnPlan {
         Ok(())
     }
 
+    /// Checks that an h x w image fits this plan's messages: the widest map (channels x
+    /// pixels) is one message of at most 2^28 values (2 GiB), like the MLP's batches.
+    pub fn check_image(&self, h: usize, w: usize) -> Result<(), String> {
+        let widest = self.channels().into_iter().max().unwrap_or(1);
+        match h.checked_mul(w).and_then(|n| n.checked_mul(widest)) {
+            Some(n) if n > 0 && n <= 1 << 28 => Ok(()),
+            _ => Err(format!(
+                "a {h} x {w} image with {widest}-channel maps exceeds 2^28 values per map \
+                 (at most {} pixels for this model)",
+                (1usize << 28) / widest
+            )),
+        }
+    }
+
     /// Channels of every activation map, input first.
     pub fn channels(&self) -> Vec<usize> {
         let mut v = vec![self.layers[0].cin];
