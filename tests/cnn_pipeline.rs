@@ -1,0 +1,290 @@
+//! A CNN job through the real binary: share-model (a random CNN), share-image --model,
+//! gen-triplets, two `serve` processes over the TLS link, reconstruct; the output shares add
+//! up to the CNN oracle bit for bit (recomputed here from the files), for both engines.
+//! And the refusals that keep MLP and CNN files apart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
+use ppdenoise::formats::container::{Header, Kind};
+use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
+use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
+use ppdenoise::ring::share::Stream;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ppdenoise")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run ppdenoise")
+}
+
+fn ok(args: &[&str]) -> serde_json::Value {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("one JSON summary")
+}
+
+fn refused(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "expected a refusal mentioning {needle:?}"
+    );
+    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Dir {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        Dir { _tmp: tmp, dir }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn spawn(&self, p: u8, port: u16, triplets: &str) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .args(["--model", &self.p(&format!("model.p{p}"))])
+            .args(["--image", &self.p(&format!("image.p{p}"))])
+            .args(["--triplets", &self.p(&format!("{triplets}.p{p}"))])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--timeout", "30"])
+            .args(["--state-dir", &self.p("state")])
+            .args(["--out", &self.p(&format!("out.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+}
+
+fn wait(mut c: Child) -> Output {
+    let t = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(120) {
+            let _ = c.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_with_output().unwrap()
+}
+
+/// Keys, a random CNN and its shares, a noisy phantom shared for it.
+fn setup(d: &Dir, residual: bool) -> Cnn {
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
+    }
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual,
+    };
+    let m = random_cnn(&[1, 6, 5, 1], 3, 77, meta);
+    m.save(&d.path("cnn.npz")).unwrap();
+    let j = ok(&[
+        "share-model",
+        "--model",
+        &d.p("cnn.npz"),
+        "--out",
+        &d.p("model"),
+    ]);
+    assert_eq!(j["network"], "cnn");
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:21",
+        "--sigma",
+        "25",
+        "--seed",
+        "3",
+        "--out",
+        &d.p("noisy.png"),
+    ]);
+    ok(&[
+        "share-image",
+        "--image",
+        &d.p("noisy.png"),
+        "--sigma",
+        "25",
+        "--model",
+        &d.p("model.pub"),
+        "--out",
+        &d.p("image"),
+    ]);
+    m
+}
+
+/// The output shares' sum and the oracle on the image the shares hold.
+fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
+    let (_, o0): (Header, OutputShare) =
+        load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+    let (_, o1): (Header, OutputShare) =
+        load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+    let secure: Vec<u64> = o0
+        .canvas
+        .iter()
+        .zip(&o1.canvas)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let (_, i0): (Header, ImageShare) =
+        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+    let (_, i1): (Header, ImageShare) =
+        load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+    let n = i0.job.height * i0.job.width;
+    let enc: Vec<u64> = i0
+        .data
+        .materialise(Stream::ImageShare, n)
+        .unwrap()
+        .iter()
+        .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    // The gateway encoded exactly the noisy PNG, the CNN's way (p/255 at scale s).
+    let noisy = ppdenoise::plain::image::load(d.path("noisy.png")).unwrap();
+    let params = CnnFixed::default();
+    assert_eq!(
+        enc,
+        ring_cnn::encode_image(&noisy.pixels, &i0.job.pre, params.s)
+    );
+    let plan = CnnPlan::from_cnn(m, params).unwrap();
+    assert_eq!(o0.scale, params.out_scale());
+    let orc = ring_cnn::run(&plan, i0.job.height, i0.job.width, &enc);
+    assert_eq!(orc.out_of_range, 0);
+    (secure, orc.output)
+}
+
+#[test]
+fn cnn_pipeline_is_bit_exact_with_the_oracle() {
+    for engine in ["gc", "gmw"] {
+        let d = Dir::new();
+        let m = setup(&d, true);
+        ok(&[
+            "gen-triplets",
+            "--model",
+            &d.p("model.pub"),
+            "--image",
+            &d.p("image.pub"),
+            "--engine",
+            engine,
+            "--out",
+            &d.p("triplets"),
+        ]);
+        let port = free_port();
+        let c0 = d.spawn(0, port, "triplets");
+        let c1 = d.spawn(1, port, "triplets");
+        for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
+            assert!(
+                o.status.success(),
+                "{who} ({engine}): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let (secure, oracle) = secure_and_oracle(&d, &m);
+        let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
+        assert_eq!(diff, 0, "{engine}: {diff} pixels differ from the oracle");
+        // The receiver's PNG is the oracle's decoded output.
+        ok(&[
+            "reconstruct",
+            "--share0",
+            &d.p("out.p1"),
+            "--share1",
+            &d.p("out.p0"),
+            "--out",
+            &d.p("denoised.png"),
+        ]);
+        let png = ppdenoise::plain::image::load(d.path("denoised.png")).unwrap();
+        let pre = ppdenoise::plain::preprocess::Preprocess::new(25.0, 25.0, true);
+        let dec = ring_cnn::decode_output(&oracle, 21, 21, &pre, CnnFixed::default().out_scale());
+        assert_eq!(
+            png.pixels,
+            ppdenoise::plain::image::quantize_u8(&dec),
+            "{engine}"
+        );
+        // The triplets are spent.
+        let port = free_port();
+        let c0 = d.spawn(0, port, "triplets");
+        refused(&wait(c0), "already");
+    }
+}
+
+#[test]
+fn mlp_and_cnn_files_are_kept_apart() {
+    let d = Dir::new();
+    setup(&d, false);
+    // An image shared the MLP's way cannot be used with a CNN.
+    ok(&[
+        "share-image",
+        "--image",
+        &d.p("noisy.png"),
+        "--sigma",
+        "25",
+        "--out",
+        &d.p("mlpimage"),
+    ]);
+    let o = run(&[
+        "gen-triplets",
+        "--model",
+        &d.p("model.pub"),
+        "--image",
+        &d.p("mlpimage.pub"),
+        "--out",
+        &d.p("t"),
+    ]);
+    refused(&o, "shared for an MLP");
+    assert!(!Path::new(&d.p("t.p1")).exists());
+    // Weights opened once per model are refused for a CNN, clearly.
+    let o = run(&[
+        "gen-model-mask",
+        "--model",
+        &d.p("model.pub"),
+        "--out",
+        &d.p("mask"),
+    ]);
+    refused(&o, "not supported for CNNs");
+    // A CNN image with an MLP's public header.
+    ok(&["share-model", "--out", &d.p("mlp")]);
+    let o = run(&[
+        "gen-triplets",
+        "--model",
+        &d.p("mlp.pub"),
+        "--image",
+        &d.p("image.pub"),
+        "--out",
+        &d.p("t"),
+    ]);
+    refused(&o, "MLP's header");
+}
