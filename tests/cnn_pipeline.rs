@@ -288,3 +288,38 @@ fn mlp_and_cnn_files_are_kept_apart() {
     ]);
     refused(&o, "MLP's header");
 }
+
+#[test]
+fn demo_runs_a_cnn_bit_exact() {
+    let d = Dir::new();
+    random_cnn(
+        &[1, 4, 1],
+        3,
+        5,
+        CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        },
+    )
+    .save(&d.path("cnn.npz"))
+    .unwrap();
+    for engine in ["gc", "gmw"] {
+        let j = ok(&[
+            "demo",
+            "--model",
+            &d.p("cnn.npz"),
+            "--image",
+            "builtin:phantom:16",
+            "--engine",
+            engine,
+            "--workdir",
+            &d.p(engine),
+        ]);
+        assert_eq!(j["network"], "cnn");
+        assert_eq!(
+            j["max_abs_diff_secure_oracle"].as_f64(),
+            Some(0.0),
+            "{engine}"
+        );
+    }
+}
