@@ -533,10 +533,10 @@ fn received_messages_do_not_depend_on_the_image() {
 
 #[test]
 fn negative_control_boolean_outputs_without_dabits_are_detected() {
-    // The boolean engine opens its output bits masked by daBits. Removing the daBits from
-    // the first run's opening (hidden layer 0, batch 0) gives the circuit's output bits (the
-    // clipped magnitude, region and sign bits of every pre-activation): they depend on the
-    // image, and the same test flags them.
+    // The boolean engine opens its output bits masked by daBits (and tc's low bits as
+    // tc + r with an edaBit r). Removing the daBits from the first run's opening (hidden layer
+    // 0, batch 0) gives the region and sign bits of every pre-activation and the carry of
+    // tc + r: they depend on the image, and the same test flags them.
     let m = model();
     let (black, phantom) = images();
     let batch = batch_for(EngineKind::Gmw);
@@ -549,11 +549,17 @@ fn negative_control_boolean_outputs_without_dabits_are_detected() {
         // One job of fewer patches than the batch: 16 hidden units per patch.
         let words = (16 * r.patches).div_ceil(64);
         assert_eq!(c.len(), net.outputs.len() * words * 8, "the output opening");
-        let n = net.outputs.len() * words;
+        // The daBit-masked outputs (the carry of the edaBit conversion of tc, and the region
+        // and sign bits), unmasked; the edaBit-masked low bits of tc + r stay as they are.
+        let n = net.dabits() * words;
         let (r0, _) = dabit_masks(&r.triplets[0].seed, 0, 0, n);
         let (r1, _) = dabit_masks(&r.triplets[1].seed, 0, 0, n);
-        let clear: Vec<u8> = c
-            .chunks_exact(8)
+        let masked_words = c
+            .chunks_exact(8 * words)
+            .zip(&net.masked)
+            .filter(|(_, &m)| m)
+            .flat_map(|(o, _)| o.chunks_exact(8));
+        let clear: Vec<u8> = masked_words
             .zip(r0.iter().zip(&r1))
             .flat_map(|(b, (x, y))| {
                 (u64::from_le_bytes(b.try_into().unwrap()) ^ x ^ y).to_le_bytes()

@@ -275,7 +275,6 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
     };
     let triplet_id = fresh_id();
     let channels: Vec<usize> = plan.channels();
-    let circuit = crate::dealer::cnn::relu_circuit(&plan);
     let header = |party: u8| {
         let mut hd = Header::new(Kind::Triplets, party, job.scale);
         hd.model_id = mh.model_id;
@@ -294,7 +293,7 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
         ));
         hd.info.push((
             "circuit".into(),
-            format!("{},{}", circuit.and_gates(), circuit.out_len()),
+            crate::dealer::cnn::circuit_shape(&plan, a.engine),
         ));
         hd
     };

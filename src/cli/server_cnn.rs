@@ -62,8 +62,7 @@ pub fn serve_cnn(a: ServeArgs, json: bool) -> Result<Summary> {
     }
     let engine_kind = tr.lead.engine;
     check_engine(&a, &th, engine_kind)?;
-    let circuit = crate::dealer::cnn::relu_circuit(&plan);
-    let want_circuit = format!("{},{}", circuit.and_gates(), circuit.out_len());
+    let want_circuit = crate::dealer::cnn::circuit_shape(&plan, engine_kind);
     if th.info("circuit") != Some(want_circuit.as_str()) {
         bail!(
             "{}: made for another ReLU circuit ({} here, {} in the file); the dealer and this server run different versions",

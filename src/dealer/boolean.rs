@@ -10,7 +10,7 @@ use crate::twopc::gmw::bitslice::bit;
 use crate::twopc::gmw::{Netlist, RunShape};
 use crate::twopc::protocol::Slot;
 
-use super::randomness::{and_masks, dabit_masks};
+use super::randomness::{and_masks, dabit_masks, eda_masks};
 
 /// The circuits of a model's hidden layers, recorded once.
 #[derive(Clone, Debug)]
@@ -42,37 +42,58 @@ impl BooleanDeal {
 
     /// Party 1's explicit values for hidden layer `l` at `at`, over `elements` elements.
     pub fn explicit(&self, seeds: &[Seed; 2], at: Slot, l: usize, elements: usize) -> Vec<u64> {
-        explicit_for(seeds, at, RunShape::of(&self.layers[l], elements))
+        explicit_for(seeds, at, &self.layers[l], elements)
     }
 
-    /// Per hidden layer: (AND gates, output bits) per element. The dealer records it in the
-    /// triplet header; a server built with another circuit refuses the file before claiming
-    /// it, instead of misreading every explicit value.
-    pub fn shapes(&self) -> Vec<(usize, usize)> {
+    /// Per hidden layer: (AND gates, daBits, edaBits) per element. The dealer records it in
+    /// the triplet header; a server built with another circuit or conversion refuses the file
+    /// before claiming it, instead of misreading every explicit value.
+    pub fn shapes(&self) -> Vec<(usize, usize, usize)> {
         self.layers
             .iter()
-            .map(|net| (net.and_gates(), net.outputs.len()))
+            .map(|net| (net.and_gates(), net.dabits(), net.eda_bits.len()))
             .collect()
     }
 }
 
-/// Party 1's explicit values for one circuit run of `shape` at `at`: its AND triple shares
-/// `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, then its daBit shares `[r]_1 = r - [r]_0`.
-pub fn explicit_for(seeds: &[Seed; 2], at: Slot, shape: RunShape) -> Vec<u64> {
+/// Party 1's explicit values for one run of `net` over `elements` at `at`: its AND triple
+/// shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, its daBit shares `[r]_1 = r - [r]_0`, then its
+/// edaBit shares `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`.
+pub fn explicit_for(seeds: &[Seed; 2], at: Slot, net: &Netlist, elements: usize) -> Vec<u64> {
+    let shape = RunShape::of(net, elements);
     let (gw, w, e) = (shape.and_gates * shape.words, shape.words, shape.elements);
     let mut out = Vec::with_capacity(shape.explicit_values());
     let (a0, b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
     let (a1, b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
     let c0 = p0.vec(gw);
     out.extend((0..gw).map(|i| ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i])) ^ c0[i]));
-    let ow = shape.outputs * w;
+    let ow = shape.dabits * w;
     let (r0, mut q0) = dabit_masks(&seeds[0], at.layer, at.batch, ow);
     let (r1, _) = dabit_masks(&seeds[1], at.layer, at.batch, ow);
-    let arith0 = q0.vec(shape.outputs * e);
-    for j in 0..shape.outputs {
+    let arith0 = q0.vec(shape.dabits * e);
+    for j in 0..shape.dabits {
         let (w0, w1) = (&r0[j * w..(j + 1) * w], &r1[j * w..(j + 1) * w]);
         let a0 = &arith0[j * e..(j + 1) * e];
         out.extend((0..e).map(|i| (bit(w0, i) ^ bit(w1, i)).wrapping_sub(a0[i])));
+    }
+    if shape.edas > 0 {
+        let rw = shape.r_bits * w;
+        let (r0, mut q0) = eda_masks(&seeds[0], at.layer, at.batch, rw);
+        let (r1, _) = eda_masks(&seeds[1], at.layer, at.batch, rw);
+        let arith0 = q0.vec(shape.edas * e);
+        let mut first = 0;
+        for (k, &m) in net.eda_bits.iter().enumerate() {
+            let a0 = &arith0[k * e..(k + 1) * e];
+            out.extend((0..e).map(|i| {
+                let r = (0..m as usize).fold(0u64, |acc, j| {
+                    let b = first + j;
+                    let (w0, w1) = (&r0[b * w..(b + 1) * w], &r1[b * w..(b + 1) * w]);
+                    acc | ((bit(w0, i) ^ bit(w1, i)) << j)
+                });
+                r.wrapping_sub(a0[i])
+            }));
+            first += m as usize;
+        }
     }
     out
 }
@@ -89,9 +110,9 @@ pub fn deal_run(
         crate::ring::share::fresh_seed(),
         crate::ring::share::fresh_seed(),
     ];
-    let shape = RunShape::of(&Netlist::record(circ), elements);
+    let net = Netlist::record(circ);
     [
         PartyRandomness::new(0, seeds[0], Vec::new()),
-        PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, shape)),
+        PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, elements)),
     ]
 }

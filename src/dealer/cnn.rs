@@ -24,6 +24,25 @@ pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {
     })
 }
 
+/// What the dealer and the servers must agree on about the ReLU circuit, recorded in the
+/// triplet header: AND gates and outputs of the circuit; for the boolean engine, of its
+/// netlist with the output conversion (AND gates, daBits, edaBits per element).
+pub fn circuit_shape(plan: &CnnPlan, engine: EngineKind) -> String {
+    let circ = relu_circuit(plan);
+    match engine {
+        EngineKind::Gc => format!("{},{}", circ.and_gates(), circ.out_len()),
+        EngineKind::Gmw => {
+            let net = Netlist::record(&circ);
+            format!(
+                "{},{},{}",
+                net.and_gates(),
+                net.dabits(),
+                net.eda_bits.len()
+            )
+        }
+    }
+}
+
 /// Party 1's explicit values for a CNN job on an h x w image.
 pub fn correction_count(plan: &CnnPlan, h: usize, w: usize, engine: EngineKind) -> usize {
     let hw = h * w;
@@ -88,7 +107,7 @@ pub fn generate_into<E>(
                 layer: li,
                 batch: 0,
             };
-            emit(&explicit_for(seeds, at, RunShape::of(net, ly.cout * hw)))?;
+            emit(&explicit_for(seeds, at, net, ly.cout * hw))?;
         }
     }
     Ok(())

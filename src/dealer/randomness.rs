@@ -37,6 +37,15 @@ pub struct DaBits {
     pub arith: Vec<u64>,
 }
 
+/// edaBits for one run: per element, random values r_e < 2^(m_e), as XOR-shared bits
+/// (`r_bits * words` words, the bits of all of an element's edaBits in order, bit-sliced) and
+/// as additive shares in Z_2^64 (`edas * elements` values, edaBit after edaBit).
+#[derive(Clone, Debug, Default)]
+pub struct EdaBits {
+    pub bits: Vec<u64>,
+    pub arith: Vec<u64>,
+}
+
 /// Where party 1's explicit values come from.
 enum Corrections {
     Memory {
@@ -63,6 +72,7 @@ enum Purpose {
     ElemTriple,
     AndTriple,
     DaBit,
+    EdaBit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +134,7 @@ impl PartyRandomness {
             Purpose::ElemTriple => "elementwise triples",
             Purpose::AndTriple => "AND triples",
             Purpose::DaBit => "daBits",
+            Purpose::EdaBit => "edaBits",
         };
         Err(RandomnessError::Reused { what, layer, batch })
     }
@@ -237,6 +248,30 @@ impl PartyRandomness {
         Ok(DaBits { bits, arith })
     }
 
+    /// The boolean engine's edaBits for one circuit run of (layer, batch): `r_bits` bits per
+    /// element in all, `edas` values per element.
+    pub fn edabits(
+        &mut self,
+        layer: u32,
+        batch: u32,
+        r_bits: usize,
+        words: usize,
+        edas: usize,
+        elements: usize,
+    ) -> Result<EdaBits, RandomnessError> {
+        if edas == 0 {
+            return Ok(EdaBits::default());
+        }
+        self.claim(Purpose::EdaBit, layer, batch)?;
+        let (bits, mut prg) = eda_masks(&self.seed, layer, batch, r_bits * words);
+        let arith = if self.party == 0 {
+            prg.vec(edas * elements)
+        } else {
+            self.take(edas * elements)?
+        };
+        Ok(EdaBits { bits, arith })
+    }
+
     /// At the end of a job: every explicit value was consumed and, when they were streamed
     /// from the dealer file, they were exactly the checksum-verified ones.
     pub fn finish(&self) -> Result<(), RandomnessError> {
@@ -276,6 +311,14 @@ pub fn and_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>
 /// where party 0's arithmetic shares follow.
 pub fn dabit_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>, Prg) {
     let mut prg = Prg::new(seed, Stream::DaBit(layer, batch));
+    let bits = prg.vec(words);
+    (bits, prg)
+}
+
+/// The seed-derived part of a party's edaBits: the XOR-shared bits and the stream positioned
+/// where party 0's additive shares follow.
+pub fn eda_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>, Prg) {
+    let mut prg = Prg::new(seed, Stream::EdaBit(layer, batch));
     let bits = prg.vec(words);
     (bits, prg)
 }

@@ -39,6 +39,9 @@ pub enum Stream {
     AndTriple(u32, u32),
     /// Dealer: boolean engine's daBits (random bits, XOR- and additively shared).
     DaBit(u32, u32),
+    /// Dealer: boolean engine's edaBits (random m-bit values, as XOR-shared bits and as
+    /// additive shares).
+    EdaBit(u32, u32),
 }
 
 impl Stream {
@@ -59,6 +62,7 @@ impl Stream {
             Stream::BaseOt => f(8, 0, 0),
             Stream::AndTriple(l, b) => f(9, l, b),
             Stream::DaBit(l, b) => f(10, l, b),
+            Stream::EdaBit(l, b) => f(11, l, b),
         }
     }
 }

@@ -11,12 +11,12 @@
 //!    output bit per element per direction); then [out] = c + (1 - 2c)[r] with the daBit's
 //!    additive share [r].
 
-use crate::dealer::randomness::{AndTriples, DaBits, PartyRandomness};
+use crate::dealer::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
 use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{swap, Channel, ChannelError};
 use crate::twopc::gc::{ActCircuit, TruncParams};
 use crate::twopc::gmw::bitslice::{bit, slice, words};
-use crate::twopc::gmw::netlist::{Gate, Netlist};
+use crate::twopc::gmw::netlist::{Conversion, Gate, Netlist};
 use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
 
@@ -33,7 +33,11 @@ pub struct GmwParty {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunShape {
     pub and_gates: usize,
-    pub outputs: usize,
+    /// Outputs opened masked by a daBit (one daBit each).
+    pub dabits: usize,
+    /// edaBits per element, and their bits.
+    pub edas: usize,
+    pub r_bits: usize,
     pub words: usize,
     pub elements: usize,
 }
@@ -42,15 +46,18 @@ impl RunShape {
     pub fn of(net: &Netlist, elements: usize) -> RunShape {
         RunShape {
             and_gates: net.and_gates(),
-            outputs: net.outputs.len(),
+            dabits: net.dabits(),
+            edas: net.eda_bits.len(),
+            r_bits: net.r_bits(),
             words: words(elements),
             elements,
         }
     }
 
-    /// Party 1's explicit values for this run: AND triple shares c, then daBit shares.
+    /// Party 1's explicit values for this run: AND triple shares c, then daBit shares, then
+    /// edaBit shares.
     pub fn explicit_values(&self) -> usize {
-        self.and_gates * self.words + self.outputs * self.elements
+        self.and_gates * self.words + (self.dabits + self.edas) * self.elements
     }
 }
 
@@ -97,16 +104,18 @@ impl GmwParty {
         let w = shape.words;
         // Claimed before any message of this run, in the dealer's order.
         let trip = rand.and_triples(at.layer, at.batch, shape.and_gates, w)?;
-        let dab = rand.dabits(at.layer, at.batch, shape.outputs, w, e_count)?;
+        let dab = rand.dabits(at.layer, at.batch, shape.dabits, w, e_count)?;
+        let eda = rand.edabits(at.layer, at.batch, shape.r_bits, w, shape.edas, e_count)?;
 
         let mut wires = vec![0u64; net.gates.len() * w];
         let own = slice(v, net.n);
         for (i, g) in net.gates.iter().enumerate() {
-            let b = match (*g, party) {
-                (Gate::InputS0(b), 0) | (Gate::InputS1(b), 1) => b as usize,
+            let src = match (*g, party) {
+                (Gate::InputS0(b), 0) | (Gate::InputS1(b), 1) => &own[b as usize * w..],
+                (Gate::InputR(b), _) => &eda.bits[b as usize * w..],
                 _ => continue,
             };
-            wires[i * w..(i + 1) * w].copy_from_slice(&own[b * w..(b + 1) * w]);
+            wires[i * w..(i + 1) * w].copy_from_slice(&src[..w]);
         }
         drop(own);
         let mut rounds = 0;
@@ -144,24 +153,9 @@ impl GmwParty {
         }
         debug_assert_eq!(and_index, shape.and_gates);
 
-        let out = open_outputs(ch, &wires, w, &net.outputs, &dab)?;
+        let out = open_outputs(ch, &wires, w, net, &dab)?;
         rounds += 1;
-        let (weights, groups) = circ.b2a_layout(1);
-        let per = groups.len();
-        let mut result = vec![0u64; e_count * per];
-        let one = party as u64;
-        for (j, cw) in out.chunks_exact(w).enumerate() {
-            // Output j belongs to group g (outputs are grouped consecutively).
-            let g = group_of(&groups, j);
-            let ra = &dab.arith[j * e_count..(j + 1) * e_count];
-            for i in 0..e_count {
-                let c = bit(cw, i);
-                // [b] = c + (1 - 2c) [r]: one party (party 1) adds the public c.
-                let sh = (c & one).wrapping_add(ra[i].wrapping_mul(1u64.wrapping_sub(2 * c)));
-                let r = &mut result[i * per + g];
-                *r = r.wrapping_add(sh.wrapping_mul(weights[j]));
-            }
-        }
+        let result = convert(net, &out, w, e_count, party, &dab, &eda);
         self.counters.and_gates += (shape.and_gates * e_count) as u64;
         self.counters.elements += e_count as u64;
         self.counters.rounds += rounds;
@@ -169,15 +163,57 @@ impl GmwParty {
     }
 }
 
-fn group_of(groups: &[usize], j: usize) -> usize {
-    let mut acc = 0;
-    for (g, &len) in groups.iter().enumerate() {
-        acc += len;
-        if j < acc {
-            return g;
+/// Additive shares of each B2A group's value from the opened outputs `out` (bit-sliced,
+/// output after output), element after element: per [`Conversion`].
+fn convert(
+    net: &Netlist,
+    out: &[u64],
+    w: usize,
+    e_count: usize,
+    party: u8,
+    dab: &DaBits,
+    eda: &EdaBits,
+) -> Vec<u64> {
+    let per = net.conversions.len();
+    let one = party as u64;
+    // daBit index of each masked output.
+    let mut dab_of = vec![usize::MAX; net.outputs.len()];
+    for (d, j) in (0..net.outputs.len())
+        .filter(|&j| net.masked[j])
+        .enumerate()
+    {
+        dab_of[j] = d;
+    }
+    // [b] = c + (1 - 2c) [r] for a daBit-masked output bit b (party 1 adds the public c).
+    let bit_share = |j: usize, i: usize| {
+        let c = bit(&out[j * w..(j + 1) * w], i);
+        let ra = dab.arith[dab_of[j] * e_count + i];
+        (c & one).wrapping_add(ra.wrapping_mul(1u64.wrapping_sub(2 * c)))
+    };
+    let mut result = vec![0u64; e_count * per];
+    for (g, conv) in net.conversions.iter().enumerate() {
+        for i in 0..e_count {
+            result[i * per + g] = match conv {
+                Conversion::Bits(outs) => outs.iter().fold(0u64, |acc, &(j, wt)| {
+                    acc.wrapping_add(bit_share(j, i).wrapping_mul(wt))
+                }),
+                Conversion::Eda {
+                    open,
+                    carry,
+                    eda: e,
+                } => {
+                    // [y] = c - [r] + 2^m [carry], c public (party 1 adds it).
+                    let c = open.iter().enumerate().fold(0u64, |acc, (b, &j)| {
+                        acc | (bit(&out[j * w..(j + 1) * w], i) << b)
+                    });
+                    (c & one.wrapping_neg())
+                        .wrapping_sub(eda.arith[e * e_count + i])
+                        .wrapping_add(bit_share(*carry, i) << open.len())
+                }
+            };
         }
     }
-    unreachable!("output index beyond the layout")
+    result
 }
 
 fn eval_free(wires: &mut [u64], w: usize, i: usize, g: Gate, party: u8) {
@@ -230,22 +266,26 @@ fn and_level(
     }
 }
 
-/// Opens every output masked by its daBit: c = out ⊕ r, bit-sliced, output after output.
+/// Opens every output, bit-sliced, output after output: `out ⊕ r` with the next daBit for a
+/// masked output, `out` itself for one already masked by an edaBit.
 fn open_outputs(
     ch: &mut dyn Channel,
     wires: &[u64],
     w: usize,
-    outputs: &[u32],
+    net: &Netlist,
     dab: &DaBits,
 ) -> Result<Vec<u64>, ChannelError> {
-    let mut msg = Vec::with_capacity(outputs.len() * w);
-    for (j, &o) in outputs.iter().enumerate() {
+    let mut msg = Vec::with_capacity(net.outputs.len() * w);
+    let mut d = 0;
+    for (&o, &masked) in net.outputs.iter().zip(&net.masked) {
         let src = &wires[o as usize * w..(o as usize + 1) * w];
-        msg.extend(
-            src.iter()
-                .zip(&dab.bits[j * w..(j + 1) * w])
-                .map(|(x, r)| x ^ r),
-        );
+        if masked {
+            let r = &dab.bits[d * w..(d + 1) * w];
+            msg.extend(src.iter().zip(r).map(|(x, r)| x ^ r));
+            d += 1;
+        } else {
+            msg.extend_from_slice(src);
+        }
     }
     let theirs = swap(ch, &msg, "masked output bits")?;
     Ok(msg.iter().zip(&theirs).map(|(a, b)| a ^ b).collect())

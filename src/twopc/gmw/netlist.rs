@@ -3,6 +3,7 @@
 //! batch, in one round.
 
 use crate::twopc::gc::circuit::Circuit;
+use crate::twopc::gc::gadgets::add_mod;
 use crate::twopc::gc::ActCircuit;
 
 /// One recorded gate; operands are indices of earlier gates (so the list is in topological
@@ -13,6 +14,8 @@ pub enum Gate {
     InputS1(u32),
     /// Bit `i` of S0's input (the evaluator's `e`).
     InputS0(u32),
+    /// Bit `i` of the element's edaBits (XOR-shared dealer randomness, see [`Conversion`]).
+    InputR(u32),
     Const(bool),
     Not(u32),
     Xor(u32, u32),
@@ -48,13 +51,42 @@ impl Circuit for Recorder {
     }
 }
 
+/// How the outputs of one B2A group of the circuit ([`ActCircuit::b2a_layout`]) become an
+/// additive share in Z_2^64.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conversion {
+    /// Each bit opened masked by a daBit: `[v] = sum_j w_j [o_j]`. `outs`: (output index,
+    /// weight).
+    Bits(Vec<(usize, u64)>),
+    /// An unsigned m-bit value y (weights 1, 2, ..., 2^(m-1)) converted with an edaBit, a
+    /// random r < 2^m held as XOR-shared bits (circuit inputs `InputR`) and as an additive
+    /// share: the circuit computes s = y + r in m + 1 bits (m AND gates); the low m bits of s
+    /// are opened in the clear (uniform, since r is), the carry is opened masked by a daBit,
+    /// and `[y] = c - [r] + 2^m [carry]`. Two explicit dealer values per element instead of m.
+    Eda {
+        /// Output indices of s's low bits, least significant first.
+        open: Vec<usize>,
+        /// Output index of the carry.
+        carry: usize,
+        /// Which of the element's edaBits (in `InputR` order).
+        eda: usize,
+    },
+}
+
 /// A recorded circuit with its round schedule.
 #[derive(Clone, Debug)]
 pub struct Netlist {
     /// Live gates only (those an output depends on), renumbered, in topological order.
     pub gates: Vec<Gate>,
-    /// Output wires, in the circuit's output order.
+    /// Output wires, in opening order.
     pub outputs: Vec<u32>,
+    /// Per output: opened masked by a daBit (true) or in the clear (false: already masked
+    /// by an edaBit).
+    pub masked: Vec<bool>,
+    /// One per B2A group of the circuit, in its order.
+    pub conversions: Vec<Conversion>,
+    /// Bits of each edaBit of an element (`InputR` bits are their concatenation).
+    pub eda_bits: Vec<u32>,
     /// `levels[d]`: the free gates whose AND depth is `d`, then the AND gates of depth
     /// `d + 1` (opened together in round `d + 1`). The last level has no AND gates.
     pub levels: Vec<Level>,
@@ -69,14 +101,73 @@ pub struct Level {
 }
 
 impl Netlist {
-    /// Records `circ` (the definition the GC engine garbles) and schedules it.
+    /// Records `circ` (the definition the GC engine garbles), adds the conversion of each
+    /// unsigned multi-bit output group by an edaBit (other outputs: a daBit per bit), and
+    /// schedules it. The boolean engine and its dealer both build it this way.
     pub fn record(circ: &ActCircuit) -> Netlist {
+        Self::record_with(circ, true)
+    }
+
+    /// `eda`: convert unsigned groups with edaBits (false: the bare circuit, every output
+    /// bit with a daBit).
+    fn record_with(circ: &ActCircuit, eda: bool) -> Netlist {
         let n = circ.n();
         let mut rec = Recorder::default();
         let g: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS1(i as u32))).collect();
         let e: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS0(i as u32))).collect();
-        let outputs = circ.build(&mut rec, &g, &e);
-        Self::schedule(rec.gates, outputs, n)
+        let bits = circ.build(&mut rec, &g, &e);
+        let (weights, groups) = circ.b2a_layout(1);
+        let (mut outputs, mut masked, mut conversions, mut eda_bits) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut at = 0;
+        for len in groups {
+            let (gb, gw) = (&bits[at..at + len], &weights[at..at + len]);
+            at += len;
+            let unsigned = gw.iter().enumerate().all(|(j, &w)| w == 1u64 << j);
+            if eda && len >= 2 && unsigned {
+                let first = eda_bits.iter().sum::<u32>();
+                let r: Vec<u32> = (0..len as u32)
+                    .map(|j| rec.push(Gate::InputR(first + j)))
+                    .collect();
+                let zero = rec.push(Gate::Const(false));
+                let (mut y, mut rr) = (gb.to_vec(), r);
+                y.push(zero);
+                rr.push(zero);
+                let sum = add_mod(&mut rec, &y, &rr);
+                let base = outputs.len();
+                outputs.extend_from_slice(&sum);
+                masked.extend(std::iter::repeat_n(false, len));
+                masked.push(true);
+                conversions.push(Conversion::Eda {
+                    open: (base..base + len).collect(),
+                    carry: base + len,
+                    eda: eda_bits.len(),
+                });
+                eda_bits.push(len as u32);
+            } else {
+                let base = outputs.len();
+                outputs.extend_from_slice(gb);
+                masked.extend(std::iter::repeat_n(true, len));
+                conversions.push(Conversion::Bits(
+                    gw.iter().enumerate().map(|(j, &w)| (base + j, w)).collect(),
+                ));
+            }
+        }
+        let mut net = Self::schedule(rec.gates, outputs, n);
+        net.masked = masked;
+        net.conversions = conversions;
+        net.eda_bits = eda_bits;
+        net
+    }
+
+    /// Outputs opened masked by a daBit.
+    pub fn dabits(&self) -> usize {
+        self.masked.iter().filter(|&&m| m).count()
+    }
+
+    /// edaBit input bits per element.
+    pub fn r_bits(&self) -> usize {
+        self.eda_bits.iter().sum::<u32>() as usize
     }
 
     fn schedule(all: Vec<Gate>, outputs: Vec<u32>, n: usize) -> Netlist {
@@ -100,7 +191,7 @@ impl Netlist {
         }
         // Inputs stay in place (their indices are their bit positions) even when unused.
         for (i, g) in all.iter().enumerate() {
-            if matches!(g, Gate::InputS1(_) | Gate::InputS0(_)) {
+            if matches!(g, Gate::InputS1(_) | Gate::InputS0(_) | Gate::InputR(_)) {
                 live[i] = true;
             }
         }
@@ -137,13 +228,16 @@ impl Netlist {
             let d = depth[i] as usize;
             match g {
                 Gate::And(..) => levels[d - 1].ands.push(i as u32),
-                Gate::InputS1(_) | Gate::InputS0(_) => {}
+                Gate::InputS1(_) | Gate::InputS0(_) | Gate::InputR(_) => {}
                 _ => levels[d].free.push(i as u32),
             }
         }
         Netlist {
             gates,
             outputs,
+            masked: Vec::new(),
+            conversions: Vec::new(),
+            eda_bits: Vec::new(),
             levels,
             n,
         }
@@ -171,11 +265,16 @@ mod tests {
     impl Netlist {
         /// Evaluates on cleartext bits, level by level as the engine does: checks the schedule.
         fn eval_plain(&self, s1: &[bool], s0: &[bool]) -> Vec<bool> {
+            self.eval_plain_r(s1, s0, &[])
+        }
+
+        fn eval_plain_r(&self, s1: &[bool], s0: &[bool], r: &[bool]) -> Vec<bool> {
             let mut w = vec![false; self.gates.len()];
             for (i, g) in self.gates.iter().enumerate() {
                 match *g {
                     Gate::InputS1(b) => w[i] = s1[b as usize],
                     Gate::InputS0(b) => w[i] = s0[b as usize],
+                    Gate::InputR(b) => w[i] = r[b as usize],
                     _ => {}
                 }
             }
@@ -216,7 +315,7 @@ mod tests {
             }),
             ActCircuit::Trunc(TruncParams { sh: 36, k: 24 }),
         ] {
-            let net = Netlist::record(&circ);
+            let net = Netlist::record_with(&circ, false);
             assert_eq!(net.and_gates() as u64, circ.and_gates());
             for _ in 0..300 {
                 let (g, e): (u64, u64) = (rng.gen(), rng.gen());
@@ -225,6 +324,70 @@ mod tests {
                     net.eval_plain(&gb, &eb),
                     circ.build(&mut PlainEval, &gb, &eb)
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn edabit_conversion_reconstructs_every_group() {
+        // Opened low bits c, carry w and r give y = c - r + 2^m w for each converted group;
+        // the other groups' bits are the circuit's.
+        let mut rng = ChaCha12Rng::seed_from_u64(6);
+        for circ in [
+            ActCircuit::TanhSelect(ActParams {
+                sh: 36,
+                k: 19,
+                a_fix: 1556,
+                b_fix: 2632,
+            }),
+            ActCircuit::Relu(TruncParams { sh: 10, k: 18 }),
+            ActCircuit::Trunc(TruncParams { sh: 12, k: 20 }),
+        ] {
+            let net = Netlist::record(&circ);
+            let bare = Netlist::record_with(&circ, false);
+            let (weights, groups) = circ.b2a_layout(1);
+            assert_eq!(net.conversions.len(), groups.len());
+            let eda_groups = groups
+                .iter()
+                .scan(0, |at, &len| {
+                    let ws = &weights[*at..*at + len];
+                    *at += len;
+                    Some(len >= 2 && ws.iter().enumerate().all(|(j, &w)| w == 1 << j))
+                })
+                .filter(|&e| e)
+                .count();
+            assert_eq!(net.eda_bits.len(), eda_groups, "{circ:?}");
+            for _ in 0..200 {
+                let (g, e): (u64, u64) = (rng.gen(), rng.gen());
+                let (gb, eb) = (to_bits(g, circ.n()), to_bits(e, circ.n()));
+                let r: Vec<bool> = (0..net.r_bits()).map(|_| rng.gen()).collect();
+                let want = bare.eval_plain(&gb, &eb);
+                let got = net.eval_plain_r(&gb, &eb, &r);
+                let mut at = 0;
+                for (gi, &len) in groups.iter().enumerate() {
+                    let value = (0..len).fold(0u64, |acc, j| {
+                        acc.wrapping_add((want[at + j] as u64).wrapping_mul(weights[at + j]))
+                    });
+                    at += len;
+                    let conv = match &net.conversions[gi] {
+                        Conversion::Bits(outs) => outs.iter().fold(0u64, |acc, &(j, w)| {
+                            acc.wrapping_add((got[j] as u64).wrapping_mul(w))
+                        }),
+                        Conversion::Eda { open, carry, eda } => {
+                            let first: usize =
+                                net.eda_bits[..*eda].iter().map(|&m| m as usize).sum();
+                            let rv = (0..open.len())
+                                .fold(0u64, |acc, j| acc | ((r[first + j] as u64) << j));
+                            let c = open
+                                .iter()
+                                .enumerate()
+                                .fold(0u64, |acc, (j, &o)| acc | ((got[o] as u64) << j));
+                            c.wrapping_sub(rv)
+                                .wrapping_add((got[*carry] as u64) << open.len())
+                        }
+                    };
+                    assert_eq!(conv, value, "{circ:?} group {gi}");
+                }
             }
         }
     }
