@@ -101,8 +101,10 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         "--out".into(),
         s(&p("model")),
     ])?;
+    // A CNN opens its weights in the job (no model mask yet) and its image is shared for it.
+    let cnn = crate::plain::cnn::Cnn::is_cnn_file(model)?;
     // In a relay run S0 listens on its port and S1 connects to the relay, which forwards to
-    // S0: first the model setup's connection, then the job's.
+    // S0: first the model setup's connection (not for a CNN), then the job's.
     let relay = match spec.link {
         None => None,
         Some(shape) => {
@@ -110,20 +112,28 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
             let relay = Relay::bind("127.0.0.1:0".parse()?, s0, shape)?;
             let via = relay.local_addr();
             let stats = relay.stats();
-            Some(((s0, via), stats, relay.spawn(Some(2))))
+            Some(((s0, via), stats, relay.spawn(Some(if cnn { 1 } else { 2 }))))
         }
     };
     let addrs = relay.as_ref().map(|r| r.0);
     // Once per model (reported apart from the job): the weight mask and its opening.
-    let setup = model_setup(dir, &keys, addrs)?;
-    let (t_gw, j_gw) = timed(&[
+    let setup = if cnn {
+        Value::Null
+    } else {
+        model_setup(dir, &keys, addrs)?
+    };
+    let mut gw_args = vec![
         "share-image".into(),
         "--image".into(),
         s(noisy_png),
         "--out".into(),
         s(&p("image")),
-    ])?;
-    let (t_dealer, j_dealer) = timed(&[
+    ];
+    if cnn {
+        gw_args.extend(["--model".into(), s(&p("model.pub"))]);
+    }
+    let (t_gw, j_gw) = timed(&gw_args)?;
+    let mut dealer_args = vec![
         "gen-triplets".into(),
         "--model".into(),
         s(&p("model.pub")),
@@ -133,11 +143,13 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         batch.to_string(),
         "--engine".into(),
         spec.engine.name().into(),
-        "--model-mask".into(),
-        s(&p("mask.dealer")),
         "--out".into(),
         s(&p("triplets")),
-    ])?;
+    ];
+    if !cnn {
+        dealer_args.extend(["--model-mask".into(), s(&p("mask.dealer"))]);
+    }
+    let (t_dealer, j_dealer) = timed(&dealer_args)?;
     let extra = [
         "--quiet",
         "--timeout",
@@ -145,7 +157,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         "--engine",
         spec.engine.name(),
     ];
-    let (t_serve, servers) = run_servers(dir, &keys, &extra, addrs, true)?;
+    let (t_serve, servers) = run_servers(dir, &keys, &extra, addrs, !cnn)?;
     if let (Some((_, stats, h)), Some(shape)) = (relay, spec.link) {
         h.join()
             .map_err(|_| anyhow::anyhow!("the relay thread panicked"))??;
@@ -168,7 +180,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     let link = r0["link"]["bytes_sent"].as_u64().unwrap_or(0)
         + r0["link"]["bytes_received"].as_u64().unwrap_or(0);
     Ok(json!({
-        "engine": spec.engine.name(), "batch": batch,
+        "engine": spec.engine.name(), "batch": batch, "network": if cnn { "cnn" } else { "mlp" },
         "link": spec.link.map(|l| l.to_string()).unwrap_or_else(|| "localhost".into()),
         "seconds": {"share_model": t_model, "share_image": t_gw, "gen_triplets": t_dealer,
                     "serve": t_serve, "reconstruct": t_rec,
@@ -400,23 +412,29 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                     .unwrap_or(1.0)
                     .max(1.0);
                 lines.push(format!(
-                    "(b) [{engine}] {spec_img} ({h}x{w}) {name}{}, {} patches: share-image {:.2} s, gen-triplets {:.1} s, serve {:.1} s, reconstruct {:.2} s; end to end {:.1} s",
+                    "(b) [{engine}] {spec_img} ({h}x{w}) {name}{}, {} patches (pixels for a CNN): share-image {:.2} s, gen-triplets {:.1} s, serve {:.1} s, reconstruct {:.2} s; end to end {:.1} s",
                     link.map(|l| format!(" {l}")).unwrap_or_default(),
                     r["servers"][0]["patches"], sec["share_image"].as_f64().unwrap_or(0.0), sec["gen_triplets"].as_f64().unwrap_or(0.0),
                     sec["serve"].as_f64().unwrap_or(0.0), sec["reconstruct"].as_f64().unwrap_or(0.0), total
                 ));
                 lines.push(format!(
-                    "    bytes: gateway upload {}, dealer output {}, S0<->S1 {} ({:.0} B per tanh), receiver download {}; engine rounds {}",
+                    "    bytes: gateway upload {}, dealer output {}, S0<->S1 {} ({:.1} B per activation), receiver download {}; engine rounds {}",
                     b["gateway_upload"], b["dealer_output"], b["s0_s1"],
                     b["s0_s1"].as_f64().unwrap_or(0.0) / tanh, b["receiver_download"],
                     r["servers"][0]["engine"]["rounds"]
                 ));
-                lines.push(format!(
-                    "    once per model, not in the job's figures: gen-model-mask {:.2} s, open-weights {:.2} s, {} bytes S0<->S1",
-                    r["model_setup"]["seconds"]["gen_model_mask"].as_f64().unwrap_or(0.0),
-                    r["model_setup"]["seconds"]["open_weights"].as_f64().unwrap_or(0.0),
-                    r["model_setup"]["bytes"]["s0_s1"]
-                ));
+                if r["model_setup"].is_null() {
+                    lines.push(
+                        "    the weights are opened in the job (a CNN: no model mask)".into(),
+                    );
+                } else {
+                    lines.push(format!(
+                        "    once per model, not in the job's figures: gen-model-mask {:.2} s, open-weights {:.2} s, {} bytes S0<->S1",
+                        r["model_setup"]["seconds"]["gen_model_mask"].as_f64().unwrap_or(0.0),
+                        r["model_setup"]["seconds"]["open_weights"].as_f64().unwrap_or(0.0),
+                        r["model_setup"]["bytes"]["s0_s1"]
+                    ));
+                }
                 lines.push(format!(
                     "    peak RSS: S0 {} MB, S1 {} MB, dealer {} MB, gateway {} MB, receiver {} MB",
                     m["s0"].as_u64().unwrap_or(0) >> 20,
