@@ -65,7 +65,14 @@ struct Outcome {
     reports: Vec<[Report; 2]>,
 }
 
-fn run_case(model: &Cnn, params: CnnFixed, image: &Array2<f64>, tamper: bool) -> Outcome {
+/// `relu_batch`: ReLU elements per circuit run (small values give several runs per layer).
+fn run_case(
+    model: &Cnn,
+    params: CnnFixed,
+    image: &Array2<f64>,
+    tamper: bool,
+    relu_batch: usize,
+) -> Outcome {
     let plan = CnnPlan::from_cnn(model, params).expect("plan");
     let mut shares = share_plan(&plan);
     if tamper {
@@ -91,7 +98,7 @@ fn run_case(model: &Cnn, params: CnnFixed, image: &Array2<f64>, tamper: bool) ->
     let mut reports = Vec::new();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
         for model_mask in [None, Some(mask_seeds)] {
-            let d = deal::generate(&plan, h, w, engine, model_mask);
+            let d = deal::generate(&plan, h, w, engine, relu_batch, model_mask);
             let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
                 let pi = p as usize;
                 let corr = if p == 1 {
@@ -113,6 +120,7 @@ fn run_case(model: &Cnn, params: CnnFixed, image: &Array2<f64>, tamper: bool) ->
                         Some(_) => Weights::Opened(&opened[pi]),
                         None => Weights::PerJob,
                     },
+                    relu_batch,
                 };
                 cnn::run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap()
             });
@@ -176,7 +184,15 @@ fn random_cnns_are_bit_exact_with_the_oracle() {
     ];
     for (i, (ch, k, h, w, residual)) in cases.into_iter().enumerate() {
         let m = random_cnn(ch, k, 100 + i as u64, meta(residual));
-        let o = run_case(&m, CnnFixed::default(), &noisy_image(h, w, i as u64), false);
+        // Odd cases: ReLUs in several runs per layer.
+        let batch = if i % 2 == 1 { 37 } else { 1 << 20 };
+        let o = run_case(
+            &m,
+            CnnFixed::default(),
+            &noisy_image(h, w, i as u64),
+            false,
+            batch,
+        );
         assert_exact(&o, &format!("case {i}: channels {ch:?}, {k}x{k}, {h}x{w}"));
     }
 }
@@ -193,7 +209,7 @@ fn non_default_fixed_point_and_a_structured_image() {
         },
         CnnFixed { s: 6, ws: 5, k: 12 },
     ] {
-        let o = run_case(&m, params, &img, false);
+        let o = run_case(&m, params, &img, false, 100);
         assert_exact(&o, &format!("{params:?}"));
     }
 }
@@ -202,7 +218,13 @@ fn non_default_fixed_point_and_a_structured_image() {
 fn a_wrong_weight_share_breaks_exactness() {
     // Negative control: one unit on one last-layer weight share must show in the output.
     let m = random_cnn(&[1, 4, 1], 3, 5, meta(true));
-    let o = run_case(&m, CnnFixed::default(), &noisy_image(8, 8, 3), true);
+    let o = run_case(
+        &m,
+        CnnFixed::default(),
+        &noisy_image(8, 8, 3),
+        true,
+        1 << 20,
+    );
     for (how, out) in &o.runs {
         assert!(out != &o.oracle, "{how}: tampered share went unnoticed");
     }
@@ -214,7 +236,13 @@ fn traffic_is_what_the_protocol_says() {
     // the ReLU circuits: the boolean engine sends 2 bits per AND and 1 per output bit.
     let m = random_cnn(&[1, 8, 8, 1], 3, 21, meta(true));
     let (h, w) = (16, 16);
-    let o = run_case(&m, CnnFixed::default(), &noisy_image(h, w, 4), false);
+    let o = run_case(
+        &m,
+        CnnFixed::default(),
+        &noisy_image(h, w, 4),
+        false,
+        1 << 20,
+    );
     assert_exact(&o, "traffic case");
     let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
     let hw = (h * w) as u64;
@@ -287,7 +315,8 @@ fn real_cnn_crop_boolean_engine() {
         ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, h * w),
     ];
     let t = std::time::Instant::now();
-    let d = deal::generate(&plan, h, w, EngineKind::Gmw, None);
+    let batch = EngineKind::Gmw.default_relu_batch();
+    let d = deal::generate(&plan, h, w, EngineKind::Gmw, batch, None);
     let dealer_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
@@ -307,6 +336,7 @@ fn real_cnn_crop_boolean_engine() {
             rand: PartyRandomness::new(p, d.seeds[pi], corr),
             session_tag: b"real cnn".to_vec(),
             weights: Weights::PerJob,
+            relu_batch: batch,
         };
         cnn::run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap()
     });

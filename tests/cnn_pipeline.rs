@@ -266,6 +266,45 @@ fn mlp_and_cnn_files_are_kept_apart() {
     ]);
     refused(&o, "shared for an MLP");
     assert!(!Path::new(&d.p("t.p1")).exists());
+    // An image shared for a CNN of another sigma* would be decoded with the wrong scaling.
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("cnn.npz"),
+        "--out",
+        &d.p("other"),
+    ]);
+    let mut other = Cnn::load(&d.path("cnn.npz")).unwrap();
+    other.meta.sigma = 15.0;
+    other.save(&d.path("cnn15.npz")).unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("cnn15.npz"),
+        "--out",
+        &d.p("m15"),
+    ]);
+    ok(&[
+        "share-image",
+        "--image",
+        &d.p("noisy.png"),
+        "--sigma",
+        "25",
+        "--model",
+        &d.p("m15.pub"),
+        "--out",
+        &d.p("img15"),
+    ]);
+    let o = run(&[
+        "gen-triplets",
+        "--model",
+        &d.p("model.pub"),
+        "--image",
+        &d.p("img15.pub"),
+        "--out",
+        &d.p("t"),
+    ]);
+    refused(&o, "not for this CNN");
     // Weights opened once per model are refused for a CNN, clearly.
     let o = run(&[
         "gen-model-mask",

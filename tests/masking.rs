@@ -29,8 +29,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use ppdenoise::dealer;
-use ppdenoise::dealer::randomness::dabit_masks;
 use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::dealer::randomness::{dabit_masks, image_mask_of};
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{flatten_weights, Data, JobParams, ModelShare, Triplets};
 use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
@@ -609,8 +609,8 @@ fn negative_controls_unmasked_data_is_detected() {
         let img = &opened[2];
         assert_eq!(img.len(), npix * 8, "third opening is the masked image");
         let mask = ppdenoise::ring::share::add(
-            &PartyRandomness::new(0, r.triplets[0].seed, Vec::new()).image_mask(npix),
-            &PartyRandomness::new(1, r.triplets[1].seed, Vec::new()).image_mask(npix),
+            &image_mask_of(&r.triplets[0].seed, npix),
+            &image_mask_of(&r.triplets[1].seed, npix),
         );
         let v: Vec<u64> = img
             .chunks_exact(8)
@@ -704,4 +704,151 @@ fn weights_opening_does_not_depend_on_the_weights() {
     let verdict = compare("open-weights: U with the mask removed", &[&wa], &[&wb]);
     eprintln!("unmasked weights: {verdict:?}");
     assert!(verdict.is_err(), "the test missed unmasked weights");
+}
+
+/// One CNN job in process with recording channels (weights opened in the job); returns the
+/// logs and the job seeds.
+fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Seed; 2]) {
+    use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
+    use ppdenoise::twopc::cnn::{self as twopc_cnn, CnnJobInputs};
+    let meta = ppdenoise::plain::cnn::CnnMeta {
+        sigma: 25.0,
+        residual: true,
+    };
+    let m = ppdenoise::plain::cnn::random_cnn(&[1, 8, 8, 1], 3, 31, meta);
+    let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+    // Model owner: fresh shares for this run.
+    let flat = ppdenoise::formats::bodies::flatten_cnn_weights(&plan);
+    let mseed = fresh_seed();
+    let parts = [
+        share_with_seed(&flat, &mseed, Stream::ModelShare),
+        expand(&mseed, Stream::ModelShare, flat.len()),
+    ];
+    let shares: Vec<CnnPlan> = parts
+        .iter()
+        .map(|v| {
+            let mut p = plan.clone();
+            let mut off = 0;
+            for l in p.layers.iter_mut() {
+                let (nw, nb) = (l.w.len(), l.b.len());
+                l.w = v[off..off + nw].to_vec();
+                l.b = v[off + nw..off + nw + nb].to_vec();
+                off += nw + nb;
+            }
+            p
+        })
+        .collect();
+    let (h, w) = image.dim();
+    let enc = ring_cnn::encode_image(image, &Preprocess::identity(), plan.params.s);
+    let iseed = fresh_seed();
+    let img = [
+        share_with_seed(&enc, &iseed, Stream::ImageShare),
+        expand(&iseed, Stream::ImageShare, h * w),
+    ];
+    let batch = 500;
+    let d = dealer::cnn::generate(&plan, h, w, engine, batch, None);
+    let tag = ppdenoise::formats::container::fresh_id().to_vec();
+    let (c0, c1) = mem_pair();
+    let mut r0 = Recording {
+        inner: c0,
+        log: Vec::new(),
+    };
+    let mut r1 = Recording {
+        inner: c1,
+        log: Vec::new(),
+    };
+    let run = |p: u8, ch: &mut dyn Channel| {
+        let pi = p as usize;
+        let setup = if p == 0 { &d.setup.0 } else { &d.setup.1 };
+        let mut eng = engine.make(p, setup).unwrap();
+        let corr = if p == 1 {
+            d.corrections.clone()
+        } else {
+            Vec::new()
+        };
+        let inputs = CnnJobInputs {
+            party: p,
+            plan: &shares[pi],
+            height: h,
+            width: w,
+            image: &img[pi],
+            rand: PartyRandomness::new(p, d.seeds[pi], corr),
+            session_tag: tag.clone(),
+            weights: protocol::Weights::PerJob,
+            relu_batch: batch,
+        };
+        twopc_cnn::run(ch, inputs, eng.as_mut(), &mut |_, _| {}).unwrap();
+    };
+    std::thread::scope(|sc| {
+        let run = &run;
+        let h0 = sc.spawn(|| run(0, &mut r0));
+        let h1 = sc.spawn(|| run(1, &mut r1));
+        h0.join().unwrap();
+        h1.join().unwrap();
+    });
+    ([r0.log, r1.log], d.seeds)
+}
+
+#[test]
+fn cnn_messages_do_not_depend_on_the_image() {
+    // A CNN job (the session tag differs per run, so it is left out of the opened values).
+    let (black, phantom) = images();
+    for engine in [EngineKind::Gc, EngineKind::Gmw] {
+        let (a, _) = run_cnn_job(&black, engine);
+        let (b, _) = run_cnn_job(&phantom, engine);
+        for p in 0..2 {
+            let (ra, rb) = (received(&a[p]), received(&b[p]));
+            let slots =
+                compare(&format!("cnn {engine}: S{p} received"), &ra[1..], &rb[1..]).unwrap();
+            assert!(slots >= 3, "too few large messages to test per slot");
+        }
+        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
+        let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
+        compare(&format!("cnn {engine}: opened values"), &oa, &ob).unwrap();
+        if engine == EngineKind::Gmw {
+            let (xa, xb) = (xor_opened_values(&a[0]), xor_opened_values(&b[0]));
+            let xa: Vec<&[u8]> = xa.iter().skip(1).map(|v| v.as_slice()).collect();
+            let xb: Vec<&[u8]> = xb.iter().skip(1).map(|v| v.as_slice()).collect();
+            compare("cnn gmw: XOR-opened bits", &xa, &xb).unwrap();
+        }
+    }
+}
+
+#[test]
+fn negative_control_cnn_input_map_without_its_mask_is_detected() {
+    // The first layer's opening is X - B for the image X; removing the dealer's mask B
+    // (stream ActMask(0, 0) of both job seeds) gives the encoded image, which the test flags.
+    use ppdenoise::dealer::randomness::act_mask_of;
+    let (black, phantom) = images();
+    let n = SIZE * SIZE;
+    let clear = |log: &[Event], seeds: &[Seed; 2]| -> (Vec<u8>, Vec<u8>) {
+        // Opened values: tag, masked weights, then the layer-0 map.
+        let opened = opened_values(log);
+        let map = &opened[2];
+        assert_eq!(map.len(), 8 * n, "the layer-0 opening");
+        let b0 = act_mask_of(&seeds[0], 0, 0, n);
+        let b1 = act_mask_of(&seeds[1], 0, 0, n);
+        let x: Vec<u8> = map
+            .chunks_exact(8)
+            .zip(b0.iter().zip(&b1))
+            .flat_map(|(v, (x, y))| {
+                let v = u64::from_le_bytes(v.try_into().unwrap());
+                v.wrapping_add(*x).wrapping_add(*y).to_le_bytes()
+            })
+            .collect();
+        (map.clone(), x)
+    };
+    let (la, sa) = run_cnn_job(&black, EngineKind::Gmw);
+    let (lb, sb) = run_cnn_job(&phantom, EngineKind::Gmw);
+    let ((ma, xa), (mb, xb)) = (clear(&la[0], &sa), clear(&lb[0], &sb));
+    let (_, _, p_masked) =
+        chi2_two_sample(&histogram([ma.as_slice()]), &histogram([mb.as_slice()]));
+    let (_, _, p) = chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
+    eprintln!("cnn layer-0 map: masked p = {p_masked:.4}; without the mask p = {p:e}");
+    assert!(p < 1e-12, "unmasked input map not detected (p = {p})");
+    assert!(
+        p_masked > 1e-6,
+        "masked map looks image-dependent (p = {p_masked})"
+    );
 }

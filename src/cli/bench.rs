@@ -139,13 +139,16 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         s(&p("model.pub")),
         "--image".into(),
         s(&p("image.pub")),
-        "--batch".into(),
-        batch.to_string(),
         "--engine".into(),
         spec.engine.name().into(),
         "--out".into(),
         s(&p("triplets")),
     ];
+    // A CNN's batch is its ReLU run size: the dealer's default unless one is given.
+    let dealer_batch = if cnn { spec.batch } else { Some(batch) };
+    if let Some(b) = dealer_batch {
+        dealer_args.extend(["--batch".into(), b.to_string()]);
+    }
     if !cnn {
         dealer_args.extend(["--model-mask".into(), s(&p("mask.dealer"))]);
     }
@@ -180,7 +183,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     let link = r0["link"]["bytes_sent"].as_u64().unwrap_or(0)
         + r0["link"]["bytes_received"].as_u64().unwrap_or(0);
     Ok(json!({
-        "engine": spec.engine.name(), "batch": batch, "network": if cnn { "cnn" } else { "mlp" },
+        "engine": spec.engine.name(), "batch": dealer_batch, "network": if cnn { "cnn" } else { "mlp" },
         "link": spec.link.map(|l| l.to_string()).unwrap_or_else(|| "localhost".into()),
         "seconds": {"share_model": t_model, "share_image": t_gw, "gen_triplets": t_dealer,
                     "serve": t_serve, "reconstruct": t_rec,

@@ -37,7 +37,8 @@ pub struct GenTripletsArgs {
     #[arg(long)]
     pub image: PathBuf,
     /// Patches per batch: larger batches mean fewer rounds and more memory (default: 128 for
-    /// gc, 2048 for gmw).
+    /// gc, 2048 for gmw). For a CNN: ReLU elements per circuit run (default: 2^20 for gc,
+    /// 2^23 for gmw).
     #[arg(long)]
     pub batch: Option<usize>,
     /// Nonlinearity engine the servers will run: gmw (boolean shares, dealer AND triples) or
@@ -235,6 +236,34 @@ pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<Ac
     Ok(acts)
 }
 
+/// A CNN job's ReLU run size: 1 to 2^28 elements (one message of the engine's).
+pub fn check_relu_batch(batch: usize) -> Result<()> {
+    if batch == 0 || batch > 1 << 28 {
+        bail!("a CNN's ReLU batch of {batch} elements (1 to 2^28 supported)");
+    }
+    Ok(())
+}
+
+/// The image must have been shared for this CNN: the noise level it was scaled to is the
+/// model's sigma*, or the receiver would decode with another scaling.
+pub fn check_cnn_job(
+    image: &Path,
+    job: &crate::formats::bodies::JobParams,
+    mh: &Header,
+) -> Result<()> {
+    let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
+    if sigma != Some(job.model_sigma) || job.stride != 1 {
+        bail!(
+            "{}: the image was shared for a model of sigma {} (stride {}), not for this CNN (sigma {}): share it with `share-image --model model.pub`",
+            image.display(),
+            job.model_sigma,
+            job.stride,
+            sigma.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+        );
+    }
+    Ok(())
+}
+
 /// `gen-triplets` for a CNN job: the matrix triples of every convolution block and, for the
 /// boolean engine, the ReLU circuits' AND triples and daBits ([`crate::dealer::cnn`]).
 fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -> Result<Summary> {
@@ -268,6 +297,9 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
     let (h, w) = (job.height, job.width);
     plan.check_image(h, w)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
+    check_cnn_job(&a.image, &job, mh)?;
+    let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
+    check_relu_batch(batch)?;
     let (base0, base1) = a.engine.deal_setup();
     let seeds = DealSeeds {
         job: [fresh_seed(), fresh_seed()],
@@ -287,6 +319,7 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
         hd.shapes.push(("image".into(), vec![h as u64, w as u64]));
         hd.info.push((NETWORK.into(), CNN.into()));
         hd.info.push(("engine".into(), a.engine.name().into()));
+        hd.info.push(("batch".into(), batch.to_string()));
         hd.info.push((
             "cnn_plan".into(),
             serde_json::to_string(&plan).expect("plan serialises"),
@@ -301,18 +334,18 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
     let lead = TripletsLead {
         job: job.clone(),
         widths: channels.clone(),
-        batch: 1,
+        batch,
         seed: seeds.job[1],
         engine: a.engine,
     };
-    let count = crate::dealer::cnn::correction_count(&plan, h, w, a.engine);
+    let count = crate::dealer::cnn::correction_count(&plan, h, w, a.engine, batch);
     triplet_stream::write(&out1, &header(1), &lead, count, &base1, |emit| {
-        crate::dealer::cnn::generate_into(&plan, h, w, &seeds, a.engine, emit)
+        crate::dealer::cnn::generate_into(&plan, h, w, &seeds, a.engine, batch, emit)
     })?;
     let t0 = Triplets {
         job: job.clone(),
         widths: channels.clone(),
-        batch: 1,
+        batch,
         seed: seeds.job[0],
         engine: a.engine,
         corrections: Vec::new(),

@@ -11,7 +11,7 @@ use super::state::{check_unused, mark_used, Claim, Record};
 use super::weights::load_opened;
 use super::Summary;
 use crate::dealer::randomness::PartyRandomness;
-use crate::formats::bodies::{load, ImageShare, ModelShare, OutputShare, NETWORK};
+use crate::formats::bodies::{is_cnn, load, ImageShare, ModelShare, OutputShare, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
 use crate::net::identity::{keygen as make_identity, load_peer_cert, Identity};
@@ -292,6 +292,13 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     let (th_only, triplet_id, th, tr) = open_triplets(&a, &mh, &ih)?;
+    if is_cnn(&ih) || is_cnn(&th) {
+        bail!(
+            "{}: the image or the randomness was made for a CNN but {} is an MLP's share",
+            a.image.display(),
+            a.model.display()
+        );
+    }
     if ih.scale != mh.scale {
         bail!(
             "{}: image encoded at scale {} but the model share uses scale {}",

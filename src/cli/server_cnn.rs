@@ -34,6 +34,14 @@ pub fn serve_cnn(a: ServeArgs, json: bool) -> Result<Summary> {
         bail!("--weights: weights opened once per model are not supported for CNNs yet; run without it");
     }
     let (th_only, triplet_id, th, tr) = open_triplets(&a, &mh, &ih)?;
+    super::dealer::check_cnn_job(&a.image, &is.job, &mh)?;
+    if th.info("model_mask").is_some() {
+        bail!(
+            "{}: names a model mask, which CNN jobs do not use",
+            a.triplets.display()
+        );
+    }
+    super::dealer::check_relu_batch(tr.lead.batch).map_err(|e| at(&a.triplets, e.to_string()))?;
     let plan = ms.share_plan().map_err(|e| at(&a.model, e))?;
     let (h, w) = (is.job.height, is.job.width);
     if ih.scale != plan.params.s || is.job.scale != plan.params.s || is.job.stride != 1 {
@@ -72,7 +80,7 @@ pub fn serve_cnn(a: ServeArgs, json: bool) -> Result<Summary> {
         );
     }
     let want = if p == 1 {
-        crate::dealer::cnn::correction_count(&plan, h, w, engine_kind)
+        crate::dealer::cnn::correction_count(&plan, h, w, engine_kind, tr.lead.batch)
     } else {
         0
     };
@@ -109,6 +117,7 @@ pub fn serve_cnn(a: ServeArgs, json: bool) -> Result<Summary> {
         rand: PartyRandomness::streaming(p, tr.lead.seed, tr.corrections),
         session_tag: tag,
         weights: Weights::PerJob,
+        relu_batch: tr.lead.batch,
     };
     let (output, mut report) = with_queued_link(&mut link, |ch| {
         cnn::run(ch, inputs, engine.as_mut(), &mut |d, _| {

@@ -1,11 +1,11 @@
 //! The dealer's correlated randomness for a CNN job, from public facts only (layer shapes,
-//! image size, engine). Consumption order of party 1's explicit values: layer after layer,
-//! the matrix triples C = A cols(B) of each block of output rows, then (boolean engine) the
-//! AND triples and daBits of the layer's ReLU run.
+//! image size, engine, ReLU batch size). Consumption order of party 1's explicit values:
+//! layer after layer, the matrix triples C = A cols(B) of each block of output rows, then
+//! (boolean engine) for each ReLU run of the layer its AND triples, daBits and edaBits.
 
 use crate::dealer::boolean::explicit_for;
-use crate::dealer::randomness::PartyRandomness;
-use crate::dealer::DealSeeds;
+use crate::dealer::randomness::act_mask_of;
+use crate::dealer::{batches, DealSeeds};
 use crate::plain::im2col::im2col;
 use crate::ring::cnn::{row_blocks, CnnPlan};
 use crate::ring::matmul::gemm;
@@ -43,8 +43,14 @@ pub fn circuit_shape(plan: &CnnPlan, engine: EngineKind) -> String {
     }
 }
 
-/// Party 1's explicit values for a CNN job on an h x w image.
-pub fn correction_count(plan: &CnnPlan, h: usize, w: usize, engine: EngineKind) -> usize {
+/// Party 1's explicit values for a CNN job on an h x w image, ReLUs in runs of `batch`.
+pub fn correction_count(
+    plan: &CnnPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+    batch: usize,
+) -> usize {
     let hw = h * w;
     let net = (engine == EngineKind::Gmw).then(|| Netlist::record(&relu_circuit(plan)));
     let nl = plan.layers.len();
@@ -52,8 +58,10 @@ pub fn correction_count(plan: &CnnPlan, h: usize, w: usize, engine: EngineKind) 
         .iter()
         .enumerate()
         .map(|(l, ly)| {
-            let relu = match &net {
-                Some(net) if l + 1 < nl => RunShape::of(net, ly.cout * hw).explicit_values(),
+            let relu: usize = match &net {
+                Some(net) if l + 1 < nl => batches(ly.cout * hw, batch)
+                    .map(|(_, _, n)| RunShape::of(net, n).explicit_values())
+                    .sum(),
                 _ => 0,
             };
             ly.cout * hw + relu
@@ -63,20 +71,18 @@ pub fn correction_count(plan: &CnnPlan, h: usize, w: usize, engine: EngineKind) 
 
 /// Computes party 1's explicit values for the parties' seeds and hands them to `emit` in
 /// consumption order, a block at a time. `plan` may be public (no weights).
+#[allow(clippy::too_many_arguments)]
 pub fn generate_into<E>(
     plan: &CnnPlan,
     h: usize,
     w: usize,
     deal_seeds: &DealSeeds,
     engine: EngineKind,
+    batch: usize,
     emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
 ) -> Result<(), E> {
     let hw = h * w;
     let seeds = &deal_seeds.job;
-    let r = [
-        PartyRandomness::new(0, seeds[0], Vec::new()),
-        PartyRandomness::new(1, seeds[1], Vec::new()),
-    ];
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
     let net = (engine == EngineKind::Gmw).then(|| Netlist::record(&relu_circuit(plan)));
     let nl = plan.layers.len();
@@ -89,8 +95,8 @@ pub fn generate_into<E>(
             &mask_share(&mask_seeds[1], li, n_w),
         );
         let b = add(
-            &r[0].act_mask(li, 0, ly.cin * hw),
-            &r[1].act_mask(li, 0, ly.cin * hw),
+            &act_mask_of(&seeds[0], li, 0, ly.cin * hw),
+            &act_mask_of(&seeds[1], li, 0, ly.cin * hw),
         );
         for (blk, row0, rows) in row_blocks(ly, h, w) {
             let n = rows * w;
@@ -103,11 +109,13 @@ pub fn generate_into<E>(
             emit(&c)?;
         }
         if let (Some(net), true) = (&net, l + 1 < nl) {
-            let at = Slot {
-                layer: li,
-                batch: 0,
-            };
-            emit(&explicit_for(seeds, at, net, ly.cout * hw))?;
+            for (b, _, n) in batches(ly.cout * hw, batch) {
+                let at = Slot {
+                    layer: li,
+                    batch: b,
+                };
+                emit(&explicit_for(seeds, at, net, n))?;
+            }
         }
     }
     Ok(())
@@ -126,14 +134,15 @@ pub fn generate(
     h: usize,
     w: usize,
     engine: EngineKind,
+    batch: usize,
     model_mask: Option<[Seed; 2]>,
 ) -> CnnDeal {
     let seeds = DealSeeds {
         job: [fresh_seed(), fresh_seed()],
         model_mask,
     };
-    let mut corrections = Vec::with_capacity(correction_count(plan, h, w, engine));
-    generate_into(plan, h, w, &seeds, engine, &mut |v: &[u64]| {
+    let mut corrections = Vec::with_capacity(correction_count(plan, h, w, engine, batch));
+    generate_into(plan, h, w, &seeds, engine, batch, &mut |v: &[u64]| {
         corrections.extend_from_slice(v);
         Ok::<(), std::convert::Infallible>(())
     })

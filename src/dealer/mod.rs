@@ -14,7 +14,7 @@ use crate::twopc::engines::EngineKind;
 use crate::twopc::protocol::Slot;
 use crate::twopc::weights::mask_share;
 use boolean::BooleanDeal;
-use randomness::{elem_masks, PartyRandomness};
+use randomness::{act_mask_of, elem_masks, image_mask_of};
 
 /// What the dealer must know of a job's nonlinear steps: the engine and, for the boolean
 /// engine, its circuits (recorded once from the public activation constants).
@@ -183,8 +183,6 @@ pub fn generate_into<E>(
 ) -> Result<(), E> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let seeds = &deal_seeds.job;
-    let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
-    let r1 = PartyRandomness::new(1, seeds[1], Vec::new());
     let nl = widths.len() - 1;
     // The weight mask A: the model's when its weights were opened once, else this job's.
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
@@ -198,7 +196,10 @@ pub fn generate_into<E>(
         })
         .collect();
     let npix = job.height * job.width;
-    let img_mask = geo.pad(&add(&r0.image_mask(npix), &r1.image_mask(npix)));
+    let img_mask = geo.pad(&add(
+        &image_mask_of(&seeds[0], npix),
+        &image_mask_of(&seeds[1], npix),
+    ));
     for (b, start, n) in batches(geo.num_patches(), batch) {
         for l in 0..nl {
             let (din, dout) = (widths[l], widths[l + 1]);
@@ -206,8 +207,8 @@ pub fn generate_into<E>(
                 extract_batch(&geo, &img_mask, start, n)
             } else {
                 add(
-                    &r0.act_mask(l as u32, b, din * n),
-                    &r1.act_mask(l as u32, b, din * n),
+                    &act_mask_of(&seeds[0], l as u32, b, din * n),
+                    &act_mask_of(&seeds[1], l as u32, b, din * n),
                 )
             };
             let c = gemm(&a[l], &bm, dout, din, n);

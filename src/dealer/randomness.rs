@@ -73,6 +73,9 @@ enum Purpose {
     AndTriple,
     DaBit,
     EdaBit,
+    WeightMask,
+    ImageMask,
+    ActMask,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,9 @@ impl PartyRandomness {
             Purpose::AndTriple => "AND triples",
             Purpose::DaBit => "daBits",
             Purpose::EdaBit => "edaBits",
+            Purpose::WeightMask => "a weight mask",
+            Purpose::ImageMask => "the image mask",
+            Purpose::ActMask => "an activation mask",
         };
         Err(RandomnessError::Reused { what, layer, batch })
     }
@@ -146,17 +152,27 @@ impl PartyRandomness {
         }
     }
 
-    /// The weight mask of a job that opens its own weights (no model mask).
-    pub fn weight_mask(&self, layer: u32, n: usize) -> Vec<u64> {
-        crate::twopc::weights::mask_share(&self.seed, layer, n)
+    /// The weight mask of a job that opens its own weights (no model mask). Like every mask
+    /// of a value that is opened, it is served once: a second opening under the same mask
+    /// would reveal the difference of the two values.
+    pub fn weight_mask(&mut self, layer: u32, n: usize) -> Result<Vec<u64>, RandomnessError> {
+        self.claim(Purpose::WeightMask, layer, 0)?;
+        Ok(crate::twopc::weights::mask_share(&self.seed, layer, n))
     }
 
-    pub fn image_mask(&self, n: usize) -> Vec<u64> {
-        Prg::new(&self.seed, Stream::ImageMask).vec(n)
+    pub fn image_mask(&mut self, n: usize) -> Result<Vec<u64>, RandomnessError> {
+        self.claim(Purpose::ImageMask, 0, 0)?;
+        Ok(image_mask_of(&self.seed, n))
     }
 
-    pub fn act_mask(&self, layer: u32, batch: u32, n: usize) -> Vec<u64> {
-        Prg::new(&self.seed, Stream::ActMask(layer, batch)).vec(n)
+    pub fn act_mask(
+        &mut self,
+        layer: u32,
+        batch: u32,
+        n: usize,
+    ) -> Result<Vec<u64>, RandomnessError> {
+        self.claim(Purpose::ActMask, layer, batch)?;
+        Ok(act_mask_of(&self.seed, layer, batch, n))
     }
 
     fn take(&mut self, n: usize) -> Result<Vec<u64>, RandomnessError> {
@@ -315,6 +331,16 @@ pub fn dabit_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u6
     (bits, prg)
 }
 
+/// A party's share of the image mask (the dealer's view: no reuse check).
+pub fn image_mask_of(seed: &Seed, n: usize) -> Vec<u64> {
+    Prg::new(seed, Stream::ImageMask).vec(n)
+}
+
+/// A party's share of the activation mask of (layer, batch) (the dealer's view).
+pub fn act_mask_of(seed: &Seed, layer: u32, batch: u32, n: usize) -> Vec<u64> {
+    Prg::new(seed, Stream::ActMask(layer, batch)).vec(n)
+}
+
 /// The seed-derived part of a party's edaBits: the XOR-shared bits and the stream positioned
 /// where party 0's additive shares follow.
 pub fn eda_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>, Prg) {
@@ -335,11 +361,20 @@ mod tests {
         r.and_triples(1, 3, 4, 3).unwrap();
         r.elem_triples(1, 2, 5).unwrap();
         r.mat_triple(1, 2, 5).unwrap();
+        r.edabits(1, 2, 4, 3, 2, 150).unwrap();
+        r.act_mask(1, 2, 10).unwrap();
+        r.weight_mask(1, 10).unwrap();
+        r.image_mask(10).unwrap();
         for e in [
             r.and_triples(1, 2, 4, 3).err(),
             r.dabits(1, 2, 1, 1, 1).err(),
             r.elem_triples(1, 2, 5).err(),
             r.mat_triple(1, 2, 5).err(),
+            r.edabits(1, 2, 4, 3, 2, 150).err(),
+            // A mask of an opened value is served once too: a second opening would leak.
+            r.act_mask(1, 2, 10).err(),
+            r.weight_mask(1, 10).err(),
+            r.image_mask(10).err(),
         ] {
             assert!(matches!(e, Some(RandomnessError::Reused { .. })), "{e:?}");
         }

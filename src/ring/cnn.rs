@@ -167,21 +167,41 @@ impl CnnPlan {
         if self.layers[0].cin != 1 || self.layers[nl - 1].cout != 1 {
             return Err("a denoiser maps 1 channel to 1 channel".into());
         }
+        // Each bound above keeps this sum far from overflow; the cap keeps a 32-byte seed
+        // share from expanding into more than 1 GiB.
+        if self.num_values() > crate::ring::plan::MAX_MODEL_VALUES {
+            return Err(format!(
+                "{} weights and biases (at most {} supported)",
+                self.num_values(),
+                crate::ring::plan::MAX_MODEL_VALUES
+            ));
+        }
         Ok(())
     }
 
-    /// Checks that an h x w image fits this plan's messages: the widest map (channels x
-    /// pixels) is one message of at most 2^28 values (2 GiB), like the MLP's batches.
+    /// Checks that an h x w image fits this plan's messages and memory before anything is
+    /// sized from it: the widest map (channels x pixels) is one message of at most 2^28
+    /// values (2 GiB), like the MLP's batches, and one output row's columns (fan-in x width,
+    /// the smallest im2col block) at most 2^24 values.
     pub fn check_image(&self, h: usize, w: usize) -> Result<(), String> {
         let widest = self.channels().into_iter().max().unwrap_or(1);
         match h.checked_mul(w).and_then(|n| n.checked_mul(widest)) {
-            Some(n) if n > 0 && n <= 1 << 28 => Ok(()),
-            _ => Err(format!(
-                "a {h} x {w} image with {widest}-channel maps exceeds 2^28 values per map \
-                 (at most {} pixels for this model)",
-                (1usize << 28) / widest
-            )),
+            Some(n) if n > 0 && n <= 1 << 28 => {}
+            _ => {
+                return Err(format!(
+                    "a {h} x {w} image with {widest}-channel maps exceeds 2^28 values per map \
+                     (at most {} pixels for this model)",
+                    (1usize << 28) / widest
+                ))
+            }
         }
+        let fan = self.layers.iter().map(|l| l.fan_in()).max().unwrap_or(1);
+        if fan.saturating_mul(w) > 1 << 24 {
+            return Err(format!(
+                "a row of {w} pixels has {fan} x {w} convolution columns, more than 2^24 values"
+            ));
+        }
+        Ok(())
     }
 
     /// Channels of every activation map, input first.

@@ -7,11 +7,13 @@
 //!    opened once per job (or once per model) and C = A cols(B) from the dealer: cols() is
 //!    a public linear map, so each server applies it to what it holds;
 //! 3. a hidden layer's pre-activation map goes through the engine's ReLU circuit (exact
-//!    truncation by ws folded in), one run per layer; the last layer's is the output, minus
-//!    from the shifted input for a residual model. Nothing else is opened.
+//!    truncation by ws folded in), in runs of the dealer's batch size; the last layer's is
+//!    the output, subtracted from the shifted input for a residual model. Nothing else is
+//!    opened.
 
 use std::time::Instant;
 
+use crate::dealer::batches;
 use crate::dealer::randomness::PartyRandomness;
 use crate::plain::im2col::im2col;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
@@ -33,6 +35,9 @@ pub struct CnnJobInputs<'a> {
     /// Bytes both parties must agree on (job, model and randomness ids).
     pub session_tag: Vec<u8>,
     pub weights: Weights<'a>,
+    /// ReLU elements per circuit run (the dealer's choice, in the triplet file): a layer's
+    /// pre-activations go through the engine in runs of this many.
+    pub relu_batch: usize,
 }
 
 /// This party's share of every layer's weight mask, from `seed` (a job's or a model mask's).
@@ -98,7 +103,7 @@ pub fn run(
                 .iter()
                 .enumerate()
                 .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.weight_count()))
-                .collect();
+                .collect::<Result<_, _>>()?;
             per_job = open_cnn_weights(ch, party, plan, mask)?;
             &per_job
         }
@@ -123,7 +128,7 @@ pub fn run(
     for (l, ly) in plan.layers.iter().enumerate() {
         let t = Instant::now();
         let li = l as u32;
-        let b_map = inp.rand.act_mask(li, 0, ly.cin * hw);
+        let b_map = inp.rand.act_mask(li, 0, ly.cin * hw)?;
         let v = open(ch, party, &sub(&x, &b_map), "masked activations")?;
         let mut z = vec![0u64; ly.cout * hw];
         for (blk, row0, rows) in row_blocks(ly, h, w) {
@@ -152,11 +157,15 @@ pub fn run(
         rep.batches += 1;
         if l + 1 < nl {
             let t = Instant::now();
-            let at = Slot {
-                layer: li,
-                batch: 0,
-            };
-            x = engine.relu(ch, &mut inp.rand, at, p.ws, p.k, &z)?;
+            x = Vec::with_capacity(z.len());
+            for (b, start, n) in batches(z.len(), inp.relu_batch.max(1)) {
+                let at = Slot {
+                    layer: li,
+                    batch: b,
+                };
+                let part = &z[start..start + n];
+                x.extend(engine.relu(ch, &mut inp.rand, at, p.ws, p.k, part)?);
+            }
             rep.seconds_nonlinear += t.elapsed().as_secs_f64();
         } else {
             if plan.residual {

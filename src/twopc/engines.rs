@@ -33,6 +33,16 @@ impl EngineKind {
         }
     }
 
+    /// ReLU elements per circuit run of a CNN job when the dealer is not told: the boolean
+    /// engine's run holds about 40 B per element (bit-sliced wires, triples, conversions),
+    /// the garbled-circuit engine's about 450 B (input OTs up front) per element.
+    pub fn default_relu_batch(self) -> usize {
+        match self {
+            EngineKind::Gc => 1 << 20,
+            EngineKind::Gmw => 1 << 23,
+        }
+    }
+
     /// The dealer's per-job data that is not a triple share: base OTs and the label seed
     /// for the GC engine, nothing for the boolean engine.
     pub fn deal_setup(self) -> (Vec<u8>, Vec<u8>) {

@@ -163,7 +163,7 @@ pub fn run(
                 .iter()
                 .enumerate()
                 .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.w.len()))
-                .collect();
+                .collect::<Result<_, _>>()?;
             per_job = open_weights(ch, party, plan, mask)?;
             &per_job
         }
@@ -172,7 +172,7 @@ pub fn run(
     // Open the image once, masked by a fresh image-sized dealer mask; patches are then
     // extracted from the opened masked image and from the mask shares alike.
     let npix = inp.image.len();
-    let bimg = inp.rand.image_mask(npix);
+    let bimg = inp.rand.image_mask(npix)?;
     let vimg = open(ch, party, &sub(inp.image, &bimg), "masked image")?;
     let v_pad = geo.pad(&vimg);
     let b_pad = geo.pad(&bimg);
@@ -197,7 +197,7 @@ pub fn run(
                     extract_batch(&geo, &b_pad, start, n),
                 )
             } else {
-                let b_i = inp.rand.act_mask(l as u32, b, ly.inputs * n);
+                let b_i = inp.rand.act_mask(l as u32, b, ly.inputs * n)?;
                 let v = open(ch, party, &sub(&act, &b_i), "masked activations")?;
                 (v, b_i)
             };

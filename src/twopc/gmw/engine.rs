@@ -1,15 +1,18 @@
 //! The boolean engine's [`Nonlinear`] implementation: the activation circuit on XOR-shared,
-//! bit-sliced bits with dealer AND triples, then daBits turn the output bits into additive
-//! shares. Both servers play the same role (no garbler and evaluator).
+//! bit-sliced bits with dealer AND triples, then daBits and edaBits turn the outputs into
+//! additive shares. Both servers play the same role (no garbler and evaluator).
 //!
 //! One circuit run over the `E` elements of a batch (messages in order, each one a single
 //! frame per direction, both sent before either is read):
-//! 1. Inputs need no message: S0's share bits are XOR-shared as (bits, 0), S1's as (0, bits).
+//! 1. Inputs need no message: S0's share bits are XOR-shared as (bits, 0), S1's as (0, bits);
+//!    each party's edaBit bits are its own XOR shares of them.
 //! 2. One round per AND depth: for every AND gate of the level and every element, each party
-//!    sends d = x ⊕ a and e = y ⊕ b (2 bits per AND per element per direction).
-//! 3. One round for the outputs: each party sends c = out ⊕ r for every output bit (1 bit per
-//!    output bit per element per direction); then [out] = c + (1 - 2c)[r] with the daBit's
-//!    additive share [r].
+//!    sends d = x ⊕ a and e = y ⊕ b (2 bits per AND per element per direction). The netlist
+//!    includes the edaBit conversions' adders (see [`Conversion`]).
+//! 3. One round for the outputs: each party sends its share of every output bit, XORed with
+//!    its daBit share for a masked output (1 bit per output bit per element per direction);
+//!    then [out] = c + (1 - 2c)[r] with the daBit's additive share [r], or
+//!    [y] = c - [r] + 2^m [carry] for an edaBit-converted group.
 
 use crate::dealer::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
 use crate::ring::plan::ActConsts;

@@ -124,7 +124,8 @@ impl Netlist {
             let (gb, gw) = (&bits[at..at + len], &weights[at..at + len]);
             at += len;
             let unsigned = gw.iter().enumerate().all(|(j, &w)| w == 1u64 << j);
-            if eda && len >= 2 && unsigned {
+            // m + 1 bits of y + r must fit a ring element's shift: m < 64.
+            if eda && (2..64).contains(&len) && unsigned {
                 let first = eda_bits.iter().sum::<u32>();
                 let r: Vec<u32> = (0..len as u32)
                     .map(|j| rec.push(Gate::InputR(first + j)))
