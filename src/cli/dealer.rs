@@ -236,6 +236,21 @@ pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<Ac
     Ok(acts)
 }
 
+/// Writes S0's triplet file after S1's; returns both files' bytes. Without its partner the
+/// new S1 file is useless: on failure it is removed, not left beside an older `.p0`.
+fn write_s0(out0: &Path, out1: &Path, header: &Header, t0: &Triplets) -> Result<u64> {
+    if let Err(e) = container::write(out0, header, t0) {
+        let _ = std::fs::remove_file(out1);
+        return Err(e);
+    }
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .with_context(|| format!("cannot read {}", p.display()))
+    };
+    Ok(size(out0)? + size(out1)?)
+}
+
 /// A CNN job's ReLU run size: 1 to 2^28 elements (one message of the engine's).
 pub fn check_relu_batch(batch: usize) -> Result<()> {
     if batch == 0 || batch > 1 << 28 {
@@ -351,12 +366,7 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
         corrections: Vec::new(),
         base_ot: base0,
     };
-    if let Err(e) = container::write(&out0, &header(0), &t0) {
-        // Without its partner the new S1 file is useless: do not leave it beside an old .p0.
-        let _ = std::fs::remove_file(&out1);
-        return Err(e);
-    }
-    let bytes = std::fs::metadata(&out0)?.len() + std::fs::metadata(&out1)?.len();
+    let bytes = write_s0(&out0, &out1, &header(0), &t0)?;
     let outs = [out0.display().to_string(), out1.display().to_string()];
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
@@ -474,17 +484,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         corrections: Vec::new(),
         base_ot: base0,
     };
-    if let Err(e) = container::write(&out0, &header(0), &t0) {
-        // Without its partner the new S1 file is useless: do not leave it beside an old .p0.
-        let _ = std::fs::remove_file(&out1);
-        return Err(e);
-    }
-    let size = |p: &PathBuf| {
-        std::fs::metadata(p)
-            .map(|m| m.len())
-            .with_context(|| format!("cannot read {}", p.display()))
-    };
-    let bytes = size(&out0)? + size(&out1)?;
+    let bytes = write_s0(&out0, &out1, &header(0), &t0)?;
     let outs = [out0.display().to_string(), out1.display().to_string()];
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {

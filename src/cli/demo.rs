@@ -14,6 +14,7 @@ use super::procs::{model_setup, run_servers, s, step};
 use super::receiver::combine;
 use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
+use crate::formats::bodies::OutputShare;
 use crate::plain::cnn::Cnn;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
@@ -64,33 +65,12 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         return demo_cnn(&a, &model_path, t0);
     }
     let model = Model::load(&model_path)?;
-    let clean = load_image(&a.image)?;
-    let noisy = GrayImage {
-        pixels: quantize_u8(&add_noise(&clean, a.sigma, a.seed).pixels),
-        bit_depth: 8,
-    };
-    let noisy_png = w.join("noisy.png");
-    save_png(&noisy, &noisy_png, 8)?;
-    save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
-
-    let keys = w.join("keys");
-    for n in ["s0", "s1"] {
-        step(&[
-            "keygen".into(),
-            "--force".into(),
-            "--name".into(),
-            n.into(),
-            "--out-dir".into(),
-            s(&keys),
-        ])?;
-    }
-    step(&[
-        "share-model".into(),
-        "--model".into(),
-        s(&model_path),
-        "--out".into(),
-        s(&w.join("model")),
-    ])?;
+    let Prepared {
+        clean,
+        noisy,
+        noisy_png,
+        keys,
+    } = prepare(&a, &model_path)?;
     // Once per model: the dealer's weight mask and the servers' opening of the weights.
     let setup = if a.weights_per_job {
         None
@@ -134,18 +114,7 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         None,
         setup.is_some(),
     )?;
-    let out_png = w.join("denoised.png");
-    let rec = step(&[
-        "reconstruct".into(),
-        "--share0".into(),
-        s(&w.join("out.p0")),
-        "--share1".into(),
-        s(&w.join("out.p1")),
-        "--out".into(),
-        s(&out_png),
-    ])?;
-
-    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"))?;
+    let (rec, out_png, secure, share) = receive(w)?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -188,25 +157,7 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
             Arith::Float,
             share.job.scale,
         )?;
-        let max_diff = oracle
-            .iter()
-            .zip(secure.pixels.iter())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f64, f64::max);
-        let p_oracle = psnr(&clean.pixels, &quantize_u8(&oracle), 255.0);
-        let p_float = psnr(&clean.pixels, &quantize_u8(&float), 255.0);
-        lines.push(format!(
-            "PSNR oracle    {p_oracle:.2} dB (plaintext fixed point)"
-        ));
-        lines.push(format!(
-            "PSNR float     {p_float:.2} dB (plaintext float, the paper's baseline)"
-        ));
-        lines.push(format!(
-            "max |secure - oracle| = {max_diff:.3e} (0 means bit-exact)"
-        ));
-        json["psnr_oracle"] = p_oracle.into();
-        json["psnr_float"] = p_float.into();
-        json["max_abs_diff_secure_oracle"] = max_diff.into();
+        compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);
     }
     if let Some(m) = &setup {
         lines.push(format!(
@@ -237,32 +188,12 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
 fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<Summary> {
     let w = &a.workdir;
     let model = Cnn::load(model_path)?;
-    let clean = load_image(&a.image)?;
-    let noisy = GrayImage {
-        pixels: quantize_u8(&add_noise(&clean, a.sigma, a.seed).pixels),
-        bit_depth: 8,
-    };
-    let noisy_png = w.join("noisy.png");
-    save_png(&noisy, &noisy_png, 8)?;
-    save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
-    let keys = w.join("keys");
-    for n in ["s0", "s1"] {
-        step(&[
-            "keygen".into(),
-            "--force".into(),
-            "--name".into(),
-            n.into(),
-            "--out-dir".into(),
-            s(&keys),
-        ])?;
-    }
-    step(&[
-        "share-model".into(),
-        "--model".into(),
-        s(model_path),
-        "--out".into(),
-        s(&w.join("model")),
-    ])?;
+    let Prepared {
+        clean,
+        noisy,
+        noisy_png,
+        keys,
+    } = prepare(a, model_path)?;
     let gw = step(&[
         "share-image".into(),
         "--image".into(),
@@ -286,17 +217,7 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         s(&w.join("triplets")),
     ])?;
     let (serve_secs, reports) = run_servers(w, &keys, &["--engine", a.engine.name()], None, false)?;
-    let out_png = w.join("denoised.png");
-    let rec = step(&[
-        "reconstruct".into(),
-        "--share0".into(),
-        s(&w.join("out.p0")),
-        "--share1".into(),
-        s(&w.join("out.p1")),
-        "--out".into(),
-        s(&out_png),
-    ])?;
-    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"))?;
+    let (rec, out_png, secure, share) = receive(w)?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -330,23 +251,7 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         };
         let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params)?;
         let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params)?;
-        let max_diff = oracle
-            .iter()
-            .zip(secure.pixels.iter())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f64, f64::max);
-        let p_oracle = psnr(&clean.pixels, &quantize_u8(&oracle), 255.0);
-        let p_float = psnr(&clean.pixels, &quantize_u8(&float), 255.0);
-        lines.push(format!(
-            "PSNR oracle    {p_oracle:.2} dB (plaintext fixed point)"
-        ));
-        lines.push(format!("PSNR float     {p_float:.2} dB (plaintext float)"));
-        lines.push(format!(
-            "max |secure - oracle| = {max_diff:.3e} (0 means bit-exact)"
-        ));
-        json["psnr_oracle"] = p_oracle.into();
-        json["psnr_float"] = p_float.into();
-        json["max_abs_diff_secure_oracle"] = max_diff.into();
+        compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);
     }
     let sent: u64 = reports
         .iter()
@@ -362,4 +267,93 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         t0.elapsed().as_secs_f64()
     ));
     Ok(Summary { lines, json })
+}
+
+/// The inputs every demo starts from: the clean and noisy images (saved in the work folder),
+/// both servers' identities, and the model's shares.
+struct Prepared {
+    clean: GrayImage,
+    noisy: GrayImage,
+    noisy_png: PathBuf,
+    keys: PathBuf,
+}
+
+fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
+    let w = &a.workdir;
+    let clean = load_image(&a.image)?;
+    let noisy = GrayImage {
+        pixels: quantize_u8(&add_noise(&clean, a.sigma, a.seed).pixels),
+        bit_depth: 8,
+    };
+    let noisy_png = w.join("noisy.png");
+    save_png(&noisy, &noisy_png, 8)?;
+    save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
+    let keys = w.join("keys");
+    for n in ["s0", "s1"] {
+        step(&[
+            "keygen".into(),
+            "--force".into(),
+            "--name".into(),
+            n.into(),
+            "--out-dir".into(),
+            s(&keys),
+        ])?;
+    }
+    step(&[
+        "share-model".into(),
+        "--model".into(),
+        s(model_path),
+        "--out".into(),
+        s(&w.join("model")),
+    ])?;
+    Ok(Prepared {
+        clean,
+        noisy,
+        noisy_png,
+        keys,
+    })
+}
+
+/// The receiver's step as a process, then the same shares combined here for the comparison.
+fn receive(w: &std::path::Path) -> Result<(serde_json::Value, PathBuf, GrayImage, OutputShare)> {
+    let out_png = w.join("denoised.png");
+    let rec = step(&[
+        "reconstruct".into(),
+        "--share0".into(),
+        s(&w.join("out.p0")),
+        "--share1".into(),
+        s(&w.join("out.p1")),
+        "--out".into(),
+        s(&out_png),
+    ])?;
+    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"))?;
+    Ok((rec, out_png, secure, share))
+}
+
+/// The secure result against the plaintext fixed-point oracle and float inference.
+fn compare(
+    lines: &mut Vec<String>,
+    json: &mut serde_json::Value,
+    clean: &GrayImage,
+    secure: &GrayImage,
+    oracle: &ndarray::Array2<f64>,
+    float: &ndarray::Array2<f64>,
+) {
+    let max_diff = oracle
+        .iter()
+        .zip(secure.pixels.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f64, f64::max);
+    let p_oracle = psnr(&clean.pixels, &quantize_u8(oracle), 255.0);
+    let p_float = psnr(&clean.pixels, &quantize_u8(float), 255.0);
+    lines.push(format!(
+        "PSNR oracle    {p_oracle:.2} dB (plaintext fixed point)"
+    ));
+    lines.push(format!("PSNR float     {p_float:.2} dB (plaintext float)"));
+    lines.push(format!(
+        "max |secure - oracle| = {max_diff:.3e} (0 means bit-exact)"
+    ));
+    json["psnr_oracle"] = p_oracle.into();
+    json["psnr_float"] = p_float.into();
+    json["max_abs_diff_secure_oracle"] = max_diff.into();
 }
