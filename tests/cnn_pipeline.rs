@@ -362,3 +362,48 @@ fn demo_runs_a_cnn_bit_exact() {
         );
     }
 }
+
+#[test]
+fn table_runs_a_cnn_and_checks_the_oracle_from_the_files() {
+    let d = Dir::new();
+    random_cnn(
+        &[1, 3, 1],
+        3,
+        9,
+        CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        },
+    )
+    .save(&d.path("cnn.npz"))
+    .unwrap();
+    let j = ok(&[
+        "table",
+        "--model",
+        &d.p("cnn.npz"),
+        "--images",
+        "builtin:phantom:20",
+        "--sigmas",
+        "25",
+        "--figures",
+        "none",
+        "--out-dir",
+        &d.p("t"),
+    ]);
+    assert_eq!(j["secure_equals_oracle"], true);
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path("t/table.json")).unwrap()).unwrap();
+    assert_eq!(t["model"]["meta"]["activation"], "ReLU");
+    // Recomputed here from the files of the run: the denoised PNG the receiver wrote equals the
+    // oracle on the noisy PNG the gateway shared.
+    let run = d.path("t/runs/phantom_20/sigma25");
+    let noisy = ppdenoise::plain::image::load(run.join("noisy.png")).unwrap();
+    let secure = ppdenoise::plain::image::load(run.join("denoised.png")).unwrap();
+    let m = Cnn::load(&d.path("cnn.npz")).unwrap();
+    let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+    let pre = ppdenoise::plain::preprocess::Preprocess::new(25.0, 25.0, true);
+    let enc = ring_cnn::encode_image(&noisy.pixels, &pre, CnnFixed::default().s);
+    let orc = ring_cnn::run(&plan, 20, 20, &enc);
+    let dec = ring_cnn::decode_output(&orc.output, 20, 20, &pre, CnnFixed::default().out_scale());
+    assert_eq!(secure.pixels, ppdenoise::plain::image::quantize_u8(&dec));
+}

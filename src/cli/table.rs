@@ -21,11 +21,14 @@ use super::demo::{demo, DemoArgs};
 use super::figures;
 use super::inputs::{load_image, model_or_default};
 use super::receiver::combine;
-use super::tools::{run_denoise, Arith};
+use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
+use crate::plain::cnn::Cnn;
 use crate::plain::image::{load as load_png, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::Model;
+use crate::plain::preprocess::Preprocess;
+use crate::ring::cnn::CnnFixed;
 use crate::ring::plan::FixedParams;
 
 #[derive(Args)]
@@ -255,10 +258,55 @@ struct Pictures {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The table's model: the shipped kind (an MLP) or a CNN.
+enum Net {
+    Mlp(Model),
+    Cnn(Cnn),
+}
+
+impl Net {
+    fn load(path: &Path) -> Result<Net> {
+        Ok(if Cnn::is_cnn_file(path)? {
+            Net::Cnn(Cnn::load(path)?)
+        } else {
+            Net::Mlp(Model::load(path)?)
+        })
+    }
+
+    /// (fixed-point oracle, float) images of `noisy`, as the secure run was set up.
+    fn plaintext(
+        &self,
+        noisy: &GrayImage,
+        pre: &Preprocess,
+        stride: usize,
+        scale: u32,
+    ) -> Result<(Array2<f64>, Array2<f64>, f64)> {
+        let (oracle, float, float_seconds) = match self {
+            Net::Mlp(m) => {
+                let (oracle, _) = run_denoise(m, noisy, pre, stride, Arith::Fixed, scale)?;
+                let tf = Instant::now();
+                let (float, _) = run_denoise(m, noisy, pre, stride, Arith::Float, scale)?;
+                (oracle, float, tf.elapsed().as_secs_f64())
+            }
+            Net::Cnn(m) => {
+                let params = CnnFixed {
+                    s: scale,
+                    ..Default::default()
+                };
+                let (oracle, _) = run_cnn(m, noisy, pre, Arith::Fixed, params)?;
+                let tf = Instant::now();
+                let (float, _) = run_cnn(m, noisy, pre, Arith::Float, params)?;
+                (oracle, float, tf.elapsed().as_secs_f64())
+            }
+        };
+        Ok((oracle, float, float_seconds))
+    }
+}
+
 fn one_run(
     a: &TableArgs,
     model_path: &Path,
-    model: &Model,
+    model: &Net,
     input: &Input,
     input_png: &Path,
     sigma: f64,
@@ -285,12 +333,8 @@ fn one_run(
     let clean = load_image(&input_png.display().to_string())?;
     let noisy = load_png(workdir.join("noisy.png"))?;
     let (secure, share) = combine(&workdir.join("out.p0"), &workdir.join("out.p1"))?;
-    let pre = share.job.pre;
-    let scale = share.job.scale;
-    let (oracle, _) = run_denoise(model, &noisy, &pre, a.stride, Arith::Fixed, scale)?;
-    let tf = Instant::now();
-    let (float, _) = run_denoise(model, &noisy, &pre, a.stride, Arith::Float, scale)?;
-    let float_seconds = tf.elapsed().as_secs_f64();
+    let (oracle, float, float_seconds) =
+        model.plaintext(&noisy, &share.job.pre, a.stride, share.job.scale)?;
     let max_diff = oracle
         .iter()
         .zip(secure.pixels.iter())
@@ -531,7 +575,7 @@ fn averages(runs: &[Run], sigmas: &[f64]) -> Vec<Average> {
 }
 
 /// Describes the model: its path, content hash and (when present) its JSON card.
-fn model_info(path: &Path, model: &Model) -> serde_json::Value {
+fn model_info(path: &Path, model: &Net) -> serde_json::Value {
     let hash = std::fs::read(path)
         .map(|b| blake3::hash(&b).to_hex().to_string())
         .unwrap_or_default();
@@ -540,8 +584,16 @@ fn model_info(path: &Path, model: &Model) -> serde_json::Value {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null);
+    let (widths, meta) = match model {
+        Net::Mlp(m) => (m.widths(), serde_json::json!(m.meta)),
+        // A CNN's channels stand where an MLP's widths do; its activation is ReLU.
+        Net::Cnn(m) => (
+            m.channels(),
+            serde_json::json!({"sigma": m.meta.sigma, "residual": m.meta.residual, "activation": "ReLU"}),
+        ),
+    };
     serde_json::json!({
-        "path": path, "blake3": hash, "widths": model.widths(), "meta": model.meta,
+        "path": path, "blake3": hash, "widths": widths, "meta": meta,
         "card_path": if card.is_null() { serde_json::Value::Null } else { serde_json::json!(card_path) },
         "card": card,
     })
@@ -807,8 +859,11 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     let sigmas = parse_sigmas(&a.sigmas)?;
     let inputs = list_inputs(&a.images, a.max_size)?;
     let model_path = model_or_default(&a.model);
-    let model = Model::load(&model_path)?;
-    let patch = model.patch_shape().output;
+    let model = Net::load(&model_path)?;
+    let patch = match &model {
+        Net::Mlp(m) => m.patch_shape().output,
+        Net::Cnn(_) => 1,
+    };
     for i in &inputs {
         let (h, w) = i.clean.pixels.dim();
         if h < patch || w < patch {
