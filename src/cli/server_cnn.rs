@@ -44,12 +44,12 @@ pub fn serve_cnn(a: ServeArgs, json: bool) -> Result<Summary> {
     super::dealer::check_relu_batch(tr.lead.batch).map_err(|e| at(&a.triplets, e.to_string()))?;
     let plan = ms.share_plan().map_err(|e| at(&a.model, e))?;
     let (h, w) = (is.job.height, is.job.width);
-    if ih.scale != plan.params.s || is.job.scale != plan.params.s || is.job.stride != 1 {
+    // (The stride was checked with the model's sigma* by check_cnn_job.)
+    if ih.scale != plan.params.s || is.job.scale != plan.params.s {
         bail!(
-            "{}: image encoded at scale {} (stride {}) but the CNN takes scale {} (stride 1)",
+            "{}: image encoded at scale {} but the CNN takes scale {}",
             a.image.display(),
             is.job.scale,
-            is.job.stride,
             plan.params.s
         );
     }

@@ -20,7 +20,7 @@ use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
 use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
 use crate::twopc::channel::{exchange, open, Channel, ChannelError};
-use crate::twopc::protocol::{Nonlinear, ProtocolError, Report, Slot, Weights};
+use crate::twopc::protocol::{open_in_job, Nonlinear, ProtocolError, Report, Slot, Weights};
 use crate::twopc::weights::{open_layers, Opened};
 
 pub struct CnnJobInputs<'a> {
@@ -98,13 +98,12 @@ pub fn run(
     let wts: &Opened = match inp.weights {
         Weights::Opened(o) => o,
         Weights::PerJob => {
-            let mask = plan
+            let layers: Vec<(&[u64], usize)> = plan
                 .layers
                 .iter()
-                .enumerate()
-                .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.weight_count()))
-                .collect::<Result<_, _>>()?;
-            per_job = open_cnn_weights(ch, party, plan, mask)?;
+                .map(|ly| (ly.w.as_slice(), ly.weight_count()))
+                .collect();
+            per_job = open_in_job(ch, party, &mut inp.rand, &layers)?;
             &per_job
         }
     };

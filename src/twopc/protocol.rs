@@ -15,7 +15,7 @@ use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
 use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};
 use crate::twopc::poly::{tanh_star_poly, SelShares};
-use crate::twopc::weights::{open_weights, Opened};
+use crate::twopc::weights::{open_layers, Opened};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -117,6 +117,24 @@ pub enum Weights<'a> {
     Opened(&'a Opened),
 }
 
+/// Opens U = W - A in a job without a model mask: A is this job's own, one weight mask per
+/// layer (each served once). `layers`: this party's weight shares and the count each must
+/// have (a share of another length is refused, not opened).
+pub(crate) fn open_in_job(
+    ch: &mut dyn Channel,
+    party: u8,
+    rand: &mut PartyRandomness,
+    layers: &[(&[u64], usize)],
+) -> Result<Opened, ProtocolError> {
+    let mask = layers
+        .iter()
+        .enumerate()
+        .map(|(l, &(_, n))| rand.weight_mask(l as u32, n))
+        .collect::<Result<_, _>>()?;
+    let w: Vec<&[u64]> = layers.iter().map(|&(w, _)| w).collect();
+    Ok(open_layers(ch, party, &w, mask)?)
+}
+
 fn add_bias(z: &mut [u64], bias: &[u64], n: usize) {
     for (row, &b) in z.chunks_mut(n).zip(bias) {
         for v in row {
@@ -158,13 +176,12 @@ pub fn run(
     let w: &Opened = match inp.weights {
         Weights::Opened(o) => o,
         Weights::PerJob => {
-            let mask = plan
+            let layers: Vec<(&[u64], usize)> = plan
                 .layers
                 .iter()
-                .enumerate()
-                .map(|(l, ly)| inp.rand.weight_mask(l as u32, ly.w.len()))
-                .collect::<Result<_, _>>()?;
-            per_job = open_weights(ch, party, plan, mask)?;
+                .map(|ly| (ly.w.as_slice(), ly.inputs * ly.outputs))
+                .collect();
+            per_job = open_in_job(ch, party, &mut inp.rand, &layers)?;
             &per_job
         }
     };
