@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo test lint bench bench-quick table rescaling-10m clean
+.PHONY: build demo test lint bench bench-quick table dncnn table-dncnn rescaling-10m clean
 
 build:
 	$(CARGO) build --release
@@ -29,6 +29,28 @@ TABLE_ARGS ?=
 RESUME ?= --resume
 table: build
 	$(BIN) table --images "$(IMAGES)" --sigmas "$(SIGMAS)" --out-dir "$(TABLE_OUT)" $(RESUME) $(TABLE_ARGS)
+
+# DnCNN-S (Zhang et al.), the authors' sigma-specific weights in ../shared/models/dncnn, converted
+# into out/dncnn/ (never committed; h5py from PyPI reads the MATLAB v7.3 files), and the
+# full-size secure table with each noise level's own model (docs/results.md, docs/cnn.md):
+# about 40 min per sigma on 2 cores, resumable like `make table`.
+DNCNN ?= ../shared/models/dncnn
+DNCNN_SIGMAS ?= 15 25 50
+dncnn: $(foreach s,$(DNCNN_SIGMAS),out/dncnn/s$(s).npz)
+
+# A converted file is kept: converting again would give another hash (zip timestamps), and
+# `--resume` rightly refuses runs made with another model file.
+out/dncnn/s%.npz: | .venv-import/bin/python
+	mkdir -p out/dncnn
+	.venv-import/bin/python scripts/import-dncnn.py "$(DNCNN)/sigma=$*.mat" $@ --sigma $*
+
+.venv-import/bin/python:
+	python3 -m venv .venv-import
+	.venv-import/bin/pip install --quiet h5py numpy
+
+table-dncnn: build dncnn
+	$(BIN) table --images "$(IMAGES)" --sigmas "$(DNCNN_SIGMAS)" --out-dir out/table-dncnn $(RESUME) \
+	  --models "$(foreach s,$(DNCNN_SIGMAS),$(s)=out/dncnn/s$(s).npz)" $(TABLE_ARGS)
 
 # Performance benchmark (docs/benchmarks.md), both engines side by side: paper-size network, a
 # whole 512x512 image end to end on localhost and through the shaping relay (1 Gbit/s, 5 ms

@@ -364,46 +364,109 @@ fn demo_runs_a_cnn_bit_exact() {
 }
 
 #[test]
-fn table_runs_a_cnn_and_checks_the_oracle_from_the_files() {
+fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
     let d = Dir::new();
-    random_cnn(
-        &[1, 3, 1],
-        3,
-        9,
-        CnnMeta {
-            sigma: 25.0,
-            residual: true,
-        },
-    )
-    .save(&d.path("cnn.npz"))
-    .unwrap();
-    let j = ok(&[
-        "table",
-        "--model",
-        &d.p("cnn.npz"),
-        "--images",
-        "builtin:phantom:20",
-        "--sigmas",
-        "25",
-        "--figures",
-        "none",
-        "--out-dir",
-        &d.p("t"),
-    ]);
-    assert_eq!(j["secure_equals_oracle"], true);
+    // Two sigma-specific models, as DnCNN-S comes: each noise level must use its own.
+    for (sg, seed) in [(15.0, 9), (25.0, 10)] {
+        random_cnn(
+            &[1, 3, 1],
+            3,
+            seed,
+            CnnMeta {
+                sigma: sg,
+                residual: true,
+            },
+        )
+        .save(&d.path(&format!("cnn{sg}.npz")))
+        .unwrap();
+    }
+    let models = format!("15={},25={}", d.p("cnn15.npz"), d.p("cnn25.npz"));
+    let table = |sigmas: &str, models: &str, resume: bool| {
+        let mut args = vec![
+            "table",
+            "--models",
+            models,
+            "--images",
+            "builtin:phantom:20",
+            "--sigmas",
+            sigmas,
+            "--figures",
+            "none",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        let out = d.p("t");
+        args.extend(["--out-dir", &out]);
+        run(&args)
+    };
+    let out = table("15 25", &models, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path("t/table.json")).unwrap()).unwrap();
-    assert_eq!(t["model"]["meta"]["activation"], "ReLU");
-    // Recomputed here from the files of the run: the denoised PNG the receiver wrote equals the
-    // oracle on the noisy PNG the gateway shared.
-    let run = d.path("t/runs/phantom_20/sigma25");
-    let noisy = ppdenoise::plain::image::load(run.join("noisy.png")).unwrap();
-    let secure = ppdenoise::plain::image::load(run.join("denoised.png")).unwrap();
-    let m = Cnn::load(&d.path("cnn.npz")).unwrap();
-    let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
-    let pre = ppdenoise::plain::preprocess::Preprocess::new(25.0, 25.0, true);
-    let enc = ring_cnn::encode_image(&noisy.pixels, &pre, CnnFixed::default().s);
-    let orc = ring_cnn::run(&plan, 20, 20, &enc);
-    let dec = ring_cnn::decode_output(&orc.output, 20, 20, &pre, CnnFixed::default().out_scale());
-    assert_eq!(secure.pixels, ppdenoise::plain::image::quantize_u8(&dec));
+    assert_eq!(t["secure_equals_oracle"], true);
+    assert!(
+        t["model"].is_null(),
+        "one model named for a per-sigma table"
+    );
+    let md = std::fs::read_to_string(d.path("t/table.md")).unwrap();
+    for (j, sg) in [15.0, 25.0].into_iter().enumerate() {
+        let path = d.path(&format!("cnn{sg}.npz"));
+        let hash = blake3::hash(&std::fs::read(&path).unwrap())
+            .to_hex()
+            .to_string();
+        assert_eq!(t["models"][j]["sigma"], sg);
+        assert_eq!(t["models"][j]["model"]["blake3"], hash.as_str());
+        assert!(
+            md.contains(&format!("σ={sg}: `{}`", path.display())),
+            "{md}"
+        );
+        // Recomputed here from the files of the run with this sigma's model: the denoised PNG
+        // the receiver wrote equals the oracle on the noisy PNG the gateway shared.
+        let run = d.path(&format!("t/runs/phantom_20/sigma{sg}"));
+        let noisy = ppdenoise::plain::image::load(run.join("noisy.png")).unwrap();
+        let secure = ppdenoise::plain::image::load(run.join("denoised.png")).unwrap();
+        let m = Cnn::load(&path).unwrap();
+        let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+        let pre = ppdenoise::plain::preprocess::Preprocess::new(sg, sg, true);
+        let enc = ring_cnn::encode_image(&noisy.pixels, &pre, CnnFixed::default().s);
+        let orc = ring_cnn::run(&plan, 20, 20, &enc);
+        let dec =
+            ring_cnn::decode_output(&orc.output, 20, 20, &pre, CnnFixed::default().out_scale());
+        assert_eq!(
+            secure.pixels,
+            ppdenoise::plain::image::quantize_u8(&dec),
+            "sigma {sg}"
+        );
+    }
+    // Resuming reuses both runs; the same records under swapped models are refused.
+    let out = table("15 25", &models, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path("t/table.json")).unwrap()).unwrap();
+    assert_eq!(t["resumed_runs"], 2);
+    let swapped = format!("15={},25={}", d.p("cnn25.npz"), d.p("cnn15.npz"));
+    let out = table("15 25", &swapped, true);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("model blake3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A sigma without a model is refused before any run; unused entries are fine.
+    let out = table("15 35", &models, false);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--models names no model for sigma 35"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -7,7 +7,6 @@
 //! image plus the time and traffic of the secure run. Writes `table.md`, `table.csv`,
 //! `table.json` and the figures into `--out-dir`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,17 +18,18 @@ use serde::{Deserialize, Serialize};
 
 use super::demo::{demo, DemoArgs};
 use super::figures;
-use super::inputs::{load_image, model_or_default};
+use super::inputs::load_image;
 use super::receiver::combine;
-use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
-use crate::plain::cnn::Cnn;
 use crate::plain::image::{load as load_png, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
-use crate::plain::model::Model;
-use crate::plain::preprocess::Preprocess;
-use crate::ring::cnn::CnnFixed;
-use crate::ring::plan::FixedParams;
+
+mod models;
+mod record;
+mod report;
+use models::{Models, Net, TableModel};
+use record::{protocol_tag, recorded_pictures, recorded_run, RunRecord, RECORD_FORMAT};
+use report::{csv, markdown, TableDoc};
 
 #[derive(Args)]
 pub struct TableArgs {
@@ -46,12 +46,18 @@ pub struct TableArgs {
     /// Where table.md, table.csv, table.json, the figures and the per-run files go.
     #[arg(long, default_value = "out/table")]
     pub out_dir: PathBuf,
-    /// Trained model; default: the shipped model.
+    /// Trained model for every noise level; default: the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// One model per noise level instead, for sigma-specific models such as DnCNN-S:
+    /// SIGMA=PATH entries separated by commas, e.g. `15=s15.npz,25=s25.npz,50=s50.npz`.
+    /// Every sigma of --sigmas needs one; entries for other sigmas are ignored.
+    #[arg(long, conflicts_with = "model")]
+    pub models: Option<String>,
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
-    /// Patches per batch of the secure protocol (default: the engine's).
+    /// Patches per batch of an MLP's secure runs (default: the engine's); CNN runs use
+    /// the engine's default ReLU batch.
     #[arg(long)]
     pub batch: Option<usize>,
     /// Nonlinearity engine of the secure runs (gmw or gc); the result is the same bit for
@@ -257,56 +263,9 @@ struct Pictures {
     secure: Array2<f64>,
 }
 
-#[allow(clippy::too_many_arguments)]
-/// The table's model: the shipped kind (an MLP) or a CNN.
-enum Net {
-    Mlp(Model),
-    Cnn(Cnn),
-}
-
-impl Net {
-    fn load(path: &Path) -> Result<Net> {
-        Ok(if Cnn::is_cnn_file(path)? {
-            Net::Cnn(Cnn::load(path)?)
-        } else {
-            Net::Mlp(Model::load(path)?)
-        })
-    }
-
-    /// (fixed-point oracle, float) images of `noisy`, as the secure run was set up.
-    fn plaintext(
-        &self,
-        noisy: &GrayImage,
-        pre: &Preprocess,
-        stride: usize,
-        scale: u32,
-    ) -> Result<(Array2<f64>, Array2<f64>, f64)> {
-        let (oracle, float, float_seconds) = match self {
-            Net::Mlp(m) => {
-                let (oracle, _) = run_denoise(m, noisy, pre, stride, Arith::Fixed, scale)?;
-                let tf = Instant::now();
-                let (float, _) = run_denoise(m, noisy, pre, stride, Arith::Float, scale)?;
-                (oracle, float, tf.elapsed().as_secs_f64())
-            }
-            Net::Cnn(m) => {
-                let params = CnnFixed {
-                    s: scale,
-                    ..Default::default()
-                };
-                let (oracle, _) = run_cnn(m, noisy, pre, Arith::Fixed, params)?;
-                let tf = Instant::now();
-                let (float, _) = run_cnn(m, noisy, pre, Arith::Float, params)?;
-                (oracle, float, tf.elapsed().as_secs_f64())
-            }
-        };
-        Ok((oracle, float, float_seconds))
-    }
-}
-
 fn one_run(
     a: &TableArgs,
-    model_path: &Path,
-    model: &Net,
+    model: &TableModel,
     input: &Input,
     input_png: &Path,
     sigma: f64,
@@ -314,7 +273,7 @@ fn one_run(
 ) -> Result<(Run, Pictures)> {
     let d = demo(DemoArgs {
         image: input_png.display().to_string(),
-        model: Some(model_path.to_path_buf()),
+        model: Some(model.path.clone()),
         sigma,
         seed: a.seed,
         stride: a.stride,
@@ -334,7 +293,9 @@ fn one_run(
     let noisy = load_png(workdir.join("noisy.png"))?;
     let (secure, share) = combine(&workdir.join("out.p0"), &workdir.join("out.p1"))?;
     let (oracle, float, float_seconds) =
-        model.plaintext(&noisy, &share.job.pre, a.stride, share.job.scale)?;
+        model
+            .net
+            .plaintext(&noisy, &share.job.pre, a.stride, share.job.scale)?;
     let max_diff = oracle
         .iter()
         .zip(secure.pixels.iter())
@@ -393,159 +354,6 @@ fn one_run(
     ))
 }
 
-/// What a finished run leaves in its directory (`run.json`) so that `--resume` can reuse it:
-/// the run plus everything its numbers depend on besides the image and sigma.
-#[derive(Serialize, Deserialize)]
-struct RunRecord {
-    format: String,
-    /// Tool version and fixed-point settings the run was made with ([`protocol_tag`]).
-    #[serde(default)]
-    protocol: String,
-    seed: u64,
-    stride: usize,
-    model_blake3: String,
-    /// Patches per batch: no effect on the (bit-exact) result, only on time and memory.
-    #[serde(default)]
-    batch: usize,
-    /// The engine of the secure run (records without one were made by the GC engine).
-    #[serde(default = "engine_of_old_records")]
-    engine: EngineKind,
-    run: Run,
-}
-
-fn engine_of_old_records() -> EngineKind {
-    EngineKind::Gc
-}
-
-const RECORD_FORMAT: &str = "ppdenoise-table-run/1";
-
-/// What a run's numbers depend on besides its inputs: the tool version and the fixed-point
-/// settings the secure pipeline uses (the `demo` defaults).
-fn protocol_tag() -> String {
-    let f = FixedParams::default();
-    format!(
-        "ppdenoise {} s={} q={} cs={} zbits={} out_bits={}",
-        env!("CARGO_PKG_VERSION"),
-        f.s,
-        f.q,
-        f.cs,
-        f.zbits,
-        f.out_bits
-    )
-}
-
-/// The earlier run of `input` at `sigma` recorded in `workdir`, when there is one; an error
-/// when the record exists but was made under other settings or its images are missing.
-fn recorded_run(
-    workdir: &Path,
-    input: &Input,
-    clean_input: &Array2<f64>,
-    sigma: f64,
-    a: &TableArgs,
-    model_blake3: &str,
-) -> Result<Option<Run>> {
-    let (seed, stride, engine) = (a.seed, a.stride, a.engine);
-    let path = workdir.join("run.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let rec: RunRecord = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: not a table run record (corrupted?); delete it to run again",
-            path.display()
-        )
-    })?;
-    let mismatch = |what: &str, then: String, now: String| {
-        anyhow::anyhow!(
-            "{}: made with {what} {then}, this table uses {now}; use another --out-dir or drop --resume",
-            path.display()
-        )
-    };
-    if rec.format != RECORD_FORMAT {
-        return Err(mismatch("format", rec.format, RECORD_FORMAT.into()));
-    }
-    if rec.protocol != protocol_tag() {
-        let then = if rec.protocol.is_empty() {
-            "an older ppdenoise (no settings recorded)".to_string()
-        } else {
-            format!("{:?}", rec.protocol)
-        };
-        return Err(mismatch(
-            "tool/fixed point",
-            then,
-            format!("{:?}", protocol_tag()),
-        ));
-    }
-    if rec.seed != seed {
-        return Err(mismatch("seed", rec.seed.to_string(), seed.to_string()));
-    }
-    // Same images either way, but the recorded time and traffic are the engine's.
-    if rec.engine != engine {
-        return Err(mismatch(
-            "engine",
-            rec.engine.to_string(),
-            engine.to_string(),
-        ));
-    }
-    if rec.stride != stride {
-        return Err(mismatch(
-            "stride",
-            rec.stride.to_string(),
-            stride.to_string(),
-        ));
-    }
-    if rec.model_blake3 != model_blake3 {
-        return Err(mismatch(
-            "model blake3",
-            rec.model_blake3,
-            model_blake3.to_string(),
-        ));
-    }
-    if rec.run.image != input.name || rec.run.sigma != sigma {
-        return Err(mismatch(
-            "image/sigma",
-            format!("{} / {}", rec.run.image, rec.run.sigma),
-            format!("{} / {sigma}", input.name),
-        ));
-    }
-    if recorded_png(workdir, "clean.png")?.pixels != *clean_input {
-        bail!(
-            "{}: recorded for a different {} image (its clean.png differs); use another --out-dir or drop --resume",
-            path.display(),
-            input.name
-        );
-    }
-    for f in ["noisy.png", "plaintext.png", "denoised.png"] {
-        if !workdir.join(f).exists() {
-            bail!(
-                "{}: recorded run is missing {f}; delete run.json to run again",
-                workdir.display()
-            );
-        }
-    }
-    Ok(Some(rec.run))
-}
-
-fn recorded_png(workdir: &Path, f: &str) -> Result<GrayImage> {
-    load_png(workdir.join(f)).with_context(|| {
-        format!(
-            "{}: recorded run is missing {f}; delete run.json to run again",
-            workdir.display()
-        )
-    })
-}
-
-/// The images of a recorded run, for the figures.
-fn recorded_pictures(workdir: &Path) -> Result<Pictures> {
-    Ok(Pictures {
-        noisy: recorded_png(workdir, "noisy.png")?.pixels,
-        float: recorded_png(workdir, "plaintext.png")?.pixels,
-        secure: recorded_png(workdir, "denoised.png")?.pixels,
-    })
-}
-
 fn averages(runs: &[Run], sigmas: &[f64]) -> Vec<Average> {
     sigmas
         .iter()
@@ -574,31 +382,6 @@ fn averages(runs: &[Run], sigmas: &[f64]) -> Vec<Average> {
         .collect()
 }
 
-/// Describes the model: its path, content hash and (when present) its JSON card.
-fn model_info(path: &Path, model: &Net) -> serde_json::Value {
-    let hash = std::fs::read(path)
-        .map(|b| blake3::hash(&b).to_hex().to_string())
-        .unwrap_or_default();
-    let card_path = path.with_extension("json");
-    let card: serde_json::Value = std::fs::read_to_string(&card_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let (widths, meta) = match model {
-        Net::Mlp(m) => (m.widths(), serde_json::json!(m.meta)),
-        // A CNN's channels stand where an MLP's widths do; its activation is ReLU.
-        Net::Cnn(m) => (
-            m.channels(),
-            serde_json::json!({"sigma": m.meta.sigma, "residual": m.meta.residual, "activation": "ReLU"}),
-        ),
-    };
-    serde_json::json!({
-        "path": path, "blake3": hash, "widths": widths, "meta": meta,
-        "card_path": if card.is_null() { serde_json::Value::Null } else { serde_json::json!(card_path) },
-        "card": card,
-    })
-}
-
 fn crop_note(inputs: &[Input], max_size: Option<usize>) -> String {
     let n = inputs.iter().filter(|i| i.cropped_from.is_some()).count();
     match max_size {
@@ -610,236 +393,6 @@ fn crop_note(inputs: &[Input], max_size: Option<usize>) -> String {
         Some(m) => format!("no image larger than {m}x{m}: full images"),
         None => "full images (no crop)".into(),
     }
-}
-
-struct TableDoc<'a> {
-    /// Runs taken from an earlier invocation (`--resume`).
-    resumed: usize,
-    a: &'a TableArgs,
-    sigmas: &'a [f64],
-    inputs: &'a [Input],
-    runs: &'a [Run],
-    avgs: &'a [Average],
-    model: &'a serde_json::Value,
-    command: &'a str,
-    figures: &'a [PathBuf],
-}
-
-fn markdown(c: &TableDoc) -> String {
-    let mut m = String::new();
-    let card = &c.model["card"];
-    let exact = c.runs.iter().filter(|r| r.secure_equals_oracle).count();
-    let _ = writeln!(m, "# ppdenoise evaluation table\n");
-    let _ = writeln!(m, "Command: `{}`\n", c.command);
-    let _ = writeln!(
-        m,
-        "- Images: `{}` ({} image(s)); {}.",
-        c.a.images,
-        c.inputs.len(),
-        crop_note(c.inputs, c.a.max_size)
-    );
-    let sizes: Vec<String> = c
-        .inputs
-        .iter()
-        .map(|i| {
-            let (h, w) = i.clean.pixels.dim();
-            match i.cropped_from {
-                Some((oh, ow)) => format!("{} {h}x{w} (of {oh}x{ow})", i.name),
-                None => format!("{} {h}x{w}", i.name),
-            }
-        })
-        .collect();
-    let _ = writeln!(m, "- Sizes: {}.", sizes.join(", "));
-    let _ = writeln!(
-        m,
-        "- Noise: white Gaussian, seed {}, rounded and clipped to 8 bits; stride {}.",
-        c.a.seed, c.a.stride
-    );
-    let hash: String = c.model["blake3"]
-        .as_str()
-        .unwrap_or("")
-        .chars()
-        .take(16)
-        .collect();
-    let _ = writeln!(
-        m,
-        "- Model: `{}` (blake3 {hash}…), layers {}, activation {}, sigma* {}{}.",
-        c.model["path"].as_str().unwrap_or(""),
-        c.model["widths"],
-        c.model["meta"]["activation"].as_str().unwrap_or("?"),
-        c.model["meta"]["sigma"],
-        if card.is_null() {
-            String::new()
-        } else {
-            format!(
-                "; card `{}`: {}, {} patches seen, trained {} min",
-                c.model["card_path"].as_str().unwrap_or(""),
-                card["name"].as_str().unwrap_or("?"),
-                card["patches_seen"],
-                card["training_minutes"]
-            )
-        }
-    );
-    let _ = writeln!(
-        m,
-        "- Plaintext = the float model with the activation it was trained with (the paper's baseline); \
-         Secure = the full two-server protocol (separate server processes, TLS on localhost), decoded \
-         from the servers' output shares. Secure equals the plaintext fixed-point oracle bit for bit \
-         in {exact} of {} runs.",
-        c.runs.len()
-    );
-    if c.resumed > 0 {
-        let _ = writeln!(
-            m,
-            "- {} of the {} runs were recorded by earlier invocations into the same --out-dir and \
-             reused (`--resume`); their time and traffic are as measured then.",
-            c.resumed,
-            c.runs.len()
-        );
-    }
-    let _ = writeln!(m);
-
-    let _ = writeln!(m, "## PSNR (dB) and SSIM\n");
-    let mut head = String::from("| Image | Method |");
-    let mut rule = String::from("|---|---|");
-    for sg in c.sigmas {
-        let _ = write!(head, " σ={sg} PSNR | σ={sg} SSIM |");
-        rule.push_str("---:|---:|");
-    }
-    let _ = writeln!(m, "{head}\n{rule}");
-    let cell = |r: Option<&Run>, f: &dyn Fn(&Run) -> (f64, f64)| match r {
-        Some(r) => {
-            let (p, s) = f(r);
-            format!(" {p:.2} | {s:.3} |")
-        }
-        None => " – | – |".into(),
-    };
-    for i in c.inputs {
-        let find = |sg: f64| c.runs.iter().find(|r| r.image == i.name && r.sigma == sg);
-        let mut l1 = format!("| {} | Plaintext |", i.name);
-        let mut l2 = String::from("| | Secure |");
-        for &sg in c.sigmas {
-            l1.push_str(&cell(find(sg), &|r| (r.psnr_float, r.ssim_float)));
-            l2.push_str(&cell(find(sg), &|r| (r.psnr_secure, r.ssim_secure)));
-        }
-        let _ = writeln!(m, "{l1}\n{l2}");
-    }
-    let mut a1 = String::from("| **Average** | Plaintext |");
-    let mut a2 = String::from("| | Secure |");
-    let mut a3 = String::from("| | Secure − plaintext |");
-    let mut a4 = String::from("| | Noisy input |");
-    for a in c.avgs {
-        let _ = write!(a1, " {:.2} | {:.3} |", a.psnr_float, a.ssim_float);
-        let _ = write!(a2, " {:.2} | {:.3} |", a.psnr_secure, a.ssim_secure);
-        let _ = write!(
-            a3,
-            " {:+.4} | {:+.4} |",
-            a.gap_db,
-            a.ssim_secure - a.ssim_float
-        );
-        let _ = write!(a4, " {:.2} | |", a.psnr_noisy);
-    }
-    let _ = writeln!(m, "{a1}\n{a2}\n{a3}\n{a4}\n");
-    let worst = c.avgs.iter().map(|a| a.max_abs_gap_db).fold(0.0, f64::max);
-    let overall = mean(c.runs.iter().map(|r| r.psnr_secure - r.psnr_float));
-    let _ = writeln!(
-        m,
-        "Secure − plaintext PSNR over all runs: mean {overall:+.4} dB, largest on one image {worst:.4} dB.\n"
-    );
-
-    let _ = writeln!(m, "## Secure runs: time and traffic\n");
-    let _ = writeln!(
-        m,
-        "Servers = wall time of the two server processes running together; traffic = application \
-         bytes each server sent to the other (TLS records add a little); AND gates = AND \
-         gates of the tanh* comparisons (garbled, or on boolean shares with dealer triples).\n"
-    );
-    let _ = writeln!(
-        m,
-        "| Image | Size | σ | Patches | Servers (s) | S0→S1 (MB) | S1→S0 (MB) | AND gates | secure = oracle |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
-    );
-    for r in c.runs {
-        let _ = writeln!(
-            m,
-            "| {} | {}x{} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} |",
-            r.image,
-            r.height,
-            r.width,
-            r.sigma,
-            r.patches,
-            r.serve_seconds,
-            r.s0_bytes_sent as f64 / 1e6,
-            r.s1_bytes_sent as f64 / 1e6,
-            r.and_gates,
-            if r.secure_equals_oracle {
-                "yes (bit-exact)".to_string()
-            } else {
-                format!("NO (max diff {:.3e})", r.max_abs_diff_secure_oracle)
-            }
-        );
-    }
-    let tot_s: f64 = c.runs.iter().map(|r| r.serve_seconds).sum();
-    let tot_b: f64 = c
-        .runs
-        .iter()
-        .map(|r| (r.s0_bytes_sent + r.s1_bytes_sent) as f64)
-        .sum();
-    let _ = writeln!(
-        m,
-        "\nTotal: {} secure runs, {tot_s:.0} s of server time, {:.2} GB of S0<->S1 traffic.\n",
-        c.runs.len(),
-        tot_b / 1e9
-    );
-    if !c.figures.is_empty() {
-        let _ = writeln!(m, "## Figures\n");
-        for f in c.figures {
-            let name = f.file_name().unwrap_or_default().to_string_lossy();
-            let _ = writeln!(m, "![{name}]({name})\n");
-        }
-    }
-    m
-}
-
-fn csv(runs: &[Run]) -> String {
-    let mut out = String::from(
-        "image,height,width,cropped_from,sigma,psnr_noisy,psnr_float,ssim_float,psnr_oracle,ssim_oracle,\
-psnr_secure,ssim_secure,secure_equals_oracle,max_abs_diff_secure_oracle,serve_seconds,protocol_seconds,\
-s0_bytes_sent,s1_bytes_sent,and_gates,patches,gateway_upload_bytes,receiver_download_bytes,float_seconds\n",
-    );
-    for r in runs {
-        let crop = r
-            .cropped_from
-            .map(|(h, w)| format!("{h}x{w}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{:.4},{:.4},{:.5},{:.4},{:.5},{:.4},{:.5},{},{:e},{:.3},{:.3},{},{},{},{},{},{},{:.3}",
-            r.image,
-            r.height,
-            r.width,
-            crop,
-            r.sigma,
-            r.psnr_noisy,
-            r.psnr_float,
-            r.ssim_float,
-            r.psnr_oracle,
-            r.ssim_oracle,
-            r.psnr_secure,
-            r.ssim_secure,
-            r.secure_equals_oracle,
-            r.max_abs_diff_secure_oracle,
-            r.serve_seconds,
-            r.protocol_seconds,
-            r.s0_bytes_sent,
-            r.s1_bytes_sent,
-            r.and_gates,
-            r.patches,
-            r.gateway_upload_bytes,
-            r.receiver_download_bytes,
-            r.float_seconds
-        );
-    }
-    out
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {
@@ -858,20 +411,22 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     }
     let sigmas = parse_sigmas(&a.sigmas)?;
     let inputs = list_inputs(&a.images, a.max_size)?;
-    let model_path = model_or_default(&a.model);
-    let model = Net::load(&model_path)?;
-    let patch = match &model {
-        Net::Mlp(m) => m.patch_shape().output,
-        Net::Cnn(_) => 1,
-    };
-    for i in &inputs {
-        let (h, w) = i.clean.pixels.dim();
-        if h < patch || w < patch {
-            bail!(
-                "{}: {h}x{w} is smaller than the model's {patch}x{patch} output patch",
-                i.name
-            );
+    let models = Models::load(&a.model, a.models.as_deref(), &sigmas)?;
+    for m in models.all() {
+        let patch = m.net.output_patch();
+        for i in &inputs {
+            let (h, w) = i.clean.pixels.dim();
+            if h < patch || w < patch {
+                bail!(
+                    "{}: {h}x{w} is smaller than the {patch}x{patch} output patch of {}",
+                    i.name,
+                    m.path.display()
+                );
+            }
         }
+    }
+    if a.batch.is_some() && models.all().iter().all(|m| matches!(m.net, Net::Cnn(_))) {
+        bail!("--batch sets an MLP's patches per batch; a CNN run uses the engine's ReLU batch");
     }
     let out = &a.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -898,8 +453,6 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     }
 
     let total = inputs.len() * sigmas.len();
-    let minfo = model_info(&model_path, &model);
-    let model_hash = minfo["blake3"].as_str().unwrap_or_default().to_string();
     let mut resumed = 0usize;
     // Every image's run directory and clean input first; with --resume, every existing record
     // is checked now (a foreign or damaged one is refused before hours of new runs).
@@ -916,7 +469,7 @@ pub fn table(a: TableArgs) -> Result<Summary> {
             for (j, &sigma) in sigmas.iter().enumerate() {
                 let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
                 if let Some(run) =
-                    recorded_run(&workdir, input, &clean_input, sigma, &a, &model_hash)?
+                    recorded_run(&workdir, input, &clean_input, sigma, &a, models.of(j))?
                 {
                     recorded.insert((i, j), run);
                 }
@@ -951,15 +504,9 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                         }
                         _ => {}
                     }
-                    let (run, pics) = one_run(
-                        &a,
-                        &model_path,
-                        &model,
-                        input,
-                        &input_png,
-                        sigma,
-                        workdir.clone(),
-                    )?;
+                    let model = models.of(j);
+                    let (run, pics) =
+                        one_run(&a, model, input, &input_png, sigma, workdir.clone())?;
                     if !a.keep_work {
                         remove_bulky(&workdir);
                     }
@@ -968,9 +515,13 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                         protocol: protocol_tag(),
                         seed: a.seed,
                         stride: a.stride,
-                        model_blake3: model_hash.clone(),
-                        batch: a.batch.unwrap_or(a.engine.default_batch()),
+                        model_blake3: model.blake3.clone(),
+                        batch: match model.net {
+                            Net::Mlp(_) => a.batch.unwrap_or(a.engine.default_batch()),
+                            Net::Cnn(_) => a.engine.default_relu_batch(),
+                        },
                         engine: a.engine,
+                        cnn: model.cnn_settings(),
                         run,
                     };
                     write_file(
@@ -1048,10 +599,11 @@ pub fn table(a: TableArgs) -> Result<Summary> {
         a.max_size
             .map(|n| format!(" --max-size {n}"))
             .unwrap_or_default(),
-        a.model
-            .as_ref()
-            .map(|p| format!(" --model {}", p.display()))
-            .unwrap_or_default(),
+        match (&models.spec, &a.model) {
+            (Some(list), _) => format!(" --models \"{list}\""),
+            (None, Some(p)) => format!(" --model {}", p.display()),
+            (None, None) => String::new(),
+        },
         out.display()
     );
     let ctx = TableDoc {
@@ -1061,7 +613,7 @@ pub fn table(a: TableArgs) -> Result<Summary> {
         inputs: &inputs,
         runs: &runs,
         avgs: &avgs,
-        model: &minfo,
+        models: &models,
         command: &command,
         figures: &figures_written,
     };
@@ -1073,7 +625,8 @@ pub fn table(a: TableArgs) -> Result<Summary> {
     let json = serde_json::json!({
         "ok": true, "command": "table", "invocation": command, "images": a.images,
         "sigmas": sigmas, "seed": a.seed, "stride": a.stride, "max_size": a.max_size,
-        "crop": crop_note(&inputs, a.max_size), "model": minfo,
+        "crop": crop_note(&inputs, a.max_size), "model": if models.per_sigma() { serde_json::Value::Null } else { models.of(0).info.clone() },
+        "models": sigmas.iter().enumerate().map(|(j, s)| serde_json::json!({"sigma": s, "model": models.of(j).info})).collect::<Vec<_>>(),
         "secure_equals_oracle": exact, "runs": runs, "averages": avgs,
         "figures": figures_written, "resumed_runs": resumed, "seconds": t0.elapsed().as_secs_f64(),
     });
