@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo test lint bench bench-quick table dncnn table-dncnn rescaling-10m clean
+.PHONY: build demo test lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
 
 build:
 	$(CARGO) build --release
@@ -29,6 +29,16 @@ TABLE_ARGS ?=
 RESUME ?= --resume
 table: build
 	$(BIN) table --images "$(IMAGES)" --sigmas "$(SIGMAS)" --out-dir "$(TABLE_OUT)" $(RESUME) $(TABLE_ARGS)
+
+# CI reproduces a published table: the 64x64 centre crops of set12 at sigma 15/25/35 (shipped
+# model, secure runs) must print exactly the PSNR and SSIM of docs/results-final-crop64.md.
+TABLE_CHECK_REF := docs/results-final-crop64.md
+table-check: build
+	@test -d ../shared/data/set12 || { echo "table-check: ../shared/data/set12 is missing" >&2; exit 1; }
+	python3 scripts/table-check.py --self-test $(TABLE_CHECK_REF)
+	$(BIN) table --images ../shared/data/set12 --sigmas "15 25 35" --max-size 64 --figures none \
+	  --out-dir out/table-check
+	python3 scripts/table-check.py $(TABLE_CHECK_REF) out/table-check/table.json
 
 # DnCNN-S (Zhang et al.), the authors' sigma-specific weights in ../shared/models/dncnn, converted
 # into out/dncnn/ (never committed; h5py from PyPI reads the MATLAB v7.3 files), and the
