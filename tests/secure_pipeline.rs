@@ -120,6 +120,19 @@ impl Job {
         stride: usize,
         batch: usize,
     ) -> Job {
+        Job::new_with(engine, widths, image, stride, batch, &[])
+    }
+
+    /// [`Job::new`] with extra `share-model` flags (fixed-point settings); the image is then
+    /// shared as the model's public header says (`share-image --model model.pub`).
+    fn new_with(
+        engine: EngineKind,
+        widths: Option<&[usize]>,
+        image: &str,
+        stride: usize,
+        batch: usize,
+        model_flags: &[&str],
+    ) -> Job {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let (model, model_npz) = match widths {
@@ -157,13 +170,15 @@ impl Job {
         for n in ["s0", "s1"] {
             job.keygen(n);
         }
-        ok(&[
-            "share-model",
-            "--model",
-            &s(&job.model_npz),
-            "--out",
-            &job.p("model"),
-        ]);
+        let mut share_model = vec![
+            "share-model".to_string(),
+            "--model".into(),
+            s(&job.model_npz),
+            "--out".into(),
+            job.p("model"),
+        ];
+        share_model.extend(model_flags.iter().map(|f| f.to_string()));
+        ok(&share_model);
         ok(&[
             "add-noise",
             "--image",
@@ -175,7 +190,12 @@ impl Job {
             "--out",
             &job.p("noisy.png"),
         ]);
-        job.share_image("image", stride);
+        if model_flags.is_empty() {
+            job.share_image("image", stride);
+        } else {
+            let pubf = job.p("model.pub");
+            job.share_image_with("image", stride, &["--model", &pubf]);
+        }
         job.gen_triplets("model", "image", "triplets", batch);
         job
     }
@@ -190,17 +210,23 @@ impl Job {
     }
 
     fn share_image(&self, out: &str, stride: usize) -> serde_json::Value {
-        ok(&[
-            "share-image",
-            "--image",
-            &self.p("noisy.png"),
-            "--sigma",
-            "25",
-            "--stride",
-            &stride.to_string(),
-            "--out",
-            &self.p(out),
-        ])
+        self.share_image_with(out, stride, &[])
+    }
+
+    fn share_image_with(&self, out: &str, stride: usize, flags: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "share-image".to_string(),
+            "--image".into(),
+            self.p("noisy.png"),
+            "--sigma".into(),
+            "25".into(),
+            "--stride".into(),
+            stride.to_string(),
+            "--out".into(),
+            self.p(out),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        ok(&args)
     }
 
     fn gen_triplets(&self, model: &str, image: &str, out: &str, batch: usize) -> serde_json::Value {
@@ -506,6 +532,85 @@ fn pipeline_shipped_model_bit_exact_with_oracle_with(engine: EngineKind) {
     assert_success(&o1, "S1");
     let (secure, orc, _) = secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
     assert_canvas_equal(&secure, &orc, "shipped model");
+}
+
+/// Issue 14 item 6: bit-exact at fixed-point settings other than the defaults the other tests
+/// use: s = 18, q = 12, cs = 8 and owner-chosen tanh* constants (d1 = 0, so tanh*(0) = 0, and other
+/// breakpoints). The settings must reach the model share as given, and must matter: the
+/// oracle with the paper's constants gives another canvas.
+#[test]
+fn pipeline_non_default_fixed_point_bit_exact_with_oracle() {
+    for engine in ENGINES {
+        pipeline_non_default_fixed_point_bit_exact_with_oracle_with(engine);
+    }
+}
+
+fn pipeline_non_default_fixed_point_bit_exact_with_oracle_with(engine: EngineKind) {
+    use ppdenoise::ring::plan::FixedParams;
+    use ppdenoise::ring::tanhstar::TanhStar;
+    let tanh = TanhStar {
+        n1: -0.25,
+        c1: 0.98,
+        d1: 0.0,
+        n2: -0.09,
+        c2: 0.45,
+        d2: 0.43,
+        a: 1.4,
+        b: 2.4,
+    };
+    let consts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(consts.path(), serde_json::to_string(&tanh).unwrap()).unwrap();
+    let cpath = s(consts.path());
+    // cs = 8: with the default cs = 10 the output scale (s + 2q + cs = 52) leaves no room for
+    // the canvas sums, which share-model refuses.
+    let flags = [
+        "--scale",
+        "18",
+        "--act-bits",
+        "12",
+        "--coef-bits",
+        "8",
+        "--tanh-constants",
+        &cpath,
+    ];
+    let job = Job::new_with(engine, Some(SMALL), "builtin:phantom:24", 2, 50, &flags);
+    let [o0, o1] = job.serve_both(&ServeFiles::standard(), LIMIT);
+    assert_success(&o0, "S0");
+    assert_success(&o1, "S1");
+    let (_, ms): (Header, ModelShare) =
+        load(&job.path("model.p0"), Kind::ModelShare, Some(0)).unwrap();
+    let want = FixedParams {
+        s: 18,
+        q: 12,
+        cs: 8,
+        tanh,
+        ..FixedParams::default()
+    };
+    assert_eq!(ms.plan.params, want, "share-model did not take the flags");
+    let (secure, orc, geo) =
+        secure_and_oracle(&job, ["out.p0", "out.p1"], ["image.p0", "image.p1"]);
+    assert_canvas_equal(&secure, &orc, "s = 18, q = 12, cs = 8, custom tanh*");
+    let paper = Plan::from_model(
+        &job.model,
+        FixedParams {
+            tanh: TanhStar::PAPER,
+            ..want
+        },
+    )
+    .unwrap();
+    let (_, i0): (Header, ImageShare) =
+        load(&job.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+    assert_eq!(
+        i0.job.scale, 18,
+        "the image was not encoded at the model's scale"
+    );
+    let noisy = ppdenoise::plain::image::load(job.path("noisy.png")).unwrap();
+    let enc = oracle::encode_image(&noisy.pixels, &i0.job.pre, 18);
+    assert_ne!(
+        oracle::run(&paper, &geo, &enc, 64).canvas,
+        secure,
+        "the tanh* constants made no difference: the test would not see them ignored"
+    );
 }
 
 // ------------------------------------------------------------------------------------------

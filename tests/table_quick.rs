@@ -6,7 +6,13 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+use ppdenoise::plain::geometry::Geometry;
+use ppdenoise::plain::image::{load as load_png, quantize_u8};
+use ppdenoise::plain::metrics::psnr;
+use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::ring::oracle;
+use ppdenoise::ring::plan::{FixedParams, Plan};
 
 fn tiny_meta() -> ModelMeta {
     ModelMeta {
@@ -51,6 +57,35 @@ fn run_table(dir: &Path, images: &str, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Recomputed from the files a run left, not taken from the binary's JSON: the receiver's
+/// denoised PNG equals the fixed-point oracle run here on the noisy PNG the gateway shared,
+/// and the recorded secure PSNR is that image's.
+fn assert_secure_is_oracle(run_dir: &Path, model: &Path, r: &serde_json::Value) {
+    let m = Model::load(model).unwrap();
+    let plan = Plan::from_model(&m, FixedParams::default()).unwrap();
+    let noisy = load_png(run_dir.join("noisy.png")).unwrap();
+    let secure = load_png(run_dir.join("denoised.png")).unwrap();
+    let clean = load_png(run_dir.join("clean.png")).unwrap();
+    let (h, w) = noisy.pixels.dim();
+    let pre = Preprocess::new(25.0, m.meta.sigma, true);
+    let geo = Geometry::new(h, w, plan.patch, 3);
+    let enc = oracle::encode_image(&noisy.pixels, &pre, plan.params.s);
+    let canvas = oracle::run(&plan, &geo, &enc, 64).canvas;
+    let dec = quantize_u8(&oracle::decode_canvas(&canvas, &geo, &pre, plan.out_scale));
+    assert_eq!(
+        secure.pixels,
+        dec,
+        "{}: secure != oracle",
+        run_dir.display()
+    );
+    let p = psnr(&clean.pixels, &secure.pixels, 255.0);
+    assert_eq!(
+        r["psnr_secure"].as_f64(),
+        Some(p),
+        "recorded PSNR is not the image's"
+    );
+}
+
 fn png_ok(p: &Path) {
     let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     assert!(img.width() > 0 && img.height() > 0);
@@ -83,6 +118,11 @@ fn quick_table_is_consistent() {
     }
     assert_eq!(f("psnr_secure"), f("psnr_oracle"));
     assert_eq!(f("ssim_secure"), f("ssim_oracle"));
+    assert_secure_is_oracle(
+        &out.join("runs/phantom_32/sigma25"),
+        &dir.path().join("tiny.npz"),
+        r,
+    );
     assert!(r["and_gates"].as_u64().unwrap() > 0);
     assert!(r["s0_bytes_sent"].as_u64().unwrap() > 0);
     assert!(r["s1_bytes_sent"].as_u64().unwrap() > 0);
@@ -144,6 +184,11 @@ fn max_size_crops_and_says_so() {
         (Some(32), Some(32))
     );
     assert_eq!(r["cropped_from"], serde_json::json!([40, 40]));
+    assert_secure_is_oracle(
+        &dir.path().join("table/runs/phantom_40/sigma25"),
+        &dir.path().join("tiny.npz"),
+        r,
+    );
     let md = std::fs::read_to_string(dir.path().join("table/table.md")).unwrap();
     assert!(md.contains("centre-cropped to at most 32x32"), "{md}");
     assert!(md.contains("phantom_40 32x32 (of 40x40)"), "{md}");
