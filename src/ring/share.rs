@@ -71,6 +71,7 @@ pub struct Prg(ChaCha20Rng);
 
 impl Prg {
     pub fn new(seed: &Seed, stream: Stream) -> Prg {
+        stream_log::note(seed, stream);
         let mut r = ChaCha20Rng::from_seed(*seed);
         r.set_stream(stream.id());
         Prg(r)
@@ -90,6 +91,55 @@ impl Prg {
 
     pub fn rng(&mut self) -> &mut ChaCha20Rng {
         &mut self.0
+    }
+}
+
+/// A test hook that proves each (seed, stream) pair is drawn once: while a test has it on,
+/// every [`Prg`] built anywhere in the process is logged as (seed fingerprint, stream id).
+/// Off by default; nothing in the tool turns it on. The log holds a hash of the seed, never
+/// the seed.
+pub mod stream_log {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use super::{Seed, Stream};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static LOG: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+    /// Clears the log and starts recording.
+    pub fn start() {
+        LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        ON.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops recording and returns what was drawn since [`start`].
+    pub fn take() -> Vec<(u64, u64)> {
+        ON.store(false, Ordering::SeqCst);
+        std::mem::take(&mut *LOG.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// (seed fingerprint, stream id) pairs that occur more than once in `log`.
+    pub fn repeated(log: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        let mut sorted = log.to_vec();
+        sorted.sort_unstable();
+        let mut out: Vec<(u64, u64)> = sorted
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        out.dedup();
+        out
+    }
+
+    pub(super) fn note(seed: &Seed, stream: Stream) {
+        if ON.load(Ordering::Relaxed) {
+            let h = blake3::hash(seed);
+            let fp = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+            LOG.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((fp, stream.id()));
+        }
     }
 }
 
