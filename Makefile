@@ -73,7 +73,8 @@ bench-quick: build
 	$(BIN) bench --quick --workdir out/bench-quick --out out/bench-quick/bench.json
 
 # The exactness claim at full scale: 10^7 secure rescalings per engine (garbled circuits and
-# boolean shares), zero off by an ulp.
+# boolean shares) through the circuits the pipeline runs (tanh* selection, ReLU), zero off by
+# an ulp.
 rescaling-10m:
 	$(CARGO) test --release --test rescaling -- --ignored --nocapture ten_million
 

@@ -1,10 +1,11 @@
 //! The exact secure rescaling (the trap of the paper's Fig. 6): at least 10^7 random
-//! truncations at realistic magnitudes through each engine's truncation circuit (garbled:
-//! `GcEvaluator::truncate` for S0, `GcGarbler::truncate` for S1, base OTs from the dealer;
-//! boolean: `GmwParty::truncate` with dealer AND triples and daBits; an in-memory channel
-//! between two threads). Every result must equal floor(V / 2^sh) exactly: the design is
-//! exact, so the test asserts exact equality (zero results off by even one ulp), not a
-//! one-ulp tolerance.
+//! truncations at realistic magnitudes through the activation circuits the pipeline runs,
+//! where the truncation is folded in: the MLP's tanh* selection (`Nonlinear::select`, outputs
+//! |x|', the region bits and the sign of x = floor(V / 2^sh)) and the CNN's ReLU
+//! (`Nonlinear::relu`, max(0, x)), half of the chunks each, on both engines (garbled: base OTs
+//! from the dealer; boolean: dealer AND triples, daBits and edaBits; an in-memory channel
+//! between two threads). Every output is compared with values computed here from `V >> sh`
+//! (not with the oracle's code) and must be exact: zero results off by even one ulp.
 //!
 //! `one_million_exact_secure_rescalings_*` run 10^6 per engine in every `cargo test`;
 //! `ten_million_exact_secure_rescalings_*` (ignored by default: run with `-- --ignored`) run
@@ -19,6 +20,7 @@ use rand_chacha::ChaCha20Rng;
 
 use ppdenoise::dealer::boolean::deal_run;
 use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::ring::plan::ActConsts;
 use ppdenoise::twopc::channel::mem_pair;
 use ppdenoise::twopc::engines::EngineKind;
 use ppdenoise::twopc::gc::{ActCircuit, TruncParams};
@@ -63,10 +65,64 @@ fn sample(rng: &mut ChaCha20Rng, sh: u32, k: u32) -> i64 {
     }
 }
 
+/// Selection constants for (sh, k) as a plan would make them: x = floor(V / 2^sh) has
+/// k - 4 fractional bits (|x| < 8), a = 1.52 and b = 2.57 (the paper's breakpoints). Only
+/// the selection outputs are checked, so the polynomial coefficients stay zero.
+fn consts(sh: u32, k: u32) -> ActConsts {
+    let fix = |x: f64| (x * ((k - 4) as f64).exp2()).round() as u64;
+    ActConsts {
+        sh,
+        k,
+        a_fix: fix(1.52),
+        b_fix: fix(2.57),
+        n: [0; 2],
+        c: [0; 2],
+        d: [0; 2],
+        sat: 0,
+    }
+}
+
+/// V whose truncation x lies within 3 of 0, ±a or ±b (both sides of each breakpoint), with
+/// random dropped bits.
+fn sample_near_breakpoints(rng: &mut ChaCha20Rng, c: &ActConsts) -> i64 {
+    let bp = [0, c.a_fix, c.b_fix][rng.gen_range(0..3)] as i64;
+    let x = if rng.gen_bool(0.5) { bp } else { -bp - 1 } + rng.gen_range(-3..=3);
+    (x << c.sh) + rng.gen_range(0..(1i64 << c.sh))
+}
+
+/// What the selection circuit must output for V, from `V >> sh` alone:
+/// (|x|' mod 2^bitlen(b), |x|' <= a, a < |x|' <= b, and each with x < 0, x < 0), where
+/// |x|' = x for x >= 0 and -x - 1 below.
+fn want_selection(c: &ActConsts, v: i64) -> [u64; 6] {
+    let x = v >> c.sh;
+    let neg = x < 0;
+    let m = if neg { -x - 1 } else { x } as u64;
+    let (r1, r2) = (m <= c.a_fix, m > c.a_fix && m <= c.b_fix);
+    let bits = u64::BITS - c.b_fix.leading_zeros();
+    [
+        m & ((1u64 << bits) - 1),
+        r1 as u64,
+        r2 as u64,
+        (r1 && neg) as u64,
+        (r2 && neg) as u64,
+        neg as u64,
+    ]
+}
+
+/// The circuit a chunk runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Circuit {
+    Select,
+    Relu,
+}
+
 #[derive(Default)]
 struct Tally {
     done: usize,
     wrong: usize,
+    /// Through the tanh* selection and through ReLU.
+    selected: usize,
+    relus: usize,
     per_param: Vec<usize>,
     max_mag: u64,
     negatives: usize,
@@ -110,8 +166,21 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
     while t.done < total {
         let pi = round % PARAMS.len();
         let (sh, k) = PARAMS[pi];
+        let c = consts(sh, k);
+        // Circuits alternate chunk by chunk, and swap over after each pass through PARAMS,
+        // so that every (sh, k) goes through both.
+        let circuit = if (round + round / PARAMS.len()) % 2 == 0 {
+            Circuit::Select
+        } else {
+            Circuit::Relu
+        };
         let n = CHUNK.min(total - t.done);
-        let v: Vec<i64> = (0..n).map(|_| sample(&mut rng, sh, k)).collect();
+        let v: Vec<i64> = (0..n)
+            .map(|i| match (circuit, i % 4) {
+                (Circuit::Select, 0) => sample_near_breakpoints(&mut rng, &c),
+                _ => sample(&mut rng, sh, k),
+            })
+            .collect();
         // Random u64 shares: s0 uniform, s1 = V - s0 (mod 2^64).
         let s0: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
         let s1: Vec<u64> = v
@@ -128,29 +197,73 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
             layer: 0,
             batch: round as u32,
         };
-        let circ = ActCircuit::Trunc(TruncParams { sh, k });
+        let circ = match circuit {
+            Circuit::Select => ActCircuit::tanh_star(&c),
+            Circuit::Relu => ActCircuit::Relu(TruncParams { sh, k }),
+        };
         let [mut q0, mut q1] = randomness(kind, &circ, n, at);
-        let (r0, r1) = std::thread::scope(|sc| {
-            let h0 = sc.spawn(|| ev.truncate(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
-            let h1 = sc.spawn(|| gb.truncate(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
-            (h0.join().unwrap(), h1.join().unwrap())
-        });
+        // Per element: the six selection outputs, or the one ReLU output.
+        let (got, width): (Vec<u64>, usize) = match circuit {
+            Circuit::Select => {
+                let (r0, r1) = std::thread::scope(|sc| {
+                    let h0 = sc.spawn(|| ev.select(&mut c0, &mut q0, at, &c, &s0).unwrap());
+                    let h1 = sc.spawn(|| gb.select(&mut c1, &mut q1, at, &c, &s1).unwrap());
+                    (h0.join().unwrap(), h1.join().unwrap())
+                });
+                let add = |a: &[u64], b: &[u64], i: usize| a[i].wrapping_add(b[i]);
+                let all = (0..n)
+                    .flat_map(|i| {
+                        [
+                            add(&r0.tc, &r1.tc, i),
+                            add(&r0.r1, &r1.r1, i),
+                            add(&r0.r2, &r1.r2, i),
+                            add(&r0.s1, &r1.s1, i),
+                            add(&r0.s2, &r1.s2, i),
+                            add(&r0.sgn, &r1.sgn, i),
+                        ]
+                    })
+                    .collect();
+                (all, 6)
+            }
+            Circuit::Relu => {
+                let (r0, r1) = std::thread::scope(|sc| {
+                    let h0 = sc.spawn(|| ev.relu(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
+                    let h1 = sc.spawn(|| gb.relu(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
+                    (h0.join().unwrap(), h1.join().unwrap())
+                });
+                assert_eq!((r0.len(), r1.len()), (n, n));
+                (
+                    r0.iter()
+                        .zip(&r1)
+                        .map(|(a, b)| a.wrapping_add(*b))
+                        .collect(),
+                    1,
+                )
+            }
+        };
         if kind == EngineKind::Gmw {
             // Every dealer value was used, once.
             q0.finish().unwrap();
             q1.finish().unwrap();
         }
-        assert_eq!(r0.len(), n);
-        assert_eq!(r1.len(), n);
+        assert_eq!(got.len(), n * width);
         for i in 0..n {
-            let got = r0[i].wrapping_add(r1[i]) as i64;
-            let want = v[i] >> sh; // arithmetic shift = floor(V / 2^sh)
+            let got = &got[i * width..(i + 1) * width];
+            let want: Vec<u64> = match circuit {
+                Circuit::Select => want_selection(&c, v[i]).to_vec(),
+                // max(0, floor(V / 2^sh)): an arithmetic shift is the floor.
+                Circuit::Relu => vec![(v[i] >> sh).max(0) as u64],
+            };
             if got != want {
                 if t.wrong < 10 {
                     eprintln!(
-                        "sh {sh} k {k}: V = {} -> got {got}, want {want} (off by {})",
+                        "{} sh {sh} k {k}: V = {} -> got {got:?}, want {want:?}",
+                        if circuit == Circuit::Select {
+                            "select"
+                        } else {
+                            "ReLU"
+                        },
                         v[i],
-                        got.wrapping_sub(want)
                     );
                 }
                 t.wrong += 1;
@@ -159,6 +272,10 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
             t.negatives += (v[i] < 0) as usize;
         }
         t.per_param[pi] += n;
+        match circuit {
+            Circuit::Select => t.selected += n,
+            Circuit::Relu => t.relus += n,
+        }
         t.done += n;
         round += 1;
     }
@@ -222,14 +339,19 @@ fn rescalings(kind: EngineKind, default_total: usize) {
         t.max_mag = t.max_mag.max(x.max_mag);
         t.negatives += x.negatives;
         t.share_wraps += x.share_wraps;
+        t.selected += x.selected;
+        t.relus += x.relus;
         for (a, b) in t.per_param.iter_mut().zip(&x.per_param) {
             *a += b;
         }
     }
     let done = t.done;
     eprintln!(
-        "{kind}: {done} secure rescalings in {secs:.1} s ({:.0}/s, {pairs} pairs); {} wrong; \
-         per (sh, k): {:?}; max |V| = 2^{:.2}; {} negative; {} share pairs wrapped mod 2^64",
+        "{kind}: {done} secure rescalings ({} through the tanh* selection, {} through ReLU) in \
+         {secs:.1} s ({:.0}/s, {pairs} pairs); {} wrong; per (sh, k): {:?}; max |V| = 2^{:.2}; \
+         {} negative; {} share pairs wrapped mod 2^64",
+        t.selected,
+        t.relus,
         done as f64 / secs,
         t.wrong,
         PARAMS.iter().zip(&t.per_param).collect::<Vec<_>>(),
@@ -243,6 +365,11 @@ fn rescalings(kind: EngineKind, default_total: usize) {
         t.wrong
     );
     assert_eq!(done, total);
+    assert_eq!(t.selected + t.relus, done);
+    assert!(
+        total < 4 << 16 || (t.selected >= done / 3 && t.relus >= done / 3),
+        "both circuits carry a share of the rescalings"
+    );
     assert!(t.per_param.iter().all(|&c| c > 0) || total < PARAMS.len() << 16);
     // The samples really are at realistic magnitudes and the shares really wrap.
     assert!(

@@ -323,18 +323,6 @@ impl<T: GcRole> Nonlinear for T {
         Ok(SelShares::from_grouped(&shares))
     }
 
-    fn truncate(
-        &mut self,
-        ch: &mut dyn Channel,
-        _rand: &mut PartyRandomness,
-        _at: Slot,
-        sh: u32,
-        k: u32,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError> {
-        self.run_circuit(ch, &ActCircuit::Trunc(TruncParams { sh, k }), v)
-    }
-
     fn relu(
         &mut self,
         ch: &mut dyn Channel,

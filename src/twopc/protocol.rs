@@ -47,16 +47,6 @@ pub trait Nonlinear {
         c: &ActConsts,
         v: &[u64],
     ) -> Result<SelShares, ProtocolError>;
-    /// Arithmetic shares of the exact truncation floor(v / 2^sh), as a signed k-bit value.
-    fn truncate(
-        &mut self,
-        ch: &mut dyn Channel,
-        rand: &mut PartyRandomness,
-        at: Slot,
-        sh: u32,
-        k: u32,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError>;
     /// Arithmetic shares of max(0, floor(v / 2^sh)), the signed k-bit truncation's ReLU
     /// (a CNN hidden layer's activation).
     fn relu(

@@ -205,23 +205,6 @@ impl TruncParams {
         }
         Ok(())
     }
-
-    /// B2A layout reading the k output bits as a signed two's-complement
-    /// value: weights 2^j, and -2^(k-1) for the top bit; one group.
-    pub fn b2a_layout(&self) -> (Vec<u64>, Vec<usize>) {
-        let k = self.k as usize;
-        let w = (0..k)
-            .map(|j| {
-                let wj = 1u64 << j;
-                if j + 1 == k {
-                    wj.wrapping_neg()
-                } else {
-                    wj
-                }
-            })
-            .collect();
-        (w, vec![k])
-    }
 }
 
 /// The integer function of [`trunc_out`]: the k-bit pattern of x.
@@ -299,7 +282,6 @@ pub fn relu_out<C: Circuit>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActCircuit {
     TanhSelect(ActParams),
-    Trunc(TruncParams),
     /// max(0, exact truncation): a CNN hidden layer's activation.
     Relu(TruncParams),
 }
@@ -318,7 +300,6 @@ impl ActCircuit {
     pub fn validate(&self) -> Result<(), ParamError> {
         match self {
             ActCircuit::TanhSelect(p) => p.validate(),
-            ActCircuit::Trunc(p) => p.validate(),
             ActCircuit::Relu(p) if p.k < 2 => {
                 Err(ParamError(format!("ReLU needs k >= 2, got {}", p.k)))
             }
@@ -330,7 +311,7 @@ impl ActCircuit {
     pub fn n(&self) -> usize {
         match self {
             ActCircuit::TanhSelect(p) => p.n(),
-            ActCircuit::Trunc(p) | ActCircuit::Relu(p) => p.n(),
+            ActCircuit::Relu(p) => p.n(),
         }
     }
 
@@ -338,7 +319,6 @@ impl ActCircuit {
     pub fn out_len(&self) -> usize {
         match self {
             ActCircuit::TanhSelect(p) => p.out_len(),
-            ActCircuit::Trunc(p) => p.k as usize,
             ActCircuit::Relu(p) => p.k as usize - 1,
         }
     }
@@ -346,7 +326,6 @@ impl ActCircuit {
     pub fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire> {
         match self {
             ActCircuit::TanhSelect(p) => tanh_select(c, p, g, e),
-            ActCircuit::Trunc(p) => trunc_out(c, p, g, e),
             ActCircuit::Relu(p) => relu_out(c, p, g, e),
         }
     }
@@ -360,12 +339,11 @@ impl ActCircuit {
     }
 
     /// B2A weights and groups for `items` elements, element after element;
-    /// per element: `tc, r1, r2, s1, s2, sgn` for tanh_select, one signed
-    /// value for trunc, one unsigned value for ReLU.
+    /// per element: `tc, r1, r2, s1, s2, sgn` for tanh_select, one unsigned
+    /// value for ReLU.
     pub fn b2a_layout(&self, items: usize) -> (Vec<u64>, Vec<usize>) {
         let (w, g) = match self {
             ActCircuit::TanhSelect(p) => p.b2a_layout(),
-            ActCircuit::Trunc(p) => p.b2a_layout(),
             ActCircuit::Relu(p) => {
                 let k = p.k as usize - 1;
                 ((0..k).map(|j| 1u64 << j).collect(), vec![k])
@@ -871,7 +849,7 @@ mod tests {
         // Sizes with and without a partial group of LANES elements.
         for (circ, items) in [
             (ActCircuit::TanhSelect(p), 43),
-            (ActCircuit::Trunc(q), 16),
+            (ActCircuit::Relu(q), 16),
             (ActCircuit::TanhSelect(paper(24)), 5),
             (ActCircuit::Relu(TruncParams { sh: 12, k: 20 }), 21),
         ] {
@@ -911,10 +889,6 @@ mod tests {
                         let want = [tc, r1 as u64, r2 as u64, s1b as u64, s2b as u64, sgn as u64];
                         assert_eq!(&sum[6 * i..6 * i + 6], &want, "item {i}");
                     }
-                    ActCircuit::Trunc(q) => {
-                        let x = sign_extend(trunc_out_ref(q, s1[i], s0[i]), q.k);
-                        assert_eq!(sum[i], x, "item {i}");
-                    }
                     ActCircuit::Relu(q) => {
                         assert_eq!(sum[i], relu_out_ref(q, s1[i], s0[i]), "item {i}");
                     }
@@ -922,7 +896,7 @@ mod tests {
             }
         }
         // A wrong label count from the peer is an error, not a panic.
-        let circ = ActCircuit::Trunc(q);
+        let circ = ActCircuit::Relu(q);
         assert!(evaluate_batch(&mut tp.evaluator, &circ, &[], &[Block::ZERO; 60]).is_err());
     }
 }

@@ -307,18 +307,6 @@ impl Nonlinear for GmwParty {
         Ok(SelShares::from_grouped(&shares))
     }
 
-    fn truncate(
-        &mut self,
-        ch: &mut dyn Channel,
-        rand: &mut PartyRandomness,
-        at: Slot,
-        sh: u32,
-        k: u32,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError> {
-        self.run_circuit(ch, rand, at, &ActCircuit::Trunc(TruncParams { sh, k }), v)
-    }
-
     fn relu(
         &mut self,
         ch: &mut dyn Channel,

@@ -314,7 +314,7 @@ mod tests {
                 a_fix: 20,
                 b_fix: 7,
             }),
-            ActCircuit::Trunc(TruncParams { sh: 36, k: 24 }),
+            ActCircuit::Relu(TruncParams { sh: 36, k: 24 }),
         ] {
             let net = Netlist::record_with(&circ, false);
             assert_eq!(net.and_gates() as u64, circ.and_gates());
@@ -342,7 +342,7 @@ mod tests {
                 b_fix: 2632,
             }),
             ActCircuit::Relu(TruncParams { sh: 10, k: 18 }),
-            ActCircuit::Trunc(TruncParams { sh: 12, k: 20 }),
+            ActCircuit::Relu(TruncParams { sh: 12, k: 44 }),
         ] {
             let net = Netlist::record(&circ);
             let bare = Netlist::record_with(&circ, false);
