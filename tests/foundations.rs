@@ -922,3 +922,113 @@ fn every_subcommand_prints_one_line_of_json() {
     assert_eq!(v["ok"], false);
     assert!(v["error"].as_str().unwrap().contains("missing.p0"));
 }
+
+// ------------------------------------------------------------------------------------------
+// Independent references for the shipped model (issue 14 item 3): what the code it was
+// trained with makes of an image, and what it is for.
+
+fn shipped_model() -> Model {
+    Model::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/default-model.npz"
+    )))
+    .unwrap()
+}
+
+/// fixtures/default-model-reference.json is train.py's own numpy forward pass, padding and
+/// aggregation (training/reference.py) on a 41x37 asymmetric noisy image: the float path must
+/// agree to 1e-4 of the pixel range and the fixed-point oracle to within its quantisation.
+#[test]
+fn float_path_matches_train_py_reference() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/default-model-reference.json"
+    ))
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (h, w) = (
+        r["height"].as_u64().unwrap() as usize,
+        r["width"].as_u64().unwrap() as usize,
+    );
+    assert_ne!(
+        h, w,
+        "a square reference would let a transposed layout through"
+    );
+    let model = shipped_model();
+    assert_eq!(r["stride"], 3);
+    assert_eq!(
+        r["aggregation_sigma"].as_f64(),
+        Some(model.meta.aggregation_sigma)
+    );
+    let px = |k: &str| -> Vec<f64> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let noisy = Array2::from_shape_vec((h, w), px("noisy")).unwrap();
+    let want = Array2::from_shape_vec((h, w), px("denoised")).unwrap();
+    let pre = Preprocess::new(25.0, model.meta.sigma, true);
+    let float = denoise_float(&model, &noisy, &pre, 3, None, &TanhStar::PAPER);
+    let worst = |got: &Array2<f64>| {
+        got.iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs() / 255.0)
+            .fold(0.0f64, f64::max)
+    };
+    let f = worst(&float);
+    eprintln!("float vs train.py: max {f:.2e} of the pixel range");
+    assert!(f < 1e-4, "float path differs from train.py by {f:.2e}");
+    // The transposed image through the model is far from the reference (the test can see it).
+    let transposed = denoise_float(
+        &model,
+        &noisy.t().to_owned(),
+        &pre,
+        3,
+        None,
+        &TanhStar::PAPER,
+    );
+    assert!(worst(&transposed.t().to_owned()) > 1e-2);
+    // The fixed-point oracle, as the servers compute it, within its quantisation error.
+    let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+    let geo = Geometry::new(h, w, plan.patch, 3);
+    let enc = oracle::encode_image(&noisy, &pre, plan.params.s);
+    let canvas = oracle::run(&plan, &geo, &enc, 64).canvas;
+    let fixed = oracle::decode_canvas(&canvas, &geo, &pre, plan.out_scale);
+    let q = worst(&fixed) * 255.0;
+    eprintln!("fixed-point oracle vs train.py: max {q:.3} grey levels");
+    assert!(q < 0.5, "oracle differs from train.py by {q} grey levels");
+}
+
+/// What the shipped model is for: at sigma 25 on the built-in 128x128 phantom (which no one
+/// trained on; its black background clips half the noise, which the model was never shown)
+/// it gains at least 4 dB over the noisy input, in float and in fixed point (measured at
+/// 7b14a54: noisy 21.91, float 26.34, fixed 26.34 dB). A broken layout or sign gains nothing.
+#[test]
+fn shipped_model_denoises_the_phantom() {
+    use ppdenoise::plain::image::{add_noise, quantize_u8};
+    use ppdenoise::plain::metrics::psnr;
+    let model = shipped_model();
+    let clean = ppdenoise::plain::phantom::shepp_logan(128);
+    let noisy = quantize_u8(&add_noise(&clean, 25.0, 7).pixels);
+    let pre = Preprocess::new(25.0, model.meta.sigma, true);
+    let float = quantize_u8(&denoise_float(
+        &model,
+        &noisy,
+        &pre,
+        3,
+        None,
+        &TanhStar::PAPER,
+    ));
+    let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+    let geo = Geometry::new(128, 128, plan.patch, 3);
+    let enc = oracle::encode_image(&noisy, &pre, plan.params.s);
+    let canvas = oracle::run(&plan, &geo, &enc, 64).canvas;
+    let fixed = quantize_u8(&oracle::decode_canvas(&canvas, &geo, &pre, plan.out_scale));
+    let p = |x: &Array2<f64>| psnr(&clean.pixels, x, 255.0);
+    let (pn, pf, pq) = (p(&noisy), p(&float), p(&fixed));
+    eprintln!("phantom 128, sigma 25: noisy {pn:.2} dB, float {pf:.2} dB, fixed {pq:.2} dB");
+    assert!(pf - pn >= 4.0, "float gains only {:.2} dB", pf - pn);
+    assert!(pq - pn >= 4.0, "fixed point gains only {:.2} dB", pq - pn);
+}
