@@ -50,13 +50,15 @@ dncnn: $(foreach s,$(DNCNN_SIGMAS),out/dncnn/s$(s).npz)
 
 # A converted file is kept: converting again would give another hash (zip timestamps), and
 # `--resume` rightly refuses runs made with another model file.
-out/dncnn/s%.npz: | .venv-import/bin/python
+out/dncnn/s%.npz: | .venv-import/.ok
 	mkdir -p out/dncnn
 	.venv-import/bin/python scripts/import-dncnn.py "$(DNCNN)/sigma=$*.mat" $@ --sigma $*
 
-.venv-import/bin/python:
-	python3 -m venv .venv-import
+# The stamp is written only once pip has succeeded, so a failed install is retried.
+.venv-import/.ok:
+	test -d .venv-import || python3 -m venv .venv-import
 	.venv-import/bin/pip install --quiet h5py numpy
+	touch $@
 
 table-dncnn: build dncnn
 	$(BIN) table --images "$(IMAGES)" --sigmas "$(DNCNN_SIGMAS)" --out-dir out/table-dncnn $(RESUME) \

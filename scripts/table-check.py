@@ -36,6 +36,8 @@ def parse_page(text):
         if not line.startswith("|"):
             break
         cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) < 2:
+            raise SystemExit(f"reference page: cannot read the row {line!r}")
         if cols[0]:
             image = cols[0].replace("**", "")
         method = cols[1]
@@ -109,6 +111,9 @@ def main(argv):
     with open(argv[2], encoding="utf-8") as f:
         fresh = fresh_cells(json.load(f))
     n, diffs = compare(ref, fresh)
+    if n == 0 and not diffs:
+        print(f"table-check: {argv[2]} has no run to compare", file=sys.stderr)
+        return 1
     if diffs:
         print(f"table-check: {len(diffs)} difference(s) from {argv[1]}:", file=sys.stderr)
         for d in diffs:

@@ -354,7 +354,7 @@ fn run_job(
     let (t0, t1) =
         dealer::generate_for_mask(&job, &plan.widths(), plan.patch, batch, &deal, model_mask);
     let trip = [t0, t1];
-    let streams = streams.dealt();
+    let streams = streams.dealt(&[trip[0].seed, trip[1].seed]);
     // Fresh ids for the session tag, as the real files carry.
     let mut tag = Vec::new();
     for _ in 0..3 {
@@ -404,66 +404,58 @@ fn run_job(
     }
 }
 
-/// Issue 14 item 7: every (seed, stream) the dealer draws is drawn by the dealer once, and by
-/// the servers exactly once, and the servers draw nothing from the job seeds that the dealer
-/// did not. The PRG log is process-wide, so the tests that draw run one at a time ([`serial`]).
+/// Issue 14 item 7: every (seed, stream) of the job's seeds that the dealer draws is drawn by
+/// the dealer once and by the servers exactly once, and the servers draw nothing from the job
+/// seeds that the dealer did not. The PRG log is process-wide: a check holds [`WINDOW`] from
+/// start to end so that no other job's check clears it, and looks only at its own job's seeds,
+/// so other tests drawing meanwhile do not matter.
 struct StreamCheck {
+    _window: std::sync::MutexGuard<'static, ()>,
     dealt: Vec<(u64, u64)>,
 }
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Taken by every test that draws from a PRG, so that the process-wide log holds one job's.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// The draws of `log` from `seeds`, sorted; none may be repeated and there must be some.
+fn draws_of(log: Vec<(u64, u64)>, seeds: &[Seed; 2], who: &str) -> Vec<(u64, u64)> {
+    let fps = seeds.map(|s| stream_log::fingerprint(&s));
+    let mut own: Vec<(u64, u64)> = log.into_iter().filter(|(f, _)| fps.contains(f)).collect();
+    let twice = stream_log::repeated(&own);
+    assert!(twice.is_empty(), "{who} drew {twice:x?} twice");
+    assert!(!own.is_empty(), "{who} drew nothing from the job seeds");
+    own.sort_unstable();
+    own
 }
 
 impl StreamCheck {
     fn start() -> StreamCheck {
+        let window = WINDOW.lock().unwrap_or_else(|e| e.into_inner());
         stream_log::start();
-        StreamCheck { dealt: Vec::new() }
+        StreamCheck {
+            _window: window,
+            dealt: Vec::new(),
+        }
     }
 
-    /// Ends the dealer's part: it drew no (seed, stream) twice.
-    fn dealt(mut self) -> StreamCheck {
-        self.dealt = stream_log::take();
-        let twice = stream_log::repeated(&self.dealt);
-        assert!(twice.is_empty(), "the dealer drew {twice:x?} twice");
-        assert!(!self.dealt.is_empty());
+    /// Ends the dealer's part, which made the job seeds `seeds`.
+    fn dealt(mut self, seeds: &[Seed; 2]) -> StreamCheck {
+        self.dealt = draws_of(stream_log::take(), seeds, "the dealer");
         stream_log::start();
         self
     }
 
-    /// Ends the servers' part: each drew every dealt stream of its seed exactly once, and no
-    /// other stream of the job seeds.
-    fn used(self, job_seeds: &[Seed; 2], what: &str) {
-        let all = stream_log::take();
-        let twice = stream_log::repeated(&all);
-        assert!(
-            twice.is_empty(),
-            "{what}: the servers drew {twice:x?} twice"
-        );
-        let fps: Vec<u64> = job_seeds
-            .iter()
-            .map(|s| u64::from_le_bytes(blake3::hash(s).as_bytes()[..8].try_into().unwrap()))
-            .collect();
-        let mut used: Vec<(u64, u64)> = all.into_iter().filter(|(f, _)| fps.contains(f)).collect();
-        let mut dealt: Vec<(u64, u64)> = self
-            .dealt
-            .into_iter()
-            .filter(|(f, _)| fps.contains(f))
-            .collect();
-        used.sort_unstable();
-        dealt.sort_unstable();
+    /// Ends the servers' part: together they drew exactly the dealer's streams, once each.
+    fn used(self, seeds: &[Seed; 2], what: &str) {
+        let used = draws_of(stream_log::take(), seeds, &format!("{what}: the servers"));
         assert_eq!(
             used.len(),
-            dealt.len(),
+            self.dealt.len(),
             "{what}: the servers drew {} job-seed streams, the dealer {}",
             used.len(),
-            dealt.len()
+            self.dealt.len()
         );
         assert!(
-            used == dealt,
+            used == self.dealt,
             "{what}: the servers' streams differ from the dealer's"
         );
     }
@@ -564,7 +556,6 @@ fn batch_for(engine: EngineKind) -> usize {
 
 #[test]
 fn received_messages_do_not_depend_on_the_image() {
-    let _serial = serial();
     let m = model();
     let (black, phantom) = images();
     for (engine, opened) in [
@@ -602,7 +593,6 @@ fn received_messages_do_not_depend_on_the_image() {
 
 #[test]
 fn negative_control_boolean_outputs_without_dabits_are_detected() {
-    let _serial = serial();
     // The boolean engine opens its output bits masked by daBits (and tc's low bits as
     // tc + r with an edaBit r). Removing the daBits from the first run's opening (hidden layer
     // 0, batch 0) gives the region and sign bits of every pre-activation and the carry of
@@ -655,7 +645,6 @@ fn negative_control_boolean_outputs_without_dabits_are_detected() {
 
 #[test]
 fn negative_controls_unmasked_data_is_detected() {
-    let _serial = serial();
     let m = model();
     let (black, phantom) = images();
     // 1. The raw encoded images (what an unmasked protocol would send).
@@ -715,7 +704,6 @@ fn negative_controls_unmasked_data_is_detected() {
 
 #[test]
 fn weights_opening_does_not_depend_on_the_weights() {
-    let _serial = serial();
     // `open-weights` for two models of one shape, a random one and one whose weights are all
     // zero (as different as weights get), each with fresh shares and a fresh model mask: what
     // each server receives, and the opened U, have the same distribution. Negative control:
@@ -820,7 +808,7 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
     let batch = 500;
     let streams = StreamCheck::start();
     let d = dealer::cnn::generate(&plan, h, w, engine, batch, None);
-    let streams = streams.dealt();
+    let streams = streams.dealt(&d.seeds);
     let tag = ppdenoise::formats::container::fresh_id().to_vec();
     let (c0, c1) = mem_pair();
     let mut r0 = Recording {
@@ -866,7 +854,6 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
 
 #[test]
 fn cnn_messages_do_not_depend_on_the_image() {
-    let _serial = serial();
     // A CNN job (the session tag differs per run, so it is left out of the opened values).
     let (black, phantom) = images();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
@@ -893,7 +880,6 @@ fn cnn_messages_do_not_depend_on_the_image() {
 
 #[test]
 fn negative_control_cnn_input_map_without_its_mask_is_detected() {
-    let _serial = serial();
     // The first layer's opening is X - B for the image X; removing the dealer's mask B
     // (stream ActMask(0, 0) of both job seeds) gives the encoded image, which the test flags.
     use ppdenoise::dealer::randomness::act_mask_of;

@@ -124,6 +124,8 @@ struct Tally {
     selected: usize,
     relus: usize,
     per_param: Vec<usize>,
+    /// Per (sh, k): [through the selection, through ReLU].
+    per_circuit: Vec<[usize; 2]>,
     max_mag: u64,
     negatives: usize,
     share_wraps: usize,
@@ -154,12 +156,13 @@ fn randomness(kind: EngineKind, circ: &ActCircuit, n: usize, at: Slot) -> [Party
 /// through PARAMS. The GC protocol alternates between the two parties, so one pair keeps
 /// about one core busy; several pairs run side by side.
 fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
-    const CHUNK: usize = 1 << 16;
+    const CHUNK: usize = 1 << 14;
     let (mut ev, mut gb) = engines(kind);
     let (mut c0, mut c1) = mem_pair();
     let mut rng = ChaCha20Rng::seed_from_u64(0x5eed_0001 + pair);
     let mut t = Tally {
         per_param: vec![0; PARAMS.len()],
+        per_circuit: vec![[0; 2]; PARAMS.len()],
         ..Default::default()
     };
     let mut round = pair as usize;
@@ -272,6 +275,7 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
             t.negatives += (v[i] < 0) as usize;
         }
         t.per_param[pi] += n;
+        t.per_circuit[pi][(circuit == Circuit::Relu) as usize] += n;
         match circuit {
             Circuit::Select => t.selected += n,
             Circuit::Relu => t.relus += n,
@@ -331,9 +335,14 @@ fn rescalings(kind: EngineKind, default_total: usize) {
     let secs = start.elapsed().as_secs_f64();
     let mut t = Tally {
         per_param: vec![0; PARAMS.len()],
+        per_circuit: vec![[0; 2]; PARAMS.len()],
         ..Default::default()
     };
     for x in &tallies {
+        for (a, b) in t.per_circuit.iter_mut().zip(&x.per_circuit) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
         t.done += x.done;
         t.wrong += x.wrong;
         t.max_mag = t.max_mag.max(x.max_mag);
@@ -366,10 +375,15 @@ fn rescalings(kind: EngineKind, default_total: usize) {
     );
     assert_eq!(done, total);
     assert_eq!(t.selected + t.relus, done);
-    assert!(
-        total < 4 << 16 || (t.selected >= done / 3 && t.relus >= done / 3),
-        "both circuits carry a share of the rescalings"
-    );
+    // A pair covers every (sh, k) through both circuits in 2 x 8 chunks of 2^14.
+    if total >= (pairs * 2 * PARAMS.len()) << 14 {
+        assert!(
+            t.per_circuit.iter().all(|c| c[0] > 0 && c[1] > 0),
+            "some (sh, k) missed a circuit: {:?}",
+            t.per_circuit
+        );
+        assert!(t.selected >= done / 3 && t.relus >= done / 3);
+    }
     assert!(t.per_param.iter().all(|&c| c > 0) || total < PARAMS.len() << 16);
     // The samples really are at realistic magnitudes and the shares really wrap.
     assert!(
@@ -504,4 +518,149 @@ fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::Act
         }
     }
     eprintln!("{kind}: {checked} secure activation selections equal the oracle's");
+}
+
+/// Issue 14 item 3: the whole secure tanh* (the engine's selection circuit, then the Beaver
+/// polynomial of `twopc::poly`) decoded against the float `TanhStar::eval` on a dense grid:
+/// every 2^-q step over [-3.2, 3.2] (x = floor(V / 2^sh) itself), plus V on both sides of 0,
+/// ±a and ±b within a few ulps, with random dropped bits. Nothing of the oracle is used; the
+/// multiplication triples are made here. Error bound: the floor to q bits and the rounding of
+/// the coefficients to cs bits (about 2^-q + 3 2^-cs), and near a or b also the jump of tanh*
+/// there (0.004 at a, 0.012 at b), since x and the float may fall on either side.
+#[test]
+fn secure_tanh_star_matches_float_on_a_dense_grid() {
+    use ppdenoise::dealer::randomness::ElemTriples;
+    use ppdenoise::plain::model::{random_model, ModelMeta};
+    use ppdenoise::ring::plan::{FixedParams, Plan};
+    use ppdenoise::ring::tanhstar::TanhStar;
+    use ppdenoise::twopc::poly::tanh_star_poly;
+    let model = random_model(&[9, 4, 4, 1], 1, ModelMeta::default());
+    let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+    let (c, q, cs) = (plan.acts[0], plan.params.q, plan.params.cs);
+    let f_scale = plan.params.act_scale();
+    let tanh = TanhStar::PAPER;
+    let mut rng = ChaCha20Rng::seed_from_u64(2026);
+    let step = 1i64 << c.sh; // one ulp of x
+    let lim = (3.2 * (q as f64).exp2()) as i64;
+    let mut v: Vec<i64> = (-lim..=lim)
+        .map(|x| x * step + rng.gen_range(0..step))
+        .collect();
+    for bp in [0.0, tanh.a, tanh.b] {
+        let x0 = (bp * (q as f64).exp2()).round() as i64;
+        for sign in [1i64, -1] {
+            for d in -4..=4 {
+                for low in [0, 1, step / 2, step - 1] {
+                    v.push(sign * ((x0 + d) * step) + low);
+                }
+            }
+        }
+    }
+    let n = v.len();
+    let s0: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
+    let s1: Vec<u64> = v
+        .iter()
+        .zip(&s0)
+        .map(|(&x, &a)| (x as u64).wrapping_sub(a))
+        .collect();
+    // Beaver triples for n squares and 2n products, split at random.
+    let mut split = |vals: Vec<u64>| -> [Vec<u64>; 2] {
+        let r: Vec<u64> = (0..vals.len()).map(|_| rng.gen()).collect();
+        let other = vals
+            .iter()
+            .zip(&r)
+            .map(|(x, m)| x.wrapping_sub(*m))
+            .collect();
+        [r, other]
+    };
+    let rand_vec = |rng: &mut ChaCha20Rng| -> Vec<u64> { (0..n).map(|_| rng.gen()).collect() };
+    let mut rng2 = ChaCha20Rng::seed_from_u64(7);
+    let sq_a = rand_vec(&mut rng2);
+    let sq_c: Vec<u64> = sq_a.iter().map(|a| a.wrapping_mul(*a)).collect();
+    let (a, b): (Vec<Vec<u64>>, Vec<Vec<u64>>) = (0..2)
+        .map(|_| (rand_vec(&mut rng2), rand_vec(&mut rng2)))
+        .unzip();
+    let prod: Vec<Vec<u64>> = (0..2)
+        .map(|k| {
+            a[k].iter()
+                .zip(&b[k])
+                .map(|(x, y)| x.wrapping_mul(*y))
+                .collect()
+        })
+        .collect();
+    let [sa0, sa1] = split(sq_a);
+    let [sc0, sc1] = split(sq_c);
+    let [a00, a01] = split(a[0].clone());
+    let [a10, a11] = split(a[1].clone());
+    let [b00, b01] = split(b[0].clone());
+    let [b10, b11] = split(b[1].clone());
+    let [c00, c01] = split(prod[0].clone());
+    let [c10, c11] = split(prod[1].clone());
+    let triples = [
+        ElemTriples {
+            sq_a: sa0,
+            sq_c: sc0,
+            a: [a00, a10],
+            b: [b00, b10],
+            c: [c00, c10],
+        },
+        ElemTriples {
+            sq_a: sa1,
+            sq_c: sc1,
+            a: [a01, a11],
+            b: [b01, b11],
+            c: [c01, c11],
+        },
+    ];
+    for kind in [EngineKind::Gc, EngineKind::Gmw] {
+        let (mut ev, mut gb) = engines(kind);
+        let (mut c0, mut c1) = mem_pair();
+        let at = Slot { layer: 0, batch: 0 };
+        let circ = ActCircuit::tanh_star(&c);
+        let [mut q0, mut q1] = randomness(kind, &circ, n, at);
+        let (y0, y1) = std::thread::scope(|sc| {
+            let (t0, t1) = (&triples[0], &triples[1]);
+            let (s0, s1) = (&s0, &s1);
+            let h0 = sc.spawn(|| {
+                let sel = ev.select(&mut c0, &mut q0, at, &c, s0).unwrap();
+                tanh_star_poly(&mut c0, 0, &c, &sel, t0).unwrap()
+            });
+            let h1 = sc.spawn(|| {
+                let sel = gb.select(&mut c1, &mut q1, at, &c, s1).unwrap();
+                tanh_star_poly(&mut c1, 1, &c, &sel, t1).unwrap()
+            });
+            (h0.join().unwrap(), h1.join().unwrap())
+        });
+        let quant = (-(q as f64)).exp2() + 3.0 * (-(cs as f64)).exp2();
+        let mut worst = (0.0f64, 0.0f64);
+        for i in 0..n {
+            let y = (y0[i].wrapping_add(y1[i]) as i64) as f64 / (f_scale as f64).exp2();
+            let real = v[i] as f64 / ((c.sh + q) as f64).exp2();
+            let want = tanh.eval(real);
+            let near = |bp: f64| (real.abs() - bp).abs() <= 2.0 * (-(q as f64)).exp2();
+            let bound = quant
+                + if near(tanh.a) {
+                    0.004
+                } else if near(tanh.b) {
+                    0.012
+                } else {
+                    0.0
+                };
+            let err = (y - want).abs();
+            assert!(
+                err <= bound,
+                "{kind}: V = {} (x = {real:.6}): secure {y:.6}, tanh* {want:.6}",
+                v[i]
+            );
+            // Sign exactly as the float's (tanh*(0) = +0.016, tanh*(0-) = -0.016).
+            assert_eq!(y < 0.0, want < 0.0, "{kind}: sign at x = {real}");
+            worst.0 = worst.0.max(err);
+            if !near(tanh.a) && !near(tanh.b) {
+                worst.1 = worst.1.max(err);
+            }
+        }
+        eprintln!(
+            "{kind}: {n} secure tanh* values; max error {:.5} (away from a and b {:.5}, bound {quant:.5})",
+            worst.0, worst.1
+        );
+    }
 }

@@ -98,6 +98,7 @@ impl Prg {
 /// every [`Prg`] built anywhere in the process is logged as (seed fingerprint, stream id).
 /// Off by default; nothing in the tool turns it on. The log holds a hash of the seed, never
 /// the seed.
+#[doc(hidden)]
 pub mod stream_log {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
@@ -132,13 +133,17 @@ pub mod stream_log {
         out
     }
 
+    /// The 64-bit fingerprint a seed is logged under.
+    pub fn fingerprint(seed: &Seed) -> u64 {
+        let h = blake3::hash(seed);
+        u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+
     pub(super) fn note(seed: &Seed, stream: Stream) {
         if ON.load(Ordering::Relaxed) {
-            let h = blake3::hash(seed);
-            let fp = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
             LOG.lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((fp, stream.id()));
+                .push((fingerprint(seed), stream.id()));
         }
     }
 }

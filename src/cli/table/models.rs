@@ -80,8 +80,11 @@ pub(super) struct TableModel {
 impl TableModel {
     fn load(path: &Path) -> Result<TableModel> {
         let net = Net::load(path)?;
-        let info = model_info(path, &net);
-        let blake3 = info["blake3"].as_str().unwrap_or_default().to_string();
+        // The hash --resume compares: an unreadable file is an error, never an empty hash.
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let blake3 = blake3::hash(&bytes).to_hex().to_string();
+        let info = model_info(path, &net, &blake3);
         Ok(TableModel {
             path: path.to_path_buf(),
             net,
@@ -214,10 +217,7 @@ fn parse_models(spec: &str) -> Result<Vec<(f64, PathBuf)>> {
 }
 
 /// Describes a model: its path, content hash and (when present) its JSON card.
-fn model_info(path: &Path, model: &Net) -> serde_json::Value {
-    let hash = std::fs::read(path)
-        .map(|b| blake3::hash(&b).to_hex().to_string())
-        .unwrap_or_default();
+fn model_info(path: &Path, model: &Net, hash: &str) -> serde_json::Value {
     let card_path = path.with_extension("json");
     let card: serde_json::Value = std::fs::read_to_string(&card_path)
         .ok()

@@ -184,7 +184,8 @@ pub fn tanh_select<C: Circuit>(
     out
 }
 
-/// Parameters of the output-layer truncation.
+/// Parameters of the exact truncation inside the ReLU circuit: x = floor(V / 2^sh) as a
+/// signed k-bit value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TruncParams {
     pub sh: u32,
@@ -216,13 +217,7 @@ pub fn trunc_out_ref(p: &TruncParams, g: u64, e: u64) -> u64 {
     shifted(p.sh, p.k, g, e)
 }
 
-/// Sign-extends the k-bit pattern from [`trunc_out_ref`] to Z_2^64.
-pub fn sign_extend(x: u64, k: u32) -> u64 {
-    let s = 64 - k;
-    (((x << s) as i64) >> s) as u64
-}
-
-/// Output-layer truncation: the k bits of x = bits [sh, n) of g + e.
+/// The exact truncation the ReLU circuit is built on: the k bits of x = bits [sh, n) of g + e.
 ///
 /// # Panics
 /// If `p` is invalid or the inputs are not `n` bits wide.
@@ -497,6 +492,7 @@ pub fn evaluate_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::fixed::sign_extend;
     use crate::twopc::gc::circuit::{from_bits, to_bits, AndCounter, PlainEval};
     use crate::twopc::gc::halfgates::tests::{Build, TwoParty};
     use crate::twopc::gc::halfgates::Garbler;
