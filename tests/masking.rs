@@ -5,11 +5,17 @@
 //! different images, an all-black one and a high-contrast phantom, with the in-memory
 //! channel wrapped in a recording channel. For each party, a chi-square two-sample test
 //! over byte values (256 bins) compares what it received in the two runs:
-//! - all received bytes pooled, per party (p > 0.001 required);
+//! - all received bytes pooled, per party (p > 1e-6 required);
 //! - every message slot (the k-th message received; the schedule is public and identical
 //!   in both runs) of at least 4 KiB separately, Bonferroni-corrected;
 //! - the values opened by each `open` (own share + received share: what a server learns),
 //!   pooled and per slot.
+//!
+//! Each run on its own must also look uniform: every message slot of at least 4 KiB, every
+//! opening, and the difference of each opening with the next of the same length (one-sample
+//! chi-square against uniform bytes). That catches, from one run and without a second image,
+//! the subtle variants a two-run comparison can miss: a 32-bit mask, one mask used for two
+//! openings, weights or an image sent unmasked (all made from real openings and shown caught).
 //!
 //! Both engines are covered: garbled circuits and boolean shares (whose openings are XORs of
 //! the two parties' messages, tested the same way).
@@ -223,6 +229,63 @@ fn chi2_two_sample(r: &[u64; 256], s: &[u64; 256]) -> (f64, f64, f64) {
         bins as f64
     };
     (chi, df, gamma_q(df / 2.0, chi / 2.0))
+}
+
+/// Chi-square one-sample test of a histogram against the uniform distribution over 256 byte
+/// values; returns (statistic, p-value).
+fn chi2_uniform(h: &[u64; 256]) -> (f64, f64) {
+    let n = h.iter().sum::<u64>() as f64;
+    assert!(n > 0.0);
+    let e = n / 256.0;
+    let chi: f64 = h.iter().map(|&o| (o as f64 - e).powi(2) / e).sum();
+    (chi, gamma_q(255.0 / 2.0, chi / 2.0))
+}
+
+/// Ring differences (mod 2^64, as bytes) of each opening with the next one of the same length.
+fn differences(opened: &[&[u8]]) -> Vec<Vec<u8>> {
+    let words = |b: &[u8]| -> Vec<u64> {
+        b.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, a) in opened.iter().enumerate() {
+        if let Some(b) = opened[i + 1..].iter().find(|b| b.len() == a.len()) {
+            let d: Vec<u64> = words(a)
+                .iter()
+                .zip(words(b))
+                .map(|(x, y)| x.wrapping_sub(y))
+                .collect();
+            out.push(ppdenoise::twopc::channel::u64s_to_bytes(&d));
+        }
+    }
+    out
+}
+
+/// Every message slot of at least [`MIN_SLOT_BYTES`] is uniform on its own (one run, no
+/// second image needed), Bonferroni-corrected; Err names the first slot that is not.
+fn uniform_slots<T: AsRef<[u8]>>(what: &str, msgs: &[T]) -> Result<usize, String> {
+    let msgs: Vec<&[u8]> = msgs.iter().map(|m| m.as_ref()).collect();
+    let slots: Vec<usize> = (0..msgs.len())
+        .filter(|&i| msgs[i].len() >= MIN_SLOT_BYTES)
+        .collect();
+    let threshold = ALPHA / slots.len().max(1) as f64;
+    let mut pmin = 1.0f64;
+    for &i in &slots {
+        let (chi, p) = chi2_uniform(&histogram([msgs[i]]));
+        pmin = pmin.min(p);
+        if p <= threshold {
+            return Err(format!(
+                "{what}: slot {i} ({} bytes) is not uniform: chi2 = {chi:.1}, p = {p:e}",
+                msgs[i].len()
+            ));
+        }
+    }
+    eprintln!(
+        "{what}: {} slots uniform on their own, smallest p = {pmin:.4} (threshold {threshold:.1e})",
+        slots.len()
+    );
+    Ok(slots.len())
 }
 
 #[test]
@@ -470,7 +533,10 @@ fn received(log: &[Event]) -> Vec<&[u8]> {
         .collect()
 }
 
-const ALPHA: f64 = 0.001;
+/// Significance of each test family (Bonferroni within a family). About 50 families run per
+/// `cargo test`, so a false alarm comes once in some 20,000 runs; every broken variant below
+/// is flagged at p < 1e-100.
+const ALPHA: f64 = 1e-6;
 const MIN_SLOT_BYTES: usize = 4096;
 
 /// Pooled and per-slot tests of two runs' message lists. Err names the first failure.
@@ -571,6 +637,10 @@ fn received_messages_do_not_depend_on_the_image() {
             let (ra, rb) = (received(&a.logs[p]), received(&b.logs[p]));
             let slots = compare(&format!("{engine}: S{p} received"), &ra, &rb).unwrap();
             assert!(slots >= 5, "too few large messages to test per slot");
+            // Each run on its own: every large message is uniform bytes.
+            for (run, r) in [("black", &ra), ("phantom", &rb)] {
+                uniform_slots(&format!("{engine}: S{p} received, {run}"), r).unwrap();
+            }
         }
         // What the servers learn from `open`: the opened (masked) values.
         let (oa, ob) = (opened_values(&a.logs[0]), opened_values(&b.logs[0]));
@@ -580,6 +650,14 @@ fn received_messages_do_not_depend_on_the_image() {
         // and layer.
         assert!(oa.len() >= 3);
         compare(&format!("{engine}: opened values"), &oa, &ob).unwrap();
+        uniform_slots(&format!("{engine}: opened values"), &oa).unwrap();
+        // No two openings share a mask: the difference of any two of equal length is
+        // uniform too (a reused mask would cancel and leave the difference of the values).
+        uniform_slots(
+            &format!("{engine}: differences of openings"),
+            &differences(&oa),
+        )
+        .unwrap();
         if engine == EngineKind::Gmw {
             // The boolean engine's openings are XORs: masked AND inputs and output bits.
             let (xa, xb) = (xor_opened_values(&a.logs[0]), xor_opened_values(&b.logs[0]));
@@ -700,6 +778,49 @@ fn negative_controls_unmasked_data_is_detected() {
     let verdict = compare("S1 received, image unmasked", &ra, &rb);
     eprintln!("with the image unmasked: {verdict:?}");
     assert!(verdict.is_err(), "the test missed an unmasked message");
+
+    // 4. Subtle variants, made from the real opening x - b of the encoded image x with the
+    // dealer's mask b, each caught by the tests the real runs pass:
+    let words = |bytes: &[u8]| -> Vec<u64> {
+        bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mask_of = |r: &Run| {
+        ppdenoise::ring::share::add(
+            &image_mask_of(&r.triplets[0].seed, SIZE * SIZE),
+            &image_mask_of(&r.triplets[1].seed, SIZE * SIZE),
+        )
+    };
+    let bytes = ppdenoise::twopc::channel::u64s_to_bytes;
+    // a) a 32-bit mask: x - (b mod 2^32). The one-sample test of the message alone sees it.
+    let narrow: Vec<u64> = a
+        .encoded
+        .iter()
+        .zip(mask_of(&a))
+        .map(|(x, m)| x.wrapping_sub(m & 0xffff_ffff))
+        .collect();
+    let narrow = bytes(&narrow);
+    let verdict = uniform_slots("opened image, 32-bit mask", &[&narrow]);
+    eprintln!("32-bit mask: {verdict:?}");
+    assert!(verdict.is_err(), "the test missed a 32-bit mask");
+    // b) one mask for two openings (run a's mask on run b's image as well): each opening
+    // alone is uniform, their difference is x_a - x_b and is caught.
+    let ma = mask_of(&a);
+    let oa_img = opened_values(&a.logs[0])[2].clone();
+    assert_eq!(words(&oa_img), ppdenoise::ring::share::sub(&a.encoded, &ma));
+    let reused = bytes(&ppdenoise::ring::share::sub(&b.encoded, &ma));
+    uniform_slots("opened image b under a's mask", &[&reused]).unwrap();
+    let verdict = uniform_slots(
+        "differences, one mask for two openings",
+        &differences(&[&oa_img, &reused]),
+    );
+    eprintln!("one mask for two openings: {verdict:?}");
+    assert!(verdict.is_err(), "the test missed a mask used twice");
+    // c) the image sent as is: caught on its own, without a second image.
+    let raw = bytes(&b.encoded);
+    assert!(uniform_slots("image sent unmasked", &[&raw]).is_err());
 }
 
 #[test]
@@ -764,6 +885,14 @@ fn weights_opening_does_not_depend_on_the_weights() {
     let verdict = compare("open-weights: U with the mask removed", &[&wa], &[&wb]);
     eprintln!("unmasked weights: {verdict:?}");
     assert!(verdict.is_err(), "the test missed unmasked weights");
+    // Weights sent unmasked are caught from one model alone; the real opening passes.
+    uniform_slots("open-weights: opened U", &[&ua]).unwrap();
+    let verdict = uniform_slots("open-weights: random weights unmasked", &[&wa]);
+    eprintln!("random weights unmasked, one-sample: {verdict:?}");
+    assert!(
+        verdict.is_err(),
+        "the one-sample test missed unmasked weights"
+    );
 }
 
 /// One CNN job in process with recording channels (weights opened in the job); returns the
