@@ -528,6 +528,27 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;
 
+    /// Known answer: IKNP extension of 300 choices from fixed base OTs. Pins the PRG, the
+    /// transposition and the correlation hash; any change to them changes the digest.
+    #[test]
+    fn iknp_known_answer() {
+        let (mut r, mut s, d) = pair(41);
+        let choices: Vec<bool> = (0..300).map(|i| (i * 7) % 5 < 2).collect();
+        let (msg, t) = r.extend(&choices);
+        let q = s.extend(choices.len(), &msg).unwrap();
+        for (i, c) in choices.iter().enumerate() {
+            assert_eq!(q[i] ^ t[i], d.select(*c), "correlation at {i}");
+        }
+        let mut all = msg.clone();
+        for b in t.iter().chain(&q) {
+            all.extend_from_slice(&b.to_bytes());
+        }
+        assert_eq!(
+            blake3::hash(&all).to_hex().as_str(),
+            "b9902ecb7206e751f8e34c551cce3fd3dc4b327bab51d08abd733be19243c5b9"
+        );
+    }
+
     fn pair(seed: u64) -> (CotReceiver, CotSender, Block) {
         let (r, s) = deal_base_ots(&mut ChaCha12Rng::seed_from_u64(seed));
         let d = s.delta;

@@ -519,6 +519,30 @@ pub(crate) mod tests {
         }
     }
 
+    /// Known answer: a small circuit (two ANDs, a XOR, a NOT) garbled with a fixed Δ and
+    /// label seed. Pins the half-gates tables, the gate numbering (tweaks) and the hash.
+    #[test]
+    fn garbling_known_answer() {
+        let mut rng = ChaCha12Rng::seed_from_u64(11);
+        let delta = Block(Block::random(&mut rng).0 | 1);
+        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(12));
+        let (w, _) = g.garbler_inputs(&[true, false, true, true]);
+        let x = g.xor(&w[2], &w[3]);
+        let a = g.and(&w[0], &w[1]);
+        let n = g.not(&x);
+        let z = g.and(&a, &n);
+        let mut all = Vec::new();
+        g.drain_table_bytes(&mut all);
+        assert_eq!(all.len(), 2 * 32, "two AND gates, 32 bytes each");
+        for b in w.iter().chain([&z]) {
+            all.extend_from_slice(&b.to_bytes());
+        }
+        assert_eq!(
+            blake3::hash(&all).to_hex().as_str(),
+            "2ef358cb360678cb760a2961f44353054b4d59159fa627eb386b5e3902a92dbf"
+        );
+    }
+
     #[test]
     fn single_gates_all_inputs() {
         let mut rng = ChaCha12Rng::seed_from_u64(7);
