@@ -141,8 +141,22 @@ pub fn generate(
         job: [fresh_seed(), fresh_seed()],
         model_mask,
     };
+    generate_with(plan, h, w, engine, batch, &seeds, engine.deal_setup())
+}
+
+/// [`generate`] with the job seeds and the engine's setup given (tests that must be
+/// reproducible; the dealer itself always draws them fresh).
+pub fn generate_with(
+    plan: &CnnPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+    batch: usize,
+    seeds: &DealSeeds,
+    setup: (Vec<u8>, Vec<u8>),
+) -> CnnDeal {
     let mut corrections = Vec::with_capacity(correction_count(plan, h, w, engine, batch));
-    generate_into(plan, h, w, &seeds, engine, batch, &mut |v: &[u64]| {
+    generate_into(plan, h, w, seeds, engine, batch, &mut |v: &[u64]| {
         corrections.extend_from_slice(v);
         Ok::<(), std::convert::Infallible>(())
     })
@@ -150,6 +164,6 @@ pub fn generate(
     CnnDeal {
         seeds: seeds.job,
         corrections,
-        setup: engine.deal_setup(),
+        setup,
     }
 }

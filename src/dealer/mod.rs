@@ -123,9 +123,30 @@ pub fn generate_for_mask(
         job: [fresh_seed(), fresh_seed()],
         model_mask,
     };
-    let base_ot = nl.engine.deal_setup();
+    generate_with(
+        job,
+        widths,
+        patch,
+        batch,
+        nl,
+        &seeds,
+        nl.engine.deal_setup(),
+    )
+}
+
+/// [`generate_for_mask`] with the job seeds and the engine's setup given (tests that must be
+/// reproducible; the dealer itself always draws them fresh).
+pub fn generate_with(
+    job: &JobParams,
+    widths: &[usize],
+    patch: crate::plain::model::PatchShape,
+    batch: usize,
+    nl: &NonlinearDeal,
+    seeds: &DealSeeds,
+    base_ot: (Vec<u8>, Vec<u8>),
+) -> (Triplets, Triplets) {
     let mut corr = Vec::with_capacity(correction_count(job, widths, patch, batch, nl));
-    generate_into(job, widths, patch, batch, &seeds, nl, &mut |v: &[u64]| {
+    generate_into(job, widths, patch, batch, seeds, nl, &mut |v: &[u64]| {
         corr.extend_from_slice(v);
         Ok::<(), std::convert::Infallible>(())
     })

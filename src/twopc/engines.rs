@@ -52,6 +52,18 @@ impl EngineKind {
         }
     }
 
+    /// [`EngineKind::deal_setup`] from the given generator (tests that must be reproducible;
+    /// the dealer uses fresh randomness).
+    pub fn deal_setup_with<R: rand::RngCore + rand::CryptoRng>(
+        self,
+        rng: &mut R,
+    ) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            EngineKind::Gc => crate::twopc::gc_engine::deal_base_ots_with(rng),
+            EngineKind::Gmw => (Vec::new(), Vec::new()),
+        }
+    }
+
     /// Party `party`'s engine, from its part of [`EngineKind::deal_setup`].
     pub fn make(self, party: u8, setup: &[u8]) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
         Ok(match (self, party) {

@@ -48,9 +48,13 @@ fn first_half(items: usize) -> usize {
 /// The dealer's base OTs for one job: (S0's part, S1's part), serialised, each followed by
 /// the 16-byte seed both servers derive the garbler's active input labels from.
 pub fn deal_base_ots() -> (Vec<u8>, Vec<u8>) {
-    let mut rng = ChaCha12Rng::from_entropy();
-    let (r, s) = deal(&mut rng);
-    let label_seed = Block::random(&mut rng).to_bytes();
+    deal_base_ots_with(&mut ChaCha12Rng::from_entropy())
+}
+
+/// [`deal_base_ots`] from the given generator (tests that must be reproducible).
+pub fn deal_base_ots_with<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> (Vec<u8>, Vec<u8>) {
+    let (r, s) = deal(rng);
+    let label_seed = Block::random(rng).to_bytes();
     let mut r = r.to_bytes();
     let mut s = s.to_bytes();
     r.extend_from_slice(&label_seed);
