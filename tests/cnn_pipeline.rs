@@ -400,14 +400,17 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
         args.extend(["--out-dir", &out]);
         run(&args)
     };
-    let out = table("15 25", &models, false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.path("t/table.json")).unwrap()).unwrap();
+    // A table that must succeed: its table.json.
+    let table_ok = |sigmas: &str, models: &str, resume: bool| -> serde_json::Value {
+        let out = table(sigmas, models, resume);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(d.path("t/table.json")).unwrap()).unwrap()
+    };
+    let t = table_ok("15 25", &models, false);
     assert_eq!(t["secure_equals_oracle"], true);
     assert!(
         t["model"].is_null(),
@@ -444,14 +447,7 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
         );
     }
     // Resuming reuses both runs; the same records under swapped models are refused.
-    let out = table("15 25", &models, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.path("t/table.json")).unwrap()).unwrap();
+    let t = table_ok("15 25", &models, true);
     assert_eq!(t["resumed_runs"], 2);
     let swapped = format!("15={},25={}", d.p("cnn25.npz"), d.p("cnn15.npz"));
     let out = table("15 25", &swapped, true);
@@ -462,12 +458,7 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Entries for sigmas the table does not run are fine (one list serves any subset).
-    let out = table("15", &models, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    table_ok("15", &models, true);
     // A sigma without a model is refused before any run.
     let out = table("15 35", &models, false);
     assert!(!out.status.success());

@@ -24,6 +24,7 @@ use ppdenoise::ring::plan::ActConsts;
 use ppdenoise::twopc::channel::mem_pair;
 use ppdenoise::twopc::engines::EngineKind;
 use ppdenoise::twopc::gc::{ActCircuit, TruncParams};
+use ppdenoise::twopc::poly::SelShares;
 use ppdenoise::twopc::protocol::{Nonlinear, Slot};
 
 /// (sh, k) pairs. The plan's own with the default parameters (s = 16, q = cs = 10,
@@ -109,6 +110,31 @@ fn want_selection(c: &ActConsts, v: i64) -> [u64; 6] {
     ]
 }
 
+/// Random u64 shares of each V: s0 uniform, s1 = V - s0 (mod 2^64).
+fn share(rng: &mut ChaCha20Rng, v: &[i64]) -> (Vec<u64>, Vec<u64>) {
+    let s0: Vec<u64> = (0..v.len()).map(|_| rng.gen()).collect();
+    let s1 = v
+        .iter()
+        .zip(&s0)
+        .map(|(&x, &a)| (x as u64).wrapping_sub(a))
+        .collect();
+    (s0, s1)
+}
+
+/// Element `i` of the selection outputs, reconstructed from both parties' shares:
+/// `[tc, r1, r2, s1, s2, sgn]`.
+fn selection_sum(r0: &SelShares, r1: &SelShares, i: usize) -> [u64; 6] {
+    let add = |a: &[u64], b: &[u64]| a[i].wrapping_add(b[i]);
+    [
+        add(&r0.tc, &r1.tc),
+        add(&r0.r1, &r1.r1),
+        add(&r0.r2, &r1.r2),
+        add(&r0.s1, &r1.s1),
+        add(&r0.s2, &r1.s2),
+        add(&r0.sgn, &r1.sgn),
+    ]
+}
+
 /// The circuit a chunk runs.
 #[derive(Clone, Copy, PartialEq)]
 enum Circuit {
@@ -184,13 +210,7 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
                 _ => sample(&mut rng, sh, k),
             })
             .collect();
-        // Random u64 shares: s0 uniform, s1 = V - s0 (mod 2^64).
-        let s0: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
-        let s1: Vec<u64> = v
-            .iter()
-            .zip(&s0)
-            .map(|(&x, &a)| (x as u64).wrapping_sub(a))
-            .collect();
+        let (s0, s1) = share(&mut rng, &v);
         t.share_wraps += s0
             .iter()
             .zip(&s1)
@@ -213,19 +233,7 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
                     let h1 = sc.spawn(|| gb.select(&mut c1, &mut q1, at, &c, &s1).unwrap());
                     (h0.join().unwrap(), h1.join().unwrap())
                 });
-                let add = |a: &[u64], b: &[u64], i: usize| a[i].wrapping_add(b[i]);
-                let all = (0..n)
-                    .flat_map(|i| {
-                        [
-                            add(&r0.tc, &r1.tc, i),
-                            add(&r0.r1, &r1.r1, i),
-                            add(&r0.r2, &r1.r2, i),
-                            add(&r0.s1, &r1.s1, i),
-                            add(&r0.s2, &r1.s2, i),
-                            add(&r0.sgn, &r1.sgn, i),
-                        ]
-                    })
-                    .collect();
+                let all = (0..n).flat_map(|i| selection_sum(&r0, &r1, i)).collect();
                 (all, 6)
             }
             Circuit::Relu => {
@@ -470,12 +478,7 @@ fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::Act
                 _ => sample(&mut rng, c.sh, c.k),
             })
             .collect();
-        let s0: Vec<u64> = (0..per).map(|_| rng.gen()).collect();
-        let s1: Vec<u64> = v
-            .iter()
-            .zip(&s0)
-            .map(|(&x, &a)| (x as u64).wrapping_sub(a))
-            .collect();
+        let (s0, s1) = share(&mut rng, &v);
         let at = Slot {
             layer: layer as u32,
             batch: 0,
@@ -487,28 +490,19 @@ fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::Act
             let h1 = sc.spawn(|| gb.select(&mut c1, &mut q1, at, c, &s1).unwrap());
             (h0.join().unwrap(), h1.join().unwrap())
         });
-        let add = |a: &[u64], b: &[u64], i: usize| a[i].wrapping_add(b[i]);
         for i in 0..per {
             let want = oracle::select(c, v[i] as u64);
-            let got = (
-                add(&r0.tc, &r1.tc, i),
-                add(&r0.r1, &r1.r1, i),
-                add(&r0.r2, &r1.r2, i),
-                add(&r0.s1, &r1.s1, i),
-                add(&r0.s2, &r1.s2, i),
-                add(&r0.sgn, &r1.sgn, i),
-            );
             let b = |x: bool| x as u64;
             assert_eq!(
-                got,
-                (
+                selection_sum(&r0, &r1, i),
+                [
                     want.tc,
                     b(want.r1),
                     b(want.r2),
                     b(want.s1),
                     b(want.s2),
                     b(want.sgn)
-                ),
+                ],
                 "sh {} k {}: V = {}",
                 c.sh,
                 c.k,
@@ -556,12 +550,7 @@ fn secure_tanh_star_matches_float_on_a_dense_grid() {
         }
     }
     let n = v.len();
-    let s0: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
-    let s1: Vec<u64> = v
-        .iter()
-        .zip(&s0)
-        .map(|(&x, &a)| (x as u64).wrapping_sub(a))
-        .collect();
+    let (s0, s1) = share(&mut rng, &v);
     // Beaver triples for n squares and 2n products, split at random.
     let mut split = |vals: Vec<u64>| -> [Vec<u64>; 2] {
         let r: Vec<u64> = (0..vals.len()).map(|_| rng.gen()).collect();
