@@ -39,7 +39,7 @@ use rand_chacha::ChaCha20Rng;
 
 use ppdenoise::dealer;
 use ppdenoise::dealer::randomness::PartyRandomness;
-use ppdenoise::dealer::randomness::{dabit_masks, image_mask_of};
+use ppdenoise::dealer::randomness::{act_mask_of, dabit_masks, image_mask_of};
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{flatten_weights, Data, JobParams, ModelShare, Triplets};
 use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
@@ -68,10 +68,12 @@ thread_local! {
 
 /// Seeds the calling test's randomness (each test runs on its own thread).
 fn seeded(test: &str) {
-    let base: u64 = std::env::var("PPDENOISE_MASKING_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEED);
+    let base: u64 = match std::env::var("PPDENOISE_MASKING_SEED") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("PPDENOISE_MASKING_SEED={s:?} is not a u64")),
+        Err(_) => DEFAULT_SEED,
+    };
     eprintln!("{test}: seed {base} (rerun with PPDENOISE_MASKING_SEED={base})");
     let h = blake3::hash(format!("{base}/{test}").as_bytes());
     TEST_RNG.with(|r| *r.borrow_mut() = Some(ChaCha20Rng::from_seed(*h.as_bytes())));
@@ -279,19 +281,23 @@ fn chi2_uniform(h: &[u64; 256]) -> (f64, f64) {
     (chi, gamma_q(255.0 / 2.0, chi / 2.0))
 }
 
-/// Ring differences (mod 2^64, as bytes) of each opening with the next one of the same length.
-fn differences(opened: &[&[u8]]) -> Vec<Vec<u8>> {
-    let words = |b: &[u8]| -> Vec<u64> {
-        b.chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
+fn words(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Ring differences (mod 2^64, as bytes) of every pair of openings of the same length.
+fn differences<T: AsRef<[u8]>>(opened: &[T]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (i, a) in opened.iter().enumerate() {
-        if let Some(b) = opened[i + 1..].iter().find(|b| b.len() == a.len()) {
-            let d: Vec<u64> = words(a)
+        for b in opened[i + 1..]
+            .iter()
+            .filter(|b| b.as_ref().len() == a.as_ref().len())
+        {
+            let d: Vec<u64> = words(a.as_ref())
                 .iter()
-                .zip(words(b))
+                .zip(words(b.as_ref()))
                 .map(|(x, y)| x.wrapping_sub(y))
                 .collect();
             out.push(ppdenoise::twopc::channel::u64s_to_bytes(&d));
@@ -329,6 +335,15 @@ fn uniform_slots<T: AsRef<[u8]>>(what: &str, msgs: &[T]) -> Result<usize, String
 #[test]
 fn statistics_self_check() {
     seeded("statistics_self_check");
+    // The one-sample test: a flat histogram gives p = 1, a 4% excess of one byte value
+    // among 25,600 gives chi2 = 200 (p ~ 0.996), half the values missing p ~ 0.
+    assert!((chi2_uniform(&[100; 256]).1 - 1.0).abs() < 1e-9);
+    let mut gap = [100u64; 256];
+    gap[7] = 0;
+    gap[8] = 200;
+    assert!(chi2_uniform(&gap).1 > 0.9);
+    let half: [u64; 256] = std::array::from_fn(|i| if i % 2 == 0 { 200 } else { 0 });
+    assert!(chi2_uniform(&half).1 < 1e-100);
     // Q(1, x) = exp(-x): chi-square with 2 degrees of freedom.
     for x in [0.1f64, 1.0, 5.0, 20.0] {
         assert!((gamma_q(1.0, x) - (-x).exp()).abs() < 1e-12, "x = {x}");
@@ -483,9 +498,11 @@ fn run_job(
         inner: c1,
         log: Vec::new(),
     };
+    // The garbler's wire labels, from the test's generator too.
+    let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
     let run = |p: u8, ch: &mut dyn Channel| {
         let t = &trip[p as usize];
-        let mut engine = t.engine.make(p, &t.base_ot).unwrap();
+        let mut engine = t.engine.make_seeded(p, &t.base_ot, label_seeds).unwrap();
         let inputs = JobInputs {
             party: p,
             plan: &shares[p as usize],
@@ -663,11 +680,12 @@ fn images() -> (Array2<f64>, Array2<f64>) {
 }
 
 /// Batch per engine: the boolean engine's messages are bit-sliced (a bit per element), so a
-/// larger batch gives it message slots big enough for the per-slot test.
+/// larger batch gives it message slots big enough for the per-slot test; both still split
+/// the job into several batches, so openings of different batches are compared.
 fn batch_for(engine: EngineKind) -> usize {
     match engine {
         EngineKind::Gc => 100,
-        EngineKind::Gmw => 400,
+        EngineKind::Gmw => 200,
     }
 }
 
@@ -691,7 +709,8 @@ fn received_messages_do_not_depend_on_the_image() {
             assert!(slots >= 5, "too few large messages to test per slot");
             // Each run on its own: every large message is uniform bytes.
             for (run, r) in [("black", &ra), ("phantom", &rb)] {
-                uniform_slots(&format!("{engine}: S{p} received, {run}"), r).unwrap();
+                let n = uniform_slots(&format!("{engine}: S{p} received, {run}"), r).unwrap();
+                assert!(n >= 5, "too few large messages to test on their own");
             }
         }
         // What the servers learn from `open`: the opened (masked) values.
@@ -702,14 +721,16 @@ fn received_messages_do_not_depend_on_the_image() {
         // and layer.
         assert!(oa.len() >= 3);
         compare(&format!("{engine}: opened values"), &oa, &ob).unwrap();
-        uniform_slots(&format!("{engine}: opened values"), &oa).unwrap();
+        let n = uniform_slots(&format!("{engine}: opened values"), &oa).unwrap();
+        assert!(n >= 3, "too few large openings to test on their own");
         // No two openings share a mask: the difference of any two of equal length is
         // uniform too (a reused mask would cancel and leave the difference of the values).
-        uniform_slots(
+        let n = uniform_slots(
             &format!("{engine}: differences of openings"),
             &differences(&oa),
         )
         .unwrap();
+        assert!(n >= 10, "too few pairs of openings to test");
         if engine == EngineKind::Gmw {
             // The boolean engine's openings are XORs: masked AND inputs and output bits.
             let (xa, xb) = (xor_opened_values(&a.logs[0]), xor_opened_values(&b.logs[0]));
@@ -730,7 +751,8 @@ fn negative_control_boolean_outputs_without_dabits_are_detected() {
     // tc + r: they depend on the image, and the same test flags them.
     let m = model();
     let (black, phantom) = images();
-    let batch = batch_for(EngineKind::Gmw);
+    // One batch holds the whole job here, so the first output opening is all of it.
+    let batch = 400;
     let plan = Plan::from_model(&m, FixedParams::default()).unwrap();
     let net = Netlist::record(&ActCircuit::tanh_star(&plan.acts[0]));
     let bits = |r: &Run| -> (Vec<u8>, Vec<u8>) {
@@ -839,12 +861,6 @@ fn negative_controls_unmasked_data_is_detected() {
 
     // 4. Subtle variants, made from the real opening x - b of the encoded image x with the
     // dealer's mask b, each caught by the tests the real runs pass:
-    let words = |bytes: &[u8]| -> Vec<u64> {
-        bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
     let mask_of = |r: &Run| {
         ppdenoise::ring::share::add(
             &image_mask_of(&r.triplets[0].seed, SIZE * SIZE),
@@ -879,6 +895,45 @@ fn negative_controls_unmasked_data_is_detected() {
     // c) the image sent as is: caught on its own, without a second image.
     let raw = bytes(&b.encoded);
     assert!(uniform_slots("image sent unmasked", &[&raw]).is_err());
+    // d) one activation mask for two batches, inside a real run: the opening of layer 1 in
+    // batch 1 re-masked with batch 0's mask. Each opening is the one whose dealer mask
+    // makes it small (tanh* outputs, |y| <= 2^30 in the ring).
+    let oa = opened_values(&a.logs[0]);
+    let act_mask = |l: u32, b: u32, n: usize| {
+        ppdenoise::ring::share::add(
+            &act_mask_of(&a.triplets[0].seed, l, b, n),
+            &act_mask_of(&a.triplets[1].seed, l, b, n),
+        )
+    };
+    let small = |v: &[u64]| {
+        let top = v.iter().filter(|x| matches!(*x >> 56, 0 | 0xff)).count();
+        top * 100 >= v.len() * 99
+    };
+    let find = |l: u32, b: u32| {
+        oa.iter()
+            .position(|o| {
+                let w = words(o);
+                small(&ppdenoise::ring::share::add(&w, &act_mask(l, b, w.len())))
+            })
+            .unwrap_or_else(|| panic!("no opening of layer {l}, batch {b}"))
+    };
+    let (i0, i1) = (find(1, 0), find(1, 1));
+    assert_ne!(i0, i1);
+    let w1 = words(&oa[i1]);
+    let x1 = ppdenoise::ring::share::add(&w1, &act_mask(1, 1, w1.len()));
+    let mut reused = oa.clone();
+    reused[i1] = bytes(&ppdenoise::ring::share::sub(&x1, &act_mask(1, 0, w1.len())));
+    uniform_slots("openings, the real run", &differences(&oa)).unwrap();
+    uniform_slots("openings, batch 1 under batch 0's mask", &reused).unwrap();
+    let verdict = uniform_slots(
+        "differences, batch 1 under batch 0's mask",
+        &differences(&reused),
+    );
+    eprintln!("one activation mask for two batches: {verdict:?}");
+    assert!(
+        verdict.is_err(),
+        "the test missed an activation mask used twice"
+    );
 }
 
 #[test]
@@ -1012,10 +1067,12 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
         inner: c1,
         log: Vec::new(),
     };
+    // The garbler's wire labels, from the test's generator too.
+    let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
     let run = |p: u8, ch: &mut dyn Channel| {
         let pi = p as usize;
         let setup = if p == 0 { &d.setup.0 } else { &d.setup.1 };
-        let mut eng = engine.make(p, setup).unwrap();
+        let mut eng = engine.make_seeded(p, setup, label_seeds).unwrap();
         let corr = if p == 1 {
             d.corrections.clone()
         } else {
@@ -1063,6 +1120,17 @@ fn cnn_messages_do_not_depend_on_the_image() {
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
         compare(&format!("cnn {engine}: opened values"), &oa, &ob).unwrap();
+        for (run, r) in [("black", &a), ("phantom", &b)] {
+            for (p, log) in r.iter().enumerate() {
+                let what = format!("cnn {engine}: S{p} received, {run}");
+                assert!(uniform_slots(&what, &received(log)[1..]).unwrap() >= 3);
+            }
+        }
+        uniform_slots(
+            &format!("cnn {engine}: differences of openings"),
+            &differences(&oa),
+        )
+        .unwrap();
         if engine == EngineKind::Gmw {
             let (xa, xb) = (xor_opened_values(&a[0]), xor_opened_values(&b[0]));
             let xa: Vec<&[u8]> = xa.iter().skip(1).map(|v| v.as_slice()).collect();

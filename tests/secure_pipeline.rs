@@ -946,7 +946,9 @@ fn refuses_an_unknown_peer_with(engine: EngineKind) {
     // S0 names the certificate it got and the one it expected; S1 learns it was refused.
     eprintln!("unknown peer: S0: {e0}\nS1: {e1}");
     assert!(e0.contains("expected"), "S0: {e0}");
-    assert!(e1.contains("the peer refused our certificate"), "S1: {e1}");
+    // Either the peer's alert arrived ("the peer refused our certificate ...") or the peer
+    // closed first ("... it may have refused our certificate ...").
+    assert!(e1.contains("refused our certificate"), "S1: {e1}");
     assert!(secs < 30.0, "servers took {secs:.1} s to give up");
     assert_nothing_written(&job.dir, &job.path("out.p0"));
     assert_nothing_written(&job.dir, &job.path("out.p1"));

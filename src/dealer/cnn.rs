@@ -146,6 +146,7 @@ pub fn generate(
 
 /// [`generate`] with the job seeds and the engine's setup given (tests that must be
 /// reproducible; the dealer itself always draws them fresh).
+#[doc(hidden)]
 pub fn generate_with(
     plan: &CnnPlan,
     h: usize,

@@ -136,6 +136,7 @@ pub fn generate_for_mask(
 
 /// [`generate_for_mask`] with the job seeds and the engine's setup given (tests that must be
 /// reproducible; the dealer itself always draws them fresh).
+#[doc(hidden)]
 pub fn generate_with(
     job: &JobParams,
     widths: &[usize],

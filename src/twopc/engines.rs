@@ -54,6 +54,7 @@ impl EngineKind {
 
     /// [`EngineKind::deal_setup`] from the given generator (tests that must be reproducible;
     /// the dealer uses fresh randomness).
+    #[doc(hidden)]
     pub fn deal_setup_with<R: rand::RngCore + rand::CryptoRng>(
         self,
         rng: &mut R,
@@ -78,6 +79,23 @@ impl EngineKind {
                 Box::new(GmwParty::new(p))
             }
         })
+    }
+}
+
+impl EngineKind {
+    /// [`EngineKind::make`] with the garbler's wire labels drawn from `label_seeds`: tests
+    /// that must be reproducible only; `serve` always uses [`EngineKind::make`].
+    #[doc(hidden)]
+    pub fn make_seeded(
+        self,
+        party: u8,
+        setup: &[u8],
+        label_seeds: [u64; 2],
+    ) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
+        match (self, party) {
+            (EngineKind::Gc, 1) => Ok(Box::new(GcGarbler::with_label_seeds(setup, label_seeds)?)),
+            _ => self.make(party, setup),
+        }
     }
 }
 

@@ -52,6 +52,7 @@ pub fn deal_base_ots() -> (Vec<u8>, Vec<u8>) {
 }
 
 /// [`deal_base_ots`] from the given generator (tests that must be reproducible).
+#[doc(hidden)]
 pub fn deal_base_ots_with<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> (Vec<u8>, Vec<u8>) {
     let (r, s) = deal(rng);
     let label_seed = Block::random(rng).to_bytes();
@@ -125,20 +126,31 @@ pub struct GcGarbler {
 
 impl GcGarbler {
     pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
+        // Wire labels come from a fresh local CSPRNG, never from dealer data.
+        Self::with_label_rngs(
+            base_ot,
+            [ChaCha12Rng::from_entropy(), ChaCha12Rng::from_entropy()],
+        )
+    }
+
+    /// [`GcGarbler::new`] with wire labels from the given seeds: tests that must be
+    /// reproducible only (the server always uses [`GcGarbler::new`]).
+    #[doc(hidden)]
+    pub fn with_label_seeds(base_ot: &[u8], seeds: [u64; 2]) -> Result<Self, ProtocolError> {
+        Self::with_label_rngs(base_ot, seeds.map(ChaCha12Rng::seed_from_u64))
+    }
+
+    fn with_label_rngs(base_ot: &[u8], rngs: [ChaCha12Rng; 2]) -> Result<Self, ProtocolError> {
         let (base, labels) = split_dealer_bytes(base_ot)?;
         let base = BaseOtForSender::from_bytes(base)
             .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
         let delta = base.delta;
+        let [r1, r2] = rngs;
         Ok(GcGarbler {
             cot: CotSender::new(base),
             labels,
-            // Wire labels come from a fresh local CSPRNG, never from dealer data.
-            gb: Garbler::new(delta, ChaCha12Rng::from_entropy()),
-            gb2: Garbler::with_first_gate(
-                delta,
-                ChaCha12Rng::from_entropy(),
-                SECOND_HALF_FIRST_GATE,
-            ),
+            gb: Garbler::new(delta, r1),
+            gb2: Garbler::with_first_gate(delta, r2, SECOND_HALF_FIRST_GATE),
             counters: EngineCounters::default(),
         })
     }

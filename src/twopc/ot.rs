@@ -528,8 +528,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;
 
-    /// Known answer: IKNP extension of 300 choices from fixed base OTs. Pins the PRG, the
-    /// transposition and the correlation hash; any change to them changes the digest.
+    /// Known answer: IKNP extension of 300 choices from fixed base OTs. Pins the PRG
+    /// expansion and the bit transposition; any change to them changes the digest.
     #[test]
     fn iknp_known_answer() {
         let (mut r, mut s, d) = pair(41);
