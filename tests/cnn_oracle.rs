@@ -12,6 +12,7 @@ use rand_chacha::ChaCha20Rng;
 
 use ppdenoise::dealer::cnn as deal;
 use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::formats::bodies::CnnModelShare;
 use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
 use ppdenoise::plain::phantom::shepp_logan;
 use ppdenoise::plain::preprocess::Preprocess;
@@ -23,28 +24,14 @@ use ppdenoise::twopc::engines::EngineKind;
 use ppdenoise::twopc::protocol::{Report, Weights};
 use ppdenoise::twopc::weights::Opened;
 
-/// Splits a plan's weights into two additive shares (party 1's from a seed).
+/// Splits a plan's weights into two additive shares (party 1's from a seed) as `share-model`
+/// does, filled into the plan as each server reads its share.
 fn share_plan(plan: &CnnPlan) -> [CnnPlan; 2] {
-    let flat: Vec<u64> = plan
-        .layers
-        .iter()
-        .flat_map(|l| l.w.iter().chain(&l.b).copied())
-        .collect();
-    let seed = fresh_seed();
-    let s0 = share_with_seed(&flat, &seed, Stream::ModelShare);
-    let s1 = ppdenoise::ring::share::expand(&seed, Stream::ModelShare, flat.len());
-    let fill = |v: &[u64]| {
-        let mut p = plan.clone();
-        let mut off = 0;
-        for l in p.layers.iter_mut() {
-            let (nw, nb) = (l.w.len(), l.b.len());
-            l.w = v[off..off + nw].to_vec();
-            l.b = v[off + nw..off + nw + nb].to_vec();
-            off += nw + nb;
-        }
-        p
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: true,
     };
-    [fill(&s0), fill(&s1)]
+    CnnModelShare::split(plan, meta, &fresh_seed()).map(|s| s.share_plan().unwrap())
 }
 
 fn in_pair<T: Send>(f: impl Fn(u8, &mut dyn Channel) -> T + Sync) -> [T; 2] {

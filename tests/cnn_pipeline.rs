@@ -72,6 +72,39 @@ impl Dir {
         self.dir.join(name)
     }
 
+    /// `share-model --model NPZ --out OUT` (the shipped model without `npz`).
+    fn share_model(&self, npz: Option<&str>, out: &str) -> serde_json::Value {
+        let (m, o) = (npz.map(|n| self.p(n)), self.p(out));
+        let mut args = vec!["share-model", "--out", &o];
+        if let Some(m) = &m {
+            args.extend(["--model", m]);
+        }
+        ok(&args)
+    }
+
+    /// `share-image` of noisy.png at sigma 25, for the model header `model_pub` (the MLP's
+    /// way without one).
+    fn share_image(&self, model_pub: Option<&str>, out: &str) -> serde_json::Value {
+        let (img, o, m) = (
+            self.p("noisy.png"),
+            self.p(out),
+            model_pub.map(|m| self.p(m)),
+        );
+        let mut args = vec!["share-image", "--image", &img, "--sigma", "25", "--out", &o];
+        if let Some(m) = &m {
+            args.extend(["--model", m]);
+        }
+        ok(&args)
+    }
+
+    /// `gen-triplets` for two public headers, with `extra` flags.
+    fn gen_triplets(&self, model_pub: &str, image_pub: &str, out: &str, extra: &[&str]) -> Output {
+        let (m, i, o) = (self.p(model_pub), self.p(image_pub), self.p(out));
+        let mut args = vec!["gen-triplets", "--model", &m, "--image", &i, "--out", &o];
+        args.extend(extra);
+        run(&args)
+    }
+
     fn spawn(&self, p: u8, port: u16, triplets: &str) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
@@ -115,13 +148,7 @@ fn setup(d: &Dir, residual: bool) -> Cnn {
     };
     let m = random_cnn(&[1, 6, 5, 1], 3, 77, meta);
     m.save(&d.path("cnn.npz")).unwrap();
-    let j = ok(&[
-        "share-model",
-        "--model",
-        &d.p("cnn.npz"),
-        "--out",
-        &d.p("model"),
-    ]);
+    let j = d.share_model(Some("cnn.npz"), "model");
     assert_eq!(j["network"], "cnn");
     ok(&[
         "add-noise",
@@ -134,17 +161,7 @@ fn setup(d: &Dir, residual: bool) -> Cnn {
         "--out",
         &d.p("noisy.png"),
     ]);
-    ok(&[
-        "share-image",
-        "--image",
-        &d.p("noisy.png"),
-        "--sigma",
-        "25",
-        "--model",
-        &d.p("model.pub"),
-        "--out",
-        &d.p("image"),
-    ]);
+    d.share_image(Some("model.pub"), "image");
     m
 }
 
@@ -192,17 +209,8 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
     for engine in ["gc", "gmw"] {
         let d = Dir::new();
         let m = setup(&d, true);
-        ok(&[
-            "gen-triplets",
-            "--model",
-            &d.p("model.pub"),
-            "--image",
-            &d.p("image.pub"),
-            "--engine",
-            engine,
-            "--out",
-            &d.p("triplets"),
-        ]);
+        let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let port = free_port();
         let c0 = d.spawn(0, port, "triplets");
         let c1 = d.spawn(1, port, "triplets");
@@ -246,64 +254,18 @@ fn mlp_and_cnn_files_are_kept_apart() {
     let d = Dir::new();
     setup(&d, false);
     // An image shared the MLP's way cannot be used with a CNN.
-    ok(&[
-        "share-image",
-        "--image",
-        &d.p("noisy.png"),
-        "--sigma",
-        "25",
-        "--out",
-        &d.p("mlpimage"),
-    ]);
-    let o = run(&[
-        "gen-triplets",
-        "--model",
-        &d.p("model.pub"),
-        "--image",
-        &d.p("mlpimage.pub"),
-        "--out",
-        &d.p("t"),
-    ]);
+    d.share_image(None, "mlpimage");
+    let o = d.gen_triplets("model.pub", "mlpimage.pub", "t", &[]);
     refused(&o, "shared for an MLP");
     assert!(!Path::new(&d.p("t.p1")).exists());
     // An image shared for a CNN of another sigma* would be decoded with the wrong scaling.
-    ok(&[
-        "share-model",
-        "--model",
-        &d.p("cnn.npz"),
-        "--out",
-        &d.p("other"),
-    ]);
+    d.share_model(Some("cnn.npz"), "other");
     let mut other = Cnn::load(&d.path("cnn.npz")).unwrap();
     other.meta.sigma = 15.0;
     other.save(&d.path("cnn15.npz")).unwrap();
-    ok(&[
-        "share-model",
-        "--model",
-        &d.p("cnn15.npz"),
-        "--out",
-        &d.p("m15"),
-    ]);
-    ok(&[
-        "share-image",
-        "--image",
-        &d.p("noisy.png"),
-        "--sigma",
-        "25",
-        "--model",
-        &d.p("m15.pub"),
-        "--out",
-        &d.p("img15"),
-    ]);
-    let o = run(&[
-        "gen-triplets",
-        "--model",
-        &d.p("model.pub"),
-        "--image",
-        &d.p("img15.pub"),
-        "--out",
-        &d.p("t"),
-    ]);
+    d.share_model(Some("cnn15.npz"), "m15");
+    d.share_image(Some("m15.pub"), "img15");
+    let o = d.gen_triplets("model.pub", "img15.pub", "t", &[]);
     refused(&o, "not for this CNN");
     // Weights opened once per model are refused for a CNN, clearly.
     let o = run(&[
@@ -315,16 +277,8 @@ fn mlp_and_cnn_files_are_kept_apart() {
     ]);
     refused(&o, "not supported for CNNs");
     // A CNN image with an MLP's public header.
-    ok(&["share-model", "--out", &d.p("mlp")]);
-    let o = run(&[
-        "gen-triplets",
-        "--model",
-        &d.p("mlp.pub"),
-        "--image",
-        &d.p("image.pub"),
-        "--out",
-        &d.p("t"),
-    ]);
+    d.share_model(None, "mlp");
+    let o = d.gen_triplets("mlp.pub", "image.pub", "t", &[]);
     refused(&o, "MLP's header");
 }
 

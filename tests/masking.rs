@@ -41,7 +41,7 @@ use ppdenoise::dealer;
 use ppdenoise::dealer::randomness::PartyRandomness;
 use ppdenoise::dealer::randomness::{act_mask_of, dabit_masks, image_mask_of};
 use ppdenoise::dealer::NonlinearDeal;
-use ppdenoise::formats::bodies::{flatten_weights, Data, JobParams, ModelShare, Triplets};
+use ppdenoise::formats::bodies::{CnnModelShare, JobParams, ModelShare, Triplets};
 use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::plain::phantom::shepp_logan;
 use ppdenoise::plain::preprocess::Preprocess;
@@ -378,25 +378,9 @@ struct Run {
 fn share_model(model: &Model) -> (Plan, Vec<Plan>) {
     let params = FixedParams::default();
     let plan = Plan::from_model(model, params).unwrap();
-    let flat = flatten_weights(&plan);
-    let mseed = test_seed();
-    let explicit = share_with_seed(&flat, &mseed, Stream::ModelShare);
-    let mut public = plan.clone();
-    for l in public.layers.iter_mut() {
-        l.w.clear();
-        l.b.clear();
-    }
-    let shares: Vec<Plan> = [Data::Explicit(explicit), Data::Seed(mseed)]
-        .into_iter()
-        .map(|data| {
-            ModelShare {
-                plan: public.clone(),
-                meta: model.meta.clone(),
-                data,
-            }
-            .share_plan()
-            .unwrap()
-        })
+    let shares: Vec<Plan> = ModelShare::split(&plan, &model.meta, &test_seed())
+        .iter()
+        .map(|s| s.share_plan().unwrap())
         .collect();
     (plan, shares)
 }
@@ -1024,25 +1008,9 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
     let m = ppdenoise::plain::cnn::random_cnn(&[1, 8, 8, 1], 3, 31, meta);
     let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
     // Model owner: fresh shares for this run.
-    let flat = ppdenoise::formats::bodies::flatten_cnn_weights(&plan);
-    let mseed = test_seed();
-    let parts = [
-        share_with_seed(&flat, &mseed, Stream::ModelShare),
-        expand(&mseed, Stream::ModelShare, flat.len()),
-    ];
-    let shares: Vec<CnnPlan> = parts
+    let shares: Vec<CnnPlan> = CnnModelShare::split(&plan, meta, &test_seed())
         .iter()
-        .map(|v| {
-            let mut p = plan.clone();
-            let mut off = 0;
-            for l in p.layers.iter_mut() {
-                let (nw, nb) = (l.w.len(), l.b.len());
-                l.w = v[off..off + nw].to_vec();
-                l.b = v[off + nw..off + nw + nb].to_vec();
-                off += nw + nb;
-            }
-            p
-        })
+        .map(|s| s.share_plan().unwrap())
         .collect();
     let (h, w) = image.dim();
     let enc = ring_cnn::encode_image(image, &Preprocess::identity(), plan.params.s);

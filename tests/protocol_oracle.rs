@@ -17,9 +17,7 @@ use rand_chacha::ChaCha20Rng;
 use ppdenoise::dealer;
 use ppdenoise::dealer::randomness::PartyRandomness;
 use ppdenoise::dealer::NonlinearDeal;
-use ppdenoise::formats::bodies::{
-    flatten_weights, Data, ImageShare, JobParams, ModelShare, Triplets,
-};
+use ppdenoise::formats::bodies::{Data, ImageShare, JobParams, ModelShare, Triplets};
 use ppdenoise::plain::geometry::Geometry;
 use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::plain::phantom::shepp_logan;
@@ -71,25 +69,9 @@ fn run_case_tampered(
 
     // Model owner (as src/cli/owner.rs): explicit share for S0, a seed for S1, public plan
     // without weights in both bodies.
-    let flat = flatten_weights(&plan);
-    let mseed = fresh_seed();
-    let explicit = share_with_seed(&flat, &mseed, Stream::ModelShare);
-    let mut public = plan.clone();
-    for l in public.layers.iter_mut() {
-        l.w.clear();
-        l.b.clear();
-    }
-    let mut shares: Vec<Plan> = [Data::Explicit(explicit), Data::Seed(mseed)]
-        .into_iter()
-        .map(|data| {
-            ModelShare {
-                plan: public.clone(),
-                meta: model.meta.clone(),
-                data,
-            }
-            .share_plan()
-            .expect("share plan")
-        })
+    let mut shares: Vec<Plan> = ModelShare::split(&plan, &model.meta, &fresh_seed())
+        .iter()
+        .map(|s| s.share_plan().expect("share plan"))
         .collect();
 
     if tamper {

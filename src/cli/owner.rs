@@ -8,15 +8,13 @@ use clap::Args;
 use super::inputs::model_or_default;
 use super::Summary;
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{
-    flatten_cnn_weights, flatten_weights, CnnModelShare, Data, ModelShare, CNN, NETWORK,
-};
+use crate::formats::bodies::{CnnModelShare, ModelShare, CNN, NETWORK};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::plain::cnn::Cnn;
 use crate::plain::model::{Activation, Model};
 use crate::ring::cnn::{CnnFixed, CnnPlan};
 use crate::ring::plan::{FixedParams, Plan};
-use crate::ring::share::{fresh_seed, share_with_seed, Stream};
+use crate::ring::share::fresh_seed;
 
 /// Split a trained model into fixed-point additive shares for S0 and S1.
 ///
@@ -125,17 +123,6 @@ pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
     with_suffix(prefix, &format!(".p{party}"))
 }
 
-/// The public plan of a CNN as its headers carry it (`cnn_plan`): shapes and fixed point,
-/// no weights. The dealer sizes everything from it.
-pub fn public_cnn_plan(plan: &CnnPlan) -> CnnPlan {
-    let mut public = plan.clone();
-    for l in public.layers.iter_mut() {
-        l.w.clear();
-        l.b.clear();
-    }
-    public
-}
-
 /// Reads and checks the public CNN plan of a header.
 pub fn cnn_plan_from_header(path: &std::path::Path, h: &Header) -> Result<CnnPlan> {
     let s = h
@@ -154,10 +141,8 @@ fn share_cnn_model(a: &ShareModelArgs, path: &std::path::Path) -> Result<Summary
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
-    let flat = flatten_cnn_weights(&plan);
-    let seed = fresh_seed();
-    let explicit = share_with_seed(&flat, &seed, Stream::ModelShare);
-    let public = public_cnn_plan(&plan);
+    let bodies = CnnModelShare::split(&plan, model.meta, &fresh_seed());
+    let public = bodies[0].plan.clone();
     let model_id = fresh_id();
     let header = |kind: Kind, party: u8| {
         let mut h = Header::new(kind, party, params.s);
@@ -174,14 +159,9 @@ fn share_cnn_model(a: &ShareModelArgs, path: &std::path::Path) -> Result<Summary
     };
     let mut written = Vec::new();
     let mut set = Staged::default();
-    for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
-        let body = CnnModelShare {
-            plan: public.clone(),
-            meta: model.meta,
-            data,
-        };
+    for (party, body) in (0u8..).zip(&bodies) {
         let out = with_ext(&a.out, party);
-        container::stage(&mut set, &out, &header(Kind::CnnModelShare, party), &body)
+        container::stage(&mut set, &out, &header(Kind::CnnModelShare, party), body)
             .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
     }
@@ -218,20 +198,13 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let plan = Plan::from_model(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
-    let flat = flatten_weights(&plan);
-    let seed = fresh_seed();
-    let explicit = share_with_seed(&flat, &seed, Stream::ModelShare);
-    let mut public = plan.clone();
-    for l in public.layers.iter_mut() {
-        l.w.clear();
-        l.b.clear();
-    }
+    let bodies = ModelShare::split(&plan, &model.meta, &fresh_seed());
     let model_id = fresh_id();
     let widths: Vec<u64> = plan.widths().iter().map(|&w| w as u64).collect();
     let mut written = Vec::new();
     // The three files appear together or not at all.
     let mut set = Staged::default();
-    for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
+    for (party, body) in (0u8..).zip(&bodies) {
         let mut h = Header::new(Kind::ModelShare, party, params.s);
         h.model_id = Some(model_id);
         h.shapes.push(("layers".into(), widths.clone()));
@@ -241,13 +214,8 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
             "acts".into(),
             serde_json::to_string(&plan.acts).expect("constants serialise"),
         ));
-        let body = ModelShare {
-            plan: public.clone(),
-            meta: model.meta.clone(),
-            data,
-        };
         let out = with_ext(&a.out, party);
-        container::stage(&mut set, &out, &h, &body)
+        container::stage(&mut set, &out, &h, body)
             .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
         if party == 1 {

@@ -3,12 +3,13 @@
 
 use anyhow::{bail, Result};
 
-use super::owner::{cnn_plan_from_header, public_cnn_plan};
+use super::owner::cnn_plan_from_header;
 use super::server::{
     check_engine, connect, finish_report, open_triplets, progress_bar, write_output, ServeArgs,
 };
 use super::Summary;
 use crate::dealer::randomness::PartyRandomness;
+use crate::formats::bodies::public_cnn_plan;
 use crate::formats::bodies::{is_cnn, load, CnnModelShare, ImageShare, OutputShare, CNN};
 use crate::formats::container::Kind;
 use crate::plain::geometry::Geometry;

@@ -11,7 +11,7 @@ use crate::plain::model::ModelMeta;
 use crate::plain::preprocess::Preprocess;
 use crate::ring::cnn::CnnPlan;
 use crate::ring::plan::Plan;
-use crate::ring::share::{expand, Seed, Stream};
+use crate::ring::share::{expand, share_with_seed, Seed, Stream};
 use crate::twopc::engines::EngineKind;
 
 /// A vector share, either explicit or as a PRG seed (the other party's share is then
@@ -42,6 +42,22 @@ pub struct ModelShare {
 }
 
 impl ModelShare {
+    /// The model owner's split of `plan` (`share-model`): S0's body holds its share as
+    /// explicit values, S1's the seed of its share; both carry the plan without weights.
+    pub fn split(plan: &Plan, meta: &ModelMeta, seed: &Seed) -> [ModelShare; 2] {
+        let explicit = share_with_seed(&flatten_weights(plan), seed, Stream::ModelShare);
+        let mut public = plan.clone();
+        for l in public.layers.iter_mut() {
+            l.w.clear();
+            l.b.clear();
+        }
+        [Data::Explicit(explicit), Data::Seed(*seed)].map(|data| ModelShare {
+            plan: public.clone(),
+            meta: meta.clone(),
+            data,
+        })
+    }
+
     pub fn num_values(plan: &Plan) -> usize {
         plan.layers
             .iter()
@@ -79,6 +95,17 @@ pub struct CnnModelShare {
 }
 
 impl CnnModelShare {
+    /// The model owner's split of a CNN plan, as [`ModelShare::split`].
+    pub fn split(plan: &CnnPlan, meta: CnnMeta, seed: &Seed) -> [CnnModelShare; 2] {
+        let explicit = share_with_seed(&flatten_cnn_weights(plan), seed, Stream::ModelShare);
+        let public = public_cnn_plan(plan);
+        [Data::Explicit(explicit), Data::Seed(*seed)].map(|data| CnnModelShare {
+            plan: public.clone(),
+            meta,
+            data,
+        })
+    }
+
     /// The plan with this party's weight shares filled in.
     pub fn share_plan(&self) -> Result<CnnPlan, String> {
         self.plan.validate_public()?;
@@ -95,6 +122,17 @@ impl CnnModelShare {
         }
         Ok(plan)
     }
+}
+
+/// The public plan of a CNN as its headers carry it (`cnn_plan`): shapes and fixed point,
+/// no weights. The dealer sizes everything from it.
+pub fn public_cnn_plan(plan: &CnnPlan) -> CnnPlan {
+    let mut public = plan.clone();
+    for l in public.layers.iter_mut() {
+        l.w.clear();
+        l.b.clear();
+    }
+    public
 }
 
 /// Flattens a CNN plan's weights in the order [`CnnModelShare`] uses.
