@@ -388,30 +388,35 @@ fn share_model(model: &Model) -> (Plan, Vec<Plan>) {
 /// `open-weights` in process on recording channels: each party's opened weights and the
 /// message logs.
 fn open_once(shares: &[Plan], mask_seeds: &[Seed; 2]) -> (Vec<Opened>, [Vec<Event>; 2]) {
-    let (c0, c1) = mem_pair();
-    let mut r = [
-        Recording {
-            inner: c0,
-            log: Vec::new(),
-        },
-        Recording {
-            inner: c1,
-            log: Vec::new(),
-        },
-    ];
-    let open = |p: usize, ch: &mut dyn Channel| {
+    let (opened, logs) = on_recorded_pair(|p, ch| {
+        let p = p as usize;
         let mask = mask_shares(&mask_seeds[p], &shares[p]);
         open_weights(ch, p as u8, &shares[p], mask).unwrap()
-    };
-    let [r0, r1] = &mut r;
-    let opened = std::thread::scope(|sc| {
-        let open = &open;
-        let h0 = sc.spawn(|| open(0, r0));
-        let h1 = sc.spawn(|| open(1, r1));
-        vec![h0.join().unwrap(), h1.join().unwrap()]
     });
-    let [r0, r1] = r;
-    (opened, [r0.log, r1.log])
+    (opened.into(), logs)
+}
+
+/// Runs `f` as S0 and S1 on two threads joined by in-memory channels that record every
+/// message; returns both results and both logs.
+fn on_recorded_pair<T: Send>(
+    f: impl Fn(u8, &mut dyn Channel) -> T + Sync,
+) -> ([T; 2], [Vec<Event>; 2]) {
+    let (c0, c1) = mem_pair();
+    let mut r0 = Recording {
+        inner: c0,
+        log: Vec::new(),
+    };
+    let mut r1 = Recording {
+        inner: c1,
+        log: Vec::new(),
+    };
+    let out = std::thread::scope(|sc| {
+        let f = &f;
+        let h0 = sc.spawn(|| f(0, &mut r0));
+        let h1 = sc.spawn(|| f(1, &mut r1));
+        [h0.join().unwrap(), h1.join().unwrap()]
+    });
+    (out, [r0.log, r1.log])
 }
 
 /// One job; `opened`: its weights were opened once beforehand under a model mask (the
@@ -473,15 +478,6 @@ fn run_job(
     for _ in 0..3 {
         tag.extend_from_slice(&test_seed()[..16]);
     }
-    let (c0, c1) = mem_pair();
-    let mut r0 = Recording {
-        inner: c0,
-        log: Vec::new(),
-    };
-    let mut r1 = Recording {
-        inner: c1,
-        log: Vec::new(),
-    };
     // The garbler's wire labels, from the test's generator too.
     let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
     let run = |p: u8, ch: &mut dyn Channel| {
@@ -502,17 +498,11 @@ fn run_job(
         };
         protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {}).unwrap();
     };
-    std::thread::scope(|sc| {
-        let run = &run;
-        let h0 = sc.spawn(|| run(0, &mut r0));
-        let h1 = sc.spawn(|| run(1, &mut r1));
-        h0.join().unwrap();
-        h1.join().unwrap();
-    });
+    let (_, logs) = on_recorded_pair(run);
     streams.used(&[trip[0].seed, trip[1].seed], &format!("MLP job, {engine}"));
     let patches = ppdenoise::plain::geometry::Geometry::new(h, w, plan.patch, stride).num_patches();
     Run {
-        logs: [r0.log, r1.log],
+        logs,
         patches,
         triplets: trip,
         encoded: enc,
@@ -1029,15 +1019,6 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
     let d = dealer::cnn::generate_with(&plan, h, w, engine, batch, &seeds, setup);
     let streams = streams.dealt(&d.seeds);
     let tag = test_seed()[..16].to_vec();
-    let (c0, c1) = mem_pair();
-    let mut r0 = Recording {
-        inner: c0,
-        log: Vec::new(),
-    };
-    let mut r1 = Recording {
-        inner: c1,
-        log: Vec::new(),
-    };
     // The garbler's wire labels, from the test's generator too.
     let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
     let run = |p: u8, ch: &mut dyn Channel| {
@@ -1062,15 +1043,9 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
         };
         twopc_cnn::run(ch, inputs, eng.as_mut(), &mut |_, _| {}).unwrap();
     };
-    std::thread::scope(|sc| {
-        let run = &run;
-        let h0 = sc.spawn(|| run(0, &mut r0));
-        let h1 = sc.spawn(|| run(1, &mut r1));
-        h0.join().unwrap();
-        h1.join().unwrap();
-    });
+    let (_, logs) = on_recorded_pair(run);
     streams.used(&d.seeds, &format!("CNN job, {engine}"));
-    ([r0.log, r1.log], d.seeds)
+    (logs, d.seeds)
 }
 
 #[test]
