@@ -11,7 +11,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use ppdenoise::dealer::cnn as deal;
-use ppdenoise::dealer::randomness::PartyRandomness;
 use ppdenoise::formats::bodies::CnnModelShare;
 use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
 use ppdenoise::plain::phantom::shepp_logan;
@@ -88,12 +87,7 @@ fn run_case(
             let d = deal::generate(&plan, h, w, engine, relu_batch, model_mask);
             let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
                 let pi = p as usize;
-                let corr = if p == 1 {
-                    d.corrections.clone()
-                } else {
-                    Vec::new()
-                };
-                let setup = if p == 0 { &d.setup.0 } else { &d.setup.1 };
+                let (rand, setup) = d.party(p);
                 let mut eng = engine.make(p, setup).unwrap();
                 let inp = CnnJobInputs {
                     party: p,
@@ -101,7 +95,7 @@ fn run_case(
                     height: h,
                     width: w,
                     image: &img[pi],
-                    rand: PartyRandomness::new(p, d.seeds[pi], corr),
+                    rand,
                     session_tag: b"cnn test".to_vec(),
                     weights: match model_mask {
                         Some(_) => Weights::Opened(&opened[pi]),
@@ -308,19 +302,15 @@ fn real_cnn_crop_boolean_engine() {
     let t = std::time::Instant::now();
     let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
         let pi = p as usize;
-        let corr = if p == 1 {
-            d.corrections.clone()
-        } else {
-            Vec::new()
-        };
-        let mut eng = EngineKind::Gmw.make(p, &[]).unwrap();
+        let (rand, setup) = d.party(p);
+        let mut eng = EngineKind::Gmw.make(p, setup).unwrap();
         let inp = CnnJobInputs {
             party: p,
             plan: &shares[pi],
             height: h,
             width: w,
             image: &img[pi],
-            rand: PartyRandomness::new(p, d.seeds[pi], corr),
+            rand,
             session_tag: b"real cnn".to_vec(),
             weights: Weights::PerJob,
             relu_batch: batch,

@@ -1023,20 +1023,15 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
     let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
     let run = |p: u8, ch: &mut dyn Channel| {
         let pi = p as usize;
-        let setup = if p == 0 { &d.setup.0 } else { &d.setup.1 };
+        let (rand, setup) = d.party(p);
         let mut eng = engine.make_seeded(p, setup, label_seeds).unwrap();
-        let corr = if p == 1 {
-            d.corrections.clone()
-        } else {
-            Vec::new()
-        };
         let inputs = CnnJobInputs {
             party: p,
             plan: &shares[pi],
             height: h,
             width: w,
             image: &img[pi],
-            rand: PartyRandomness::new(p, d.seeds[pi], corr),
+            rand,
             session_tag: tag.clone(),
             weights: protocol::Weights::PerJob,
             relu_batch: batch,

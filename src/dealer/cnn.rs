@@ -4,7 +4,7 @@
 //! (boolean engine) for each ReLU run of the layer its AND triples, daBits and edaBits.
 
 use crate::dealer::boolean::explicit_for;
-use crate::dealer::randomness::act_mask_of;
+use crate::dealer::randomness::{act_mask_of, PartyRandomness};
 use crate::dealer::{batches, DealSeeds};
 use crate::plain::im2col::im2col;
 use crate::ring::cnn::{row_blocks, CnnPlan};
@@ -127,6 +127,21 @@ pub struct CnnDeal {
     pub seeds: [Seed; 2],
     pub corrections: Vec<u64>,
     pub setup: (Vec<u8>, Vec<u8>),
+}
+
+impl CnnDeal {
+    /// Party `p`'s randomness (its seed; S1 also the explicit values) and engine setup, as
+    /// its triplet file would give them.
+    pub fn party(&self, p: u8) -> (PartyRandomness, &[u8]) {
+        let (corrections, setup) = match p {
+            0 => (Vec::new(), &self.setup.0),
+            _ => (self.corrections.clone(), &self.setup.1),
+        };
+        (
+            PartyRandomness::new(p, self.seeds[p as usize], corrections),
+            setup,
+        )
+    }
 }
 
 pub fn generate(
