@@ -551,55 +551,31 @@ fn secure_tanh_star_matches_float_on_a_dense_grid() {
     }
     let n = v.len();
     let (s0, s1) = share(&mut rng, &v);
-    // Beaver triples for n squares and 2n products, split at random.
-    let mut split = |vals: Vec<u64>| -> [Vec<u64>; 2] {
-        let r: Vec<u64> = (0..vals.len()).map(|_| rng.gen()).collect();
-        let other = vals
-            .iter()
-            .zip(&r)
-            .map(|(x, m)| x.wrapping_sub(*m))
-            .collect();
-        [r, other]
-    };
-    let rand_vec = |rng: &mut ChaCha20Rng| -> Vec<u64> { (0..n).map(|_| rng.gen()).collect() };
+    // Beaver triples for n squares and 2n products; party 0's share uniform, party 1's the
+    // rest.
     let mut rng2 = ChaCha20Rng::seed_from_u64(7);
-    let sq_a = rand_vec(&mut rng2);
-    let sq_c: Vec<u64> = sq_a.iter().map(|a| a.wrapping_mul(*a)).collect();
-    let (a, b): (Vec<Vec<u64>>, Vec<Vec<u64>>) = (0..2)
-        .map(|_| (rand_vec(&mut rng2), rand_vec(&mut rng2)))
-        .unzip();
-    let prod: Vec<Vec<u64>> = (0..2)
-        .map(|k| {
-            a[k].iter()
-                .zip(&b[k])
-                .map(|(x, y)| x.wrapping_mul(*y))
-                .collect()
-        })
-        .collect();
-    let [sa0, sa1] = split(sq_a);
-    let [sc0, sc1] = split(sq_c);
-    let [a00, a01] = split(a[0].clone());
-    let [a10, a11] = split(a[1].clone());
-    let [b00, b01] = split(b[0].clone());
-    let [b10, b11] = split(b[1].clone());
-    let [c00, c01] = split(prod[0].clone());
-    let [c10, c11] = split(prod[1].clone());
-    let triples = [
-        ElemTriples {
-            sq_a: sa0,
-            sq_c: sc0,
-            a: [a00, a10],
-            b: [b00, b10],
-            c: [c00, c10],
-        },
-        ElemTriples {
-            sq_a: sa1,
-            sq_c: sc1,
-            a: [a01, a11],
-            b: [b01, b11],
-            c: [c01, c11],
-        },
-    ];
+    let mut rand_vec = || -> Vec<u64> { (0..n).map(|_| rng2.gen()).collect() };
+    let mul = |x: &[u64], y: &[u64]| -> Vec<u64> {
+        x.iter().zip(y).map(|(a, b)| a.wrapping_mul(*b)).collect()
+    };
+    let sq_a = rand_vec();
+    let (a0, b0) = (rand_vec(), rand_vec());
+    let (a1, b1) = (rand_vec(), rand_vec());
+    let (sq_c, c0, c1) = (mul(&sq_a, &sq_a), mul(&a0, &b0), mul(&a1, &b1));
+    let mut split = |vals: &[u64]| -> [Vec<u64>; 2] {
+        let r: Vec<u64> = (0..vals.len()).map(|_| rng.gen()).collect();
+        let rest = ppdenoise::ring::share::sub(vals, &r);
+        [r, rest]
+    };
+    let [sq_a, sq_c, a0, a1, b0, b1, c0, c1] =
+        [&sq_a, &sq_c, &a0, &a1, &b0, &b1, &c0, &c1].map(|v| split(v));
+    let triples: [ElemTriples; 2] = std::array::from_fn(|p| ElemTriples {
+        sq_a: sq_a[p].clone(),
+        sq_c: sq_c[p].clone(),
+        a: [a0[p].clone(), a1[p].clone()],
+        b: [b0[p].clone(), b1[p].clone()],
+        c: [c0[p].clone(), c1[p].clone()],
+    });
     for kind in [EngineKind::Gc, EngineKind::Gmw] {
         let (mut ev, mut gb) = engines(kind);
         let (mut c0, mut c1) = mem_pair();
