@@ -497,10 +497,8 @@ fn oracle_vs_float_with(
 ) -> (f64, f64) {
     let pre = Preprocess::identity();
     let plan = Plan::from_model(model, params).unwrap();
-    let geo = Geometry::new(img.nrows(), img.ncols(), plan.patch, stride);
-    let run = oracle::run(&plan, &geo, &oracle::encode_image(img, &pre, params.s), 64);
-    assert_eq!(run.out_of_range, 0);
-    let fixed = oracle::decode_canvas(&run.canvas, &geo, &pre, plan.out_scale);
+    let (fixed, out_of_range) = oracle::denoise(&plan, img, &pre, stride);
+    assert_eq!(out_of_range, 0);
     let float = denoise_float(
         model,
         img,
@@ -992,10 +990,7 @@ fn float_path_matches_train_py_reference() {
     assert!(worst(&transposed.t().to_owned()) > 1e-2);
     // The fixed-point oracle, as the servers compute it, within its quantisation error.
     let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
-    let geo = Geometry::new(h, w, plan.patch, 3);
-    let enc = oracle::encode_image(&noisy, &pre, plan.params.s);
-    let canvas = oracle::run(&plan, &geo, &enc, 64).canvas;
-    let fixed = oracle::decode_canvas(&canvas, &geo, &pre, plan.out_scale);
+    let (fixed, _) = oracle::denoise(&plan, &noisy, &pre, 3);
     let q = worst(&fixed) * 255.0;
     eprintln!("fixed-point oracle vs train.py: max {q:.3} grey levels");
     assert!(q < 0.5, "oracle differs from train.py by {q} grey levels");
@@ -1022,10 +1017,7 @@ fn shipped_model_denoises_the_phantom() {
         &TanhStar::PAPER,
     ));
     let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
-    let geo = Geometry::new(128, 128, plan.patch, 3);
-    let enc = oracle::encode_image(&noisy, &pre, plan.params.s);
-    let canvas = oracle::run(&plan, &geo, &enc, 64).canvas;
-    let fixed = quantize_u8(&oracle::decode_canvas(&canvas, &geo, &pre, plan.out_scale));
+    let fixed = quantize_u8(&oracle::denoise(&plan, &noisy, &pre, 3).0);
     let p = |x: &Array2<f64>| psnr(&clean.pixels, x, 255.0);
     let (pn, pf, pq) = (p(&noisy), p(&float), p(&fixed));
     eprintln!("phantom 128, sigma 25: noisy {pn:.2} dB, float {pf:.2} dB, fixed {pq:.2} dB");

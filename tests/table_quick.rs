@@ -6,7 +6,6 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use ppdenoise::plain::geometry::Geometry;
 use ppdenoise::plain::image::{load as load_png, quantize_u8};
 use ppdenoise::plain::metrics::psnr;
 use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
@@ -66,12 +65,8 @@ fn assert_secure_is_oracle(run_dir: &Path, model: &Path, r: &serde_json::Value) 
     let noisy = load_png(run_dir.join("noisy.png")).unwrap();
     let secure = load_png(run_dir.join("denoised.png")).unwrap();
     let clean = load_png(run_dir.join("clean.png")).unwrap();
-    let (h, w) = noisy.pixels.dim();
     let pre = Preprocess::new(25.0, m.meta.sigma, true);
-    let geo = Geometry::new(h, w, plan.patch, 3);
-    let enc = oracle::encode_image(&noisy.pixels, &pre, plan.params.s);
-    let canvas = oracle::run(&plan, &geo, &enc, 64).canvas;
-    let dec = quantize_u8(&oracle::decode_canvas(&canvas, &geo, &pre, plan.out_scale));
+    let dec = quantize_u8(&oracle::denoise(&plan, &noisy.pixels, &pre, 3).0);
     assert_eq!(
         secure.pixels,
         dec,

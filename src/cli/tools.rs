@@ -11,7 +11,6 @@ use super::Summary;
 use crate::formats::container;
 use crate::plain::cnn::Cnn;
 use crate::plain::denoise::denoise_float;
-use crate::plain::geometry::Geometry;
 use crate::plain::image::{quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::{Activation, Model};
@@ -107,16 +106,8 @@ pub fn run_denoise_with(
             0,
         ),
         Arith::Fixed => {
-            let scale = params.s;
             let plan = Plan::from_model(model, params).map_err(anyhow::Error::msg)?;
-            let (h, w) = noisy.pixels.dim();
-            let geo = Geometry::new(h, w, plan.patch, stride);
-            let enc = oracle::encode_image(&noisy.pixels, pre, scale);
-            let run = oracle::run(&plan, &geo, &enc, 256);
-            (
-                oracle::decode_canvas(&run.canvas, &geo, pre, plan.out_scale),
-                run.out_of_range,
-            )
+            oracle::denoise(&plan, &noisy.pixels, pre, stride)
         }
     })
 }

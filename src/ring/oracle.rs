@@ -155,6 +155,24 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
     }
 }
 
+/// The whole plaintext fixed-point pipeline on an image (0..255 scale): encode, every patch
+/// through the plan, aggregate, decode. Returns the decoded image and how many
+/// pre-activations fell outside the circuit's range (see [`OracleRun`]).
+pub fn denoise(
+    plan: &Plan,
+    image: &Array2<f64>,
+    pre: &Preprocess,
+    stride: usize,
+) -> (Array2<f64>, u64) {
+    let (h, w) = image.dim();
+    let geo = Geometry::new(h, w, plan.patch, stride);
+    let r = run(plan, &geo, &encode_image(image, pre, plan.params.s), 256);
+    (
+        decode_canvas(&r.canvas, &geo, pre, plan.out_scale),
+        r.out_of_range,
+    )
+}
+
 /// The receiver's step: weighted canvas sums (at `scale`, the plan's `out_scale`) ->
 /// averaged, denormalised, cropped image.
 pub fn decode_canvas(canvas: &[u64], geo: &Geometry, pre: &Preprocess, scale: u32) -> Array2<f64> {
