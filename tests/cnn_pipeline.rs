@@ -390,10 +390,7 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
         let m = Cnn::load(&path).unwrap();
         let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
         let pre = ppdenoise::plain::preprocess::Preprocess::new(sg, sg, true);
-        let enc = ring_cnn::encode_image(&noisy.pixels, &pre, CnnFixed::default().s);
-        let orc = ring_cnn::run(&plan, 20, 20, &enc);
-        let dec =
-            ring_cnn::decode_output(&orc.output, 20, 20, &pre, CnnFixed::default().out_scale());
+        let (dec, _) = ring_cnn::denoise(&plan, &noisy.pixels, &pre);
         assert_eq!(
             secure.pixels,
             ppdenoise::plain::image::quantize_u8(&dec),

@@ -120,18 +120,12 @@ pub fn run_cnn(
     arith: Arith,
     params: CnnFixed,
 ) -> Result<(ndarray::Array2<f64>, u64)> {
-    let (h, w) = noisy.pixels.dim();
     Ok(match arith {
         Arith::Float => (model.denoise_float(&noisy.pixels, pre), 0),
         Arith::FloatTanhStar => bail!("--arith float-tanh-star applies to MLPs, not CNNs"),
         Arith::Fixed => {
             let plan = CnnPlan::from_cnn(model, params).map_err(anyhow::Error::msg)?;
-            let enc = cnn_ring::encode_image(&noisy.pixels, pre, params.s);
-            let run = cnn_ring::run(&plan, h, w, &enc);
-            (
-                cnn_ring::decode_output(&run.output, h, w, pre, params.out_scale()),
-                run.out_of_range,
-            )
+            cnn_ring::denoise(&plan, &noisy.pixels, pre)
         }
     })
 }

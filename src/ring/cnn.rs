@@ -315,6 +315,17 @@ pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
     }
 }
 
+/// The whole plaintext fixed-point CNN on an image (0..255 scale): encode, run, decode.
+/// Returns the decoded image and the out-of-range count (see [`run`]).
+pub fn denoise(plan: &CnnPlan, image: &Array2<f64>, pre: &Preprocess) -> (Array2<f64>, u64) {
+    let (h, w) = image.dim();
+    let r = run(plan, h, w, &encode_image(image, pre, plan.params.s));
+    (
+        decode_output(&r.output, h, w, pre, plan.params.out_scale()),
+        r.out_of_range,
+    )
+}
+
 /// The receiver's step: output values at `scale` -> 0..255 image (not clipped).
 pub fn decode_output(out: &[u64], h: usize, w: usize, pre: &Preprocess, scale: u32) -> Array2<f64> {
     Array2::from_shape_vec(
