@@ -19,7 +19,7 @@ use crate::dealer::randomness::PartyRandomness;
 use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{Channel, ChannelError, Expect};
 use crate::twopc::gc::activation::garble_batch_shared_labels;
-use crate::twopc::gc::block::Block;
+use crate::twopc::gc::block::{Block, TccrHash};
 use crate::twopc::gc::{
     evaluate_batch, share_bits, ActCircuit, Evaluator, Garbler, TruncParams, LANES,
 };
@@ -63,8 +63,9 @@ pub fn deal_base_ots_with<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> (V
     (r, s)
 }
 
-/// Splits a party's dealer bytes into its base-OT part and the shared label stream.
-fn split_dealer_bytes(bytes: &[u8]) -> Result<(&[u8], CtrPrg), ProtocolError> {
+/// Splits a party's dealer bytes into its base-OT part, the shared label stream and the
+/// job's hash (its key derived from the same fresh seed, see [`TccrHash::for_job`]).
+fn split_dealer_bytes(bytes: &[u8]) -> Result<(&[u8], CtrPrg, TccrHash), ProtocolError> {
     if bytes.len() < 16 {
         return Err(ProtocolError::Setup(
             "triplets: base-OT data too short".into(),
@@ -72,7 +73,7 @@ fn split_dealer_bytes(bytes: &[u8]) -> Result<(&[u8], CtrPrg), ProtocolError> {
     }
     let (base, seed) = bytes.split_at(bytes.len() - 16);
     let seed = Block::from_bytes(seed.try_into().expect("16 bytes"));
-    Ok((base, CtrPrg::new(seed)))
+    Ok((base, CtrPrg::new(seed), TccrHash::for_job(seed)))
 }
 
 fn malformed(e: impl std::fmt::Display) -> ProtocolError {
@@ -81,6 +82,7 @@ fn malformed(e: impl std::fmt::Display) -> ProtocolError {
 
 /// S0: evaluator and OT receiver.
 pub struct GcEvaluator {
+    hash: TccrHash,
     cot: CotReceiver,
     labels: CtrPrg,
     ev: Evaluator,
@@ -90,14 +92,15 @@ pub struct GcEvaluator {
 
 impl GcEvaluator {
     pub fn new(base_ot: &[u8]) -> Result<Self, ProtocolError> {
-        let (base, labels) = split_dealer_bytes(base_ot)?;
+        let (base, labels, hash) = split_dealer_bytes(base_ot)?;
         let base = BaseOtForReceiver::from_bytes(base)
             .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
         Ok(GcEvaluator {
             cot: CotReceiver::new(base),
             labels,
-            ev: Evaluator::new(),
-            ev2: Evaluator::with_first_gate(SECOND_HALF_FIRST_GATE),
+            ev: Evaluator::new(hash.clone()),
+            ev2: Evaluator::with_first_gate(hash.clone(), SECOND_HALF_FIRST_GATE),
+            hash,
             counters: EngineCounters::default(),
         })
     }
@@ -111,12 +114,13 @@ impl GcEvaluator {
         let corr = ch.recv(Expect::Exactly(8 * t2.len()))?;
         let (_, groups) = circ.b2a_layout(items);
         self.counters.ots += t2.len() as u64;
-        b2a_receiver(&t2, &e, &corr, &groups, tweak).map_err(malformed)
+        b2a_receiver(&self.hash, &t2, &e, &corr, &groups, tweak).map_err(malformed)
     }
 }
 
 /// S1: garbler and OT sender.
 pub struct GcGarbler {
+    hash: TccrHash,
     cot: CotSender,
     labels: CtrPrg,
     gb: Garbler<ChaCha12Rng>,
@@ -141,7 +145,7 @@ impl GcGarbler {
     }
 
     fn with_label_rngs(base_ot: &[u8], rngs: [ChaCha12Rng; 2]) -> Result<Self, ProtocolError> {
-        let (base, labels) = split_dealer_bytes(base_ot)?;
+        let (base, labels, hash) = split_dealer_bytes(base_ot)?;
         let base = BaseOtForSender::from_bytes(base)
             .map_err(|e| ProtocolError::Setup(format!("triplets: {e}")))?;
         let delta = base.delta;
@@ -149,8 +153,9 @@ impl GcGarbler {
         Ok(GcGarbler {
             cot: CotSender::new(base),
             labels,
-            gb: Garbler::new(delta, r1),
-            gb2: Garbler::with_first_gate(delta, r2, SECOND_HALF_FIRST_GATE),
+            gb: Garbler::new(delta, hash.clone(), r1),
+            gb2: Garbler::with_first_gate(delta, hash.clone(), r2, SECOND_HALF_FIRST_GATE),
+            hash,
             counters: EngineCounters::default(),
         })
     }
@@ -166,7 +171,15 @@ impl GcGarbler {
         let q2 = self.cot.extend(rho.len(), &msg2).map_err(malformed)?;
         self.counters.ots += q2.len() as u64;
         let (weights, groups) = circ.b2a_layout(items);
-        let (corr, shares) = b2a_sender(self.cot.delta(), &q2, &rho, &weights, &groups, tweak);
+        let (corr, shares) = b2a_sender(
+            &self.hash,
+            self.cot.delta(),
+            &q2,
+            &rho,
+            &weights,
+            &groups,
+            tweak,
+        );
         ch.send(&corr)?;
         Ok(shares)
     }

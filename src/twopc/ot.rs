@@ -16,7 +16,7 @@ use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128;
 use rand::{CryptoRng, RngCore};
 
-use crate::twopc::gc::block::{Block, FixedKeyAes, LengthError};
+use crate::twopc::gc::block::{Block, LengthError, TccrHash};
 
 /// Security parameter of the extension: number of base OTs, bits of Δ.
 const KAPPA: usize = 128;
@@ -453,6 +453,7 @@ fn check_groups(groups: &[usize], bits: usize) {
 /// # Panics
 /// If local argument lengths disagree (a caller bug, not peer input).
 pub fn b2a_sender(
+    hash: &TccrHash,
     delta: Block,
     q: &[Block],
     rho: &[bool],
@@ -465,7 +466,6 @@ pub fn b2a_sender(
         "B2A length mismatch"
     );
     check_groups(groups, q.len());
-    let hash = FixedKeyAes::get();
     let mut h0 = q.to_vec();
     hash.tccr_slice(&mut h0, |i| b2a_tweak(tweak_base, i));
     let mut h1: Vec<Block> = q.iter().map(|&x| x ^ delta).collect();
@@ -496,6 +496,7 @@ pub fn b2a_sender(
 /// # Panics
 /// If local argument lengths disagree (a caller bug, not peer input).
 pub fn b2a_receiver(
+    hash: &TccrHash,
     t: &[Block],
     e: &[bool],
     msg: &[u8],
@@ -506,7 +507,7 @@ pub fn b2a_receiver(
     check_groups(groups, t.len());
     check_len("B2A message", msg, 8 * t.len())?;
     let mut h = t.to_vec();
-    FixedKeyAes::get().tccr_slice(&mut h, |i| b2a_tweak(tweak_base, i));
+    hash.tccr_slice(&mut h, |i| b2a_tweak(tweak_base, i));
     let mut shares = Vec::with_capacity(groups.len());
     let mut j = 0;
     for &g in groups {
@@ -618,7 +619,8 @@ mod tests {
         assert!(s.extend(200, &msg).is_err());
         // The failed calls consumed nothing: the good one still matches.
         assert!(s.extend(10, &msg).is_ok());
-        assert!(b2a_receiver(&[Block::ZERO], &[true], &[0u8; 7], &[1], 0).is_err());
+        let h = TccrHash::for_job(Block(33));
+        assert!(b2a_receiver(&h, &[Block::ZERO], &[true], &[0u8; 7], &[1], 0).is_err());
     }
 
     #[test]
@@ -645,6 +647,7 @@ mod tests {
     #[test]
     fn b2a_reconstructs() {
         let (mut r, mut s, delta) = pair(35);
+        let h = TccrHash::for_job(Block(35));
         let mut rng = ChaCha12Rng::seed_from_u64(36);
         for round in 0..3 {
             // Groups: an unsigned 14-bit value, single bits, a signed 21-bit value.
@@ -669,8 +672,8 @@ mod tests {
             let tweak = r.next_ot_index();
             let (msg, t) = r.extend(&e);
             let q = s.extend(n, &msg).unwrap();
-            let (bmsg, ss) = b2a_sender(delta, &q, &rho, &weights, &groups, tweak);
-            let rs = b2a_receiver(&t, &e, &bmsg, &groups, tweak).unwrap();
+            let (bmsg, ss) = b2a_sender(&h, delta, &q, &rho, &weights, &groups, tweak);
+            let rs = b2a_receiver(&h, &t, &e, &bmsg, &groups, tweak).unwrap();
             let mut j = 0;
             for (gi, &g) in groups.iter().enumerate() {
                 let want = (j..j + g).fold(0u64, |a, i| a.wrapping_add(weights[i] * b[i] as u64));

@@ -740,7 +740,8 @@ mod tests {
         let items = 100_000;
         let mut rng = ChaCha12Rng::seed_from_u64(1);
         let delta = Block(Block::random(&mut rng).0 | 1);
-        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(2));
+        let hash = crate::twopc::gc::halfgates::tests::test_hash();
+        let mut g = Garbler::new(delta, hash.clone(), ChaCha12Rng::seed_from_u64(2));
         let (gw, act) = g.garbler_inputs(&vec![false; 2 * n]);
         let mut cnt = AndCounter::default();
         drop(tanh_select(&mut cnt, &p, &vec![(); n], &vec![(); n]));
@@ -751,7 +752,7 @@ mod tests {
         let mut tables = Vec::new();
         let mut buf = Vec::new();
         let (mut tg, mut te) = (0.0, 0.0);
-        let mut e = Evaluator::new();
+        let mut e = Evaluator::new(hash.clone());
         for _ in 0..items / batch {
             let t0 = Instant::now();
             for _ in 0..batch {
@@ -820,13 +821,13 @@ mod tests {
         let w = vec![1u64; m];
         let groups = vec![1usize; m];
         let t0 = Instant::now();
-        let (bmsg, _) = crate::twopc::ot::b2a_sender(s.delta(), &q, &rho, &w, &groups, 0);
+        let (bmsg, _) = crate::twopc::ot::b2a_sender(&hash, s.delta(), &q, &rho, &w, &groups, 0);
         println!(
             "B2A sender x{m}: {:.1} M bits/s",
             m as f64 / t0.elapsed().as_secs_f64() / 1e6
         );
         let t0 = Instant::now();
-        b2a_receiver(&_t, &choices, &bmsg, &groups, 0).unwrap();
+        b2a_receiver(&hash, &_t, &choices, &bmsg, &groups, 0).unwrap();
         println!(
             "B2A receiver x{m}: {:.1} M bits/s",
             m as f64 / t0.elapsed().as_secs_f64() / 1e6
@@ -871,8 +872,8 @@ mod tests {
             let tweak = tp.cot_r.next_ot_index();
             let (msg, t2) = tp.cot_r.extend(&e_sh);
             let q2 = tp.cot_s.extend(e_sh.len(), &msg).unwrap();
-            let (bmsg, a1) = b2a_sender(tp.cot_s.delta(), &q2, &rho, &w, &groups, tweak);
-            let a0 = b2a_receiver(&t2, &e_sh, &bmsg, &groups, tweak).unwrap();
+            let (bmsg, a1) = b2a_sender(&tp.hash, tp.cot_s.delta(), &q2, &rho, &w, &groups, tweak);
+            let a0 = b2a_receiver(&tp.hash, &t2, &e_sh, &bmsg, &groups, tweak).unwrap();
             let sum: Vec<u64> = a0
                 .iter()
                 .zip(&a1)

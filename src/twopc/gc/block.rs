@@ -1,17 +1,18 @@
-//! 128-bit wire labels and the fixed-key AES hash used by garbling and OT.
+//! 128-bit wire labels and the hash used by garbling and OT.
 //!
-//! The hash is the tweakable circular correlation-robust function of
-//! Guo, Katz, Wang, Yu ("Better concrete security for half-gates garbling",
-//! CRYPTO 2020): `H(x, i) = π(σ(x) ⊕ i) ⊕ σ(x)`, where `π` is AES-128 under a
-//! fixed public key and `σ(xL || xR) = (xL ⊕ xR) || xL` is a linear
-//! orthomorphism. One AES call per hash.
-
-use std::ops::{BitAnd, BitXor, BitXorAssign};
-use std::sync::LazyLock;
+//! The hash is the tweakable circular correlation-robust (TCCR) function of Guo, Katz,
+//! Wang, Yu ("Better concrete security for half-gates garbling (in the multi-instance
+//! setting)", CRYPTO 2020, section 7.4): `H(x, i) = π(π(x) ⊕ i) ⊕ π(x)`, two AES calls,
+//! where `π` is AES-128 under a key that both servers derive from the job's dealer seed.
+//! The key is public to both servers (as a fixed key would be) but new for every job: work
+//! an attacker spends on one job's `π` says nothing about another job's, so the
+//! multi-instance loss of one global key (one AES query testing a guess of Δ against every
+//! gate of every job ever run) is gone. docs/protocol.md states the security level.
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
-use aes::Aes128;
+use aes::Aes128Enc;
 use rand::{CryptoRng, RngCore};
+use std::ops::{BitAnd, BitXor, BitXorAssign};
 
 /// A 128-bit label. Bit 0 (`lsb`) is the point-and-permute colour bit.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
@@ -54,14 +55,6 @@ impl Block {
     #[inline(always)]
     pub fn select(self, bit: bool) -> Block {
         Block(self.0 & (bit as u128).wrapping_neg())
-    }
-
-    /// GKWY20 orthomorphism σ(xL || xR) = (xL ⊕ xR) || xL (hi || lo).
-    #[inline(always)]
-    fn sigma(self) -> Block {
-        let hi = self.0 >> 64;
-        let lo = self.0 & (u64::MAX as u128);
-        Block(((hi ^ lo) << 64) | hi)
     }
 }
 
@@ -125,33 +118,31 @@ pub fn blocks_from_bytes(
         .collect())
 }
 
-/// Fixed-key AES-128: the public random permutation π.
-pub struct FixedKeyAes {
-    aes: Aes128,
+/// The job's tweakable hash: π is AES-128 under the job's key.
+#[derive(Clone)]
+pub struct TccrHash {
+    aes: Aes128Enc,
 }
 
-/// Public key for π; any constant works, this one is "nothing up my sleeve" digits of π.
-const FIXED_KEY: u128 = 0x243f6a8885a308d313198a2e03707344;
-
-static FIXED: LazyLock<FixedKeyAes> = LazyLock::new(|| FixedKeyAes {
-    aes: Aes128::new(&GenericArray::from(FIXED_KEY.to_le_bytes())),
-});
+/// BLAKE3 key-derivation context of the job's hash key (domain separation from every other
+/// use of the dealer seed it is derived from).
+const KEY_CONTEXT: &str = "ppdenoise 2026-11 garbling and OT hash key (GKWY20 TCCR, AES-128)";
 
 /// How many blocks are hashed per AES call: 8 keeps the AES-NI pipeline full.
 pub const HASH_BATCH: usize = 8;
 
-impl FixedKeyAes {
-    /// The process-wide instance (the key is public, so sharing is fine).
-    pub fn get() -> &'static FixedKeyAes {
-        &FIXED
+impl TccrHash {
+    /// π under `key`, taken as is (known-answer tests, and [`TccrHash::for_job`]).
+    pub fn with_key(key: [u8; 16]) -> TccrHash {
+        TccrHash {
+            aes: Aes128Enc::new(&GenericArray::from(key)),
+        }
     }
 
-    /// π under another key: known-answer tests only.
-    #[cfg(test)]
-    fn with_key(key: [u8; 16]) -> FixedKeyAes {
-        FixedKeyAes {
-            aes: Aes128::new(&GenericArray::from(key)),
-        }
+    /// The hash of the job whose dealer seed is `seed` (both servers hold the same seed).
+    pub fn for_job(seed: Block) -> TccrHash {
+        let k = blake3::derive_key(KEY_CONTEXT, &seed.to_bytes());
+        TccrHash::with_key(k[..16].try_into().expect("16 of 32 bytes"))
     }
 
     /// π applied in place to a slice of blocks.
@@ -165,13 +156,14 @@ impl FixedKeyAes {
         }
     }
 
-    /// `N` tweakable hashes in one AES call: `H(x_i, tweak_i)`.
+    /// `N` tweakable hashes `H(x_i, tweak_i)`, two pipelined AES calls each.
     #[inline(always)]
     pub fn tccr_many<const N: usize>(&self, xs: [Block; N], tweaks: [Block; N]) -> [Block; N] {
-        let s: [Block; N] = std::array::from_fn(|i| xs[i].sigma());
-        let mut y: [Block; N] = std::array::from_fn(|i| s[i] ^ tweaks[i]);
+        let mut p = xs;
+        self.permute_many(&mut p);
+        let mut y: [Block; N] = std::array::from_fn(|i| p[i] ^ tweaks[i]);
         self.permute_many(&mut y);
-        std::array::from_fn(|i| y[i] ^ s[i])
+        std::array::from_fn(|i| y[i] ^ p[i])
     }
 
     /// Single tweakable hash `H(x, tweak)`.
@@ -217,70 +209,71 @@ mod tests {
         assert!(blocks_from_bytes("t", &bytes, 4).is_err());
     }
 
-    #[test]
-    fn sigma_is_orthomorphism_on_samples() {
-        // σ must be linear, and σ and σ ⊕ id must both be permutations.
-        let mut rng = ChaCha12Rng::seed_from_u64(2);
-        for _ in 0..1000 {
-            let a = Block::random(&mut rng);
-            let b = Block::random(&mut rng);
-            assert_eq!((a ^ b).sigma(), a.sigma() ^ b.sigma());
-            if a != Block::ZERO {
-                assert_ne!(a.sigma(), Block::ZERO);
-                assert_ne!(a.sigma() ^ a, Block::ZERO);
-            }
-        }
-        // Both maps are invertible by construction: from σ(x) = (h ⊕ l, h)
-        // one reads h, then l; from σ(x) ⊕ x = (l, h ⊕ l) one reads l, then h.
-        let x = Block::random(&mut rng);
-        let s = x.sigma().0;
-        let (h, l) = (s as u64 as u128, (s >> 64) ^ (s as u64 as u128));
-        assert_eq!(Block((h << 64) | l), x);
-    }
-
     /// FIPS-197 appendix C.1 (AES-128) through our block type and byte order.
     #[test]
     fn aes_known_answer_fips_197() {
         let hex = |s: &str| -> [u8; 16] {
             std::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
         };
-        let aes = FixedKeyAes::with_key(hex("000102030405060708090a0b0c0d0e0f"));
+        let aes = TccrHash::with_key(hex("000102030405060708090a0b0c0d0e0f"));
         let mut x = [Block::from_bytes(hex("00112233445566778899aabbccddeeff"))];
         aes.permute_many(&mut x);
         assert_eq!(x[0].to_bytes(), hex("69c4e0d86a7b0430d8cdb78070b4c55a"));
     }
 
-    /// The garbling hash H(x, i) = π(σ(x) ⊕ i) ⊕ σ(x) with the fixed key: known answers, and
-    /// the same values recomputed here from the aes crate and the definition of σ, so that a
-    /// linear or identity hash, another σ or another key cannot pass.
+    /// H(x, i) = π(π(x) ⊕ i) ⊕ π(x) under a fixed key, and the job key derived from a fixed
+    /// seed: known answers, and the same values recomputed here from the aes and blake3
+    /// crates, so that the one-call hash, a linear or identity hash, another key or another
+    /// key derivation cannot pass.
     #[test]
     fn tccr_known_answers() {
-        let h = FixedKeyAes::get();
+        let key = 0x243f6a8885a308d313198a2e03707344u128.to_le_bytes();
         let cases = [
-            (0u128, 0u128, 0xbc3ecd119217f0f783a62f4bb03aeaa0u128),
-            (
-                0x0123456789abcdef_fedcba9876543210,
-                7,
-                0xc0ec74641d55d1235549262453cac44a,
-            ),
-            (u128::MAX, u128::MAX - 1, 0xb0f07b63d69b99bf0368a135709fde43),
+            (0u128, 0u128, KAT[0]),
+            (0x0123456789abcdef_fedcba9876543210, 7, KAT[1]),
+            (u128::MAX, u128::MAX - 1, KAT[2]),
         ];
-        let raw = Aes128::new(&GenericArray::from(FIXED_KEY.to_le_bytes()));
-        for (x, i, want) in cases {
-            let (hi, lo) = (x >> 64, x & (u64::MAX as u128));
-            let s = ((hi ^ lo) << 64) | hi;
-            let mut b = GenericArray::from((s ^ i).to_le_bytes());
+        let h = TccrHash::with_key(key);
+        let raw = Aes128Enc::new(&GenericArray::from(key));
+        let pi = |v: u128| {
+            let mut b = GenericArray::from(v.to_le_bytes());
             raw.encrypt_block(&mut b);
-            let independent = u128::from_le_bytes(b.into()) ^ s;
+            u128::from_le_bytes(b.into())
+        };
+        for (x, i, want) in cases {
+            let independent = pi(pi(x) ^ i) ^ pi(x);
             let got = h.tccr(Block(x), Block(i)).0;
             assert_eq!(got, independent, "x = {x:#x}, i = {i}");
-            assert_eq!(got, want, "known answer for x = {x:#x}, i = {i}");
+            assert_eq!(got, want, "known answer for x = {x:#x}, i = {i}: {got:#x}");
         }
+        // The job key: BLAKE3 derive_key of the seed under KEY_CONTEXT, first 16 bytes.
+        let seed = Block(0x000102030405060708090a0b0c0d0e0f);
+        let k = blake3::derive_key(KEY_CONTEXT, &seed.to_bytes());
+        let by_hand = TccrHash::with_key(k[..16].try_into().unwrap());
+        let job = TccrHash::for_job(seed);
+        let got = job.tccr(Block(5), Block(9)).0;
+        assert_eq!(got, by_hand.tccr(Block(5), Block(9)).0);
+        assert_eq!(got, KAT[3], "known answer of the job key: {got:#x}");
+        // Another seed, another key.
+        assert_ne!(
+            TccrHash::for_job(Block(seed.0 ^ 1))
+                .tccr(Block(5), Block(9))
+                .0,
+            got
+        );
     }
+
+    /// Pinned outputs of [`tccr_known_answers`].
+    const KAT: [u128; 4] = [
+        0xa3ba87884c8af22c2c252104cc3a80ba,
+        0x044971cdbb0668f8416516a69db0510f,
+        0xc631e6d327f3420a1c3018c67d3b4baf,
+        0x28e637efd0d1d3f88ac7bf73332f7887,
+    ];
 
     #[test]
     fn batch_hash_matches_single() {
-        let h = FixedKeyAes::get();
+        let h = TccrHash::for_job(Block(3));
         let mut rng = ChaCha12Rng::seed_from_u64(3);
         let xs: Vec<Block> = (0..21).map(|_| Block::random(&mut rng)).collect();
         let mut ys = xs.clone();

@@ -20,7 +20,7 @@
 
 use rand::{CryptoRng, RngCore};
 
-use super::block::{Block, FixedKeyAes, LengthError};
+use super::block::{Block, LengthError, TccrHash};
 use super::circuit::Circuit;
 
 #[inline(always)]
@@ -61,28 +61,28 @@ pub struct Garbler<R> {
     gate: u64,
     table: Vec<Block>,
     rng: R,
-    hash: &'static FixedKeyAes,
+    hash: TccrHash,
 }
 
 impl<R: RngCore + CryptoRng> Garbler<R> {
-    /// `delta` is the free-XOR offset, the same Δ as the COT sender's.
+    /// `delta` is the free-XOR offset, the same Δ as the COT sender's; `hash` the job's.
     ///
     /// # Panics
     /// If `lsb(delta) == 0` (a local set-up bug, not peer input).
-    pub fn new(delta: Block, rng: R) -> Self {
-        Self::with_first_gate(delta, rng, 0)
+    pub fn new(delta: Block, hash: TccrHash, rng: R) -> Self {
+        Self::with_first_gate(delta, hash, rng, 0)
     }
 
     /// Like [`Garbler::new`] but numbering gates from `first_gate`, for
     /// parallel garblers sharing one Δ on disjoint gate ranges.
-    pub fn with_first_gate(delta: Block, rng: R, first_gate: u64) -> Self {
+    pub fn with_first_gate(delta: Block, hash: TccrHash, rng: R, first_gate: u64) -> Self {
         assert!(delta.lsb(), "free-XOR offset must have lsb 1");
         Garbler {
             delta,
             gate: first_gate,
             table: Vec::new(),
             rng,
-            hash: FixedKeyAes::get(),
+            hash,
         }
     }
 
@@ -269,28 +269,23 @@ pub struct Evaluator {
     table: Vec<Block>,
     pos: usize,
     missing: u64,
-    hash: &'static FixedKeyAes,
-}
-
-impl Default for Evaluator {
-    fn default() -> Self {
-        Self::new()
-    }
+    hash: TccrHash,
 }
 
 impl Evaluator {
-    pub fn new() -> Self {
-        Self::with_first_gate(0)
+    /// `hash` is the job's, the garbler's.
+    pub fn new(hash: TccrHash) -> Self {
+        Self::with_first_gate(hash, 0)
     }
 
     /// Mirrors [`Garbler::with_first_gate`].
-    pub fn with_first_gate(first_gate: u64) -> Self {
+    pub fn with_first_gate(hash: TccrHash, first_gate: u64) -> Self {
         Evaluator {
             gate: first_gate,
             table: Vec::new(),
             pos: 0,
             missing: 0,
-            hash: FixedKeyAes::get(),
+            hash,
         }
     }
 
@@ -451,6 +446,11 @@ pub(crate) mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;
 
+    /// The hash of the tests' job (any seed: the key is public, fresh per job in the protocol).
+    pub(crate) fn test_hash() -> TccrHash {
+        TccrHash::for_job(Block(0x7e57))
+    }
+
     /// A circuit written once, generic over the interpretation.
     pub(crate) trait Build {
         fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire>;
@@ -465,6 +465,7 @@ pub(crate) mod tests {
         pub evaluator: Evaluator,
         pub cot_s: CotSender,
         pub cot_r: CotReceiver,
+        pub hash: TccrHash,
     }
 
     impl TwoParty {
@@ -473,10 +474,15 @@ pub(crate) mod tests {
             let (br, bs) = deal_base_ots(&mut rng);
             let delta = bs.delta;
             TwoParty {
-                garbler: Garbler::new(delta, ChaCha12Rng::seed_from_u64(seed ^ 0x5a5a)),
-                evaluator: Evaluator::new(),
+                garbler: Garbler::new(
+                    delta,
+                    test_hash(),
+                    ChaCha12Rng::seed_from_u64(seed ^ 0x5a5a),
+                ),
+                evaluator: Evaluator::new(test_hash()),
                 cot_s: CotSender::new(bs),
                 cot_r: CotReceiver::new(br),
+                hash: test_hash(),
             }
         }
 
@@ -520,12 +526,13 @@ pub(crate) mod tests {
     }
 
     /// Known answer: a small circuit (two ANDs, a XOR, a NOT) garbled with a fixed Δ and
-    /// label seed. Pins the half-gates tables, the gate numbering (tweaks) and the hash.
+    /// label seed and the tests' job hash. Pins the half-gates tables, the gate numbering
+    /// (tweaks) and the hash.
     #[test]
     fn garbling_known_answer() {
         let mut rng = ChaCha12Rng::seed_from_u64(11);
         let delta = Block(Block::random(&mut rng).0 | 1);
-        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(12));
+        let mut g = Garbler::new(delta, test_hash(), ChaCha12Rng::seed_from_u64(12));
         let (w, _) = g.garbler_inputs(&[true, false, true, true]);
         let x = g.xor(&w[2], &w[3]);
         let a = g.and(&w[0], &w[1]);
@@ -539,7 +546,7 @@ pub(crate) mod tests {
         }
         assert_eq!(
             blake3::hash(&all).to_hex().as_str(),
-            "2ef358cb360678cb760a2961f44353054b4d59159fa627eb386b5e3902a92dbf"
+            "dae3114be190d79ec1d96fd8fb6cd0037623b78ab6c2f6740c735a63747bc382"
         );
     }
 
@@ -547,8 +554,8 @@ pub(crate) mod tests {
     fn single_gates_all_inputs() {
         let mut rng = ChaCha12Rng::seed_from_u64(7);
         let delta = Block(Block::random(&mut rng).0 | 1);
-        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(8));
-        let mut e = Evaluator::new();
+        let mut g = Garbler::new(delta, test_hash(), ChaCha12Rng::seed_from_u64(8));
+        let mut e = Evaluator::new(test_hash());
         for a in [false, true] {
             for b in [false, true] {
                 let (gw, act) = g.garbler_inputs(&[a, b]);
@@ -600,8 +607,8 @@ pub(crate) mod tests {
     fn random_circuit_matches_plain_and_counters_advance() {
         let mut rng = ChaCha12Rng::seed_from_u64(9);
         let delta = Block(Block::random(&mut rng).0 | 1);
-        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(10));
-        let mut e = Evaluator::new();
+        let mut g = Garbler::new(delta, test_hash(), ChaCha12Rng::seed_from_u64(10));
+        let mut e = Evaluator::new(test_hash());
         let mut seen_tables = std::collections::HashSet::new();
         for round in 0..3 {
             let bits: Vec<bool> = (0..16).map(|_| rng.gen()).collect();
@@ -669,8 +676,8 @@ pub(crate) mod tests {
     fn lanes_agree_with_plain_and_mix_with_scalar_gates() {
         let mut rng = ChaCha12Rng::seed_from_u64(17);
         let delta = Block(Block::random(&mut rng).0 | 1);
-        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(18));
-        let mut e = Evaluator::new();
+        let mut g = Garbler::new(delta, test_hash(), ChaCha12Rng::seed_from_u64(18));
+        let mut e = Evaluator::new(test_hash());
         let bits: Vec<bool> = (0..3 * LANES).map(|_| rng.gen()).collect();
         let (gw, act) = g.garbler_inputs(&bits);
         let lane =
@@ -727,8 +734,8 @@ pub(crate) mod tests {
     #[test]
     fn malformed_tables_are_errors_not_panics() {
         let delta = Block(3);
-        let mut g = Garbler::new(delta, ChaCha12Rng::seed_from_u64(1));
-        let mut e = Evaluator::new();
+        let mut g = Garbler::new(delta, test_hash(), ChaCha12Rng::seed_from_u64(1));
+        let mut e = Evaluator::new(test_hash());
         let (gw, act) = g.garbler_inputs(&[true, false]);
         g.and(&gw[0], &gw[1]);
         g.and(&gw[0], &gw[1]);
