@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::identity::{Identity, PeerCert};
@@ -30,6 +31,10 @@ const FRAME_HEADER: u64 = 8;
 /// Upper bound on the whole TLS handshake of one connection (a stalled or trickling stray
 /// client cannot hold the listener for longer than this).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes the listener runs at once; further connections wait in the backlog until one
+/// ends (a handshake ends within [`HANDSHAKE_TIMEOUT`]).
+const MAX_PENDING_HANDSHAKES: usize = 8;
 
 /// Pause between connection attempts while the peer is not up yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -90,10 +95,12 @@ impl Link {
     }
 
     /// Party 0 on an already bound listener: accept connections until one completes the
-    /// handshake with the pinned peer certificate, or until `timeout`. A connection that fails
-    /// (wrong certificate, not TLS, stalls) is logged to stderr and the listener keeps waiting,
-    /// so a stray connection cannot stop the server. At the deadline the last such failure is
-    /// returned if there was one, else [`NetError::Timeout`].
+    /// handshake with the pinned peer certificate, or until `timeout`. Each connection's
+    /// handshake runs on its own thread (at most [`MAX_PENDING_HANDSHAKES`] at once), so a
+    /// connection that fails or stalls (wrong certificate, not TLS, silent) delays nobody: it
+    /// is logged to stderr and the listener keeps waiting, and a stray connection cannot stop
+    /// the server. At the deadline the last such failure is returned if there was one, else
+    /// [`NetError::Timeout`].
     pub fn accept(
         listener: &TcpListener,
         me: &Identity,
@@ -106,50 +113,82 @@ impl Link {
         listener
             .set_nonblocking(true)
             .map_err(|e| NetError::io(format!("configuring the listener on {local}"), e))?;
+        let result = Self::accept_concurrently(listener, local, me, peer, timeout);
+        let _ = listener.set_nonblocking(false);
+        result
+    }
+
+    fn accept_concurrently(
+        listener: &TcpListener,
+        local: SocketAddr,
+        me: &Identity,
+        peer: &PeerCert,
+        timeout: Duration,
+    ) -> Result<Link, NetError> {
+        // Handshake threads own copies; a thread still running when a link is returned ends
+        // within its own deadline and its result is dropped (the connection closes).
+        let (me, peer_cert) = (Arc::new(me.clone()), Arc::new(peer.clone()));
+        let (done_tx, done_rx) = mpsc::channel::<(SocketAddr, Result<Link, NetError>)>();
         let deadline = Instant::now() + timeout;
+        let mut pending = 0usize;
         let mut last_failure: Option<NetError> = None;
         loop {
             let now = Instant::now();
-            match listener.accept() {
-                Ok((stream, from)) => {
-                    let step = deadline
-                        .saturating_duration_since(now)
-                        .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
-                    match Link::establish(stream, from, Role::Server, me, peer, step) {
-                        Ok(link) => {
-                            let _ = listener.set_nonblocking(false);
-                            return Ok(link);
+            if now < deadline && pending < MAX_PENDING_HANDSHAKES {
+                match listener.accept() {
+                    Ok((stream, from)) => {
+                        let step = deadline
+                            .saturating_duration_since(now)
+                            .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
+                        let (me, peer_cert, done) =
+                            (Arc::clone(&me), Arc::clone(&peer_cert), done_tx.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name("ppdenoise-handshake".into())
+                            .spawn(move || {
+                                let r = Link::establish(
+                                    stream,
+                                    from,
+                                    Role::Server,
+                                    &me,
+                                    &peer_cert,
+                                    step,
+                                );
+                                // The listener may have returned already: nobody wants it.
+                                let _ = done.send((from, r));
+                            });
+                        match spawned {
+                            Ok(_) => pending += 1,
+                            Err(e) => eprintln!(
+                                "ppdenoise link: no thread for the connection from {from}: {e}"
+                            ),
                         }
-                        Err(e) => {
-                            eprintln!("ppdenoise link: refused connection from {from}: {e}");
-                            last_failure = Some(e);
-                        }
+                        continue;
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Transient accept failures (e.g. the client reset before accept): note
+                    // them and keep listening.
+                    Err(e) => eprintln!("ppdenoise link: accept on {local} failed: {e}"),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if now >= deadline {
-                        let _ = listener.set_nonblocking(false);
-                        return Err(last_failure.unwrap_or_else(|| {
-                            NetError::Timeout(format!(
-                                "waiting for the peer {} to connect to {local} ({timeout:?})",
-                                peer.name()
-                            ))
-                        }));
-                    }
-                    std::thread::sleep(
-                        Duration::from_millis(20).min(deadline.saturating_duration_since(now)),
-                    );
+            }
+            if now >= deadline && pending == 0 {
+                return Err(last_failure.unwrap_or_else(|| {
+                    NetError::Timeout(format!(
+                        "waiting for the peer {} to connect to {local} ({timeout:?})",
+                        peer.name()
+                    ))
+                }));
+            }
+            // Past the deadline only handshakes started before it remain; each ends within
+            // a second of it.
+            match done_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok((_, Ok(link))) => return Ok(link),
+                Ok((from, Err(e))) => {
+                    pending -= 1;
+                    eprintln!("ppdenoise link: refused connection from {from}: {e}");
+                    last_failure = Some(e);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Transient accept failures (e.g. the client reset before accept):
-                    // note them and keep listening.
-                    eprintln!("ppdenoise link: accept on {local} failed: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                    if Instant::now() >= deadline {
-                        return Err(NetError::io(format!("accepting on {local}"), e));
-                    }
-                }
+                Err(_) => {}
             }
         }
     }
@@ -756,6 +795,31 @@ mod tests {
         );
         drop(c);
         trickle.join().unwrap();
+    }
+
+    /// Silent clients under a server's long accept timeout: before handshakes ran side by
+    /// side, each held the listener for HANDSHAKE_TIMEOUT (10 s), so three cost 30 s.
+    #[test]
+    fn silent_clients_do_not_delay_the_peer() {
+        let (s0, s1) = identities();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
+        let h = thread::spawn(move || {
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(120)).map(|mut l| l.recv())
+        });
+        let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        thread::sleep(Duration::from_millis(200));
+        let start = Instant::now();
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(30)).unwrap();
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(silent);
     }
 
     #[test]
