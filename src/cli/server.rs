@@ -258,9 +258,15 @@ pub(super) fn connect(
             "per-job" => "opens the weights in the job".to_string(),
             id => format!("uses the weights opened under model mask {id}"),
         };
-        if peer_engine != engine_kind.name() {
+        let peer_base = peer_engine.split('+').next().unwrap_or(peer_engine);
+        if peer_engine != engine_kind.wire_name() && peer_base == engine_kind.name() {
             format!(
-                "the peer server runs the {peer_engine} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
+                "the peer server runs another version of the {peer_base} engine ({peer_engine}, this one {}): run the same ppdenoise version on both servers",
+                engine_kind.wire_name()
+            )
+        } else if peer_engine != engine_kind.wire_name() {
+            format!(
+                "the peer server runs the {peer_base} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
             )
         } else if peer_mask != mask_field {
             format!(
@@ -393,7 +399,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     }
     let ids_len = tag.len();
     let mask_field = mask_id.as_deref().unwrap_or("per-job");
-    tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.name()).as_bytes());
+    tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
     // The engine's dealer data (base OTs) parsed before anything is claimed.
     let mut engine = engine_kind.make(p, &tr.base_ot)?;
     let mut link = connect(&a, &triplet_id, &tag, ids_len, engine_kind, mask_field)?;

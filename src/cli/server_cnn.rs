@@ -105,7 +105,7 @@ pub fn serve_cnn(a: ServeArgs, json: bool) -> Result<Summary> {
     }
     let ids_len = tag.len();
     let mask_field = "per-job";
-    tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.name()).as_bytes());
+    tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
     let mut engine = engine_kind.make(p, &tr.base_ot)?;
     let mut link = connect(&a, &triplet_id, &tag, ids_len, engine_kind, mask_field)?;
     let bar = progress_bar(&a, json, plan.layers.len(), "layers");

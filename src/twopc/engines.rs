@@ -24,6 +24,16 @@ impl EngineKind {
         }
     }
 
+    /// The name and wire version the servers' session tag carries: two builds that would
+    /// compute differently from the same files (the garbled-circuit engine's hash changed in
+    /// b711eb0) must refuse each other, not run and write a wrong image.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            EngineKind::Gc => "gc+tccr2",
+            EngineKind::Gmw => "gmw",
+        }
+    }
+
     /// Patches per batch when the dealer is not told: the boolean engine pays one round per
     /// AND depth per batch, so it wants fewer, larger batches.
     pub fn default_batch(self) -> usize {

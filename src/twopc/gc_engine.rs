@@ -368,3 +368,25 @@ impl<T: GcRole> Nonlinear for T {
         self.engine_counters()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The job's hash is keyed from the seed dealt with that job, the same at both servers,
+    /// and a new dealing gives a new key (a constant key would pass every other test).
+    #[test]
+    fn each_dealing_keys_its_own_hash() {
+        let probe = |b: &[u8]| {
+            let (_, _, h) = split_dealer_bytes(b).unwrap();
+            h.tccr(Block(5), Block(9))
+        };
+        let (r1, s1) = deal_base_ots();
+        let (r2, s2) = deal_base_ots();
+        assert_eq!(probe(&r1), probe(&s1));
+        assert_eq!(probe(&r2), probe(&s2));
+        let seed = Block::from_bytes(r1[r1.len() - 16..].try_into().unwrap());
+        assert_eq!(probe(&r1), TccrHash::for_job(seed).tccr(Block(5), Block(9)));
+        assert_ne!(probe(&r1), probe(&r2));
+    }
+}

@@ -1,13 +1,13 @@
 //! 128-bit wire labels and the hash used by garbling and OT.
 //!
 //! The hash is the tweakable circular correlation-robust (TCCR) function of Guo, Katz,
-//! Wang, Yu ("Better concrete security for half-gates garbling (in the multi-instance
-//! setting)", CRYPTO 2020, section 7.4): `H(x, i) = π(π(x) ⊕ i) ⊕ π(x)`, two AES calls,
-//! where `π` is AES-128 under a key that both servers derive from the job's dealer seed.
+//! Wang, Yu ("Efficient and secure multiparty computation from fixed-key block ciphers",
+//! IEEE S&P 2020, section 7.4): `H(x, i) = π(π(x) ⊕ i) ⊕ π(x)`, two AES calls, where `π`
+//! is AES-128 under a key that both servers derive from the job's dealer seed.
 //! The key is public to both servers (as a fixed key would be) but new for every job: work
 //! an attacker spends on one job's `π` says nothing about another job's, so the
 //! multi-instance loss of one global key (one AES query testing a guess of Δ against every
-//! gate of every job ever run) is gone. docs/protocol.md states the security level.
+//! //! gate of every job ever run) is gone. docs/protocol.md states the security level.
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128Enc;
