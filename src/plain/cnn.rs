@@ -288,6 +288,7 @@ fn conv_float(c: &Conv, x: &[f64], h: usize, w: usize, relu: bool) -> Vec<f64> {
 }
 
 fn open_npz(path: &Path) -> Result<(NpzReader<File>, Vec<String>), ModelError> {
+    super::npz::check(path)?;
     let file = File::open(path).map_err(|source| ModelError::Open {
         path: path.to_path_buf(),
         source,

@@ -6,5 +6,6 @@ pub mod im2col;
 pub mod image;
 pub mod metrics;
 pub mod model;
+pub mod npz;
 pub mod phantom;
 pub mod preprocess;

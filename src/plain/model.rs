@@ -218,6 +218,7 @@ impl Model {
     }
 
     pub fn load(path: &Path) -> Result<Model, ModelError> {
+        super::npz::check(path)?;
         let file = File::open(path).map_err(|source| ModelError::Open {
             path: path.to_path_buf(),
             source,
