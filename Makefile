@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo test lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
+.PHONY: build demo test fuzz lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
 
 build:
 	$(CARGO) build --release
@@ -12,8 +12,15 @@ build:
 demo: build
 	$(BIN) demo
 
+# The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
 test:
-	$(CARGO) test --release
+	$(CARGO) test --release -- --skip fuzz_every_parser
+	$(CARGO) test --release --test fuzz -- --nocapture
+
+# Longer fuzzing: FUZZ_SECS seconds per parser (crashes are saved in target/fuzz/).
+FUZZ_SECS ?= 60
+fuzz:
+	PPDENOISE_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --test fuzz -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,14 +1,14 @@
 //! The `ppdenoise` command line: one subcommand per party's step, plus plaintext tools.
 
 mod bench;
-mod dealer;
+pub mod dealer;
 mod demo;
 mod figures;
 mod gateway;
 mod inputs;
 mod owner;
 mod procs;
-mod receiver;
+pub mod receiver;
 mod relay;
 mod server;
 mod server_cnn;
