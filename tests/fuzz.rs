@@ -12,9 +12,14 @@
 //! binary's allocator refuses larger requests, which aborts the process; the input being
 //! parsed is then left in `target/fuzz/<target>.input`).
 //!
-//! `cargo test --release --test fuzz` runs each target for `PPDENOISE_FUZZ_SECS` seconds
-//! (default 4: about a minute in all, in CI); `make fuzz` runs longer. Seeded from
-//! `PPDENOISE_FUZZ_SEED` (default: fresh, printed). Every crash is saved in `target/fuzz/`
+//! The frames a peer sends are fuzzed too: a tiny MLP job runs in process on each engine,
+//! one message of one server altered on its way (bits flipped, or its length changed);
+//! both servers must end with a result or an error, never a panic.
+//!
+//! `cargo test --release --test fuzz` (and `make test`) tries 3000 inputs per target
+//! (`PPDENOISE_FUZZ_INPUTS`) from a fixed seed, the same inputs on every machine; `make fuzz`
+//! runs `PPDENOISE_FUZZ_SECS` seconds per target from a fresh seed (printed;
+//! `PPDENOISE_FUZZ_SEED` reruns one). Every crash is saved in `target/fuzz/`
 //! and fails the test; the inputs in `fixtures/fuzz/` (crashes found earlier) run first.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -26,13 +31,23 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{
-    load, CnnModelShare, DealerMask, ImageShare, ModelMask, ModelShare, OpenedWeights,
+    load, CnnModelShare, DealerMask, ImageShare, JobParams, ModelMask, ModelShare, OpenedWeights,
+    Triplets,
 };
 use ppdenoise::formats::container::Kind;
 use ppdenoise::formats::triplet_stream;
 use ppdenoise::plain::cnn::{random_cnn, CnnMeta};
 use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::ring::oracle;
+use ppdenoise::ring::plan::{FixedParams, Plan};
+use ppdenoise::ring::share::{expand, share_with_seed, Stream};
+use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
+use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::protocol::{self, JobInputs};
 
 /// Largest single allocation a parser may make on these tiny inputs (the biggest valid file
 /// is a few MB): anything above is an allocation sized from crafted bytes.
@@ -116,14 +131,24 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
     (mlp, cnn)
 }
 
-/// What a party does with an input (`f`), given the valid file it was made from.
-type Parse = Box<dyn Fn(&Path, &Path)>;
+/// How inputs of a target are built, so that mutations reach past integrity checks.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A container: its BLAKE3 is re-sealed after mutation most of the time.
+    Container,
+    /// A zip of `.npy` arrays: one array is mutated and the archive rebuilt (valid CRCs).
+    Npz,
+}
+
+/// What a party does with an input (`f`), given the valid file it was made from; `true`
+/// when every step accepted it.
+type Parse = Box<dyn Fn(&Path, &Path) -> bool>;
 
 /// One parser under test: the valid files it starts from and what a party does with them.
 struct Target {
     name: &'static str,
     seeds: Vec<PathBuf>,
-    container: bool,
+    shape: Shape,
     parse: Parse,
 }
 
@@ -136,57 +161,61 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         Target {
             name: "model share (MLP)",
             seeds: both(mlp, "model"),
-            container: true,
+            shape: Shape::Container,
             parse: Box::new(|f, _| {
-                if let Ok((_, ms)) = load::<ModelShare>(f, Kind::ModelShare, None) {
-                    let _ = ms.share_plan();
-                }
+                load::<ModelShare>(f, Kind::ModelShare, None)
+                    .is_ok_and(|(_, ms)| ms.share_plan().is_ok())
             }),
         },
         Target {
             name: "model share (CNN)",
             seeds: both(cnn, "model"),
-            container: true,
+            shape: Shape::Container,
             parse: Box::new(|f, _| {
-                if let Ok((_, ms)) = load::<CnnModelShare>(f, Kind::CnnModelShare, None) {
-                    let _ = ms.share_plan();
-                }
+                load::<CnnModelShare>(f, Kind::CnnModelShare, None)
+                    .is_ok_and(|(_, ms)| ms.share_plan().is_ok())
             }),
         },
         Target {
             name: "image share",
             seeds: [both(mlp, "image"), both(cnn, "image")].concat(),
-            container: true,
+            shape: Shape::Container,
             parse: Box::new(|f, _| {
-                if let Ok((_, is)) = load::<ImageShare>(f, Kind::ImageShare, None) {
-                    // Up to MAX_PIXELS (2^28) a job is valid by design, and S1's seed then
-                    // expands to that many values (what `serve` does): expanded here only
-                    // when small, so that the time goes to parsing.
-                    let n = is.job.height.saturating_mul(is.job.width);
-                    if is.job.validate().is_ok() && n <= 1 << 16 {
-                        let _ = is
+                let Ok((_, is)) = load::<ImageShare>(f, Kind::ImageShare, None) else {
+                    return false;
+                };
+                // Up to MAX_PIXELS (2^28) a job is valid by design, and S1's seed then
+                // expands to that many values (what `serve` does): expanded here only when
+                // small, so that the time goes to parsing.
+                let n = is.job.height.saturating_mul(is.job.width);
+                is.job.validate().is_ok()
+                    && (n > 1 << 16
+                        || is
                             .data
-                            .materialise(ppdenoise::ring::share::Stream::ImageShare, n);
-                    }
-                }
+                            .materialise(ppdenoise::ring::share::Stream::ImageShare, n)
+                            .is_ok())
             }),
         },
         Target {
             name: "triplet stream",
             seeds: [both(mlp, "triplets"), both(cnn, "triplets")].concat(),
-            container: true,
+            shape: Shape::Container,
             parse: Box::new(|f, _| {
-                for party in 0..2 {
-                    if let Ok((_, mut ts)) = triplet_stream::open(f, party) {
-                        loop {
-                            let left = ts.corrections.len() - ts.corrections.position();
-                            if left == 0 || ts.corrections.take(left.min(4096) as usize).is_err() {
-                                break;
-                            }
+                // Read as whichever party's file it claims to be, to its end.
+                (0..2).any(|party| {
+                    let Ok((_, mut ts)) = triplet_stream::open(f, party) else {
+                        return false;
+                    };
+                    loop {
+                        let left = ts.corrections.len() - ts.corrections.position();
+                        if left == 0 {
+                            return ts.corrections.finish().is_ok();
                         }
-                        let _ = ts.corrections.finish();
+                        if ts.corrections.take(left.min(4096) as usize).is_err() {
+                            return false;
+                        }
                     }
-                }
+                })
             }),
         },
         Target {
@@ -197,11 +226,11 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                 both(mlp, "weights"),
             ]
             .concat(),
-            container: true,
+            shape: Shape::Container,
             parse: Box::new(|f, _| {
-                let _ = load::<ModelMask>(f, Kind::ModelMask, None);
-                let _ = load::<DealerMask>(f, Kind::DealerMask, None);
-                let _ = load::<OpenedWeights>(f, Kind::OpenedWeights, None);
+                load::<ModelMask>(f, Kind::ModelMask, None).is_ok()
+                    | load::<DealerMask>(f, Kind::DealerMask, None).is_ok()
+                    | load::<OpenedWeights>(f, Kind::OpenedWeights, None).is_ok()
             }),
         },
     ];
@@ -215,13 +244,13 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                 "output share (CNN)"
             },
             seeds: vec![o0.clone(), o1.clone()],
-            container: true,
+            shape: Shape::Container,
             parse: Box::new(move |f, seed| {
-                let _ = if seed == o0 {
-                    ppdenoise::cli::receiver::combine(f, &o1)
+                if seed == o0 {
+                    ppdenoise::cli::receiver::combine(f, &o1).is_ok()
                 } else {
-                    ppdenoise::cli::receiver::combine(&o0, f)
-                };
+                    ppdenoise::cli::receiver::combine(&o0, f).is_ok()
+                }
             }),
         });
     }
@@ -236,7 +265,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                 "public headers through the dealer (CNN)"
             },
             seeds: vec![m.clone(), i.clone()],
-            container: true,
+            shape: Shape::Container,
             parse: Box::new(move |f, seed| {
                 let (model, image) = if seed == m {
                     (f.to_path_buf(), i.clone())
@@ -251,7 +280,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     model_mask: None,
                     out: out.clone(),
                 };
-                let _ = ppdenoise::cli::dealer::gen_triplets(args);
+                ppdenoise::cli::dealer::gen_triplets(args).is_ok()
             }),
         });
     }
@@ -262,10 +291,10 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             mlp.parent().unwrap().join("mlp.npz"),
             mlp.parent().unwrap().join("cnn.npz"),
         ],
-        container: false,
+        shape: Shape::Npz,
         parse: Box::new(|f, _| {
-            let _ = ppdenoise::plain::model::Model::load(f);
-            let _ = ppdenoise::plain::cnn::Cnn::load(f);
+            ppdenoise::plain::model::Model::load(f).is_ok()
+                | ppdenoise::plain::cnn::Cnn::load(f).is_ok()
         }),
     });
     t
@@ -287,7 +316,51 @@ const INTERESTING: [u64; 12] = [
     u64::MAX,
 ];
 
-fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], container: bool) -> Vec<u8> {
+fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], shape: Shape) -> Vec<u8> {
+    match shape {
+        Shape::Npz if rng.gen_bool(0.85) => mutate_npz(rng, valid),
+        Shape::Npz => mutate_bytes(rng, valid, false),
+        Shape::Container => mutate_bytes(rng, valid, true),
+    }
+}
+
+/// Rebuilds a `.npz` with one entry's bytes mutated, sometimes also an entry copied under
+/// another name or dropped.
+fn mutate_npz(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
+    use std::io::{Cursor, Read, Write};
+    let mut zip = zip::ZipArchive::new(Cursor::new(valid)).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = (0..zip.len())
+        .map(|i| {
+            let mut e = zip.by_index(i).unwrap();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            (e.name().to_string(), b)
+        })
+        .collect();
+    let k = rng.gen_range(0..entries.len());
+    entries[k].1 = mutate_bytes(rng, &entries[k].1, false);
+    match rng.gen_range(0..10) {
+        0 => {
+            let copy = entries[rng.gen_range(0..entries.len())].1.clone();
+            let to = entries[rng.gen_range(0..entries.len())].0.clone();
+            entries.push((format!("x{to}"), copy));
+        }
+        1 if entries.len() > 1 => {
+            entries.remove(rng.gen_range(0..entries.len()));
+        }
+        _ => {}
+    }
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in &entries {
+        w.start_file(name.as_str(), opts).unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn mutate_bytes(rng: &mut ChaCha12Rng, valid: &[u8], container: bool) -> Vec<u8> {
     let mut b = valid.to_vec();
     for _ in 0..rng.gen_range(1..=8) {
         // Half of the edits land in the first 512 bytes: headers, lengths and counts.
@@ -344,11 +417,41 @@ fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], container: bool) -> Vec<u8> {
     b
 }
 
-fn secs() -> f64 {
-    std::env::var("PPDENOISE_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4.0)
+/// How long each target runs: a fixed number of inputs from a fixed seed unless
+/// `PPDENOISE_FUZZ_SECS` asks for a time budget (then the seed is fresh unless given), so that
+/// `make test` tries the same inputs on every machine.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    Inputs(u64),
+    Secs(f64),
+}
+
+impl Budget {
+    fn from_env() -> (Budget, u64) {
+        let var = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<f64>().ok());
+        let seed = std::env::var("PPDENOISE_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        match var("PPDENOISE_FUZZ_SECS") {
+            Some(t) => (
+                Budget::Secs(t),
+                seed.unwrap_or_else(|| rand::thread_rng().gen()),
+            ),
+            None => (
+                Budget::Inputs(var("PPDENOISE_FUZZ_INPUTS").map_or(3000, |n| n as u64)),
+                seed.unwrap_or(20261123),
+            ),
+        }
+    }
+
+    /// Whether input `n` (0-based) of a target started at `start` is within the budget;
+    /// `scale` divides an input count (a peer-frame run costs as much as many file inputs).
+    fn allows(self, n: u64, start: Instant, scale: u64) -> bool {
+        match self {
+            Budget::Inputs(k) => n < k.div_ceil(scale),
+            Budget::Secs(t) => start.elapsed() < Duration::from_secs_f64(t),
+        }
+    }
 }
 
 fn crash_dir() -> PathBuf {
@@ -365,8 +468,8 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-/// Runs `parse` on `input` (written to `path`), catching a panic.
-fn try_one(t: &Target, input: &[u8], path: &Path, seed: &Path) -> Result<(), String> {
+/// Runs `parse` on `input` (written to `path`), catching a panic; `Ok(accepted)`.
+fn try_one(t: &Target, input: &[u8], path: &Path, seed: &Path) -> Result<bool, String> {
     std::fs::write(path, input).unwrap();
     catch_unwind(AssertUnwindSafe(|| (t.parse)(path, seed))).map_err(|p| {
         p.downcast_ref::<String>()
@@ -376,6 +479,185 @@ fn try_one(t: &Target, input: &[u8], path: &Path, seed: &Path) -> Result<(), Str
     })
 }
 
+/// One job's inputs on one engine, everything the two servers start from.
+struct PeerJob {
+    engine: EngineKind,
+    shares: Vec<Plan>,
+    job: JobParams,
+    image: [Vec<u64>; 2],
+    triplets: [Triplets; 2],
+}
+
+fn peer_job(engine: EngineKind) -> PeerJob {
+    let meta = ModelMeta {
+        sigma: 25.0,
+        mean_shift: true,
+        residual: true,
+        activation: Activation::TanhStar,
+        aggregation_sigma: 0.0,
+    };
+    let model = random_model(&[25, 6, 9], 3, meta);
+    let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+    let shares = ModelShare::split(&plan, &model.meta, &[7; 32])
+        .iter()
+        .map(|s| s.share_plan().unwrap())
+        .collect();
+    let (h, w) = (9, 11);
+    let pre = Preprocess::new(25.0, 25.0, false);
+    let job = JobParams {
+        height: h,
+        width: w,
+        bit_depth: 8,
+        stride: 2,
+        scale: FixedParams::default().s,
+        pre,
+        sigma: 25.0,
+        model_sigma: 25.0,
+    };
+    let pixels =
+        ndarray::Array2::from_shape_fn((h, w), |(i, j)| ((i * 7 + j * 3) % 11) as f64 / 11.0);
+    let enc = oracle::encode_image(&pixels, &pre, job.scale);
+    let image = [
+        share_with_seed(&enc, &[9; 32], Stream::ImageShare),
+        expand(&[9; 32], Stream::ImageShare, h * w),
+    ];
+    let deal = NonlinearDeal::new(engine, &plan.acts);
+    let (t0, t1) = ppdenoise::dealer::generate(&job, &plan.widths(), plan.patch, 16, &deal);
+    PeerJob {
+        engine,
+        shares,
+        job,
+        image,
+        triplets: [t0, t1],
+    }
+}
+
+/// A channel that alters the `at`-th message it sends.
+struct Altering<C> {
+    inner: C,
+    sent: usize,
+    at: usize,
+    rng: ChaCha12Rng,
+}
+
+impl<C: Channel> Channel for Altering<C> {
+    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        self.sent += 1;
+        if self.sent - 1 != self.at {
+            return self.inner.send(msg);
+        }
+        let mut m = msg.to_vec();
+        let r = &mut self.rng;
+        if m.is_empty() || r.gen_bool(0.2) {
+            if r.gen_bool(0.5) && !m.is_empty() {
+                m.truncate(m.len() - r.gen_range(1..=m.len().min(8)));
+            } else {
+                m.extend((0..r.gen_range(1..8)).map(|_| r.gen::<u8>()));
+            }
+        } else {
+            for _ in 0..r.gen_range(1..=4) {
+                let i = r.gen_range(0..m.len());
+                m[i] ^= 1 << r.gen_range(0..8);
+            }
+        }
+        self.inner.send(&m)
+    }
+    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
+        self.inner.recv(expect)
+    }
+    fn stats(&self) -> LinkStats {
+        self.inner.stats()
+    }
+}
+
+/// Runs the job with message `at` of server `sender` altered (none when `at` is past the
+/// end). Returns how many servers ended with an error and how many messages each sent;
+/// `Err` names a panic.
+fn run_altered(
+    j: &PeerJob,
+    sender: u8,
+    at: usize,
+    seed: u64,
+) -> Result<(usize, [usize; 2]), String> {
+    let (c0, c1) = mem_pair();
+    let wrap = |inner, p: u8| Altering {
+        inner,
+        sent: 0,
+        at: if p == sender { at } else { usize::MAX },
+        rng: ChaCha12Rng::seed_from_u64(seed),
+    };
+    let (a, b) = (wrap(c0, 0), wrap(c1, 1));
+    let party = |p: u8, ch: &mut dyn Channel| -> Result<(), String> {
+        let t = &j.triplets[p as usize];
+        let mut engine = j.engine.make(p, &t.base_ot).map_err(|e| e.to_string())?;
+        let inputs = JobInputs {
+            party: p,
+            plan: &j.shares[p as usize],
+            job: &j.job,
+            image: &j.image[p as usize],
+            rand: PartyRandomness::new(p, t.seed, t.corrections.clone()),
+            batch: t.batch,
+            session_tag: vec![1; 48],
+            weights: protocol::Weights::PerJob,
+        };
+        protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    // Each thread owns its channel end, so a server that stops closes it and the other
+    // one's receive fails at once instead of waiting for the channel's timeout.
+    let own = |p: u8, mut ch: Altering<_>| {
+        let r = catch_unwind(AssertUnwindSafe(|| party(p, &mut ch)));
+        (r, ch.sent)
+    };
+    let [(r0, n0), (r1, n1)] = std::thread::scope(|sc| {
+        let h0 = sc.spawn(|| own(0, a));
+        let h1 = sc.spawn(|| own(1, b));
+        [h0.join().unwrap(), h1.join().unwrap()]
+    });
+    let outcome = [r0, r1];
+    let mut errors = 0;
+    for (p, o) in outcome.into_iter().enumerate() {
+        match o {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => errors += 1,
+            Err(_) => {
+                return Err(format!(
+                    "S{p} panicked: {} engine, message {at} of S{sender} altered (alteration seed {seed})",
+                    j.engine
+                ))
+            }
+        }
+    }
+    Ok((errors, [n0, n1]))
+}
+
+/// Alters one random message of a random server per run, within `budget` (a run counts as
+/// 25 file inputs); returns runs, runs in which a server refused (the rest finished, with a
+/// wrong result), and the crashes.
+fn fuzz_peer_frames(rng: &mut ChaCha12Rng, budget: Budget) -> (u64, u64, Vec<String>) {
+    let jobs = [peer_job(EngineKind::Gmw), peer_job(EngineKind::Gc)];
+    let mut sent = Vec::new();
+    for j in &jobs {
+        let (errors, n) = run_altered(j, 0, usize::MAX, 0).expect("the unaltered job runs");
+        assert_eq!(errors, 0, "the unaltered {} job fails", j.engine);
+        assert!(n[0] > 0 && n[1] > 0);
+        sent.push(n);
+    }
+    let (start, mut runs, mut refused, mut crashes) = (Instant::now(), 0u64, 0u64, Vec::new());
+    while budget.allows(runs, start, 25) {
+        let k = (runs % 2) as usize;
+        let sender = rng.gen_range(0..2u8);
+        let at = rng.gen_range(0..sent[k][sender as usize]);
+        runs += 1;
+        match run_altered(&jobs[k], sender, at, rng.gen()) {
+            Ok((e, _)) => refused += (e > 0) as u64,
+            Err(m) => crashes.push(format!("peer frames: {m}")),
+        }
+    }
+    (runs, refused, crashes)
+}
+
 #[test]
 fn fuzz_every_parser() {
     let tmp = tempfile::tempdir().unwrap();
@@ -383,11 +665,8 @@ fn fuzz_every_parser() {
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let targets = targets(&mlp, &cnn, &scratch);
-    let seed: u64 = std::env::var("PPDENOISE_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("fuzz: PPDENOISE_FUZZ_SEED={seed}, {} s per target", secs());
+    let (budget, seed) = Budget::from_env();
+    eprintln!("fuzz: PPDENOISE_FUZZ_SEED={seed}, {budget:?} per target");
     let mut rng = ChaCha12Rng::seed_from_u64(seed);
     let crashes_at = crash_dir();
     // Panics are counted here; their messages would drown the report.
@@ -417,29 +696,49 @@ fn fuzz_every_parser() {
             }
         }
         let valid: Vec<Vec<u8>> = t.seeds.iter().map(|s| std::fs::read(s).unwrap()).collect();
-        let (start, budget) = (Instant::now(), Duration::from_secs_f64(secs()));
-        let mut n = 0u64;
-        while start.elapsed() < budget {
+        // The valid files themselves must pass every step, or the target tests nothing.
+        for (v, s) in valid.iter().zip(&t.seeds) {
+            assert_eq!(
+                try_one(t, v, &current, s),
+                Ok(true),
+                "{}: the valid file {} is not accepted",
+                t.name,
+                s.display()
+            );
+        }
+        let (start, mut n, mut accepted) = (Instant::now(), 0u64, 0u64);
+        while budget.allows(n, start, 1) {
             let k = (rng.next_u32() as usize) % valid.len();
-            let input = mutate(&mut rng, &valid[k], t.container);
+            let input = mutate(&mut rng, &valid[k], t.shape);
             n += 1;
-            if let Err(m) = try_one(t, &input, &current, &t.seeds[k]) {
-                let saved = crashes_at.join(format!("{}-{n}.bin", slug(t.name)));
-                std::fs::write(&saved, &input).unwrap();
-                crashes.push(format!("{}: {m} (input {})", t.name, saved.display()));
+            match try_one(t, &input, &current, &t.seeds[k]) {
+                Ok(ok) => accepted += ok as u64,
+                Err(m) => {
+                    let saved = crashes_at.join(format!("{}-{n}.bin", slug(t.name)));
+                    std::fs::write(&saved, &input).unwrap();
+                    crashes.push(format!("{}: {m} (input {})", t.name, saved.display()));
+                }
             }
         }
         total += n;
         eprintln!(
-            "fuzz: {:<42} {n:>7} inputs, {regressions} regression inputs, {} crashes",
+            "fuzz: {:<42} {n:>7} inputs ({accepted} accepted), {regressions} regression inputs, {} crashes",
             t.name,
             crashes.iter().filter(|c| c.starts_with(t.name)).count()
         );
     }
+    let (runs, refused, peer_crashes) = fuzz_peer_frames(&mut rng, budget);
+    eprintln!(
+        "fuzz: {:<42} {runs:>7} runs, {refused} refused by a server, {} crashes",
+        "peer frames (MLP job, gmw and gc)",
+        peer_crashes.len()
+    );
+    total += runs;
+    crashes.extend(peer_crashes);
     std::panic::set_hook(hook);
     eprintln!(
         "fuzz: {} targets, {total} inputs, {} crashes",
-        targets.len(),
+        targets.len() + 1,
         crashes.len()
     );
     assert!(crashes.is_empty(), "crashes:\n{}", crashes.join("\n"));

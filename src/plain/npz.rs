@@ -1,16 +1,27 @@
 //! Size checks on a model `.npz` before ndarray-npy reads it. ndarray-npy allocates each array
 //! from the shape in its `.npy` header before reading the data, so a crafted header of a few
-//! bytes could ask for gigabytes. Each entry is streamed once here (nothing kept) to learn its
-//! real size, and its header's shape must describe exactly the bytes present.
+//! bytes could ask for gigabytes. Each floating-point entry's header is parsed as ndarray-npy
+//! parses it (py_literal), and its shape must describe exactly the bytes the archive says the
+//! entry holds and the bytes it really holds (streamed once, nothing kept), within caps on
+//! one array, on the whole file and on the number of entries. Entries of other types are not
+//! sized here: ndarray-npy refuses them before allocating when a loader asks for floats.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use py_literal::Value;
+
 use super::model::ModelError;
 
 /// Most data one array of a model file may hold (the paper-size MLP's largest is 8 MB).
 const MAX_ARRAY_BYTES: u64 = 1 << 30;
+
+/// Most data all arrays of a model file may hold together.
+const MAX_TOTAL_BYTES: u64 = 2 << 30;
+
+/// Most entries a model file may have (a 17-layer DnCNN has 34 arrays and a few settings).
+const MAX_ENTRIES: usize = 4096;
 
 /// Longest `.npy` header accepted (numpy writes 128 bytes or a little more).
 const MAX_HEADER: usize = 1 << 16;
@@ -27,22 +38,41 @@ pub fn check(path: &Path) -> Result<(), ModelError> {
         source,
     })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| not_npz(e.to_string()))?;
+    if zip.len() > MAX_ENTRIES {
+        return Err(not_npz(format!(
+            "{} entries (at most {MAX_ENTRIES})",
+            zip.len()
+        )));
+    }
+    let mut total = 0u64;
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| not_npz(e.to_string()))?;
-        let name = entry.name().trim_end_matches(".npy").to_string();
+        let name = entry.name().to_string();
         let bad = |msg: String| ModelError::Array {
             path: path.to_path_buf(),
-            name: name.clone(),
+            name: name.strip_suffix(".npy").unwrap_or(&name).to_string(),
             msg,
         };
-        let data_bytes = declared_bytes(&mut entry).map_err(&bad)?;
-        let present = io::copy(&mut (&mut entry).take(MAX_ARRAY_BYTES + 1), &mut io::sink())
-            .map_err(|e| bad(format!("unreadable: {e}")))?;
-        if present > MAX_ARRAY_BYTES {
+        let (header_len, data_bytes) = declared(&mut entry).map_err(&bad)?;
+        let Some(data_bytes) = data_bytes else {
+            continue;
+        };
+        let listed = entry.size().checked_sub(header_len);
+        if listed != Some(data_bytes) {
             return Err(bad(format!(
-                "more than {MAX_ARRAY_BYTES} bytes of data (the most a model array may hold)"
+                "its header's shape needs {data_bytes} bytes of data, the archive lists {}",
+                listed.map_or("fewer".to_string(), |n| format!("{n}"))
             )));
         }
+        total = total.saturating_add(data_bytes);
+        if data_bytes > MAX_ARRAY_BYTES || total > MAX_TOTAL_BYTES {
+            return Err(bad(format!(
+                "{data_bytes} bytes of data; a model may hold at most {MAX_ARRAY_BYTES} per \
+                 array and {MAX_TOTAL_BYTES} in all"
+            )));
+        }
+        let present = io::copy(&mut (&mut entry).take(data_bytes + 1), &mut io::sink())
+            .map_err(|e| bad(format!("unreadable: {e}")))?;
         if data_bytes != present {
             return Err(bad(format!(
                 "its header's shape needs {data_bytes} bytes of data, the file holds {present}"
@@ -52,24 +82,25 @@ pub fn check(path: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// Reads a `.npy` header (format versions 1-3) and returns shape x element size in bytes.
-fn declared_bytes(r: &mut impl Read) -> Result<u64, String> {
+/// Reads a `.npy` header (format versions 1-3). Returns the header's length in bytes and,
+/// for a floating-point array, shape x element size in bytes (`None` for other types).
+fn declared(r: &mut impl Read) -> Result<(u64, Option<u64>), String> {
     let mut pre = [0u8; 8];
     r.read_exact(&mut pre)
         .map_err(|_| "not a .npy array (too short)".to_string())?;
     if &pre[..6] != b"\x93NUMPY" {
         return Err("not a .npy array (no NUMPY magic)".into());
     }
-    let hlen = match pre[6] {
+    let (hlen, len_bytes) = match pre[6] {
         1 => {
             let mut b = [0u8; 2];
             r.read_exact(&mut b).map_err(|_| "truncated .npy header")?;
-            u16::from_le_bytes(b) as usize
+            (u16::from_le_bytes(b) as usize, 2)
         }
         2 | 3 => {
             let mut b = [0u8; 4];
             r.read_exact(&mut b).map_err(|_| "truncated .npy header")?;
-            u32::from_le_bytes(b) as usize
+            (u32::from_le_bytes(b) as usize, 4)
         }
         v => return Err(format!(".npy format version {v} (1 to 3 supported)")),
     };
@@ -78,37 +109,55 @@ fn declared_bytes(r: &mut impl Read) -> Result<u64, String> {
     }
     let mut h = vec![0u8; hlen];
     r.read_exact(&mut h).map_err(|_| "truncated .npy header")?;
-    let h = String::from_utf8(h).map_err(|_| ".npy header is not text")?;
-    let item = item_size(&h).ok_or_else(|| format!("no element type in .npy header {h:?}"))?;
-    let dims = shape(&h).ok_or_else(|| format!("no shape in .npy header {h:?}"))?;
-    dims.iter()
-        .try_fold(item, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("shape {dims:?} overflows"))
+    let text = String::from_utf8(h).map_err(|_| ".npy header is not text")?;
+    let header_len = (8 + len_bytes + hlen) as u64;
+    Ok((header_len, float_bytes(&text)?))
 }
 
-/// The value after `'key':` in the header's dictionary.
-fn after<'a>(h: &'a str, key: &str) -> Option<&'a str> {
-    let at = h.find(&format!("'{key}'"))? + key.len() + 2;
-    Some(h[at..].trim_start().strip_prefix(':')?.trim_start())
-}
-
-/// Bytes per element from `'descr': '<f8'` (the digits after the type letter).
-fn item_size(h: &str) -> Option<u64> {
-    let d = after(h, "descr")?.strip_prefix('\'')?;
-    let d = &d[..d.find('\'')?];
-    let digits: String = d.chars().skip_while(|c| !c.is_ascii_digit()).collect();
-    digits.parse().ok().filter(|&n: &u64| (1..=16).contains(&n))
-}
-
-/// Dimensions from `'shape': (39, 1521)`; `()` is a scalar.
-fn shape(h: &str) -> Option<Vec<u64>> {
-    let s = after(h, "shape")?.strip_prefix('(')?;
-    let s = &s[..s.find(')')?];
-    s.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| t.trim_end_matches('L').parse().ok())
-        .collect()
+/// Shape x element size of a floating-point array from its header dictionary, parsed as
+/// ndarray-npy parses it; a key given twice is refused (ndarray-npy would take the last).
+fn float_bytes(text: &str) -> Result<Option<u64>, String> {
+    let value: Value = text
+        .trim_end()
+        .parse()
+        .map_err(|e| format!("unreadable .npy header: {e}"))?;
+    let Value::Dict(pairs) = value else {
+        return Err(".npy header is not a dictionary".into());
+    };
+    let one = |key: &str| -> Result<Option<&Value>, String> {
+        let mut found = pairs
+            .iter()
+            .filter(|(k, _)| matches!(k, Value::String(s) if s == key));
+        let first = found.next().map(|(_, v)| v);
+        match found.next() {
+            Some(_) => Err(format!(".npy header gives '{key}' twice")),
+            None => Ok(first),
+        }
+    };
+    let descr = one("descr")?.ok_or(".npy header has no 'descr'")?;
+    let shape = one("shape")?.ok_or(".npy header has no 'shape'")?;
+    let item = match descr {
+        Value::String(d) => match d.trim_start_matches(['<', '>', '=', '|']) {
+            "f8" => 8u64,
+            "f4" => 4,
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let Value::Tuple(dims) = shape else {
+        return Err(".npy header's shape is not a tuple".into());
+    };
+    let mut bytes = item;
+    for d in dims {
+        let Value::Integer(d) = d else {
+            return Err(".npy header's shape holds a non-integer".into());
+        };
+        let d = u64::try_from(d).map_err(|_| format!("dimension {d} in the .npy header"))?;
+        bytes = bytes
+            .checked_mul(d)
+            .ok_or_else(|| format!("shape {dims:?} overflows"))?;
+    }
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]
@@ -125,15 +174,21 @@ mod tests {
 
     #[test]
     fn header_sizes() {
+        let bytes = |h: &str| declared(&mut &npy(h, 0)[..]).map(|(_, b)| b);
         let h = "{'descr': '<f8', 'fortran_order': False, 'shape': (39, 1521), }";
-        assert_eq!(declared_bytes(&mut &npy(h, 0)[..]), Ok(39 * 1521 * 8));
+        assert_eq!(bytes(h), Ok(Some(39 * 1521 * 8)));
         let s = "{'descr': '<f4', 'fortran_order': False, 'shape': (), }";
-        assert_eq!(declared_bytes(&mut &npy(s, 0)[..]), Ok(4));
-        let v = "{'descr': '|b1', 'fortran_order': False, 'shape': (7,), }";
-        assert_eq!(declared_bytes(&mut &npy(v, 0)[..]), Ok(7));
+        assert_eq!(bytes(s), Ok(Some(4)));
+        let t = "{'descr': '<U17', 'fortran_order': False, 'shape': (), }";
+        assert_eq!(bytes(t), Ok(None));
         let huge = "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }";
-        assert!(declared_bytes(&mut &npy(huge, 0)[..]).is_err());
-        assert!(declared_bytes(&mut &b"\x93NUMPX\x01\x00\x00\x00"[..]).is_err());
+        assert!(bytes(huge).is_err());
+        // ndarray-npy takes the last of a repeated key: refused, whatever the first says.
+        let twice = "{'descr': '<f8', 'fortran_order': False, 'shape': (8,), 'shape': (9, 9), }";
+        assert!(bytes(twice).unwrap_err().contains("twice"));
+        let descr2 = "{'descr': '|u1', 'fortran_order': False, 'shape': (8,), 'descr': '<f8'}";
+        assert!(bytes(descr2).unwrap_err().contains("twice"));
+        assert!(declared(&mut &b"\x93NUMPX\x01\x00\x00\x00"[..]).is_err());
     }
 
     /// A model whose header claims far more than its data: refused by name, before
