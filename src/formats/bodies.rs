@@ -1,6 +1,7 @@
 //! Bodies of the container kinds, and the typed loaders every command uses.
 
 use std::path::Path;
+use zeroize::Zeroize;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,46 @@ use crate::twopc::engines::EngineKind;
 pub enum Data {
     Explicit(Vec<u64>),
     Seed(Seed),
+}
+
+// Seeds are wiped when a body is dropped (best effort: a `Seed` is an array, so copies made
+// on the way are not).
+impl Drop for Data {
+    fn drop(&mut self) {
+        if let Data::Seed(s) = self {
+            s.zeroize();
+        }
+    }
+}
+
+impl Drop for Triplets {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
+}
+
+impl Drop for TripletsLead {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
+}
+
+impl Drop for ModelMask {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
+}
+
+impl Drop for DealerMask {
+    fn drop(&mut self) {
+        self.seeds.zeroize();
+    }
+}
+
+impl Drop for OpenedWeights {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
 }
 
 impl Data {
@@ -313,4 +354,27 @@ pub fn load<B: serde::de::DeserializeOwned>(
     let h = container::read_header(path)?;
     expect(path, &h, kind, party)?;
     container::read(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::ManuallyDrop;
+
+    /// Dropping a body wipes its seeds. The fields read after the drop are plain bytes in
+    /// place (the memory is still ours), not freed heap memory.
+    #[test]
+    fn seeds_are_wiped_on_drop() {
+        let mut d = ManuallyDrop::new(Data::Seed([7; 32]));
+        unsafe { ManuallyDrop::drop(&mut d) };
+        assert!(matches!(&*d, Data::Seed(s) if *s == [0; 32]));
+        let mut m = ManuallyDrop::new(ModelMask { seed: [9; 32] });
+        unsafe { ManuallyDrop::drop(&mut m) };
+        assert_eq!(m.seed, [0; 32]);
+        let mut dm = ManuallyDrop::new(DealerMask {
+            seeds: [[1; 32], [2; 32]],
+        });
+        unsafe { ManuallyDrop::drop(&mut dm) };
+        assert_eq!(dm.seeds, [[0; 32]; 2]);
+    }
 }

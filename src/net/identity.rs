@@ -227,6 +227,12 @@ impl Identity {
     }
 }
 
+impl Drop for Identity {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl Clone for Identity {
     fn clone(&self) -> Self {
         Identity {

@@ -17,6 +17,7 @@ use aes::Aes128;
 use rand::{CryptoRng, RngCore};
 
 use crate::twopc::gc::block::{Block, LengthError, TccrHash};
+use zeroize::Zeroize;
 
 /// Security parameter of the extension: number of base OTs, bits of Δ.
 const KAPPA: usize = 128;
@@ -32,6 +33,32 @@ pub struct BaseOtForReceiver {
 pub struct BaseOtForSender {
     pub delta: Block,
     pub seeds: [Block; KAPPA],
+}
+
+// Seeds and Δ are wiped when dropped (best effort: `Block` is `Copy`, so copies made on
+// the way, e.g. on the stack, are not).
+impl Drop for BaseOtForReceiver {
+    fn drop(&mut self) {
+        for (a, b) in self.seeds.iter_mut() {
+            a.0.zeroize();
+            b.0.zeroize();
+        }
+    }
+}
+
+impl Drop for BaseOtForSender {
+    fn drop(&mut self) {
+        self.delta.0.zeroize();
+        for s in self.seeds.iter_mut() {
+            s.0.zeroize();
+        }
+    }
+}
+
+impl Drop for CotSender {
+    fn drop(&mut self) {
+        self.delta.0.zeroize();
+    }
 }
 
 impl BaseOtForReceiver {
@@ -621,6 +648,18 @@ mod tests {
         assert!(s.extend(10, &msg).is_ok());
         let h = TccrHash::for_job(Block(33));
         assert!(b2a_receiver(&h, &[Block::ZERO], &[true], &[0u8; 7], &[1], 0).is_err());
+    }
+
+    /// Dropping S1's base OTs wipes Δ and the seeds (read in place after the drop: plain
+    /// bytes, not freed memory).
+    #[test]
+    fn base_ots_are_wiped_on_drop() {
+        let (_, s) = deal_base_ots(&mut ChaCha12Rng::seed_from_u64(5));
+        assert_ne!(s.delta, Block::ZERO);
+        let mut s = std::mem::ManuallyDrop::new(s);
+        unsafe { std::mem::ManuallyDrop::drop(&mut s) };
+        assert_eq!(s.delta, Block::ZERO);
+        assert!(s.seeds.iter().all(|b| *b == Block::ZERO));
     }
 
     #[test]

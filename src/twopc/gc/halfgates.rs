@@ -64,6 +64,13 @@ pub struct Garbler<R> {
     hash: TccrHash,
 }
 
+impl<R> Drop for Garbler<R> {
+    fn drop(&mut self) {
+        // Δ is the garbler's secret (best effort, as for the COT sender's copy).
+        zeroize::Zeroize::zeroize(&mut self.delta.0);
+    }
+}
+
 impl<R: RngCore + CryptoRng> Garbler<R> {
     /// `delta` is the free-XOR offset, the same Δ as the COT sender's; `hash` the job's.
     ///
