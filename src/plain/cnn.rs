@@ -164,12 +164,17 @@ impl Cnn {
 
     /// True when the file holds a CNN (`K1`) rather than an MLP (`W1`).
     pub fn is_cnn_file(path: &Path) -> Result<bool, ModelError> {
-        let (_, names) = open_npz(path)?;
+        // Names only: no array is read, so no size check (a loader runs it).
+        let file = File::open(path).map_err(|source| ModelError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (_, names) = open_npz(path, file)?;
         Ok(names.iter().any(|n| n == "K1"))
     }
 
     pub fn load(path: &Path) -> Result<Cnn, ModelError> {
-        let (mut npz, names) = open_npz(path)?;
+        let (mut npz, names) = open_npz(path, super::npz::open_checked(path)?)?;
         let has = |n: &str| names.iter().any(|x| x == n);
         let err = |name: &str, msg: String| ModelError::Array {
             path: path.to_path_buf(),
@@ -287,12 +292,8 @@ fn conv_float(c: &Conv, x: &[f64], h: usize, w: usize, relu: bool) -> Vec<f64> {
     out
 }
 
-fn open_npz(path: &Path) -> Result<(NpzReader<File>, Vec<String>), ModelError> {
-    super::npz::check(path)?;
-    let file = File::open(path).map_err(|source| ModelError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// `file`, opened from `path`, as an npz reader and its entry names.
+fn open_npz(path: &Path, file: File) -> Result<(NpzReader<File>, Vec<String>), ModelError> {
     let not_npz = |e: ndarray_npy::ReadNpzError| ModelError::NotNpz {
         path: path.to_path_buf(),
         msg: e.to_string(),

@@ -218,11 +218,7 @@ impl Model {
     }
 
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        super::npz::check(path)?;
-        let file = File::open(path).map_err(|source| ModelError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = super::npz::open_checked(path)?;
         let mut npz = NpzReader::new(file).map_err(|e| ModelError::NotNpz {
             path: path.to_path_buf(),
             msg: e.to_string(),

@@ -7,7 +7,7 @@
 //! sized here: ndarray-npy refuses them before allocating when a loader asks for floats.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use py_literal::Value;
@@ -29,14 +29,27 @@ const MAX_HEADER: usize = 1 << 16;
 /// Checks every entry of the `.npz` at `path`: a `.npy` array whose header's shape and
 /// element size account for exactly its data, at most [`MAX_ARRAY_BYTES`].
 pub fn check(path: &Path) -> Result<(), ModelError> {
+    open_checked(path).map(drop)
+}
+
+/// Opens the `.npz` at `path`, runs [`check`] on it and returns the file rewound, for the
+/// loader to read the same bytes that were checked.
+pub fn open_checked(path: &Path) -> Result<File, ModelError> {
+    let open = |source| ModelError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(open)?;
+    check_entries(path, &file)?;
+    file.rewind().map_err(open)?;
+    Ok(file)
+}
+
+fn check_entries(path: &Path, file: &File) -> Result<(), ModelError> {
     let not_npz = |msg: String| ModelError::NotNpz {
         path: path.to_path_buf(),
         msg,
     };
-    let file = File::open(path).map_err(|source| ModelError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| not_npz(e.to_string()))?;
     if zip.len() > MAX_ENTRIES {
         return Err(not_npz(format!(
