@@ -33,35 +33,24 @@ impl Drop for Data {
     }
 }
 
-impl Drop for Triplets {
-    fn drop(&mut self) {
-        self.seed.zeroize();
-    }
+/// `impl Drop` wiping one seed field of each body type.
+macro_rules! wipe_on_drop {
+    ($($body:ty => $field:ident),* $(,)?) => {$(
+        impl Drop for $body {
+            fn drop(&mut self) {
+                self.$field.zeroize();
+            }
+        }
+    )*};
 }
 
-impl Drop for TripletsLead {
-    fn drop(&mut self) {
-        self.seed.zeroize();
-    }
-}
-
-impl Drop for ModelMask {
-    fn drop(&mut self) {
-        self.seed.zeroize();
-    }
-}
-
-impl Drop for DealerMask {
-    fn drop(&mut self) {
-        self.seeds.zeroize();
-    }
-}
-
-impl Drop for OpenedWeights {
-    fn drop(&mut self) {
-        self.seed.zeroize();
-    }
-}
+wipe_on_drop!(
+    Triplets => seed,
+    TripletsLead => seed,
+    ModelMask => seed,
+    DealerMask => seeds,
+    OpenedWeights => seed,
+);
 
 impl Data {
     pub fn materialise(&self, stream: Stream, n: usize) -> Result<Vec<u64>, String> {
