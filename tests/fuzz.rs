@@ -95,9 +95,8 @@ fn run(args: &[&str]) {
     );
 }
 
-/// Two demo runs on tiny models: every file kind the parties exchange.
-fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
-    let (mlp, cnn) = (dir.join("mlp"), dir.join("cnn"));
+/// The MLP both the file targets and the peer-frame jobs run: 5x5 patches in, 3x3 out.
+fn tiny_mlp() -> ppdenoise::plain::model::Model {
     let meta = ModelMeta {
         sigma: 25.0,
         mean_shift: true,
@@ -106,8 +105,12 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
         aggregation_sigma: 0.0,
     };
     random_model(&[25, 6, 9], 1, meta)
-        .save(&dir.join("mlp.npz"))
-        .unwrap();
+}
+
+/// Two demo runs on tiny models: every file kind the parties exchange.
+fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (mlp, cnn) = (dir.join("mlp"), dir.join("cnn"));
+    tiny_mlp().save(&dir.join("mlp.npz")).unwrap();
     let cmeta = CnnMeta {
         sigma: 25.0,
         residual: true,
@@ -489,14 +492,7 @@ struct PeerJob {
 }
 
 fn peer_job(engine: EngineKind) -> PeerJob {
-    let meta = ModelMeta {
-        sigma: 25.0,
-        mean_shift: true,
-        residual: true,
-        activation: Activation::TanhStar,
-        aggregation_sigma: 0.0,
-    };
-    let model = random_model(&[25, 6, 9], 3, meta);
+    let model = tiny_mlp();
     let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
     let shares = ModelShare::split(&plan, &model.meta, &[7; 32])
         .iter()
