@@ -4,7 +4,8 @@
 //! (fixed point in Z_2^64, sharing, the fixed-point plan and its plaintext oracle), `dealer`
 //! (the trusted dealer's correlated randomness), `twopc` (the two-party protocol: Beaver
 //! products, garbled circuits, oblivious transfer), `net` (the authenticated S0<->S1 link),
-//! `formats` (files between parties), `cli` (the `ppdenoise` subcommands).
+//! `formats` (files between parties), `server` (a server's job: files checked into a ready
+//! job, the randomness claimed, the link, the run), `cli` (the `ppdenoise` subcommands).
 
 pub mod cli;
 pub mod dealer;
@@ -12,4 +13,5 @@ pub mod formats;
 pub mod net;
 pub mod plain;
 pub mod ring;
+pub mod server;
 pub mod twopc;

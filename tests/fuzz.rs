@@ -1,6 +1,7 @@
 //! Fuzzing of the parsers of untrusted bytes (issue 12): every file kind a party reads from
 //! another (container headers and bodies of every kind, the triplet stream, output shares,
-//! public headers through the dealer, model `.npz` files), mutated from valid files.
+//! public headers through the dealer, a server's job files through `server::prepare`, model
+//! `.npz` files), mutated from valid files.
 //!
 //! Valid files come from two real `demo` runs on tiny random models (an MLP with the
 //! boolean engine, a CNN with the garbled-circuit engine). Each input is the valid file with
@@ -284,6 +285,52 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     out: out.clone(),
                 };
                 ppdenoise::cli::dealer::gen_triplets(args).is_ok()
+            }),
+        });
+    }
+    // A server's job: one of its files mutated next to its other, valid files, through the
+    // same loading and checks `serve` makes before it claims anything (no link is opened).
+    for d in [mlp, cnn] {
+        let roles = ["model", "image", "triplets", "weights"];
+        let seeds = roles
+            .iter()
+            .flat_map(|r| both(d, r))
+            .filter(|f| f.exists())
+            .collect();
+        let (d, state) = (d.to_path_buf(), scratch.join("state"));
+        t.push(Target {
+            name: if d == mlp {
+                "server job files (MLP)"
+            } else {
+                "server job files (CNN)"
+            },
+            seeds,
+            shape: Shape::Container,
+            parse: Box::new(move |f, seed| {
+                let party = if seed.extension().is_some_and(|e| e == "p1") {
+                    1
+                } else {
+                    0
+                };
+                let file = |role: &str| {
+                    let valid = d.join(format!("{role}.p{party}"));
+                    if valid == seed {
+                        f.to_path_buf()
+                    } else {
+                        valid
+                    }
+                };
+                let weights = file("weights");
+                let files = ppdenoise::server::JobFiles {
+                    party,
+                    model: file("model"),
+                    image: file("image"),
+                    triplets: file("triplets"),
+                    weights: weights.exists().then_some(weights),
+                    engine: None,
+                    state_dir: state.clone(),
+                };
+                ppdenoise::server::prepare(files).is_ok()
             }),
         });
     }

@@ -7,20 +7,21 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::gateway::job_from_header;
-use super::owner::{cnn_plan_from_header, with_ext};
-use super::weights::{check_same_model, mask_id_of, read_checked};
+use super::owner::with_ext;
 use super::Summary;
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{is_cnn, DealerMask, ModelMask, Triplets, TripletsLead, CNN, NETWORK};
+use crate::formats::checks::{
+    acts_from_header, check_cnn_job, check_relu_batch, check_same_model, cnn_plan_from_header,
+    mask_id_of, read_checked,
+};
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
-use crate::ring::plan::ActConsts;
 use crate::ring::share::fresh_seed;
 use crate::twopc::engines::EngineKind;
-use crate::twopc::gc::ActCircuit;
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
@@ -210,32 +211,6 @@ pub fn dealer_header(path: &Path, public: Kind, share: Kind) -> Result<Header> {
     Ok(h)
 }
 
-/// The public activation constants a model share's header carries (one per hidden layer).
-pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<ActConsts>> {
-    let s = h.info("acts").with_context(|| {
-        format!(
-            "{}: header lacks the activation constants (a model share from an older version?)",
-            path.display()
-        )
-    })?;
-    let acts: Vec<ActConsts> = serde_json::from_str(s)
-        .with_context(|| format!("{}: malformed activation constants", path.display()))?;
-    if acts.len() + 2 != layers {
-        bail!(
-            "{}: {} activation constants for {} hidden layers",
-            path.display(),
-            acts.len(),
-            layers.saturating_sub(2)
-        );
-    }
-    for (l, c) in acts.iter().enumerate() {
-        ActCircuit::tanh_star(c)
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}: hidden layer {l}: {e}", path.display()))?;
-    }
-    Ok(acts)
-}
-
 /// Writes S0's triplet file after S1's; returns both files' bytes. Without its partner the
 /// new S1 file is useless: on failure it is removed, not left beside an older `.p0`.
 fn write_s0(out0: &Path, out1: &Path, header: &Header, t0: &Triplets) -> Result<u64> {
@@ -249,34 +224,6 @@ fn write_s0(out0: &Path, out1: &Path, header: &Header, t0: &Triplets) -> Result<
             .with_context(|| format!("cannot read {}", p.display()))
     };
     Ok(size(out0)? + size(out1)?)
-}
-
-/// A CNN job's ReLU run size: 1 to 2^28 elements (one message of the engine's).
-pub fn check_relu_batch(batch: usize) -> Result<()> {
-    if batch == 0 || batch > 1 << 28 {
-        bail!("a CNN's ReLU batch of {batch} elements (1 to 2^28 supported)");
-    }
-    Ok(())
-}
-
-/// The image must have been shared for this CNN: the noise level it was scaled to is the
-/// model's sigma*, or the receiver would decode with another scaling.
-pub fn check_cnn_job(
-    image: &Path,
-    job: &crate::formats::bodies::JobParams,
-    mh: &Header,
-) -> Result<()> {
-    let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
-    if sigma != Some(job.model_sigma) || job.stride != 1 {
-        bail!(
-            "{}: the image was shared for a model of sigma {} (stride {}), not for this CNN (sigma {}): share it with `share-image --model model.pub`",
-            image.display(),
-            job.model_sigma,
-            job.stride,
-            sigma.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
-        );
-    }
-    Ok(())
 }
 
 /// `gen-triplets` for a CNN job: the matrix triples of every convolution block and, for the

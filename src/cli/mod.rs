@@ -11,8 +11,6 @@ mod procs;
 pub mod receiver;
 mod relay;
 mod server;
-mod server_cnn;
-mod state;
 mod table;
 mod tools;
 mod weights;

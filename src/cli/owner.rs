@@ -123,18 +123,6 @@ pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
     with_suffix(prefix, &format!(".p{party}"))
 }
 
-/// Reads and checks the public CNN plan of a header.
-pub fn cnn_plan_from_header(path: &std::path::Path, h: &Header) -> Result<CnnPlan> {
-    let s = h
-        .info("cnn_plan")
-        .with_context(|| format!("{}: header lacks the CNN plan", path.display()))?;
-    let plan: CnnPlan = serde_json::from_str(s)
-        .with_context(|| format!("{}: malformed CNN plan", path.display()))?;
-    plan.validate_public()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(plan)
-}
-
 fn share_cnn_model(a: &ShareModelArgs, path: &std::path::Path) -> Result<Summary> {
     let model = Cnn::load(path)?;
     let params = a.cnn_fixed.params()?;

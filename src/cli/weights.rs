@@ -1,20 +1,21 @@
 //! The servers' one-time step per model: `open-weights` opens U = W - A under the model's
 //! weight mask A, so that no later job of the model sends anything derived from the weights.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 
-use super::server::{link_up, LinkArgs};
-use super::state::{check_unused, mark_used, Claim, Record};
+use super::server::LinkArgs;
 use super::Summary;
 use crate::formats::bodies::{load, ModelMask, ModelShare, OpenedWeights};
-use crate::formats::container::{self, id_hex, Header, Kind};
-use crate::ring::plan::Plan;
+use crate::formats::checks::{check_same_model, mask_id_of, read_checked};
+use crate::formats::container::{self, Header, Kind};
+use crate::server::session::link_up;
+use crate::server::state::{check_output, check_unused, mark_used, Claim, Record};
 use crate::twopc::channel::with_queued_link;
-use crate::twopc::weights::{mask_shares, open_weights, weight_count, Opened};
+use crate::twopc::weights::{mask_shares, open_weights};
 
 /// Open a model's masked weights once, on both servers (S0 listens, S1 connects), and write
 /// this server's opened weights for every later job of the model (`serve --weights`).
@@ -39,92 +40,6 @@ pub struct OpenWeightsArgs {
     pub out: PathBuf,
 }
 
-/// The mask id a model mask file, record or opened weights file names.
-pub fn mask_id_of(path: &Path, h: &Header) -> Result<String> {
-    match h.info("model_mask") {
-        // Lowercase only: the consumed record is keyed by the exact string.
-        Some(id)
-            if id.len() == 32
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-        {
-            Ok(id.into())
-        }
-        Some(id) => bail!("{}: malformed model mask id {id:?}", path.display()),
-        None => bail!("{}: header lacks the model mask id", path.display()),
-    }
-}
-
-/// Checks that a model mask file, record or opened weights file `path` belongs to the model
-/// of `model` (header `mh`) and has its layer widths.
-pub fn check_same_model(path: &Path, h: &Header, model: &Path, mh: &Header) -> Result<()> {
-    if h.model_id.is_none() || h.model_id != mh.model_id {
-        bail!(
-            "{}: made for model {} but {} is model {}",
-            path.display(),
-            h.model_id.as_ref().map(id_hex).unwrap_or_default(),
-            model.display(),
-            mh.model_id.as_ref().map(id_hex).unwrap_or_default()
-        );
-    }
-    if h.shape("layers") != mh.shape("layers") {
-        bail!(
-            "{}: made for layer widths {:?} but {} has {:?}",
-            path.display(),
-            h.shape("layers").unwrap_or_default(),
-            model.display(),
-            mh.shape("layers").unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
-/// Reads the body of a file whose header `checked` was checked already, refusing it if the
-/// header changed in between (the checks would not hold for the body read).
-pub fn read_checked<B: serde::de::DeserializeOwned>(path: &Path, checked: &Header) -> Result<B> {
-    let (h, body) = container::read(path)?;
-    if &h != checked {
-        bail!(
-            "{}: the file changed while it was being opened; run again",
-            path.display()
-        );
-    }
-    Ok(body)
-}
-
-/// Loads party `p`'s opened weights for the model of `model` (header `mh`, plan `plan`),
-/// opened under mask `mask_id` (the one the job's triplets were made against).
-pub fn load_opened(
-    path: &Path,
-    p: u8,
-    (model, mh): (&Path, &Header),
-    mask_id: &str,
-    plan: &Plan,
-) -> Result<Opened> {
-    let h = container::read_header(path)?;
-    container::expect(path, &h, Kind::OpenedWeights, Some(p))?;
-    check_same_model(path, &h, model, mh)?;
-    let id = mask_id_of(path, &h)?;
-    if id != mask_id {
-        bail!(
-            "{}: opened under model mask {id}, but the triplets were made against mask {mask_id}",
-            path.display()
-        );
-    }
-    let ow: OpenedWeights = read_checked(path, &h)?;
-    if ow.u.len() != weight_count(plan) {
-        bail!(
-            "{}: holds {} masked weights but the model has {}",
-            path.display(),
-            ow.u.len(),
-            weight_count(plan)
-        );
-    }
-    Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
 pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     let t = Instant::now();
     let p = a.party;
@@ -138,14 +53,14 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
         .share_plan()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     // The output must be writable before the mask is consumed.
-    super::state::check_output(&a.out, &[&a.model, &a.mask])?;
+    check_output(&a.out, &[&a.model, &a.mask])?;
     check_unused(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
 
     let mut tag = mh.model_id.expect("checked above").to_vec();
     tag.extend_from_slice(mask_id.as_bytes());
     tag.extend_from_slice(b"open-weights");
     let claim = Claim::take(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
-    let mut link = link_up(p, &a.link, claim, &tag, |_| {
+    let mut link = link_up(p, &a.link.config(), claim, &tag, |_| {
         "the peer server holds another model or another model mask".into()
     })?;
     // The mask opens these weights and no others, whatever happens next.

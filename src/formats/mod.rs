@@ -2,5 +2,6 @@
 //! bodies of each kind.
 pub mod atomic;
 pub mod bodies;
+pub mod checks;
 pub mod container;
 pub mod triplet_stream;

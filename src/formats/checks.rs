@@ -1,0 +1,128 @@
+//! Checks of the public fields a file's header carries, shared by the dealer, the servers and
+//! `open-weights`: each names the file and the field it refuses.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::formats::bodies::JobParams;
+use crate::formats::container::{self, id_hex, Header};
+use crate::ring::cnn::CnnPlan;
+use crate::ring::plan::ActConsts;
+use crate::twopc::gc::ActCircuit;
+
+/// The public activation constants a model share's header carries (one per hidden layer).
+pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<ActConsts>> {
+    let s = h.info("acts").with_context(|| {
+        format!(
+            "{}: header lacks the activation constants (a model share from an older version?)",
+            path.display()
+        )
+    })?;
+    let acts: Vec<ActConsts> = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed activation constants", path.display()))?;
+    if acts.len() + 2 != layers {
+        bail!(
+            "{}: {} activation constants for {} hidden layers",
+            path.display(),
+            acts.len(),
+            layers.saturating_sub(2)
+        );
+    }
+    for (l, c) in acts.iter().enumerate() {
+        ActCircuit::tanh_star(c)
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: hidden layer {l}: {e}", path.display()))?;
+    }
+    Ok(acts)
+}
+
+/// A CNN job's ReLU run size: 1 to 2^28 elements (one message of the engine's).
+pub fn check_relu_batch(batch: usize) -> Result<()> {
+    if batch == 0 || batch > 1 << 28 {
+        bail!("a CNN's ReLU batch of {batch} elements (1 to 2^28 supported)");
+    }
+    Ok(())
+}
+
+/// The image must have been shared for this CNN: the noise level it was scaled to is the
+/// model's sigma*, or the receiver would decode with another scaling.
+pub fn check_cnn_job(image: &Path, job: &JobParams, mh: &Header) -> Result<()> {
+    let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
+    if sigma != Some(job.model_sigma) || job.stride != 1 {
+        bail!(
+            "{}: the image was shared for a model of sigma {} (stride {}), not for this CNN (sigma {}): share it with `share-image --model model.pub`",
+            image.display(),
+            job.model_sigma,
+            job.stride,
+            sigma.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+        );
+    }
+    Ok(())
+}
+
+/// Reads and checks the public CNN plan of a header.
+pub fn cnn_plan_from_header(path: &Path, h: &Header) -> Result<CnnPlan> {
+    let s = h
+        .info("cnn_plan")
+        .with_context(|| format!("{}: header lacks the CNN plan", path.display()))?;
+    let plan: CnnPlan = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed CNN plan", path.display()))?;
+    plan.validate_public()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(plan)
+}
+
+/// The mask id a model mask file, record or opened weights file names.
+pub fn mask_id_of(path: &Path, h: &Header) -> Result<String> {
+    match h.info("model_mask") {
+        // Lowercase only: the consumed record is keyed by the exact string.
+        Some(id)
+            if id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(id.into())
+        }
+        Some(id) => bail!("{}: malformed model mask id {id:?}", path.display()),
+        None => bail!("{}: header lacks the model mask id", path.display()),
+    }
+}
+
+/// Checks that a model mask file, record or opened weights file `path` belongs to the model
+/// of `model` (header `mh`) and has its layer widths.
+pub fn check_same_model(path: &Path, h: &Header, model: &Path, mh: &Header) -> Result<()> {
+    if h.model_id.is_none() || h.model_id != mh.model_id {
+        bail!(
+            "{}: made for model {} but {} is model {}",
+            path.display(),
+            h.model_id.as_ref().map(id_hex).unwrap_or_default(),
+            model.display(),
+            mh.model_id.as_ref().map(id_hex).unwrap_or_default()
+        );
+    }
+    if h.shape("layers") != mh.shape("layers") {
+        bail!(
+            "{}: made for layer widths {:?} but {} has {:?}",
+            path.display(),
+            h.shape("layers").unwrap_or_default(),
+            model.display(),
+            mh.shape("layers").unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Reads the body of a file whose header `checked` was checked already, refusing it if the
+/// header changed in between (the checks would not hold for the body read).
+pub fn read_checked<B: serde::de::DeserializeOwned>(path: &Path, checked: &Header) -> Result<B> {
+    let (h, body) = container::read(path)?;
+    if &h != checked {
+        bail!(
+            "{}: the file changed while it was being opened; run again",
+            path.display()
+        );
+    }
+    Ok(body)
+}

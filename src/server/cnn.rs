@@ -1,0 +1,158 @@
+//! A CNN job: the same files and checks as an MLP job, the CNN's plan and protocol
+//! ([`crate::twopc::cnn`]).
+
+use anyhow::{bail, Result};
+
+use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
+use crate::dealer::randomness::PartyRandomness;
+use crate::formats::bodies::{
+    is_cnn, load, public_cnn_plan, CnnModelShare, ImageShare, JobParams, OutputShare,
+};
+use crate::formats::checks::{check_cnn_job, check_relu_batch, cnn_plan_from_header};
+use crate::formats::container::Kind;
+use crate::plain::geometry::Geometry;
+use crate::plain::model::PatchShape;
+use crate::ring::cnn::CnnPlan;
+use crate::ring::share::Stream;
+use crate::twopc::channel::Channel;
+use crate::twopc::cnn::{self, CnnJobInputs};
+use crate::twopc::protocol::{Nonlinear, Report, Weights};
+
+pub(super) struct CnnJob {
+    pub(super) plan: CnnPlan,
+    job: JobParams,
+    /// This party's share of the encoded image.
+    image: Vec<u64>,
+    relu_batch: usize,
+}
+
+pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
+    let p = f.party;
+    let at = |path: &std::path::Path, e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let (mh, ms): (_, CnnModelShare) = load(&f.model, Kind::CnnModelShare, Some(p))?;
+    let (ih, is): (_, ImageShare) = load(&f.image, Kind::ImageShare, Some(p))?;
+    is.job.validate().map_err(|e| at(&f.image, e))?;
+    if !is_cnn(&ih) {
+        bail!(
+            "{}: the image was shared for an MLP; share it for this CNN with `share-image --model model.pub`",
+            f.image.display()
+        );
+    }
+    if let Some(w) = &f.weights {
+        bail!(
+            "{}: weights opened once per model are not supported for CNNs yet; run without --weights",
+            w.display()
+        );
+    }
+    let t = open_triplets(&f, &mh, &ih)?;
+    let (th, tr) = (&t.header, &t.stream);
+    check_cnn_job(&f.image, &is.job, &mh)?;
+    if th.info("model_mask").is_some() {
+        bail!(
+            "{}: names a model mask, which CNN jobs do not use",
+            f.triplets.display()
+        );
+    }
+    check_relu_batch(tr.lead.batch).map_err(|e| at(&f.triplets, e.to_string()))?;
+    let plan = ms.share_plan().map_err(|e| at(&f.model, e))?;
+    let (h, w) = (is.job.height, is.job.width);
+    // (The stride was checked with the model's sigma* by check_cnn_job.)
+    if ih.scale != plan.params.s || is.job.scale != plan.params.s {
+        bail!(
+            "{}: image encoded at scale {} but the CNN takes scale {}",
+            f.image.display(),
+            is.job.scale,
+            plan.params.s
+        );
+    }
+    plan.check_image(h, w).map_err(|e| at(&f.image, e))?;
+    // The dealer's plan (from the public header it was given) must be this share's.
+    if !is_cnn(th) || cnn_plan_from_header(&f.triplets, th)? != public_cnn_plan(&plan) {
+        bail!(
+            "{}: this randomness was made for another CNN plan (shapes or fixed point) than {} holds",
+            f.triplets.display(),
+            f.model.display()
+        );
+    }
+    if tr.lead.widths != plan.channels() || tr.lead.job != is.job {
+        bail!(
+            "{}: the randomness does not match this model and job",
+            f.triplets.display()
+        );
+    }
+    let engine_kind = tr.lead.engine;
+    check_engine(&f, th, engine_kind)?;
+    let want_circuit = crate::dealer::cnn::circuit_shape(&plan, engine_kind);
+    if th.info("circuit") != Some(want_circuit.as_str()) {
+        bail!(
+            "{}: made for another ReLU circuit ({} here, {} in the file); the dealer and this server run different versions",
+            f.triplets.display(),
+            want_circuit,
+            th.info("circuit").unwrap_or("none")
+        );
+    }
+    let want = if p == 1 {
+        crate::dealer::cnn::correction_count(&plan, h, w, engine_kind, tr.lead.batch)
+    } else {
+        0
+    };
+    if tr.corrections.len() != want as u64 {
+        bail!(
+            "{}: holds {} explicit triple shares but this job consumes {want}",
+            f.triplets.display(),
+            tr.corrections.len()
+        );
+    }
+    let image = is
+        .data
+        .materialise(Stream::ImageShare, h * w)
+        .map_err(|e| at(&f.image, e))?;
+    let relu_batch = tr.lead.batch;
+    let work = Work::Cnn(CnnJob {
+        plan,
+        job: is.job,
+        image,
+        relu_batch,
+    });
+    assemble(f, mh, ih, t, "per-job".into(), work)
+}
+
+impl CnnJob {
+    pub(super) fn run(
+        &self,
+        ch: &mut dyn Channel,
+        party: u8,
+        rand: PartyRandomness,
+        session_tag: Vec<u8>,
+        engine: &mut dyn Nonlinear,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(OutputShare, Report)> {
+        let (h, w) = (self.job.height, self.job.width);
+        let inputs = CnnJobInputs {
+            party,
+            plan: &self.plan,
+            height: h,
+            width: w,
+            image: &self.image,
+            rand,
+            session_tag,
+            weights: Weights::PerJob,
+            relu_batch: self.relu_batch,
+        };
+        let (canvas, report) = cnn::run(ch, inputs, engine, &mut |d, _| progress(d))?;
+        // The output is image-sized: a geometry of 1x1 "patches" at stride 1 (canvas = image,
+        // every weight 1), so the receiver's checks apply unchanged.
+        let one = PatchShape {
+            input: 1,
+            output: 1,
+            window_milli: 0,
+        };
+        let out = OutputShare {
+            geometry: Geometry::new(h, w, one, 1),
+            job: self.job.clone(),
+            scale: self.plan.params.out_scale(),
+            canvas,
+        };
+        Ok((out, report))
+    }
+}

@@ -1,0 +1,201 @@
+//! An MLP job (the paper's protocol): its files' checks and its run.
+
+use anyhow::{bail, Result};
+
+use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
+use crate::dealer::randomness::PartyRandomness;
+use crate::formats::bodies::{
+    is_cnn, load, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
+};
+use crate::formats::checks::{acts_from_header, check_same_model, mask_id_of, read_checked};
+use crate::formats::container::{self, Header, Kind};
+use crate::plain::geometry::Geometry;
+use crate::ring::plan::Plan;
+use crate::ring::share::Stream;
+use crate::twopc::channel::Channel;
+use crate::twopc::protocol::{self, JobInputs, Nonlinear, Report, Weights};
+use crate::twopc::weights::{mask_shares, weight_count, Opened};
+
+pub(super) struct MlpJob {
+    plan: Plan,
+    job: JobParams,
+    pub(super) geo: Geometry,
+    /// This party's share of the encoded image.
+    image: Vec<u64>,
+    batch: usize,
+    /// The weights opened once for the model, or None when the job opens them itself.
+    opened: Option<Opened>,
+}
+
+pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
+    let p = f.party;
+    let at = |path: &std::path::Path, e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let (mh, ms): (Header, ModelShare) = load(&f.model, Kind::ModelShare, Some(p))?;
+    let (ih, is): (Header, ImageShare) = load(&f.image, Kind::ImageShare, Some(p))?;
+    is.job.validate().map_err(|e| at(&f.image, e))?;
+    let t = open_triplets(&f, &mh, &ih)?;
+    let (th, tr) = (&t.header, &t.stream);
+    if is_cnn(&ih) || is_cnn(th) {
+        bail!(
+            "{}: the image or the randomness was made for a CNN but {} is an MLP's share",
+            f.image.display(),
+            f.model.display()
+        );
+    }
+    if ih.scale != mh.scale {
+        bail!(
+            "{}: image encoded at scale {} but the model share uses scale {}",
+            f.image.display(),
+            ih.scale,
+            mh.scale
+        );
+    }
+    let plan = ms.share_plan().map_err(|e| at(&f.model, e))?;
+    if tr.lead.widths != plan.widths() || tr.lead.job != is.job {
+        bail!(
+            "{}: the randomness does not match this model and job (widths {:?} vs {:?})",
+            f.triplets.display(),
+            tr.lead.widths,
+            plan.widths()
+        );
+    }
+    let engine_kind = tr.lead.engine;
+    check_engine(&f, th, engine_kind)?;
+    // What the dealer had to make for this engine and these activations (the boolean
+    // engine's circuits recorded once): checked against the file's header and length below.
+    let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);
+    if let Some(bd) = &deal.boolean {
+        let acts = acts_from_header(&f.triplets, th, plan.widths().len())?;
+        if acts != plan.acts {
+            bail!(
+                "{}: the dealer sized this randomness for other activation constants than the model share {} holds",
+                f.triplets.display(),
+                f.model.display()
+            );
+        }
+        let want = serde_json::to_string(&bd.shapes()).expect("shapes serialise");
+        if th.info("circuit") != Some(want.as_str()) {
+            bail!(
+                "{}: made for another boolean circuit (AND gates, outputs per layer: {} here, \
+                 {} in the file); the dealer and this server run different versions",
+                f.triplets.display(),
+                want,
+                th.info("circuit").unwrap_or("none")
+            );
+        }
+    }
+    crate::formats::bodies::check_geometry(&is.job, plan.patch).map_err(|e| at(&f.image, e))?;
+    let geo = Geometry::new(is.job.height, is.job.width, plan.patch, is.job.stride);
+    crate::dealer::check_stream_bounds(&plan.widths(), geo.num_patches(), tr.lead.batch)
+        .map_err(|e| at(&f.triplets, e.to_string()))?;
+    // S1's explicit values: exactly as many as this job consumes (S0 has none).
+    let want = if p == 1 {
+        crate::dealer::correction_count(&is.job, &plan.widths(), plan.patch, tr.lead.batch, &deal)
+    } else {
+        0
+    };
+    if tr.corrections.len() != want as u64 {
+        bail!(
+            "{}: holds {} explicit triple shares but this job consumes {want}",
+            f.triplets.display(),
+            tr.corrections.len()
+        );
+    }
+    // The weights: opened once for the model (the triplets then name its mask), or per job.
+    let mask_id = th.info("model_mask").map(String::from);
+    let opened = match (&mask_id, &f.weights) {
+        (None, None) => None,
+        (Some(id), None) => bail!(
+            "{}: this randomness was made against model mask {id}: give this server its opened weights (--weights, from `open-weights`)",
+            f.triplets.display()
+        ),
+        (None, Some(w)) => bail!(
+            "{}: opened weights were given but {} was made without a model mask: ask the dealer for `gen-triplets --model-mask`, or run without --weights",
+            w.display(),
+            f.triplets.display()
+        ),
+        (Some(id), Some(w)) => Some(load_opened(w, p, (&f.model, &mh), id, &plan)?),
+    };
+    let npix = is.job.height * is.job.width;
+    let image = is
+        .data
+        .materialise(Stream::ImageShare, npix)
+        .map_err(|e| at(&f.image, e))?;
+    let batch = tr.lead.batch;
+    let mask_field = mask_id.unwrap_or_else(|| "per-job".into());
+    let work = Work::Mlp(Box::new(MlpJob {
+        plan,
+        job: is.job,
+        geo,
+        image,
+        batch,
+        opened,
+    }));
+    assemble(f, mh, ih, t, mask_field, work)
+}
+
+/// Loads party `p`'s opened weights for the model of `model` (header `mh`, plan `plan`),
+/// opened under mask `mask_id` (the one the job's triplets were made against).
+pub(crate) fn load_opened(
+    path: &std::path::Path,
+    p: u8,
+    (model, mh): (&std::path::Path, &Header),
+    mask_id: &str,
+    plan: &Plan,
+) -> Result<Opened> {
+    let h = container::read_header(path)?;
+    container::expect(path, &h, Kind::OpenedWeights, Some(p))?;
+    check_same_model(path, &h, model, mh)?;
+    let id = mask_id_of(path, &h)?;
+    if id != mask_id {
+        bail!(
+            "{}: opened under model mask {id}, but the triplets were made against mask {mask_id}",
+            path.display()
+        );
+    }
+    let ow: OpenedWeights = read_checked(path, &h)?;
+    if ow.u.len() != weight_count(plan) {
+        bail!(
+            "{}: holds {} masked weights but the model has {}",
+            path.display(),
+            ow.u.len(),
+            weight_count(plan)
+        );
+    }
+    Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+impl MlpJob {
+    pub(super) fn run(
+        &self,
+        ch: &mut dyn Channel,
+        party: u8,
+        rand: PartyRandomness,
+        session_tag: Vec<u8>,
+        engine: &mut dyn Nonlinear,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(OutputShare, Report)> {
+        let inputs = JobInputs {
+            party,
+            plan: &self.plan,
+            job: &self.job,
+            image: &self.image,
+            rand,
+            batch: self.batch,
+            session_tag,
+            weights: match &self.opened {
+                Some(o) => Weights::Opened(o),
+                None => Weights::PerJob,
+            },
+        };
+        let (canvas, report) = protocol::run(ch, inputs, engine, &mut |d, _| progress(d))?;
+        let out = OutputShare {
+            geometry: self.geo,
+            job: self.job.clone(),
+            scale: self.plan.out_scale,
+            canvas,
+        };
+        Ok((out, report))
+    }
+}

@@ -1,0 +1,310 @@
+//! A server's job, outside the command line: [`prepare`] loads a party's files and checks
+//! every field (kinds, ids, shapes, sizes, the dealer's circuit, the engine) into a
+//! [`ReadyJob`] or one error naming the file, before any randomness is claimed or
+//! image-sized memory allocated; [`session::connect`] claims the triplets and brings up the
+//! link; [`ReadyJob::run`] runs the two-party protocol; [`Finished::write`] writes the output
+//! share. `serve` only calls these, and the fuzzer reaches the same checks.
+
+mod cnn;
+mod mlp;
+pub mod session;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::dealer::randomness::PartyRandomness;
+use crate::formats::bodies::{OutputShare, NETWORK};
+use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::formats::triplet_stream;
+use crate::twopc::channel::Channel;
+use crate::twopc::engines::EngineKind;
+use crate::twopc::protocol::{Nonlinear, Report};
+use state::{check_unused, Record};
+
+/// One party's input files for a job.
+#[derive(Clone, Debug)]
+pub struct JobFiles {
+    pub party: u8,
+    /// model.pN (an MLP's or a CNN's share).
+    pub model: PathBuf,
+    /// image.pN.
+    pub image: PathBuf,
+    /// triplets.pN (the dealer's correlated randomness for this job).
+    pub triplets: PathBuf,
+    /// weights.pN from `open-weights`, when the triplets were made against a model mask.
+    pub weights: Option<PathBuf>,
+    /// The engine the caller asked for; must be the triplet file's (default: the file's).
+    pub engine: Option<EngineKind>,
+    /// Where consumed randomness is recorded: triplets already used are refused here.
+    pub state_dir: PathBuf,
+}
+
+/// A job whose files were all checked: ready to claim its randomness and run.
+pub struct ReadyJob {
+    pub party: u8,
+    files: JobFiles,
+    /// The model, image and triplet headers (the triplets' as first read), which name the run.
+    headers: [Header; 3],
+    triplet_id: String,
+    engine_kind: EngineKind,
+    engine: Box<dyn Nonlinear + Send>,
+    /// What both servers must hold: the three ids (`ids_len` bytes), then "<mask>/<engine>".
+    tag: Vec<u8>,
+    ids_len: usize,
+    mask_field: String,
+    rand: PartyRandomness,
+    work: Work,
+}
+
+enum Work {
+    Mlp(Box<mlp::MlpJob>),
+    Cnn(cnn::CnnJob),
+}
+
+/// A job's result: this party's output share and the protocol's report.
+pub struct Finished {
+    pub party: u8,
+    headers: [Header; 3],
+    pub out: OutputShare,
+    network: Option<&'static str>,
+    pub report: Report,
+    pub engine_kind: EngineKind,
+    /// What the report's count counts ("patches" or "pixels").
+    pub unit: &'static str,
+}
+
+/// Loads and checks everything a job needs from party `files.party`'s files.
+pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
+    if files.party > 1 {
+        bail!("party {} (0 or 1)", files.party);
+    }
+    match container::read_header(&files.model)?.kind {
+        Kind::CnnModelShare => cnn::prepare(files),
+        _ => mlp::prepare(files),
+    }
+}
+
+impl ReadyJob {
+    /// The engine that runs the nonlinear steps (from the triplet file).
+    pub fn engine_kind(&self) -> EngineKind {
+        self.engine_kind
+    }
+
+    /// Steps the progress callback counts up to, and what they are.
+    pub fn steps(&self) -> (usize, &'static str) {
+        match &self.work {
+            Work::Mlp(m) => (m.geo.num_patches(), "patches"),
+            Work::Cnn(c) => (c.plan.layers.len(), "layers"),
+        }
+    }
+
+    /// The input files (to refuse an output path that would overwrite one).
+    pub fn inputs(&self) -> Vec<&Path> {
+        let f = &self.files;
+        let mut v = vec![f.model.as_path(), f.image.as_path(), f.triplets.as_path()];
+        v.extend(f.weights.as_deref());
+        v
+    }
+
+    /// Runs the protocol over `ch` (the link once [`session::connect`] brought it up).
+    pub fn run(
+        mut self,
+        ch: &mut dyn Channel,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Finished> {
+        let (out, network, unit, report) = match &self.work {
+            Work::Mlp(m) => {
+                let (o, r) = m.run(
+                    ch,
+                    self.party,
+                    self.rand,
+                    self.tag,
+                    self.engine.as_mut(),
+                    progress,
+                )?;
+                (o, None, "patches", r)
+            }
+            Work::Cnn(c) => {
+                let (o, r) = c.run(
+                    ch,
+                    self.party,
+                    self.rand,
+                    self.tag,
+                    self.engine.as_mut(),
+                    progress,
+                )?;
+                (o, Some(crate::formats::bodies::CNN), "pixels", r)
+            }
+        };
+        Ok(Finished {
+            party: self.party,
+            headers: self.headers,
+            out,
+            network,
+            report,
+            engine_kind: self.engine_kind,
+            unit,
+        })
+    }
+}
+
+impl Finished {
+    /// Writes the output share (atomically), named by the job, model and run so the
+    /// receiver can refuse shares of different runs; returns its size in bytes.
+    pub fn write(&self, path: &Path) -> Result<u64> {
+        let [mh, ih, th] = &self.headers;
+        let mut h = Header::new(Kind::OutputShare, self.party, self.out.scale);
+        h.job_id = ih.job_id;
+        h.model_id = mh.model_id;
+        // The run's id: the receiver refuses to add shares of two different runs.
+        h.triplet_id = th.triplet_id;
+        let g = &self.out.geometry;
+        h.shapes
+            .push(("canvas".into(), vec![g.canvas_h as u64, g.canvas_w as u64]));
+        if let Some(n) = self.network {
+            h.info.push((NETWORK.into(), n.into()));
+        }
+        container::write(path, &h, &self.out)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len())
+    }
+}
+
+fn same_id(a: &Option<[u8; 16]>, b: &Option<[u8; 16]>) -> bool {
+    a.is_some() && a == b
+}
+
+/// The triplet file, opened (checksum verified) for streaming, with what was read of it.
+struct OpenedTriplets {
+    /// The header as first read (ids checked against the model and image).
+    first: Header,
+    /// Its run id, as recorded in the state directory.
+    id: String,
+    /// The header read again with the body.
+    header: Header,
+    stream: triplet_stream::TripletsStream,
+}
+
+/// The triplet file's checks that do not depend on the network: kind and party, the model
+/// and job it was made for, not consumed yet; then opened (checksum verified) for streaming.
+fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header) -> Result<OpenedTriplets> {
+    let p = f.party;
+    let first = container::read_header(&f.triplets)?;
+    container::expect(&f.triplets, &first, Kind::Triplets, Some(p))?;
+    let hex = |id: &Option<[u8; 16]>| id.as_ref().map(id_hex).unwrap_or_default();
+    if !same_id(&first.model_id, &mh.model_id) {
+        bail!(
+            "{}: this randomness was made for model {} but {} is model {}",
+            f.triplets.display(),
+            hex(&first.model_id),
+            f.model.display(),
+            hex(&mh.model_id)
+        );
+    }
+    if !same_id(&first.job_id, &ih.job_id) {
+        bail!(
+            "{}: this randomness was made for job {} but {} belongs to job {}",
+            f.triplets.display(),
+            hex(&first.job_id),
+            f.image.display(),
+            hex(&ih.job_id)
+        );
+    }
+    let id = first
+        .triplet_id
+        .as_ref()
+        .map(id_hex)
+        .with_context(|| format!("{}: header lacks a triplet id", f.triplets.display()))?;
+    check_unused(&f.state_dir, p, Record::Triplets, &id, &f.triplets)?;
+    // Checked whole (checksum) now; party 1's triple shares are then read as consumed.
+    let (header, stream) = triplet_stream::open(&f.triplets, p)?;
+    if header.triplet_id != first.triplet_id
+        || header.job_id != first.job_id
+        || header.model_id != first.model_id
+    {
+        bail!(
+            "{}: the file changed while it was being opened; run again",
+            f.triplets.display()
+        );
+    }
+    Ok(OpenedTriplets {
+        first,
+        id,
+        header,
+        stream,
+    })
+}
+
+/// The engine the triplet file is for: its header and body must agree, and the engine
+/// asked for, when given, must be it.
+fn check_engine(f: &JobFiles, th: &Header, engine_kind: EngineKind) -> Result<()> {
+    if th.info("engine") != Some(engine_kind.name()) {
+        bail!(
+            "{}: the header names engine {:?} but the body holds {} correlations",
+            f.triplets.display(),
+            th.info("engine").unwrap_or("none"),
+            engine_kind
+        );
+    }
+    if let Some(want) = f.engine {
+        if want != engine_kind {
+            bail!(
+                "{}: this randomness is for the {} engine but --engine {} was given; ask the dealer for `gen-triplets --engine {}` or run with --engine {}",
+                f.triplets.display(),
+                engine_kind,
+                want,
+                want,
+                engine_kind
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Assembles the checked parts common to both model families: the session tag, the
+/// engine's dealer data (base OTs, parsed now) and the streamed randomness.
+fn assemble(
+    files: JobFiles,
+    mh: Header,
+    ih: Header,
+    t: OpenedTriplets,
+    mask_field: String,
+    work: Work,
+) -> Result<ReadyJob> {
+    let p = files.party;
+    let engine_kind = t.stream.lead.engine;
+    let mut tag = Vec::new();
+    for (what, id) in [
+        ("image", &ih.job_id),
+        ("model", &mh.model_id),
+        ("triplets", &t.first.triplet_id),
+    ] {
+        tag.extend_from_slice(
+            id.as_ref()
+                .with_context(|| format!("the {what} file lacks its id"))?,
+        );
+    }
+    let ids_len = tag.len();
+    tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
+    let engine = engine_kind
+        .make(p, &t.stream.base_ot)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", files.triplets.display()))?;
+    let rand = PartyRandomness::streaming(p, t.stream.lead.seed, t.stream.corrections);
+    Ok(ReadyJob {
+        party: p,
+        files,
+        headers: [mh, ih, t.first],
+        triplet_id: t.id,
+        engine_kind,
+        engine,
+        tag,
+        ids_len,
+        mask_field,
+        rand,
+        work,
+    })
+}

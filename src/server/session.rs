@@ -1,0 +1,109 @@
+//! Bringing up a job's link: claim the single-use randomness, connect to the peer over TLS,
+//! compare session tags, and only then record the randomness as consumed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::state::{mark_used, Claim, Record};
+use super::ReadyJob;
+use crate::net::identity::{load_peer_cert, Identity};
+use crate::net::link::Link;
+
+/// How a server reaches its peer, and where it records consumed randomness.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// This server's private key and certificate (from keygen).
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    /// The only certificate the peer may present.
+    pub peer_cert: PathBuf,
+    /// S0 listens on it, S1 connects to it.
+    pub addr: SocketAddr,
+    /// How long to wait for the peer to appear, and for any single message.
+    pub timeout: Duration,
+    pub state_dir: PathBuf,
+}
+
+/// Brings up the TLS link to the peer and checks that it holds the same `tag`, before
+/// anything derived from a share is sent. On any failure `claim` is released (nothing was
+/// consumed) and `mismatch` explains a differing peer tag.
+pub fn link_up(
+    p: u8,
+    cfg: &LinkConfig,
+    claim: Claim,
+    tag: &[u8],
+    mismatch: impl FnOnce(&[u8]) -> String,
+) -> Result<Link> {
+    let up = || -> Result<(Link, Vec<u8>)> {
+        let me = Identity::load(&cfg.key, &cfg.cert)?;
+        let peer = load_peer_cert(&cfg.peer_cert)?;
+        let timeout = cfg.timeout.max(Duration::from_secs(1));
+        let mut link = if p == 0 {
+            Link::listen(cfg.addr, &me, &peer, timeout)?
+        } else {
+            Link::connect(cfg.addr, &me, &peer, timeout)?
+        };
+        link.set_io_timeout(timeout);
+        // A control message: a frame longer than MAX_CONTROL is refused unread.
+        let peer_tag = crate::twopc::channel::exchange(&mut link, p, tag)?;
+        Ok((link, peer_tag))
+    };
+    match up() {
+        Ok((link, peer_tag)) if peer_tag == tag => Ok(link),
+        Ok((_, peer_tag)) => {
+            claim.release();
+            bail!("{}; nothing was consumed", mismatch(&peer_tag))
+        }
+        Err(e) => {
+            claim.release();
+            Err(e)
+        }
+    }
+}
+
+/// Claims the job's triplets, brings up the link and compares session tags; on success the
+/// randomness is marked used. A mismatch is explained and consumes nothing.
+pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
+    let p = job.party;
+    let claim = Claim::take(
+        &cfg.state_dir,
+        p,
+        Record::Triplets,
+        &job.triplet_id,
+        &job.files.triplets,
+    )?;
+    let (engine_kind, mask_field) = (job.engine_kind, job.mask_field.as_str());
+    let link = link_up(p, cfg, claim, &job.tag, |peer_tag| {
+        let rest = String::from_utf8_lossy(peer_tag.get(job.ids_len..).unwrap_or_default());
+        let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
+        let weights = |m: &str| match m {
+            "per-job" => "opens the weights in the job".to_string(),
+            id => format!("uses the weights opened under model mask {id}"),
+        };
+        let peer_base = peer_engine.split('+').next().unwrap_or(peer_engine);
+        if peer_engine != engine_kind.wire_name() && peer_base == engine_kind.name() {
+            format!(
+                "the peer server runs another version of the {peer_base} engine ({peer_engine}, this one {}): run the same ppdenoise version on both servers",
+                engine_kind.wire_name()
+            )
+        } else if peer_engine != engine_kind.wire_name() {
+            format!(
+                "the peer server runs the {peer_base} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
+            )
+        } else if peer_mask != mask_field {
+            format!(
+                "the peer server {}, this one {}: give both servers triplets from one `gen-triplets` run and the opened weights of one `open-weights` run",
+                weights(peer_mask),
+                weights(mask_field)
+            )
+        } else {
+            "the peer server holds files of a different job, model or dealer run".into()
+        }
+    })?;
+    // From here on the randomness counts as used, whatever happens next.
+    mark_used(&cfg.state_dir, p, Record::Triplets, &job.triplet_id)?;
+    Ok(link)
+}
