@@ -301,7 +301,7 @@ fn one_hidden_layer_random_images_strides_and_batches() {
         let img = random_image(h, w, 100 + i as u64);
         let o = run_case(&model, &img, stride, batch);
         assert!(
-            o.geo.num_patches() % batch != 0,
+            !o.geo.num_patches().is_multiple_of(batch),
             "case must have a partial last batch"
         );
         assert_bit_exact(

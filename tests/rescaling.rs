@@ -198,7 +198,7 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
         let c = consts(sh, k);
         // Circuits alternate chunk by chunk, and swap over after each pass through PARAMS,
         // so that every (sh, k) goes through both.
-        let circuit = if (round + round / PARAMS.len()) % 2 == 0 {
+        let circuit = if (round + round / PARAMS.len()).is_multiple_of(2) {
             Circuit::Select
         } else {
             Circuit::Relu

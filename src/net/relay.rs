@@ -209,17 +209,17 @@ impl fmt::Display for LinkShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.bits_per_second;
         match b {
-            _ if b % 1_000_000_000 == 0 => write!(f, "{}gbit", b / 1_000_000_000)?,
-            _ if b % 1_000_000 == 0 => write!(f, "{}mbit", b / 1_000_000)?,
-            _ if b % 1_000 == 0 => write!(f, "{}kbit", b / 1_000)?,
+            _ if b.is_multiple_of(1_000_000_000) => write!(f, "{}gbit", b / 1_000_000_000)?,
+            _ if b.is_multiple_of(1_000_000) => write!(f, "{}mbit", b / 1_000_000)?,
+            _ if b.is_multiple_of(1_000) => write!(f, "{}kbit", b / 1_000)?,
             _ => write!(f, "{b}bit")?,
         }
         let n = self.one_way_delay.as_nanos();
         match n {
             0 => write!(f, ",0ms"),
-            _ if n % 1_000_000_000 == 0 => write!(f, ",{}s", n / 1_000_000_000),
-            _ if n % 1_000_000 == 0 => write!(f, ",{}ms", n / 1_000_000),
-            _ if n % 1_000 == 0 => write!(f, ",{}us", n / 1_000),
+            _ if n.is_multiple_of(1_000_000_000) => write!(f, ",{}s", n / 1_000_000_000),
+            _ if n.is_multiple_of(1_000_000) => write!(f, ",{}ms", n / 1_000_000),
+            _ if n.is_multiple_of(1_000) => write!(f, ",{}us", n / 1_000),
             _ => write!(f, ",{n}ns"),
         }
     }

@@ -240,7 +240,7 @@ impl Plan {
         let p = self.patch;
         if p.output == 0
             || p.output > p.input
-            || (p.input - p.output) % 2 != 0
+            || !(p.input - p.output).is_multiple_of(2)
             || p.input.checked_mul(p.input) != Some(self.layers[0].inputs)
             || p.output.checked_mul(p.output) != Some(self.layers[nl - 1].outputs)
         {

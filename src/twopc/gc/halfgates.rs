@@ -309,7 +309,7 @@ impl Evaluator {
 
     /// Parses tables from the peer's bytes (16 per block).
     pub fn load_table_bytes(&mut self, bytes: &[u8]) -> Result<(), GcError> {
-        if bytes.len() % Block::BYTES != 0 {
+        if !bytes.len().is_multiple_of(Block::BYTES) {
             return Err(LengthError {
                 what: "garbled table",
                 expected: bytes.len() / Block::BYTES * Block::BYTES,
