@@ -130,6 +130,9 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
             engine,
             "--workdir",
             work.to_str().unwrap(),
+            // Plain files, so mutations reach the container parsers; sealed files have
+            // their own target.
+            "--plain-files",
         ]);
     }
     (mlp, cnn)
@@ -142,6 +145,8 @@ enum Shape {
     Container,
     /// A zip of `.npy` arrays: one array is mutated and the archive rebuilt (valid CRCs).
     Npz,
+    /// Bytes taken as they are (an age file: its MACs cannot be recomputed without the key).
+    Raw,
 }
 
 /// What a party does with an input (`f`), given the valid file it was made from; `true`
@@ -283,6 +288,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     engine: Default::default(),
                     model_mask: None,
                     out: out.clone(),
+                    seal: Default::default(),
                 };
                 ppdenoise::cli::dealer::gen_triplets(args).is_ok()
             }),
@@ -334,6 +340,34 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             }),
         });
     }
+    // Sealed files (age, to this process's identity): the age header and stream, then the
+    // container inside, read whole as every reader does.
+    let sealed_dir = scratch.join("sealed");
+    std::fs::create_dir_all(&sealed_dir).unwrap();
+    let (secret, to) = ppdenoise::formats::sealed::new_identity();
+    let id = sealed_dir.join("id.age");
+    std::fs::write(&id, secret).unwrap();
+    ppdenoise::formats::sealed::use_identity(&id).unwrap();
+    let seeds = [
+        mlp.join("image.p1"),
+        mlp.join("triplets.p0"),
+        cnn.join("out.p0"),
+    ]
+    .iter()
+    .map(|plain| {
+        let sealed = sealed_dir.join(plain.file_name().unwrap());
+        let mut w = to.seal(std::fs::File::create(&sealed).unwrap()).unwrap();
+        std::io::Write::write_all(&mut w, &std::fs::read(plain).unwrap()).unwrap();
+        w.finish().unwrap();
+        sealed
+    })
+    .collect();
+    t.push(Target {
+        name: "sealed files (age)",
+        seeds,
+        shape: Shape::Raw,
+        parse: Box::new(|f, _| ppdenoise::formats::container::verify(f).is_ok()),
+    });
     // The model owner's inputs: model files (zip of .npy arrays).
     t.push(Target {
         name: "model .npz (MLP and CNN)",
@@ -371,6 +405,7 @@ fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], shape: Shape) -> Vec<u8> {
         Shape::Npz if rng.gen_bool(0.85) => mutate_npz(rng, valid),
         Shape::Npz => mutate_bytes(rng, valid, false),
         Shape::Container => mutate_bytes(rng, valid, true),
+        Shape::Raw => mutate_bytes(rng, valid, false),
     }
 }
 

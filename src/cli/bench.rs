@@ -120,7 +120,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     let setup = if cnn {
         Value::Null
     } else {
-        model_setup(dir, &keys, addrs)?
+        model_setup(dir, &keys, addrs, &[])?
     };
     let mut gw_args = vec![
         "share-image".into(),

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::gateway::job_from_header;
+use super::keys::SealArgs;
 use super::owner::with_ext;
 use super::Summary;
 use crate::dealer::{DealSeeds, NonlinearDeal};
@@ -17,6 +18,7 @@ use crate::formats::checks::{
     mask_id_of, read_checked,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
+use crate::formats::sealed::Recipient;
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
@@ -54,6 +56,8 @@ pub struct GenTripletsArgs {
     /// Output prefix: writes <out>.p0 and <out>.p1.
     #[arg(long, default_value = "triplets")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub seal: SealArgs,
 }
 
 /// Make a model's weight mask (trusted dealer, once per model).
@@ -69,6 +73,8 @@ pub struct GenModelMaskArgs {
     /// Output prefix: writes <out>.p0, <out>.p1 and <out>.dealer.
     #[arg(long, default_value = "mask")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub seal: SealArgs,
     /// Replace an existing <out>.dealer (the weights opened under it can then serve no more
     /// jobs).
     #[arg(long)]
@@ -81,6 +87,7 @@ pub fn dealer_record(prefix: &Path) -> PathBuf {
 }
 
 pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
+    let to = a.seal.recipients()?;
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
     if is_cnn(&mh) {
         bail!("{}: weights opened once per model are not supported for CNNs yet; CNN jobs open their weights in the job", a.model.display());
@@ -121,6 +128,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
         &outs[2],
         &header(Kind::DealerMask, 0),
         &DealerMask { seeds },
+        None,
     )?;
     for p in 0..2u8 {
         container::stage(
@@ -130,6 +138,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
             &ModelMask {
                 seed: seeds[p as usize],
             },
+            to[p as usize].as_ref(),
         )?;
     }
     set.commit()?;
@@ -213,8 +222,13 @@ pub fn dealer_header(path: &Path, public: Kind, share: Kind) -> Result<Header> {
 
 /// Writes S0's triplet file after S1's; returns both files' bytes. Without its partner the
 /// new S1 file is useless: on failure it is removed, not left beside an older `.p0`.
-fn write_s0(out0: &Path, out1: &Path, header: &Header, t0: &Triplets) -> Result<u64> {
-    if let Err(e) = container::write(out0, header, t0) {
+fn write_s0(
+    (out0, out1): (&Path, &Path),
+    header: &Header,
+    t0: &Triplets,
+    to: Option<&Recipient>,
+) -> Result<u64> {
+    if let Err(e) = container::write(out0, header, t0, to) {
         let _ = std::fs::remove_file(out1);
         return Err(e);
     }
@@ -228,7 +242,12 @@ fn write_s0(out0: &Path, out1: &Path, header: &Header, t0: &Triplets) -> Result<
 
 /// `gen-triplets` for a CNN job: the matrix triples of every convolution block and, for the
 /// boolean engine, the ReLU circuits' AND triples and daBits ([`crate::dealer::cnn`]).
-fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -> Result<Summary> {
+fn gen_cnn_triplets(
+    a: &GenTripletsArgs,
+    (mh, ih): (&Header, &Header),
+    to: &[Option<Recipient>; 2],
+    t: Instant,
+) -> Result<Summary> {
     if !is_cnn(mh) {
         bail!(
             "{}: the image was shared for a CNN but {} is an MLP's header",
@@ -301,9 +320,15 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
         engine: a.engine,
     };
     let count = crate::dealer::cnn::correction_count(&plan, h, w, a.engine, batch);
-    triplet_stream::write(&out1, &header(1), &lead, count, &base1, |emit| {
-        crate::dealer::cnn::generate_into(&plan, h, w, &seeds, a.engine, batch, emit)
-    })?;
+    triplet_stream::write(
+        &out1,
+        &header(1),
+        &lead,
+        count,
+        &base1,
+        to[1].as_ref(),
+        |emit| crate::dealer::cnn::generate_into(&plan, h, w, &seeds, a.engine, batch, emit),
+    )?;
     let t0 = Triplets {
         job: job.clone(),
         widths: channels.clone(),
@@ -313,7 +338,7 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
         corrections: Vec::new(),
         base_ot: base0,
     };
-    let bytes = write_s0(&out0, &out1, &header(0), &t0)?;
+    let bytes = write_s0((&out0, &out1), &header(0), &t0, to[0].as_ref())?;
     let outs = [out0.display().to_string(), out1.display().to_string()];
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
@@ -333,6 +358,7 @@ fn gen_cnn_triplets(a: &GenTripletsArgs, mh: &Header, ih: &Header, t: Instant) -
 
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let t = Instant::now();
+    let to = a.seal.recipients()?;
     let batch = a.batch.unwrap_or(a.engine.default_batch());
     if batch == 0 {
         bail!("--batch must be at least 1");
@@ -340,7 +366,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
     let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
     if is_cnn(&mh) || is_cnn(&ih) {
-        return gen_cnn_triplets(&a, &mh, &ih, t);
+        return gen_cnn_triplets(&a, (&mh, &ih), &to, t);
     }
     let widths_u = mh
         .shape("layers")
@@ -418,9 +444,15 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         engine: a.engine,
     };
     let count = crate::dealer::correction_count(&job, &widths, patch, batch, &nonlinear);
-    triplet_stream::write(&out1, &header(1), &lead, count, &base1, |emit| {
-        crate::dealer::generate_into(&job, &widths, patch, batch, &seeds, &nonlinear, emit)
-    })?;
+    triplet_stream::write(
+        &out1,
+        &header(1),
+        &lead,
+        count,
+        &base1,
+        to[1].as_ref(),
+        |emit| crate::dealer::generate_into(&job, &widths, patch, batch, &seeds, &nonlinear, emit),
+    )?;
     // S0's file: its seed and base OTs (its triple shares follow from the seed).
     let t0 = Triplets {
         job: job.clone(),
@@ -431,7 +463,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         corrections: Vec::new(),
         base_ot: base0,
     };
-    let bytes = write_s0(&out0, &out1, &header(0), &t0)?;
+    let bytes = write_s0((&out0, &out1), &header(0), &t0, to[0].as_ref())?;
     let outs = [out0.display().to_string(), out1.display().to_string()];
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {

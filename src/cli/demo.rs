@@ -32,10 +32,16 @@ pub struct DemoArgs {
     /// Trained model (an MLP or a CNN .npz); default: the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Noise level (0..255 scale) added to --image, or the level of --noisy.
     #[arg(long, default_value_t = 25.0)]
     pub sigma: f64,
+    /// Seed of the Gaussian noise added to --image.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// A noisy image to denoise instead of adding noise to --image, which is then only the
+    /// clean reference (same size): to compare with other tools on the very same inputs.
+    #[arg(long)]
+    pub noisy: Option<String>,
     #[arg(long, default_value_t = 3)]
     pub stride: usize,
     /// Patches per batch (default: the engine's, 128 for gc and 2048 for gmw).
@@ -54,6 +60,10 @@ pub struct DemoArgs {
     /// beforehand (`gen-model-mask`, `open-weights`, as a deployment does).
     #[arg(long)]
     pub weights_per_job: bool,
+    /// Leave every party's files unencrypted (by default each server's files are sealed to
+    /// it and the output shares to the receiver, as a deployment keeps them at rest).
+    #[arg(long)]
+    pub plain_files: bool,
 }
 
 pub fn demo(a: DemoArgs) -> Result<Summary> {
@@ -70,26 +80,33 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         noisy,
         noisy_png,
         keys,
+        seal,
+        out_to,
     } = prepare(&a, &model_path)?;
     // Once per model: the dealer's weight mask and the servers' opening of the weights.
     let setup = if a.weights_per_job {
         None
     } else {
-        Some(model_setup(w, &keys, None)?)
+        Some(model_setup(w, &keys, None, &seal)?)
     };
-    let gw = step(&[
-        "share-image".into(),
-        "--image".into(),
-        s(&noisy_png),
-        "--sigma".into(),
-        a.sigma.to_string(),
-        "--model-sigma".into(),
-        model.meta.sigma.to_string(),
-        "--stride".into(),
-        a.stride.to_string(),
-        "--out".into(),
-        s(&w.join("image")),
-    ])?;
+    let gw = step(
+        &[
+            "share-image".into(),
+            "--image".into(),
+            s(&noisy_png),
+            "--sigma".into(),
+            a.sigma.to_string(),
+            "--model-sigma".into(),
+            model.meta.sigma.to_string(),
+            "--stride".into(),
+            a.stride.to_string(),
+            "--out".into(),
+            s(&w.join("image")),
+        ]
+        .into_iter()
+        .chain(seal.iter().cloned())
+        .collect::<Vec<_>>(),
+    )?;
     let mut dealer_args = vec![
         "gen-triplets".into(),
         "--model".into(),
@@ -103,18 +120,17 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         "--out".into(),
         s(&w.join("triplets")),
     ];
+    dealer_args.extend(seal.iter().cloned());
     if setup.is_some() {
         dealer_args.extend(["--model-mask".into(), s(&w.join("mask.dealer"))]);
     }
     let dealer = step(&dealer_args)?;
-    let (serve_secs, reports) = run_servers(
-        w,
-        &keys,
-        &["--engine", a.engine.name()],
-        None,
-        setup.is_some(),
-    )?;
-    let (rec, out_png, secure, share) = receive(w)?;
+    let extra: Vec<&str> = ["--engine", a.engine.name()]
+        .into_iter()
+        .chain(out_to.iter().map(String::as_str))
+        .collect();
+    let (serve_secs, reports) = run_servers(w, &keys, &extra, None, setup.is_some())?;
+    let (rec, out_png, secure, share) = receive(w, &keys, !out_to.is_empty())?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -193,31 +209,43 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         noisy,
         noisy_png,
         keys,
+        seal,
+        out_to,
     } = prepare(a, model_path)?;
-    let gw = step(&[
-        "share-image".into(),
-        "--image".into(),
-        s(&noisy_png),
-        "--sigma".into(),
-        a.sigma.to_string(),
-        "--model".into(),
-        s(&w.join("model.pub")),
-        "--out".into(),
-        s(&w.join("image")),
-    ])?;
-    let dealer = step(&[
-        "gen-triplets".into(),
-        "--model".into(),
-        s(&w.join("model.pub")),
-        "--image".into(),
-        s(&w.join("image.pub")),
-        "--engine".into(),
-        a.engine.name().into(),
-        "--out".into(),
-        s(&w.join("triplets")),
-    ])?;
-    let (serve_secs, reports) = run_servers(w, &keys, &["--engine", a.engine.name()], None, false)?;
-    let (rec, out_png, secure, share) = receive(w)?;
+    let with_seal = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|x| x.to_string())
+            .chain(seal.iter().cloned())
+            .collect()
+    };
+    let gw = step(&with_seal(&[
+        "share-image",
+        "--image",
+        &s(&noisy_png),
+        "--sigma",
+        &a.sigma.to_string(),
+        "--model",
+        &s(&w.join("model.pub")),
+        "--out",
+        &s(&w.join("image")),
+    ]))?;
+    let dealer = step(&with_seal(&[
+        "gen-triplets",
+        "--model",
+        &s(&w.join("model.pub")),
+        "--image",
+        &s(&w.join("image.pub")),
+        "--engine",
+        a.engine.name(),
+        "--out",
+        &s(&w.join("triplets")),
+    ]))?;
+    let extra: Vec<&str> = ["--engine", a.engine.name()]
+        .into_iter()
+        .chain(out_to.iter().map(String::as_str))
+        .collect();
+    let (serve_secs, reports) = run_servers(w, &keys, &extra, None, false)?;
+    let (rec, out_png, secure, share) = receive(w, &keys, !out_to.is_empty())?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -270,26 +298,48 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
 }
 
 /// The inputs every demo starts from: the clean and noisy images (saved in the work folder),
-/// both servers' identities, and the model's shares.
+/// the parties' keys, and the model's shares.
 struct Prepared {
     clean: GrayImage,
     noisy: GrayImage,
     noisy_png: PathBuf,
     keys: PathBuf,
+    /// `--to-s0 .. --to-s1 ..` for every step that writes the servers' files (or nothing).
+    seal: Vec<String>,
+    /// `--out-to ..` for the servers' output shares (or nothing).
+    out_to: Vec<String>,
 }
 
 fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
     let w = &a.workdir;
     let clean = load_image(&a.image)?;
-    let noisy = GrayImage {
-        pixels: quantize_u8(&add_noise(&clean, a.sigma, a.seed).pixels),
-        bit_depth: 8,
+    let noisy = match &a.noisy {
+        None => GrayImage {
+            pixels: quantize_u8(&add_noise(&clean, a.sigma, a.seed).pixels),
+            bit_depth: 8,
+        },
+        Some(spec) => {
+            let n = load_image(spec)?;
+            if n.pixels.dim() != clean.pixels.dim() {
+                anyhow::bail!(
+                    "{spec}: the noisy image is {}x{} but the clean image {} is {}x{}",
+                    n.pixels.nrows(),
+                    n.pixels.ncols(),
+                    a.image,
+                    clean.pixels.nrows(),
+                    clean.pixels.ncols()
+                );
+            }
+            n
+        }
     };
     let noisy_png = w.join("noisy.png");
-    save_png(&noisy, &noisy_png, 8)?;
+    save_png(&noisy, &noisy_png, noisy.bit_depth)?;
     save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
     let keys = w.join("keys");
-    for n in ["s0", "s1"] {
+    // The servers' keys, and the receiver's file-encryption identity (keygen makes it a
+    // link key too, unused here).
+    for n in ["s0", "s1", "rx"] {
         step(&[
             "keygen".into(),
             "--force".into(),
@@ -299,25 +349,44 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
             s(&keys),
         ])?;
     }
-    step(&[
+    // Each server's files sealed to it, the output shares to the receiver.
+    let (seal, out_to) = if a.plain_files {
+        (vec![], vec![])
+    } else {
+        let rec = |n: &str| s(&keys.join(format!("{n}.age.pub")));
+        (
+            vec!["--to-s0".into(), rec("s0"), "--to-s1".into(), rec("s1")],
+            vec!["--out-to".into(), rec("rx")],
+        )
+    };
+    let mut owner = vec![
         "share-model".into(),
         "--model".into(),
         s(model_path),
         "--out".into(),
         s(&w.join("model")),
-    ])?;
+    ];
+    owner.extend(seal.iter().cloned());
+    step(&owner)?;
     Ok(Prepared {
         clean,
         noisy,
         noisy_png,
         keys,
+        seal,
+        out_to,
     })
 }
 
-/// The receiver's step as a process, then the same shares combined here for the comparison.
-fn receive(w: &std::path::Path) -> Result<(serde_json::Value, PathBuf, GrayImage, OutputShare)> {
+/// The receiver's step as a process (with its identity when the shares are `sealed`), then
+/// the same shares combined here for the comparison.
+fn receive(
+    w: &std::path::Path,
+    keys: &std::path::Path,
+    sealed: bool,
+) -> Result<(serde_json::Value, PathBuf, GrayImage, OutputShare)> {
     let out_png = w.join("denoised.png");
-    let rec = step(&[
+    let mut args = vec![
         "reconstruct".into(),
         "--share0".into(),
         s(&w.join("out.p0")),
@@ -325,7 +394,13 @@ fn receive(w: &std::path::Path) -> Result<(serde_json::Value, PathBuf, GrayImage
         s(&w.join("out.p1")),
         "--out".into(),
         s(&out_png),
-    ])?;
+    ];
+    if sealed {
+        let id = keys.join("rx.age");
+        args.extend(["--identity".into(), s(&id)]);
+        crate::formats::sealed::use_identity(&id)?;
+    }
+    let rec = step(&args)?;
     let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"))?;
     Ok((rec, out_png, secure, share))
 }

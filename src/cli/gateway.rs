@@ -52,6 +52,8 @@ pub struct ShareImageArgs {
     /// gets p/255 instead of the MLP's normalisation, and no patches).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub seal: super::keys::SealArgs,
 }
 
 /// What the gateway takes from a model's public header.
@@ -101,6 +103,7 @@ pub fn job_from_header(path: &std::path::Path, h: &Header) -> Result<JobParams> 
 
 pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let t = Instant::now();
+    let to = a.seal.recipients()?;
     let img = load_image(&a.image)?;
     if a.stride == 0 {
         bail!("--stride must be at least 1");
@@ -156,7 +159,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             job: job.clone(),
             data,
         };
-        container::stage(&mut set, &out, &hdr, &body)
+        container::stage(&mut set, &out, &hdr, &body, to[party as usize].as_ref())
             .with_context(|| format!("writing {}", out.display()))?;
         outs.push(out);
     }
@@ -167,6 +170,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         &out,
         &job_header(Kind::PublicJob, 0, job_id, &job),
         &(),
+        None,
     )
     .with_context(|| format!("writing {}", out.display()))?;
     outs.push(out);

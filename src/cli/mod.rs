@@ -6,6 +6,7 @@ mod demo;
 mod figures;
 mod gateway;
 mod inputs;
+mod keys;
 mod owner;
 mod procs;
 pub mod receiver;

@@ -10,6 +10,7 @@ use super::Summary;
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{CnnModelShare, ModelShare, CNN, NETWORK};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::formats::sealed::Recipient;
 use crate::plain::cnn::Cnn;
 use crate::plain::model::{Activation, Model};
 use crate::ring::cnn::{CnnFixed, CnnPlan};
@@ -35,6 +36,8 @@ pub struct ShareModelArgs {
     pub fixed: FixedArgs,
     #[command(flatten)]
     pub cnn_fixed: CnnFixedArgs,
+    #[command(flatten)]
+    pub seal: super::keys::SealArgs,
 }
 
 /// The fixed-point parameters, as flags (share-model, denoise --arith fixed).
@@ -123,7 +126,11 @@ pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
     with_suffix(prefix, &format!(".p{party}"))
 }
 
-fn share_cnn_model(a: &ShareModelArgs, path: &std::path::Path) -> Result<Summary> {
+fn share_cnn_model(
+    a: &ShareModelArgs,
+    path: &std::path::Path,
+    to: &[Option<Recipient>; 2],
+) -> Result<Summary> {
     let model = Cnn::load(path)?;
     let params = a.cnn_fixed.params()?;
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
@@ -149,12 +156,18 @@ fn share_cnn_model(a: &ShareModelArgs, path: &std::path::Path) -> Result<Summary
     let mut set = Staged::default();
     for (party, body) in (0u8..).zip(&bodies) {
         let out = with_ext(&a.out, party);
-        container::stage(&mut set, &out, &header(Kind::CnnModelShare, party), body)
-            .with_context(|| format!("writing {}", out.display()))?;
+        container::stage(
+            &mut set,
+            &out,
+            &header(Kind::CnnModelShare, party),
+            body,
+            to[party as usize].as_ref(),
+        )
+        .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
     }
     let out = public_file(&a.out);
-    container::stage(&mut set, &out, &header(Kind::PublicModel, 0), &())
+    container::stage(&mut set, &out, &header(Kind::PublicModel, 0), &(), None)
         .with_context(|| format!("writing {}", out.display()))?;
     written.push(out.display().to_string());
     set.commit()?;
@@ -177,9 +190,10 @@ fn share_cnn_model(a: &ShareModelArgs, path: &std::path::Path) -> Result<Summary
 }
 
 pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
+    let to = a.seal.recipients()?;
     let path = model_or_default(&a.model);
     if Cnn::is_cnn_file(&path)? {
-        return share_cnn_model(&a, &path);
+        return share_cnn_model(&a, &path, &to);
     }
     let model = Model::load(&path)?;
     let params = a.fixed.params()?;
@@ -203,7 +217,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
             serde_json::to_string(&plan.acts).expect("constants serialise"),
         ));
         let out = with_ext(&a.out, party);
-        container::stage(&mut set, &out, &h, body)
+        container::stage(&mut set, &out, &h, body, to[party as usize].as_ref())
             .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
         if party == 1 {
@@ -212,7 +226,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
             hp.kind = Kind::PublicModel;
             hp.party = 0;
             let out = public_file(&a.out);
-            container::stage(&mut set, &out, &hp, &())
+            container::stage(&mut set, &out, &hp, &(), None)
                 .with_context(|| format!("writing {}", out.display()))?;
             written.push(out.display().to_string());
         }

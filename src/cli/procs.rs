@@ -71,6 +71,8 @@ fn run_pair(
                 .args(["--peer-cert", &s(&keys.join(format!("{peer}.crt")))])
                 .args(["--addr", &[addrs.0, addrs.1][p as usize].to_string()])
                 .args(["--state-dir", &s(&dir.join("state"))])
+                // Its file-encryption identity (keygen makes one), for sealed inputs.
+                .args(["--identity", &s(&keys.join(format!("{me}.age")))])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -122,15 +124,17 @@ pub fn run_servers(
 
 /// The one-time setup of a model whose shares are `<dir>/model.pN`: the dealer's
 /// `gen-model-mask` (writing `<dir>/mask.{p0,p1,dealer}`), then `open-weights` on both
-/// servers (writing `<dir>/weights.pN`; `addrs` as for [`run_servers`]). Returns its figures; jobs then use
+/// servers (writing `<dir>/weights.pN`; `addrs` as for [`run_servers`]; `seal`: the mask files'
+/// `--to-s0`/`--to-s1` flags, or none). Returns its figures; jobs then use
 /// `gen-triplets --model-mask <dir>/mask.dealer` and [`run_servers`] with `opened`.
 pub fn model_setup(
     dir: &Path,
     keys: &Path,
     addrs: Option<(SocketAddr, SocketAddr)>,
+    seal: &[String],
 ) -> Result<Value> {
     let f = |name: String| s(&dir.join(name));
-    let (t_mask, _) = timed(&[
+    let mut mask = vec![
         "gen-model-mask".into(),
         "--model".into(),
         f("model.pub".into()),
@@ -138,7 +142,9 @@ pub fn model_setup(
         f("mask".into()),
         // A rerun in the same folder shares the model afresh: the old mask is stale.
         "--force".into(),
-    ])?;
+    ];
+    mask.extend(seal.iter().cloned());
+    let (t_mask, _) = timed(&mask)?;
     let args = |p: u8| {
         vec![
             "open-weights".into(),

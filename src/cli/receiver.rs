@@ -34,6 +34,9 @@ pub struct ReconstructArgs {
     /// Clean reference image: print the PSNR/SSIM of the result.
     #[arg(long)]
     pub clean: Option<String>,
+    // The receiver's identity, for output shares sealed to it (`serve --out-to`).
+    #[command(flatten)]
+    pub identity: super::keys::IdentityArgs,
 }
 
 /// Adds the two shares and decodes the image. The shares must be the two outputs of one
@@ -154,6 +157,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     if let Some(d) = a.bit_depth.filter(|d| *d != 8 && *d != 16) {
         bail!("--bit-depth {d}: must be 8 or 16");
     }
+    a.identity.load()?;
     let (img, _) = combine(&a.share0, &a.share1)?;
     let depth = a.bit_depth.unwrap_or(img.bit_depth);
     // The reference is checked before anything is written.

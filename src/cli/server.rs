@@ -4,10 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use zeroize::Zeroize;
 
+use super::keys::IdentityArgs;
+use super::owner::with_suffix;
 use super::Summary;
+use crate::formats::atomic;
+use crate::formats::sealed::{self, Recipient};
 use crate::net::identity::keygen as make_identity;
 use crate::server::session::{self, LinkConfig};
 use crate::server::state::check_output;
@@ -15,8 +20,10 @@ use crate::server::{self, JobFiles};
 use crate::twopc::channel::with_queued_link;
 use crate::twopc::engines::EngineKind;
 
-/// Create a server's identity for the S0<->S1 link: <out-dir>/<name>.key (private, mode
-/// 0600) and <out-dir>/<name>.crt (self-signed certificate to give to the other server).
+/// Create a party's keys: for the S0<->S1 link, <out-dir>/<name>.key (private, mode 0600)
+/// and <out-dir>/<name>.crt (self-signed certificate to give to the other server); for files
+/// at rest, <out-dir>/<name>.age (age identity, private, mode 0600) and <name>.age.pub (its
+/// recipient, to give to whoever makes this party's files: `--to-s0`, `--to-s1`, `--out-to`).
 #[derive(Args)]
 pub struct KeygenArgs {
     /// Identity name, e.g. s0 or s1 (also the certificate's subject name).
@@ -32,17 +39,49 @@ pub struct KeygenArgs {
 pub fn keygen(a: KeygenArgs) -> Result<Summary> {
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
-    let id = make_identity(&a.name)?;
     let prefix = a.out_dir.join(&a.name);
+    let (age_id, age_pub) = (
+        with_suffix(&prefix, ".age"),
+        with_suffix(&prefix, ".age.pub"),
+    );
+    if !a.force {
+        for p in [&age_id, &age_pub] {
+            if p.exists() {
+                bail!(
+                    "{}: already exists; refusing to overwrite it (remove it first, or give --force)",
+                    p.display()
+                );
+            }
+        }
+    }
+    let id = make_identity(&a.name)?;
     id.save(&prefix, a.force)?;
     let fp = id.fingerprint().to_string();
+    let (mut secret, recipient) = sealed::new_identity();
+    let mut text = format!(
+        "# ppdenoise file-encryption identity of {}\n# public key: {recipient}\n{secret}\n",
+        a.name
+    );
+    let written = atomic::write_bytes(&age_id, text.as_bytes());
+    secret.zeroize();
+    text.zeroize();
+    written?;
+    atomic::write_bytes(&age_pub, format!("{recipient}\n").as_bytes())?;
     Ok(Summary {
-        lines: vec![format!(
-            "wrote {0}.key (private) and {0}.crt (give it to the peer server); fingerprint {fp}",
-            prefix.display()
-        )],
+        lines: vec![
+            format!(
+                "wrote {0}.key (private) and {0}.crt (give it to the peer server); fingerprint {fp}",
+                prefix.display()
+            ),
+            format!(
+                "wrote {} (private) and {} (give it to whoever makes this party's files); recipient {recipient}",
+                age_id.display(),
+                age_pub.display()
+            ),
+        ],
         json: serde_json::json!({"ok": true, "command": "keygen", "key": format!("{}.key", prefix.display()),
-            "cert": format!("{}.crt", prefix.display()), "fingerprint": fp}),
+            "cert": format!("{}.crt", prefix.display()), "fingerprint": fp,
+            "age_identity": age_id, "age_recipient": recipient.to_string()}),
     })
 }
 
@@ -108,6 +147,12 @@ pub struct ServeArgs {
     /// Output share (out.pN).
     #[arg(long)]
     pub out: PathBuf,
+    /// Seal the output share to the receiver: its `age1...` recipient, or the file keygen
+    /// wrote for it (<name>.age.pub); `reconstruct --identity` then opens it.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub out_to: Option<String>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -127,7 +172,9 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         engine: a.engine,
         state_dir: a.link.state_dir.clone(),
     };
-    // Checked before anything is claimed: a bad --out burns no randomness.
+    // Checked before anything is claimed: bad keys or a bad --out burn no randomness.
+    a.identity.load()?;
+    let out_to = a.out_to.as_deref().map(Recipient::parse).transpose()?;
     let inputs: Vec<&std::path::Path> = [&a.model, &a.image, &a.triplets]
         .into_iter()
         .chain(a.weights.as_ref())
@@ -146,7 +193,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     done.report.link.bytes_sent = ls.bytes_sent;
     done.report.link.bytes_received = ls.bytes_received;
     bar.finish_and_clear();
-    let out_bytes = done.write(&a.out)?;
+    let out_bytes = done.write(&a.out, out_to.as_ref())?;
     let r = &done.report;
     Ok(Summary {
         lines: vec![format!(

@@ -35,14 +35,18 @@ pub struct OpenWeightsArgs {
     pub mask: PathBuf,
     #[command(flatten)]
     pub link: LinkArgs,
-    /// This party's opened weights (weights.pN), for `serve --weights`.
+    /// This party's opened weights (weights.pN), for `serve --weights`; sealed to this
+    /// party's own identity (--identity) when its mask share was sealed.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub identity: super::keys::IdentityArgs,
 }
 
 pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     let t = Instant::now();
     let p = a.party;
+    let own = a.identity.load()?;
     let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
     let kh = container::read_header(&a.mask)?;
     container::expect(&a.mask, &kh, Kind::ModelMask, Some(p))?;
@@ -85,7 +89,13 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
         seed: km.seed,
         u: opened.flat_u(),
     };
-    container::write(&a.out, &h, &body).with_context(|| format!("writing {}", a.out.display()))?;
+    // As protected at rest as the mask share they came from.
+    let seal = match own {
+        Some(r) if crate::formats::sealed::is_sealed(&a.mask)? => Some(r),
+        _ => None,
+    };
+    container::write(&a.out, &h, &body, seal.as_ref())
+        .with_context(|| format!("writing {}", a.out.display()))?;
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![format!(

@@ -8,7 +8,6 @@
 //! The header is small, public and typed ([`Header`]); it is parsed and checked (kind, party,
 //! ids, sizes against the file's real length) before the body is allocated or read.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use bincode::Options;
+
+use super::sealed::{self, Recipient, Source};
 
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 2: patch shapes carry the aggregation window (model shares, output shares).
@@ -179,6 +180,8 @@ pub enum FormatError {
     },
     #[error("{path}: {what}")]
     Mismatch { path: PathBuf, what: String },
+    #[error("{0}: {1}")]
+    Sealed(PathBuf, String),
 }
 
 fn opts() -> impl Options {
@@ -267,9 +270,17 @@ where
 
 /// Writes a container file atomically. The body is serialised straight into the file, so a
 /// large body is not held twice in memory.
-pub fn write<B: Serialize>(path: &Path, header: &Header, body: &B) -> anyhow::Result<()> {
+/// With `to`, the file is sealed (encrypted) to that recipient ([`sealed`]).
+pub fn write<B: Serialize>(
+    path: &Path,
+    header: &Header,
+    body: &B,
+    to: Option<&Recipient>,
+) -> anyhow::Result<()> {
     let blen = opts().serialized_size(body)?;
-    write_streamed(path, header, blen, |w| Ok(opts().serialize_into(w, body)?))
+    write_streamed(path, header, blen, to, |w| {
+        Ok(opts().serialize_into(w, body)?)
+    })
 }
 
 /// [`write`] as part of a set of files moved into place together ([`super::atomic::Staged`]).
@@ -278,35 +289,60 @@ pub fn stage<B: Serialize>(
     path: &Path,
     header: &Header,
     body: &B,
+    to: Option<&Recipient>,
 ) -> anyhow::Result<()> {
     let blen = opts().serialized_size(body)?;
     set.add(path, |w| {
-        emit(w, header, blen, |w| Ok(opts().serialize_into(w, body)?))
+        emit_to(w, to, header, blen, |w| Ok(opts().serialize_into(w, body)?))
     })
 }
 
 /// Writes a container whose body (`body_len` bytes) is produced piecewise by `body`, straight
 /// into the file (atomically, like [`write`]); for bodies too large to build in memory first
 /// (party 1's triplets). Writing more or fewer than `body_len` bytes is an error.
-pub fn write_streamed<F>(path: &Path, header: &Header, body_len: u64, body: F) -> anyhow::Result<()>
+pub fn write_streamed<F>(
+    path: &Path,
+    header: &Header,
+    body_len: u64,
+    to: Option<&Recipient>,
+    body: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 {
-    super::atomic::write_with(path, |w| emit(w, header, body_len, body))
+    super::atomic::write_with(path, |w| emit_to(w, to, header, body_len, body))
+}
+
+/// [`emit`], through age encryption to `to` when given.
+fn emit_to<F>(
+    sink: &mut dyn Write,
+    to: Option<&Recipient>,
+    header: &Header,
+    body_len: u64,
+    body: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+{
+    match to {
+        None => emit(sink, header, body_len, body),
+        Some(r) => {
+            let mut w = r.seal(sink)?;
+            emit(&mut w, header, body_len, body)?;
+            w.finish()?;
+            Ok(())
+        }
+    }
 }
 
 /// Reads and checks the header only (cheap; used by the dealer and `inspect`).
 pub fn read_header(path: &Path) -> Result<Header, FormatError> {
-    let mut f = File::open(path).map_err(|e| FormatError::Io(path.into(), e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| FormatError::Io(path.into(), e))?
-        .len();
+    let (mut f, len) = sealed::open(path)?;
     let (h, _) = read_prefix(path, &mut f, len)?;
     Ok(h)
 }
 
-fn read_prefix(path: &Path, f: &mut File, len: u64) -> Result<(Header, Vec<u8>), FormatError> {
+fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>), FormatError> {
     let io = |e| FormatError::Io(path.into(), e);
     if len < PREFIX as u64 {
         // Too short to hold even the prefix: tell apart foreign files and truncated ones.
@@ -357,7 +393,7 @@ fn read_prefix(path: &Path, f: &mut File, len: u64) -> Result<(Header, Vec<u8>),
 /// An open container positioned at the start of its body, with its sizes checked against
 /// the file's length and the hash of everything before the body already taken.
 struct Opened {
-    file: File,
+    file: Source,
     header: Header,
     body_len: u64,
     hasher: blake3::Hasher,
@@ -365,8 +401,7 @@ struct Opened {
 
 fn open_checked(path: &Path) -> Result<Opened, FormatError> {
     let io = |e| FormatError::Io(path.into(), e);
-    let mut f = File::open(path).map_err(io)?;
-    let len = f.metadata().map_err(io)?.len();
+    let (mut f, len) = sealed::open(path)?;
     let (header, seen) = read_prefix(path, &mut f, len)?;
     let mut lb = [0u8; 8];
     f.read_exact(&mut lb).map_err(io)?;
@@ -396,7 +431,7 @@ fn open_checked(path: &Path) -> Result<Opened, FormatError> {
 }
 
 /// Reads the trailing checksum and compares it with the hash of everything before it.
-fn check_sum(path: &Path, f: &mut File, hasher: &blake3::Hasher) -> Result<(), FormatError> {
+fn check_sum(path: &Path, f: &mut Source, hasher: &blake3::Hasher) -> Result<(), FormatError> {
     let mut sum = [0u8; 32];
     f.read_exact(&mut sum)
         .map_err(|e| FormatError::Io(path.into(), e))?;
@@ -431,7 +466,7 @@ pub fn verify(path: &Path) -> Result<Header, FormatError> {
 /// in consumption order): sizes checked, the file positioned at the start of the body.
 /// Returns the body's length and the hash of everything before the body; the caller must
 /// hash the body through the same handle and compare with the trailing checksum.
-pub fn open_body(path: &Path) -> Result<(Header, File, u64, blake3::Hasher), FormatError> {
+pub fn open_body(path: &Path) -> Result<(Header, Source, u64, blake3::Hasher), FormatError> {
     let o = open_checked(path)?;
     Ok((o.header, o.file, o.body_len, o.hasher))
 }

@@ -4,4 +4,5 @@ pub mod atomic;
 pub mod bodies;
 pub mod checks;
 pub mod container;
+pub mod sealed;
 pub mod triplet_stream;

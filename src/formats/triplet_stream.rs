@@ -3,7 +3,6 @@
 //! so S1 never holds them whole; the rest of the body (job, widths, seed, base OTs) is
 //! small and decoded at open. The whole file's checksum is verified before anything is used.
 
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -11,6 +10,7 @@ use bincode::Options;
 
 use super::bodies::TripletsLead;
 use super::container::{self, expect, FormatError, Header, Kind};
+use super::sealed::{Recipient, Source};
 
 /// A triplet file opened for streaming.
 pub struct TripletsStream {
@@ -27,7 +27,7 @@ pub struct TripletsStream {
 /// [`finish`]: CorrectionReader::finish
 pub struct CorrectionReader {
     path: PathBuf,
-    r: BufReader<File>,
+    r: BufReader<Source>,
     len: u64,
     read: u64,
     hasher: blake3::Hasher,
@@ -169,6 +169,7 @@ pub fn write<F>(
     lead: &TripletsLead,
     count: usize,
     base_ot: &Vec<u8>,
+    to: Option<&Recipient>,
     fill: F,
 ) -> anyhow::Result<()>
 where
@@ -177,7 +178,7 @@ where
     let opts = container::body_options;
     let body_len =
         opts().serialized_size(lead)? + 8 + 8 * count as u64 + opts().serialized_size(base_ot)?;
-    container::write_streamed(path, header, body_len, |w| {
+    container::write_streamed(path, header, body_len, to, |w| {
         opts().serialize_into(&mut *w, lead)?;
         w.write_all(&(count as u64).to_le_bytes())?;
         let mut bytes = Vec::new();
@@ -230,7 +231,7 @@ mod tests {
             .collect();
         let t = sample(values.clone());
         let h = Header::new(Kind::Triplets, 1, 16);
-        container::write(&p, &h, &t).unwrap();
+        container::write(&p, &h, &t, None).unwrap();
         // The streaming writer produces exactly what the in-memory encoder does.
         let whole = container::encode(&h, &t).unwrap();
         let on_disk = std::fs::read(&p).unwrap();
@@ -271,7 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p0");
         let t = sample(Vec::new());
-        container::write(&p, &Header::new(Kind::Triplets, 0, 16), &t).unwrap();
+        container::write(&p, &Header::new(Kind::Triplets, 0, 16), &t, None).unwrap();
         let (_, s) = open(&p, 0).unwrap();
         assert!(s.corrections.is_empty());
         assert_eq!(s.base_ot, t.base_ot);
@@ -284,7 +285,7 @@ mod tests {
         let p = dir.path().join("t.p1");
         let n = 1000usize;
         let t = sample((0..n as u64).collect());
-        container::write(&p, &Header::new(Kind::Triplets, 1, 16), &t).unwrap();
+        container::write(&p, &Header::new(Kind::Triplets, 1, 16), &t, None).unwrap();
         let (_, mut s) = open(&p, 1).unwrap();
         // Same length, one share changed in place after the checksum pass.
         let flen = std::fs::metadata(&p).unwrap().len();
@@ -320,13 +321,13 @@ mod tests {
             seed: t.seed,
             count: 1 << 40,
         };
-        container::write(&p, &h, &short).unwrap();
+        container::write(&p, &h, &short, None).unwrap();
         let e = open(&p, 1).err().unwrap().to_string();
         assert!(
             e.contains("t.p1") && e.contains("do not fit the body"),
             "{e}"
         );
-        container::write(&p, &h, &(t.clone(), 7u8)).unwrap();
+        container::write(&p, &h, &(t.clone(), 7u8), None).unwrap();
         let e = open(&p, 1).err().unwrap().to_string();
         assert!(e.contains("t.p1") && e.contains("trailing bytes"), "{e}");
     }
@@ -338,7 +339,7 @@ mod tests {
         let values: Vec<u64> = (0..300_000u64).map(|i| i ^ (i << 29)).collect();
         let t = sample(values.clone());
         let h = Header::new(Kind::Triplets, 1, 16);
-        container::write(&a, &h, &t).unwrap();
+        container::write(&a, &h, &t, None).unwrap();
         let lead = TripletsLead {
             job: t.job.clone(),
             widths: t.widths.clone(),
@@ -346,7 +347,7 @@ mod tests {
             seed: t.seed,
             engine: t.engine,
         };
-        write(&b, &h, &lead, values.len(), &t.base_ot, |emit| {
+        write(&b, &h, &lead, values.len(), &t.base_ot, None, |emit| {
             for chunk in values.chunks(7777) {
                 emit(chunk)?;
             }
@@ -356,7 +357,7 @@ mod tests {
         assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
         // A producer that delivers fewer values than announced leaves no file.
         let c = dir.path().join("c.p1");
-        let e = write(&c, &h, &lead, values.len(), &t.base_ot, |emit| {
+        let e = write(&c, &h, &lead, values.len(), &t.base_ot, None, |emit| {
             emit(&values[..10])
         })
         .unwrap_err();

@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::dealer::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::formats::sealed::Recipient;
 use crate::formats::triplet_stream;
 use crate::twopc::channel::Channel;
 use crate::twopc::engines::EngineKind;
@@ -151,9 +152,10 @@ impl ReadyJob {
 }
 
 impl Finished {
-    /// Writes the output share (atomically), named by the job, model and run so the
-    /// receiver can refuse shares of different runs; returns its size in bytes.
-    pub fn write(&self, path: &Path) -> Result<u64> {
+    /// Writes the output share (atomically, sealed to `to` when given), named by the job,
+    /// model and run so the receiver can refuse shares of different runs; returns its size
+    /// in bytes.
+    pub fn write(&self, path: &Path, to: Option<&Recipient>) -> Result<u64> {
         let [mh, ih, th] = &self.headers;
         let mut h = Header::new(Kind::OutputShare, self.party, self.out.scale);
         h.job_id = ih.job_id;
@@ -166,7 +168,7 @@ impl Finished {
         if let Some(n) = self.network {
             h.info.push((NETWORK.into(), n.into()));
         }
-        container::write(path, &h, &self.out)
+        container::write(path, &h, &self.out, to)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(std::fs::metadata(path)
             .with_context(|| format!("cannot read {}", path.display()))?

@@ -276,6 +276,7 @@ fn one_run(
         model: Some(model.path.clone()),
         sigma,
         seed: a.seed,
+        noisy: None,
         stride: a.stride,
         batch: a.batch,
         engine: a.engine,
@@ -284,6 +285,9 @@ fn one_run(
         // One job per model setup here: the weights' opening stays in each run's traffic,
         // comparable with the tables recorded before model masks existed.
         weights_per_job: true,
+        // The table measures the protocol, comparable with the tables recorded before files
+        // were sealed at rest (`demo` seals them by default).
+        plain_files: true,
     })
     .with_context(|| format!("secure run of {} at sigma {sigma}", input.name))?
     .json;
