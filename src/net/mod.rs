@@ -129,10 +129,14 @@ pub(crate) fn connect_retrying(
     pause: Duration,
 ) -> io::Result<std::net::TcpStream> {
     let deadline = std::time::Instant::now() + timeout;
+    // The last real failure (e.g. connection refused) is what the caller reports.
+    let mut last: Option<io::Error> = None;
     loop {
         let remaining = deadline.saturating_duration_since(std::time::Instant::now());
         let attempt = if remaining.is_zero() {
-            Err(io::Error::new(io::ErrorKind::TimedOut, "no time left"))
+            Err(last
+                .take()
+                .unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no time left")))
         } else {
             std::net::TcpStream::connect_timeout(&addr, remaining)
         };
@@ -144,6 +148,7 @@ pub(crate) fn connect_retrying(
                 if now >= deadline {
                     return Err(e);
                 }
+                last = Some(e);
                 std::thread::sleep(pause.min(deadline - now));
             }
         }

@@ -42,7 +42,8 @@ pub enum ImageError {
     #[error("{}: no such file", .path.display())]
     Missing { path: PathBuf },
     /// Reading or writing the file failed at the operating-system level.
-    #[error("{}: {source}", .path.display())]
+    // The cause follows in the error's chain (`{:#}`), not twice.
+    #[error("{}: cannot read or write", .path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -350,7 +351,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     ));
     let tmp = dir.join(tmp_name);
     let result = (|| -> std::io::Result<()> {
-        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        let mut opts = File::options();
+        opts.write(true).create_new(true);
+        // Images are secrets of whoever holds them (the result above all): owner only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&tmp)?;
         let mut writer = BufWriter::new(file);
         writer.write_all(bytes)?;
         let file = writer.into_inner().map_err(|e| e.into_error())?;

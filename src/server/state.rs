@@ -1,7 +1,8 @@
 //! A server's record of consumed single-use randomness, in its `--state-dir`: job triplets
-//! (`serve`) and model masks (`open-weights`). An id is claimed atomically before use, so two
-//! overlapping runs cannot both pass the check, and recorded as consumed once protocol data
-//! may have left; a claim whose randomness was never used is released.
+//! (`serve`) and model masks (`open-weights`). An id is claimed (an exclusive lock) before use,
+//! so two overlapping runs cannot both pass the check, and recorded as consumed once protocol
+//! data may have left; a claim whose randomness was never used is released, also when its
+//! process is killed (the lock goes with it).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -48,30 +49,60 @@ impl Record {
     }
 }
 
-/// A claim on one id, held from before the link comes up.
-pub struct Claim(PathBuf);
+/// A claim on one id, held from before the link comes up: an exclusive lock on a claim file,
+/// so it ends with the process however that ends (a server killed while it waited for its
+/// peer does not strand the randomness).
+pub struct Claim {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
 
 impl Claim {
     pub fn take(state_dir: &Path, party: u8, rec: Record, id: &str, file: &Path) -> Result<Claim> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
         let p = state_dir.join(rec.claim_name(party, id));
-        match OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(_) => Ok(Claim(p)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-                "{}: this {} {id}) is in use or was used by another run ({} exists); reusing it would leak data: {}",
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .with_context(|| format!("cannot claim {}", p.display()))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "{}: this {} {id}) is in use or was used by another run ({} is held); reusing it would leak data: {}",
                 file.display(),
                 rec.what(),
                 p.display(),
                 rec.remedy()
             ),
-            Err(e) => Err(e).with_context(|| format!("cannot claim {}", p.display())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", p.display()))
+            }
         }
+        // A run releasing its claim removes the file: a lock on the removed file is no claim.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let held = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+            if std::fs::metadata(&p).map(|m| (m.dev(), m.ino())).ok() != held {
+                bail!(
+                    "{}: this {} {id}) was being claimed by another run at the same moment; run again",
+                    file.display(),
+                    rec.what()
+                );
+            }
+        }
+        // A claim file left by a run that ended before it used the randomness is taken over;
+        // a run that used it recorded it as consumed first.
+        check_unused(state_dir, party, rec, id, file)?;
+        Ok(Claim { path: p, _lock: f })
     }
 
     /// The randomness was never used (no peer, or a mismatched one): a later run may have it.
     pub fn release(self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -111,8 +142,9 @@ pub fn mark_used(state_dir: &Path, party: u8, rec: Record, id: &str) -> Result<(
     Ok(())
 }
 
-/// Refuses an output path that would overwrite one of the run's `inputs` or whose folder does
-/// not exist: checked before any randomness is claimed, so a bad --out burns nothing.
+/// Refuses an output path that would overwrite one of the run's `inputs`, that is a folder, or
+/// whose folder does not exist or cannot be written in (a temporary file is made there and
+/// removed): checked before any randomness is claimed, so a bad --out burns nothing.
 pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -125,6 +157,20 @@ pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
             dir.display()
         );
     }
+    if out.is_dir() {
+        bail!("{}: is a folder, not an output file", out.display());
+    }
+    tempfile::Builder::new()
+        .prefix(".ppdenoise-")
+        .suffix(".probe")
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "{}: cannot write in the output folder {}",
+                out.display(),
+                dir.display()
+            )
+        })?;
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
     if let Some(o) = canon(out) {
         for i in inputs {
@@ -138,4 +184,58 @@ pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_held_by_its_process_alone_and_ends_with_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (dir, f) = (d.path(), Path::new("triplets.p0"));
+        let take = || Claim::take(dir, 0, Record::Triplets, "ab", f);
+        let held = take().unwrap();
+        let e = take().err().expect("a held claim is refused").to_string();
+        assert!(e.contains("in use"), "{e}");
+        // Dropped without release (as when its process is killed): the file stays, unlocked,
+        // and the next run takes it over.
+        drop(held);
+        assert!(dir.join("claim-p0-ab").exists());
+        let again = take().unwrap();
+        mark_used(dir, 0, Record::Triplets, "ab").unwrap();
+        drop(again);
+        let e = take().err().expect("consumed").to_string();
+        assert!(e.contains("already consumed"), "{e}");
+        // Released: the file goes.
+        let other = Claim::take(dir, 1, Record::Triplets, "ab", f).unwrap();
+        other.release();
+        assert!(!dir.join("claim-p1-ab").exists());
+    }
+
+    #[test]
+    fn output_paths_that_cannot_be_written_are_refused_up_front() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("in");
+        std::fs::write(&input, b"x").unwrap();
+        let e = check_output(d.path(), &[]).unwrap_err().to_string();
+        assert!(e.contains("is a folder"), "{e}");
+        let e = check_output(&input, &[&input]).unwrap_err().to_string();
+        assert!(e.contains("would overwrite the input"), "{e}");
+        let e = check_output(&d.path().join("no/out"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        // A file where the folder should be.
+        let e = check_output(&input.join("out"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        check_output(&d.path().join("out"), &[&input]).unwrap();
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "probe left behind"
+        );
+    }
 }
