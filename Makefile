@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo test fuzz lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
+.PHONY: build demo test fuzz faults lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
 
 build:
 	$(CARGO) build --release
@@ -13,9 +13,16 @@ demo: build
 	$(BIN) demo
 
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
+# The fault injection scenarios are `make faults` (CI runs both).
 test:
-	$(CARGO) test --release -- --skip fuzz_every_parser
+	$(CARGO) test --release -- --skip fuzz_every_parser --skip fault_injection_scenarios
 	$(CARGO) test --release --test fuzz -- --nocapture
+
+# Fault injection with real processes (tests/faults.rs, docs/security.md): servers killed,
+# the link cut, output disks that fail, damaged and swapped files; one line per scenario and
+# the counts (about a minute on 2 cores).
+faults:
+	$(CARGO) test --release --test faults -- --nocapture
 
 # Longer fuzzing: FUZZ_SECS seconds per parser (crashes are saved in target/fuzz/).
 FUZZ_SECS ?= 60
