@@ -345,7 +345,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     let sealed_dir = scratch.join("sealed");
     std::fs::create_dir_all(&sealed_dir).unwrap();
     let (secret, to) = ppdenoise::formats::sealed::new_identity();
-    let id = sealed_dir.join("id.age");
+    let id = sealed_dir.join("id.age-identity");
     std::fs::write(&id, secret).unwrap();
     ppdenoise::formats::sealed::use_identity(&id).unwrap();
     let seeds = [

@@ -133,7 +133,7 @@ fn sealed_files_work_and_refuse_the_wrong_reader() {
             "{public} should stay readable by the dealer"
         );
     }
-    let (id0, id1) = (f("keys/s0.age"), f("keys/s1.age"));
+    let (id0, id1) = (f("keys/s0.age-identity"), f("keys/s1.age-identity"));
     let mine = |p: u8| {
         [
             f(&format!("model.p{p}")),
@@ -156,6 +156,21 @@ fn sealed_files_work_and_refuse_the_wrong_reader() {
     // No identity at all.
     let o = serve(&w, 0, [&m0, &i0, &t0], None, &state);
     refused(&o, &m0, "--identity");
+    untouched(&state);
+    // Valid sealed inputs, but no --out-to: the share would land on disk unencrypted.
+    let o = serve(&w, 0, [&m0, &i0, &t0], Some(&id0), &state);
+    refused(&o, &state.join("out"), "--out-to");
+    untouched(&state);
+
+    // A crafted age header far longer than ours (age's parser would crawl through it).
+    let mut huge = b"age-encryption.org/v1\n-> X25519 ".to_vec();
+    huge.extend(std::iter::repeat_n(b'A', 2_000_000));
+    let crafted = tmp.path().join("crafted.p0");
+    std::fs::write(&crafted, &huge).unwrap();
+    let t = std::time::Instant::now();
+    let o = serve(&w, 0, [&m0, &i0, &crafted], Some(&id0), &state);
+    refused(&o, &crafted, "malformed age header");
+    assert!(t.elapsed().as_secs() < 10, "took {:?}", t.elapsed());
     untouched(&state);
 
     // One byte changed, in the age header, in the payload, or a truncated file.
@@ -206,7 +221,7 @@ fn sealed_files_work_and_refuse_the_wrong_reader() {
     let run = |a: Vec<String>| ppd(&a.iter().map(String::as_str).collect::<Vec<_>>());
     refused(&run(args(&id0)), &o0, "not encrypted to this party");
     assert!(!png.exists());
-    let o = run(args(&f("keys/rx.age")));
+    let o = run(args(&f("keys/rx.age-identity")));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         std::fs::read(&png).unwrap(),
@@ -228,11 +243,47 @@ fn a_pair_is_sealed_whole_or_not_at_all() {
         "--out",
         s(&out),
         "--to-s0",
-        s(&k.join("s0.age.pub")),
+        s(&k.join("s0.age-recipient")),
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--to-s0 and --to-s1 go together"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "files were written"
+    );
+    // One recipient for both servers would let one key open both shares.
+    let r0 = k.join("s0.age-recipient");
+    let o = ppd(&[
+        "share-image",
+        "--image",
+        "builtin:phantom:16",
+        "--out",
+        s(&out),
+        "--to-s0",
+        s(&r0),
+        "--to-s1",
+        s(&r0),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("same recipient"), "{err}");
+    // A private identity given as a recipient is refused as such.
+    let o = ppd(&[
+        "share-image",
+        "--image",
+        "builtin:phantom:16",
+        "--out",
+        s(&out),
+        "--to-s0",
+        s(&r0),
+        "--to-s1",
+        s(&k.join("s0.age-identity")),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is a private identity"), "{err}");
     assert_eq!(
         std::fs::read_dir(tmp.path()).unwrap().count(),
         1,
@@ -248,7 +299,7 @@ fn a_pair_is_sealed_whole_or_not_at_all() {
         "--to-s0",
         "age1notakey",
         "--to-s1",
-        s(&k.join("s0.age")),
+        s(&r0),
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -353,7 +353,7 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
     let (seal, out_to) = if a.plain_files {
         (vec![], vec![])
     } else {
-        let rec = |n: &str| s(&keys.join(format!("{n}.age.pub")));
+        let rec = |n: &str| s(&keys.join(format!("{n}.age-recipient")));
         (
             vec!["--to-s0".into(), rec("s0"), "--to-s1".into(), rec("s1")],
             vec!["--out-to".into(), rec("rx")],
@@ -396,7 +396,7 @@ fn receive(
         s(&out_png),
     ];
     if sealed {
-        let id = keys.join("rx.age");
+        let id = keys.join("rx.age-identity");
         args.extend(["--identity".into(), s(&id)]);
         crate::formats::sealed::use_identity(&id)?;
     }

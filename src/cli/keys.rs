@@ -12,7 +12,7 @@ use crate::formats::sealed::{self, Recipient};
 #[derive(Args, Clone, Default)]
 pub struct SealArgs {
     /// S0's file-encryption recipient: an `age1...` key, or the file keygen wrote for it
-    /// (<name>.age.pub). Given with --to-s1, the `.p0` file is sealed to S0.
+    /// (<name>.age-recipient). Given with --to-s1, the `.p0` file is sealed to S0.
     #[arg(long, value_name = "RECIPIENT")]
     pub to_s0: Option<String>,
     /// S1's file-encryption recipient (see --to-s0); the `.p1` file is sealed to S1.
@@ -26,7 +26,14 @@ impl SealArgs {
     pub fn recipients(&self) -> Result<[Option<Recipient>; 2]> {
         match (&self.to_s0, &self.to_s1) {
             (None, None) => Ok([None, None]),
-            (Some(a), Some(b)) => Ok([Some(Recipient::parse(a)?), Some(Recipient::parse(b)?)]),
+            (Some(a), Some(b)) => {
+                let (r0, r1) = (Recipient::parse(a)?, Recipient::parse(b)?);
+                // One key able to open both shares of anything would undo the sharing.
+                if r0.to_string() == r1.to_string() {
+                    bail!("--to-s0 {a} and --to-s1 {b} are the same recipient: each server needs its own");
+                }
+                Ok([Some(r0), Some(r1)])
+            }
             _ => {
                 bail!("--to-s0 and --to-s1 go together: give both servers' recipients, or neither")
             }
@@ -37,7 +44,7 @@ impl SealArgs {
 /// The identity a party decrypts its sealed files with.
 #[derive(Args, Clone, Default)]
 pub struct IdentityArgs {
-    /// This party's file-encryption identity (<name>.age from keygen): sealed input files
+    /// This party's file-encryption identity (<name>.age-identity from keygen): sealed input files
     /// are decrypted with it (plain files are read as they are).
     #[arg(long)]
     pub identity: Option<PathBuf>,

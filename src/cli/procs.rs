@@ -72,7 +72,7 @@ fn run_pair(
                 .args(["--addr", &[addrs.0, addrs.1][p as usize].to_string()])
                 .args(["--state-dir", &s(&dir.join("state"))])
                 // Its file-encryption identity (keygen makes one), for sealed inputs.
-                .args(["--identity", &s(&keys.join(format!("{me}.age")))])
+                .args(["--identity", &s(&keys.join(format!("{me}.age-identity")))])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()

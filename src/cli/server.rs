@@ -22,7 +22,7 @@ use crate::twopc::engines::EngineKind;
 
 /// Create a party's keys: for the S0<->S1 link, <out-dir>/<name>.key (private, mode 0600)
 /// and <out-dir>/<name>.crt (self-signed certificate to give to the other server); for files
-/// at rest, <out-dir>/<name>.age (age identity, private, mode 0600) and <name>.age.pub (its
+/// at rest, <out-dir>/<name>.age-identity (age identity, private, mode 0600) and <name>.age-recipient (its
 /// recipient, to give to whoever makes this party's files: `--to-s0`, `--to-s1`, `--out-to`).
 #[derive(Args)]
 pub struct KeygenArgs {
@@ -41,8 +41,8 @@ pub fn keygen(a: KeygenArgs) -> Result<Summary> {
         .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
     let prefix = a.out_dir.join(&a.name);
     let (age_id, age_pub) = (
-        with_suffix(&prefix, ".age"),
-        with_suffix(&prefix, ".age.pub"),
+        with_suffix(&prefix, ".age-identity"),
+        with_suffix(&prefix, ".age-recipient"),
     );
     if !a.force {
         for p in [&age_id, &age_pub] {
@@ -148,9 +148,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Seal the output share to the receiver: its `age1...` recipient, or the file keygen
-    /// wrote for it (<name>.age.pub); `reconstruct --identity` then opens it.
+    /// wrote for it (<name>.age-recipient); `reconstruct --identity` then opens it.
     #[arg(long, value_name = "RECIPIENT")]
     pub out_to: Option<String>,
+    /// Write the output share unencrypted although the inputs are sealed.
+    #[arg(long, conflicts_with = "out_to")]
+    pub plain_out: bool,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Hide the progress bar.
@@ -180,8 +183,27 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         .chain(a.weights.as_ref())
         .map(|p| p.as_path())
         .collect();
-    check_output(&a.out, &inputs)?;
+    // Nor may it replace a key file.
+    let keys = [&a.link.key, &a.link.cert, &a.link.peer_cert];
+    let guarded: Vec<&std::path::Path> = inputs
+        .iter()
+        .copied()
+        .chain(keys.into_iter().map(|p| p.as_path()))
+        .chain(a.identity.identity.as_deref())
+        .collect();
+    check_output(&a.out, &guarded)?;
     let job = server::prepare(files)?;
+    if out_to.is_none() && !a.plain_out {
+        for i in &inputs {
+            if sealed::is_sealed(i).unwrap_or(false) {
+                bail!(
+                    "{}: the inputs are sealed ({} is) but the output share would be written unencrypted: give --out-to with the receiver's <name>.age-recipient, or --plain-out",
+                    a.out.display(),
+                    i.display()
+                );
+            }
+        }
+    }
     let mut link = session::connect(&job, &a.link.config())?;
     let (len, unit) = job.steps();
     let bar = progress_bar(&a, json, len, unit);

@@ -13,7 +13,7 @@ use crate::formats::bodies::{load, ModelMask, ModelShare, OpenedWeights};
 use crate::formats::checks::{check_same_model, mask_id_of, read_checked};
 use crate::formats::container::{self, Header, Kind};
 use crate::server::session::link_up;
-use crate::server::state::{check_output, check_unused, mark_used, Claim, Record};
+use crate::server::state::{check_output, check_unused, Claim, Record};
 use crate::twopc::channel::with_queued_link;
 use crate::twopc::weights::{mask_shares, open_weights};
 
@@ -59,16 +59,27 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     // The output must be writable before the mask is consumed.
     check_output(&a.out, &[&a.model, &a.mask])?;
     check_unused(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
+    // The opened weights are as protected at rest as the mask share they come from; decided
+    // now, before the mask is consumed.
+    let seal = match own {
+        Some(r)
+            if crate::formats::sealed::is_sealed(&a.mask)
+                .with_context(|| format!("{}: cannot read", a.mask.display()))? =>
+        {
+            Some(r)
+        }
+        _ => None,
+    };
 
     let mut tag = mh.model_id.expect("checked above").to_vec();
     tag.extend_from_slice(mask_id.as_bytes());
     tag.extend_from_slice(b"open-weights");
     let claim = Claim::take(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
-    let mut link = link_up(p, &a.link.config(), claim, &tag, |_| {
+    let (mut link, claim) = link_up(p, &a.link.config(), claim, &tag, |_| {
         "the peer server holds another model or another model mask".into()
     })?;
     // The mask opens these weights and no others, whatever happens next.
-    mark_used(&a.link.state_dir, p, Record::ModelMask, &mask_id)?;
+    claim.consume()?;
     let t_open = Instant::now();
     let opened = with_queued_link(&mut link, |ch| {
         open_weights(ch, p, &plan, mask_shares(&km.seed, &plan))
@@ -88,11 +99,6 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     let body = OpenedWeights {
         seed: km.seed,
         u: opened.flat_u(),
-    };
-    // As protected at rest as the mask share they came from.
-    let seal = match own {
-        Some(r) if crate::formats::sealed::is_sealed(&a.mask)? => Some(r),
-        _ => None,
     };
     container::write(&a.out, &h, &body, seal.as_ref())
         .with_context(|| format!("writing {}", a.out.display()))?;

@@ -38,17 +38,20 @@ pub fn use_identity(path: &Path) -> Result<Recipient> {
 
 /// Reads an age identity file: comment lines (`#`) and one `AGE-SECRET-KEY-1...` line.
 pub fn load_identity(path: &Path) -> Result<age::x25519::Identity> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if meta.len() > 4096 {
-        bail!(
-            "{}: {} bytes is not an age identity file",
-            path.display(),
-            meta.len()
-        );
+    let mut text = read_small(path, "an age identity file")?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "warning: {}: this private identity is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                );
+            }
+        }
     }
-    let mut text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
     let key = text
         .lines()
         .map(str::trim)
@@ -59,10 +62,29 @@ pub fn load_identity(path: &Path) -> Result<age::x25519::Identity> {
         Some(Ok(id)) => Ok(id),
         Some(Err(e)) => bail!("{}: malformed age identity: {e}", path.display()),
         None => bail!(
-            "{}: not an age identity file (no AGE-SECRET-KEY-1 line; `ppdenoise keygen` writes <name>.age)",
+            "{}: not an age identity file (no AGE-SECRET-KEY-1 line; `ppdenoise keygen` writes <name>.age-identity)",
             path.display()
         ),
     }
+}
+
+/// Reads a key file of at most 4 KiB (a file swapped for a large one, or a device, is read
+/// no further), as UTF-8.
+fn read_small(path: &Path, what: &str) -> Result<String> {
+    let f = File::open(path).with_context(|| format!("{}: cannot read {what}", path.display()))?;
+    let mut bytes = Vec::new();
+    f.take(4097)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.len() > 4096 {
+        bytes.zeroize();
+        bail!("{}: over 4 KiB, not {what}", path.display());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let mut b = e.into_bytes();
+        b.zeroize();
+        anyhow::anyhow!("{}: not text, not {what}", path.display())
+    })
 }
 
 /// A party's public file-encryption key (`age1...`).
@@ -71,20 +93,17 @@ pub struct Recipient(age::x25519::Recipient);
 
 impl Recipient {
     /// `spec` is an `age1...` string, or a file holding one (comment lines `#` allowed), as
-    /// `keygen` writes it (<name>.age.pub).
+    /// `keygen` writes it (<name>.age-recipient).
     pub fn parse(spec: &str) -> Result<Recipient> {
-        let text = if spec.starts_with("age1") {
+        let mut text = if spec.starts_with("age1") {
             spec.to_string()
         } else {
-            let p = Path::new(spec);
-            let meta = std::fs::metadata(p).with_context(|| {
-                format!("{spec}: neither an age recipient (age1...) nor a readable file")
-            })?;
-            if meta.len() > 4096 {
-                bail!("{spec}: {} bytes is not an age recipient file", meta.len());
-            }
-            std::fs::read_to_string(p).with_context(|| format!("{spec}: cannot read"))?
+            read_small(Path::new(spec), "an age recipient (age1...) file")?
         };
+        if text.contains("AGE-SECRET-KEY-") {
+            text.zeroize();
+            bail!("{spec}: is a private identity, not a recipient: give the <name>.age-recipient file and keep this one private");
+        }
         let line = text
             .lines()
             .map(str::trim)
@@ -114,8 +133,12 @@ impl std::fmt::Display for Recipient {
 /// streaming readers need).
 pub enum Source {
     Plain(File),
-    Sealed(Box<age::stream::StreamReader<File>>),
+    Sealed(Box<age::stream::StreamReader<std::io::BufReader<File>>>),
 }
+
+/// Where an age header must end, and how many recipient stanzas it may have.
+const HEADER_LIMIT: usize = 4096;
+const MAX_STANZAS: usize = 8;
 
 impl Read for Source {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -156,7 +179,20 @@ pub fn open(path: &Path) -> Result<(Source, u64), FormatError> {
                 .into(),
         ));
     }
-    let dec = age::Decryptor::new(f).map_err(|e| sealed(decrypt_error(e)))?;
+    // age's parser reads an unbounded header a byte at a time; a crafted one could keep a
+    // server busy for hours. Ours are one stanza: the header must end within 4 KiB.
+    let mut head = vec![0u8; HEADER_LIMIT];
+    let got = read_up_to(&mut f, &mut head).map_err(io)?;
+    let head = &head[..got];
+    let stanzas = head.windows(4).filter(|w| w == b"\n-> ").count();
+    if !head.windows(5).any(|w| w == b"\n--- ") || stanzas > MAX_STANZAS {
+        return Err(sealed(
+            "malformed age header (over 4 KiB, or too many recipients): modified or not made by ppdenoise".into(),
+        ));
+    }
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(f))
+        .map_err(|e| sealed(decrypt_error(e)))?;
     let ids = keys.iter().map(|(_, id)| id as &dyn age::Identity);
     let mut r = match dec.decrypt(ids) {
         Ok(r) => r,

@@ -101,14 +101,6 @@ impl ReadyJob {
         }
     }
 
-    /// The input files (to refuse an output path that would overwrite one).
-    pub fn inputs(&self) -> Vec<&Path> {
-        let f = &self.files;
-        let mut v = vec![f.model.as_path(), f.image.as_path(), f.triplets.as_path()];
-        v.extend(f.weights.as_deref());
-        v
-    }
-
     /// Runs the protocol over `ch` (the link once [`session::connect`] brought it up).
     pub fn run(
         mut self,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::state::{mark_used, Claim, Record};
+use super::state::{Claim, Record};
 use super::ReadyJob;
 use crate::net::identity::{load_peer_cert, Identity};
 use crate::net::link::Link;
@@ -29,14 +29,15 @@ pub struct LinkConfig {
 
 /// Brings up the TLS link to the peer and checks that it holds the same `tag`, before
 /// anything derived from a share is sent. On any failure `claim` is released (nothing was
-/// consumed) and `mismatch` explains a differing peer tag.
+/// consumed) and `mismatch` explains a differing peer tag; on success it is handed back,
+/// still held, for the caller to [`Claim::consume`] before the protocol starts.
 pub fn link_up(
     p: u8,
     cfg: &LinkConfig,
     claim: Claim,
     tag: &[u8],
     mismatch: impl FnOnce(&[u8]) -> String,
-) -> Result<Link> {
+) -> Result<(Link, Claim)> {
     let up = || -> Result<(Link, Vec<u8>)> {
         let me = Identity::load(&cfg.key, &cfg.cert)?;
         let peer = load_peer_cert(&cfg.peer_cert)?;
@@ -52,7 +53,7 @@ pub fn link_up(
         Ok((link, peer_tag))
     };
     match up() {
-        Ok((link, peer_tag)) if peer_tag == tag => Ok(link),
+        Ok((link, peer_tag)) if peer_tag == tag => Ok((link, claim)),
         Ok((_, peer_tag)) => {
             claim.release();
             bail!("{}; nothing was consumed", mismatch(&peer_tag))
@@ -76,7 +77,7 @@ pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
         &job.files.triplets,
     )?;
     let (engine_kind, mask_field) = (job.engine_kind, job.mask_field.as_str());
-    let link = link_up(p, cfg, claim, &job.tag, |peer_tag| {
+    let (link, claim) = link_up(p, cfg, claim, &job.tag, |peer_tag| {
         let rest = String::from_utf8_lossy(peer_tag.get(job.ids_len..).unwrap_or_default());
         let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
         let weights = |m: &str| match m {
@@ -104,6 +105,6 @@ pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
         }
     })?;
     // From here on the randomness counts as used, whatever happens next.
-    mark_used(&cfg.state_dir, p, Record::Triplets, &job.triplet_id)?;
+    claim.consume()?;
     Ok(link)
 }

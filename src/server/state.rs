@@ -55,6 +55,10 @@ impl Record {
 pub struct Claim {
     path: PathBuf,
     _lock: std::fs::File,
+    state_dir: PathBuf,
+    party: u8,
+    rec: Record,
+    id: String,
 }
 
 impl Claim {
@@ -97,7 +101,20 @@ impl Claim {
         // A claim file left by a run that ended before it used the randomness is taken over;
         // a run that used it recorded it as consumed first.
         check_unused(state_dir, party, rec, id, file)?;
-        Ok(Claim { path: p, _lock: f })
+        Ok(Claim {
+            path: p,
+            _lock: f,
+            state_dir: state_dir.to_path_buf(),
+            party,
+            rec,
+            id: id.to_string(),
+        })
+    }
+
+    /// Records the id as consumed while the claim is still held (a run that takes the claim
+    /// after this one then finds the record), then lets the claim go.
+    pub fn consume(self) -> Result<()> {
+        mark_used(&self.state_dir, self.party, self.rec, &self.id)
     }
 
     /// The randomness was never used (no peer, or a mismatched one): a later run may have it.
@@ -109,7 +126,19 @@ impl Claim {
 /// Refuses an id already recorded as consumed.
 pub fn check_unused(state_dir: &Path, party: u8, rec: Record, id: &str, file: &Path) -> Result<()> {
     let p = state_dir.join(rec.file(party));
-    if let Ok(s) = std::fs::read_to_string(&p) {
+    // Only a missing record means nothing was consumed; a record that cannot be read is an
+    // error, never "unused".
+    let bytes = match std::fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot read the consumed-randomness record {}", p.display())
+            })
+        }
+    };
+    {
+        let s = String::from_utf8_lossy(&bytes);
         if s.lines().any(|l| l.split_whitespace().next() == Some(id)) {
             bail!(
                 "{}: this {} {id}) was already consumed (recorded in {}); reusing it would leak data: {}",
@@ -139,6 +168,10 @@ pub fn mark_used(state_dir: &Path, party: u8, rec: Record, id: &str) -> Result<(
         .unwrap_or(0);
     writeln!(f, "{id} {now}")?;
     f.sync_all()?;
+    // The record's directory entry too, the first time the record is made.
+    if let Ok(d) = std::fs::File::open(state_dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -203,8 +236,8 @@ mod tests {
         drop(held);
         assert!(dir.join("claim-p0-ab").exists());
         let again = take().unwrap();
-        mark_used(dir, 0, Record::Triplets, "ab").unwrap();
-        drop(again);
+        // Consumed under the claim: no moment without either the lock or the record.
+        again.consume().unwrap();
         let e = take().err().expect("consumed").to_string();
         assert!(e.contains("already consumed"), "{e}");
         // Released: the file goes.
