@@ -236,72 +236,35 @@ fn a_pair_is_sealed_whole_or_not_at_all() {
     let kg = ppd(&["keygen", "--name", "s0", "--out-dir", s(&k)]);
     assert!(kg.status.success());
     let out = tmp.path().join("image");
-    let o = ppd(&[
-        "share-image",
-        "--image",
-        "builtin:phantom:16",
-        "--out",
-        s(&out),
-        "--to-s0",
-        s(&k.join("s0.age-recipient")),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--to-s0 and --to-s1 go together"), "{err}");
-    assert_eq!(
-        std::fs::read_dir(tmp.path()).unwrap().count(),
-        1,
-        "files were written"
-    );
+    let (r0, id0) = (k.join("s0.age-recipient"), k.join("s0.age-identity"));
+    // share-image with these sealing flags must be refused, saying `what`, writing nothing.
+    let refuses = |flags: &[&str], what: &str| {
+        let mut args = vec![
+            "share-image",
+            "--image",
+            "builtin:phantom:16",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(flags);
+        let o = ppd(&args);
+        assert!(!o.status.success(), "{flags:?} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(what), "{flags:?}: {err}");
+        let n = std::fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(n, 1, "{flags:?}: files were written");
+    };
+    refuses(&["--to-s0", s(&r0)], "--to-s0 and --to-s1 go together");
     // One recipient for both servers would let one key open both shares.
-    let r0 = k.join("s0.age-recipient");
-    let o = ppd(&[
-        "share-image",
-        "--image",
-        "builtin:phantom:16",
-        "--out",
-        s(&out),
-        "--to-s0",
-        s(&r0),
-        "--to-s1",
-        s(&r0),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("same recipient"), "{err}");
+    refuses(&["--to-s0", s(&r0), "--to-s1", s(&r0)], "same recipient");
     // A private identity given as a recipient is refused as such.
-    let o = ppd(&[
-        "share-image",
-        "--image",
-        "builtin:phantom:16",
-        "--out",
-        s(&out),
-        "--to-s0",
-        s(&r0),
-        "--to-s1",
-        s(&k.join("s0.age-identity")),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("is a private identity"), "{err}");
-    assert_eq!(
-        std::fs::read_dir(tmp.path()).unwrap().count(),
-        1,
-        "files were written"
+    refuses(
+        &["--to-s0", s(&r0), "--to-s1", s(&id0)],
+        "is a private identity",
     );
     // A recipient that is not one is named.
-    let o = ppd(&[
-        "share-image",
-        "--image",
-        "builtin:phantom:16",
-        "--out",
-        s(&out),
-        "--to-s0",
+    refuses(
+        &["--to-s0", "age1notakey", "--to-s1", s(&r0)],
         "age1notakey",
-        "--to-s1",
-        s(&r0),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("age1notakey"), "{err}");
+    );
 }

@@ -117,8 +117,8 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     assemble(f, mh, ih, t, "per-job".into(), work)
 }
 
-impl CnnJob {
-    pub(super) fn run(
+impl super::Runs for CnnJob {
+    fn run(
         &self,
         ch: &mut dyn Channel,
         party: u8,

@@ -166,8 +166,8 @@ pub(crate) fn load_opened(
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-impl MlpJob {
-    pub(super) fn run(
+impl super::Runs for MlpJob {
+    fn run(
         &self,
         ch: &mut dyn Channel,
         party: u8,

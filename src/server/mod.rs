@@ -64,6 +64,19 @@ enum Work {
     Cnn(cnn::CnnJob),
 }
 
+/// What each model family's job does once the link is up.
+trait Runs {
+    fn run(
+        &self,
+        ch: &mut dyn Channel,
+        party: u8,
+        rand: PartyRandomness,
+        session_tag: Vec<u8>,
+        engine: &mut dyn Nonlinear,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(OutputShare, Report)>;
+}
+
 /// A job's result: this party's output share and the protocol's report.
 pub struct Finished {
     pub party: u8,
@@ -107,30 +120,18 @@ impl ReadyJob {
         ch: &mut dyn Channel,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Finished> {
-        let (out, network, unit, report) = match &self.work {
-            Work::Mlp(m) => {
-                let (o, r) = m.run(
-                    ch,
-                    self.party,
-                    self.rand,
-                    self.tag,
-                    self.engine.as_mut(),
-                    progress,
-                )?;
-                (o, None, "patches", r)
-            }
-            Work::Cnn(c) => {
-                let (o, r) = c.run(
-                    ch,
-                    self.party,
-                    self.rand,
-                    self.tag,
-                    self.engine.as_mut(),
-                    progress,
-                )?;
-                (o, Some(crate::formats::bodies::CNN), "pixels", r)
-            }
+        let (work, network, unit): (&dyn Runs, _, _) = match &self.work {
+            Work::Mlp(m) => (m.as_ref(), None, "patches"),
+            Work::Cnn(c) => (c, Some(crate::formats::bodies::CNN), "pixels"),
         };
+        let (out, report) = work.run(
+            ch,
+            self.party,
+            self.rand,
+            self.tag,
+            self.engine.as_mut(),
+            progress,
+        )?;
         Ok(Finished {
             party: self.party,
             headers: self.headers,
