@@ -115,7 +115,6 @@ impl LinkArgs {
             peer_cert: self.peer_cert.clone(),
             addr: self.addr,
             timeout: Duration::from_secs(self.timeout),
-            state_dir: self.state_dir.clone(),
         }
     }
 }

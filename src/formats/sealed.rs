@@ -164,10 +164,9 @@ impl Seek for Source {
 pub fn open(path: &Path) -> Result<(Source, u64), FormatError> {
     let io = |e| FormatError::Io(path.into(), e);
     let mut f = File::open(path).map_err(io)?;
-    let mut start = [0u8; AGE_MAGIC.len()];
-    let n = read_up_to(&mut f, &mut start).map_err(io)?;
+    let sealed_file = starts_sealed(&mut f).map_err(io)?;
     f.seek(SeekFrom::Start(0)).map_err(io)?;
-    if n < AGE_MAGIC.len() || start != AGE_MAGIC {
+    if !sealed_file {
         let len = f.metadata().map_err(io)?.len();
         return Ok((Source::Plain(f), len));
     }
@@ -232,8 +231,13 @@ fn decrypt_error(e: age::DecryptError) -> String {
 
 /// Whether `path` is a sealed (age) file.
 pub fn is_sealed(path: &Path) -> std::io::Result<bool> {
+    starts_sealed(&mut File::open(path)?)
+}
+
+/// Whether the file, read from where it stands, begins with the age magic line.
+fn starts_sealed(f: &mut File) -> std::io::Result<bool> {
     let mut start = [0u8; AGE_MAGIC.len()];
-    let n = read_up_to(&mut File::open(path)?, &mut start)?;
+    let n = read_up_to(f, &mut start)?;
     Ok(n == AGE_MAGIC.len() && start == AGE_MAGIC)
 }
 

@@ -12,7 +12,7 @@ use super::ReadyJob;
 use crate::net::identity::{load_peer_cert, Identity};
 use crate::net::link::Link;
 
-/// How a server reaches its peer, and where it records consumed randomness.
+/// How a server reaches its peer.
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
     /// This server's private key and certificate (from keygen).
@@ -24,7 +24,6 @@ pub struct LinkConfig {
     pub addr: SocketAddr,
     /// How long to wait for the peer to appear, and for any single message.
     pub timeout: Duration,
-    pub state_dir: PathBuf,
 }
 
 /// Brings up the TLS link to the peer and checks that it holds the same `tag`, before
@@ -70,7 +69,8 @@ pub fn link_up(
 pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
     let p = job.party;
     let claim = Claim::take(
-        &cfg.state_dir,
+        // The state directory `prepare` checked the triplets against.
+        &job.files.state_dir,
         p,
         Record::Triplets,
         &job.triplet_id,
