@@ -311,7 +311,7 @@ struct FwdShared {
     pumps: AtomicU64,
 }
 
-/// Accepts one connection (from S1) and relays it to `to` (S0, or a relay in front of it).
+/// Accepts the connections of S1's link and relays each to `to` (S0, or a relay in front of it).
 struct Fwd {
     addr: SocketAddr,
     sh: Arc<FwdShared>,
@@ -327,39 +327,42 @@ impl Fwd {
             back: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             socks: Mutex::new(Vec::new()),
-            pumps: AtomicU64::new(2),
+            pumps: AtomicU64::new(0),
         });
         let sh2 = Arc::clone(&sh);
+        // A link is two connections (one per direction): each is relayed through the one gate.
         thread::spawn(move || {
             let deadline = Instant::now() + LIMIT;
             l.set_nonblocking(true).unwrap();
-            let client = loop {
-                match l.accept() {
-                    Ok((c, _)) => break c,
+            loop {
+                let client = match l.accept() {
+                    Ok((c, _)) => c,
                     Err(_) if Instant::now() < deadline && !sh2.stop.load(Ordering::SeqCst) => {
-                        thread::sleep(Duration::from_millis(5))
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
                     }
                     Err(_) => return,
-                }
-            };
-            let server = loop {
-                match TcpStream::connect(to) {
-                    Ok(c) => break c,
-                    Err(_) if Instant::now() < deadline && !sh2.stop.load(Ordering::SeqCst) => {
-                        thread::sleep(Duration::from_millis(20))
+                };
+                let server = loop {
+                    match TcpStream::connect(to) {
+                        Ok(c) => break c,
+                        Err(_) if Instant::now() < deadline && !sh2.stop.load(Ordering::SeqCst) => {
+                            thread::sleep(Duration::from_millis(20))
+                        }
+                        Err(_) => return,
                     }
-                    Err(_) => return,
+                };
+                client.set_nonblocking(false).unwrap();
+                for c in [&client, &server] {
+                    let _ = c.set_nodelay(true);
+                    sh2.socks.lock().unwrap().push(c.try_clone().unwrap());
                 }
-            };
-            client.set_nonblocking(false).unwrap();
-            for c in [&client, &server] {
-                let _ = c.set_nodelay(true);
-                sh2.socks.lock().unwrap().push(c.try_clone().unwrap());
+                sh2.pumps.fetch_add(2, Ordering::SeqCst);
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (sh3, sh4) = (Arc::clone(&sh2), Arc::clone(&sh2));
+                thread::spawn(move || pump(&sh3, c2, s2, false));
+                thread::spawn(move || pump(&sh4, server, client, true));
             }
-            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let sh3 = Arc::clone(&sh2);
-            thread::spawn(move || pump(&sh3, c2, s2, false));
-            pump(&sh2, server, client, true);
         });
         Fwd { addr, sh }
     }

@@ -104,7 +104,8 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     // A CNN opens its weights in the job (no model mask yet) and its image is shared for it.
     let cnn = crate::plain::cnn::Cnn::is_cnn_file(model)?;
     // In a relay run S0 listens on its port and S1 connects to the relay, which forwards to
-    // S0: first the model setup's connection (not for a CNN), then the job's.
+    // S0: first the model setup's link (not for a CNN), then the job's; a link is two
+    // connections, one per direction.
     let relay = match spec.link {
         None => None,
         Some(shape) => {
@@ -112,7 +113,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
             let relay = Relay::bind("127.0.0.1:0".parse()?, s0, shape)?;
             let via = relay.local_addr();
             let stats = relay.stats();
-            Some(((s0, via), stats, relay.spawn(Some(if cnn { 1 } else { 2 }))))
+            Some(((s0, via), stats, relay.spawn(Some(if cnn { 2 } else { 4 }))))
         }
     };
     let addrs = relay.as_ref().map(|r| r.0);

@@ -2,19 +2,21 @@
 //! frames (`u64` little-endian length, then the payload).
 //!
 //! Party 0 listens ([`Link::listen`] / [`Link::accept`]) and party 1 connects
-//! ([`Link::connect`]). A link has a send half ([`LinkSender`]) and a receive half
-//! ([`LinkReceiver`]) with separate keys and socket handles; [`Link::split`] hands out both so
-//! two threads can stream in opposite directions, and [`Link::exchange`] does that for one
-//! message each way, so two parties exchanging large messages at once never deadlock on full
-//! TCP buffers.
+//! ([`Link::connect`]). A link is two TLS connections, one per direction (the up lane carries
+//! party 1's data, the down lane party 0's), each owned by one half: a send half
+//! ([`LinkSender`]) and a receive half ([`LinkReceiver`]) that share nothing, so neither waits
+//! for the other; [`Link::split`] hands out both so two threads can stream in opposite
+//! directions, and [`Link::exchange`] does that for one message each way, so two parties
+//! exchanging large messages at once never deadlock on full TCP buffers.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::identity::{Identity, PeerCert};
-use super::tls::{self, RecordReader, RecordWriter, Role};
+use super::tls::{self, Handshaken, RecordReader, RecordWriter, Role, LANE_MSG};
 use super::NetError;
 
 /// Largest frame [`LinkReceiver::recv`] accepts unless changed with [`Link::set_max_frame`].
@@ -42,6 +44,27 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Messages up to this size are sent before receiving in [`Link::exchange`], without a
 /// second thread: they fit in any socket buffer, so sending them cannot block.
 const INLINE_EXCHANGE: usize = 1024;
+
+/// The lane message's first byte: which direction the connection carries.
+const LANE_UP: u8 = 0;
+const LANE_DOWN: u8 = 1;
+
+/// The lane message: the lane, then the up lane's binding (zeros on the up lane itself).
+fn lane_message(lane: u8, binding: &[u8; 32]) -> [u8; LANE_MSG] {
+    let mut m = [0u8; LANE_MSG];
+    m[0] = lane;
+    m[1..].copy_from_slice(binding);
+    m
+}
+
+/// A server-side connection that finished its handshake and said which lane it is, with the
+/// key that pairs it: the up lane's exported keying material, computed here for the up lane
+/// and presented by the client on the down lane.
+struct ServerLane {
+    lane: u8,
+    key: [u8; 32],
+    hs: Handshaken,
+}
 
 /// Traffic counters. `bytes_*` count frames (8-byte length prefix plus payload);
 /// `wire_bytes_*` count what went over TCP, TLS handshake and record overhead included.
@@ -79,6 +102,8 @@ pub struct Link {
     peer_name: String,
     peer_fingerprint: String,
     peer_addr: SocketAddr,
+    /// The send lane's socket, to unblock a sender stuck on it when the link fails.
+    abort: TcpStream,
 }
 
 impl Link {
@@ -128,10 +153,13 @@ impl Link {
         // Handshake threads own copies; a thread still running when a link is returned ends
         // within its own deadline and its result is dropped (the connection closes).
         let (me, peer_cert) = (Arc::new(me.clone()), Arc::new(peer.clone()));
-        let (done_tx, done_rx) = mpsc::channel::<(SocketAddr, Result<Link, NetError>)>();
+        let (done_tx, done_rx) = mpsc::channel::<(SocketAddr, Result<ServerLane, NetError>)>();
         let deadline = Instant::now() + timeout;
         let mut pending = 0usize;
         let mut last_failure: Option<NetError> = None;
+        // Lanes waiting for their partner, by pairing key.
+        let mut ups: HashMap<[u8; 32], (SocketAddr, Handshaken)> = HashMap::new();
+        let mut downs: HashMap<[u8; 32], Handshaken> = HashMap::new();
         loop {
             let now = Instant::now();
             if now < deadline && pending < MAX_PENDING_HANDSHAKES {
@@ -145,14 +173,7 @@ impl Link {
                         let spawned = std::thread::Builder::new()
                             .name("ppdenoise-handshake".into())
                             .spawn(move || {
-                                let r = Link::establish(
-                                    stream,
-                                    from,
-                                    Role::Server,
-                                    &me,
-                                    &peer_cert,
-                                    step,
-                                );
+                                let r = Link::server_lane(stream, from, &me, &peer_cert, step);
                                 // The listener may have returned already: nobody wants it.
                                 let _ = done.send((from, r));
                             });
@@ -172,6 +193,13 @@ impl Link {
                 }
             }
             if now >= deadline && pending == 0 {
+                if !ups.is_empty() || !downs.is_empty() {
+                    return Err(NetError::Timeout(format!(
+                        "the peer {} opened one lane of the link on {local} but not the \
+                         other ({timeout:?})",
+                        peer.name()
+                    )));
+                }
                 return Err(last_failure.unwrap_or_else(|| {
                     NetError::Timeout(format!(
                         "waiting for the peer {} to connect to {local} ({timeout:?})",
@@ -182,7 +210,29 @@ impl Link {
             // Past the deadline only handshakes started before it remain; each ends within
             // a second of it.
             match done_rx.recv_timeout(Duration::from_millis(20)) {
-                Ok((_, Ok(link))) => return Ok(link),
+                Ok((from, Ok(l))) => {
+                    pending -= 1;
+                    let paired = match l.lane {
+                        LANE_UP => match downs.remove(&l.key) {
+                            Some(down) => Some((from, l.hs, down)),
+                            None => {
+                                ups.insert(l.key, (from, l.hs));
+                                None
+                            }
+                        },
+                        _ => match ups.remove(&l.key) {
+                            Some((up_from, up)) => Some((up_from, up, l.hs)),
+                            None => {
+                                downs.insert(l.key, l.hs);
+                                None
+                            }
+                        },
+                    };
+                    if let Some((from, up, down)) = paired {
+                        // The server reads the up lane and writes the down lane.
+                        return Link::from_lanes(down, up, peer, from);
+                    }
+                }
                 Ok((from, Err(e))) => {
                     pending -= 1;
                     eprintln!("ppdenoise link: refused connection from {from}: {e}");
@@ -193,9 +243,38 @@ impl Link {
         }
     }
 
+    /// One connection on the listener's side: handshake, then the client's lane message.
+    fn server_lane(
+        stream: TcpStream,
+        from: SocketAddr,
+        me: &Identity,
+        peer: &PeerCert,
+        step: Duration,
+    ) -> Result<ServerLane, NetError> {
+        configure(&stream, from)?;
+        let mut hs = tls::handshake(stream, Role::Server, me, peer, step)?;
+        let msg = tls::recv_lane(&mut hs, step)?;
+        let key = match msg[0] {
+            LANE_UP if msg[1..].iter().all(|&b| b == 0) => tls::lane_binding(&hs)?,
+            LANE_DOWN => msg[1..].try_into().expect("32 bytes"),
+            _ => {
+                return Err(NetError::Handshake(format!(
+                    "unknown lane message (lane byte {})",
+                    msg[0]
+                )))
+            }
+        };
+        Ok(ServerLane {
+            lane: msg[0],
+            key,
+            hs,
+        })
+    }
+
     /// Party 1: connect to the peer at `addr`, retrying while nothing listens there (the
     /// peer may start later) until `timeout`; then [`NetError::Unreachable`]. A failed
-    /// handshake is not retried: it means a certificate or configuration problem.
+    /// handshake is not retried: it means a certificate or configuration problem. The up
+    /// lane is opened first; the down lane follows at once and presents the up lane's binding.
     pub fn connect(
         addr: SocketAddr,
         me: &Identity,
@@ -203,38 +282,47 @@ impl Link {
         timeout: Duration,
     ) -> Result<Link, NetError> {
         let deadline = Instant::now() + timeout;
-        match super::connect_retrying(addr, timeout, RETRY_PAUSE) {
-            Ok(stream) => {
-                let step = deadline
-                    .saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
-                Link::establish(stream, addr, Role::Client, me, peer, step)
-            }
+        let open = |wait: Duration| match super::connect_retrying(addr, wait, RETRY_PAUSE) {
+            Ok(stream) => Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                 Err(NetError::io(format!("connecting to {addr}"), e))
             }
             Err(e) => Err(NetError::Unreachable {
                 addr,
-                timeout,
+                timeout: wait,
                 last: e.to_string(),
             }),
-        }
+        };
+        let step = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT)
+        };
+        let client_lane = |stream: TcpStream, lane: u8, binding: &[u8; 32]| {
+            configure(&stream, addr)?;
+            let mut hs = tls::handshake(stream, Role::Client, me, peer, step())?;
+            tls::send_lane(&mut hs, &lane_message(lane, binding))?;
+            Ok::<_, NetError>(hs)
+        };
+        let up = client_lane(open(timeout)?, LANE_UP, &[0; 32])?;
+        let binding = tls::lane_binding(&up)?;
+        // The peer listens by now: the second connection needs no more than a step.
+        let down = client_lane(open(step())?, LANE_DOWN, &binding)?;
+        Link::from_lanes(up, down, peer, addr)
     }
 
-    fn establish(
-        stream: TcpStream,
-        peer_addr: SocketAddr,
-        role: Role,
-        me: &Identity,
+    /// The link over its two lanes: `send` carries our data, `recv` the peer's.
+    fn from_lanes(
+        send: Handshaken,
+        recv: Handshaken,
         peer: &PeerCert,
-        step_timeout: Duration,
+        peer_addr: SocketAddr,
     ) -> Result<Link, NetError> {
-        stream
-            .set_nonblocking(false)
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(|e| NetError::io(format!("configuring the socket to {peer_addr}"), e))?;
-        let done = tls::handshake(stream, role, me, peer, step_timeout)?;
-        let (w, r) = tls::into_records(done)?;
+        let w = RecordWriter::new(send);
+        let abort = w
+            .socket()
+            .try_clone()
+            .map_err(|e| NetError::io("duplicating the socket", e))?;
         let mut link = Link {
             tx: LinkSender {
                 w,
@@ -243,7 +331,7 @@ impl Link {
                 broken: None,
             },
             rx: LinkReceiver {
-                r,
+                r: RecordReader::new(recv),
                 bytes: 0,
                 messages: 0,
                 max_frame: DEFAULT_MAX_FRAME,
@@ -252,6 +340,7 @@ impl Link {
             peer_name: peer.name().to_string(),
             peer_fingerprint: peer.fingerprint().to_string(),
             peer_addr,
+            abort,
         };
         link.set_io_timeout(Duration::ZERO);
         Ok(link)
@@ -286,13 +375,14 @@ impl Link {
             self.tx.send(msg)?;
             return self.rx.recv_into(buf);
         }
-        let (tx, rx) = (&mut self.tx, &mut self.rx);
+        let (tx, rx, abort) = (&mut self.tx, &mut self.rx, &self.abort);
         std::thread::scope(|s| {
             let sender = s.spawn(move || tx.send(msg));
             let received = rx.recv_into(buf);
             if received.is_err() {
                 // Unblock the sender if the peer stopped reading; the link is dead anyway.
                 let _ = rx.r.socket().shutdown(Shutdown::Both);
+                let _ = abort.shutdown(Shutdown::Both);
                 rx.broken.get_or_insert_with(|| "exchange failed".into());
             }
             let sent = sender
@@ -318,8 +408,8 @@ impl Link {
             bytes_received: self.rx.bytes,
             messages_sent: self.tx.messages,
             messages_received: self.rx.messages,
-            wire_bytes_sent: self.tx.w.wire_bytes,
-            wire_bytes_received: self.rx.r.wire_bytes,
+            wire_bytes_sent: self.tx.w.wire_sent + self.rx.r.wire_sent,
+            wire_bytes_received: self.tx.w.wire_received + self.rx.r.wire_received,
         }
     }
 
@@ -328,9 +418,11 @@ impl Link {
     /// dies gives [`NetError::PeerClosed`] at once.
     pub fn set_io_timeout(&mut self, d: Duration) {
         let t = (!d.is_zero()).then_some(d);
-        // Socket options belong to the socket, which both halves share.
-        let _ = self.tx.w.socket().set_write_timeout(t);
-        let _ = self.rx.r.socket().set_read_timeout(t);
+        // Each lane writes (the receiving one only its KeyUpdate answers) and reads.
+        for sock in [self.tx.w.socket(), self.rx.r.socket()] {
+            let _ = sock.set_write_timeout(t);
+            let _ = sock.set_read_timeout(t);
+        }
         self.tx.w.timeout = t;
         self.rx.r.timeout = t;
     }
@@ -501,6 +593,14 @@ impl LinkReceiver {
     pub fn counts(&self) -> (u64, u64) {
         (self.messages, self.bytes)
     }
+}
+
+/// Blocking mode and no Nagle delay for one of the link's sockets.
+fn configure(stream: &TcpStream, peer_addr: SocketAddr) -> Result<(), NetError> {
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_nodelay(true))
+        .map_err(|e| NetError::io(format!("configuring the socket to {peer_addr}"), e))
 }
 
 #[cfg(test)]
