@@ -16,7 +16,8 @@ use crate::net::relay::{LinkShape, Relay};
 /// Put it between the servers: S0 listens on --to, S1 connects to --listen. Bytes pass through
 /// untouched (the TLS between the servers stays end to end). Prints one line with the bound
 /// address on start, then runs until killed, or until --max-connections connections have
-/// been relayed to the end.
+/// been relayed to the end (a link between the servers is two connections, one per
+/// direction).
 #[derive(Args)]
 pub struct RelayArgs {
     /// Address to listen on (port 0 picks a free port; the start line says which).
@@ -29,7 +30,8 @@ pub struct RelayArgs {
     /// round trip). Units: bit, kbit, mbit, gbit; s, ms, us.
     #[arg(long)]
     pub link: LinkShape,
-    /// Exit after this many connections have been accepted and have finished.
+    /// Exit after this many connections have been accepted and have finished (two per
+    /// link between the servers).
     #[arg(long)]
     pub max_connections: Option<u64>,
     /// Seconds to keep trying to reach --to for each accepted connection.

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes the listener runs at once; further connections wait in the backlog until one
 /// ends (a handshake ends within [`HANDSHAKE_TIMEOUT`]).
 const MAX_PENDING_HANDSHAKES: usize = 8;
+
+/// Lanes the listener keeps waiting for their partner; more are closed (only the
+/// authenticated peer can open one, so this bounds a misbehaving peer's sockets).
+const MAX_UNPAIRED_LANES: usize = 4;
 
 /// Pause between connection attempts while the peer is not up yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -102,8 +107,8 @@ pub struct Link {
     peer_name: String,
     peer_fingerprint: String,
     peer_addr: SocketAddr,
-    /// The send lane's socket, to unblock a sender stuck on it when the link fails.
-    abort: TcpStream,
+    /// Both lanes' sockets, to unblock a half stuck on one when the link fails.
+    abort: AbortHandle,
 }
 
 impl Link {
@@ -160,9 +165,12 @@ impl Link {
         // Lanes waiting for their partner, by pairing key.
         let mut ups: HashMap<[u8; 32], (SocketAddr, Handshaken)> = HashMap::new();
         let mut downs: HashMap<[u8; 32], Handshaken> = HashMap::new();
+        // An up lane that arrived in time may finish its pairing past the deadline.
+        let mut grace = deadline;
         loop {
             let now = Instant::now();
-            if now < deadline && pending < MAX_PENDING_HANDSHAKES {
+            let accepting = if ups.is_empty() { deadline } else { grace };
+            if now < accepting && pending < MAX_PENDING_HANDSHAKES {
                 match listener.accept() {
                     Ok((stream, from)) => {
                         let step = deadline
@@ -173,7 +181,13 @@ impl Link {
                         let spawned = std::thread::Builder::new()
                             .name("ppdenoise-handshake".into())
                             .spawn(move || {
-                                let r = Link::server_lane(stream, from, &me, &peer_cert, step);
+                                // A panic must still be reported, or `pending` never drops.
+                                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    Link::server_lane(stream, from, &me, &peer_cert, step)
+                                }))
+                                .unwrap_or_else(|_| {
+                                    Err(NetError::Handshake("the handshake thread panicked".into()))
+                                });
                                 // The listener may have returned already: nobody wants it.
                                 let _ = done.send((from, r));
                             });
@@ -192,11 +206,12 @@ impl Link {
                     Err(e) => eprintln!("ppdenoise link: accept on {local} failed: {e}"),
                 }
             }
-            if now >= deadline && pending == 0 {
+            if now >= accepting && pending == 0 {
                 if !ups.is_empty() || !downs.is_empty() {
+                    let why = last_failure.map(|e| format!(": {e}")).unwrap_or_default();
                     return Err(NetError::Timeout(format!(
                         "the peer {} opened one lane of the link on {local} but not the \
-                         other ({timeout:?})",
+                         other ({timeout:?}){why}",
                         peer.name()
                     )));
                 }
@@ -212,22 +227,32 @@ impl Link {
             match done_rx.recv_timeout(Duration::from_millis(20)) {
                 Ok((from, Ok(l))) => {
                     pending -= 1;
+                    let full = ups.len() + downs.len() >= MAX_UNPAIRED_LANES;
                     let paired = match l.lane {
                         LANE_UP => match downs.remove(&l.key) {
                             Some(down) => Some((from, l.hs, down)),
+                            None if full => None,
                             None => {
                                 ups.insert(l.key, (from, l.hs));
+                                grace = grace.max(Instant::now() + HANDSHAKE_TIMEOUT.min(timeout));
                                 None
                             }
                         },
                         _ => match ups.remove(&l.key) {
                             Some((up_from, up)) => Some((up_from, up, l.hs)),
+                            None if full => None,
                             None => {
                                 downs.insert(l.key, l.hs);
                                 None
                             }
                         },
                     };
+                    if full && paired.is_none() {
+                        eprintln!(
+                            "ppdenoise link: dropped a lane from {from}: {MAX_UNPAIRED_LANES} \
+                             lanes already wait for their partner"
+                        );
+                    }
                     if let Some((from, up, down)) = paired {
                         // The server reads the up lane and writes the down lane.
                         return Link::from_lanes(down, up, peer, from);
@@ -251,11 +276,18 @@ impl Link {
         peer: &PeerCert,
         step: Duration,
     ) -> Result<ServerLane, NetError> {
+        // One deadline for the handshake and the lane message together.
+        let until = Instant::now() + step;
         configure(&stream, from)?;
         let mut hs = tls::handshake(stream, Role::Server, me, peer, step)?;
-        let msg = tls::recv_lane(&mut hs, step)?;
+        let msg = tls::recv_lane(&mut hs, until.saturating_duration_since(Instant::now()))?;
         let key = match msg[0] {
             LANE_UP if msg[1..].iter().all(|&b| b == 0) => tls::lane_binding(&hs)?,
+            LANE_UP => {
+                return Err(NetError::Handshake(
+                    "the up lane's message carries a binding (it must be zeros)".into(),
+                ))
+            }
             LANE_DOWN => msg[1..].try_into().expect("32 bytes"),
             _ => {
                 return Err(NetError::Handshake(format!(
@@ -319,10 +351,8 @@ impl Link {
         peer_addr: SocketAddr,
     ) -> Result<Link, NetError> {
         let w = RecordWriter::new(send);
-        let abort = w
-            .socket()
-            .try_clone()
-            .map_err(|e| NetError::io("duplicating the socket", e))?;
+        let r = RecordReader::new(recv);
+        let abort = AbortHandle::new(w.socket(), r.socket())?;
         let mut link = Link {
             tx: LinkSender {
                 w,
@@ -331,7 +361,7 @@ impl Link {
                 broken: None,
             },
             rx: LinkReceiver {
-                r: RecordReader::new(recv),
+                r,
                 bytes: 0,
                 messages: 0,
                 max_frame: DEFAULT_MAX_FRAME,
@@ -375,25 +405,41 @@ impl Link {
             self.tx.send(msg)?;
             return self.rx.recv_into(buf);
         }
-        let (tx, rx, abort) = (&mut self.tx, &mut self.rx, &self.abort);
+        let (tx, rx) = (&mut self.tx, &mut self.rx);
+        let abort = &self.abort;
         std::thread::scope(|s| {
-            let sender = s.spawn(move || tx.send(msg));
+            let sender = s.spawn(move || {
+                let sent = tx.send(msg);
+                if sent.is_err() {
+                    // Unblock the receiver: the peer will never get the rest of our frame.
+                    abort.abort();
+                }
+                (sent, tx)
+            });
             let received = rx.recv_into(buf);
             if received.is_err() {
                 // Unblock the sender if the peer stopped reading; the link is dead anyway.
-                let _ = rx.r.socket().shutdown(Shutdown::Both);
-                let _ = abort.shutdown(Shutdown::Both);
+                abort.abort();
                 rx.broken.get_or_insert_with(|| "exchange failed".into());
             }
-            let sent = sender
+            let (sent, tx) = sender
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            if received.is_err() {
+                tx.broken.get_or_insert_with(|| "exchange failed".into());
+            }
             match (sent, received) {
                 (Ok(()), Ok(())) => Ok(()),
                 (Err(e), Ok(())) => Err(e),
                 (_, Err(e)) => Err(e),
             }
         })
+    }
+
+    /// A handle that tears both lanes down from any thread: a half blocked on its socket
+    /// returns with an error at once. For code that drives the halves on threads of its own.
+    pub fn abort_handle(&self) -> Result<AbortHandle, NetError> {
+        self.abort.try_clone()
     }
 
     /// Both halves, for two threads streaming in opposite directions at once.
@@ -418,7 +464,8 @@ impl Link {
     /// dies gives [`NetError::PeerClosed`] at once.
     pub fn set_io_timeout(&mut self, d: Duration) {
         let t = (!d.is_zero()).then_some(d);
-        // Each lane writes (the receiving one only its KeyUpdate answers) and reads.
+        // Timeouts on both sockets of both lanes (the receiving lane writes nothing in
+        // practice, but a write there must not block forever either).
         for sock in [self.tx.w.socket(), self.rx.r.socket()] {
             let _ = sock.set_write_timeout(t);
             let _ = sock.set_read_timeout(t);
@@ -595,6 +642,35 @@ impl LinkReceiver {
     }
 }
 
+/// Shuts both lanes of a link down (see [`Link::abort_handle`]).
+#[derive(Debug)]
+pub struct AbortHandle {
+    socks: [TcpStream; 2],
+}
+
+impl AbortHandle {
+    fn new(a: &TcpStream, b: &TcpStream) -> Result<AbortHandle, NetError> {
+        let dup = |s: &TcpStream| {
+            s.try_clone()
+                .map_err(|e| NetError::io("duplicating a socket", e))
+        };
+        Ok(AbortHandle {
+            socks: [dup(a)?, dup(b)?],
+        })
+    }
+
+    fn try_clone(&self) -> Result<AbortHandle, NetError> {
+        AbortHandle::new(&self.socks[0], &self.socks[1])
+    }
+
+    /// Shut both sockets down; the link is dead afterwards.
+    pub fn abort(&self) {
+        for s in &self.socks {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
 /// Blocking mode and no Nagle delay for one of the link's sockets.
 fn configure(stream: &TcpStream, peer_addr: SocketAddr) -> Result<(), NetError> {
     stream
@@ -641,6 +717,107 @@ mod tests {
             a.unwrap_or_else(|e| panic!("server: {e}")),
             b.unwrap_or_else(|e| panic!("client: {e}")),
         )
+    }
+
+    /// Opens one lane by hand: handshake as the client, then (if given) the lane message.
+    fn raw_lane(
+        addr: SocketAddr,
+        me: &Identity,
+        peer: &PeerCert,
+        msg: Option<(u8, [u8; 32])>,
+    ) -> Handshaken {
+        let stream = TcpStream::connect(addr).unwrap();
+        configure(&stream, addr).unwrap();
+        let mut hs = tls::handshake(stream, Role::Client, me, peer, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some((lane, binding)) = msg {
+            tls::send_lane(&mut hs, &lane_message(lane, &binding)).unwrap();
+        }
+        hs
+    }
+
+    /// The listener in a thread, with its peer's identities; returns its address.
+    fn listener(
+        timeout: Duration,
+    ) -> (
+        SocketAddr,
+        Identity,
+        PeerCert,
+        thread::JoinHandle<Result<Link, NetError>>,
+    ) {
+        let (s0, s1) = identities();
+        let p1 = s1.peer_cert();
+        let p0 = s0.peer_cert();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = thread::spawn(move || Link::accept(&l, &s0, &p1, timeout));
+        (addr, s1, p0, h)
+    }
+
+    #[test]
+    fn lanes_pair_whatever_order_their_messages_arrive_in() {
+        let (addr, s1, p0, h) = listener(Duration::from_secs(10));
+        let mut up = raw_lane(addr, &s1, &p0, None);
+        let binding = tls::lane_binding(&up).unwrap();
+        // The down lane says which it is before the up lane does.
+        let down = raw_lane(addr, &s1, &p0, Some((LANE_DOWN, binding)));
+        thread::sleep(Duration::from_millis(100));
+        tls::send_lane(&mut up, &lane_message(LANE_UP, &[0; 32])).unwrap();
+        let mut c = Link::from_lanes(up, down, &p0, addr).unwrap();
+        let mut s = h.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+        c.send(b"up").unwrap();
+        assert_eq!(s.recv().unwrap(), b"up");
+        s.send(b"down").unwrap();
+        assert_eq!(c.recv().unwrap(), b"down");
+    }
+
+    #[test]
+    fn a_down_lane_bound_to_another_session_is_not_paired() {
+        let (addr, s1, p0, h) = listener(Duration::from_secs(2));
+        let _up = raw_lane(addr, &s1, &p0, Some((LANE_UP, [0; 32])));
+        let _down = raw_lane(addr, &s1, &p0, Some((LANE_DOWN, [7; 32])));
+        let e = h.join().unwrap().unwrap_err();
+        assert!(matches!(e, NetError::Timeout(_)), "{e}");
+        assert!(e.to_string().contains("opened one lane"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_gone_after_its_first_lane_gives_a_clear_timeout() {
+        let (addr, s1, p0, h) = listener(Duration::from_secs(2));
+        drop(raw_lane(addr, &s1, &p0, Some((LANE_UP, [0; 32]))));
+        let e = h.join().unwrap().unwrap_err();
+        assert!(e.to_string().contains("opened one lane"), "{e}");
+    }
+
+    #[test]
+    fn malformed_lane_messages_are_refused() {
+        for (msg, want) in [
+            ((LANE_UP, [1; 32]), "carries a binding"),
+            ((9, [0; 32]), "unknown lane message"),
+        ] {
+            let (addr, s1, p0, h) = listener(Duration::from_secs(2));
+            let _lane = raw_lane(addr, &s1, &p0, Some(msg));
+            let e = h.join().unwrap().unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_abort_unblocks_both_halves() {
+        let (mut s, mut c) = good_pair();
+        let abort = c.abort_handle().unwrap();
+        let (tx, rx) = c.split();
+        thread::scope(|sc| {
+            // A receive that would wait forever, and a send too large for the socket buffers.
+            let r = sc.spawn(|| rx.recv());
+            let big = pattern(64 << 20, 3);
+            let w = sc.spawn(move || tx.send(&big));
+            thread::sleep(Duration::from_millis(200));
+            abort.abort();
+            assert!(r.join().unwrap().is_err());
+            assert!(w.join().unwrap().is_err());
+        });
+        drop(s.recv());
     }
 
     fn pattern(n: usize, seed: u8) -> Vec<u8> {

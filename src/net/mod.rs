@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use identity::{fingerprint, keygen, load_peer_cert, Identity, PeerCert};
-pub use link::{Link, LinkReceiver, LinkSender, LinkStats, DEFAULT_MAX_FRAME};
+pub use link::{AbortHandle, Link, LinkReceiver, LinkSender, LinkStats, DEFAULT_MAX_FRAME};
 
 /// Everything that can go wrong on the link, worded for the operator who has to fix it.
 #[derive(Debug, thiserror::Error)]

@@ -373,10 +373,7 @@ fn drive(
 }
 
 fn flush_tls(conn: &mut Connection, sock: &mut TcpStream, sent: &mut u64) -> io::Result<()> {
-    while conn.wants_write() {
-        *sent += conn.write_tls(sock)? as u64;
-    }
-    Ok(())
+    write_pending(conn, sock, sent)
 }
 
 /// Read exactly one TLS record from the socket and hand it to rustls. On a TLS error, send
@@ -495,7 +492,7 @@ fn map_handshake_error(e: HsError, me: &Identity, timeout: Duration) -> NetError
 pub(crate) const LANE_MSG: usize = 33;
 
 /// Label of the keying material that binds the down lane to the up lane (RFC 8446 section 7.5).
-const LANE_LABEL: &[u8] = b"EXPORTER-ppdenoise-link/2 lane binding";
+const LANE_LABEL: &[u8] = b"EXPERIMENTAL-ppdenoise-link/2 lane binding";
 
 /// The up lane's exported keying material: the down lane presents it, so the two TLS
 /// connections of one link are provably the same peer's and the same run's.
@@ -526,7 +523,12 @@ pub(crate) fn recv_lane(h: &mut Handshaken, timeout: Duration) -> Result<[u8; LA
     loop {
         let state = read_record(&mut h.conn, &mut h.stream, deadline, &mut h.wire_received)
             .map_err(|e| match e {
-                HsError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+                HsError::Io(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) =>
+                {
                     NetError::Timeout(format!("waiting for the peer's lane message ({timeout:?})"))
                 }
                 HsError::Io(e) => NetError::from_stream_io(e, "reading the lane message", None),
@@ -559,8 +561,9 @@ const OUT_BUFFER: usize = 1 << 20;
 /// Sending half: the only user of its lane's rustls connection, so it seals without a lock
 /// and rustls writes its queued records straight to the socket (no copy of ours). rustls
 /// sends a KeyUpdate before a key reaches its AEAD limit (2^24 records for AES-GCM, RFC 8446
-/// section 5.5), so a lane carries any amount of traffic. The peer's replies on this lane
-/// (its KeyUpdate answers) are never read: a few bytes per 2^24 records.
+/// section 5.5), so a lane carries any amount of traffic. Nothing on this lane is read: the
+/// peer's rustls owes an answering KeyUpdate only before data of its own, which it never
+/// sends here (RFC 8446 section 4.6.3).
 pub(crate) struct RecordWriter {
     sock: TcpStream,
     conn: Connection,
@@ -672,7 +675,7 @@ impl RecordWriter {
         self.conn
             .writer()
             .write_all(data)
-            .map_err(|e| NetError::Protocol(format!("sealing records: {e}")))?;
+            .map_err(|e| NetError::Protocol(format!("sealing records: {e} {}", doing())))?;
         self.queued += data.len();
         if self.queued >= OUT_BUFFER {
             self.write_out(doing)?;
@@ -681,13 +684,8 @@ impl RecordWriter {
     }
 
     fn write_out(&mut self, doing: &dyn Fn() -> String) -> Result<(), NetError> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.sock) {
-                Ok(n) => self.wire_sent += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(NetError::from_stream_io(e, &doing(), self.timeout)),
-            }
-        }
+        write_pending(&mut self.conn, &mut self.sock, &mut self.wire_sent)
+            .map_err(|e| NetError::from_stream_io(e, &doing(), self.timeout))?;
         self.queued = 0;
         Ok(())
     }
@@ -809,24 +807,33 @@ impl RecordReader {
             .read_tls(&mut rest)
             .map_err(|e| NetError::Protocol(format!("reading records: {e} {}", doing())))?;
         self.start += before - rest.len();
-        let state = self
-            .conn
-            .process_new_packets()
-            .map_err(|e| tls_error(e, doing))?;
-        if state.peer_has_closed() {
-            self.closed = true;
-        }
-        // Whatever rustls has to send on this lane (an alert): a few bytes. (Its answer to a
-        // KeyUpdate waits for data of ours, which this lane never carries: not needed.)
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.sock) {
-                Ok(n) => self.wire_sent += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(NetError::from_stream_io(e, &doing(), self.timeout)),
+        match self.conn.process_new_packets() {
+            Ok(state) => {
+                self.closed |= state.peer_has_closed();
+                // rustls's answer to a KeyUpdate waits for data of ours, which this lane never
+                // carries, so there is nothing to write here.
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: rustls's alert tells the peer why (it may not be listening).
+                let _ = write_pending(&mut self.conn, &mut self.sock, &mut self.wire_sent);
+                Err(tls_error(e, doing))
             }
         }
-        Ok(())
     }
+}
+
+/// Writes every record rustls has queued; a socket that takes nothing is an error, not a spin.
+fn write_pending(conn: &mut Connection, sock: &mut TcpStream, sent: &mut u64) -> io::Result<()> {
+    while conn.wants_write() {
+        match conn.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *sent += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A record rustls refused, or an alert the peer sent.

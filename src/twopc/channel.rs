@@ -201,6 +201,8 @@ impl Channel for crate::net::Link {
 pub struct QueuedLink<'a> {
     queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     rx: &'a mut crate::net::LinkReceiver,
+    /// Tears the link down when a receive fails, so a writer blocked on it returns.
+    abort: &'a crate::net::AbortHandle,
     writer_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     stats: LinkStats,
 }
@@ -225,7 +227,10 @@ impl Channel for QueuedLink<'_> {
         let m = self
             .rx
             .recv_expecting(&|len| expect.check(len))
-            .map_err(|e| ChannelError::Link(e.to_string()))?;
+            .map_err(|e| {
+                self.abort.abort();
+                ChannelError::Link(e.to_string())
+            })?;
         self.stats.bytes_received += m.len() as u64 + 8;
         self.stats.messages_received += 1;
         Ok(m)
@@ -241,6 +246,9 @@ pub fn with_queued_link<R>(
     link: &mut crate::net::Link,
     f: impl FnOnce(&mut dyn Channel) -> R,
 ) -> Result<R, ChannelError> {
+    let abort = link
+        .abort_handle()
+        .map_err(|e| ChannelError::Link(e.to_string()))?;
     let (tx, rx) = link.split();
     let err = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     // Four messages in flight bound memory. A party with more consecutive sends (the GC
@@ -249,10 +257,13 @@ pub fn with_queued_link<R>(
     let (q, qr) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     std::thread::scope(|s| {
         let werr = err.clone();
+        let abort = &abort;
         let writer = s.spawn(move || {
             for m in qr {
                 if let Err(e) = tx.send(&m) {
                     *werr.lock().expect("writer error lock") = Some(e.to_string());
+                    // A receive waiting for the peer's answer to this message never ends.
+                    abort.abort();
                     return;
                 }
             }
@@ -260,6 +271,7 @@ pub fn with_queued_link<R>(
         let mut ch = QueuedLink {
             queue: Some(q),
             rx,
+            abort,
             writer_error: err.clone(),
             stats: LinkStats::default(),
         };
