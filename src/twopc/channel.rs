@@ -47,6 +47,11 @@ impl Expect {
 
 pub trait Channel {
     fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError>;
+    /// Sends a message the caller is done with: a channel that queues its messages takes it
+    /// as it is instead of copying it (the garbled tables are most of a GC job's traffic).
+    fn send_owned(&mut self, msg: Vec<u8>) -> Result<(), ChannelError> {
+        self.send(&msg)
+    }
     /// Receives the next message, which must have the length `expect` states.
     fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError>;
     fn stats(&self) -> LinkStats;
@@ -74,10 +79,14 @@ pub fn mem_pair() -> (MemChannel, MemChannel) {
 
 impl Channel for MemChannel {
     fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        self.send_owned(msg.to_vec())
+    }
+
+    fn send_owned(&mut self, msg: Vec<u8>) -> Result<(), ChannelError> {
         self.stats.bytes_sent += msg.len() as u64 + 8;
         self.stats.messages_sent += 1;
         self.tx
-            .send(msg.to_vec())
+            .send(msg)
             .map_err(|_| ChannelError::Link("peer closed the connection".into()))
     }
 
@@ -131,11 +140,11 @@ pub fn open(
     let mine = u64s_to_bytes(share);
     let want = Expect::Exactly(mine.len());
     let theirs = if party == 0 {
-        ch.send(&mine)?;
+        ch.send_owned(mine)?;
         ch.recv(want)?
     } else {
         let t = ch.recv(want)?;
-        ch.send(&mine)?;
+        ch.send_owned(mine)?;
         t
     };
     let other = bytes_to_u64s(&theirs, share.len(), what)?;
@@ -152,7 +161,7 @@ pub fn open(
 /// thread) and the in-memory pair do not; the bare `net::Link` would, for messages larger
 /// than the socket buffers.
 pub fn swap(ch: &mut dyn Channel, mine: &[u64], what: &str) -> Result<Vec<u64>, ChannelError> {
-    ch.send(&u64s_to_bytes(mine))?;
+    ch.send_owned(u64s_to_bytes(mine))?;
     let theirs = ch.recv(Expect::Exactly(8 * mine.len()))?;
     bytes_to_u64s(&theirs, mine.len(), what)
 }
@@ -216,9 +225,14 @@ impl QueuedLink<'_> {
 
 impl Channel for QueuedLink<'_> {
     fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        self.send_owned(msg.to_vec())
+    }
+
+    fn send_owned(&mut self, msg: Vec<u8>) -> Result<(), ChannelError> {
+        let len = msg.len() as u64;
         let q = self.queue.as_ref().expect("queue open until the end");
-        q.send(msg.to_vec()).map_err(|_| self.writer_failure())?;
-        self.stats.bytes_sent += msg.len() as u64 + 8;
+        q.send(msg).map_err(|_| self.writer_failure())?;
+        self.stats.bytes_sent += len + 8;
         self.stats.messages_sent += 1;
         Ok(())
     }

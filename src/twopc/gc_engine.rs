@@ -180,7 +180,7 @@ impl GcGarbler {
             &groups,
             tweak,
         );
-        ch.send(&corr)?;
+        ch.send_owned(corr)?;
         Ok(shares)
     }
 }
@@ -213,7 +213,7 @@ impl GcRole for GcEvaluator {
         let mut ts = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
             let (msg, t) = self.cot.extend(&share_bits(n, chunk));
-            ch.send(&msg)?;
+            ch.send_owned(msg)?;
             self.counters.ots += t.len() as u64;
             ts.push(t);
         }
@@ -250,7 +250,7 @@ impl GcRole for GcEvaluator {
             e.extend(e2.map_err(malformed)?);
             let tweak = self.cot.next_ot_index();
             let (msg2, t2) = self.cot.extend(&e);
-            ch.send(&msg2)?;
+            ch.send_owned(msg2)?;
             if let Some(p) = pending.take() {
                 result.extend(self.finish_b2a(ch, circ, p)?);
             }
@@ -302,7 +302,6 @@ impl GcRole for GcGarbler {
             )));
         }
         let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
-        let mut tables = Vec::new();
         let mut pending: Option<(Vec<bool>, usize)> = None;
         for (chunk, q) in chunks.iter().zip(qs) {
             let own = self.labels.blocks(q.len());
@@ -317,10 +316,11 @@ impl GcRole for GcGarbler {
             );
             rho.extend(rho2);
             drop((q, own));
-            tables.clear();
+            // Both halves' tables in one buffer of the final size (no regrowth copy).
+            let mut tables = Vec::with_capacity(self.gb.table_bytes() + self.gb2.table_bytes());
             self.gb.drain_table_bytes(&mut tables);
             self.gb2.drain_table_bytes(&mut tables);
-            ch.send(&tables)?;
+            ch.send_owned(tables)?;
             if let Some(p) = pending.take() {
                 result.extend(self.answer_b2a(ch, circ, p)?);
             }

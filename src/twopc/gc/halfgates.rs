@@ -160,6 +160,11 @@ impl<R: RngCore + CryptoRng> Garbler<R> {
 
     /// Appends the tables as bytes to `out` and clears the buffer, keeping its
     /// capacity, for streaming batch by batch.
+    /// Bytes the tables garbled so far take on the wire.
+    pub fn table_bytes(&self) -> usize {
+        self.table.len() * Block::BYTES
+    }
+
     pub fn drain_table_bytes(&mut self, out: &mut Vec<u8>) {
         out.reserve(self.table.len() * Block::BYTES);
         for b in &self.table {
