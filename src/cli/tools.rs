@@ -224,7 +224,7 @@ pub struct InspectArgs {
 
 pub fn inspect(a: InspectArgs) -> Result<Summary> {
     let ext = a.file.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext == "npz" {
+    if ext == "npz" || ext == "safetensors" {
         let m = Model::load(&a.file)?;
         let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
             "widths": m.widths(), "meta": m.meta});
