@@ -38,12 +38,10 @@ const KEYS: [&str; 5] = [
 const IGNORED_KEYS: [&str; 1] = ["format"];
 
 /// True when the file starts like a safetensors file (an 8-byte header length, then the
-/// JSON header's `{`) rather than a zip (`PK`, as `np.savez` writes), or is named
-/// `.safetensors` (so that a damaged one is reported as such, not as a bad `.npz`).
+/// JSON header's `{`), or is named `.safetensors` and is not a zip (so that a damaged one is
+/// reported as such, not as a bad `.npz`). A zip (`PK`, as `np.savez` writes) is a `.npz`,
+/// whatever its name.
 pub fn is_safetensors(path: &Path) -> Result<bool, ModelError> {
-    if path.extension().is_some_and(|e| e == "safetensors") {
-        return Ok(true);
-    }
     let file = File::open(path).map_err(|source| ModelError::Open {
         path: path.to_path_buf(),
         source,
@@ -55,7 +53,11 @@ pub fn is_safetensors(path: &Path) -> Result<bool, ModelError> {
             path: path.to_path_buf(),
             source,
         })?;
-    Ok(head.len() == 9 && head[8] == b'{' && !head.starts_with(b"PK"))
+    if head.starts_with(b"PK") {
+        return Ok(false);
+    }
+    let named = path.extension().is_some_and(|e| e == "safetensors");
+    Ok(named || (head.len() == 9 && head[8] == b'{'))
 }
 
 /// Reads the MLP in the `.safetensors` file at `path`.
@@ -458,9 +460,12 @@ mod tests {
         assert_eq!(Model::load(&renamed).unwrap(), m);
         let npz = dir.path().join("model.npz");
         m.save(&npz).unwrap();
-        std::fs::rename(&npz, &renamed).unwrap();
-        assert!(!is_safetensors(&renamed).unwrap());
-        assert_eq!(Model::load(&renamed).unwrap(), m);
+        for name in ["model.bin", "model.safetensors"] {
+            let renamed = dir.path().join(name);
+            std::fs::copy(&npz, &renamed).unwrap();
+            assert!(!is_safetensors(&renamed).unwrap());
+            assert_eq!(Model::load(&renamed).unwrap(), m);
+        }
         assert_eq!(m.widths(), widths);
         // Layer 1 (Sequential index 2), row 2, column 3: flat index 11, widened from f32.
         let want = (((11 * 7 + 1) % 13) as f32 / 64.0 - 0.1) as f64;
