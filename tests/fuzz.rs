@@ -1,7 +1,7 @@
 //! Fuzzing of the parsers of untrusted bytes (issue 12): every file kind a party reads from
 //! another (container headers and bodies of every kind, the triplet stream, output shares,
 //! public headers through the dealer, a server's job files through `server::prepare`, model
-//! `.npz` files), mutated from valid files.
+//! `.npz` and `.safetensors` files), mutated from valid files.
 //!
 //! Valid files come from two real `demo` runs on tiny random models (an MLP with the
 //! boolean engine, a CNN with the garbled-circuit engine). Each input is the valid file with
@@ -108,10 +108,50 @@ fn tiny_mlp() -> ppdenoise::plain::model::Model {
     random_model(&[25, 6, 9], 1, meta)
 }
 
+/// `model` as PyTorch would save it (`<i>.weight`, `<i>.bias` at Sequential indices 0, 2,
+/// ..., F64), its settings as metadata.
+fn write_safetensors(model: &ppdenoise::plain::model::Model, path: &Path) {
+    use safetensors::{tensor::TensorView, Dtype};
+    let le = |v: &mut dyn Iterator<Item = &f64>| -> Vec<u8> {
+        v.flat_map(|x| x.to_le_bytes()).collect()
+    };
+    let mut raw = Vec::new();
+    for (k, l) in model.layers.iter().enumerate() {
+        let (r, c) = l.w.dim();
+        raw.push((format!("{}.weight", 2 * k), vec![r, c], le(&mut l.w.iter())));
+        raw.push((format!("{}.bias", 2 * k), vec![r], le(&mut l.b.iter())));
+    }
+    let views = raw.iter().map(|(n, s, b)| {
+        (
+            n.clone(),
+            TensorView::new(Dtype::F64, s.clone(), b).unwrap(),
+        )
+    });
+    let m = &model.meta;
+    let md = [
+        ("sigma", m.sigma.to_string()),
+        ("mean_shift", m.mean_shift.to_string()),
+        ("residual", m.residual.to_string()),
+        (
+            "activation",
+            if m.activation == Activation::TanhStar {
+                "tanh_star"
+            } else {
+                "tanh"
+            }
+            .into(),
+        ),
+        ("aggregation_sigma", m.aggregation_sigma.to_string()),
+    ];
+    let md = md.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    std::fs::write(path, safetensors::serialize(views, Some(md)).unwrap()).unwrap();
+}
+
 /// Two demo runs on tiny models: every file kind the parties exchange.
 fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
     let (mlp, cnn) = (dir.join("mlp"), dir.join("cnn"));
     tiny_mlp().save(&dir.join("mlp.npz")).unwrap();
+    write_safetensors(&tiny_mlp(), &dir.join("mlp.safetensors"));
     let cmeta = CnnMeta {
         sigma: 25.0,
         residual: true,
@@ -147,6 +187,9 @@ enum Shape {
     Npz,
     /// Bytes taken as they are (an age file: its MACs cannot be recomputed without the key).
     Raw,
+    /// A safetensors file: most of the time one field of its JSON header is changed and the
+    /// header re-serialised with its length, so that inputs get past the JSON parser.
+    Safetensors,
 }
 
 /// What a party does with an input (`f`), given the valid file it was made from; `true`
@@ -369,6 +412,16 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         parse: Box::new(|f, _| ppdenoise::formats::container::verify(f).is_ok()),
     });
     // The model owner's inputs: model files (zip of .npy arrays).
+    // The same, as PyTorch saves an MLP: the Python-written fixture and one from the crate.
+    t.push(Target {
+        name: "model .safetensors (MLP)",
+        seeds: vec![
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-mlp.safetensors"),
+            mlp.parent().unwrap().join("mlp.safetensors"),
+        ],
+        shape: Shape::Safetensors,
+        parse: Box::new(|f, _| ppdenoise::plain::model::Model::load(f).is_ok()),
+    });
     t.push(Target {
         name: "model .npz (MLP and CNN)",
         seeds: vec![
@@ -406,7 +459,104 @@ fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], shape: Shape) -> Vec<u8> {
         Shape::Npz => mutate_bytes(rng, valid, false),
         Shape::Container => mutate_bytes(rng, valid, true),
         Shape::Raw => mutate_bytes(rng, valid, false),
+        Shape::Safetensors if rng.gen_bool(0.7) => mutate_safetensors(rng, valid),
+        Shape::Safetensors => mutate_bytes(rng, valid, false),
     }
+}
+
+/// Changes one thing in a safetensors header (a tensor's dtype, a dimension, an offset, its
+/// name, the entry itself, or a setting) and writes the header back with its new length;
+/// sometimes the data after it is mutated too.
+fn mutate_safetensors(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
+    use serde_json::{json, Map, Value};
+    let n = u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
+    let mut header: Map<String, Value> = serde_json::from_slice(&valid[8..8 + n]).unwrap();
+    let mut data = valid[8 + n..].to_vec();
+    let names: Vec<String> = header
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
+    let name = names[rng.gen_range(0..names.len())].clone();
+    let big = |rng: &mut ChaCha12Rng| {
+        let v = INTERESTING[rng.gen_range(0..INTERESTING.len())];
+        json!(v.wrapping_add(rng.gen_range(0..3)).wrapping_sub(1))
+    };
+    match rng.gen_range(0..9) {
+        0 => {
+            let dtypes = [
+                "F32", "F64", "F16", "BF16", "I32", "I64", "U8", "BOOL", "F4", "C64",
+            ];
+            header[&name]["dtype"] = json!(dtypes[rng.gen_range(0..dtypes.len())]);
+        }
+        1 => {
+            let shape = header[&name]["shape"].as_array_mut().unwrap();
+            let k = rng.gen_range(0..shape.len());
+            shape[k] = if rng.gen_bool(0.5) {
+                big(rng)
+            } else {
+                json!(shape[k]
+                    .as_u64()
+                    .unwrap()
+                    .wrapping_add(rng.gen_range(0..3))
+                    .wrapping_sub(1))
+            };
+        }
+        2 => {
+            let dims = rng.gen_range(0..5);
+            header[&name]["shape"] = json!((0..dims)
+                .map(|_| rng.gen_range(0..20))
+                .collect::<Vec<u64>>());
+        }
+        3 => header[&name]["data_offsets"][rng.gen_range(0..2)] = big(rng),
+        4 => {
+            let to = match rng.gen_range(0..4) {
+                0 => format!("x{name}"),
+                1 => name.replace("weight", "bias"),
+                2 => name.replace('0', "10"),
+                _ => format!("{name}.weight"),
+            };
+            let v = header.remove(&name).unwrap();
+            header.insert(to, v);
+        }
+        5 => {
+            header.remove(&name);
+        }
+        6 => {
+            let v = header[&name].clone();
+            header.insert(format!("{}.{name}", rng.gen_range(0..9)), v);
+        }
+        7 => {
+            let keys = [
+                "sigma",
+                "mean_shift",
+                "residual",
+                "activation",
+                "aggregation_sigma",
+                "x",
+            ];
+            let values = [
+                "",
+                "0",
+                "1",
+                "-1",
+                "nan",
+                "1e400",
+                "true",
+                "tanh_star",
+                "relu",
+                "0.3",
+            ];
+            let md = header.entry("__metadata__").or_insert_with(|| json!({}));
+            md[keys[rng.gen_range(0..keys.len())]] = json!(values[rng.gen_range(0..values.len())]);
+        }
+        _ => data = mutate_bytes(rng, &data, false),
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    out
 }
 
 /// Rebuilds a `.npz` with one entry's bytes mutated, sometimes also an entry copied under

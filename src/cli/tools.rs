@@ -32,7 +32,8 @@ pub enum Arith {
 /// Denoise an image in the clear, in float or in the secure protocol's fixed point.
 #[derive(Args)]
 pub struct DenoiseArgs {
-    /// Trained model (.npz); default: the shipped model.
+    /// Trained model (.npz, or an MLP saved by PyTorch as .safetensors); default: the
+    /// shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Noisy image (PNG) or builtin:phantom.
@@ -224,7 +225,7 @@ pub struct InspectArgs {
 
 pub fn inspect(a: InspectArgs) -> Result<Summary> {
     let ext = a.file.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext == "npz" {
+    if ext == "npz" || ext == "safetensors" {
         let m = Model::load(&a.file)?;
         let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
             "widths": m.widths(), "meta": m.meta});

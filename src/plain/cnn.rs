@@ -162,8 +162,12 @@ impl Cnn {
         Ok(())
     }
 
-    /// True when the file holds a CNN (`K1`) rather than an MLP (`W1`).
+    /// True when the file holds a CNN (`K1`) rather than an MLP (`W1`). A `.safetensors` is
+    /// read as an MLP only (its loader refuses a conv kernel by name).
     pub fn is_cnn_file(path: &Path) -> Result<bool, ModelError> {
+        if super::safetensors::is_safetensors(path)? {
+            return Ok(false);
+        }
         // Names only: no array is read, so no size check (a loader runs it).
         let file = File::open(path).map_err(|source| ModelError::Open {
             path: path.to_path_buf(),

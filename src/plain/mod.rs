@@ -9,3 +9,4 @@ pub mod model;
 pub mod npz;
 pub mod phantom;
 pub mod preprocess;
+pub mod safetensors;

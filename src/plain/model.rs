@@ -1,5 +1,6 @@
 //! Trained MLP denoisers: `.npz` files with `W1..WL` (out x in) and `b1..bL`, plus optional
-//! scalar metadata (`sigma`, `mean_shift`, `residual`, `activation`, `aggregation_sigma`).
+//! scalar metadata (`sigma`, `mean_shift`, `residual`, `activation`, `aggregation_sigma`), or
+//! the same MLP saved by PyTorch as `.safetensors` (`super::safetensors`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,20 @@ pub enum ModelError {
     Array {
         path: PathBuf,
         name: String,
+        msg: String,
+    },
+    #[error("{path}: not a valid .safetensors model file: {msg}")]
+    NotSafetensors { path: PathBuf, msg: String },
+    #[error("{path}: tensor {name}: {msg}")]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
+    #[error("{path}: metadata {key}: {msg}")]
+    Setting {
+        path: PathBuf,
+        key: String,
         msg: String,
     },
     #[error("{path}: {msg}")]
@@ -217,7 +232,12 @@ impl Model {
         Ok(())
     }
 
+    /// Reads a model `.npz`, or a `.safetensors` as PyTorch saves one (told apart by their
+    /// first bytes, whatever the name says; see [`super::safetensors`]).
     pub fn load(path: &Path) -> Result<Model, ModelError> {
+        if super::safetensors::is_safetensors(path)? {
+            return super::safetensors::load(path);
+        }
         let file = super::npz::open_checked(path)?;
         let mut npz = NpzReader::new(file).map_err(|e| ModelError::NotNpz {
             path: path.to_path_buf(),

@@ -18,7 +18,7 @@ use super::model::ModelError;
 const MAX_ARRAY_BYTES: u64 = 1 << 30;
 
 /// Most data all arrays of a model file may hold together.
-const MAX_TOTAL_BYTES: u64 = 2 << 30;
+pub(super) const MAX_TOTAL_BYTES: u64 = 2 << 30;
 
 /// Most entries a model file may have (a 17-layer DnCNN has 34 arrays and a few settings).
 const MAX_ENTRIES: usize = 4096;
