@@ -241,6 +241,8 @@ pub fn run(
                 }
                 act = z;
             }
+            // Per layer within the batch: a gmw batch of 2048 patches takes seconds.
+            progress(done + n * (l + 1) / nl, total);
         }
         // Aggregation weights are public integers: applied to the shares locally.
         for j in 0..n {
@@ -249,7 +251,6 @@ pub fn run(
             }
         }
         done += n;
-        progress(done, total);
     }
     inp.rand.finish()?;
     rep.seconds_total = t_start.elapsed().as_secs_f64();
