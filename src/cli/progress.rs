@@ -6,7 +6,7 @@
 //! result (with `--json`, exactly one JSON line).
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -168,8 +168,9 @@ fn bar(label: &str, len: u64, unit: &str, base: u64) -> ProgressBar {
     let b = ProgressBar::new(len);
     // The unit is a literal in the template: braces would be read as keys.
     let unit = unit.replace(['{', '}'], "");
+    let moved = Arc::new(Mutex::new((base, Duration::ZERO)));
     let style = ProgressStyle::with_template(&format!(
-        "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{percent}}%), {{took}}, ETA {{left}}"
+        "{{prefix}} [{{wide_bar}}] {{pos}}/{{len}} {unit} ({{percent}}%), {{took}}, ETA {{left}}"
     ))
     .expect("valid template")
     .progress_chars("=> ")
@@ -179,7 +180,13 @@ fn bar(label: &str, len: u64, unit: &str, base: u64) -> ProgressBar {
     .with_key(
         "left",
         move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let t = eta(s.elapsed(), s.pos(), s.len().unwrap_or(0), base);
+            // The last position and when it was first drawn: between two updates the ETA
+            // counts down instead of growing with the time spent waiting.
+            let mut at = moved.lock().unwrap_or_else(|e| e.into_inner());
+            if at.0 != s.pos() {
+                *at = (s.pos(), s.elapsed());
+            }
+            let t = eta_since(at.1, s.elapsed(), at.0, s.len().unwrap_or(0), base);
             let _ = w.write_str(&t.map(human).unwrap_or_else(|| "?".into()));
         },
     );
@@ -199,6 +206,18 @@ pub fn eta(elapsed: Duration, pos: u64, len: u64, base: u64) -> Option<Duration>
     }
     let left = (len - pos) as f64;
     Some(elapsed.mul_f64(left / fresh as f64))
+}
+
+/// [`eta`] as of `now`, the position having last moved at `moved`: it counts down while
+/// the position holds.
+pub fn eta_since(
+    moved: Duration,
+    now: Duration,
+    pos: u64,
+    len: u64,
+    base: u64,
+) -> Option<Duration> {
+    eta(moved, pos, len, base).map(|t| t.saturating_sub(now.saturating_sub(moved)))
 }
 
 /// `serve S0: 1200/6889 patches (17%), 12 s, ETA 58 s`; at the end `..., 1 min 10 s, done`.
@@ -284,6 +303,11 @@ mod tests {
         assert_eq!(eta(ten, 60, 100, 50), Some(Duration::from_secs(40)));
         assert_eq!(eta(ten, 50, 100, 50), None);
         assert_eq!(eta(ten, 100, 100, 0), Some(Duration::ZERO));
+        // 25% after 10 s, 4 s ago: 30 s from then, 26 s from now; never below zero.
+        let secs = Duration::from_secs;
+        assert_eq!(eta_since(ten, secs(14), 25, 100, 0), Some(secs(26)));
+        assert_eq!(eta_since(ten, secs(99), 25, 100, 0), Some(Duration::ZERO));
+        assert_eq!(eta_since(ten, secs(14), 0, 100, 0), None);
     }
 
     #[test]
