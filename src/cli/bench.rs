@@ -161,7 +161,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         "--engine",
         spec.engine.name(),
     ];
-    let (t_serve, servers) = run_servers(dir, &keys, &extra, addrs, !cnn)?;
+    let (t_serve, servers) = run_servers(dir, &keys, &extra, addrs, !cnn, false)?;
     if let (Some((_, stats, h)), Some(shape)) = (relay, spec.link) {
         h.join()
             .map_err(|_| anyhow::anyhow!("the relay thread panicked"))??;

@@ -11,11 +11,13 @@ use clap::Args;
 
 use super::inputs::{load_image, model_or_default};
 use super::procs::{model_setup, run_servers, s, step};
+use super::progress::{Mode, Steps};
 use super::receiver::combine;
 use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
 use crate::formats::bodies::OutputShare;
 use crate::plain::cnn::Cnn;
+use crate::plain::geometry::Geometry;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::Model;
@@ -64,17 +66,27 @@ pub struct DemoArgs {
     /// it and the output shares to the receiver, as a deployment keeps them at rest).
     #[arg(long)]
     pub plain_files: bool,
+    /// Show no steps and no progress (otherwise on stderr: a line per step, and the servers'
+    /// progress as a bar on a terminal or a line every few seconds elsewhere).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
-pub fn demo(a: DemoArgs) -> Result<Summary> {
+pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
     let t0 = Instant::now();
+    let mode = Mode::new(a.quiet, json)?;
     let w = &a.workdir;
     std::fs::create_dir_all(w).with_context(|| format!("cannot create {}", w.display()))?;
     let model_path = model_or_default(&a.model);
     if Cnn::is_cnn_file(&model_path)? {
-        return demo_cnn(&a, &model_path, t0);
+        let steps = Steps::new(mode, 6 + usize::from(!a.no_compare));
+        return demo_cnn(&a, &model_path, t0, steps);
     }
     let model = Model::load(&model_path)?;
+    let mut steps = Steps::new(
+        mode,
+        6 + usize::from(!a.weights_per_job) + usize::from(!a.no_compare),
+    );
     let Prepared {
         clean,
         noisy,
@@ -82,13 +94,17 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         keys,
         seal,
         out_to,
-    } = prepare(&a, &model_path)?;
+    } = prepare(&a, &model_path, &mut steps)?;
     // Once per model: the dealer's weight mask and the servers' opening of the weights.
     let setup = if a.weights_per_job {
         None
     } else {
+        steps.start(
+            "model set-up, once per model: the dealer masks the weights, the servers open them",
+        );
         Some(model_setup(w, &keys, None, &seal)?)
     };
+    steps.start(&sharing_image(&noisy));
     let gw = step(
         &[
             "share-image".into(),
@@ -107,6 +123,17 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         .chain(seal.iter().cloned())
         .collect::<Vec<_>>(),
     )?;
+    let patches = Geometry::new(
+        noisy.pixels.nrows(),
+        noisy.pixels.ncols(),
+        model.patch_shape(),
+        a.stride,
+    )
+    .num_patches();
+    steps.start(&format!(
+        "dealer: triplets for {patches} patches ({} engine)",
+        a.engine
+    ));
     let mut dealer_args = vec![
         "gen-triplets".into(),
         "--model".into(),
@@ -129,8 +156,8 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         .into_iter()
         .chain(out_to.iter().map(String::as_str))
         .collect();
-    let (serve_secs, reports) = run_servers(w, &keys, &extra, None, setup.is_some())?;
-    let (rec, out_png, secure, share) = receive(w, &keys, !out_to.is_empty())?;
+    let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, setup.is_some())?;
+    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, !out_to.is_empty())?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -156,6 +183,7 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
         "model_setup": setup,
     });
     if !a.no_compare {
+        steps.start(COMPARING);
         let pre: Preprocess = share.job.pre;
         let (oracle, _) = run_denoise(
             &model,
@@ -201,7 +229,12 @@ pub fn demo(a: DemoArgs) -> Result<Summary> {
 /// The demo with a CNN: the same parties as real processes (the weights are opened in the
 /// job: model masks are not supported for CNNs yet), compared with the CNN's oracle and float
 /// inference.
-fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<Summary> {
+fn demo_cnn(
+    a: &DemoArgs,
+    model_path: &std::path::Path,
+    t0: Instant,
+    mut steps: Steps,
+) -> Result<Summary> {
     let w = &a.workdir;
     let model = Cnn::load(model_path)?;
     let Prepared {
@@ -211,13 +244,14 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         keys,
         seal,
         out_to,
-    } = prepare(a, model_path)?;
+    } = prepare(a, model_path, &mut steps)?;
     let with_seal = |args: &[&str]| -> Vec<String> {
         args.iter()
             .map(|x| x.to_string())
             .chain(seal.iter().cloned())
             .collect()
     };
+    steps.start(&sharing_image(&noisy));
     let gw = step(&with_seal(&[
         "share-image",
         "--image",
@@ -229,6 +263,13 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         "--out",
         &s(&w.join("image")),
     ]))?;
+    steps.start(&format!(
+        "dealer: triplets for {} convolutions over {}x{} pixels ({} engine)",
+        model.convs.len(),
+        noisy.pixels.nrows(),
+        noisy.pixels.ncols(),
+        a.engine
+    ));
     let dealer = step(&with_seal(&[
         "gen-triplets",
         "--model",
@@ -244,8 +285,8 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         .into_iter()
         .chain(out_to.iter().map(String::as_str))
         .collect();
-    let (serve_secs, reports) = run_servers(w, &keys, &extra, None, false)?;
-    let (rec, out_png, secure, share) = receive(w, &keys, !out_to.is_empty())?;
+    let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, false)?;
+    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, !out_to.is_empty())?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -272,6 +313,7 @@ fn demo_cnn(a: &DemoArgs, model_path: &std::path::Path, t0: Instant) -> Result<S
         "dealer": dealer, "servers": reports, "receiver": rec,
     });
     if !a.no_compare {
+        steps.start(COMPARING);
         let pre = share.job.pre;
         let params = crate::ring::cnn::CnnFixed {
             s: share.job.scale,
@@ -310,7 +352,7 @@ struct Prepared {
     out_to: Vec<String>,
 }
 
-fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
+fn prepare(a: &DemoArgs, model_path: &std::path::Path, steps: &mut Steps) -> Result<Prepared> {
     let w = &a.workdir;
     let clean = load_image(&a.image)?;
     let noisy = match &a.noisy {
@@ -337,6 +379,7 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
     save_png(&noisy, &noisy_png, noisy.bit_depth)?;
     save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
     let keys = w.join("keys");
+    steps.start("keys for S0, S1 and the receiver (keygen)");
     // The servers' keys, and the receiver's file-encryption identity (keygen makes it a
     // link key too, unused here).
     for n in ["s0", "s1", "rx"] {
@@ -359,6 +402,7 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
             vec!["--out-to".into(), rec("rx")],
         )
     };
+    steps.start("model owner: sharing the model");
     let mut owner = vec![
         "share-model".into(),
         "--model".into(),
@@ -378,13 +422,37 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path) -> Result<Prepared> {
     })
 }
 
+const COMPARING: &str = "comparing with the plaintext fixed-point oracle and float inference";
+
+fn sharing_image(noisy: &GrayImage) -> String {
+    format!(
+        "gateway: sharing the noisy image ({}x{})",
+        noisy.pixels.nrows(),
+        noisy.pixels.ncols()
+    )
+}
+
+/// Both servers as processes; S0 shows the protocol's progress unless the steps are off.
+fn servers(
+    steps: &mut Steps,
+    w: &std::path::Path,
+    keys: &std::path::Path,
+    extra: &[&str],
+    opened: bool,
+) -> Result<(f64, Vec<serde_json::Value>)> {
+    steps.start("servers S0 and S1: the two-party protocol over TLS");
+    run_servers(w, keys, extra, None, opened, !steps.mode().is_off())
+}
+
 /// The receiver's step as a process (with its identity when the shares are `sealed`), then
 /// the same shares combined here for the comparison.
 fn receive(
+    steps: &mut Steps,
     w: &std::path::Path,
     keys: &std::path::Path,
     sealed: bool,
 ) -> Result<(serde_json::Value, PathBuf, GrayImage, OutputShare)> {
+    steps.start("receiver: reconstructing the image");
     let out_png = w.join("denoised.png");
     let mut args = vec![
         "reconstruct".into(),

@@ -9,6 +9,7 @@ mod inputs;
 mod keys;
 mod owner;
 mod procs;
+mod progress;
 pub mod receiver;
 mod relay;
 mod server;
@@ -85,9 +86,9 @@ pub fn main() -> ExitCode {
         Command::AddNoise(a) => gateway::add_noise(a),
         Command::Metrics(a) => tools::metrics(a),
         Command::Inspect(a) => tools::inspect(a),
-        Command::Demo(a) => demo::demo(a),
+        Command::Demo(a) => demo::demo(a, json),
         Command::Bench(a) => bench::bench(a),
-        Command::Table(a) => table::table(a),
+        Command::Table(a) => table::table(a, json),
         Command::Relay(a) => relay::relay(a, json),
     };
     match res {

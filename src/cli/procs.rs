@@ -94,13 +94,15 @@ fn run_pair(
 
 /// Runs `serve` for both parties at once, with the files laid out as
 /// `<dir>/{model,image,triplets,out}.pN` (and `<dir>/weights.pN` when `opened`: the model's
-/// weights were opened once, [`model_setup`]).
+/// weights were opened once, [`model_setup`]). `s0_progress`: S0 shows its progress on the
+/// shared stderr (`serve --progress`); S1 never does, so that one display is on the screen.
 pub fn run_servers(
     dir: &Path,
     keys: &Path,
     extra: &[&str],
     addrs: Option<(SocketAddr, SocketAddr)>,
     opened: bool,
+    s0_progress: bool,
 ) -> Result<(f64, Vec<Value>)> {
     let f = |name: String| s(&dir.join(name));
     let args = |p: u8| {
@@ -116,6 +118,9 @@ pub fn run_servers(
         }
         if opened {
             v.extend(["--weights".into(), f(format!("weights.p{p}"))]);
+        }
+        if s0_progress && p == 0 {
+            v.push("--progress".into());
         }
         v
     };

@@ -10,6 +10,7 @@ use zeroize::Zeroize;
 
 use super::keys::IdentityArgs;
 use super::owner::with_suffix;
+use super::progress::{Mode, Progress};
 use super::Summary;
 use crate::formats::atomic;
 use crate::formats::sealed::{self, Recipient};
@@ -155,9 +156,12 @@ pub struct ServeArgs {
     pub plain_out: bool,
     #[command(flatten)]
     pub identity: IdentityArgs,
-    /// Hide the progress bar.
+    /// Show no progress (on a terminal a bar; otherwise a line every few seconds, on stderr).
     #[arg(long)]
     pub quiet: bool,
+    /// Show progress on stderr even with --json (`demo` runs S0 so).
+    #[arg(long, conflicts_with = "quiet")]
+    pub progress: bool,
     /// Nonlinearity engine (gc or gmw); must match the triplet file (default: the file's).
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
@@ -165,6 +169,11 @@ pub struct ServeArgs {
 
 pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     let p = a.party;
+    let mode = if a.progress {
+        Mode::shown()?
+    } else {
+        Mode::new(a.quiet, json)?
+    };
     let files = JobFiles {
         party: p,
         model: a.model.clone(),
@@ -205,15 +214,13 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     }
     let mut link = session::connect(&job, &a.link.config())?;
     let (len, unit) = job.steps();
-    let bar = progress_bar(&a, json, len, unit);
-    let mut done = with_queued_link(&mut link, |ch| {
-        job.run(ch, &mut |d| bar.set_position(d as u64))
-    })??;
+    let bar = Progress::new(mode, &format!("serve S{p}"), len as u64, unit);
+    let mut done = with_queued_link(&mut link, |ch| job.run(ch, &mut |d| bar.set(d as u64)))??;
     // The bytes as the link framed them (the queued channel saw the same messages).
     let ls = link.stats();
     done.report.link.bytes_sent = ls.bytes_sent;
     done.report.link.bytes_received = ls.bytes_received;
-    bar.finish_and_clear();
+    bar.finish();
     let out_bytes = done.write(&a.out, out_to.as_ref())?;
     let r = &done.report;
     Ok(Summary {
@@ -232,20 +239,4 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         json: serde_json::json!({"ok": true, "command": "serve", "party": p, "engine": done.engine_kind.name(), "report": r,
             "output": a.out, "download_bytes": out_bytes}),
     })
-}
-
-/// A progress bar over `len` `unit`s (hidden with --quiet or --json).
-fn progress_bar(a: &ServeArgs, json: bool, len: usize, unit: &str) -> indicatif::ProgressBar {
-    if a.quiet || json {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(len as u64);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "S{{prefix}} {{bar:40}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}"
-        ))
-        .expect("valid template"),
-    );
-    b.set_prefix(a.party.to_string());
-    b
 }

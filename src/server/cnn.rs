@@ -117,6 +117,13 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     assemble(f, mh, ih, t, "per-job".into(), work)
 }
 
+impl CnnJob {
+    /// What the protocol's progress counts: every layer's output rows, layer after layer.
+    pub(super) fn steps(&self) -> usize {
+        self.plan.layers.len() * self.job.height
+    }
+}
+
 impl super::Runs for CnnJob {
     fn run(
         &self,

@@ -110,7 +110,7 @@ impl ReadyJob {
     pub fn steps(&self) -> (usize, &'static str) {
         match &self.work {
             Work::Mlp(m) => (m.geo.num_patches(), "patches"),
-            Work::Cnn(c) => (c.plan.layers.len(), "layers"),
+            Work::Cnn(c) => (c.steps(), "layer rows"),
         }
     }
 

@@ -192,6 +192,14 @@ pub fn run(
     let weights = geo.patch.window_weights();
     let total = geo.num_patches();
     let mut done = 0;
+    let macs: Vec<usize> = plan
+        .layers
+        .iter()
+        .scan(0, |sum, ly| {
+            *sum += ly.inputs * ly.outputs;
+            Some(*sum)
+        })
+        .collect();
     for (b, start, n) in batches(total, inp.batch.max(1)) {
         rep.batches += 1;
         let mut act: Vec<u64> = Vec::new();
@@ -241,6 +249,9 @@ pub fn run(
                 }
                 act = z;
             }
+            // Per layer within the batch (a gmw batch of 2048 patches takes seconds), in
+            // proportion to the layers' multiply-accumulates (the first layer's dominate).
+            progress(done + n * macs[l] / macs[nl - 1].max(1), total);
         }
         // Aggregation weights are public integers: applied to the shares locally.
         for j in 0..n {
@@ -249,7 +260,6 @@ pub fn run(
             }
         }
         done += n;
-        progress(done, total);
     }
     inp.rand.finish()?;
     rep.seconds_total = t_start.elapsed().as_secs_f64();

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::demo::{demo, DemoArgs};
 use super::figures;
 use super::inputs::load_image;
+use super::progress::{Mode, Progress};
 use super::receiver::combine;
 use super::Summary;
 use crate::plain::image::{load as load_png, quantize_u8, save_png, GrayImage};
@@ -79,6 +80,10 @@ pub struct TableArgs {
     /// with another model, seed, stride or image is an error, not silently reused.
     #[arg(long)]
     pub resume: bool,
+    /// Show no progress (otherwise on stderr: a line per run, and the progress over all runs
+    /// with an ETA, as a bar on a terminal or a line every few seconds elsewhere).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// One image at one noise level.
@@ -271,24 +276,29 @@ fn one_run(
     sigma: f64,
     workdir: PathBuf,
 ) -> Result<(Run, Pictures)> {
-    let d = demo(DemoArgs {
-        image: input_png.display().to_string(),
-        model: Some(model.path.clone()),
-        sigma,
-        seed: a.seed,
-        noisy: None,
-        stride: a.stride,
-        batch: a.batch,
-        engine: a.engine,
-        workdir: workdir.clone(),
-        no_compare: true,
-        // One job per model setup here: the weights' opening stays in each run's traffic,
-        // comparable with the tables recorded before model masks existed.
-        weights_per_job: true,
-        // The table measures the protocol, comparable with the tables recorded before files
-        // were sealed at rest (`demo` seals them by default).
-        plain_files: true,
-    })
+    let d = demo(
+        DemoArgs {
+            image: input_png.display().to_string(),
+            model: Some(model.path.clone()),
+            sigma,
+            seed: a.seed,
+            noisy: None,
+            stride: a.stride,
+            batch: a.batch,
+            engine: a.engine,
+            workdir: workdir.clone(),
+            no_compare: true,
+            // One job per model setup here: the weights' opening stays in each run's traffic,
+            // comparable with the tables recorded before model masks existed.
+            weights_per_job: true,
+            // The table measures the protocol, comparable with the tables recorded before files
+            // were sealed at rest (`demo` seals them by default).
+            plain_files: true,
+            // The table shows its own progress, over all runs.
+            quiet: true,
+        },
+        false,
+    )
     .with_context(|| format!("secure run of {} at sigma {sigma}", input.name))?
     .json;
     // Exactly the images the pipeline saw: the clean input as demo loaded it, the noisy PNG
@@ -405,8 +415,9 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub fn table(a: TableArgs) -> Result<Summary> {
+pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
     let t0 = Instant::now();
+    let mode = Mode::new(a.quiet, json)?;
     if a.stride == 0 {
         bail!("--stride must be at least 1");
     }
@@ -480,6 +491,10 @@ pub fn table(a: TableArgs) -> Result<Summary> {
             }
         }
     }
+    // Resumed runs count as done from the start (and not in the ETA's rate).
+    let resumed_total = recorded.len() as u64;
+    let progress = Progress::resumed(mode, "table", total as u64, "runs", resumed_total);
+    let mut fresh = 0u64;
     let mut runs = Vec::with_capacity(total);
     let mut figures_written = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
@@ -532,10 +547,11 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                         &workdir.join("run.json"),
                         &serde_json::to_string_pretty(&rec)?,
                     )?;
+                    fresh += 1;
                     (rec.run, pics)
                 }
             };
-            eprintln!(
+            progress.println(&format!(
                 "[{}/{total}] {} {}x{} sigma {sigma}: noisy {:.2} dB, plaintext {:.2} dB, secure {:.2} dB ({}), servers {:.1} s, {:.1} MB; {:.1} s{}",
                 runs.len() + 1,
                 input.name,
@@ -549,7 +565,8 @@ pub fn table(a: TableArgs) -> Result<Summary> {
                 (run.s0_bytes_sent + run.s1_bytes_sent) as f64 / 1e6,
                 t.elapsed().as_secs_f64(),
                 if from_earlier { " (recorded earlier, --resume)" } else { "" }
-            );
+            ));
+            progress.set(resumed_total + fresh);
             if fig_names.contains(&input.name) {
                 let p = out.join(format!("fig_{}_sigma{}.png", input.name, sigma_tag(sigma)));
                 figures::comparison(
@@ -575,6 +592,7 @@ pub fn table(a: TableArgs) -> Result<Summary> {
             runs.push(run);
         }
     }
+    progress.finish();
     let avgs = averages(&runs, &sigmas);
     let plot = out.join("psnr_vs_sigma.png");
     let crop = match a.max_size {
