@@ -4,13 +4,18 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo test fuzz faults lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
+.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
 
 build:
 	$(CARGO) build --release
 
 demo: build
 	$(BIN) demo
+
+# The README's first picture: the noisy phantom and the secure result of `make demo`.
+readme-figure: build
+	$(BIN) demo --quiet
+	cp out/demo/before-after.png docs/img/demo-before-after.png
 
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
 # The fault injection scenarios are `make faults` (CI runs both).

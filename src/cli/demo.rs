@@ -162,6 +162,8 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
     let s_secure = ssim(&clean.pixels, &secure_q);
+    let figure = w.join(BEFORE_AFTER);
+    save_png(&before_after(&noisy.pixels, &secure_q), &figure, 8)?;
     let mut lines = vec![
         format!(
             "image {} ({}x{}), sigma {}, model {}",
@@ -176,6 +178,7 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
             "PSNR secure    {p_secure:.2} dB (SSIM {s_secure:.4})  -> {}",
             out_png.display()
         ),
+        format!("noisy | secure result side by side -> {}", figure.display()),
     ];
     let mut json = serde_json::json!({
         "ok": true, "command": "demo", "engine": a.engine.name(), "psnr_noisy": p_noisy, "psnr_secure": p_secure, "ssim_secure": s_secure,
@@ -291,6 +294,8 @@ fn demo_cnn(
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
     let s_secure = ssim(&clean.pixels, &secure_q);
+    let figure = w.join(BEFORE_AFTER);
+    save_png(&before_after(&noisy.pixels, &secure_q), &figure, 8)?;
     let mut lines = vec![
         format!(
             "image {} ({}x{}), sigma {}, CNN {} ({} convolutions)",
@@ -306,6 +311,7 @@ fn demo_cnn(
             "PSNR secure    {p_secure:.2} dB (SSIM {s_secure:.4})  -> {}",
             out_png.display()
         ),
+        format!("noisy | secure result side by side -> {}", figure.display()),
     ];
     let mut json = serde_json::json!({
         "ok": true, "command": "demo", "network": "cnn", "engine": a.engine.name(), "psnr_noisy": p_noisy,
@@ -471,6 +477,20 @@ fn receive(
     let rec = step(&args)?;
     let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"))?;
     Ok((rec, out_png, secure, share))
+}
+
+/// The side-by-side picture of a demo run (the README's first picture).
+const BEFORE_AFTER: &str = "before-after.png";
+
+/// The noisy input and the secure result side by side on a white background, the input's
+/// values rounded and clipped as its 8-bit file holds them.
+fn before_after(noisy: &ndarray::Array2<f64>, result: &ndarray::Array2<f64>) -> GrayImage {
+    const GAP: usize = 8;
+    let (h, w) = noisy.dim();
+    let mut out = ndarray::Array2::from_elem((h, 2 * w + GAP), 255.0);
+    out.slice_mut(ndarray::s![.., ..w]).assign(&quantize_u8(noisy));
+    out.slice_mut(ndarray::s![.., w + GAP..]).assign(result);
+    GrayImage::new(out, 8)
 }
 
 /// The secure result against the plaintext fixed-point oracle and float inference.
