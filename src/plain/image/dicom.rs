@@ -78,7 +78,7 @@ impl Layout {
     }
 
     /// A stored value on the 0..255 scale (see the module doc).
-    fn to_scale(&self, stored: i32) -> f64 {
+    fn scale_of(&self, stored: i32) -> f64 {
         let mut u = f64::from(stored + self.offset());
         if self.monochrome1 {
             u = self.max() - u;
@@ -87,7 +87,7 @@ impl Layout {
     }
 
     /// The stored value for a 0..255-scale value: rounded, clamped to the stored range.
-    fn to_stored(&self, x: f64) -> i32 {
+    fn stored_of(&self, x: f64) -> i32 {
         let mut u = (x * self.max() / 255.0).round().clamp(0.0, self.max());
         if self.monochrome1 {
             u = self.max() - u;
@@ -96,7 +96,7 @@ impl Layout {
     }
 
     /// A stored value from a raw sample: the low `b` bits, sign-extended when signed.
-    fn from_raw(&self, raw: u16) -> i32 {
+    fn stored_from_raw(&self, raw: u16) -> i32 {
         let b = self.bits_stored;
         let v = i32::from(raw) & ((1 << b) - 1);
         if self.signed && v & (1 << (b - 1)) != 0 {
@@ -309,12 +309,12 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
     let values: Vec<f64> = if l.bits_allocated == 8 {
         data[..n]
             .iter()
-            .map(|&r| l.to_scale(l.from_raw(u16::from(r))))
+            .map(|&r| l.scale_of(l.stored_from_raw(u16::from(r))))
             .collect()
     } else {
         data[..need]
             .chunks_exact(2)
-            .map(|c| l.to_scale(l.from_raw(u16::from_ne_bytes([c[0], c[1]]))))
+            .map(|c| l.scale_of(l.stored_from_raw(u16::from_ne_bytes([c[0], c[1]]))))
             .collect()
     };
     let pixels = Array2::from_shape_vec((l.rows, l.cols), values).expect("sized from the layout");
@@ -394,7 +394,7 @@ impl DicomTemplate {
     /// What a file written like this template holds for `pixels`, on the 0..255 scale.
     pub fn quantize(&self, pixels: &Array2<f64>) -> Array2<f64> {
         let l = &self.layout;
-        pixels.mapv(|x| l.to_scale(l.to_stored(x)))
+        pixels.mapv(|x| l.scale_of(l.stored_of(x)))
     }
 
     /// Encodes `img` (checked by the caller: no NaN) as a derived DICOM of this template.
@@ -484,7 +484,7 @@ impl DicomTemplate {
         obj.put(us(tags::BITS_STORED, l.bits_stored));
         obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
         obj.put(us(tags::PIXEL_REPRESENTATION, u16::from(l.signed)));
-        let stored = img.pixels.iter().map(|&x| l.to_stored(x));
+        let stored = img.pixels.iter().map(|&x| l.stored_of(x));
         let pixel_data = if l.bits_allocated == 8 {
             // Two's complement in the allocated byte; OB values have an even length.
             let mut raw: Vec<u8> = stored.map(|v| v as u8).collect();
@@ -544,16 +544,16 @@ mod tests {
                     let lo = -l.offset();
                     let hi = lo + (1 << bs) - 1;
                     for v in lo..=hi {
-                        let x = l.to_scale(v);
+                        let x = l.scale_of(v);
                         assert!((0.0..=255.0).contains(&x), "{bs} {signed} {mono1} {v}: {x}");
-                        assert_eq!(l.to_stored(x), v, "{bs} bits signed {signed} mono1 {mono1}");
+                        assert_eq!(l.stored_of(x), v, "{bs} bits signed {signed} mono1 {mono1}");
                     }
                     // The ends of the stored range are the ends of the scale.
                     let (black, white) = if mono1 { (hi, lo) } else { (lo, hi) };
-                    assert_eq!((l.to_scale(black), l.to_scale(white)), (0.0, 255.0));
+                    assert_eq!((l.scale_of(black), l.scale_of(white)), (0.0, 255.0));
                     // Out-of-range values clamp to the stored range.
-                    assert_eq!(l.to_stored(-40.0), black);
-                    assert_eq!(l.to_stored(300.0), white);
+                    assert_eq!(l.stored_of(-40.0), black);
+                    assert_eq!(l.stored_of(300.0), white);
                 }
             }
         }
@@ -563,16 +563,16 @@ mod tests {
     fn sixteen_bit_unsigned_is_the_png_rule_and_raw_samples_are_masked() {
         let l = layout(16, false, false);
         for v in [0, 1, 257, 12345, 65535] {
-            assert_eq!(l.to_scale(v), f64::from(v) / 257.0);
+            assert_eq!(l.scale_of(v), f64::from(v) / 257.0);
         }
         // 12 bits signed in 16: the upper 4 bits (sign extension or overlay) are ignored.
         let l = layout(12, true, false);
-        assert_eq!(l.from_raw(0xF800), -2048);
-        assert_eq!(l.from_raw(0x0800), -2048);
-        assert_eq!(l.from_raw(0x07FF), 2047);
-        assert_eq!(l.from_raw(0xFFFF), -1);
+        assert_eq!(l.stored_from_raw(0xF800), -2048);
+        assert_eq!(l.stored_from_raw(0x0800), -2048);
+        assert_eq!(l.stored_from_raw(0x07FF), 2047);
+        assert_eq!(l.stored_from_raw(0xFFFF), -1);
         let l = layout(12, false, false);
-        assert_eq!(l.from_raw(0xF123), 0x123);
+        assert_eq!(l.stored_from_raw(0xF123), 0x123);
     }
 
     #[test]
