@@ -6,13 +6,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::inputs::load_image;
+use super::inputs::{load_image, output_encoding};
 use super::owner::with_ext;
 use super::Summary;
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NETWORK};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
-use crate::plain::image::{add_noise as awgn, quantize_u8, save_png, GrayImage};
+use crate::plain::image::{add_noise as awgn, GrayImage};
 use crate::plain::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
@@ -24,7 +24,8 @@ use crate::ring::share::{fresh_seed, share_with_seed, Stream};
 /// their shares. S1's share is a 32-byte PRG seed, so the upload is about one image's worth.
 #[derive(Args)]
 pub struct ShareImageArgs {
-    /// Noisy image (PNG, 8 or 16 bit grayscale) or builtin:phantom.
+    /// Noisy image (PNG or TIFF, 8 or 16 bit grayscale; single-frame grayscale DICOM) or
+    /// builtin:phantom.
     #[arg(long)]
     pub image: String,
     /// Noise level of the image (0..255 scale).
@@ -194,34 +195,55 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     })
 }
 
-/// Add white Gaussian noise of a given sigma (seeded) and save as 8-bit PNG.
+/// Add white Gaussian noise of a given sigma (seeded) and save the noisy image: an 8-bit PNG
+/// or TIFF, or a DICOM like the input.
 #[derive(Args)]
 pub struct AddNoiseArgs {
-    /// Clean image (PNG) or builtin:phantom.
+    /// Clean image (PNG, TIFF or DICOM) or builtin:phantom.
     #[arg(long)]
     pub image: String,
     #[arg(long, default_value_t = 25.0)]
     pub sigma: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output PNG (values rounded and clipped to 0..255).
+    /// Output image, by extension: .tif/.tiff an 8-bit TIFF, .dcm a DICOM like the input (or
+    /// --like) at its bit depth, anything else an 8-bit PNG. Values are rounded and clipped
+    /// to what the file holds.
     #[arg(long)]
     pub out: PathBuf,
+    /// DICOM whose attributes and pixel layout a .dcm output takes (default: the input, when
+    /// it is a DICOM).
+    #[arg(long)]
+    pub like: Option<PathBuf>,
 }
 
 pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
+    if !(a.sigma.is_finite() && a.sigma >= 0.0) {
+        bail!("--sigma {}: must be finite and at least 0", a.sigma);
+    }
+    let enc = output_encoding(
+        &a.out,
+        8,
+        a.like.as_deref(),
+        Some(&a.image),
+        format!(
+            "Gaussian noise added by ppdenoise add-noise (sigma {}, seed {})",
+            a.sigma, a.seed
+        ),
+    )?;
     let img = load_image(&a.image)?;
     let noisy = awgn(&img, a.sigma, a.seed);
     let q = GrayImage {
-        pixels: quantize_u8(&noisy.pixels),
-        bit_depth: 8,
+        pixels: enc.quantize(&noisy.pixels),
+        bit_depth: enc.bit_depth(),
     };
-    save_png(&q, &a.out, 8)?;
+    enc.save(&q, &a.out)?;
     let psnr = crate::plain::metrics::psnr(&img.pixels, &q.pixels, 255.0);
     Ok(Summary {
         lines: vec![format!(
-            "wrote {} (sigma {}, seed {}): PSNR {:.2} dB against the clean image",
+            "wrote {} ({}; sigma {}, seed {}): PSNR {:.2} dB against the clean image",
             a.out.display(),
+            enc.describe(),
             a.sigma,
             a.seed,
             psnr

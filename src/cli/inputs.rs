@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 
-use crate::plain::image::{self, GrayImage};
+use crate::plain::image::{self, DicomTemplate, Encoding, Format, GrayImage};
 use crate::plain::phantom;
 
 /// Loads an image file, or a built-in image named `builtin:<name>`.
@@ -15,6 +15,31 @@ pub fn load_image(spec: &str) -> Result<GrayImage> {
         });
     }
     Ok(image::load(Path::new(spec))?)
+}
+
+/// How to write the image `out`, by its extension: PNG or TIFF at `depth` (8 or 16), or
+/// DICOM like `like`, or else like the input image `input` when that is a DICOM file
+/// (`derivation` goes in its Derivation Description). Called before any work is done, so a
+/// DICOM output without a usable template is refused first.
+pub fn output_encoding(
+    out: &Path,
+    depth: u8,
+    like: Option<&Path>,
+    input: Option<&str>,
+    derivation: String,
+) -> Result<Encoding> {
+    let template = match like {
+        Some(p) => Some(p.to_path_buf()),
+        None if Format::of_extension(out) == Format::Dicom => input
+            .filter(|s| !s.starts_with(image::BUILTIN_PREFIX))
+            .map(PathBuf::from)
+            .filter(|p| Format::of_file(p) == Some(Format::Dicom)),
+        None => None,
+    };
+    let template = template
+        .map(|p| DicomTemplate::read(p).map(|t| t.with_derivation(derivation)))
+        .transpose()?;
+    Ok(Encoding::for_path(out, depth, template)?)
 }
 
 /// The shipped default model: `fixtures/default-model.npz` in the working directory or in

@@ -11,12 +11,12 @@ use super::Summary;
 use crate::formats::bodies::{is_cnn, load, OutputShare};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::plain::geometry::Geometry;
-use crate::plain::image::{save_png, GrayImage};
+use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
 
-/// Combine the two servers' output shares into the denoised image (PNG, same bit depth as
-/// the input unless --bit-depth is given).
+/// Combine the two servers' output shares into the denoised image: PNG or TIFF (same bit
+/// depth as the input unless --bit-depth is given), or DICOM like --like.
 #[derive(Args)]
 pub struct ReconstructArgs {
     /// S0's output share (S1's is accepted too: the pair is then put in order).
@@ -25,12 +25,17 @@ pub struct ReconstructArgs {
     /// S1's output share, of the same run.
     #[arg(long)]
     pub share1: PathBuf,
-    /// Denoised image (PNG).
+    /// Denoised image, by extension: .tif/.tiff TIFF, .dcm DICOM (needs --like), anything
+    /// else PNG.
     #[arg(long)]
     pub out: PathBuf,
-    /// 8 or 16; default: like the input image.
+    /// 8 or 16 (PNG and TIFF); default: like the input image.
     #[arg(long)]
     pub bit_depth: Option<u8>,
+    /// The DICOM the noisy image came from: a .dcm output keeps its patient, study and series
+    /// attributes and its bit depth, with a new SOP Instance UID, marked DERIVED.
+    #[arg(long)]
+    pub like: Option<PathBuf>,
     /// Clean reference image: print the PSNR/SSIM of the result.
     #[arg(long)]
     pub clean: Option<String>,
@@ -157,9 +162,50 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     if let Some(d) = a.bit_depth.filter(|d| *d != 8 && *d != 16) {
         bail!("--bit-depth {d}: must be 8 or 16");
     }
+    // The output's form is checked before the shares are read.
+    let dicom_out = Format::of_extension(&a.out) == Format::Dicom;
+    match (&a.like, dicom_out) {
+        (None, true) => bail!(
+            "{}: a DICOM output needs --like <input.dcm>, the DICOM whose attributes and bit \
+             depth it takes",
+            a.out.display()
+        ),
+        (Some(l), false) => bail!(
+            "--like {}: applies to a DICOM output only (name --out .dcm)",
+            l.display()
+        ),
+        _ => {}
+    }
+    if dicom_out && a.bit_depth.is_some() {
+        bail!("--bit-depth: a DICOM output is written at the bit depth of its --like file");
+    }
+    let template = a
+        .like
+        .as_ref()
+        .map(|l| {
+            DicomTemplate::read(l).map(|t| {
+                t.with_derivation(
+                    "Denoised by ppdenoise: a neural network run by two non-colluding servers \
+                     on secret shares",
+                )
+            })
+        })
+        .transpose()?;
     a.identity.load()?;
     let (img, _) = combine(&a.share0, &a.share1)?;
-    let depth = a.bit_depth.unwrap_or(img.bit_depth);
+    if let Some(t) = &template {
+        if t.dim() != img.pixels.dim() {
+            bail!(
+                "--like {}: {} x {} pixels, but the denoised image is {} x {}",
+                t.path().display(),
+                t.dim().0,
+                t.dim().1,
+                img.pixels.nrows(),
+                img.pixels.ncols()
+            );
+        }
+    }
+    let enc = Encoding::for_path(&a.out, a.bit_depth.unwrap_or(img.bit_depth), template)?;
     // The reference is checked before anything is written.
     let clean = match &a.clean {
         Some(c) => {
@@ -177,10 +223,10 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         }
         None => None,
     };
-    save_png(&img, &a.out, depth)?;
+    enc.save(&img, &a.out)?;
     let secs = t.elapsed().as_secs_f64();
     let download = std::fs::metadata(&a.share0)?.len() + std::fs::metadata(&a.share1)?.len();
-    let mut lines = vec![format!("wrote {} ({}-bit)", a.out.display(), depth)];
+    let mut lines = vec![format!("wrote {} ({})", a.out.display(), enc.describe())];
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
         "download_bytes": download, "seconds": secs});
     if let Some((c, clean)) = clean {

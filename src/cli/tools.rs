@@ -6,12 +6,12 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use super::inputs::{load_image, model_or_default};
+use super::inputs::{load_image, model_or_default, output_encoding};
 use super::Summary;
 use crate::formats::container;
 use crate::plain::cnn::Cnn;
 use crate::plain::denoise::denoise_float;
-use crate::plain::image::{quantize_u8, save_png, GrayImage};
+use crate::plain::image::{quantize_u8, Format, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::{Activation, Model};
 use crate::plain::preprocess::Preprocess;
@@ -36,12 +36,17 @@ pub struct DenoiseArgs {
     /// shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Noisy image (PNG) or builtin:phantom.
+    /// Noisy image (PNG, TIFF or DICOM) or builtin:phantom.
     #[arg(long)]
     pub image: String,
-    /// Output PNG.
+    /// Output image, by extension: .tif/.tiff TIFF, .dcm DICOM like the input (or --like),
+    /// anything else PNG; PNG and TIFF at the input's bit depth (8 or 16).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// DICOM whose attributes and pixel layout a .dcm output takes (default: the input, when
+    /// it is a DICOM).
+    #[arg(long)]
+    pub like: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "float")]
     pub arith: Arith,
     /// Noise level of the image.
@@ -137,6 +142,24 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     }
     let path = model_or_default(&a.model);
     let noisy = load_image(&a.image)?;
+    // The output's form is checked before the work.
+    let enc = match &a.out {
+        Some(o) => Some(output_encoding(
+            o,
+            noisy.bit_depth,
+            a.like.as_deref(),
+            Some(&a.image),
+            format!(
+                "Denoised by ppdenoise denoise (in the clear, {} arithmetic, model {})",
+                a.arith
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        )?),
+        None => None,
+    };
     let t = Instant::now();
     let (out, oor) = if Cnn::is_cnn_file(&path)? {
         let model = Cnn::load(&path)?;
@@ -158,16 +181,15 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
             "warning: {oor} pre-activations exceeded the fixed-point range (raise zbits)"
         ));
     }
-    if let Some(o) = &a.out {
-        save_png(
+    if let (Some(o), Some(enc)) = (&a.out, &enc) {
+        enc.save(
             &GrayImage {
                 pixels: out.clone(),
-                bit_depth: noisy.bit_depth,
+                bit_depth: enc.bit_depth(),
             },
             o,
-            noisy.bit_depth,
         )?;
-        lines.push(format!("wrote {}", o.display()));
+        lines.push(format!("wrote {} ({})", o.display(), enc.describe()));
         json["out"] = serde_json::json!(o);
     }
     if let Some(c) = &a.clean {
@@ -234,11 +256,11 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
             json: j,
         });
     }
-    if ext == "png" {
+    if let Some(format) = Format::of_file(&a.file) {
         let i = crate::plain::image::load(&a.file)?;
         let (h, w) = i.pixels.dim();
         let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "image",
-            "height": h, "width": w, "bit_depth": i.bit_depth});
+            "format": format.to_string(), "height": h, "width": w, "bit_depth": i.bit_depth});
         return Ok(Summary {
             lines: vec![serde_json::to_string_pretty(&j)?],
             json: j,

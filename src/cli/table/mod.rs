@@ -34,7 +34,8 @@ use report::{csv, markdown, TableDoc};
 
 #[derive(Args)]
 pub struct TableArgs {
-    /// Clean images: a directory (all its *.png, sorted by name), one PNG, or
+    /// Clean images: a directory (all its PNG, TIFF and DICOM files by extension, sorted by
+    /// name), one image file, or
     /// builtin:phantom[:size].
     #[arg(long, default_value = "builtin:phantom:128")]
     pub images: String,
@@ -183,14 +184,19 @@ fn list_inputs(spec: &str, max_size: Option<usize>) -> Result<Vec<Input>> {
             .with_context(|| format!("cannot read {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    ["png", "tif", "tiff", "dcm"]
+                        .iter()
+                        .any(|x| e.eq_ignore_ascii_case(x))
+                })
             })
             .collect();
         files.sort();
         if files.is_empty() {
-            bail!("{}: no PNG images in this directory", path.display());
+            bail!(
+                "{}: no PNG, TIFF or DICOM images in this directory",
+                path.display()
+            );
         }
         files
             .iter()

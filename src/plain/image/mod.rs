@@ -1,38 +1,55 @@
-//! Plaintext grayscale images: PNG loading and saving, Gaussian noise.
+//! Plaintext grayscale images: PNG, TIFF and DICOM in and out, Gaussian noise.
 //!
 //! Every image in ppdenoise is a [`GrayImage`]: an `H x W` array of `f64`
-//! on the **0..255 scale**, whatever the bit depth of the file it came from.
-//! 16-bit files are mapped onto that scale by dividing by 257
-//! (so 65535 -> 255.0 and 257 -> 1.0 exactly), and mapped back by
-//! multiplying by 257 when saved as 16-bit.
+//! on the **0..255 scale**, whatever the format and bit depth of the file it
+//! came from. The format is told by the file's content ([`load`]): the PNG
+//! signature, a TIFF header (`II*\0` or `MM\0*`, BigTIFF `+`), or `DICM` at byte
+//! 128 (DICOM Part 10). On output it is chosen by the file's extension
+//! ([`Encoding::for_path`]): `.tif`/`.tiff` TIFF, `.dcm`/`.dicom` DICOM (which
+//! needs a template, see [`dicom`]), anything else PNG.
 //!
-//! Colour files are accepted and converted to luma with the ITU-R BT.601
-//! weights, `Y = 0.299 R + 0.587 G + 0.114 B`, computed in `f64` without
-//! rounding (alpha channels are ignored). Note that this is *not* the rule
-//! of the `image` crate's own `to_luma` (which uses the BT.709/sRGB weights
-//! and truncates to an integer); the conversion is done here so that it is
-//! exact and documented.
+//! - PNG and TIFF ([`png`], [`tiff`]): 8- or 16-bit. 16-bit samples are
+//!   mapped onto the 0..255 scale by dividing by 257 (so 65535 -> 255.0 and
+//!   257 -> 1.0 exactly), and back by multiplying by 257.
+//! - DICOM ([`dicom`]): a stored value `v` of `b` bits maps to
+//!   `v * 255 / (2^b - 1)` (signed data shifted by `2^(b-1)` first), the same
+//!   rule as 16-bit PNG for `b = 16`; MONOCHROME1 is inverted. See the
+//!   module for what is kept and what is written.
+//!
+//! Colour PNG and TIFF files are accepted and converted to luma with the
+//! ITU-R BT.601 weights, `Y = 0.299 R + 0.587 G + 0.114 B`, computed in `f64`
+//! without rounding (alpha channels are ignored). Note that this is *not* the
+//! rule of the `image` crate's own `to_luma` (which uses the BT.709/sRGB
+//! weights and truncates to an integer); the conversion is done here so that
+//! it is exact and documented. Colour DICOM is refused.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ::image::codecs::png::PngEncoder;
-use ::image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader, Luma};
+use ::image::DynamicImage;
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
 
-/// The eight bytes every PNG file starts with.
-const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+pub mod dicom;
+mod dicom_scan;
+pub mod png;
+pub mod tiff;
+
+pub use dicom::DicomTemplate;
 
 /// ITU-R BT.601 luma weights for R, G and B.
 pub const BT601_WEIGHTS: [f64; 3] = [0.299, 0.587, 0.114];
 
 /// Prefix that names a built-in image instead of a file (see [`load_input`]).
 pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// Most pixels an image file may declare; larger ones are refused before their pixels are
+/// decoded. The same bound as a job's ([`crate::formats::bodies::MAX_PIXELS`]).
+pub const MAX_PIXELS: usize = crate::formats::bodies::MAX_PIXELS;
 
 /// Errors of image loading and saving. Every variant that concerns a file
 /// names it.
@@ -49,18 +66,31 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    /// The file exists but does not start with the PNG signature.
-    #[error("{}: not a PNG file (bad signature)", .path.display())]
-    NotPng { path: PathBuf },
-    /// The file starts like a PNG but cannot be decoded.
-    #[error("{}: corrupted PNG: {detail}", .path.display())]
-    Corrupt { path: PathBuf, detail: String },
-    /// The PNG decodes to a pixel format this module does not handle.
-    #[error("{}: unsupported PNG pixel format {detail}", .path.display())]
-    Unsupported { path: PathBuf, detail: String },
-    /// Encoding the PNG failed.
-    #[error("{}: cannot encode PNG: {detail}", .path.display())]
-    Encode { path: PathBuf, detail: String },
+    /// The file starts like none of the formats read here.
+    #[error("{}: not a PNG, TIFF or DICOM file (unrecognised signature)", .path.display())]
+    UnknownFormat { path: PathBuf },
+    /// The file starts like a known format but cannot be decoded.
+    #[error("{}: corrupted {format}: {detail}", .path.display())]
+    Corrupt {
+        path: PathBuf,
+        format: Format,
+        detail: String,
+    },
+    /// The file is well formed but holds something this module does not handle
+    /// (a colour DICOM, a TIFF stack, a compression the build lacks, ...).
+    #[error("{}: unsupported {format}: {detail}", .path.display())]
+    Unsupported {
+        path: PathBuf,
+        format: Format,
+        detail: String,
+    },
+    /// Encoding the file failed.
+    #[error("{}: cannot encode {format}: {detail}", .path.display())]
+    Encode {
+        path: PathBuf,
+        format: Format,
+        detail: String,
+    },
     /// A bit depth other than 8 or 16 was asked for.
     #[error("{}: unsupported bit depth {depth} (expected 8 or 16)", .path.display())]
     BitDepth { path: PathBuf, depth: u8 },
@@ -76,14 +106,78 @@ pub enum ImageError {
     UnknownBuiltin { name: String },
 }
 
+/// The image file formats read and written here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Tiff,
+    Dicom,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Png => "PNG",
+            Format::Tiff => "TIFF",
+            Format::Dicom => "DICOM",
+        })
+    }
+}
+
+impl Format {
+    /// The format `bytes` (a file's beginning) are in, by signature.
+    pub fn sniff(bytes: &[u8]) -> Option<Format> {
+        if bytes.starts_with(&png::SIGNATURE) {
+            Some(Format::Png)
+        } else if [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"]
+            .iter()
+            .any(|m| bytes.starts_with(*m))
+        {
+            // Classic TIFF and BigTIFF, either byte order.
+            Some(Format::Tiff)
+        } else if bytes.get(128..132) == Some(b"DICM") {
+            Some(Format::Dicom)
+        } else {
+            None
+        }
+    }
+
+    /// The format of the file at `path`, by its first bytes; `None` when it is missing,
+    /// unreadable or none of these.
+    pub fn of_file(path: impl AsRef<Path>) -> Option<Format> {
+        let mut head = Vec::with_capacity(132);
+        File::open(path)
+            .and_then(|f| f.take(132).read_to_end(&mut head))
+            .ok()?;
+        Format::sniff(&head)
+    }
+
+    /// The format an output path asks for, by its extension (case-insensitive):
+    /// `.tif`/`.tiff` TIFF, `.dcm`/`.dicom` DICOM, anything else PNG.
+    pub fn of_extension(path: impl AsRef<Path>) -> Format {
+        let ext = path
+            .as_ref()
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "tif" | "tiff" => Format::Tiff,
+            "dcm" | "dicom" => Format::Dicom,
+            _ => Format::Png,
+        }
+    }
+}
+
 /// A grayscale image on the 0..255 scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrayImage {
     /// `H x W` pixel values, always on the 0..255 scale (also for 16-bit
     /// sources). Values may lie outside 0..255 (e.g. after [`add_noise`]).
     pub pixels: Array2<f64>,
-    /// Bit depth of the source: 8 or 16. Informational; [`save_png`] takes
-    /// the bit depth to write explicitly.
+    /// Bit depth of the source: 8 or 16 (a DICOM of up to 8 stored bits is 8,
+    /// one of more is 16). Informational: it is the default depth of a PNG or
+    /// TIFF written from this image; [`save_png`] takes the depth explicitly.
     pub bit_depth: u8,
 }
 
@@ -104,12 +198,9 @@ impl GrayImage {
     }
 }
 
-/// Loads a PNG (8- or 16-bit; grayscale, grayscale+alpha, RGB, RGBA or
-/// palette) as a [`GrayImage`] on the 0..255 scale.
-///
-/// 16-bit samples are divided by 257; colour is converted with
-/// [`BT601_WEIGHTS`]; alpha is ignored. Errors name the file and say whether
-/// it is missing, not a PNG, or corrupted.
+/// Loads a PNG, TIFF or DICOM file as a [`GrayImage`] on the 0..255 scale; the
+/// format is told by the file's first bytes, not its name. Errors name the file
+/// and say whether it is missing, of no known format, corrupted or unsupported.
 pub fn load(path: impl AsRef<Path>) -> Result<GrayImage, ImageError> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|source| {
@@ -124,27 +215,28 @@ pub fn load(path: impl AsRef<Path>) -> Result<GrayImage, ImageError> {
             }
         }
     })?;
-    decode_png(&bytes, path)
+    match Format::sniff(&bytes) {
+        Some(Format::Png) => png::decode(&bytes, path),
+        Some(Format::Tiff) => tiff::decode(&bytes, path),
+        Some(Format::Dicom) => dicom::decode(&bytes, path),
+        None => Err(ImageError::UnknownFormat {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
-/// Decodes PNG bytes; `path` is only used in error messages.
-fn decode_png(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
-    if bytes.len() < PNG_SIGNATURE.len() || bytes[..PNG_SIGNATURE.len()] != PNG_SIGNATURE {
-        return Err(ImageError::NotPng {
-            path: path.to_path_buf(),
-        });
-    }
-    let dynimg = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Png)
-        .decode()
-        .map_err(|e| ImageError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+/// A decoded PNG or TIFF as a [`GrayImage`]: grayscale as is, colour through
+/// [`BT601_WEIGHTS`], alpha ignored, 16-bit divided by 257.
+fn from_dynamic(
+    dynimg: &DynamicImage,
+    path: &Path,
+    format: Format,
+) -> Result<GrayImage, ImageError> {
     let (w, h) = (dynimg.width() as usize, dynimg.height() as usize);
     let luma = |rgb: &[f64]| -> f64 {
         BT601_WEIGHTS[0] * rgb[0] + BT601_WEIGHTS[1] * rgb[1] + BT601_WEIGHTS[2] * rgb[2]
     };
-    let (values, bit_depth): (Vec<f64>, u8) = match &dynimg {
+    let (values, bit_depth): (Vec<f64>, u8) = match dynimg {
         DynamicImage::ImageLuma8(b) => (b.as_raw().iter().map(|&v| f64::from(v)).collect(), 8),
         DynamicImage::ImageLumaA8(b) => (
             b.as_raw()
@@ -195,12 +287,14 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
         other => {
             return Err(ImageError::Unsupported {
                 path: path.to_path_buf(),
-                detail: format!("{:?}", other.color()),
+                format,
+                detail: format!("pixel format {:?}", other.color()),
             })
         }
     };
     let pixels = Array2::from_shape_vec((h, w), values).map_err(|e| ImageError::Corrupt {
         path: path.to_path_buf(),
+        format,
         detail: e.to_string(),
     })?;
     Ok(GrayImage { pixels, bit_depth })
@@ -208,7 +302,7 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
 
 /// Loads an input image given on the command line: `builtin:<name>` is
 /// resolved with [`crate::plain::phantom::builtin`] (e.g. `builtin:phantom`,
-/// `builtin:phantom:128`), anything else is a PNG path for [`load`].
+/// `builtin:phantom:128`), anything else is a file for [`load`].
 pub fn load_input(spec: &str) -> Result<GrayImage, ImageError> {
     match spec.strip_prefix(BUILTIN_PREFIX) {
         Some(name) => {
@@ -257,6 +351,108 @@ pub fn add_noise(img: &GrayImage, sigma: f64, seed: u64) -> GrayImage {
     }
 }
 
+/// How an image is written: the format and what it needs (a bit depth, or for DICOM the
+/// file whose attributes and pixel layout the output takes).
+#[derive(Debug, Clone)]
+pub enum Encoding {
+    /// Grayscale PNG, 8 or 16 bits.
+    Png(u8),
+    /// Grayscale TIFF, 8 or 16 bits.
+    Tiff(u8),
+    /// DICOM like the template (its bit depth, signedness and photometric interpretation).
+    Dicom(Box<DicomTemplate>),
+}
+
+impl Encoding {
+    /// The encoding `path`'s extension asks for ([`Format::of_extension`]): PNG or TIFF at
+    /// `depth` (8 or 16), DICOM like `like`. A `.dcm` path without a template, or a template
+    /// for another format, is refused.
+    pub fn for_path(
+        path: &Path,
+        depth: u8,
+        like: Option<DicomTemplate>,
+    ) -> Result<Encoding, ImageError> {
+        let format = Format::of_extension(path);
+        if depth != 8 && depth != 16 && format != Format::Dicom {
+            return Err(ImageError::BitDepth {
+                path: path.to_path_buf(),
+                depth,
+            });
+        }
+        match (format, like) {
+            (Format::Dicom, Some(t)) => Ok(Encoding::Dicom(Box::new(t))),
+            (Format::Dicom, None) => Err(ImageError::Encode {
+                path: path.to_path_buf(),
+                format,
+                detail: "a DICOM output needs a DICOM input to take its patient, study and \
+                         series attributes and pixel layout from (--like <input.dcm>)"
+                    .into(),
+            }),
+            (other, Some(t)) => Err(ImageError::Encode {
+                path: path.to_path_buf(),
+                format: other,
+                detail: format!(
+                    "the DICOM template {} applies to a DICOM output only (name it .dcm)",
+                    t.path().display()
+                ),
+            }),
+            (Format::Png, None) => Ok(Encoding::Png(depth)),
+            (Format::Tiff, None) => Ok(Encoding::Tiff(depth)),
+        }
+    }
+
+    /// The format written.
+    pub fn format(&self) -> Format {
+        match self {
+            Encoding::Png(_) => Format::Png,
+            Encoding::Tiff(_) => Format::Tiff,
+            Encoding::Dicom(_) => Format::Dicom,
+        }
+    }
+
+    /// The bit depth a [`GrayImage`] loaded back from the output has (8 or 16).
+    pub fn bit_depth(&self) -> u8 {
+        match self {
+            Encoding::Png(d) | Encoding::Tiff(d) => *d,
+            Encoding::Dicom(t) if t.bits_stored() <= 8 => 8,
+            Encoding::Dicom(_) => 16,
+        }
+    }
+
+    /// Words for the output, e.g. `16-bit PNG`, `12-bit DICOM`.
+    pub fn describe(&self) -> String {
+        match self {
+            Encoding::Png(d) | Encoding::Tiff(d) => format!("{d}-bit {}", self.format()),
+            Encoding::Dicom(t) => format!("{}-bit DICOM", t.bits_stored()),
+        }
+    }
+
+    /// The values a file of this encoding holds for `pixels`, on the 0..255 scale: what
+    /// [`load`] gives back after [`Encoding::save`] (rounded to the format's steps and
+    /// clamped to its range).
+    pub fn quantize(&self, pixels: &Array2<f64>) -> Array2<f64> {
+        match self {
+            Encoding::Png(8) | Encoding::Tiff(8) => quantize_u8(pixels),
+            Encoding::Png(_) | Encoding::Tiff(_) => {
+                pixels.mapv(|v| (v * 257.0).round().clamp(0.0, 65535.0) / 257.0)
+            }
+            Encoding::Dicom(t) => t.quantize(pixels),
+        }
+    }
+
+    /// Writes `img` to `path` in this encoding, atomically.
+    pub fn save(&self, img: &GrayImage, path: impl AsRef<Path>) -> Result<(), ImageError> {
+        let path = path.as_ref();
+        check_savable(img, path)?;
+        let bytes = match self {
+            Encoding::Png(d) => png::encode(img, path, *d)?,
+            Encoding::Tiff(d) => tiff::encode(img, path, *d)?,
+            Encoding::Dicom(t) => t.encode(img, path)?,
+        };
+        write_atomic(path, &bytes)
+    }
+}
+
 /// Distinguishes concurrent temporary files of one process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -268,7 +464,19 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// file in the same directory, flushed and synced, then renamed over `path`;
 /// on any error the temporary file is removed and `path` is untouched.
 pub fn save_png(img: &GrayImage, path: impl AsRef<Path>, bit_depth: u8) -> Result<(), ImageError> {
+    Encoding::Png(bit_depth).save(img, path)
+}
+
+/// Saves `img` as PNG or TIFF by `path`'s extension ([`Format::of_extension`]) at
+/// `bit_depth` 8 or 16, atomically, with the rounding of [`save_png`]. A DICOM path is
+/// refused: it needs a template ([`Encoding::for_path`]).
+pub fn save(img: &GrayImage, path: impl AsRef<Path>, bit_depth: u8) -> Result<(), ImageError> {
     let path = path.as_ref();
+    Encoding::for_path(path, bit_depth, None)?.save(img, path)
+}
+
+/// The checks every encoder needs: no NaN, not empty, sides that fit in `u32`.
+fn check_savable(img: &GrayImage, path: &Path) -> Result<(), ImageError> {
     if let Some(((row, col), _)) = img.pixels.indexed_iter().find(|(_, v)| v.is_nan()) {
         return Err(ImageError::NotANumber {
             path: path.to_path_buf(),
@@ -277,52 +485,14 @@ pub fn save_png(img: &GrayImage, path: impl AsRef<Path>, bit_depth: u8) -> Resul
         });
     }
     let (h, w) = img.pixels.dim();
-    let too_big = || ImageError::Encode {
-        path: path.to_path_buf(),
-        detail: format!("image {h}x{w} is too large for PNG"),
-    };
-    let (w32, h32) = (
-        u32::try_from(w).map_err(|_| too_big())?,
-        u32::try_from(h).map_err(|_| too_big())?,
-    );
-    if w == 0 || h == 0 {
+    if w == 0 || h == 0 || u32::try_from(w).is_err() || u32::try_from(h).is_err() {
         return Err(ImageError::Encode {
             path: path.to_path_buf(),
-            detail: format!("empty image {h}x{w}"),
+            format: Format::of_extension(path),
+            detail: format!("cannot store an image of {h}x{w} pixels"),
         });
     }
-    let mut bytes = Vec::new();
-    let encoded = match bit_depth {
-        8 => {
-            let raw: Vec<u8> = img
-                .pixels
-                .iter()
-                .map(|&v| v.round().clamp(0.0, 255.0) as u8)
-                .collect();
-            let buf = ImageBuffer::<Luma<u8>, _>::from_raw(w32, h32, raw).ok_or_else(too_big)?;
-            buf.write_with_encoder(PngEncoder::new(&mut bytes))
-        }
-        16 => {
-            let raw: Vec<u16> = img
-                .pixels
-                .iter()
-                .map(|&v| (v * 257.0).round().clamp(0.0, 65535.0) as u16)
-                .collect();
-            let buf = ImageBuffer::<Luma<u16>, _>::from_raw(w32, h32, raw).ok_or_else(too_big)?;
-            buf.write_with_encoder(PngEncoder::new(&mut bytes))
-        }
-        depth => {
-            return Err(ImageError::BitDepth {
-                path: path.to_path_buf(),
-                depth,
-            })
-        }
-    };
-    encoded.map_err(|e| ImageError::Encode {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    write_atomic(path, &bytes)
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory
@@ -375,11 +545,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
 /// Reads the first bytes of a file to tell whether it looks like a PNG.
 /// Missing or unreadable files give `false`.
 pub fn looks_like_png(path: impl AsRef<Path>) -> bool {
-    let mut sig = [0u8; 8];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut sig))
-        .map(|()| sig == PNG_SIGNATURE)
-        .unwrap_or(false)
+    Format::of_file(path) == Some(Format::Png)
 }
 
 #[cfg(test)]
@@ -493,7 +659,8 @@ mod tests {
         assert!((img.pixels[[0, 0]] - 0.114 * 255.0).abs() < 1e-12);
 
         let rgb16 =
-            ImageBuffer::<::image::Rgb<u16>, _>::from_raw(1, 1, vec![65535, 65535, 0]).unwrap();
+            ::image::ImageBuffer::<::image::Rgb<u16>, _>::from_raw(1, 1, vec![65535, 65535, 0])
+                .unwrap();
         let p = dir.join("rgb16.png");
         rgb16.save(&p).unwrap();
         let img = load(&p).unwrap();
@@ -514,7 +681,7 @@ mod tests {
         let text = dir.join("text.png");
         fs::write(&text, b"hello, this is not an image").unwrap();
         let e = load(&text).unwrap_err();
-        assert!(matches!(e, ImageError::NotPng { .. }), "{e}");
+        assert!(matches!(e, ImageError::UnknownFormat { .. }), "{e}");
         assert!(e.to_string().contains("text.png") && e.to_string().contains("not a PNG"));
 
         let good = dir.join("good.png");

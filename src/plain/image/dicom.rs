@@ -1,0 +1,587 @@
+//! DICOM (Part 10 files): one frame of grayscale in; out, a derived image like a template.
+//!
+//! **What is read.** A single-frame grayscale image: SamplesPerPixel 1, PhotometricInterpretation
+//! MONOCHROME1 or MONOCHROME2, BitsAllocated 8 or 16, BitsStored 1 to BitsAllocated with
+//! HighBit = BitsStored - 1, unsigned or signed (PixelRepresentation 0 or 1). Transfer
+//! syntaxes: implicit and explicit VR little endian (uncompressed), RLE Lossless, and the JPEG
+//! ones the pure-Rust decoder takes (lossless processes 14 and 14 SV1, baseline and extended).
+//! Anything else (several frames, colour, JPEG 2000, JPEG-LS, deflated, big endian) is
+//! refused with an error naming the file and the problem, before pixel data is decoded;
+//! every element length is checked against the file's size before the parser sees it.
+//!
+//! **The mapping to the model's scale.** With `b` = BitsStored and `M = 2^b - 1`, a stored
+//! value `v` becomes `u = v` (unsigned) or `u = v + 2^(b-1)` (signed, so the stored range
+//! `-2^(b-1) .. 2^(b-1) - 1` becomes `0 .. M`); MONOCHROME1 (white is 0) is inverted,
+//! `u = M - u`, so that 0 is black for the model as for MONOCHROME2; the pixel is
+//! `u * 255 / M` on the 0..255 scale. For `b = 16` unsigned this is exactly the 16-bit PNG
+//! rule (divide by 257). Writing inverts the steps: `u = round(x * M / 255)` clamped to
+//! `0 .. M`, MONOCHROME1 inverted back, the shift undone; a loaded image written back gives
+//! the same stored values. The rescale slope and intercept (the modality LUT, e.g. to
+//! Hounsfield units) are *not* applied: the stored values are what is denoised, and the
+//! attributes are written back unchanged, so the physical values follow. Window and level
+//! are not applied either (they are for display) and are kept.
+//!
+//! **What is written** (`--like input.dcm`): a copy of the template's data set (patient,
+//! study, series, equipment, private attributes, window, rescale: everything) with its pixel
+//! layout (Rows and Columns, which must equal the image's, BitsAllocated, BitsStored,
+//! HighBit, PixelRepresentation, PhotometricInterpretation) and these changes: a new SOP
+//! Instance UID (`2.25.` + a random UUID); ImageType `DERIVED\SECONDARY` followed by the
+//! template's own values from the third on; a Derivation Description saying what ppdenoise
+//! did; a Source Image Sequence naming the template's SOP instance; the Smallest/Largest
+//! Image Pixel Value and extended offset table dropped (no longer true); pixel values
+//! rounded and clamped to the stored range; explicit VR little endian, uncompressed. The
+//! series is kept (the result is a new instance of the template's series), as are the
+//! template's other UIDs.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use dicom_core::value::{DataSetSequence, PrimitiveValue};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+use ndarray::Array2;
+
+use super::dicom_scan::{self, ScanError};
+use super::{Format, GrayImage, ImageError, MAX_PIXELS};
+
+/// Explicit VR big endian (retired from the standard, so its constant is deprecated).
+const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
+/// The pixel layout of a single-frame grayscale DICOM, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    rows: usize,
+    cols: usize,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    monochrome1: bool,
+}
+
+impl Layout {
+    /// `M = 2^b - 1`, the largest unsigned stored code.
+    fn max(&self) -> f64 {
+        f64::from((1u32 << self.bits_stored) - 1)
+    }
+
+    /// The shift that brings signed stored values to `0 .. M`.
+    fn offset(&self) -> i32 {
+        if self.signed {
+            1 << (self.bits_stored - 1)
+        } else {
+            0
+        }
+    }
+
+    /// A stored value on the 0..255 scale (see the module doc).
+    fn scale_of(&self, stored: i32) -> f64 {
+        let mut u = f64::from(stored + self.offset());
+        if self.monochrome1 {
+            u = self.max() - u;
+        }
+        u * 255.0 / self.max()
+    }
+
+    /// The stored value for a 0..255-scale value: rounded, clamped to the stored range.
+    fn stored_of(&self, x: f64) -> i32 {
+        let mut u = (x * self.max() / 255.0).round().clamp(0.0, self.max());
+        if self.monochrome1 {
+            u = self.max() - u;
+        }
+        u as i32 - self.offset()
+    }
+
+    /// A stored value from a raw sample: the low `b` bits, sign-extended when signed.
+    fn stored_from_raw(&self, raw: u16) -> i32 {
+        let b = self.bits_stored;
+        let v = i32::from(raw) & ((1 << b) - 1);
+        if self.signed && v & (1 << (b - 1)) != 0 {
+            v - (1 << b)
+        } else {
+            v
+        }
+    }
+
+    fn bytes_per_sample(&self) -> usize {
+        usize::from(self.bits_allocated / 8)
+    }
+}
+
+fn unsupported(path: &Path, detail: impl Into<String>) -> ImageError {
+    ImageError::Unsupported {
+        path: path.to_path_buf(),
+        format: Format::Dicom,
+        detail: detail.into(),
+    }
+}
+
+fn corrupt(path: &Path, detail: impl Into<String>) -> ImageError {
+    ImageError::Corrupt {
+        path: path.to_path_buf(),
+        format: Format::Dicom,
+        detail: detail.into(),
+    }
+}
+
+/// An integer attribute, `None` when absent.
+fn int_attr(
+    obj: &InMemDicomObject,
+    tag: Tag,
+    name: &str,
+    path: &Path,
+) -> Result<Option<i64>, ImageError> {
+    match obj.element_opt(tag) {
+        Ok(None) => Ok(None),
+        Ok(Some(e)) => e
+            .to_int::<i64>()
+            .map(Some)
+            .map_err(|_| corrupt(path, format!("{name} is not a number"))),
+        Err(e) => Err(corrupt(path, format!("{name}: {e}"))),
+    }
+}
+
+/// An integer attribute the image pixel module requires.
+fn required(obj: &InMemDicomObject, tag: Tag, name: &str, path: &Path) -> Result<i64, ImageError> {
+    int_attr(obj, tag, name, path)?.ok_or_else(|| corrupt(path, format!("{name} is missing")))
+}
+
+/// A string attribute, trimmed; `None` when absent or unreadable.
+fn str_attr(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let e = obj.element_opt(tag).ok()??;
+    Some(e.to_str().ok()?.trim().to_string())
+}
+
+/// Checks the attributes of a single-frame grayscale image and returns its layout.
+fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
+    let pi = str_attr(obj, tags::PHOTOMETRIC_INTERPRETATION)
+        .ok_or_else(|| corrupt(path, "PhotometricInterpretation is missing"))?;
+    let spp = required(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", path)?;
+    if spp != 1 {
+        return Err(unsupported(
+            path,
+            format!(
+                "a colour image ({spp} samples per pixel, {pi}); only grayscale \
+                 (MONOCHROME1 or MONOCHROME2) is read"
+            ),
+        ));
+    }
+    let monochrome1 = match pi.as_str() {
+        "MONOCHROME1" => true,
+        "MONOCHROME2" => false,
+        other => {
+            return Err(unsupported(
+                path,
+                format!("photometric interpretation {other} (MONOCHROME1 or MONOCHROME2 are read)"),
+            ))
+        }
+    };
+    if let Some(n) = int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", path)? {
+        if n != 1 {
+            return Err(unsupported(
+                path,
+                format!("{n} frames (a multi-frame image); only single-frame images are read"),
+            ));
+        }
+    }
+    let rows = required(obj, tags::ROWS, "Rows", path)?;
+    let cols = required(obj, tags::COLUMNS, "Columns", path)?;
+    if rows <= 0 || cols <= 0 || rows.saturating_mul(cols) > MAX_PIXELS as i64 {
+        return Err(unsupported(
+            path,
+            format!("an image of {rows} x {cols} pixels (1 to {MAX_PIXELS} pixels are read)"),
+        ));
+    }
+    let ba = required(obj, tags::BITS_ALLOCATED, "BitsAllocated", path)?;
+    if ba != 8 && ba != 16 {
+        return Err(unsupported(
+            path,
+            format!("{ba} bits allocated per sample (8 or 16 are read)"),
+        ));
+    }
+    let bs = required(obj, tags::BITS_STORED, "BitsStored", path)?;
+    if !(1..=ba).contains(&bs) {
+        return Err(unsupported(
+            path,
+            format!("{bs} bits stored in {ba} allocated (1 to {ba} are read)"),
+        ));
+    }
+    let hb = int_attr(obj, tags::HIGH_BIT, "HighBit", path)?.unwrap_or(bs - 1);
+    if hb != bs - 1 {
+        return Err(unsupported(
+            path,
+            format!(
+                "high bit {hb} with {bs} bits stored (only high bit = bits stored - 1 is read)"
+            ),
+        ));
+    }
+    let signed = match required(obj, tags::PIXEL_REPRESENTATION, "PixelRepresentation", path)? {
+        0 => false,
+        1 => true,
+        r => return Err(corrupt(path, format!("PixelRepresentation {r} (0 or 1)"))),
+    };
+    Ok(Layout {
+        rows: rows as usize,
+        cols: cols as usize,
+        bits_allocated: ba as u16,
+        bits_stored: bs as u16,
+        signed,
+        monochrome1,
+    })
+}
+
+/// Checks every element length and the transfer syntax, then parses the file (up to its
+/// pixel data when `with_pixels` is false). `decode`: the pixel data must be decodable too.
+fn parse(bytes: &[u8], path: &Path, with_pixels: bool) -> Result<DefaultDicomObject, ImageError> {
+    let scan_err = |e| match e {
+        ScanError::Corrupt(d) => corrupt(path, d),
+        ScanError::Unsupported(d) => unsupported(path, d),
+    };
+    let (ts_uid, start) = dicom_scan::meta(bytes).map_err(scan_err)?;
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| unsupported(path, format!("unknown transfer syntax {ts_uid}")))?;
+    let explicit = match ts_uid.as_str() {
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => false,
+        EXPLICIT_VR_BIG_ENDIAN
+        | uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+        | uids::JPIP_REFERENCED_DEFLATE => {
+            return Err(unsupported(
+                path,
+                format!(
+                    "transfer syntax {} ({ts_uid}); re-save it uncompressed (explicit VR little endian)",
+                    ts.name()
+                ),
+            ))
+        }
+        _ => true,
+    };
+    if with_pixels && !ts.can_decode_all() {
+        return Err(unsupported(
+            path,
+            format!(
+                "transfer syntax {} ({ts_uid}): this build has no decoder for it (uncompressed, \
+                 RLE Lossless and the JPEG lossless and baseline syntaxes are read); re-save it \
+                 uncompressed",
+                ts.name()
+            ),
+        ));
+    }
+    dicom_scan::dataset(bytes, start, explicit).map_err(scan_err)?;
+    let mut opts = OpenFileOptions::new().read_preamble(ReadPreamble::Always);
+    if !with_pixels {
+        opts = opts.read_until(tags::PIXEL_DATA);
+    }
+    opts.from_reader(Cursor::new(bytes))
+        .map_err(|e| corrupt(path, e.to_string()))
+}
+
+/// Decodes a DICOM file's bytes (with `DICM` at byte 128); `path` is only used in errors.
+pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
+    let obj = parse(bytes, path, true)?;
+    let l = layout(&obj, path)?;
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(corrupt(path, "no pixel data"));
+    }
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| corrupt(path, format!("pixel data: {e}")))?;
+    let data = decoded.data();
+    let n = l.rows * l.cols;
+    let need = n * l.bytes_per_sample();
+    // One byte of padding is allowed (8-bit data of odd length); more is another frame.
+    if data.len() < need || data.len() > need + 1 {
+        return Err(corrupt(
+            path,
+            format!(
+                "pixel data holds {} bytes; one {} x {} frame of {} bits allocated takes {need}",
+                data.len(),
+                l.rows,
+                l.cols,
+                l.bits_allocated
+            ),
+        ));
+    }
+    // Decoded samples are in native byte order.
+    let values: Vec<f64> = if l.bits_allocated == 8 {
+        data[..n]
+            .iter()
+            .map(|&r| l.scale_of(l.stored_from_raw(u16::from(r))))
+            .collect()
+    } else {
+        data[..need]
+            .chunks_exact(2)
+            .map(|c| l.scale_of(l.stored_from_raw(u16::from_ne_bytes([c[0], c[1]]))))
+            .collect()
+    };
+    let pixels = Array2::from_shape_vec((l.rows, l.cols), values).expect("sized from the layout");
+    Ok(GrayImage {
+        pixels,
+        bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
+    })
+}
+
+/// A DICOM whose attributes and pixel layout an output takes (`--like`): read once, up to
+/// its pixel data, and checked like an input.
+#[derive(Debug, Clone)]
+pub struct DicomTemplate {
+    path: PathBuf,
+    obj: InMemDicomObject,
+    layout: Layout,
+    derivation: String,
+}
+
+impl DicomTemplate {
+    /// Reads and checks the template at `path`: a single-frame grayscale DICOM as
+    /// [`super::load`] takes (its pixel data is neither read nor needed).
+    pub fn read(path: impl AsRef<Path>) -> Result<DicomTemplate, ImageError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ImageError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                ImageError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        if Format::sniff(&bytes) != Some(Format::Dicom) {
+            return Err(ImageError::Unsupported {
+                path: path.to_path_buf(),
+                format: Format::Dicom,
+                detail: "not a DICOM file (no DICM at byte 128); a DICOM output is written \
+                         like a DICOM input"
+                    .into(),
+            });
+        }
+        let obj = parse(&bytes, path, false)?;
+        let layout = layout(&obj, path)?;
+        Ok(DicomTemplate {
+            path: path.to_path_buf(),
+            obj: obj.into_inner(),
+            layout,
+            derivation: "Processed by ppdenoise".into(),
+        })
+    }
+
+    /// Sets the Derivation Description of what is written (up to 1024 characters kept).
+    pub fn with_derivation(mut self, text: impl Into<String>) -> DicomTemplate {
+        self.derivation = text.into().chars().take(1024).collect();
+        self
+    }
+
+    /// The template's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// BitsStored of the template (and of what is written).
+    pub fn bits_stored(&self) -> u16 {
+        self.layout.bits_stored
+    }
+
+    /// Rows and columns.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.layout.rows, self.layout.cols)
+    }
+
+    /// What a file written like this template holds for `pixels`, on the 0..255 scale.
+    pub fn quantize(&self, pixels: &Array2<f64>) -> Array2<f64> {
+        let l = &self.layout;
+        pixels.mapv(|x| l.scale_of(l.stored_of(x)))
+    }
+
+    /// Encodes `img` (checked by the caller: no NaN) as a derived DICOM of this template.
+    pub(super) fn encode(&self, img: &GrayImage, path: &Path) -> Result<Vec<u8>, ImageError> {
+        let l = &self.layout;
+        let fail = |detail: String| ImageError::Encode {
+            path: path.to_path_buf(),
+            format: Format::Dicom,
+            detail,
+        };
+        if img.pixels.dim() != (l.rows, l.cols) {
+            return Err(fail(format!(
+                "the image is {} x {} pixels but the template {} is {} x {}",
+                img.height(),
+                img.width(),
+                self.path.display(),
+                l.rows,
+                l.cols
+            )));
+        }
+        let mut obj = self.obj.clone();
+        let sop_instance = new_uid();
+        let sop_class = str_attr(&obj, tags::SOP_CLASS_UID);
+        let source_instance = str_attr(&obj, tags::SOP_INSTANCE_UID);
+        if let (Some(class), Some(instance)) = (&sop_class, &source_instance) {
+            let item = InMemDicomObject::from_element_iter([
+                DataElement::new(
+                    tags::REFERENCED_SOP_CLASS_UID,
+                    VR::UI,
+                    PrimitiveValue::from(class.as_str()),
+                ),
+                DataElement::new(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    PrimitiveValue::from(instance.as_str()),
+                ),
+            ]);
+            obj.put(DataElement::new(
+                tags::SOURCE_IMAGE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![item]),
+            ));
+        }
+        obj.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_instance.as_str()),
+        ));
+        let mut image_type = vec!["DERIVED".to_string(), "SECONDARY".to_string()];
+        if let Some(e) = obj.element_opt(tags::IMAGE_TYPE).ok().flatten() {
+            if let Ok(old) = e.to_multi_str() {
+                image_type.extend(old.iter().skip(2).map(|s| s.trim().to_string()));
+            }
+        }
+        obj.put(DataElement::new(
+            tags::IMAGE_TYPE,
+            VR::CS,
+            PrimitiveValue::Strs(image_type.into_iter().collect()),
+        ));
+        obj.put(DataElement::new(
+            tags::DERIVATION_DESCRIPTION,
+            VR::ST,
+            PrimitiveValue::from(self.derivation.as_str()),
+        ));
+        // No longer true of the new pixels, or of the new encoding; group lengths (retired)
+        // would be stale.
+        let stale: Vec<Tag> = obj
+            .iter()
+            .map(|e| e.header().tag)
+            .filter(|t| {
+                t.1 == 0x0000
+                    || [
+                        tags::SMALLEST_IMAGE_PIXEL_VALUE,
+                        tags::LARGEST_IMAGE_PIXEL_VALUE,
+                        tags::EXTENDED_OFFSET_TABLE,
+                        tags::EXTENDED_OFFSET_TABLE_LENGTHS,
+                    ]
+                    .contains(t)
+            })
+            .collect();
+        for t in stale {
+            obj.remove_element(t);
+        }
+        let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+        obj.put(us(tags::SAMPLES_PER_PIXEL, 1));
+        obj.put(us(tags::BITS_ALLOCATED, l.bits_allocated));
+        obj.put(us(tags::BITS_STORED, l.bits_stored));
+        obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
+        obj.put(us(tags::PIXEL_REPRESENTATION, u16::from(l.signed)));
+        let stored = img.pixels.iter().map(|&x| l.stored_of(x));
+        let pixel_data = if l.bits_allocated == 8 {
+            // Two's complement in the allocated byte; OB values have an even length.
+            let mut raw: Vec<u8> = stored.map(|v| v as u8).collect();
+            if raw.len() % 2 == 1 {
+                raw.push(0);
+            }
+            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(raw.into()))
+        } else {
+            let raw: Vec<u16> = stored.map(|v| v as u16).collect();
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(raw.into()))
+        };
+        obj.put(pixel_data);
+        let file = obj
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                    .media_storage_sop_class_uid(sop_class.unwrap_or_default())
+                    .media_storage_sop_instance_uid(sop_instance),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.write_all(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(bytes)
+    }
+}
+
+/// A new UID under the `2.25` arc: a random (version 4) UUID as a decimal integer.
+fn new_uid() -> String {
+    let mut u: u128 = rand::random();
+    u = (u & !(0xF << 76)) | (0x4 << 76); // version 4
+    u = (u & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
+    format!("2.25.{u}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(bits_stored: u16, signed: bool, monochrome1: bool) -> Layout {
+        Layout {
+            rows: 1,
+            cols: 1,
+            bits_allocated: if bits_stored <= 8 { 8 } else { 16 },
+            bits_stored,
+            signed,
+            monochrome1,
+        }
+    }
+
+    #[test]
+    fn every_stored_value_round_trips_through_the_scale() {
+        for bs in [1u16, 7, 8, 10, 12, 15, 16] {
+            for signed in [false, true] {
+                for mono1 in [false, true] {
+                    let l = layout(bs, signed, mono1);
+                    let lo = -l.offset();
+                    let hi = lo + (1 << bs) - 1;
+                    for v in lo..=hi {
+                        let x = l.scale_of(v);
+                        assert!((0.0..=255.0).contains(&x), "{bs} {signed} {mono1} {v}: {x}");
+                        assert_eq!(l.stored_of(x), v, "{bs} bits signed {signed} mono1 {mono1}");
+                    }
+                    // The ends of the stored range are the ends of the scale.
+                    let (black, white) = if mono1 { (hi, lo) } else { (lo, hi) };
+                    assert_eq!((l.scale_of(black), l.scale_of(white)), (0.0, 255.0));
+                    // Out-of-range values clamp to the stored range.
+                    assert_eq!(l.stored_of(-40.0), black);
+                    assert_eq!(l.stored_of(300.0), white);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_unsigned_is_the_png_rule_and_raw_samples_are_masked() {
+        let l = layout(16, false, false);
+        for v in [0, 1, 257, 12345, 65535] {
+            assert_eq!(l.scale_of(v), f64::from(v) / 257.0);
+        }
+        // 12 bits signed in 16: the upper 4 bits (sign extension or overlay) are ignored.
+        let l = layout(12, true, false);
+        assert_eq!(l.stored_from_raw(0xF800), -2048);
+        assert_eq!(l.stored_from_raw(0x0800), -2048);
+        assert_eq!(l.stored_from_raw(0x07FF), 2047);
+        assert_eq!(l.stored_from_raw(0xFFFF), -1);
+        let l = layout(12, false, false);
+        assert_eq!(l.stored_from_raw(0xF123), 0x123);
+    }
+
+    #[test]
+    fn new_uids_are_valid_and_distinct() {
+        let (a, b) = (new_uid(), new_uid());
+        assert_ne!(a, b);
+        for u in [a, b] {
+            assert!(u.starts_with("2.25.") && u.len() <= 64, "{u}");
+            assert!(u[5..].bytes().all(|c| c.is_ascii_digit()) && !u[5..].starts_with('0'));
+        }
+    }
+}

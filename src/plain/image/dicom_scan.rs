@@ -1,0 +1,245 @@
+//! A walk over every element header of a DICOM file before the parser reads it.
+//!
+//! The DICOM parser reserves and zero-fills each value's declared length before reading it,
+//! so a 200-byte file declaring a 4 GiB element would cost 4 GiB. This walk checks that
+//! every defined length fits in the bytes that follow, descending into sequences and items
+//! (so nested elements are checked too) and skipping the fragments of encapsulated pixel
+//! data; it allocates nothing. It also reads the transfer syntax from the file meta group.
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
+/// Undefined length (sequences, items, encapsulated pixel data).
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// VRs whose explicit encoding has 2 reserved bytes and a 32-bit length.
+const LONG_VRS: [&[u8; 2]; 13] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+];
+
+/// What is wrong, for the caller to put in an error naming the file.
+#[derive(Debug, PartialEq)]
+pub(super) enum ScanError {
+    /// Malformed: a value that does not fit, a header cut short.
+    Corrupt(String),
+    /// Well formed, but a structure the walk (and so the reader) does not take.
+    Unsupported(String),
+}
+
+/// One element header.
+struct Header {
+    tag: Tag,
+    vr: [u8; 2],
+    len: u32,
+}
+
+fn u16_at(b: &[u8], i: usize) -> u16 {
+    u16::from_le_bytes([b[i], b[i + 1]])
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Reads the element header at `pos` (little endian); returns it and its size.
+fn header(b: &[u8], pos: usize, explicit: bool) -> Result<(Header, usize), ScanError> {
+    let cut = || ScanError::Corrupt(format!("element header cut short at byte {pos}"));
+    if b.len() < pos + 8 {
+        return Err(cut());
+    }
+    let tag = Tag(u16_at(b, pos), u16_at(b, pos + 2));
+    // Items and delimiters have no VR, in either encoding.
+    if !explicit || tag.0 == 0xFFFE {
+        let len = u32_at(b, pos + 4);
+        return Ok((
+            Header {
+                tag,
+                vr: *b"  ",
+                len,
+            },
+            8,
+        ));
+    }
+    let vr = [b[pos + 4], b[pos + 5]];
+    if !vr.iter().all(u8::is_ascii_uppercase) {
+        return Err(ScanError::Corrupt(format!(
+            "element {tag} at byte {pos} has no valid value representation"
+        )));
+    }
+    if LONG_VRS.contains(&&vr) {
+        if b.len() < pos + 12 {
+            return Err(cut());
+        }
+        Ok((
+            Header {
+                tag,
+                vr,
+                len: u32_at(b, pos + 8),
+            },
+            12,
+        ))
+    } else {
+        let len = u32::from(u16_at(b, pos + 6));
+        Ok((Header { tag, vr, len }, 8))
+    }
+}
+
+/// Checks that `len` bytes follow `pos`.
+fn fits(b: &[u8], pos: usize, h: &Header) -> Result<(), ScanError> {
+    let left = b.len() - pos;
+    if h.len as usize > left {
+        return Err(ScanError::Corrupt(format!(
+            "element {} declares {} bytes but only {left} follow (truncated or crafted)",
+            h.tag, h.len
+        )));
+    }
+    Ok(())
+}
+
+/// Walks the file meta group (explicit VR little endian, right after `DICM` at byte 128);
+/// returns the transfer syntax UID and where the data set starts.
+pub(super) fn meta(b: &[u8]) -> Result<(String, usize), ScanError> {
+    let mut pos = 132;
+    let mut ts = None;
+    while b.len() >= pos + 2 && u16_at(b, pos) == 0x0002 {
+        let (h, size) = header(b, pos, true)?;
+        pos += size;
+        if h.len == UNDEFINED {
+            return Err(ScanError::Corrupt(format!(
+                "file meta element {} has an undefined length",
+                h.tag
+            )));
+        }
+        fits(b, pos, &h)?;
+        if h.tag == Tag(0x0002, 0x0010) {
+            let raw = &b[pos..pos + h.len as usize];
+            let s = String::from_utf8_lossy(raw);
+            ts = Some(s.trim_end_matches(['\0', ' ']).to_string());
+        }
+        pos += h.len as usize;
+    }
+    let ts = ts
+        .ok_or_else(|| ScanError::Corrupt("the file meta group names no transfer syntax".into()))?;
+    Ok((ts, pos))
+}
+
+/// Walks the data set from `start` to the end of `b`, in explicit or implicit VR little
+/// endian.
+pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), ScanError> {
+    let mut pos = start;
+    // Inside encapsulated pixel data, items hold compressed bytes, not elements.
+    let mut in_pixels = false;
+    while pos < b.len() {
+        let (h, size) = header(b, pos, explicit)?;
+        pos += size;
+        if h.tag.0 == 0xFFFE {
+            match h.tag.1 {
+                // An item: descend into it, unless it is a pixel data fragment.
+                0xE000 if h.len != UNDEFINED => {
+                    fits(b, pos, &h)?;
+                    if in_pixels {
+                        pos += h.len as usize;
+                    }
+                }
+                0xE000 | 0xE00D => {}
+                0xE0DD => in_pixels = false,
+                _ => {
+                    return Err(ScanError::Corrupt(format!(
+                        "unknown item tag {} at byte {}",
+                        h.tag,
+                        pos - size
+                    )))
+                }
+            }
+            continue;
+        }
+        if h.len == UNDEFINED {
+            if h.tag == Tag(0x7FE0, 0x0010) {
+                in_pixels = true;
+            } else if explicit && &h.vr == b"UN" {
+                // An implicit-VR sequence inside explicit data: legal but rare.
+                return Err(ScanError::Unsupported(format!(
+                    "element {} of unknown VR with undefined length",
+                    h.tag
+                )));
+            }
+            continue; // a sequence: its items follow
+        }
+        fits(b, pos, &h)?;
+        let sequence = if explicit {
+            &h.vr == b"SQ"
+        } else {
+            StandardDataDictionary
+                .by_tag(h.tag)
+                .is_some_and(|e| matches!(e.vr(), VirtualVr::Exact(VR::SQ)))
+        };
+        if !sequence {
+            pos += h.len as usize;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Preamble, DICM and a meta group naming `ts`.
+    fn start(ts: &str) -> Vec<u8> {
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        let mut v = ts.as_bytes().to_vec();
+        if v.len() % 2 == 1 {
+            v.push(0);
+        }
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        b.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        b.extend_from_slice(&v);
+        b
+    }
+
+    #[test]
+    fn reads_the_transfer_syntax_and_refuses_lengths_past_the_end() {
+        let mut b = start("1.2.840.10008.1.2.1");
+        let (ts, at) = meta(&b).unwrap();
+        assert_eq!((ts.as_str(), at), ("1.2.840.10008.1.2.1", b.len()));
+        // (0010,0010) PN of 4 bytes: fine.
+        b.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'N', 4, 0]);
+        b.extend_from_slice(b"A^B ");
+        assert_eq!(dataset(&b, at, true), Ok(()));
+        // (7FE0,0010) OW declaring 4 GiB - 2 bytes.
+        let mut crafted = b.clone();
+        crafted.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+        crafted.extend_from_slice(&0xFFFF_FFFEu32.to_le_bytes());
+        crafted.extend_from_slice(&[0; 16]);
+        let e = dataset(&crafted, at, true).unwrap_err();
+        assert!(
+            matches!(&e, ScanError::Corrupt(d) if d.contains("(7FE0,0010)") && d.contains("4294967294")),
+            "{e:?}"
+        );
+        // The same inside a sequence item is found too.
+        let mut nested = b.clone();
+        nested.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0]);
+        nested.extend_from_slice(&UNDEFINED.to_le_bytes());
+        nested.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        nested.extend_from_slice(&UNDEFINED.to_le_bytes());
+        nested.extend_from_slice(&[0x08, 0x00, 0x50, 0x11, b'U', b'T', 0, 0]);
+        nested.extend_from_slice(&0x7000_0000u32.to_le_bytes());
+        assert!(matches!(
+            dataset(&nested, at, true),
+            Err(ScanError::Corrupt(d)) if d.contains("(0008,1150)")
+        ));
+        // Implicit VR: a cut header.
+        let mut cut = start("1.2.840.10008.1.2");
+        let at = cut.len();
+        cut.extend_from_slice(&[0x10, 0x00, 0x10]);
+        assert!(
+            matches!(dataset(&cut, at, false), Err(ScanError::Corrupt(d)) if d.contains("cut short"))
+        );
+        // No transfer syntax.
+        let mut none = vec![0u8; 128];
+        none.extend_from_slice(b"DICM");
+        assert!(meta(&none).is_err());
+    }
+}

@@ -1,0 +1,929 @@
+//! DICOM in and out (issue 13, item 1). Every file is built here with dicom-object's
+//! in-memory API: 8-bit MONOCHROME2 (explicit and implicit VR), a 12-bit signed CT-like
+//! slice with a rescale intercept of -1024, MONOCHROME1, 16-bit unsigned, RLE Lossless
+//! (encoded by hand). Round trips give the same stored values and keep the patient, study
+//! and series attributes, with a new SOP Instance UID and DERIVED. Refusals (several frames,
+//! colour, a syntax without a decoder, absurd sizes, crafted lengths, damage) name the file
+//! and the problem. On the command line: add-noise, metrics and denoise on a DICOM, and a
+//! real secure run whose output is reconstructed `--like` the noisy DICOM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
+use ndarray::Array2;
+use ppdenoise::plain::image::{load, DicomTemplate, Encoding, Format, GrayImage, ImageError};
+
+const PATIENT: &str = "Doe^Jane";
+const STUDY: &str = "1.2.826.0.1.3680043.8.498.1";
+const SERIES: &str = "1.2.826.0.1.3680043.8.498.1.2";
+const INSTANCE: &str = "1.2.826.0.1.3680043.8.498.1.2.3";
+const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+
+/// What a test DICOM holds.
+#[derive(Clone)]
+struct Spec {
+    rows: u16,
+    cols: u16,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    photometric: &'static str,
+    samples: u16,
+    frames: Option<u32>,
+    transfer_syntax: &'static str,
+    /// Stored values, row-major (one frame, or `frames` frames).
+    values: Vec<i32>,
+    /// Rescale slope and intercept, and a window (centre, width).
+    rescale: Option<(f64, f64)>,
+    window: Option<(f64, f64)>,
+    /// The pixel data as given, instead of the values (encapsulated syntaxes).
+    fragments: Option<Vec<Vec<u8>>>,
+}
+
+impl Spec {
+    fn new(rows: u16, cols: u16, bits_stored: u16, signed: bool, values: Vec<i32>) -> Spec {
+        Spec {
+            rows,
+            cols,
+            bits_allocated: if bits_stored <= 8 { 8 } else { 16 },
+            bits_stored,
+            signed,
+            photometric: "MONOCHROME2",
+            samples: 1,
+            frames: None,
+            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            values,
+            rescale: None,
+            window: None,
+            fragments: None,
+        }
+    }
+
+    /// The raw pixel data: two's complement (sign-extended) in the allocated width.
+    fn raw(&self) -> Vec<u8> {
+        if self.bits_allocated == 8 {
+            let mut b: Vec<u8> = self.values.iter().map(|&v| v as u8).collect();
+            if b.len() % 2 == 1 {
+                b.push(0);
+            }
+            b
+        } else {
+            self.values
+                .iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect()
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let str_el = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+        let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+        let mut obj = InMemDicomObject::from_element_iter([
+            str_el(tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE),
+            str_el(tags::SOP_INSTANCE_UID, VR::UI, INSTANCE),
+            DataElement::new(
+                tags::IMAGE_TYPE,
+                VR::CS,
+                PrimitiveValue::Strs(
+                    ["ORIGINAL", "PRIMARY", "AXIAL"]
+                        .map(String::from)
+                        .into_iter()
+                        .collect(),
+                ),
+            ),
+            str_el(tags::MODALITY, VR::CS, "CT"),
+            str_el(tags::PATIENT_NAME, VR::PN, PATIENT),
+            str_el(tags::PATIENT_ID, VR::LO, "P-0042"),
+            str_el(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
+            str_el(tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+            str_el(tags::STUDY_DATE, VR::DA, "20240229"),
+            str_el(tags::ACCESSION_NUMBER, VR::SH, "A-7"),
+            str_el(tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
+            str_el(tags::SERIES_NUMBER, VR::IS, "3"),
+            str_el(tags::INSTANCE_NUMBER, VR::IS, "12"),
+            us(tags::SAMPLES_PER_PIXEL, self.samples),
+            str_el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, self.photometric),
+            us(tags::ROWS, self.rows),
+            us(tags::COLUMNS, self.cols),
+            us(tags::BITS_ALLOCATED, self.bits_allocated),
+            us(tags::BITS_STORED, self.bits_stored),
+            us(tags::HIGH_BIT, self.bits_stored - 1),
+            us(tags::PIXEL_REPRESENTATION, u16::from(self.signed)),
+            us(tags::SMALLEST_IMAGE_PIXEL_VALUE, 0),
+        ]);
+        if let Some(n) = self.frames {
+            obj.put(str_el(tags::NUMBER_OF_FRAMES, VR::IS, &n.to_string()));
+        }
+        if let Some((slope, intercept)) = self.rescale {
+            obj.put(str_el(tags::RESCALE_SLOPE, VR::DS, &slope.to_string()));
+            obj.put(str_el(
+                tags::RESCALE_INTERCEPT,
+                VR::DS,
+                &intercept.to_string(),
+            ));
+            obj.put(str_el(tags::RESCALE_TYPE, VR::LO, "HU"));
+        }
+        if let Some((c, w)) = self.window {
+            obj.put(str_el(tags::WINDOW_CENTER, VR::DS, &c.to_string()));
+            obj.put(str_el(tags::WINDOW_WIDTH, VR::DS, &w.to_string()));
+        }
+        match &self.fragments {
+            Some(f) => obj.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PixelFragmentSequence::new(Vec::<u32>::new(), f.clone()),
+            )),
+            None if self.bits_allocated == 8 => obj.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PrimitiveValue::U8(self.raw().into()),
+            )),
+            None => {
+                let words: Vec<u16> = self
+                    .raw()
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                obj.put(DataElement::new(
+                    tags::PIXEL_DATA,
+                    VR::OW,
+                    PrimitiveValue::U16(words.into()),
+                ))
+            }
+        };
+        let file = obj
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(self.transfer_syntax))
+            .unwrap();
+        let mut bytes = Vec::new();
+        file.write_all(&mut bytes).unwrap();
+        bytes
+    }
+
+    fn write(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, self.bytes()).unwrap();
+        path.to_path_buf()
+    }
+}
+
+/// A string attribute of a DICOM file.
+fn attr(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
+/// The stored values of a DICOM file (little-endian words, sign-extended per the file).
+fn stored_values(path: &Path) -> Vec<i32> {
+    let obj = open_file(path).unwrap();
+    let ba: u16 = obj.element(tags::BITS_ALLOCATED).unwrap().to_int().unwrap();
+    let signed: u16 = obj
+        .element(tags::PIXEL_REPRESENTATION)
+        .unwrap()
+        .to_int()
+        .unwrap();
+    let (rows, cols): (usize, usize) = (
+        obj.element(tags::ROWS).unwrap().to_int().unwrap(),
+        obj.element(tags::COLUMNS).unwrap().to_int().unwrap(),
+    );
+    let bytes = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    let n = rows * cols;
+    match (ba, signed) {
+        (8, 0) => bytes[..n].iter().map(|&b| i32::from(b)).collect(),
+        (8, _) => bytes[..n].iter().map(|&b| i32::from(b as i8)).collect(),
+        (_, 0) => bytes
+            .chunks_exact(2)
+            .take(n)
+            .map(|c| i32::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        _ => bytes
+            .chunks_exact(2)
+            .take(n)
+            .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+    }
+}
+
+/// Asserts what every derived DICOM keeps and changes of the template `src`.
+fn assert_derived(out: &Path, src: &Path) {
+    let (a, b) = (open_file(out).unwrap(), open_file(src).unwrap());
+    for tag in [
+        tags::PATIENT_NAME,
+        tags::PATIENT_ID,
+        tags::PATIENT_BIRTH_DATE,
+        tags::STUDY_INSTANCE_UID,
+        tags::STUDY_DATE,
+        tags::ACCESSION_NUMBER,
+        tags::SERIES_INSTANCE_UID,
+        tags::SERIES_NUMBER,
+        tags::SOP_CLASS_UID,
+        tags::MODALITY,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        tags::ROWS,
+        tags::COLUMNS,
+        tags::BITS_ALLOCATED,
+        tags::BITS_STORED,
+        tags::HIGH_BIT,
+        tags::PIXEL_REPRESENTATION,
+    ] {
+        assert_eq!(attr(&a, tag), attr(&b, tag), "{tag} changed");
+    }
+    for tag in [
+        tags::RESCALE_INTERCEPT,
+        tags::RESCALE_SLOPE,
+        tags::WINDOW_CENTER,
+    ] {
+        if b.element_opt(tag).unwrap().is_some() {
+            assert_eq!(attr(&a, tag), attr(&b, tag), "{tag} changed");
+        }
+    }
+    let sop = attr(&a, tags::SOP_INSTANCE_UID);
+    assert_ne!(
+        sop,
+        attr(&b, tags::SOP_INSTANCE_UID),
+        "SOP Instance UID kept"
+    );
+    assert!(sop.starts_with("2.25.") && sop.len() <= 64, "{sop}");
+    assert_eq!(
+        a.meta()
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0'),
+        sop
+    );
+    assert_eq!(
+        a.meta().transfer_syntax().trim_end_matches('\0'),
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    );
+    let it = a.element(tags::IMAGE_TYPE).unwrap().to_multi_str().unwrap();
+    assert_eq!(&it[..2], &["DERIVED".to_string(), "SECONDARY".to_string()]);
+    assert_eq!(
+        &it[2..],
+        &["AXIAL".to_string()],
+        "the template's third value on is kept"
+    );
+    assert!(attr(&a, tags::DERIVATION_DESCRIPTION).contains("ppdenoise"));
+    let src_seq = a.element(tags::SOURCE_IMAGE_SEQUENCE).unwrap();
+    let items = src_seq.items().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        attr(&items[0], tags::REFERENCED_SOP_INSTANCE_UID),
+        attr(&b, tags::SOP_INSTANCE_UID)
+    );
+    // No longer true of new pixels.
+    assert!(a
+        .element_opt(tags::SMALLEST_IMAGE_PIXEL_VALUE)
+        .unwrap()
+        .is_none());
+}
+
+/// Loads `src`, writes it back like itself, and checks stored values and attributes.
+fn round_trip(src: &Path, out: &Path) -> GrayImage {
+    let img = load(src).unwrap();
+    let t = DicomTemplate::read(src)
+        .unwrap()
+        .with_derivation("copied by a ppdenoise test");
+    Encoding::Dicom(Box::new(t)).save(&img, out).unwrap();
+    assert_eq!(Format::of_file(out), Some(Format::Dicom));
+    assert_eq!(
+        stored_values(out),
+        stored_values(src),
+        "stored values changed"
+    );
+    assert_derived(out, src);
+    assert_eq!(load(out).unwrap(), img);
+    img
+}
+
+#[test]
+fn eight_bit_monochrome2_explicit_and_implicit_vr() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<i32> = (0..35).map(|i| (i * 37) % 256).collect();
+    let mut spec = Spec::new(5, 7, 8, false, values.clone());
+    for ts in [
+        uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    ] {
+        spec.transfer_syntax = ts;
+        let src = spec.write(&dir.path().join("mono2.dcm"));
+        let img = round_trip(&src, &dir.path().join("out.dcm"));
+        assert_eq!((img.height(), img.width(), img.bit_depth), (5, 7, 8));
+        let expect: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(
+            img.pixels.iter().copied().collect::<Vec<_>>(),
+            expect,
+            "{ts}"
+        );
+    }
+}
+
+#[test]
+fn ct_like_12_bit_signed_slice_keeps_its_stored_values_and_hounsfield_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    // Air, water, bone and both ends of the 12-bit signed range.
+    let mut values: Vec<i32> = (0..63).map(|i| -2048 + i * 65).collect();
+    values[0] = -2048;
+    values[62] = 2047;
+    values[30] = 0;
+    let mut spec = Spec::new(7, 9, 12, true, values.clone());
+    spec.rescale = Some((1.0, -1024.0));
+    spec.window = Some((40.0, 400.0));
+    let src = spec.write(&dir.path().join("ct.dcm"));
+    let img = round_trip(&src, &dir.path().join("ct-out.dcm"));
+    assert_eq!(img.bit_depth, 16);
+    for (x, &v) in img.pixels.iter().zip(&values) {
+        assert!(
+            (x - f64::from(v + 2048) * 255.0 / 4095.0).abs() < 1e-9,
+            "{v}: {x}"
+        );
+    }
+    assert_eq!(img.pixels[[0, 0]], 0.0);
+    assert_eq!(img.pixels[[6, 8]], 255.0);
+    // Neither rescale nor window was applied: they are kept as they were.
+    let out = open_file(dir.path().join("ct-out.dcm")).unwrap();
+    assert_eq!(attr(&out, tags::RESCALE_INTERCEPT), "-1024");
+    assert_eq!(attr(&out, tags::WINDOW_WIDTH), "400");
+
+    // A changed image is rounded and clamped to the stored range.
+    let t = DicomTemplate::read(&src).unwrap();
+    let mut changed = img.clone();
+    changed.pixels[[0, 0]] = -30.0;
+    changed.pixels[[0, 1]] = 400.0;
+    changed.pixels[[0, 2]] = 128.0; // round(128 * 4095 / 255 = 2055.5) - 2048 = 8
+    let p = dir.path().join("changed.dcm");
+    let enc = Encoding::Dicom(Box::new(t));
+    enc.save(&changed, &p).unwrap();
+    let stored = stored_values(&p);
+    assert_eq!(&stored[..3], &[-2048, 2047, 8]);
+    assert_eq!(&stored[3..], &values[3..]);
+    // quantize says what the file holds.
+    assert_eq!(load(&p).unwrap().pixels, enc.quantize(&changed.pixels));
+    assert_eq!(enc.describe(), "12-bit DICOM");
+}
+
+#[test]
+fn monochrome1_is_inverted_on_load_and_back_on_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<i32> = (0..20).map(|i| i * 53).collect(); // 0 .. 1007, 10 bits
+    let mut spec = Spec::new(4, 5, 10, false, values.clone());
+    spec.photometric = "MONOCHROME1";
+    let src = spec.write(&dir.path().join("cr.dcm"));
+    let img = round_trip(&src, &dir.path().join("cr-out.dcm"));
+    // Stored 0 is white in MONOCHROME1: 255 for the model.
+    assert_eq!(img.pixels[[0, 0]], 255.0);
+    for (x, &v) in img.pixels.iter().zip(&values) {
+        assert!((x - f64::from(1023 - v) * 255.0 / 1023.0).abs() < 1e-9);
+    }
+    let out = open_file(dir.path().join("cr-out.dcm")).unwrap();
+    assert_eq!(attr(&out, tags::PHOTOMETRIC_INTERPRETATION), "MONOCHROME1");
+}
+
+#[test]
+fn sixteen_bit_maps_like_16_bit_png_and_converts_losslessly() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<i32> = vec![0, 1, 257, 1000, 32768, 40000, 65534, 65535];
+    let src = Spec::new(2, 4, 16, false, values.clone()).write(&dir.path().join("u16.dcm"));
+    let img = round_trip(&src, &dir.path().join("u16-out.dcm"));
+    for (x, &v) in img.pixels.iter().zip(&values) {
+        assert_eq!(*x, f64::from(v) / 257.0);
+    }
+    // DICOM 16 -> 16-bit PNG and TIFF -> DICOM keeps every stored value.
+    let t = DicomTemplate::read(&src).unwrap();
+    for name in ["u16.png", "u16.tif"] {
+        let p = dir.path().join(name);
+        ppdenoise::plain::image::save(&img, &p, 16).unwrap();
+        let back = load(&p).unwrap();
+        let q = dir.path().join("again.dcm");
+        Encoding::Dicom(Box::new(t.clone()))
+            .save(&back, &q)
+            .unwrap();
+        assert_eq!(stored_values(&q), values, "{name}");
+    }
+}
+
+/// One RLE Lossless frame (PS3.5 annex G) of 16-bit samples: a 64-byte header and two
+/// segments (high bytes, then low bytes), each one literal PackBits run per 128 bytes.
+fn rle_frame(values: &[i32]) -> Vec<u8> {
+    let segment = |shift: u32| -> Vec<u8> {
+        let bytes: Vec<u8> = values
+            .iter()
+            .map(|&v| ((v as u16) >> shift) as u8)
+            .collect();
+        let mut s = Vec::new();
+        for chunk in bytes.chunks(128) {
+            s.push((chunk.len() - 1) as u8);
+            s.extend_from_slice(chunk);
+        }
+        if s.len() % 2 == 1 {
+            s.push(0);
+        }
+        s
+    };
+    let (hi, lo) = (segment(8), segment(0));
+    let mut frame = vec![0u8; 64];
+    frame[0..4].copy_from_slice(&2u32.to_le_bytes());
+    frame[4..8].copy_from_slice(&64u32.to_le_bytes());
+    frame[8..12].copy_from_slice(&(64 + hi.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&hi);
+    frame.extend_from_slice(&lo);
+    frame
+}
+
+#[test]
+fn rle_lossless_decodes_to_the_same_image_and_is_written_uncompressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<i32> = (0..30).map(|i| -1000 + i * 97).collect();
+    let mut spec = Spec::new(5, 6, 12, true, values.clone());
+    let plain = load(spec.write(&dir.path().join("plain.dcm"))).unwrap();
+    spec.transfer_syntax = uids::RLE_LOSSLESS;
+    spec.fragments = Some(vec![rle_frame(&values)]);
+    let src = spec.write(&dir.path().join("rle.dcm"));
+    let img = load(&src).unwrap();
+    assert_eq!(img, plain);
+    let out = dir.path().join("rle-out.dcm");
+    Encoding::Dicom(Box::new(DicomTemplate::read(&src).unwrap()))
+        .save(&img, &out)
+        .unwrap();
+    assert_eq!(stored_values(&out), values);
+    assert_derived(&out, &src);
+}
+
+/// `load` fails with an error naming the file and containing every needle.
+fn refused(path: &Path, needles: &[&str]) -> ImageError {
+    let e = load(path).unwrap_err();
+    let msg = e.to_string();
+    let name = path.file_name().unwrap().to_string_lossy();
+    assert!(msg.contains(&*name), "{msg:?} does not name {name}");
+    for n in needles {
+        assert!(msg.contains(n), "{msg:?} does not mention {n:?}");
+    }
+    e
+}
+
+#[test]
+fn refusals_name_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let base = Spec::new(4, 4, 8, false, (0..16).collect());
+
+    let mut multi = base.clone();
+    multi.frames = Some(2);
+    multi.values = (0..32).collect();
+    let e = refused(&multi.write(&d("multi.dcm")), &["2 frames", "single-frame"]);
+    assert!(matches!(e, ImageError::Unsupported { .. }));
+    // A multi-frame template is refused too.
+    let e = DicomTemplate::read(d("multi.dcm")).unwrap_err();
+    assert!(e.to_string().contains("2 frames"), "{e}");
+
+    let mut rgb = base.clone();
+    rgb.samples = 3;
+    rgb.photometric = "RGB";
+    rgb.values = (0..48).collect();
+    refused(
+        &rgb.write(&d("rgb.dcm")),
+        &["colour", "3 samples per pixel", "RGB"],
+    );
+
+    let mut palette = base.clone();
+    palette.photometric = "PALETTE COLOR";
+    refused(&palette.write(&d("palette.dcm")), &["PALETTE COLOR"]);
+
+    let mut j2k = base.clone();
+    j2k.transfer_syntax = JPEG_2000_LOSSLESS;
+    j2k.fragments = Some(vec![vec![0xFF, 0x4F, 0xFF, 0x51]]);
+    let e = refused(
+        &j2k.write(&d("j2k.dcm")),
+        &["JPEG 2000", "no decoder", JPEG_2000_LOSSLESS],
+    );
+    assert!(matches!(e, ImageError::Unsupported { .. }));
+
+    let mut deep = base.clone();
+    deep.bits_allocated = 32;
+    deep.bits_stored = 20;
+    deep.values = vec![0; 32]; // 16 samples of 32 bits, as 16-bit words
+    refused(&deep.write(&d("deep.dcm")), &["32 bits allocated"]);
+
+    let mut huge = base.clone();
+    huge.rows = 65535;
+    huge.cols = 65535;
+    refused(&huge.write(&d("huge.dcm")), &["65535 x 65535"]);
+
+    let mut short = base.clone();
+    short.values = (0..10).collect();
+    refused(
+        &short.write(&d("short.dcm")),
+        &["pixel data holds 10 bytes", "16"],
+    );
+
+    // An element declaring ~4 GiB is refused before any allocation (this would otherwise
+    // reserve and zero 4 GiB).
+    let mut crafted = base.bytes();
+    let at = crafted
+        .windows(8)
+        .position(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0])
+        .unwrap();
+    crafted[at + 8..at + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    std::fs::write(d("crafted.dcm"), &crafted).unwrap();
+    let e = refused(
+        &d("crafted.dcm"),
+        &["(7FE0,0010)", "declares 4294967280 bytes"],
+    );
+    assert!(matches!(e, ImageError::Corrupt { .. }));
+
+    let good = base.bytes();
+    std::fs::write(d("cut.dcm"), &good[..good.len() - 5]).unwrap();
+    refused(&d("cut.dcm"), &["corrupted DICOM"]);
+
+    // Not a DICOM at all.
+    std::fs::write(d("text.dcm"), b"hello").unwrap();
+    let e = refused(&d("text.dcm"), &["not a PNG, TIFF or DICOM"]);
+    assert!(matches!(e, ImageError::UnknownFormat { .. }));
+}
+
+#[test]
+fn dicom_output_needs_a_fitting_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = GrayImage::new(Array2::from_elem((3, 3), 10.0), 8);
+    let out = dir.path().join("x.dcm");
+    let e = Encoding::for_path(&out, 8, None).unwrap_err();
+    assert!(
+        e.to_string().contains("x.dcm") && e.to_string().contains("--like"),
+        "{e}"
+    );
+    let e = ppdenoise::plain::image::save(&img, &out, 8).unwrap_err();
+    assert!(e.to_string().contains("--like"), "{e}");
+
+    let src = Spec::new(4, 4, 8, false, (0..16).collect()).write(&dir.path().join("t.dcm"));
+    let t = DicomTemplate::read(&src).unwrap();
+    // Another size than the template's.
+    let e = Encoding::Dicom(Box::new(t.clone()))
+        .save(&img, &out)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("3 x 3") && e.to_string().contains("t.dcm"),
+        "{e}"
+    );
+    // A template for a PNG output.
+    let e = Encoding::for_path(&dir.path().join("x.png"), 8, Some(t)).unwrap_err();
+    assert!(e.to_string().contains("t.dcm"), "{e}");
+    // A PNG as a template.
+    let png = dir.path().join("p.png");
+    ppdenoise::plain::image::save_png(&img, &png, 8).unwrap();
+    let e = DicomTemplate::read(&png).unwrap_err();
+    assert!(
+        e.to_string().contains("p.png") && e.to_string().contains("not a DICOM"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+// ---- command line ----
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ppdenoise")
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn ppd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(bin())
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run ppdenoise")
+}
+
+/// Runs a step that must succeed; returns its JSON summary.
+fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> serde_json::Value {
+    let o = ppd(args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "ppdenoise {args:?} failed: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(out.trim()).expect("one line of JSON")
+}
+
+/// A refusal: non-zero exit and every needle in the error.
+fn cli_refused<S: AsRef<std::ffi::OsStr>>(args: &[S], needles: &[&str]) {
+    let o = ppd(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "expected a refusal: {text}");
+    for n in needles {
+        assert!(text.contains(n), "{text:?} does not mention {n:?}");
+    }
+}
+
+/// A 12-bit signed CT-like slice of the n x n phantom.
+fn ct_phantom(path: &Path, n: usize) -> PathBuf {
+    let ph = ppdenoise::plain::phantom::builtin(&format!("phantom:{n}")).unwrap();
+    let values: Vec<i32> = ph
+        .pixels
+        .iter()
+        .map(|&p| (p * 4095.0 / 255.0).round() as i32 - 2048)
+        .collect();
+    let mut spec = Spec::new(n as u16, n as u16, 12, true, values);
+    spec.rescale = Some((1.0, -1024.0));
+    spec.write(path)
+}
+
+#[test]
+fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| s(&dir.path().join(n));
+    let ct = ct_phantom(&dir.path().join("ct.dcm"), 64);
+    let j = ok(&[
+        "add-noise",
+        "--image",
+        &s(&ct),
+        "--sigma",
+        "25",
+        "--seed",
+        "1",
+        "--out",
+        &d("noisy.dcm"),
+    ]);
+    let noisy = dir.path().join("noisy.dcm");
+    assert_derived(&noisy, &ct);
+    assert!(attr(&open_file(&noisy).unwrap(), tags::DERIVATION_DESCRIPTION).contains("sigma 25"));
+    // What was written is what add-noise measured.
+    let m = ok(&["metrics", &s(&ct), &d("noisy.dcm")]);
+    assert_eq!(m["psnr"], j["psnr"]);
+    let p = m["psnr"].as_f64().unwrap();
+    assert!((18.0..26.0).contains(&p), "PSNR {p}");
+
+    // Denoise in the fixed-point arithmetic: a DICOM like the input, and a 16-bit TIFF.
+    ok(&[
+        "denoise",
+        "--image",
+        &d("noisy.dcm"),
+        "--arith",
+        "fixed",
+        "--out",
+        &d("den.dcm"),
+    ]);
+    assert_derived(&dir.path().join("den.dcm"), &noisy);
+    ok(&[
+        "denoise",
+        "--image",
+        &d("noisy.dcm"),
+        "--arith",
+        "fixed",
+        "--out",
+        &d("den.tif"),
+    ]);
+    let (a, b) = (
+        load(dir.path().join("den.dcm")).unwrap(),
+        load(dir.path().join("den.tif")).unwrap(),
+    );
+    assert_eq!(b.bit_depth, 16);
+    let step = 255.0 / 4095.0 / 2.0 + 255.0 / 65535.0 / 2.0 + 1e-9;
+    for (x, y) in a.pixels.iter().zip(b.pixels.iter()) {
+        assert!((x - y).abs() <= step, "{x} vs {y}");
+    }
+    let after = ok(&["metrics", &s(&ct), &d("den.dcm")])["psnr"]
+        .as_f64()
+        .unwrap();
+    assert!(after > p, "denoising did not help: {p} -> {after}");
+
+    // Refusals: a DICOM output of a non-DICOM input, a template for a PNG.
+    cli_refused(
+        &[
+            "add-noise",
+            "--image",
+            "builtin:phantom:16",
+            "--out",
+            &d("x.dcm"),
+        ],
+        &["x.dcm", "--like"],
+    );
+    cli_refused(
+        &[
+            "add-noise",
+            "--image",
+            &s(&ct),
+            "--out",
+            &d("x.png"),
+            "--like",
+            &s(&ct),
+        ],
+        &["ct.dcm", "DICOM output only"],
+    );
+    assert!(!dir.path().join("x.dcm").exists() && !dir.path().join("x.png").exists());
+}
+
+#[test]
+fn reconstruct_refuses_a_dicom_output_before_reading_the_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| s(&dir.path().join(n));
+    let png = dir.path().join("p.png");
+    ppdenoise::plain::image::save_png(&GrayImage::new(Array2::zeros((2, 2)), 8), &png, 8).unwrap();
+    // The shares do not even exist: the output's form is refused first.
+    let base = [
+        "reconstruct",
+        "--share0",
+        &d("none.p0"),
+        "--share1",
+        &d("none.p1"),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|x| x.to_string()).collect()
+    };
+    cli_refused(&with(&["--out", &d("o.dcm")]), &["o.dcm", "--like"]);
+    cli_refused(
+        &with(&["--out", &d("o.dcm"), "--like", &s(&png)]),
+        &["p.png", "not a DICOM"],
+    );
+    cli_refused(
+        &with(&["--out", &d("o.png"), "--like", &d("t.dcm")]),
+        &["t.dcm", "DICOM output only"],
+    );
+    let multi = {
+        let mut m = Spec::new(2, 2, 8, false, (0..8).collect());
+        m.frames = Some(2);
+        m.write(&dir.path().join("multi.dcm"))
+    };
+    cli_refused(
+        &with(&["--out", &d("o.dcm"), "--like", &s(&multi)]),
+        &["multi.dcm", "2 frames"],
+    );
+    cli_refused(
+        &with(&[
+            "--out",
+            &d("o.dcm"),
+            "--like",
+            &s(&multi),
+            "--bit-depth",
+            "16",
+        ]),
+        &["--bit-depth"],
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_limit(mut c: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        if c.try_wait().unwrap().is_some() {
+            return c.wait_with_output().unwrap();
+        }
+        if t.elapsed() > limit {
+            let _ = c.kill();
+            let o = c.wait_with_output().unwrap();
+            panic!(
+                "process did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn secure_run_on_a_dicom_is_reconstructed_like_it() {
+    use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| s(&dir.path().join(n));
+    let ct = ct_phantom(&dir.path().join("ct.dcm"), 24);
+    ok(&[
+        "add-noise",
+        "--image",
+        &s(&ct),
+        "--seed",
+        "2",
+        "--out",
+        &d("noisy.dcm"),
+    ]);
+    let meta = ModelMeta {
+        sigma: 25.0,
+        mean_shift: true,
+        residual: true,
+        activation: Activation::TanhStar,
+        aggregation_sigma: 4.0,
+    };
+    random_model(&[49, 8, 9], 7, meta)
+        .save(&dir.path().join("m.npz"))
+        .unwrap();
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &d("keys")]);
+    }
+    ok(&["share-model", "--model", &d("m.npz"), "--out", &d("model")]);
+    ok(&[
+        "share-image",
+        "--image",
+        &d("noisy.dcm"),
+        "--out",
+        &d("image"),
+    ]);
+    ok(&[
+        "gen-triplets",
+        "--model",
+        &d("model.pub"),
+        "--image",
+        &d("image.pub"),
+        "--batch",
+        "64",
+        "--out",
+        &d("triplets"),
+    ]);
+    let port = free_port();
+    let spawn = |p: u8| {
+        let (me, peer) = if p == 0 { ("s0", "s1") } else { ("s1", "s0") };
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .args(["--model", &d(&format!("model.p{p}"))])
+            .args(["--image", &d(&format!("image.p{p}"))])
+            .args(["--triplets", &d(&format!("triplets.p{p}"))])
+            .args(["--key", &d(&format!("keys/{me}.key"))])
+            .args(["--cert", &d(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &d(&format!("keys/{peer}.crt"))])
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--timeout", "60"])
+            .args(["--state-dir", &d("state")])
+            .args(["--out", &d(&format!("out.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (c0, c1) = (spawn(0), spawn(1));
+    for o in [
+        wait_limit(c0, Duration::from_secs(120)),
+        wait_limit(c1, Duration::from_secs(120)),
+    ] {
+        assert!(
+            o.status.success(),
+            "serve: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let rec = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "reconstruct".to_string(),
+            "--share0".into(),
+            d("out.p0"),
+            "--share1".into(),
+            d("out.p1"),
+            "--out".into(),
+            d(out),
+        ];
+        args.extend(extra.iter().map(|x| x.to_string()));
+        ok(&args)
+    };
+    let j = rec("den.dcm", &["--like", &d("noisy.dcm"), "--clean", &s(&ct)]);
+    assert!(j["psnr"].as_f64().unwrap().is_finite());
+    let den = dir.path().join("den.dcm");
+    assert_derived(&den, &dir.path().join("noisy.dcm"));
+    assert!(
+        attr(&open_file(&den).unwrap(), tags::DERIVATION_DESCRIPTION).contains("secret shares")
+    );
+    // The same result as a 16-bit TIFF: equal within the two formats' rounding.
+    rec("den.tif", &[]);
+    let (a, b) = (
+        load(&den).unwrap(),
+        load(dir.path().join("den.tif")).unwrap(),
+    );
+    assert_eq!(a.pixels.dim(), (24, 24));
+    let step = 255.0 / 4095.0 / 2.0 + 255.0 / 65535.0 / 2.0 + 1e-9;
+    for (x, y) in a.pixels.iter().zip(b.pixels.iter()) {
+        assert!((x - y).abs() <= step, "{x} vs {y}");
+    }
+    // A template of another size is refused, and nothing is written.
+    let small = Spec::new(4, 4, 12, true, vec![0; 16]).write(&dir.path().join("small.dcm"));
+    let args: Vec<String> = [
+        "reconstruct",
+        "--share0",
+        &d("out.p0"),
+        "--share1",
+        &d("out.p1"),
+        "--out",
+        &d("bad.dcm"),
+        "--like",
+        &s(&small),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    cli_refused(&args, &["small.dcm", "4 x 4", "24 x 24"]);
+    assert!(!dir.path().join("bad.dcm").exists());
+}
