@@ -488,7 +488,8 @@ fn before_after(noisy: &ndarray::Array2<f64>, result: &ndarray::Array2<f64>) -> 
     const GAP: usize = 8;
     let (h, w) = noisy.dim();
     let mut out = ndarray::Array2::from_elem((h, 2 * w + GAP), 255.0);
-    out.slice_mut(ndarray::s![.., ..w]).assign(&quantize_u8(noisy));
+    out.slice_mut(ndarray::s![.., ..w])
+        .assign(&quantize_u8(noisy));
     out.slice_mut(ndarray::s![.., w + GAP..]).assign(result);
     GrayImage::new(out, 8)
 }
