@@ -455,6 +455,66 @@ fn rle_lossless_decodes_to_the_same_image_and_is_written_uncompressed() {
     assert_derived(&out, &src);
 }
 
+/// Malformed encapsulated pixel data is refused before a decoder sizes anything from it
+/// (an outside review found the registry's decoders panic or allocate what the data claims).
+#[test]
+fn malformed_rle_and_jpeg_data_are_refused_not_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<i32> = (0..30).map(|i| -1000 + i * 97).collect();
+    let good = rle_frame(&values);
+    let cases: Vec<(&str, &str, Vec<Vec<u8>>, &str)> = vec![
+        (
+            "rle-empty.dcm",
+            uids::RLE_LOSSLESS,
+            vec![vec![]],
+            "fragment",
+        ),
+        (
+            "rle-two.dcm",
+            uids::RLE_LOSSLESS,
+            vec![good.clone(), good.clone()],
+            "RLE data",
+        ),
+        (
+            "rle-count.dcm",
+            uids::RLE_LOSSLESS,
+            {
+                let mut f = good.clone();
+                f[0] = 16;
+                vec![f]
+            },
+            "RLE data",
+        ),
+        (
+            "rle-offset.dcm",
+            uids::RLE_LOSSLESS,
+            {
+                let mut f = good.clone();
+                f[8..12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+                vec![f]
+            },
+            "RLE data",
+        ),
+        // SOI, then a frame header claiming 65535 x 65535 x 4 components of 16 bits.
+        (
+            "jpeg-huge.dcm",
+            uids::JPEG_LOSSLESS_SV1,
+            vec![vec![
+                0xFF, 0xD8, 0xFF, 0xC3, 0, 20, 16, 0xFF, 0xFF, 0xFF, 0xFF, 4, 1, 0x11, 0, 2, 0x11,
+                0, 3, 0x11, 0, 4, 0x11, 0,
+            ]],
+            "the JPEG data is 65535 x 65535, 4 component",
+        ),
+    ];
+    for (name, ts, fragments, needle) in cases {
+        let mut spec = Spec::new(5, 6, 12, true, values.clone());
+        spec.transfer_syntax = ts;
+        spec.fragments = Some(fragments);
+        let path = spec.write(&dir.path().join(name));
+        refused(&path, &[needle]);
+    }
+}
+
 /// `load` fails with an error naming the file and containing every needle.
 fn refused(path: &Path, needles: &[&str]) -> ImageError {
     let e = load(path).unwrap_err();

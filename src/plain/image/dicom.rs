@@ -286,8 +286,23 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(corrupt(path, "no pixel data"));
     }
-    let decoded = obj
-        .decode_pixel_data()
+    if let Some(fragments) = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|e| corrupt(path, e.to_string()))?
+        .value()
+        .fragments()
+    {
+        check_encapsulated(fragments, &l, path)?;
+    }
+    // The decoders of the registry can still panic on data the checks above let through
+    // (a PackBits run cut short): an error, not a crash, and no panic message.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()));
+    std::panic::set_hook(hook);
+    let decoded = decoded
+        .map_err(|_| corrupt(path, "pixel data: the decoder failed on malformed data"))?
         .map_err(|e| corrupt(path, format!("pixel data: {e}")))?;
     let data = decoded.data();
     let n = l.rows * l.cols;
@@ -322,6 +337,85 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
         pixels,
         bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
     })
+}
+
+/// Encapsulated pixel data is checked against the header before a decoder sizes anything
+/// from it: one frame is one fragment for RLE (the decoder makes a frame of every fragment),
+/// and a JPEG's own frame header must say the header's rows, columns, one component and a
+/// precision that fits the bits allocated (the decoder allocates what the JPEG says).
+fn check_encapsulated(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<(), ImageError> {
+    let first = fragments
+        .first()
+        .ok_or_else(|| corrupt(path, "encapsulated pixel data without a fragment"))?;
+    if first.starts_with(&[0xFF, 0xD8]) {
+        let (precision, rows, cols, comps) =
+            jpeg_frame(first).ok_or_else(|| corrupt(path, "JPEG data without a frame header"))?;
+        if (rows, cols) != (l.rows, l.cols)
+            || comps != 1
+            || (precision <= 8) != (l.bits_allocated == 8)
+        {
+            return Err(corrupt(
+                path,
+                format!(
+                    "the JPEG data is {rows} x {cols}, {comps} component(s) of {precision} bits; \
+                     the header says {} x {}, one sample of {} bits allocated",
+                    l.rows, l.cols, l.bits_allocated
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    // RLE: a 64-byte header of 16 little-endian u32: the segment count, then the offsets.
+    let segments = l.bytes_per_sample();
+    let word = |i: usize| {
+        first
+            .get(4 * i..4 * i + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    let offsets: Option<Vec<usize>> = (1..=segments).map(word).collect();
+    let ok = fragments.len() == 1
+        && first.len() >= 64
+        && word(0) == Some(segments)
+        && offsets.as_ref().is_some_and(|o| {
+            o[0] == 64 && o.windows(2).all(|w| w[0] < w[1]) && o.iter().all(|&x| x < first.len())
+        });
+    if !ok {
+        return Err(corrupt(
+            path,
+            format!(
+                "RLE data of {} fragment(s) does not hold one frame of {segments} segment(s) \
+                 with a valid header",
+                fragments.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The frame header (SOFn) of a JPEG stream: precision, rows, columns, components.
+fn jpeg_frame(b: &[u8]) -> Option<(u8, usize, usize, u8)> {
+    let mut i = 2; // after SOI
+    loop {
+        while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
+            i += 1; // fill bytes
+        }
+        if *b.get(i)? != 0xFF {
+            return None;
+        }
+        let marker = *b.get(i + 1)?;
+        let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
+        let sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if sof {
+            let seg = b.get(i + 4..i + 2 + len)?;
+            let rows = usize::from(u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]));
+            let cols = usize::from(u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]));
+            return Some((*seg.first()?, rows, cols, *seg.get(5)?));
+        }
+        if marker == 0xDA || len < 2 {
+            return None; // scan data before any frame header
+        }
+        i += 2 + len;
+    }
 }
 
 /// A DICOM whose attributes and pixel layout an output takes (`--like`): read once, up to

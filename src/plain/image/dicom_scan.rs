@@ -13,10 +13,16 @@ use dicom_dictionary_std::StandardDataDictionary;
 /// Undefined length (sequences, items, encapsulated pixel data).
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 
-/// VRs whose explicit encoding has 2 reserved bytes and a 32-bit length.
-const LONG_VRS: [&[u8; 2]; 13] = [
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+/// VRs whose explicit encoding has a 16-bit length; every other one (the parser reads an
+/// unknown VR as UN) has 2 reserved bytes and a 32-bit length.
+const SHORT_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
+
+/// Deepest nesting of sequences and items taken: the parser builds nested sequences
+/// recursively, so a deep one would overflow its stack.
+const MAX_DEPTH: usize = 32;
 
 /// What is wrong, for the caller to put in an error naming the file.
 #[derive(Debug, PartialEq)]
@@ -67,7 +73,7 @@ fn header(b: &[u8], pos: usize, explicit: bool) -> Result<(Header, usize), ScanE
             "element {tag} at byte {pos} has no valid value representation"
         )));
     }
-    if LONG_VRS.contains(&&vr) {
+    if !SHORT_VRS.contains(&&vr) {
         if b.len() < pos + 12 {
             return Err(cut());
         }
@@ -102,6 +108,16 @@ fn fits(b: &[u8], pos: usize, h: &Header) -> Result<(), ScanError> {
 pub(super) fn meta(b: &[u8]) -> Result<(String, usize), ScanError> {
     let mut pos = 132;
     let mut ts = None;
+    // The parser ends the group where (0002,0000) says, so the walk must end there too.
+    let (first, size) = header(b, pos, true)?;
+    if first.tag != Tag(0x0002, 0x0000) || first.len != 4 || b.len() < pos + size + 4 {
+        return Err(ScanError::Corrupt(
+            "the file meta group does not start with its group length".into(),
+        ));
+    }
+    let group_len = u32_at(b, pos + size) as usize;
+    pos += size + 4;
+    let group_start = pos;
     while b.len() >= pos + 2 && u16_at(b, pos) == 0x0002 {
         let (h, size) = header(b, pos, true)?;
         pos += size;
@@ -119,6 +135,12 @@ pub(super) fn meta(b: &[u8]) -> Result<(String, usize), ScanError> {
         }
         pos += h.len as usize;
     }
+    if pos - group_start != group_len {
+        return Err(ScanError::Corrupt(format!(
+            "the file meta group says it has {group_len} bytes but holds {}",
+            pos - group_start
+        )));
+    }
     let ts = ts
         .ok_or_else(|| ScanError::Corrupt("the file meta group names no transfer syntax".into()))?;
     Ok((ts, pos))
@@ -130,7 +152,24 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
     let mut pos = start;
     // Inside encapsulated pixel data, items hold compressed bytes, not elements.
     let mut in_pixels = false;
+    // The open sequences and items: where each ends (None: at its delimiter).
+    let mut open: Vec<Option<usize>> = Vec::new();
+    let nest = |open: &mut Vec<Option<usize>>, end: Option<usize>| {
+        if open.len() == MAX_DEPTH {
+            return Err(ScanError::Unsupported(format!(
+                "sequences nested more than {MAX_DEPTH} deep"
+            )));
+        }
+        open.push(end);
+        Ok(())
+    };
     while pos < b.len() {
+        while let Some(&Some(end)) = open.last() {
+            if pos < end {
+                break;
+            }
+            open.pop();
+        }
         let (h, size) = header(b, pos, explicit)?;
         pos += size;
         if h.tag.0 == 0xFFFE {
@@ -140,9 +179,20 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
                     fits(b, pos, &h)?;
                     if in_pixels {
                         pos += h.len as usize;
+                    } else {
+                        nest(&mut open, Some(pos + h.len as usize))?;
                     }
                 }
-                0xE000 | 0xE00D => {}
+                0xE000 if !in_pixels => nest(&mut open, None)?,
+                0xE000 => {}
+                0xE00D | 0xE0DD if !in_pixels => {
+                    if open.pop().is_some_and(|end| end.is_some()) {
+                        return Err(ScanError::Corrupt(format!(
+                            "a delimiter at byte {} inside an item of defined length",
+                            pos - size
+                        )));
+                    }
+                }
                 0xE0DD => in_pixels = false,
                 _ => {
                     return Err(ScanError::Corrupt(format!(
@@ -154,6 +204,9 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
             }
             continue;
         }
+        if h.tag == Tag(0x7FE0, 0x0010) && explicit && &h.vr == b"SQ" {
+            return Err(ScanError::Corrupt("pixel data given as a sequence".into()));
+        }
         if h.len == UNDEFINED {
             if h.tag == Tag(0x7FE0, 0x0010) {
                 in_pixels = true;
@@ -164,6 +217,7 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
                     h.tag
                 )));
             }
+            nest(&mut open, None)?;
             continue; // a sequence: its items follow
         }
         fits(b, pos, &h)?;
@@ -174,7 +228,9 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
                 .by_tag(h.tag)
                 .is_some_and(|e| matches!(e.vr(), VirtualVr::Exact(VR::SQ)))
         };
-        if !sequence {
+        if sequence {
+            nest(&mut open, Some(pos + h.len as usize))?;
+        } else {
             pos += h.len as usize;
         }
     }
@@ -193,10 +249,62 @@ mod tests {
         if v.len() % 2 == 1 {
             v.push(0);
         }
+        // (0002,0000) UL: the group's length, then (0002,0010) UI.
+        b.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        b.extend_from_slice(&(8 + v.len() as u32).to_le_bytes());
         b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         b.extend_from_slice(&(v.len() as u16).to_le_bytes());
         b.extend_from_slice(&v);
         b
+    }
+
+    /// Regressions of an outside review: ways around the length checks.
+    #[test]
+    fn unknown_vrs_sequence_pixel_data_deep_nesting_and_a_wrong_group_length_are_refused() {
+        let b = start("1.2.840.10008.1.2.1");
+        let at = b.len();
+        // An unknown VR is read as UN (32-bit length) by the parser: checked as such.
+        let mut zz = b.clone();
+        zz.extend_from_slice(&[
+            0x08, 0x00, 0x10, 0x00, b'Z', b'Z', 4, 0, 0xF0, 0xFF, 0xFF, 0xFF,
+        ]);
+        assert!(matches!(dataset(&zz, at, true), Err(ScanError::Corrupt(_))));
+        // Pixel data typed SQ would make the parser read its items as data sets.
+        let mut sq = b.clone();
+        sq.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'S', b'Q', 0, 0]);
+        sq.extend_from_slice(&UNDEFINED.to_le_bytes());
+        assert!(
+            matches!(dataset(&sq, at, true), Err(ScanError::Corrupt(d)) if d.contains("sequence"))
+        );
+        // Sequences nested deeper than MAX_DEPTH.
+        let mut deep = b.clone();
+        for _ in 0..MAX_DEPTH {
+            deep.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0]);
+            deep.extend_from_slice(&UNDEFINED.to_le_bytes());
+            deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+            deep.extend_from_slice(&UNDEFINED.to_le_bytes());
+        }
+        assert!(
+            matches!(dataset(&deep, at, true), Err(ScanError::Unsupported(d)) if d.contains("nested"))
+        );
+        // A shallow nest with its delimiters is fine.
+        let mut shallow = b.clone();
+        shallow.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0]);
+        shallow.extend_from_slice(&UNDEFINED.to_le_bytes());
+        shallow.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        shallow.extend_from_slice(&UNDEFINED.to_le_bytes());
+        shallow.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        shallow.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        assert_eq!(dataset(&shallow, at, true), Ok(()));
+        // A group length that is not what the group holds.
+        let mut short = b.clone();
+        short[140] = 4;
+        assert!(matches!(meta(&short), Err(ScanError::Corrupt(d)) if d.contains("group says")));
+        // No group length at all.
+        let mut none = vec![0u8; 128];
+        none.extend_from_slice(b"DICM");
+        none.extend_from_slice(&b[144..]);
+        assert!(meta(&none).is_err());
     }
 
     #[test]

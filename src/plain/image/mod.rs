@@ -51,6 +51,38 @@ pub const BUILTIN_PREFIX: &str = "builtin:";
 /// decoded. The same bound as a job's ([`crate::formats::bodies::MAX_PIXELS`]).
 pub const MAX_PIXELS: usize = crate::formats::bodies::MAX_PIXELS;
 
+/// Reads a PNG's or TIFF's size from its header and refuses one above [`MAX_PIXELS`] before
+/// anything is decoded (the decoder's own limit is in bytes, and our `f64` copy is 8 per pixel).
+fn check_size(
+    bytes: &[u8],
+    image_format: ::image::ImageFormat,
+    path: &Path,
+    format: Format,
+) -> Result<(), ImageError> {
+    let (w, h) = ::image::ImageReader::with_format(std::io::Cursor::new(bytes), image_format)
+        .into_dimensions()
+        .map_err(|e| match e {
+            ::image::ImageError::Unsupported(u) => ImageError::Unsupported {
+                path: path.to_path_buf(),
+                format,
+                detail: u.to_string(),
+            },
+            e => ImageError::Corrupt {
+                path: path.to_path_buf(),
+                format,
+                detail: e.to_string(),
+            },
+        })?;
+    if (w as usize).saturating_mul(h as usize) > MAX_PIXELS {
+        return Err(ImageError::Unsupported {
+            path: path.to_path_buf(),
+            format,
+            detail: format!("an image of {h} x {w} pixels (at most {MAX_PIXELS} are read)"),
+        });
+    }
+    Ok(())
+}
+
 /// Errors of image loading and saving. Every variant that concerns a file
 /// names it.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +159,11 @@ impl std::fmt::Display for Format {
 impl Format {
     /// The format `bytes` (a file's beginning) are in, by signature.
     pub fn sniff(bytes: &[u8]) -> Option<Format> {
-        if bytes.starts_with(&png::SIGNATURE) {
+        // DICOM first: a DICOM file's 128-byte preamble may itself be a TIFF header
+        // (dual-format files).
+        if bytes.get(128..132) == Some(b"DICM") {
+            Some(Format::Dicom)
+        } else if bytes.starts_with(&png::SIGNATURE) {
             Some(Format::Png)
         } else if [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"]
             .iter()
@@ -135,8 +171,6 @@ impl Format {
         {
             // Classic TIFF and BigTIFF, either byte order.
             Some(Format::Tiff)
-        } else if bytes.get(128..132) == Some(b"DICM") {
-            Some(Format::Dicom)
         } else {
             None
         }
@@ -551,6 +585,42 @@ pub fn looks_like_png(path: impl AsRef<Path>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small PNG whose header claims more than MAX_PIXELS is refused before decoding.
+    #[test]
+    fn an_image_above_the_pixel_bound_is_refused_from_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.png");
+        let side = 1u32 << 15; // 2^30 pixels
+        let mut bytes = Vec::new();
+        ::image::ImageEncoder::write_image(
+            ::image::codecs::png::PngEncoder::new(&mut bytes),
+            &[0u8; 16],
+            4,
+            4,
+            ::image::ExtendedColorType::L8,
+        )
+        .unwrap();
+        // IHDR's width and height (bytes 16..24), and its CRC (bytes 29..33) made right.
+        bytes[16..20].copy_from_slice(&side.to_be_bytes());
+        bytes[20..24].copy_from_slice(&side.to_be_bytes());
+        let crc = !bytes[12..29].iter().fold(!0u32, |mut c, &b| {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+            c
+        });
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(e.to_string().contains("huge.png"), "{e}");
+        assert!(e.to_string().contains("32768 x 32768 pixels"), "{e}");
+    }
     use ndarray::array;
 
     /// A fresh, empty directory under the system temp dir for one test.

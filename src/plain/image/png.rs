@@ -14,6 +14,7 @@ pub const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
 /// `path` is only used in error messages. The `image` crate's default limits bound what a
 /// crafted header can make it allocate.
 pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
+    super::check_size(bytes, ImageFormat::Png, path, Format::Png)?;
     let dynimg = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Png)
         .decode()
         .map_err(|e| ImageError::Corrupt {

@@ -29,6 +29,7 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             detail: "several pages (a stack); only single-page images are read".into(),
         });
     }
+    super::check_size(bytes, ImageFormat::Tiff, path, Format::Tiff)?;
     let dynimg = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Tiff)
         .decode()
         .map_err(|e| match e {
