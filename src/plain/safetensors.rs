@@ -179,11 +179,26 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Model, ModelError> {
     let prefix = prefix.map_or("", |(p, _)| p);
     let mut out: Vec<Layer> = Vec::with_capacity(layers.len());
     let mut previous: Option<&str> = None;
+    let mut previous_index: Option<usize> = None;
     for (index, pair) in &layers {
         let (wname, bname) = (
             format!("{prefix}{index}.weight"),
             format!("{prefix}{index}.bias"),
         );
+        // Sequential indices one apart are two Linear layers with no activation between
+        // them, which this network (an activation after every hidden layer) cannot be.
+        if let Some(p) = previous_index {
+            if *index == p + 1 {
+                return Err(tensor_err(
+                    &wname,
+                    format!(
+                        "follows {prefix}{p}.weight directly: two Linear layers with no \
+                         activation between them are not an MLP of this kind"
+                    ),
+                ));
+            }
+        }
+        previous_index = Some(*index);
         let Some(wn) = pair.weight else {
             return Err(tensor_err(&wname, format!("missing ({bname} is present)")));
         };
@@ -536,6 +551,14 @@ mod tests {
         t.retain(|r| r.0 != "0.weight");
         refused(&t, &[], &["tensor 0.weight: missing (0.bias is present)"]);
         refused(&[], &[], &["holds no tensors"]);
+        // Two Linear layers back to back (indices 0 and 1): no activation between them.
+        let t = vec![
+            f32s("0.weight", &[4, 9], |_| 0.0),
+            f32s("0.bias", &[4], |_| 0.0),
+            f32s("1.weight", &[1, 4], |_| 0.0),
+            f32s("1.bias", &[1], |_| 0.0),
+        ];
+        refused(&t, &[], &["tensor 1.weight", "follows 0.weight directly"]);
     }
 
     #[test]
