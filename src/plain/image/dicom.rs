@@ -433,18 +433,7 @@ impl DicomTemplate {
     /// [`super::load`] takes (its pixel data is neither read nor needed).
     pub fn read(path: impl AsRef<Path>) -> Result<DicomTemplate, ImageError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ImageError::Missing {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                ImageError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+        let bytes = super::read_file(path)?;
         if Format::sniff(&bytes) != Some(Format::Dicom) {
             return Err(ImageError::Unsupported {
                 path: path.to_path_buf(),

@@ -51,6 +51,22 @@ pub const BUILTIN_PREFIX: &str = "builtin:";
 /// decoded. The same bound as a job's ([`crate::formats::bodies::MAX_PIXELS`]).
 pub const MAX_PIXELS: usize = crate::formats::bodies::MAX_PIXELS;
 
+/// An image file's bytes; a missing file is said to be missing.
+fn read_file(path: &Path) -> Result<Vec<u8>, ImageError> {
+    fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ImageError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ImageError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
 /// Reads a PNG's or TIFF's size from its header and refuses one above [`MAX_PIXELS`] before
 /// anything is decoded (the decoder's own limit is in bytes, and our `f64` copy is 8 per pixel).
 fn check_size(
@@ -237,18 +253,7 @@ impl GrayImage {
 /// and say whether it is missing, of no known format, corrupted or unsupported.
 pub fn load(path: impl AsRef<Path>) -> Result<GrayImage, ImageError> {
     let path = path.as_ref();
-    let bytes = fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ImageError::Missing {
-                path: path.to_path_buf(),
-            }
-        } else {
-            ImageError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+    let bytes = read_file(path)?;
     match Format::sniff(&bytes) {
         Some(Format::Png) => png::decode(&bytes, path),
         Some(Format::Tiff) => tiff::decode(&bytes, path),
