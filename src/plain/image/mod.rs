@@ -67,28 +67,29 @@ fn read_file(path: &Path) -> Result<Vec<u8>, ImageError> {
     })
 }
 
-/// Reads a PNG's or TIFF's size from its header and refuses one above [`MAX_PIXELS`] before
-/// anything is decoded (the decoder's own limit is in bytes, and our `f64` copy is 8 per pixel).
-fn check_size(
+/// Decodes a PNG or TIFF through the `image` crate: its size is read from the header and one
+/// above [`MAX_PIXELS`] refused before anything is decoded (the decoder's own limit is in
+/// bytes, and our `f64` copy is 8 per pixel); the decoder's "unsupported" stays that.
+fn decode_with_image(
     bytes: &[u8],
     image_format: ::image::ImageFormat,
     path: &Path,
     format: Format,
-) -> Result<(), ImageError> {
-    let (w, h) = ::image::ImageReader::with_format(std::io::Cursor::new(bytes), image_format)
-        .into_dimensions()
-        .map_err(|e| match e {
-            ::image::ImageError::Unsupported(u) => ImageError::Unsupported {
-                path: path.to_path_buf(),
-                format,
-                detail: u.to_string(),
-            },
-            e => ImageError::Corrupt {
-                path: path.to_path_buf(),
-                format,
-                detail: e.to_string(),
-            },
-        })?;
+) -> Result<GrayImage, ImageError> {
+    let reader = || ::image::ImageReader::with_format(std::io::Cursor::new(bytes), image_format);
+    let error = |e: ::image::ImageError| match e {
+        ::image::ImageError::Unsupported(u) => ImageError::Unsupported {
+            path: path.to_path_buf(),
+            format,
+            detail: u.to_string(),
+        },
+        e => ImageError::Corrupt {
+            path: path.to_path_buf(),
+            format,
+            detail: e.to_string(),
+        },
+    };
+    let (w, h) = reader().into_dimensions().map_err(error)?;
     if (w as usize).saturating_mul(h as usize) > MAX_PIXELS {
         return Err(ImageError::Unsupported {
             path: path.to_path_buf(),
@@ -96,7 +97,42 @@ fn check_size(
             detail: format!("an image of {h} x {w} pixels (at most {MAX_PIXELS} are read)"),
         });
     }
-    Ok(())
+    let dynimg = reader().decode().map_err(error)?;
+    from_dynamic(&dynimg, path, format)
+}
+
+/// Encodes `img` (checked by the caller: no NaN, sides that fit) as grayscale of `depth` 8
+/// or 16 bits with the rounding of [`save_png`], into `bytes` through the encoder `make`
+/// makes of them.
+fn encode_with_image<'a, E: ::image::ImageEncoder>(
+    img: &GrayImage,
+    path: &Path,
+    depth: u8,
+    format: Format,
+    bytes: &'a mut Vec<u8>,
+    make: impl FnOnce(&'a mut Vec<u8>) -> E,
+) -> Result<(), ImageError> {
+    use ::image::{ImageBuffer, Luma};
+    let (w, h) = (img.width() as u32, img.height() as u32);
+    let encoded = match depth {
+        8 => ImageBuffer::<Luma<u8>, _>::from_raw(w, h, png::to_u8(img))
+            .expect("buffer sized from the image")
+            .write_with_encoder(make(bytes)),
+        16 => ImageBuffer::<Luma<u16>, _>::from_raw(w, h, png::to_u16(img))
+            .expect("buffer sized from the image")
+            .write_with_encoder(make(bytes)),
+        depth => {
+            return Err(ImageError::BitDepth {
+                path: path.to_path_buf(),
+                depth,
+            })
+        }
+    };
+    encoded.map_err(|e| ImageError::Encode {
+        path: path.to_path_buf(),
+        format,
+        detail: e.to_string(),
+    })
 }
 
 /// Errors of image loading and saving. Every variant that concerns a file

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use ::image::codecs::png::PngEncoder;
-use ::image::{ImageBuffer, ImageFormat, ImageReader, Luma};
+use ::image::ImageFormat;
 
-use super::{from_dynamic, Format, GrayImage, ImageError};
+use super::{Format, GrayImage, ImageError};
 
 /// The eight bytes every PNG file starts with.
 pub const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
@@ -14,41 +14,14 @@ pub const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
 /// `path` is only used in error messages. The `image` crate's default limits bound what a
 /// crafted header can make it allocate.
 pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
-    super::check_size(bytes, ImageFormat::Png, path, Format::Png)?;
-    let dynimg = ImageReader::with_format(std::io::Cursor::new(bytes), ImageFormat::Png)
-        .decode()
-        .map_err(|e| ImageError::Corrupt {
-            path: path.to_path_buf(),
-            format: Format::Png,
-            detail: e.to_string(),
-        })?;
-    from_dynamic(&dynimg, path, Format::Png)
+    super::decode_with_image(bytes, ImageFormat::Png, path, Format::Png)
 }
 
 /// Encodes `img` (checked by the caller: no NaN, sides that fit) as a grayscale PNG of
 /// `depth` 8 or 16 bits with the rounding of [`super::save_png`].
 pub(super) fn encode(img: &GrayImage, path: &Path, depth: u8) -> Result<Vec<u8>, ImageError> {
     let mut bytes = Vec::new();
-    let (w, h) = (img.width() as u32, img.height() as u32);
-    let encoded = match depth {
-        8 => ImageBuffer::<Luma<u8>, _>::from_raw(w, h, to_u8(img))
-            .expect("buffer sized from the image")
-            .write_with_encoder(PngEncoder::new(&mut bytes)),
-        16 => ImageBuffer::<Luma<u16>, _>::from_raw(w, h, to_u16(img))
-            .expect("buffer sized from the image")
-            .write_with_encoder(PngEncoder::new(&mut bytes)),
-        depth => {
-            return Err(ImageError::BitDepth {
-                path: path.to_path_buf(),
-                depth,
-            })
-        }
-    };
-    encoded.map_err(|e| ImageError::Encode {
-        path: path.to_path_buf(),
-        format: Format::Png,
-        detail: e.to_string(),
-    })?;
+    super::encode_with_image(img, path, depth, Format::Png, &mut bytes, PngEncoder::new)?;
     Ok(bytes)
 }
 

@@ -7,10 +7,9 @@ use std::io::Cursor;
 use std::path::Path;
 
 use ::image::codecs::tiff::TiffEncoder;
-use ::image::{ImageBuffer, ImageFormat, ImageReader, Luma};
+use ::image::ImageFormat;
 
-use super::png::{to_u16, to_u8};
-use super::{from_dynamic, Format, GrayImage, ImageError};
+use super::{Format, GrayImage, ImageError};
 
 /// Decodes a single-page TIFF; `path` is only used in error messages. A stack (several
 /// pages) is refused rather than cut to its first page.
@@ -29,43 +28,15 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             detail: "several pages (a stack); only single-page images are read".into(),
         });
     }
-    super::check_size(bytes, ImageFormat::Tiff, path, Format::Tiff)?;
-    let dynimg = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Tiff)
-        .decode()
-        .map_err(|e| match e {
-            ::image::ImageError::Unsupported(u) => ImageError::Unsupported {
-                path: path.to_path_buf(),
-                format: Format::Tiff,
-                detail: u.to_string(),
-            },
-            e => corrupt(e.to_string()),
-        })?;
-    from_dynamic(&dynimg, path, Format::Tiff)
+    super::decode_with_image(bytes, ImageFormat::Tiff, path, Format::Tiff)
 }
 
 /// Encodes `img` (checked by the caller) as a one-page grayscale TIFF of `depth` 8 or 16
 /// bits, with the rounding of PNG.
 pub(super) fn encode(img: &GrayImage, path: &Path, depth: u8) -> Result<Vec<u8>, ImageError> {
     let mut bytes = Vec::new();
-    let (w, h) = (img.width() as u32, img.height() as u32);
-    let encoded = match depth {
-        8 => ImageBuffer::<Luma<u8>, _>::from_raw(w, h, to_u8(img))
-            .expect("buffer sized from the image")
-            .write_with_encoder(TiffEncoder::new(Cursor::new(&mut bytes))),
-        16 => ImageBuffer::<Luma<u16>, _>::from_raw(w, h, to_u16(img))
-            .expect("buffer sized from the image")
-            .write_with_encoder(TiffEncoder::new(Cursor::new(&mut bytes))),
-        depth => {
-            return Err(ImageError::BitDepth {
-                path: path.to_path_buf(),
-                depth,
-            })
-        }
-    };
-    encoded.map_err(|e| ImageError::Encode {
-        path: path.to_path_buf(),
-        format: Format::Tiff,
-        detail: e.to_string(),
+    super::encode_with_image(img, path, depth, Format::Tiff, &mut bytes, |b| {
+        TiffEncoder::new(Cursor::new(b))
     })?;
     Ok(bytes)
 }
