@@ -332,7 +332,7 @@ fn drive(
     received: &mut u64,
 ) -> Result<(), HsError> {
     loop {
-        flush_tls(conn, sock, sent)?;
+        write_pending(conn, sock, sent)?;
         if !conn.is_handshaking() {
             break;
         }
@@ -343,7 +343,7 @@ fn drive(
         Role::Server => (HELLO_SERVER, HELLO_CLIENT),
     };
     conn.writer().write_all(mine)?;
-    flush_tls(conn, sock, sent)?;
+    write_pending(conn, sock, sent)?;
     let mut got = [0u8; 24];
     loop {
         let state = read_record(conn, sock, deadline, received)?;
@@ -368,12 +368,8 @@ fn drive(
             String::from_utf8_lossy(theirs)
         )));
     }
-    flush_tls(conn, sock, sent)?;
+    write_pending(conn, sock, sent)?;
     Ok(())
-}
-
-fn flush_tls(conn: &mut Connection, sock: &mut TcpStream, sent: &mut u64) -> io::Result<()> {
-    write_pending(conn, sock, sent)
 }
 
 /// Read exactly one TLS record from the socket and hand it to rustls. On a TLS error, send
@@ -406,7 +402,7 @@ fn read_record(
         Ok(state) => Ok(state),
         Err(e) => {
             let mut ignored = 0;
-            let _ = flush_tls(conn, sock, &mut ignored);
+            let _ = write_pending(conn, sock, &mut ignored);
             Err(HsError::Tls(e))
         }
     }
@@ -512,7 +508,7 @@ pub(crate) fn send_lane(h: &mut Handshaken, msg: &[u8; LANE_MSG]) -> Result<(), 
     } = h;
     conn.writer()
         .write_all(msg)
-        .and_then(|()| flush_tls(conn, stream, wire_sent))
+        .and_then(|()| write_pending(conn, stream, wire_sent))
         .map_err(|e| NetError::from_stream_io(e, "sending the lane message", None))
 }
 

@@ -283,15 +283,12 @@ fn parse(bytes: &[u8], path: &Path, with_pixels: bool) -> Result<DefaultDicomObj
 pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
     let obj = parse(bytes, path, true)?;
     let l = layout(&obj, path)?;
-    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
-        return Err(corrupt(path, "no pixel data"));
-    }
-    if let Some(fragments) = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| corrupt(path, e.to_string()))?
-        .value()
-        .fragments()
-    {
+    let pixel_data = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .ok_or_else(|| corrupt(path, "no pixel data"))?;
+    if let Some(fragments) = pixel_data.value().fragments() {
         check_encapsulated(fragments, &l, path)?;
     }
     // The decoders of the registry can still panic on data the checks above let through
