@@ -570,13 +570,13 @@ impl LinkReceiver {
 
     /// Receive one frame whose length `accept` approves (the protocol knows every message's
     /// length): any other length prefix is refused before anything is reserved for it.
-    pub fn recv_expecting(
+    /// `buf` is cleared first; its allocation is reused.
+    pub fn recv_expecting_into(
         &mut self,
+        buf: &mut Vec<u8>,
         accept: &dyn Fn(u64) -> Result<(), String>,
-    ) -> Result<Vec<u8>, NetError> {
-        let mut buf = Vec::new();
-        self.recv_checked(&mut buf, accept)?;
-        Ok(buf)
+    ) -> Result<(), NetError> {
+        self.recv_checked(buf, accept)
     }
 
     fn recv_checked(
@@ -680,7 +680,7 @@ fn configure(stream: &TcpStream, peer_addr: SocketAddr) -> Result<(), NetError> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::net::identity::keygen;
     use std::thread;
@@ -708,7 +708,8 @@ mod tests {
         (h.join().unwrap(), c)
     }
 
-    fn good_pair() -> (Link, Link) {
+    /// A connected pair of links (S0's, S1's) on an ephemeral port.
+    pub(crate) fn good_pair() -> (Link, Link) {
         let (s0, s1) = identities();
         let p1 = s1.peer_cert();
         let p0 = s0.peer_cert();

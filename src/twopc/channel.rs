@@ -54,6 +54,17 @@ pub trait Channel {
     }
     /// Receives the next message, which must have the length `expect` states.
     fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError>;
+    /// [`Channel::recv`] into `buf` (cleared first): a channel that reads from a link reuses
+    /// its allocation, so a large message does not land in fresh pages every time.
+    fn recv_into(&mut self, expect: Expect, buf: &mut Vec<u8>) -> Result<(), ChannelError> {
+        *buf = self.recv(expect)?;
+        Ok(())
+    }
+    /// An empty buffer to build a message of about `capacity` bytes in: one that an earlier
+    /// [`Channel::send_owned`] gave back once it was sent, where the channel recycles them.
+    fn spare(&mut self, capacity: usize) -> Vec<u8> {
+        Vec::with_capacity(capacity)
+    }
     fn stats(&self) -> LinkStats;
 }
 
@@ -188,8 +199,14 @@ impl Channel for crate::net::Link {
     }
 
     fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
+        let mut buf = Vec::new();
+        Channel::recv_into(self, expect, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn recv_into(&mut self, expect: Expect, buf: &mut Vec<u8>) -> Result<(), ChannelError> {
         let (_, rx) = self.split();
-        rx.recv_expecting(&|len| expect.check(len))
+        rx.recv_expecting_into(buf, &|len| expect.check(len))
             .map_err(|e| ChannelError::Link(e.to_string()))
     }
 
@@ -209,6 +226,10 @@ impl Channel for crate::net::Link {
 /// while the evaluator works on chunk i without either side blocking on a full socket.
 pub struct QueuedLink<'a> {
     queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Large buffers the writer has sent, handed back for [`Channel::spare`]...
+    spares: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// ...once a caller has asked for one (others would only hold memory longer).
+    recycle: &'a std::sync::atomic::AtomicBool,
     rx: &'a mut crate::net::LinkReceiver,
     /// Tears the link down when a receive fails, so a writer blocked on it returns.
     abort: &'a crate::net::AbortHandle,
@@ -238,22 +259,46 @@ impl Channel for QueuedLink<'_> {
     }
 
     fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
-        let m = self
-            .rx
-            .recv_expecting(&|len| expect.check(len))
+        let mut buf = Vec::new();
+        self.recv_into(expect, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn recv_into(&mut self, expect: Expect, buf: &mut Vec<u8>) -> Result<(), ChannelError> {
+        self.rx
+            .recv_expecting_into(buf, &|len| expect.check(len))
             .map_err(|e| {
                 self.abort.abort();
                 ChannelError::Link(e.to_string())
             })?;
-        self.stats.bytes_received += m.len() as u64 + 8;
+        self.stats.bytes_received += buf.len() as u64 + 8;
         self.stats.messages_received += 1;
-        Ok(m)
+        Ok(())
+    }
+
+    fn spare(&mut self, capacity: usize) -> Vec<u8> {
+        self.recycle
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Spares too small for this message are dropped: the next ones are the size of the
+        // large messages that keep recurring (the garbled tables).
+        while let Ok(mut b) = self.spares.try_recv() {
+            if b.capacity() >= capacity {
+                b.clear();
+                return b;
+            }
+        }
+        Vec::with_capacity(capacity)
     }
 
     fn stats(&self) -> LinkStats {
         self.stats
     }
 }
+
+/// Sent buffers kept for reuse by a [`QueuedLink`] (memory: this many large messages more).
+const SPARES: usize = 2;
+/// Smallest sent buffer worth keeping: below this, fresh allocations are cheap.
+const SPARE_MIN: usize = 1 << 20;
 
 /// Runs `f` with a [`QueuedLink`] over `link`; waits until every queued message is written.
 pub fn with_queued_link<R>(
@@ -269,9 +314,12 @@ pub fn with_queued_link<R>(
     // evaluator's input COTs, one per chunk) waits for the writer; its peer reads them all
     // before it sends, so that wait always ends.
     let (q, qr) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (spare_tx, spares) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPARES);
+    let recycle = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let werr = err.clone();
         let abort = &abort;
+        let recycle = &recycle;
         let writer = s.spawn(move || {
             for m in qr {
                 if let Err(e) = tx.send(&m) {
@@ -280,10 +328,16 @@ pub fn with_queued_link<R>(
                     abort.abort();
                     return;
                 }
+                if m.capacity() >= SPARE_MIN && recycle.load(std::sync::atomic::Ordering::Relaxed) {
+                    // A full pool (nobody asking) drops the buffer instead.
+                    let _ = spare_tx.try_send(m);
+                }
             }
         });
         let mut ch = QueuedLink {
             queue: Some(q),
+            spares,
+            recycle,
             rx,
             abort,
             writer_error: err.clone(),
@@ -297,4 +351,56 @@ pub fn with_queued_link<R>(
         }
         Ok(r)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over a real link: sent buffers come back from `spare`, and every message arrives as
+    /// sent although the sender rewrites recycled buffers while later ones are queued.
+    #[test]
+    fn queued_link_recycles_sent_buffers_without_corrupting_messages() {
+        let (mut a, mut b) = crate::net::link::tests::good_pair();
+        const BIG: usize = SPARE_MIN + 4096;
+        let msg = |i: usize| -> Vec<u8> { (0..BIG).map(|j| (i * 31 + j) as u8).collect() };
+        let reader = std::thread::spawn(move || {
+            with_queued_link(&mut b, |ch| {
+                let mut buf = Vec::new();
+                for i in 0..12 {
+                    ch.recv_into(Expect::Exactly(BIG), &mut buf).unwrap();
+                    assert!(buf == msg(i), "message {i} arrived changed");
+                }
+                ch.send(b"done").unwrap();
+            })
+            .unwrap();
+        });
+        with_queued_link(&mut a, |ch| {
+            // Capacities tell buffers apart: a fresh spare has exactly the capacity asked for,
+            // each sent buffer a larger one.
+            let mut first = Vec::with_capacity(BIG + 1000);
+            first.extend_from_slice(&msg(0));
+            ch.send_owned(first).unwrap();
+            let mut reused = 0;
+            for i in 1..12 {
+                let mut m = ch.spare(BIG);
+                assert!(m.is_empty() && m.capacity() >= BIG);
+                if m.capacity() == BIG {
+                    m.reserve_exact(BIG + i);
+                } else {
+                    reused += 1;
+                }
+                m.extend_from_slice(&msg(i));
+                ch.send_owned(m).unwrap();
+                // Give the writer time to send, so later spares are recycled ones.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert!(reused >= 5, "only {reused} of 11 buffers were recycled");
+            // Too small a spare for the request: a fresh buffer instead.
+            assert!(ch.spare(4 * BIG).capacity() >= 4 * BIG);
+            assert_eq!(ch.recv(Expect::AtMost(16)).unwrap(), b"done");
+        })
+        .unwrap();
+        reader.join().unwrap();
+    }
 }

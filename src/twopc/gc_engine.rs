@@ -5,10 +5,11 @@
 //!
 //! Per chunk of elements (messages in order):
 //! 1. S0 -> S1: COT extension for S0's input bits (16 B/bit).
-//! 2. S1 -> S0: the garbled tables (32 B/AND), the first half of the chunk's elements then
-//!    the second half, garbled on two threads with disjoint gate ranges. S1's own input labels are not sent: their
-//!    active values come from a stream both servers derive from a dealer seed, and S1 sets
-//!    its zero labels to `active ⊕ bit·Δ`.
+//! 2. S1 -> S0: the garbled tables (32 B/AND), two messages: the first half of the chunk's
+//!    elements, then the second half, garbled on two threads with disjoint gate ranges (each
+//!    half's buffer is sent as garbled and evaluated where received, with no copy). S1's own
+//!    input labels are not sent: their active values come from a stream both servers derive
+//!    from a dealer seed, and S1 sets its zero labels to `active ⊕ bit·Δ`.
 //! 3. S0 -> S1: COT extension with S0's output colour bits as choices (16 B/bit).
 //! 4. S1 -> S0: B2A corrections (8 B/bit). Both now hold arithmetic shares.
 
@@ -220,25 +221,16 @@ impl GcRole for GcEvaluator {
         let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
         let mut pending: Option<(Vec<Block>, Vec<bool>, u64, usize)> = None;
         for (chunk, t) in chunks.iter().zip(ts) {
-            // Both halves' half-gates tables: two blocks per AND gate per element.
-            let tables = ch.recv(Expect::Exactly(
-                chunk.len() * circ.and_gates() as usize * 2 * Block::BYTES,
-            ))?;
-            let g_active = self.labels.blocks(t.len());
+            // Each half's half-gates tables: two blocks per AND gate per element, received
+            // into the buffer its evaluator read the last chunk's from.
+            let per_item = circ.and_gates() as usize * 2 * Block::BYTES;
             let h = first_half(chunk.len());
-            let split = h * circ.and_gates() as usize * 2 * Block::BYTES;
-            if tables.len() < split {
-                return Err(malformed(format!(
-                    "garbled tables of {} bytes, expected at least {split}",
-                    tables.len()
-                )));
+            for (ev, items) in [(&mut self.ev, h), (&mut self.ev2, chunk.len() - h)] {
+                let mut buf = ev.take_table_buffer();
+                ch.recv_into(Expect::Exactly(items * per_item), &mut buf)?;
+                ev.load_table_buffer(buf).map_err(malformed)?;
             }
-            self.ev
-                .load_table_bytes(&tables[..split])
-                .map_err(malformed)?;
-            self.ev2
-                .load_table_bytes(&tables[split..])
-                .map_err(malformed)?;
+            let g_active = self.labels.blocks(t.len());
             let (g1, g2) = g_active.split_at(h * n);
             let (t1, t2) = t.split_at(h * n);
             let (ev, ev2) = (&mut self.ev, &mut self.ev2);
@@ -316,11 +308,12 @@ impl GcRole for GcGarbler {
             );
             rho.extend(rho2);
             drop((q, own));
-            // Both halves' tables in one buffer of the final size (no regrowth copy).
-            let mut tables = Vec::with_capacity(self.gb.table_bytes() + self.gb2.table_bytes());
-            self.gb.drain_table_bytes(&mut tables);
-            self.gb2.drain_table_bytes(&mut tables);
-            ch.send_owned(tables)?;
+            // Each half's tables go out as garbled; the garbler goes on in a buffer the link
+            // has finished sending.
+            for gb in [&mut self.gb, &mut self.gb2] {
+                let next = ch.spare(gb.table_bytes());
+                ch.send_owned(gb.swap_table(next))?;
+            }
             if let Some(p) = pending.take() {
                 result.extend(self.answer_b2a(ch, circ, p)?);
             }

@@ -7,7 +7,7 @@
 //! The key is public to both servers (as a fixed key would be) but new for every job: work
 //! an attacker spends on one job's `π` says nothing about another job's, so the
 //! multi-instance loss of one global key (one AES query testing a guess of Δ against every
-//! //! gate of every job ever run) is gone. docs/protocol.md states the security level.
+//! gate of every job ever run) is gone. docs/protocol.md states the security level.
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128Enc;

@@ -43,6 +43,16 @@ fn garble_gate(a0: Block, b0: Block, d: Block, h: [Block; 4]) -> (Block, Block, 
     (wg0 ^ we0, tg, te)
 }
 
+/// Block `i` of table bytes that hold at least `i + 1` blocks.
+#[inline(always)]
+fn block_at(t: &[u8], i: usize) -> Block {
+    Block::from_bytes(
+        t[i * Block::BYTES..(i + 1) * Block::BYTES]
+            .try_into()
+            .expect("16 bytes"),
+    )
+}
+
 /// Evaluation of one AND from `H(A, j0)`, `H(B, j1)` and its table.
 #[inline(always)]
 fn eval_gate(a: Block, b: Block, ha: Block, hb: Block, tg: Block, te: Block) -> Block {
@@ -59,7 +69,9 @@ pub const LANES: usize = 8;
 pub struct Garbler<R> {
     delta: Block,
     gate: u64,
-    table: Vec<Block>,
+    /// The tables as they go on the wire (16 little-endian bytes per block): sent as they
+    /// are, with no conversion pass.
+    table: Vec<u8>,
     rng: R,
     hash: TccrHash,
 }
@@ -104,7 +116,7 @@ impl<R: RngCore + CryptoRng> Garbler<R> {
 
     /// Pre-allocates table space for `ands` more AND gates.
     pub fn reserve_ands(&mut self, ands: usize) {
-        self.table.reserve(2 * ands);
+        self.table.reserve(2 * ands * Block::BYTES);
     }
 
     /// A wire for an evaluator input whose zero label came from the COT
@@ -148,29 +160,31 @@ impl<R: RngCore + CryptoRng> Garbler<R> {
         ws.iter().map(|w| w.lsb()).collect()
     }
 
-    /// Tables produced since the last take, in gate order.
-    pub fn table(&self) -> &[Block] {
-        &self.table
-    }
-
-    /// Moves the tables out (the next gates start a fresh buffer).
+    /// Moves the tables out as blocks (tests that inspect or tamper with them).
+    #[cfg(test)]
     pub fn take_table(&mut self) -> Vec<Block> {
-        std::mem::take(&mut self.table)
+        let bytes = std::mem::take(&mut self.table);
+        super::block::blocks_from_bytes("table", &bytes, bytes.len() / Block::BYTES)
+            .expect("whole blocks")
     }
 
-    /// Appends the tables as bytes to `out` and clears the buffer, keeping its
-    /// capacity, for streaming batch by batch.
     /// Bytes the tables garbled so far take on the wire.
     pub fn table_bytes(&self) -> usize {
-        self.table.len() * Block::BYTES
+        self.table.len()
     }
 
+    /// Appends the tables' bytes to `out` and clears the buffer, keeping its capacity.
     pub fn drain_table_bytes(&mut self, out: &mut Vec<u8>) {
-        out.reserve(self.table.len() * Block::BYTES);
-        for b in &self.table {
-            out.extend_from_slice(&b.to_bytes());
-        }
+        out.extend_from_slice(&self.table);
         self.table.clear();
+    }
+
+    /// Hands the tables' bytes out whole and goes on garbling into `next` (cleared): a
+    /// streaming garbler recycles the buffers its link has sent, so tables are neither
+    /// copied nor written into fresh pages.
+    pub fn swap_table(&mut self, mut next: Vec<u8>) -> Vec<u8> {
+        next.clear();
+        std::mem::replace(&mut self.table, next)
     }
 }
 
@@ -191,8 +205,8 @@ impl<R> Circuit for Garbler<R> {
             .hash
             .tccr_many([a0, a0 ^ d, b0, b0 ^ d], [j0, j0, j1, j1]);
         let (w0, tg, te) = garble_gate(a0, b0, d, [ha0, ha1, hb0, hb1]);
-        self.table.push(tg);
-        self.table.push(te);
+        self.table.extend_from_slice(&tg.to_bytes());
+        self.table.extend_from_slice(&te.to_bytes());
         w0
     }
 
@@ -243,13 +257,16 @@ impl<R> Circuit for GarblerLanes<'_, R> {
             std::array::from_fn(|i| b[i / 2] ^ d.select(i % 2 == 1)),
             std::array::from_fn(|i| tw[i / 2].1),
         );
-        std::array::from_fn(|l| {
+        let mut out = [0u8; 2 * LANES * Block::BYTES];
+        let w = std::array::from_fn(|l| {
             let h = [ha[2 * l], ha[2 * l + 1], hb[2 * l], hb[2 * l + 1]];
             let (w0, tg, te) = garble_gate(a[l], b[l], d, h);
-            g.table.push(tg);
-            g.table.push(te);
+            out[32 * l..32 * l + 16].copy_from_slice(&tg.to_bytes());
+            out[32 * l + 16..32 * l + 32].copy_from_slice(&te.to_bytes());
             w0
-        })
+        });
+        g.table.extend_from_slice(&out);
+        w
     }
 
     #[inline]
@@ -278,7 +295,9 @@ pub enum GcError {
 /// Evaluator (S0). Wire = active label.
 pub struct Evaluator {
     gate: u64,
-    table: Vec<Block>,
+    /// The tables as received (16 little-endian bytes per block), read in place.
+    table: Vec<u8>,
+    /// Bytes of `table` consumed.
     pos: usize,
     missing: u64,
     hash: TccrHash,
@@ -305,15 +324,23 @@ impl Evaluator {
         self.gate
     }
 
-    /// Installs the tables for the next gates (replacing any unread rest;
-    /// call [`Evaluator::finish`] first to detect that).
+    /// Installs tables given as blocks (tests).
+    #[cfg(test)]
     pub fn load_table(&mut self, table: Vec<Block>) {
-        self.table = table;
-        self.pos = 0;
+        self.load_table_buffer(super::block::blocks_to_bytes(&table))
+            .expect("whole blocks");
     }
 
-    /// Parses tables from the peer's bytes (16 per block).
+    /// Installs the peer's table bytes (16 per block) for the next gates, copying them
+    /// (replacing any unread rest; call [`Evaluator::finish`] first to detect that).
     pub fn load_table_bytes(&mut self, bytes: &[u8]) -> Result<(), GcError> {
+        let mut buf = self.take_table_buffer();
+        buf.extend_from_slice(bytes);
+        self.load_table_buffer(buf)
+    }
+
+    /// Installs a received buffer of table bytes as it is (no copy).
+    pub fn load_table_buffer(&mut self, bytes: Vec<u8>) -> Result<(), GcError> {
         if !bytes.len().is_multiple_of(Block::BYTES) {
             return Err(LengthError {
                 what: "garbled table",
@@ -322,14 +349,18 @@ impl Evaluator {
             }
             .into());
         }
-        self.table.clear();
-        self.table.extend(
-            bytes
-                .chunks_exact(Block::BYTES)
-                .map(|c| Block::from_bytes(c.try_into().expect("chunk of 16"))),
-        );
+        self.table = bytes;
         self.pos = 0;
         Ok(())
+    }
+
+    /// The current table buffer, emptied, to receive the next tables into (its
+    /// allocation is reused: no fresh pages per chunk).
+    pub fn take_table_buffer(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.table);
+        buf.clear();
+        self.pos = 0;
+        buf
     }
 
     /// Checks that the loaded tables were exactly consumed. Outputs computed
@@ -342,7 +373,7 @@ impl Evaluator {
         }
         if self.pos != self.table.len() {
             return Err(GcError::TableTooLong {
-                extra: self.table.len() - self.pos,
+                extra: (self.table.len() - self.pos) / Block::BYTES,
             });
         }
         Ok(())
@@ -378,14 +409,14 @@ impl Circuit for Evaluator {
         self.gate += 1;
         // A short table is the peer's fault: record it and keep the gate
         // counter in step; `finish` reports it.
-        let (tg, te) = match self.table.get(self.pos..self.pos + 2) {
-            Some(t) => (t[0], t[1]),
+        let (tg, te) = match self.table.get(self.pos..self.pos + 2 * Block::BYTES) {
+            Some(t) => (block_at(t, 0), block_at(t, 1)),
             None => {
                 self.missing += 1;
                 return Block::ZERO;
             }
         };
-        self.pos += 2;
+        self.pos += 2 * Block::BYTES;
         let [ha, hb] = self.hash.tccr_many([*a, *b], [j0, j1]);
         eval_gate(*a, *b, ha, hb, tg, te)
     }
@@ -424,12 +455,12 @@ impl Circuit for EvaluatorLanes<'_> {
         let e = &mut *self.0;
         let base = e.gate;
         e.gate += LANES as u64;
-        let Some(t) = e.table.get(e.pos..e.pos + 2 * LANES) else {
+        let Some(t) = e.table.get(e.pos..e.pos + 2 * LANES * Block::BYTES) else {
             e.missing += LANES as u64;
             return [Block::ZERO; LANES];
         };
-        let t: [Block; 2 * LANES] = t.try_into().expect("slice of 2·LANES");
-        e.pos += 2 * LANES;
+        let t: [Block; 2 * LANES] = std::array::from_fn(|i| block_at(t, i));
+        e.pos += 2 * LANES * Block::BYTES;
         let tw: [(Block, Block); LANES] = std::array::from_fn(|l| tweaks(base + l as u64));
         let h: [Block; 2 * LANES] = e.hash.tccr_many(
             std::array::from_fn(|i| if i < LANES { a[i] } else { b[i - LANES] }),
