@@ -570,7 +570,7 @@ impl LinkReceiver {
 
     /// Receive one frame whose length `accept` approves (the protocol knows every message's
     /// length): any other length prefix is refused before anything is reserved for it.
-    /// `buf` is cleared first; its allocation is reused.
+    /// `buf` is cleared first (its allocation is reused); after an error it holds a part.
     pub fn recv_expecting_into(
         &mut self,
         buf: &mut Vec<u8>,

@@ -55,7 +55,8 @@ pub trait Channel {
     /// Receives the next message, which must have the length `expect` states.
     fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError>;
     /// [`Channel::recv`] into `buf` (cleared first): a channel that reads from a link reuses
-    /// its allocation, so a large message does not land in fresh pages every time.
+    /// its allocation, so a large message does not land in fresh pages every time. After an
+    /// error `buf` holds anything (a part of the message).
     fn recv_into(&mut self, expect: Expect, buf: &mut Vec<u8>) -> Result<(), ChannelError> {
         *buf = self.recv(expect)?;
         Ok(())
@@ -228,8 +229,9 @@ pub struct QueuedLink<'a> {
     queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     /// Large buffers the writer has sent, handed back for [`Channel::spare`]...
     spares: std::sync::mpsc::Receiver<Vec<u8>>,
-    /// ...once a caller has asked for one (others would only hold memory longer).
-    recycle: &'a std::sync::atomic::AtomicBool,
+    /// ...if their capacity is near the one last asked for (0: none asked for yet); others
+    /// (an opening's buffer, say) are freed as before instead of held.
+    wanted: &'a std::sync::atomic::AtomicUsize,
     rx: &'a mut crate::net::LinkReceiver,
     /// Tears the link down when a receive fails, so a writer blocked on it returns.
     abort: &'a crate::net::AbortHandle,
@@ -277,12 +279,12 @@ impl Channel for QueuedLink<'_> {
     }
 
     fn spare(&mut self, capacity: usize) -> Vec<u8> {
-        self.recycle
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        // Spares too small for this message are dropped: the next ones are the size of the
-        // large messages that keep recurring (the garbled tables).
+        self.wanted
+            .store(capacity, std::sync::atomic::Ordering::Relaxed);
+        // Spares outside the window are dropped: the next ones are the size of the large
+        // messages that keep recurring (the garbled tables).
         while let Ok(mut b) = self.spares.try_recv() {
-            if b.capacity() >= capacity {
+            if recyclable(b.capacity(), capacity) {
                 b.clear();
                 return b;
             }
@@ -300,6 +302,12 @@ const SPARES: usize = 2;
 /// Smallest sent buffer worth keeping: below this, fresh allocations are cheap.
 const SPARE_MIN: usize = 1 << 20;
 
+/// Whether a sent buffer of `capacity` may serve a request for `wanted` bytes: large enough,
+/// and not more than twice as large (so a rare large message is not held on to).
+fn recyclable(capacity: usize, wanted: usize) -> bool {
+    capacity >= SPARE_MIN && capacity >= wanted && capacity / 2 <= wanted
+}
+
 /// Runs `f` with a [`QueuedLink`] over `link`; waits until every queued message is written.
 pub fn with_queued_link<R>(
     link: &mut crate::net::Link,
@@ -315,11 +323,11 @@ pub fn with_queued_link<R>(
     // before it sends, so that wait always ends.
     let (q, qr) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let (spare_tx, spares) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPARES);
-    let recycle = std::sync::atomic::AtomicBool::new(false);
+    let wanted = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         let werr = err.clone();
         let abort = &abort;
-        let recycle = &recycle;
+        let wanted = &wanted;
         let writer = s.spawn(move || {
             for m in qr {
                 if let Err(e) = tx.send(&m) {
@@ -328,7 +336,10 @@ pub fn with_queued_link<R>(
                     abort.abort();
                     return;
                 }
-                if m.capacity() >= SPARE_MIN && recycle.load(std::sync::atomic::Ordering::Relaxed) {
+                if recyclable(
+                    m.capacity(),
+                    wanted.load(std::sync::atomic::Ordering::Relaxed),
+                ) {
                     // A full pool (nobody asking) drops the buffer instead.
                     let _ = spare_tx.try_send(m);
                 }
@@ -337,7 +348,7 @@ pub fn with_queued_link<R>(
         let mut ch = QueuedLink {
             queue: Some(q),
             spares,
-            recycle,
+            wanted,
             rx,
             abort,
             writer_error: err.clone(),
@@ -356,51 +367,87 @@ pub fn with_queued_link<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
-    /// Over a real link: sent buffers come back from `spare`, and every message arrives as
-    /// sent although the sender rewrites recycled buffers while later ones are queued.
+    /// Over a real link: each sent buffer of about the size asked for comes back from
+    /// `spare` (and one much larger does not), and every message arrives as sent although
+    /// the sender rewrites recycled buffers while later ones are queued.
     #[test]
     fn queued_link_recycles_sent_buffers_without_corrupting_messages() {
         let (mut a, mut b) = crate::net::link::tests::good_pair();
         const BIG: usize = SPARE_MIN + 4096;
-        let msg = |i: usize| -> Vec<u8> { (0..BIG).map(|j| (i * 31 + j) as u8).collect() };
+        const N: usize = 8;
+        let msg =
+            |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (i * 31 + j) as u8).collect() };
         let reader = std::thread::spawn(move || {
             with_queued_link(&mut b, |ch| {
                 let mut buf = Vec::new();
-                for i in 0..12 {
+                for i in 0..N {
                     ch.recv_into(Expect::Exactly(BIG), &mut buf).unwrap();
-                    assert!(buf == msg(i), "message {i} arrived changed");
+                    assert!(buf == msg(i, BIG), "message {i} arrived changed");
+                    ch.send(b"ack").unwrap();
                 }
-                ch.send(b"done").unwrap();
+                ch.recv_into(Expect::Exactly(4 * BIG), &mut buf).unwrap();
+                assert!(buf == msg(N, 4 * BIG), "the large message arrived changed");
+                ch.send(b"ack").unwrap();
             })
             .unwrap();
         });
         with_queued_link(&mut a, |ch| {
-            // Capacities tell buffers apart: a fresh spare has exactly the capacity asked for,
-            // each sent buffer a larger one.
-            let mut first = Vec::with_capacity(BIG + 1000);
-            first.extend_from_slice(&msg(0));
-            ch.send_owned(first).unwrap();
-            let mut reused = 0;
-            for i in 1..12 {
-                let mut m = ch.spare(BIG);
-                assert!(m.is_empty() && m.capacity() >= BIG);
-                if m.capacity() == BIG {
-                    m.reserve_exact(BIG + i);
-                } else {
-                    reused += 1;
+            // A recycled buffer is told apart by its capacity: a fresh spare has exactly the
+            // capacity asked for, every buffer sent here a larger one.
+            let recycled = |ch: &mut dyn Channel| -> Vec<u8> {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let m = ch.spare(BIG);
+                    assert!(m.is_empty() && m.capacity() >= BIG);
+                    if m.capacity() > BIG || Instant::now() > deadline {
+                        return m;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                m.extend_from_slice(&msg(i));
+            };
+            let mut m = ch.spare(BIG);
+            m.reserve_exact(BIG + 1);
+            for i in 0..N {
+                m.extend_from_slice(&msg(i, BIG));
+                let sent_capacity = m.capacity();
                 ch.send_owned(m).unwrap();
-                // Give the writer time to send, so later spares are recycled ones.
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                assert_eq!(ch.recv(Expect::AtMost(16)).unwrap(), b"ack");
+                m = recycled(ch);
+                assert_eq!(
+                    m.capacity(),
+                    sent_capacity,
+                    "message {i}'s buffer came back"
+                );
             }
-            assert!(reused >= 5, "only {reused} of 11 buffers were recycled");
-            // Too small a spare for the request: a fresh buffer instead.
-            assert!(ch.spare(4 * BIG).capacity() >= 4 * BIG);
-            assert_eq!(ch.recv(Expect::AtMost(16)).unwrap(), b"done");
+            // Four times the size asked for: freed, not kept.
+            ch.send_owned(msg(N, 4 * BIG)).unwrap();
+            assert_eq!(ch.recv(Expect::AtMost(16)).unwrap(), b"ack");
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(
+                ch.spare(BIG).capacity(),
+                BIG,
+                "a buffer 4x too large was kept"
+            );
         })
         .unwrap();
         reader.join().unwrap();
+    }
+
+    #[test]
+    fn only_buffers_near_the_size_asked_for_are_recycled() {
+        assert!(recyclable(SPARE_MIN, SPARE_MIN));
+        assert!(recyclable(2 * SPARE_MIN, SPARE_MIN));
+        assert!(!recyclable(2 * SPARE_MIN + 2, SPARE_MIN));
+        assert!(
+            !recyclable(SPARE_MIN - 1, 10),
+            "small buffers are not worth keeping"
+        );
+        assert!(
+            !recyclable(SPARE_MIN, SPARE_MIN + 1),
+            "too small for the request"
+        );
+        assert!(!recyclable(SPARE_MIN, 0), "nothing asked for yet");
     }
 }

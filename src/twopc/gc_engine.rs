@@ -7,11 +7,13 @@
 //! 1. S0 -> S1: COT extension for S0's input bits (16 B/bit).
 //! 2. S1 -> S0: the garbled tables (32 B/AND), two messages: the first half of the chunk's
 //!    elements, then the second half, garbled on two threads with disjoint gate ranges (each
-//!    half's buffer is sent as garbled and evaluated where received, with no copy). S1's own
+//!    half's buffer is sent as garbled and evaluated where received: no copy of ours). S1's own
 //!    input labels are not sent: their active values come from a stream both servers derive
 //!    from a dealer seed, and S1 sets its zero labels to `active ⊕ bit·Δ`.
 //! 3. S0 -> S1: COT extension with S0's output colour bits as choices (16 B/bit).
 //! 4. S1 -> S0: B2A corrections (8 B/bit). Both now hold arithmetic shares.
+
+use std::collections::VecDeque;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -32,11 +34,16 @@ use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
 
 /// Elements per garbling chunk. Bounds memory (tables of a chunk are held once), and small
-/// enough that a chunk's tables (5 MB at 78 AND gates per element) are still in cache when
-/// the link seals them and when S0 evaluates them, and that a slow link pipelines finely
-/// (GC serve on a 128x128 image through the 1 Gbit/s, 5 ms relay: 46.0 s, against 48.2 s
-/// with chunks of 16,384 at 6558779).
+/// enough that a chunk's tables (about 5 MB at 78-81 AND gates per element) are still in
+/// cache when the link seals them and when S0 evaluates them.
 const CHUNK: usize = 2048;
+
+/// Chunks whose B2A is still open: the garbler answers chunk i's B2A after sending the tables
+/// of chunk i + B2A_LAG, so the link stays busy while an answer crosses it as long as
+/// garbling, evaluating and one round trip take less than sending B2A_LAG chunks' tables
+/// (about 125 ms at 1 Gbit/s). The evaluator has at most B2A_LAG sends its peer has not
+/// read, which its writer queue (4) holds: it never blocks on them, so no deadlock.
+const B2A_LAG: usize = 3;
 
 /// First gate id of the second garbler/evaluator pair. Each chunk is split in two halves
 /// garbled (and evaluated) on two threads; the halves number their gates from 0 and from
@@ -206,7 +213,7 @@ impl GcRole for GcEvaluator {
     /// Runs `circ` on the shares, returns arithmetic shares (one per B2A group).
     ///
     /// Pipelined: all input COTs go first, then chunk i is evaluated while the garbler
-    /// garbles chunk i+1, and the B2A of chunk i completes one chunk later.
+    /// garbles the next ones, and the B2A of chunk i completes [`B2A_LAG`] chunks later.
     fn run_circuit(
         &mut self,
         ch: &mut dyn Channel,
@@ -223,7 +230,7 @@ impl GcRole for GcEvaluator {
             ts.push(t);
         }
         let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
-        let mut pending: Option<(Vec<Block>, Vec<bool>, u64, usize)> = None;
+        let mut pending: VecDeque<(Vec<Block>, Vec<bool>, u64, usize)> = VecDeque::new();
         for (chunk, t) in chunks.iter().zip(ts) {
             // Each half's half-gates tables: two blocks per AND gate per element, received
             // into the buffer its evaluator read the last chunk's from.
@@ -247,14 +254,15 @@ impl GcRole for GcEvaluator {
             let tweak = self.cot.next_ot_index();
             let (msg2, t2) = self.cot.extend(&e);
             ch.send_owned(msg2)?;
-            if let Some(p) = pending.take() {
+            if pending.len() == B2A_LAG {
+                let p = pending.pop_front().expect("B2A_LAG > 0");
                 result.extend(self.finish_b2a(ch, circ, p)?);
             }
-            pending = Some((t2, e, tweak, chunk.len()));
+            pending.push_back((t2, e, tweak, chunk.len()));
             self.counters.and_gates += circ.and_gates() * chunk.len() as u64;
             self.counters.elements += chunk.len() as u64;
         }
-        if let Some(p) = pending.take() {
+        for p in pending {
             result.extend(self.finish_b2a(ch, circ, p)?);
         }
         Ok(result)
@@ -266,8 +274,9 @@ impl GcRole for GcEvaluator {
 }
 
 impl GcRole for GcGarbler {
-    /// Mirror of the evaluator's `run_circuit`: all input COTs first, then garble chunk i+1 before
-    /// answering the B2A of chunk i, so both servers compute at the same time.
+    /// Mirror of the evaluator's `run_circuit`: all input COTs first, then garble chunk
+    /// i + [`B2A_LAG`] before answering the B2A of chunk i, so both servers compute at the
+    /// same time.
     fn run_circuit(
         &mut self,
         ch: &mut dyn Channel,
@@ -298,7 +307,7 @@ impl GcRole for GcGarbler {
             )));
         }
         let mut result = Vec::with_capacity(v.len() * circ.b2a_layout(1).1.len());
-        let mut pending: Option<(Vec<bool>, usize)> = None;
+        let mut pending: VecDeque<(Vec<bool>, usize)> = VecDeque::new();
         for (chunk, q) in chunks.iter().zip(qs) {
             let own = self.labels.blocks(q.len());
             let h = first_half(chunk.len());
@@ -318,14 +327,15 @@ impl GcRole for GcGarbler {
                 let next = ch.spare(gb.table_bytes());
                 ch.send_owned(gb.swap_table(next))?;
             }
-            if let Some(p) = pending.take() {
+            if pending.len() == B2A_LAG {
+                let p = pending.pop_front().expect("B2A_LAG > 0");
                 result.extend(self.answer_b2a(ch, circ, p)?);
             }
-            pending = Some((rho, chunk.len()));
+            pending.push_back((rho, chunk.len()));
             self.counters.and_gates += circ.and_gates() * chunk.len() as u64;
             self.counters.elements += chunk.len() as u64;
         }
-        if let Some(p) = pending.take() {
+        for p in pending {
             result.extend(self.answer_b2a(ch, circ, p)?);
         }
         Ok(result)

@@ -376,7 +376,7 @@ fn push_lane_shares(out: &mut Vec<bool>, wires: &[[Block; LANES]]) {
 /// `q`: the COT outputs for the evaluator's `n·len` input bits (the same
 /// element order). Returns the active labels of S1's own input bits (to
 /// send) and S1's boolean output shares (`out_len` per element). The tables
-/// stay in the garbler's buffer for [`Garbler::drain_table_bytes`].
+/// stay in the garbler's buffer for [`Garbler::swap_table`].
 ///
 /// # Panics
 /// If `q.len() != n · shares.len()` (a caller bug) or `circ` is invalid.
@@ -445,7 +445,7 @@ fn garble_with_zeros<R: RngCore + CryptoRng>(
     rho
 }
 
-/// Evaluator (S0) side of a batch, after [`Evaluator::load_table_bytes`]:
+/// Evaluator (S0) side of a batch, after [`Evaluator::load_table_buffer`]:
 /// `g_active` are the garbler's labels, `t` S0's COT outputs. Returns S0's
 /// boolean output shares; errors if the peer's data has the wrong size.
 ///

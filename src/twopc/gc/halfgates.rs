@@ -459,6 +459,8 @@ impl Circuit for EvaluatorLanes<'_> {
             e.missing += LANES as u64;
             return [Block::ZERO; LANES];
         };
+        // A fixed-size view, so the per-block bounds checks fold away.
+        let t: &[u8; 2 * LANES * Block::BYTES] = t.try_into().expect("2·LANES blocks");
         let t: [Block; 2 * LANES] = std::array::from_fn(|i| block_at(t, i));
         e.pos += 2 * LANES * Block::BYTES;
         let tw: [(Block, Block); LANES] = std::array::from_fn(|l| tweaks(base + l as u64));

@@ -6,7 +6,7 @@
 //! 1. S0 → S1: `CotReceiver::extend(share_bits(n, s0))` message (16 B/bit).
 //! 2. S1: `q = CotSender::extend`, `garble_batch(q)`; S1 → S0: its own active
 //!    labels (16 B/bit) and the tables (32 B per AND gate).
-//! 3. S0: `load_table_bytes`, `evaluate_batch(labels, t)` → boolean output
+//! 3. S0: `load_table_buffer` (the received bytes, read in place), `evaluate_batch(labels, t)` → boolean output
 //!    shares; S1's are the `rho` from `garble_batch`.
 //! 4. S0 → S1: `CotReceiver::extend(S0's output shares)` (16 B/bit).
 //! 5. S1: `b2a_sender`; S1 → S0: corrections (8 B/bit); S0: `b2a_receiver`.
