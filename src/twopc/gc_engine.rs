@@ -3,7 +3,8 @@
 //! offset for S0's input labels; and COT-based boolean-to-arithmetic conversion of the
 //! circuit's outputs. Base OTs come from the trusted dealer.
 //!
-//! Per chunk of elements (messages in order):
+//! Per chunk of elements (messages in order; across chunks, every message 1 goes first, and
+//! the message 4 of chunk i follows the message 2 of chunk i + `B2A_LAG`):
 //! 1. S0 -> S1: COT extension for S0's input bits (16 B/bit).
 //! 2. S1 -> S0: the garbled tables (32 B/AND), two messages: the first half of the chunk's
 //!    elements, then the second half, garbled on two threads with disjoint gate ranges (each
@@ -41,9 +42,12 @@ const CHUNK: usize = 2048;
 /// Chunks whose B2A is still open: the garbler answers chunk i's B2A after sending the tables
 /// of chunk i + B2A_LAG, so the link stays busy while an answer crosses it as long as
 /// garbling, evaluating and one round trip take less than sending B2A_LAG chunks' tables
-/// (about 125 ms at 1 Gbit/s). The evaluator has at most B2A_LAG sends its peer has not
-/// read, which its writer queue (4) holds: it never blocks on them, so no deadlock.
+/// (about 125 ms at 1 Gbit/s). In the chunk loop the evaluator has at most B2A_LAG unread
+/// sends before each send, which its writer queue holds, so it never waits on them and always
+/// comes back to reading: no deadlock. (Its input COTs before the loop may wait on the queue;
+/// the garbler reads all of them before it sends anything.)
 const B2A_LAG: usize = 3;
+const _: () = assert!(B2A_LAG >= 1 && B2A_LAG <= crate::twopc::channel::QUEUE_DEPTH);
 
 /// First gate id of the second garbler/evaluator pair. Each chunk is split in two halves
 /// garbled (and evaluated) on two threads; the halves number their gates from 0 and from
