@@ -745,27 +745,31 @@ mod tests {
         let (gw, act) = g.garbler_inputs(&vec![false; 2 * n]);
         let mut cnt = AndCounter::default();
         drop(tanh_select(&mut cnt, &p, &vec![(); n], &vec![(); n]));
-        // Stream in batches as the protocol does: tables go out per batch,
-        // the buffer is reused (no page faults in the timing).
+        // Stream in batches as the protocol does: tables go out per batch, the garbler
+        // going on in a buffer whose pages are already in (no page faults in the timing).
         let batch = 1000;
+        let table_bytes = batch * cnt.ands as usize * 32;
+        let touched = || {
+            let mut b = vec![0u8; table_bytes];
+            b.clear();
+            b
+        };
         g.reserve_ands(batch * cnt.ands as usize);
         let mut tables = Vec::new();
-        let mut buf = Vec::new();
         let (mut tg, mut te) = (0.0, 0.0);
         let mut e = Evaluator::new(hash.clone());
         for _ in 0..items / batch {
+            let next = touched();
             let t0 = Instant::now();
             for _ in 0..batch {
                 drop(tanh_select(&mut g, &p, &gw[..n], &gw[n..]));
             }
-            buf.clear();
-            g.drain_table_bytes(&mut buf);
+            tables.push(g.swap_table(next));
             tg += t0.elapsed().as_secs_f64();
-            tables.push(buf.clone());
         }
         for t in tables {
             let t0 = Instant::now();
-            e.load_table_bytes(&t).unwrap();
+            e.load_table_buffer(t).unwrap();
             for _ in 0..batch {
                 drop(tanh_select(&mut e, &p, &act[..n], &act[n..]));
             }
@@ -787,11 +791,11 @@ mod tests {
         for _ in 0..items / per {
             let t0 = Instant::now();
             let (act, _) = garble_batch(&mut g, &circ, &shares, &q);
-            buf.clear();
-            g.drain_table_bytes(&mut buf);
+            // The evaluator's last buffer goes back to the garbler, as the link's spares do.
+            let tables = g.swap_table(e.take_table_buffer());
             tg += t0.elapsed().as_secs_f64();
             let t0 = Instant::now();
-            e.load_table_bytes(&buf).unwrap();
+            e.load_table_buffer(tables).unwrap();
             evaluate_batch(&mut e, &circ, &act, &q).unwrap();
             te += t0.elapsed().as_secs_f64();
         }
@@ -859,13 +863,12 @@ mod tests {
             let qs = tp.cot_s.extend(n * items, &msg).unwrap();
             // S1 -> S0: own labels and tables.
             let (active, rho) = garble_batch(&mut tp.garbler, &circ, &s1, &qs);
-            let mut tables = Vec::new();
-            tp.garbler.drain_table_bytes(&mut tables);
+            let tables = tp.garbler.swap_table(Vec::new());
             assert_eq!(tables.len() as u64, 32 * circ.and_gates() * items as u64);
             let labels = blocks_to_bytes(&active);
             // S0 evaluates.
             let g_act = blocks_from_bytes("labels", &labels, n * items).unwrap();
-            tp.evaluator.load_table_bytes(&tables).unwrap();
+            tp.evaluator.load_table_buffer(tables).unwrap();
             let e_sh = evaluate_batch(&mut tp.evaluator, &circ, &g_act, &t).unwrap();
             // B2A: S0 -> S1 COT extension with S0's shares as choices, S1 -> S0 corrections.
             let (w, groups) = circ.b2a_layout(items);

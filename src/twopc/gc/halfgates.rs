@@ -173,12 +173,6 @@ impl<R: RngCore + CryptoRng> Garbler<R> {
         self.table.len()
     }
 
-    /// Appends the tables' bytes to `out` and clears the buffer, keeping its capacity.
-    pub fn drain_table_bytes(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.table);
-        self.table.clear();
-    }
-
     /// Hands the tables' bytes out whole and goes on garbling into `next` (cleared): a
     /// streaming garbler recycles the buffers its link has sent, so tables are neither
     /// copied nor written into fresh pages.
@@ -331,15 +325,8 @@ impl Evaluator {
             .expect("whole blocks");
     }
 
-    /// Installs the peer's table bytes (16 per block) for the next gates, copying them
+    /// Installs the peer's table bytes (16 per block) for the next gates as they are, no copy
     /// (replacing any unread rest; call [`Evaluator::finish`] first to detect that).
-    pub fn load_table_bytes(&mut self, bytes: &[u8]) -> Result<(), GcError> {
-        let mut buf = self.take_table_buffer();
-        buf.extend_from_slice(bytes);
-        self.load_table_buffer(buf)
-    }
-
-    /// Installs a received buffer of table bytes as it is (no copy).
     pub fn load_table_buffer(&mut self, bytes: Vec<u8>) -> Result<(), GcError> {
         if !bytes.len().is_multiple_of(Block::BYTES) {
             return Err(LengthError {
@@ -547,15 +534,14 @@ pub(crate) mod tests {
                 .collect();
             let (gg, g_active) = self.garbler.garbler_inputs(g_bits);
             let g_out = b.build(&mut self.garbler, &gg, &ge);
-            let mut table = Vec::new();
-            self.garbler.drain_table_bytes(&mut table);
+            let table = self.garbler.swap_table(Vec::new());
             let g_active_bytes = blocks_to_bytes(&g_active);
             let g_shares: Vec<bool> = g_out.iter().map(|w| self.garbler.output_share(w)).collect();
             // Evaluator side, from bytes only.
             let g_act = blocks_from_bytes("garbler labels", &g_active_bytes, g_bits.len()).unwrap();
             let eg: Vec<Block> = g_act.iter().map(|&l| self.evaluator.input(l)).collect();
             let ee: Vec<Block> = t.iter().map(|&l| self.evaluator.input(l)).collect();
-            self.evaluator.load_table_bytes(&table).unwrap();
+            self.evaluator.load_table_buffer(table).unwrap();
             let e_out = b.build(&mut self.evaluator, &eg, &ee);
             self.evaluator.finish().unwrap();
             assert_eq!(self.garbler.gate_counter(), self.evaluator.gate_counter());
@@ -583,8 +569,7 @@ pub(crate) mod tests {
         let a = g.and(&w[0], &w[1]);
         let n = g.not(&x);
         let z = g.and(&a, &n);
-        let mut all = Vec::new();
-        g.drain_table_bytes(&mut all);
+        let mut all = g.swap_table(Vec::new());
         assert_eq!(all.len(), 2 * 32, "two AND gates, 32 bytes each");
         for b in w.iter().chain([&z]) {
             all.extend_from_slice(&b.to_bytes());
@@ -784,17 +769,16 @@ pub(crate) mod tests {
         let (gw, act) = g.garbler_inputs(&[true, false]);
         g.and(&gw[0], &gw[1]);
         g.and(&gw[0], &gw[1]);
-        let mut bytes = Vec::new();
-        g.drain_table_bytes(&mut bytes);
+        let bytes = g.swap_table(Vec::new());
         assert_eq!(bytes.len(), 64);
-        assert!(e.load_table_bytes(&bytes[..63]).is_err());
+        assert!(e.load_table_buffer(bytes[..63].to_vec()).is_err());
         // One gate's worth only: the second AND is missing.
-        e.load_table_bytes(&bytes[..32]).unwrap();
+        e.load_table_buffer(bytes[..32].to_vec()).unwrap();
         e.and(&act[0], &act[1]);
         e.and(&act[0], &act[1]);
         assert_eq!(e.finish(), Err(GcError::TableTooShort { missing: 1 }));
         // Too many blocks.
-        e.load_table_bytes(&bytes).unwrap();
+        e.load_table_buffer(bytes).unwrap();
         e.and(&act[0], &act[1]);
         assert_eq!(e.finish(), Err(GcError::TableTooLong { extra: 2 }));
     }
