@@ -59,6 +59,19 @@ fn run_case(
     tamper: bool,
     relu_batch: usize,
 ) -> Outcome {
+    run_framed_case(model, params, image, &[], tamper, relu_batch)
+}
+
+/// [`run_case`] with the noise map's values a model with a map channel takes (shared with
+/// the image, as the gateway does).
+fn run_framed_case(
+    model: &Cnn,
+    params: CnnFixed,
+    image: &Array2<f64>,
+    map: &[f64],
+    tamper: bool,
+    relu_batch: usize,
+) -> Outcome {
     let plan = CnnPlan::from_cnn(model, params).expect("plan");
     let mut shares = share_plan(&plan);
     if tamper {
@@ -67,11 +80,11 @@ fn run_case(
     }
     let (h, w) = image.dim();
     let pre = Preprocess::identity();
-    let enc = ring_cnn::encode_image(image, &pre, params.s);
+    let enc = ring_cnn::encode_image(image, map, &pre, params.s);
     let iseed = fresh_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),
-        ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, h * w),
+        ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, enc.len()),
     ];
     let mask_seeds = [fresh_seed(), fresh_seed()];
     let opened: [Opened; 2] = in_pair(|p, ch| {
@@ -176,6 +189,81 @@ fn random_cnns_are_bit_exact_with_the_oracle() {
         );
         assert_exact(&o, &format!("case {i}: channels {ch:?}, {k}x{k}, {h}x{w}"));
     }
+}
+
+/// FFDNet-shaped networks: pixel-unshuffle into sub-images, a noise-map channel (uniform or
+/// per pixel), the conv/ReLU stack and pixel-shuffle back, on odd sizes (padding by
+/// repetition, cropping) and at every border, for both engines and both weight paths.
+#[test]
+fn random_ffdnet_shaped_cnns_are_bit_exact_with_the_oracle() {
+    use ppdenoise::plain::cnn::random_framed_cnn;
+    use ppdenoise::plain::frame::Frame;
+    use ppdenoise::plain::noise_map::NoiseLevel;
+    let ffd = Frame::FFDNET;
+    let no_map3 = Frame {
+        unshuffle: 3,
+        noise_map: false,
+    };
+    // (channels, frame, h, w, per-pixel map, residual)
+    let cases: [(&[usize], Frame, usize, usize, bool, bool); 6] = [
+        (&[5, 4], ffd, 5, 7, false, false),
+        (&[5, 16, 4], ffd, 9, 6, true, false),
+        (&[5, 8, 8, 4], ffd, 11, 13, true, false),
+        (&[5, 3, 5, 2, 4], ffd, 7, 9, false, true),
+        (&[5, 2, 3, 4, 5, 1, 4], ffd, 1, 3, true, false),
+        (&[9, 4, 9], no_map3, 8, 7, false, false),
+    ];
+    for (i, (ch, frame, h, w, per_pixel, residual)) in cases.into_iter().enumerate() {
+        let m = random_framed_cnn(ch, 3, 300 + i as u64, meta(residual), frame);
+        let img = noisy_image(h, w, 40 + i as u64);
+        let noise = if per_pixel {
+            let mut rng = ChaCha20Rng::seed_from_u64(i as u64);
+            NoiseLevel::PerPixel(Array2::from_shape_fn((h, w), |_| rng.gen_range(0.0..75.0)))
+        } else {
+            NoiseLevel::Uniform(25.0)
+        };
+        let map = m.noise_map(&noise, h, w);
+        assert_eq!(map.len(), frame.map_len(h, w));
+        let batch = if i % 2 == 1 { 29 } else { 1 << 20 };
+        let o = run_framed_case(&m, CnnFixed::default(), &img, &map, false, batch);
+        let what = format!(
+            "FFDNet-shaped case {i}: channels {ch:?}, {h}x{w}, {frame:?}, {}",
+            noise.describe()
+        );
+        assert_exact(&o, &what);
+        assert_eq!(o.oracle.len(), h * w, "{what}: an image-sized output");
+        // The oracle is the float network in fixed point: close to it, pixel by pixel.
+        let pre = Preprocess::identity();
+        let float = m.denoise_float(&img, &pre, &map);
+        let p = CnnFixed::default();
+        let dec = ring_cnn::decode_output(&o.oracle, h, w, &pre, p.out_scale());
+        let err = dec
+            .iter()
+            .zip(&float)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 2.0, "{what}: oracle {err} grey levels from float");
+    }
+}
+
+/// A map is part of the input: a different per-pixel map changes the secure output exactly
+/// as it changes the oracle's (negative control: the map is not ignored).
+#[test]
+fn the_noise_map_reaches_the_network() {
+    use ppdenoise::plain::cnn::random_framed_cnn;
+    use ppdenoise::plain::frame::Frame;
+    use ppdenoise::plain::noise_map::NoiseLevel;
+    let m = random_framed_cnn(&[5, 6, 4], 3, 77, meta(false), Frame::FFDNET);
+    let img = noisy_image(6, 8, 5);
+    let a = m.noise_map(&NoiseLevel::Uniform(10.0), 6, 8);
+    let b = m.noise_map(&NoiseLevel::Uniform(60.0), 6, 8);
+    let (oa, ob) = (
+        run_framed_case(&m, CnnFixed::default(), &img, &a, false, 1 << 20),
+        run_framed_case(&m, CnnFixed::default(), &img, &b, false, 1 << 20),
+    );
+    assert_exact(&oa, "sigma 10");
+    assert_exact(&ob, "sigma 60");
+    assert_ne!(oa.oracle, ob.oracle, "the map must change the output");
 }
 
 #[test]
@@ -289,7 +377,7 @@ fn real_cnn_crop_boolean_engine() {
     let shares = share_plan(&plan);
     let (h, w) = px.dim();
     let pre = Preprocess::identity();
-    let enc = ring_cnn::encode_image(&px, &pre, params.s);
+    let enc = ring_cnn::encode_image(&px, &[], &pre, params.s);
     let iseed = fresh_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),

@@ -195,7 +195,7 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
     let params = CnnFixed::default();
     assert_eq!(
         enc,
-        ring_cnn::encode_image(&noisy.pixels, &i0.job.pre, params.s)
+        ring_cnn::encode_image(&noisy.pixels, &[], &i0.job.pre, params.s)
     );
     let plan = CnnPlan::from_cnn(m, params).unwrap();
     assert_eq!(o0.scale, params.out_scale());
@@ -390,7 +390,7 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
         let m = Cnn::load(&path).unwrap();
         let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
         let pre = ppdenoise::plain::preprocess::Preprocess::new(sg, sg, true);
-        let (dec, _) = ring_cnn::denoise(&plan, &noisy.pixels, &pre);
+        let (dec, _) = ring_cnn::denoise(&plan, &noisy.pixels, &[], &pre);
         assert_eq!(
             secure.pixels,
             ppdenoise::plain::image::quantize_u8(&dec),

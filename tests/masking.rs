@@ -1003,7 +1003,7 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
         .map(|s| s.share_plan().unwrap())
         .collect();
     let (h, w) = image.dim();
-    let enc = ring_cnn::encode_image(image, &Preprocess::identity(), plan.params.s);
+    let enc = ring_cnn::encode_image(image, &[], &Preprocess::identity(), plan.params.s);
     let iseed = test_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),

@@ -323,10 +323,11 @@ fn demo_cnn(
         let pre = share.job.pre;
         let params = crate::ring::cnn::CnnFixed {
             s: share.job.scale,
-            ..Default::default()
+            ..crate::ring::cnn::CnnFixed::for_model(&model)
         };
-        let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params)?;
-        let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params)?;
+        let noise = crate::plain::noise_map::NoiseLevel::Uniform(a.sigma);
+        let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params, &noise)?;
+        let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params, &noise)?;
         compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);
     }
     let sent: u64 = reports

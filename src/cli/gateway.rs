@@ -10,9 +10,11 @@ use super::inputs::{load_image, output_encoding};
 use super::owner::with_ext;
 use super::Summary;
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NETWORK};
+use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::plain::frame::Frame;
 use crate::plain::image::{add_noise as awgn, GrayImage};
+use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
 use crate::plain::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
@@ -50,9 +52,12 @@ pub struct ShareImageArgs {
     pub out: PathBuf,
     /// The model's public header (model.pub from `share-model`): the image is then encoded as
     /// that model takes it (its scale and sigma* replace --scale and --model-sigma; a CNN
-    /// gets p/255 instead of the MLP's normalisation, and no patches).
+    /// gets p/255 instead of the MLP's normalisation, and no patches; a CNN with a noise-map
+    /// channel, FFDNet, gets the noise map: --sigma everywhere, or --noise-map / --noise).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub noise: super::inputs::NoiseArgs,
     #[command(flatten)]
     pub seal: super::keys::SealArgs,
 }
@@ -62,6 +67,8 @@ struct ModelFacts {
     scale: u32,
     sigma: f64,
     cnn: bool,
+    /// The CNN's frame (sub-images, noise map); the identity for MLPs.
+    frame: Frame,
 }
 
 fn model_facts(path: &std::path::Path) -> Result<ModelFacts> {
@@ -72,10 +79,16 @@ fn model_facts(path: &std::path::Path) -> Result<ModelFacts> {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v > 0.0)
         .with_context(|| format!("{}: header lacks the model's sigma", path.display()))?;
+    let frame = if is_cnn(&h) {
+        crate::formats::checks::cnn_plan_from_header(path, &h)?.frame
+    } else {
+        Frame::PLAIN
+    };
     Ok(ModelFacts {
         scale: h.scale,
         sigma,
         cnn: is_cnn(&h),
+        frame,
     })
 }
 
@@ -119,9 +132,22 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             scale: a.scale,
             sigma: a.model_sigma,
             cnn: false,
+            frame: Frame::PLAIN,
         },
     };
-    let pre = Preprocess::new(a.sigma, facts.sigma, !a.no_scale_noise);
+    // Before any randomness is drawn: the noise map (read, or computed from the pixels).
+    let noise = a.noise.level(a.sigma, &img.pixels, facts.frame.noise_map)?;
+    let map = if facts.frame.noise_map {
+        noise.stack_map(&facts.frame, h, w)
+    } else {
+        Vec::new()
+    };
+    // A model with a noise map takes the image as it is: the map carries the level.
+    let pre = if facts.frame.noise_map {
+        Preprocess::identity()
+    } else {
+        Preprocess::new(a.sigma, facts.sigma, !a.no_scale_noise)
+    };
     let job = JobParams {
         height: h,
         width: w,
@@ -135,8 +161,9 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     };
     job.validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
+    // The map's values follow the image's in the one shared vector: secret either way.
     let enc = if facts.cnn {
-        crate::ring::cnn::encode_image(&img.pixels, &pre, facts.scale)
+        crate::ring::cnn::encode_image(&img.pixels, &map, &pre, facts.scale)
     } else {
         encode_image(&img.pixels, &pre, facts.scale)
     };
@@ -144,6 +171,13 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         let mut h = job_header(kind, party, id, job);
         if facts.cnn {
             h.info.push((NETWORK.into(), CNN.into()));
+        }
+        if facts.frame.noise_map {
+            let how = match noise {
+                NoiseLevel::Uniform(_) => "uniform",
+                NoiseLevel::PerPixel(_) => "per-pixel",
+            };
+            h.info.push((NOISE_MAP.into(), how.into()));
         }
         h
     };
@@ -215,36 +249,66 @@ pub struct AddNoiseArgs {
     /// it is a DICOM).
     #[arg(long)]
     pub like: Option<PathBuf>,
+    /// Signal-dependent noise instead of --sigma: `poisson-gaussian:A,B`, variance =
+    /// A * clean pixel + B (0..255 scale).
+    #[arg(long)]
+    pub noise: Option<String>,
+    /// Also write the true per-pixel sigma map as a 2-D f64 .npy (what `share-image
+    /// --noise-map` reads).
+    #[arg(long)]
+    pub map_out: Option<PathBuf>,
 }
 
 pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
     if !(a.sigma.is_finite() && a.sigma >= 0.0) {
         bail!("--sigma {}: must be finite and at least 0", a.sigma);
     }
+    let pg = a.noise.as_deref().map(PoissonGaussian::parse).transpose()?;
     let enc = output_encoding(
         &a.out,
         8,
         a.like.as_deref(),
         Some(&a.image),
-        format!(
-            "Gaussian noise added by ppdenoise add-noise (sigma {}, seed {})",
-            a.sigma, a.seed
-        ),
+        match &a.noise {
+            Some(n) => format!("Noise {n} added by ppdenoise add-noise (seed {})", a.seed),
+            None => format!(
+                "Gaussian noise added by ppdenoise add-noise (sigma {}, seed {})",
+                a.sigma, a.seed
+            ),
+        },
     )?;
     let img = load_image(&a.image)?;
-    let noisy = awgn(&img, a.sigma, a.seed);
+    let noisy = match pg {
+        Some(pg) => pg.add_to(&img, a.seed),
+        None => awgn(&img, a.sigma, a.seed),
+    };
+    if let Some(m) = &a.map_out {
+        let map = match pg {
+            Some(pg) => pg.map_of(&img.pixels),
+            None => img.pixels.mapv(|_| a.sigma),
+        };
+        crate::formats::atomic::write_with(m, |f| {
+            use ndarray_npy::WriteNpyExt;
+            map.write_npy(f)?;
+            Ok(())
+        })
+        .with_context(|| format!("writing {}", m.display()))?;
+    }
     let q = GrayImage {
         pixels: enc.quantize(&noisy.pixels),
         bit_depth: enc.bit_depth(),
     };
     enc.save(&q, &a.out)?;
     let psnr = crate::plain::metrics::psnr(&img.pixels, &q.pixels, 255.0);
+    let what = match &a.noise {
+        Some(n) => n.clone(),
+        None => format!("sigma {}", a.sigma),
+    };
     Ok(Summary {
         lines: vec![format!(
-            "wrote {} ({}; sigma {}, seed {}): PSNR {:.2} dB against the clean image",
+            "wrote {} ({}; {what}, seed {}): PSNR {:.2} dB against the clean image",
             a.out.display(),
             enc.describe(),
-            a.sigma,
             a.seed,
             psnr
         )],

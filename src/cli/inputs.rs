@@ -2,10 +2,56 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use ndarray::Array2;
 
 use crate::plain::image::{self, DicomTemplate, Encoding, Format, GrayImage};
+use crate::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
 use crate::plain::phantom;
+
+/// How the noise level of an image is given to a model with a noise-map channel (FFDNet):
+/// `--sigma` alone is one level everywhere; these two give one per pixel.
+#[derive(Args, Clone, Default)]
+pub struct NoiseArgs {
+    /// Per-pixel noise levels for a model that takes a noise map (FFDNet): a 2-D .npy of
+    /// sigmas (0..255 scale, image-sized), or an image whose grey values are the sigmas.
+    /// The map is shared with the image, never sent in the clear; --sigma is then only
+    /// recorded.
+    #[arg(long, conflicts_with = "noise")]
+    pub noise_map: Option<PathBuf>,
+    /// Signal-dependent noise, for a model that takes a noise map: the per-pixel map is
+    /// computed from the noisy image, `poisson-gaussian:A,B` meaning variance = A * pixel + B
+    /// (0..255 scale). Secret like the image.
+    #[arg(long)]
+    pub noise: Option<String>,
+}
+
+impl NoiseArgs {
+    /// True when a per-pixel map is asked for.
+    pub fn per_pixel(&self) -> bool {
+        self.noise_map.is_some() || self.noise.is_some()
+    }
+
+    /// The noise level of `noisy` (h x w): a per-pixel map when asked for, else `sigma`.
+    /// `takes_map`: whether the model has a noise-map channel (a map for one that does
+    /// not is refused rather than ignored).
+    pub fn level(&self, sigma: f64, noisy: &Array2<f64>, takes_map: bool) -> Result<NoiseLevel> {
+        if self.per_pixel() && !takes_map {
+            bail!("--noise-map and --noise apply to models with a noise-map channel (FFDNet); this model has none");
+        }
+        let (h, w) = noisy.dim();
+        if let Some(p) = &self.noise_map {
+            return Ok(NoiseLevel::PerPixel(load_map(p, h, w)?));
+        }
+        if let Some(spec) = &self.noise {
+            return Ok(NoiseLevel::PerPixel(
+                PoissonGaussian::parse(spec)?.map_of(noisy),
+            ));
+        }
+        Ok(NoiseLevel::Uniform(sigma))
+    }
+}
 
 /// Loads an image file, or a built-in image named `builtin:<name>`.
 pub fn load_image(spec: &str) -> Result<GrayImage> {

@@ -14,6 +14,7 @@ use crate::plain::denoise::denoise_float;
 use crate::plain::image::{quantize_u8, Format, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::{Activation, Model};
+use crate::plain::noise_map::NoiseLevel;
 use crate::plain::preprocess::Preprocess;
 use crate::ring::cnn::{self as cnn_ring, CnnFixed, CnnPlan};
 use crate::ring::oracle;
@@ -66,6 +67,8 @@ pub struct DenoiseArgs {
     /// Clean reference: print PSNR/SSIM of the input and the result.
     #[arg(long)]
     pub clean: Option<String>,
+    #[command(flatten)]
+    pub noise: super::inputs::NoiseArgs,
 }
 
 /// Runs a denoise in the chosen arithmetic with the default fixed-point parameters at
@@ -118,20 +121,24 @@ pub fn run_denoise_with(
     })
 }
 
-/// Runs a CNN in float or in the secure protocol's fixed point (the CNN oracle).
+/// Runs a CNN in float or in the secure protocol's fixed point (the CNN oracle), at noise
+/// level `noise` (used by a model with a noise-map channel).
 pub fn run_cnn(
     model: &Cnn,
     noisy: &GrayImage,
     pre: &Preprocess,
     arith: Arith,
     params: CnnFixed,
+    noise: &NoiseLevel,
 ) -> Result<(ndarray::Array2<f64>, u64)> {
+    let (h, w) = noisy.pixels.dim();
+    let map = model.noise_map(noise, h, w);
     Ok(match arith {
-        Arith::Float => (model.denoise_float(&noisy.pixels, pre), 0),
+        Arith::Float => (model.denoise_float(&noisy.pixels, pre, &map), 0),
         Arith::FloatTanhStar => bail!("--arith float-tanh-star applies to MLPs, not CNNs"),
         Arith::Fixed => {
             let plan = CnnPlan::from_cnn(model, params).map_err(anyhow::Error::msg)?;
-            cnn_ring::denoise(&plan, &noisy.pixels, pre)
+            cnn_ring::denoise(&plan, &noisy.pixels, &map, pre)
         }
     })
 }
@@ -163,9 +170,24 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     let t = Instant::now();
     let (out, oor) = if Cnn::is_cnn_file(&path)? {
         let model = Cnn::load(&path)?;
-        let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
-        run_cnn(&model, &noisy, &pre, a.arith, a.cnn_fixed.params()?)?
+        let pre = model.preprocess(a.sigma, !a.no_scale_noise);
+        let noise = a
+            .noise
+            .level(a.sigma, &noisy.pixels, model.frame.noise_map)?;
+        run_cnn(
+            &model,
+            &noisy,
+            &pre,
+            a.arith,
+            a.cnn_fixed.params(&model)?,
+            &noise,
+        )?
     } else {
+        if a.noise.per_pixel() {
+            bail!(
+                "--noise-map and --noise apply to CNNs with a noise-map channel (FFDNet), not MLPs"
+            );
+        }
         let model = Model::load(&path)?;
         let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
         let params = a.fixed.params()?;

@@ -51,6 +51,7 @@ pub fn correction_count(
     engine: EngineKind,
     batch: usize,
 ) -> usize {
+    let (h, w) = plan.frame.stack_dims(h, w);
     let hw = h * w;
     let net = (engine == EngineKind::Gmw).then(|| Netlist::record(&relu_circuit(plan)));
     let nl = plan.layers.len();
@@ -81,6 +82,8 @@ pub fn generate_into<E>(
     batch: usize,
     emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
 ) -> Result<(), E> {
+    // The layers run on the frame's sub-images (the whole image for DnCNN).
+    let (h, w) = plan.frame.stack_dims(h, w);
     let hw = h * w;
     let seeds = &deal_seeds.job;
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);

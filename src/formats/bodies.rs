@@ -178,6 +178,11 @@ pub const NETWORK: &str = "network";
 /// Its value for CNN files (model shares, public headers, image shares, triplets, outputs).
 pub const CNN: &str = "cnn";
 
+/// Header `info` key of an image share made for a model with a noise-map channel: how the
+/// gateway made the map ("uniform": one public sigma; "per-pixel": a secret map). The map's
+/// values are secret-shared with the image either way.
+pub const NOISE_MAP: &str = "noise_map";
+
 /// True when a header belongs to a CNN model or job.
 pub fn is_cnn(h: &Header) -> bool {
     h.info(NETWORK) == Some(CNN)
@@ -267,7 +272,8 @@ impl JobParams {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ImageShare {
     pub job: JobParams,
-    /// Share of the normalised, encoded (unpadded) image, row-major.
+    /// Share of the normalised, encoded (unpadded) image, row-major; for a CNN with a
+    /// noise-map channel, followed by the share of the map's values.
     pub data: Data,
 }
 

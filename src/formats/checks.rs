@@ -61,6 +61,23 @@ pub fn check_cnn_job(image: &Path, job: &JobParams, mh: &Header) -> Result<()> {
     Ok(())
 }
 
+/// The image share `path` (header `ih`) carries a noise map exactly when the plan takes one:
+/// S1's share is a seed, which would expand to any length, so the header must say.
+pub fn check_noise_map(path: &Path, ih: &Header, plan: &CnnPlan) -> Result<()> {
+    let has = ih.info(crate::formats::bodies::NOISE_MAP).is_some();
+    match (plan.frame.noise_map, has) {
+        (true, false) => bail!(
+            "{}: shared without a noise map, but this model takes one (FFDNet): share the image with `share-image --model model.pub`",
+            path.display()
+        ),
+        (false, true) => bail!(
+            "{}: shared with a noise map for a model that takes one, but this model does not",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Reads and checks the public CNN plan of a header.
 pub fn cnn_plan_from_header(path: &Path, h: &Header) -> Result<CnnPlan> {
     let s = h

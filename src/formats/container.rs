@@ -26,7 +26,10 @@ pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 ///    readable (they have none of these).
 /// 5: CNN model shares (a new kind; the CNN's public facts are in header `info`: network,
 ///    kernels, fixed point); older files remain readable.
-pub const VERSION: u16 = 5;
+/// 6: CNN plans carry their frame (FFDNet's sub-images and noise map): a CNN model share's
+///    body changed, so those of version 5 are refused (share the model again); every other
+///    kind of version 3 to 5 remains readable.
+pub const VERSION: u16 = 6;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 const PREFIX: usize = 8 + 2 + 4;
@@ -158,6 +161,8 @@ pub enum FormatError {
     BadMagic(PathBuf),
     #[error("{0}: unsupported format version {1} (this build reads versions {MIN_VERSION} to {VERSION})")]
     Version(PathBuf, u16),
+    #[error("{0}: a {1} of format version {2}, from an older ppdenoise; {3}")]
+    Outdated(PathBuf, &'static str, u16, &'static str),
     #[error("{0}: truncated or corrupted: {1}")]
     Truncated(PathBuf, String),
     #[error("{0}: absurd size: {1}")]
@@ -384,6 +389,14 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
         .with_limit(hlen)
         .deserialize(&hbytes)
         .map_err(|e| FormatError::Malformed(path.into(), "header", e.to_string()))?;
+    if header.kind == Kind::CnnModelShare && ver < 6 {
+        return Err(FormatError::Outdated(
+            path.into(),
+            Kind::CnnModelShare.name(),
+            ver,
+            "its body lacks the CNN's frame: share the model again with `share-model`",
+        ));
+    }
     let mut all = Vec::with_capacity(PREFIX + hbytes.len());
     all.extend_from_slice(&pre);
     all.extend_from_slice(&hbytes);

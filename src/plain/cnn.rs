@@ -3,9 +3,11 @@
 //! convolutions before a model is written (`scripts/import-dncnn.py`).
 //!
 //! `.npz` layout: `K1..KL` (out x in x k x k, row-major correlation as PyTorch's conv2d)
-//! and `b1..bL`, plus optional scalars `sigma` and `residual`. Pixels enter as p/255 (times
-//! sigma*/sigma when the noise level is scaled); with `residual` the network predicts the
-//! noise and the result is `input - net(input)`, as DnCNN does.
+//! and `b1..bL`, plus optional scalars `sigma`, `residual`, `unshuffle` and `noise_map`.
+//! Pixels enter as p/255 (times sigma*/sigma when the noise level is scaled); with
+//! `residual` the network predicts the noise and the result is `input - net(input)`, as
+//! DnCNN does. With `unshuffle` = r and `noise_map` = 1 (FFDNet) the stack runs on the r*r
+//! sub-images and the noise-level map ([`crate::plain::frame`]).
 
 use std::fs::File;
 use std::path::Path;
@@ -14,8 +16,10 @@ use ndarray::{Array0, Array1, Array2, Array4, ArrayView2, Ix0};
 use ndarray_npy::{NpzReader, NpzWriter};
 use serde::{Deserialize, Serialize};
 
+use crate::plain::frame::Frame;
 use crate::plain::im2col::{im2col, rows_per_block};
 use crate::plain::model::ModelError;
+use crate::plain::noise_map::NoiseLevel;
 use crate::plain::preprocess::Preprocess;
 
 /// Most convolution layers a CNN may have.
@@ -54,6 +58,11 @@ pub struct CnnMeta {
 pub struct Cnn {
     pub convs: Vec<Conv>,
     pub meta: CnnMeta,
+    /// Sub-images and noise map around the stack (identity for DnCNN).
+    pub frame: Frame,
+    /// The fixed-point settings measured for this model (s, ws, k: `fixed_point` in the
+    /// file), used when none are given; `None`: the project's defaults.
+    pub fixed_point: Option<[u32; 3]>,
 }
 
 /// A pixel (0..255) as the CNN takes it.
@@ -146,9 +155,12 @@ impl Cnn {
                 ));
             }
         }
-        if self.convs[0].cin != 1 || self.convs[nl - 1].cout != 1 {
+        self.frame.validate().map_err(inv)?;
+        let (cin, cout) = (self.frame.in_channels(), self.frame.sub_images());
+        if self.convs[0].cin != cin || self.convs[nl - 1].cout != cout {
             return Err(inv(format!(
-                "a denoiser maps 1 channel to 1 channel; this one maps {} to {}",
+                "{}: the stack must map {cin} channel(s) to {cout}; this one maps {} to {}",
+                describe_frame(&self.frame),
                 self.convs[0].cin,
                 self.convs[nl - 1].cout
             )));
@@ -231,7 +243,44 @@ impl Cnn {
         if has("residual") {
             meta.residual = read_any::<Ix0>(&mut npz, path, "residual")?.into_scalar() != 0.0;
         }
-        let m = Cnn { convs, meta };
+        let mut frame = Frame::PLAIN;
+        if has("unshuffle") {
+            let r = read_any::<Ix0>(&mut npz, path, "unshuffle")?.into_scalar();
+            if !(r.fract() == 0.0 && (1.0..=crate::plain::frame::MAX_UNSHUFFLE as f64).contains(&r))
+            {
+                return Err(err(
+                    "unshuffle",
+                    format!(
+                        "is {r} (an integer 1 to {} expected)",
+                        crate::plain::frame::MAX_UNSHUFFLE
+                    ),
+                ));
+            }
+            frame.unshuffle = r as usize;
+        }
+        if has("noise_map") {
+            frame.noise_map = read_any::<Ix0>(&mut npz, path, "noise_map")?.into_scalar() != 0.0;
+        }
+        let mut fixed_point = None;
+        if has("fixed_point") {
+            let a: Array1<f64> = read_any(&mut npz, path, "fixed_point")?;
+            let ok = a.len() == 3
+                && a.iter()
+                    .all(|v| v.fract() == 0.0 && (1.0..=63.0).contains(v));
+            if !ok {
+                return Err(err(
+                    "fixed_point",
+                    "must hold three integers 1..63: s, ws, k".into(),
+                ));
+            }
+            fixed_point = Some([a[0] as u32, a[1] as u32, a[2] as u32]);
+        }
+        let m = Cnn {
+            convs,
+            meta,
+            frame,
+            fixed_point,
+        };
         m.validate(path)?;
         Ok(m)
     }
@@ -248,28 +297,71 @@ impl Cnn {
             let scalar = |v: f64| Array0::from_elem((), v);
             npz.add_array("sigma", &scalar(self.meta.sigma))?;
             npz.add_array("residual", &scalar(self.meta.residual as u8 as f64))?;
+            npz.add_array("unshuffle", &scalar(self.frame.unshuffle as f64))?;
+            npz.add_array("noise_map", &scalar(self.frame.noise_map as u8 as f64))?;
+            if let Some(f) = self.fixed_point {
+                npz.add_array("fixed_point", &Array1::from(f.map(f64::from).to_vec()))?;
+            }
             npz.finish()?;
             Ok(())
         })
     }
 
-    /// Float inference on a noisy image (0..255, H x W); returns the denoised image on the
-    /// same scale, not clipped.
-    pub fn denoise_float(&self, image: &Array2<f64>, pre: &Preprocess) -> Array2<f64> {
+    /// How an image at noise level `sigma` enters the network: a model with a noise map
+    /// takes p/255 as it is (the map carries the level); another one is scaled by
+    /// sigma*/sigma when `scale_noise`.
+    pub fn preprocess(&self, sigma: f64, scale_noise: bool) -> Preprocess {
+        if self.frame.noise_map {
+            Preprocess::identity()
+        } else {
+            Preprocess::new(sigma, self.meta.sigma, scale_noise)
+        }
+    }
+
+    /// The noise-map channel's values for an h x w image at noise level `noise` (empty for
+    /// a model without one).
+    pub fn noise_map(&self, noise: &NoiseLevel, h: usize, w: usize) -> Vec<f64> {
+        if self.frame.noise_map {
+            noise.stack_map(&self.frame, h, w)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Float inference on a noisy image (0..255, H x W) with its noise map's values
+    /// ([`Cnn::noise_map`]); returns the denoised image on the same scale, not clipped.
+    pub fn denoise_float(&self, image: &Array2<f64>, pre: &Preprocess, map: &[f64]) -> Array2<f64> {
         let (h, w) = image.dim();
         let input: Vec<f64> = image.iter().map(|&p| normalize(pre, p)).collect();
-        let mut x = input.clone();
+        let stack = self.frame.stack_input(&input, map, h, w);
+        let (sh, sw) = self.frame.stack_dims(h, w);
+        let mut x = stack.clone();
         let last = self.convs.len() - 1;
         for (l, c) in self.convs.iter().enumerate() {
-            x = conv_float(c, &x, h, w, l < last);
+            x = conv_float(c, &x, sh, sw, l < last);
         }
-        let out: Vec<f64> = if self.meta.residual {
-            input.iter().zip(&x).map(|(a, n)| a - n).collect()
-        } else {
-            x
-        };
+        if self.meta.residual {
+            x.iter_mut().zip(&stack).for_each(|(n, a)| *n = a - *n);
+        }
+        let out = self.frame.image_from_stack(&x, h, w);
         Array2::from_shape_vec((h, w), out.iter().map(|&v| denormalize(pre, v)).collect())
             .expect("image-sized output")
+    }
+}
+
+/// How a frame reads in messages.
+pub fn describe_frame(f: &Frame) -> String {
+    match (f.unshuffle, f.noise_map) {
+        (1, false) => "a whole-image CNN (DnCNN-like)".into(),
+        (r, m) => format!(
+            "a CNN on {} sub-images{}",
+            r * r,
+            if m {
+                " and a noise map (FFDNet-like)"
+            } else {
+                ""
+            }
+        ),
     }
 }
 
@@ -329,6 +421,18 @@ fn read_any<D: ndarray::Dimension>(
 /// A random CNN (for tests and benchmarks): `channels` = 1, c1, ..., 1, k x k kernels,
 /// He-scaled weights so activations keep their magnitude through the layers.
 pub fn random_cnn(channels: &[usize], k: usize, seed: u64, meta: CnnMeta) -> Cnn {
+    random_framed_cnn(channels, k, seed, meta, Frame::PLAIN)
+}
+
+/// [`random_cnn`] inside a frame: `channels` starts with the frame's input channels and
+/// ends with its sub-images (5, ..., 4 for FFDNet).
+pub fn random_framed_cnn(
+    channels: &[usize],
+    k: usize,
+    seed: u64,
+    meta: CnnMeta,
+    frame: Frame,
+) -> Cnn {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let convs = channels
@@ -345,7 +449,12 @@ pub fn random_cnn(channels: &[usize], k: usize, seed: u64, meta: CnnMeta) -> Cnn
             }
         })
         .collect();
-    Cnn { convs, meta }
+    Cnn {
+        convs,
+        meta,
+        frame,
+        fixed_point: None,
+    }
 }
 
 #[cfg(test)]
@@ -386,7 +495,7 @@ mod tests {
         let (h, w) = (6, 5);
         let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 31 + x * 17) % 256) as f64);
         let pre = Preprocess::identity();
-        let got = m.denoise_float(&img, &pre);
+        let got = m.denoise_float(&img, &pre, &[]);
         let x: Vec<f64> = img.iter().map(|&p| p / 255.0).collect();
         let conv = |c: &Conv, src: &[f64], relu: bool| {
             let mut out = vec![0.0; c.cout * h * w];

@@ -1,11 +1,13 @@
 //! Plaintext side: images, models, patch geometry, metrics and float inference.
 pub mod cnn;
 pub mod denoise;
+pub mod frame;
 pub mod geometry;
 pub mod im2col;
 pub mod image;
 pub mod metrics;
 pub mod model;
+pub mod noise_map;
 pub mod npz;
 pub mod phantom;
 pub mod preprocess;

@@ -6,11 +6,16 @@
 //! pre-activation z, kept in `k` signed bits (an exact truncation, folded into the ReLU
 //! circuit). The last layer is not truncated: with `residual` the output is
 //! `input * 2^ws - z`, at scale `s + ws`, which the receiver decodes.
+//!
+//! A job's input is the encoded image followed by its noise map's values (FFDNet); the
+//! plan's frame turns it into the stack's input and the stack's output into the image
+//! ([`crate::plain::frame`]), the same public rearrangement in the oracle and on shares.
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::plain::cnn::{self, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL};
+use crate::plain::cnn::{self, describe_frame, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL};
+use crate::plain::frame::Frame;
 use crate::plain::im2col::{im2col, rows_per_block};
 use crate::plain::preprocess::Preprocess;
 use crate::ring::fixed::{bits_signed, decode, encode, low_bits};
@@ -41,6 +46,14 @@ impl Default for CnnFixed {
 }
 
 impl CnnFixed {
+    /// The settings a model's file recommends (measured for it), else the defaults.
+    pub fn for_model(model: &Cnn) -> CnnFixed {
+        match model.fixed_point {
+            Some([s, ws, k]) => CnnFixed { s, ws, k },
+            None => CnnFixed::default(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !(4..=24).contains(&self.s) || !(4..=24).contains(&self.ws) {
             return Err(format!(
@@ -96,6 +109,10 @@ pub struct CnnPlan {
     pub layers: Vec<CnnLayer>,
     /// clean = input - net(input).
     pub residual: bool,
+    /// Sub-images and noise map around the stack (absent in plans written before FFDNet:
+    /// the identity).
+    #[serde(default)]
+    pub frame: Frame,
 }
 
 impl CnnPlan {
@@ -117,6 +134,7 @@ impl CnnPlan {
             params,
             layers,
             residual: model.meta.residual,
+            frame: model.frame,
         };
         plan.check_shape()?;
         Ok(plan)
@@ -165,8 +183,15 @@ impl CnnPlan {
                 ));
             }
         }
-        if self.layers[0].cin != 1 || self.layers[nl - 1].cout != 1 {
-            return Err("a denoiser maps 1 channel to 1 channel".into());
+        self.frame.validate()?;
+        let (cin, cout) = (self.frame.in_channels(), self.frame.sub_images());
+        if self.layers[0].cin != cin || self.layers[nl - 1].cout != cout {
+            return Err(format!(
+                "{} maps {cin} channel(s) to {cout}; this plan maps {} to {}",
+                describe_frame(&self.frame),
+                self.layers[0].cin,
+                self.layers[nl - 1].cout
+            ));
         }
         // Each bound above keeps this sum far from overflow; the cap keeps a 32-byte seed
         // share from expanding into more than 1 GiB.
@@ -185,14 +210,18 @@ impl CnnPlan {
     /// values (2 GiB), like the MLP's batches, and one output row's columns (fan-in x width,
     /// the smallest im2col block) at most 2^24 values.
     pub fn check_image(&self, h: usize, w: usize) -> Result<(), String> {
+        if h.checked_mul(w).is_none_or(|n| n == 0 || n > 1 << 28) {
+            return Err(format!("a {h} x {w} image (1 to 2^28 pixels supported)"));
+        }
+        let (h, w) = self.frame.stack_dims(h, w);
         let widest = self.channels().into_iter().max().unwrap_or(1);
         match h.checked_mul(w).and_then(|n| n.checked_mul(widest)) {
             Some(n) if n > 0 && n <= 1 << 28 => {}
             _ => {
                 return Err(format!(
-                    "a {h} x {w} image with {widest}-channel maps exceeds 2^28 values per map \
+                    "maps of {h} x {w} with {widest} channels exceed 2^28 values per map \
                      (at most {} pixels for this model)",
-                    (1usize << 28) / widest
+                    ((1usize << 28) / widest) * self.frame.sub_images()
                 ))
             }
         }
@@ -203,6 +232,11 @@ impl CnnPlan {
             ));
         }
         Ok(())
+    }
+
+    /// Values of a job's input for an h x w image: the image, then its noise map's.
+    pub fn input_len(&self, h: usize, w: usize) -> usize {
+        h * w + self.frame.map_len(h, w)
     }
 
     /// Channels of every activation map, input first.
@@ -264,11 +298,13 @@ pub fn put_block(map: &mut [u64], block: &[u64], hw: usize, row0: usize, w: usiz
     }
 }
 
-/// Encodes a 0..255 image (row-major) as the gateway does for a CNN: p/255 at scale s.
-pub fn encode_image(image: &Array2<f64>, pre: &Preprocess, s: u32) -> Vec<u64> {
+/// Encodes a 0..255 image (row-major) as the gateway does for a CNN: p/255 at scale s,
+/// followed by the noise map's values (sigma/255, [`Cnn::noise_map`]; empty without one).
+pub fn encode_image(image: &Array2<f64>, map: &[f64], pre: &Preprocess, s: u32) -> Vec<u64> {
     image
         .iter()
         .map(|&p| encode(cnn::normalize(pre, p), s))
+        .chain(map.iter().map(|&v| encode(v, s)))
         .collect()
 }
 
@@ -279,11 +315,17 @@ pub struct CnnOracleRun {
     pub out_of_range: u64,
 }
 
-/// Runs the plan on an encoded image (h x w, scale s).
+/// Runs the plan on an encoded image (h x w, scale s) and its map ([`encode_image`]).
 pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
+    assert_eq!(input.len(), plan.input_len(h, w), "image and map values");
     let p = plan.params;
+    let stack = plan
+        .frame
+        .stack_input(&input[..h * w], &input[h * w..], h, w);
+    let (ih, iw) = (h, w);
+    let (h, w) = plan.frame.stack_dims(h, w);
     let hw = h * w;
-    let mut x = input.to_vec();
+    let mut x = stack.clone();
     let mut out_of_range = 0;
     let last = plan.layers.len() - 1;
     let mut cols = Vec::new();
@@ -306,21 +348,27 @@ pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
         x = next;
     }
     if plan.residual {
-        for (o, &i) in x.iter_mut().zip(input) {
+        for (o, &i) in x.iter_mut().zip(&stack) {
             *o = (i << p.ws).wrapping_sub(*o);
         }
     }
     CnnOracleRun {
-        output: x,
+        output: plan.frame.image_from_stack(&x, ih, iw),
         out_of_range,
     }
 }
 
-/// The whole plaintext fixed-point CNN on an image (0..255 scale): encode, run, decode.
-/// Returns the decoded image and the out-of-range count (see [`run`]).
-pub fn denoise(plan: &CnnPlan, image: &Array2<f64>, pre: &Preprocess) -> (Array2<f64>, u64) {
+/// The whole plaintext fixed-point CNN on an image (0..255 scale) and its noise map's values
+/// ([`Cnn::noise_map`]): encode, run, decode. Returns the decoded image and the
+/// out-of-range count (see [`run`]).
+pub fn denoise(
+    plan: &CnnPlan,
+    image: &Array2<f64>,
+    map: &[f64],
+    pre: &Preprocess,
+) -> (Array2<f64>, u64) {
     let (h, w) = image.dim();
-    let r = run(plan, h, w, &encode_image(image, pre, plan.params.s));
+    let r = run(plan, h, w, &encode_image(image, map, pre, plan.params.s));
     (
         decode_output(&r.output, h, w, pre, plan.params.out_scale()),
         r.out_of_range,
@@ -353,7 +401,7 @@ mod tests {
         let (h, w) = (13, 9);
         let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 37 + x * 11) % 256) as f64);
         let pre = Preprocess::identity();
-        let want = m.denoise_float(&img, &pre);
+        let want = m.denoise_float(&img, &pre, &[]);
         let plan = CnnPlan::from_cnn(
             &m,
             CnnFixed {
@@ -363,7 +411,7 @@ mod tests {
             },
         )
         .unwrap();
-        let run = run(&plan, h, w, &encode_image(&img, &pre, plan.params.s));
+        let run = run(&plan, h, w, &encode_image(&img, &[], &pre, plan.params.s));
         assert_eq!(run.out_of_range, 0);
         let got = decode_output(&run.output, h, w, &pre, plan.params.out_scale());
         let err = got

@@ -8,7 +8,9 @@ use crate::dealer::randomness::PartyRandomness;
 use crate::formats::bodies::{
     is_cnn, load, public_cnn_plan, CnnModelShare, ImageShare, JobParams, OutputShare,
 };
-use crate::formats::checks::{check_cnn_job, check_relu_batch, cnn_plan_from_header};
+use crate::formats::checks::{
+    check_cnn_job, check_noise_map, check_relu_batch, cnn_plan_from_header,
+};
 use crate::formats::container::Kind;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
@@ -66,6 +68,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
         );
     }
     plan.check_image(h, w).map_err(|e| at(&f.image, e))?;
+    check_noise_map(&f.image, &ih, &plan)?;
     // The dealer's plan (from the public header it was given) must be this share's.
     if !is_cnn(th) || cnn_plan_from_header(&f.triplets, th)? != public_cnn_plan(&plan) {
         bail!(
@@ -105,7 +108,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     }
     let image = is
         .data
-        .materialise(Stream::ImageShare, h * w)
+        .materialise(Stream::ImageShare, plan.input_len(h, w))
         .map_err(|e| at(&f.image, e))?;
     let relu_batch = tr.lead.batch;
     let work = Work::Cnn(CnnJob {
@@ -118,9 +121,11 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
 }
 
 impl CnnJob {
-    /// What the protocol's progress counts: every layer's output rows, layer after layer.
+    /// What the protocol's progress counts: every layer's output rows, layer after layer
+    /// (rows of the frame's sub-images).
     pub(super) fn steps(&self) -> usize {
-        self.plan.layers.len() * self.job.height
+        let (h, w) = (self.job.height, self.job.width);
+        self.plan.layers.len() * self.plan.frame.stack_dims(h, w).0
     }
 }
 

@@ -10,6 +10,9 @@
 //!    truncation by ws folded in), in runs of the dealer's batch size; the last layer's is
 //!    the output, subtracted from the shifted input for a residual model. Nothing else is
 //!    opened.
+//!
+//! Around the layers, the plan's frame (FFDNet: pixel-unshuffle and the noise-map channel
+//! in, pixel-shuffle out) is a public rearrangement each server applies to its own shares.
 
 use std::time::Instant;
 
@@ -29,7 +32,8 @@ pub struct CnnJobInputs<'a> {
     pub plan: &'a CnnPlan,
     pub height: usize,
     pub width: usize,
-    /// This party's share of the encoded image (row-major, scale s).
+    /// This party's share of the encoded image (row-major, scale s), followed by its share
+    /// of the noise map when the plan takes one ([`CnnPlan::input_len`]).
     pub image: &'a [u64],
     pub rand: PartyRandomness,
     /// Bytes both parties must agree on (job, model and randomness ids).
@@ -74,17 +78,17 @@ pub fn run(
 ) -> Result<(Vec<u64>, Report), ProtocolError> {
     let t_start = Instant::now();
     let (party, plan) = (inp.party, inp.plan);
-    let (h, w) = (inp.height, inp.width);
-    let hw = h * w;
-    if inp.image.len() != hw {
+    let (ih, iw) = (inp.height, inp.width);
+    if inp.image.len() != plan.input_len(ih, iw) {
         return Err(ProtocolError::Setup(format!(
-            "image share of {} values for a {h} x {w} image",
-            inp.image.len()
+            "image share of {} values for a {ih} x {iw} image ({} expected)",
+            inp.image.len(),
+            plan.input_len(ih, iw)
         )));
     }
     let mut rep = Report {
         party,
-        patches: hw,
+        patches: ih * iw,
         ..Default::default()
     };
     let peer_tag = exchange(ch, party, &inp.session_tag)?;
@@ -122,7 +126,11 @@ pub fn run(
 
     let p = plan.params;
     let nl = plan.layers.len();
-    let mut x = inp.image.to_vec();
+    let (image, map) = inp.image.split_at(ih * iw);
+    let stack = plan.frame.stack_input(image, map, ih, iw);
+    let (h, w) = plan.frame.stack_dims(ih, iw);
+    let hw = h * w;
+    let mut x = stack.clone();
     let (mut vcols, mut bcols) = (Vec::new(), Vec::new());
     for (l, ly) in plan.layers.iter().enumerate() {
         let t = Instant::now();
@@ -170,11 +178,11 @@ pub fn run(
             rep.seconds_nonlinear += t.elapsed().as_secs_f64();
         } else {
             if plan.residual {
-                for (o, &i) in z.iter_mut().zip(inp.image) {
+                for (o, &i) in z.iter_mut().zip(&stack) {
                     *o = (i << p.ws).wrapping_sub(*o);
                 }
             }
-            x = z;
+            x = plan.frame.image_from_stack(&z, ih, iw);
         }
     }
     inp.rand.finish()?;

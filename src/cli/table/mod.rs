@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::plain::noise_map::NoiseLevel;
 use crate::twopc::engines::EngineKind;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -312,10 +313,13 @@ fn one_run(
     let clean = load_image(&input_png.display().to_string())?;
     let noisy = load_png(workdir.join("noisy.png"))?;
     let (secure, share) = combine(&workdir.join("out.p0"), &workdir.join("out.p1"))?;
-    let (oracle, float, float_seconds) =
-        model
-            .net
-            .plaintext(&noisy, &share.job.pre, a.stride, share.job.scale)?;
+    let (oracle, float, float_seconds) = model.net.plaintext(
+        &noisy,
+        &share.job.pre,
+        a.stride,
+        share.job.scale,
+        &NoiseLevel::Uniform(sigma),
+    )?;
     let max_diff = oracle
         .iter()
         .zip(secure.pixels.iter())

@@ -13,6 +13,7 @@ use super::super::tools::{run_cnn, run_denoise, Arith};
 use crate::plain::cnn::Cnn;
 use crate::plain::image::GrayImage;
 use crate::plain::model::Model;
+use crate::plain::noise_map::NoiseLevel;
 use crate::plain::preprocess::Preprocess;
 use crate::ring::cnn::CnnFixed;
 
@@ -46,6 +47,7 @@ impl Net {
         pre: &Preprocess,
         stride: usize,
         scale: u32,
+        noise: &NoiseLevel,
     ) -> Result<(Array2<f64>, Array2<f64>, f64)> {
         Ok(match self {
             Net::Mlp(m) => {
@@ -57,11 +59,11 @@ impl Net {
             Net::Cnn(m) => {
                 let params = CnnFixed {
                     s: scale,
-                    ..Default::default()
+                    ..CnnFixed::for_model(m)
                 };
-                let (oracle, _) = run_cnn(m, noisy, pre, Arith::Fixed, params)?;
+                let (oracle, _) = run_cnn(m, noisy, pre, Arith::Fixed, params, noise)?;
                 let tf = Instant::now();
-                let (float, _) = run_cnn(m, noisy, pre, Arith::Float, params)?;
+                let (float, _) = run_cnn(m, noisy, pre, Arith::Float, params, noise)?;
                 (oracle, float, tf.elapsed().as_secs_f64())
             }
         })
@@ -96,10 +98,10 @@ impl TableModel {
     /// The CNN fixed-point settings a secure run of this model uses (`None` for an MLP,
     /// whose settings are in the record's protocol tag).
     pub(super) fn cnn_settings(&self) -> Option<String> {
-        match self.net {
+        match &self.net {
             Net::Mlp(_) => None,
-            Net::Cnn(_) => {
-                let c = CnnFixed::default();
+            Net::Cnn(m) => {
+                let c = CnnFixed::for_model(m);
                 Some(format!("s={} ws={} k={}", c.s, c.ws, c.k))
             }
         }

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Converts an FFDNet MatConvNet model (Zhang, Zuo, Zhang, TIP 2018) into ppdenoise's CNN `.npz`.
+
+The authors' grayscale files, `FFDNet_Clip_gray.mat` (trained on noisy images clipped to
+[0, 1], as 8-bit noisy images are) and `FFDNet_gray.mat`, hold 32 simplenn layers: `SubP`
+(scale 0.5: pixel-unshuffle into 4 half-resolution sub-images), `concat` (the noise-level map
+as channel 5), 15 same-padded 3x3 `conv` layers with a `relu` after each but the last, and
+`SubP` (scale 2: pixel-shuffle back). The output is the clean image, not a residual.
+
+Writes `K1..K15` (out x in x 3 x 3), `b1..b15`, `unshuffle = 2`, `noise_map = 1`,
+`residual = 0`, `sigma` (nominal only: the map carries the noise level) and `fixed_point`
+(the fixed-point settings measured for these weights). ppdenoise's
+frame (src/plain/frame.rs) takes the sub-images in the authors' channel order, (dy, dx) =
+(0,0), (1,0), (0,1), (1,1), and pads odd sizes by repeating the last row/column.
+
+    python3 -m venv .venv-import && .venv-import/bin/pip install h5py numpy
+    .venv-import/bin/python scripts/import-ffdnet.py FFDNet_Clip_gray.mat OUT.npz
+
+The weights stay where they are: never commit a converted model into the project.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from matconvnet import load  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("mat", help="FFDNet MatConvNet model (.mat, v7.3)")
+    ap.add_argument("out", help="output .npz")
+    a = ap.parse_args()
+    seen = []  # (layer index, kind, scale, convolutions before it)
+
+    def frame_layer(i, kind, g, nconv):
+        if kind == "SubP":
+            seen.append((i, kind, float(np.asarray(g["scale"][()]).flatten()[0]), nconv))
+            return True
+        if kind == "concat":
+            seen.append((i, kind, None, nconv))
+            return True
+        return False
+
+    convs = load(a.mat, frame_layer)
+    want = [("SubP", 0.5, 0), ("concat", None, 0), ("SubP", 2.0, len(convs))]
+    if [(k, s, n) for _, k, s, n in seen] != want:
+        raise SystemExit(f"not an FFDNet layout: frame layers {seen}, expected SubP(0.5), "
+                         "concat, the convolutions, SubP(2)")
+    if convs[0][0].shape[1] != 5 or convs[-1][0].shape[0] != 4:
+        raise SystemExit(f"expected 5 input and 4 output channels, found {convs[0][0].shape[1]} "
+                         f"and {convs[-1][0].shape[0]} (a grayscale FFDNet)")
+    arrays = {}
+    for i, (w, b) in enumerate(convs, 1):
+        arrays[f"K{i}"] = w
+        arrays[f"b{i}"] = b
+    arrays["sigma"] = np.float64(25.0)
+    arrays["residual"] = np.float64(0.0)
+    arrays["unshuffle"] = np.float64(2.0)
+    arrays["noise_map"] = np.float64(1.0)
+    # Fixed point measured for these weights (docs/ffdnet.md): s = 13 fractional bits for
+    # activations (s = 10, DnCNN-S's, lost 0.17 dB on set12 at sigma 25), ws = 14 for
+    # weights, k = 20 activation bits (k = 18 overflowed at sigma 75, k = 19 did not).
+    arrays["fixed_point"] = np.array([13.0, 14.0, 20.0])
+    d = os.path.dirname(os.path.abspath(a.out))
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, a.out)
+    chans = [convs[0][0].shape[1]] + [w.shape[0] for w, _ in convs]
+    print(f"wrote {a.out}: FFDNet, {len(convs)} convolutions, channels {chans}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

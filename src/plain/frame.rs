@@ -1,0 +1,173 @@
+//! What surrounds a CNN's convolution stack: pixel-unshuffle of the image into sub-images,
+//! the noise-level map as an extra input channel, and pixel-shuffle of the output back
+//! (FFDNet, Zhang et al., TIP 2018). DnCNN has the identity frame.
+//!
+//! Every step is a public rearrangement (a permutation, or a copy of the last row/column for
+//! an odd size), so one generic function serves the float forward, the fixed-point oracle
+//! and each server's shares, which apply it locally: no traffic, nothing revealed.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest pixel-unshuffle factor accepted.
+pub const MAX_UNSHUFFLE: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Pixel-unshuffle factor r: the stack runs on r*r sub-images of ceil(h/r) x ceil(w/r).
+    /// 1 for none (DnCNN), 2 for FFDNet.
+    pub unshuffle: usize,
+    /// One more input channel, after the sub-images, carries the noise-level map
+    /// (sigma/255 at sub-image resolution).
+    pub noise_map: bool,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Frame::PLAIN
+    }
+}
+
+impl Frame {
+    /// The whole image in, the whole image out (DnCNN).
+    pub const PLAIN: Frame = Frame {
+        unshuffle: 1,
+        noise_map: false,
+    };
+    /// FFDNet: four half-resolution sub-images and the noise map in, four sub-images out.
+    pub const FFDNET: Frame = Frame {
+        unshuffle: 2,
+        noise_map: true,
+    };
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_UNSHUFFLE).contains(&self.unshuffle) {
+            return Err(format!(
+                "pixel-unshuffle factor {} (1 to {MAX_UNSHUFFLE} supported)",
+                self.unshuffle
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sub-images the image becomes (r*r), which is also the stack's output channels.
+    pub fn sub_images(&self) -> usize {
+        self.unshuffle * self.unshuffle
+    }
+
+    /// Input channels of the first convolution.
+    pub fn in_channels(&self) -> usize {
+        self.sub_images() + self.noise_map as usize
+    }
+
+    /// Height and width of the maps the convolutions run on, for an h x w image.
+    pub fn stack_dims(&self, h: usize, w: usize) -> (usize, usize) {
+        (h.div_ceil(self.unshuffle), w.div_ceil(self.unshuffle))
+    }
+
+    /// Values of the noise map an h x w image comes with (0 without a map channel).
+    pub fn map_len(&self, h: usize, w: usize) -> usize {
+        let (sh, sw) = self.stack_dims(h, w);
+        if self.noise_map {
+            sh * sw
+        } else {
+            0
+        }
+    }
+
+    /// The stack's input: the image (h x w, row-major) padded by repeating its last
+    /// row/column to a multiple of r, unshuffled into r*r channels, then the map's values
+    /// (`map_len` of them) as the last channel. Sub-image i takes the pixels at row offset
+    /// i mod r and column offset i div r of each r x r cell: the FFDNet authors' order,
+    /// (dy, dx) = (0,0), (1,0), (0,1), (1,1) for r = 2.
+    pub fn stack_input<T: Copy>(&self, image: &[T], map: &[T], h: usize, w: usize) -> Vec<T> {
+        assert_eq!(image.len(), h * w, "image of h x w values");
+        assert_eq!(map.len(), self.map_len(h, w), "a map of map_len values");
+        let r = self.unshuffle;
+        let (sh, sw) = self.stack_dims(h, w);
+        let mut out = Vec::with_capacity(self.in_channels() * sh * sw);
+        for dx in 0..r {
+            for dy in 0..r {
+                for y in 0..sh {
+                    let row = &image[(y * r + dy).min(h - 1) * w..][..w];
+                    out.extend((0..sw).map(|x| row[(x * r + dx).min(w - 1)]));
+                }
+            }
+        }
+        out.extend_from_slice(map);
+        out
+    }
+
+    /// The image from the stack's output (r*r channels of the stack's size): pixel-shuffle,
+    /// then crop to h x w (what padding added is dropped).
+    pub fn image_from_stack<T: Copy>(&self, out: &[T], h: usize, w: usize) -> Vec<T> {
+        let r = self.unshuffle;
+        let (sh, sw) = self.stack_dims(h, w);
+        assert_eq!(
+            out.len(),
+            self.sub_images() * sh * sw,
+            "r*r output channels"
+        );
+        let mut img = Vec::with_capacity(h * w);
+        for y in 0..h {
+            for x in 0..w {
+                let ch = (y % r) + r * (x % r);
+                img.push(out[(ch * sh + y / r) * sw + x / r]);
+            }
+        }
+        img
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_frame_is_the_identity() {
+        let img: Vec<u32> = (0..35).collect();
+        let f = Frame::PLAIN;
+        let s = f.stack_input(&img, &[], 5, 7);
+        assert_eq!(s, img);
+        assert_eq!(f.image_from_stack(&s, 5, 7), img);
+    }
+
+    #[test]
+    fn ffdnet_order_padding_and_inverse() {
+        // 3 x 3 image: pixel (y, x) = 10 y + x; padded to 4 x 4 by repetition.
+        let img: Vec<u32> = (0..3)
+            .flat_map(|y| (0..3).map(move |x| 10 * y + x))
+            .collect();
+        let f = Frame::FFDNET;
+        assert_eq!(f.stack_dims(3, 3), (2, 2));
+        let map = [100, 101, 102, 103];
+        let s = f.stack_input(&img, &map, 3, 3);
+        // Channel (dy, dx) = (0,0): rows 0, 2 and columns 0, 2.
+        assert_eq!(&s[0..4], &[0, 2, 20, 22]);
+        // (1,0): rows 1, 3->2 (repeated), columns 0, 2.
+        assert_eq!(&s[4..8], &[10, 12, 20, 22]);
+        // (0,1): rows 0, 2, columns 1, 3->2.
+        assert_eq!(&s[8..12], &[1, 2, 21, 22]);
+        // (1,1).
+        assert_eq!(&s[12..16], &[11, 12, 21, 22]);
+        assert_eq!(&s[16..], &map);
+        assert_eq!(f.image_from_stack(&s[..16], 3, 3), img);
+    }
+
+    #[test]
+    fn shuffle_inverts_unshuffle_on_every_size() {
+        for r in 1..=3 {
+            let f = Frame {
+                unshuffle: r,
+                noise_map: false,
+            };
+            for h in 1..9 {
+                for w in 1..9 {
+                    let img: Vec<usize> = (0..h * w).collect();
+                    let s = f.stack_input(&img, &[], h, w);
+                    assert_eq!(s.len(), r * r * f.stack_dims(h, w).0 * f.stack_dims(h, w).1);
+                    assert_eq!(f.image_from_stack(&s, h, w), img, "r {r}, {h} x {w}");
+                }
+            }
+        }
+    }
+}

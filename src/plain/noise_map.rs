@@ -1,0 +1,228 @@
+//! Noise levels for models that take a noise map (FFDNet): one sigma for the whole image, or
+//! a sigma per pixel — given as a file, or computed by the gateway from a signal-dependent
+//! model (variance = A * pixel + B, the Poisson-Gaussian noise of X-ray and CT detectors).
+//!
+//! A per-pixel map computed from pixel values reveals the image, so the gateway shares it
+//! with the image; only a uniform sigma is public (docs/security.md).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::plain::frame::Frame;
+use crate::plain::image::GrayImage;
+
+/// Largest sigma a map may hold (0..255 scale): FFDNet was trained on [0, 75]; beyond 255
+/// the noise exceeds the whole grey range.
+pub const MAX_SIGMA: f64 = 255.0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NoiseLevel {
+    /// One sigma (0..255 scale) everywhere: public.
+    Uniform(f64),
+    /// A sigma per pixel (0..255 scale), image-sized: secret.
+    PerPixel(Array2<f64>),
+}
+
+impl NoiseLevel {
+    /// The map channel's values (sigma / 255) at the frame's sub-image resolution, for an
+    /// h x w image. A per-pixel map is padded like the image and each r x r cell becomes
+    /// the root mean square of its sigmas (the cell's noise variance is their mean).
+    pub fn stack_map(&self, frame: &Frame, h: usize, w: usize) -> Vec<f64> {
+        let (sh, sw) = frame.stack_dims(h, w);
+        match self {
+            NoiseLevel::Uniform(s) => vec![s / 255.0; sh * sw],
+            NoiseLevel::PerPixel(m) => {
+                assert_eq!(m.dim(), (h, w), "a map of the image's size");
+                let var: Vec<f64> = m.iter().map(|s| s * s).collect();
+                let cells = Frame {
+                    unshuffle: frame.unshuffle,
+                    noise_map: false,
+                }
+                .stack_input(&var, &[], h, w);
+                let (n, k) = (sh * sw, frame.sub_images());
+                (0..n)
+                    .map(|i| {
+                        let v = (0..k).map(|c| cells[c * n + i]).sum::<f64>() / k as f64;
+                        v.sqrt() / 255.0
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            NoiseLevel::Uniform(s) => format!("sigma {s}"),
+            NoiseLevel::PerPixel(_) => "a per-pixel noise map".into(),
+        }
+    }
+}
+
+/// Signal-dependent noise: variance = a * pixel + b (pixels and sigma on the 0..255 scale).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoissonGaussian {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl PoissonGaussian {
+    /// Parses `poisson-gaussian:A,B`.
+    pub fn parse(spec: &str) -> Result<PoissonGaussian> {
+        let Some(rest) = spec.strip_prefix("poisson-gaussian:") else {
+            bail!("noise model {spec:?}: expected poisson-gaussian:A,B (variance = A * pixel + B)");
+        };
+        let parts: Vec<&str> = rest.split(',').collect();
+        let num = |s: &str| {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        };
+        match parts.as_slice() {
+            [a, b] => match (num(a), num(b)) {
+                (Some(a), Some(b)) if a > 0.0 || b > 0.0 => Ok(PoissonGaussian { a, b }),
+                _ => bail!(
+                    "noise model {spec:?}: A and B must be finite, at least 0, and not both 0"
+                ),
+            },
+            _ => bail!("noise model {spec:?}: expected two numbers, poisson-gaussian:A,B"),
+        }
+    }
+
+    /// Sigma at a pixel value (negative pixels count as 0).
+    pub fn sigma(&self, pixel: f64) -> f64 {
+        (self.a * pixel.max(0.0) + self.b).sqrt().min(MAX_SIGMA)
+    }
+
+    /// The per-pixel map of an image, sigma from each pixel's value: what the gateway
+    /// computes from the noisy image it holds.
+    pub fn map_of(&self, img: &Array2<f64>) -> Array2<f64> {
+        img.mapv(|p| self.sigma(p))
+    }
+
+    /// The clean image with this noise added (seeded): each pixel's sigma from its clean
+    /// value. Not rounded or clipped.
+    pub fn add_to(&self, clean: &GrayImage, seed: u64) -> GrayImage {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let pixels = clean.pixels.mapv(|p| {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            p + self.sigma(p) * z
+        });
+        GrayImage {
+            pixels,
+            bit_depth: clean.bit_depth,
+        }
+    }
+}
+
+/// Checks a per-pixel map against an h x w image.
+pub fn check_map(path: &Path, m: &Array2<f64>, h: usize, w: usize) -> Result<()> {
+    if m.dim() != (h, w) {
+        bail!(
+            "{}: a noise map of {} x {} values for a {h} x {w} image (one sigma per pixel expected)",
+            path.display(),
+            m.dim().0,
+            m.dim().1
+        );
+    }
+    if let Some((i, v)) = m
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && (0.0..=MAX_SIGMA).contains(*v)))
+    {
+        bail!(
+            "{}: value {v} at flat index {i} is not a sigma in 0..{MAX_SIGMA}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a per-pixel sigma map (0..255 scale) for an h x w image: a 2-D `.npy` array (f64
+/// or f32), or an image file whose grey values are the sigmas.
+pub fn load_map(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
+    let is_npy = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let m = if is_npy {
+        read_npy(path)?
+    } else {
+        crate::plain::image::load(&path.display().to_string())
+            .with_context(|| format!("{}: reading the noise map", path.display()))?
+            .pixels
+    };
+    check_map(path, &m, h, w)?;
+    Ok(m)
+}
+
+fn read_npy(path: &Path) -> Result<Array2<f64>> {
+    use ndarray_npy::ReadNpyExt;
+    // Refuse a huge file before reading it: an image-sized map is at most 2^28 f64 values.
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read the noise map", path.display()))?
+        .len();
+    if len > (8 << 28) + 4096 {
+        bail!(
+            "{}: {len} bytes is larger than any image's noise map",
+            path.display()
+        );
+    }
+    let open = || {
+        std::fs::File::open(path)
+            .with_context(|| format!("{}: cannot read the noise map", path.display()))
+    };
+    match Array2::<f64>::read_npy(open()?) {
+        Ok(a) => Ok(a),
+        Err(_) => Array2::<f32>::read_npy(open()?)
+            .map(|a| a.mapv(f64::from))
+            .map_err(|e| {
+                anyhow::anyhow!("{}: not a 2-D f64 or f32 .npy array ({e})", path.display())
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_and_per_pixel_maps_agree_when_constant() {
+        let f = Frame::FFDNET;
+        let u = NoiseLevel::Uniform(25.0).stack_map(&f, 5, 7);
+        let p = NoiseLevel::PerPixel(Array2::from_elem((5, 7), 25.0)).stack_map(&f, 5, 7);
+        assert_eq!(u.len(), 3 * 4);
+        for (a, b) in u.iter().zip(&p) {
+            assert!((a - b).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn per_pixel_cells_are_rms() {
+        // 2 x 2 image, one cell: sigmas 0, 0, 0, 20 -> sqrt(400 / 4) = 10.
+        let m = Array2::from_shape_vec((2, 2), vec![0.0, 0.0, 0.0, 20.0]).unwrap();
+        let v = NoiseLevel::PerPixel(m).stack_map(&Frame::FFDNET, 2, 2);
+        assert_eq!(v.len(), 1);
+        assert!((v[0] - 10.0 / 255.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn poisson_gaussian_parse_and_sigma() {
+        let pg = PoissonGaussian::parse("poisson-gaussian:2,100").unwrap();
+        assert_eq!(pg.sigma(0.0), 10.0);
+        assert_eq!(pg.sigma(150.0), 20.0);
+        for bad in [
+            "gaussian:1,2",
+            "poisson-gaussian:1",
+            "poisson-gaussian:-1,2",
+            "poisson-gaussian:0,0",
+            "poisson-gaussian:nan,1",
+        ] {
+            assert!(PoissonGaussian::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
