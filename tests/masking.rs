@@ -989,25 +989,37 @@ fn weights_opening_does_not_depend_on_the_weights() {
 /// One CNN job in process with recording channels (weights opened in the job); returns the
 /// logs and the job seeds.
 fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Seed; 2]) {
-    use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
-    use ppdenoise::twopc::cnn::{self as twopc_cnn, CnnJobInputs};
     let meta = ppdenoise::plain::cnn::CnnMeta {
         sigma: 25.0,
         residual: true,
     };
     let m = ppdenoise::plain::cnn::random_cnn(&[1, 8, 8, 1], 3, 31, meta);
-    let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+    run_framed_cnn_job(&m, image, &[], engine)
+}
+
+/// [`run_cnn_job`] for any CNN, with the noise map's values a model with a map channel
+/// takes (shared with the image, as the gateway does).
+fn run_framed_cnn_job(
+    m: &ppdenoise::plain::cnn::Cnn,
+    image: &Array2<f64>,
+    map: &[f64],
+    engine: EngineKind,
+) -> ([Vec<Event>; 2], [Seed; 2]) {
+    use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
+    use ppdenoise::twopc::cnn::{self as twopc_cnn, CnnJobInputs};
+    let meta = m.meta;
+    let plan = CnnPlan::from_cnn(m, CnnFixed::default()).unwrap();
     // Model owner: fresh shares for this run.
     let shares: Vec<CnnPlan> = CnnModelShare::split(&plan, meta, &test_seed())
         .iter()
         .map(|s| s.share_plan().unwrap())
         .collect();
     let (h, w) = image.dim();
-    let enc = ring_cnn::encode_image(image, &[], &Preprocess::identity(), plan.params.s);
+    let enc = ring_cnn::encode_image(image, map, &Preprocess::identity(), plan.params.s);
     let iseed = test_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),
-        expand(&iseed, Stream::ImageShare, h * w),
+        expand(&iseed, Stream::ImageShare, enc.len()),
     ];
     let batch = 500;
     let streams = StreamCheck::start();
@@ -1118,4 +1130,74 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
         p_masked > 1e-6,
         "masked map looks image-dependent (p = {p_masked})"
     );
+}
+
+/// Issue 25 item 5: in an FFDNet job, a per-pixel noise map computed from the image (which
+/// would reveal it) cannot be told from a uniform map by what either server receives or
+/// opens: same image, the two maps, every message and opening compared as above, both
+/// engines. Negative control: the layer-0 opening with the dealer's mask removed (the
+/// sub-images and the map in the clear) is told apart at once.
+#[test]
+fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
+    seeded("ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one");
+    use ppdenoise::dealer::randomness::act_mask_of;
+    use ppdenoise::plain::cnn::{random_framed_cnn, CnnMeta};
+    use ppdenoise::plain::frame::Frame;
+    use ppdenoise::plain::noise_map::{NoiseLevel, PoissonGaussian};
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: false,
+    };
+    let m = random_framed_cnn(&[5, 8, 8, 4], 3, 41, meta, Frame::FFDNET);
+    let (_, phantom) = images();
+    let (h, w) = phantom.dim();
+    let uniform = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
+    // Signal-dependent: sigma 2 on black, 50 on white — the map is the image's outline.
+    let pg = PoissonGaussian { a: 9.8, b: 4.0 };
+    let per_pixel = m.noise_map(&NoiseLevel::PerPixel(pg.map_of(&phantom)), h, w);
+    assert_ne!(uniform, per_pixel);
+    for engine in [EngineKind::Gc, EngineKind::Gmw] {
+        let (a, sa) = run_framed_cnn_job(&m, &phantom, &uniform, engine);
+        let (b, sb) = run_framed_cnn_job(&m, &phantom, &per_pixel, engine);
+        for p in 0..2 {
+            let (ra, rb) = (received(&a[p]), received(&b[p]));
+            let what = format!("ffdnet {engine}: S{p} received, uniform vs per-pixel map");
+            assert!(compare(&what, &ra[1..], &rb[1..]).unwrap() >= 3);
+            for (run, r) in [("uniform", &ra), ("per-pixel", &rb)] {
+                let what = format!("ffdnet {engine}: S{p} received, {run} map");
+                assert!(uniform_slots(&what, &r[1..]).unwrap() >= 3);
+            }
+        }
+        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
+        let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
+        compare(&format!("ffdnet {engine}: opened values"), &oa, &ob).unwrap();
+        if engine == EngineKind::Gmw {
+            // Negative control on the layer-0 opening (tag, masked weights, then the map):
+            // its last channel with the mask removed is the noise map itself.
+            let (sh, sw) = Frame::FFDNET.stack_dims(h, w);
+            let n = 5 * sh * sw;
+            let clear = |opened: &[&[u8]], seeds: &[Seed; 2]| -> Vec<u8> {
+                let map = opened[1];
+                assert_eq!(map.len(), 8 * n, "the layer-0 opening");
+                let (b0, b1) = (
+                    act_mask_of(&seeds[0], 0, 0, n),
+                    act_mask_of(&seeds[1], 0, 0, n),
+                );
+                map.chunks_exact(8)
+                    .zip(b0.iter().zip(&b1))
+                    .skip(4 * sh * sw)
+                    .flat_map(|(v, (x, y))| {
+                        let v = u64::from_le_bytes(v.try_into().unwrap());
+                        v.wrapping_add(*x).wrapping_add(*y).to_le_bytes()
+                    })
+                    .collect()
+            };
+            let (xa, xb) = (clear(&oa, &sa), clear(&ob, &sb));
+            let (_, _, p) =
+                chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
+            eprintln!("ffdnet map channel without its mask: p = {p:e}");
+            assert!(p < 1e-12, "the unmasked map was not told apart (p = {p})");
+        }
+    }
 }
