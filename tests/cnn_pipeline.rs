@@ -419,3 +419,269 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 25: an FFDNet-shaped CNN through the binary, on an odd-sized image, with the three
+/// ways a gateway gives the noise level (one sigma, a map file, a signal-dependent model):
+/// the output shares add up to the oracle run on the image and map the shares hold, and the
+/// map the shares hold is the one the gateway was asked for.
+#[test]
+fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
+    use ppdenoise::plain::cnn::random_framed_cnn;
+    use ppdenoise::plain::frame::Frame;
+    use ppdenoise::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
+    let d = Dir::new();
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
+    }
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: false,
+    };
+    let mut m = random_framed_cnn(&[5, 6, 5, 4], 3, 91, meta, Frame::FFDNET);
+    m.fixed_point = Some([12, 13, 19]);
+    m.save(&d.path("ffd.npz")).unwrap();
+    let params = CnnFixed::for_model(&m);
+    assert_eq!((params.s, params.ws, params.k), (12, 13, 19));
+    let j = d.share_model(Some("ffd.npz"), "model");
+    assert_eq!(j["network"], "cnn");
+    let (h, w) = (21, 19);
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:21",
+        "--noise",
+        "poisson-gaussian:4,25",
+        "--seed",
+        "3",
+        "--out",
+        &d.p("noisy-full.png"),
+        "--map-out",
+        &d.p("truth.npy"),
+    ]);
+    // An odd width too: crop the 21 x 21 phantom to 21 x 19.
+    let full = ppdenoise::plain::image::load(d.path("noisy-full.png")).unwrap();
+    let noisy = ppdenoise::plain::image::GrayImage {
+        pixels: full.pixels.slice(ndarray::s![.., ..w]).to_owned(),
+        bit_depth: 8,
+    };
+    ppdenoise::plain::image::save_png(&noisy, d.path("noisy.png"), 8).unwrap();
+    let truth = load_map(&d.path("truth.npy"), h, h).unwrap();
+    ndarray_npy::write_npy(
+        d.path("map.npy"),
+        &truth.slice(ndarray::s![.., ..w]).to_owned(),
+    )
+    .unwrap();
+    let pg = PoissonGaussian::parse("poisson-gaussian:4,25").unwrap();
+    let cases: [(&str, Vec<&str>, NoiseLevel, &str); 3] = [
+        ("uniform", vec![], NoiseLevel::Uniform(30.0), "gmw"),
+        (
+            "map file",
+            vec!["--noise-map", "map.npy"],
+            NoiseLevel::PerPixel(truth.slice(ndarray::s![.., ..w]).to_owned()),
+            "gmw",
+        ),
+        (
+            "poisson-gaussian",
+            vec!["--noise", "poisson-gaussian:4,25"],
+            NoiseLevel::PerPixel(pg.map_of(&noisy.pixels)),
+            "gc",
+        ),
+    ];
+    for (what, extra, level, engine) in cases {
+        let (img, mp) = (d.p("noisy.png"), d.p("model.pub"));
+        let map_path = d.p("map.npy");
+        let extra: Vec<&str> = extra
+            .iter()
+            .map(|&x| if x == "map.npy" { map_path.as_str() } else { x })
+            .collect();
+        let out = d.p("image");
+        let mut args = vec![
+            "share-image",
+            "--image",
+            &img,
+            "--sigma",
+            "30",
+            "--model",
+            &mp,
+            "--out",
+            &out,
+        ];
+        args.extend(extra);
+        ok(&args);
+        let (ih, i0): (Header, ImageShare) =
+            load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+        let how = if what == "uniform" {
+            "uniform"
+        } else {
+            "per-pixel"
+        };
+        assert_eq!(ih.info("noise_map"), Some(how), "{what}");
+        let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let port = free_port();
+        let c0 = d.spawn(0, port, "triplets");
+        let c1 = d.spawn(1, port, "triplets");
+        for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
+            assert!(
+                o.status.success(),
+                "{what}, {who}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        // What the shares hold: the image, then the map the gateway was asked for.
+        let plan = CnnPlan::from_cnn(&m, params).unwrap();
+        let n = plan.input_len(h, w);
+        assert_eq!(n, h * w + 11 * 10);
+        let (_, i1): (Header, ImageShare) =
+            load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+        let enc: Vec<u64> = i0
+            .data
+            .materialise(Stream::ImageShare, n)
+            .unwrap()
+            .iter()
+            .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect();
+        let map = m.noise_map(&level, h, w);
+        let pre = ppdenoise::plain::preprocess::Preprocess::identity();
+        assert_eq!(
+            i0.job.pre, pre,
+            "{what}: a noise-map model takes p/255 as is"
+        );
+        assert_eq!(
+            enc,
+            ring_cnn::encode_image(&noisy.pixels, &map, &pre, params.s),
+            "{what}"
+        );
+        let orc = ring_cnn::run(&plan, h, w, &enc);
+        assert_eq!(orc.out_of_range, 0);
+        let (_, o0): (Header, OutputShare) =
+            load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+        let (_, o1): (Header, OutputShare) =
+            load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+        let secure: Vec<u64> = o0
+            .canvas
+            .iter()
+            .zip(&o1.canvas)
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect();
+        assert_eq!(secure, orc.output, "{what} ({engine}): secure != oracle");
+        ok(&[
+            "reconstruct",
+            "--share0",
+            &d.p("out.p0"),
+            "--share1",
+            &d.p("out.p1"),
+            "--out",
+            &d.p("denoised.png"),
+        ]);
+        let png = ppdenoise::plain::image::load(d.path("denoised.png")).unwrap();
+        assert_eq!(png.pixels.dim(), (h, w), "{what}: the image's own size");
+        // The plaintext tools take the same maps and agree with the oracle.
+        let fmodel = d.p("ffd.npz");
+        let mut args = vec![
+            "denoise", "--model", &fmodel, "--image", &img, "--sigma", "30", "--arith", "fixed",
+            "--out",
+        ];
+        let dn = d.p("plain.png");
+        args.push(&dn);
+        let extra2: Vec<String> = match what {
+            "map file" => vec!["--noise-map".into(), map_path.clone()],
+            "poisson-gaussian" => vec!["--noise".into(), "poisson-gaussian:4,25".into()],
+            _ => vec![],
+        };
+        args.extend(extra2.iter().map(String::as_str));
+        ok(&args);
+        let plain = ppdenoise::plain::image::load(d.path("plain.png")).unwrap();
+        assert_eq!(
+            plain.pixels, png.pixels,
+            "{what}: denoise --arith fixed == secure"
+        );
+    }
+}
+
+#[test]
+fn ffdnet_files_are_refused_when_they_do_not_fit() {
+    use ppdenoise::plain::cnn::random_framed_cnn;
+    use ppdenoise::plain::frame::Frame;
+    let d = Dir::new();
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: false,
+    };
+    random_framed_cnn(&[5, 3, 4], 3, 5, meta, Frame::FFDNET)
+        .save(&d.path("ffd.npz"))
+        .unwrap();
+    random_cnn(&[1, 3, 1], 3, 6, meta)
+        .save(&d.path("dn.npz"))
+        .unwrap();
+    d.share_model(Some("ffd.npz"), "ffd");
+    d.share_model(Some("dn.npz"), "dn");
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:16",
+        "--sigma",
+        "25",
+        "--out",
+        &d.p("noisy.png"),
+    ]);
+    // An image shared for the DnCNN (no map) cannot feed the FFDNet, at the dealer already.
+    d.share_image(Some("dn.pub"), "dnimg");
+    refused(
+        &d.gen_triplets("ffd.pub", "dnimg.pub", "t", &[]),
+        "shared without a noise map",
+    );
+    // Per-pixel noise for a model without a map channel is refused, not ignored.
+    let img = d.p("noisy.png");
+    let (dnp, out) = (d.p("dn.pub"), d.p("x"));
+    let o = run(&[
+        "share-image",
+        "--image",
+        &img,
+        "--model",
+        &dnp,
+        "--noise",
+        "poisson-gaussian:1,1",
+        "--out",
+        &out,
+    ]);
+    refused(&o, "noise-map channel (FFDNet); this model has none");
+    // A map of the wrong size names the file.
+    ndarray_npy::write_npy(d.path("small.npy"), &ndarray::Array2::<f64>::zeros((3, 4))).unwrap();
+    let (fp, small) = (d.p("ffd.pub"), d.p("small.npy"));
+    let o = run(&[
+        "share-image",
+        "--image",
+        &img,
+        "--model",
+        &fp,
+        "--noise-map",
+        &small,
+        "--out",
+        &out,
+    ]);
+    refused(
+        &o,
+        "small.npy: a noise map of 3 x 4 values for a 16 x 16 image",
+    );
+    let o = run(&[
+        "share-image",
+        "--image",
+        &img,
+        "--model",
+        &fp,
+        "--noise",
+        "poisson-gaussian:1",
+        "--out",
+        &out,
+    ]);
+    refused(&o, "expected two numbers");
+    assert!(!d.path("x.p0").exists() && !d.path("x.p1").exists());
+    // A CNN model share of format 5 (before frames) is refused by name, not misread.
+    let mut bytes = std::fs::read(d.path("ffd.p0")).unwrap();
+    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
+    std::fs::write(d.path("old.p0"), &bytes).unwrap();
+    let o = run(&["inspect", &d.p("old.p0")]);
+    refused(&o, "format version 5, from an older ppdenoise");
+}

@@ -279,6 +279,7 @@ fn gen_cnn_triplets(
     plan.check_image(h, w)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
     check_cnn_job(&a.image, &job, mh)?;
+    crate::formats::checks::check_noise_map(&a.image, ih, &plan)?;
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
     check_relu_batch(batch)?;
     let (base0, base1) = a.engine.deal_setup();

@@ -21,6 +21,7 @@ use crate::plain::geometry::Geometry;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::Model;
+use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
 use crate::plain::preprocess::Preprocess;
 
 /// The main job: run the whole secure pipeline on one machine, every party its own process
@@ -40,6 +41,11 @@ pub struct DemoArgs {
     /// Seed of the Gaussian noise added to --image.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Signal-dependent noise instead of --sigma, for a CNN with a noise map (FFDNet):
+    /// `poisson-gaussian:A,B` (variance = A * pixel + B) is added to --image, and the
+    /// gateway computes the per-pixel map from the noisy image and shares it with it.
+    #[arg(long)]
+    pub noise: Option<String>,
     /// A noisy image to denoise instead of adding noise to --image, which is then only the
     /// clean reference (same size): to compare with other tools on the very same inputs.
     #[arg(long)]
@@ -81,6 +87,9 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
     if Cnn::is_cnn_file(&model_path)? {
         let steps = Steps::new(mode, 6 + usize::from(!a.no_compare));
         return demo_cnn(&a, &model_path, t0, steps);
+    }
+    if a.noise.is_some() {
+        anyhow::bail!("--noise applies to CNNs with a noise map (FFDNet), not to MLPs");
     }
     let model = Model::load(&model_path)?;
     let mut steps = Steps::new(
@@ -240,6 +249,13 @@ fn demo_cnn(
 ) -> Result<Summary> {
     let w = &a.workdir;
     let model = Cnn::load(model_path)?;
+    let pg = a.noise.as_deref().map(PoissonGaussian::parse).transpose()?;
+    if pg.is_some() && !model.frame.noise_map {
+        anyhow::bail!(
+            "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",
+            model_path.display()
+        );
+    }
     let Prepared {
         clean,
         noisy,
@@ -255,17 +271,27 @@ fn demo_cnn(
             .collect()
     };
     steps.start(&sharing_image(&noisy));
-    let gw = step(&with_seal(&[
-        "share-image",
-        "--image",
-        &s(&noisy_png),
-        "--sigma",
-        &a.sigma.to_string(),
-        "--model",
-        &s(&w.join("model.pub")),
-        "--out",
-        &s(&w.join("image")),
-    ]))?;
+    let noise_args: Vec<&str> = match &a.noise {
+        Some(spec) => vec!["--noise", spec],
+        None => Vec::new(),
+    };
+    let sigma = a.sigma.to_string();
+    let gw = step(&with_seal(
+        &[
+            "share-image",
+            "--image",
+            &s(&noisy_png),
+            "--sigma",
+            &sigma,
+            "--model",
+            &s(&w.join("model.pub")),
+            "--out",
+            &s(&w.join("image")),
+        ]
+        .into_iter()
+        .chain(noise_args)
+        .collect::<Vec<_>>(),
+    ))?;
     steps.start(&format!(
         "dealer: triplets for {} convolutions over {}x{} pixels ({} engine)",
         model.convs.len(),
@@ -298,11 +324,14 @@ fn demo_cnn(
     save_png(&before_after(&noisy.pixels, &secure_q), &figure, 8)?;
     let mut lines = vec![
         format!(
-            "image {} ({}x{}), sigma {}, CNN {} ({} convolutions)",
+            "image {} ({}x{}), {}, CNN {} ({} convolutions)",
             a.image,
             clean.pixels.nrows(),
             clean.pixels.ncols(),
-            a.sigma,
+            match &a.noise {
+                Some(spec) => format!("noise {spec} (a per-pixel map, shared)"),
+                None => format!("sigma {}", a.sigma),
+            },
             model_path.display(),
             model.convs.len()
         ),
@@ -325,7 +354,11 @@ fn demo_cnn(
             s: share.job.scale,
             ..crate::ring::cnn::CnnFixed::for_model(&model)
         };
-        let noise = crate::plain::noise_map::NoiseLevel::Uniform(a.sigma);
+        // The map the gateway made: from the noisy image it shared, or --sigma everywhere.
+        let noise = match pg {
+            Some(pg) => NoiseLevel::PerPixel(pg.map_of(&noisy.pixels)),
+            None => NoiseLevel::Uniform(a.sigma),
+        };
         let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params, &noise)?;
         let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params, &noise)?;
         compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);
@@ -363,10 +396,16 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path, steps: &mut Steps) -> Res
     let w = &a.workdir;
     let clean = load_image(&a.image)?;
     let noisy = match &a.noisy {
-        None => GrayImage {
-            pixels: quantize_u8(&add_noise(&clean, a.sigma, a.seed).pixels),
-            bit_depth: 8,
-        },
+        None => {
+            let n = match &a.noise {
+                Some(spec) => PoissonGaussian::parse(spec)?.add_to(&clean, a.seed),
+                None => add_noise(&clean, a.sigma, a.seed),
+            };
+            GrayImage {
+                pixels: quantize_u8(&n.pixels),
+                bit_depth: 8,
+            }
+        }
         Some(spec) => {
             let n = load_image(spec)?;
             if n.pixels.dim() != clean.pixels.dim() {

@@ -260,6 +260,35 @@ pub fn metrics(a: MetricsArgs) -> Result<Summary> {
     })
 }
 
+/// What `inspect` says of a CNN: its family, shapes, and what it costs per input pixel.
+fn inspect_cnn(m: &Cnn) -> Summary {
+    let r2 = m.frame.sub_images() as f64;
+    let last = m.convs.len() - 1;
+    let relus: f64 = m.convs[..last].iter().map(|c| c.cout as f64).sum::<f64>() / r2;
+    let macs: f64 = m
+        .convs
+        .iter()
+        .map(|c| (c.cout * c.fan_in()) as f64)
+        .sum::<f64>()
+        / r2;
+    let fixed = CnnFixed::for_model(m);
+    let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "cnn model",
+        "family": crate::plain::cnn::describe_frame(&m.frame),
+        "convolutions": m.convs.len(), "channels": m.channels(),
+        "kernels": m.convs.iter().map(|c| c.k).collect::<Vec<_>>(),
+        "frame": {"unshuffle": m.frame.unshuffle, "noise_map": m.frame.noise_map},
+        "residual": m.meta.residual, "sigma": m.meta.sigma,
+        "noise_level": if m.frame.noise_map { "any: the noise map (share-image --sigma, --noise-map or --noise)" } else { "the model's sigma* (images are scaled to it)" },
+        "relus_per_pixel": relus, "macs_per_pixel": macs,
+        "fixed_point": {"s": fixed.s, "ws": fixed.ws, "k": fixed.k,
+            "from": if m.fixed_point.is_some() { "the model file" } else { "the defaults" }},
+        "receptive_field": m.receptive_field() * m.frame.unshuffle});
+    Summary {
+        lines: vec![serde_json::to_string_pretty(&j).expect("json")],
+        json: j,
+    }
+}
+
 /// Print the header of any file ppdenoise writes after checking its sizes and checksum (or a
 /// summary of a model or image).
 #[derive(Args)]
@@ -269,6 +298,9 @@ pub struct InspectArgs {
 
 pub fn inspect(a: InspectArgs) -> Result<Summary> {
     let ext = a.file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if (ext == "npz" || ext == "safetensors") && Cnn::is_cnn_file(&a.file)? {
+        return Ok(inspect_cnn(&Cnn::load(&a.file)?));
+    }
     if ext == "npz" || ext == "safetensors" {
         let m = Model::load(&a.file)?;
         let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",

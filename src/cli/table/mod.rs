@@ -70,6 +70,11 @@ pub struct TableArgs {
     /// Centre-crop images larger than NxN to (at most) NxN before adding noise.
     #[arg(long)]
     pub max_size: Option<usize>,
+    /// Signal-dependent noise instead of Gaussian noise, for a CNN with a noise map
+    /// (FFDNet): `poisson-gaussian:A,B` (variance = A * pixel + B); the gateway computes the
+    /// per-pixel map from each noisy image. Give one --sigmas value: it only labels the runs.
+    #[arg(long)]
+    pub noise: Option<String>,
     /// Images to draw comparison figures for: names (file stems, e.g. 01,05), comma-separated;
     /// default: the first image; `none`: no comparison figures.
     #[arg(long)]
@@ -289,6 +294,7 @@ fn one_run(
             model: Some(model.path.clone()),
             sigma,
             seed: a.seed,
+            noise: a.noise.clone(),
             noisy: None,
             stride: a.stride,
             batch: a.batch,
@@ -551,6 +557,7 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
                         },
                         engine: a.engine,
                         cnn: model.cnn_settings(),
+                        noise: a.noise.clone(),
                         run,
                     };
                     write_file(

@@ -34,6 +34,10 @@ pub(super) struct RunRecord {
     /// in the CNN records made before this field, which all used [`CNN_SETTINGS_BEFORE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) cnn: Option<String>,
+    /// Signal-dependent noise (`--noise`) instead of Gaussian noise of sigma; absent for
+    /// Gaussian runs and in records made before the option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) noise: Option<String>,
     pub(super) run: Run,
 }
 
@@ -105,6 +109,10 @@ pub(super) fn recorded_run(
             then,
             format!("{:?}", protocol_tag()),
         ));
+    }
+    if rec.noise != a.noise {
+        let show = |n: &Option<String>| n.clone().unwrap_or_else(|| "Gaussian noise".into());
+        return Err(mismatch("noise", show(&rec.noise), show(&a.noise)));
     }
     if rec.seed != seed {
         return Err(mismatch("seed", rec.seed.to_string(), seed.to_string()));

@@ -72,9 +72,15 @@ pub(super) fn markdown(c: &TableDoc) -> String {
         })
         .collect();
     let _ = writeln!(m, "- Sizes: {}.", sizes.join(", "));
+    let noise = match &c.a.noise {
+        Some(spec) => format!(
+            "signal-dependent, {spec} (variance = A * pixel + B; the σ column only labels the runs), the gateway's per-pixel map computed from the noisy image and shared with it"
+        ),
+        None => "white Gaussian".into(),
+    };
     let _ = writeln!(
         m,
-        "- Noise: white Gaussian, seed {}, rounded and clipped to 8 bits; stride {}.",
+        "- Noise: {noise}, seed {}, rounded and clipped to 8 bits; stride {}.",
         c.a.seed, c.a.stride
     );
     if c.models.per_sigma() {
