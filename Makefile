@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick table table-check dncnn table-dncnn rescaling-10m clean
+.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m clean
 
 build:
 	$(CARGO) build --release
@@ -72,6 +72,20 @@ dncnn: $(foreach s,$(DNCNN_SIGMAS),out/dncnn/s$(s).npz)
 out/dncnn/s%.npz: | .venv-import/.ok
 	mkdir -p out/dncnn
 	.venv-import/bin/python scripts/import-dncnn.py "$(DNCNN)/sigma=$*.mat" $@ --sigma $*
+
+# FFDNet (Zhang, Zuo, Zhang, TIP 2018): one model for every sigma, the authors' weights in
+# ../shared/models/ffdnet converted into out/ffdnet/ (never committed). clip.npz was trained on
+# clipped (8-bit) noisy images and is the one to use; gray.npz on unclipped noise.
+FFDNET ?= ../shared/models/ffdnet
+ffdnet: out/ffdnet/clip.npz out/ffdnet/gray.npz
+
+out/ffdnet/clip.npz: | .venv-import/.ok
+	mkdir -p out/ffdnet
+	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_Clip_gray.mat" $@
+
+out/ffdnet/gray.npz: | .venv-import/.ok
+	mkdir -p out/ffdnet
+	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_gray.mat" $@
 
 # The stamp is written only once pip has succeeded, so a failed install is retried.
 .venv-import/.ok:
