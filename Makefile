@@ -87,6 +87,26 @@ out/ffdnet/gray.npz: | .venv-import/.ok
 	mkdir -p out/ffdnet
 	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_gray.mat" $@
 
+# The full-size set12 table with the one FFDNet model at every sigma (docs/results-ffdnet.md):
+# secure runs at FFDNET_SIGMAS and one signal-dependent (Poisson-Gaussian) row with per-pixel
+# maps, BM3D on the same noisy images, and DnCNN-S (its per-sigma models) and the shipped MLP
+# in float on them, side by side (scripts/ffdnet-compare.py). Resumable like `make table`.
+FFDNET_SIGMAS ?= 15 25 50 75
+FFDNET_PG ?= poisson-gaussian:4,25
+table-ffdnet: build out/ffdnet/clip.npz dncnn .venv-bm3d/.ok
+	$(BIN) table --images "$(IMAGES)" --sigmas "$(FFDNET_SIGMAS)" --model out/ffdnet/clip.npz \
+	  --out-dir out/table-ffdnet $(RESUME) $(TABLE_ARGS)
+	$(BIN) table --images "$(IMAGES)" --sigmas 25 --noise $(FFDNET_PG) --model out/ffdnet/clip.npz \
+	  --out-dir out/table-ffdnet-pg $(RESUME) $(TABLE_ARGS)
+	.venv-bm3d/bin/python scripts/bm3d-compare.py out/table-ffdnet $(BIN) > /dev/null
+	python3 scripts/ffdnet-compare.py out/table-ffdnet out/table-ffdnet-pg $(BIN) > out/results-ffdnet.md
+	@echo "wrote out/results-ffdnet.md (docs/results-ffdnet.md is its recorded copy)"
+
+.venv-bm3d/.ok:
+	test -d .venv-bm3d || python3 -m venv .venv-bm3d
+	.venv-bm3d/bin/pip install --quiet bm3d==4.0.3 pillow
+	touch $@
+
 # The stamp is written only once pip has succeeded, so a failed install is retried.
 .venv-import/.ok:
 	test -d .venv-import || python3 -m venv .venv-import
