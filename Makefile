@@ -99,7 +99,7 @@ table-ffdnet: build out/ffdnet/clip.npz dncnn .venv-bm3d/.ok
 	$(BIN) table --images "$(IMAGES)" --sigmas 25 --noise $(FFDNET_PG) --model out/ffdnet/clip.npz \
 	  --out-dir out/table-ffdnet-pg $(RESUME) $(TABLE_ARGS)
 	.venv-bm3d/bin/python scripts/bm3d-compare.py out/table-ffdnet $(BIN) > /dev/null
-	python3 scripts/ffdnet-compare.py out/table-ffdnet out/table-ffdnet-pg $(BIN) > out/results-ffdnet.md
+	.venv-bm3d/bin/python scripts/ffdnet-compare.py out/table-ffdnet out/table-ffdnet-pg $(BIN) > out/results-ffdnet.md
 	@echo "wrote out/results-ffdnet.md (docs/results-ffdnet.md is its recorded copy)"
 
 .venv-bm3d/.ok:

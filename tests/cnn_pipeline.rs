@@ -685,3 +685,56 @@ fn ffdnet_files_are_refused_when_they_do_not_fit() {
     let o = run(&["inspect", &d.p("old.p0")]);
     refused(&o, "format version 5, from an older ppdenoise");
 }
+
+/// `table --noise`: an FFDNet-shaped model with per-pixel maps computed by the gateway; the
+/// plaintext side uses the same maps (secure == oracle in every run), the runs record the
+/// noise, and --resume refuses records made with other noise.
+#[test]
+fn table_with_signal_dependent_noise_is_bit_exact_and_resumes_only_the_same_noise() {
+    use ppdenoise::plain::cnn::random_framed_cnn;
+    use ppdenoise::plain::frame::Frame;
+    let d = Dir::new();
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: false,
+    };
+    random_framed_cnn(&[5, 4, 4], 3, 12, meta, Frame::FFDNET)
+        .save(&d.path("ffd.npz"))
+        .unwrap();
+    let (model, out) = (d.p("ffd.npz"), d.p("t"));
+    let table = |noise: &str, resume: bool| {
+        let mut args = vec![
+            "table",
+            "--model",
+            &model,
+            "--images",
+            "builtin:phantom:19",
+            "--sigmas",
+            "25",
+            "--figures",
+            "none",
+            "--noise",
+            noise,
+            "--out-dir",
+            &out,
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        run(&args)
+    };
+    let o = table("poisson-gaussian:4,25", false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path("t/table.json")).unwrap()).unwrap();
+    assert_eq!(t["secure_equals_oracle"], true, "{t}");
+    let md = std::fs::read_to_string(d.path("t/table.md")).unwrap();
+    assert!(
+        md.contains("signal-dependent, poisson-gaussian:4,25"),
+        "{md}"
+    );
+    refused(
+        &table("poisson-gaussian:1,25", true),
+        "made with noise poisson-gaussian:4,25",
+    );
+}

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::plain::noise_map::NoiseLevel;
+use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
 use crate::twopc::engines::EngineKind;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -324,7 +324,11 @@ fn one_run(
         &share.job.pre,
         a.stride,
         share.job.scale,
-        &NoiseLevel::Uniform(sigma),
+        // The map the gateway made: from the noisy image it shared, or sigma everywhere.
+        &match &a.noise {
+            Some(spec) => NoiseLevel::PerPixel(PoissonGaussian::parse(spec)?.map_of(&noisy.pixels)),
+            None => NoiseLevel::Uniform(sigma),
+        },
     )?;
     let max_diff = oracle
         .iter()
