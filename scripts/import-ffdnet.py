@@ -62,7 +62,7 @@ def main():
     arrays["residual"] = np.float64(0.0)
     arrays["unshuffle"] = np.float64(2.0)
     arrays["noise_map"] = np.float64(1.0)
-    # Fixed point measured for these weights (docs/ffdnet.md): s = 13 fractional bits for
+    # Fixed point measured for these weights (docs/results-ffdnet.md): s = 13 fractional bits for
     # activations (s = 10, DnCNN-S's, lost 0.17 dB on set12 at sigma 25), ws = 14 for
     # weights, k = 20 activation bits (k = 18 overflowed at sigma 75, k = 19 did not).
     arrays["fixed_point"] = np.array([13.0, 14.0, 20.0])

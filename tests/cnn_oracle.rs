@@ -205,8 +205,11 @@ fn random_ffdnet_shaped_cnns_are_bit_exact_with_the_oracle() {
         noise_map: false,
     };
     // (channels, frame, h, w, per-pixel map, residual)
-    let cases: [(&[usize], Frame, usize, usize, bool, bool); 6] = [
+    type Case<'a> = (&'a [usize], Frame, usize, usize, bool, bool);
+    let cases: [Case; 8] = [
         (&[5, 4], ffd, 5, 7, false, false),
+        (&[5, 3, 4], ffd, 1, 1, true, false),
+        (&[5, 2, 4], ffd, 6, 1, false, true),
         (&[5, 16, 4], ffd, 9, 6, true, false),
         (&[5, 8, 8, 4], ffd, 11, 13, true, false),
         (&[5, 3, 5, 2, 4], ffd, 7, 9, false, true),

@@ -510,12 +510,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
         ok(&args);
         let (ih, i0): (Header, ImageShare) =
             load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
-        let how = if what == "uniform" {
-            "uniform"
-        } else {
-            "per-pixel"
-        };
-        assert_eq!(ih.info("noise_map"), Some(how), "{what}");
+        assert_eq!(ih.info("noise_map"), Some("shared"), "{what}");
         let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let port = free_port();
@@ -677,7 +672,96 @@ fn ffdnet_files_are_refused_when_they_do_not_fit() {
         &out,
     ]);
     refused(&o, "expected two numbers");
+    // A sigma beyond the range the fixed point was measured for.
+    let o = run(&[
+        "share-image",
+        "--image",
+        &img,
+        "--model",
+        &fp,
+        "--sigma",
+        "1000",
+        "--out",
+        &out,
+    ]);
+    refused(
+        &o,
+        "--sigma 1000: a model with a noise map takes sigma up to 150",
+    );
+    // A .npy whose header claims far more than the file holds is refused before ndarray-npy
+    // allocates from it (here 32 GiB).
+    let mut npy = std::fs::read(d.path("small.npy")).unwrap();
+    let hlen = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let text = String::from_utf8_lossy(&npy[10..10 + hlen]).into_owned();
+    let new_header = text.replace("(3, 4)", "(65536, 65536)");
+    // Same header length: numpy pads with spaces before the final newline.
+    let trimmed = new_header.trim_end().to_string();
+    let padded = format!("{trimmed:<width$}\n", width = hlen - 1);
+    assert_eq!(padded.len(), hlen);
+    npy.splice(10..10 + hlen, padded.bytes());
+    std::fs::write(d.path("huge.npy"), &npy).unwrap();
+    let huge = d.p("huge.npy");
+    let o = run(&[
+        "share-image",
+        "--image",
+        &img,
+        "--model",
+        &fp,
+        "--noise-map",
+        &huge,
+        "--out",
+        &out,
+    ]);
+    refused(
+        &o,
+        "huge.npy: its header's shape needs 34359738368 bytes of data",
+    );
+    // A 16-bit image as a map would be read scaled: refused.
+    ppdenoise::plain::image::save_png(
+        &ppdenoise::plain::image::GrayImage {
+            pixels: ndarray::Array2::from_elem((16, 16), 25.0),
+            bit_depth: 16,
+        },
+        d.path("map16.png"),
+        16,
+    )
+    .unwrap();
+    let m16 = d.p("map16.png");
+    let o = run(&[
+        "share-image",
+        "--image",
+        &img,
+        "--model",
+        &fp,
+        "--noise-map",
+        &m16,
+        "--out",
+        &out,
+    ]);
+    refused(&o, "map16.png: a 16-bit image");
     assert!(!d.path("x.p0").exists() && !d.path("x.p1").exists());
+    // The image share's header does not say which kind of map it holds: a uniform map at the
+    // model's nominal sigma and a per-pixel one give the same header, ids aside.
+    let header_of = |extra: &[&str], out: &str| {
+        let o = d.p(out);
+        let mut args = vec!["share-image", "--image", &img, "--model", &fp, "--out", &o];
+        args.extend(extra);
+        ok(&args);
+        let mut h =
+            ppdenoise::formats::container::read_header(&d.path(&format!("{out}.p0"))).unwrap();
+        h.job_id = None;
+        h
+    };
+    assert_eq!(
+        header_of(&["--sigma", "25"], "u"),
+        header_of(&["--noise", "poisson-gaussian:9,4"], "pp")
+    );
+    // A model file's flags and fixed point are checked on load, naming the array.
+    let mut bad = random_framed_cnn(&[5, 3, 4], 3, 5, meta, Frame::FFDNET);
+    bad.fixed_point = Some([2, 14, 20]);
+    bad.save(&d.path("badfp.npz")).unwrap();
+    let o = run(&["inspect", &d.p("badfp.npz")]);
+    refused(&o, "fixed_point");
     // A CNN model share of format 5 (before frames) is refused by name, not misread.
     let mut bytes = std::fs::read(d.path("ffd.p0")).unwrap();
     bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
@@ -737,4 +821,20 @@ fn table_with_signal_dependent_noise_is_bit_exact_and_resumes_only_the_same_nois
         &table("poisson-gaussian:1,25", true),
         "made with noise poisson-gaussian:4,25",
     );
+    // Checked before any run: one sigma label, a model with a map channel.
+    let o = run(&[
+        "table",
+        "--model",
+        &model,
+        "--images",
+        "builtin:phantom:19",
+        "--sigmas",
+        "15 25",
+        "--noise",
+        "poisson-gaussian:4,25",
+        "--out-dir",
+        &d.p("t2"),
+    ]);
+    refused(&o, "give one --sigmas value");
+    assert!(!d.path("t2/runs").exists());
 }

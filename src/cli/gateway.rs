@@ -137,6 +137,19 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     };
     // Before any randomness is drawn: the noise map (read, or computed from the pixels).
     let noise = a.noise.level(a.sigma, &img.pixels, facts.frame.noise_map)?;
+    if facts.frame.noise_map && a.sigma > crate::plain::noise_map::MAX_SIGMA {
+        bail!(
+            "--sigma {}: a model with a noise map takes sigma up to {} (its fixed point was measured to there)",
+            a.sigma,
+            crate::plain::noise_map::MAX_SIGMA
+        );
+    }
+    // With a per-pixel map the job records no noise level of the image's: --sigma might be
+    // an estimate made from its pixels. The model's nominal sigma stands in (public).
+    let job_sigma = match noise {
+        NoiseLevel::PerPixel(_) => facts.sigma,
+        NoiseLevel::Uniform(s) => s,
+    };
     let map = if facts.frame.noise_map {
         noise.stack_map(&facts.frame, h, w)
     } else {
@@ -156,7 +169,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         stride: if facts.cnn { 1 } else { a.stride },
         scale: facts.scale,
         pre,
-        sigma: a.sigma,
+        sigma: job_sigma,
         model_sigma: facts.sigma,
     };
     job.validate()
@@ -173,11 +186,9 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             h.info.push((NETWORK.into(), CNN.into()));
         }
         if facts.frame.noise_map {
-            let how = match noise {
-                NoiseLevel::Uniform(_) => "uniform",
-                NoiseLevel::PerPixel(_) => "per-pixel",
-            };
-            h.info.push((NOISE_MAP.into(), how.into()));
+            // The same for both kinds of map: which kind the gateway used is not the
+            // servers' business (a per-pixel one says the noise follows the signal).
+            h.info.push((NOISE_MAP.into(), "shared".into()));
         }
         h
     };

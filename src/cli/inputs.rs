@@ -16,8 +16,8 @@ use crate::plain::phantom;
 pub struct NoiseArgs {
     /// Per-pixel noise levels for a model that takes a noise map (FFDNet): a 2-D .npy of
     /// sigmas (0..255 scale, image-sized), or an image whose grey values are the sigmas.
-    /// The map is shared with the image, never sent in the clear; --sigma is then only
-    /// recorded.
+    /// The map is shared with the image, never sent in the clear; --sigma is then not used
+    /// (nor recorded: the job names the model's nominal sigma).
     #[arg(long, conflicts_with = "noise")]
     pub noise_map: Option<PathBuf>,
     /// Signal-dependent noise, for a model that takes a noise map: the per-pixel map is

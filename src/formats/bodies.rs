@@ -178,9 +178,9 @@ pub const NETWORK: &str = "network";
 /// Its value for CNN files (model shares, public headers, image shares, triplets, outputs).
 pub const CNN: &str = "cnn";
 
-/// Header `info` key of an image share made for a model with a noise-map channel: how the
-/// gateway made the map ("uniform": one public sigma; "per-pixel": a secret map). The map's
-/// values are secret-shared with the image either way.
+/// Header `info` key of an image share made for a model with a noise-map channel, value
+/// "shared": the map's values follow the image's in the shared vector. The same whether the
+/// map is uniform or per pixel (the servers need not know which).
 pub const NOISE_MAP: &str = "noise_map";
 
 /// True when a header belongs to a CNN model or job.

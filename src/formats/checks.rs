@@ -64,7 +64,7 @@ pub fn check_cnn_job(image: &Path, job: &JobParams, mh: &Header) -> Result<()> {
 /// The image share `path` (header `ih`) carries a noise map exactly when the plan takes one:
 /// S1's share is a seed, which would expand to any length, so the header must say.
 pub fn check_noise_map(path: &Path, ih: &Header, plan: &CnnPlan) -> Result<()> {
-    let has = ih.info(crate::formats::bodies::NOISE_MAP).is_some();
+    let has = ih.info(crate::formats::bodies::NOISE_MAP) == Some("shared");
     match (plan.frame.noise_map, has) {
         (true, false) => bail!(
             "{}: shared without a noise map, but this model takes one (FFDNet): share the image with `share-image --model model.pub`",

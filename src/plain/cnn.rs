@@ -259,7 +259,11 @@ impl Cnn {
             frame.unshuffle = r as usize;
         }
         if has("noise_map") {
-            frame.noise_map = read_any::<Ix0>(&mut npz, path, "noise_map")?.into_scalar() != 0.0;
+            frame.noise_map = match read_any::<Ix0>(&mut npz, path, "noise_map")?.into_scalar() {
+                0.0 => false,
+                1.0 => true,
+                v => return Err(err("noise_map", format!("is {v} (0 or 1 expected)"))),
+            };
         }
         let mut fixed_point = None;
         if has("fixed_point") {
@@ -273,7 +277,13 @@ impl Cnn {
                     "must hold three integers 1..63: s, ws, k".into(),
                 ));
             }
-            fixed_point = Some([a[0] as u32, a[1] as u32, a[2] as u32]);
+            let f = crate::ring::cnn::CnnFixed {
+                s: a[0] as u32,
+                ws: a[1] as u32,
+                k: a[2] as u32,
+            };
+            f.validate().map_err(|e| err("fixed_point", e))?;
+            fixed_point = Some([f.s, f.ws, f.k]);
         }
         let m = Cnn {
             convs,

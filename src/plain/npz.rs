@@ -97,7 +97,7 @@ fn check_entries(path: &Path, file: &File) -> Result<(), ModelError> {
 
 /// Reads a `.npy` header (format versions 1-3). Returns the header's length in bytes and,
 /// for a floating-point array, shape x element size in bytes (`None` for other types).
-fn declared(r: &mut impl Read) -> Result<(u64, Option<u64>), String> {
+pub(crate) fn declared(r: &mut impl Read) -> Result<(u64, Option<u64>), String> {
     let mut pre = [0u8; 8];
     r.read_exact(&mut pre)
         .map_err(|_| "not a .npy array (too short)".to_string())?;

@@ -325,7 +325,12 @@ pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
     let (ih, iw) = (h, w);
     let (h, w) = plan.frame.stack_dims(h, w);
     let hw = h * w;
-    let mut x = stack.clone();
+    let resid: Vec<u64> = if plan.residual {
+        stack[..plan.frame.sub_images() * hw].to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut x = stack;
     let mut out_of_range = 0;
     let last = plan.layers.len() - 1;
     let mut cols = Vec::new();
@@ -348,7 +353,7 @@ pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
         x = next;
     }
     if plan.residual {
-        for (o, &i) in x.iter_mut().zip(&stack) {
+        for (o, &i) in x.iter_mut().zip(&resid) {
             *o = (i << p.ws).wrapping_sub(*o);
         }
     }

@@ -130,7 +130,13 @@ pub fn run(
     let stack = plan.frame.stack_input(image, map, ih, iw);
     let (h, w) = plan.frame.stack_dims(ih, iw);
     let hw = h * w;
-    let mut x = stack.clone();
+    // A residual model subtracts the output from the sub-images: only they are kept.
+    let resid: Vec<u64> = if plan.residual {
+        stack[..plan.frame.sub_images() * hw].to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut x = stack;
     let (mut vcols, mut bcols) = (Vec::new(), Vec::new());
     for (l, ly) in plan.layers.iter().enumerate() {
         let t = Instant::now();
@@ -178,7 +184,7 @@ pub fn run(
             rep.seconds_nonlinear += t.elapsed().as_secs_f64();
         } else {
             if plan.residual {
-                for (o, &i) in z.iter_mut().zip(&stack) {
+                for (o, &i) in z.iter_mut().zip(&resid) {
                     *o = (i << p.ws).wrapping_sub(*o);
                 }
             }

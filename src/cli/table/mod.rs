@@ -460,6 +460,20 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
             }
         }
     }
+    if let Some(spec) = &a.noise {
+        PoissonGaussian::parse(spec)?;
+        if sigmas.len() != 1 {
+            bail!("--noise: give one --sigmas value (it only labels the runs; every run would be the same)");
+        }
+        for m in models.all() {
+            if !matches!(&m.net, Net::Cnn(c) if c.frame.noise_map) {
+                bail!(
+                    "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",
+                    m.path.display()
+                );
+            }
+        }
+    }
     if a.batch.is_some() && models.all().iter().all(|m| matches!(m.net, Net::Cnn(_))) {
         bail!("--batch sets an MLP's patches per batch; a CNN run uses the engine's ReLU batch");
     }
