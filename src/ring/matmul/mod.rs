@@ -11,8 +11,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
@@ -193,7 +195,7 @@ impl CPtr {
 /// Where a block's packed B comes from.
 enum BSrc<'a> {
     /// Packed by the task itself, a block at a time, into its own buffer.
-    Raw { b: &'a [u64], buf: &'a mut Vec<u64> },
+    Raw { b: &'a [u64], buf: &'a mut [u64] },
     /// Packed once for everyone (`pack_b_all`); `np` is n rounded up to NR.
     Packed { bp: &'a [u64], np: usize },
 }
@@ -233,9 +235,9 @@ fn pack_a_all<K: Kernel>(
     kb: &[(usize, usize)],
     mp: usize,
     par: bool,
-) -> Vec<u64> {
-    let mut ap = vec![0u64; mp * k];
-    let mut rest = &mut ap[..];
+    ap: &mut [u64],
+) {
+    let mut rest = &mut ap[..mp * k];
     for &(k0, kc) in kb {
         let (blk, r) = rest.split_at_mut(mp * kc);
         rest = r;
@@ -250,7 +252,6 @@ fn pack_a_all<K: Kernel>(
             blk.chunks_mut(g * kc).enumerate().for_each(task);
         }
     }
-    ap
 }
 
 /// B packed whole, laid out as `pack_a_all` lays out A: panel for columns j.. of block
@@ -262,9 +263,9 @@ fn pack_b_all<K: Kernel>(
     kb: &[(usize, usize)],
     np: usize,
     par: bool,
-) -> Vec<u64> {
-    let mut bp = vec![0u64; np * k];
-    let mut rest = &mut bp[..];
+    bp: &mut [u64],
+) {
+    let mut rest = &mut bp[..np * k];
     for &(k0, kc) in kb {
         let (blk, r) = rest.split_at_mut(np * kc);
         rest = r;
@@ -279,7 +280,6 @@ fn pack_b_all<K: Kernel>(
             blk.chunks_mut(g * kc).enumerate().for_each(task);
         }
     }
-    bp
 }
 
 /// Splits the product into tasks over C and runs them.
@@ -295,35 +295,76 @@ fn run<K: Kernel>(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: us
     let threads = rayon::current_num_threads();
     let par = threads > 1 && m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_MACS;
     let cp = CPtr(c.as_mut_ptr());
-    let ap = pack_a_all::<K>(a, m, k, &kb, mp, par);
     let buf_len = bl.kc * bl.nc.div_ceil(K::NR) * K::NR;
-    if !par {
-        let mut buf = vec![0u64; buf_len];
-        let mut src = BSrc::Raw { b, buf: &mut buf };
-        // SAFETY: one task over the whole of C, which the caller lent us mutably.
-        unsafe { block::<K>(&ap, mp, &mut src, cp, m, n, &kb, 0..m, 0..n, bl) };
-    } else if n >= m {
-        // Whole NC blocks, a few per task: a task prefetches its next block while it works
-        // on one (see `block`), and a few tasks per thread even out a busy core.
-        let tasks = split(n, bl.nc, 4 * threads);
-        tasks.into_par_iter().for_each_init(
-            || vec![0u64; buf_len],
-            |buf, cols| {
+    with_scratch(&PACKED_A, mp * k, |ap| {
+        pack_a_all::<K>(a, m, k, &kb, mp, par, ap);
+        let ap = &*ap;
+        if !par {
+            with_scratch(&BLOCK_B, buf_len, |buf| {
                 let mut src = BSrc::Raw { b, buf };
-                // SAFETY: the tasks' column ranges are disjoint.
-                unsafe { block::<K>(&ap, mp, &mut src, cp, m, n, &kb, 0..m, cols, bl) };
-            },
-        );
-    } else {
-        let np = n.div_ceil(K::NR) * K::NR;
-        let bp = pack_b_all::<K>(b, k, n, &kb, np, par);
-        let tasks = split(m, K::MR, m.div_ceil(bl.mc).max(threads));
-        tasks.into_par_iter().for_each(|rows| {
-            let mut src = BSrc::Packed { bp: &bp, np };
-            // SAFETY: the tasks' row ranges are disjoint.
-            unsafe { block::<K>(&ap, mp, &mut src, cp, m, n, &kb, rows, 0..n, bl) };
-        });
+                // SAFETY: one task over the whole of C, which the caller lent us mutably.
+                unsafe { block::<K>(ap, mp, &mut src, cp, m, n, &kb, 0..m, 0..n, bl) };
+            });
+        } else if n >= m {
+            // Whole NC blocks, a few per task: a task prefetches its next block while it
+            // works on one (see `block`), and a few tasks per thread even out a busy core.
+            let tasks = split(n, bl.nc, 4 * threads);
+            tasks.into_par_iter().for_each(|cols| {
+                with_scratch(&BLOCK_B, buf_len, |buf| {
+                    let mut src = BSrc::Raw { b, buf };
+                    // SAFETY: the tasks' column ranges are disjoint.
+                    unsafe { block::<K>(ap, mp, &mut src, cp, m, n, &kb, 0..m, cols, bl) };
+                })
+            });
+        } else {
+            let np = n.div_ceil(K::NR) * K::NR;
+            with_scratch(&PACKED_B, np * k, |bp| {
+                pack_b_all::<K>(b, k, n, &kb, np, par, bp);
+                let bp = &*bp;
+                // MC-row tasks, as many for each thread (289 rows in 5 tasks kept one
+                // thread idle for a fifth of the time).
+                let tasks = split(m, K::MR, m.div_ceil(bl.mc).div_ceil(threads) * threads);
+                tasks.into_par_iter().for_each(|rows| {
+                    let mut src = BSrc::Packed { bp, np };
+                    // SAFETY: the tasks' row ranges are disjoint.
+                    unsafe { block::<K>(ap, mp, &mut src, cp, m, n, &kb, rows, 0..n, bl) };
+                });
+            });
+        }
+    });
+}
+
+thread_local! {
+    /// A packed whole (`pack_a_all`).
+    static PACKED_A: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// B packed whole (`pack_b_all`).
+    static PACKED_B: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// One block of B, packed by a task (`BSrc::Raw`).
+    static BLOCK_B: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers up to this many values are kept for the thread's next product.
+const SCRATCH_KEEP: usize = 1 << 22;
+
+/// Runs `f` on `len` values of the thread's buffer `slot`, kept for the next product: a
+/// fresh allocation of a few MB per product cost its page faults and zeroing (4% of an MLP
+/// product). The values are stale; every caller writes all it reads. The buffer is moved
+/// out while in use, so a product nested in `f` (rayon may run another task on this thread
+/// while it waits) gets a buffer of its own.
+fn with_scratch<R>(
+    slot: &'static LocalKey<RefCell<Vec<u64>>>,
+    len: usize,
+    f: impl FnOnce(&mut [u64]) -> R,
+) -> R {
+    let mut v = slot.take();
+    if v.len() < len {
+        v.resize(len, 0);
     }
+    let r = f(&mut v[..len]);
+    if v.len() <= SCRATCH_KEEP {
+        slot.set(v);
+    }
+    r
 }
 
 /// C[rows, cols] += A[rows, :] * B[:, cols], blocked. `rows.start` is a multiple of MR and
