@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m clean
+.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m clean
 
 build:
 	$(CARGO) build --release
@@ -126,6 +126,12 @@ bench: build
 
 bench-quick: build
 	$(BIN) bench --quick --workdir out/bench-quick --out out/bench-quick/bench.json
+
+# The matrix-product kernels alone: G multiply-adds per second per core and on all cores, u64
+# (blocked kernel and the previous one) and f64/f32, on the CNN's and the MLP's layer shapes,
+# against the core's peak (about 20 s).
+bench-kernels: build
+	$(BIN) bench-kernels
 
 # The exactness claim at full scale: 10^7 secure rescalings per engine (garbled circuits and
 # boolean shares) through the circuits the pipeline runs (tanh* selection, ReLU), zero off by

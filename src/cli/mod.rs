@@ -1,6 +1,7 @@
 //! The `ppdenoise` command line: one subcommand per party's step, plus plaintext tools.
 
 mod bench;
+mod bench_kernels;
 pub mod dealer;
 mod demo;
 mod figures;
@@ -59,6 +60,7 @@ enum Command {
     Inspect(tools::InspectArgs),
     Demo(demo::DemoArgs),
     Bench(bench::BenchArgs),
+    BenchKernels(bench_kernels::BenchKernelsArgs),
     /// Evaluation table (PSNR/SSIM of plaintext and secure runs, time, traffic) and figures.
     Table(table::TableArgs),
     Relay(relay::RelayArgs),
@@ -88,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => tools::inspect(a),
         Command::Demo(a) => demo::demo(a, json),
         Command::Bench(a) => bench::bench(a),
+        Command::BenchKernels(a) => bench_kernels::bench_kernels(a),
         Command::Table(a) => table::table(a, json),
         Command::Relay(a) => relay::relay(a, json),
     };

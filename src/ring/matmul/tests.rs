@@ -1,0 +1,215 @@
+//! Known answers from a naive triple loop, on every path this CPU supports.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+fn naive(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = c[i * n + j];
+            for t in 0..k {
+                s = s.wrapping_add(a[i * k + t].wrapping_mul(b[t * n + j]));
+            }
+            c[i * n + j] = s;
+        }
+    }
+}
+
+fn rand_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<u64> {
+    (0..len).map(|_| rng.gen()).collect()
+}
+
+fn isas() -> Vec<Isa> {
+    let v: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.supported()).collect();
+    assert!(v.contains(&Isa::Portable));
+    v
+}
+
+/// Runs `f` in a pool of `threads` threads (1: the serial path; more: the parallel one).
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// c0 + a * b on `isa` against the naive loop, from the same non-zero c0.
+fn check(isa: Isa, rng: &mut ChaCha8Rng, m: usize, k: usize, n: usize) {
+    let a = rand_vec(rng, m * k);
+    let b = rand_vec(rng, k * n);
+    let c0 = rand_vec(rng, m * n);
+    let mut want = c0.clone();
+    naive(&a, &b, &mut want, m, k, n);
+    let mut got = c0;
+    gemm_acc_isa(isa, &a, &b, &mut got, m, k, n);
+    if let Some(p) = got.iter().zip(&want).position(|(x, y)| x != y) {
+        panic!(
+            "{} {m}x{k}x{n}: first difference at ({}, {})",
+            isa.name(),
+            p / n,
+            p % n
+        );
+    }
+}
+
+#[test]
+fn every_small_shape_on_every_path() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for isa in isas() {
+        for m in 1..=20 {
+            for n in 1..=20 {
+                for k in [1, 2, 3, 5, 8, 16, 17] {
+                    check(isa, &mut rng, m, k, n);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_path_for_few_rows() {
+    // m <= STREAM_MAX_M streams B; the packed path must still be right for such m.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for isa in isas() {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 300, 37),
+            (2, 17, 300),
+            (3, 5, 16),
+            (4, 257, 33),
+        ] {
+            let a = rand_vec(&mut rng, m * k);
+            let b = rand_vec(&mut rng, k * n);
+            let mut want = rand_vec(&mut rng, m * n);
+            let mut got = want.clone();
+            naive(&a, &b, &mut want, m, k, n);
+            run_packed(isa, &a, &b, &mut got, m, k, n);
+            assert_eq!(got, want, "{} {m}x{k}x{n}", isa.name());
+        }
+    }
+}
+
+#[test]
+fn shapes_past_the_cache_blocks() {
+    // Each crosses at least one of KC (256), MC (64), NC (256) and leaves a ragged edge;
+    // n >= m goes the column-split way, n < m the row-split way.
+    let shapes = [
+        (70, 700, 300),
+        (9, 513, 257),
+        (65, 257, 530),
+        (300, 100, 40),
+        (129, 300, 17),
+        (1, 576, 5000),
+        (4, 576, 1000),
+        (3, 1, 2000),
+        (2000, 1, 3),
+        (17, 1000, 1),
+        (1, 1000, 17),
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for isa in isas() {
+        for threads in [1, 2, 3] {
+            in_pool(threads, || {
+                for &(m, k, n) in &shapes {
+                    check(isa, &mut rng.clone(), m, k, n);
+                }
+            });
+        }
+        rng = ChaCha8Rng::seed_from_u64(rng.gen());
+    }
+}
+
+#[test]
+fn random_shapes_property() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for case in 0..120 {
+        // Mostly small, now and then large enough for the parallel split.
+        let big = case % 8 == 0;
+        let lim = if big { 300 } else { 40 };
+        let (m, k, n) = (
+            rng.gen_range(1..=lim),
+            rng.gen_range(1..=lim),
+            rng.gen_range(1..=lim),
+        );
+        for isa in isas() {
+            check(isa, &mut rng, m, k, n);
+        }
+    }
+}
+
+#[test]
+fn extreme_values_wrap() {
+    // All ones: each product is 1 (mod 2^64), the sums wrap in the accumulators.
+    for isa in isas() {
+        for &(m, k, n) in &[(9, 300, 33), (1, 1, 1), (8, 16, 16)] {
+            let a = vec![u64::MAX; m * k];
+            let b = vec![u64::MAX; k * n];
+            let mut c = vec![u64::MAX; m * n];
+            gemm_acc_isa(isa, &a, &b, &mut c, m, k, n);
+            assert!(
+                c.iter().all(|&v| v == (k as u64).wrapping_sub(1)),
+                "{isa:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_products_leave_c_alone() {
+    for isa in isas() {
+        let mut c = vec![7u64; 6];
+        gemm_acc_isa(isa, &[], &[], &mut c, 2, 0, 3);
+        assert_eq!(c, vec![7u64; 6]);
+        gemm_acc_isa(isa, &[], &[1, 2, 3], &mut [], 0, 1, 3);
+        gemm_acc_isa(isa, &[1, 2, 3], &[], &mut [], 3, 1, 0);
+    }
+    assert_eq!(gemm(&[], &[], 2, 0, 2), vec![0u64; 4]);
+    assert!(gemm(&[], &[], 0, 0, 0).is_empty());
+}
+
+#[test]
+fn gemm_and_reference_match_naive() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for &(m, k, n) in &[(3, 7, 5), (8, 9, 1), (1, 1, 1), (17, 33, 13), (64, 45, 700)] {
+        let a = rand_vec(&mut rng, m * k);
+        let b = rand_vec(&mut rng, k * n);
+        let mut want = vec![0u64; m * n];
+        naive(&a, &b, &mut want, m, k, n);
+        assert_eq!(gemm(&a, &b, m, k, n), want);
+        let mut r = vec![0u64; m * n];
+        gemm_acc_reference(&a, &b, &mut r, m, k, n);
+        assert_eq!(r, want);
+    }
+}
+
+#[test]
+fn detected_path_is_supported() {
+    assert!(Isa::detected().supported());
+}
+
+#[test]
+fn splits_cover_exactly() {
+    for len in 0..100 {
+        for unit in [1, 4, 8, 16] {
+            for parts in 1..7 {
+                let r = split(len, unit, parts);
+                let mut at = 0;
+                for x in &r {
+                    assert_eq!(x.start, at);
+                    assert_eq!(x.start % unit, 0);
+                    at = x.end;
+                }
+                assert_eq!(at, len);
+                assert!(r.len() <= parts);
+            }
+        }
+    }
+    for k in 0..1000 {
+        let kb = k_blocks(k, 256);
+        assert_eq!(kb.iter().map(|b| b.1).sum::<usize>(), k);
+        assert!(kb.iter().all(|b| (1..=256).contains(&b.1)));
+    }
+}
