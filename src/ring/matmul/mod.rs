@@ -150,9 +150,10 @@ fn run_stream(isa: Isa, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize,
     let threads = rayon::current_num_threads();
     let par = threads > 1 && m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_MACS;
     let cp = CPtr(c.as_mut_ptr());
+    let strip_cols = stream::strip_cols(m);
     let task = |cols: Range<usize>| {
-        for s in cols.clone().step_by(stream::STRIP) {
-            let strip = s..(s + stream::STRIP).min(cols.end);
+        for s in cols.clone().step_by(strip_cols) {
+            let strip = s..(s + strip_cols).min(cols.end);
             // SAFETY: each task has its own columns of C; `isa` is supported (checked by
             // the caller).
             unsafe {
@@ -167,7 +168,8 @@ fn run_stream(isa: Isa, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize,
         }
     };
     if par {
-        let tasks = split(n, stream::STRIP, n.div_ceil(stream::STRIP).max(threads));
+        // At least one task per thread, even when n is a single strip (m = 1).
+        let tasks = split(n, 64, n.div_ceil(strip_cols).max(threads));
         tasks.into_par_iter().for_each(task);
     } else {
         task(0..n);

@@ -1,15 +1,17 @@
 //! Products with very few rows of A (a convolution down to one or a few output channels):
 //! each value of B is used only m times, so packing B would cost as much as the arithmetic.
 //! Here B is streamed in place, four of its rows at a time, against every row of A, into a
-//! strip of C that stays in L1. Every value of B is read from memory once.
+//! strip of C that stays in L2. Every value of B is read from memory once.
 
 use std::ops::Range;
 
-/// Columns of C per strip. m x STRIP values of C (at most 128 KiB) stay in L2 while the
-/// strip's rows of B stream past; runs of 32 KiB along each row of B keep the reads close to
-/// the memory's streaming speed (512-column strips, C in L1, measured a third slower for one
-/// row, as the reads came in 4 KiB runs).
-pub(super) const STRIP: usize = 4096;
+/// Columns of C per strip for m rows: m x cols values of C (128 KiB) stay in L2 while the
+/// strip's rows of B stream past, and the reads along each row of B come in long runs
+/// (32 KiB and more). Strips of 512 columns, C in L1, ran a third slower for one row
+/// (4 KiB runs); strips of 4096 columns whatever m, about a tenth slower for one row.
+pub(super) fn strip_cols(m: usize) -> usize {
+    (16384 / m.max(1)).max(512)
+}
 
 /// One strip c[0..m, cols] += a (m x k) * b[:, cols], portable: row by row against four rows
 /// of b at a time (the previous row kernel's loop, on a strip).
