@@ -234,6 +234,27 @@ impl CnnPlan {
         Ok(())
     }
 
+    /// The stack's input from a job's input (image then map: plain values or one party's
+    /// shares, [`CnnPlan::input_len`] of them) for an h x w image, what a residual model
+    /// keeps of it to subtract its output from (the sub-images; empty otherwise), and the
+    /// stack's height and width.
+    pub fn stack_of(
+        &self,
+        input: &[u64],
+        h: usize,
+        w: usize,
+    ) -> (Vec<u64>, Vec<u64>, (usize, usize)) {
+        let (image, map) = input.split_at(h * w);
+        let stack = self.frame.stack_input(image, map, h, w);
+        let dims = self.frame.stack_dims(h, w);
+        let resid = if self.residual {
+            stack[..self.frame.sub_images() * dims.0 * dims.1].to_vec()
+        } else {
+            Vec::new()
+        };
+        (stack, resid, dims)
+    }
+
     /// Values of a job's input for an h x w image: the image, then its noise map's.
     pub fn input_len(&self, h: usize, w: usize) -> usize {
         h * w + self.frame.map_len(h, w)
@@ -319,18 +340,9 @@ pub struct CnnOracleRun {
 pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
     assert_eq!(input.len(), plan.input_len(h, w), "image and map values");
     let p = plan.params;
-    let stack = plan
-        .frame
-        .stack_input(&input[..h * w], &input[h * w..], h, w);
     let (ih, iw) = (h, w);
-    let (h, w) = plan.frame.stack_dims(h, w);
+    let (mut x, resid, (h, w)) = plan.stack_of(input, h, w);
     let hw = h * w;
-    let resid: Vec<u64> = if plan.residual {
-        stack[..plan.frame.sub_images() * hw].to_vec()
-    } else {
-        Vec::new()
-    };
-    let mut x = stack;
     let mut out_of_range = 0;
     let last = plan.layers.len() - 1;
     let mut cols = Vec::new();

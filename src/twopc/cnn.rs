@@ -126,17 +126,8 @@ pub fn run(
 
     let p = plan.params;
     let nl = plan.layers.len();
-    let (image, map) = inp.image.split_at(ih * iw);
-    let stack = plan.frame.stack_input(image, map, ih, iw);
-    let (h, w) = plan.frame.stack_dims(ih, iw);
+    let (mut x, resid, (h, w)) = plan.stack_of(inp.image, ih, iw);
     let hw = h * w;
-    // A residual model subtracts the output from the sub-images: only they are kept.
-    let resid: Vec<u64> = if plan.residual {
-        stack[..plan.frame.sub_images() * hw].to_vec()
-    } else {
-        Vec::new()
-    };
-    let mut x = stack;
     let (mut vcols, mut bcols) = (Vec::new(), Vec::new());
     for (l, ly) in plan.layers.iter().enumerate() {
         let t = Instant::now();
