@@ -198,7 +198,7 @@ impl CPtr {
 enum BSrc<'a> {
     /// Packed by the task itself, a block at a time, into its own buffer.
     Raw { b: &'a [u64], buf: &'a mut [u64] },
-    /// Packed once for everyone (`pack_b_all`); `np` is n rounded up to NR.
+    /// Packed once for everyone (`pack_all`); `np` is n rounded up to NR.
     Packed { bp: &'a [u64], np: usize },
 }
 
@@ -228,53 +228,27 @@ fn panels_per_task(panel_len: usize) -> usize {
     (8192 / panel_len).max(1)
 }
 
-/// A packed whole, k-block after k-block: block (k0, kc) at k0 * mp, its panel for rows
-/// i.. at k0 * mp + i * kc.
-fn pack_a_all<K: Kernel>(
-    a: &[u64],
-    m: usize,
-    k: usize,
+/// A (or B) packed whole, k-block after k-block: block (k0, kc) at k0 * padded, its panel
+/// for rows (columns) i.. at k0 * padded + i * kc. `width` is the panel width (MR or NR),
+/// `len` the rows of A (columns of B), `pack(ks, range, dst)` packs one run of panels.
+fn pack_all(
+    width: usize,
+    len: usize,
     kb: &[(usize, usize)],
-    mp: usize,
+    padded: usize,
     par: bool,
-    ap: &mut [u64],
+    dst: &mut [u64],
+    pack: impl Fn(Range<usize>, Range<usize>, &mut [u64]) + Sync,
 ) {
-    let mut rest = &mut ap[..mp * k];
+    let k = kb.iter().map(|&(_, kc)| kc).sum::<usize>();
+    let mut rest = &mut dst[..padded * k];
     for &(k0, kc) in kb {
-        let (blk, r) = rest.split_at_mut(mp * kc);
+        let (blk, r) = rest.split_at_mut(padded * kc);
         rest = r;
-        let g = panels_per_task(K::MR * kc) * K::MR;
+        let g = panels_per_task(width * kc) * width;
         let task = |(t, d): (usize, &mut [u64])| {
             let i0 = t * g;
-            pack::pack_a(K::MR, a, k, k0..k0 + kc, i0..(i0 + g).min(m), d)
-        };
-        if par {
-            blk.par_chunks_mut(g * kc).enumerate().for_each(task);
-        } else {
-            blk.chunks_mut(g * kc).enumerate().for_each(task);
-        }
-    }
-}
-
-/// B packed whole, laid out as `pack_a_all` lays out A: panel for columns j.. of block
-/// (k0, kc) at k0 * np + j * kc.
-fn pack_b_all<K: Kernel>(
-    b: &[u64],
-    k: usize,
-    n: usize,
-    kb: &[(usize, usize)],
-    np: usize,
-    par: bool,
-    bp: &mut [u64],
-) {
-    let mut rest = &mut bp[..np * k];
-    for &(k0, kc) in kb {
-        let (blk, r) = rest.split_at_mut(np * kc);
-        rest = r;
-        let g = panels_per_task(K::NR * kc) * K::NR;
-        let task = |(t, d): (usize, &mut [u64])| {
-            let j0 = t * g;
-            pack::pack_b(K::NR, b, n, k0..k0 + kc, j0..(j0 + g).min(n), d)
+            pack(k0..k0 + kc, i0..(i0 + g).min(len), d)
         };
         if par {
             blk.par_chunks_mut(g * kc).enumerate().for_each(task);
@@ -299,7 +273,9 @@ fn run<K: Kernel>(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: us
     let cp = CPtr(c.as_mut_ptr());
     let buf_len = bl.kc * bl.nc.div_ceil(K::NR) * K::NR;
     with_scratch(&PACKED_A, mp * k, |ap| {
-        pack_a_all::<K>(a, m, k, &kb, mp, par, ap);
+        pack_all(K::MR, m, &kb, mp, par, ap, |ks, rows, d| {
+            pack::pack_a(K::MR, a, k, ks, rows, d)
+        });
         let ap = &*ap;
         if !par {
             with_scratch(&BLOCK_B, buf_len, |buf| {
@@ -321,7 +297,9 @@ fn run<K: Kernel>(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: us
         } else {
             let np = n.div_ceil(K::NR) * K::NR;
             with_scratch(&PACKED_B, np * k, |bp| {
-                pack_b_all::<K>(b, k, n, &kb, np, par, bp);
+                pack_all(K::NR, n, &kb, np, par, bp, |ks, cols, d| {
+                    pack::pack_b(K::NR, b, n, ks, cols, d)
+                });
                 let bp = &*bp;
                 // MC-row tasks, as many for each thread (289 rows in 5 tasks kept one
                 // thread idle for a fifth of the time).
@@ -337,9 +315,9 @@ fn run<K: Kernel>(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: us
 }
 
 thread_local! {
-    /// A packed whole (`pack_a_all`).
+    /// A packed whole (`pack_all`).
     static PACKED_A: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
-    /// B packed whole (`pack_b_all`).
+    /// B packed whole (`pack_all`).
     static PACKED_B: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// One block of B, packed by a task (`BSrc::Raw`).
     static BLOCK_B: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
