@@ -9,7 +9,7 @@ use crate::twopc::engines::EngineKind;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::inputs::{load_image, model_or_default};
+use super::inputs::{load_image, model_or_default, NoiseArgs};
 use super::procs::{model_setup, run_servers, s, step};
 use super::progress::{Mode, Steps};
 use super::receiver::combine;
@@ -21,7 +21,7 @@ use crate::plain::geometry::Geometry;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::Model;
-use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
+use crate::plain::noise_map::PoissonGaussian;
 use crate::plain::preprocess::Preprocess;
 
 /// The main job: run the whole secure pipeline on one machine, every party its own process
@@ -249,8 +249,7 @@ fn demo_cnn(
 ) -> Result<Summary> {
     let w = &a.workdir;
     let model = Cnn::load(model_path)?;
-    let pg = a.noise.as_deref().map(PoissonGaussian::parse).transpose()?;
-    if pg.is_some() && !model.frame.noise_map {
+    if a.noise.is_some() && !model.frame.noise_map {
         anyhow::bail!(
             "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",
             model_path.display()
@@ -354,11 +353,9 @@ fn demo_cnn(
             s: share.job.scale,
             ..crate::ring::cnn::CnnFixed::for_model(&model)
         };
-        // The map the gateway made: from the noisy image it shared, or --sigma everywhere.
-        let noise = match pg {
-            Some(pg) => NoiseLevel::PerPixel(pg.map_of(&noisy.pixels)),
-            None => NoiseLevel::Uniform(a.sigma),
-        };
+        // The map the gateway made, by the gateway's own rule.
+        let noise =
+            NoiseArgs::signal_dependent(a.noise.clone()).level(a.sigma, &noisy.pixels, true)?;
         let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params, &noise)?;
         let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params, &noise)?;
         compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);

@@ -28,6 +28,14 @@ pub struct NoiseArgs {
 }
 
 impl NoiseArgs {
+    /// Signal-dependent noise only (`--noise`), as `demo` and `table` pass it on.
+    pub fn signal_dependent(noise: Option<String>) -> NoiseArgs {
+        NoiseArgs {
+            noise_map: None,
+            noise,
+        }
+    }
+
     /// True when a per-pixel map is asked for.
     pub fn per_pixel(&self) -> bool {
         self.noise_map.is_some() || self.noise.is_some()

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
+use crate::plain::noise_map::PoissonGaussian;
 use crate::twopc::engines::EngineKind;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::demo::{demo, DemoArgs};
 use super::figures;
-use super::inputs::load_image;
+use super::inputs::{load_image, NoiseArgs};
 use super::progress::{Mode, Progress};
 use super::receiver::combine;
 use super::Summary;
@@ -324,11 +324,8 @@ fn one_run(
         &share.job.pre,
         a.stride,
         share.job.scale,
-        // The map the gateway made: from the noisy image it shared, or sigma everywhere.
-        &match &a.noise {
-            Some(spec) => NoiseLevel::PerPixel(PoissonGaussian::parse(spec)?.map_of(&noisy.pixels)),
-            None => NoiseLevel::Uniform(sigma),
-        },
+        // The map the gateway made, by the gateway's own rule.
+        &NoiseArgs::signal_dependent(a.noise.clone()).level(sigma, &noisy.pixels, true)?,
     )?;
     let max_diff = oracle
         .iter()
