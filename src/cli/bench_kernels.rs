@@ -211,6 +211,11 @@ mod x86 {
     /// so that a run the scheduler shared with another process does not count.
     const RUNS: usize = 100;
 
+    /// The best of [`RUNS`] measurements (the least disturbed by the other core).
+    fn best(mut f: impl FnMut() -> f64) -> f64 {
+        (0..RUNS).map(|_| f()).fold(0.0, f64::max)
+    }
+
     /// Seconds for `iters` dependent adds (one per cycle).
     fn adds(iters: u64) -> f64 {
         let t = Instant::now();
@@ -237,15 +242,13 @@ mod x86 {
     pub fn clock_ghz() -> f64 {
         adds(200_000_000);
         let iters = 2_000_000;
-        (0..RUNS)
-            .map(|_| iters as f64 / adds(iters) / 1e9)
-            .fold(0.0, f64::max)
+        best(|| iters as f64 / adds(iters) / 1e9)
     }
 
     /// Issue rate of an instruction on 12 independent registers, per cycle at `clock` GHz.
     macro_rules! rate {
         ($ins:literal, $r:literal, $clock:expr) => {{
-            (0..RUNS).map(|_| {
+            best(|| {
             let iters: u64 = 200_000;
             let t = Instant::now();
             // SAFETY: register arithmetic only; the caller checked the CPU's features.
@@ -278,7 +281,7 @@ mod x86 {
                 );
             }
             (iters * 12) as f64 / t.elapsed().as_secs_f64() / 1e9 / $clock
-            }).fold(0.0, f64::max)
+            })
         }};
     }
 
@@ -297,7 +300,7 @@ mod x86 {
     /// the multiplies, so this is what a u64 kernel can reach: 8 lanes x pairs per cycle.
     #[target_feature(enable = "avx512f,avx512dq")]
     fn mul_add_rate(clock: f64) -> f64 {
-        (0..RUNS).map(|_| mul_add_run(clock)).fold(0.0, f64::max)
+        best(|| mul_add_run(clock))
     }
 
     #[target_feature(enable = "avx512f,avx512dq")]
