@@ -10,6 +10,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::dealer::cnn as deal;
 use ppdenoise::formats::bodies::CnnModelShare;
 use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
@@ -19,7 +20,7 @@ use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
 use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::cnn::{self, mask_shares, open_cnn_weights, CnnJobInputs};
-use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::{Report, Weights};
 use ppdenoise::twopc::weights::Opened;
 
@@ -101,7 +102,7 @@ fn run_framed_case(
             let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
                 let pi = p as usize;
                 let (rand, setup) = d.party(p);
-                let mut eng = engine.make(p, setup).unwrap();
+                let mut eng = engine_for(engine, p, setup).unwrap();
                 let inp = CnnJobInputs {
                     party: p,
                     plan: &shares[pi],
@@ -325,7 +326,7 @@ fn traffic_is_what_the_protocol_says() {
         .map(|l| 8 * l.weight_count() as u64)
         .sum();
     // The boolean engine's netlist: the circuit plus its edaBit conversion.
-    let relu = ppdenoise::twopc::gmw::Netlist::record(&deal::relu_circuit(&plan));
+    let relu = ppdenoise::circuit::netlist::Netlist::record(&deal::relu_circuit(&plan));
     let ands = relu.and_gates() as u64;
     let outs = relu.outputs.len() as u64;
     let elems: u64 = plan.layers[..2].iter().map(|l| l.cout as u64 * hw).sum();
@@ -394,7 +395,7 @@ fn real_cnn_crop_boolean_engine() {
     let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
         let pi = p as usize;
         let (rand, setup) = d.party(p);
-        let mut eng = EngineKind::Gmw.make(p, setup).unwrap();
+        let mut eng = engine_for(EngineKind::Gmw, p, setup).unwrap();
         let inp = CnnJobInputs {
             party: p,
             plan: &shares[pi],

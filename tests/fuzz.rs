@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use ppdenoise::dealer::randomness::PartyRandomness;
+use ppdenoise::corr::engine_kind::EngineKind;
+use ppdenoise::corr::randomness::PartyRandomness;
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{
     load, CnnModelShare, DealerMask, ImageShare, JobParams, ModelMask, ModelShare, OpenedWeights,
@@ -47,7 +48,7 @@ use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
-use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs};
 
 /// Largest single allocation a parser may make on these tiny inputs (the biggest valid file
@@ -817,7 +818,7 @@ fn run_altered(
     let (a, b) = (wrap(c0, 0), wrap(c1, 1));
     let party = |p: u8, ch: &mut dyn Channel| -> Result<(), String> {
         let t = &j.triplets[p as usize];
-        let mut engine = j.engine.make(p, &t.base_ot).map_err(|e| e.to_string())?;
+        let mut engine = engine_for(j.engine, p, &t.base_ot).map_err(|e| e.to_string())?;
         let inputs = JobInputs {
             party: p,
             plan: &j.shares[p as usize],

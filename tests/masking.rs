@@ -37,9 +37,13 @@ use ndarray::Array2;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use ppdenoise::circuit::activation::ActCircuit;
+use ppdenoise::circuit::netlist::Netlist;
+use ppdenoise::corr::engine_kind::EngineKind;
+use ppdenoise::corr::masks::mask_shares;
+use ppdenoise::corr::randomness::PartyRandomness;
+use ppdenoise::corr::randomness::{act_mask_of, dabit_masks, image_mask_of};
 use ppdenoise::dealer;
-use ppdenoise::dealer::randomness::PartyRandomness;
-use ppdenoise::dealer::randomness::{act_mask_of, dabit_masks, image_mask_of};
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{CnnModelShare, JobParams, ModelShare, Triplets};
 use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
@@ -49,11 +53,9 @@ use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, share_with_seed, stream_log, Seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
-use ppdenoise::twopc::engines::EngineKind;
-use ppdenoise::twopc::gc::ActCircuit;
-use ppdenoise::twopc::gmw::Netlist;
+use ppdenoise::twopc::engines::seeded_engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs};
-use ppdenoise::twopc::weights::{mask_shares, open_weights, Opened};
+use ppdenoise::twopc::weights::{open_weights, Opened};
 
 // ------------------------------------------------------------------------------------------
 // Reproducible randomness: every seed a test draws (model, image and mask shares, the dealer's
@@ -482,7 +484,7 @@ fn run_job(
     let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
     let run = |p: u8, ch: &mut dyn Channel| {
         let t = &trip[p as usize];
-        let mut engine = t.engine.make_seeded(p, &t.base_ot, label_seeds).unwrap();
+        let mut engine = seeded_engine_for(t.engine, p, &t.base_ot, label_seeds).unwrap();
         let inputs = JobInputs {
             party: p,
             plan: &shares[p as usize],
@@ -1036,7 +1038,7 @@ fn run_framed_cnn_job(
     let run = |p: u8, ch: &mut dyn Channel| {
         let pi = p as usize;
         let (rand, setup) = d.party(p);
-        let mut eng = engine.make_seeded(p, setup, label_seeds).unwrap();
+        let mut eng = seeded_engine_for(engine, p, setup, label_seeds).unwrap();
         let inputs = CnnJobInputs {
             party: p,
             plan: &shares[pi],
@@ -1098,7 +1100,7 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
     seeded("negative_control_cnn_input_map_without_its_mask_is_detected");
     // The first layer's opening is X - B for the image X; removing the dealer's mask B
     // (stream ActMask(0, 0) of both job seeds) gives the encoded image, which the test flags.
-    use ppdenoise::dealer::randomness::act_mask_of;
+    use ppdenoise::corr::randomness::act_mask_of;
     let (black, phantom) = images();
     let n = SIZE * SIZE;
     let clear = |log: &[Event], seeds: &[Seed; 2]| -> (Vec<u8>, Vec<u8>) {
@@ -1140,7 +1142,7 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
 #[test]
 fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
     seeded("ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one");
-    use ppdenoise::dealer::randomness::act_mask_of;
+    use ppdenoise::corr::randomness::act_mask_of;
     use ppdenoise::plain::cnn::{random_framed_cnn, CnnMeta};
     use ppdenoise::plain::frame::Frame;
     use ppdenoise::plain::noise_map::{NoiseLevel, PoissonGaussian};

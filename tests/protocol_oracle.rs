@@ -14,8 +14,10 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use ppdenoise::corr::engine_kind::EngineKind;
+use ppdenoise::corr::masks::{mask_shares, weight_count};
+use ppdenoise::corr::randomness::PartyRandomness;
 use ppdenoise::dealer;
-use ppdenoise::dealer::randomness::PartyRandomness;
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{Data, ImageShare, JobParams, ModelShare, Triplets};
 use ppdenoise::plain::geometry::Geometry;
@@ -26,9 +28,9 @@ use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
-use ppdenoise::twopc::engines::EngineKind;
+use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs, Report, Weights};
-use ppdenoise::twopc::weights::{mask_shares, open_weights, weight_count, Opened};
+use ppdenoise::twopc::weights::{open_weights, Opened};
 
 const ENGINES: [EngineKind; 2] = [EngineKind::Gc, EngineKind::Gmw];
 
@@ -209,7 +211,7 @@ fn party_run(
     weights: Weights<'_>,
 ) -> (Vec<u64>, Report) {
     let rand = PartyRandomness::new(p, t.seed, t.corrections.clone());
-    let mut engine = t.engine.make(p, &t.base_ot).unwrap();
+    let mut engine = engine_for(t.engine, p, &t.base_ot).unwrap();
     let inputs = JobInputs {
         party: p,
         plan,

@@ -18,14 +18,16 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use ppdenoise::circuit::activation::{ActCircuit, TruncParams};
+use ppdenoise::corr::engine_kind::EngineKind;
+use ppdenoise::corr::randomness::PartyRandomness;
+use ppdenoise::corr::slot::Slot;
 use ppdenoise::dealer::boolean::deal_run;
-use ppdenoise::dealer::randomness::PartyRandomness;
 use ppdenoise::ring::plan::ActConsts;
 use ppdenoise::twopc::channel::mem_pair;
-use ppdenoise::twopc::engines::EngineKind;
-use ppdenoise::twopc::gc::{ActCircuit, TruncParams};
+use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::poly::SelShares;
-use ppdenoise::twopc::protocol::{Nonlinear, Slot};
+use ppdenoise::twopc::protocol::Nonlinear;
 
 /// (sh, k) pairs. The plan's own with the default parameters (s = 16, q = cs = 10,
 /// zbits = 8): hidden layer 1 (product scale 2s = 32: sh 22, k 19), later hidden layers
@@ -160,7 +162,10 @@ struct Tally {
 /// Both parties' engines of `kind` (the GC engine's base OTs from the dealer).
 fn engines(kind: EngineKind) -> (Box<dyn Nonlinear + Send>, Box<dyn Nonlinear + Send>) {
     let (ot0, ot1) = kind.deal_setup();
-    (kind.make(0, &ot0).unwrap(), kind.make(1, &ot1).unwrap())
+    (
+        engine_for(kind, 0, &ot0).unwrap(),
+        engine_for(kind, 1, &ot1).unwrap(),
+    )
 }
 
 /// Randomness for one circuit run: the boolean engine's AND triples and daBits; the GC
@@ -523,7 +528,7 @@ fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::Act
 /// there (0.004 at a, 0.012 at b), since x and the float may fall on either side.
 #[test]
 fn secure_tanh_star_matches_float_on_a_dense_grid() {
-    use ppdenoise::dealer::randomness::ElemTriples;
+    use ppdenoise::corr::randomness::ElemTriples;
     use ppdenoise::plain::model::{random_model, ModelMeta};
     use ppdenoise::ring::plan::{FixedParams, Plan};
     use ppdenoise::ring::tanhstar::TanhStar;

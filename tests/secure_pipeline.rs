@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
 use ppdenoise::formats::container::{Header, Kind};
 use ppdenoise::plain::geometry::Geometry;
@@ -15,7 +16,6 @@ use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::Plan;
 use ppdenoise::ring::share::Stream;
-use ppdenoise::twopc::engines::EngineKind;
 
 /// Every test runs once per engine.
 const ENGINES: [EngineKind; 2] = [EngineKind::Gc, EngineKind::Gmw];

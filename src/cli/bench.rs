@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 use super::inputs::model_or_default;
 use super::procs::{model_setup, run_servers, s, timed};
 use super::Summary;
+use crate::corr::engine_kind::EngineKind;
 use crate::net::relay::{LinkShape, Relay};
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::model::{random_model, Activation, ModelMeta};
-use crate::twopc::engines::EngineKind;
 
 /// Measure time, traffic and memory of the secure protocol (paper-size network, a whole
 /// image end to end, plaintext comparison) and write a JSON report.

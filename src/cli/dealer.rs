@@ -10,6 +10,7 @@ use super::gateway::job_from_header;
 use super::keys::SealArgs;
 use super::owner::with_ext;
 use super::Summary;
+use crate::corr::engine_kind::EngineKind;
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{is_cnn, DealerMask, ModelMask, Triplets, TripletsLead, CNN, NETWORK};
@@ -23,7 +24,6 @@ use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
 use crate::ring::share::fresh_seed;
-use crate::twopc::engines::EngineKind;
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::twopc::engines::EngineKind;
+use crate::corr::engine_kind::EngineKind;
 use anyhow::{Context, Result};
 use clap::Args;
 

@@ -12,6 +12,7 @@ use super::keys::IdentityArgs;
 use super::owner::with_suffix;
 use super::progress::{Mode, Progress};
 use super::Summary;
+use crate::corr::engine_kind::EngineKind;
 use crate::formats::atomic;
 use crate::formats::sealed::{self, Recipient};
 use crate::net::identity::keygen as make_identity;
@@ -19,7 +20,6 @@ use crate::server::session::{self, LinkConfig};
 use crate::server::state::check_output;
 use crate::server::{self, JobFiles};
 use crate::twopc::channel::with_queued_link;
-use crate::twopc::engines::EngineKind;
 
 /// Create a party's keys: for the S0<->S1 link, <out-dir>/<name>.key (private, mode 0600)
 /// and <out-dir>/<name>.crt (self-signed certificate to give to the other server); for files

@@ -9,13 +9,14 @@ use clap::Args;
 
 use super::server::LinkArgs;
 use super::Summary;
+use crate::corr::masks::mask_shares;
 use crate::formats::bodies::{load, ModelMask, ModelShare, OpenedWeights};
 use crate::formats::checks::{check_same_model, mask_id_of, read_checked};
 use crate::formats::container::{self, Header, Kind};
 use crate::server::session::link_up;
 use crate::server::state::{check_output, check_unused, Claim, Record};
 use crate::twopc::channel::with_queued_link;
-use crate::twopc::weights::{mask_shares, open_weights};
+use crate::twopc::weights::open_weights;
 
 /// Open a model's masked weights once, on both servers (S0 listens, S1 connects), and write
 /// this server's opened weights for every later job of the model (`serve --weights`).

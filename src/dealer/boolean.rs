@@ -3,14 +3,15 @@
 //! Party 0's shares and both parties' masks follow from their seeds; party 1's `c` and
 //! additive daBit shares are the explicit values written into its file.
 
+use crate::circuit::activation::ActCircuit;
+use crate::circuit::bitslice::bit;
+use crate::circuit::netlist::Netlist;
+use crate::corr::run_shape::RunShape;
+use crate::corr::slot::Slot;
 use crate::ring::plan::ActConsts;
 use crate::ring::share::Seed;
-use crate::twopc::gc::ActCircuit;
-use crate::twopc::gmw::bitslice::bit;
-use crate::twopc::gmw::{Netlist, RunShape};
-use crate::twopc::protocol::Slot;
 
-use super::randomness::{and_masks, dabit_masks, eda_masks};
+use crate::corr::randomness::{and_masks, dabit_masks, eda_masks};
 
 /// The circuits of a model's hidden layers, recorded once.
 #[derive(Clone, Debug)]
@@ -104,8 +105,8 @@ pub fn deal_run(
     circ: &ActCircuit,
     elements: usize,
     at: Slot,
-) -> [super::randomness::PartyRandomness; 2] {
-    use super::randomness::PartyRandomness;
+) -> [crate::corr::randomness::PartyRandomness; 2] {
+    use crate::corr::randomness::PartyRandomness;
     let seeds = [
         crate::ring::share::fresh_seed(),
         crate::ring::share::fresh_seed(),

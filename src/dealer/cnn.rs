@@ -3,18 +3,20 @@
 //! layer after layer, the matrix triples C = A cols(B) of each block of output rows, then
 //! (boolean engine) for each ReLU run of the layer its AND triples, daBits and edaBits.
 
+use crate::circuit::activation::{ActCircuit, TruncParams};
+use crate::circuit::netlist::Netlist;
+use crate::corr::batches::batches;
+use crate::corr::engine_kind::EngineKind;
+use crate::corr::masks::mask_share;
+use crate::corr::randomness::{act_mask_of, PartyRandomness};
+use crate::corr::run_shape::RunShape;
+use crate::corr::slot::Slot;
 use crate::dealer::boolean::explicit_for;
-use crate::dealer::randomness::{act_mask_of, PartyRandomness};
-use crate::dealer::{batches, DealSeeds};
+use crate::dealer::DealSeeds;
 use crate::plain::im2col::im2col;
 use crate::ring::cnn::{row_blocks, CnnPlan};
 use crate::ring::matmul::gemm;
 use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
-use crate::twopc::engines::EngineKind;
-use crate::twopc::gc::{ActCircuit, TruncParams};
-use crate::twopc::gmw::{Netlist, RunShape};
-use crate::twopc::protocol::Slot;
-use crate::twopc::weights::mask_share;
 
 /// The ReLU circuit of a plan's hidden layers.
 pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {

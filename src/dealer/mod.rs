@@ -3,18 +3,18 @@
 
 pub mod boolean;
 pub mod cnn;
-pub mod randomness;
 
+use crate::corr::batches::{batches, extract_batch};
+use crate::corr::engine_kind::EngineKind;
+use crate::corr::masks::mask_share;
+use crate::corr::randomness::{act_mask_of, elem_masks, image_mask_of};
+use crate::corr::slot::Slot;
 use crate::formats::bodies::{JobParams, Triplets};
 use crate::plain::geometry::Geometry;
 use crate::ring::matmul::gemm;
 use crate::ring::plan::ActConsts;
 use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
-use crate::twopc::engines::EngineKind;
-use crate::twopc::protocol::Slot;
-use crate::twopc::weights::mask_share;
 use boolean::BooleanDeal;
-use randomness::{act_mask_of, elem_masks, image_mask_of};
 
 /// What the dealer must know of a job's nonlinear steps: the engine and, for the boolean
 /// engine, its circuits (recorded once from the public activation constants).
@@ -73,29 +73,6 @@ pub fn check_stream_bounds(
         ));
     }
     Ok(())
-}
-
-/// Batches of a job: (batch index, first patch, patches in batch).
-pub fn batches(num_patches: usize, batch: usize) -> impl Iterator<Item = (u32, usize, usize)> {
-    (0..num_patches.div_ceil(batch)).map(move |b| {
-        let start = b * batch;
-        (b as u32, start, batch.min(num_patches - start))
-    })
-}
-
-/// Gathers the input windows of patches `start..start+n` from a padded image-sized vector
-/// into an (inputs x n) row-major matrix.
-pub fn extract_batch(geo: &Geometry, padded: &[u64], start: usize, n: usize) -> Vec<u64> {
-    let nin = geo.patch.input * geo.patch.input;
-    let mut x = vec![0u64; nin * n];
-    let mut window = vec![0u64; nin];
-    for j in 0..n {
-        geo.extract(padded, start + j, &mut window);
-        for (r, &v) in window.iter().enumerate() {
-            x[r * n + j] = v;
-        }
-    }
-    x
 }
 
 /// Makes both parties' correlated randomness for a job, in memory (tests; small jobs).

@@ -5,6 +5,7 @@ use zeroize::Zeroize;
 
 use serde::{Deserialize, Serialize};
 
+use crate::corr::engine_kind::EngineKind;
 use crate::formats::container::{self, expect, FormatError, Header, Kind};
 use crate::plain::cnn::CnnMeta;
 use crate::plain::geometry::Geometry;
@@ -13,7 +14,6 @@ use crate::plain::preprocess::Preprocess;
 use crate::ring::cnn::CnnPlan;
 use crate::ring::plan::Plan;
 use crate::ring::share::{expand, share_with_seed, Seed, Stream};
-use crate::twopc::engines::EngineKind;
 
 /// A vector share, either explicit or as a PRG seed (the other party's share is then
 /// `values - PRG(seed)`).

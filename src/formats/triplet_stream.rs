@@ -11,6 +11,7 @@ use bincode::Options;
 use super::bodies::TripletsLead;
 use super::container::{self, expect, FormatError, Header, Kind};
 use super::sealed::{Recipient, Source};
+use crate::corr::randomness::CorrectionSource;
 
 /// A triplet file opened for streaming.
 pub struct TripletsStream {
@@ -85,6 +86,24 @@ impl CorrectionReader {
             ));
         }
         Ok(())
+    }
+}
+
+impl CorrectionSource for CorrectionReader {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn position(&self) -> u64 {
+        self.read
+    }
+    fn origin(&self) -> &Path {
+        &self.path
+    }
+    fn take(&mut self, n: usize) -> Result<Vec<u64>, String> {
+        CorrectionReader::take(self, n)
+    }
+    fn finish(&self) -> Result<(), String> {
+        CorrectionReader::finish(self)
     }
 }
 
@@ -215,7 +234,7 @@ mod tests {
             widths: vec![49, 8, 9],
             batch: 7,
             seed: [5; 32],
-            engine: crate::twopc::engines::EngineKind::Gc,
+            engine: crate::corr::engine_kind::EngineKind::Gc,
             corrections,
             base_ot: (0..=255).collect(),
         }

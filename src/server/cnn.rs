@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 
 use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
-use crate::dealer::randomness::PartyRandomness;
+use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
     is_cnn, load, public_cnn_plan, CnnModelShare, ImageShare, JobParams, OutputShare,
 };

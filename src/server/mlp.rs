@@ -3,7 +3,8 @@
 use anyhow::{bail, Result};
 
 use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
-use crate::dealer::randomness::PartyRandomness;
+use crate::corr::masks::{mask_shares, weight_count};
+use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
     is_cnn, load, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
 };
@@ -14,7 +15,7 @@ use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
 use crate::twopc::channel::Channel;
 use crate::twopc::protocol::{self, JobInputs, Nonlinear, Report, Weights};
-use crate::twopc::weights::{mask_shares, weight_count, Opened};
+use crate::twopc::weights::Opened;
 
 pub(super) struct MlpJob {
     plan: Plan,

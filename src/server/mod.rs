@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::dealer::randomness::PartyRandomness;
+use crate::corr::engine_kind::EngineKind;
+use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
 use crate::formats::triplet_stream;
 use crate::twopc::channel::Channel;
-use crate::twopc::engines::EngineKind;
+use crate::twopc::engines::engine_for;
 use crate::twopc::protocol::{Nonlinear, Report};
 use state::{check_unused, Record};
 
@@ -285,8 +286,7 @@ fn assemble(
     }
     let ids_len = tag.len();
     tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
-    let engine = engine_kind
-        .make(p, &t.stream.base_ot)
+    let engine = engine_for(engine_kind, p, &t.stream.base_ot)
         .map_err(|e| anyhow::anyhow!("{}: {e}", files.triplets.display()))?;
     let rand = PartyRandomness::streaming(p, t.stream.lead.seed, t.stream.corrections);
     Ok(ReadyJob {

@@ -16,14 +16,15 @@
 
 use std::time::Instant;
 
-use crate::dealer::batches;
-use crate::dealer::randomness::PartyRandomness;
+use crate::corr::batches::batches;
+use crate::corr::randomness::PartyRandomness;
+use crate::corr::slot::Slot;
 use crate::plain::im2col::im2col;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
 use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
 use crate::twopc::channel::{exchange, open, Channel, ChannelError};
-use crate::twopc::protocol::{open_in_job, Nonlinear, ProtocolError, Report, Slot, Weights};
+use crate::twopc::protocol::{open_in_job, Nonlinear, ProtocolError, Report, Weights};
 use crate::twopc::weights::{open_layers, Opened};
 
 pub struct CnnJobInputs<'a> {
@@ -49,7 +50,7 @@ pub fn mask_shares(seed: &crate::ring::share::Seed, plan: &CnnPlan) -> Vec<Vec<u
     plan.layers
         .iter()
         .enumerate()
-        .map(|(l, ly)| crate::twopc::weights::mask_share(seed, l as u32, ly.weight_count()))
+        .map(|(l, ly)| crate::corr::masks::mask_share(seed, l as u32, ly.weight_count()))
         .collect()
 }
 

@@ -1,116 +1,43 @@
-//! The two nonlinearity engines, by name: what `--engine` selects, what the dealer's file and
-//! the servers' session tag record.
+//! A party's nonlinearity engine, built from its kind ([`EngineKind`]) and its part of the
+//! dealer's per-job setup (base OTs for the garbled-circuit engine, nothing for GMW).
 
-use serde::{Deserialize, Serialize};
-
-use crate::twopc::gc_engine::{GcEvaluator, GcGarbler};
+use crate::corr::engine_kind::EngineKind;
+use crate::twopc::gc::engine::{GcEvaluator, GcGarbler};
 use crate::twopc::gmw::GmwParty;
 use crate::twopc::protocol::{Nonlinear, ProtocolError};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum EngineKind {
-    /// Garbled circuits (half-gates) with IKNP OT: S1 garbles, S0 evaluates.
-    Gc,
-    /// Boolean shares with dealer AND triples (GMW), bit-sliced.
-    #[default]
-    Gmw,
-}
-
-impl EngineKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Gc => "gc",
-            EngineKind::Gmw => "gmw",
-        }
-    }
-
-    /// The name and wire version the servers' session tag carries: two builds that would
-    /// compute differently from the same files (the garbled-circuit engine's hash changed in
-    /// b711eb0) must refuse each other, not run and write a wrong image.
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            EngineKind::Gc => "gc+tccr2",
-            EngineKind::Gmw => "gmw",
-        }
-    }
-
-    /// Patches per batch when the dealer is not told: the boolean engine pays one round per
-    /// AND depth per batch, so it wants fewer, larger batches.
-    pub fn default_batch(self) -> usize {
-        match self {
-            EngineKind::Gc => 128,
-            EngineKind::Gmw => 2048,
-        }
-    }
-
-    /// ReLU elements per circuit run of a CNN job when the dealer is not told: the boolean
-    /// engine's run holds about 40 B per element (bit-sliced wires, triples, conversions),
-    /// the garbled-circuit engine's about 450 B (input OTs up front) per element.
-    pub fn default_relu_batch(self) -> usize {
-        match self {
-            EngineKind::Gc => 1 << 20,
-            EngineKind::Gmw => 1 << 23,
-        }
-    }
-
-    /// The dealer's per-job data that is not a triple share: base OTs and the label seed
-    /// for the GC engine, nothing for the boolean engine.
-    pub fn deal_setup(self) -> (Vec<u8>, Vec<u8>) {
-        match self {
-            EngineKind::Gc => crate::twopc::gc_engine::deal_base_ots(),
-            EngineKind::Gmw => (Vec::new(), Vec::new()),
-        }
-    }
-
-    /// [`EngineKind::deal_setup`] from the given generator (tests that must be reproducible;
-    /// the dealer uses fresh randomness).
-    #[doc(hidden)]
-    pub fn deal_setup_with<R: rand::RngCore + rand::CryptoRng>(
-        self,
-        rng: &mut R,
-    ) -> (Vec<u8>, Vec<u8>) {
-        match self {
-            EngineKind::Gc => crate::twopc::gc_engine::deal_base_ots_with(rng),
-            EngineKind::Gmw => (Vec::new(), Vec::new()),
-        }
-    }
-
-    /// Party `party`'s engine, from its part of [`EngineKind::deal_setup`].
-    pub fn make(self, party: u8, setup: &[u8]) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
-        Ok(match (self, party) {
-            (EngineKind::Gc, 0) => Box::new(GcEvaluator::new(setup)?),
-            (EngineKind::Gc, _) => Box::new(GcGarbler::new(setup)?),
-            (EngineKind::Gmw, p) => {
-                if !setup.is_empty() {
-                    return Err(ProtocolError::Setup(
-                        "triplets: unexpected base-OT data for the boolean engine".into(),
-                    ));
-                }
-                Box::new(GmwParty::new(p))
+/// Party `party`'s engine of kind `kind`, from its part of the dealer's setup
+/// ([`crate::corr::base_ots::deal_gc_setup`] for the garbled-circuit engine).
+pub fn engine_for(
+    kind: EngineKind,
+    party: u8,
+    setup: &[u8],
+) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
+    Ok(match (kind, party) {
+        (EngineKind::Gc, 0) => Box::new(GcEvaluator::new(setup)?),
+        (EngineKind::Gc, _) => Box::new(GcGarbler::new(setup)?),
+        (EngineKind::Gmw, p) => {
+            if !setup.is_empty() {
+                return Err(ProtocolError::Setup(
+                    "triplets: unexpected base-OT data for the boolean engine".into(),
+                ));
             }
-        })
-    }
-}
-
-impl EngineKind {
-    /// [`EngineKind::make`] with the garbler's wire labels drawn from `label_seeds`: tests
-    /// that must be reproducible only; `serve` always uses [`EngineKind::make`].
-    #[doc(hidden)]
-    pub fn make_seeded(
-        self,
-        party: u8,
-        setup: &[u8],
-        label_seeds: [u64; 2],
-    ) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
-        match (self, party) {
-            (EngineKind::Gc, 1) => Ok(Box::new(GcGarbler::with_label_seeds(setup, label_seeds)?)),
-            _ => self.make(party, setup),
+            Box::new(GmwParty::new(p))
         }
-    }
+    })
 }
 
-impl std::fmt::Display for EngineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+/// [`engine_for`] with the garbler's wire labels drawn from `label_seeds`: tests that must
+/// be reproducible only; `serve` always uses [`engine_for`].
+#[doc(hidden)]
+pub fn seeded_engine_for(
+    kind: EngineKind,
+    party: u8,
+    setup: &[u8],
+    label_seeds: [u64; 2],
+) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
+    match (kind, party) {
+        (EngineKind::Gc, 1) => Ok(Box::new(GcGarbler::with_label_seeds(setup, label_seeds)?)),
+        _ => engine_for(kind, party, setup),
     }
 }

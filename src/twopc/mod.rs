@@ -4,7 +4,6 @@ pub mod channel;
 pub mod cnn;
 pub mod engines;
 pub mod gc;
-pub mod gc_engine;
 pub mod gmw;
 pub mod ot;
 pub mod poly;

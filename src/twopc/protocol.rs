@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::dealer::randomness::{PartyRandomness, RandomnessError};
-use crate::dealer::{batches, extract_batch};
+use crate::corr::batches::{batches, extract_batch};
+use crate::corr::randomness::{PartyRandomness, RandomnessError};
+use crate::corr::slot::Slot;
 use crate::formats::bodies::JobParams;
 use crate::plain::geometry::Geometry;
 use crate::ring::plan::{ActConsts, Plan};
@@ -27,15 +28,8 @@ pub enum ProtocolError {
     Setup(String),
 }
 
-/// Which correlated randomness a nonlinear step draws on: the streams of its layer and batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Slot {
-    pub layer: u32,
-    pub batch: u32,
-}
-
 /// The nonlinear steps, one implementation per engine: garbled circuits
-/// ([`crate::twopc::gc_engine`], randomness from base OTs given at construction) and boolean
+/// ([`crate::twopc::gc::engine`], randomness from base OTs given at construction) and boolean
 /// shares ([`crate::twopc::gmw`], AND triples and daBits drawn from `rand` at `at`).
 pub trait Nonlinear {
     /// Arithmetic shares of the activation circuit's outputs for pre-activation shares `v`.

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::corr::engine_kind::EngineKind;
 use crate::plain::noise_map::PoissonGaussian;
-use crate::twopc::engines::EngineKind;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ndarray::{s, Array2};

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::models::TableModel;
 use super::{Input, Pictures, Run, TableArgs};
+use crate::corr::engine_kind::EngineKind;
 use crate::plain::image::{load as load_png, GrayImage};
 use crate::ring::plan::FixedParams;
-use crate::twopc::engines::EngineKind;
 
 /// What a finished run leaves in its directory (`run.json`) so that `--resume` can reuse it:
 /// the run plus everything its numbers depend on besides the image and sigma.

@@ -20,8 +20,9 @@
 
 use rand::{CryptoRng, RngCore};
 
-use super::block::{Block, LengthError, TccrHash};
-use super::circuit::Circuit;
+use super::hash::TccrHash;
+use crate::circuit::Circuit;
+use crate::corr::block::{Block, LengthError};
 
 #[inline(always)]
 fn tweaks(gate: u64) -> (Block, Block) {
@@ -164,7 +165,7 @@ impl<R: RngCore + CryptoRng> Garbler<R> {
     #[cfg(test)]
     pub fn take_table(&mut self) -> Vec<Block> {
         let bytes = std::mem::take(&mut self.table);
-        super::block::blocks_from_bytes("table", &bytes, bytes.len() / Block::BYTES)
+        crate::corr::block::blocks_from_bytes("table", &bytes, bytes.len() / Block::BYTES)
             .expect("whole blocks")
     }
 
@@ -321,7 +322,7 @@ impl Evaluator {
     /// Installs tables given as blocks (tests).
     #[cfg(test)]
     pub fn load_table(&mut self, table: Vec<Block>) {
-        self.load_table_buffer(super::block::blocks_to_bytes(&table))
+        self.load_table_buffer(crate::corr::block::blocks_to_bytes(&table))
             .expect("whole blocks");
     }
 
@@ -472,20 +473,16 @@ impl Circuit for EvaluatorLanes<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::twopc::gc::block::{blocks_from_bytes, blocks_to_bytes};
-    use crate::twopc::gc::circuit::PlainEval;
-    use crate::twopc::ot::{deal_base_ots, CotReceiver, CotSender};
+    use crate::circuit::builder::{Build, PlainEval};
+    use crate::corr::base_ots::deal_base_ots;
+    use crate::corr::block::{blocks_from_bytes, blocks_to_bytes};
+    use crate::twopc::ot::{CotReceiver, CotSender};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;
 
     /// The hash of the tests' job (any seed: the key is public, fresh per job in the protocol).
     pub(crate) fn test_hash() -> TccrHash {
         TccrHash::for_job(Block(0x7e57))
-    }
-
-    /// A circuit written once, generic over the interpretation.
-    pub(crate) trait Build {
-        fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire>;
     }
 
     /// Runs both parties in one process the way the protocol does: COT for

@@ -1,5 +1,5 @@
-//! Half-gates garbled circuits (free-XOR, point-and-permute) written once as a
-//! [`Circuit`] and run in the clear, counted, garbled or evaluated.
+//! The garbled-circuit engine: half-gates garbling (free-XOR, point-and-permute) of the
+//! circuits of [`crate::circuit`], with IKNP OT ([`crate::twopc::ot`]).
 //!
 //! One batch of an activation between S0 (evaluator, OT receiver) and S1
 //! (garbler, OT sender), with `Δ` shared by the garbler and the COT sender:
@@ -15,15 +15,12 @@
 //! Never reuse: a base-OT deal (the PRG streams restart at zero), a COT (one
 //! use each: a GC input label or one B2A bit), or a gate id under one Δ (keep
 //! one `Garbler`/`Evaluator` pair per session).
-pub mod activation;
-pub mod block;
-pub mod circuit;
-pub mod gadgets;
+pub mod batch;
+pub mod engine;
+#[cfg(test)]
+mod garbled_gadgets;
 pub mod halfgates;
+pub mod hash;
 
-pub use activation::{
-    evaluate_batch, garble_batch, share_bits, ActCircuit, ActParams, TruncParams,
-};
-pub use block::{Block, LengthError};
-pub use circuit::{AndCounter, Circuit, PlainEval};
+pub use batch::{evaluate_batch, garble_batch, share_bits};
 pub use halfgates::{Evaluator, Garbler, GcError, LANES};

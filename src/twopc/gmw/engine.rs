@@ -14,14 +14,16 @@
 //!    then [out] = c + (1 - 2c)[r] with the daBit's additive share [r], or
 //!    [y] = c - [r] + 2^m [carry] for an edaBit-converted group.
 
-use crate::dealer::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
+use crate::circuit::activation::{ActCircuit, TruncParams};
+use crate::circuit::bitslice::{bit, slice};
+use crate::circuit::netlist::{Conversion, Gate, Netlist};
+use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
+use crate::corr::run_shape::RunShape;
+use crate::corr::slot::Slot;
 use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{swap, Channel, ChannelError};
-use crate::twopc::gc::{ActCircuit, TruncParams};
-use crate::twopc::gmw::bitslice::{bit, slice, words};
-use crate::twopc::gmw::netlist::{Conversion, Gate, Netlist};
 use crate::twopc::poly::SelShares;
-use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
+use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
 
 /// One server's side of the boolean engine.
 pub struct GmwParty {
@@ -29,39 +31,6 @@ pub struct GmwParty {
     /// Netlists recorded so far (one per distinct circuit: a few per model).
     nets: Vec<(ActCircuit, Netlist)>,
     counters: EngineCounters,
-}
-
-/// What the dealer and the servers must agree on for one run of `circ` over `elements`:
-/// the AND triples' and daBits' sizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RunShape {
-    pub and_gates: usize,
-    /// Outputs opened masked by a daBit (one daBit each).
-    pub dabits: usize,
-    /// edaBits per element, and their bits.
-    pub edas: usize,
-    pub r_bits: usize,
-    pub words: usize,
-    pub elements: usize,
-}
-
-impl RunShape {
-    pub fn of(net: &Netlist, elements: usize) -> RunShape {
-        RunShape {
-            and_gates: net.and_gates(),
-            dabits: net.dabits(),
-            edas: net.eda_bits.len(),
-            r_bits: net.r_bits(),
-            words: words(elements),
-            elements,
-        }
-    }
-
-    /// Party 1's explicit values for this run: AND triple shares c, then daBit shares, then
-    /// edaBit shares.
-    pub fn explicit_values(&self) -> usize {
-        self.and_gates * self.words + (self.dabits + self.edas) * self.elements
-    }
 }
 
 impl GmwParty {

@@ -19,20 +19,19 @@ use std::collections::VecDeque;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use crate::dealer::randomness::PartyRandomness;
+use crate::circuit::activation::{ActCircuit, TruncParams};
+use crate::corr::base_ots::{BaseOtForReceiver, BaseOtForSender};
+use crate::corr::block::Block;
+use crate::corr::randomness::PartyRandomness;
+use crate::corr::slot::Slot;
 use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{Channel, ChannelError, Expect};
-use crate::twopc::gc::activation::garble_batch_shared_labels;
-use crate::twopc::gc::block::{Block, TccrHash};
-use crate::twopc::gc::{
-    evaluate_batch, share_bits, ActCircuit, Evaluator, Garbler, TruncParams, LANES,
-};
-use crate::twopc::ot::{
-    b2a_receiver, b2a_sender, deal_base_ots as deal, extend_msg_len, BaseOtForReceiver,
-    BaseOtForSender, CotReceiver, CotSender, CtrPrg,
-};
+use crate::twopc::gc::batch::garble_batch_shared_labels;
+use crate::twopc::gc::hash::TccrHash;
+use crate::twopc::gc::{evaluate_batch, share_bits, Evaluator, Garbler, LANES};
+use crate::twopc::ot::{b2a_receiver, b2a_sender, extend_msg_len, CotReceiver, CotSender, CtrPrg};
 use crate::twopc::poly::SelShares;
-use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError, Slot};
+use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
 
 /// Elements per garbling chunk. Bounds memory (tables of a chunk are held once), and small
 /// enough that a chunk's tables (about 5 MB at 78-81 AND gates per element) are still in
@@ -59,24 +58,6 @@ const SECOND_HALF_FIRST_GATE: u64 = 1 << 62;
 /// so both halves garble full lanes.
 fn first_half(items: usize) -> usize {
     items / 2 / LANES * LANES
-}
-
-/// The dealer's base OTs for one job: (S0's part, S1's part), serialised, each followed by
-/// the 16-byte seed both servers derive the garbler's active input labels from.
-pub fn deal_base_ots() -> (Vec<u8>, Vec<u8>) {
-    deal_base_ots_with(&mut ChaCha12Rng::from_entropy())
-}
-
-/// [`deal_base_ots`] from the given generator (tests that must be reproducible).
-#[doc(hidden)]
-pub fn deal_base_ots_with<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> (Vec<u8>, Vec<u8>) {
-    let (r, s) = deal(rng);
-    let label_seed = Block::random(rng).to_bytes();
-    let mut r = r.to_bytes();
-    let mut s = s.to_bytes();
-    r.extend_from_slice(&label_seed);
-    s.extend_from_slice(&label_seed);
-    (r, s)
 }
 
 /// Splits a party's dealer bytes into its base-OT part, the shared label stream and the
@@ -392,8 +373,8 @@ mod tests {
             let (_, _, h) = split_dealer_bytes(b).unwrap();
             h.tccr(Block(5), Block(9))
         };
-        let (r1, s1) = deal_base_ots();
-        let (r2, s2) = deal_base_ots();
+        let (r1, s1) = crate::corr::base_ots::deal_gc_setup();
+        let (r2, s2) = crate::corr::base_ots::deal_gc_setup();
         assert_eq!(probe(&r1), probe(&s1));
         assert_eq!(probe(&r2), probe(&s2));
         let seed = Block::from_bytes(r1[r1.len() - 16..].try_into().unwrap());

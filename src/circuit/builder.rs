@@ -1,5 +1,5 @@
 //! One description of a boolean circuit, many interpretations (fancy-garbling
-//! style): plain evaluation, AND counting, garbling, evaluating.
+//! style): plain evaluation, AND counting, recording, garbling, evaluating.
 
 /// A boolean circuit builder. XOR, NOT and constants are free in half-gates
 /// garbling; only `and` costs (two blocks of table).
@@ -9,6 +9,12 @@ pub trait Circuit {
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Self::Wire;
     fn not(&mut self, a: &Self::Wire) -> Self::Wire;
     fn constant(&mut self, bit: bool) -> Self::Wire;
+}
+
+/// A circuit written once, generic over the interpretation: built from the two parties'
+/// input wires (`g`: S1's, `e`: S0's).
+pub trait Build {
+    fn build<C: Circuit>(&self, c: &mut C, g: &[C::Wire], e: &[C::Wire]) -> Vec<C::Wire>;
 }
 
 /// Evaluates on cleartext bits: the oracle for every circuit.

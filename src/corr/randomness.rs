@@ -6,7 +6,6 @@
 //! the elementwise triples) are explicit "corrections", consumed in the order
 //! batch -> layer -> (matrix triple, then elementwise triples of a hidden layer).
 
-use crate::formats::triplet_stream::CorrectionReader;
 use crate::ring::share::{Prg, Seed, Stream};
 
 /// Elementwise correlations for one hidden layer and batch (`e` elements): a square pair
@@ -46,6 +45,24 @@ pub struct EdaBits {
     pub arith: Vec<u64>,
 }
 
+/// Party 1's explicit values read in consumption order from outside memory (the dealer
+/// file, [`crate::formats::triplet_stream::CorrectionReader`]).
+pub trait CorrectionSource: Send {
+    /// Number of values in the source.
+    fn len(&self) -> u64;
+    /// Values read so far.
+    fn position(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Where they come from, to name in errors.
+    fn origin(&self) -> &std::path::Path;
+    /// The next `n` values.
+    fn take(&mut self, n: usize) -> Result<Vec<u64>, String>;
+    /// After the last `take`: were the values read exactly the verified ones?
+    fn finish(&self) -> Result<(), String>;
+}
+
 /// Where party 1's explicit values come from.
 enum Corrections {
     Memory {
@@ -53,7 +70,7 @@ enum Corrections {
         cursor: usize,
     },
     /// Read from the dealer file in consumption order (the server's case).
-    File(Box<CorrectionReader>),
+    File(Box<dyn CorrectionSource>),
 }
 
 /// Source of one party's randomness for a job.
@@ -108,7 +125,7 @@ impl PartyRandomness {
     }
 
     /// Party randomness whose explicit values are streamed from the dealer file.
-    pub fn streaming(party: u8, seed: Seed, corrections: CorrectionReader) -> Self {
+    pub fn streaming(party: u8, seed: Seed, corrections: impl CorrectionSource + 'static) -> Self {
         PartyRandomness {
             party,
             seed,
@@ -121,7 +138,7 @@ impl PartyRandomness {
     fn naming_file(&self, e: RandomnessError) -> RandomnessError {
         match &self.corrections {
             Corrections::File(r) => {
-                RandomnessError::Unreadable(format!("{}: {e}", r.path().display()))
+                RandomnessError::Unreadable(format!("{}: {e}", r.origin().display()))
             }
             Corrections::Memory { .. } => e,
         }
@@ -157,7 +174,7 @@ impl PartyRandomness {
     /// would reveal the difference of the two values.
     pub fn weight_mask(&mut self, layer: u32, n: usize) -> Result<Vec<u64>, RandomnessError> {
         self.claim(Purpose::WeightMask, layer, 0)?;
-        Ok(crate::twopc::weights::mask_share(&self.seed, layer, n))
+        Ok(crate::corr::masks::mask_share(&self.seed, layer, n))
     }
 
     pub fn image_mask(&mut self, n: usize) -> Result<Vec<u64>, RandomnessError> {

@@ -2,9 +2,9 @@
 //! AND depth: the boolean engine opens every AND gate of one depth, for every element of a
 //! batch, in one round.
 
-use crate::twopc::gc::circuit::Circuit;
-use crate::twopc::gc::gadgets::add_mod;
-use crate::twopc::gc::ActCircuit;
+use crate::circuit::activation::ActCircuit;
+use crate::circuit::builder::Circuit;
+use crate::circuit::gadgets::add_mod;
 
 /// One recorded gate; operands are indices of earlier gates (so the list is in topological
 /// order by construction).
@@ -258,8 +258,8 @@ impl Netlist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::twopc::gc::circuit::{to_bits, PlainEval};
-    use crate::twopc::gc::{ActParams, TruncParams};
+    use crate::circuit::activation::{ActParams, TruncParams};
+    use crate::circuit::builder::{to_bits, PlainEval};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;
 

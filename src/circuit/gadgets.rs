@@ -1,0 +1,114 @@
+//! Arithmetic and comparison gadgets on little-endian bit vectors, generic
+//! over [`Circuit`] so they are checked in the clear and garbled unchanged.
+
+use super::builder::Circuit;
+
+/// `a + b mod 2^n` by ripple carry, `n - 1` AND gates (the carry out of the
+/// top bit is never needed).
+///
+/// # Panics
+/// If `a` and `b` differ in length (a circuit-construction bug).
+pub fn add_mod<C: Circuit>(c: &mut C, a: &[C::Wire], b: &[C::Wire]) -> Vec<C::Wire> {
+    assert_eq!(a.len(), b.len(), "add_mod operands differ in width");
+    let n = a.len();
+    let mut out = Vec::with_capacity(n);
+    let mut carry: Option<C::Wire> = None;
+    for i in 0..n {
+        let ab = c.xor(&a[i], &b[i]);
+        match &carry {
+            None => out.push(ab),
+            Some(ci) => out.push(c.xor(&ab, ci)),
+        }
+        if i + 1 == n {
+            break;
+        }
+        // carry' = carry ⊕ ((a ⊕ carry) ∧ (b ⊕ carry)); with carry 0 it is a ∧ b.
+        carry = Some(match &carry {
+            None => c.and(&a[i], &b[i]),
+            Some(ci) => {
+                let ac = c.xor(&a[i], ci);
+                let bc = c.xor(&b[i], ci);
+                let m = c.and(&ac, &bc);
+                c.xor(ci, &m)
+            }
+        });
+    }
+    out
+}
+
+/// A bit that may still be a public constant, so gates on it fold away
+/// instead of costing ANDs.
+enum Bit<W> {
+    Const(bool),
+    Wire(W),
+}
+
+/// `x ≤ k` for unsigned `x` and public `k`: at most `x.len() - 1` AND gates
+/// (fewer when `k` has trailing ones or `k ≥ 2^n - 1`).
+pub fn le_const<C: Circuit>(c: &mut C, x: &[C::Wire], k: u64) -> C::Wire {
+    let n = x.len();
+    if n < 64 && (k >> n) != 0 {
+        return c.constant(true);
+    }
+    // r = [x mod 2^(i+1) ≤ k mod 2^(i+1)], built from the least significant bit up.
+    let mut r: Bit<C::Wire> = Bit::Const(true);
+    for (i, xi) in x.iter().enumerate() {
+        let ki = (k >> i) & 1 == 1;
+        r = match (ki, r) {
+            // k_i = 1: r' = ¬x_i ∨ r = ¬(x_i ∧ ¬r).
+            (true, Bit::Const(true)) => Bit::Const(true),
+            (true, Bit::Const(false)) => Bit::Wire(c.not(xi)),
+            (true, Bit::Wire(w)) => {
+                let nw = c.not(&w);
+                let a = c.and(xi, &nw);
+                Bit::Wire(c.not(&a))
+            }
+            // k_i = 0: r' = ¬x_i ∧ r.
+            (false, Bit::Const(true)) => Bit::Wire(c.not(xi)),
+            (false, Bit::Const(false)) => Bit::Const(false),
+            (false, Bit::Wire(w)) => {
+                let nx = c.not(xi);
+                Bit::Wire(c.and(&nx, &w))
+            }
+        };
+    }
+    match r {
+        Bit::Const(b) => c.constant(b),
+        Bit::Wire(w) => w,
+    }
+}
+
+/// `s ? x : k` bitwise for public `k` (low `x.len()` bits), one AND per bit.
+pub fn mux_const<C: Circuit>(c: &mut C, s: &C::Wire, x: &[C::Wire], k: u64) -> Vec<C::Wire> {
+    x.iter()
+        .enumerate()
+        .map(|(i, xi)| {
+            if i < 64 && (k >> i) & 1 == 1 {
+                // 1 ⊕ s∧(x ⊕ 1) = ¬(s ∧ ¬x).
+                let nx = c.not(xi);
+                let a = c.and(s, &nx);
+                c.not(&a)
+            } else {
+                c.and(s, xi)
+            }
+        })
+        .collect()
+}
+
+/// `s ? a : b` bitwise, one AND per bit.
+pub fn mux<C: Circuit>(c: &mut C, s: &C::Wire, a: &[C::Wire], b: &[C::Wire]) -> Vec<C::Wire> {
+    assert_eq!(a.len(), b.len(), "mux operands differ in width");
+    a.iter()
+        .zip(b)
+        .map(|(ai, bi)| {
+            let d = c.xor(ai, bi);
+            let m = c.and(s, &d);
+            c.xor(bi, &m)
+        })
+        .collect()
+}
+
+/// XOR of every bit of `x` with `s` (conditional complement), free.
+pub fn xor_all<C: Circuit>(c: &mut C, x: &[C::Wire], s: &C::Wire) -> Vec<C::Wire> {
+    x.iter().map(|xi| c.xor(xi, s)).collect()
+}

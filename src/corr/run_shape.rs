@@ -1,0 +1,37 @@
+//! The size of the boolean engine's correlations for one circuit run.
+
+use crate::circuit::bitslice::words;
+use crate::circuit::netlist::Netlist;
+
+/// What the dealer and the servers must agree on for one run of `circ` over `elements`:
+/// the AND triples' and daBits' sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunShape {
+    pub and_gates: usize,
+    /// Outputs opened masked by a daBit (one daBit each).
+    pub dabits: usize,
+    /// edaBits per element, and their bits.
+    pub edas: usize,
+    pub r_bits: usize,
+    pub words: usize,
+    pub elements: usize,
+}
+
+impl RunShape {
+    pub fn of(net: &Netlist, elements: usize) -> RunShape {
+        RunShape {
+            and_gates: net.and_gates(),
+            dabits: net.dabits(),
+            edas: net.eda_bits.len(),
+            r_bits: net.r_bits(),
+            words: words(elements),
+            elements,
+        }
+    }
+
+    /// Party 1's explicit values for this run: AND triple shares c, then daBit shares, then
+    /// edaBit shares.
+    pub fn explicit_values(&self) -> usize {
+        self.and_gates * self.words + (self.dabits + self.edas) * self.elements
+    }
+}
