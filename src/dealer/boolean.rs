@@ -4,7 +4,7 @@
 //! additive daBit shares are the explicit values written into its file.
 
 use crate::circuit::activation::ActCircuit;
-use crate::circuit::bitslice::bit;
+use crate::circuit::bitslice::{bit, unslice};
 use crate::circuit::netlist::Netlist;
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
@@ -85,14 +85,9 @@ pub fn explicit_for(seeds: &[Seed; 2], at: Slot, net: &Netlist, elements: usize)
         let mut first = 0;
         for (k, &m) in net.eda_bits.iter().enumerate() {
             let a0 = &arith0[k * e..(k + 1) * e];
-            out.extend((0..e).map(|i| {
-                let r = (0..m as usize).fold(0u64, |acc, j| {
-                    let b = first + j;
-                    let (w0, w1) = (&r0[b * w..(b + 1) * w], &r1[b * w..(b + 1) * w]);
-                    acc | ((bit(w0, i) ^ bit(w1, i)) << j)
-                });
-                r.wrapping_sub(a0[i])
-            }));
+            let at = |j: usize, word: usize| (first + j) * w + word;
+            let r = unslice(m as usize, e, |j, word| r0[at(j, word)] ^ r1[at(j, word)]);
+            out.extend(r.iter().zip(a0).map(|(r, a)| r.wrapping_sub(*a)));
             first += m as usize;
         }
     }

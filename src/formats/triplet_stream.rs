@@ -182,6 +182,10 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
 /// Writes party 1's triplet file piecewise: the same bytes as `container::write` of the
 /// `Triplets` with these fields, but the `count` shares come from `fill`, which hands them to
 /// its `emit` callback in consumption order, so they are never all in memory.
+///
+/// `fill` runs on a thread of its own, a few blocks ahead of the writing (encryption,
+/// checksum, the copy into the file), so that computing the next shares and writing the
+/// last ones overlap: the dealer's time is the larger of the two, not their sum.
 pub fn write<F>(
     path: &Path,
     header: &Header,
@@ -192,7 +196,7 @@ pub fn write<F>(
     fill: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()>,
+    F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()> + Send,
 {
     let opts = container::body_options;
     let body_len =
@@ -200,11 +204,30 @@ where
     container::write_streamed(path, header, body_len, to, |w| {
         opts().serialize_into(&mut *w, lead)?;
         w.write_all(&(count as u64).to_le_bytes())?;
-        let mut bytes = Vec::new();
-        fill(&mut |v: &[u64]| {
-            bytes.clear();
-            bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-            w.write_all(&bytes)
+        std::thread::scope(|s| -> std::io::Result<()> {
+            // Two blocks in flight: enough to overlap, and memory stays a few blocks.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+            let maker = s.spawn(move || {
+                fill(&mut |v: &[u64]| {
+                    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    // A closed channel means the writer failed; its error is reported.
+                    tx.send(bytes)
+                        .map_err(|_| std::io::Error::other("the file writer stopped"))
+                })
+            });
+            let mut written = Ok(());
+            for bytes in rx.iter() {
+                written = w.write_all(&bytes);
+                if written.is_err() {
+                    break;
+                }
+            }
+            // Dropping the receiver stops the maker at its next block.
+            drop(rx);
+            let made = maker
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            written.and(made)
         })?;
         opts().serialize_into(&mut *w, base_ot)?;
         Ok(())

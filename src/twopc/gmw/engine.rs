@@ -15,7 +15,7 @@
 //!    [y] = c - [r] + 2^m [carry] for an edaBit-converted group.
 
 use crate::circuit::activation::{ActCircuit, TruncParams};
-use crate::circuit::bitslice::{bit, slice};
+use crate::circuit::bitslice::{bit, slice, unslice};
 use crate::circuit::netlist::{Conversion, Gate, Netlist};
 use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
 use crate::corr::run_shape::RunShape;
@@ -164,25 +164,27 @@ fn convert(
     };
     let mut result = vec![0u64; e_count * per];
     for (g, conv) in net.conversions.iter().enumerate() {
-        for i in 0..e_count {
-            result[i * per + g] = match conv {
-                Conversion::Bits(outs) => outs.iter().fold(0u64, |acc, &(j, wt)| {
-                    acc.wrapping_add(bit_share(j, i).wrapping_mul(wt))
-                }),
-                Conversion::Eda {
-                    open,
-                    carry,
-                    eda: e,
-                } => {
-                    // [y] = c - [r] + 2^m [carry], c public (party 1 adds it).
-                    let c = open.iter().enumerate().fold(0u64, |acc, (b, &j)| {
-                        acc | (bit(&out[j * w..(j + 1) * w], i) << b)
+        match conv {
+            Conversion::Bits(outs) => {
+                for i in 0..e_count {
+                    result[i * per + g] = outs.iter().fold(0u64, |acc, &(j, wt)| {
+                        acc.wrapping_add(bit_share(j, i).wrapping_mul(wt))
                     });
-                    (c & one.wrapping_neg())
-                        .wrapping_sub(eda.arith[e * e_count + i])
-                        .wrapping_add(bit_share(*carry, i) << open.len())
                 }
-            };
+            }
+            Conversion::Eda {
+                open,
+                carry,
+                eda: e,
+            } => {
+                // [y] = c - [r] + 2^m [carry], c public (party 1 adds it).
+                let cs = unslice(open.len(), e_count, |b, word| out[open[b] * w + word]);
+                for (i, c) in cs.into_iter().enumerate() {
+                    result[i * per + g] = (c & one.wrapping_neg())
+                        .wrapping_sub(eda.arith[e * e_count + i])
+                        .wrapping_add(bit_share(*carry, i) << open.len());
+                }
+            }
         }
     }
     result
