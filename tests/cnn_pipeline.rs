@@ -106,6 +106,11 @@ impl Dir {
     }
 
     fn spawn(&self, p: u8, port: u16, triplets: &str) -> Child {
+        self.spawn_as(p, port, triplets, "out")
+    }
+
+    /// `serve` of party `p` on `<triplets>.p<p>`, writing `<out>.p<p>`.
+    fn spawn_as(&self, p: u8, port: u16, triplets: &str, out: &str) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
@@ -118,7 +123,7 @@ impl Dir {
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(["--timeout", "30"])
             .args(["--state-dir", &self.p("state")])
-            .args(["--out", &self.p(&format!("out.p{p}"))])
+            .args(["--out", &self.p(&format!("{out}.p{p}"))])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -837,4 +842,205 @@ fn table_with_signal_dependent_noise_is_bit_exact_and_resumes_only_the_same_nois
     ]);
     refused(&o, "give one --sigmas value");
     assert!(!d.path("t2/runs").exists());
+}
+
+/// Runs both servers of `<triplets>.p0/.p1` into `<out>.p0/.p1`; panics naming `what`.
+fn serve_pair(d: &Dir, triplets: &str, out: &str, what: &str) {
+    let port = free_port();
+    let c0 = d.spawn_as(0, port, triplets, out);
+    let c1 = d.spawn_as(1, port, triplets, out);
+    for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
+        assert!(
+            o.status.success(),
+            "{who} ({what}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// `reconstruct` of the given output shares (names in the temporary folder) into `out`.
+fn reconstruct(d: &Dir, share0: &[&str], share1: &[&str], out: &str) -> Output {
+    let mut args = vec!["reconstruct".to_string(), "--share0".into()];
+    args.extend(share0.iter().map(|s| d.p(s)));
+    args.push("--share1".into());
+    args.extend(share1.iter().map(|s| d.p(s)));
+    args.extend(["--out".into(), d.p(out)]);
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A job split into tiles (bands of rows with their halos) gives the one-piece job's image
+/// bit for bit, for a DnCNN-shaped and an FFDNet-shaped network (sub-images, noise map, odd
+/// sizes), on both engines; the receiver names a missing, repeated or foreign tile; a lost
+/// tile's spent randomness is refused and the tile re-made and re-run alone.
+#[test]
+fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
+    use ppdenoise::plain::cnn::random_framed_cnn;
+    use ppdenoise::plain::frame::Frame;
+    for (framed, engine) in [(false, "gmw"), (true, "gc")] {
+        let d = Dir::new();
+        let m = setup(&d, true);
+        if framed {
+            let meta = CnnMeta {
+                sigma: 25.0,
+                residual: false,
+            };
+            let m = random_framed_cnn(&[5, 6, 5, 4], 3, 91, meta, Frame::FFDNET);
+            m.save(&d.path("ffd.npz")).unwrap();
+            d.share_model(Some("ffd.npz"), "model");
+            d.share_image(Some("model.pub"), "image");
+        }
+        let eng = ["--engine", engine];
+        let o = d.gen_triplets("model.pub", "image.pub", "whole", &eng);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serve_pair(&d, "whole", "whole-out", "one piece");
+        let o = reconstruct(&d, &["whole-out.p0"], &["whole-out.p1"], "whole.png");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if !framed {
+            // The one-piece image is the oracle's (checked in full above); tiles must equal it.
+            let (secure, oracle) = {
+                std::fs::copy(d.path("whole-out.p0"), d.path("out.p0")).unwrap();
+                std::fs::copy(d.path("whole-out.p1"), d.path("out.p1")).unwrap();
+                secure_and_oracle(&d, &m)
+            };
+            assert_eq!(secure, oracle);
+        }
+        // Bad splits are refused before any file is written.
+        for (extra, needle) in [
+            (vec!["--tiles", "0"], "tiles"),
+            (
+                vec!["--tiles", "3", "--tile", "3"],
+                "tiles are numbered 0 to 2",
+            ),
+            (vec!["--tiles", "40"], "at most one tile per row"),
+        ] {
+            refused(
+                &d.gen_triplets("model.pub", "image.pub", "bad", &extra),
+                needle,
+            );
+            assert!(!d.path("bad.t0.p0").exists() && !d.path("bad.t0.p1").exists());
+        }
+        let o = d.gen_triplets(
+            "model.pub",
+            "image.pub",
+            "tiles",
+            &["--tiles", "3", "--engine", engine],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for i in [0, 2] {
+            serve_pair(&d, &format!("tiles.t{i}"), &format!("tout.t{i}"), "tile");
+        }
+        // Tile 1's servers die after they claimed its randomness (here: it ran, and its
+        // output was lost). The spent randomness is refused when tried again.
+        serve_pair(&d, "tiles.t1", "tout.t1", "tile 1");
+        for p in 0..2 {
+            std::fs::remove_file(d.path(&format!("tout.t1.p{p}"))).unwrap();
+        }
+        let c0 = d.spawn_as(0, free_port(), "tiles.t1", "tout.t1");
+        refused(&wait(c0), "already");
+        // The receiver names the missing tile.
+        refused(
+            &reconstruct(
+                &d,
+                &["tout.t0.p0", "tout.t2.p0"],
+                &["tout.t0.p1", "tout.t2.p1"],
+                "x.png",
+            ),
+            "tile 1 of 3: no output share of S0 given",
+        );
+        // Tile 1 made again, with fresh randomness, and run alone.
+        let o = d.gen_triplets(
+            "model.pub",
+            "image.pub",
+            "tiles",
+            &["--tiles", "3", "--tile", "1", "--engine", engine],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serve_pair(&d, "tiles.t1", "tout.t1", "tile 1 again");
+        let s0 = ["tout.t2.p0", "tout.t0.p0", "tout.t1.p0"];
+        let s1 = ["tout.t1.p1", "tout.t0.p1", "tout.t2.p1"];
+        let o = reconstruct(&d, &s0, &s1, "tiled.png");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            std::fs::read(d.path("tiled.png")).unwrap(),
+            std::fs::read(d.path("whole.png")).unwrap(),
+            "{engine}: the tiled image differs from the one-piece image"
+        );
+        // Repeated, foreign, one-piece and lone tiles are refused by name.
+        refused(
+            &reconstruct(
+                &d,
+                &["tout.t0.p0", "tout.t0.p0", "tout.t1.p0", "tout.t2.p0"],
+                &s1,
+                "x.png",
+            ),
+            "S0's share given twice",
+        );
+        refused(
+            &reconstruct(
+                &d,
+                &["tout.t0.p0", "tout.t1.p0", "whole-out.p0"],
+                &s1,
+                "x.png",
+            ),
+            "the output of a job in one piece",
+        );
+        refused(
+            &reconstruct(&d, &["tout.t0.p0"], &["tout.t0.p1"], "x.png"),
+            "is the output of tile 0/3",
+        );
+        // A tile of another job (the same model, the image shared again).
+        d.share_image(Some("model.pub"), "image2");
+        let o = d.gen_triplets(
+            "model.pub",
+            "image2.pub",
+            "other",
+            &["--tiles", "3", "--engine", engine],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for f in ["image.p0", "image.p1"] {
+            std::fs::rename(d.path(f), d.path(&format!("{f}.first"))).unwrap();
+        }
+        for p in 0..2 {
+            std::fs::copy(
+                d.path(&format!("image2.p{p}")),
+                d.path(&format!("image.p{p}")),
+            )
+            .unwrap();
+        }
+        serve_pair(&d, "other.t1", "foreign.t1", "a tile of another job");
+        refused(
+            &reconstruct(
+                &d,
+                &["tout.t0.p0", "foreign.t1.p0", "tout.t2.p0"],
+                &s1,
+                "x.png",
+            ),
+            "every tile must be of one job",
+        );
+        assert!(!d.path("x.png").exists());
+    }
+}
+
+/// MLP jobs run in one piece: `--tiles` is refused, before any file is written.
+#[test]
+fn tiles_of_an_mlp_job_are_refused() {
+    let d = Dir::new();
+    d.share_model(None, "model");
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:24",
+        "--sigma",
+        "25",
+        "--seed",
+        "1",
+        "--out",
+        &d.p("noisy.png"),
+    ]);
+    d.share_image(None, "image");
+    refused(
+        &d.gen_triplets("model.pub", "image.pub", "t", &["--tiles", "2"]),
+        "MLP jobs run in one piece",
+    );
+    assert!(!d.path("t.t0.p0").exists() && !d.path("t.p0").exists());
 }

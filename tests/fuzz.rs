@@ -332,6 +332,8 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     engine: Default::default(),
                     model_mask: None,
                     out: out.clone(),
+                    tiles: None,
+                    tile: None,
                     seal: Default::default(),
                 };
                 ppdenoise::cli::dealer::gen_triplets(args).is_ok()

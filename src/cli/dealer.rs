@@ -8,22 +8,26 @@ use clap::Args;
 
 use super::gateway::job_from_header;
 use super::keys::SealArgs;
-use super::owner::with_ext;
+use super::owner::{with_ext, with_suffix};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{is_cnn, DealerMask, ModelMask, Triplets, TripletsLead, CNN, NETWORK};
+use crate::formats::bodies::{
+    is_cnn, DealerMask, JobParams, ModelMask, Triplets, TripletsLead, CNN, NETWORK,
+};
 use crate::formats::checks::{
     acts_from_header, check_cnn_job, check_relu_batch, check_same_model, cnn_plan_from_header,
     mask_id_of, read_checked,
 };
-use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
+use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Id, Kind};
 use crate::formats::sealed::Recipient;
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
+use crate::ring::cnn::CnnPlan;
 use crate::ring::share::fresh_seed;
+use crate::ring::tiles::{Band, Tile};
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
@@ -53,9 +57,19 @@ pub struct GenTripletsArgs {
     /// matrix triples are then made against that mask and the job opens no weights.
     #[arg(long)]
     pub model_mask: Option<PathBuf>,
-    /// Output prefix: writes <out>.p0 and <out>.p1.
+    /// Output prefix: writes <out>.p0 and <out>.p1 (with --tiles, <out>.t<I>.p0 and
+    /// <out>.t<I>.p1 for every tile I).
     #[arg(long, default_value = "triplets")]
     pub out: PathBuf,
+    /// Split the job into this many tiles (CNN jobs: bands of output rows), each with its
+    /// own fresh randomness, for as many server pairs: `serve` runs the tile its triplet
+    /// file names, and `reconstruct` puts the tiles' outputs together.
+    #[arg(long)]
+    pub tiles: Option<usize>,
+    /// With --tiles: make tile I only (0-based), e.g. again, with fresh randomness, for a
+    /// tile whose servers died (its first randomness is spent and refused).
+    #[arg(long, requires = "tiles")]
+    pub tile: Option<usize>,
     #[command(flatten)]
     pub seal: SealArgs,
 }
@@ -282,79 +296,156 @@ fn gen_cnn_triplets(
     crate::formats::checks::check_noise_map(&a.image, ih, &plan)?;
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
     check_relu_batch(batch)?;
-    let (base0, base1) = a.engine.deal_setup();
-    let seeds = DealSeeds {
-        job: [fresh_seed(), fresh_seed()],
-        model_mask: None,
+    // Every tile is checked before any randomness is drawn or file written.
+    let tiles = match a.tiles {
+        None => vec![None],
+        Some(k) => {
+            Tile::new(a.tile.unwrap_or(0), k).map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
+            let which: Vec<usize> = match a.tile {
+                Some(i) => vec![i],
+                None => (0..k).collect(),
+            };
+            which
+                .into_iter()
+                .map(|i| {
+                    let tile =
+                        Tile::new(i, k).map_err(|e| anyhow::anyhow!("--tiles/--tile: {e}"))?;
+                    let band = plan
+                        .band(h, tile)
+                        .map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
+                    Ok(Some((tile, band)))
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
     };
-    let triplet_id = fresh_id();
-    let channels: Vec<usize> = plan.channels();
-    let header = |party: u8| {
-        let mut hd = Header::new(Kind::Triplets, party, job.scale);
-        hd.model_id = mh.model_id;
-        hd.job_id = ih.job_id;
-        hd.triplet_id = Some(triplet_id);
-        hd.shapes.push((
-            "channels".into(),
-            channels.iter().map(|&c| c as u64).collect(),
-        ));
-        hd.shapes.push(("image".into(), vec![h as u64, w as u64]));
-        hd.info.push((NETWORK.into(), CNN.into()));
-        hd.info.push(("engine".into(), a.engine.name().into()));
-        hd.info.push(("batch".into(), batch.to_string()));
-        hd.info.push((
-            "cnn_plan".into(),
-            serde_json::to_string(&plan).expect("plan serialises"),
-        ));
-        hd.info.push((
-            "circuit".into(),
-            crate::dealer::cnn::circuit_shape(&plan, a.engine),
-        ));
-        hd
-    };
-    let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));
-    let lead = TripletsLead {
-        job: job.clone(),
-        widths: channels.clone(),
+    let cnn = CnnDealing {
+        a,
+        mh,
+        ih,
+        plan: &plan,
+        job: &job,
         batch,
-        seed: seeds.job[1],
-        engine: a.engine,
+        to,
     };
-    let count = crate::dealer::cnn::correction_count(&plan, h, w, a.engine, batch);
-    triplet_stream::write(
-        &out1,
-        &header(1),
-        &lead,
-        count,
-        &base1,
-        to[1].as_ref(),
-        |emit| crate::dealer::cnn::generate_into(&plan, h, w, &seeds, a.engine, batch, emit),
-    )?;
-    let t0 = Triplets {
-        job: job.clone(),
-        widths: channels.clone(),
-        batch,
-        seed: seeds.job[0],
-        engine: a.engine,
-        corrections: Vec::new(),
-        base_ot: base0,
-    };
-    let bytes = write_s0((&out0, &out1), &header(0), &t0, to[0].as_ref())?;
-    let outs = [out0.display().to_string(), out1.display().to_string()];
+    let mut outs = Vec::new();
+    let mut ids = Vec::new();
+    let mut bytes = 0;
+    for tile in &tiles {
+        let (o, id, b) = cnn.write(tile.as_ref())?;
+        outs.extend(o);
+        ids.push(id_hex(&id));
+        bytes += b;
+    }
     let secs = t.elapsed().as_secs_f64();
+    let what = match (a.tiles, a.tile) {
+        (None, _) => String::new(),
+        (Some(k), Some(i)) => format!(" (tile {i} of {k})"),
+        (Some(k), None) => format!(" ({k} tiles)"),
+    };
     Ok(Summary {
         lines: vec![format!(
-            "{} engine: correlated randomness for a {h}x{w} CNN job written to {} and {} ({bytes} bytes, {secs:.2} s); triplet id {}",
+            "{} engine: correlated randomness for a {h}x{w} CNN job{what} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
             a.engine,
-            outs[0],
-            outs[1],
-            id_hex(&triplet_id)
+            outs.join(", "),
+            ids.join(", ")
         )],
         json: serde_json::json!({
-            "ok": true, "command": "gen-triplets", "triplet_id": id_hex(&triplet_id), "network": CNN,
-            "pixels": h * w, "outputs": outs, "engine": a.engine.name(), "dealer_bytes": bytes, "seconds": secs,
+            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
+            "network": CNN, "pixels": h * w, "outputs": outs, "engine": a.engine.name(),
+            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
         }),
     })
+}
+
+/// What every tile of one CNN job's dealing shares.
+struct CnnDealing<'a> {
+    a: &'a GenTripletsArgs,
+    mh: &'a Header,
+    ih: &'a Header,
+    plan: &'a CnnPlan,
+    job: &'a JobParams,
+    batch: usize,
+    to: &'a [Option<Recipient>; 2],
+}
+
+impl CnnDealing<'_> {
+    /// Writes the randomness of one tile (or of the whole job), with fresh seeds and base
+    /// OTs of its own: its paths, triplet id and bytes.
+    fn write(&self, tile: Option<&(Tile, Band)>) -> Result<([String; 2], Id, u64)> {
+        let (a, mh, ih, plan, job, batch, to) = (
+            self.a, self.mh, self.ih, self.plan, self.job, self.batch, self.to,
+        );
+        let (h, w) = (job.height, job.width);
+        // A tile's job is its band: the dealer sizes everything from the band's rows.
+        let rows = tile.map_or(h, |(_, band)| band.height());
+        let (base0, base1) = a.engine.deal_setup();
+        let seeds = DealSeeds {
+            job: [fresh_seed(), fresh_seed()],
+            model_mask: None,
+        };
+        let triplet_id = fresh_id();
+        let channels: Vec<usize> = plan.channels();
+        let header = |party: u8| {
+            let mut hd = Header::new(Kind::Triplets, party, job.scale);
+            hd.model_id = mh.model_id;
+            hd.job_id = ih.job_id;
+            hd.triplet_id = Some(triplet_id);
+            hd.shapes.push((
+                "channels".into(),
+                channels.iter().map(|&c| c as u64).collect(),
+            ));
+            hd.shapes.push(("image".into(), vec![h as u64, w as u64]));
+            hd.info.push((NETWORK.into(), CNN.into()));
+            hd.info.push(("engine".into(), a.engine.name().into()));
+            hd.info.push(("batch".into(), batch.to_string()));
+            hd.info.push((
+                "cnn_plan".into(),
+                serde_json::to_string(&plan).expect("plan serialises"),
+            ));
+            hd.info.push((
+                "circuit".into(),
+                crate::dealer::cnn::circuit_shape(plan, a.engine),
+            ));
+            if let Some((t, _)) = tile {
+                hd.info.push(("tile".into(), t.label()));
+            }
+            hd
+        };
+        let prefix = match tile {
+            Some((t, _)) => with_suffix(&a.out, &format!(".t{}", t.index)),
+            None => a.out.clone(),
+        };
+        let (out0, out1) = (with_ext(&prefix, 0), with_ext(&prefix, 1));
+        let lead = TripletsLead {
+            job: job.clone(),
+            widths: channels.clone(),
+            batch,
+            seed: seeds.job[1],
+            engine: a.engine,
+        };
+        let count = crate::dealer::cnn::correction_count(plan, rows, w, a.engine, batch);
+        triplet_stream::write(
+            &out1,
+            &header(1),
+            &lead,
+            count,
+            &base1,
+            to[1].as_ref(),
+            |emit| crate::dealer::cnn::generate_into(plan, rows, w, &seeds, a.engine, batch, emit),
+        )?;
+        let t0 = Triplets {
+            job: job.clone(),
+            widths: channels.clone(),
+            batch,
+            seed: seeds.job[0],
+            engine: a.engine,
+            corrections: Vec::new(),
+            base_ot: base0,
+        };
+        let bytes = write_s0((&out0, &out1), &header(0), &t0, to[0].as_ref())?;
+        let outs = [out0.display().to_string(), out1.display().to_string()];
+        Ok((outs, triplet_id, bytes))
+    }
 }
 
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
@@ -368,6 +459,12 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
     if is_cnn(&mh) || is_cnn(&ih) {
         return gen_cnn_triplets(&a, (&mh, &ih), &to, t);
+    }
+    if a.tiles.is_some() {
+        bail!(
+            "--tiles: {} is an MLP; MLP jobs run in one piece (tiles are for CNN jobs: DnCNN, FFDNet)",
+            a.model.display()
+        );
     }
     let widths_u = mh
         .shape("layers")

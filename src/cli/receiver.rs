@@ -3,28 +3,30 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::inputs::load_image;
 use super::Summary;
 use crate::formats::bodies::{is_cnn, load, OutputShare};
-use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::formats::container::{self, id_hex, Header, Id, Kind};
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
+use crate::ring::tiles::{check_cover, Tile};
 
 /// Combine the two servers' output shares into the denoised image: PNG or TIFF (same bit
 /// depth as the input unless --bit-depth is given), or DICOM like --like.
 #[derive(Args)]
 pub struct ReconstructArgs {
-    /// S0's output share (S1's is accepted too: the pair is then put in order).
-    #[arg(long)]
-    pub share0: PathBuf,
-    /// S1's output share, of the same run.
-    #[arg(long)]
-    pub share1: PathBuf,
+    /// S0's output share (S1's is accepted too: the pair is then put in order). For a job
+    /// split into tiles: S0's shares of every tile (`--share0 out.t0.p0 out.t1.p0 ...`).
+    #[arg(long, num_args = 1.., required = true)]
+    pub share0: Vec<PathBuf>,
+    /// S1's output share, of the same run; for tiles, S1's shares of every tile.
+    #[arg(long, num_args = 1.., required = true)]
+    pub share1: Vec<PathBuf>,
     /// Denoised image, by extension: .tif/.tiff TIFF, .dcm DICOM (needs --like), anything
     /// else PNG.
     #[arg(long)]
@@ -49,6 +51,49 @@ pub struct ReconstructArgs {
 /// other order (S1's as `share0`), they are swapped; anything else is refused, since adding
 /// shares of different runs gives a silently wrong image.
 pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)> {
+    let (h0, o0, sums) = add_pair(share0, share1)?;
+    let p0 = if h0.party == 0 { share0 } else { share1 };
+    if let Some(t) = h0.info("tile") {
+        bail!(
+            "{}: is the output of tile {t}; give every tile's shares (--share0 and --share1 \
+             take several files)",
+            p0.display()
+        );
+    }
+    // The geometry must be the one the job implies (it sizes everything the receiver does).
+    let g = o0.geometry;
+    if !sane_output_patch(&g, &o0.job)
+        || g != Geometry::new(o0.job.height, o0.job.width, g.patch, o0.job.stride)
+    {
+        bail!(
+            "{}: its geometry does not match its job parameters",
+            p0.display()
+        );
+    }
+    let img = if is_cnn(&h0) {
+        // A CNN's output is the image itself (1x1 geometry), in its own normalisation.
+        if g.patch.output != 1 || g.stride != 1 {
+            bail!(
+                "{}: a CNN output share must have a 1x1 geometry",
+                p0.display()
+            );
+        }
+        crate::ring::cnn::decode_output(&sums, g.height, g.width, &o0.job.pre, o0.scale)
+    } else {
+        decode_canvas(&sums, &g, &o0.job.pre, o0.scale)
+    };
+    Ok((
+        GrayImage {
+            pixels: img,
+            bit_depth: o0.job.bit_depth,
+        },
+        o0,
+    ))
+}
+
+/// Checks that two output shares are the two outputs of one run (one from each server, same
+/// job, model and run id, same shape) and adds them: S0's header and share, and the sums.
+fn add_pair(share0: &Path, share1: &Path) -> Result<(Header, OutputShare, Vec<u64>)> {
     let (mut p0, mut p1) = (share0, share1);
     let ha = container::read_header(p0)?;
     container::expect(p0, &ha, Kind::OutputShare, None)?;
@@ -100,21 +145,14 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
     if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() || o0.scale != o1.scale {
         bail!("{}: shape differs from {}", p1.display(), p0.display());
     }
-    // The geometry must be the one the job implies (it sizes everything the receiver does).
+    if h0.info("tile") != h1.info("tile") || h0.info("rows") != h1.info("rows") {
+        bail!("{}: a different tile than {}", p1.display(), p0.display());
+    }
     o0.job
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", p0.display()))?;
     let g = o0.geometry;
-    if !sane_output_patch(&g, &o0.job)
-        || o1.job != o0.job
-        || g != Geometry::new(o0.job.height, o0.job.width, g.patch, o0.job.stride)
-    {
-        bail!(
-            "{}: its geometry does not match its job parameters",
-            p0.display()
-        );
-    }
-    if o0.canvas.len() != g.canvas_h * g.canvas_w {
+    if o1.job != o0.job || o0.canvas.len() != g.canvas_h * g.canvas_w {
         bail!(
             "{}: canvas has {} values, expected {}",
             p0.display(),
@@ -122,7 +160,6 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
             g.canvas_h * g.canvas_w
         );
     }
-    let sums = add(&o0.canvas, &o1.canvas);
     if is_cnn(&h0) != is_cnn(&h1) {
         bail!(
             "{} and {} come from different networks",
@@ -130,25 +167,136 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
             p1.display()
         );
     }
-    let img = if is_cnn(&h0) {
-        // A CNN's output is the image itself (1x1 geometry), in its own normalisation.
-        if g.patch.output != 1 || g.stride != 1 {
+    let sums = add(&o0.canvas, &o1.canvas);
+    Ok((h0, o0, sums))
+}
+
+/// Combines the output shares of a job split into tiles (CNN bands of rows): every tile's
+/// pair checked as in [`combine`], all of one job and one model, every tile exactly once,
+/// the bands covering the image's rows in order. A missing, repeated or foreign tile is
+/// named.
+pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
+    struct Part {
+        path: PathBuf,
+        party: u8,
+        tile: Tile,
+        job: Option<Id>,
+        model: Option<Id>,
+    }
+    let mut parts = Vec::new();
+    for path in shares {
+        let h = container::read_header(path)?;
+        container::expect(path, &h, Kind::OutputShare, None)?;
+        let label = h.info("tile").with_context(|| {
+            format!(
+                "{}: the output of a job in one piece, given with tiles; give either one \
+                 pair or every tile's shares",
+                path.display()
+            )
+        })?;
+        let tile = Tile::parse(label).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        parts.push(Part {
+            path: path.clone(),
+            party: h.party,
+            tile,
+            job: h.job_id,
+            model: h.model_id,
+        });
+    }
+    let first = &parts[0];
+    let hex = |i: &Option<Id>| i.as_ref().map(id_hex).unwrap_or_else(|| "none".into());
+    for p in &parts {
+        if p.job != first.job || p.job.is_none() || p.model != first.model {
             bail!(
-                "{}: a CNN output share must have a 1x1 geometry",
-                p0.display()
+                "{}: a tile of job {} (model {}), but {} is of job {} (model {}): every tile \
+                 must be of one job",
+                p.path.display(),
+                hex(&p.job),
+                hex(&p.model),
+                first.path.display(),
+                hex(&first.job),
+                hex(&first.model)
             );
         }
-        crate::ring::cnn::decode_output(&sums, g.height, g.width, &o0.job.pre, o0.scale)
-    } else {
-        decode_canvas(&sums, &g, &o0.job.pre, o0.scale)
-    };
-    Ok((
-        GrayImage {
-            pixels: img,
-            bit_depth: o0.job.bit_depth,
-        },
-        o0,
-    ))
+        if p.tile.count != first.tile.count {
+            bail!(
+                "{}: tile {} but {} is tile {}: the job was split differently",
+                p.path.display(),
+                p.tile.label(),
+                first.path.display(),
+                first.tile.label()
+            );
+        }
+    }
+    let k = first.tile.count;
+    // [tile][party]: each exactly once.
+    let mut slots: Vec<[Option<&PathBuf>; 2]> = vec![[None, None]; k];
+    for p in &parts {
+        let slot = &mut slots[p.tile.index][p.party as usize];
+        if let Some(other) = slot {
+            bail!(
+                "tile {} of {k}: S{}'s share given twice ({} and {})",
+                p.tile.index,
+                p.party,
+                other.display(),
+                p.path.display()
+            );
+        }
+        *slot = Some(&p.path);
+    }
+    let mut pairs = Vec::with_capacity(k);
+    for (i, s) in slots.iter().enumerate() {
+        match s {
+            [Some(a), Some(b)] => pairs.push((*a, *b)),
+            _ => {
+                let who = if s[0].is_none() { 0 } else { 1 };
+                bail!("tile {i} of {k}: no output share of S{who} given");
+            }
+        }
+    }
+    let mut rows = Vec::with_capacity(k);
+    let mut sums = Vec::new();
+    let mut job = None;
+    let mut scale = 0;
+    for (a, b) in pairs {
+        let (h0, o0, part) = add_pair(a, b)?;
+        let band = h0
+            .info("rows")
+            .and_then(|r| r.split_once(".."))
+            .and_then(|(lo, hi)| Some(lo.parse::<usize>().ok()?..hi.parse::<usize>().ok()?))
+            .with_context(|| format!("{}: the tile's rows are not named", a.display()))?;
+        let g = o0.geometry;
+        let one_by_one = g.patch.output == 1 && g.stride == 1;
+        if !is_cnn(&h0) || !one_by_one || g.width != o0.job.width || g.height != band.len() {
+            bail!(
+                "{}: its geometry ({} x {}) does not match its rows {}..{} of a {} x {} image",
+                a.display(),
+                g.height,
+                g.width,
+                band.start,
+                band.end,
+                o0.job.height,
+                o0.job.width
+            );
+        }
+        if job.get_or_insert_with(|| o0.job.clone()) != &o0.job || (scale != 0 && scale != o0.scale)
+        {
+            bail!(
+                "{}: other job parameters than the first tile's",
+                a.display()
+            );
+        }
+        scale = o0.scale;
+        rows.push(band);
+        sums.extend(part);
+    }
+    let job = job.expect("at least one tile");
+    check_cover(&rows, job.height).map_err(|e| anyhow::anyhow!("the tiles' rows: {e}"))?;
+    let img = crate::ring::cnn::decode_output(&sums, job.height, job.width, &job.pre, scale);
+    Ok(GrayImage {
+        pixels: img,
+        bit_depth: job.bit_depth,
+    })
 }
 
 /// The output geometry's patch must be one a model can have, with the job's stride
@@ -192,7 +340,13 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         })
         .transpose()?;
     a.identity.load()?;
-    let (img, _) = combine(&a.share0, &a.share1)?;
+    let tiled = a.share0.len() + a.share1.len() > 2;
+    let img = if tiled {
+        let all: Vec<PathBuf> = a.share0.iter().chain(&a.share1).cloned().collect();
+        combine_tiles(&all)?
+    } else {
+        combine(&a.share0[0], &a.share1[0])?.0
+    };
     if let Some(t) = &template {
         if t.dim() != img.pixels.dim() {
             bail!(
@@ -225,7 +379,10 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     };
     enc.save(&img, &a.out)?;
     let secs = t.elapsed().as_secs_f64();
-    let download = std::fs::metadata(&a.share0)?.len() + std::fs::metadata(&a.share1)?.len();
+    let mut download = 0;
+    for p in a.share0.iter().chain(&a.share1) {
+        download += std::fs::metadata(p)?.len();
+    }
     let mut lines = vec![format!("wrote {} ({})", a.out.display(), enc.describe())];
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
         "download_bytes": download, "seconds": secs});

@@ -16,6 +16,7 @@ use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
 use crate::ring::cnn::CnnPlan;
 use crate::ring::share::Stream;
+use crate::ring::tiles::{Band, Tile};
 use crate::twopc::channel::Channel;
 use crate::twopc::cnn::{self, CnnJobInputs};
 use crate::twopc::protocol::{Nonlinear, Report, Weights};
@@ -23,9 +24,11 @@ use crate::twopc::protocol::{Nonlinear, Report, Weights};
 pub(super) struct CnnJob {
     pub(super) plan: CnnPlan,
     job: JobParams,
-    /// This party's share of the encoded image.
+    /// This party's share of the encoded image (of the tile's band, for a tile).
     image: Vec<u64>,
     relu_batch: usize,
+    /// The tile the triplet file names, and its band of rows.
+    tile: Option<(Tile, Band)>,
 }
 
 pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
@@ -58,6 +61,16 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     check_relu_batch(tr.lead.batch).map_err(|e| at(&f.triplets, e.to_string()))?;
     let plan = ms.share_plan().map_err(|e| at(&f.model, e))?;
     let (h, w) = (is.job.height, is.job.width);
+    // A tile runs its band of rows as its job: everything is sized from the band.
+    let tile = match th.info("tile") {
+        None => None,
+        Some(s) => {
+            let tile = Tile::parse(s).map_err(|e| at(&f.triplets, e))?;
+            let band = plan.band(h, tile).map_err(|e| at(&f.triplets, e))?;
+            Some((tile, band))
+        }
+    };
+    let rows = tile.as_ref().map_or(h, |(_, b)| b.height());
     // (The stride was checked with the model's sigma* by check_cnn_job.)
     if ih.scale != plan.params.s || is.job.scale != plan.params.s {
         bail!(
@@ -95,7 +108,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
         );
     }
     let want = if p == 1 {
-        crate::dealer::cnn::correction_count(&plan, h, w, engine_kind, tr.lead.batch)
+        crate::dealer::cnn::correction_count(&plan, rows, w, engine_kind, tr.lead.batch)
     } else {
         0
     };
@@ -106,16 +119,20 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
             tr.corrections.len()
         );
     }
-    let image = is
+    let mut image = is
         .data
         .materialise(Stream::ImageShare, plan.input_len(h, w))
         .map_err(|e| at(&f.image, e))?;
+    if let Some((_, band)) = &tile {
+        image = plan.band_input(&image, h, w, band);
+    }
     let relu_batch = tr.lead.batch;
     let work = Work::Cnn(CnnJob {
         plan,
         job: is.job,
         image,
         relu_batch,
+        tile,
     });
     assemble(f, mh, ih, t, "per-job".into(), work)
 }
@@ -124,8 +141,30 @@ impl CnnJob {
     /// What the protocol's progress counts: every layer's output rows, layer after layer
     /// (rows of the frame's sub-images).
     pub(super) fn steps(&self) -> usize {
-        let (h, w) = (self.job.height, self.job.width);
+        let (h, w) = (self.rows(), self.job.width);
         self.plan.layers.len() * self.plan.frame.stack_dims(h, w).0
+    }
+
+    /// Rows of the image this job runs on: the band's for a tile.
+    fn rows(&self) -> usize {
+        self.tile
+            .as_ref()
+            .map_or(self.job.height, |(_, b)| b.height())
+    }
+
+    /// What the output share's header says of the tile: which one, and the image rows its
+    /// canvas holds.
+    pub(super) fn tile_info(&self) -> Vec<(String, String)> {
+        match &self.tile {
+            None => Vec::new(),
+            Some((t, b)) => vec![
+                ("tile".into(), t.label()),
+                (
+                    "rows".into(),
+                    format!("{}..{}", b.output.start, b.output.end),
+                ),
+            ],
+        }
     }
 }
 
@@ -139,7 +178,7 @@ impl super::Runs for CnnJob {
         engine: &mut dyn Nonlinear,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(OutputShare, Report)> {
-        let (h, w) = (self.job.height, self.job.width);
+        let (h, w) = (self.rows(), self.job.width);
         let inputs = CnnJobInputs {
             party,
             plan: &self.plan,
@@ -151,7 +190,15 @@ impl super::Runs for CnnJob {
             weights: Weights::PerJob,
             relu_batch: self.relu_batch,
         };
-        let (canvas, report) = cnn::run(ch, inputs, engine, &mut |d, _| progress(d))?;
+        let (mut canvas, report) = cnn::run(ch, inputs, engine, &mut |d, _| progress(d))?;
+        // A tile keeps its own rows of the band (the halo's are not exact).
+        let h = match &self.tile {
+            Some((_, band)) => {
+                canvas = self.plan.band_output(&canvas, w, band);
+                band.output.len()
+            }
+            None => h,
+        };
         // The output is image-sized: a geometry of 1x1 "patches" at stride 1 (canvas = image,
         // every weight 1), so the receiver's checks apply unchanged.
         let one = PatchShape {

@@ -62,6 +62,12 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     }
     let engine_kind = tr.lead.engine;
     check_engine(&f, th, engine_kind)?;
+    if let Some(t) = th.info("tile") {
+        bail!(
+            "{}: names tile {t}, but MLP jobs run in one piece (tiles are for CNN jobs)",
+            f.triplets.display()
+        );
+    }
     // What the dealer had to make for this engine and these activations (the boolean
     // engine's circuits recorded once): checked against the file's header and length below.
     let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);

@@ -88,6 +88,8 @@ pub struct Finished {
     pub engine_kind: EngineKind,
     /// What the report's count counts ("patches" or "pixels").
     pub unit: &'static str,
+    /// A tile's header facts (which tile, which rows), for the receiver.
+    tile_info: Vec<(String, String)>,
 }
 
 /// Loads and checks everything a job needs from party `files.party`'s files.
@@ -125,6 +127,10 @@ impl ReadyJob {
             Work::Mlp(m) => (m.as_ref(), None, "patches"),
             Work::Cnn(c) => (c, Some(crate::formats::bodies::CNN), "pixels"),
         };
+        let tile_info = match &self.work {
+            Work::Mlp(_) => Vec::new(),
+            Work::Cnn(c) => c.tile_info(),
+        };
         let (out, report) = work.run(
             ch,
             self.party,
@@ -141,6 +147,7 @@ impl ReadyJob {
             report,
             engine_kind: self.engine_kind,
             unit,
+            tile_info,
         })
     }
 }
@@ -162,6 +169,7 @@ impl Finished {
         if let Some(n) = self.network {
             h.info.push((NETWORK.into(), n.into()));
         }
+        h.info.extend(self.tile_info.iter().cloned());
         container::write(path, &h, &self.out, to)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(std::fs::metadata(path)
