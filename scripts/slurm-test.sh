@@ -68,14 +68,16 @@ say "sharing the model and the noisy $IMAGE (sigma $SIGMA)"
 say "model set-up: gen-model-mask, open-weights"
 "$BIN" gen-model-mask --model "$W/model.pub" --out "$W/mask" "${TO[@]}" >/dev/null
 link() { echo --key "$K/s$1.key" --cert "$K/s$1.crt" --peer-cert "$K/s$((1 - $1)).crt"; }
+pids=()
 for p in 0 1; do
     # shellcheck disable=SC2046 # link's words are paths without spaces (ours)
     "$BIN" open-weights --party $p --model "$W/model.p$p" --mask "$W/mask.p$p" \
         --identity "$K/s$p.age-identity" $(link $p) --addr "127.0.0.1:$((PORT_BASE - 1))" \
         --state-dir "$W/state-s$p" --out "$W/weights.p$p" >"$W/logs/open-weights-s$p.log" 2>&1 &
+    pids+=($!)
 done
-wait %1 || fail "open-weights S0 (see $W/logs/open-weights-s0.log)"
-wait %2 || fail "open-weights S1 (see $W/logs/open-weights-s1.log)"
+wait "${pids[0]}" || fail "open-weights S0 (see $W/logs/open-weights-s0.log)"
+wait "${pids[1]}" || fail "open-weights S1 (see $W/logs/open-weights-s1.log)"
 
 say "the plaintext fixed-point oracle"
 "$BIN" denoise --arith fixed --image "$W/noisy.png" --sigma $SIGMA --out "$W/oracle.png" >/dev/null
@@ -94,9 +96,18 @@ submit() {
             PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$W/rdv/$name" PPD_RUN="$run" \
             PPD_PORT_BASE="$PORT_BASE" PPD_TIMEOUT=300 PPDENOISE_PROGRESS_SECS=0 \
             sbatch --parsable --array="$array" --job-name="ppd-$name-s$p" \
-            --output="$W/logs/$name-s$p-%a-%j.log" slurm/serve.sbatch)")
+            --output="$W/logs/$name-s$p-%a-%A.log" slurm/serve.sbatch)")
     done
+    [[ ${ids[0]} =~ ^[0-9]+$ && ${ids[1]} =~ ^[0-9]+$ ]] || fail "sbatch failed for $name"
     echo "${ids[*]}"
+}
+
+# submit, with both job ids in J0 and J1 (a failed sbatch stops the test here, not later).
+submit_pair() {
+    local ids
+    ids=$(submit "$@") || exit 1
+    read -r J0 J1 <<<"$ids"
+    say "$1: S0 job $J0, S1 job $J1 (array $2)"
 }
 
 # Waits until none of the given jobs is pending or running.
@@ -184,14 +195,14 @@ gen_onepiece() {
 mkdir -p "$W/one"
 gen_onepiece
 say "one-piece job: submitting S0's and S1's 1-task arrays"
-read -r J0 J1 < <(submit one 0 one-1 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}")
+submit_pair one 0 one-1 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}"
 if [[ $TILES -eq 0 ]]; then
     # The kill-and-re-run check on the one-piece job itself until tiles exist.
     kill_mid_run "$J0" "$J1" 0 "$W/logs/one" "$W/one/out.p0" "$W/one/out.p1"
     expect_burned "$W/one/triplets.p0"
     gen_onepiece
     say "re-running the job with fresh triplets"
-    read -r J0 J1 < <(submit one 0 one-2 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}")
+    submit_pair one 0 one-2 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}"
 fi
 wait_jobs "$J0" "$J1"
 expect_completed "$J0" 0
@@ -207,8 +218,8 @@ if [[ $TILES -gt 0 ]]; then
     "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" \
         --tiles "$TILES" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
     say "$TILES-tile job: submitting S0's and S1's $TILES-task arrays"
-    read -r J0 J1 < <(submit tiles "0-$((TILES - 1))" tiles-1 "$W/image.p{p}" \
-        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}")
+    submit_pair tiles "0-$((TILES - 1))" tiles-1 "$W/image.p{p}" \
+        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}"
     kill_mid_run "$J0" "$J1" "$KILL_TILE" "$W/logs/tiles" \
         "$W/tiles/out.t$KILL_TILE.p0" "$W/tiles/out.t$KILL_TILE.p1"
     others=()
@@ -219,8 +230,8 @@ if [[ $TILES -gt 0 ]]; then
     say "re-running tile $KILL_TILE with fresh triplets"
     "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" \
         --tiles "$TILES" --tile "$KILL_TILE" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
-    read -r J0 J1 < <(submit tiles "$KILL_TILE" tiles-2 "$W/image.p{p}" \
-        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}")
+    submit_pair tiles "$KILL_TILE" tiles-2 "$W/image.p{p}" \
+        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}"
     wait_jobs "$J0" "$J1"
     expect_completed "$J0" "$KILL_TILE"
     expect_completed "$J1" "$KILL_TILE"
@@ -248,8 +259,8 @@ if [[ $STUDY -gt 0 ]]; then
             --out "$d/triplets" "${TO[@]}" >/dev/null
         "$BIN" denoise --arith fixed --image "$d/noisy.png" --sigma $SIGMA --out "$d/oracle.png" >/dev/null
     done
-    read -r J0 J1 < <(submit study "0-$((STUDY - 1))" study-1 "$W/study/slice{i}/image.p{p}" \
-        "$W/study/slice{i}/triplets.p{p}" "$W/study/slice{i}/out.p{p}")
+    submit_pair study "0-$((STUDY - 1))" study-1 "$W/study/slice{i}/image.p{p}" \
+        "$W/study/slice{i}/triplets.p{p}" "$W/study/slice{i}/out.p{p}"
     wait_jobs "$J0" "$J1"
     for ((i = 0; i < STUDY; i++)); do
         expect_completed "$J0" "$i"
