@@ -27,6 +27,9 @@ STUDY=${SLURM_TEST_STUDY:-3}
 STUDY_IMAGE=${SLURM_TEST_STUDY_IMAGE:-builtin:phantom:64}
 PORT_BASE=${SLURM_TEST_PORT_BASE:-17455}
 WAIT_SECS=${SLURM_TEST_WAIT:-900}
+# Small batches: more rounds, so a task is seen running (a progress line per batch) well before
+# it ends, and the kill lands mid-run. The result does not depend on the batch size.
+BATCH=(--batch "${SLURM_TEST_BATCH:-64}")
 T0=$SECONDS
 
 say() { printf '[slurm-test %4ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
@@ -189,7 +192,7 @@ same() { python3 scripts/png-equal.py "$1" "$2" >&2 || fail "$3"; }
 
 # --- 1. the one-piece job ------------------------------------------------------------------
 gen_onepiece() {
-    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" \
+    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
         --out "$W/one/triplets" "${TO[@]}" >/dev/null
 }
 mkdir -p "$W/one"
@@ -215,7 +218,7 @@ say "one-piece job through Slurm == the fixed-point oracle"
 # --- 2. K tiles (the tile CLI: gen-triplets --tiles K [--tile I], out.t<I>.p<P>) -------------
 if [[ $TILES -gt 0 ]]; then
     mkdir -p "$W/tiles"
-    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" \
+    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
         --tiles "$TILES" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
     say "$TILES-tile job: submitting S0's and S1's $TILES-task arrays"
     submit_pair tiles "0-$((TILES - 1))" tiles-1 "$W/image.p{p}" \
@@ -228,7 +231,7 @@ if [[ $TILES -gt 0 ]]; then
     expect_completed "$J1" "${others[@]}"
     expect_burned "$W/tiles/triplets.t$KILL_TILE.p0"
     say "re-running tile $KILL_TILE with fresh triplets"
-    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" \
+    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
         --tiles "$TILES" --tile "$KILL_TILE" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
     submit_pair tiles "$KILL_TILE" tiles-2 "$W/image.p{p}" \
         "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}"
@@ -255,7 +258,7 @@ if [[ $STUDY -gt 0 ]]; then
         mkdir -p "$d"
         "$BIN" add-noise --image "$STUDY_IMAGE" --sigma $SIGMA --seed $((100 + i)) --out "$d/noisy.png" >/dev/null
         "$BIN" share-image --image "$d/noisy.png" --sigma $SIGMA --out "$d/image" "${TO[@]}" >/dev/null
-        "$BIN" gen-triplets --model "$W/model.pub" --image "$d/image.pub" --model-mask "$W/mask.dealer" \
+        "$BIN" gen-triplets --model "$W/model.pub" --image "$d/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
             --out "$d/triplets" "${TO[@]}" >/dev/null
         "$BIN" denoise --arith fixed --image "$d/noisy.png" --sigma $SIGMA --out "$d/oracle.png" >/dev/null
     done
