@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m clean
+.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate clean
 
 build:
 	$(CARGO) build --release
@@ -138,6 +138,18 @@ bench-kernels: build
 # an ulp.
 rescaling-10m:
 	$(CARGO) test --release --test rescaling -- --ignored --nocapture ten_million
+
+# The pipeline through a real single-node Slurm cluster started on this machine (root; installs
+# slurm-wlm and munge from the distribution's packages when missing): the one-piece job, a
+# study, a task killed mid-run and re-run with fresh triplets, all equal to the oracle; the
+# cluster is stopped afterwards (scripts/slurm-test.sh, docs/scale-out.md). A few minutes.
+slurm-test: build
+	scripts/slurm-test.sh
+
+# The Kubernetes manifests in k8s/ against the Kubernetes schema (PyPI's kubernetes-validate in
+# its own venv under out/): not part of `make test`, it needs PyPI.
+k8s-validate:
+	scripts/k8s-validate.sh
 
 clean:
 	rm -rf out

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# A throw-away single-node Slurm cluster on this machine, for `make slurm-test`.
+#
+#   scripts/slurm-cluster.sh up      install (if missing) and start munged, slurmctld, slurmd
+#   scripts/slurm-cluster.sh down    stop what `up` started (by its pid files)
+#   scripts/slurm-cluster.sh env     print the `export SLURM_CONF=...` line for clients
+#   scripts/slurm-cluster.sh status  sinfo, squeue
+#
+# Everything lives in one scratch folder (SLURM_SCRATCH, default out/slurm-cluster): config,
+# state, spool, logs, pid files, and munge's own key and socket, so nothing in /etc is touched
+# and a munged or Slurm that the machine already runs is left alone. Non-default ports
+# (SLURM_CTLD_PORT, SLURM_D_PORT) avoid clashing with one. Safe to re-run: `up` on a running
+# cluster only waits for the node, `down` on a stopped one does nothing.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SCRATCH=${SLURM_SCRATCH:-$PWD/out/slurm-cluster}
+CTLD_PORT=${SLURM_CTLD_PORT:-16817}
+D_PORT=${SLURM_D_PORT:-16818}
+CPUS=${SLURM_CPUS:-$(nproc)}
+NODE=$(hostname)
+CONF=$SCRATCH/slurm.conf
+MUNGE_DIR=$SCRATCH/munge
+MUNGE_SOCKET=$MUNGE_DIR/munge.socket
+
+log() { echo "slurm-cluster: $*" >&2; }
+
+# Live pid from a pid file (empty when the file is missing or the process is gone).
+live_pid() {
+    local f=$1 pid
+    [[ -s $f ]] || return 0
+    pid=$(<"$f")
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+}
+
+install_packages() {
+    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+        && command -v sbatch >/dev/null && command -v munged >/dev/null; then
+        return
+    fi
+    log "installing slurm-wlm and munge from the distribution's packages"
+    [[ $(id -u) -eq 0 ]] || { log "need root to install packages"; exit 1; }
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+}
+
+write_config() {
+    mkdir -p "$SCRATCH"/{state,spool,log,run}
+    # proctrack/linuxproc and task/none: no cgroups, which a container may not give us.
+    # OverSubscribe=FORCE:4: both parties of every tile pair (and a re-run) share the cores;
+    # a pair's S0 must never wait in the queue for a slot its S1 would need.
+    cat >"$CONF.tmp" <<EOF
+ClusterName=ppdenoise
+SlurmctldHost=$NODE
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$D_PORT
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
+CredType=cred/munge
+StateSaveLocation=$SCRATCH/state
+SlurmdSpoolDir=$SCRATCH/spool
+SlurmctldPidFile=$SCRATCH/run/slurmctld.pid
+SlurmdPidFile=$SCRATCH/run/slurmd.pid
+SlurmctldLogFile=$SCRATCH/log/slurmctld.log
+SlurmdLogFile=$SCRATCH/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+ReturnToService=2
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+JobAcctGatherType=jobacct_gather/none
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=5
+MinJobAge=300
+NodeName=$NODE CPUs=$CPUS State=UNKNOWN
+PartitionName=main Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+EOF
+    mv "$CONF.tmp" "$CONF"
+}
+
+start_munge() {
+    if [[ -n $(live_pid "$MUNGE_DIR/munged.pid") ]]; then return; fi
+    # munged refuses keys and sockets in folders others could write: its own folder, 0700,
+    # owned by the user it runs as (munge if that user exists, as the package sets it up).
+    local user=root
+    id munge >/dev/null 2>&1 && user=munge
+    mkdir -p "$MUNGE_DIR"
+    if [[ ! -s $MUNGE_DIR/munge.key ]]; then
+        log "creating a munge key"
+        head -c 1024 /dev/urandom >"$MUNGE_DIR/munge.key"
+    fi
+    chown -R "$user" "$MUNGE_DIR"
+    chmod 0700 "$MUNGE_DIR"
+    chmod 0400 "$MUNGE_DIR/munge.key"
+    rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    local args=(--key-file "$MUNGE_DIR/munge.key" --socket "$MUNGE_SOCKET"
+        --pid-file "$MUNGE_DIR/munged.pid" --log-file "$MUNGE_DIR/munged.log"
+        --seed-file "$MUNGE_DIR/munged.seed")
+    # The scratch folder's parents may be group-writable here; --force accepts that (the key
+    # is still readable by its owner only).
+    if [[ $user == root ]]; then
+        munged --force "${args[@]}"
+    else
+        runuser -u munge -- munged --force "${args[@]}"
+    fi
+    for _ in $(seq 50); do
+        [[ -S $MUNGE_SOCKET ]] && break
+        sleep 0.1
+    done
+    munge -S "$MUNGE_SOCKET" -n | unmunge -S "$MUNGE_SOCKET" >/dev/null \
+        || { log "munge does not work; see $MUNGE_DIR/munged.log"; exit 1; }
+}
+
+wait_idle() {
+    local state=""
+    for _ in $(seq 60); do
+        state=$(SLURM_CONF=$CONF sinfo -h -n "$NODE" -o %t 2>/dev/null || true)
+        case $state in
+        idle* | mix* | alloc*) log "node $NODE is $state (SLURM_CONF=$CONF)"; return ;;
+        esac
+        sleep 1
+    done
+    log "node $NODE did not come up (state '${state}'); logs in $SCRATCH/log"
+    exit 1
+}
+
+up() {
+    install_packages
+    write_config
+    start_munge
+    if [[ -z $(live_pid "$SCRATCH/run/slurmctld.pid") ]]; then
+        # -i: ignore state left by an earlier cluster in this scratch folder.
+        slurmctld -f "$CONF" -i
+    fi
+    if [[ -z $(live_pid "$SCRATCH/run/slurmd.pid") ]]; then
+        slurmd -f "$CONF"
+    fi
+    wait_idle
+}
+
+# Stops one daemon by its pid file: TERM, then KILL if it is still there after 10 s.
+stop() {
+    local f=$1 name=$2 pid
+    pid=$(live_pid "$f")
+    [[ -n $pid ]] || { rm -f "$f"; return 0; }
+    log "stopping $name ($pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+    rm -f "$f"
+}
+
+down() {
+    if [[ -f $CONF && -n $(live_pid "$SCRATCH/run/slurmctld.pid") ]]; then
+        # Jobs first, so that no slurmstepd or ppdenoise outlives the cluster (not --full: that
+        # signals the batch shell alone and orphans its children under linuxproc).
+        SLURM_CONF=$CONF scancel --quiet --user "$(id -un)" 2>/dev/null || true
+        for _ in $(seq 30); do
+            [[ -z $(SLURM_CONF=$CONF squeue -h 2>/dev/null) ]] && break
+            sleep 1
+        done
+    fi
+    stop "$SCRATCH/run/slurmd.pid" slurmd
+    stop "$SCRATCH/run/slurmctld.pid" slurmctld
+    stop "$MUNGE_DIR/munged.pid" munged
+}
+
+case ${1:-} in
+up) up ;;
+down) down ;;
+env) echo "export SLURM_CONF=$CONF" ;;
+status) SLURM_CONF=$CONF sinfo && SLURM_CONF=$CONF squeue ;;
+*)
+    echo "usage: $0 up|down|env|status" >&2
+    exit 2
+    ;;
+esac

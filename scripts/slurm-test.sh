@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# make slurm-test: the secure pipeline through a real (single-node) Slurm cluster.
+#
+# Brings up scripts/slurm-cluster.sh, then, with slurm/serve.sbatch submitted once per party:
+#   1. the one-piece job (a 1-task array per party), result == the plaintext fixed-point oracle;
+#   2. with SLURM_TEST_TILES=K (K > 0): the same job as K tiles, one array task per tile;
+#   3. with SLURM_TEST_STUDY=N (N > 0): a study of N slices, one array task per slice;
+# and in the last of 1./2. one S0 task is cancelled mid-run: its burned triplets must be
+# refused, and the re-run with fresh ones (gen-triplets again) must complete the job. Every
+# result is compared pixel by pixel with the oracle, the tiled one also with the one-piece
+# result (16-bit). Shuts the cluster down whatever happens; exits non-zero on any failure.
+#
+# Settings (environment): SLURM_TEST_IMAGE (builtin:phantom:96), SLURM_TEST_TILES (0 until the
+# tile CLI is on main), SLURM_TEST_KILL_TILE (1), SLURM_TEST_STUDY (3), SLURM_TEST_KEEP=1
+# leaves the cluster up, SLURM_TEST_DIR (out/slurm-test).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${BIN:-$ROOT/target/release/ppdenoise}
+W=${SLURM_TEST_DIR:-$ROOT/out/slurm-test}
+IMAGE=${SLURM_TEST_IMAGE:-builtin:phantom:96}
+SIGMA=25
+TILES=${SLURM_TEST_TILES:-0}
+KILL_TILE=${SLURM_TEST_KILL_TILE:-1}
+STUDY=${SLURM_TEST_STUDY:-3}
+STUDY_IMAGE=${SLURM_TEST_STUDY_IMAGE:-builtin:phantom:64}
+PORT_BASE=${SLURM_TEST_PORT_BASE:-17455}
+WAIT_SECS=${SLURM_TEST_WAIT:-900}
+# Small batches: more rounds, so a task is seen running (a progress line per batch) well before
+# it ends, and the kill lands mid-run. The result does not depend on the batch size.
+BATCH=(--batch "${SLURM_TEST_BATCH:-64}")
+T0=$SECONDS
+
+say() { printf '[slurm-test %4ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
+fail() {
+    say "FAIL: $*"
+    exit 1
+}
+
+[[ -x $BIN ]] || fail "$BIN is missing: cargo build --release first"
+[[ $TILES -eq 0 || $KILL_TILE -lt $TILES ]] || fail "SLURM_TEST_KILL_TILE=$KILL_TILE is not a tile of $TILES"
+
+cleanup() {
+    local rc=$?
+    if [[ ${SLURM_TEST_KEEP:-} == 1 ]]; then
+        say "cluster left up (SLURM_TEST_KEEP=1): scripts/slurm-cluster.sh down stops it"
+    else
+        scripts/slurm-cluster.sh down || rc=1
+    fi
+    if [[ $rc -eq 0 ]]; then say "PASS (${SECONDS}s)"; else say "FAILED (exit $rc); logs in $W/logs"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+
+scripts/slurm-cluster.sh up
+eval "$(scripts/slurm-cluster.sh env)"
+
+# --- the parties' keys and the one-off inputs, as the README's pipeline by hand --------------
+rm -rf "$W"
+mkdir -p "$W"/{keys,logs,rdv}
+K=$W/keys
+for n in s0 s1 rx; do "$BIN" keygen --name "$n" --out-dir "$K" >/dev/null; done
+TO=(--to-s0 "$K/s0.age-recipient" --to-s1 "$K/s1.age-recipient")
+say "sharing the model and the noisy $IMAGE (sigma $SIGMA)"
+"$BIN" share-model --model fixtures/default-model.npz --out "$W/model" "${TO[@]}" >/dev/null
+"$BIN" add-noise --image "$IMAGE" --sigma $SIGMA --seed 1 --out "$W/noisy.png" >/dev/null
+"$BIN" share-image --image "$W/noisy.png" --sigma $SIGMA --out "$W/image" "${TO[@]}" >/dev/null
+
+# Once per model: the dealer's weight mask, opened by both servers (two local processes).
+say "model set-up: gen-model-mask, open-weights"
+"$BIN" gen-model-mask --model "$W/model.pub" --out "$W/mask" "${TO[@]}" >/dev/null
+link() { echo --key "$K/s$1.key" --cert "$K/s$1.crt" --peer-cert "$K/s$((1 - $1)).crt"; }
+pids=()
+for p in 0 1; do
+    # shellcheck disable=SC2046 # link's words are paths without spaces (ours)
+    "$BIN" open-weights --party $p --model "$W/model.p$p" --mask "$W/mask.p$p" \
+        --identity "$K/s$p.age-identity" $(link $p) --addr "127.0.0.1:$((PORT_BASE - 1))" \
+        --state-dir "$W/state-s$p" --out "$W/weights.p$p" >"$W/logs/open-weights-s$p.log" 2>&1 &
+    pids+=($!)
+done
+wait "${pids[0]}" || fail "open-weights S0 (see $W/logs/open-weights-s0.log)"
+wait "${pids[1]}" || fail "open-weights S1 (see $W/logs/open-weights-s1.log)"
+
+say "the plaintext fixed-point oracle"
+"$BIN" denoise --arith fixed --image "$W/noisy.png" --sigma $SIGMA --out "$W/oracle.png" >/dev/null
+
+# --- Slurm --------------------------------------------------------------------------------
+# submit NAME ARRAY RUNKEY IMAGE TRIPLETS OUT: both parties' arrays (each organisation's own
+# sbatch), every path a template of slurm/serve.sbatch ("{i}" tile/slice, "{p}" party).
+# Prints "JOBID_S0 JOBID_S1".
+submit() {
+    local name=$1 array=$2 run=$3 image=$4 triplets=$5 out=$6 p ids=()
+    for p in 0 1; do
+        ids+=("$(env PPD_PARTY=$p PPD_BIN="$BIN" PPD_MODEL="$W/model.p{p}" PPD_IMAGE="$image" \
+            PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$W/weights.p{p}" \
+            PPD_KEY="$K/s$p.key" PPD_CERT="$K/s$p.crt" PPD_PEER_CERT="$K/s$((1 - p)).crt" \
+            PPD_IDENTITY="$K/s$p.age-identity" PPD_OUT_TO="$K/rx.age-recipient" \
+            PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$W/rdv/$name" PPD_RUN="$run" \
+            PPD_PORT_BASE="$PORT_BASE" PPD_TIMEOUT=300 PPDENOISE_PROGRESS_SECS=0 \
+            sbatch --parsable --array="$array" --job-name="ppd-$name-s$p" \
+            --output="$W/logs/$name-s$p-%a-%A.log" slurm/serve.sbatch)")
+    done
+    [[ ${ids[0]} =~ ^[0-9]+$ && ${ids[1]} =~ ^[0-9]+$ ]] || fail "sbatch failed for $name"
+    echo "${ids[*]}"
+}
+
+# submit, with both job ids in J0 and J1 (a failed sbatch stops the test here, not later).
+submit_pair() {
+    local ids
+    ids=$(submit "$@") || exit 1
+    read -r J0 J1 <<<"$ids"
+    say "$1: S0 job $J0, S1 job $J1 (array $2)"
+}
+
+# Waits until none of the given jobs is pending or running.
+wait_jobs() {
+    local deadline=$((SECONDS + WAIT_SECS)) ids
+    ids=$(tr ' ' ',' <<<"$*")
+    while [[ -n $(squeue -h -j "$ids" 2>/dev/null) ]]; do
+        ((SECONDS < deadline)) || fail "jobs $* still running after ${WAIT_SECS}s"
+        sleep 2
+    done
+}
+
+# State of array task I of job J (COMPLETED, FAILED, CANCELLED, ...).
+task_state() {
+    scontrol -o show job "$1" 2>/dev/null \
+        | awk -v t="$2" '{s=""; a=""; for (i=1;i<=NF;i++) { if ($i ~ /^ArrayTaskId=/) a=substr($i,13); if ($i ~ /^JobState=/) s=substr($i,10) } if (a==t) print s}'
+}
+
+expect_completed() { # JOB TASKS...
+    local j=$1 t s
+    shift
+    for t in "$@"; do
+        s=$(task_state "$j" "$t")
+        [[ $s == COMPLETED ]] || fail "job ${j}_$t ended $s (log: $(ls "$W"/logs/*-"$t"-"$j".log 2>/dev/null))"
+    done
+}
+
+# Cancels S0's task T of job J once its protocol is running (its first progress line comes
+# after the link is up), and checks that the tile then has no output share.
+kill_mid_run() { # J0 J1 T LOGPREFIX OUT0 OUT1
+    local j0=$1 j1=$2 t=$3 log0="$4-s0-$3-$1.log" deadline=$((SECONDS + 300))
+    until grep -qs '^serve S0' "$log0"; do
+        [[ -z $(squeue -h -j "${j0}_$t" 2>/dev/null) ]] && fail "${j0}_$t ended before it could be killed mid-run (make the image larger)"
+        ((SECONDS < deadline)) || fail "${j0}_$t never started its protocol"
+        sleep 0.2
+    done
+    say "cancelling S0's task ${j0}_$t mid-run: $(grep '^serve S0' "$log0" | tail -1)"
+    scancel "${j0}_$t"
+    # The surviving S1 must give up by itself once its peer is gone.
+    deadline=$((SECONDS + 120))
+    while [[ -n $(squeue -h -j "${j1}_$t" 2>/dev/null) ]]; do
+        ((SECONDS < deadline)) || fail "S1's task ${j1}_$t still runs 120 s after its peer died"
+        sleep 1
+    done
+    wait_jobs "$j0" "$j1"
+    local s0 s1
+    s0=$(task_state "$j0" "$t")
+    s1=$(task_state "$j1" "$t")
+    say "killed pair of task $t: S0 $s0, S1 $s1"
+    [[ $s0 == CANCELLED* && $s1 == FAILED ]] || fail "expected S0 CANCELLED and S1 FAILED, got $s0 and $s1"
+    [[ ! -e $5 && ! -e $6 ]] || fail "a killed task left an output share ($5 / $6)"
+}
+
+# The burned triplets must be refused before anything reaches the network.
+expect_burned() { # TRIPLETS_P0
+    local log=$W/logs/burned-check.log
+    # shellcheck disable=SC2046
+    if "$BIN" serve --party 0 --model "$W/model.p0" --image "$W/image.p0" --triplets "$1" \
+        --weights "$W/weights.p0" --identity "$K/s0.age-identity" $(link 0) \
+        --addr "127.0.0.1:$((PORT_BASE - 2))" --timeout 5 --state-dir "$W/state-s0" \
+        --out-to "$K/rx.age-recipient" --out "$W/burned.p0" --quiet >"$log" 2>&1; then
+        fail "serve accepted the burned triplets $1"
+    fi
+    grep -q "already consumed" "$log" || fail "burned triplets refused for another reason: $(cat "$log")"
+    say "the burned triplets are refused: $(grep -o 'already consumed[^;]*' "$log" | head -1)"
+}
+
+reconstruct() { # OUT.png BITS SHARE0S... -- SHARE1S...
+    local out=$1 bits=$2 s0=() s1=()
+    shift 2
+    while [[ $1 != -- ]]; do s0+=("$1"); shift; done
+    shift
+    s1=("$@")
+    "$BIN" reconstruct --share0 "${s0[@]}" --share1 "${s1[@]}" --identity "$K/rx.age-identity" \
+        --bit-depth "$bits" --out "$out" >/dev/null
+}
+
+same() { python3 scripts/png-equal.py "$1" "$2" >&2 || fail "$3"; }
+
+# --- 1. the one-piece job ------------------------------------------------------------------
+gen_onepiece() {
+    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
+        --out "$W/one/triplets" "${TO[@]}" >/dev/null
+}
+mkdir -p "$W/one"
+gen_onepiece
+say "one-piece job: submitting S0's and S1's 1-task arrays"
+submit_pair one 0 one-1 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}"
+if [[ $TILES -eq 0 ]]; then
+    # The kill-and-re-run check on the one-piece job itself until tiles exist.
+    kill_mid_run "$J0" "$J1" 0 "$W/logs/one" "$W/one/out.p0" "$W/one/out.p1"
+    expect_burned "$W/one/triplets.p0"
+    gen_onepiece
+    say "re-running the job with fresh triplets"
+    submit_pair one 0 one-2 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}"
+fi
+wait_jobs "$J0" "$J1"
+expect_completed "$J0" 0
+expect_completed "$J1" 0
+reconstruct "$W/one.png" 8 "$W/one/out.p0" -- "$W/one/out.p1"
+reconstruct "$W/one16.png" 16 "$W/one/out.p0" -- "$W/one/out.p1"
+same "$W/one.png" "$W/oracle.png" "the one-piece Slurm result differs from the oracle"
+say "one-piece job through Slurm == the fixed-point oracle"
+
+# --- 2. K tiles (the tile CLI: gen-triplets --tiles K [--tile I], out.t<I>.p<P>) -------------
+if [[ $TILES -gt 0 ]]; then
+    mkdir -p "$W/tiles"
+    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
+        --tiles "$TILES" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
+    say "$TILES-tile job: submitting S0's and S1's $TILES-task arrays"
+    submit_pair tiles "0-$((TILES - 1))" tiles-1 "$W/image.p{p}" \
+        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}"
+    kill_mid_run "$J0" "$J1" "$KILL_TILE" "$W/logs/tiles" \
+        "$W/tiles/out.t$KILL_TILE.p0" "$W/tiles/out.t$KILL_TILE.p1"
+    others=()
+    for ((t = 0; t < TILES; t++)); do [[ $t -eq $KILL_TILE ]] || others+=("$t"); done
+    expect_completed "$J0" "${others[@]}"
+    expect_completed "$J1" "${others[@]}"
+    expect_burned "$W/tiles/triplets.t$KILL_TILE.p0"
+    say "re-running tile $KILL_TILE with fresh triplets"
+    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
+        --tiles "$TILES" --tile "$KILL_TILE" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
+    submit_pair tiles "$KILL_TILE" tiles-2 "$W/image.p{p}" \
+        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}"
+    wait_jobs "$J0" "$J1"
+    expect_completed "$J0" "$KILL_TILE"
+    expect_completed "$J1" "$KILL_TILE"
+    s0=() s1=()
+    for ((t = 0; t < TILES; t++)); do
+        s0+=("$W/tiles/out.t$t.p0")
+        s1+=("$W/tiles/out.t$t.p1")
+    done
+    reconstruct "$W/tiles.png" 8 "${s0[@]}" -- "${s1[@]}"
+    reconstruct "$W/tiles16.png" 16 "${s0[@]}" -- "${s1[@]}"
+    same "$W/tiles16.png" "$W/one16.png" "the $TILES-tile result differs from the one-piece result"
+    same "$W/tiles.png" "$W/oracle.png" "the $TILES-tile result differs from the oracle"
+    say "$TILES-tile job through Slurm == the one-piece job == the oracle"
+fi
+
+# --- 3. a study: one job per slice, one array task per slice ---------------------------------
+if [[ $STUDY -gt 0 ]]; then
+    say "study of $STUDY slices ($STUDY_IMAGE, each its own noise): sharing, triplets"
+    for ((i = 0; i < STUDY; i++)); do
+        d=$W/study/slice$i
+        mkdir -p "$d"
+        "$BIN" add-noise --image "$STUDY_IMAGE" --sigma $SIGMA --seed $((100 + i)) --out "$d/noisy.png" >/dev/null
+        "$BIN" share-image --image "$d/noisy.png" --sigma $SIGMA --out "$d/image" "${TO[@]}" >/dev/null
+        "$BIN" gen-triplets --model "$W/model.pub" --image "$d/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
+            --out "$d/triplets" "${TO[@]}" >/dev/null
+        "$BIN" denoise --arith fixed --image "$d/noisy.png" --sigma $SIGMA --out "$d/oracle.png" >/dev/null
+    done
+    submit_pair study "0-$((STUDY - 1))" study-1 "$W/study/slice{i}/image.p{p}" \
+        "$W/study/slice{i}/triplets.p{p}" "$W/study/slice{i}/out.p{p}"
+    wait_jobs "$J0" "$J1"
+    for ((i = 0; i < STUDY; i++)); do
+        expect_completed "$J0" "$i"
+        expect_completed "$J1" "$i"
+        d=$W/study/slice$i
+        reconstruct "$d/denoised.png" 8 "$d/out.p0" -- "$d/out.p1"
+        same "$d/denoised.png" "$d/oracle.png" "study slice $i differs from its oracle"
+    done
+    say "study of $STUDY slices through Slurm: every slice == its oracle"
+fi
