@@ -1044,3 +1044,25 @@ fn tiles_of_an_mlp_job_are_refused() {
     );
     assert!(!d.path("t.t0.p0").exists() && !d.path("t.p0").exists());
 }
+
+/// `fixtures/tiny-cnn.npz` (the small CNN of `make slurm-test`'s tiles: random weights, no
+/// third-party data) is the seeded random CNN below; `PPDENOISE_WRITE_FIXTURES=1` rewrites it.
+#[test]
+fn tiny_cnn_fixture_is_the_seeded_random_cnn() {
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: true,
+    };
+    let want = random_cnn(&[1, 8, 8, 8, 1], 3, 2027, meta);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-cnn.npz");
+    if std::env::var("PPDENOISE_WRITE_FIXTURES").as_deref() == Ok("1") {
+        want.save(&path).unwrap();
+    }
+    let got = Cnn::load(&path).unwrap();
+    assert_eq!(got.convs.len(), want.convs.len());
+    for (g, w) in got.convs.iter().zip(&want.convs) {
+        assert_eq!((g.cin, g.cout, g.k), (w.cin, w.cout, w.k));
+        assert_eq!((&g.w, &g.b), (&w.w, &w.b));
+    }
+    assert!(got.meta.residual && got.meta.sigma == 25.0);
+}
