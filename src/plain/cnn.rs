@@ -349,9 +349,11 @@ impl Cnn {
         let stack = self.frame.stack_input(&input, map, h, w);
         let (sh, sw) = self.frame.stack_dims(h, w);
         let mut x: Vec<f32> = stack.iter().map(|&v| v as f32).collect();
+        let mut next = Vec::new();
         let last = self.convs.len() - 1;
         for (l, c) in self.convs.iter().enumerate() {
-            x = conv_float(c, &x, sh, sw, l < last);
+            conv_float(c, &x, sh, sw, l < last, &mut next);
+            std::mem::swap(&mut x, &mut next);
         }
         let mut x: Vec<f64> = x.into_iter().map(f64::from).collect();
         if self.meta.residual {
@@ -379,36 +381,28 @@ pub fn describe_frame(f: &Frame) -> String {
     }
 }
 
-/// One float convolution of a channel-major map, with ReLU when `relu`: row blocks in
-/// parallel, each an f32 product through ndarray (matrixmultiply) on its thread.
-fn conv_float(c: &Conv, x: &[f32], h: usize, w: usize, relu: bool) -> Vec<f32> {
+/// One float convolution of a channel-major map into `out`, with ReLU when `relu`: row
+/// blocks in parallel, each an f32 product through ndarray (matrixmultiply) on its thread.
+/// `out` is the previous layer's buffer, reused: every value is written, and a fresh 64 MB
+/// map per layer cost its page faults and zeroing (a tenth of the time).
+fn conv_float(c: &Conv, x: &[f32], h: usize, w: usize, relu: bool, out: &mut Vec<f32>) {
     let wf: Vec<f32> = c.w.iter().map(|&v| v as f32).collect();
     let wm = ArrayView2::from_shape((c.cout, c.fan_in()), &wf).expect("validated shape");
-    let mut out = vec![0.0; c.cout * h * w];
-    by_row_blocks(
-        x,
-        c.cin,
-        h,
-        w,
-        c.k,
-        &mut out,
-        BLOCK_VALUES,
-        |cols, n, z, dst| {
-            let cm = ArrayView2::from_shape((c.fan_in(), n), cols).expect("column block");
-            z.resize(c.cout * n, 0.0);
-            let mut zm = ArrayViewMut2::from_shape((c.cout, n), &mut z[..]).expect("block product");
-            general_mat_mul(1.0, &wm, &cm, 0.0, &mut zm);
-            for ((d, zrow), &b) in dst.iter_mut().zip(z.chunks_exact(n)).zip(&c.b) {
-                let b = b as f32;
-                for (d, &v) in d.iter_mut().zip(zrow) {
-                    let v = v + b;
-                    *d = if relu { v.max(0.0) } else { v };
-                }
+    out.resize(c.cout * h * w, 0.0);
+    by_row_blocks(x, c.cin, h, w, c.k, out, BLOCK_VALUES, |cols, n, z, dst| {
+        let cm = ArrayView2::from_shape((c.fan_in(), n), cols).expect("column block");
+        z.resize(c.cout * n, 0.0);
+        let mut zm = ArrayViewMut2::from_shape((c.cout, n), &mut z[..]).expect("block product");
+        general_mat_mul(1.0, &wm, &cm, 0.0, &mut zm);
+        for ((d, zrow), &b) in dst.iter_mut().zip(z.chunks_exact(n)).zip(&c.b) {
+            let b = b as f32;
+            for (d, &v) in d.iter_mut().zip(zrow) {
+                let v = v + b;
+                *d = if relu { v.max(0.0) } else { v };
             }
-            0
-        },
-    );
-    out
+        }
+        0
+    });
 }
 
 /// `file`, opened from `path`, as an npz reader and its entry names.

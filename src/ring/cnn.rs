@@ -349,8 +349,11 @@ fn run_in_blocks(plan: &CnnPlan, h: usize, w: usize, input: &[u64], target: usiz
     let (mut x, resid, (h, w)) = plan.stack_of(input, h, w);
     let mut out_of_range = 0;
     let last = plan.layers.len() - 1;
+    // The previous layer's map, reused: every value is written (a fresh map per layer cost
+    // its page faults and zeroing).
+    let mut next = Vec::new();
     for (li, l) in plan.layers.iter().enumerate() {
-        let mut next = vec![0u64; l.cout * h * w];
+        next.resize(l.cout * h * w, 0);
         let hidden = li < last;
         out_of_range += by_row_blocks(
             &x,
@@ -378,7 +381,7 @@ fn run_in_blocks(plan: &CnnPlan, h: usize, w: usize, input: &[u64], target: usiz
                 oor
             },
         );
-        x = next;
+        std::mem::swap(&mut x, &mut next);
     }
     if plan.residual {
         for (o, &i) in x.iter_mut().zip(&resid) {
