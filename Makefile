@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate clean
+.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate clean
 
 build:
 	$(CARGO) build --release
@@ -132,6 +132,13 @@ bench-quick: build
 # against the core's peak (about 20 s).
 bench-kernels: build
 	$(BIN) bench-kernels
+
+# The plaintext paths (denoise --arith float and fixed) against PyTorch's float32 CPU forward
+# on the same CNN and the same 512x512 image, one table (docs/benchmarks.md). The script makes
+# its own venv (out/.venv-torch, PyTorch from PyPI) once; nothing else needs PyTorch.
+PLAIN_MODEL ?= out/dncnn/s25.npz
+bench-plain: build $(PLAIN_MODEL)
+	python3 scripts/pytorch-compare.py --model $(PLAIN_MODEL)
 
 # The exactness claim at full scale: 10^7 secure rescalings per engine (garbled circuits and
 # boolean shares) through the circuits the pipeline runs (tanh* selection, ReLU), zero off by

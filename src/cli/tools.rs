@@ -22,7 +22,8 @@ use crate::ring::plan::{FixedParams, Plan};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Arith {
-    /// f64 with the model's own activation (the paper's plaintext baseline).
+    /// Float with the model's own activation (the paper's plaintext baseline): f64 for an
+    /// MLP, f32 for a CNN (as PyTorch's float forward).
     Float,
     /// f64 with tanh* as the activation.
     FloatTanhStar,

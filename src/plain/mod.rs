@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod model;
 pub mod noise_map;
 pub mod npz;
+pub mod par_conv;
 pub mod phantom;
 pub mod preprocess;
 pub mod safetensors;

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::plain::cnn::{self, describe_frame, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL};
 use crate::plain::frame::Frame;
 use crate::plain::im2col::{im2col, rows_per_block};
+use crate::plain::par_conv::{by_row_blocks, BLOCK_VALUES};
 use crate::plain::preprocess::Preprocess;
 use crate::ring::fixed::{bits_signed, decode, encode, low_bits};
-use crate::ring::matmul::gemm_acc;
+use crate::ring::matmul::{gemm_acc, gemm_acc_serial};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CnnFixed {
@@ -333,33 +334,54 @@ pub struct CnnOracleRun {
     pub out_of_range: u64,
 }
 
-/// Runs the plan on an encoded image (h x w, scale s) and its map ([`encode_image`]).
+/// Runs the plan on an encoded image (h x w, scale s) and its map ([`encode_image`]). Each
+/// layer's row blocks run in parallel ([`by_row_blocks`]); the products are exact, so the
+/// blocking changes no bit of the result.
 pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
+    run_in_blocks(plan, h, w, input, BLOCK_VALUES)
+}
+
+/// [`run`] with row blocks of about `target` column values.
+fn run_in_blocks(plan: &CnnPlan, h: usize, w: usize, input: &[u64], target: usize) -> CnnOracleRun {
     assert_eq!(input.len(), plan.input_len(h, w), "image and map values");
     let p = plan.params;
     let (ih, iw) = (h, w);
     let (mut x, resid, (h, w)) = plan.stack_of(input, h, w);
-    let hw = h * w;
     let mut out_of_range = 0;
     let last = plan.layers.len() - 1;
-    let mut cols = Vec::new();
+    // The previous layer's map, reused: every value is written (a fresh map per layer cost
+    // its page faults and zeroing).
+    let mut next = Vec::new();
     for (li, l) in plan.layers.iter().enumerate() {
-        let mut next = vec![0u64; l.cout * hw];
-        for (_, row0, rows) in row_blocks(l, h, w) {
-            let mut z = conv_block(l, &x, h, w, row0, rows, &mut cols);
-            if li < last {
-                let lim = 1i64 << (p.k - 1);
-                for v in z.iter_mut() {
-                    let t = (*v as i64) >> p.ws;
-                    if t >= lim || t < -lim {
-                        out_of_range += 1;
+        next.resize(l.cout * h * w, 0);
+        let hidden = li < last;
+        out_of_range += by_row_blocks(
+            &x,
+            l.cin,
+            h,
+            w,
+            l.ksize,
+            &mut next,
+            target,
+            |cols, n, z, dst| {
+                z.clear();
+                z.extend(l.b.iter().flat_map(|&b| std::iter::repeat_n(b, n)));
+                gemm_acc_serial(&l.w, cols, z, l.cout, l.fan_in(), n);
+                let mut oor = 0;
+                for (d, zrow) in dst.iter_mut().zip(z.chunks_exact(n)) {
+                    if hidden {
+                        for (d, &v) in d.iter_mut().zip(zrow) {
+                            oor += out_of_range_of(&p, v) as u64;
+                            *d = relu_trunc(&p, v);
+                        }
+                    } else {
+                        d.copy_from_slice(zrow);
                     }
-                    *v = relu_trunc(&p, *v);
                 }
-            }
-            put_block(&mut next, &z, hw, row0, w);
-        }
-        x = next;
+                oor
+            },
+        );
+        std::mem::swap(&mut x, &mut next);
     }
     if plan.residual {
         for (o, &i) in x.iter_mut().zip(&resid) {
@@ -370,6 +392,14 @@ pub fn run(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
         output: plan.frame.image_from_stack(&x, ih, iw),
         out_of_range,
     }
+}
+
+/// Whether a hidden pre-activation's truncation floor(z / 2^ws) falls outside the k-bit
+/// signed range that the ReLU circuit keeps.
+fn out_of_range_of(p: &CnnFixed, z: u64) -> bool {
+    let lim = 1i64 << (p.k - 1);
+    let t = (z as i64) >> p.ws;
+    t >= lim || t < -lim
 }
 
 /// The whole plaintext fixed-point CNN on an image (0..255 scale) and its noise map's values
@@ -434,6 +464,81 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
         assert!(err < 0.05, "max error {err} grey levels");
+    }
+
+    /// The oracle as the protocol blocks it (`row_blocks`, `conv_block`, one block after the
+    /// other): what [`run`] computed before its blocks ran in parallel.
+    fn run_serially(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
+        let p = plan.params;
+        let (mut x, resid, (sh, sw)) = plan.stack_of(input, h, w);
+        let mut out_of_range = 0;
+        let last = plan.layers.len() - 1;
+        let mut cols = Vec::new();
+        for (li, l) in plan.layers.iter().enumerate() {
+            let mut next = vec![0u64; l.cout * sh * sw];
+            for (_, row0, rows) in row_blocks(l, sh, sw) {
+                let mut z = conv_block(l, &x, sh, sw, row0, rows, &mut cols);
+                if li < last {
+                    for v in z.iter_mut() {
+                        out_of_range += out_of_range_of(&p, *v) as u64;
+                        *v = relu_trunc(&p, *v);
+                    }
+                }
+                put_block(&mut next, &z, sh * sw, row0, sw);
+            }
+            x = next;
+        }
+        if plan.residual {
+            for (o, &i) in x.iter_mut().zip(&resid) {
+                *o = (i << p.ws).wrapping_sub(*o);
+            }
+        }
+        CnnOracleRun {
+            output: plan.frame.image_from_stack(&x, h, w),
+            out_of_range,
+        }
+    }
+
+    /// Parallel row blocks of every size give the serial oracle's bits, out-of-range counts
+    /// included (a small k puts many pre-activations out of range), with and without a
+    /// frame (FFDNet's sub-images and noise map).
+    #[test]
+    fn parallel_blocks_equal_the_serial_oracle() {
+        use crate::plain::cnn::random_framed_cnn;
+        let meta = CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        };
+        for (frame, chans) in [
+            (Frame::PLAIN, vec![1, 6, 5, 1]),
+            (Frame::FFDNET, vec![5, 6, 4]),
+        ] {
+            let m = random_framed_cnn(&chans, 3, 21, meta, frame);
+            let (h, w) = (22, 14);
+            let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 53 + x * 29) % 256) as f64);
+            let map = vec![25.0 / 255.0; frame.map_len(h, w)];
+            let pre = Preprocess::identity();
+            for k in [6, 30] {
+                let params = CnnFixed { s: 10, ws: 12, k };
+                let plan = CnnPlan::from_cnn(&m, params).unwrap();
+                let enc = encode_image(&img, &map, &pre, params.s);
+                let want = run_serially(&plan, h, w, &enc);
+                assert_eq!(want.out_of_range > 0, k == 6);
+                for target in [1, 200, BLOCK_VALUES] {
+                    let got = in_pool(2, || run_in_blocks(&plan, h, w, &enc, target));
+                    assert_eq!(got.output, want.output, "k {k}, blocks of {target}");
+                    assert_eq!(got.out_of_range, want.out_of_range, "k {k}, {target}");
+                }
+            }
+        }
+    }
+
+    fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
     }
 
     #[test]

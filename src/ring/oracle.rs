@@ -2,11 +2,12 @@
 //! protocol computes (same encodings, same truncation rule, same activation algebra).
 
 use ndarray::Array2;
+use rayon::prelude::*;
 
 use crate::plain::geometry::Geometry;
 use crate::plain::preprocess::Preprocess;
 use crate::ring::fixed::{bits_signed, decode, encode, low_bits};
-use crate::ring::matmul::gemm;
+use crate::ring::matmul::gemm_acc_serial;
 use crate::ring::plan::{ActConsts, Plan};
 
 /// What the activation circuit reveals, as boolean-shared bits, about one pre-activation.
@@ -83,6 +84,9 @@ pub fn encode_image(image: &Array2<f64>, pre: &Preprocess, s: u32) -> Vec<u64> {
     image.iter().map(|&p| encode(pre.normalize(p), s)).collect()
 }
 
+/// Batches computed in parallel before their outputs are added to the canvas.
+const BATCHES_AT_ONCE: usize = 16;
+
 /// Result of an oracle run: the output canvas sums (what the servers' shares add up to)
 /// and diagnostics.
 pub struct OracleRun {
@@ -93,6 +97,7 @@ pub struct OracleRun {
 
 /// Runs the plan on an encoded image (row-major, image-sized, scale s).
 pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRun {
+    let batch = batch.max(1);
     let padded = geo.pad(input);
     let nin = plan.layers[0].inputs;
     let centre = geo.centre_indices();
@@ -100,9 +105,11 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
     let weights = geo.patch.window_weights();
     let mut out_of_range = 0u64;
     let np = geo.num_patches();
-    let mut window = vec![0u64; nin];
-    for start in (0..np).step_by(batch.max(1)) {
+    let last = plan.layers.len() - 1;
+    // One batch of patches through the plan: (outputs x n, out-of-range count).
+    let forward = |start: usize| {
         let n = batch.min(np - start);
+        let mut window = vec![0u64; nin];
         // X: inputs x n, column j = patch start + j.
         let mut x = vec![0u64; nin * n];
         for j in 0..n {
@@ -112,14 +119,13 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
             }
         }
         let input_x = x.clone();
-        let last = plan.layers.len() - 1;
+        let mut out_of_range = 0u64;
         for (li, l) in plan.layers.iter().enumerate() {
-            let mut z = gemm(&l.w, &x, l.outputs, l.inputs, n);
-            for (r, row) in z.chunks_mut(n).enumerate() {
-                for v in row {
-                    *v = v.wrapping_add(l.b[r]);
-                }
-            }
+            let mut z: Vec<u64> =
+                l.b.iter()
+                    .flat_map(|&b| std::iter::repeat_n(b, n))
+                    .collect();
+            gemm_acc_serial(&l.w, &x, &mut z, l.outputs, l.inputs, n);
             if li < last {
                 let c = &plan.acts[li];
                 let lim = 1u64 << (c.k - 1);
@@ -130,22 +136,31 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
                     }
                     *v = activation(c, *v);
                 }
-            } else {
-                if plan.residual {
-                    let shift = l.prod_scale - plan.params.s;
-                    for (r, &ci) in centre.iter().enumerate() {
-                        for j in 0..n {
-                            let add = input_x[ci * n + j] << shift;
-                            z[r * n + j] = z[r * n + j].wrapping_add(add);
-                        }
+            } else if plan.residual {
+                let shift = l.prod_scale - plan.params.s;
+                for (r, &ci) in centre.iter().enumerate() {
+                    for j in 0..n {
+                        let add = input_x[ci * n + j] << shift;
+                        z[r * n + j] = z[r * n + j].wrapping_add(add);
                     }
                 }
             }
             x = z;
         }
-        for j in 0..n {
-            for (r, idx) in geo.output_indices(start + j).enumerate() {
-                canvas[idx] = canvas[idx].wrapping_add(x[r * n + j].wrapping_mul(weights[r]));
+        (x, out_of_range)
+    };
+    // Batches in parallel, a few at a time, each product on its own thread; the canvas sums
+    // wrap, so their order does not matter, but they are added in patch order all the same.
+    let starts: Vec<usize> = (0..np).step_by(batch).collect();
+    for group in starts.chunks(BATCHES_AT_ONCE) {
+        let outs: Vec<(Vec<u64>, u64)> = group.par_iter().map(|&s| forward(s)).collect();
+        for (&start, (x, oor)) in group.iter().zip(&outs) {
+            let n = batch.min(np - start);
+            out_of_range += oor;
+            for j in 0..n {
+                for (r, idx) in geo.output_indices(start + j).enumerate() {
+                    canvas[idx] = canvas[idx].wrapping_add(x[r * n + j].wrapping_mul(weights[r]));
+                }
             }
         }
     }
@@ -183,4 +198,102 @@ pub fn decode_canvas(canvas: &[u64], geo: &Geometry, pre: &Preprocess, scale: u3
         .map(|(&v, &c)| pre.denormalize(decode(v, scale) / c as f64))
         .collect();
     Array2::from_shape_vec((geo.height, geo.width), geo.crop(&avg)).expect("crop has image size")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plain::model::{random_model, ModelMeta};
+    use crate::ring::matmul::gemm;
+    use crate::ring::plan::FixedParams;
+
+    /// The oracle one batch after the other, product then bias: what [`run`] computed before
+    /// its batches ran in parallel.
+    fn run_serially(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRun {
+        let padded = geo.pad(input);
+        let nin = plan.layers[0].inputs;
+        let centre = geo.centre_indices();
+        let mut canvas = vec![0u64; geo.canvas_h * geo.canvas_w];
+        let weights = geo.patch.window_weights();
+        let mut out_of_range = 0u64;
+        let np = geo.num_patches();
+        let mut window = vec![0u64; nin];
+        for start in (0..np).step_by(batch) {
+            let n = batch.min(np - start);
+            let mut x = vec![0u64; nin * n];
+            for j in 0..n {
+                geo.extract(&padded, start + j, &mut window);
+                for (r, &v) in window.iter().enumerate() {
+                    x[r * n + j] = v;
+                }
+            }
+            let input_x = x.clone();
+            let last = plan.layers.len() - 1;
+            for (li, l) in plan.layers.iter().enumerate() {
+                let mut z = gemm(&l.w, &x, l.outputs, l.inputs, n);
+                for (r, row) in z.chunks_mut(n).enumerate() {
+                    for v in row {
+                        *v = v.wrapping_add(l.b[r]);
+                    }
+                }
+                if li < last {
+                    let c = &plan.acts[li];
+                    let lim = 1i64 << (c.k - 1);
+                    for v in z.iter_mut() {
+                        let xv = bits_signed(*v, c.sh, 64 - c.sh) as i64;
+                        out_of_range += (xv >= lim || xv < -lim) as u64;
+                        *v = activation(c, *v);
+                    }
+                } else if plan.residual {
+                    let shift = l.prod_scale - plan.params.s;
+                    for (r, &ci) in centre.iter().enumerate() {
+                        for j in 0..n {
+                            z[r * n + j] = z[r * n + j].wrapping_add(input_x[ci * n + j] << shift);
+                        }
+                    }
+                }
+                x = z;
+            }
+            for j in 0..n {
+                for (r, idx) in geo.output_indices(start + j).enumerate() {
+                    canvas[idx] = canvas[idx].wrapping_add(x[r * n + j].wrapping_mul(weights[r]));
+                }
+            }
+        }
+        OracleRun {
+            canvas,
+            out_of_range,
+        }
+    }
+
+    /// Parallel batches give the serial oracle's canvas and out-of-range count bit for bit,
+    /// for batches of one patch, an odd size and more than all patches; weights scaled up
+    /// put some pre-activations out of range.
+    #[test]
+    fn parallel_batches_equal_the_serial_oracle() {
+        let meta = ModelMeta {
+            residual: true,
+            ..ModelMeta::default()
+        };
+        for scale in [1.0, 2000.0] {
+            let mut model = random_model(&[49, 8, 9], 3, meta.clone());
+            model.layers[0].w.mapv_inplace(|v| v * scale);
+            let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+            let (h, w) = (23, 17);
+            let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 41 + x * 23) % 256) as f64);
+            let geo = Geometry::new(h, w, model.patch_shape(), 2);
+            let input = encode_image(&img, &Preprocess::identity(), plan.params.s);
+            let want = run_serially(&plan, &geo, &input, 64);
+            assert_eq!(want.out_of_range > 0, scale > 1.0);
+            for batch in [1, 37, 10_000] {
+                let got = rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .unwrap()
+                    .install(|| run(&plan, &geo, &input, batch));
+                assert_eq!(got.canvas, want.canvas, "batch {batch}, scale {scale}");
+                assert_eq!(got.out_of_range, want.out_of_range, "batch {batch}");
+            }
+        }
+    }
 }

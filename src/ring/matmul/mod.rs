@@ -102,6 +102,13 @@ pub fn gemm_acc(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usiz
     gemm_acc_isa(Isa::detected(), a, b, c, m, k, n)
 }
 
+/// [`gemm_acc`] on the calling thread alone, for callers that already keep every thread
+/// busy with blocks of their own (the plaintext convolutions): a product split again inside
+/// each block would only add hand-offs.
+pub fn gemm_acc_serial(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
+    product(Isa::detected(), false, a, b, c, m, k, n)
+}
+
 /// a * b as a new matrix.
 pub fn gemm(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
     let mut c = vec![0u64; m * n];
@@ -113,6 +120,14 @@ pub fn gemm(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
 ///
 /// Panics if the CPU does not support `isa`.
 pub fn gemm_acc_isa(isa: Isa, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
+    let threads = rayon::current_num_threads();
+    let par = threads > 1 && m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_MACS;
+    product(isa, par, a, b, c, m, k, n)
+}
+
+/// c += a * b on `isa`, split between the pool's threads when `par`.
+#[allow(clippy::too_many_arguments)]
+fn product(isa: Isa, par: bool, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
     assert_eq!(a.len(), m * k);
     assert_eq!(b.len(), k * n);
     assert_eq!(c.len(), m * n);
@@ -125,20 +140,30 @@ pub fn gemm_acc_isa(isa: Isa, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: 
         return;
     }
     if m <= STREAM_MAX_M {
-        run_stream(isa, a, b, c, m, k, n)
+        run_stream(isa, par, a, b, c, m, k, n)
     } else {
-        run_packed(isa, a, b, c, m, k, n)
+        run_packed(isa, par, a, b, c, m, k, n)
     }
 }
 
 /// The packed, blocked product on `isa` (supported, shapes checked, none of m, k, n zero).
-fn run_packed(isa: Isa, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
+#[allow(clippy::too_many_arguments)]
+fn run_packed(
+    isa: Isa,
+    par: bool,
+    a: &[u64],
+    b: &[u64],
+    c: &mut [u64],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => run::<kernels::Avx512>(a, b, c, m, k, n, BLOCKS),
+        Isa::Avx512 => run::<kernels::Avx512>(par, a, b, c, m, k, n, BLOCKS),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => run::<kernels::Avx2>(a, b, c, m, k, n, BLOCKS),
-        _ => run::<kernels::Portable>(a, b, c, m, k, n, BLOCKS),
+        Isa::Avx2 => run::<kernels::Avx2>(par, a, b, c, m, k, n, BLOCKS),
+        _ => run::<kernels::Portable>(par, a, b, c, m, k, n, BLOCKS),
     }
 }
 
@@ -146,9 +171,18 @@ fn run_packed(isa: Isa, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize,
 const STREAM_MAX_M: usize = 4;
 
 /// A product with m <= STREAM_MAX_M, by strips of columns (split between the threads).
-fn run_stream(isa: Isa, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
+#[allow(clippy::too_many_arguments)]
+fn run_stream(
+    isa: Isa,
+    par: bool,
+    a: &[u64],
+    b: &[u64],
+    c: &mut [u64],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     let threads = rayon::current_num_threads();
-    let par = threads > 1 && m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_MACS;
     let cp = CPtr(c.as_mut_ptr());
     let strip_cols = stream::strip_cols(m);
     let task = |cols: Range<usize>| {
@@ -265,11 +299,20 @@ fn pack_all(
 /// all share A, packed once. Tall ones (an MLP layer: m = 512, n = 256) are split along m:
 /// B is packed once and shared, and each task takes its own rows. Either way no value of A
 /// or B is packed twice.
-fn run<K: Kernel>(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize, bl: Blocks) {
+#[allow(clippy::too_many_arguments)]
+fn run<K: Kernel>(
+    par: bool,
+    a: &[u64],
+    b: &[u64],
+    c: &mut [u64],
+    m: usize,
+    k: usize,
+    n: usize,
+    bl: Blocks,
+) {
     let kb = k_blocks(k, bl.kc);
     let mp = m.div_ceil(K::MR) * K::MR;
     let threads = rayon::current_num_threads();
-    let par = threads > 1 && m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_MACS;
     let cp = CPtr(c.as_mut_ptr());
     let buf_len = bl.kc * bl.nc.div_ceil(K::NR) * K::NR;
     with_scratch(&PACKED_A, mp * k, |ap| {

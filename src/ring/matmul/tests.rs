@@ -86,7 +86,7 @@ fn packed_path_for_few_rows() {
             let mut want = rand_vec(&mut rng, m * n);
             let mut got = want.clone();
             naive(&a, &b, &mut want, m, k, n);
-            run_packed(isa, &a, &b, &mut got, m, k, n);
+            run_packed(isa, false, &a, &b, &mut got, m, k, n);
             assert_eq!(got, want, "{} {m}x{k}x{n}", isa.name());
         }
     }
@@ -182,6 +182,24 @@ fn gemm_and_reference_match_naive() {
         let mut r = vec![0u64; m * n];
         gemm_acc_reference(&a, &b, &mut r, m, k, n);
         assert_eq!(r, want);
+    }
+}
+
+/// The serial entry point on products large enough that `gemm_acc` would split them, packed
+/// and streamed, inside a two-thread pool.
+#[test]
+fn serial_product_matches_naive() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for &(m, k, n) in &[(64, 576, 72), (2, 576, 1100), (9, 5, 3)] {
+        assert!(m * k * n < 1000 || m * k * n >= PAR_MIN_MACS);
+        let a = rand_vec(&mut rng, m * k);
+        let b = rand_vec(&mut rng, k * n);
+        let c0 = rand_vec(&mut rng, m * n);
+        let mut want = c0.clone();
+        naive(&a, &b, &mut want, m, k, n);
+        let mut got = c0;
+        in_pool(2, || gemm_acc_serial(&a, &b, &mut got, m, k, n));
+        assert_eq!(got, want, "{m}x{k}x{n}");
     }
 }
 
