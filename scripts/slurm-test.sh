@@ -3,15 +3,16 @@
 #
 # Brings up scripts/slurm-cluster.sh, then, with slurm/serve.sbatch submitted once per party:
 #   1. the one-piece job (a 1-task array per party), result == the plaintext fixed-point oracle;
-#   2. with SLURM_TEST_TILES=K (K > 0): the same job as K tiles, one array task per tile;
+#   2. with SLURM_TEST_TILES=K (K > 0, 4 by default): a CNN job (fixtures/tiny-cnn.npz) in one
+#      piece and as K tiles, one array task per tile;
 #   3. with SLURM_TEST_STUDY=N (N > 0): a study of N slices, one array task per slice;
 # and in the last of 1./2. one S0 task is cancelled mid-run: its burned triplets must be
 # refused, and the re-run with fresh ones (gen-triplets again) must complete the job. Every
 # result is compared pixel by pixel with the oracle, the tiled one also with the one-piece
 # result (16-bit). Shuts the cluster down whatever happens; exits non-zero on any failure.
 #
-# Settings (environment): SLURM_TEST_IMAGE (builtin:phantom:96), SLURM_TEST_TILES (0 until the
-# tile CLI is on main), SLURM_TEST_KILL_TILE (1), SLURM_TEST_STUDY (3), SLURM_TEST_KEEP=1
+# Settings (environment): SLURM_TEST_IMAGE (builtin:phantom:96), SLURM_TEST_TILES (4; 0 skips
+# the tiles), SLURM_TEST_TILE_IMAGE (builtin:phantom:192), SLURM_TEST_KILL_TILE (1), SLURM_TEST_STUDY (3), SLURM_TEST_KEEP=1
 # leaves the cluster up, SLURM_TEST_DIR (out/slurm-test).
 set -euo pipefail
 
@@ -21,7 +22,10 @@ BIN=${BIN:-$ROOT/target/release/ppdenoise}
 W=${SLURM_TEST_DIR:-$ROOT/out/slurm-test}
 IMAGE=${SLURM_TEST_IMAGE:-builtin:phantom:96}
 SIGMA=25
-TILES=${SLURM_TEST_TILES:-0}
+TILES=${SLURM_TEST_TILES:-4}
+TILE_IMAGE=${SLURM_TEST_TILE_IMAGE:-builtin:phantom:192}
+# ReLU elements per circuit run of the CNN tiles: small, so the kill lands mid-run.
+CNN_BATCH=(--batch "${SLURM_TEST_CNN_BATCH:-2048}")
 KILL_TILE=${SLURM_TEST_KILL_TILE:-1}
 STUDY=${SLURM_TEST_STUDY:-3}
 STUDY_IMAGE=${SLURM_TEST_STUDY_IMAGE:-builtin:phantom:64}
@@ -87,13 +91,16 @@ say "the plaintext fixed-point oracle"
 
 # --- Slurm --------------------------------------------------------------------------------
 # submit NAME ARRAY RUNKEY IMAGE TRIPLETS OUT: both parties' arrays (each organisation's own
-# sbatch), every path a template of slurm/serve.sbatch ("{i}" tile/slice, "{p}" party).
+# sbatch), every path a template of slurm/serve.sbatch ("{i}" tile/slice, "{p}" party); the
+# model share and opened weights are MODEL_TPL and WEIGHTS_TPL (empty: the job opens them).
+MODEL_TPL="$W/model.p{p}"
+WEIGHTS_TPL="$W/weights.p{p}"
 # Prints "JOBID_S0 JOBID_S1".
 submit() {
     local name=$1 array=$2 run=$3 image=$4 triplets=$5 out=$6 p ids=()
     for p in 0 1; do
-        ids+=("$(env PPD_PARTY=$p PPD_BIN="$BIN" PPD_MODEL="$W/model.p{p}" PPD_IMAGE="$image" \
-            PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$W/weights.p{p}" \
+        ids+=("$(env PPD_PARTY=$p PPD_BIN="$BIN" PPD_MODEL="$MODEL_TPL" PPD_IMAGE="$image" \
+            PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$WEIGHTS_TPL" \
             PPD_KEY="$K/s$p.key" PPD_CERT="$K/s$p.crt" PPD_PEER_CERT="$K/s$((1 - p)).crt" \
             PPD_IDENTITY="$K/s$p.age-identity" PPD_OUT_TO="$K/rx.age-recipient" \
             PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$W/rdv/$name" PPD_RUN="$run" \
@@ -165,11 +172,13 @@ kill_mid_run() { # J0 J1 T LOGPREFIX OUT0 OUT1
 }
 
 # The burned triplets must be refused before anything reaches the network.
-expect_burned() { # TRIPLETS_P0
+expect_burned() { # TRIPLETS_P0 IMAGE_P0
     local log=$W/logs/burned-check.log
-    # shellcheck disable=SC2046
-    if "$BIN" serve --party 0 --model "$W/model.p0" --image "$W/image.p0" --triplets "$1" \
-        --weights "$W/weights.p0" --identity "$K/s0.age-identity" $(link 0) \
+    local weights=()
+    [[ -n $WEIGHTS_TPL ]] && weights=(--weights "${WEIGHTS_TPL//\{p\}/0}")
+    # shellcheck disable=SC2046 # link's words are paths without spaces (ours)
+    if "$BIN" serve --party 0 --model "${MODEL_TPL//\{p\}/0}" --image "$2" --triplets "$1" \
+        "${weights[@]}" --identity "$K/s0.age-identity" $(link 0) \
         --addr "127.0.0.1:$((PORT_BASE - 2))" --timeout 5 --state-dir "$W/state-s0" \
         --out-to "$K/rx.age-recipient" --out "$W/burned.p0" --quiet >"$log" 2>&1; then
         fail "serve accepted the burned triplets $1"
@@ -202,7 +211,7 @@ submit_pair one 0 one-1 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}"
 if [[ $TILES -eq 0 ]]; then
     # The kill-and-re-run check on the one-piece job itself until tiles exist.
     kill_mid_run "$J0" "$J1" 0 "$W/logs/one" "$W/one/out.p0" "$W/one/out.p1"
-    expect_burned "$W/one/triplets.p0"
+    expect_burned "$W/one/triplets.p0" "$W/image.p0"
     gen_onepiece
     say "re-running the job with fresh triplets"
     submit_pair one 0 one-2 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}"
@@ -215,39 +224,64 @@ reconstruct "$W/one16.png" 16 "$W/one/out.p0" -- "$W/one/out.p1"
 same "$W/one.png" "$W/oracle.png" "the one-piece Slurm result differs from the oracle"
 say "one-piece job through Slurm == the fixed-point oracle"
 
-# --- 2. K tiles (the tile CLI: gen-triplets --tiles K [--tile I], out.t<I>.p<P>) -------------
+# --- 2. K tiles of a CNN job (gen-triplets --tiles K [--tile I], out.t<I>.p<P>) ------------
+# Tiles are bands of rows of a CNN job: fixtures/tiny-cnn.npz (a small seeded random CNN), its
+# one-piece job through Slurm first, then the same job as K tiles.
 if [[ $TILES -gt 0 ]]; then
-    mkdir -p "$W/tiles"
-    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
-        --tiles "$TILES" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
-    say "$TILES-tile job: submitting S0's and S1's $TILES-task arrays"
-    submit_pair tiles "0-$((TILES - 1))" tiles-1 "$W/image.p{p}" \
-        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}"
+    C=$W/cnn
+    mkdir -p "$C/one" "$C/tiles"
+    say "CNN: sharing fixtures/tiny-cnn.npz and the noisy $TILE_IMAGE for it"
+    "$BIN" share-model --model fixtures/tiny-cnn.npz --out "$C/model" "${TO[@]}" >/dev/null
+    "$BIN" add-noise --image "$TILE_IMAGE" --sigma $SIGMA --seed 2 --out "$C/noisy.png" >/dev/null
+    "$BIN" share-image --image "$C/noisy.png" --model "$C/model.pub" --sigma $SIGMA --out "$C/image" "${TO[@]}" >/dev/null
+    "$BIN" denoise --arith fixed --model fixtures/tiny-cnn.npz --image "$C/noisy.png" --sigma $SIGMA \
+        --out "$C/oracle.png" >/dev/null
+    MODEL_TPL="$C/model.p{p}"
+    WEIGHTS_TPL=""
+    cnn_triplets() { # OUT [--tiles K [--tile I]]
+        local out=$1
+        shift
+        "$BIN" gen-triplets --model "$C/model.pub" --image "$C/image.pub" "${CNN_BATCH[@]}" \
+            --out "$out" "$@" "${TO[@]}" >/dev/null
+    }
+    cnn_triplets "$C/one/triplets"
+    say "CNN one-piece job: submitting S0's and S1's 1-task arrays"
+    submit_pair cnn-one 0 cnn-one-1 "$C/image.p{p}" "$C/one/triplets.p{p}" "$C/one/out.p{p}"
+    wait_jobs "$J0" "$J1"
+    expect_completed "$J0" 0
+    expect_completed "$J1" 0
+    reconstruct "$C/one16.png" 16 "$C/one/out.p0" -- "$C/one/out.p1"
+
+    cnn_triplets "$C/tiles/triplets" --tiles "$TILES"
+    say "$TILES-tile CNN job: submitting S0's and S1's $TILES-task arrays"
+    submit_pair tiles "0-$((TILES - 1))" tiles-1 "$C/image.p{p}" \
+        "$C/tiles/triplets.t{i}.p{p}" "$C/tiles/out.t{i}.p{p}"
     kill_mid_run "$J0" "$J1" "$KILL_TILE" "$W/logs/tiles" \
-        "$W/tiles/out.t$KILL_TILE.p0" "$W/tiles/out.t$KILL_TILE.p1"
+        "$C/tiles/out.t$KILL_TILE.p0" "$C/tiles/out.t$KILL_TILE.p1"
     others=()
     for ((t = 0; t < TILES; t++)); do [[ $t -eq $KILL_TILE ]] || others+=("$t"); done
     expect_completed "$J0" "${others[@]}"
     expect_completed "$J1" "${others[@]}"
-    expect_burned "$W/tiles/triplets.t$KILL_TILE.p0"
+    expect_burned "$C/tiles/triplets.t$KILL_TILE.p0" "$C/image.p0"
     say "re-running tile $KILL_TILE with fresh triplets"
-    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
-        --tiles "$TILES" --tile "$KILL_TILE" --out "$W/tiles/triplets" "${TO[@]}" >/dev/null
-    submit_pair tiles "$KILL_TILE" tiles-2 "$W/image.p{p}" \
-        "$W/tiles/triplets.t{i}.p{p}" "$W/tiles/out.t{i}.p{p}"
+    cnn_triplets "$C/tiles/triplets" --tiles "$TILES" --tile "$KILL_TILE"
+    submit_pair tiles "$KILL_TILE" tiles-2 "$C/image.p{p}" \
+        "$C/tiles/triplets.t{i}.p{p}" "$C/tiles/out.t{i}.p{p}"
     wait_jobs "$J0" "$J1"
     expect_completed "$J0" "$KILL_TILE"
     expect_completed "$J1" "$KILL_TILE"
     s0=() s1=()
     for ((t = 0; t < TILES; t++)); do
-        s0+=("$W/tiles/out.t$t.p0")
-        s1+=("$W/tiles/out.t$t.p1")
+        s0+=("$C/tiles/out.t$t.p0")
+        s1+=("$C/tiles/out.t$t.p1")
     done
-    reconstruct "$W/tiles.png" 8 "${s0[@]}" -- "${s1[@]}"
-    reconstruct "$W/tiles16.png" 16 "${s0[@]}" -- "${s1[@]}"
-    same "$W/tiles16.png" "$W/one16.png" "the $TILES-tile result differs from the one-piece result"
-    same "$W/tiles.png" "$W/oracle.png" "the $TILES-tile result differs from the oracle"
-    say "$TILES-tile job through Slurm == the one-piece job == the oracle"
+    reconstruct "$C/tiles.png" 8 "${s0[@]}" -- "${s1[@]}"
+    reconstruct "$C/tiles16.png" 16 "${s0[@]}" -- "${s1[@]}"
+    same "$C/tiles16.png" "$C/one16.png" "the $TILES-tile result differs from the one-piece result"
+    same "$C/tiles.png" "$C/oracle.png" "the $TILES-tile result differs from the oracle"
+    say "$TILES-tile CNN job through Slurm == the one-piece job == the oracle"
+    MODEL_TPL="$W/model.p{p}"
+    WEIGHTS_TPL="$W/weights.p{p}"
 fi
 
 # --- 3. a study: one job per slice, one array task per slice ---------------------------------
