@@ -986,7 +986,7 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
         );
         refused(
             &reconstruct(&d, &["tout.t0.p0"], &["tout.t0.p1"], "x.png"),
-            "is the output of tile 0/3",
+            "tile 1 of 3: no output share of S0 given",
         );
         // A tile of another job (the same model, the image shared again).
         d.share_image(Some("model.pub"), "image2");
@@ -1016,6 +1016,58 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
                 "x.png",
             ),
             "every tile must be of one job",
+        );
+        assert!(!d.path("x.png").exists());
+        if framed {
+            continue;
+        }
+        // Shares rewritten with a valid checksum: a tile one row short (the next one row
+        // long), and a party byte that is neither server's, are refused, not decoded.
+        let (h, mut o): (Header, OutputShare) =
+            load(&d.path("tout.t0.p0"), Kind::OutputShare, Some(0)).unwrap();
+        let (h1, mut o1): (Header, OutputShare) =
+            load(&d.path("tout.t0.p1"), Kind::OutputShare, Some(1)).unwrap();
+        for o in [&mut o, &mut o1] {
+            let g = o.geometry;
+            o.geometry =
+                ppdenoise::plain::geometry::Geometry::new(g.height - 1, g.width, g.patch, 1);
+            o.canvas.truncate(o.canvas.len() - g.width);
+        }
+        ppdenoise::formats::container::write(&d.path("short.t0.p0"), &h, &o, None).unwrap();
+        ppdenoise::formats::container::write(&d.path("short.t0.p1"), &h1, &o1, None).unwrap();
+        refused(
+            &reconstruct(
+                &d,
+                &["short.t0.p0", "tout.t1.p0", "tout.t2.p0"],
+                &["short.t0.p1", "tout.t1.p1", "tout.t2.p1"],
+                "x.png",
+            ),
+            "does not match its rows",
+        );
+        let mut bad = h.clone();
+        bad.party = 3;
+        ppdenoise::formats::container::write(&d.path("party.t0.p0"), &bad, &o, None).unwrap();
+        refused(
+            &reconstruct(
+                &d,
+                &["party.t0.p0", "tout.t1.p0", "tout.t2.p0"],
+                &s1,
+                "x.png",
+            ),
+            "party 3",
+        );
+        // A job of one tile is put together too (its pair alone is every tile).
+        for f in ["image.p0", "image.p1"] {
+            std::fs::copy(d.path(&format!("{f}.first")), d.path(f)).unwrap();
+        }
+        let o = d.gen_triplets("model.pub", "image.pub", "one", &["--tiles", "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serve_pair(&d, "one.t0", "oneout.t0", "a job of one tile");
+        let o = reconstruct(&d, &["oneout.t0.p0"], &["oneout.t0.p1"], "one.png");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            std::fs::read(d.path("one.png")).unwrap(),
+            std::fs::read(d.path("whole.png")).unwrap()
         );
         assert!(!d.path("x.png").exists());
     }

@@ -152,12 +152,14 @@ fn add_pair(share0: &Path, share1: &Path) -> Result<(Header, OutputShare, Vec<u6
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", p0.display()))?;
     let g = o0.geometry;
-    if o1.job != o0.job || o0.canvas.len() != g.canvas_h * g.canvas_w {
+    // Both factors come from the file: a product that overflows is no canvas.
+    let want = g.canvas_h.checked_mul(g.canvas_w);
+    if o1.job != o0.job || Some(o0.canvas.len()) != want {
         bail!(
             "{}: canvas has {} values, expected {}",
             p0.display(),
             o0.canvas.len(),
-            g.canvas_h * g.canvas_w
+            want.map_or("an impossible count".into(), |n| n.to_string())
         );
     }
     if is_cnn(&h0) != is_cnn(&h1) {
@@ -187,6 +189,13 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
     for path in shares {
         let h = container::read_header(path)?;
         container::expect(path, &h, Kind::OutputShare, None)?;
+        if h.party > 1 {
+            bail!(
+                "{}: party {} (an output share is S0's or S1's)",
+                path.display(),
+                h.party
+            );
+        }
         let label = h.info("tile").with_context(|| {
             format!(
                 "{}: the output of a job in one piece, given with tiles; give either one \
@@ -266,8 +275,18 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
             .and_then(|(lo, hi)| Some(lo.parse::<usize>().ok()?..hi.parse::<usize>().ok()?))
             .with_context(|| format!("{}: the tile's rows are not named", a.display()))?;
         let g = o0.geometry;
-        let one_by_one = g.patch.output == 1 && g.stride == 1;
-        if !is_cnn(&h0) || !one_by_one || g.width != o0.job.width || g.height != band.len() {
+        let one = crate::plain::model::PatchShape {
+            input: 1,
+            output: 1,
+            window_milli: 0,
+        };
+        // The whole geometry, as `serve` makes it for the band: its canvas is what is added.
+        let fits = band.start < band.end && band.end <= o0.job.height;
+        if !is_cnn(&h0)
+            || !fits
+            || g != Geometry::new(band.len(), o0.job.width, one, 1)
+            || o0.canvas.len() != band.len() * o0.job.width
+        {
             bail!(
                 "{}: its geometry ({} x {}) does not match its rows {}..{} of a {} x {} image",
                 a.display(),
@@ -290,8 +309,16 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
         rows.push(band);
         sums.extend(part);
     }
-    let job = job.expect("at least one tile");
+    let job = job.context("no tile given")?;
     check_cover(&rows, job.height).map_err(|e| anyhow::anyhow!("the tiles' rows: {e}"))?;
+    if sums.len() != job.height * job.width {
+        bail!(
+            "the tiles hold {} values for a {} x {} image",
+            sums.len(),
+            job.height,
+            job.width
+        );
+    }
     let img = crate::ring::cnn::decode_output(&sums, job.height, job.width, &job.pre, scale);
     Ok(GrayImage {
         pixels: img,
@@ -340,7 +367,11 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         })
         .transpose()?;
     a.identity.load()?;
-    let tiled = a.share0.len() + a.share1.len() > 2;
+    // Tiles by the count of files or by the headers (a job of one tile is tiled too).
+    let mut tiled = a.share0.len() + a.share1.len() > 2;
+    for p in a.share0.iter().chain(&a.share1) {
+        tiled |= container::read_header(p)?.info("tile").is_some();
+    }
     let img = if tiled {
         let all: Vec<PathBuf> = a.share0.iter().chain(&a.share1).cloned().collect();
         combine_tiles(&all)?

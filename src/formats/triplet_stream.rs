@@ -205,14 +205,19 @@ where
         opts().serialize_into(&mut *w, lead)?;
         w.write_all(&(count as u64).to_le_bytes())?;
         std::thread::scope(|s| -> std::io::Result<()> {
-            // Two blocks in flight: enough to overlap, and memory stays a few blocks.
+            // Two pieces in flight: enough to overlap.
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
             let maker = s.spawn(move || {
                 fill(&mut |v: &[u64]| {
-                    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    // A closed channel means the writer failed; its error is reported.
-                    tx.send(bytes)
-                        .map_err(|_| std::io::Error::other("the file writer stopped"))
+                    // In pieces of 8 MiB, so the queue is bounded in bytes whatever the
+                    // dealer's block size.
+                    for piece in v.chunks(1 << 20) {
+                        let bytes = piece.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        // A closed channel means the writer failed; its error is reported.
+                        tx.send(bytes)
+                            .map_err(|_| std::io::Error::other("the file writer stopped"))?;
+                    }
+                    Ok(())
                 })
             });
             let mut written = Ok(());
