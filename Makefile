@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate clean
+.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate clean
 
 build:
 	$(CARGO) build --release
@@ -145,6 +145,13 @@ bench-plain: build $(PLAIN_MODEL)
 # an ulp.
 rescaling-10m:
 	$(CARGO) test --release --test rescaling -- --ignored --nocapture ten_million
+
+# One CNN job as 1, 2 and 4 tiles (all pairs at once here, and each tile alone), the halo's
+# extra rows, and a 200-slice study projected on 1-128 server pairs, with its figure
+# (docs/benchmarks.md, "Tiles"). FFDNet by default: `make ffdnet` first.
+TILES_MODEL ?= out/ffdnet/clip.npz
+bench-tiles: build
+	$(BIN) bench-tiles --model $(TILES_MODEL) --image builtin:phantom:512 --tiles 1,2,4
 
 # The pipeline through a real single-node Slurm cluster started on this machine (root; installs
 # slurm-wlm and munge from the distribution's packages when missing): the one-piece job, a

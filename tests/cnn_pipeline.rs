@@ -1118,3 +1118,45 @@ fn tiny_cnn_fixture_is_the_seeded_random_cnn() {
     }
     assert!(got.meta.residual && got.meta.sigma == 25.0);
 }
+
+/// `bench-tiles` runs (tiny sizes): every tile count both ways, the halo's rows, the
+/// projection and its figure.
+#[test]
+fn bench_tiles_reports_tiles_halo_and_projection() {
+    let d = Dir::new();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-cnn.npz");
+    let j = ok(&[
+        "bench-tiles",
+        "--model",
+        &model.display().to_string(),
+        "--image",
+        "builtin:phantom:40",
+        "--tiles",
+        "1,3",
+        "--slices",
+        "10",
+        "--out",
+        &d.p("bt"),
+    ]);
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["rows_computed"], 40);
+    // Three bands of 40 rows with the tiny CNN's radius of 4 rows (four 3x3 layers): 14 + 4,
+    // 13 + 8, 13 + 4.
+    assert_eq!(runs[1]["rows_computed"], 18 + 21 + 17);
+    assert_eq!(
+        runs[1]["alone"]["serve_seconds"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(
+        j["projection"]["hours_serve_only"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    assert!(::image::open(d.path("bt/scaling.png")).is_ok());
+    for t in ["t3-together", "t3-alone"] {
+        assert!(d.path(&format!("bt/{t}/denoised.png")).exists(), "{t}");
+    }
+}

@@ -213,7 +213,7 @@ fn noisy_file(dir: &Path, spec: &str) -> Result<(PathBuf, (usize, usize))> {
     Ok((path, clean.pixels.dim()))
 }
 
-fn machine() -> String {
+pub(super) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -231,7 +231,7 @@ fn machine() -> String {
     )
 }
 
-fn commit() -> String {
+pub(super) fn commit() -> String {
     Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()

@@ -267,6 +267,78 @@ pub fn psnr_plot(avgs: &[Average], title: &str, path: &Path) -> Result<()> {
     cv.save(path)
 }
 
+/// Hours against server pairs, both axes logarithmic: one line per series (`bench-tiles`).
+pub fn scaling_plot(
+    pairs: &[f64],
+    series: &[(&str, &Vec<f64>)],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    fonts();
+    let (w, h) = (760usize, 480usize);
+    let mut cv = Canvas::new(w, h);
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().cloned())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    if ys.is_empty() || pairs.is_empty() {
+        return Err(anyhow!("cannot draw {}: nothing to plot", path.display()));
+    }
+    let (x0, x1) = (pairs[0] / 1.3, pairs[pairs.len() - 1] * 1.3);
+    let (y0, y1) = (
+        ys.iter().cloned().fold(f64::INFINITY, f64::min) / 1.5,
+        ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max) * 1.5,
+    );
+    let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());
+    {
+        let root =
+            BitMapBackend::with_buffer(&mut cv.buf, (w as u32, h as u32)).into_drawing_area();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FAMILY, 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("server pairs")
+            .y_desc("hours")
+            .axis_desc_style((FAMILY, 16))
+            .label_style((FAMILY, 14))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .draw()
+            .map_err(|e| err(&e))?;
+        let colours = [RGBColor(30, 80, 200), RGBColor(RED[0], RED[1], RED[2])];
+        for (i, (label, v)) in series.iter().enumerate() {
+            let c = colours[i % colours.len()];
+            let pts: Vec<(f64, f64)> = pairs.iter().cloned().zip(v.iter().cloned()).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(*label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FAMILY, 14))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    cv.save(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

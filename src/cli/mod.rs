@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_kernels;
+mod bench_tiles;
 pub mod dealer;
 mod demo;
 mod figures;
@@ -61,6 +62,7 @@ enum Command {
     Demo(demo::DemoArgs),
     Bench(bench::BenchArgs),
     BenchKernels(bench_kernels::BenchKernelsArgs),
+    BenchTiles(bench_tiles::BenchTilesArgs),
     /// Evaluation table (PSNR/SSIM of plaintext and secure runs, time, traffic) and figures.
     Table(table::TableArgs),
     Relay(relay::RelayArgs),
@@ -91,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::demo(a, json),
         Command::Bench(a) => bench::bench(a),
         Command::BenchKernels(a) => bench_kernels::bench_kernels(a),
+        Command::BenchTiles(a) => bench_tiles::bench_tiles(a),
         Command::Table(a) => table::table(a, json),
         Command::Relay(a) => relay::relay(a, json),
     };

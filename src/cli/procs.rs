@@ -45,7 +45,7 @@ pub fn step(args: &[String]) -> Result<Value> {
 /// `args(p)` and its link arguments: keys `<keys>/sN.{key,crt}`, state dir `<dir>/state`.
 /// Returns the wall seconds of the pair and each server's JSON summary. `addrs`: S0's listen
 /// address and the address S1 connects to (a relay in between), else one free port for both.
-fn run_pair(
+pub(super) fn run_pair(
     dir: &Path,
     keys: &Path,
     args: impl Fn(u8) -> Vec<String>,
