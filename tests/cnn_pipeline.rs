@@ -1073,28 +1073,65 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
     }
 }
 
-/// MLP jobs run in one piece: `--tiles` is refused, before any file is written.
+/// An MLP job split into tiles (runs of the patch grid, partial canvases that add up) gives
+/// the one-piece image bit for bit, on both engines; a missing tile and a split finer than
+/// the patches are refused.
 #[test]
-fn tiles_of_an_mlp_job_are_refused() {
-    let d = Dir::new();
-    d.share_model(None, "model");
-    ok(&[
-        "add-noise",
-        "--image",
-        "builtin:phantom:24",
-        "--sigma",
-        "25",
-        "--seed",
-        "1",
-        "--out",
-        &d.p("noisy.png"),
-    ]);
-    d.share_image(None, "image");
-    refused(
-        &d.gen_triplets("model.pub", "image.pub", "t", &["--tiles", "2"]),
-        "MLP jobs run in one piece",
-    );
-    assert!(!d.path("t.t0.p0").exists() && !d.path("t.p0").exists());
+fn mlp_tiles_give_the_one_piece_image() {
+    for engine in ["gmw", "gc"] {
+        let d = Dir::new();
+        for n in ["s0", "s1"] {
+            ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
+        }
+        d.share_model(None, "model");
+        ok(&[
+            "add-noise",
+            "--image",
+            "builtin:phantom:30",
+            "--sigma",
+            "25",
+            "--seed",
+            "1",
+            "--out",
+            &d.p("noisy.png"),
+        ]);
+        d.share_image(None, "image");
+        let eng = ["--engine", engine, "--batch", "7"];
+        let o = d.gen_triplets("model.pub", "image.pub", "whole", &eng);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serve_pair(&d, "whole", "whole-out", "one piece");
+        let o = reconstruct(&d, &["whole-out.p0"], &["whole-out.p1"], "whole.png");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        refused(
+            &d.gen_triplets("model.pub", "image.pub", "bad", &["--tiles", "4000"]),
+            "at most one tile per patch",
+        );
+        assert!(!d.path("bad.t0.p0").exists());
+        let o = d.gen_triplets(
+            "model.pub",
+            "image.pub",
+            "tiles",
+            &["--tiles", "3", "--engine", engine, "--batch", "7"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for i in 0..3 {
+            serve_pair(&d, &format!("tiles.t{i}"), &format!("tout.t{i}"), "tile");
+        }
+        let s0 = ["tout.t1.p0", "tout.t0.p0", "tout.t2.p0"];
+        let s1 = ["tout.t0.p1", "tout.t2.p1", "tout.t1.p1"];
+        let o = reconstruct(&d, &s0, &s1, "tiled.png");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            std::fs::read(d.path("tiled.png")).unwrap(),
+            std::fs::read(d.path("whole.png")).unwrap(),
+            "{engine}: the tiled MLP image differs from the one-piece image"
+        );
+        refused(
+            &reconstruct(&d, &s0[..2], &s1, "x.png"),
+            "tile 2 of 3: no output share of S0 given",
+        );
+        assert!(!d.path("x.png").exists());
+    }
 }
 
 /// `fixtures/tiny-cnn.npz` (the small CNN of `make slurm-test`'s tiles: random weights, no

@@ -830,6 +830,7 @@ fn run_altered(
             batch: t.batch,
             session_tag: vec![1; 48],
             weights: protocol::Weights::PerJob,
+            patches: None,
         };
         protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
             .map(|_| ())

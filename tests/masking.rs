@@ -497,6 +497,7 @@ fn run_job(
                 Some(w) => protocol::Weights::Opened(&w[p as usize]),
                 None => protocol::Weights::PerJob,
             },
+            patches: None,
         };
         protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {}).unwrap();
     };

@@ -221,6 +221,7 @@ fn party_run(
         batch: t.batch,
         session_tag: b"job-model-triplets".to_vec(),
         weights,
+        patches: None,
     };
     protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
         .unwrap_or_else(|e| panic!("party {p}: {e}"))

@@ -20,14 +20,14 @@ use crate::formats::checks::{
     acts_from_header, check_cnn_job, check_relu_batch, check_same_model, cnn_plan_from_header,
     mask_id_of, read_checked,
 };
-use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Id, Kind};
+use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
-use crate::ring::cnn::CnnPlan;
 use crate::ring::share::fresh_seed;
-use crate::ring::tiles::{Band, Tile};
+use crate::ring::share::Seed;
+use crate::ring::tiles::{patch_range, Tile};
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
@@ -297,94 +297,26 @@ fn gen_cnn_triplets(
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
     check_relu_batch(batch)?;
     // Every tile is checked before any randomness is drawn or file written.
-    let tiles = match a.tiles {
-        None => vec![None],
-        Some(k) => {
-            Tile::new(a.tile.unwrap_or(0), k).map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
-            let which: Vec<usize> = match a.tile {
-                Some(i) => vec![i],
-                None => (0..k).collect(),
-            };
-            which
-                .into_iter()
-                .map(|i| {
-                    let tile =
-                        Tile::new(i, k).map_err(|e| anyhow::anyhow!("--tiles/--tile: {e}"))?;
-                    let band = plan
-                        .band(h, tile)
-                        .map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
-                    Ok(Some((tile, band)))
-                })
-                .collect::<Result<Vec<_>>>()?
-        }
-    };
-    let cnn = CnnDealing {
-        a,
-        mh,
-        ih,
-        plan: &plan,
-        job: &job,
-        batch,
-        to,
-    };
-    let mut outs = Vec::new();
-    let mut ids = Vec::new();
-    let mut bytes = 0;
+    let tiles = tile_list(a)?
+        .into_iter()
+        .map(|t| match t {
+            None => Ok(None),
+            Some(t) => plan
+                .band(h, t)
+                .map(|b| Some((t, b)))
+                .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let channels: Vec<usize> = plan.channels();
+    let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
     for tile in &tiles {
-        let (o, id, b) = cnn.write(tile.as_ref())?;
-        outs.extend(o);
-        ids.push(id_hex(&id));
-        bytes += b;
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let what = match (a.tiles, a.tile) {
-        (None, _) => String::new(),
-        (Some(k), Some(i)) => format!(" (tile {i} of {k})"),
-        (Some(k), None) => format!(" ({k} tiles)"),
-    };
-    Ok(Summary {
-        lines: vec![format!(
-            "{} engine: correlated randomness for a {h}x{w} CNN job{what} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
-            a.engine,
-            outs.join(", "),
-            ids.join(", ")
-        )],
-        json: serde_json::json!({
-            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
-            "network": CNN, "pixels": h * w, "outputs": outs, "engine": a.engine.name(),
-            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
-        }),
-    })
-}
-
-/// What every tile of one CNN job's dealing shares.
-struct CnnDealing<'a> {
-    a: &'a GenTripletsArgs,
-    mh: &'a Header,
-    ih: &'a Header,
-    plan: &'a CnnPlan,
-    job: &'a JobParams,
-    batch: usize,
-    to: &'a [Option<Recipient>; 2],
-}
-
-impl CnnDealing<'_> {
-    /// Writes the randomness of one tile (or of the whole job), with fresh seeds and base
-    /// OTs of its own: its paths, triplet id and bytes.
-    fn write(&self, tile: Option<&(Tile, Band)>) -> Result<([String; 2], Id, u64)> {
-        let (a, mh, ih, plan, job, batch, to) = (
-            self.a, self.mh, self.ih, self.plan, self.job, self.batch, self.to,
-        );
-        let (h, w) = (job.height, job.width);
         // A tile's job is its band: the dealer sizes everything from the band's rows.
-        let rows = tile.map_or(h, |(_, band)| band.height());
-        let (base0, base1) = a.engine.deal_setup();
+        let rows = tile.as_ref().map_or(h, |(_, band)| band.height());
         let seeds = DealSeeds {
             job: [fresh_seed(), fresh_seed()],
             model_mask: None,
         };
         let triplet_id = fresh_id();
-        let channels: Vec<usize> = plan.channels();
         let header = |party: u8| {
             let mut hd = Header::new(Kind::Triplets, party, job.scale);
             hd.model_id = mh.model_id;
@@ -404,48 +336,48 @@ impl CnnDealing<'_> {
             ));
             hd.info.push((
                 "circuit".into(),
-                crate::dealer::cnn::circuit_shape(plan, a.engine),
+                crate::dealer::cnn::circuit_shape(&plan, a.engine),
             ));
             if let Some((t, _)) = tile {
                 hd.info.push(("tile".into(), t.label()));
             }
             hd
         };
-        let prefix = match tile {
-            Some((t, _)) => with_suffix(&a.out, &format!(".t{}", t.index)),
-            None => a.out.clone(),
-        };
-        let (out0, out1) = (with_ext(&prefix, 0), with_ext(&prefix, 1));
-        let lead = TripletsLead {
-            job: job.clone(),
-            widths: channels.clone(),
-            batch,
-            seed: seeds.job[1],
-            engine: a.engine,
-        };
-        let count = crate::dealer::cnn::correction_count(plan, rows, w, a.engine, batch);
-        triplet_stream::write(
-            &out1,
-            &header(1),
-            &lead,
+        let count = crate::dealer::cnn::correction_count(&plan, rows, w, a.engine, batch);
+        let (o, b) = write_pair(
+            &tile_prefix(&a.out, tile.as_ref().map(|(t, _)| *t)),
+            &header,
+            Lead {
+                job: &job,
+                widths: &channels,
+                batch,
+                engine: a.engine,
+                seeds: &seeds.job,
+            },
             count,
-            &base1,
-            to[1].as_ref(),
-            |emit| crate::dealer::cnn::generate_into(plan, rows, w, &seeds, a.engine, batch, emit),
+            a.engine.deal_setup(),
+            to,
+            |emit| crate::dealer::cnn::generate_into(&plan, rows, w, &seeds, a.engine, batch, emit),
         )?;
-        let t0 = Triplets {
-            job: job.clone(),
-            widths: channels.clone(),
-            batch,
-            seed: seeds.job[0],
-            engine: a.engine,
-            corrections: Vec::new(),
-            base_ot: base0,
-        };
-        let bytes = write_s0((&out0, &out1), &header(0), &t0, to[0].as_ref())?;
-        let outs = [out0.display().to_string(), out1.display().to_string()];
-        Ok((outs, triplet_id, bytes))
+        outs.extend(o);
+        ids.push(id_hex(&triplet_id));
+        bytes += b;
     }
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Summary {
+        lines: vec![format!(
+            "{} engine: correlated randomness for a {h}x{w} CNN job{} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
+            a.engine,
+            tiles_said(a),
+            outs.join(", "),
+            ids.join(", ")
+        )],
+        json: serde_json::json!({
+            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
+            "network": CNN, "pixels": h * w, "outputs": outs, "engine": a.engine.name(),
+            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
+        }),
+    })
 }
 
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
@@ -459,12 +391,6 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
     if is_cnn(&mh) || is_cnn(&ih) {
         return gen_cnn_triplets(&a, (&mh, &ih), &to, t);
-    }
-    if a.tiles.is_some() {
-        bail!(
-            "--tiles: {} is an MLP; MLP jobs run in one piece (tiles are for CNN jobs: DnCNN, FFDNet)",
-            a.model.display()
-        );
     }
     let widths_u = mh
         .shape("layers")
@@ -500,82 +426,178 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         }
         None => None,
     };
-    let (base0, base1) = a.engine.deal_setup();
-    let seeds = DealSeeds {
-        job: [fresh_seed(), fresh_seed()],
-        model_mask: model_mask.as_ref().map(|m| m.1),
-    };
-    let triplet_id = fresh_id();
+    // Every tile is checked before any randomness is drawn or file written.
+    let tiles = tile_list(&a)?
+        .into_iter()
+        .map(|t| match t {
+            None => Ok((None, 0..geo.num_patches())),
+            Some(t) => patch_range(geo.num_patches(), t)
+                .map(|r| (Some(t), r))
+                .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let acts_json = serde_json::to_string(&acts).expect("constants serialise");
     let circuit_json = nonlinear
         .boolean
         .as_ref()
         .map(|b| serde_json::to_string(&b.shapes()).expect("shapes serialise"));
-    let header = |party: u8| {
-        let mut h = Header::new(Kind::Triplets, party, job.scale);
-        h.model_id = mh.model_id;
-        h.job_id = ih.job_id;
-        h.triplet_id = Some(triplet_id);
-        h.shapes.push(("layers".into(), widths_u.clone()));
-        h.shapes
-            .push(("image".into(), vec![job.height as u64, job.width as u64]));
-        h.info.push(("batch".into(), batch.to_string()));
-        h.info.push(("engine".into(), a.engine.name().into()));
-        h.info.push(("acts".into(), acts_json.clone()));
-        if let Some(c) = &circuit_json {
-            h.info.push(("circuit".into(), c.clone()));
-        }
-        if let Some((id, _)) = &model_mask {
-            h.info.push(("model_mask".into(), id.clone()));
-        }
-        h
+    let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for (tile, run) in tiles {
+        let seeds = DealSeeds {
+            job: [fresh_seed(), fresh_seed()],
+            model_mask: model_mask.as_ref().map(|m| m.1),
+        };
+        let triplet_id = fresh_id();
+        let header = |party: u8| {
+            let mut h = Header::new(Kind::Triplets, party, job.scale);
+            h.model_id = mh.model_id;
+            h.job_id = ih.job_id;
+            h.triplet_id = Some(triplet_id);
+            h.shapes.push(("layers".into(), widths_u.clone()));
+            h.shapes
+                .push(("image".into(), vec![job.height as u64, job.width as u64]));
+            h.info.push(("batch".into(), batch.to_string()));
+            h.info.push(("engine".into(), a.engine.name().into()));
+            h.info.push(("acts".into(), acts_json.clone()));
+            if let Some(c) = &circuit_json {
+                h.info.push(("circuit".into(), c.clone()));
+            }
+            if let Some((id, _)) = &model_mask {
+                h.info.push(("model_mask".into(), id.clone()));
+            }
+            if let Some(t) = tile {
+                h.info.push(("tile".into(), t.label()));
+            }
+            h
+        };
+        let count = crate::dealer::correction_count(&widths, run.len(), batch, &nonlinear);
+        let (o, b) = write_pair(
+            &tile_prefix(&a.out, tile),
+            &header,
+            Lead {
+                job: &job,
+                widths: &widths,
+                batch,
+                engine: a.engine,
+                seeds: &seeds.job,
+            },
+            count,
+            a.engine.deal_setup(),
+            &to,
+            |emit| {
+                crate::dealer::generate_into(
+                    &job, &widths, patch, run, batch, &seeds, &nonlinear, emit,
+                )
+            },
+        )?;
+        outs.extend(o);
+        ids.push(id_hex(&triplet_id));
+        bytes += b;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Summary {
+        lines: vec![format!(
+            "{} engine: correlated randomness for {} patches{} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
+            a.engine,
+            geo.num_patches(),
+            tiles_said(&a),
+            outs.join(", "),
+            ids.join(", ")
+        )],
+        json: serde_json::json!({
+            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
+            "patches": geo.num_patches(), "outputs": outs, "engine": a.engine.name(), "batch": batch,
+            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
+        }),
+    })
+}
+
+/// The tiles `gen-triplets` was asked for, checked: one job in one piece, every tile, or
+/// the one `--tile`.
+fn tile_list(a: &GenTripletsArgs) -> Result<Vec<Option<Tile>>> {
+    let Some(k) = a.tiles else {
+        return Ok(vec![None]);
     };
-    let (out0, out1) = (with_ext(&a.out, 0), with_ext(&a.out, 1));
-    // S1's file first: the same layout as a `Triplets` body, written as the shares are
-    // computed (about 1 GB for a 512x512 image is never held in memory). It is the long,
-    // failure-prone write; if it fails, nothing new is left beside an older pair.
-    let lead = TripletsLead {
-        job: job.clone(),
-        widths: widths.clone(),
-        batch,
-        seed: seeds.job[1],
-        engine: a.engine,
+    Tile::new(a.tile.unwrap_or(0), k).map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
+    let which: Vec<usize> = match a.tile {
+        Some(i) => vec![i],
+        None => (0..k).collect(),
     };
-    let count = crate::dealer::correction_count(&job, &widths, patch, batch, &nonlinear);
-    triplet_stream::write(
-        &out1,
-        &header(1),
-        &lead,
-        count,
-        &base1,
-        to[1].as_ref(),
-        |emit| crate::dealer::generate_into(&job, &widths, patch, batch, &seeds, &nonlinear, emit),
-    )?;
-    // S0's file: its seed and base OTs (its triple shares follow from the seed).
+    which
+        .into_iter()
+        .map(|i| {
+            Tile::new(i, k)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("--tiles/--tile: {e}"))
+        })
+        .collect()
+}
+
+/// " (tile I of K)", " (K tiles)" or nothing, for the summary line.
+fn tiles_said(a: &GenTripletsArgs) -> String {
+    match (a.tiles, a.tile) {
+        (None, _) => String::new(),
+        (Some(k), Some(i)) => format!(" (tile {i} of {k})"),
+        (Some(k), None) => format!(" ({k} tiles)"),
+    }
+}
+
+/// A tile's file prefix: <out>.t<I> (the whole job's: <out>).
+fn tile_prefix(out: &Path, tile: Option<Tile>) -> PathBuf {
+    match tile {
+        Some(t) => with_suffix(out, &format!(".t{}", t.index)),
+        None => out.to_path_buf(),
+    }
+}
+
+/// The fields both of a job's triplet files share.
+struct Lead<'a> {
+    job: &'a JobParams,
+    widths: &'a [usize],
+    batch: usize,
+    engine: EngineKind,
+    seeds: &'a [Seed; 2],
+}
+
+/// Writes one job's (or tile's) pair of triplet files at `prefix`: S1's first, streamed as
+/// `fill` computes its explicit values (about 1 GB for a 512x512 image is never held in
+/// memory; it is the long, failure-prone write, and if it fails nothing new is left beside
+/// an older pair), then S0's (its seed and base OTs: its triple shares follow from the
+/// seed). Returns both paths and the bytes written.
+#[allow(clippy::too_many_arguments)]
+fn write_pair<F>(
+    prefix: &Path,
+    header: &dyn Fn(u8) -> Header,
+    lead: Lead<'_>,
+    count: usize,
+    (base0, base1): (Vec<u8>, Vec<u8>),
+    to: &[Option<Recipient>; 2],
+    fill: F,
+) -> Result<([String; 2], u64)>
+where
+    F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()> + Send,
+{
+    let (out0, out1) = (with_ext(prefix, 0), with_ext(prefix, 1));
+    let l1 = TripletsLead {
+        job: lead.job.clone(),
+        widths: lead.widths.to_vec(),
+        batch: lead.batch,
+        seed: lead.seeds[1],
+        engine: lead.engine,
+    };
+    triplet_stream::write(&out1, &header(1), &l1, count, &base1, to[1].as_ref(), fill)?;
     let t0 = Triplets {
-        job: job.clone(),
-        widths: widths.clone(),
-        batch,
-        seed: seeds.job[0],
-        engine: a.engine,
+        job: lead.job.clone(),
+        widths: lead.widths.to_vec(),
+        batch: lead.batch,
+        seed: lead.seeds[0],
+        engine: lead.engine,
         corrections: Vec::new(),
         base_ot: base0,
     };
     let bytes = write_s0((&out0, &out1), &header(0), &t0, to[0].as_ref())?;
-    let outs = [out0.display().to_string(), out1.display().to_string()];
-    let secs = t.elapsed().as_secs_f64();
-    Ok(Summary {
-        lines: vec![format!(
-            "{} engine: correlated randomness for {} patches written to {} and {} ({bytes} bytes, {secs:.2} s); triplet id {}",
-            a.engine,
-            geo.num_patches(),
-            outs[0],
-            outs[1],
-            id_hex(&triplet_id)
-        )],
-        json: serde_json::json!({
-            "ok": true, "command": "gen-triplets", "triplet_id": id_hex(&triplet_id),
-            "patches": geo.num_patches(), "outputs": outs, "engine": a.engine.name(), "batch": batch, "dealer_bytes": bytes, "seconds": secs,
-        }),
-    })
+    Ok((
+        [out0.display().to_string(), out1.display().to_string()],
+        bytes,
+    ))
 }

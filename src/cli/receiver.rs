@@ -14,7 +14,7 @@ use crate::plain::geometry::Geometry;
 use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
-use crate::ring::tiles::{check_cover, Tile};
+use crate::ring::tiles::{check_cover, parse_range, Tile};
 
 /// Combine the two servers' output shares into the denoised image: PNG or TIFF (same bit
 /// depth as the input unless --bit-depth is given), or DICOM like --like.
@@ -173,7 +173,8 @@ fn add_pair(share0: &Path, share1: &Path) -> Result<(Header, OutputShare, Vec<u6
     Ok((h0, o0, sums))
 }
 
-/// Combines the output shares of a job split into tiles (CNN bands of rows): every tile's
+/// Combines the output shares of a job split into tiles (CNN bands of rows, MLP runs of
+/// patches): every tile's
 /// pair checked as in [`combine`], all of one job and one model, every tile exactly once,
 /// the bands covering the image's rows in order. A missing, repeated or foreign tile is
 /// named.
@@ -263,63 +264,103 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
             }
         }
     }
-    let mut rows = Vec::with_capacity(k);
-    let mut sums = Vec::new();
-    let mut job = None;
-    let mut scale = 0;
+    // CNN tiles hold bands of rows of the image; MLP tiles partial canvases of runs of the
+    // patch grid, which add up.
+    let mut ranges = Vec::with_capacity(k);
+    let mut sums: Vec<u64> = Vec::new();
+    let mut first: Option<(bool, OutputShare)> = None;
     for (a, b) in pairs {
         let (h0, o0, part) = add_pair(a, b)?;
-        let band = h0
-            .info("rows")
-            .and_then(|r| r.split_once(".."))
-            .and_then(|(lo, hi)| Some(lo.parse::<usize>().ok()?..hi.parse::<usize>().ok()?))
-            .with_context(|| format!("{}: the tile's rows are not named", a.display()))?;
+        let cnn = is_cnn(&h0);
+        let named = if cnn { "rows" } else { "patches" };
+        let range = h0
+            .info(named)
+            .and_then(parse_range)
+            .with_context(|| format!("{}: the tile's {named} are not named", a.display()))?;
         let g = o0.geometry;
-        let one = crate::plain::model::PatchShape {
-            input: 1,
-            output: 1,
-            window_milli: 0,
-        };
-        // The whole geometry, as `serve` makes it for the band: its canvas is what is added.
-        let fits = band.start < band.end && band.end <= o0.job.height;
-        if !is_cnn(&h0)
-            || !fits
-            || g != Geometry::new(band.len(), o0.job.width, one, 1)
-            || o0.canvas.len() != band.len() * o0.job.width
-        {
+        let job = &o0.job;
+        if cnn {
+            let one = crate::plain::model::PatchShape {
+                input: 1,
+                output: 1,
+                window_milli: 0,
+            };
+            // The whole geometry, as `serve` makes it for the band: its canvas is what is
+            // put in place.
+            let fits = range.start < range.end && range.end <= job.height;
+            if !fits
+                || g != Geometry::new(range.len(), job.width, one, 1)
+                || o0.canvas.len() != range.len() * job.width
+            {
+                bail!(
+                    "{}: its geometry ({} x {}) does not match its rows {}..{} of a {} x {} image",
+                    a.display(),
+                    g.height,
+                    g.width,
+                    range.start,
+                    range.end,
+                    job.height,
+                    job.width
+                );
+            }
+            sums.extend(part);
+        } else {
+            // A partial canvas of the whole job's geometry.
+            let fits = range.start < range.end && range.end <= g.num_patches();
+            if !sane_output_patch(&g, job)
+                || g != Geometry::new(job.height, job.width, g.patch, job.stride)
+                || !fits
+            {
+                bail!(
+                    "{}: its geometry or its patches {}..{} do not match its job",
+                    a.display(),
+                    range.start,
+                    range.end
+                );
+            }
+            if sums.is_empty() {
+                sums = part;
+            } else {
+                sums.iter_mut()
+                    .zip(&part)
+                    .for_each(|(x, y)| *x = x.wrapping_add(*y));
+            }
+        }
+        match &first {
+            None => first = Some((cnn, o0)),
+            Some((c, f)) => {
+                if *c != cnn
+                    || f.job != o0.job
+                    || f.scale != o0.scale
+                    || f.geometry.patch != g.patch
+                {
+                    bail!(
+                        "{}: other job parameters than the first tile's",
+                        a.display()
+                    );
+                }
+            }
+        }
+        ranges.push(range);
+    }
+    let (cnn, o) = first.context("no tile given")?;
+    let (job, g) = (&o.job, o.geometry);
+    let img = if cnn {
+        check_cover(&ranges, job.height).map_err(|e| anyhow::anyhow!("the tiles' rows: {e}"))?;
+        if sums.len() != job.height * job.width {
             bail!(
-                "{}: its geometry ({} x {}) does not match its rows {}..{} of a {} x {} image",
-                a.display(),
-                g.height,
-                g.width,
-                band.start,
-                band.end,
-                o0.job.height,
-                o0.job.width
+                "the tiles hold {} values for a {} x {} image",
+                sums.len(),
+                job.height,
+                job.width
             );
         }
-        if job.get_or_insert_with(|| o0.job.clone()) != &o0.job || (scale != 0 && scale != o0.scale)
-        {
-            bail!(
-                "{}: other job parameters than the first tile's",
-                a.display()
-            );
-        }
-        scale = o0.scale;
-        rows.push(band);
-        sums.extend(part);
-    }
-    let job = job.context("no tile given")?;
-    check_cover(&rows, job.height).map_err(|e| anyhow::anyhow!("the tiles' rows: {e}"))?;
-    if sums.len() != job.height * job.width {
-        bail!(
-            "the tiles hold {} values for a {} x {} image",
-            sums.len(),
-            job.height,
-            job.width
-        );
-    }
-    let img = crate::ring::cnn::decode_output(&sums, job.height, job.width, &job.pre, scale);
+        crate::ring::cnn::decode_output(&sums, job.height, job.width, &job.pre, o.scale)
+    } else {
+        check_cover(&ranges, g.num_patches())
+            .map_err(|e| anyhow::anyhow!("the tiles' patches: {e}"))?;
+        decode_canvas(&sums, &g, &job.pre, o.scale)
+    };
     Ok(GrayImage {
         pixels: img,
         bit_depth: job.bit_depth,

@@ -123,11 +123,21 @@ pub fn generate_with(
     seeds: &DealSeeds,
     base_ot: (Vec<u8>, Vec<u8>),
 ) -> (Triplets, Triplets) {
-    let mut corr = Vec::with_capacity(correction_count(job, widths, patch, batch, nl));
-    generate_into(job, widths, patch, batch, seeds, nl, &mut |v: &[u64]| {
-        corr.extend_from_slice(v);
-        Ok::<(), std::convert::Infallible>(())
-    })
+    let all = Geometry::new(job.height, job.width, patch, job.stride).num_patches();
+    let mut corr = Vec::with_capacity(correction_count(widths, all, batch, nl));
+    generate_into(
+        job,
+        widths,
+        patch,
+        0..all,
+        batch,
+        seeds,
+        nl,
+        &mut |v: &[u64]| {
+            corr.extend_from_slice(v);
+            Ok::<(), std::convert::Infallible>(())
+        },
+    )
     .unwrap_or_else(|e| match e {});
     let mk = |seed: Seed, corrections: Vec<u64>, base_ot: Vec<u8>| Triplets {
         job: job.clone(),
@@ -148,33 +158,34 @@ pub fn generate_with(
 /// and layer, the matrix triple's dout x n, plus for a hidden layer three elementwise
 /// correlations of dout x n each, plus the boolean engine's AND triple and daBit shares.
 pub fn correction_count(
-    job: &JobParams,
     widths: &[usize],
-    patch: crate::plain::model::PatchShape,
+    num_patches: usize,
     batch: usize,
     nl: &NonlinearDeal,
 ) -> usize {
-    let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let layers = widths.len() - 1;
     let per_patch: usize = (0..layers)
         .map(|l| widths[l + 1] * if l + 1 < layers { 4 } else { 1 })
         .sum();
     let boolean: usize = match &nl.boolean {
-        Some(bd) => batches(geo.num_patches(), batch)
+        Some(bd) => batches(num_patches, batch)
             .map(|(_, _, n)| bd.explicit_values(widths, n))
             .sum(),
         None => 0,
     };
-    per_patch * geo.num_patches() + boolean
+    per_patch * num_patches + boolean
 }
 
 /// Computes party 1's triple shares for the parties' `seeds`, handing them to `emit` in
 /// consumption order (batch -> layer -> matrix triple, then elementwise triples), one piece
-/// at a time: the dealer can write them to disk without holding them all.
+/// at a time: the dealer can write them to disk without holding them all. `patches`: the
+/// run of the patch grid the job (or tile) computes.
+#[allow(clippy::too_many_arguments)]
 pub fn generate_into<E>(
     job: &JobParams,
     widths: &[usize],
     patch: crate::plain::model::PatchShape,
+    patches: std::ops::Range<usize>,
     batch: usize,
     deal_seeds: &DealSeeds,
     nonlinear: &NonlinearDeal,
@@ -199,7 +210,8 @@ pub fn generate_into<E>(
         &image_mask_of(&seeds[0], npix),
         &image_mask_of(&seeds[1], npix),
     ));
-    for (b, start, n) in batches(geo.num_patches(), batch) {
+    for (b, start, n) in batches(patches.len(), batch) {
+        let start = patches.start + start;
         for l in 0..nl {
             let (din, dout) = (widths[l], widths[l + 1]);
             let bm = if l == 0 {

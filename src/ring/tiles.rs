@@ -1,6 +1,9 @@
 //! Tiles: one job split into parts that server pairs run independently, each with its own
 //! correlated randomness, whose outputs the receiver puts together.
 //!
+//! An MLP tile is a run of the patch grid: its output share is a canvas of its patches'
+//! weighted sums, and the tiles' canvases add up to the one-piece job's.
+//!
 //! A CNN tile is a band of output rows. It reads its rows plus a halo of the network's
 //! receptive radius above and below, runs the whole network on that band as if it were the
 //! image, and keeps only its own rows: a row's value depends only on input rows within the
@@ -127,20 +130,40 @@ impl CnnPlan {
     }
 }
 
-/// Checks that the row ranges `bands` (tile after tile) cover `0..h` once, in order.
+/// The patches of an MLP tile: the job's `num_patches` (in the patch grid's order) cut into
+/// `count` runs of near-equal length. Every tile must get at least one patch.
+pub fn patch_range(num_patches: usize, tile: Tile) -> Result<Range<usize>, String> {
+    if tile.count > num_patches {
+        return Err(format!(
+            "{} tiles for {num_patches} patches: at most one tile per patch",
+            tile.count
+        ));
+    }
+    let at = |i: usize| i * num_patches / tile.count;
+    Ok(at(tile.index)..at(tile.index + 1))
+}
+
+/// Reads a header's `a..b` range back.
+pub fn parse_range(s: &str) -> Option<Range<usize>> {
+    let (lo, hi) = s.split_once("..")?;
+    Some(lo.parse().ok()?..hi.parse().ok()?)
+}
+
+/// Checks that the ranges `bands` (rows or patches, tile after tile) cover `0..h` once, in
+/// order.
 pub fn check_cover(bands: &[Range<usize>], h: usize) -> Result<(), String> {
     let mut next = 0;
     for (i, b) in bands.iter().enumerate() {
         if b.start != next || b.end <= b.start {
             return Err(format!(
-                "tile {i} holds rows {}..{} where rows from {next} were expected",
+                "tile {i} holds {}..{} where {next}.. was expected",
                 b.start, b.end
             ));
         }
         next = b.end;
     }
     if next != h {
-        return Err(format!("the tiles cover rows 0..{next} of {h}"));
+        return Err(format!("the tiles cover 0..{next} of 0..{h}"));
     }
     Ok(())
 }
@@ -204,5 +227,13 @@ mod tests {
         assert!(check_cover(&[0..3, 4..5], 5).is_err());
         assert!(check_cover(&[0..3, 2..5], 5).is_err());
         assert!(check_cover(&[0..3, 3..4], 5).is_err());
+        let runs: Vec<_> = (0..3)
+            .map(|i| patch_range(10, Tile::new(i, 3).unwrap()).unwrap())
+            .collect();
+        assert_eq!(runs, vec![0..3, 3..6, 6..10]);
+        check_cover(&runs, 10).unwrap();
+        assert!(patch_range(2, Tile::new(0, 3).unwrap()).is_err());
+        assert_eq!(parse_range("3..6"), Some(3..6));
+        assert_eq!(parse_range("3-6"), None);
     }
 }

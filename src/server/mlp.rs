@@ -1,5 +1,7 @@
 //! An MLP job (the paper's protocol): its files' checks and its run.
 
+use std::ops::Range;
+
 use anyhow::{bail, Result};
 
 use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
@@ -13,6 +15,7 @@ use crate::formats::container::{self, Header, Kind};
 use crate::plain::geometry::Geometry;
 use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
+use crate::ring::tiles::{patch_range, Tile};
 use crate::twopc::channel::Channel;
 use crate::twopc::protocol::{self, JobInputs, Nonlinear, Report, Weights};
 use crate::twopc::weights::Opened;
@@ -26,6 +29,8 @@ pub(super) struct MlpJob {
     batch: usize,
     /// The weights opened once for the model, or None when the job opens them itself.
     opened: Option<Opened>,
+    /// The tile the triplet file names, and its run of the patch grid.
+    tile: Option<(Tile, Range<usize>)>,
 }
 
 pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
@@ -62,12 +67,6 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     }
     let engine_kind = tr.lead.engine;
     check_engine(&f, th, engine_kind)?;
-    if let Some(t) = th.info("tile") {
-        bail!(
-            "{}: names tile {t}, but MLP jobs run in one piece (tiles are for CNN jobs)",
-            f.triplets.display()
-        );
-    }
     // What the dealer had to make for this engine and these activations (the boolean
     // engine's circuits recorded once): checked against the file's header and length below.
     let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);
@@ -93,11 +92,21 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     }
     crate::formats::bodies::check_geometry(&is.job, plan.patch).map_err(|e| at(&f.image, e))?;
     let geo = Geometry::new(is.job.height, is.job.width, plan.patch, is.job.stride);
-    crate::dealer::check_stream_bounds(&plan.widths(), geo.num_patches(), tr.lead.batch)
+    // A tile runs its run of the patch grid: its randomness is sized for those patches.
+    let tile = match th.info("tile") {
+        None => None,
+        Some(s) => {
+            let tile = Tile::parse(s).map_err(|e| at(&f.triplets, e))?;
+            let run = patch_range(geo.num_patches(), tile).map_err(|e| at(&f.triplets, e))?;
+            Some((tile, run))
+        }
+    };
+    let patches = tile.as_ref().map_or(geo.num_patches(), |(_, r)| r.len());
+    crate::dealer::check_stream_bounds(&plan.widths(), patches, tr.lead.batch)
         .map_err(|e| at(&f.triplets, e.to_string()))?;
     // S1's explicit values: exactly as many as this job consumes (S0 has none).
     let want = if p == 1 {
-        crate::dealer::correction_count(&is.job, &plan.widths(), plan.patch, tr.lead.batch, &deal)
+        crate::dealer::correction_count(&plan.widths(), patches, tr.lead.batch, &deal)
     } else {
         0
     };
@@ -137,6 +146,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
         image,
         batch,
         opened,
+        tile,
     }));
     assemble(f, mh, ih, t, mask_field, work)
 }
@@ -173,6 +183,26 @@ pub(crate) fn load_opened(
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+impl MlpJob {
+    /// Patches this job computes: its tile's, or the whole grid.
+    pub(super) fn patches(&self) -> usize {
+        self.tile
+            .as_ref()
+            .map_or(self.geo.num_patches(), |(_, r)| r.len())
+    }
+
+    /// What the output share's header says of the tile: which one, and its patches.
+    pub(super) fn tile_info(&self) -> Vec<(String, String)> {
+        match &self.tile {
+            None => Vec::new(),
+            Some((t, r)) => vec![
+                ("tile".into(), t.label()),
+                ("patches".into(), format!("{}..{}", r.start, r.end)),
+            ],
+        }
+    }
+}
+
 impl super::Runs for MlpJob {
     fn run(
         &self,
@@ -195,6 +225,7 @@ impl super::Runs for MlpJob {
                 Some(o) => Weights::Opened(o),
                 None => Weights::PerJob,
             },
+            patches: self.tile.as_ref().map(|(_, r)| r.clone()),
         };
         let (canvas, report) = protocol::run(ch, inputs, engine, &mut |d, _| progress(d))?;
         let out = OutputShare {

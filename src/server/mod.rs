@@ -112,7 +112,7 @@ impl ReadyJob {
     /// Steps the progress callback counts up to, and what they are.
     pub fn steps(&self) -> (usize, &'static str) {
         match &self.work {
-            Work::Mlp(m) => (m.geo.num_patches(), "patches"),
+            Work::Mlp(m) => (m.patches(), "patches"),
             Work::Cnn(c) => (c.steps(), "layer rows"),
         }
     }
@@ -128,7 +128,7 @@ impl ReadyJob {
             Work::Cnn(c) => (c, Some(crate::formats::bodies::CNN), "pixels"),
         };
         let tile_info = match &self.work {
-            Work::Mlp(_) => Vec::new(),
+            Work::Mlp(m) => m.tile_info(),
             Work::Cnn(c) => c.tile_info(),
         };
         let (out, report) = work.run(

@@ -91,6 +91,8 @@ pub struct JobInputs<'a> {
     /// Bytes both parties must agree on (job, model and randomness ids).
     pub session_tag: Vec<u8>,
     pub weights: Weights<'a>,
+    /// The run of the patch grid this job computes (a tile's), or every patch.
+    pub patches: Option<std::ops::Range<usize>>,
 }
 
 /// Where the masked weights U = W - A come from (see [`crate::twopc::weights`]).
@@ -138,9 +140,18 @@ pub fn run(
     let party = inp.party;
     let plan = inp.plan;
     let geo = Geometry::new(inp.job.height, inp.job.width, plan.patch, inp.job.stride);
+    let range = inp.patches.clone().unwrap_or(0..geo.num_patches());
+    if range.end > geo.num_patches() || range.is_empty() {
+        return Err(ProtocolError::Setup(format!(
+            "patches {}..{} of a job of {}",
+            range.start,
+            range.end,
+            geo.num_patches()
+        )));
+    }
     let mut rep = Report {
         party,
-        patches: geo.num_patches(),
+        patches: range.len(),
         ..Default::default()
     };
 
@@ -184,7 +195,7 @@ pub fn run(
     let centre = geo.centre_indices();
     let mut canvas = vec![0u64; geo.canvas_h * geo.canvas_w];
     let weights = geo.patch.window_weights();
-    let total = geo.num_patches();
+    let total = range.len();
     let mut done = 0;
     let macs: Vec<usize> = plan
         .layers
@@ -195,6 +206,7 @@ pub fn run(
         })
         .collect();
     for (b, start, n) in batches(total, inp.batch.max(1)) {
+        let start = range.start + start;
         rep.batches += 1;
         let mut act: Vec<u64> = Vec::new();
         for l in 0..nl {
