@@ -3,8 +3,8 @@
 #
 # Brings up scripts/slurm-cluster.sh, then, with slurm/serve.sbatch submitted once per party:
 #   1. the one-piece job (a 1-task array per party), result == the plaintext fixed-point oracle;
-#   2. with SLURM_TEST_TILES=K (K > 0, 4 by default): a CNN job (fixtures/tiny-cnn.npz) in one
-#      piece and as K tiles, one array task per tile;
+#   2. with SLURM_TEST_TILES=K (K > 0, 4 by default): the MLP job as 2 tiles, and a CNN job
+#      (fixtures/tiny-cnn.npz) in one piece and as K tiles, one array task per tile;
 #   3. with SLURM_TEST_STUDY=N (N > 0): a study of N slices, one array task per slice;
 # and in the last of 1./2. one S0 task is cancelled mid-run: its burned triplets must be
 # refused, and the re-run with fresh ones (gen-triplets again) must complete the job. Every
@@ -223,6 +223,23 @@ reconstruct "$W/one.png" 8 "$W/one/out.p0" -- "$W/one/out.p1"
 reconstruct "$W/one16.png" 16 "$W/one/out.p0" -- "$W/one/out.p1"
 same "$W/one.png" "$W/oracle.png" "the one-piece Slurm result differs from the oracle"
 say "one-piece job through Slurm == the fixed-point oracle"
+
+# --- 1b. the same MLP job as 2 tiles (runs of the patch grid), weights opened once ----------
+if [[ $TILES -gt 0 ]]; then
+    mkdir -p "$W/mlp-tiles"
+    "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
+        --tiles 2 --out "$W/mlp-tiles/triplets" "${TO[@]}" >/dev/null
+    say "MLP as 2 tiles: submitting S0's and S1's 2-task arrays"
+    submit_pair mlp-tiles 0-1 mlp-tiles-1 "$W/image.p{p}" \
+        "$W/mlp-tiles/triplets.t{i}.p{p}" "$W/mlp-tiles/out.t{i}.p{p}"
+    wait_jobs "$J0" "$J1"
+    expect_completed "$J0" 0 1
+    expect_completed "$J1" 0 1
+    reconstruct "$W/mlp-tiles16.png" 16 "$W/mlp-tiles/out.t0.p0" "$W/mlp-tiles/out.t1.p0" -- \
+        "$W/mlp-tiles/out.t0.p1" "$W/mlp-tiles/out.t1.p1"
+    same "$W/mlp-tiles16.png" "$W/one16.png" "the 2-tile MLP result differs from the one-piece result"
+    say "MLP as 2 tiles through Slurm == the one-piece job"
+fi
 
 # --- 2. K tiles of a CNN job (gen-triplets --tiles K [--tile I], out.t<I>.p<P>) ------------
 # Tiles are bands of rows of a CNN job: fixtures/tiny-cnn.npz (a small seeded random CNN), its
