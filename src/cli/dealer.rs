@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use zeroize::Zeroize;
 
 use super::gateway::job_from_header;
 use super::keys::SealArgs;
@@ -570,7 +571,7 @@ fn write_pair<F>(
     header: &dyn Fn(u8) -> Header,
     lead: Lead<'_>,
     count: usize,
-    (base0, base1): (Vec<u8>, Vec<u8>),
+    (base0, mut base1): (Vec<u8>, Vec<u8>),
     to: &[Option<Recipient>; 2],
     fill: F,
 ) -> Result<([String; 2], u64)>
@@ -585,7 +586,11 @@ where
         seed: lead.seeds[1],
         engine: lead.engine,
     };
-    triplet_stream::write(&out1, &header(1), &l1, count, &base1, to[1].as_ref(), fill)?;
+    let written =
+        triplet_stream::write(&out1, &header(1), &l1, count, &base1, to[1].as_ref(), fill);
+    // S1's base OTs (Δ and its chosen seeds) are in its file now; S0's go with `t0`'s drop.
+    base1.zeroize();
+    written?;
     let t0 = Triplets {
         job: lead.job.clone(),
         widths: lead.widths.to_vec(),

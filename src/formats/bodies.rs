@@ -33,19 +33,20 @@ impl Drop for Data {
     }
 }
 
-/// `impl Drop` wiping one seed field of each body type.
+/// `impl Drop` wiping the secret fields of each body type: seeds, and the base OTs (both
+/// seeds of every pair for S0, Δ for S1).
 macro_rules! wipe_on_drop {
-    ($($body:ty => $field:ident),* $(,)?) => {$(
+    ($($body:ty => $($field:ident)+),* $(,)?) => {$(
         impl Drop for $body {
             fn drop(&mut self) {
-                self.$field.zeroize();
+                $(self.$field.zeroize();)+
             }
         }
     )*};
 }
 
 wipe_on_drop!(
-    Triplets => seed,
+    Triplets => seed base_ot,
     TripletsLead => seed,
     ModelMask => seed,
     DealerMask => seeds,
@@ -371,5 +372,27 @@ mod tests {
         });
         unsafe { ManuallyDrop::drop(&mut dm) };
         assert_eq!(dm.seeds, [[0; 32]; 2]);
+        // A triplet body's base OTs too (zeroize empties the Vec after wiping its bytes).
+        let mut t = ManuallyDrop::new(Triplets {
+            job: JobParams {
+                height: 1,
+                width: 1,
+                bit_depth: 8,
+                stride: 1,
+                scale: 8,
+                pre: crate::plain::preprocess::Preprocess::new(25.0, 25.0, true),
+                sigma: 25.0,
+                model_sigma: 25.0,
+            },
+            widths: vec![1, 1],
+            batch: 1,
+            seed: [3; 32],
+            engine: Default::default(),
+            corrections: Vec::new(),
+            base_ot: vec![5; 64],
+        });
+        unsafe { ManuallyDrop::drop(&mut t) };
+        assert_eq!(t.seed, [0; 32]);
+        assert!(t.base_ot.is_empty());
     }
 }

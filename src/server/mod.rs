@@ -13,6 +13,7 @@ pub mod state;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use zeroize::Zeroize;
 
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::randomness::PartyRandomness;
@@ -275,7 +276,7 @@ fn assemble(
     files: JobFiles,
     mh: Header,
     ih: Header,
-    t: OpenedTriplets,
+    mut t: OpenedTriplets,
     mask_field: String,
     work: Work,
 ) -> Result<ReadyJob> {
@@ -296,6 +297,8 @@ fn assemble(
     tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
     let engine = engine_for(engine_kind, p, &t.stream.base_ot)
         .map_err(|e| anyhow::anyhow!("{}: {e}", files.triplets.display()))?;
+    // The engine holds its parsed copy (wiped on drop); the serialised one goes now.
+    t.stream.base_ot.zeroize();
     let rand = PartyRandomness::streaming(p, t.stream.lead.seed, t.stream.corrections);
     Ok(ReadyJob {
         party: p,
