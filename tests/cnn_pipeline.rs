@@ -1197,3 +1197,25 @@ fn bench_tiles_reports_tiles_halo_and_projection() {
         assert!(d.path(&format!("bt/{t}/denoised.png")).exists(), "{t}");
     }
 }
+
+/// `denoise --clean` of another size than the image is an error naming it, before the work
+/// (it was a panic in the metrics).
+#[test]
+fn denoise_refuses_a_clean_reference_of_another_size() {
+    let d = Dir::new();
+    let o = run(&[
+        "denoise",
+        "--image",
+        "builtin:phantom:24",
+        "--clean",
+        "builtin:phantom:32",
+        "--out",
+        &d.p("x.png"),
+    ]);
+    refused(
+        &o,
+        "--clean builtin:phantom:32: 32x32 pixels, but builtin:phantom:24 is 24x24",
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+    assert!(!d.path("x.png").exists());
+}

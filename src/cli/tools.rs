@@ -168,6 +168,25 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         )?),
         None => None,
     };
+    // The reference too: a size that does not match is an error before the work, not a
+    // panic after it.
+    let clean = match &a.clean {
+        Some(c) => {
+            let clean = load_image(c)?;
+            if clean.pixels.dim() != noisy.pixels.dim() {
+                bail!(
+                    "--clean {c}: {}x{} pixels, but {} is {}x{}",
+                    clean.pixels.nrows(),
+                    clean.pixels.ncols(),
+                    a.image,
+                    noisy.pixels.nrows(),
+                    noisy.pixels.ncols()
+                );
+            }
+            Some(clean)
+        }
+        None => None,
+    };
     let t = Instant::now();
     let (out, oor) = if Cnn::is_cnn_file(&path)? {
         let model = Cnn::load(&path)?;
@@ -215,8 +234,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         lines.push(format!("wrote {} ({})", o.display(), enc.describe()));
         json["out"] = serde_json::json!(o);
     }
-    if let Some(c) = &a.clean {
-        let clean = load_image(c)?;
+    if let Some(clean) = &clean {
         let (pn, pd) = (
             psnr(&clean.pixels, &noisy.pixels, 255.0),
             psnr(&clean.pixels, &q, 255.0),
