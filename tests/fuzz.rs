@@ -175,6 +175,52 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
             // their own target.
             "--plain-files",
         ]);
+        // The same job as 2 tiles (per-job weights), served pair by pair: the receiver's
+        // and the servers' tile paths get seeds of their own.
+        let p = |n: &str| work.join(n).to_str().unwrap().to_string();
+        run(&[
+            "gen-triplets",
+            "--model",
+            &p("model.pub"),
+            "--image",
+            &p("image.pub"),
+            "--engine",
+            engine,
+            "--tiles",
+            "2",
+            "--out",
+            &p("tiles"),
+        ]);
+        for i in 0..2 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let servers: Vec<_> = (0..2)
+                .map(|party| {
+                    let (me, peer) = (format!("s{party}"), format!("s{}", 1 - party));
+                    Command::new(bin())
+                        .args(["serve", "--quiet", "--party", &party.to_string()])
+                        .args(["--model", &p(&format!("model.p{party}"))])
+                        .args(["--image", &p(&format!("image.p{party}"))])
+                        .args(["--triplets", &p(&format!("tiles.t{i}.p{party}"))])
+                        .args(["--key", &p(&format!("keys/{me}.key"))])
+                        .args(["--cert", &p(&format!("keys/{me}.crt"))])
+                        .args(["--peer-cert", &p(&format!("keys/{peer}.crt"))])
+                        .args(["--addr", &format!("127.0.0.1:{port}")])
+                        .args(["--state-dir", &p("tile-state")])
+                        .args(["--out", &p(&format!("out.t{i}.p{party}"))])
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            for c in servers {
+                let o = c.wait_with_output().unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
     }
     (mlp, cnn)
 }
@@ -307,6 +353,36 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             }),
         });
     }
+    // The receiver of a job in 2 tiles: one of the four shares mutated next to the others.
+    for d in [mlp, cnn] {
+        let shares: Vec<PathBuf> = (0..2)
+            .flat_map(|i| (0..2).map(move |p| (i, p)))
+            .map(|(i, p)| d.join(format!("out.t{i}.p{p}")))
+            .collect();
+        let all = shares.clone();
+        t.push(Target {
+            name: if d == mlp {
+                "output shares of tiles (MLP)"
+            } else {
+                "output shares of tiles (CNN)"
+            },
+            seeds: shares,
+            shape: Shape::Container,
+            parse: Box::new(move |f, seed| {
+                let list: Vec<PathBuf> = all
+                    .iter()
+                    .map(|s| {
+                        if s == seed {
+                            f.to_path_buf()
+                        } else {
+                            s.clone()
+                        }
+                    })
+                    .collect();
+                ppdenoise::cli::receiver::combine_tiles(&list).is_ok()
+            }),
+        });
+    }
     // The dealer, from public headers (a mutated one next to the valid other one).
     for d in [mlp, cnn] {
         let (m, i) = (d.join("model.pub"), d.join("image.pub"));
@@ -349,43 +425,77 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             .flat_map(|r| both(d, r))
             .filter(|f| f.exists())
             .collect();
-        let (d, state) = (d.to_path_buf(), scratch.join("state"));
-        t.push(Target {
-            name: if d == mlp {
-                "server job files (MLP)"
-            } else {
-                "server job files (CNN)"
-            },
-            seeds,
-            shape: Shape::Container,
-            parse: Box::new(move |f, seed| {
-                let party = if seed.extension().is_some_and(|e| e == "p1") {
-                    1
-                } else {
-                    0
-                };
-                let file = |role: &str| {
-                    let valid = d.join(format!("{role}.p{party}"));
-                    if valid == seed {
-                        f.to_path_buf()
-                    } else {
-                        valid
-                    }
-                };
-                let weights = file("weights");
-                let files = ppdenoise::server::JobFiles {
-                    party,
-                    model: file("model"),
-                    image: file("image"),
-                    triplets: file("triplets"),
-                    weights: weights.exists().then_some(weights),
-                    engine: None,
-                    state_dir: state.clone(),
-                };
-                ppdenoise::server::prepare(files).is_ok()
-            }),
-        });
+        job_target(&mut t, d, scratch, seeds, "triplets", d == mlp, false);
+        // A tile's triplets (its band or patch run sized from the `tile` header fact).
+        job_target(
+            &mut t,
+            d,
+            scratch,
+            both(d, "tiles.t1"),
+            "tiles.t1",
+            d == mlp,
+            true,
+        );
     }
+    t.extend(more_targets(mlp, cnn, scratch));
+    t
+}
+
+/// A server's job: one of its files mutated next to its other, valid files, through the
+/// same loading and checks `serve` makes before it claims anything (no link is opened).
+/// `triplets`: the stem of the triplet files (a tile's, or the job's).
+fn job_target(
+    t: &mut Vec<Target>,
+    d: &Path,
+    scratch: &Path,
+    seeds: Vec<PathBuf>,
+    triplets: &'static str,
+    mlp: bool,
+    tile: bool,
+) {
+    let (d, state) = (d.to_path_buf(), scratch.join("state"));
+    t.push(Target {
+        name: match (mlp, tile) {
+            (true, false) => "server job files (MLP)",
+            (false, false) => "server job files (CNN)",
+            (true, true) => "server job files (MLP tile)",
+            (false, true) => "server job files (CNN tile)",
+        },
+        seeds,
+        shape: Shape::Container,
+        parse: Box::new(move |f, seed| {
+            let party = if seed.extension().is_some_and(|e| e == "p1") {
+                1
+            } else {
+                0
+            };
+            let file = |role: &str| {
+                let valid = d.join(format!("{role}.p{party}"));
+                if valid == seed {
+                    f.to_path_buf()
+                } else {
+                    valid
+                }
+            };
+            // A tile's job opens its weights itself (its triplets name no model mask).
+            let weights = file("weights");
+            let files = ppdenoise::server::JobFiles {
+                party,
+                model: file("model"),
+                image: file("image"),
+                triplets: file(triplets),
+                weights: (!tile && weights.exists()).then_some(weights),
+                engine: None,
+                state_dir: state.clone(),
+            };
+            ppdenoise::server::prepare(files).is_ok()
+        }),
+    });
+}
+
+/// The targets of the remaining readers: sealed files, model files, images, headers.
+fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
+    let mut t = Vec::new();
     // Sealed files (age, to this process's identity): the age header and stream, then the
     // container inside, read whole as every reader does.
     let sealed_dir = scratch.join("sealed");
