@@ -144,6 +144,14 @@ fn sealed_files_work_and_refuse_the_wrong_reader() {
     let [m0, i0, t0] = mine(0);
     let state = tmp.path().join("state");
 
+    // `inspect` opens a sealed file with its reader's identity (a scheduler's script reads
+    // the triplet id so), and names the missing identity otherwise.
+    let o = ppd(&["inspect", s(&t0), "--identity", s(&id0)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["kind"], "Triplets", "{j}");
+    assert!(j["triplet_id"].is_string(), "{j}");
+    refused(&ppd(&["inspect", s(&t0)]), &t0, "--identity");
     // S1's image share given to S0: sealed to S1, so S0 cannot open it.
     let i1 = f("image.p1");
     let o = serve(&w, 0, [&m0, &i1, &t0], Some(&id0), &state);

@@ -313,9 +313,14 @@ fn inspect_cnn(m: &Cnn) -> Summary {
 #[derive(Args)]
 pub struct InspectArgs {
     pub file: PathBuf,
+    // A sealed file's reader: its header (ids, tile) is then shown, e.g. for a scheduler's
+    // script that keys a run on the triplet id.
+    #[command(flatten)]
+    pub identity: super::keys::IdentityArgs,
 }
 
 pub fn inspect(a: InspectArgs) -> Result<Summary> {
+    a.identity.load()?;
     let ext = a.file.extension().and_then(|e| e.to_str()).unwrap_or("");
     if (ext == "npz" || ext == "safetensors") && Cnn::is_cnn_file(&a.file)? {
         return Ok(inspect_cnn(&Cnn::load(&a.file)?));
