@@ -47,6 +47,15 @@ impl Tile {
         format!("{}/{}", self.index, self.count)
     }
 
+    /// The header facts of this tile's output share: `tile = I/K`, and `what = a..b`, the
+    /// part of the job it holds (rows for a CNN, patches for an MLP; see [`parse_range`]).
+    pub fn facts(&self, what: &str, part: &Range<usize>) -> Vec<(String, String)> {
+        vec![
+            ("tile".into(), self.label()),
+            (what.into(), format!("{}..{}", part.start, part.end)),
+        ]
+    }
+
     /// Reads [`Tile::label`]'s form back, checked.
     pub fn parse(s: &str) -> Result<Tile, String> {
         let bad = || format!("tile {s:?}: expected I/K, e.g. 2/4");

@@ -157,13 +157,7 @@ impl CnnJob {
     pub(super) fn tile_info(&self) -> Vec<(String, String)> {
         match &self.tile {
             None => Vec::new(),
-            Some((t, b)) => vec![
-                ("tile".into(), t.label()),
-                (
-                    "rows".into(),
-                    format!("{}..{}", b.output.start, b.output.end),
-                ),
-            ],
+            Some((t, b)) => t.facts("rows", &b.output),
         }
     }
 }

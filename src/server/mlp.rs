@@ -195,10 +195,7 @@ impl MlpJob {
     pub(super) fn tile_info(&self) -> Vec<(String, String)> {
         match &self.tile {
             None => Vec::new(),
-            Some((t, r)) => vec![
-                ("tile".into(), t.label()),
-                ("patches".into(), format!("{}..{}", r.start, r.end)),
-            ],
+            Some((t, r)) => t.facts("patches", r),
         }
     }
 }
