@@ -254,17 +254,23 @@ pub fn psnr_plot(avgs: &[Average], title: &str, path: &Path) -> Result<()> {
                     .map(|&p| Cross::new(p, 4, grey.stroke_width(1))),
             )
             .map_err(|e| err(&e))?;
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart).map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
     cv.save(path)
+}
+
+/// The charts' legend: upper right, on a light box.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
 }
 
 /// Hours against server pairs, both axes logarithmic: one line per series (`bench-tiles`).
@@ -326,14 +332,7 @@ pub fn scaling_plot(
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
                 .map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart).map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
     cv.save(path)
