@@ -62,6 +62,22 @@ impl NoiseArgs {
 }
 
 /// Loads an image file, or a built-in image named `builtin:<name>`.
+/// The clean reference of `--clean`, which must have the size of the image `of` names
+/// (checked before any work, so a mismatch is an error, not a panic in the metrics).
+pub fn load_clean(spec: &str, dim: (usize, usize), of: &str) -> Result<GrayImage> {
+    let clean = load_image(spec)?;
+    if clean.pixels.dim() != dim {
+        bail!(
+            "--clean {spec}: {}x{} pixels, but {of} is {}x{}",
+            clean.pixels.nrows(),
+            clean.pixels.ncols(),
+            dim.0,
+            dim.1
+        );
+    }
+    Ok(clean)
+}
+
 pub fn load_image(spec: &str) -> Result<GrayImage> {
     if let Some(name) = spec.strip_prefix("builtin:") {
         return phantom::builtin(name).ok_or_else(|| {

@@ -6,9 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::inputs::load_image;
+use super::inputs::load_clean;
 use super::Summary;
-use crate::formats::bodies::{is_cnn, load, OutputShare};
+use crate::formats::bodies::{is_cnn, load, JobParams, OutputShare};
 use crate::formats::container::{self, id_hex, Header, Id, Kind};
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
@@ -268,7 +268,8 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
     // patch grid, which add up.
     let mut ranges = Vec::with_capacity(k);
     let mut sums: Vec<u64> = Vec::new();
-    let mut first: Option<(bool, OutputShare)> = None;
+    // The first tile's family, job, scale and geometry (not its canvas): the others must agree.
+    let mut first: Option<(bool, JobParams, u32, Geometry)> = None;
     for (a, b) in pairs {
         let (h0, o0, part) = add_pair(a, b)?;
         let cnn = is_cnn(&h0);
@@ -327,13 +328,9 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
             }
         }
         match &first {
-            None => first = Some((cnn, o0)),
-            Some((c, f)) => {
-                if *c != cnn
-                    || f.job != o0.job
-                    || f.scale != o0.scale
-                    || f.geometry.patch != g.patch
-                {
+            None => first = Some((cnn, o0.job.clone(), o0.scale, g)),
+            Some((c, job, scale, geo)) => {
+                if *c != cnn || *job != o0.job || *scale != o0.scale || geo.patch != g.patch {
                     bail!(
                         "{}: other job parameters than the first tile's",
                         a.display()
@@ -343,8 +340,7 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
         }
         ranges.push(range);
     }
-    let (cnn, o) = first.context("no tile given")?;
-    let (job, g) = (&o.job, o.geometry);
+    let (cnn, job, scale, g) = first.context("no tile given")?;
     let img = if cnn {
         check_cover(&ranges, job.height).map_err(|e| anyhow::anyhow!("the tiles' rows: {e}"))?;
         if sums.len() != job.height * job.width {
@@ -355,11 +351,11 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
                 job.width
             );
         }
-        crate::ring::cnn::decode_output(&sums, job.height, job.width, &job.pre, o.scale)
+        crate::ring::cnn::decode_output(&sums, job.height, job.width, &job.pre, scale)
     } else {
         check_cover(&ranges, g.num_patches())
             .map_err(|e| anyhow::anyhow!("the tiles' patches: {e}"))?;
-        decode_canvas(&sums, &g, &job.pre, o.scale)
+        decode_canvas(&sums, &g, &job.pre, scale)
     };
     Ok(GrayImage {
         pixels: img,
@@ -433,22 +429,11 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     }
     let enc = Encoding::for_path(&a.out, a.bit_depth.unwrap_or(img.bit_depth), template)?;
     // The reference is checked before anything is written.
-    let clean = match &a.clean {
-        Some(c) => {
-            let clean = load_image(c)?;
-            if clean.pixels.dim() != img.pixels.dim() {
-                bail!(
-                    "--clean {c}: {}x{} pixels, but the denoised image is {}x{}",
-                    clean.pixels.nrows(),
-                    clean.pixels.ncols(),
-                    img.pixels.nrows(),
-                    img.pixels.ncols()
-                );
-            }
-            Some((c, clean))
-        }
-        None => None,
-    };
+    let clean = a
+        .clean
+        .as_deref()
+        .map(|c| load_clean(c, img.pixels.dim(), "the denoised image").map(|clean| (c, clean)))
+        .transpose()?;
     enc.save(&img, &a.out)?;
     let secs = t.elapsed().as_secs_f64();
     let mut download = 0;

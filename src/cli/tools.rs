@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use super::inputs::{load_image, model_or_default, output_encoding};
+use super::inputs::{load_clean, load_image, model_or_default, output_encoding};
 use super::Summary;
 use crate::formats::container;
 use crate::plain::cnn::Cnn;
@@ -168,25 +168,11 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         )?),
         None => None,
     };
-    // The reference too: a size that does not match is an error before the work, not a
-    // panic after it.
-    let clean = match &a.clean {
-        Some(c) => {
-            let clean = load_image(c)?;
-            if clean.pixels.dim() != noisy.pixels.dim() {
-                bail!(
-                    "--clean {c}: {}x{} pixels, but {} is {}x{}",
-                    clean.pixels.nrows(),
-                    clean.pixels.ncols(),
-                    a.image,
-                    noisy.pixels.nrows(),
-                    noisy.pixels.ncols()
-                );
-            }
-            Some(clean)
-        }
-        None => None,
-    };
+    let clean = a
+        .clean
+        .as_deref()
+        .map(|c| load_clean(c, noisy.pixels.dim(), &a.image))
+        .transpose()?;
     let t = Instant::now();
     let (out, oor) = if Cnn::is_cnn_file(&path)? {
         let model = Cnn::load(&path)?;
