@@ -309,6 +309,10 @@ fn gen_cnn_triplets(
         })
         .collect::<Result<Vec<_>>>()?;
     let channels: Vec<usize> = plan.channels();
+    // The same for every tile and both files: the plan and the ReLU circuit's shape (the
+    // boolean engine's netlist is recorded for it) are made once.
+    let plan_json = serde_json::to_string(&plan).expect("plan serialises");
+    let circuit = crate::dealer::cnn::circuit_shape(&plan, a.engine);
     let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
     for tile in &tiles {
         // A tile's job is its band: the dealer sizes everything from the band's rows.
@@ -331,14 +335,8 @@ fn gen_cnn_triplets(
             hd.info.push((NETWORK.into(), CNN.into()));
             hd.info.push(("engine".into(), a.engine.name().into()));
             hd.info.push(("batch".into(), batch.to_string()));
-            hd.info.push((
-                "cnn_plan".into(),
-                serde_json::to_string(&plan).expect("plan serialises"),
-            ));
-            hd.info.push((
-                "circuit".into(),
-                crate::dealer::cnn::circuit_shape(&plan, a.engine),
-            ));
+            hd.info.push(("cnn_plan".into(), plan_json.clone()));
+            hd.info.push(("circuit".into(), circuit.clone()));
             if let Some((t, _)) = tile {
                 hd.info.push(("tile".into(), t.label()));
             }
