@@ -403,13 +403,15 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                 };
                 let args = ppdenoise::cli::dealer::GenTripletsArgs {
                     model,
-                    image,
+                    image: Some(image),
                     batch: None,
                     engine: Default::default(),
                     model_mask: None,
                     out: out.clone(),
                     tiles: None,
                     tile: None,
+                    study: None,
+                    slices: None,
                     seal: Default::default(),
                 };
                 ppdenoise::cli::dealer::gen_triplets(args).is_ok()

@@ -36,14 +36,14 @@ use crate::ring::tiles::{patch_range, Tile};
 /// Writes `<out>.p0` (a seed and base OTs) and `<out>.p1` (a seed, base OTs and the explicit
 /// triple shares). Each file may be used once: servers record consumed
 /// randomness and refuse it a second time.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct GenTripletsArgs {
     /// The model's public header (model.pub from `share-model`).
     #[arg(long)]
     pub model: PathBuf,
     /// The job's public header (image.pub from `share-image`).
-    #[arg(long)]
-    pub image: PathBuf,
+    #[arg(long, required_unless_present = "study")]
+    pub image: Option<PathBuf>,
     /// Patches per batch: larger batches mean fewer rounds and more memory (default: 128 for
     /// gc, 2048 for gmw). For a CNN: ReLU elements per circuit run (default: 2^20 for gc,
     /// 2^23 for gmw).
@@ -71,6 +71,17 @@ pub struct GenTripletsArgs {
     /// tile whose servers died (its first randomness is spent and refused).
     #[arg(long, requires = "tiles")]
     pub tile: Option<usize>,
+    /// Make the randomness of a study's slices (a folder from `share-study`, public parts:
+    /// study.json and slice<I>/image.pub), each its own job with fresh randomness, into
+    /// slice<I>/triplets.p0 and .p1. By default every slice that is not finished on both
+    /// servers by the completion records in the folder (so a study that died is dealt again
+    /// only where it must be); --slices names them instead.
+    #[arg(long, conflicts_with_all = ["image", "out", "tiles"])]
+    pub study: Option<PathBuf>,
+    /// With --study: deal these slices only, e.g. `3` or `0-9,12` (`study-status` prints the
+    /// unfinished ones).
+    #[arg(long, requires = "study")]
+    pub slices: Option<String>,
     #[command(flatten)]
     pub seal: SealArgs,
 }
@@ -263,17 +274,18 @@ fn gen_cnn_triplets(
     to: &[Option<Recipient>; 2],
     t: Instant,
 ) -> Result<Summary> {
+    let image = a.image.as_deref().expect("checked by gen_triplets");
     if !is_cnn(mh) {
         bail!(
             "{}: the image was shared for a CNN but {} is an MLP's header",
-            a.image.display(),
+            image.display(),
             a.model.display()
         );
     }
     if !is_cnn(ih) {
         bail!(
             "{}: the image was shared for an MLP; share it for this CNN with `share-image --model {}`",
-            a.image.display(),
+            image.display(),
             a.model.display()
         );
     }
@@ -281,20 +293,20 @@ fn gen_cnn_triplets(
         bail!("--model-mask: weights opened once per model are not supported for CNNs yet; run the job without it (the weights are opened in the job)");
     }
     let plan = cnn_plan_from_header(&a.model, mh)?;
-    let job = job_from_header(&a.image, ih)?;
+    let job = job_from_header(image, ih)?;
     if job.scale != plan.params.s || job.scale != mh.scale {
         bail!(
             "{}: image encoded at scale {} but the CNN takes scale {}",
-            a.image.display(),
+            image.display(),
             job.scale,
             plan.params.s
         );
     }
     let (h, w) = (job.height, job.width);
     plan.check_image(h, w)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
-    check_cnn_job(&a.image, &job, mh)?;
-    crate::formats::checks::check_noise_map(&a.image, ih, &plan)?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
+    check_cnn_job(image, &job, mh)?;
+    crate::formats::checks::check_noise_map(image, ih, &plan)?;
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
     check_relu_batch(batch)?;
     // Every tile is checked before any randomness is drawn or file written.
@@ -380,6 +392,13 @@ fn gen_cnn_triplets(
 }
 
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
+    if let Some(dir) = &a.study {
+        return super::study::gen_study_triplets(&a, dir);
+    }
+    let image = a
+        .image
+        .as_deref()
+        .context("--image (the job's image.pub) is required without --study")?;
     let t = Instant::now();
     let to = a.seal.recipients()?;
     let batch = a.batch.unwrap_or(a.engine.default_batch());
@@ -387,7 +406,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         bail!("--batch must be at least 1");
     }
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
-    let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
+    let ih = dealer_header(image, Kind::PublicJob, Kind::ImageShare)?;
     if is_cnn(&mh) || is_cnn(&ih) {
         return gen_cnn_triplets(&a, (&mh, &ih), &to, t);
     }
@@ -396,11 +415,11 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
         .to_vec();
     let patch = patch_from_widths(&widths_u).with_context(|| format!("{}", a.model.display()))?;
-    let job = job_from_header(&a.image, &ih)?;
+    let job = job_from_header(image, &ih)?;
     if job.scale != mh.scale {
         bail!(
             "{}: image encoded at scale {} but the model share {} uses scale {}",
-            a.image.display(),
+            image.display(),
             job.scale,
             a.model.display(),
             mh.scale
@@ -408,7 +427,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     }
     let widths: Vec<usize> = widths_u.iter().map(|&w| w as usize).collect();
     crate::formats::bodies::check_geometry(&job, patch)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     crate::dealer::check_stream_bounds(&widths, geo.num_patches(), batch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;

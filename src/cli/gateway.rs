@@ -12,6 +12,7 @@ use super::Summary;
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::formats::sealed::Recipient;
 use crate::plain::frame::Frame;
 use crate::plain::image::{add_noise as awgn, GrayImage};
 use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
@@ -30,6 +31,17 @@ pub struct ShareImageArgs {
     /// builtin:phantom.
     #[arg(long)]
     pub image: String,
+    /// Output prefix: writes <out>.p0 and <out>.p1 (one per server) and <out>.pub (the public
+    /// job header, all the dealer needs).
+    #[arg(long, default_value = "image")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opts: ShareOpts,
+}
+
+/// How an image is encoded and shared (`share-image`, `share-study`).
+#[derive(Args)]
+pub struct ShareOpts {
     /// Noise level of the image (0..255 scale).
     #[arg(long, default_value_t = 25.0)]
     pub sigma: f64,
@@ -46,10 +58,6 @@ pub struct ShareImageArgs {
     /// Fixed-point fractional bits (must match the model shares).
     #[arg(long, default_value_t = crate::ring::plan::FixedParams::default().s)]
     pub scale: u32,
-    /// Output prefix: writes <out>.p0 and <out>.p1 (one per server) and <out>.pub (the public
-    /// job header, all the dealer needs).
-    #[arg(long, default_value = "image")]
-    pub out: PathBuf,
     /// The model's public header (model.pub from `share-model`): the image is then encoded as
     /// that model takes it (its scale and sigma* replace --scale and --model-sigma; a CNN
     /// gets p/255 instead of the MLP's normalisation, and no patches; a CNN with a noise-map
@@ -115,114 +123,173 @@ pub fn job_from_header(path: &std::path::Path, h: &Header) -> Result<JobParams> 
     Ok(job)
 }
 
+/// The gateway with its options checked: shares one image after another as new jobs.
+pub struct Sharer<'a> {
+    opts: &'a ShareOpts,
+    facts: ModelFacts,
+    to: [Option<Recipient>; 2],
+}
+
+/// One image, shared: its job id and the files written.
+pub struct Shared {
+    pub job_id: [u8; 16],
+    pub outputs: Vec<PathBuf>,
+    pub upload_bytes: u64,
+}
+
+impl<'a> Sharer<'a> {
+    pub fn new(opts: &'a ShareOpts) -> Result<Sharer<'a>> {
+        let to = opts.seal.recipients()?;
+        if opts.stride == 0 {
+            bail!("--stride must be at least 1");
+        }
+        if !(opts.sigma > 0.0 && opts.model_sigma > 0.0) {
+            bail!("--sigma and --model-sigma must be positive");
+        }
+        let facts = match &opts.model {
+            Some(m) => model_facts(m)?,
+            None => ModelFacts {
+                scale: opts.scale,
+                sigma: opts.model_sigma,
+                cnn: false,
+                frame: Frame::PLAIN,
+            },
+        };
+        if facts.frame.noise_map && opts.sigma > crate::plain::noise_map::MAX_SIGMA {
+            bail!(
+                "--sigma {}: a model with a noise map takes sigma up to {} (its fixed point was measured to there)",
+                opts.sigma,
+                crate::plain::noise_map::MAX_SIGMA
+            );
+        }
+        Ok(Sharer { opts, facts, to })
+    }
+
+    /// The job `img` (named `name`) makes, its noise level and encoding: every check of an
+    /// image, drawing no randomness.
+    fn job(&self, img: &GrayImage, name: &str) -> Result<(JobParams, NoiseLevel, Preprocess)> {
+        let (a, facts) = (self.opts, &self.facts);
+        let (h, w) = img.pixels.dim();
+        let noise = a
+            .noise
+            .level(a.sigma, &img.pixels, facts.frame.noise_map)
+            .with_context(|| name.to_string())?;
+        // With a per-pixel map the job records no noise level of the image's: --sigma might be
+        // an estimate made from its pixels. The model's nominal sigma stands in (public).
+        let job_sigma = match noise {
+            NoiseLevel::PerPixel(_) => facts.sigma,
+            NoiseLevel::Uniform(s) => s,
+        };
+        // A model with a noise map takes the image as it is: the map carries the level.
+        let pre = if facts.frame.noise_map {
+            Preprocess::identity()
+        } else {
+            Preprocess::new(a.sigma, facts.sigma, !a.no_scale_noise)
+        };
+        let job = JobParams {
+            height: h,
+            width: w,
+            bit_depth: img.bit_depth,
+            // A CNN runs on the whole image: no patches.
+            stride: if facts.cnn { 1 } else { a.stride },
+            scale: facts.scale,
+            pre,
+            sigma: job_sigma,
+            model_sigma: facts.sigma,
+        };
+        job.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        Ok((job, noise, pre))
+    }
+
+    /// Checks that `img` can be shared, drawing no randomness.
+    pub fn check(&self, img: &GrayImage, name: &str) -> Result<()> {
+        self.job(img, name).map(|_| ())
+    }
+
+    /// Shares `img` as a new job: writes `<out>.p0`, `<out>.p1` and `<out>.pub`.
+    pub fn share(&self, img: &GrayImage, name: &str, out: &std::path::Path) -> Result<Shared> {
+        let facts = &self.facts;
+        let (job, noise, pre) = self.job(img, name)?;
+        let (h, w) = img.pixels.dim();
+        let map = if facts.frame.noise_map {
+            noise.stack_map(&facts.frame, h, w)
+        } else {
+            Vec::new()
+        };
+        // The map's values follow the image's in the one shared vector: secret either way.
+        let enc = if facts.cnn {
+            crate::ring::cnn::encode_image(&img.pixels, &map, &pre, facts.scale)
+        } else {
+            encode_image(&img.pixels, &pre, facts.scale)
+        };
+        let job_header = |kind: Kind, party: u8, id: [u8; 16], job: &JobParams| {
+            let mut h = job_header(kind, party, id, job);
+            if facts.cnn {
+                h.info.push((NETWORK.into(), CNN.into()));
+            }
+            if facts.frame.noise_map {
+                // The same for both kinds of map: which kind the gateway used is not the
+                // servers' business (a per-pixel one says the noise follows the signal).
+                h.info.push((NOISE_MAP.into(), "shared".into()));
+            }
+            h
+        };
+        let seed = fresh_seed();
+        let explicit = share_with_seed(&enc, &seed, Stream::ImageShare);
+        let job_id = fresh_id();
+        let mut outputs = Vec::new();
+        // The three files appear together or not at all.
+        let mut set = Staged::default();
+        for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
+            let path = with_ext(out, party);
+            let hdr = job_header(Kind::ImageShare, party, job_id, &job);
+            let body = ImageShare {
+                job: job.clone(),
+                data,
+            };
+            container::stage(
+                &mut set,
+                &path,
+                &hdr,
+                &body,
+                self.to[party as usize].as_ref(),
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
+            outputs.push(path);
+        }
+        // The dealer's copy: the public job header alone.
+        let path = super::owner::public_file(out);
+        container::stage(
+            &mut set,
+            &path,
+            &job_header(Kind::PublicJob, 0, job_id, &job),
+            &(),
+            None,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        outputs.push(path);
+        set.commit()?;
+        let upload_bytes =
+            std::fs::metadata(&outputs[0])?.len() + std::fs::metadata(&outputs[1])?.len();
+        Ok(Shared {
+            job_id,
+            outputs,
+            upload_bytes,
+        })
+    }
+}
+
 pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let t = Instant::now();
-    let to = a.seal.recipients()?;
+    let sharer = Sharer::new(&a.opts)?;
     let img = load_image(&a.image)?;
-    if a.stride == 0 {
-        bail!("--stride must be at least 1");
-    }
-    if !(a.sigma > 0.0 && a.model_sigma > 0.0) {
-        bail!("--sigma and --model-sigma must be positive");
-    }
     let (h, w) = img.pixels.dim();
-    let facts = match &a.model {
-        Some(m) => model_facts(m)?,
-        None => ModelFacts {
-            scale: a.scale,
-            sigma: a.model_sigma,
-            cnn: false,
-            frame: Frame::PLAIN,
-        },
-    };
-    // Before any randomness is drawn: the noise map (read, or computed from the pixels).
-    let noise = a.noise.level(a.sigma, &img.pixels, facts.frame.noise_map)?;
-    if facts.frame.noise_map && a.sigma > crate::plain::noise_map::MAX_SIGMA {
-        bail!(
-            "--sigma {}: a model with a noise map takes sigma up to {} (its fixed point was measured to there)",
-            a.sigma,
-            crate::plain::noise_map::MAX_SIGMA
-        );
-    }
-    // With a per-pixel map the job records no noise level of the image's: --sigma might be
-    // an estimate made from its pixels. The model's nominal sigma stands in (public).
-    let job_sigma = match noise {
-        NoiseLevel::PerPixel(_) => facts.sigma,
-        NoiseLevel::Uniform(s) => s,
-    };
-    let map = if facts.frame.noise_map {
-        noise.stack_map(&facts.frame, h, w)
-    } else {
-        Vec::new()
-    };
-    // A model with a noise map takes the image as it is: the map carries the level.
-    let pre = if facts.frame.noise_map {
-        Preprocess::identity()
-    } else {
-        Preprocess::new(a.sigma, facts.sigma, !a.no_scale_noise)
-    };
-    let job = JobParams {
-        height: h,
-        width: w,
-        bit_depth: img.bit_depth,
-        // A CNN runs on the whole image: no patches.
-        stride: if facts.cnn { 1 } else { a.stride },
-        scale: facts.scale,
-        pre,
-        sigma: job_sigma,
-        model_sigma: facts.sigma,
-    };
-    job.validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
-    // The map's values follow the image's in the one shared vector: secret either way.
-    let enc = if facts.cnn {
-        crate::ring::cnn::encode_image(&img.pixels, &map, &pre, facts.scale)
-    } else {
-        encode_image(&img.pixels, &pre, facts.scale)
-    };
-    let job_header = |kind: Kind, party: u8, id: [u8; 16], job: &JobParams| {
-        let mut h = job_header(kind, party, id, job);
-        if facts.cnn {
-            h.info.push((NETWORK.into(), CNN.into()));
-        }
-        if facts.frame.noise_map {
-            // The same for both kinds of map: which kind the gateway used is not the
-            // servers' business (a per-pixel one says the noise follows the signal).
-            h.info.push((NOISE_MAP.into(), "shared".into()));
-        }
-        h
-    };
-    let seed = fresh_seed();
-    let explicit = share_with_seed(&enc, &seed, Stream::ImageShare);
-    let job_id = fresh_id();
-    let mut outs = Vec::new();
-    // The three files appear together or not at all.
-    let mut set = Staged::default();
-    for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
-        let out = with_ext(&a.out, party);
-        let hdr = job_header(Kind::ImageShare, party, job_id, &job);
-        let body = ImageShare {
-            job: job.clone(),
-            data,
-        };
-        container::stage(&mut set, &out, &hdr, &body, to[party as usize].as_ref())
-            .with_context(|| format!("writing {}", out.display()))?;
-        outs.push(out);
-    }
-    // The dealer's copy: the public job header alone.
-    let out = super::owner::public_file(&a.out);
-    container::stage(
-        &mut set,
-        &out,
-        &job_header(Kind::PublicJob, 0, job_id, &job),
-        &(),
-        None,
-    )
-    .with_context(|| format!("writing {}", out.display()))?;
-    outs.push(out);
-    set.commit()?;
-    let bytes = std::fs::metadata(&outs[0])?.len() + std::fs::metadata(&outs[1])?.len();
-    let outs: Vec<String> = outs.iter().map(|p| p.display().to_string()).collect();
+    let done = sharer.share(&img, &a.image, &a.out)?;
+    let outs: Vec<String> = done
+        .outputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![format!(
@@ -230,12 +297,12 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             a.image,
             outs[0],
             outs[1],
-            id_hex(&job_id),
-            bytes
+            id_hex(&done.job_id),
+            done.upload_bytes
         )],
         json: serde_json::json!({
-            "ok": true, "command": "share-image", "job_id": id_hex(&job_id), "height": h, "width": w,
-            "outputs": outs, "upload_bytes": bytes, "seconds": secs,
+            "ok": true, "command": "share-image", "job_id": id_hex(&done.job_id), "height": h, "width": w,
+            "outputs": outs, "upload_bytes": done.upload_bytes, "seconds": secs,
         }),
     })
 }

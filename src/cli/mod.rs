@@ -15,6 +15,7 @@ mod progress;
 pub mod receiver;
 mod relay;
 mod server;
+mod study;
 mod table;
 mod tools;
 mod weights;
@@ -33,6 +34,7 @@ the image, the result or the network's weights (Zheng et al., TDSC 2019). A gate
 the noisy image, a model owner secret-shares the model, a trusted dealer makes correlated randomness, \
 the two servers run a two-party protocol and a receiver reconstructs the result. Every hand-over is a file.\n\n\
 Pipeline:\n  keygen -> share-model -> share-image -> gen-triplets -> serve --party 0 & serve --party 1 -> reconstruct\n\n\
+A study (a DICOM series or a folder of images), every slice its own job, resumable:\n  share-study -> gen-triplets --study -> serve --study (both) -> study-status -> reconstruct --study\n\n\
 Once per model, so that its jobs do not open the masked weights again:\n  gen-model-mask -> open-weights --party 0 & open-weights --party 1; then every job: gen-triplets --model-mask, serve --weights\n\n\
 Wherever an input image is expected, `builtin:phantom` (or `builtin:phantom:<size>`) names the built-in \
 Shepp-Logan phantom."
@@ -50,11 +52,13 @@ enum Command {
     Keygen(server::KeygenArgs),
     ShareModel(owner::ShareModelArgs),
     ShareImage(gateway::ShareImageArgs),
+    ShareStudy(study::ShareStudyArgs),
     GenModelMask(dealer::GenModelMaskArgs),
     GenTriplets(dealer::GenTripletsArgs),
     OpenWeights(weights::OpenWeightsArgs),
     Serve(server::ServeArgs),
     Reconstruct(receiver::ReconstructArgs),
+    StudyStatus(study::StudyStatusArgs),
     Denoise(tools::DenoiseArgs),
     AddNoise(gateway::AddNoiseArgs),
     Metrics(tools::MetricsArgs),
@@ -81,11 +85,13 @@ pub fn main() -> ExitCode {
         Command::Keygen(a) => server::keygen(a),
         Command::ShareModel(a) => owner::share_model(a),
         Command::ShareImage(a) => gateway::share_image(a),
+        Command::ShareStudy(a) => study::share_study(a),
         Command::GenModelMask(a) => dealer::gen_model_mask(a),
         Command::GenTriplets(a) => dealer::gen_triplets(a),
         Command::OpenWeights(a) => weights::open_weights_cmd(a),
         Command::Serve(a) => server::serve(a, json),
         Command::Reconstruct(a) => receiver::reconstruct(a),
+        Command::StudyStatus(a) => study::study_status(a),
         Command::Denoise(a) => tools::denoise(a),
         Command::AddNoise(a) => gateway::add_noise(a),
         Command::Metrics(a) => tools::metrics(a),

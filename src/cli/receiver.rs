@@ -16,21 +16,33 @@ use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
 use crate::ring::tiles::{check_cover, parse_range, Tile};
 
+/// What a DICOM output of a secure run says was done to it (Derivation Description).
+pub const SECURE_DERIVATION: &str =
+    "Denoised by ppdenoise: a neural network run by two non-colluding servers on secret shares";
+
 /// Combine the two servers' output shares into the denoised image: PNG or TIFF (same bit
 /// depth as the input unless --bit-depth is given), or DICOM like --like.
 #[derive(Args)]
 pub struct ReconstructArgs {
     /// S0's output share (S1's is accepted too: the pair is then put in order). For a job
     /// split into tiles: S0's shares of every tile (`--share0 out.t0.p0 out.t1.p0 ...`).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "study")]
     pub share0: Vec<PathBuf>,
     /// S1's output share, of the same run; for tiles, S1's shares of every tile.
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "study")]
     pub share1: Vec<PathBuf>,
     /// Denoised image, by extension: .tif/.tiff TIFF, .dcm DICOM (needs --like), anything
-    /// else PNG.
+    /// else PNG. With --study: the folder the derived study is written to.
     #[arg(long)]
     pub out: PathBuf,
+    /// A study (the folder from `share-study`, with its study.sources.json): every slice is
+    /// put together and written to --out under its input's name, in its input's format and
+    /// bit depth; a DICOM series becomes one new derived series. Every slice must be
+    /// finished (`study-status`); nothing is written otherwise.
+    #[arg(long, conflicts_with_all = ["share0", "share1", "like", "clean"])]
+    pub study: Option<PathBuf>,
+    #[command(flatten)]
+    pub dirs: super::study::PartyDirs,
     /// 8 or 16 (PNG and TIFF); default: like the input image.
     #[arg(long)]
     pub bit_depth: Option<u8>,
@@ -374,6 +386,9 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     if let Some(d) = a.bit_depth.filter(|d| *d != 8 && *d != 16) {
         bail!("--bit-depth {d}: must be 8 or 16");
     }
+    if let Some(dir) = &a.study {
+        return super::study::reconstruct_study(&a, dir);
+    }
     // The output's form is checked before the shares are read.
     let dicom_out = Format::of_extension(&a.out) == Format::Dicom;
     match (&a.like, dicom_out) {
@@ -394,14 +409,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let template = a
         .like
         .as_ref()
-        .map(|l| {
-            DicomTemplate::read(l).map(|t| {
-                t.with_derivation(
-                    "Denoised by ppdenoise: a neural network run by two non-colluding servers \
-                     on secret shares",
-                )
-            })
-        })
+        .map(|l| DicomTemplate::read(l).map(|t| t.with_derivation(SECURE_DERIVATION)))
         .transpose()?;
     a.identity.load()?;
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).

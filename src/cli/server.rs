@@ -133,11 +133,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// This party's image share (image.pN).
-    #[arg(long)]
-    pub image: PathBuf,
+    #[arg(long, required_unless_present = "study")]
+    pub image: Option<PathBuf>,
     /// This party's correlated randomness (triplets.pN).
-    #[arg(long)]
-    pub triplets: PathBuf,
+    #[arg(long, required_unless_present = "study")]
+    pub triplets: Option<PathBuf>,
     /// This party's opened weights (from `open-weights`), when the triplets were made against
     /// a model mask (`gen-triplets --model-mask`).
     #[arg(long)]
@@ -145,8 +145,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub link: LinkArgs,
     /// Output share (out.pN).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "study")]
+    pub out: Option<PathBuf>,
+    /// Run a study's slices one after another instead of one job: this party's copy of the
+    /// study folder from `share-study` (slice<I>/image.pN and triplets.pN in, slice<I>/out.pN
+    /// and a completion record done.pN out). A slice this party finished with its current
+    /// triplets is skipped, so a study that died resumes where it stopped.
+    #[arg(long, conflicts_with_all = ["image", "triplets", "out"])]
+    pub study: Option<PathBuf>,
+    /// With --study: these slices only, e.g. `3` (one Slurm array task) or `0-9,12`; the
+    /// peer server must be given the same. Default: every slice, in order.
+    #[arg(long, requires = "study")]
+    pub slices: Option<String>,
     /// Seal the output share to the receiver: its `age1...` recipient, or the file keygen
     /// wrote for it (<name>.age-recipient); `reconstruct --identity` then opens it.
     #[arg(long, value_name = "RECIPIENT")]
@@ -168,17 +178,38 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
-    let p = a.party;
     let mode = if a.progress {
         Mode::shown()?
     } else {
         Mode::new(a.quiet, json)?
     };
+    if let Some(dir) = &a.study {
+        return super::study::serve_study(&a, dir, mode);
+    }
+    let need = |p: &Option<PathBuf>| p.clone().expect("clap requires it without --study");
+    let paths = JobPaths {
+        image: need(&a.image),
+        triplets: need(&a.triplets),
+        out: need(&a.out),
+    };
+    Ok(serve_job(&a, &paths, mode)?.0)
+}
+
+/// One job's files (the rest of a `serve` comes from its arguments).
+pub struct JobPaths {
+    pub image: PathBuf,
+    pub triplets: PathBuf,
+    pub out: PathBuf,
+}
+
+/// Runs one job: the summary, and the run's job and triplet ids.
+pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary, server::RunIds)> {
+    let p = a.party;
     let files = JobFiles {
         party: p,
         model: a.model.clone(),
-        image: a.image.clone(),
-        triplets: a.triplets.clone(),
+        image: paths.image.clone(),
+        triplets: paths.triplets.clone(),
         weights: a.weights.clone(),
         engine: a.engine,
         state_dir: a.link.state_dir.clone(),
@@ -186,7 +217,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     // Checked before anything is claimed: bad keys or a bad --out burn no randomness.
     a.identity.load()?;
     let out_to = a.out_to.as_deref().map(Recipient::parse).transpose()?;
-    let inputs: Vec<&std::path::Path> = [&a.model, &a.image, &a.triplets]
+    let inputs: Vec<&std::path::Path> = [&a.model, &paths.image, &paths.triplets]
         .into_iter()
         .chain(a.weights.as_ref())
         .map(|p| p.as_path())
@@ -199,14 +230,14 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         .chain(keys.into_iter().map(|p| p.as_path()))
         .chain(a.identity.identity.as_deref())
         .collect();
-    check_output(&a.out, &guarded)?;
+    check_output(&paths.out, &guarded)?;
     let job = server::prepare(files)?;
     if out_to.is_none() && !a.plain_out {
         for i in &inputs {
             if sealed::is_sealed(i).unwrap_or(false) {
                 bail!(
                     "{}: the inputs are sealed ({} is) but the output share would be written unencrypted: give --out-to with the receiver's <name>.age-recipient, or --plain-out",
-                    a.out.display(),
+                    paths.out.display(),
                     i.display()
                 );
             }
@@ -221,9 +252,9 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     done.report.link.bytes_sent = ls.bytes_sent;
     done.report.link.bytes_received = ls.bytes_received;
     bar.finish();
-    let out_bytes = done.write(&a.out, out_to.as_ref())?;
+    let out_bytes = done.write(&paths.out, out_to.as_ref())?;
     let r = &done.report;
-    Ok(Summary {
+    let summary = Summary {
         lines: vec![format!(
             "S{p} ({} engine): {} {} in {:.1} s; sent {} bytes, received {} bytes in {} messages; {} AND gates; wrote {}",
             done.engine_kind,
@@ -234,9 +265,10 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
             r.link.bytes_received,
             r.link.messages_sent,
             r.engine.and_gates,
-            a.out.display()
+            paths.out.display()
         )],
         json: serde_json::json!({"ok": true, "command": "serve", "party": p, "engine": done.engine_kind.name(), "report": r,
-            "output": a.out, "download_bytes": out_bytes}),
-    })
+            "output": paths.out, "download_bytes": out_bytes}),
+    };
+    Ok((summary, done.ids()))
 }

@@ -5,4 +5,5 @@ pub mod bodies;
 pub mod checks;
 pub mod container;
 pub mod sealed;
+pub mod study;
 pub mod triplet_stream;

@@ -79,6 +79,9 @@ trait Runs {
     ) -> Result<(OutputShare, Report)>;
 }
 
+/// A run's job id and triplet id.
+pub type RunIds = (Option<[u8; 16]>, Option<[u8; 16]>);
+
 /// A job's result: this party's output share and the protocol's report.
 pub struct Finished {
     pub party: u8,
@@ -157,6 +160,11 @@ impl Finished {
     /// Writes the output share (atomically, sealed to `to` when given), named by the job,
     /// model and run so the receiver can refuse shares of different runs; returns its size
     /// in bytes.
+    /// The run's job and triplet ids (what its output share's header names).
+    pub fn ids(&self) -> RunIds {
+        (self.headers[1].job_id, self.headers[2].triplet_id)
+    }
+
     pub fn write(&self, path: &Path, to: Option<&Recipient>) -> Result<u64> {
         let [mh, ih, th] = &self.headers;
         let mut h = Header::new(Kind::OutputShare, self.party, self.out.scale);

@@ -31,7 +31,8 @@
 //! Image Pixel Value and extended offset table dropped (no longer true); pixel values
 //! rounded and clamped to the stored range; explicit VR little endian, uncompressed. The
 //! series is kept (the result is a new instance of the template's series), as are the
-//! template's other UIDs.
+//! template's other UIDs; a study's slices (`reconstruct --study`) go instead in one new
+//! derived series (new Series Instance UID, description marked "(denoised)").
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -423,6 +424,18 @@ pub struct DicomTemplate {
     obj: InMemDicomObject,
     layout: Layout,
     derivation: String,
+    /// A derived series the output goes in (its UID and description), instead of the
+    /// template's own series.
+    series: Option<(String, String)>,
+}
+
+/// Where a slice sits in its series: what orders a folder of slices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesFacts {
+    pub series_uid: Option<String>,
+    pub instance: Option<i64>,
+    /// ImagePositionPatient along the slice normal (from ImageOrientationPatient).
+    pub position: Option<f64>,
 }
 
 impl DicomTemplate {
@@ -447,7 +460,61 @@ impl DicomTemplate {
             obj: obj.into_inner(),
             layout,
             derivation: "Processed by ppdenoise".into(),
+            series: None,
         })
+    }
+
+    /// Puts what is written in the derived series `uid` (shared by a study's slices), its
+    /// description the template's followed by `(denoised)`, instead of the template's series.
+    pub fn in_series(mut self, uid: &str) -> DicomTemplate {
+        let old = str_attr(&self.obj, tags::SERIES_DESCRIPTION).unwrap_or_default();
+        let desc = if old.is_empty() {
+            "denoised".to_string()
+        } else {
+            format!("{old} (denoised)")
+        };
+        // SeriesDescription is an LO: 64 characters at most.
+        let desc: String = desc
+            .chars()
+            .rev()
+            .take(64)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        self.series = Some((uid.to_string(), desc));
+        self
+    }
+
+    /// The slice's series, instance number and position along the slice normal.
+    pub fn series_facts(&self) -> SeriesFacts {
+        let floats = |tag| {
+            self.obj
+                .element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_multi_float64().ok())
+                .filter(|v| v.iter().all(|x| x.is_finite()))
+        };
+        let position = match (
+            floats(tags::IMAGE_POSITION_PATIENT),
+            floats(tags::IMAGE_ORIENTATION_PATIENT),
+        ) {
+            (Some(p), Some(o)) if p.len() == 3 && o.len() == 6 => {
+                let n = [
+                    o[1] * o[5] - o[2] * o[4],
+                    o[2] * o[3] - o[0] * o[5],
+                    o[0] * o[4] - o[1] * o[3],
+                ];
+                Some(p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
+            }
+            _ => None,
+        };
+        SeriesFacts {
+            series_uid: str_attr(&self.obj, tags::SERIES_INSTANCE_UID).filter(|s| !s.is_empty()),
+            instance: str_attr(&self.obj, tags::INSTANCE_NUMBER).and_then(|s| s.parse().ok()),
+            position,
+        }
     }
 
     /// Sets the Derivation Description of what is written (up to 1024 characters kept).
@@ -534,6 +601,18 @@ impl DicomTemplate {
             VR::CS,
             PrimitiveValue::Strs(image_type.into_iter().collect()),
         ));
+        if let Some((uid, desc)) = &self.series {
+            obj.put(DataElement::new(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(uid.as_str()),
+            ));
+            obj.put(DataElement::new(
+                tags::SERIES_DESCRIPTION,
+                VR::LO,
+                PrimitiveValue::from(desc.as_str()),
+            ));
+        }
         obj.put(DataElement::new(
             tags::DERIVATION_DESCRIPTION,
             VR::ST,
@@ -593,7 +672,7 @@ impl DicomTemplate {
 }
 
 /// A new UID under the `2.25` arc: a random (version 4) UUID as a decimal integer.
-fn new_uid() -> String {
+pub fn new_uid() -> String {
     let mut u: u128 = rand::random();
     u = (u & !(0xF << 76)) | (0x4 << 76); // version 4
     u = (u & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant

@@ -37,6 +37,7 @@ use rand_distr::{Distribution, Normal};
 pub mod dicom;
 mod dicom_scan;
 pub mod png;
+pub mod series;
 pub mod tiff;
 
 pub use dicom::DicomTemplate;

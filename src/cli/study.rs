@@ -1,0 +1,484 @@
+//! Studies: a folder of slices (one DICOM series, or PNG/TIFF images), every slice its own
+//! job. `share-study` (gateway), `gen-triplets --study` (dealer), `serve --study` (servers),
+//! `study-status` and `reconstruct --study` (receiver); the files are those of
+//! [`crate::formats::study`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::dealer::{gen_triplets, GenTripletsArgs};
+use super::gateway::{ShareOpts, Sharer};
+use super::progress::Mode;
+use super::receiver::{combine, ReconstructArgs, SECURE_DERIVATION};
+use super::server::{serve_job, JobPaths, ServeArgs};
+use super::Summary;
+use crate::formats::container::{self, fresh_id, id_hex, Kind};
+use crate::formats::study::{
+    parse_slices, slice_dir, slice_file, slices_spec, Done, Manifest, Source, Sources, MANIFEST,
+    MAX_SLICES, SOURCES,
+};
+use crate::plain::image::dicom::{new_uid, DicomTemplate};
+use crate::plain::image::series::scan;
+use crate::plain::image::{self, Encoding, Format};
+
+/// Secret-share a study (a folder of one DICOM series, or of PNG/TIFF images) for S0 and S1:
+/// every slice a new job, in the series' order.
+#[derive(Args)]
+pub struct ShareStudyArgs {
+    /// The study: a folder holding one DICOM series of single-frame slices (ordered by
+    /// InstanceNumber, else by position along the slice normal, else by name), or PNG and
+    /// TIFF images (ordered by name, numbers as numbers). Sub-folders, hidden files and a
+    /// DICOMDIR are not read; any other file is refused.
+    #[arg(long = "in", value_name = "DIR")]
+    pub input: PathBuf,
+    /// The study folder to write: study.json (public: the study's and slices' job ids, for
+    /// the dealer and the servers), study.sources.json (the receiver's: the input's file
+    /// names, never for a server), slice<I>/image.p0, .p1 and .pub.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opts: ShareOpts,
+}
+
+/// Where each server's files of a study are, when not in the study folder itself.
+#[derive(Args, Clone, Default)]
+pub struct PartyDirs {
+    /// S0's copy of the study folder (its slice<I>/out.p0 and done.p0), when it is not
+    /// --study.
+    #[arg(long, value_name = "DIR", requires = "study")]
+    pub s0_dir: Option<PathBuf>,
+    /// S1's copy of the study folder (slice<I>/out.p1 and done.p1).
+    #[arg(long, value_name = "DIR", requires = "study")]
+    pub s1_dir: Option<PathBuf>,
+}
+
+impl PartyDirs {
+    fn of(&self, study: &Path) -> [PathBuf; 2] {
+        [
+            self.s0_dir.clone().unwrap_or_else(|| study.to_path_buf()),
+            self.s1_dir.clone().unwrap_or_else(|| study.to_path_buf()),
+        ]
+    }
+}
+
+/// Which slices of a study both servers have finished, and which not.
+#[derive(Args)]
+pub struct StudyStatusArgs {
+    /// The study folder (from `share-study`).
+    #[arg(long, value_name = "DIR")]
+    pub study: PathBuf,
+    #[command(flatten)]
+    pub dirs: PartyDirs,
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Png => "png",
+        Format::Tiff => "tiff",
+        Format::Dicom => "dicom",
+    }
+}
+
+/// Whether `a` and `b` are one folder (false when either does not exist).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
+    let t = Instant::now();
+    if let Some(m) = &a.opts.noise.noise_map {
+        bail!(
+            "--noise-map {}: one map is for one image; a study takes --sigma, or --noise (a map \
+             computed from each slice)",
+            m.display()
+        );
+    }
+    let sharer = Sharer::new(&a.opts)?;
+    for f in [MANIFEST, SOURCES] {
+        let p = a.out.join(f);
+        if p.exists() {
+            bail!(
+                "{}: already exists, so {} holds a study; remove it or choose another --out",
+                p.display(),
+                a.out.display()
+            );
+        }
+    }
+    if same_dir(&a.input, &a.out) {
+        bail!(
+            "--out {}: is the input folder; write the study folder elsewhere",
+            a.out.display()
+        );
+    }
+    let input = scan(&a.input, MAX_SLICES)?;
+    // Every slice is read and checked before any randomness is drawn; they are read again
+    // to be shared, so that a study is never all in memory.
+    for (path, _) in &input.slices {
+        let img = image::load(path)?;
+        sharer.check(&img, &path.display().to_string())?;
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let mut slices = Vec::with_capacity(input.slices.len());
+    let mut upload = 0;
+    for (i, (path, format)) in input.slices.iter().enumerate() {
+        let img = image::load(path)?;
+        let dir = slice_dir(&a.out, i);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let shared = sharer.share(&img, &path.display().to_string(), &dir.join("image"))?;
+        upload += shared.upload_bytes;
+        slices.push(Source {
+            file: path
+                .file_name()
+                .expect("a listed file has a name")
+                .to_string_lossy()
+                .into_owned(),
+            format: format_name(*format).into(),
+            bit_depth: img.bit_depth,
+            height: img.height(),
+            width: img.width(),
+            job_id: id_hex(&shared.job_id),
+        });
+    }
+    let input_dir = a
+        .input
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve", a.input.display()))?;
+    let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind.name(), slices);
+    // The public manifest last: a study folder without it is an unfinished share-study.
+    sources.write(&a.out)?;
+    sources.manifest().write(&a.out)?;
+    let n = sources.slices.len();
+    Ok(Summary {
+        lines: vec![
+            format!(
+                "study {} ({}, {n} slices from {}) shared into {}; upload {upload} bytes in total",
+                sources.study_id,
+                input.kind.name(),
+                a.input.display(),
+                a.out.display()
+            ),
+            format!(
+                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; keep {SOURCES} for the receiver"
+            ),
+        ],
+        json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
+            "kind": input.kind.name(), "slices": n, "out": a.out, "upload_bytes": upload,
+            "seconds": t.elapsed().as_secs_f64()}),
+    })
+}
+
+/// Server `p`'s record of slice `i`, when it is sound: of the study's job, with the output
+/// share it names intact.
+fn party_done(dir: &Path, i: usize, p: u8, job_id: &str) -> Option<Done> {
+    let rec = Done::read(&slice_file(dir, i, "done", p)).ok()?;
+    (rec.party == p && rec.job_id == job_id && rec.output_intact(&slice_file(dir, i, "out", p)))
+        .then_some(rec)
+}
+
+/// Whether both servers finished slice `i`, in the same run.
+fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str) -> bool {
+    match (
+        party_done(&dirs[0], i, 0, job_id),
+        party_done(&dirs[1], i, 1, job_id),
+    ) {
+        (Some(a), Some(b)) => a.triplet_id == b.triplet_id,
+        _ => false,
+    }
+}
+
+fn unfinished(m: &Manifest, dirs: &[PathBuf; 2]) -> Vec<usize> {
+    (0..m.len())
+        .filter(|&i| !finished(dirs, i, &m.slices[i]))
+        .collect()
+}
+
+/// `gen-triplets --study`: each slice's randomness, as `gen-triplets` makes a job's.
+pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
+    let t = Instant::now();
+    let m = Manifest::read(dir)?;
+    let dirs = [dir.to_path_buf(), dir.to_path_buf()];
+    let slices = match &a.slices {
+        Some(s) => parse_slices(s, m.len())?,
+        None => unfinished(&m, &dirs),
+    };
+    // Every slice's public header is checked before any randomness is drawn.
+    for &i in &slices {
+        let p = slice_dir(dir, i).join("image.pub");
+        let h = container::verify(&p)?;
+        container::expect(&p, &h, Kind::PublicJob, None)?;
+        let id = h.job_id.as_ref().map(id_hex).unwrap_or_default();
+        if id != m.slices[i] {
+            bail!(
+                "{}: job {id}, but {} names job {} for slice {i}",
+                p.display(),
+                dir.join(MANIFEST).display(),
+                m.slices[i]
+            );
+        }
+    }
+    let mut bytes = 0u64;
+    for &i in &slices {
+        let mut one = a.clone();
+        one.study = None;
+        one.slices = None;
+        one.image = Some(slice_dir(dir, i).join("image.pub"));
+        one.out = slice_dir(dir, i).join("triplets");
+        let s = gen_triplets(one).with_context(|| format!("slice {i}"))?;
+        bytes += s.json["dealer_bytes"].as_u64().unwrap_or(0);
+    }
+    let spec = slices_spec(&slices);
+    let lines = if slices.is_empty() {
+        vec![format!(
+            "study {}: every slice is finished on both servers; nothing dealt",
+            m.study_id
+        )]
+    } else {
+        vec![format!(
+            "study {}: dealt {} of {} slices ({spec}) into {}/slice<I>/triplets.p0 and .p1",
+            m.study_id,
+            slices.len(),
+            m.len(),
+            dir.display()
+        )]
+    };
+    Ok(Summary {
+        lines,
+        json: serde_json::json!({"ok": true, "command": "gen-triplets", "study_id": m.study_id,
+            "dealt": slices, "dealt_spec": spec, "dealer_bytes": bytes,
+            "seconds": t.elapsed().as_secs_f64()}),
+    })
+}
+
+/// `serve --study`: the slices one after another over the same link address, skipping those
+/// this party finished with the triplets it holds now.
+pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
+    let t = Instant::now();
+    let p = a.party;
+    let m = Manifest::read(dir)?;
+    let slices = match &a.slices {
+        Some(s) => parse_slices(s, m.len())?,
+        None => (0..m.len()).collect(),
+    };
+    // Sealed triplet headers are read with this party's identity.
+    a.identity.load()?;
+    let (mut ran, mut skipped, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    for i in slices {
+        let paths = JobPaths {
+            image: slice_file(dir, i, "image", p),
+            triplets: slice_file(dir, i, "triplets", p),
+            out: slice_file(dir, i, "out", p),
+        };
+        if let Some(rec) = party_done(dir, i, p, &m.slices[i]) {
+            // Finished with the triplets held now (or spent ones since removed): skipped.
+            // Fresh triplets (dealt again because the peer did not finish) mean a redo.
+            let current = container::read_header(&paths.triplets)
+                .ok()
+                .and_then(|h| h.triplet_id)
+                .map(|id| id_hex(&id));
+            if current.as_deref().is_none_or(|c| c == rec.triplet_id) {
+                skipped.push(i);
+                continue;
+            }
+        }
+        let image_job = container::read_header(&paths.image)?
+            .job_id
+            .map(|id| id_hex(&id));
+        if image_job.as_deref() != Some(m.slices[i].as_str()) {
+            bail!(
+                "{}: is not slice {i}'s image share ({} names job {})",
+                paths.image.display(),
+                dir.join(MANIFEST).display(),
+                m.slices[i]
+            );
+        }
+        // A stale record goes first: a slice being redone is never taken as finished.
+        let done_path = slice_file(dir, i, "done", p);
+        match std::fs::remove_file(&done_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("{}: cannot remove", done_path.display()))
+            }
+            _ => {}
+        }
+        let (summary, (job, run)) = serve_job(a, &paths, mode).with_context(|| {
+            format!(
+                "study {}, slice {i} (`study-status --study` lists what is left; deal it again \
+                 with `gen-triplets --study ... --slices`, then run `serve --study` again on \
+                 both servers)",
+                dir.display()
+            )
+        })?;
+        let (job, run) = match (job, run) {
+            (Some(j), Some(r)) => (id_hex(&j), id_hex(&r)),
+            _ => bail!("slice {i}: the run has no job or triplet id"),
+        };
+        Done::of_output(p, job, run, &paths.out)?.write(&done_path)?;
+        lines.extend(summary.lines.into_iter().map(|l| format!("slice {i}: {l}")));
+        ran.push(i);
+    }
+    lines.push(format!(
+        "S{p}: study {}: ran {} slice(s) ({}), skipped {} finished ({})",
+        m.study_id,
+        ran.len(),
+        slices_spec(&ran),
+        skipped.len(),
+        slices_spec(&skipped)
+    ));
+    Ok(Summary {
+        lines,
+        json: serde_json::json!({"ok": true, "command": "serve", "party": p, "study_id": m.study_id,
+            "ran": ran, "skipped": skipped, "seconds": t.elapsed().as_secs_f64()}),
+    })
+}
+
+pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {
+    let m = Manifest::read(&a.study)?;
+    let dirs = a.dirs.of(&a.study);
+    let mut states = Vec::with_capacity(m.len());
+    let mut left = Vec::new();
+    for i in 0..m.len() {
+        let done = [0u8, 1].map(|p| party_done(&dirs[p as usize], i, p, &m.slices[i]));
+        let state = match &done {
+            [Some(x), Some(y)] if x.triplet_id == y.triplet_id => "finished",
+            [Some(_), Some(_)] => "finished in different runs (to redo)",
+            [Some(_), None] => "finished by S0 only",
+            [None, Some(_)] => "finished by S1 only",
+            [None, None] => "not finished",
+        };
+        if state != "finished" {
+            left.push(i);
+        }
+        states.push(state);
+    }
+    let spec = slices_spec(&left);
+    let mut lines = vec![format!(
+        "study {}: {} slices, {} finished, {} left",
+        m.study_id,
+        m.len(),
+        m.len() - left.len(),
+        left.len()
+    )];
+    for &i in &left {
+        lines.push(format!("  slice {i}: {}", states[i]));
+    }
+    if !left.is_empty() {
+        lines.push(format!(
+            "to finish: gen-triplets --study {0} --slices {spec}, then serve --study {0} --slices {spec} on both servers (or sbatch --array={spec})",
+            a.study.display()
+        ));
+    }
+    Ok(Summary {
+        lines,
+        json: serde_json::json!({"ok": true, "command": "study-status", "study_id": m.study_id,
+            "slices": m.len(), "complete": left.is_empty(), "left": left, "left_spec": spec,
+            "states": states}),
+    })
+}
+
+/// `reconstruct --study`: every slice, in its input's name and format; a DICOM series as one
+/// new derived series.
+pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
+    let t = Instant::now();
+    let sources = Sources::read(dir)?;
+    let m = Manifest::read(dir)?;
+    if m != sources.manifest() {
+        bail!(
+            "{} and {} are not of one study",
+            dir.join(MANIFEST).display(),
+            dir.join(SOURCES).display()
+        );
+    }
+    let dicom = sources.kind == "dicom-series";
+    if dicom && a.bit_depth.is_some() {
+        bail!("--bit-depth: a DICOM series is written at the bit depth of its slices");
+    }
+    a.identity.load()?;
+    let dirs = a.dirs.of(dir);
+    let left = unfinished(&m, &dirs);
+    if !left.is_empty() {
+        bail!(
+            "study {}: slice(s) {} not finished on both servers (see study-status); nothing written",
+            m.study_id,
+            slices_spec(&left)
+        );
+    }
+    if same_dir(&a.out, &sources.input_dir) {
+        bail!(
+            "--out {}: is the study's input folder; the results would replace its slices",
+            a.out.display()
+        );
+    }
+    // Every encoding (a DICOM slice's template) is made before anything is written.
+    let series = new_uid();
+    let mut encodings = Vec::with_capacity(m.len());
+    for s in &sources.slices {
+        let enc = match s.format.as_str() {
+            "dicom" => {
+                let tpl = DicomTemplate::read(sources.input_dir.join(&s.file))?
+                    .with_derivation(SECURE_DERIVATION)
+                    .in_series(&series);
+                if tpl.dim() != (s.height, s.width) {
+                    bail!(
+                        "{}: {} x {} pixels now, but it was {} x {} when shared",
+                        tpl.path().display(),
+                        tpl.dim().0,
+                        tpl.dim().1,
+                        s.height,
+                        s.width
+                    );
+                }
+                Encoding::Dicom(Box::new(tpl))
+            }
+            "tiff" => Encoding::Tiff(a.bit_depth.unwrap_or(s.bit_depth)),
+            _ => Encoding::Png(a.bit_depth.unwrap_or(s.bit_depth)),
+        };
+        encodings.push(enc);
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let mut written = Vec::with_capacity(m.len());
+    for (i, (s, enc)) in sources.slices.iter().zip(&encodings).enumerate() {
+        let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
+        let job = container::read_header(&s0)?.job_id.map(|id| id_hex(&id));
+        if job.as_deref() != Some(m.slices[i].as_str()) {
+            bail!("{}: is not slice {i}'s output share", s0.display());
+        }
+        let (img, _) = combine(&s0, &s1).with_context(|| format!("slice {i}"))?;
+        if img.pixels.dim() != (s.height, s.width) {
+            bail!(
+                "slice {i}: the output is {} x {}, the input {} was {} x {}",
+                img.height(),
+                img.width(),
+                s.file,
+                s.height,
+                s.width
+            );
+        }
+        let out = a.out.join(&s.file);
+        enc.save(&img, &out)?;
+        written.push(out);
+    }
+    let what = if dicom {
+        format!("one derived DICOM series, {series}")
+    } else {
+        "images in their input's formats".into()
+    };
+    Ok(Summary {
+        lines: vec![format!(
+            "study {}: wrote {} slices to {} ({what})",
+            m.study_id,
+            written.len(),
+            a.out.display()
+        )],
+        json: serde_json::json!({"ok": true, "command": "reconstruct", "study_id": m.study_id,
+            "out": a.out, "files": written, "series_uid": dicom.then_some(series),
+            "seconds": t.elapsed().as_secs_f64()}),
+    })
+}

@@ -1,0 +1,400 @@
+//! A study's files: many slices, each its own job, in one folder (`share-study`).
+//!
+//! ```text
+//! DIR/study.json            public: the study id and each slice's job id (dealer, servers)
+//! DIR/study.sources.json    the gateway's and receiver's: where each slice came from, in
+//!                           which format; file names can name a patient, so it is never
+//!                           given to a server or the dealer
+//! DIR/slice<I>/image.p<P>   slice I's image share (image.pub: its public job header)
+//! DIR/slice<I>/triplets.p<P>
+//! DIR/slice<I>/out.p<P>     server P's output share of slice I
+//! DIR/slice<I>/done.p<P>    server P's record that slice I is finished: the ids of the run
+//!                           and the output's size and hash (no pixel-derived value)
+//! ```
+//! A study resumes by these records: a server skips a slice whose record names the run of
+//! its current triplets and an intact output; a slice with no record on either side is dealt
+//! again (fresh triplets, so both servers redo it).
+
+use std::io::Write;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::atomic;
+
+pub const MANIFEST: &str = "study.json";
+pub const SOURCES: &str = "study.sources.json";
+const FORMAT_TAG: &str = "ppdenoise-study";
+const VERSION: u32 = 1;
+/// Most slices in a study (a CT series has hundreds; this bounds what a manifest sizes).
+pub const MAX_SLICES: usize = 100_000;
+/// Largest manifest read (refused before it is parsed).
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// `study.json`: what every party may read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub study_id: String,
+    /// Slice I's job id (hex), in the study's order.
+    pub slices: Vec<String>,
+}
+
+/// `study.sources.json`: the receiver's map from slices back to the input's files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    pub format: String,
+    pub version: u32,
+    pub study_id: String,
+    /// The folder the slices were read from (the DICOM templates of a derived series).
+    pub input_dir: PathBuf,
+    /// `dicom-series` or `images`.
+    pub kind: String,
+    pub slices: Vec<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// The file's name in `input_dir` (the output's name too).
+    pub file: String,
+    /// `png`, `tiff` or `dicom`.
+    pub format: String,
+    pub bit_depth: u8,
+    pub height: usize,
+    pub width: usize,
+    pub job_id: String,
+}
+
+/// `done.p<P>`: a server finished a slice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Done {
+    pub party: u8,
+    pub job_id: String,
+    pub triplet_id: String,
+    /// The output share's size and BLAKE3 hash, as written.
+    pub bytes: u64,
+    pub blake3: String,
+}
+
+pub fn slice_dir(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("slice{i}"))
+}
+
+/// `DIR/slice<I>/<stem>.p<P>`.
+pub fn slice_file(dir: &Path, i: usize, stem: &str, party: u8) -> PathBuf {
+    slice_dir(dir, i).join(format!("{stem}.p{party}"))
+}
+
+fn is_hex_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Manifest {
+    pub fn new(study_id: String, slices: Vec<String>) -> Manifest {
+        Manifest {
+            format: FORMAT_TAG.into(),
+            version: VERSION,
+            study_id,
+            slices,
+        }
+    }
+
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let m: Manifest = read_json(&path)?;
+        check_tag(&path, &m.format, m.version)?;
+        check_ids(&path, &m.study_id, m.slices.iter())?;
+        Ok(m)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&dir.join(MANIFEST), self)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slices.is_empty()
+    }
+}
+
+impl Sources {
+    pub fn new(study_id: String, input_dir: PathBuf, kind: &str, slices: Vec<Source>) -> Sources {
+        Sources {
+            format: FORMAT_TAG.into(),
+            version: VERSION,
+            study_id,
+            input_dir,
+            kind: kind.into(),
+            slices,
+        }
+    }
+
+    pub fn read(dir: &Path) -> Result<Sources> {
+        let path = dir.join(SOURCES);
+        let s: Sources = read_json(&path)?;
+        check_tag(&path, &s.format, s.version)?;
+        check_ids(&path, &s.study_id, s.slices.iter().map(|x| &x.job_id))?;
+        if s.kind != "dicom-series" && s.kind != "images" {
+            bail!("{}: unknown study kind {:?}", path.display(), s.kind);
+        }
+        for x in &s.slices {
+            let plain_name = Path::new(&x.file).file_name() == Some(x.file.as_ref());
+            if !plain_name || x.file.starts_with('.') {
+                bail!(
+                    "{}: {:?} is not a file name (a source is named within the input folder)",
+                    path.display(),
+                    x.file
+                );
+            }
+            if !["png", "tiff", "dicom"].contains(&x.format.as_str()) {
+                bail!(
+                    "{}: {}: unknown format {:?}",
+                    path.display(),
+                    x.file,
+                    x.format
+                );
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&dir.join(SOURCES), self)
+    }
+
+    /// The public manifest these sources go with.
+    pub fn manifest(&self) -> Manifest {
+        Manifest::new(
+            self.study_id.clone(),
+            self.slices.iter().map(|s| s.job_id.clone()).collect(),
+        )
+    }
+}
+
+impl Done {
+    pub fn read(path: &Path) -> Result<Done> {
+        let d: Done = read_json(path)?;
+        if d.party > 1 || !is_hex_id(&d.job_id) || !is_hex_id(&d.triplet_id) {
+            bail!("{}: malformed completion record", path.display());
+        }
+        Ok(d)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+
+    /// The record of the output share at `out`, as it is now.
+    pub fn of_output(party: u8, job_id: String, triplet_id: String, out: &Path) -> Result<Done> {
+        let (bytes, blake3) = hash_file(out)?;
+        Ok(Done {
+            party,
+            job_id,
+            triplet_id,
+            bytes,
+            blake3,
+        })
+    }
+
+    /// Whether `out` is still the output this record was written for (size, then hash).
+    pub fn output_intact(&self, out: &Path) -> bool {
+        match std::fs::metadata(out) {
+            Ok(m) if m.len() == self.bytes => {}
+            _ => return false,
+        }
+        matches!(hash_file(out), Ok((_, h)) if h == self.blake3)
+    }
+}
+
+fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut h = blake3::Hasher::new();
+    let n = std::io::copy(&mut f, &mut h)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok((n, h.finalize().to_hex().to_string()))
+}
+
+fn check_tag(path: &Path, format: &str, version: u32) -> Result<()> {
+    if format != FORMAT_TAG {
+        bail!("{}: not a ppdenoise study file", path.display());
+    }
+    if version != VERSION {
+        bail!(
+            "{}: study file version {version}; this build reads version {VERSION}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn check_ids<'a>(
+    path: &Path,
+    study: &str,
+    slices: impl ExactSizeIterator<Item = &'a String>,
+) -> Result<()> {
+    if !is_hex_id(study) {
+        bail!("{}: malformed study id", path.display());
+    }
+    let n = slices.len();
+    if n == 0 || n > MAX_SLICES {
+        bail!(
+            "{}: {n} slices (a study has 1 to {MAX_SLICES})",
+            path.display()
+        );
+    }
+    for (i, id) in slices.enumerate() {
+        if !is_hex_id(id) {
+            bail!("{}: slice {i}: malformed job id", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "{}: cannot read (is this a study folder made by share-study?)",
+            path.display()
+        )
+    })?;
+    if meta.len() > MAX_MANIFEST_BYTES {
+        bail!(
+            "{}: {} bytes, more than a study file can be",
+            path.display(),
+            meta.len()
+        );
+    }
+    let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{}: malformed", path.display()))
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    atomic::write_with(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, v)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    })
+}
+
+/// Parses a slice list such as `0-3,7,9` (the form `sbatch --array` takes) for a study of
+/// `n` slices: sorted, each once.
+pub fn parse_slices(spec: &str, n: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        let part = part.trim();
+        let range: RangeInclusive<usize> = match part.split_once('-') {
+            Some((a, b)) => parse_index(a, spec)?..=parse_index(b, spec)?,
+            None => {
+                let i = parse_index(part, spec)?;
+                i..=i
+            }
+        };
+        if range.is_empty() {
+            bail!("--slices {spec}: {part} is an empty range");
+        }
+        if *range.end() >= n {
+            bail!(
+                "--slices {spec}: slice {} is not in the study (slices 0 to {})",
+                range.end(),
+                n - 1
+            );
+        }
+        out.extend(range);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn parse_index(s: &str, spec: &str) -> Result<usize> {
+    s.trim()
+        .parse()
+        .with_context(|| format!("--slices {spec}: {s:?} is not a slice number"))
+}
+
+/// The compact form of a sorted slice list (`0-3,7,9`), as `--slices` and `sbatch --array`
+/// take it.
+pub fn slices_spec(slices: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < slices.len() {
+        let mut j = i;
+        while j + 1 < slices.len() && slices[j + 1] == slices[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j == i {
+            slices[i].to_string()
+        } else {
+            format!("{}-{}", slices[i], slices[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_lists_parse_and_print_back() {
+        assert_eq!(parse_slices("0-3,7,9", 10).unwrap(), vec![0, 1, 2, 3, 7, 9]);
+        assert_eq!(parse_slices("5,1,1-2", 6).unwrap(), vec![1, 2, 5]);
+        assert_eq!(slices_spec(&[0, 1, 2, 3, 7, 9]), "0-3,7,9");
+        assert_eq!(slices_spec(&[4]), "4");
+        assert_eq!(slices_spec(&[]), "");
+        for (bad, needle) in [
+            ("10", "not in the study"),
+            ("3-1", "empty range"),
+            ("x", "not a slice number"),
+            ("1,,2", "not a slice number"),
+            ("-1", "not a slice number"),
+        ] {
+            let e = format!("{:#}", parse_slices(bad, 10).unwrap_err());
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn records_are_checked_and_outputs_compared() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out.p0");
+        std::fs::write(&out, b"share bytes").unwrap();
+        let id = "0123456789abcdef0123456789abcdef".to_string();
+        let rec = Done::of_output(0, id.clone(), id.clone(), &out).unwrap();
+        let p = d.path().join("done.p0");
+        rec.write(&p).unwrap();
+        let back = Done::read(&p).unwrap();
+        assert_eq!(back, rec);
+        assert!(back.output_intact(&out));
+        std::fs::write(&out, b"share bytez").unwrap();
+        assert!(!back.output_intact(&out), "same size, other bytes");
+        std::fs::remove_file(&out).unwrap();
+        assert!(!back.output_intact(&out));
+        std::fs::write(
+            &p,
+            br#"{"party":0,"job_id":"zz","triplet_id":"zz","bytes":1,"blake3":""}"#,
+        )
+        .unwrap();
+        assert!(format!("{:#}", Done::read(&p).unwrap_err()).contains("malformed"));
+        let m = Manifest::new(id.clone(), vec![id.clone(), "nothex".into()]);
+        m.write(d.path()).unwrap();
+        let e = format!("{:#}", Manifest::read(d.path()).unwrap_err());
+        assert!(e.contains("slice 1: malformed job id"), "{e}");
+        Manifest::new(id.clone(), vec![id.clone()])
+            .write(d.path())
+            .unwrap();
+        assert_eq!(Manifest::read(d.path()).unwrap().len(), 1);
+    }
+}
