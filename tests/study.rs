@@ -1,0 +1,573 @@
+//! Studies through the real binary (issue 27, item 2): a folder of PNG/TIFF images and a
+//! DICOM series shared with `share-study`, dealt with `gen-triplets --study`, run by two
+//! `serve --study` processes over the TLS link, put together with `reconstruct --study`.
+//! Every slice equals the plaintext fixed-point oracle (`denoise --arith fixed`) and keeps
+//! its input's name, format and order; a DICOM series comes back as one derived series.
+//! A study that dies half-way resumes: finished slices are skipped, a slice one server did
+//! not finish is dealt again and redone by both. And the refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ppdenoise")
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run ppdenoise")
+}
+
+fn ok(args: &[&str]) -> serde_json::Value {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("one JSON summary")
+}
+
+fn refused(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected a refusal naming {needles:?}");
+    for n in needles {
+        assert!(err.contains(n), "error lacks {n:?}: {err}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait(mut c: Child) -> Output {
+    let t = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(180) {
+            let _ = c.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_with_output().unwrap()
+}
+
+struct Dir {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Dir {
+    /// Keys for both servers and the model `model` shared.
+    fn new(model: &str) -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let d = Dir { _tmp: tmp, dir };
+        for n in ["s0", "s1"] {
+            ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
+        }
+        ok(&[
+            "share-model",
+            "--model",
+            &fixture(model),
+            "--out",
+            &d.p("model"),
+        ]);
+        d
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `serve --study` of party `p`, with `extra` flags.
+    fn serve(&self, p: u8, port: u16, timeout: &str, extra: &[&str]) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .args(["--model", &self.p(&format!("model.p{p}"))])
+            .args(["--study", &self.p("study")])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--timeout", timeout])
+            .args(["--state-dir", &self.p(&format!("state{p}"))])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+
+    /// Both servers over the study (`extra`: e.g. `--slices`); their JSON summaries.
+    fn serve_pair(&self, extra: &[&str]) -> [serde_json::Value; 2] {
+        let port = free_port();
+        let c0 = self.serve(0, port, "60", extra);
+        let c1 = self.serve(1, port, "60", extra);
+        [wait(c0), wait(c1)].map(|o| {
+            assert!(
+                o.status.success(),
+                "serve --study {extra:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            serde_json::from_slice(&o.stdout).expect("one JSON summary")
+        })
+    }
+
+    fn status(&self) -> serde_json::Value {
+        ok(&["study-status", "--study", &self.p("study")])
+    }
+
+    fn deal(&self, extra: &[&str]) -> serde_json::Value {
+        let (s, m) = (self.p("study"), self.p("model.pub"));
+        let mut args = vec!["gen-triplets", "--study", &s, "--model", &m];
+        args.extend(extra);
+        ok(&args)
+    }
+}
+
+fn list(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+/// The plaintext fixed-point oracle of `input` for `model`, written like it (`out`).
+fn oracle(d: &Dir, input: &Path, model: &str, out: &str) -> PathBuf {
+    let mut args = vec![
+        "denoise".to_string(),
+        "--image".into(),
+        input.display().to_string(),
+        "--model".into(),
+        fixture(model),
+        "--arith".into(),
+        "fixed".into(),
+        "--out".into(),
+        d.p(out),
+    ];
+    if out.ends_with(".dcm") {
+        args.extend(["--like".into(), input.display().to_string()]);
+    }
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    d.path(out)
+}
+
+#[test]
+fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
+    let d = Dir::new("tiny-cnn.npz");
+    std::fs::create_dir_all(d.path("in")).unwrap();
+    // Name order with numbers as numbers: im1, im2, im3 (TIFF), im10.
+    let names = ["im1.png", "im2.png", "im3.tif", "im10.png"];
+    for (i, (n, size)) in names.iter().zip([40, 33, 36, 28]).enumerate() {
+        let img = format!("builtin:phantom:{size}");
+        let out = d.p(&format!("in/{n}"));
+        ok(&[
+            "add-noise",
+            "--image",
+            &img,
+            "--sigma",
+            "25",
+            "--seed",
+            &i.to_string(),
+            "--out",
+            &out,
+        ]);
+    }
+    std::fs::write(d.path("in/.hidden"), b"not read").unwrap();
+    std::fs::create_dir_all(d.path("in/sub")).unwrap();
+    let j = ok(&[
+        "share-study",
+        "--in",
+        &d.p("in"),
+        "--out",
+        &d.p("study"),
+        "--model",
+        &d.p("model.pub"),
+    ]);
+    assert_eq!(j["slices"], 4);
+    assert_eq!(j["kind"], "images");
+    let sources: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("study/study.sources.json")).unwrap())
+            .unwrap();
+    let order: Vec<&str> = sources["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["im1.png", "im2.png", "im3.tif", "im10.png"]);
+    // The public manifest names no file.
+    let manifest = std::fs::read_to_string(d.path("study/study.json")).unwrap();
+    assert!(!manifest.contains("im1"), "{manifest}");
+
+    assert_eq!(list(&d.deal(&[])["dealt"]), [0, 1, 2, 3]);
+    // Half the study, then a stop.
+    let [s0, s1] = d.serve_pair(&["--slices", "0-1"]);
+    assert_eq!(list(&s0["ran"]), [0, 1]);
+    assert_eq!(list(&s1["ran"]), [0, 1]);
+    // S1 starts slice 2 alone and dies (its peer never comes): its triplets are spent.
+    let o = wait(d.serve(1, free_port(), "1", &["--slices", "2"]));
+    refused(&o, &["slice 2", "study-status"]);
+    let st = d.status();
+    assert_eq!(st["left_spec"], "2-3");
+    assert_eq!(st["complete"], false);
+    // Nothing is written while a slice is missing.
+    let o = run(&[
+        "reconstruct",
+        "--study",
+        &d.p("study"),
+        "--out",
+        &d.p("res"),
+    ]);
+    refused(&o, &["slice(s) 2-3 not finished", "nothing written"]);
+    assert!(!d.path("res").exists());
+    // Without fresh randomness slice 2 is refused, not run again.
+    let port = free_port();
+    let o = wait(d.serve(1, port, "5", &["--slices", "2"]));
+    refused(&o, &["slice 2"]);
+    // The dealer deals only the unfinished slices; the rerun skips the finished ones.
+    assert_eq!(list(&d.deal(&[])["dealt"]), [2, 3]);
+    let [s0, s1] = d.serve_pair(&[]);
+    for s in [&s0, &s1] {
+        assert_eq!(list(&s["ran"]), [2, 3]);
+        assert_eq!(list(&s["skipped"]), [0, 1]);
+    }
+    assert_eq!(d.status()["complete"], true);
+    assert_eq!(list(&d.deal(&[])["dealt"]), Vec::<u64>::new());
+
+    // S1 finished slice 1 in S0's eyes but lost its output before recording it: slice 1 is
+    // finished by S0 only, dealt again, and redone by both (S0's record names old triplets).
+    std::fs::remove_file(d.path("study/slice1/done.p1")).unwrap();
+    let st = d.status();
+    assert_eq!(st["left_spec"], "1");
+    assert_eq!(st["states"][1], "finished by S0 only");
+    assert_eq!(list(&d.deal(&[])["dealt"]), [1]);
+    let [s0, s1] = d.serve_pair(&[]);
+    assert_eq!(list(&s0["ran"]), [1]);
+    assert_eq!(list(&s1["ran"]), [1]);
+
+    let j = ok(&[
+        "reconstruct",
+        "--study",
+        &d.p("study"),
+        "--out",
+        &d.p("res"),
+    ]);
+    assert_eq!(j["files"].as_array().unwrap().len(), 4);
+    for n in names {
+        let want = oracle(
+            &d,
+            &d.path(&format!("in/{n}")),
+            "tiny-cnn.npz",
+            &format!("oracle-{n}"),
+        );
+        let got = d.path(&format!("res/{n}"));
+        assert_eq!(
+            std::fs::read(&got).unwrap(),
+            std::fs::read(&want).unwrap(),
+            "{n}: the study's slice differs from the oracle"
+        );
+    }
+
+    // A slice's output share replaced by another slice's: not finished, refused.
+    std::fs::copy(d.path("study/slice0/out.p0"), d.path("study/slice1/out.p0")).unwrap();
+    assert_eq!(d.status()["left_spec"], "1");
+    let o = run(&[
+        "reconstruct",
+        "--study",
+        &d.p("study"),
+        "--out",
+        &d.p("res2"),
+    ]);
+    refused(&o, &["slice(s) 1 not finished"]);
+}
+
+/// A DICOM slice of series `series`, instance `instance`, at height `z`: a phantom's values.
+fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize, seed: u64) {
+    let img = ppdenoise::plain::image::load_input(&format!("builtin:phantom:{size}")).unwrap();
+    let noisy = ppdenoise::plain::image::add_noise(&img, 20.0, seed);
+    let values: Vec<u16> = noisy
+        .pixels
+        .iter()
+        .map(|v| (v.clamp(0.0, 255.0) * 4095.0 / 255.0).round() as u16)
+        .collect();
+    let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+    let obj = InMemDicomObject::from_element_iter([
+        s(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+        s(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            &format!("{series}.{instance}"),
+        ),
+        s(tags::MODALITY, VR::CS, "CT"),
+        s(tags::PATIENT_NAME, VR::PN, "Doe^Jane"),
+        s(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.8.498.7",
+        ),
+        s(tags::SERIES_INSTANCE_UID, VR::UI, series),
+        s(tags::SERIES_DESCRIPTION, VR::LO, "Abdomen"),
+        s(tags::INSTANCE_NUMBER, VR::IS, &instance.to_string()),
+        s(tags::IMAGE_POSITION_PATIENT, VR::DS, &format!("0\\0\\{z}")),
+        s(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
+        us(tags::SAMPLES_PER_PIXEL, 1),
+        s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us(tags::ROWS, size as u16),
+        us(tags::COLUMNS, size as u16),
+        us(tags::BITS_ALLOCATED, 16),
+        us(tags::BITS_STORED, 12),
+        us(tags::HIGH_BIT, 11),
+        us(tags::PIXEL_REPRESENTATION, 0),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into())),
+    ]);
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+}
+
+fn attr(path: &Path, tag: dicom_core::Tag) -> String {
+    open_file(path)
+        .unwrap()
+        .element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
+    let d = Dir::new("tiny-mlp.npz");
+    std::fs::create_dir_all(d.path("ct")).unwrap();
+    let series = "1.2.826.0.1.3680043.8.498.7.1";
+    // File names in another order than the series': by InstanceNumber it is b, c, a.
+    for (name, instance, z) in [("a", 3, 10.0), ("b", 1, 0.0), ("c", 2, 5.0)] {
+        dicom_slice(
+            &d.path(&format!("ct/{name}")),
+            series,
+            instance,
+            z,
+            24,
+            instance as u64,
+        );
+    }
+    std::fs::write(d.path("ct/DICOMDIR"), b"an index, not read").unwrap();
+    let j = ok(&[
+        "share-study",
+        "--in",
+        &d.p("ct"),
+        "--out",
+        &d.p("study"),
+        "--sigma",
+        "20",
+        "--model",
+        &d.p("model.pub"),
+    ]);
+    assert_eq!(j["kind"], "dicom-series");
+    let sources: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path("study/study.sources.json")).unwrap())
+            .unwrap();
+    let order: Vec<&str> = sources["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["b", "c", "a"]);
+    d.deal(&["--engine", "gc"]);
+    d.serve_pair(&[]);
+    // Never over the input.
+    let o = run(&["reconstruct", "--study", &d.p("study"), "--out", &d.p("ct")]);
+    refused(&o, &["is the study's input folder"]);
+    let j = ok(&[
+        "reconstruct",
+        "--study",
+        &d.p("study"),
+        "--out",
+        &d.p("out"),
+    ]);
+    let new_series = j["series_uid"].as_str().unwrap().to_string();
+    assert_ne!(new_series, series);
+    let mut sops = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (src, out) = (
+            d.path(&format!("ct/{name}")),
+            d.path(&format!("out/{name}")),
+        );
+        assert_eq!(attr(&out, tags::SERIES_INSTANCE_UID), new_series);
+        assert_eq!(attr(&out, tags::SERIES_DESCRIPTION), "Abdomen (denoised)");
+        assert_eq!(
+            attr(&out, tags::INSTANCE_NUMBER),
+            attr(&src, tags::INSTANCE_NUMBER)
+        );
+        assert_eq!(
+            attr(&out, tags::STUDY_INSTANCE_UID),
+            attr(&src, tags::STUDY_INSTANCE_UID)
+        );
+        assert!(attr(&out, tags::IMAGE_TYPE).starts_with("DERIVED"));
+        sops.push(attr(&out, tags::SOP_INSTANCE_UID));
+        // The MLP oracle of the same slice at the study's sigma, written like it.
+        let want = d.p(&format!("oracle-{name}.dcm"));
+        ok(&[
+            "denoise",
+            "--image",
+            &src.display().to_string(),
+            "--model",
+            &fixture("tiny-mlp.npz"),
+            "--arith",
+            "fixed",
+            "--sigma",
+            "20",
+            "--out",
+            &want,
+            "--like",
+            &src.display().to_string(),
+        ]);
+        let (a, b) = (
+            ppdenoise::plain::image::load(&out).unwrap(),
+            ppdenoise::plain::image::load(&want).unwrap(),
+        );
+        assert_eq!(a, b, "{name}: the study's slice differs from the oracle");
+    }
+    sops.sort();
+    sops.dedup();
+    assert_eq!(sops.len(), 3, "every slice a new SOP instance");
+}
+
+#[test]
+fn bad_studies_are_refused_by_name_before_anything_is_made() {
+    let d = Dir::new("tiny-cnn.npz");
+    let share = |input: &str, out: &str, extra: &[&str]| {
+        let (i, o, m) = (d.p(input), d.p(out), d.p("model.pub"));
+        let mut args = vec!["share-study", "--in", &i, "--out", &o, "--model", &m];
+        args.extend(extra);
+        run(&args)
+    };
+    std::fs::create_dir_all(d.path("empty")).unwrap();
+    refused(&share("empty", "s1", &[]), &["empty", "no slices"]);
+    // Two series in one folder.
+    std::fs::create_dir_all(d.path("two")).unwrap();
+    dicom_slice(&d.path("two/x"), "1.2.3.4", 1, 0.0, 16, 1);
+    dicom_slice(&d.path("two/y"), "1.2.3.5", 2, 1.0, 16, 2);
+    refused(
+        &share("two", "s2", &[]),
+        &["two/x", "two/y", "different series"],
+    );
+    // DICOM mixed with PNG; a stray file.
+    std::fs::create_dir_all(d.path("mixed")).unwrap();
+    dicom_slice(&d.path("mixed/x"), "1.2.3.4", 1, 0.0, 16, 1);
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:16",
+        "--out",
+        &d.p("mixed/y.png"),
+    ]);
+    refused(&share("mixed", "s3", &[]), &["mixes DICOM", "y.png"]);
+    std::fs::create_dir_all(d.path("stray")).unwrap();
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:16",
+        "--out",
+        &d.p("stray/y.png"),
+    ]);
+    std::fs::write(d.path("stray/notes.txt"), b"hello").unwrap();
+    refused(
+        &share("stray", "s4", &[]),
+        &["notes.txt", "neither DICOM, PNG nor TIFF"],
+    );
+    std::fs::remove_file(d.path("stray/notes.txt")).unwrap();
+    // One map is not a study's.
+    refused(
+        &share("stray", "s5", &["--noise-map", &d.p("stray/y.png")]),
+        &["--noise-map", "one map"],
+    );
+    // Nothing was made by any refusal.
+    for s in ["s1", "s2", "s3", "s4", "s5"] {
+        assert!(!d.path(s).exists(), "{s} was made");
+    }
+    // A study is never shared over another (its jobs would be lost).
+    ok(&[
+        "share-study",
+        "--in",
+        &d.p("stray"),
+        "--out",
+        &d.p("study"),
+        "--model",
+        &d.p("model.pub"),
+    ]);
+    refused(
+        &share("stray", "study", &[]),
+        &["study.json", "already exists"],
+    );
+    // A slice list outside the study; a slice's image share swapped with another's.
+    let s = d.p("study");
+    refused(
+        &run(&[
+            "gen-triplets",
+            "--study",
+            &s,
+            "--model",
+            &d.p("model.pub"),
+            "--slices",
+            "1",
+        ]),
+        &["slice 1 is not in the study"],
+    );
+    d.deal(&[]);
+    ok(&[
+        "share-image",
+        "--image",
+        &d.p("stray/y.png"),
+        "--model",
+        &d.p("model.pub"),
+        "--out",
+        &d.p("study/slice0/image"),
+    ]);
+    refused(
+        &run(&["gen-triplets", "--study", &s, "--model", &d.p("model.pub")]),
+        &["image.pub", "names job"],
+    );
+    let o = wait(d.serve(0, free_port(), "5", &[]));
+    refused(&o, &["image.p0", "is not slice 0's image share"]);
+    assert!(
+        !d.path("state0").exists()
+            || std::fs::read_dir(d.path("state0"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing claimed"
+    );
+}
