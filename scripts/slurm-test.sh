@@ -5,7 +5,10 @@
 #   1. the one-piece job (a 1-task array per party), result == the plaintext fixed-point oracle;
 #   2. with SLURM_TEST_TILES=K (K > 0, 4 by default): the MLP job as 2 tiles, and a CNN job
 #      (fixtures/tiny-cnn.npz) in one piece and as K tiles, one array task per tile;
-#   3. with SLURM_TEST_STUDY=N (N > 0): a study of N slices, one array task per slice;
+#   3. with SLURM_TEST_STUDY=N (N > 0): a study of N slices (share-study, gen-triplets
+#      --study, serve --study in the array tasks), one array task per slice; S0's task of
+#      slice 1 is cancelled mid-run, study-status must name that slice only, the dealer deal
+#      it again, and the whole array resubmitted skip the finished slices;
 # and in the last of 1./2. one S0 task is cancelled mid-run: its burned triplets must be
 # refused, and the re-run with fresh ones (gen-triplets again) must complete the job. Every
 # result is compared pixel by pixel with the oracle, the tiled one also with the one-piece
@@ -92,7 +95,8 @@ say "the plaintext fixed-point oracle"
 # --- Slurm --------------------------------------------------------------------------------
 # submit NAME ARRAY RUNKEY IMAGE TRIPLETS OUT: both parties' arrays (each organisation's own
 # sbatch), every path a template of slurm/serve.sbatch ("{i}" tile/slice, "{p}" party); the
-# model share and opened weights are MODEL_TPL and WEIGHTS_TPL (empty: the job opens them).
+# model share and opened weights are MODEL_TPL and WEIGHTS_TPL (empty: the job opens them);
+# with STUDY_TPL (a study folder) the tasks run its slices and the three paths are unused.
 MODEL_TPL="$W/model.p{p}"
 WEIGHTS_TPL="$W/weights.p{p}"
 # Prints "JOBID_S0 JOBID_S1".
@@ -100,7 +104,7 @@ submit() {
     local name=$1 array=$2 run=$3 image=$4 triplets=$5 out=$6 p ids=()
     for p in 0 1; do
         ids+=("$(env PPD_PARTY=$p PPD_BIN="$BIN" PPD_MODEL="$MODEL_TPL" PPD_IMAGE="$image" \
-            PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$WEIGHTS_TPL" \
+            PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$WEIGHTS_TPL" PPD_STUDY="${STUDY_TPL:-}" \
             PPD_KEY="$K/s$p.key" PPD_CERT="$K/s$p.crt" PPD_PEER_CERT="$K/s$((1 - p)).crt" \
             PPD_IDENTITY="$K/s$p.age-identity" PPD_OUT_TO="$K/rx.age-recipient" \
             PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$W/rdv/$name" PPD_RUN="$run" \
@@ -301,27 +305,49 @@ if [[ $TILES -gt 0 ]]; then
     WEIGHTS_TPL="$W/weights.p{p}"
 fi
 
-# --- 3. a study: one job per slice, one array task per slice ---------------------------------
+# --- 3. a study (share-study): one job per slice, one array task per slice, resumed ----------
 if [[ $STUDY -gt 0 ]]; then
-    say "study of $STUDY slices ($STUDY_IMAGE, each its own noise): sharing, triplets"
+    S=$W/study
+    KILL_SLICE=$((STUDY > 1 ? 1 : 0))
+    mkdir -p "$W/study-in" "$W/study-oracle"
+    say "study of $STUDY slices ($STUDY_IMAGE, each its own noise): share-study, gen-triplets --study"
     for ((i = 0; i < STUDY; i++)); do
-        d=$W/study/slice$i
-        mkdir -p "$d"
-        "$BIN" add-noise --image "$STUDY_IMAGE" --sigma $SIGMA --seed $((100 + i)) --out "$d/noisy.png" >/dev/null
-        "$BIN" share-image --image "$d/noisy.png" --sigma $SIGMA --out "$d/image" "${TO[@]}" >/dev/null
-        "$BIN" gen-triplets --model "$W/model.pub" --image "$d/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
-            --out "$d/triplets" "${TO[@]}" >/dev/null
-        "$BIN" denoise --arith fixed --image "$d/noisy.png" --sigma $SIGMA --out "$d/oracle.png" >/dev/null
+        "$BIN" add-noise --image "$STUDY_IMAGE" --sigma $SIGMA --seed $((100 + i)) \
+            --out "$W/study-in/slice$i.png" >/dev/null
+        "$BIN" denoise --arith fixed --image "$W/study-in/slice$i.png" --sigma $SIGMA \
+            --out "$W/study-oracle/slice$i.png" >/dev/null
     done
-    submit_pair study "0-$((STUDY - 1))" study-1 "$W/study/slice{i}/image.p{p}" \
-        "$W/study/slice{i}/triplets.p{p}" "$W/study/slice{i}/out.p{p}"
+    "$BIN" share-study --in "$W/study-in" --out "$S" --sigma $SIGMA "${TO[@]}" >/dev/null
+    deal_study() { "$BIN" --json gen-triplets --study "$S" --model "$W/model.pub" \
+        --model-mask "$W/mask.dealer" "${BATCH[@]}" "${TO[@]}"; }
+    deal_study >/dev/null
+    STUDY_TPL=$S
+    submit_pair study "0-$((STUDY - 1))" study-1 "" "" ""
+    kill_mid_run "$J0" "$J1" "$KILL_SLICE" "$W/logs/study" \
+        "$S/slice$KILL_SLICE/done.p0" "$S/slice$KILL_SLICE/done.p1"
+    others=()
+    for ((i = 0; i < STUDY; i++)); do [[ $i -eq $KILL_SLICE ]] || others+=("$i"); done
+    [[ ${#others[@]} -eq 0 ]] || { expect_completed "$J0" "${others[@]}"; expect_completed "$J1" "${others[@]}"; }
+    left=$("$BIN" --json study-status --study "$S" | python3 -c 'import json,sys; print(json.load(sys.stdin)["left_spec"])')
+    [[ $left == "$KILL_SLICE" ]] || fail "study-status says slices '$left' are left, expected $KILL_SLICE"
+    dealt=$(deal_study | python3 -c 'import json,sys; print(json.load(sys.stdin)["dealt_spec"])')
+    [[ $dealt == "$KILL_SLICE" ]] || fail "the dealer dealt slices '$dealt' again, expected $KILL_SLICE"
+    say "study: slice $KILL_SLICE left and dealt again; resubmitting the whole array"
+    submit_pair study "0-$((STUDY - 1))" study-2 "" "" ""
     wait_jobs "$J0" "$J1"
-    for ((i = 0; i < STUDY; i++)); do
-        expect_completed "$J0" "$i"
-        expect_completed "$J1" "$i"
-        d=$W/study/slice$i
-        reconstruct "$d/denoised.png" 8 "$d/out.p0" -- "$d/out.p1"
-        same "$d/denoised.png" "$d/oracle.png" "study slice $i differs from its oracle"
+    all=()
+    for ((i = 0; i < STUDY; i++)); do all+=("$i"); done
+    expect_completed "$J0" "${all[@]}"
+    expect_completed "$J1" "${all[@]}"
+    STUDY_TPL=""
+    # The finished slices were skipped, not redone.
+    for i in "${others[@]}"; do
+        grep -qs '"skipped":\['"$i"'\]' "$W/logs/study-s0-$i-$J0.log" \
+            || fail "slice $i was not skipped by the resubmitted array ($W/logs/study-s0-$i-$J0.log)"
     done
-    say "study of $STUDY slices through Slurm: every slice == its oracle"
+    "$BIN" reconstruct --study "$S" --identity "$K/rx.age-identity" --out "$W/study-out" >/dev/null
+    for ((i = 0; i < STUDY; i++)); do
+        same "$W/study-out/slice$i.png" "$W/study-oracle/slice$i.png" "study slice $i differs from its oracle"
+    done
+    say "study of $STUDY slices through Slurm, resumed after a kill: every slice == its oracle"
 fi
