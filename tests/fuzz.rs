@@ -412,6 +412,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     tile: None,
                     study: None,
                     slices: None,
+                    dirs: Default::default(),
                     seal: Default::default(),
                 };
                 ppdenoise::cli::dealer::gen_triplets(args).is_ok()

@@ -14,6 +14,7 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
+use ppdenoise::formats::study::Manifest;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
@@ -214,8 +215,7 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     assert_eq!(j["slices"], 4);
     assert_eq!(j["kind"], "images");
     let sources: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path("study/study.sources.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(d.path("study.sources.json")).unwrap()).unwrap();
     let order: Vec<&str> = sources["slices"]
         .as_array()
         .unwrap()
@@ -396,8 +396,7 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
     ]);
     assert_eq!(j["kind"], "dicom-series");
     let sources: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path("study/study.sources.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(d.path("study.sources.json")).unwrap()).unwrap();
     let order: Vec<&str> = sources["slices"]
         .as_array()
         .unwrap()
@@ -407,9 +406,22 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
     assert_eq!(order, ["b", "c", "a"]);
     d.deal(&["--engine", "gc"]);
     d.serve_pair(&[]);
-    // Never over the input.
+    // Never over anything, the input least of all.
     let o = run(&["reconstruct", "--study", &d.p("study"), "--out", &d.p("ct")]);
-    refused(&o, &["is the study's input folder"]);
+    refused(&o, &["exists and is not an empty folder"]);
+    // A DICOM output is made like the very file that was shared.
+    let a = std::fs::read(d.path("ct/a")).unwrap();
+    dicom_slice(&d.path("ct/a"), series, 3, 10.0, 24, 99);
+    let o = run(&[
+        "reconstruct",
+        "--study",
+        &d.p("study"),
+        "--out",
+        &d.p("out"),
+    ]);
+    refused(&o, &["ct/a", "is not the file that was shared"]);
+    assert!(!d.path("out").exists(), "nothing written");
+    std::fs::write(d.path("ct/a"), a).unwrap();
     let j = ok(&[
         "reconstruct",
         "--study",
@@ -532,6 +544,37 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
         &share("stray", "study", &[]),
         &["study.json", "already exists"],
     );
+    std::fs::remove_file(d.path("study/study.json")).unwrap();
+    refused(
+        &share("stray", "study", &[]),
+        &["study.sources.json", "already exists"],
+    );
+    Manifest::read(&d.path("study")).unwrap_err();
+    let (st, m) = (d.p("study2"), d.p("model.pub"));
+    ok(&[
+        "share-study",
+        "--in",
+        &d.p("stray"),
+        "--out",
+        &st,
+        "--model",
+        &m,
+    ]);
+    std::fs::remove_dir_all(d.path("study")).unwrap();
+    std::fs::rename(d.path("study2"), d.path("study")).unwrap();
+    std::fs::rename(d.path("study2.sources.json"), d.path("study.sources.json")).unwrap();
+    // --slices belongs to a study.
+    let p = d.p("study/slice0/image.pub");
+    let o = run(&[
+        "gen-triplets",
+        "--model",
+        &m,
+        "--image",
+        &p,
+        "--slices",
+        "0",
+    ]);
+    refused(&o, &["--slices: applies to a study"]);
     // A slice list outside the study; a slice's image share swapped with another's.
     let s = d.p("study");
     refused(

@@ -82,6 +82,10 @@ pub struct GenTripletsArgs {
     /// unfinished ones).
     #[arg(long, requires = "study")]
     pub slices: Option<String>,
+    /// With --study: where the servers' completion records are, when not in the study
+    /// folder (a dealer with a folder of its own gives --slices instead).
+    #[command(flatten)]
+    pub dirs: super::study::PartyDirs,
     #[command(flatten)]
     pub seal: SealArgs,
 }
@@ -394,6 +398,9 @@ fn gen_cnn_triplets(
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     if let Some(dir) = &a.study {
         return super::study::gen_study_triplets(&a, dir);
+    }
+    if a.slices.is_some() {
+        bail!("--slices: applies to a study (--study) only");
     }
     let image = a
         .image

@@ -15,7 +15,7 @@ mod progress;
 pub mod receiver;
 mod relay;
 mod server;
-mod study;
+pub mod study;
 mod table;
 mod tools;
 mod weights;

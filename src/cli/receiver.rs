@@ -41,6 +41,10 @@ pub struct ReconstructArgs {
     /// finished (`study-status`); nothing is written otherwise.
     #[arg(long, conflicts_with_all = ["share0", "share1", "like", "clean"])]
     pub study: Option<PathBuf>,
+    /// With --study: the receiver's sources file from `share-study` (default:
+    /// <study>.sources.json).
+    #[arg(long, value_name = "FILE", requires = "study")]
+    pub sources: Option<PathBuf>,
     #[command(flatten)]
     pub dirs: super::study::PartyDirs,
     /// 8 or 16 (PNG and TIFF); default: like the input image.

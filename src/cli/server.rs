@@ -186,6 +186,9 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     if let Some(dir) = &a.study {
         return super::study::serve_study(&a, dir, mode);
     }
+    if a.slices.is_some() {
+        bail!("--slices: applies to a study (--study) only");
+    }
     let need = |p: &Option<PathBuf>| p.clone().expect("clap requires it without --study");
     let paths = JobPaths {
         image: need(&a.image),

@@ -17,8 +17,8 @@ use super::server::{serve_job, JobPaths, ServeArgs};
 use super::Summary;
 use crate::formats::container::{self, fresh_id, id_hex, Kind};
 use crate::formats::study::{
-    parse_slices, slice_dir, slice_file, slices_spec, Done, Manifest, Source, Sources, MANIFEST,
-    MAX_SLICES, SOURCES,
+    default_sources, hash_file, parse_slices, slice_dir, slice_file, slices_spec, Done, Manifest,
+    Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::{new_uid, DicomTemplate};
 use crate::plain::image::series::scan;
@@ -35,10 +35,16 @@ pub struct ShareStudyArgs {
     #[arg(long = "in", value_name = "DIR")]
     pub input: PathBuf,
     /// The study folder to write: study.json (public: the study's and slices' job ids, for
-    /// the dealer and the servers), study.sources.json (the receiver's: the input's file
-    /// names, never for a server), slice<I>/image.p0, .p1 and .pub.
+    /// the dealer and the servers), slice<I>/image.p0, .p1 and .pub. S0 gets study.json and
+    /// the .p0 files, S1 the .p1 files, the dealer the .pub files: seal the shares to their
+    /// servers (--to-s0, --to-s1) when one folder is seen by both.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// The receiver's map of the slices back to the input's files (their names can name a
+    /// patient: never give it to a server or the dealer). Default: <out>.sources.json,
+    /// beside the study folder, not in it.
+    #[arg(long, value_name = "FILE")]
+    pub sources: Option<PathBuf>,
     #[command(flatten)]
     pub opts: ShareOpts,
 }
@@ -56,11 +62,17 @@ pub struct PartyDirs {
 }
 
 impl PartyDirs {
-    fn of(&self, study: &Path) -> [PathBuf; 2] {
-        [
+    pub fn of(&self, study: &Path) -> Result<[PathBuf; 2]> {
+        let dirs = [
             self.s0_dir.clone().unwrap_or_else(|| study.to_path_buf()),
             self.s1_dir.clone().unwrap_or_else(|| study.to_path_buf()),
-        ]
+        ];
+        for d in &dirs {
+            if !d.is_dir() {
+                bail!("{}: not a folder", d.display());
+            }
+        }
+        Ok(dirs)
     }
 }
 
@@ -100,13 +112,12 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         );
     }
     let sharer = Sharer::new(&a.opts)?;
-    for f in [MANIFEST, SOURCES] {
-        let p = a.out.join(f);
+    let sources_path = a.sources.clone().unwrap_or_else(|| default_sources(&a.out));
+    for p in [a.out.join(MANIFEST), sources_path.clone()] {
         if p.exists() {
             bail!(
-                "{}: already exists, so {} holds a study; remove it or choose another --out",
-                p.display(),
-                a.out.display()
+                "{}: already exists: a study is shared into a new --out (and --sources)",
+                p.display()
             );
         }
     }
@@ -129,6 +140,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     let mut upload = 0;
     for (i, (path, format)) in input.slices.iter().enumerate() {
         let img = image::load(path)?;
+        let (_, blake3) = hash_file(path)?;
         let dir = slice_dir(&a.out, i);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -145,6 +157,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             height: img.height(),
             width: img.width(),
             job_id: id_hex(&shared.job_id),
+            blake3,
         });
     }
     let input_dir = a
@@ -153,7 +166,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         .with_context(|| format!("{}: cannot resolve", a.input.display()))?;
     let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind.name(), slices);
     // The public manifest last: a study folder without it is an unfinished share-study.
-    sources.write(&a.out)?;
+    sources.write(&sources_path)?;
     sources.manifest().write(&a.out)?;
     let n = sources.slices.len();
     Ok(Summary {
@@ -166,54 +179,79 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 a.out.display()
             ),
             format!(
-                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; keep {SOURCES} for the receiver"
+                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} is the receiver's alone",
+                sources_path.display()
             ),
         ],
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
-            "kind": input.kind.name(), "slices": n, "out": a.out, "upload_bytes": upload,
+            "kind": input.kind.name(), "slices": n, "out": a.out, "sources": sources_path, "upload_bytes": upload,
             "seconds": t.elapsed().as_secs_f64()}),
     })
 }
 
-/// Server `p`'s record of slice `i`, when it is sound: of the study's job, with the output
-/// share it names intact.
-fn party_done(dir: &Path, i: usize, p: u8, job_id: &str) -> Option<Done> {
-    let rec = Done::read(&slice_file(dir, i, "done", p)).ok()?;
-    (rec.party == p && rec.job_id == job_id && rec.output_intact(&slice_file(dir, i, "out", p)))
-        .then_some(rec)
+/// Server `p`'s record of slice `i` when it is sound: of the study's job, with the output
+/// share it names intact. An unreadable or malformed record is an error naming it.
+fn party_done(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<Option<Done>> {
+    let path = slice_file(dir, i, "done", p);
+    let Some(rec) = Done::read_if_any(&path)? else {
+        return Ok(None);
+    };
+    if rec.party != p {
+        bail!("{}: is S{}'s record", path.display(), rec.party);
+    }
+    Ok((rec.job_id == job_id && rec.output_intact(&slice_file(dir, i, "out", p))).then_some(rec))
 }
 
 /// Whether both servers finished slice `i`, in the same run.
-fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str) -> bool {
-    match (
-        party_done(&dirs[0], i, 0, job_id),
-        party_done(&dirs[1], i, 1, job_id),
-    ) {
-        (Some(a), Some(b)) => a.triplet_id == b.triplet_id,
-        _ => false,
-    }
+fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str) -> Result<bool> {
+    Ok(
+        match (
+            party_done(&dirs[0], i, 0, job_id)?,
+            party_done(&dirs[1], i, 1, job_id)?,
+        ) {
+            (Some(a), Some(b)) => a.triplet_id == b.triplet_id,
+            _ => false,
+        },
+    )
 }
 
-fn unfinished(m: &Manifest, dirs: &[PathBuf; 2]) -> Vec<usize> {
-    (0..m.len())
-        .filter(|&i| !finished(dirs, i, &m.slices[i]))
-        .collect()
+fn unfinished(m: &Manifest, dirs: &[PathBuf; 2]) -> Result<Vec<usize>> {
+    let mut left = Vec::new();
+    for i in 0..m.len() {
+        if !finished(dirs, i, &m.slices[i])? {
+            left.push(i);
+        }
+    }
+    Ok(left)
 }
 
 /// `gen-triplets --study`: each slice's randomness, as `gen-triplets` makes a job's.
 pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
     let t = Instant::now();
+    if a.tile.is_some() {
+        bail!("--tile: a study's slices run in one piece each");
+    }
     let m = Manifest::read(dir)?;
-    let dirs = [dir.to_path_buf(), dir.to_path_buf()];
     let slices = match &a.slices {
         Some(s) => parse_slices(s, m.len())?,
-        None => unfinished(&m, &dirs),
+        None => unfinished(&m, &a.dirs.of(dir)?)?,
     };
+    let mh = container::verify(&a.model)?;
     // Every slice's public header is checked before any randomness is drawn.
     for &i in &slices {
         let p = slice_dir(dir, i).join("image.pub");
         let h = container::verify(&p)?;
         container::expect(&p, &h, Kind::PublicJob, None)?;
+        let job = super::gateway::job_from_header(&p, &h)?;
+        if job.scale != mh.scale {
+            bail!(
+                "{}: image encoded at scale {} but the model {} uses scale {}",
+                p.display(),
+                job.scale,
+                a.model.display(),
+                mh.scale
+            );
+        }
         let id = h.job_id.as_ref().map(id_hex).unwrap_or_default();
         if id != m.slices[i] {
             bail!(
@@ -269,6 +307,7 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
     };
     // Sealed triplet headers are read with this party's identity.
     a.identity.load()?;
+    warn_if_both_shares(dir, p, &m);
     let (mut ran, mut skipped, mut lines) = (Vec::new(), Vec::new(), Vec::new());
     for i in slices {
         let paths = JobPaths {
@@ -276,13 +315,16 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
             triplets: slice_file(dir, i, "triplets", p),
             out: slice_file(dir, i, "out", p),
         };
-        if let Some(rec) = party_done(dir, i, p, &m.slices[i]) {
+        if let Some(rec) = party_done(dir, i, p, &m.slices[i])? {
             // Finished with the triplets held now (or spent ones since removed): skipped.
             // Fresh triplets (dealt again because the peer did not finish) mean a redo.
-            let current = container::read_header(&paths.triplets)
-                .ok()
-                .and_then(|h| h.triplet_id)
-                .map(|id| id_hex(&id));
+            let current = if paths.triplets.exists() {
+                container::read_header(&paths.triplets)?
+                    .triplet_id
+                    .map(|id| id_hex(&id))
+            } else {
+                None
+            };
             if current.as_deref().is_none_or(|c| c == rec.triplet_id) {
                 skipped.push(i);
                 continue;
@@ -340,17 +382,18 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
 
 pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {
     let m = Manifest::read(&a.study)?;
-    let dirs = a.dirs.of(&a.study);
+    let dirs = a.dirs.of(&a.study)?;
     let mut states = Vec::with_capacity(m.len());
     let mut left = Vec::new();
     for i in 0..m.len() {
         let done = [0u8, 1].map(|p| party_done(&dirs[p as usize], i, p, &m.slices[i]));
         let state = match &done {
-            [Some(x), Some(y)] if x.triplet_id == y.triplet_id => "finished",
-            [Some(_), Some(_)] => "finished in different runs (to redo)",
-            [Some(_), None] => "finished by S0 only",
-            [None, Some(_)] => "finished by S1 only",
-            [None, None] => "not finished",
+            [Ok(Some(x)), Ok(Some(y))] if x.triplet_id == y.triplet_id => "finished".into(),
+            [Ok(Some(_)), Ok(Some(_))] => "finished in different runs (to redo)".into(),
+            [Ok(Some(_)), Ok(None)] => "finished by S0 only".into(),
+            [Ok(None), Ok(Some(_))] => "finished by S1 only".into(),
+            [Ok(None), Ok(None)] => "not finished".into(),
+            [Err(e), _] | [_, Err(e)] => format!("record unreadable: {e:#}"),
         };
         if state != "finished" {
             left.push(i);
@@ -382,26 +425,54 @@ pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {
     })
 }
 
+/// Warns when this server's study folder also holds the peer's image share unsealed: a
+/// server that can read both shares sees the image (one folder is for one machine's tests).
+fn warn_if_both_shares(dir: &Path, p: u8, m: &Manifest) {
+    let peer = slice_file(dir, 0, "image", 1 - p);
+    if !m.is_empty() && peer.exists() && !crate::formats::sealed::is_sealed(&peer).unwrap_or(true) {
+        eprintln!(
+            "warning: {} (S{}'s share, unsealed) is in S{p}'s study folder: a server that reads \
+             both shares sees the image; give each server only its own files, or seal them \
+             (share-study --to-s0 --to-s1)",
+            peer.display(),
+            1 - p
+        );
+    }
+}
+
 /// `reconstruct --study`: every slice, in its input's name and format; a DICOM series as one
-/// new derived series.
+/// new derived series. Written into a new folder, all slices or none.
 pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     let t = Instant::now();
-    let sources = Sources::read(dir)?;
+    let sources_path = a.sources.clone().unwrap_or_else(|| default_sources(dir));
+    let sources = Sources::read(&sources_path)?;
     let m = Manifest::read(dir)?;
     if m != sources.manifest() {
         bail!(
             "{} and {} are not of one study",
             dir.join(MANIFEST).display(),
-            dir.join(SOURCES).display()
+            sources_path.display()
         );
     }
     let dicom = sources.kind == "dicom-series";
     if dicom && a.bit_depth.is_some() {
         bail!("--bit-depth: a DICOM series is written at the bit depth of its slices");
     }
+    // A new folder (or an empty one): nothing, the inputs least of all, is replaced.
+    if a.out.exists() {
+        let empty = std::fs::read_dir(&a.out)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            bail!(
+                "--out {}: exists and is not an empty folder; a study is written into a new one",
+                a.out.display()
+            );
+        }
+    }
     a.identity.load()?;
-    let dirs = a.dirs.of(dir);
-    let left = unfinished(&m, &dirs);
+    let dirs = a.dirs.of(dir)?;
+    let left = unfinished(&m, &dirs)?;
     if !left.is_empty() {
         bail!(
             "study {}: slice(s) {} not finished on both servers (see study-status); nothing written",
@@ -409,31 +480,24 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             slices_spec(&left)
         );
     }
-    if same_dir(&a.out, &sources.input_dir) {
-        bail!(
-            "--out {}: is the study's input folder; the results would replace its slices",
-            a.out.display()
-        );
-    }
-    // Every encoding (a DICOM slice's template) is made before anything is written.
+    // Every encoding (a DICOM slice's template, the very file that was shared) is made
+    // before anything is written.
     let series = new_uid();
     let mut encodings = Vec::with_capacity(m.len());
     for s in &sources.slices {
         let enc = match s.format.as_str() {
             "dicom" => {
-                let tpl = DicomTemplate::read(sources.input_dir.join(&s.file))?
-                    .with_derivation(SECURE_DERIVATION)
-                    .in_series(&series);
-                if tpl.dim() != (s.height, s.width) {
+                let src = sources.input_dir.join(&s.file);
+                if hash_file(&src)?.1 != s.blake3 {
                     bail!(
-                        "{}: {} x {} pixels now, but it was {} x {} when shared",
-                        tpl.path().display(),
-                        tpl.dim().0,
-                        tpl.dim().1,
-                        s.height,
-                        s.width
+                        "{}: is not the file that was shared as this slice (it changed since, \
+                         or the input folder moved: give --sources a corrected copy)",
+                        src.display()
                     );
                 }
+                let tpl = DicomTemplate::read(&src)?
+                    .with_derivation(SECURE_DERIVATION)
+                    .in_series(&series);
                 Encoding::Dicom(Box::new(tpl))
             }
             "tiff" => Encoding::Tiff(a.bit_depth.unwrap_or(s.bit_depth)),
@@ -441,9 +505,16 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         };
         encodings.push(enc);
     }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let mut written = Vec::with_capacity(m.len());
+    let parent = match a.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".ppdenoise-study-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("{}: cannot make a folder in it", parent.display()))?;
     for (i, (s, enc)) in sources.slices.iter().zip(&encodings).enumerate() {
         let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
         let job = container::read_header(&s0)?.job_id.map(|id| id_hex(&id));
@@ -461,10 +532,20 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 s.width
             );
         }
-        let out = a.out.join(&s.file);
-        enc.save(&img, &out)?;
-        written.push(out);
+        enc.save(&img, staging.path().join(&s.file))?;
     }
+    // All slices or none: the finished folder is moved into place.
+    if a.out.exists() {
+        std::fs::remove_dir(&a.out)
+            .with_context(|| format!("{}: cannot replace the empty folder", a.out.display()))?;
+    }
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, &a.out) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e)
+            .with_context(|| format!("{}: cannot move the study into place", a.out.display()));
+    }
+    let written: Vec<PathBuf> = sources.slices.iter().map(|s| a.out.join(&s.file)).collect();
     let what = if dicom {
         format!("one derived DICOM series, {series}")
     } else {

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! DIR/study.json            public: the study id and each slice's job id (dealer, servers)
-//! DIR/study.sources.json    the gateway's and receiver's: where each slice came from, in
-//!                           which format; file names can name a patient, so it is never
-//!                           given to a server or the dealer
+//! DIR.sources.json          beside the folder, not in it: the gateway's and receiver's map
+//!                           of where each slice came from (file names can name a patient),
+//!                           so that a copy of the folder never carries it to a server
 //! DIR/slice<I>/image.p<P>   slice I's image share (image.pub: its public job header)
 //! DIR/slice<I>/triplets.p<P>
 //! DIR/slice<I>/out.p<P>     server P's output share of slice I
@@ -25,7 +25,14 @@ use serde::{Deserialize, Serialize};
 use super::atomic;
 
 pub const MANIFEST: &str = "study.json";
-pub const SOURCES: &str = "study.sources.json";
+
+/// Where the receiver's sources file of the study folder `dir` goes by default:
+/// `<dir>.sources.json`, beside the folder.
+pub fn default_sources(dir: &Path) -> PathBuf {
+    let mut s = dir.components().as_path().as_os_str().to_os_string();
+    s.push(".sources.json");
+    PathBuf::from(s)
+}
 const FORMAT_TAG: &str = "ppdenoise-study";
 const VERSION: u32 = 1;
 /// Most slices in a study (a CT series has hundreds; this bounds what a manifest sizes).
@@ -69,6 +76,9 @@ pub struct Source {
     pub height: usize,
     pub width: usize,
     pub job_id: String,
+    /// BLAKE3 of the input file when it was shared: a DICOM output is made like that file,
+    /// so it must still be the same.
+    pub blake3: String,
 }
 
 /// `done.p<P>`: a server finished a slice.
@@ -139,14 +149,16 @@ impl Sources {
         }
     }
 
-    pub fn read(dir: &Path) -> Result<Sources> {
-        let path = dir.join(SOURCES);
-        let s: Sources = read_json(&path)?;
-        check_tag(&path, &s.format, s.version)?;
-        check_ids(&path, &s.study_id, s.slices.iter().map(|x| &x.job_id))?;
-        if s.kind != "dicom-series" && s.kind != "images" {
-            bail!("{}: unknown study kind {:?}", path.display(), s.kind);
-        }
+    pub fn read(path: &Path) -> Result<Sources> {
+        let s: Sources = read_json(path)?;
+        check_tag(path, &s.format, s.version)?;
+        check_ids(path, &s.study_id, s.slices.iter().map(|x| &x.job_id))?;
+        let dicom = match s.kind.as_str() {
+            "dicom-series" => true,
+            "images" => false,
+            k => bail!("{}: unknown study kind {k:?}", path.display()),
+        };
+        let mut names = std::collections::HashSet::new();
         for x in &s.slices {
             let plain_name = Path::new(&x.file).file_name() == Some(x.file.as_ref());
             if !plain_name || x.file.starts_with('.') {
@@ -156,20 +168,35 @@ impl Sources {
                     x.file
                 );
             }
-            if !["png", "tiff", "dicom"].contains(&x.format.as_str()) {
+            if !names.insert(x.file.as_str()) {
+                bail!("{}: {} is named twice", path.display(), x.file);
+            }
+            let format_ok = match x.format.as_str() {
+                "dicom" => dicom,
+                "png" | "tiff" => !dicom,
+                _ => false,
+            };
+            if !format_ok {
                 bail!(
-                    "{}: {}: unknown format {:?}",
+                    "{}: {}: format {:?} in a study of kind {}",
                     path.display(),
                     x.file,
-                    x.format
+                    x.format,
+                    s.kind
                 );
+            }
+            if x.bit_depth != 8 && x.bit_depth != 16 {
+                bail!("{}: {}: bit depth {}", path.display(), x.file, x.bit_depth);
+            }
+            if x.blake3.len() != 64 || !x.blake3.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("{}: {}: malformed hash", path.display(), x.file);
             }
         }
         Ok(s)
     }
 
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        write_json(&dir.join(SOURCES), self)
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
     }
 
     /// The public manifest these sources go with.
@@ -182,6 +209,15 @@ impl Sources {
 }
 
 impl Done {
+    /// The record at `path`: `None` when there is none, an error naming it when it is
+    /// unreadable or malformed.
+    pub fn read_if_any(path: &Path) -> Result<Option<Done>> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => Done::read(path).map(Some),
+        }
+    }
+
     pub fn read(path: &Path) -> Result<Done> {
         let d: Done = read_json(path)?;
         if d.party > 1 || !is_hex_id(&d.job_id) || !is_hex_id(&d.triplet_id) {
@@ -216,7 +252,8 @@ impl Done {
     }
 }
 
-fn hash_file(path: &Path) -> Result<(u64, String)> {
+/// A file's size and BLAKE3 hash (hex).
+pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     let mut f =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut h = blake3::Hasher::new();

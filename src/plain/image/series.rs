@@ -5,7 +5,8 @@
 //! Images are ordered by file name, numbers compared as numbers (`im2` before `im10`).
 //! Hidden files, sub-folders and a `DICOMDIR` index are not read; anything else that is not
 //! a slice is refused by name, as is a folder mixing DICOM with other images or holding
-//! more than one series.
+//! more than one series (or slices without a SeriesInstanceUID), and a name that is not
+//! UTF-8 (the outputs take the inputs' names).
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -46,12 +47,17 @@ pub fn scan(dir: &Path, max: usize) -> Result<StudyInput> {
     let mut files = Vec::new();
     for e in entries {
         let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let path = e.path();
         let name = e.file_name();
-        let name = name.to_string_lossy();
+        let Some(name) = name.to_str() else {
+            bail!(
+                "{}: the name is not UTF-8; rename it (a study's outputs take its inputs' names)",
+                path.display()
+            );
+        };
         if name.starts_with('.') || name == "DICOMDIR" {
             continue;
         }
-        let path = e.path();
         if path.is_dir() {
             continue;
         }
@@ -105,6 +111,14 @@ pub fn scan(dir: &Path, max: usize) -> Result<StudyInput> {
 
 fn check_one_series(facts: &[(PathBuf, SeriesFacts)]) -> Result<()> {
     let (p0, f0) = &facts[0];
+    if facts.len() > 1 {
+        if let Some((p, _)) = facts.iter().find(|f| f.1.series_uid.is_none()) {
+            bail!(
+                "{}: has no SeriesInstanceUID, so it cannot be told to be of one series with the others",
+                p.display()
+            );
+        }
+    }
     for (p, f) in &facts[1..] {
         if f.series_uid != f0.series_uid {
             let uid = |u: &Option<String>| u.clone().unwrap_or_else(|| "none".into());
