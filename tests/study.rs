@@ -238,6 +238,17 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     let st = d.status();
     assert_eq!(st["left_spec"], "2-3");
     assert_eq!(st["complete"], false);
+    // One server's own view: what its serve --study would run.
+    let mine = ok(&[
+        "study-status",
+        "--study",
+        &d.p("study"),
+        "--party",
+        "0",
+        "--slices",
+        "1-3",
+    ]);
+    assert_eq!(mine["left_spec"], "2-3");
     // Nothing is written while a slice is missing.
     let o = run(&[
         "reconstruct",

@@ -84,6 +84,16 @@ pub struct StudyStatusArgs {
     pub study: PathBuf,
     #[command(flatten)]
     pub dirs: PartyDirs,
+    /// One server's view, in its own copy of the study folder: the slices it has not
+    /// finished with the triplets it holds (what its `serve --study` would run).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1), conflicts_with_all = ["s0_dir", "s1_dir"])]
+    pub party: Option<u8>,
+    /// With --party: these slices only (e.g. a Slurm array task's).
+    #[arg(long, requires = "party")]
+    pub slices: Option<String>,
+    /// With --party: its identity, to read sealed triplet headers.
+    #[command(flatten)]
+    pub identity: super::keys::IdentityArgs,
 }
 
 fn format_name(f: Format) -> &'static str {
@@ -202,6 +212,23 @@ fn party_done(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<Option<Done>>
     Ok((rec.job_id == job_id && rec.output_intact(&slice_file(dir, i, "out", p))).then_some(rec))
 }
 
+/// Whether server `p` finished slice `i` with the triplets it holds now (or with spent ones
+/// since removed): what `serve --study` skips. Fresh triplets (dealt again because the peer
+/// did not finish) mean the slice is to be redone.
+fn finished_here(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<bool> {
+    let Some(rec) = party_done(dir, i, p, job_id)? else {
+        return Ok(false);
+    };
+    let triplets = slice_file(dir, i, "triplets", p);
+    if !triplets.exists() {
+        return Ok(true);
+    }
+    let current = container::read_header(&triplets)?
+        .triplet_id
+        .map(|id| id_hex(&id));
+    Ok(current.as_deref() == Some(rec.triplet_id.as_str()))
+}
+
 /// Whether both servers finished slice `i`, in the same run.
 fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str) -> Result<bool> {
     Ok(
@@ -315,20 +342,9 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
             triplets: slice_file(dir, i, "triplets", p),
             out: slice_file(dir, i, "out", p),
         };
-        if let Some(rec) = party_done(dir, i, p, &m.slices[i])? {
-            // Finished with the triplets held now (or spent ones since removed): skipped.
-            // Fresh triplets (dealt again because the peer did not finish) mean a redo.
-            let current = if paths.triplets.exists() {
-                container::read_header(&paths.triplets)?
-                    .triplet_id
-                    .map(|id| id_hex(&id))
-            } else {
-                None
-            };
-            if current.as_deref().is_none_or(|c| c == rec.triplet_id) {
-                skipped.push(i);
-                continue;
-            }
+        if finished_here(dir, i, p, &m.slices[i])? {
+            skipped.push(i);
+            continue;
         }
         let image_job = container::read_header(&paths.image)?
             .job_id
@@ -382,6 +398,35 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
 
 pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {
     let m = Manifest::read(&a.study)?;
+    if let Some(p) = a.party {
+        a.identity.load()?;
+        let slices = match &a.slices {
+            Some(s) => parse_slices(s, m.len())?,
+            None => (0..m.len()).collect(),
+        };
+        let mut left = Vec::new();
+        for &i in &slices {
+            if !finished_here(&a.study, i, p, &m.slices[i])? {
+                left.push(i);
+            }
+        }
+        let spec = slices_spec(&left);
+        return Ok(Summary {
+            lines: vec![format!(
+                "study {}: S{p} has {} of {} slice(s) left{}",
+                m.study_id,
+                left.len(),
+                slices.len(),
+                if left.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {spec}")
+                }
+            )],
+            json: serde_json::json!({"ok": true, "command": "study-status", "study_id": m.study_id,
+                "party": p, "complete": left.is_empty(), "left": left, "left_spec": spec}),
+        });
+    }
     let dirs = a.dirs.of(&a.study)?;
     let mut states = Vec::with_capacity(m.len());
     let mut left = Vec::new();
