@@ -106,6 +106,11 @@ pub struct LinkArgs {
     /// Where consumed correlated randomness is recorded.
     #[arg(long, default_value = ".ppdenoise-state")]
     pub state_dir: PathBuf,
+    /// S0: handshake only with connections from these addresses (the peer's, e.g.
+    /// `--peer-addr 10.0.0.7`; repeat or comma-separate for several); others are closed at
+    /// once. Default: any address (the pinned certificate still decides who the peer is).
+    #[arg(long, value_delimiter = ',')]
+    pub peer_addr: Vec<std::net::IpAddr>,
 }
 
 impl LinkArgs {
@@ -116,6 +121,7 @@ impl LinkArgs {
             peer_cert: self.peer_cert.clone(),
             addr: self.addr,
             timeout: Duration::from_secs(self.timeout),
+            peer_addrs: self.peer_addr.clone(),
         }
     }
 }

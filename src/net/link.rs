@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -35,9 +35,16 @@ const FRAME_HEADER: u64 = 8;
 /// client cannot hold the listener for longer than this).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Handshakes the listener runs at once; further connections wait in the backlog until one
-/// ends (a handshake ends within [`HANDSHAKE_TIMEOUT`]).
-const MAX_PENDING_HANDSHAKES: usize = 8;
+/// Handshakes under way at once, from all sources together, each on its own thread. New
+/// beats old: a connection arriving when they are all taken sheds the oldest one, so a flood
+/// of idle or trickling connections cannot keep the real peer out (its handshake takes
+/// milliseconds; a flooder would have to open this many connections in that time).
+const MAX_PENDING_HANDSHAKES: usize = 32;
+/// Handshakes under way from one address, new beating old as above (the peer needs two).
+const MAX_PENDING_PER_SOURCE: usize = 4;
+/// Threads at most, counting shed handshakes that have not ended yet (a shed connection is
+/// shut down, so its thread ends at once).
+const MAX_HANDSHAKE_THREADS: usize = 2 * MAX_PENDING_HANDSHAKES;
 
 /// Lanes the listener keeps waiting for their partner; more are closed (only the
 /// authenticated peer can open one, so this bounds a misbehaving peer's sockets).
@@ -100,6 +107,46 @@ pub struct LinkReceiver {
     broken: Option<String>,
 }
 
+/// A handshake under way on the listener; `sock` (a handle on its socket) is taken when it
+/// is shed.
+struct Pending {
+    id: u64,
+    from: SocketAddr,
+    sock: Option<TcpStream>,
+}
+
+/// What the listener turned away, for one line in its log.
+#[derive(Default)]
+struct Shed {
+    shed: usize,
+    not_allowed: usize,
+}
+
+/// Frees a slot for a new connection from `ip`: sheds the oldest handshake from that address
+/// when it has [`MAX_PENDING_PER_SOURCE`], then the oldest of all when
+/// [`MAX_PENDING_HANDSHAKES`] run.
+fn make_room(pending: &mut [Pending], ip: IpAddr, shed: &mut Shed) {
+    let live = |p: &&mut Pending| p.sock.is_some();
+    let from_ip = pending
+        .iter()
+        .filter(|p| p.sock.is_some() && p.from.ip() == ip)
+        .count();
+    let oldest = if from_ip >= MAX_PENDING_PER_SOURCE {
+        pending
+            .iter_mut()
+            .filter(|p| p.sock.is_some() && p.from.ip() == ip)
+            .min_by_key(|p| p.id)
+    } else if pending.iter().filter(|p| p.sock.is_some()).count() >= MAX_PENDING_HANDSHAKES {
+        pending.iter_mut().filter(live).min_by_key(|p| p.id)
+    } else {
+        None
+    };
+    if let Some(s) = oldest.and_then(|p| p.sock.take()) {
+        let _ = s.shutdown(Shutdown::Both);
+        shed.shed += 1;
+    }
+}
+
 /// An established link to the other server.
 pub struct Link {
     tx: LinkSender,
@@ -118,24 +165,28 @@ impl Link {
         me: &Identity,
         peer: &PeerCert,
         timeout: Duration,
+        allowed: &[IpAddr],
     ) -> Result<Link, NetError> {
         let listener =
             TcpListener::bind(addr).map_err(|e| NetError::io(format!("listening on {addr}"), e))?;
-        Link::accept(&listener, me, peer, timeout)
+        Link::accept(&listener, me, peer, timeout, allowed)
     }
 
     /// Party 0 on an already bound listener: accept connections until one completes the
     /// handshake with the pinned peer certificate, or until `timeout`. Each connection's
-    /// handshake runs on its own thread (at most [`MAX_PENDING_HANDSHAKES`] at once), so a
-    /// connection that fails or stalls (wrong certificate, not TLS, silent) delays nobody: it
-    /// is logged to stderr and the listener keeps waiting, and a stray connection cannot stop
-    /// the server. At the deadline the last such failure is returned if there was one, else
-    /// [`NetError::Timeout`].
+    /// handshake runs on its own thread, so a connection that fails or stalls (wrong
+    /// certificate, not TLS, silent) delays nobody: it is logged to stderr and the listener
+    /// keeps waiting. At most [`MAX_PENDING_HANDSHAKES`] run at once, [`MAX_PENDING_PER_SOURCE`]
+    /// from one address, and a new connection sheds the oldest when they are taken, so no
+    /// number of stray connections can hold the listener. With `allowed` non-empty, only
+    /// connections from those addresses are handshaken at all. At the deadline the last
+    /// failure is returned if there was one, else [`NetError::Timeout`].
     pub fn accept(
         listener: &TcpListener,
         me: &Identity,
         peer: &PeerCert,
         timeout: Duration,
+        allowed: &[IpAddr],
     ) -> Result<Link, NetError> {
         let local = listener
             .local_addr()
@@ -143,8 +194,17 @@ impl Link {
         listener
             .set_nonblocking(true)
             .map_err(|e| NetError::io(format!("configuring the listener on {local}"), e))?;
-        let result = Self::accept_concurrently(listener, local, me, peer, timeout);
+        let mut shed = Shed::default();
+        let result =
+            Self::accept_concurrently(listener, local, me, peer, timeout, allowed, &mut shed);
         let _ = listener.set_nonblocking(false);
+        if shed.shed + shed.not_allowed > 0 {
+            eprintln!(
+                "ppdenoise link: {} pending handshake(s) shed for newer connections, {} \
+                 connection(s) from addresses not allowed (--peer-addr) closed",
+                shed.shed, shed.not_allowed
+            );
+        }
         result
     }
 
@@ -154,13 +214,17 @@ impl Link {
         me: &Identity,
         peer: &PeerCert,
         timeout: Duration,
+        allowed: &[IpAddr],
+        shed: &mut Shed,
     ) -> Result<Link, NetError> {
         // Handshake threads own copies; a thread still running when a link is returned ends
         // within its own deadline and its result is dropped (the connection closes).
         let (me, peer_cert) = (Arc::new(me.clone()), Arc::new(peer.clone()));
-        let (done_tx, done_rx) = mpsc::channel::<(SocketAddr, Result<ServerLane, NetError>)>();
+        type Report = (u64, SocketAddr, Result<ServerLane, NetError>);
+        let (done_tx, done_rx) = mpsc::channel::<Report>();
         let deadline = Instant::now() + timeout;
-        let mut pending = 0usize;
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut next_id = 0u64;
         let mut last_failure: Option<NetError> = None;
         // Lanes waiting for their partner, by pairing key.
         let mut ups: HashMap<[u8; 32], (SocketAddr, Handshaken)> = HashMap::new();
@@ -170,18 +234,26 @@ impl Link {
         loop {
             let now = Instant::now();
             let accepting = if ups.is_empty() { deadline } else { grace };
-            if now < accepting && pending < MAX_PENDING_HANDSHAKES {
+            if now < accepting && pending.len() < MAX_HANDSHAKE_THREADS {
                 match listener.accept() {
                     Ok((stream, from)) => {
+                        if !allowed.is_empty() && !allowed.contains(&from.ip()) {
+                            shed.not_allowed += 1;
+                            continue; // dropped: closed before any handshake
+                        }
+                        make_room(&mut pending, from.ip(), shed);
                         let step = deadline
                             .saturating_duration_since(now)
                             .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
                         let (me, peer_cert, done) =
                             (Arc::clone(&me), Arc::clone(&peer_cert), done_tx.clone());
+                        let sock = stream.try_clone().ok();
+                        let id = next_id;
+                        next_id += 1;
                         let spawned = std::thread::Builder::new()
                             .name("ppdenoise-handshake".into())
                             .spawn(move || {
-                                // A panic must still be reported, or `pending` never drops.
+                                // A panic must still be reported, or the slot is never freed.
                                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
                                     Link::server_lane(stream, from, &me, &peer_cert, step)
                                 }))
@@ -189,10 +261,10 @@ impl Link {
                                     Err(NetError::Handshake("the handshake thread panicked".into()))
                                 });
                                 // The listener may have returned already: nobody wants it.
-                                let _ = done.send((from, r));
+                                let _ = done.send((id, from, r));
                             });
                         match spawned {
-                            Ok(_) => pending += 1,
+                            Ok(_) => pending.push(Pending { id, from, sock }),
                             Err(e) => eprintln!(
                                 "ppdenoise link: no thread for the connection from {from}: {e}"
                             ),
@@ -206,7 +278,7 @@ impl Link {
                     Err(e) => eprintln!("ppdenoise link: accept on {local} failed: {e}"),
                 }
             }
-            if now >= accepting && pending == 0 {
+            if now >= accepting && pending.is_empty() {
                 if !ups.is_empty() || !downs.is_empty() {
                     let why = last_failure.map(|e| format!(": {e}")).unwrap_or_default();
                     return Err(NetError::Timeout(format!(
@@ -224,46 +296,52 @@ impl Link {
             }
             // Past the deadline only handshakes started before it remain; each ends within
             // a second of it.
-            match done_rx.recv_timeout(Duration::from_millis(20)) {
-                Ok((from, Ok(l))) => {
-                    pending -= 1;
-                    let full = ups.len() + downs.len() >= MAX_UNPAIRED_LANES;
-                    let paired = match l.lane {
-                        LANE_UP => match downs.remove(&l.key) {
-                            Some(down) => Some((from, l.hs, down)),
-                            None if full => None,
-                            None => {
-                                ups.insert(l.key, (from, l.hs));
-                                grace = grace.max(Instant::now() + HANDSHAKE_TIMEOUT.min(timeout));
-                                None
-                            }
-                        },
-                        _ => match ups.remove(&l.key) {
-                            Some((up_from, up)) => Some((up_from, up, l.hs)),
-                            None if full => None,
-                            None => {
-                                downs.insert(l.key, l.hs);
-                                None
-                            }
-                        },
-                    };
-                    if full && paired.is_none() {
-                        eprintln!(
-                            "ppdenoise link: dropped a lane from {from}: {MAX_UNPAIRED_LANES} \
+            if let Ok((id, from, r)) = done_rx.recv_timeout(Duration::from_millis(20)) {
+                let Some(k) = pending.iter().position(|p| p.id == id) else {
+                    continue;
+                };
+                // A shed connection was shut down: whatever it reports is dropped.
+                if pending.swap_remove(k).sock.is_none() {
+                    continue;
+                }
+                let l = match r {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("ppdenoise link: refused connection from {from}: {e}");
+                        last_failure = Some(e);
+                        continue;
+                    }
+                };
+                let full = ups.len() + downs.len() >= MAX_UNPAIRED_LANES;
+                let paired = match l.lane {
+                    LANE_UP => match downs.remove(&l.key) {
+                        Some(down) => Some((from, l.hs, down)),
+                        None if full => None,
+                        None => {
+                            ups.insert(l.key, (from, l.hs));
+                            grace = grace.max(Instant::now() + HANDSHAKE_TIMEOUT.min(timeout));
+                            None
+                        }
+                    },
+                    _ => match ups.remove(&l.key) {
+                        Some((up_from, up)) => Some((up_from, up, l.hs)),
+                        None if full => None,
+                        None => {
+                            downs.insert(l.key, l.hs);
+                            None
+                        }
+                    },
+                };
+                if full && paired.is_none() {
+                    eprintln!(
+                        "ppdenoise link: dropped a lane from {from}: {MAX_UNPAIRED_LANES} \
                              lanes already wait for their partner"
-                        );
-                    }
-                    if let Some((from, up, down)) = paired {
-                        // The server reads the up lane and writes the down lane.
-                        return Link::from_lanes(down, up, peer, from);
-                    }
+                    );
                 }
-                Ok((from, Err(e))) => {
-                    pending -= 1;
-                    eprintln!("ppdenoise link: refused connection from {from}: {e}");
-                    last_failure = Some(e);
+                if let Some((from, up, down)) = paired {
+                    // The server reads the up lane and writes the down lane.
+                    return Link::from_lanes(down, up, peer, from);
                 }
-                Err(_) => {}
             }
         }
     }
@@ -303,10 +381,12 @@ impl Link {
         })
     }
 
-    /// Party 1: connect to the peer at `addr`, retrying while nothing listens there (the
-    /// peer may start later) until `timeout`; then [`NetError::Unreachable`]. A failed
-    /// handshake is not retried: it means a certificate or configuration problem. The up
-    /// lane is opened first; the down lane follows at once and presents the up lane's binding.
+    /// Party 1: connect to the peer at `addr` until `timeout`, retrying while nothing listens
+    /// there (the peer may start later) and while a handshake does not complete (the
+    /// listener may be busy with a flood of other connections, or have shed ours for newer
+    /// ones). A certificate refused by either side is not retried: it is a configuration
+    /// problem. The up lane is opened first; the down lane follows at once and presents the
+    /// up lane's binding.
     pub fn connect(
         addr: SocketAddr,
         me: &Identity,
@@ -314,6 +394,27 @@ impl Link {
         timeout: Duration,
     ) -> Result<Link, NetError> {
         let deadline = Instant::now() + timeout;
+        loop {
+            match Self::connect_once(addr, me, peer, deadline) {
+                Ok(link) => return Ok(link),
+                Err(
+                    e @ (NetError::Timeout(_) | NetError::Handshake(_) | NetError::PeerClosed(_)),
+                ) if Instant::now() + RETRY_PAUSE < deadline => {
+                    eprintln!("ppdenoise link: {e}; trying again");
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt at both lanes, within `deadline`.
+    fn connect_once(
+        addr: SocketAddr,
+        me: &Identity,
+        peer: &PeerCert,
+        deadline: Instant,
+    ) -> Result<Link, NetError> {
         let open = |wait: Duration| match super::connect_retrying(addr, wait, RETRY_PAUSE) {
             Ok(stream) => Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
@@ -336,7 +437,10 @@ impl Link {
             tls::send_lane(&mut hs, &lane_message(lane, binding))?;
             Ok::<_, NetError>(hs)
         };
-        let up = client_lane(open(timeout)?, LANE_UP, &[0; 32])?;
+        let rest = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let up = client_lane(open(rest)?, LANE_UP, &[0; 32])?;
         let binding = tls::lane_binding(&up)?;
         // The peer listens by now: the second connection needs no more than a step.
         let down = client_lane(open(step())?, LANE_DOWN, &binding)?;
@@ -703,7 +807,7 @@ pub(crate) mod tests {
     ) -> (Result<Link, NetError>, Result<Link, NetError>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let h = thread::spawn(move || Link::accept(&listener, &server, &server_peer, timeout));
+        let h = thread::spawn(move || Link::accept(&listener, &server, &server_peer, timeout, &[]));
         let c = Link::connect(addr, client, client_peer, timeout);
         (h.join().unwrap(), c)
     }
@@ -751,7 +855,7 @@ pub(crate) mod tests {
         let p0 = s0.peer_cert();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let h = thread::spawn(move || Link::accept(&l, &s0, &p1, timeout));
+        let h = thread::spawn(move || Link::accept(&l, &s0, &p1, timeout, &[]));
         (addr, s1, p0, h)
     }
 
@@ -1021,7 +1125,7 @@ pub(crate) mod tests {
         let addr = listener.local_addr().unwrap();
         let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
         let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(20)).map(|mut l| l.recv())
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(20), &[]).map(|mut l| l.recv())
         });
         // Not TLS at all, then a wrong certificate, then the real peer.
         {
@@ -1046,7 +1150,7 @@ pub(crate) mod tests {
         let addr = listener.local_addr().unwrap();
         let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
         let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(2)).map(|mut l| l.recv())
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(2), &[]).map(|mut l| l.recv())
         });
         // A record header, then one byte every 200 ms for 20 s: each read alone is quick, so
         // only a deadline on the whole handshake stops it.
@@ -1075,6 +1179,109 @@ pub(crate) mod tests {
         trickle.join().unwrap();
     }
 
+    /// A connection to `addr` from the loopback address 127.0.0.`host`.
+    fn connect_from(host: u8, addr: SocketAddr) -> Option<TcpStream> {
+        use socket2::{Domain, Socket, Type};
+        let src: SocketAddr = format!("127.0.0.{host}:0").parse().unwrap();
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+        s.bind(&src.into()).ok()?;
+        s.connect_timeout(&addr.into(), Duration::from_secs(2))
+            .ok()?;
+        Some(s.into())
+    }
+
+    /// Hundreds of idle and trickling connections from 127.0.0.2 to 127.0.0.201 (at most
+    /// 400, for a few seconds), before and while the real peer connects: the link still
+    /// comes up, and soon. With 8 handshakes at a time of up to 10 s each, the flood held
+    /// the listener for minutes.
+    #[test]
+    fn a_flood_of_idle_and_trickling_connections_cannot_keep_the_peer_out() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let (s0, s1) = identities();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
+        let h = thread::spawn(move || {
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(30), &[]).map(|mut l| l.recv())
+        });
+        let (opened, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let flood = {
+            let (opened, stop) = (Arc::clone(&opened), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut held = Vec::new();
+                for k in 0..400usize {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Some(mut t) = connect_from(2 + (k % 200) as u8, addr) {
+                        if k % 3 == 0 {
+                            // A TLS record header, then silence: a handshake that never ends.
+                            let _ = t.write_all(&[0x16, 0x03, 0x01, 0x00, 100, 1]);
+                        }
+                        held.push(t);
+                    }
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    if k >= 250 {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                // Held until the test ends.
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                held.len()
+            })
+        };
+        while opened.load(Ordering::Relaxed) < 250 {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let start = Instant::now();
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("the peer was kept out: {e}"));
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+        let took = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let held = flood.join().unwrap();
+        assert!(held >= 250, "only {held} flood connections opened");
+        assert!(
+            took < Duration::from_secs(8),
+            "the link took {took:?} under the flood"
+        );
+    }
+
+    /// With --peer-addr, a connection from elsewhere is closed before any handshake, and
+    /// the peer's own address still gets through.
+    #[test]
+    fn connections_from_addresses_not_allowed_are_closed_at_once() {
+        use std::io::Read;
+        let (s0, s1) = identities();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
+        let allowed = ["127.0.0.1".parse().unwrap()];
+        let h = thread::spawn(move || {
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(10), &allowed)
+                .map(|mut l| l.recv())
+        });
+        let mut stranger = connect_from(7, addr).expect("a loopback connection");
+        stranger
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 1];
+        let n = stranger.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "the stranger's connection was not closed");
+        assert!(start.elapsed() < Duration::from_secs(3));
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(10)).unwrap();
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+    }
+
     /// Silent clients under a server's long accept timeout: before handshakes ran side by
     /// side, each held the listener for HANDSHAKE_TIMEOUT (10 s), so three cost 30 s.
     #[test]
@@ -1084,7 +1291,7 @@ pub(crate) mod tests {
         let addr = listener.local_addr().unwrap();
         let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
         let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(120)).map(|mut l| l.recv())
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(120), &[]).map(|mut l| l.recv())
         });
         let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         thread::sleep(Duration::from_millis(200));
@@ -1125,6 +1332,7 @@ pub(crate) mod tests {
             &s0,
             &s1.peer_cert(),
             Duration::from_millis(300),
+            &[],
         )
         .unwrap_err();
         assert!(matches!(e, NetError::Timeout(_)), "{e}");
@@ -1141,7 +1349,7 @@ pub(crate) mod tests {
         let (p0, p1) = (s0.peer_cert(), s1.peer_cert());
         let h = thread::spawn(move || {
             thread::sleep(Duration::from_millis(400));
-            let mut l = Link::listen(addr, &s0, &p1, Duration::from_secs(10)).unwrap();
+            let mut l = Link::listen(addr, &s0, &p1, Duration::from_secs(10), &[]).unwrap();
             l.recv().unwrap()
         });
         let start = Instant::now();

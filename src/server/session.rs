@@ -24,6 +24,8 @@ pub struct LinkConfig {
     pub addr: SocketAddr,
     /// How long to wait for the peer to appear, and for any single message.
     pub timeout: Duration,
+    /// S0: the only addresses a connection is handshaken from (empty: any).
+    pub peer_addrs: Vec<std::net::IpAddr>,
 }
 
 /// Brings up the TLS link to the peer and checks that it holds the same `tag`, before
@@ -42,7 +44,7 @@ pub fn link_up(
         let peer = load_peer_cert(&cfg.peer_cert)?;
         let timeout = cfg.timeout.max(Duration::from_secs(1));
         let mut link = if p == 0 {
-            Link::listen(cfg.addr, &me, &peer, timeout)?
+            Link::listen(cfg.addr, &me, &peer, timeout, &cfg.peer_addrs)?
         } else {
             Link::connect(cfg.addr, &me, &peer, timeout)?
         };
