@@ -114,6 +114,17 @@ pub struct LinkArgs {
 }
 
 impl LinkArgs {
+    /// What only makes sense for one party, and addresses that name no peer, refused.
+    pub fn check(&self, party: u8) -> Result<()> {
+        if party == 1 && !self.peer_addr.is_empty() {
+            bail!("--peer-addr: S0's allow-list of S1's addresses; S1 connects to --addr");
+        }
+        if let Some(a) = self.peer_addr.iter().find(|a| a.is_unspecified()) {
+            bail!("--peer-addr {a}: names no address; give the peer's");
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> LinkConfig {
         LinkConfig {
             key: self.key.clone(),
@@ -224,6 +235,7 @@ pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary
         state_dir: a.link.state_dir.clone(),
     };
     // Checked before anything is claimed: bad keys or a bad --out burn no randomness.
+    a.link.check(p)?;
     a.identity.load()?;
     let out_to = a.out_to.as_deref().map(Recipient::parse).transpose()?;
     let inputs: Vec<&std::path::Path> = [&a.model, &paths.image, &paths.triplets]

@@ -47,6 +47,7 @@ pub struct OpenWeightsArgs {
 pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     let t = Instant::now();
     let p = a.party;
+    a.link.check(p)?;
     let own = a.identity.load()?;
     let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
     let kh = container::read_header(&a.mask)?;

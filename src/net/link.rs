@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,8 @@ const INLINE_EXCHANGE: usize = 1024;
 /// The lane message's first byte: which direction the connection carries.
 const LANE_UP: u8 = 0;
 const LANE_DOWN: u8 = 1;
+/// S0's first frame on a new link: the lanes are paired (S1 waits for it before the protocol).
+const LINK_READY: u8 = 0x52;
 
 /// The lane message: the lane, then the up lane's binding (zeros on the up lane itself).
 fn lane_message(lane: u8, binding: &[u8; 32]) -> [u8; LANE_MSG] {
@@ -107,12 +110,15 @@ pub struct LinkReceiver {
     broken: Option<String>,
 }
 
-/// A handshake under way on the listener; `sock` (a handle on its socket) is taken when it
-/// is shed.
+/// A handshake under way on the listener.
 struct Pending {
     id: u64,
     from: SocketAddr,
+    /// A handle on its socket, taken (and the socket shut down) when it is shed.
     sock: Option<TcpStream>,
+    /// Set by its thread once the pinned peer certificate is verified: never shed then
+    /// (only the peer gets there).
+    authed: Arc<AtomicBool>,
 }
 
 /// What the listener turned away, for one line in its log.
@@ -122,28 +128,113 @@ struct Shed {
     not_allowed: usize,
 }
 
-/// Frees a slot for a new connection from `ip`: sheds the oldest handshake from that address
-/// when it has [`MAX_PENDING_PER_SOURCE`], then the oldest of all when
+/// One source for the per-source cap: an IPv4 address, or an IPv6 /64 (what one host
+/// typically holds).
+fn source_key(ip: IpAddr) -> (u8, u128) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => (4, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (6, u128::from(v6) >> 64),
+    }
+}
+
+/// Frees a slot for a new connection from `ip`: sheds the oldest unauthenticated handshake
+/// from that source when it has [`MAX_PENDING_PER_SOURCE`], else the oldest of all when
 /// [`MAX_PENDING_HANDSHAKES`] run.
 fn make_room(pending: &mut [Pending], ip: IpAddr, shed: &mut Shed) {
-    let live = |p: &&mut Pending| p.sock.is_some();
-    let from_ip = pending
+    let key = source_key(ip);
+    let sheddable = |p: &Pending| p.sock.is_some() && !p.authed.load(Ordering::Acquire);
+    let same = |p: &Pending| source_key(p.from.ip()) == key;
+    let victim = if pending
         .iter()
-        .filter(|p| p.sock.is_some() && p.from.ip() == ip)
-        .count();
-    let oldest = if from_ip >= MAX_PENDING_PER_SOURCE {
+        .filter(|p| p.sock.is_some() && same(p))
+        .count()
+        >= MAX_PENDING_PER_SOURCE
+    {
         pending
             .iter_mut()
-            .filter(|p| p.sock.is_some() && p.from.ip() == ip)
+            .filter(|p| sheddable(p) && same(p))
             .min_by_key(|p| p.id)
     } else if pending.iter().filter(|p| p.sock.is_some()).count() >= MAX_PENDING_HANDSHAKES {
-        pending.iter_mut().filter(live).min_by_key(|p| p.id)
+        pending
+            .iter_mut()
+            .filter(|p| sheddable(p))
+            .min_by_key(|p| p.id)
     } else {
         None
     };
-    if let Some(s) = oldest.and_then(|p| p.sock.take()) {
+    if let Some(s) = victim.and_then(|p| p.sock.take()) {
         let _ = s.shutdown(Shutdown::Both);
         shed.shed += 1;
+    }
+}
+
+type Report = (u64, SocketAddr, Result<ServerLane, NetError>);
+
+/// A finished handshake on the listener: filed, and the pair (up lane's address, up, down)
+/// when it completes one.
+fn collect(
+    (id, from, r): Report,
+    pending: &mut Vec<Pending>,
+    pairing: &mut Pairing,
+    last_failure: &mut Option<NetError>,
+    grace: &mut Instant,
+    timeout: Duration,
+) -> Option<(SocketAddr, Handshaken, Handshaken)> {
+    let k = pending.iter().position(|p| p.id == id)?;
+    // A shed connection was shut down: whatever it reports is dropped.
+    pending.swap_remove(k).sock?;
+    match r {
+        Ok(l) => {
+            if l.lane == LANE_UP {
+                *grace = (*grace).max(Instant::now() + HANDSHAKE_TIMEOUT.min(timeout));
+            }
+            pairing.file(from, l)
+        }
+        Err(e) => {
+            eprintln!("ppdenoise link: refused connection from {from}: {e}");
+            *last_failure = Some(e);
+            None
+        }
+    }
+}
+
+/// Authenticated lanes waiting for their partner, by pairing key.
+#[derive(Default)]
+struct Pairing {
+    ups: HashMap<[u8; 32], (SocketAddr, Handshaken)>,
+    downs: HashMap<[u8; 32], Handshaken>,
+}
+
+impl Pairing {
+    /// Files a lane; the pair (up lane's address, up, down) when its partner is here.
+    fn file(
+        &mut self,
+        from: SocketAddr,
+        l: ServerLane,
+    ) -> Option<(SocketAddr, Handshaken, Handshaken)> {
+        if l.lane == LANE_UP {
+            if let Some(down) = self.downs.remove(&l.key) {
+                return Some((from, l.hs, down));
+            }
+        } else if let Some((up_from, up)) = self.ups.remove(&l.key) {
+            return Some((up_from, up, l.hs));
+        }
+        // Only the peer opens lanes, one attempt at a time: lanes of its earlier attempts
+        // will never be paired, so the newest one evicts them when too many wait.
+        let waiting = self.ups.len() + self.downs.len();
+        if waiting >= MAX_UNPAIRED_LANES {
+            eprintln!(
+                "ppdenoise link: dropped {waiting} unpaired lane(s) of the peer's earlier attempts"
+            );
+            self.ups.clear();
+            self.downs.clear();
+        }
+        if l.lane == LANE_UP {
+            self.ups.insert(l.key, (from, l.hs));
+        } else {
+            self.downs.insert(l.key, l.hs);
+        }
+        None
     }
 }
 
@@ -220,34 +311,63 @@ impl Link {
         // Handshake threads own copies; a thread still running when a link is returned ends
         // within its own deadline and its result is dropped (the connection closes).
         let (me, peer_cert) = (Arc::new(me.clone()), Arc::new(peer.clone()));
-        type Report = (u64, SocketAddr, Result<ServerLane, NetError>);
         let (done_tx, done_rx) = mpsc::channel::<Report>();
+        let allowed: Vec<IpAddr> = allowed.iter().map(|a| a.to_canonical()).collect();
         let deadline = Instant::now() + timeout;
         let mut pending: Vec<Pending> = Vec::new();
         let mut next_id = 0u64;
         let mut last_failure: Option<NetError> = None;
-        // Lanes waiting for their partner, by pairing key.
-        let mut ups: HashMap<[u8; 32], (SocketAddr, Handshaken)> = HashMap::new();
-        let mut downs: HashMap<[u8; 32], Handshaken> = HashMap::new();
+        let mut pairing = Pairing::default();
         // An up lane that arrived in time may finish its pairing past the deadline.
         let mut grace = deadline;
         loop {
+            // Every finished handshake first, so that none waits to be shed.
+            while let Ok(rep) = done_rx.try_recv() {
+                if let Some((from, up, down)) = collect(
+                    rep,
+                    &mut pending,
+                    &mut pairing,
+                    &mut last_failure,
+                    &mut grace,
+                    timeout,
+                ) {
+                    return Link::paired(down, up, peer, from);
+                }
+            }
             let now = Instant::now();
-            let accepting = if ups.is_empty() { deadline } else { grace };
+            let accepting = if pairing.ups.is_empty() {
+                deadline
+            } else {
+                grace
+            };
             if now < accepting && pending.len() < MAX_HANDSHAKE_THREADS {
                 match listener.accept() {
                     Ok((stream, from)) => {
-                        if !allowed.is_empty() && !allowed.contains(&from.ip()) {
+                        if !allowed.is_empty() && !allowed.contains(&from.ip().to_canonical()) {
+                            if shed.not_allowed == 0 {
+                                eprintln!(
+                                    "ppdenoise link: closed the connection from {from}: not a \
+                                     --peer-addr address (further ones are only counted)"
+                                );
+                            }
                             shed.not_allowed += 1;
                             continue; // dropped: closed before any handshake
                         }
+                        let Ok(sock) = stream.try_clone() else {
+                            eprintln!("ppdenoise link: closed the connection from {from}: no handle on its socket");
+                            continue;
+                        };
                         make_room(&mut pending, from.ip(), shed);
                         let step = deadline
                             .saturating_duration_since(now)
                             .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
-                        let (me, peer_cert, done) =
-                            (Arc::clone(&me), Arc::clone(&peer_cert), done_tx.clone());
-                        let sock = stream.try_clone().ok();
+                        let authed = Arc::new(AtomicBool::new(false));
+                        let (me, peer_cert, done, flag) = (
+                            Arc::clone(&me),
+                            Arc::clone(&peer_cert),
+                            done_tx.clone(),
+                            Arc::clone(&authed),
+                        );
                         let id = next_id;
                         next_id += 1;
                         let spawned = std::thread::Builder::new()
@@ -255,7 +375,7 @@ impl Link {
                             .spawn(move || {
                                 // A panic must still be reported, or the slot is never freed.
                                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                    Link::server_lane(stream, from, &me, &peer_cert, step)
+                                    Link::server_lane(stream, from, &me, &peer_cert, step, &flag)
                                 }))
                                 .unwrap_or_else(|_| {
                                     Err(NetError::Handshake("the handshake thread panicked".into()))
@@ -264,7 +384,12 @@ impl Link {
                                 let _ = done.send((id, from, r));
                             });
                         match spawned {
-                            Ok(_) => pending.push(Pending { id, from, sock }),
+                            Ok(_) => pending.push(Pending {
+                                id,
+                                from,
+                                sock: Some(sock),
+                                authed,
+                            }),
                             Err(e) => eprintln!(
                                 "ppdenoise link: no thread for the connection from {from}: {e}"
                             ),
@@ -279,15 +404,17 @@ impl Link {
                 }
             }
             if now >= accepting && pending.is_empty() {
-                if !ups.is_empty() || !downs.is_empty() {
-                    let why = last_failure.map(|e| format!(": {e}")).unwrap_or_default();
+                let unpaired = !pairing.ups.is_empty() || !pairing.downs.is_empty();
+                let why = last_failure.take();
+                if unpaired {
+                    let why = why.map(|e| format!(": {e}")).unwrap_or_default();
                     return Err(NetError::Timeout(format!(
                         "the peer {} opened one lane of the link on {local} but not the \
                          other ({timeout:?}){why}",
                         peer.name()
                     )));
                 }
-                return Err(last_failure.unwrap_or_else(|| {
+                return Err(why.unwrap_or_else(|| {
                     NetError::Timeout(format!(
                         "waiting for the peer {} to connect to {local} ({timeout:?})",
                         peer.name()
@@ -296,53 +423,59 @@ impl Link {
             }
             // Past the deadline only handshakes started before it remain; each ends within
             // a second of it.
-            if let Ok((id, from, r)) = done_rx.recv_timeout(Duration::from_millis(20)) {
-                let Some(k) = pending.iter().position(|p| p.id == id) else {
-                    continue;
-                };
-                // A shed connection was shut down: whatever it reports is dropped.
-                if pending.swap_remove(k).sock.is_none() {
-                    continue;
-                }
-                let l = match r {
-                    Ok(l) => l,
-                    Err(e) => {
-                        eprintln!("ppdenoise link: refused connection from {from}: {e}");
-                        last_failure = Some(e);
-                        continue;
-                    }
-                };
-                let full = ups.len() + downs.len() >= MAX_UNPAIRED_LANES;
-                let paired = match l.lane {
-                    LANE_UP => match downs.remove(&l.key) {
-                        Some(down) => Some((from, l.hs, down)),
-                        None if full => None,
-                        None => {
-                            ups.insert(l.key, (from, l.hs));
-                            grace = grace.max(Instant::now() + HANDSHAKE_TIMEOUT.min(timeout));
-                            None
-                        }
-                    },
-                    _ => match ups.remove(&l.key) {
-                        Some((up_from, up)) => Some((up_from, up, l.hs)),
-                        None if full => None,
-                        None => {
-                            downs.insert(l.key, l.hs);
-                            None
-                        }
-                    },
-                };
-                if full && paired.is_none() {
-                    eprintln!(
-                        "ppdenoise link: dropped a lane from {from}: {MAX_UNPAIRED_LANES} \
-                             lanes already wait for their partner"
-                    );
-                }
-                if let Some((from, up, down)) = paired {
-                    // The server reads the up lane and writes the down lane.
-                    return Link::from_lanes(down, up, peer, from);
+            if let Ok(rep) = done_rx.recv_timeout(Duration::from_millis(20)) {
+                if let Some((from, up, down)) = collect(
+                    rep,
+                    &mut pending,
+                    &mut pairing,
+                    &mut last_failure,
+                    &mut grace,
+                    timeout,
+                ) {
+                    return Link::paired(down, up, peer, from);
                 }
             }
+        }
+    }
+
+    /// S0's link over the paired lanes, after telling S1 that they are paired: S1 waits for
+    /// that word, so a lane S0 never paired (an earlier attempt's, a dropped one) makes S1
+    /// try again instead of waiting for the protocol.
+    fn paired(
+        send: Handshaken,
+        recv: Handshaken,
+        peer: &PeerCert,
+        from: SocketAddr,
+    ) -> Result<Link, NetError> {
+        let mut link = Link::from_lanes(send, recv, peer, from)?;
+        link.set_io_timeout(HANDSHAKE_TIMEOUT);
+        link.send(&[LINK_READY])?;
+        link.set_io_timeout(Duration::ZERO);
+        link.tx.bytes = 0;
+        link.tx.messages = 0;
+        Ok(link)
+    }
+
+    /// S1: waits (at most `wait`) for S0's word that the lanes are paired.
+    pub(crate) fn await_ready(&mut self, wait: Duration) -> Result<(), NetError> {
+        self.set_io_timeout(wait);
+        let got = self.recv();
+        self.set_io_timeout(Duration::ZERO);
+        match got {
+            Ok(m) if m == [LINK_READY] => {
+                self.rx.bytes = 0;
+                self.rx.messages = 0;
+                Ok(())
+            }
+            Ok(_) => Err(NetError::Protocol(
+                "the peer's first frame is not its link-ready word".into(),
+            )),
+            Err(NetError::Timeout(_) | NetError::PeerClosed(_) | NetError::Broken(_)) => {
+                Err(NetError::Timeout(format!(
+                    "waiting for the peer to pair our two lanes ({wait:?})"
+                )))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -353,11 +486,13 @@ impl Link {
         me: &Identity,
         peer: &PeerCert,
         step: Duration,
+        authed: &AtomicBool,
     ) -> Result<ServerLane, NetError> {
         // One deadline for the handshake and the lane message together.
         let until = Instant::now() + step;
         configure(&stream, from)?;
         let mut hs = tls::handshake(stream, Role::Server, me, peer, step)?;
+        authed.store(true, Ordering::Release);
         let msg = tls::recv_lane(&mut hs, until.saturating_duration_since(Instant::now()))?;
         let key = match msg[0] {
             LANE_UP if msg[1..].iter().all(|&b| b == 0) => tls::lane_binding(&hs)?,
@@ -442,9 +577,18 @@ impl Link {
             .max(Duration::from_millis(1));
         let up = client_lane(open(rest)?, LANE_UP, &[0; 32])?;
         let binding = tls::lane_binding(&up)?;
-        // The peer listens by now: the second connection needs no more than a step.
-        let down = client_lane(open(step())?, LANE_DOWN, &binding)?;
-        Link::from_lanes(up, down, peer, addr)
+        // The peer listens by now: the second connection needs no more than a step (a
+        // listener too busy to take it is worth another attempt).
+        let down_stream = open(step()).map_err(|e| match e {
+            NetError::Unreachable { last, .. } => {
+                NetError::Timeout(format!("opening the second lane to {addr}: {last}"))
+            }
+            e => e,
+        })?;
+        let down = client_lane(down_stream, LANE_DOWN, &binding)?;
+        let mut link = Link::from_lanes(up, down, peer, addr)?;
+        link.await_ready(step())?;
+        Ok(link)
     }
 
     /// The link over its two lanes: `send` carries our data, `recv` the peer's.
@@ -869,11 +1013,33 @@ pub(crate) mod tests {
         thread::sleep(Duration::from_millis(100));
         tls::send_lane(&mut up, &lane_message(LANE_UP, &[0; 32])).unwrap();
         let mut c = Link::from_lanes(up, down, &p0, addr).unwrap();
+        c.await_ready(Duration::from_secs(5)).unwrap();
         let mut s = h.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
         c.send(b"up").unwrap();
         assert_eq!(s.recv().unwrap(), b"up");
         s.send(b"down").unwrap();
         assert_eq!(c.recv().unwrap(), b"down");
+    }
+
+    /// Lanes left by the peer's earlier attempts (never to be paired) make way for the
+    /// newest: the real attempt still pairs (they used to fill the slots and have it dropped).
+    #[test]
+    fn lanes_of_earlier_attempts_do_not_block_the_next() {
+        let (addr, s1, p0, h) = listener(Duration::from_secs(10));
+        let stale: Vec<Handshaken> = (0..MAX_UNPAIRED_LANES as u8)
+            .map(|k| raw_lane(addr, &s1, &p0, Some((LANE_DOWN, [k + 1; 32]))))
+            .collect();
+        thread::sleep(Duration::from_millis(200));
+        let start = Instant::now();
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(8)).unwrap();
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().recv().unwrap(), b"made it");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(stale);
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum NetError {
     /// Any other handshake failure (protocol mismatch, not a ppdenoise peer, ...).
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
+    /// The connection was closed or reset during the handshake: a listener that shed it
+    /// for newer connections, or one that refused our certificate without an alert.
+    #[error("TLS handshake cut off: {0}")]
+    Cut(String),
     /// No progress for longer than the allowed time; the text says what was waited for.
     #[error("timed out {0}")]
     Timeout(String),

@@ -436,7 +436,7 @@ fn map_handshake_error(e: HsError, me: &Identity, timeout: Duration) -> NetError
             io::ErrorKind::UnexpectedEof
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => NetError::Handshake(format!(
+            | io::ErrorKind::BrokenPipe => NetError::Cut(format!(
                 "the peer closed the connection during the handshake ({e}); it may have \
                  refused our certificate {} (see its log), or it is not a ppdenoise peer",
                 me.fingerprint()
