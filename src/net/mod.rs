@@ -3,18 +3,20 @@
 //! * [`identity`]: key pairs and self-signed certificates made by `keygen`, their files
 //!   (atomic writes, `0600` private keys) and the pinned peer certificate.
 //! * [`tls`]: TLS 1.3 (rustls, ring provider) in which each side accepts exactly one peer
-//!   certificate, compared byte for byte, and the record protection used after the handshake.
+//!   certificate, compared byte for byte, and the two lanes (one rustls connection per
+//!   direction) that carry the link's records.
 //! * [`link`]: [`Link`], length-prefixed frames over the encrypted stream, with a send half and
 //!   a receive half that can run on two threads (so [`Link::exchange`] never deadlocks).
 //! * [`relay`]: a shaping TCP relay (bandwidth and one-way delay per direction) that benchmarks
 //!   put between the two servers to emulate a link between two clouds; not on the protocol path.
 //!
 //! How the pieces fit: rustls runs the whole handshake, the certificate checks and a short
-//! confirmation message in each direction. Then the traffic keys are taken out of rustls
-//! (`dangerous_extract_secrets`, the mechanism rustls provides for kernel TLS) and the link
-//! protects its records itself, as standard TLS 1.3 records (RFC 8446 section 5.2), one key and
-//! one sequence number per direction. Owning the two directions separately is what lets a
-//! sender thread and a receiver thread work at once without sharing a rustls connection.
+//! confirmation message in each direction, and its record layer seals and opens every record
+//! for the whole job, with KeyUpdates before a key's AEAD limit. A link is two TLS
+//! connections ("lanes"), one per direction, bound into one link by exported keying material
+//! (RFC 8446 section 7.5); the send half owns one lane's connection and the receive half the
+//! other's, so a sender thread and a receiver thread work at once with no lock and no shared
+//! rustls connection.
 
 pub mod identity;
 pub mod link;
