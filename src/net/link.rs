@@ -1003,6 +1003,25 @@ pub(crate) mod tests {
         (addr, s1, p0, h)
     }
 
+    /// A listener's thread: the first message of the link it accepted.
+    type Receiving = thread::JoinHandle<Result<Result<Vec<u8>, NetError>, NetError>>;
+
+    /// The listener in a thread (only `allowed` addresses, if any), returning the first
+    /// message of the link it accepts; its address and the client's identity and pin.
+    fn receiving_listener(
+        timeout: Duration,
+        allowed: Vec<IpAddr>,
+    ) -> (SocketAddr, Identity, PeerCert, Receiving) {
+        let (s0, s1) = identities();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
+        let h = thread::spawn(move || {
+            Link::accept(&listener, &s0, &p1, timeout, &allowed).map(|mut l| l.recv())
+        });
+        (addr, s1, p0, h)
+    }
+
     #[test]
     fn lanes_pair_whatever_order_their_messages_arrive_in() {
         let (addr, s1, p0, h) = listener(Duration::from_secs(10));
@@ -1285,14 +1304,8 @@ pub(crate) mod tests {
 
     #[test]
     fn stray_connections_do_not_stop_the_listener() {
-        let (s0, s1) = identities();
         let intruder = keygen("ppdenoise-s1").unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
-        let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(20), &[]).map(|mut l| l.recv())
-        });
+        let (addr, s1, p0, h) = receiving_listener(Duration::from_secs(20), vec![]);
         // Not TLS at all, then a wrong certificate, then the real peer.
         {
             use std::io::Write;
@@ -1311,13 +1324,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_trickling_client_cannot_hold_the_listener() {
-        let (s0, s1) = identities();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
-        let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(2), &[]).map(|mut l| l.recv())
-        });
+        let (addr, s1, p0, h) = receiving_listener(Duration::from_secs(2), vec![]);
         // A record header, then one byte every 200 ms for 20 s: each read alone is quick, so
         // only a deadline on the whole handshake stops it.
         let trickle = thread::spawn(move || {
@@ -1364,13 +1371,7 @@ pub(crate) mod tests {
     fn a_flood_of_idle_and_trickling_connections_cannot_keep_the_peer_out() {
         use std::io::Write;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let (s0, s1) = identities();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
-        let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(30), &[]).map(|mut l| l.recv())
-        });
+        let (addr, s1, p0, h) = receiving_listener(Duration::from_secs(30), vec![]);
         let (opened, stop) = (
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicBool::new(false)),
@@ -1425,15 +1426,8 @@ pub(crate) mod tests {
     #[test]
     fn connections_from_addresses_not_allowed_are_closed_at_once() {
         use std::io::Read;
-        let (s0, s1) = identities();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
-        let allowed = ["127.0.0.1".parse().unwrap()];
-        let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(10), &allowed)
-                .map(|mut l| l.recv())
-        });
+        let allowed = vec!["127.0.0.1".parse().unwrap()];
+        let (addr, s1, p0, h) = receiving_listener(Duration::from_secs(10), allowed);
         let mut stranger = connect_from(7, addr).expect("a loopback connection");
         stranger
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -1452,13 +1446,7 @@ pub(crate) mod tests {
     /// side, each held the listener for HANDSHAKE_TIMEOUT (10 s), so three cost 30 s.
     #[test]
     fn silent_clients_do_not_delay_the_peer() {
-        let (s0, s1) = identities();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
-        let h = thread::spawn(move || {
-            Link::accept(&listener, &s0, &p1, Duration::from_secs(120), &[]).map(|mut l| l.recv())
-        });
+        let (addr, s1, p0, h) = receiving_listener(Duration::from_secs(120), vec![]);
         let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         thread::sleep(Duration::from_millis(200));
         let start = Instant::now();
