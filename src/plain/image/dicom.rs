@@ -294,11 +294,7 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
     }
     // The decoders of the registry can still panic on data the checks above let through
     // (a PackBits run cut short): an error, not a crash, and no panic message.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let decoded =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()));
-    std::panic::set_hook(hook);
+    let decoded = quietly(|| obj.decode_pixel_data());
     let decoded = decoded
         .map_err(|_| corrupt(path, "pixel data: the decoder failed on malformed data"))?
         .map_err(|e| corrupt(path, format!("pixel data: {e}")))?;
@@ -671,6 +667,34 @@ impl DicomTemplate {
     }
 }
 
+thread_local! {
+    /// Whether a panic on this thread is caught by [`quietly`] (and not to be printed).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Puts the quiet test in front of the process's panic hook.
+fn wrap_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !QUIET.with(|q| q.get()) {
+            prev(info)
+        }
+    }));
+}
+
+/// Runs `f`, turning a panic into an `Err` without a panic message. The process's panic
+/// hook is wrapped once (it stays in charge of every other panic); decoders on several
+/// threads used to take and put back the hook in turns, so one could put back another's
+/// silent hook for good.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static WRAP: std::sync::Once = std::sync::Once::new();
+    WRAP.call_once(wrap_panic_hook);
+    let was = QUIET.with(|q| q.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    r
+}
+
 /// A new UID under the `2.25` arc: a random (version 4) UUID as a decimal integer.
 pub fn new_uid() -> String {
     let mut u: u128 = rand::random();
@@ -732,6 +756,55 @@ mod tests {
         assert_eq!(l.stored_from_raw(0xFFFF), -1);
         let l = layout(12, false, false);
         assert_eq!(l.stored_from_raw(0xF123), 0x123);
+    }
+
+    /// Quiet decoding on many threads at once leaves the process's hook in charge of every
+    /// other panic, and prints none of its own.
+    #[test]
+    fn quiet_decoding_keeps_the_process_panic_hook() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        const QUIET_PANIC: &str = "ppdenoise quiet-decoding test: quiet";
+        const LOUD_PANIC: &str = "ppdenoise quiet-decoding test: loud";
+        let (quiet_seen, loud_seen) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        quietly(|| ()).unwrap(); // the process's own wrapper is in place (restored below)
+        let prev = std::panic::take_hook();
+        let (q, l) = (Arc::clone(&quiet_seen), Arc::clone(&loud_seen));
+        std::panic::set_hook(Box::new(move |info| {
+            match info.payload().downcast_ref::<&str>() {
+                Some(&m) if m == QUIET_PANIC => q.fetch_add(1, Ordering::SeqCst),
+                Some(&m) if m == LOUD_PANIC => l.fetch_add(1, Ordering::SeqCst),
+                _ => 0,
+            };
+        }));
+        // The recorder stands for the process's hook: wrapped as quietly's first call does.
+        wrap_panic_hook();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..200 {
+                        assert!(quietly(|| std::panic::panic_any(QUIET_PANIC)).is_err());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let loud = std::panic::catch_unwind(|| std::panic::panic_any(LOUD_PANIC));
+        std::panic::set_hook(prev);
+        assert!(loud.is_err());
+        assert_eq!(
+            loud_seen.load(Ordering::SeqCst),
+            1,
+            "the process hook was lost"
+        );
+        assert_eq!(
+            quiet_seen.load(Ordering::SeqCst),
+            0,
+            "a quiet panic was printed"
+        );
     }
 
     #[test]

@@ -209,7 +209,10 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
         }
         if h.len == UNDEFINED {
             if h.tag == Tag(0x7FE0, 0x0010) {
+                // Its fragments are skipped up to its delimiter, which ends it: no level
+                // is opened (one per encapsulated element used to stay open for good).
                 in_pixels = true;
+                continue;
             } else if explicit && &h.vr == b"UN" {
                 // An implicit-VR sequence inside explicit data: legal but rare.
                 return Err(ScanError::Unsupported(format!(
@@ -305,6 +308,34 @@ mod tests {
         none.extend_from_slice(b"DICM");
         none.extend_from_slice(&b[144..]);
         assert!(meta(&none).is_err());
+    }
+
+    /// Many encapsulated pixel data elements (icon images in a sequence's items, then the
+    /// image's own) are a valid file: each used to leave a nesting level open, so more than
+    /// MAX_DEPTH of them were refused as "nested too deep".
+    #[test]
+    fn many_encapsulated_pixel_data_elements_are_not_nesting() {
+        let encapsulated = |v: &mut Vec<u8>| {
+            v.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+            v.extend_from_slice(&UNDEFINED.to_le_bytes());
+            v.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]); // empty offset table
+            v.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 1, 2, 3, 4]);
+            v.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        };
+        let mut b = start("1.2.840.10008.1.2.4.50");
+        let at = b.len();
+        // (0088,0200) Icon Image Sequence with MAX_DEPTH + 2 items, each an encapsulated icon.
+        b.extend_from_slice(&[0x88, 0x00, 0x00, 0x02, b'S', b'Q', 0, 0]);
+        b.extend_from_slice(&UNDEFINED.to_le_bytes());
+        for _ in 0..MAX_DEPTH + 2 {
+            b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+            b.extend_from_slice(&UNDEFINED.to_le_bytes());
+            encapsulated(&mut b);
+            b.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        }
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        encapsulated(&mut b);
+        assert_eq!(dataset(&b, at, true), Ok(()));
     }
 
     #[test]
