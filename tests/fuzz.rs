@@ -1,7 +1,8 @@
 //! Fuzzing of the parsers of untrusted bytes (issue 12): every file kind a party reads from
 //! another (container headers and bodies of every kind, the triplet stream, output shares,
 //! public headers through the dealer, a server's job files through `server::prepare`, model
-//! `.npz` and `.safetensors` files), mutated from valid files.
+//! `.npz` and `.safetensors` files, the gateway's PNG, TIFF and DICOM images), mutated from
+//! valid files.
 //!
 //! Valid files come from two real `demo` runs on tiny random models (an MLP with the
 //! boolean engine, a CNN with the garbled-circuit engine). Each input is the valid file with
@@ -42,6 +43,7 @@ use ppdenoise::formats::bodies::{
 use ppdenoise::formats::container::Kind;
 use ppdenoise::formats::triplet_stream;
 use ppdenoise::plain::cnn::{random_cnn, CnnMeta};
+use ppdenoise::plain::image::{DicomTemplate, Encoding, Format};
 use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
 use ppdenoise::plain::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
@@ -50,6 +52,8 @@ use ppdenoise::ring::share::{expand, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs};
+
+mod common;
 
 /// Largest single allocation a parser may make on these tiny inputs (the biggest valid file
 /// is a few MB): anything above is an allocation sized from crafted bytes.
@@ -538,6 +542,36 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         shape: Shape::Safetensors,
         parse: Box::new(|f, _| ppdenoise::plain::model::Model::load(f).is_ok()),
     });
+    // The gateway's inputs: images in every format it reads, made here.
+    let images = scratch.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let img = ppdenoise::plain::image::load_input("builtin:phantom:24").unwrap();
+    let mut seeds = Vec::new();
+    for (name, enc) in [
+        ("8.png", Encoding::Png(8)),
+        ("16.png", Encoding::Png(16)),
+        ("8.tif", Encoding::Tiff(8)),
+        ("16.tif", Encoding::Tiff(16)),
+    ] {
+        let p = images.join(name);
+        enc.save(&img, &p).unwrap();
+        seeds.push(p);
+    }
+    let dcm = images.join("ct.dcm");
+    common::dicom_slice(&dcm, "1.2.826.0.1.3680043.8.498.9", 1, 0.0, 24, 1);
+    seeds.push(dcm);
+    t.push(Target {
+        name: "images (PNG, TIFF, DICOM)",
+        seeds,
+        shape: Shape::Raw,
+        // An image of up to 2^28 pixels is valid by design (2 GB as f64), more than this
+        // binary's allocator allows: only images that say they are small are decoded, so
+        // that the time goes to the parsers.
+        parse: Box::new(|f, _| {
+            declared_pixels(f).is_some_and(|n| n <= 1 << 16)
+                && ppdenoise::plain::image::load(f).is_ok()
+        }),
+    });
     t.push(Target {
         name: "model .npz (MLP and CNN)",
         seeds: vec![
@@ -551,6 +585,31 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         }),
     });
     t
+}
+
+/// The pixels an image file says it has, from its header alone (`None`: no header read).
+fn declared_pixels(f: &Path) -> Option<u64> {
+    let b = std::fs::read(f).ok()?;
+    match Format::sniff(&b)? {
+        Format::Png => {
+            let word = |i: usize| {
+                Some(u64::from(u32::from_be_bytes(
+                    b.get(i..i + 4)?.try_into().ok()?,
+                )))
+            };
+            (b.get(12..16) == Some(b"IHDR")).then_some(())?;
+            Some(word(16)? * word(20)?)
+        }
+        Format::Tiff => {
+            let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(&b)).ok()?;
+            let (w, h) = d.dimensions().ok()?;
+            Some(u64::from(w) * u64::from(h))
+        }
+        Format::Dicom => {
+            let (r, c) = DicomTemplate::read(f).ok()?.dim();
+            Some((r * c) as u64)
+        }
+    }
 }
 
 /// Values that tend to sit on boundaries of length and count fields.

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dicom_core::value::PrimitiveValue;
-use dicom_core::{DataElement, VR};
-use dicom_dictionary_std::{tags, uids};
-use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
+use common::dicom_slice;
+use dicom_dictionary_std::tags;
+use dicom_object::open_file;
 use ppdenoise::formats::study::Manifest;
+
+mod common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
@@ -318,52 +319,6 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
         &d.p("res2"),
     ]);
     refused(&o, &["slice(s) 1 not finished"]);
-}
-
-/// A DICOM slice of series `series`, instance `instance`, at height `z`: a phantom's values.
-fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize, seed: u64) {
-    let img = ppdenoise::plain::image::load_input(&format!("builtin:phantom:{size}")).unwrap();
-    let noisy = ppdenoise::plain::image::add_noise(&img, 20.0, seed);
-    let values: Vec<u16> = noisy
-        .pixels
-        .iter()
-        .map(|v| (v.clamp(0.0, 255.0) * 4095.0 / 255.0).round() as u16)
-        .collect();
-    let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
-    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
-    let obj = InMemDicomObject::from_element_iter([
-        s(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
-        s(
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            &format!("{series}.{instance}"),
-        ),
-        s(tags::MODALITY, VR::CS, "CT"),
-        s(tags::PATIENT_NAME, VR::PN, "Doe^Jane"),
-        s(
-            tags::STUDY_INSTANCE_UID,
-            VR::UI,
-            "1.2.826.0.1.3680043.8.498.7",
-        ),
-        s(tags::SERIES_INSTANCE_UID, VR::UI, series),
-        s(tags::SERIES_DESCRIPTION, VR::LO, "Abdomen"),
-        s(tags::INSTANCE_NUMBER, VR::IS, &instance.to_string()),
-        s(tags::IMAGE_POSITION_PATIENT, VR::DS, &format!("0\\0\\{z}")),
-        s(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
-        us(tags::SAMPLES_PER_PIXEL, 1),
-        s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-        us(tags::ROWS, size as u16),
-        us(tags::COLUMNS, size as u16),
-        us(tags::BITS_ALLOCATED, 16),
-        us(tags::BITS_STORED, 12),
-        us(tags::HIGH_BIT, 11),
-        us(tags::PIXEL_REPRESENTATION, 0),
-        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into())),
-    ]);
-    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
-        .unwrap()
-        .write_to_file(path)
-        .unwrap();
 }
 
 fn attr(path: &Path, tag: dicom_core::Tag) -> String {
