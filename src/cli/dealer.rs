@@ -270,6 +270,23 @@ fn write_s0(
     Ok(size(out0)? + size(out1)?)
 }
 
+/// What every triplet file's header says, for either family: the party, the scale, the
+/// model's, job's and run's ids and the image's size.
+fn triplet_header(
+    party: u8,
+    (mh, ih): (&Header, &Header),
+    triplet_id: [u8; 16],
+    job: &JobParams,
+) -> Header {
+    let mut h = Header::new(Kind::Triplets, party, job.scale);
+    h.model_id = mh.model_id;
+    h.job_id = ih.job_id;
+    h.triplet_id = Some(triplet_id);
+    h.shapes
+        .push(("image".into(), vec![job.height as u64, job.width as u64]));
+    h
+}
+
 /// `gen-triplets` for a CNN job: the matrix triples of every convolution block and, for the
 /// boolean engine, the ReLU circuits' AND triples and daBits ([`crate::dealer::cnn`]).
 fn gen_cnn_triplets(
@@ -333,21 +350,17 @@ fn gen_cnn_triplets(
     for tile in &tiles {
         // A tile's job is its band: the dealer sizes everything from the band's rows.
         let rows = tile.as_ref().map_or(h, |(_, band)| band.height());
-        let seeds = DealSeeds {
-            job: [fresh_seed(), fresh_seed()],
-            model_mask: None,
-        };
+        let seeds = DealSeeds::fresh(None);
         let triplet_id = fresh_id();
         let header = |party: u8| {
-            let mut hd = Header::new(Kind::Triplets, party, job.scale);
-            hd.model_id = mh.model_id;
-            hd.job_id = ih.job_id;
-            hd.triplet_id = Some(triplet_id);
-            hd.shapes.push((
-                "channels".into(),
-                channels.iter().map(|&c| c as u64).collect(),
-            ));
-            hd.shapes.push(("image".into(), vec![h as u64, w as u64]));
+            let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
+            hd.shapes.insert(
+                0,
+                (
+                    "channels".into(),
+                    channels.iter().map(|&c| c as u64).collect(),
+                ),
+            );
             hd.info.push((NETWORK.into(), CNN.into()));
             hd.info.push(("engine".into(), a.engine.name().into()));
             hd.info.push(("batch".into(), batch.to_string()));
@@ -468,19 +481,11 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         .map(|b| serde_json::to_string(&b.shapes()).expect("shapes serialise"));
     let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
     for (tile, run) in tiles {
-        let seeds = DealSeeds {
-            job: [fresh_seed(), fresh_seed()],
-            model_mask: model_mask.as_ref().map(|m| m.1),
-        };
+        let seeds = DealSeeds::fresh(model_mask.as_ref().map(|m| m.1));
         let triplet_id = fresh_id();
         let header = |party: u8| {
-            let mut h = Header::new(Kind::Triplets, party, job.scale);
-            h.model_id = mh.model_id;
-            h.job_id = ih.job_id;
-            h.triplet_id = Some(triplet_id);
-            h.shapes.push(("layers".into(), widths_u.clone()));
-            h.shapes
-                .push(("image".into(), vec![job.height as u64, job.width as u64]));
+            let mut h = triplet_header(party, (&mh, &ih), triplet_id, &job);
+            h.shapes.insert(0, ("layers".into(), widths_u.clone()));
             h.info.push(("batch".into(), batch.to_string()));
             h.info.push(("engine".into(), a.engine.name().into()));
             h.info.push(("acts".into(), acts_json.clone()));

@@ -16,7 +16,7 @@ use crate::dealer::DealSeeds;
 use crate::plain::im2col::im2col;
 use crate::ring::cnn::{row_blocks, CnnPlan};
 use crate::ring::matmul::gemm;
-use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
+use crate::ring::share::{add, Prg, Seed, Stream};
 
 /// The ReLU circuit of a plan's hidden layers.
 pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {
@@ -157,10 +157,7 @@ pub fn generate(
     batch: usize,
     model_mask: Option<[Seed; 2]>,
 ) -> CnnDeal {
-    let seeds = DealSeeds {
-        job: [fresh_seed(), fresh_seed()],
-        model_mask,
-    };
+    let seeds = DealSeeds::fresh(model_mask);
     generate_with(plan, h, w, engine, batch, &seeds, engine.deal_setup())
 }
 

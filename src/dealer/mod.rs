@@ -42,6 +42,16 @@ pub struct DealSeeds {
     pub model_mask: Option<[Seed; 2]>,
 }
 
+impl DealSeeds {
+    /// Fresh job seeds from the operating system, with the model's mask seeds if any.
+    pub fn fresh(model_mask: Option<[Seed; 2]>) -> DealSeeds {
+        DealSeeds {
+            job: [fresh_seed(), fresh_seed()],
+            model_mask,
+        }
+    }
+}
+
 /// Checks that a job's layers and batches fit the randomness stream ids (layer index below
 /// 2^16, batch index below 2^32), so no two (purpose, layer, batch) streams can alias, and
 /// that a batch's largest message (the widest layer's values per patch) stays below 2^28
@@ -96,10 +106,7 @@ pub fn generate_for_mask(
     nl: &NonlinearDeal,
     model_mask: Option<[Seed; 2]>,
 ) -> (Triplets, Triplets) {
-    let seeds = DealSeeds {
-        job: [fresh_seed(), fresh_seed()],
-        model_mask,
-    };
+    let seeds = DealSeeds::fresh(model_mask);
     generate_with(
         job,
         widths,
