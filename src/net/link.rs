@@ -170,30 +170,37 @@ fn make_room(pending: &mut [Pending], ip: IpAddr, shed: &mut Shed) {
 
 type Report = (u64, SocketAddr, Result<ServerLane, NetError>);
 
-/// A finished handshake on the listener: filed, and the pair (up lane's address, up, down)
-/// when it completes one.
-fn collect(
-    (id, from, r): Report,
-    pending: &mut Vec<Pending>,
-    pairing: &mut Pairing,
-    last_failure: &mut Option<NetError>,
-    grace: &mut Instant,
+/// What the listener holds while it waits for the peer's two lanes.
+struct Waiting {
+    pending: Vec<Pending>,
+    pairing: Pairing,
+    last_failure: Option<NetError>,
+    /// An up lane that arrived in time may finish its pairing past the deadline.
+    grace: Instant,
     timeout: Duration,
-) -> Option<(SocketAddr, Handshaken, Handshaken)> {
-    let k = pending.iter().position(|p| p.id == id)?;
-    // A shed connection was shut down: whatever it reports is dropped.
-    pending.swap_remove(k).sock?;
-    match r {
-        Ok(l) => {
-            if l.lane == LANE_UP {
-                *grace = (*grace).max(Instant::now() + HANDSHAKE_TIMEOUT.min(timeout));
+}
+
+impl Waiting {
+    /// A finished handshake: filed, and the pair (up lane's address, up, down) when it
+    /// completes one.
+    fn collect(&mut self, (id, from, r): Report) -> Option<(SocketAddr, Handshaken, Handshaken)> {
+        let k = self.pending.iter().position(|p| p.id == id)?;
+        // A shed connection was shut down: whatever it reports is dropped.
+        self.pending.swap_remove(k).sock?;
+        match r {
+            Ok(l) => {
+                if l.lane == LANE_UP {
+                    self.grace = self
+                        .grace
+                        .max(Instant::now() + HANDSHAKE_TIMEOUT.min(self.timeout));
+                }
+                self.pairing.file(from, l)
             }
-            pairing.file(from, l)
-        }
-        Err(e) => {
-            eprintln!("ppdenoise link: refused connection from {from}: {e}");
-            *last_failure = Some(e);
-            None
+            Err(e) => {
+                eprintln!("ppdenoise link: refused connection from {from}: {e}");
+                self.last_failure = Some(e);
+                None
+            }
         }
     }
 }
@@ -314,33 +321,28 @@ impl Link {
         let (done_tx, done_rx) = mpsc::channel::<Report>();
         let allowed: Vec<IpAddr> = allowed.iter().map(|a| a.to_canonical()).collect();
         let deadline = Instant::now() + timeout;
-        let mut pending: Vec<Pending> = Vec::new();
         let mut next_id = 0u64;
-        let mut last_failure: Option<NetError> = None;
-        let mut pairing = Pairing::default();
-        // An up lane that arrived in time may finish its pairing past the deadline.
-        let mut grace = deadline;
+        let mut st = Waiting {
+            pending: Vec::new(),
+            pairing: Pairing::default(),
+            last_failure: None,
+            grace: deadline,
+            timeout,
+        };
         loop {
             // Every finished handshake first, so that none waits to be shed.
             while let Ok(rep) = done_rx.try_recv() {
-                if let Some((from, up, down)) = collect(
-                    rep,
-                    &mut pending,
-                    &mut pairing,
-                    &mut last_failure,
-                    &mut grace,
-                    timeout,
-                ) {
+                if let Some((from, up, down)) = st.collect(rep) {
                     return Link::paired(down, up, peer, from);
                 }
             }
             let now = Instant::now();
-            let accepting = if pairing.ups.is_empty() {
+            let accepting = if st.pairing.ups.is_empty() {
                 deadline
             } else {
-                grace
+                st.grace
             };
-            if now < accepting && pending.len() < MAX_HANDSHAKE_THREADS {
+            if now < accepting && st.pending.len() < MAX_HANDSHAKE_THREADS {
                 match listener.accept() {
                     Ok((stream, from)) => {
                         if !allowed.is_empty() && !allowed.contains(&from.ip().to_canonical()) {
@@ -357,7 +359,7 @@ impl Link {
                             eprintln!("ppdenoise link: closed the connection from {from}: no handle on its socket");
                             continue;
                         };
-                        make_room(&mut pending, from.ip(), shed);
+                        make_room(&mut st.pending, from.ip(), shed);
                         let step = deadline
                             .saturating_duration_since(now)
                             .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
@@ -384,7 +386,7 @@ impl Link {
                                 let _ = done.send((id, from, r));
                             });
                         match spawned {
-                            Ok(_) => pending.push(Pending {
+                            Ok(_) => st.pending.push(Pending {
                                 id,
                                 from,
                                 sock: Some(sock),
@@ -403,9 +405,9 @@ impl Link {
                     Err(e) => eprintln!("ppdenoise link: accept on {local} failed: {e}"),
                 }
             }
-            if now >= accepting && pending.is_empty() {
-                let unpaired = !pairing.ups.is_empty() || !pairing.downs.is_empty();
-                let why = last_failure.take();
+            if now >= accepting && st.pending.is_empty() {
+                let unpaired = !st.pairing.ups.is_empty() || !st.pairing.downs.is_empty();
+                let why = st.last_failure.take();
                 if unpaired {
                     let why = why.map(|e| format!(": {e}")).unwrap_or_default();
                     return Err(NetError::Timeout(format!(
@@ -424,14 +426,7 @@ impl Link {
             // Past the deadline only handshakes started before it remain; each ends within
             // a second of it.
             if let Ok(rep) = done_rx.recv_timeout(Duration::from_millis(20)) {
-                if let Some((from, up, down)) = collect(
-                    rep,
-                    &mut pending,
-                    &mut pairing,
-                    &mut last_failure,
-                    &mut grace,
-                    timeout,
-                ) {
+                if let Some((from, up, down)) = st.collect(rep) {
                     return Link::paired(down, up, peer, from);
                 }
             }
