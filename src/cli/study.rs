@@ -21,7 +21,7 @@ use crate::formats::study::{
     Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::{new_uid, DicomTemplate};
-use crate::plain::image::series::scan;
+use crate::plain::image::series::{scan, StudyKind};
 use crate::plain::image::{self, Encoding, Format};
 
 /// Secret-share a study (a folder of one DICOM series, or of PNG/TIFF images) for S0 and S1:
@@ -96,14 +96,6 @@ pub struct StudyStatusArgs {
     pub identity: super::keys::IdentityArgs,
 }
 
-fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Png => "png",
-        Format::Tiff => "tiff",
-        Format::Dicom => "dicom",
-    }
-}
-
 /// Whether `a` and `b` are one folder (false when either does not exist).
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -162,7 +154,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 .expect("a listed file has a name")
                 .to_string_lossy()
                 .into_owned(),
-            format: format_name(*format).into(),
+            format: *format,
             bit_depth: img.bit_depth,
             height: img.height(),
             width: img.width(),
@@ -174,7 +166,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         .input
         .canonicalize()
         .with_context(|| format!("{}: cannot resolve", a.input.display()))?;
-    let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind.name(), slices);
+    let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind, slices);
     // The public manifest last: a study folder without it is an unfinished share-study.
     sources.write(&sources_path)?;
     sources.manifest().write(&a.out)?;
@@ -499,7 +491,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             sources_path.display()
         );
     }
-    let dicom = sources.kind == "dicom-series";
+    let dicom = sources.kind == StudyKind::DicomSeries;
     if dicom && a.bit_depth.is_some() {
         bail!("--bit-depth: a DICOM series is written at the bit depth of its slices");
     }
@@ -530,8 +522,8 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     let series = new_uid();
     let mut encodings = Vec::with_capacity(m.len());
     for s in &sources.slices {
-        let enc = match s.format.as_str() {
-            "dicom" => {
+        let enc = match s.format {
+            Format::Dicom => {
                 let src = sources.input_dir.join(&s.file);
                 if hash_file(&src)?.1 != s.blake3 {
                     bail!(
@@ -545,8 +537,8 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                     .in_series(&series);
                 Encoding::Dicom(Box::new(tpl))
             }
-            "tiff" => Encoding::Tiff(a.bit_depth.unwrap_or(s.bit_depth)),
-            _ => Encoding::Png(a.bit_depth.unwrap_or(s.bit_depth)),
+            Format::Tiff => Encoding::Tiff(a.bit_depth.unwrap_or(s.bit_depth)),
+            Format::Png => Encoding::Png(a.bit_depth.unwrap_or(s.bit_depth)),
         };
         encodings.push(enc);
     }

@@ -23,6 +23,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::atomic;
+use crate::plain::image::series::StudyKind;
+use crate::plain::image::Format;
 
 pub const MANIFEST: &str = "study.json";
 
@@ -60,8 +62,7 @@ pub struct Sources {
     pub study_id: String,
     /// The folder the slices were read from (the DICOM templates of a derived series).
     pub input_dir: PathBuf,
-    /// `dicom-series` or `images`.
-    pub kind: String,
+    pub kind: StudyKind,
     pub slices: Vec<Source>,
 }
 
@@ -70,8 +71,7 @@ pub struct Sources {
 pub struct Source {
     /// The file's name in `input_dir` (the output's name too).
     pub file: String,
-    /// `png`, `tiff` or `dicom`.
-    pub format: String,
+    pub format: Format,
     pub bit_depth: u8,
     pub height: usize,
     pub width: usize,
@@ -138,13 +138,18 @@ impl Manifest {
 }
 
 impl Sources {
-    pub fn new(study_id: String, input_dir: PathBuf, kind: &str, slices: Vec<Source>) -> Sources {
+    pub fn new(
+        study_id: String,
+        input_dir: PathBuf,
+        kind: StudyKind,
+        slices: Vec<Source>,
+    ) -> Sources {
         Sources {
             format: FORMAT_TAG.into(),
             version: VERSION,
             study_id,
             input_dir,
-            kind: kind.into(),
+            kind,
             slices,
         }
     }
@@ -153,11 +158,7 @@ impl Sources {
         let s: Sources = read_json(path)?;
         check_tag(path, &s.format, s.version)?;
         check_ids(path, &s.study_id, s.slices.iter().map(|x| &x.job_id))?;
-        let dicom = match s.kind.as_str() {
-            "dicom-series" => true,
-            "images" => false,
-            k => bail!("{}: unknown study kind {k:?}", path.display()),
-        };
+        let dicom = s.kind == StudyKind::DicomSeries;
         let mut names = std::collections::HashSet::new();
         for x in &s.slices {
             let plain_name = Path::new(&x.file).file_name() == Some(x.file.as_ref());
@@ -171,18 +172,13 @@ impl Sources {
             if !names.insert(x.file.as_str()) {
                 bail!("{}: {} is named twice", path.display(), x.file);
             }
-            let format_ok = match x.format.as_str() {
-                "dicom" => dicom,
-                "png" | "tiff" => !dicom,
-                _ => false,
-            };
-            if !format_ok {
+            if (x.format == Format::Dicom) != dicom {
                 bail!(
-                    "{}: {}: format {:?} in a study of kind {}",
+                    "{}: {}: a {} slice in a study of kind {}",
                     path.display(),
                     x.file,
                     x.format,
-                    s.kind
+                    s.kind.name()
                 );
             }
             if x.bit_depth != 8 && x.bit_depth != 16 {

@@ -469,15 +469,9 @@ impl DicomTemplate {
         } else {
             format!("{old} (denoised)")
         };
-        // SeriesDescription is an LO: 64 characters at most.
-        let desc: String = desc
-            .chars()
-            .rev()
-            .take(64)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        // SeriesDescription is an LO: 64 characters at most; the end ("denoised") is kept.
+        let cut = desc.chars().count().saturating_sub(64);
+        let desc: String = desc.chars().skip(cut).collect();
         self.series = Some((uid.to_string(), desc));
         self
     }

@@ -191,8 +191,9 @@ pub enum ImageError {
     UnknownBuiltin { name: String },
 }
 
-/// The image file formats read and written here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The image file formats read and written here (`png`, `tiff`, `dicom` in files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Png,
     Tiff,

@@ -16,8 +16,9 @@ use anyhow::{bail, Context, Result};
 use super::dicom::{DicomTemplate, SeriesFacts};
 use super::Format;
 
-/// What a study folder holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a study folder holds (`dicom-series` or `images` in files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StudyKind {
     DicomSeries,
     Images,
