@@ -5,35 +5,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{bin, free_port, ok, run, wait_limit};
 use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
 use ppdenoise::formats::container::{Header, Kind};
 use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
 use ppdenoise::ring::share::Stream;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ppdenoise")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("run ppdenoise")
-}
-
-fn ok(args: &[&str]) -> serde_json::Value {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("one JSON summary")
-}
+mod common;
 
 fn refused(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -42,14 +23,6 @@ fn refused(o: &Output, needle: &str) {
         "expected a refusal mentioning {needle:?}"
     );
     assert!(err.contains(needle), "error lacks {needle:?}: {err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Dir {
@@ -131,15 +104,8 @@ impl Dir {
     }
 }
 
-fn wait(mut c: Child) -> Output {
-    let t = Instant::now();
-    while c.try_wait().unwrap().is_none() {
-        if t.elapsed() > Duration::from_secs(120) {
-            let _ = c.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    c.wait_with_output().unwrap()
+fn wait(c: Child) -> Output {
+    wait_limit(c, Duration::from_secs(120))
 }
 
 /// Keys, a random CNN and its shares, a noisy phantom shared for it.

@@ -587,29 +587,23 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     t
 }
 
-/// The pixels an image file says it has, from its header alone (`None`: no header read).
+/// The pixels an image file says it has, from its header alone (`None`: no header read),
+/// as the loader reads them first: the `image` crate's header for PNG and TIFF, the DICOM
+/// template's layout.
 fn declared_pixels(f: &Path) -> Option<u64> {
-    let b = std::fs::read(f).ok()?;
-    match Format::sniff(&b)? {
-        Format::Png => {
-            let word = |i: usize| {
-                Some(u64::from(u32::from_be_bytes(
-                    b.get(i..i + 4)?.try_into().ok()?,
-                )))
-            };
-            (b.get(12..16) == Some(b"IHDR")).then_some(())?;
-            Some(word(16)? * word(20)?)
+    let (a, b) = match Format::of_file(f)? {
+        Format::Dicom => DicomTemplate::read(f).ok()?.dim(),
+        _ => {
+            let (w, h) = image::ImageReader::open(f)
+                .ok()?
+                .with_guessed_format()
+                .ok()?
+                .into_dimensions()
+                .ok()?;
+            (w as usize, h as usize)
         }
-        Format::Tiff => {
-            let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(&b)).ok()?;
-            let (w, h) = d.dimensions().ok()?;
-            Some(u64::from(w) * u64::from(h))
-        }
-        Format::Dicom => {
-            let (r, c) = DicomTemplate::read(f).ok()?.dim();
-            Some((r * c) as u64)
-        }
-    }
+    };
+    Some((a as u64).saturating_mul(b as u64))
 }
 
 /// Values that tend to sit on boundaries of length and count fields.

@@ -8,18 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::dicom_slice;
+use common::{bin, dicom_slice, free_port, ok, run, wait_limit};
 use dicom_dictionary_std::tags;
 use dicom_object::open_file;
 use ppdenoise::formats::study::Manifest;
 
 mod common;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ppdenoise")
-}
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,24 +23,6 @@ fn fixture(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("run ppdenoise")
-}
-
-fn ok(args: &[&str]) -> serde_json::Value {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("one JSON summary")
 }
 
 fn refused(o: &Output, needles: &[&str]) {
@@ -55,23 +33,8 @@ fn refused(o: &Output, needles: &[&str]) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait(mut c: Child) -> Output {
-    let t = Instant::now();
-    while c.try_wait().unwrap().is_none() {
-        if t.elapsed() > Duration::from_secs(180) {
-            let _ = c.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    c.wait_with_output().unwrap()
+fn wait(c: Child) -> Output {
+    wait_limit(c, Duration::from_secs(180))
 }
 
 struct Dir {

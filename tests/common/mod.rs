@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests (each test file that uses them says `mod common;`).
+// Each test binary compiles this module whole and uses part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
@@ -51,4 +55,49 @@ pub fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize
         .unwrap()
         .write_to_file(path)
         .unwrap();
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ppdenoise")
+}
+
+/// `ppdenoise --json ARGS`.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run ppdenoise")
+}
+
+/// `ppdenoise --json ARGS`, which must succeed: its JSON summary.
+pub fn ok(args: &[&str]) -> serde_json::Value {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("one JSON summary")
+}
+
+/// A TCP port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The child's output, killing it after `limit`.
+pub fn wait_limit(mut c: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if t.elapsed() > limit {
+            let _ = c.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_with_output().unwrap()
 }
