@@ -308,10 +308,11 @@ pub struct InspectArgs {
 pub fn inspect(a: InspectArgs) -> Result<Summary> {
     a.identity.load()?;
     let ext = a.file.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if (ext == "npz" || ext == "safetensors") && Cnn::is_cnn_file(&a.file)? {
+    let model = ["npz", "safetensors", "onnx"].contains(&ext.to_ascii_lowercase().as_str());
+    if model && Cnn::is_cnn_file(&a.file)? {
         return Ok(inspect_cnn(&Cnn::load(&a.file)?));
     }
-    if ext == "npz" || ext == "safetensors" {
+    if model {
         let m = Model::load(&a.file)?;
         let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
             "widths": m.widths(), "meta": m.meta});

@@ -175,11 +175,14 @@ impl Cnn {
         Ok(())
     }
 
-    /// True when the file holds a CNN (`K1`) rather than an MLP (`W1`). A `.safetensors` is
-    /// read as an MLP only (its loader refuses a conv kernel by name).
+    /// True when the file holds a CNN (`K1`, a 4-D tensor, an ONNX graph of convolutions)
+    /// rather than an MLP.
     pub fn is_cnn_file(path: &Path) -> Result<bool, ModelError> {
+        if super::onnx::is_onnx(path) {
+            return Ok(matches!(super::onnx::load(path)?, super::onnx::Net::Cnn(_)));
+        }
         if super::safetensors::is_safetensors(path)? {
-            return Ok(false);
+            return super::safetensors::cnn::holds_conv(path);
         }
         // Names only: no array is read, so no size check (a loader runs it).
         let file = File::open(path).map_err(|source| ModelError::Open {
@@ -191,6 +194,18 @@ impl Cnn {
     }
 
     pub fn load(path: &Path) -> Result<Cnn, ModelError> {
+        if super::onnx::is_onnx(path) {
+            return match super::onnx::load(path)? {
+                super::onnx::Net::Cnn(m) => Ok(m),
+                super::onnx::Net::Mlp(_) => Err(ModelError::Invalid {
+                    path: path.to_path_buf(),
+                    msg: "holds an MLP where a CNN was expected".into(),
+                }),
+            };
+        }
+        if super::safetensors::is_safetensors(path)? {
+            return super::safetensors::cnn::load(path);
+        }
         let (mut npz, names) = open_npz(path, super::npz::open_checked(path)?)?;
         let has = |n: &str| names.iter().any(|x| x == n);
         let err = |name: &str, msg: String| ModelError::Array {
@@ -363,6 +378,32 @@ impl Cnn {
         Array2::from_shape_vec((h, w), out.iter().map(|&v| denormalize(pre, v)).collect())
             .expect("image-sized output")
     }
+}
+
+/// Puts the first convolution's input channels and the last one's filters in the frame's
+/// order: input channel i of the result is channel `first_in[i]` of the given weights, and
+/// filter j is filter `last_out[j]` (a permutation of weights, exact).
+pub fn reorder_channels(convs: &mut [Conv], first_in: &[usize], last_out: &[usize]) {
+    let first = &mut convs[0];
+    assert_eq!(first_in.len(), first.cin, "one source per input channel");
+    let kk = first.k * first.k;
+    let mut w = Vec::with_capacity(first.w.len());
+    for o in 0..first.cout {
+        for &c in first_in {
+            let at = (o * first.cin + c) * kk;
+            w.extend_from_slice(&first.w[at..at + kk]);
+        }
+    }
+    first.w = w;
+    let last = convs.last_mut().expect("a layer");
+    assert_eq!(last_out.len(), last.cout, "one source per filter");
+    let fan = last.fan_in();
+    let w = last_out
+        .iter()
+        .flat_map(|&c| last.w[c * fan..(c + 1) * fan].iter().copied())
+        .collect();
+    last.b = last_out.iter().map(|&c| last.b[c]).collect();
+    last.w = w;
 }
 
 /// How a frame reads in messages.

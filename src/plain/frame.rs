@@ -49,6 +49,13 @@ impl Frame {
         Ok(())
     }
 
+    /// For each of the frame's sub-images, the channel PyTorch's `pixel_unshuffle` gives it
+    /// (row offset times r plus column offset; the frame counts column offsets first).
+    pub fn torch_order(&self) -> Vec<usize> {
+        let r = self.unshuffle;
+        (0..r * r).map(|q| (q % r) * r + q / r).collect()
+    }
+
     /// Sub-images the image becomes (r*r), which is also the stack's output channels.
     pub fn sub_images(&self) -> usize {
         self.unshuffle * self.unshuffle

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod model;
 pub mod noise_map;
 pub mod npz;
+pub mod onnx;
 pub mod par_conv;
 pub mod phantom;
 pub mod preprocess;

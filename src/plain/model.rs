@@ -38,6 +38,15 @@ pub enum ModelError {
         key: String,
         msg: String,
     },
+    #[error("{path}: not a valid ONNX model file: {msg}")]
+    NotOnnx { path: PathBuf, msg: String },
+    #[error("{path}: node {node} ({op}): {msg}")]
+    OnnxNode {
+        path: PathBuf,
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
 }
@@ -232,9 +241,19 @@ impl Model {
         Ok(())
     }
 
-    /// Reads a model `.npz`, or a `.safetensors` as PyTorch saves one (told apart by their
-    /// first bytes, whatever the name says; see [`super::safetensors`]).
+    /// Reads a model `.npz`, a `.safetensors` as PyTorch saves one (told apart by their
+    /// first bytes, whatever the name says; see [`super::safetensors`]), or an `.onnx`
+    /// ([`super::onnx`]).
     pub fn load(path: &Path) -> Result<Model, ModelError> {
+        if super::onnx::is_onnx(path) {
+            return match super::onnx::load(path)? {
+                super::onnx::Net::Mlp(m) => Ok(m),
+                super::onnx::Net::Cnn(_) => Err(ModelError::Invalid {
+                    path: path.to_path_buf(),
+                    msg: "holds a CNN where an MLP was expected".into(),
+                }),
+            };
+        }
         if super::safetensors::is_safetensors(path)? {
             return super::safetensors::load(path);
         }

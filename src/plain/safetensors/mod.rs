@@ -20,6 +20,8 @@ use ndarray::{Array1, Array2};
 
 use super::model::{Activation, Layer, Model, ModelError, ModelMeta};
 
+pub mod cnn;
+
 /// Longest JSON header accepted: an MLP's lists a few tensors in a few hundred bytes; a MiB
 /// holds thousands. (The crate's own cap is 100 MB.)
 const MAX_HEADER: u64 = 1 << 20;
@@ -66,7 +68,7 @@ pub fn load(path: &Path) -> Result<Model, ModelError> {
     parse(path, &bytes)
 }
 
-fn not_st(path: &Path, msg: String) -> ModelError {
+pub(super) fn not_st(path: &Path, msg: String) -> ModelError {
     ModelError::NotSafetensors {
         path: path.to_path_buf(),
         msg,
@@ -76,7 +78,7 @@ fn not_st(path: &Path, msg: String) -> ModelError {
 /// The whole file, after checking that its header length fits the caps and the file: the
 /// crate then checks that the tensors cover exactly the bytes after the header, so nothing
 /// later allocates more than twice the file's size (f32 widened to f64).
-fn read_checked(path: &Path) -> Result<Vec<u8>, ModelError> {
+pub(super) fn read_checked(path: &Path) -> Result<Vec<u8>, ModelError> {
     let open = |source| ModelError::Open {
         path: path.to_path_buf(),
         source,
@@ -273,8 +275,7 @@ enum Kind {
     Bias,
 }
 
-/// `<prefix><index>.weight|bias` -> (prefix, index, kind); the prefix is empty or ends in a
-/// dot, the index is written as PyTorch writes it (no sign, no leading zero).
+/// `<prefix><index>.weight|bias` -> (prefix, index, kind).
 fn split_name(name: &str) -> Option<(&str, usize, Kind)> {
     let (stem, kind) = name.rsplit_once('.')?;
     let kind = match kind {
@@ -282,18 +283,30 @@ fn split_name(name: &str) -> Option<(&str, usize, Kind)> {
         "bias" => Kind::Bias,
         _ => return None,
     };
+    let (prefix, index) = split_index(stem)?;
+    Some((prefix, index, kind))
+}
+
+/// `<prefix><index>` -> (prefix, index); the prefix is empty or ends in a dot, the index is
+/// written as PyTorch writes it (no sign, no leading zero).
+pub(super) fn split_index(stem: &str) -> Option<(&str, usize)> {
     let at = stem.rfind('.').map_or(0, |i| i + 1);
     let digits = &stem[at..];
     let canonical = !digits.is_empty()
         && digits.len() <= 9
         && digits.bytes().all(|c| c.is_ascii_digit())
         && (digits == "0" || !digits.starts_with('0'));
-    canonical.then(|| (&stem[..at], digits.parse().expect("checked digits"), kind))
+    canonical.then(|| (&stem[..at], digits.parse().expect("checked digits")))
 }
 
 /// A tensor's values as f64 (F32 widened exactly, F64 as is), refusing other types and
 /// non-finite values by name.
-fn values(path: &Path, name: &str, info: &TensorInfo, data: &[u8]) -> Result<Vec<f64>, ModelError> {
+pub(super) fn values(
+    path: &Path,
+    name: &str,
+    info: &TensorInfo,
+    data: &[u8],
+) -> Result<Vec<f64>, ModelError> {
     let err = |msg: String| ModelError::Tensor {
         path: path.to_path_buf(),
         name: name.to_string(),
@@ -326,7 +339,10 @@ fn values(path: &Path, name: &str, info: &TensorInfo, data: &[u8]) -> Result<Vec
 
 /// The model's settings from the header's `__metadata__`; absent keys keep the `.npz`
 /// defaults ([`ModelMeta::default`]).
-fn settings(path: &Path, md: Option<&HashMap<String, String>>) -> Result<ModelMeta, ModelError> {
+pub(crate) fn settings(
+    path: &Path,
+    md: Option<&HashMap<String, String>>,
+) -> Result<ModelMeta, ModelError> {
     let mut meta = ModelMeta::default();
     let Some(md) = md else {
         return Ok(meta);

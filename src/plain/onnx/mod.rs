@@ -1,0 +1,265 @@
+//! Models exported from PyTorch (or any framework) as ONNX: the graph is read with `prost`
+//! over the messages of onnx.proto ([`proto`]) and mapped onto the project's two families
+//! ([`graph`]): the patch MLP ([`Model`]) and the convolution stack of DnCNN and FFDNet
+//! ([`Cnn`]). Batch norm is folded into its convolution and the pixel (un)shuffle's channel
+//! order into the first and last convolutions' weights, all before anything is shared.
+//! Whatever else a graph holds is refused by node, op and attribute. The settings a graph
+//! does not carry (the MLP's mean shift, residual, aggregation; the noise level trained for)
+//! are the model's `metadata_props`, with the keys of the `.safetensors` metadata.
+
+mod graph;
+pub mod proto;
+mod tensor;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use ndarray::{Array1, Array2};
+
+use self::graph::{Family, Refusal, Walked};
+use self::tensor::Tensor;
+use super::cnn::{Cnn, CnnMeta, Conv};
+use super::model::{Layer, Model, ModelError};
+
+pub use self::graph::SUPPORTED_OPS;
+
+/// Largest file accepted (the `.npz` reader's total).
+pub const MAX_FILE: u64 = super::npz::MAX_TOTAL_BYTES;
+
+/// What decoding may allocate beyond the file's own bytes: structs, names, shapes. DnCNN-S
+/// needs about 60 KB.
+const MAX_STRUCTURE: u64 = 64 << 20;
+
+/// Versions of the standard op set whose ops the importer reads as it does (the ops'
+/// attributes it checks are those of these versions).
+pub const OPSETS: RangeInclusive<i64> = 9..=28;
+
+/// IR versions accepted (IR 3 brought op set imports).
+const IR_VERSIONS: RangeInclusive<i64> = 3..=14;
+
+/// A network read from an ONNX file.
+#[derive(Debug)]
+pub enum Net {
+    Mlp(Model),
+    Cnn(Cnn),
+}
+
+/// True for a file named `.onnx` (ONNX has no magic number to tell it by).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+fn not_onnx(path: &Path, msg: impl Into<String>) -> ModelError {
+    ModelError::NotOnnx {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Reads the network in the ONNX file at `path`.
+pub fn load(path: &Path) -> Result<Net, ModelError> {
+    let bytes = read_capped(path)?;
+    parse(path, &bytes)
+}
+
+fn read_capped(path: &Path) -> Result<Vec<u8>, ModelError> {
+    let open = |source| ModelError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(open)?;
+    let size = file.metadata().map_err(open)?.len();
+    if size > MAX_FILE {
+        return Err(not_onnx(
+            path,
+            format!("{size} bytes; a model file may hold at most {MAX_FILE}"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(open)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(not_onnx(
+            path,
+            "the file grew past the size limit while being read",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads a network from an ONNX file's bytes (`path` names it in errors).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
+    let cost =
+        proto::census(bytes).map_err(|e| not_onnx(path, format!("malformed protobuf: {e}")))?;
+    if cost > bytes.len() as u64 + MAX_STRUCTURE {
+        return Err(not_onnx(
+            path,
+            format!(
+                "its structure would take {cost} bytes to read, more than {MAX_STRUCTURE} beyond \
+                 its own size (a denoiser's graph takes a few KB)"
+            ),
+        ));
+    }
+    let m = proto::decode(bytes).map_err(|e| not_onnx(path, format!("malformed protobuf: {e}")))?;
+    if !IR_VERSIONS.contains(&m.ir_version) {
+        return Err(not_onnx(
+            path,
+            format!(
+                "IR version {} ({} to {} supported)",
+                m.ir_version,
+                IR_VERSIONS.start(),
+                IR_VERSIONS.end()
+            ),
+        ));
+    }
+    let std_set: Vec<i64> = m
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .collect();
+    match std_set[..] {
+        [v] if OPSETS.contains(&v) => {}
+        [v] => {
+            return Err(not_onnx(
+                path,
+                format!(
+                    "opset {v} of the standard domain ({} to {} supported; torch.onnx.export \
+                     takes opset_version=17)",
+                    OPSETS.start(),
+                    OPSETS.end()
+                ),
+            ))
+        }
+        _ => {
+            return Err(not_onnx(
+                path,
+                "no single opset of the standard domain is imported",
+            ))
+        }
+    }
+    let g = m
+        .graph
+        .as_ref()
+        .ok_or_else(|| not_onnx(path, "the model has no graph"))?;
+    let mut consts: HashMap<&str, Tensor> = HashMap::new();
+    for t in &g.initializer {
+        let v = Tensor::from_proto(t, usize::MAX).map_err(|msg| ModelError::Tensor {
+            path: path.to_path_buf(),
+            name: t.name.clone(),
+            msg,
+        })?;
+        if let Some(bad) = v.data.iter().position(|x| !x.is_finite()) {
+            return Err(ModelError::Tensor {
+                path: path.to_path_buf(),
+                name: t.name.clone(),
+                msg: format!("non-finite value at flat index {bad}"),
+            });
+        }
+        if consts.insert(t.name.as_str(), v).is_some() {
+            return Err(not_onnx(
+                path,
+                format!("initializer {:?} is defined twice", t.name),
+            ));
+        }
+    }
+    let walked = graph::walk(g, consts).map_err(|r: Refusal| match r.node {
+        Some((node, op)) => ModelError::OnnxNode {
+            path: path.to_path_buf(),
+            node,
+            op,
+            msg: r.msg,
+        },
+        None => not_onnx(path, r.msg),
+    })?;
+    let mut md: HashMap<String, String> = HashMap::new();
+    for e in &m.metadata_props {
+        if md.insert(e.key.clone(), e.value.clone()).is_some() {
+            return Err(ModelError::Setting {
+                path: path.to_path_buf(),
+                key: e.key.clone(),
+                msg: "is given twice".into(),
+            });
+        }
+    }
+    let net = match walked.stack.family {
+        Family::Mlp => Net::Mlp(mlp(path, walked, &md)?),
+        Family::Cnn => Net::Cnn(cnn(path, walked, &md)?),
+    };
+    Ok(net)
+}
+
+fn mlp(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Model, ModelError> {
+    let meta = super::safetensors::settings(path, (!md.is_empty()).then_some(md))?;
+    let layers = w
+        .stack
+        .layers
+        .into_iter()
+        .map(|l| Layer {
+            w: Array2::from_shape_vec((l.cout, l.cin), l.w).expect("out x in"),
+            b: Array1::from(l.b),
+        })
+        .collect();
+    let m = Model { layers, meta };
+    m.validate(path)?;
+    Ok(m)
+}
+
+fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, ModelError> {
+    let mut meta = CnnMeta {
+        sigma: 25.0,
+        residual: w.residual,
+    };
+    let mut keys: Vec<&String> = md.keys().collect();
+    keys.sort_unstable();
+    for key in keys {
+        let value = &md[key];
+        match key.as_str() {
+            "sigma" => match value.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 => meta.sigma = s,
+                _ => {
+                    return Err(ModelError::Setting {
+                        path: path.to_path_buf(),
+                        key: key.clone(),
+                        msg: format!("is {value:?}; expected a positive number"),
+                    })
+                }
+            },
+            _ => {
+                return Err(ModelError::Setting {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    msg: "is not a setting of a ppdenoise CNN (known: sigma, the noise level \
+                          it was trained for)"
+                        .into(),
+                })
+            }
+        }
+    }
+    let frame = w.stack.frame;
+    let mut convs: Vec<Conv> = w
+        .stack
+        .layers
+        .into_iter()
+        .map(|l| Conv {
+            cin: l.cin,
+            cout: l.cout,
+            k: l.k,
+            w: l.w,
+            b: l.b,
+        })
+        .collect();
+    crate::plain::cnn::reorder_channels(&mut convs, &w.stack.in_perm, &w.out_perm);
+    let m = Cnn {
+        convs,
+        meta,
+        frame,
+        fixed_point: None,
+    };
+    m.validate(path)?;
+    Ok(m)
+}

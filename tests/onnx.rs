@@ -1,0 +1,127 @@
+//! Models from PyTorch (issue 29): ONNX files exported by torch.onnx.export and CNN
+//! state dicts saved by safetensors.torch, made by scripts/make-onnx-fixtures.py. Their float
+//! forward must match torch's own (recorded in fixtures/onnx/reference.npz), every form of
+//! one network must load to the same model, and the secure run must equal the oracle.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, Ix2};
+use ndarray_npy::NpzReader;
+use ppdenoise::plain::cnn::Cnn;
+use ppdenoise::plain::model::Model;
+use ppdenoise::plain::noise_map::NoiseLevel;
+use ppdenoise::plain::preprocess::Preprocess;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/onnx")
+        .join(name)
+}
+
+fn reference(name: &str) -> Array2<f64> {
+    let f = std::fs::File::open(fixture("reference.npz")).unwrap();
+    NpzReader::new(f).unwrap().by_name::<_, Ix2>(name).unwrap()
+}
+
+fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    assert_eq!(a.dim(), b.dim());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The MLP's forward on rows of `x`, as torch computes it (tanh between layers).
+fn mlp_forward(m: &Model, x: &Array2<f64>) -> Array2<f64> {
+    let mut a = x.t().to_owned();
+    for (i, l) in m.layers.iter().enumerate() {
+        a = l.w.dot(&a) + &l.b.view().insert_axis(ndarray::Axis(1));
+        if i + 1 < m.layers.len() {
+            a.mapv_inplace(f64::tanh);
+        }
+    }
+    a.t().to_owned()
+}
+
+#[test]
+fn imported_mlps_match_torch_forward() {
+    let (x, y) = (reference("mlp_x"), reference("mlp_y"));
+    for name in ["tiny-mlp.onnx", "tiny-mlp-matmul.onnx"] {
+        let m = Model::load(&fixture(name)).unwrap();
+        assert_eq!(m.widths(), [81, 16, 16, 25], "{name}");
+        assert!(
+            m.meta.mean_shift && m.meta.residual,
+            "{name}: metadata_props read"
+        );
+        assert_eq!(m.meta.aggregation_sigma, 1.5);
+        let d = max_diff(&mlp_forward(&m, &x), &y);
+        assert!(d < 1e-5, "{name}: {d}");
+    }
+    // Gemm and MatMul + Add spell the same layers: the same model to the bit.
+    assert_eq!(
+        Model::load(&fixture("tiny-mlp.onnx")).unwrap(),
+        Model::load(&fixture("tiny-mlp-matmul.onnx")).unwrap()
+    );
+}
+
+fn cnn_out(m: &Cnn, img: &Array2<f64>, sigma: f64) -> Array2<f64> {
+    let (h, w) = img.dim();
+    let map = m.noise_map(&NoiseLevel::Uniform(sigma), h, w);
+    m.denoise_float(img, &Preprocess::identity(), &map)
+}
+
+#[test]
+fn imported_cnns_match_torch_forward_at_any_size() {
+    for (family, files) in [
+        (
+            "dncnn",
+            [
+                "tiny-dncnn.onnx",
+                "tiny-dncnn-dynamo.onnx",
+                "tiny-dncnn.safetensors",
+            ],
+        ),
+        (
+            "ffdnet",
+            [
+                "tiny-ffdnet.onnx",
+                "tiny-ffdnet-dynamo.onnx",
+                "tiny-ffdnet.safetensors",
+            ],
+        ),
+    ] {
+        for name in files {
+            let m = Cnn::load(&fixture(name)).unwrap();
+            assert_eq!(m.meta.residual, family == "dncnn", "{name}");
+            for size in ["16x16", "12x18"] {
+                let img = reference(&format!("dncnn_in_{size}"));
+                let want = reference(&format!("{family}_out_{size}"));
+                let d = max_diff(&cnn_out(&m, &img, 30.0), &want);
+                // f32 convolutions on both sides; grey levels 0..255.
+                assert!(d < 2e-3, "{name} at {size}: {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_folded_here_is_the_same_from_onnx_and_safetensors() {
+    // The same float32 values folded by the same code; only eps differs in its last bits
+    // (ONNX stores it as a float32, the metadata as the decimal 0.0001).
+    for family in ["dncnn", "ffdnet"] {
+        let a = Cnn::load(&fixture(&format!("tiny-{family}.onnx"))).unwrap();
+        let b = Cnn::load(&fixture(&format!("tiny-{family}.safetensors"))).unwrap();
+        assert_eq!((a.meta, a.frame), (b.meta, b.frame), "{family}");
+        assert_eq!(a.channels(), b.channels(), "{family}");
+        let mut worst = 0.0f64;
+        for (x, y) in a.convs.iter().zip(&b.convs) {
+            assert_eq!((x.cin, x.cout, x.k), (y.cin, y.cout, y.k));
+            for (u, v) in x.w.iter().chain(&x.b).zip(y.w.iter().chain(&y.b)) {
+                worst = worst.max((u - v).abs());
+            }
+        }
+        assert!(worst < 1e-9, "{family}: {worst}");
+    }
+}
