@@ -4,7 +4,7 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate clean
+.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 build:
 	$(CARGO) build --release
@@ -105,6 +105,22 @@ table-ffdnet: build out/ffdnet/clip.npz dncnn .venv-bm3d/.ok
 .venv-bm3d/.ok:
 	test -d .venv-bm3d || python3 -m venv .venv-bm3d
 	.venv-bm3d/bin/pip install --quiet bm3d==4.0.3 pillow
+	touch $@
+
+# PyTorch and ONNX (torch, onnx, onnxscript, safetensors from PyPI: a few GB), only to remake
+# the committed fixtures of tests/onnx.rs (fixtures/onnx/) and out/dncnn/s25.onnx: DnCNN-S as a
+# PyTorch module exported to ONNX, which tests/onnx.rs checks against the .npz when present.
+onnx-fixtures: | .venv-onnx/.ok
+	.venv-onnx/bin/python scripts/make-onnx-fixtures.py
+
+onnx-dncnn: out/dncnn/s25.onnx
+
+out/dncnn/s25.onnx: out/dncnn/s25.npz | .venv-onnx/.ok
+	.venv-onnx/bin/python scripts/make-onnx-fixtures.py --dncnn-npz $< --out $@
+
+.venv-onnx/.ok:
+	test -d .venv-onnx || python3 -m venv .venv-onnx
+	.venv-onnx/bin/pip install --quiet torch onnx onnxscript safetensors numpy
 	touch $@
 
 # The stamp is written only once pip has succeeded, so a failed install is retried.

@@ -37,7 +37,7 @@ fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 fn mlp_forward(m: &Model, x: &Array2<f64>) -> Array2<f64> {
     let mut a = x.t().to_owned();
     for (i, l) in m.layers.iter().enumerate() {
-        a = l.w.dot(&a) + &l.b.view().insert_axis(ndarray::Axis(1));
+        a = l.w.dot(&a) + l.b.view().insert_axis(ndarray::Axis(1));
         if i + 1 < m.layers.len() {
             a.mapv_inplace(f64::tanh);
         }
@@ -124,4 +124,122 @@ fn batch_norm_folded_here_is_the_same_from_onnx_and_safetensors() {
         }
         assert!(worst < 1e-9, "{family}: {worst}");
     }
+}
+
+/// `demo` (both servers as processes) on `model`: the secure image equals the oracle's.
+fn demo_bit_exact(model: &Path, engine: &str, extra: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("w");
+    let mut args = vec![
+        "demo",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        "builtin:phantom:16",
+        "--engine",
+        engine,
+        "--workdir",
+        work.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let j = common::ok(&args);
+    assert_eq!(
+        j["max_abs_diff_secure_oracle"].as_f64(),
+        Some(0.0),
+        "{model:?} on {engine}: {j}"
+    );
+    j
+}
+
+#[test]
+fn secure_runs_of_imported_models_equal_the_oracle() {
+    for engine in ["gc", "gmw"] {
+        let j = demo_bit_exact(&fixture("tiny-dncnn.onnx"), engine, &[]);
+        assert_eq!(j["network"], "cnn");
+    }
+    for name in ["tiny-ffdnet.onnx", "tiny-ffdnet.safetensors"] {
+        demo_bit_exact(&fixture(name), "gmw", &["--sigma", "30"]);
+    }
+    demo_bit_exact(&fixture("tiny-dncnn.safetensors"), "gc", &[]);
+    // The MLP runs on patches (a CNN's run has none).
+    let j = demo_bit_exact(&fixture("tiny-mlp.onnx"), "gmw", &[]);
+    assert!(j["dealer"]["patches"].as_u64() > Some(0), "{j}");
+}
+
+#[test]
+fn commands_take_onnx_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let model = fixture("tiny-ffdnet.onnx");
+    let m = model.to_str().unwrap();
+    let j = common::ok(&["inspect", m]);
+    assert_eq!(j["kind"], "cnn model", "{j}");
+    let j = common::ok(&["share-model", "--model", m, "--out", &d("m")]);
+    assert_eq!(j["ok"], true, "{j}");
+    for ext in ["p0", "p1", "pub"] {
+        assert!(dir.path().join(format!("m.{ext}")).exists());
+    }
+    // denoise: the ONNX file and its safetensors twin give the same PNG in fixed point.
+    let mut pngs = Vec::new();
+    for f in ["tiny-ffdnet.onnx", "tiny-ffdnet.safetensors"] {
+        let out = d(&format!("{f}.png"));
+        common::ok(&[
+            "denoise",
+            "--model",
+            fixture(f).to_str().unwrap(),
+            "--image",
+            "builtin:phantom:24",
+            "--sigma",
+            "30",
+            "--arith",
+            "fixed",
+            "--out",
+            &out,
+        ]);
+        pngs.push(std::fs::read(out).unwrap());
+    }
+    assert_eq!(pngs[0], pngs[1]);
+    // The MLP: share-model says that Tanh runs as tanh*.
+    let j = common::ok(&[
+        "share-model",
+        "--model",
+        fixture("tiny-mlp.onnx").to_str().unwrap(),
+        "--out",
+        &d("mlp"),
+    ]);
+    assert!(j["notes"][0].as_str().unwrap().contains("tanh*"), "{j}");
+}
+
+/// DnCNN-S at sigma 25, the authors' weights, as a PyTorch module exported to ONNX
+/// (`make onnx-dncnn`, into out/): the same model and the same image as the .npz import.
+/// Skipped when out/dncnn/ lacks the files (CI has neither the weights' conversion nor torch).
+#[test]
+fn dncnn_s_through_pytorch_onnx_is_the_npz_import_bit_for_bit() {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("out/dncnn");
+    let (onnx, npz) = (out.join("s25.onnx"), out.join("s25.npz"));
+    if !(onnx.exists() && npz.exists()) {
+        eprintln!("skipped: {onnx:?} or {npz:?} absent (make onnx-dncnn)");
+        return;
+    }
+    let (a, b) = (Cnn::load(&onnx).unwrap(), Cnn::load(&npz).unwrap());
+    assert_eq!(a.channels().len(), 18);
+    assert_eq!(a, b, "the same weights, to the bit");
+    let dir = tempfile::tempdir().unwrap();
+    let mut pngs = Vec::new();
+    for (name, m) in [("onnx", &onnx), ("npz", &npz)] {
+        let png = dir.path().join(format!("{name}.png"));
+        common::ok(&[
+            "denoise",
+            "--model",
+            m.to_str().unwrap(),
+            "--image",
+            "builtin:phantom:64",
+            "--arith",
+            "fixed",
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        pngs.push(std::fs::read(png).unwrap());
+    }
+    assert_eq!(pngs[0], pngs[1]);
 }

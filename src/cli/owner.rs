@@ -249,16 +249,18 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         written[2],
         id_hex(&model_id)
     )];
+    let mut notes = Vec::new();
     if model.meta.activation == Activation::Tanh {
-        lines.push(
-            "note: this model was trained with tanh; the secure protocol computes the paper's tanh*".into(),
+        notes.push(
+            "this model was trained with tanh; the secure protocol computes the paper's tanh*",
         );
     }
+    lines.extend(notes.iter().map(|n| format!("note: {n}")));
     Ok(Summary {
         lines,
         json: serde_json::json!({
             "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
-            "widths": plan.widths(), "outputs": written,
+            "widths": plan.widths(), "outputs": written, "notes": notes,
         }),
     })
 }

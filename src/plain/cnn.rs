@@ -380,6 +380,29 @@ impl Cnn {
     }
 }
 
+/// Folds an inference-mode batch norm into the filters before it: with per-channel scale,
+/// shift, running mean and variance `p` and g = scale / sqrt(var + eps), w' = w g and
+/// b' = (b - mean) g + shift. `w` holds one row of `w.len() / b.len()` weights per filter.
+pub fn fold_batch_norm(
+    w: &mut [f64],
+    b: &mut [f64],
+    p: [&[f64]; 4],
+    eps: f64,
+) -> Result<(), String> {
+    let fan = w.len() / b.len().max(1);
+    let [scale, shift, mean, var] = p;
+    for (o, (row, bias)) in w.chunks_mut(fan).zip(b.iter_mut()).enumerate() {
+        let v = var[o] + eps;
+        let g = scale[o] / v.sqrt();
+        if v <= 0.0 || !g.is_finite() {
+            return Err(format!("channel {o}: variance + eps = {v} is not positive"));
+        }
+        row.iter_mut().for_each(|x| *x *= g);
+        *bias = (*bias - mean[o]) * g + shift[o];
+    }
+    Ok(())
+}
+
 /// Puts the first convolution's input channels and the last one's filters in the frame's
 /// order: input channel i of the result is channel `first_in[i]` of the given weights, and
 /// filter j is filter `last_out[j]` (a permutation of weights, exact).

@@ -16,12 +16,16 @@
 use std::collections::{HashMap, HashSet};
 
 use super::proto::{attr_type, AttributeProto, GraphProto, NodeProto, ValueInfoProto};
-use super::tensor::{type_name, volume, Tensor, MAX_PROBE};
+use super::tensor::{type_name, volume, Tensor, MAX_PROBE, MAX_RANK};
 use crate::plain::cnn::{MAX_CHANNELS, MAX_CONV_LAYERS};
 use crate::plain::frame::Frame;
 
 /// Most nodes a graph may have (DnCNN-S exports to about 50).
 pub const MAX_NODES: usize = 10_000;
+
+/// Most values the walk may copy or compute in all (a 512 x 512 FFDNet export takes a few
+/// million), so that a graph of many nodes on a large tensor cannot keep the reader busy.
+const MAX_WORK: usize = 1 << 27;
 
 /// Position numbers of the noise-level input in probes (image positions are >= 0).
 const MAP: f64 = -1.0;
@@ -169,6 +173,8 @@ struct Walk<'g> {
     level_used: bool,
     /// The stack whose output a back probe rearranges.
     back: Option<Stack>,
+    /// Values copied or computed so far ([`MAX_WORK`]).
+    work: std::cell::Cell<usize>,
 }
 
 /// Walks `g` (its initializers already read into `consts`).
@@ -218,6 +224,7 @@ pub fn walk(g: &GraphProto, consts: HashMap<&str, Tensor>) -> R<Walked> {
         level,
         level_used: false,
         back: None,
+        work: Default::default(),
     };
     w.vals.insert(g.input_name(&w.image.name), Val::Image);
     if let Some(l) = &w.level {
@@ -317,6 +324,11 @@ fn shuffle_order(t: &Tensor, cout: usize, r: usize, dims: Option<(usize, usize)>
         ))
     };
     let (h, w) = dims.ok_or_else(|| bad("the size is not fixed".into()))?;
+    if h < 2 || w < 2 {
+        return Err(bad(format!(
+            "an export of {h}x{w} maps is too small to tell"
+        )));
+    }
     if t.dims != [1, 1, h * r, w * r] || cout != r * r {
         return Err(bad(format!(
             "shape {:?} from {cout} channels of {h}x{w}, unshuffle factor {r}",
@@ -364,6 +376,11 @@ impl<'a> Attrs<'a> {
                 "attribute {} refers to a function's attribute, which is not supported",
                 a.name
             ));
+        }
+        let mut names: Vec<&str> = node.attribute.iter().map(|a| a.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("attribute {} is given twice", w[0]));
         }
         Ok(Attrs {
             list: &node.attribute,
@@ -440,7 +457,10 @@ impl<'g> Walk<'g> {
                 self.used.insert(name.as_str());
                 Ok(self.vals.remove(name.as_str()))
             }
-            Some(v) => Ok(Some(v.clone())),
+            Some(v) => {
+                self.charge(v)?;
+                Ok(Some(v.clone()))
+            }
             None if self.used.contains(name.as_str()) => Err(format!(
                 "input {name:?} is used a second time; the network must be a chain (branches \
                  other than the residual are not supported)"
@@ -469,6 +489,13 @@ impl<'g> Walk<'g> {
     /// A value as a probe: the inputs become position numbers (fixed sizes needed).
     fn probe(&mut self, v: Val) -> Result<(Tensor, bool), String> {
         let positions = |inp: &Input, fill: Option<f64>| -> Result<Tensor, String> {
+            if inp.dims.len() > MAX_RANK {
+                return Err(format!(
+                    "graph input {:?} has rank {}",
+                    inp.name,
+                    inp.dims.len()
+                ));
+            }
             let mut dims = Vec::with_capacity(inp.dims.len());
             for (a, d) in inp.dims.iter().enumerate() {
                 dims.push(match (a, d) {
@@ -552,7 +579,23 @@ impl<'g> Walk<'g> {
         if self.vals.contains_key(name.as_str()) || self.used.contains(name.as_str()) {
             return Err(format!("redefines {name:?}"));
         }
+        self.charge(&v)?;
         self.vals.insert(name.as_str(), v);
+        Ok(())
+    }
+
+    /// Counts a tensor value's size against [`MAX_WORK`] (before it is copied).
+    fn charge(&self, v: &Val) -> Result<(), String> {
+        if let Val::Const(t) | Val::Probe { t, .. } = v {
+            let work = self.work.get() + t.data.len() + t.dims.len();
+            self.work.set(work);
+            if work > MAX_WORK {
+                return Err(format!(
+                    "the graph's constants and rearrangements come to more than {MAX_WORK} \
+                     values copied or computed (a denoiser's take a few million)"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -566,6 +609,21 @@ impl<'g> Walk<'g> {
         }
         let mut at = Attrs::new(node)?;
         let op = node.op_type.as_str();
+        let most = match op {
+            "Constant" => 0,
+            "Relu" | "Tanh" | "Identity" | "Flatten" | "Transpose" | "SpaceToDepth"
+            | "DepthToSpace" | "Shape" | "Cast" | "ConstantOfShape" => 1,
+            "Sub" | "Add" | "MatMul" | "Reshape" | "Tile" | "Expand" | "Unsqueeze" | "Squeeze" => 2,
+            "Conv" | "Gemm" | "Dropout" => 3,
+            "BatchNormalization" => 5,
+            _ => usize::MAX,
+        };
+        if node.input.len() > most {
+            return Err(format!(
+                "has {} inputs ({op} takes at most {most})",
+                node.input.len()
+            ));
+        }
         let v = match op {
             "Identity" => self.need(node, 0, "X")?,
             "Dropout" => {
@@ -589,7 +647,10 @@ impl<'g> Walk<'g> {
                     }
                     None => 0.0,
                 };
-                let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+                if shape.len() > MAX_RANK || shape.iter().any(|&d| d < 1) {
+                    return Err(format!("shape {shape:?} (1 to {MAX_RANK} positive sizes)"));
+                }
+                let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
                 let n = volume(&dims, MAX_PROBE).ok_or("its shape is too large")?;
                 Val::Const(Tensor::new(dims, vec![fill; n]))
             }
@@ -635,6 +696,9 @@ impl<'g> Walk<'g> {
             "Reshape" | "Flatten" | "Transpose" | "SpaceToDepth" | "DepthToSpace" | "Tile"
             | "Expand" | "Unsqueeze" | "Squeeze" => self.rearrange(node, &mut at)?,
             "Concat" => {
+                if node.input.is_empty() {
+                    return Err("has no inputs".into());
+                }
                 let axis = at.int("axis", i64::MIN)?;
                 let mut parts = Vec::new();
                 for i in 0..node.input.len() {
@@ -948,18 +1012,7 @@ impl<'g> Walk<'g> {
             }
             p.push(t.data);
         }
-        let fan = l.w.len() / l.cout;
-        for o in 0..l.cout {
-            let var = p[3][o] + eps;
-            if !(var > 0.0) {
-                return Err(format!(
-                    "channel {o}: variance + epsilon = {var} is not positive"
-                ));
-            }
-            let g = p[0][o] / var.sqrt();
-            l.w[o * fan..(o + 1) * fan].iter_mut().for_each(|v| *v *= g);
-            l.b[o] = (l.b[o] - p[2][o]) * g + p[1][o];
-        }
+        crate::plain::cnn::fold_batch_norm(&mut l.w, &mut l.b, [&p[0], &p[1], &p[2], &p[3]], eps)?;
         l.bn = true;
         Ok(Val::Stack(s))
     }
@@ -1141,6 +1194,12 @@ fn block(at: &mut Attrs) -> Result<usize, String> {
 }
 
 fn unsqueeze(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>, String> {
+    if dims.len() + axes.len() > MAX_RANK {
+        return Err(format!(
+            "a result of rank {} (at most {MAX_RANK})",
+            dims.len() + axes.len()
+        ));
+    }
     let r = (dims.len() + axes.len()) as i64;
     let mut ax: Vec<i64> = axes
         .iter()
@@ -1216,13 +1275,13 @@ fn constant_node(at: &mut Attrs) -> Result<Tensor, String> {
     }
 }
 
+/// A frame, the graph's channel for each of its input channels, and the sub-images' size.
+type Unshuffled = (Frame, Vec<usize>, (usize, usize));
+
 /// Reads the first convolution's input, a probe of the image (position y * W + x) and the
 /// noise level (`MAP`), as a pixel-unshuffle by r with an optional map channel: the frame,
 /// for each of the frame's input channels the probe's channel, and the sub-image size.
-fn unshuffle_order(
-    t: &Tensor,
-    image: &Input,
-) -> Result<(Frame, Vec<usize>, (usize, usize)), String> {
+fn unshuffle_order(t: &Tensor, image: &Input) -> Result<Unshuffled, String> {
     let bad = |why: String| {
         format!(
             "input X is not the image pixel-unshuffled, with a noise map as one more channel \
@@ -1241,7 +1300,8 @@ fn unshuffle_order(
             )))
         }
     };
-    if h == 0 || w == 0 || big_h % h != 0 || big_h / h != big_w / w.max(1) || big_w % w != 0 {
+    // Sub-images of 1 x 1 would make any reshape look like an unshuffle.
+    if h < 2 || w < 2 || big_h % h != 0 || big_h / h != big_w / w.max(1) || big_w % w != 0 {
         return Err(bad(format!("{h}x{w} maps from a {big_h}x{big_w} image")));
     }
     let r = big_h / h;

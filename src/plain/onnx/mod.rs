@@ -33,8 +33,9 @@ pub const MAX_FILE: u64 = super::npz::MAX_TOTAL_BYTES;
 const MAX_STRUCTURE: u64 = 64 << 20;
 
 /// Versions of the standard op set whose ops the importer reads as it does (the ops'
-/// attributes it checks are those of these versions).
-pub const OPSETS: RangeInclusive<i64> = 9..=28;
+/// attributes it checks are those of these versions; from 9 on, Reshape takes its shape as
+/// an input and batch norm has no `spatial` switch left to change its meaning).
+pub const OPSETS: RangeInclusive<i64> = 9..=23;
 
 /// IR versions accepted (IR 3 brought op set imports).
 const IR_VERSIONS: RangeInclusive<i64> = 3..=14;
@@ -95,12 +96,15 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, ModelError> {
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
     let cost =
         proto::census(bytes).map_err(|e| not_onnx(path, format!("malformed protobuf: {e}")))?;
-    if cost > bytes.len() as u64 + MAX_STRUCTURE {
+    // Weights take up to three times their bytes (a vector grown by pushes); the structure
+    // around them, of a few KB in a denoiser, is what a hostile file would inflate.
+    let allowed = 3 * bytes.len() as u64 + MAX_STRUCTURE;
+    if cost > allowed {
         return Err(not_onnx(
             path,
             format!(
-                "its structure would take {cost} bytes to read, more than {MAX_STRUCTURE} beyond \
-                 its own size (a denoiser's graph takes a few KB)"
+                "its structure would take {cost} bytes to read, more than {allowed} (three \
+                 times its size and {MAX_STRUCTURE}; a denoiser's graph takes a few KB)"
             ),
         ));
     }
@@ -194,6 +198,15 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
 }
 
 fn mlp(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Model, ModelError> {
+    if md.contains_key("activation") {
+        return Err(ModelError::Setting {
+            path: path.to_path_buf(),
+            key: "activation".into(),
+            msg: "is not read from an ONNX file: its Tanh nodes say what it computes (run as \
+                  tanh*)"
+                .into(),
+        });
+    }
     let meta = super::safetensors::settings(path, (!md.is_empty()).then_some(md))?;
     let layers = w
         .stack

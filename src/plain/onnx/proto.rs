@@ -282,10 +282,12 @@ fn field(kind: Kind, number: u64) -> Field {
     }
 }
 
-/// Bytes charged for one decoded message (its struct, more than any of the structs above)
-/// and for one vector element's header.
-const MESSAGE_COST: u64 = 512;
-const ELEMENT_COST: u64 = 32;
+/// Bytes charged for one decoded message and for one string or number in a vector: three
+/// times the largest struct above (an AttributeProto with its inline TensorProto, about
+/// 360 B) and three times a `String`, since a vector grown by pushes holds up to twice its
+/// length, and the old buffer while it moves.
+const MESSAGE_COST: u64 = 1200;
+const ELEMENT_COST: u64 = 72;
 
 /// Walks the wire format of a `ModelProto` along the schema above and returns an upper bound
 /// of the bytes that decoding it allocates, or what is malformed. Nothing is allocated;
@@ -321,7 +323,7 @@ fn walk(mut buf: &[u8], kind: Kind) -> Result<u64, String> {
                 cost += match f {
                     Field::Msg(k) => MESSAGE_COST + walk(body, k)?,
                     Field::Bytes => ELEMENT_COST + len,
-                    Field::Numbers(n) => len * n as u64,
+                    Field::Numbers(n) => 3 * len * n as u64,
                     Field::Scalar | Field::Skipped => 0,
                 };
                 continue;
@@ -329,7 +331,7 @@ fn walk(mut buf: &[u8], kind: Kind) -> Result<u64, String> {
             _ => return Err(format!("wire type {wire} (groups are not used by ONNX)")),
         }
         if let Field::Numbers(_) = f {
-            cost += 8;
+            cost += 24;
         }
     }
     // A message is charged once more per field kind it holds; a constant covers that.

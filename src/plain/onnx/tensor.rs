@@ -5,9 +5,20 @@
 
 use super::proto::{data_type, varints, TensorProto};
 
-/// Most values one tensor may hold in the importer's evaluations: a probe of a 4096 x 4096
+/// Most values one tensor may hold in the importer's evaluations: a probe of a 2048 x 2048
 /// example input. Weights are not bounded by this (they are only read, never rearranged).
-pub const MAX_PROBE: usize = 1 << 24;
+pub const MAX_PROBE: usize = 1 << 22;
+
+/// Most axes a tensor may have (the networks read use 6 at most, in a pixel shuffle), so
+/// that index arithmetic stays proportional to the values.
+pub const MAX_RANK: usize = 8;
+
+fn check_rank(r: usize) -> Result<(), String> {
+    if r > MAX_RANK {
+        return Err(format!("a tensor of rank {r} (at most {MAX_RANK})"));
+    }
+    Ok(())
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -46,6 +57,7 @@ impl Tensor {
         if t.segment.is_some() {
             return Err("is split into segments, which are not supported".into());
         }
+        check_rank(t.dims.len())?;
         let mut dims = Vec::with_capacity(t.dims.len());
         for &d in &t.dims {
             if d < 0 {
@@ -55,6 +67,11 @@ impl Tensor {
         }
         let n = volume(&dims, cap)
             .ok_or_else(|| format!("declares shape {dims:?}, more than {cap} values"))?;
+        // Empty tensors have no use in these networks, and a zero beside huge dimensions
+        // would make the index loops long.
+        if n == 0 {
+            return Err(format!("is empty (shape {dims:?})"));
+        }
         let raw = !t.raw_data.is_empty();
         let width = match t.data_type {
             data_type::FLOAT | data_type::INT32 => 4,
@@ -68,7 +85,7 @@ impl Tensor {
             }
         };
         let data: Vec<f64> = if raw {
-            if t.raw_data.len() != n * width {
+            if n.checked_mul(width) != Some(t.raw_data.len()) {
                 return Err(format!(
                     "declares shape {dims:?} ({n} values) but holds {} bytes",
                     t.raw_data.len()
@@ -101,9 +118,11 @@ impl Tensor {
                     };
                     // At least one byte per value: a declared size larger than the bytes
                     // is refused before decoding.
-                    if bytes.len() < n {
+                    // One to ten bytes per value: sizes outside are refused before decoding.
+                    if bytes.len() < n || bytes.len() / 10 > n {
                         return Err(format!(
-                            "declares shape {dims:?} ({n} values) but holds fewer"
+                            "declares shape {dims:?} ({n} values) but holds {} bytes of them",
+                            bytes.len()
                         ));
                     }
                     varints(bytes)
@@ -143,6 +162,7 @@ impl Tensor {
 
     /// ONNX Reshape: 0 copies the input's dimension (unless `allowzero`), -1 is inferred.
     pub fn reshape(&self, shape: &[i64], allowzero: bool) -> Result<Tensor, String> {
+        check_rank(shape.len())?;
         let mut dims = Vec::with_capacity(shape.len());
         let mut infer = None;
         for (i, &s) in shape.iter().enumerate() {
@@ -161,12 +181,12 @@ impl Tensor {
         }
         if let Some(i) = infer {
             let rest = volume(&dims, usize::MAX).unwrap_or(0);
-            if rest == 0 || self.data.len() % rest != 0 {
+            if rest == 0 || !self.data.len().is_multiple_of(rest) {
                 return Err(format!("cannot infer the -1 of shape {shape:?}"));
             }
             dims[i] = self.data.len() / rest;
         }
-        if volume(&dims, usize::MAX) != Some(self.data.len()) {
+        if volume(&dims, usize::MAX) != Some(self.data.len()) || dims.contains(&0) {
             return Err(format!(
                 "cannot reshape {:?} ({} values) to {shape:?}",
                 self.dims,
@@ -254,21 +274,26 @@ impl Tensor {
             .dims
             .iter()
             .zip(repeats)
-            .map(|(&d, &r)| d * r as usize)
-            .collect();
+            .map(|(&d, &r)| d.checked_mul(r as usize).filter(|&v| v > 0))
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("repeats {repeats:?} give an empty or too large tensor"))?;
         self.gather_from(dims, |a, i| i % self.dims[a])
     }
 
     /// ONNX Expand: numpy broadcasting of the tensor to `shape`.
     pub fn expand(&self, shape: &[i64]) -> Result<Tensor, String> {
         let r = shape.len().max(self.dims.len());
+        check_rank(r)?;
         let pad = |d: &[usize]| {
             let mut v = vec![1; r - d.len()];
             v.extend_from_slice(d);
             v
         };
         let own = pad(&self.dims);
-        let want: Vec<usize> = pad(&shape.iter().map(|&s| s.max(0) as usize).collect::<Vec<_>>());
+        if shape.iter().any(|&s| s < 1) {
+            return Err(format!("shape {shape:?} is not a valid target"));
+        }
+        let want: Vec<usize> = pad(&shape.iter().map(|&s| s as usize).collect::<Vec<_>>());
         let mut dims = Vec::with_capacity(r);
         for (&a, &b) in own.iter().zip(&want) {
             dims.push(match (a, b) {

@@ -14,7 +14,9 @@ use std::path::Path;
 use ::safetensors::SafeTensors;
 
 use super::{not_st, read_checked, split_index, values};
-use crate::plain::cnn::{reorder_channels, Cnn, CnnMeta, Conv};
+use crate::plain::cnn::{
+    fold_batch_norm, reorder_channels, Cnn, CnnMeta, Conv, MAX_CHANNELS, MAX_KERNEL,
+};
 use crate::plain::frame::{Frame, MAX_UNSHUFFLE};
 use crate::plain::model::ModelError;
 
@@ -114,6 +116,16 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
             Some(v) => Err(setting(key, format!("is {v:?}; expected true or false"))),
         }
     };
+    // Whether the network predicts the noise is not in a state dict, and a wrong guess
+    // gives a wrong image without an error: the file must say.
+    if !md.contains_key("residual") {
+        return Err(setting(
+            "residual",
+            "is missing: say whether the network predicts the noise (true: clean = input - \
+             net(input), as DnCNN) or the image (false, as FFDNet)"
+                .into(),
+        ));
+    }
     let meta = CnnMeta {
         sigma: number("sigma", 25.0)?,
         residual: flag("residual", true)?,
@@ -129,6 +141,18 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
         unshuffle: r as usize,
         noise_map: flag("noise_map", false)?,
     };
+    // PyTorch's default eps is 1e-5, KAIR's DnCNN uses 1e-4: not guessed either.
+    let has_bn = modules
+        .values()
+        .any(|m| m.tensors.contains_key("running_var"));
+    if has_bn && !md.contains_key("bn_eps") {
+        return Err(setting(
+            "bn_eps",
+            "is missing: the file has batch norms; give their eps (nn.BatchNorm2d's eps, \
+             1e-5 unless set)"
+                .into(),
+        ));
+    }
     let eps = number("bn_eps", 1e-5)?;
 
     let mut convs: Vec<Conv> = Vec::new();
@@ -168,20 +192,8 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
                 }
                 p.push(v);
             }
-            let fan = conv.fan_in();
-            for o in 0..conv.cout {
-                let g = p[0][o] / (p[3][o] + eps).sqrt();
-                if !g.is_finite() {
-                    return Err(terr(
-                        t("running_var").expect("read"),
-                        format!("channel {o}: variance + eps is not positive"),
-                    ));
-                }
-                conv.w[o * fan..(o + 1) * fan]
-                    .iter_mut()
-                    .for_each(|v| *v *= g);
-                conv.b[o] = (conv.b[o] - p[2][o]) * g + p[1][o];
-            }
+            fold_batch_norm(&mut conv.w, &mut conv.b, [&p[0], &p[1], &p[2], &p[3]], eps)
+                .map_err(|e| terr(t("running_var").expect("read"), e))?;
             last = Some(index);
             continue;
         }
@@ -191,21 +203,33 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
                 format!("has shape {shape:?}: a Conv2d weight is 4-D (out x in x k x k)"),
             ));
         };
-        if kh != kw {
+        if kh != kw || kh % 2 == 0 || kh > MAX_KERNEL {
             return Err(terr(
                 weight,
-                format!("has a {kh}x{kw} kernel (square expected)"),
+                format!("has a {kh}x{kw} kernel (square, odd, up to {MAX_KERNEL})"),
             ));
         }
-        if let Some(l) = last {
-            if index == l + 1 {
-                return Err(terr(
-                    weight,
-                    "follows the layer before it directly: a ReLU (no tensors, so one index) \
-                     must separate two convolutions"
-                        .into(),
-                ));
-            }
+        if !(1..=MAX_CHANNELS).contains(&cin) || !(1..=MAX_CHANNELS).contains(&cout) {
+            return Err(terr(
+                weight,
+                format!("maps {cin} to {cout} channels (1 to {MAX_CHANNELS} supported)"),
+            ));
+        }
+        // nn.Sequential indices: the first convolution at 0, then exactly one module without
+        // tensors (the ReLU) between a convolution (or its batch norm) and the next one. A
+        // wider gap would be another parameterless module (a pooling, another activation)
+        // that cannot be told from here.
+        let expected = last.map_or(0, |l| l + 2);
+        if index != expected {
+            return Err(terr(
+                weight,
+                format!(
+                    "is module {index} where {expected} was expected: the state dict must be \
+                     an nn.Sequential of Conv2d, BatchNorm2d right after a Conv2d, and one ReLU \
+                     between layers (module indices 0, 2, ... or with batch norms 0, 2, 3, 5, \
+                     ...)"
+                ),
+            ));
         }
         let w = values(path, weight, all[weight], data)?;
         let b = match t("bias") {

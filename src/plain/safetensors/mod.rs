@@ -462,8 +462,9 @@ mod tests {
         for s in expect {
             assert!(e.contains(s), "{e:?} should contain {s:?}");
         }
-        // Never taken for a CNN: the MLP loader's refusal is what the user sees.
-        assert!(!crate::plain::cnn::Cnn::is_cnn_file(&p).unwrap());
+        // Taken for a CNN only with a 4-D tensor (a conv kernel, then read by the CNN loader).
+        let conv = tensors.iter().any(|t| t.2.len() == 4);
+        assert_eq!(crate::plain::cnn::Cnn::is_cnn_file(&p).unwrap(), conv);
     }
 
     #[test]
