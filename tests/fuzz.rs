@@ -1,8 +1,8 @@
 //! Fuzzing of the parsers of untrusted bytes (issue 12): every file kind a party reads from
 //! another (container headers and bodies of every kind, the triplet stream, output shares,
 //! public headers through the dealer, a server's job files through `server::prepare`, model
-//! `.npz` and `.safetensors` files, the gateway's PNG, TIFF and DICOM images), mutated from
-//! valid files.
+//! `.npz`, `.safetensors` and `.onnx` files, the gateway's PNG, TIFF and DICOM images),
+//! mutated from valid files.
 //!
 //! Valid files come from two real `demo` runs on tiny random models (an MLP with the
 //! boolean engine, a CNN with the garbled-circuit engine). Each input is the valid file with
@@ -21,7 +21,8 @@
 //! `cargo test --release --test fuzz` (and `make test`) tries 3000 inputs per target
 //! (`PPDENOISE_FUZZ_INPUTS`) from a fixed seed, the same inputs on every machine; `make fuzz`
 //! runs `PPDENOISE_FUZZ_SECS` seconds per target from a fresh seed (printed;
-//! `PPDENOISE_FUZZ_SEED` reruns one). Every crash is saved in `target/fuzz/`
+//! `PPDENOISE_FUZZ_SEED` reruns one; `PPDENOISE_FUZZ_ONLY` keeps the targets whose names
+//! contain it). Every crash is saved in `target/fuzz/`
 //! and fails the test; the inputs in `fixtures/fuzz/` (crashes found earlier) run first.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -241,6 +242,9 @@ enum Shape {
     /// A safetensors file: most of the time one field of its JSON header is changed and the
     /// header re-serialised with its length, so that inputs get past the JSON parser.
     Safetensors,
+    /// An ONNX model: most of the time one thing in its graph is changed (an op, an
+    /// attribute, a shape, a name, a node's place) and the protobuf written back.
+    Onnx,
 }
 
 /// What a party does with an input (`f`), given the valid file it was made from; `true`
@@ -542,6 +546,36 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         shape: Shape::Safetensors,
         parse: Box::new(|f, _| ppdenoise::plain::model::Model::load(f).is_ok()),
     });
+    // Models exported from PyTorch: ONNX graphs of each family, and CNN state dicts (the
+    // fixtures of tests/onnx.rs). The input's name does not end in .onnx, so the reader is
+    // called directly.
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx");
+    t.push(Target {
+        name: "model .onnx (MLP, DnCNN, FFDNet)",
+        seeds: [
+            "tiny-mlp.onnx",
+            "tiny-dncnn.onnx",
+            "tiny-ffdnet.onnx",
+            "tiny-ffdnet-dynamo.onnx",
+        ]
+        .iter()
+        .map(|f| onnx.join(f))
+        .collect(),
+        shape: Shape::Onnx,
+        parse: Box::new(|f, _| {
+            let bytes = std::fs::read(f).unwrap();
+            ppdenoise::plain::onnx::parse(f, &bytes).is_ok()
+        }),
+    });
+    t.push(Target {
+        name: "model .safetensors (CNN)",
+        seeds: vec![
+            onnx.join("tiny-dncnn.safetensors"),
+            onnx.join("tiny-ffdnet.safetensors"),
+        ],
+        shape: Shape::Safetensors,
+        parse: Box::new(|f, _| ppdenoise::plain::cnn::Cnn::load(f).is_ok()),
+    });
     // The gateway's inputs: images in every format it reads, made here.
     let images = scratch.join("images");
     std::fs::create_dir_all(&images).unwrap();
@@ -630,6 +664,149 @@ fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], shape: Shape) -> Vec<u8> {
         Shape::Raw => mutate_bytes(rng, valid, false),
         Shape::Safetensors if rng.gen_bool(0.7) => mutate_safetensors(rng, valid),
         Shape::Safetensors => mutate_bytes(rng, valid, false),
+        Shape::Onnx if rng.gen_bool(0.8) => mutate_onnx(rng, valid),
+        Shape::Onnx => mutate_bytes(rng, valid, false),
+    }
+}
+
+/// Changes one or two things in an ONNX graph and encodes it again, sometimes with a few
+/// bytes mutated after.
+fn mutate_onnx(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
+    use ppdenoise::plain::onnx::proto::{Dimension, ModelProto};
+    use prost::Message;
+    const OPS: [&str; 26] = [
+        "Conv",
+        "Relu",
+        "Gemm",
+        "MatMul",
+        "Add",
+        "Sub",
+        "Tanh",
+        "BatchNormalization",
+        "Reshape",
+        "Transpose",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Tile",
+        "Expand",
+        "Concat",
+        "Identity",
+        "Dropout",
+        "Constant",
+        "ConstantOfShape",
+        "Shape",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Cast",
+        "Loop",
+        "",
+    ];
+    let mut m = ModelProto::decode(valid).expect("a valid seed");
+    let big = |rng: &mut ChaCha12Rng| {
+        INTERESTING[rng.gen_range(0..INTERESTING.len())].wrapping_add(rng.gen_range(0..3)) as i64
+            - 1
+    };
+    for _ in 0..rng.gen_range(1..3) {
+        let g = m.graph.as_mut().unwrap();
+        let (nn, ni) = (g.node.len(), g.initializer.len());
+        let k = rng.gen_range(0..nn);
+        match rng.gen_range(0..12) {
+            0 => g.node[k].op_type = OPS[rng.gen_range(0..OPS.len())].into(),
+            1 => {
+                let n = &mut g.node[k];
+                if let Some(a) = n.attribute.iter_mut().next() {
+                    match rng.gen_range(0..3) {
+                        0 if !a.ints.is_empty() => {
+                            let i = rng.gen_range(0..a.ints.len());
+                            a.ints[i] = big(rng);
+                        }
+                        1 => a.i = big(rng),
+                        _ => a.r#type = rng.gen_range(0..15),
+                    }
+                }
+            }
+            2 if ni > 0 => {
+                let i = rng.gen_range(0..ni);
+                let t = &mut g.initializer[i];
+                if !t.dims.is_empty() {
+                    let i = rng.gen_range(0..t.dims.len());
+                    t.dims[i] = if rng.gen_bool(0.5) {
+                        big(rng)
+                    } else {
+                        t.dims[i] + rng.gen_range(-1..2)
+                    };
+                }
+            }
+            3 if ni > 0 => g.initializer[rng.gen_range(0..ni)].data_type = rng.gen_range(0..17),
+            4 => {
+                let j = rng.gen_range(0..nn);
+                g.node.swap(k, j);
+            }
+            5 if nn > 1 => {
+                g.node.remove(k);
+            }
+            6 => {
+                let n = g.node[k].clone();
+                g.node.insert(rng.gen_range(0..nn), n);
+            }
+            7 => {
+                // An input renamed to another node's output or a graph input.
+                let names: Vec<String> = g
+                    .node
+                    .iter()
+                    .flat_map(|n| n.output.clone())
+                    .chain(g.input.iter().map(|i| i.name.clone()))
+                    .collect();
+                let n = &mut g.node[k];
+                if !n.input.is_empty() {
+                    let i = rng.gen_range(0..n.input.len());
+                    n.input[i] = names[rng.gen_range(0..names.len())].clone();
+                }
+            }
+            8 => {
+                let i = rng.gen_range(0..g.input.len());
+                let x = &mut g.input[i];
+                if let Some(shape) = x
+                    .r#type
+                    .as_mut()
+                    .and_then(|t| t.tensor_type.as_mut())
+                    .and_then(|t| t.shape.as_mut())
+                {
+                    if !shape.dim.is_empty() {
+                        let i = rng.gen_range(0..shape.dim.len());
+                        shape.dim[i] = if rng.gen_bool(0.7) {
+                            Dimension {
+                                dim_value: Some(big(rng)),
+                                dim_param: None,
+                            }
+                        } else {
+                            Dimension {
+                                dim_value: None,
+                                dim_param: Some("n".into()),
+                            }
+                        };
+                    }
+                }
+            }
+            9 if ni > 0 => {
+                let i = rng.gen_range(0..ni);
+                let t = &mut g.initializer[i];
+                let cut = rng.gen_range(0..=t.raw_data.len());
+                t.raw_data.truncate(cut);
+            }
+            10 => {
+                let n = &mut g.node[k];
+                n.input.push(n.input.first().cloned().unwrap_or_default());
+            }
+            _ => m.opset_import[0].version = rng.gen_range(1..30),
+        }
+    }
+    let out = m.encode_to_vec();
+    if rng.gen_bool(0.1) {
+        mutate_bytes(rng, &out, false)
+    } else {
+        out
     }
 }
 
@@ -658,7 +835,8 @@ fn mutate_safetensors(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
             ];
             header[&name]["dtype"] = json!(dtypes[rng.gen_range(0..dtypes.len())]);
         }
-        1 => {
+        // A scalar (a batch norm's num_batches_tracked) has no dimension to change.
+        1 if !header[&name]["shape"].as_array().unwrap().is_empty() => {
             let shape = header[&name]["shape"].as_array_mut().unwrap();
             let k = rng.gen_range(0..shape.len());
             shape[k] = if rng.gen_bool(0.5) {
@@ -1072,7 +1250,9 @@ fn fuzz_every_parser() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut crashes = Vec::new();
     let mut total = 0u64;
-    for t in &targets {
+    // PPDENOISE_FUZZ_ONLY: the targets whose names contain it, for a long run of a few.
+    let only = std::env::var("PPDENOISE_FUZZ_ONLY").unwrap_or_default();
+    for t in targets.iter().filter(|t| t.name.contains(&only)) {
         let current = crashes_at.join(format!("{}.input", slug(t.name)));
         // Earlier crashes first (fixtures/fuzz/<target slug>-*.bin), against each seed.
         let fixed = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1125,18 +1305,21 @@ fn fuzz_every_parser() {
             crashes.iter().filter(|c| c.starts_with(t.name)).count()
         );
     }
-    let (runs, refused, peer_crashes) = fuzz_peer_frames(&mut rng, budget);
-    eprintln!(
-        "fuzz: {:<42} {runs:>7} runs, {refused} refused by a server, {} crashes",
-        "peer frames (MLP job, gmw and gc)",
-        peer_crashes.len()
-    );
-    total += runs;
-    crashes.extend(peer_crashes);
+    let peer = "peer frames (MLP job, gmw and gc)";
+    let mut ran = targets.iter().filter(|t| t.name.contains(&only)).count();
+    if peer.contains(&only) {
+        let (runs, refused, peer_crashes) = fuzz_peer_frames(&mut rng, budget);
+        eprintln!(
+            "fuzz: {peer:<42} {runs:>7} runs, {refused} refused by a server, {} crashes",
+            peer_crashes.len()
+        );
+        total += runs;
+        ran += 1;
+        crashes.extend(peer_crashes);
+    }
     std::panic::set_hook(hook);
     eprintln!(
-        "fuzz: {} targets, {total} inputs, {} crashes",
-        targets.len() + 1,
+        "fuzz: {ran} targets, {total} inputs, {} crashes",
         crashes.len()
     );
     assert!(crashes.is_empty(), "crashes:\n{}", crashes.join("\n"));
