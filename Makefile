@@ -108,15 +108,19 @@ table-ffdnet: build out/ffdnet/clip.npz dncnn .venv-bm3d/.ok
 	touch $@
 
 # PyTorch and ONNX (torch, onnx, onnxscript, safetensors from PyPI: a few GB), only to remake
-# the committed fixtures of tests/onnx.rs (fixtures/onnx/) and out/dncnn/s25.onnx: DnCNN-S as a
-# PyTorch module exported to ONNX, which tests/onnx.rs checks against the .npz when present.
+# the committed fixtures of tests/onnx.rs (fixtures/onnx/), and out/dncnn/s25.onnx and
+# out/ffdnet/clip.onnx: the authors' DnCNN-S and FFDNet weights as PyTorch modules exported to
+# ONNX, which tests/onnx.rs checks against the .npz imports when present.
 onnx-fixtures: | .venv-onnx/.ok
 	.venv-onnx/bin/python scripts/make-onnx-fixtures.py
 
-onnx-dncnn: out/dncnn/s25.onnx
+onnx-dncnn: out/dncnn/s25.onnx out/ffdnet/clip.onnx
 
 out/dncnn/s25.onnx: out/dncnn/s25.npz | .venv-onnx/.ok
 	.venv-onnx/bin/python scripts/make-onnx-fixtures.py --dncnn-npz $< --out $@
+
+out/ffdnet/clip.onnx: out/ffdnet/clip.npz | .venv-onnx/.ok
+	.venv-onnx/bin/python scripts/make-onnx-fixtures.py --ffdnet-npz $< --out $@
 
 .venv-onnx/.ok:
 	test -d .venv-onnx || python3 -m venv .venv-onnx

@@ -18,9 +18,11 @@ safetensors.torch.save_file, and what torch's own forward gives on fixed inputs.
     python3 -m venv .venv-onnx && .venv-onnx/bin/pip install torch onnx onnxscript safetensors numpy
     .venv-onnx/bin/python scripts/make-onnx-fixtures.py
 
-With --dncnn-npz OUT/dncnn-s25.npz (made by scripts/import-dncnn.py from the authors'
-sigma=25.mat) it writes instead OUT/dncnn-s25.onnx: DnCNN-S as a PyTorch module holding
-those weights in float64, for the test that the ONNX path gives the .npz's image bit for bit.
+With --dncnn-npz out/dncnn/s25.npz (made by scripts/import-dncnn.py from the authors'
+sigma=25.mat) it writes instead out/dncnn/s25.onnx: DnCNN-S as a PyTorch module holding
+those weights in float64, for the test that the ONNX path gives the .npz's image bit for bit;
+with --ffdnet-npz out/ffdnet/clip.npz, out/ffdnet/clip.onnx: FFDNet the same way, its
+sub-images in PyTorch's order (`make onnx-dncnn` makes both).
 """
 import argparse
 import os
@@ -165,16 +167,61 @@ def dncnn_s(npz, out):
     m = DnCNN(bn=False).double().eval()
     m.net = nn.Sequential(*layers)
     export(m, (torch.rand(1, 1, 32, 32, dtype=torch.float64),), out, ["x"])
-    set_props(out, {"sigma": str(float(z["sigma"]))})
+    props = {"sigma": str(float(z["sigma"]))}
+    if "fixed_point" in z.files:
+        props["fixed_point"] = ",".join(str(int(v)) for v in z["fixed_point"])
+    set_props(out, props)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes, {n} convolutions)")
+
+
+def ffdnet(npz, out):
+    """FFDNet with the converted weights (ppdenoise's sub-image order, the authors') as a
+    PyTorch module in float64, PixelUnshuffle/PixelShuffle order: channels permuted here,
+    so the importer has to permute them back to give the .npz's model."""
+    z = np.load(npz)
+    n = len([k for k in z.files if k.startswith("K")])
+    r = int(z["unshuffle"])
+    # Sub-image q of ppdenoise (row offset q % r, column offset q // r) is PyTorch's channel
+    # (q % r) * r + q // r.
+    torch_of = [(q % r) * r + q // r for q in range(r * r)]
+    m = FFDNet().double().eval()
+    layers = []
+    for i in range(1, n + 1):
+        k, b = z[f"K{i}"].copy(), z[f"b{i}"].copy()
+        if i == 1:
+            k2 = k.copy()
+            for q, t in enumerate(torch_of):
+                k2[:, t] = k[:, q]
+            k = k2
+        if i == n:
+            k2, b2 = k.copy(), b.copy()
+            for q, t in enumerate(torch_of):
+                k2[t], b2[t] = k[q], b[q]
+            k, b = k2, b2
+        conv = nn.Conv2d(k.shape[1], k.shape[0], k.shape[2], padding=k.shape[2] // 2).double()
+        with torch.no_grad():
+            conv.weight.copy_(torch.tensor(k))
+            conv.bias.copy_(torch.tensor(b))
+        layers += [conv] + ([nn.ReLU()] if i < n else [])
+    m.net = nn.Sequential(*layers)
+    ex = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    export(m, (ex, torch.full((1, 1, 1, 1), 25 / 255, dtype=torch.float64)), out, ["x", "sigma"])
+    props = {"sigma": str(float(z["sigma"]))}
+    if "fixed_point" in z.files:
+        props["fixed_point"] = ",".join(str(int(v)) for v in z["fixed_point"])
+    set_props(out, props)
     print(f"wrote {out} ({os.path.getsize(out)} bytes, {n} convolutions)")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dncnn-npz", help="write DnCNN-S from this converted .npz instead")
-    ap.add_argument("--out", help="with --dncnn-npz: the .onnx to write")
+    ap.add_argument("--ffdnet-npz", help="write FFDNet from this converted .npz instead")
+    ap.add_argument("--out", help="with --dncnn-npz or --ffdnet-npz: the .onnx to write")
     a = ap.parse_args()
     if a.dncnn_npz:
         dncnn_s(a.dncnn_npz, a.out)
+    elif a.ffdnet_npz:
+        ffdnet(a.ffdnet_npz, a.out)
     else:
         fixtures()

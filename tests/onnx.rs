@@ -210,25 +210,27 @@ fn commands_take_onnx_models() {
     assert!(j["notes"][0].as_str().unwrap().contains("tanh*"), "{j}");
 }
 
-/// DnCNN-S at sigma 25, the authors' weights, as a PyTorch module exported to ONNX
-/// (`make onnx-dncnn`, into out/): the same model and the same image as the .npz import.
-/// Skipped when out/dncnn/ lacks the files (CI has neither the weights' conversion nor torch).
-#[test]
-fn dncnn_s_through_pytorch_onnx_is_the_npz_import_bit_for_bit() {
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("out/dncnn");
-    let (onnx, npz) = (out.join("s25.onnx"), out.join("s25.npz"));
+/// The authors' weights as PyTorch modules exported to ONNX (`make onnx-dncnn`, into out/):
+/// the same model and the same image as the .npz import. Skipped when out/ lacks the files
+/// (CI has neither the weights' conversion nor torch).
+fn authors_weights_through_onnx(stem: &str, layers: usize, extra: &[&str]) {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
+    let (onnx, npz) = (
+        out.join(format!("{stem}.onnx")),
+        out.join(format!("{stem}.npz")),
+    );
     if !(onnx.exists() && npz.exists()) {
         eprintln!("skipped: {onnx:?} or {npz:?} absent (make onnx-dncnn)");
         return;
     }
     let (a, b) = (Cnn::load(&onnx).unwrap(), Cnn::load(&npz).unwrap());
-    assert_eq!(a.channels().len(), 18);
+    assert_eq!(a.convs.len(), layers);
     assert_eq!(a, b, "the same weights, to the bit");
     let dir = tempfile::tempdir().unwrap();
     let mut pngs = Vec::new();
     for (name, m) in [("onnx", &onnx), ("npz", &npz)] {
         let png = dir.path().join(format!("{name}.png"));
-        common::ok(&[
+        let mut args = vec![
             "denoise",
             "--model",
             m.to_str().unwrap(),
@@ -238,8 +240,22 @@ fn dncnn_s_through_pytorch_onnx_is_the_npz_import_bit_for_bit() {
             "fixed",
             "--out",
             png.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        common::ok(&args);
         pngs.push(std::fs::read(png).unwrap());
     }
     assert_eq!(pngs[0], pngs[1]);
+}
+
+#[test]
+fn dncnn_s_through_pytorch_onnx_is_the_npz_import_bit_for_bit() {
+    authors_weights_through_onnx("dncnn/s25", 17, &[]);
+}
+
+/// FFDNet's sub-images in PyTorch's order in the graph: the importer's permutation must give
+/// back the authors' order exactly.
+#[test]
+fn ffdnet_through_pytorch_onnx_is_the_npz_import_bit_for_bit() {
+    authors_weights_through_onnx("ffdnet/clip", 15, &["--sigma", "30"]);
 }

@@ -284,22 +284,7 @@ impl Cnn {
         let mut fixed_point = None;
         if has("fixed_point") {
             let a: Array1<f64> = read_any(&mut npz, path, "fixed_point")?;
-            let ok = a.len() == 3
-                && a.iter()
-                    .all(|v| v.fract() == 0.0 && (1.0..=63.0).contains(v));
-            if !ok {
-                return Err(err(
-                    "fixed_point",
-                    "must hold three integers 1..63: s, ws, k".into(),
-                ));
-            }
-            let f = crate::ring::cnn::CnnFixed {
-                s: a[0] as u32,
-                ws: a[1] as u32,
-                k: a[2] as u32,
-            };
-            f.validate().map_err(|e| err("fixed_point", e))?;
-            fixed_point = Some([f.s, f.ws, f.k]);
+            fixed_point = Some(fixed_point_of(&a.to_vec()).map_err(|e| err("fixed_point", e))?);
         }
         let m = Cnn {
             convs,
@@ -378,6 +363,33 @@ impl Cnn {
         Array2::from_shape_vec((h, w), out.iter().map(|&v| denormalize(pre, v)).collect())
             .expect("image-sized output")
     }
+}
+
+/// The fixed-point settings a model file records (s, ws, k), checked.
+pub fn fixed_point_of(a: &[f64]) -> Result<[u32; 3], String> {
+    let ok = a.len() == 3
+        && a.iter()
+            .all(|v| v.fract() == 0.0 && (1.0..=63.0).contains(v));
+    if !ok {
+        return Err("must hold three integers 1..63: s, ws, k".into());
+    }
+    let f = crate::ring::cnn::CnnFixed {
+        s: a[0] as u32,
+        ws: a[1] as u32,
+        k: a[2] as u32,
+    };
+    f.validate()?;
+    Ok([f.s, f.ws, f.k])
+}
+
+/// The same, written as text in a file's metadata ("10,13,18").
+pub fn fixed_point_text(v: &str) -> Result<[u32; 3], String> {
+    let a: Vec<f64> = v
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("is {v:?}; expected three integers s,ws,k"))?;
+    fixed_point_of(&a)
 }
 
 /// Folds an inference-mode batch norm into the filters before it: with per-channel scale,

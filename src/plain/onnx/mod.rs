@@ -227,6 +227,7 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
         sigma: 25.0,
         residual: w.residual,
     };
+    let mut fixed_point = None;
     let mut keys: Vec<&String> = md.keys().collect();
     keys.sort_unstable();
     for key in keys {
@@ -242,12 +243,21 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
                     })
                 }
             },
+            "fixed_point" => {
+                fixed_point = Some(crate::plain::cnn::fixed_point_text(value).map_err(|msg| {
+                    ModelError::Setting {
+                        path: path.to_path_buf(),
+                        key: key.clone(),
+                        msg,
+                    }
+                })?)
+            }
             _ => {
                 return Err(ModelError::Setting {
                     path: path.to_path_buf(),
                     key: key.clone(),
                     msg: "is not a setting of a ppdenoise CNN (known: sigma, the noise level \
-                          it was trained for)"
+                          it was trained for; fixed_point, \"s,ws,k\")"
                         .into(),
                 })
             }
@@ -271,7 +281,7 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
         convs,
         meta,
         frame,
-        fixed_point: None,
+        fixed_point,
     };
     m.validate(path)?;
     Ok(m)

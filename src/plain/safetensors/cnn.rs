@@ -3,10 +3,11 @@
 //! (no tensors), as `safetensors.torch.save_file` writes it. Batch norms are folded into
 //! their convolutions here, before anything is shared. What the state dict does not say is
 //! in the header's `__metadata__`: `sigma`, `residual` (the network predicts the noise:
-//! clean = input - net(input); default true, as DnCNN), `unshuffle` and `noise_map` (an
+//! clean = input - net(input), as DnCNN; required), `unshuffle` and `noise_map` (an
 //! FFDNet: `nn.PixelUnshuffle(r)` before the stack with the noise map as the last input
 //! channel, `nn.PixelShuffle(r)` after it, in PyTorch's channel order), `bn_eps` (the batch
-//! norms' eps, default PyTorch's 1e-5).
+//! norms' eps; required with batch norms), `fixed_point` ("s,ws,k", as a `.npz` records
+//! them).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +21,14 @@ use crate::plain::cnn::{
 use crate::plain::frame::{Frame, MAX_UNSHUFFLE};
 use crate::plain::model::ModelError;
 
-const KEYS: [&str; 5] = ["sigma", "residual", "unshuffle", "noise_map", "bn_eps"];
+const KEYS: [&str; 6] = [
+    "sigma",
+    "residual",
+    "unshuffle",
+    "noise_map",
+    "bn_eps",
+    "fixed_point",
+];
 
 /// True when the file's header lists a 4-D tensor (a convolution kernel).
 pub fn holds_conv(path: &Path) -> Result<bool, ModelError> {
@@ -270,11 +278,15 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
     if first_in.len() == cin0 && frame.sub_images() == cout_last {
         reorder_channels(&mut convs, &first_in, &frame.torch_order());
     }
+    let fixed_point = md
+        .get("fixed_point")
+        .map(|v| crate::plain::cnn::fixed_point_text(v).map_err(|e| setting("fixed_point", e)))
+        .transpose()?;
     let m = Cnn {
         convs,
         meta,
         frame,
-        fixed_point: None,
+        fixed_point,
     };
     m.validate(path)?;
     Ok(m)
