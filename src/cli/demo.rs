@@ -32,7 +32,8 @@ pub struct DemoArgs {
     /// Clean image (PNG) or builtin:phantom[:size].
     #[arg(long, default_value = "builtin:phantom:256")]
     pub image: String,
-    /// Trained model (an MLP or a CNN .npz); default: the shipped model.
+    /// Trained model (an MLP or a CNN: .npz, .safetensors or .onnx); default: the shipped
+    /// model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Noise level (0..255 scale) added to --image, or the level of --noisy.

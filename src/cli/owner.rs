@@ -24,8 +24,9 @@ use crate::ring::share::fresh_seed;
 /// model's preprocessing is folded into its first layer here, by the owner, in the clear.
 #[derive(Args)]
 pub struct ShareModelArgs {
-    /// Trained model (.npz: an MLP with W1..WL, b1..bL, or a CNN with K1..KL, b1..bL; or an
-    /// MLP saved by PyTorch as .safetensors, see docs/model.md); default: the shipped model.
+    /// Trained model (.npz: an MLP with W1..WL, b1..bL, or a CNN with K1..KL, b1..bL; a
+    /// PyTorch state dict as .safetensors; or an .onnx export, see docs/model.md); default:
+    /// the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Output prefix: writes <out>.p0 and <out>.p1 (one per server) and <out>.pub (the public

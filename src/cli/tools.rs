@@ -34,8 +34,8 @@ pub enum Arith {
 /// Denoise an image in the clear, in float or in the secure protocol's fixed point.
 #[derive(Args)]
 pub struct DenoiseArgs {
-    /// Trained model (.npz, or an MLP saved by PyTorch as .safetensors); default: the
-    /// shipped model.
+    /// Trained model (.npz, a PyTorch state dict as .safetensors, or an .onnx export);
+    /// default: the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Noisy image (PNG, TIFF or DICOM) or builtin:phantom.
