@@ -110,6 +110,11 @@ fn wait(c: Child) -> Output {
 
 /// Keys, a random CNN and its shares, a noisy phantom shared for it.
 fn setup(d: &Dir, residual: bool) -> Cnn {
+    setup_with(d, residual, &[1, 6, 5, 1], 21)
+}
+
+/// [`setup`] with the CNN's channels and the phantom's side.
+fn setup_with(d: &Dir, residual: bool, channels: &[usize], side: usize) -> Cnn {
     for n in ["s0", "s1"] {
         ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
     }
@@ -117,14 +122,14 @@ fn setup(d: &Dir, residual: bool) -> Cnn {
         sigma: 25.0,
         residual,
     };
-    let m = random_cnn(&[1, 6, 5, 1], 3, 77, meta);
+    let m = random_cnn(channels, 3, 77, meta);
     m.save(&d.path("cnn.npz")).unwrap();
     let j = d.share_model(Some("cnn.npz"), "model");
     assert_eq!(j["network"], "cnn");
     ok(&[
         "add-noise",
         "--image",
-        "builtin:phantom:21",
+        &format!("builtin:phantom:{side}"),
         "--sigma",
         "25",
         "--seed",
@@ -217,6 +222,45 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
         let port = free_port();
         let c0 = d.spawn(0, port, "triplets");
         refused(&wait(c0), "already");
+    }
+}
+
+/// Issue 31, item 2: a CNN whose hidden layers span two of the protocol's row blocks (64
+/// channels at 96 x 96), secure == oracle on both engines. The oracle blocks its layers
+/// otherwise (`ring::cnn::run`, blocks of 2^18 column values, in parallel), and a block
+/// one row off changes the output (`ring::cnn`'s unit test of that fault).
+#[test]
+fn multi_block_cnn_is_bit_exact_on_both_engines() {
+    for engine in ["gmw", "gc"] {
+        let d = Dir::new();
+        let m = setup_with(&d, true, &[1, 64, 64, 1], 96);
+        let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+        let blocks: Vec<usize> = plan
+            .layers
+            .iter()
+            .map(|l| ring_cnn::row_blocks(l, 96, 96).count())
+            .collect();
+        assert_eq!(blocks, [1, 2, 2]);
+        let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let port = free_port();
+        let c0 = d.spawn(0, port, "triplets");
+        let c1 = d.spawn(1, port, "triplets");
+        for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
+            assert!(
+                o.status.success(),
+                "{who} ({engine}): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let (secure, oracle) = secure_and_oracle(&d, &m);
+        let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            diff,
+            0,
+            "{engine}: {diff} of {} pixels differ",
+            oracle.len()
+        );
     }
 }
 

@@ -586,14 +586,14 @@ fn crafted_nodes_are_refused_without_crashing_or_spinning() {
         vec![z],
         "tensor z: is empty",
     );
-    // Four million values copied by every Identity: stopped by the walk's budget.
+    // A million values copied by every Identity: stopped by the walk's budget.
     let mut nodes = vec![op("big", "ConstantOfShape", &["shape"], vec![])];
     for i in 0..100 {
         nodes.push(op(&format!("id{i}"), "Identity", &["big_out"], vec![]));
     }
     refused_with(
         nodes,
-        vec![ints_const("shape", &[1 << 22])],
+        vec![ints_const("shape", &[1 << 20])],
         "values copied or computed",
     );
     // Rank beyond 8.
@@ -625,5 +625,71 @@ fn crafted_nodes_are_refused_without_crashing_or_spinning() {
         "/net/net.1/Relu",
         "Relu",
         &["has 2 inputs (Relu takes at most 1)"],
+    );
+}
+
+#[test]
+fn second_review_cases_are_refused_too() {
+    // Concat of a 1024 x 1024 image 4096 times: each copy is charged before it is made.
+    let mut m = load("tiny-dncnn.onnx");
+    let g = m.graph.as_mut().unwrap();
+    let t = g.input[0]
+        .r#type
+        .as_mut()
+        .unwrap()
+        .tensor_type
+        .as_mut()
+        .unwrap();
+    for d in &mut t.shape.as_mut().unwrap().dim[2..] {
+        d.dim_value = Some(1024);
+    }
+    let axis = AttributeProto {
+        name: "axis".into(),
+        r#type: attr_type::INT,
+        i: 1,
+        ..Default::default()
+    };
+    g.node
+        .insert(0, op("c", "Concat", &vec!["x"; 4096], vec![axis]));
+    let err = refused(&m);
+    assert!(
+        err.contains("node c (Concat): the graph's constants and rearrangements come to more"),
+        "{err}"
+    );
+    // An empty shape (Shape of a scalar), then expanded beside a huge size.
+    let scalar = AttributeProto {
+        name: "value_float".into(),
+        r#type: attr_type::FLOAT,
+        f: 0.0,
+        ..Default::default()
+    };
+    refused_with(
+        vec![
+            op("c", "Constant", &[], vec![scalar]),
+            op("s", "Shape", &["c_out"], vec![]),
+        ],
+        vec![],
+        "node s (Shape): gives an empty shape",
+    );
+    // Integers are shapes: a long packed list is refused before it is decoded.
+    let mut long = ints_const("long", &[0; 8]);
+    long.dims = vec![1 << 23];
+    long.int64_data = vec![0; 1 << 23];
+    refused_with(
+        vec![],
+        vec![long],
+        "tensor long: is an integer tensor of 8388608 values (at most 1048576",
+    );
+    // Axes both as an attribute and as an input.
+    let axes = AttributeProto {
+        name: "axes".into(),
+        r#type: attr_type::INTS,
+        ints: vec![0],
+        ..Default::default()
+    };
+    refused_with(
+        vec![op("u", "Unsqueeze", &["a", "a"], vec![axes])],
+        vec![ints_const("a", &[0])],
+        "node u (Unsqueeze): has axes both as an attribute and as an input",
     );
 }

@@ -469,6 +469,18 @@ mod tests {
     /// The oracle as the protocol blocks it (`row_blocks`, `conv_block`, one block after the
     /// other): what [`run`] computed before its blocks ran in parallel.
     fn run_serially(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
+        run_serially_shifted(plan, h, w, input, None)
+    }
+
+    /// [`run_serially`] with block `(layer, block)` put one row off (down, or up for the last
+    /// rows): the fault a wrong block offset in the protocol or the dealer would make.
+    fn run_serially_shifted(
+        plan: &CnnPlan,
+        h: usize,
+        w: usize,
+        input: &[u64],
+        shift: Option<(usize, u32)>,
+    ) -> CnnOracleRun {
         let p = plan.params;
         let (mut x, resid, (sh, sw)) = plan.stack_of(input, h, w);
         let mut out_of_range = 0;
@@ -476,7 +488,7 @@ mod tests {
         let mut cols = Vec::new();
         for (li, l) in plan.layers.iter().enumerate() {
             let mut next = vec![0u64; l.cout * sh * sw];
-            for (_, row0, rows) in row_blocks(l, sh, sw) {
+            for (b, row0, rows) in row_blocks(l, sh, sw) {
                 let mut z = conv_block(l, &x, sh, sw, row0, rows, &mut cols);
                 if li < last {
                     for v in z.iter_mut() {
@@ -484,7 +496,12 @@ mod tests {
                         *v = relu_trunc(&p, *v);
                     }
                 }
-                put_block(&mut next, &z, sh * sw, row0, sw);
+                let at = match shift {
+                    Some(s) if s == (li, b) && row0 + rows < sh => row0 + 1,
+                    Some(s) if s == (li, b) => row0 - 1,
+                    _ => row0,
+                };
+                put_block(&mut next, &z, sh * sw, at, sw);
             }
             x = next;
         }
@@ -530,6 +547,42 @@ mod tests {
                     assert_eq!(got.out_of_range, want.out_of_range, "k {k}, {target}");
                 }
             }
+        }
+    }
+
+    /// Issue 31, item 2: a CNN whose hidden layers span two row blocks of the protocol
+    /// (64 channels at 96 x 96: 75 rows, then 21). The parallel oracle equals the serial one
+    /// block by block, and a block put one row off, in either block of either layer, changes
+    /// the output: the bit-exact comparison of tests/cnn_pipeline.rs's multi-block run would
+    /// see such a fault.
+    #[test]
+    fn a_block_one_row_off_changes_a_multi_block_output() {
+        let meta = CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        };
+        let m = crate::plain::cnn::random_cnn(&[1, 64, 64, 1], 3, 91, meta);
+        let (h, w) = (96, 96);
+        let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+        let blocks: Vec<usize> = plan
+            .layers
+            .iter()
+            .map(|l| row_blocks(l, h, w).count())
+            .collect();
+        assert_eq!(blocks, [1, 2, 2]);
+        let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 53 + x * 29) % 256) as f64);
+        let enc = encode_image(&img, &[], &Preprocess::identity(), plan.params.s);
+        let want = run_serially(&plan, h, w, &enc);
+        assert_eq!(in_pool(2, || run(&plan, h, w, &enc)).output, want.output);
+        for at in [(1, 0), (1, 1), (2, 0), (2, 1)] {
+            let got = run_serially_shifted(&plan, h, w, &enc, Some(at));
+            let diff = got
+                .output
+                .iter()
+                .zip(&want.output)
+                .filter(|(a, b)| a != b)
+                .count();
+            assert!(diff > 0, "block {at:?} one row off went unseen");
         }
     }
 

@@ -23,9 +23,10 @@ use crate::plain::frame::Frame;
 /// Most nodes a graph may have (DnCNN-S exports to about 50).
 pub const MAX_NODES: usize = 10_000;
 
-/// Most values the walk may copy or compute in all (a 512 x 512 FFDNet export takes a few
-/// million), so that a graph of many nodes on a large tensor cannot keep the reader busy.
-const MAX_WORK: usize = 1 << 27;
+/// Most values the walk may copy or compute in all, 256 MB of them (a 512 x 512 FFDNet
+/// export takes about 3 million, a 1024 x 1024 one 12 million), so that a graph of many
+/// nodes on a large tensor can neither keep the reader busy nor fill its memory.
+const MAX_WORK: usize = 1 << 25;
 
 /// Position numbers of the noise-level input in probes (image positions are >= 0).
 const MAP: f64 = -1.0;
@@ -153,6 +154,34 @@ fn input_of(v: &ValueInfoProto) -> R<Input> {
         name: v.name.clone(),
         dims,
     })
+}
+
+/// An input's dimensions, the batch taken as 1 when dynamic; refused when another one is.
+fn fixed_dims(inp: &Input) -> Result<Vec<usize>, String> {
+    if inp.dims.len() > MAX_RANK {
+        return Err(format!(
+            "graph input {:?} has rank {}",
+            inp.name,
+            inp.dims.len()
+        ));
+    }
+    let mut dims = Vec::with_capacity(inp.dims.len());
+    for (a, d) in inp.dims.iter().enumerate() {
+        dims.push(match (a, d) {
+            (0, None) => 1,
+            (_, Some(d)) => *d,
+            (_, None) => {
+                return Err(format!(
+                    "graph input {:?} has shape {} with a dynamic size at axis {a}; \
+                     rearranging it needs a fixed one: export with a fixed example size \
+                     (ppdenoise then runs the network on any size)",
+                    inp.name,
+                    show_dims(&inp.dims)
+                ))
+            }
+        });
+    }
+    Ok(dims)
 }
 
 fn show_dims(d: &[Option<usize>]) -> String {
@@ -489,29 +518,7 @@ impl<'g> Walk<'g> {
     /// A value as a probe: the inputs become position numbers (fixed sizes needed).
     fn probe(&mut self, v: Val) -> Result<(Tensor, bool), String> {
         let positions = |inp: &Input, fill: Option<f64>| -> Result<Tensor, String> {
-            if inp.dims.len() > MAX_RANK {
-                return Err(format!(
-                    "graph input {:?} has rank {}",
-                    inp.name,
-                    inp.dims.len()
-                ));
-            }
-            let mut dims = Vec::with_capacity(inp.dims.len());
-            for (a, d) in inp.dims.iter().enumerate() {
-                dims.push(match (a, d) {
-                    (0, None) => 1,
-                    (_, Some(d)) => *d,
-                    (_, None) => {
-                        return Err(format!(
-                            "graph input {:?} has shape {} with a dynamic size at axis {a}; \
-                             rearranging it needs a fixed one: export with a fixed example \
-                             size (ppdenoise then runs the network on any size)",
-                            inp.name,
-                            show_dims(&inp.dims)
-                        ))
-                    }
-                });
-            }
+            let dims = fixed_dims(inp)?;
             let n = volume(&dims, MAX_PROBE).ok_or_else(|| {
                 format!(
                     "graph input {:?} is larger than {MAX_PROBE} values",
@@ -525,11 +532,17 @@ impl<'g> Walk<'g> {
         };
         match v {
             Val::Probe { t, back } => Ok((t, back)),
-            Val::Image => Ok((positions(&self.image, None)?, false)),
+            Val::Image => {
+                let t = positions(&self.image, None)?;
+                self.charge_len(t.data.len())?;
+                Ok((t, false))
+            }
             Val::Level => {
                 self.level_used = true;
                 let level = self.level.as_ref().expect("a level input");
-                Ok((positions(level, Some(MAP))?, false))
+                let t = positions(level, Some(MAP))?;
+                self.charge_len(t.data.len())?;
+                Ok((t, false))
             }
             Val::Stack(s) => {
                 if s.activated || s.family != Family::Cnn {
@@ -545,6 +558,7 @@ impl<'g> Walk<'g> {
                     "rearranges the stack's output, which needs the image size fixed in the export",
                 )?;
                 let n = volume(&[cout, h, w], MAX_PROBE).ok_or("output too large to rearrange")?;
+                self.charge_len(n)?;
                 // The stack travels with its output's probe until the graph's output.
                 let t = Tensor::new(vec![1, cout, h, w], (0..n).map(|i| i as f64).collect());
                 self.back = Some(*s);
@@ -586,15 +600,21 @@ impl<'g> Walk<'g> {
 
     /// Counts a tensor value's size against [`MAX_WORK`] (before it is copied).
     fn charge(&self, v: &Val) -> Result<(), String> {
-        if let Val::Const(t) | Val::Probe { t, .. } = v {
-            let work = self.work.get() + t.data.len() + t.dims.len();
-            self.work.set(work);
-            if work > MAX_WORK {
-                return Err(format!(
-                    "the graph's constants and rearrangements come to more than {MAX_WORK} \
-                     values copied or computed (a denoiser's take a few million)"
-                ));
-            }
+        match v {
+            Val::Const(t) | Val::Probe { t, .. } => self.charge_len(t.data.len() + t.dims.len()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts `n` values made or copied against [`MAX_WORK`] (before they are).
+    fn charge_len(&self, n: usize) -> Result<(), String> {
+        let work = self.work.get().saturating_add(n);
+        self.work.set(work);
+        if work > MAX_WORK {
+            return Err(format!(
+                "the graph's constants and rearrangements come to more than {MAX_WORK} values \
+                 copied or computed (a denoiser's take a few million)"
+            ));
         }
         Ok(())
     }
@@ -657,16 +677,22 @@ impl<'g> Walk<'g> {
             "Shape" => {
                 let (start, end) = (at.int("start", 0)?, at.int("end", i64::MAX)?);
                 let x = self.need(node, 0, "data")?;
-                if matches!(x, Val::Stack(_) | Val::Residual(..)) {
-                    return Err("takes the shape of the network's output".into());
-                }
-                let (t, _) = self.data(x)?;
-                let r = t.dims.len() as i64;
+                // The inputs' shapes from their declarations, without making a probe.
+                let dims = match &x {
+                    Val::Image => fixed_dims(&self.image)?,
+                    Val::Level => fixed_dims(self.level.as_ref().expect("a level input"))?,
+                    Val::Const(t) | Val::Probe { t, .. } => t.dims.clone(),
+                    _ => return Err("takes the shape of the network's output".into()),
+                };
+                let r = dims.len() as i64;
                 let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                let d: Vec<f64> = t.dims[clamp(start)..clamp(end).max(clamp(start))]
+                let d: Vec<f64> = dims[clamp(start)..clamp(end).max(clamp(start))]
                     .iter()
                     .map(|&d| d as f64)
                     .collect();
+                if d.is_empty() {
+                    return Err("gives an empty shape".into());
+                }
                 Val::Const(Tensor::new(vec![d.len()], d))
             }
             "Cast" => {
@@ -832,9 +858,13 @@ impl<'g> Walk<'g> {
             "Expand" => t.expand(&ints(&self.constant(node, 1, "shape")?)?)?,
             _ => {
                 // Unsqueeze, Squeeze: axes as an attribute (opset < 13) or an input.
+                let from_input = node.input.get(1).is_some_and(|n| !n.is_empty());
                 let axes = match at.ints("axes")? {
+                    Some(_) if from_input => {
+                        return Err("has axes both as an attribute and as an input".into())
+                    }
                     Some(a) => Some(a),
-                    None if node.input.len() > 1 => Some(ints(&self.constant(node, 1, "axes")?)?),
+                    None if from_input => Some(ints(&self.constant(node, 1, "axes")?)?),
                     None => None,
                 };
                 let dims = if op == "Unsqueeze" {
@@ -1255,6 +1285,14 @@ fn constant_node(at: &mut Attrs) -> Result<Tensor, String> {
     }
     if let Some(a) = at.get("value_int", attr_type::INT)? {
         found.push(Tensor::scalar(a.i as f64));
+    }
+    let lists = ["value_floats", "value_ints"];
+    if at
+        .list
+        .iter()
+        .any(|a| lists.contains(&a.name.as_str()) && a.floats.is_empty() && a.ints.is_empty())
+    {
+        return Err("has an empty value".into());
     }
     if let Some(a) = at.get("value_floats", attr_type::FLOATS)? {
         found.push(Tensor::new(

@@ -6,10 +6,10 @@
 //! functions (a node using one has a custom domain, which is refused).
 //!
 //! Two deviations, both stricter than protobuf: the packed varint arrays of a tensor
-//! (`int32_data`, `int64_data`) are kept as the bytes they are on the wire and decoded only
-//! for the small tensors that need them ([`varints`]), so a hostile file cannot turn each byte
-//! into an 8-byte integer; onnx.proto declares them `[packed = true]`, which every writer
-//! honours. And before `prost` decodes anything, [`census`] walks the wire format along the
+//! (`int32_data`, `int64_data`) are kept as the bytes they are on the wire and decoded by
+//! [`varints`] up to the tensor's declared size, which for integers (shapes, axes) is small,
+//! so a hostile file cannot turn each byte into an 8-byte integer; onnx.proto declares them
+//! `[packed = true]`, which every writer honours. And before `prost` decodes anything, [`census`] walks the wire format along the
 //! same schema and bounds what decoding will allocate.
 
 use prost::Message;
@@ -188,10 +188,14 @@ pub struct Dimension {
 }
 
 /// The values of a packed varint array, as signed 64-bit integers (int32 values are written
-/// sign-extended to 64 bits, so one decoder serves both); `None` when malformed.
-pub fn varints(mut bytes: &[u8]) -> Option<Vec<i64>> {
-    let mut out = Vec::new();
+/// sign-extended to 64 bits, so one decoder serves both); `None` when malformed or when
+/// there are more than `limit`.
+pub fn varints(mut bytes: &[u8], limit: usize) -> Option<Vec<i64>> {
+    let mut out = Vec::with_capacity(limit.min(bytes.len()));
     while !bytes.is_empty() {
+        if out.len() == limit {
+            return None;
+        }
         out.push(varint(&mut bytes)? as i64);
     }
     Some(out)
@@ -353,14 +357,15 @@ mod tests {
             int64_data: vec![],
             ..Default::default()
         };
-        assert!(varints(&t.int64_data).unwrap().is_empty());
+        assert!(varints(&t.int64_data, 0).unwrap().is_empty());
         // What a writer puts in int64_data: the packed encoding of [1, -2, 300].
         let mut packed = Vec::new();
         for v in [1i64, -2, 300] {
             prost::encoding::encode_varint(v as u64, &mut packed);
         }
-        assert_eq!(varints(&packed).unwrap(), vec![1, -2, 300]);
-        assert_eq!(varints(&[0x80]), None);
+        assert_eq!(varints(&packed, 3).unwrap(), vec![1, -2, 300]);
+        assert_eq!(varints(&packed, 2), None);
+        assert_eq!(varints(&[0x80], 1), None);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 
 use super::proto::{data_type, varints, TensorProto};
 
-/// Most values one tensor may hold in the importer's evaluations: a probe of a 2048 x 2048
+/// Most values one tensor may hold in the importer's evaluations: a probe of a 1024 x 1024
 /// example input. Weights are not bounded by this (they are only read, never rearranged).
-pub const MAX_PROBE: usize = 1 << 22;
+pub const MAX_PROBE: usize = 1 << 20;
 
 /// Most axes a tensor may have (the networks read use 6 at most, in a pixel shuffle), so
 /// that index arithmetic stays proportional to the values.
@@ -72,6 +72,14 @@ impl Tensor {
         if n == 0 {
             return Err(format!("is empty (shape {dims:?})"));
         }
+        // Integers are shapes, axes and repeats here, never weights.
+        let int = matches!(t.data_type, data_type::INT32 | data_type::INT64);
+        if int && n > MAX_PROBE {
+            return Err(format!(
+                "is an integer tensor of {n} values (at most {MAX_PROBE}: integers are shapes \
+                 and axes in these networks)"
+            ));
+        }
         let raw = !t.raw_data.is_empty();
         let width = match t.data_type {
             data_type::FLOAT | data_type::INT32 => 4,
@@ -125,8 +133,8 @@ impl Tensor {
                             bytes.len()
                         ));
                     }
-                    varints(bytes)
-                        .ok_or("holds a malformed integer list")?
+                    varints(bytes, n)
+                        .ok_or("holds a malformed integer list, or more values than its shape")?
                         .into_iter()
                         .map(|x| x as f64)
                         .collect()
@@ -314,7 +322,8 @@ impl Tensor {
         map: impl Fn(usize, usize) -> usize,
     ) -> Result<Tensor, String> {
         let n = volume(&dims, MAX_PROBE)
-            .ok_or_else(|| format!("result of shape {dims:?} is too large"))?;
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("result of shape {dims:?} is empty or too large"))?;
         let src = Tensor::strides(&self.dims);
         let r = dims.len();
         let mut data = Vec::with_capacity(n);
@@ -351,7 +360,9 @@ impl Tensor {
         }
         let mut dims = first.dims.clone();
         dims[axis] = parts.iter().map(|p| p.dims[axis]).sum();
-        volume(&dims, MAX_PROBE).ok_or_else(|| format!("result of shape {dims:?} is too large"))?;
+        volume(&dims, MAX_PROBE)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("result of shape {dims:?} is empty or too large"))?;
         let outer: usize = first.dims[..axis].iter().product();
         let mut data = Vec::new();
         for o in 0..outer {
