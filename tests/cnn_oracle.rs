@@ -6,18 +6,21 @@
 //! threads over an in-memory channel, with weights opened in the job and opened once under
 //! a model mask. Both output shares must add up to the oracle's output exactly.
 
+mod common;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use common::test_seed;
 use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::dealer::cnn as deal;
+use ppdenoise::dealer::DealSeeds;
 use ppdenoise::formats::bodies::CnnModelShare;
 use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
 use ppdenoise::plain::phantom::shepp_logan;
 use ppdenoise::plain::preprocess::Preprocess;
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
-use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
+use ppdenoise::ring::share::{share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::cnn::{self, mask_shares, open_cnn_weights, CnnJobInputs};
 use ppdenoise::twopc::engines::engine_for;
@@ -26,12 +29,29 @@ use ppdenoise::twopc::weights::Opened;
 
 /// Splits a plan's weights into two additive shares (party 1's from a seed) as `share-model`
 /// does, filled into the plan as each server reads its share.
+/// The dealer's randomness from this test's seed (`common::with_test_rng`).
+fn seeded_deal(
+    plan: &CnnPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+    batch: usize,
+    model_mask: Option<[[u8; 32]; 2]>,
+) -> deal::CnnDeal {
+    let seeds = DealSeeds {
+        job: [test_seed(), test_seed()],
+        model_mask,
+    };
+    let setup = common::with_test_rng(|r| engine.deal_setup_with(r));
+    deal::generate_with(plan, h, w, engine, batch, &seeds, setup)
+}
+
 fn share_plan(plan: &CnnPlan) -> [CnnPlan; 2] {
     let meta = CnnMeta {
         sigma: 25.0,
         residual: true,
     };
-    CnnModelShare::split(plan, meta, &fresh_seed()).map(|s| s.share_plan().unwrap())
+    CnnModelShare::split(plan, meta, &test_seed()).map(|s| s.share_plan().unwrap())
 }
 
 fn in_pair<T: Send>(f: impl Fn(u8, &mut dyn Channel) -> T + Sync) -> [T; 2] {
@@ -82,12 +102,12 @@ fn run_framed_case(
     let (h, w) = image.dim();
     let pre = Preprocess::identity();
     let enc = ring_cnn::encode_image(image, map, &pre, params.s);
-    let iseed = fresh_seed();
+    let iseed = test_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),
         ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, enc.len()),
     ];
-    let mask_seeds = [fresh_seed(), fresh_seed()];
+    let mask_seeds = [test_seed(), test_seed()];
     let opened: [Opened; 2] = in_pair(|p, ch| {
         let mask = mask_shares(&mask_seeds[p as usize], &shares[p as usize]);
         open_cnn_weights(ch, p, &shares[p as usize], mask).unwrap()
@@ -98,7 +118,7 @@ fn run_framed_case(
     let mut reports = Vec::new();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
         for model_mask in [None, Some(mask_seeds)] {
-            let d = deal::generate(&plan, h, w, engine, relu_batch, model_mask);
+            let d = seeded_deal(&plan, h, w, engine, relu_batch, model_mask);
             let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
                 let pi = p as usize;
                 let (rand, setup) = d.party(p);
@@ -361,8 +381,8 @@ fn real_cnn_crop_boolean_engine() {
         std::env::var("PPDENOISE_CNN"),
         std::env::var("PPDENOISE_IMAGE"),
     ) else {
-        eprintln!("PPDENOISE_CNN / PPDENOISE_IMAGE not set: skipped");
-        return;
+        // Run on purpose (it is ignored otherwise), it must check something or fail.
+        panic!("set PPDENOISE_CNN and PPDENOISE_IMAGE: without them nothing is checked");
     };
     let crop: usize = std::env::var("PPDENOISE_CROP")
         .ok()
@@ -382,14 +402,14 @@ fn real_cnn_crop_boolean_engine() {
     let (h, w) = px.dim();
     let pre = Preprocess::identity();
     let enc = ring_cnn::encode_image(&px, &[], &pre, params.s);
-    let iseed = fresh_seed();
+    let iseed = test_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),
         ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, h * w),
     ];
     let t = std::time::Instant::now();
     let batch = EngineKind::Gmw.default_relu_batch();
-    let d = deal::generate(&plan, h, w, EngineKind::Gmw, batch, None);
+    let d = seeded_deal(&plan, h, w, EngineKind::Gmw, batch, None);
     let dealer_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {

@@ -180,24 +180,30 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
     (secure, orc.output)
 }
 
+/// The dealer's triplets for `engine`, both servers as processes, then
+/// [`secure_and_oracle`].
+fn deal_serve_compare(d: &Dir, m: &Cnn, engine: &str) -> (Vec<u64>, Vec<u64>) {
+    let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let port = free_port();
+    let c0 = d.spawn(0, port, "triplets");
+    let c1 = d.spawn(1, port, "triplets");
+    for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
+        assert!(
+            o.status.success(),
+            "{who} ({engine}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    secure_and_oracle(d, m)
+}
+
 #[test]
 fn cnn_pipeline_is_bit_exact_with_the_oracle() {
     for engine in ["gc", "gmw"] {
         let d = Dir::new();
         let m = setup(&d, true);
-        let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let port = free_port();
-        let c0 = d.spawn(0, port, "triplets");
-        let c1 = d.spawn(1, port, "triplets");
-        for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
-            assert!(
-                o.status.success(),
-                "{who} ({engine}): {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        let (secure, oracle) = secure_and_oracle(&d, &m);
+        let (secure, oracle) = deal_serve_compare(&d, &m, engine);
         let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
         assert_eq!(diff, 0, "{engine}: {diff} pixels differ from the oracle");
         // The receiver's PNG is the oracle's decoded output.
@@ -241,19 +247,7 @@ fn multi_block_cnn_is_bit_exact_on_both_engines() {
             .map(|l| ring_cnn::row_blocks(l, 96, 96).count())
             .collect();
         assert_eq!(blocks, [1, 2, 2]);
-        let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let port = free_port();
-        let c0 = d.spawn(0, port, "triplets");
-        let c1 = d.spawn(1, port, "triplets");
-        for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
-            assert!(
-                o.status.success(),
-                "{who} ({engine}): {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        let (secure, oracle) = secure_and_oracle(&d, &m);
+        let (secure, oracle) = deal_serve_compare(&d, &m, engine);
         let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
         assert_eq!(
             diff,

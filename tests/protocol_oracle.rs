@@ -10,10 +10,12 @@
 //! the job, and with weights opened once beforehand under a model mask (`open-weights`) and
 //! the job's triplets made against that mask (`gen-triplets --model-mask`).
 
+mod common;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use common::test_seed;
 use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::corr::masks::{mask_shares, weight_count};
 use ppdenoise::corr::randomness::PartyRandomness;
@@ -26,7 +28,7 @@ use ppdenoise::plain::phantom::shepp_logan;
 use ppdenoise::plain::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
-use ppdenoise::ring::share::{fresh_seed, share_with_seed, Stream};
+use ppdenoise::ring::share::{share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs, Report, Weights};
@@ -71,7 +73,7 @@ fn run_case_tampered(
 
     // Model owner (as src/cli/owner.rs): explicit share for S0, a seed for S1, public plan
     // without weights in both bodies.
-    let mut shares: Vec<Plan> = ModelShare::split(&plan, &model.meta, &fresh_seed())
+    let mut shares: Vec<Plan> = ModelShare::split(&plan, &model.meta, &test_seed())
         .iter()
         .map(|s| s.share_plan().expect("share plan"))
         .collect();
@@ -96,7 +98,7 @@ fn run_case_tampered(
         model_sigma: model.meta.sigma,
     };
     let enc = oracle::encode_image(image, &pre, s);
-    let iseed = fresh_seed();
+    let iseed = test_seed();
     let img_bodies = [
         ImageShare {
             job: job.clone(),
@@ -113,7 +115,7 @@ fn run_case_tampered(
         .collect();
 
     // Once per model: the dealer's weight mask and the servers' opening of U = W - A.
-    let mask_seeds = [fresh_seed(), fresh_seed()];
+    let mask_seeds = [test_seed(), test_seed()];
     let opened: Vec<Opened> = {
         let (mut c0, mut c1) = mem_pair();
         let open = |p: usize, ch: &mut dyn Channel| {
@@ -135,13 +137,19 @@ fn run_case_tampered(
         for (mode, model_mask) in [(1, Some(mask_seeds)), (0, None)] {
             // Dealer.
             let deal = NonlinearDeal::new(engine, &plan.acts);
-            let (t0, t1) = dealer::generate_for_mask(
+            let seeds = dealer::DealSeeds {
+                job: [test_seed(), test_seed()],
+                model_mask,
+            };
+            let setup = common::with_test_rng(|r| engine.deal_setup_with(r));
+            let (t0, t1) = dealer::generate_with(
                 &job,
                 &plan.widths(),
                 plan.patch,
                 batch,
                 &deal,
-                model_mask,
+                &seeds,
+                setup,
             );
             let trip = [t0, t1];
             let weights = |p: usize| match model_mask {

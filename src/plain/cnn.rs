@@ -175,6 +175,24 @@ impl Cnn {
         Ok(())
     }
 
+    /// A CNN from its parts, checked ([`Cnn::validate`]) as every reader leaves it.
+    pub fn checked(
+        convs: Vec<Conv>,
+        meta: CnnMeta,
+        frame: Frame,
+        fixed_point: Option<[u32; 3]>,
+        path: &Path,
+    ) -> Result<Cnn, ModelError> {
+        let m = Cnn {
+            convs,
+            meta,
+            frame,
+            fixed_point,
+        };
+        m.validate(path)?;
+        Ok(m)
+    }
+
     /// True when the file holds a CNN (`K1`, a 4-D tensor, an ONNX graph of convolutions)
     /// rather than an MLP.
     pub fn is_cnn_file(path: &Path) -> Result<bool, ModelError> {
@@ -286,14 +304,7 @@ impl Cnn {
             let a: Array1<f64> = read_any(&mut npz, path, "fixed_point")?;
             fixed_point = Some(fixed_point_of(&a.to_vec()).map_err(|e| err("fixed_point", e))?);
         }
-        let m = Cnn {
-            convs,
-            meta,
-            frame,
-            fixed_point,
-        };
-        m.validate(path)?;
-        Ok(m)
+        Cnn::checked(convs, meta, frame, fixed_point, path)
     }
 
     /// Writes the model as `.npz` (f64 arrays), atomically.

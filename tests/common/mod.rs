@@ -101,3 +101,37 @@ pub fn wait_limit(mut c: Child, limit: Duration) -> Output {
     }
     c.wait_with_output().unwrap()
 }
+
+thread_local! {
+    static TEST_RNG: std::cell::RefCell<Option<rand_chacha::ChaCha20Rng>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Draws from this test's randomness (shares, masks, dealer seeds), seeded from
+/// `PPDENOISE_TEST_SEED` when set and from the OS otherwise. The seed is printed once per
+/// test thread, and cargo shows it with a failure: `PPDENOISE_TEST_SEED=<seed> cargo test
+/// <name>` re-runs the same shares and masks.
+pub fn with_test_rng<R>(f: impl FnOnce(&mut rand_chacha::ChaCha20Rng) -> R) -> R {
+    use rand::SeedableRng;
+    TEST_RNG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let rng = slot.get_or_insert_with(|| {
+            let seed = std::env::var("PPDENOISE_TEST_SEED")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(rand::random::<u64>);
+            eprintln!("PPDENOISE_TEST_SEED={seed} re-runs this test's shares and masks");
+            rand_chacha::ChaCha20Rng::seed_from_u64(seed)
+        });
+        f(rng)
+    })
+}
+
+/// A seed from this test's randomness ([`with_test_rng`]).
+pub fn test_seed() -> [u8; 32] {
+    with_test_rng(|r| {
+        let mut s = [0u8; 32];
+        rand::RngCore::fill_bytes(r, &mut s);
+        s
+    })
+}

@@ -1070,8 +1070,12 @@ impl<'g> Walk<'g> {
         let (cout, cin, w) = if trans_b {
             (r, c, b.data.iter().map(|v| v * alpha).collect::<Vec<_>>())
         } else {
-            let t = b.transpose(&[1, 0])?;
-            (c, r, t.data.iter().map(|v| v * alpha).collect())
+            // in x out to out x in (weights: not a probe, so no size cap).
+            let w = (0..c)
+                .flat_map(|o| (0..r).map(move |i| (o, i)))
+                .map(|(o, i)| b.data[i * c + o] * alpha)
+                .collect();
+            (c, r, w)
         };
         let bias = if gemm {
             match self.arg(node, 2)? {

@@ -277,12 +277,5 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
         })
         .collect();
     crate::plain::cnn::reorder_channels(&mut convs, &w.stack.in_perm, &w.out_perm);
-    let m = Cnn {
-        convs,
-        meta,
-        frame,
-        fixed_point,
-    };
-    m.validate(path)?;
-    Ok(m)
+    Cnn::checked(convs, meta, frame, fixed_point, path)
 }

@@ -222,20 +222,7 @@ impl Tensor {
         }
         let dims: Vec<usize> = perm.iter().map(|&p| self.dims[p]).collect();
         let src = Tensor::strides(&self.dims);
-        let mut data = Vec::with_capacity(self.data.len());
-        let mut idx = vec![0usize; r];
-        for _ in 0..self.data.len() {
-            let at: usize = (0..r).map(|a| idx[a] * src[perm[a]]).sum();
-            data.push(self.data[at]);
-            for a in (0..r).rev() {
-                idx[a] += 1;
-                if idx[a] < dims[a] {
-                    break;
-                }
-                idx[a] = 0;
-            }
-        }
-        Ok(Tensor::new(dims, data))
+        self.gather(dims, perm.iter().map(|&p| src[p]).collect(), |_, i| i)
     }
 
     /// ONNX DepthToSpace on N x C x H x W (`crd`: mode CRD, else DCR).
@@ -315,16 +302,26 @@ impl Tensor {
     }
 
     /// A tensor of `dims` whose value at each index takes this tensor's value at the index
-    /// `map(axis, i)` maps it to, axis by axis.
+    /// `map(axis, i)` maps it to, axis by axis (the source's axes in the same order).
     fn gather_from(
         &self,
         dims: Vec<usize>,
         map: impl Fn(usize, usize) -> usize,
     ) -> Result<Tensor, String> {
+        self.gather(dims, Tensor::strides(&self.dims), map)
+    }
+
+    /// [`Tensor::gather_from`] with the source's stride for each axis of the result given
+    /// (a transpose's are the source's permuted).
+    fn gather(
+        &self,
+        dims: Vec<usize>,
+        src: Vec<usize>,
+        map: impl Fn(usize, usize) -> usize,
+    ) -> Result<Tensor, String> {
         let n = volume(&dims, MAX_PROBE)
             .filter(|&n| n > 0)
             .ok_or_else(|| format!("result of shape {dims:?} is empty or too large"))?;
-        let src = Tensor::strides(&self.dims);
         let r = dims.len();
         let mut data = Vec::with_capacity(n);
         let mut idx = vec![0usize; r];

@@ -282,12 +282,5 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
         .get("fixed_point")
         .map(|v| crate::plain::cnn::fixed_point_text(v).map_err(|e| setting("fixed_point", e)))
         .transpose()?;
-    let m = Cnn {
-        convs,
-        meta,
-        frame,
-        fixed_point,
-    };
-    m.validate(path)?;
-    Ok(m)
+    Cnn::checked(convs, meta, frame, fixed_point, path)
 }
