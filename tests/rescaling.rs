@@ -9,7 +9,9 @@
 //!
 //! `one_million_exact_secure_rescalings_*` run 10^6 per engine in every `cargo test`;
 //! `ten_million_exact_secure_rescalings_*` (ignored by default: run with `-- --ignored`) run
-//! 10^7 per engine. PPDENOISE_RESCALINGS overrides either count.
+//! 10^7 per engine. So do the `*_at_the_cnn_default_*` runs (the CNN's ReLU at its default
+//! ws = 13, k = 18) and the `*_at_the_plan_breakpoints_*` ones (the MLP's selection with the
+//! shipped plan's own constants). PPDENOISE_RESCALINGS overrides every count.
 
 #![allow(clippy::needless_range_loop)] // parallel arrays indexed together
 
@@ -66,6 +68,55 @@ fn sample(rng: &mut ChaCha20Rng, sh: u32, k: u32) -> i64 {
     } else {
         v
     }
+}
+
+/// What one run covers: its (sh, k) pairs, the circuits, and whose selection constants.
+#[derive(Clone, Copy)]
+struct Mix {
+    params: &'static [(u32, u32)],
+    /// `None`: the tanh* selection and ReLU alternately; else only that circuit.
+    only: Option<Circuit>,
+    /// The selection constants of the shipped plan (its real breakpoints at scale q) rather
+    /// than [`consts`].
+    plan_consts: bool,
+}
+
+/// Every (sh, k) through both circuits.
+const ALL: Mix = Mix {
+    params: PARAMS,
+    only: None,
+    plan_consts: false,
+};
+
+/// The CNN's ReLU at its default fixed point (`CnnFixed::default()`: ws = 13 dropped, k = 18).
+const CNN_DEFAULT: Mix = Mix {
+    params: &[(13, 18)],
+    only: Some(Circuit::Relu),
+    plan_consts: false,
+};
+
+/// The MLP's tanh* selection with the shipped plan's own constants: its hidden layers'
+/// (sh, k) and the breakpoints a = 1.52, b = 2.57 encoded at scale q = 10, as the servers get
+/// them.
+const PLAN_BREAKPOINTS: Mix = Mix {
+    params: &[(22, 19), (36, 19)],
+    only: Some(Circuit::Select),
+    plan_consts: true,
+};
+
+/// The selection constants of the shipped model's plan for (sh, k).
+fn plan_consts(sh: u32, k: u32) -> ActConsts {
+    let model = ppdenoise::plain::model::Model::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/default-model.npz"
+    )))
+    .unwrap();
+    let plan = ppdenoise::ring::plan::Plan::from_model(&model, Default::default()).unwrap();
+    *plan
+        .acts
+        .iter()
+        .find(|c| (c.sh, c.k) == (sh, k))
+        .unwrap_or_else(|| panic!("the plan has no layer with sh {sh}, k {k}"))
 }
 
 /// Selection constants for (sh, k) as a plan would make them: x = floor(V / 2^sh) has
@@ -186,27 +237,38 @@ fn randomness(kind: EngineKind, circ: &ActCircuit, n: usize, at: Slot) -> [Party
 /// One S0/S1 pair (its own engines and channel) doing `total` rescalings in chunks, cycling
 /// through PARAMS. The GC protocol alternates between the two parties, so one pair keeps
 /// about one core busy; several pairs run side by side.
-fn run_pair(kind: EngineKind, pair: u64, total: usize) -> Tally {
+fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
     const CHUNK: usize = 1 << 14;
+    let params = mix.params;
+    let all_consts: Vec<ActConsts> = params
+        .iter()
+        .map(|&(sh, k)| {
+            if mix.plan_consts {
+                plan_consts(sh, k)
+            } else {
+                consts(sh, k)
+            }
+        })
+        .collect();
     let (mut ev, mut gb) = engines(kind);
     let (mut c0, mut c1) = mem_pair();
     let mut rng = ChaCha20Rng::seed_from_u64(0x5eed_0001 + pair);
     let mut t = Tally {
-        per_param: vec![0; PARAMS.len()],
-        per_circuit: vec![[0; 2]; PARAMS.len()],
+        per_param: vec![0; params.len()],
+        per_circuit: vec![[0; 2]; params.len()],
         ..Default::default()
     };
     let mut round = pair as usize;
     while t.done < total {
-        let pi = round % PARAMS.len();
-        let (sh, k) = PARAMS[pi];
-        let c = consts(sh, k);
-        // Circuits alternate chunk by chunk, and swap over after each pass through PARAMS,
-        // so that every (sh, k) goes through both.
-        let circuit = if (round + round / PARAMS.len()).is_multiple_of(2) {
-            Circuit::Select
-        } else {
-            Circuit::Relu
+        let pi = round % params.len();
+        let (sh, k) = params[pi];
+        let c = all_consts[pi];
+        // Circuits alternate chunk by chunk, and swap over after each pass through the
+        // parameters, so that every (sh, k) goes through both.
+        let circuit = match mix.only {
+            Some(c) => c,
+            None if (round + round / params.len()).is_multiple_of(2) => Circuit::Select,
+            None => Circuit::Relu,
         };
         let n = CHUNK.min(total - t.done);
         let v: Vec<i64> = (0..n)
@@ -327,6 +389,11 @@ fn one_million_exact_secure_rescalings_gmw() {
 }
 
 fn rescalings(kind: EngineKind, default_total: usize) {
+    rescalings_of(kind, default_total, ALL)
+}
+
+fn rescalings_of(kind: EngineKind, default_total: usize, mix: Mix) {
+    let params = mix.params;
     let total: usize = std::env::var("PPDENOISE_RESCALINGS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -340,15 +407,15 @@ fn rescalings(kind: EngineKind, default_total: usize) {
         let hs: Vec<_> = (0..pairs)
             .map(|p| {
                 let n = total / pairs + usize::from(p < total % pairs);
-                sc.spawn(move || run_pair(kind, p as u64, n))
+                sc.spawn(move || run_pair(kind, p as u64, n, mix))
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let secs = start.elapsed().as_secs_f64();
     let mut t = Tally {
-        per_param: vec![0; PARAMS.len()],
-        per_circuit: vec![[0; 2]; PARAMS.len()],
+        per_param: vec![0; params.len()],
+        per_circuit: vec![[0; 2]; params.len()],
         ..Default::default()
     };
     for x in &tallies {
@@ -376,7 +443,7 @@ fn rescalings(kind: EngineKind, default_total: usize) {
         t.relus,
         done as f64 / secs,
         t.wrong,
-        PARAMS.iter().zip(&t.per_param).collect::<Vec<_>>(),
+        params.iter().zip(&t.per_param).collect::<Vec<_>>(),
         (t.max_mag as f64).log2(),
         t.negatives,
         t.share_wraps
@@ -389,7 +456,7 @@ fn rescalings(kind: EngineKind, default_total: usize) {
     assert_eq!(done, total);
     assert_eq!(t.selected + t.relus, done);
     // A pair covers every (sh, k) through both circuits in 2 x 8 chunks of 2^14.
-    if total >= (pairs * 2 * PARAMS.len()) << 14 {
+    if mix.only.is_none() && total >= (pairs * 2 * params.len()) << 14 {
         assert!(
             t.per_circuit.iter().all(|c| c[0] > 0 && c[1] > 0),
             "some (sh, k) missed a circuit: {:?}",
@@ -397,14 +464,70 @@ fn rescalings(kind: EngineKind, default_total: usize) {
         );
         assert!(t.selected >= done / 3 && t.relus >= done / 3);
     }
-    assert!(t.per_param.iter().all(|&c| c > 0) || total < PARAMS.len() << 16);
-    // The samples really are at realistic magnitudes and the shares really wrap.
+    assert!(t.per_param.iter().all(|&c| c > 0) || total < params.len() << 16);
+    if let Some(only) = mix.only {
+        let n = if only == Circuit::Select {
+            t.selected
+        } else {
+            t.relus
+        };
+        assert_eq!(n, done);
+    }
+    // The samples really reach the top of the widest range (|V| < 2^(sh + k - 1)) and the
+    // shares really wrap.
+    let top = params.iter().map(|&(sh, k)| sh + k - 1).max().unwrap();
     assert!(
-        t.max_mag >= 1 << 61,
+        t.max_mag >= 1 << (top - 2),
         "max |V| only 2^{}",
         (t.max_mag as f64).log2()
     );
     assert!(t.share_wraps > done / 4);
+}
+
+/// Issue 31, item 4: the CNN's own setting and the plan's own breakpoints, 10^6 each per
+/// engine in every run (10^7 in `make rescaling-10m`).
+#[test]
+fn one_million_exact_rescalings_at_the_cnn_default_gc() {
+    rescalings_of(EngineKind::Gc, 1_000_000, CNN_DEFAULT);
+}
+
+#[test]
+fn one_million_exact_rescalings_at_the_cnn_default_gmw() {
+    rescalings_of(EngineKind::Gmw, 1_000_000, CNN_DEFAULT);
+}
+
+#[test]
+fn one_million_exact_selections_at_the_plan_breakpoints_gc() {
+    rescalings_of(EngineKind::Gc, 1_000_000, PLAN_BREAKPOINTS);
+}
+
+#[test]
+fn one_million_exact_selections_at_the_plan_breakpoints_gmw() {
+    rescalings_of(EngineKind::Gmw, 1_000_000, PLAN_BREAKPOINTS);
+}
+
+#[test]
+#[ignore]
+fn ten_million_exact_rescalings_at_the_cnn_default_gc() {
+    rescalings_of(EngineKind::Gc, 10_000_000, CNN_DEFAULT);
+}
+
+#[test]
+#[ignore]
+fn ten_million_exact_rescalings_at_the_cnn_default_gmw() {
+    rescalings_of(EngineKind::Gmw, 10_000_000, CNN_DEFAULT);
+}
+
+#[test]
+#[ignore]
+fn ten_million_exact_selections_at_the_plan_breakpoints_gc() {
+    rescalings_of(EngineKind::Gc, 10_000_000, PLAN_BREAKPOINTS);
+}
+
+#[test]
+#[ignore]
+fn ten_million_exact_selections_at_the_plan_breakpoints_gmw() {
+    rescalings_of(EngineKind::Gmw, 10_000_000, PLAN_BREAKPOINTS);
 }
 
 #[test]
