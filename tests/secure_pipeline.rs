@@ -1035,6 +1035,32 @@ fn wait_started(job: &Job, state: &str, limit: Duration) {
     }
 }
 
+/// Waits until `child` has written more than `bytes` (its link traffic, through
+/// /proc/<pid>/io's `wchar`): the run is then inside the protocol, whatever the machine's
+/// speed, where a fixed sleep would guess.
+fn wait_written(child: &Child, bytes: u64, limit: Duration) {
+    let t = Instant::now();
+    let io = format!("/proc/{}/io", child.id());
+    loop {
+        let written = std::fs::read_to_string(&io)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("wchar: ").map(|v| v.trim().parse::<u64>()))
+            })
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        if written > bytes {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the server wrote {written} bytes in {limit:?}, not {bytes}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let st = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -1042,6 +1068,10 @@ fn signal(child: &Child, sig: &str) {
         .unwrap();
     assert!(st.success());
 }
+
+/// Bytes a server has written once its job is well under way: past the handshake, the
+/// session tag and the image's opening (tens of KB), far from the end (many MB).
+const MID_RUN_BYTES: u64 = 1 << 20;
 
 /// A job long enough (several seconds) to interrupt: stride 1, many patches.
 fn long_job(engine: EngineKind) -> Job {
@@ -1073,7 +1103,7 @@ fn peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds_with(engine: Engi
     let c0 = job.spawn(0, &f, port);
     let mut c1 = job.spawn(1, &f, port);
     wait_started(&job, "state", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_written(&c1, MID_RUN_BYTES, Duration::from_secs(30));
     c1.kill().unwrap();
     let killed = Instant::now();
     let o1 = c1.wait_with_output().unwrap();
@@ -1124,7 +1154,7 @@ fn peer_that_hangs_mid_run_times_out_on_both_sides_with(engine: EngineKind) {
     let c0 = job.spawn(0, &f, port);
     let c1 = job.spawn(1, &f, port);
     wait_started(&job, "state", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_written(&c1, MID_RUN_BYTES, Duration::from_secs(30));
     // S1 stops responding without closing its connection.
     signal(&c1, "-STOP");
     let stopped = Instant::now();
