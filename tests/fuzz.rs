@@ -1,8 +1,9 @@
 //! Fuzzing of the parsers of untrusted bytes (issue 12): every file kind a party reads from
 //! another (container headers and bodies of every kind, the triplet stream, output shares,
 //! public headers through the dealer, a server's job files through `server::prepare`, model
-//! `.npz`, `.safetensors` and `.onnx` files, the gateway's PNG, TIFF and DICOM images),
-//! mutated from valid files.
+//! `.npz`, `.safetensors` and `.onnx` files, the gateway's PNG, TIFF and DICOM images, TLS
+//! keys and certificates, age identities and recipients, state records), mutated from valid
+//! files.
 //!
 //! Valid files come from two real `demo` runs on tiny random models (an MLP with the
 //! boolean engine, a CNN with the garbled-circuit engine). Each input is the valid file with
@@ -534,6 +535,93 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         seeds,
         shape: Shape::Raw,
         parse: Box::new(|f, _| ppdenoise::formats::container::verify(f).is_ok()),
+    });
+    // Issue 31, item 8: the small files every party reads besides its data. Age identities
+    // and recipients (keygen's), each mutated copy read as both.
+    let recipient = sealed_dir.join("id.age-recipient");
+    std::fs::write(&recipient, format!("# public\n{to}\n")).unwrap();
+    t.push(Target {
+        name: "age identities and recipients",
+        seeds: vec![id.clone(), recipient],
+        shape: Shape::Raw,
+        parse: Box::new(|f, seed| {
+            // Private, as keygen writes it (else every input prints the mode's warning).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let as_id = ppdenoise::formats::sealed::load_identity(f).is_ok();
+            let as_recipient =
+                ppdenoise::formats::sealed::Recipient::parse(f.to_str().unwrap()).is_ok();
+            // A valid file is one of the two (and must be read as such).
+            if seed.extension().is_some_and(|e| e == "age-identity") {
+                as_id
+            } else {
+                as_recipient
+            }
+        }),
+    });
+    // TLS keys and certificates: a mutated key with its valid certificate, a mutated
+    // certificate as a peer's and with its valid key.
+    let keys = scratch.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (key, cert) = ppdenoise::net::identity::keygen("s0")
+        .unwrap()
+        .save(&keys.join("s0"), true)
+        .unwrap();
+    t.push(Target {
+        name: "TLS keys and certificates",
+        seeds: vec![key, cert],
+        shape: Shape::Raw,
+        parse: Box::new(|f, seed| {
+            use ppdenoise::net::identity::{load_peer_cert, Identity};
+            let (key, cert) = (seed.with_extension("key"), seed.with_extension("crt"));
+            if seed.extension().is_some_and(|e| e == "key") {
+                Identity::load(f, &cert).is_ok()
+            } else {
+                load_peer_cert(f).is_ok() & Identity::load(&key, f).is_ok()
+            }
+        }),
+    });
+    // A server's record of consumed randomness, read before every claim.
+    let state = scratch.join("state");
+    for id in [
+        "00112233445566778899aabbccddeeff",
+        "ffeeddccbbaa99887766554433221100",
+    ] {
+        ppdenoise::server::state::mark_used(
+            &state,
+            0,
+            ppdenoise::server::state::Record::Triplets,
+            id,
+        )
+        .unwrap();
+    }
+    t.push(Target {
+        name: "state records",
+        seeds: vec![state.join("consumed-triplets-p0")],
+        shape: Shape::Raw,
+        parse: Box::new(|f, _| {
+            use ppdenoise::server::state::{check_unused, Record};
+            let dir = f.with_extension("state");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(f, dir.join("consumed-triplets-p0")).unwrap();
+            // An id the valid record does not hold, and one it does.
+            check_unused(
+                &dir,
+                0,
+                Record::Triplets,
+                "0123456789abcdef0123456789abcdef",
+                f,
+            )
+            .is_ok()
+                & check_unused(
+                    &dir,
+                    0,
+                    Record::Triplets,
+                    "00112233445566778899aabbccddeeff",
+                    f,
+                )
+                .is_err()
+        }),
     });
     // The model owner's inputs: model files (zip of .npy arrays).
     // The same, as PyTorch saves an MLP: the Python-written fixture and one from the crate.
