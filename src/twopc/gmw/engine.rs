@@ -294,3 +294,130 @@ impl Nonlinear for GmwParty {
         self.counters
     }
 }
+
+/// Known answers for each gadget (issue 31, item 3): fixed shares worked out by hand, each
+/// party's result pinned, not only their sum. The variants that keep the sum and move a
+/// public term to the other party (party 1 adding D∧E, party 1 flipping a NOT, party 0 adding
+/// the opened c) give other shares and fail here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: u64 = u64::MAX;
+
+    /// The AND gate of wires 0 and 1 into wire 2 for both parties; returns (z0, z1).
+    fn and_both(x: [u64; 2], y: [u64; 2], a: [u64; 2], b: [u64; 2], c: [u64; 2]) -> [u64; 2] {
+        let msg = |p: usize| vec![x[p] ^ a[p], y[p] ^ b[p]];
+        [0, 1].map(|p| {
+            let trip = AndTriples {
+                a: vec![a[p]],
+                b: vec![b[p]],
+                c: vec![c[p]],
+            };
+            let mut wires = vec![x[p], y[p], 0];
+            and_level(&mut wires, 1, &[2], &msg(p), &msg(1 - p), &trip, 0, p as u8);
+            wires[2]
+        })
+    }
+
+    #[test]
+    fn and_gate_known_answers() {
+        // x = y = 1, triple a = b = c = 0: D = x ^ a = 1, E = 1, so D∧E = 1 goes to party 0.
+        // z0 = c0 ^ D b0 ^ E a0 ^ D E = 1 ^ 0 ^ 1 ^ 1 = 1; z1 = c1 ^ D b1 ^ E a1 = 1 ^ 0 ^ 1 = 0.
+        let z = and_both([ONE, 0], [ONE, 0], [ONE, ONE], [0, 0], [ONE, ONE]);
+        assert_eq!(z, [ONE, 0]);
+        // All four input combinations at once in lanes 0-3 (x = 0b1010, y = 0b1100), a triple
+        // of other lane patterns, each value split into two shares.
+        let (x, y) = (0b1010, 0b1100);
+        let (a, b) = (0b0110, 0b0011);
+        let z = and_both(
+            [x ^ 0b0101, 0b0101],
+            [y, 0],
+            [a, 0],
+            [b ^ 0b1001, 0b1001],
+            [a & b, 0],
+        );
+        assert_eq!(z[0] ^ z[1], x & y, "the sum");
+        // D = x ^ a = 0b1100, E = y ^ b = 0b1111: z0 = c0 ^ D b0 ^ E a0 ^ D E.
+        let (d, e) = (0b1100u64, 0b1111u64);
+        assert_eq!(z[0], (a & b) ^ (d & (b ^ 0b1001)) ^ (e & a) ^ (d & e));
+        assert_eq!(z[1], d & 0b1001);
+    }
+
+    #[test]
+    fn not_and_constant_known_answers() {
+        let free = |g: Gate, p: u8| {
+            let mut wires = vec![0b0110, 0];
+            eval_free(&mut wires, 1, 1, g, p);
+            wires[1]
+        };
+        // NOT: party 0 flips its share, party 1 copies its own.
+        assert_eq!(free(Gate::Not(0), 0), !0b0110);
+        assert_eq!(free(Gate::Not(0), 1), 0b0110);
+        // A constant: party 0 holds it, party 1 holds zeros.
+        assert_eq!(free(Gate::Const(true), 0), ONE);
+        assert_eq!(free(Gate::Const(true), 1), 0);
+        assert_eq!(free(Gate::Const(false), 0), 0);
+        assert_eq!(free(Gate::Const(false), 1), 0);
+    }
+
+    fn net(outputs: usize, masked: Vec<bool>, conversions: Vec<Conversion>) -> Netlist {
+        Netlist {
+            gates: Vec::new(),
+            outputs: vec![0; outputs],
+            masked,
+            conversions,
+            eda_bits: Vec::new(),
+            levels: Vec::new(),
+            n: 0,
+        }
+    }
+
+    #[test]
+    fn dabit_conversion_known_answer() {
+        // b = 0 masked by r = 1 opens c = 1; r's additive shares 5 and 2^64 - 4.
+        // [b] = c + (1 - 2c)[r]: party 0: -5; party 1: 1 - (2^64 - 4) = 5. Sum 0 = b.
+        let n = net(1, vec![true], vec![Conversion::Bits(vec![(0, 1)])]);
+        let dab = |p: usize| DaBits {
+            bits: Vec::new(),
+            arith: vec![[5, 4u64.wrapping_neg()][p]],
+        };
+        let eda = EdaBits::default();
+        let got = [0u8, 1].map(|p| convert(&n, &[1], 1, 1, p, &dab(p as usize), &eda)[0]);
+        assert_eq!(got, [5u64.wrapping_neg(), 5]);
+        // Weights scale each bit's share: weight 4 gives 4 times the shares.
+        let n = net(1, vec![true], vec![Conversion::Bits(vec![(0, 4)])]);
+        let got = [0u8, 1].map(|p| convert(&n, &[1], 1, 1, p, &dab(p as usize), &eda)[0]);
+        assert_eq!(got, [20u64.wrapping_neg(), 20]);
+    }
+
+    #[test]
+    fn edabit_conversion_known_answer() {
+        // y = 3 in m = 2 bits, edaBit r = 2 (shares 10 and 2^64 - 8): s = y + r = 0b101 opens
+        // its low bits c = 1 in the clear; the carry 1, masked by a daBit r' = 0 (shares 7 and
+        // 2^64 - 7), opens as 1. [carry] = 1 + (1 - 2)[r']: party 0 -7, party 1 1 + 7 = 8.
+        // [y] = c - [r] + 4 [carry]: party 0: -10 - 28 = -38; party 1: 1 + 8 + 32 = 41.
+        let n = net(
+            3,
+            vec![false, false, true],
+            vec![Conversion::Eda {
+                open: vec![0, 1],
+                carry: 2,
+                eda: 0,
+            }],
+        );
+        let out = [1, 0, 1];
+        let dab = |p: usize| DaBits {
+            bits: Vec::new(),
+            arith: vec![[7, 7u64.wrapping_neg()][p]],
+        };
+        let eda = |p: usize| EdaBits {
+            bits: Vec::new(),
+            arith: vec![[10, 8u64.wrapping_neg()][p]],
+        };
+        let got =
+            [0u8, 1].map(|p| convert(&n, &out, 1, 1, p, &dab(p as usize), &eda(p as usize))[0]);
+        assert_eq!(got, [38u64.wrapping_neg(), 41]);
+        assert_eq!(got[0].wrapping_add(got[1]), 3);
+    }
+}
