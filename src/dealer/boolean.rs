@@ -112,3 +112,74 @@ pub fn deal_run(
         PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, elements)),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::activation::TruncParams;
+    use crate::corr::randomness::PartyRandomness;
+
+    /// Issue 31, item 3, the dealer's side: from fixed seeds, what both parties draw in the
+    /// engine's order satisfies the correlations exactly: c = a ∧ b for every AND triple, a
+    /// daBit's XOR-shared bit equals its additive shares' sum, and an edaBit's bits are its
+    /// additive value's binary digits. A wrong `explicit_for` (a share of the wrong party, a
+    /// sign) breaks one of them for almost every value.
+    #[test]
+    fn dealt_correlations_hold_for_fixed_seeds() {
+        let circ = ActCircuit::Relu(TruncParams { sh: 5, k: 9 });
+        let net = Netlist::record(&circ);
+        let e = 70; // two words of elements, the second partly filled
+        let at = Slot { layer: 2, batch: 7 };
+        let seeds = [[3u8; 32], [11u8; 32]];
+        let shape = RunShape::of(&net, e);
+        assert!(
+            shape.and_gates > 0 && shape.dabits > 0 && shape.edas > 0,
+            "{shape:?}"
+        );
+        let mut r = [
+            PartyRandomness::new(0, seeds[0], Vec::new()),
+            PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, e)),
+        ];
+        let w = shape.words;
+        let t = r.each_mut().map(|p| {
+            p.and_triples(at.layer, at.batch, shape.and_gates, w)
+                .unwrap()
+        });
+        for i in 0..shape.and_gates * w {
+            let (a, b) = (t[0].a[i] ^ t[1].a[i], t[0].b[i] ^ t[1].b[i]);
+            assert_eq!(a & b, t[0].c[i] ^ t[1].c[i], "AND triple word {i}");
+        }
+        let d = r
+            .each_mut()
+            .map(|p| p.dabits(at.layer, at.batch, shape.dabits, w, e).unwrap());
+        for j in 0..shape.dabits {
+            for i in 0..e {
+                let x = bit(&d[0].bits[j * w..], i) ^ bit(&d[1].bits[j * w..], i);
+                let a = d[0].arith[j * e + i].wrapping_add(d[1].arith[j * e + i]);
+                assert_eq!(x, a, "daBit {j}, element {i}");
+            }
+        }
+        let q = r.each_mut().map(|p| {
+            p.edabits(at.layer, at.batch, shape.r_bits, w, shape.edas, e)
+                .unwrap()
+        });
+        let mut first = 0;
+        for (k, &m) in net.eda_bits.iter().enumerate() {
+            for i in 0..e {
+                let v: u64 = (0..m as usize)
+                    .map(|j| {
+                        let at = (first + j) * w;
+                        (bit(&q[0].bits[at..], i) ^ bit(&q[1].bits[at..], i)) << j
+                    })
+                    .sum();
+                let a = q[0].arith[k * e + i].wrapping_add(q[1].arith[k * e + i]);
+                assert_eq!(v, a, "edaBit {k}, element {i}");
+                assert!(v < 1 << m);
+            }
+            first += m as usize;
+        }
+        // Every value dealt was drawn, once.
+        r[0].finish().unwrap();
+        r[1].finish().unwrap();
+    }
+}
