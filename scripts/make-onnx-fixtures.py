@@ -5,7 +5,9 @@ safetensors.torch.save_file, and what torch's own forward gives on fixed inputs.
 
 - tiny-mlp.onnx: nn.Sequential(Linear(81, 16), Tanh, Linear(16, 16), Tanh, Linear(16, 25))
   (Gemm), with ppdenoise's settings in the model's metadata_props;
-  tiny-mlp-matmul.onnx: the same weights written as x @ W + b (MatMul and Add).
+  tiny-mlp-matmul.onnx: the same weights written as x @ W + b (MatMul and Add);
+  tiny-mlp-relu.onnx and tiny-mlp-relu.safetensors (its state dict, `activation` "relu"):
+  the same shape with nn.ReLU between the layers.
 - tiny-dncnn.onnx: a DnCNN (Conv+ReLU, 2 x (Conv without bias, BatchNorm2d, ReLU), Conv;
   output x - net(x)), exported with its batch norms as BatchNormalization nodes
   (training=PRESERVE on a model in eval mode); tiny-dncnn-dynamo.onnx: the same through
@@ -147,6 +149,18 @@ def fixtures():
             ref[f"dncnn_in_{h}x{w}"] = img
             ref[f"dncnn_out_{h}x{w}"] = (dn(t)[0, 0].double() * 255).numpy()
             ref[f"ffdnet_out_{h}x{w}"] = (ff(t, sig)[0, 0].double() * 255).numpy()
+    # A ReLU MLP, drawn from its own seed so the fixtures above stay as they were.
+    torch.manual_seed(2027)
+    rmlp = nn.Sequential(nn.Linear(81, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                         nn.Linear(16, 25)).eval()
+    p = os.path.join(OUT, "tiny-mlp-relu.onnx")
+    export(rmlp, (x,), p, ["x"])
+    set_props(p, props)
+    save_file({f"net.{k}": v.contiguous() for k, v in rmlp.state_dict().items()},
+              os.path.join(OUT, "tiny-mlp-relu.safetensors"),
+              metadata={**props, "activation": "relu"})
+    with torch.no_grad():
+        ref["mlp_relu_y"] = rmlp(xs).double().numpy()
     np.savez(os.path.join(OUT, "reference.npz"), **ref)
     for f in sorted(os.listdir(OUT)):
         print(f"{f}: {os.path.getsize(os.path.join(OUT, f))} bytes")

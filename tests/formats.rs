@@ -18,7 +18,7 @@ use ppdenoise::formats::container::{self, FormatError, Header, Kind, MAGIC, VERS
 use ppdenoise::plain::geometry::Geometry;
 use ppdenoise::plain::model::{random_model, ModelMeta, PatchShape};
 use ppdenoise::plain::preprocess::Preprocess;
-use ppdenoise::ring::plan::FixedParams;
+use ppdenoise::ring::plan::{FixedParams, Hidden};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
@@ -220,6 +220,29 @@ fn wrong_party() {
     let o = f.serve(1, "model.p1", "image.p1", "triplets.p0");
     cli_refuses(&o, &["triplets.p0", "party 0", "party 1"]);
     // The receiver needs out.p0 as --share0.
+    f.no_output();
+}
+
+/// Format 7 changed the MLP model share's body (the plan names its hidden activation): one
+/// of version 6 is refused by name, not misread; a header of another kind from version 6
+/// still reads.
+#[test]
+fn mlp_model_shares_before_format_7_are_refused_by_name() {
+    let f = Files::new();
+    let v6 = |b: &mut Vec<u8>| b[8..10].copy_from_slice(&6u16.to_le_bytes());
+    copy_with(&f.p("model.p0"), &f.p("old.p0"), v6);
+    let o = ppd(&["inspect", &s(&f.p("old.p0"))]);
+    cli_refuses(
+        &o,
+        &[
+            "old.p0",
+            "format version 6, from an older ppdenoise",
+            "share the model again",
+        ],
+    );
+    copy_with(&f.p("image.p0"), &f.p("oldimg.p0"), v6);
+    let h = container::read_header(&f.p("oldimg.p0")).unwrap();
+    assert_eq!(h.kind, Kind::ImageShare);
     f.no_output();
 }
 
@@ -722,6 +745,21 @@ fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
             "activation constants",
             Box::new(|m: &mut ModelShare| m.plan.acts[0].sh += 1),
             "activation constants differ",
+        ),
+        (
+            // A tanh* plan relabelled ReLU: its scales and constants no longer fit.
+            "the hidden activation",
+            Box::new(|m: &mut ModelShare| m.plan.hidden = Hidden::Relu),
+            "layer 1 has product scale 46 (expected 32)",
+        ),
+        (
+            "a ReLU plan with tanh* constants",
+            Box::new(|m: &mut ModelShare| {
+                m.plan.hidden = Hidden::Relu;
+                m.plan.layers[1].prod_scale = 32;
+                m.plan.out_scale = 32;
+            }),
+            "1 tanh* constants for 1 hidden layers of Relu",
         ),
         (
             "layers that do not chain",

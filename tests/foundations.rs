@@ -259,6 +259,26 @@ fn f32_and_f64_models_load_alike() {
     assert_eq!(m.meta, ModelMeta::default());
     m64.save(&d.path().join("again.npz")).unwrap();
     assert_eq!(Model::load(&d.path().join("again.npz")).unwrap(), m64);
+    // Every activation survives a round trip (ReLU is code 2); other codes are refused.
+    for act in [Activation::Tanh, Activation::TanhStar, Activation::Relu] {
+        let mut m = m64.clone();
+        m.meta.activation = act;
+        m.save(&d.path().join("act.npz")).unwrap();
+        assert_eq!(
+            Model::load(&d.path().join("act.npz")).unwrap(),
+            m,
+            "{act:?}"
+        );
+    }
+    {
+        let mut npz = NpzWriter::new(std::fs::File::create(d.path().join("a3.npz")).unwrap());
+        npz.add_array("W1", &rand_w(25, 81, 1)).unwrap();
+        npz.add_array("b1", &rand_b(25, 2)).unwrap();
+        npz.add_array("activation", &Array0::from_elem((), 3.0f64))
+            .unwrap();
+        npz.finish().unwrap();
+    }
+    expect_model_error(&d.path().join("a3.npz"), &["activation 3", "2 (ReLU)"]);
     // The shipped model loads and has the paper's patch geometry.
     let shipped = Model::load(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

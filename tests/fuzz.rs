@@ -624,12 +624,14 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         }),
     });
     // The model owner's inputs: model files (zip of .npy arrays).
-    // The same, as PyTorch saves an MLP: the Python-written fixture and one from the crate.
+    // The same, as PyTorch saves an MLP: the Python-written fixtures and one from the crate.
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx");
     t.push(Target {
         name: "model .safetensors (MLP)",
         seeds: vec![
             Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-mlp.safetensors"),
             mlp.parent().unwrap().join("mlp.safetensors"),
+            onnx.join("tiny-mlp-relu.safetensors"),
         ],
         shape: Shape::Safetensors,
         parse: Box::new(|f, _| ppdenoise::plain::model::Model::load(f).is_ok()),
@@ -637,11 +639,11 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     // Models exported from PyTorch: ONNX graphs of each family, and CNN state dicts (the
     // fixtures of tests/onnx.rs). The input's name does not end in .onnx, so the reader is
     // called directly.
-    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx");
     t.push(Target {
         name: "model .onnx (MLP, DnCNN, FFDNet)",
         seeds: [
             "tiny-mlp.onnx",
+            "tiny-mlp-relu.onnx",
             "tiny-dncnn.onnx",
             "tiny-ffdnet.onnx",
             "tiny-ffdnet-dynamo.onnx",
@@ -1184,7 +1186,7 @@ fn peer_job(engine: EngineKind) -> PeerJob {
         share_with_seed(&enc, &[9; 32], Stream::ImageShare),
         expand(&[9; 32], Stream::ImageShare, h * w),
     ];
-    let deal = NonlinearDeal::new(engine, &plan.acts);
+    let deal = NonlinearDeal::new(engine, &plan.circuits());
     let (t0, t1) = ppdenoise::dealer::generate(&job, &plan.widths(), plan.patch, 16, &deal);
     PeerJob {
         engine,

@@ -457,7 +457,7 @@ fn run_job(
     ];
     // Dealer.
     let streams = StreamCheck::start();
-    let deal = NonlinearDeal::new(engine, &plan.acts);
+    let deal = NonlinearDeal::new(engine, &plan.circuits());
     let model_mask = opened.then_some(mask_seeds);
     let seeds = dealer::DealSeeds {
         job: [test_seed(), test_seed()],

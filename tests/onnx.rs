@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array2, Ix2};
 use ndarray_npy::NpzReader;
 use ppdenoise::plain::cnn::Cnn;
-use ppdenoise::plain::model::Model;
+use ppdenoise::plain::model::{Activation, Model};
 use ppdenoise::plain::noise_map::NoiseLevel;
 use ppdenoise::plain::preprocess::Preprocess;
 
@@ -33,13 +33,17 @@ fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The MLP's forward on rows of `x`, as torch computes it (tanh between layers).
+/// The MLP's forward on rows of `x`, as torch computes it (tanh or ReLU between layers, as
+/// the model says).
 fn mlp_forward(m: &Model, x: &Array2<f64>) -> Array2<f64> {
     let mut a = x.t().to_owned();
     for (i, l) in m.layers.iter().enumerate() {
         a = l.w.dot(&a) + l.b.view().insert_axis(ndarray::Axis(1));
         if i + 1 < m.layers.len() {
-            a.mapv_inplace(f64::tanh);
+            match m.meta.activation {
+                Activation::Relu => a.mapv_inplace(|v| v.max(0.0)),
+                _ => a.mapv_inplace(f64::tanh),
+            }
         }
     }
     a.t().to_owned()
@@ -59,6 +63,20 @@ fn imported_mlps_match_torch_forward() {
         let d = max_diff(&mlp_forward(&m, &x), &y);
         assert!(d < 1e-5, "{name}: {d}");
     }
+    // The ReLU MLP: its Relu nodes, or its state dict's `activation`, say ReLU; torch's
+    // forward is matched, and both files hold the same model.
+    let relu = Model::load(&fixture("tiny-mlp-relu.onnx")).unwrap();
+    assert_eq!(relu.meta.activation, Activation::Relu);
+    let d = max_diff(&mlp_forward(&relu, &x), &reference("mlp_relu_y"));
+    assert!(d < 1e-5, "ReLU MLP: {d}");
+    assert!(
+        max_diff(&mlp_forward(&relu, &x), &y) > 0.1,
+        "another network than tiny-mlp"
+    );
+    assert_eq!(
+        relu,
+        Model::load(&fixture("tiny-mlp-relu.safetensors")).unwrap()
+    );
     // Gemm and MatMul + Add spell the same layers: the same model to the bit.
     assert_eq!(
         Model::load(&fixture("tiny-mlp.onnx")).unwrap(),
@@ -164,6 +182,11 @@ fn secure_runs_of_imported_models_equal_the_oracle() {
     // The MLP runs on patches (a CNN's run has none).
     let j = demo_bit_exact(&fixture("tiny-mlp.onnx"), "gmw", &[]);
     assert!(j["dealer"]["patches"].as_u64() > Some(0), "{j}");
+    // The ReLU MLP on both engines.
+    for engine in ["gc", "gmw"] {
+        let j = demo_bit_exact(&fixture("tiny-mlp-relu.onnx"), engine, &[]);
+        assert!(j["dealer"]["patches"].as_u64() > Some(0), "{j}");
+    }
 }
 
 #[test]

@@ -149,10 +149,15 @@ fn ops_outside_the_families_are_refused_naming_what_is_supported() {
         "Relu",
         &["domain \"com.microsoft\""],
     );
-    // A ReLU MLP, and Tanh in a CNN.
+    // An MLP mixing Relu and Tanh, and Tanh in a CNN.
     let mut m = load("tiny-mlp.onnx");
     node(&mut m, "/1/Tanh").op_type = "Relu".into();
-    says(&refused(&m), "/1/Tanh", "Relu", &["Relu in an MLP"]);
+    says(
+        &refused(&m),
+        "/3/Tanh",
+        "Tanh",
+        &["mixes activations (one kind for the whole network)"],
+    );
     let mut m = load("tiny-dncnn.onnx");
     node(&mut m, "/net/net.1/Relu").op_type = "Tanh".into();
     says(

@@ -27,7 +27,7 @@ use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::plain::phantom::shepp_logan;
 use ppdenoise::plain::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
-use ppdenoise::ring::plan::{FixedParams, Plan};
+use ppdenoise::ring::plan::{FixedParams, Hidden, Plan};
 use ppdenoise::ring::share::{share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::engines::engine_for;
@@ -136,7 +136,7 @@ fn run_case_tampered(
     for engine in ENGINES {
         for (mode, model_mask) in [(1, Some(mask_seeds)), (0, None)] {
             // Dealer.
-            let deal = NonlinearDeal::new(engine, &plan.acts);
+            let deal = NonlinearDeal::new(engine, &plan.circuits());
             let seeds = dealer::DealSeeds {
                 job: [test_seed(), test_seed()],
                 model_mask,
@@ -420,6 +420,95 @@ fn shipped_shape_reduced_inputs_decode_close_to_float() {
     assert!(
         max < 0.25,
         "secure vs float tanh*: max abs pixel diff {max}"
+    );
+}
+
+fn relu(mean_shift: bool, residual: bool) -> ModelMeta {
+    ModelMeta {
+        activation: Activation::Relu,
+        ..meta(mean_shift, residual)
+    }
+}
+
+/// ReLU MLPs (issue 29: an MLP exported with nn.ReLU): the hidden layers run the engines'
+/// ReLU circuit with the exact truncation, and the secure canvas is the oracle's bit for
+/// bit on both engines, for one to three hidden layers, the options, strides and partial
+/// batches. The ReLU is not vacuous: some pre-activations are cut to zero and some pass.
+#[test]
+fn relu_mlps_match_the_oracle_on_both_engines() {
+    let cases: [(&[usize], bool, bool, usize, usize); 4] = [
+        (&[81, 12, 25], false, false, 1, 10),
+        (&[81, 16, 16, 25], true, false, 2, 9),
+        (&[81, 16, 16, 25], false, true, 2, 7),
+        (&[49, 10, 7, 13, 9], true, true, 3, 4),
+    ];
+    for (i, &(widths, ms, res, stride, batch)) in cases.iter().enumerate() {
+        let model = random_model(widths, 90 + i as u64, relu(ms, res));
+        let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+        assert_eq!(plan.hidden, Hidden::Relu);
+        assert!(plan.acts.is_empty());
+        let img = random_image(13 + i, 16, 200 + i as u64);
+        let o = run_case(&model, &img, stride, batch);
+        assert_eq!(o.out_of_range, 0);
+        assert_bit_exact(&format!("ReLU {widths:?}, ms {ms}, res {res}"), &o);
+        // The first hidden layer's pre-activations on a few patches: both signs occur.
+        let l = &plan.layers[0];
+        let z: Vec<u64> = (0..l.outputs)
+            .map(|r| {
+                (0..l.inputs).fold(l.b[r], |acc, c| {
+                    acc.wrapping_add(l.w[r * l.inputs + c].wrapping_mul(1 << plan.params.s))
+                })
+            })
+            .collect();
+        let acts: Vec<u64> = z
+            .iter()
+            .map(|&v| oracle::hidden_activation(&plan, 0, v).0)
+            .collect();
+        assert!(acts.contains(&0) && acts.iter().any(|&a| a != 0));
+    }
+}
+
+/// A ReLU MLP's decoded secure result is float ReLU inference up to quantisation (ReLU is
+/// computed exactly; only the weights' and the truncation's rounding remain).
+#[test]
+fn relu_mlp_decodes_close_to_float() {
+    let model = random_model(&[81, 16, 16, 25], 95, relu(false, true));
+    let img = phantom_crop(16, 16);
+    let o = run_case(&model, &img, 2, 16);
+    assert_bit_exact("ReLU decode", &o);
+    let pre = Preprocess::new(25.0, 25.0, false);
+    let dec = oracle::decode_canvas(&o.secure, &o.geo, &pre, o.out_scale);
+    let fl = ppdenoise::plain::denoise::denoise_float(
+        &model,
+        &img,
+        &pre,
+        2,
+        None,
+        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
+    );
+    let max = dec
+        .iter()
+        .zip(fl.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(max < 0.05, "secure vs float ReLU: max abs pixel diff {max}");
+    // Run as tanh* instead, the same weights give another image: the check can fail.
+    let tanh = ppdenoise::plain::denoise::denoise_float(
+        &model,
+        &img,
+        &pre,
+        2,
+        Some(Activation::TanhStar),
+        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
+    );
+    let off = dec
+        .iter()
+        .zip(tanh.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        off > 0.5,
+        "ReLU and tanh* agree to {off}: the test cannot tell them apart"
     );
 }
 

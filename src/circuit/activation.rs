@@ -182,7 +182,7 @@ pub fn tanh_select<C: Circuit>(
 
 /// Parameters of the exact truncation inside the ReLU circuit: x = floor(V / 2^sh) as a
 /// signed k-bit value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TruncParams {
     pub sh: u32,
     pub k: u32,

@@ -18,8 +18,8 @@ use crate::formats::bodies::{
     is_cnn, DealerMask, JobParams, ModelMask, Triplets, TripletsLead, CNN, NETWORK,
 };
 use crate::formats::checks::{
-    acts_from_header, check_cnn_job, check_relu_batch, check_same_model, cnn_plan_from_header,
-    mask_id_of, read_checked,
+    check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, cnn_plan_from_header,
+    copy_circuit_entries, mask_id_of, read_checked,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
@@ -451,8 +451,8 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     crate::dealer::check_stream_bounds(&widths, geo.num_patches(), batch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    let acts = acts_from_header(&a.model, &mh, widths.len())?;
-    let nonlinear = NonlinearDeal::new(a.engine, &acts);
+    let circuits = circuits_from_header(&a.model, &mh, widths.len())?;
+    let nonlinear = NonlinearDeal::new(a.engine, &circuits);
     let model_mask = match &a.model_mask {
         Some(path) => {
             let h = container::read_header(path)?;
@@ -474,7 +474,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
                 .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
         })
         .collect::<Result<Vec<_>>>()?;
-    let acts_json = serde_json::to_string(&acts).expect("constants serialise");
+    let circuit_entries = copy_circuit_entries(&mh);
     let circuit_json = nonlinear
         .boolean
         .as_ref()
@@ -488,7 +488,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
             h.shapes.insert(0, ("layers".into(), widths_u.clone()));
             h.info.push(("batch".into(), batch.to_string()));
             h.info.push(("engine".into(), a.engine.name().into()));
-            h.info.push(("acts".into(), acts_json.clone()));
+            h.info.extend(circuit_entries.iter().cloned());
             if let Some(c) = &circuit_json {
                 h.info.push(("circuit".into(), c.clone()));
             }

@@ -9,6 +9,7 @@ use super::inputs::model_or_default;
 use super::Summary;
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{CnnModelShare, ModelShare, CNN, NETWORK};
+use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
 use crate::plain::cnn::Cnn;
@@ -216,11 +217,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         h.model_id = Some(model_id);
         h.shapes.push(("layers".into(), widths.clone()));
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));
-        // Public: the dealer sizes the boolean engine's correlations from them.
-        h.info.push((
-            "acts".into(),
-            serde_json::to_string(&plan.acts).expect("constants serialise"),
-        ));
+        h.info.extend(circuit_entries(&plan));
         let out = with_ext(&a.out, party);
         container::stage(&mut set, &out, &h, body, to[party as usize].as_ref())
             .with_context(|| format!("writing {}", out.display()))?;

@@ -104,6 +104,9 @@ pub fn run_denoise_with(
             denoise_float(model, &noisy.pixels, pre, stride, None, &t),
             0,
         ),
+        Arith::FloatTanhStar if model.meta.activation == Activation::Relu => {
+            bail!("--arith float-tanh-star applies to tanh MLPs; this MLP computes ReLU")
+        }
         Arith::FloatTanhStar => (
             denoise_float(
                 model,

@@ -8,7 +8,6 @@ use crate::circuit::bitslice::{bit, unslice};
 use crate::circuit::netlist::Netlist;
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
-use crate::ring::plan::ActConsts;
 use crate::ring::share::Seed;
 
 use crate::corr::randomness::{and_masks, dabit_masks, eda_masks};
@@ -21,13 +20,10 @@ pub struct BooleanDeal {
 }
 
 impl BooleanDeal {
-    /// `acts[l]`: hidden layer l's constants.
-    pub fn new(acts: &[ActConsts]) -> BooleanDeal {
+    /// `circuits[l]`: hidden layer l's circuit.
+    pub fn new(circuits: &[ActCircuit]) -> BooleanDeal {
         BooleanDeal {
-            layers: acts
-                .iter()
-                .map(|c| Netlist::record(&ActCircuit::tanh_star(c)))
-                .collect(),
+            layers: circuits.iter().map(Netlist::record).collect(),
         }
     }
 

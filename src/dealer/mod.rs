@@ -4,6 +4,7 @@
 pub mod boolean;
 pub mod cnn;
 
+use crate::circuit::activation::ActCircuit;
 use crate::corr::batches::{batches, extract_batch};
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::masks::mask_share;
@@ -12,24 +13,37 @@ use crate::corr::slot::Slot;
 use crate::formats::bodies::{JobParams, Triplets};
 use crate::plain::geometry::Geometry;
 use crate::ring::matmul::gemm;
-use crate::ring::plan::ActConsts;
 use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
 use boolean::BooleanDeal;
 
-/// What the dealer must know of a job's nonlinear steps: the engine and, for the boolean
-/// engine, its circuits (recorded once from the public activation constants).
+/// What the dealer must know of a job's nonlinear steps: the engine, each hidden layer's
+/// circuit (tanh*'s selection is followed by the polynomial, which needs elementwise
+/// triples; ReLU's outputs are the activations) and, for the boolean engine, the circuits'
+/// netlists (recorded once).
 #[derive(Clone, Debug)]
 pub struct NonlinearDeal {
     pub engine: EngineKind,
+    /// Per hidden layer: whether the tanh* polynomial follows its circuit.
+    poly: Vec<bool>,
     pub boolean: Option<BooleanDeal>,
 }
 
 impl NonlinearDeal {
-    pub fn new(engine: EngineKind, acts: &[ActConsts]) -> NonlinearDeal {
+    /// `circuits`: one per hidden layer ([`crate::ring::plan::Plan::circuits`]).
+    pub fn new(engine: EngineKind, circuits: &[ActCircuit]) -> NonlinearDeal {
         NonlinearDeal {
             engine,
-            boolean: (engine == EngineKind::Gmw).then(|| BooleanDeal::new(acts)),
+            poly: circuits
+                .iter()
+                .map(|c| matches!(c, ActCircuit::TanhSelect(_)))
+                .collect(),
+            boolean: (engine == EngineKind::Gmw).then(|| BooleanDeal::new(circuits)),
         }
+    }
+
+    /// Whether hidden layer `l` needs the polynomial's three elementwise correlations.
+    fn poly(&self, l: usize) -> bool {
+        self.poly[l]
     }
 }
 
@@ -162,7 +176,7 @@ pub fn generate_with(
 }
 
 /// Number of explicit values (party 1's triple shares) a job needs: per batch of n patches
-/// and layer, the matrix triple's dout x n, plus for a hidden layer three elementwise
+/// and layer, the matrix triple's dout x n, plus for a tanh* hidden layer three elementwise
 /// correlations of dout x n each, plus the boolean engine's AND triple and daBit shares.
 pub fn correction_count(
     widths: &[usize],
@@ -172,7 +186,7 @@ pub fn correction_count(
 ) -> usize {
     let layers = widths.len() - 1;
     let per_patch: usize = (0..layers)
-        .map(|l| widths[l + 1] * if l + 1 < layers { 4 } else { 1 })
+        .map(|l| widths[l + 1] * if l + 1 < layers && nl.poly(l) { 4 } else { 1 })
         .sum();
     let boolean: usize = match &nl.boolean {
         Some(bd) => batches(num_patches, batch)
@@ -237,8 +251,8 @@ pub fn generate_into<E>(
                     .map(|(x, y)| x.wrapping_sub(*y))
                     .collect::<Vec<u64>>(),
             )?;
-            if l + 1 < nl {
-                let e = dout * n;
+            let e = dout * n;
+            if l + 1 < nl && nonlinear.poly(l) {
                 let (sa0, a0, b0, mut prg0) = elem_masks(&seeds[0], l as u32, b, e);
                 let (sa1, a1, b1, _) = elem_masks(&seeds[1], l as u32, b, e);
                 let sq_c0 = prg0.vec(e);
@@ -262,6 +276,8 @@ pub fn generate_into<E>(
                             .collect::<Vec<u64>>(),
                     )?;
                 }
+            }
+            if l + 1 < nl {
                 if let Some(bd) = &nonlinear.boolean {
                     let at = Slot {
                         layer: l as u32,

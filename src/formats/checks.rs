@@ -5,11 +5,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::circuit::activation::ActCircuit;
+use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::formats::bodies::JobParams;
 use crate::formats::container::{self, id_hex, Header};
 use crate::ring::cnn::CnnPlan;
-use crate::ring::plan::ActConsts;
+use crate::ring::plan::{ActConsts, Hidden, Plan};
 
 /// The public activation constants a model share's header carries (one per hidden layer).
 pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<ActConsts>> {
@@ -35,6 +35,46 @@ pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<Ac
             .map_err(|e| anyhow::anyhow!("{}: hidden layer {l}: {e}", path.display()))?;
     }
     Ok(acts)
+}
+
+/// The header entries that name a plan's hidden-layer circuits: `acts` (tanh* constants) or
+/// `relu` (the ReLU circuit's truncation). Public: the dealer sizes the boolean engine's
+/// correlations from them.
+pub fn circuit_entries(plan: &Plan) -> Vec<(String, String)> {
+    let json = match plan.hidden {
+        Hidden::TanhStar => ("acts", serde_json::to_string(&plan.acts)),
+        Hidden::Relu => ("relu", serde_json::to_string(&plan.params.relu_trunc())),
+    };
+    vec![(json.0.into(), json.1.expect("constants serialise"))]
+}
+
+/// The entries of [`circuit_entries`] a header carries, copied (the dealer's triplet header
+/// repeats its model's).
+pub fn copy_circuit_entries(from: &Header) -> Vec<(String, String)> {
+    ["acts", "relu"]
+        .into_iter()
+        .filter_map(|k| from.info(k).map(|v| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+/// The hidden layers' circuits a header names (see [`circuit_entries`]), checked.
+pub fn circuits_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<ActCircuit>> {
+    let Some(s) = h.info("relu") else {
+        let acts = acts_from_header(path, h, layers)?;
+        return Ok(acts.iter().map(ActCircuit::tanh_star).collect());
+    };
+    if h.info("acts").is_some() {
+        bail!(
+            "{}: header names both tanh* constants and a ReLU circuit",
+            path.display()
+        );
+    }
+    let t: TruncParams = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed ReLU circuit parameters", path.display()))?;
+    let c = ActCircuit::Relu(t);
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("{}: ReLU circuit: {e}", path.display()))?;
+    Ok(vec![c; layers.saturating_sub(2)])
 }
 
 /// A CNN job's ReLU run size: 1 to 2^28 elements (one message of the engine's).

@@ -29,7 +29,10 @@ pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 6: CNN plans carry their frame (FFDNet's sub-images and noise map): a CNN model share's
 ///    body changed, so those of version 5 are refused (share the model again); every other
 ///    kind of version 3 to 5 remains readable.
-pub const VERSION: u16 = 6;
+/// 7: MLP plans name their hidden activation (tanh* or ReLU): an MLP model share's body
+///    changed, so those of versions 3 to 6 are refused (share the model again); headers
+///    without the new `relu` entry name tanh* as before, so every other kind stays readable.
+pub const VERSION: u16 = 7;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 const PREFIX: usize = 8 + 2 + 4;
@@ -395,6 +398,15 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
             Kind::CnnModelShare.name(),
             ver,
             "its body lacks the CNN's frame: share the model again with `share-model`",
+        ));
+    }
+    if header.kind == Kind::ModelShare && ver < 7 {
+        return Err(FormatError::Outdated(
+            path.into(),
+            Kind::ModelShare.name(),
+            ver,
+            "its body lacks the hidden layers' activation: share the model again with \
+             `share-model`",
         ));
     }
     let mut all = Vec::with_capacity(PREFIX + hbytes.len());

@@ -59,6 +59,7 @@ pub fn denoise_float(
                 match act {
                     Activation::Tanh => z.mapv_inplace(f64::tanh),
                     Activation::TanhStar => z.mapv_inplace(|v| tanh_star.eval(v)),
+                    Activation::Relu => z.mapv_inplace(|v| v.max(0.0)),
                 }
             }
             hcur = z;

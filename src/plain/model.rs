@@ -55,6 +55,8 @@ pub enum ModelError {
 pub enum Activation {
     Tanh,
     TanhStar,
+    /// max(0, x): computed exactly by the secure protocol (no approximation).
+    Relu,
 }
 
 /// Public description of how the model expects its input and forms its output.
@@ -299,10 +301,17 @@ impl Model {
             meta.residual = read0(&mut npz, path, "residual")? != 0.0;
         }
         if has("activation") {
-            meta.activation = if read0(&mut npz, path, "activation")? != 0.0 {
-                Activation::TanhStar
-            } else {
-                Activation::Tanh
+            let code = read0(&mut npz, path, "activation")?;
+            meta.activation = match code {
+                0.0 => Activation::Tanh,
+                1.0 => Activation::TanhStar,
+                2.0 => Activation::Relu,
+                _ => {
+                    return Err(ModelError::Invalid {
+                        path: path.to_path_buf(),
+                        msg: format!("activation {code}: 0 (tanh), 1 (tanh*) or 2 (ReLU) expected"),
+                    })
+                }
             };
         }
         if has("aggregation_sigma") {
@@ -325,7 +334,11 @@ impl Model {
             npz.add_array("sigma", &scalar(self.meta.sigma))?;
             npz.add_array("mean_shift", &scalar(self.meta.mean_shift as u8 as f64))?;
             npz.add_array("residual", &scalar(self.meta.residual as u8 as f64))?;
-            let act = (self.meta.activation == Activation::TanhStar) as u8 as f64;
+            let act = match self.meta.activation {
+                Activation::Tanh => 0.0,
+                Activation::TanhStar => 1.0,
+                Activation::Relu => 2.0,
+            };
             npz.add_array("activation", &scalar(act))?;
             npz.add_array("aggregation_sigma", &scalar(self.meta.aggregation_sigma))?;
             npz.finish()?;

@@ -19,7 +19,7 @@ use crate::plain::frame::Frame;
 use crate::plain::im2col::{im2col, rows_per_block};
 use crate::plain::par_conv::{by_row_blocks, BLOCK_VALUES};
 use crate::plain::preprocess::Preprocess;
-use crate::ring::fixed::{bits_signed, decode, encode, low_bits};
+use crate::ring::fixed::{decode, encode};
 use crate::ring::matmul::{gemm_acc, gemm_acc_serial};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,12 +274,7 @@ impl CnnPlan {
 /// A hidden layer's activation on the reconstructed pre-activation `z` (scale s + ws):
 /// max(0, floor(z / 2^ws)) of the k-bit signed truncation.
 pub fn relu_trunc(p: &CnnFixed, z: u64) -> u64 {
-    let x = bits_signed(low_bits(z, p.ws + p.k), p.ws, p.k);
-    if (x as i64) < 0 {
-        0
-    } else {
-        x
-    }
+    crate::ring::fixed::relu_trunc(p.ws, p.k, z)
 }
 
 /// Row blocks of a layer's map: (block index, first row, rows). Each block's columns are
@@ -397,9 +392,7 @@ fn run_in_blocks(plan: &CnnPlan, h: usize, w: usize, input: &[u64], target: usiz
 /// Whether a hidden pre-activation's truncation floor(z / 2^ws) falls outside the k-bit
 /// signed range that the ReLU circuit keeps.
 fn out_of_range_of(p: &CnnFixed, z: u64) -> bool {
-    let lim = 1i64 << (p.k - 1);
-    let t = (z as i64) >> p.ws;
-    t >= lim || t < -lim
+    crate::ring::fixed::out_of_range(p.ws, p.k, z)
 }
 
 /// The whole plaintext fixed-point CNN on an image (0..255 scale) and its noise map's values

@@ -38,6 +38,25 @@ pub fn low_bits(x: u64, n: u32) -> u64 {
     }
 }
 
+/// The ReLU circuit's function on a reconstructed pre-activation `z`: max(0, x) for x =
+/// floor(z / 2^sh) kept as a signed k-bit integer (the circuit's exact truncation).
+pub fn relu_trunc(sh: u32, k: u32, z: u64) -> u64 {
+    let x = bits_signed(low_bits(z, sh + k), sh, k);
+    if (x as i64) < 0 {
+        0
+    } else {
+        x
+    }
+}
+
+/// Whether floor(z / 2^sh) falls outside the k-bit signed range a circuit keeps (the
+/// oracle counts these: the circuit then computes on the value's low bits).
+pub fn out_of_range(sh: u32, k: u32, z: u64) -> bool {
+    let lim = 1i64 << (k - 1);
+    let t = (z as i64) >> sh;
+    t >= lim || t < -lim
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,9 @@ use rayon::prelude::*;
 
 use crate::plain::geometry::Geometry;
 use crate::plain::preprocess::Preprocess;
-use crate::ring::fixed::{bits_signed, decode, encode, low_bits};
+use crate::ring::fixed::{bits_signed, decode, encode, low_bits, out_of_range, relu_trunc};
 use crate::ring::matmul::gemm_acc_serial;
-use crate::ring::plan::{ActConsts, Plan};
+use crate::ring::plan::{ActConsts, Hidden, Plan};
 
 /// What the activation circuit reveals, as boolean-shared bits, about one pre-activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,21 @@ pub fn activation(c: &ActConsts, v: u64) -> u64 {
         .wrapping_add(g[2].wrapping_mul(c.sat))
 }
 
+/// Hidden layer `li`'s activation of the pre-activation `v` as the protocol computes it, and
+/// whether its truncation fell outside the circuit's signed range.
+pub fn hidden_activation(plan: &Plan, li: usize, v: u64) -> (u64, bool) {
+    match plan.hidden {
+        Hidden::TanhStar => {
+            let c = &plan.acts[li];
+            (activation(c, v), out_of_range(c.sh, c.k, v))
+        }
+        Hidden::Relu => {
+            let t = plan.params.relu_trunc();
+            (relu_trunc(t.sh, t.k, v), out_of_range(t.sh, t.k, v))
+        }
+    }
+}
+
 /// Encodes a 0..255 image (row-major) as the gateway does: normalise, then scale s.
 pub fn encode_image(image: &Array2<f64>, pre: &Preprocess, s: u32) -> Vec<u64> {
     image.iter().map(|&p| encode(pre.normalize(p), s)).collect()
@@ -127,14 +142,10 @@ pub fn run(plan: &Plan, geo: &Geometry, input: &[u64], batch: usize) -> OracleRu
                     .collect();
             gemm_acc_serial(&l.w, &x, &mut z, l.outputs, l.inputs, n);
             if li < last {
-                let c = &plan.acts[li];
-                let lim = 1u64 << (c.k - 1);
                 for v in z.iter_mut() {
-                    let xv = bits_signed(*v, c.sh, 64 - c.sh) as i64;
-                    if xv >= lim as i64 || xv < -(lim as i64) {
-                        out_of_range += 1;
-                    }
-                    *v = activation(c, *v);
+                    let (y, out) = hidden_activation(plan, li, *v);
+                    out_of_range += out as u64;
+                    *v = y;
                 }
             } else if plan.residual {
                 let shift = l.prod_scale - plan.params.s;
@@ -237,12 +248,10 @@ mod tests {
                     }
                 }
                 if li < last {
-                    let c = &plan.acts[li];
-                    let lim = 1i64 << (c.k - 1);
                     for v in z.iter_mut() {
-                        let xv = bits_signed(*v, c.sh, 64 - c.sh) as i64;
-                        out_of_range += (xv >= lim || xv < -lim) as u64;
-                        *v = activation(c, *v);
+                        let (y, out) = hidden_activation(plan, li, *v);
+                        out_of_range += out as u64;
+                        *v = y;
                     }
                 } else if plan.residual {
                     let shift = l.prod_scale - plan.params.s;

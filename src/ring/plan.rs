@@ -6,10 +6,13 @@
 //! circuit keeps `q` fractional bits of its pre-activation (exact floor, shift `sh`), the
 //! polynomial pieces are evaluated at scale `F = 2q + cs`, so hidden activations leave at
 //! scale `F` and later products are at `s + F`. The output layer is truncated to scale `s`.
+//! A ReLU MLP's hidden layers instead truncate their pre-activation (scale `2s`) exactly to
+//! scale `s` inside the ReLU circuit, so every product is at `2s`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::plain::model::{Model, PatchShape};
+use crate::circuit::activation::{ActCircuit, TruncParams};
+use crate::plain::model::{Activation, Model, PatchShape};
 use crate::ring::fixed::encode;
 use crate::ring::tanhstar::TanhStar;
 
@@ -49,6 +52,28 @@ impl FixedParams {
     /// Scale of hidden activations.
     pub fn act_scale(&self) -> u32 {
         2 * self.q + self.cs
+    }
+
+    /// The ReLU circuit of a ReLU MLP's hidden layers: the pre-activation at scale 2s, exactly
+    /// truncated to scale s, signed with `zbits` integer bits.
+    pub fn relu_trunc(&self) -> TruncParams {
+        TruncParams {
+            sh: self.s,
+            k: self.zbits + self.s + 1,
+        }
+    }
+
+    /// [`FixedParams::validate`] for the hidden activation: a ReLU layer's products (scale 2s,
+    /// zbits integer bits, a sign) must fit the ring too.
+    pub fn validate_for(&self, hidden: Hidden) -> Result<(), String> {
+        self.validate()?;
+        if hidden == Hidden::Relu && 2 * self.s + self.zbits + 1 > 64 {
+            return Err(format!(
+                "fixed-point parameters overflow the 64-bit ring: 2s + zbits + 1 = {} > 64",
+                2 * self.s + self.zbits + 1
+            ));
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -133,12 +158,23 @@ pub fn count_model_values(widths: &[u64]) -> Result<u64, String> {
     })
 }
 
+/// What a plan's hidden layers compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hidden {
+    /// The paper's tanh*: the selection circuit, then the polynomial on arithmetic shares.
+    TanhStar,
+    /// max(0, x): the ReLU circuit with the exact truncation to scale s (its outputs are the
+    /// activations; no polynomial, no elementwise triples).
+    Relu,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub params: FixedParams,
     pub patch: PatchShape,
     pub layers: Vec<PlanLayer>,
-    /// Hidden-layer activation constants (one per hidden layer; identical except `sh`).
+    pub hidden: Hidden,
+    /// tanh* constants, one per hidden layer (identical except `sh`); none for ReLU.
     pub acts: Vec<ActConsts>,
     /// Scale of the output layer's values. They are not truncated: the servers add them into
     /// the canvas at this scale (overlap sums still fit the ring) and the receiver divides.
@@ -148,6 +184,24 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Scale of the activations a hidden layer passes on.
+    pub fn act_scale(&self) -> u32 {
+        match self.hidden {
+            Hidden::TanhStar => self.params.act_scale(),
+            Hidden::Relu => self.params.s,
+        }
+    }
+
+    /// The boolean circuit of each hidden layer, as the engines run it and the dealer deals
+    /// for it.
+    pub fn circuits(&self) -> Vec<ActCircuit> {
+        let hidden = self.layers.len().saturating_sub(1);
+        match self.hidden {
+            Hidden::TanhStar => self.acts.iter().map(ActCircuit::tanh_star).collect(),
+            Hidden::Relu => vec![ActCircuit::Relu(self.params.relu_trunc()); hidden],
+        }
+    }
+
     pub fn widths(&self) -> Vec<usize> {
         let mut v = vec![self.layers[0].inputs];
         v.extend(self.layers.iter().map(|l| l.outputs));
@@ -156,9 +210,16 @@ impl Plan {
 
     /// Builds the plan: folds the mean shift into layer 1 (W1 (I - 11^T/n)) and encodes.
     pub fn from_model(model: &Model, params: FixedParams) -> Result<Plan, String> {
-        params.validate()?;
+        let hidden = match model.meta.activation {
+            Activation::Tanh | Activation::TanhStar => Hidden::TanhStar,
+            Activation::Relu => Hidden::Relu,
+        };
+        params.validate_for(hidden)?;
         let s = params.s;
-        let f = params.act_scale();
+        let f = match hidden {
+            Hidden::TanhStar => params.act_scale(),
+            Hidden::Relu => s,
+        };
         let nl = model.layers.len();
         let mut layers = Vec::with_capacity(nl);
         let mut acts = Vec::new();
@@ -180,7 +241,7 @@ impl Plan {
                 b: l.b.iter().map(|&v| encode(v, prod_scale)).collect(),
                 prod_scale,
             });
-            if i + 1 < nl {
+            if i + 1 < nl && hidden == Hidden::TanhStar {
                 acts.push(act_consts(&params, prod_scale));
             }
         }
@@ -189,6 +250,7 @@ impl Plan {
             params,
             patch: model.patch_shape(),
             layers,
+            hidden,
             acts,
             out_scale,
             residual: model.meta.residual,
@@ -203,12 +265,12 @@ impl Plan {
     /// checksum is not a signature) is refused here instead of panicking or allocating without
     /// bound later.
     pub fn validate_public(&self) -> Result<(), String> {
-        self.params.validate()?;
+        self.params.validate_for(self.hidden)?;
         let nl = self.layers.len();
         if nl == 0 || nl > MAX_LAYERS {
             return Err(format!("{nl} layers (1 to {MAX_LAYERS} supported)"));
         }
-        let (s, f) = (self.params.s, self.params.act_scale());
+        let (s, f) = (self.params.s, self.act_scale());
         for (i, l) in self.layers.iter().enumerate() {
             if l.inputs == 0 || l.outputs == 0 {
                 return Err(format!(
@@ -253,11 +315,16 @@ impl Plan {
                 self.widths()
             ));
         }
-        if self.acts.len() != nl - 1 {
+        let want_acts = match self.hidden {
+            Hidden::TanhStar => nl - 1,
+            Hidden::Relu => 0,
+        };
+        if self.acts.len() != want_acts {
             return Err(format!(
-                "{} activation constants for {} hidden layers",
+                "{} tanh* constants for {} hidden layers of {:?}",
                 self.acts.len(),
-                nl - 1
+                nl - 1,
+                self.hidden
             ));
         }
         for (i, c) in self.acts.iter().enumerate() {

@@ -10,7 +10,7 @@ use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
     is_cnn, load, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
 };
-use crate::formats::checks::{acts_from_header, check_same_model, mask_id_of, read_checked};
+use crate::formats::checks::{check_same_model, circuits_from_header, mask_id_of, read_checked};
 use crate::formats::container::{self, Header, Kind};
 use crate::plain::geometry::Geometry;
 use crate::ring::plan::Plan;
@@ -69,12 +69,12 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     check_engine(&f, th, engine_kind)?;
     // What the dealer had to make for this engine and these activations (the boolean
     // engine's circuits recorded once): checked against the file's header and length below.
-    let deal = crate::dealer::NonlinearDeal::new(engine_kind, &plan.acts);
+    let circuits = plan.circuits();
+    let deal = crate::dealer::NonlinearDeal::new(engine_kind, &circuits);
     if let Some(bd) = &deal.boolean {
-        let acts = acts_from_header(&f.triplets, th, plan.widths().len())?;
-        if acts != plan.acts {
+        if circuits_from_header(&f.triplets, th, plan.widths().len())? != circuits {
             bail!(
-                "{}: the dealer sized this randomness for other activation constants than the model share {} holds",
+                "{}: the dealer sized this randomness for other activation circuits than the model share {} holds",
                 f.triplets.display(),
                 f.model.display()
             );

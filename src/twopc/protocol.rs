@@ -11,7 +11,7 @@ use crate::corr::randomness::{PartyRandomness, RandomnessError};
 use crate::corr::slot::Slot;
 use crate::formats::bodies::JobParams;
 use crate::plain::geometry::Geometry;
-use crate::ring::plan::{ActConsts, Plan};
+use crate::ring::plan::{ActConsts, Hidden, Plan};
 use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
 use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};
@@ -229,18 +229,28 @@ pub fn run(
             add_bias(&mut z, &ly.b, n);
             rep.seconds_linear += t.elapsed().as_secs_f64();
             if l + 1 < nl {
-                let c = &plan.acts[l];
                 let t = Instant::now();
-                let triples = inp.rand.elem_triples(l as u32, b, z.len())?;
                 let at = Slot {
                     layer: l as u32,
                     batch: b,
                 };
-                let sel = engine.select(ch, &mut inp.rand, at, c, &z)?;
-                let t2 = Instant::now();
-                rep.seconds_nonlinear += (t2 - t).as_secs_f64();
-                act = tanh_star_poly(ch, party, c, &sel, &triples)?;
-                rep.seconds_polynomial += t2.elapsed().as_secs_f64();
+                match plan.hidden {
+                    Hidden::TanhStar => {
+                        let c = &plan.acts[l];
+                        let triples = inp.rand.elem_triples(l as u32, b, z.len())?;
+                        let sel = engine.select(ch, &mut inp.rand, at, c, &z)?;
+                        let t2 = Instant::now();
+                        rep.seconds_nonlinear += (t2 - t).as_secs_f64();
+                        act = tanh_star_poly(ch, party, c, &sel, &triples)?;
+                        rep.seconds_polynomial += t2.elapsed().as_secs_f64();
+                    }
+                    Hidden::Relu => {
+                        // The circuit's outputs are the activations themselves (scale s).
+                        let tp = plan.params.relu_trunc();
+                        act = engine.relu(ch, &mut inp.rand, at, tp.sh, tp.k, &z)?;
+                        rep.seconds_nonlinear += t.elapsed().as_secs_f64();
+                    }
+                }
             } else {
                 // Output layer: the residual skip is a public linear map of the input share;
                 // the values go into the canvas untruncated (at the plan's out_scale).

@@ -1,5 +1,5 @@
 //! The walk over an ONNX graph that maps it onto the project's two families: the patch MLP
-//! (Gemm, or MatMul + Add, with Tanh) and the convolution stack of DnCNN and FFDNet (Conv,
+//! (Gemm, or MatMul + Add, with Tanh or Relu) and the convolution stack of DnCNN and FFDNet (Conv,
 //! BatchNormalization folded into it, Relu, Sub for the residual), with the pixel
 //! (un)shuffle and noise map around it spelt however the exporter spells them.
 //!
@@ -757,16 +757,8 @@ impl<'g> Walk<'g> {
                 if s.activated {
                     return Err("follows another activation".into());
                 }
-                match (s.family, act) {
-                    (Family::Cnn, Act::Tanh) => {
-                        return Err("Tanh in a convolutional network (ReLU supported)".into())
-                    }
-                    (Family::Mlp, Act::Relu) => {
-                        return Err("Relu in an MLP: ppdenoise's MLP runs the paper's tanh* \
-                                    (export it with nn.Tanh), and ReLU networks as CNNs"
-                            .into())
-                    }
-                    _ => {}
+                if (s.family, act) == (Family::Cnn, Act::Tanh) {
+                    return Err("Tanh in a convolutional network (ReLU supported)".into());
                 }
                 if s.act.is_some_and(|a| a != act) {
                     return Err("mixes activations (one kind for the whole network)".into());

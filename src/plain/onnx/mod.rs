@@ -18,10 +18,10 @@ use std::path::Path;
 
 use ndarray::{Array1, Array2};
 
-use self::graph::{Family, Refusal, Walked};
+use self::graph::{Act, Family, Refusal, Walked};
 use self::tensor::Tensor;
 use super::cnn::{Cnn, CnnMeta, Conv};
-use super::model::{Layer, Model, ModelError};
+use super::model::{Activation, Layer, Model, ModelError};
 
 pub use self::graph::SUPPORTED_OPS;
 
@@ -202,12 +202,15 @@ fn mlp(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Model, Mo
         return Err(ModelError::Setting {
             path: path.to_path_buf(),
             key: "activation".into(),
-            msg: "is not read from an ONNX file: its Tanh nodes say what it computes (run as \
-                  tanh*)"
+            msg: "is not read from an ONNX file: its Tanh (run as tanh*) or Relu nodes say what \
+                  it computes"
                 .into(),
         });
     }
-    let meta = super::safetensors::settings(path, (!md.is_empty()).then_some(md))?;
+    let mut meta = super::safetensors::settings(path, (!md.is_empty()).then_some(md))?;
+    if w.stack.act == Some(Act::Relu) {
+        meta.activation = Activation::Relu;
+    }
     let layers = w
         .stack
         .layers

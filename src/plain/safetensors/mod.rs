@@ -396,7 +396,8 @@ pub(crate) fn settings(
         meta.activation = match v.trim() {
             "tanh" => Activation::Tanh,
             "tanh_star" => Activation::TanhStar,
-            _ => return Err(err("activation", v, "tanh or tanh_star")),
+            "relu" => Activation::Relu,
+            _ => return Err(err("activation", v, "tanh, tanh_star or relu")),
         };
     }
     if let Some(s) = number("aggregation_sigma")? {
@@ -639,8 +640,8 @@ mod tests {
         );
         refused(
             &t,
-            &[("activation", "relu")],
-            &["metadata activation", "tanh_star"],
+            &[("activation", "gelu")],
+            &["metadata activation", "tanh, tanh_star or relu"],
         );
         refused(&t, &[("aggregation_sigma", "0.1")], &["aggregation_sigma"]);
         refused(
