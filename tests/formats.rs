@@ -868,6 +868,30 @@ fn crafted_public_headers_are_refused_by_the_dealer() {
         &dealer("m3.pub", "image.pub"),
         &["m3.pub", "weights and biases"],
     );
+    // Circuit parameters whose sh + k wraps a u32 (the check used to add them unchecked, and
+    // recording the circuit then panicked), as a ReLU entry and as tanh* constants; and a
+    // header naming both kinds.
+    let relu = r#"{"sh":4294967295,"k":2}"#;
+    craft(&f.p("model.pub"), &f.p("r1.pub"), |h, _: &mut ()| {
+        h.info.retain(|(k, _)| k != "acts");
+        h.info.push(("relu".into(), relu.into()));
+    });
+    cli_refuses(&dealer("r1.pub", "image.pub"), &["r1.pub", "sh + k <= 64"]);
+    craft(&f.p("model.pub"), &f.p("r2.pub"), |h, _: &mut ()| {
+        for (k, v) in h.info.iter_mut() {
+            if k == "acts" {
+                *v = v.replacen(r#""sh":"#, r#""sh":4294967295,"was":"#, 1);
+            }
+        }
+    });
+    cli_refuses(&dealer("r2.pub", "image.pub"), &["r2.pub", "sh + k > 64"]);
+    craft(&f.p("model.pub"), &f.p("r3.pub"), |h, _: &mut ()| {
+        h.info.push(("relu".into(), r#"{"sh":16,"k":25}"#.into()));
+    });
+    cli_refuses(
+        &dealer("r3.pub", "image.pub"),
+        &["r3.pub", "both tanh* constants and a ReLU circuit"],
+    );
     // Job parameters with stride 0, and with 2^40 pixels.
     for (name, json) in [
         ("j1.pub", "stride"),

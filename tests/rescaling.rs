@@ -34,9 +34,11 @@ use ppdenoise::twopc::protocol::Nonlinear;
 /// (sh, k) pairs. The plan's own with the default parameters (s = 16, q = cs = 10,
 /// zbits = 8): hidden layer 1 (product scale 2s = 32: sh 22, k 19), later hidden layers
 /// (s + 2q + cs = 46: sh 36, k 19); the paper's s = 18 (sh 26 / 38, k 19); q = 12 (sh 24 /
-/// 42, k 21); and wider ones up to the edge of the ring (sh + k = 64).
+/// 42, k 21); a ReLU MLP's hidden layers (product scale 2s = 32 truncated to s: sh 16,
+/// k = zbits + s + 1 = 25); and wider ones up to the edge of the ring (sh + k = 64).
 const PARAMS: &[(u32, u32)] = &[
     (22, 19),
+    (16, 25),
     (36, 19),
     (26, 19),
     (38, 19),

@@ -48,8 +48,12 @@ impl ActParams {
         if self.k < 2 {
             return Err(ParamError(format!("k = {} < 2", self.k)));
         }
-        if self.sh + self.k > 64 {
-            return Err(ParamError(format!("sh + k = {} > 64", self.sh + self.k)));
+        // Checked: the fields may come from a file's header, and a wrapped sum would pass.
+        if self.sh.checked_add(self.k).is_none_or(|n| n > 64) {
+            return Err(ParamError(format!(
+                "sh + k > 64 (sh = {}, k = {})",
+                self.sh, self.k
+            )));
         }
         if self.b_fix >= 1u64 << (self.k - 1) {
             return Err(ParamError(format!(
@@ -194,7 +198,7 @@ impl TruncParams {
     }
 
     pub fn validate(&self) -> Result<(), ParamError> {
-        if self.k < 1 || self.sh + self.k > 64 {
+        if self.k < 1 || self.sh.checked_add(self.k).is_none_or(|n| n > 64) {
             return Err(ParamError(format!(
                 "need 1 <= k and sh + k <= 64, got sh = {}, k = {}",
                 self.sh, self.k

@@ -406,7 +406,7 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
             Kind::ModelShare.name(),
             ver,
             "its body lacks the hidden layers' activation: share the model again with \
-             `share-model`",
+             `share-model` (then make its model mask and opened weights again too)",
         ));
     }
     let mut all = Vec::with_capacity(PREFIX + hbytes.len());

@@ -71,14 +71,15 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     // engine's circuits recorded once): checked against the file's header and length below.
     let circuits = plan.circuits();
     let deal = crate::dealer::NonlinearDeal::new(engine_kind, &circuits);
+    // Both engines: the dealer's elementwise triples follow from the circuits' kind.
+    if circuits_from_header(&f.triplets, th, plan.widths().len())? != circuits {
+        bail!(
+            "{}: the dealer sized this randomness for other activation circuits than the model share {} holds",
+            f.triplets.display(),
+            f.model.display()
+        );
+    }
     if let Some(bd) = &deal.boolean {
-        if circuits_from_header(&f.triplets, th, plan.widths().len())? != circuits {
-            bail!(
-                "{}: the dealer sized this randomness for other activation circuits than the model share {} holds",
-                f.triplets.display(),
-                f.model.display()
-            );
-        }
         let want = serde_json::to_string(&bd.shapes()).expect("shapes serialise");
         if th.info("circuit") != Some(want.as_str()) {
             bail!(
