@@ -31,6 +31,32 @@ pub struct GmwParty {
     /// Netlists recorded so far (one per distinct circuit: a few per model).
     nets: Vec<(ActCircuit, Netlist)>,
     counters: EngineCounters,
+    /// A deliberately broken variant, for the masking tests' negative controls: compiled
+    /// into unit tests only, never into the binary.
+    #[cfg(test)]
+    pub(super) broken: Option<Broken>,
+}
+
+/// The broken variants of the negative controls (`super::wire_masking`). Each keeps the
+/// engine running; the first even keeps its results exact.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Broken {
+    /// Every AND level takes its triples from the first: a triple serves one gate per level.
+    AndTripleReusedAcrossLevels,
+    /// Outputs are opened without their daBits (a ReLU's carry and value bits, tanh*'s
+    /// indicator bits).
+    OutputOpenedWithoutDaBit,
+    /// The high half of each edaBit repeats its low half.
+    EdaHighPartReused,
+}
+
+/// [`Broken`] as flags the engine reads: all false outside unit tests.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    reuse_triples: bool,
+    unmasked_outputs: bool,
+    eda_high_reused: bool,
 }
 
 impl GmwParty {
@@ -39,7 +65,23 @@ impl GmwParty {
             party,
             nets: Vec::new(),
             counters: EngineCounters::default(),
+            #[cfg(test)]
+            broken: None,
         }
+    }
+
+    /// The broken variant switched on, as flags (none outside unit tests).
+    #[allow(clippy::let_and_return)]
+    fn faults(&self) -> Faults {
+        #[cfg(test)]
+        let f = Faults {
+            reuse_triples: self.broken == Some(Broken::AndTripleReusedAcrossLevels),
+            unmasked_outputs: self.broken == Some(Broken::OutputOpenedWithoutDaBit),
+            eda_high_reused: self.broken == Some(Broken::EdaHighPartReused),
+        };
+        #[cfg(not(test))]
+        let f = Faults::default();
+        f
     }
 
     /// Index in `nets` of `circ`'s netlist, recorded on first use.
@@ -81,9 +123,13 @@ impl GmwParty {
 
         let mut wires = vec![0u64; net.gates.len() * w];
         let own = slice(v, net.n);
+        let faults = self.faults();
         for (i, g) in net.gates.iter().enumerate() {
             let src = match (*g, party) {
                 (Gate::InputS0(b), 0) | (Gate::InputS1(b), 1) => &own[b as usize * w..],
+                (Gate::InputR(b), _) if faults.eda_high_reused => {
+                    &eda.bits[high_from_low(&net.eda_bits, b) * w..]
+                }
                 (Gate::InputR(b), _) => &eda.bits[b as usize * w..],
                 _ => continue,
             };
@@ -92,6 +138,7 @@ impl GmwParty {
         drop(own);
         let mut rounds = 0;
         let mut and_index = 0;
+        let reuse = faults.reuse_triples;
         for lv in &net.levels {
             for &gi in &lv.free {
                 eval_free(&mut wires, w, gi as usize, net.gates[gi as usize], party);
@@ -104,7 +151,7 @@ impl GmwParty {
                 let Gate::And(x, y) = net.gates[gi as usize] else {
                     unreachable!("AND level holds only AND gates")
                 };
-                let t = (and_index + j) * w;
+                let t = (if reuse { 0 } else { and_index } + j) * w;
                 let (x, y) = (x as usize * w, y as usize * w);
                 msg.extend((0..w).map(|k| wires[x + k] ^ trip.a[t + k]));
                 msg.extend((0..w).map(|k| wires[y + k] ^ trip.b[t + k]));
@@ -118,14 +165,14 @@ impl GmwParty {
                 &msg,
                 &theirs,
                 &trip,
-                and_index,
+                if reuse { 0 } else { and_index },
                 party,
             );
             and_index += lv.ands.len();
         }
         debug_assert_eq!(and_index, shape.and_gates);
 
-        let out = open_outputs(ch, &wires, w, net, &dab)?;
+        let out = open_outputs(ch, &wires, w, net, &dab, faults.unmasked_outputs)?;
         rounds += 1;
         let result = convert(net, &out, w, e_count, party, &dab, &eda);
         self.counters.and_gates += (shape.and_gates * e_count) as u64;
@@ -133,6 +180,24 @@ impl GmwParty {
         self.counters.rounds += rounds;
         Ok(result)
     }
+}
+
+/// The broken variant's edaBit bit for `InputR(b)`: a bit of an edaBit's high half is read
+/// from its low half.
+fn high_from_low(eda_bits: &[u32], b: u32) -> usize {
+    let mut first = 0;
+    for &m in eda_bits {
+        if b < first + m {
+            let (j, half) = (b - first, m / 2);
+            return (if half > 0 && j >= half {
+                first + j - half
+            } else {
+                b
+            }) as usize;
+        }
+        first += m;
+    }
+    b as usize
 }
 
 /// Additive shares of each B2A group's value from the opened outputs `out` (bit-sliced,
@@ -248,12 +313,16 @@ fn open_outputs(
     w: usize,
     net: &Netlist,
     dab: &DaBits,
+    broken_unmasked: bool,
 ) -> Result<Vec<u64>, ChannelError> {
     let mut msg = Vec::with_capacity(net.outputs.len() * w);
     let mut d = 0;
     for (&o, &masked) in net.outputs.iter().zip(&net.masked) {
         let src = &wires[o as usize * w..(o as usize + 1) * w];
-        if masked {
+        if masked && broken_unmasked {
+            msg.extend_from_slice(src);
+            d += 1;
+        } else if masked {
             let r = &dab.bits[d * w..(d + 1) * w];
             msg.extend(src.iter().zip(r).map(|(x, r)| x ^ r));
             d += 1;

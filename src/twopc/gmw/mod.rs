@@ -9,5 +9,7 @@
 //! daBits (bits from each seed; additive shares from party 0's seed, party 1's explicit).
 //! Each is derived from its own (layer, batch) stream and used once.
 pub mod engine;
+#[cfg(test)]
+mod wire_masking;
 
 pub use engine::GmwParty;
