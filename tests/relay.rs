@@ -117,6 +117,8 @@ fn echo_server() -> (SocketAddr, thread::JoinHandle<()>) {
 fn echo_one(l: &TcpListener) {
     let (mut s, _) = l.accept().unwrap();
     s.set_nodelay(true).unwrap();
+    // A fault fails the test instead of hanging it.
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut buf = [0u8; 4096];
     loop {
         let n = s.read(&mut buf).unwrap();
@@ -131,6 +133,7 @@ fn echo_one(l: &TcpListener) {
 fn pings(addr: SocketAddr, n: u8) -> Vec<Duration> {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_nodelay(true).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let rtts = (0..n)
         .map(|i| {
             let t = Instant::now();

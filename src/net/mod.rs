@@ -146,6 +146,19 @@ pub(crate) fn connect_retrying(
         } else {
             std::net::TcpStream::connect_timeout(&addr, remaining)
         };
+        // On loopback, a connect to a port nothing listens on can pick that same port as its
+        // own source and connect the socket to itself (TCP simultaneous open): that is no
+        // peer, so it counts as refused and is retried.
+        let attempt = attempt.and_then(|s| {
+            if s.local_addr()? == s.peer_addr()? {
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "connected to itself (nothing listens there yet)",
+                ))
+            } else {
+                Ok(s)
+            }
+        });
         match attempt {
             Ok(stream) => return Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Err(e),
