@@ -15,9 +15,10 @@
 //! binary's allocator refuses larger requests, which aborts the process; the input being
 //! parsed is then left in `target/fuzz/<target>.input`).
 //!
-//! The frames a peer sends are fuzzed too: a tiny MLP job runs in process on each engine,
-//! one message of one server altered on its way (bits flipped, or its length changed);
-//! both servers must end with a result or an error, never a panic.
+//! The frames a peer sends are fuzzed too: tiny MLP jobs (tanh* and ReLU) and a tiny CNN job
+//! run in process on each engine, and `open-weights` of an MLP and a CNN, one message of one
+//! server altered on its way (bits flipped, or its length changed); both servers must end
+//! with a result or an error, never a panic.
 //!
 //! `cargo test --release --test fuzz` (and `make test`) tries 3000 inputs per target
 //! (`PPDENOISE_FUZZ_INPUTS`) from a fixed seed, the same inputs on every machine; `make fuzz`
@@ -48,10 +49,12 @@ use ppdenoise::plain::cnn::{random_cnn, CnnMeta};
 use ppdenoise::plain::image::{DicomTemplate, Encoding, Format};
 use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
 use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::ring::cnn::CnnPlan;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
+use ppdenoise::twopc::cnn::CnnJobInputs;
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs};
 
@@ -1151,17 +1154,149 @@ fn try_one(t: &Target, input: &[u8], path: &Path, seed: &Path) -> Result<bool, S
     })
 }
 
-/// One job's inputs on one engine, everything the two servers start from.
+/// A two-server exchange whose frames are altered: each server's side on its channel end.
+trait PeerRun: Sync {
+    fn name(&self) -> String;
+    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String>;
+}
+
+/// One MLP job's inputs on one engine, everything the two servers start from.
 struct PeerJob {
     engine: EngineKind,
+    relu: bool,
     shares: Vec<Plan>,
     job: JobParams,
     image: [Vec<u64>; 2],
     triplets: [Triplets; 2],
 }
 
-fn peer_job(engine: EngineKind) -> PeerJob {
-    let model = tiny_mlp();
+impl PeerRun for PeerJob {
+    fn name(&self) -> String {
+        let act = if self.relu { "ReLU" } else { "tanh*" };
+        format!("{act} MLP job, {}", self.engine)
+    }
+
+    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String> {
+        let t = &self.triplets[p as usize];
+        let mut engine = engine_for(self.engine, p, &t.base_ot).map_err(|e| e.to_string())?;
+        let inputs = JobInputs {
+            party: p,
+            plan: &self.shares[p as usize],
+            job: &self.job,
+            image: &self.image[p as usize],
+            rand: PartyRandomness::new(p, t.seed, t.corrections.clone()),
+            batch: t.batch,
+            session_tag: vec![1; 48],
+            weights: protocol::Weights::PerJob,
+            patches: None,
+        };
+        protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A tiny CNN job (2 hidden layers of 3 channels on 7 x 9 pixels) on one engine.
+struct CnnPeerJob {
+    engine: EngineKind,
+    shares: [CnnPlan; 2],
+    h: usize,
+    w: usize,
+    image: [Vec<u64>; 2],
+    deal: ppdenoise::dealer::cnn::CnnDeal,
+}
+
+fn tiny_cnn_shares() -> [CnnPlan; 2] {
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: true,
+    };
+    let plan =
+        CnnPlan::from_cnn(&random_cnn(&[1, 3, 3, 1], 3, 4, meta), Default::default()).unwrap();
+    CnnModelShare::split(&plan, meta, &[5; 32]).map(|s| s.share_plan().unwrap())
+}
+
+fn cnn_peer_job(engine: EngineKind) -> CnnPeerJob {
+    let shares = tiny_cnn_shares();
+    let (h, w) = (7, 9);
+    let pixels = ndarray::Array2::from_shape_fn((h, w), |(i, j)| ((i * 5 + j) % 13) as f64);
+    let s = shares[0].params.s;
+    let enc = ppdenoise::ring::cnn::encode_image(&pixels, &[], &Preprocess::identity(), s);
+    let image = [
+        share_with_seed(&enc, &[3; 32], Stream::ImageShare),
+        expand(&[3; 32], Stream::ImageShare, enc.len()),
+    ];
+    let deal = ppdenoise::dealer::cnn::generate(&shares[0], h, w, engine, 40, None);
+    CnnPeerJob {
+        engine,
+        shares,
+        h,
+        w,
+        image,
+        deal,
+    }
+}
+
+impl PeerRun for CnnPeerJob {
+    fn name(&self) -> String {
+        format!("CNN job, {}", self.engine)
+    }
+
+    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String> {
+        let (rand, setup) = self.deal.party(p);
+        let mut engine = engine_for(self.engine, p, setup).map_err(|e| e.to_string())?;
+        let inputs = CnnJobInputs {
+            party: p,
+            plan: &self.shares[p as usize],
+            height: self.h,
+            width: self.w,
+            image: &self.image[p as usize],
+            rand,
+            session_tag: vec![2; 48],
+            weights: protocol::Weights::PerJob,
+            relu_batch: 40,
+        };
+        ppdenoise::twopc::cnn::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `open-weights`: the servers open U = W - A of a model once, under a model mask.
+enum OpenWeights {
+    Mlp(Box<[Plan; 2]>),
+    Cnn([CnnPlan; 2]),
+}
+
+impl PeerRun for OpenWeights {
+    fn name(&self) -> String {
+        match self {
+            OpenWeights::Mlp(_) => "open-weights, MLP".into(),
+            OpenWeights::Cnn(_) => "open-weights, CNN".into(),
+        }
+    }
+
+    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String> {
+        let seed = [11 + p; 32];
+        let r = match self {
+            OpenWeights::Mlp(s) => {
+                let mask = ppdenoise::corr::masks::mask_shares(&seed, &s[p as usize]);
+                ppdenoise::twopc::weights::open_weights(ch, p, &s[p as usize], mask)
+            }
+            OpenWeights::Cnn(s) => {
+                let mask = ppdenoise::twopc::cnn::mask_shares(&seed, &s[p as usize]);
+                ppdenoise::twopc::cnn::open_cnn_weights(ch, p, &s[p as usize], mask)
+            }
+        };
+        r.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+fn peer_job(engine: EngineKind, relu: bool) -> PeerJob {
+    let mut model = tiny_mlp();
+    if relu {
+        model.meta.activation = Activation::Relu;
+    }
     let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
     let shares = ModelShare::split(&plan, &model.meta, &[7; 32])
         .iter()
@@ -1190,6 +1325,7 @@ fn peer_job(engine: EngineKind) -> PeerJob {
     let (t0, t1) = ppdenoise::dealer::generate(&job, &plan.widths(), plan.patch, 16, &deal);
     PeerJob {
         engine,
+        relu,
         shares,
         job,
         image,
@@ -1239,7 +1375,7 @@ impl<C: Channel> Channel for Altering<C> {
 /// end). Returns how many servers ended with an error and how many messages each sent;
 /// `Err` names a panic.
 fn run_altered(
-    j: &PeerJob,
+    j: &dyn PeerRun,
     sender: u8,
     at: usize,
     seed: u64,
@@ -1252,24 +1388,7 @@ fn run_altered(
         rng: ChaCha12Rng::seed_from_u64(seed),
     };
     let (a, b) = (wrap(c0, 0), wrap(c1, 1));
-    let party = |p: u8, ch: &mut dyn Channel| -> Result<(), String> {
-        let t = &j.triplets[p as usize];
-        let mut engine = engine_for(j.engine, p, &t.base_ot).map_err(|e| e.to_string())?;
-        let inputs = JobInputs {
-            party: p,
-            plan: &j.shares[p as usize],
-            job: &j.job,
-            image: &j.image[p as usize],
-            rand: PartyRandomness::new(p, t.seed, t.corrections.clone()),
-            batch: t.batch,
-            session_tag: vec![1; 48],
-            weights: protocol::Weights::PerJob,
-            patches: None,
-        };
-        protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
+    let party = |p: u8, ch: &mut dyn Channel| j.play(p, ch);
     // Each thread owns its channel end, so a server that stops closes it and the other
     // one's receive fails at once instead of waiting for the channel's timeout.
     let own = |p: u8, mut ch: Altering<_>| {
@@ -1289,8 +1408,8 @@ fn run_altered(
             Ok(Err(_)) => errors += 1,
             Err(_) => {
                 return Err(format!(
-                    "S{p} panicked: {} engine, message {at} of S{sender} altered (alteration seed {seed})",
-                    j.engine
+                    "S{p} panicked: {}, message {at} of S{sender} altered (alteration seed {seed})",
+                    j.name()
                 ))
             }
         }
@@ -1299,24 +1418,40 @@ fn run_altered(
 }
 
 /// Alters one random message of a random server per run, within `budget` (a run counts as
-/// 25 file inputs); returns runs, runs in which a server refused (the rest finished, with a
+/// 5 file inputs); returns runs, runs in which a server refused (the rest finished, with a
 /// wrong result), and the crashes.
 fn fuzz_peer_frames(rng: &mut ChaCha12Rng, budget: Budget) -> (u64, u64, Vec<String>) {
-    let jobs = [peer_job(EngineKind::Gmw), peer_job(EngineKind::Gc)];
+    let mlp = ModelShare::split(
+        &Plan::from_model(&tiny_mlp(), FixedParams::default()).unwrap(),
+        &tiny_mlp().meta,
+        &[6; 32],
+    )
+    .map(|s| s.share_plan().unwrap());
+    let jobs: Vec<Box<dyn PeerRun>> = vec![
+        Box::new(peer_job(EngineKind::Gmw, false)),
+        Box::new(peer_job(EngineKind::Gc, false)),
+        Box::new(peer_job(EngineKind::Gmw, true)),
+        Box::new(peer_job(EngineKind::Gc, true)),
+        Box::new(cnn_peer_job(EngineKind::Gmw)),
+        Box::new(cnn_peer_job(EngineKind::Gc)),
+        Box::new(OpenWeights::Mlp(Box::new(mlp))),
+        Box::new(OpenWeights::Cnn(tiny_cnn_shares())),
+    ];
     let mut sent = Vec::new();
     for j in &jobs {
-        let (errors, n) = run_altered(j, 0, usize::MAX, 0).expect("the unaltered job runs");
-        assert_eq!(errors, 0, "the unaltered {} job fails", j.engine);
+        let (errors, n) =
+            run_altered(j.as_ref(), 0, usize::MAX, 0).expect("the unaltered job runs");
+        assert_eq!(errors, 0, "the unaltered {} fails", j.name());
         assert!(n[0] > 0 && n[1] > 0);
         sent.push(n);
     }
     let (start, mut runs, mut refused, mut crashes) = (Instant::now(), 0u64, 0u64, Vec::new());
-    while budget.allows(runs, start, 25) {
-        let k = (runs % 2) as usize;
+    while budget.allows(runs, start, 5) {
+        let k = (runs % jobs.len() as u64) as usize;
         let sender = rng.gen_range(0..2u8);
         let at = rng.gen_range(0..sent[k][sender as usize]);
         runs += 1;
-        match run_altered(&jobs[k], sender, at, rng.gen()) {
+        match run_altered(jobs[k].as_ref(), sender, at, rng.gen()) {
             Ok((e, _)) => refused += (e > 0) as u64,
             Err(m) => crashes.push(format!("peer frames: {m}")),
         }
@@ -1395,7 +1530,7 @@ fn fuzz_every_parser() {
             crashes.iter().filter(|c| c.starts_with(t.name)).count()
         );
     }
-    let peer = "peer frames (MLP job, gmw and gc)";
+    let peer = "peer frames (MLP, CNN, open-weights)";
     let mut ran = targets.iter().filter(|t| t.name.contains(&only)).count();
     if peer.contains(&only) {
         let (runs, refused, peer_crashes) = fuzz_peer_frames(&mut rng, budget);
