@@ -1491,3 +1491,133 @@ fn the_dealer_needs_only_the_public_headers() {
     );
     assert_nothing_written(&job.dir, &job.path("t-bad.p1"));
 }
+
+// ------------------------------------------------------------------------------------------
+// Issue 31, item 7: the ordering of consumption and protocol, seen on the wire
+
+/// What [`through_proxy`] saw: the bytes each server sent (index = party), and for each
+/// server whose threshold was given, whether its consumption record existed when the first
+/// byte beyond the threshold reached the proxy (checked before that byte was passed on).
+struct Probe {
+    sent: [u64; 2],
+    recorded_at_threshold: [Option<bool>; 2],
+}
+
+/// Runs both servers with S1 connected to S0 through a forwarding proxy (each of the link's
+/// two TLS connections, its lanes, through one pair of forwarders). `threshold[p]`: the bytes
+/// of S_p's, counted over both lanes, that may pass before its consumption record must exist.
+fn through_proxy(job: &Job, f: &ServeFiles, threshold: [Option<u64>; 2]) -> (Probe, [Output; 2]) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    let p0 = free_port();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let px = listener.local_addr().unwrap().port();
+    let sent = [AtomicU64::new(0), AtomicU64::new(0)];
+    let seen = Mutex::new([None, None]);
+    let stop = AtomicBool::new(false);
+    let record = |p: usize| job.path(&format!("{}/consumed-triplets-p{p}", f.state));
+    // Forwards what S_p sends on `src` to `dst`; checks S_p's record before passing on the
+    // chunk that crosses its threshold.
+    let forward = |p: usize, mut src: TcpStream, mut dst: TcpStream| {
+        src.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let before = sent[p].fetch_add(n as u64, Ordering::SeqCst);
+            if let Some(l) = threshold[p] {
+                if before <= l && before + n as u64 > l {
+                    let has =
+                        std::fs::read_to_string(record(p)).is_ok_and(|s| !s.trim().is_empty());
+                    seen.lock().unwrap()[p] = Some(has);
+                }
+            }
+            if dst.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = dst.shutdown(Shutdown::Write);
+    };
+    let outs = std::thread::scope(|sc| {
+        let (forward, stop, listener) = (&forward, &stop, &listener);
+        sc.spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(from1) = conn else { continue };
+                let t0 = Instant::now();
+                let from0 = loop {
+                    match TcpStream::connect(("127.0.0.1", p0)) {
+                        Ok(s) => break s,
+                        Err(e) if t0.elapsed() > Duration::from_secs(20) => panic!("S0: {e}"),
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                };
+                let (a, b) = (from0.try_clone().unwrap(), from1.try_clone().unwrap());
+                sc.spawn(move || forward(0, a, b));
+                sc.spawn(move || forward(1, from1, from0));
+            }
+        });
+        let c0 = job.spawn(0, f, p0);
+        let c1 = job.spawn(1, f, px);
+        let outs = [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)];
+        stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", px));
+        outs
+    });
+    let probe = Probe {
+        sent: sent.map(|a| a.into_inner()),
+        recorded_at_threshold: seen.into_inner().unwrap(),
+    };
+    (probe, outs)
+}
+
+/// No byte of the protocol leaves a server before its record of the consumed randomness
+/// exists. A calibration run with another dealer run's triplets at S1 (so the session tags
+/// differ, and both servers stop after exchanging them) gives the bytes each server sends
+/// for the TLS handshakes, the lane messages and the tag, with the closes; in the real job,
+/// the first byte beyond that count (plus 8, for a signature a byte longer) is protocol (the
+/// closes, 2 x 24 bytes, are less than the first protocol record, the tag again, about 120),
+/// and the proxy checks the sender's record before passing that chunk on. The peer's record cannot be required at that moment: each server
+/// records its own consumption once it has seen the peer's tag, and neither waits for the
+/// other's record (a server's randomness only needs its own). The check at byte 0 finds no
+/// record: the probe can fail.
+#[test]
+fn no_protocol_byte_leaves_a_server_before_its_consumption_record() {
+    let job = Job::tiny(EngineKind::Gmw);
+    job.gen_triplets("model", "image", "other", 64);
+    let mut cal = ServeFiles::standard();
+    cal.triplets[1] = "other.p1".into();
+    // The negative control rides on the calibration: at its first byte, no record exists.
+    let (c, outs) = through_proxy(&job, &cal, [Some(0), Some(0)]);
+    for (o, who) in outs.iter().zip(["S0", "S1"]) {
+        assert!(!o.status.success(), "{who}: a mismatched tag must stop it");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("nothing was consumed"), "{who}: {err}");
+    }
+    assert_eq!(c.recorded_at_threshold, [Some(false), Some(false)]);
+    assert!(!job.path("state/consumed-triplets-p0").exists());
+    assert!(!job.path("state/consumed-triplets-p1").exists());
+    let f = ServeFiles::standard();
+    let (p, outs) = through_proxy(&job, &f, c.sent.map(|b| Some(b + 8)));
+    assert_success(&outs[0], "S0");
+    assert_success(&outs[1], "S1");
+    for s in 0..2 {
+        assert!(
+            p.sent[s] > c.sent[s] + 8,
+            "S{s} sent {} bytes, the handshake and tag {}",
+            p.sent[s],
+            c.sent[s]
+        );
+    }
+    eprintln!(
+        "handshake and tag: {:?} bytes; the job: {:?} bytes; records at the first protocol byte: {:?}",
+        c.sent, p.sent, p.recorded_at_threshold
+    );
+    assert_eq!(p.recorded_at_threshold, [Some(true), Some(true)]);
+}
