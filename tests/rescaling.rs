@@ -81,6 +81,9 @@ struct Mix {
     /// The selection constants of the shipped plan (its real breakpoints at scale q) rather
     /// than [`consts`].
     plan_consts: bool,
+    /// The negative control's broken protocol: each party truncates its own share locally
+    /// (SecureML's rule) and the circuit runs on the truncated shares with sh = 0.
+    local_truncation: bool,
 }
 
 /// Every (sh, k) through both circuits.
@@ -88,6 +91,7 @@ const ALL: Mix = Mix {
     params: PARAMS,
     only: None,
     plan_consts: false,
+    local_truncation: false,
 };
 
 /// The CNN's ReLU at its default fixed point (`CnnFixed::default()`: ws = 13 dropped, k = 18).
@@ -95,6 +99,7 @@ const CNN_DEFAULT: Mix = Mix {
     params: &[(13, 18)],
     only: Some(Circuit::Relu),
     plan_consts: false,
+    local_truncation: false,
 };
 
 /// The MLP's tanh* selection with the shipped plan's own constants: its hidden layers'
@@ -104,6 +109,15 @@ const PLAN_BREAKPOINTS: Mix = Mix {
     params: &[(22, 19), (36, 19)],
     only: Some(Circuit::Select),
     plan_consts: true,
+    local_truncation: false,
+};
+
+/// The negative control: ReLU of a local truncation, at the widest plan-like setting.
+const LOCAL_TRUNCATION: Mix = Mix {
+    params: &[(42, 21)],
+    only: Some(Circuit::Relu),
+    plan_consts: false,
+    local_truncation: true,
 };
 
 /// The selection constants of the shipped model's plan for (sh, k).
@@ -265,11 +279,14 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
         let pi = round % params.len();
         let (sh, k) = params[pi];
         let c = all_consts[pi];
-        // Circuits alternate chunk by chunk, and swap over after each pass through the
-        // parameters, so that every (sh, k) goes through both.
+        // Circuits alternate with the parameter's index and swap over after each pass
+        // through the parameters, so that every (sh, k) goes through both (whether there
+        // is an odd or an even number of them).
         let circuit = match mix.only {
             Some(c) => c,
-            None if (round + round / params.len()).is_multiple_of(2) => Circuit::Select,
+            None if (round % params.len() + round / params.len()).is_multiple_of(2) => {
+                Circuit::Select
+            }
             None => Circuit::Relu,
         };
         let n = CHUNK.min(total - t.done);
@@ -279,7 +296,17 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
                 _ => sample(&mut rng, sh, k),
             })
             .collect();
-        let (s0, s1) = share(&mut rng, &v);
+        let (mut s0, mut s1) = share(&mut rng, &v);
+        // The circuit's truncation: exact inside it, or (the negative control) done by each
+        // party on its own share first, SecureML-style (party 1 negates, shifts, negates).
+        let sh_in_circuit = if mix.local_truncation {
+            s0.iter_mut().for_each(|x| *x = ((*x as i64) >> sh) as u64);
+            s1.iter_mut()
+                .for_each(|x| *x = ((x.wrapping_neg() as i64) >> sh).wrapping_neg() as u64);
+            0
+        } else {
+            sh
+        };
         t.share_wraps += s0
             .iter()
             .zip(&s1)
@@ -291,7 +318,10 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
         };
         let circ = match circuit {
             Circuit::Select => ActCircuit::tanh_star(&c),
-            Circuit::Relu => ActCircuit::Relu(TruncParams { sh, k }),
+            Circuit::Relu => ActCircuit::Relu(TruncParams {
+                sh: sh_in_circuit,
+                k,
+            }),
         };
         let [mut q0, mut q1] = randomness(kind, &circ, n, at);
         // Per element: the six selection outputs, or the one ReLU output.
@@ -306,6 +336,7 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
                 (all, 6)
             }
             Circuit::Relu => {
+                let sh = sh_in_circuit;
                 let (r0, r1) = std::thread::scope(|sc| {
                     let h0 = sc.spawn(|| ev.relu(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
                     let h1 = sc.spawn(|| gb.relu(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
@@ -457,7 +488,7 @@ fn rescalings_of(kind: EngineKind, default_total: usize, mix: Mix) {
     );
     assert_eq!(done, total);
     assert_eq!(t.selected + t.relus, done);
-    // A pair covers every (sh, k) through both circuits in 2 x 8 chunks of 2^14.
+    // A pair covers every (sh, k) through both circuits in 2 x PARAMS chunks of 2^14.
     if mix.only.is_none() && total >= (pairs * 2 * params.len()) << 14 {
         assert!(
             t.per_circuit.iter().all(|c| c[0] > 0 && c[1] > 0),
@@ -532,31 +563,22 @@ fn ten_million_exact_selections_at_the_plan_breakpoints_gmw() {
     rescalings_of(EngineKind::Gmw, 10_000_000, PLAN_BREAKPOINTS);
 }
 
+/// The check above can fail: the same engines and the same comparison with V >> sh, with
+/// the truncation moved out of the circuit into each party's share (SecureML's local rule,
+/// the broken variant), find results wrong (17% of them here: off by one, or far off when the
+/// shares wrap; a ReLU hides the negative half).
 #[test]
 fn negative_control_local_truncation_is_not_exact() {
-    // The check above can fail: the naive local truncation (each party shifts its own share,
-    // SecureML-style) on the same kind of inputs is wrong by far more than one ulp for a
-    // noticeable fraction at these magnitudes, and the same comparison catches it.
-    let mut rng = ChaCha20Rng::seed_from_u64(7);
-    let (sh, k) = (42u32, 21u32);
-    let n = 100_000;
-    let mut bad = 0;
-    for _ in 0..n {
-        let v = sample(&mut rng, sh, k);
-        let s0: u64 = rng.gen();
-        let s1 = (v as u64).wrapping_sub(s0);
-        // SecureML: party 0 shifts its share, party 1 negates, shifts and negates back.
-        let t0 = ((s0 as i64) >> sh) as u64;
-        let t1 = (((s1.wrapping_neg()) as i64) >> sh).wrapping_neg() as u64;
-        let got = t0.wrapping_add(t1) as i64;
-        if got.wrapping_sub(v >> sh).unsigned_abs() > 1 {
-            bad += 1;
-        }
+    for kind in [EngineKind::Gmw, EngineKind::Gc] {
+        let n = 1 << 14;
+        let t = run_pair(kind, 0, n, LOCAL_TRUNCATION);
+        assert_eq!(t.done, n);
+        assert!(
+            t.wrong > n / 20,
+            "{kind}: local truncation was wrong only {} of {n} times",
+            t.wrong
+        );
     }
-    assert!(
-        bad > n / 100,
-        "local truncation failed only {bad} of {n} times"
-    );
 }
 
 /// The path the protocol actually takes: the truncation folded into the activation circuit
