@@ -1216,6 +1216,14 @@ fn tiny_cnn_shares() -> [CnnPlan; 2] {
     CnnModelShare::split(&plan, meta, &[5; 32]).map(|s| s.share_plan().unwrap())
 }
 
+/// The dealer's job seeds of the peer-frame exchanges.
+fn fixed_seeds() -> ppdenoise::dealer::DealSeeds {
+    ppdenoise::dealer::DealSeeds {
+        job: [[21; 32], [22; 32]],
+        model_mask: None,
+    }
+}
+
 fn cnn_peer_job(engine: EngineKind) -> CnnPeerJob {
     let shares = tiny_cnn_shares();
     let (h, w) = (7, 9);
@@ -1226,7 +1234,15 @@ fn cnn_peer_job(engine: EngineKind) -> CnnPeerJob {
         share_with_seed(&enc, &[3; 32], Stream::ImageShare),
         expand(&[3; 32], Stream::ImageShare, enc.len()),
     ];
-    let deal = ppdenoise::dealer::cnn::generate(&shares[0], h, w, engine, 40, None);
+    let deal = ppdenoise::dealer::cnn::generate_with(
+        &shares[0],
+        h,
+        w,
+        engine,
+        40,
+        &fixed_seeds(),
+        engine.deal_setup_with(&mut ChaCha12Rng::seed_from_u64(24)),
+    );
     CnnPeerJob {
         engine,
         shares,
@@ -1322,7 +1338,16 @@ fn peer_job(engine: EngineKind, relu: bool) -> PeerJob {
         expand(&[9; 32], Stream::ImageShare, h * w),
     ];
     let deal = NonlinearDeal::new(engine, &plan.circuits());
-    let (t0, t1) = ppdenoise::dealer::generate(&job, &plan.widths(), plan.patch, 16, &deal);
+    // Fixed seeds: the same exchanges on every machine.
+    let (t0, t1) = ppdenoise::dealer::generate_with(
+        &job,
+        &plan.widths(),
+        plan.patch,
+        16,
+        &deal,
+        &fixed_seeds(),
+        engine.deal_setup_with(&mut ChaCha12Rng::seed_from_u64(23)),
+    );
     PeerJob {
         engine,
         relu,

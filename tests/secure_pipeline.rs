@@ -1505,8 +1505,14 @@ struct Probe {
 
 /// Runs both servers with S1 connected to S0 through a forwarding proxy (each of the link's
 /// two TLS connections, its lanes, through one pair of forwarders). `threshold[p]`: the bytes
-/// of S_p's, counted over both lanes, that may pass before its consumption record must exist.
-fn through_proxy(job: &Job, f: &ServeFiles, threshold: [Option<u64>; 2]) -> (Probe, [Output; 2]) {
+/// of S_p's, counted over both lanes, that may pass before its consumption record must hold
+/// `id` (the job's triplet id).
+fn through_proxy(
+    job: &Job,
+    f: &ServeFiles,
+    threshold: [Option<u64>; 2],
+    id: &str,
+) -> (Probe, [Output; 2]) {
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1531,8 +1537,8 @@ fn through_proxy(job: &Job, f: &ServeFiles, threshold: [Option<u64>; 2]) -> (Pro
             let before = sent[p].fetch_add(n as u64, Ordering::SeqCst);
             if let Some(l) = threshold[p] {
                 if before <= l && before + n as u64 > l {
-                    let has =
-                        std::fs::read_to_string(record(p)).is_ok_and(|s| !s.trim().is_empty());
+                    let has = std::fs::read_to_string(record(p))
+                        .is_ok_and(|s| s.lines().any(|l| l.split(' ').next() == Some(id)));
                     seen.lock().unwrap()[p] = Some(has);
                 }
             }
@@ -1552,7 +1558,14 @@ fn through_proxy(job: &Job, f: &ServeFiles, threshold: [Option<u64>; 2]) -> (Pro
                 let Ok(from1) = conn else { continue };
                 let t0 = Instant::now();
                 let from0 = loop {
-                    match TcpStream::connect(("127.0.0.1", p0)) {
+                    // A connect to itself (the port is from the ephemeral range) is retried.
+                    let c = TcpStream::connect(("127.0.0.1", p0)).and_then(|s| {
+                        let me = s.local_addr()?.port();
+                        (me != p0)
+                            .then_some(s)
+                            .ok_or_else(|| std::io::ErrorKind::AddrInUse.into())
+                    });
+                    match c {
                         Ok(s) => break s,
                         Err(e) if t0.elapsed() > Duration::from_secs(20) => panic!("S0: {e}"),
                         Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -1563,12 +1576,19 @@ fn through_proxy(job: &Job, f: &ServeFiles, threshold: [Option<u64>; 2]) -> (Pro
                 sc.spawn(move || forward(1, from1, from0));
             }
         });
+        // Wakes the acceptor when the servers are done, or when waiting for them panics, so
+        // that a failure ends the test instead of leaving the scope waiting.
+        struct Wake<'a>(&'a AtomicBool, u16);
+        impl Drop for Wake<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+                let _ = TcpStream::connect(("127.0.0.1", self.1));
+            }
+        }
+        let _wake = Wake(stop, px);
         let c0 = job.spawn(0, f, p0);
         let c1 = job.spawn(1, f, px);
-        let outs = [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)];
-        stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", px));
-        outs
+        [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     });
     let probe = Probe {
         sent: sent.map(|a| a.into_inner()),
@@ -1583,7 +1603,10 @@ fn through_proxy(job: &Job, f: &ServeFiles, threshold: [Option<u64>; 2]) -> (Pro
 /// for the TLS handshakes, the lane messages and the tag, with the closes; in the real job,
 /// the first byte beyond that count (plus 8, for a signature a byte longer) is protocol (the
 /// closes, 2 x 24 bytes, are less than the first protocol record, the tag again, about 120),
-/// and the proxy checks the sender's record before passing that chunk on. The peer's record cannot be required at that moment: each server
+/// and the proxy checks the sender's record (a line with this job's triplet id) before passing
+/// that chunk on. A server that recorded only after a round trip of the protocol is caught
+/// every time (its peer cannot answer before that chunk passes); one that recorded a moment
+/// after its first protocol send would be caught only if the proxy read first. The peer's record cannot be required at that moment: each server
 /// records its own consumption once it has seen the peer's tag, and neither waits for the
 /// other's record (a server's randomness only needs its own). The check at byte 0 finds no
 /// record: the probe can fail.
@@ -1591,10 +1614,15 @@ fn through_proxy(job: &Job, f: &ServeFiles, threshold: [Option<u64>; 2]) -> (Pro
 fn no_protocol_byte_leaves_a_server_before_its_consumption_record() {
     let job = Job::tiny(EngineKind::Gmw);
     job.gen_triplets("model", "image", "other", 64);
+    let id = |t: &str| {
+        let h = ppdenoise::formats::container::read_header(&job.path(t)).unwrap();
+        ppdenoise::formats::container::id_hex(&h.triplet_id.unwrap())
+    };
+    let (ours, theirs) = (id("triplets.p0"), id("other.p1"));
     let mut cal = ServeFiles::standard();
     cal.triplets[1] = "other.p1".into();
     // The negative control rides on the calibration: at its first byte, no record exists.
-    let (c, outs) = through_proxy(&job, &cal, [Some(0), Some(0)]);
+    let (c, outs) = through_proxy(&job, &cal, [Some(0), Some(0)], &theirs);
     for (o, who) in outs.iter().zip(["S0", "S1"]) {
         assert!(!o.status.success(), "{who}: a mismatched tag must stop it");
         let err = String::from_utf8_lossy(&o.stderr);
@@ -1604,7 +1632,7 @@ fn no_protocol_byte_leaves_a_server_before_its_consumption_record() {
     assert!(!job.path("state/consumed-triplets-p0").exists());
     assert!(!job.path("state/consumed-triplets-p1").exists());
     let f = ServeFiles::standard();
-    let (p, outs) = through_proxy(&job, &f, c.sent.map(|b| Some(b + 8)));
+    let (p, outs) = through_proxy(&job, &f, c.sent.map(|b| Some(b + 8)), &ours);
     assert_success(&outs[0], "S0");
     assert_success(&outs[1], "S1");
     for s in 0..2 {

@@ -150,7 +150,8 @@ pub(crate) fn connect_retrying(
         // own source and connect the socket to itself (TCP simultaneous open): that is no
         // peer, so it counts as refused and is retried.
         let attempt = attempt.and_then(|s| {
-            if s.local_addr()? == s.peer_addr()? {
+            let (me, peer) = (s.local_addr()?, s.peer_addr()?);
+            if (me.ip(), me.port()) == (peer.ip(), peer.port()) {
                 Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     "connected to itself (nothing listens there yet)",

@@ -6,7 +6,8 @@
 //! every other wire (the XOR of any two is uniform).
 //!
 //! The inputs are fixed shares, not random ones: the masks must hide the wires whatever the
-//! parties hold, and with fixed shares every wire of the circuit is a constant, so a missing
+//! parties hold, and with fixed shares every wire that depends on the inputs alone is a
+//! constant (only those behind an edaBit are random), so a missing
 //! or reused mask shows at once (bulk byte histograms pool these small messages with the
 //! rest and miss it). The broken engines of the negative controls exist in unit tests only.
 
@@ -14,8 +15,10 @@ use std::thread;
 
 use super::engine::{Broken, GmwParty};
 use crate::circuit::activation::{relu_out_ref, ActCircuit, TruncParams};
+use crate::circuit::netlist::Netlist;
+use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
-use crate::dealer::boolean::deal_run;
+use crate::dealer::boolean::explicit_for;
 use crate::plain::model::{random_model, ModelMeta};
 use crate::ring::cnn::CnnFixed;
 use crate::ring::plan::{FixedParams, Plan};
@@ -70,7 +73,14 @@ fn view(circ: &ActCircuit, shares: [u64; 2], broken: Option<Broken>) -> (Vec<Vec
             layer: 0,
             batch: run,
         };
-        let [r0, r1] = deal_run(circ, ELEMENTS, at);
+        // Fixed seeds, other for every run: a failure reruns the same.
+        let seeds = [[run as u8; 32], [100 + run as u8; 32]];
+        let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
+        let r1 = PartyRandomness::new(
+            1,
+            seeds[1],
+            explicit_for(&seeds, at, &Netlist::record(circ), ELEMENTS),
+        );
         let (c0, mut c1) = mem_pair();
         let mut rec = Recording {
             inner: c0,
@@ -155,29 +165,39 @@ fn worst_difference(a: &[Vec<u64>], b: &[Vec<u64>]) -> (f64, usize) {
         .fold((0.0, 0), |m, (i, z)| if z > m.0 { (z, i) } else { m })
 }
 
+/// Which test failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failed {
+    BiasedWire,
+    CorrelatedPair,
+    SecretDependent,
+}
+
 /// The three tests over the views of `secrets` (each a pair of fixed shares); the first
 /// that fails, if any.
-fn failure(circ: &ActCircuit, secrets: &[[u64; 2]], broken: Option<Broken>) -> Option<String> {
+fn failure(
+    circ: &ActCircuit,
+    secrets: &[[u64; 2]],
+    broken: Option<Broken>,
+) -> Option<(Failed, String)> {
     let views: Vec<Vec<Vec<u64>>> = secrets.iter().map(|s| view(circ, *s, broken).0).collect();
     for (s, v) in secrets.iter().zip(&views) {
         let (z, i) = worst_wire(v);
         if z > Z_MAX {
-            return Some(format!(
-                "shares {s:?}: wire {i} of {} is biased (z {z:.1})",
-                v.len()
-            ));
+            let what = format!("shares {s:?}: wire {i} of {} is biased (z {z:.1})", v.len());
+            return Some((Failed::BiasedWire, what));
         }
         let (z, i, j) = worst_pair(v);
         if z > Z_MAX {
-            return Some(format!(
-                "shares {s:?}: wires {i} and {j} are correlated (z {z:.1})"
-            ));
+            let what = format!("shares {s:?}: wires {i} and {j} are correlated (z {z:.1})");
+            return Some((Failed::CorrelatedPair, what));
         }
     }
     for (a, b) in views.iter().zip(views.iter().skip(1)) {
         let (z, i) = worst_difference(a, b);
         if z > Z_MAX {
-            return Some(format!("wire {i} differs between two secrets (z {z:.1})"));
+            let what = format!("wire {i} differs between two secrets (z {z:.1})");
+            return Some((Failed::SecretDependent, what));
         }
     }
     None
@@ -214,7 +234,7 @@ fn cases() -> Vec<(&'static str, ActCircuit, Vec<[u64; 2]>)> {
 #[test]
 fn every_opened_wire_is_uniform_independent_and_secret_free() {
     for (name, circ, secrets) in cases() {
-        if let Some(f) = failure(&circ, &secrets, None) {
+        if let Some((_, f)) = failure(&circ, &secrets, None) {
             panic!("{name}: {f}");
         }
         let v = view(&circ, secrets[0], None).0;
@@ -227,21 +247,25 @@ fn every_opened_wire_is_uniform_independent_and_secret_free() {
     }
 }
 
-/// Each broken variant is caught by the tests above, on every circuit; an AND triple reused
-/// across levels even keeps the result exact, so only these tests can see it.
+/// Each broken variant is caught by the tests above, on every circuit, by the test that
+/// should catch it: a reused triple makes two opened wires equal up to a constant, an
+/// unmasked output shows its wire's value (a constant here), a reused edaBit half makes two
+/// opened sum bits equal. An AND triple reused across levels even keeps the result exact,
+/// so only these tests can see it.
 #[test]
 fn negative_controls_broken_masks_are_caught_per_wire() {
     for (name, circ, secrets) in cases() {
-        for broken in [
-            Broken::AndTripleReusedAcrossLevels,
-            Broken::OutputOpenedWithoutDaBit,
-            Broken::EdaHighPartReused,
+        for (broken, expect) in [
+            (Broken::AndTripleReusedAcrossLevels, Failed::CorrelatedPair),
+            (Broken::OutputOpenedWithoutDaBit, Failed::BiasedWire),
+            (Broken::EdaHighPartReused, Failed::CorrelatedPair),
         ] {
             let f = failure(&circ, &secrets, Some(broken));
-            let Some(f) = f else {
+            let Some((kind, f)) = f else {
                 panic!("{name}: {broken:?} went unnoticed")
             };
             eprintln!("{name}, {broken:?}: {f}");
+            assert_eq!(kind, expect, "{name}, {broken:?}: {f}");
         }
     }
     let t = TruncParams { sh: 13, k: 18 };
