@@ -392,6 +392,30 @@ fn batch_larger_than_job_and_batch_of_one() {
     assert_bit_exact("batch 1", &o);
 }
 
+/// The largest difference, in grey levels, between the decoded secure result of a stride-2
+/// job and float inference with `activation` (the model's own when `None`).
+fn decoded_vs_float(
+    o: &Outcome,
+    model: &Model,
+    img: &Array2<f64>,
+    activation: Option<Activation>,
+) -> f64 {
+    let pre = Preprocess::new(25.0, 25.0, false);
+    let dec = oracle::decode_canvas(&o.secure, &o.geo, &pre, o.out_scale);
+    let fl = ppdenoise::plain::denoise::denoise_float(
+        model,
+        img,
+        &pre,
+        2,
+        activation,
+        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
+    );
+    dec.iter()
+        .zip(fl.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
 #[test]
 fn shipped_shape_reduced_inputs_decode_close_to_float() {
     // A sanity check that bit-exactness is not exactness of garbage: the decoded secure
@@ -400,21 +424,7 @@ fn shipped_shape_reduced_inputs_decode_close_to_float() {
     let img = phantom_crop(16, 16);
     let o = run_case(&model, &img, 2, 16);
     assert_bit_exact("decode", &o);
-    let pre = Preprocess::new(25.0, 25.0, false);
-    let dec = oracle::decode_canvas(&o.secure, &o.geo, &pre, o.out_scale);
-    let fl = ppdenoise::plain::denoise::denoise_float(
-        &model,
-        &img,
-        &pre,
-        2,
-        Some(Activation::TanhStar),
-        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
-    );
-    let max = dec
-        .iter()
-        .zip(fl.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let max = decoded_vs_float(&o, &model, &img, Some(Activation::TanhStar));
     // Quantisation at the default 16 fractional bits: 0.058 grey levels here (0.04 at 18);
     // garbage would be off by tens of levels.
     assert!(
@@ -476,36 +486,10 @@ fn relu_mlp_decodes_close_to_float() {
     let img = phantom_crop(16, 16);
     let o = run_case(&model, &img, 2, 16);
     assert_bit_exact("ReLU decode", &o);
-    let pre = Preprocess::new(25.0, 25.0, false);
-    let dec = oracle::decode_canvas(&o.secure, &o.geo, &pre, o.out_scale);
-    let fl = ppdenoise::plain::denoise::denoise_float(
-        &model,
-        &img,
-        &pre,
-        2,
-        None,
-        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
-    );
-    let max = dec
-        .iter()
-        .zip(fl.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let max = decoded_vs_float(&o, &model, &img, None);
     assert!(max < 0.05, "secure vs float ReLU: max abs pixel diff {max}");
     // Run as tanh* instead, the same weights give another image: the check can fail.
-    let tanh = ppdenoise::plain::denoise::denoise_float(
-        &model,
-        &img,
-        &pre,
-        2,
-        Some(Activation::TanhStar),
-        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
-    );
-    let off = dec
-        .iter()
-        .zip(tanh.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let off = decoded_vs_float(&o, &model, &img, Some(Activation::TanhStar));
     assert!(
         off > 0.5,
         "ReLU and tanh* agree to {off}: the test cannot tell them apart"

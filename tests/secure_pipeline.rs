@@ -1500,17 +1500,20 @@ fn the_dealer_needs_only_the_public_headers() {
 /// byte beyond the threshold reached the proxy (checked before that byte was passed on).
 struct Probe {
     sent: [u64; 2],
-    recorded_at_threshold: [Option<bool>; 2],
+    /// At S_p's first threshold: S_p's record held the id.
+    own_recorded: [Option<bool>; 2],
+    /// At S_p's second threshold: both servers' records held it.
+    both_recorded: [Option<bool>; 2],
 }
 
 /// Runs both servers with S1 connected to S0 through a forwarding proxy (each of the link's
 /// two TLS connections, its lanes, through one pair of forwarders). `threshold[p]`: the bytes
 /// of S_p's, counted over both lanes, that may pass before its consumption record must hold
-/// `id` (the job's triplet id).
+/// `id` (the job's triplet id), and those that may pass before both servers' records must.
 fn through_proxy(
     job: &Job,
     f: &ServeFiles,
-    threshold: [Option<u64>; 2],
+    threshold: [Option<(u64, u64)>; 2],
     id: &str,
 ) -> (Probe, [Output; 2]) {
     use std::io::{Read, Write};
@@ -1521,9 +1524,12 @@ fn through_proxy(
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let px = listener.local_addr().unwrap().port();
     let sent = [AtomicU64::new(0), AtomicU64::new(0)];
-    let seen = Mutex::new([None, None]);
+    let seen = Mutex::new(([None, None], [None, None]));
     let stop = AtomicBool::new(false);
-    let record = |p: usize| job.path(&format!("{}/consumed-triplets-p{p}", f.state));
+    let recorded = |p: usize| {
+        std::fs::read_to_string(job.path(&format!("{}/consumed-triplets-p{p}", f.state)))
+            .is_ok_and(|s| s.lines().any(|l| l.split(' ').next() == Some(id)))
+    };
     // Forwards what S_p sends on `src` to `dst`; checks S_p's record before passing on the
     // chunk that crosses its threshold.
     let forward = |p: usize, mut src: TcpStream, mut dst: TcpStream| {
@@ -1535,11 +1541,13 @@ fn through_proxy(
                 Ok(n) => n,
             };
             let before = sent[p].fetch_add(n as u64, Ordering::SeqCst);
-            if let Some(l) = threshold[p] {
-                if before <= l && before + n as u64 > l {
-                    let has = std::fs::read_to_string(record(p))
-                        .is_ok_and(|s| s.lines().any(|l| l.split(' ').next() == Some(id)));
-                    seen.lock().unwrap()[p] = Some(has);
+            if let Some((own, both)) = threshold[p] {
+                let crosses = |l: u64| before <= l && before + n as u64 > l;
+                if crosses(own) {
+                    seen.lock().unwrap().0[p] = Some(recorded(p));
+                }
+                if crosses(both) {
+                    seen.lock().unwrap().1[p] = Some(recorded(0) && recorded(1));
                 }
             }
             if dst.write_all(&buf[..n]).is_err() {
@@ -1590,26 +1598,30 @@ fn through_proxy(
         let c1 = job.spawn(1, f, px);
         [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     });
+    let (own_recorded, both_recorded) = seen.into_inner().unwrap();
     let probe = Probe {
         sent: sent.map(|a| a.into_inner()),
-        recorded_at_threshold: seen.into_inner().unwrap(),
+        own_recorded,
+        both_recorded,
     };
     (probe, outs)
 }
 
 /// No byte of the protocol leaves a server before its record of the consumed randomness
-/// exists. A calibration run with another dealer run's triplets at S1 (so the session tags
-/// differ, and both servers stop after exchanging them) gives the bytes each server sends
-/// for the TLS handshakes, the lane messages and the tag, with the closes; in the real job,
-/// the first byte beyond that count (plus 8, for a signature a byte longer) is protocol (the
-/// closes, 2 x 24 bytes, are less than the first protocol record, the tag again, about 120),
-/// and the proxy checks the sender's record (a line with this job's triplet id) before passing
-/// that chunk on. A server that recorded only after a round trip of the protocol is caught
-/// every time (its peer cannot answer before that chunk passes); one that recorded a moment
-/// after its first protocol send would be caught only if the proxy read first. The peer's record cannot be required at that moment: each server
-/// records its own consumption once it has seen the peer's tag, and neither waits for the
-/// other's record (a server's randomness only needs its own). The check at byte 0 finds no
-/// record: the probe can fail.
+/// exists, and no byte of data (anything after the session tags' second exchange, which
+/// opens `protocol::run`) before both servers' records exist. A calibration run with another
+/// dealer run's triplets at S1 (so the session tags differ, and both servers stop after
+/// exchanging them) gives the bytes each server sends for the TLS handshakes, the lane
+/// messages and the tag, with the closes (2 x 24 bytes). In the real job the first byte
+/// beyond that count (plus 8, for a signature a byte longer) is protocol, since the first
+/// protocol record, the tag again, is about 120 bytes; 256 bytes further on is data (the
+/// masked weights). The proxy checks the records (a line with this job's triplet id) before
+/// passing on the chunk that crosses each threshold. Both records precede any data because
+/// each server records its consumption before it sends its tag again, and sends data only
+/// after it has the peer's. A server that recorded only after a round trip of the protocol
+/// is caught every time (its peer cannot answer before that chunk passes); one that recorded
+/// a moment after its first send would be caught only if the proxy read first. At byte 0
+/// (the calibration's check, the negative control) no record exists: the probe can fail.
 #[test]
 fn no_protocol_byte_leaves_a_server_before_its_consumption_record() {
     let job = Job::tiny(EngineKind::Gmw);
@@ -1622,30 +1634,33 @@ fn no_protocol_byte_leaves_a_server_before_its_consumption_record() {
     let mut cal = ServeFiles::standard();
     cal.triplets[1] = "other.p1".into();
     // The negative control rides on the calibration: at its first byte, no record exists.
-    let (c, outs) = through_proxy(&job, &cal, [Some(0), Some(0)], &theirs);
+    let (c, outs) = through_proxy(&job, &cal, [Some((0, 0)), Some((0, 0))], &theirs);
     for (o, who) in outs.iter().zip(["S0", "S1"]) {
         assert!(!o.status.success(), "{who}: a mismatched tag must stop it");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("nothing was consumed"), "{who}: {err}");
     }
-    assert_eq!(c.recorded_at_threshold, [Some(false), Some(false)]);
+    assert_eq!(c.own_recorded, [Some(false), Some(false)]);
+    assert_eq!(c.both_recorded, [Some(false), Some(false)]);
     assert!(!job.path("state/consumed-triplets-p0").exists());
     assert!(!job.path("state/consumed-triplets-p1").exists());
     let f = ServeFiles::standard();
-    let (p, outs) = through_proxy(&job, &f, c.sent.map(|b| Some(b + 8)), &ours);
+    let (p, outs) = through_proxy(&job, &f, c.sent.map(|b| Some((b + 8, b + 264))), &ours);
     assert_success(&outs[0], "S0");
     assert_success(&outs[1], "S1");
     for s in 0..2 {
         assert!(
-            p.sent[s] > c.sent[s] + 8,
+            p.sent[s] > c.sent[s] + 264,
             "S{s} sent {} bytes, the handshake and tag {}",
             p.sent[s],
             c.sent[s]
         );
     }
     eprintln!(
-        "handshake and tag: {:?} bytes; the job: {:?} bytes; records at the first protocol byte: {:?}",
-        c.sent, p.sent, p.recorded_at_threshold
+        "handshake and tag: {:?} bytes; the job: {:?} bytes; own record at the first protocol \
+         byte: {:?}; both records at the first data byte: {:?}",
+        c.sent, p.sent, p.own_recorded, p.both_recorded
     );
-    assert_eq!(p.recorded_at_threshold, [Some(true), Some(true)]);
+    assert_eq!(p.own_recorded, [Some(true), Some(true)]);
+    assert_eq!(p.both_recorded, [Some(true), Some(true)]);
 }
