@@ -2,8 +2,8 @@
 //! another (container headers and bodies of every kind, the triplet stream, output shares,
 //! public headers through the dealer, a server's job files through `server::prepare`, model
 //! `.npz`, `.safetensors` and `.onnx` files, the gateway's PNG, TIFF and DICOM images, TLS
-//! keys and certificates, age identities and recipients, state records), mutated from valid
-//! files.
+//! keys and certificates, age identities and recipients, state records, a `table --resume`
+//! record), mutated from valid files.
 //!
 //! Valid files come from two real `demo` runs on tiny random models (an MLP with the
 //! boolean engine, a CNN with the garbled-circuit engine). Each input is the valid file with
@@ -249,6 +249,9 @@ enum Shape {
     /// An ONNX model: most of the time one thing in its graph is changed (an op, an
     /// attribute, a shape, a name, a node's place) and the protobuf written back.
     Onnx,
+    /// A JSON document: most of the time one value is replaced (by a number at an edge, a
+    /// string, null, ...) or one key removed, and the document written back.
+    Json,
 }
 
 /// What a party does with an input (`f`), given the valid file it was made from; `true`
@@ -511,6 +514,52 @@ fn job_target(
 /// The targets of the remaining readers: sealed files, model files, images, headers.
 fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     let mut t = Vec::new();
+    // The record a finished table run leaves (`run.json`), read by `table --resume`: a tiny
+    // table is made once, then each input replaces its record and the command runs in this
+    // process (an accepted record is reused: its numbers go into the report).
+    let table = scratch.join("table");
+    let model = scratch.join("table-mlp.npz");
+    tiny_mlp().save(&model).unwrap();
+    let args: Vec<String> = [
+        "ppdenoise",
+        "table",
+        "--images",
+        "builtin:phantom:12",
+        "--sigmas",
+        "25",
+        "--stride",
+        "2",
+        "--model",
+        model.to_str().unwrap(),
+        "--out-dir",
+        table.to_str().unwrap(),
+        "--figures",
+        "none",
+        "--quiet",
+    ]
+    .map(String::from)
+    .to_vec();
+    run(&args[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    let runs = table.join("runs");
+    let image = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record = image.join("sigma25").join("run.json");
+    let seed = scratch.join("run.json");
+    std::fs::copy(&record, &seed).unwrap();
+    let resume: Vec<String> = args.into_iter().chain(["--resume".into()]).collect();
+    t.push(Target {
+        name: "table --resume record",
+        seeds: vec![seed],
+        shape: Shape::Json,
+        parse: Box::new(move |f, _| {
+            std::fs::copy(f, &record).unwrap();
+            ppdenoise::cli::run_args(&resume).is_ok()
+        }),
+    });
     // Sealed files (age, to this process's identity): the age header and stream, then the
     // container inside, read whole as every reader does.
     let sealed_dir = scratch.join("sealed");
@@ -759,7 +808,52 @@ fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], shape: Shape) -> Vec<u8> {
         Shape::Safetensors => mutate_bytes(rng, valid, false),
         Shape::Onnx if rng.gen_bool(0.8) => mutate_onnx(rng, valid),
         Shape::Onnx => mutate_bytes(rng, valid, false),
+        Shape::Json if rng.gen_bool(0.8) => mutate_json(rng, valid),
+        Shape::Json => mutate_bytes(rng, valid, false),
     }
+}
+
+/// Replaces one value of a JSON document (or removes its key) and writes it back.
+fn mutate_json(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
+    use serde_json::{json, Value};
+    fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, x)| leaves(x, format!("{at}/{k}"), out)),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| leaves(x, format!("{at}/{i}"), out)),
+            _ => out.push(at),
+        }
+    }
+    let mut doc: Value = serde_json::from_slice(valid).expect("a valid seed");
+    let mut all = Vec::new();
+    leaves(&doc, String::new(), &mut all);
+    let at = all[rng.gen_range(0..all.len())].clone();
+    let big = INTERESTING[rng.gen_range(0..INTERESTING.len())];
+    let to = match rng.gen_range(0..10) {
+        0 => json!(big),
+        1 => json!(-(big as i64)),
+        2 => json!(1e300),
+        3 => json!(-0.0),
+        4 => json!(0.1),
+        5 => json!(""),
+        6 => json!("x".repeat(rng.gen_range(1..64))),
+        7 => Value::Null,
+        8 => json!([]),
+        _ => {
+            // The key itself goes.
+            let (parent, key) = at.rsplit_once('/').unwrap();
+            if let Some(Value::Object(m)) = doc.pointer_mut(parent) {
+                m.remove(key);
+            }
+            return serde_json::to_vec(&doc).unwrap();
+        }
+    };
+    *doc.pointer_mut(&at).unwrap() = to;
+    serde_json::to_vec(&doc).unwrap()
 }
 
 /// Changes one or two things in an ONNX graph and encodes it again, sometimes with a few

@@ -78,10 +78,20 @@ pub struct Summary {
     pub json: serde_json::Value,
 }
 
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let json = cli.json;
-    let res = match cli.command {
+/// Runs one command line (the program's name first) in this process and returns its
+/// summary: what `main` does, without the printing and the exit code (the fuzzing of
+/// `table --resume` calls the table command this way).
+pub fn run_args<I, T>(args: I) -> anyhow::Result<Summary>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    dispatch(cli.command, cli.json)
+}
+
+fn dispatch(command: Command, json: bool) -> anyhow::Result<Summary> {
+    match command {
         Command::Keygen(a) => server::keygen(a),
         Command::ShareModel(a) => owner::share_model(a),
         Command::ShareImage(a) => gateway::share_image(a),
@@ -102,7 +112,13 @@ pub fn main() -> ExitCode {
         Command::BenchTiles(a) => bench_tiles::bench_tiles(a),
         Command::Table(a) => table::table(a, json),
         Command::Relay(a) => relay::relay(a, json),
-    };
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let res = dispatch(cli.command, json);
     match res {
         Ok(mut s) => {
             if json {
