@@ -4,9 +4,24 @@ BIN := target/release/ppdenoise
 IMAGES ?= $(if $(wildcard ../shared/data/set12),../shared/data/set12,builtin:phantom:128)
 SIGMAS ?= 15 20 25 30 35
 
-.PHONY: build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+# The JPEG-LS and 12-bit JPEG decoders (CharLS, libjpeg-turbo) are C/C++ that their crates
+# build with cmake. A machine without cmake gets PyPI's (pinned) in .venv-build; every cargo
+# command below depends on `tools` and sees it through CMAKE.
+ifeq ($(shell command -v cmake 2>/dev/null),)
+export CMAKE := $(CURDIR)/.venv-build/bin/cmake
+TOOLS := .venv-build/.ok
+endif
 
-build:
+.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+
+tools: $(TOOLS)
+
+.venv-build/.ok:
+	test -d .venv-build || python3 -m venv .venv-build
+	.venv-build/bin/pip install --quiet cmake==3.31.10
+	touch $@
+
+build: tools
 	$(CARGO) build --release
 
 demo: build
@@ -19,24 +34,43 @@ readme-figure: build
 
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
 # The fault injection scenarios are `make faults` (CI runs both).
-test:
+test: tools dicom-testdata
 	$(CARGO) test --release -- --skip fuzz_every_parser --skip fault_injection_scenarios
 	$(CARGO) test --release --test fuzz -- --nocapture
 
 # Fault injection with real processes (tests/faults.rs, docs/security.md): servers killed,
 # the link cut, output disks that fail, damaged and swapped files; one line per scenario and
 # the counts (about a minute on 2 cores).
-faults:
+faults: tools
 	$(CARGO) test --release --test faults -- --nocapture
 
 # Longer fuzzing: FUZZ_SECS seconds per parser (crashes are saved in target/fuzz/).
 FUZZ_SECS ?= 60
-fuzz:
+fuzz: tools dicom-testdata
 	PPDENOISE_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --test fuzz -- --nocapture
 
-lint:
+lint: tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# What CI runs: clippy on the release profile, which the tests build too.
+clippy: tools
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# DICOM inputs the tests read (tests/dicom.rs): pydicom's own test files (the PyPI wheel ships
+# them: big endian, deflated, RLE, JPEG 2000, JPEG-LS, 12-bit JPEG, padded pixel data), and
+# 8- and 12-bit JPEG 2000 files made by scripts/make-dicom-testdata.py with OpenJPEG, all in
+# .venv-dicom and out/dicom-testdata. Pinned versions; PyPI only.
+dicom-testdata: out/dicom-testdata/.ok
+
+.venv-dicom/.ok:
+	test -d .venv-dicom || python3 -m venv .venv-dicom
+	.venv-dicom/bin/pip install --quiet pydicom==3.0.2 numpy==2.4.6 pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0
+	touch $@
+
+out/dicom-testdata/.ok: scripts/make-dicom-testdata.py | .venv-dicom/.ok
+	.venv-dicom/bin/python scripts/make-dicom-testdata.py out/dicom-testdata
+	touch $@
 
 # Evaluation table (docs/results.md): every image in IMAGES x every sigma in SIGMAS, plaintext
 # float, fixed-point oracle and the full secure pipeline. Full set12 x 5 sigmas takes about
@@ -163,7 +197,7 @@ bench-plain: build $(PLAIN_MODEL)
 # The exactness claim at full scale: 10^7 secure rescalings per engine (garbled circuits and
 # boolean shares) through the circuits the pipeline runs (tanh* selection, ReLU), zero off by
 # an ulp.
-rescaling-10m:
+rescaling-10m: tools
 	$(CARGO) test --release --test rescaling -- --ignored --nocapture ten_million
 
 # One CNN job as 1, 2 and 4 tiles (all pairs at once here, and each tile alone), the halo's

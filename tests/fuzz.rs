@@ -722,32 +722,46 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     let images = scratch.join("images");
     std::fs::create_dir_all(&images).unwrap();
     let img = ppdenoise::plain::image::load_input("builtin:phantom:24").unwrap();
-    let mut seeds = Vec::new();
-    for (name, enc) in [
-        ("8.png", Encoding::Png(8)),
-        ("16.png", Encoding::Png(16)),
-        ("8.tif", Encoding::Tiff(8)),
-        ("16.tif", Encoding::Tiff(16)),
-    ] {
+    let saved = |name: &str, enc: Encoding| {
         let p = images.join(name);
         enc.save(&img, &p).unwrap();
-        seeds.push(p);
-    }
+        p
+    };
     let dcm = images.join("ct.dcm");
     common::dicom_slice(&dcm, "1.2.826.0.1.3680043.8.498.9", 1, 0.0, 24, 1);
-    seeds.push(dcm);
-    t.push(Target {
-        name: "images (PNG, TIFF, DICOM)",
-        seeds,
-        shape: Shape::Raw,
-        // An image of up to 2^28 pixels is valid by design (2 GB as f64), more than this
-        // binary's allocator allows: only images that say they are small are decoded, so
-        // that the time goes to the parsers.
-        parse: Box::new(|f, _| {
-            declared_pixels(f).is_some_and(|n| n <= 1 << 16)
-                && ppdenoise::plain::image::load(f).is_ok()
-        }),
-    });
+    for (name, seeds) in [
+        (
+            "images: PNG",
+            vec![
+                saved("8.png", Encoding::Png(8)),
+                saved("16.png", Encoding::Png(16)),
+            ],
+        ),
+        (
+            "images: TIFF",
+            vec![
+                saved("8.tif", Encoding::Tiff(8)),
+                saved("16.tif", Encoding::Tiff(16)),
+            ],
+        ),
+        (
+            "images: DICOM, every syntax read",
+            dicom_seeds(&dcm, &images),
+        ),
+    ] {
+        t.push(Target {
+            name,
+            seeds,
+            shape: Shape::Raw,
+            // An image of up to 2^28 pixels is valid by design (2 GB as f64), more than this
+            // binary's allocator allows: only images that say they are small are decoded, so
+            // that the time goes to the parsers.
+            parse: Box::new(|f, _| {
+                declared_pixels(f).is_some_and(|n| n <= 1 << 16)
+                    && ppdenoise::plain::image::load(f).is_ok()
+            }),
+        });
+    }
     t.push(Target {
         name: "model .npz (MLP and CNN)",
         seeds: vec![
@@ -761,6 +775,74 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         }),
     });
     t
+}
+
+/// DICOM seeds: the 12-bit slice `ct` in explicit VR little endian, big endian, deflated,
+/// JPEG-LS and 12-bit lossy JPEG (made here), and RLE and JPEG 2000 files of
+/// `make dicom-testdata` (pydicom's MR_small, 8-bit JPEG 2000 by OpenJPEG).
+fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
+    use dicom_core::value::PixelFragmentSequence;
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::{tags, uids};
+    use dicom_object::{open_file, FileMetaTableBuilder};
+    use dicom_pixeldata::Transcode;
+    let mut seeds = vec![ct.to_path_buf()];
+    let inner = || open_file(ct).unwrap().into_inner();
+    let mut write = |name: &str, obj: dicom_object::InMemDicomObject, ts: &str| {
+        let p = dir.join(name);
+        obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(ts))
+            .unwrap()
+            .write_to_file(&p)
+            .unwrap();
+        seeds.push(p);
+    };
+    write("ct-be.dcm", inner(), "1.2.840.10008.1.2.2");
+    write(
+        "ct-deflated.dcm",
+        inner(),
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    );
+    let values: Vec<u16> = {
+        let obj = inner();
+        let words = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+        words
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    };
+    let jpeg = ppdenoise::plain::image::jpeg12::encode(&values, 24, 24, 90).unwrap();
+    let mut obj = inner();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(Vec::<u32>::new(), vec![jpeg]),
+    ));
+    write("ct-jpeg12.dcm", obj, uids::JPEG_EXTENDED12_BIT);
+    let mut jls = open_file(ct).unwrap();
+    jls.transcode(
+        &dicom_transfer_syntax_registry::entries::JPEG_LS_LOSSLESS_IMAGE_COMPRESSION.erased(),
+    )
+    .unwrap();
+    let p = dir.join("ct-jls.dcm");
+    jls.write_to_file(&p).unwrap();
+    seeds.push(p);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let made = root.join("out/dicom-testdata/j2k8-lossless.dcm");
+    let pydicom = std::fs::read_dir(root.join(".venv-dicom/lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("site-packages/pydicom/data/test_files"))
+        .find(|p| p.exists());
+    let shipped = ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"]
+        .map(|n| pydicom.as_ref().map(|d| d.join(n)));
+    for f in [Some(made)].into_iter().chain(shipped) {
+        let f = f.filter(|f| f.exists()).unwrap_or_else(|| {
+            panic!("a DICOM seed is missing; run `make dicom-testdata` (pydicom from PyPI)")
+        });
+        seeds.push(f);
+    }
+    seeds
 }
 
 /// The pixels an image file says it has, from its header alone (`None`: no header read),

@@ -3,11 +3,12 @@
 //! **What is read.** A single-frame grayscale image: SamplesPerPixel 1, PhotometricInterpretation
 //! MONOCHROME1 or MONOCHROME2, BitsAllocated 8 or 16, BitsStored 1 to BitsAllocated with
 //! HighBit = BitsStored - 1, unsigned or signed (PixelRepresentation 0 or 1). Transfer
-//! syntaxes: implicit and explicit VR little endian (uncompressed), RLE Lossless, and the JPEG
-//! ones the pure-Rust decoder takes (lossless processes 14 and 14 SV1, baseline and extended).
-//! Anything else (several frames, colour, JPEG 2000, JPEG-LS, deflated, big endian) is
-//! refused with an error naming the file and the problem, before pixel data is decoded;
-//! every element length is checked against the file's size before the parser sees it.
+//! syntaxes: implicit and explicit VR little endian, explicit VR big endian, deflated
+//! explicit VR little endian, RLE Lossless, JPEG (lossless, baseline, and 12-bit extended
+//! through [`super::jpeg12`]), JPEG-LS and JPEG 2000 (docs/formats.md has the table).
+//! Anything else (several frames, colour, JPEG XL, video, JPIP) is refused with an error
+//! naming the file and the problem, before pixel data is decoded; every element length is
+//! checked against the file's size before the parser sees it.
 //!
 //! **The mapping to the model's scale.** With `b` = BitsStored and `M = 2^b - 1`, a stored
 //! value `v` becomes `u = v` (unsigned) or `u = v + 2^(b-1)` (signed, so the stored range
@@ -46,7 +47,8 @@ use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use ndarray::Array2;
 
-use super::dicom_scan::{self, ScanError};
+use super::dicom_scan::{self, Encoding, ScanError};
+use super::jpeg12;
 use super::{Format, GrayImage, ImageError, MAX_PIXELS};
 
 /// Explicit VR big endian (retired from the standard, so its constant is deprecated).
@@ -234,44 +236,104 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
     })
 }
 
+/// The most bytes a deflated data set may inflate to: one frame of the largest image read,
+/// at 16 bits, and 64 MiB of other attributes. A "deflate bomb" stops there.
+const MAX_INFLATED: u64 = 2 * MAX_PIXELS as u64 + (64 << 20);
+
+/// How the data set of a file in transfer syntax `ts_uid` is encoded, or why it is not read.
+fn encoding(ts_uid: &str) -> Result<Encoding, String> {
+    Ok(match ts_uid {
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => Encoding {
+            explicit: false,
+            big_endian: false,
+        },
+        EXPLICIT_VR_BIG_ENDIAN => Encoding {
+            explicit: true,
+            big_endian: true,
+        },
+        uids::JPIP_REFERENCED
+        | uids::JPIP_REFERENCED_DEFLATE
+        | uids::JPIPHTJ2K_REFERENCED
+        | uids::JPIPHTJ2K_REFERENCED_DEFLATE => {
+            return Err(
+                "its pixel data is referenced on a JPIP server, not held in the file \
+                        (fetch it as a whole file; see docs/formats.md)"
+                    .into(),
+            )
+        }
+        // Its decoder inflates each frame without a bound, so hostile data could take any
+        // amount of memory; it is meant for segmentations, not grayscale images.
+        uids::DEFLATED_IMAGE_FRAME_COMPRESSION => {
+            return Err(format!(
+                "its frames would be inflated without a bound, so this build does not read \
+                 it; {TRANSCODE}"
+            ))
+        }
+        _ => Encoding::EXPLICIT_LE,
+    })
+}
+
+/// The deflated data set after `start`, inflated (at most `max` bytes).
+fn inflate(bytes: &[u8], start: usize, path: &Path, max: u64) -> Result<Vec<u8>, ImageError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(&bytes[start..])
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| corrupt(path, format!("the deflated data set does not inflate: {e}")))?;
+    if out.len() as u64 > max {
+        return Err(unsupported(
+            path,
+            format!("the deflated data set inflates to more than {max} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The commands that transcode a file to a syntax this build reads (docs/formats.md).
+const TRANSCODE: &str = "transcode it to explicit VR little endian first (dcmtk: `dcmdjpeg`, \
+                         `dcmdjp2k` or `dcmconv +te`; gdcm: `gdcmconv --raw`), see docs/formats.md";
+
 /// Checks every element length and the transfer syntax, then parses the file (up to its
-/// pixel data when `with_pixels` is false). `decode`: the pixel data must be decodable too.
+/// pixel data when `with_pixels` is false). `with_pixels`: the pixel data must be decodable
+/// too.
 fn parse(bytes: &[u8], path: &Path, with_pixels: bool) -> Result<DefaultDicomObject, ImageError> {
     let scan_err = |e| match e {
         ScanError::Corrupt(d) => corrupt(path, d),
         ScanError::Unsupported(d) => unsupported(path, d),
     };
     let (ts_uid, start) = dicom_scan::meta(bytes).map_err(scan_err)?;
-    let ts = TransferSyntaxRegistry
-        .get(&ts_uid)
-        .ok_or_else(|| unsupported(path, format!("unknown transfer syntax {ts_uid}")))?;
-    let explicit = match ts_uid.as_str() {
-        uids::IMPLICIT_VR_LITTLE_ENDIAN => false,
-        EXPLICIT_VR_BIG_ENDIAN
-        | uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-        | uids::JPIP_REFERENCED_DEFLATE => {
-            return Err(unsupported(
-                path,
-                format!(
-                    "transfer syntax {} ({ts_uid}); re-save it uncompressed (explicit VR little endian)",
-                    ts.name()
-                ),
-            ))
-        }
-        _ => true,
-    };
+    let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| {
+        unsupported(
+            path,
+            format!("unsupported transfer syntax {ts_uid} (not one DICOM defines); {TRANSCODE}"),
+        )
+    })?;
+    let enc = encoding(&ts_uid).map_err(|why| {
+        unsupported(
+            path,
+            format!(
+                "unsupported transfer syntax {} ({ts_uid}): {why}",
+                ts.name()
+            ),
+        )
+    })?;
     if with_pixels && !ts.can_decode_all() {
         return Err(unsupported(
             path,
             format!(
-                "transfer syntax {} ({ts_uid}): this build has no decoder for it (uncompressed, \
-                 RLE Lossless and the JPEG lossless and baseline syntaxes are read); re-save it \
-                 uncompressed",
+                "unsupported transfer syntax {} ({ts_uid}): this build has no decoder for it; \
+                 {TRANSCODE}",
                 ts.name()
             ),
         ));
     }
-    dicom_scan::dataset(bytes, start, explicit).map_err(scan_err)?;
+    if ts_uid == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+        let inflated = inflate(bytes, start, path, MAX_INFLATED)?;
+        dicom_scan::dataset(&inflated, 0, enc).map_err(scan_err)?;
+    } else {
+        dicom_scan::dataset(bytes, start, enc).map_err(scan_err)?;
+    }
     let mut opts = OpenFileOptions::new().read_preamble(ReadPreamble::Always);
     if !with_pixels {
         opts = opts.read_until(tags::PIXEL_DATA);
@@ -289,43 +351,64 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
         .ok()
         .flatten()
         .ok_or_else(|| corrupt(path, "no pixel data"))?;
-    if let Some(fragments) = pixel_data.value().fragments() {
-        check_encapsulated(fragments, &l, path)?;
-    }
-    // The decoders of the registry can still panic on data the checks above let through
-    // (a PackBits run cut short): an error, not a crash, and no panic message.
-    let decoded = quietly(|| obj.decode_pixel_data());
-    let decoded = decoded
-        .map_err(|_| corrupt(path, "pixel data: the decoder failed on malformed data"))?
-        .map_err(|e| corrupt(path, format!("pixel data: {e}")))?;
-    let data = decoded.data();
     let n = l.rows * l.cols;
-    let need = n * l.bytes_per_sample();
-    // One byte of padding is allowed (8-bit data of odd length); more is another frame.
-    if data.len() < need || data.len() > need + 1 {
-        return Err(corrupt(
-            path,
-            format!(
-                "pixel data holds {} bytes; one {} x {} frame of {} bits allocated takes {need}",
-                data.len(),
-                l.rows,
-                l.cols,
-                l.bits_allocated
-            ),
-        ));
-    }
-    // Decoded samples are in native byte order.
-    let values: Vec<f64> = if l.bits_allocated == 8 {
-        data[..n]
-            .iter()
-            .map(|&r| l.scale_of(l.stored_from_raw(u16::from(r))))
-            .collect()
-    } else {
-        data[..need]
-            .chunks_exact(2)
-            .map(|c| l.scale_of(l.stored_from_raw(u16::from_ne_bytes([c[0], c[1]]))))
-            .collect()
+    let ts_uid = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']);
+    let samples: Vec<u16> = match pixel_data.value().fragments() {
+        Some(fragments) if check_encapsulated(ts_uid, fragments, &l, path)? == Codec::Jpeg12 => {
+            // One frame: its fragments, in order, are one JPEG stream.
+            let stream: Vec<u8> = fragments.concat();
+            jpeg12::decode(&stream, l.rows, l.cols)
+                .map_err(|e| corrupt(path, format!("12-bit JPEG pixel data: {e}")))?
+        }
+        _ => {
+            // The decoders of the registry can still panic on data the checks above let
+            // through (a PackBits run cut short): an error, not a crash, and no message.
+            let decoded = quietly(|| obj.decode_pixel_data());
+            let decoded = decoded
+                .map_err(|_| corrupt(path, "pixel data: the decoder failed on malformed data"))?
+                .map_err(|e| corrupt(path, format!("pixel data: {e}")))?;
+            let data = decoded.data();
+            let need = n * l.bytes_per_sample();
+            if data.len() < need {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "pixel data holds {} bytes; one {} x {} frame of {} bits allocated \
+                         takes {need}",
+                        data.len(),
+                        l.rows,
+                        l.cols,
+                        l.bits_allocated
+                    ),
+                ));
+            }
+            // More is trailing padding (one byte evens an odd length and is normal): other
+            // toolkits read the frame and ignore the rest, and so do we, saying so.
+            if data.len() > need + 1 {
+                eprintln!(
+                    "warning: {}: pixel data holds {} bytes past its {} x {} frame \
+                     (trailing padding); they are ignored",
+                    path.display(),
+                    data.len() - need,
+                    l.rows,
+                    l.cols
+                );
+            }
+            // Decoded samples are in native byte order.
+            if l.bits_allocated == 8 {
+                data[..n].iter().map(|&r| u16::from(r)).collect()
+            } else {
+                data[..need]
+                    .chunks_exact(2)
+                    .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+                    .collect()
+            }
+        }
     };
+    let values: Vec<f64> = samples
+        .into_iter()
+        .map(|r| l.scale_of(l.stored_from_raw(r)))
+        .collect();
     let pixels = Array2::from_shape_vec((l.rows, l.cols), values).expect("sized from the layout");
     Ok(GrayImage {
         pixels,
@@ -333,33 +416,107 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
     })
 }
 
+/// Which decoder takes encapsulated pixel data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    /// The registry's decoder for the transfer syntax.
+    Registry,
+    /// A lossy JPEG of more than 8 bits: libjpeg-turbo (see [`jpeg12`]).
+    Jpeg12,
+}
+
 /// Encapsulated pixel data is checked against the header before a decoder sizes anything
 /// from it: one frame is one fragment for RLE (the decoder makes a frame of every fragment),
-/// and a JPEG's own frame header must say the header's rows, columns, one component and a
-/// precision that fits the bits allocated (the decoder allocates what the JPEG says).
-fn check_encapsulated(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<(), ImageError> {
+/// and a JPEG, JPEG-LS or JPEG 2000 stream's own header must say the header's rows, columns,
+/// one component and a precision that fits the bits allocated (the decoders allocate what
+/// the stream says). Returns the decoder to use.
+fn check_encapsulated(
+    ts_uid: &str,
+    fragments: &[Vec<u8>],
+    l: &Layout,
+    path: &Path,
+) -> Result<Codec, ImageError> {
     let first = fragments
         .first()
         .ok_or_else(|| corrupt(path, "encapsulated pixel data without a fragment"))?;
-    if first.starts_with(&[0xFF, 0xD8]) {
-        let (precision, rows, cols, comps) =
-            jpeg_frame(first).ok_or_else(|| corrupt(path, "JPEG data without a frame header"))?;
+    let stream = |kind: &str, (rows, cols, comps, precision): (usize, usize, u16, u16)| {
         if (rows, cols) != (l.rows, l.cols)
             || comps != 1
+            || precision > l.bits_allocated
             || (precision <= 8) != (l.bits_allocated == 8)
         {
             return Err(corrupt(
                 path,
                 format!(
-                    "the JPEG data is {rows} x {cols}, {comps} component(s) of {precision} bits; \
-                     the header says {} x {}, one sample of {} bits allocated",
+                    "the {kind} data is {rows} x {cols}, {comps} component(s) of {precision} \
+                     bits; the header says {} x {}, one sample of {} bits allocated",
                     l.rows, l.cols, l.bits_allocated
                 ),
             ));
         }
-        return Ok(());
+        Ok(())
+    };
+    match ts_uid {
+        uids::RLE_LOSSLESS => {
+            check_rle(fragments, l, path)?;
+            Ok(Codec::Registry)
+        }
+        uids::JPEG_BASELINE8_BIT
+        | uids::JPEG_EXTENDED12_BIT
+        | uids::JPEG_LOSSLESS
+        | uids::JPEG_LOSSLESS_SV1
+        | uids::JPEGLS_LOSSLESS
+        | uids::JPEGLS_NEAR_LOSSLESS => {
+            let (marker, precision, rows, cols, comps) = jpeg_frame(first).ok_or_else(|| {
+                corrupt(
+                    path,
+                    "JPEG data without a frame header (SOF) before its scan",
+                )
+            })?;
+            if matches!(marker, 0xC5..=0xC7 | 0xCD..=0xCF) {
+                return Err(unsupported(
+                    path,
+                    format!(
+                        "a hierarchical JPEG (SOF{}), which no decoder here reads; {TRANSCODE}",
+                        marker - 0xC0
+                    ),
+                ));
+            }
+            let jpeg_ls = marker == 0xF7;
+            if jpeg_ls != ts_uid.starts_with("1.2.840.10008.1.2.4.8") {
+                return Err(corrupt(
+                    path,
+                    format!("the transfer syntax is {ts_uid} but the stream's frame header is SOF marker {marker:#04X}"),
+                ));
+            }
+            let kind = if jpeg_ls { "JPEG-LS" } else { "JPEG" };
+            stream(kind, (rows, cols, u16::from(comps), u16::from(precision)))?;
+            // Lossless (SOF3, SOF11), JPEG-LS and 8-bit lossy JPEG: the registry's decoders.
+            let lossy_dct = !jpeg_ls && !matches!(marker, 0xC3 | 0xCB);
+            Ok(if lossy_dct && precision > 8 {
+                Codec::Jpeg12
+            } else {
+                Codec::Registry
+            })
+        }
+        uids::JPEG2000_LOSSLESS
+        | uids::JPEG2000
+        | uids::HTJ2K_LOSSLESS
+        | uids::HTJ2K_LOSSLESS_RPCL
+        | uids::HTJ2K => {
+            let siz = j2k_size(first)
+                .ok_or_else(|| corrupt(path, "JPEG 2000 data without its size header (SIZ)"))?;
+            stream("JPEG 2000", siz)?;
+            Ok(Codec::Registry)
+        }
+        // Encapsulated uncompressed: the registry copies the fragments, sized by the header.
+        _ => Ok(Codec::Registry),
     }
-    // RLE: a 64-byte header of 16 little-endian u32: the segment count, then the offsets.
+}
+
+/// RLE: a 64-byte header of 16 little-endian u32: the segment count, then the offsets.
+fn check_rle(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<(), ImageError> {
+    let first = &fragments[0];
     let segments = l.bytes_per_sample();
     let word = |i: usize| {
         first
@@ -386,8 +543,35 @@ fn check_encapsulated(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<
     Ok(())
 }
 
-/// The frame header (SOFn) of a JPEG stream: precision, rows, columns, components.
-fn jpeg_frame(b: &[u8]) -> Option<(u8, usize, usize, u8)> {
+/// The image size of a JPEG 2000 codestream (from its SIZ marker, found in the first 4 KiB
+/// in case a JP2 box wraps it): rows, columns, components, the first component's precision.
+fn j2k_size(b: &[u8]) -> Option<(usize, usize, u16, u16)> {
+    let head = &b[..b.len().min(4096)];
+    let at = head
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?
+        + 4;
+    let u16_at = |i: usize| Some(u16::from_be_bytes([*b.get(at + i)?, *b.get(at + i + 1)?]));
+    let u32_at = |i: usize| {
+        Some(u32::from_be_bytes([
+            *b.get(at + i)?,
+            *b.get(at + i + 1)?,
+            *b.get(at + i + 2)?,
+            *b.get(at + i + 3)?,
+        ]))
+    };
+    // Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz, four tile fields, Csiz, then Ssiz per component.
+    let (xsiz, ysiz, xo, yo) = (u32_at(4)?, u32_at(8)?, u32_at(12)?, u32_at(16)?);
+    let comps = u16_at(36)?;
+    let ssiz = *b.get(at + 38)?;
+    let cols = xsiz.checked_sub(xo)? as usize;
+    let rows = ysiz.checked_sub(yo)? as usize;
+    Some((rows, cols, comps, u16::from(ssiz & 0x7F) + 1))
+}
+
+/// The frame header (SOFn) of a JPEG stream: its marker, precision, rows, columns,
+/// components.
+fn jpeg_frame(b: &[u8]) -> Option<(u8, u8, usize, usize, u8)> {
     let mut i = 2; // after SOI
     loop {
         while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
@@ -398,12 +582,14 @@ fn jpeg_frame(b: &[u8]) -> Option<(u8, usize, usize, u8)> {
         }
         let marker = *b.get(i + 1)?;
         let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
-        let sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        // SOF0..SOF15 but DHT, JPG and DAC; SOF55 is JPEG-LS's.
+        let sof = (matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC))
+            || marker == 0xF7;
         if sof {
             let seg = b.get(i + 4..i + 2 + len)?;
             let rows = usize::from(u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]));
             let cols = usize::from(u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]));
-            return Some((*seg.first()?, rows, cols, *seg.get(5)?));
+            return Some((marker, *seg.first()?, rows, cols, *seg.get(5)?));
         }
         if marker == 0xDA || len < 2 {
             return None; // scan data before any frame header
@@ -700,6 +886,29 @@ pub fn new_uid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deflated_data_set_inflates_up_to_its_bound_and_no_further() {
+        use std::io::Write;
+        let path = Path::new("bomb.dcm");
+        let deflate = |data: &[u8]| {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), Default::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let mut bytes = vec![7u8; 10];
+        bytes.extend(deflate(&vec![0u8; 1 << 20]));
+        assert_eq!(inflate(&bytes, 10, path, 1 << 20).unwrap().len(), 1 << 20);
+        let e = inflate(&bytes, 10, path, (1 << 20) - 1).unwrap_err();
+        assert!(matches!(e, ImageError::Unsupported { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("inflates to more than 1048575 bytes"),
+            "{e}"
+        );
+        let e = inflate(&[0xFF; 64], 0, path, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("does not inflate"), "{e}");
+    }
 
     fn layout(bits_stored: u16, signed: bool, monochrome1: bool) -> Layout {
         Layout {

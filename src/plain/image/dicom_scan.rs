@@ -5,6 +5,7 @@
 //! every defined length fits in the bytes that follow, descending into sequences and items
 //! (so nested elements are checked too) and skipping the fragments of encapsulated pixel
 //! data; it allocates nothing. It also reads the transfer syntax from the file meta group.
+//! A deflated data set is walked after the caller inflates it (the walk needs the bytes).
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
@@ -40,24 +41,57 @@ struct Header {
     len: u32,
 }
 
+/// How a data set is encoded: explicit or implicit VR, little or big endian (the retired
+/// explicit VR big endian; the file meta group is always explicit little endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Encoding {
+    pub explicit: bool,
+    pub big_endian: bool,
+}
+
+impl Encoding {
+    pub const EXPLICIT_LE: Encoding = Encoding {
+        explicit: true,
+        big_endian: false,
+    };
+
+    fn u16_at(self, b: &[u8], i: usize) -> u16 {
+        let v = [b[i], b[i + 1]];
+        if self.big_endian {
+            u16::from_be_bytes(v)
+        } else {
+            u16::from_le_bytes(v)
+        }
+    }
+
+    fn u32_at(self, b: &[u8], i: usize) -> u32 {
+        let v = [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        if self.big_endian {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
+    }
+}
+
 fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_le_bytes([b[i], b[i + 1]])
+    Encoding::EXPLICIT_LE.u16_at(b, i)
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+    Encoding::EXPLICIT_LE.u32_at(b, i)
 }
 
-/// Reads the element header at `pos` (little endian); returns it and its size.
-fn header(b: &[u8], pos: usize, explicit: bool) -> Result<(Header, usize), ScanError> {
+/// Reads the element header at `pos`; returns it and its size.
+fn header(b: &[u8], pos: usize, enc: Encoding) -> Result<(Header, usize), ScanError> {
     let cut = || ScanError::Corrupt(format!("element header cut short at byte {pos}"));
     if b.len() < pos + 8 {
         return Err(cut());
     }
-    let tag = Tag(u16_at(b, pos), u16_at(b, pos + 2));
+    let tag = Tag(enc.u16_at(b, pos), enc.u16_at(b, pos + 2));
     // Items and delimiters have no VR, in either encoding.
-    if !explicit || tag.0 == 0xFFFE {
-        let len = u32_at(b, pos + 4);
+    if !enc.explicit || tag.0 == 0xFFFE {
+        let len = enc.u32_at(b, pos + 4);
         return Ok((
             Header {
                 tag,
@@ -81,12 +115,12 @@ fn header(b: &[u8], pos: usize, explicit: bool) -> Result<(Header, usize), ScanE
             Header {
                 tag,
                 vr,
-                len: u32_at(b, pos + 8),
+                len: enc.u32_at(b, pos + 8),
             },
             12,
         ))
     } else {
-        let len = u32::from(u16_at(b, pos + 6));
+        let len = u32::from(enc.u16_at(b, pos + 6));
         Ok((Header { tag, vr, len }, 8))
     }
 }
@@ -109,7 +143,7 @@ pub(super) fn meta(b: &[u8]) -> Result<(String, usize), ScanError> {
     let mut pos = 132;
     let mut ts = None;
     // The parser ends the group where (0002,0000) says, so the walk must end there too.
-    let (first, size) = header(b, pos, true)?;
+    let (first, size) = header(b, pos, Encoding::EXPLICIT_LE)?;
     if first.tag != Tag(0x0002, 0x0000) || first.len != 4 || b.len() < pos + size + 4 {
         return Err(ScanError::Corrupt(
             "the file meta group does not start with its group length".into(),
@@ -119,7 +153,7 @@ pub(super) fn meta(b: &[u8]) -> Result<(String, usize), ScanError> {
     pos += size + 4;
     let group_start = pos;
     while b.len() >= pos + 2 && u16_at(b, pos) == 0x0002 {
-        let (h, size) = header(b, pos, true)?;
+        let (h, size) = header(b, pos, Encoding::EXPLICIT_LE)?;
         pos += size;
         if h.len == UNDEFINED {
             return Err(ScanError::Corrupt(format!(
@@ -146,9 +180,9 @@ pub(super) fn meta(b: &[u8]) -> Result<(String, usize), ScanError> {
     Ok((ts, pos))
 }
 
-/// Walks the data set from `start` to the end of `b`, in explicit or implicit VR little
-/// endian.
-pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), ScanError> {
+/// Walks the data set from `start` to the end of `b`, encoded as `enc` says.
+pub(super) fn dataset(b: &[u8], start: usize, enc: Encoding) -> Result<(), ScanError> {
+    let explicit = enc.explicit;
     let mut pos = start;
     // Inside encapsulated pixel data, items hold compressed bytes, not elements.
     let mut in_pixels = false;
@@ -170,7 +204,7 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
             }
             open.pop();
         }
-        let (h, size) = header(b, pos, explicit)?;
+        let (h, size) = header(b, pos, enc)?;
         pos += size;
         if h.tag.0 == 0xFFFE {
             match h.tag.1 {
@@ -244,6 +278,12 @@ pub(super) fn dataset(b: &[u8], start: usize, explicit: bool) -> Result<(), Scan
 mod tests {
     use super::*;
 
+    const EXPLICIT: Encoding = Encoding::EXPLICIT_LE;
+    const IMPLICIT: Encoding = Encoding {
+        explicit: false,
+        big_endian: false,
+    };
+
     /// Preamble, DICM and a meta group naming `ts`.
     fn start(ts: &str) -> Vec<u8> {
         let mut b = vec![0u8; 128];
@@ -271,13 +311,16 @@ mod tests {
         zz.extend_from_slice(&[
             0x08, 0x00, 0x10, 0x00, b'Z', b'Z', 4, 0, 0xF0, 0xFF, 0xFF, 0xFF,
         ]);
-        assert!(matches!(dataset(&zz, at, true), Err(ScanError::Corrupt(_))));
+        assert!(matches!(
+            dataset(&zz, at, EXPLICIT),
+            Err(ScanError::Corrupt(_))
+        ));
         // Pixel data typed SQ would make the parser read its items as data sets.
         let mut sq = b.clone();
         sq.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'S', b'Q', 0, 0]);
         sq.extend_from_slice(&UNDEFINED.to_le_bytes());
         assert!(
-            matches!(dataset(&sq, at, true), Err(ScanError::Corrupt(d)) if d.contains("sequence"))
+            matches!(dataset(&sq, at, EXPLICIT), Err(ScanError::Corrupt(d)) if d.contains("sequence"))
         );
         // Sequences nested deeper than MAX_DEPTH.
         let mut deep = b.clone();
@@ -288,7 +331,7 @@ mod tests {
             deep.extend_from_slice(&UNDEFINED.to_le_bytes());
         }
         assert!(
-            matches!(dataset(&deep, at, true), Err(ScanError::Unsupported(d)) if d.contains("nested"))
+            matches!(dataset(&deep, at, EXPLICIT), Err(ScanError::Unsupported(d)) if d.contains("nested"))
         );
         // A shallow nest with its delimiters is fine.
         let mut shallow = b.clone();
@@ -298,7 +341,7 @@ mod tests {
         shallow.extend_from_slice(&UNDEFINED.to_le_bytes());
         shallow.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
         shallow.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
-        assert_eq!(dataset(&shallow, at, true), Ok(()));
+        assert_eq!(dataset(&shallow, at, EXPLICIT), Ok(()));
         // A group length that is not what the group holds.
         let mut short = b.clone();
         short[140] = 4;
@@ -335,7 +378,32 @@ mod tests {
         }
         b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         encapsulated(&mut b);
-        assert_eq!(dataset(&b, at, true), Ok(()));
+        assert_eq!(dataset(&b, at, EXPLICIT), Ok(()));
+    }
+
+    /// Explicit VR big endian: tags and lengths are read big endian (a little-endian walk
+    /// would see another tag and a length of 2^24 times more).
+    #[test]
+    fn big_endian_lengths_are_read_big_endian() {
+        const BIG: Encoding = Encoding {
+            explicit: true,
+            big_endian: true,
+        };
+        let mut b = start("1.2.840.10008.1.2.2");
+        let (_, at) = meta(&b).unwrap();
+        // (0010,0010) PN of 4 bytes, then (7FE0,0010) OW of 8 bytes.
+        b.extend_from_slice(&[0x00, 0x10, 0x00, 0x10, b'P', b'N', 0, 4]);
+        b.extend_from_slice(b"A^B ");
+        b.extend_from_slice(&[0x7F, 0xE0, 0x00, 0x10, b'O', b'W', 0, 0, 0, 0, 0, 8]);
+        b.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(dataset(&b, at, BIG), Ok(()));
+        assert!(dataset(&b, at, EXPLICIT).is_err());
+        // One byte short: the declared 8 no longer fit.
+        let e = dataset(&b[..b.len() - 1], at, BIG).unwrap_err();
+        assert!(
+            matches!(&e, ScanError::Corrupt(d) if d.contains("(7FE0,0010) declares 8 bytes")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -346,13 +414,13 @@ mod tests {
         // (0010,0010) PN of 4 bytes: fine.
         b.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'N', 4, 0]);
         b.extend_from_slice(b"A^B ");
-        assert_eq!(dataset(&b, at, true), Ok(()));
+        assert_eq!(dataset(&b, at, EXPLICIT), Ok(()));
         // (7FE0,0010) OW declaring 4 GiB - 2 bytes.
         let mut crafted = b.clone();
         crafted.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
         crafted.extend_from_slice(&0xFFFF_FFFEu32.to_le_bytes());
         crafted.extend_from_slice(&[0; 16]);
-        let e = dataset(&crafted, at, true).unwrap_err();
+        let e = dataset(&crafted, at, EXPLICIT).unwrap_err();
         assert!(
             matches!(&e, ScanError::Corrupt(d) if d.contains("(7FE0,0010)") && d.contains("4294967294")),
             "{e:?}"
@@ -366,7 +434,7 @@ mod tests {
         nested.extend_from_slice(&[0x08, 0x00, 0x50, 0x11, b'U', b'T', 0, 0]);
         nested.extend_from_slice(&0x7000_0000u32.to_le_bytes());
         assert!(matches!(
-            dataset(&nested, at, true),
+            dataset(&nested, at, EXPLICIT),
             Err(ScanError::Corrupt(d)) if d.contains("(0008,1150)")
         ));
         // Implicit VR: a cut header.
@@ -374,7 +442,7 @@ mod tests {
         let at = cut.len();
         cut.extend_from_slice(&[0x10, 0x00, 0x10]);
         assert!(
-            matches!(dataset(&cut, at, false), Err(ScanError::Corrupt(d)) if d.contains("cut short"))
+            matches!(dataset(&cut, at, IMPLICIT), Err(ScanError::Corrupt(d)) if d.contains("cut short"))
         );
         // No transfer syntax.
         let mut none = vec![0u8; 128];

@@ -36,6 +36,7 @@ use rand_distr::{Distribution, Normal};
 
 pub mod dicom;
 mod dicom_scan;
+pub mod jpeg12;
 pub mod png;
 pub mod series;
 pub mod tiff;

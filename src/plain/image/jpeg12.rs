@@ -1,0 +1,165 @@
+//! 12-bit lossy JPEG (DICOM's JPEG extended, processes 2 and 4), which no Rust decoder
+//! reads: libjpeg-turbo's 12-bit API through `turbojpeg-sys`.
+//!
+//! libjpeg-turbo reports errors through `setjmp`/`longjmp` inside its own frames and returns
+//! -1 to us; a recoverable "warning" (corrupt data it would paper over with grey) is made an
+//! error too, and progressive scans are capped, so hostile data costs a bounded time.
+
+use std::ffi::CStr;
+
+use turbojpeg_sys as tj;
+
+/// Progressive scans taken before a stream is refused (libjpeg-turbo's own suggestion).
+const SCAN_LIMIT: i32 = 500;
+
+/// An owned TurboJPEG instance.
+struct Handle(tj::tjhandle);
+
+impl Handle {
+    fn new(kind: tj::TJINIT) -> Result<Handle, String> {
+        // SAFETY: tj3Init has no preconditions; a null return is checked.
+        let h = unsafe { tj::tj3Init(kind as i32) };
+        if h.is_null() {
+            return Err("libjpeg-turbo could not start".into());
+        }
+        Ok(Handle(h))
+    }
+
+    fn set(&self, param: tj::TJPARAM, value: i32) -> Result<(), String> {
+        // SAFETY: the handle is live; unknown parameters return -1.
+        if unsafe { tj::tj3Set(self.0, param as i32, value) } != 0 {
+            return Err(self.error());
+        }
+        Ok(())
+    }
+
+    fn get(&self, param: tj::TJPARAM) -> i32 {
+        // SAFETY: the handle is live.
+        unsafe { tj::tj3Get(self.0, param as i32) }
+    }
+
+    /// The last error's text.
+    fn error(&self) -> String {
+        // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle.
+        unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed once.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+/// Decodes one grayscale 12-bit (or lower-precision DCT) JPEG stream that must be
+/// `rows x cols`: its samples, row by row.
+pub(super) fn decode(jpeg: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>, String> {
+    let h = Handle::new(tj::TJINIT_TJINIT_DECOMPRESS)?;
+    h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+    h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
+    // SAFETY: the buffer is valid for its length for the call.
+    if unsafe { tj::tj3DecompressHeader(h.0, jpeg.as_ptr(), jpeg.len() as tj::size_t) } != 0 {
+        return Err(h.error());
+    }
+    let (w, ht) = (
+        h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH),
+        h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
+    );
+    if (w as usize, ht as usize) != (cols, rows) {
+        return Err(format!(
+            "the JPEG is {ht} x {w}, the header says {rows} x {cols}"
+        ));
+    }
+    let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
+    if !(9..=12).contains(&precision) || h.get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1 {
+        return Err(format!(
+            "a {precision}-bit JPEG is not read by the 12-bit decoder"
+        ));
+    }
+    let mut out = vec![0i16; rows * cols];
+    // SAFETY: `out` holds rows x cols samples, the size checked above, at pitch `cols`
+    // (one sample per pixel, TJPF_GRAY).
+    let rc = unsafe {
+        tj::tj3Decompress12(
+            h.0,
+            jpeg.as_ptr(),
+            jpeg.len() as tj::size_t,
+            out.as_mut_ptr(),
+            cols as i32,
+            tj::TJPF_TJPF_GRAY,
+        )
+    };
+    if rc != 0 {
+        return Err(h.error());
+    }
+    // 12-bit samples are 0..4095: no sign to lose.
+    Ok(out.into_iter().map(|v| v as u16).collect())
+}
+
+/// Encodes `rows x cols` 12-bit grayscale samples as a lossy JPEG (extended, Huffman) of
+/// the given quality: test inputs, as a modality would write them.
+pub fn encode(samples: &[u16], rows: usize, cols: usize, quality: i32) -> Result<Vec<u8>, String> {
+    assert_eq!(samples.len(), rows * cols, "rows x cols samples");
+    let h = Handle::new(tj::TJINIT_TJINIT_COMPRESS)?;
+    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_GRAY)?;
+    h.set(tj::TJPARAM_TJPARAM_QUALITY, quality)?;
+    let src: Vec<i16> = samples.iter().map(|&v| (v & 0x0FFF) as i16).collect();
+    let mut buf: *mut u8 = std::ptr::null_mut();
+    let mut size: tj::size_t = 0;
+    // SAFETY: `src` holds rows x cols samples at pitch `cols`; libjpeg-turbo allocates
+    // `buf`, which is copied and then freed with tj3Free.
+    let rc = unsafe {
+        tj::tj3Compress12(
+            h.0,
+            src.as_ptr(),
+            cols as i32,
+            cols as i32,
+            rows as i32,
+            tj::TJPF_TJPF_GRAY,
+            &mut buf,
+            &mut size,
+        )
+    };
+    let result = if rc != 0 {
+        Err(h.error())
+    } else {
+        // SAFETY: on success `buf` holds `size` bytes.
+        Ok(unsafe { std::slice::from_raw_parts(buf, size as usize) }.to_vec())
+    };
+    // SAFETY: `buf` is null or was allocated by libjpeg-turbo.
+    unsafe { tj::tj3Free(buf.cast()) };
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_12_bit_ramp_survives_a_high_quality_round_trip_and_bad_data_is_an_error() {
+        let (rows, cols) = (40, 56);
+        let img: Vec<u16> = (0..rows * cols)
+            .map(|i| ((i % cols) * 4095 / (cols - 1)) as u16)
+            .collect();
+        let jpeg = encode(&img, rows, cols, 100).unwrap();
+        // SOF1 (extended, Huffman) with precision 12.
+        assert!(jpeg.windows(3).any(|w| w == [0xFF, 0xC1, 0x00]));
+        let back = decode(&jpeg, rows, cols).unwrap();
+        let worst = img
+            .iter()
+            .zip(&back)
+            .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 8, "worst error {worst} of 4095");
+        assert!(decode(&jpeg, rows + 1, cols)
+            .unwrap_err()
+            .contains("header says"));
+        let cut = &jpeg[..jpeg.len() / 2];
+        assert!(decode(cut, rows, cols).is_err());
+        assert!(decode(b"not a jpeg", rows, cols).is_err());
+    }
+}
