@@ -212,9 +212,33 @@ fn stored_values(path: &Path) -> Vec<i32> {
     }
 }
 
-/// Asserts what every derived DICOM keeps and changes of the template `src`.
+/// Asserts what every derived DICOM keeps and changes of the template `src`; the library's
+/// writer keeps the template's series, the command line puts its outputs in a new one.
 fn assert_derived(out: &Path, src: &Path) {
+    assert_derived_in(out, src, false)
+}
+
+/// [`assert_derived`] of a command's output: in a new series, described.
+fn assert_derived_cli(out: &Path, src: &Path) {
+    assert_derived_in(out, src, true)
+}
+
+fn assert_derived_in(out: &Path, src: &Path, new_series: bool) {
     let (a, b) = (open_file(out).unwrap(), open_file(src).unwrap());
+    let (sa, sb) = (
+        attr(&a, tags::SERIES_INSTANCE_UID),
+        attr(&b, tags::SERIES_INSTANCE_UID),
+    );
+    if new_series {
+        assert!(
+            sa != sb && sa.starts_with("2.25."),
+            "series {sa} (source {sb})"
+        );
+        let desc = attr(&a, tags::SERIES_DESCRIPTION);
+        assert!(desc.len() <= 64 && !desc.is_empty(), "{desc:?}");
+    } else {
+        assert_eq!(sa, sb, "series changed");
+    }
     for tag in [
         tags::PATIENT_NAME,
         tags::PATIENT_ID,
@@ -222,7 +246,6 @@ fn assert_derived(out: &Path, src: &Path) {
         tags::STUDY_INSTANCE_UID,
         tags::STUDY_DATE,
         tags::ACCESSION_NUMBER,
-        tags::SERIES_INSTANCE_UID,
         tags::SERIES_NUMBER,
         tags::SOP_CLASS_UID,
         tags::MODALITY,
@@ -709,7 +732,9 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
         &d("noisy.dcm"),
     ]);
     let noisy = dir.path().join("noisy.dcm");
-    assert_derived(&noisy, &ct);
+    assert_derived_cli(&noisy, &ct);
+    assert!(attr(&open_file(&noisy).unwrap(), tags::SERIES_DESCRIPTION)
+        .ends_with("noise sigma 25 added"));
     assert!(attr(&open_file(&noisy).unwrap(), tags::DERIVATION_DESCRIPTION).contains("sigma 25"));
     // What was written is what add-noise measured.
     let m = ok(&["metrics", &s(&ct), &d("noisy.dcm")]);
@@ -727,7 +752,7 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
         "--out",
         &d("den.dcm"),
     ]);
-    assert_derived(&dir.path().join("den.dcm"), &noisy);
+    assert_derived_cli(&dir.path().join("den.dcm"), &noisy);
     ok(&[
         "denoise",
         "--image",
@@ -879,6 +904,21 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     for n in ["s0", "s1"] {
         ok(&["keygen", "--name", n, "--out-dir", &d("keys")]);
     }
+    // A model name that would not fit a series description is refused, and nothing written.
+    let long = "x".repeat(49);
+    cli_refused(
+        &[
+            "share-model",
+            "--model",
+            &d("m.npz"),
+            "--out",
+            &d("long"),
+            "--name",
+            &long,
+        ],
+        &["--name", "1 to 48 printable characters"],
+    );
+    assert!(!dir.path().join("long.pub").exists());
     ok(&["share-model", "--model", &d("m.npz"), "--out", &d("model")]);
     ok(&[
         "share-image",
@@ -944,10 +984,77 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     let j = rec("den.dcm", &["--like", &d("noisy.dcm"), "--clean", &s(&ct)]);
     assert!(j["psnr"].as_f64().unwrap().is_finite());
     let den = dir.path().join("den.dcm");
-    assert_derived(&den, &dir.path().join("noisy.dcm"));
-    assert!(
-        attr(&open_file(&den).unwrap(), tags::DERIVATION_DESCRIPTION).contains("secret shares")
+    assert_derived_cli(&den, &dir.path().join("noisy.dcm"));
+    let obj = open_file(&den).unwrap();
+    assert!(attr(&obj, tags::DERIVATION_DESCRIPTION).contains("secret shares (m, sigma 25)"));
+    // The model's name (its file's, by default) and the job's sigma, carried by the servers.
+    assert!(attr(&obj, tags::SERIES_DESCRIPTION).ends_with("(denoised, m, sigma 25)"));
+    // An independent reader (pydicom) sees the derived attributes and our pixels.
+    let seen = pydicom_reads(&den);
+    assert_eq!(
+        seen["SeriesInstanceUID"],
+        attr(&obj, tags::SERIES_INSTANCE_UID).as_str()
     );
+    assert_ne!(
+        seen["SeriesInstanceUID"],
+        attr(
+            &open_file(d("noisy.dcm")).unwrap(),
+            tags::SERIES_INSTANCE_UID
+        )
+        .as_str()
+    );
+    assert_eq!(seen["ImageType"][0], "DERIVED");
+    assert_eq!(seen["ImageType"][1], "SECONDARY");
+    assert_eq!(
+        seen["SourceImageSOPInstanceUIDs"][0],
+        attr(&open_file(d("noisy.dcm")).unwrap(), tags::SOP_INSTANCE_UID).as_str()
+    );
+    assert_eq!(seen["TransferSyntaxUID"], uids::EXPLICIT_VR_LITTLE_ENDIAN);
+    assert_eq!(
+        seen["SeriesDescription"],
+        attr(&obj, tags::SERIES_DESCRIPTION).as_str()
+    );
+    let px: Vec<i32> = seen["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(px, stored_values(&den));
+    // --series-uid puts the result in a series of one's choosing, and refuses a bad UID.
+    rec(
+        "den2.dcm",
+        &[
+            "--like",
+            &d("noisy.dcm"),
+            "--series-uid",
+            "1.2.826.0.1.3680043.8.498.77",
+        ],
+    );
+    assert_eq!(
+        attr(
+            &open_file(d("den2.dcm")).unwrap(),
+            tags::SERIES_INSTANCE_UID
+        ),
+        "1.2.826.0.1.3680043.8.498.77"
+    );
+    let bad: Vec<String> = [
+        "reconstruct",
+        "--share0",
+        &d("out.p0"),
+        "--share1",
+        &d("out.p1"),
+        "--out",
+        &d("bad2.dcm"),
+        "--like",
+        &d("noisy.dcm"),
+        "--series-uid",
+        "1.2.03",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    cli_refused(&bad, &["--series-uid", "1.2.03", "not a DICOM UID"]);
     // The same result as a 16-bit TIFF: equal within the two formats' rounding.
     rec("den.tif", &[]);
     let (a, b) = (
@@ -980,8 +1087,8 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
 }
 
 /// The shell block of docs/dicom.md, run as written on a generated three-slice series: every
-/// slice comes out as a DICOM of the same series, derived, and equal to the plaintext
-/// fixed-point oracle's result of the same slice.
+/// slice comes out as a DICOM of one new derived series (as pydicom reads it too), and equal
+/// to the plaintext fixed-point oracle's result of the same slice.
 #[test]
 fn dicom_walkthrough_runs_as_written() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dicom.md"))
@@ -1004,6 +1111,9 @@ fn dicom_walkthrough_runs_as_written() {
             "15",
             "--seed",
             &k.to_string(),
+            // One noisy series (add-noise puts each output in a new one by default).
+            "--series-uid",
+            "1.2.826.0.1.3680043.8.498.55",
             "--out",
             &s(&series.join(format!("slice-{k}.dcm"))),
         ]);
@@ -1025,10 +1135,22 @@ fn dicom_walkthrough_runs_as_written() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
+    let mut derived_series = std::collections::BTreeSet::new();
     for k in 1..=3 {
         let noisy = series.join(format!("slice-{k}.dcm"));
         let out = dir.path().join(format!("denoised/slice-{k}.dcm"));
-        assert_derived(&out, &noisy);
+        assert_derived_cli(&out, &noisy);
+        let seen = pydicom_reads(&out);
+        derived_series.insert(seen["SeriesInstanceUID"].as_str().unwrap().to_string());
+        assert_eq!(seen["ImageType"][0], "DERIVED");
+        assert!(
+            seen["SeriesDescription"]
+                .as_str()
+                .unwrap()
+                .ends_with("(denoised, default-model, sigma 15)"),
+            "{}",
+            seen["SeriesDescription"]
+        );
         let oracle = dir.path().join(format!("oracle-{k}.dcm"));
         ok(&[
             "denoise",
@@ -1048,10 +1170,38 @@ fn dicom_walkthrough_runs_as_written() {
             stored_values(&oracle),
             "slice {k}: secure result and fixed-point oracle differ"
         );
+        let px: Vec<i32> = seen["pixels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap() as i32)
+            .collect();
+        assert_eq!(
+            px,
+            stored_values(&out),
+            "slice {k}: pydicom reads other pixels"
+        );
     }
+    assert_eq!(
+        derived_series.len(),
+        1,
+        "one derived series: {derived_series:?}"
+    );
 }
 
 // ---- transfer syntaxes as archives hold them (issue 28, item 1) ----
+
+/// What pydicom (PyPI's, in `make dicom-testdata`'s venv) reads of a DICOM file:
+/// scripts/read-dicom.py's JSON.
+fn pydicom_reads(path: &Path) -> serde_json::Value {
+    let o = Command::new(root().join(".venv-dicom/bin/python"))
+        .arg(root().join("scripts/read-dicom.py"))
+        .arg(path)
+        .output()
+        .expect("run .venv-dicom/bin/python (make dicom-testdata)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
 
 /// The repository's root.
 fn root() -> PathBuf {

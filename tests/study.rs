@@ -367,7 +367,10 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
             d.path(&format!("out/{name}")),
         );
         assert_eq!(attr(&out, tags::SERIES_INSTANCE_UID), new_series);
-        assert_eq!(attr(&out, tags::SERIES_DESCRIPTION), "Abdomen (denoised)");
+        assert_eq!(
+            attr(&out, tags::SERIES_DESCRIPTION),
+            "Abdomen (denoised, tiny-mlp, sigma 20)"
+        );
         assert_eq!(
             attr(&out, tags::INSTANCE_NUMBER),
             attr(&src, tags::INSTANCE_NUMBER)

@@ -327,6 +327,8 @@ pub struct AddNoiseArgs {
     /// it is a DICOM).
     #[arg(long)]
     pub like: Option<PathBuf>,
+    #[command(flatten)]
+    pub series: super::inputs::SeriesArgs,
     /// Signal-dependent noise instead of --sigma: `poisson-gaussian:A,B`, variance =
     /// A * clean pixel + B (0..255 scale).
     #[arg(long)]
@@ -354,6 +356,13 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
                 a.sigma, a.seed
             ),
         },
+        (
+            &a.series,
+            &match &a.noise {
+                Some(n) => format!("noise {n} added"),
+                None => format!("noise sigma {} added", a.sigma),
+            },
+        ),
     )?;
     let img = load_image(&a.image)?;
     let noisy = match pg {

@@ -87,17 +87,44 @@ pub fn load_image(spec: &str) -> Result<GrayImage> {
     Ok(image::load(Path::new(spec))?)
 }
 
+/// The derived series a DICOM output goes in.
+#[derive(Args, Clone, Default)]
+pub struct SeriesArgs {
+    /// Series Instance UID of the derived series a DICOM output goes in (default: a new one
+    /// per run). Give the same UID to every slice of a series processed one by one, so that
+    /// a viewer files them as one derived series.
+    #[arg(long, value_name = "UID")]
+    pub series_uid: Option<String>,
+}
+
+impl SeriesArgs {
+    /// The series UID: the one given (checked) or a new one.
+    pub fn uid(&self) -> Result<String> {
+        match &self.series_uid {
+            Some(u) if image::dicom::valid_uid(u) => Ok(u.clone()),
+            Some(u) => bail!(
+                "--series-uid {u:?}: not a DICOM UID (digits and dots, at most 64 characters, \
+                 no empty or zero-led component)"
+            ),
+            None => Ok(image::dicom::new_uid()),
+        }
+    }
+}
+
 /// How to write the image `out`, by its extension: PNG or TIFF at `depth` (8 or 16), or
 /// DICOM like `like`, or else like the input image `input` when that is a DICOM file
-/// (`derivation` goes in its Derivation Description). Called before any work is done, so a
-/// DICOM output without a usable template is refused first.
+/// (`derivation` goes in its Derivation Description; the output goes in the derived series
+/// `series`, described by `what`). Called before any work is done, so a DICOM output without
+/// a usable template is refused first.
 pub fn output_encoding(
     out: &Path,
     depth: u8,
     like: Option<&Path>,
     input: Option<&str>,
     derivation: String,
+    (series, what): (&SeriesArgs, &str),
 ) -> Result<Encoding> {
+    let uid = series.uid()?;
     let template = match like {
         Some(p) => Some(p.to_path_buf()),
         None if Format::of_extension(out) == Format::Dicom => input
@@ -107,7 +134,9 @@ pub fn output_encoding(
         None => None,
     };
     let template = template
-        .map(|p| DicomTemplate::read(p).map(|t| t.with_derivation(derivation)))
+        .map(|p| {
+            DicomTemplate::read(p).map(|t| t.with_derivation(derivation).in_series(&uid, what))
+        })
         .transpose()?;
     Ok(Encoding::for_path(out, depth, template)?)
 }

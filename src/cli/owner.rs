@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::inputs::model_or_default;
 use super::Summary;
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{CnnModelShare, ModelShare, CNN, NETWORK};
+use crate::formats::bodies::{CnnModelShare, ModelShare, CNN, NAME, NETWORK};
 use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
@@ -34,6 +34,11 @@ pub struct ShareModelArgs {
     /// model header, all the dealer needs).
     #[arg(long, default_value = "model")]
     pub out: PathBuf,
+    /// A short name for the model (at most 48 characters), public: recorded in the shares'
+    /// headers and carried by the servers into the output, where a derived DICOM series'
+    /// description names it. Default: the model file's name without its extension.
+    #[arg(long)]
+    pub name: Option<String>,
     #[command(flatten)]
     pub fixed: FixedArgs,
     #[command(flatten)]
@@ -132,11 +137,34 @@ pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
     with_suffix(prefix, &format!(".p{party}"))
 }
 
+/// Longest model name taken (a derived series' description has 64 characters in all).
+const MAX_NAME: usize = 48;
+
+/// The model's public name: `--name`, else the file's stem; printable, at most [`MAX_NAME`].
+fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let name = name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        bail!(
+            "--name {name:?}: a model name is 1 to {MAX_NAME} printable characters (the default \
+             is the model file's name, which does not fit: give --name)"
+        );
+    }
+    Ok(name)
+}
+
 fn share_cnn_model(
     a: &ShareModelArgs,
     path: &std::path::Path,
     to: &[Option<Recipient>; 2],
 ) -> Result<Summary> {
+    let name = model_name(a, path)?;
     let model = Cnn::load(path)?;
     let params = a.cnn_fixed.params(&model)?;
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
@@ -151,6 +179,7 @@ fn share_cnn_model(
         let chans = plan.channels().iter().map(|&c| c as u64).collect();
         h.shapes.push(("channels".into(), chans));
         h.info.push((NETWORK.into(), CNN.into()));
+        h.info.push((NAME.into(), name.clone()));
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));
         h.info.push((
             "cnn_plan".into(),
@@ -201,6 +230,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     if Cnn::is_cnn_file(&path)? {
         return share_cnn_model(&a, &path, &to);
     }
+    let name = model_name(&a, &path)?;
     let model = Model::load(&path)?;
     let params = a.fixed.params()?;
     let plan = Plan::from_model(&model, params).map_err(|e| {
@@ -216,6 +246,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         let mut h = Header::new(Kind::ModelShare, party, params.s);
         h.model_id = Some(model_id);
         h.shapes.push(("layers".into(), widths.clone()));
+        h.info.push((NAME.into(), name.clone()));
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));
         h.info.extend(circuit_entries(&plan));
         let out = with_ext(&a.out, party);

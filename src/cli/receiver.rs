@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::inputs::load_clean;
 use super::Summary;
-use crate::formats::bodies::{is_cnn, load, JobParams, OutputShare};
+use crate::formats::bodies::{is_cnn, load, JobParams, OutputShare, NAME, SIGMA};
 use crate::formats::container::{self, id_hex, Header, Id, Kind};
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
@@ -19,6 +19,26 @@ use crate::ring::tiles::{check_cover, parse_range, Tile};
 /// What a DICOM output of a secure run says was done to it (Derivation Description).
 pub const SECURE_DERIVATION: &str =
     "Denoised by ppdenoise: a neural network run by two non-colluding servers on secret shares";
+
+/// What a run did, from its output share's header (public facts the servers copied: the
+/// model's name, else its id, and the job's sigma): `denoised, ffdnet-clip, sigma 25`,
+/// for a derived DICOM series' description and its Derivation Description.
+pub fn run_description(share: &Path) -> Result<(String, String)> {
+    let h = container::read_header(share)?;
+    let name = match (h.info(NAME), &h.model_id) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(id)) => format!("model {}", &id_hex(id)[..8]),
+        (None, None) => "model unknown".into(),
+    };
+    let facts = match h.info(SIGMA) {
+        Some(s) => format!("{name}, sigma {s}"),
+        None => name,
+    };
+    Ok((
+        format!("denoised, {facts}"),
+        format!("{SECURE_DERIVATION} ({facts})"),
+    ))
+}
 
 /// Combine the two servers' output shares into the denoised image: PNG or TIFF (same bit
 /// depth as the input unless --bit-depth is given), or DICOM like --like.
@@ -54,6 +74,8 @@ pub struct ReconstructArgs {
     /// attributes and its bit depth, with a new SOP Instance UID, marked DERIVED.
     #[arg(long)]
     pub like: Option<PathBuf>,
+    #[command(flatten)]
+    pub series: super::inputs::SeriesArgs,
     /// Clean reference image: print the PSNR/SSIM of the result.
     #[arg(long)]
     pub clean: Option<String>,
@@ -410,11 +432,8 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     if dicom_out && a.bit_depth.is_some() {
         bail!("--bit-depth: a DICOM output is written at the bit depth of its --like file");
     }
-    let template = a
-        .like
-        .as_ref()
-        .map(|l| DicomTemplate::read(l).map(|t| t.with_derivation(SECURE_DERIVATION)))
-        .transpose()?;
+    let series = a.series.uid()?;
+    let template = a.like.as_ref().map(DicomTemplate::read).transpose()?;
     a.identity.load()?;
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).
     let mut tiled = a.share0.len() + a.share1.len() > 2;
@@ -439,6 +458,13 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
             );
         }
     }
+    let template = match template {
+        Some(t) => {
+            let (what, derivation) = run_description(&a.share0[0])?;
+            Some(t.with_derivation(derivation).in_series(&series, &what))
+        }
+        None => None,
+    };
     let enc = Encoding::for_path(&a.out, a.bit_depth.unwrap_or(img.bit_depth), template)?;
     // The reference is checked before anything is written.
     let clean = a

@@ -12,7 +12,7 @@ use clap::Args;
 use super::dealer::{gen_triplets, GenTripletsArgs};
 use super::gateway::{ShareOpts, Sharer};
 use super::progress::Mode;
-use super::receiver::{combine, ReconstructArgs, SECURE_DERIVATION};
+use super::receiver::{combine, ReconstructArgs};
 use super::server::{serve_job, JobPaths, ServeArgs};
 use super::Summary;
 use crate::formats::container::{self, fresh_id, id_hex, Kind};
@@ -20,7 +20,7 @@ use crate::formats::study::{
     default_sources, hash_file, parse_slices, slice_dir, slice_file, slices_spec, Done, Manifest,
     Source, Sources, MANIFEST, MAX_SLICES,
 };
-use crate::plain::image::dicom::{new_uid, DicomTemplate};
+use crate::plain::image::dicom::DicomTemplate;
 use crate::plain::image::series::{scan, StudyKind};
 use crate::plain::image::{self, Encoding, Format};
 
@@ -519,7 +519,14 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     }
     // Every encoding (a DICOM slice's template, the very file that was shared) is made
     // before anything is written.
-    let series = new_uid();
+    let series = a.series.uid()?;
+    // One description for the series: every slice is one job of one model and sigma.
+    let described = match sources.slices.first() {
+        Some(s) if s.format == Format::Dicom => Some(super::receiver::run_description(
+            &slice_file(&dirs[0], 0, "out", 0),
+        )?),
+        _ => None,
+    };
     let mut encodings = Vec::with_capacity(m.len());
     for s in &sources.slices {
         let enc = match s.format {
@@ -532,9 +539,10 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                         src.display()
                     );
                 }
+                let (what, derivation) = described.clone().unwrap_or_default();
                 let tpl = DicomTemplate::read(&src)?
-                    .with_derivation(SECURE_DERIVATION)
-                    .in_series(&series);
+                    .with_derivation(derivation)
+                    .in_series(&series, &what);
                 Encoding::Dicom(Box::new(tpl))
             }
             Format::Tiff => Encoding::Tiff(a.bit_depth.unwrap_or(s.bit_depth)),

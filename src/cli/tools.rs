@@ -49,6 +49,8 @@ pub struct DenoiseArgs {
     /// it is a DICOM).
     #[arg(long)]
     pub like: Option<PathBuf>,
+    #[command(flatten)]
+    pub series: super::inputs::SeriesArgs,
     #[arg(long, value_enum, default_value = "float")]
     pub arith: Arith,
     /// Noise level of the image.
@@ -167,6 +169,14 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
                     .map(|v| v.get_name().to_string())
                     .unwrap_or_default(),
                 path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            (
+                &a.series,
+                &format!(
+                    "denoised in the clear, {}, sigma {}",
+                    path.file_stem().unwrap_or_default().to_string_lossy(),
+                    a.sigma
+                ),
             ),
         )?),
         None => None,

@@ -179,6 +179,13 @@ pub const NETWORK: &str = "network";
 /// Its value for CNN files (model shares, public headers, image shares, triplets, outputs).
 pub const CNN: &str = "cnn";
 
+/// Header `info` key of a model's public name (`share-model --name`), copied by the servers
+/// into their output shares, which also carry the job's noise level under [`SIGMA`]: what a
+/// derived DICOM series' description says was done.
+pub const NAME: &str = "name";
+/// Header `info` key of an output share's noise level (the job's public sigma).
+pub const SIGMA: &str = "sigma";
+
 /// Header `info` key of an image share made for a model with a noise-map channel, value
 /// "shared": the map's values follow the image's in the shared vector. The same whether the
 /// map is uniform or per pixel (the servers need not know which).

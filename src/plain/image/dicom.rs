@@ -31,9 +31,9 @@
 //! did; a Source Image Sequence naming the template's SOP instance; the Smallest/Largest
 //! Image Pixel Value and extended offset table dropped (no longer true); pixel values
 //! rounded and clamped to the stored range; explicit VR little endian, uncompressed. The
-//! series is kept (the result is a new instance of the template's series), as are the
-//! template's other UIDs; a study's slices (`reconstruct --study`) go instead in one new
-//! derived series (new Series Instance UID, description marked "(denoised)").
+//! template's series is kept unless [`DicomTemplate::in_series`] names a derived one, as the
+//! command line always does (a new Series Instance UID per run, one for all the slices of a
+//! study, and a description saying what was done).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -646,18 +646,22 @@ impl DicomTemplate {
         })
     }
 
-    /// Puts what is written in the derived series `uid` (shared by a study's slices), its
-    /// description the template's followed by `(denoised)`, instead of the template's series.
-    pub fn in_series(mut self, uid: &str) -> DicomTemplate {
+    /// Puts what is written in the derived series `uid` (one per run, shared by a study's
+    /// slices) instead of the template's series, its description the template's followed by
+    /// `(what)`, e.g. `Abdomen (denoised, ffdnet-clip, sigma 25)`.
+    pub fn in_series(mut self, uid: &str, what: &str) -> DicomTemplate {
+        // SeriesDescription is an LO: 64 characters at most. What was done is kept whole
+        // (cut only if it alone is longer), the template's description shortened to fit.
+        let what: String = what.chars().take(62).collect();
         let old = str_attr(&self.obj, tags::SERIES_DESCRIPTION).unwrap_or_default();
+        let room = 64 - what.chars().count() - 2;
+        let old: String = old.chars().take(room.saturating_sub(1)).collect();
+        let old = old.trim_end();
         let desc = if old.is_empty() {
-            "denoised".to_string()
+            what
         } else {
-            format!("{old} (denoised)")
+            format!("{old} ({what})")
         };
-        // SeriesDescription is an LO: 64 characters at most; the end ("denoised") is kept.
-        let cut = desc.chars().count().saturating_sub(64);
-        let desc: String = desc.chars().skip(cut).collect();
         self.series = Some((uid.to_string(), desc));
         self
     }
@@ -873,6 +877,17 @@ fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     QUIET.with(|q| q.set(was));
     r
+}
+
+/// Whether `s` is a valid UID: 1 to 64 characters, numeric components separated by dots,
+/// none empty or with a leading zero.
+pub fn valid_uid(s: &str) -> bool {
+    s.len() <= 64
+        && s.split('.').all(|c| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_digit())
+                && (c == "0" || !c.starts_with('0'))
+        })
 }
 
 /// A new UID under the `2.25` arc: a random (version 4) UUID as a decimal integer.
