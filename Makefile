@@ -16,8 +16,10 @@ endif
 
 tools: $(TOOLS)
 
-.venv-build/.ok:
-	test -d .venv-build || python3 -m venv .venv-build
+# The stamps depend on the Makefile, so that a changed pin is installed; a venv that could not
+# be made is removed, not left half-made.
+.venv-build/.ok: Makefile
+	test -x .venv-build/bin/pip || { python3 -m venv .venv-build || { rm -rf .venv-build; exit 1; }; }
 	.venv-build/bin/pip install --quiet cmake==3.31.10
 	touch $@
 
@@ -63,8 +65,8 @@ clippy: tools
 # .venv-dicom and out/dicom-testdata. Pinned versions; PyPI only.
 dicom-testdata: out/dicom-testdata/.ok
 
-.venv-dicom/.ok:
-	test -d .venv-dicom || python3 -m venv .venv-dicom
+.venv-dicom/.ok: Makefile
+	test -x .venv-dicom/bin/pip || { python3 -m venv .venv-dicom || { rm -rf .venv-dicom; exit 1; }; }
 	.venv-dicom/bin/pip install --quiet pydicom==3.0.2 numpy==2.4.6 pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0
 	touch $@
 

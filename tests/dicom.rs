@@ -1523,30 +1523,126 @@ fn unsupported_transfer_syntaxes_say_so_and_how_to_transcode() {
         let e = refused(&path, &all);
         assert!(matches!(e, ImageError::Unsupported { .. }), "{name}: {e}");
     }
-    // JPEG 2000 whose header is missing or says another size or three components.
+    // A transfer syntax UID padded with a tab: the parser would trim it and read big endian
+    // what the length walk read as little endian (an outside review's bypass).
+    let mut be = base.clone();
+    be.transfer_syntax = "1.2.840.10008.1.2.2";
+    let mut b = be.bytes();
+    let at = b
+        .windows(20)
+        .position(|w| w == b"1.2.840.10008.1.2.2\0")
+        .unwrap();
+    b[at + 19] = b'\t';
+    std::fs::write(d("tab.dcm"), b).unwrap();
+    let e = refused(&d("tab.dcm"), &["transfer syntax UID", "is not a UID"]);
+    assert!(matches!(e, ImageError::Corrupt { .. }), "{e}");
+    // 16-bit samples typed OB in a big-endian file: the byte order is not said.
+    let mut be16 = Spec::new(4, 4, 12, false, (0..16).collect());
+    be16.transfer_syntax = "1.2.840.10008.1.2.2";
+    let mut b = be16.bytes();
+    let at = b
+        .windows(6)
+        .position(|w| w == [0x7F, 0xE0, 0x00, 0x10, b'O', b'W'])
+        .unwrap();
+    b[at + 5] = b'B';
+    std::fs::write(d("be-ob.dcm"), b).unwrap();
+    refused(
+        &d("be-ob.dcm"),
+        &["typed OB in a big-endian file", "ambiguous"],
+    );
+
+    // JPEG 2000 whose header is missing, hidden in a JP2 wrapper, says another size or three
+    // components, subsamples, tiles in tiny tiles, or lacks its tiles.
     let mut j2k = base.clone();
     j2k.transfer_syntax = JPEG_2000_LOSSLESS;
     j2k.fragments = Some(vec![vec![0xFF, 0x4F, 0xFF, 0x51]]);
     refused(
         &j2k.write(&d("j2k-cut.dcm")),
-        &["JPEG 2000 data without its size header"],
+        &["JPEG 2000 data without its codestream header"],
     );
-    let siz = |rows: u32, cols: u32, comps: u16| {
-        let mut b = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 47, 0, 0];
-        for v in [cols, rows, 0, 0, cols, rows, 0, 0] {
+    // SOC, SIZ (rows x cols, tiles of `tile`, `comps` components subsampled `sub`), and a
+    // tile-part of every tile when `parts`, then EOC.
+    let siz = |rows: u32, cols: u32, comps: u16, tile: u32, sub: u8, parts: bool| {
+        let mut b = vec![0xFF, 0x4F, 0xFF, 0x51];
+        b.extend_from_slice(&(38 + 3 * comps).to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        for v in [cols, rows, 0, 0, tile, tile, 0, 0] {
             b.extend_from_slice(&v.to_be_bytes());
         }
         b.extend_from_slice(&comps.to_be_bytes());
         for _ in 0..comps {
-            b.extend_from_slice(&[7, 1, 1]);
+            b.extend_from_slice(&[7, sub, sub]);
         }
+        if parts {
+            let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
+            for t in 0..tiles as u16 {
+                // SOT (Psot 14: the marker segment and an empty SOD), SOD.
+                b.extend_from_slice(&[0xFF, 0x90, 0, 10]);
+                b.extend_from_slice(&t.to_be_bytes());
+                b.extend_from_slice(&14u32.to_be_bytes());
+                b.extend_from_slice(&[0, 1, 0xFF, 0x93]);
+            }
+        }
+        b.extend_from_slice(&[0xFF, 0xD9]);
         b
     };
-    j2k.fragments = Some(vec![siz(4000, 4000, 1)]);
-    refused(
-        &j2k.write(&d("j2k-big.dcm")),
-        &["the JPEG 2000 data is 4000 x 4000"],
-    );
-    j2k.fragments = Some(vec![siz(4, 4, 3)]);
+    for (name, ts) in [
+        ("j2k-big.dcm", JPEG_2000_LOSSLESS),
+        ("j2k-part2.dcm", "1.2.840.10008.1.2.4.92"),
+    ] {
+        j2k.transfer_syntax = ts;
+        j2k.fragments = Some(vec![siz(4000, 4000, 1, 4000, 1, true)]);
+        refused(&j2k.write(&d(name)), &["the JPEG 2000 data is 4000 x 4000"]);
+    }
+    j2k.transfer_syntax = JPEG_2000_LOSSLESS;
+    j2k.fragments = Some(vec![siz(4, 4, 3, 4, 1, true)]);
     refused(&j2k.write(&d("j2k-rgb.dcm")), &["3 component(s)"]);
+    let mut jp2 = vec![0, 0, 0, 12, b'j', b'P', b' ', b' ', 0x0D, 0x0A, 0x87, 0x0A];
+    jp2.extend(siz(4, 4, 1, 4, 1, true));
+    j2k.fragments = Some(vec![jp2]);
+    refused(
+        &j2k.write(&d("j2k-jp2.dcm")),
+        &["JP2 file wrapper", "bare codestream"],
+    );
+    j2k.fragments = Some(vec![siz(4, 4, 1, 4, 2, true)]);
+    refused(&j2k.write(&d("j2k-sub.dcm")), &["subsampled 2 x 2"]);
+    let mut tiny = Spec::new(64, 64, 8, false, vec![0; 64 * 64]);
+    tiny.transfer_syntax = JPEG_2000_LOSSLESS;
+    tiny.fragments = Some(vec![siz(64, 64, 1, 8, 1, true)]);
+    refused(
+        &tiny.write(&d("j2k-tiles.dcm")),
+        &["tiles of 8 x 8 pixels (64 tiles)"],
+    );
+    tiny.fragments = Some(vec![siz(64, 64, 1, 64, 1, false)]);
+    refused(
+        &tiny.write(&d("j2k-no-tiles.dcm")),
+        &["cut short or missing some of its 1 tile(s)"],
+    );
+}
+
+/// A lossy decoder's overshoot is clamped to the stored range, not wrapped: a 10-bit image
+/// in a 12-bit JPEG (as 10-bit X-ray is often stored) keeps its white edge white.
+#[test]
+fn lossy_overshoot_past_bits_stored_is_clamped_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (32, 32);
+    let values: Vec<i32> = (0..rows * cols)
+        .map(|i| if i % cols < 13 { 0 } else { 1023 }) // an edge inside an 8x8 block
+        .collect();
+    let raw: Vec<u16> = values.iter().map(|&v| v as u16).collect();
+    let mut spec = Spec::new(rows as u16, cols as u16, 10, false, values.clone());
+    spec.transfer_syntax = uids::JPEG_EXTENDED12_BIT;
+    for q in [75, 90] {
+        let jpeg = ppdenoise::plain::image::jpeg12::encode(&raw, rows, cols, q).unwrap();
+        // The decoder itself overshoots 1023 somewhere (else this test shows nothing).
+        let back = ppdenoise::plain::image::jpeg12::decode_for_test(&jpeg, rows, cols);
+        assert!(back.iter().any(|&v| v > 1023), "quality {q}: no overshoot");
+        spec.fragments = Some(vec![jpeg]);
+        let got = decoded(&spec.write(&dir.path().join(format!("edge{q}.dcm")))).0;
+        for (i, (&v, &w)) in values.iter().zip(&got).enumerate() {
+            if v == 1023 {
+                assert!(w >= 900, "quality {q}: pixel {i} of the white half is {w}");
+            }
+        }
+    }
 }

@@ -290,6 +290,20 @@ fn inflate(bytes: &[u8], start: usize, path: &Path, max: u64) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// An error and its causes, `a: b: c` (a decoder's reason is in its source).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s = format!("{s}: {text}");
+        }
+        cause = c.source();
+    }
+    s
+}
+
 /// The commands that transcode a file to a syntax this build reads (docs/formats.md).
 const TRANSCODE: &str = "transcode it to explicit VR little endian first (dcmtk: `dcmdjpeg`, \
                          `dcmdjp2k` or `dcmconv +te`; gdcm: `gdcmconv --raw`), see docs/formats.md";
@@ -303,6 +317,14 @@ fn parse(bytes: &[u8], path: &Path, with_pixels: bool) -> Result<DefaultDicomObj
         ScanError::Unsupported(d) => unsupported(path, d),
     };
     let (ts_uid, start) = dicom_scan::meta(bytes).map_err(scan_err)?;
+    // Only digits and dots: the registry and the parser trim other padding (a tab) that the
+    // walk would not, and so read the file in another encoding than the walk checked.
+    if !valid_uid(&ts_uid) {
+        return Err(corrupt(
+            path,
+            format!("the transfer syntax UID {ts_uid:?} is not a UID"),
+        ));
+    }
     let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| {
         unsupported(
             path,
@@ -353,6 +375,18 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
         .ok_or_else(|| corrupt(path, "no pixel data"))?;
     let n = l.rows * l.cols;
     let ts_uid = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']);
+    // 16-bit samples typed OB (or UN) in a big-endian file: which byte comes first is not
+    // said (pydicom and dicom-rs disagree); only OW's is.
+    if ts_uid == EXPLICIT_VR_BIG_ENDIAN && l.bits_allocated == 16 && pixel_data.vr() != VR::OW {
+        return Err(unsupported(
+            path,
+            format!(
+                "16-bit pixel data typed {} in a big-endian file: its byte order is ambiguous \
+                 (OW is required); {TRANSCODE}",
+                pixel_data.vr()
+            ),
+        ));
+    }
     let samples: Vec<u16> = match pixel_data.value().fragments() {
         Some(fragments) if check_encapsulated(ts_uid, fragments, &l, path)? == Codec::Jpeg12 => {
             // One frame: its fragments, in order, are one JPEG stream.
@@ -366,7 +400,7 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             let decoded = quietly(|| obj.decode_pixel_data());
             let decoded = decoded
                 .map_err(|_| corrupt(path, "pixel data: the decoder failed on malformed data"))?
-                .map_err(|e| corrupt(path, format!("pixel data: {e}")))?;
+                .map_err(|e| corrupt(path, format!("pixel data: {}", causes(&e))))?;
             let data = decoded.data();
             let need = n * l.bytes_per_sample();
             if data.len() < need {
@@ -405,9 +439,17 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             }
         }
     };
+    // A lossy decoder can overshoot the stored range (a 10-bit image in a 12-bit JPEG gives
+    // up to 4095): clamped, not wrapped by masking. Native data keeps the mask (old files put
+    // overlay bits above the stored ones). Signed data keeps it too: a JPEG 2000 codestream
+    // may call unsigned what the header calls signed, and the mask reads it right.
+    let clamp = pixel_data.value().fragments().is_some() && !l.signed;
     let values: Vec<f64> = samples
         .into_iter()
-        .map(|r| l.scale_of(l.stored_from_raw(r)))
+        .map(|r| {
+            let r = if clamp { r.min(l.max() as u16) } else { r };
+            l.scale_of(l.stored_from_raw(r))
+        })
         .collect();
     let pixels = Array2::from_shape_vec((l.rows, l.cols), values).expect("sized from the layout");
     Ok(GrayImage {
@@ -436,9 +478,17 @@ fn check_encapsulated(
     l: &Layout,
     path: &Path,
 ) -> Result<Codec, ImageError> {
-    let first = fragments
-        .first()
-        .ok_or_else(|| corrupt(path, "encapsulated pixel data without a fragment"))?;
+    if fragments.is_empty() {
+        return Err(corrupt(path, "encapsulated pixel data without a fragment"));
+    }
+    // One frame: its fragments, in order, are one stream.
+    let whole;
+    let first: &[u8] = if fragments.len() == 1 {
+        &fragments[0]
+    } else {
+        whole = fragments.concat();
+        &whole
+    };
     let stream = |kind: &str, (rows, cols, comps, precision): (usize, usize, u16, u16)| {
         if (rows, cols) != (l.rows, l.cols)
             || comps != 1
@@ -501,12 +551,59 @@ fn check_encapsulated(
         }
         uids::JPEG2000_LOSSLESS
         | uids::JPEG2000
+        | uids::JPEG2000MC_LOSSLESS
+        | uids::JPEG2000MC
         | uids::HTJ2K_LOSSLESS
         | uids::HTJ2K_LOSSLESS_RPCL
         | uids::HTJ2K => {
-            let siz = j2k_size(first)
-                .ok_or_else(|| corrupt(path, "JPEG 2000 data without its size header (SIZ)"))?;
-            stream("JPEG 2000", siz)?;
+            let cs = first;
+            let Some(h) = j2k_header(cs) else {
+                return Err(if cs.get(4..8) == Some(b"jP  ") {
+                    unsupported(
+                        path,
+                        format!(
+                            "JPEG 2000 data in a JP2 file wrapper, not the bare codestream DICOM \
+                             requires; {TRANSCODE}"
+                        ),
+                    )
+                } else {
+                    corrupt(
+                        path,
+                        "JPEG 2000 data without its codestream header (SOC, SIZ) at its start",
+                    )
+                });
+            };
+            stream("JPEG 2000", (h.rows, h.cols, h.comps, h.precision))?;
+            if h.subsampling != (1, 1) {
+                return Err(unsupported(
+                    path,
+                    format!(
+                        "a JPEG 2000 component subsampled {} x {}; only full resolution is read",
+                        h.subsampling.0, h.subsampling.1
+                    ),
+                ));
+            }
+            // Tiny tiles cost the decoder far more than the image (1 x 1 tiles: ~10 kB each).
+            let (tw, th) = h.tile_size;
+            if h.tiles > 1 && u64::from(tw) * u64::from(th) < 4096 {
+                return Err(unsupported(
+                    path,
+                    format!(
+                        "JPEG 2000 tiles of {tw} x {th} pixels ({} tiles); tiles of at least \
+                         4096 pixels are read",
+                        h.tiles
+                    ),
+                ));
+            }
+            if !j2k_tiles_present(cs, h.tiles) {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "JPEG 2000 data cut short or missing some of its {} tile(s)",
+                        h.tiles
+                    ),
+                ));
+            }
             Ok(Codec::Registry)
         }
         // Encapsulated uncompressed: the registry copies the fragments, sized by the header.
@@ -543,30 +640,100 @@ fn check_rle(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<(), Image
     Ok(())
 }
 
-/// The image size of a JPEG 2000 codestream (from its SIZ marker, found in the first 4 KiB
-/// in case a JP2 box wraps it): rows, columns, components, the first component's precision.
-fn j2k_size(b: &[u8]) -> Option<(usize, usize, u16, u16)> {
-    let head = &b[..b.len().min(4096)];
-    let at = head
-        .windows(4)
-        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?
-        + 4;
-    let u16_at = |i: usize| Some(u16::from_be_bytes([*b.get(at + i)?, *b.get(at + i + 1)?]));
+/// A JPEG 2000 codestream's header, as far as the checks need it.
+#[derive(Debug, PartialEq)]
+struct J2kHeader {
+    rows: usize,
+    cols: usize,
+    comps: u16,
+    /// The first component's precision in bits.
+    precision: u16,
+    /// Its subsampling (XRsiz, YRsiz).
+    subsampling: (u8, u8),
+    tiles: usize,
+    tile_size: (u32, u32),
+}
+
+/// Reads the SIZ marker of a bare JPEG 2000 codestream (SOC then SIZ at byte 0, as DICOM
+/// requires; a JP2 file wrapper is not taken: a box could hide a decoy header).
+fn j2k_header(b: &[u8]) -> Option<J2kHeader> {
+    if b.get(..4)? != [0xFF, 0x4F, 0xFF, 0x51] {
+        return None;
+    }
+    let u16_at = |i: usize| Some(u16::from_be_bytes([*b.get(4 + i)?, *b.get(5 + i)?]));
     let u32_at = |i: usize| {
         Some(u32::from_be_bytes([
-            *b.get(at + i)?,
-            *b.get(at + i + 1)?,
-            *b.get(at + i + 2)?,
-            *b.get(at + i + 3)?,
+            *b.get(4 + i)?,
+            *b.get(5 + i)?,
+            *b.get(6 + i)?,
+            *b.get(7 + i)?,
         ]))
     };
-    // Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz, four tile fields, Csiz, then Ssiz per component.
+    // Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz, Csiz, then
+    // Ssiz, XRsiz, YRsiz per component.
     let (xsiz, ysiz, xo, yo) = (u32_at(4)?, u32_at(8)?, u32_at(12)?, u32_at(16)?);
+    let (xt, yt, xto, yto) = (u32_at(20)?, u32_at(24)?, u32_at(28)?, u32_at(32)?);
     let comps = u16_at(36)?;
-    let ssiz = *b.get(at + 38)?;
+    let (ssiz, xr, yr) = (*b.get(4 + 38)?, *b.get(4 + 39)?, *b.get(4 + 40)?);
     let cols = xsiz.checked_sub(xo)? as usize;
     let rows = ysiz.checked_sub(yo)? as usize;
-    Some((rows, cols, comps, u16::from(ssiz & 0x7F) + 1))
+    if xt == 0 || yt == 0 || xto > xo || yto > yo {
+        return None;
+    }
+    let across = (xsiz - xto).div_ceil(xt) as usize;
+    let down = (ysiz - yto).div_ceil(yt) as usize;
+    Some(J2kHeader {
+        rows,
+        cols,
+        comps,
+        precision: u16::from(ssiz & 0x7F) + 1,
+        subsampling: (xr, yr),
+        tiles: across.checked_mul(down)?,
+        tile_size: (xt, yt),
+    })
+}
+
+/// Whether every one of `tiles` tiles has a tile-part in the codestream `b`, each within the
+/// data (openjp2 fills a missing or cut tile with zeros and says nothing).
+fn j2k_tiles_present(b: &[u8], tiles: usize) -> bool {
+    // The main header: SOC, then marker segments up to the first SOT.
+    let mut i = 2;
+    loop {
+        let (Some(&ff), Some(&m)) = (b.get(i), b.get(i + 1)) else {
+            return false;
+        };
+        if ff != 0xFF {
+            return false;
+        }
+        if m == 0x90 {
+            break; // SOT
+        }
+        let Some(len) = b.get(i + 2..i + 4) else {
+            return false;
+        };
+        i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+    }
+    let mut seen = vec![false; tiles];
+    while b.get(i..i + 2) == Some(&[0xFF, 0x90]) {
+        // SOT: Lsot (10), Isot, Psot (from this marker, 0: up to EOC), TPsot, TNsot.
+        let Some(sot) = b.get(i + 2..i + 12) else {
+            return false;
+        };
+        let isot = usize::from(u16::from_be_bytes([sot[2], sot[3]]));
+        let psot = u32::from_be_bytes([sot[4], sot[5], sot[6], sot[7]]) as usize;
+        match seen.get_mut(isot) {
+            Some(s) => *s = true,
+            None => return false,
+        }
+        if psot == 0 {
+            break; // the last tile-part runs to EOC
+        }
+        if psot < 14 || i + psot > b.len() {
+            return false;
+        }
+        i += psot;
+    }
+    seen.iter().all(|&s| s)
 }
 
 /// The frame header (SOFn) of a JPEG stream: its marker, precision, rows, columns,

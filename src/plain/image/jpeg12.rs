@@ -99,6 +99,11 @@ pub(super) fn decode(jpeg: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>, 
     Ok(out.into_iter().map(|v| v as u16).collect())
 }
 
+/// [`decode`] for tests: the raw samples, before any DICOM mapping.
+pub fn decode_for_test(jpeg: &[u8], rows: usize, cols: usize) -> Vec<u16> {
+    decode(jpeg, rows, cols).expect("a valid 12-bit JPEG")
+}
+
 /// Encodes `rows x cols` 12-bit grayscale samples as a lossy JPEG (extended, Huffman) of
 /// the given quality: test inputs, as a modality would write them.
 pub fn encode(samples: &[u16], rows: usize, cols: usize, quality: i32) -> Result<Vec<u8>, String> {
