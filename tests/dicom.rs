@@ -561,9 +561,19 @@ fn refusals_name_the_file_and_the_problem() {
     multi.values = (0..32).collect();
     let e = refused(&multi.write(&d("multi.dcm")), &["2 frames", "single-frame"]);
     assert!(matches!(e, ImageError::Unsupported { .. }));
-    // A multi-frame template is refused too.
-    let e = DicomTemplate::read(d("multi.dcm")).unwrap_err();
-    assert!(e.to_string().contains("2 frames"), "{e}");
+    // As a template it reads, and takes two frames, not one image.
+    let t = DicomTemplate::read(d("multi.dcm")).unwrap();
+    assert_eq!(t.frames(), 2);
+    let one =
+        ppdenoise::plain::image::load(Spec::new(4, 4, 8, false, vec![0; 16]).write(&d("one.dcm")))
+            .unwrap();
+    let e = Encoding::Dicom(Box::new(t))
+        .save(&one, d("out.dcm"))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("1 image(s) for the 2 frame(s)"),
+        "{e}"
+    );
 
     let mut rgb = base.clone();
     rgb.samples = 3;
@@ -1645,4 +1655,214 @@ fn lossy_overshoot_past_bits_stored_is_clamped_not_wrapped() {
             }
         }
     }
+}
+
+// ---- multi-frame objects (issue 28, item 2) ----
+
+/// A 3-frame 12-bit signed CT-like object, each frame with its own rescale intercept in the
+/// per-frame functional groups (as an enhanced CT holds it), and the frames' values.
+fn multi_frame(path: &Path, encapsulate_rle: bool) -> Vec<Vec<i32>> {
+    let (rows, cols) = (16u16, 20u16);
+    let frames: Vec<Vec<i32>> = (0..3)
+        .map(|k| {
+            (0..i32::from(rows) * i32::from(cols))
+                .map(|i| -1500 + (i * 37 + k * 500) % 3000)
+                .collect()
+        })
+        .collect();
+    let mut spec = Spec::new(rows, cols, 12, true, frames.concat());
+    spec.frames = Some(3);
+    if encapsulate_rle {
+        spec.transfer_syntax = uids::RLE_LOSSLESS;
+        spec.fragments = Some(frames.iter().map(|f| rle_frame(f)).collect());
+    }
+    let mut obj = open_file(spec.write(path)).unwrap().into_inner();
+    let items: Vec<InMemDicomObject> = (0..3)
+        .map(|k| {
+            let pvt = InMemDicomObject::from_element_iter([
+                DataElement::new(
+                    tags::RESCALE_INTERCEPT,
+                    VR::DS,
+                    PrimitiveValue::from(format!("{}", -1024 - 10 * k)),
+                ),
+                DataElement::new(tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from("1")),
+            ]);
+            InMemDicomObject::from_element_iter([DataElement::new(
+                tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![pvt]),
+            )])
+        })
+        .collect();
+    obj.put(DataElement::new(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(items),
+    ));
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(spec.transfer_syntax))
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+    frames
+}
+
+/// The per-frame rescale intercepts of a file.
+fn frame_intercepts(path: &Path) -> Vec<String> {
+    let obj = open_file(path).unwrap();
+    obj.element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let pvt = item
+                .element(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE)
+                .unwrap();
+            attr(&pvt.items().unwrap()[0], tags::RESCALE_INTERCEPT)
+        })
+        .collect()
+}
+
+/// Stored values of every frame `load_frames` decoded (the scale mapped back, 12-bit signed).
+fn frames_stored(path: &Path) -> Vec<Vec<i32>> {
+    ppdenoise::plain::image::load_frames(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|f| {
+            f.pixels
+                .iter()
+                .map(|&x| (x * 4095.0 / 255.0).round() as i32 - 2048)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn multi_frame_objects_are_read_whole_and_written_like_their_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let values = multi_frame(&d("mf.dcm"), false);
+    // Native and RLE (one fragment per frame) decode to the frames' values.
+    assert_eq!(frames_stored(&d("mf.dcm")), values);
+    assert_eq!(multi_frame(&d("mf-rle.dcm"), true), values);
+    assert_eq!(frames_stored(&d("mf-rle.dcm")), values);
+    // A single-image reader refuses it, saying which commands take it.
+    refused(&d("mf.dcm"), &["3 frames", "share-study"]);
+    // Written like itself: every frame's stored values, the per-frame groups kept.
+    let frames = ppdenoise::plain::image::load_frames(d("mf.dcm")).unwrap();
+    let t = DicomTemplate::read(d("mf.dcm")).unwrap();
+    assert_eq!(t.frames(), 3);
+    Encoding::Dicom(Box::new(t.clone()))
+        .save_frames(&frames, d("copy.dcm"))
+        .unwrap();
+    assert_eq!(frames_stored(&d("copy.dcm")), values);
+    assert_eq!(
+        frame_intercepts(&d("copy.dcm")),
+        ["-1024", "-1034", "-1044"]
+    );
+    assert_eq!(
+        attr(&open_file(d("copy.dcm")).unwrap(), tags::NUMBER_OF_FRAMES),
+        "3"
+    );
+    // One image for a 3-frame template, or frames as PNG: refused, nothing written.
+    let e = Encoding::Dicom(Box::new(t))
+        .save(&frames[0], d("one.dcm"))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("1 image(s) for the 3 frame(s)"),
+        "{e}"
+    );
+    let e = Encoding::Png(8)
+        .save_frames(&frames, d("f.png"))
+        .unwrap_err();
+    assert!(e.to_string().contains("3 frames"), "{e}");
+    assert!(!d("one.dcm").exists() && !d("f.png").exists());
+    // Frames in fewer fragments than frames: refused by name.
+    let mut two = Spec::new(4, 4, 12, true, vec![0; 48]);
+    two.frames = Some(3);
+    two.transfer_syntax = uids::RLE_LOSSLESS;
+    two.fragments = Some(vec![rle_frame(&[0; 16]), rle_frame(&[0; 16])]);
+    let e = ppdenoise::plain::image::load_frames(two.write(&d("two.dcm"))).unwrap_err();
+    assert!(
+        e.to_string().contains("two.dcm") && e.to_string().contains("3 frames in 2 fragments"),
+        "{e}"
+    );
+}
+
+#[test]
+fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let p = |n: &str| s(&d(n));
+    multi_frame(&d("mf.dcm"), false);
+    let j = ok(&[
+        "add-noise",
+        "--image",
+        &p("mf.dcm"),
+        "--sigma",
+        "20",
+        "--seed",
+        "7",
+        "--out",
+        &p("noisy.dcm"),
+    ]);
+    assert_eq!(j["frames"], 3);
+    // Frame k has the noise of seed 7 + k: as add-noise gives a single frame k.
+    let clean = ppdenoise::plain::image::load_frames(d("mf.dcm")).unwrap();
+    let noisy = ppdenoise::plain::image::load_frames(d("noisy.dcm")).unwrap();
+    let t = DicomTemplate::read(d("mf.dcm")).unwrap();
+    for (k, (c, n)) in clean.iter().zip(&noisy).enumerate() {
+        let want = ppdenoise::plain::image::add_noise(c, 20.0, 7 + k as u64);
+        assert_eq!(n.pixels, t.quantize(&want.pixels), "frame {k}");
+    }
+    assert_eq!(
+        frame_intercepts(&d("noisy.dcm")),
+        ["-1024", "-1034", "-1044"]
+    );
+    // Denoised in fixed point: every frame as the frame alone gives.
+    ok(&[
+        "denoise",
+        "--image",
+        &p("noisy.dcm"),
+        "--arith",
+        "fixed",
+        "--out",
+        &p("den.dcm"),
+    ]);
+    let den = frames_stored(&d("den.dcm"));
+    assert_eq!(den.len(), 3);
+    let noisy_values = frames_stored(&d("noisy.dcm"));
+    for (k, frame) in noisy_values.iter().enumerate() {
+        let one = Spec::new(16, 20, 12, true, frame.clone()).write(&d(&format!("f{k}.dcm")));
+        let out = d(&format!("f{k}-den.dcm"));
+        ok(&[
+            "denoise",
+            "--image",
+            &s(&one),
+            "--arith",
+            "fixed",
+            "--out",
+            &s(&out),
+        ]);
+        assert_eq!(den[k], stored_values(&out), "frame {k}");
+    }
+    // pydicom reads the same three frames.
+    let seen = pydicom_reads(&d("den.dcm"));
+    assert_eq!(seen["NumberOfFrames"], 3);
+    let px: Vec<i32> = seen["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(px, den.concat());
+    // A multi-frame input cannot become a PNG, nor take --clean.
+    cli_refused(
+        &["add-noise", "--image", &p("mf.dcm"), "--out", &p("x.png")],
+        &["3 frames", "one DICOM"],
+    );
+    cli_refused(
+        &["denoise", "--image", &p("mf.dcm"), "--clean", &p("mf.dcm")],
+        &["3 frames", "--clean"],
+    );
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, dicom_slice, free_port, ok, run, wait_limit};
+use common::{bin, dicom_multi_frame, dicom_slice, free_port, ok, run, wait_limit};
 use dicom_dictionary_std::tags;
 use dicom_object::open_file;
 use ppdenoise::formats::study::Manifest;
@@ -407,6 +407,60 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
     sops.sort();
     sops.dedup();
     assert_eq!(sops.len(), 3, "every slice a new SOP instance");
+}
+
+/// A multi-frame object (issue 28, item 2): every frame a slice of a study, run by two real
+/// server processes, written back as one object of as many frames, each equal to the
+/// fixed-point oracle of that frame.
+#[test]
+fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
+    let d = Dir::new("tiny-cnn.npz");
+    std::fs::create_dir_all(d.path("in")).unwrap();
+    dicom_multi_frame(&d.path("in/enhanced.dcm"), 3, 24, 5);
+    let j = ok(&[
+        "share-study",
+        "--in",
+        &d.p("in/enhanced.dcm"),
+        "--out",
+        &d.p("study"),
+        "--model",
+        &d.p("model.pub"),
+    ]);
+    assert_eq!(
+        (j["kind"].as_str(), j["slices"].as_u64()),
+        (Some("multi-frame"), Some(3))
+    );
+    d.deal(&[]);
+    d.serve_pair(&[]);
+    let j = ok(&[
+        "reconstruct",
+        "--study",
+        &d.p("study"),
+        "--out",
+        &d.p("out"),
+    ]);
+    assert_eq!(j["files"].as_array().unwrap().len(), 1);
+    let out = d.path("out/enhanced.dcm");
+    assert_eq!(attr(&out, tags::NUMBER_OF_FRAMES), "3");
+    assert_eq!(
+        attr(&out, tags::SOP_CLASS_UID),
+        "1.2.840.10008.5.1.4.1.1.2.1"
+    );
+    assert_eq!(
+        attr(&out, tags::SERIES_DESCRIPTION),
+        "Enhanced (denoised, tiny-cnn, sigma 25)"
+    );
+    // The oracle: `denoise` of the whole object, every frame in fixed point.
+    let want = oracle(&d, &d.path("in/enhanced.dcm"), "tiny-cnn.npz", "oracle.dcm");
+    let (got, want) = (
+        ppdenoise::plain::image::load_frames(&out).unwrap(),
+        ppdenoise::plain::image::load_frames(&want).unwrap(),
+    );
+    assert_eq!(got.len(), 3);
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a, b, "frame {k}: the study's frame differs from the oracle");
+    }
+    assert_ne!(got[0], got[1], "frames are distinct images");
 }
 
 #[test]

@@ -87,6 +87,14 @@ pub fn load_image(spec: &str) -> Result<GrayImage> {
     Ok(image::load(Path::new(spec))?)
 }
 
+/// Every frame of an input image (one, unless it is a multi-frame DICOM).
+pub fn load_frames_input(spec: &str) -> Result<Vec<GrayImage>> {
+    if spec.starts_with("builtin:") {
+        return Ok(vec![load_image(spec)?]);
+    }
+    Ok(image::load_frames(Path::new(spec))?)
+}
+
 /// The derived series a DICOM output goes in.
 #[derive(Args, Clone, Default)]
 pub struct SeriesArgs {

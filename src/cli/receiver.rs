@@ -434,6 +434,14 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     }
     let series = a.series.uid()?;
     let template = a.like.as_ref().map(DicomTemplate::read).transpose()?;
+    if let Some(t) = template.as_ref().filter(|t| t.frames() != 1) {
+        bail!(
+            "--like {}: {} frames; a job's output is one image (a multi-frame object is shared \
+             frame by frame with share-study, and reconstruct --study writes it back whole)",
+            t.path().display(),
+            t.frames()
+        );
+    }
     a.identity.load()?;
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).
     let mut tiled = a.share0.len() + a.share1.len() > 2;

@@ -21,7 +21,7 @@ use crate::formats::study::{
     Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::DicomTemplate;
-use crate::plain::image::series::{scan, StudyKind};
+use crate::plain::image::series::{scan, scan_frames, StudyKind};
 use crate::plain::image::{self, Encoding, Format};
 
 /// Secret-share a study (a folder of one DICOM series, or of PNG/TIFF images) for S0 and S1:
@@ -31,8 +31,9 @@ pub struct ShareStudyArgs {
     /// The study: a folder holding one DICOM series of single-frame slices (ordered by
     /// InstanceNumber, else by position along the slice normal, else by name), or PNG and
     /// TIFF images (ordered by name, numbers as numbers). Sub-folders, hidden files and a
-    /// DICOMDIR are not read; any other file is refused.
-    #[arg(long = "in", value_name = "DIR")]
+    /// DICOMDIR are not read; any other file is refused. Or one multi-frame DICOM file: every
+    /// frame a slice, written back by `reconstruct --study` as one object.
+    #[arg(long = "in", value_name = "DIR|FILE")]
     pub input: PathBuf,
     /// The study folder to write: study.json (public: the study's and slices' job ids, for
     /// the dealer and the servers), slice<I>/image.p0, .p1 and .pub. S0 gets study.json and
@@ -129,24 +130,58 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             a.out.display()
         );
     }
-    let input = scan(&a.input, MAX_SLICES)?;
-    // Every slice is read and checked before any randomness is drawn; they are read again
-    // to be shared, so that a study is never all in memory.
-    for (path, _) in &input.slices {
-        let img = image::load(path)?;
-        sharer.check(&img, &path.display().to_string())?;
+    // A file is a multi-frame object (every frame a slice, decoded once and held: a frame
+    // is not read alone); a folder is a series or images (every slice read twice, so that
+    // a study is never all in memory).
+    let (input, frames) = if a.input.is_file() {
+        let (input, n) = scan_frames(&a.input, MAX_SLICES)?;
+        let frames = image::load_frames(&a.input)?;
+        if frames.len() != n {
+            bail!(
+                "{}: {} frames decoded, {n} declared",
+                a.input.display(),
+                frames.len()
+            );
+        }
+        (input, Some(frames))
+    } else {
+        (scan(&a.input, MAX_SLICES)?, None)
+    };
+    let slices_in: Vec<(&Path, Format, Option<usize>)> = match &frames {
+        Some(f) => (0..f.len())
+            .map(|k| (input.slices[0].0.as_path(), Format::Dicom, Some(k)))
+            .collect(),
+        None => input
+            .slices
+            .iter()
+            .map(|(p, f)| (p.as_path(), *f, None))
+            .collect(),
+    };
+    let load = |path: &Path, frame: Option<usize>| -> Result<image::GrayImage> {
+        match (frame, &frames) {
+            (Some(k), Some(f)) => Ok(f[k].clone()),
+            _ => Ok(image::load(path)?),
+        }
+    };
+    let name = |path: &Path, frame: Option<usize>| match frame {
+        Some(k) => format!("{} frame {k}", path.display()),
+        None => path.display().to_string(),
+    };
+    // Every slice is checked before any randomness is drawn.
+    for &(path, _, frame) in &slices_in {
+        sharer.check(&load(path, frame)?, &name(path, frame))?;
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let mut slices = Vec::with_capacity(input.slices.len());
+    let mut slices = Vec::with_capacity(slices_in.len());
     let mut upload = 0;
-    for (i, (path, format)) in input.slices.iter().enumerate() {
-        let img = image::load(path)?;
+    for (i, &(path, format, frame)) in slices_in.iter().enumerate() {
+        let img = load(path, frame)?;
         let (_, blake3) = hash_file(path)?;
         let dir = slice_dir(&a.out, i);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
-        let shared = sharer.share(&img, &path.display().to_string(), &dir.join("image"))?;
+        let shared = sharer.share(&img, &name(path, frame), &dir.join("image"))?;
         upload += shared.upload_bytes;
         slices.push(Source {
             file: path
@@ -154,18 +189,27 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 .expect("a listed file has a name")
                 .to_string_lossy()
                 .into_owned(),
-            format: *format,
+            format,
             bit_depth: img.bit_depth,
             height: img.height(),
             width: img.width(),
             job_id: id_hex(&shared.job_id),
             blake3,
+            frame,
         });
     }
     let input_dir = a
         .input
         .canonicalize()
         .with_context(|| format!("{}: cannot resolve", a.input.display()))?;
+    // A multi-frame file's templates are read from its folder.
+    let input_dir = match &frames {
+        Some(_) => input_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or(input_dir),
+        None => input_dir,
+    };
     let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind, slices);
     // The public manifest last: a study folder without it is an unfinished share-study.
     sources.write(&sources_path)?;
@@ -491,7 +535,8 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             sources_path.display()
         );
     }
-    let dicom = sources.kind == StudyKind::DicomSeries;
+    let dicom = sources.kind != StudyKind::Images;
+    let multi = sources.kind == StudyKind::MultiFrame;
     if dicom && a.bit_depth.is_some() {
         bail!("--bit-depth: a DICOM series is written at the bit depth of its slices");
     }
@@ -528,7 +573,8 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         _ => None,
     };
     let mut encodings = Vec::with_capacity(m.len());
-    for s in &sources.slices {
+    // A multi-frame object's frames share one template (the file's): made once.
+    for s in sources.slices.iter().take(if multi { 1 } else { m.len() }) {
         let enc = match s.format {
             Format::Dicom => {
                 let src = sources.input_dir.join(&s.file);
@@ -560,7 +606,8 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         .prefix(".ppdenoise-study-")
         .tempdir_in(&parent)
         .with_context(|| format!("{}: cannot make a folder in it", parent.display()))?;
-    for (i, (s, enc)) in sources.slices.iter().zip(&encodings).enumerate() {
+    let mut frames = Vec::new();
+    for (i, s) in sources.slices.iter().enumerate() {
         let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
         let job = container::read_header(&s0)?.job_id.map(|id| id_hex(&id));
         if job.as_deref() != Some(m.slices[i].as_str()) {
@@ -577,7 +624,15 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 s.width
             );
         }
-        enc.save(&img, staging.path().join(&s.file))?;
+        if multi {
+            frames.push(img);
+        } else {
+            encodings[i].save(&img, staging.path().join(&s.file))?;
+        }
+    }
+    if multi {
+        let file = &sources.slices[0].file;
+        encodings[0].save_frames(&frames, staging.path().join(file))?;
     }
     // All slices or none: the finished folder is moved into place.
     if a.out.exists() {
@@ -590,8 +645,14 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         return Err(e)
             .with_context(|| format!("{}: cannot move the study into place", a.out.display()));
     }
-    let written: Vec<PathBuf> = sources.slices.iter().map(|s| a.out.join(&s.file)).collect();
-    let what = if dicom {
+    let mut written: Vec<PathBuf> = sources.slices.iter().map(|s| a.out.join(&s.file)).collect();
+    written.dedup();
+    let what = if multi {
+        format!(
+            "one multi-frame DICOM of {} frames, in series {series}",
+            m.len()
+        )
+    } else if dicom {
         format!("one derived DICOM series, {series}")
     } else {
         "images in their input's formats".into()
@@ -600,7 +661,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         lines: vec![format!(
             "study {}: wrote {} slices to {} ({what})",
             m.study_id,
-            written.len(),
+            m.len(),
             a.out.display()
         )],
         json: serde_json::json!({"ok": true, "command": "reconstruct", "study_id": m.study_id,

@@ -154,7 +154,15 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         bail!("--stride must be at least 1");
     }
     let path = model_or_default(&a.model);
-    let noisy = load_image(&a.image)?;
+    let frames = super::inputs::load_frames_input(&a.image)?;
+    if frames.len() > 1 && (a.clean.is_some() || a.noise.per_pixel()) {
+        bail!(
+            "{} has {} frames: --clean, --noise-map and --noise take single images",
+            a.image,
+            frames.len()
+        );
+    }
+    let noisy = &frames[0];
     // The output's form is checked before the work.
     let enc = match &a.out {
         Some(o) => Some(output_encoding(
@@ -187,20 +195,21 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         .map(|c| load_clean(c, noisy.pixels.dim(), &a.image))
         .transpose()?;
     let t = Instant::now();
-    let (out, oor) = if Cnn::is_cnn_file(&path)? {
+    // Every frame of a multi-frame image, one after another.
+    let mut outs = Vec::with_capacity(frames.len());
+    let mut oor = 0;
+    if Cnn::is_cnn_file(&path)? {
         let model = Cnn::load(&path)?;
         let pre = model.preprocess(a.sigma, !a.no_scale_noise);
-        let noise = a
-            .noise
-            .level(a.sigma, &noisy.pixels, model.frame.noise_map)?;
-        run_cnn(
-            &model,
-            &noisy,
-            &pre,
-            a.arith,
-            a.cnn_fixed.params(&model)?,
-            &noise,
-        )?
+        let params = a.cnn_fixed.params(&model)?;
+        for noisy in &frames {
+            let noise = a
+                .noise
+                .level(a.sigma, &noisy.pixels, model.frame.noise_map)?;
+            let (out, o) = run_cnn(&model, noisy, &pre, a.arith, params, &noise)?;
+            outs.push(out);
+            oor += o;
+        }
     } else {
         if a.noise.per_pixel() {
             bail!(
@@ -210,11 +219,24 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         let model = Model::load(&path)?;
         let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
         let params = a.fixed.params()?;
-        run_denoise_with(&model, &noisy, &pre, a.stride, a.arith, params)?
+        for noisy in &frames {
+            let (out, o) = run_denoise_with(&model, noisy, &pre, a.stride, a.arith, params)?;
+            outs.push(out);
+            oor += o;
+        }
     };
+    let out = &outs[0];
     let secs = t.elapsed().as_secs_f64();
-    let q = quantize_u8(&out);
-    let mut lines = vec![format!("denoised {} in {secs:.2} s", a.image)];
+    let q = quantize_u8(out);
+    let mut lines = vec![format!(
+        "denoised {} in {secs:.2} s{}",
+        a.image,
+        if outs.len() > 1 {
+            format!(" ({} frames)", outs.len())
+        } else {
+            String::new()
+        }
+    )];
     let mut json = serde_json::json!({"ok": true, "command": "denoise", "seconds": secs,
         "out_of_range": oor});
     if oor > 0 {
@@ -223,13 +245,14 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         ));
     }
     if let (Some(o), Some(enc)) = (&a.out, &enc) {
-        enc.save(
-            &GrayImage {
+        let frames: Vec<GrayImage> = outs
+            .iter()
+            .map(|out| GrayImage {
                 pixels: out.clone(),
                 bit_depth: enc.bit_depth(),
-            },
-            o,
-        )?;
+            })
+            .collect();
+        enc.save_frames(&frames, o)?;
         lines.push(format!("wrote {} ({})", o.display(), enc.describe()));
         json["out"] = serde_json::json!(o);
     }

@@ -79,6 +79,9 @@ pub struct Source {
     /// BLAKE3 of the input file when it was shared: a DICOM output is made like that file,
     /// so it must still be the same.
     pub blake3: String,
+    /// The frame of a multi-frame input this slice is (kind `multi-frame`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<usize>,
 }
 
 /// `done.p<P>`: a server finished a slice.
@@ -158,9 +161,25 @@ impl Sources {
         let s: Sources = read_json(path)?;
         check_tag(path, &s.format, s.version)?;
         check_ids(path, &s.study_id, s.slices.iter().map(|x| &x.job_id))?;
-        let dicom = s.kind == StudyKind::DicomSeries;
+        let dicom = s.kind != StudyKind::Images;
+        let multi = s.kind == StudyKind::MultiFrame;
         let mut names = std::collections::HashSet::new();
-        for x in &s.slices {
+        for (i, x) in s.slices.iter().enumerate() {
+            // A multi-frame study's slices are the frames of one file, in order.
+            let frame_ok = if multi {
+                x.frame == Some(i) && x.file == s.slices[0].file
+            } else {
+                x.frame.is_none()
+            };
+            if !frame_ok {
+                bail!(
+                    "{}: slice {i} ({}, frame {:?}) is not what a {} study holds",
+                    path.display(),
+                    x.file,
+                    x.frame,
+                    s.kind.name()
+                );
+            }
             let plain_name = Path::new(&x.file).file_name() == Some(x.file.as_ref());
             if !plain_name || x.file.starts_with('.') {
                 bail!(
@@ -169,7 +188,7 @@ impl Sources {
                     x.file
                 );
             }
-            if !names.insert(x.file.as_str()) {
+            if !names.insert(x.file.as_str()) && !multi {
                 bail!("{}: {} is named twice", path.display(), x.file);
             }
             if (x.format == Format::Dicom) != dicom {

@@ -57,6 +57,59 @@ pub fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize
         .unwrap();
 }
 
+/// A multi-frame DICOM (an enhanced-CT-like object) of `frames` noisy phantoms of
+/// `size x size`, 12 bits stored: frame k has the noise of seed `seed + k`.
+pub fn dicom_multi_frame(path: &Path, frames: usize, size: usize, seed: u64) {
+    let img = ppdenoise::plain::image::load_input(&format!("builtin:phantom:{size}")).unwrap();
+    let mut values: Vec<u16> = Vec::with_capacity(frames * size * size);
+    for k in 0..frames {
+        let noisy = ppdenoise::plain::image::add_noise(&img, 20.0, seed + k as u64);
+        values.extend(
+            noisy
+                .pixels
+                .iter()
+                .map(|v| (v.clamp(0.0, 255.0) * 4095.0 / 255.0).round() as u16),
+        );
+    }
+    let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+    let obj = InMemDicomObject::from_element_iter([
+        s(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2.1"), // Enhanced CT
+        s(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.8.498.8.1",
+        ),
+        s(tags::MODALITY, VR::CS, "CT"),
+        s(tags::PATIENT_NAME, VR::PN, "Doe^Jane"),
+        s(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.8.498.8",
+        ),
+        s(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.8.498.8.2",
+        ),
+        s(tags::SERIES_DESCRIPTION, VR::LO, "Enhanced"),
+        s(tags::NUMBER_OF_FRAMES, VR::IS, &frames.to_string()),
+        us(tags::SAMPLES_PER_PIXEL, 1),
+        s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us(tags::ROWS, size as u16),
+        us(tags::COLUMNS, size as u16),
+        us(tags::BITS_ALLOCATED, 16),
+        us(tags::BITS_STORED, 12),
+        us(tags::HIGH_BIT, 11),
+        us(tags::PIXEL_REPRESENTATION, 0),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into())),
+    ]);
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
 }

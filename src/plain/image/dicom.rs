@@ -1,12 +1,13 @@
-//! DICOM (Part 10 files): one frame of grayscale in; out, a derived image like a template.
+//! DICOM (Part 10 files): grayscale frames in; out, a derived image like a template.
 //!
-//! **What is read.** A single-frame grayscale image: SamplesPerPixel 1, PhotometricInterpretation
+//! **What is read.** A grayscale image of one frame, or of several where the caller takes
+//! them ([`decode_frames`]): SamplesPerPixel 1, PhotometricInterpretation
 //! MONOCHROME1 or MONOCHROME2, BitsAllocated 8 or 16, BitsStored 1 to BitsAllocated with
 //! HighBit = BitsStored - 1, unsigned or signed (PixelRepresentation 0 or 1). Transfer
 //! syntaxes: implicit and explicit VR little endian, explicit VR big endian, deflated
 //! explicit VR little endian, RLE Lossless, JPEG (lossless, baseline, and 12-bit extended
 //! through [`super::jpeg12`]), JPEG-LS and JPEG 2000 (docs/formats.md has the table).
-//! Anything else (several frames, colour, JPEG XL, video, JPIP) is refused with an error
+//! Anything else (colour, JPEG XL, video, JPIP) is refused with an error
 //! naming the file and the problem, before pixel data is decoded; every element length is
 //! checked against the file's size before the parser sees it.
 //!
@@ -59,6 +60,8 @@ const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 struct Layout {
     rows: usize,
     cols: usize,
+    /// NumberOfFrames (1 when absent): every frame is `rows x cols`.
+    frames: usize,
     bits_allocated: u16,
     bits_stored: u16,
     signed: bool,
@@ -182,20 +185,22 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
             ))
         }
     };
-    if let Some(n) = int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", path)? {
-        if n != 1 {
-            return Err(unsupported(
-                path,
-                format!("{n} frames (a multi-frame image); only single-frame images are read"),
-            ));
-        }
+    let frames = int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", path)?.unwrap_or(1);
+    if frames < 1 {
+        return Err(corrupt(path, format!("NumberOfFrames {frames}")));
     }
     let rows = required(obj, tags::ROWS, "Rows", path)?;
     let cols = required(obj, tags::COLUMNS, "Columns", path)?;
-    if rows <= 0 || cols <= 0 || rows.saturating_mul(cols) > MAX_PIXELS as i64 {
+    if rows <= 0
+        || cols <= 0
+        || rows.saturating_mul(cols).saturating_mul(frames) > MAX_PIXELS as i64
+    {
         return Err(unsupported(
             path,
-            format!("an image of {rows} x {cols} pixels (1 to {MAX_PIXELS} pixels are read)"),
+            format!(
+                "{frames} frame(s) of {rows} x {cols} pixels (1 to {MAX_PIXELS} pixels in all \
+                 are read)"
+            ),
         ));
     }
     let ba = required(obj, tags::BITS_ALLOCATED, "BitsAllocated", path)?;
@@ -229,6 +234,7 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
     Ok(Layout {
         rows: rows as usize,
         cols: cols as usize,
+        frames: frames as usize,
         bits_allocated: ba as u16,
         bits_stored: bs as u16,
         signed,
@@ -364,10 +370,32 @@ fn parse(bytes: &[u8], path: &Path, with_pixels: bool) -> Result<DefaultDicomObj
         .map_err(|e| corrupt(path, e.to_string()))
 }
 
-/// Decodes a DICOM file's bytes (with `DICM` at byte 128); `path` is only used in errors.
+/// Decodes a single-frame DICOM file's bytes (with `DICM` at byte 128); a multi-frame one is
+/// refused before its pixels are decoded. `path` is only used in errors.
 pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
+    let mut frames = decode_frames(bytes, path, false)?;
+    Ok(frames.remove(0))
+}
+
+/// Decodes every frame of a DICOM file's bytes, in order (`multi`: more than one is taken;
+/// else a multi-frame file is refused before its pixels are decoded).
+pub(super) fn decode_frames(
+    bytes: &[u8],
+    path: &Path,
+    multi: bool,
+) -> Result<Vec<GrayImage>, ImageError> {
     let obj = parse(bytes, path, true)?;
     let l = layout(&obj, path)?;
+    if l.frames > 1 && !multi {
+        return Err(unsupported(
+            path,
+            format!(
+                "{} frames (a multi-frame image): add-noise, denoise and share-study take it \
+                 whole, every frame a slice; this command takes single-frame images",
+                l.frames
+            ),
+        ));
+    }
     let pixel_data = obj
         .element_opt(tags::PIXEL_DATA)
         .ok()
@@ -387,14 +415,43 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             ),
         ));
     }
-    let samples: Vec<u16> = match pixel_data.value().fragments() {
-        Some(fragments) if check_encapsulated(ts_uid, fragments, &l, path)? == Codec::Jpeg12 => {
-            // One frame: its fragments, in order, are one JPEG stream.
-            let stream: Vec<u8> = fragments.concat();
-            jpeg12::decode(&stream, l.rows, l.cols)
-                .map_err(|e| corrupt(path, format!("12-bit JPEG pixel data: {e}")))?
+    // Encapsulated frames: one frame, in any number of fragments, or one fragment per frame
+    // (so that each frame's own header is checked before a decoder sizes anything from it).
+    let per_frame: Vec<&[Vec<u8>]> = match pixel_data.value().fragments() {
+        Some(f) if l.frames == 1 => vec![f],
+        Some(f) if f.len() == l.frames => f.chunks(1).collect(),
+        Some(f) => {
+            return Err(unsupported(
+                path,
+                format!(
+                    "{} frames in {} fragments; a multi-frame image is read with one fragment \
+                     per frame; {TRANSCODE}",
+                    l.frames,
+                    f.len()
+                ),
+            ))
         }
-        _ => {
+        None => Vec::new(),
+    };
+    let mut codec = Codec::Registry;
+    for f in &per_frame {
+        codec = check_encapsulated(ts_uid, f, &l, path)?;
+    }
+    let n = n * l.frames;
+    let samples: Vec<u16> = match codec {
+        Codec::Jpeg12 => {
+            let mut all = Vec::with_capacity(n);
+            for f in &per_frame {
+                // One frame's fragments, in order, are one JPEG stream.
+                let stream: Vec<u8> = f.concat();
+                all.extend(
+                    jpeg12::decode(&stream, l.rows, l.cols)
+                        .map_err(|e| corrupt(path, format!("12-bit JPEG pixel data: {e}")))?,
+                );
+            }
+            all
+        }
+        Codec::Registry => {
             // The decoders of the registry can still panic on data the checks above let
             // through (a PackBits run cut short): an error, not a crash, and no message.
             let decoded = quietly(|| obj.decode_pixel_data());
@@ -407,9 +464,10 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
                 return Err(corrupt(
                     path,
                     format!(
-                        "pixel data holds {} bytes; one {} x {} frame of {} bits allocated \
-                         takes {need}",
+                        "pixel data holds {} bytes; {} frame(s) of {} x {} and {} bits \
+                         allocated take {need}",
                         data.len(),
+                        l.frames,
                         l.rows,
                         l.cols,
                         l.bits_allocated
@@ -420,7 +478,7 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             // toolkits read the frame and ignore the rest, and so do we, saying so.
             if data.len() > need + 1 {
                 eprintln!(
-                    "warning: {}: pixel data holds {} bytes past its {} x {} frame \
+                    "warning: {}: pixel data holds {} bytes past its {} x {} frame(s) \
                      (trailing padding); they are ignored",
                     path.display(),
                     data.len() - need,
@@ -444,18 +502,24 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
     // overlay bits above the stored ones). Signed data keeps it too: a JPEG 2000 codestream
     // may call unsigned what the header calls signed, and the mask reads it right.
     let clamp = pixel_data.value().fragments().is_some() && !l.signed;
-    let values: Vec<f64> = samples
-        .into_iter()
-        .map(|r| {
-            let r = if clamp { r.min(l.max() as u16) } else { r };
-            l.scale_of(l.stored_from_raw(r))
+    let frame = l.rows * l.cols;
+    Ok(samples
+        .chunks_exact(frame)
+        .map(|raw| {
+            let values: Vec<f64> = raw
+                .iter()
+                .map(|&r| {
+                    let r = if clamp { r.min(l.max() as u16) } else { r };
+                    l.scale_of(l.stored_from_raw(r))
+                })
+                .collect();
+            GrayImage {
+                pixels: Array2::from_shape_vec((l.rows, l.cols), values)
+                    .expect("sized from the layout"),
+                bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
+            }
         })
-        .collect();
-    let pixels = Array2::from_shape_vec((l.rows, l.cols), values).expect("sized from the layout");
-    Ok(GrayImage {
-        pixels,
-        bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
-    })
+        .collect())
 }
 
 /// Which decoder takes encapsulated pixel data.
@@ -788,8 +852,9 @@ pub struct SeriesFacts {
 }
 
 impl DicomTemplate {
-    /// Reads and checks the template at `path`: a single-frame grayscale DICOM as
-    /// [`super::load`] takes (its pixel data is neither read nor needed).
+    /// Reads and checks the template at `path`: a grayscale DICOM as [`super::load`] (or,
+    /// of several frames, [`super::load_frames`]) takes; its pixel data is neither read nor
+    /// needed.
     pub fn read(path: impl AsRef<Path>) -> Result<DicomTemplate, ImageError> {
         let path = path.as_ref();
         let bytes = super::read_file(path)?;
@@ -891,15 +956,29 @@ impl DicomTemplate {
         pixels.mapv(|x| l.scale_of(l.stored_of(x)))
     }
 
-    /// Encodes `img` (checked by the caller: no NaN) as a derived DICOM of this template.
-    pub(super) fn encode(&self, img: &GrayImage, path: &Path) -> Result<Vec<u8>, ImageError> {
+    /// How many frames the template has (and an output like it must have).
+    pub fn frames(&self) -> usize {
+        self.layout.frames
+    }
+
+    /// Encodes `frames` (checked by the caller: no NaN), one per frame of the template, as a
+    /// derived DICOM of this template.
+    pub(super) fn encode(&self, frames: &[GrayImage], path: &Path) -> Result<Vec<u8>, ImageError> {
         let l = &self.layout;
         let fail = |detail: String| ImageError::Encode {
             path: path.to_path_buf(),
             format: Format::Dicom,
             detail,
         };
-        if img.pixels.dim() != (l.rows, l.cols) {
+        if frames.len() != l.frames {
+            return Err(fail(format!(
+                "{} image(s) for the {} frame(s) of the template {}",
+                frames.len(),
+                l.frames,
+                self.path.display()
+            )));
+        }
+        if let Some(img) = frames.iter().find(|f| f.pixels.dim() != (l.rows, l.cols)) {
             return Err(fail(format!(
                 "the image is {} x {} pixels but the template {} is {} x {}",
                 img.height(),
@@ -990,7 +1069,10 @@ impl DicomTemplate {
         obj.put(us(tags::BITS_STORED, l.bits_stored));
         obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
         obj.put(us(tags::PIXEL_REPRESENTATION, u16::from(l.signed)));
-        let stored = img.pixels.iter().map(|&x| l.stored_of(x));
+        let stored = frames
+            .iter()
+            .flat_map(|f| f.pixels.iter())
+            .map(|&x| l.stored_of(x));
         let pixel_data = if l.bits_allocated == 8 {
             // Two's complement in the allocated byte; OB values have an even length.
             let mut raw: Vec<u8> = stored.map(|v| v as u8).collect();
@@ -1096,6 +1178,7 @@ mod tests {
         Layout {
             rows: 1,
             cols: 1,
+            frames: 1,
             bits_allocated: if bits_stored <= 8 { 8 } else { 16 },
             bits_stored,
             signed,

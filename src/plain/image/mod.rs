@@ -303,6 +303,21 @@ pub fn load(path: impl AsRef<Path>) -> Result<GrayImage, ImageError> {
     }
 }
 
+/// Loads every frame of an image file: a multi-frame DICOM's frames in order, or the one
+/// image of any other file (as [`load`]).
+pub fn load_frames(path: impl AsRef<Path>) -> Result<Vec<GrayImage>, ImageError> {
+    let path = path.as_ref();
+    let bytes = read_file(path)?;
+    match Format::sniff(&bytes) {
+        Some(Format::Dicom) => dicom::decode_frames(&bytes, path, true),
+        Some(Format::Png) => Ok(vec![png::decode(&bytes, path)?]),
+        Some(Format::Tiff) => Ok(vec![tiff::decode(&bytes, path)?]),
+        None => Err(ImageError::UnknownFormat {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
 /// A decoded PNG or TIFF as a [`GrayImage`]: grayscale as is, colour through
 /// [`BT601_WEIGHTS`], alpha ignored, 16-bit divided by 257.
 fn from_dynamic(
@@ -520,12 +535,35 @@ impl Encoding {
 
     /// Writes `img` to `path` in this encoding, atomically.
     pub fn save(&self, img: &GrayImage, path: impl AsRef<Path>) -> Result<(), ImageError> {
+        self.save_frames(std::slice::from_ref(img), path)
+    }
+
+    /// Writes `frames` to `path` in this encoding, atomically: one image for PNG and TIFF,
+    /// one per frame of the template for DICOM (a multi-frame template takes them all).
+    pub fn save_frames(
+        &self,
+        frames: &[GrayImage],
+        path: impl AsRef<Path>,
+    ) -> Result<(), ImageError> {
         let path = path.as_ref();
-        check_savable(img, path)?;
-        let bytes = match self {
-            Encoding::Png(d) => png::encode(img, path, *d)?,
-            Encoding::Tiff(d) => tiff::encode(img, path, *d)?,
-            Encoding::Dicom(t) => t.encode(img, path)?,
+        for img in frames {
+            check_savable(img, path)?;
+        }
+        let bytes = match (self, frames) {
+            (Encoding::Png(d), [img]) => png::encode(img, path, *d)?,
+            (Encoding::Tiff(d), [img]) => tiff::encode(img, path, *d)?,
+            (Encoding::Dicom(t), _) => t.encode(frames, path)?,
+            _ => {
+                return Err(ImageError::Encode {
+                    path: path.to_path_buf(),
+                    format: self.format(),
+                    detail: format!(
+                        "{} frames: several frames are written as one DICOM (like a \
+                         multi-frame input), not as PNG or TIFF",
+                        frames.len()
+                    ),
+                })
+            }
         };
         write_atomic(path, &bytes)
     }

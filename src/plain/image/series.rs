@@ -22,6 +22,8 @@ use super::Format;
 pub enum StudyKind {
     DicomSeries,
     Images,
+    /// One multi-frame DICOM: every frame a slice, written back as one object.
+    MultiFrame,
 }
 
 impl StudyKind {
@@ -29,6 +31,7 @@ impl StudyKind {
         match self {
             StudyKind::DicomSeries => "dicom-series",
             StudyKind::Images => "images",
+            StudyKind::MultiFrame => "multi-frame",
         }
     }
 }
@@ -38,6 +41,23 @@ impl StudyKind {
 pub struct StudyInput {
     pub kind: StudyKind,
     pub slices: Vec<(PathBuf, Format)>,
+}
+
+/// A multi-frame DICOM file as a study: its frames, in order (`frames` of them, at most
+/// `max`). Its header is read, not its pixel data.
+pub fn scan_frames(file: &Path, max: usize) -> Result<(StudyInput, usize)> {
+    let frames = DicomTemplate::read(file)?.frames();
+    if frames > max {
+        bail!(
+            "{}: {frames} frames; a study has at most {max} slices",
+            file.display()
+        );
+    }
+    let input = StudyInput {
+        kind: StudyKind::MultiFrame,
+        slices: vec![(file.to_path_buf(), Format::Dicom)],
+    };
+    Ok((input, frames))
 }
 
 /// Lists and orders the slices of the study folder `dir` (at most `max` of them), reading
