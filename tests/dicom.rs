@@ -926,7 +926,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
             "--name",
             &long,
         ],
-        &["--name", "1 to 48 printable characters"],
+        &["--name", "1 to 48 printable ASCII characters"],
     );
     assert!(!dir.path().join("long.pub").exists());
     ok(&["share-model", "--model", &d("m.npz"), "--out", &d("model")]);
@@ -1065,6 +1065,41 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     .map(|x| x.to_string())
     .collect();
     cli_refused(&bad, &["--series-uid", "1.2.03", "not a DICOM UID"]);
+    // A server that writes another model name into its output share's header (a backslash
+    // and a control character in it) is not believed: the model's id is named instead.
+    {
+        use ppdenoise::formats::bodies::{load, OutputShare};
+        use ppdenoise::formats::container::{self, Kind};
+        let (mut h, o): (_, OutputShare) =
+            load(Path::new(&d("out.p1")), Kind::OutputShare, None).unwrap();
+        for (k, v) in h.info.iter_mut() {
+            if k == "name" {
+                *v = "FDA-cleared\\diagnostic\u{7}".into();
+            }
+        }
+        container::write(Path::new(&d("out.p1")), &h, &o, None).unwrap();
+    }
+    rec("den3.dcm", &["--like", &d("noisy.dcm")]);
+    let desc = attr(&open_file(d("den3.dcm")).unwrap(), tags::SERIES_DESCRIPTION);
+    assert!(
+        desc.contains("(denoised, model ")
+            && desc.ends_with(", sigma 25)")
+            && !desc.contains("FDA"),
+        "{desc}"
+    );
+    // The model owner cannot publish such a name either.
+    cli_refused(
+        &[
+            "share-model",
+            "--model",
+            &d("m.npz"),
+            "--out",
+            &d("bs"),
+            "--name",
+            "a\\b",
+        ],
+        &["--name", "printable ASCII", "no backslash"],
+    );
     // The same result as a 16-bit TIFF: equal within the two formats' rounding.
     rec("den.tif", &[]);
     let (a, b) = (
@@ -1782,6 +1817,14 @@ fn multi_frame_objects_are_read_whole_and_written_like_their_input() {
     two.frames = Some(3);
     two.transfer_syntax = uids::RLE_LOSSLESS;
     two.fragments = Some(vec![rle_frame(&[0; 16]), rle_frame(&[0; 16])]);
+    // Absurdly many frames (each an image of its own) are refused from the header.
+    let mut many = Spec::new(1, 1, 8, false, vec![0; 200_000]);
+    many.frames = Some(200_000);
+    let e = ppdenoise::plain::image::load_frames(many.write(&d("many.dcm"))).unwrap_err();
+    assert!(
+        e.to_string().contains("200000 frames (at most 100000"),
+        "{e}"
+    );
     let e = ppdenoise::plain::image::load_frames(two.write(&d("two.dcm"))).unwrap_err();
     assert!(
         e.to_string().contains("two.dcm") && e.to_string().contains("3 frames in 2 fragments"),
@@ -1864,5 +1907,54 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
     cli_refused(
         &["denoise", "--image", &p("mf.dcm"), "--clean", &p("mf.dcm")],
         &["3 frames", "--clean"],
+    );
+}
+
+/// Multi-frame JPEG: the decoder reads the fragments as one stream, so each fragment must
+/// hold exactly its frame's stream; one with a second stream hidden after its end (which
+/// would be decoded, unchecked, as the next frame) is refused (an outside review's case).
+#[test]
+fn multi_frame_jpeg_is_read_frame_by_frame_and_a_hidden_stream_is_refused() {
+    use dicom_pixeldata::Transcode;
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let frames: Vec<Vec<i32>> = (0..3)
+        .map(|k| (0..256).map(|i| (i * 3 + k * 60) % 256).collect())
+        .collect();
+    let mut spec = Spec::new(16, 16, 8, false, frames.concat());
+    spec.frames = Some(3);
+    let mut obj = open_file(spec.write(&d("native.dcm"))).unwrap();
+    obj.transcode(&dicom_transfer_syntax_registry::entries::JPEG_BASELINE.erased())
+        .unwrap();
+    obj.write_to_file(d("jpeg.dcm")).unwrap();
+    let got = ppdenoise::plain::image::load_frames(d("jpeg.dcm")).unwrap();
+    let want = ppdenoise::plain::image::load_frames(d("native.dcm")).unwrap();
+    assert_eq!(got.len(), 3);
+    // Lossy: each frame close to its own source, and closer to it than to the others.
+    let err = |a: &GrayImage, b: &GrayImage| (&a.pixels - &b.pixels).mapv(f64::abs).mean().unwrap();
+    for (k, g) in got.iter().enumerate() {
+        let own = err(g, &want[k]);
+        assert!(own < 6.0, "frame {k}: mean error {own}");
+        for (j, w) in want.iter().enumerate().filter(|(j, _)| *j != k) {
+            assert!(own < err(g, w), "frame {k} is closer to source frame {j}");
+        }
+    }
+
+    // Fragment 0 carries frame 1's stream again after its own end.
+    let pixel = obj.element(tags::PIXEL_DATA).unwrap();
+    let mut fragments = pixel.value().fragments().unwrap().to_vec();
+    assert_eq!(fragments.len(), 3);
+    let hidden = fragments[1].clone();
+    fragments[0].extend_from_slice(&hidden);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(Vec::<u32>::new(), fragments),
+    ));
+    obj.write_to_file(d("hidden.dcm")).unwrap();
+    let e = ppdenoise::plain::image::load_frames(d("hidden.dcm")).unwrap_err();
+    assert!(
+        e.to_string().contains("hidden.dcm") && e.to_string().contains("exactly one stream"),
+        "{e}"
     );
 }

@@ -414,6 +414,7 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
         ),
     )?;
     let frames = super::inputs::load_frames_input(&a.image)?;
+    enc.check_frames(frames.len(), &a.out)?;
     if frames.len() > 1 {
         return add_noise_frames(&a, &frames, pg, &enc);
     }

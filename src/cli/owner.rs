@@ -8,7 +8,9 @@ use clap::Args;
 use super::inputs::model_or_default;
 use super::Summary;
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{CnnModelShare, ModelShare, CNN, NAME, NETWORK};
+use crate::formats::bodies::{
+    valid_model_name, CnnModelShare, ModelShare, CNN, MAX_NAME, NAME, NETWORK,
+};
 use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
@@ -137,10 +139,7 @@ pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
     with_suffix(prefix, &format!(".p{party}"))
 }
 
-/// Longest model name taken (a derived series' description has 64 characters in all).
-const MAX_NAME: usize = 48;
-
-/// The model's public name: `--name`, else the file's stem; printable, at most [`MAX_NAME`].
+/// The model's public name: `--name`, else the file's stem ([`valid_model_name`]).
 fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
     let name = match &a.name {
         Some(n) => n.clone(),
@@ -150,10 +149,11 @@ fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
             .unwrap_or_default(),
     };
     let name = name.trim().to_string();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    if !valid_model_name(&name) {
         bail!(
-            "--name {name:?}: a model name is 1 to {MAX_NAME} printable characters (the default \
-             is the model file's name, which does not fit: give --name)"
+            "--name {name:?}: a model name is 1 to {MAX_NAME} printable ASCII characters, no \
+             backslash (public: it names the model in derived DICOM series; the default is \
+             the model file's name, which does not fit: give --name)"
         );
     }
     Ok(name)

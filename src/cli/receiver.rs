@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::inputs::load_clean;
 use super::Summary;
-use crate::formats::bodies::{is_cnn, load, JobParams, OutputShare, NAME, SIGMA};
+use crate::formats::bodies::{is_cnn, load, valid_model_name, JobParams, OutputShare, NAME};
 use crate::formats::container::{self, id_hex, Header, Id, Kind};
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
@@ -20,20 +20,20 @@ use crate::ring::tiles::{check_cover, parse_range, Tile};
 pub const SECURE_DERIVATION: &str =
     "Denoised by ppdenoise: a neural network run by two non-colluding servers on secret shares";
 
-/// What a run did, from its output share's header (public facts the servers copied: the
-/// model's name, else its id, and the job's sigma): `denoised, ffdnet-clip, sigma 25`,
-/// for a derived DICOM series' description and its Derivation Description.
-pub fn run_description(share: &Path) -> Result<(String, String)> {
-    let h = container::read_header(share)?;
-    let name = match (h.info(NAME), &h.model_id) {
-        (Some(n), _) => n.to_string(),
-        (None, Some(id)) => format!("model {}", &id_hex(id)[..8]),
-        (None, None) => "model unknown".into(),
+/// What a run did, for a derived DICOM series' description and its Derivation Description:
+/// `denoised, ffdnet-clip, sigma 25`. The sigma is the job's (checked, from the output
+/// share's body); the model's name is what both servers copied into their output shares'
+/// headers, taken only when the two agree and it is a valid name (a server could write
+/// anything there), else the model's id.
+pub fn run_description(share0: &Path, share1: &Path) -> Result<(String, String)> {
+    let (h0, o0): (Header, OutputShare) = load(share0, Kind::OutputShare, None)?;
+    let h1 = container::read_header(share1)?;
+    let name = match (h0.info(NAME), &h0.model_id) {
+        (Some(n), _) if h1.info(NAME) == Some(n) && valid_model_name(n) => n.to_string(),
+        (_, Some(id)) => format!("model {}", &id_hex(id)[..8]),
+        (_, None) => "model unknown".into(),
     };
-    let facts = match h.info(SIGMA) {
-        Some(s) => format!("{name}, sigma {s}"),
-        None => name,
-    };
+    let facts = format!("{name}, sigma {}", o0.job.sigma);
     Ok((
         format!("denoised, {facts}"),
         format!("{SECURE_DERIVATION} ({facts})"),
@@ -468,7 +468,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     }
     let template = match template {
         Some(t) => {
-            let (what, derivation) = run_description(&a.share0[0])?;
+            let (what, derivation) = run_description(&a.share0[0], &a.share1[0])?;
             Some(t.with_derivation(derivation).in_series(&series, &what))
         }
         None => None,

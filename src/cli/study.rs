@@ -173,11 +173,15 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let mut slices = Vec::with_capacity(slices_in.len());
+    let mut slices: Vec<Source> = Vec::with_capacity(slices_in.len());
     let mut upload = 0;
     for (i, &(path, format, frame)) in slices_in.iter().enumerate() {
         let img = load(path, frame)?;
-        let (_, blake3) = hash_file(path)?;
+        // A multi-frame file is hashed once (its frames are one file).
+        let blake3 = match (frame, slices.last()) {
+            (Some(k), Some(prev)) if k > 0 => prev.blake3.clone(),
+            _ => hash_file(path)?.1,
+        };
         let dir = slice_dir(&a.out, i);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -569,6 +573,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     let described = match sources.slices.first() {
         Some(s) if s.format == Format::Dicom => Some(super::receiver::run_description(
             &slice_file(&dirs[0], 0, "out", 0),
+            &slice_file(&dirs[1], 0, "out", 1),
         )?),
         _ => None,
     };
@@ -589,6 +594,14 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 let tpl = DicomTemplate::read(&src)?
                     .with_derivation(derivation)
                     .in_series(&series, &what);
+                let frames = if multi { m.len() } else { 1 };
+                if tpl.frames() != frames {
+                    bail!(
+                        "{}: has {} frame(s), the study {frames} slice(s) of it",
+                        src.display(),
+                        tpl.frames()
+                    );
+                }
                 Encoding::Dicom(Box::new(tpl))
             }
             Format::Tiff => Encoding::Tiff(a.bit_depth.unwrap_or(s.bit_depth)),

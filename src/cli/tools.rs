@@ -189,6 +189,9 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         )?),
         None => None,
     };
+    if let (Some(o), Some(enc)) = (&a.out, &enc) {
+        enc.check_frames(frames.len(), o)?;
+    }
     let clean = a
         .clean
         .as_deref()

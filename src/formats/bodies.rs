@@ -180,11 +180,20 @@ pub const NETWORK: &str = "network";
 pub const CNN: &str = "cnn";
 
 /// Header `info` key of a model's public name (`share-model --name`), copied by the servers
-/// into their output shares, which also carry the job's noise level under [`SIGMA`]: what a
-/// derived DICOM series' description says was done.
+/// into their output shares: what a derived DICOM series' description names.
 pub const NAME: &str = "name";
-/// Header `info` key of an output share's noise level (the job's public sigma).
-pub const SIGMA: &str = "sigma";
+
+/// Longest model name (a derived series' description has 64 characters in all).
+pub const MAX_NAME: usize = 48;
+
+/// Whether `s` may be a model's public name: 1 to [`MAX_NAME`] printable ASCII characters,
+/// no backslash (it would split a DICOM text value). The receiver checks it again: a server
+/// writes it into the output share's header.
+pub fn valid_model_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.bytes().all(|b| (0x20..0x7F).contains(&b) && b != b'\\')
+}
 
 /// Header `info` key of an image share made for a model with a noise-map channel, value
 /// "shared": the map's values follow the image's in the shared vector. The same whether the

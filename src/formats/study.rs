@@ -167,7 +167,7 @@ impl Sources {
         for (i, x) in s.slices.iter().enumerate() {
             // A multi-frame study's slices are the frames of one file, in order.
             let frame_ok = if multi {
-                x.frame == Some(i) && x.file == s.slices[0].file
+                x.frame == Some(i) && x.file == s.slices[0].file && x.blake3 == s.slices[0].blake3
             } else {
                 x.frame.is_none()
             };

@@ -17,7 +17,7 @@ use zeroize::Zeroize;
 
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::randomness::PartyRandomness;
-use crate::formats::bodies::{OutputShare, NAME, NETWORK, SIGMA};
+use crate::formats::bodies::{OutputShare, NAME, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
 use crate::formats::triplet_stream;
@@ -178,12 +178,11 @@ impl Finished {
         if let Some(n) = self.network {
             h.info.push((NETWORK.into(), n.into()));
         }
-        // Public facts for the receiver's description of the result: the model's name (as
-        // its owner published it) and the job's noise level (from the public job).
+        // For the receiver's description of the result: the model's name, as its owner
+        // published it (public, and checked again by the receiver).
         if let Some(name) = mh.info(NAME) {
             h.info.push((NAME.into(), name.into()));
         }
-        h.info.push((SIGMA.into(), self.out.job.sigma.to_string()));
         h.info.extend(self.tile_info.iter().cloned());
         container::write(path, &h, &self.out, to)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -52,6 +52,9 @@ use super::dicom_scan::{self, Encoding, ScanError};
 use super::jpeg12;
 use super::{Format, GrayImage, ImageError, MAX_PIXELS};
 
+/// Most frames read from one object (a study's slice limit).
+const MAX_FRAMES: usize = 100_000;
+
 /// Explicit VR big endian (retired from the standard, so its constant is deprecated).
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
@@ -188,6 +191,14 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
     let frames = int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", path)?.unwrap_or(1);
     if frames < 1 {
         return Err(corrupt(path, format!("NumberOfFrames {frames}")));
+    }
+    // Each frame is an image of its own: 2^28 frames of one pixel would cost far more than
+    // their pixels.
+    if frames > MAX_FRAMES as i64 {
+        return Err(unsupported(
+            path,
+            format!("{frames} frames (at most {MAX_FRAMES} are read)"),
+        ));
     }
     let rows = required(obj, tags::ROWS, "Rows", path)?;
     let cols = required(obj, tags::COLUMNS, "Columns", path)?;
@@ -597,6 +608,17 @@ fn check_encapsulated(
                 ));
             }
             let jpeg_ls = marker == 0xF7;
+            // Several frames of JPEG: its decoder reads the fragments as one byte stream,
+            // frame after frame, so each fragment must hold exactly its stream (a second one
+            // hidden after the first's end would be decoded as the next frame, unchecked).
+            // JPEG-LS's decoder takes fragment k as frame k.
+            if l.frames > 1 && !jpeg_ls && !one_jpeg_stream(first) {
+                return Err(corrupt(
+                    path,
+                    "a frame's JPEG fragment does not hold exactly one stream (data after its \
+                     end, EOI, or no end)",
+                ));
+            }
             if jpeg_ls != ts_uid.starts_with("1.2.840.10008.1.2.4.8") {
                 return Err(corrupt(
                     path,
@@ -798,6 +820,47 @@ fn j2k_tiles_present(b: &[u8], tiles: usize) -> bool {
         i += psot;
     }
     seen.iter().all(|&s| s)
+}
+
+/// Whether `b` is one JPEG stream followed by nothing but zero padding: its marker segments
+/// walked from SOI, the entropy-coded data after each SOS skipped (there FF is followed by 00,
+/// a restart marker or fill), up to its EOI.
+fn one_jpeg_stream(b: &[u8]) -> bool {
+    let end = || -> Option<usize> {
+        if !b.starts_with(&[0xFF, 0xD8]) {
+            return None;
+        }
+        let mut i = 2;
+        loop {
+            while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
+                i += 1; // fill bytes
+            }
+            if *b.get(i)? != 0xFF {
+                return None;
+            }
+            let m = *b.get(i + 1)?;
+            match m {
+                0xD9 => return Some(i + 2),
+                0x01 | 0xD0..=0xD7 => {
+                    i += 2; // markers without a length
+                    continue;
+                }
+                _ => {}
+            }
+            let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
+            if len < 2 {
+                return None;
+            }
+            i += 2 + len;
+            if m == 0xDA {
+                // Entropy-coded data up to the next marker.
+                while *b.get(i)? != 0xFF || matches!(*b.get(i + 1)?, 0x00 | 0xD0..=0xD7) {
+                    i += 1;
+                }
+            }
+        }
+    };
+    end().is_some_and(|e| b[e..].iter().all(|&x| x == 0))
 }
 
 /// The frame header (SOFn) of a JPEG stream: its marker, precision, rows, columns,

@@ -538,6 +538,32 @@ impl Encoding {
         self.save_frames(std::slice::from_ref(img), path)
     }
 
+    /// Whether `n` images can be written in this encoding to `path` (checked before they are
+    /// computed): one for PNG and TIFF, the template's frame count for DICOM.
+    pub fn check_frames(&self, n: usize, path: &Path) -> Result<(), ImageError> {
+        let takes = match self {
+            Encoding::Dicom(t) => t.frames(),
+            _ => 1,
+        };
+        if n == takes {
+            return Ok(());
+        }
+        Err(ImageError::Encode {
+            path: path.to_path_buf(),
+            format: self.format(),
+            detail: match self {
+                Encoding::Dicom(t) => format!(
+                    "{n} image(s) for the {takes} frame(s) of the template {}",
+                    t.path().display()
+                ),
+                _ => format!(
+                    "{n} frames: several frames are written as one DICOM (like a multi-frame \
+                     input), not as PNG or TIFF"
+                ),
+            },
+        })
+    }
+
     /// Writes `frames` to `path` in this encoding, atomically: one image for PNG and TIFF,
     /// one per frame of the template for DICOM (a multi-frame template takes them all).
     pub fn save_frames(
@@ -546,6 +572,7 @@ impl Encoding {
         path: impl AsRef<Path>,
     ) -> Result<(), ImageError> {
         let path = path.as_ref();
+        self.check_frames(frames.len(), path)?;
         for img in frames {
             check_savable(img, path)?;
         }
@@ -553,17 +580,7 @@ impl Encoding {
             (Encoding::Png(d), [img]) => png::encode(img, path, *d)?,
             (Encoding::Tiff(d), [img]) => tiff::encode(img, path, *d)?,
             (Encoding::Dicom(t), _) => t.encode(frames, path)?,
-            _ => {
-                return Err(ImageError::Encode {
-                    path: path.to_path_buf(),
-                    format: self.format(),
-                    detail: format!(
-                        "{} frames: several frames are written as one DICOM (like a \
-                         multi-frame input), not as PNG or TIFF",
-                        frames.len()
-                    ),
-                })
-            }
+            _ => unreachable!("check_frames: one image for PNG and TIFF"),
         };
         write_atomic(path, &bytes)
     }

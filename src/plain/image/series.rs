@@ -46,6 +46,13 @@ pub struct StudyInput {
 /// A multi-frame DICOM file as a study: its frames, in order (`frames` of them, at most
 /// `max`). Its header is read, not its pixel data.
 pub fn scan_frames(file: &Path, max: usize) -> Result<(StudyInput, usize)> {
+    if Format::of_file(file) != Some(Format::Dicom) {
+        bail!(
+            "{}: a file given as a study must be a multi-frame DICOM (a folder holds a series \
+             or images)",
+            file.display()
+        );
+    }
     let frames = DicomTemplate::read(file)?.frames();
     if frames > max {
         bail!(
