@@ -1024,12 +1024,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
         seen["SeriesDescription"],
         attr(&obj, tags::SERIES_DESCRIPTION).as_str()
     );
-    let px: Vec<i32> = seen["pixels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap() as i32)
-        .collect();
+    let px = pixels_seen(&seen);
     assert_eq!(px, stored_values(&den));
     // --series-uid puts the result in a series of one's choosing, and refuses a bad UID.
     rec(
@@ -1215,12 +1210,7 @@ fn dicom_walkthrough_runs_as_written() {
             stored_values(&oracle),
             "slice {k}: secure result and fixed-point oracle differ"
         );
-        let px: Vec<i32> = seen["pixels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap() as i32)
-            .collect();
+        let px = pixels_seen(&seen);
         assert_eq!(
             px,
             stored_values(&out),
@@ -1246,6 +1236,16 @@ fn pydicom_reads(path: &Path) -> serde_json::Value {
         .expect("run .venv-dicom/bin/python (make dicom-testdata)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The stored values pydicom read ([`pydicom_reads`]), every frame in order.
+fn pixels_seen(seen: &serde_json::Value) -> Vec<i32> {
+    seen["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i32)
+        .collect()
 }
 
 /// The repository's root.
@@ -1892,12 +1892,7 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
     // pydicom reads the same three frames.
     let seen = pydicom_reads(&d("den.dcm"));
     assert_eq!(seen["NumberOfFrames"], 3);
-    let px: Vec<i32> = seen["pixels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap() as i32)
-        .collect();
+    let px = pixels_seen(&seen);
     assert_eq!(px, den.concat());
     // A multi-frame input cannot become a PNG, nor take --clean.
     cli_refused(
@@ -1957,4 +1952,98 @@ fn multi_frame_jpeg_is_read_frame_by_frame_and_a_hidden_stream_is_refused() {
         e.to_string().contains("hidden.dcm") && e.to_string().contains("exactly one stream"),
         "{e}"
     );
+}
+
+/// A folder where an image is expected (issue 28, item 4): add-noise and denoise take a
+/// DICOM series whole, in its order, and write the derived series into a new folder under
+/// the inputs' names, in one new series; every slice as the command gives it alone.
+#[test]
+fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let p = |n: &str| s(&d(n));
+    std::fs::create_dir(d("ct")).unwrap();
+    // Slices named without an extension, as archives name them.
+    for (k, name) in ["IM0002", "IM0001", "IM0003"].iter().enumerate() {
+        let values: Vec<i32> = (0..24 * 24)
+            .map(|i| -1200 + (i * 31 + k as i32 * 700) % 2400)
+            .collect();
+        let mut spec = Spec::new(24, 24, 12, true, values);
+        spec.rescale = Some((1.0, -1024.0));
+        spec.write(&d(&format!("ct/{name}")));
+    }
+    let j = ok(&[
+        "add-noise",
+        "--image",
+        &p("ct"),
+        "--sigma",
+        "15",
+        "--seed",
+        "3",
+        "--out",
+        &p("noisy"),
+    ]);
+    let series = j["series_uid"].as_str().unwrap().to_string();
+    assert_eq!(j["files"].as_array().unwrap().len(), 3);
+    let denoised = ok(&[
+        "denoise",
+        "--image",
+        &p("noisy"),
+        "--arith",
+        "fixed",
+        "--out",
+        &p("den"),
+    ]);
+    let den_series = denoised["series_uid"].as_str().unwrap().to_string();
+    assert_ne!(series, den_series);
+    // Slices are taken in name order here (their InstanceNumbers are equal): slice i of the
+    // order IM0001, IM0002, IM0003 has seed 3 + i.
+    for (i, name) in ["IM0001", "IM0002", "IM0003"].iter().enumerate() {
+        let noisy = d(&format!("noisy/{name}"));
+        assert_eq!(Format::of_file(&noisy), Some(Format::Dicom), "{name}");
+        assert_eq!(
+            attr(&open_file(&noisy).unwrap(), tags::SERIES_INSTANCE_UID),
+            series
+        );
+        let one = d(&format!("one-{name}.dcm"));
+        ok(&[
+            "add-noise",
+            "--image",
+            &p(&format!("ct/{name}")),
+            "--sigma",
+            "15",
+            "--seed",
+            &(3 + i).to_string(),
+            "--out",
+            &s(&one),
+        ]);
+        assert_eq!(stored_values(&noisy), stored_values(&one), "{name}: noise");
+        let den = d(&format!("den/{name}"));
+        assert_derived_cli(&den, &noisy);
+        assert_eq!(
+            attr(&open_file(&den).unwrap(), tags::SERIES_INSTANCE_UID),
+            den_series
+        );
+        let alone = d(&format!("den-{name}.dcm"));
+        ok(&[
+            "denoise",
+            "--image",
+            &s(&noisy),
+            "--arith",
+            "fixed",
+            "--out",
+            &s(&alone),
+        ]);
+        assert_eq!(
+            stored_values(&den),
+            stored_values(&alone),
+            "{name}: denoised"
+        );
+    }
+    // Into an existing, non-empty folder: refused, nothing replaced.
+    cli_refused(
+        &["denoise", "--image", &p("noisy"), "--out", &p("ct")],
+        &["exists and is not an empty folder"],
+    );
+    assert_eq!(std::fs::read_dir(d("ct")).unwrap().count(), 3);
 }

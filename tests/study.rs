@@ -108,6 +108,17 @@ impl Dir {
         ok(&["study-status", "--study", &self.p("study")])
     }
 
+    /// `reconstruct --study` into the new folder `out`: its JSON summary.
+    fn reconstruct(&self, out: &str) -> serde_json::Value {
+        ok(&[
+            "reconstruct",
+            "--study",
+            &self.p("study"),
+            "--out",
+            &self.p(out),
+        ])
+    }
+
     fn deal(&self, extra: &[&str]) -> serde_json::Value {
         let (s, m) = (self.p("study"), self.p("model.pub"));
         let mut args = vec!["gen-triplets", "--study", &s, "--model", &m];
@@ -248,13 +259,7 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     assert_eq!(list(&s0["ran"]), [1]);
     assert_eq!(list(&s1["ran"]), [1]);
 
-    let j = ok(&[
-        "reconstruct",
-        "--study",
-        &d.p("study"),
-        "--out",
-        &d.p("res"),
-    ]);
+    let j = d.reconstruct("res");
     assert_eq!(j["files"].as_array().unwrap().len(), 4);
     for n in names {
         let want = oracle(
@@ -351,13 +356,7 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
     refused(&o, &["ct/a", "is not the file that was shared"]);
     assert!(!d.path("out").exists(), "nothing written");
     std::fs::write(d.path("ct/a"), a).unwrap();
-    let j = ok(&[
-        "reconstruct",
-        "--study",
-        &d.p("study"),
-        "--out",
-        &d.p("out"),
-    ]);
+    let j = d.reconstruct("out");
     let new_series = j["series_uid"].as_str().unwrap().to_string();
     assert_ne!(new_series, series);
     let mut sops = Vec::new();
@@ -432,13 +431,7 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
     );
     d.deal(&[]);
     d.serve_pair(&[]);
-    let j = ok(&[
-        "reconstruct",
-        "--study",
-        &d.p("study"),
-        "--out",
-        &d.p("out"),
-    ]);
+    let j = d.reconstruct("out");
     assert_eq!(j["files"].as_array().unwrap().len(), 1);
     let out = d.path("out/enhanced.dcm");
     assert_eq!(attr(&out, tags::NUMBER_OF_FRAMES), "3");

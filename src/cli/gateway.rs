@@ -311,7 +311,9 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
 /// or TIFF, or a DICOM like the input.
 #[derive(Args)]
 pub struct AddNoiseArgs {
-    /// Clean image (PNG, TIFF or DICOM) or builtin:phantom.
+    /// Clean image (PNG, TIFF or DICOM; a multi-frame DICOM whole) or builtin:phantom; or a
+    /// folder (a DICOM series or images, in the series' order, slice i with seed + i), whose
+    /// outputs go under their names into the new folder --out.
     #[arg(long)]
     pub image: String,
     #[arg(long, default_value_t = 25.0)]
@@ -337,6 +339,54 @@ pub struct AddNoiseArgs {
     /// --noise-map` reads).
     #[arg(long)]
     pub map_out: Option<PathBuf>,
+}
+
+/// `add-noise` over a folder (a DICOM series or images): slice `i` gets the noise of seed
+/// `seed + i`; the outputs go under their inputs' names into the new folder `--out` (all or
+/// none), a series into one new derived series.
+fn add_noise_folder(a: &AddNoiseArgs, pg: Option<PoissonGaussian>) -> Result<Summary> {
+    if a.map_out.is_some() || a.like.is_some() {
+        bail!(
+            "--image {}: a folder takes neither --map-out nor --like",
+            a.image
+        );
+    }
+    let noise = match &a.noise {
+        Some(n) => format!("noise {n}"),
+        None => format!("noise sigma {}", a.sigma),
+    };
+    let folder = super::folders::Folder::open(
+        std::path::Path::new(&a.image),
+        &a.series,
+        &format!("{noise} added"),
+        &format!(
+            "{noise} added by ppdenoise add-noise (seed {} plus the slice's index)",
+            a.seed
+        ),
+    )?;
+    let written = folder.run(
+        &a.out,
+        |_| 8,
+        |i, img| {
+            let seed = a.seed.wrapping_add(i as u64);
+            Ok(match pg {
+                Some(pg) => pg.add_to(img, seed),
+                None => awgn(img, a.sigma, seed),
+            }
+            .pixels)
+        },
+    )?;
+    Ok(Summary {
+        lines: vec![format!(
+            "wrote {} slices of {} into {} ({noise}; slice i: seed {} + i)",
+            written.files.len(),
+            a.image,
+            a.out.display(),
+            a.seed
+        )],
+        json: serde_json::json!({"ok": true, "command": "add-noise", "out": a.out,
+            "files": written.files, "series_uid": written.series_uid}),
+    })
 }
 
 /// `add-noise` on a multi-frame image: frame `k` gets the noise of seed `seed + k`, and the
@@ -393,6 +443,9 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
         bail!("--sigma {}: must be finite and at least 0", a.sigma);
     }
     let pg = a.noise.as_deref().map(PoissonGaussian::parse).transpose()?;
+    if super::folders::is_folder(&a.image) {
+        return add_noise_folder(&a, pg);
+    }
     let enc = output_encoding(
         &a.out,
         8,

@@ -6,6 +6,7 @@ mod bench_tiles;
 pub mod dealer;
 mod demo;
 mod figures;
+mod folders;
 mod gateway;
 mod inputs;
 mod keys;

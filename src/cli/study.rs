@@ -609,55 +609,38 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         };
         encodings.push(enc);
     }
-    let parent = match a.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("{}: cannot create", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".ppdenoise-study-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("{}: cannot make a folder in it", parent.display()))?;
-    let mut frames = Vec::new();
-    for (i, s) in sources.slices.iter().enumerate() {
-        let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
-        let job = container::read_header(&s0)?.job_id.map(|id| id_hex(&id));
-        if job.as_deref() != Some(m.slices[i].as_str()) {
-            bail!("{}: is not slice {i}'s output share", s0.display());
-        }
-        let (img, _) = combine(&s0, &s1).with_context(|| format!("slice {i}"))?;
-        if img.pixels.dim() != (s.height, s.width) {
-            bail!(
-                "slice {i}: the output is {} x {}, the input {} was {} x {}",
-                img.height(),
-                img.width(),
-                s.file,
-                s.height,
-                s.width
-            );
+    // All slices or none: the finished folder is moved into place.
+    crate::formats::atomic::new_folder(&a.out, |staging| {
+        let mut frames = Vec::new();
+        for (i, s) in sources.slices.iter().enumerate() {
+            let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
+            let job = container::read_header(&s0)?.job_id.map(|id| id_hex(&id));
+            if job.as_deref() != Some(m.slices[i].as_str()) {
+                bail!("{}: is not slice {i}'s output share", s0.display());
+            }
+            let (img, _) = combine(&s0, &s1).with_context(|| format!("slice {i}"))?;
+            if img.pixels.dim() != (s.height, s.width) {
+                bail!(
+                    "slice {i}: the output is {} x {}, the input {} was {} x {}",
+                    img.height(),
+                    img.width(),
+                    s.file,
+                    s.height,
+                    s.width
+                );
+            }
+            if multi {
+                frames.push(img);
+            } else {
+                encodings[i].save(&img, staging.join(&s.file))?;
+            }
         }
         if multi {
-            frames.push(img);
-        } else {
-            encodings[i].save(&img, staging.path().join(&s.file))?;
+            let file = &sources.slices[0].file;
+            encodings[0].save_frames(&frames, staging.join(file))?;
         }
-    }
-    if multi {
-        let file = &sources.slices[0].file;
-        encodings[0].save_frames(&frames, staging.path().join(file))?;
-    }
-    // All slices or none: the finished folder is moved into place.
-    if a.out.exists() {
-        std::fs::remove_dir(&a.out)
-            .with_context(|| format!("{}: cannot replace the empty folder", a.out.display()))?;
-    }
-    let staged = staging.keep();
-    if let Err(e) = std::fs::rename(&staged, &a.out) {
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(e)
-            .with_context(|| format!("{}: cannot move the study into place", a.out.display()));
-    }
+        Ok(())
+    })?;
     let mut written: Vec<PathBuf> = sources.slices.iter().map(|s| a.out.join(&s.file)).collect();
     written.dedup();
     let what = if multi {

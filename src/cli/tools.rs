@@ -38,7 +38,9 @@ pub struct DenoiseArgs {
     /// default: the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Noisy image (PNG, TIFF or DICOM) or builtin:phantom.
+    /// Noisy image (PNG, TIFF or DICOM; a multi-frame DICOM whole) or builtin:phantom; or a
+    /// folder (a DICOM series or images), whose outputs go under their names into the new
+    /// folder --out.
     #[arg(long)]
     pub image: String,
     /// Output image, by extension: .tif/.tiff TIFF, .dcm DICOM like the input (or --like),
@@ -149,11 +151,102 @@ pub fn run_cnn(
     })
 }
 
+/// A model loaded once for `denoise`, run on image after image.
+enum Runner {
+    Cnn(Box<Cnn>, Preprocess, CnnFixed),
+    Mlp(Box<Model>, Preprocess, FixedParams),
+}
+
+impl Runner {
+    fn new(a: &DenoiseArgs, path: &std::path::Path) -> Result<Runner> {
+        if Cnn::is_cnn_file(path)? {
+            let model = Cnn::load(path)?;
+            let pre = model.preprocess(a.sigma, !a.no_scale_noise);
+            let params = a.cnn_fixed.params(&model)?;
+            return Ok(Runner::Cnn(Box::new(model), pre, params));
+        }
+        if a.noise.per_pixel() {
+            bail!(
+                "--noise-map and --noise apply to CNNs with a noise-map channel (FFDNet), not MLPs"
+            );
+        }
+        let model = Model::load(path)?;
+        let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
+        Ok(Runner::Mlp(Box::new(model), pre, a.fixed.params()?))
+    }
+
+    /// The denoised image and its count of out-of-range pre-activations.
+    fn run(&self, a: &DenoiseArgs, noisy: &GrayImage) -> Result<(ndarray::Array2<f64>, u64)> {
+        match self {
+            Runner::Cnn(model, pre, params) => {
+                let noise = a
+                    .noise
+                    .level(a.sigma, &noisy.pixels, model.frame.noise_map)?;
+                run_cnn(model, noisy, pre, a.arith, *params, &noise)
+            }
+            Runner::Mlp(model, pre, params) => {
+                run_denoise_with(model, noisy, pre, a.stride, a.arith, *params)
+            }
+        }
+    }
+}
+
+/// `denoise` over a folder: every slice denoised alone, written under its name into the new
+/// folder `--out` (all or none), a DICOM series into one new derived series.
+fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
+    let Some(out) = &a.out else {
+        bail!("--image {}: a folder needs --out <new folder>", a.image);
+    };
+    if a.clean.is_some() || a.like.is_some() || a.noise.per_pixel() {
+        bail!(
+            "--image {}: a folder takes none of --clean, --like, --noise-map and --noise",
+            a.image
+        );
+    }
+    let t = Instant::now();
+    let folder = super::folders::Folder::open(
+        std::path::Path::new(&a.image),
+        &a.series,
+        &format!(
+            "denoised in the clear, {}, sigma {}",
+            path.file_stem().unwrap_or_default().to_string_lossy(),
+            a.sigma
+        ),
+        "Denoised by ppdenoise denoise (in the clear)",
+    )?;
+    let runner = Runner::new(a, path)?;
+    let mut oor = 0;
+    let written = folder.run(
+        out,
+        |img| img.bit_depth,
+        |_, noisy| {
+            let (den, o) = runner.run(a, noisy)?;
+            oor += o;
+            Ok(den)
+        },
+    )?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Summary {
+        lines: vec![format!(
+            "denoised {} slices of {} in {secs:.2} s into {}",
+            written.files.len(),
+            a.image,
+            out.display()
+        )],
+        json: serde_json::json!({"ok": true, "command": "denoise", "seconds": secs,
+            "out": out, "files": written.files, "series_uid": written.series_uid,
+            "out_of_range": oor}),
+    })
+}
+
 pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     if a.stride == 0 {
         bail!("--stride must be at least 1");
     }
     let path = model_or_default(&a.model);
+    if super::folders::is_folder(&a.image) {
+        return denoise_folder(&a, &path);
+    }
     let frames = super::inputs::load_frames_input(&a.image)?;
     if frames.len() > 1 && (a.clean.is_some() || a.noise.per_pixel()) {
         bail!(
@@ -199,35 +292,14 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         .transpose()?;
     let t = Instant::now();
     // Every frame of a multi-frame image, one after another.
+    let runner = Runner::new(&a, &path)?;
     let mut outs = Vec::with_capacity(frames.len());
     let mut oor = 0;
-    if Cnn::is_cnn_file(&path)? {
-        let model = Cnn::load(&path)?;
-        let pre = model.preprocess(a.sigma, !a.no_scale_noise);
-        let params = a.cnn_fixed.params(&model)?;
-        for noisy in &frames {
-            let noise = a
-                .noise
-                .level(a.sigma, &noisy.pixels, model.frame.noise_map)?;
-            let (out, o) = run_cnn(&model, noisy, &pre, a.arith, params, &noise)?;
-            outs.push(out);
-            oor += o;
-        }
-    } else {
-        if a.noise.per_pixel() {
-            bail!(
-                "--noise-map and --noise apply to CNNs with a noise-map channel (FFDNet), not MLPs"
-            );
-        }
-        let model = Model::load(&path)?;
-        let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
-        let params = a.fixed.params()?;
-        for noisy in &frames {
-            let (out, o) = run_denoise_with(&model, noisy, &pre, a.stride, a.arith, params)?;
-            outs.push(out);
-            oor += o;
-        }
-    };
+    for noisy in &frames {
+        let (out, o) = runner.run(&a, noisy)?;
+        outs.push(out);
+        oor += o;
+    }
     let out = &outs[0];
     let secs = t.elapsed().as_secs_f64();
     let q = quantize_u8(out);

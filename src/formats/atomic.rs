@@ -97,3 +97,46 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// Fills the new folder `out` as a whole: `fill` writes into a staging folder beside it,
+/// moved into place only when `fill` succeeds, so a failure leaves nothing behind. `out`
+/// must not exist, or be empty: nothing (an input least of all) is replaced.
+pub fn new_folder(
+    out: &Path,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if out.exists() {
+        let empty = std::fs::read_dir(out)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            anyhow::bail!(
+                "--out {}: exists and is not an empty folder; a folder of outputs is written \
+                 into a new one",
+                out.display()
+            );
+        }
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".ppdenoise-folder-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("{}: cannot make a folder in it", parent.display()))?;
+    fill(staging.path())?;
+    if out.exists() {
+        std::fs::remove_dir(out)
+            .with_context(|| format!("{}: cannot replace the empty folder", out.display()))?;
+    }
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, out) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e)
+            .with_context(|| format!("{}: cannot move the folder into place", out.display()));
+    }
+    Ok(())
+}

@@ -21,7 +21,6 @@ pub fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize
         .map(|v| (v.clamp(0.0, 255.0) * 4095.0 / 255.0).round() as u16)
         .collect();
     let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
-    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
     let obj = InMemDicomObject::from_element_iter([
         s(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
         s(
@@ -41,20 +40,8 @@ pub fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize
         s(tags::INSTANCE_NUMBER, VR::IS, &instance.to_string()),
         s(tags::IMAGE_POSITION_PATIENT, VR::DS, &format!("0\\0\\{z}")),
         s(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
-        us(tags::SAMPLES_PER_PIXEL, 1),
-        s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-        us(tags::ROWS, size as u16),
-        us(tags::COLUMNS, size as u16),
-        us(tags::BITS_ALLOCATED, 16),
-        us(tags::BITS_STORED, 12),
-        us(tags::HIGH_BIT, 11),
-        us(tags::PIXEL_REPRESENTATION, 0),
-        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into())),
     ]);
-    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
-        .unwrap()
-        .write_to_file(path)
-        .unwrap();
+    write_ct12(path, obj, size, values);
 }
 
 /// A multi-frame DICOM (an enhanced-CT-like object) of `frames` noisy phantoms of
@@ -72,7 +59,6 @@ pub fn dicom_multi_frame(path: &Path, frames: usize, size: usize, seed: u64) {
         );
     }
     let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
-    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
     let obj = InMemDicomObject::from_element_iter([
         s(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2.1"), // Enhanced CT
         s(
@@ -94,6 +80,16 @@ pub fn dicom_multi_frame(path: &Path, frames: usize, size: usize, seed: u64) {
         ),
         s(tags::SERIES_DESCRIPTION, VR::LO, "Enhanced"),
         s(tags::NUMBER_OF_FRAMES, VR::IS, &frames.to_string()),
+    ]);
+    write_ct12(path, obj, size, values);
+}
+
+/// Writes `obj` with a 12-bit unsigned MONOCHROME2 image pixel module of `size x size`
+/// frames holding `values` (as many frames as `values` fills), explicit VR little endian.
+fn write_ct12(path: &Path, mut obj: InMemDicomObject, size: usize, values: Vec<u16>) {
+    let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+    for e in [
         us(tags::SAMPLES_PER_PIXEL, 1),
         s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
         us(tags::ROWS, size as u16),
@@ -103,7 +99,9 @@ pub fn dicom_multi_frame(path: &Path, frames: usize, size: usize, seed: u64) {
         us(tags::HIGH_BIT, 11),
         us(tags::PIXEL_REPRESENTATION, 0),
         DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into())),
-    ]);
+    ] {
+        obj.put(e);
+    }
     obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
         .unwrap()
         .write_to_file(path)
