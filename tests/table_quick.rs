@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+mod common;
+
 use assert_cmd::Command;
 use ppdenoise::plain::image::{load as load_png, quantize_u8};
 use ppdenoise::plain::metrics::psnr;
@@ -252,4 +254,24 @@ fn resume_reuses_finished_runs_and_refuses_foreign_ones() {
     // A damaged record is reported, not trusted.
     std::fs::write(&record, "{\"format\": ").unwrap();
     refuse(&[], "corrupted");
+}
+
+/// A multi-frame DICOM (issue 28, item 2): every frame an image of the table, named
+/// `<file>-f<k>`, each secure run equal to its oracle.
+#[test]
+fn a_multi_frame_dicom_is_a_table_of_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let mf = dir.path().join("enhanced.dcm");
+    common::dicom_multi_frame(&mf, 2, 32, 9);
+    let j = run_table(dir.path(), &mf.display().to_string(), &[]);
+    let runs = j["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["image"].as_str().unwrap()).collect();
+    assert_eq!(names, ["enhanced-f0", "enhanced-f1"]);
+    for r in runs {
+        assert_eq!(r["secure_equals_oracle"], true, "{}", r["image"]);
+    }
+    assert_ne!(
+        runs[0]["psnr_noisy"], runs[1]["psnr_noisy"],
+        "two distinct frames"
+    );
 }

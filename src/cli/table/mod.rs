@@ -36,7 +36,7 @@ use report::{csv, markdown, TableDoc};
 #[derive(Args)]
 pub struct TableArgs {
     /// Clean images: a directory (all its PNG, TIFF and DICOM files by extension, sorted by
-    /// name), one image file, or
+    /// name), one image file (a multi-frame DICOM: every frame an image, `<name>-f<k>`), or
     /// builtin:phantom[:size].
     #[arg(long, default_value = "builtin:phantom:128")]
     pub images: String,
@@ -204,12 +204,13 @@ fn list_inputs(spec: &str, max_size: Option<usize>) -> Result<Vec<Input>> {
                 path.display()
             );
         }
-        files
-            .iter()
-            .map(|f| Ok((stem(f), load_png(f)?)))
-            .collect::<Result<_>>()?
+        let mut named = Vec::new();
+        for f in &files {
+            named.extend(named_frames(f)?);
+        }
+        named
     } else {
-        vec![(stem(path), load_png(path)?)]
+        named_frames(path)?
     };
     Ok(named
         .into_iter()
@@ -228,6 +229,23 @@ fn list_inputs(spec: &str, max_size: Option<usize>) -> Result<Vec<Input>> {
                 },
             }
         })
+        .collect())
+}
+
+/// The images of a file: itself, or every frame of a multi-frame DICOM, named
+/// `<stem>-f<k>` (each frame an image of the table).
+fn named_frames(f: &Path) -> Result<Vec<(String, GrayImage)>> {
+    let frames = crate::plain::image::load_frames(f)?;
+    if frames.len() == 1 {
+        return Ok(vec![(
+            stem(f),
+            frames.into_iter().next().expect("one frame"),
+        )]);
+    }
+    Ok(frames
+        .into_iter()
+        .enumerate()
+        .map(|(k, img)| (format!("{}-f{k}", stem(f)), img))
         .collect())
 }
 

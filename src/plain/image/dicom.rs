@@ -401,8 +401,8 @@ pub(super) fn decode_frames(
         return Err(unsupported(
             path,
             format!(
-                "{} frames (a multi-frame image): add-noise, denoise and share-study take it \
-                 whole, every frame a slice; this command takes single-frame images",
+                "{} frames (a multi-frame image): add-noise, denoise, share-study and table \
+                 take it whole, every frame a slice; this command takes single-frame images",
                 l.frames
             ),
         ));
