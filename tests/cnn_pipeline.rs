@@ -87,6 +87,7 @@ impl Dir {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
             .args(["--model", &self.p(&format!("model.p{p}"))])
             .args(["--image", &self.p(&format!("image.p{p}"))])
             .args(["--triplets", &self.p(&format!("{triplets}.p{p}"))])
@@ -1037,8 +1038,20 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
                 ppdenoise::plain::geometry::Geometry::new(g.height - 1, g.width, g.patch, 1);
             o.canvas.truncate(o.canvas.len() - g.width);
         }
-        ppdenoise::formats::container::write(&d.path("short.t0.p0"), &h, &o, None).unwrap();
-        ppdenoise::formats::container::write(&d.path("short.t0.p1"), &h1, &o1, None).unwrap();
+        ppdenoise::formats::container::write(
+            &d.path("short.t0.p0"),
+            &h,
+            &o,
+            ppdenoise::formats::container::Seal::PLAIN,
+        )
+        .unwrap();
+        ppdenoise::formats::container::write(
+            &d.path("short.t0.p1"),
+            &h1,
+            &o1,
+            ppdenoise::formats::container::Seal::PLAIN,
+        )
+        .unwrap();
         refused(
             &reconstruct(
                 &d,
@@ -1050,7 +1063,13 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
         );
         let mut bad = h.clone();
         bad.party = 3;
-        ppdenoise::formats::container::write(&d.path("party.t0.p0"), &bad, &o, None).unwrap();
+        ppdenoise::formats::container::write(
+            &d.path("party.t0.p0"),
+            &bad,
+            &o,
+            ppdenoise::formats::container::Seal::PLAIN,
+        )
+        .unwrap();
         refused(
             &reconstruct(
                 &d,

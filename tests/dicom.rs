@@ -965,6 +965,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
         let (me, peer) = if p == 0 { ("s0", "s1") } else { ("s1", "s0") };
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
             .args(["--model", &d(&format!("model.p{p}"))])
             .args(["--image", &d(&format!("image.p{p}"))])
             .args(["--triplets", &d(&format!("triplets.p{p}"))])
@@ -1084,7 +1085,13 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
                 *v = "FDA-cleared\\diagnostic\u{7}".into();
             }
         }
-        container::write(Path::new(&d("out.p1")), &h, &o, None).unwrap();
+        container::write(
+            Path::new(&d("out.p1")),
+            &h,
+            &o,
+            ppdenoise::formats::container::Seal::PLAIN,
+        )
+        .unwrap();
     }
     rec("den3.dcm", &["--like", &d("noisy.dcm")]);
     let desc = attr(&open_file(d("den3.dcm")).unwrap(), tags::SERIES_DESCRIPTION);

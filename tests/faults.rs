@@ -628,7 +628,13 @@ struct Pair {
 impl Pair {
     fn serve_args(&self, p: u8, addr: SocketAddr) -> Vec<String> {
         let f = &self.p[p as usize];
-        let mut v = args(&["serve", "--quiet", "--party", &p.to_string()]);
+        let mut v = args(&[
+            "serve",
+            "--quiet",
+            "--party",
+            &p.to_string(),
+            "--insecure-unsigned",
+        ]);
         for (flag, path) in [
             ("--model", &f.model),
             ("--image", &f.image),

@@ -127,6 +127,7 @@ impl Files {
             .port();
         Command::new(bin())
             .args(["serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
             .args(["--model", &s(&self.p(model))])
             .args(["--image", &s(&self.p(image))])
             .args(["--triplets", &s(&self.p(triplets))])
@@ -355,7 +356,13 @@ fn ids_of_another_job_or_model() {
             scale: 36,
             canvas: vec![0; geo.canvas_h * geo.canvas_w],
         };
-        container::write(&f.p(&format!("o.p{p}")), &h, &body, None).unwrap();
+        container::write(
+            &f.p(&format!("o.p{p}")),
+            &h,
+            &body,
+            ppdenoise::formats::container::Seal::PLAIN,
+        )
+        .unwrap();
     }
     let o = reconstruct(&f, "o.p0", "o.p1", "r.png");
     cli_refuses(&o, &["o.p0", "o.p1", "different jobs"]);
@@ -620,7 +627,13 @@ fn atomic_writes_leave_no_temp_and_keep_old_output_on_failure() {
         }
     }
     let h = Header::new(Kind::OutputShare, 0, 18);
-    assert!(container::write(&target, &h, &Fails, None).is_err());
+    assert!(container::write(
+        &target,
+        &h,
+        &Fails,
+        ppdenoise::formats::container::Seal::PLAIN
+    )
+    .is_err());
     assert_eq!(std::fs::read(&target).unwrap(), b"previous content");
     assert!(temp_files(d.path()).is_empty());
 
@@ -711,7 +724,13 @@ fn written_files_are_readable_by_their_owner_only() {
     std::fs::write(&target, b"old").unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
     let h = Header::new(Kind::OutputShare, 1, 18);
-    container::write(&target, &h, &vec![1u64, 2, 3], None).unwrap();
+    container::write(
+        &target,
+        &h,
+        &vec![1u64, 2, 3],
+        ppdenoise::formats::container::Seal::PLAIN,
+    )
+    .unwrap();
     let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     let png = d.path().join("bytes.bin");
@@ -733,7 +752,7 @@ fn craft<B: serde::de::DeserializeOwned + serde::Serialize>(
 ) {
     let (mut h, mut b): (Header, B) = container::read(src).unwrap();
     f(&mut h, &mut b);
-    container::write(dst, &h, &b, None).unwrap();
+    container::write(dst, &h, &b, ppdenoise::formats::container::Seal::PLAIN).unwrap();
 }
 
 #[test]
@@ -967,7 +986,13 @@ fn a_crafted_output_geometry_is_refused_by_the_receiver() {
             scale: 46,
             canvas: vec![0; n],
         };
-        container::write(&f.p(&format!("o.p{p}")), &h, &body, None).unwrap();
+        container::write(
+            &f.p(&format!("o.p{p}")),
+            &h,
+            &body,
+            ppdenoise::formats::container::Seal::PLAIN,
+        )
+        .unwrap();
     }
     let o = reconstruct(&f, "o.p0", "o.p1", "o.png");
     cli_refuses(&o, &["o.p0", "geometry does not match"]);

@@ -890,6 +890,7 @@ fn every_subcommand_prints_one_line_of_json() {
         };
         Command::new(bin())
             .args(["--json", "serve", "--party", party])
+            .arg("--insecure-unsigned")
             .args(["--model", &p(&format!("model.p{party}"))])
             .args(["--image", &p(&format!("image.p{party}"))])
             .args(["--triplets", &p(&format!("triplets.p{party}"))])

@@ -92,6 +92,8 @@ fn serve(w: &Path, p: u8, files: [&Path; 3], identity: Option<&Path>, state: &Pa
         s(&k.join(format!("{me}.crt"))).into(),
         "--peer-cert".into(),
         s(&k.join(format!("s{}.crt", 1 - p))).into(),
+        "--trust".into(),
+        s(&k.join("trust")).into(),
         "--timeout".into(),
         "2".into(),
         "--state-dir".into(),

@@ -74,6 +74,7 @@ impl Dir {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
             .args(["--model", &self.p(&format!("model.p{p}"))])
             .args(["--study", &self.p("study")])
             .args(["--key", &self.p(&format!("keys/{me}.key"))])

@@ -14,9 +14,10 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::inputs::model_or_default;
-use super::procs::{model_setup, run_servers, s, timed};
+use super::procs::{model_setup, run_servers, s, signed_as, signing_keys, timed};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
+use crate::formats::signing::Role;
 use crate::net::relay::{LinkShape, Relay};
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::plain::model::{random_model, Activation, ModelMeta};
@@ -94,13 +95,16 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
             s(&keys),
         ])?;
     }
-    let (t_model, j_model) = timed(&[
+    signing_keys(&keys)?;
+    let mut owner_args = vec![
         "share-model".into(),
         "--model".into(),
         s(model),
         "--out".into(),
         s(&p("model")),
-    ])?;
+    ];
+    owner_args.extend(signed_as(&keys, Role::Owner));
+    let (t_model, j_model) = timed(&owner_args)?;
     // A CNN opens its weights in the job (no model mask yet) and its image is shared for it.
     let cnn = crate::plain::cnn::Cnn::is_cnn_file(model)?;
     // In a relay run S0 listens on its port and S1 connects to the relay, which forwards to
@@ -133,6 +137,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     if cnn {
         gw_args.extend(["--model".into(), s(&p("model.pub"))]);
     }
+    gw_args.extend(signed_as(&keys, Role::Gateway));
     let (t_gw, j_gw) = timed(&gw_args)?;
     let mut dealer_args = vec![
         "gen-triplets".into(),
@@ -153,6 +158,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     if !cnn {
         dealer_args.extend(["--model-mask".into(), s(&p("mask.dealer"))]);
     }
+    dealer_args.extend(signed_as(&keys, Role::Dealer));
     let (t_dealer, j_dealer) = timed(&dealer_args)?;
     let extra = [
         "--quiet",

@@ -11,9 +11,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::procs::{run_pair, s, timed};
+use super::procs::{run_pair, s, signed_as, signing_keys, timed};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
+use crate::formats::signing::Role;
 use crate::plain::cnn::Cnn;
 use crate::ring::cnn::{CnnFixed, CnnPlan};
 use crate::ring::tiles::Tile;
@@ -66,12 +67,17 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
             &s(&keys),
         ]))?;
     }
+    signing_keys(&keys)?;
+    let sign = |r: Role| signed_as(&keys, r);
+    let owner = sign(Role::Owner);
     timed(&args(&[
         "share-model",
         "--model",
         &s(&a.model),
         "--out",
         &s(&p("model")),
+        &owner[0],
+        &owner[1],
     ]))?;
     let noisy = p("noisy.png");
     timed(&args(&[
@@ -86,8 +92,11 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
         &s(&noisy),
     ]))?;
     let (h, w) = super::inputs::load_image(&a.image)?.pixels.dim();
+    let gateway = sign(Role::Gateway);
     timed(&args(&[
         "share-image",
+        &gateway[0],
+        &gateway[1],
         "--image",
         &s(&noisy),
         "--model",
@@ -198,8 +207,11 @@ fn run_tiles(
     ));
     std::fs::create_dir_all(&sub)?;
     let tri = sub.join("triplets");
+    let dealer_key = signed_as(keys, Role::Dealer);
     let (dealer, _) = timed(&args(&[
         "gen-triplets",
+        &dealer_key[0],
+        &dealer_key[1],
         "--model",
         &s(&dir.join("model.pub")),
         "--image",

@@ -8,9 +8,10 @@ use clap::Args;
 use zeroize::Zeroize;
 
 use super::gateway::job_from_header;
-use super::keys::SealArgs;
+use super::keys::{Outputs, SealArgs};
 use super::owner::{with_ext, with_suffix};
 use super::Summary;
+use crate::corr::base_ots::{base_ot_digests, BASE_OT};
 use crate::corr::engine_kind::EngineKind;
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::atomic::Staged;
@@ -22,7 +23,7 @@ use crate::formats::checks::{
     copy_circuit_entries, mask_id_of, read_checked,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
-use crate::formats::sealed::Recipient;
+use crate::formats::signing::Role;
 use crate::formats::triplet_stream;
 use crate::plain::geometry::Geometry;
 use crate::plain::model::PatchShape;
@@ -117,7 +118,7 @@ pub fn dealer_record(prefix: &Path) -> PathBuf {
 }
 
 pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
-    let to = a.seal.recipients()?;
+    let outs_to = a.seal.outputs(Role::Dealer)?;
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
     if is_cnn(&mh) {
         bail!("{}: weights opened once per model are not supported for CNNs yet; CNN jobs open their weights in the job", a.model.display());
@@ -158,7 +159,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
         &outs[2],
         &header(Kind::DealerMask, 0),
         &DealerMask { seeds },
-        None,
+        outs_to.public(),
     )?;
     for p in 0..2u8 {
         container::stage(
@@ -168,7 +169,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
             &ModelMask {
                 seed: seeds[p as usize],
             },
-            to[p as usize].as_ref(),
+            outs_to.party(p),
         )?;
     }
     set.commit()?;
@@ -256,9 +257,9 @@ fn write_s0(
     (out0, out1): (&Path, &Path),
     header: &Header,
     t0: &Triplets,
-    to: Option<&Recipient>,
+    seal: container::Seal<'_>,
 ) -> Result<u64> {
-    if let Err(e) = container::write(out0, header, t0, to) {
+    if let Err(e) = container::write(out0, header, t0, seal) {
         let _ = std::fs::remove_file(out1);
         return Err(e);
     }
@@ -292,7 +293,7 @@ fn triplet_header(
 fn gen_cnn_triplets(
     a: &GenTripletsArgs,
     (mh, ih): (&Header, &Header),
-    to: &[Option<Recipient>; 2],
+    to: &Outputs,
     t: Instant,
 ) -> Result<Summary> {
     let image = a.image.as_deref().expect("checked by gen_triplets");
@@ -420,7 +421,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         .as_deref()
         .context("--image (the job's image.pub) is required without --study")?;
     let t = Instant::now();
-    let to = a.seal.recipients()?;
+    let to = a.seal.outputs(Role::Dealer)?;
     let batch = a.batch.unwrap_or(a.engine.default_batch());
     if batch == 0 {
         bail!("--batch must be at least 1");
@@ -601,13 +602,22 @@ fn write_pair<F>(
     lead: Lead<'_>,
     count: usize,
     (base0, mut base1): (Vec<u8>, Vec<u8>),
-    to: &[Option<Recipient>; 2],
+    to: &Outputs,
     fill: F,
 ) -> Result<([String; 2], u64)>
 where
     F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()> + Send,
 {
     let (out0, out1) = (with_ext(prefix, 0), with_ext(prefix, 1));
+    // Both headers name both parties' base OTs by digest: each server checks its own
+    // against its file, and the session tag (which binds the header) proves that the two
+    // files are halves of one dealing.
+    let digests = base_ot_digests(&base0, &base1);
+    let header = |p: u8| {
+        let mut h = header(p);
+        h.info.push((BASE_OT.into(), digests.clone()));
+        h
+    };
     let l1 = TripletsLead {
         job: lead.job.clone(),
         widths: lead.widths.to_vec(),
@@ -615,8 +625,7 @@ where
         seed: lead.seeds[1],
         engine: lead.engine,
     };
-    let written =
-        triplet_stream::write(&out1, &header(1), &l1, count, &base1, to[1].as_ref(), fill);
+    let written = triplet_stream::write(&out1, &header(1), &l1, count, &base1, to.party(1), fill);
     // S1's base OTs (Δ and its chosen seeds) are in its file now; S0's go with `t0`'s drop.
     base1.zeroize();
     written?;
@@ -629,7 +638,7 @@ where
         corrections: Vec::new(),
         base_ot: base0,
     };
-    let bytes = write_s0((&out0, &out1), &header(0), &t0, to[0].as_ref())?;
+    let bytes = write_s0((&out0, &out1), &header(0), &t0, to.party(0))?;
     Ok((
         [out0.display().to_string(), out1.display().to_string()],
         bytes,

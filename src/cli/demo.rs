@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::inputs::{load_image, model_or_default, NoiseArgs};
-use super::procs::{model_setup, run_servers, s, step};
+use super::procs::{model_setup, run_servers, s, signed_as, signing_keys, step};
 use super::progress::{Mode, Steps};
 use super::receiver::combine;
 use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
 use crate::formats::bodies::OutputShare;
+use crate::formats::signing::Role;
 use crate::plain::cnn::Cnn;
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
@@ -131,6 +132,7 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
         ]
         .into_iter()
         .chain(seal.iter().cloned())
+        .chain(signed_as(&keys, Role::Gateway))
         .collect::<Vec<_>>(),
     )?;
     let patches = Geometry::new(
@@ -158,6 +160,7 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
         s(&w.join("triplets")),
     ];
     dealer_args.extend(seal.iter().cloned());
+    dealer_args.extend(signed_as(&keys, Role::Dealer));
     if setup.is_some() {
         dealer_args.extend(["--model-mask".into(), s(&w.join("mask.dealer"))]);
     }
@@ -264,10 +267,12 @@ fn demo_cnn(
         seal,
         out_to,
     } = prepare(a, model_path, &mut steps)?;
-    let with_seal = |args: &[&str]| -> Vec<String> {
+    // Sealed to the servers, signed by the step's maker.
+    let with_seal = |role: Role, args: &[&str]| -> Vec<String> {
         args.iter()
             .map(|x| x.to_string())
             .chain(seal.iter().cloned())
+            .chain(signed_as(&keys, role))
             .collect()
     };
     steps.start(&sharing_image(&noisy));
@@ -277,6 +282,7 @@ fn demo_cnn(
     };
     let sigma = a.sigma.to_string();
     let gw = step(&with_seal(
+        Role::Gateway,
         &[
             "share-image",
             "--image",
@@ -299,17 +305,20 @@ fn demo_cnn(
         noisy.pixels.ncols(),
         a.engine
     ));
-    let dealer = step(&with_seal(&[
-        "gen-triplets",
-        "--model",
-        &s(&w.join("model.pub")),
-        "--image",
-        &s(&w.join("image.pub")),
-        "--engine",
-        a.engine.name(),
-        "--out",
-        &s(&w.join("triplets")),
-    ]))?;
+    let dealer = step(&with_seal(
+        Role::Dealer,
+        &[
+            "gen-triplets",
+            "--model",
+            &s(&w.join("model.pub")),
+            "--image",
+            &s(&w.join("image.pub")),
+            "--engine",
+            a.engine.name(),
+            "--out",
+            &s(&w.join("triplets")),
+        ],
+    ))?;
     let extra: Vec<&str> = ["--engine", a.engine.name()]
         .into_iter()
         .chain(out_to.iter().map(String::as_str))
@@ -423,7 +432,7 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path, steps: &mut Steps) -> Res
     save_png(&noisy, &noisy_png, noisy.bit_depth)?;
     save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
     let keys = w.join("keys");
-    steps.start("keys for S0, S1 and the receiver (keygen)");
+    steps.start("keys for S0, S1, the receiver and the files' makers (keygen)");
     // The servers' keys, and the receiver's file-encryption identity (keygen makes it a
     // link key too, unused here).
     for n in ["s0", "s1", "rx"] {
@@ -436,6 +445,8 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path, steps: &mut Steps) -> Res
             s(&keys),
         ])?;
     }
+    // The makers' signing keys (dealer, owner, gateway) and the servers' trust file.
+    signing_keys(&keys)?;
     // Each server's files sealed to it, the output shares to the receiver.
     let (seal, out_to) = if a.plain_files {
         (vec![], vec![])
@@ -455,6 +466,7 @@ fn prepare(a: &DemoArgs, model_path: &std::path::Path, steps: &mut Steps) -> Res
         s(&w.join("model")),
     ];
     owner.extend(seal.iter().cloned());
+    owner.extend(signed_as(&keys, Role::Owner));
     step(&owner)?;
     Ok(Prepared {
         clean,

@@ -12,7 +12,6 @@ use super::Summary;
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
-use crate::formats::sealed::Recipient;
 use crate::plain::frame::Frame;
 use crate::plain::image::{add_noise as awgn, GrayImage};
 use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
@@ -127,7 +126,7 @@ pub fn job_from_header(path: &std::path::Path, h: &Header) -> Result<JobParams> 
 pub struct Sharer<'a> {
     opts: &'a ShareOpts,
     facts: ModelFacts,
-    to: [Option<Recipient>; 2],
+    to: super::keys::Outputs,
 }
 
 /// One image, shared: its job id and the files written.
@@ -139,7 +138,7 @@ pub struct Shared {
 
 impl<'a> Sharer<'a> {
     pub fn new(opts: &'a ShareOpts) -> Result<Sharer<'a>> {
-        let to = opts.seal.recipients()?;
+        let to = opts.seal.outputs(crate::formats::signing::Role::Gateway)?;
         if opts.stride == 0 {
             bail!("--stride must be at least 1");
         }
@@ -247,14 +246,8 @@ impl<'a> Sharer<'a> {
                 job: job.clone(),
                 data,
             };
-            container::stage(
-                &mut set,
-                &path,
-                &hdr,
-                &body,
-                self.to[party as usize].as_ref(),
-            )
-            .with_context(|| format!("writing {}", path.display()))?;
+            container::stage(&mut set, &path, &hdr, &body, self.to.party(party))
+                .with_context(|| format!("writing {}", path.display()))?;
             outputs.push(path);
         }
         // The dealer's copy: the public job header alone.
@@ -264,7 +257,7 @@ impl<'a> Sharer<'a> {
             &path,
             &job_header(Kind::PublicJob, 0, job_id, &job),
             &(),
-            None,
+            self.to.public(),
         )
         .with_context(|| format!("writing {}", path.display()))?;
         outputs.push(path);

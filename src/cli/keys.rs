@@ -1,12 +1,14 @@
 //! File encryption at rest on the command line: who a party's files are sealed to
 //! (`--to-s0`, `--to-s1`) and the identity a reader decrypts with (`--identity`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 
+use crate::formats::container::Seal;
 use crate::formats::sealed::{self, Recipient};
+use crate::formats::signing::{PublicKey, Role, Signer, Trust};
 
 /// Encrypt each server's file to that server (age, X25519): `.p0` to S0, `.p1` to S1.
 #[derive(Args, Clone, Default)]
@@ -18,9 +20,49 @@ pub struct SealArgs {
     /// S1's file-encryption recipient (see --to-s0); the `.p1` file is sealed to S1.
     #[arg(long, value_name = "RECIPIENT")]
     pub to_s1: Option<String>,
+    /// Sign every file written with this party's signing key (<name>.sign-key from
+    /// `keygen --signing`): servers that pin its public key (<name>.sign-pub) accept only
+    /// files it signed. Required with --to-s0/--to-s1.
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+}
+
+/// How a producer's files are written: each server's sealed to it or not, all signed by the
+/// producer or not.
+pub struct Outputs {
+    pub to: [Option<Recipient>; 2],
+    pub by: Option<Signer>,
+}
+
+impl Outputs {
+    /// The `.pN` file's.
+    pub fn party(&self, p: u8) -> Seal<'_> {
+        Seal::new(self.to[p as usize].as_ref(), self.by.as_ref())
+    }
+
+    /// A file for no server (the dealer's public headers, its own records): signed, never
+    /// sealed.
+    pub fn public(&self) -> Seal<'_> {
+        Seal::new(None, self.by.as_ref())
+    }
 }
 
 impl SealArgs {
+    /// Recipients and signing key, checked before anything is made: a sealed file is always
+    /// signed (servers refuse sealed files that are not).
+    pub fn outputs(&self, role: Role) -> Result<Outputs> {
+        let to = self.recipients()?;
+        let by = self
+            .sign_key
+            .as_deref()
+            .map(|k| Signer::load(k, role))
+            .transpose()?;
+        if by.is_none() && to[0].is_some() {
+            bail!("--to-s0/--to-s1: sealed files must be signed by their maker: give --sign-key (the {}'s <name>.sign-key from `keygen --signing`)", role.name());
+        }
+        Ok(Outputs { to, by })
+    }
+
     /// The recipients of the `.p0` and `.p1` files, checked before anything is made: both
     /// or neither, so a pair is never half sealed.
     pub fn recipients(&self) -> Result<[Option<Recipient>; 2]> {
@@ -57,5 +99,80 @@ impl IdentityArgs {
             .as_deref()
             .map(sealed::use_identity)
             .transpose()
+    }
+}
+
+/// Whose files a server accepts: each maker's pinned signing key, or none at all.
+#[derive(Args, Clone, Default)]
+pub struct TrustArgs {
+    /// The dealer's public signing key (its <name>.sign-pub, or `ed25519:<hex>`): triplet
+    /// files and model masks must be signed with it.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub dealer_key: Option<String>,
+    /// The model owner's public signing key: model shares must be signed with it.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub owner_key: Option<String>,
+    /// The gateway's public signing key: image shares must be signed with it.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub gateway_key: Option<String>,
+    /// A trust file instead of (or beside) the three flags: lines `<role> ed25519:<hex>` for
+    /// the roles dealer, owner and gateway; `#` comments.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// Accept files that no one signed, or signed by anyone. For plain test files only:
+    /// refused when any input is sealed (sealed files are always signed by their maker).
+    #[arg(long, conflicts_with_all = ["dealer_key", "owner_key", "gateway_key", "trust"])]
+    pub insecure_unsigned: bool,
+}
+
+impl TrustArgs {
+    /// The pinned keys, checked before anything else is read: each role once (a flag and the
+    /// trust file may name the same key, not two different ones).
+    pub fn load(&self) -> Result<Trust> {
+        if self.insecure_unsigned {
+            return Ok(Trust::InsecureUnsigned);
+        }
+        let mut keys = match &self.trust {
+            Some(p) => Trust::parse_file(p)?,
+            None => Vec::new(),
+        };
+        for (role, spec) in [
+            (Role::Dealer, &self.dealer_key),
+            (Role::Owner, &self.owner_key),
+            (Role::Gateway, &self.gateway_key),
+        ] {
+            let Some(spec) = spec else { continue };
+            let key = PublicKey::parse(spec)?;
+            match keys.iter().find(|(r, _)| *r == role) {
+                Some((_, k)) if *k != key => bail!(
+                    "{} {spec}: the trust file names another {} key ({k})",
+                    role.flag(),
+                    role.name()
+                ),
+                Some(_) => {}
+                None => keys.push((role, key)),
+            }
+        }
+        if keys.is_empty() {
+            bail!("whose files to accept: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key, or --trust FILE), or --insecure-unsigned for unsigned plain files");
+        }
+        Ok(Trust::Pinned(keys))
+    }
+
+    /// With --insecure-unsigned, no input may be sealed: a sealed file comes from a real
+    /// deployment, whose files are signed.
+    pub fn check_inputs(&self, inputs: &[&Path]) -> Result<()> {
+        if !self.insecure_unsigned {
+            return Ok(());
+        }
+        for i in inputs {
+            if sealed::is_sealed(i).unwrap_or(false) {
+                bail!(
+                    "{}: --insecure-unsigned is for plain test files, but this one is sealed: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key or --trust) instead",
+                    i.display()
+                );
+            }
+        }
+        Ok(())
     }
 }

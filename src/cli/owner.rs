@@ -13,7 +13,6 @@ use crate::formats::bodies::{
 };
 use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
-use crate::formats::sealed::Recipient;
 use crate::plain::cnn::Cnn;
 use crate::plain::model::{Activation, Model};
 use crate::ring::cnn::{CnnFixed, CnnPlan};
@@ -162,7 +161,7 @@ fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
 fn share_cnn_model(
     a: &ShareModelArgs,
     path: &std::path::Path,
-    to: &[Option<Recipient>; 2],
+    to: &super::keys::Outputs,
 ) -> Result<Summary> {
     let name = model_name(a, path)?;
     let model = Cnn::load(path)?;
@@ -196,14 +195,20 @@ fn share_cnn_model(
             &out,
             &header(Kind::CnnModelShare, party),
             body,
-            to[party as usize].as_ref(),
+            to.party(party),
         )
         .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
     }
     let out = public_file(&a.out);
-    container::stage(&mut set, &out, &header(Kind::PublicModel, 0), &(), None)
-        .with_context(|| format!("writing {}", out.display()))?;
+    container::stage(
+        &mut set,
+        &out,
+        &header(Kind::PublicModel, 0),
+        &(),
+        to.public(),
+    )
+    .with_context(|| format!("writing {}", out.display()))?;
     written.push(out.display().to_string());
     set.commit()?;
     Ok(Summary {
@@ -225,7 +230,7 @@ fn share_cnn_model(
 }
 
 pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
-    let to = a.seal.recipients()?;
+    let to = a.seal.outputs(crate::formats::signing::Role::Owner)?;
     let path = model_or_default(&a.model);
     if Cnn::is_cnn_file(&path)? {
         return share_cnn_model(&a, &path, &to);
@@ -250,7 +255,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));
         h.info.extend(circuit_entries(&plan));
         let out = with_ext(&a.out, party);
-        container::stage(&mut set, &out, &h, body, to[party as usize].as_ref())
+        container::stage(&mut set, &out, &h, body, to.party(party))
             .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
         if party == 1 {
@@ -259,7 +264,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
             hp.kind = Kind::PublicModel;
             hp.party = 0;
             let out = public_file(&a.out);
-            container::stage(&mut set, &out, &hp, &(), None)
+            container::stage(&mut set, &out, &hp, &(), to.public())
                 .with_context(|| format!("writing {}", out.display()))?;
             written.push(out.display().to_string());
         }

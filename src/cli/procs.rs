@@ -9,6 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::formats::signing::Role;
+
 pub fn exe() -> Result<PathBuf> {
     std::env::current_exe().context("cannot locate the ppdenoise executable")
 }
@@ -39,6 +41,37 @@ pub fn timed(args: &[String]) -> Result<(f64, Value)> {
 /// [`timed`] without the time.
 pub fn step(args: &[String]) -> Result<Value> {
     Ok(timed(args)?.1)
+}
+
+/// The file makers' signing keys in `keys`: `keygen --signing` for the dealer, the model
+/// owner and the gateway (<role>.sign-key, .sign-pub), and the servers' trust file
+/// `<keys>/trust` naming the three public keys ([`run_pair`] gives it to both servers).
+pub fn signing_keys(keys: &Path) -> Result<()> {
+    let mut trust = String::from("# who signs the files these servers accept\n");
+    for role in Role::ALL {
+        let v = step(&[
+            "keygen".into(),
+            "--signing".into(),
+            "--force".into(),
+            "--name".into(),
+            role.name().into(),
+            "--out-dir".into(),
+            s(keys),
+        ])?;
+        let key = v["public_key"]
+            .as_str()
+            .context("keygen --signing printed no public key")?;
+        trust.push_str(&format!("{} {key}\n", role.name()));
+    }
+    crate::formats::atomic::write_bytes(&keys.join("trust"), trust.as_bytes())
+}
+
+/// `--sign-key <keys>/<role>.sign-key`: a step that makes files as `role` signs them.
+pub fn signed_as(keys: &Path, role: Role) -> [String; 2] {
+    [
+        "--sign-key".into(),
+        s(&keys.join(format!("{}.sign-key", role.name()))),
+    ]
 }
 
 /// Runs one two-server step (`serve`, `open-weights`) for both parties at once, each with
@@ -73,6 +106,8 @@ pub(super) fn run_pair(
                 .args(["--state-dir", &s(&dir.join("state"))])
                 // Its file-encryption identity (keygen makes one), for sealed inputs.
                 .args(["--identity", &s(&keys.join(format!("{me}.age-identity")))])
+                // The makers' keys ([`signing_keys`]): only files they signed are accepted.
+                .args(["--trust", &s(&keys.join("trust"))])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -149,6 +184,7 @@ pub fn model_setup(
         "--force".into(),
     ];
     mask.extend(seal.iter().cloned());
+    mask.extend(signed_as(keys, Role::Dealer));
     let (t_mask, _) = timed(&mask)?;
     let args = |p: u8| {
         vec![

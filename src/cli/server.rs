@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use zeroize::Zeroize;
 
-use super::keys::IdentityArgs;
+use super::keys::{IdentityArgs, TrustArgs};
 use super::owner::with_suffix;
 use super::progress::{Mode, Progress};
 use super::Summary;
@@ -25,6 +25,10 @@ use crate::twopc::channel::with_queued_link;
 /// and <out-dir>/<name>.crt (self-signed certificate to give to the other server); for files
 /// at rest, <out-dir>/<name>.age-identity (age identity, private, mode 0600) and <name>.age-recipient (its
 /// recipient, to give to whoever makes this party's files: `--to-s0`, `--to-s1`, `--out-to`).
+/// With --signing, instead: a file-signing key for the dealer, the model owner or the
+/// gateway, <out-dir>/<name>.sign-key (private, mode 0600, for their --sign-key) and
+/// <name>.sign-pub (its public key, for the servers' --dealer-key, --owner-key,
+/// --gateway-key or trust file).
 #[derive(Args)]
 pub struct KeygenArgs {
     /// Identity name, e.g. s0 or s1 (also the certificate's subject name).
@@ -35,11 +39,56 @@ pub struct KeygenArgs {
     /// Replace existing key and certificate files.
     #[arg(long)]
     pub force: bool,
+    /// Make a file-signing key pair (for the dealer, the model owner or the gateway) instead
+    /// of a server's link and file-encryption keys.
+    #[arg(long)]
+    pub signing: bool,
+}
+
+/// `keygen --signing`: <name>.sign-key and <name>.sign-pub.
+fn keygen_signing(a: &KeygenArgs) -> Result<Summary> {
+    let prefix = a.out_dir.join(&a.name);
+    let (key, public) = (
+        with_suffix(&prefix, ".sign-key"),
+        with_suffix(&prefix, ".sign-pub"),
+    );
+    if !a.force {
+        for p in [&key, &public] {
+            if p.exists() {
+                bail!(
+                    "{}: already exists; refusing to overwrite it (remove it first, or give --force)",
+                    p.display()
+                );
+            }
+        }
+    }
+    let (mut text, pk) = crate::formats::signing::new_key(&a.name)?;
+    // A temporary file is made 0600, and the rename keeps its mode.
+    let written = atomic::write_bytes(&key, text.as_bytes());
+    text.zeroize();
+    written?;
+    atomic::write_bytes(
+        &public,
+        format!("# ppdenoise signing public key of {}\n{pk}\n", a.name).as_bytes(),
+    )?;
+    Ok(Summary {
+        lines: vec![format!(
+            "wrote {} (private: --sign-key of whoever makes files as {}) and {} (give it to both servers: --dealer-key, --owner-key or --gateway-key, or a trust file line `<role> {pk}`)",
+            key.display(),
+            a.name,
+            public.display()
+        )],
+        json: serde_json::json!({"ok": true, "command": "keygen", "sign_key": key,
+            "sign_pub": public, "public_key": pk.to_string()}),
+    })
 }
 
 pub fn keygen(a: KeygenArgs) -> Result<Summary> {
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
+    if a.signing {
+        return keygen_signing(&a);
+    }
     let prefix = a.out_dir.join(&a.name);
     let (age_id, age_pub) = (
         with_suffix(&prefix, ".age-identity"),
@@ -183,6 +232,8 @@ pub struct ServeArgs {
     pub plain_out: bool,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Show no progress (on a terminal a bar; otherwise a line every few seconds, on stderr).
     #[arg(long)]
     pub quiet: bool,
@@ -225,6 +276,8 @@ pub struct JobPaths {
 /// Runs one job: the summary, and the run's job and triplet ids.
 pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary, server::RunIds)> {
     let p = a.party;
+    // Whose files to accept, before any file is read.
+    let trust = a.trust.load()?;
     let files = JobFiles {
         party: p,
         model: a.model.clone(),
@@ -233,6 +286,7 @@ pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary
         weights: a.weights.clone(),
         engine: a.engine,
         state_dir: a.link.state_dir.clone(),
+        trust,
     };
     // Checked before anything is claimed: bad keys or a bad --out burn no randomness.
     a.link.check(p)?;
@@ -252,6 +306,7 @@ pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary
         .chain(a.identity.identity.as_deref())
         .collect();
     check_output(&paths.out, &guarded)?;
+    a.trust.check_inputs(&inputs)?;
     let job = server::prepare(files)?;
     if out_to.is_none() && !a.plain_out {
         for i in &inputs {

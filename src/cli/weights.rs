@@ -42,6 +42,8 @@ pub struct OpenWeightsArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub identity: super::keys::IdentityArgs,
+    #[command(flatten)]
+    pub trust: super::keys::TrustArgs,
 }
 
 pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
@@ -49,8 +51,16 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     let p = a.party;
     a.link.check(p)?;
     let own = a.identity.load()?;
+    let trust = a.trust.load()?;
+    a.trust.check_inputs(&[&a.model, &a.mask])?;
+    // Who made them, from their headers, before a body is read.
+    for path in [&a.model, &a.mask] {
+        trust.check(path, &container::read_header(path)?)?;
+    }
     let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
+    trust.check(&a.model, &mh)?;
     let kh = container::read_header(&a.mask)?;
+    trust.check(&a.mask, &kh)?;
     container::expect(&a.mask, &kh, Kind::ModelMask, Some(p))?;
     check_same_model(&a.mask, &kh, &a.model, &mh)?;
     let mask_id = mask_id_of(&a.mask, &kh)?;
@@ -102,7 +112,7 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
         seed: km.seed,
         u: opened.flat_u(),
     };
-    container::write(&a.out, &h, &body, seal.as_ref())
+    container::write(&a.out, &h, &body, container::Seal::new(seal.as_ref(), None))
         .with_context(|| format!("writing {}", a.out.display()))?;
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {

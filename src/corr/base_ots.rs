@@ -8,6 +8,24 @@ use zeroize::Zeroize;
 
 use crate::corr::block::{Block, LengthError};
 
+/// The triplet header's entry naming both parties' base OTs by digest ([`base_ot_digests`]).
+pub const BASE_OT: &str = "base_ot";
+
+/// Digest of one party's serialised base OTs. It names them without revealing them: the
+/// other server does not know at least 127 bits of each part (of S0's, the 128 seeds S1 did
+/// not choose; of S1's, Δ), so the digest (a keyed BLAKE3) hides them like any hash of a
+/// high-entropy secret.
+pub fn base_ot_digest(bytes: &[u8]) -> String {
+    let mut h = blake3::Hasher::new_derive_key("ppdenoise base-OT digest v1");
+    h.update(bytes);
+    hex::encode(h.finalize().as_bytes())
+}
+
+/// The triplet header's [`BASE_OT`] entry: S0's part's digest, a comma, S1's.
+pub fn base_ot_digests(part0: &[u8], part1: &[u8]) -> String {
+    format!("{},{}", base_ot_digest(part0), base_ot_digest(part1))
+}
+
 /// Security parameter of the extension: number of base OTs, bits of Δ.
 pub const KAPPA: usize = 128;
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! magic "PPDNOISE" | version u16 | header length u32 | header (bincode) |
-//! body length u64 | body (bincode) | BLAKE3 of everything before (32 bytes)
+//! body length u64 | body (bincode) | BLAKE3 of everything before (32 bytes) |
+//! [ed25519 signature of that checksum (64 bytes), when the header names a signer]
 //! ```
 //!
 //! The header is small, public and typed ([`Header`]); it is parsed and checked (kind, party,
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use bincode::Options;
 
 use super::sealed::{self, Recipient, Source};
+use super::signing::{self, Signer, SIGNATURE_BYTES};
 
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 2: patch shapes carry the aggregation window (model shares, output shares).
@@ -32,7 +34,12 @@ pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// 7: MLP plans name their hidden activation (tanh* or ReLU): an MLP model share's body
 ///    changed, so those of versions 3 to 6 are refused (share the model again); headers
 ///    without the new `relu` entry name tanh* as before, so every other kind stays readable.
-pub const VERSION: u16 = 7;
+/// 8: files may be signed by their maker (header entries `signer`, `signer_role`, and a
+///    signature after the checksum, [`signing`]); triplet files carry their base OTs'
+///    digests (`base_ot`). Unsigned files of versions 3 to 7 remain readable.
+pub const VERSION: u16 = 8;
+/// The first version whose files may be signed.
+const SIGNED_VERSION: u16 = 8;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 const PREFIX: usize = 8 + 2 + 4;
@@ -190,6 +197,25 @@ pub enum FormatError {
     Mismatch { path: PathBuf, what: String },
     #[error("{0}: {1}")]
     Sealed(PathBuf, String),
+    #[error("{0}: the signature does not verify under the key its header names (forged, or modified after signing)")]
+    Signature(PathBuf),
+}
+
+/// How a file is written: sealed (encrypted) to its reader, signed by its maker; either or
+/// both may be absent.
+#[derive(Clone, Copy, Default)]
+pub struct Seal<'a> {
+    pub to: Option<&'a Recipient>,
+    pub by: Option<&'a Signer>,
+}
+
+impl<'a> Seal<'a> {
+    /// Neither sealed nor signed.
+    pub const PLAIN: Seal<'static> = Seal { to: None, by: None };
+
+    pub fn new(to: Option<&'a Recipient>, by: Option<&'a Signer>) -> Seal<'a> {
+        Seal { to, by }
+    }
 }
 
 fn opts() -> impl Options {
@@ -202,7 +228,7 @@ fn opts() -> impl Options {
 pub fn encode<B: Serialize>(header: &Header, body: &B) -> anyhow::Result<Vec<u8>> {
     let blen = opts().serialized_size(body)?;
     let mut out = Vec::new();
-    emit(&mut out, header, blen, |w| {
+    emit(&mut out, header, None, blen, |w| {
         Ok(opts().serialize_into(w, body)?)
     })?;
     Ok(out)
@@ -243,12 +269,32 @@ impl<W: Write> Write for Counting<W> {
 }
 
 /// Writes the whole container to `sink`: prefix, header, body length, the body that `body`
-/// writes (it must be exactly `body_len` bytes), checksum. The one place that knows the layout.
-fn emit<F>(sink: &mut dyn Write, header: &Header, body_len: u64, body: F) -> anyhow::Result<()>
+/// writes (it must be exactly `body_len` bytes), checksum, and with `by` the header names the
+/// signer and its signature of the checksum follows. The one place that knows the layout.
+fn emit<F>(
+    sink: &mut dyn Write,
+    header: &Header,
+    by: Option<&Signer>,
+    body_len: u64,
+    body: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 {
-    let h = opts().serialize(header)?;
+    let h = match by {
+        Some(s) => {
+            let mut signed = header.clone();
+            s.mark(&mut signed);
+            opts().serialize(&signed)?
+        }
+        None => {
+            anyhow::ensure!(
+                signing::signer_of(header) == Ok(None),
+                "an unsigned file's header may not name a signer"
+            );
+            opts().serialize(header)?
+        }
+    };
     let hashing = Hashing {
         inner: &mut *sink,
         hasher: blake3::Hasher::new(),
@@ -273,20 +319,24 @@ where
     let hashing = out.into_inner().map_err(|e| e.into_error())?;
     let sum = hashing.hasher.finalize();
     sink.write_all(sum.as_bytes())?;
+    if let Some(s) = by {
+        sink.write_all(&s.sign(sum.as_bytes()))?;
+    }
     Ok(())
 }
 
 /// Writes a container file atomically. The body is serialised straight into the file, so a
 /// large body is not held twice in memory.
-/// With `to`, the file is sealed (encrypted) to that recipient ([`sealed`]).
+/// With `seal.to`, the file is sealed (encrypted) to that recipient ([`sealed`]); with
+/// `seal.by`, signed ([`signing`]).
 pub fn write<B: Serialize>(
     path: &Path,
     header: &Header,
     body: &B,
-    to: Option<&Recipient>,
+    seal: Seal<'_>,
 ) -> anyhow::Result<()> {
     let blen = opts().serialized_size(body)?;
-    write_streamed(path, header, blen, to, |w| {
+    write_streamed(path, header, blen, seal, |w| {
         Ok(opts().serialize_into(w, body)?)
     })
 }
@@ -297,11 +347,13 @@ pub fn stage<B: Serialize>(
     path: &Path,
     header: &Header,
     body: &B,
-    to: Option<&Recipient>,
+    seal: Seal<'_>,
 ) -> anyhow::Result<()> {
     let blen = opts().serialized_size(body)?;
     set.add(path, |w| {
-        emit_to(w, to, header, blen, |w| Ok(opts().serialize_into(w, body)?))
+        emit_to(w, seal, header, blen, |w| {
+            Ok(opts().serialize_into(w, body)?)
+        })
     })
 }
 
@@ -312,19 +364,19 @@ pub fn write_streamed<F>(
     path: &Path,
     header: &Header,
     body_len: u64,
-    to: Option<&Recipient>,
+    seal: Seal<'_>,
     body: F,
 ) -> anyhow::Result<()>
 where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 {
-    super::atomic::write_with(path, |w| emit_to(w, to, header, body_len, body))
+    super::atomic::write_with(path, |w| emit_to(w, seal, header, body_len, body))
 }
 
-/// [`emit`], through age encryption to `to` when given.
+/// [`emit`], through age encryption to `seal.to` when given.
 fn emit_to<F>(
     sink: &mut dyn Write,
-    to: Option<&Recipient>,
+    seal: Seal<'_>,
     header: &Header,
     body_len: u64,
     body: F,
@@ -332,11 +384,11 @@ fn emit_to<F>(
 where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 {
-    match to {
-        None => emit(sink, header, body_len, body),
+    match seal.to {
+        None => emit(sink, header, seal.by, body_len, body),
         Some(r) => {
             let mut w = r.seal(sink)?;
-            emit(&mut w, header, body_len, body)?;
+            emit(&mut w, header, seal.by, body_len, body)?;
             w.finish()?;
             Ok(())
         }
@@ -392,6 +444,17 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
         .with_limit(hlen)
         .deserialize(&hbytes)
         .map_err(|e| FormatError::Malformed(path.into(), "header", e.to_string()))?;
+    match signing::signer_of(&header) {
+        Err(e) => return Err(FormatError::Malformed(path.into(), "header", e)),
+        Ok(Some(_)) if ver < SIGNED_VERSION => {
+            return Err(FormatError::Malformed(
+                path.into(),
+                "header",
+                format!("names a signer, which files of version {ver} cannot"),
+            ))
+        }
+        Ok(_) => {}
+    }
     if header.kind == Kind::CnnModelShare && ver < 6 {
         return Err(FormatError::Outdated(
             path.into(),
@@ -437,7 +500,7 @@ fn open_checked(path: &Path) -> Result<Opened, FormatError> {
             format!("body of {blen} bytes"),
         ));
     }
-    let expected = seen.len() as u64 + 8 + blen + 32;
+    let expected = seen.len() as u64 + 8 + blen + 32 + trailer_signature(&header);
     if expected != len {
         return Err(FormatError::Truncated(
             path.into(),
@@ -455,13 +518,37 @@ fn open_checked(path: &Path) -> Result<Opened, FormatError> {
     })
 }
 
-/// Reads the trailing checksum and compares it with the hash of everything before it.
-fn check_sum(path: &Path, f: &mut Source, hasher: &blake3::Hasher) -> Result<(), FormatError> {
+/// Bytes of signature after the checksum of a file with this (checked) header.
+fn trailer_signature(h: &Header) -> u64 {
+    match signing::signer_of(h) {
+        Ok(Some(_)) => SIGNATURE_BYTES as u64,
+        _ => 0,
+    }
+}
+
+/// Reads the trailing checksum and compares it with the hash of everything before it; for a
+/// signed file (its header, read from this file, names the signer), reads the signature
+/// that follows and verifies it under the named key. Every reader of a whole file ends here.
+pub fn check_trailer(
+    path: &Path,
+    f: &mut dyn Read,
+    hasher: &blake3::Hasher,
+    header: &Header,
+) -> Result<(), FormatError> {
+    let io = |e| FormatError::Io(path.into(), e);
     let mut sum = [0u8; 32];
-    f.read_exact(&mut sum)
-        .map_err(|e| FormatError::Io(path.into(), e))?;
+    f.read_exact(&mut sum).map_err(io)?;
     if hasher.finalize().as_bytes() != &sum {
         return Err(FormatError::Checksum(path.into()));
+    }
+    let signer =
+        signing::signer_of(header).map_err(|e| FormatError::Malformed(path.into(), "header", e))?;
+    if let Some(s) = signer {
+        let mut sig = [0u8; SIGNATURE_BYTES];
+        f.read_exact(&mut sig).map_err(io)?;
+        if !signing::verifies(&s.key, &sum, &sig) {
+            return Err(FormatError::Signature(path.into()));
+        }
     }
     Ok(())
 }
@@ -483,14 +570,14 @@ pub fn verify(path: &Path) -> Result<Header, FormatError> {
             format!("body ended after {copied} of {body_len} bytes"),
         ));
     }
-    check_sum(path, &mut file, &hasher)?;
+    check_trailer(path, &mut file, &hasher, &header)?;
     Ok(header)
 }
 
 /// Opens a container for a reader that decodes its body piecewise (party 1's triplets, read
 /// in consumption order): sizes checked, the file positioned at the start of the body.
 /// Returns the body's length and the hash of everything before the body; the caller must
-/// hash the body through the same handle and compare with the trailing checksum.
+/// hash the body through the same handle and end with [`check_trailer`].
 pub fn open_body(path: &Path) -> Result<(Header, Source, u64, blake3::Hasher), FormatError> {
     let o = open_checked(path)?;
     Ok((o.header, o.file, o.body_len, o.hasher))
@@ -514,7 +601,7 @@ pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError
     f.read_exact(&mut body)
         .map_err(|e| FormatError::Io(path.into(), e))?;
     hasher.update(&body);
-    check_sum(path, &mut f, &hasher)?;
+    check_trailer(path, &mut f, &hasher, &header)?;
     let b: B = opts()
         .with_limit(blen)
         .deserialize(&body)

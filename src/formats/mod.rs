@@ -5,5 +5,6 @@ pub mod bodies;
 pub mod checks;
 pub mod container;
 pub mod sealed;
+pub mod signing;
 pub mod study;
 pub mod triplet_stream;

@@ -39,19 +39,7 @@ pub fn use_identity(path: &Path) -> Result<Recipient> {
 /// Reads an age identity file: comment lines (`#`) and one `AGE-SECRET-KEY-1...` line.
 pub fn load_identity(path: &Path) -> Result<age::x25519::Identity> {
     let mut text = read_small(path, "an age identity file")?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(path) {
-            if m.permissions().mode() & 0o077 != 0 {
-                eprintln!(
-                    "warning: {}: this private identity is readable by others (mode {:o}); chmod 600 it",
-                    path.display(),
-                    m.permissions().mode() & 0o777
-                );
-            }
-        }
-    }
+    warn_if_readable(path);
     let key = text
         .lines()
         .map(str::trim)
@@ -65,6 +53,23 @@ pub fn load_identity(path: &Path) -> Result<age::x25519::Identity> {
             "{}: not an age identity file (no AGE-SECRET-KEY-1 line; `ppdenoise keygen` writes <name>.age-identity)",
             path.display()
         ),
+    }
+}
+
+/// Warns when a private key file is readable by others than its owner.
+pub fn warn_if_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "warning: {}: this private key is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                );
+            }
+        }
     }
 }
 

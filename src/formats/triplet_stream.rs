@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use bincode::Options;
 
 use super::bodies::TripletsLead;
-use super::container::{self, expect, FormatError, Header, Kind};
-use super::sealed::{Recipient, Source};
+use super::container::{self, expect, FormatError, Header, Kind, Seal};
+use super::sealed::Source;
 use crate::corr::randomness::CorrectionSource;
 
 /// A triplet file opened for streaming.
@@ -156,11 +156,7 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
         }
         pos += n as u64;
     }
-    let mut sum = [0u8; 32];
-    r.read_exact(&mut sum).map_err(io)?;
-    if whole.finalize().as_bytes() != &sum {
-        return Err(FormatError::Checksum(path.into()));
-    }
+    container::check_trailer(path, &mut r, &whole, &header)?;
     r.seek(SeekFrom::Start(at)).map_err(io)?;
     Ok((
         header,
@@ -192,7 +188,7 @@ pub fn write<F>(
     lead: &TripletsLead,
     count: usize,
     base_ot: &Vec<u8>,
-    to: Option<&Recipient>,
+    seal: Seal<'_>,
     fill: F,
 ) -> anyhow::Result<()>
 where
@@ -201,7 +197,7 @@ where
     let opts = container::body_options;
     let body_len =
         opts().serialized_size(lead)? + 8 + 8 * count as u64 + opts().serialized_size(base_ot)?;
-    container::write_streamed(path, header, body_len, to, |w| {
+    container::write_streamed(path, header, body_len, seal, |w| {
         opts().serialize_into(&mut *w, lead)?;
         w.write_all(&(count as u64).to_le_bytes())?;
         std::thread::scope(|s| -> std::io::Result<()> {
@@ -278,7 +274,7 @@ mod tests {
             .collect();
         let t = sample(values.clone());
         let h = Header::new(Kind::Triplets, 1, 16);
-        container::write(&p, &h, &t, None).unwrap();
+        container::write(&p, &h, &t, Seal::PLAIN).unwrap();
         // The streaming writer produces exactly what the in-memory encoder does.
         let whole = container::encode(&h, &t).unwrap();
         let on_disk = std::fs::read(&p).unwrap();
@@ -319,7 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p0");
         let t = sample(Vec::new());
-        container::write(&p, &Header::new(Kind::Triplets, 0, 16), &t, None).unwrap();
+        container::write(&p, &Header::new(Kind::Triplets, 0, 16), &t, Seal::PLAIN).unwrap();
         let (_, s) = open(&p, 0).unwrap();
         assert!(s.corrections.is_empty());
         assert_eq!(s.base_ot, t.base_ot);
@@ -332,7 +328,7 @@ mod tests {
         let p = dir.path().join("t.p1");
         let n = 1000usize;
         let t = sample((0..n as u64).collect());
-        container::write(&p, &Header::new(Kind::Triplets, 1, 16), &t, None).unwrap();
+        container::write(&p, &Header::new(Kind::Triplets, 1, 16), &t, Seal::PLAIN).unwrap();
         let (_, mut s) = open(&p, 1).unwrap();
         // Same length, one share changed in place after the checksum pass.
         let flen = std::fs::metadata(&p).unwrap().len();
@@ -368,13 +364,13 @@ mod tests {
             seed: t.seed,
             count: 1 << 40,
         };
-        container::write(&p, &h, &short, None).unwrap();
+        container::write(&p, &h, &short, Seal::PLAIN).unwrap();
         let e = open(&p, 1).err().unwrap().to_string();
         assert!(
             e.contains("t.p1") && e.contains("do not fit the body"),
             "{e}"
         );
-        container::write(&p, &h, &(t.clone(), 7u8), None).unwrap();
+        container::write(&p, &h, &(t.clone(), 7u8), Seal::PLAIN).unwrap();
         let e = open(&p, 1).err().unwrap().to_string();
         assert!(e.contains("t.p1") && e.contains("trailing bytes"), "{e}");
     }
@@ -386,7 +382,7 @@ mod tests {
         let values: Vec<u64> = (0..300_000u64).map(|i| i ^ (i << 29)).collect();
         let t = sample(values.clone());
         let h = Header::new(Kind::Triplets, 1, 16);
-        container::write(&a, &h, &t, None).unwrap();
+        container::write(&a, &h, &t, Seal::PLAIN).unwrap();
         let lead = TripletsLead {
             job: t.job.clone(),
             widths: t.widths.clone(),
@@ -394,19 +390,33 @@ mod tests {
             seed: t.seed,
             engine: t.engine,
         };
-        write(&b, &h, &lead, values.len(), &t.base_ot, None, |emit| {
-            for chunk in values.chunks(7777) {
-                emit(chunk)?;
-            }
-            Ok(())
-        })
+        write(
+            &b,
+            &h,
+            &lead,
+            values.len(),
+            &t.base_ot,
+            Seal::PLAIN,
+            |emit| {
+                for chunk in values.chunks(7777) {
+                    emit(chunk)?;
+                }
+                Ok(())
+            },
+        )
         .unwrap();
         assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
         // A producer that delivers fewer values than announced leaves no file.
         let c = dir.path().join("c.p1");
-        let e = write(&c, &h, &lead, values.len(), &t.base_ot, None, |emit| {
-            emit(&values[..10])
-        })
+        let e = write(
+            &c,
+            &h,
+            &lead,
+            values.len(),
+            &t.base_ot,
+            Seal::PLAIN,
+            |emit| emit(&values[..10]),
+        )
         .unwrap_err();
         assert!(format!("{e:#}").contains("not the announced"), "{e:#}");
         assert!(!c.exists());

@@ -20,6 +20,7 @@ use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NAME, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
+use crate::formats::signing::Trust;
 use crate::formats::triplet_stream;
 use crate::twopc::channel::Channel;
 use crate::twopc::engines::engine_for;
@@ -42,6 +43,8 @@ pub struct JobFiles {
     pub engine: Option<EngineKind>,
     /// Where consumed randomness is recorded: triplets already used are refused here.
     pub state_dir: PathBuf,
+    /// Whose signatures the model, image and triplet files must carry.
+    pub trust: Trust,
 }
 
 /// A job whose files were all checked: ready to claim its randomness and run.
@@ -53,9 +56,9 @@ pub struct ReadyJob {
     triplet_id: String,
     engine_kind: EngineKind,
     engine: Box<dyn Nonlinear + Send>,
-    /// What both servers must hold: the three ids (`ids_len` bytes), then "<mask>/<engine>".
+    /// What both servers must hold: the three ids (`IDS_LEN` bytes), the digest of the
+    /// dealer's public lead (`LEAD_LEN` bytes), then "<mask>/<engine>".
     tag: Vec<u8>,
-    ids_len: usize,
     mask_field: String,
     rand: PartyRandomness,
     work: Work,
@@ -96,12 +99,24 @@ pub struct Finished {
     tile_info: Vec<(String, String)>,
 }
 
+/// Bytes of the session tag's ids, then of its lead digest.
+pub const IDS_LEN: usize = 48;
+pub const LEAD_LEN: usize = 32;
+
 /// Loads and checks everything a job needs from party `files.party`'s files.
 pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
     if files.party > 1 {
         bail!("party {} (0 or 1)", files.party);
     }
-    match container::read_header(&files.model)?.kind {
+    // Who made each file, from its header, before any body is read: a file its pinned maker
+    // did not sign goes no further. The verified headers are checked again in `assemble`.
+    let mut model_kind = None;
+    for path in [&files.model, &files.image, &files.triplets] {
+        let h = container::read_header(path)?;
+        files.trust.check(path, &h)?;
+        model_kind.get_or_insert(h.kind);
+    }
+    match model_kind.expect("three files") {
         Kind::CnnModelShare => cnn::prepare(files),
         _ => mlp::prepare(files),
     }
@@ -184,7 +199,7 @@ impl Finished {
             h.info.push((NAME.into(), name.into()));
         }
         h.info.extend(self.tile_info.iter().cloned());
-        container::write(path, &h, &self.out, to)
+        container::write(path, &h, &self.out, container::Seal::new(to, None))
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(std::fs::metadata(path)
             .with_context(|| format!("cannot read {}", path.display()))?
@@ -283,6 +298,47 @@ fn check_engine(f: &JobFiles, th: &Header, engine_kind: EngineKind) -> Result<()
     Ok(())
 }
 
+/// The digest of the dealer's public lead for this job, the same in both servers' files of
+/// one dealing: the triplet header (all but its party: ids, widths, batch, engine, circuit,
+/// plan, model mask, tile, signer, and both parties' base-OT digests) and the body's public
+/// lead (job, widths, batch, engine; not the seed). This party's base OTs are checked
+/// against the digest its header gives them first, so two servers whose session tags agree
+/// hold the two halves the dealer made together.
+fn lead_digest(path: &Path, p: u8, t: &OpenedTriplets) -> Result<[u8; LEAD_LEN]> {
+    use crate::corr::base_ots::{base_ot_digest, BASE_OT};
+    use bincode::Options;
+    let h = &t.header;
+    let named = h.info(BASE_OT).with_context(|| {
+        format!(
+            "{}: names no base-OT digests (made by an older gen-triplets): deal the job again",
+            path.display()
+        )
+    })?;
+    let parts: Vec<&str> = named.split(',').collect();
+    if parts.len() != 2 {
+        bail!("{}: malformed base-OT digests {named:?}", path.display());
+    }
+    if base_ot_digest(&t.stream.base_ot) != parts[p as usize] {
+        bail!(
+            "{}: its base OTs are not the ones its header names (the file was altered, or pieced together from two dealings)",
+            path.display()
+        );
+    }
+    let mut public = h.clone();
+    public.party = 0;
+    let l = &t.stream.lead;
+    let opts = container::body_options;
+    let mut d = blake3::Hasher::new_derive_key("ppdenoise deal lead v1");
+    for part in [
+        opts().serialize(&public)?,
+        opts().serialize(&(&l.job, &l.widths, l.batch, l.engine))?,
+    ] {
+        d.update(&(part.len() as u64).to_le_bytes());
+        d.update(&part);
+    }
+    Ok(*d.finalize().as_bytes())
+}
+
 /// Assembles the checked parts common to both model families: the session tag, the
 /// engine's dealer data (base OTs, parsed now) and the streamed randomness.
 fn assemble(
@@ -294,6 +350,13 @@ fn assemble(
     work: Work,
 ) -> Result<ReadyJob> {
     let p = files.party;
+    for (path, h) in [
+        (&files.model, &mh),
+        (&files.image, &ih),
+        (&files.triplets, &t.header),
+    ] {
+        files.trust.check(path, h)?;
+    }
     let engine_kind = t.stream.lead.engine;
     let mut tag = Vec::new();
     for (what, id) in [
@@ -306,7 +369,9 @@ fn assemble(
                 .with_context(|| format!("the {what} file lacks its id"))?,
         );
     }
-    let ids_len = tag.len();
+    debug_assert_eq!(tag.len(), IDS_LEN);
+    let lead = lead_digest(&files.triplets, p, &t)?;
+    tag.extend_from_slice(&lead);
     tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
     let engine = engine_for(engine_kind, p, &t.stream.base_ot)
         .map_err(|e| anyhow::anyhow!("{}: {e}", files.triplets.display()))?;
@@ -321,7 +386,6 @@ fn assemble(
         engine_kind,
         engine,
         tag,
-        ids_len,
         mask_field,
         rand,
         work,

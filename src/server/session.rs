@@ -80,7 +80,11 @@ pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
     )?;
     let (engine_kind, mask_field) = (job.engine_kind, job.mask_field.as_str());
     let (link, claim) = link_up(p, cfg, claim, &job.tag, |peer_tag| {
-        let rest = String::from_utf8_lossy(peer_tag.get(job.ids_len..).unwrap_or_default());
+        let rest = String::from_utf8_lossy(
+            peer_tag
+                .get(super::IDS_LEN + super::LEAD_LEN..)
+                .unwrap_or_default(),
+        );
         let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
         let weights = |m: &str| match m {
             "per-job" => "opens the weights in the job".to_string(),
@@ -102,6 +106,8 @@ pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
                 weights(peer_mask),
                 weights(mask_field)
             )
+        } else if peer_tag.get(..super::IDS_LEN) == job.tag.get(..super::IDS_LEN) {
+            "the peer server's triplet file names the same job, model and dealer run but another public lead (widths, batch, engine, circuit, model mask or base OTs): the two files are not halves of one dealing".into()
         } else {
             "the peer server holds files of a different job, model or dealer run".into()
         }

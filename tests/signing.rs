@@ -1,0 +1,548 @@
+//! Files signed by whoever made them (issue 30, item 2): the dealer, the model owner and the
+//! gateway sign what they write; the servers pin their public keys and refuse, before any
+//! randomness is claimed, a file that is unsigned, forged (a recomputed checksum), signed
+//! with another key or in another role; and the session tag binds a digest of the dealer's
+//! public lead, so two halves of different dealings are refused before anything is consumed.
+//! Each refusal is followed by the proper files running to completion: nothing was consumed.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{bin, free_port, ok, wait_limit};
+use ppdenoise::formats::bodies::Triplets;
+use ppdenoise::formats::container::{self, Header, Seal};
+use ppdenoise::formats::signing::{Role, Signer, SIGNER, SIGNER_ROLE};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A job made by three signing parties: keys in `keys/`, a trust file `keys/trust`.
+struct Job {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Job {
+    fn new(engine: &str) -> Job {
+        let tmp = tempfile::tempdir().unwrap();
+        let job = Job {
+            dir: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        };
+        let keys = job.p("keys");
+        let mut trust = String::new();
+        for n in ["s0", "s1"] {
+            ok(&["keygen", "--name", n, "--out-dir", &keys]);
+        }
+        for role in ["dealer", "owner", "gateway"] {
+            let v = ok(&["keygen", "--signing", "--name", role, "--out-dir", &keys]);
+            trust.push_str(&format!("{role} {}\n", v["public_key"].as_str().unwrap()));
+        }
+        std::fs::write(job.path("keys/trust"), trust).unwrap();
+        job.write_model();
+        ok(&[
+            "share-model",
+            "--model",
+            &job.p("model.npz"),
+            "--out",
+            &job.p("model"),
+            "--sign-key",
+            &job.p("keys/owner.sign-key"),
+        ]);
+        job.share_image("image", "gateway");
+        job.deal("triplets", engine, "dealer");
+        job
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// A small random MLP (49-8-9), so that both engines run in seconds.
+    fn write_model(&self) {
+        use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+        let meta = ModelMeta {
+            sigma: 25.0,
+            mean_shift: true,
+            residual: true,
+            activation: Activation::TanhStar,
+            aggregation_sigma: 4.0,
+        };
+        random_model(&[49, 8, 9], 7, meta)
+            .save(&self.path("model.npz"))
+            .unwrap();
+    }
+
+    /// `share-image` of a 24x24 phantom to `out`, signed with `<signer>.sign-key`.
+    fn share_image(&self, out: &str, signer: &str) {
+        ok(&[
+            "share-image",
+            "--image",
+            "builtin:phantom:24",
+            "--sigma",
+            "25",
+            "--stride",
+            "3",
+            "--out",
+            &self.p(out),
+            "--sign-key",
+            &self.p(&format!("keys/{signer}.sign-key")),
+        ]);
+    }
+
+    /// `gen-triplets` for model and image to `out`, signed with `<signer>.sign-key`.
+    fn deal(&self, out: &str, engine: &str, signer: &str) {
+        ok(&[
+            "gen-triplets",
+            "--model",
+            &self.p("model.pub"),
+            "--image",
+            &self.p("image.pub"),
+            "--batch",
+            "64",
+            "--engine",
+            engine,
+            "--out",
+            &self.p(out),
+            "--sign-key",
+            &self.p(&format!("keys/{signer}.sign-key")),
+        ]);
+    }
+
+    /// Starts `serve --party p` on `files` (model, image, triplets), trusting `trust`
+    /// (`--trust keys/trust` unless other flags are given).
+    fn spawn(&self, p: u8, files: [&str; 3], out: &str, trust: &[&str], port: u16) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        let trust: Vec<String> = if trust.is_empty() {
+            vec!["--trust".into(), self.p("keys/trust")]
+        } else {
+            trust.iter().map(|t| t.to_string()).collect()
+        };
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .args(["--model", &self.p(files[0])])
+            .args(["--image", &self.p(files[1])])
+            .args(["--triplets", &self.p(files[2])])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--timeout", "30"])
+            .args(["--state-dir", &self.p(&format!("state{p}"))])
+            .args(["--out", &self.p(&format!("{out}.p{p}"))])
+            .args(&trust)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+
+    /// `serve --party p` alone: a refusal from the files comes before the link.
+    fn serve_one(&self, p: u8, files: [&str; 3], trust: &[&str]) -> Output {
+        wait_limit(self.spawn(p, files, "out", trust, free_port()), LIMIT)
+    }
+
+    /// Both servers on the standard files but party `p`'s `triplets`.
+    fn serve_both(&self, triplets: [&str; 2], out: &str) -> [Output; 2] {
+        let port = free_port();
+        let files = |p: usize| [["model.p0", "image.p0"], ["model.p1", "image.p1"]][p];
+        let c: Vec<Child> = (0..2u8)
+            .map(|p| {
+                let [m, i] = files(p as usize);
+                self.spawn(p, [m, i, triplets[p as usize]], out, &[], port)
+            })
+            .collect();
+        let mut c = c.into_iter();
+        let (c0, c1) = (c.next().unwrap(), c.next().unwrap());
+        [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
+    }
+
+    /// Both servers on the proper files complete, and the result reconstructs: what came
+    /// before consumed nothing.
+    fn runs(&self, out: &str) -> PathBuf {
+        let [o0, o1] = self.serve_both(["triplets.p0", "triplets.p1"], out);
+        for (p, o) in [(0, &o0), (1, &o1)] {
+            assert!(
+                o.status.success(),
+                "S{p}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let png = self.path(&format!("{out}.png"));
+        ok(&[
+            "reconstruct",
+            "--share0",
+            &self.p(&format!("{out}.p0")),
+            "--share1",
+            &self.p(&format!("{out}.p1")),
+            "--out",
+            &png.display().to_string(),
+        ]);
+        png
+    }
+
+    /// Nothing claimed or consumed in either server's state directory, no output written.
+    fn untouched(&self) {
+        for p in 0..2 {
+            let state = self.path(&format!("state{p}"));
+            let left: Vec<_> = std::fs::read_dir(&state)
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "state{p} not empty: {left:?}");
+            assert!(!self.path(&format!("out.p{p}")).exists());
+        }
+    }
+}
+
+/// A refusal: non-zero exit, an `error:` naming `file` and saying each of `what`.
+fn refused(o: &Output, file: &str, what: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected a refusal: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains(file), "error does not name {file}: {line}");
+    for w in what {
+        assert!(line.contains(w), "error does not say {w:?}: {line}");
+    }
+}
+
+/// The header without its signer entries (what a forger who lacks the key must write).
+fn unsigned(mut h: Header) -> Header {
+    h.info.retain(|(n, _)| n != SIGNER && n != SIGNER_ROLE);
+    h
+}
+
+#[test]
+fn a_signed_job_runs_and_gives_the_unsigned_jobs_image() {
+    for engine in ["gc", "gmw"] {
+        let job = Job::new(engine);
+        let signed = job.runs("out");
+        // The same model and image shared and dealt with no signature, run unsigned.
+        let plain = |args: &[&str]| {
+            let mut a = args.to_vec();
+            let at = a.iter().position(|x| *x == "--sign-key").unwrap();
+            a.drain(at..at + 2);
+            ok(&a)
+        };
+        plain(&[
+            "share-image",
+            "--image",
+            "builtin:phantom:24",
+            "--sigma",
+            "25",
+            "--stride",
+            "3",
+            "--out",
+            &job.p("uimage"),
+            "--sign-key",
+            "x",
+        ]);
+        plain(&[
+            "gen-triplets",
+            "--model",
+            &job.p("model.pub"),
+            "--image",
+            &job.p("uimage.pub"),
+            "--batch",
+            "64",
+            "--engine",
+            engine,
+            "--out",
+            &job.p("utriplets"),
+            "--sign-key",
+            "x",
+        ]);
+        // The model shares are signed; --insecure-unsigned takes them as they are.
+        let port = free_port();
+        let c: Vec<Child> = (0..2u8)
+            .map(|p| {
+                job.spawn(
+                    p,
+                    [
+                        &format!("model.p{p}"),
+                        &format!("uimage.p{p}"),
+                        &format!("utriplets.p{p}"),
+                    ],
+                    "uout",
+                    &["--insecure-unsigned"],
+                    port,
+                )
+            })
+            .collect();
+        for (p, c) in c.into_iter().enumerate() {
+            let o = wait_limit(c, LIMIT);
+            assert!(
+                o.status.success(),
+                "S{p}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let u = job.path("uout.png");
+        ok(&[
+            "reconstruct",
+            "--share0",
+            &job.p("uout.p0"),
+            "--share1",
+            &job.p("uout.p1"),
+            "--out",
+            &u.display().to_string(),
+        ]);
+        assert_eq!(std::fs::read(&signed).unwrap(), std::fs::read(&u).unwrap());
+    }
+}
+
+#[test]
+fn unsigned_forged_and_wrongly_signed_files_are_refused_before_any_claim() {
+    let job = Job::new("gmw");
+    let (h, body): (Header, Triplets) = container::read(&job.path("triplets.p0")).unwrap();
+
+    // 1. A forged .p0: another seed, the checksum recomputed, the dealer's signature kept.
+    let mut bytes = std::fs::read(job.path("triplets.p0")).unwrap();
+    let at = bytes
+        .windows(32)
+        .position(|w| w == body.seed)
+        .expect("the seed in the file");
+    bytes[at..at + 32].copy_from_slice(&[7u8; 32]);
+    let end = bytes.len() - 64 - 32;
+    let sum = *blake3::hash(&bytes[..end]).as_bytes();
+    bytes[end..end + 32].copy_from_slice(&sum);
+    std::fs::write(job.path("forged.p0"), &bytes).unwrap();
+    let o = job.serve_one(0, ["model.p0", "image.p0", "forged.p0"], &[]);
+    refused(&o, "forged.p0", &["signature does not verify"]);
+
+    // 2. The same forgery with the signer's entries taken out: unsigned.
+    let mut forged = body.clone();
+    forged.seed = [7u8; 32];
+    container::write(
+        &job.path("stripped.p0"),
+        &unsigned(h.clone()),
+        &forged,
+        Seal::PLAIN,
+    )
+    .unwrap();
+    let o = job.serve_one(0, ["model.p0", "image.p0", "stripped.p0"], &[]);
+    refused(&o, "stripped.p0", &["not signed", "dealer"]);
+
+    // 3. Signed as the dealer, but with a key of the forger's own.
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "mallory",
+        "--out-dir",
+        &job.p("keys"),
+    ]);
+    let mallory = Signer::load(&job.path("keys/mallory.sign-key"), Role::Dealer).unwrap();
+    container::write(
+        &job.path("mallory.p0"),
+        &h,
+        &forged,
+        Seal::new(None, Some(&mallory)),
+    )
+    .unwrap();
+    let o = job.serve_one(0, ["model.p0", "image.p0", "mallory.p0"], &[]);
+    refused(&o, "mallory.p0", &["not by the pinned dealer key"]);
+
+    // 4. Files signed by the wrong party: an image share signed with the dealer's key,
+    // triplets dealt with the gateway's.
+    job.share_image("dimage", "dealer");
+    let o = job.serve_one(0, ["model.p0", "dimage.p0", "triplets.p0"], &[]);
+    refused(&o, "dimage.p0", &["not by the pinned gateway key"]);
+    job.deal("gtriplets", "gmw", "gateway");
+    let o = job.serve_one(1, ["model.p1", "image.p1", "gtriplets.p1"], &[]);
+    refused(&o, "gtriplets.p1", &["not by the pinned dealer key"]);
+
+    // 5. A dealer file that names another role than its kind's maker, validly signed.
+    let owner = Signer::load(&job.path("keys/owner.sign-key"), Role::Owner).unwrap();
+    container::write(
+        &job.path("ownert.p0"),
+        &h,
+        &body,
+        Seal::new(None, Some(&owner)),
+    )
+    .unwrap();
+    let o = job.serve_one(0, ["model.p0", "image.p0", "ownert.p0"], &[]);
+    refused(
+        &o,
+        "ownert.p0",
+        &["signed by a owner", "made by the dealer"],
+    );
+
+    // 6. A pinned key for another role missing: the file's maker is named.
+    let dealer_pub = job.p("keys/dealer.sign-pub");
+    let owner_pub = job.p("keys/owner.sign-pub");
+    let o = job.serve_one(
+        0,
+        ["model.p0", "image.p0", "triplets.p0"],
+        &["--dealer-key", &dealer_pub, "--owner-key", &owner_pub],
+    );
+    refused(&o, "image.p0", &["--gateway-key"]);
+
+    job.untouched();
+    job.runs("out");
+}
+
+#[test]
+fn halves_of_two_dealings_are_refused_by_the_session_tag() {
+    for engine in ["gc", "gmw"] {
+        let job = Job::new(engine);
+        // S1's half names other base OTs for S0 than S0's half holds, and is signed by the
+        // dealer itself (a dealer bug, or halves pieced together from two dealings): each
+        // file is consistent on its own, and the ids agree.
+        let (mut h, body): (Header, Triplets) = container::read(&job.path("triplets.p1")).unwrap();
+        for (n, v) in h.info.iter_mut() {
+            if n == "base_ot" {
+                let (_, mine) = v.split_once(',').unwrap();
+                *v = format!("{},{mine}", "0".repeat(64));
+            }
+        }
+        let dealer = Signer::load(&job.path("keys/dealer.sign-key"), Role::Dealer).unwrap();
+        container::write(
+            &job.path("other.p1"),
+            &h,
+            &body,
+            Seal::new(None, Some(&dealer)),
+        )
+        .unwrap();
+        let [o0, o1] = job.serve_both(["triplets.p0", "other.p1"], "out");
+        for o in [&o0, &o1] {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{engine}: expected a refusal: {err}");
+            assert!(err.contains("not halves of one dealing"), "{engine}: {err}");
+        }
+        job.untouched();
+
+        // Base OTs swapped in under a header that names the old ones: refused by S1 alone.
+        // (The GMW engine takes every correlation from the dealer: no base OTs.)
+        assert_eq!(body.base_ot.is_empty(), engine == "gmw");
+        if body.base_ot.is_empty() {
+            job.runs("out");
+            continue;
+        }
+        let mut swapped = body.clone();
+        swapped.base_ot.reverse();
+        container::write(
+            &job.path("swapped.p1"),
+            &unsigned(h.clone()),
+            &swapped,
+            Seal::new(None, Some(&dealer)),
+        )
+        .unwrap();
+        let o = job.serve_one(1, ["model.p1", "image.p1", "swapped.p1"], &[]);
+        refused(
+            &o,
+            "swapped.p1",
+            &["base OTs are not the ones its header names"],
+        );
+        job.untouched();
+        job.runs("out");
+    }
+}
+
+#[test]
+fn unsigned_operation_is_explicit_and_never_with_sealed_files() {
+    let job = Job::new("gmw");
+    // No trust at all: refused, saying what to give.
+    let c = Command::new(bin())
+        .args(["serve", "--party", "0", "--model", &job.p("model.p0")])
+        .args(["--image", &job.p("image.p0")])
+        .args(["--triplets", &job.p("triplets.p0")])
+        .args([
+            "--key",
+            &job.p("keys/s0.key"),
+            "--cert",
+            &job.p("keys/s0.crt"),
+        ])
+        .args(["--peer-cert", &job.p("keys/s1.crt")])
+        .args(["--state-dir", &job.p("state0"), "--out", &job.p("out.p0")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(!c.status.success());
+    assert!(
+        err.contains("--insecure-unsigned") && err.contains("--trust"),
+        "{err}"
+    );
+
+    // --insecure-unsigned with any key flag: refused by the parser.
+    let o = job.serve_one(
+        0,
+        ["model.p0", "image.p0", "triplets.p0"],
+        &["--insecure-unsigned", "--trust", &job.p("keys/trust")],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+
+    // Sealed files need a signer at the making, and are refused unsigned at the serving.
+    let (r0, r1) = (
+        job.p("keys/s0.age-recipient"),
+        job.p("keys/s1.age-recipient"),
+    );
+    let sealed = Command::new(bin())
+        .args([
+            "share-image",
+            "--image",
+            "builtin:phantom:24",
+            "--sigma",
+            "25",
+        ])
+        .args(["--stride", "3", "--out", &job.p("simage")])
+        .args(["--to-s0", &r0, "--to-s1", &r1])
+        .output()
+        .unwrap();
+    assert!(!sealed.status.success());
+    assert!(String::from_utf8_lossy(&sealed.stderr).contains("--sign-key"));
+    assert!(!job.path("simage.p0").exists());
+    ok(&[
+        "share-image",
+        "--image",
+        "builtin:phantom:24",
+        "--sigma",
+        "25",
+        "--stride",
+        "3",
+        "--out",
+        &job.p("simage"),
+        "--to-s0",
+        &r0,
+        "--to-s1",
+        &r1,
+        "--sign-key",
+        &job.p("keys/gateway.sign-key"),
+    ]);
+    let o = job.serve_one(
+        0,
+        ["model.p0", "simage.p0", "triplets.p0"],
+        &["--insecure-unsigned"],
+    );
+    refused(
+        &o,
+        "simage.p0",
+        &["--insecure-unsigned is for plain test files"],
+    );
+
+    // A private key given where a public one is pinned, a malformed trust file: each named.
+    let o = job.serve_one(
+        0,
+        ["model.p0", "image.p0", "triplets.p0"],
+        &["--dealer-key", &job.p("keys/dealer.sign-key")],
+    );
+    refused(&o, "dealer.sign-key", &["private signing key"]);
+    std::fs::write(job.path("bad-trust"), "dealer ed25519:00\n").unwrap();
+    let o = job.serve_one(
+        0,
+        ["model.p0", "image.p0", "triplets.p0"],
+        &["--trust", &job.p("bad-trust")],
+    );
+    refused(&o, "bad-trust", &["line 1"]);
+    job.untouched();
+}
