@@ -69,20 +69,28 @@ mkdir -p "$W"/{keys,logs,rdv}
 K=$W/keys
 for n in s0 s1 rx; do "$BIN" keygen --name "$n" --out-dir "$K" >/dev/null; done
 TO=(--to-s0 "$K/s0.age-recipient" --to-s1 "$K/s1.age-recipient")
+# The makers' signing keys; the servers accept only files they signed (the trust file).
+for r in dealer owner gateway; do
+    "$BIN" --json keygen --signing --name "$r" --out-dir "$K" \
+        | python3 -c "import json,sys; print('$r', json.load(sys.stdin)['public_key'])" >>"$K/trust"
+done
+OWNER=("${TO[@]}" --sign-key "$K/owner.sign-key")
+GATEWAY=("${TO[@]}" --sign-key "$K/gateway.sign-key")
+DEALER=("${TO[@]}" --sign-key "$K/dealer.sign-key")
 say "sharing the model and the noisy $IMAGE (sigma $SIGMA)"
-"$BIN" share-model --model fixtures/default-model.npz --out "$W/model" "${TO[@]}" >/dev/null
+"$BIN" share-model --model fixtures/default-model.npz --out "$W/model" "${OWNER[@]}" >/dev/null
 "$BIN" add-noise --image "$IMAGE" --sigma $SIGMA --seed 1 --out "$W/noisy.png" >/dev/null
-"$BIN" share-image --image "$W/noisy.png" --sigma $SIGMA --out "$W/image" "${TO[@]}" >/dev/null
+"$BIN" share-image --image "$W/noisy.png" --sigma $SIGMA --out "$W/image" "${GATEWAY[@]}" >/dev/null
 
 # Once per model: the dealer's weight mask, opened by both servers (two local processes).
 say "model set-up: gen-model-mask, open-weights"
-"$BIN" gen-model-mask --model "$W/model.pub" --out "$W/mask" "${TO[@]}" >/dev/null
+"$BIN" gen-model-mask --model "$W/model.pub" --out "$W/mask" "${DEALER[@]}" >/dev/null
 link() { echo --key "$K/s$1.key" --cert "$K/s$1.crt" --peer-cert "$K/s$((1 - $1)).crt"; }
 pids=()
 for p in 0 1; do
     # shellcheck disable=SC2046 # link's words are paths without spaces (ours)
     "$BIN" open-weights --party $p --model "$W/model.p$p" --mask "$W/mask.p$p" \
-        --identity "$K/s$p.age-identity" $(link $p) --addr "127.0.0.1:$((PORT_BASE - 1))" \
+        --identity "$K/s$p.age-identity" $(link $p) --trust "$K/trust" --addr "127.0.0.1:$((PORT_BASE - 1))" \
         --state-dir "$W/state-s$p" --out "$W/weights.p$p" >"$W/logs/open-weights-s$p.log" 2>&1 &
     pids+=($!)
 done
@@ -105,7 +113,7 @@ submit() {
     for p in 0 1; do
         ids+=("$(env PPD_PARTY=$p PPD_BIN="$BIN" PPD_MODEL="$MODEL_TPL" PPD_IMAGE="$image" \
             PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$WEIGHTS_TPL" PPD_STUDY="${STUDY_TPL:-}" \
-            PPD_KEY="$K/s$p.key" PPD_CERT="$K/s$p.crt" PPD_PEER_CERT="$K/s$((1 - p)).crt" \
+            PPD_KEY="$K/s$p.key" PPD_CERT="$K/s$p.crt" PPD_PEER_CERT="$K/s$((1 - p)).crt" PPD_TRUST="$K/trust" \
             PPD_IDENTITY="$K/s$p.age-identity" PPD_OUT_TO="$K/rx.age-recipient" \
             PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$W/rdv/$name" PPD_RUN="$run" \
             PPD_PORT_BASE="$PORT_BASE" PPD_TIMEOUT=300 PPDENOISE_PROGRESS_SECS=0 \
@@ -182,7 +190,7 @@ expect_burned() { # TRIPLETS_P0 IMAGE_P0
     [[ -n $WEIGHTS_TPL ]] && weights=(--weights "${WEIGHTS_TPL//\{p\}/0}")
     # shellcheck disable=SC2046 # link's words are paths without spaces (ours)
     if "$BIN" serve --party 0 --model "${MODEL_TPL//\{p\}/0}" --image "$2" --triplets "$1" \
-        "${weights[@]}" --identity "$K/s0.age-identity" $(link 0) \
+        "${weights[@]}" --identity "$K/s0.age-identity" $(link 0) --trust "$K/trust" \
         --addr "127.0.0.1:$((PORT_BASE - 2))" --timeout 5 --state-dir "$W/state-s0" \
         --out-to "$K/rx.age-recipient" --out "$W/burned.p0" --quiet >"$log" 2>&1; then
         fail "serve accepted the burned triplets $1"
@@ -206,7 +214,7 @@ same() { python3 scripts/png-equal.py "$1" "$2" >&2 || fail "$3"; }
 # --- 1. the one-piece job ------------------------------------------------------------------
 gen_onepiece() {
     "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
-        --out "$W/one/triplets" "${TO[@]}" >/dev/null
+        --out "$W/one/triplets" "${DEALER[@]}" >/dev/null
 }
 mkdir -p "$W/one"
 gen_onepiece
@@ -232,7 +240,7 @@ say "one-piece job through Slurm == the fixed-point oracle"
 if [[ $TILES -gt 0 ]]; then
     mkdir -p "$W/mlp-tiles"
     "$BIN" gen-triplets --model "$W/model.pub" --image "$W/image.pub" --model-mask "$W/mask.dealer" "${BATCH[@]}" \
-        --tiles 2 --out "$W/mlp-tiles/triplets" "${TO[@]}" >/dev/null
+        --tiles 2 --out "$W/mlp-tiles/triplets" "${DEALER[@]}" >/dev/null
     say "MLP as 2 tiles: submitting S0's and S1's 2-task arrays"
     submit_pair mlp-tiles 0-1 mlp-tiles-1 "$W/image.p{p}" \
         "$W/mlp-tiles/triplets.t{i}.p{p}" "$W/mlp-tiles/out.t{i}.p{p}"
@@ -252,9 +260,9 @@ if [[ $TILES -gt 0 ]]; then
     C=$W/cnn
     mkdir -p "$C/one" "$C/tiles"
     say "CNN: sharing fixtures/tiny-cnn.npz and the noisy $TILE_IMAGE for it"
-    "$BIN" share-model --model fixtures/tiny-cnn.npz --out "$C/model" "${TO[@]}" >/dev/null
+    "$BIN" share-model --model fixtures/tiny-cnn.npz --out "$C/model" "${OWNER[@]}" >/dev/null
     "$BIN" add-noise --image "$TILE_IMAGE" --sigma $SIGMA --seed 2 --out "$C/noisy.png" >/dev/null
-    "$BIN" share-image --image "$C/noisy.png" --model "$C/model.pub" --sigma $SIGMA --out "$C/image" "${TO[@]}" >/dev/null
+    "$BIN" share-image --image "$C/noisy.png" --model "$C/model.pub" --sigma $SIGMA --out "$C/image" "${GATEWAY[@]}" >/dev/null
     "$BIN" denoise --arith fixed --model fixtures/tiny-cnn.npz --image "$C/noisy.png" --sigma $SIGMA \
         --out "$C/oracle.png" >/dev/null
     MODEL_TPL="$C/model.p{p}"
@@ -263,7 +271,7 @@ if [[ $TILES -gt 0 ]]; then
         local out=$1
         shift
         "$BIN" gen-triplets --model "$C/model.pub" --image "$C/image.pub" "${CNN_BATCH[@]}" \
-            --out "$out" "$@" "${TO[@]}" >/dev/null
+            --out "$out" "$@" "${DEALER[@]}" >/dev/null
     }
     cnn_triplets "$C/one/triplets"
     say "CNN one-piece job: submitting S0's and S1's 1-task arrays"
@@ -317,9 +325,9 @@ if [[ $STUDY -gt 0 ]]; then
         "$BIN" denoise --arith fixed --image "$W/study-in/slice$i.png" --sigma $SIGMA \
             --out "$W/study-oracle/slice$i.png" >/dev/null
     done
-    "$BIN" share-study --in "$W/study-in" --out "$S" --sigma $SIGMA "${TO[@]}" >/dev/null
+    "$BIN" share-study --in "$W/study-in" --out "$S" --sigma $SIGMA "${GATEWAY[@]}" >/dev/null
     deal_study() { "$BIN" --json gen-triplets --study "$S" --model "$W/model.pub" \
-        --model-mask "$W/mask.dealer" "${BATCH[@]}" "${TO[@]}"; }
+        --model-mask "$W/mask.dealer" "${BATCH[@]}" "${DEALER[@]}"; }
     deal_study >/dev/null
     STUDY_TPL=$S
     submit_pair study "0-$((STUDY - 1))" study-1 "" "" ""
