@@ -5,7 +5,7 @@
 //! process is killed (the lock goes with it).
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -99,8 +99,13 @@ impl Claim {
             }
         }
         // A claim file left by a run that ended before it used the randomness is taken over;
-        // a run that used it recorded it as consumed first.
-        check_unused(state_dir, party, rec, id, file)?;
+        // a run that used it recorded it as consumed first. A consumed id needs no claim
+        // file: it goes (the record refuses the id from now on).
+        if let Err(e) = check_unused(state_dir, party, rec, id, file) {
+            let _ = std::fs::remove_file(&p);
+            return Err(e);
+        }
+        prune(state_dir, party, rec, id);
         Ok(Claim {
             path: p,
             _lock: f,
@@ -114,12 +119,55 @@ impl Claim {
     /// Records the id as consumed while the claim is still held (a run that takes the claim
     /// after this one then finds the record), then lets the claim go.
     pub fn consume(self) -> Result<()> {
-        mark_used(&self.state_dir, self.party, self.rec, &self.id)
+        if let Err(e) = mark_used(&self.state_dir, self.party, self.rec, &self.id) {
+            // Not recorded, so not to be used: the run stops here, before anything derived
+            // from the randomness is sent, and a later run may have it.
+            self.release();
+            return Err(e);
+        }
+        // The record refuses the id from now on: the claim file is no longer needed, and a
+        // state directory serving thousands of jobs keeps one record, not a file per job.
+        let _ = std::fs::remove_file(&self.path);
+        Ok(())
     }
 
     /// The randomness was never used (no peer, or a mismatched one): a later run may have it.
     pub fn release(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the claim files of party `party` that no process holds and whose ids are recorded
+/// as consumed (left by a server killed after it recorded its run): they can never be taken
+/// again, and would otherwise accumulate. `own`, just claimed, is kept. Best effort: a file
+/// that cannot be locked or removed stays. Removing one that another run opened a moment
+/// ago is safe: that run finds its lock on a removed file and stops ("run again"), and the
+/// record refuses the id anyway.
+fn prune(state_dir: &Path, party: u8, rec: Record, own: &str) {
+    let prefix = rec.claim_name(party, "");
+    let Ok(record) = std::fs::read_to_string(state_dir.join(rec.file(party))) else {
+        return;
+    };
+    let consumed: std::collections::HashSet<&str> = record
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let Ok(dir) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if id == own || !consumed.contains(id) {
+            continue;
+        }
+        if let Ok(f) = std::fs::File::open(e.path()) {
+            if f.try_lock().is_ok() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
@@ -166,8 +214,27 @@ pub fn mark_used(state_dir: &Path, party: u8, rec: Record, id: &str) -> Result<(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    writeln!(f, "{id} {now}")?;
-    f.sync_all()?;
+    // A write cut short (a full disk, a killed process) can leave a line without its end:
+    // this one starts on a line of its own, or the id would be glued to the broken one and
+    // never found again. A failed write is undone where it can be. Writers of the record
+    // (runs of this party sharing the state dir) take turns, so that an undo removes only
+    // its own bytes; the lock goes with the file, or with the process.
+    f.lock()
+        .with_context(|| format!("cannot lock {}", p.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let broken = len > 0 && {
+        let mut last = [0u8];
+        let mut r = std::fs::File::open(&p)?;
+        r.seek(std::io::SeekFrom::Start(len - 1))?;
+        r.read_exact(&mut last)?;
+        last[0] != b'\n'
+    };
+    let line = format!("{}{id} {now}\n", if broken { "\n" } else { "" });
+    if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.sync_all()) {
+        let _ = f.set_len(len);
+        return Err(e)
+            .with_context(|| format!("cannot record consumed randomness in {}", p.display()));
+    }
     // The record's directory entry too, the first time the record is made.
     if let Ok(d) = std::fs::File::open(state_dir) {
         let _ = d.sync_all();
@@ -224,6 +291,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_id_recorded_after_a_broken_line_is_still_found() {
+        // A write cut short by a full disk left "cd" without its line end (found by the soak).
+        let t = tempfile::tempdir().unwrap();
+        let (dir, f) = (t.path(), Path::new("t.p0"));
+        mark_used(dir, 0, Record::Triplets, "ab").unwrap();
+        let rec = dir.join(Record::Triplets.file(0));
+        let mut w = OpenOptions::new().append(true).open(&rec).unwrap();
+        w.write_all(b"cd").unwrap();
+        mark_used(dir, 0, Record::Triplets, "ef").unwrap();
+        for id in ["ab", "ef"] {
+            let e = check_unused(dir, 0, Record::Triplets, id, f).unwrap_err();
+            assert!(e.to_string().contains("already consumed"), "{e}");
+        }
+        check_unused(dir, 0, Record::Triplets, "cdef", f).unwrap();
+    }
+
+    #[test]
     fn a_claim_is_held_by_its_process_alone_and_ends_with_it() {
         let d = tempfile::tempdir().unwrap();
         let (dir, f) = (d.path(), Path::new("triplets.p0"));
@@ -236,10 +320,21 @@ mod tests {
         drop(held);
         assert!(dir.join("claim-p0-ab").exists());
         let again = take().unwrap();
-        // Consumed under the claim: no moment without either the lock or the record.
+        // Consumed under the claim: no moment without either the lock or the record; the
+        // claim file then goes, and a refused take leaves none.
         again.consume().unwrap();
+        assert!(!dir.join("claim-p0-ab").exists());
         let e = take().err().expect("consumed").to_string();
         assert!(e.contains("already consumed"), "{e}");
+        assert!(!dir.join("claim-p0-ab").exists());
+        // A claim left by a run killed after it recorded its id (here: made by hand) goes
+        // with the next claim of that party, a held or unconsumed one stays.
+        std::fs::write(dir.join("claim-p0-ab"), b"").unwrap();
+        std::fs::write(dir.join("claim-p0-cd"), b"").unwrap();
+        let next = Claim::take(dir, 0, Record::Triplets, "ef", f).unwrap();
+        assert!(!dir.join("claim-p0-ab").exists());
+        assert!(dir.join("claim-p0-cd").exists() && dir.join("claim-p0-ef").exists());
+        next.release();
         // Released: the file goes.
         let other = Claim::take(dir, 1, Record::Triplets, "ab", f).unwrap();
         other.release();
