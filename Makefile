@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz faults lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 tools: $(TOOLS)
 
@@ -37,7 +37,7 @@ readme-figure: build
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
 # The fault injection scenarios are `make faults` (CI runs both).
 test: tools dicom-testdata
-	$(CARGO) test --release -- --skip fuzz_every_parser --skip fault_injection_scenarios
+	$(CARGO) test --release -- --skip fuzz_every_parser --skip fault_injection_scenarios --skip soak_jobs_with_faults
 	$(CARGO) test --release --test fuzz -- --nocapture
 
 # Fault injection with real processes (tests/faults.rs, docs/security.md): servers killed,
@@ -45,6 +45,13 @@ test: tools dicom-testdata
 # the counts (about a minute on 2 cores).
 faults: tools
 	$(CARGO) test --release --test faults -- --nocapture
+
+# The soak (tests/soak.rs, docs/security.md): SOAK_JOBS consecutive small jobs through one
+# server pair's state dirs, both engines and model families, a fault in every ten, each job
+# exact; prints the servers' memory and open files across the run.
+SOAK_JOBS ?= 200
+soak: tools
+	PPDENOISE_SOAK_JOBS=$(SOAK_JOBS) $(CARGO) test --release --test soak -- --nocapture
 
 # Longer fuzzing: FUZZ_SECS seconds per parser (crashes are saved in target/fuzz/).
 FUZZ_SECS ?= 60
