@@ -53,10 +53,15 @@ SOAK_JOBS ?= 200
 soak: tools
 	PPDENOISE_SOAK_JOBS=$(SOAK_JOBS) $(CARGO) test --release --test soak -- --nocapture
 
-# Longer fuzzing: FUZZ_SECS seconds per parser (crashes are saved in target/fuzz/).
+# Longer fuzzing: FUZZ_SECS seconds per parser from a fresh seed, or FUZZ_INPUTS inputs per
+# parser (the long recorded run, docs/security.md), on every core; crashes are saved in
+# target/fuzz/, and the corpus of inputs that met a new refusal in target/fuzz/corpus/.
 FUZZ_SECS ?= 60
+FUZZ_INPUTS ?=
 fuzz: tools dicom-testdata
-	PPDENOISE_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --test fuzz -- --nocapture
+	PPDENOISE_FUZZ_CORPUS=$(CURDIR)/target/fuzz/corpus \
+	$(if $(FUZZ_INPUTS),PPDENOISE_FUZZ_INPUTS=$(FUZZ_INPUTS),PPDENOISE_FUZZ_SECS=$(FUZZ_SECS)) \
+	$(CARGO) test --release --test fuzz -- --nocapture
 
 lint: tools
 	$(CARGO) fmt --all -- --check

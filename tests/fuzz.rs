@@ -8,8 +8,10 @@
 //! Valid files come from two real `demo` runs on tiny random models (an MLP with the
 //! boolean engine, a CNN with the garbled-circuit engine). Each input is the valid file with
 //! 1-8 random mutations (bit flips, interesting bytes and 32/64-bit values at length fields,
-//! cuts, insertions, copied chunks), and for containers the trailing BLAKE3 re-sealed most of
-//! the time (the checksum is unkeyed, so an attacker does that too). Each input goes through
+//! cuts, insertions, copied chunks), and for containers the BLAKE3 re-sealed most of the time
+//! (the checksum is unkeyed, so an attacker does that too) and a signed file signed again by
+//! its maker's key (which an attacker lacks: this carries mutations past the signature to
+//! the parsers behind it). Each input goes through
 //! the same calls a server, the dealer or the receiver makes; it must give `Ok` or an error,
 //! never a panic, and never ask for more than [`ALLOC_LIMIT`] bytes at once (the test
 //! binary's allocator refuses larger requests, which aborts the process; the input being
@@ -24,8 +26,13 @@
 //! (`PPDENOISE_FUZZ_INPUTS`) from a fixed seed, the same inputs on every machine; `make fuzz`
 //! runs `PPDENOISE_FUZZ_SECS` seconds per target from a fresh seed (printed;
 //! `PPDENOISE_FUZZ_SEED` reruns one; `PPDENOISE_FUZZ_ONLY` keeps the targets whose names
-//! contain it). Every crash is saved in `target/fuzz/`
-//! and fails the test; the inputs in `fixtures/fuzz/` (crashes found earlier) run first.
+//! contain it, `PPDENOISE_FUZZ_SKIP` leaves out those whose names contain one of its
+//! comma-separated parts) and keeps a corpus (`PPDENOISE_FUZZ_CORPUS`): inputs that met a new kind of
+//! refusal, mutated again in later runs. Targets run `PPDENOISE_FUZZ_THREADS` at once (the
+//! machine's cores by default), each from its own random stream. Every crash is saved in
+//! `target/fuzz/` and fails the test; the inputs in `fixtures/fuzz/` (crashes found earlier)
+//! run first. An allocation past the limit aborts the process: the input is then in one of
+//! the `.input` files last written, one per target running (rerun with `PPDENOISE_FUZZ_ONLY`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -255,9 +262,49 @@ enum Shape {
     Json,
 }
 
-/// What a party does with an input (`f`), given the valid file it was made from; `true`
-/// when every step accepted it.
-type Parse = Box<dyn Fn(&Path, &Path) -> bool>;
+/// What a party does with an input (`f`), given the valid file it was made from: `Ok` when
+/// every step accepted it, else the refusal (its wording, numbers and paths blanked, tells
+/// one refusal from another: see [`Corpus`]).
+type Parse = Box<dyn Fn(&Path, &Path) -> Result<(), String> + Send + Sync>;
+
+/// A reader's result as a target's outcome: the error's whole chain.
+trait Outcome {
+    fn outcome(self) -> Result<(), String>;
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    fn outcome(self) -> Result<(), String> {
+        self.kept().map(drop)
+    }
+}
+
+/// A reader's result, its value kept.
+trait Kept<T> {
+    fn kept(self) -> Result<T, String>;
+}
+
+impl<T, E: std::fmt::Display> Kept<T> for Result<T, E> {
+    fn kept(self) -> Result<T, String> {
+        self.map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Accepted when one of the readers, all of which run, accepts.
+fn any<const N: usize>(r: [Result<(), String>; N]) -> Result<(), String> {
+    if r.iter().any(Result::is_ok) {
+        return Ok(());
+    }
+    Err(r
+        .into_iter()
+        .filter_map(Result::err)
+        .collect::<Vec<_>>()
+        .join(" | "))
+}
+
+/// Accepted when every reader, all of which run, accepts.
+fn all<const N: usize>(r: [Result<(), String>; N]) -> Result<(), String> {
+    r.into_iter().collect::<Result<Vec<()>, _>>().map(drop)
+}
 
 /// One parser under test: the valid files it starts from and what a party does with them.
 struct Target {
@@ -278,8 +325,8 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             seeds: both(mlp, "model"),
             shape: Shape::Container,
             parse: Box::new(|f, _| {
-                load::<ModelShare>(f, Kind::ModelShare, None)
-                    .is_ok_and(|(_, ms)| ms.share_plan().is_ok())
+                let (_, ms) = load::<ModelShare>(f, Kind::ModelShare, None).kept()?;
+                ms.share_plan().outcome()
             }),
         },
         Target {
@@ -287,8 +334,8 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             seeds: both(cnn, "model"),
             shape: Shape::Container,
             parse: Box::new(|f, _| {
-                load::<CnnModelShare>(f, Kind::CnnModelShare, None)
-                    .is_ok_and(|(_, ms)| ms.share_plan().is_ok())
+                let (_, ms) = load::<CnnModelShare>(f, Kind::CnnModelShare, None).kept()?;
+                ms.share_plan().outcome()
             }),
         },
         Target {
@@ -296,19 +343,18 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             seeds: [both(mlp, "image"), both(cnn, "image")].concat(),
             shape: Shape::Container,
             parse: Box::new(|f, _| {
-                let Ok((_, is)) = load::<ImageShare>(f, Kind::ImageShare, None) else {
-                    return false;
-                };
+                let (_, is) = load::<ImageShare>(f, Kind::ImageShare, None).kept()?;
                 // Up to MAX_PIXELS (2^28) a job is valid by design, and S1's seed then
                 // expands to that many values (what `serve` does): expanded here only when
                 // small, so that the time goes to parsing.
                 let n = is.job.height.saturating_mul(is.job.width);
-                is.job.validate().is_ok()
-                    && (n > 1 << 16
-                        || is
-                            .data
-                            .materialise(ppdenoise::ring::share::Stream::ImageShare, n)
-                            .is_ok())
+                is.job.validate().outcome()?;
+                if n > 1 << 16 {
+                    return Ok(());
+                }
+                is.data
+                    .materialise(ppdenoise::ring::share::Stream::ImageShare, n)
+                    .outcome()
             }),
         },
         Target {
@@ -317,20 +363,17 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             shape: Shape::Container,
             parse: Box::new(|f, _| {
                 // Read as whichever party's file it claims to be, to its end.
-                (0..2).any(|party| {
-                    let Ok((_, mut ts)) = triplet_stream::open(f, party) else {
-                        return false;
-                    };
+                let read = |party| {
+                    let (_, mut ts) = triplet_stream::open(f, party).kept()?;
                     loop {
                         let left = ts.corrections.len() - ts.corrections.position();
                         if left == 0 {
-                            return ts.corrections.finish().is_ok();
+                            return ts.corrections.finish().outcome();
                         }
-                        if ts.corrections.take(left.min(4096) as usize).is_err() {
-                            return false;
-                        }
+                        ts.corrections.take(left.min(4096) as usize).outcome()?;
                     }
-                })
+                };
+                any([read(0), read(1)])
             }),
         },
         Target {
@@ -343,9 +386,11 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             .concat(),
             shape: Shape::Container,
             parse: Box::new(|f, _| {
-                load::<ModelMask>(f, Kind::ModelMask, None).is_ok()
-                    | load::<DealerMask>(f, Kind::DealerMask, None).is_ok()
-                    | load::<OpenedWeights>(f, Kind::OpenedWeights, None).is_ok()
+                any([
+                    load::<ModelMask>(f, Kind::ModelMask, None).outcome(),
+                    load::<DealerMask>(f, Kind::DealerMask, None).outcome(),
+                    load::<OpenedWeights>(f, Kind::OpenedWeights, None).outcome(),
+                ])
             }),
         },
     ];
@@ -362,9 +407,9 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             shape: Shape::Container,
             parse: Box::new(move |f, seed| {
                 if seed == o0 {
-                    ppdenoise::cli::receiver::combine(f, &o1).is_ok()
+                    ppdenoise::cli::receiver::combine(f, &o1).outcome()
                 } else {
-                    ppdenoise::cli::receiver::combine(&o0, f).is_ok()
+                    ppdenoise::cli::receiver::combine(&o0, f).outcome()
                 }
             }),
         });
@@ -395,7 +440,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                         }
                     })
                     .collect();
-                ppdenoise::cli::receiver::combine_tiles(&list).is_ok()
+                ppdenoise::cli::receiver::combine_tiles(&list).outcome()
             }),
         });
     }
@@ -431,7 +476,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     dirs: Default::default(),
                     seal: Default::default(),
                 };
-                ppdenoise::cli::dealer::gen_triplets(args).is_ok()
+                ppdenoise::cli::dealer::gen_triplets(args).outcome()
             }),
         });
     }
@@ -473,6 +518,15 @@ fn job_target(
     tile: bool,
 ) {
     let (d, state) = (d.to_path_buf(), scratch.join("state"));
+    // As a deployment runs: the makers' keys pinned. A tile's triplets (made here by
+    // gen-triplets without --sign-key) are unsigned.
+    let trust = if tile {
+        ppdenoise::formats::signing::Trust::InsecureUnsigned
+    } else {
+        ppdenoise::formats::signing::Trust::Pinned(
+            ppdenoise::formats::signing::Trust::parse_file(&d.join("keys/trust")).unwrap(),
+        )
+    };
     t.push(Target {
         name: match (mlp, tile) {
             (true, false) => "server job files (MLP)",
@@ -506,9 +560,9 @@ fn job_target(
                 weights: (!tile && weights.exists()).then_some(weights),
                 engine: None,
                 state_dir: state.clone(),
-                trust: ppdenoise::formats::signing::Trust::InsecureUnsigned,
+                trust: trust.clone(),
             };
-            ppdenoise::server::prepare(files).is_ok()
+            ppdenoise::server::prepare(files).outcome()
         }),
     });
 }
@@ -559,7 +613,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         shape: Shape::Json,
         parse: Box::new(move |f, _| {
             std::fs::copy(f, &record).unwrap();
-            ppdenoise::cli::run_args(&resume).is_ok()
+            ppdenoise::cli::run_args(&resume).outcome()
         }),
     });
     // Sealed files (age, to this process's identity): the age header and stream, then the
@@ -588,7 +642,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         name: "sealed files (age)",
         seeds,
         shape: Shape::Raw,
-        parse: Box::new(|f, _| ppdenoise::formats::container::verify(f).is_ok()),
+        parse: Box::new(|f, _| ppdenoise::formats::container::verify(f).outcome()),
     });
     // Issue 31, item 8: the small files every party reads besides its data. Age identities
     // and recipients (keygen's), each mutated copy read as both.
@@ -602,9 +656,9 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             // Private, as keygen writes it (else every input prints the mode's warning).
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
-            let as_id = ppdenoise::formats::sealed::load_identity(f).is_ok();
+            let as_id = ppdenoise::formats::sealed::load_identity(f).outcome();
             let as_recipient =
-                ppdenoise::formats::sealed::Recipient::parse(f.to_str().unwrap()).is_ok();
+                ppdenoise::formats::sealed::Recipient::parse(f.to_str().unwrap()).outcome();
             // A valid file is one of the two (and must be read as such).
             if seed.extension().is_some_and(|e| e == "age-identity") {
                 as_id
@@ -629,9 +683,34 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             use ppdenoise::net::identity::{load_peer_cert, Identity};
             let (key, cert) = (seed.with_extension("key"), seed.with_extension("crt"));
             if seed.extension().is_some_and(|e| e == "key") {
-                Identity::load(f, &cert).is_ok()
+                Identity::load(f, &cert).outcome()
             } else {
-                load_peer_cert(f).is_ok() & Identity::load(&key, f).is_ok()
+                all([
+                    load_peer_cert(f).outcome(),
+                    Identity::load(&key, f).outcome(),
+                ])
+            }
+        }),
+    });
+    // Issue 30: the makers' signing keys (private and public) and the trust file a server
+    // pins them with.
+    let keys = mlp.join("keys");
+    t.push(Target {
+        name: "signing keys and trust files",
+        seeds: vec![
+            keys.join("trust"),
+            keys.join("dealer.sign-key"),
+            keys.join("dealer.sign-pub"),
+        ],
+        shape: Shape::Raw,
+        parse: Box::new(|f, seed| {
+            use ppdenoise::formats::signing::{PublicKey, Role, Signer, Trust};
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+            match seed.extension().and_then(|e| e.to_str()) {
+                Some("sign-key") => Signer::load(f, Role::Dealer).outcome(),
+                Some("sign-pub") => PublicKey::parse(f.to_str().unwrap()).outcome(),
+                _ => Trust::parse_file(f).outcome(),
             }
         }),
     });
@@ -659,22 +738,27 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::copy(f, dir.join("consumed-triplets-p0")).unwrap();
             // An id the valid record does not hold, and one it does.
-            check_unused(
+            let fresh = check_unused(
                 &dir,
                 0,
                 Record::Triplets,
                 "0123456789abcdef0123456789abcdef",
                 f,
-            )
-            .is_ok()
-                & check_unused(
-                    &dir,
-                    0,
-                    Record::Triplets,
-                    "00112233445566778899aabbccddeeff",
-                    f,
-                )
-                .is_err()
+            );
+            let recorded = check_unused(
+                &dir,
+                0,
+                Record::Triplets,
+                "00112233445566778899aabbccddeeff",
+                f,
+            );
+            all([
+                fresh.outcome(),
+                match recorded {
+                    Ok(()) => Err("a recorded id was not found".into()),
+                    Err(_) => Ok(()),
+                },
+            ])
         }),
     });
     // The model owner's inputs: model files (zip of .npy arrays).
@@ -688,7 +772,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             onnx.join("tiny-mlp-relu.safetensors"),
         ],
         shape: Shape::Safetensors,
-        parse: Box::new(|f, _| ppdenoise::plain::model::Model::load(f).is_ok()),
+        parse: Box::new(|f, _| ppdenoise::plain::model::Model::load(f).outcome()),
     });
     // Models exported from PyTorch: ONNX graphs of each family, and CNN state dicts (the
     // fixtures of tests/onnx.rs). The input's name does not end in .onnx, so the reader is
@@ -708,7 +792,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         shape: Shape::Onnx,
         parse: Box::new(|f, _| {
             let bytes = std::fs::read(f).unwrap();
-            ppdenoise::plain::onnx::parse(f, &bytes).is_ok()
+            ppdenoise::plain::onnx::parse(f, &bytes).outcome()
         }),
     });
     t.push(Target {
@@ -718,7 +802,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             onnx.join("tiny-ffdnet.safetensors"),
         ],
         shape: Shape::Safetensors,
-        parse: Box::new(|f, _| ppdenoise::plain::cnn::Cnn::load(f).is_ok()),
+        parse: Box::new(|f, _| ppdenoise::plain::cnn::Cnn::load(f).outcome()),
     });
     // The gateway's inputs: images in every format it reads, made here.
     let images = scratch.join("images");
@@ -758,9 +842,10 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             // An image of up to 2^28 pixels is valid by design (2 GB as f64), more than this
             // binary's allocator allows: only images that say they are small are decoded, so
             // that the time goes to the parsers.
-            parse: Box::new(|f, _| {
-                declared_pixels(f).is_some_and(|n| n <= 1 << 16)
-                    && ppdenoise::plain::image::load(f).is_ok()
+            parse: Box::new(|f, _| match declared_pixels(f) {
+                Some(n) if n <= 1 << 16 => ppdenoise::plain::image::load(f).outcome(),
+                Some(_) => Err("a large image (not decoded)".into()),
+                None => Err("no size in the header".into()),
             }),
         });
     }
@@ -772,8 +857,10 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         ],
         shape: Shape::Npz,
         parse: Box::new(|f, _| {
-            ppdenoise::plain::model::Model::load(f).is_ok()
-                | ppdenoise::plain::cnn::Cnn::load(f).is_ok()
+            any([
+                ppdenoise::plain::model::Model::load(f).outcome(),
+                ppdenoise::plain::cnn::Cnn::load(f).outcome(),
+            ])
         }),
     });
     t
@@ -1262,12 +1349,47 @@ fn mutate_bytes(rng: &mut ChaCha12Rng, valid: &[u8], container: bool) -> Vec<u8>
             }
         }
     }
-    if container && b.len() >= 32 && rng.gen_bool(0.85) {
-        let n = b.len() - 32;
-        let sum = blake3::hash(&b[..n]);
-        b[n..].copy_from_slice(sum.as_bytes());
+    if container && rng.gen_bool(0.85) {
+        reseal(&mut b);
     }
     b
+}
+
+/// The makers' signing keys of the seed runs, to sign mutated files again.
+static SIGNERS: std::sync::OnceLock<Vec<ppdenoise::formats::signing::Signer>> =
+    std::sync::OnceLock::new();
+
+/// Re-seals a (mutated) container as its maker could: the BLAKE3 where its header and body
+/// lengths put it (else over the last 32 bytes), and, for a file whose 64 last bytes follow
+/// that hash and whose header names one of the seed runs' signers, a fresh signature by
+/// that key. An attacker has no signing key: this only carries mutations past the
+/// signature to the parsers behind it (the 15% left as they are exercise the check).
+fn reseal(b: &mut [u8]) {
+    use ppdenoise::formats::signing::SIGNATURE_BYTES;
+    let at = (b.len() >= 14)
+        .then(|| u32::from_le_bytes(b[10..14].try_into().unwrap()) as usize)
+        .and_then(|h| {
+            let bl = b.get(14 + h..22 + h)?;
+            (22 + h).checked_add(u64::from_le_bytes(bl.try_into().unwrap()) as usize)
+        })
+        .filter(|&at| at + 32 <= b.len());
+    let Some(at) = at.or(b.len().checked_sub(32)) else {
+        return;
+    };
+    let sum = *blake3::hash(&b[..at]).as_bytes();
+    b[at..at + 32].copy_from_slice(&sum);
+    if b.len() != at + 32 + SIGNATURE_BYTES {
+        return;
+    }
+    let head = &b[..at];
+    let signer = SIGNERS.get().into_iter().flatten().find(|s| {
+        let key = s.public().to_string();
+        head.windows(key.len()).any(|w| w == key.as_bytes())
+    });
+    if let Some(s) = signer {
+        let sig = s.sign(&sum);
+        b[at + 32..].copy_from_slice(&sig);
+    }
 }
 
 /// How long each target runs: a fixed number of inputs from a fixed seed unless
@@ -1321,8 +1443,14 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-/// Runs `parse` on `input` (written to `path`), catching a panic; `Ok(accepted)`.
-fn try_one(t: &Target, input: &[u8], path: &Path, seed: &Path) -> Result<bool, String> {
+/// Runs `parse` on `input` (written to `path`): `Err` is a panic (a crash), `Ok` the
+/// reader's outcome.
+fn try_one(
+    t: &Target,
+    input: &[u8],
+    path: &Path,
+    seed: &Path,
+) -> Result<Result<(), String>, String> {
     std::fs::write(path, input).unwrap();
     catch_unwind(AssertUnwindSafe(|| (t.parse)(path, seed))).map_err(|p| {
         p.downcast_ref::<String>()
@@ -1330,6 +1458,207 @@ fn try_one(t: &Target, input: &[u8], path: &Path, seed: &Path) -> Result<bool, S
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "panic".into())
     })
+}
+
+/// A refusal's wording with its particulars blanked (paths, and every word holding a
+/// digit: numbers, ids, hex), so that one refusal met with other values counts once.
+fn refusal_kind(m: &str) -> String {
+    let blank = |tok: &str| {
+        if tok.contains('/') {
+            return "<path>".to_string();
+        }
+        let (mut out, mut word) = (String::new(), String::new());
+        let flush = |word: &mut String, out: &mut String| {
+            if word.chars().any(|c| c.is_ascii_digit()) {
+                out.push('#');
+            } else {
+                out.push_str(word);
+            }
+            word.clear();
+        };
+        for c in tok.chars() {
+            if c.is_alphanumeric() {
+                word.push(c);
+            } else {
+                flush(&mut word, &mut out);
+                out.push(c);
+            }
+        }
+        flush(&mut word, &mut out);
+        out
+    };
+    m.split(' ').map(blank).collect::<Vec<_>>().join(" ")
+}
+
+/// Inputs that met a refusal no earlier input met, kept on disk across runs
+/// (`PPDENOISE_FUZZ_CORPUS`, `make fuzz`: `target/fuzz/corpus/<target>/`) and mutated like
+/// the valid files: the refusal's kind stands in for the coverage feedback that needs an
+/// instrumented build (docs/security.md). `make test` keeps none, so that it tries the same
+/// inputs on every machine.
+struct Corpus {
+    dir: Option<PathBuf>,
+    kinds: std::collections::HashSet<String>,
+    /// (index of the valid file it descends from, bytes)
+    inputs: Vec<(usize, Vec<u8>)>,
+}
+
+/// The most inputs a target's corpus keeps.
+const CORPUS_MAX: usize = 1000;
+
+impl Corpus {
+    fn open(t: &Target) -> Corpus {
+        let dir =
+            std::env::var_os("PPDENOISE_FUZZ_CORPUS").map(|d| PathBuf::from(d).join(slug(t.name)));
+        let mut c = Corpus {
+            dir,
+            kinds: Default::default(),
+            inputs: Vec::new(),
+        };
+        if let Some(d) = &c.dir {
+            std::fs::create_dir_all(d).unwrap();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            files.sort();
+            for f in files.into_iter().take(CORPUS_MAX) {
+                let k = f
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split('-').next())
+                    .and_then(|k| k.parse::<usize>().ok());
+                if let (Some(k), Ok(b)) = (k, std::fs::read(&f)) {
+                    if k < t.seeds.len() {
+                        c.inputs.push((k, b));
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// Keeps `input` (made from valid file `k`) if it met a new kind of refusal.
+    fn offer(&mut self, k: usize, input: &[u8], outcome: &Result<(), String>) -> bool {
+        let Err(m) = outcome else { return false };
+        if self.kinds.len() >= 64 * CORPUS_MAX || !self.kinds.insert(refusal_kind(m)) {
+            return false;
+        }
+        let Some(d) = &self.dir else { return false };
+        if self.inputs.len() >= CORPUS_MAX {
+            return false;
+        }
+        let name = format!("{k}-{}.bin", &blake3::hash(input).to_hex()[..16]);
+        std::fs::write(d.join(name), input).unwrap();
+        self.inputs.push((k, input.to_vec()));
+        true
+    }
+}
+
+/// A target's own random stream: the same inputs whichever targets run, in whatever order.
+fn target_rng(seed: u64, name: &str) -> ChaCha12Rng {
+    let h = blake3::hash(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    ChaCha12Rng::seed_from_u64(seed ^ u64::from_le_bytes(b))
+}
+
+/// What one target's run found.
+struct TargetRun {
+    secs: f64,
+    inputs: u64,
+    accepted: u64,
+    kinds: usize,
+    corpus: (usize, usize),
+    regressions: usize,
+    crashes: Vec<String>,
+}
+
+/// Fuzzes one target: its earlier crashes (`fixtures/fuzz/`) and its corpus first, its valid
+/// files (each must be accepted), then mutated inputs within the budget.
+fn fuzz_target(t: &Target, budget: Budget, seed: u64) -> TargetRun {
+    let crashes_at = crash_dir();
+    let current = crashes_at.join(format!("{}.input", slug(t.name)));
+    let mut crashes = Vec::new();
+    // Earlier crashes first (fixtures/fuzz/<target slug>-*.bin), against each seed.
+    let fixed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("fuzz");
+    let mut regressions = 0;
+    if let Ok(rd) = std::fs::read_dir(&fixed) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&slug(t.name)) {
+                let input = std::fs::read(e.path()).unwrap();
+                for s in &t.seeds {
+                    regressions += 1;
+                    if let Err(m) = try_one(t, &input, &current, s) {
+                        crashes.push(format!("{}: regression {name}: {m}", t.name));
+                    }
+                }
+            }
+        }
+    }
+    let valid: Vec<Vec<u8>> = t.seeds.iter().map(|s| std::fs::read(s).unwrap()).collect();
+    // The valid files themselves must pass every step, or the target tests nothing.
+    for (v, s) in valid.iter().zip(&t.seeds) {
+        assert_eq!(
+            try_one(t, v, &current, s),
+            Ok(Ok(())),
+            "{}: the valid file {} is not accepted",
+            t.name,
+            s.display()
+        );
+    }
+    // The corpus kept from earlier runs: replayed, and its refusals known.
+    let mut corpus = Corpus::open(t);
+    let kept = corpus.inputs.len();
+    for (k, input) in std::mem::take(&mut corpus.inputs) {
+        match try_one(t, &input, &current, &t.seeds[k]) {
+            Ok(outcome) => {
+                if let Err(m) = outcome {
+                    corpus.kinds.insert(refusal_kind(&m));
+                }
+            }
+            Err(m) => crashes.push(format!("{}: corpus input: {m}", t.name)),
+        }
+        corpus.inputs.push((k, input));
+    }
+    let mut rng = target_rng(seed, t.name);
+    let (start, mut n, mut accepted) = (Instant::now(), 0u64, 0u64);
+    let mut added = 0;
+    while budget.allows(n, start, 1) {
+        // Half of the inputs grow from the corpus, when there is one.
+        let (k, base) = if !corpus.inputs.is_empty() && rng.gen_bool(0.5) {
+            let (k, b) = &corpus.inputs[rng.gen_range(0..corpus.inputs.len())];
+            (*k, b)
+        } else {
+            let k = (rng.next_u32() as usize) % valid.len();
+            (k, &valid[k])
+        };
+        let input = mutate(&mut rng, base, t.shape);
+        n += 1;
+        match try_one(t, &input, &current, &t.seeds[k]) {
+            Ok(outcome) => {
+                accepted += outcome.is_ok() as u64;
+                added += corpus.offer(k, &input, &outcome) as usize;
+            }
+            Err(m) => {
+                let saved = crashes_at.join(format!("{}-{n}.bin", slug(t.name)));
+                std::fs::write(&saved, &input).unwrap();
+                crashes.push(format!("{}: {m} (input {})", t.name, saved.display()));
+            }
+        }
+    }
+    TargetRun {
+        secs: start.elapsed().as_secs_f64(),
+        inputs: n,
+        accepted,
+        kinds: corpus.kinds.len(),
+        corpus: (kept, added),
+        regressions,
+        crashes,
+    }
 }
 
 /// A two-server exchange whose frames are altered: each server's side on its channel end.
@@ -1669,85 +1998,94 @@ fn fuzz_every_parser() {
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let targets = targets(&mlp, &cnn, &scratch);
+    SIGNERS.get_or_init(|| {
+        use ppdenoise::formats::signing::{Role, Signer};
+        [&mlp, &cnn]
+            .iter()
+            .flat_map(|d| {
+                Role::ALL.map(|r| {
+                    Signer::load(&d.join(format!("keys/{}.sign-key", r.name())), r).unwrap()
+                })
+            })
+            .collect()
+    });
     let (budget, seed) = Budget::from_env();
-    eprintln!("fuzz: PPDENOISE_FUZZ_SEED={seed}, {budget:?} per target");
-    let mut rng = ChaCha12Rng::seed_from_u64(seed);
-    let crashes_at = crash_dir();
+    // PPDENOISE_FUZZ_THREADS: targets fuzzed at once (each has its own random stream, so the
+    // inputs do not depend on it); the machine's cores by default.
+    let threads = std::env::var("PPDENOISE_FUZZ_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    eprintln!("fuzz: PPDENOISE_FUZZ_SEED={seed}, {budget:?} per target, {threads} at once");
     // Panics are counted here; their messages would drown the report.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let mut crashes = Vec::new();
-    let mut total = 0u64;
     // PPDENOISE_FUZZ_ONLY: the targets whose names contain it, for a long run of a few.
     let only = std::env::var("PPDENOISE_FUZZ_ONLY").unwrap_or_default();
-    for t in targets.iter().filter(|t| t.name.contains(&only)) {
-        let current = crashes_at.join(format!("{}.input", slug(t.name)));
-        // Earlier crashes first (fixtures/fuzz/<target slug>-*.bin), against each seed.
-        let fixed = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join("fuzz");
-        let mut regressions = 0;
-        if let Ok(rd) = std::fs::read_dir(&fixed) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with(&slug(t.name)) {
-                    let input = std::fs::read(e.path()).unwrap();
-                    for s in &t.seeds {
-                        regressions += 1;
-                        if let Err(m) = try_one(t, &input, &current, s) {
-                            crashes.push(format!("{}: regression {name}: {m}", t.name));
-                        }
-                    }
-                }
-            }
-        }
-        let valid: Vec<Vec<u8>> = t.seeds.iter().map(|s| std::fs::read(s).unwrap()).collect();
-        // The valid files themselves must pass every step, or the target tests nothing.
-        for (v, s) in valid.iter().zip(&t.seeds) {
-            assert_eq!(
-                try_one(t, v, &current, s),
-                Ok(true),
-                "{}: the valid file {} is not accepted",
-                t.name,
-                s.display()
-            );
-        }
-        let (start, mut n, mut accepted) = (Instant::now(), 0u64, 0u64);
-        while budget.allows(n, start, 1) {
-            let k = (rng.next_u32() as usize) % valid.len();
-            let input = mutate(&mut rng, &valid[k], t.shape);
-            n += 1;
-            match try_one(t, &input, &current, &t.seeds[k]) {
-                Ok(ok) => accepted += ok as u64,
-                Err(m) => {
-                    let saved = crashes_at.join(format!("{}-{n}.bin", slug(t.name)));
-                    std::fs::write(&saved, &input).unwrap();
-                    crashes.push(format!("{}: {m} (input {})", t.name, saved.display()));
-                }
-            }
-        }
-        total += n;
-        eprintln!(
-            "fuzz: {:<42} {n:>7} inputs ({accepted} accepted), {regressions} regression inputs, {} crashes",
-            t.name,
-            crashes.iter().filter(|c| c.starts_with(t.name)).count()
-        );
-    }
+    // PPDENOISE_FUZZ_SKIP: comma-separated parts of names of targets left out.
+    let skip = std::env::var("PPDENOISE_FUZZ_SKIP").unwrap_or_default();
+    let wanted = |name: &str| {
+        name.contains(&only)
+            && !skip
+                .split(',')
+                .any(|k| !k.trim().is_empty() && name.contains(k.trim()))
+    };
     let peer = "peer frames (MLP, CNN, open-weights)";
-    let mut ran = targets.iter().filter(|t| t.name.contains(&only)).count();
-    if peer.contains(&only) {
-        let (runs, refused, peer_crashes) = fuzz_peer_frames(&mut rng, budget);
-        eprintln!(
-            "fuzz: {peer:<42} {runs:>7} runs, {refused} refused by a server, {} crashes",
-            peer_crashes.len()
-        );
-        total += runs;
-        ran += 1;
-        crashes.extend(peer_crashes);
+    // The peer frames first: their runs are the slowest.
+    let mut work: Vec<Option<&Target>> = Vec::new();
+    if wanted(peer) {
+        work.push(None);
     }
+    work.extend(targets.iter().filter(|t| wanted(t.name)).map(Some));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (crashes, total) = (
+        std::sync::Mutex::new(Vec::new()),
+        std::sync::atomic::AtomicU64::new(0),
+    );
+    std::thread::scope(|sc| {
+        for _ in 0..threads.min(work.len()) {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(job) = work.get(i) else { break };
+                let (n, found) = match job {
+                    Some(t) => {
+                        let r = fuzz_target(t, budget, seed);
+                        eprintln!(
+                            "fuzz: {:<42} {:>7} inputs in {:.0} s ({} accepted), {} kinds of refusal, corpus {}+{}, {} regression inputs, {} crashes",
+                            t.name,
+                            r.inputs,
+                            r.secs,
+                            r.accepted,
+                            r.kinds,
+                            r.corpus.0,
+                            r.corpus.1,
+                            r.regressions,
+                            r.crashes.len()
+                        );
+                        (r.inputs, r.crashes)
+                    }
+                    None => {
+                        let mut rng = target_rng(seed, peer);
+                        let (runs, refused, found) = fuzz_peer_frames(&mut rng, budget);
+                        eprintln!(
+                            "fuzz: {peer:<42} {runs:>7} runs, {refused} refused by a server, {} crashes",
+                            found.len()
+                        );
+                        (runs, found)
+                    }
+                };
+                total.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                crashes.lock().unwrap().extend(found);
+            });
+        }
+    });
     std::panic::set_hook(hook);
+    let crashes = crashes.into_inner().unwrap();
     eprintln!(
-        "fuzz: {ran} targets, {total} inputs, {} crashes",
+        "fuzz: {} targets, {} inputs, {} crashes",
+        work.len(),
+        total.into_inner(),
         crashes.len()
     );
     assert!(crashes.is_empty(), "crashes:\n{}", crashes.join("\n"));
