@@ -81,7 +81,15 @@ impl Job {
 
     /// `share-image` of a 24x24 phantom to `out`, signed with `<signer>.sign-key`.
     fn share_image(&self, out: &str, signer: &str) {
-        ok(&[
+        let key = self.p(&format!("keys/{signer}.sign-key"));
+        let a = self.share_image_args(out, &["--sign-key", &key]);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// `share-image`'s arguments for a 24x24 phantom to `out`, then `extra`.
+    fn share_image_args(&self, out: &str, extra: &[&str]) -> Vec<String> {
+        let out = self.p(out);
+        let base = [
             "share-image",
             "--image",
             "builtin:phantom:24",
@@ -90,10 +98,9 @@ impl Job {
             "--stride",
             "3",
             "--out",
-            &self.p(out),
-            "--sign-key",
-            &self.p(&format!("keys/{signer}.sign-key")),
-        ]);
+            &out,
+        ];
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
     }
 
     /// `gen-triplets` for model and image to `out`, signed with `<signer>.sign-key`.
@@ -488,37 +495,18 @@ fn unsigned_operation_is_explicit_and_never_with_sealed_files() {
         job.p("keys/s1.age-recipient"),
     );
     let sealed = Command::new(bin())
-        .args([
-            "share-image",
-            "--image",
-            "builtin:phantom:24",
-            "--sigma",
-            "25",
-        ])
-        .args(["--stride", "3", "--out", &job.p("simage")])
-        .args(["--to-s0", &r0, "--to-s1", &r1])
+        .args(job.share_image_args("simage", &["--to-s0", &r0, "--to-s1", &r1]))
         .output()
         .unwrap();
     assert!(!sealed.status.success());
     assert!(String::from_utf8_lossy(&sealed.stderr).contains("--sign-key"));
     assert!(!job.path("simage.p0").exists());
-    ok(&[
-        "share-image",
-        "--image",
-        "builtin:phantom:24",
-        "--sigma",
-        "25",
-        "--stride",
-        "3",
-        "--out",
-        &job.p("simage"),
-        "--to-s0",
-        &r0,
-        "--to-s1",
-        &r1,
-        "--sign-key",
-        &job.p("keys/gateway.sign-key"),
-    ]);
+    let key = job.p("keys/gateway.sign-key");
+    let a = job.share_image_args(
+        "simage",
+        &["--to-s0", &r0, "--to-s1", &r1, "--sign-key", &key],
+    );
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let o = job.serve_one(
         0,
         ["model.p0", "simage.p0", "triplets.p0"],
@@ -544,5 +532,13 @@ fn unsigned_operation_is_explicit_and_never_with_sealed_files() {
         &["--trust", &job.p("bad-trust")],
     );
     refused(&o, "bad-trust", &["line 1"]);
+    // One key pinned for two makers: a dealer could then pass for the model owner.
+    let dealer = job.p("keys/dealer.sign-pub");
+    let o = job.serve_one(
+        0,
+        ["model.p0", "image.p0", "triplets.p0"],
+        &["--dealer-key", &dealer, "--owner-key", &dealer],
+    );
+    refused(&o, "", &["pinned with the same key"]);
     job.untouched();
 }

@@ -153,6 +153,17 @@ impl TrustArgs {
                 None => keys.push((role, key)),
             }
         }
+        // One key per role: a key pinned for two roles could sign as either, and the role a
+        // file's header claims would then prove nothing.
+        for (i, (r, k)) in keys.iter().enumerate() {
+            if let Some((o, _)) = keys[..i].iter().find(|(_, x)| x == k) {
+                bail!(
+                    "the {} and the {} are pinned with the same key ({k}): each maker needs a signing key of its own (keygen --signing)",
+                    o.name(),
+                    r.name()
+                );
+            }
+        }
         if keys.is_empty() {
             bail!("whose files to accept: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key, or --trust FILE), or --insecure-unsigned for unsigned plain files");
         }

@@ -365,7 +365,12 @@ pub fn load<B: serde::de::DeserializeOwned>(
     // Check the header first so a wrong kind or party is reported before a long read.
     let h = container::read_header(path)?;
     expect(path, &h, kind, party)?;
-    container::read(path)
+    // Again on the header that was verified with the body: the path is opened twice, and a
+    // file swapped in between (relabelled as another kind, or another party's) must not pass
+    // on the first file's header.
+    let (h, body) = container::read(path)?;
+    expect(path, &h, kind, party)?;
+    Ok((h, body))
 }
 
 #[cfg(test)]

@@ -279,8 +279,15 @@ impl Trust {
         let Trust::Pinned(keys) = self else {
             return Ok(());
         };
+        // Only the makers' files are checked here: a kind no maker signs (an output share,
+        // opened weights) is refused rather than waved through, so that a file relabelled as
+        // one cannot pass for a share.
         let Some(role) = Role::of(h.kind) else {
-            return Ok(());
+            bail!(
+                "{}: a {} is not made by the dealer, the model owner or the gateway, and is not what this server reads here",
+                path.display(),
+                h.kind.name()
+            );
         };
         let Some((_, want)) = keys.iter().find(|(r, _)| *r == role) else {
             bail!(
@@ -386,6 +393,21 @@ mod tests {
         );
         h.info.push((SIGNER.into(), s.public().to_string()));
         assert!(signer_of(&h).is_err());
+    }
+
+    #[test]
+    fn pinned_trust_refuses_a_kind_no_maker_signs() {
+        // A share relabelled as an output share or opened weights would carry no signer to
+        // check: under pinned keys such a header is refused, not waved through.
+        let (_, k) = new_key("d").unwrap();
+        let pinned = Trust::Pinned(vec![(Role::Owner, k)]);
+        let p = Path::new("model.p0");
+        for kind in [Kind::OutputShare, Kind::OpenedWeights] {
+            let h = Header::new(kind, 0, 16);
+            let e = pinned.check(p, &h).unwrap_err().to_string();
+            assert!(e.contains("is not made by the dealer"), "{e}");
+            Trust::InsecureUnsigned.check(p, &h).unwrap();
+        }
     }
 
     #[test]
