@@ -969,29 +969,39 @@ const INTERESTING: [u64; 12] = [
     u64::MAX,
 ];
 
-fn mutate(rng: &mut ChaCha12Rng, valid: &[u8], shape: Shape) -> Vec<u8> {
+/// One mutation of `base`: shaped by its format when `base` is a valid file, byte-level
+/// when it is a corpus input (refused once already, so its structure is not assumed).
+fn mutate(rng: &mut ChaCha12Rng, base: &[u8], shape: Shape, is_valid: bool) -> Vec<u8> {
     match shape {
-        Shape::Npz if rng.gen_bool(0.85) => mutate_npz(rng, valid),
-        Shape::Npz => mutate_bytes(rng, valid, false),
-        Shape::Container => mutate_bytes(rng, valid, true),
-        Shape::Raw => mutate_bytes(rng, valid, false),
-        Shape::Safetensors if rng.gen_bool(0.7) => mutate_safetensors(rng, valid),
-        Shape::Safetensors => mutate_bytes(rng, valid, false),
-        Shape::Onnx if rng.gen_bool(0.8) => mutate_onnx(rng, valid),
-        Shape::Onnx => mutate_bytes(rng, valid, false),
-        Shape::Json if rng.gen_bool(0.8) => mutate_json(rng, valid),
-        Shape::Json => mutate_bytes(rng, valid, false),
+        Shape::Container => mutate_bytes(rng, base, true),
+        _ if !is_valid => mutate_bytes(rng, base, false),
+        Shape::Npz if rng.gen_bool(0.85) => mutate_npz(rng, base),
+        Shape::Npz => mutate_bytes(rng, base, false),
+        Shape::Raw => mutate_bytes(rng, base, false),
+        Shape::Safetensors if rng.gen_bool(0.7) => mutate_safetensors(rng, base),
+        Shape::Safetensors => mutate_bytes(rng, base, false),
+        Shape::Onnx if rng.gen_bool(0.8) => mutate_onnx(rng, base),
+        Shape::Onnx => mutate_bytes(rng, base, false),
+        Shape::Json if rng.gen_bool(0.8) => {
+            mutate_json(rng, base).unwrap_or_else(|| mutate_bytes(rng, base, false))
+        }
+        Shape::Json => mutate_bytes(rng, base, false),
     }
 }
 
-/// Replaces one value of a JSON document (or removes its key) and writes it back.
-fn mutate_json(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
+/// A JSON document with one leaf changed or one key removed; None when `valid` has no leaf
+/// to change (a corpus input need not be JSON at all).
+fn mutate_json(rng: &mut ChaCha12Rng, valid: &[u8]) -> Option<Vec<u8>> {
     use serde_json::{json, Value};
+    // JSON Pointer (RFC 6901) segments: keys may hold '/' and '~'.
+    fn seg(k: &str) -> String {
+        k.replace('~', "~0").replace('/', "~1")
+    }
     fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
         match v {
             Value::Object(m) => m
                 .iter()
-                .for_each(|(k, x)| leaves(x, format!("{at}/{k}"), out)),
+                .for_each(|(k, x)| leaves(x, format!("{at}/{}", seg(k)), out)),
             Value::Array(a) => a
                 .iter()
                 .enumerate()
@@ -999,9 +1009,13 @@ fn mutate_json(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
             _ => out.push(at),
         }
     }
-    let mut doc: Value = serde_json::from_slice(valid).expect("a valid seed");
+    let mut doc: Value = serde_json::from_slice(valid).ok()?;
     let mut all = Vec::new();
     leaves(&doc, String::new(), &mut all);
+    all.retain(|a| !a.is_empty());
+    if all.is_empty() {
+        return None;
+    }
     let at = all[rng.gen_range(0..all.len())].clone();
     let big = INTERESTING[rng.gen_range(0..INTERESTING.len())];
     let to = match rng.gen_range(0..10) {
@@ -1016,15 +1030,16 @@ fn mutate_json(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
         8 => json!([]),
         _ => {
             // The key itself goes.
-            let (parent, key) = at.rsplit_once('/').unwrap();
+            let (parent, key) = at.rsplit_once('/')?;
+            let key = key.replace("~1", "/").replace("~0", "~");
             if let Some(Value::Object(m)) = doc.pointer_mut(parent) {
-                m.remove(key);
+                m.remove(&key);
             }
-            return serde_json::to_vec(&doc).unwrap();
+            return serde_json::to_vec(&doc).ok();
         }
     };
-    *doc.pointer_mut(&at).unwrap() = to;
-    serde_json::to_vec(&doc).unwrap()
+    *doc.pointer_mut(&at)? = to;
+    serde_json::to_vec(&doc).ok()
 }
 
 /// Changes one or two things in an ONNX graph and encodes it again, sometimes with a few
@@ -1629,14 +1644,14 @@ fn fuzz_target(t: &Target, budget: Budget, seed: u64) -> TargetRun {
     let mut added = 0;
     while budget.allows(n, start, 1) {
         // Half of the inputs grow from the corpus, when there is one.
-        let (k, base) = if !corpus.inputs.is_empty() && rng.gen_bool(0.5) {
+        let (k, base, is_valid) = if !corpus.inputs.is_empty() && rng.gen_bool(0.5) {
             let (k, b) = &corpus.inputs[rng.gen_range(0..corpus.inputs.len())];
-            (*k, b)
+            (*k, b, false)
         } else {
             let k = (rng.next_u32() as usize) % valid.len();
-            (k, &valid[k])
+            (k, &valid[k], true)
         };
-        let input = mutate(&mut rng, base, t.shape);
+        let input = mutate(&mut rng, base, t.shape, is_valid);
         n += 1;
         match try_one(t, &input, &current, &t.seeds[k]) {
             Ok(outcome) => {
