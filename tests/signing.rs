@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{bin, free_port, ok, wait_limit};
-use ppdenoise::formats::bodies::Triplets;
+use ppdenoise::formats::bodies::{OpenedWeights, Triplets};
 use ppdenoise::formats::container::{self, Header, Seal};
 use ppdenoise::formats::signing::{Role, Signer, SIGNER, SIGNER_ROLE};
 
@@ -125,6 +125,19 @@ impl Job {
     /// Starts `serve --party p` on `files` (model, image, triplets), trusting `trust`
     /// (`--trust keys/trust` unless other flags are given).
     fn spawn(&self, p: u8, files: [&str; 3], out: &str, trust: &[&str], port: u16) -> Child {
+        self.spawn_with(p, files, out, trust, &[], port)
+    }
+
+    /// [`Job::spawn`] with `extra` flags (`--weights`) after the others.
+    fn spawn_with(
+        &self,
+        p: u8,
+        files: [&str; 3],
+        out: &str,
+        trust: &[&str],
+        extra: &[String],
+        port: u16,
+    ) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         let trust: Vec<String> = if trust.is_empty() {
             vec!["--trust".into(), self.p("keys/trust")]
@@ -144,6 +157,7 @@ impl Job {
             .args(["--state-dir", &self.p(&format!("state{p}"))])
             .args(["--out", &self.p(&format!("{out}.p{p}"))])
             .args(&trust)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -541,4 +555,135 @@ fn unsigned_operation_is_explicit_and_never_with_sealed_files() {
     );
     refused(&o, "", &["pinned with the same key"]);
     job.untouched();
+}
+
+/// Weights opened once per model (`open-weights`, `serve --weights`): nobody signs that
+/// file (its server wrote it), so its mask seed is checked against the digest in the
+/// dealer's signed triplet header, and its opened weights U against the peer's through the
+/// session tag. A file put in front of a server with another seed, or another U, is
+/// refused before anything is consumed; the proper files then run.
+#[test]
+fn opened_weights_with_another_seed_or_other_values_are_refused() {
+    let job = Job::new("gmw");
+    ok(&[
+        "gen-model-mask",
+        "--model",
+        &job.p("model.pub"),
+        "--out",
+        &job.p("mask"),
+        "--sign-key",
+        &job.p("keys/dealer.sign-key"),
+    ]);
+    let port = free_port();
+    let open: Vec<Child> = (0..2u8)
+        .map(|p| {
+            let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+            Command::new(bin())
+                .args(["--json", "open-weights", "--party", &p.to_string()])
+                .args(["--trust", &job.p("keys/trust")])
+                .args(["--model", &job.p(&format!("model.p{p}"))])
+                .args(["--mask", &job.p(&format!("mask.p{p}"))])
+                .args(["--key", &job.p(&format!("keys/{me}.key"))])
+                .args(["--cert", &job.p(&format!("keys/{me}.crt"))])
+                .args(["--peer-cert", &job.p(&format!("keys/{peer}.crt"))])
+                .args(["--addr", &format!("127.0.0.1:{port}")])
+                .args(["--timeout", "30"])
+                .args(["--state-dir", &job.p(&format!("mstate{p}"))])
+                .args(["--out", &job.p(&format!("weights.p{p}"))])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start open-weights")
+        })
+        .collect();
+    for (p, c) in open.into_iter().enumerate() {
+        let o = wait_limit(c, LIMIT);
+        assert!(
+            o.status.success(),
+            "S{p} open-weights: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    ok(&[
+        "gen-triplets",
+        "--model",
+        &job.p("model.pub"),
+        "--image",
+        &job.p("image.pub"),
+        "--batch",
+        "64",
+        "--engine",
+        "gmw",
+        "--model-mask",
+        &job.p("mask.dealer"),
+        "--out",
+        &job.p("mtriplets"),
+        "--sign-key",
+        &job.p("keys/dealer.sign-key"),
+    ]);
+    let files = |p: u8| {
+        [
+            format!("model.p{p}"),
+            format!("image.p{p}"),
+            format!("mtriplets.p{p}"),
+        ]
+    };
+    let serve = |weights: [&str; 2]| -> [Output; 2] {
+        let port = free_port();
+        let c: Vec<Child> = (0..2u8)
+            .map(|p| {
+                let f = files(p);
+                let w = vec!["--weights".to_string(), job.p(weights[p as usize])];
+                job.spawn_with(p, [&f[0], &f[1], &f[2]], "out", &[], &w, port)
+            })
+            .collect();
+        let mut c = c.into_iter();
+        let (c0, c1) = (c.next().unwrap(), c.next().unwrap());
+        [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
+    };
+    let (h, body): (Header, OpenedWeights) = container::read(&job.path("weights.p0")).unwrap();
+
+    // 1. S0's file with a mask seed of the forger's choosing (whose mask shares it would
+    // then know): refused by S0 alone, naming the dealer's triplet file.
+    let mut forged = body.clone();
+    forged.seed = [7u8; 32];
+    container::write(&job.path("seed.p0"), &h, &forged, Seal::PLAIN).unwrap();
+    let [o0, _] = serve(["seed.p0", "weights.p1"]);
+    refused(&o0, "seed.p0", &["mask seed", "mtriplets.p0"]);
+    job.untouched();
+
+    // 2. S0's file with one opened weight changed: each file is consistent on its own, so
+    // both servers refuse at the session tag.
+    let mut other = body.clone();
+    other.u[3] = other.u[3].wrapping_add(1);
+    container::write(&job.path("other.p0"), &h, &other, Seal::PLAIN).unwrap();
+    for (p, o) in serve(["other.p0", "weights.p1"]).iter().enumerate() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "S{p}: expected a refusal: {err}");
+        assert!(err.contains("opened weights differ"), "S{p}: {err}");
+    }
+    job.untouched();
+
+    // The proper files run, and give the image of the job that opens the weights itself.
+    for (p, o) in serve(["weights.p0", "weights.p1"]).iter().enumerate() {
+        assert!(
+            o.status.success(),
+            "S{p}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    ok(&[
+        "reconstruct",
+        "--share0",
+        &job.p("out.p0"),
+        "--share1",
+        &job.p("out.p1"),
+        "--out",
+        &job.p("opened.png"),
+    ]);
+    let per_job = job.runs("perjob");
+    assert_eq!(
+        std::fs::read(per_job).unwrap(),
+        std::fs::read(job.path("opened.png")).unwrap()
+    );
 }

@@ -13,6 +13,7 @@ use super::owner::{with_ext, with_suffix};
 use super::Summary;
 use crate::corr::base_ots::{base_ot_digests, BASE_OT};
 use crate::corr::engine_kind::EngineKind;
+use crate::corr::masks::{mask_seed_digests, MASK_SEEDS};
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::atomic::Staged;
 use crate::formats::bodies::{
@@ -493,8 +494,9 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
             if let Some(c) = &circuit_json {
                 h.info.push(("circuit".into(), c.clone()));
             }
-            if let Some((id, _)) = &model_mask {
+            if let Some((id, seeds)) = &model_mask {
                 h.info.push(("model_mask".into(), id.clone()));
+                h.info.push((MASK_SEEDS.into(), mask_seed_digests(seeds)));
             }
             if let Some(t) = tile {
                 h.info.push(("tile".into(), t.label()));

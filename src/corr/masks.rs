@@ -23,3 +23,32 @@ pub fn mask_shares(seed: &Seed, plan: &Plan) -> Vec<Vec<u64>> {
 pub fn weight_count(plan: &Plan) -> usize {
     plan.layers.iter().map(|l| l.inputs * l.outputs).sum()
 }
+
+/// The triplet header's entry naming, for a job against a model mask, a digest of each
+/// party's mask seed: what lets a server check the seed its opened weights file holds.
+pub const MASK_SEEDS: &str = "model_mask_seeds";
+
+/// A digest of one party's mask seed. The seed is 32 uniform bytes, so the digest tells
+/// the other server (which sees both, as with the base-OT digests) nothing of it.
+pub fn mask_seed_digest(seed: &Seed) -> String {
+    hex::encode(blake3::derive_key("ppdenoise model mask seed v1", seed))
+}
+
+/// The [`MASK_SEEDS`] entry: S0's seed's digest, a comma, S1's.
+pub fn mask_seed_digests(seeds: &[Seed; 2]) -> String {
+    format!(
+        "{},{}",
+        mask_seed_digest(&seeds[0]),
+        mask_seed_digest(&seeds[1])
+    )
+}
+
+/// A digest of the opened weights U, the same on both servers after `open-weights`: bound
+/// into the session tag, so that two servers agree on U before any randomness is consumed.
+pub fn opened_digest(u: &[u64]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("ppdenoise opened weights v1");
+    for x in u {
+        h.update(&x.to_le_bytes());
+    }
+    *h.finalize().as_bytes()
+}

@@ -134,7 +134,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
         relu_batch,
         tile,
     });
-    assemble(f, mh, ih, t, "per-job".into(), work)
+    assemble(f, mh, ih, t, ("per-job".into(), None), work)
 }
 
 impl CnnJob {

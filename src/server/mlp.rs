@@ -2,10 +2,10 @@
 
 use std::ops::Range;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
-use crate::corr::masks::{mask_shares, weight_count};
+use crate::corr::masks::{mask_seed_digest, mask_shares, opened_digest, weight_count, MASK_SEEDS};
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
     is_cnn, load, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
@@ -131,8 +131,10 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
             w.display(),
             f.triplets.display()
         ),
-        (Some(id), Some(w)) => Some(load_opened(w, p, (&f.model, &mh), id, &plan)?),
+        (Some(id), Some(w)) => Some(load_opened(w, p, (&f.model, &mh), (&f.triplets, th), id, &plan)?),
     };
+    let opened_digest = opened.as_ref().map(|(_, d)| *d);
+    let opened = opened.map(|(o, _)| o);
     let npix = is.job.height * is.job.width;
     let image = is
         .data
@@ -149,18 +151,24 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
         opened,
         tile,
     }));
-    assemble(f, mh, ih, t, mask_field, work)
+    assemble(f, mh, ih, t, (mask_field, opened_digest), work)
 }
 
 /// Loads party `p`'s opened weights for the model of `model` (header `mh`, plan `plan`),
-/// opened under mask `mask_id` (the one the job's triplets were made against).
+/// opened under mask `mask_id` (the one the job's triplets, header `th`, were made
+/// against), with the digest of U that the session tag binds.
+///
+/// Nobody signs this file (the server wrote it), so each part is checked against what
+/// does not come from it: the mask seed against the digest in the dealer's signed triplet
+/// header, U against the peer server's (through the session tag).
 pub(crate) fn load_opened(
     path: &std::path::Path,
     p: u8,
     (model, mh): (&std::path::Path, &Header),
+    (triplets, th): (&std::path::Path, &Header),
     mask_id: &str,
     plan: &Plan,
-) -> Result<Opened> {
+) -> Result<(Opened, [u8; 32])> {
     let h = container::read_header(path)?;
     container::expect(path, &h, Kind::OpenedWeights, Some(p))?;
     check_same_model(path, &h, model, mh)?;
@@ -180,8 +188,23 @@ pub(crate) fn load_opened(
             weight_count(plan)
         );
     }
-    Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let named = th.info(MASK_SEEDS).with_context(|| {
+        format!(
+            "{}: names no digest of the model mask's seeds (made by an older gen-triplets): deal the job again",
+            triplets.display()
+        )
+    })?;
+    if named.split(',').nth(p as usize) != Some(mask_seed_digest(&ow.seed).as_str()) {
+        bail!(
+            "{}: its mask seed is not the one the dealer's {} names: the file was altered, or is not this server's opened weights",
+            path.display(),
+            triplets.display()
+        );
+    }
+    let digest = opened_digest(&ow.u);
+    let opened = Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((opened, digest))
 }
 
 impl MlpJob {

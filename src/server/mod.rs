@@ -301,10 +301,17 @@ fn check_engine(f: &JobFiles, th: &Header, engine_kind: EngineKind) -> Result<()
 /// The digest of the dealer's public lead for this job, the same in both servers' files of
 /// one dealing: the triplet header (all but its party: ids, widths, batch, engine, circuit,
 /// plan, model mask, tile, signer, and both parties' base-OT digests) and the body's public
-/// lead (job, widths, batch, engine; not the seed). This party's base OTs are checked
-/// against the digest its header gives them first, so two servers whose session tags agree
-/// hold the two halves the dealer made together.
-fn lead_digest(path: &Path, p: u8, t: &OpenedTriplets) -> Result<[u8; LEAD_LEN]> {
+/// lead (job, widths, batch, engine; not the seed); and, for a job on weights opened once
+/// per model, the digest of those opened weights U (the same on both servers). This
+/// party's base OTs are checked against the digest its header gives them first, so two
+/// servers whose session tags agree hold the two halves the dealer made together, and the
+/// same U.
+fn lead_digest(
+    path: &Path,
+    p: u8,
+    t: &OpenedTriplets,
+    opened: Option<[u8; 32]>,
+) -> Result<[u8; LEAD_LEN]> {
     use crate::corr::base_ots::{base_ot_digest, BASE_OT};
     use bincode::Options;
     let h = &t.header;
@@ -336,6 +343,10 @@ fn lead_digest(path: &Path, p: u8, t: &OpenedTriplets) -> Result<[u8; LEAD_LEN]>
         d.update(&(part.len() as u64).to_le_bytes());
         d.update(&part);
     }
+    if let Some(u) = opened {
+        d.update(b"opened weights");
+        d.update(&u);
+    }
     Ok(*d.finalize().as_bytes())
 }
 
@@ -346,7 +357,7 @@ fn assemble(
     mh: Header,
     ih: Header,
     mut t: OpenedTriplets,
-    mask_field: String,
+    (mask_field, opened): (String, Option<[u8; 32]>),
     work: Work,
 ) -> Result<ReadyJob> {
     let p = files.party;
@@ -370,7 +381,7 @@ fn assemble(
         );
     }
     debug_assert_eq!(tag.len(), IDS_LEN);
-    let lead = lead_digest(&files.triplets, p, &t)?;
+    let lead = lead_digest(&files.triplets, p, &t, opened)?;
     tag.extend_from_slice(&lead);
     tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
     let engine = engine_for(engine_kind, p, &t.stream.base_ot)

@@ -107,7 +107,7 @@ pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
                 weights(mask_field)
             )
         } else if peer_tag.get(..super::IDS_LEN) == job.tag.get(..super::IDS_LEN) {
-            "the peer server's triplet file names the same job, model and dealer run but another public lead (widths, batch, engine, circuit, model mask or base OTs): the two files are not halves of one dealing".into()
+            "the peer server's triplet file names the same job, model and dealer run but another public lead (widths, batch, engine, circuit, model mask or base OTs), or its opened weights differ from this one's: the two files are not halves of one dealing, or one server's --weights was altered".into()
         } else {
             "the peer server holds files of a different job, model or dealer run".into()
         }
