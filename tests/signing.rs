@@ -105,21 +105,29 @@ impl Job {
 
     /// `gen-triplets` for model and image to `out`, signed with `<signer>.sign-key`.
     fn deal(&self, out: &str, engine: &str, signer: &str) {
-        ok(&[
+        self.deal_with(out, engine, signer, &[]);
+    }
+
+    /// [`Job::deal`] with `extra` flags (`--model-mask`).
+    fn deal_with(&self, out: &str, engine: &str, signer: &str, extra: &[&str]) {
+        let (model, image, out) = (self.p("model.pub"), self.p("image.pub"), self.p(out));
+        let key = self.p(&format!("keys/{signer}.sign-key"));
+        let base = [
             "gen-triplets",
             "--model",
-            &self.p("model.pub"),
+            &model,
             "--image",
-            &self.p("image.pub"),
+            &image,
             "--batch",
             "64",
             "--engine",
             engine,
             "--out",
-            &self.p(out),
+            &out,
             "--sign-key",
-            &self.p(&format!("keys/{signer}.sign-key")),
-        ]);
+            &key,
+        ];
+        ok(&base.iter().chain(extra).copied().collect::<Vec<_>>());
     }
 
     /// Starts `serve --party p` on `files` (model, image, triplets), trusting `trust`
@@ -187,14 +195,15 @@ impl Job {
     /// Both servers on the proper files complete, and the result reconstructs: what came
     /// before consumed nothing.
     fn runs(&self, out: &str) -> PathBuf {
-        let [o0, o1] = self.serve_both(["triplets.p0", "triplets.p1"], out);
-        for (p, o) in [(0, &o0), (1, &o1)] {
-            assert!(
-                o.status.success(),
-                "S{p}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
+        all_ok(
+            &self.serve_both(["triplets.p0", "triplets.p1"], out),
+            "serve",
+        );
+        self.reconstruct(out)
+    }
+
+    /// `reconstruct` of `out`.p0 and `out`.p1 to `out`.png.
+    fn reconstruct(&self, out: &str) -> PathBuf {
         let png = self.path(&format!("{out}.png"));
         ok(&[
             "reconstruct",
@@ -233,6 +242,14 @@ fn refused(o: &Output, file: &str, what: &[&str]) {
     assert!(line.contains(file), "error does not name {file}: {line}");
     for w in what {
         assert!(line.contains(w), "error does not say {w:?}: {line}");
+    }
+}
+
+/// Every process exited successfully.
+fn all_ok(outs: &[Output], what: &str) {
+    for (p, o) in outs.iter().enumerate() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "S{p} {what}: {err}");
     }
 }
 
@@ -596,31 +613,10 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
                 .expect("start open-weights")
         })
         .collect();
-    for (p, c) in open.into_iter().enumerate() {
-        let o = wait_limit(c, LIMIT);
-        assert!(
-            o.status.success(),
-            "S{p} open-weights: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    ok(&[
-        "gen-triplets",
-        "--model",
-        &job.p("model.pub"),
-        "--image",
-        &job.p("image.pub"),
-        "--batch",
-        "64",
-        "--engine",
-        "gmw",
-        "--model-mask",
-        &job.p("mask.dealer"),
-        "--out",
-        &job.p("mtriplets"),
-        "--sign-key",
-        &job.p("keys/dealer.sign-key"),
-    ]);
+    let open: Vec<Output> = open.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
+    all_ok(&open, "open-weights");
+    let mask = job.p("mask.dealer");
+    job.deal_with("mtriplets", "gmw", "dealer", &["--model-mask", &mask]);
     let files = |p: u8| {
         [
             format!("model.p{p}"),
@@ -665,25 +661,11 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
     job.untouched();
 
     // The proper files run, and give the image of the job that opens the weights itself.
-    for (p, o) in serve(["weights.p0", "weights.p1"]).iter().enumerate() {
-        assert!(
-            o.status.success(),
-            "S{p}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    ok(&[
-        "reconstruct",
-        "--share0",
-        &job.p("out.p0"),
-        "--share1",
-        &job.p("out.p1"),
-        "--out",
-        &job.p("opened.png"),
-    ]);
+    all_ok(&serve(["weights.p0", "weights.p1"]), "serve --weights");
+    let opened = job.reconstruct("out");
     let per_job = job.runs("perjob");
     assert_eq!(
         std::fs::read(per_job).unwrap(),
-        std::fs::read(job.path("opened.png")).unwrap()
+        std::fs::read(opened).unwrap()
     );
 }
