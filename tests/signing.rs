@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{bin, free_port, ok, wait_limit};
+use ppdenoise::corr::masks::{opened_mac, OPENED_MAC};
 use ppdenoise::formats::bodies::{OpenedWeights, Triplets};
 use ppdenoise::formats::container::{self, Header, Seal};
 use ppdenoise::formats::signing::{Role, Signer, SIGNER, SIGNER_ROLE};
@@ -250,6 +251,15 @@ fn all_ok(outs: &[Output], what: &str) {
     for (p, o) in outs.iter().enumerate() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "S{p} {what}: {err}");
+    }
+}
+
+/// Sets header entry `name` to `value`.
+fn set_info(h: &mut Header, name: &str, value: String) {
+    for (n, v) in h.info.iter_mut() {
+        if n == name {
+            *v = value.clone();
+        }
     }
 }
 
@@ -576,9 +586,10 @@ fn unsigned_operation_is_explicit_and_never_with_sealed_files() {
 
 /// Weights opened once per model (`open-weights`, `serve --weights`): nobody signs that
 /// file (its server wrote it), so its mask seed is checked against the digest in the
-/// dealer's signed triplet header, and its opened weights U against the peer's through the
-/// session tag. A file put in front of a server with another seed, or another U, is
-/// refused before anything is consumed; the proper files then run.
+/// dealer's signed triplet header, its opened weights U against their MAC under that seed,
+/// and U against the peer's through the session tag. A file put in front of a server with
+/// another seed, or another U, is refused before anything is consumed; the proper files
+/// then run.
 #[test]
 fn opened_weights_with_another_seed_or_other_values_are_refused() {
     let job = Job::new("gmw");
@@ -637,21 +648,73 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
         let (c0, c1) = (c.next().unwrap(), c.next().unwrap());
         [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     };
-    let (h, body): (Header, OpenedWeights) = container::read(&job.path("weights.p0")).unwrap();
+    // One server alone on `weights` (its refusals come before the link).
+    let serve_one = |p: u8, triplets: &str, weights: &str| -> Output {
+        let [m, i] = [format!("model.p{p}"), format!("image.p{p}")];
+        let w = vec!["--weights".to_string(), job.p(weights)];
+        let c = job.spawn_with(p, [&m, &i, triplets], "out", &[], &w, free_port());
+        wait_limit(c, LIMIT)
+    };
+    let dealer = Signer::load(&job.path("keys/dealer.sign-key"), Role::Dealer).unwrap();
+    for p in 0..2u8 {
+        let (w, t) = (format!("weights.p{p}"), format!("mtriplets.p{p}"));
+        let (h, body): (Header, OpenedWeights) = container::read(&job.path(&w)).unwrap();
 
-    // 1. S0's file with a mask seed of the forger's choosing (whose mask shares it would
-    // then know): refused by S0 alone, naming the dealer's triplet file.
-    let mut forged = body.clone();
-    forged.seed = [7u8; 32];
-    container::write(&job.path("seed.p0"), &h, &forged, Seal::PLAIN).unwrap();
-    let [o0, _] = serve(["seed.p0", "weights.p1"]);
-    refused(&o0, "seed.p0", &["mask seed", "mtriplets.p0"]);
-    job.untouched();
+        // 1. A mask seed of the forger's choosing (whose mask shares it would then know),
+        // with the MAC recomputed under it: refused, naming the dealer's triplet file.
+        let mut forged = body.clone();
+        forged.seed = [7u8; 32];
+        let mut fh = h.clone();
+        set_info(
+            &mut fh,
+            OPENED_MAC,
+            opened_mac(&forged.seed, &forged.u).to_hex().to_string(),
+        );
+        let seed = format!("seed.p{p}");
+        container::write(&job.path(&seed), &fh, &forged, Seal::PLAIN).unwrap();
+        refused(&serve_one(p, &t, &seed), &seed, &["mask seed", &t]);
 
-    // 2. S0's file with one opened weight changed: each file is consistent on its own, so
-    // both servers refuse at the session tag.
-    let mut other = body.clone();
+        // 2. One opened weight changed by someone who lacks the seed: the MAC fails.
+        let mut other = body.clone();
+        other.u[3] = other.u[3].wrapping_add(1);
+        let altered = format!("altered.p{p}");
+        container::write(&job.path(&altered), &h, &other, Seal::PLAIN).unwrap();
+        refused(
+            &serve_one(p, &t, &altered),
+            &altered,
+            &["not the ones this server opened"],
+        );
+
+        // 3. A triplet file made against the mask without the seeds' digests, signed by
+        // the dealer: refused rather than taken on trust.
+        let (mut th, tb): (Header, Triplets) = container::read(&job.path(&t)).unwrap();
+        th.info.retain(|(n, _)| n != "model_mask_seeds");
+        let bare = format!("bare.p{p}");
+        container::write(
+            &job.path(&bare),
+            &unsigned(th),
+            &tb,
+            Seal::new(None, Some(&dealer)),
+        )
+        .unwrap();
+        refused(
+            &serve_one(p, &bare, &w),
+            &bare,
+            &["names no digest of the model mask's seeds"],
+        );
+        job.untouched();
+    }
+
+    // 4. S0's U changed with a valid MAC, as a peer's wrong opening at `open-weights` would
+    // leave it: each file is consistent on its own, so both servers refuse at the session tag.
+    let (mut h, mut other): (Header, OpenedWeights) =
+        container::read(&job.path("weights.p0")).unwrap();
     other.u[3] = other.u[3].wrapping_add(1);
+    set_info(
+        &mut h,
+        OPENED_MAC,
+        opened_mac(&other.seed, &other.u).to_hex().to_string(),
+    );
     container::write(&job.path("other.p0"), &h, &other, Seal::PLAIN).unwrap();
     for (p, o) in serve(["other.p0", "weights.p1"]).iter().enumerate() {
         let err = String::from_utf8_lossy(&o.stderr);

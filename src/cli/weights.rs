@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::server::LinkArgs;
 use super::Summary;
-use crate::corr::masks::mask_shares;
+use crate::corr::masks::{mask_shares, opened_mac, OPENED_MAC};
 use crate::formats::bodies::{load, ModelMask, ModelShare, OpenedWeights};
 use crate::formats::checks::{check_same_model, mask_id_of, read_checked};
 use crate::formats::container::{self, Header, Kind};
@@ -108,10 +108,12 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
         .cloned()
         .collect();
     h.info.push(("model_mask".into(), mask_id.clone()));
-    let body = OpenedWeights {
-        seed: km.seed,
-        u: opened.flat_u(),
-    };
+    let u = opened.flat_u();
+    h.info.push((
+        OPENED_MAC.into(),
+        opened_mac(&km.seed, &u).to_hex().to_string(),
+    ));
+    let body = OpenedWeights { seed: km.seed, u };
     container::write(&a.out, &h, &body, container::Seal::new(seal.as_ref(), None))
         .with_context(|| format!("writing {}", a.out.display()))?;
     let secs = t.elapsed().as_secs_f64();

@@ -46,9 +46,27 @@ pub fn mask_seed_digests(seeds: &[Seed; 2]) -> String {
 /// A digest of the opened weights U, the same on both servers after `open-weights`: bound
 /// into the session tag, so that two servers agree on U before any randomness is consumed.
 pub fn opened_digest(u: &[u64]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("ppdenoise opened weights v1");
+    *words_hash(
+        blake3::Hasher::new_derive_key("ppdenoise opened weights v1"),
+        u,
+    )
+    .as_bytes()
+}
+
+/// The opened weights file's entry holding [`opened_mac`], in hex.
+pub const OPENED_MAC: &str = "opened_mac";
+
+/// A MAC of the opened weights U under a key derived from this server's mask seed: the
+/// seed is checked against the dealer's signed digest, so U is then authenticated to the
+/// server that opened it (and the dealer); a peer, which lacks the seed, cannot forge it.
+pub fn opened_mac(seed: &Seed, u: &[u64]) -> blake3::Hash {
+    let key = blake3::derive_key("ppdenoise opened weights mac v1", seed);
+    words_hash(blake3::Hasher::new_keyed(&key), u)
+}
+
+fn words_hash(mut h: blake3::Hasher, u: &[u64]) -> blake3::Hash {
     for x in u {
         h.update(&x.to_le_bytes());
     }
-    *h.finalize().as_bytes()
+    h.finalize()
 }

@@ -5,7 +5,9 @@ use std::ops::Range;
 use anyhow::{bail, Context, Result};
 
 use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
-use crate::corr::masks::{mask_seed_digest, mask_shares, opened_digest, weight_count, MASK_SEEDS};
+use crate::corr::masks::{
+    mask_seed_digest, mask_shares, opened_digest, opened_mac, weight_count, MASK_SEEDS, OPENED_MAC,
+};
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
     is_cnn, load, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
@@ -160,7 +162,8 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
 ///
 /// Nobody signs this file (the server wrote it), so each part is checked against what
 /// does not come from it: the mask seed against the digest in the dealer's signed triplet
-/// header, U against the peer server's (through the session tag).
+/// header; U against its MAC under that seed (written by `open-weights`), and against the
+/// peer server's U through the session tag.
 pub(crate) fn load_opened(
     path: &std::path::Path,
     p: u8,
@@ -194,11 +197,34 @@ pub(crate) fn load_opened(
             triplets.display()
         )
     })?;
-    if named.split(',').nth(p as usize) != Some(mask_seed_digest(&ow.seed).as_str()) {
+    let parts: Vec<&str> = named.split(',').collect();
+    if parts.len() != 2 {
+        bail!(
+            "{}: malformed mask seed digests {named:?}",
+            triplets.display()
+        );
+    }
+    if parts[p as usize] != mask_seed_digest(&ow.seed) {
         bail!(
             "{}: its mask seed is not the one the dealer's {} names: the file was altered, or is not this server's opened weights",
             path.display(),
             triplets.display()
+        );
+    }
+    let mac = h
+        .info(OPENED_MAC)
+        .and_then(|m| blake3::Hash::from_hex(m).ok())
+        .with_context(|| {
+            format!(
+                "{}: holds no check value of its opened weights (written by an older open-weights): ask the dealer for a fresh gen-model-mask and open the weights again",
+                path.display()
+            )
+        })?;
+    // blake3::Hash compares in constant time.
+    if mac != opened_mac(&ow.seed, &ow.u) {
+        bail!(
+            "{}: its opened weights are not the ones this server opened under its mask seed: the file was altered",
+            path.display()
         );
     }
     let digest = opened_digest(&ow.u);
