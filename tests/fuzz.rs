@@ -1467,12 +1467,14 @@ fn try_one(
     seed: &Path,
 ) -> Result<Result<(), String>, String> {
     std::fs::write(path, input).unwrap();
-    catch_unwind(AssertUnwindSafe(|| (t.parse)(path, seed))).map_err(|p| {
-        p.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".into())
-    })
+    catch_unwind(AssertUnwindSafe(|| (t.parse)(path, seed))).map_err(|p| panic_message(p.as_ref()))
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// A refusal's wording with its particulars blanked (paths, and every word holding a
@@ -2065,7 +2067,17 @@ fn fuzz_every_parser() {
                 let Some(job) = work.get(i) else { break };
                 let (n, found) = match job {
                     Some(t) => {
-                        let r = fuzz_target(t, budget, seed);
+                        // A panic outside the parser (in the harness) names its target
+                        // rather than ending this worker without a word.
+                        let r = match catch_unwind(AssertUnwindSafe(|| fuzz_target(t, budget, seed))) {
+                            Ok(r) => r,
+                            Err(p) => {
+                                let m = panic_message(p.as_ref());
+                                eprintln!("fuzz: {}: the harness panicked: {m}", t.name);
+                                crashes.lock().unwrap().push(format!("{}: harness: {m}", t.name));
+                                continue;
+                            }
+                        };
                         eprintln!(
                             "fuzz: {:<42} {:>7} inputs in {:.0} s ({} accepted), {} kinds of refusal, corpus {}+{}, {} regression inputs, {} crashes",
                             t.name,
