@@ -15,7 +15,7 @@
 //! the same calls a server, the dealer or the receiver makes; it must give `Ok` or an error,
 //! never a panic, and never ask for more than [`ALLOC_LIMIT`] bytes at once (the test
 //! binary's allocator refuses larger requests, which aborts the process; the input being
-//! parsed is then left in `target/fuzz/<target>.input`).
+//! parsed is then left in `target/fuzz/<target>.<pid>.input`).
 //!
 //! The frames a peer sends are fuzzed too: tiny MLP jobs (tanh* and ReLU) and a tiny CNN job
 //! run in process on each engine, and `open-weights` of an MLP and a CNN, one message of one
@@ -1595,7 +1595,8 @@ struct TargetRun {
 /// files (each must be accepted), then mutated inputs within the budget.
 fn fuzz_target(t: &Target, budget: Budget, seed: u64) -> TargetRun {
     let crashes_at = crash_dir();
-    let current = crashes_at.join(format!("{}.input", slug(t.name)));
+    // The input under test, per process: two runs on one checkout do not read each other's.
+    let current = crashes_at.join(format!("{}.{}.input", slug(t.name), std::process::id()));
     let mut crashes = Vec::new();
     // Earlier crashes first (fixtures/fuzz/<target slug>-*.bin), against each seed.
     let fixed = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1667,6 +1668,7 @@ fn fuzz_target(t: &Target, budget: Budget, seed: u64) -> TargetRun {
             }
         }
     }
+    let _ = std::fs::remove_file(&current);
     TargetRun {
         secs: start.elapsed().as_secs_f64(),
         inputs: n,
