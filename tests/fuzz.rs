@@ -1387,7 +1387,8 @@ fn reseal(b: &mut [u8]) {
             let bl = b.get(14 + h..22 + h)?;
             (22 + h).checked_add(u64::from_le_bytes(bl.try_into().unwrap()) as usize)
         })
-        .filter(|&at| at + 32 <= b.len());
+        // Checked: a mutated length near 2^64 would wrap past the end.
+        .filter(|&at| at.checked_add(32).is_some_and(|end| end <= b.len()));
     let Some(at) = at.or(b.len().checked_sub(32)) else {
         return;
     };
