@@ -457,6 +457,9 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             seeds: vec![m.clone(), i.clone()],
             shape: Shape::Container,
             parse: Box::new(move |f, seed| {
+                if dealt_past_bound(f) {
+                    return Err("past the harness's size bound for dealing".into());
+                }
                 let (model, image) = if seed == m {
                     (f.to_path_buf(), i.clone())
                 } else {
@@ -503,6 +506,28 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     }
     t.extend(more_targets(mlp, cnn, scratch));
     t
+}
+
+/// Whether a public header claims a job the dealer would need more than the harness's
+/// allocation bound for, by design: a hidden layer wider than 4096 (a batch's boolean
+/// triples grow with width x batch; a 25-1048582-9 MLP needs 1.1 GB for one) or an image
+/// of more than 2^16 pixels (as for the image parsers). Such a header is valid, not hostile:
+/// it asks for a big job.
+fn dealt_past_bound(f: &Path) -> bool {
+    let Ok(h) = ppdenoise::formats::container::read_header(f) else {
+        return false;
+    };
+    let wide = h
+        .shape("layers")
+        .is_some_and(|l| l.iter().any(|&w| w > 4096));
+    let job = h
+        .info("job")
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
+    let pixels = job.as_ref().map_or(0, |j| {
+        let side = |k: &str| j[k].as_u64().unwrap_or(0);
+        side("height").saturating_mul(side("width"))
+    });
+    wide || pixels > 1 << 16
 }
 
 /// A server's job: one of its files mutated next to its other, valid files, through the
