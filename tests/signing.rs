@@ -685,6 +685,23 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
             &["not the ones this server opened"],
         );
 
+        // 2b. The check value missing, or garbled.
+        for (name, value) in [("nomac", None), ("badmac", Some("zz"))] {
+            let mut bh = h.clone();
+            match value {
+                None => bh.info.retain(|(n, _)| n != OPENED_MAC),
+                Some(v) => set_info(&mut bh, OPENED_MAC, v.into()),
+            }
+            let f = format!("{name}.p{p}");
+            container::write(&job.path(&f), &bh, &body, Seal::PLAIN).unwrap();
+            let want = if value.is_none() {
+                "holds no check value"
+            } else {
+                "malformed opened_mac"
+            };
+            refused(&serve_one(p, &t, &f), &f, &[want]);
+        }
+
         // 3. A triplet file made against the mask without the seeds' digests, signed by
         // the dealer: refused rather than taken on trust.
         let (mut th, tb): (Header, Triplets) = container::read(&job.path(&t)).unwrap();

@@ -211,15 +211,14 @@ pub(crate) fn load_opened(
             triplets.display()
         );
     }
-    let mac = h
-        .info(OPENED_MAC)
-        .and_then(|m| blake3::Hash::from_hex(m).ok())
-        .with_context(|| {
-            format!(
-                "{}: holds no check value of its opened weights (written by an older open-weights): ask the dealer for a fresh gen-model-mask and open the weights again",
-                path.display()
-            )
-        })?;
+    let named = h.info(OPENED_MAC).with_context(|| {
+        format!(
+            "{}: holds no check value of its opened weights (written by an older open-weights): ask the dealer for a fresh gen-model-mask and open the weights again",
+            path.display()
+        )
+    })?;
+    let mac = blake3::Hash::from_hex(named)
+        .map_err(|_| anyhow::anyhow!("{}: malformed {OPENED_MAC} {named:?}", path.display()))?;
     // blake3::Hash compares in constant time.
     if mac != opened_mac(&ow.seed, &ow.u) {
         bail!(
