@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 tools: $(TOOLS)
 
@@ -53,12 +53,23 @@ SOAK_JOBS ?= 200
 soak: tools
 	PPDENOISE_SOAK_JOBS=$(SOAK_JOBS) $(CARGO) test --release --test soak -- --nocapture
 
-# Longer fuzzing: FUZZ_SECS seconds per parser from a fresh seed, or FUZZ_INPUTS inputs per
-# parser (the long recorded run, docs/security.md), on every core; crashes are saved in
-# target/fuzz/, and the corpus of inputs that met a new refusal in target/fuzz/corpus/.
+# Coverage-guided fuzzing (scripts/fuzz-afl.sh, docs/security.md): every parser target of
+# tests/fuzz.rs as an afl++ campaign of FUZZ_SECS seconds, FUZZ_JOBS at once, built by
+# cargo-afl (installed from the crate registry on first use). The instrumented build goes to
+# target/afl/ (about 25 minutes on 2 cores the first time); afl++'s queues are kept there
+# and grow across runs; any crash fails, with its panic message.
 FUZZ_SECS ?= 60
-FUZZ_INPUTS ?=
+FUZZ_JOBS ?=
+FUZZ_ONLY ?=
 fuzz: tools dicom-testdata
+	FUZZ_SECS=$(FUZZ_SECS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_ONLY="$(FUZZ_ONLY)" scripts/fuzz-afl.sh
+
+# The mutation fuzzer of `make test` at length: FUZZ_SECS seconds per parser from a fresh
+# seed, or FUZZ_INPUTS inputs per parser (the long recorded run, docs/security.md), on every
+# core, the peer frames included; crashes are saved in target/fuzz/, and the corpus of inputs
+# that met a new refusal in target/fuzz/corpus/.
+FUZZ_INPUTS ?=
+fuzz-mutation: tools dicom-testdata
 	PPDENOISE_FUZZ_CORPUS=$(CURDIR)/target/fuzz/corpus \
 	$(if $(FUZZ_INPUTS),PPDENOISE_FUZZ_INPUTS=$(FUZZ_INPUTS),PPDENOISE_FUZZ_SECS=$(FUZZ_SECS)) \
 	$(CARGO) test --release --test fuzz -- --nocapture

@@ -65,6 +65,8 @@ use ppdenoise::twopc::cnn::CnnJobInputs;
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs};
 
+#[path = "fuzz/afl.rs"]
+mod afl_campaign;
 mod common;
 
 /// Largest single allocation a parser may make on these tiny inputs (the biggest valid file
@@ -164,9 +166,14 @@ fn write_safetensors(model: &ppdenoise::plain::model::Model, path: &Path) {
     std::fs::write(path, safetensors::serialize(views, Some(md)).unwrap()).unwrap();
 }
 
-/// Two demo runs on tiny models: every file kind the parties exchange.
+/// Two demo runs on tiny models: every file kind the parties exchange. Made once in `dir`,
+/// then found there: an afl++ campaign reads the files its export made.
 fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
     let (mlp, cnn) = (dir.join("mlp"), dir.join("cnn"));
+    let done = dir.join("seed-runs.done");
+    if done.exists() {
+        return (mlp, cnn);
+    }
     tiny_mlp().save(&dir.join("mlp.npz")).unwrap();
     write_safetensors(&tiny_mlp(), &dir.join("mlp.safetensors"));
     let cmeta = CnnMeta {
@@ -239,6 +246,7 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
             }
         }
     }
+    std::fs::write(&done, b"").unwrap();
     (mlp, cnn)
 }
 
@@ -600,7 +608,6 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     // process (an accepted record is reused: its numbers go into the report).
     let table = scratch.join("table");
     let model = scratch.join("table-mlp.npz");
-    tiny_mlp().save(&model).unwrap();
     let args: Vec<String> = [
         "ppdenoise",
         "table",
@@ -620,7 +627,12 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     ]
     .map(String::from)
     .to_vec();
-    run(&args[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    // Made once per scratch directory, like every file below (see `seed_runs`).
+    let seed = scratch.join("run.json");
+    if !seed.exists() {
+        tiny_mlp().save(&model).unwrap();
+        run(&args[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    }
     let runs = table.join("runs");
     let image = std::fs::read_dir(&runs)
         .unwrap()
@@ -629,8 +641,9 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         .unwrap()
         .path();
     let record = image.join("sigma25").join("run.json");
-    let seed = scratch.join("run.json");
-    std::fs::copy(&record, &seed).unwrap();
+    if !seed.exists() {
+        std::fs::copy(&record, &seed).unwrap();
+    }
     let resume: Vec<String> = args.into_iter().chain(["--resume".into()]).collect();
     t.push(Target {
         name: "table --resume record",
@@ -645,24 +658,28 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     // container inside, read whole as every reader does.
     let sealed_dir = scratch.join("sealed");
     std::fs::create_dir_all(&sealed_dir).unwrap();
-    let (secret, to) = ppdenoise::formats::sealed::new_identity();
     let id = sealed_dir.join("id.age-identity");
-    std::fs::write(&id, secret).unwrap();
-    ppdenoise::formats::sealed::use_identity(&id).unwrap();
-    let seeds = [
+    let recipient = sealed_dir.join("id.age-recipient");
+    let plain = [
         mlp.join("image.p1"),
         mlp.join("triplets.p0"),
         cnn.join("out.p0"),
-    ]
-    .iter()
-    .map(|plain| {
-        let sealed = sealed_dir.join(plain.file_name().unwrap());
-        let mut w = to.seal(std::fs::File::create(&sealed).unwrap()).unwrap();
-        std::io::Write::write_all(&mut w, &std::fs::read(plain).unwrap()).unwrap();
-        w.finish().unwrap();
-        sealed
-    })
-    .collect();
+    ];
+    let seeds: Vec<PathBuf> = plain
+        .iter()
+        .map(|p| sealed_dir.join(p.file_name().unwrap()))
+        .collect();
+    if !id.exists() {
+        let (secret, to) = ppdenoise::formats::sealed::new_identity();
+        std::fs::write(&recipient, format!("# public\n{to}\n")).unwrap();
+        for (p, sealed) in plain.iter().zip(&seeds) {
+            let mut w = to.seal(std::fs::File::create(sealed).unwrap()).unwrap();
+            std::io::Write::write_all(&mut w, &std::fs::read(p).unwrap()).unwrap();
+            w.finish().unwrap();
+        }
+        std::fs::write(&id, secret).unwrap();
+    }
+    ppdenoise::formats::sealed::use_identity(&id).unwrap();
     t.push(Target {
         name: "sealed files (age)",
         seeds,
@@ -671,8 +688,6 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     });
     // Issue 31, item 8: the small files every party reads besides its data. Age identities
     // and recipients (keygen's), each mutated copy read as both.
-    let recipient = sealed_dir.join("id.age-recipient");
-    std::fs::write(&recipient, format!("# public\n{to}\n")).unwrap();
     t.push(Target {
         name: "age identities and recipients",
         seeds: vec![id.clone(), recipient],
@@ -696,10 +711,13 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     // certificate as a peer's and with its valid key.
     let keys = scratch.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
-    let (key, cert) = ppdenoise::net::identity::keygen("s0")
-        .unwrap()
-        .save(&keys.join("s0"), true)
-        .unwrap();
+    let (key, cert) = (keys.join("s0.key"), keys.join("s0.crt"));
+    if !cert.exists() {
+        ppdenoise::net::identity::keygen("s0")
+            .unwrap()
+            .save(&keys.join("s0"), true)
+            .unwrap();
+    }
     t.push(Target {
         name: "TLS keys and certificates",
         seeds: vec![key, cert],
@@ -741,10 +759,14 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     });
     // A server's record of consumed randomness, read before every claim.
     let state = scratch.join("state");
+    let made = state.join("consumed-triplets-p0").exists();
     for id in [
         "00112233445566778899aabbccddeeff",
         "ffeeddccbbaa99887766554433221100",
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| !made)
+    {
         ppdenoise::server::state::mark_used(
             &state,
             0,
@@ -835,11 +857,15 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     let img = ppdenoise::plain::image::load_input("builtin:phantom:24").unwrap();
     let saved = |name: &str, enc: Encoding| {
         let p = images.join(name);
-        enc.save(&img, &p).unwrap();
+        if !p.exists() {
+            enc.save(&img, &p).unwrap();
+        }
         p
     };
     let dcm = images.join("ct.dcm");
-    common::dicom_slice(&dcm, "1.2.826.0.1.3680043.8.498.9", 1, 0.0, 24, 1);
+    if !dcm.exists() {
+        common::dicom_slice(&dcm, "1.2.826.0.1.3680043.8.498.9", 1, 0.0, 24, 1);
+    }
     for (name, seeds) in [
         (
             "images: PNG",
@@ -904,6 +930,10 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
     let inner = || open_file(ct).unwrap().into_inner();
     let mut write = |name: &str, obj: dicom_object::InMemDicomObject, ts: &str| {
         let p = dir.join(name);
+        if p.exists() {
+            seeds.push(p);
+            return;
+        }
         obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(ts))
             .unwrap()
             .write_to_file(&p)
@@ -932,13 +962,15 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
         PixelFragmentSequence::new(Vec::<u32>::new(), vec![jpeg]),
     ));
     write("ct-jpeg12.dcm", obj, uids::JPEG_EXTENDED12_BIT);
-    let mut jls = open_file(ct).unwrap();
-    jls.transcode(
-        &dicom_transfer_syntax_registry::entries::JPEG_LS_LOSSLESS_IMAGE_COMPRESSION.erased(),
-    )
-    .unwrap();
     let p = dir.join("ct-jls.dcm");
-    jls.write_to_file(&p).unwrap();
+    if !p.exists() {
+        let mut jls = open_file(ct).unwrap();
+        jls.transcode(
+            &dicom_transfer_syntax_registry::entries::JPEG_LS_LOSSLESS_IMAGE_COMPRESSION.erased(),
+        )
+        .unwrap();
+        jls.write_to_file(&p).unwrap();
+    }
     seeds.push(p);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let made = root.join("out/dicom-testdata/j2k8-lossless.dcm");
@@ -2036,11 +2068,11 @@ fn fuzz_peer_frames(rng: &mut ChaCha12Rng, budget: Budget) -> (u64, u64, Vec<Str
     (runs, refused, crashes)
 }
 
-#[test]
-fn fuzz_every_parser() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (mlp, cnn) = seed_runs(tmp.path());
-    let scratch = tmp.path().join("scratch");
+/// The seed runs and the targets built on them, in `dir` (made there unless already made).
+fn setup(dir: &Path) -> Vec<Target> {
+    std::fs::create_dir_all(dir).unwrap();
+    let (mlp, cnn) = seed_runs(dir);
+    let scratch = dir.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let targets = targets(&mlp, &cnn, &scratch);
     SIGNERS.get_or_init(|| {
@@ -2054,6 +2086,13 @@ fn fuzz_every_parser() {
             })
             .collect()
     });
+    targets
+}
+
+#[test]
+fn fuzz_every_parser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let targets = setup(tmp.path());
     let (budget, seed) = Budget::from_env();
     // PPDENOISE_FUZZ_THREADS: targets fuzzed at once (each has its own random stream, so the
     // inputs do not depend on it); the machine's cores by default.
