@@ -23,8 +23,18 @@ pub(super) const MAX_TOTAL_BYTES: u64 = 2 << 30;
 /// Most entries a model file may have (a 17-layer DnCNN has 34 arrays and a few settings).
 const MAX_ENTRIES: usize = 4096;
 
-/// Longest `.npy` header accepted (numpy writes 128 bytes or a little more).
-const MAX_HEADER: usize = 1 << 16;
+/// Longest `.npy` header accepted (numpy writes 128 bytes or a little more; its own
+/// `np.load` refuses headers over 10000 bytes by default, against the same slow parsing).
+const MAX_HEADER: usize = 10_000;
+
+/// Most `.npy` header bytes all entries of a model file may hold together (a 17-layer DnCNN
+/// has 34 headers of 128 bytes): parsing the worst header allowed takes about 3 ms per kB.
+const MAX_HEADERS_TOTAL: u64 = 256 << 10;
+
+/// Deepest nesting of brackets a `.npy` header may have: numpy writes 2 for an array of
+/// plain numbers (the dictionary and its shape tuple), all a model file holds; a structured
+/// dtype's fields (a list of tuples) are deeper and refused.
+const MAX_HEADER_DEPTH: usize = 3;
 
 /// Checks every entry of the `.npz` at `path`: a `.npy` array whose header's shape and
 /// element size account for exactly its data, at most [`MAX_ARRAY_BYTES`].
@@ -57,7 +67,7 @@ fn check_entries(path: &Path, file: &File) -> Result<(), ModelError> {
             zip.len()
         )));
     }
-    let mut total = 0u64;
+    let (mut total, mut headers) = (0u64, 0u64);
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| not_npz(e.to_string()))?;
         let name = entry.name().to_string();
@@ -67,6 +77,13 @@ fn check_entries(path: &Path, file: &File) -> Result<(), ModelError> {
             msg,
         };
         let (header_len, data_bytes) = declared(&mut entry).map_err(&bad)?;
+        headers += header_len;
+        if headers > MAX_HEADERS_TOTAL {
+            return Err(bad(format!(
+                "the .npy headers so far hold {headers} bytes; a model's may hold at most \
+                 {MAX_HEADERS_TOTAL} in all"
+            )));
+        }
         let Some(data_bytes) = data_bytes else {
             continue;
         };
@@ -130,6 +147,28 @@ pub(crate) fn declared(r: &mut impl Read) -> Result<(u64, Option<u64>), String> 
 /// Shape x element size of a floating-point array from its header dictionary, parsed as
 /// ndarray-npy parses it; a key given twice is refused (ndarray-npy would take the last).
 fn float_bytes(text: &str) -> Result<Option<u64>, String> {
+    // py_literal's parser backtracks on nested openers, exponentially in their depth and
+    // linearly in their number: a header of 15 unclosed braces took it 11 s, one of 16 over
+    // two minutes (found by afl++), 60 kB of groups 8 deep 15 s. Brackets in strings count
+    // too: a model header has none there, and counting them all leaves nothing to hide
+    // nesting in.
+    let depth = text
+        .chars()
+        .scan(0usize, |d, c| {
+            match c {
+                '{' | '[' | '(' => *d += 1,
+                '}' | ']' | ')' => *d = d.saturating_sub(1),
+                _ => {}
+            }
+            Some(*d)
+        })
+        .max()
+        .unwrap_or(0);
+    if depth > MAX_HEADER_DEPTH {
+        return Err(format!(
+            ".npy header nests brackets {depth} deep (at most {MAX_HEADER_DEPTH})"
+        ));
+    }
     let value: Value = text
         .trim_end()
         .parse()
@@ -202,6 +241,60 @@ mod tests {
         let descr2 = "{'descr': '|u1', 'fortran_order': False, 'shape': (8,), 'descr': '<f8'}";
         assert!(bytes(descr2).unwrap_err().contains("twice"));
         assert!(declared(&mut &b"\x93NUMPX\x01\x00\x00\x00"[..]).is_err());
+    }
+
+    /// Nested openers, on which py_literal's parser backtracks for minutes (an input afl++
+    /// found): refused before it parses them.
+    #[test]
+    fn deeply_nested_headers_are_refused_before_parsing() {
+        let bytes = |h: &str| declared(&mut &npy(h, 0)[..]).map(|(_, b)| b);
+        let found = "{{{{{{{{{{{{{{', 'fortran_order': False, 'shape': ()}";
+        assert!(bytes(found).unwrap_err().contains("15 deep"));
+        let lists = format!(
+            "{{'descr': '<f8', 'shape': {}8{}}}",
+            "[(".repeat(9),
+            ")]".repeat(9)
+        );
+        assert!(bytes(&lists).unwrap_err().contains("19 deep"));
+        let fields = "{'descr': [('a', '<f8', (2, 3)), ('b', '<i4')], 'fortran_order': False, 'shape': (4,), }";
+        assert!(bytes(fields).unwrap_err().contains("4 deep"));
+        let pair =
+            "{'descr': [('a', '<f8'), ('b', '<i4')], 'fortran_order': False, 'shape': (4,), }";
+        assert_eq!(bytes(pair), Ok(None));
+        // At the bound, py_literal gets the header and refuses it as malformed.
+        let at_bound = format!("{}'descr'", "{".repeat(MAX_HEADER_DEPTH));
+        assert!(bytes(&at_bound).unwrap_err().contains("unreadable"));
+        // Past numpy's own bound on a header's length.
+        let long = format!(
+            "{{'descr': '<f8', 'shape': (1,), 'pad': '{}'}}",
+            " ".repeat(10_000)
+        );
+        assert!(bytes(&long).unwrap_err().contains("header of"));
+    }
+
+    /// Many entries of long headers: refused once their headers pass the total bound.
+    #[test]
+    fn headers_past_the_total_bound_are_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npz");
+        let mut z = zip::ZipWriter::new(File::create(&p).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let h = format!(
+            "{{'descr': '<U1', 'shape': (), 'pad': '{}'}}",
+            " ".repeat(9_000)
+        );
+        for i in 0..30 {
+            z.start_file(format!("s{i}.npy"), opts).unwrap();
+            z.write_all(&npy(&h, 4)).unwrap();
+        }
+        z.finish().unwrap();
+        let e = check(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("array s28") && e.contains("at most 262144 in all"),
+            "{e}"
+        );
     }
 
     /// A model whose header claims far more than its data: refused by name, before
