@@ -23,8 +23,8 @@
 //! with a result or an error, never a panic.
 //!
 //! `cargo test --release --test fuzz` (and `make test`) tries 3000 inputs per target
-//! (`PPDENOISE_FUZZ_INPUTS`) from a fixed seed, the same inputs on every machine; `make fuzz`
-//! runs `PPDENOISE_FUZZ_SECS` seconds per target from a fresh seed (printed;
+//! (`PPDENOISE_FUZZ_INPUTS`) from a fixed seed, the same inputs on every machine;
+//! `make fuzz-mutation` runs `PPDENOISE_FUZZ_SECS` seconds per target from a fresh seed (printed;
 //! `PPDENOISE_FUZZ_SEED` reruns one; `PPDENOISE_FUZZ_ONLY` keeps the targets whose names
 //! contain it, `PPDENOISE_FUZZ_SKIP` leaves out those whose names contain one of its
 //! comma-separated parts) and keeps a corpus (`PPDENOISE_FUZZ_CORPUS`): inputs that met a new kind of
@@ -33,6 +33,9 @@
 //! `target/fuzz/` and fails the test; the inputs in `fixtures/fuzz/` (crashes found earlier)
 //! run first. An allocation past the limit aborts the process: the input is then in one of
 //! the `.input` files last written, one per target running (rerun with `PPDENOISE_FUZZ_ONLY`).
+//!
+//! `make fuzz` runs the same targets (the peer frames aside) coverage-guided, under afl++:
+//! see `fuzz/afl.rs`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -678,6 +681,8 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             w.finish().unwrap();
         }
         std::fs::write(&id, secret).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     ppdenoise::formats::sealed::use_identity(&id).unwrap();
     t.push(Target {
@@ -724,6 +729,9 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         shape: Shape::Raw,
         parse: Box::new(|f, seed| {
             use ppdenoise::net::identity::{load_peer_cert, Identity};
+            // Private, as keygen writes it (else every input prints the mode's warning).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
             let (key, cert) = (seed.with_extension("key"), seed.with_extension("crt"));
             if seed.extension().is_some_and(|e| e == "key") {
                 Identity::load(f, &cert).outcome()
@@ -1566,7 +1574,7 @@ fn refusal_kind(m: &str) -> String {
 }
 
 /// Inputs that met a refusal no earlier input met, kept on disk across runs
-/// (`PPDENOISE_FUZZ_CORPUS`, `make fuzz`: `target/fuzz/corpus/<target>/`) and mutated like
+/// (`PPDENOISE_FUZZ_CORPUS`, `make fuzz-mutation`: `target/fuzz/corpus/<target>/`) and mutated like
 /// the valid files: the refusal's kind stands in for the coverage feedback that needs an
 /// instrumented build (docs/security.md). `make test` keeps none, so that it tries the same
 /// inputs on every machine.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::{reseal, setup, slug, Shape, Target};
 
-/// afl++ leaves out first inputs larger than this (its `MAX_FILE`).
+/// afl++ reads no more of an input than this (its `MAX_FILE`).
 const AFL_MAX_INPUT: usize = 1 << 20;
 
 #[test]
@@ -43,30 +43,37 @@ fn afl_campaign() {
 /// Makes (or keeps) the targets' files and writes each target's first inputs.
 fn export(dir: &Path) {
     let files = dir.join("files");
-    let mut targets = setup(&files);
-    // Files an older build made may no longer be valid: each target needs its valid files
-    // accepted, or its campaign tests nothing. They are then made again, and afl++'s
-    // queues, grown beside the old files, are dropped.
     let input = dir.join("export.input");
-    let stale = targets.iter().find_map(|t| {
-        t.seeds.iter().enumerate().find_map(|(k, s)| {
-            let head = [k as u8];
-            let r = run_one(t, &input, &[&head[..], &std::fs::read(s).unwrap()].concat());
-            r.err()
-                .map(|e| format!("{}: valid file {}: {e}", t.name, s.display()))
-        })
+    // Files an older build made may no longer be valid (or a newer harness may want one it
+    // did not make): each target needs its valid files accepted, or its campaign tests
+    // nothing. They are then made again, and afl++'s queues, grown beside the old files,
+    // are dropped; files this build has just made must pass. (The check reads each file as
+    // it is, not signed again, so the signing keys of `setup`'s first call do not matter.)
+    let kept = std::panic::catch_unwind(|| {
+        let targets = setup(&files);
+        valid_refused(&targets, &input).map_or(Ok(targets), Err)
     });
-    if let Some(why) = stale {
-        eprintln!(
-            "afl: the files in {} are made again ({why})",
-            files.display()
-        );
-        drop(targets);
-        for d in [&files, &dir.join("out")] {
-            let _ = std::fs::remove_dir_all(d);
+    let targets = match kept {
+        Ok(Ok(targets)) => targets,
+        stale => {
+            let why = match stale {
+                Ok(Err(why)) => why,
+                _ => "the set-up panicked on them".into(),
+            };
+            eprintln!(
+                "afl: the files in {} are made again ({why})",
+                files.display()
+            );
+            for d in [&files, &dir.join("out")] {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            let targets = setup(&files);
+            if let Some(why) = valid_refused(&targets, &input) {
+                panic!("a file the seed runs made is refused: {why}");
+            }
+            targets
         }
-        targets = setup(&files);
-    }
+    };
     let _ = std::fs::remove_dir_all(dir.join("in"));
     let mut names = String::new();
     for t in &targets {
@@ -76,7 +83,7 @@ fn export(dir: &Path) {
             let file = std::fs::read(s).unwrap();
             if file.len() >= AFL_MAX_INPUT {
                 eprintln!(
-                    "afl: {}: valid file {} ({} bytes) is past afl++'s input limit",
+                    "afl: {}: valid file {} ({} bytes) is past afl++'s input limit (cut)",
                     t.name,
                     s.display(),
                     file.len()
@@ -97,6 +104,19 @@ fn export(dir: &Path) {
         targets.len(),
         dir.display()
     );
+}
+
+/// The first valid file some target refuses (read as it is: its signature is its maker's).
+fn valid_refused(targets: &[Target], input: &Path) -> Option<String> {
+    targets.iter().find_map(|t| {
+        t.seeds.iter().enumerate().find_map(|(k, s)| {
+            let head = [k as u8 | 0x80];
+            let file = std::fs::read(s).map_err(|e| e.to_string());
+            let r = file.and_then(|f| run_one(t, input, &[&head[..], &f].concat()));
+            r.err()
+                .map(|e| format!("{}: valid file {}: {e}", t.name, s.display()))
+        })
+    })
 }
 
 /// One target's inputs: afl++'s in a fuzzing build, else the one on standard input.
