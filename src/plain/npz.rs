@@ -224,6 +224,24 @@ mod tests {
         b
     }
 
+    /// `m.npz` in `dir`, its entries stored as given.
+    fn npz_file(
+        dir: &Path,
+        entries: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> std::path::PathBuf {
+        use std::io::Write;
+        let p = dir.join("m.npz");
+        let mut z = zip::ZipWriter::new(File::create(&p).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in entries {
+            z.start_file(name, opts).unwrap();
+            z.write_all(&bytes).unwrap();
+        }
+        z.finish().unwrap();
+        p
+    }
+
     #[test]
     fn header_sizes() {
         let bytes = |h: &str| declared(&mut &npy(h, 0)[..]).map(|(_, b)| b);
@@ -275,21 +293,13 @@ mod tests {
     /// Many entries of long headers: refused once their headers pass the total bound.
     #[test]
     fn headers_past_the_total_bound_are_refused() {
-        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.npz");
-        let mut z = zip::ZipWriter::new(File::create(&p).unwrap());
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
         let h = format!(
             "{{'descr': '<U1', 'shape': (), 'pad': '{}'}}",
             " ".repeat(9_000)
         );
-        for i in 0..30 {
-            z.start_file(format!("s{i}.npy"), opts).unwrap();
-            z.write_all(&npy(&h, 4)).unwrap();
-        }
-        z.finish().unwrap();
+        let entries = (0..30).map(|i| (format!("s{i}.npy"), npy(&h, 4)));
+        let p = npz_file(dir.path(), entries);
         let e = check(&p).unwrap_err().to_string();
         assert!(
             e.contains("array s28") && e.contains("at most 262144 in all"),
@@ -301,16 +311,9 @@ mod tests {
     /// ndarray-npy would have allocated the claimed size.
     #[test]
     fn a_shape_larger_than_the_data_is_refused() {
-        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.npz");
-        let mut z = zip::ZipWriter::new(File::create(&p).unwrap());
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        z.start_file("W1.npy", opts).unwrap();
         let h = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000), }";
-        z.write_all(&npy(h, 64)).unwrap();
-        z.finish().unwrap();
+        let p = npz_file(dir.path(), [("W1.npy".to_string(), npy(h, 64))]);
         let e = check(&p).unwrap_err().to_string();
         assert!(
             e.contains("array W1") && e.contains("80000000000 bytes"),
