@@ -56,7 +56,7 @@ soak: tools
 # Coverage-guided fuzzing (scripts/fuzz-afl.sh, docs/security.md): every parser target of
 # tests/fuzz.rs as an afl++ campaign of FUZZ_SECS seconds, FUZZ_JOBS at once, built by
 # cargo-afl (installed from the crate registry on first use). The instrumented build goes to
-# target/afl/ (about 25 minutes on 2 cores the first time); afl++'s queues are kept there
+# target/afl/ (about 15 minutes on 2 cores the first time); afl++'s queues are kept there
 # and grow across runs; any crash fails, with its panic message.
 FUZZ_SECS ?= 60
 FUZZ_JOBS ?=

@@ -148,8 +148,8 @@ pub(crate) fn declared(r: &mut impl Read) -> Result<(u64, Option<u64>), String> 
 /// ndarray-npy parses it; a key given twice is refused (ndarray-npy would take the last).
 fn float_bytes(text: &str) -> Result<Option<u64>, String> {
     // py_literal's parser backtracks on nested openers, exponentially in their depth and
-    // linearly in their number: a header of 15 unclosed braces took it 11 s, one of 16 over
-    // two minutes (found by afl++), 60 kB of groups 8 deep 15 s. Brackets in strings count
+    // linearly in their number: headers nested 15 deep took it 11 s, 20 and 27 deep over two
+    // minutes (found by afl++), 60 kB of groups 8 deep 15 s. Brackets in strings count
     // too: a model header has none there, and counting them all leaves nothing to hide
     // nesting in.
     let depth = text
