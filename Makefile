@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 tools: $(TOOLS)
 
@@ -160,6 +160,19 @@ table-ffdnet: build out/ffdnet/clip.npz dncnn .venv-bm3d/.ok
 	.venv-bm3d/bin/python scripts/bm3d-compare.py out/table-ffdnet $(BIN) > /dev/null
 	.venv-bm3d/bin/python scripts/ffdnet-compare.py out/table-ffdnet out/table-ffdnet-pg $(BIN) > out/results-ffdnet.md
 	@echo "wrote out/results-ffdnet.md (docs/results-ffdnet.md is its recorded copy)"
+
+# The CT table of docs/dicom.md ("Quality on a real CT"): pydicom's CT_small at 10, 20 and 40 HU
+# through the fixed-point oracle (what the secure path writes, bit for bit) with the shipped
+# MLP and FFDNet-Clip (when ../shared/models/ffdnet exists), known sigma and `auto`, and BM3D
+# in the clear; RMSE in HU (scripts/dicom-table.py; about a minute).
+dicom-table: build dicom-testdata .venv-bm3d/.dicom-ok $(if $(wildcard $(FFDNET)/FFDNet_Clip_gray.mat),out/ffdnet/clip.npz)
+	.venv-bm3d/bin/python scripts/dicom-table.py $(BIN) out/dicom-table \
+	  $(if $(wildcard $(FFDNET)/FFDNet_Clip_gray.mat),--ffdnet out/ffdnet/clip.npz) > out/dicom-table.md
+	cat out/dicom-table.md
+
+.venv-bm3d/.dicom-ok: .venv-bm3d/.ok Makefile
+	.venv-bm3d/bin/pip install --quiet pydicom==3.0.2
+	touch $@
 
 .venv-bm3d/.ok:
 	test -d .venv-bm3d || python3 -m venv .venv-bm3d

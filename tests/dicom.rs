@@ -724,6 +724,40 @@ fn cli_refused<S: AsRef<std::ffi::OsStr>>(args: &[S], needles: &[&str]) {
     }
 }
 
+/// The CT `dcm` holds `tif`'s image (both on the CT's default window) to within the two
+/// files' rounding, wherever the noisy slice it was made from lay inside the window (the
+/// DICOM holds the rest back unchanged).
+fn assert_same_inside_window(dcm: &Path, tif: &GrayImage, noisy: &Path, full: bool) {
+    use ppdenoise::plain::image::{load_windowed, window::WindowChoice};
+    let choice = if full {
+        WindowChoice::Full
+    } else {
+        WindowChoice::Default
+    };
+    let on_window = |p: &Path| load_windowed(p, &choice, false).unwrap().frames.remove(0);
+    let (a, noisy) = (on_window(dcm), on_window(noisy));
+    // What the container holds at most or least (a 12-bit CT's stored range ends at 1023
+    // HU, inside the window): a value past it is clamped there.
+    let t = DicomTemplate::read(dcm).unwrap();
+    let i = t.intensity();
+    let (lo, hi) = i.stored_range();
+    let w = if full {
+        i.full_window()
+    } else {
+        ppdenoise::plain::image::window::CT_WINDOW
+    };
+    let (lo, hi) = (i.to_scale(lo, &w), i.to_scale(hi, &w));
+    let step = 255.0 / 4095.0 / 2.0 + 255.0 / 65535.0 / 2.0 + 1e-9;
+    let mut compared = 0;
+    for ((x, y), n) in a.pixels.iter().zip(&tif.pixels).zip(&noisy.pixels) {
+        if *n > 0.0 && *n < 255.0 && *x > lo + step && *x < hi - step {
+            assert!((x - y).abs() <= step, "{x} vs {y}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 10, "{compared}");
+}
+
 /// A 12-bit signed CT-like slice of the n x n phantom.
 fn ct_phantom(path: &Path, n: usize) -> PathBuf {
     let ph = ppdenoise::plain::phantom::builtin(&format!("phantom:{n}")).unwrap();
@@ -764,9 +798,15 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
     let p = m["psnr"].as_f64().unwrap();
     assert!((18.0..26.0).contains(&p), "PSNR {p}");
 
-    // Denoise in the fixed-point arithmetic: a DICOM like the input, and a 16-bit TIFF.
+    // Denoise in the fixed-point arithmetic: a DICOM like the input, and a 16-bit TIFF. The
+    // phantom fills the container's whole range (-3072 to 1023 HU, past a CT's window), and
+    // so does its noise: on the full range, as add-noise put it there.
     ok(&[
         "denoise",
+        "--sigma",
+        "25",
+        "--window",
+        "full",
         "--image",
         &d("noisy.dcm"),
         "--arith",
@@ -777,6 +817,10 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
     assert_derived_cli(&dir.path().join("den.dcm"), &noisy);
     ok(&[
         "denoise",
+        "--sigma",
+        "25",
+        "--window",
+        "full",
         "--image",
         &d("noisy.dcm"),
         "--arith",
@@ -784,15 +828,14 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
         "--out",
         &d("den.tif"),
     ]);
-    let (a, b) = (
-        load(dir.path().join("den.dcm")).unwrap(),
-        load(dir.path().join("den.tif")).unwrap(),
-    );
+    let b = load(dir.path().join("den.tif")).unwrap();
     assert_eq!(b.bit_depth, 16);
-    let step = 255.0 / 4095.0 / 2.0 + 255.0 / 65535.0 / 2.0 + 1e-9;
-    for (x, y) in a.pixels.iter().zip(b.pixels.iter()) {
-        assert!((x - y).abs() <= step, "{x} vs {y}");
-    }
+    assert_same_inside_window(
+        &dir.path().join("den.dcm"),
+        &b,
+        &dir.path().join("noisy.dcm"),
+        true,
+    );
     let after = ok(&["metrics", &s(&ct), &d("den.dcm")])["psnr"]
         .as_f64()
         .unwrap();
@@ -802,6 +845,8 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
     cli_refused(
         &[
             "add-noise",
+            "--sigma",
+            "25",
             "--image",
             "builtin:phantom:16",
             "--out",
@@ -812,6 +857,8 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
     cli_refused(
         &[
             "add-noise",
+            "--sigma",
+            "25",
             "--image",
             &s(&ct),
             "--out",
@@ -906,6 +953,8 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     let ct = ct_phantom(&dir.path().join("ct.dcm"), 24);
     ok(&[
         "add-noise",
+        "--sigma",
+        "25",
         "--image",
         &s(&ct),
         "--seed",
@@ -944,6 +993,8 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     ok(&["share-model", "--model", &d("m.npz"), "--out", &d("model")]);
     ok(&[
         "share-image",
+        "--sigma",
+        "25",
         "--image",
         &d("noisy.dcm"),
         "--out",
@@ -1009,9 +1060,11 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     let den = dir.path().join("den.dcm");
     assert_derived_cli(&den, &dir.path().join("noisy.dcm"));
     let obj = open_file(&den).unwrap();
-    assert!(attr(&obj, tags::DERIVATION_DESCRIPTION).contains("secret shares (m, sigma 25)"));
+    assert!(
+        attr(&obj, tags::DERIVATION_DESCRIPTION).contains("secret shares (m, sigma 401.471 HU)")
+    );
     // The model's name (its file's, by default) and the job's sigma, carried by the servers.
-    assert!(attr(&obj, tags::SERIES_DESCRIPTION).ends_with("(denoised, m, sigma 25)"));
+    assert!(attr(&obj, tags::SERIES_DESCRIPTION).ends_with("(denoised, m, sigma 401.471 HU)"));
     // An independent reader (pydicom) sees the derived attributes and our pixels.
     let seen = pydicom_reads(&den);
     assert_eq!(
@@ -1097,7 +1150,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     let desc = attr(&open_file(d("den3.dcm")).unwrap(), tags::SERIES_DESCRIPTION);
     assert!(
         desc.contains("(denoised, model ")
-            && desc.ends_with(", sigma 25)")
+            && desc.ends_with(", sigma 401.471 HU)")
             && !desc.contains("FDA"),
         "{desc}"
     );
@@ -1116,15 +1169,9 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     );
     // The same result as a 16-bit TIFF: equal within the two formats' rounding.
     rec("den.tif", &[]);
-    let (a, b) = (
-        load(&den).unwrap(),
-        load(dir.path().join("den.tif")).unwrap(),
-    );
-    assert_eq!(a.pixels.dim(), (24, 24));
-    let step = 255.0 / 4095.0 / 2.0 + 255.0 / 65535.0 / 2.0 + 1e-9;
-    for (x, y) in a.pixels.iter().zip(b.pixels.iter()) {
-        assert!((x - y).abs() <= step, "{x} vs {y}");
-    }
+    let b = load(dir.path().join("den.tif")).unwrap();
+    assert_eq!(b.pixels.dim(), (24, 24));
+    assert_same_inside_window(&den, &b, &dir.path().join("noisy.dcm"), false);
     // A template of another size is refused, and nothing is written.
     let small = Spec::new(4, 4, 12, true, vec![0; 16]).write(&dir.path().join("small.dcm"));
     let args: Vec<String> = [
@@ -1159,24 +1206,16 @@ fn dicom_walkthrough_runs_as_written() {
         .expect("docs/dicom.md has a ```sh block");
     let dir = tempfile::tempdir().unwrap();
     let series = dir.path().join("series");
-    std::fs::create_dir(&series).unwrap();
-    let clean = ct_phantom(&dir.path().join("clean.dcm"), 48);
-    for k in 1..=3 {
-        ok(&[
-            "add-noise",
-            "--image",
-            &s(&clean),
-            "--sigma",
-            "15",
-            "--seed",
-            &k.to_string(),
-            // One noisy series (add-noise puts each output in a new one by default).
-            "--series-uid",
-            "1.2.826.0.1.3680043.8.498.55",
-            "--out",
-            &s(&series.join(format!("slice-{k}.dcm"))),
-        ]);
-    }
+    // A real signed 16-bit CT (pydicom's CT_small, HU = stored - 1024) as a series of three
+    // slices with 20 HU of Gaussian noise: the walk-through's default sigma.
+    let clean = testdata("pydicom/CT_small.dcm");
+    let o = Command::new(root().join(".venv-dicom/bin/python"))
+        .arg(root().join("scripts/noisy-series.py"))
+        .args([s(&clean), s(&series)])
+        .args(["--slices", "3", "--sigma", "20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/default-model.npz");
     let run = Command::new("bash")
         .arg("-c")
@@ -1196,8 +1235,8 @@ fn dicom_walkthrough_runs_as_written() {
     );
     let mut derived_series = std::collections::BTreeSet::new();
     for k in 1..=3 {
-        let noisy = series.join(format!("slice-{k}.dcm"));
-        let out = dir.path().join(format!("denoised/slice-{k}.dcm"));
+        let noisy = series.join(format!("slice{k:03}.dcm"));
+        let out = dir.path().join(format!("denoised/slice{k:03}.dcm"));
         assert_derived_cli(&out, &noisy);
         let seen = pydicom_reads(&out);
         derived_series.insert(seen["SeriesInstanceUID"].as_str().unwrap().to_string());
@@ -1206,7 +1245,7 @@ fn dicom_walkthrough_runs_as_written() {
             seen["SeriesDescription"]
                 .as_str()
                 .unwrap()
-                .ends_with("(denoised, default-model, sigma 15)"),
+                .ends_with("denoised, default-model, sigma 20 HU"),
             "{}",
             seen["SeriesDescription"]
         );
@@ -1220,7 +1259,7 @@ fn dicom_walkthrough_runs_as_written() {
             "--image",
             &s(&noisy),
             "--sigma",
-            "15",
+            "20HU",
             "--out",
             &s(&oracle),
         ]);
@@ -1234,6 +1273,23 @@ fn dicom_walkthrough_runs_as_written() {
             px,
             stored_values(&out),
             "slice {k}: pydicom reads other pixels"
+        );
+        // Better than it went in, in HU as pydicom reads them.
+        let o = Command::new(root().join(".venv-dicom/bin/python"))
+            .arg(root().join("scripts/dicom-rmse.py"))
+            .args([s(&clean), s(&noisy), s(&out)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rmse: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (before, after) = (
+            rmse[s(&noisy)].as_f64().unwrap(),
+            rmse[s(&out)].as_f64().unwrap(),
+        );
+        eprintln!("slice {k}: RMSE {before:.2} HU -> {after:.2} HU");
+        assert!(
+            after < 0.9 * before,
+            "slice {k}: {before:.2} HU -> {after:.2} HU"
         );
     }
     assert_eq!(
@@ -1879,6 +1935,8 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
     // Denoised in fixed point: every frame as the frame alone gives.
     ok(&[
         "denoise",
+        "--sigma",
+        "25",
         "--image",
         &p("noisy.dcm"),
         "--arith",
@@ -1894,6 +1952,8 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
         let out = d(&format!("f{k}-den.dcm"));
         ok(&[
             "denoise",
+            "--sigma",
+            "25",
             "--image",
             &s(&one),
             "--arith",
@@ -1910,11 +1970,27 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
     assert_eq!(px, den.concat());
     // A multi-frame input cannot become a PNG, nor take --clean.
     cli_refused(
-        &["add-noise", "--image", &p("mf.dcm"), "--out", &p("x.png")],
+        &[
+            "add-noise",
+            "--sigma",
+            "25",
+            "--image",
+            &p("mf.dcm"),
+            "--out",
+            &p("x.png"),
+        ],
         &["3 frames", "one DICOM"],
     );
     cli_refused(
-        &["denoise", "--image", &p("mf.dcm"), "--clean", &p("mf.dcm")],
+        &[
+            "denoise",
+            "--sigma",
+            "25",
+            "--image",
+            &p("mf.dcm"),
+            "--clean",
+            &p("mf.dcm"),
+        ],
         &["3 frames", "--clean"],
     );
 }
@@ -1997,6 +2073,8 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
     assert_eq!(j["files"].as_array().unwrap().len(), 3);
     let denoised = ok(&[
         "denoise",
+        "--sigma",
+        "25",
         "--image",
         &p("noisy"),
         "--arith",
@@ -2037,6 +2115,8 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
         let alone = d(&format!("den-{name}.dcm"));
         ok(&[
             "denoise",
+            "--sigma",
+            "25",
             "--image",
             &s(&noisy),
             "--arith",
@@ -2052,7 +2132,15 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
     }
     // Into an existing, non-empty folder: refused, nothing replaced.
     cli_refused(
-        &["denoise", "--image", &p("noisy"), "--out", &p("ct")],
+        &[
+            "denoise",
+            "--sigma",
+            "25",
+            "--image",
+            &p("noisy"),
+            "--out",
+            &p("ct"),
+        ],
         &["exists and is not an empty folder"],
     );
     assert_eq!(std::fs::read_dir(d("ct")).unwrap().count(), 3);

@@ -566,6 +566,8 @@ impl World {
         // The reference is right: the plaintext fixed-point oracle gives the same PNG.
         step(&args(&[
             "denoise",
+            "--sigma",
+            "25",
             "--image",
             &s(&w.dir.join("noisy.png")),
             "--arith",

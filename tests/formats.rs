@@ -94,6 +94,8 @@ impl Files {
         ]);
         run(&[
             "share-image",
+            "--sigma",
+            "25",
             "--image",
             "builtin:phantom:16",
             "--out",
@@ -279,6 +281,8 @@ fn ids_of_another_job_or_model() {
     // shared again): the triplets name the job and the model they were made for.
     let o = ppd(&[
         "share-image",
+        "--sigma",
+        "25",
         "--image",
         "builtin:phantom:16",
         "--out",
@@ -340,6 +344,7 @@ fn ids_of_another_job_or_model() {
         pre: Preprocess::identity(),
         sigma: 25.0,
         model_sigma: 25.0,
+        private_pre: false,
     };
     let ps = PatchShape {
         input: 7,
@@ -485,6 +490,7 @@ fn absurd_sizes_are_refused_before_allocation() {
         pre: Preprocess::identity(),
         sigma: 25.0,
         model_sigma: 25.0,
+        private_pre: false,
     };
     let marker = [0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888, 9, 10];
     let body = ImageShare {
@@ -969,6 +975,7 @@ fn a_crafted_output_geometry_is_refused_by_the_receiver() {
         pre: Preprocess::new(25.0, 25.0, false),
         sigma: 25.0,
         model_sigma: 25.0,
+        private_pre: false,
     };
     let n = geo.canvas_h * geo.canvas_w;
     // Same canvas size, but a patch whose output exceeds its input: not what the job implies

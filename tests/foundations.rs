@@ -395,7 +395,7 @@ fn centre_copy_through_the_cli_reproduces_the_png() {
     ppdenoise::plain::image::save_png(&img, &ip, 8).unwrap();
     for arith in ["float", "float-tanh-star", "fixed"] {
         for extra in [
-            &[][..],
+            &["--sigma", "25"][..],
             &["--sigma", "40"][..],
             &["--no-scale-noise", "--sigma", "40"][..],
         ] {
@@ -700,6 +700,8 @@ fn builtin_phantom_is_selectable_everywhere_an_image_is_expected() {
         &ppd(&[
             "--json",
             "denoise",
+            "--sigma",
+            "25",
             "--model",
             &s(&mp),
             "--image",
@@ -867,6 +869,8 @@ fn every_subcommand_prints_one_line_of_json() {
         &ppd(&[
             "--json",
             "denoise",
+            "--sigma",
+            "25",
             "--model",
             &p("m.npz"),
             "--image",

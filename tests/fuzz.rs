@@ -418,9 +418,9 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             shape: Shape::Container,
             parse: Box::new(move |f, seed| {
                 if seed == o0 {
-                    ppdenoise::cli::receiver::combine(f, &o1).outcome()
+                    ppdenoise::cli::receiver::combine(f, &o1, None).outcome()
                 } else {
-                    ppdenoise::cli::receiver::combine(&o0, f).outcome()
+                    ppdenoise::cli::receiver::combine(&o0, f, None).outcome()
                 }
             }),
         });
@@ -451,7 +451,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                         }
                     })
                     .collect();
-                ppdenoise::cli::receiver::combine_tiles(&list).outcome()
+                ppdenoise::cli::receiver::combine_tiles(&list, None).outcome()
             }),
         });
     }
@@ -1921,6 +1921,7 @@ fn peer_job(engine: EngineKind, relu: bool) -> PeerJob {
         pre,
         sigma: 25.0,
         model_sigma: 25.0,
+        private_pre: false,
     };
     let pixels =
         ndarray::Array2::from_shape_fn((h, w), |(i, j)| ((i * 7 + j * 3) % 11) as f64 / 11.0);

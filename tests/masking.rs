@@ -448,6 +448,7 @@ fn run_job(
         pre,
         sigma: 25.0,
         model_sigma: 25.0,
+        private_pre: false,
     };
     let enc = oracle::encode_image(image, &pre, params.s);
     let iseed = test_seed();

@@ -96,6 +96,7 @@ fn run_case_tampered(
         pre,
         sigma: 25.0,
         model_sigma: model.meta.sigma,
+        private_pre: false,
     };
     let enc = oracle::encode_image(image, &pre, s);
     let iseed = test_seed();

@@ -107,6 +107,8 @@ fn commands_take_the_safetensors_file() {
                 d,
                 &[
                     "denoise",
+                    "--sigma",
+                    "25",
                     "--model",
                     model,
                     "--image",

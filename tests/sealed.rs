@@ -251,6 +251,8 @@ fn a_pair_is_sealed_whole_or_not_at_all() {
     let refuses = |flags: &[&str], what: &str| {
         let mut args = vec![
             "share-image",
+            "--sigma",
+            "25",
             "--image",
             "builtin:phantom:16",
             "--out",

@@ -140,6 +140,8 @@ fn list(v: &serde_json::Value) -> Vec<u64> {
 fn oracle(d: &Dir, input: &Path, model: &str, out: &str) -> PathBuf {
     let mut args = vec![
         "denoise".to_string(),
+        "--sigma".into(),
+        "25".into(),
         "--image".into(),
         input.display().to_string(),
         "--model".into(),
@@ -181,6 +183,8 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     std::fs::create_dir_all(d.path("in/sub")).unwrap();
     let j = ok(&[
         "share-study",
+        "--sigma",
+        "25",
         "--in",
         &d.p("in"),
         "--out",
@@ -369,7 +373,7 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
         assert_eq!(attr(&out, tags::SERIES_INSTANCE_UID), new_series);
         assert_eq!(
             attr(&out, tags::SERIES_DESCRIPTION),
-            "Abdomen (denoised, tiny-mlp, sigma 20)"
+            "Abdomen (denoised, tiny-mlp, sigma 321.176 HU)"
         );
         assert_eq!(
             attr(&out, tags::INSTANCE_NUMBER),
@@ -419,6 +423,8 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
     dicom_multi_frame(&d.path("in/enhanced.dcm"), 3, 24, 5);
     let j = ok(&[
         "share-study",
+        "--sigma",
+        "25",
         "--in",
         &d.p("in/enhanced.dcm"),
         "--out",
@@ -442,7 +448,7 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
     );
     assert_eq!(
         attr(&out, tags::SERIES_DESCRIPTION),
-        "Enhanced (denoised, tiny-cnn, sigma 25)"
+        "Enhanced (denoised, tiny-cnn, sigma 401.471 HU)"
     );
     // The oracle: `denoise` of the whole object, every frame in fixed point.
     let want = oracle(&d, &d.path("in/enhanced.dcm"), "tiny-cnn.npz", "oracle.dcm");
@@ -462,7 +468,17 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
     let d = Dir::new("tiny-cnn.npz");
     let share = |input: &str, out: &str, extra: &[&str]| {
         let (i, o, m) = (d.p(input), d.p(out), d.p("model.pub"));
-        let mut args = vec!["share-study", "--in", &i, "--out", &o, "--model", &m];
+        let mut args = vec![
+            "share-study",
+            "--sigma",
+            "25",
+            "--in",
+            &i,
+            "--out",
+            &o,
+            "--model",
+            &m,
+        ];
         args.extend(extra);
         run(&args)
     };
@@ -481,6 +497,8 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
     dicom_slice(&d.path("mixed/x"), "1.2.3.4", 1, 0.0, 16, 1);
     ok(&[
         "add-noise",
+        "--sigma",
+        "25",
         "--image",
         "builtin:phantom:16",
         "--out",
@@ -490,6 +508,8 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
     std::fs::create_dir_all(d.path("stray")).unwrap();
     ok(&[
         "add-noise",
+        "--sigma",
+        "25",
         "--image",
         "builtin:phantom:16",
         "--out",
@@ -513,6 +533,8 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
     // A study is never shared over another (its jobs would be lost).
     ok(&[
         "share-study",
+        "--sigma",
+        "25",
         "--in",
         &d.p("stray"),
         "--out",
@@ -533,6 +555,8 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
     let (st, m) = (d.p("study2"), d.p("model.pub"));
     ok(&[
         "share-study",
+        "--sigma",
+        "25",
         "--in",
         &d.p("stray"),
         "--out",
@@ -572,6 +596,8 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
     d.deal(&[]);
     ok(&[
         "share-image",
+        "--sigma",
+        "25",
         "--image",
         &d.p("stray/y.png"),
         "--model",

@@ -131,6 +131,8 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         "share-image".into(),
         "--image".into(),
         s(noisy_png),
+        "--sigma".into(),
+        "25".into(),
         "--out".into(),
         s(&p("image")),
     ];

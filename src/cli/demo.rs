@@ -525,7 +525,7 @@ fn receive(
         crate::formats::sealed::use_identity(&id)?;
     }
     let rec = step(&args)?;
-    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"))?;
+    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"), None)?;
     Ok((rec, out_png, secure, share))
 }
 

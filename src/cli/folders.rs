@@ -11,6 +11,7 @@ use ndarray::Array2;
 use super::inputs::SeriesArgs;
 use crate::formats::study::MAX_SLICES;
 use crate::plain::image::series::scan;
+use crate::plain::image::window::{ValueScale, WindowChoice};
 use crate::plain::image::{self, DicomTemplate, Encoding, Format, GrayImage};
 
 /// Whether an `--image` names a folder.
@@ -23,6 +24,7 @@ pub fn is_folder(spec: &str) -> bool {
 pub struct Folder {
     slices: Vec<(PathBuf, Format, Option<DicomTemplate>)>,
     series_uid: Option<String>,
+    window: WindowChoice,
 }
 
 /// What [`Folder::run`] wrote.
@@ -35,7 +37,15 @@ pub struct Written {
 impl Folder {
     /// Lists `dir`'s slices (a DICOM series or images); a DICOM output goes in the series
     /// `series` names (one for all), described by `what`, with `derivation`.
-    pub fn open(dir: &Path, series: &SeriesArgs, what: &str, derivation: &str) -> Result<Folder> {
+    /// Every slice is loaded on the window `window` resolves to for it, and written back
+    /// on it.
+    pub fn open(
+        dir: &Path,
+        series: &SeriesArgs,
+        what: &str,
+        derivation: &str,
+        window: &WindowChoice,
+    ) -> Result<Folder> {
         let input = scan(dir, MAX_SLICES)?;
         let uid = series.uid()?;
         let mut slices = Vec::with_capacity(input.slices.len());
@@ -57,6 +67,7 @@ impl Folder {
         Ok(Folder {
             slices,
             series_uid: dicom.then_some(uid),
+            window: window.clone(),
         })
     }
 
@@ -67,18 +78,21 @@ impl Folder {
         &self,
         out: &Path,
         depth: impl Fn(&GrayImage) -> u8,
-        mut each: impl FnMut(usize, &GrayImage) -> Result<Array2<f64>>,
+        mut each: impl FnMut(usize, &GrayImage, &ValueScale) -> Result<Array2<f64>>,
     ) -> Result<Written> {
         let mut files = Vec::with_capacity(self.slices.len());
         crate::formats::atomic::new_folder(out, |staging| {
             for (i, (path, format, template)) in self.slices.iter().enumerate() {
-                let img = image::load(path)?;
+                let mut loaded = image::load_windowed(path, &self.window, false)?;
+                let img = loaded.frames.remove(0);
                 let enc = match (format, template) {
-                    (_, Some(t)) => Encoding::Dicom(Box::new(t.clone())),
+                    (_, Some(t)) => {
+                        Encoding::Dicom(Box::new(t.clone().with_window(&self.window)?.0))
+                    }
                     (Format::Tiff, None) => Encoding::Tiff(depth(&img)),
                     _ => Encoding::Png(depth(&img)),
                 };
-                let pixels = each(i, &img)?;
+                let pixels = each(i, &img, &loaded.scale)?;
                 let name = path.file_name().expect("a listed file has a name");
                 enc.save(
                     &GrayImage {

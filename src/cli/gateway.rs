@@ -6,18 +6,21 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::inputs::{load_image, output_encoding};
+use super::inputs::{load_image_windowed, output_encoding};
 use super::owner::with_ext;
 use super::Summary;
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NETWORK, NOISE_MAP};
+use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NAME, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::formats::receiver_facts::{facts_file, ReceiverFacts};
 use crate::plain::frame::Frame;
+use crate::plain::image::window::{Sigma, Units, ValueScale, WindowChoice};
 use crate::plain::image::{add_noise as awgn, GrayImage};
 use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
 use crate::plain::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
+use crate::ring::sweep::{parse_ranges, range_for, span, Ranges, SIGMA_RANGE};
 
 /// Secret-share a noisy image for S0 and S1 (a new job).
 ///
@@ -41,9 +44,13 @@ pub struct ShareImageArgs {
 /// How an image is encoded and shared (`share-image`, `share-study`).
 #[derive(Args)]
 pub struct ShareOpts {
-    /// Noise level of the image (0..255 scale).
-    #[arg(long, default_value_t = 25.0)]
-    pub sigma: f64,
+    /// Noise level of the image (required): a number on the model's 0..255 scale (the
+    /// window's range spread over 0..255), `20HU` in Hounsfield units (CT), `20SV` in stored
+    /// values, or `auto`: estimated from each image (docs/dicom.md).
+    #[arg(long, value_parser = super::inputs::parse_sigma)]
+    pub sigma: Sigma,
+    #[command(flatten)]
+    pub window: super::inputs::WindowArgs,
     /// Noise level the model was trained for (sigma*).
     #[arg(long, default_value_t = 25.0)]
     pub model_sigma: f64,
@@ -76,6 +83,10 @@ struct ModelFacts {
     cnn: bool,
     /// The CNN's frame (sub-images, noise map); the identity for MLPs.
     frame: Frame,
+    /// The noise levels its owner's sweep found its fixed point holds for (0..255 scale), per span of
+    /// values, when recorded.
+    sigma_range: Option<Ranges>,
+    name: String,
 }
 
 fn model_facts(path: &std::path::Path) -> Result<ModelFacts> {
@@ -91,11 +102,20 @@ fn model_facts(path: &std::path::Path) -> Result<ModelFacts> {
     } else {
         Frame::PLAIN
     };
+    let sigma_range = match h.info(SIGMA_RANGE) {
+        Some(r) => Some(
+            parse_ranges(r)
+                .with_context(|| format!("{}: malformed {SIGMA_RANGE} {r:?}", path.display()))?,
+        ),
+        None => None,
+    };
     Ok(ModelFacts {
         scale: h.scale,
         sigma,
         cnn: is_cnn(&h),
         frame,
+        sigma_range,
+        name: h.info(NAME).unwrap_or("the model").to_string(),
     })
 }
 
@@ -134,6 +154,13 @@ pub struct Shared {
     pub job_id: [u8; 16],
     pub outputs: Vec<PathBuf>,
     pub upload_bytes: u64,
+    /// The image's noise level (0..255 scale).
+    pub sigma: f64,
+    /// The scaling the image was encoded with.
+    pub pre: Preprocess,
+    /// Whether the level and scaling are the receiver's to know alone (the job holds
+    /// stand-ins): [`JobParams::private_pre`].
+    pub private: bool,
 }
 
 impl<'a> Sharer<'a> {
@@ -142,8 +169,8 @@ impl<'a> Sharer<'a> {
         if opts.stride == 0 {
             bail!("--stride must be at least 1");
         }
-        if !(opts.sigma > 0.0 && opts.model_sigma > 0.0) {
-            bail!("--sigma and --model-sigma must be positive");
+        if !(opts.model_sigma.is_finite() && opts.model_sigma > 0.0) {
+            bail!("--model-sigma {}: must be positive", opts.model_sigma);
         }
         let facts = match &opts.model {
             Some(m) => model_facts(m)?,
@@ -152,38 +179,113 @@ impl<'a> Sharer<'a> {
                 sigma: opts.model_sigma,
                 cnn: false,
                 frame: Frame::PLAIN,
+                sigma_range: None,
+                name: "the model".into(),
             },
         };
-        if facts.frame.noise_map && opts.sigma > crate::plain::noise_map::MAX_SIGMA {
+        let sharer = Sharer { opts, facts, to };
+        if let Sigma::Scale(v) = opts.sigma {
+            sharer.check_level(v).context("--sigma")?;
+        }
+        Ok(sharer)
+    }
+
+    /// Whether the model takes noise level `level` (0..255 scale), for a model with a noise
+    /// map; checked before any image is read.
+    fn check_level(&self, level: f64) -> Result<()> {
+        if self.facts.frame.noise_map && level > crate::plain::noise_map::MAX_SIGMA {
             bail!(
-                "--sigma {}: a model with a noise map takes sigma up to {} (its fixed point was measured to there)",
-                opts.sigma,
+                "noise level {level:.3} on the 0..255 scale: a model with a noise map takes up \
+                 to {} (its fixed point was measured to there)",
                 crate::plain::noise_map::MAX_SIGMA
             );
         }
-        Ok(Sharer { opts, facts, to })
+        Ok(())
+    }
+
+    /// Whether the model's fixed point holds at noise level `level` on an image of values
+    /// spanning `span` levels (its owner's sweep, in its public header).
+    fn check_range(&self, level: f64, span: f64) -> Result<()> {
+        let Some(r) = &self.facts.sigma_range else {
+            return Ok(());
+        };
+        let Some((lo, hi)) = range_for(r, span) else {
+            bail!(
+                "noise level {level:.3} on the model's 0..255 scale, on values spanning \
+                 {span:.0} levels: {}'s fixed point holds at no noise level there \
+                 (share-model's sweep, in its public header); use a model with a noise map \
+                 (FFDNet)",
+                self.facts.name
+            );
+        };
+        if (lo..=hi).contains(&level) {
+            return Ok(());
+        }
+        bail!(
+            "noise level {level:.3} on the model's 0..255 scale, on values spanning {span:.0} \
+             levels: {}'s fixed point holds for {lo:.3} to {} there (share-model's sweep, in \
+             its public header){}",
+            self.facts.name,
+            if hi.is_finite() {
+                format!("{hi:.3}")
+            } else {
+                "any above".into()
+            },
+            if level < lo {
+                "; a narrower --window raises the level (e.g. a CT's soft tissue, --window \
+                 -160:240, is 10 times narrower than the default), or use a model with a \
+                 noise map (FFDNet), which takes any level"
+            } else {
+                "; a model with a noise map (FFDNet) takes up to 150"
+            }
+        )
+    }
+
+    /// The noise level of `img` on the 0..255 scale, from --sigma in its units.
+    pub fn level(&self, img: &GrayImage, scale: &ValueScale, name: &str) -> Result<f64> {
+        let level = scale
+            .level_of(self.opts.sigma, &img.pixels)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        self.check_level(level)
+            .and_then(|()| self.check_range(level, span(&img.pixels)))
+            .with_context(|| format!("{name}: --sigma {}", self.opts.sigma))?;
+        Ok(level)
+    }
+
+    /// The window --window asks for.
+    pub fn window(&self) -> &WindowChoice {
+        &self.opts.window.window
     }
 
     /// The job `img` (named `name`) makes, its noise level and encoding: every check of an
     /// image, drawing no randomness.
-    fn job(&self, img: &GrayImage, name: &str) -> Result<(JobParams, NoiseLevel, Preprocess)> {
+    fn job(
+        &self,
+        img: &GrayImage,
+        scale: &ValueScale,
+        name: &str,
+    ) -> Result<(JobParams, NoiseLevel, Preprocess, f64)> {
         let (a, facts) = (self.opts, &self.facts);
         let (h, w) = img.pixels.dim();
+        let sigma = self.level(img, scale, name)?;
+        // A noise-map model takes the level in its shared map: nothing to keep private.
+        let private = scale.private_level(a.sigma) && !facts.frame.noise_map;
         let noise = a
             .noise
-            .level(a.sigma, &img.pixels, facts.frame.noise_map)
+            .level(sigma, &img.pixels, facts.frame.noise_map)
             .with_context(|| name.to_string())?;
         // With a per-pixel map the job records no noise level of the image's: --sigma might be
         // an estimate made from its pixels. The model's nominal sigma stands in (public).
         let job_sigma = match noise {
             NoiseLevel::PerPixel(_) => facts.sigma,
+            NoiseLevel::Uniform(_) if scale.private_level(a.sigma) => facts.sigma,
             NoiseLevel::Uniform(s) => s,
         };
         // A model with a noise map takes the image as it is: the map carries the level.
         let pre = if facts.frame.noise_map {
             Preprocess::identity()
         } else {
-            Preprocess::new(a.sigma, facts.sigma, !a.no_scale_noise)
+            Preprocess::new(sigma, facts.sigma, !a.no_scale_noise)
         };
         let job = JobParams {
             height: h,
@@ -192,23 +294,31 @@ impl<'a> Sharer<'a> {
             // A CNN runs on the whole image: no patches.
             stride: if facts.cnn { 1 } else { a.stride },
             scale: facts.scale,
-            pre,
+            // A pixel-derived scaling stays with the gateway and the receiver.
+            pre: if private { Preprocess::identity() } else { pre },
             sigma: job_sigma,
             model_sigma: facts.sigma,
+            private_pre: private,
         };
         job.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        Ok((job, noise, pre))
+        Ok((job, noise, pre, sigma))
     }
 
     /// Checks that `img` can be shared, drawing no randomness.
-    pub fn check(&self, img: &GrayImage, name: &str) -> Result<()> {
-        self.job(img, name).map(|_| ())
+    pub fn check(&self, img: &GrayImage, scale: &ValueScale, name: &str) -> Result<()> {
+        self.job(img, scale, name).map(|_| ())
     }
 
-    /// Shares `img` as a new job: writes `<out>.p0`, `<out>.p1` and `<out>.pub`.
-    pub fn share(&self, img: &GrayImage, name: &str, out: &std::path::Path) -> Result<Shared> {
+    /// Shares `img` (on `scale`) as a new job: writes `<out>.p0`, `<out>.p1` and `<out>.pub`.
+    pub fn share(
+        &self,
+        img: &GrayImage,
+        scale: &ValueScale,
+        name: &str,
+        out: &std::path::Path,
+    ) -> Result<Shared> {
         let facts = &self.facts;
-        let (job, noise, pre) = self.job(img, name)?;
+        let (job, noise, pre, sigma) = self.job(img, scale, name)?;
         let (h, w) = img.pixels.dim();
         let map = if facts.frame.noise_map {
             noise.stack_map(&facts.frame, h, w)
@@ -268,34 +378,104 @@ impl<'a> Sharer<'a> {
             job_id,
             outputs,
             upload_bytes,
+            sigma,
+            pre,
+            private: job.private_pre,
         })
     }
+}
+
+/// What the gateway says of an image's window and noise level, in the image's units.
+pub fn intensity_line(name: &str, scale: &ValueScale, sigma: f64, given: Sigma) -> String {
+    let units = scale.units.name();
+    let mut line = format!(
+        "{name}: window {} {units} onto the model's 0..255 ({:.4} {units} per level); noise \
+         {:.3} on that scale = {:.3} {units}{}",
+        scale.window,
+        scale.window.per_level(),
+        sigma,
+        scale.in_units(sigma),
+        if given == Sigma::Auto {
+            " (estimated)"
+        } else {
+            ""
+        }
+    );
+    if scale.clipped > 0 {
+        line.push_str(&format!(
+            "; {} of {} pixels ({:.2}%) outside the window, clipped for the model and written \
+             back unchanged by the receiver",
+            scale.clipped,
+            scale.pixels,
+            100.0 * scale.clipped as f64 / scale.pixels.max(1) as f64
+        ));
+    }
+    line
 }
 
 pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let t = Instant::now();
     let sharer = Sharer::new(&a.opts)?;
-    let img = load_image(&a.image)?;
+    let (img, scale) = load_image_windowed(&a.image, sharer.window())?;
     let (h, w) = img.pixels.dim();
-    let done = sharer.share(&img, &a.image, &a.out)?;
+    let done = sharer.share(&img, &scale, &a.image, &a.out)?;
     let outs: Vec<String> = done
         .outputs
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    let mut notes = Vec::new();
+    let mut facts = None;
+    // A DICOM's window (and a private level's scaling) for the receiver alone: without it
+    // the receiver would have to be told the same --window again.
+    if done.private || scale.units != Units::Grey {
+        let rx = facts_file(&a.out);
+        ReceiverFacts::new(
+            id_hex(&done.job_id),
+            done.pre.noise_scale,
+            done.sigma,
+            scale.window,
+            scale.units,
+        )
+        .write(&rx)?;
+        notes.push(format!(
+            "{}give {} to the receiver alone (reconstruct --job-facts): the window{}",
+            if done.private {
+                "the noise level came from the image's pixels, so the servers got stand-ins; "
+            } else {
+                ""
+            },
+            rx.display(),
+            if done.private {
+                ", the level and the scaling"
+            } else {
+                " the image was shared on"
+            }
+        ));
+        facts = Some(rx.display().to_string());
+    }
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
-        lines: vec![format!(
-            "image {} ({h}x{w}) shared as {} and {}; job id {}; upload {} bytes in total",
-            a.image,
-            outs[0],
-            outs[1],
-            id_hex(&done.job_id),
-            done.upload_bytes
-        )],
+        lines: vec![
+            intensity_line(&a.image, &scale, done.sigma, a.opts.sigma),
+            format!(
+                "image {} ({h}x{w}) shared as {} and {}; job id {}; upload {} bytes in total",
+                a.image,
+                outs[0],
+                outs[1],
+                id_hex(&done.job_id),
+                done.upload_bytes
+            ),
+        ]
+        .into_iter()
+        .chain(notes)
+        .collect(),
         json: serde_json::json!({
             "ok": true, "command": "share-image", "job_id": id_hex(&done.job_id), "height": h, "width": w,
             "outputs": outs, "upload_bytes": done.upload_bytes, "seconds": secs,
+            "window": scale.window, "units": scale.units, "clipped": scale.clipped,
+            "sigma": done.sigma, "sigma_in_units": scale.in_units(done.sigma),
+            "receiver_facts": facts,
         }),
     })
 }
@@ -309,8 +489,11 @@ pub struct AddNoiseArgs {
     /// outputs go under their names into the new folder --out.
     #[arg(long)]
     pub image: String,
-    #[arg(long, default_value_t = 25.0)]
-    pub sigma: f64,
+    /// Noise level (required unless --noise): a number on the 0..255 scale of the image's
+    /// full container range, `20HU` in Hounsfield units (CT), or `20SV` in stored values.
+    /// The noise is added to the stored values, so nothing is clipped but the container.
+    #[arg(long, value_parser = super::inputs::parse_sigma, required_unless_present = "noise")]
+    pub sigma: Option<Sigma>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output image, by extension: .tif/.tiff an 8-bit TIFF, .dcm a DICOM like the input (or
@@ -344,10 +527,7 @@ fn add_noise_folder(a: &AddNoiseArgs, pg: Option<PoissonGaussian>) -> Result<Sum
             a.image
         );
     }
-    let noise = match &a.noise {
-        Some(n) => format!("noise {n}"),
-        None => format!("noise sigma {}", a.sigma),
-    };
+    let noise = noise_words(a);
     let folder = super::folders::Folder::open(
         std::path::Path::new(&a.image),
         &a.series,
@@ -356,15 +536,16 @@ fn add_noise_folder(a: &AddNoiseArgs, pg: Option<PoissonGaussian>) -> Result<Sum
             "{noise} added by ppdenoise add-noise (seed {} plus the slice's index)",
             a.seed
         ),
+        &WindowChoice::Full,
     )?;
     let written = folder.run(
         &a.out,
         |_| 8,
-        |i, img| {
+        |i, img, scale| {
             let seed = a.seed.wrapping_add(i as u64);
             Ok(match pg {
                 Some(pg) => pg.add_to(img, seed),
-                None => awgn(img, a.sigma, seed),
+                None => awgn(img, noise_level(a, scale)?, seed),
             }
             .pixels)
         },
@@ -382,6 +563,29 @@ fn add_noise_folder(a: &AddNoiseArgs, pg: Option<PoissonGaussian>) -> Result<Sum
     })
 }
 
+/// `noise sigma 20HU` or `noise poisson-gaussian:A,B`: what add-noise adds, in words.
+fn noise_words(a: &AddNoiseArgs) -> String {
+    match (&a.noise, a.sigma) {
+        (Some(n), _) => format!("noise {n}"),
+        (None, Some(s)) => format!("noise sigma {s}"),
+        (None, None) => unreachable!("clap requires --sigma or --noise"),
+    }
+}
+
+/// add-noise's --sigma on the 0..255 scale of an image's full range.
+fn noise_level(a: &AddNoiseArgs, scale: &ValueScale) -> Result<f64> {
+    match a.sigma {
+        Some(Sigma::Auto) => bail!("--sigma auto: add-noise adds a known level; give it"),
+        Some(s) => scale
+            .level_of(s, &ndarray::Array2::zeros((0, 0)))
+            .map_err(anyhow::Error::msg),
+        None => bail!(
+            "--sigma: required (or --noise); {}",
+            crate::plain::image::window::SIGMA_FORMS
+        ),
+    }
+}
+
 /// `add-noise` on a multi-frame image: frame `k` gets the noise of seed `seed + k`, and the
 /// output is one DICOM of as many frames.
 fn add_noise_frames(
@@ -389,6 +593,7 @@ fn add_noise_frames(
     frames: &[GrayImage],
     pg: Option<PoissonGaussian>,
     enc: &crate::plain::image::Encoding,
+    level: f64,
 ) -> Result<Summary> {
     if let Some(m) = &a.map_out {
         bail!(
@@ -405,7 +610,7 @@ fn add_noise_frames(
             let seed = a.seed.wrapping_add(k);
             let noisy = match pg {
                 Some(pg) => pg.add_to(img, seed),
-                None => awgn(img, a.sigma, seed),
+                None => awgn(img, level, seed),
             };
             let q = enc.quantize(&noisy.pixels);
             psnrs.push(crate::plain::metrics::psnr(&img.pixels, &q, 255.0));
@@ -432,8 +637,8 @@ fn add_noise_frames(
 }
 
 pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
-    if !(a.sigma.is_finite() && a.sigma >= 0.0) {
-        bail!("--sigma {}: must be finite and at least 0", a.sigma);
+    if a.sigma == Some(Sigma::Auto) {
+        bail!("--sigma auto: add-noise adds a known level; give it");
     }
     let pg = a.noise.as_deref().map(PoissonGaussian::parse).transpose()?;
     if super::folders::is_folder(&a.image) {
@@ -448,31 +653,32 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
             Some(n) => format!("Noise {n} added by ppdenoise add-noise (seed {})", a.seed),
             None => format!(
                 "Gaussian noise added by ppdenoise add-noise (sigma {}, seed {})",
-                a.sigma, a.seed
+                a.sigma.expect("clap requires --sigma or --noise"),
+                a.seed
             ),
         },
-        (
-            &a.series,
-            &match &a.noise {
-                Some(n) => format!("noise {n} added"),
-                None => format!("noise sigma {} added", a.sigma),
-            },
-        ),
+        (&a.series, &format!("{} added", noise_words(&a))),
+        &WindowChoice::Full,
     )?;
-    let frames = super::inputs::load_frames_input(&a.image)?;
+    let loaded = super::inputs::load_frames_windowed(&a.image, &WindowChoice::Full, true)?;
+    let frames = loaded.frames;
     enc.check_frames(frames.len(), &a.out)?;
+    let level = match pg {
+        Some(_) => 0.0,
+        None => noise_level(&a, &loaded.scale)?,
+    };
     if frames.len() > 1 {
-        return add_noise_frames(&a, &frames, pg, &enc);
+        return add_noise_frames(&a, &frames, pg, &enc, level);
     }
     let img = frames.into_iter().next().expect("one frame");
     let noisy = match pg {
         Some(pg) => pg.add_to(&img, a.seed),
-        None => awgn(&img, a.sigma, a.seed),
+        None => awgn(&img, level, a.seed),
     };
     if let Some(m) = &a.map_out {
         let map = match pg {
             Some(pg) => pg.map_of(&img.pixels),
-            None => img.pixels.mapv(|_| a.sigma),
+            None => img.pixels.mapv(|_| level),
         };
         crate::formats::atomic::write_with(m, |f| {
             use ndarray_npy::WriteNpyExt;
@@ -489,7 +695,10 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
     let psnr = crate::plain::metrics::psnr(&img.pixels, &q.pixels, 255.0);
     let what = match &a.noise {
         Some(n) => n.clone(),
-        None => format!("sigma {}", a.sigma),
+        None => format!(
+            "sigma {} = {level:.4} on the 0..255 scale",
+            a.sigma.expect("clap requires --sigma or --noise")
+        ),
     };
     Ok(Summary {
         lines: vec![format!(

@@ -6,7 +6,8 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use ndarray::Array2;
 
-use crate::plain::image::{self, DicomTemplate, Encoding, Format, GrayImage};
+use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
+use crate::plain::image::{self, DicomTemplate, Encoding, Format, GrayImage, Windowed};
 use crate::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
 use crate::plain::phantom;
 
@@ -87,12 +88,51 @@ pub fn load_image(spec: &str) -> Result<GrayImage> {
     Ok(image::load(Path::new(spec))?)
 }
 
-/// Every frame of an input image (one, unless it is a multi-frame DICOM).
-pub fn load_frames_input(spec: &str) -> Result<Vec<GrayImage>> {
-    if spec.starts_with("builtin:") {
-        return Ok(vec![load_image(spec)?]);
+/// `--sigma`, parsed (a clap value parser).
+pub fn parse_sigma(s: &str) -> std::result::Result<Sigma, String> {
+    s.parse()
+}
+
+/// Which of an image's values the model's 0..255 scale spans.
+#[derive(Args, Clone, Default)]
+pub struct WindowArgs {
+    /// The value window mapped onto the model's 0..255 scale, in the image's units: `LO:HI`
+    /// (Hounsfield units for a CT, through its rescale slope and intercept; a DICOM's modality
+    /// values, or stored values where it has no rescale), `auto` (the image's own range:
+    /// 0.1st to 99.9th percentile, widened by 10% each side), `full` (the container's bit
+    /// range), or `default`: -1024:3071 for a CT, auto for other DICOM, full for PNG and
+    /// TIFF. Values outside are clipped for the model and written back unchanged.
+    #[arg(long, default_value = "default", value_parser = parse_window, allow_hyphen_values = true)]
+    pub window: WindowChoice,
+}
+
+fn parse_window(s: &str) -> std::result::Result<WindowChoice, String> {
+    s.parse()
+}
+
+/// An input image on the window `choice` resolves to, and what that scale is in its units.
+pub fn load_image_windowed(spec: &str, choice: &WindowChoice) -> Result<(GrayImage, ValueScale)> {
+    let mut w = load_frames_windowed(spec, choice, false)?;
+    Ok((w.frames.remove(0), w.scale))
+}
+
+/// Every frame of an input image on the window `choice` resolves to (several only when
+/// `multi`).
+pub fn load_frames_windowed(spec: &str, choice: &WindowChoice, multi: bool) -> Result<Windowed> {
+    if spec.starts_with(image::BUILTIN_PREFIX) {
+        if let WindowChoice::Range(w) = choice {
+            bail!(
+                "--window {w}: a window is stated in a DICOM's units; {spec} takes its full range"
+            );
+        }
+        let img = load_image(spec)?;
+        let scale = ValueScale::grey(img.bit_depth, img.pixels.len());
+        return Ok(Windowed {
+            frames: vec![img],
+            scale,
+        });
     }
-    Ok(image::load_frames(Path::new(spec))?)
+    Ok(image::load_windowed(Path::new(spec), choice, multi)?)
 }
 
 /// The derived series a DICOM output goes in.
@@ -122,7 +162,8 @@ impl SeriesArgs {
 /// How to write the image `out`, by its extension: PNG or TIFF at `depth` (8 or 16), or
 /// DICOM like `like`, or else like the input image `input` when that is a DICOM file
 /// (`derivation` goes in its Derivation Description; the output goes in the derived series
-/// `series`, described by `what`). Called before any work is done, so a DICOM output without
+/// `series`, described by `what`), on the window `window` resolves to for the template's
+/// pixels. Called before any work is done, so a DICOM output without
 /// a usable template is refused first.
 pub fn output_encoding(
     out: &Path,
@@ -131,6 +172,7 @@ pub fn output_encoding(
     input: Option<&str>,
     derivation: String,
     (series, what): (&SeriesArgs, &str),
+    window: &WindowChoice,
 ) -> Result<Encoding> {
     let uid = series.uid()?;
     let template = match like {
@@ -143,7 +185,11 @@ pub fn output_encoding(
     };
     let template = template
         .map(|p| {
-            DicomTemplate::read(p).map(|t| t.with_derivation(derivation).in_series(&uid, what))
+            DicomTemplate::read(p)?
+                .with_derivation(derivation)
+                .in_series(&uid, what)
+                .with_window(window)
+                .map(|(t, _)| t)
         })
         .transpose()?;
     Ok(Encoding::for_path(out, depth, template)?)

@@ -15,9 +15,12 @@ use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::plain::cnn::Cnn;
 use crate::plain::model::{Activation, Model};
+use crate::plain::noise_map::NoiseLevel;
+use crate::plain::preprocess::Preprocess;
 use crate::ring::cnn::{CnnFixed, CnnPlan};
 use crate::ring::plan::{FixedParams, Plan};
 use crate::ring::share::fresh_seed;
+use crate::ring::sweep::{format_ranges, ranges, sweep_all, Level, SIGMA_RANGE};
 
 /// Split a trained model into fixed-point additive shares for S0 and S1.
 ///
@@ -158,6 +161,57 @@ fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
     Ok(name)
 }
 
+/// The sweep's ranges as public header entries (none when the model denoised at no level
+/// of any span), and a line saying what was measured.
+fn sigma_range_entries(all: &[(f64, Vec<Level>)]) -> (Vec<(String, String)>, String) {
+    let r = ranges(all);
+    if r.iter().all(|(_, x)| x.is_none()) {
+        return (
+            Vec::new(),
+            "note: the model's fixed point held at no noise level of the sweep (oracle on the \
+             phantom); no noise range is recorded, so share-image checks none"
+                .into(),
+        );
+    }
+    let words: Vec<String> = r
+        .iter()
+        .map(|(c, x)| match x {
+            Some((lo, hi)) if hi.is_finite() => format!("{lo} to {hi} at a span of {c}"),
+            Some((lo, _)) => format!("{lo} and above at a span of {c}"),
+            None => format!("none at a span of {c}"),
+        })
+        .collect();
+    (
+        vec![(SIGMA_RANGE.into(), format_ranges(&r))],
+        format!(
+            "noise levels its fixed point holds for (oracle on the phantom, 0..255 scale): \
+             {}; share-image refuses others",
+            words.join(", ")
+        ),
+    )
+}
+
+fn range_json(all: &[(f64, Vec<Level>)]) -> serde_json::Value {
+    ranges(all)
+        .iter()
+        .map(|(c, x)| {
+            serde_json::json!({"span": c, "range": x.map(|(lo, hi)|
+                serde_json::json!([lo, if hi.is_finite() { Some(hi) } else { None }]))})
+        })
+        .collect()
+}
+
+fn sweep_json(all: &[(f64, Vec<Level>)]) -> serde_json::Value {
+    all.iter()
+        .flat_map(|(c, levels)| {
+            levels.iter().map(move |l| {
+                serde_json::json!({"span": c, "sigma": l.sigma, "noisy_rmse": l.noisy_rmse,
+                    "rmse": l.rmse, "out_of_range": l.out_of_range})
+            })
+        })
+        .collect()
+}
+
 fn share_cnn_model(
     a: &ShareModelArgs,
     path: &std::path::Path,
@@ -169,6 +223,12 @@ fn share_cnn_model(
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
+    let levels = sweep_all(|noisy, sigma| {
+        let (h, w) = noisy.dim();
+        let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
+        crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
+    });
+    let (range_info, range_line) = sigma_range_entries(&levels);
     let bodies = CnnModelShare::split(&plan, model.meta, &fresh_seed());
     let public = bodies[0].plan.clone();
     let model_id = fresh_id();
@@ -184,6 +244,7 @@ fn share_cnn_model(
             "cnn_plan".into(),
             serde_json::to_string(&public).expect("plan serialises"),
         ));
+        h.info.extend(range_info.clone());
         h
     };
     let mut written = Vec::new();
@@ -212,19 +273,23 @@ fn share_cnn_model(
     written.push(out.display().to_string());
     set.commit()?;
     Ok(Summary {
-        lines: vec![format!(
-            "CNN {} ({} convolutions, channels {:?}) shared as {} and {} (public header for the dealer: {}); model id {}",
-            path.display(),
-            plan.layers.len(),
-            plan.channels(),
-            written[0],
-            written[1],
-            written[2],
-            id_hex(&model_id)
-        )],
+        lines: vec![
+            format!(
+                "CNN {} ({} convolutions, channels {:?}) shared as {} and {} (public header for the dealer: {}); model id {}",
+                path.display(),
+                plan.layers.len(),
+                plan.channels(),
+                written[0],
+                written[1],
+                written[2],
+                id_hex(&model_id)
+            ),
+            range_line,
+        ],
         json: serde_json::json!({
             "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
             "network": CNN, "channels": plan.channels(), "outputs": written,
+            "sigma_range": range_json(&levels), "sweep": sweep_json(&levels),
         }),
     })
 }
@@ -241,6 +306,11 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let plan = Plan::from_model(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
+    let levels = sweep_all(|noisy, sigma| {
+        let pre = Preprocess::new(sigma, model.meta.sigma, true);
+        crate::ring::oracle::denoise(&plan, noisy, &pre, 3)
+    });
+    let (range_info, range_line) = sigma_range_entries(&levels);
     let bodies = ModelShare::split(&plan, &model.meta, &fresh_seed());
     let model_id = fresh_id();
     let widths: Vec<u64> = plan.widths().iter().map(|&w| w as u64).collect();
@@ -254,6 +324,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         h.info.push((NAME.into(), name.clone()));
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));
         h.info.extend(circuit_entries(&plan));
+        h.info.extend(range_info.clone());
         let out = with_ext(&a.out, party);
         container::stage(&mut set, &out, &h, body, to.party(party))
             .with_context(|| format!("writing {}", out.display()))?;
@@ -290,11 +361,13 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         );
     }
     lines.extend(notes.iter().map(|n| format!("note: {n}")));
+    lines.push(range_line);
     Ok(Summary {
         lines,
         json: serde_json::json!({
             "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
             "widths": plan.widths(), "outputs": written, "notes": notes,
+            "sigma_range": range_json(&levels), "sweep": sweep_json(&levels),
         }),
     })
 }

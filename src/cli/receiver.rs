@@ -10,8 +10,11 @@ use super::inputs::load_clean;
 use super::Summary;
 use crate::formats::bodies::{is_cnn, load, valid_model_name, JobParams, OutputShare, NAME};
 use crate::formats::container::{self, id_hex, Header, Id, Kind};
+use crate::formats::receiver_facts::ReceiverFacts;
 use crate::plain::geometry::Geometry;
+use crate::plain::image::window::{Units, WindowChoice};
 use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
+use crate::plain::preprocess::Preprocess;
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
 use crate::ring::tiles::{check_cover, parse_range, Tile};
@@ -25,7 +28,71 @@ pub const SECURE_DERIVATION: &str =
 /// share's body); the model's name is what both servers copied into their output shares'
 /// headers, taken only when the two agree and it is a valid name (a server could write
 /// anything there), else the model's id.
-pub fn run_description(share0: &Path, share1: &Path) -> Result<(String, String)> {
+/// The scaling to decode `job` with: its own, or for a job whose scaling is private, the one
+/// the receiver was given.
+fn job_pre(
+    job: &crate::formats::bodies::JobParams,
+    given: Option<Preprocess>,
+    share: &Path,
+) -> Result<Preprocess> {
+    match (job.private_pre, given) {
+        (_, Some(p)) if p.noise_scale.is_finite() && p.noise_scale > 0.0 => Ok(p),
+        (_, Some(p)) => bail!("noise scaling {}: must be positive", p.noise_scale),
+        (false, None) => Ok(job.pre),
+        (true, None) => bail!(
+            "{}: its job's noise level was derived from the image's pixels, so the gateway \
+             kept its scaling from the servers: give --job-facts <out>.rx.json (share-image \
+             wrote it beside the shares)",
+            share.display()
+        ),
+    }
+}
+
+/// The noise level a run's job records (0..255 scale), from S0's output share.
+pub fn run_sigma(share0: &Path) -> Result<f64> {
+    let (_, o0): (Header, OutputShare) = load(share0, Kind::OutputShare, None)?;
+    Ok(o0.job.sigma)
+}
+
+/// The receiver's look at a result written like `template` (the noisy image it holds): an
+/// error saying why it looks ruined and what to do, unless `accept` (then a warning line).
+pub fn check_result(
+    img: &GrayImage,
+    (template, frame): (&DicomTemplate, usize),
+    sigma: f64,
+    accept: bool,
+    what: &str,
+) -> Result<Option<String>> {
+    let Some(noisy) = template.windowed_frames() else {
+        return Ok(None);
+    };
+    let Some(noisy) = noisy.get(frame).filter(|n| n.dim() == img.pixels.dim()) else {
+        return Ok(None);
+    };
+    let look = crate::plain::suspect::Look::of(&img.pixels, noisy, sigma);
+    let Some(why) = look.ruined() else {
+        return Ok(None);
+    };
+    let msg = format!(
+        "{what}: the result looks ruined: {why}. Likely cause: a noise level (--sigma) or \
+         window (--window) at share-image or share-study that does not fit the image or the \
+         model"
+    );
+    if accept {
+        Ok(Some(format!(
+            "warning: {msg}; written as --accept-suspect asks"
+        )))
+    } else {
+        bail!("{msg}; nothing written (--accept-suspect writes it anyway)")
+    }
+}
+
+pub fn run_description(
+    share0: &Path,
+    share1: &Path,
+    template: Option<&DicomTemplate>,
+    level: Option<f64>,
+) -> Result<(String, String)> {
     let (h0, o0): (Header, OutputShare) = load(share0, Kind::OutputShare, None)?;
     let h1 = container::read_header(share1)?;
     let name = match (h0.info(NAME), &h0.model_id) {
@@ -33,7 +100,13 @@ pub fn run_description(share0: &Path, share1: &Path) -> Result<(String, String)>
         (_, Some(id)) => format!("model {}", &id_hex(id)[..8]),
         (_, None) => "model unknown".into(),
     };
-    let facts = format!("{name}, sigma {}", o0.job.sigma);
+    // In the image's units where the receiver knows its window, else the model's scale.
+    // A private job's level is the receiver's (`level`), not the stand-in the job holds.
+    let level = level.unwrap_or(o0.job.sigma);
+    let sigma = template
+        .and_then(|t| t.sigma_words(level))
+        .unwrap_or_else(|| ((level * 1000.0).round() / 1000.0).to_string());
+    let facts = format!("{name}, sigma {sigma}");
     Ok((
         format!("denoised, {facts}"),
         format!("{SECURE_DERIVATION} ({facts})"),
@@ -74,8 +147,23 @@ pub struct ReconstructArgs {
     /// attributes and its bit depth, with a new SOP Instance UID, marked DERIVED.
     #[arg(long)]
     pub like: Option<PathBuf>,
+    /// With --like: the value window the gateway shared the image on (`share-image
+    /// --window`); the default is the one the gateway's default gives for the --like file
+    /// (a CT's -1024:3071 HU, another DICOM's own range). Pixels of the --like file outside
+    /// the window are written back unchanged.
+    #[command(flatten)]
+    pub window: super::inputs::WindowArgs,
     #[command(flatten)]
     pub series: super::inputs::SeriesArgs,
+    /// The receiver's facts of the job (`<out>.rx.json` from share-image), needed when its
+    /// noise level was derived from the image's pixels (`--sigma auto`, or an `auto` window):
+    /// the servers were given stand-ins. The window in it is the one the image was shared on.
+    #[arg(long, value_name = "FILE", conflicts_with = "study")]
+    pub job_facts: Option<PathBuf>,
+    /// Write a result that looks ruined (most pixels pinned at the window's limits, or far
+    /// from the noisy input for its noise level) instead of refusing it.
+    #[arg(long)]
+    pub accept_suspect: bool,
     /// Clean reference image: print the PSNR/SSIM of the result.
     #[arg(long)]
     pub clean: Option<String>,
@@ -88,9 +176,18 @@ pub struct ReconstructArgs {
 /// run: same job, model and triplet id (the run's id), one from each server. Given in the
 /// other order (S1's as `share0`), they are swapped; anything else is refused, since adding
 /// shares of different runs gives a silently wrong image.
-pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)> {
+///
+/// `pre`: the scaling the gateway gave the receiver privately, for a job whose public one is
+/// a stand-in ([`JobParams::private_pre`](crate::formats::bodies::JobParams)); such a job
+/// is refused without it.
+pub fn combine(
+    share0: &Path,
+    share1: &Path,
+    pre: Option<Preprocess>,
+) -> Result<(GrayImage, OutputShare)> {
     let (h0, o0, sums) = add_pair(share0, share1)?;
     let p0 = if h0.party == 0 { share0 } else { share1 };
+    let pre = job_pre(&o0.job, pre, p0)?;
     if let Some(t) = h0.info("tile") {
         bail!(
             "{}: is the output of tile {t}; give every tile's shares (--share0 and --share1 \
@@ -116,9 +213,9 @@ pub fn combine(share0: &Path, share1: &Path) -> Result<(GrayImage, OutputShare)>
                 p0.display()
             );
         }
-        crate::ring::cnn::decode_output(&sums, g.height, g.width, &o0.job.pre, o0.scale)
+        crate::ring::cnn::decode_output(&sums, g.height, g.width, &pre, o0.scale)
     } else {
-        decode_canvas(&sums, &g, &o0.job.pre, o0.scale)
+        decode_canvas(&sums, &g, &pre, o0.scale)
     };
     Ok((
         GrayImage {
@@ -216,7 +313,7 @@ fn add_pair(share0: &Path, share1: &Path) -> Result<(Header, OutputShare, Vec<u6
 /// pair checked as in [`combine`], all of one job and one model, every tile exactly once,
 /// the bands covering the image's rows in order. A missing, repeated or foreign tile is
 /// named.
-pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
+pub fn combine_tiles(shares: &[PathBuf], pre: Option<Preprocess>) -> Result<GrayImage> {
     struct Part {
         path: PathBuf,
         party: u8,
@@ -389,11 +486,13 @@ pub fn combine_tiles(shares: &[PathBuf]) -> Result<GrayImage> {
                 job.width
             );
         }
-        crate::ring::cnn::decode_output(&sums, job.height, job.width, &job.pre, scale)
+        let pre = job_pre(&job, pre, &shares[0])?;
+        crate::ring::cnn::decode_output(&sums, job.height, job.width, &pre, scale)
     } else {
+        let pre = job_pre(&job, pre, &shares[0])?;
         check_cover(&ranges, g.num_patches())
             .map_err(|e| anyhow::anyhow!("the tiles' patches: {e}"))?;
-        decode_canvas(&sums, &g, &job.pre, scale)
+        decode_canvas(&sums, &g, &pre, scale)
     };
     Ok(GrayImage {
         pixels: img,
@@ -448,11 +547,33 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     for p in a.share0.iter().chain(&a.share1) {
         tiled |= container::read_header(p)?.info("tile").is_some();
     }
+    // The receiver's private facts of a job whose noise level came from its pixels.
+    let facts = a
+        .job_facts
+        .as_deref()
+        .map(ReceiverFacts::read)
+        .transpose()?;
+    if let (Some(f), Some(p)) = (&facts, &a.job_facts) {
+        let job = container::read_header(&a.share0[0])?
+            .job_id
+            .map(|id| id_hex(&id));
+        if job.as_deref() != Some(f.job_id.as_str()) {
+            bail!(
+                "--job-facts {}: are the facts of job {}, not of {}'s",
+                p.display(),
+                f.job_id,
+                a.share0[0].display()
+            );
+        }
+    }
+    let pre = facts.as_ref().map(|f| Preprocess {
+        noise_scale: f.noise_scale,
+    });
     let img = if tiled {
         let all: Vec<PathBuf> = a.share0.iter().chain(&a.share1).cloned().collect();
-        combine_tiles(&all)?
+        combine_tiles(&all, pre)?
     } else {
-        combine(&a.share0[0], &a.share1[0])?.0
+        combine(&a.share0[0], &a.share1[0], pre)?.0
     };
     if let Some(t) = &template {
         if t.dim() != img.pixels.dim() {
@@ -468,9 +589,29 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     }
     let template = match template {
         Some(t) => {
-            let (what, derivation) = run_description(&a.share0[0], &a.share1[0])?;
+            // The window the image was shared on, where the gateway said which.
+            let window = match &facts {
+                Some(f) if f.units != Units::Grey => WindowChoice::Range(f.window),
+                _ => a.window.window.clone(),
+            };
+            let t = t.with_window(&window)?.0;
+            let level = facts.as_ref().map(|f| f.sigma);
+            let (what, derivation) = run_description(&a.share0[0], &a.share1[0], Some(&t), level)?;
             Some(t.with_derivation(derivation).in_series(&series, &what))
         }
+        None => None,
+    };
+    let warning = match &template {
+        Some(t) => check_result(
+            &img,
+            (t, 0),
+            match &facts {
+                Some(f) => f.sigma,
+                None => run_sigma(&a.share0[0])?,
+            },
+            a.accept_suspect,
+            &a.out.display().to_string(),
+        )?,
         None => None,
     };
     let enc = Encoding::for_path(&a.out, a.bit_depth.unwrap_or(img.bit_depth), template)?;
@@ -487,6 +628,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         download += std::fs::metadata(p)?.len();
     }
     let mut lines = vec![format!("wrote {} ({})", a.out.display(), enc.describe())];
+    lines.extend(warning);
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
         "download_bytes": download, "seconds": secs});
     if let Some((c, clean)) = clean {

@@ -22,7 +22,9 @@ use crate::formats::study::{
 };
 use crate::plain::image::dicom::DicomTemplate;
 use crate::plain::image::series::{scan, scan_frames, StudyKind};
+use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
 use crate::plain::image::{self, Encoding, Format};
+use crate::plain::preprocess::Preprocess;
 
 /// Secret-share a study (a folder of one DICOM series, or of PNG/TIFF images) for S0 and S1:
 /// every slice a new job, in the series' order.
@@ -46,6 +48,9 @@ pub struct ShareStudyArgs {
     /// beside the study folder, not in it.
     #[arg(long, value_name = "FILE")]
     pub sources: Option<PathBuf>,
+    /// No line per slice.
+    #[arg(long)]
+    pub quiet: bool,
     #[command(flatten)]
     pub opts: ShareOpts,
 }
@@ -135,12 +140,12 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     // a study is never all in memory).
     let (input, frames) = if a.input.is_file() {
         let (input, n) = scan_frames(&a.input, MAX_SLICES)?;
-        let frames = image::load_frames(&a.input)?;
-        if frames.len() != n {
+        let frames = image::load_windowed(&a.input, sharer.window(), true)?;
+        if frames.frames.len() != n {
             bail!(
                 "{}: {} frames decoded, {n} declared",
                 a.input.display(),
-                frames.len()
+                frames.frames.len()
             );
         }
         (input, Some(frames))
@@ -148,7 +153,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         (scan(&a.input, MAX_SLICES)?, None)
     };
     let slices_in: Vec<(&Path, Format, Option<usize>)> = match &frames {
-        Some(f) => (0..f.len())
+        Some(f) => (0..f.frames.len())
             .map(|k| (input.slices[0].0.as_path(), Format::Dicom, Some(k)))
             .collect(),
         None => input
@@ -157,10 +162,14 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             .map(|(p, f)| (p.as_path(), *f, None))
             .collect(),
     };
-    let load = |path: &Path, frame: Option<usize>| -> Result<image::GrayImage> {
+    // Every slice on its window (a multi-frame object's one window for all its frames).
+    let load = |path: &Path, frame: Option<usize>| -> Result<(image::GrayImage, ValueScale)> {
         match (frame, &frames) {
-            (Some(k), Some(f)) => Ok(f[k].clone()),
-            _ => Ok(image::load(path)?),
+            (Some(k), Some(f)) => Ok((f.frames[k].clone(), f.scale)),
+            _ => {
+                let mut w = image::load_windowed(path, sharer.window(), false)?;
+                Ok((w.frames.remove(0), w.scale))
+            }
         }
     };
     let name = |path: &Path, frame: Option<usize>| match frame {
@@ -169,14 +178,18 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     };
     // Every slice is checked before any randomness is drawn.
     for &(path, _, frame) in &slices_in {
-        sharer.check(&load(path, frame)?, &name(path, frame))?;
+        let (img, scale) = load(path, frame)?;
+        sharer.check(&img, &scale, &name(path, frame))?;
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let mut slices: Vec<Source> = Vec::with_capacity(slices_in.len());
     let mut upload = 0;
+    let quiet_slices = a.quiet;
+    let (mut clipped, mut pixels, mut sigmas) = (0usize, 0usize, (f64::INFINITY, 0.0f64));
+    let mut units = image::window::Units::Grey;
     for (i, &(path, format, frame)) in slices_in.iter().enumerate() {
-        let img = load(path, frame)?;
+        let (img, scale) = load(path, frame)?;
         // A multi-frame file is hashed once (its frames are one file).
         let blake3 = match (frame, slices.last()) {
             (Some(k), Some(prev)) if k > 0 => prev.blake3.clone(),
@@ -185,8 +198,29 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         let dir = slice_dir(&a.out, i);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
-        let shared = sharer.share(&img, &name(path, frame), &dir.join("image"))?;
+        let shared = sharer.share(&img, &scale, &name(path, frame), &dir.join("image"))?;
         upload += shared.upload_bytes;
+        if !quiet_slices {
+            eprintln!(
+                "slice {}/{}: {}",
+                i + 1,
+                slices_in.len(),
+                super::gateway::intensity_line(
+                    &name(path, frame),
+                    &scale,
+                    shared.sigma,
+                    a.opts.sigma
+                )
+            );
+        }
+        // A multi-frame object's one window counts its clipped pixels once.
+        if frame.is_none_or(|k| k == 0) {
+            clipped += scale.clipped;
+            pixels += scale.pixels;
+        }
+        let in_units = scale.in_units(shared.sigma);
+        sigmas = (sigmas.0.min(in_units), sigmas.1.max(in_units));
+        units = scale.units;
         slices.push(Source {
             file: path
                 .file_name()
@@ -200,6 +234,10 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             job_id: id_hex(&shared.job_id),
             blake3,
             frame,
+            // The receiver writes the slice back on it (and what it clipped from the file).
+            window: (format == Format::Dicom).then_some(scale.window),
+            noise_scale: shared.private.then_some(shared.pre.noise_scale),
+            sigma: shared.private.then_some(shared.sigma),
         });
     }
     let input_dir = a
@@ -229,12 +267,21 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 a.out.display()
             ),
             format!(
+                "noise {:.3} to {:.3} {}{}; {clipped} of {pixels} pixels outside their window \
+                 (clipped for the model, written back unchanged by the receiver)",
+                sigmas.0,
+                sigmas.1,
+                units.name(),
+                if a.opts.sigma == Sigma::Auto { " (estimated per slice)" } else { "" },
+            ),
+            format!(
                 "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} is the receiver's alone",
                 sources_path.display()
             ),
         ],
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
             "kind": input.kind.name(), "slices": n, "out": a.out, "sources": sources_path, "upload_bytes": upload,
+            "units": units, "sigma_in_units": [sigmas.0, sigmas.1], "clipped": clipped,
             "seconds": t.elapsed().as_secs_f64()}),
     })
 }
@@ -569,14 +616,9 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     // Every encoding (a DICOM slice's template, the very file that was shared) is made
     // before anything is written.
     let series = a.series.uid()?;
-    // One description for the series: every slice is one job of one model and sigma.
-    let described = match sources.slices.first() {
-        Some(s) if s.format == Format::Dicom => Some(super::receiver::run_description(
-            &slice_file(&dirs[0], 0, "out", 0),
-            &slice_file(&dirs[1], 0, "out", 1),
-        )?),
-        _ => None,
-    };
+    // One description for the series, from its first slice: every slice is one job of
+    // one model and sigma.
+    let mut described: Option<(String, String)> = None;
     let mut encodings = Vec::with_capacity(m.len());
     // A multi-frame object's frames share one template (the file's): made once.
     for s in sources.slices.iter().take(if multi { 1 } else { m.len() }) {
@@ -590,10 +632,20 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                         src.display()
                     );
                 }
+                // The slice's window as the gateway recorded it; a study shared before
+                // windows existed was on the container's full range.
+                let window = s.window.map_or(WindowChoice::Full, WindowChoice::Range);
+                let (tpl, _) = DicomTemplate::read(&src)?.with_window(&window)?;
+                if described.is_none() {
+                    described = Some(super::receiver::run_description(
+                        &slice_file(&dirs[0], 0, "out", 0),
+                        &slice_file(&dirs[1], 0, "out", 1),
+                        Some(&tpl),
+                        s.sigma,
+                    )?);
+                }
                 let (what, derivation) = described.clone().unwrap_or_default();
-                let tpl = DicomTemplate::read(&src)?
-                    .with_derivation(derivation)
-                    .in_series(&series, &what);
+                let tpl = tpl.with_derivation(derivation).in_series(&series, &what);
                 let frames = if multi { m.len() } else { 1 };
                 if tpl.frames() != frames {
                     bail!(
@@ -610,6 +662,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         encodings.push(enc);
     }
     // All slices or none: the finished folder is moved into place.
+    let mut warnings = Vec::new();
     crate::formats::atomic::new_folder(&a.out, |staging| {
         let mut frames = Vec::new();
         for (i, s) in sources.slices.iter().enumerate() {
@@ -618,7 +671,8 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             if job.as_deref() != Some(m.slices[i].as_str()) {
                 bail!("{}: is not slice {i}'s output share", s0.display());
             }
-            let (img, _) = combine(&s0, &s1).with_context(|| format!("slice {i}"))?;
+            let pre = s.noise_scale.map(|noise_scale| Preprocess { noise_scale });
+            let (img, _) = combine(&s0, &s1, pre).with_context(|| format!("slice {i}"))?;
             if img.pixels.dim() != (s.height, s.width) {
                 bail!(
                     "slice {i}: the output is {} x {}, the input {} was {} x {}",
@@ -628,6 +682,18 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                     s.height,
                     s.width
                 );
+            }
+            let enc = &encodings[if multi { 0 } else { i }];
+            if let Encoding::Dicom(t) = enc {
+                let what = format!("slice {i} ({})", s.file);
+                warnings.extend(super::receiver::check_result(
+                    &img,
+                    (t, if multi { i } else { 0 }),
+                    s.sigma
+                        .map_or_else(|| super::receiver::run_sigma(&s0), Ok)?,
+                    a.accept_suspect,
+                    &what,
+                )?);
             }
             if multi {
                 frames.push(img);
@@ -653,13 +719,15 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     } else {
         "images in their input's formats".into()
     };
+    let mut lines = warnings;
+    lines.push(format!(
+        "study {}: wrote {} slices to {} ({what})",
+        m.study_id,
+        m.len(),
+        a.out.display()
+    ));
     Ok(Summary {
-        lines: vec![format!(
-            "study {}: wrote {} slices to {} ({what})",
-            m.study_id,
-            m.len(),
-            a.out.display()
-        )],
+        lines,
         json: serde_json::json!({"ok": true, "command": "reconstruct", "study_id": m.study_id,
             "out": a.out, "files": written, "series_uid": dicom.then_some(series),
             "seconds": t.elapsed().as_secs_f64()}),

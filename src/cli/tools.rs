@@ -11,6 +11,7 @@ use super::Summary;
 use crate::formats::container;
 use crate::plain::cnn::Cnn;
 use crate::plain::denoise::denoise_float;
+use crate::plain::image::window::{Sigma, Units, ValueScale, WindowChoice};
 use crate::plain::image::{quantize_u8, Format, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::{Activation, Model};
@@ -55,9 +56,12 @@ pub struct DenoiseArgs {
     pub series: super::inputs::SeriesArgs,
     #[arg(long, value_enum, default_value = "float")]
     pub arith: Arith,
-    /// Noise level of the image.
-    #[arg(long, default_value_t = 25.0)]
-    pub sigma: f64,
+    /// Noise level of the image (required): a number on the model's 0..255 scale, `20HU`
+    /// (CT), `20SV` (stored values) or `auto` (estimated from each image), as share-image.
+    #[arg(long, value_parser = super::inputs::parse_sigma)]
+    pub sigma: Sigma,
+    #[command(flatten)]
+    pub window: super::inputs::WindowArgs,
     /// Do not apply the paper's sigma*/sigma scaling (on by default, as in share-image).
     #[arg(long)]
     pub no_scale_noise: bool,
@@ -153,17 +157,16 @@ pub fn run_cnn(
 
 /// A model loaded once for `denoise`, run on image after image.
 enum Runner {
-    Cnn(Box<Cnn>, Preprocess, CnnFixed),
-    Mlp(Box<Model>, Preprocess, FixedParams),
+    Cnn(Box<Cnn>, CnnFixed),
+    Mlp(Box<Model>, FixedParams),
 }
 
 impl Runner {
     fn new(a: &DenoiseArgs, path: &std::path::Path) -> Result<Runner> {
         if Cnn::is_cnn_file(path)? {
             let model = Cnn::load(path)?;
-            let pre = model.preprocess(a.sigma, !a.no_scale_noise);
             let params = a.cnn_fixed.params(&model)?;
-            return Ok(Runner::Cnn(Box::new(model), pre, params));
+            return Ok(Runner::Cnn(Box::new(model), params));
         }
         if a.noise.per_pixel() {
             bail!(
@@ -171,24 +174,97 @@ impl Runner {
             );
         }
         let model = Model::load(path)?;
-        let pre = Preprocess::new(a.sigma, model.meta.sigma, !a.no_scale_noise);
-        Ok(Runner::Mlp(Box::new(model), pre, a.fixed.params()?))
+        Ok(Runner::Mlp(Box::new(model), a.fixed.params()?))
     }
 
-    /// The denoised image and its count of out-of-range pre-activations.
-    fn run(&self, a: &DenoiseArgs, noisy: &GrayImage) -> Result<(ndarray::Array2<f64>, u64)> {
+    /// The fixed-point oracle of `noisy` at the uniform noise level `sigma`, whatever
+    /// --arith and --noise-map ask.
+    fn oracle(
+        &self,
+        a: &DenoiseArgs,
+        noisy: &GrayImage,
+        sigma: f64,
+    ) -> Result<(ndarray::Array2<f64>, u64)> {
         match self {
-            Runner::Cnn(model, pre, params) => {
-                let noise = a
-                    .noise
-                    .level(a.sigma, &noisy.pixels, model.frame.noise_map)?;
-                run_cnn(model, noisy, pre, a.arith, *params, &noise)
+            Runner::Cnn(model, params) => {
+                let pre = model.preprocess(sigma, !a.no_scale_noise);
+                let noise = NoiseLevel::Uniform(sigma);
+                run_cnn(model, noisy, &pre, Arith::Fixed, *params, &noise)
             }
-            Runner::Mlp(model, pre, params) => {
-                run_denoise_with(model, noisy, pre, a.stride, a.arith, *params)
+            Runner::Mlp(..) => self.run_in(a, noisy, sigma, Arith::Fixed),
+        }
+    }
+
+    /// The denoised image and its count of out-of-range pre-activations, at noise level
+    /// `sigma` (0..255 scale).
+    fn run(
+        &self,
+        a: &DenoiseArgs,
+        noisy: &GrayImage,
+        sigma: f64,
+    ) -> Result<(ndarray::Array2<f64>, u64)> {
+        self.run_in(a, noisy, sigma, a.arith)
+    }
+
+    fn run_in(
+        &self,
+        a: &DenoiseArgs,
+        noisy: &GrayImage,
+        sigma: f64,
+        arith: Arith,
+    ) -> Result<(ndarray::Array2<f64>, u64)> {
+        match self {
+            Runner::Cnn(model, params) => {
+                let pre = model.preprocess(sigma, !a.no_scale_noise);
+                let noise = a.noise.level(sigma, &noisy.pixels, model.frame.noise_map)?;
+                run_cnn(model, noisy, &pre, arith, *params, &noise)
+            }
+            Runner::Mlp(model, params) => {
+                let pre = Preprocess::new(sigma, model.meta.sigma, !a.no_scale_noise);
+                run_denoise_with(model, noisy, &pre, a.stride, arith, *params)
             }
         }
     }
+}
+
+/// --sigma on the 0..255 scale of `img`, refused where the model's fixed point does not hold
+/// for it (the owner's sweep's test at the image's own span and level, as share-image's
+/// range check, measured here on the model itself).
+fn level(
+    a: &DenoiseArgs,
+    runner: &Runner,
+    img: &GrayImage,
+    scale: &ValueScale,
+    name: &str,
+) -> Result<f64> {
+    let sigma = scale
+        .level_of(a.sigma, &img.pixels)
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let span = crate::ring::sweep::span(&img.pixels);
+    let failed = std::cell::RefCell::new(None);
+    let probe = crate::ring::sweep::probe(span, sigma, |noisy, s| {
+        runner
+            .oracle(a, &GrayImage::new(noisy.clone(), 8), s)
+            .unwrap_or_else(|e| {
+                *failed.borrow_mut() = Some(e);
+                (noisy.clone(), 0)
+            })
+    });
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
+    }
+    if !probe.holds() {
+        bail!(
+            "{name}: --sigma {}: noise level {sigma:.3} on the model's 0..255 scale, on values \
+             spanning {span:.0} levels, is past what the model's fixed point holds for ({} of \
+             its pre-activations out of range on the phantom there): a narrower --window \
+             raises the level (e.g. a CT's soft tissue, --window -160:240), or use a model \
+             with a noise map (FFDNet)",
+            a.sigma,
+            probe.out_of_range
+        );
+    }
+    Ok(sigma)
 }
 
 /// `denoise` over a folder: every slice denoised alone, written under its name into the new
@@ -213,14 +289,16 @@ fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
             a.sigma
         ),
         "Denoised by ppdenoise denoise (in the clear)",
+        &a.window.window,
     )?;
     let runner = Runner::new(a, path)?;
     let mut oor = 0;
     let written = folder.run(
         out,
         |img| img.bit_depth,
-        |_, noisy| {
-            let (den, o) = runner.run(a, noisy)?;
+        |i, noisy, scale| {
+            let sigma = level(a, &runner, noisy, scale, &format!("{} slice {i}", a.image))?;
+            let (den, o) = runner.run(a, noisy, sigma)?;
             oor += o;
             Ok(den)
         },
@@ -247,7 +325,8 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     if super::folders::is_folder(&a.image) {
         return denoise_folder(&a, &path);
     }
-    let frames = super::inputs::load_frames_input(&a.image)?;
+    let loaded = super::inputs::load_frames_windowed(&a.image, &a.window.window, true)?;
+    let (frames, scale) = (loaded.frames, loaded.scale);
     if frames.len() > 1 && (a.clean.is_some() || a.noise.per_pixel()) {
         bail!(
             "{} has {} frames: --clean, --noise-map and --noise take single images",
@@ -279,24 +358,40 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
                     a.sigma
                 ),
             ),
+            &a.window.window,
         )?),
         None => None,
     };
     if let (Some(o), Some(enc)) = (&a.out, &enc) {
         enc.check_frames(frames.len(), o)?;
     }
-    let clean = a
-        .clean
-        .as_deref()
-        .map(|c| load_clean(c, noisy.pixels.dim(), &a.image))
-        .transpose()?;
+    // The clean reference on the noisy image's window (a CT's own, or the noisy image's
+    // auto range: the same scale for both).
+    let clean_choice = match &a.window.window {
+        WindowChoice::Default | WindowChoice::Auto => WindowChoice::Range(scale.window),
+        other => other.clone(),
+    };
+    let clean = match a.clean.as_deref() {
+        Some(c) if scale.units == Units::Grey => Some(load_clean(c, noisy.pixels.dim(), &a.image)?),
+        Some(c) => {
+            let (img, _) = super::inputs::load_image_windowed(c, &clean_choice)?;
+            if img.pixels.dim() != noisy.pixels.dim() {
+                bail!("--clean {c}: its size is not {}'s", a.image);
+            }
+            Some(img)
+        }
+        None => None,
+    };
     let t = Instant::now();
     // Every frame of a multi-frame image, one after another.
     let runner = Runner::new(&a, &path)?;
     let mut outs = Vec::with_capacity(frames.len());
     let mut oor = 0;
+    let mut levels = Vec::with_capacity(frames.len());
     for noisy in &frames {
-        let (out, o) = runner.run(&a, noisy)?;
+        let sigma = level(&a, &runner, noisy, &scale, &a.image)?;
+        levels.push(sigma);
+        let (out, o) = runner.run(&a, noisy, sigma)?;
         outs.push(out);
         oor += o;
     }
@@ -312,11 +407,18 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
             String::new()
         }
     )];
+    lines.push(super::gateway::intensity_line(
+        &a.image, &scale, levels[0], a.sigma,
+    ));
     let mut json = serde_json::json!({"ok": true, "command": "denoise", "seconds": secs,
-        "out_of_range": oor});
+        "out_of_range": oor, "window": scale.window, "units": scale.units,
+        "clipped": scale.clipped, "sigma": levels[0],
+        "sigma_in_units": scale.in_units(levels[0])});
     if oor > 0 {
         lines.push(format!(
-            "warning: {oor} pre-activations exceeded the fixed-point range (raise zbits)"
+            "warning: {oor} pre-activations left the fixed-point range (the secure result \
+             would be this same image): a narrower --window, or a model with a noise map \
+             (FFDNet), keeps them in"
         ));
     }
     if let (Some(o), Some(enc)) = (&a.out, &enc) {
@@ -433,10 +535,30 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
         });
     }
     if let Some(format) = Format::of_file(&a.file) {
-        let i = crate::plain::image::load(&a.file)?;
+        let loaded = crate::plain::image::load_windowed(&a.file, &WindowChoice::Default, true)?;
+        let i = &loaded.frames[0];
         let (h, w) = i.pixels.dim();
-        let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "image",
-            "format": format.to_string(), "height": h, "width": w, "bit_depth": i.bit_depth});
+        let mut j = serde_json::json!({"ok": true, "command": "inspect", "kind": "image",
+            "format": format.to_string(), "height": h, "width": w, "bit_depth": i.bit_depth,
+            "frames": loaded.frames.len(), "units": loaded.scale.units,
+            "default_window": loaded.scale.window.to_string(),
+            "outside_default_window": loaded.scale.clipped,
+            // What `--sigma auto` would take, in the image's units.
+            "noise_estimate": crate::plain::noise_estimate::estimate_sigma(&i.pixels)
+                .map(|s| loaded.scale.in_units(s))});
+        if format == Format::Dicom {
+            let t = crate::plain::image::DicomTemplate::read(&a.file)?;
+            let it = t.intensity();
+            let (lo, hi) = it.stored_range();
+            j["bits_stored"] = it.bits_stored.into();
+            j["signed"] = it.signed.into();
+            j["stored_range"] = serde_json::json!([lo, hi]);
+            j["modality"] = it.modality.clone().into();
+            j["rescale_slope"] = it.slope.into();
+            j["rescale_intercept"] = it.intercept.into();
+            j["rescale_type"] = it.rescale_type.clone().into();
+            j["monochrome1"] = it.monochrome1.into();
+        }
         return Ok(Summary {
             lines: vec![serde_json::to_string_pretty(&j)?],
             json: j,

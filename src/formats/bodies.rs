@@ -226,6 +226,13 @@ pub struct JobParams {
     pub pre: Preprocess,
     pub sigma: f64,
     pub model_sigma: f64,
+    /// The noise level and scaling were derived from the image's pixels (`--sigma auto`, or
+    /// a level in the image's units on a window derived from its values): then `sigma` is
+    /// the model's nominal one and `pre` the identity, stand-ins, and the receiver decodes
+    /// with the scaling the gateway gave it privately (the study's sources file, or
+    /// share-image's `<out>.rx.json`). Nothing derived from pixels is public.
+    #[serde(default)]
+    pub private_pre: bool,
 }
 
 /// Checks a job's geometry with the model's patch shape before anything is sized from it:
@@ -404,6 +411,7 @@ mod tests {
                 pre: crate::plain::preprocess::Preprocess::new(25.0, 25.0, true),
                 sigma: 25.0,
                 model_sigma: 25.0,
+                private_pre: false,
             },
             widths: vec![1, 1],
             batch: 1,

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic;
 use crate::plain::image::series::StudyKind;
+use crate::plain::image::window::Window;
 use crate::plain::image::Format;
 
 pub const MANIFEST: &str = "study.json";
@@ -82,6 +83,17 @@ pub struct Source {
     /// The frame of a multi-frame input this slice is (kind `multi-frame`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame: Option<usize>,
+    /// A DICOM slice's value window (in its units), which the model's 0..255 scale spanned:
+    /// derived from the pixels for `auto`, so it stays with the receiver, never the servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// The sigma*/sigma scaling the slice was encoded with, when it was derived from its
+    /// pixels and its job holds a stand-in ([`super::bodies::JobParams::private_pre`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_scale: Option<f64>,
+    /// The slice's noise level on the model's scale, with `noise_scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<f64>,
 }
 
 /// `done.p<P>`: a server finished a slice.
@@ -105,7 +117,7 @@ pub fn slice_file(dir: &Path, i: usize, stem: &str, party: u8) -> PathBuf {
     slice_dir(dir, i).join(format!("{stem}.p{party}"))
 }
 
-fn is_hex_id(s: &str) -> bool {
+pub(crate) fn is_hex_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -202,6 +214,17 @@ impl Sources {
             }
             if x.bit_depth != 8 && x.bit_depth != 16 {
                 bail!("{}: {}: bit depth {}", path.display(), x.file, x.bit_depth);
+            }
+            let window_ok = x.window.is_none_or(|w| Window::new(w.lo, w.hi).is_ok());
+            let scale_ok = [x.noise_scale, x.sigma]
+                .iter()
+                .all(|v| v.is_none_or(|v| v.is_finite() && v > 0.0));
+            if !window_ok || !scale_ok {
+                bail!(
+                    "{}: {}: malformed window or noise scaling",
+                    path.display(),
+                    x.file
+                );
             }
             if x.blake3.len() != 64 || !x.blake3.bytes().all(|b| b.is_ascii_hexdigit()) {
                 bail!("{}: {}: malformed hash", path.display(), x.file);
@@ -313,7 +336,7 @@ fn check_ids<'a>(
     Ok(())
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let meta = std::fs::metadata(path).with_context(|| {
         format!(
             "{}: cannot read (is this a study folder made by share-study?)",
@@ -331,7 +354,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_slice(&text).with_context(|| format!("{}: malformed", path.display()))
 }
 
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     atomic::write_with(path, |w| {
         serde_json::to_writer_pretty(&mut *w, v)?;
         w.write_all(b"\n")?;

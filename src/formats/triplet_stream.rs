@@ -254,6 +254,7 @@ mod tests {
                 pre: Preprocess::new(25.0, 25.0, true),
                 sigma: 25.0,
                 model_sigma: 25.0,
+                private_pre: false,
             },
             widths: vec![49, 8, 9],
             batch: 7,

@@ -5,5 +5,6 @@ pub mod matmul;
 pub mod oracle;
 pub mod plan;
 pub mod share;
+pub mod sweep;
 pub mod tanhstar;
 pub mod tiles;

@@ -336,7 +336,7 @@ fn one_run(
     // it shared.
     let clean = load_image(&input_png.display().to_string())?;
     let noisy = load_png(workdir.join("noisy.png"))?;
-    let (secure, share) = combine(&workdir.join("out.p0"), &workdir.join("out.p1"))?;
+    let (secure, share) = combine(&workdir.join("out.p0"), &workdir.join("out.p1"), None)?;
     let (oracle, float, float_seconds) = model.net.plaintext(
         &noisy,
         &share.job.pre,

@@ -18,10 +18,13 @@
 //! `u * 255 / M` on the 0..255 scale. For `b = 16` unsigned this is exactly the 16-bit PNG
 //! rule (divide by 257). Writing inverts the steps: `u = round(x * M / 255)` clamped to
 //! `0 .. M`, MONOCHROME1 inverted back, the shift undone; a loaded image written back gives
-//! the same stored values. The rescale slope and intercept (the modality LUT, e.g. to
-//! Hounsfield units) are *not* applied: the stored values are what is denoised, and the
-//! attributes are written back unchanged, so the physical values follow. Window and level
-//! are not applied either (they are for display) and are kept.
+//! the same stored values. This full-range mapping is what [`super::load`] gives; the
+//! commands that denoise map through a value window in the image's own units instead
+//! ([`super::load_windowed`], [`Intensity`], [`DicomTemplate::with_window`] and
+//! [`super::window`]): the rescale slope and intercept take stored values to modality values
+//! (Hounsfield units for a CT), a window of those maps onto 0..255, and what it clipped is
+//! written back from the template unchanged. The display window (centre and width) is
+//! neither applied nor changed.
 //!
 //! **What is written** (`--like input.dcm`): a copy of the template's data set (patient,
 //! study, series, equipment, private attributes, window, rescale: everything) with its pixel
@@ -50,6 +53,7 @@ use ndarray::Array2;
 
 use super::dicom_scan::{self, Encoding, ScanError};
 use super::jpeg12;
+use super::window::{auto_window, Units, Window, WindowChoice, CT_WINDOW};
 use super::{Format, GrayImage, ImageError, MAX_PIXELS};
 
 /// Most frames read from one object (a study's slice limit).
@@ -253,6 +257,184 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
     })
 }
 
+/// How a DICOM's stored values become values in its own units (the modality LUT's linear
+/// rescale: Hounsfield units for a CT), and back; what [`super::window`] needs of a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intensity {
+    /// Modality (CT, MR, CR, ...), when given.
+    pub modality: Option<String>,
+    /// RescaleType, when given (HU, US, ...).
+    pub rescale_type: Option<String>,
+    pub slope: f64,
+    pub intercept: f64,
+    /// Whether RescaleSlope or RescaleIntercept is present.
+    pub rescaled: bool,
+    pub bits_stored: u16,
+    pub signed: bool,
+    pub monochrome1: bool,
+}
+
+/// A decimal attribute, `None` when absent.
+fn float_attr(
+    obj: &InMemDicomObject,
+    tag: Tag,
+    name: &str,
+    path: &Path,
+) -> Result<Option<f64>, ImageError> {
+    match obj.element_opt(tag) {
+        Ok(None) => Ok(None),
+        // Present but empty (type 2 style, seen in the wild): as if absent.
+        Ok(Some(e)) if e.to_str().is_ok_and(|t| t.trim().is_empty()) => Ok(None),
+        Ok(Some(e)) => match e.to_float64() {
+            Ok(v) if v.is_finite() => Ok(Some(v)),
+            _ => Err(corrupt(path, format!("{name} is not a finite number"))),
+        },
+        Err(e) => Err(corrupt(path, format!("{name}: {e}"))),
+    }
+}
+
+/// The rescale and modality of an image of layout `l`.
+fn intensity(obj: &InMemDicomObject, l: &Layout, path: &Path) -> Result<Intensity, ImageError> {
+    let slope = float_attr(obj, tags::RESCALE_SLOPE, "RescaleSlope", path)?;
+    let intercept = float_attr(obj, tags::RESCALE_INTERCEPT, "RescaleIntercept", path)?;
+    let upper = |t| {
+        str_attr(obj, t)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_ascii_uppercase())
+    };
+    Ok(Intensity {
+        modality: upper(tags::MODALITY),
+        rescale_type: upper(tags::RESCALE_TYPE),
+        slope: slope.unwrap_or(1.0),
+        intercept: intercept.unwrap_or(0.0),
+        rescaled: slope.is_some() || intercept.is_some(),
+        bits_stored: l.bits_stored,
+        signed: l.signed,
+        monochrome1: l.monochrome1,
+    })
+}
+
+impl Intensity {
+    fn layout(&self) -> Layout {
+        Layout {
+            rows: 1,
+            cols: 1,
+            frames: 1,
+            bits_allocated: 16,
+            bits_stored: self.bits_stored,
+            signed: self.signed,
+            monochrome1: self.monochrome1,
+        }
+    }
+
+    /// What the values are: HU for a CT (Modality CT, or a rescale of type HU), modality
+    /// units for another rescale, else stored values.
+    pub fn units(&self) -> Units {
+        if self.modality.as_deref() == Some("CT") || self.rescale_type.as_deref() == Some("HU") {
+            Units::Hu
+        } else if self.rescaled {
+            Units::Modality
+        } else {
+            Units::Stored
+        }
+    }
+
+    /// The smallest and largest stored value the container holds.
+    pub fn stored_range(&self) -> (i32, i32) {
+        let l = self.layout();
+        let lo = -l.offset();
+        (lo, lo + l.max() as i32)
+    }
+
+    /// A stored value in the image's units.
+    pub fn value(&self, stored: i32) -> f64 {
+        f64::from(stored) * self.slope + self.intercept
+    }
+
+    /// The stored value nearest to `v` (in the image's units), within the container's range.
+    pub fn stored_of_value(&self, v: f64) -> i32 {
+        let (lo, hi) = self.stored_range();
+        ((v - self.intercept) / self.slope)
+            .round()
+            .clamp(f64::from(lo), f64::from(hi)) as i32
+    }
+
+    /// The container's whole range in the image's units.
+    pub fn full_window(&self) -> Window {
+        let (lo, hi) = self.stored_range();
+        Window {
+            lo: self.value(lo),
+            hi: self.value(hi),
+        }
+    }
+
+    /// The stored value of a pixel on the container's 0..255 scale (as decoded).
+    pub fn stored_of_full(&self, x: f64) -> i32 {
+        self.layout().stored_of(x)
+    }
+
+    /// The stored values of decoded frames (on the container's 0..255 scale), in order.
+    pub fn stored_of_frames(&self, frames: &[GrayImage]) -> Vec<i32> {
+        frames
+            .iter()
+            .flat_map(|f| f.pixels.iter())
+            .map(|&x| self.stored_of_full(x))
+            .collect()
+    }
+
+    /// The default window: [`CT_WINDOW`] for a CT, else the image's own range.
+    fn default_window(&self, stored: &[i32]) -> Option<Window> {
+        match self.units() {
+            Units::Hu => Some(CT_WINDOW),
+            _ => self.auto_window(stored),
+        }
+    }
+
+    fn auto_window(&self, stored: &[i32]) -> Option<Window> {
+        let values: Vec<f64> = stored.iter().map(|&v| self.value(v)).collect();
+        auto_window(&values)
+    }
+
+    /// What `choice` means for an image of these stored values: `None` for the container's
+    /// full range (the decoded pixels as they are).
+    pub fn resolve(&self, choice: &WindowChoice, stored: &[i32]) -> Result<Option<Window>, String> {
+        // A zero or negative slope would turn the window inside out; no modality uses one.
+        if *choice != WindowChoice::Full && self.slope <= 0.0 {
+            return Err(format!(
+                "RescaleSlope {}: a window needs a positive slope (--window full takes the \
+                 stored values as they are)",
+                self.slope
+            ));
+        }
+        Ok(match choice {
+            WindowChoice::Full => None,
+            WindowChoice::Range(w) => Some(*w),
+            WindowChoice::Default => self.default_window(stored),
+            WindowChoice::Auto => self.auto_window(stored),
+        })
+    }
+
+    /// A pixel of stored value `v` on the 0..255 scale of window `w`.
+    pub fn to_scale(&self, v: i32, w: &Window) -> f64 {
+        let x = w.to_scale(self.value(v));
+        if self.monochrome1 {
+            255.0 - x
+        } else {
+            x
+        }
+    }
+
+    /// The stored value to write for `x` on the 0..255 scale of window `w`, where the
+    /// template held `template`: a value the window clipped is written back as it was.
+    pub fn stored_for(&self, x: f64, w: &Window, template: i32) -> i32 {
+        if !w.contains(self.value(template)) {
+            return template;
+        }
+        let x = if self.monochrome1 { 255.0 - x } else { x };
+        self.stored_of_value(w.from_scale(x))
+    }
+}
+
 /// The most bytes a deflated data set may inflate to: one frame of the largest image read,
 /// at 16 bits, and 64 MiB of other attributes. A "deflate bomb" stops there.
 const MAX_INFLATED: u64 = 2 * MAX_PIXELS as u64 + (64 << 20);
@@ -395,8 +577,18 @@ pub(super) fn decode_frames(
     path: &Path,
     multi: bool,
 ) -> Result<Vec<GrayImage>, ImageError> {
+    decode_all(bytes, path, multi).map(|(frames, _)| frames)
+}
+
+/// [`decode_frames`], with how the stored values become the image's own units.
+pub(super) fn decode_all(
+    bytes: &[u8],
+    path: &Path,
+    multi: bool,
+) -> Result<(Vec<GrayImage>, Intensity), ImageError> {
     let obj = parse(bytes, path, true)?;
     let l = layout(&obj, path)?;
+    let intensity = intensity(&obj, &l, path)?;
     if l.frames > 1 && !multi {
         return Err(unsupported(
             path,
@@ -514,7 +706,7 @@ pub(super) fn decode_frames(
     // may call unsigned what the header calls signed, and the mask reads it right.
     let clamp = pixel_data.value().fragments().is_some() && !l.signed;
     let frame = l.rows * l.cols;
-    Ok(samples
+    let frames = samples
         .chunks_exact(frame)
         .map(|raw| {
             let values: Vec<f64> = raw
@@ -530,7 +722,8 @@ pub(super) fn decode_frames(
                 bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
             }
         })
-        .collect())
+        .collect();
+    Ok((frames, intensity))
 }
 
 /// Which decoder takes encapsulated pixel data.
@@ -903,6 +1096,11 @@ pub struct DicomTemplate {
     /// A derived series the output goes in (its UID and description), instead of the
     /// template's own series.
     series: Option<(String, String)>,
+    intensity: Intensity,
+    /// The window the pixels to write are on, with the template's own stored values (every
+    /// frame's, in order): what the window clipped is written back from them. `None`: the
+    /// container's full range.
+    window: Option<(Window, Vec<i32>)>,
 }
 
 /// Where a slice sits in its series: what orders a folder of slices.
@@ -932,13 +1130,79 @@ impl DicomTemplate {
         }
         let obj = parse(&bytes, path, false)?;
         let layout = layout(&obj, path)?;
+        let intensity = intensity(&obj, &layout, path)?;
         Ok(DicomTemplate {
             path: path.to_path_buf(),
             obj: obj.into_inner(),
             layout,
             derivation: "Processed by ppdenoise".into(),
             series: None,
+            intensity,
+            window: None,
         })
+    }
+
+    /// The template's own pixels on the window [`Self::with_window`] set, frame by frame
+    /// (`None` without one): the noisy image the receiver holds, to check a result against.
+    pub fn windowed_frames(&self) -> Option<Vec<Array2<f64>>> {
+        let (w, stored) = self.window.as_ref()?;
+        let l = &self.layout;
+        Some(
+            stored
+                .chunks_exact(l.rows * l.cols)
+                .map(|f| {
+                    let v = f.iter().map(|&t| self.intensity.to_scale(t, w)).collect();
+                    Array2::from_shape_vec((l.rows, l.cols), v).expect("sized from the layout")
+                })
+                .collect(),
+        )
+    }
+
+    /// A noise level of `level` on the 0..255 scale of the window [`Self::with_window`]
+    /// set, in the image's units as `--sigma` takes them (`20 HU`, `40 SV`); `None` without
+    /// a window.
+    pub fn sigma_words(&self, level: f64) -> Option<String> {
+        let (w, _) = self.window.as_ref()?;
+        let v = level * w.per_level();
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        Some(match self.intensity.units() {
+            Units::Hu => format!("{} HU", round(v)),
+            _ => format!("{} SV", round(v / self.intensity.slope)),
+        })
+    }
+
+    /// The template's rescale and modality.
+    pub fn intensity(&self) -> &Intensity {
+        &self.intensity
+    }
+
+    /// What is written is on the window `choice` resolves to for the template's own pixels
+    /// (the image the gateway shared, so the same window), and the pixels that window
+    /// clipped are written back from the template unchanged. Reads the template's pixels
+    /// (once, here); the window it resolved to comes back with the template.
+    pub fn with_window(
+        mut self,
+        choice: &WindowChoice,
+    ) -> Result<(DicomTemplate, Option<Window>), ImageError> {
+        if *choice == WindowChoice::Full {
+            self.window = None;
+            return Ok((self, None));
+        }
+        let bytes = super::read_file(&self.path)?;
+        let (frames, intensity) = decode_all(&bytes, &self.path, true)?;
+        let same = frames.len() == self.layout.frames
+            && frames
+                .iter()
+                .all(|f| f.pixels.dim() == (self.layout.rows, self.layout.cols));
+        if intensity != self.intensity || !same {
+            return Err(corrupt(&self.path, "the file changed while it was read"));
+        }
+        let stored = intensity.stored_of_frames(&frames);
+        let window = intensity
+            .resolve(choice, &stored)
+            .map_err(|e| unsupported(&self.path, e))?;
+        self.window = window.map(|w| (w, stored));
+        Ok((self, window))
     }
 
     /// Puts what is written in the derived series `uid` (one per run, shared by a study's
@@ -1016,7 +1280,19 @@ impl DicomTemplate {
     /// What a file written like this template holds for `pixels`, on the 0..255 scale.
     pub fn quantize(&self, pixels: &Array2<f64>) -> Array2<f64> {
         let l = &self.layout;
-        pixels.mapv(|x| l.scale_of(l.stored_of(x)))
+        match &self.window {
+            None => pixels.mapv(|x| l.scale_of(l.stored_of(x))),
+            // One frame's worth: the first frame's template values.
+            Some((w, stored)) if stored.len() >= pixels.len() => {
+                let i = &self.intensity;
+                let mut out = pixels.clone();
+                for (x, &t) in out.iter_mut().zip(stored) {
+                    *x = i.to_scale(i.stored_for(*x, w, t), w);
+                }
+                out
+            }
+            Some(_) => pixels.mapv(|x| l.scale_of(l.stored_of(x))),
+        }
     }
 
     /// How many frames the template has (and an output like it must have).
@@ -1132,10 +1408,20 @@ impl DicomTemplate {
         obj.put(us(tags::BITS_STORED, l.bits_stored));
         obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
         obj.put(us(tags::PIXEL_REPRESENTATION, u16::from(l.signed)));
-        let stored = frames
-            .iter()
-            .flat_map(|f| f.pixels.iter())
-            .map(|&x| l.stored_of(x));
+        let stored: Vec<i32> = match &self.window {
+            None => frames
+                .iter()
+                .flat_map(|f| f.pixels.iter())
+                .map(|&x| l.stored_of(x))
+                .collect(),
+            Some((w, template)) => frames
+                .iter()
+                .flat_map(|f| f.pixels.iter())
+                .zip(template)
+                .map(|(&x, &t)| self.intensity.stored_for(x, w, t))
+                .collect(),
+        };
+        let stored = stored.into_iter();
         let pixel_data = if l.bits_allocated == 8 {
             // Two's complement in the allocated byte; OB values have an even length.
             let mut raw: Vec<u8> = stored.map(|v| v as u8).collect();

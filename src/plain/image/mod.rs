@@ -40,6 +40,7 @@ pub mod jpeg12;
 pub mod png;
 pub mod series;
 pub mod tiff;
+pub mod window;
 
 pub use dicom::DicomTemplate;
 
@@ -316,6 +317,104 @@ pub fn load_frames(path: impl AsRef<Path>) -> Result<Vec<GrayImage>, ImageError>
             path: path.to_path_buf(),
         }),
     }
+}
+
+/// An image file's frames on the 0..255 scale of a window, and what that scale is in the
+/// image's own units.
+#[derive(Debug, Clone)]
+pub struct Windowed {
+    pub frames: Vec<GrayImage>,
+    pub scale: window::ValueScale,
+}
+
+/// Loads an image file's frames (several only when `multi`: a multi-frame DICOM; else it is
+/// refused as [`load`] does) on the window `choice` resolves to (see [`window`]). A DICOM's
+/// values outside the window are clipped and counted; a PNG or TIFF takes its full range
+/// only (its values carry no units a window could be stated in).
+pub fn load_windowed(
+    path: impl AsRef<Path>,
+    choice: &window::WindowChoice,
+    multi: bool,
+) -> Result<Windowed, ImageError> {
+    use window::{ValueScale, WindowChoice};
+    let path = path.as_ref();
+    let bytes = read_file(path)?;
+    let format = Format::sniff(&bytes).ok_or_else(|| ImageError::UnknownFormat {
+        path: path.to_path_buf(),
+    })?;
+    if format != Format::Dicom {
+        let img = match format {
+            Format::Png => png::decode(&bytes, path)?,
+            _ => tiff::decode(&bytes, path)?,
+        };
+        if let WindowChoice::Range(w) = choice {
+            return Err(ImageError::Unsupported {
+                path: path.to_path_buf(),
+                format,
+                detail: format!(
+                    "--window {w}: a window is stated in a DICOM's units; a {format} takes its \
+                     full range (--window full or default)"
+                ),
+            });
+        }
+        let scale = ValueScale::grey(img.bit_depth, img.pixels.len());
+        return Ok(Windowed {
+            frames: vec![img],
+            scale,
+        });
+    }
+    let (frames, intensity) = dicom::decode_all(&bytes, path, multi)?;
+    let stored = intensity.stored_of_frames(&frames);
+    let window = intensity
+        .resolve(choice, &stored)
+        .map_err(|detail| ImageError::Unsupported {
+            path: path.to_path_buf(),
+            format,
+            detail,
+        })?;
+    let Some(w) = window else {
+        return Ok(Windowed {
+            frames,
+            scale: ValueScale {
+                units: intensity.units(),
+                window: intensity.full_window(),
+                slope: intensity.slope,
+                clipped: 0,
+                pixels: stored.len(),
+                derived: false,
+            },
+        });
+    };
+    let derived = match choice {
+        WindowChoice::Auto => true,
+        WindowChoice::Default => intensity.units() != window::Units::Hu,
+        _ => false,
+    };
+    let clipped = stored
+        .iter()
+        .filter(|&&v| !w.contains(intensity.value(v)))
+        .count();
+    let mut values = stored.iter();
+    let frames = frames
+        .into_iter()
+        .map(|mut f| {
+            for x in f.pixels.iter_mut() {
+                *x = intensity.to_scale(*values.next().expect("one per pixel"), &w);
+            }
+            f
+        })
+        .collect();
+    Ok(Windowed {
+        frames,
+        scale: ValueScale {
+            units: intensity.units(),
+            window: w,
+            slope: intensity.slope,
+            clipped,
+            pixels: stored.len(),
+            derived,
+        },
+    })
 }
 
 /// A decoded PNG or TIFF as a [`GrayImage`]: grayscale as is, colour through
