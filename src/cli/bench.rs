@@ -458,6 +458,8 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                 if link.is_none() && t_plain.is_none() {
                     let (t, _) = timed(&[
                         "denoise".into(),
+                        "--sigma".into(),
+                        "25".into(),
                         "--model".into(),
                         s(&model),
                         "--image".into(),
