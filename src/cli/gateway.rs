@@ -47,8 +47,10 @@ pub struct ShareOpts {
     /// Noise level of the image (required): a number on the model's 0..255 scale (the
     /// window's range spread over 0..255), `20HU` in Hounsfield units (CT), `20SV` in stored
     /// values, or `auto`: estimated from each image (docs/dicom.md).
-    #[arg(long, value_parser = super::inputs::parse_sigma)]
-    pub sigma: Sigma,
+    /// Not needed with a per-pixel map (--noise-map, --noise), which carries the level.
+    #[arg(long, value_parser = super::inputs::parse_sigma,
+          required_unless_present_any = ["noise", "noise_map"])]
+    pub sigma: Option<Sigma>,
     #[command(flatten)]
     pub window: super::inputs::WindowArgs,
     /// Noise level the model was trained for (sigma*).
@@ -184,7 +186,7 @@ impl<'a> Sharer<'a> {
             },
         };
         let sharer = Sharer { opts, facts, to };
-        if let Sigma::Scale(v) = opts.sigma {
+        if let Some(Sigma::Scale(v)) = opts.sigma {
             sharer.check_level(v).context("--sigma")?;
         }
         Ok(sharer)
@@ -242,13 +244,17 @@ impl<'a> Sharer<'a> {
     }
 
     /// The noise level of `img` on the 0..255 scale, from --sigma in its units.
+    /// Without --sigma (a per-pixel map gives the levels), the model's nominal sigma.
     pub fn level(&self, img: &GrayImage, scale: &ValueScale, name: &str) -> Result<f64> {
+        let Some(sigma) = self.opts.sigma else {
+            return Ok(self.facts.sigma);
+        };
         let level = scale
-            .level_of(self.opts.sigma, &img.pixels)
+            .level_of(sigma, &img.pixels)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         self.check_level(level)
             .and_then(|()| self.check_range(level, span(&img.pixels)))
-            .with_context(|| format!("{name}: --sigma {}", self.opts.sigma))?;
+            .with_context(|| format!("{name}: --sigma {sigma}"))?;
         Ok(level)
     }
 
@@ -269,7 +275,8 @@ impl<'a> Sharer<'a> {
         let (h, w) = img.pixels.dim();
         let sigma = self.level(img, scale, name)?;
         // A noise-map model takes the level in its shared map: nothing to keep private.
-        let private = scale.private_level(a.sigma) && !facts.frame.noise_map;
+        let derived = a.sigma.is_some_and(|s| scale.private_level(s));
+        let private = derived && !facts.frame.noise_map;
         let noise = a
             .noise
             .level(sigma, &img.pixels, facts.frame.noise_map)
@@ -278,7 +285,7 @@ impl<'a> Sharer<'a> {
         // an estimate made from its pixels. The model's nominal sigma stands in (public).
         let job_sigma = match noise {
             NoiseLevel::PerPixel(_) => facts.sigma,
-            NoiseLevel::Uniform(_) if scale.private_level(a.sigma) => facts.sigma,
+            NoiseLevel::Uniform(_) if derived => facts.sigma,
             NoiseLevel::Uniform(s) => s,
         };
         // A model with a noise map takes the image as it is: the map carries the level.
@@ -386,7 +393,7 @@ impl<'a> Sharer<'a> {
 }
 
 /// What the gateway says of an image's window and noise level, in the image's units.
-pub fn intensity_line(name: &str, scale: &ValueScale, sigma: f64, given: Sigma) -> String {
+pub fn intensity_line(name: &str, scale: &ValueScale, sigma: f64, given: Option<Sigma>) -> String {
     let units = scale.units.name();
     let mut line = format!(
         "{name}: window {} {units} onto the model's 0..255 ({:.4} {units} per level); noise \
@@ -395,7 +402,7 @@ pub fn intensity_line(name: &str, scale: &ValueScale, sigma: f64, given: Sigma) 
         scale.window.per_level(),
         sigma,
         scale.in_units(sigma),
-        if given == Sigma::Auto {
+        if given == Some(Sigma::Auto) {
             " (estimated)"
         } else {
             ""

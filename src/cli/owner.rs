@@ -223,12 +223,30 @@ fn share_cnn_model(
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
-    let levels = sweep_all(|noisy, sigma| {
-        let (h, w) = noisy.dim();
-        let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
-        crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
-    });
-    let (range_info, range_line) = sigma_range_entries(&levels);
+    // A model with a noise map scales nothing by sigma*/sigma: the level is an input, and
+    // its fixed point was measured up to plain::noise_map::MAX_SIGMA, which the gateway
+    // enforces. Its activations at a high level run past the sweep's strict bound while its
+    // results stay those of the float model (docs/results-ffdnet.md): no range is recorded.
+    let levels = if model.frame.noise_map {
+        Vec::new()
+    } else {
+        sweep_all(|noisy, sigma| {
+            let (h, w) = noisy.dim();
+            let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
+            crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
+        })
+    };
+    let (range_info, range_line) = if model.frame.noise_map {
+        (
+            Vec::new(),
+            format!(
+                "noise levels: a model with a noise map takes 0 to {} (share-image checks it)",
+                crate::plain::noise_map::MAX_SIGMA
+            ),
+        )
+    } else {
+        sigma_range_entries(&levels)
+    };
     let bodies = CnnModelShare::split(&plan, model.meta, &fresh_seed());
     let public = bodies[0].plan.clone();
     let model_id = fresh_id();

@@ -272,7 +272,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 sigmas.0,
                 sigmas.1,
                 units.name(),
-                if a.opts.sigma == Sigma::Auto { " (estimated per slice)" } else { "" },
+                if a.opts.sigma == Some(Sigma::Auto) { " (estimated per slice)" } else { "" },
             ),
             format!(
                 "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} is the receiver's alone",

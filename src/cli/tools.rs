@@ -240,6 +240,10 @@ fn level(
     let sigma = scale
         .level_of(a.sigma, &img.pixels)
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    // A model with a noise map takes any level to MAX_SIGMA (share-model records no range).
+    if matches!(runner, Runner::Cnn(m, _) if m.frame.noise_map) {
+        return Ok(sigma);
+    }
     let span = crate::ring::sweep::span(&img.pixels);
     let failed = std::cell::RefCell::new(None);
     let probe = crate::ring::sweep::probe(span, sigma, |noisy, s| {
@@ -408,7 +412,10 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         }
     )];
     lines.push(super::gateway::intensity_line(
-        &a.image, &scale, levels[0], a.sigma,
+        &a.image,
+        &scale,
+        levels[0],
+        Some(a.sigma),
     ));
     let mut json = serde_json::json!({"ok": true, "command": "denoise", "seconds": secs,
         "out_of_range": oor, "window": scale.window, "units": scale.units,
