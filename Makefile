@@ -90,7 +90,7 @@ dicom-testdata: out/dicom-testdata/.ok
 
 .venv-dicom/.ok: Makefile
 	test -x .venv-dicom/bin/pip || { python3 -m venv .venv-dicom || { rm -rf .venv-dicom; exit 1; }; }
-	.venv-dicom/bin/pip install --quiet pydicom==3.0.2 numpy==2.4.6 pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0
+	.venv-dicom/bin/pip install --quiet pydicom==3.0.2 numpy==2.4.6 pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0 pylibjpeg-libjpeg==2.3.0
 	touch $@
 
 out/dicom-testdata/.ok: scripts/make-dicom-testdata.py | .venv-dicom/.ok

@@ -23,6 +23,21 @@ def main():
             str(item.ReferencedSOPInstanceUID) for item in ds.get("SourceImageSequence", [])
         ],
         "NumberOfFrames": frames,
+        "SeriesNumber": str(ds.get("SeriesNumber", "")),
+        "SeriesDate": str(ds.get("SeriesDate", "")),
+        "ContentDate": str(ds.get("ContentDate", "")),
+        "InstanceCreationDate": str(ds.get("InstanceCreationDate", "")),
+        "Equipment": [
+            [str(i.get("Manufacturer", "")), str(i.get("SoftwareVersions", "")),
+             [str(c.CodeValue) for c in i.get("PurposeOfReferenceCodeSequence", [])]]
+            for i in ds.get("ContributingEquipmentSequence", [])
+        ],
+        "DerivationCodes": [
+            [str(c.CodeValue), str(c.CodingSchemeDesignator)]
+            for c in ds.get("DerivationCodeSequence", [])
+        ],
+        "PrivateTags": sum(1 for e in ds if e.tag.is_private),
+        "OverlayGroups": sorted({e.tag.group for e in ds if 0x6000 <= e.tag.group <= 0x601E}),
         "pixels": arr.reshape(-1).tolist(),
     }
     print(json.dumps(out))

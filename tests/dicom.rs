@@ -236,8 +236,12 @@ fn assert_derived_in(out: &Path, src: &Path, new_series: bool) {
         );
         let desc = attr(&a, tags::SERIES_DESCRIPTION);
         assert!(desc.len() <= 64 && !desc.is_empty(), "{desc:?}");
+        // A derived series is numbered apart from its source (issue 44, item 5).
+        let n: i64 = attr(&b, tags::SERIES_NUMBER).parse().unwrap();
+        assert_eq!(attr(&a, tags::SERIES_NUMBER), (n + 1000).to_string());
     } else {
         assert_eq!(sa, sb, "series changed");
+        assert_eq!(attr(&a, tags::SERIES_NUMBER), attr(&b, tags::SERIES_NUMBER));
     }
     for tag in [
         tags::PATIENT_NAME,
@@ -246,7 +250,6 @@ fn assert_derived_in(out: &Path, src: &Path, new_series: bool) {
         tags::STUDY_INSTANCE_UID,
         tags::STUDY_DATE,
         tags::ACCESSION_NUMBER,
-        tags::SERIES_NUMBER,
         tags::SOP_CLASS_UID,
         tags::MODALITY,
         tags::PHOTOMETRIC_INTERPRETATION,
@@ -1060,8 +1063,11 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     let den = dir.path().join("den.dcm");
     assert_derived_cli(&den, &dir.path().join("noisy.dcm"));
     let obj = open_file(&den).unwrap();
+    // The model's name, its id (share-model's) and the level (issue 44, item 5).
+    let how = attr(&obj, tags::DERIVATION_DESCRIPTION);
     assert!(
-        attr(&obj, tags::DERIVATION_DESCRIPTION).contains("secret shares (m, sigma 401.471 HU)")
+        how.contains("secret shares (m, model id ") && how.ends_with(", sigma 401.471 HU)"),
+        "{how}"
     );
     // The model's name (its file's, by default) and the job's sigma, carried by the servers.
     assert!(attr(&obj, tags::SERIES_DESCRIPTION).ends_with("(denoised, m, sigma 401.471 HU)"));

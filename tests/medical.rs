@@ -65,6 +65,12 @@ fn rmse(clean: &Path, files: &[PathBuf]) -> Vec<f64> {
         .collect()
 }
 
+/// What pydicom reads of `path` (scripts/read-dicom.py's JSON).
+fn pydicom_reads(path: &Path) -> serde_json::Value {
+    let o = script("read-dicom.py", &[&s(path)]);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -131,6 +137,7 @@ fn secure_series(
     series: &Path,
     sigma: &str,
     window: &str,
+    out_opts: &[&str],
 ) -> Vec<(f64, f64)> {
     let tag = sigma.replace('.', "_");
     let (study, out, oracle) = (
@@ -167,7 +174,10 @@ fn secure_series(
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    ok(&["reconstruct", "--study", &s(&study), "--out", &s(&out)]);
+    let mut args = vec!["reconstruct", "--study", study.to_str().unwrap(), "--out"];
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(out_opts);
+    ok(&args);
     ok(&[
         "denoise",
         "--image",
@@ -217,7 +227,7 @@ fn a_signed_16_bit_ct_series_comes_back_better_than_it_went_in() {
                 &sigma.to_string(),
             ],
         );
-        let r = secure_series(d, &clean, &series, &format!("{sigma}HU"), window);
+        let r = secure_series(d, &clean, &series, &format!("{sigma}HU"), window, &[]);
         for (i, (noisy, denoised)) in r.iter().enumerate() {
             eprintln!(
                 "CT_small, sigma {sigma} HU, slice {i}: RMSE {noisy:.2} HU -> {denoised:.2} HU"
@@ -250,7 +260,38 @@ fn a_signed_16_bit_mr_series_comes_back_better_than_it_went_in() {
                 &sigma.to_string(),
             ],
         );
-        let r = secure_series(d, &clean, &series, &format!("{sigma}SV"), "default");
+        // The derived series compressed losslessly (issue 44, item 5): ppdenoise's own
+        // reading equals the oracle (in secure_series), and so does pydicom's.
+        let syntax = if sigma == 40 {
+            "j2k-lossless"
+        } else {
+            "jpeg-ls-lossless"
+        };
+        let opts = ["--transfer-syntax", syntax, "--series-number", "901"];
+        let r = secure_series(d, &clean, &series, &format!("{sigma}SV"), "default", &opts);
+        for name in slices(&series).iter().map(|p| p.file_name().unwrap()) {
+            let tag = format!("{sigma}SV");
+            let got = pydicom_reads(&d.join(format!("denoised-{tag}")).join(name));
+            let want = pydicom_reads(&d.join(format!("oracle-{tag}")).join(name));
+            let uid = got["TransferSyntaxUID"].as_str().unwrap();
+            assert!(
+                uid.ends_with(if sigma == 40 { ".90" } else { ".80" }),
+                "{uid}"
+            );
+            assert!(
+                got["pixels"] == want["pixels"],
+                "{name:?}: pydicom's values differ from the oracle's"
+            );
+            assert_eq!(got["SeriesNumber"], "901");
+            assert_eq!(got["Equipment"][0][0], "ppdenoise");
+            assert!(
+                got["DerivationDescription"]
+                    .as_str()
+                    .unwrap()
+                    .contains("model id "),
+                "{got}"
+            );
+        }
         for (i, (noisy, denoised)) in r.iter().enumerate() {
             eprintln!("MR_small, sigma {sigma} SV, slice {i}: RMSE {noisy:.2} -> {denoised:.2}");
             assert!(

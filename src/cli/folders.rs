@@ -47,7 +47,7 @@ impl Folder {
         window: &WindowChoice,
     ) -> Result<Folder> {
         let input = scan(dir, MAX_SLICES)?;
-        let uid = series.uid()?;
+        let derived = series.derived()?;
         let mut slices = Vec::with_capacity(input.slices.len());
         let mut dicom = false;
         for (path, format) in input.slices {
@@ -57,7 +57,7 @@ impl Folder {
                     Some(
                         DicomTemplate::read(&path)?
                             .with_derivation(derivation)
-                            .in_series(&uid, what),
+                            .in_series(&derived, what),
                     )
                 }
                 _ => None,
@@ -66,7 +66,7 @@ impl Folder {
         }
         Ok(Folder {
             slices,
-            series_uid: dicom.then_some(uid),
+            series_uid: dicom.then_some(derived.uid),
             window: window.clone(),
         })
     }

@@ -7,7 +7,9 @@ use clap::Args;
 use ndarray::Array2;
 
 use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
-use crate::plain::image::{self, DicomTemplate, Encoding, Format, GrayImage, Windowed};
+use crate::plain::image::{
+    self, DerivedSeries, DicomTemplate, Encoding, Format, GrayImage, Keep, OutputSyntax, Windowed,
+};
 use crate::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
 use crate::plain::phantom;
 
@@ -136,13 +138,47 @@ pub fn load_frames_windowed(spec: &str, choice: &WindowChoice, multi: bool) -> R
 }
 
 /// The derived series a DICOM output goes in.
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone)]
 pub struct SeriesArgs {
     /// Series Instance UID of the derived series a DICOM output goes in (default: a new one
     /// per run). Give the same UID to every slice of a series processed one by one, so that
     /// a viewer files them as one derived series.
     #[arg(long, value_name = "UID")]
     pub series_uid: Option<String>,
+    /// Series Number of the derived series (default: the source's plus 1000, or 1000).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub series_number: Option<i32>,
+    /// Series Description of the derived series, up to 64 characters (default: the
+    /// source's, followed by what was done, e.g. "Abdomen (denoised, ffdnet, sigma 20 HU)").
+    #[arg(long, value_name = "TEXT")]
+    pub series_description: Option<String>,
+    /// The source's private attributes (odd groups): dropped (the default; they describe
+    /// the source's acquisition and may hold identifiers) or kept.
+    #[arg(long, value_name = "keep|drop", default_value = "drop", value_parser = Keep::parse)]
+    pub private_tags: Keep,
+    /// The source's overlays (groups 60xx) with their own Overlay Data: kept (the default;
+    /// they annotate the unchanged geometry) or dropped. Overlays in the pixel data's unused
+    /// bits are always dropped, since the pixels are rewritten.
+    #[arg(long, value_name = "keep|drop", default_value = "keep", value_parser = Keep::parse)]
+    pub overlays: Keep,
+    /// Transfer syntax of a DICOM output: explicit-le (uncompressed, the default),
+    /// jpeg-ls-lossless or j2k-lossless (JPEG 2000 lossless only).
+    #[arg(long, value_name = "SYNTAX", default_value = "explicit-le", value_parser = OutputSyntax::parse)]
+    pub transfer_syntax: OutputSyntax,
+}
+
+impl Default for SeriesArgs {
+    /// What the command line gives without options.
+    fn default() -> SeriesArgs {
+        SeriesArgs {
+            series_uid: None,
+            series_number: None,
+            series_description: None,
+            private_tags: Keep::Drop,
+            overlays: Keep::Keep,
+            transfer_syntax: OutputSyntax::ExplicitLe,
+        }
+    }
 }
 
 impl SeriesArgs {
@@ -156,6 +192,22 @@ impl SeriesArgs {
             ),
             None => Ok(image::dicom::new_uid()),
         }
+    }
+
+    /// The run's derived series: every choice checked, its time the run's.
+    pub fn derived(&self) -> Result<DerivedSeries> {
+        if let Some(d) = &self.series_description {
+            image::derived::check_description(d)
+                .map_err(|e| anyhow!("--series-description {e}"))?;
+        }
+        Ok(DerivedSeries {
+            number: self.series_number.map(i64::from),
+            description: self.series_description.clone(),
+            private_tags: self.private_tags,
+            overlays: self.overlays,
+            syntax: self.transfer_syntax,
+            ..DerivedSeries::new(self.uid()?)
+        })
     }
 }
 
@@ -174,7 +226,7 @@ pub fn output_encoding(
     (series, what): (&SeriesArgs, &str),
     window: &WindowChoice,
 ) -> Result<Encoding> {
-    let uid = series.uid()?;
+    let derived = series.derived()?;
     let template = match like {
         Some(p) => Some(p.to_path_buf()),
         None if Format::of_extension(out) == Format::Dicom => input
@@ -187,7 +239,7 @@ pub fn output_encoding(
         .map(|p| {
             DicomTemplate::read(p)?
                 .with_derivation(derivation)
-                .in_series(&uid, what)
+                .in_series(&derived, what)
                 .with_window(window)
                 .map(|(t, _)| t)
         })

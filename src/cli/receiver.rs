@@ -107,9 +107,15 @@ pub fn run_description(
         .and_then(|t| t.sigma_words(level))
         .unwrap_or_else(|| ((level * 1000.0).round() / 1000.0).to_string());
     let facts = format!("{name}, sigma {sigma}");
+    // The model's id (what its owner's share-model printed) names it beyond doubt.
+    let id = h0
+        .model_id
+        .as_ref()
+        .map(|id| format!(", model id {}", id_hex(id)))
+        .unwrap_or_default();
     Ok((
         format!("denoised, {facts}"),
-        format!("{SECURE_DERIVATION} ({facts})"),
+        format!("{SECURE_DERIVATION} ({name}{id}, sigma {sigma})"),
     ))
 }
 
@@ -531,7 +537,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     if dicom_out && a.bit_depth.is_some() {
         bail!("--bit-depth: a DICOM output is written at the bit depth of its --like file");
     }
-    let series = a.series.uid()?;
+    let series = a.series.derived()?;
     let template = a.like.as_ref().map(DicomTemplate::read).transpose()?;
     if let Some(t) = template.as_ref().filter(|t| t.frames() != 1) {
         bail!(

@@ -615,7 +615,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     }
     // Every encoding (a DICOM slice's template, the very file that was shared) is made
     // before anything is written.
-    let series = a.series.uid()?;
+    let series = a.series.derived()?;
     // One description for the series, from its first slice: every slice is one job of
     // one model and sigma.
     let mut described: Option<(String, String)> = None;
@@ -711,11 +711,12 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     written.dedup();
     let what = if multi {
         format!(
-            "one multi-frame DICOM of {} frames, in series {series}",
-            m.len()
+            "one multi-frame DICOM of {} frames, in series {}",
+            m.len(),
+            series.uid
         )
     } else if dicom {
-        format!("one derived DICOM series, {series}")
+        format!("one derived DICOM series, {}", series.uid)
     } else {
         "images in their input's formats".into()
     };
@@ -729,7 +730,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     Ok(Summary {
         lines,
         json: serde_json::json!({"ok": true, "command": "reconstruct", "study_id": m.study_id,
-            "out": a.out, "files": written, "series_uid": dicom.then_some(series),
+            "out": a.out, "files": written, "series_uid": dicom.then_some(&series.uid),
             "seconds": t.elapsed().as_secs_f64()}),
     })
 }

@@ -27,17 +27,18 @@
 //! neither applied nor changed.
 //!
 //! **What is written** (`--like input.dcm`): a copy of the template's data set (patient,
-//! study, series, equipment, private attributes, window, rescale: everything) with its pixel
-//! layout (Rows and Columns, which must equal the image's, BitsAllocated, BitsStored,
-//! HighBit, PixelRepresentation, PhotometricInterpretation) and these changes: a new SOP
-//! Instance UID (`2.25.` + a random UUID); ImageType `DERIVED\SECONDARY` followed by the
-//! template's own values from the third on; a Derivation Description saying what ppdenoise
-//! did; a Source Image Sequence naming the template's SOP instance; the Smallest/Largest
-//! Image Pixel Value and extended offset table dropped (no longer true); pixel values
-//! rounded and clamped to the stored range; explicit VR little endian, uncompressed. The
-//! template's series is kept unless [`DicomTemplate::in_series`] names a derived one, as the
-//! command line always does (a new Series Instance UID per run, one for all the slices of a
-//! study, and a description saying what was done).
+//! study, equipment, window, rescale) with its pixel layout (Rows and Columns, which must
+//! equal the image's, BitsAllocated, BitsStored, HighBit, PixelRepresentation,
+//! PhotometricInterpretation) and these changes: a new SOP Instance UID (`2.25.` + a random
+//! UUID); ImageType `DERIVED\SECONDARY` followed by the template's own values from the third
+//! on; a Derivation Description saying what ppdenoise did; a Source Image Sequence naming the
+//! template's SOP instance; the Smallest/Largest Image Pixel Value and extended offset table
+//! dropped (no longer true); pixel values rounded and clamped to the stored range; the
+//! derived series' attributes of [`super::derived`] (series number, dates, equipment,
+//! derivation code, the private-tag and overlay policies); explicit VR little endian, or
+//! JPEG-LS or JPEG 2000 lossless ([`super::dicom_compress`]). The template's series is kept
+//! unless [`DicomTemplate::in_series`] names a derived one, as the command line always does
+//! (a new Series Instance UID per run, one for all the slices of a study).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use ndarray::Array2;
 
+use super::derived::{self, DerivedSeries, OutputSyntax};
+use super::dicom_compress;
 use super::dicom_scan::{self, Encoding, ScanError};
 use super::jpeg12;
 use super::window::{auto_window, Units, Window, WindowChoice, CT_WINDOW};
@@ -1093,9 +1096,9 @@ pub struct DicomTemplate {
     obj: InMemDicomObject,
     layout: Layout,
     derivation: String,
-    /// A derived series the output goes in (its UID and description), instead of the
-    /// template's own series.
-    series: Option<(String, String)>,
+    /// A derived series the output goes in, and what was done (for its description),
+    /// instead of the template's own series.
+    series: Option<(DerivedSeries, String)>,
     intensity: Intensity,
     /// The window the pixels to write are on, with the template's own stored values (every
     /// frame's, in order): what the window clipped is written back from them. `None`: the
@@ -1205,23 +1208,11 @@ impl DicomTemplate {
         Ok((self, window))
     }
 
-    /// Puts what is written in the derived series `uid` (one per run, shared by a study's
-    /// slices) instead of the template's series, its description the template's followed by
-    /// `(what)`, e.g. `Abdomen (denoised, ffdnet-clip, sigma 25)`.
-    pub fn in_series(mut self, uid: &str, what: &str) -> DicomTemplate {
-        // SeriesDescription is an LO: 64 characters at most. What was done is kept whole
-        // (cut only if it alone is longer), the template's description shortened to fit.
-        let what: String = what.chars().take(62).collect();
-        let old = str_attr(&self.obj, tags::SERIES_DESCRIPTION).unwrap_or_default();
-        let room = 64 - what.chars().count() - 2;
-        let old: String = old.chars().take(room.saturating_sub(1)).collect();
-        let old = old.trim_end();
-        let desc = if old.is_empty() {
-            what
-        } else {
-            format!("{old} ({what})")
-        };
-        self.series = Some((uid.to_string(), desc));
+    /// Puts what is written in the derived series `series` (one per run, shared by a study's
+    /// slices) instead of the template's series, described by what was done (`what`, e.g.
+    /// `denoised, ffdnet-clip, sigma 25`) unless the series has its own description.
+    pub fn in_series(mut self, series: &DerivedSeries, what: &str) -> DicomTemplate {
+        self.series = Some((series.clone(), what.to_string()));
         self
     }
 
@@ -1366,23 +1357,11 @@ impl DicomTemplate {
             VR::CS,
             PrimitiveValue::Strs(image_type.into_iter().collect()),
         ));
-        if let Some((uid, desc)) = &self.series {
-            obj.put(DataElement::new(
-                tags::SERIES_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::from(uid.as_str()),
-            ));
-            obj.put(DataElement::new(
-                tags::SERIES_DESCRIPTION,
-                VR::LO,
-                PrimitiveValue::from(desc.as_str()),
-            ));
+        let how = self.derivation.as_str();
+        match &self.series {
+            Some((series, what)) => derived::stamp(&mut obj, series, (what, how), true),
+            None => derived::stamp(&mut obj, &DerivedSeries::new(""), ("", how), false),
         }
-        obj.put(DataElement::new(
-            tags::DERIVATION_DESCRIPTION,
-            VR::ST,
-            PrimitiveValue::from(self.derivation.as_str()),
-        ));
         // No longer true of the new pixels, or of the new encoding; group lengths (retired)
         // would be stale.
         let stale: Vec<Tag> = obj
@@ -1421,31 +1400,23 @@ impl DicomTemplate {
                 .map(|(&x, &t)| self.intensity.stored_for(x, w, t))
                 .collect(),
         };
-        let stored = stored.into_iter();
-        let pixel_data = if l.bits_allocated == 8 {
-            // Two's complement in the allocated byte; OB values have an even length.
-            let mut raw: Vec<u8> = stored.map(|v| v as u8).collect();
-            if raw.len() % 2 == 1 {
-                raw.push(0);
-            }
-            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(raw.into()))
-        } else {
-            let raw: Vec<u16> = stored.map(|v| v as u16).collect();
-            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(raw.into()))
+        let syntax = self
+            .series
+            .as_ref()
+            .map_or(OutputSyntax::ExplicitLe, |(s, _)| s.syntax);
+        let samples = dicom_compress::Samples {
+            rows: l.rows,
+            cols: l.cols,
+            frames: l.frames,
+            bits_allocated: l.bits_allocated,
+            bits_stored: l.bits_stored,
+            signed: l.signed,
+            stored: &stored,
         };
-        obj.put(pixel_data);
-        let file = obj
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .media_storage_sop_class_uid(sop_class.unwrap_or_default())
-                    .media_storage_sop_instance_uid(sop_instance),
-            )
-            .map_err(|e| fail(e.to_string()))?;
-        let mut bytes = Vec::new();
-        file.write_all(&mut bytes)
-            .map_err(|e| fail(e.to_string()))?;
-        Ok(bytes)
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(sop_class.unwrap_or_default())
+            .media_storage_sop_instance_uid(sop_instance);
+        dicom_compress::write(obj, &samples, syntax, meta).map_err(fail)
     }
 }
 

@@ -34,7 +34,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
 
+pub mod derived;
 pub mod dicom;
+mod dicom_compress;
 mod dicom_scan;
 pub mod jpeg12;
 pub mod png;
@@ -42,6 +44,7 @@ pub mod series;
 pub mod tiff;
 pub mod window;
 
+pub use derived::{DerivedSeries, Keep, OutputSyntax};
 pub use dicom::DicomTemplate;
 
 /// ITU-R BT.601 luma weights for R, G and B.
