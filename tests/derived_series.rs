@@ -7,32 +7,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::{ok, run};
+use common::{ok, pydicom_reads, run};
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// What pydicom reads of `path` (scripts/read-dicom.py's JSON).
-fn pydicom_reads(path: &Path) -> serde_json::Value {
-    let o = Command::new(root().join(".venv-dicom/bin/python"))
-        .arg(root().join("scripts/read-dicom.py"))
-        .arg(path)
-        .output()
-        .expect("run .venv-dicom/bin/python (make dicom-testdata)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// A signed 12-bit MR-like slice, 48 x 40, its values spanning -2048..2047 (a ramp with a

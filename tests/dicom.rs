@@ -7,8 +7,12 @@
 //! and the problem. On the command line: add-noise, metrics and denoise on a DICOM, and a
 //! real secure run whose output is reconstructed `--like` the noisy DICOM.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+use common::pydicom_reads;
 use std::time::{Duration, Instant};
 
 use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
@@ -1306,18 +1310,6 @@ fn dicom_walkthrough_runs_as_written() {
 }
 
 // ---- transfer syntaxes as archives hold them (issue 28, item 1) ----
-
-/// What pydicom (PyPI's, in `make dicom-testdata`'s venv) reads of a DICOM file:
-/// scripts/read-dicom.py's JSON.
-fn pydicom_reads(path: &Path) -> serde_json::Value {
-    let o = Command::new(root().join(".venv-dicom/bin/python"))
-        .arg(root().join("scripts/read-dicom.py"))
-        .arg(path)
-        .output()
-        .expect("run .venv-dicom/bin/python (make dicom-testdata)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
 
 /// The stored values pydicom read ([`pydicom_reads`]), every frame in order.
 fn pixels_seen(seen: &serde_json::Value) -> Vec<i32> {

@@ -275,3 +275,48 @@ fn a_multi_frame_dicom_is_a_table_of_its_frames() {
         "two distinct frames"
     );
 }
+
+/// `table --window` (issue 44): a DICOM's images are on the window's 0..255 scale (a
+/// narrower window saturates more of the clean image), the secure result still the
+/// oracle's; a window on a PNG is refused by name.
+#[test]
+fn a_dicom_table_takes_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mf = dir.path().join("enhanced.dcm");
+    common::dicom_multi_frame(&mf, 1, 32, 9);
+    let saturated = |sub: &str, window: &str| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let j = run_table(&d, &mf.display().to_string(), &["--window", window]);
+        assert_eq!(j["runs"][0]["secure_equals_oracle"], true, "{window}");
+        let clean = load_png(d.join("table/runs/enhanced/clean-input.png")).unwrap();
+        clean.pixels.iter().filter(|&&v| v >= 254.5).count()
+    };
+    let (full, narrow) = (saturated("full", "full"), saturated("narrow", "0:1000"));
+    assert!(
+        narrow > full + 50,
+        "window 0:1000: {narrow} saturated, full: {full}"
+    );
+    let png = dir.path().join("p.png");
+    ppdenoise::plain::image::save_png(
+        &ppdenoise::plain::image::load_input("builtin:phantom:32").unwrap(),
+        &png,
+        8,
+    )
+    .unwrap();
+    let o = Command::cargo_bin("ppdenoise")
+        .unwrap()
+        .args([
+            "table",
+            "--images",
+            png.to_str().unwrap(),
+            "--window",
+            "0:100",
+        ])
+        .arg("--out-dir")
+        .arg(dir.path().join("t"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("window"), "{err}");
+}

@@ -186,3 +186,16 @@ pub fn test_seed() -> [u8; 32] {
         s
     })
 }
+
+/// What pydicom (PyPI's, in `make dicom-testdata`'s venv) reads of a DICOM file:
+/// scripts/read-dicom.py's JSON.
+pub fn pydicom_reads(path: &Path) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(root.join(".venv-dicom/bin/python"))
+        .arg(root.join("scripts/read-dicom.py"))
+        .arg(path)
+        .output()
+        .expect("run .venv-dicom/bin/python (make dicom-testdata)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}

@@ -23,6 +23,7 @@ use super::inputs::{load_image, NoiseArgs};
 use super::progress::{Mode, Progress};
 use super::receiver::combine;
 use super::Summary;
+use crate::plain::image::window::WindowChoice;
 use crate::plain::image::{load as load_png, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 
@@ -40,9 +41,13 @@ pub struct TableArgs {
     /// builtin:phantom[:size].
     #[arg(long, default_value = "builtin:phantom:128")]
     pub images: String,
-    /// Noise levels (0..255 scale), separated by spaces or commas.
+    /// Noise levels (0..255 scale, of the window for a DICOM), separated by spaces or commas.
     #[arg(long, default_value = "15 20 25 30 35")]
     pub sigmas: String,
+    /// A DICOM's value window onto the model's 0..255 scale (as share-image's): the table's
+    /// images, noise and PSNR are on that scale.
+    #[command(flatten)]
+    pub window: super::inputs::WindowArgs,
     /// Seed of the Gaussian noise (the same for every image and noise level).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -180,7 +185,7 @@ fn centre_crop(img: &GrayImage, n: usize) -> GrayImage {
     }
 }
 
-fn list_inputs(spec: &str, max_size: Option<usize>) -> Result<Vec<Input>> {
+fn list_inputs(spec: &str, max_size: Option<usize>, window: &WindowChoice) -> Result<Vec<Input>> {
     let path = Path::new(spec);
     let named: Vec<(String, GrayImage)> = if spec.starts_with("builtin:") {
         let name = spec.trim_start_matches("builtin:").replace(':', "_");
@@ -206,11 +211,11 @@ fn list_inputs(spec: &str, max_size: Option<usize>) -> Result<Vec<Input>> {
         }
         let mut named = Vec::new();
         for f in &files {
-            named.extend(named_frames(f)?);
+            named.extend(named_frames(f, window)?);
         }
         named
     } else {
-        named_frames(path)?
+        named_frames(path, window)?
     };
     Ok(named
         .into_iter()
@@ -233,9 +238,10 @@ fn list_inputs(spec: &str, max_size: Option<usize>) -> Result<Vec<Input>> {
 }
 
 /// The images of a file: itself, or every frame of a multi-frame DICOM, named
-/// `<stem>-f<k>` (each frame an image of the table).
-fn named_frames(f: &Path) -> Result<Vec<(String, GrayImage)>> {
-    let frames = crate::plain::image::load_frames(f)?;
+/// `<stem>-f<k>` (each frame an image of the table), a DICOM's on the window `window`
+/// resolves to.
+fn named_frames(f: &Path, window: &WindowChoice) -> Result<Vec<(String, GrayImage)>> {
+    let frames = crate::plain::image::load_windowed(f, window, true)?.frames;
     if frames.len() == 1 {
         return Ok(vec![(
             stem(f),
@@ -460,7 +466,7 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
         bail!("--max-size must be at least 1");
     }
     let sigmas = parse_sigmas(&a.sigmas)?;
-    let inputs = list_inputs(&a.images, a.max_size)?;
+    let inputs = list_inputs(&a.images, a.max_size, &a.window.window)?;
     let models = Models::load(&a.model, a.models.as_deref(), &sigmas)?;
     for m in models.all() {
         let patch = m.net.output_patch();
