@@ -168,7 +168,11 @@ impl LinkArgs {
         if party == 1 && !self.peer_addr.is_empty() {
             bail!("--peer-addr: S0's allow-list of S1's addresses; S1 connects to --addr");
         }
-        if let Some(a) = self.peer_addr.iter().find(|a| a.is_unspecified()) {
+        if let Some(a) = self
+            .peer_addr
+            .iter()
+            .find(|a| a.to_canonical().is_unspecified())
+        {
             bail!("--peer-addr {a}: names no address; give the peer's");
         }
         Ok(())
@@ -347,4 +351,37 @@ pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary
             "output": paths.out, "download_bytes": out_bytes}),
     };
     Ok((summary, done.ids()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link_args(peer_addr: &[&str]) -> LinkArgs {
+        LinkArgs {
+            key: "k".into(),
+            cert: "c".into(),
+            peer_cert: "p".into(),
+            addr: "127.0.0.1:7455".parse().unwrap(),
+            timeout: 60,
+            state_dir: "s".into(),
+            peer_addr: peer_addr.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    /// `--peer-addr` is S0's allow-list: refused on S1, and for an address that names no peer.
+    #[test]
+    fn peer_addr_refusals() {
+        assert!(link_args(&["10.0.0.7", "::1"]).check(0).is_ok());
+        assert!(link_args(&[]).check(1).is_ok());
+        let e = link_args(&["10.0.0.7"]).check(1).unwrap_err().to_string();
+        assert!(e.contains("S0's allow-list"), "{e}");
+        for unspecified in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
+            let e = link_args(&["10.0.0.7", unspecified])
+                .check(0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("names no address"), "{unspecified}: {e}");
+        }
+    }
 }

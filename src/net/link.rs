@@ -47,6 +47,20 @@ const MAX_PENDING_PER_SOURCE: usize = 4;
 /// shut down, so its thread ends at once).
 const MAX_HANDSHAKE_THREADS: usize = 2 * MAX_PENDING_HANDSHAKES;
 
+/// New connections one source (as for the per-source cap) may open at once, and per second
+/// after that: more are closed at the door, before a thread or a handshake is spent on them.
+/// The peer opens two per attempt and tries again at most every 100 ms after a failure, so
+/// it stays far below; a storm from a few addresses is reduced to this rate per address.
+const SOURCE_BURST: f64 = 16.0;
+const SOURCE_RATE: f64 = 8.0;
+/// Sources the rate limit remembers at once (those back at a full burst are forgotten first).
+const MAX_SOURCES_TRACKED: usize = 4096;
+
+/// Connections the kernel queues for the listener before it drops new ones (the default of
+/// 128 filled within milliseconds of a storm, and the peer's SYN waited for a retransmit);
+/// the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Lanes the listener keeps waiting for their partner; more are closed (only the
 /// authenticated peer can open one, so this bounds a misbehaving peer's sockets).
 const MAX_UNPAIRED_LANES: usize = 4;
@@ -70,6 +84,30 @@ fn lane_message(lane: u8, binding: &[u8; 32]) -> [u8; LANE_MSG] {
     m[0] = lane;
     m[1..].copy_from_slice(binding);
     m
+}
+
+/// Whether S1 tries again after a failed attempt at the link: yes for what a busy or
+/// flooded listener does to an attempt (no answer in time, the connection cut or closed, a
+/// second lane it could not open, a link it never confirmed), no for what another attempt
+/// cannot change (a certificate refused by either side, not a ppdenoise peer, a local
+/// error). `Unreachable` already spent the whole timeout. Exhaustive on purpose: a new
+/// kind of error must be placed here.
+fn worth_retrying(e: &NetError) -> bool {
+    match e {
+        NetError::Timeout(_) | NetError::Cut(_) | NetError::PeerClosed(_) | NetError::Broken(_) => {
+            true
+        }
+        NetError::Unreachable { .. }
+        | NetError::PeerRejected { .. }
+        | NetError::RejectedByPeer { .. }
+        | NetError::Handshake(_)
+        | NetError::FrameTooLarge { .. }
+        | NetError::UnexpectedFrame(_)
+        | NetError::Protocol(_)
+        | NetError::Identity { .. }
+        | NetError::KeyGen(_)
+        | NetError::Io { .. } => false,
+    }
 }
 
 /// A server-side connection that finished its handshake and said which lane it is, with the
@@ -126,6 +164,7 @@ struct Pending {
 struct Shed {
     shed: usize,
     not_allowed: usize,
+    rate_limited: usize,
 }
 
 /// One source for the per-source cap: an IPv4 address, or an IPv6 /64 (what one host
@@ -138,33 +177,81 @@ fn source_key(ip: IpAddr) -> (u8, u128) {
 }
 
 /// Frees a slot for a new connection from `ip`: sheds the oldest unauthenticated handshake
-/// from that source when it has [`MAX_PENDING_PER_SOURCE`], else the oldest of all when
-/// [`MAX_PENDING_HANDSHAKES`] run.
-fn make_room(pending: &mut [Pending], ip: IpAddr, shed: &mut Shed) {
+/// from that source when it has [`MAX_PENDING_PER_SOURCE`], else, when
+/// [`MAX_PENDING_HANDSHAKES`] run, the oldest of the source with the most under way, and
+/// among those the one that opened the most lately (fewest tokens in `rate`): a storm sheds
+/// its own before the peer's, which has at most two under way and opens few.
+fn make_room(pending: &mut [Pending], ip: IpAddr, rate: &RateLimit, now: Instant, shed: &mut Shed) {
+    let mut per_source: HashMap<(u8, u128), usize> = HashMap::new();
+    for p in pending.iter().filter(|p| p.sock.is_some()) {
+        *per_source.entry(source_key(p.from.ip())).or_default() += 1;
+    }
     let key = source_key(ip);
     let sheddable = |p: &Pending| p.sock.is_some() && !p.authed.load(Ordering::Acquire);
-    let same = |p: &Pending| source_key(p.from.ip()) == key;
-    let victim = if pending
-        .iter()
-        .filter(|p| p.sock.is_some() && same(p))
-        .count()
-        >= MAX_PENDING_PER_SOURCE
-    {
+    let victim = if per_source.get(&key).copied().unwrap_or(0) >= MAX_PENDING_PER_SOURCE {
         pending
             .iter_mut()
-            .filter(|p| sheddable(p) && same(p))
+            .filter(|p| sheddable(p) && source_key(p.from.ip()) == key)
             .min_by_key(|p| p.id)
-    } else if pending.iter().filter(|p| p.sock.is_some()).count() >= MAX_PENDING_HANDSHAKES {
-        pending
-            .iter_mut()
-            .filter(|p| sheddable(p))
-            .min_by_key(|p| p.id)
+    } else if per_source.values().sum::<usize>() >= MAX_PENDING_HANDSHAKES {
+        let rank = |p: &Pending| {
+            let key = source_key(p.from.ip());
+            (
+                std::cmp::Reverse(per_source[&key]),
+                rate.tokens(key, now),
+                p.id,
+            )
+        };
+        pending.iter_mut().filter(|p| sheddable(p)).min_by(|a, b| {
+            let (a, b) = (rank(a), rank(b));
+            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2))
+        })
     } else {
         None
     };
     if let Some(s) = victim.and_then(|p| p.sock.take()) {
         let _ = s.shutdown(Shutdown::Both);
         shed.shed += 1;
+    }
+}
+
+/// A token bucket per source ([`SOURCE_BURST`], [`SOURCE_RATE`]), in memory bounded by
+/// [`MAX_SOURCES_TRACKED`].
+#[derive(Default)]
+struct RateLimit {
+    /// Tokens left and when they were counted.
+    buckets: HashMap<(u8, u128), (f64, Instant)>,
+}
+
+impl RateLimit {
+    fn level((tokens, at): (f64, Instant), now: Instant) -> f64 {
+        (tokens + now.saturating_duration_since(at).as_secs_f64() * SOURCE_RATE).min(SOURCE_BURST)
+    }
+
+    /// Tokens left to a source (a full burst if it opened nothing lately).
+    fn tokens(&self, key: (u8, u128), now: Instant) -> f64 {
+        self.buckets
+            .get(&key)
+            .map_or(SOURCE_BURST, |b| Self::level(*b, now))
+    }
+
+    /// Takes a token for a new connection from `ip`; false when it has none left.
+    fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let key = source_key(ip);
+        if self.buckets.len() >= MAX_SOURCES_TRACKED && !self.buckets.contains_key(&key) {
+            self.buckets
+                .retain(|_, b| Self::level(*b, now) < SOURCE_BURST);
+            if self.buckets.len() >= MAX_SOURCES_TRACKED {
+                // More sources at work than can be told apart: each starts afresh (such an
+                // attacker wins anyway, see docs/protocol.md).
+                self.buckets.clear();
+            }
+        }
+        let b = self.buckets.entry(key).or_insert((SOURCE_BURST, now));
+        let level = Self::level(*b, now);
+        let admitted = level >= 1.0;
+        *b = (if admitted { level - 1.0 } else { level }, now);
+        admitted
     }
 }
 
@@ -276,7 +363,9 @@ impl Link {
     /// certificate, not TLS, silent) delays nobody: it is logged to stderr and the listener
     /// keeps waiting. At most [`MAX_PENDING_HANDSHAKES`] run at once, [`MAX_PENDING_PER_SOURCE`]
     /// from one address, and a new connection sheds the oldest when they are taken, so no
-    /// number of stray connections can hold the listener. With `allowed` non-empty, only
+    /// number of stray connections can hold the listener. A source opening more than
+    /// [`SOURCE_BURST`] connections at once or [`SOURCE_RATE`] a second has the rest closed
+    /// before any handshake. With `allowed` non-empty, only
     /// connections from those addresses are handshaken at all. At the deadline the last
     /// failure is returned if there was one, else [`NetError::Timeout`].
     pub fn accept(
@@ -292,15 +381,21 @@ impl Link {
         listener
             .set_nonblocking(true)
             .map_err(|e| NetError::io(format!("configuring the listener on {local}"), e))?;
+        // Re-listening on a listening socket changes its backlog (Linux); elsewhere the
+        // default stays.
+        if let Err(e) = socket2::SockRef::from(listener).listen(LISTEN_BACKLOG) {
+            eprintln!("ppdenoise link: could not enlarge the backlog on {local}: {e}");
+        }
         let mut shed = Shed::default();
         let result =
             Self::accept_concurrently(listener, local, me, peer, timeout, allowed, &mut shed);
         let _ = listener.set_nonblocking(false);
-        if shed.shed + shed.not_allowed > 0 {
+        if shed.shed + shed.not_allowed + shed.rate_limited > 0 {
             eprintln!(
                 "ppdenoise link: {} pending handshake(s) shed for newer connections, {} \
-                 connection(s) from addresses not allowed (--peer-addr) closed",
-                shed.shed, shed.not_allowed
+                 connection(s) from addresses not allowed (--peer-addr) and {} over their \
+                 address's rate closed",
+                shed.shed, shed.not_allowed, shed.rate_limited
             );
         }
         result
@@ -317,7 +412,11 @@ impl Link {
     ) -> Result<Link, NetError> {
         // Handshake threads own copies; a thread still running when a link is returned ends
         // within its own deadline and its result is dropped (the connection closes).
-        let (me, peer_cert) = (Arc::new(me.clone()), Arc::new(peer.clone()));
+        let (me, config) = (
+            Arc::new(me.clone()),
+            tls::Config::new(Role::Server, me, peer)?,
+        );
+        let mut rate = RateLimit::default();
         let (done_tx, done_rx) = mpsc::channel::<Report>();
         let allowed: Vec<IpAddr> = allowed.iter().map(|a| a.to_canonical()).collect();
         let deadline = Instant::now() + timeout;
@@ -355,18 +454,22 @@ impl Link {
                             shed.not_allowed += 1;
                             continue; // dropped: closed before any handshake
                         }
+                        if !rate.admit(from.ip(), now) {
+                            shed.rate_limited += 1;
+                            continue; // dropped likewise
+                        }
                         let Ok(sock) = stream.try_clone() else {
                             eprintln!("ppdenoise link: closed the connection from {from}: no handle on its socket");
                             continue;
                         };
-                        make_room(&mut st.pending, from.ip(), shed);
+                        make_room(&mut st.pending, from.ip(), &rate, now, shed);
                         let step = deadline
                             .saturating_duration_since(now)
                             .clamp(Duration::from_secs(1), HANDSHAKE_TIMEOUT);
                         let authed = Arc::new(AtomicBool::new(false));
-                        let (me, peer_cert, done, flag) = (
+                        let (me, config, done, flag) = (
                             Arc::clone(&me),
-                            Arc::clone(&peer_cert),
+                            config.clone(),
                             done_tx.clone(),
                             Arc::clone(&authed),
                         );
@@ -377,7 +480,7 @@ impl Link {
                             .spawn(move || {
                                 // A panic must still be reported, or the slot is never freed.
                                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                    Link::server_lane(stream, from, &me, &peer_cert, step, &flag)
+                                    Link::server_lane(stream, from, &me, &config, step, &flag)
                                 }))
                                 .unwrap_or_else(|_| {
                                     Err(NetError::Handshake("the handshake thread panicked".into()))
@@ -479,14 +582,14 @@ impl Link {
         stream: TcpStream,
         from: SocketAddr,
         me: &Identity,
-        peer: &PeerCert,
+        config: &tls::Config,
         step: Duration,
         authed: &AtomicBool,
     ) -> Result<ServerLane, NetError> {
         // One deadline for the handshake and the lane message together.
         let until = Instant::now() + step;
         configure(&stream, from)?;
-        let mut hs = tls::handshake(stream, Role::Server, me, peer, step)?;
+        let mut hs = tls::handshake_with(stream, config, me, step)?;
         authed.store(true, Ordering::Release);
         let msg = tls::recv_lane(&mut hs, until.saturating_duration_since(Instant::now()))?;
         let key = match msg[0] {
@@ -524,12 +627,11 @@ impl Link {
         timeout: Duration,
     ) -> Result<Link, NetError> {
         let deadline = Instant::now() + timeout;
+        let config = tls::Config::new(Role::Client, me, peer)?;
         loop {
-            match Self::connect_once(addr, me, peer, deadline) {
+            match Self::connect_once(addr, me, peer, &config, deadline) {
                 Ok(link) => return Ok(link),
-                Err(
-                    e @ (NetError::Timeout(_) | NetError::Handshake(_) | NetError::PeerClosed(_)),
-                ) if Instant::now() + RETRY_PAUSE < deadline => {
+                Err(e) if worth_retrying(&e) && Instant::now() + RETRY_PAUSE < deadline => {
                     eprintln!("ppdenoise link: {e}; trying again");
                     std::thread::sleep(RETRY_PAUSE);
                 }
@@ -543,6 +645,7 @@ impl Link {
         addr: SocketAddr,
         me: &Identity,
         peer: &PeerCert,
+        config: &tls::Config,
         deadline: Instant,
     ) -> Result<Link, NetError> {
         let open = |wait: Duration| match super::connect_retrying(addr, wait, RETRY_PAUSE) {
@@ -563,7 +666,7 @@ impl Link {
         };
         let client_lane = |stream: TcpStream, lane: u8, binding: &[u8; 32]| {
             configure(&stream, addr)?;
-            let mut hs = tls::handshake(stream, Role::Client, me, peer, step())?;
+            let mut hs = tls::handshake_with(stream, config, me, step())?;
             tls::send_lane(&mut hs, &lane_message(lane, binding))?;
             Ok::<_, NetError>(hs)
         };
@@ -1007,8 +1110,16 @@ pub(crate) mod tests {
         timeout: Duration,
         allowed: Vec<IpAddr>,
     ) -> (SocketAddr, Identity, PeerCert, Receiving) {
+        receiving_listener_on(TcpListener::bind("127.0.0.1:0").unwrap(), timeout, allowed)
+    }
+
+    /// [`receiving_listener`] on a listener bound by the caller.
+    fn receiving_listener_on(
+        listener: TcpListener,
+        timeout: Duration,
+        allowed: Vec<IpAddr>,
+    ) -> (SocketAddr, Identity, PeerCert, Receiving) {
         let (s0, s1) = identities();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
         let h = thread::spawn(move || {
@@ -1049,7 +1160,7 @@ pub(crate) mod tests {
         c.send(b"made it").unwrap();
         assert_eq!(h.join().unwrap().unwrap().recv().unwrap(), b"made it");
         assert!(
-            start.elapsed() < Duration::from_secs(4),
+            start.elapsed() < Duration::from_secs(8),
             "{:?}",
             start.elapsed()
         );
@@ -1411,7 +1522,7 @@ pub(crate) mod tests {
         let held = flood.join().unwrap();
         assert!(held >= 250, "only {held} flood connections opened");
         assert!(
-            took < Duration::from_secs(8),
+            took < Duration::from_secs(15),
             "the link took {took:?} under the flood"
         );
     }
@@ -1449,11 +1560,459 @@ pub(crate) mod tests {
         c.send(b"made it").unwrap();
         assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(10),
             "{:?}",
             start.elapsed()
         );
         drop(silent);
+    }
+
+    /// The retry rule, over every kind of error: what a busy listener does to an attempt
+    /// is retried, what another attempt cannot change is not.
+    #[test]
+    fn the_retry_rule_covers_every_error_kind() {
+        let io = || io::Error::other("x");
+        let cases = [
+            (NetError::Timeout("x".into()), true),
+            (NetError::Cut("x".into()), true),
+            (NetError::PeerClosed("x".into()), true),
+            (NetError::Broken("x".into()), true),
+            (
+                NetError::Unreachable {
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    timeout: Duration::from_secs(1),
+                    last: "x".into(),
+                },
+                false,
+            ),
+            (
+                NetError::PeerRejected {
+                    expected_fp: "a".into(),
+                    got_fp: "b".into(),
+                    expected_source: "c".into(),
+                },
+                false,
+            ),
+            (
+                NetError::RejectedByPeer {
+                    our_fp: "a".into(),
+                    alert: "b".into(),
+                },
+                false,
+            ),
+            (NetError::Handshake("x".into()), false),
+            (NetError::FrameTooLarge { len: 2, max: 1 }, false),
+            (NetError::UnexpectedFrame("x".into()), false),
+            (NetError::Protocol("x".into()), false),
+            (
+                NetError::Identity {
+                    path: "k".into(),
+                    problem: "x".into(),
+                },
+                false,
+            ),
+            (NetError::KeyGen("x".into()), false),
+            (NetError::io("x", io()), false),
+        ];
+        for (e, want) in &cases {
+            assert_eq!(worth_retrying(e), *want, "{e:?}");
+        }
+    }
+
+    /// A listener that cuts S1's first connection in the middle of its handshake (what S0
+    /// does to a pending handshake it sheds) and then accepts: S1 tries again and comes up
+    /// well within its timeout (it gave up at once when `Cut` was not retried).
+    #[test]
+    fn a_handshake_cut_by_the_listener_is_retried() {
+        use std::io::Read;
+        let (s0, s1) = identities();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p1, p0) = (s1.peer_cert(), s0.peer_cert());
+        let h = thread::spawn(move || {
+            let (mut first, _) = listener.accept().unwrap();
+            // The ClientHello's record header: the handshake is under way.
+            let mut hello = [0u8; 5];
+            first.read_exact(&mut hello).unwrap();
+            assert_eq!(hello[0], 0x16, "not a TLS handshake record");
+            first.shutdown(Shutdown::Both).unwrap();
+            drop(first);
+            Link::accept(&listener, &s0, &p1, Duration::from_secs(20), &[]).map(|mut l| l.recv())
+        });
+        let start = Instant::now();
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("S1 gave up after its handshake was cut: {e}"));
+        let took = start.elapsed();
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    /// Pending handshakes from `sources` (ids 0, 1, ... in order), each holding a live socket.
+    fn pendings(sources: &[&str]) -> (Vec<Pending>, TcpListener) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let p = sources
+            .iter()
+            .enumerate()
+            .map(|(id, ip)| Pending {
+                id: id as u64,
+                from: SocketAddr::new(ip.parse().unwrap(), 40000),
+                sock: Some(TcpStream::connect(addr).unwrap()),
+                authed: Arc::new(AtomicBool::new(false)),
+            })
+            .collect();
+        (p, l)
+    }
+
+    /// The ids of the handshakes shed so far.
+    fn shed_ids(p: &[Pending]) -> Vec<u64> {
+        p.iter()
+            .filter(|p| p.sock.is_none())
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// `make_room` for a new connection from `ip`, with no source's rate spent.
+    fn room_for(p: &mut [Pending], ip: &str) -> Vec<u64> {
+        let (before, mut shed) = (shed_ids(p).len(), Shed::default());
+        make_room(
+            p,
+            ip.parse().unwrap(),
+            &RateLimit::default(),
+            Instant::now(),
+            &mut shed,
+        );
+        assert_eq!(before + shed.shed, shed_ids(p).len());
+        shed_ids(p)
+    }
+
+    #[test]
+    fn make_room_sheds_the_same_sources_oldest_at_its_cap() {
+        // Three from 10.0.0.1: under the cap, nothing is shed.
+        let (mut p, _l) = pendings(&["10.0.0.2", "10.0.0.1", "10.0.0.1", "10.0.0.1"]);
+        assert_eq!(room_for(&mut p, "10.0.0.1"), Vec::<u64>::new());
+        // Four: 10.0.0.1's oldest goes, not 10.0.0.2's older one.
+        let mut sources = vec!["10.0.0.2"];
+        sources.extend(["10.0.0.1"; MAX_PENDING_PER_SOURCE]);
+        let (mut p, _l) = pendings(&sources);
+        assert_eq!(room_for(&mut p, "10.0.0.1"), vec![1]);
+        // Another source is not at its cap: nothing more.
+        assert_eq!(room_for(&mut p, "10.0.0.3"), vec![1]);
+    }
+
+    #[test]
+    fn make_room_never_sheds_an_authenticated_handshake() {
+        let (mut p, _l) = pendings(&["10.0.0.1"; MAX_PENDING_PER_SOURCE]);
+        p[0].authed.store(true, Ordering::Release);
+        assert_eq!(room_for(&mut p, "10.0.0.1"), vec![1]);
+        let (mut p, _l) = pendings(&["10.0.0.1"; MAX_PENDING_PER_SOURCE]);
+        p.iter()
+            .for_each(|p| p.authed.store(true, Ordering::Release));
+        assert_eq!(room_for(&mut p, "10.0.0.1"), Vec::<u64>::new());
+        // At the overall cap too.
+        let ips: Vec<String> = (0..MAX_PENDING_HANDSHAKES)
+            .map(|k| format!("10.1.0.{k}"))
+            .collect();
+        let ips: Vec<&str> = ips.iter().map(|s| s.as_str()).collect();
+        let (mut p, _l) = pendings(&ips);
+        p.iter()
+            .for_each(|p| p.authed.store(true, Ordering::Release));
+        p[5].authed.store(false, Ordering::Release);
+        assert_eq!(room_for(&mut p, "10.2.0.1"), vec![5]);
+    }
+
+    #[test]
+    fn make_room_counts_an_ipv6_64_as_one_source() {
+        let one_64 = [
+            "2001:db8:0:1::1",
+            "2001:db8:0:1::2",
+            "2001:db8:0:1:ffff:ffff:ffff:ffff",
+            "2001:db8:0:1:8000::3",
+        ];
+        let (mut p, _l) = pendings(&one_64);
+        assert_eq!(room_for(&mut p, "2001:db8:0:2::1"), Vec::<u64>::new());
+        assert_eq!(room_for(&mut p, "2001:db8:0:1::99"), vec![0]);
+        // An IPv4-mapped address is its IPv4 source.
+        let (mut p, _l) = pendings(&["::ffff:10.0.0.1"; MAX_PENDING_PER_SOURCE]);
+        assert_eq!(room_for(&mut p, "10.0.0.1"), vec![0]);
+    }
+
+    #[test]
+    fn make_room_at_the_overall_cap_sheds_the_busiest_sources_oldest() {
+        let mut ips: Vec<String> = (0..MAX_PENDING_HANDSHAKES - 3)
+            .map(|k| format!("10.1.0.{k}"))
+            .collect();
+        ips.extend(["10.0.0.9".to_string(), "10.0.0.9".into(), "10.0.0.9".into()]);
+        let ips: Vec<&str> = ips.iter().map(|s| s.as_str()).collect();
+        // One short of the cap: nothing.
+        let (mut p, _l) = pendings(&ips[1..]);
+        assert_eq!(room_for(&mut p, "10.2.0.1"), Vec::<u64>::new());
+        // At the cap: the oldest of the source with three, not the oldest of all.
+        let (mut p, _l) = pendings(&ips);
+        assert_eq!(room_for(&mut p, "10.2.0.1"), vec![29]);
+        // Sources with one each: the one that opened the most lately, then the oldest.
+        let singles = |p: &mut Vec<Pending>, q: &mut Vec<Pending>| {
+            p.append(q);
+            p.iter_mut()
+                .enumerate()
+                .for_each(|(id, p)| p.id = id as u64);
+        };
+        let (mut p, _l) = pendings(&ips[..MAX_PENDING_HANDSHAKES - 3]);
+        let (mut q, _m) = pendings(&["10.3.0.1", "10.3.0.2", "10.3.0.3"]);
+        singles(&mut p, &mut q);
+        let now = Instant::now();
+        let mut rate = RateLimit::default();
+        for _ in 0..10 {
+            assert!(rate.admit("10.1.0.7".parse().unwrap(), now));
+        }
+        let mut shed = Shed::default();
+        make_room(&mut p, "10.2.0.1".parse().unwrap(), &rate, now, &mut shed);
+        assert_eq!(shed_ids(&p), vec![7]);
+        let (mut p, _l) = pendings(&ips[..MAX_PENDING_HANDSHAKES - 3]);
+        let (mut q, _m) = pendings(&["10.3.0.1", "10.3.0.2", "10.3.0.3"]);
+        singles(&mut p, &mut q);
+        assert_eq!(room_for(&mut p, "10.2.0.1"), vec![0]);
+    }
+
+    #[test]
+    fn the_rate_limit_admits_a_burst_then_its_rate_per_source() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut r = RateLimit::default();
+        let t0 = Instant::now();
+        for _ in 0..SOURCE_BURST as usize {
+            assert!(r.admit(ip("10.0.0.1"), t0));
+        }
+        assert!(!r.admit(ip("10.0.0.1"), t0));
+        assert!(
+            r.admit(ip("10.0.0.2"), t0),
+            "another address has its own budget"
+        );
+        for _ in 0..SOURCE_BURST as usize {
+            assert!(r.admit(ip("2001:db8::1"), t0));
+        }
+        assert!(
+            !r.admit(ip("2001:db8::ffff:2"), t0),
+            "one /64 shares one budget"
+        );
+        assert!(r.admit(ip("2001:db8:0:1::1"), t0));
+        // A second later, SOURCE_RATE more.
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..SOURCE_RATE as usize {
+            assert!(r.admit(ip("10.0.0.1"), t1));
+        }
+        assert!(!r.admit(ip("10.0.0.1"), t1));
+        // Its memory is bounded, however many sources.
+        for k in 0..2 * MAX_SOURCES_TRACKED as u32 {
+            r.admit(IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + k)), t1);
+            assert!(r.buckets.len() <= MAX_SOURCES_TRACKED);
+        }
+    }
+
+    /// The allow-list is compared canonically: an IPv4-mapped entry admits the IPv4 peer.
+    #[test]
+    fn the_allow_list_admits_an_ipv4_peer_by_its_mapped_address() {
+        let mapped = vec!["::ffff:127.0.0.1".parse().unwrap()];
+        let (addr, s1, p0, h) = receiving_listener(Duration::from_secs(10), mapped);
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(4))
+            .unwrap_or_else(|e| panic!("a mapped entry kept its IPv4 peer out: {e}"));
+        c.send(b"mapped").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"mapped");
+    }
+
+    /// ... and an IPv4 entry admits the peer on a dual-stack listener, where its address
+    /// reads `::ffff:127.0.0.1`.
+    #[test]
+    fn the_allow_list_admits_an_ipv4_peer_on_a_dual_stack_listener() {
+        use socket2::{Domain, Socket, Type};
+        let dual = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+        dual.set_only_v6(false).unwrap();
+        let any: SocketAddr = "[::]:0".parse().unwrap();
+        dual.bind(&any.into()).unwrap();
+        dual.listen(128).unwrap();
+        let dual: TcpListener = dual.into();
+        let port = dual.local_addr().unwrap().port();
+        let v4 = vec!["127.0.0.1".parse().unwrap()];
+        let (_, s1, p0, h) = receiving_listener_on(dual, Duration::from_secs(10), v4);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(4))
+            .unwrap_or_else(|e| panic!("a dual-stack listener kept an allowed peer out: {e}"));
+        c.send(b"dual").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"dual");
+    }
+
+    /// At most MAX_UNPAIRED_LANES lanes wait for a partner: the next one closes them and
+    /// waits itself; the peer still gets in after.
+    #[test]
+    fn unpaired_lanes_are_capped() {
+        use std::io::Read;
+        let (addr, s1, p0, h) = listener(Duration::from_secs(20));
+        let mut stale: Vec<Handshaken> = (0..MAX_UNPAIRED_LANES as u8)
+            .map(|k| raw_lane(addr, &s1, &p0, Some((LANE_DOWN, [k + 1; 32]))))
+            .collect();
+        thread::sleep(Duration::from_millis(300));
+        let mut newest = raw_lane(addr, &s1, &p0, Some((LANE_DOWN, [99; 32])));
+        let mut b = [0u8; 1];
+        for (k, l) in stale.iter_mut().enumerate() {
+            l.stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let r = l.stream.read(&mut b);
+            let closed = match &r {
+                Ok(0) => true,
+                Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            };
+            assert!(closed, "unpaired lane {k} still open past the cap: {r:?}");
+        }
+        newest
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let r = newest.stream.read(&mut b);
+        let open = matches!(&r, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
+        assert!(open, "the newest lane was closed: {r:?}");
+        let mut c = Link::connect(addr, &s1, &p0, Duration::from_secs(8)).unwrap();
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().recv().unwrap(), b"made it");
+    }
+
+    /// A client trickling a byte every 100 ms into a record that never completes, and no
+    /// peer: the listener still returns soon after its 2 s deadline, because the handshake
+    /// has one deadline for all its reads (each read alone is quick; the trickle would go on
+    /// for 15 s).
+    #[test]
+    fn a_trickling_client_is_cut_at_the_handshake_deadline() {
+        use std::io::Write;
+        use std::sync::atomic::AtomicBool;
+        let (s0, s1) = identities();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let p1 = s1.peer_cert();
+        let start = Instant::now();
+        let h = thread::spawn(move || Link::accept(&l, &s0, &p1, Duration::from_secs(2), &[]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let trickle = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut t = TcpStream::connect(addr).unwrap();
+                // A handshake record of 16,000 bytes, sent a byte at a time.
+                let _ = t.write_all(&[0x16, 0x03, 0x01, 0x3e, 0x80]);
+                for _ in 0..150 {
+                    if stop.load(Ordering::Relaxed) || t.write_all(&[0]).is_err() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let e = h.join().unwrap().unwrap_err();
+        let took = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        trickle.join().unwrap();
+        assert!(
+            took < Duration::from_secs(6),
+            "the trickler held the listener {took:?}"
+        );
+        assert!(matches!(e, NetError::Timeout(_)), "{e}");
+        assert!(e.to_string().contains("TLS handshake"), "{e}");
+    }
+
+    /// A connection storm (issue 45, item 4): two threads open connections at 20,000 per
+    /// second together (or as fast as they can, if slower) from 64 loopback addresses
+    /// (127.0.0.2 to 127.0.0.65), without waiting for the listener (non-blocking connects, as
+    /// an attacker's SYNs do not wait), each thread holding its 48 newest open and resetting
+    /// older ones; at most 100,000 connections and 2 s. S1 (from 127.0.0.1) gets in while it
+    /// runs (here within 10-150 ms). Before, each accepted connection shed the oldest pending
+    /// handshake, S1's among them: S1 gave up at once, or, with the cut retried, got in only
+    /// after 2 to 5 s.
+    #[test]
+    fn a_connection_storm_cannot_keep_the_peer_out() {
+        use socket2::{Domain, Socket, Type};
+        use std::collections::VecDeque;
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        const SOURCES: usize = 64;
+        const THREADS: usize = 2;
+        const PER_SECOND: f64 = 20_000.0;
+        const HELD: usize = 48;
+        const MAX_CONNECTS: usize = 100_000;
+        const MAX_STORM: Duration = Duration::from_secs(2);
+        let (addr, s1, p0, h) = receiving_listener(Duration::from_secs(30), vec![]);
+        let (opened, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let storm_start = Instant::now();
+        let storm: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (opened, stop) = (Arc::clone(&opened), Arc::clone(&stop));
+                thread::spawn(move || {
+                    let mut held = VecDeque::new();
+                    let mut k = t;
+                    let mut mine = 0usize;
+                    while !stop.load(Ordering::Relaxed)
+                        && opened.load(Ordering::Relaxed) < MAX_CONNECTS
+                        && storm_start.elapsed() < MAX_STORM
+                    {
+                        // Paced to this thread's share of the rate.
+                        let due =
+                            Duration::from_secs_f64(mine as f64 * THREADS as f64 / PER_SECOND);
+                        if let Some(early) = due.checked_sub(storm_start.elapsed()) {
+                            thread::sleep(early);
+                        }
+                        let src = SocketAddr::from(([127, 0, 0, 2 + (k % SOURCES) as u8], 0));
+                        k += THREADS;
+                        let Ok(s) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+                            continue;
+                        };
+                        // Reset, not closed, when dropped: no TIME_WAIT to run out of ports.
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                        let _ = s.set_nonblocking(true);
+                        if s.bind(&src.into()).is_ok() {
+                            // In progress, or done at once on loopback when there is room.
+                            let _ = s.connect(&addr.into());
+                            mine += 1;
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            held.push_back(s);
+                            if held.len() > HELD {
+                                held.pop_front();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        while opened.load(Ordering::Relaxed) < 2000 && storm_start.elapsed() < MAX_STORM {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let before = opened.load(Ordering::Relaxed);
+        let rate = before as f64 / storm_start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let c = Link::connect(addr, &s1, &p0, Duration::from_secs(25));
+        let took = start.elapsed();
+        let during = opened.load(Ordering::Relaxed) - before;
+        let storm_on =
+            storm_start.elapsed() < MAX_STORM && opened.load(Ordering::Relaxed) < MAX_CONNECTS;
+        stop.store(true, Ordering::Relaxed);
+        for t in storm {
+            t.join().unwrap();
+        }
+        let mut c = c.unwrap_or_else(|e| panic!("the storm kept the peer out: {e}"));
+        c.send(b"made it").unwrap();
+        assert_eq!(h.join().unwrap().unwrap().unwrap(), b"made it");
+        eprintln!(
+            "storm: {before} connections at {rate:.0} per second before S1 started, {during} \
+             more in the {took:?} it took to get in"
+        );
+        assert!(
+            storm_on,
+            "S1 got in only once the storm was over ({took:?})"
+        );
+        // A floor far below the pace, for loaded machines: it was a storm all the same.
+        assert!(
+            rate >= 2000.0,
+            "hardly a storm: {rate:.0} connections per second"
+        );
     }
 
     #[test]
@@ -1468,7 +2027,7 @@ pub(crate) mod tests {
         let took = start.elapsed();
         assert!(matches!(e, NetError::Unreachable { .. }), "{e}");
         assert!(took >= Duration::from_millis(500), "{took:?}");
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
     }
 
@@ -1485,7 +2044,7 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, NetError::Timeout(_)), "{e}");
-        assert!(start.elapsed() < Duration::from_secs(3));
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
@@ -1516,7 +2075,7 @@ pub(crate) mod tests {
         drop(s);
         let e = c.recv().unwrap_err();
         assert!(matches!(e, NetError::PeerClosed(_)), "{e}");
-        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(start.elapsed() < Duration::from_secs(4));
         // The link stays broken.
         assert!(matches!(c.recv().unwrap_err(), NetError::Broken(_)));
     }
@@ -1545,7 +2104,7 @@ pub(crate) mod tests {
         let e = c.recv().unwrap_err();
         let took = start.elapsed();
         assert!(matches!(e, NetError::Timeout(_)), "{e}");
-        assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(2));
+        assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(4));
         // Nothing of a frame was consumed: the link is still usable.
         s.send(b"late").unwrap();
         assert_eq!(c.recv().unwrap(), b"late");

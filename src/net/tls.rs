@@ -273,14 +273,47 @@ impl From<io::Error> for HsError {
     }
 }
 
+/// One side's rustls configuration, built once per listener (S0) or per connect (S1): a
+/// storm of connections must not make S0 build a configuration, and parse its key, for each.
+#[derive(Clone)]
+pub(crate) enum Config {
+    Client(Arc<ClientConfig>, ServerName<'static>),
+    Server(Arc<ServerConfig>),
+}
+
+impl Config {
+    pub(crate) fn new(role: Role, me: &Identity, peer: &PeerCert) -> Result<Config, NetError> {
+        Ok(match role {
+            Role::Client => {
+                let name = ServerName::try_from(peer.name().to_string()).map_err(|_| {
+                    NetError::Handshake(format!("peer name {:?} is not a DNS name", peer.name()))
+                })?;
+                Config::Client(Arc::new(client_config(me, peer)?), name)
+            }
+            Role::Server => Config::Server(Arc::new(server_config(me, peer)?)),
+        })
+    }
+}
+
 /// Run the TLS handshake on `stream` and exchange the confirmation messages.
 /// `timeout` bounds the whole handshake (all its reads together: a peer trickling one byte
 /// at a time cannot hold the listener longer) and each write.
+#[cfg(test)]
 pub(crate) fn handshake(
-    mut stream: TcpStream,
+    stream: TcpStream,
     role: Role,
     me: &Identity,
     peer: &PeerCert,
+    timeout: Duration,
+) -> Result<Handshaken, NetError> {
+    handshake_with(stream, &Config::new(role, me, peer)?, me, timeout)
+}
+
+/// [`handshake`] with a configuration built beforehand (`me`: for the error messages).
+pub(crate) fn handshake_with(
+    mut stream: TcpStream,
+    config: &Config,
+    me: &Identity,
     timeout: Duration,
 ) -> Result<Handshaken, NetError> {
     let timeout = timeout.max(Duration::from_millis(1));
@@ -288,18 +321,19 @@ pub(crate) fn handshake(
         .set_read_timeout(Some(timeout))
         .and_then(|_| stream.set_write_timeout(Some(timeout)));
     set.map_err(|e| NetError::io("setting the handshake timeout", e))?;
-    let mut conn: Connection = match role {
-        Role::Client => {
-            let name = ServerName::try_from(peer.name().to_string()).map_err(|_| {
-                NetError::Handshake(format!("peer name {:?} is not a DNS name", peer.name()))
-            })?;
-            ClientConnection::new(Arc::new(client_config(me, peer)?), name)
+    let (mut conn, role): (Connection, Role) = match config {
+        Config::Client(c, name) => (
+            ClientConnection::new(Arc::clone(c), name.clone())
                 .map_err(config_error)?
-                .into()
-        }
-        Role::Server => ServerConnection::new(Arc::new(server_config(me, peer)?))
-            .map_err(config_error)?
-            .into(),
+                .into(),
+            Role::Client,
+        ),
+        Config::Server(c) => (
+            ServerConnection::new(Arc::clone(c))
+                .map_err(config_error)?
+                .into(),
+            Role::Server,
+        ),
     };
     let mut sent = 0u64;
     let mut received = 0u64;
@@ -436,7 +470,8 @@ fn map_handshake_error(e: HsError, me: &Identity, timeout: Duration) -> NetError
             io::ErrorKind::UnexpectedEof
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => NetError::Cut(format!(
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected => NetError::Cut(format!(
                 "the peer closed the connection during the handshake ({e}); it may have \
                  refused our certificate {} (see its log), or it is not a ppdenoise peer",
                 me.fingerprint()

@@ -134,11 +134,23 @@ pub fn ok(args: &[&str]) -> serde_json::Value {
 
 /// A TCP port nothing listens on now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Below Linux's ephemeral range (32768-60999 by default), where bind(0) used to pick it:
+    // no connection a test opens can take the port as its source port between this call and
+    // the server's bind. A counter keeps one binary's tests apart; it starts at an offset
+    // of the process id, so binaries running side by side rarely meet; each port is checked.
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = LOW + (base + k) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// The child's output, killing it after `limit`.
