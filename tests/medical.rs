@@ -167,7 +167,14 @@ fn secure_series(
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    ok(&["reconstruct", "--study", &s(&study), "--out", &s(&out)]);
+    ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--study",
+        &s(&study),
+        "--out",
+        &s(&out),
+    ]);
     ok(&[
         "denoise",
         "--image",
@@ -491,6 +498,7 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
     let rec = |extra: &[&str]| {
         let mut args = vec![
             "reconstruct",
+            "--insecure-unsigned",
             "--share0",
             &p("out.p0"),
             "--share1",
