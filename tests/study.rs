@@ -322,23 +322,30 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     // A slice's output share replaced by another slice's: not finished, refused.
     let keep = d.path("keep");
     std::fs::create_dir_all(&keep).unwrap();
-    for f in ["out.p0", "done.p0"] {
+    let files = ["out.p0", "done.p0", "out.p1", "done.p1"];
+    for f in files {
         std::fs::copy(d.path(&format!("study/slice1/{f}")), keep.join(f)).unwrap();
     }
-    std::fs::copy(d.path("study/slice0/out.p0"), d.path("study/slice1/out.p0")).unwrap();
+    let from_slice0 = |f: &str| {
+        std::fs::copy(
+            d.path(&format!("study/slice0/{f}")),
+            d.path(&format!("study/slice1/{f}")),
+        )
+        .unwrap();
+    };
+    from_slice0("out.p0");
     assert_eq!(d.status()["left_spec"], "1");
     refused(&d.try_reconstruct("res2"), &["slice(s) 1 not finished"]);
-    // With slice 0's own record too (genuine, signed, its hash matching the share): of
-    // another slice's job, so slice 1 is still not finished.
-    std::fs::copy(
-        d.path("study/slice0/done.p0"),
-        d.path("study/slice1/done.p0"),
-    )
-    .unwrap();
+    // Slice 0's whole finished pair (both shares, both records: genuine, signed, one run,
+    // each hash matching its share) put in slice 1: of another slice's job, so slice 1 is
+    // still not finished.
+    for f in ["done.p0", "out.p1", "done.p1"] {
+        from_slice0(f);
+    }
     assert_eq!(d.status()["left_spec"], "1");
     refused(&d.try_reconstruct("res2"), &["slice(s) 1 not finished"]);
     assert!(!d.path("res2").exists());
-    for f in ["out.p0", "done.p0"] {
+    for f in files {
         std::fs::copy(keep.join(f), d.path(&format!("study/slice1/{f}"))).unwrap();
     }
     records_rewritten_or_signed_by_another_key_are_refused(&d);
