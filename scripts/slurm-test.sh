@@ -69,8 +69,9 @@ mkdir -p "$W"/{keys,logs,rdv}
 K=$W/keys
 for n in s0 s1 rx; do "$BIN" keygen --name "$n" --out-dir "$K" >/dev/null; done
 TO=(--to-s0 "$K/s0.age-recipient" --to-s1 "$K/s1.age-recipient")
-# The makers' signing keys; the servers accept only files they signed (the trust file).
-for r in dealer owner gateway; do
+# The makers' signing keys; the servers accept only files they signed (the trust file). The
+# servers' own: the receiver accepts only output shares they signed (the same trust file).
+for r in dealer owner gateway s0 s1; do
     "$BIN" --json keygen --signing --name "$r" --out-dir "$K" \
         | python3 -c "import json,sys; print('$r', json.load(sys.stdin)['public_key'])" >>"$K/trust"
 done
@@ -114,7 +115,7 @@ submit() {
         ids+=("$(env PPD_PARTY=$p PPD_BIN="$BIN" PPD_MODEL="$MODEL_TPL" PPD_IMAGE="$image" \
             PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$WEIGHTS_TPL" PPD_STUDY="${STUDY_TPL:-}" \
             PPD_KEY="$K/s$p.key" PPD_CERT="$K/s$p.crt" PPD_PEER_CERT="$K/s$((1 - p)).crt" PPD_TRUST="$K/trust" \
-            PPD_IDENTITY="$K/s$p.age-identity" PPD_OUT_TO="$K/rx.age-recipient" \
+            PPD_IDENTITY="$K/s$p.age-identity" PPD_OUT_TO="$K/rx.age-recipient" PPD_SIGN_KEY="$K/s$p.sign-key" \
             PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$W/rdv/$name" PPD_RUN="$run" \
             PPD_PORT_BASE="$PORT_BASE" PPD_TIMEOUT=300 PPDENOISE_PROGRESS_SECS=0 \
             sbatch --parsable --array="$array" --job-name="ppd-$name-s$p" \
@@ -192,21 +193,21 @@ expect_burned() { # TRIPLETS_P0 IMAGE_P0
     if "$BIN" serve --party 0 --model "${MODEL_TPL//\{p\}/0}" --image "$2" --triplets "$1" \
         "${weights[@]}" --identity "$K/s0.age-identity" $(link 0) --trust "$K/trust" \
         --addr "127.0.0.1:$((PORT_BASE - 2))" --timeout 5 --state-dir "$W/state-s0" \
-        --out-to "$K/rx.age-recipient" --out "$W/burned.p0" --quiet >"$log" 2>&1; then
+        --out-to "$K/rx.age-recipient" --sign-key "$K/s0.sign-key" --out "$W/burned.p0" --quiet >"$log" 2>&1; then
         fail "serve accepted the burned triplets $1"
     fi
     grep -q "already consumed" "$log" || fail "burned triplets refused for another reason: $(cat "$log")"
     say "the burned triplets are refused: $(grep -o 'already consumed[^;]*' "$log" | head -1)"
 }
 
-reconstruct() { # OUT.png BITS SHARE0S... -- SHARE1S...
-    local out=$1 bits=$2 s0=() s1=()
-    shift 2
+reconstruct() { # OUT.png BITS JOB.pub SHARE0S... -- SHARE1S...
+    local out=$1 bits=$2 job=$3 s0=() s1=()
+    shift 3
     while [[ $1 != -- ]]; do s0+=("$1"); shift; done
     shift
     s1=("$@")
     "$BIN" reconstruct --share0 "${s0[@]}" --share1 "${s1[@]}" --identity "$K/rx.age-identity" \
-        --bit-depth "$bits" --out "$out" >/dev/null
+        --trust "$K/trust" --job "$job" --bit-depth "$bits" --out "$out" >/dev/null
 }
 
 same() { python3 scripts/png-equal.py "$1" "$2" >&2 || fail "$3"; }
@@ -231,8 +232,8 @@ fi
 wait_jobs "$J0" "$J1"
 expect_completed "$J0" 0
 expect_completed "$J1" 0
-reconstruct "$W/one.png" 8 "$W/one/out.p0" -- "$W/one/out.p1"
-reconstruct "$W/one16.png" 16 "$W/one/out.p0" -- "$W/one/out.p1"
+reconstruct "$W/one.png" 8 "$W/image.pub" "$W/one/out.p0" -- "$W/one/out.p1"
+reconstruct "$W/one16.png" 16 "$W/image.pub" "$W/one/out.p0" -- "$W/one/out.p1"
 same "$W/one.png" "$W/oracle.png" "the one-piece Slurm result differs from the oracle"
 say "one-piece job through Slurm == the fixed-point oracle"
 
@@ -247,7 +248,7 @@ if [[ $TILES -gt 0 ]]; then
     wait_jobs "$J0" "$J1"
     expect_completed "$J0" 0 1
     expect_completed "$J1" 0 1
-    reconstruct "$W/mlp-tiles16.png" 16 "$W/mlp-tiles/out.t0.p0" "$W/mlp-tiles/out.t1.p0" -- \
+    reconstruct "$W/mlp-tiles16.png" 16 "$W/image.pub" "$W/mlp-tiles/out.t0.p0" "$W/mlp-tiles/out.t1.p0" -- \
         "$W/mlp-tiles/out.t0.p1" "$W/mlp-tiles/out.t1.p1"
     same "$W/mlp-tiles16.png" "$W/one16.png" "the 2-tile MLP result differs from the one-piece result"
     say "MLP as 2 tiles through Slurm == the one-piece job"
@@ -279,7 +280,7 @@ if [[ $TILES -gt 0 ]]; then
     wait_jobs "$J0" "$J1"
     expect_completed "$J0" 0
     expect_completed "$J1" 0
-    reconstruct "$C/one16.png" 16 "$C/one/out.p0" -- "$C/one/out.p1"
+    reconstruct "$C/one16.png" 16 "$C/image.pub" "$C/one/out.p0" -- "$C/one/out.p1"
 
     cnn_triplets "$C/tiles/triplets" --tiles "$TILES"
     say "$TILES-tile CNN job: submitting S0's and S1's $TILES-task arrays"
@@ -304,8 +305,8 @@ if [[ $TILES -gt 0 ]]; then
         s0+=("$C/tiles/out.t$t.p0")
         s1+=("$C/tiles/out.t$t.p1")
     done
-    reconstruct "$C/tiles.png" 8 "${s0[@]}" -- "${s1[@]}"
-    reconstruct "$C/tiles16.png" 16 "${s0[@]}" -- "${s1[@]}"
+    reconstruct "$C/tiles.png" 8 "$C/image.pub" "${s0[@]}" -- "${s1[@]}"
+    reconstruct "$C/tiles16.png" 16 "$C/image.pub" "${s0[@]}" -- "${s1[@]}"
     same "$C/tiles16.png" "$C/one16.png" "the $TILES-tile result differs from the one-piece result"
     same "$C/tiles.png" "$C/oracle.png" "the $TILES-tile result differs from the oracle"
     say "$TILES-tile CNN job through Slurm == the one-piece job == the oracle"
@@ -353,7 +354,7 @@ if [[ $STUDY -gt 0 ]]; then
         grep -qs '"skipped":\['"$i"'\]' "$W/logs/study-s0-$i-$J0.log" \
             || fail "slice $i was not skipped by the resubmitted array ($W/logs/study-s0-$i-$J0.log)"
     done
-    "$BIN" reconstruct --study "$S" --identity "$K/rx.age-identity" --out "$W/study-out" >/dev/null
+    "$BIN" reconstruct --study "$S" --identity "$K/rx.age-identity" --trust "$K/trust" --out "$W/study-out" >/dev/null
     for ((i = 0; i < STUDY; i++)); do
         same "$W/study-out/slice$i.png" "$W/study-oracle/slice$i.png" "study slice $i differs from its oracle"
     done

@@ -210,6 +210,7 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
         // The receiver's PNG is the oracle's decoded output.
         ok(&[
             "reconstruct",
+            "--insecure-unsigned",
             "--share0",
             &d.p("out.p1"),
             "--share1",
@@ -573,6 +574,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
         assert_eq!(secure, orc.output, "{what} ({engine}): secure != oracle");
         ok(&[
             "reconstruct",
+            "--insecure-unsigned",
             "--share0",
             &d.p("out.p0"),
             "--share1",
@@ -882,7 +884,11 @@ fn serve_pair(d: &Dir, triplets: &str, out: &str, what: &str) {
 
 /// `reconstruct` of the given output shares (names in the temporary folder) into `out`.
 fn reconstruct(d: &Dir, share0: &[&str], share1: &[&str], out: &str) -> Output {
-    let mut args = vec!["reconstruct".to_string(), "--share0".into()];
+    let mut args = vec![
+        "reconstruct".to_string(),
+        "--insecure-unsigned".into(),
+        "--share0".into(),
+    ];
     args.extend(share0.iter().map(|s| d.p(s)));
     args.push("--share1".into());
     args.extend(share1.iter().map(|s| d.p(s)));

@@ -887,6 +887,7 @@ fn reconstruct_refuses_a_dicom_output_before_reading_the_shares() {
     // The shares do not even exist: the output's form is refused first.
     let base = [
         "reconstruct",
+        "--insecure-unsigned",
         "--share0",
         &d("none.p0"),
         "--share1",
@@ -1064,6 +1065,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     let rec = |out: &str, extra: &[&str]| {
         let mut args = vec![
             "reconstruct".to_string(),
+            "--insecure-unsigned".into(),
             "--share0".into(),
             d("out.p0"),
             "--share1".into(),
@@ -1133,6 +1135,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     );
     let bad: Vec<String> = [
         "reconstruct",
+        "--insecure-unsigned",
         "--share0",
         &d("out.p0"),
         "--share1",
@@ -1198,6 +1201,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     let small = Spec::new(4, 4, 12, true, vec![0; 16]).write(&dir.path().join("small.dcm"));
     let args: Vec<String> = [
         "reconstruct",
+        "--insecure-unsigned",
         "--share0",
         &d("out.p0"),
         "--share1",

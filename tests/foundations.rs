@@ -927,6 +927,7 @@ fn every_subcommand_prints_one_line_of_json() {
         &ppd(&[
             "--json",
             "reconstruct",
+            "--insecure-unsigned",
             "--share0",
             &p("out.p0"),
             "--share1",

@@ -418,9 +418,21 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             shape: Shape::Container,
             parse: Box::new(move |f, seed| {
                 if seed == o0 {
-                    ppdenoise::cli::receiver::combine(f, &o1, None).outcome()
+                    ppdenoise::cli::receiver::combine(
+                        f,
+                        &o1,
+                        None,
+                        &ppdenoise::cli::receiver::Expect::unchecked(),
+                    )
+                    .outcome()
                 } else {
-                    ppdenoise::cli::receiver::combine(&o0, f, None).outcome()
+                    ppdenoise::cli::receiver::combine(
+                        &o0,
+                        f,
+                        None,
+                        &ppdenoise::cli::receiver::Expect::unchecked(),
+                    )
+                    .outcome()
                 }
             }),
         });
@@ -451,7 +463,12 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                         }
                     })
                     .collect();
-                ppdenoise::cli::receiver::combine_tiles(&list, None).outcome()
+                ppdenoise::cli::receiver::combine_tiles(
+                    &list,
+                    None,
+                    &ppdenoise::cli::receiver::Expect::unchecked(),
+                )
+                .outcome()
             }),
         });
     }

@@ -174,7 +174,13 @@ fn secure_series(
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let mut args = vec!["reconstruct", "--study", study.to_str().unwrap(), "--out"];
+    let mut args = vec![
+        "reconstruct",
+        "--insecure-unsigned",
+        "--study",
+        study.to_str().unwrap(),
+        "--out",
+    ];
     args.push(out.to_str().unwrap());
     args.extend_from_slice(out_opts);
     ok(&args);
@@ -532,6 +538,7 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
     let rec = |extra: &[&str]| {
         let mut args = vec![
             "reconstruct",
+            "--insecure-unsigned",
             "--share0",
             &p("out.p0"),
             "--share1",

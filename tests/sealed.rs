@@ -226,6 +226,10 @@ fn sealed_files_work_and_refuse_the_wrong_reader() {
             s(&png).into(),
             "--identity".into(),
             s(id).into(),
+            "--trust".into(),
+            s(&f("keys/trust")).into(),
+            "--job".into(),
+            s(&f("image.pub")).into(),
         ]
     };
     let run = |a: Vec<String>| ppd(&a.iter().map(String::as_str).collect::<Vec<_>>());

@@ -509,6 +509,7 @@ fn pipeline_random_model_bit_exact_with_oracle_with(engine: EngineKind) {
     // The receiver's PNG is the decoded canvas.
     let rec = ok(&[
         "reconstruct",
+        "--insecure-unsigned",
         "--share0",
         &job.p("out.p0"),
         "--share1",
@@ -791,6 +792,7 @@ fn refuses_reused_triplets_and_accepts_fresh_ones_with(engine: EngineKind) {
     let rec = |a: &str, b: &str, out: &str| {
         ppd(&[
             "reconstruct",
+            "--insecure-unsigned",
             "--share0",
             &job.p(a),
             "--share1",
@@ -809,6 +811,7 @@ fn refuses_reused_triplets_and_accepts_fresh_ones_with(engine: EngineKind) {
     // panic in the metrics after writing).
     let o = ppd(&[
         "reconstruct",
+        "--insecure-unsigned",
         "--share0",
         &job.p("fresh-out.p0"),
         "--share1",
@@ -927,6 +930,7 @@ fn refuses_tampered_files_with(engine: EngineKind) {
     flip_byte(&job.path("out.p1"), 0.5);
     let o = ppd(&[
         "reconstruct",
+        "--insecure-unsigned",
         "--share0",
         &job.p("out.p0"),
         "--share1",

@@ -37,7 +37,8 @@ impl Job {
         for n in ["s0", "s1"] {
             ok(&["keygen", "--name", n, "--out-dir", &keys]);
         }
-        for role in ["dealer", "owner", "gateway"] {
+        // The makers' keys, and the servers' own (their output shares are signed).
+        for role in ["dealer", "owner", "gateway", "s0", "s1"] {
             let v = ok(&["keygen", "--signing", "--name", role, "--out-dir", &keys]);
             trust.push_str(&format!("{role} {}\n", v["public_key"].as_str().unwrap()));
         }
@@ -165,6 +166,7 @@ impl Job {
             .args(["--timeout", "30"])
             .args(["--state-dir", &self.p(&format!("state{p}"))])
             .args(["--out", &self.p(&format!("{out}.p{p}"))])
+            .args(["--sign-key", &self.p(&format!("keys/{me}.sign-key"))])
             .args(&trust)
             .args(extra)
             .stdout(Stdio::piped())
@@ -203,19 +205,37 @@ impl Job {
         self.reconstruct(out)
     }
 
-    /// `reconstruct` of `out`.p0 and `out`.p1 to `out`.png.
+    /// `reconstruct` of `out`.p0 and `out`.p1 to `out`.png, the servers' keys pinned by
+    /// the trust file, the shares bound to image.pub's job.
     fn reconstruct(&self, out: &str) -> PathBuf {
         let png = self.path(&format!("{out}.png"));
-        ok(&[
+        let a = self.reconstruct_args(out, &png.display().to_string(), &[]);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        png
+    }
+
+    /// `reconstruct`'s arguments for `out`.p0 and `out`.p1 to `png`, then `checks` (default:
+    /// `--trust keys/trust --job image.pub`).
+    fn reconstruct_args(&self, out: &str, png: &str, checks: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = [
             "reconstruct",
             "--share0",
             &self.p(&format!("{out}.p0")),
             "--share1",
             &self.p(&format!("{out}.p1")),
             "--out",
-            &png.display().to_string(),
-        ]);
-        png
+            png,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        if checks.is_empty() {
+            a.extend(["--trust".into(), self.p("keys/trust")]);
+            a.extend(["--job".into(), self.p("image.pub")]);
+        } else {
+            a.extend(checks.iter().map(|x| x.to_string()));
+        }
+        a
     }
 
     /// Nothing claimed or consumed in either server's state directory, no output written.
@@ -334,16 +354,17 @@ fn a_signed_job_runs_and_gives_the_unsigned_jobs_image() {
                 String::from_utf8_lossy(&o.stderr)
             );
         }
+        // The job's header is unsigned: the servers' keys given alone, not the trust file
+        // (whose gateway key --job's header must then carry).
         let u = job.path("uout.png");
-        ok(&[
-            "reconstruct",
-            "--share0",
-            &job.p("uout.p0"),
-            "--share1",
-            &job.p("uout.p1"),
-            "--out",
-            &u.display().to_string(),
-        ]);
+        let (k0, k1, uj) = (
+            job.p("keys/s0.sign-pub"),
+            job.p("keys/s1.sign-pub"),
+            job.p("uimage.pub"),
+        );
+        let checks = ["--s0-key", &k0, "--s1-key", &k1, "--job", &uj];
+        let a = job.reconstruct_args("uout", &u.display().to_string(), &checks);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(std::fs::read(&signed).unwrap(), std::fs::read(&u).unwrap());
     }
 }
@@ -748,4 +769,239 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
         std::fs::read(per_job).unwrap(),
         std::fs::read(opened).unwrap()
     );
+}
+
+/// The receiver's side (issue 45, item 1): each output share must be signed by the key
+/// pinned for its server and be of the job the receiver expects. A pair forged from public
+/// files only (image.pub, model.pub, the receiver's recipient), plain or sealed, a pair
+/// signed by a third key or by one server for both, and a genuine pair of another job are
+/// each refused by name, nothing written; the forged pair itself is well made (accepted
+/// where no key is pinned), so the refusal is the signature's.
+#[test]
+fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
+    use ppdenoise::formats::bodies::{JobParams, OutputShare};
+    use ppdenoise::formats::container::Kind;
+    use ppdenoise::formats::sealed::Recipient;
+    use ppdenoise::plain::geometry::Geometry;
+    use ppdenoise::plain::model::PatchShape;
+    let job = Job::new("gmw");
+    let genuine = job.runs("out");
+    assert!(genuine.exists());
+    ok(&["keygen", "--name", "rx", "--out-dir", &job.p("keys")]);
+    for n in ["mallory0", "mallory1"] {
+        ok(&[
+            "keygen",
+            "--signing",
+            "--name",
+            n,
+            "--out-dir",
+            &job.p("keys"),
+        ]);
+    }
+    let rx = Recipient::parse(&job.p("keys/rx.age-recipient")).unwrap();
+
+    // The forger's pair: the job's parameters and id from image.pub, the model's id from
+    // model.pub and its public widths (49 in, 9 out: 7x7 and 3x3 patches), any run id, and
+    // canvases of its choosing.
+    let ih = container::verify(&job.path("image.pub")).unwrap();
+    let mh = container::verify(&job.path("model.pub")).unwrap();
+    let params: JobParams = serde_json::from_str(ih.info("job").unwrap()).unwrap();
+    let patch = PatchShape {
+        input: 7,
+        output: 3,
+        window_milli: 4000,
+    };
+    let g = Geometry::new(params.height, params.width, patch, params.stride);
+    let forge = |name: &str, to: Option<&Recipient>, by: [Option<&Signer>; 2]| {
+        for p in 0..2u8 {
+            let mut h = Header::new(Kind::OutputShare, p, 18);
+            h.job_id = ih.job_id;
+            h.model_id = mh.model_id;
+            h.triplet_id = Some([9u8; 16]);
+            h.shapes
+                .push(("canvas".into(), vec![g.canvas_h as u64, g.canvas_w as u64]));
+            let body = OutputShare {
+                geometry: g,
+                job: params.clone(),
+                scale: 18,
+                canvas: vec![if p == 0 { 1 << 30 } else { 0 }; g.canvas_h * g.canvas_w],
+            };
+            let path = job.path(&format!("{name}.p{p}"));
+            container::write(&path, &h, &body, Seal::new(to, by[p as usize])).unwrap();
+        }
+    };
+    let rec = |out: &str, checks: &[&str]| -> Output {
+        let png = job.p(&format!("{out}.png"));
+        let a = job.reconstruct_args(out, &png, checks);
+        Command::new(bin()).args(&a).output().unwrap()
+    };
+    let nothing_written = |out: &str| assert!(!job.path(&format!("{out}.png")).exists());
+    let (image_pub, rx_id) = (job.p("image.pub"), job.p("keys/rx.age-identity"));
+
+    // 1. Plain and unsigned: a well-made pair (taken where no key is pinned, as before
+    // output shares were signed), refused by the pinned receiver.
+    forge("forged", None, [None, None]);
+    ok(&job
+        .reconstruct_args("forged", &job.p("taken.png"), &["--insecure-unsigned"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    refused(&rec("forged", &[]), "forged.p0", &["not signed", "s0"]);
+    nothing_written("forged");
+
+    // 2. Sealed to the receiver and unsigned: the seal proves nothing of its maker.
+    forge("sforged", Some(&rx), [None, None]);
+    let pinned = [
+        "--trust",
+        &job.p("keys/trust"),
+        "--job",
+        &image_pub,
+        "--identity",
+        &rx_id,
+    ];
+    refused(&rec("sforged", &pinned), "sforged.p0", &["not signed"]);
+    let insecure = ["--insecure-unsigned", "--identity", &rx_id];
+    refused(
+        &rec("sforged", &insecure),
+        "sforged.p",
+        &["--insecure-unsigned is for plain test files"],
+    );
+    nothing_written("sforged");
+
+    // 3. Sealed and signed as S0 and S1, by keys of the forger's own.
+    let m0 = Signer::load(&job.path("keys/mallory0.sign-key"), Role::S0).unwrap();
+    let m1 = Signer::load(&job.path("keys/mallory1.sign-key"), Role::S1).unwrap();
+    forge("mallory", Some(&rx), [Some(&m0), Some(&m1)]);
+    refused(
+        &rec("mallory", &pinned),
+        "mallory.p0",
+        &["not by the pinned s0 key"],
+    );
+    nothing_written("mallory");
+
+    // 4. One server making both shares: S0's own key signing S1's share as S1.
+    let s0 = Signer::load(&job.path("keys/s0.sign-key"), Role::S0).unwrap();
+    let s0_as_s1 = Signer::load(&job.path("keys/s0.sign-key"), Role::S1).unwrap();
+    forge("onekey", None, [Some(&s0), Some(&s0_as_s1)]);
+    refused(
+        &rec("onekey", &[]),
+        "onekey.p1",
+        &["not by the pinned s1 key"],
+    );
+    // ... nor may the receiver pin one key for both servers.
+    let k0 = job.p("keys/s0.sign-pub");
+    let both = ["--s0-key", &k0, "--s1-key", &k0, "--job", &image_pub];
+    refused(&rec("out", &both), "", &["pinned with the same key"]);
+    nothing_written("onekey");
+
+    // 5. A genuine pair, signed by both servers, of another job: refused against the job
+    // the receiver expects, and taken against its own.
+    job.share_image("image2", "gateway");
+    ok(&[
+        "gen-triplets",
+        "--model",
+        &job.p("model.pub"),
+        "--image",
+        &job.p("image2.pub"),
+        "--batch",
+        "64",
+        "--engine",
+        "gmw",
+        "--out",
+        &job.p("triplets2"),
+        "--sign-key",
+        &job.p("keys/dealer.sign-key"),
+    ]);
+    let port = free_port();
+    let c: Vec<Child> = (0..2u8)
+        .map(|p| {
+            let f = [
+                format!("model.p{p}"),
+                format!("image2.p{p}"),
+                format!("triplets2.p{p}"),
+            ];
+            job.spawn(p, [&f[0], &f[1], &f[2]], "out2", &[], port)
+        })
+        .collect();
+    let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
+    all_ok(&outs, "serve (job 2)");
+    refused(
+        &rec("out2", &[]),
+        "out2.p0",
+        &["not of the job the receiver expects"],
+    );
+    nothing_written("out2");
+    // Without a job to bind to, pinned keys are not enough.
+    let trust = job.p("keys/trust");
+    refused(&rec("out2", &["--trust", &trust]), "", &["--job"]);
+    let image2 = job.p("image2.pub");
+    let a = job.reconstruct_args(
+        "out2",
+        &job.p("out2.png"),
+        &["--trust", &trust, "--job", &image2],
+    );
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Issue 50, item 5: a server's input sealed to it (so it opens) but signed by a key that is
+/// not its maker's pinned one, or not signed at all, is refused before any claim: the seal
+/// proves nothing of who made the file.
+#[test]
+fn sealed_forgeries_are_refused_before_any_claim() {
+    use ppdenoise::formats::bodies::ImageShare;
+    use ppdenoise::formats::sealed::Recipient;
+    let job = Job::new("gmw");
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "mallory",
+        "--out-dir",
+        &job.p("keys"),
+    ]);
+    let (r0, r1) = (
+        job.p("keys/s0.age-recipient"),
+        job.p("keys/s1.age-recipient"),
+    );
+    let id0 = job.p("keys/s0.age-identity");
+    let with_id = |file: &str| -> Output {
+        let c = job.spawn_with(
+            0,
+            ["model.p0", file, "triplets.p0"],
+            "out",
+            &[],
+            &["--identity".to_string(), id0.clone(), "--plain-out".into()],
+            free_port(),
+        );
+        wait_limit(c, LIMIT)
+    };
+    // 1. Sealed to S0, signed as the gateway by a key of the forger's own.
+    let key = job.p("keys/mallory.sign-key");
+    let a = job.share_image_args(
+        "mimage",
+        &["--to-s0", &r0, "--to-s1", &r1, "--sign-key", &key],
+    );
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    refused(
+        &with_id("mimage.p0"),
+        "mimage.p0",
+        &["not by the pinned gateway key"],
+    );
+    // 2. Sealed to S0 and unsigned (what no ppdenoise command writes, a forger can).
+    let (h, body): (Header, ImageShare) = container::read(&job.path("image.p0")).unwrap();
+    let to = Recipient::parse(&r0).unwrap();
+    container::write(
+        &job.path("uimage.p0"),
+        &unsigned(h),
+        &body,
+        Seal::new(Some(&to), None),
+    )
+    .unwrap();
+    refused(
+        &with_id("uimage.p0"),
+        "uimage.p0",
+        &["not signed", "gateway"],
+    );
+    job.untouched();
+    job.runs("out");
 }

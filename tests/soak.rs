@@ -501,6 +501,7 @@ fn check_exact(w: &World, kind: JobKind, name: &str) {
     let png = w.p(&format!("jobs/{name}.png"));
     ok(&[
         "reconstruct",
+        "--insecure-unsigned",
         "--share0",
         &w.p(&format!("out0/{name}.p0")),
         "--share1",

@@ -50,6 +50,15 @@ impl Dir {
         let d = Dir { _tmp: tmp, dir };
         for n in ["s0", "s1"] {
             ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
+            // Its signing key: output shares and completion records are signed.
+            ok(&[
+                "keygen",
+                "--signing",
+                "--name",
+                n,
+                "--out-dir",
+                &d.p("keys"),
+            ]);
         }
         ok(&[
             "share-model",
@@ -83,6 +92,7 @@ impl Dir {
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(["--timeout", timeout])
             .args(["--state-dir", &self.p(&format!("state{p}"))])
+            .args(["--sign-key", &self.p(&format!("keys/{me}.sign-key"))])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -111,13 +121,32 @@ impl Dir {
 
     /// `reconstruct --study` into the new folder `out`: its JSON summary.
     fn reconstruct(&self, out: &str) -> serde_json::Value {
-        ok(&[
+        let a = self.reconstruct_args(out);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `reconstruct --study` into `out` as the receiver runs it: both servers' keys pinned.
+    fn reconstruct_args(&self, out: &str) -> Vec<String> {
+        [
             "reconstruct",
             "--study",
             &self.p("study"),
             "--out",
             &self.p(out),
-        ])
+            "--s0-key",
+            &self.p("keys/s0.sign-pub"),
+            "--s1-key",
+            &self.p("keys/s1.sign-pub"),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    }
+
+    /// [`Dir::reconstruct`]'s run, its outcome as it is.
+    fn try_reconstruct(&self, out: &str) -> Output {
+        let a = self.reconstruct_args(out);
+        run(&a.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     fn deal(&self, extra: &[&str]) -> serde_json::Value {
@@ -230,19 +259,28 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     ]);
     assert_eq!(mine["left_spec"], "2-3");
     // Nothing is written while a slice is missing.
-    let o = run(&[
-        "reconstruct",
-        "--study",
-        &d.p("study"),
-        "--out",
-        &d.p("res"),
-    ]);
+    let o = d.try_reconstruct("res");
     refused(&o, &["slice(s) 2-3 not finished", "nothing written"]);
     assert!(!d.path("res").exists());
-    // Without fresh randomness slice 2 is refused, not run again.
+    // A slice run on both servers, its records removed, run again without fresh
+    // randomness: both servers refuse its spent triplets by name, before the link (S0
+    // listens: no time-out makes the refusal).
+    for p in 0..2 {
+        std::fs::remove_file(d.path(&format!("study/slice1/done.p{p}"))).unwrap();
+    }
     let port = free_port();
-    let o = wait(d.serve(1, port, "5", &["--slices", "2"]));
-    refused(&o, &["slice 2"]);
+    let (c0, c1) = (
+        d.serve(0, port, "30", &["--slices", "1"]),
+        d.serve(1, port, "30", &["--slices", "1"]),
+    );
+    for (p, o) in [wait(c0), wait(c1)].iter().enumerate() {
+        let triplets = format!("slice1/triplets.p{p}");
+        refused(o, &[&triplets, "was already consumed"]);
+    }
+    assert_eq!(list(&d.deal(&["--slices", "1"])["dealt"]), [1]);
+    let [s0, s1] = d.serve_pair(&["--slices", "1"]);
+    assert_eq!(list(&s0["ran"]), [1]);
+    assert_eq!(list(&s1["ran"]), [1]);
     // The dealer deals only the unfinished slices; the rerun skips the finished ones.
     assert_eq!(list(&d.deal(&[])["dealt"]), [2, 3]);
     let [s0, s1] = d.serve_pair(&[]);
@@ -282,16 +320,93 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     }
 
     // A slice's output share replaced by another slice's: not finished, refused.
-    std::fs::copy(d.path("study/slice0/out.p0"), d.path("study/slice1/out.p0")).unwrap();
+    let keep = d.path("keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    let files = ["out.p0", "done.p0", "out.p1", "done.p1"];
+    for f in files {
+        std::fs::copy(d.path(&format!("study/slice1/{f}")), keep.join(f)).unwrap();
+    }
+    let from_slice0 = |f: &str| {
+        std::fs::copy(
+            d.path(&format!("study/slice0/{f}")),
+            d.path(&format!("study/slice1/{f}")),
+        )
+        .unwrap();
+    };
+    from_slice0("out.p0");
     assert_eq!(d.status()["left_spec"], "1");
-    let o = run(&[
-        "reconstruct",
-        "--study",
-        &d.p("study"),
-        "--out",
-        &d.p("res2"),
+    refused(&d.try_reconstruct("res2"), &["slice(s) 1 not finished"]);
+    // Slice 0's whole finished pair (both shares, both records: genuine, signed, one run,
+    // each hash matching its share) put in slice 1: of another slice's job, so slice 1 is
+    // still not finished.
+    for f in ["done.p0", "out.p1", "done.p1"] {
+        from_slice0(f);
+    }
+    assert_eq!(d.status()["left_spec"], "1");
+    refused(&d.try_reconstruct("res2"), &["slice(s) 1 not finished"]);
+    assert!(!d.path("res2").exists());
+    for f in files {
+        std::fs::copy(keep.join(f), d.path(&format!("study/slice1/{f}"))).unwrap();
+    }
+    records_rewritten_or_signed_by_another_key_are_refused(&d);
+}
+
+/// A finished study's completion record rewritten (its fields changed, the signature kept),
+/// or signed by a key that is not the server's: `reconstruct --study` refuses it by name,
+/// and writes nothing. The record holds no hash of an unsealed unsigned share.
+fn records_rewritten_or_signed_by_another_key_are_refused(d: &Dir) {
+    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::study::Done;
+    let rec = d.path("study/slice2/done.p0");
+    let original = std::fs::read(&rec).unwrap();
+    let text = String::from_utf8(original.clone()).unwrap();
+    let done: Done = serde_json::from_str(&text).unwrap();
+    assert!(done.signature.is_some() && done.blake3.is_some(), "{text}");
+    // 1. Another size and hash (a forger's share), the signature kept.
+    let mut forged = done.clone();
+    forged.bytes += 1;
+    forged.blake3 = Some("ab".repeat(32));
+    std::fs::write(&rec, serde_json::to_vec(&forged).unwrap()).unwrap();
+    refused(
+        &d.try_reconstruct("res3"),
+        &["slice2/done.p0", "signature does not verify"],
+    );
+    // 2. The signer's entries taken out: unsigned.
+    forged.signer = None;
+    forged.signature = None;
+    std::fs::write(&rec, serde_json::to_vec(&forged).unwrap()).unwrap();
+    refused(
+        &d.try_reconstruct("res3"),
+        &["slice2/done.p0", "not signed"],
+    );
+    // 3. Made afresh for the share as it is, signed as S0 by a key of the forger's own.
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "mallory",
+        "--out-dir",
+        &d.p("keys"),
     ]);
-    refused(&o, &["slice(s) 1 not finished"]);
+    let mallory = Signer::load(&d.path("keys/mallory.sign-key"), Role::S0).unwrap();
+    let out = d.path("study/slice2/out.p0");
+    Done::of_output(
+        0,
+        done.job_id.clone(),
+        done.triplet_id.clone(),
+        &out,
+        Some(&mallory),
+    )
+    .unwrap()
+    .write(&rec)
+    .unwrap();
+    refused(
+        &d.try_reconstruct("res3"),
+        &["slice2/done.p0", "not by the pinned s0 key"],
+    );
+    assert!(!d.path("res3").exists());
+    std::fs::write(&rec, original).unwrap();
+    d.reconstruct("res3");
 }
 
 fn attr(path: &Path, tag: dicom_core::Tag) -> String {
@@ -346,18 +461,12 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
     d.deal(&["--engine", "gc"]);
     d.serve_pair(&[]);
     // Never over anything, the input least of all.
-    let o = run(&["reconstruct", "--study", &d.p("study"), "--out", &d.p("ct")]);
+    let o = d.try_reconstruct("ct");
     refused(&o, &["exists and is not an empty folder"]);
     // A DICOM output is made like the very file that was shared.
     let a = std::fs::read(d.path("ct/a")).unwrap();
     dicom_slice(&d.path("ct/a"), series, 3, 10.0, 24, 99);
-    let o = run(&[
-        "reconstruct",
-        "--study",
-        &d.p("study"),
-        "--out",
-        &d.p("out"),
-    ]);
+    let o = d.try_reconstruct("out");
     refused(&o, &["ct/a", "is not the file that was shared"]);
     assert!(!d.path("out").exists(), "nothing written");
     std::fs::write(d.path("ct/a"), a).unwrap();

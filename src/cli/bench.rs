@@ -187,6 +187,10 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         s(&p("out.p1")),
         "--out".into(),
         s(&p("denoised.png")),
+        "--trust".into(),
+        s(&keys.join("trust")),
+        "--job".into(),
+        s(&p("image.pub")),
     ])?;
     let r0 = &servers[0]["report"];
     let link = r0["link"]["bytes_sent"].as_u64().unwrap_or(0)

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::procs::{run_pair, s, signed_as, signing_keys, timed};
+use super::procs::{receiver_checks, run_pair, s, server_role, signed_as, signing_keys, timed};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::formats::signing::Role;
@@ -240,6 +240,9 @@ fn run_tiles(
                 "--out",
                 &file("out", p),
             ])
+            .into_iter()
+            .chain(signed_as(keys, server_role(p)))
+            .collect::<Vec<_>>()
         };
         run_pair(&sub, keys, serve, None).map(|(secs, _)| secs)
     };
@@ -266,6 +269,7 @@ fn run_tiles(
     rec.push("--share1".into());
     rec.extend(shares(1));
     rec.extend(args(&["--out", &s(&sub.join("denoised.png"))]));
+    rec.extend(receiver_checks(keys, &dir.join("image.pub")));
     timed(&rec)?;
     Ok((dealer, secs))
 }

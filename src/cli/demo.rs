@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::inputs::{load_image, model_or_default, NoiseArgs};
-use super::procs::{model_setup, run_servers, s, signed_as, signing_keys, step};
+use super::procs::{
+    model_setup, receiver_checks, receiver_trust, run_servers, s, signed_as, signing_keys, step,
+};
 use super::progress::{Mode, Steps};
 use super::receiver::combine;
 use super::tools::{run_cnn, run_denoise, Arith};
@@ -519,13 +521,18 @@ fn receive(
         "--out".into(),
         s(&out_png),
     ];
+    // The servers' signatures (keys/trust) and the job the shares must be of.
+    args.extend(receiver_checks(keys, &w.join("image.pub")));
     if sealed {
         let id = keys.join("rx.age-identity");
         args.extend(["--identity".into(), s(&id)]);
         crate::formats::sealed::use_identity(&id)?;
     }
     let rec = step(&args)?;
-    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"), None)?;
+    let trust = receiver_trust(keys)?;
+    let job = crate::formats::container::verify(&w.join("image.pub"))?.job_id;
+    let expect = super::receiver::Expect { trust: &trust, job };
+    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"), None, &expect)?;
     Ok((rec, out_png, secure, share))
 }
 

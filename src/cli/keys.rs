@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::formats::container::Seal;
+use crate::formats::container::{Id, Kind, Seal};
 use crate::formats::sealed::{self, Recipient};
 use crate::formats::signing::{PublicKey, Role, Signer, Trust};
 
@@ -132,38 +132,14 @@ impl TrustArgs {
         if self.insecure_unsigned {
             return Ok(Trust::InsecureUnsigned);
         }
-        let mut keys = match &self.trust {
-            Some(p) => Trust::parse_file(p)?,
-            None => Vec::new(),
-        };
-        for (role, spec) in [
-            (Role::Dealer, &self.dealer_key),
-            (Role::Owner, &self.owner_key),
-            (Role::Gateway, &self.gateway_key),
-        ] {
-            let Some(spec) = spec else { continue };
-            let key = PublicKey::parse(spec)?;
-            match keys.iter().find(|(r, _)| *r == role) {
-                Some((_, k)) if *k != key => bail!(
-                    "{} {spec}: the trust file names another {} key ({k})",
-                    role.flag(),
-                    role.name()
-                ),
-                Some(_) => {}
-                None => keys.push((role, key)),
-            }
-        }
-        // One key per role: a key pinned for two roles could sign as either, and the role a
-        // file's header claims would then prove nothing.
-        for (i, (r, k)) in keys.iter().enumerate() {
-            if let Some((o, _)) = keys[..i].iter().find(|(_, x)| x == k) {
-                bail!(
-                    "the {} and the {} are pinned with the same key ({k}): each maker needs a signing key of its own (keygen --signing)",
-                    o.name(),
-                    r.name()
-                );
-            }
-        }
+        let keys = pinned(
+            self.trust.as_deref(),
+            &[
+                (Role::Dealer, &self.dealer_key),
+                (Role::Owner, &self.owner_key),
+                (Role::Gateway, &self.gateway_key),
+            ],
+        )?;
         if keys.is_empty() {
             bail!("whose files to accept: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key, or --trust FILE), or --insecure-unsigned for unsigned plain files");
         }
@@ -185,5 +161,169 @@ impl TrustArgs {
             }
         }
         Ok(())
+    }
+}
+
+/// The keys a trust file and the flags pin, each role once (a flag and the trust file may
+/// name the same key, not two different ones), no key for two roles.
+fn pinned(
+    trust: Option<&Path>,
+    flags: &[(Role, &Option<String>)],
+) -> Result<Vec<(Role, PublicKey)>> {
+    let mut keys = match trust {
+        Some(p) => Trust::parse_file(p)?,
+        None => Vec::new(),
+    };
+    for (role, spec) in flags {
+        let Some(spec) = spec else { continue };
+        let key = PublicKey::parse(spec)?;
+        match keys.iter().find(|(r, _)| r == role) {
+            Some((_, k)) if *k != key => bail!(
+                "{} {spec}: the trust file names another {} key ({k})",
+                role.flag(),
+                role.name()
+            ),
+            Some(_) => {}
+            None => keys.push((*role, key)),
+        }
+    }
+    // One key per role: a key pinned for two roles could sign as either, and the role a
+    // file's header claims would then prove nothing (one key for S0 and S1 would let one
+    // server make both output shares).
+    for (i, (r, k)) in keys.iter().enumerate() {
+        if let Some((o, _)) = keys[..i].iter().find(|(_, x)| x == k) {
+            bail!(
+                "the {} and the {} are pinned with the same key ({k}): each needs a signing key of its own (keygen --signing)",
+                o.name(),
+                r.name()
+            );
+        }
+    }
+    Ok(keys)
+}
+
+/// The key a server signs its output shares and completion records with.
+#[derive(Args, Clone, Default)]
+pub struct ServerSignArgs {
+    /// This server's signing key (<name>.sign-key from `keygen --signing --name s0` or
+    /// `s1`): its output shares (and a study's completion records) are signed with it, and the
+    /// receiver accepts only shares signed by the keys it pins (`reconstruct --s0-key
+    /// --s1-key`, or a trust file with `s0` and `s1` lines). Required with --out-to.
+    #[arg(long = "sign-key", value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+}
+
+impl ServerSignArgs {
+    /// Party `p`'s signer, checked before anything is claimed: a sealed output (`sealed`)
+    /// must be signed, and a key `trust` pins for another role (or another key pinned for
+    /// this server) is refused.
+    pub fn load(&self, p: u8, sealed: bool, trust: &Trust) -> Result<Option<Signer>> {
+        let role = Role::server(p).context("a server is party 0 or 1")?;
+        let Some(path) = &self.sign_key else {
+            if sealed {
+                bail!("--out-to: an output share sealed to the receiver must be signed by its server (the receiver's recipient is public, so sealing proves nothing of who made it): give --sign-key (this server's <name>.sign-key from `keygen --signing --name s{p}`)");
+            }
+            return Ok(None);
+        };
+        let s = Signer::load(path, role)?;
+        if let Trust::Pinned(keys) = trust {
+            for (r, k) in keys {
+                if *k == s.public() && *r != role {
+                    bail!(
+                        "--sign-key {}: is the key pinned for the {}: S{p} needs a signing key of its own",
+                        path.display(),
+                        r.name()
+                    );
+                }
+                if *r == role && *k != s.public() {
+                    bail!(
+                        "--sign-key {}: its public key {} is not the {} key the trust file pins ({k})",
+                        path.display(),
+                        s.public(),
+                        role.name()
+                    );
+                }
+            }
+        }
+        Ok(Some(s))
+    }
+}
+
+/// Whose output shares the receiver accepts, and which job it expects them to be of.
+#[derive(Args, Clone, Default)]
+pub struct OutputTrustArgs {
+    /// S0's public signing key (its <name>.sign-pub, or `ed25519:<hex>`): S0's output share
+    /// must be signed with it.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub s0_key: Option<String>,
+    /// S1's public signing key.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub s1_key: Option<String>,
+    /// A trust file instead of (or beside) --s0-key and --s1-key: lines `s0 ed25519:<hex>`
+    /// and `s1 ed25519:<hex>` (other roles' lines are allowed; a `gateway` line is then
+    /// checked against --job's signer).
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// The job the receiver expects: its public header (image.pub from share-image). The
+    /// output shares must be of this job (else a genuine pair of another job, the servers'
+    /// own, could be handed over in its place). Required with pinned keys unless --job-facts
+    /// names the job.
+    #[arg(long, value_name = "IMAGE_PUB", conflicts_with = "study")]
+    pub job: Option<PathBuf>,
+    /// Accept output shares that no server signed. For plain test files only: refused when
+    /// a share is sealed.
+    #[arg(long = "insecure-unsigned", conflicts_with_all = ["s0_key", "s1_key", "trust"])]
+    pub insecure_unsigned: bool,
+}
+
+impl OutputTrustArgs {
+    /// The pinned S0 and S1 keys (both, and not the same), checked before any share is read.
+    pub fn load(&self) -> Result<Trust> {
+        if self.insecure_unsigned {
+            return Ok(Trust::InsecureUnsigned);
+        }
+        let keys = pinned(
+            self.trust.as_deref(),
+            &[(Role::S0, &self.s0_key), (Role::S1, &self.s1_key)],
+        )?;
+        for r in [Role::S0, Role::S1] {
+            if !keys.iter().any(|(k, _)| *k == r) {
+                bail!("whose output shares to accept: give both servers' public signing keys (--s0-key and --s1-key, their <name>.sign-pub, or --trust FILE with `s0` and `s1` lines); {} is missing (--insecure-unsigned takes unsigned plain shares, for tests)", r.flag());
+            }
+        }
+        Ok(Trust::Pinned(keys))
+    }
+
+    /// With --insecure-unsigned, no share may be sealed: a sealed share comes from a real
+    /// deployment, whose shares are signed.
+    pub fn check_inputs(&self, inputs: &[&Path]) -> Result<()> {
+        if !self.insecure_unsigned {
+            return Ok(());
+        }
+        for i in inputs {
+            if sealed::is_sealed(i).unwrap_or(false) {
+                bail!(
+                    "{}: --insecure-unsigned is for plain test files, but this output share is sealed: give the servers' public signing keys (--s0-key, --s1-key or --trust) instead",
+                    i.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The job `--job` names (its header verified, and signed by the pinned gateway key when
+    /// `trust` pins one), or None without --job.
+    pub fn job(&self, trust: &Trust) -> Result<Option<Id>> {
+        let Some(p) = &self.job else {
+            return Ok(None);
+        };
+        let h = crate::formats::container::verify(p)?;
+        crate::formats::container::expect(p, &h, Kind::PublicJob, None)?;
+        if trust.key_of(Role::Gateway).is_some() {
+            trust.check(p, &h)?;
+        }
+        Ok(Some(h.job_id.with_context(|| {
+            format!("{}: the job header names no job id", p.display())
+        })?))
     }
 }

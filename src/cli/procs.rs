@@ -43,9 +43,18 @@ pub fn step(args: &[String]) -> Result<Value> {
     Ok(timed(args)?.1)
 }
 
-/// The file makers' signing keys in `keys`: `keygen --signing` for the dealer, the model
-/// owner and the gateway (<role>.sign-key, .sign-pub), and the servers' trust file
-/// `<keys>/trust` naming the three public keys ([`run_pair`] gives it to both servers).
+/// Server `p`'s signing role.
+pub fn server_role(p: u8) -> Role {
+    if p == 0 {
+        Role::S0
+    } else {
+        Role::S1
+    }
+}
+
+/// The signing keys in `keys`: `keygen --signing` for the dealer, the model owner, the
+/// gateway and both servers (<role>.sign-key, .sign-pub), and the trust file `<keys>/trust`
+/// naming the public keys ([`run_pair`] gives it to both servers, the receiver reads it).
 pub fn signing_keys(keys: &Path) -> Result<()> {
     let mut trust = String::from("# who signs the files these servers accept\n");
     for role in Role::ALL {
@@ -64,6 +73,24 @@ pub fn signing_keys(keys: &Path) -> Result<()> {
         trust.push_str(&format!("{} {key}\n", role.name()));
     }
     crate::formats::atomic::write_bytes(&keys.join("trust"), trust.as_bytes())
+}
+
+/// The receiver's checks of a job's output shares: the servers' keys from `<keys>/trust`
+/// ([`signing_keys`] names s0 and s1 there) and the job's public header `job` (image.pub).
+pub fn receiver_checks(keys: &Path, job: &Path) -> [String; 4] {
+    [
+        "--trust".into(),
+        s(&keys.join("trust")),
+        "--job".into(),
+        s(job),
+    ]
+}
+
+/// The receiver's pinned keys, for shares combined in this process (`<keys>/trust`).
+pub fn receiver_trust(keys: &Path) -> Result<crate::formats::signing::Trust> {
+    Ok(crate::formats::signing::Trust::Pinned(
+        crate::formats::signing::Trust::parse_file(&keys.join("trust"))?,
+    ))
 }
 
 /// `--sign-key <keys>/<role>.sign-key`: a step that makes files as `role` signs them.
@@ -157,6 +184,8 @@ pub fn run_servers(
         if s0_progress && p == 0 {
             v.push("--progress".into());
         }
+        // Each server signs its output share; the receiver pins both keys.
+        v.extend(signed_as(keys, server_role(p)));
         v
     };
     run_pair(dir, keys, args, addrs)

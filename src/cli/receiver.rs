@@ -11,6 +11,7 @@ use super::Summary;
 use crate::formats::bodies::{is_cnn, load, valid_model_name, JobParams, OutputShare, NAME};
 use crate::formats::container::{self, id_hex, Header, Id, Kind};
 use crate::formats::receiver_facts::ReceiverFacts;
+use crate::formats::signing::Trust;
 use crate::plain::geometry::Geometry;
 use crate::plain::image::window::{Units, WindowChoice};
 use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
@@ -176,6 +177,27 @@ pub struct ReconstructArgs {
     // The receiver's identity, for output shares sealed to it (`serve --out-to`).
     #[command(flatten)]
     pub identity: super::keys::IdentityArgs,
+    // Whose signatures the output shares must carry, and which job they must be of.
+    #[command(flatten)]
+    pub signers: super::keys::OutputTrustArgs,
+}
+
+/// What the receiver expects of every pair of output shares: signed by the servers' pinned
+/// keys (`trust`), and of `job` when it names one.
+pub struct Expect<'a> {
+    pub trust: &'a Trust,
+    pub job: Option<Id>,
+}
+
+impl Expect<'static> {
+    /// Any signer, any job: for shares a receiver step already checked, and the fuzzer.
+    pub fn unchecked() -> Expect<'static> {
+        static ANY: Trust = Trust::InsecureUnsigned;
+        Expect {
+            trust: &ANY,
+            job: None,
+        }
+    }
 }
 
 /// Adds the two shares and decodes the image. The shares must be the two outputs of one
@@ -190,8 +212,9 @@ pub fn combine(
     share0: &Path,
     share1: &Path,
     pre: Option<Preprocess>,
+    expect: &Expect,
 ) -> Result<(GrayImage, OutputShare)> {
-    let (h0, o0, sums) = add_pair(share0, share1)?;
+    let (h0, o0, sums) = add_pair(share0, share1, expect)?;
     let p0 = if h0.party == 0 { share0 } else { share1 };
     let pre = job_pre(&o0.job, pre, p0)?;
     if let Some(t) = h0.info("tile") {
@@ -232,9 +255,14 @@ pub fn combine(
     ))
 }
 
-/// Checks that two output shares are the two outputs of one run (one from each server, same
-/// job, model and run id, same shape) and adds them: S0's header and share, and the sums.
-fn add_pair(share0: &Path, share1: &Path) -> Result<(Header, OutputShare, Vec<u64>)> {
+/// Checks that two output shares are the two outputs of one run (one from each server, each
+/// signed by its server's pinned key, same job, the expected one, same model and run id,
+/// same shape) and adds them: S0's header and share, and the sums.
+fn add_pair(
+    share0: &Path,
+    share1: &Path,
+    expect: &Expect,
+) -> Result<(Header, OutputShare, Vec<u64>)> {
     let (mut p0, mut p1) = (share0, share1);
     let ha = container::read_header(p0)?;
     container::expect(p0, &ha, Kind::OutputShare, None)?;
@@ -253,7 +281,19 @@ fn add_pair(share0: &Path, share1: &Path) -> Result<(Header, OutputShare, Vec<u6
     }
     let (h0, o0): (Header, OutputShare) = load(p0, Kind::OutputShare, Some(0))?;
     let (h1, o1): (Header, OutputShare) = load(p1, Kind::OutputShare, Some(1))?;
+    // On the verified headers: each share made by its server, not by whoever can write
+    // where shares are kept (the receiver's recipient is public, so a seal proves nothing).
+    expect.trust.check_output(p0, &h0)?;
+    expect.trust.check_output(p1, &h1)?;
     let hex = |i: &Option<[u8; 16]>| i.as_ref().map(id_hex).unwrap_or_else(|| "none".into());
+    if let Some(want) = expect.job.filter(|j| h0.job_id != Some(*j)) {
+        bail!(
+            "{}: an output of job {}, not of the job the receiver expects ({})",
+            p0.display(),
+            hex(&h0.job_id),
+            id_hex(&want)
+        );
+    }
     if h0.job_id != h1.job_id || h0.job_id.is_none() {
         bail!(
             "{} (job {}) and {} (job {}) are shares of different jobs",
@@ -319,7 +359,11 @@ fn add_pair(share0: &Path, share1: &Path) -> Result<(Header, OutputShare, Vec<u6
 /// pair checked as in [`combine`], all of one job and one model, every tile exactly once,
 /// the bands covering the image's rows in order. A missing, repeated or foreign tile is
 /// named.
-pub fn combine_tiles(shares: &[PathBuf], pre: Option<Preprocess>) -> Result<GrayImage> {
+pub fn combine_tiles(
+    shares: &[PathBuf],
+    pre: Option<Preprocess>,
+    expect: &Expect,
+) -> Result<GrayImage> {
     struct Part {
         path: PathBuf,
         party: u8,
@@ -412,7 +456,7 @@ pub fn combine_tiles(shares: &[PathBuf], pre: Option<Preprocess>) -> Result<Gray
     // The first tile's family, job, scale and geometry (not its canvas): the others must agree.
     let mut first: Option<(bool, JobParams, u32, Geometry)> = None;
     for (a, b) in pairs {
-        let (h0, o0, part) = add_pair(a, b)?;
+        let (h0, o0, part) = add_pair(a, b, expect)?;
         let cnn = is_cnn(&h0);
         let named = if cnn { "rows" } else { "patches" };
         let range = h0
@@ -548,6 +592,16 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         );
     }
     a.identity.load()?;
+    // Whose signatures to accept, before any share is read.
+    let trust = a.signers.load()?;
+    let shares: Vec<&Path> = a
+        .share0
+        .iter()
+        .chain(&a.share1)
+        .map(|p| p.as_path())
+        .collect();
+    a.signers.check_inputs(&shares)?;
+    let mut job = a.signers.job(&trust)?;
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).
     let mut tiled = a.share0.len() + a.share1.len() > 2;
     for p in a.share0.iter().chain(&a.share1) {
@@ -560,10 +614,10 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         .map(ReceiverFacts::read)
         .transpose()?;
     if let (Some(f), Some(p)) = (&facts, &a.job_facts) {
-        let job = container::read_header(&a.share0[0])?
+        let named = container::read_header(&a.share0[0])?
             .job_id
             .map(|id| id_hex(&id));
-        if job.as_deref() != Some(f.job_id.as_str()) {
+        if named.as_deref() != Some(f.job_id.as_str()) {
             bail!(
                 "--job-facts {}: are the facts of job {}, not of {}'s",
                 p.display(),
@@ -571,15 +625,26 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
                 a.share0[0].display()
             );
         }
+        // The gateway's facts name the job too: the shares are checked against it.
+        let id = crate::formats::study::parse_id(&f.job_id)
+            .with_context(|| format!("--job-facts {}: malformed job id", p.display()))?;
+        if job.is_some_and(|j| j != id) {
+            bail!("--job-facts {} and --job name different jobs", p.display());
+        }
+        job = Some(id);
     }
+    if job.is_none() && matches!(trust, Trust::Pinned(_)) {
+        bail!("which job the shares must be of: give --job <image.pub> (the job's public header from share-image) or --job-facts <out>.rx.json");
+    }
+    let expect = Expect { trust: &trust, job };
     let pre = facts.as_ref().map(|f| Preprocess {
         noise_scale: f.noise_scale,
     });
     let img = if tiled {
         let all: Vec<PathBuf> = a.share0.iter().chain(&a.share1).cloned().collect();
-        combine_tiles(&all, pre)?
+        combine_tiles(&all, pre, &expect)?
     } else {
-        combine(&a.share0[0], &a.share1[0], pre)?.0
+        combine(&a.share0[0], &a.share1[0], pre, &expect)?.0
     };
     if let Some(t) = &template {
         if t.dim() != img.pixels.dim() {

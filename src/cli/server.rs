@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use zeroize::Zeroize;
 
-use super::keys::{IdentityArgs, TrustArgs};
+use super::keys::{IdentityArgs, ServerSignArgs, TrustArgs};
 use super::owner::with_suffix;
 use super::progress::{Mode, Progress};
 use super::Summary;
@@ -238,6 +238,8 @@ pub struct ServeArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub signing: ServerSignArgs,
     /// Show no progress (on a terminal a bar; otherwise a line every few seconds, on stderr).
     #[arg(long)]
     pub quiet: bool,
@@ -267,7 +269,31 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         triplets: need(&a.triplets),
         out: need(&a.out),
     };
-    Ok(serve_job(&a, &paths, mode)?.0)
+    Ok(serve_job(&a, &ServeKeys::load(&a)?, &paths, mode)?.0)
+}
+
+/// What a server loads once, before any file is read, for one job or a study's slices: whose
+/// files it accepts, its identity (registered for this process's reads), the receiver it
+/// seals to and the key it signs with.
+pub struct ServeKeys {
+    pub trust: crate::formats::signing::Trust,
+    out_to: Option<Recipient>,
+    pub signer: Option<crate::formats::signing::Signer>,
+}
+
+impl ServeKeys {
+    pub fn load(a: &ServeArgs) -> Result<ServeKeys> {
+        let trust = a.trust.load()?;
+        a.link.check(a.party)?;
+        a.identity.load()?;
+        let out_to = a.out_to.as_deref().map(Recipient::parse).transpose()?;
+        let signer = a.signing.load(a.party, out_to.is_some(), &trust)?;
+        Ok(ServeKeys {
+            trust,
+            out_to,
+            signer,
+        })
+    }
 }
 
 /// One job's files (the rest of a `serve` comes from its arguments).
@@ -278,10 +304,13 @@ pub struct JobPaths {
 }
 
 /// Runs one job: the summary, and the run's job and triplet ids.
-pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary, server::RunIds)> {
+pub fn serve_job(
+    a: &ServeArgs,
+    k: &ServeKeys,
+    paths: &JobPaths,
+    mode: Mode,
+) -> Result<(Summary, server::RunIds)> {
     let p = a.party;
-    // Whose files to accept, before any file is read.
-    let trust = a.trust.load()?;
     let files = JobFiles {
         party: p,
         model: a.model.clone(),
@@ -290,12 +319,11 @@ pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary
         weights: a.weights.clone(),
         engine: a.engine,
         state_dir: a.link.state_dir.clone(),
-        trust,
+        trust: k.trust.clone(),
     };
-    // Checked before anything is claimed: bad keys or a bad --out burn no randomness.
-    a.link.check(p)?;
-    a.identity.load()?;
-    let out_to = a.out_to.as_deref().map(Recipient::parse).transpose()?;
+    // Checked before anything is claimed (ServeKeys::load): bad keys or a bad --out burn no
+    // randomness.
+    let out_to = k.out_to.as_ref();
     let inputs: Vec<&std::path::Path> = [&a.model, &paths.image, &paths.triplets]
         .into_iter()
         .chain(a.weights.as_ref())
@@ -308,6 +336,7 @@ pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary
         .copied()
         .chain(keys.into_iter().map(|p| p.as_path()))
         .chain(a.identity.identity.as_deref())
+        .chain(a.signing.sign_key.as_deref())
         .collect();
     check_output(&paths.out, &guarded)?;
     a.trust.check_inputs(&inputs)?;
@@ -332,7 +361,7 @@ pub fn serve_job(a: &ServeArgs, paths: &JobPaths, mode: Mode) -> Result<(Summary
     done.report.link.bytes_sent = ls.bytes_sent;
     done.report.link.bytes_received = ls.bytes_received;
     bar.finish();
-    let out_bytes = done.write(&paths.out, out_to.as_ref())?;
+    let out_bytes = done.write(&paths.out, out_to, k.signer.as_ref())?;
     let r = &done.report;
     let summary = Summary {
         lines: vec![format!(

@@ -12,13 +12,14 @@ use clap::Args;
 use super::dealer::{gen_triplets, GenTripletsArgs};
 use super::gateway::{ShareOpts, Sharer};
 use super::progress::Mode;
-use super::receiver::{combine, ReconstructArgs};
-use super::server::{serve_job, JobPaths, ServeArgs};
+use super::receiver::{combine, Expect, ReconstructArgs};
+use super::server::{serve_job, JobPaths, ServeArgs, ServeKeys};
 use super::Summary;
 use crate::formats::container::{self, fresh_id, id_hex, Kind};
+use crate::formats::signing::Trust;
 use crate::formats::study::{
-    default_sources, hash_file, parse_slices, slice_dir, slice_file, slices_spec, Done, Manifest,
-    Source, Sources, MANIFEST, MAX_SLICES,
+    default_sources, hash_file, parse_id, parse_slices, slice_dir, slice_file, slices_spec, Done,
+    Manifest, Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::DicomTemplate;
 use crate::plain::image::series::{scan, scan_frames, StudyKind};
@@ -287,8 +288,14 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
 }
 
 /// Server `p`'s record of slice `i` when it is sound: of the study's job, with the output
-/// share it names intact. An unreadable or malformed record is an error naming it.
+/// share it names intact. An unreadable or malformed record, or one whose signature does not
+/// verify, is an error naming it.
 fn party_done(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<Option<Done>> {
+    signed_done(dir, i, p, job_id, &Trust::InsecureUnsigned)
+}
+
+/// [`party_done`], the record also signed by the key `trust` pins for server `p`.
+fn signed_done(dir: &Path, i: usize, p: u8, job_id: &str, trust: &Trust) -> Result<Option<Done>> {
     let path = slice_file(dir, i, "done", p);
     let Some(rec) = Done::read_if_any(&path)? else {
         return Ok(None);
@@ -296,14 +303,16 @@ fn party_done(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<Option<Done>>
     if rec.party != p {
         bail!("{}: is S{}'s record", path.display(), rec.party);
     }
+    rec.check(&path, trust)?;
     Ok((rec.job_id == job_id && rec.output_intact(&slice_file(dir, i, "out", p))).then_some(rec))
 }
 
 /// Whether server `p` finished slice `i` with the triplets it holds now (or with spent ones
 /// since removed): what `serve --study` skips. Fresh triplets (dealt again because the peer
-/// did not finish) mean the slice is to be redone.
-fn finished_here(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<bool> {
-    let Some(rec) = party_done(dir, i, p, job_id)? else {
+/// did not finish) mean the slice is to be redone. A server that signs takes only its own
+/// records (`trust` pins its key).
+fn finished_here(dir: &Path, i: usize, p: u8, job_id: &str, trust: &Trust) -> Result<bool> {
+    let Some(rec) = signed_done(dir, i, p, job_id, trust)? else {
         return Ok(false);
     };
     let triplets = slice_file(dir, i, "triplets", p);
@@ -316,12 +325,13 @@ fn finished_here(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<bool> {
     Ok(current.as_deref() == Some(rec.triplet_id.as_str()))
 }
 
-/// Whether both servers finished slice `i`, in the same run.
-fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str) -> Result<bool> {
+/// Whether both servers finished slice `i`, in the same run, by records signed by the
+/// keys `trust` pins.
+fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str, trust: &Trust) -> Result<bool> {
     Ok(
         match (
-            party_done(&dirs[0], i, 0, job_id)?,
-            party_done(&dirs[1], i, 1, job_id)?,
+            signed_done(&dirs[0], i, 0, job_id, trust)?,
+            signed_done(&dirs[1], i, 1, job_id, trust)?,
         ) {
             (Some(a), Some(b)) => a.triplet_id == b.triplet_id,
             _ => false,
@@ -330,9 +340,13 @@ fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str) -> Result<bool> {
 }
 
 fn unfinished(m: &Manifest, dirs: &[PathBuf; 2]) -> Result<Vec<usize>> {
+    unfinished_by(m, dirs, &Trust::InsecureUnsigned)
+}
+
+fn unfinished_by(m: &Manifest, dirs: &[PathBuf; 2], trust: &Trust) -> Result<Vec<usize>> {
     let mut left = Vec::new();
     for i in 0..m.len() {
-        if !finished(dirs, i, &m.slices[i])? {
+        if !finished(dirs, i, &m.slices[i], trust)? {
             left.push(i);
         }
     }
@@ -419,8 +433,14 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
         Some(s) => parse_slices(s, m.len())?,
         None => (0..m.len()).collect(),
     };
-    // Sealed triplet headers are read with this party's identity.
-    a.identity.load()?;
+    // Once for every slice: whose files to accept, the identity sealed triplet headers are
+    // read with, the receiver and this server's signing key.
+    let keys = ServeKeys::load(a)?;
+    // Only this server's own records say a slice is finished here.
+    let own = match &keys.signer {
+        Some(s) => Trust::Pinned(vec![(s.role(), s.public())]),
+        None => Trust::InsecureUnsigned,
+    };
     warn_if_both_shares(dir, p, &m);
     let (mut ran, mut skipped, mut lines) = (Vec::new(), Vec::new(), Vec::new());
     for i in slices {
@@ -429,7 +449,7 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
             triplets: slice_file(dir, i, "triplets", p),
             out: slice_file(dir, i, "out", p),
         };
-        if finished_here(dir, i, p, &m.slices[i])? {
+        if finished_here(dir, i, p, &m.slices[i], &own)? {
             skipped.push(i);
             continue;
         }
@@ -452,7 +472,7 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
             }
             _ => {}
         }
-        let (summary, (job, run)) = serve_job(a, &paths, mode).with_context(|| {
+        let (summary, (job, run)) = serve_job(a, &keys, &paths, mode).with_context(|| {
             format!(
                 "study {}, slice {i} (`study-status --study` lists what is left; deal it again \
                  with `gen-triplets --study ... --slices`, then run `serve --study` again on \
@@ -464,7 +484,7 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
             (Some(j), Some(r)) => (id_hex(&j), id_hex(&r)),
             _ => bail!("slice {i}: the run has no job or triplet id"),
         };
-        Done::of_output(p, job, run, &paths.out)?.write(&done_path)?;
+        Done::of_output(p, job, run, &paths.out, keys.signer.as_ref())?.write(&done_path)?;
         lines.extend(summary.lines.into_iter().map(|l| format!("slice {i}: {l}")));
         ran.push(i);
     }
@@ -493,7 +513,7 @@ pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {
         };
         let mut left = Vec::new();
         for &i in &slices {
-            if !finished_here(&a.study, i, p, &m.slices[i])? {
+            if !finished_here(&a.study, i, p, &m.slices[i], &Trust::InsecureUnsigned)? {
                 left.push(i);
             }
         }
@@ -604,8 +624,15 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         }
     }
     a.identity.load()?;
+    // Whose signatures the shares and records must carry; the jobs are the study's own.
+    let trust = a.signers.load()?;
     let dirs = a.dirs.of(dir)?;
-    let left = unfinished(&m, &dirs)?;
+    let shares: Vec<PathBuf> = (0..m.len())
+        .flat_map(|i| [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p)))
+        .collect();
+    let shares: Vec<&Path> = shares.iter().map(|p| p.as_path()).collect();
+    a.signers.check_inputs(&shares)?;
+    let left = unfinished_by(&m, &dirs, &trust)?;
     if !left.is_empty() {
         bail!(
             "study {}: slice(s) {} not finished on both servers (see study-status); nothing written",
@@ -672,7 +699,13 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 bail!("{}: is not slice {i}'s output share", s0.display());
             }
             let pre = s.noise_scale.map(|noise_scale| Preprocess { noise_scale });
-            let (img, _) = combine(&s0, &s1, pre).with_context(|| format!("slice {i}"))?;
+            // The slice's job, from the receiver's own sources, checked on the verified
+            // headers of both shares.
+            let expect = Expect {
+                trust: &trust,
+                job: parse_id(&s.job_id),
+            };
+            let (img, _) = combine(&s0, &s1, pre, &expect).with_context(|| format!("slice {i}"))?;
             if img.pixels.dim() != (s.height, s.width) {
                 bail!(
                     "slice {i}: the output is {} x {}, the input {} was {} x {}",

@@ -12,6 +12,11 @@
 //! signer makes a file whose signature must verify under that key, wherever it is read
 //! (the container's own check); whether that key is the one a reader trusts for the role is
 //! [`Trust::check`], which servers run on every input before anything is claimed.
+//!
+//! The servers sign what they write too: each output share as S0 or S1
+//! ([`Trust::check_output`], run by the receiver), and each study completion record
+//! ([`Signer::sign_record`]). Sealing an output share to the receiver proves nothing of who
+//! made it (the receiver's recipient is public); the signature does.
 
 use std::path::Path;
 
@@ -32,6 +37,8 @@ const PUB_PREFIX: &str = "ed25519:";
 const KEY_PREFIX: &str = "PPDENOISE-SIGN-KEY-1:";
 /// Domain of the signed message, so a signature made here is never valid for anything else.
 const DOMAIN: &[u8] = b"ppdenoise signed container v1\0";
+/// Domain of a signed record (a study's `done.pN`): never valid as a container's signature.
+const RECORD_DOMAIN: &[u8] = b"ppdenoise signed record v1\0";
 
 /// Who makes which files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,16 +49,31 @@ pub enum Role {
     Owner,
     /// `share-image`, `share-study`.
     Gateway,
+    /// `serve --party 0`: S0's output shares and completion records.
+    S0,
+    /// `serve --party 1`.
+    S1,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Dealer, Role::Owner, Role::Gateway];
+    pub const ALL: [Role; 5] = [Role::Dealer, Role::Owner, Role::Gateway, Role::S0, Role::S1];
 
     pub fn name(self) -> &'static str {
         match self {
             Role::Dealer => "dealer",
             Role::Owner => "owner",
             Role::Gateway => "gateway",
+            Role::S0 => "s0",
+            Role::S1 => "s1",
+        }
+    }
+
+    /// The server role of party `p` (0 or 1), whose output shares it signs.
+    pub fn server(p: u8) -> Option<Role> {
+        match p {
+            0 => Some(Role::S0),
+            1 => Some(Role::S1),
+            _ => None,
         }
     }
 
@@ -65,6 +87,8 @@ impl Role {
             Role::Dealer => "--dealer-key",
             Role::Owner => "--owner-key",
             Role::Gateway => "--gateway-key",
+            Role::S0 => "--s0-key",
+            Role::S1 => "--s1-key",
         }
     }
 
@@ -106,7 +130,8 @@ impl PublicKey {
         })
     }
 
-    fn from_text(s: &str) -> Result<PublicKey> {
+    /// `ed25519:<64 hex digits>`, as headers, records and trust files hold it.
+    pub fn from_text(s: &str) -> Result<PublicKey> {
         let hex = s.strip_prefix(PUB_PREFIX).context("no ed25519: prefix")?;
         let mut k = [0u8; 32];
         hex::decode_to_slice(hex, &mut k).context("not 64 hex digits")?;
@@ -202,10 +227,26 @@ impl Signer {
             .try_into()
             .expect("64 bytes")
     }
+
+    /// The signature of a record (not a container) whose digest is `digest`.
+    pub fn sign_record(&self, digest: &[u8; 32]) -> [u8; SIGNATURE_BYTES] {
+        self.key
+            .sign(&[RECORD_DOMAIN, digest.as_slice()].concat())
+            .as_ref()
+            .try_into()
+            .expect("64 bytes")
+    }
 }
 
 fn message(sum: &[u8; 32]) -> Vec<u8> {
     [DOMAIN, sum.as_slice()].concat()
+}
+
+/// Whether `sig` is `key`'s signature of the record whose digest is `digest`.
+pub fn record_verifies(key: &PublicKey, digest: &[u8; 32], sig: &[u8; SIGNATURE_BYTES]) -> bool {
+    UnparsedPublicKey::new(&signature::ED25519, key.0)
+        .verify(&[RECORD_DOMAIN, digest.as_slice()].concat(), sig)
+        .is_ok()
 }
 
 /// A fresh key pair for `keygen --signing`: the private key file's text and the public key.
@@ -289,43 +330,39 @@ impl Trust {
                 h.kind.name()
             );
         };
-        let Some((_, want)) = keys.iter().find(|(r, _)| *r == role) else {
-            bail!(
-                "{}: a {} is made by the {}, whose key was not given: give {} (its <name>.sign-pub), or a --trust file naming it",
-                path.display(),
-                h.kind.name(),
-                role.name(),
-                role.flag()
-            );
+        want_signed(path, h, role, keys, signed)
+    }
+
+    /// The receiver's check of an output share whose verified header is `h`: signed by the
+    /// key pinned for the server whose share it says it is (S0's or S1's), so that no one
+    /// else, holding only public files and the receiver's public recipient, can make one.
+    pub fn check_output(&self, path: &Path, h: &Header) -> Result<()> {
+        let signed = signer_of(h).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let Trust::Pinned(keys) = self else {
+            return Ok(());
         };
-        match signed {
-            None => bail!(
-                "{}: not signed; this server accepts a {} only signed by the {} ({want}): have it made with --sign-key, or run with --insecure-unsigned (plain files only)",
+        let role = match (h.kind, Role::server(h.party)) {
+            (Kind::OutputShare, Some(r)) => r,
+            _ => bail!(
+                "{}: a {} of party {}, not an output share of S0 or S1",
                 path.display(),
                 h.kind.name(),
-                role.name()
+                h.party
             ),
-            Some(s) if s.role != role => bail!(
-                "{}: signed by a {} ({}), but a {} is made by the {}",
-                path.display(),
-                s.role.name(),
-                s.key,
-                h.kind.name(),
-                role.name()
-            ),
-            Some(s) if s.key != *want => bail!(
-                "{}: signed by {} ({}), not by the pinned {} key {want}",
-                path.display(),
-                s.key,
-                s.role.name(),
-                role.name()
-            ),
-            Some(_) => Ok(()),
+        };
+        want_signed(path, h, role, keys, signed)
+    }
+
+    /// The key pinned for `role`, if any.
+    pub fn key_of(&self, role: Role) -> Option<PublicKey> {
+        match self {
+            Trust::Pinned(keys) => keys.iter().find(|(r, _)| *r == role).map(|(_, k)| *k),
+            Trust::InsecureUnsigned => None,
         }
     }
 
-    /// Reads a trust file: lines `<role> <public key>` (`dealer`, `owner`, `gateway`), `#`
-    /// comments and blank lines; each role at most once.
+    /// Reads a trust file: lines `<role> <public key>` (`dealer`, `owner`, `gateway`, `s0`,
+    /// `s1`), `#` comments and blank lines; each role at most once.
     pub fn parse_file(path: &Path) -> Result<Vec<(Role, PublicKey)>> {
         let text = read_small(path)?;
         let mut out: Vec<(Role, PublicKey)> = Vec::new();
@@ -339,7 +376,10 @@ impl Trust {
                 .split_once(char::is_whitespace)
                 .with_context(|| format!("{}: expected `<role> ed25519:<hex>`", at()))?;
             let role = Role::parse(r.trim()).with_context(|| {
-                format!("{}: unknown role {r:?} (dealer, owner or gateway)", at())
+                format!(
+                    "{}: unknown role {r:?} (dealer, owner, gateway, s0 or s1)",
+                    at()
+                )
             })?;
             let key = PublicKey::from_text(k.trim())
                 .with_context(|| format!("{}: not a public key (ed25519:<64 hex digits>)", at()))?;
@@ -349,6 +389,50 @@ impl Trust {
             out.push((role, key));
         }
         Ok(out)
+    }
+}
+
+/// A file of `role`'s making, signed as `signed` (its header's signer): refused unless that
+/// is the key pinned for `role`.
+fn want_signed(
+    path: &Path,
+    h: &Header,
+    role: Role,
+    keys: &[(Role, PublicKey)],
+    signed: Option<Signed>,
+) -> Result<()> {
+    let Some((_, want)) = keys.iter().find(|(r, _)| *r == role) else {
+        bail!(
+            "{}: a {} is made by the {}, whose key was not given: give {} (its <name>.sign-pub), or a --trust file naming it",
+            path.display(),
+            h.kind.name(),
+            role.name(),
+            role.flag()
+        );
+    };
+    match signed {
+        None => bail!(
+            "{}: not signed; a {} is accepted only signed by the {} ({want}): have it made with --sign-key, or run with --insecure-unsigned (plain files only)",
+            path.display(),
+            h.kind.name(),
+            role.name()
+        ),
+        Some(s) if s.role != role => bail!(
+            "{}: signed by a {} ({}), but a {} is made by the {}",
+            path.display(),
+            s.role.name(),
+            s.key,
+            h.kind.name(),
+            role.name()
+        ),
+        Some(s) if s.key != *want => bail!(
+            "{}: signed by {} ({}), not by the pinned {} key {want}",
+            path.display(),
+            s.key,
+            s.role.name(),
+            role.name()
+        ),
+        Some(_) => Ok(()),
     }
 }
 

@@ -8,8 +8,10 @@
 //! DIR/slice<I>/image.p<P>   slice I's image share (image.pub: its public job header)
 //! DIR/slice<I>/triplets.p<P>
 //! DIR/slice<I>/out.p<P>     server P's output share of slice I
-//! DIR/slice<I>/done.p<P>    server P's record that slice I is finished: the ids of the run
-//!                           and the output's size and hash (no pixel-derived value)
+//! DIR/slice<I>/done.p<P>    server P's record that slice I is finished, signed by it: the ids
+//!                           of the run, the output's size and the hash of the file as
+//!                           written, sealed or signed (which no guess at the output
+//!                           reproduces; an unsigned plain share's record holds no hash)
 //! ```
 //! A study resumes by these records: a server skips a slice whose record names the run of
 //! its current triplets and an intact output; a slice with no record on either side is dealt
@@ -23,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::atomic;
+use super::signing::{record_verifies, PublicKey, Role, Signer, Trust, SIGNATURE_BYTES};
 use crate::plain::image::series::StudyKind;
 use crate::plain::image::window::Window;
 use crate::plain::image::Format;
@@ -103,9 +106,20 @@ pub struct Done {
     pub party: u8,
     pub job_id: String,
     pub triplet_id: String,
-    /// The output share's size and BLAKE3 hash, as written.
+    /// The output share's size, as written.
     pub bytes: u64,
-    pub blake3: String,
+    /// BLAKE3 of the output share file as written, only when it is sealed (age draws a fresh
+    /// file key) or signed (the server's signature, which no one without its key can make,
+    /// is among the hashed bytes): a hash of a plain unsigned share would let whoever holds
+    /// the other share confirm a guessed output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// The server's public signing key (`ed25519:<hex>`) and its signature of the record
+    /// (hex), when it signs its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 pub fn slice_dir(dir: &Path, i: usize) -> PathBuf {
@@ -119,6 +133,12 @@ pub fn slice_file(dir: &Path, i: usize, stem: &str, party: u8) -> PathBuf {
 
 pub(crate) fn is_hex_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A job or run id from its hex form (as records and manifests hold it).
+pub fn parse_id(s: &str) -> Option<crate::formats::container::Id> {
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(s, &mut id).ok().map(|_| id)
 }
 
 impl Manifest {
@@ -256,37 +276,133 @@ impl Done {
         }
     }
 
+    /// The record at `path`, its signature (when it names a signer) verified under the key
+    /// it names: whether that key is the one pinned for its server is [`Done::check`].
     pub fn read(path: &Path) -> Result<Done> {
         let d: Done = read_json(path)?;
-        if d.party > 1 || !is_hex_id(&d.job_id) || !is_hex_id(&d.triplet_id) {
+        let hash_ok = d
+            .blake3
+            .as_ref()
+            .is_none_or(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if d.party > 1 || !is_hex_id(&d.job_id) || !is_hex_id(&d.triplet_id) || !hash_ok {
             bail!("{}: malformed completion record", path.display());
         }
+        match (&d.signer, &d.signature) {
+            (None, None) => {}
+            (Some(k), Some(sig)) => {
+                let key = PublicKey::from_text(k)
+                    .with_context(|| format!("{}: malformed signer", path.display()))?;
+                let mut bytes = [0u8; SIGNATURE_BYTES];
+                let well_formed = hex::decode_to_slice(sig, &mut bytes).is_ok();
+                if !well_formed || !record_verifies(&key, &d.digest(), &bytes) {
+                    bail!(
+                        "{}: the record's signature does not verify under the key it names (forged, or changed after signing)",
+                        path.display()
+                    );
+                }
+            }
+            _ => bail!(
+                "{}: a signer without a signature, or one without the other",
+                path.display()
+            ),
+        }
         Ok(d)
+    }
+
+    /// Refuses a record not signed by the key `trust` pins for its server (S0's or S1's);
+    /// with no key pinned, any record is taken.
+    pub fn check(&self, path: &Path, trust: &Trust) -> Result<()> {
+        let role = Role::server(self.party).context("a record of party 0 or 1")?;
+        let Some(want) = trust.key_of(role) else {
+            if matches!(trust, Trust::Pinned(_)) {
+                bail!(
+                    "{}: no {} key pinned to check it by",
+                    path.display(),
+                    role.name()
+                );
+            }
+            return Ok(());
+        };
+        match &self.signer {
+            None => bail!(
+                "{}: not signed; a completion record is accepted only signed by S{} ({want})",
+                path.display(),
+                self.party
+            ),
+            Some(k) if *k != want.to_string() => bail!(
+                "{}: signed by {k}, not by the pinned {} key {want}",
+                path.display(),
+                role.name()
+            ),
+            Some(_) => Ok(()),
+        }
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
         write_json(path, self)
     }
 
-    /// The record of the output share at `out`, as it is now.
-    pub fn of_output(party: u8, job_id: String, triplet_id: String, out: &Path) -> Result<Done> {
+    /// What a record's signature covers: every field but the signature, unambiguously.
+    fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("ppdenoise completion record v1");
+        let text = format!(
+            "party {}\njob {}\nrun {}\nbytes {}\nblake3 {}\nsigner {}\n",
+            self.party,
+            self.job_id,
+            self.triplet_id,
+            self.bytes,
+            self.blake3.as_deref().unwrap_or("-"),
+            self.signer.as_deref().unwrap_or("-")
+        );
+        h.update(text.as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// The record of the output share at `out`, as it is now, signed by `by` (its server)
+    /// when given. The file's hash is kept only when the file is sealed or signed.
+    pub fn of_output(
+        party: u8,
+        job_id: String,
+        triplet_id: String,
+        out: &Path,
+        by: Option<&Signer>,
+    ) -> Result<Done> {
         let (bytes, blake3) = hash_file(out)?;
-        Ok(Done {
+        let sealed = super::sealed::is_sealed(out)?;
+        let mut d = Done {
             party,
             job_id,
             triplet_id,
             bytes,
-            blake3,
-        })
+            blake3: (sealed || by.is_some()).then_some(blake3),
+            signer: by.map(|s| s.public().to_string()),
+            signature: None,
+        };
+        if let Some(s) = by {
+            d.signature = Some(hex::encode(s.sign_record(&d.digest())));
+        }
+        Ok(d)
     }
 
-    /// Whether `out` is still the output this record was written for (size, then hash).
+    /// Whether `out` is still the output this record was written for: its size, then its
+    /// hash; for an unsigned plain share (no hash kept), its own checksum and the run's ids.
     pub fn output_intact(&self, out: &Path) -> bool {
         match std::fs::metadata(out) {
             Ok(m) if m.len() == self.bytes => {}
             _ => return false,
         }
-        matches!(hash_file(out), Ok((_, h)) if h == self.blake3)
+        match &self.blake3 {
+            Some(want) => matches!(hash_file(out), Ok((_, h)) if h == *want),
+            None => match super::container::verify(out) {
+                Ok(h) => {
+                    let hex = |i: &Option<[u8; 16]>| i.as_ref().map(super::container::id_hex);
+                    h.party == self.party
+                        && hex(&h.job_id).as_deref() == Some(self.job_id.as_str())
+                        && hex(&h.triplet_id).as_deref() == Some(self.triplet_id.as_str())
+                }
+                Err(_) => false,
+            },
+        }
     }
 }
 
@@ -441,13 +557,21 @@ mod tests {
         }
     }
 
+    /// A signing key of role `role` in `dir`.
+    fn signer(dir: &Path, name: &str, role: Role) -> Signer {
+        let path = dir.join(format!("{name}.sign-key"));
+        std::fs::write(&path, super::super::signing::new_key(name).unwrap().0).unwrap();
+        Signer::load(&path, role).unwrap()
+    }
+
     #[test]
     fn records_are_checked_and_outputs_compared() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("out.p0");
         std::fs::write(&out, b"share bytes").unwrap();
         let id = "0123456789abcdef0123456789abcdef".to_string();
-        let rec = Done::of_output(0, id.clone(), id.clone(), &out).unwrap();
+        let s0 = signer(d.path(), "s0", Role::S0);
+        let rec = Done::of_output(0, id.clone(), id.clone(), &out, Some(&s0)).unwrap();
         let p = d.path().join("done.p0");
         rec.write(&p).unwrap();
         let back = Done::read(&p).unwrap();
@@ -459,7 +583,7 @@ mod tests {
         assert!(!back.output_intact(&out));
         std::fs::write(
             &p,
-            br#"{"party":0,"job_id":"zz","triplet_id":"zz","bytes":1,"blake3":""}"#,
+            br#"{"party":0,"job_id":"zz","triplet_id":"zz","bytes":1}"#,
         )
         .unwrap();
         assert!(format!("{:#}", Done::read(&p).unwrap_err()).contains("malformed"));
@@ -471,5 +595,48 @@ mod tests {
             .write(d.path())
             .unwrap();
         assert_eq!(Manifest::read(d.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn records_are_signed_by_their_server_and_hash_no_plain_unsigned_share() {
+        let d = tempfile::tempdir().unwrap();
+        let id = "0123456789abcdef0123456789abcdef".to_string();
+        let other = "fedcba9876543210fedcba9876543210".to_string();
+        let out = d.path().join("out.p1");
+        std::fs::write(&out, b"signed share bytes").unwrap();
+        let s1 = signer(d.path(), "s1", Role::S1);
+        let pinned = Trust::Pinned(vec![(Role::S1, s1.public())]);
+        let p = d.path().join("done.p1");
+        let rec = Done::of_output(1, id.clone(), id.clone(), &out, Some(&s1)).unwrap();
+        rec.write(&p).unwrap();
+        Done::read(&p).unwrap().check(&p, &pinned).unwrap();
+        // Every field is covered: each one changed, the signature kept, is refused.
+        let edits: [&dyn Fn(&mut Done); 5] = [
+            &|r| r.party = 0,
+            &|r| r.job_id = other.clone(),
+            &|r| r.triplet_id = other.clone(),
+            &|r| r.bytes += 1,
+            &|r| r.blake3 = Some("00".repeat(32)),
+        ];
+        for edit in edits {
+            let mut forged = rec.clone();
+            edit(&mut forged);
+            forged.write(&p).unwrap();
+            let e = format!("{:#}", Done::read(&p).unwrap_err());
+            assert!(e.contains("signature does not verify"), "{e}");
+        }
+        // Signed by another key, or not at all: refused where S1's key is pinned.
+        let mallory = signer(d.path(), "m", Role::S1);
+        let forged = Done::of_output(1, id.clone(), id.clone(), &out, Some(&mallory)).unwrap();
+        let e = format!("{:#}", forged.check(&p, &pinned).unwrap_err());
+        assert!(e.contains("not by the pinned s1 key"), "{e}");
+        let mut bare = rec.clone();
+        (bare.signer, bare.signature) = (None, None);
+        let e = format!("{:#}", bare.check(&p, &pinned).unwrap_err());
+        assert!(e.contains("not signed"), "{e}");
+        // An unsigned plain share's record keeps no hash of it (its holder's partner could
+        // test a guessed output against one).
+        let plain = Done::of_output(1, id.clone(), id, &out, None).unwrap();
+        assert_eq!((plain.blake3, plain.signer), (None, None));
     }
 }

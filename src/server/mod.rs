@@ -20,7 +20,7 @@ use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NAME, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind};
 use crate::formats::sealed::Recipient;
-use crate::formats::signing::Trust;
+use crate::formats::signing::{Role, Signer, Trust};
 use crate::formats::triplet_stream;
 use crate::twopc::channel::Channel;
 use crate::twopc::engines::engine_for;
@@ -172,15 +172,22 @@ impl ReadyJob {
 }
 
 impl Finished {
-    /// Writes the output share (atomically, sealed to `to` when given), named by the job,
-    /// model and run so the receiver can refuse shares of different runs; returns its size
-    /// in bytes.
     /// The run's job and triplet ids (what its output share's header names).
     pub fn ids(&self) -> RunIds {
         (self.headers[1].job_id, self.headers[2].triplet_id)
     }
 
-    pub fn write(&self, path: &Path, to: Option<&Recipient>) -> Result<u64> {
+    /// Writes the output share (atomically, sealed to `to` when given, signed by `by`, this
+    /// server's signing key, when given), named by the job, model and run so the receiver
+    /// can refuse shares of different runs; returns its size in bytes.
+    pub fn write(&self, path: &Path, to: Option<&Recipient>, by: Option<&Signer>) -> Result<u64> {
+        if let Some(s) = by.filter(|s| Some(s.role()) != Role::server(self.party)) {
+            bail!(
+                "S{}'s output share would be signed as the {}",
+                self.party,
+                s.role().name()
+            );
+        }
         let [mh, ih, th] = &self.headers;
         let mut h = Header::new(Kind::OutputShare, self.party, self.out.scale);
         h.job_id = ih.job_id;
@@ -199,7 +206,7 @@ impl Finished {
             h.info.push((NAME.into(), name.into()));
         }
         h.info.extend(self.tile_info.iter().cloned());
-        container::write(path, &h, &self.out, container::Seal::new(to, None))
+        container::write(path, &h, &self.out, container::Seal::new(to, by))
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(std::fs::metadata(path)
             .with_context(|| format!("cannot read {}", path.display()))?

@@ -342,7 +342,13 @@ fn one_run(
     // it shared.
     let clean = load_image(&input_png.display().to_string())?;
     let noisy = load_png(workdir.join("noisy.png"))?;
-    let (secure, share) = combine(&workdir.join("out.p0"), &workdir.join("out.p1"), None)?;
+    // demo's receiver step checked these shares' signatures and job.
+    let (secure, share) = combine(
+        &workdir.join("out.p0"),
+        &workdir.join("out.p1"),
+        None,
+        &super::receiver::Expect::unchecked(),
+    )?;
     let (oracle, float, float_seconds) = model.net.plaintext(
         &noisy,
         &share.job.pre,
