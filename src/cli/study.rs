@@ -21,7 +21,7 @@ use crate::formats::study::{
     Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::DicomTemplate;
-use crate::plain::image::series::{scan, scan_frames, StudyKind};
+use crate::plain::image::series::{is_dicomdir, scan_frames, scan_series, StudyKind};
 use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
 use crate::plain::image::{self, Encoding, Format};
 use crate::plain::preprocess::Preprocess;
@@ -30,13 +30,19 @@ use crate::plain::preprocess::Preprocess;
 /// every slice a new job, in the series' order.
 #[derive(Args)]
 pub struct ShareStudyArgs {
-    /// The study: a folder holding one DICOM series of single-frame slices (ordered by
-    /// InstanceNumber, else by position along the slice normal, else by name), or PNG and
-    /// TIFF images (ordered by name, numbers as numbers). Sub-folders, hidden files and a
-    /// DICOMDIR are not read; any other file is refused. Or one multi-frame DICOM file: every
-    /// frame a slice, written back by `reconstruct --study` as one object.
-    #[arg(long = "in", value_name = "DIR|FILE")]
+    /// The study: a folder holding DICOM series of single-frame slices (an export: its
+    /// sub-folders are walked; ordered by InstanceNumber, else by position along the slice
+    /// normal, else by name), or PNG and TIFF images (ordered by name, numbers as numbers);
+    /// or a DICOMDIR (the files its records name); or one multi-frame DICOM file: every
+    /// frame a slice, written back by `reconstruct --study` as one object. Hidden files are
+    /// not read; DICOM objects that are not images (a structured report, a presentation
+    /// state) are skipped with a line each; any other file is refused.
+    #[arg(long = "in", value_name = "DIR|DICOMDIR|FILE")]
     pub input: PathBuf,
+    /// Which series of the export to share: its SeriesInstanceUID or Series Number
+    /// (`inspect --series DIR` lists them). Needed when the input holds several.
+    #[arg(long, value_name = "UID|NUMBER")]
+    pub series: Option<String>,
     /// The study folder to write: study.json (public: the study's and slices' job ids, for
     /// the dealer and the servers), slice<I>/image.p0, .p1 and .pub. S0 gets study.json and
     /// the .p0 files, S1 the .p1 files, the dealer the .pub files: seal the shares to their
@@ -138,7 +144,14 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     // A file is a multi-frame object (every frame a slice, decoded once and held: a frame
     // is not read alone); a folder is a series or images (every slice read twice, so that
     // a study is never all in memory).
-    let (input, frames) = if a.input.is_file() {
+    let (input, frames) = if a.input.is_file() && !is_dicomdir(&a.input) {
+        if a.series.is_some() {
+            bail!(
+                "--series: {} is one multi-frame object (one series); --series picks one series \
+                 of a folder or a DICOMDIR",
+                a.input.display()
+            );
+        }
         let (input, n) = scan_frames(&a.input, MAX_SLICES)?;
         let frames = image::load_windowed(&a.input, sharer.window(), true)?;
         if frames.frames.len() != n {
@@ -150,8 +163,16 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         }
         (input, Some(frames))
     } else {
-        (scan(&a.input, MAX_SLICES)?, None)
+        (
+            scan_series(&a.input, MAX_SLICES, a.series.as_deref())?,
+            None,
+        )
     };
+    if !a.quiet {
+        for l in &input.skipped {
+            eprintln!("{l}");
+        }
+    }
     let slices_in: Vec<(&Path, Format, Option<usize>)> = match &frames {
         Some(f) => (0..f.frames.len())
             .map(|k| (input.slices[0].0.as_path(), Format::Dicom, Some(k)))
@@ -240,18 +261,15 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             sigma: shared.private.then_some(shared.sigma),
         });
     }
-    let input_dir = a
-        .input
-        .canonicalize()
-        .with_context(|| format!("{}: cannot resolve", a.input.display()))?;
-    // A multi-frame file's templates are read from its folder.
-    let input_dir = match &frames {
-        Some(_) => input_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or(input_dir),
-        None => input_dir,
+    // The slices' folder (one, by the scan): the receiver reads its templates there. A
+    // multi-frame file's is its folder; an export's, its series' folder.
+    let folder = match input.slices[0].0.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
+    let input_dir = folder
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve", folder.display()))?;
     let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind, slices);
     // The public manifest last: a study folder without it is an unfinished share-study.
     sources.write(&sources_path)?;
@@ -280,7 +298,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             ),
         ],
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
-            "kind": input.kind.name(), "slices": n, "out": a.out, "sources": sources_path, "upload_bytes": upload,
+            "kind": input.kind.name(), "slices": n, "skipped": input.skipped, "out": a.out, "sources": sources_path, "upload_bytes": upload,
             "units": units, "sigma_in_units": [sigmas.0, sigmas.1], "clipped": clipped,
             "seconds": t.elapsed().as_secs_f64()}),
     })
