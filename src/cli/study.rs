@@ -13,7 +13,7 @@ use super::dealer::{gen_triplets, GenTripletsArgs};
 use super::gateway::{ShareOpts, Sharer};
 use super::progress::Mode;
 use super::receiver::{combine, ReconstructArgs};
-use super::server::{serve_job, JobPaths, ServeArgs};
+use super::server::{serve_job_as, JobPaths, ServeArgs};
 use super::Summary;
 use crate::formats::container::{self, fresh_id, id_hex, Kind};
 use crate::formats::study::{
@@ -395,14 +395,35 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         }
     }
     let mut bytes = 0u64;
-    for &i in &slices {
+    let total = slices.len() as u64;
+    for (k, &i) in slices.iter().enumerate() {
         let mut one = a.clone();
         one.study = None;
         one.slices = None;
         one.image = Some(slice_dir(dir, i).join("image.pub"));
         one.out = slice_dir(dir, i).join("triplets");
+        let started = Instant::now();
         let s = gen_triplets(one).with_context(|| format!("slice {i}"))?;
-        bytes += s.json["dealer_bytes"].as_u64().unwrap_or(0);
+        let b = s.json["dealer_bytes"].as_u64().unwrap_or(0);
+        bytes += b;
+        // Each slice's line as it is dealt (a study of 200 slices takes half an hour).
+        if !a.quiet {
+            let (at, elapsed) = (k as u64 + 1, t.elapsed());
+            eprintln!(
+                "slice {at}/{total} (slice{i}): dealt {} in {}; {}",
+                super::space::human_bytes(b),
+                super::progress::human(started.elapsed()),
+                super::progress::line(
+                    "study",
+                    at,
+                    total,
+                    "slices",
+                    elapsed,
+                    super::progress::eta(elapsed, at, total, 0),
+                    at == total
+                )
+            );
+        }
     }
     let spec = slices_spec(&slices);
     let lines = if slices.is_empty() {
@@ -427,6 +448,50 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
     })
 }
 
+/// One slice of `serve --study`: checks its image share, removes a stale record, runs it
+/// and records it as finished.
+fn serve_slice(
+    a: &ServeArgs,
+    dir: &Path,
+    m: &Manifest,
+    i: usize,
+    mode: Mode,
+    label: &str,
+) -> Result<Summary> {
+    let p = a.party;
+    let paths = JobPaths {
+        image: slice_file(dir, i, "image", p),
+        triplets: slice_file(dir, i, "triplets", p),
+        out: slice_file(dir, i, "out", p),
+    };
+    let image_job = container::read_header(&paths.image)?
+        .job_id
+        .map(|id| id_hex(&id));
+    if image_job.as_deref() != Some(m.slices[i].as_str()) {
+        bail!(
+            "{}: is not slice {i}'s image share ({} names job {})",
+            paths.image.display(),
+            dir.join(MANIFEST).display(),
+            m.slices[i]
+        );
+    }
+    // A stale record goes first: a slice being redone is never taken as finished.
+    let done_path = slice_file(dir, i, "done", p);
+    match std::fs::remove_file(&done_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("{}: cannot remove", done_path.display()))
+        }
+        _ => {}
+    }
+    let (summary, (job, run)) = serve_job_as(a, &paths, mode, label)?;
+    let (job, run) = match (job, run) {
+        (Some(j), Some(r)) => (id_hex(&j), id_hex(&r)),
+        _ => bail!("slice {i}: the run has no job or triplet id"),
+    };
+    Done::of_output(p, job, run, &paths.out)?.write(&done_path)?;
+    Ok(summary)
+}
+
 /// `serve --study`: the slices one after another over the same link address, skipping those
 /// this party finished with the triplets it holds now.
 pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
@@ -441,50 +506,89 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
     a.identity.load()?;
     warn_if_both_shares(dir, p, &m);
     let (mut ran, mut skipped, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-    for i in slices {
-        let paths = JobPaths {
-            image: slice_file(dir, i, "image", p),
-            triplets: slice_file(dir, i, "triplets", p),
-            out: slice_file(dir, i, "out", p),
-        };
+    let mut todo = Vec::with_capacity(slices.len());
+    for &i in &slices {
         if finished_here(dir, i, p, &m.slices[i])? {
             skipped.push(i);
-            continue;
+        } else {
+            todo.push(i);
         }
-        let image_job = container::read_header(&paths.image)?
-            .job_id
-            .map(|id| id_hex(&id));
-        if image_job.as_deref() != Some(m.slices[i].as_str()) {
-            bail!(
-                "{}: is not slice {i}'s image share ({} names job {})",
-                paths.image.display(),
-                dir.join(MANIFEST).display(),
-                m.slices[i]
+    }
+    // The study's progress counts the finished slices as done before this run.
+    let (total, base) = (slices.len() as u64, skipped.len() as u64);
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for (k, &i) in todo.iter().enumerate() {
+        let at = base + k as u64 + 1;
+        let label = format!("serve S{p} slice {at}/{total} (slice{i})");
+        match serve_slice(a, dir, &m, i, mode, &label) {
+            Ok(summary) => {
+                let said: Vec<String> = summary
+                    .lines
+                    .into_iter()
+                    .map(|l| format!("slice {i}: {l}"))
+                    .collect();
+                if !mode.is_off() {
+                    for l in &said {
+                        eprintln!("{l}");
+                    }
+                }
+                lines.extend(said);
+                ran.push(i);
+            }
+            Err(e) if a.keep_going => {
+                if !mode.is_off() {
+                    eprintln!("slice {i}: FAILED (going on: --keep-going): {e:#}");
+                }
+                failed.push((i, format!("{e:#}")));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "study {}, slice {i} (`study-status --study` lists what is left; deal it \
+                         again with `gen-triplets --study ... --slices`, then run `serve --study` \
+                         again on both servers; --keep-going goes past a failed slice)",
+                        dir.display()
+                    )
+                })
+            }
+        }
+        if !mode.is_off() {
+            let elapsed = t.elapsed();
+            let eta = super::progress::eta(elapsed, at, total, base);
+            eprintln!(
+                "{}",
+                super::progress::line(
+                    &format!("S{p} study"),
+                    at,
+                    total,
+                    "slices",
+                    elapsed,
+                    eta,
+                    at == total
+                )
             );
         }
-        // A stale record goes first: a slice being redone is never taken as finished.
-        let done_path = slice_file(dir, i, "done", p);
-        match std::fs::remove_file(&done_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("{}: cannot remove", done_path.display()))
-            }
-            _ => {}
+    }
+    if !failed.is_empty() {
+        let spec = slices_spec(&failed.iter().map(|f| f.0).collect::<Vec<_>>());
+        let mut msg = format!(
+            "S{p}: study {}: {} of {} slice(s) failed ({spec}); ran {} ({}), skipped {} finished",
+            m.study_id,
+            failed.len(),
+            slices.len(),
+            ran.len(),
+            slices_spec(&ran),
+            skipped.len()
+        );
+        for (i, e) in &failed {
+            msg.push_str(&format!("\n  slice {i}: {e}"));
         }
-        let (summary, (job, run)) = serve_job(a, &paths, mode).with_context(|| {
-            format!(
-                "study {}, slice {i} (`study-status --study` lists what is left; deal it again \
-                 with `gen-triplets --study ... --slices`, then run `serve --study` again on \
-                 both servers)",
-                dir.display()
-            )
-        })?;
-        let (job, run) = match (job, run) {
-            (Some(j), Some(r)) => (id_hex(&j), id_hex(&r)),
-            _ => bail!("slice {i}: the run has no job or triplet id"),
-        };
-        Done::of_output(p, job, run, &paths.out)?.write(&done_path)?;
-        lines.extend(summary.lines.into_iter().map(|l| format!("slice {i}: {l}")));
-        ran.push(i);
+        msg.push_str(&format!(
+            "\nto redo them: gen-triplets --study {0} --slices {spec}, then serve --study {0} \
+             --slices {spec} on both servers (study-status --study {0} shows what is left)",
+            dir.display()
+        ));
+        bail!(msg);
     }
     lines.push(format!(
         "S{p}: study {}: ran {} slice(s) ({}), skipped {} finished ({})",
