@@ -506,6 +506,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     slices: None,
                     dirs: Default::default(),
                     seal: Default::default(),
+                    quiet: true,
                 };
                 ppdenoise::cli::dealer::gen_triplets(args).outcome()
             }),

@@ -90,6 +90,9 @@ pub struct GenTripletsArgs {
     pub dirs: super::study::PartyDirs,
     #[command(flatten)]
     pub seal: SealArgs,
+    /// With --study: no line per slice dealt (on stderr).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Make a model's weight mask (trusted dealer, once per model).
@@ -611,6 +614,7 @@ where
     F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()> + Send,
 {
     let (out0, out1) = (with_ext(prefix, 0), with_ext(prefix, 1));
+    check_free_space((&out0, &out1), count, (&base0, &base1))?;
     // Both headers name both parties' base OTs by digest: each server checks its own
     // against its file, and the session tag (which binds the header) proves that the two
     // files are halves of one dealing.
@@ -645,4 +649,40 @@ where
         [out0.display().to_string(), out1.display().to_string()],
         bytes,
     ))
+}
+
+/// Headers (circuits, plans), framing, checksum, signature and sealing of one triplet file,
+/// on top of its values: a generous bound (measured: a few KB).
+const FILE_SLACK: u64 = 256 << 10;
+
+/// What a pair of triplet files will take: S1's `count` explicit values and base OTs, S0's
+/// seed and base OTs, each with [`FILE_SLACK`].
+pub fn pair_bytes(count: usize, base0: usize, base1: usize) -> [u64; 2] {
+    [
+        base0 as u64 + FILE_SLACK,
+        (count as u64).saturating_mul(8) + base1 as u64 + FILE_SLACK,
+    ]
+}
+
+/// Refuses, before anything is drawn or written, a pair that the free space of its
+/// folder(s) cannot hold (a disk that fills half-way through a study's dealing wastes it).
+fn check_free_space(
+    (out0, out1): (&Path, &Path),
+    count: usize,
+    (base0, base1): (&[u8], &[u8]),
+) -> Result<()> {
+    use super::space::{check, folder_of, free_bytes};
+    let [n0, n1] = pair_bytes(count, base0.len(), base1.len());
+    let (d0, d1) = (folder_of(out0), folder_of(out1));
+    let same = match (d0.canonicalize(), d1.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => d0 == d1,
+    };
+    let what = |p: &Path| format!("the triplets {}", p.display());
+    if same {
+        let both = format!("{} and {}", what(out0), out1.display());
+        return check(d0, n0 + n1, free_bytes(d0)?, &both);
+    }
+    check(d0, n0, free_bytes(d0)?, &what(out0))?;
+    check(d1, n1, free_bytes(d1)?, &what(out1))
 }

@@ -47,6 +47,10 @@ impl Folder {
         window: &WindowChoice,
     ) -> Result<Folder> {
         let input = scan(dir, MAX_SLICES)?;
+        // What is not an image is not this command's: said, not refused.
+        for l in &input.skipped {
+            eprintln!("{l}");
+        }
         let derived = series.derived()?;
         let mut slices = Vec::with_capacity(input.slices.len());
         let mut dicom = false;

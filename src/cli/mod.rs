@@ -16,6 +16,7 @@ mod progress;
 pub mod receiver;
 mod relay;
 mod server;
+mod space;
 pub mod study;
 mod table;
 mod tools;
@@ -44,6 +45,10 @@ pub struct Cli {
     /// Print a one-line JSON summary instead of human-readable text.
     #[arg(long, global = true)]
     json: bool,
+    /// No progress and no per-slice lines on stderr (results and errors are still printed).
+    /// Every command takes it, so that a script can pass it to each.
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,10 +93,34 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let cli = Cli::try_parse_from(args)?;
-    dispatch(cli.command, cli.json)
+    dispatch(cli.command, cli.json, cli.quiet)
 }
 
-fn dispatch(command: Command, json: bool) -> anyhow::Result<Summary> {
+fn dispatch(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summary> {
+    // `--quiet` before the subcommand, for those that have their own.
+    let command = match command {
+        Command::ShareStudy(mut a) => {
+            a.quiet |= quiet;
+            Command::ShareStudy(a)
+        }
+        Command::GenTriplets(mut a) => {
+            a.quiet |= quiet;
+            Command::GenTriplets(a)
+        }
+        Command::Serve(mut a) => {
+            a.quiet |= quiet && !a.progress;
+            Command::Serve(a)
+        }
+        Command::Demo(mut a) => {
+            a.quiet |= quiet;
+            Command::Demo(a)
+        }
+        Command::Table(mut a) => {
+            a.quiet |= quiet;
+            Command::Table(a)
+        }
+        other => other,
+    };
     match command {
         Command::Keygen(a) => server::keygen(a),
         Command::ShareModel(a) => owner::share_model(a),
@@ -119,7 +148,7 @@ fn dispatch(command: Command, json: bool) -> anyhow::Result<Summary> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let res = dispatch(cli.command, json);
+    let res = dispatch(cli.command, json, cli.quiet);
     match res {
         Ok(mut s) => {
             if json {
@@ -159,4 +188,30 @@ pub fn peak_rss_bytes() -> u64 {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_accepts_quiet() {
+        Cli::command().debug_assert();
+        let mut cli = Cli::command();
+        cli.build();
+        let names: Vec<String> = cli
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect();
+        assert!(names.len() > 15, "{names:?}");
+        for name in names {
+            let sub = cli.find_subcommand(&name).unwrap();
+            assert!(
+                sub.get_arguments().any(|a| a.get_long() == Some("quiet")),
+                "{name} lacks --quiet"
+            );
+        }
+    }
 }

@@ -246,6 +246,17 @@ pub struct ServeArgs {
     /// Show progress on stderr even with --json (`demo` runs S0 so).
     #[arg(long, conflicts_with = "quiet")]
     pub progress: bool,
+    /// Keep a triplet file whole once its randomness is recorded as consumed. By default a
+    /// run that consumed it cuts it to its header (a sealed one is removed): the values can
+    /// never be used again, and a study's files are large (about 1.9 GB for a 512x512
+    /// FFDNet slice). The header stays, so that a second run is refused by name.
+    #[arg(long)]
+    pub keep_triplets: bool,
+    /// With --study: go on past a slice that fails, and list every failure at the end with
+    /// the slices to deal and serve again (the run still fails). Both servers should be
+    /// given it.
+    #[arg(long, requires = "study")]
+    pub keep_going: bool,
     /// Nonlinearity engine (gc or gmw); must match the triplet file (default: the file's).
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
@@ -310,6 +321,17 @@ pub fn serve_job(
     paths: &JobPaths,
     mode: Mode,
 ) -> Result<(Summary, server::RunIds)> {
+    serve_job_as(a, k, paths, mode, &format!("serve S{}", a.party))
+}
+
+/// [`serve_job`], its progress shown under `label` (a study's says which slice).
+pub fn serve_job_as(
+    a: &ServeArgs,
+    k: &ServeKeys,
+    paths: &JobPaths,
+    mode: Mode,
+    label: &str,
+) -> Result<(Summary, server::RunIds)> {
     let p = a.party;
     let files = JobFiles {
         party: p,
@@ -353,9 +375,32 @@ pub fn serve_job(
         }
     }
     let mut link = session::connect(&job, &a.link.config())?;
+    // Consumed from here: whatever happens next, the file's values are spent.
+    let ran = run_consumed(a, k, paths, job, &mut link, mode, label, out_to);
+    if !a.keep_triplets {
+        if let Err(e) = crate::server::state::spend_file(&paths.triplets) {
+            eprintln!("warning: {e:#} (its randomness is consumed all the same)");
+        }
+    }
+    ran
+}
+
+/// The protocol and the output share of a job whose randomness is consumed.
+#[allow(clippy::too_many_arguments)]
+fn run_consumed(
+    a: &ServeArgs,
+    k: &ServeKeys,
+    paths: &JobPaths,
+    job: server::ReadyJob,
+    link: &mut crate::net::Link,
+    mode: Mode,
+    label: &str,
+    out_to: Option<&Recipient>,
+) -> Result<(Summary, server::RunIds)> {
+    let p = a.party;
     let (len, unit) = job.steps();
-    let bar = Progress::new(mode, &format!("serve S{p}"), len as u64, unit);
-    let mut done = with_queued_link(&mut link, |ch| job.run(ch, &mut |d| bar.set(d as u64)))??;
+    let bar = Progress::new(mode, label, len as u64, unit);
+    let mut done = with_queued_link(link, |ch| job.run(ch, &mut |d| bar.set(d as u64)))??;
     // The bytes as the link framed them (the queued channel saw the same messages).
     let ls = link.stats();
     done.report.link.bytes_sent = ls.bytes_sent;

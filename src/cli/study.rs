@@ -13,7 +13,7 @@ use super::dealer::{gen_triplets, GenTripletsArgs};
 use super::gateway::{ShareOpts, Sharer};
 use super::progress::Mode;
 use super::receiver::{combine, Expect, ReconstructArgs};
-use super::server::{serve_job, JobPaths, ServeArgs, ServeKeys};
+use super::server::{serve_job_as, JobPaths, ServeArgs, ServeKeys};
 use super::Summary;
 use crate::formats::container::{self, fresh_id, id_hex, Kind};
 use crate::formats::signing::Trust;
@@ -22,7 +22,7 @@ use crate::formats::study::{
     Manifest, Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::DicomTemplate;
-use crate::plain::image::series::{scan, scan_frames, StudyKind};
+use crate::plain::image::series::{is_dicomdir, scan_frames, scan_series, StudyKind};
 use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
 use crate::plain::image::{self, Encoding, Format};
 use crate::plain::preprocess::Preprocess;
@@ -31,13 +31,19 @@ use crate::plain::preprocess::Preprocess;
 /// every slice a new job, in the series' order.
 #[derive(Args)]
 pub struct ShareStudyArgs {
-    /// The study: a folder holding one DICOM series of single-frame slices (ordered by
-    /// InstanceNumber, else by position along the slice normal, else by name), or PNG and
-    /// TIFF images (ordered by name, numbers as numbers). Sub-folders, hidden files and a
-    /// DICOMDIR are not read; any other file is refused. Or one multi-frame DICOM file: every
-    /// frame a slice, written back by `reconstruct --study` as one object.
-    #[arg(long = "in", value_name = "DIR|FILE")]
+    /// The study: a folder holding DICOM series of single-frame slices (an export: its
+    /// sub-folders are walked; ordered by InstanceNumber, else by position along the slice
+    /// normal, else by name), or PNG and TIFF images (ordered by name, numbers as numbers);
+    /// or a DICOMDIR (the files its records name); or one multi-frame DICOM file: every
+    /// frame a slice, written back by `reconstruct --study` as one object. Hidden files are
+    /// not read; DICOM objects that are not images (a structured report, a presentation
+    /// state) are skipped with a line each; any other file is refused.
+    #[arg(long = "in", value_name = "DIR|DICOMDIR|FILE")]
     pub input: PathBuf,
+    /// Which series of the export to share: its SeriesInstanceUID or Series Number
+    /// (`inspect --series DIR` lists them). Needed when the input holds several.
+    #[arg(long, value_name = "UID|NUMBER")]
+    pub series: Option<String>,
     /// The study folder to write: study.json (public: the study's and slices' job ids, for
     /// the dealer and the servers), slice<I>/image.p0, .p1 and .pub. S0 gets study.json and
     /// the .p0 files, S1 the .p1 files, the dealer the .pub files: seal the shares to their
@@ -139,7 +145,14 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     // A file is a multi-frame object (every frame a slice, decoded once and held: a frame
     // is not read alone); a folder is a series or images (every slice read twice, so that
     // a study is never all in memory).
-    let (input, frames) = if a.input.is_file() {
+    let (input, frames) = if a.input.is_file() && !is_dicomdir(&a.input) {
+        if a.series.is_some() {
+            bail!(
+                "--series: {} is one multi-frame object (one series); --series picks one series \
+                 of a folder or a DICOMDIR",
+                a.input.display()
+            );
+        }
         let (input, n) = scan_frames(&a.input, MAX_SLICES)?;
         let frames = image::load_windowed(&a.input, sharer.window(), true)?;
         if frames.frames.len() != n {
@@ -151,8 +164,16 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         }
         (input, Some(frames))
     } else {
-        (scan(&a.input, MAX_SLICES)?, None)
+        (
+            scan_series(&a.input, MAX_SLICES, a.series.as_deref())?,
+            None,
+        )
     };
+    if !a.quiet {
+        for l in &input.skipped {
+            eprintln!("{l}");
+        }
+    }
     let slices_in: Vec<(&Path, Format, Option<usize>)> = match &frames {
         Some(f) => (0..f.frames.len())
             .map(|k| (input.slices[0].0.as_path(), Format::Dicom, Some(k)))
@@ -241,18 +262,15 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             sigma: shared.private.then_some(shared.sigma),
         });
     }
-    let input_dir = a
-        .input
-        .canonicalize()
-        .with_context(|| format!("{}: cannot resolve", a.input.display()))?;
-    // A multi-frame file's templates are read from its folder.
-    let input_dir = match &frames {
-        Some(_) => input_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or(input_dir),
-        None => input_dir,
+    // The slices' folder (one, by the scan): the receiver reads its templates there. A
+    // multi-frame file's is its folder; an export's, its series' folder.
+    let folder = match input.slices[0].0.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
+    let input_dir = folder
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve", folder.display()))?;
     let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind, slices);
     // The public manifest last: a study folder without it is an unfinished share-study.
     sources.write(&sources_path)?;
@@ -281,7 +299,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             ),
         ],
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
-            "kind": input.kind.name(), "slices": n, "out": a.out, "sources": sources_path, "upload_bytes": upload,
+            "kind": input.kind.name(), "slices": n, "skipped": input.skipped, "out": a.out, "sources": sources_path, "upload_bytes": upload,
             "units": units, "sigma_in_units": [sigmas.0, sigmas.1], "clipped": clipped,
             "seconds": t.elapsed().as_secs_f64()}),
     })
@@ -391,14 +409,35 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         }
     }
     let mut bytes = 0u64;
-    for &i in &slices {
+    let total = slices.len() as u64;
+    for (k, &i) in slices.iter().enumerate() {
         let mut one = a.clone();
         one.study = None;
         one.slices = None;
         one.image = Some(slice_dir(dir, i).join("image.pub"));
         one.out = slice_dir(dir, i).join("triplets");
+        let started = Instant::now();
         let s = gen_triplets(one).with_context(|| format!("slice {i}"))?;
-        bytes += s.json["dealer_bytes"].as_u64().unwrap_or(0);
+        let b = s.json["dealer_bytes"].as_u64().unwrap_or(0);
+        bytes += b;
+        // Each slice's line as it is dealt (a study of 200 slices takes half an hour).
+        if !a.quiet {
+            let (at, elapsed) = (k as u64 + 1, t.elapsed());
+            eprintln!(
+                "slice {at}/{total} (slice{i}): dealt {} in {}; {}",
+                super::space::human_bytes(b),
+                super::progress::human(started.elapsed()),
+                super::progress::line(
+                    "study",
+                    at,
+                    total,
+                    "slices",
+                    elapsed,
+                    super::progress::eta(elapsed, at, total, 0),
+                    at == total
+                )
+            );
+        }
     }
     let spec = slices_spec(&slices);
     let lines = if slices.is_empty() {
@@ -423,6 +462,51 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
     })
 }
 
+/// One slice of `serve --study`: checks its image share, removes a stale record, runs it
+/// and records it as finished.
+fn serve_slice(
+    a: &ServeArgs,
+    keys: &ServeKeys,
+    dir: &Path,
+    m: &Manifest,
+    i: usize,
+    mode: Mode,
+    label: &str,
+) -> Result<Summary> {
+    let p = a.party;
+    let paths = JobPaths {
+        image: slice_file(dir, i, "image", p),
+        triplets: slice_file(dir, i, "triplets", p),
+        out: slice_file(dir, i, "out", p),
+    };
+    let image_job = container::read_header(&paths.image)?
+        .job_id
+        .map(|id| id_hex(&id));
+    if image_job.as_deref() != Some(m.slices[i].as_str()) {
+        bail!(
+            "{}: is not slice {i}'s image share ({} names job {})",
+            paths.image.display(),
+            dir.join(MANIFEST).display(),
+            m.slices[i]
+        );
+    }
+    // A stale record goes first: a slice being redone is never taken as finished.
+    let done_path = slice_file(dir, i, "done", p);
+    match std::fs::remove_file(&done_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("{}: cannot remove", done_path.display()))
+        }
+        _ => {}
+    }
+    let (summary, (job, run)) = serve_job_as(a, keys, &paths, mode, label)?;
+    let (job, run) = match (job, run) {
+        (Some(j), Some(r)) => (id_hex(&j), id_hex(&r)),
+        _ => bail!("slice {i}: the run has no job or triplet id"),
+    };
+    Done::of_output(p, job, run, &paths.out, keys.signer.as_ref())?.write(&done_path)?;
+    Ok(summary)
+}
+
 /// `serve --study`: the slices one after another over the same link address, skipping those
 /// this party finished with the triplets it holds now.
 pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
@@ -443,50 +527,89 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
     };
     warn_if_both_shares(dir, p, &m);
     let (mut ran, mut skipped, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-    for i in slices {
-        let paths = JobPaths {
-            image: slice_file(dir, i, "image", p),
-            triplets: slice_file(dir, i, "triplets", p),
-            out: slice_file(dir, i, "out", p),
-        };
+    let mut todo = Vec::with_capacity(slices.len());
+    for &i in &slices {
         if finished_here(dir, i, p, &m.slices[i], &own)? {
             skipped.push(i);
-            continue;
+        } else {
+            todo.push(i);
         }
-        let image_job = container::read_header(&paths.image)?
-            .job_id
-            .map(|id| id_hex(&id));
-        if image_job.as_deref() != Some(m.slices[i].as_str()) {
-            bail!(
-                "{}: is not slice {i}'s image share ({} names job {})",
-                paths.image.display(),
-                dir.join(MANIFEST).display(),
-                m.slices[i]
+    }
+    // The study's progress counts the finished slices as done before this run.
+    let (total, base) = (slices.len() as u64, skipped.len() as u64);
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for (k, &i) in todo.iter().enumerate() {
+        let at = base + k as u64 + 1;
+        let label = format!("serve S{p} slice {at}/{total} (slice{i})");
+        match serve_slice(a, &keys, dir, &m, i, mode, &label) {
+            Ok(summary) => {
+                let said: Vec<String> = summary
+                    .lines
+                    .into_iter()
+                    .map(|l| format!("slice {i}: {l}"))
+                    .collect();
+                if !mode.is_off() {
+                    for l in &said {
+                        eprintln!("{l}");
+                    }
+                }
+                lines.extend(said);
+                ran.push(i);
+            }
+            Err(e) if a.keep_going => {
+                if !mode.is_off() {
+                    eprintln!("slice {i}: FAILED (going on: --keep-going): {e:#}");
+                }
+                failed.push((i, format!("{e:#}")));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "study {}, slice {i} (`study-status --study` lists what is left; deal it \
+                         again with `gen-triplets --study ... --slices`, then run `serve --study` \
+                         again on both servers; --keep-going goes past a failed slice)",
+                        dir.display()
+                    )
+                })
+            }
+        }
+        if !mode.is_off() {
+            let elapsed = t.elapsed();
+            let eta = super::progress::eta(elapsed, at, total, base);
+            eprintln!(
+                "{}",
+                super::progress::line(
+                    &format!("S{p} study"),
+                    at,
+                    total,
+                    "slices",
+                    elapsed,
+                    eta,
+                    at == total
+                )
             );
         }
-        // A stale record goes first: a slice being redone is never taken as finished.
-        let done_path = slice_file(dir, i, "done", p);
-        match std::fs::remove_file(&done_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("{}: cannot remove", done_path.display()))
-            }
-            _ => {}
+    }
+    if !failed.is_empty() {
+        let spec = slices_spec(&failed.iter().map(|f| f.0).collect::<Vec<_>>());
+        let mut msg = format!(
+            "S{p}: study {}: {} of {} slice(s) failed ({spec}); ran {} ({}), skipped {} finished",
+            m.study_id,
+            failed.len(),
+            slices.len(),
+            ran.len(),
+            slices_spec(&ran),
+            skipped.len()
+        );
+        for (i, e) in &failed {
+            msg.push_str(&format!("\n  slice {i}: {e}"));
         }
-        let (summary, (job, run)) = serve_job(a, &keys, &paths, mode).with_context(|| {
-            format!(
-                "study {}, slice {i} (`study-status --study` lists what is left; deal it again \
-                 with `gen-triplets --study ... --slices`, then run `serve --study` again on \
-                 both servers)",
-                dir.display()
-            )
-        })?;
-        let (job, run) = match (job, run) {
-            (Some(j), Some(r)) => (id_hex(&j), id_hex(&r)),
-            _ => bail!("slice {i}: the run has no job or triplet id"),
-        };
-        Done::of_output(p, job, run, &paths.out, keys.signer.as_ref())?.write(&done_path)?;
-        lines.extend(summary.lines.into_iter().map(|l| format!("slice {i}: {l}")));
-        ran.push(i);
+        msg.push_str(&format!(
+            "\nto redo them: gen-triplets --study {0} --slices {spec}, then serve --study {0} \
+             --slices {spec} on both servers (study-status --study {0} shows what is left)",
+            dir.display()
+        ));
+        bail!(msg);
     }
     lines.push(format!(
         "S{p}: study {}: ran {} slice(s) ({}), skipped {} finished ({})",

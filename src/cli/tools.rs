@@ -518,22 +518,62 @@ fn inspect_cnn(m: &Cnn) -> Summary {
 /// summary of a model or image).
 #[derive(Args)]
 pub struct InspectArgs {
-    pub file: PathBuf,
+    #[arg(required_unless_present = "series")]
+    pub file: Option<PathBuf>,
+    /// List the DICOM series of an export instead (a folder, its sub-folders walked, or a
+    /// DICOMDIR): UID, number, description, modality and slices of each, for
+    /// `share-study --series`.
+    #[arg(long, value_name = "DIR|DICOMDIR", conflicts_with = "file")]
+    pub series: Option<PathBuf>,
     // A sealed file's reader: its header (ids, tile) is then shown, e.g. for a scheduler's
     // script that keys a run on the triplet id.
     #[command(flatten)]
     pub identity: super::keys::IdentityArgs,
 }
 
+/// `inspect --series`: an export's series, and what it skips.
+fn inspect_series(input: &std::path::Path) -> Result<Summary> {
+    let found = crate::plain::image::series::survey(input, crate::formats::study::MAX_SLICES)?;
+    if found.series.is_empty() {
+        bail!(
+            "{}: holds images ({} of them), not DICOM series",
+            input.display(),
+            found.images.len()
+        );
+    }
+    let mut lines = vec![format!(
+        "{}: {} series{}",
+        input.display(),
+        found.series.len(),
+        if found.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} object(s) skipped (not images)", found.skipped.len())
+        }
+    )];
+    lines.extend(found.series.iter().map(|s| format!("  {}", s.line())));
+    lines.extend(found.skipped.iter().map(|l| format!("  {l}")));
+    let series: Vec<serde_json::Value> = found.series.iter().map(|s| s.json()).collect();
+    Ok(Summary {
+        lines,
+        json: serde_json::json!({"ok": true, "command": "inspect", "kind": "series",
+            "series": series, "skipped": found.skipped}),
+    })
+}
+
 pub fn inspect(a: InspectArgs) -> Result<Summary> {
     a.identity.load()?;
-    let ext = a.file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if let Some(dir) = &a.series {
+        return inspect_series(dir);
+    }
+    let file = a.file.as_ref().expect("clap requires it without --series");
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
     let model = ["npz", "safetensors", "onnx"].contains(&ext.to_ascii_lowercase().as_str());
-    if model && Cnn::is_cnn_file(&a.file)? {
-        return Ok(inspect_cnn(&Cnn::load(&a.file)?));
+    if model && Cnn::is_cnn_file(file)? {
+        return Ok(inspect_cnn(&Cnn::load(file)?));
     }
     if model {
-        let m = Model::load(&a.file)?;
+        let m = Model::load(file)?;
         let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
             "widths": m.widths(), "meta": m.meta});
         return Ok(Summary {
@@ -541,8 +581,8 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
             json: j,
         });
     }
-    if let Some(format) = Format::of_file(&a.file) {
-        let loaded = crate::plain::image::load_windowed(&a.file, &WindowChoice::Default, true)?;
+    if let Some(format) = Format::of_file(file) {
+        let loaded = crate::plain::image::load_windowed(file, &WindowChoice::Default, true)?;
         let i = &loaded.frames[0];
         let (h, w) = i.pixels.dim();
         let mut j = serde_json::json!({"ok": true, "command": "inspect", "kind": "image",
@@ -554,7 +594,7 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
             "noise_estimate": crate::plain::noise_estimate::estimate_sigma(&i.pixels)
                 .map(|s| loaded.scale.in_units(s))});
         if format == Format::Dicom {
-            let t = crate::plain::image::DicomTemplate::read(&a.file)?;
+            let t = crate::plain::image::DicomTemplate::read(file)?;
             let it = t.intensity();
             let (lo, hi) = it.stored_range();
             j["bits_stored"] = it.bits_stored.into();
@@ -573,11 +613,11 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
     }
     // The whole file is checked, not just the header: inspect is how a user asks whether a
     // share or triplet file survived a copy.
-    let h = container::verify(&a.file)?;
+    let h = container::verify(file)?;
     let mut j = h.to_json();
     j["ok"] = true.into();
     j["checksum"] = "ok".into();
-    j["file_bytes"] = std::fs::metadata(&a.file)?.len().into();
+    j["file_bytes"] = std::fs::metadata(file)?.len().into();
     Ok(Summary {
         lines: vec![serde_json::to_string_pretty(&j)?],
         json: j,

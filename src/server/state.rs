@@ -137,6 +137,48 @@ impl Claim {
     }
 }
 
+/// Cuts a consumed triplet file to its header (a sealed one, whose header cannot be kept
+/// alone, is removed): its values can never be used again and a study's files are large.
+/// The header keeps its ids, so that a second run is refused as consumed by name and a
+/// study's records can still be matched to the dealing they were made with. The rest is
+/// zeros of the length the header reader requires.
+pub fn spend_file(path: &Path) -> Result<()> {
+    use crate::formats::container::MAGIC;
+    if crate::formats::sealed::is_sealed(path).unwrap_or(false) {
+        return std::fs::remove_file(path)
+            .with_context(|| format!("{}: cannot remove the spent triplets", path.display()));
+    }
+    let cut = || -> std::io::Result<bool> {
+        let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut pre = [0u8; 14];
+        f.read_exact(&mut pre)?;
+        if &pre[..8] != MAGIC {
+            return Ok(false);
+        }
+        let hlen = u32::from_le_bytes(pre[10..14].try_into().expect("4 bytes")) as u64;
+        let head = 14 + hlen;
+        // Body length and checksum fields: zeros, never the values.
+        let keep = head + 8 + 32;
+        if f.metadata()?.len() <= keep {
+            return Ok(true);
+        }
+        f.set_len(head)?;
+        f.set_len(keep)?;
+        f.sync_all()?;
+        Ok(true)
+    };
+    match cut() {
+        Ok(true) => Ok(()),
+        Ok(false) => bail!(
+            "{}: not a ppdenoise file; the spent triplets were left as they are",
+            path.display()
+        ),
+        Err(e) => {
+            Err(e).with_context(|| format!("{}: cannot cut the spent triplets", path.display()))
+        }
+    }
+}
+
 /// Removes the claim files of party `party` that no process holds and whose ids are recorded
 /// as consumed (left by a server killed after it recorded its run): they can never be taken
 /// again, and would otherwise accumulate. `own`, just claimed, is kept. Best effort: a file

@@ -513,7 +513,11 @@ const TRANSCODE: &str = "transcode it to explicit VR little endian first (dcmtk:
 /// Checks every element length and the transfer syntax, then parses the file (up to its
 /// pixel data when `with_pixels` is false). `with_pixels`: the pixel data must be decodable
 /// too.
-fn parse(bytes: &[u8], path: &Path, with_pixels: bool) -> Result<DefaultDicomObject, ImageError> {
+pub(super) fn parse(
+    bytes: &[u8],
+    path: &Path,
+    with_pixels: bool,
+) -> Result<DefaultDicomObject, ImageError> {
     let scan_err = |e| match e {
         ScanError::Corrupt(d) => corrupt(path, d),
         ScanError::Unsupported(d) => unsupported(path, d),

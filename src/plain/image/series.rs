@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use dicom_dictionary_std::tags;
+
 use super::dicom::{DicomTemplate, SeriesFacts};
 use super::Format;
 
@@ -41,6 +43,8 @@ impl StudyKind {
 pub struct StudyInput {
     pub kind: StudyKind,
     pub slices: Vec<(PathBuf, Format)>,
+    /// One line per object of the input that is not an image (a structured report...).
+    pub skipped: Vec<String>,
 }
 
 /// A multi-frame DICOM file as a study: its frames, in order (`frames` of them, at most
@@ -63,16 +67,204 @@ pub fn scan_frames(file: &Path, max: usize) -> Result<(StudyInput, usize)> {
     let input = StudyInput {
         kind: StudyKind::MultiFrame,
         slices: vec![(file.to_path_buf(), Format::Dicom)],
+        skipped: Vec::new(),
     };
     Ok((input, frames))
 }
 
 /// Lists and orders the slices of the study folder `dir` (at most `max` of them), reading
-/// DICOM headers but no pixel data.
+/// DICOM headers but no pixel data: the folder's one DICOM series (or its images).
 pub fn scan(dir: &Path, max: usize) -> Result<StudyInput> {
+    scan_series(dir, max, None)
+}
+
+/// As [`scan`], for an export: `input` is a folder (its sub-folders walked) or a DICOMDIR,
+/// and `choice` (a SeriesInstanceUID or a Series Number) picks one of its series; without
+/// one, an export of several series is refused, listing them.
+pub fn scan_series(input: &Path, max: usize, choice: Option<&str>) -> Result<StudyInput> {
+    let found = survey(input, max)?;
+    if !found.images.is_empty() {
+        if choice.is_some() {
+            bail!(
+                "--series: {} holds images, not DICOM series",
+                input.display()
+            );
+        }
+        let mut files = found.images;
+        files.sort_by(|a, b| natural(&a.0, &b.0));
+        return Ok(StudyInput {
+            kind: StudyKind::Images,
+            slices: files,
+            skipped: found.skipped,
+        });
+    }
+    let series = pick(input, &found.series, choice)?;
+    let mut facts = Vec::with_capacity(series.files.len());
+    for f in &series.files {
+        facts.push((f.path.clone(), DicomTemplate::read(&f.path)?.series_facts()));
+    }
+    check_one_series(&facts)?;
+    check_unique_instances(&series.files)?;
+    check_one_folder(&series.files)?;
+    order_series(&mut facts);
+    Ok(StudyInput {
+        kind: StudyKind::DicomSeries,
+        slices: facts.into_iter().map(|(p, _)| (p, Format::Dicom)).collect(),
+        skipped: found.skipped,
+    })
+}
+
+/// One DICOM image object of an export, as its header says.
+#[derive(Debug, Clone)]
+struct Object {
+    path: PathBuf,
+    sop_uid: Option<String>,
+}
+
+/// A series found in an export: its header facts and its image files (in name order).
+#[derive(Debug, Clone)]
+pub struct FoundSeries {
+    pub uid: Option<String>,
+    pub number: Option<i64>,
+    pub description: Option<String>,
+    pub modality: Option<String>,
+    files: Vec<Object>,
+}
+
+impl FoundSeries {
+    pub fn slices(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Its first file (by name), to point a person at it.
+    pub fn first(&self) -> &Path {
+        &self.files[0].path
+    }
+
+    /// `<uid>: number 3, "Abdomen", CT, 120 slices (e.g. <file>)`.
+    pub fn line(&self) -> String {
+        format!(
+            "{}: number {}, {:?}, {}, {} slice(s) (e.g. {})",
+            self.uid.as_deref().unwrap_or("no SeriesInstanceUID"),
+            self.number.map_or("none".into(), |n| n.to_string()),
+            self.description.as_deref().unwrap_or(""),
+            self.modality.as_deref().unwrap_or("no modality"),
+            self.files.len(),
+            self.first().display()
+        )
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"uid": self.uid, "number": self.number,
+            "description": self.description, "modality": self.modality,
+            "slices": self.files.len(), "first": self.first()})
+    }
+}
+
+/// What an export holds: its DICOM series (in order of first file name), its PNG/TIFF
+/// images (a folder of images: no series), and one line per object skipped (not an image).
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub series: Vec<FoundSeries>,
+    pub images: Vec<(PathBuf, Format)>,
+    pub skipped: Vec<String>,
+}
+
+/// Deepest sub-folder of an export walked (a hospital's is a few levels: patient, study,
+/// series).
+const MAX_DEPTH: usize = 8;
+
+/// Reads an export's headers (no pixel data): a folder, its sub-folders walked (hidden
+/// files, a `DICOMDIR` index and links to folders not read), or a DICOMDIR, whose Directory
+/// Record Sequence names the files. At most `max` files.
+pub fn survey(input: &Path, max: usize) -> Result<Survey> {
+    let (files, root) = if is_dicomdir(input) {
+        (dicomdir_files(input, max)?, None)
+    } else {
+        let mut files = Vec::new();
+        walk(input, 0, max, &mut files)?;
+        (files, Some(input))
+    };
+    if files.is_empty() {
+        bail!(
+            "{}: no slices (no DICOM, PNG or TIFF file)",
+            input.display()
+        );
+    }
+    let mut out = Survey::default();
+    let mut dicom: Option<&Path> = None;
+    let mut other: Option<(&Path, Format)> = None;
+    for path in &files {
+        let format = Format::of_file(path).with_context(|| {
+            format!(
+                "{}: neither DICOM, PNG nor TIFF (a study folder holds only its slices)",
+                path.display()
+            )
+        })?;
+        if format != Format::Dicom {
+            // A folder of images is read flat: its sub-folders are not slices.
+            if root.is_some_and(|r| path.parent() != Some(r)) {
+                bail!(
+                    "{}: an image in a sub-folder; a folder of images is read flat (sub-folders \
+                     are for DICOM series)",
+                    path.display()
+                );
+            }
+            other.get_or_insert((path, format));
+            out.images.push((path.clone(), format));
+            continue;
+        }
+        dicom.get_or_insert(path);
+        match read_object(path)? {
+            Err(why) => out
+                .skipped
+                .push(format!("skipped {}: {why}", path.display())),
+            Ok((obj, key)) => match out.series.iter_mut().find(|s| s.uid == key.uid) {
+                Some(s) => s.files.push(obj),
+                None => out.series.push(FoundSeries {
+                    files: vec![obj],
+                    ..key
+                }),
+            },
+        }
+    }
+    if let (Some(d), Some((o, format))) = (dicom, other) {
+        bail!(
+            "{}: mixes DICOM ({}) with {format} ({}); a study is one DICOM series or a folder of images",
+            input.display(),
+            d.display(),
+            o.display()
+        );
+    }
+    if out.images.is_empty() && out.series.is_empty() {
+        bail!(
+            "{}: no image among its {} DICOM object(s) (every one skipped: {})",
+            input.display(),
+            files.len(),
+            out.skipped.join("; ")
+        );
+    }
+    for s in &mut out.series {
+        s.files.sort_by(|a, b| natural(&a.path, &b.path));
+    }
+    out.series.sort_by(|a, b| natural(a.first(), b.first()));
+    Ok(out)
+}
+
+/// A DICOMDIR is named so (PS3.10: the index of a file set is the file `DICOMDIR`).
+pub fn is_dicomdir(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+}
+
+/// The files under `dir` (sub-folders to [`MAX_DEPTH`]), at most `max`.
+fn walk(dir: &Path, depth: usize, max: usize, files: &mut Vec<PathBuf>) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
-    let mut files = Vec::new();
+    let mut subs = Vec::new();
     for e in entries {
         let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
         let path = e.path();
@@ -83,10 +275,18 @@ pub fn scan(dir: &Path, max: usize) -> Result<StudyInput> {
                 path.display()
             );
         };
-        if name.starts_with('.') || name == "DICOMDIR" {
+        if name.starts_with('.') || name.eq_ignore_ascii_case("DICOMDIR") {
             continue;
         }
-        if path.is_dir() {
+        let kind = e
+            .file_type()
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if kind.is_dir() {
+            subs.push(path);
+            continue;
+        }
+        // A link to a folder could lead back up: not followed.
+        if kind.is_symlink() && path.is_dir() {
             continue;
         }
         if files.len() == max {
@@ -95,46 +295,221 @@ pub fn scan(dir: &Path, max: usize) -> Result<StudyInput> {
                 dir.display()
             );
         }
-        let format = Format::of_file(&path).with_context(|| {
+        files.push(path);
+    }
+    if !subs.is_empty() && depth == MAX_DEPTH {
+        bail!(
+            "{}: sub-folders deeper than {MAX_DEPTH} levels; give --in a folder nearer the series",
+            subs[0].display()
+        );
+    }
+    subs.sort_by(|a, b| natural(a, b));
+    for s in subs {
+        walk(&s, depth + 1, max, files)?;
+    }
+    Ok(())
+}
+
+/// The files a DICOMDIR's records reference (Referenced File ID, relative to its folder),
+/// each once, in the index's order. A reference that leaves the folder or names no file is
+/// refused by name.
+fn dicomdir_files(path: &Path, max: usize) -> Result<Vec<PathBuf>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let obj = super::dicom::parse(&bytes, path, false)?;
+    let root = path.parent().unwrap_or(Path::new("."));
+    let records = obj
+        .element_opt(tags::DIRECTORY_RECORD_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+        .with_context(|| {
             format!(
-                "{}: neither DICOM, PNG nor TIFF (a study folder holds only its slices)",
+                "{}: not a DICOMDIR (no Directory Record Sequence)",
                 path.display()
             )
         })?;
-        files.push((path, format));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for r in records {
+        let Some(id) = r.element_opt(tags::REFERENCED_FILE_ID).ok().flatten() else {
+            continue;
+        };
+        let parts: Vec<String> = id
+            .to_multi_str()
+            .map(|v| v.iter().map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default();
+        let sound =
+            |c: &String| !c.is_empty() && c != "." && c != ".." && !c.contains(['/', '\\', '\0']);
+        if parts.is_empty() || !parts.iter().all(sound) {
+            bail!(
+                "{}: a record names the file {}, not a path inside its folder",
+                path.display(),
+                parts.join("\\")
+            );
+        }
+        let file = parts.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+        if !file.is_file() {
+            bail!(
+                "{}: names {} (Referenced File ID {}), which is not a file",
+                path.display(),
+                file.display(),
+                parts.join("\\")
+            );
+        }
+        if files.contains(&file) {
+            continue;
+        }
+        if files.len() == max {
+            bail!(
+                "{}: names more than {max} files; a study has at most {max} slices",
+                path.display()
+            );
+        }
+        files.push(file);
     }
-    if files.is_empty() {
-        bail!("{}: no slices (no DICOM, PNG or TIFF file)", dir.display());
+    Ok(files)
+}
+
+/// A DICOM object's header (no pixel data): an image with the series it is of, or why it is
+/// not one (a structured report, a presentation state: no Rows, Columns or Pixel Data).
+fn read_object(path: &Path) -> Result<std::result::Result<(Object, FoundSeries), String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let obj = super::dicom::parse(&bytes, path, false)?;
+    let text = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+    };
+    let modality = text(tags::MODALITY);
+    let image = [tags::ROWS, tags::COLUMNS]
+        .iter()
+        .all(|&t| obj.element_opt(t).ok().flatten().is_some());
+    if !image {
+        let class = text(tags::SOP_CLASS_UID).unwrap_or_else(|| "none".into());
+        let name = sop_class_kind(&class)
+            .map(|k| format!(", a {k}"))
+            .unwrap_or_default();
+        return Ok(Err(format!(
+            "not an image (SOP class {class}{name}, modality {}): no pixel data",
+            modality.as_deref().unwrap_or("none")
+        )));
     }
-    files.sort_by(|a, b| natural(&a.0, &b.0));
-    let dicom = files.iter().filter(|f| f.1 == Format::Dicom).count();
-    if dicom == 0 {
-        return Ok(StudyInput {
-            kind: StudyKind::Images,
-            slices: files,
-        });
-    }
-    if dicom < files.len() {
-        let d = files.iter().find(|f| f.1 == Format::Dicom).unwrap();
-        let o = files.iter().find(|f| f.1 != Format::Dicom).unwrap();
+    let key = FoundSeries {
+        uid: text(tags::SERIES_INSTANCE_UID),
+        number: text(tags::SERIES_NUMBER).and_then(|s| s.parse().ok()),
+        description: text(tags::SERIES_DESCRIPTION),
+        modality,
+        files: Vec::new(),
+    };
+    let o = Object {
+        path: path.to_path_buf(),
+        sop_uid: text(tags::SOP_INSTANCE_UID),
+    };
+    Ok(Ok((o, key)))
+}
+
+/// What kind of non-image object a storage SOP class is, for the line that skips it.
+fn sop_class_kind(uid: &str) -> Option<&'static str> {
+    const STORAGE: &str = "1.2.840.10008.5.1.4.1.1.";
+    let rest = uid.strip_prefix(STORAGE)?;
+    let family = rest.split('.').next()?;
+    Some(match family {
+        "88" => "structured report or key object selection",
+        "11" => "presentation state",
+        "104" => "encapsulated document",
+        "481" => "radiotherapy object",
+        "9" => "waveform",
+        _ => return None,
+    })
+}
+
+/// The series `choice` names (a SeriesInstanceUID, else a Series Number), or the only one.
+fn pick<'a>(
+    input: &Path,
+    series: &'a [FoundSeries],
+    choice: Option<&str>,
+) -> Result<&'a FoundSeries> {
+    let list = |v: &[&FoundSeries]| {
+        v.iter()
+            .map(|s| format!("\n  {}", s.line()))
+            .collect::<String>()
+    };
+    let all: Vec<&FoundSeries> = series.iter().collect();
+    let Some(choice) = choice.map(str::trim) else {
+        if let [one] = series {
+            return Ok(one);
+        }
         bail!(
-            "{}: mixes DICOM ({}) with {} ({}); a study is one DICOM series or a folder of images",
-            dir.display(),
-            d.0.display(),
-            o.1,
-            o.0.display()
+            "{}: holds {} different series; choose one with --series UID|NUMBER \
+             (`inspect --series` lists them):{}",
+            input.display(),
+            series.len(),
+            list(&all)
+        );
+    };
+    let by_uid: Vec<&FoundSeries> = series
+        .iter()
+        .filter(|s| s.uid.as_deref() == Some(choice))
+        .collect();
+    let hits = if by_uid.is_empty() {
+        let n: Option<i64> = choice.parse().ok();
+        series
+            .iter()
+            .filter(|s| n.is_some() && s.number == n)
+            .collect()
+    } else {
+        by_uid
+    };
+    match hits[..] {
+        [one] => Ok(one),
+        [] => bail!(
+            "--series {choice}: no series of {} has this SeriesInstanceUID or Series Number; \
+             it holds:{}",
+            input.display(),
+            list(&all)
+        ),
+        _ => bail!(
+            "--series {choice}: {} series of {} have this Series Number; give the \
+             SeriesInstanceUID:{}",
+            hits.len(),
+            input.display(),
+            list(&hits)
+        ),
+    }
+}
+
+/// Two files of one SOP Instance UID are one slice twice (a copy): refused, naming both.
+fn check_unique_instances(files: &[Object]) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    for f in files {
+        let Some(uid) = f.sop_uid.as_deref() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(uid, &f.path) {
+            bail!(
+                "{} and {}: one SOP Instance UID ({uid}), so one slice twice; remove the copy",
+                first.display(),
+                f.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A study's slices are read from one folder (the receiver's templates are found there
+/// by name, and the derived series is written under the same names into one folder).
+fn check_one_folder(files: &[Object]) -> Result<()> {
+    let dir = files[0].path.parent();
+    if let Some(f) = files.iter().find(|f| f.path.parent() != dir) {
+        bail!(
+            "{} and {}: one series in two folders; a study's slices are read from one folder \
+             (move them into one)",
+            files[0].path.display(),
+            f.path.display()
         );
     }
-    let mut facts = Vec::with_capacity(files.len());
-    for (p, _) in &files {
-        facts.push((p.clone(), DicomTemplate::read(p)?.series_facts()));
-    }
-    check_one_series(&facts)?;
-    order_series(&mut facts);
-    Ok(StudyInput {
-        kind: StudyKind::DicomSeries,
-        slices: facts.into_iter().map(|(p, _)| (p, Format::Dicom)).collect(),
-    })
+    Ok(())
 }
 
 fn check_one_series(facts: &[(PathBuf, SeriesFacts)]) -> Result<()> {
