@@ -48,6 +48,8 @@ struct Spec {
     window: Option<(f64, f64)>,
     /// The pixel data as given, instead of the values (encapsulated syntaxes).
     fragments: Option<Vec<Vec<u8>>>,
+    /// SOP Instance UID (slices of one series each need their own).
+    sop: String,
 }
 
 impl Spec {
@@ -66,6 +68,7 @@ impl Spec {
             rescale: None,
             window: None,
             fragments: None,
+            sop: INSTANCE.to_string(),
         }
     }
 
@@ -90,7 +93,7 @@ impl Spec {
         let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
         let mut obj = InMemDicomObject::from_element_iter([
             str_el(tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE),
-            str_el(tags::SOP_INSTANCE_UID, VR::UI, INSTANCE),
+            str_el(tags::SOP_INSTANCE_UID, VR::UI, &self.sop),
             DataElement::new(
                 tags::IMAGE_TYPE,
                 VR::CS,
@@ -2070,6 +2073,8 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
             .collect();
         let mut spec = Spec::new(24, 24, 12, true, values);
         spec.rescale = Some((1.0, -1024.0));
+        // Each slice its own instance: a copied slice is refused (issue 44, item 6).
+        spec.sop = format!("{INSTANCE}.{k}");
         spec.write(&d(&format!("ct/{name}")));
     }
     let j = ok(&[

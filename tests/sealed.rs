@@ -54,6 +54,8 @@ fn demo(dir: &Path) -> PathBuf {
         "builtin:phantom:24",
         "--workdir",
         s(&w),
+        // The spent triplet files are the sealed inputs the refusals below are tried on.
+        "--keep-triplets",
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(

@@ -429,6 +429,7 @@ fs.write(out)
     }
     let j = ok(&[
         "reconstruct",
+        "--insecure-unsigned",
         "--study",
         &d.p("study"),
         "--out",

@@ -80,6 +80,10 @@ pub struct DemoArgs {
     /// progress as a bar on a terminal or a line every few seconds elsewhere).
     #[arg(long)]
     pub quiet: bool,
+    /// Keep the servers' spent triplet files in the work folder (`serve --keep-triplets`),
+    /// to inspect them; by default a server cuts them once consumed.
+    #[arg(long)]
+    pub keep_triplets: bool,
 }
 
 pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
@@ -170,6 +174,7 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
     let extra: Vec<&str> = ["--engine", a.engine.name()]
         .into_iter()
         .chain(out_to.iter().map(String::as_str))
+        .chain(a.keep_triplets.then_some("--keep-triplets"))
         .collect();
     let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, setup.is_some())?;
     let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, !out_to.is_empty())?;
@@ -324,6 +329,7 @@ fn demo_cnn(
     let extra: Vec<&str> = ["--engine", a.engine.name()]
         .into_iter()
         .chain(out_to.iter().map(String::as_str))
+        .chain(a.keep_triplets.then_some("--keep-triplets"))
         .collect();
     let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, false)?;
     let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, !out_to.is_empty())?;

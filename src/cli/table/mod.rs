@@ -333,6 +333,7 @@ fn one_run(
             plain_files: true,
             // The table shows its own progress, over all runs.
             quiet: true,
+            keep_triplets: false,
         },
         false,
     )
