@@ -200,6 +200,8 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
             // Plain files, so mutations reach the container parsers; sealed files have
             // their own target.
             "--plain-files",
+            // The spent triplet files are seeds of the targets below.
+            "--keep-triplets",
         ]);
         // The same job as 2 tiles (per-job weights), served pair by pair: the receiver's
         // and the servers' tile paths get seeds of their own.
@@ -228,7 +230,7 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
                     let (me, peer) = (format!("s{party}"), format!("s{}", 1 - party));
                     Command::new(bin())
                         .args(["serve", "--quiet", "--party", &party.to_string()])
-                        .arg("--insecure-unsigned")
+                        .args(["--insecure-unsigned", "--keep-triplets"])
                         .args(["--model", &p(&format!("model.p{party}"))])
                         .args(["--image", &p(&format!("image.p{party}"))])
                         .args(["--triplets", &p(&format!("tiles.t{i}.p{party}"))])

@@ -162,8 +162,11 @@ pub fn spend_file(path: &Path) -> Result<()> {
         if f.metadata()?.len() <= keep {
             return Ok(true);
         }
-        f.set_len(head)?;
+        // The values go first (a shrink, which a full disk or a file-size limit never
+        // refuses), then the two fields are zeroed in place: nothing grows the file.
         f.set_len(keep)?;
+        f.seek(std::io::SeekFrom::Start(head))?;
+        f.write_all(&[0u8; 40])?;
         f.sync_all()?;
         Ok(true)
     };
