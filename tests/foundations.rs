@@ -312,6 +312,7 @@ fn centre_copy_model(input: usize, output: usize) -> Model {
             activation: Activation::Tanh,
             aggregation_sigma: 0.0,
         },
+        window: None,
     }
 }
 

@@ -578,3 +578,143 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
     let r = rmse(&clean, &[series.join("slice001.dcm"), d.join("den.dcm")]);
     assert!(r[1] < 0.97 * r[0], "RMSE {:.2} -> {:.2}", r[0], r[1]);
 }
+
+/// A model that declares the window it was trained on (here the shipped MLP declared for a
+/// CT's soft tissue, -160:240 HU, a `.npz` setting) has images mapped with it: share-model
+/// carries it into model.pub, share-image and denoise use it when --window says nothing, a
+/// conflicting --window is refused by name, an image in other units is refused, and
+/// --override-model-window maps it anyway. Through the secure path, a slice shared on the
+/// declared window equals the oracle and comes back better. The other readers' settings
+/// (safetensors, ONNX metadata) are unit-tested beside them.
+#[test]
+fn a_models_declared_window_is_used_and_a_conflicting_one_refused() {
+    let tmp = setup();
+    let d = tmp.path();
+    let p = |n: &str| s(&d.join(n));
+    let mut m =
+        ppdenoise::plain::model::Model::load(&root().join("fixtures/default-model.npz")).unwrap();
+    m.window = Some("-160:240 HU".parse().unwrap());
+    m.save(&d.join("ct-soft.npz")).unwrap();
+    // The declared model replaces the default one in setup()'s `model` files.
+    let j = ok(&[
+        "share-model",
+        "--model",
+        &p("ct-soft.npz"),
+        "--out",
+        &p("model"),
+    ]);
+    assert_eq!(j["window"], "-160:240 HU", "{j}");
+    let h = ok(&["inspect", &p("model.pub")]);
+    assert!(h.to_string().contains("-160:240 HU"), "{h}");
+    assert_eq!(ok(&["inspect", &p("ct-soft.npz")])["window"], "-160:240 HU");
+
+    let clean = pydicom_file("CT_small.dcm");
+    let series = d.join("ct-10");
+    script(
+        "noisy-series.py",
+        &[&s(&clean), &s(&series), "--slices", "1", "--sigma", "10"],
+    );
+    let slice = s(&series.join("slice001.dcm"));
+    let share = |extra: &[&str]| {
+        let mut args = vec![
+            "share-image",
+            "--image",
+            &slice,
+            "--sigma",
+            "10HU",
+            "--model",
+            d.join("model.pub").to_str().unwrap(),
+            "--out",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.push(p("img"));
+        args.extend(extra.iter().map(|x| x.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    };
+    // No --window: the model's. The receiver's facts say which window was used.
+    let o = share(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let facts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("img.rx.json")).unwrap()).unwrap();
+    assert!(
+        facts.to_string().contains("-160.0") && facts.to_string().contains("240.0"),
+        "{facts}"
+    );
+    // Another window is refused by name, before anything is shared.
+    std::fs::remove_file(d.join("img.p0")).unwrap();
+    for w in ["-1024:3071", "auto", "full"] {
+        let o = share(&["--window", w]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "--window {w} shared");
+        for n in ["ct-soft", "-160:240 HU", "--override-model-window"] {
+            assert!(err.contains(n), "--window {w}: error lacks {n:?}: {err}");
+        }
+        assert!(!d.join("img.p0").exists());
+    }
+    // The same window given again is the model's; an override takes another.
+    assert!(share(&["--window", "-160:240"]).status.success());
+    let o = share(&["--window", "-300:300", "--override-model-window"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An image in other units is not one the model was trained for.
+    let mr = s(&pydicom_file("MR_small.dcm"));
+    for image in [mr.as_str(), "builtin:phantom:64"] {
+        let o = run(&[
+            "share-image",
+            "--image",
+            image,
+            "--sigma",
+            "20",
+            "--model",
+            &p("model.pub"),
+            "--out",
+            &p("other"),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{image} shared");
+        assert!(
+            err.contains("-160:240 HU") && err.contains("not a model for"),
+            "{image}: {err}"
+        );
+    }
+    // denoise reads the window from the model file: the same pixels as the plain model on
+    // that window given by hand.
+    let den = |model: &str, extra: &[&str], out: &str| {
+        let mut args = vec![
+            "denoise", "--image", &slice, "--arith", "fixed", "--sigma", "10HU", "--model", model,
+            "--out",
+        ];
+        let out = p(out);
+        args.push(&out);
+        args.extend_from_slice(extra);
+        ok(&args);
+        ppdenoise::plain::image::load(&out).unwrap()
+    };
+    let declared = den(&p("ct-soft.npz"), &[], "declared.dcm");
+    let by_hand = den(
+        &s(&root().join("fixtures/default-model.npz")),
+        &["--window", "-160:240"],
+        "by-hand.dcm",
+    );
+    assert_eq!(declared, by_hand);
+    let o = run(&[
+        "denoise",
+        "--image",
+        &slice,
+        "--sigma",
+        "10HU",
+        "--model",
+        &p("ct-soft.npz"),
+        "--window",
+        "auto",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--override-model-window"));
+    // The secure path on the declared window (the oracle: the plain model on it by hand).
+    let r = secure_series(d, &clean, &series, "10HU", "-160:240", &[]);
+    let (noisy, denoised) = r[0];
+    eprintln!("CT_small, 10 HU, declared soft-tissue window: {noisy:.2} HU -> {denoised:.2} HU");
+    assert!(denoised < 0.97 * noisy, "{noisy:.2} -> {denoised:.2}");
+}

@@ -14,7 +14,9 @@ use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NAME, NET
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::receiver_facts::{facts_file, ReceiverFacts};
 use crate::plain::frame::Frame;
-use crate::plain::image::window::{Sigma, Units, ValueScale, WindowChoice};
+use crate::plain::image::window::{
+    DeclaredWindow, Sigma, Units, ValueScale, WindowChoice, MODEL_WINDOW,
+};
 use crate::plain::image::{add_noise as awgn, GrayImage};
 use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
 use crate::plain::preprocess::Preprocess;
@@ -72,6 +74,10 @@ pub struct ShareOpts {
     /// channel, FFDNet, gets the noise map: --sigma everywhere, or --noise-map / --noise).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Map the images with --window even though the model declares another window it was
+    /// trained on (its header's `window`); without it such a --window is refused.
+    #[arg(long)]
+    pub override_model_window: bool,
     #[command(flatten)]
     pub noise: super::inputs::NoiseArgs,
     #[command(flatten)]
@@ -88,6 +94,8 @@ struct ModelFacts {
     /// The noise levels its owner's sweep found its fixed point holds for (0..255 scale), per span of
     /// values, when recorded.
     sigma_range: Option<Ranges>,
+    /// The window of image values it was trained on, where its owner declared one.
+    window: Option<DeclaredWindow>,
     name: String,
 }
 
@@ -111,12 +119,20 @@ fn model_facts(path: &std::path::Path) -> Result<ModelFacts> {
         ),
         None => None,
     };
+    let window = h
+        .info(MODEL_WINDOW)
+        .map(|v| {
+            v.parse::<DeclaredWindow>()
+                .map_err(|e| anyhow::anyhow!("{}: header's {MODEL_WINDOW} {e}", path.display()))
+        })
+        .transpose()?;
     Ok(ModelFacts {
         scale: h.scale,
         sigma,
         cnn: is_cnn(&h),
         frame,
         sigma_range,
+        window,
         name: h.info(NAME).unwrap_or("the model").to_string(),
     })
 }
@@ -148,6 +164,8 @@ pub fn job_from_header(path: &std::path::Path, h: &Header) -> Result<JobParams> 
 pub struct Sharer<'a> {
     opts: &'a ShareOpts,
     facts: ModelFacts,
+    /// --window resolved against the model's declared window.
+    window: WindowChoice,
     to: super::keys::Outputs,
 }
 
@@ -182,10 +200,30 @@ impl<'a> Sharer<'a> {
                 cnn: false,
                 frame: Frame::PLAIN,
                 sigma_range: None,
+                window: None,
                 name: "the model".into(),
             },
         };
-        let sharer = Sharer { opts, facts, to };
+        if opts.override_model_window && facts.window.is_none() {
+            bail!(
+                "--override-model-window: {} declares no window (it applies to a model whose \
+                 header has one)",
+                facts.name
+            );
+        }
+        let window = DeclaredWindow::resolve(
+            facts.window.as_ref(),
+            &opts.window.window,
+            opts.override_model_window,
+            &facts.name,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let sharer = Sharer {
+            opts,
+            facts,
+            window,
+            to,
+        };
         if let Some(Sigma::Scale(v)) = opts.sigma {
             sharer.check_level(v).context("--sigma")?;
         }
@@ -258,9 +296,9 @@ impl<'a> Sharer<'a> {
         Ok(level)
     }
 
-    /// The window --window asks for.
+    /// The window images are mapped with: --window, or the model's declared one.
     pub fn window(&self) -> &WindowChoice {
-        &self.opts.window.window
+        &self.window
     }
 
     /// The job `img` (named `name`) makes, its noise level and encoding: every check of an

@@ -122,10 +122,15 @@ pub fn load_image_windowed(spec: &str, choice: &WindowChoice) -> Result<(GrayIma
 /// `multi`).
 pub fn load_frames_windowed(spec: &str, choice: &WindowChoice, multi: bool) -> Result<Windowed> {
     if spec.starts_with(image::BUILTIN_PREFIX) {
-        if let WindowChoice::Range(w) = choice {
-            bail!(
+        match choice {
+            WindowChoice::Range(w) => bail!(
                 "--window {w}: a window is stated in a DICOM's units; {spec} takes its full range"
-            );
+            ),
+            WindowChoice::Declared(d) => bail!(
+                "{spec}: the model was trained on a window of a DICOM's values ({d}); it is not \
+                 a model for this image (--override-model-window maps it anyway)"
+            ),
+            _ => {}
         }
         let img = load_image(spec)?;
         let scale = ValueScale::grey(img.bit_depth, img.pixels.len());

@@ -14,6 +14,7 @@ use crate::formats::bodies::{
 use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::plain::cnn::Cnn;
+use crate::plain::image::window::{DeclaredWindow, MODEL_WINDOW};
 use crate::plain::model::{Activation, Model};
 use crate::plain::noise_map::NoiseLevel;
 use crate::plain::preprocess::Preprocess;
@@ -191,6 +192,21 @@ fn sigma_range_entries(all: &[(f64, Vec<Level>)]) -> (Vec<(String, String)>, Str
     )
 }
 
+/// The public header's entry for a window the model file declares (none when it declares
+/// none): the gateway maps images with it.
+fn window_entry(d: Option<&DeclaredWindow>) -> Option<(String, String)> {
+    d.map(|d| (MODEL_WINDOW.into(), d.to_string()))
+}
+
+fn window_line(d: Option<&DeclaredWindow>) -> Option<String> {
+    d.map(|d| {
+        format!(
+            "declared window: {d} (the model file's; share-image and share-study map images \
+             with it, and refuse another --window)"
+        )
+    })
+}
+
 fn range_json(all: &[(f64, Vec<Level>)]) -> serde_json::Value {
     ranges(all)
         .iter()
@@ -263,6 +279,7 @@ fn share_cnn_model(
             serde_json::to_string(&public).expect("plan serialises"),
         ));
         h.info.extend(range_info.clone());
+        h.info.extend(window_entry(model.window.as_ref()));
         h
     };
     let mut written = Vec::new();
@@ -303,10 +320,14 @@ fn share_cnn_model(
                 id_hex(&model_id)
             ),
             range_line,
-        ],
+        ]
+        .into_iter()
+        .chain(window_line(model.window.as_ref()))
+        .collect(),
         json: serde_json::json!({
             "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
             "network": CNN, "channels": plan.channels(), "outputs": written,
+            "window": model.window.map(|d| d.to_string()),
             "sigma_range": range_json(&levels), "sweep": sweep_json(&levels),
         }),
     })
@@ -343,6 +364,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         h.info.push(("sigma".into(), model.meta.sigma.to_string()));
         h.info.extend(circuit_entries(&plan));
         h.info.extend(range_info.clone());
+        h.info.extend(window_entry(model.window.as_ref()));
         let out = with_ext(&a.out, party);
         container::stage(&mut set, &out, &h, body, to.party(party))
             .with_context(|| format!("writing {}", out.display()))?;
@@ -380,10 +402,12 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     }
     lines.extend(notes.iter().map(|n| format!("note: {n}")));
     lines.push(range_line);
+    lines.extend(window_line(model.window.as_ref()));
     Ok(Summary {
         lines,
         json: serde_json::json!({
             "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
+            "window": model.window.map(|d| d.to_string()),
             "widths": plan.widths(), "outputs": written, "notes": notes,
             "sigma_range": range_json(&levels), "sweep": sweep_json(&levels),
         }),

@@ -11,7 +11,7 @@ use super::Summary;
 use crate::formats::container;
 use crate::plain::cnn::Cnn;
 use crate::plain::denoise::denoise_float;
-use crate::plain::image::window::{Sigma, Units, ValueScale, WindowChoice};
+use crate::plain::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice};
 use crate::plain::image::{quantize_u8, Format, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
 use crate::plain::model::{Activation, Model};
@@ -62,6 +62,10 @@ pub struct DenoiseArgs {
     pub sigma: Sigma,
     #[command(flatten)]
     pub window: super::inputs::WindowArgs,
+    /// Map the image with --window even though the model declares another window it was
+    /// trained on (its file's `window` setting); without it such a --window is refused.
+    #[arg(long)]
+    pub override_model_window: bool,
     /// Do not apply the paper's sigma*/sigma scaling (on by default, as in share-image).
     #[arg(long)]
     pub no_scale_noise: bool,
@@ -177,6 +181,24 @@ impl Runner {
         Ok(Runner::Mlp(Box::new(model), a.fixed.params()?))
     }
 
+    /// --window resolved against the window the model file declares (`path`, for errors).
+    fn window(&self, a: &DenoiseArgs, path: &std::path::Path) -> Result<WindowChoice> {
+        let declared = match self {
+            Runner::Cnn(m, _) => m.window.as_ref(),
+            Runner::Mlp(m, _) => m.window.as_ref(),
+        };
+        if a.override_model_window && declared.is_none() {
+            bail!(
+                "--override-model-window: {} declares no window (it applies to a model file \
+                 with a window setting)",
+                path.display()
+            );
+        }
+        let name = path.display().to_string();
+        DeclaredWindow::resolve(declared, &a.window.window, a.override_model_window, &name)
+            .map_err(anyhow::Error::msg)
+    }
+
     /// The fixed-point oracle of `noisy` at the uniform noise level `sigma`, whatever
     /// --arith and --noise-map ask.
     fn oracle(
@@ -284,6 +306,8 @@ fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
         );
     }
     let t = Instant::now();
+    let runner = Runner::new(a, path)?;
+    let window = runner.window(a, path)?;
     let folder = super::folders::Folder::open(
         std::path::Path::new(&a.image),
         &a.series,
@@ -293,9 +317,8 @@ fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
             a.sigma
         ),
         "Denoised by ppdenoise denoise (in the clear)",
-        &a.window.window,
+        &window,
     )?;
-    let runner = Runner::new(a, path)?;
     let mut oor = 0;
     let written = folder.run(
         out,
@@ -329,7 +352,10 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     if super::folders::is_folder(&a.image) {
         return denoise_folder(&a, &path);
     }
-    let loaded = super::inputs::load_frames_windowed(&a.image, &a.window.window, true)?;
+    // The model first: its file may declare the window the image is mapped with.
+    let runner = Runner::new(&a, &path)?;
+    let window = runner.window(&a, &path)?;
+    let loaded = super::inputs::load_frames_windowed(&a.image, &window, true)?;
     let (frames, scale) = (loaded.frames, loaded.scale);
     if frames.len() > 1 && (a.clean.is_some() || a.noise.per_pixel()) {
         bail!(
@@ -362,7 +388,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
                     a.sigma
                 ),
             ),
-            &a.window.window,
+            &window,
         )?),
         None => None,
     };
@@ -371,7 +397,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     }
     // The clean reference on the noisy image's window (a CT's own, or the noisy image's
     // auto range: the same scale for both).
-    let clean_choice = match &a.window.window {
+    let clean_choice = match &window {
         WindowChoice::Default | WindowChoice::Auto => WindowChoice::Range(scale.window),
         other => other.clone(),
     };
@@ -388,7 +414,6 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     };
     let t = Instant::now();
     // Every frame of a multi-frame image, one after another.
-    let runner = Runner::new(&a, &path)?;
     let mut outs = Vec::with_capacity(frames.len());
     let mut oor = 0;
     let mut levels = Vec::with_capacity(frames.len());
@@ -507,7 +532,8 @@ fn inspect_cnn(m: &Cnn) -> Summary {
         "relus_per_pixel": relus, "macs_per_pixel": macs,
         "fixed_point": {"s": fixed.s, "ws": fixed.ws, "k": fixed.k,
             "from": if m.fixed_point.is_some() { "the model file" } else { "the defaults" }},
-        "receptive_field": m.receptive_field() * m.frame.unshuffle});
+        "receptive_field": m.receptive_field() * m.frame.unshuffle,
+        "window": m.window.map(|d| d.to_string())});
     Summary {
         lines: vec![serde_json::to_string_pretty(&j).expect("json")],
         json: j,
@@ -575,7 +601,7 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
     if model {
         let m = Model::load(file)?;
         let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
-            "widths": m.widths(), "meta": m.meta});
+            "widths": m.widths(), "meta": m.meta, "window": m.window.map(|d| d.to_string())});
         return Ok(Summary {
             lines: vec![serde_json::to_string_pretty(&j)?],
             json: j,

@@ -18,6 +18,7 @@ use ndarray_npy::{NpzReader, NpzWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::plain::frame::Frame;
+use crate::plain::image::window::DeclaredWindow;
 use crate::plain::model::ModelError;
 use crate::plain::noise_map::NoiseLevel;
 use crate::plain::par_conv::{by_row_blocks, BLOCK_VALUES};
@@ -64,6 +65,9 @@ pub struct Cnn {
     /// The fixed-point settings measured for this model (s, ws, k: `fixed_point` in the
     /// file), used when none are given; `None`: the project's defaults.
     pub fixed_point: Option<[u32; 3]>,
+    /// The window of image values it was trained on, when its file declares one (public:
+    /// it travels in the model's header).
+    pub window: Option<DeclaredWindow>,
 }
 
 /// A pixel (0..255) as the CNN takes it.
@@ -181,6 +185,7 @@ impl Cnn {
         meta: CnnMeta,
         frame: Frame,
         fixed_point: Option<[u32; 3]>,
+        window: Option<DeclaredWindow>,
         path: &Path,
     ) -> Result<Cnn, ModelError> {
         let m = Cnn {
@@ -188,6 +193,7 @@ impl Cnn {
             meta,
             frame,
             fixed_point,
+            window,
         };
         m.validate(path)?;
         Ok(m)
@@ -304,7 +310,8 @@ impl Cnn {
             let a: Array1<f64> = read_any(&mut npz, path, "fixed_point")?;
             fixed_point = Some(fixed_point_of(&a.to_vec()).map_err(|e| err("fixed_point", e))?);
         }
-        Cnn::checked(convs, meta, frame, fixed_point, path)
+        let window = super::model::npz_window(&mut npz, path, &names)?;
+        Cnn::checked(convs, meta, frame, fixed_point, window, path)
     }
 
     /// Writes the model as `.npz` (f64 arrays), atomically.
@@ -323,6 +330,9 @@ impl Cnn {
             npz.add_array("noise_map", &scalar(self.frame.noise_map as u8 as f64))?;
             if let Some(f) = self.fixed_point {
                 npz.add_array("fixed_point", &Array1::from(f.map(f64::from).to_vec()))?;
+            }
+            if let Some(d) = &self.window {
+                npz.add_array(d.npz_key(), &Array1::from(vec![d.window.lo, d.window.hi]))?;
             }
             npz.finish()?;
             Ok(())
@@ -558,6 +568,7 @@ pub fn random_framed_cnn(
         meta,
         frame,
         fixed_point: None,
+        window: None,
     }
 }
 

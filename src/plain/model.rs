@@ -9,6 +9,8 @@ use ndarray::{Array0, Array1, Array2, Ix0, Ix1, Ix2};
 use ndarray_npy::{NpzReader, NpzWriter, ReadNpzError};
 use serde::{Deserialize, Serialize};
 
+use super::image::window::DeclaredWindow;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{path}: cannot open model: {source}")]
@@ -96,6 +98,9 @@ pub struct Layer {
 pub struct Model {
     pub layers: Vec<Layer>,
     pub meta: ModelMeta,
+    /// The window of image values it was trained on, when its file declares one. Kept out
+    /// of [`ModelMeta`], which the shares' bodies carry: it travels in the public header.
+    pub window: Option<DeclaredWindow>,
 }
 
 /// Patch geometry implied by a model: a square input window and a square output centre.
@@ -317,7 +322,12 @@ impl Model {
         if has("aggregation_sigma") {
             meta.aggregation_sigma = read0(&mut npz, path, "aggregation_sigma")?;
         }
-        let m = Model { layers, meta };
+        let window = npz_window(&mut npz, path, &names)?;
+        let m = Model {
+            layers,
+            meta,
+            window,
+        };
         m.validate(path)?;
         Ok(m)
     }
@@ -341,6 +351,9 @@ impl Model {
             };
             npz.add_array("activation", &scalar(act))?;
             npz.add_array("aggregation_sigma", &scalar(self.meta.aggregation_sigma))?;
+            if let Some(d) = &self.window {
+                npz.add_array(d.npz_key(), &Array1::from(vec![d.window.lo, d.window.hi]))?;
+            }
             npz.finish()?;
             Ok(())
         })
@@ -364,6 +377,44 @@ fn read2(npz: &mut NpzReader<File>, path: &Path, name: &str) -> Result<Array2<f6
             .map(|a| a.mapv(f64::from))
             .map_err(|e| arr_err(path, name, e)),
     }
+}
+
+/// The window a model `.npz` declares: at most one of [`DeclaredWindow::NPZ_KEYS`], an
+/// array `[lo, hi]`.
+pub(crate) fn npz_window(
+    npz: &mut NpzReader<File>,
+    path: &Path,
+    names: &[String],
+) -> Result<Option<DeclaredWindow>, ModelError> {
+    let present: Vec<_> = DeclaredWindow::NPZ_KEYS
+        .iter()
+        .filter(|(k, _)| names.iter().any(|n| n == k))
+        .collect();
+    let &[&(key, units)] = present.as_slice() else {
+        if present.is_empty() {
+            return Ok(None);
+        }
+        return Err(ModelError::Invalid {
+            path: path.to_path_buf(),
+            msg: format!(
+                "declares {} windows ({}); a model is trained on one",
+                present.len(),
+                present
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    };
+    let v = read1(npz, path, key)?;
+    DeclaredWindow::from_pair(&v.to_vec(), units)
+        .map(Some)
+        .map_err(|msg| ModelError::Array {
+            path: path.to_path_buf(),
+            name: key.into(),
+            msg,
+        })
 }
 
 fn read1(npz: &mut NpzReader<File>, path: &Path, name: &str) -> Result<Array1<f64>, ModelError> {
@@ -409,5 +460,145 @@ pub fn random_model(widths: &[usize], seed: u64, meta: ModelMeta) -> Model {
             }
         })
         .collect();
-    Model { layers, meta }
+    Model {
+        layers,
+        meta,
+        window: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A declared window is read by all five readers (`.npz` MLP and CNN, `.safetensors` MLP
+    //! and CNN, ONNX MLP and CNN share the metadata parser) and written back by `save`.
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::plain::cnn::{random_cnn, Cnn, CnnMeta};
+
+    fn soft() -> DeclaredWindow {
+        "-160:240 HU".parse().unwrap()
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/onnx")
+            .join(name)
+    }
+
+    #[test]
+    fn npz_models_keep_their_declared_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = random_model(&[9, 4, 1], 1, ModelMeta::default());
+        m.window = Some(soft());
+        let p = dir.path().join("m.npz");
+        m.save(&p).unwrap();
+        assert_eq!(Model::load(&p).unwrap().window, Some(soft()));
+        let meta = CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        };
+        let mut c = random_cnn(&[1, 4, 1], 3, 1, meta);
+        c.window = Some("0:4000 stored".parse().unwrap());
+        let p = dir.path().join("c.npz");
+        c.save(&p).unwrap();
+        assert_eq!(Cnn::load(&p).unwrap().window, c.window);
+        c.window = None;
+        c.save(&p).unwrap();
+        assert_eq!(Cnn::load(&p).unwrap().window, None);
+    }
+
+    #[test]
+    fn npz_windows_that_are_not_one_range_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npz");
+        let write = |extra: &[(&str, Vec<f64>)]| {
+            let f = std::fs::File::create(&p).unwrap();
+            let mut npz = NpzWriter::new(f);
+            let m = random_model(&[9, 4, 1], 1, ModelMeta::default());
+            for (i, l) in m.layers.iter().enumerate() {
+                npz.add_array(format!("W{}", i + 1), &l.w).unwrap();
+                npz.add_array(format!("b{}", i + 1), &l.b).unwrap();
+            }
+            for (k, v) in extra {
+                npz.add_array(*k, &Array1::from(v.clone())).unwrap();
+            }
+            npz.finish().unwrap();
+            Model::load(&p).unwrap_err().to_string()
+        };
+        let e = write(&[("window_hu", vec![-160.0])]);
+        assert!(e.contains("window_hu") && e.contains("two"), "{e}");
+        let e = write(&[("window_hu", vec![240.0, -160.0])]);
+        assert!(e.contains("window_hu") && e.contains("LO below HI"), "{e}");
+        let e = write(&[
+            ("window_hu", vec![-160.0, 240.0]),
+            ("window_stored", vec![0.0, 4000.0]),
+        ]);
+        assert!(e.contains("declares 2 windows"), "{e}");
+    }
+
+    /// `path`'s safetensors with `extra` added to its metadata, written to `out`.
+    fn with_metadata(path: &Path, extra: &[(&str, &str)], out: &Path) {
+        let bytes = std::fs::read(path).unwrap();
+        let st = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = ::safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut md: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
+        md.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let views: Vec<_> = st.tensors();
+        std::fs::write(out, ::safetensors::serialize(views, Some(md)).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn safetensors_cnns_read_a_declared_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.safetensors");
+        with_metadata(
+            &fixture("tiny-dncnn.safetensors"),
+            &[("window", "-160:240 HU")],
+            &p,
+        );
+        assert_eq!(Cnn::load(&p).unwrap().window, Some(soft()));
+        with_metadata(
+            &fixture("tiny-dncnn.safetensors"),
+            &[("window", "lung")],
+            &p,
+        );
+        let e = Cnn::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("metadata window") && e.contains("LO:HI UNITS"),
+            "{e}"
+        );
+    }
+
+    /// `path`'s ONNX model with one more `metadata_props` entry: field 14 of ModelProto,
+    /// appended (a repeated field's entries may come anywhere in the message).
+    fn with_prop(path: &Path, key: &str, value: &str, out: &Path) {
+        use prost::Message;
+        let entry = crate::plain::onnx::proto::StringStringEntryProto {
+            key: key.into(),
+            value: value.into(),
+        };
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.push((14 << 3) | 2);
+        entry.encode_length_delimited(&mut bytes).unwrap();
+        std::fs::write(out, bytes).unwrap();
+    }
+
+    #[test]
+    fn onnx_models_read_a_declared_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.onnx");
+        with_prop(&fixture("tiny-mlp.onnx"), "window", "-160:240 HU", &p);
+        assert_eq!(Model::load(&p).unwrap().window, Some(soft()));
+        with_prop(&fixture("tiny-dncnn.onnx"), "window", "-160:240 HU", &p);
+        assert_eq!(Cnn::load(&p).unwrap().window, Some(soft()));
+        assert_eq!(Cnn::load(&fixture("tiny-dncnn.onnx")).unwrap().window, None);
+        with_prop(&fixture("tiny-dncnn.onnx"), "window", "-160:240 lumens", &p);
+        let e = Cnn::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("metadata window") && e.contains("unknown units"),
+            "{e}"
+        );
+    }
 }

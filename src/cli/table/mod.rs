@@ -48,6 +48,10 @@ pub struct TableArgs {
     /// images, noise and PSNR are on that scale.
     #[command(flatten)]
     pub window: super::inputs::WindowArgs,
+    /// Map the images with --window even though the models declare another window they
+    /// were trained on; without it such a --window is refused.
+    #[arg(long)]
+    pub override_model_window: bool,
     /// Seed of the Gaussian noise (the same for every image and noise level).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -473,8 +477,10 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
         bail!("--max-size must be at least 1");
     }
     let sigmas = parse_sigmas(&a.sigmas)?;
-    let inputs = list_inputs(&a.images, a.max_size, &a.window.window)?;
+    // The models first: they may declare the window the images are mapped with.
     let models = Models::load(&a.model, a.models.as_deref(), &sigmas)?;
+    let window = models.window(&a.window.window, a.override_model_window)?;
+    let inputs = list_inputs(&a.images, a.max_size, &window)?;
     for m in models.all() {
         let patch = m.net.output_patch();
         for i in &inputs {

@@ -11,6 +11,7 @@ use ndarray::Array2;
 use super::super::inputs::model_or_default;
 use super::super::tools::{run_cnn, run_denoise, Arith};
 use crate::plain::cnn::Cnn;
+use crate::plain::image::window::{DeclaredWindow, WindowChoice};
 use crate::plain::image::GrayImage;
 use crate::plain::model::Model;
 use crate::plain::noise_map::NoiseLevel;
@@ -180,6 +181,41 @@ impl Models {
 
     pub(super) fn all(&self) -> &[TableModel] {
         &self.models
+    }
+
+    /// `--window` resolved against the window the table's models declare (one table, one
+    /// scale: models declaring different windows are refused together).
+    pub(super) fn window(&self, choice: &WindowChoice, overridden: bool) -> Result<WindowChoice> {
+        let mut declared: Option<(&TableModel, DeclaredWindow)> = None;
+        for m in &self.models {
+            let Some(d) = (match &m.net {
+                Net::Mlp(x) => x.window,
+                Net::Cnn(x) => x.window,
+            }) else {
+                continue;
+            };
+            match declared {
+                Some((first, w)) if w != d => bail!(
+                    "{} declares the window {w} and {} the window {d}: a table maps its \
+                     images one way, so its models must agree",
+                    first.path.display(),
+                    m.path.display()
+                ),
+                Some(_) => {}
+                None => declared = Some((m, d)),
+            }
+        }
+        if overridden && declared.is_none() {
+            bail!("--override-model-window: no model of the table declares a window");
+        }
+        let name = declared.map(|(m, _)| m.path.display().to_string());
+        DeclaredWindow::resolve(
+            declared.as_ref().map(|(_, d)| d),
+            choice,
+            overridden,
+            name.as_deref().unwrap_or_default(),
+        )
+        .map_err(anyhow::Error::msg)
     }
 
     /// Whether the table names a model per sigma (`--models`).

@@ -412,6 +412,10 @@ impl Intensity {
         Ok(match choice {
             WindowChoice::Full => None,
             WindowChoice::Range(w) => Some(*w),
+            WindowChoice::Declared(d) => {
+                d.check_units(self.units())?;
+                Some(d.window)
+            }
             WindowChoice::Default => self.default_window(stored),
             WindowChoice::Auto => self.auto_window(stored),
         })

@@ -350,14 +350,23 @@ pub fn load_windowed(
             Format::Png => png::decode(&bytes, path)?,
             _ => tiff::decode(&bytes, path)?,
         };
-        if let WindowChoice::Range(w) = choice {
+        let detail = match choice {
+            WindowChoice::Range(w) => Some(format!(
+                "--window {w}: a window is stated in a DICOM's units; a {format} takes its \
+                 full range (--window full or default)"
+            )),
+            WindowChoice::Declared(d) => Some(format!(
+                "the model was trained on a window of a DICOM's values ({d}); a {format}'s \
+                 grey levels have no such units: it is not a model for this image \
+                 (--override-model-window maps it by its full range anyway)"
+            )),
+            _ => None,
+        };
+        if let Some(detail) = detail {
             return Err(ImageError::Unsupported {
                 path: path.to_path_buf(),
                 format,
-                detail: format!(
-                    "--window {w}: a window is stated in a DICOM's units; a {format} takes its \
-                     full range (--window full or default)"
-                ),
+                detail,
             });
         }
         let scale = ValueScale::grey(img.bit_depth, img.pixels.len());

@@ -104,6 +104,9 @@ pub enum WindowChoice {
     Auto,
     /// A range given in the image's units.
     Range(Window),
+    /// The window the model declares it was trained on ([`DeclaredWindow::resolve`]): a range
+    /// for images in its units only.
+    Declared(DeclaredWindow),
 }
 
 impl FromStr for WindowChoice {
@@ -144,6 +147,7 @@ impl fmt::Display for WindowChoice {
             WindowChoice::Full => f.write_str("full"),
             WindowChoice::Auto => f.write_str("auto"),
             WindowChoice::Range(w) => w.fmt(f),
+            WindowChoice::Declared(d) => write!(f, "{} (the model's)", d.window),
         }
     }
 }
@@ -230,6 +234,132 @@ impl fmt::Display for Sigma {
             Sigma::Stored(v) => write!(f, "{v}SV"),
             Sigma::Auto => f.write_str("auto"),
         }
+    }
+}
+
+/// The key of a model's declared window: in a `.safetensors` or ONNX file's metadata and in
+/// the public model header (`"-160:240 HU"`); a `.npz` holds it as `window_hu`,
+/// `window_modality` or `window_stored`, an array `[lo, hi]` ([`DeclaredWindow::NPZ_KEYS`]).
+pub const MODEL_WINDOW: &str = "window";
+
+/// The window, in an image's units, a model was trained on, declared by its owner in the
+/// model file: the gateway maps images with it unless told otherwise
+/// ([`DeclaredWindow::resolve`]). A model trained on a CT's soft tissue (-160:240 HU) given
+/// the default -1024:3071 HU would see its noise ten times smaller than it learned it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeclaredWindow {
+    pub window: Window,
+    /// HU, modality values or stored values (a PNG's grey levels take no window).
+    pub units: Units,
+}
+
+impl DeclaredWindow {
+    /// The `.npz` entries that may hold a declared window, one per kind of units.
+    pub const NPZ_KEYS: [(&'static str, Units); 3] = [
+        ("window_hu", Units::Hu),
+        ("window_modality", Units::Modality),
+        ("window_stored", Units::Stored),
+    ];
+
+    /// The declaration from a `.npz` entry `[lo, hi]` in `units`.
+    pub fn from_pair(values: &[f64], units: Units) -> Result<DeclaredWindow, String> {
+        match values {
+            [lo, hi] => Ok(DeclaredWindow {
+                window: Window::new(*lo, *hi)?,
+                units,
+            }),
+            _ => Err(format!(
+                "holds {} values; expected two, [lo, hi] in {}",
+                values.len(),
+                units.name()
+            )),
+        }
+    }
+
+    /// The `.npz` entry name of this declaration.
+    pub fn npz_key(&self) -> &'static str {
+        Self::NPZ_KEYS
+            .iter()
+            .find(|(_, u)| *u == self.units)
+            .map(|(k, _)| *k)
+            .expect("a declared window's units have an npz key")
+    }
+
+    /// The window `--window` asks for (`choice`), given a model that declares `declared`
+    /// (named `model`): the declaration when `--window` says nothing or repeats it; another
+    /// one refused unless `overridden` (`--override-model-window`).
+    pub fn resolve(
+        declared: Option<&DeclaredWindow>,
+        choice: &WindowChoice,
+        overridden: bool,
+        model: &str,
+    ) -> Result<WindowChoice, String> {
+        let Some(d) = declared else {
+            return Ok(choice.clone());
+        };
+        match choice {
+            _ if overridden => Ok(choice.clone()),
+            WindowChoice::Default => Ok(WindowChoice::Declared(*d)),
+            WindowChoice::Range(w) if *w == d.window => Ok(WindowChoice::Declared(*d)),
+            other => Err(format!(
+                "--window {other}: {model} declares the window it was trained on, {d}; its \
+                 results hold for that window only (leave --window out to use it, or give \
+                 --override-model-window to map the images another way)"
+            )),
+        }
+    }
+
+    /// Whether an image whose values are in `units` is in this declaration's units.
+    pub fn check_units(&self, units: Units) -> Result<(), String> {
+        if units == self.units {
+            return Ok(());
+        }
+        Err(format!(
+            "its values are {}, but the model was trained on a window of {} ({self}): it is \
+             not a model for this image (--override-model-window with a --window in the \
+             image's units maps it anyway)",
+            units.name(),
+            self.units.name()
+        ))
+    }
+}
+
+impl FromStr for DeclaredWindow {
+    type Err = String;
+
+    /// `LO:HI UNITS`: units `HU`, `modality` or `stored` (or `SV`).
+    fn from_str(s: &str) -> Result<DeclaredWindow, String> {
+        let expected = "expected \"LO:HI UNITS\" with UNITS HU, modality or stored (e.g. \
+                        \"-160:240 HU\")";
+        let (range, units) = s
+            .trim()
+            .rsplit_once(char::is_whitespace)
+            .ok_or_else(|| format!("is {s:?}; {expected}"))?;
+        let units = match units.to_ascii_lowercase().as_str() {
+            "hu" => Units::Hu,
+            "modality" => Units::Modality,
+            "stored" | "sv" => Units::Stored,
+            _ => return Err(format!("is {s:?}: unknown units {units:?}; {expected}")),
+        };
+        match range.parse::<WindowChoice>() {
+            Ok(WindowChoice::Range(window)) => Ok(DeclaredWindow { window, units }),
+            Ok(_) => Err(format!(
+                "is {s:?}: a declared window is a range; {expected}"
+            )),
+            Err(e) => Err(format!("is {s:?}: {e}")),
+        }
+    }
+}
+
+impl fmt::Display for DeclaredWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = match self.units {
+            Units::Hu => "HU",
+            Units::Modality => "modality",
+            Units::Stored => "stored",
+            Units::Grey => "grey",
+        };
+        write!(f, "{} {units}", self.window)
     }
 }
 
@@ -323,6 +453,63 @@ impl ValueScale {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_windows_parse_resolve_and_refuse_conflicts() {
+        let d: DeclaredWindow = "-160:240 HU".parse().unwrap();
+        assert_eq!(d.window, Window::new(-160.0, 240.0).unwrap());
+        assert_eq!(d.units, Units::Hu);
+        assert_eq!(d.to_string().parse::<DeclaredWindow>().unwrap(), d);
+        assert_eq!(
+            "0:4000 SV".parse::<DeclaredWindow>().unwrap().units,
+            Units::Stored
+        );
+        for bad in [
+            "-160:240",
+            "-160:240 grey",
+            "auto HU",
+            "240:-160 HU",
+            "a:b HU",
+            "",
+        ] {
+            assert!(bad.parse::<DeclaredWindow>().is_err(), "{bad:?} accepted");
+        }
+        let soft = WindowChoice::Range(d.window);
+        let r = |c: &WindowChoice, o| DeclaredWindow::resolve(Some(&d), c, o, "ct-model");
+        assert_eq!(
+            r(&WindowChoice::Default, false).unwrap(),
+            WindowChoice::Declared(d)
+        );
+        assert_eq!(r(&soft, false).unwrap(), WindowChoice::Declared(d));
+        for other in [
+            WindowChoice::Auto,
+            WindowChoice::Full,
+            WindowChoice::Range(CT_WINDOW),
+        ] {
+            let e = r(&other, false).unwrap_err();
+            assert!(
+                e.contains("ct-model") && e.contains("-160:240 HU") && e.contains("--override"),
+                "{e}"
+            );
+            assert_eq!(r(&other, true).unwrap(), other);
+        }
+        assert_eq!(
+            DeclaredWindow::resolve(None, &WindowChoice::Auto, false, "m").unwrap(),
+            WindowChoice::Auto
+        );
+        assert!(d.check_units(Units::Hu).is_ok());
+        let e = d.check_units(Units::Modality).unwrap_err();
+        assert!(
+            e.contains("modality units") && e.contains("-160:240 HU"),
+            "{e}"
+        );
+        assert_eq!(
+            DeclaredWindow::from_pair(&[-160.0, 240.0], Units::Hu).unwrap(),
+            d
+        );
+        assert!(DeclaredWindow::from_pair(&[1.0], Units::Hu).is_err());
+        assert!(DeclaredWindow::from_pair(&[2.0, 1.0], Units::Hu).is_err());
+    }
 
     #[test]
     fn windows_parse_with_negative_bounds_and_refuse_nonsense() {

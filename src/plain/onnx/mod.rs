@@ -220,7 +220,12 @@ fn mlp(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Model, Mo
             b: Array1::from(l.b),
         })
         .collect();
-    let m = Model { layers, meta };
+    let window = super::safetensors::declared_window(path, Some(md))?;
+    let m = Model {
+        layers,
+        meta,
+        window,
+    };
     m.validate(path)?;
     Ok(m)
 }
@@ -255,12 +260,15 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
                     }
                 })?)
             }
+            // Parsed below, as every reader parses it.
+            crate::plain::image::window::MODEL_WINDOW => {}
             _ => {
                 return Err(ModelError::Setting {
                     path: path.to_path_buf(),
                     key: key.clone(),
                     msg: "is not a setting of a ppdenoise CNN (known: sigma, the noise level \
-                          it was trained for; fixed_point, \"s,ws,k\")"
+                          it was trained for; fixed_point, \"s,ws,k\"; window, the window \
+                          of image values it was trained on, \"LO:HI UNITS\")"
                         .into(),
                 })
             }
@@ -280,5 +288,6 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
         })
         .collect();
     crate::plain::cnn::reorder_channels(&mut convs, &w.stack.in_perm, &w.out_perm);
-    Cnn::checked(convs, meta, frame, fixed_point, path)
+    let window = super::safetensors::declared_window(path, Some(md))?;
+    Cnn::checked(convs, meta, frame, fixed_point, window, path)
 }

@@ -19,15 +19,17 @@ use crate::plain::cnn::{
     fold_batch_norm, reorder_channels, Cnn, CnnMeta, Conv, MAX_CHANNELS, MAX_KERNEL,
 };
 use crate::plain::frame::{Frame, MAX_UNSHUFFLE};
+use crate::plain::image::window::MODEL_WINDOW;
 use crate::plain::model::ModelError;
 
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "sigma",
     "residual",
     "unshuffle",
     "noise_map",
     "bn_eps",
     "fixed_point",
+    MODEL_WINDOW,
 ];
 
 /// True when the file's header lists a 4-D tensor (a convolution kernel).
@@ -282,5 +284,6 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
         .get("fixed_point")
         .map(|v| crate::plain::cnn::fixed_point_text(v).map_err(|e| setting("fixed_point", e)))
         .transpose()?;
-    Cnn::checked(convs, meta, frame, fixed_point, path)
+    let window = super::declared_window(path, Some(&md))?;
+    Cnn::checked(convs, meta, frame, fixed_point, window, path)
 }

@@ -18,6 +18,7 @@ use ::safetensors::tensor::TensorInfo;
 use ::safetensors::{Dtype, SafeTensors};
 use ndarray::{Array1, Array2};
 
+use super::image::window::{DeclaredWindow, MODEL_WINDOW};
 use super::model::{Activation, Layer, Model, ModelError, ModelMeta};
 
 pub mod cnn;
@@ -30,12 +31,13 @@ const MAX_HEADER: u64 = 1 << 20;
 const MAX_FILE: u64 = 8 + MAX_HEADER + super::npz::MAX_TOTAL_BYTES;
 
 /// Settings read from `__metadata__`; `format` is what PyTorch tooling often adds ("pt").
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 6] = [
     "sigma",
     "mean_shift",
     "residual",
     "activation",
     "aggregation_sigma",
+    MODEL_WINDOW,
 ];
 const IGNORED_KEYS: [&str; 1] = ["format"];
 
@@ -265,7 +267,12 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Model, ModelError> {
         previous = Some(wn);
     }
     let meta = settings(path, header.metadata().as_ref())?;
-    let m = Model { layers: out, meta };
+    let window = declared_window(path, header.metadata().as_ref())?;
+    let m = Model {
+        layers: out,
+        meta,
+        window,
+    };
     m.validate(path)?;
     Ok(m)
 }
@@ -335,6 +342,23 @@ pub(super) fn values(
         return Err(err(format!("non-finite value at flat index {bad}")));
     }
     Ok(v)
+}
+
+/// The window a model's metadata declares (`window`: "LO:HI UNITS"), shared by the
+/// `.safetensors` and ONNX readers.
+pub(crate) fn declared_window(
+    path: &Path,
+    md: Option<&HashMap<String, String>>,
+) -> Result<Option<DeclaredWindow>, ModelError> {
+    md.and_then(|m| m.get(MODEL_WINDOW))
+        .map(|v| {
+            v.parse().map_err(|msg| ModelError::Setting {
+                path: path.to_path_buf(),
+                key: MODEL_WINDOW.into(),
+                msg,
+            })
+        })
+        .transpose()
 }
 
 /// The model's settings from the header's `__metadata__`; absent keys keep the `.npz`
@@ -648,6 +672,28 @@ mod tests {
             &t,
             &[("sigmaa", "25")],
             &["metadata sigmaa", "not a setting"],
+        );
+        refused(
+            &t,
+            &[("window", "-160:240")],
+            &["metadata window", "LO:HI UNITS"],
+        );
+        refused(
+            &t,
+            &[("window", "240:-160 HU")],
+            &["metadata window", "LO below HI"],
+        );
+    }
+
+    #[test]
+    fn a_declared_window_is_read_from_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = mlp("", &[9, 4, 1]);
+        let m = Model::load(&write(dir.path(), &t, &[("window", "-160:240 HU")])).unwrap();
+        assert_eq!(m.window, Some("-160:240 HU".parse().unwrap()));
+        assert_eq!(
+            Model::load(&write(dir.path(), &t, &[])).unwrap().window,
+            None
         );
     }
 
