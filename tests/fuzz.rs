@@ -507,6 +507,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     study: None,
                     slices: None,
                     dirs: Default::default(),
+                    records: Default::default(),
                     seal: Default::default(),
                     quiet: true,
                 };

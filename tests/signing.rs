@@ -154,6 +154,13 @@ impl Job {
         } else {
             trust.iter().map(|t| t.to_string()).collect()
         };
+        // A server taking unsigned inputs does not sign its output (refused: it would vouch
+        // for files anyone can write).
+        let sign: Vec<String> = if trust.iter().any(|t| t == "--insecure-unsigned") {
+            Vec::new()
+        } else {
+            vec!["--sign-key".into(), self.p(&format!("keys/{me}.sign-key"))]
+        };
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
             .args(["--model", &self.p(files[0])])
@@ -166,7 +173,7 @@ impl Job {
             .args(["--timeout", "30"])
             .args(["--state-dir", &self.p(&format!("state{p}"))])
             .args(["--out", &self.p(&format!("{out}.p{p}"))])
-            .args(["--sign-key", &self.p(&format!("keys/{me}.sign-key"))])
+            .args(&sign)
             .args(&trust)
             .args(extra)
             .stdout(Stdio::piped())
@@ -354,15 +361,9 @@ fn a_signed_job_runs_and_gives_the_unsigned_jobs_image() {
                 String::from_utf8_lossy(&o.stderr)
             );
         }
-        // The job's header is unsigned: the servers' keys given alone, not the trust file
-        // (whose gateway key --job's header must then carry).
+        // Unsigned servers' shares: taken only where no key is pinned.
         let u = job.path("uout.png");
-        let (k0, k1, uj) = (
-            job.p("keys/s0.sign-pub"),
-            job.p("keys/s1.sign-pub"),
-            job.p("uimage.pub"),
-        );
-        let checks = ["--s0-key", &k0, "--s1-key", &k1, "--job", &uj];
+        let checks = ["--insecure-unsigned"];
         let a = job.reconstruct_args("uout", &u.display().to_string(), &checks);
         ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(std::fs::read(&signed).unwrap(), std::fs::read(&u).unwrap());
@@ -1004,4 +1005,102 @@ fn sealed_forgeries_are_refused_before_any_claim() {
     );
     job.untouched();
     job.runs("out");
+}
+
+/// Issue 45 (review, item 3): a server that takes unsigned inputs (`--insecure-unsigned`)
+/// must not sign its output: a forger who can write its plain inputs would otherwise get a
+/// pair the receiver accepts. `--sign-key` with `--insecure-unsigned` is refused by name,
+/// before any randomness is claimed.
+#[test]
+fn a_server_taking_unsigned_inputs_refuses_to_sign_its_output() {
+    let job = Job::new("gmw");
+    let key = job.p("keys/s0.sign-key");
+    let c = job.spawn_with(
+        0,
+        ["model.p0", "image.p0", "triplets.p0"],
+        "out",
+        &["--insecure-unsigned"],
+        &["--sign-key".to_string(), key],
+        free_port(),
+    );
+    let o = wait_limit(c, LIMIT);
+    refused(&o, "--sign-key", &["--insecure-unsigned", "s0.sign-key"]);
+    job.untouched();
+}
+
+/// Issue 45 (review, item 5): `--job-facts` names the job the receiver expects when keys
+/// are pinned (no --job): the facts' own job reconstructs, and a genuine, signed pair of
+/// another job given with them is refused by name.
+#[test]
+fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
+    let job = Job::new("gmw");
+    job.runs("out");
+    // A job whose noise level comes from its (noisy) pixels: share-image writes its facts.
+    let noisy = job.p("noisy.png");
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:24",
+        "--sigma",
+        "25",
+        "--seed",
+        "1",
+        "--out",
+        &noisy,
+    ]);
+    ok(&[
+        "share-image",
+        "--image",
+        &noisy,
+        "--sigma",
+        "auto",
+        "--stride",
+        "3",
+        "--out",
+        &job.p("auto"),
+        "--sign-key",
+        &job.p("keys/gateway.sign-key"),
+    ]);
+    let facts = job.path("auto.rx.json");
+    assert!(facts.exists(), "share-image --sigma auto writes its facts");
+    ok(&[
+        "gen-triplets",
+        "--model",
+        &job.p("model.pub"),
+        "--image",
+        &job.p("auto.pub"),
+        "--batch",
+        "64",
+        "--engine",
+        "gmw",
+        "--out",
+        &job.p("autotriplets"),
+        "--sign-key",
+        &job.p("keys/dealer.sign-key"),
+    ]);
+    let port = free_port();
+    let c: Vec<Child> = (0..2u8)
+        .map(|p| {
+            let f = [
+                format!("model.p{p}"),
+                format!("auto.p{p}"),
+                format!("autotriplets.p{p}"),
+            ];
+            job.spawn(p, [&f[0], &f[1], &f[2]], "autoout", &[], port)
+        })
+        .collect();
+    let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
+    all_ok(&outs, "serve (auto)");
+    let (trust, f) = (job.p("keys/trust"), facts.display().to_string());
+    let checks = ["--trust", trust.as_str(), "--job-facts", f.as_str()];
+    // Its own pair, by the facts alone.
+    let a = job.reconstruct_args("autoout", &job.p("autoout.png"), &checks);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // The other job's pair (genuine, signed by both servers) with these facts: refused.
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&facts).unwrap()).unwrap();
+    let want = want["job_id"].as_str().unwrap();
+    let a = job.reconstruct_args("out", &job.p("wrong.png"), &checks);
+    let o = Command::new(bin()).args(&a).output().unwrap();
+    refused(&o, want, &["not of"]);
+    assert!(!job.path("wrong.png").exists());
 }

@@ -50,8 +50,13 @@ impl Dir {
         let d = Dir { _tmp: tmp, dir };
         for n in ["s0", "s1"] {
             ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
-            // Its signing key: output shares and completion records are signed.
-            ok(&[
+        }
+        // Signing keys: the makers' (every input the servers take is signed), and each
+        // server's (output shares and completion records are signed); the trust file names
+        // them all, for the servers and the receiver.
+        let mut trust = String::new();
+        for n in ["dealer", "owner", "gateway", "s0", "s1"] {
+            let v = ok(&[
                 "keygen",
                 "--signing",
                 "--name",
@@ -59,15 +64,24 @@ impl Dir {
                 "--out-dir",
                 &d.p("keys"),
             ]);
+            trust.push_str(&format!("{n} {}\n", v["public_key"].as_str().unwrap()));
         }
+        std::fs::write(d.path("keys/trust"), trust).unwrap();
         ok(&[
             "share-model",
             "--model",
             &fixture(model),
             "--out",
             &d.p("model"),
+            "--sign-key",
+            &d.p("keys/owner.sign-key"),
         ]);
         d
+    }
+
+    /// The gateway's signing key, for `share-study --sign-key`.
+    fn gateway_key(&self) -> String {
+        self.p("keys/gateway.sign-key")
     }
 
     fn p(&self, name: &str) -> String {
@@ -83,7 +97,7 @@ impl Dir {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
-            .arg("--insecure-unsigned")
+            .args(["--trust", &self.p("keys/trust")])
             .args(["--model", &self.p(&format!("model.p{p}"))])
             .args(["--study", &self.p("study")])
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
@@ -137,6 +151,8 @@ impl Dir {
             &self.p("keys/s0.sign-pub"),
             "--s1-key",
             &self.p("keys/s1.sign-pub"),
+            "--gateway-key",
+            &self.p("keys/gateway.sign-pub"),
         ]
         .iter()
         .map(|x| x.to_string())
@@ -151,7 +167,16 @@ impl Dir {
 
     fn deal(&self, extra: &[&str]) -> serde_json::Value {
         let (s, m) = (self.p("study"), self.p("model.pub"));
-        let mut args = vec!["gen-triplets", "--study", &s, "--model", &m];
+        let k = self.p("keys/dealer.sign-key");
+        let mut args = vec![
+            "gen-triplets",
+            "--study",
+            &s,
+            "--model",
+            &m,
+            "--sign-key",
+            &k,
+        ];
         args.extend(extra);
         ok(&args)
     }
@@ -220,6 +245,8 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
         &d.p("study"),
         "--model",
         &d.p("model.pub"),
+        "--sign-key",
+        &d.gateway_key(),
     ]);
     assert_eq!(j["slices"], 4);
     assert_eq!(j["kind"], "images");
@@ -283,6 +310,7 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     assert_eq!(list(&s1["ran"]), [1]);
     // The dealer deals only the unfinished slices; the rerun skips the finished ones.
     assert_eq!(list(&d.deal(&[])["dealt"]), [2, 3]);
+    planted_records_are_not_taken(&d);
     let [s0, s1] = d.serve_pair(&[]);
     for s in [&s0, &s1] {
         assert_eq!(list(&s["ran"]), [2, 3]);
@@ -349,6 +377,197 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
         std::fs::copy(keep.join(f), d.path(&format!("study/slice1/{f}"))).unwrap();
     }
     records_rewritten_or_signed_by_another_key_are_refused(&d);
+    a_signed_share_of_another_job_in_a_slice_is_refused(&d);
+    swapped_slices_are_refused(&d);
+}
+
+/// Issue 45 (review, item 4): a completion record planted for slice 3 (dealt, not run),
+/// signed as S0 by a key of the forger's own over an output of its making, naming the
+/// slice's job and S0's current triplets. Where S0's key is pinned, `study-status` does not
+/// count it (both views), and the signing `serve --study` neither skips the slice nor stops:
+/// it runs it again (the caller checks `ran`), saying why.
+fn planted_records_are_not_taken(d: &Dir) {
+    use ppdenoise::formats::container::{id_hex, read_header};
+    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::study::Done;
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "planter",
+        "--out-dir",
+        &d.p("keys"),
+    ]);
+    let planter = Signer::load(&d.path("keys/planter.sign-key"), Role::S0).unwrap();
+    let m = Manifest::read(&d.path("study")).unwrap();
+    let run = read_header(&d.path("study/slice3/triplets.p0"))
+        .unwrap()
+        .triplet_id
+        .map(|id| id_hex(&id))
+        .unwrap();
+    let out = d.path("study/slice3/out.p0");
+    std::fs::write(&out, b"an output of the planter's making").unwrap();
+    Done::of_output(0, m.slices[3].clone(), run, &out, Some(&planter))
+        .unwrap()
+        .write(&d.path("study/slice3/done.p0"))
+        .unwrap();
+    let (k0, k1) = (d.p("keys/s0.sign-pub"), d.p("keys/s1.sign-pub"));
+    let st = d.p("study");
+    // S0's own view, its key pinned: slice 3 is left, and why.
+    let mine = ok(&[
+        "study-status",
+        "--study",
+        &st,
+        "--party",
+        "0",
+        "--s0-key",
+        &k0,
+    ]);
+    assert_eq!(mine["left_spec"], "2-3");
+    // Both servers' view, their keys pinned: the record is not taken, by name.
+    let all = ok(&[
+        "study-status",
+        "--study",
+        &st,
+        "--s0-key",
+        &k0,
+        "--s1-key",
+        &k1,
+    ]);
+    let state = all["states"][3].as_str().unwrap();
+    assert!(
+        state.contains("record not taken") && state.contains("not by the pinned s0 key"),
+        "{state}"
+    );
+}
+
+/// Issue 45 (review, item 5): slice 1's place holding slice 0's genuine output shares,
+/// with completion records for slice 1 signed by the servers' own keys (what a server
+/// that misbehaves could write): the records pass, and the shares are refused against the
+/// job the gateway bound to slice 1. Nothing is written.
+fn a_signed_share_of_another_job_in_a_slice_is_refused(d: &Dir) {
+    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::study::Done;
+    let m = Manifest::read(&d.path("study")).unwrap();
+    let keep = d.path("keep-foreign");
+    std::fs::create_dir_all(&keep).unwrap();
+    let files = ["out.p0", "done.p0", "out.p1", "done.p1"];
+    for f in files {
+        std::fs::copy(d.path(&format!("study/slice1/{f}")), keep.join(f)).unwrap();
+    }
+    for p in 0..2u8 {
+        let role = [Role::S0, Role::S1][p as usize];
+        let key = Signer::load(&d.path(&format!("keys/s{p}.sign-key")), role).unwrap();
+        let out = d.path(&format!("study/slice1/out.p{p}"));
+        std::fs::copy(d.path(&format!("study/slice0/out.p{p}")), &out).unwrap();
+        let rec0 = Done::read(&d.path(&format!("study/slice0/done.p{p}"))).unwrap();
+        Done::of_output(p, m.slices[1].clone(), rec0.triplet_id, &out, Some(&key))
+            .unwrap()
+            .write(&d.path(&format!("study/slice1/done.p{p}")))
+            .unwrap();
+    }
+    assert_eq!(d.status()["complete"], true, "the records pass");
+    refused(
+        &d.try_reconstruct("foreign"),
+        &[
+            "slice 1",
+            "slice1/out.p0",
+            "not of the job the receiver expects",
+        ],
+    );
+    assert!(!d.path("foreign").exists());
+    for f in files {
+        std::fs::copy(keep.join(f), d.path(&format!("study/slice1/{f}"))).unwrap();
+    }
+}
+
+/// Issue 45 (review, item 1): slices 0 and 1 swapped by someone who can write the study
+/// folder and the sources file (the folders exchanged, their job ids exchanged in
+/// study.json, and in the sources every fact but the file name: every slice's facts then
+/// agree with its shares, and today's checks would write each image under the other's
+/// name). The gateway's signed study binding refuses it by name; a binding re-made for the
+/// swap and signed by a key that is not the pinned gateway key, an unsigned one and a
+/// missing one are refused too. Put back, the study reconstructs.
+fn swapped_slices_are_refused(d: &Dir) {
+    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::study::Sources;
+    let (manifest, sources, binding) = (
+        d.path("study/study.json"),
+        d.path("study.sources.json"),
+        d.path("study.sources.json.sig"),
+    );
+    let originals: Vec<Vec<u8>> = [&manifest, &sources, &binding]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let swap_folders = || {
+        let (a, b, t) = (
+            d.path("study/slice0"),
+            d.path("study/slice1"),
+            d.path("study/slice-t"),
+        );
+        std::fs::rename(&a, &t).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        std::fs::rename(&t, &b).unwrap();
+    };
+    swap_folders();
+    let mut m: serde_json::Value = serde_json::from_slice(&originals[0]).unwrap();
+    m["slices"].as_array_mut().unwrap().swap(0, 1);
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let mut src: serde_json::Value = serde_json::from_slice(&originals[1]).unwrap();
+    let slices = src["slices"].as_array_mut().unwrap();
+    slices.swap(0, 1);
+    let f0 = slices[0]["file"].clone();
+    slices[0]["file"] = slices[1]["file"].clone();
+    slices[1]["file"] = f0;
+    std::fs::write(&sources, serde_json::to_vec_pretty(&src).unwrap()).unwrap();
+    refused(
+        &d.try_reconstruct("swap"),
+        &[
+            "study.sources.json",
+            "signed study binding",
+            "slice 0 is job",
+        ],
+    );
+    // The binding made again for the swapped sources, signed as the gateway by another key.
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "mgw",
+        "--out-dir",
+        &d.p("keys"),
+    ]);
+    let mgw = Signer::load(&d.path("keys/mgw.sign-key"), Role::Gateway).unwrap();
+    let swapped = Sources::read(&sources).unwrap();
+    swapped.write_binding(&binding, Some(&mgw)).unwrap();
+    refused(
+        &d.try_reconstruct("swap"),
+        &["study.sources.json.sig", "not by the pinned gateway key"],
+    );
+    swapped.write_binding(&binding, None).unwrap();
+    refused(
+        &d.try_reconstruct("swap"),
+        &["study.sources.json.sig", "not signed", "gateway"],
+    );
+    std::fs::remove_file(&binding).unwrap();
+    refused(
+        &d.try_reconstruct("swap"),
+        &["study.sources.json.sig", "no study binding"],
+    );
+    assert!(!d.path("swap").exists());
+    // Put back: without the gateway's key pinned, the binding cannot be checked (refused,
+    // not skipped); with it, the study reconstructs.
+    swap_folders();
+    for (p, bytes) in [&manifest, &sources, &binding].iter().zip(&originals) {
+        std::fs::write(p, bytes).unwrap();
+    }
+    let mut a = d.reconstruct_args("swap");
+    assert_eq!(a[a.len() - 2], "--gateway-key");
+    a.truncate(a.len() - 2);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    refused(&o, &["study.sources.json.sig", "whose key was not given"]);
+    d.reconstruct("swap");
 }
 
 /// A finished study's completion record rewritten (its fields changed, the signature kept),
@@ -447,6 +666,8 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
         "20",
         "--model",
         &d.p("model.pub"),
+        "--sign-key",
+        &d.gateway_key(),
     ]);
     assert_eq!(j["kind"], "dicom-series");
     let sources: serde_json::Value =
@@ -540,6 +761,8 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
         &d.p("study"),
         "--model",
         &d.p("model.pub"),
+        "--sign-key",
+        &d.gateway_key(),
     ]);
     assert_eq!(
         (j["kind"].as_str(), j["slices"].as_u64()),

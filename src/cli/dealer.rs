@@ -88,6 +88,10 @@ pub struct GenTripletsArgs {
     /// folder (a dealer with a folder of its own gives --slices instead).
     #[command(flatten)]
     pub dirs: super::study::PartyDirs,
+    /// With --study: the servers' keys whose completion records say a slice is finished
+    /// (else any record whose own signature verifies).
+    #[command(flatten)]
+    pub records: super::keys::RecordKeysArgs,
     #[command(flatten)]
     pub seal: SealArgs,
     /// With --study: no line per slice dealt (on stderr).

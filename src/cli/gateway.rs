@@ -184,6 +184,11 @@ pub struct Shared {
 }
 
 impl<'a> Sharer<'a> {
+    /// The gateway's signing key, when it signs (`--sign-key`).
+    pub fn signer(&self) -> Option<&crate::formats::signing::Signer> {
+        self.to.by.as_ref()
+    }
+
     pub fn new(opts: &'a ShareOpts) -> Result<Sharer<'a>> {
         let to = opts.seal.outputs(crate::formats::signing::Role::Gateway)?;
         if opts.stride == 0 {

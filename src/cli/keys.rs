@@ -259,9 +259,13 @@ pub struct OutputTrustArgs {
     /// S1's public signing key.
     #[arg(long, value_name = "PUBLIC_KEY")]
     pub s1_key: Option<String>,
+    /// The gateway's public signing key: --job's header and a study's binding must be signed
+    /// with it. Required with --study (unless --trust has a `gateway` line).
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub gateway_key: Option<String>,
     /// A trust file instead of (or beside) --s0-key and --s1-key: lines `s0 ed25519:<hex>`
     /// and `s1 ed25519:<hex>` (other roles' lines are allowed; a `gateway` line is then
-    /// checked against --job's signer).
+    /// checked against --job's signer and a study's binding).
     #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
     /// The job the receiver expects: its public header (image.pub from share-image). The
@@ -272,7 +276,7 @@ pub struct OutputTrustArgs {
     pub job: Option<PathBuf>,
     /// Accept output shares that no server signed. For plain test files only: refused when
     /// a share is sealed.
-    #[arg(long = "insecure-unsigned", conflicts_with_all = ["s0_key", "s1_key", "trust"])]
+    #[arg(long = "insecure-unsigned", conflicts_with_all = ["s0_key", "s1_key", "gateway_key", "trust"])]
     pub insecure_unsigned: bool,
 }
 
@@ -284,7 +288,11 @@ impl OutputTrustArgs {
         }
         let keys = pinned(
             self.trust.as_deref(),
-            &[(Role::S0, &self.s0_key), (Role::S1, &self.s1_key)],
+            &[
+                (Role::S0, &self.s0_key),
+                (Role::S1, &self.s1_key),
+                (Role::Gateway, &self.gateway_key),
+            ],
         )?;
         for r in [Role::S0, Role::S1] {
             if !keys.iter().any(|(k, _)| *k == r) {
@@ -325,5 +333,49 @@ impl OutputTrustArgs {
         Ok(Some(h.job_id.with_context(|| {
             format!("{}: the job header names no job id", p.display())
         })?))
+    }
+}
+
+/// Whose completion records (`done.pN`) a study's dealer or `study-status` believes: the
+/// servers' pinned keys. Without them a record is checked only against the key it names
+/// itself, which anyone can make.
+#[derive(Args, Clone, Default)]
+pub struct RecordKeysArgs {
+    /// S0's public signing key (its <name>.sign-pub, or `ed25519:<hex>`): a slice counts
+    /// as finished by S0 only by a record signed with it.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub s0_key: Option<String>,
+    /// S1's public signing key.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub s1_key: Option<String>,
+    /// A trust file instead of (or beside) --s0-key and --s1-key (its `s0` and `s1` lines;
+    /// other roles' lines are not used here).
+    #[arg(long = "trust", value_name = "FILE")]
+    pub record_trust: Option<PathBuf>,
+}
+
+impl RecordKeysArgs {
+    /// The servers' keys pinned for the records of `parties`, checked before any record is
+    /// read: none given takes any record whose own signature verifies; some given must name
+    /// every party read.
+    pub fn load(&self, parties: &[u8]) -> Result<Trust> {
+        let keys = pinned(
+            self.record_trust.as_deref(),
+            &[(Role::S0, &self.s0_key), (Role::S1, &self.s1_key)],
+        )?;
+        let keys: Vec<_> = keys
+            .into_iter()
+            .filter(|(r, _)| matches!(r, Role::S0 | Role::S1))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Trust::InsecureUnsigned);
+        }
+        for &p in parties {
+            let r = Role::server(p).context("a server is party 0 or 1")?;
+            if !keys.iter().any(|(k, _)| *k == r) {
+                bail!("whose completion records to believe: {} is missing (give both servers' keys, or neither)", r.flag());
+            }
+        }
+        Ok(Trust::Pinned(keys))
     }
 }

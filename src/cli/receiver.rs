@@ -49,10 +49,22 @@ fn job_pre(
     }
 }
 
-/// The noise level a run's job records (0..255 scale), from S0's output share.
-pub fn run_sigma(share0: &Path) -> Result<f64> {
-    let (_, o0): (Header, OutputShare) = load(share0, Kind::OutputShare, None)?;
-    Ok(o0.job.sigma)
+/// What the receiver knows of a run once its pair of output shares was read and checked:
+/// both verified headers and the job, as they were read (never read again, so a file
+/// swapped after the check cannot change the description or the sigma the result is
+/// judged by).
+#[derive(Clone, Debug)]
+pub struct RunFacts {
+    pub h0: Header,
+    pub h1: Header,
+    pub job: JobParams,
+}
+
+impl RunFacts {
+    /// The noise level the run's job records (0..255 scale).
+    pub fn sigma(&self) -> f64 {
+        self.job.sigma
+    }
 }
 
 /// The receiver's look at a result written like `template` (the noisy image it holds): an
@@ -89,13 +101,11 @@ pub fn check_result(
 }
 
 pub fn run_description(
-    share0: &Path,
-    share1: &Path,
+    run: &RunFacts,
     template: Option<&DicomTemplate>,
     level: Option<f64>,
-) -> Result<(String, String)> {
-    let (h0, o0): (Header, OutputShare) = load(share0, Kind::OutputShare, None)?;
-    let h1 = container::read_header(share1)?;
+) -> (String, String) {
+    let (h0, h1) = (&run.h0, &run.h1);
     let name = match (h0.info(NAME), &h0.model_id) {
         (Some(n), _) if h1.info(NAME) == Some(n) && valid_model_name(n) => n.to_string(),
         (_, Some(id)) => format!("model {}", &id_hex(id)[..8]),
@@ -103,7 +113,7 @@ pub fn run_description(
     };
     // In the image's units where the receiver knows its window, else the model's scale.
     // A private job's level is the receiver's (`level`), not the stand-in the job holds.
-    let level = level.unwrap_or(o0.job.sigma);
+    let level = level.unwrap_or(run.job.sigma);
     let sigma = template
         .and_then(|t| t.sigma_words(level))
         .unwrap_or_else(|| ((level * 1000.0).round() / 1000.0).to_string());
@@ -114,10 +124,10 @@ pub fn run_description(
         .as_ref()
         .map(|id| format!(", model id {}", id_hex(id)))
         .unwrap_or_default();
-    Ok((
+    (
         format!("denoised, {facts}"),
         format!("{SECURE_DERIVATION} ({name}{id}, sigma {sigma})"),
-    ))
+    )
 }
 
 /// Combine the two servers' output shares into the denoised image: PNG or TIFF (same bit
@@ -145,6 +155,11 @@ pub struct ReconstructArgs {
     /// <study>.sources.json).
     #[arg(long, value_name = "FILE", requires = "study")]
     pub sources: Option<PathBuf>,
+    /// With --study: the study binding share-study wrote, signed by the gateway (default:
+    /// <sources>.sig). Checked under the pinned gateway key (--gateway-key, or a `gateway`
+    /// line in --trust): the slices, their order and their sources must be as it says.
+    #[arg(long, value_name = "FILE", requires = "study")]
+    pub binding: Option<PathBuf>,
     #[command(flatten)]
     pub dirs: super::study::PartyDirs,
     /// 8 or 16 (PNG and TIFF); default: like the input image.
@@ -214,7 +229,17 @@ pub fn combine(
     pre: Option<Preprocess>,
     expect: &Expect,
 ) -> Result<(GrayImage, OutputShare)> {
-    let (h0, o0, sums) = add_pair(share0, share1, expect)?;
+    combine_run(share0, share1, pre, expect).map(|(img, o0, _)| (img, o0))
+}
+
+/// [`combine`], with the run's facts from the headers it verified.
+pub fn combine_run(
+    share0: &Path,
+    share1: &Path,
+    pre: Option<Preprocess>,
+    expect: &Expect,
+) -> Result<(GrayImage, OutputShare, RunFacts)> {
+    let (h0, h1, o0, sums) = add_pair(share0, share1, expect)?;
     let p0 = if h0.party == 0 { share0 } else { share1 };
     let pre = job_pre(&o0.job, pre, p0)?;
     if let Some(t) = h0.info("tile") {
@@ -246,23 +271,29 @@ pub fn combine(
     } else {
         decode_canvas(&sums, &g, &pre, o0.scale)
     };
+    let run = RunFacts {
+        h0,
+        h1,
+        job: o0.job.clone(),
+    };
     Ok((
         GrayImage {
             pixels: img,
             bit_depth: o0.job.bit_depth,
         },
         o0,
+        run,
     ))
 }
 
 /// Checks that two output shares are the two outputs of one run (one from each server, each
 /// signed by its server's pinned key, same job, the expected one, same model and run id,
-/// same shape) and adds them: S0's header and share, and the sums.
+/// same shape) and adds them: both headers, S0's share, and the sums.
 fn add_pair(
     share0: &Path,
     share1: &Path,
     expect: &Expect,
-) -> Result<(Header, OutputShare, Vec<u64>)> {
+) -> Result<(Header, Header, OutputShare, Vec<u64>)> {
     let (mut p0, mut p1) = (share0, share1);
     let ha = container::read_header(p0)?;
     container::expect(p0, &ha, Kind::OutputShare, None)?;
@@ -351,7 +382,7 @@ fn add_pair(
         );
     }
     let sums = add(&o0.canvas, &o1.canvas);
-    Ok((h0, o0, sums))
+    Ok((h0, h1, o0, sums))
 }
 
 /// Combines the output shares of a job split into tiles (CNN bands of rows, MLP runs of
@@ -363,7 +394,7 @@ pub fn combine_tiles(
     shares: &[PathBuf],
     pre: Option<Preprocess>,
     expect: &Expect,
-) -> Result<GrayImage> {
+) -> Result<(GrayImage, RunFacts)> {
     struct Part {
         path: PathBuf,
         party: u8,
@@ -455,8 +486,18 @@ pub fn combine_tiles(
     let mut sums: Vec<u64> = Vec::new();
     // The first tile's family, job, scale and geometry (not its canvas): the others must agree.
     let mut first: Option<(bool, JobParams, u32, Geometry)> = None;
+    // The first tile's verified headers describe the run (every tile is of one job and
+    // model, checked above and below).
+    let mut facts: Option<RunFacts> = None;
     for (a, b) in pairs {
-        let (h0, o0, part) = add_pair(a, b, expect)?;
+        let (h0, h1, o0, part) = add_pair(a, b, expect)?;
+        if facts.is_none() {
+            facts = Some(RunFacts {
+                h0: h0.clone(),
+                h1,
+                job: o0.job.clone(),
+            });
+        }
         let cnn = is_cnn(&h0);
         let named = if cnn { "rows" } else { "patches" };
         let range = h0
@@ -544,10 +585,13 @@ pub fn combine_tiles(
             .map_err(|e| anyhow::anyhow!("the tiles' patches: {e}"))?;
         decode_canvas(&sums, &g, &pre, scale)
     };
-    Ok(GrayImage {
-        pixels: img,
-        bit_depth: job.bit_depth,
-    })
+    Ok((
+        GrayImage {
+            pixels: img,
+            bit_depth: job.bit_depth,
+        },
+        facts.context("no tile given")?,
+    ))
 }
 
 /// The output geometry's patch must be one a model can have, with the job's stride
@@ -640,11 +684,12 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let pre = facts.as_ref().map(|f| Preprocess {
         noise_scale: f.noise_scale,
     });
-    let img = if tiled {
+    let (img, run) = if tiled {
         let all: Vec<PathBuf> = a.share0.iter().chain(&a.share1).cloned().collect();
         combine_tiles(&all, pre, &expect)?
     } else {
-        combine(&a.share0[0], &a.share1[0], pre, &expect)?.0
+        let (img, _, run) = combine_run(&a.share0[0], &a.share1[0], pre, &expect)?;
+        (img, run)
     };
     if let Some(t) = &template {
         if t.dim() != img.pixels.dim() {
@@ -667,7 +712,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
             };
             let t = t.with_window(&window)?.0;
             let level = facts.as_ref().map(|f| f.sigma);
-            let (what, derivation) = run_description(&a.share0[0], &a.share1[0], Some(&t), level)?;
+            let (what, derivation) = run_description(&run, Some(&t), level);
             Some(t.with_derivation(derivation).in_series(&series, &what))
         }
         None => None,
@@ -678,7 +723,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
             (t, 0),
             match &facts {
                 Some(f) => f.sigma,
-                None => run_sigma(&a.share0[0])?,
+                None => run.sigma(),
             },
             a.accept_suspect,
             &a.out.display().to_string(),

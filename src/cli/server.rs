@@ -294,6 +294,16 @@ pub struct ServeKeys {
 
 impl ServeKeys {
     pub fn load(a: &ServeArgs) -> Result<ServeKeys> {
+        // A server that takes unsigned inputs must not vouch for what it made of them: a
+        // forger who can write its plain inputs would get a pair the receiver accepts.
+        if a.trust.insecure_unsigned {
+            if let Some(k) = &a.signing.sign_key {
+                bail!(
+                    "--sign-key {}: a server run with --insecure-unsigned takes inputs whoever made them, so its signature would vouch for files anyone can write; sign only with the makers' keys pinned (--dealer-key, --owner-key, --gateway-key or --trust), or leave out --sign-key",
+                    k.display()
+                );
+            }
+        }
         let trust = a.trust.load()?;
         a.link.check(a.party)?;
         a.identity.load()?;

@@ -12,14 +12,14 @@ use clap::Args;
 use super::dealer::{gen_triplets, GenTripletsArgs};
 use super::gateway::{ShareOpts, Sharer};
 use super::progress::Mode;
-use super::receiver::{combine, Expect, ReconstructArgs};
+use super::receiver::{combine_run, Expect, ReconstructArgs, RunFacts};
 use super::server::{serve_job_as, JobPaths, ServeArgs, ServeKeys};
 use super::Summary;
 use crate::formats::container::{self, fresh_id, id_hex, Kind};
 use crate::formats::signing::Trust;
 use crate::formats::study::{
-    default_sources, hash_file, parse_id, parse_slices, slice_dir, slice_file, slices_spec, Done,
-    Manifest, Source, Sources, MANIFEST, MAX_SLICES,
+    default_binding, default_sources, hash_file, parse_id, parse_slices, slice_dir, slice_file,
+    slices_spec, Done, Manifest, Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::DicomTemplate;
 use crate::plain::image::series::{is_dicomdir, scan_frames, scan_series, StudyKind};
@@ -52,7 +52,8 @@ pub struct ShareStudyArgs {
     pub out: PathBuf,
     /// The receiver's map of the slices back to the input's files (their names can name a
     /// patient: never give it to a server or the dealer). Default: <out>.sources.json,
-    /// beside the study folder, not in it.
+    /// beside the study folder, not in it. The study binding (<sources>.sig: the study's
+    /// slices in order, signed with --sign-key) is written beside it.
     #[arg(long, value_name = "FILE")]
     pub sources: Option<PathBuf>,
     /// No line per slice.
@@ -107,6 +108,8 @@ pub struct StudyStatusArgs {
     /// With --party: its identity, to read sealed triplet headers.
     #[command(flatten)]
     pub identity: super::keys::IdentityArgs,
+    #[command(flatten)]
+    pub records: super::keys::RecordKeysArgs,
 }
 
 /// Whether `a` and `b` are one folder (false when either does not exist).
@@ -128,7 +131,12 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     }
     let sharer = Sharer::new(&a.opts)?;
     let sources_path = a.sources.clone().unwrap_or_else(|| default_sources(&a.out));
-    for p in [a.out.join(MANIFEST), sources_path.clone()] {
+    let binding_path = default_binding(&sources_path);
+    for p in [
+        a.out.join(MANIFEST),
+        sources_path.clone(),
+        binding_path.clone(),
+    ] {
         if p.exists() {
             bail!(
                 "{}: already exists: a study is shared into a new --out (and --sources)",
@@ -274,6 +282,8 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     let sources = Sources::new(id_hex(&fresh_id()), input_dir, input.kind, slices);
     // The public manifest last: a study folder without it is an unfinished share-study.
     sources.write(&sources_path)?;
+    // The receiver's check that no one swapped the slices or their sources since.
+    sources.write_binding(&binding_path, sharer.signer())?;
     sources.manifest().write(&a.out)?;
     let n = sources.slices.len();
     Ok(Summary {
@@ -294,25 +304,23 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 if a.opts.sigma == Some(Sigma::Auto) { " (estimated per slice)" } else { "" },
             ),
             format!(
-                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} is the receiver's alone",
-                sources_path.display()
+                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} and {} (the study binding{}) are the receiver's alone",
+                sources_path.display(),
+                binding_path.display(),
+                if sharer.signer().is_some() { ", signed" } else { ", unsigned: a receiver that pins keys refuses it" }
             ),
         ],
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
-            "kind": input.kind.name(), "slices": n, "skipped": input.skipped, "out": a.out, "sources": sources_path, "upload_bytes": upload,
+            "kind": input.kind.name(), "slices": n, "skipped": input.skipped, "out": a.out, "sources": sources_path, "binding": binding_path, "upload_bytes": upload,
             "units": units, "sigma_in_units": [sigmas.0, sigmas.1], "clipped": clipped,
             "seconds": t.elapsed().as_secs_f64()}),
     })
 }
 
 /// Server `p`'s record of slice `i` when it is sound: of the study's job, with the output
-/// share it names intact. An unreadable or malformed record, or one whose signature does not
-/// verify, is an error naming it.
-fn party_done(dir: &Path, i: usize, p: u8, job_id: &str) -> Result<Option<Done>> {
-    signed_done(dir, i, p, job_id, &Trust::InsecureUnsigned)
-}
-
-/// [`party_done`], the record also signed by the key `trust` pins for server `p`.
+/// share it names intact, signed by the key `trust` pins for server `p` (any key, with
+/// none pinned). An unreadable or malformed record, one whose signature does not verify, or
+/// one signed by another key, is an error naming it.
 fn signed_done(dir: &Path, i: usize, p: u8, job_id: &str, trust: &Trust) -> Result<Option<Done>> {
     let path = slice_file(dir, i, "done", p);
     let Some(rec) = Done::read_if_any(&path)? else {
@@ -357,10 +365,6 @@ fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str, trust: &Trust) -> Resul
     )
 }
 
-fn unfinished(m: &Manifest, dirs: &[PathBuf; 2]) -> Result<Vec<usize>> {
-    unfinished_by(m, dirs, &Trust::InsecureUnsigned)
-}
-
 fn unfinished_by(m: &Manifest, dirs: &[PathBuf; 2], trust: &Trust) -> Result<Vec<usize>> {
     let mut left = Vec::new();
     for i in 0..m.len() {
@@ -380,7 +384,8 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
     let m = Manifest::read(dir)?;
     let slices = match &a.slices {
         Some(s) => parse_slices(s, m.len())?,
-        None => unfinished(&m, &a.dirs.of(dir)?)?,
+        // Finished by records the pinned servers' keys signed, when given.
+        None => unfinished_by(&m, &a.dirs.of(dir)?, &a.records.load(&[0, 1])?)?,
     };
     let mh = container::verify(&a.model)?;
     // Every slice's public header is checked before any randomness is drawn.
@@ -529,10 +534,20 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
     let (mut ran, mut skipped, mut lines) = (Vec::new(), Vec::new(), Vec::new());
     let mut todo = Vec::with_capacity(slices.len());
     for &i in &slices {
-        if finished_here(dir, i, p, &m.slices[i], &own)? {
-            skipped.push(i);
-        } else {
-            todo.push(i);
+        // A record this server cannot take as its own (planted, rewritten, unreadable) does
+        // not stop the study, nor skip the slice: the slice is run again, and its record
+        // replaced.
+        match finished_here(dir, i, p, &m.slices[i], &own) {
+            Ok(true) => skipped.push(i),
+            Ok(false) => todo.push(i),
+            Err(e) => {
+                let l = format!("slice {i}: {e:#}: not taken as finished; running it again");
+                if !mode.is_off() {
+                    eprintln!("warning: {l}");
+                }
+                lines.push(l);
+                todo.push(i);
+            }
         }
     }
     // The study's progress counts the finished slices as done before this run.
@@ -628,31 +643,43 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
 
 pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {
     let m = Manifest::read(&a.study)?;
+    // Whose records count, before any is read.
+    let trust = a
+        .records
+        .load(a.party.as_ref().map_or(&[0, 1][..], std::slice::from_ref))?;
     if let Some(p) = a.party {
         a.identity.load()?;
         let slices = match &a.slices {
             Some(s) => parse_slices(s, m.len())?,
             None => (0..m.len()).collect(),
         };
-        let mut left = Vec::new();
+        let (mut left, mut refused) = (Vec::new(), Vec::new());
         for &i in &slices {
-            if !finished_here(&a.study, i, p, &m.slices[i], &Trust::InsecureUnsigned)? {
-                left.push(i);
+            // A record not taken (as serve --study would not take it) leaves the slice to do.
+            match finished_here(&a.study, i, p, &m.slices[i], &trust) {
+                Ok(true) => {}
+                Ok(false) => left.push(i),
+                Err(e) => {
+                    refused.push(format!("  slice {i}: record not taken: {e:#}"));
+                    left.push(i);
+                }
             }
         }
         let spec = slices_spec(&left);
+        let mut lines = vec![format!(
+            "study {}: S{p} has {} of {} slice(s) left{}",
+            m.study_id,
+            left.len(),
+            slices.len(),
+            if left.is_empty() {
+                String::new()
+            } else {
+                format!(": {spec}")
+            }
+        )];
+        lines.extend(refused);
         return Ok(Summary {
-            lines: vec![format!(
-                "study {}: S{p} has {} of {} slice(s) left{}",
-                m.study_id,
-                left.len(),
-                slices.len(),
-                if left.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {spec}")
-                }
-            )],
+            lines,
             json: serde_json::json!({"ok": true, "command": "study-status", "study_id": m.study_id,
                 "party": p, "complete": left.is_empty(), "left": left, "left_spec": spec}),
         });
@@ -661,14 +688,14 @@ pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {
     let mut states = Vec::with_capacity(m.len());
     let mut left = Vec::new();
     for i in 0..m.len() {
-        let done = [0u8, 1].map(|p| party_done(&dirs[p as usize], i, p, &m.slices[i]));
+        let done = [0u8, 1].map(|p| signed_done(&dirs[p as usize], i, p, &m.slices[i], &trust));
         let state = match &done {
             [Ok(Some(x)), Ok(Some(y))] if x.triplet_id == y.triplet_id => "finished".into(),
             [Ok(Some(_)), Ok(Some(_))] => "finished in different runs (to redo)".into(),
             [Ok(Some(_)), Ok(None)] => "finished by S0 only".into(),
             [Ok(None), Ok(Some(_))] => "finished by S1 only".into(),
             [Ok(None), Ok(None)] => "not finished".into(),
-            [Err(e), _] | [_, Err(e)] => format!("record unreadable: {e:#}"),
+            [Err(e), _] | [_, Err(e)] => format!("record not taken: {e:#}"),
         };
         if state != "finished" {
             left.push(i);
@@ -721,8 +748,23 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     let t = Instant::now();
     let sources_path = a.sources.clone().unwrap_or_else(|| default_sources(dir));
     let sources = Sources::read(&sources_path)?;
+    // Whose signatures the binding, the shares and the records must carry, before any is read.
+    let trust = a.signers.load()?;
+    // The slices in the order the gateway signed: what the sources file says (the slices'
+    // files, facts and job ids) must be it, and each slice's shares are then checked
+    // against its signed job id. Unsigned sources alone would let whoever can write them
+    // and the study folder swap slices.
+    let binding_path = a
+        .binding
+        .clone()
+        .unwrap_or_else(|| default_binding(&sources_path));
+    let bound = sources.check_binding(&sources_path, &binding_path, &trust)?;
+    let jobs: Vec<String> = match &bound {
+        Some(b) => b.slices.iter().map(|s| s.job_id.clone()).collect(),
+        None => sources.slices.iter().map(|s| s.job_id.clone()).collect(),
+    };
     let m = Manifest::read(dir)?;
-    if m != sources.manifest() {
+    if m != sources.manifest() || m.slices != jobs {
         bail!(
             "{} and {} are not of one study",
             dir.join(MANIFEST).display(),
@@ -747,8 +789,6 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         }
     }
     a.identity.load()?;
-    // Whose signatures the shares and records must carry; the jobs are the study's own.
-    let trust = a.signers.load()?;
     let dirs = a.dirs.of(dir)?;
     let shares: Vec<PathBuf> = (0..m.len())
         .flat_map(|i| [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p)))
@@ -763,6 +803,24 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             slices_spec(&left)
         );
     }
+    // Slice `i`'s pair, read and checked once: signed by the pinned servers' keys and of
+    // the job the gateway signed for that place.
+    let combine_slice = |i: usize| -> Result<(image::GrayImage, RunFacts)> {
+        let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
+        let pre = sources.slices[i]
+            .noise_scale
+            .map(|noise_scale| Preprocess { noise_scale });
+        let expect = Expect {
+            trust: &trust,
+            job: parse_id(&jobs[i]),
+        };
+        let (img, _, run) =
+            combine_run(&s0, &s1, pre, &expect).with_context(|| format!("slice {i}"))?;
+        Ok((img, run))
+    };
+    // Slice 0 first: its verified headers describe the run in every slice's template.
+    let (img0, run0) = combine_slice(0)?;
+    let mut first = Some(img0);
     // Every encoding (a DICOM slice's template, the very file that was shared) is made
     // before anything is written.
     let series = a.series.derived()?;
@@ -787,12 +845,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 let window = s.window.map_or(WindowChoice::Full, WindowChoice::Range);
                 let (tpl, _) = DicomTemplate::read(&src)?.with_window(&window)?;
                 if described.is_none() {
-                    described = Some(super::receiver::run_description(
-                        &slice_file(&dirs[0], 0, "out", 0),
-                        &slice_file(&dirs[1], 0, "out", 1),
-                        Some(&tpl),
-                        s.sigma,
-                    )?);
+                    described = Some(super::receiver::run_description(&run0, Some(&tpl), s.sigma));
                 }
                 let (what, derivation) = described.clone().unwrap_or_default();
                 let tpl = tpl.with_derivation(derivation).in_series(&series, &what);
@@ -816,19 +869,10 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     crate::formats::atomic::new_folder(&a.out, |staging| {
         let mut frames = Vec::new();
         for (i, s) in sources.slices.iter().enumerate() {
-            let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
-            let job = container::read_header(&s0)?.job_id.map(|id| id_hex(&id));
-            if job.as_deref() != Some(m.slices[i].as_str()) {
-                bail!("{}: is not slice {i}'s output share", s0.display());
-            }
-            let pre = s.noise_scale.map(|noise_scale| Preprocess { noise_scale });
-            // The slice's job, from the receiver's own sources, checked on the verified
-            // headers of both shares.
-            let expect = Expect {
-                trust: &trust,
-                job: parse_id(&s.job_id),
+            let (img, run) = match first.take() {
+                Some(img) => (img, run0.clone()),
+                None => combine_slice(i)?,
             };
-            let (img, _) = combine(&s0, &s1, pre, &expect).with_context(|| format!("slice {i}"))?;
             if img.pixels.dim() != (s.height, s.width) {
                 bail!(
                     "slice {i}: the output is {} x {}, the input {} was {} x {}",
@@ -845,8 +889,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 warnings.extend(super::receiver::check_result(
                     &img,
                     (t, if multi { i } else { 0 }),
-                    s.sigma
-                        .map_or_else(|| super::receiver::run_sigma(&s0), Ok)?,
+                    s.sigma.unwrap_or(run.sigma()),
                     a.accept_suspect,
                     &what,
                 )?);

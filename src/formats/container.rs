@@ -78,6 +78,9 @@ pub enum Kind {
     PublicJob,
     /// A server's share of a CNN (`share-model` given a CNN).
     CnnModelShare,
+    /// The gateway's signed statement of a study's slices (`share-study`): which job each
+    /// slice is, in order, and the receiver's facts of it; the receiver's file alone.
+    StudyBinding,
 }
 
 impl Kind {
@@ -93,6 +96,7 @@ impl Kind {
             Kind::PublicModel => "public model header",
             Kind::PublicJob => "public job header",
             Kind::CnnModelShare => "CNN model share",
+            Kind::StudyBinding => "study binding",
         }
     }
 }

@@ -47,7 +47,7 @@ pub enum Role {
     Dealer,
     /// `share-model`.
     Owner,
-    /// `share-image`, `share-study`.
+    /// `share-image`, `share-study` (and its study binding).
     Gateway,
     /// `serve --party 0`: S0's output shares and completion records.
     S0,
@@ -97,7 +97,7 @@ impl Role {
         match kind {
             Kind::Triplets | Kind::ModelMask | Kind::DealerMask => Some(Role::Dealer),
             Kind::ModelShare | Kind::CnnModelShare | Kind::PublicModel => Some(Role::Owner),
-            Kind::ImageShare | Kind::PublicJob => Some(Role::Gateway),
+            Kind::ImageShare | Kind::PublicJob | Kind::StudyBinding => Some(Role::Gateway),
             Kind::OutputShare | Kind::OpenedWeights => None,
         }
     }

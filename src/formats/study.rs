@@ -5,6 +5,11 @@
 //! DIR.sources.json          beside the folder, not in it: the gateway's and receiver's map
 //!                           of where each slice came from (file names can name a patient),
 //!                           so that a copy of the folder never carries it to a server
+//! DIR.sources.json.sig      beside it: the study binding, a container signed by the gateway
+//!                           holding the study id and, in order, every slice's job id and
+//!                           receiver's facts (what the sources file says, but its folder),
+//!                           so that no one who can write the sources file or the folder can
+//!                           swap slices or the files they are written back as
 //! DIR/slice<I>/image.p<P>   slice I's image share (image.pub: its public job header)
 //! DIR/slice<I>/triplets.p<P>
 //! DIR/slice<I>/out.p<P>     server P's output share of slice I
@@ -25,6 +30,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::atomic;
+use super::container::{self, Header, Kind, Seal};
 use super::signing::{record_verifies, PublicKey, Role, Signer, Trust, SIGNATURE_BYTES};
 use crate::plain::image::series::StudyKind;
 use crate::plain::image::window::Window;
@@ -39,6 +45,13 @@ pub fn default_sources(dir: &Path) -> PathBuf {
     s.push(".sources.json");
     PathBuf::from(s)
 }
+/// Where the study binding of the sources file `sources` goes by default: `<sources>.sig`.
+pub fn default_binding(sources: &Path) -> PathBuf {
+    let mut s = sources.as_os_str().to_os_string();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
 const FORMAT_TAG: &str = "ppdenoise-study";
 const VERSION: u32 = 1;
 /// Most slices in a study (a CT series has hundreds; this bounds what a manifest sizes).
@@ -97,6 +110,20 @@ pub struct Source {
     /// The slice's noise level on the model's scale, with `noise_scale`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigma: Option<f64>,
+}
+
+/// The study binding's body: what the gateway signs of a study, the sources file without its
+/// folder (which the receiver may correct when the input moved). JSON text inside the
+/// container, since [`Source`]'s optional fields are left out when absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    pub format: String,
+    pub version: u32,
+    pub study_id: String,
+    pub kind: StudyKind,
+    /// Every slice in the study's order: its job id and the receiver's facts of it.
+    pub slices: Vec<Source>,
 }
 
 /// `done.p<P>`: a server finished a slice.
@@ -255,6 +282,98 @@ impl Sources {
 
     pub fn write(&self, path: &Path) -> Result<()> {
         write_json(path, self)
+    }
+
+    /// What the gateway signs of these sources ([`Bound`]).
+    pub fn bound(&self) -> Bound {
+        Bound {
+            format: self.format.clone(),
+            version: self.version,
+            study_id: self.study_id.clone(),
+            kind: self.kind,
+            slices: self.slices.clone(),
+        }
+    }
+
+    /// Writes the study binding of these sources to `path`, signed by the gateway `by` when
+    /// given (unsigned only for plain test studies, which a receiver pinning keys refuses).
+    pub fn write_binding(&self, path: &Path, by: Option<&Signer>) -> Result<()> {
+        let text = serde_json::to_string(&self.bound())?;
+        let mut h = Header::new(Kind::StudyBinding, 0, 0);
+        h.info.push(("study".into(), self.study_id.clone()));
+        container::write(path, &h, &text, Seal::new(None, by))
+    }
+
+    /// Checks these sources (read from `sources`) against the study binding at `binding`:
+    /// the container whole (checksum and signature), signed by the gateway key `trust`
+    /// pins, and saying the same as these sources but their folder, slice by slice. The
+    /// binding's slices are returned: the signed facts the receiver goes by. With no key
+    /// pinned (`--insecure-unsigned`, plain test studies), a missing binding is taken.
+    pub fn check_binding(
+        &self,
+        sources: &Path,
+        binding: &Path,
+        trust: &Trust,
+    ) -> Result<Option<Bound>> {
+        let pinned = matches!(trust, Trust::Pinned(_));
+        let meta = match std::fs::symlink_metadata(binding) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !pinned => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{}: no study binding: the gateway's signed list of the study's slices                  (share-study writes it beside the sources file; give --binding where it is                  kept); without it, slices swapped in the study folder and the sources file                  would go unnoticed",
+                binding.display()
+            ),
+            r => r.with_context(|| format!("{}: cannot read", binding.display()))?,
+        };
+        if meta.len() > MAX_MANIFEST_BYTES {
+            bail!(
+                "{}: {} bytes, more than a study binding can be",
+                binding.display(),
+                meta.len()
+            );
+        }
+        // The header's signer is checked against the pinned gateway key before the body is
+        // read; the signature itself is verified with the whole file.
+        let h = container::read_header(binding)?;
+        container::expect(binding, &h, Kind::StudyBinding, None)?;
+        trust.check(binding, &h)?;
+        let (h, text): (Header, String) = container::read(binding)?;
+        container::expect(binding, &h, Kind::StudyBinding, None)?;
+        trust.check(binding, &h)?;
+        let bound: Bound = serde_json::from_str(&text)
+            .with_context(|| format!("{}: malformed study binding", binding.display()))?;
+        check_tag(binding, &bound.format, bound.version)?;
+        let mine = self.bound();
+        let differ = |what: String| -> Result<Option<Bound>> {
+            bail!(
+                "{}: {what}, but the gateway's signed study binding {} says otherwise: the \
+                 study's slices or their sources were changed after share-study (swapped, or \
+                 of another study); nothing written",
+                sources.display(),
+                binding.display()
+            )
+        };
+        if bound.study_id != mine.study_id {
+            return differ(format!("names study {}", mine.study_id));
+        }
+        if bound.kind != mine.kind || bound.slices.len() != mine.slices.len() {
+            return differ(format!(
+                "a {} study of {} slices",
+                mine.kind.name(),
+                mine.slices.len()
+            ));
+        }
+        for (i, (b, m)) in bound.slices.iter().zip(&mine.slices).enumerate() {
+            if b.job_id != m.job_id {
+                return differ(format!("slice {i} is job {}", m.job_id));
+            }
+            if b != m {
+                return differ(format!("slice {i} ({}) has other facts", m.file));
+            }
+        }
+        if bound != mine {
+            return differ("the study's facts differ".into());
+        }
+        Ok(Some(bound))
     }
 
     /// The public manifest these sources go with.
