@@ -35,23 +35,24 @@ readme-figure: build
 	cp out/demo/before-after.png docs/img/demo-before-after.png
 
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
-# The fault injection scenarios are `make faults` (CI runs both).
+# The fault injection scenarios are `make faults` (CI runs both). The fuzzing pass, the faults
+# and the soak are #[ignore]d, so that a plain `cargo test` leaves them to their targets.
 test: tools dicom-testdata
-	$(CARGO) test --release -- --skip fuzz_every_parser --skip fault_injection_scenarios --skip soak_jobs_with_faults
-	$(CARGO) test --release --test fuzz -- --nocapture
+	$(CARGO) test --release
+	$(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
 
 # Fault injection with real processes (tests/faults.rs, docs/security.md): servers killed,
 # the link cut, output disks that fail, damaged and swapped files; one line per scenario and
 # the counts (about a minute on 2 cores).
 faults: tools
-	$(CARGO) test --release --test faults -- --nocapture
+	$(CARGO) test --release --test faults -- --ignored --nocapture
 
 # The soak (tests/soak.rs, docs/security.md): SOAK_JOBS consecutive small jobs through one
 # server pair's state dirs, both engines and model families, a fault in every ten, each job
 # exact; prints the servers' memory and open files across the run.
 SOAK_JOBS ?= 200
 soak: tools
-	PPDENOISE_SOAK_JOBS=$(SOAK_JOBS) $(CARGO) test --release --test soak -- --nocapture
+	PPDENOISE_SOAK_JOBS=$(SOAK_JOBS) $(CARGO) test --release --test soak -- --ignored --nocapture
 
 # Coverage-guided fuzzing (scripts/fuzz-afl.sh, docs/security.md): every parser target of
 # tests/fuzz.rs as an afl++ campaign of FUZZ_SECS seconds, FUZZ_JOBS at once, built by
@@ -72,7 +73,7 @@ FUZZ_INPUTS ?=
 fuzz-mutation: tools dicom-testdata
 	PPDENOISE_FUZZ_CORPUS=$(CURDIR)/target/fuzz/corpus \
 	$(if $(FUZZ_INPUTS),PPDENOISE_FUZZ_INPUTS=$(FUZZ_INPUTS),PPDENOISE_FUZZ_SECS=$(FUZZ_SECS)) \
-	$(CARGO) test --release --test fuzz -- --nocapture
+	$(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
 
 lint: tools
 	$(CARGO) fmt --all -- --check
@@ -182,11 +183,13 @@ dicom-table: build dicom-testdata .venv-bm3d/.dicom-ok $(if $(wildcard $(FFDNET)
 # PyTorch and ONNX (torch, onnx, onnxscript, safetensors from PyPI: a few GB), only to remake
 # the committed fixtures of tests/onnx.rs (fixtures/onnx/), and out/dncnn/s25.onnx and
 # out/ffdnet/clip.onnx: the authors' DnCNN-S and FFDNet weights as PyTorch modules exported to
-# ONNX, which tests/onnx.rs checks against the .npz imports when present.
+# ONNX; `make onnx-dncnn` then runs the two tests of tests/onnx.rs (ignored by `make test`)
+# that check them against the .npz imports.
 onnx-fixtures: | .venv-onnx/.ok
 	.venv-onnx/bin/python scripts/make-onnx-fixtures.py
 
-onnx-dncnn: out/dncnn/s25.onnx out/ffdnet/clip.onnx
+onnx-dncnn: tools out/dncnn/s25.onnx out/ffdnet/clip.onnx
+	$(CARGO) test --release --test onnx -- --ignored through_pytorch_onnx
 
 out/dncnn/s25.onnx: out/dncnn/s25.npz | .venv-onnx/.ok
 	.venv-onnx/bin/python scripts/make-onnx-fixtures.py --dncnn-npz $< --out $@

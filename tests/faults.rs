@@ -1585,6 +1585,7 @@ fn scenarios() -> Vec<Scenario> {
 }
 
 #[test]
+#[ignore = "about a minute of real processes: `make faults` runs it"]
 fn fault_injection_scenarios() {
     let t0 = Instant::now();
     let w = World::new().unwrap_or_else(|e| panic!("setting up the reference run: {e}"));

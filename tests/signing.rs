@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, ok, wait_limit};
+use common::{bin, no_link_addr, ok, start_pair, wait_limit};
 use ppdenoise::corr::masks::{opened_mac, OPENED_MAC};
 use ppdenoise::formats::bodies::{OpenedWeights, Triplets};
 use ppdenoise::formats::container::{self, Header, Seal};
@@ -133,9 +133,10 @@ impl Job {
     }
 
     /// Starts `serve --party p` on `files` (model, image, triplets), trusting `trust`
-    /// (`--trust keys/trust` unless other flags are given).
-    fn spawn(&self, p: u8, files: [&str; 3], out: &str, trust: &[&str], port: u16) -> Child {
-        self.spawn_with(p, files, out, trust, &[], port)
+    /// (`--trust keys/trust` unless other flags are given), `addr` its `--addr` (and S0's
+    /// `--port-file`: [`start_pair`]).
+    fn spawn(&self, p: u8, files: [&str; 3], out: &str, trust: &[&str], addr: &[String]) -> Child {
+        self.spawn_with(p, files, out, trust, &[], addr)
     }
 
     /// [`Job::spawn`] with `extra` flags (`--weights`) after the others.
@@ -146,7 +147,7 @@ impl Job {
         out: &str,
         trust: &[&str],
         extra: &[String],
-        port: u16,
+        addr: &[String],
     ) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         let trust: Vec<String> = if trust.is_empty() {
@@ -169,7 +170,7 @@ impl Job {
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
             .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(addr)
             .args(["--timeout", "30"])
             .args(["--state-dir", &self.p(&format!("state{p}"))])
             .args(["--out", &self.p(&format!("{out}.p{p}"))])
@@ -184,21 +185,16 @@ impl Job {
 
     /// `serve --party p` alone: a refusal from the files comes before the link.
     fn serve_one(&self, p: u8, files: [&str; 3], trust: &[&str]) -> Output {
-        wait_limit(self.spawn(p, files, "out", trust, free_port()), LIMIT)
+        wait_limit(self.spawn(p, files, "out", trust, &no_link_addr()), LIMIT)
     }
 
     /// Both servers on the standard files but party `p`'s `triplets`.
     fn serve_both(&self, triplets: [&str; 2], out: &str) -> [Output; 2] {
-        let port = free_port();
         let files = |p: usize| [["model.p0", "image.p0"], ["model.p1", "image.p1"]][p];
-        let c: Vec<Child> = (0..2u8)
-            .map(|p| {
-                let [m, i] = files(p as usize);
-                self.spawn(p, [m, i, triplets[p as usize]], out, &[], port)
-            })
-            .collect();
-        let mut c = c.into_iter();
-        let (c0, c1) = (c.next().unwrap(), c.next().unwrap());
+        let [c0, c1] = start_pair(&self.dir, |p, addr| {
+            let [m, i] = files(p as usize);
+            self.spawn(p, [m, i, triplets[p as usize]], out, &[], addr)
+        });
         [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     }
 
@@ -337,22 +333,19 @@ fn a_signed_job_runs_and_gives_the_unsigned_jobs_image() {
             "x",
         ]);
         // The model shares are signed; --insecure-unsigned takes them as they are.
-        let port = free_port();
-        let c: Vec<Child> = (0..2u8)
-            .map(|p| {
-                job.spawn(
-                    p,
-                    [
-                        &format!("model.p{p}"),
-                        &format!("uimage.p{p}"),
-                        &format!("utriplets.p{p}"),
-                    ],
-                    "uout",
-                    &["--insecure-unsigned"],
-                    port,
-                )
-            })
-            .collect();
+        let c = start_pair(&job.dir, |p, addr| {
+            job.spawn(
+                p,
+                [
+                    &format!("model.p{p}"),
+                    &format!("uimage.p{p}"),
+                    &format!("utriplets.p{p}"),
+                ],
+                "uout",
+                &["--insecure-unsigned"],
+                addr,
+            )
+        });
         for (p, c) in c.into_iter().enumerate() {
             let o = wait_limit(c, LIMIT);
             assert!(
@@ -624,28 +617,25 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
         "--sign-key",
         &job.p("keys/dealer.sign-key"),
     ]);
-    let port = free_port();
-    let open: Vec<Child> = (0..2u8)
-        .map(|p| {
-            let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
-            Command::new(bin())
-                .args(["--json", "open-weights", "--party", &p.to_string()])
-                .args(["--trust", &job.p("keys/trust")])
-                .args(["--model", &job.p(&format!("model.p{p}"))])
-                .args(["--mask", &job.p(&format!("mask.p{p}"))])
-                .args(["--key", &job.p(&format!("keys/{me}.key"))])
-                .args(["--cert", &job.p(&format!("keys/{me}.crt"))])
-                .args(["--peer-cert", &job.p(&format!("keys/{peer}.crt"))])
-                .args(["--addr", &format!("127.0.0.1:{port}")])
-                .args(["--timeout", "30"])
-                .args(["--state-dir", &job.p(&format!("mstate{p}"))])
-                .args(["--out", &job.p(&format!("weights.p{p}"))])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start open-weights")
-        })
-        .collect();
+    let open = start_pair(&job.dir, |p, addr| {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "open-weights", "--party", &p.to_string()])
+            .args(["--trust", &job.p("keys/trust")])
+            .args(["--model", &job.p(&format!("model.p{p}"))])
+            .args(["--mask", &job.p(&format!("mask.p{p}"))])
+            .args(["--key", &job.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &job.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &job.p(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .args(["--timeout", "30"])
+            .args(["--state-dir", &job.p(&format!("mstate{p}"))])
+            .args(["--out", &job.p(&format!("weights.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start open-weights")
+    });
     let open: Vec<Output> = open.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
     all_ok(&open, "open-weights");
     let mask = job.p("mask.dealer");
@@ -658,23 +648,18 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
         ]
     };
     let serve = |weights: [&str; 2]| -> [Output; 2] {
-        let port = free_port();
-        let c: Vec<Child> = (0..2u8)
-            .map(|p| {
-                let f = files(p);
-                let w = vec!["--weights".to_string(), job.p(weights[p as usize])];
-                job.spawn_with(p, [&f[0], &f[1], &f[2]], "out", &[], &w, port)
-            })
-            .collect();
-        let mut c = c.into_iter();
-        let (c0, c1) = (c.next().unwrap(), c.next().unwrap());
+        let [c0, c1] = start_pair(&job.dir, |p, addr| {
+            let f = files(p);
+            let w = vec!["--weights".to_string(), job.p(weights[p as usize])];
+            job.spawn_with(p, [&f[0], &f[1], &f[2]], "out", &[], &w, addr)
+        });
         [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     };
     // One server alone on `weights` (its refusals come before the link).
     let serve_one = |p: u8, triplets: &str, weights: &str| -> Output {
         let [m, i] = [format!("model.p{p}"), format!("image.p{p}")];
         let w = vec!["--weights".to_string(), job.p(weights)];
-        let c = job.spawn_with(p, [&m, &i, triplets], "out", &[], &w, free_port());
+        let c = job.spawn_with(p, [&m, &i, triplets], "out", &[], &w, &no_link_addr());
         wait_limit(c, LIMIT)
     };
     let dealer = Signer::load(&job.path("keys/dealer.sign-key"), Role::Dealer).unwrap();
@@ -704,6 +689,24 @@ fn opened_weights_with_another_seed_or_other_values_are_refused() {
         refused(
             &serve_one(p, &t, &altered),
             &altered,
+            &["not the ones this server opened"],
+        );
+
+        // 2a. The same change with the MAC recomputed by the peer, under the seed it holds
+        // (its own): the MAC is keyed by this server's seed, which the peer lacks.
+        let (_, peer): (Header, OpenedWeights) =
+            container::read(&job.path(&format!("weights.p{}", 1 - p))).unwrap();
+        let mut ph = h.clone();
+        set_info(
+            &mut ph,
+            OPENED_MAC,
+            opened_mac(&peer.seed, &other.u).to_hex().to_string(),
+        );
+        let by_peer = format!("bypeer.p{p}");
+        container::write(&job.path(&by_peer), &ph, &other, Seal::PLAIN).unwrap();
+        refused(
+            &serve_one(p, &t, &by_peer),
+            &by_peer,
             &["not the ones this server opened"],
         );
 
@@ -913,17 +916,14 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
         "--sign-key",
         &job.p("keys/dealer.sign-key"),
     ]);
-    let port = free_port();
-    let c: Vec<Child> = (0..2u8)
-        .map(|p| {
-            let f = [
-                format!("model.p{p}"),
-                format!("image2.p{p}"),
-                format!("triplets2.p{p}"),
-            ];
-            job.spawn(p, [&f[0], &f[1], &f[2]], "out2", &[], port)
-        })
-        .collect();
+    let c = start_pair(&job.dir, |p, addr| {
+        let f = [
+            format!("model.p{p}"),
+            format!("image2.p{p}"),
+            format!("triplets2.p{p}"),
+        ];
+        job.spawn(p, [&f[0], &f[1], &f[2]], "out2", &[], addr)
+    });
     let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
     all_ok(&outs, "serve (job 2)");
     refused(
@@ -972,7 +972,7 @@ fn sealed_forgeries_are_refused_before_any_claim() {
             "out",
             &[],
             &["--identity".to_string(), id0.clone(), "--plain-out".into()],
-            free_port(),
+            &no_link_addr(),
         );
         wait_limit(c, LIMIT)
     };
@@ -1021,7 +1021,7 @@ fn a_server_taking_unsigned_inputs_refuses_to_sign_its_output() {
         "out",
         &["--insecure-unsigned"],
         &["--sign-key".to_string(), key],
-        free_port(),
+        &no_link_addr(),
     );
     let o = wait_limit(c, LIMIT);
     refused(&o, "--sign-key", &["--insecure-unsigned", "s0.sign-key"]);
@@ -1078,17 +1078,14 @@ fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
         "--sign-key",
         &job.p("keys/dealer.sign-key"),
     ]);
-    let port = free_port();
-    let c: Vec<Child> = (0..2u8)
-        .map(|p| {
-            let f = [
-                format!("model.p{p}"),
-                format!("auto.p{p}"),
-                format!("autotriplets.p{p}"),
-            ];
-            job.spawn(p, [&f[0], &f[1], &f[2]], "autoout", &[], port)
-        })
-        .collect();
+    let c = start_pair(&job.dir, |p, addr| {
+        let f = [
+            format!("model.p{p}"),
+            format!("auto.p{p}"),
+            format!("autotriplets.p{p}"),
+        ];
+        job.spawn(p, [&f[0], &f[1], &f[2]], "autoout", &[], addr)
+    });
     let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
     all_ok(&outs, "serve (auto)");
     let (trust, f) = (job.p("keys/trust"), facts.display().to_string());
@@ -1103,4 +1100,193 @@ fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
     let o = Command::new(bin()).args(&a).output().unwrap();
     refused(&o, want, &["not of"]);
     assert!(!job.path("wrong.png").exists());
+}
+
+/// Issue 50, item 3: the opened weights' MAC and the mask seed's digest, recomputed here
+/// with blake3's own API (a keyed hash of U's little-endian words under a key derived from
+/// the seed; a derived key of the seed) and pinned as known answers: the MAC is keyed by
+/// the seed, so another seed gives another MAC, and an unkeyed hash of U is not it.
+#[test]
+fn opened_mac_and_seed_digest_are_keyed_by_the_mask_seed() {
+    use ppdenoise::corr::masks::mask_seed_digest;
+    let seed = [0x42u8; 32];
+    let u: Vec<u64> = (0..10u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    let words: Vec<u8> = u.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let key = blake3::derive_key("ppdenoise opened weights mac v1", &seed);
+    let mac = blake3::keyed_hash(&key, &words);
+    assert_eq!(opened_mac(&seed, &u), mac);
+    assert_eq!(
+        opened_mac(&seed, &u).to_hex().as_str(),
+        KNOWN_MAC,
+        "the opened weights' MAC changed: files written by open-weights no longer check"
+    );
+    assert_ne!(opened_mac(&seed, &u), blake3::hash(&words));
+    let mut other = seed;
+    other[31] ^= 1;
+    assert_ne!(opened_mac(&other, &u), mac, "the MAC ignores the seed");
+    let mut v = u.clone();
+    v[9] = v[9].wrapping_add(1);
+    assert_ne!(opened_mac(&seed, &v), mac, "the MAC ignores U");
+
+    let digest = hex::encode(blake3::derive_key("ppdenoise model mask seed v1", &seed));
+    assert_eq!(mask_seed_digest(&seed), digest);
+    assert_eq!(mask_seed_digest(&seed), KNOWN_SEED_DIGEST);
+    assert_ne!(mask_seed_digest(&other), digest);
+    // The digest a peer sees is not the MAC key it would need.
+    assert_ne!(digest, hex::encode(key));
+}
+
+/// [`opened_mac_and_seed_digest_are_keyed_by_the_mask_seed`]'s answers for seed 0x42 x 32.
+const KNOWN_MAC: &str = "6b0e7f2c0c76db983ba8083a4dc2a88e8bd70ee06788226918480906d514e85d";
+const KNOWN_SEED_DIGEST: &str = "d1b8368dddab50c61add4d263c88445c3cd93702351443eaa92a67c9ac512b5b";
+
+/// Issue 50, item 2: `open-weights` alone on a mask share of the dealer's kind that is
+/// unsigned with a seed of the forger's choosing (whose mask shares it would then know, and
+/// so the weights it opens), on one signed as the dealer by a key nobody pinned, and on a
+/// model share signed by the gateway's key: each refused by name before the link, with
+/// its state directory untouched and no output written.
+#[test]
+fn open_weights_refuses_unsigned_and_wrongly_signed_inputs() {
+    use ppdenoise::formats::bodies::{ModelMask, ModelShare};
+    let job = Job::new("gmw");
+    ok(&[
+        "gen-model-mask",
+        "--model",
+        &job.p("model.pub"),
+        "--out",
+        &job.p("mask"),
+        "--sign-key",
+        &job.p("keys/dealer.sign-key"),
+    ]);
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "mallory",
+        "--out-dir",
+        &job.p("keys"),
+    ]);
+    let open_one = |model: &str, mask: &str| -> Output {
+        let c = Command::new(bin())
+            .args(["--json", "open-weights", "--party", "0"])
+            .args(["--trust", &job.p("keys/trust")])
+            .args(["--model", &job.p(model)])
+            .args(["--mask", &job.p(mask)])
+            .args(["--key", &job.p("keys/s0.key")])
+            .args(["--cert", &job.p("keys/s0.crt")])
+            .args(["--peer-cert", &job.p("keys/s1.crt")])
+            .args(no_link_addr())
+            .args(["--timeout", "30"])
+            .args(["--state-dir", &job.p("mstate0")])
+            .args(["--out", &job.p("weights.p0")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start open-weights");
+        wait_limit(c, LIMIT)
+    };
+    let untouched = || {
+        let left: Vec<_> = std::fs::read_dir(job.path("mstate0"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "mstate0 not empty: {left:?}");
+        assert!(!job.path("weights.p0").exists());
+    };
+    let (kh, _): (Header, ModelMask) = container::read(&job.path("mask.p0")).unwrap();
+    let chosen = ModelMask { seed: [7u8; 32] };
+
+    // 1. Unsigned, with a seed the forger chose.
+    container::write(
+        &job.path("chosen.p0"),
+        &unsigned(kh.clone()),
+        &chosen,
+        Seal::PLAIN,
+    )
+    .unwrap();
+    refused(
+        &open_one("model.p0", "chosen.p0"),
+        "chosen.p0",
+        &["not signed", "dealer"],
+    );
+    untouched();
+
+    // 2. The same seed, signed as the dealer with a key nobody pinned.
+    let mallory = Signer::load(&job.path("keys/mallory.sign-key"), Role::Dealer).unwrap();
+    container::write(
+        &job.path("mallory.p0"),
+        &unsigned(kh.clone()),
+        &chosen,
+        Seal::new(None, Some(&mallory)),
+    )
+    .unwrap();
+    refused(
+        &open_one("model.p0", "mallory.p0"),
+        "mallory.p0",
+        &["not by the pinned dealer key"],
+    );
+    untouched();
+
+    // 3. The model share signed with the gateway's (pinned) key, as the owner and as
+    // itself: the owner's key is the only one that makes a model share.
+    let (mh, share): (Header, ModelShare) = container::read(&job.path("model.p0")).unwrap();
+    let gkey = job.path("keys/gateway.sign-key");
+    for (role, what) in [
+        (Role::Owner, "not by the pinned owner key"),
+        (Role::Gateway, "made by the owner"),
+    ] {
+        let f = format!("gmodel-{}.p0", role.name());
+        container::write(
+            &job.path(&f),
+            &unsigned(mh.clone()),
+            &share,
+            Seal::new(None, Some(&Signer::load(&gkey, role).unwrap())),
+        )
+        .unwrap();
+        refused(&open_one(&f, "mask.p0"), &f, &[what]);
+        untouched();
+    }
+}
+
+/// Issue 50, item 8: a triplet header the dealer signed for other activation circuits
+/// (tanh* constants of another model of these widths) or for another boolean circuit (the
+/// GMW engine's AND gates and outputs per layer, as a dealer of another version writes
+/// them) does not fit this model share: `serve` refuses it by name before claiming
+/// anything, though every other check of the file passes.
+#[test]
+fn triplets_for_other_circuits_are_refused_before_any_claim() {
+    let job = Job::new("gmw");
+    let (h, body): (Header, Triplets) = container::read(&job.path("triplets.p0")).unwrap();
+    let dealer = Signer::load(&job.path("keys/dealer.sign-key"), Role::Dealer).unwrap();
+    let resigned = |name: &str, entry: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut h = unsigned(h.clone());
+        let mut v: serde_json::Value = serde_json::from_str(h.info(entry).unwrap()).unwrap();
+        edit(&mut v);
+        set_info(&mut h, entry, v.to_string());
+        container::write(&job.path(name), &h, &body, Seal::new(None, Some(&dealer))).unwrap();
+    };
+    // 1. Another clipping bound of the hidden layer's tanh* selection circuit (a_fix, one
+    // of the constants the dealer's circuit is built from).
+    resigned("acts.p0", "acts", &|v| {
+        let a = v[0]["a_fix"].as_u64().unwrap();
+        v[0]["a_fix"] = (a - 1).into();
+    });
+    refused(
+        &job.serve_one(0, ["model.p0", "image.p0", "acts.p0"], &[]),
+        "acts.p0",
+        &["other activation circuits"],
+    );
+    // 2. One AND gate more in the first layer's boolean circuit.
+    resigned("circuit.p0", "circuit", &|v| {
+        let first = &mut v[0];
+        let gates = first[0].as_u64().unwrap();
+        first[0] = (gates + 1).into();
+    });
+    refused(
+        &job.serve_one(0, ["model.p0", "image.p0", "circuit.p0"], &[]),
+        "circuit.p0",
+        &["another boolean circuit"],
+    );
+    job.untouched();
 }

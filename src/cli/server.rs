@@ -160,6 +160,11 @@ pub struct LinkArgs {
     /// once. Default: any address (the pinned certificate still decides who the peer is).
     #[arg(long, value_delimiter = ',')]
     pub peer_addr: Vec<std::net::IpAddr>,
+    /// S0: write the port it listens on to this file once bound; with `--addr
+    /// 127.0.0.1:0` the system picks a free one, and whoever starts S1 reads it there
+    /// (scripts, tests). A study listens anew for each slice: give it a fixed port.
+    #[arg(long, value_name = "FILE")]
+    pub port_file: Option<PathBuf>,
 }
 
 impl LinkArgs {
@@ -167,6 +172,9 @@ impl LinkArgs {
     pub fn check(&self, party: u8) -> Result<()> {
         if party == 1 && !self.peer_addr.is_empty() {
             bail!("--peer-addr: S0's allow-list of S1's addresses; S1 connects to --addr");
+        }
+        if party == 1 && self.port_file.is_some() {
+            bail!("--port-file: where S0 writes the port it listens on; S1 connects to --addr");
         }
         if let Some(a) = self
             .peer_addr
@@ -186,6 +194,7 @@ impl LinkArgs {
             addr: self.addr,
             timeout: Duration::from_secs(self.timeout),
             peer_addrs: self.peer_addr.clone(),
+            port_file: self.port_file.clone(),
         }
     }
 }
@@ -268,6 +277,13 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     } else {
         Mode::new(a.quiet, json)?
     };
+    if a.study.is_some() && a.party == 0 && a.link.addr.port() == 0 {
+        // Each slice listens anew: S1 could not follow a port that changes.
+        bail!(
+            "--addr {}: a study needs a fixed port (each slice listens anew)",
+            a.link.addr
+        );
+    }
     if let Some(dir) = &a.study {
         return super::study::serve_study(&a, dir, mode);
     }
@@ -450,7 +466,18 @@ mod tests {
             timeout: 60,
             state_dir: "s".into(),
             peer_addr: peer_addr.iter().map(|a| a.parse().unwrap()).collect(),
+            port_file: None,
         }
+    }
+
+    /// `--port-file` is where S0 says its port: refused on S1.
+    #[test]
+    fn port_file_is_s0s() {
+        let mut a = link_args(&[]);
+        a.port_file = Some("port".into());
+        assert!(a.check(0).is_ok());
+        let e = a.check(1).unwrap_err().to_string();
+        assert!(e.contains("--port-file"), "{e}");
     }
 
     /// `--peer-addr` is S0's allow-list: refused on S1, and for an address that names no peer.

@@ -352,9 +352,13 @@ impl Link {
         timeout: Duration,
         allowed: &[IpAddr],
     ) -> Result<Link, NetError> {
-        let listener =
-            TcpListener::bind(addr).map_err(|e| NetError::io(format!("listening on {addr}"), e))?;
-        Link::accept(&listener, me, peer, timeout, allowed)
+        Link::accept(&Link::bind(addr)?, me, peer, timeout, allowed)
+    }
+
+    /// Party 0's listening socket on `addr` (port 0: one the system picks), for
+    /// [`Link::accept`].
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener, NetError> {
+        TcpListener::bind(addr).map_err(|e| NetError::io(format!("listening on {addr}"), e))
     }
 
     /// Party 0 on an already bound listener: accept connections until one completes the

@@ -26,6 +26,8 @@ pub struct LinkConfig {
     pub timeout: Duration,
     /// S0: the only addresses a connection is handshaken from (empty: any).
     pub peer_addrs: Vec<std::net::IpAddr>,
+    /// S0: where to write the port it listens on, once bound.
+    pub port_file: Option<PathBuf>,
 }
 
 /// Brings up the TLS link to the peer and checks that it holds the same `tag`, before
@@ -44,7 +46,11 @@ pub fn link_up(
         let peer = load_peer_cert(&cfg.peer_cert)?;
         let timeout = cfg.timeout.max(Duration::from_secs(1));
         let mut link = if p == 0 {
-            Link::listen(cfg.addr, &me, &peer, timeout, &cfg.peer_addrs)?
+            let listener = Link::bind(cfg.addr)?;
+            if let Some(f) = &cfg.port_file {
+                write_port(f, &listener)?;
+            }
+            Link::accept(&listener, &me, &peer, timeout, &cfg.peer_addrs)?
         } else {
             Link::connect(cfg.addr, &me, &peer, timeout)?
         };
@@ -64,6 +70,18 @@ pub fn link_up(
             Err(e)
         }
     }
+}
+
+/// Writes the port `listener` is bound to, and a line end, to `path` (atomically: whoever
+/// waits for the file reads the whole port).
+fn write_port(path: &std::path::Path, listener: &std::net::TcpListener) -> Result<()> {
+    use anyhow::Context;
+    let port = listener
+        .local_addr()
+        .context("reading the listening address")?
+        .port();
+    crate::formats::atomic::write_bytes(path, format!("{port}\n").as_bytes())
+        .with_context(|| format!("--port-file {}: cannot write", path.display()))
 }
 
 /// Claims the job's triplets, brings up the link and compares session tags; on success the

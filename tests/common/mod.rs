@@ -132,7 +132,9 @@ pub fn ok(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("one JSON summary")
 }
 
-/// A TCP port nothing listens on now.
+/// A TCP port nothing listens on now, for what must be given a fixed port (a study's S0
+/// listens anew for each slice); a single job's S0 binds port 0 instead ([`start_pair`]),
+/// which leaves no moment between choosing the port and listening on it.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     // Below Linux's ephemeral range (32768-60999 by default), where bind(0) used to pick it:
@@ -210,4 +212,60 @@ pub fn pydicom_reads(path: &Path) -> serde_json::Value {
         .expect("run .venv-dicom/bin/python (make dicom-testdata)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// S0's `--addr` and `--port-file` arguments for a server that binds a port the system
+/// picks (port 0) and writes it to `port_file`; [`s0_port`] then reads it. Nothing is
+/// released between choosing the port and listening on it, so no other test can take it.
+pub fn s0_listen_args(port_file: &Path) -> [String; 4] {
+    [
+        "--addr".into(),
+        "127.0.0.1:0".into(),
+        "--port-file".into(),
+        port_file.display().to_string(),
+    ]
+}
+
+/// The port S0 (`s0`, started with [`s0_listen_args`]) listens on, once it has bound it;
+/// a panic with its output if it exits first (its file checks refused the job).
+pub fn s0_port(port_file: &Path, s0: &mut Child) -> u16 {
+    let t = Instant::now();
+    loop {
+        if let Some(port) = std::fs::read_to_string(port_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return port;
+        }
+        if s0.try_wait().unwrap().is_some() || t.elapsed() > Duration::from_secs(120) {
+            let _ = s0.kill();
+            let mut err = String::new();
+            if let Some(e) = s0.stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(e, &mut err);
+            }
+            panic!("S0 never listened ({}): {err}", port_file.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts S0 with `start(0, addr)`, `addr` making it bind a port the system picks and write
+/// it to a file in `dir` ([`s0_listen_args`]), then S1 with `start(1, addr)` once S0
+/// listens, `addr` its `--addr`: no port is chosen before S0 holds it.
+pub fn start_pair(dir: &Path, mut start: impl FnMut(u8, &[String]) -> Child) -> [Child; 2] {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let pf = dir.join(format!("s0-port-{}", N.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_file(&pf);
+    let mut c0 = start(0, &s0_listen_args(&pf));
+    let port = s0_port(&pf, &mut c0);
+    let c1 = start(1, &["--addr".into(), format!("127.0.0.1:{port}")]);
+    [c0, c1]
+}
+
+/// `--addr` for a server that must refuse before the link: port 0, so that nothing is
+/// chosen for it (were it to get that far, it listens where the system says, or S1 finds
+/// nobody there).
+pub fn no_link_addr() -> [String; 2] {
+    ["--addr".into(), "127.0.0.1:0".into()]
 }
