@@ -198,6 +198,36 @@ impl Job {
         [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     }
 
+    /// The dealer deals `image`.pub's job (gmw) into `triplets`, and both servers run it
+    /// into `out`.p0 and `out`.p1.
+    fn deal_and_run(&self, image: &str, triplets: &str, out: &str) {
+        ok(&[
+            "gen-triplets",
+            "--model",
+            &self.p("model.pub"),
+            "--image",
+            &self.p(&format!("{image}.pub")),
+            "--batch",
+            "64",
+            "--engine",
+            "gmw",
+            "--out",
+            &self.p(triplets),
+            "--sign-key",
+            &self.p("keys/dealer.sign-key"),
+        ]);
+        let c = start_pair(&self.dir, |p, addr| {
+            let f = [
+                format!("model.p{p}"),
+                format!("{image}.p{p}"),
+                format!("{triplets}.p{p}"),
+            ];
+            self.spawn(p, [&f[0], &f[1], &f[2]], out, &[], addr)
+        });
+        let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
+        all_ok(&outs, &format!("serve ({image})"));
+    }
+
     /// Both servers on the proper files complete, and the result reconstructs: what came
     /// before consumed nothing.
     fn runs(&self, out: &str) -> PathBuf {
@@ -901,31 +931,7 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
     // 5. A genuine pair, signed by both servers, of another job: refused against the job
     // the receiver expects, and taken against its own.
     job.share_image("image2", "gateway");
-    ok(&[
-        "gen-triplets",
-        "--model",
-        &job.p("model.pub"),
-        "--image",
-        &job.p("image2.pub"),
-        "--batch",
-        "64",
-        "--engine",
-        "gmw",
-        "--out",
-        &job.p("triplets2"),
-        "--sign-key",
-        &job.p("keys/dealer.sign-key"),
-    ]);
-    let c = start_pair(&job.dir, |p, addr| {
-        let f = [
-            format!("model.p{p}"),
-            format!("image2.p{p}"),
-            format!("triplets2.p{p}"),
-        ];
-        job.spawn(p, [&f[0], &f[1], &f[2]], "out2", &[], addr)
-    });
-    let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
-    all_ok(&outs, "serve (job 2)");
+    job.deal_and_run("image2", "triplets2", "out2");
     refused(
         &rec("out2", &[]),
         "out2.p0",
@@ -1063,31 +1069,7 @@ fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
     ]);
     let facts = job.path("auto.rx.json");
     assert!(facts.exists(), "share-image --sigma auto writes its facts");
-    ok(&[
-        "gen-triplets",
-        "--model",
-        &job.p("model.pub"),
-        "--image",
-        &job.p("auto.pub"),
-        "--batch",
-        "64",
-        "--engine",
-        "gmw",
-        "--out",
-        &job.p("autotriplets"),
-        "--sign-key",
-        &job.p("keys/dealer.sign-key"),
-    ]);
-    let c = start_pair(&job.dir, |p, addr| {
-        let f = [
-            format!("model.p{p}"),
-            format!("auto.p{p}"),
-            format!("autotriplets.p{p}"),
-        ];
-        job.spawn(p, [&f[0], &f[1], &f[2]], "autoout", &[], addr)
-    });
-    let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
-    all_ok(&outs, "serve (auto)");
+    job.deal_and_run("auto", "autotriplets", "autoout");
     let (trust, f) = (job.p("keys/trust"), facts.display().to_string());
     let checks = ["--trust", trust.as_str(), "--job-facts", f.as_str()];
     // Its own pair, by the facts alone.
