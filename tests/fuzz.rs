@@ -1066,7 +1066,7 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
             let mut obj = open_file(&src).unwrap();
             let pixel = obj.element(tags::PIXEL_DATA).unwrap();
             let whole = pixel.value().fragments().unwrap().concat();
-            let mut cut = whole[..whole.len() * 3 / 10 & !1].to_vec();
+            let mut cut = whole[..(whole.len() * 3 / 10) & !1].to_vec();
             cut.extend_from_slice(&[0xFF, 0xD9]);
             obj.put(DataElement::new(
                 tags::PIXEL_DATA,

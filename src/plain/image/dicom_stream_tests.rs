@@ -163,7 +163,7 @@ fn an_offset_table_pointing_at_a_second_stream_is_refused() {
             );
         }
         // A stream split over two fragments, no table: read whole.
-        let mid = a.len() / 2 & !1;
+        let mid = (a.len() / 2) & !1;
         let split = decode(
             &file(
                 kind,

@@ -158,9 +158,9 @@ pub fn encode(samples: &[u16], rows: usize, cols: usize, quality: i32) -> Result
 }
 
 /// Encodes `rows x cols` 8-bit grayscale samples as a baseline JPEG of `quality`, or as a
-/// lossless one (process 14, selection value 1): test inputs.
-#[cfg(test)]
-pub(super) fn encode8(
+/// lossless one (process 14, selection value 1): test inputs (the module tests, the fuzz
+/// seeds), as a modality would write them.
+pub fn encode8(
     samples: &[u8],
     rows: usize,
     cols: usize,
