@@ -28,6 +28,8 @@ sub-images in PyTorch's order (`make onnx-dncnn` makes both).
 """
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -89,6 +91,11 @@ def export(model, args, path, names, dynamo=False, **kw):
     extra = {"external_data": False} if dynamo else {}
     torch.onnx.export(model, args, tmp, input_names=names, output_names=["y"],
                       opset_version=18 if dynamo else 17, dynamo=dynamo, **extra, **kw)
+    if dynamo:
+        # The dynamo exporter writes a stack trace with this machine's paths into each node;
+        # nothing committed may name a machine's paths (tests/no_machine_paths.rs).
+        strip = os.path.join(os.path.dirname(os.path.abspath(__file__)), "strip-onnx-metadata.py")
+        subprocess.run([sys.executable, strip, tmp], check=True)
     os.replace(tmp, path)
 
 

@@ -1448,7 +1448,7 @@ fn lossy_jpeg_2000_12_bit_jpeg_and_deflated_files_give_pydicoms_values() {
     // Its unfixed original has an invalid scan header: refused as damaged, naming the codec.
     refused(
         &testdata("pydicom/JPEG-lossy.dcm"),
-        &["corrupted DICOM", "12-bit JPEG", "SOS"],
+        &["corrupted DICOM", "JPEG pixel data", "SOS"],
     );
     // Deflated explicit VR little endian, 8 bits.
     let (v, rows, cols) = decoded(&testdata("pydicom/image_dfl.dcm"));
@@ -2163,4 +2163,37 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
         &["exists and is not an empty folder"],
     );
     assert_eq!(std::fs::read_dir(d("ct")).unwrap().count(), 3);
+}
+
+/// pydicom's JPEG2000-embedded-sequence-delimiter.dcm (issue 45, item 7): a copy of
+/// JPEG2000.dcm with 4 codestream bytes (in its SIZ marker, Rsiz and the top of Xsiz) set to
+/// a sequence delimiter's tag. Its fragments are walked by their item lengths, so the bytes
+/// after the delimiter's are read as the one fragment pydicom reads too (250 bytes) and its
+/// SIZ is read whole: rows 1024 as the header says, and the columns those 4 bytes made. The
+/// codestream is damaged (pydicom's README says so; pylibjpeg refuses its header): refused,
+/// naming the size it claims. A walk that split the fragment at the delimiter's bytes would
+/// find no SIZ at all.
+#[test]
+fn an_embedded_sequence_delimiter_is_fragment_data_and_its_damage_is_refused() {
+    let path = testdata("pydicom/JPEG2000-embedded-sequence-delimiter.dcm");
+    let obj = open_file(&path).unwrap();
+    let pixel = obj.element(tags::PIXEL_DATA).unwrap();
+    let sizes: Vec<usize> = pixel
+        .value()
+        .fragments()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, [250]);
+    let f = &pixel.value().fragments().unwrap()[0];
+    assert!(f.windows(4).any(|w| w == [0xFE, 0xFF, 0xDD, 0xE0]));
+    refused(
+        &path,
+        &[
+            "corrupted DICOM",
+            "the JPEG 2000 data is 1024 x 3722445056",
+            "the header says 1024 x 256",
+        ],
+    );
 }

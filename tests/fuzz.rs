@@ -948,7 +948,8 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
 
 /// DICOM seeds: the 12-bit slice `ct` in explicit VR little endian, big endian, deflated,
 /// JPEG-LS and 12-bit lossy JPEG (made here), and RLE and JPEG 2000 files of
-/// `make dicom-testdata` (pydicom's MR_small, 8-bit JPEG 2000 by OpenJPEG).
+/// `make dicom-testdata` (pydicom's MR_small, 8-bit JPEG 2000 by OpenJPEG); its top 8 bits
+/// as 8-bit DCT and lossless JPEG; and every JPEG, JPEG-LS and JPEG 2000 one cut short.
 fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
     use dicom_core::value::PixelFragmentSequence;
     use dicom_core::{DataElement, VR};
@@ -1016,6 +1017,66 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
             panic!("a DICOM seed is missing; run `make dicom-testdata` (pydicom from PyPI)")
         });
         seeds.push(f);
+    }
+    // 8-bit DCT and lossless JPEG of the slice's top 8 bits (libjpeg-turbo).
+    let narrow: Vec<u8> = values.iter().map(|&v| (v >> 4) as u8).collect();
+    for (name, ts, lossless) in [
+        ("ct-jpeg8.dcm", uids::JPEG_BASELINE8_BIT, None),
+        ("ct-jpeg-lossless.dcm", uids::JPEG_LOSSLESS_SV1, Some(())),
+    ] {
+        let mut jpeg = ppdenoise::plain::image::jpeg12::encode8(&narrow, 24, 24, lossless, 90);
+        if jpeg.len() % 2 == 1 {
+            jpeg.push(0);
+        }
+        let mut obj = inner();
+        for (tag, v) in [
+            (tags::BITS_ALLOCATED, 8u16),
+            (tags::BITS_STORED, 8),
+            (tags::HIGH_BIT, 7),
+            (tags::PIXEL_REPRESENTATION, 0),
+        ] {
+            obj.put(DataElement::new(
+                tag,
+                VR::US,
+                dicom_core::PrimitiveValue::from(v),
+            ));
+        }
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PixelFragmentSequence::new(Vec::<u32>::new(), vec![jpeg]),
+        ));
+        write(name, obj, ts);
+    }
+    // Each encapsulated seed cut to 30% of its one fragment and closed with an EOI (EOC for
+    // JPEG 2000, the same bytes): refused as cut short, never decoded with a grey rest.
+    let encapsulated: Vec<PathBuf> = seeds
+        .iter()
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.contains("jpeg") || n.contains("jls") || n.contains("j2k")
+        })
+        .cloned()
+        .collect();
+    for src in encapsulated {
+        let p = dir.join(format!(
+            "cut-{}",
+            src.file_name().unwrap().to_string_lossy()
+        ));
+        if !p.exists() {
+            let mut obj = open_file(&src).unwrap();
+            let pixel = obj.element(tags::PIXEL_DATA).unwrap();
+            let whole = pixel.value().fragments().unwrap().concat();
+            let mut cut = whole[..(whole.len() * 3 / 10) & !1].to_vec();
+            cut.extend_from_slice(&[0xFF, 0xD9]);
+            obj.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PixelFragmentSequence::new(Vec::<u32>::new(), vec![cut]),
+            ));
+            obj.write_to_file(&p).unwrap();
+        }
+        seeds.push(p);
     }
     seeds
 }

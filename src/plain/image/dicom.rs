@@ -54,6 +54,7 @@ use ndarray::Array2;
 
 use super::derived::{self, DerivedSeries, OutputSyntax};
 use super::dicom_compress;
+use super::dicom_frames;
 use super::dicom_scan::{self, Encoding, ScanError};
 use super::jpeg12;
 use super::window::{auto_window, Units, Window, WindowChoice, CT_WINDOW};
@@ -631,50 +632,94 @@ pub(super) fn decode_all(
     }
     // Encapsulated frames: one frame, in any number of fragments, or one fragment per frame
     // (so that each frame's own header is checked before a decoder sizes anything from it).
-    let per_frame: Vec<&[Vec<u8>]> = match pixel_data.value().fragments() {
-        Some(f) if l.frames == 1 => vec![f],
-        Some(f) if f.len() == l.frames => f.chunks(1).collect(),
-        Some(f) => {
-            return Err(unsupported(
-                path,
-                format!(
-                    "{} frames in {} fragments; a multi-frame image is read with one fragment \
-                     per frame; {TRANSCODE}",
-                    l.frames,
-                    f.len()
-                ),
-            ))
-        }
-        None => Vec::new(),
+    // The bytes checked are the bytes decoded: [`dicom_frames`] takes them once, and every
+    // codec but the registry's RLE reads them directly.
+    let scan_err = |e| match e {
+        ScanError::Corrupt(d) => corrupt(path, d),
+        ScanError::Unsupported(d) => unsupported(path, format!("{d}; {TRANSCODE}")),
+    };
+    let encapsulated = match (
+        pixel_data.value().offset_table(),
+        pixel_data.value().fragments(),
+    ) {
+        (Some(table), Some(f)) => Some(dicom_frames::frames(table, f, l.frames).map_err(scan_err)?),
+        _ => None,
     };
     let mut codec = Codec::Registry;
-    for f in &per_frame {
+    for f in encapsulated.iter().flatten() {
         codec = check_encapsulated(ts_uid, f, &l, path)?;
     }
+    let frame_len = l.rows * l.cols;
     let n = n * l.frames;
-    let samples: Vec<u16> = match codec {
-        Codec::Jpeg12 => {
+    // A frame decoded to another size than the header's is refused, never cut or padded.
+    let sized = |k: usize, got: usize, what: &str| {
+        if got == frame_len {
+            return Ok(());
+        }
+        Err(corrupt(
+            path,
+            format!(
+                "{what} pixel data: frame {} decoded to {got} samples; {} x {} take {frame_len}",
+                k + 1,
+                l.rows,
+                l.cols
+            ),
+        ))
+    };
+    let samples: Vec<u16> = match (codec, &encapsulated) {
+        (Codec::Jpeg, Some(frames)) => {
             let mut all = Vec::with_capacity(n);
-            for f in &per_frame {
-                // One frame's fragments, in order, are one JPEG stream.
-                let stream: Vec<u8> = f.concat();
-                all.extend(
-                    jpeg12::decode(&stream, l.rows, l.cols)
-                        .map_err(|e| corrupt(path, format!("12-bit JPEG pixel data: {e}")))?,
-                );
+            for (k, f) in frames.iter().enumerate() {
+                let s = jpeg12::decode(&f.bytes, l.rows, l.cols)
+                    .map_err(|e| corrupt(path, format!("JPEG pixel data: {e}")))?;
+                sized(k, s.len(), "JPEG")?;
+                all.extend(s);
             }
             all
         }
-        Codec::Registry => {
+        (Codec::JpegLs, Some(frames)) => {
+            let mut all = Vec::with_capacity(n);
+            for (k, f) in frames.iter().enumerate() {
+                let raw = quietly(|| charls::CharLS::default().decode(&f.bytes))
+                    .map_err(|_| corrupt(path, "JPEG-LS pixel data: the decoder failed"))?
+                    .map_err(|e| corrupt(path, format!("JPEG-LS pixel data: {e}")))?;
+                // CharLS gives 16-bit samples in native byte order.
+                let s: Vec<u16> = if l.bits_allocated == 8 {
+                    raw.iter().map(|&r| u16::from(r)).collect()
+                } else if raw.len() % 2 == 0 {
+                    raw.chunks_exact(2)
+                        .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+                        .collect()
+                } else {
+                    return Err(corrupt(path, "JPEG-LS pixel data of an odd byte count"));
+                };
+                sized(k, s.len(), "JPEG-LS")?;
+                all.extend(s);
+            }
+            all
+        }
+        (Codec::J2k, Some(frames)) => {
+            let mut all = Vec::with_capacity(n);
+            for (k, f) in frames.iter().enumerate() {
+                let s = j2k_decode(&f.bytes, &l)
+                    .map_err(|e| corrupt(path, format!("JPEG 2000 pixel data: {e}")))?;
+                sized(k, s.len(), "JPEG 2000")?;
+                all.extend(s);
+            }
+            all
+        }
+        _ => {
             // The decoders of the registry can still panic on data the checks above let
             // through (a PackBits run cut short): an error, not a crash, and no message.
+            // Encapsulated, only RLE comes here: its decoder takes fragment k as frame k,
+            // which is frame k's checked bytes (one fragment per frame is required).
             let decoded = quietly(|| obj.decode_pixel_data());
             let decoded = decoded
                 .map_err(|_| corrupt(path, "pixel data: the decoder failed on malformed data"))?
                 .map_err(|e| corrupt(path, format!("pixel data: {}", causes(&e))))?;
             let data = decoded.data();
             let need = n * l.bytes_per_sample();
-            if data.len() < need {
+            if data.len() < need || (encapsulated.is_some() && data.len() != need) {
                 return Err(corrupt(
                     path,
                     format!(
@@ -688,8 +733,9 @@ pub(super) fn decode_all(
                     ),
                 ));
             }
-            // More is trailing padding (one byte evens an odd length and is normal): other
-            // toolkits read the frame and ignore the rest, and so do we, saying so.
+            // More native data is trailing padding (one byte evens an odd length and is
+            // normal): other toolkits read the frame and ignore the rest, and so do we,
+            // saying so. Decoded (encapsulated) data must be exactly the frames.
             if data.len() > need + 1 {
                 eprintln!(
                     "warning: {}: pixel data holds {} bytes past its {} x {} frame(s) \
@@ -715,10 +761,9 @@ pub(super) fn decode_all(
     // up to 4095): clamped, not wrapped by masking. Native data keeps the mask (old files put
     // overlay bits above the stored ones). Signed data keeps it too: a JPEG 2000 codestream
     // may call unsigned what the header calls signed, and the mask reads it right.
-    let clamp = pixel_data.value().fragments().is_some() && !l.signed;
-    let frame = l.rows * l.cols;
+    let clamp = encapsulated.is_some() && !l.signed;
     let frames = samples
-        .chunks_exact(frame)
+        .chunks_exact(frame_len)
         .map(|raw| {
             let values: Vec<f64> = raw
                 .iter()
@@ -742,8 +787,40 @@ pub(super) fn decode_all(
 enum Codec {
     /// The registry's decoder for the transfer syntax.
     Registry,
-    /// A lossy JPEG of more than 8 bits: libjpeg-turbo (see [`jpeg12`]).
-    Jpeg12,
+    /// JPEG, DCT or lossless: libjpeg-turbo (see [`jpeg12`]).
+    Jpeg,
+    /// JPEG-LS: CharLS.
+    JpegLs,
+    /// JPEG 2000: openjp2 in its strict mode ([`j2k_decode`]).
+    J2k,
+}
+
+/// Decodes one JPEG 2000 codestream, whose header was checked against the layout, with
+/// openjp2 in its strict mode (its default fills a cut codestream with zeros and says
+/// nothing): the samples' low bits in the allocated width, as the registry wrote them.
+fn j2k_decode(cs: &[u8], l: &Layout) -> Result<Vec<u16>, String> {
+    let params = jpeg2k::DecodeParameters::default().strict(true);
+    let image = quietly(|| jpeg2k::Image::from_bytes_with(cs, params))
+        .map_err(|_| "the decoder failed on malformed data".to_string())?
+        .map_err(|e| e.to_string())?;
+    let comps = image.components();
+    let [c] = comps else {
+        return Err(format!(
+            "{} components decoded; one was checked",
+            comps.len()
+        ));
+    };
+    if (c.height() as usize, c.width() as usize) != (l.rows, l.cols) {
+        return Err(format!(
+            "decoded to {} x {}; the header says {} x {}",
+            c.height(),
+            c.width(),
+            l.rows,
+            l.cols
+        ));
+    }
+    let mask: u32 = if l.bits_allocated == 8 { 0xFF } else { 0xFFFF };
+    Ok(c.data().iter().map(|&v| (v as u32 & mask) as u16).collect())
 }
 
 /// Encapsulated pixel data is checked against the header before a decoder sizes anything
@@ -753,21 +830,11 @@ enum Codec {
 /// the stream says). Returns the decoder to use.
 fn check_encapsulated(
     ts_uid: &str,
-    fragments: &[Vec<u8>],
+    frame: &dicom_frames::Frame,
     l: &Layout,
     path: &Path,
 ) -> Result<Codec, ImageError> {
-    if fragments.is_empty() {
-        return Err(corrupt(path, "encapsulated pixel data without a fragment"));
-    }
-    // One frame: its fragments, in order, are one stream.
-    let whole;
-    let first: &[u8] = if fragments.len() == 1 {
-        &fragments[0]
-    } else {
-        whole = fragments.concat();
-        &whole
-    };
+    let first: &[u8] = &frame.bytes;
     let stream = |kind: &str, (rows, cols, comps, precision): (usize, usize, u16, u16)| {
         if (rows, cols) != (l.rows, l.cols)
             || comps != 1
@@ -787,7 +854,7 @@ fn check_encapsulated(
     };
     match ts_uid {
         uids::RLE_LOSSLESS => {
-            check_rle(fragments, l, path)?;
+            check_rle(first, frame.fragments, l, path)?;
             Ok(Codec::Registry)
         }
         uids::JPEG_BASELINE8_BIT
@@ -812,10 +879,9 @@ fn check_encapsulated(
                 ));
             }
             let jpeg_ls = marker == 0xF7;
-            // Several frames of JPEG: its decoder reads the fragments as one byte stream,
-            // frame after frame, so each fragment must hold exactly its stream (a second one
-            // hidden after the first's end would be decoded as the next frame, unchecked).
-            // JPEG-LS's decoder takes fragment k as frame k.
+            // Several frames of JPEG: each fragment must hold exactly its stream (dicom-rs's
+            // decoder read a second one hidden after the first's end as the next frame,
+            // unchecked; libjpeg-turbo stops at EOI, but nothing is taken from after it).
             if l.frames > 1 && !jpeg_ls && !one_jpeg_stream(first) {
                 return Err(corrupt(
                     path,
@@ -831,13 +897,8 @@ fn check_encapsulated(
             }
             let kind = if jpeg_ls { "JPEG-LS" } else { "JPEG" };
             stream(kind, (rows, cols, u16::from(comps), u16::from(precision)))?;
-            // Lossless (SOF3, SOF11), JPEG-LS and 8-bit lossy JPEG: the registry's decoders.
-            let lossy_dct = !jpeg_ls && !matches!(marker, 0xC3 | 0xCB);
-            Ok(if lossy_dct && precision > 8 {
-                Codec::Jpeg12
-            } else {
-                Codec::Registry
-            })
+            // Lossless (SOF3, SOF11) and DCT JPEG: libjpeg-turbo; JPEG-LS: CharLS.
+            Ok(if jpeg_ls { Codec::JpegLs } else { Codec::Jpeg })
         }
         uids::JPEG2000_LOSSLESS
         | uids::JPEG2000
@@ -894,7 +955,7 @@ fn check_encapsulated(
                     ),
                 ));
             }
-            Ok(Codec::Registry)
+            Ok(Codec::J2k)
         }
         // Encapsulated uncompressed: the registry copies the fragments, sized by the header.
         _ => Ok(Codec::Registry),
@@ -902,8 +963,7 @@ fn check_encapsulated(
 }
 
 /// RLE: a 64-byte header of 16 little-endian u32: the segment count, then the offsets.
-fn check_rle(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<(), ImageError> {
-    let first = &fragments[0];
+fn check_rle(first: &[u8], fragments: usize, l: &Layout, path: &Path) -> Result<(), ImageError> {
     let segments = l.bytes_per_sample();
     let word = |i: usize| {
         first
@@ -911,7 +971,7 @@ fn check_rle(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<(), Image
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
     };
     let offsets: Option<Vec<usize>> = (1..=segments).map(word).collect();
-    let ok = fragments.len() == 1
+    let ok = fragments == 1
         && first.len() >= 64
         && word(0) == Some(segments)
         && offsets.as_ref().is_some_and(|o| {
@@ -923,7 +983,7 @@ fn check_rle(fragments: &[Vec<u8>], l: &Layout, path: &Path) -> Result<(), Image
             format!(
                 "RLE data of {} fragment(s) does not hold one frame of {segments} segment(s) \
                  with a valid header",
-                fragments.len()
+                fragments
             ),
         ));
     }
@@ -984,7 +1044,8 @@ fn j2k_header(b: &[u8]) -> Option<J2kHeader> {
 }
 
 /// Whether every one of `tiles` tiles has a tile-part in the codestream `b`, each within the
-/// data (openjp2 fills a missing or cut tile with zeros and says nothing).
+/// data, and the last followed by EOC (openjp2 fills a missing or cut tile with zeros and
+/// says nothing).
 fn j2k_tiles_present(b: &[u8], tiles: usize) -> bool {
     // The main header: SOC, then marker segments up to the first SOT.
     let mut i = 2;
@@ -1016,14 +1077,18 @@ fn j2k_tiles_present(b: &[u8], tiles: usize) -> bool {
             None => return false,
         }
         if psot == 0 {
-            break; // the last tile-part runs to EOC
+            // The last tile-part runs to EOC, which must end the data (a fragment may add
+            // one byte of padding): a cut codestream does not reach it.
+            let end = b.strip_suffix(&[0]).unwrap_or(b);
+            return end.ends_with(&[0xFF, 0xD9]) && end.len() >= i + 14 && seen.iter().all(|&s| s);
         }
         if psot < 14 || i + psot > b.len() {
             return false;
         }
         i += psot;
     }
-    seen.iter().all(|&s| s)
+    // After the last tile-part: EOC.
+    b.get(i..i + 2) == Some(&[0xFF, 0xD9]) && seen.iter().all(|&s| s)
 }
 
 /// Whether `b` is one JPEG stream followed by nothing but zero padding: its marker segments
@@ -1474,6 +1539,10 @@ pub fn new_uid() -> String {
     u = (u & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
     format!("2.25.{u}")
 }
+
+#[cfg(test)]
+#[path = "dicom_stream_tests.rs"]
+mod stream_tests;
 
 #[cfg(test)]
 mod tests {

@@ -152,7 +152,7 @@ unsafe extern "C" fn sink_seek(at: i64, user: *mut core::ffi::c_void) -> i32 {
 }
 
 /// One frame as a reversible (5/3 wavelet, one layer, no rate) JPEG 2000 codestream.
-fn j2k_lossless(frame: &[i32], s: &Samples) -> Result<Vec<u8>, String> {
+pub(super) fn j2k_lossless(frame: &[i32], s: &Samples) -> Result<Vec<u8>, String> {
     let fail = |what: &str| format!("JPEG 2000 encoding: {what}");
     let (w, h) = (s.cols as u32, s.rows as u32);
     let param = opj_image_comptparm {

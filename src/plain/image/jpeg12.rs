@@ -1,5 +1,7 @@
-//! 12-bit lossy JPEG (DICOM's JPEG extended, processes 2 and 4), which no Rust decoder
-//! reads: libjpeg-turbo's 12-bit API through `turbojpeg-sys`.
+//! Every JPEG of DICOM's but JPEG-LS: libjpeg-turbo through `turbojpeg-sys`. It began with
+//! 12-bit lossy JPEG (DICOM's JPEG extended, processes 2 and 4), which no Rust decoder reads;
+//! 8-bit and lossless JPEG came here too because the Rust decoder fills data that ends early
+//! with grey and says nothing, where libjpeg-turbo warns (made an error here).
 //!
 //! libjpeg-turbo reports errors through `setjmp`/`longjmp` inside its own frames and returns
 //! -1 to us; a recoverable "warning" (corrupt data it would paper over with grey) is made an
@@ -54,8 +56,9 @@ impl Drop for Handle {
     }
 }
 
-/// Decodes one grayscale 12-bit (or lower-precision DCT) JPEG stream that must be
-/// `rows x cols`: its samples, row by row.
+/// Decodes one grayscale JPEG stream (DCT of 8 or 12 bits, or lossless of 2 to 16 bits)
+/// that must be `rows x cols`: its samples, row by row. Data that ends early (an EOI or
+/// another marker before the last MCU or line) is a libjpeg-turbo warning, made an error.
 pub(super) fn decode(jpeg: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>, String> {
     let h = Handle::new(tj::TJINIT_TJINIT_DECOMPRESS)?;
     h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
@@ -74,29 +77,44 @@ pub(super) fn decode(jpeg: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>, 
         ));
     }
     let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
-    if !(9..=12).contains(&precision) || h.get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1 {
+    let lossless = h.get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1;
+    if !(2..=16).contains(&precision) || (!lossless && precision != 8 && precision != 12) {
         return Err(format!(
-            "a {precision}-bit JPEG is not read by the 12-bit decoder"
+            "a {} JPEG of {precision} bits, which JPEG does not define",
+            if lossless { "lossless" } else { "DCT" }
         ));
     }
-    let mut out = vec![0i16; rows * cols];
-    // SAFETY: `out` holds rows x cols samples, the size checked above, at pitch `cols`
-    // (one sample per pixel, TJPF_GRAY).
-    let rc = unsafe {
-        tj::tj3Decompress12(
-            h.0,
-            jpeg.as_ptr(),
-            jpeg.len() as tj::size_t,
-            out.as_mut_ptr(),
-            cols as i32,
-            tj::TJPF_TJPF_GRAY,
-        )
+    let n = rows * cols;
+    let (ptr, len) = (jpeg.as_ptr(), jpeg.len() as tj::size_t);
+    let gray = tj::TJPF_TJPF_GRAY;
+    // SAFETY (each arm): the output holds rows x cols samples, the size checked above, at
+    // pitch `cols` (one sample per pixel, TJPF_GRAY); libjpeg-turbo picks the API by the
+    // precision, which each arm matches.
+    let (rc, out) = match precision {
+        2..=8 => {
+            let mut out = vec![0u8; n];
+            let rc =
+                unsafe { tj::tj3Decompress8(h.0, ptr, len, out.as_mut_ptr(), cols as i32, gray) };
+            (rc, out.into_iter().map(u16::from).collect())
+        }
+        9..=12 => {
+            let mut out = vec![0i16; n];
+            let rc =
+                unsafe { tj::tj3Decompress12(h.0, ptr, len, out.as_mut_ptr(), cols as i32, gray) };
+            // Samples of at most 12 bits are 0..4095: no sign to lose.
+            (rc, out.into_iter().map(|v| v as u16).collect())
+        }
+        _ => {
+            let mut out = vec![0u16; n];
+            let rc =
+                unsafe { tj::tj3Decompress16(h.0, ptr, len, out.as_mut_ptr(), cols as i32, gray) };
+            (rc, out)
+        }
     };
     if rc != 0 {
         return Err(h.error());
     }
-    // 12-bit samples are 0..4095: no sign to lose.
-    Ok(out.into_iter().map(|v| v as u16).collect())
+    Ok(out)
 }
 
 /// [`decode`] for tests: the raw samples, before any DICOM mapping.
@@ -137,6 +155,46 @@ pub fn encode(samples: &[u16], rows: usize, cols: usize, quality: i32) -> Result
     // SAFETY: `buf` is null or was allocated by libjpeg-turbo.
     unsafe { tj::tj3Free(buf.cast()) };
     result
+}
+
+/// Encodes `rows x cols` 8-bit grayscale samples as a baseline JPEG of `quality`, or as a
+/// lossless one (process 14, selection value 1): test inputs (the module tests, the fuzz
+/// seeds), as a modality would write them.
+pub fn encode8(
+    samples: &[u8],
+    rows: usize,
+    cols: usize,
+    lossless: Option<()>,
+    quality: i32,
+) -> Vec<u8> {
+    let h = Handle::new(tj::TJINIT_TJINIT_COMPRESS).unwrap();
+    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_GRAY)
+        .unwrap();
+    h.set(tj::TJPARAM_TJPARAM_QUALITY, quality).unwrap();
+    if lossless.is_some() {
+        h.set(tj::TJPARAM_TJPARAM_LOSSLESS, 1).unwrap();
+        h.set(tj::TJPARAM_TJPARAM_LOSSLESSPSV, 1).unwrap();
+    }
+    let mut buf: *mut u8 = std::ptr::null_mut();
+    let mut size: tj::size_t = 0;
+    // SAFETY: as in `encode`, with 8-bit samples.
+    let rc = unsafe {
+        tj::tj3Compress8(
+            h.0,
+            samples.as_ptr(),
+            cols as i32,
+            cols as i32,
+            rows as i32,
+            tj::TJPF_TJPF_GRAY,
+            &mut buf,
+            &mut size,
+        )
+    };
+    assert_eq!(rc, 0, "{}", h.error());
+    // SAFETY: on success `buf` holds `size` bytes, allocated by libjpeg-turbo.
+    let out = unsafe { std::slice::from_raw_parts(buf, size as usize) }.to_vec();
+    unsafe { tj::tj3Free(buf.cast()) };
+    out
 }
 
 #[cfg(test)]

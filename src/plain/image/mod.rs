@@ -37,6 +37,7 @@ use rand_distr::{Distribution, Normal};
 pub mod derived;
 pub mod dicom;
 mod dicom_compress;
+mod dicom_frames;
 mod dicom_scan;
 pub mod jpeg12;
 pub mod png;
