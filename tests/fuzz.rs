@@ -958,24 +958,23 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
     use dicom_pixeldata::Transcode;
     let mut seeds = vec![ct.to_path_buf()];
     let inner = || open_file(ct).unwrap().into_inner();
-    let mut write = |name: &str, obj: dicom_object::InMemDicomObject, ts: &str| {
+    // Writes a seed once (kept across runs) and gives its path.
+    let write = |name: &str, obj: dicom_object::InMemDicomObject, ts: &str| {
         let p = dir.join(name);
-        if p.exists() {
-            seeds.push(p);
-            return;
+        if !p.exists() {
+            obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(ts))
+                .unwrap()
+                .write_to_file(&p)
+                .unwrap();
         }
-        obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(ts))
-            .unwrap()
-            .write_to_file(&p)
-            .unwrap();
-        seeds.push(p);
+        p
     };
-    write("ct-be.dcm", inner(), "1.2.840.10008.1.2.2");
-    write(
+    seeds.push(write("ct-be.dcm", inner(), "1.2.840.10008.1.2.2"));
+    seeds.push(write(
         "ct-deflated.dcm",
         inner(),
         uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    );
+    ));
     let values: Vec<u16> = {
         let obj = inner();
         let words = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
@@ -991,7 +990,7 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
         VR::OB,
         PixelFragmentSequence::new(Vec::<u32>::new(), vec![jpeg]),
     ));
-    write("ct-jpeg12.dcm", obj, uids::JPEG_EXTENDED12_BIT);
+    seeds.push(write("ct-jpeg12.dcm", obj, uids::JPEG_EXTENDED12_BIT));
     let p = dir.join("ct-jls.dcm");
     if !p.exists() {
         let mut jls = open_file(ct).unwrap();
@@ -1046,7 +1045,7 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
             VR::OB,
             PixelFragmentSequence::new(Vec::<u32>::new(), vec![jpeg]),
         ));
-        write(name, obj, ts);
+        seeds.push(write(name, obj, ts));
     }
     // Each encapsulated seed cut to 30% of its one fragment and closed with an EOI (EOC for
     // JPEG 2000, the same bytes): refused as cut short, never decoded with a grey rest.
