@@ -8,7 +8,10 @@
 //! fail cleanly (non-zero exit, no output) and is re-run to completion with fresh triplets.
 //! Across the run the servers' peak memory (each finished server must report it) and open
 //! files and this process's open files must not grow (printed), and the state directories must hold nothing stranded: no temporary file, no claim still
-//! held, and claims left only by the servers the soak killed.
+//! held, and claims left only by the servers the soak killed. Fresh server processes per job
+//! would hide a per-job leak: at the end one server pair runs a study of
+//! `PPDENOISE_SOAK_SLICES` (default 30) slices, one process each, and each server's resident
+//! memory as its slices complete must not grow.
 
 mod common;
 
@@ -23,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{bin, ok};
+use common::{bin, free_port, ok};
 
 /// A server's `--timeout`, and the longest a job may take.
 const TIMEOUT: &str = "10";
@@ -747,6 +750,12 @@ fn soak_jobs_with_faults() {
         "the servers' memory grew"
     );
     assert!(f1 <= f0 + 1.0, "the servers' open files grew");
+    // PPDENOISE_SOAK_SLICES: the study's slices (a long one shows a slow leak).
+    let slices = std::env::var("PPDENOISE_SOAK_SLICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    long_lived_servers(&w, slices);
     assert!(m1 <= m0 + 1.0, "this process's open files grew");
     assert!(
         m1 <= me_fds0 as f64 + 2.0,
@@ -790,4 +799,137 @@ fn count_consumed(w: &World) -> usize {
                 .count()
         })
         .sum()
+}
+
+/// A per-job leak, which fresh server processes per job would hide: one server pair runs
+/// `slices` slices of a study (`serve --study`, one process each throughout), each server's
+/// resident memory read as each of its slices completes; the last slices' must be the
+/// first ones' (after two to warm up), within 10% and 2 MiB.
+fn long_lived_servers(w: &World, slices: usize) {
+    let t = Instant::now();
+    std::fs::create_dir_all(w.dir.join("series")).unwrap();
+    for i in 0..slices {
+        std::fs::copy(
+            w.dir.join("noisy.png"),
+            w.dir.join(format!("series/im{i}.png")),
+        )
+        .unwrap();
+    }
+    let study = w.p("study");
+    ok(&[
+        "share-study",
+        "--quiet",
+        "--sigma",
+        "25",
+        "--in",
+        &w.p("series"),
+        "--out",
+        &study,
+        "--model",
+        &w.p("cnn-model.pub"),
+    ]);
+    ok(&[
+        "gen-triplets",
+        "--study",
+        &study,
+        "--model",
+        &w.p("cnn-model.pub"),
+        "--engine",
+        "gc",
+    ]);
+    // A study listens anew for each slice, so S0 needs a fixed port (`serve` refuses port 0).
+    let port = free_port();
+    let mut c: Vec<Option<Child>> = (0..2u8)
+        .map(|p| {
+            let c = Command::new(bin())
+                .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+                .arg("--insecure-unsigned")
+                .args(["--model", &w.p(&format!("cnn-model.p{p}"))])
+                .args(["--study", &study])
+                .args(["--key", &w.p(&format!("keys/s{p}.key"))])
+                .args(["--cert", &w.p(&format!("keys/s{p}.crt"))])
+                .args(["--peer-cert", &w.p(&format!("keys/s{}.crt", 1 - p))])
+                .args(["--addr", &format!("127.0.0.1:{port}")])
+                .args(["--timeout", TIMEOUT])
+                .args(["--state-dir", &w.p(&format!("study-state{p}"))])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start serve --study");
+            Some(c)
+        })
+        .collect();
+    // Per server: its resident memory when each of its slices was done.
+    let mut rss: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut outs: [Option<Output>; 2] = [None, None];
+    while outs.iter().any(Option::is_none) {
+        for p in 0..2 {
+            let Some(child) = c[p].as_mut() else { continue };
+            let pid = child.id();
+            let done = (0..slices)
+                .filter(|i| {
+                    Path::new(&study)
+                        .join(format!("slice{i}/done.p{p}"))
+                        .exists()
+                })
+                .count();
+            if done > rss[p].len() {
+                if let Some(b) = vm_rss(pid) {
+                    rss[p].resize(done, b as f64);
+                }
+            }
+            if child.try_wait().unwrap().is_some() || t.elapsed() > LIMIT * 3 {
+                let mut child = c[p].take().unwrap();
+                let _ = child.kill();
+                outs[p] = Some(child.wait_with_output().unwrap());
+            }
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    for (p, o) in outs.iter().enumerate() {
+        let o = o.as_ref().unwrap();
+        assert!(
+            o.status.success(),
+            "serve --study S{p}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Slices missed by the 5 ms poll take the next one's figure (resize above).
+        assert!(
+            rss[p].len() >= slices - 1,
+            "S{p}: memory read at {} of {slices} slices",
+            rss[p].len()
+        );
+        let (r0, r1) = ends(&rss[p][2..], 5);
+        println!(
+            "soak: one S{p} process over {slices} study slices: resident memory, mean of the first / last 5: {:.1} / {:.1} MiB",
+            mib(r0),
+            mib(r1)
+        );
+        assert!(
+            r1 <= r0 * 1.10 + 2.0 * (1u64 << 20) as f64,
+            "S{p}'s memory grew from slice to slice in one process (MiB, per slice: {:?})",
+            rss[p]
+                .iter()
+                .map(|b| (mib(*b) * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
+    }
+    println!(
+        "soak: the study's {slices} slices in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// Resident memory of process `pid` now (VmRSS), in bytes.
+fn vm_rss(pid: u32) -> Option<u64> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = st
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
 }

@@ -7,6 +7,7 @@ pub mod dealer;
 mod demo;
 mod figures;
 mod folders;
+pub mod freed_memory;
 mod gateway;
 mod inputs;
 mod keys;

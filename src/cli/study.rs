@@ -503,7 +503,11 @@ fn serve_slice(
         }
         _ => {}
     }
-    let (summary, (job, run)) = serve_job_as(a, keys, &paths, mode, label)?;
+    let served = serve_job_as(a, keys, &paths, mode, label);
+    // Before the slice counts as done: without this one process's resident memory grew
+    // slice by slice (src/cli/freed_memory.rs).
+    super::freed_memory::release();
+    let (summary, (job, run)) = served?;
     let (job, run) = match (job, run) {
         (Some(j), Some(r)) => (id_hex(&j), id_hex(&r)),
         _ => bail!("slice {i}: the run has no job or triplet id"),
