@@ -658,11 +658,12 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     for p in a.share0.iter().chain(&a.share1) {
         tiled |= container::read_header(p)?.info("tile").is_some();
     }
-    // The receiver's private facts of a job whose noise level came from its pixels.
+    // The receiver's private facts of a job whose noise level came from its pixels, as the
+    // gateway signed them, before any field is used.
     let facts = a
         .job_facts
         .as_deref()
-        .map(ReceiverFacts::read)
+        .map(|p| ReceiverFacts::read_checked(p, &trust))
         .transpose()?;
     if let (Some(f), Some(p)) = (&facts, &a.job_facts) {
         let named = container::read_header(&a.share0[0])?
