@@ -326,7 +326,8 @@ if [[ $STUDY -gt 0 ]]; then
         "$BIN" denoise --arith fixed --image "$W/study-in/slice$i.png" --sigma $SIGMA \
             --out "$W/study-oracle/slice$i.png" >/dev/null
     done
-    "$BIN" share-study --in "$W/study-in" --out "$S" --sigma $SIGMA "${GATEWAY[@]}" >/dev/null
+    STUDY_ID=$("$BIN" --json share-study --in "$W/study-in" --out "$S" --sigma $SIGMA "${GATEWAY[@]}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["study_id"])')
     deal_study() { "$BIN" --json gen-triplets --study "$S" --model "$W/model.pub" \
         --model-mask "$W/mask.dealer" "${BATCH[@]}" "${DEALER[@]}"; }
     deal_study >/dev/null
@@ -354,7 +355,7 @@ if [[ $STUDY -gt 0 ]]; then
         grep -qs '"skipped":\['"$i"'\]' "$W/logs/study-s0-$i-$J0.log" \
             || fail "slice $i was not skipped by the resubmitted array ($W/logs/study-s0-$i-$J0.log)"
     done
-    "$BIN" reconstruct --study "$S" --identity "$K/rx.age-identity" --trust "$K/trust" --out "$W/study-out" >/dev/null
+    "$BIN" reconstruct --study "$S" --study-id "$STUDY_ID" --identity "$K/rx.age-identity" --trust "$K/trust" --out "$W/study-out" >/dev/null
     for ((i = 0; i < STUDY; i++)); do
         same "$W/study-out/slice$i.png" "$W/study-oracle/slice$i.png" "study slice $i differs from its oracle"
     done

@@ -1082,6 +1082,79 @@ fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
     let o = Command::new(bin()).args(&a).output().unwrap();
     refused(&o, want, &["not of"]);
     assert!(!job.path("wrong.png").exists());
+    facts_are_taken_only_as_the_gateway_signed_them(&job, &facts);
+}
+
+/// Issue 45 (review 2, finding B): the receiver's facts decide the window, scaling and level
+/// the image is decoded and judged with, so they are taken only as the gateway signed them
+/// (`<out>.rx.json.sig`), even with --job pinned: a window edited in the facts, facts
+/// without their signed copy, and a copy re-signed by a key that is not the pinned
+/// gateway's are refused by name, nothing written. Put back, they are taken.
+fn facts_are_taken_only_as_the_gateway_signed_them(job: &Job, facts: &std::path::Path) {
+    use ppdenoise::formats::receiver_facts::{facts_sig, ReceiverFacts};
+    use ppdenoise::formats::signing::{Role, Signer};
+    let (trust, f, pubf) = (
+        job.p("keys/trust"),
+        facts.display().to_string(),
+        job.p("auto.pub"),
+    );
+    let checks = [
+        "--trust",
+        trust.as_str(),
+        "--job",
+        pubf.as_str(),
+        "--job-facts",
+        f.as_str(),
+    ];
+    let attempt = || {
+        let a = job.reconstruct_args("autoout", &job.p("edited.png"), &checks);
+        Command::new(bin()).args(&a).output().unwrap()
+    };
+    let sig = facts_sig(facts);
+    let (orig, orig_sig) = (std::fs::read(facts).unwrap(), std::fs::read(&sig).unwrap());
+    let mut edited: serde_json::Value = serde_json::from_slice(&orig).unwrap();
+    edited["window"]["lo"] = (edited["window"]["lo"].as_f64().unwrap() - 100.0).into();
+    edited["window"]["hi"] = (edited["window"]["hi"].as_f64().unwrap() + 100.0).into();
+    std::fs::write(facts, serde_json::to_vec(&edited).unwrap()).unwrap();
+    refused(
+        &attempt(),
+        "auto.rx.json",
+        &["auto.rx.json", "other facts than the gateway signed"],
+    );
+    // Re-signed for the edit by a gateway key of the forger's own.
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "mgw",
+        "--out-dir",
+        &job.p("keys"),
+    ]);
+    let mgw = Signer::load(&job.path("keys/mgw.sign-key"), Role::Gateway).unwrap();
+    let forged = ReceiverFacts::read(facts).unwrap();
+    forged.write_signed(facts, Some(&mgw)).unwrap();
+    refused(
+        &attempt(),
+        "auto.rx.json",
+        &["auto.rx.json.sig", "not by the pinned gateway key"],
+    );
+    forged.write_signed(facts, None).unwrap();
+    refused(
+        &attempt(),
+        "auto.rx.json",
+        &["auto.rx.json.sig", "not signed"],
+    );
+    std::fs::remove_file(&sig).unwrap();
+    refused(
+        &attempt(),
+        "auto.rx.json",
+        &["auto.rx.json.sig", "no signed copy"],
+    );
+    assert!(!job.path("edited.png").exists(), "nothing written");
+    std::fs::write(facts, orig).unwrap();
+    std::fs::write(&sig, orig_sig).unwrap();
+    let o = attempt();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Issue 50, item 3: the opened weights' MAC and the mask seed's digest, recomputed here

@@ -40,6 +40,8 @@ fn wait(c: Child) -> Output {
 struct Dir {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
+    /// The study id share-study printed: the one the receiver expects (`--study-id`).
+    study_id: std::cell::RefCell<String>,
 }
 
 impl Dir {
@@ -47,7 +49,11 @@ impl Dir {
     fn new(model: &str) -> Dir {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let d = Dir { _tmp: tmp, dir };
+        let d = Dir {
+            _tmp: tmp,
+            dir,
+            study_id: Default::default(),
+        };
         for n in ["s0", "s1"] {
             ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
         }
@@ -77,6 +83,12 @@ impl Dir {
             &d.p("keys/owner.sign-key"),
         ]);
         d
+    }
+
+    /// share-study's JSON summary `j`, its study id kept as the one the receiver expects.
+    fn shared(&self, j: serde_json::Value) -> serde_json::Value {
+        *self.study_id.borrow_mut() = j["study_id"].as_str().expect("a study id").into();
+        j
     }
 
     /// The gateway's signing key, for `share-study --sign-key`.
@@ -153,6 +165,8 @@ impl Dir {
             &self.p("keys/s1.sign-pub"),
             "--gateway-key",
             &self.p("keys/gateway.sign-pub"),
+            "--study-id",
+            &self.study_id.borrow(),
         ]
         .iter()
         .map(|x| x.to_string())
@@ -235,7 +249,7 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     }
     std::fs::write(d.path("in/.hidden"), b"not read").unwrap();
     std::fs::create_dir_all(d.path("in/sub")).unwrap();
-    let j = ok(&[
+    let j = d.shared(ok(&[
         "share-study",
         "--sigma",
         "25",
@@ -247,7 +261,7 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
         &d.p("model.pub"),
         "--sign-key",
         &d.gateway_key(),
-    ]);
+    ]));
     assert_eq!(j["slices"], 4);
     assert_eq!(j["kind"], "images");
     let sources: serde_json::Value =
@@ -379,6 +393,59 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     records_rewritten_or_signed_by_another_key_are_refused(&d);
     a_signed_share_of_another_job_in_a_slice_is_refused(&d);
     swapped_slices_are_refused(&d);
+    a_genuine_study_swapped_in_is_refused(&d);
+}
+
+/// Issue 45 (review 2, finding A): the whole study replaced by another genuine study of the
+/// same gateway (its folder, sources file and signed binding together, run to the end by
+/// the same servers): every signature holds and the files share names (im1.png ...), so
+/// only the id the receiver expects tells them apart. `--study-id` of the study it waits
+/// for is refused by name and nothing is written; the right id is taken; no id at all,
+/// with keys pinned, is refused before anything is read.
+fn a_genuine_study_swapped_in_is_refused(d: &Dir) {
+    let expected = d.study_id.borrow().clone();
+    for f in ["study", "study.sources.json", "study.sources.json.sig"] {
+        std::fs::rename(d.path(f), d.path(&format!("kept-{f}"))).unwrap();
+    }
+    // Study B: the same images shared again by the same gateway, dealt and run.
+    let other = ok(&[
+        "share-study",
+        "--sigma",
+        "25",
+        "--in",
+        &d.p("in"),
+        "--out",
+        &d.p("study"),
+        "--model",
+        &d.p("model.pub"),
+        "--sign-key",
+        &d.gateway_key(),
+    ]);
+    let other = other["study_id"].as_str().unwrap().to_string();
+    assert_ne!(other, expected);
+    d.deal(&[]);
+    d.serve_pair(&[]);
+    refused(
+        &d.try_reconstruct("other"),
+        &[
+            &format!("--study-id {expected}"),
+            &format!("is study {other}"),
+            "not the study expected",
+        ],
+    );
+    assert!(!d.path("other").exists(), "nothing written");
+    let mut a = d.reconstruct_args("other");
+    let k = a.iter().position(|x| x == "--study-id").unwrap();
+    a.drain(k..k + 2);
+    refused(
+        &run(&a.iter().map(String::as_str).collect::<Vec<_>>()),
+        &["--study-id", "which study the receiver expects"],
+    );
+    // The study the receiver does expect, B now: taken.
+    *d.study_id.borrow_mut() = other.clone();
+    let j = d.reconstruct("other");
+    assert_eq!(j["study_id"], other.as_str());
+    *d.study_id.borrow_mut() = expected;
 }
 
 /// Issue 45 (review, item 4): a completion record planted for slice 3 (dealt, not run),
@@ -563,8 +630,8 @@ fn swapped_slices_are_refused(d: &Dir) {
         std::fs::write(p, bytes).unwrap();
     }
     let mut a = d.reconstruct_args("swap");
-    assert_eq!(a[a.len() - 2], "--gateway-key");
-    a.truncate(a.len() - 2);
+    let k = a.iter().position(|x| x == "--gateway-key").unwrap();
+    a.drain(k..k + 2);
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     refused(&o, &["study.sources.json.sig", "whose key was not given"]);
     d.reconstruct("swap");
@@ -656,7 +723,7 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
         );
     }
     std::fs::write(d.path("ct/DICOMDIR"), b"an index, not read").unwrap();
-    let j = ok(&[
+    let j = d.shared(ok(&[
         "share-study",
         "--in",
         &d.p("ct"),
@@ -668,7 +735,7 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
         &d.p("model.pub"),
         "--sign-key",
         &d.gateway_key(),
-    ]);
+    ]));
     assert_eq!(j["kind"], "dicom-series");
     let sources: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path("study.sources.json")).unwrap()).unwrap();
@@ -751,7 +818,7 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
     let d = Dir::new("tiny-cnn.npz");
     std::fs::create_dir_all(d.path("in")).unwrap();
     dicom_multi_frame(&d.path("in/enhanced.dcm"), 3, 24, 5);
-    let j = ok(&[
+    let j = d.shared(ok(&[
         "share-study",
         "--sigma",
         "25",
@@ -763,7 +830,7 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
         &d.p("model.pub"),
         "--sign-key",
         &d.gateway_key(),
-    ]);
+    ]));
     assert_eq!(
         (j["kind"].as_str(), j["slices"].as_u64()),
         (Some("multi-frame"), Some(3))

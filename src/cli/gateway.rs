@@ -487,7 +487,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             scale.window,
             scale.units,
         )
-        .write(&rx)?;
+        .write_signed(&rx, sharer.signer())?;
         notes.push(format!(
             "{}give {} to the receiver alone (reconstruct --job-facts): the window{}",
             if done.private {

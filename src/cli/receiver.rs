@@ -160,6 +160,13 @@ pub struct ReconstructArgs {
     /// line in --trust): the slices, their order and their sources must be as it says.
     #[arg(long, value_name = "FILE", requires = "study")]
     pub binding: Option<PathBuf>,
+    /// With --study: the id of the study the receiver expects (share-study printed it, and
+    /// its --json summary's `study_id`). Required when signatures are checked: the binding
+    /// proves a study is whole as the gateway shared it, this says which study it is (else
+    /// another genuine study of the same gateway, folder, sources and binding, could be put
+    /// in its place).
+    #[arg(long, value_name = "ID", requires = "study")]
+    pub study_id: Option<String>,
     #[command(flatten)]
     pub dirs: super::study::PartyDirs,
     /// 8 or 16 (PNG and TIFF); default: like the input image.
@@ -651,11 +658,12 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     for p in a.share0.iter().chain(&a.share1) {
         tiled |= container::read_header(p)?.info("tile").is_some();
     }
-    // The receiver's private facts of a job whose noise level came from its pixels.
+    // The receiver's private facts of a job whose noise level came from its pixels, as the
+    // gateway signed them, before any field is used.
     let facts = a
         .job_facts
         .as_deref()
-        .map(ReceiverFacts::read)
+        .map(|p| ReceiverFacts::read_checked(p, &trust))
         .transpose()?;
     if let (Some(f), Some(p)) = (&facts, &a.job_facts) {
         let named = container::read_header(&a.share0[0])?

@@ -304,10 +304,11 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 if a.opts.sigma == Some(Sigma::Auto) { " (estimated per slice)" } else { "" },
             ),
             format!(
-                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} and {} (the study binding{}) are the receiver's alone",
+                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} and {} (the study binding{}) are the receiver's alone, with the study id {} (reconstruct --study-id)",
                 sources_path.display(),
                 binding_path.display(),
-                if sharer.signer().is_some() { ", signed" } else { ", unsigned: a receiver that pins keys refuses it" }
+                if sharer.signer().is_some() { ", signed" } else { ", unsigned: a receiver that pins keys refuses it" },
+                sources.study_id
             ),
         ],
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
@@ -746,14 +747,33 @@ fn warn_if_both_shares(dir: &Path, p: u8, m: &Manifest) {
     }
 }
 
+/// The study id `reconstruct --study` expects (`--study-id`, a study id in hex): required
+/// when signatures are checked, optional with `--insecure-unsigned` (plain test studies).
+fn expected_study(given: Option<&str>, trust: &Trust) -> Result<Option<String>> {
+    match given {
+        Some(id) if parse_id(id).is_none() => {
+            bail!("--study-id {id}: not a study id (32 hex digits, as share-study prints it)")
+        }
+        Some(id) => Ok(Some(id.to_ascii_lowercase())),
+        None if matches!(trust, Trust::Pinned(_)) => bail!(
+            "--study-id: which study the receiver expects: give the id share-study printed \
+             (its --json summary's study_id); the signed binding proves a study is whole, not \
+             that it is this one"
+        ),
+        None => Ok(None),
+    }
+}
+
 /// `reconstruct --study`: every slice, in its input's name and format; a DICOM series as one
 /// new derived series. Written into a new folder, all slices or none.
 pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     let t = Instant::now();
+    // Whose signatures the binding, the shares and the records must carry, and which study
+    // is expected, before any file is read.
+    let trust = a.signers.load()?;
+    let want_id = expected_study(a.study_id.as_deref(), &trust)?;
     let sources_path = a.sources.clone().unwrap_or_else(|| default_sources(dir));
     let sources = Sources::read(&sources_path)?;
-    // Whose signatures the binding, the shares and the records must carry, before any is read.
-    let trust = a.signers.load()?;
     // The slices in the order the gateway signed: what the sources file says (the slices'
     // files, facts and job ids) must be it, and each slice's shares are then checked
     // against its signed job id. Unsigned sources alone would let whoever can write them
@@ -763,6 +783,22 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         .clone()
         .unwrap_or_else(|| default_binding(&sources_path));
     let bound = sources.check_binding(&sources_path, &binding_path, &trust)?;
+    // The binding proves the study is whole as the gateway shared it, not that it is the
+    // one the receiver waits for: another genuine study of the same gateway (its folder,
+    // sources and binding together) put in its place passes it. The id says which.
+    let signed_id = bound.as_ref().map_or(&sources.study_id, |b| &b.study_id);
+    if let Some(want) = want_id.filter(|w| w != signed_id) {
+        bail!(
+            "--study-id {want}: {} is study {signed_id} (as {} says), not the study expected: \
+             another study put in its place; nothing written",
+            dir.display(),
+            if bound.is_some() {
+                "the gateway's signed study binding"
+            } else {
+                "its sources file"
+            }
+        );
+    }
     let jobs: Vec<String> = match &bound {
         Some(b) => b.slices.iter().map(|s| s.job_id.clone()).collect(),
         None => sources.slices.iter().map(|s| s.job_id.clone()).collect(),

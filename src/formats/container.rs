@@ -81,6 +81,9 @@ pub enum Kind {
     /// The gateway's signed statement of a study's slices (`share-study`): which job each
     /// slice is, in order, and the receiver's facts of it; the receiver's file alone.
     StudyBinding,
+    /// The gateway's signed copy of a job's receiver's facts (`share-image`'s
+    /// `<out>.rx.json.sig`): its window, units, noise scaling and level; the receiver's alone.
+    ReceiverFacts,
 }
 
 impl Kind {
@@ -97,6 +100,7 @@ impl Kind {
             Kind::PublicJob => "public job header",
             Kind::CnnModelShare => "CNN model share",
             Kind::StudyBinding => "study binding",
+            Kind::ReceiverFacts => "receiver facts",
         }
     }
 }

@@ -6,14 +6,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::container::{self, Header, Kind, Seal};
+use super::signing::{Signer, Trust};
 use super::study::{is_hex_id, read_json, write_json};
 use crate::plain::image::window::{Units, Window};
 
 const FORMAT_TAG: &str = "ppdenoise-receiver-facts";
 const VERSION: u32 = 1;
+/// Largest signed facts file read (a few hundred bytes of JSON in a container).
+const MAX_SIG_BYTES: u64 = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +39,13 @@ pub struct ReceiverFacts {
 pub fn facts_file(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
     s.push(".rx.json");
+    PathBuf::from(s)
+}
+
+/// `<facts>.sig` beside the facts file: the gateway's signed copy of them.
+pub fn facts_sig(facts: &Path) -> PathBuf {
+    let mut s = facts.as_os_str().to_owned();
+    s.push(".sig");
     PathBuf::from(s)
 }
 
@@ -72,5 +83,70 @@ impl ReceiverFacts {
 
     pub fn write(&self, path: &Path) -> Result<()> {
         write_json(path, self)
+    }
+
+    /// Writes the facts to `path` and their copy signed by the gateway `by` (unsigned
+    /// without one: plain test jobs, which a receiver pinning keys refuses) to
+    /// `<path>.sig`. The facts decide how the receiver decodes and writes the image (its
+    /// window, scaling and level), so whoever can write beside the shares must not choose
+    /// them.
+    pub fn write_signed(&self, path: &Path, by: Option<&Signer>) -> Result<()> {
+        let text = serde_json::to_string(self)?;
+        let mut h = Header::new(Kind::ReceiverFacts, 0, 0);
+        h.job_id = super::study::parse_id(&self.job_id);
+        container::write(&facts_sig(path), &h, &text, Seal::new(None, by))?;
+        self.write(path)
+    }
+
+    /// The facts at `path`, as the gateway signed them (`<path>.sig`, checked whole and
+    /// signed by the gateway key `trust` pins) before any field is used: the file must say
+    /// the same. With no key pinned (`--insecure-unsigned`, plain test jobs) a missing
+    /// signed copy is taken.
+    pub fn read_checked(path: &Path, trust: &Trust) -> Result<ReceiverFacts> {
+        let plain = ReceiverFacts::read(path)?;
+        let sig = facts_sig(path);
+        let pinned = matches!(trust, Trust::Pinned(_));
+        let meta = match std::fs::symlink_metadata(&sig) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !pinned => return Ok(plain),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{}: no signed copy of the receiver's facts {} (share-image --sign-key writes \
+                 it beside them): unsigned facts could name another window or scaling",
+                sig.display(),
+                path.display()
+            ),
+            r => r.with_context(|| format!("{}: cannot read", sig.display()))?,
+        };
+        if meta.len() > MAX_SIG_BYTES {
+            bail!(
+                "{}: {} bytes, more than signed receiver's facts can be",
+                sig.display(),
+                meta.len()
+            );
+        }
+        // The signer is checked against the pinned gateway key before the body is read;
+        // the signature itself is verified with the whole file.
+        let h = container::read_header(&sig)?;
+        container::expect(&sig, &h, Kind::ReceiverFacts, None)?;
+        trust.check(&sig, &h)?;
+        let (h, text): (Header, String) = container::read(&sig)?;
+        container::expect(&sig, &h, Kind::ReceiverFacts, None)?;
+        trust.check(&sig, &h)?;
+        let signed: ReceiverFacts = serde_json::from_str(&text)
+            .with_context(|| format!("{}: malformed signed receiver's facts", sig.display()))?;
+        if h.job_id.map(|id| container::id_hex(&id)).as_deref() != Some(signed.job_id.as_str()) {
+            bail!(
+                "{}: its header and its facts name different jobs",
+                sig.display()
+            );
+        }
+        if signed != plain {
+            bail!(
+                "{}: says other facts than the gateway signed ({}): changed after share-image; \
+                 nothing written",
+                path.display(),
+                sig.display()
+            );
+        }
+        Ok(signed)
     }
 }

@@ -97,7 +97,9 @@ impl Role {
         match kind {
             Kind::Triplets | Kind::ModelMask | Kind::DealerMask => Some(Role::Dealer),
             Kind::ModelShare | Kind::CnnModelShare | Kind::PublicModel => Some(Role::Owner),
-            Kind::ImageShare | Kind::PublicJob | Kind::StudyBinding => Some(Role::Gateway),
+            Kind::ImageShare | Kind::PublicJob | Kind::StudyBinding | Kind::ReceiverFacts => {
+                Some(Role::Gateway)
+            }
             Kind::OutputShare | Kind::OpenedWeights => None,
         }
     }
