@@ -146,6 +146,17 @@ pub fn encode(samples: &[u16], rows: usize, cols: usize, quality: i32) -> Result
             &mut size,
         )
     };
+    compressed(&h, rc, buf, size)
+}
+
+/// What a `tj3Compress*` call (return code `rc`) left in `buf`, copied out; `buf` is freed
+/// either way.
+fn compressed(
+    h: &Handle,
+    rc: std::ffi::c_int,
+    buf: *mut u8,
+    size: tj::size_t,
+) -> Result<Vec<u8>, String> {
     let result = if rc != 0 {
         Err(h.error())
     } else {
@@ -190,11 +201,7 @@ pub fn encode8(
             &mut size,
         )
     };
-    assert_eq!(rc, 0, "{}", h.error());
-    // SAFETY: on success `buf` holds `size` bytes, allocated by libjpeg-turbo.
-    let out = unsafe { std::slice::from_raw_parts(buf, size as usize) }.to_vec();
-    unsafe { tj::tj3Free(buf.cast()) };
-    out
+    compressed(&h, rc, buf, size).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[cfg(test)]
