@@ -50,6 +50,7 @@ fail() {
 
 cleanup() {
     local rc=$?
+    stop_forwarders
     if [[ ${SLURM_TEST_KEEP:-} == 1 ]]; then
         say "cluster left up (SLURM_TEST_KEEP=1): scripts/slurm-cluster.sh down stops it"
     else
@@ -108,21 +109,68 @@ say "the plaintext fixed-point oracle"
 # with STUDY_TPL (a study folder) the tasks run its slices and the three paths are unused.
 MODEL_TPL="$W/model.p{p}"
 WEIGHTS_TPL="$W/weights.p{p}"
-# Prints "JOBID_S0 JOBID_S1".
+# With SLOW_TASK=T, S1 reads its addresses from a folder of its own, filled by forward_addrs
+# (task T's link through a slow relay). Prints "JOBID_S0 JOBID_S1".
 submit() {
-    local name=$1 array=$2 run=$3 image=$4 triplets=$5 out=$6 p ids=()
+    local name=$1 array=$2 run=$3 image=$4 triplets=$5 out=$6 p ids=() rdv
+    if [[ -n ${SLOW_TASK:-} ]]; then
+        forward_addrs "$W/rdv/$name" "$W/rdv/$name-s1" "$SLOW_TASK" </dev/null >/dev/null 2>"$W/logs/forward-$name.log" &
+        echo $! >>"$W/forwarders"
+    fi
     for p in 0 1; do
+        rdv=$W/rdv/$name
+        [[ -n ${SLOW_TASK:-} && $p == 1 ]] && rdv=$W/rdv/$name-s1
         ids+=("$(env PPD_PARTY=$p PPD_BIN="$BIN" PPD_MODEL="$MODEL_TPL" PPD_IMAGE="$image" \
             PPD_TRIPLETS="$triplets" PPD_OUT="$out" PPD_WEIGHTS="$WEIGHTS_TPL" PPD_STUDY="${STUDY_TPL:-}" \
             PPD_KEY="$K/s$p.key" PPD_CERT="$K/s$p.crt" PPD_PEER_CERT="$K/s$((1 - p)).crt" PPD_TRUST="$K/trust" \
             PPD_IDENTITY="$K/s$p.age-identity" PPD_OUT_TO="$K/rx.age-recipient" PPD_SIGN_KEY="$K/s$p.sign-key" \
-            PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$W/rdv/$name" PPD_RUN="$run" \
+            PPD_STATE_DIR="$W/state-s$p" PPD_RENDEZVOUS="$rdv" PPD_RUN="$run" \
             PPD_PORT_BASE="$PORT_BASE" PPD_TIMEOUT=300 PPDENOISE_PROGRESS_SECS=0 \
             sbatch --parsable --array="$array" --job-name="ppd-$name-s$p" \
             --output="$W/logs/$name-s$p-%a-%A.log" slurm/serve.sbatch)")
     done
     [[ ${ids[0]} =~ ^[0-9]+$ && ${ids[1]} =~ ^[0-9]+$ ]] || fail "sbatch failed for $name"
     echo "${ids[*]}"
+}
+
+# Passes S0's published addresses (FROM) on to S1's folder (TO), as a NAT between two sites
+# would, until killed. Task T's address is replaced by a `ppdenoise relay` to it that delays
+# each direction by 100 ms: its protocol then lasts seconds however fast the machine is, and
+# the test's kill lands mid-run (on a fast machine a tile ran in less than a poll's 0.2 s).
+forward_addrs() { # FROM TO T
+    local from=$1 to=$2 t=$3 f name line rlog listen
+    local -A passed=()
+    mkdir -p "$to"
+    while :; do
+        for f in "$from"/tile-*.addr; do
+            name=${f##*/}
+            line=$(cat "$f" 2>/dev/null) || continue
+            [[ -n $line && ${passed[$name]:-} != "$line" ]] || continue
+            passed[$name]=$line
+            if [[ $name == "tile-$t.addr" ]]; then
+                rlog=$W/logs/relay-$t-$RANDOM.log
+                "$BIN" --json relay --listen 127.0.0.1:0 --to "${line%% *}" --link 10gbit,100ms \
+                    --connect-timeout 300 >"$rlog" 2>&1 &
+                echo $! >>"$W/relays"
+                until listen=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["listen"])' \
+                    "$rlog" 2>/dev/null); do sleep 0.1; done
+                echo "tile $t: S1 goes through the relay on $listen to ${line%% *}" >&2
+                line="$listen ${line#* }"
+            fi
+            echo "$line" >"$to/$name.tmp" && mv "$to/$name.tmp" "$to/$name"
+        done
+        sleep 0.2
+    done
+}
+
+# Ends the address forwarders and their relays (their jobs are over).
+stop_forwarders() {
+    local f
+    for f in "$W/forwarders" "$W/relays"; do
+        [[ -e $f ]] || continue
+        xargs -r kill 2>/dev/null <"$f" || true
+        rm -f "$f"
+    done
 }
 
 # submit, with both job ids in J0 and J1 (a failed sbatch stops the test here, not later).
@@ -182,6 +230,7 @@ kill_mid_run() { # J0 J1 T LOGPREFIX OUT0 OUT1
     say "killed pair of task $t: S0 $s0, S1 $s1"
     [[ $s0 == CANCELLED* && $s1 == FAILED ]] || fail "expected S0 CANCELLED and S1 FAILED, got $s0 and $s1"
     [[ ! -e $5 && ! -e $6 ]] || fail "a killed task left an output share ($5 / $6)"
+    stop_forwarders
 }
 
 # The burned triplets must be refused before anything reaches the network.
@@ -220,9 +269,11 @@ gen_onepiece() {
 mkdir -p "$W/one"
 gen_onepiece
 say "one-piece job: submitting S0's and S1's 1-task arrays"
+# The kill-and-re-run check on the one-piece job itself when there are no tiles.
+[[ $TILES -eq 0 ]] && SLOW_TASK=0
 submit_pair one 0 one-1 "$W/image.p{p}" "$W/one/triplets.p{p}" "$W/one/out.p{p}"
+SLOW_TASK=""
 if [[ $TILES -eq 0 ]]; then
-    # The kill-and-re-run check on the one-piece job itself until tiles exist.
     kill_mid_run "$J0" "$J1" 0 "$W/logs/one" "$W/one/out.p0" "$W/one/out.p1"
     expect_burned "$W/one/triplets.p0" "$W/image.p0"
     gen_onepiece
@@ -284,7 +335,7 @@ if [[ $TILES -gt 0 ]]; then
 
     cnn_triplets "$C/tiles/triplets" --tiles "$TILES"
     say "$TILES-tile CNN job: submitting S0's and S1's $TILES-task arrays"
-    submit_pair tiles "0-$((TILES - 1))" tiles-1 "$C/image.p{p}" \
+    SLOW_TASK=$KILL_TILE submit_pair tiles "0-$((TILES - 1))" tiles-1 "$C/image.p{p}" \
         "$C/tiles/triplets.t{i}.p{p}" "$C/tiles/out.t{i}.p{p}"
     kill_mid_run "$J0" "$J1" "$KILL_TILE" "$W/logs/tiles" \
         "$C/tiles/out.t$KILL_TILE.p0" "$C/tiles/out.t$KILL_TILE.p1"
@@ -332,7 +383,7 @@ if [[ $STUDY -gt 0 ]]; then
         --model-mask "$W/mask.dealer" "${BATCH[@]}" "${DEALER[@]}"; }
     deal_study >/dev/null
     STUDY_TPL=$S
-    submit_pair study "0-$((STUDY - 1))" study-1 "" "" ""
+    SLOW_TASK=$KILL_SLICE submit_pair study "0-$((STUDY - 1))" study-1 "" "" ""
     kill_mid_run "$J0" "$J1" "$KILL_SLICE" "$W/logs/study" \
         "$S/slice$KILL_SLICE/done.p0" "$S/slice$KILL_SLICE/done.p1"
     others=()
