@@ -82,7 +82,9 @@ DEALER=("${TO[@]}" --sign-key "$K/dealer.sign-key")
 say "sharing the model and the noisy $IMAGE (sigma $SIGMA)"
 "$BIN" share-model --model fixtures/default-model.npz --out "$W/model" "${OWNER[@]}" >/dev/null
 "$BIN" add-noise --image "$IMAGE" --sigma $SIGMA --seed 1 --out "$W/noisy.png" >/dev/null
-"$BIN" share-image --image "$W/noisy.png" --sigma $SIGMA --out "$W/image" "${GATEWAY[@]}" >/dev/null
+# The job id share-image prints: the gateway tells the receiver, whose reconstruct expects it.
+job_id() { python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])'; }
+JOB=$("$BIN" --json share-image --image "$W/noisy.png" --sigma $SIGMA --out "$W/image" "${GATEWAY[@]}" | job_id)
 
 # Once per model: the dealer's weight mask, opened by both servers (two local processes).
 say "model set-up: gen-model-mask, open-weights"
@@ -249,14 +251,14 @@ expect_burned() { # TRIPLETS_P0 IMAGE_P0
     say "the burned triplets are refused: $(grep -o 'already consumed[^;]*' "$log" | head -1)"
 }
 
-reconstruct() { # OUT.png BITS JOB.pub SHARE0S... -- SHARE1S...
+reconstruct() { # OUT.png BITS JOB_ID SHARE0S... -- SHARE1S...
     local out=$1 bits=$2 job=$3 s0=() s1=()
     shift 3
     while [[ $1 != -- ]]; do s0+=("$1"); shift; done
     shift
     s1=("$@")
     "$BIN" reconstruct --share0 "${s0[@]}" --share1 "${s1[@]}" --identity "$K/rx.age-identity" \
-        --trust "$K/trust" --job "$job" --bit-depth "$bits" --out "$out" >/dev/null
+        --trust "$K/trust" --job-id "$job" --bit-depth "$bits" --out "$out" >/dev/null
 }
 
 same() { python3 scripts/png-equal.py "$1" "$2" >&2 || fail "$3"; }
@@ -283,8 +285,8 @@ fi
 wait_jobs "$J0" "$J1"
 expect_completed "$J0" 0
 expect_completed "$J1" 0
-reconstruct "$W/one.png" 8 "$W/image.pub" "$W/one/out.p0" -- "$W/one/out.p1"
-reconstruct "$W/one16.png" 16 "$W/image.pub" "$W/one/out.p0" -- "$W/one/out.p1"
+reconstruct "$W/one.png" 8 "$JOB" "$W/one/out.p0" -- "$W/one/out.p1"
+reconstruct "$W/one16.png" 16 "$JOB" "$W/one/out.p0" -- "$W/one/out.p1"
 same "$W/one.png" "$W/oracle.png" "the one-piece Slurm result differs from the oracle"
 say "one-piece job through Slurm == the fixed-point oracle"
 
@@ -299,7 +301,7 @@ if [[ $TILES -gt 0 ]]; then
     wait_jobs "$J0" "$J1"
     expect_completed "$J0" 0 1
     expect_completed "$J1" 0 1
-    reconstruct "$W/mlp-tiles16.png" 16 "$W/image.pub" "$W/mlp-tiles/out.t0.p0" "$W/mlp-tiles/out.t1.p0" -- \
+    reconstruct "$W/mlp-tiles16.png" 16 "$JOB" "$W/mlp-tiles/out.t0.p0" "$W/mlp-tiles/out.t1.p0" -- \
         "$W/mlp-tiles/out.t0.p1" "$W/mlp-tiles/out.t1.p1"
     same "$W/mlp-tiles16.png" "$W/one16.png" "the 2-tile MLP result differs from the one-piece result"
     say "MLP as 2 tiles through Slurm == the one-piece job"
@@ -314,7 +316,7 @@ if [[ $TILES -gt 0 ]]; then
     say "CNN: sharing fixtures/tiny-cnn.npz and the noisy $TILE_IMAGE for it"
     "$BIN" share-model --model fixtures/tiny-cnn.npz --out "$C/model" "${OWNER[@]}" >/dev/null
     "$BIN" add-noise --image "$TILE_IMAGE" --sigma $SIGMA --seed 2 --out "$C/noisy.png" >/dev/null
-    "$BIN" share-image --image "$C/noisy.png" --model "$C/model.pub" --sigma $SIGMA --out "$C/image" "${GATEWAY[@]}" >/dev/null
+    CNN_JOB=$("$BIN" --json share-image --image "$C/noisy.png" --model "$C/model.pub" --sigma $SIGMA --out "$C/image" "${GATEWAY[@]}" | job_id)
     "$BIN" denoise --arith fixed --model fixtures/tiny-cnn.npz --image "$C/noisy.png" --sigma $SIGMA \
         --out "$C/oracle.png" >/dev/null
     MODEL_TPL="$C/model.p{p}"
@@ -331,7 +333,7 @@ if [[ $TILES -gt 0 ]]; then
     wait_jobs "$J0" "$J1"
     expect_completed "$J0" 0
     expect_completed "$J1" 0
-    reconstruct "$C/one16.png" 16 "$C/image.pub" "$C/one/out.p0" -- "$C/one/out.p1"
+    reconstruct "$C/one16.png" 16 "$CNN_JOB" "$C/one/out.p0" -- "$C/one/out.p1"
 
     cnn_triplets "$C/tiles/triplets" --tiles "$TILES"
     say "$TILES-tile CNN job: submitting S0's and S1's $TILES-task arrays"
@@ -356,8 +358,8 @@ if [[ $TILES -gt 0 ]]; then
         s0+=("$C/tiles/out.t$t.p0")
         s1+=("$C/tiles/out.t$t.p1")
     done
-    reconstruct "$C/tiles.png" 8 "$C/image.pub" "${s0[@]}" -- "${s1[@]}"
-    reconstruct "$C/tiles16.png" 16 "$C/image.pub" "${s0[@]}" -- "${s1[@]}"
+    reconstruct "$C/tiles.png" 8 "$CNN_JOB" "${s0[@]}" -- "${s1[@]}"
+    reconstruct "$C/tiles16.png" 16 "$CNN_JOB" "${s0[@]}" -- "${s1[@]}"
     same "$C/tiles16.png" "$C/one16.png" "the $TILES-tile result differs from the one-piece result"
     same "$C/tiles.png" "$C/oracle.png" "the $TILES-tile result differs from the oracle"
     say "$TILES-tile CNN job through Slurm == the one-piece job == the oracle"

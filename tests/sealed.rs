@@ -3,6 +3,8 @@
 //! a file sealed to another party, one byte changed, a truncated file, or a missing identity
 //! is refused naming the file, before any randomness is claimed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -230,8 +232,8 @@ fn sealed_files_work_and_refuse_the_wrong_reader() {
             s(id).into(),
             "--trust".into(),
             s(&f("keys/trust")).into(),
-            "--job".into(),
-            s(&f("image.pub")).into(),
+            "--job-id".into(),
+            common::job_id_of(&f("image.pub")),
         ]
     };
     let run = |a: Vec<String>| ppd(&a.iter().map(String::as_str).collect::<Vec<_>>());

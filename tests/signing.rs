@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, no_link_addr, ok, start_pair, wait_limit};
+use common::{bin, job_id_of, no_link_addr, ok, start_pair, wait_limit};
 use ppdenoise::corr::masks::{opened_mac, OPENED_MAC};
 use ppdenoise::formats::bodies::{OpenedWeights, Triplets};
 use ppdenoise::formats::container::{self, Header, Seal};
@@ -79,6 +79,11 @@ impl Job {
         random_model(&[49, 8, 9], 7, meta)
             .save(&self.path("model.npz"))
             .unwrap();
+    }
+
+    /// The job id of the image shared to `out` (as share-image printed it).
+    fn job_id(&self, out: &str) -> String {
+        job_id_of(&self.path(&format!("{out}.pub")))
     }
 
     /// `share-image` of a 24x24 phantom to `out`, signed with `<signer>.sign-key`.
@@ -248,7 +253,7 @@ impl Job {
     }
 
     /// `reconstruct`'s arguments for `out`.p0 and `out`.p1 to `png`, then `checks` (default:
-    /// `--trust keys/trust --job image.pub`).
+    /// `--trust keys/trust --job-id <image.pub's job>`).
     fn reconstruct_args(&self, out: &str, png: &str, checks: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = [
             "reconstruct",
@@ -264,7 +269,7 @@ impl Job {
         .collect();
         if checks.is_empty() {
             a.extend(["--trust".into(), self.p("keys/trust")]);
-            a.extend(["--job".into(), self.p("image.pub")]);
+            a.extend(["--job-id".into(), self.job_id("image")]);
         } else {
             a.extend(checks.iter().map(|x| x.to_string()));
         }
@@ -870,7 +875,7 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
         Command::new(bin()).args(&a).output().unwrap()
     };
     let nothing_written = |out: &str| assert!(!job.path(&format!("{out}.png")).exists());
-    let (image_pub, rx_id) = (job.p("image.pub"), job.p("keys/rx.age-identity"));
+    let (job_id, rx_id) = (job.job_id("image"), job.p("keys/rx.age-identity"));
 
     // 1. Plain and unsigned: a well-made pair (taken where no key is pinned, as before
     // output shares were signed), refused by the pinned receiver.
@@ -888,8 +893,8 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
     let pinned = [
         "--trust",
         &job.p("keys/trust"),
-        "--job",
-        &image_pub,
+        "--job-id",
+        &job_id,
         "--identity",
         &rx_id,
     ];
@@ -924,7 +929,7 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
     );
     // ... nor may the receiver pin one key for both servers.
     let k0 = job.p("keys/s0.sign-pub");
-    let both = ["--s0-key", &k0, "--s1-key", &k0, "--job", &image_pub];
+    let both = ["--s0-key", &k0, "--s1-key", &k0, "--job-id", &job_id];
     refused(&rec("out", &both), "", &["pinned with the same key"]);
     nothing_written("onekey");
 
@@ -938,14 +943,30 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
         &["not of the job the receiver expects"],
     );
     nothing_written("out2");
-    // Without a job to bind to, pinned keys are not enough.
+    // Without the id of the job expected, pinned keys are not enough.
     let trust = job.p("keys/trust");
-    refused(&rec("out2", &["--trust", &trust]), "", &["--job"]);
+    refused(&rec("out2", &["--trust", &trust]), "", &["--job-id"]);
+    // Nor is a job header beside the shares: whoever can write there puts the other job's
+    // genuine header (signed by the gateway) in with its pair (issue 45, review 3).
     let image2 = job.p("image2.pub");
+    refused(
+        &rec("out2", &["--trust", &trust, "--job", &image2]),
+        "",
+        &["--job-id"],
+    );
+    refused(
+        &rec(
+            "out2",
+            &["--trust", &trust, "--job-id", &job_id, "--job", &image2],
+        ),
+        "image2.pub",
+        &["not of the job expected", &job_id],
+    );
+    nothing_written("out2");
     let a = job.reconstruct_args(
         "out2",
         &job.p("out2.png"),
-        &["--trust", &trust, "--job", &image2],
+        &["--trust", &trust, "--job-id", &job.job_id("image2")],
     );
     ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
 }
@@ -1034,9 +1055,12 @@ fn a_server_taking_unsigned_inputs_refuses_to_sign_its_output() {
     job.untouched();
 }
 
-/// Issue 45 (review, item 5): `--job-facts` names the job the receiver expects when keys
-/// are pinned (no --job): the facts' own job reconstructs, and a genuine, signed pair of
-/// another job given with them is refused by name.
+/// Issue 45 (review, item 5; review 3): `--job-facts` bind the pair to their job under
+/// pinned keys, and `--job-id` says which job that must be: the facts' own job
+/// reconstructs; a genuine, signed pair of another job given with them is refused by name;
+/// and another job's genuine facts and pair put together in place of the job expected are
+/// refused against `--job-id` (the facts and their signature alone do not say which job the
+/// receiver waits for).
 #[test]
 fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
     let job = Job::new("gmw");
@@ -1070,9 +1094,38 @@ fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
     let facts = job.path("auto.rx.json");
     assert!(facts.exists(), "share-image --sigma auto writes its facts");
     job.deal_and_run("auto", "autotriplets", "autoout");
-    let (trust, f) = (job.p("keys/trust"), facts.display().to_string());
-    let checks = ["--trust", trust.as_str(), "--job-facts", f.as_str()];
-    // Its own pair, by the facts alone.
+    let (trust, f, auto_id) = (
+        job.p("keys/trust"),
+        facts.display().to_string(),
+        job.job_id("auto"),
+    );
+    // Facts without the id expected: not enough.
+    let a = job.reconstruct_args(
+        "autoout",
+        &job.p("autoout.png"),
+        &["--trust", &trust, "--job-facts", &f],
+    );
+    let o = Command::new(bin()).args(&a).output().unwrap();
+    refused(&o, "--job-id", &["which job the receiver expects"]);
+    // The auto job's genuine facts and pair where the first job is expected.
+    let first = job.job_id("image");
+    let a = job.reconstruct_args(
+        "autoout",
+        &job.p("autoout.png"),
+        &["--trust", &trust, "--job-id", &first, "--job-facts", &f],
+    );
+    let o = Command::new(bin()).args(&a).output().unwrap();
+    refused(&o, "auto.rx.json", &["not of the job expected", &auto_id]);
+    assert!(!job.path("autoout.png").exists());
+    let checks = [
+        "--trust",
+        trust.as_str(),
+        "--job-id",
+        auto_id.as_str(),
+        "--job-facts",
+        f.as_str(),
+    ];
+    // Its own pair, by the facts and the id.
     let a = job.reconstruct_args("autoout", &job.p("autoout.png"), &checks);
     ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
     // The other job's pair (genuine, signed by both servers) with these facts: refused.
@@ -1093,14 +1146,17 @@ fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
 fn facts_are_taken_only_as_the_gateway_signed_them(job: &Job, facts: &std::path::Path) {
     use ppdenoise::formats::receiver_facts::{facts_sig, ReceiverFacts};
     use ppdenoise::formats::signing::{Role, Signer};
-    let (trust, f, pubf) = (
+    let (trust, f, pubf, id) = (
         job.p("keys/trust"),
         facts.display().to_string(),
         job.p("auto.pub"),
+        job.job_id("auto"),
     );
     let checks = [
         "--trust",
         trust.as_str(),
+        "--job-id",
+        id.as_str(),
         "--job",
         pubf.as_str(),
         "--job-facts",

@@ -189,8 +189,8 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
         s(&p("denoised.png")),
         "--trust".into(),
         s(&keys.join("trust")),
-        "--job".into(),
-        s(&p("image.pub")),
+        "--job-id".into(),
+        j_gw["job_id"].as_str().unwrap_or_default().into(),
     ])?;
     let r0 = &servers[0]["report"];
     let link = r0["link"]["bytes_sent"].as_u64().unwrap_or(0)

@@ -93,7 +93,7 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
     ]))?;
     let (h, w) = super::inputs::load_image(&a.image)?.pixels.dim();
     let gateway = sign(Role::Gateway);
-    timed(&args(&[
+    let (_, gw) = timed(&args(&[
         "share-image",
         &gateway[0],
         &gateway[1],
@@ -122,8 +122,8 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
                 .map_err(anyhow::Error::msg)?
                 .height();
         }
-        let (dealer_together, together) = run_tiles(&dir, &keys, &a, k, true)?;
-        let (dealer_alone, alone) = run_tiles(&dir, &keys, &a, k, false)?;
+        let (dealer_together, together) = run_tiles(&dir, &keys, &gw, &a, k, true)?;
+        let (dealer_alone, alone) = run_tiles(&dir, &keys, &gw, &a, k, false)?;
         let slowest = alone.iter().cloned().fold(0.0, f64::max);
         let halo = rows as f64 / h as f64 - 1.0;
         lines.push(format!(
@@ -197,6 +197,7 @@ fn args(a: &[&str]) -> Vec<String> {
 fn run_tiles(
     dir: &Path,
     keys: &Path,
+    gateway: &serde_json::Value,
     a: &BenchTilesArgs,
     k: usize,
     together: bool,
@@ -269,7 +270,7 @@ fn run_tiles(
     rec.push("--share1".into());
     rec.extend(shares(1));
     rec.extend(args(&["--out", &s(&sub.join("denoised.png"))]));
-    rec.extend(receiver_checks(keys, &dir.join("image.pub")));
+    rec.extend(receiver_checks(keys, gateway)?);
     timed(&rec)?;
     Ok((dealer, secs))
 }

@@ -177,7 +177,7 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
         .chain(a.keep_triplets.then_some("--keep-triplets"))
         .collect();
     let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, setup.is_some())?;
-    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, !out_to.is_empty())?;
+    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, &gw, !out_to.is_empty())?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -332,7 +332,7 @@ fn demo_cnn(
         .chain(a.keep_triplets.then_some("--keep-triplets"))
         .collect();
     let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, false)?;
-    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, !out_to.is_empty())?;
+    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, &gw, !out_to.is_empty())?;
     let secure_q = quantize_u8(&secure.pixels);
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
@@ -514,6 +514,7 @@ fn receive(
     steps: &mut Steps,
     w: &std::path::Path,
     keys: &std::path::Path,
+    gateway: &serde_json::Value,
     sealed: bool,
 ) -> Result<(serde_json::Value, PathBuf, GrayImage, OutputShare)> {
     steps.start("receiver: reconstructing the image");
@@ -527,8 +528,9 @@ fn receive(
         "--out".into(),
         s(&out_png),
     ];
-    // The servers' signatures (keys/trust) and the job the shares must be of.
-    args.extend(receiver_checks(keys, &w.join("image.pub")));
+    // The servers' signatures (keys/trust) and the job the shares must be of (the id the
+    // gateway's share-image printed).
+    args.extend(receiver_checks(keys, gateway)?);
     if sealed {
         let id = keys.join("rx.age-identity");
         args.extend(["--identity".into(), s(&id)]);

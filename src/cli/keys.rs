@@ -268,10 +268,10 @@ pub struct OutputTrustArgs {
     /// checked against --job's signer and a study's binding).
     #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
-    /// The job the receiver expects: its public header (image.pub from share-image). The
-    /// output shares must be of this job (else a genuine pair of another job, the servers'
-    /// own, could be handed over in its place). Required with pinned keys unless --job-facts
-    /// names the job.
+    /// The job's public header (image.pub from share-image), signed by the gateway when its
+    /// key is pinned: the output shares must be of its job, which must be --job-id's. Not a
+    /// substitute for --job-id: whoever can write beside the shares can replace it with
+    /// another job's genuine header.
     #[arg(long, value_name = "IMAGE_PUB", conflicts_with = "study")]
     pub job: Option<PathBuf>,
     /// Accept output shares that no server signed. For plain test files only: refused when
@@ -333,6 +333,32 @@ impl OutputTrustArgs {
         Ok(Some(h.job_id.with_context(|| {
             format!("{}: the job header names no job id", p.display())
         })?))
+    }
+}
+
+/// The id of the `what` (job or study) the receiver expects (`flag`: 32 hex digits, as
+/// `printer` printed it). Required when signatures are checked: they prove who made the files, not
+/// that they are of the job awaited (another genuine job of the same gateway, with its
+/// shares and facts, could be put in its place). Optional with --insecure-unsigned.
+pub fn expected_id(
+    given: Option<&str>,
+    trust: &Trust,
+    flag: &str,
+    what: &str,
+    printer: &str,
+) -> Result<Option<Id>> {
+    match given {
+        Some(id) => crate::formats::study::parse_id(id)
+            .map(Some)
+            .with_context(|| {
+                format!("{flag} {id}: not a {what} id (32 hex digits, as {printer} prints it)")
+            }),
+        None if matches!(trust, Trust::Pinned(_)) => bail!(
+            "{flag}: which {what} the receiver expects: give the id {printer} printed (its \
+             --json summary's `{what}_id`); the signatures prove who made the files, not that \
+             they are of the {what} awaited"
+        ),
+        None => Ok(None),
     }
 }
 

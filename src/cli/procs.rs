@@ -77,13 +77,16 @@ pub fn signing_keys(keys: &Path) -> Result<()> {
 
 /// The receiver's checks of a job's output shares: the servers' keys from `<keys>/trust`
 /// ([`signing_keys`] names s0 and s1 there) and the job's public header `job` (image.pub).
-pub fn receiver_checks(keys: &Path, job: &Path) -> [String; 4] {
-    [
+pub fn receiver_checks(keys: &Path, gateway: &Value) -> Result<[String; 4]> {
+    let id = gateway["job_id"]
+        .as_str()
+        .context("share-image's summary names no job_id")?;
+    Ok([
         "--trust".into(),
         s(&keys.join("trust")),
-        "--job".into(),
-        s(job),
-    ]
+        "--job-id".into(),
+        id.into(),
+    ])
 }
 
 /// The receiver's pinned keys, for shares combined in this process (`<keys>/trust`).

@@ -167,6 +167,13 @@ pub struct ReconstructArgs {
     /// in its place).
     #[arg(long, value_name = "ID", requires = "study")]
     pub study_id: Option<String>,
+    /// The id of the job the receiver expects (share-image printed it, and its --json
+    /// summary's `job_id`): the output shares must be of it. Required when signatures are
+    /// checked: they prove the servers made the shares, not that the shares are of this job
+    /// (another genuine job of the same gateway, with its shares, header and facts, could be
+    /// put in its place).
+    #[arg(long, value_name = "ID", conflicts_with = "study")]
+    pub job_id: Option<String>,
     #[command(flatten)]
     pub dirs: super::study::PartyDirs,
     /// 8 or 16 (PNG and TIFF); default: like the input image.
@@ -652,7 +659,25 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         .map(|p| p.as_path())
         .collect();
     a.signers.check_inputs(&shares)?;
-    let mut job = a.signers.job(&trust)?;
+    let want = super::keys::expected_id(
+        a.job_id.as_deref(),
+        &trust,
+        "--job-id",
+        "job",
+        "share-image",
+    )?;
+    let mut job = want;
+    if let Some(named) = a.signers.job(&trust)? {
+        if want.is_some_and(|w| w != named) {
+            bail!(
+                "--job {}: is the header of job {}, not of the job expected (--job-id {})",
+                a.signers.job.as_deref().unwrap_or(Path::new("")).display(),
+                id_hex(&named),
+                a.job_id.as_deref().unwrap_or_default()
+            );
+        }
+        job = Some(named);
+    }
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).
     let mut tiled = a.share0.len() + a.share1.len() > 2;
     for p in a.share0.iter().chain(&a.share1) {
@@ -681,12 +706,13 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         let id = crate::formats::study::parse_id(&f.job_id)
             .with_context(|| format!("--job-facts {}: malformed job id", p.display()))?;
         if job.is_some_and(|j| j != id) {
-            bail!("--job-facts {} and --job name different jobs", p.display());
+            bail!(
+                "--job-facts {}: are the facts of job {}, not of the job expected (--job-id, --job)",
+                p.display(),
+                f.job_id
+            );
         }
         job = Some(id);
-    }
-    if job.is_none() && matches!(trust, Trust::Pinned(_)) {
-        bail!("which job the shares must be of: give --job <image.pub> (the job's public header from share-image) or --job-facts <out>.rx.json");
     }
     let expect = Expect { trust: &trust, job };
     let pre = facts.as_ref().map(|f| Preprocess {

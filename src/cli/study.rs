@@ -747,23 +747,6 @@ fn warn_if_both_shares(dir: &Path, p: u8, m: &Manifest) {
     }
 }
 
-/// The study id `reconstruct --study` expects (`--study-id`, a study id in hex): required
-/// when signatures are checked, optional with `--insecure-unsigned` (plain test studies).
-fn expected_study(given: Option<&str>, trust: &Trust) -> Result<Option<String>> {
-    match given {
-        Some(id) if parse_id(id).is_none() => {
-            bail!("--study-id {id}: not a study id (32 hex digits, as share-study prints it)")
-        }
-        Some(id) => Ok(Some(id.to_ascii_lowercase())),
-        None if matches!(trust, Trust::Pinned(_)) => bail!(
-            "--study-id: which study the receiver expects: give the id share-study printed \
-             (its --json summary's study_id); the signed binding proves a study is whole, not \
-             that it is this one"
-        ),
-        None => Ok(None),
-    }
-}
-
 /// `reconstruct --study`: every slice, in its input's name and format; a DICOM series as one
 /// new derived series. Written into a new folder, all slices or none.
 pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
@@ -771,7 +754,14 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     // Whose signatures the binding, the shares and the records must carry, and which study
     // is expected, before any file is read.
     let trust = a.signers.load()?;
-    let want_id = expected_study(a.study_id.as_deref(), &trust)?;
+    let want_id = super::keys::expected_id(
+        a.study_id.as_deref(),
+        &trust,
+        "--study-id",
+        "study",
+        "share-study",
+    )?
+    .map(|id| id_hex(&id));
     let sources_path = a.sources.clone().unwrap_or_else(|| default_sources(dir));
     let sources = Sources::read(&sources_path)?;
     // The slices in the order the gateway signed: what the sources file says (the slices'

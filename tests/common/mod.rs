@@ -269,3 +269,12 @@ pub fn start_pair(dir: &Path, mut start: impl FnMut(u8, &[String]) -> Child) -> 
 pub fn no_link_addr() -> [String; 2] {
     ["--addr".into(), "127.0.0.1:0".into()]
 }
+
+/// The job id a public job header (image.pub) names: what share-image printed and the
+/// gateway tells the receiver (`reconstruct --job-id`).
+pub fn job_id_of(image_pub: &Path) -> String {
+    ok(&["inspect", &image_pub.display().to_string()])["job_id"]
+        .as_str()
+        .expect("a job header names its job")
+        .to_string()
+}
