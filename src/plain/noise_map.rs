@@ -172,14 +172,21 @@ pub fn load_map(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
 /// Reads a 2-D float `.npy` of at most h x w values. ndarray-npy allocates from the header's
 /// shape before reading, so the header is checked first (as for model files, `plain::npz`):
 /// its shape must account for exactly the file's bytes, and those must fit an h x w map.
+/// The file is opened once and read whole (at most a map's bytes and a header), so the bytes
+/// checked are the bytes parsed: a file swapped between a check and a second open would be
+/// read unchecked.
 fn read_npy(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
     use ndarray_npy::ReadNpyExt;
-    let open = || {
-        std::fs::File::open(path)
-            .with_context(|| format!("{}: cannot read the noise map", path.display()))
-    };
-    let len = open()?.metadata()?.len();
-    let (header, data) = crate::plain::npz::declared(&mut std::io::BufReader::new(open()?))
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot read the noise map", path.display()))?;
+    let most = (h * w * 8) as u64 + crate::plain::npz::MAX_HEADER_BYTES;
+    let mut bytes = Vec::new();
+    file.take(most + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read the noise map", path.display()))?;
+    let len = bytes.len() as u64;
+    let (header, data) = crate::plain::npz::declared(&mut &bytes[..])
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let Some(data) = data else {
         bail!(
@@ -189,9 +196,10 @@ fn read_npy(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
     };
     if header + data != len {
         bail!(
-            "{}: its header's shape needs {data} bytes of data, the file holds {}",
+            "{}: its header's shape needs {data} bytes of data, the file holds {}{}",
             path.display(),
-            len.saturating_sub(header)
+            len.saturating_sub(header),
+            if len > most { " or more" } else { "" }
         );
     }
     if data > (h * w * 8) as u64 {
@@ -200,9 +208,9 @@ fn read_npy(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
             path.display()
         );
     }
-    match Array2::<f64>::read_npy(open()?) {
+    match Array2::<f64>::read_npy(&bytes[..]) {
         Ok(a) => Ok(a),
-        Err(_) => Array2::<f32>::read_npy(open()?)
+        Err(_) => Array2::<f32>::read_npy(&bytes[..])
             .map(|a| a.mapv(f64::from))
             .map_err(|e| {
                 anyhow::anyhow!("{}: not a 2-D f64 or f32 .npy array ({e})", path.display())
@@ -213,6 +221,28 @@ fn read_npy(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The map is read from the one open that checked it, and a file longer than any map
+    /// of the image's size is refused without being read whole.
+    #[test]
+    fn an_npy_map_is_read_from_the_bytes_checked() {
+        use ndarray_npy::WriteNpyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map.npy");
+        let map = Array2::from_shape_fn((3, 4), |(i, j)| (10 * i + j) as f64);
+        let mut bytes = Vec::new();
+        map.write_npy(&mut bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_npy(&path, 3, 4).unwrap(), map);
+        // A map followed by a megabyte: refused, and not read past the bound.
+        bytes.extend(std::iter::repeat_n(0u8, 1 << 20));
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_npy(&path, 3, 4).unwrap_err().to_string();
+        assert!(
+            e.contains("the file holds") && e.ends_with("or more"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn uniform_and_per_pixel_maps_agree_when_constant() {

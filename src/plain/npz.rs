@@ -27,6 +27,8 @@ const MAX_ENTRIES: usize = 4096;
 /// numbers, whatever its shape (numpy's own `np.load` refuses over 10000 bytes by default,
 /// against the same slow parsing).
 const MAX_HEADER: usize = 1024;
+/// The most bytes a `.npy` header takes: magic, version, length field and dictionary.
+pub(crate) const MAX_HEADER_BYTES: u64 = 8 + 4 + MAX_HEADER as u64;
 
 /// Most `.npy` header bytes all entries of a model file may hold together (a 17-layer DnCNN
 /// has 34 headers of 128 bytes): the worst header allowed took 15 ms to parse, a file of
