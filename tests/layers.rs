@@ -1,0 +1,565 @@
+//! Each folder of src/ imports only folders on floors below its own (issue 46, item 3). The
+//! floors are read from docs/architecture.md, so the page and this test cannot disagree; an
+//! import is any `crate::<folder>` path (in `use` lines or inline, unit tests included) or a
+//! `super::` chain that climbs to the crate root, found in each file with comments and string
+//! literals removed.
+//!
+//! Today's violations are listed in [`KNOWN`], each with the issue-46 item that removes it.
+//! The list only shrinks: a new upward import fails the build, and so does an entry whose
+//! import is gone (remove it from the list, and from the page, in the change that removes it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The page whose floors this test enforces, and the markers of its two machine-read blocks.
+const DOC: &str = "docs/architecture.md";
+const FLOORS_MARK: &str = "<!-- floors: read by tests/layers.rs -->";
+const KNOWN_MARK: &str = "<!-- known violations: read by tests/layers.rs -->";
+
+/// Today's upward imports: (file under src/, the folder it imports, what removes it). Only
+/// ever remove entries.
+const KNOWN: &[(&str, &str, &str)] = &[
+    (
+        "circuit/activation.rs",
+        "ring",
+        "item 3: tanh*'s constants (ring/plan.rs) passed in, or moved below both",
+    ),
+    (
+        "net/link.rs",
+        "twopc",
+        "item 3: the link's unit test drives twopc::channel; move it to tests/",
+    ),
+    (
+        "plain/cnn.rs",
+        "formats",
+        "items 3, 4: atomic writes on a floor below the model files",
+    ),
+    (
+        "plain/cnn.rs",
+        "ring",
+        "items 3, 4: the float CNN built from ring::cnn::CnnFixed; the model description below both",
+    ),
+    (
+        "plain/denoise.rs",
+        "ring",
+        "items 3, 4: the fixed-point path of denoise moves above ring",
+    ),
+    (
+        "plain/image/mod.rs",
+        "formats",
+        "items 3, 4: MAX_PIXELS (formats/bodies.rs) on the images' own floor",
+    ),
+    (
+        "plain/model.rs",
+        "formats",
+        "items 3, 4: atomic writes on a floor below the model files",
+    ),
+    (
+        "twopc/cnn.rs",
+        "dealer",
+        "item 3: a unit test deals its randomness with the dealer; move it to tests/",
+    ),
+    (
+        "twopc/gmw/wire_masking.rs",
+        "dealer",
+        "item 3: a unit test takes explicit_for from the dealer; move it below both or to tests/",
+    ),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The source with comments, string literals and char literals blanked out (newlines kept, so
+/// that line numbers still hold).
+fn strip(src: &str) -> String {
+    let b: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len());
+    let blank = |out: &mut String, c: char| out.push(if c == '\n' { '\n' } else { ' ' });
+    let mut i = 0;
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    while i < b.len() {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < b.len() {
+                if b[i] == '/' && b.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if b[i] == '*' && b.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    blank(&mut out, b[i]);
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        let prev_ident = i > 0 && ident(b[i - 1]);
+        // Raw strings: r"..", r#".."#, br"..".
+        if !prev_ident && (c == 'r' || (c == 'b' && next == Some('r'))) {
+            let mut j = i + if c == 'b' { 2 } else { 1 };
+            let mut hashes = 0;
+            while b.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if b.get(j) == Some(&'"') {
+                j += 1;
+                'scan: while j < b.len() {
+                    if b[j] == '"' && (1..=hashes).all(|h| b.get(j + h) == Some(&'#')) {
+                        j += 1 + hashes;
+                        break 'scan;
+                    }
+                    j += 1;
+                }
+                for &x in &b[i..j.min(b.len())] {
+                    blank(&mut out, x);
+                }
+                i = j;
+                continue;
+            }
+        }
+        if c == '"' {
+            let mut j = i + 1;
+            while j < b.len() && b[j] != '"' {
+                j += if b[j] == '\\' { 2 } else { 1 };
+            }
+            for &x in &b[i..(j + 1).min(b.len())] {
+                blank(&mut out, x);
+            }
+            i = j + 1;
+            continue;
+        }
+        if c == '\'' {
+            // A char literal ('x', '\n', '\u{..}'); otherwise a lifetime or a label.
+            let end = if next == Some('\\') {
+                (i + 2..b.len()).find(|&j| b[j] == '\'')
+            } else if b.get(i + 2) == Some(&'\'') {
+                Some(i + 2)
+            } else {
+                None
+            };
+            if let Some(e) = end {
+                for &x in &b[i..=e] {
+                    blank(&mut out, x);
+                }
+                i = e + 1;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// The first identifier of each top-level item of a `{a::b, c, d::{e, f}}` group starting at
+/// `s[0] == '{'`.
+fn group_heads(s: &str) -> Vec<String> {
+    let mut heads = Vec::new();
+    let mut depth = 0;
+    let mut item = String::new();
+    for c in s.chars().skip(1) {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                heads.push(std::mem::take(&mut item));
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                heads.push(std::mem::take(&mut item));
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    heads
+        .iter()
+        .filter_map(|h| {
+            let w: String = h
+                .trim_start()
+                .chars()
+                .take_while(|&c| c.is_alphanumeric() || c == '_')
+                .collect();
+            (!w.is_empty()).then_some(w)
+        })
+        .collect()
+}
+
+/// The names a path at the crate root starts with, `rest` being the text after `crate::`.
+fn heads_after(rest: &str) -> Vec<String> {
+    let rest = rest.trim_start();
+    if rest.starts_with('{') {
+        return group_heads(rest);
+    }
+    let w: String = rest
+        .chars()
+        .take_while(|&c| c.is_alphanumeric() || c == '_')
+        .collect();
+    if w.is_empty() {
+        vec![]
+    } else {
+        vec![w]
+    }
+}
+
+/// Every top-level module a file names, with the first line naming it. `depth` is the file's
+/// module depth below the crate root (src/a/mod.rs: 1, src/a/b.rs: 2), which `super::`
+/// chains climb from, inline `mod x { .. }` blocks adding one each.
+fn imports(src: &str, depth: usize) -> BTreeMap<String, usize> {
+    let s = strip(src);
+    let b = s.as_bytes();
+    let mut found = BTreeMap::new();
+    // Per open brace: whether it opened an inline module.
+    let mut braces: Vec<bool> = Vec::new();
+    let mut line = 1;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\n' => line += 1,
+            b'{' => {
+                let before = s[..i].trim_end();
+                let word_start = before
+                    .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .map_or(0, |p| p + 1);
+                let opens_mod = word_start > 0
+                    && before[..word_start].trim_end().ends_with("mod")
+                    && !before[..word_start]
+                        .trim_end()
+                        .strip_suffix("mod")
+                        .is_some_and(|x| x.ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+                braces.push(opens_mod);
+            }
+            b'}' => {
+                braces.pop();
+            }
+            _ => {}
+        }
+        let starts = i == 0 || !(ident(b[i - 1]) || b[i - 1] == b'$' || b[i - 1] == b':');
+        if starts && s[i..].starts_with("crate::") {
+            for h in heads_after(&s[i + 7..]) {
+                found.entry(h).or_insert(line);
+            }
+            i += 7;
+            continue;
+        }
+        if starts && s[i..].starts_with("super::") {
+            let mut k = 0;
+            let mut j = i;
+            while s[j..].starts_with("super::") {
+                k += 1;
+                j += 7;
+            }
+            let level = depth + braces.iter().filter(|&&m| m).count();
+            if k >= level {
+                for h in heads_after(&s[j..]) {
+                    found.entry(h).or_insert(line);
+                }
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    found
+}
+
+/// The floors, bottom first; each a set of sibling folders.
+fn parse_floors(doc: &str) -> Vec<Vec<String>> {
+    let block = marked_block(doc, FLOORS_MARK);
+    let mut floors: Vec<Vec<String>> = block
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| !f.is_empty())
+        .collect();
+    floors.reverse();
+    floors
+}
+
+/// The fenced block right after a marker line.
+fn marked_block<'a>(doc: &'a str, mark: &str) -> &'a str {
+    let at = doc
+        .find(mark)
+        .unwrap_or_else(|| panic!("{DOC} has no line {mark}"));
+    let after = &doc[at + mark.len()..];
+    let open = after.find("```").expect("a fenced block after the marker");
+    let body = &after[open..];
+    let body = &body[body.find('\n').expect("a line after ```") + 1..];
+    &body[..body.find("```").expect("the block's closing ```")]
+}
+
+/// One upward import: the file (under src/), its line, the folder imported.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Upward {
+    file: String,
+    folder: String,
+    line: usize,
+}
+
+/// Every import in `files` (path under src/, source) that is not strictly downward, and every
+/// import of a name that is no folder on a floor.
+fn upward(files: &[(String, String)], floors: &[Vec<String>]) -> (Vec<Upward>, Vec<String>) {
+    let floor_of: BTreeMap<&str, usize> = floors
+        .iter()
+        .enumerate()
+        .flat_map(|(n, f)| f.iter().map(move |d| (d.as_str(), n)))
+        .collect();
+    let mut up = Vec::new();
+    let mut unknown = Vec::new();
+    for (path, src) in files {
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() < 2 {
+            continue; // lib.rs, main.rs: the crate root
+        }
+        let folder = parts[0];
+        let depth = if parts.last() == Some(&"mod.rs") {
+            parts.len() - 1
+        } else {
+            parts.len()
+        };
+        let Some(&own) = floor_of.get(folder) else {
+            unknown.push(format!("src/{folder}/ is on no floor of {DOC}"));
+            continue;
+        };
+        for (name, line) in imports(src, depth) {
+            if name == folder {
+                continue;
+            }
+            match floor_of.get(name.as_str()) {
+                None => unknown.push(format!(
+                    "src/{path}:{line} names crate::{name}, which is no folder on a floor of {DOC}"
+                )),
+                Some(&f) if f >= own => up.push(Upward {
+                    file: path.clone(),
+                    folder: name,
+                    line,
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    (up, unknown)
+}
+
+/// What a tree's imports and a known list disagree on: new upward imports, and known entries
+/// that no longer exist.
+fn ratchet(up: &[Upward], known: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+    let known: BTreeSet<(&str, &str)> = known.iter().copied().collect();
+    let found: BTreeSet<(&str, &str)> = up
+        .iter()
+        .map(|u| (u.file.as_str(), u.folder.as_str()))
+        .collect();
+    let new = up
+        .iter()
+        .filter(|u| !known.contains(&(u.file.as_str(), u.folder.as_str())))
+        .map(|u| format!("src/{}:{} imports src/{}/", u.file, u.line, u.folder))
+        .collect();
+    let gone = known
+        .difference(&found)
+        .map(|(f, d)| format!("src/{f} -> {d}"))
+        .collect();
+    (new, gone)
+}
+
+fn rs_files(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            rs_files(&p, base, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            let rel = p
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((rel, std::fs::read_to_string(&p).unwrap()));
+        }
+    }
+}
+
+fn tree() -> Vec<(String, String)> {
+    let src = root().join("src");
+    let mut files = Vec::new();
+    rs_files(&src, &src, &mut files);
+    files
+}
+
+fn doc() -> String {
+    std::fs::read_to_string(root().join(DOC)).expect("docs/architecture.md")
+}
+
+fn known_pairs() -> Vec<(&'static str, &'static str)> {
+    KNOWN.iter().map(|&(f, d, _)| (f, d)).collect()
+}
+
+#[test]
+fn every_folder_of_src_sits_on_exactly_one_floor() {
+    let floors = parse_floors(&doc());
+    let mut on_floors: Vec<&str> = floors.iter().flatten().map(String::as_str).collect();
+    on_floors.sort();
+    let before = on_floors.len();
+    on_floors.dedup();
+    assert_eq!(before, on_floors.len(), "a folder on two floors of {DOC}");
+    let mut folders: Vec<String> = std::fs::read_dir(root().join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    assert_eq!(
+        on_floors, folders,
+        "the floors of {DOC} (left) and the folders of src/ (right) differ: place a new folder \
+         on a floor, remove a gone one"
+    );
+}
+
+#[test]
+fn no_folder_imports_a_folder_above_it_beyond_the_known_list() {
+    let floors = parse_floors(&doc());
+    let (up, unknown) = upward(&tree(), &floors);
+    assert!(unknown.is_empty(), "{}", unknown.join("\n"));
+    let (new, gone) = ratchet(&up, &known_pairs());
+    assert!(
+        new.is_empty(),
+        "imports of a folder on the same floor or above ({DOC}, \"The floors\"); import downward, \
+         or move what is shared below both:\n{}",
+        new.join("\n")
+    );
+    assert!(
+        gone.is_empty(),
+        "known violations that no longer exist: remove them from KNOWN in tests/layers.rs and \
+         from {DOC}, so that they cannot come back:\n{}",
+        gone.join("\n")
+    );
+}
+
+#[test]
+fn the_page_lists_the_same_known_violations() {
+    let d = doc();
+    let listed: BTreeSet<(String, String)> = marked_block(&d, KNOWN_MARK)
+        .lines()
+        .filter_map(|l| {
+            let (f, rest) = l.split_once("->")?;
+            let folder = rest.split_whitespace().next()?;
+            Some((
+                f.trim().trim_start_matches("src/").to_string(),
+                folder.to_string(),
+            ))
+        })
+        .collect();
+    let here: BTreeSet<(String, String)> = known_pairs()
+        .iter()
+        .map(|&(f, d)| (f.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(
+        listed, here,
+        "{DOC}'s known violations (left) against KNOWN (right)"
+    );
+}
+
+#[test]
+fn imports_are_found_in_paths_and_groups_not_in_comments_or_strings() {
+    let src = r##"
+use crate::ring::share::Seed;
+use crate::{corr::slot::Slot, formats::{atomic, bodies}};
+// use crate::cli::nothing;
+/* crate::server:: /* nested */ crate::server */
+/// [`crate::dealer::generate`]
+const S: &str = "crate::net::x";
+const R: &str = r#"crate::twopc::y"#;
+const C: char = '"'; fn f<'a>(x: &'a u8) -> u8 { let _ = crate::plain::phantom::builtin; *x }
+pub(crate) fn g() {}
+macro_rules! m { () => { $crate::circuit::x } }
+"##;
+    let got: Vec<String> = imports(src, 2).into_keys().collect();
+    assert_eq!(got, ["corr", "formats", "plain", "ring"]);
+    assert_eq!(imports(src, 2)["plain"], 9);
+}
+
+#[test]
+fn super_chains_count_when_they_climb_to_the_crate_root() {
+    // src/ring/x.rs: super is ring, super::super the root.
+    let chain = "use super::super::plain::model;\nuse super::share;";
+    assert_eq!(imports(chain, 2).into_keys().collect::<Vec<_>>(), ["plain"]);
+    // Inside an inline test module one more super stays in the folder.
+    let inline = "mod tests {\n    use super::super::share;\n}";
+    assert!(imports(inline, 2).is_empty());
+    // src/ring/mod.rs: one super is the root.
+    assert_eq!(
+        imports("use super::{net::link, cli};", 1)
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["cli", "net"]
+    );
+}
+
+#[test]
+fn the_ratchet_refuses_a_new_upward_import_and_a_stale_entry() {
+    let floors: Vec<Vec<String>> = [&["low"][..], &["left", "right"], &["top"]]
+        .iter()
+        .map(|f| f.iter().map(|s| s.to_string()).collect())
+        .collect();
+    let files = |srcs: &[(&str, &str)]| -> Vec<(String, String)> {
+        srcs.iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect()
+    };
+    let tree = files(&[
+        ("top/mod.rs", "use crate::left::a; use crate::low::b;"),
+        ("left/a.rs", "use crate::low::b;"),
+        ("low/b.rs", "fn f() { crate::top::run() }"),
+        ("right/c.rs", "use crate::left::a;"),
+    ]);
+    let (up, unknown) = upward(&tree, &floors);
+    assert!(unknown.is_empty());
+    let pairs: Vec<(&str, &str)> = up
+        .iter()
+        .map(|u| (u.file.as_str(), u.folder.as_str()))
+        .collect();
+    // Upward, and sideways between siblings; downward is fine.
+    assert_eq!(pairs, [("low/b.rs", "top"), ("right/c.rs", "left")]);
+    let (new, gone) = ratchet(&up, &[("low/b.rs", "top")]);
+    assert_eq!(new, ["src/right/c.rs:1 imports src/left/"]);
+    assert!(gone.is_empty());
+    let (new, gone) = ratchet(
+        &up,
+        &[
+            ("low/b.rs", "top"),
+            ("right/c.rs", "left"),
+            ("left/a.rs", "top"),
+        ],
+    );
+    assert!(new.is_empty());
+    assert_eq!(gone, ["src/left/a.rs -> top"]);
+    // A folder on no floor, or a name that is no folder, is refused.
+    let (_, unknown) = upward(
+        &files(&[("attic/x.rs", ""), ("low/y.rs", "use crate::nowhere;")]),
+        &floors,
+    );
+    assert_eq!(unknown.len(), 2, "{unknown:?}");
+}
