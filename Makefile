@@ -243,7 +243,7 @@ rescaling-10m: tools
 
 # One CNN job as 1, 2 and 4 tiles (all pairs at once here, and each tile alone), the halo's
 # extra rows, and a 200-slice study projected on 1-128 server pairs, with its figure
-# (docs/benchmarks.md, "Tiles"). FFDNet by default: `make ffdnet` first.
+# (docs/benchmarks.md, the Tiles row; the runs in docs/benchmarks-history.md, "Tiles"). FFDNet by default: `make ffdnet` first.
 TILES_MODEL ?= out/ffdnet/clip.npz
 bench-tiles: build
 	$(BIN) bench-tiles --model $(TILES_MODEL) --image builtin:phantom:512 --tiles 1,2,4
