@@ -371,7 +371,10 @@ fn add_pair(
     if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() || o0.scale != o1.scale {
         bail!("{}: shape differs from {}", p1.display(), p0.display());
     }
-    if h0.info("tile") != h1.info("tile") || h0.info("rows") != h1.info("rows") {
+    if h0.info("tile") != h1.info("tile")
+        || h0.info("rows") != h1.info("rows")
+        || h0.info("patches") != h1.info("patches")
+    {
         bail!("{}: a different tile than {}", p1.display(), p0.display());
     }
     o0.job
@@ -503,8 +506,28 @@ pub fn combine_tiles(
     // The first tile's verified headers describe the run (every tile is of one job and
     // model, checked above and below).
     let mut facts: Option<RunFacts> = None;
-    for (a, b) in pairs {
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
         let (h0, h1, o0, part) = add_pair(a, b, expect)?;
+        // The tiles were sorted on headers read before verification: on the verified ones,
+        // each is the tile of its slot and of the first tile's job and model (a file
+        // swapped between the two reads is not mixed in).
+        let tile = h0.info("tile").map(Tile::parse);
+        if !matches!(tile, Some(Ok(t)) if t.index == i && t.count == k) {
+            bail!(
+                "{}: is not tile {i} of {k}, as its header first read said",
+                a.display()
+            );
+        }
+        if let Some(f) = facts
+            .as_ref()
+            .filter(|f| (f.h0.job_id, f.h0.model_id) != (h0.job_id, h0.model_id))
+        {
+            bail!(
+                "{}: not of the job and model of tile 0 ({}): every tile must be of one job",
+                a.display(),
+                f.h0.job_id.as_ref().map(id_hex).unwrap_or_default()
+            );
+        }
         if facts.is_none() {
             facts = Some(RunFacts {
                 h0: h0.clone(),
