@@ -436,6 +436,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     }
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
     let ih = dealer_header(image, Kind::PublicJob, Kind::ImageShare)?;
+    crate::server::check_bound_model(image, &ih, &a.model, &mh)?;
     if is_cnn(&mh) || is_cnn(&ih) {
         return gen_cnn_triplets(&a, (&mh, &ih), &to, t);
     }

@@ -58,6 +58,18 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
             mh.scale
         );
     }
+    // The gateway scaled the image for the sigma* it was told (`--model`, `--model-sigma`):
+    // for another, the network would see the noise at the wrong level (CNN jobs are checked
+    // the same way, formats::checks).
+    if is.job.model_sigma != ms.meta.sigma {
+        bail!(
+            "{}: the image was shared for a model of sigma {}, not for this one (sigma {}): \
+             share it with `share-image --model model.pub`",
+            f.image.display(),
+            is.job.model_sigma,
+            ms.meta.sigma
+        );
+    }
     let plan = ms.share_plan().map_err(|e| at(&f.model, e))?;
     if tr.lead.widths != plan.widths() || tr.lead.job != is.job {
         bail!(

@@ -218,6 +218,23 @@ fn same_id(a: &Option<[u8; 16]>, b: &Option<[u8; 16]>) -> bool {
     a.is_some() && a == b
 }
 
+/// A job the gateway shared for a model (`share-image --model`, its header naming the
+/// model's id) runs only with that model: another genuine model of the same owner (an
+/// older version, one for another noise level) put in its place is refused. A job shared
+/// without a model names none and binds none.
+pub fn check_bound_model(image: &Path, ih: &Header, model: &Path, mh: &Header) -> Result<()> {
+    match ih.model_id {
+        Some(want) if mh.model_id != Some(want) => bail!(
+            "{}: the gateway shared this image for model {}, but {} is model {}",
+            image.display(),
+            id_hex(&want),
+            model.display(),
+            mh.model_id.as_ref().map(id_hex).unwrap_or_else(|| "none".into())
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The triplet file, opened (checksum verified) for streaming, with what was read of it.
 struct OpenedTriplets {
     /// The header as first read (ids checked against the model and image).
@@ -233,6 +250,7 @@ struct OpenedTriplets {
 /// and job it was made for, not consumed yet; then opened (checksum verified) for streaming.
 fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header) -> Result<OpenedTriplets> {
     let p = f.party;
+    check_bound_model(&f.image, ih, &f.model, mh)?;
     let first = container::read_header(&f.triplets)?;
     container::expect(&f.triplets, &first, Kind::Triplets, Some(p))?;
     let hex = |id: &Option<[u8; 16]>| id.as_ref().map(id_hex).unwrap_or_default();
