@@ -507,7 +507,7 @@ fn run(w: &World, kind: JobKind, name: &str, fault: Option<Fault>, at: u64) -> R
             .unwrap_or_else(|e| panic!("{name} S{p}: no JSON summary ({e})"));
         match v["peak_rss_bytes"].as_u64() {
             Some(b) if b > 0 => b,
-            _ => panic!("{name} S{p}: no peak_rss_bytes in its summary: {v}"),
+            _ => panic!("{name} S{p}: no non-zero peak_rss_bytes in its summary: {v}"),
         }
     });
     Run {
