@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, ok, run, wait_limit};
+use common::{bin, no_link_addr, ok, run, start_pair, wait_limit};
 use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
 use ppdenoise::formats::container::{Header, Kind};
 use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
@@ -78,12 +78,13 @@ impl Dir {
         run(&args)
     }
 
-    fn spawn(&self, p: u8, port: u16, triplets: &str) -> Child {
-        self.spawn_as(p, port, triplets, "out")
+    fn spawn(&self, p: u8, addr: &[String], triplets: &str) -> Child {
+        self.spawn_as(p, addr, triplets, "out")
     }
 
-    /// `serve` of party `p` on `<triplets>.p<p>`, writing `<out>.p<p>`.
-    fn spawn_as(&self, p: u8, port: u16, triplets: &str, out: &str) -> Child {
+    /// `serve` of party `p` on `<triplets>.p<p>`, writing `<out>.p<p>`; `addr`: its `--addr`
+    /// (and S0's `--port-file`), from [`start_pair`] or [`no_link_addr`].
+    fn spawn_as(&self, p: u8, addr: &[String], triplets: &str, out: &str) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
@@ -94,7 +95,7 @@ impl Dir {
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
             .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(addr)
             .args(["--timeout", "30"])
             .args(["--state-dir", &self.p("state")])
             .args(["--out", &self.p(&format!("{out}.p{p}"))])
@@ -186,9 +187,7 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
 fn deal_serve_compare(d: &Dir, m: &Cnn, engine: &str) -> (Vec<u64>, Vec<u64>) {
     let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let port = free_port();
-    let c0 = d.spawn(0, port, "triplets");
-    let c1 = d.spawn(1, port, "triplets");
+    let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr, "triplets"));
     for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
         assert!(
             o.status.success(),
@@ -227,8 +226,7 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
             "{engine}"
         );
         // The triplets are spent.
-        let port = free_port();
-        let c0 = d.spawn(0, port, "triplets");
+        let c0 = d.spawn(0, &no_link_addr(), "triplets");
         refused(&wait(c0), "already");
     }
 }
@@ -524,9 +522,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
         assert_eq!(ih.info("noise_map"), Some("shared"), "{what}");
         let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let port = free_port();
-        let c0 = d.spawn(0, port, "triplets");
-        let c1 = d.spawn(1, port, "triplets");
+        let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr, "triplets"));
         for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
             assert!(
                 o.status.success(),
@@ -870,9 +866,7 @@ fn table_with_signal_dependent_noise_is_bit_exact_and_resumes_only_the_same_nois
 
 /// Runs both servers of `<triplets>.p0/.p1` into `<out>.p0/.p1`; panics naming `what`.
 fn serve_pair(d: &Dir, triplets: &str, out: &str, what: &str) {
-    let port = free_port();
-    let c0 = d.spawn_as(0, port, triplets, out);
-    let c1 = d.spawn_as(1, port, triplets, out);
+    let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn_as(p, addr, triplets, out));
     for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
         assert!(
             o.status.success(),
@@ -963,7 +957,7 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
         for p in 0..2 {
             std::fs::remove_file(d.path(&format!("tout.t1.p{p}"))).unwrap();
         }
-        let c0 = d.spawn_as(0, free_port(), "tiles.t1", "tout.t1");
+        let c0 = d.spawn_as(0, &no_link_addr(), "tiles.t1", "tout.t1");
         refused(&wait(c0), "already");
         // The receiver names the missing tile.
         refused(

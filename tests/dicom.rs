@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::pydicom_reads;
+use common::{pydicom_reads, start_pair};
 use std::time::{Duration, Instant};
 
 use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
@@ -930,24 +930,14 @@ fn reconstruct_refuses_a_dicom_output_before_reading_the_shares() {
     );
 }
 
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // Below Linux's ephemeral range (32768-60999 by default), where bind(0) used to pick it:
-    // no connection a test opens can take the port as its source port between this call and
-    // the server's bind. A counter keeps one binary's tests apart; it starts at an offset
-    // of the process id, so binaries running side by side rarely meet; each port is checked.
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = (std::process::id() % u32::from(SPAN)) as u16;
-    for _ in 0..SPAN {
-        let k = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
-        let port = LOW + (base + k) % SPAN;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
+/// `ADDR` for the walk-through, whose S0 and S1 are both given it (as a deployment gives
+/// them a fixed address): the script's port on a loopback address of its own (all of
+/// 127.0.0.0/8 is this machine's). Other tests listen on 127.0.0.1 or a port the system
+/// picks, and connect from 127.0.0.1, so none can take that port there before S0 binds it.
+fn own_loopback_addr() -> String {
+    let n: u32 = rand::random();
+    let octet = |k: u32| 1 + (n >> (8 * k)) % 254;
+    format!("127.{}.{}.{}:7455", octet(0), octet(1), octet(2))
 }
 
 fn wait_limit(mut c: Child, limit: Duration) -> Output {
@@ -1034,8 +1024,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
         "--out",
         &d("triplets"),
     ]);
-    let port = free_port();
-    let spawn = |p: u8| {
+    let spawn = |p: u8, addr: &[String]| {
         let (me, peer) = if p == 0 { ("s0", "s1") } else { ("s1", "s0") };
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
@@ -1046,7 +1035,8 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
             .args(["--key", &d(&format!("keys/{me}.key"))])
             .args(["--cert", &d(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &d(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--timeout", "60"])
+            .args(addr)
+            .args(["--timeout", "60"])
             .args(["--state-dir", &d("state")])
             .args(["--out", &d(&format!("out.p{p}"))])
             .stdout(Stdio::piped())
@@ -1054,11 +1044,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
             .spawn()
             .unwrap()
     };
-    let (c0, c1) = (spawn(0), spawn(1));
-    for o in [
-        wait_limit(c0, Duration::from_secs(120)),
-        wait_limit(c1, Duration::from_secs(120)),
-    ] {
+    for o in start_pair(dir.path(), spawn).map(|c| wait_limit(c, Duration::from_secs(120))) {
         assert!(
             o.status.success(),
             "serve: {}",
@@ -1252,7 +1238,7 @@ fn dicom_walkthrough_runs_as_written() {
         .current_dir(dir.path())
         .env("B", bin())
         .env("MODEL", &model)
-        .env("ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("ADDR", own_loopback_addr())
         .stdin(Stdio::null())
         .output()
         .unwrap();

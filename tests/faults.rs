@@ -79,14 +79,6 @@ fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -555,9 +547,13 @@ impl World {
         let (bytes, png, outs) = {
             let sc = Sc::new(&w, "reference");
             let pair = sc.pair("triplets")?;
-            let s0 = local(free_port());
-            let fwd = Fwd::start(s0, Gate::Open);
-            let [o0, o1] = run_pair(&pair, s0, fwd.addr, None)?;
+            let mut fwd = None;
+            let [o0, o1] = run_pair(
+                &pair,
+                |s0| Ok(fwd.insert(Fwd::start(s0, Gate::Open)).addr),
+                None,
+            )?;
+            let fwd = fwd.unwrap();
             succeeded(&o0, "reference S0")?;
             succeeded(&o1, "reference S1")?;
             let png = sc.path("reference.png");
@@ -676,9 +672,45 @@ impl Pair {
         Proc::spawn(cmd, &format!("S{p}"))
     }
 
-    /// Runs party `p` alone (its peer never comes).
+    /// Starts S0 on a port the system picks (`--addr` port 0, `--port-file`): S0 and the
+    /// address it listens on, once it does. Nothing chooses the port before S0 holds it. An
+    /// S0 that refuses the job before listening gives port 0, where nothing can listen: its
+    /// peer meets nobody, as it would with S0 not started.
+    fn listen(&self, full: bool) -> Res<(Proc, SocketAddr)> {
+        let pf = self.p[0].out.with_extension("port");
+        let _ = std::fs::remove_file(&pf);
+        let mut a = self.serve_args(0, local(0));
+        a.extend(["--port-file".into(), s(&pf)]);
+        let cmd = if full {
+            disk_full(&a)
+        } else {
+            let mut c = Command::new(bin());
+            c.args(a);
+            c
+        };
+        let mut c = Proc::spawn(cmd, "S0")?;
+        let t = Instant::now();
+        loop {
+            if let Some(port) = std::fs::read_to_string(&pf)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
+                return Ok((c, local(port)));
+            }
+            if !c.running() {
+                return Ok((c, local(0)));
+            }
+            if t.elapsed() > LIMIT {
+                return Err("S0 neither listened nor ended".into());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs party `p` alone (its peer never comes: S0 on a port the system picks, S1 to
+    /// port 0, where nothing can listen).
     fn run_alone(&self, p: u8) -> Res<Output> {
-        self.start(p, local(free_port()), false)?.wait(LIMIT)
+        self.start(p, local(0), false)?.wait(LIMIT)
     }
 
     /// With these triplets already consumed, each server alone refuses them from its state
@@ -699,18 +731,22 @@ impl Pair {
     }
 }
 
-/// Runs both servers, S0 listening on `s0` and S1 connecting to `s1` (a forwarder or relay in
-/// between, or the same address); `full`: the party whose disk fills up.
-fn run_pair(pair: &Pair, s0: SocketAddr, s1: SocketAddr, full: Option<u8>) -> Res<[Output; 2]> {
-    let c0 = pair.start(0, s0, full == Some(0))?;
-    let c1 = pair.start(1, s1, full == Some(1))?;
+/// Runs both servers, S0 listening on a port the system picks and S1 connecting to
+/// `via(S0's address)` (a forwarder or relay in between, or S0 itself); `full`: the party
+/// whose disk fills up.
+fn run_pair(
+    pair: &Pair,
+    via: impl FnOnce(SocketAddr) -> Res<SocketAddr>,
+    full: Option<u8>,
+) -> Res<[Output; 2]> {
+    let (c0, s0) = pair.listen(full == Some(0))?;
+    let c1 = pair.start(1, via(s0)?, full == Some(1))?;
     Ok([c0.wait(LIMIT)?, c1.wait(LIMIT)?])
 }
 
-/// Both servers directly, on a free port.
+/// Both servers directly.
 fn run_direct(pair: &Pair) -> Res<[Output; 2]> {
-    let a = local(free_port());
-    run_pair(pair, a, a, None)
+    run_pair(pair, Ok, None)
 }
 
 /// One scenario's folder: `p0/` and `p1/` hold each server's state dir and output.
@@ -880,7 +916,7 @@ fn kill_at(w: &World, tag: &str, victim: u8, point: Point, sig: &str) -> Res<Don
     match point {
         Point::BeforePeer => {
             pair.p[sv].timeout = SHORT;
-            let mut c = pair.start(victim, local(free_port()), false)?;
+            let mut c = pair.start(victim, local(0), false)?;
             let claim = pair.p[v].state.join(format!("claim-p{victim}-{}", pair.id));
             let t = Instant::now();
             while !claim.exists() {
@@ -925,9 +961,8 @@ fn kill_at(w: &World, tag: &str, victim: u8, point: Point, sig: &str) -> Res<Don
                 Point::Bytes(f) => Gate::AtBytes((w.ref_bytes as f64 * f) as u64),
                 Point::BeforePeer => unreachable!(),
             };
-            let s0 = local(free_port());
+            let (mut c0, s0) = pair.listen(false)?;
             let fwd = Fwd::start(s0, gate);
-            let mut c0 = pair.start(0, s0, false)?;
             let mut c1 = pair.start(1, fwd.addr, false)?;
             fwd.wait_held()?;
             ensure!(
@@ -983,7 +1018,7 @@ fn kill_at(w: &World, tag: &str, victim: u8, point: Point, sig: &str) -> Res<Don
 fn stale_claim_after_kill(w: &World) -> Res<Done> {
     let sc = Sc::new(w, "stale-claim");
     let pair = sc.pair("triplets")?;
-    let mut c = pair.start(0, local(free_port()), false)?;
+    let mut c = pair.start(0, local(0), false)?;
     let claim = pair.p[0].state.join(format!("claim-p0-{}", pair.id));
     let t = Instant::now();
     while !claim.exists() {
@@ -1002,8 +1037,6 @@ fn stale_claim_after_kill(w: &World) -> Res<Done> {
 fn relay_killed(w: &World, tag: &str, handshake: bool) -> Res<Done> {
     let sc = Sc::new(w, tag);
     let mut pair = sc.pair("triplets")?;
-    let s0 = local(free_port());
-    let (relay, relay_addr) = start_relay(s0)?;
     let gate = if handshake {
         Gate::ServerSpoke
     } else {
@@ -1014,8 +1047,9 @@ fn relay_killed(w: &World, tag: &str, handshake: bool) -> Res<Done> {
         // S0 keeps listening after a failed handshake until its deadline.
         pair.p[0].timeout = SHORT;
     }
+    let (c0, s0) = pair.listen(false)?;
+    let (relay, relay_addr) = start_relay(s0)?;
     let fwd = Fwd::start(relay_addr, gate);
-    let c0 = pair.start(0, s0, false)?;
     let c1 = pair.start(1, fwd.addr, false)?;
     fwd.wait_held()?;
     relay.signal("KILL")?;
@@ -1057,14 +1091,19 @@ fn relay_killed(w: &World, tag: &str, handshake: bool) -> Res<Done> {
 fn link_down_from_start(w: &World) -> Res<Done> {
     let sc = Sc::new(w, "link-down-from-start");
     let mut pair = sc.pair("triplets")?;
-    let s0 = local(free_port());
-    let (relay, relay_addr) = start_relay(s0)?;
-    relay.signal("KILL")?;
-    relay.wait(LIMIT)?;
     for p in 0..2 {
         pair.p[p].timeout = SHORT;
     }
-    let [o0, o1] = run_pair(&pair, s0, relay_addr, None)?;
+    let [o0, o1] = run_pair(
+        &pair,
+        |s0| {
+            let (relay, relay_addr) = start_relay(s0)?;
+            relay.signal("KILL")?;
+            relay.wait(LIMIT)?;
+            Ok(relay_addr)
+        },
+        None,
+    )?;
     failed_cleanly(&o0, "S0 (no link)", &["waiting for the peer"])?;
     failed_cleanly(&o1, "S1 (no link)", &["could not reach the peer"])?;
     for p in [0, 1] {
@@ -1082,9 +1121,8 @@ fn link_stalls(w: &World) -> Res<Done> {
     for p in 0..2 {
         pair.p[p].timeout = SHORT;
     }
-    let s0 = local(free_port());
+    let (c0, s0) = pair.listen(false)?;
     let fwd = Fwd::start(s0, Gate::AtBytes(w.ref_bytes / 2));
-    let c0 = pair.start(0, s0, false)?;
     let c1 = pair.start(1, fwd.addr, false)?;
     fwd.wait_held()?;
     let t = Instant::now();
@@ -1266,8 +1304,7 @@ fn bad_output(w: &World, tag: &str, p: u8, bad: BadOut) -> Res<Done> {
 fn disk_full_at(w: &World, p: u8) -> Res<Done> {
     let sc = Sc::new(w, &format!("disk-full-s{p}"));
     let pair = sc.pair("triplets")?;
-    let a = local(free_port());
-    let [o0, o1] = run_pair(&pair, a, a, Some(p))?;
+    let [o0, o1] = run_pair(&pair, Ok, Some(p))?;
     let (op, oq) = if p == 0 { (&o0, &o1) } else { (&o1, &o0) };
     failed_cleanly(
         op,

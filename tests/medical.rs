@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, ok, run, wait_limit};
+use common::{bin, ok, run, start_pair, wait_limit};
 
 mod common;
 
@@ -85,7 +85,9 @@ fn slices(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `serve --study` of party `p` in `dir` (model shares `model.p<p>`).
-fn serve(dir: &Path, study: &Path, p: u8, port: u16) -> Child {
+/// `serve --study` of party `p`; `addr`: its `--addr` (and S0's `--port-file`), from
+/// [`start_pair`].
+fn serve(dir: &Path, study: &Path, p: u8, addr: &[String]) -> Child {
     let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
     let f = |n: &str| s(&dir.join(n));
     Command::new(bin())
@@ -96,7 +98,7 @@ fn serve(dir: &Path, study: &Path, p: u8, port: u16) -> Child {
         .args(["--key", &f(&format!("keys/{me}.key"))])
         .args(["--cert", &f(&format!("keys/{me}.crt"))])
         .args(["--peer-cert", &f(&format!("keys/{peer}.crt"))])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(addr)
         .args(["--timeout", "60"])
         .args([
             "--state-dir",
@@ -164,10 +166,8 @@ fn secure_series(
         assert_eq!(j["clipped"], 0, "{j}");
     }
     ok(&["gen-triplets", "--study", &s(&study), "--model", &model]);
-    let port = free_port();
-    let c0 = serve(d, &study, 0, port);
-    let c1 = serve(d, &study, 1, port);
-    for o in [c0, c1].map(|c| wait_limit(c, Duration::from_secs(300))) {
+    let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
+    for o in pair.map(|c| wait_limit(c, Duration::from_secs(300))) {
         assert!(
             o.status.success(),
             "serve --study: {}",
@@ -507,8 +507,7 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
         "--out",
         &p("triplets"),
     ]);
-    let port = free_port();
-    let spawn = |q: u8| {
+    let spawn = |q: u8, addr: &[String]| {
         let (me, peer) = (format!("s{q}"), format!("s{}", 1 - q));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &q.to_string()])
@@ -519,7 +518,8 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
             .args(["--key", &p(&format!("keys/{me}.key"))])
             .args(["--cert", &p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--timeout", "60"])
+            .args(addr)
+            .args(["--timeout", "60"])
             .args(["--state-dir", &p(&format!("state{q}"))])
             .args(["--out", &p(&format!("out.p{q}"))])
             .stdout(Stdio::piped())
@@ -527,8 +527,7 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
             .spawn()
             .unwrap()
     };
-    let (c0, c1) = (spawn(0), spawn(1));
-    for o in [c0, c1].map(|c| wait_limit(c, Duration::from_secs(120))) {
+    for o in start_pair(d, spawn).map(|c| wait_limit(c, Duration::from_secs(120))) {
         assert!(
             o.status.success(),
             "serve: {}",

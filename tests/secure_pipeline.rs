@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{no_link_addr, s0_listen_args, start_pair, start_s0};
 use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
 use ppdenoise::formats::container::{Header, Kind};
@@ -70,26 +73,6 @@ fn refused(o: &Output, needles: &[&str]) -> String {
         );
     }
     text
-}
-
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // Below Linux's ephemeral range (32768-60999 by default), where bind(0) used to pick it:
-    // no connection a test opens can take the port as its source port between this call and
-    // the server's bind. A counter keeps one binary's tests apart; it starts at an offset
-    // of the process id, so binaries running side by side rarely meet; each port is checked.
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = (std::process::id() % u32::from(SPAN)) as u16;
-    for _ in 0..SPAN {
-        let k = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
-        let port = LOW + (base + k) % SPAN;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// No file under `dir` whose name starts with `prefix`, and no temporary file left behind.
@@ -275,7 +258,8 @@ impl Job {
     }
 
     /// Starts `open-weights --party p` on `model`.pN with `mask`.pN, writing `out`.pN.
-    fn spawn_open(&self, p: u8, model: &str, mask: &str, out: &str, port: u16) -> Child {
+    /// `addr`: its `--addr` (and S0's `--port-file`), from [`start_pair`] or [`no_link_addr`].
+    fn spawn_open(&self, p: u8, model: &str, mask: &str, out: &str, addr: &[String]) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "open-weights", "--party", &p.to_string()])
@@ -285,7 +269,7 @@ impl Job {
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
             .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(addr)
             .args(["--timeout", "30"])
             .args(["--state-dir", &self.p("state")])
             .args(["--out", &self.p(&format!("{out}.p{p}"))])
@@ -297,14 +281,15 @@ impl Job {
 
     /// Runs `open-weights` on both servers; `mask[p]` is party p's mask prefix.
     fn open_both(&self, model: &str, mask: [&str; 2], out: &str) -> [Output; 2] {
-        let port = free_port();
-        let c0 = self.spawn_open(0, model, mask[0], out, port);
-        let c1 = self.spawn_open(1, model, mask[1], out, port);
-        [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
+        start_pair(&self.dir, |p, addr| {
+            self.spawn_open(p, model, mask[p as usize], out, addr)
+        })
+        .map(|c| wait_limit(c, LIMIT))
     }
 
-    /// Starts `serve --party p`.
-    fn spawn(&self, p: u8, f: &ServeFiles, port: u16) -> Child {
+    /// Starts `serve --party p`; `addr`: its `--addr` (and S0's `--port-file`), from
+    /// [`start_pair`] or [`no_link_addr`].
+    fn spawn(&self, p: u8, f: &ServeFiles, addr: &[String]) -> Child {
         let (me, peer) = (&f.me[p as usize], &f.peer[p as usize]);
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
@@ -315,7 +300,7 @@ impl Job {
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
             .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(addr)
             .args(["--timeout", &f.timeout.to_string()])
             .args(["--state-dir", &self.p(&f.state)])
             .args([
@@ -337,10 +322,7 @@ impl Job {
 
     /// Runs both servers to completion (killed after `limit`).
     fn serve_both(&self, f: &ServeFiles, limit: Duration) -> [Output; 2] {
-        let port = free_port();
-        let c0 = self.spawn(0, f, port);
-        let c1 = self.spawn(1, f, port);
-        [wait_limit(c0, limit), wait_limit(c1, limit)]
+        start_pair(&self.dir, |p, addr| self.spawn(p, f, addr)).map(|c| wait_limit(c, limit))
     }
 }
 
@@ -633,11 +615,11 @@ fn pipeline_non_default_fixed_point_bit_exact_with_oracle_with(engine: EngineKin
 
 /// `open-weights --party p` alone (its refusals happen before the link comes up).
 fn open_one(job: &Job, p: u8, model: &str, mask: &str, out: &str) -> Output {
-    wait_limit(job.spawn_open(p, model, mask, out, free_port()), LIMIT)
+    wait_limit(job.spawn_open(p, model, mask, out, &no_link_addr()), LIMIT)
 }
 
 fn serve_one(job: &Job, p: u8, f: &ServeFiles) -> Output {
-    let c = job.spawn(p, f, free_port());
+    let c = job.spawn(p, f, &no_link_addr());
     wait_limit(c, LIMIT)
 }
 
@@ -1014,10 +996,24 @@ fn two_servers_given_the_same_triplets_at_once_exactly_one_runs() {
     let f = ServeFiles::standard();
     let mut g = f.clone();
     g.out = ["other.p0".into(), "other.p1".into()];
-    let port = free_port();
-    let a = job.spawn(0, &f, port);
-    let b = job.spawn(0, &g, port);
-    let c = job.spawn(1, &f, port);
+    // Each S0 on a port the system picks, written to its own file: S1 goes to the one that
+    // listens.
+    let pf = [job.path("s0-port-a"), job.path("s0-port-b")];
+    let (mut a, mut b) = (
+        job.spawn(0, &f, &s0_listen_args(&pf[0])),
+        job.spawn(0, &g, &s0_listen_args(&pf[1])),
+    );
+    let t = Instant::now();
+    let port = loop {
+        let read = |f: &Path| std::fs::read_to_string(f).ok()?.trim().parse::<u16>().ok();
+        if let Some(port) = read(&pf[0]).or_else(|| read(&pf[1])) {
+            break port;
+        }
+        let ended = a.try_wait().unwrap().is_some() && b.try_wait().unwrap().is_some();
+        assert!(!ended && t.elapsed() < LIMIT, "neither S0 listened");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let c = job.spawn(1, &f, &["--addr".into(), format!("127.0.0.1:{port}")]);
     let (oa, ob, oc) = (
         wait_limit(a, LIMIT),
         wait_limit(b, LIMIT),
@@ -1117,9 +1113,7 @@ fn peer_that_dies_mid_run_stops_the_other_and_a_rerun_succeeds_with(engine: Engi
     let job = long_job(engine);
     let mut f = ServeFiles::standard();
     f.timeout = 5;
-    let port = free_port();
-    let c0 = job.spawn(0, &f, port);
-    let mut c1 = job.spawn(1, &f, port);
+    let [c0, mut c1] = start_pair(&job.dir, |p, addr| job.spawn(p, &f, addr));
     wait_started(&job, "state", Duration::from_secs(30));
     wait_written(&c1, MID_RUN_BYTES, Duration::from_secs(30));
     c1.kill().unwrap();
@@ -1168,9 +1162,7 @@ fn peer_that_hangs_mid_run_times_out_on_both_sides_with(engine: EngineKind) {
     let job = long_job(engine);
     let mut f = ServeFiles::standard();
     f.timeout = 4;
-    let port = free_port();
-    let c0 = job.spawn(0, &f, port);
-    let c1 = job.spawn(1, &f, port);
+    let [c0, c1] = start_pair(&job.dir, |p, addr| job.spawn(p, &f, addr));
     wait_started(&job, "state", Duration::from_secs(30));
     wait_written(&c1, MID_RUN_BYTES, Duration::from_secs(30));
     // S1 stops responding without closing its connection.
@@ -1399,12 +1391,10 @@ fn model_mask_refusals_consume_nothing() {
     mixed.weights = Some(pair("weights"));
     mixed.triplets[1] = "triplets.p1".into();
     let [o0, o1] = {
-        let port = free_port();
         let mut g = mixed.clone();
         g.weights = None;
-        let c0 = job.spawn(0, &mixed, port);
-        let c1 = job.spawn(1, &g, port);
-        [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
+        let spawn = |p, addr: &[String]| job.spawn(p, if p == 0 { &mixed } else { &g }, addr);
+        start_pair(&job.dir, spawn).map(|c| wait_limit(c, LIMIT))
     };
     refused(
         &o0,
@@ -1538,7 +1528,9 @@ fn through_proxy(
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Mutex;
-    let p0 = free_port();
+    // S0 first, on a port the system picks: listening before the relay ever connects to it.
+    let (c0, p0) = start_s0(&job.dir, |a| job.spawn(0, f, a));
+    let p0 = p0.expect("S0 listens");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let px = listener.local_addr().unwrap().port();
     let sent = [AtomicU64::new(0), AtomicU64::new(0)];
@@ -1584,14 +1576,7 @@ fn through_proxy(
                 let Ok(from1) = conn else { continue };
                 let t0 = Instant::now();
                 let from0 = loop {
-                    // A connect to itself (the port is from the ephemeral range) is retried.
-                    let c = TcpStream::connect(("127.0.0.1", p0)).and_then(|s| {
-                        let me = s.local_addr()?.port();
-                        (me != p0)
-                            .then_some(s)
-                            .ok_or_else(|| std::io::ErrorKind::AddrInUse.into())
-                    });
-                    match c {
+                    match TcpStream::connect(("127.0.0.1", p0)) {
                         Ok(s) => break s,
                         Err(e) if t0.elapsed() > Duration::from_secs(20) => panic!("S0: {e}"),
                         Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -1612,8 +1597,7 @@ fn through_proxy(
             }
         }
         let _wake = Wake(stop, px);
-        let c0 = job.spawn(0, f, p0);
-        let c1 = job.spawn(1, f, px);
+        let c1 = job.spawn(1, f, &["--addr".into(), format!("127.0.0.1:{px}")]);
         [wait_limit(c0, LIMIT), wait_limit(c1, LIMIT)]
     });
     let (own_recorded, both_recorded) = seen.into_inner().unwrap();

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, ok};
+use common::{bin, ok, start_pair};
 
 /// A server's `--timeout`, and the longest a job may take.
 const TIMEOUT: &str = "10";
@@ -507,7 +507,7 @@ fn run(w: &World, kind: JobKind, name: &str, fault: Option<Fault>, at: u64) -> R
             .unwrap_or_else(|e| panic!("{name} S{p}: no JSON summary ({e})"));
         match v["peak_rss_bytes"].as_u64() {
             Some(b) if b > 0 => b,
-            _ => panic!("{name} S{p}: no peak_rss_bytes in its summary: {v}"),
+            _ => panic!("{name} S{p}: no non-zero peak_rss_bytes in its summary: {v}"),
         }
     });
     Run {
@@ -837,28 +837,25 @@ fn long_lived_servers(w: &World, slices: usize) {
         "--engine",
         "gc",
     ]);
-    // A study listens anew for each slice, so S0 needs a fixed port (`serve` refuses port 0).
-    let port = free_port();
-    let mut c: Vec<Option<Child>> = (0..2u8)
-        .map(|p| {
-            let c = Command::new(bin())
-                .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
-                .arg("--insecure-unsigned")
-                .args(["--model", &w.p(&format!("cnn-model.p{p}"))])
-                .args(["--study", &study])
-                .args(["--key", &w.p(&format!("keys/s{p}.key"))])
-                .args(["--cert", &w.p(&format!("keys/s{p}.crt"))])
-                .args(["--peer-cert", &w.p(&format!("keys/s{}.crt", 1 - p))])
-                .args(["--addr", &format!("127.0.0.1:{port}")])
-                .args(["--timeout", TIMEOUT])
-                .args(["--state-dir", &w.p(&format!("study-state{p}"))])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start serve --study");
-            Some(c)
-        })
-        .collect();
+    // S0 binds once for every slice, on a port the system picks.
+    let pair = start_pair(&w.dir, |p, addr| {
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
+            .args(["--model", &w.p(&format!("cnn-model.p{p}"))])
+            .args(["--study", &study])
+            .args(["--key", &w.p(&format!("keys/s{p}.key"))])
+            .args(["--cert", &w.p(&format!("keys/s{p}.crt"))])
+            .args(["--peer-cert", &w.p(&format!("keys/s{}.crt", 1 - p))])
+            .args(addr)
+            .args(["--timeout", TIMEOUT])
+            .args(["--state-dir", &w.p(&format!("study-state{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve --study")
+    });
+    let mut c: Vec<Option<Child>> = pair.map(Some).into();
     // Per server: its resident memory when each of its slices was done.
     let mut rss: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut outs: [Option<Output>; 2] = [None, None];

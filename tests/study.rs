@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, dicom_multi_frame, dicom_slice, free_port, ok, run, wait_limit};
+use common::{
+    bin, dicom_multi_frame, dicom_slice, no_link_addr, ok, run, share_study, start_pair, summary,
+    wait_limit,
+};
 use dicom_dictionary_std::tags;
 use dicom_object::open_file;
 use ppdenoise::formats::study::Manifest;
@@ -96,6 +99,18 @@ impl Dir {
         self.p("keys/gateway.sign-key")
     }
 
+    /// The images of `in/` shared by the gateway as the study `study/`: its JSON summary.
+    fn share_images(&self) -> serde_json::Value {
+        let o = share_study(
+            &self.dir,
+            "25",
+            "in",
+            "study",
+            &["--sign-key", &self.gateway_key()],
+        );
+        summary(&o, "share-study")
+    }
+
     fn p(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
@@ -104,8 +119,9 @@ impl Dir {
         self.dir.join(name)
     }
 
-    /// `serve --study` of party `p`, with `extra` flags.
-    fn serve(&self, p: u8, port: u16, timeout: &str, extra: &[&str]) -> Child {
+    /// `serve --study` of party `p`, with `extra` flags; `addr`: its `--addr` (and S0's
+    /// `--port-file`), from [`start_pair`] or [`no_link_addr`].
+    fn serve(&self, p: u8, addr: &[String], timeout: &str, extra: &[&str]) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
@@ -115,7 +131,7 @@ impl Dir {
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
             .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(addr)
             .args(["--timeout", timeout])
             .args(["--state-dir", &self.p(&format!("state{p}"))])
             .args(["--sign-key", &self.p(&format!("keys/{me}.sign-key"))])
@@ -128,10 +144,8 @@ impl Dir {
 
     /// Both servers over the study (`extra`: e.g. `--slices`); their JSON summaries.
     fn serve_pair(&self, extra: &[&str]) -> [serde_json::Value; 2] {
-        let port = free_port();
-        let c0 = self.serve(0, port, "60", extra);
-        let c1 = self.serve(1, port, "60", extra);
-        [wait(c0), wait(c1)].map(|o| {
+        start_pair(&self.dir, |p, addr| self.serve(p, addr, "60", extra)).map(|c| {
+            let o = wait(c);
             assert!(
                 o.status.success(),
                 "serve --study {extra:?}: {}",
@@ -249,19 +263,7 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     }
     std::fs::write(d.path("in/.hidden"), b"not read").unwrap();
     std::fs::create_dir_all(d.path("in/sub")).unwrap();
-    let j = d.shared(ok(&[
-        "share-study",
-        "--sigma",
-        "25",
-        "--in",
-        &d.p("in"),
-        "--out",
-        &d.p("study"),
-        "--model",
-        &d.p("model.pub"),
-        "--sign-key",
-        &d.gateway_key(),
-    ]));
+    let j = d.shared(d.share_images());
     assert_eq!(j["slices"], 4);
     assert_eq!(j["kind"], "images");
     let sources: serde_json::Value =
@@ -283,7 +285,7 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     assert_eq!(list(&s0["ran"]), [0, 1]);
     assert_eq!(list(&s1["ran"]), [0, 1]);
     // S1 starts slice 2 alone and dies (its peer never comes): its triplets are spent.
-    let o = wait(d.serve(1, free_port(), "1", &["--slices", "2"]));
+    let o = wait(d.serve(1, &no_link_addr(), "1", &["--slices", "2"]));
     refused(&o, &["slice 2", "study-status"]);
     let st = d.status();
     assert_eq!(st["left_spec"], "2-3");
@@ -309,12 +311,8 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     for p in 0..2 {
         std::fs::remove_file(d.path(&format!("study/slice1/done.p{p}"))).unwrap();
     }
-    let port = free_port();
-    let (c0, c1) = (
-        d.serve(0, port, "30", &["--slices", "1"]),
-        d.serve(1, port, "30", &["--slices", "1"]),
-    );
-    for (p, o) in [wait(c0), wait(c1)].iter().enumerate() {
+    let pair = start_pair(&d.dir, |p, addr| d.serve(p, addr, "30", &["--slices", "1"]));
+    for (p, o) in pair.map(wait).iter().enumerate() {
         let triplets = format!("slice1/triplets.p{p}");
         refused(o, &[&triplets, "was already consumed"]);
     }
@@ -408,19 +406,7 @@ fn a_genuine_study_swapped_in_is_refused(d: &Dir) {
         std::fs::rename(d.path(f), d.path(&format!("kept-{f}"))).unwrap();
     }
     // Study B: the same images shared again by the same gateway, dealt and run.
-    let other = ok(&[
-        "share-study",
-        "--sigma",
-        "25",
-        "--in",
-        &d.p("in"),
-        "--out",
-        &d.p("study"),
-        "--model",
-        &d.p("model.pub"),
-        "--sign-key",
-        &d.gateway_key(),
-    ]);
+    let other = d.share_images();
     let other = other["study_id"].as_str().unwrap().to_string();
     assert_ne!(other, expected);
     d.deal(&[]);
@@ -865,22 +851,8 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
 #[test]
 fn bad_studies_are_refused_by_name_before_anything_is_made() {
     let d = Dir::new("tiny-cnn.npz");
-    let share = |input: &str, out: &str, extra: &[&str]| {
-        let (i, o, m) = (d.p(input), d.p(out), d.p("model.pub"));
-        let mut args = vec![
-            "share-study",
-            "--sigma",
-            "25",
-            "--in",
-            &i,
-            "--out",
-            &o,
-            "--model",
-            &m,
-        ];
-        args.extend(extra);
-        run(&args)
-    };
+    let share =
+        |input: &str, out: &str, extra: &[&str]| share_study(&d.dir, "25", input, out, extra);
     std::fs::create_dir_all(d.path("empty")).unwrap();
     refused(&share("empty", "s1", &[]), &["empty", "no slices"]);
     // Two series in one folder.
@@ -1008,7 +980,7 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
         &run(&["gen-triplets", "--study", &s, "--model", &d.p("model.pub")]),
         &["image.pub", "names job"],
     );
-    let o = wait(d.serve(0, free_port(), "5", &[]));
+    let o = wait(d.serve(0, &no_link_addr(), "5", &[]));
     refused(&o, &["image.p0", "is not slice 0's image share"]);
     assert!(
         !d.path("state0").exists()

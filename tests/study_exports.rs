@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, dicom_slice, free_port, ok, run, wait_limit};
+use common::{bin, dicom_slice, ok, share_study, start_pair, wait_limit};
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -108,23 +108,12 @@ impl Dir {
     }
 
     fn share(&self, input: &str, out: &str, extra: &[&str]) -> Output {
-        let (i, o, m) = (self.p(input), self.p(out), self.p("model.pub"));
-        let mut args = vec![
-            "share-study",
-            "--sigma",
-            "20",
-            "--in",
-            &i,
-            "--out",
-            &o,
-            "--model",
-            &m,
-        ];
-        args.extend(extra);
-        run(&args)
+        share_study(&self.dir, "20", input, out, extra)
     }
 
-    fn serve(&self, p: u8, port: u16) -> Child {
+    /// `serve --study` of party `p`; `addr`: its `--addr` (and S0's `--port-file`), from
+    /// [`start_pair`].
+    fn serve(&self, p: u8, addr: &[String]) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
@@ -134,7 +123,7 @@ impl Dir {
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
             .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(addr)
             .args(["--state-dir", &self.p(&format!("state{p}"))])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -422,9 +411,9 @@ fs.write(out)
         "--engine",
         "gc",
     ]);
-    let port = free_port();
-    let (c0, c1) = (d.serve(0, port), d.serve(1, port));
-    for o in [c0, c1].map(|c| wait_limit(c, Duration::from_secs(180))) {
+    for o in start_pair(&d.dir, |p, addr| d.serve(p, addr))
+        .map(|c| wait_limit(c, Duration::from_secs(180)))
+    {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let j = ok(&[

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, free_port, ok, run, wait_limit};
+use common::{bin, ok, run, share_study, start_pair, summary, wait_limit};
 
 mod common;
 
@@ -56,18 +56,10 @@ impl Dir {
                 &d.p(&format!("in/im{k}.png")),
             ]);
         }
-        ok(&[
+        summary(
+            &share_study(&d.dir, "25", "in", "study", &["--quiet"]),
             "share-study",
-            "--quiet",
-            "--sigma",
-            "25",
-            "--in",
-            &d.p("in"),
-            "--out",
-            &d.p("study"),
-            "--model",
-            &d.p("model.pub"),
-        ]);
+        );
         d
     }
 
@@ -91,7 +83,9 @@ impl Dir {
         c.output().unwrap()
     }
 
-    fn serve(&self, p: u8, port: u16, extra: &[&str]) -> Child {
+    /// `serve --study` of party `p`; `addr`: its `--addr` (and S0's `--port-file`), from
+    /// [`start_pair`].
+    fn serve(&self, p: u8, addr: &[String], extra: &[&str]) -> Child {
         let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
         Command::new(bin())
             .args(["--json", "serve", "--progress", "--party", &p.to_string()])
@@ -101,7 +95,7 @@ impl Dir {
             .args(["--key", &self.p(&format!("keys/{me}.key"))])
             .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
             .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(addr)
             .args(["--timeout", "20"])
             .args(["--state-dir", &self.p(&format!("state{p}"))])
             .args(extra)
@@ -113,9 +107,8 @@ impl Dir {
     }
 
     fn serve_pair(&self, extra: &[&str]) -> [Output; 2] {
-        let port = free_port();
-        let (c0, c1) = (self.serve(0, port, extra), self.serve(1, port, extra));
-        [c0, c1].map(|c| wait_limit(c, Duration::from_secs(180)))
+        start_pair(&self.dir, |p, addr| self.serve(p, addr, extra))
+            .map(|c| wait_limit(c, Duration::from_secs(180)))
     }
 
     fn size(&self, name: &str) -> u64 {

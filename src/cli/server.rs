@@ -162,7 +162,7 @@ pub struct LinkArgs {
     pub peer_addr: Vec<std::net::IpAddr>,
     /// S0: write the port it listens on to this file once bound; with `--addr
     /// 127.0.0.1:0` the system picks a free one, and whoever starts S1 reads it there
-    /// (scripts, tests). A study listens anew for each slice: give it a fixed port.
+    /// (scripts, tests). A study's S0 binds once and keeps listening there for every slice.
     #[arg(long, value_name = "FILE")]
     pub port_file: Option<PathBuf>,
 }
@@ -195,6 +195,7 @@ impl LinkArgs {
             timeout: Duration::from_secs(self.timeout),
             peer_addrs: self.peer_addr.clone(),
             port_file: self.port_file.clone(),
+            listener: None,
         }
     }
 }
@@ -277,13 +278,6 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
     } else {
         Mode::new(a.quiet, json)?
     };
-    if a.study.is_some() && a.party == 0 && a.link.addr.port() == 0 {
-        // Each slice listens anew: S1 could not follow a port that changes.
-        bail!(
-            "--addr {}: a study needs a fixed port (each slice listens anew)",
-            a.link.addr
-        );
-    }
     if let Some(dir) = &a.study {
         return super::study::serve_study(&a, dir, mode);
     }
@@ -301,11 +295,13 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
 
 /// What a server loads once, before any file is read, for one job or a study's slices: whose
 /// files it accepts, its identity (registered for this process's reads), the receiver it
-/// seals to and the key it signs with.
+/// seals to, the key it signs with and how it reaches its peer.
 pub struct ServeKeys {
     pub trust: crate::formats::signing::Trust,
     out_to: Option<Recipient>,
     pub signer: Option<crate::formats::signing::Signer>,
+    /// A study's S0 puts the socket it listens on for every slice here.
+    pub link: LinkConfig,
 }
 
 impl ServeKeys {
@@ -329,6 +325,7 @@ impl ServeKeys {
             trust,
             out_to,
             signer,
+            link: a.link.config(),
         })
     }
 }
@@ -400,7 +397,7 @@ pub fn serve_job_as(
             }
         }
     }
-    let mut link = session::connect(&job, &a.link.config())?;
+    let mut link = session::connect(&job, &k.link)?;
     // Consumed from here: whatever happens next, the file's values are spent.
     let ran = run_consumed(a, k, paths, job, &mut link, mode, label, out_to);
     if !a.keep_triplets {

@@ -529,7 +529,16 @@ pub fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
     };
     // Once for every slice: whose files to accept, the identity sealed triplet headers are
     // read with, the receiver and this server's signing key.
-    let keys = ServeKeys::load(a)?;
+    let mut keys = ServeKeys::load(a)?;
+    if p == 0 {
+        // Bound once, not per slice: S1 finds S0 at the same port throughout (with --addr
+        // port 0 and --port-file, the one the system picked), and no other program can take
+        // the port between two slices. The study tests start S0 so: bound per slice, their
+        // S1 finds nobody from the second slice on.
+        keys.link.listener = Some(std::sync::Arc::new(crate::server::session::listen(
+            &keys.link,
+        )?));
+    }
     // Only this server's own records say a slice is finished here.
     let own = match &keys.signer {
         Some(s) => Trust::Pinned(vec![(s.role(), s.public())]),

@@ -1,8 +1,9 @@
 //! Bringing up a job's link: claim the single-use randomness, connect to the peer over TLS,
 //! compare session tags, and only then record the randomness as consumed.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -28,6 +29,9 @@ pub struct LinkConfig {
     pub peer_addrs: Vec<std::net::IpAddr>,
     /// S0: where to write the port it listens on, once bound.
     pub port_file: Option<PathBuf>,
+    /// S0: a socket already listening (bound once for a study's slices, [`listen`]); none:
+    /// each link binds `addr` itself.
+    pub listener: Option<Arc<TcpListener>>,
 }
 
 /// Brings up the TLS link to the peer and checks that it holds the same `tag`, before
@@ -46,11 +50,15 @@ pub fn link_up(
         let peer = load_peer_cert(&cfg.peer_cert)?;
         let timeout = cfg.timeout.max(Duration::from_secs(1));
         let mut link = if p == 0 {
-            let listener = Link::bind(cfg.addr)?;
-            if let Some(f) = &cfg.port_file {
-                write_port(f, &listener)?;
-            }
-            Link::accept(&listener, &me, &peer, timeout, &cfg.peer_addrs)?
+            let bound;
+            let listener = match &cfg.listener {
+                Some(l) => l.as_ref(),
+                None => {
+                    bound = listen(cfg)?;
+                    &bound
+                }
+            };
+            Link::accept(listener, &me, &peer, timeout, &cfg.peer_addrs)?
         } else {
             Link::connect(cfg.addr, &me, &peer, timeout)?
         };
@@ -70,6 +78,15 @@ pub fn link_up(
             Err(e)
         }
     }
+}
+
+/// S0's listening socket on `cfg.addr`, its port written to `cfg.port_file` when given.
+pub fn listen(cfg: &LinkConfig) -> Result<TcpListener> {
+    let listener = Link::bind(cfg.addr)?;
+    if let Some(f) = &cfg.port_file {
+        write_port(f, &listener)?;
+    }
+    Ok(listener)
 }
 
 /// Writes the port `listener` is bound to, and a line end, to `path` (atomically: whoever

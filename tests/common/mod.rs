@@ -123,36 +123,37 @@ pub fn run(args: &[&str]) -> Output {
 
 /// `ppdenoise --json ARGS`, which must succeed: its JSON summary.
 pub fn ok(args: &[&str]) -> serde_json::Value {
-    let o = run(args);
+    summary(&run(args), &format!("{args:?}"))
+}
+
+/// The JSON summary of `o`, a `--json` run that must have succeeded (`what` names it).
+pub fn summary(o: &Output, what: &str) -> serde_json::Value {
     assert!(
         o.status.success(),
-        "{args:?} failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_slice(&o.stdout).expect("one JSON summary")
 }
 
-/// A TCP port nothing listens on now, for what must be given a fixed port (a study's S0
-/// listens anew for each slice); a single job's S0 binds port 0 instead ([`start_pair`]),
-/// which leaves no moment between choosing the port and listening on it.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // Below Linux's ephemeral range (32768-60999 by default), where bind(0) used to pick it:
-    // no connection a test opens can take the port as its source port between this call and
-    // the server's bind. A counter keeps one binary's tests apart; it starts at an offset
-    // of the process id, so binaries running side by side rarely meet; each port is checked.
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = (std::process::id() % u32::from(SPAN)) as u16;
-    for _ in 0..SPAN {
-        let k = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
-        let port = LOW + (base + k) % SPAN;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
+/// `share-study --sigma SIGMA --in INPUT --out OUT --model model.pub EXTRA`, each name in the
+/// test's folder `dir`, which holds the shared model: the run as it is.
+pub fn share_study(dir: &Path, sigma: &str, input: &str, out: &str, extra: &[&str]) -> Output {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let (i, o, m) = (p(input), p(out), p("model.pub"));
+    let mut args = vec![
+        "share-study",
+        "--sigma",
+        sigma,
+        "--in",
+        &i,
+        "--out",
+        &o,
+        "--model",
+        &m,
+    ];
+    args.extend(extra);
+    run(&args)
 }
 
 /// The child's output, killing it after `limit`.
@@ -229,37 +230,60 @@ pub fn s0_listen_args(port_file: &Path) -> [String; 4] {
 /// The port S0 (`s0`, started with [`s0_listen_args`]) listens on, once it has bound it;
 /// a panic with its output if it exits first (its file checks refused the job).
 pub fn s0_port(port_file: &Path, s0: &mut Child) -> u16 {
+    listening_port(port_file, s0).unwrap_or_else(|| {
+        let mut err = String::new();
+        if let Some(e) = s0.stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut err);
+        }
+        panic!("S0 never listened ({}): {err}", port_file.display());
+    })
+}
+
+/// The port S0 listens on once it has bound it, or `None` if it ended first (a refusal
+/// before the link, its output left for the caller); a panic if neither comes in 2 minutes.
+fn listening_port(port_file: &Path, s0: &mut Child) -> Option<u16> {
     let t = Instant::now();
     loop {
         if let Some(port) = std::fs::read_to_string(port_file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
         {
-            return port;
+            return Some(port);
         }
-        if s0.try_wait().unwrap().is_some() || t.elapsed() > Duration::from_secs(120) {
+        if s0.try_wait().unwrap().is_some() {
+            return None;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
             let _ = s0.kill();
-            let mut err = String::new();
-            if let Some(e) = s0.stderr.as_mut() {
-                let _ = std::io::Read::read_to_string(e, &mut err);
-            }
-            panic!("S0 never listened ({}): {err}", port_file.display());
+            panic!("S0 neither listened nor ended ({})", port_file.display());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Starts S0 with `start(0, addr)`, `addr` making it bind a port the system picks and write
-/// it to a file in `dir` ([`s0_listen_args`]), then S1 with `start(1, addr)` once S0
-/// listens, `addr` its `--addr`: no port is chosen before S0 holds it.
-pub fn start_pair(dir: &Path, mut start: impl FnMut(u8, &[String]) -> Child) -> [Child; 2] {
+/// Starts S0 with `start(addr)`, `addr` making it bind a port the system picks and write it
+/// to a fresh file in `dir` ([`s0_listen_args`]): S0, and its port once it listens (`None`:
+/// it ended first, refusing the job before the link).
+pub fn start_s0(dir: &Path, start: impl FnOnce(&[String]) -> Child) -> (Child, Option<u16>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let pf = dir.join(format!("s0-port-{}", N.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_file(&pf);
-    let mut c0 = start(0, &s0_listen_args(&pf));
-    let port = s0_port(&pf, &mut c0);
-    let c1 = start(1, &["--addr".into(), format!("127.0.0.1:{port}")]);
+    let mut c0 = start(&s0_listen_args(&pf));
+    let port = listening_port(&pf, &mut c0);
+    (c0, port)
+}
+
+/// Starts S0 with `start(0, addr)` ([`start_s0`]), then S1 with `start(1, addr)` once S0
+/// listens, `addr` its `--addr`: no port is chosen before S0 holds it. When S0 refuses the
+/// job before listening, S1 is pointed at port 0, where nothing can listen, and meets
+/// nobody, as it would with S0 not started.
+pub fn start_pair(dir: &Path, mut start: impl FnMut(u8, &[String]) -> Child) -> [Child; 2] {
+    let (c0, port) = start_s0(dir, |a| start(0, a));
+    let c1 = start(
+        1,
+        &["--addr".into(), format!("127.0.0.1:{}", port.unwrap_or(0))],
+    );
     [c0, c1]
 }
 
