@@ -1401,3 +1401,98 @@ fn triplets_for_other_circuits_are_refused_before_any_claim() {
     );
     job.untouched();
 }
+
+/// Issue 45 (review 3, findings 1-2): a job shared for a model (`share-image --model
+/// model.pub`) names that model, and runs with no other: another genuine model of the same
+/// owner (here the same weights shared again, under its own id) is refused by the dealer
+/// and by a server, before any claim. A job shared for another sigma* is refused by an MLP
+/// server as a CNN's was (the image was scaled for the noise level of another model).
+#[test]
+fn a_job_runs_only_with_the_model_it_was_shared_for() {
+    let job = Job::new("gmw");
+    ok(&[
+        "share-model",
+        "--model",
+        &job.p("model.npz"),
+        "--out",
+        &job.p("modelB"),
+        "--sign-key",
+        &job.p("keys/owner.sign-key"),
+    ]);
+    let gateway = [
+        "--trust",
+        &job.p("keys/trust"),
+        "--sign-key",
+        &job.p("keys/gateway.sign-key"),
+    ];
+    let model_a = job.p("model.pub");
+    let mut a = job.share_image_args("bound", &["--model", &model_a]);
+    a.extend(gateway.iter().map(|x| x.to_string()));
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let named = ok(&["inspect", &job.p("bound.pub")])["model_id"].clone();
+    let model_a_id = ok(&["inspect", &model_a])["model_id"].clone();
+    assert_eq!(
+        named, model_a_id,
+        "the job names the model it was shared for"
+    );
+    let deal = |model: &str, out: &str| {
+        Command::new(bin())
+            .args([
+                "gen-triplets",
+                "--model",
+                &job.p(model),
+                "--image",
+                &job.p("bound.pub"),
+            ])
+            .args(["--batch", "64", "--engine", "gmw", "--out", &job.p(out)])
+            .args(["--sign-key", &job.p("keys/dealer.sign-key")])
+            .output()
+            .unwrap()
+    };
+    refused(
+        &deal("modelB.pub", "tB"),
+        "bound.pub",
+        &["shared this image for model", "modelB.pub"],
+    );
+    assert!(!job.path("tB.p0").exists());
+    assert!(deal("model.pub", "tA").status.success());
+    // A server given model B's share with the job and model A's randomness.
+    let o = job.serve_one(0, ["modelB.p0", "bound.p0", "tA.p0"], &[]);
+    refused(&o, "bound.p0", &["shared this image for model"]);
+    job.untouched();
+    // Model A runs it.
+    all_ok(
+        &{
+            let c = start_pair(&job.dir, |p, addr| {
+                let f = [
+                    format!("model.p{p}"),
+                    format!("bound.p{p}"),
+                    format!("tA.p{p}"),
+                ];
+                job.spawn(p, [&f[0], &f[1], &f[2]], "boundout", &[], addr)
+            });
+            c.map(|c| wait_limit(c, LIMIT))
+        },
+        "serve (the bound job with its model)",
+    );
+
+    // Shared without a model for sigma* 10, run with a model of sigma* 25.
+    let mut a = job.share_image_args("s10", &["--model-sigma", "10"]);
+    a.extend(["--sign-key".into(), job.p("keys/gateway.sign-key")]);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = Command::new(bin())
+        .args([
+            "gen-triplets",
+            "--model",
+            &model_a,
+            "--image",
+            &job.p("s10.pub"),
+        ])
+        .args(["--batch", "64", "--engine", "gmw", "--out", &job.p("t10")])
+        .args(["--sign-key", &job.p("keys/dealer.sign-key")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = job.serve_one(0, ["model.p0", "s10.p0", "t10.p0"], &[]);
+    refused(&o, "s10.p0", &["shared for a model of sigma 10"]);
+}

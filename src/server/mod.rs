@@ -229,7 +229,10 @@ pub fn check_bound_model(image: &Path, ih: &Header, model: &Path, mh: &Header) -
             image.display(),
             id_hex(&want),
             model.display(),
-            mh.model_id.as_ref().map(id_hex).unwrap_or_else(|| "none".into())
+            mh.model_id
+                .as_ref()
+                .map(id_hex)
+                .unwrap_or_else(|| "none".into())
         ),
         _ => Ok(()),
     }
