@@ -376,6 +376,31 @@ fn unfinished_by(m: &Manifest, dirs: &[PathBuf; 2], trust: &Trust) -> Result<Vec
     Ok(left)
 }
 
+/// The dealer's [`unfinished_by`]: a record it cannot take (planted, rewritten, signed by
+/// another key, unreadable) leaves its slice to be dealt again, with a line naming it,
+/// instead of stopping the study (whoever can write the folder could otherwise stop every
+/// dealing; deleting a record already gets the slice dealt again).
+fn unfinished_for_dealer(
+    m: &Manifest,
+    dirs: &[PathBuf; 2],
+    trust: &Trust,
+) -> (Vec<usize>, Vec<String>) {
+    let (mut left, mut warnings) = (Vec::new(), Vec::new());
+    for i in 0..m.len() {
+        match finished(dirs, i, &m.slices[i], trust) {
+            Ok(true) => {}
+            Ok(false) => left.push(i),
+            Err(e) => {
+                warnings.push(format!(
+                    "slice {i}: record not taken: {e:#}: not finished; dealing it again"
+                ));
+                left.push(i);
+            }
+        }
+    }
+    (left, warnings)
+}
+
 /// `gen-triplets --study`: each slice's randomness, as `gen-triplets` makes a job's.
 pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
     let t = Instant::now();
@@ -383,11 +408,16 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         bail!("--tile: a study's slices run in one piece each");
     }
     let m = Manifest::read(dir)?;
-    let slices = match &a.slices {
-        Some(s) => parse_slices(s, m.len())?,
+    let (slices, warnings) = match &a.slices {
+        Some(s) => (parse_slices(s, m.len())?, Vec::new()),
         // Finished by records the pinned servers' keys signed, when given.
-        None => unfinished_by(&m, &a.dirs.of(dir)?, &a.records.load(&[0, 1])?)?,
+        None => unfinished_for_dealer(&m, &a.dirs.of(dir)?, &a.records.load(&[0, 1])?),
     };
+    // Said whatever --quiet: a record not taken is someone else's doing, or a server's
+    // fault.
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let mh = container::verify(&a.model)?;
     // Every slice's public header is checked before any randomness is drawn.
     for &i in &slices {
@@ -446,7 +476,7 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         }
     }
     let spec = slices_spec(&slices);
-    let lines = if slices.is_empty() {
+    let mut lines = if slices.is_empty() {
         vec![format!(
             "study {}: every slice is finished on both servers; nothing dealt",
             m.study_id
@@ -460,10 +490,11 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
             dir.display()
         )]
     };
+    lines.extend(warnings.iter().map(|w| format!("warning: {w}")));
     Ok(Summary {
         lines,
         json: serde_json::json!({"ok": true, "command": "gen-triplets", "study_id": m.study_id,
-            "dealt": slices, "dealt_spec": spec, "dealer_bytes": bytes,
+            "dealt": slices, "dealt_spec": spec, "dealer_bytes": bytes, "warnings": warnings,
             "seconds": t.elapsed().as_secs_f64()}),
     })
 }
