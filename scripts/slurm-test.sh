@@ -314,7 +314,8 @@ if [[ $TILES -gt 0 ]]; then
     say "CNN: sharing fixtures/tiny-cnn.npz and the noisy $TILE_IMAGE for it"
     "$BIN" share-model --model fixtures/tiny-cnn.npz --out "$C/model" "${OWNER[@]}" >/dev/null
     "$BIN" add-noise --image "$TILE_IMAGE" --sigma $SIGMA --seed 2 --out "$C/noisy.png" >/dev/null
-    "$BIN" share-image --image "$C/noisy.png" --model "$C/model.pub" --sigma $SIGMA --out "$C/image" "${GATEWAY[@]}" >/dev/null
+    "$BIN" share-image --image "$C/noisy.png" --model "$C/model.pub" --trust "$K/trust" --sigma $SIGMA \
+        --out "$C/image" "${GATEWAY[@]}" >/dev/null
     "$BIN" denoise --arith fixed --model fixtures/tiny-cnn.npz --image "$C/noisy.png" --sigma $SIGMA \
         --out "$C/oracle.png" >/dev/null
     MODEL_TPL="$C/model.p{p}"

@@ -293,32 +293,43 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     sources.write_binding(&binding_path, sharer.signer())?;
     sources.manifest().write(&a.out)?;
     let n = sources.slices.len();
+    let model_checked = a
+        .opts
+        .model
+        .is_some()
+        .then(|| sharer.model_note().is_none());
+    let mut lines = vec![
+        format!(
+            "study {} ({}, {n} slices from {}) shared into {}; upload {upload} bytes in total",
+            sources.study_id,
+            input.kind.name(),
+            a.input.display(),
+            a.out.display()
+        ),
+        format!(
+            "noise {:.3} to {:.3} {}{}; {clipped} of {pixels} pixels outside their window \
+             (clipped for the model, written back unchanged by the receiver)",
+            sigmas.0,
+            sigmas.1,
+            units.name(),
+            if a.opts.sigma == Some(Sigma::Auto) { " (estimated per slice)" } else { "" },
+        ),
+        format!(
+            "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} and {} (the study binding{}) are the receiver's alone, with the study id {} (reconstruct --study-id)",
+            sources_path.display(),
+            binding_path.display(),
+            if sharer.signer().is_some() { ", signed" } else { ", unsigned: a receiver that pins keys refuses it" },
+            sources.study_id
+        ),
+    ];
+    // Said first: what the gateway took on trust.
+    if let Some(note) = sharer.model_note() {
+        lines.insert(0, note.to_string());
+    }
     Ok(Summary {
-        lines: vec![
-            format!(
-                "study {} ({}, {n} slices from {}) shared into {}; upload {upload} bytes in total",
-                sources.study_id,
-                input.kind.name(),
-                a.input.display(),
-                a.out.display()
-            ),
-            format!(
-                "noise {:.3} to {:.3} {}{}; {clipped} of {pixels} pixels outside their window \
-                 (clipped for the model, written back unchanged by the receiver)",
-                sigmas.0,
-                sigmas.1,
-                units.name(),
-                if a.opts.sigma == Some(Sigma::Auto) { " (estimated per slice)" } else { "" },
-            ),
-            format!(
-                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} and {} (the study binding{}) are the receiver's alone, with the study id {} (reconstruct --study-id)",
-                sources_path.display(),
-                binding_path.display(),
-                if sharer.signer().is_some() { ", signed" } else { ", unsigned: a receiver that pins keys refuses it" },
-                sources.study_id
-            ),
-        ],
+        lines,
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
+            "model_owner_checked": model_checked,
             "kind": input.kind.name(), "slices": n, "skipped": input.skipped, "out": a.out, "sources": sources_path, "binding": binding_path, "upload_bytes": upload,
             "units": units, "sigma_in_units": [sigmas.0, sigmas.1], "clipped": clipped,
             "seconds": t.elapsed().as_secs_f64()}),
