@@ -316,7 +316,8 @@ if [[ $TILES -gt 0 ]]; then
     say "CNN: sharing fixtures/tiny-cnn.npz and the noisy $TILE_IMAGE for it"
     "$BIN" share-model --model fixtures/tiny-cnn.npz --out "$C/model" "${OWNER[@]}" >/dev/null
     "$BIN" add-noise --image "$TILE_IMAGE" --sigma $SIGMA --seed 2 --out "$C/noisy.png" >/dev/null
-    CNN_JOB=$("$BIN" --json share-image --image "$C/noisy.png" --model "$C/model.pub" --sigma $SIGMA --out "$C/image" "${GATEWAY[@]}" | job_id)
+    CNN_JOB=$("$BIN" --json share-image --image "$C/noisy.png" --model "$C/model.pub" --trust "$K/trust" --sigma $SIGMA \
+        --out "$C/image" "${GATEWAY[@]}" | job_id)
     "$BIN" denoise --arith fixed --model fixtures/tiny-cnn.npz --image "$C/noisy.png" --sigma $SIGMA \
         --out "$C/oracle.png" >/dev/null
     MODEL_TPL="$C/model.p{p}"

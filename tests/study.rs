@@ -991,3 +991,124 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
         "nothing claimed"
     );
 }
+
+/// Issue 45 (review of the study binding, item 2): a completion record the dealer cannot take
+/// (signed as S0 by a key of a planter's own, unsigned, or its signature broken), planted
+/// over slice 0's genuine one in a finished study, no longer stops `gen-triplets --study`: it
+/// deals slice 0 again (and only it), says why naming the record, and exits 0.
+/// `study-status` agrees: slice 0 left, the record named. The genuine record put back, no
+/// slice is dealt.
+#[test]
+fn the_dealer_deals_again_a_slice_whose_record_is_not_taken() {
+    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::study::Done;
+    let d = Dir::new("tiny-cnn.npz");
+    std::fs::create_dir_all(d.path("in")).unwrap();
+    for (i, size) in [20, 18].iter().enumerate() {
+        let (img, out) = (
+            format!("builtin:phantom:{size}"),
+            d.p(&format!("in/im{i}.png")),
+        );
+        ok(&[
+            "add-noise",
+            "--image",
+            &img,
+            "--sigma",
+            "25",
+            "--seed",
+            "1",
+            "--out",
+            &out,
+        ]);
+    }
+    d.shared(ok(&[
+        "share-study",
+        "--sigma",
+        "25",
+        "--in",
+        &d.p("in"),
+        "--out",
+        &d.p("study"),
+        "--model",
+        &d.p("model.pub"),
+        "--sign-key",
+        &d.gateway_key(),
+    ]));
+    d.deal(&[]);
+    d.serve_pair(&[]);
+    let (k0, k1) = (d.p("keys/s0.sign-pub"), d.p("keys/s1.sign-pub"));
+    let pins = ["--s0-key", k0.as_str(), "--s1-key", k1.as_str()];
+    assert_eq!(list(&d.deal(&pins)["dealt"]), Vec::<u64>::new());
+    let rec = d.path("study/slice0/done.p0");
+    let genuine = std::fs::read(&rec).unwrap();
+    let done: Done = serde_json::from_slice(&genuine).unwrap();
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        "planter",
+        "--out-dir",
+        &d.p("keys"),
+    ]);
+    let planter = Signer::load(&d.path("keys/planter.sign-key"), Role::S0).unwrap();
+    let out = d.path("study/slice0/out.p0");
+    let by_planter = Done::of_output(
+        0,
+        done.job_id.clone(),
+        done.triplet_id.clone(),
+        &out,
+        Some(&planter),
+    )
+    .unwrap();
+    let mut unsigned = done.clone();
+    (unsigned.signer, unsigned.signature) = (None, None);
+    let mut broken = done.clone();
+    broken.bytes += 1;
+    // (record, with the servers' keys pinned or not, what the warning says)
+    let cases: [(&Done, bool, &str); 3] = [
+        (&by_planter, true, "not by the pinned s0 key"),
+        (&unsigned, true, "not signed"),
+        (&broken, false, "signature does not verify"),
+    ];
+    for (planted, pinned, why) in cases {
+        planted.write(&rec).unwrap();
+        let (s, m, k) = (d.p("study"), d.p("model.pub"), d.p("keys/dealer.sign-key"));
+        let mut args = vec![
+            "gen-triplets",
+            "--study",
+            &s,
+            "--model",
+            &m,
+            "--sign-key",
+            &k,
+        ];
+        if pinned {
+            args.extend(pins);
+        }
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{why}: the dealer stopped: {err}");
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(list(&j["dealt"]), [0], "{why}");
+        assert!(
+            err.contains("warning: slice 0")
+                && err.contains("slice0/done.p0")
+                && err.contains(why)
+                && err.contains("dealing it again"),
+            "{why}: {err}"
+        );
+        let mut st = vec!["study-status", "--study", &s];
+        if pinned {
+            st.extend(pins);
+        }
+        let st = ok(&st);
+        assert_eq!(st["left_spec"], "0", "{why}");
+        let state = st["states"][0].as_str().unwrap();
+        assert!(
+            state.contains("record not taken") && state.contains("slice0/done.p0"),
+            "{state}"
+        );
+    }
+    std::fs::write(&rec, genuine).unwrap();
+    assert_eq!(list(&d.deal(&pins)["dealt"]), Vec::<u64>::new());
+}

@@ -13,6 +13,7 @@ use crate::formats::atomic::Staged;
 use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NAME, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::receiver_facts::{facts_file, ReceiverFacts};
+use crate::formats::signing::{signer_of, Role, Trust};
 use crate::plain::frame::Frame;
 use crate::plain::image::window::{
     DeclaredWindow, Sigma, Units, ValueScale, WindowChoice, MODEL_WINDOW,
@@ -74,6 +75,8 @@ pub struct ShareOpts {
     /// channel, FFDNet, gets the noise map: --sigma everywhere, or --noise-map / --noise).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub owner: super::keys::OwnerPinArgs,
     /// Map the images with --window even though the model declares another window it was
     /// trained on (its header's `window`); without it such a --window is refused.
     #[arg(long)]
@@ -99,9 +102,27 @@ struct ModelFacts {
     name: String,
 }
 
-fn model_facts(path: &std::path::Path) -> Result<ModelFacts> {
+/// The facts of the public model header at `path`, signed by the owner key `owner` pins
+/// when given (its signature verified with the whole file), before any of them is used.
+fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFacts> {
     let h = container::verify(path)?;
     container::expect(path, &h, Kind::PublicModel, None)?;
+    if let Some(trust) = owner {
+        if matches!(signer_of(&h), Ok(None)) {
+            bail!(
+                "{}: not signed; the model owner's key is pinned ({}): a model.pub is taken \
+                 only signed with it (share-model --sign-key); nothing shared",
+                path.display(),
+                trust
+                    .key_of(Role::Owner)
+                    .map(|k| k.to_string())
+                    .unwrap_or_default()
+            );
+        }
+        trust
+            .check(path, &h)
+            .context("the model owner's key is pinned; nothing shared")?;
+    }
     let sigma = h
         .info("sigma")
         .and_then(|v| v.parse::<f64>().ok())
@@ -167,6 +188,8 @@ pub struct Sharer<'a> {
     /// --window resolved against the model's declared window.
     window: WindowChoice,
     to: super::keys::Outputs,
+    /// Said when --model was taken with no owner key pinned.
+    model_note: Option<String>,
 }
 
 /// One image, shared: its job id and the files written.
@@ -189,6 +212,11 @@ impl<'a> Sharer<'a> {
         self.to.by.as_ref()
     }
 
+    /// The note that --model's maker was not checked (no owner key pinned), if so.
+    pub fn model_note(&self) -> Option<&str> {
+        self.model_note.as_deref()
+    }
+
     pub fn new(opts: &'a ShareOpts) -> Result<Sharer<'a>> {
         let to = opts.seal.outputs(crate::formats::signing::Role::Gateway)?;
         if opts.stride == 0 {
@@ -197,8 +225,10 @@ impl<'a> Sharer<'a> {
         if !(opts.model_sigma.is_finite() && opts.model_sigma > 0.0) {
             bail!("--model-sigma {}: must be positive", opts.model_sigma);
         }
+        // Whose model.pub to believe, before it is read.
+        let owner = opts.owner.load()?;
         let facts = match &opts.model {
-            Some(m) => model_facts(m)?,
+            Some(m) => model_facts(m, owner.as_ref())?,
             None => ModelFacts {
                 scale: opts.scale,
                 sigma: opts.model_sigma,
@@ -223,11 +253,21 @@ impl<'a> Sharer<'a> {
             &facts.name,
         )
         .map_err(anyhow::Error::msg)?;
+        let model_note = match (&opts.model, &owner) {
+            (Some(m), None) => Some(format!(
+                "note: {}'s maker was not checked (no --owner-key, or --trust with an `owner` \
+                 line): whoever can write it chooses the window, noise-level range and network \
+                 the images are encoded for",
+                m.display()
+            )),
+            _ => None,
+        };
         let sharer = Sharer {
             opts,
             facts,
             window,
             to,
+            model_note,
         };
         if let Some(Sigma::Scale(v)) = opts.sigma {
             sharer.check_level(v).context("--sigma")?;
@@ -474,7 +514,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = sharer.model_note().map(String::from).into_iter().collect();
     let mut facts = None;
     // A DICOM's window (and a private level's scaling) for the receiver alone: without it
     // the receiver would have to be told the same --window again.
@@ -525,7 +565,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             "outputs": outs, "upload_bytes": done.upload_bytes, "seconds": secs,
             "window": scale.window, "units": scale.units, "clipped": scale.clipped,
             "sigma": done.sigma, "sigma_in_units": scale.in_units(done.sigma),
-            "receiver_facts": facts,
+            "receiver_facts": facts, "model_owner_checked": a.opts.model.is_some().then(|| sharer.model_note().is_none()),
         }),
     })
 }

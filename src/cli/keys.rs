@@ -164,6 +164,46 @@ impl TrustArgs {
     }
 }
 
+/// Whose public model header (model.pub) the gateway believes (`share-image`, `share-study
+/// --model`): it reads the model's declared window, noise-level range and network from it,
+/// so whoever could write an unchecked model.pub would choose how images are mapped.
+#[derive(Args, Clone, Default)]
+pub struct OwnerPinArgs {
+    /// The model owner's public signing key (its <name>.sign-pub, or `ed25519:<hex>`):
+    /// --model must be signed with it (`share-model --sign-key`), else nothing is shared.
+    /// Without it (or --trust), model.pub's maker is not checked, and a note says so.
+    #[arg(long, value_name = "PUBLIC_KEY", requires = "model")]
+    pub owner_key: Option<String>,
+    /// A trust file instead of (or beside) --owner-key: its `owner` line (other roles'
+    /// lines are not used here).
+    #[arg(long = "trust", value_name = "FILE", requires = "model")]
+    pub owner_trust: Option<PathBuf>,
+}
+
+impl OwnerPinArgs {
+    /// The owner's pinned key, checked before model.pub is read: None when none is given; a
+    /// trust file without an `owner` line is refused (it was given to pin one).
+    pub fn load(&self) -> Result<Option<Trust>> {
+        let keys = pinned(
+            self.owner_trust.as_deref(),
+            &[(Role::Owner, &self.owner_key)],
+        )?;
+        let owner: Vec<_> = keys
+            .into_iter()
+            .filter(|(r, _)| *r == Role::Owner)
+            .collect();
+        match (owner.is_empty(), &self.owner_trust) {
+            (false, _) => Ok(Some(Trust::Pinned(owner))),
+            (true, Some(t)) => bail!(
+                "--trust {}: has no `owner` line (the model owner's public signing key, which \
+                 --model must be signed with)",
+                t.display()
+            ),
+            (true, None) => Ok(None),
+        }
+    }
+}
+
 /// The keys a trust file and the flags pin, each role once (a flag and the trust file may
 /// name the same key, not two different ones), no key for two roles.
 fn pinned(

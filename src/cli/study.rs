@@ -18,8 +18,8 @@ use super::Summary;
 use crate::formats::container::{self, fresh_id, id_hex, Kind};
 use crate::formats::signing::Trust;
 use crate::formats::study::{
-    default_binding, default_sources, hash_file, parse_id, parse_slices, slice_dir, slice_file,
-    slices_spec, Done, Manifest, Source, Sources, MANIFEST, MAX_SLICES,
+    default_binding, default_sources, parse_id, parse_slices, slice_dir, slice_file, slices_spec,
+    Done, Manifest, Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::plain::image::dicom::DicomTemplate;
 use crate::plain::image::series::{is_dicomdir, scan_frames, scan_series, StudyKind};
@@ -162,7 +162,12 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             );
         }
         let (input, n) = scan_frames(&a.input, MAX_SLICES)?;
-        let frames = image::load_windowed(&a.input, sharer.window(), true)?;
+        // Read once: the frames shared are decoded from the bytes whose hash the binding
+        // holds.
+        let bytes = image::read_file(&a.input)?;
+        let frames = image::windowed_from_bytes(&bytes, &a.input, sharer.window(), true)?;
+        let blake3 = blake3::hash(&bytes).to_hex().to_string();
+        drop(bytes);
         if frames.frames.len() != n {
             bail!(
                 "{}: {} frames decoded, {n} declared",
@@ -170,7 +175,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
                 frames.frames.len()
             );
         }
-        (input, Some(frames))
+        (input, Some((frames, blake3)))
     } else {
         (
             scan_series(&a.input, MAX_SLICES, a.series.as_deref())?,
@@ -183,7 +188,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         }
     }
     let slices_in: Vec<(&Path, Format, Option<usize>)> = match &frames {
-        Some(f) => (0..f.frames.len())
+        Some((f, _)) => (0..f.frames.len())
             .map(|k| (input.slices[0].0.as_path(), Format::Dicom, Some(k)))
             .collect(),
         None => input
@@ -192,13 +197,19 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             .map(|(p, f)| (p.as_path(), *f, None))
             .collect(),
     };
-    // Every slice on its window (a multi-frame object's one window for all its frames).
-    let load = |path: &Path, frame: Option<usize>| -> Result<(image::GrayImage, ValueScale)> {
+    // Every slice on its window (a multi-frame object's one window for all its frames), and
+    // the hash of the very bytes it was decoded from: a file is read once each time, so that
+    // the hash the binding holds is of what was shared (a file swapped between a hash and a
+    // second open would otherwise be bound as the slice's source unchecked).
+    type Loaded = (image::GrayImage, ValueScale, String);
+    let load = |path: &Path, frame: Option<usize>| -> Result<Loaded> {
         match (frame, &frames) {
-            (Some(k), Some(f)) => Ok((f.frames[k].clone(), f.scale)),
+            (Some(k), Some((f, blake3))) => Ok((f.frames[k].clone(), f.scale, blake3.clone())),
             _ => {
-                let mut w = image::load_windowed(path, sharer.window(), false)?;
-                Ok((w.frames.remove(0), w.scale))
+                let bytes = image::read_file(path)?;
+                let mut w = image::windowed_from_bytes(&bytes, path, sharer.window(), false)?;
+                let blake3 = blake3::hash(&bytes).to_hex().to_string();
+                Ok((w.frames.remove(0), w.scale, blake3))
             }
         }
     };
@@ -208,7 +219,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     };
     // Every slice is checked before any randomness is drawn.
     for &(path, _, frame) in &slices_in {
-        let (img, scale) = load(path, frame)?;
+        let (img, scale, _) = load(path, frame)?;
         sharer.check(&img, &scale, &name(path, frame))?;
     }
     std::fs::create_dir_all(&a.out)
@@ -219,12 +230,8 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     let (mut clipped, mut pixels, mut sigmas) = (0usize, 0usize, (f64::INFINITY, 0.0f64));
     let mut units = image::window::Units::Grey;
     for (i, &(path, format, frame)) in slices_in.iter().enumerate() {
-        let (img, scale) = load(path, frame)?;
-        // A multi-frame file is hashed once (its frames are one file).
-        let blake3 = match (frame, slices.last()) {
-            (Some(k), Some(prev)) if k > 0 => prev.blake3.clone(),
-            _ => hash_file(path)?.1,
-        };
+        // Read anew since the first pass: `share` checks it again.
+        let (img, scale, blake3) = load(path, frame)?;
         let dir = slice_dir(&a.out, i);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -286,32 +293,43 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     sources.write_binding(&binding_path, sharer.signer())?;
     sources.manifest().write(&a.out)?;
     let n = sources.slices.len();
+    let model_checked = a
+        .opts
+        .model
+        .is_some()
+        .then(|| sharer.model_note().is_none());
+    let mut lines = vec![
+        format!(
+            "study {} ({}, {n} slices from {}) shared into {}; upload {upload} bytes in total",
+            sources.study_id,
+            input.kind.name(),
+            a.input.display(),
+            a.out.display()
+        ),
+        format!(
+            "noise {:.3} to {:.3} {}{}; {clipped} of {pixels} pixels outside their window \
+             (clipped for the model, written back unchanged by the receiver)",
+            sigmas.0,
+            sigmas.1,
+            units.name(),
+            if a.opts.sigma == Some(Sigma::Auto) { " (estimated per slice)" } else { "" },
+        ),
+        format!(
+            "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} and {} (the study binding{}) are the receiver's alone, with the study id {} (reconstruct --study-id)",
+            sources_path.display(),
+            binding_path.display(),
+            if sharer.signer().is_some() { ", signed" } else { ", unsigned: a receiver that pins keys refuses it" },
+            sources.study_id
+        ),
+    ];
+    // Said first: what the gateway took on trust.
+    if let Some(note) = sharer.model_note() {
+        lines.insert(0, note.to_string());
+    }
     Ok(Summary {
-        lines: vec![
-            format!(
-                "study {} ({}, {n} slices from {}) shared into {}; upload {upload} bytes in total",
-                sources.study_id,
-                input.kind.name(),
-                a.input.display(),
-                a.out.display()
-            ),
-            format!(
-                "noise {:.3} to {:.3} {}{}; {clipped} of {pixels} pixels outside their window \
-                 (clipped for the model, written back unchanged by the receiver)",
-                sigmas.0,
-                sigmas.1,
-                units.name(),
-                if a.opts.sigma == Some(Sigma::Auto) { " (estimated per slice)" } else { "" },
-            ),
-            format!(
-                "give each server study.json and its own slice<I>/image.p<P>, the dealer study.json and slice<I>/image.pub; {} and {} (the study binding{}) are the receiver's alone, with the study id {} (reconstruct --study-id)",
-                sources_path.display(),
-                binding_path.display(),
-                if sharer.signer().is_some() { ", signed" } else { ", unsigned: a receiver that pins keys refuses it" },
-                sources.study_id
-            ),
-        ],
+        lines,
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
+            "model_owner_checked": model_checked,
             "kind": input.kind.name(), "slices": n, "skipped": input.skipped, "out": a.out, "sources": sources_path, "binding": binding_path, "upload_bytes": upload,
             "units": units, "sigma_in_units": [sigmas.0, sigmas.1], "clipped": clipped,
             "seconds": t.elapsed().as_secs_f64()}),
@@ -376,6 +394,31 @@ fn unfinished_by(m: &Manifest, dirs: &[PathBuf; 2], trust: &Trust) -> Result<Vec
     Ok(left)
 }
 
+/// The dealer's [`unfinished_by`]: a record it cannot take (planted, rewritten, signed by
+/// another key, unreadable) leaves its slice to be dealt again, with a line naming it,
+/// instead of stopping the study (whoever can write the folder could otherwise stop every
+/// dealing; deleting a record already gets the slice dealt again).
+fn unfinished_for_dealer(
+    m: &Manifest,
+    dirs: &[PathBuf; 2],
+    trust: &Trust,
+) -> (Vec<usize>, Vec<String>) {
+    let (mut left, mut warnings) = (Vec::new(), Vec::new());
+    for i in 0..m.len() {
+        match finished(dirs, i, &m.slices[i], trust) {
+            Ok(true) => {}
+            Ok(false) => left.push(i),
+            Err(e) => {
+                warnings.push(format!(
+                    "slice {i}: record not taken: {e:#}: not finished; dealing it again"
+                ));
+                left.push(i);
+            }
+        }
+    }
+    (left, warnings)
+}
+
 /// `gen-triplets --study`: each slice's randomness, as `gen-triplets` makes a job's.
 pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
     let t = Instant::now();
@@ -383,11 +426,16 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         bail!("--tile: a study's slices run in one piece each");
     }
     let m = Manifest::read(dir)?;
-    let slices = match &a.slices {
-        Some(s) => parse_slices(s, m.len())?,
+    let (slices, warnings) = match &a.slices {
+        Some(s) => (parse_slices(s, m.len())?, Vec::new()),
         // Finished by records the pinned servers' keys signed, when given.
-        None => unfinished_by(&m, &a.dirs.of(dir)?, &a.records.load(&[0, 1])?)?,
+        None => unfinished_for_dealer(&m, &a.dirs.of(dir)?, &a.records.load(&[0, 1])?),
     };
+    // Said whatever --quiet: a record not taken is someone else's doing, or a server's
+    // fault.
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let mh = container::verify(&a.model)?;
     // Every slice's public header is checked before any randomness is drawn.
     for &i in &slices {
@@ -446,7 +494,7 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         }
     }
     let spec = slices_spec(&slices);
-    let lines = if slices.is_empty() {
+    let mut lines = if slices.is_empty() {
         vec![format!(
             "study {}: every slice is finished on both servers; nothing dealt",
             m.study_id
@@ -460,10 +508,11 @@ pub fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
             dir.display()
         )]
     };
+    lines.extend(warnings.iter().map(|w| format!("warning: {w}")));
     Ok(Summary {
         lines,
         json: serde_json::json!({"ok": true, "command": "gen-triplets", "study_id": m.study_id,
-            "dealt": slices, "dealt_spec": spec, "dealer_bytes": bytes,
+            "dealt": slices, "dealt_spec": spec, "dealer_bytes": bytes, "warnings": warnings,
             "seconds": t.elapsed().as_secs_f64()}),
     })
 }
@@ -756,6 +805,24 @@ fn warn_if_both_shares(dir: &Path, p: u8, m: &Manifest) {
     }
 }
 
+/// The DICOM template of the slice `s` from its source file's `bytes` (read from `src`,
+/// once): they must hash to what was shared, and the template (header and pixels) is made
+/// from those very bytes, so that a file swapped between a hash and a second open is never
+/// used unchecked.
+fn slice_template(bytes: &[u8], src: &Path, s: &Source) -> Result<DicomTemplate> {
+    if blake3::hash(bytes).to_hex().as_str() != s.blake3 {
+        bail!(
+            "{}: is not the file that was shared as this slice (it changed since, or the input \
+             folder moved: give --sources a corrected copy)",
+            src.display()
+        );
+    }
+    // The slice's window as the gateway recorded it; a study shared before windows existed
+    // was on the container's full range.
+    let window = s.window.map_or(WindowChoice::Full, WindowChoice::Range);
+    Ok(DicomTemplate::from_bytes_windowed(bytes, src, &window)?.0)
+}
+
 /// `reconstruct --study`: every slice, in its input's name and format; a DICOM series as one
 /// new derived series. Written into a new folder, all slices or none.
 pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
@@ -872,17 +939,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         let enc = match s.format {
             Format::Dicom => {
                 let src = sources.input_dir.join(&s.file);
-                if hash_file(&src)?.1 != s.blake3 {
-                    bail!(
-                        "{}: is not the file that was shared as this slice (it changed since, \
-                         or the input folder moved: give --sources a corrected copy)",
-                        src.display()
-                    );
-                }
-                // The slice's window as the gateway recorded it; a study shared before
-                // windows existed was on the container's full range.
-                let window = s.window.map_or(WindowChoice::Full, WindowChoice::Range);
-                let (tpl, _) = DicomTemplate::read(&src)?.with_window(&window)?;
+                let tpl = slice_template(&image::read_file(&src)?, &src, s)?;
                 if described.is_none() {
                     described = Some(super::receiver::run_description(&run0, Some(&tpl), s.sigma));
                 }
@@ -971,4 +1028,85 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             "out": a.out, "files": written, "series_uid": dicom.then_some(&series.uid),
             "seconds": t.elapsed().as_secs_f64()}),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use dicom_core::value::PrimitiveValue;
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::{tags, uids};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+    use super::*;
+    use crate::plain::image::window::Window;
+
+    /// A `size x size` 12-bit CT slice's file bytes, its values from `seed`.
+    fn ct(size: usize, seed: u16) -> Vec<u8> {
+        let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+        let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+        let values: Vec<u16> = (0..size * size)
+            .map(|i| (i as u16 * 37 + seed * 101) % 4096)
+            .collect();
+        let obj = InMemDicomObject::from_element_iter([
+            s(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+            s(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                "1.2.826.0.1.3680043.8.498.3",
+            ),
+            s(tags::MODALITY, VR::CS, "CT"),
+            us(tags::SAMPLES_PER_PIXEL, 1),
+            s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+            us(tags::ROWS, size as u16),
+            us(tags::COLUMNS, size as u16),
+            us(tags::BITS_ALLOCATED, 16),
+            us(tags::BITS_STORED, 12),
+            us(tags::HIGH_BIT, 11),
+            us(tags::PIXEL_REPRESENTATION, 0),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into())),
+        ]);
+        let mut b = Vec::new();
+        obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+            .unwrap()
+            .write_all(&mut b)
+            .unwrap();
+        b
+    }
+
+    /// Issue 45 (review of the study binding, item 1): a slice's template is made from the
+    /// bytes that were hashed, never from its file opened again: with another file (of
+    /// another size) at the source's path, or none, the template is still the hashed one's;
+    /// bytes that do not hash to what was shared are refused naming the file.
+    #[test]
+    fn a_slice_template_is_made_from_the_bytes_hashed_not_the_file_opened_again() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("a.dcm");
+        let (shared, other) = (ct(6, 1), ct(8, 2));
+        let s = Source {
+            file: "a.dcm".into(),
+            format: Format::Dicom,
+            bit_depth: 16,
+            height: 6,
+            width: 6,
+            job_id: "0123456789abcdef0123456789abcdef".into(),
+            blake3: blake3::hash(&shared).to_hex().to_string(),
+            frame: None,
+            window: Some(Window::new(-500.0, 3000.0).unwrap()),
+            noise_scale: None,
+            sigma: None,
+        };
+        // The file swapped after it was read and hashed.
+        std::fs::write(&src, &other).unwrap();
+        let t = slice_template(&shared, &src, &s).unwrap();
+        assert_eq!(t.dim(), (6, 6));
+        let frames = t.windowed_frames().expect("on the slice's window");
+        assert_eq!(frames[0].dim(), (6, 6));
+        std::fs::remove_file(&src).unwrap();
+        assert_eq!(slice_template(&shared, &src, &s).unwrap().dim(), (6, 6));
+        let e = format!("{:#}", slice_template(&other, &src, &s).unwrap_err());
+        assert!(
+            e.contains("a.dcm") && e.contains("is not the file that was shared"),
+            "{e}"
+        );
+    }
 }

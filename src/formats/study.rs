@@ -319,7 +319,10 @@ impl Sources {
         let meta = match std::fs::symlink_metadata(binding) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !pinned => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "{}: no study binding: the gateway's signed list of the study's slices                  (share-study writes it beside the sources file; give --binding where it is                  kept); without it, slices swapped in the study folder and the sources file                  would go unnoticed",
+                "{}: no study binding: the gateway's signed list of the study's slices \
+                 (share-study writes it beside the sources file; give --binding where it is \
+                 kept); without it, slices swapped in the study folder and the sources file \
+                 would go unnoticed",
                 binding.display()
             ),
             r => r.with_context(|| format!("{}: cannot read", binding.display()))?,

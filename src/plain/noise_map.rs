@@ -158,7 +158,8 @@ pub fn load_map(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
         // A 16-bit image is read scaled to 0..255: its grey values would not be the sigmas.
         if img.bit_depth != 8 {
             bail!(
-                "{}: a {}-bit image; a noise map given as an image must be 8-bit grey values                  (sigmas 0..255), or use a float .npy",
+                "{}: a {}-bit image; a noise map given as an image must be 8-bit grey values \
+                 (sigmas 0..255), or use a float .npy",
                 path.display(),
                 img.bit_depth
             );

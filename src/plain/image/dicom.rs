@@ -1194,8 +1194,13 @@ impl DicomTemplate {
     /// needed.
     pub fn read(path: impl AsRef<Path>) -> Result<DicomTemplate, ImageError> {
         let path = path.as_ref();
-        let bytes = super::read_file(path)?;
-        if Format::sniff(&bytes) != Some(Format::Dicom) {
+        DicomTemplate::from_bytes(&super::read_file(path)?, path)
+    }
+
+    /// [`Self::read`] of a file's bytes, already read (`path` names them in errors, and is
+    /// where [`Self::with_window`] would read them again).
+    fn from_bytes(bytes: &[u8], path: &Path) -> Result<DicomTemplate, ImageError> {
+        if Format::sniff(bytes) != Some(Format::Dicom) {
             return Err(ImageError::Unsupported {
                 path: path.to_path_buf(),
                 format: Format::Dicom,
@@ -1204,7 +1209,7 @@ impl DicomTemplate {
                     .into(),
             });
         }
-        let obj = parse(&bytes, path, false)?;
+        let obj = parse(bytes, path, false)?;
         let layout = layout(&obj, path)?;
         let intensity = intensity(&obj, &layout, path)?;
         Ok(DicomTemplate {
@@ -1265,7 +1270,32 @@ impl DicomTemplate {
             return Ok((self, None));
         }
         let bytes = super::read_file(&self.path)?;
-        let (frames, intensity) = decode_all(&bytes, &self.path, true)?;
+        self.window_of(&bytes, choice)
+    }
+
+    /// The template of a file's `bytes`, already read (e.g. hashed, to compare with what was
+    /// shared), on the window `choice` resolves to ([`Self::with_window`]): the header and
+    /// the pixels both come from these bytes, never from the file opened again, so what was
+    /// checked is what is used. `path` names the file in errors.
+    pub fn from_bytes_windowed(
+        bytes: &[u8],
+        path: &Path,
+        choice: &WindowChoice,
+    ) -> Result<(DicomTemplate, Option<Window>), ImageError> {
+        let t = DicomTemplate::from_bytes(bytes, path)?;
+        if *choice == WindowChoice::Full {
+            return Ok((t, None));
+        }
+        t.window_of(bytes, choice)
+    }
+
+    /// [`Self::with_window`] with the file's bytes given.
+    fn window_of(
+        mut self,
+        bytes: &[u8],
+        choice: &WindowChoice,
+    ) -> Result<(DicomTemplate, Option<Window>), ImageError> {
+        let (frames, intensity) = decode_all(bytes, &self.path, true)?;
         let same = frames.len() == self.layout.frames
             && frames
                 .iter()

@@ -59,7 +59,7 @@ pub const BUILTIN_PREFIX: &str = "builtin:";
 pub const MAX_PIXELS: usize = crate::formats::bodies::MAX_PIXELS;
 
 /// An image file's bytes; a missing file is said to be missing.
-fn read_file(path: &Path) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ImageError> {
     fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ImageError::Missing {
@@ -340,16 +340,26 @@ pub fn load_windowed(
     choice: &window::WindowChoice,
     multi: bool,
 ) -> Result<Windowed, ImageError> {
-    use window::{ValueScale, WindowChoice};
     let path = path.as_ref();
-    let bytes = read_file(path)?;
-    let format = Format::sniff(&bytes).ok_or_else(|| ImageError::UnknownFormat {
+    windowed_from_bytes(&read_file(path)?, path, choice, multi)
+}
+
+/// [`load_windowed`] of a file's bytes, already read (`path` names them in errors): what is
+/// decoded is what the caller hashed or checked, never the file opened again.
+pub fn windowed_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    choice: &window::WindowChoice,
+    multi: bool,
+) -> Result<Windowed, ImageError> {
+    use window::{ValueScale, WindowChoice};
+    let format = Format::sniff(bytes).ok_or_else(|| ImageError::UnknownFormat {
         path: path.to_path_buf(),
     })?;
     if format != Format::Dicom {
         let img = match format {
-            Format::Png => png::decode(&bytes, path)?,
-            _ => tiff::decode(&bytes, path)?,
+            Format::Png => png::decode(bytes, path)?,
+            _ => tiff::decode(bytes, path)?,
         };
         let detail = match choice {
             WindowChoice::Range(w) => Some(format!(
@@ -376,7 +386,7 @@ pub fn load_windowed(
             scale,
         });
     }
-    let (frames, intensity) = dicom::decode_all(&bytes, path, multi)?;
+    let (frames, intensity) = dicom::decode_all(bytes, path, multi)?;
     let stored = intensity.stored_of_frames(&frames);
     let window = intensity
         .resolve(choice, &stored)
