@@ -147,7 +147,18 @@ fn a_model_pub_not_signed_by_the_pinned_owner_is_refused_before_anything_is_shar
         &p("img-y"),
     ]);
     refused(&o, &["--model"]);
-    // No pin: taken as before, with a note that the maker was not checked.
+    // A gateway that signs what it shares must pin the owner: refused without, nothing made
+    // (issue 45, review 3: a signed job would vouch for facts anyone could write).
+    let gw = p("keys/gateway.sign-key");
+    let both: [&dyn Fn(&str, &str, &[String]) -> std::process::Output; 2] =
+        [&share_image, &share_study];
+    for share in both {
+        let o = share("forged", "signed-nopin", &["--sign-key".into(), gw.clone()]);
+        refused(&o, &["forged.pub", "pins no model owner", "--owner-key"]);
+        assert!(!Path::new(&p("signed-nopin")).exists());
+        assert!(!Path::new(&p("signed-nopin.p0")).exists());
+    }
+    // No pin (and no signature): taken as before, with a note that the maker was not checked.
     let (m, o, img) = (p("forged.pub"), p("img-nopin"), p("in/a.png"));
     let args = [
         "share-image",

@@ -338,6 +338,7 @@ impl World {
                 oracle.extend(["--stride".into(), "3".into()]);
             } else {
                 share.extend(["--model".into(), w.p("cnn-model.pub")]);
+                share.extend(["--trust".into(), w.p("keys/trust")]);
             }
             ok(&strs(&share));
             ok(&strs(&oracle));

@@ -106,7 +106,12 @@ impl Dir {
             "25",
             "in",
             "study",
-            &["--sign-key", &self.gateway_key()],
+            &[
+                "--sign-key",
+                &self.gateway_key(),
+                "--trust",
+                &self.p("keys/trust"),
+            ],
         );
         summary(&o, "share-study")
     }
@@ -721,6 +726,8 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
         &d.p("model.pub"),
         "--sign-key",
         &d.gateway_key(),
+        "--trust",
+        &d.p("keys/trust"),
     ]));
     assert_eq!(j["kind"], "dicom-series");
     let sources: serde_json::Value =
@@ -816,6 +823,8 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
         &d.p("model.pub"),
         "--sign-key",
         &d.gateway_key(),
+        "--trust",
+        &d.p("keys/trust"),
     ]));
     assert_eq!(
         (j["kind"].as_str(), j["slices"].as_u64()),
@@ -1033,6 +1042,8 @@ fn the_dealer_deals_again_a_slice_whose_record_is_not_taken() {
         &d.p("model.pub"),
         "--sign-key",
         &d.gateway_key(),
+        "--trust",
+        &d.p("keys/trust"),
     ]));
     d.deal(&[]);
     d.serve_pair(&[]);

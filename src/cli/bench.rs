@@ -138,6 +138,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     ];
     if cnn {
         gw_args.extend(["--model".into(), s(&p("model.pub"))]);
+        gw_args.extend(["--trust".into(), s(&keys.join("trust"))]);
     }
     gw_args.extend(signed_as(&keys, Role::Gateway));
     let (t_gw, j_gw) = timed(&gw_args)?;

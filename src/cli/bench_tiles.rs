@@ -101,6 +101,8 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
         &s(&noisy),
         "--model",
         &s(&p("model.pub")),
+        "--trust",
+        &s(&keys.join("trust")),
         "--sigma",
         "25",
         "--out",

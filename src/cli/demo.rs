@@ -288,10 +288,14 @@ fn demo_cnn(
         None => Vec::new(),
     };
     let sigma = a.sigma.to_string();
+    // The gateway takes model.pub only as the pinned owner signed it.
+    let trust = s(&keys.join("trust"));
     let gw = step(&with_seal(
         Role::Gateway,
         &[
             "share-image",
+            "--trust",
+            &trust,
             "--image",
             &s(&noisy_png),
             "--sigma",

@@ -100,6 +100,8 @@ struct ModelFacts {
     /// The window of image values it was trained on, where its owner declared one.
     window: Option<DeclaredWindow>,
     name: String,
+    /// Its id: the jobs shared for it name it, and run with no other model.
+    model_id: Option<crate::formats::container::Id>,
 }
 
 /// The facts of the public model header at `path`, signed by the owner key `owner` pins
@@ -155,6 +157,7 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
         sigma_range,
         window,
         name: h.info(NAME).unwrap_or("the model").to_string(),
+        model_id: h.model_id,
     })
 }
 
@@ -227,6 +230,16 @@ impl<'a> Sharer<'a> {
         }
         // Whose model.pub to believe, before it is read.
         let owner = opts.owner.load()?;
+        // A signing gateway vouches for what it shares: the model's facts it encodes the
+        // image with (window, noise range, sigma*, id) are taken only as the owner signed them.
+        if let (Some(m), None, Some(_)) = (&opts.model, &owner, &to.by) {
+            bail!(
+                "--model {}: the gateway signs its files (--sign-key) but pins no model owner: \
+                 give --owner-key or --trust with an `owner` line, so that the model's window, \
+                 noise range and id are taken only as its owner signed them",
+                m.display()
+            );
+        }
         let facts = match &opts.model {
             Some(m) => model_facts(m, owner.as_ref())?,
             None => ModelFacts {
@@ -237,6 +250,7 @@ impl<'a> Sharer<'a> {
                 sigma_range: None,
                 window: None,
                 name: "the model".into(),
+                model_id: None,
             },
         };
         if opts.override_model_window && facts.window.is_none() {
@@ -423,6 +437,8 @@ impl<'a> Sharer<'a> {
         };
         let job_header = |kind: Kind, party: u8, id: [u8; 16], job: &JobParams| {
             let mut h = job_header(kind, party, id, job);
+            // The job runs with this model only (the dealer and the servers check).
+            h.model_id = facts.model_id;
             if facts.cnn {
                 h.info.push((NETWORK.into(), CNN.into()));
             }
