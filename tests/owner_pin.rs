@@ -10,6 +10,9 @@ use common::{ok, run};
 
 mod common;
 
+/// share-image or share-study of model, to out, with flags.
+type Share<'a> = dyn Fn(&str, &str, &[String]) -> std::process::Output + 'a;
+
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -150,8 +153,7 @@ fn a_model_pub_not_signed_by_the_pinned_owner_is_refused_before_anything_is_shar
     // A gateway that signs what it shares must pin the owner: refused without, nothing made
     // (issue 45, review 3: a signed job would vouch for facts anyone could write).
     let gw = p("keys/gateway.sign-key");
-    let both: [&dyn Fn(&str, &str, &[String]) -> std::process::Output; 2] =
-        [&share_image, &share_study];
+    let both: [&Share; 2] = [&share_image, &share_study];
     for share in both {
         let o = share("forged", "signed-nopin", &["--sign-key".into(), gw.clone()]);
         refused(&o, &["forged.pub", "pins no model owner", "--owner-key"]);
