@@ -1476,7 +1476,7 @@ fn a_job_runs_only_with_the_model_it_was_shared_for() {
         "serve (the bound job with its model)",
     );
 
-    // Shared without a model for sigma* 10, run with a model of sigma* 25.
+    // Shared without a model for sigma* 10: the dealer deals it for no model of sigma* 25.
     let mut a = job.share_image_args("s10", &["--model-sigma", "10"]);
     a.extend(["--sign-key".into(), job.p("keys/gateway.sign-key")]);
     ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
@@ -1492,7 +1492,29 @@ fn a_job_runs_only_with_the_model_it_was_shared_for() {
         .args(["--sign-key", &job.p("keys/dealer.sign-key")])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = job.serve_one(0, ["model.p0", "s10.p0", "t10.p0"], &[]);
-    refused(&o, "s10.p0", &["shared for a model of sigma 10"]);
+    refused(&o, "s10.pub", &["shared for a model of sigma 10"]);
+    assert!(!job.path("t10.p0").exists());
+    // Nor does a server run a model of sigma* 10 on the job shared for sigma* 25.
+    use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+    let meta = ModelMeta {
+        sigma: 10.0,
+        mean_shift: true,
+        residual: true,
+        activation: Activation::TanhStar,
+        aggregation_sigma: 4.0,
+    };
+    random_model(&[49, 8, 9], 7, meta)
+        .save(&job.path("m10.npz"))
+        .unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &job.p("m10.npz"),
+        "--out",
+        &job.p("m10"),
+        "--sign-key",
+        &job.p("keys/owner.sign-key"),
+    ]);
+    let o = job.serve_one(0, ["m10.p0", "image.p0", "triplets.p0"], &[]);
+    refused(&o, "image.p0", &["shared for a model of sigma 25"]);
 }

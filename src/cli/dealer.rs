@@ -337,6 +337,8 @@ fn gen_cnn_triplets(
         .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
     check_cnn_job(image, &job, mh)?;
     crate::formats::checks::check_noise_map(image, ih, &plan)?;
+    // After the checks that say what does not fit: another model that fits is refused too.
+    crate::server::check_bound_model(image, ih, &a.model, mh)?;
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
     check_relu_batch(batch)?;
     // Every tile is checked before any randomness is drawn or file written.
@@ -436,7 +438,6 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     }
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
     let ih = dealer_header(image, Kind::PublicJob, Kind::ImageShare)?;
-    crate::server::check_bound_model(image, &ih, &a.model, &mh)?;
     if is_cnn(&mh) || is_cnn(&ih) {
         return gen_cnn_triplets(&a, (&mh, &ih), &to, t);
     }
@@ -461,6 +462,20 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     crate::dealer::check_stream_bounds(&widths, geo.num_patches(), batch)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    // The servers refuse an image scaled for another sigma*, or shared for another model:
+    // no randomness is dealt for such a job.
+    let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
+    if sigma != Some(job.model_sigma) {
+        bail!(
+            "{}: the image was shared for a model of sigma {}, not for {} (sigma {}): share it \
+             with `share-image --model model.pub`",
+            image.display(),
+            job.model_sigma,
+            a.model.display(),
+            sigma.map_or("unknown".into(), |s| s.to_string())
+        );
+    }
+    crate::server::check_bound_model(image, &ih, &a.model, &mh)?;
     let circuits = circuits_from_header(&a.model, &mh, widths.len())?;
     let nonlinear = NonlinearDeal::new(a.engine, &circuits);
     let model_mask = match &a.model_mask {

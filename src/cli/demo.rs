@@ -129,8 +129,12 @@ pub fn demo(a: DemoArgs, json: bool) -> Result<Summary> {
             s(&noisy_png),
             "--sigma".into(),
             a.sigma.to_string(),
-            "--model-sigma".into(),
-            model.meta.sigma.to_string(),
+            // Shared for this model (its sigma*, its id: the job runs with no other), as the
+            // pinned owner signed it.
+            "--model".into(),
+            s(&w.join("model.pub")),
+            "--trust".into(),
+            s(&keys.join("trust")),
             "--stride".into(),
             a.stride.to_string(),
             "--out".into(),

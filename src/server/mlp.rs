@@ -41,6 +41,18 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
     let (mh, ms): (Header, ModelShare) = load(&f.model, Kind::ModelShare, Some(p))?;
     let (ih, is): (Header, ImageShare) = load(&f.image, Kind::ImageShare, Some(p))?;
     is.job.validate().map_err(|e| at(&f.image, e))?;
+    // The gateway scaled the image for the sigma* it was told (`--model`, `--model-sigma`):
+    // for another, the network would see the noise at the wrong level (CNN jobs are checked
+    // the same way, formats::checks).
+    if !is_cnn(&ih) && is.job.model_sigma != ms.meta.sigma {
+        bail!(
+            "{}: the image was shared for a model of sigma {}, not for this one (sigma {}): \
+             share it with `share-image --model model.pub`",
+            f.image.display(),
+            is.job.model_sigma,
+            ms.meta.sigma
+        );
+    }
     let t = open_triplets(&f, &mh, &ih)?;
     let (th, tr) = (&t.header, &t.stream);
     if is_cnn(&ih) || is_cnn(th) {
@@ -56,18 +68,6 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
             f.image.display(),
             ih.scale,
             mh.scale
-        );
-    }
-    // The gateway scaled the image for the sigma* it was told (`--model`, `--model-sigma`):
-    // for another, the network would see the noise at the wrong level (CNN jobs are checked
-    // the same way, formats::checks).
-    if is.job.model_sigma != ms.meta.sigma {
-        bail!(
-            "{}: the image was shared for a model of sigma {}, not for this one (sigma {}): \
-             share it with `share-image --model model.pub`",
-            f.image.display(),
-            is.job.model_sigma,
-            ms.meta.sigma
         );
     }
     let plan = ms.share_plan().map_err(|e| at(&f.model, e))?;
