@@ -109,6 +109,13 @@ struct ModelFacts {
 fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFacts> {
     let h = container::verify(path)?;
     container::expect(path, &h, Kind::PublicModel, None)?;
+    if h.model_id.is_none() {
+        bail!(
+            "{}: names no model id (share-model writes one): a job shared for it would be \
+             bound to no model",
+            path.display()
+        );
+    }
     if let Some(trust) = owner {
         if matches!(signer_of(&h), Ok(None)) {
             bail!(

@@ -969,6 +969,18 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 Some(img) => (img, run0.clone()),
                 None => combine_slice(i)?,
             };
+            // One series, one model: its description (slice 0's) holds for every slice only
+            // if every slice was denoised by the model slice 0 was (a study shared without
+            // --model binds no model to its jobs).
+            if run.h0.model_id != run0.h0.model_id {
+                bail!(
+                    "slice {i} ({}): denoised by model {}, but slice 0 by model {}: a study's \
+                     slices must be of one model; nothing written",
+                    s.file,
+                    run.h0.model_id.as_ref().map(id_hex).unwrap_or_default(),
+                    run0.h0.model_id.as_ref().map(id_hex).unwrap_or_default()
+                );
+            }
             if img.pixels.dim() != (s.height, s.width) {
                 bail!(
                     "slice {i}: the output is {} x {}, the input {} was {} x {}",
