@@ -360,8 +360,8 @@ impl OutputTrustArgs {
     }
 
     /// The job `--job` names (its header verified, and signed by the pinned gateway key when
-    /// `trust` pins one), or None without --job.
-    pub fn job(&self, trust: &Trust) -> Result<Option<Id>> {
+    /// `trust` pins one), which must be `want` (--job-id) when given; None without --job.
+    pub fn job(&self, trust: &Trust, want: Option<Id>) -> Result<Option<Id>> {
         let Some(p) = &self.job else {
             return Ok(None);
         };
@@ -370,9 +370,18 @@ impl OutputTrustArgs {
         if trust.key_of(Role::Gateway).is_some() {
             trust.check(p, &h)?;
         }
-        Ok(Some(h.job_id.with_context(|| {
-            format!("{}: the job header names no job id", p.display())
-        })?))
+        let named = h
+            .job_id
+            .with_context(|| format!("{}: the job header names no job id", p.display()))?;
+        if let Some(w) = want.filter(|w| *w != named) {
+            bail!(
+                "--job {}: is the header of job {}, not of the job expected (--job-id {})",
+                p.display(),
+                crate::formats::container::id_hex(&named),
+                crate::formats::container::id_hex(&w)
+            );
+        }
+        Ok(Some(named))
     }
 }
 

@@ -689,18 +689,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         "job",
         "share-image",
     )?;
-    let mut job = want;
-    if let Some(named) = a.signers.job(&trust)? {
-        if want.is_some_and(|w| w != named) {
-            bail!(
-                "--job {}: is the header of job {}, not of the job expected (--job-id {})",
-                a.signers.job.as_deref().unwrap_or(Path::new("")).display(),
-                id_hex(&named),
-                a.job_id.as_deref().unwrap_or_default()
-            );
-        }
-        job = Some(named);
-    }
+    let mut job = a.signers.job(&trust, want)?.or(want);
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).
     let mut tiled = a.share0.len() + a.share1.len() > 2;
     for p in a.share0.iter().chain(&a.share1) {
