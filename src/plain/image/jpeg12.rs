@@ -126,9 +126,7 @@ pub fn decode_for_test(jpeg: &[u8], rows: usize, cols: usize) -> Vec<u16> {
 /// the given quality: test inputs, as a modality would write them.
 pub fn encode(samples: &[u16], rows: usize, cols: usize, quality: i32) -> Result<Vec<u8>, String> {
     assert_eq!(samples.len(), rows * cols, "rows x cols samples");
-    let h = Handle::new(tj::TJINIT_TJINIT_COMPRESS)?;
-    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_GRAY)?;
-    h.set(tj::TJPARAM_TJPARAM_QUALITY, quality)?;
+    let h = gray_compressor(quality)?;
     let src: Vec<i16> = samples.iter().map(|&v| (v & 0x0FFF) as i16).collect();
     let mut buf: *mut u8 = std::ptr::null_mut();
     let mut size: tj::size_t = 0;
@@ -147,6 +145,14 @@ pub fn encode(samples: &[u16], rows: usize, cols: usize, quality: i32) -> Result
         )
     };
     compressed(&h, rc, buf, size)
+}
+
+/// A compressor for grayscale samples at `quality`.
+fn gray_compressor(quality: i32) -> Result<Handle, String> {
+    let h = Handle::new(tj::TJINIT_TJINIT_COMPRESS)?;
+    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_GRAY)?;
+    h.set(tj::TJPARAM_TJPARAM_QUALITY, quality)?;
+    Ok(h)
 }
 
 /// What a `tj3Compress*` call (return code `rc`) left in `buf`, copied out; `buf` is freed
@@ -178,10 +184,7 @@ pub fn encode8(
     lossless: Option<()>,
     quality: i32,
 ) -> Vec<u8> {
-    let h = Handle::new(tj::TJINIT_TJINIT_COMPRESS).unwrap();
-    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_GRAY)
-        .unwrap();
-    h.set(tj::TJPARAM_TJPARAM_QUALITY, quality).unwrap();
+    let h = gray_compressor(quality).unwrap();
     if lossless.is_some() {
         h.set(tj::TJPARAM_TJPARAM_LOSSLESS, 1).unwrap();
         h.set(tj::TJPARAM_TJPARAM_LOSSLESSPSV, 1).unwrap();
