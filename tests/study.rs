@@ -94,6 +94,21 @@ impl Dir {
         j
     }
 
+    /// A signing key of a forger's own, made now, signing as S0.
+    fn planter(&self) -> ppdenoise::formats::signing::Signer {
+        use ppdenoise::formats::signing::{Role, Signer};
+        let name = "planter";
+        ok(&[
+            "keygen",
+            "--signing",
+            "--name",
+            name,
+            "--out-dir",
+            &self.p("keys"),
+        ]);
+        Signer::load(&self.path(&format!("keys/{name}.sign-key")), Role::S0).unwrap()
+    }
+
     /// The gateway's signing key, for `share-study --sign-key`.
     fn gateway_key(&self) -> String {
         self.p("keys/gateway.sign-key")
@@ -446,17 +461,8 @@ fn a_genuine_study_swapped_in_is_refused(d: &Dir) {
 /// it runs it again (the caller checks `ran`), saying why.
 fn planted_records_are_not_taken(d: &Dir) {
     use ppdenoise::formats::container::{id_hex, read_header};
-    use ppdenoise::formats::signing::{Role, Signer};
     use ppdenoise::formats::study::Done;
-    ok(&[
-        "keygen",
-        "--signing",
-        "--name",
-        "planter",
-        "--out-dir",
-        &d.p("keys"),
-    ]);
-    let planter = Signer::load(&d.path("keys/planter.sign-key"), Role::S0).unwrap();
+    let planter = d.planter();
     let m = Manifest::read(&d.path("study")).unwrap();
     let run = read_header(&d.path("study/slice3/triplets.p0"))
         .unwrap()
@@ -1009,7 +1015,6 @@ fn bad_studies_are_refused_by_name_before_anything_is_made() {
 /// slice is dealt.
 #[test]
 fn the_dealer_deals_again_a_slice_whose_record_is_not_taken() {
-    use ppdenoise::formats::signing::{Role, Signer};
     use ppdenoise::formats::study::Done;
     let d = Dir::new("tiny-cnn.npz");
     std::fs::create_dir_all(d.path("in")).unwrap();
@@ -1030,21 +1035,7 @@ fn the_dealer_deals_again_a_slice_whose_record_is_not_taken() {
             &out,
         ]);
     }
-    d.shared(ok(&[
-        "share-study",
-        "--sigma",
-        "25",
-        "--in",
-        &d.p("in"),
-        "--out",
-        &d.p("study"),
-        "--model",
-        &d.p("model.pub"),
-        "--sign-key",
-        &d.gateway_key(),
-        "--trust",
-        &d.p("keys/trust"),
-    ]));
+    d.share_images();
     d.deal(&[]);
     d.serve_pair(&[]);
     let (k0, k1) = (d.p("keys/s0.sign-pub"), d.p("keys/s1.sign-pub"));
@@ -1053,15 +1044,7 @@ fn the_dealer_deals_again_a_slice_whose_record_is_not_taken() {
     let rec = d.path("study/slice0/done.p0");
     let genuine = std::fs::read(&rec).unwrap();
     let done: Done = serde_json::from_slice(&genuine).unwrap();
-    ok(&[
-        "keygen",
-        "--signing",
-        "--name",
-        "planter",
-        "--out-dir",
-        &d.p("keys"),
-    ]);
-    let planter = Signer::load(&d.path("keys/planter.sign-key"), Role::S0).unwrap();
+    let planter = d.planter();
     let out = d.path("study/slice0/out.p0");
     let by_planter = Done::of_output(
         0,
