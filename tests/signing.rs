@@ -431,15 +431,7 @@ fn unsigned_forged_and_wrongly_signed_files_are_refused_before_any_claim() {
     refused(&o, "stripped.p0", &["not signed", "dealer"]);
 
     // 3. Signed as the dealer, but with a key of the forger's own.
-    ok(&[
-        "keygen",
-        "--signing",
-        "--name",
-        "mallory",
-        "--out-dir",
-        &job.p("keys"),
-    ]);
-    let mallory = Signer::load(&job.path("keys/mallory.sign-key"), Role::Dealer).unwrap();
+    let mallory = common::own_signer(&job.path("keys"), "mallory", Role::Dealer);
     container::write(
         &job.path("mallory.p0"),
         &h,
@@ -1145,7 +1137,7 @@ fn job_facts_bind_the_pair_to_their_job_under_pinned_keys() {
 /// gateway's are refused by name, nothing written. Put back, they are taken.
 fn facts_are_taken_only_as_the_gateway_signed_them(job: &Job, facts: &std::path::Path) {
     use ppdenoise::formats::receiver_facts::{facts_sig, ReceiverFacts};
-    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::signing::Role;
     let (trust, f, pubf, id) = (
         job.p("keys/trust"),
         facts.display().to_string(),
@@ -1178,15 +1170,7 @@ fn facts_are_taken_only_as_the_gateway_signed_them(job: &Job, facts: &std::path:
         &["auto.rx.json", "other facts than the gateway signed"],
     );
     // Re-signed for the edit by a gateway key of the forger's own.
-    ok(&[
-        "keygen",
-        "--signing",
-        "--name",
-        "mgw",
-        "--out-dir",
-        &job.p("keys"),
-    ]);
-    let mgw = Signer::load(&job.path("keys/mgw.sign-key"), Role::Gateway).unwrap();
+    let mgw = common::own_signer(&job.path("keys"), "mgw", Role::Gateway);
     let forged = ReceiverFacts::read(facts).unwrap();
     forged.write_signed(facts, Some(&mgw)).unwrap();
     refused(

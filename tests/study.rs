@@ -96,17 +96,8 @@ impl Dir {
 
     /// A signing key of a forger's own, made now, signing as S0.
     fn planter(&self) -> ppdenoise::formats::signing::Signer {
-        use ppdenoise::formats::signing::{Role, Signer};
-        let name = "planter";
-        ok(&[
-            "keygen",
-            "--signing",
-            "--name",
-            name,
-            "--out-dir",
-            &self.p("keys"),
-        ]);
-        Signer::load(&self.path(&format!("keys/{name}.sign-key")), Role::S0).unwrap()
+        let s0 = ppdenoise::formats::signing::Role::S0;
+        common::own_signer(&self.path("keys"), "planter", s0)
     }
 
     /// The gateway's signing key, for `share-study --sign-key`.
@@ -553,7 +544,7 @@ fn a_signed_share_of_another_job_in_a_slice_is_refused(d: &Dir) {
 /// swap and signed by a key that is not the pinned gateway key, an unsigned one and a
 /// missing one are refused too. Put back, the study reconstructs.
 fn swapped_slices_are_refused(d: &Dir) {
-    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::signing::Role;
     use ppdenoise::formats::study::Sources;
     let (manifest, sources, binding) = (
         d.path("study/study.json"),
@@ -594,15 +585,7 @@ fn swapped_slices_are_refused(d: &Dir) {
         ],
     );
     // The binding made again for the swapped sources, signed as the gateway by another key.
-    ok(&[
-        "keygen",
-        "--signing",
-        "--name",
-        "mgw",
-        "--out-dir",
-        &d.p("keys"),
-    ]);
-    let mgw = Signer::load(&d.path("keys/mgw.sign-key"), Role::Gateway).unwrap();
+    let mgw = common::own_signer(&d.path("keys"), "mgw", Role::Gateway);
     let swapped = Sources::read(&sources).unwrap();
     swapped.write_binding(&binding, Some(&mgw)).unwrap();
     refused(
@@ -638,7 +621,7 @@ fn swapped_slices_are_refused(d: &Dir) {
 /// or signed by a key that is not the server's: `reconstruct --study` refuses it by name,
 /// and writes nothing. The record holds no hash of an unsealed unsigned share.
 fn records_rewritten_or_signed_by_another_key_are_refused(d: &Dir) {
-    use ppdenoise::formats::signing::{Role, Signer};
+    use ppdenoise::formats::signing::Role;
     use ppdenoise::formats::study::Done;
     let rec = d.path("study/slice2/done.p0");
     let original = std::fs::read(&rec).unwrap();
@@ -663,15 +646,7 @@ fn records_rewritten_or_signed_by_another_key_are_refused(d: &Dir) {
         &["slice2/done.p0", "not signed"],
     );
     // 3. Made afresh for the share as it is, signed as S0 by a key of the forger's own.
-    ok(&[
-        "keygen",
-        "--signing",
-        "--name",
-        "mallory",
-        "--out-dir",
-        &d.p("keys"),
-    ]);
-    let mallory = Signer::load(&d.path("keys/mallory.sign-key"), Role::S0).unwrap();
+    let mallory = common::own_signer(&d.path("keys"), "mallory", Role::S0);
     let out = d.path("study/slice2/out.p0");
     Done::of_output(
         0,

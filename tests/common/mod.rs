@@ -302,3 +302,21 @@ pub fn job_id_of(image_pub: &Path) -> String {
         .expect("a job header names its job")
         .to_string()
 }
+
+/// A signing key of a forger's own (`keygen --signing --name NAME` into `keys`), loaded to
+/// sign as `role`: what the tests forge files with.
+pub fn own_signer(
+    keys: &Path,
+    name: &str,
+    role: ppdenoise::formats::signing::Role,
+) -> ppdenoise::formats::signing::Signer {
+    ok(&[
+        "keygen",
+        "--signing",
+        "--name",
+        name,
+        "--out-dir",
+        &keys.display().to_string(),
+    ]);
+    ppdenoise::formats::signing::Signer::load(&keys.join(format!("{name}.sign-key")), role).unwrap()
+}
