@@ -6,15 +6,19 @@
 //! engines read), `dealer` (the trusted dealer, which makes them), `twopc` (the two-party
 //! protocol, which consumes them: Beaver products, garbled circuits, GMW, oblivious transfer), `net` (the authenticated S0<->S1 link),
 //! `formats` (files between parties), `server` (a server's job: files checked into a ready
-//! job, the randomness claimed, the link, the run), `cli` (the `ppdenoise` subcommands).
+//! job, the randomness claimed, the link, the run), `job` (each party's step on one job, on
+//! plain options), `study` (a study's slices as jobs, resumable, and their derived series),
+//! `cli` (the `ppdenoise` subcommands: arguments parsed, `study` and `job` called).
 
 pub mod circuit;
 pub mod cli;
 pub mod corr;
 pub mod dealer;
 pub mod formats;
+pub mod job;
 pub mod net;
 pub mod plain;
 pub mod ring;
 pub mod server;
+pub mod study;
 pub mod twopc;

@@ -7,6 +7,6 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    ppdenoise::cli::freed_memory::keep_within_jobs();
+    ppdenoise::job::freed_memory::keep_within_jobs();
     ppdenoise::cli::main()
 }

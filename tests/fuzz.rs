@@ -420,19 +420,19 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             shape: Shape::Container,
             parse: Box::new(move |f, seed| {
                 if seed == o0 {
-                    ppdenoise::cli::receiver::combine(
+                    ppdenoise::job::receiver::combine(
                         f,
                         &o1,
                         None,
-                        &ppdenoise::cli::receiver::Expect::unchecked(),
+                        &ppdenoise::job::receiver::Expect::unchecked(),
                     )
                     .outcome()
                 } else {
-                    ppdenoise::cli::receiver::combine(
+                    ppdenoise::job::receiver::combine(
                         &o0,
                         f,
                         None,
-                        &ppdenoise::cli::receiver::Expect::unchecked(),
+                        &ppdenoise::job::receiver::Expect::unchecked(),
                     )
                     .outcome()
                 }
@@ -465,10 +465,10 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                         }
                     })
                     .collect();
-                ppdenoise::cli::receiver::combine_tiles(
+                ppdenoise::job::receiver::combine_tiles(
                     &list,
                     None,
-                    &ppdenoise::cli::receiver::Expect::unchecked(),
+                    &ppdenoise::job::receiver::Expect::unchecked(),
                 )
                 .outcome()
             }),

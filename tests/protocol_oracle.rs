@@ -84,7 +84,7 @@ fn run_case_tampered(
         *w = w.wrapping_add(1);
     }
 
-    // Gateway (as src/cli/gateway.rs).
+    // Gateway (as src/job/gateway.rs).
     let (h, w) = image.dim();
     let pre = Preprocess::new(25.0, model.meta.sigma, false);
     let job = JobParams {

@@ -1,36 +1,21 @@
-//! The trusted dealer's step: `gen-triplets`.
+//! The trusted dealer's commands: `gen-triplets` (parsed here, dealt by
+//! [`crate::job::dealer`], a study's by [`crate::study::deal`]) and `gen-model-mask`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use zeroize::Zeroize;
 
-use super::gateway::job_from_header;
-use super::keys::{Outputs, SealArgs};
-use super::owner::{with_ext, with_suffix};
+use super::keys::SealArgs;
+use super::owner::with_ext;
 use super::Summary;
-use crate::corr::base_ots::{base_ot_digests, BASE_OT};
 use crate::corr::engine_kind::EngineKind;
-use crate::corr::masks::{mask_seed_digests, MASK_SEEDS};
-use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::atomic::Staged;
-use crate::formats::bodies::{
-    is_cnn, DealerMask, JobParams, ModelMask, Triplets, TripletsLead, CNN, NETWORK,
-};
-use crate::formats::checks::{
-    check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, cnn_plan_from_header,
-    copy_circuit_entries, mask_id_of, read_checked,
-};
-use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
+use crate::formats::bodies::{is_cnn, DealerMask, ModelMask};
+use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::signing::Role;
-use crate::formats::triplet_stream;
-use crate::plain::geometry::Geometry;
-use crate::plain::model::PatchShape;
+use crate::job::dealer::{deal, dealer_header, patch_from_widths, DealJob};
 use crate::ring::share::fresh_seed;
-use crate::ring::share::Seed;
-use crate::ring::tiles::{patch_range, Tile};
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
 ///
@@ -122,7 +107,7 @@ pub struct GenModelMaskArgs {
 
 /// The dealer's private record of a model mask: `<prefix>.dealer`.
 pub fn dealer_record(prefix: &Path) -> PathBuf {
-    super::owner::with_suffix(prefix, ".dealer")
+    crate::job::with_suffix(prefix, ".dealer")
 }
 
 pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
@@ -194,234 +179,9 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
     })
 }
 
-/// Checks public layer widths read from a header (the dealer sizes everything from them):
-/// 2 to MAX_LAYERS + 1 entries, none zero, at most MAX_MODEL_VALUES weights and biases.
-fn check_public_widths(widths: &[u64]) -> Result<(), String> {
-    use crate::ring::plan::MAX_LAYERS;
-    if widths.len() < 2 || widths.len() > MAX_LAYERS + 1 {
-        return Err(format!(
-            "{} layer widths (2 to {} supported)",
-            widths.len(),
-            MAX_LAYERS + 1
-        ));
-    }
-    if widths.contains(&0) {
-        return Err(format!("layer widths {widths:?} include 0"));
-    }
-    crate::ring::plan::count_model_values(widths).map(|_| ())
-}
-
-pub fn patch_from_widths(widths: &[u64]) -> Result<PatchShape> {
-    check_public_widths(widths).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let sq = |n: u64| {
-        let r = (n as f64).sqrt().round() as u64;
-        (r * r == n).then_some(r as usize)
-    };
-    match (
-        widths.first().and_then(|&w| sq(w)),
-        widths.last().and_then(|&w| sq(w)),
-    ) {
-        // The dealer only counts patches; the aggregation window does not change that.
-        (Some(input), Some(output)) if output <= input && (input - output) % 2 == 0 => {
-            Ok(PatchShape {
-                input,
-                output,
-                window_milli: 0,
-            })
-        }
-        _ => bail!("model layer widths {widths:?} do not describe square patches with the output centred in the input"),
-    }
-}
-
-/// Reads the public header the dealer works from: a `.pub` file of kind `public`, or (accepted,
-/// with a warning: the dealer should not hold a server's share) a share of kind `share`.
-pub fn dealer_header(path: &Path, public: Kind, share: Kind) -> Result<Header> {
-    // The whole file is checked (a streaming pass): a corrupted header is refused here.
-    let h = container::verify(path)?;
-    if h.kind == share {
-        eprintln!(
-            "warning: {} is S{}'s share; the dealer reads only its header and should be given the public header file (<prefix>.pub) instead",
-            path.display(),
-            h.party
-        );
-        expect(path, &h, share, None)?;
-    } else if h.kind != public {
-        bail!(
-            "{}: expected a {} (the <prefix>.pub file; a {} is accepted too) but this file is a {}",
-            path.display(),
-            public.name(),
-            share.name(),
-            h.kind.name()
-        );
-    } else {
-        expect(path, &h, public, None)?;
-    }
-    Ok(h)
-}
-
-/// Writes S0's triplet file after S1's; returns both files' bytes. Without its partner the
-/// new S1 file is useless: on failure it is removed, not left beside an older `.p0`.
-fn write_s0(
-    (out0, out1): (&Path, &Path),
-    header: &Header,
-    t0: &Triplets,
-    seal: container::Seal<'_>,
-) -> Result<u64> {
-    if let Err(e) = container::write(out0, header, t0, seal) {
-        let _ = std::fs::remove_file(out1);
-        return Err(e);
-    }
-    let size = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.len())
-            .with_context(|| format!("cannot read {}", p.display()))
-    };
-    Ok(size(out0)? + size(out1)?)
-}
-
-/// What every triplet file's header says, for either family: the party, the scale, the
-/// model's, job's and run's ids and the image's size.
-fn triplet_header(
-    party: u8,
-    (mh, ih): (&Header, &Header),
-    triplet_id: [u8; 16],
-    job: &JobParams,
-) -> Header {
-    let mut h = Header::new(Kind::Triplets, party, job.scale);
-    h.model_id = mh.model_id;
-    h.job_id = ih.job_id;
-    h.triplet_id = Some(triplet_id);
-    h.shapes
-        .push(("image".into(), vec![job.height as u64, job.width as u64]));
-    h
-}
-
-/// `gen-triplets` for a CNN job: the matrix triples of every convolution block and, for the
-/// boolean engine, the ReLU circuits' AND triples and daBits ([`crate::dealer::cnn`]).
-fn gen_cnn_triplets(
-    a: &GenTripletsArgs,
-    (mh, ih): (&Header, &Header),
-    to: &Outputs,
-    t: Instant,
-) -> Result<Summary> {
-    let image = a.image.as_deref().expect("checked by gen_triplets");
-    if !is_cnn(mh) {
-        bail!(
-            "{}: the image was shared for a CNN but {} is an MLP's header",
-            image.display(),
-            a.model.display()
-        );
-    }
-    if !is_cnn(ih) {
-        bail!(
-            "{}: the image was shared for an MLP; share it for this CNN with `share-image --model {}`",
-            image.display(),
-            a.model.display()
-        );
-    }
-    if a.model_mask.is_some() {
-        bail!("--model-mask: weights opened once per model are not supported for CNNs yet; run the job without it (the weights are opened in the job)");
-    }
-    let plan = cnn_plan_from_header(&a.model, mh)?;
-    let job = job_from_header(image, ih)?;
-    if job.scale != plan.params.s || job.scale != mh.scale {
-        bail!(
-            "{}: image encoded at scale {} but the CNN takes scale {}",
-            image.display(),
-            job.scale,
-            plan.params.s
-        );
-    }
-    let (h, w) = (job.height, job.width);
-    plan.check_image(h, w)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
-    check_cnn_job(image, &job, mh)?;
-    crate::formats::checks::check_noise_map(image, ih, &plan)?;
-    // After the checks that say what does not fit: another model that fits is refused too.
-    crate::server::check_bound_model(image, ih, &a.model, mh)?;
-    let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
-    check_relu_batch(batch)?;
-    // Every tile is checked before any randomness is drawn or file written.
-    let tiles = tile_list(a)?
-        .into_iter()
-        .map(|t| match t {
-            None => Ok(None),
-            Some(t) => plan
-                .band(h, t)
-                .map(|b| Some((t, b)))
-                .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let channels: Vec<usize> = plan.channels();
-    // The same for every tile and both files: the plan and the ReLU circuit's shape (the
-    // boolean engine's netlist is recorded for it) are made once.
-    let plan_json = serde_json::to_string(&plan).expect("plan serialises");
-    let circuit = crate::dealer::cnn::circuit_shape(&plan, a.engine);
-    let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for tile in &tiles {
-        // A tile's job is its band: the dealer sizes everything from the band's rows.
-        let rows = tile.as_ref().map_or(h, |(_, band)| band.height());
-        let seeds = DealSeeds::fresh(None);
-        let triplet_id = fresh_id();
-        let header = |party: u8| {
-            let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
-            hd.shapes.insert(
-                0,
-                (
-                    "channels".into(),
-                    channels.iter().map(|&c| c as u64).collect(),
-                ),
-            );
-            hd.info.push((NETWORK.into(), CNN.into()));
-            hd.info.push(("engine".into(), a.engine.name().into()));
-            hd.info.push(("batch".into(), batch.to_string()));
-            hd.info.push(("cnn_plan".into(), plan_json.clone()));
-            hd.info.push(("circuit".into(), circuit.clone()));
-            if let Some((t, _)) = tile {
-                hd.info.push(("tile".into(), t.label()));
-            }
-            hd
-        };
-        let count = crate::dealer::cnn::correction_count(&plan, rows, w, a.engine, batch);
-        let (o, b) = write_pair(
-            &tile_prefix(&a.out, tile.as_ref().map(|(t, _)| *t)),
-            &header,
-            Lead {
-                job: &job,
-                widths: &channels,
-                batch,
-                engine: a.engine,
-                seeds: &seeds.job,
-            },
-            count,
-            a.engine.deal_setup(),
-            to,
-            |emit| crate::dealer::cnn::generate_into(&plan, rows, w, &seeds, a.engine, batch, emit),
-        )?;
-        outs.extend(o);
-        ids.push(id_hex(&triplet_id));
-        bytes += b;
-    }
-    let secs = t.elapsed().as_secs_f64();
-    Ok(Summary {
-        lines: vec![format!(
-            "{} engine: correlated randomness for a {h}x{w} CNN job{} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
-            a.engine,
-            tiles_said(a),
-            outs.join(", "),
-            ids.join(", ")
-        )],
-        json: serde_json::json!({
-            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
-            "network": CNN, "pixels": h * w, "outputs": outs, "engine": a.engine.name(),
-            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
-        }),
-    })
-}
-
 pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
     if let Some(dir) = &a.study {
-        return super::study::gen_study_triplets(&a, dir);
+        return gen_study_triplets(&a, dir);
     }
     if a.slices.is_some() {
         bail!("--slices: applies to a study (--study) only");
@@ -430,279 +190,37 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         .image
         .as_deref()
         .context("--image (the job's image.pub) is required without --study")?;
-    let t = Instant::now();
     let to = a.seal.outputs(Role::Dealer)?;
-    let batch = a.batch.unwrap_or(a.engine.default_batch());
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
-    let ih = dealer_header(image, Kind::PublicJob, Kind::ImageShare)?;
-    if is_cnn(&mh) || is_cnn(&ih) {
-        return gen_cnn_triplets(&a, (&mh, &ih), &to, t);
-    }
-    let widths_u = mh
-        .shape("layers")
-        .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
-        .to_vec();
-    let patch = patch_from_widths(&widths_u).with_context(|| format!("{}", a.model.display()))?;
-    let job = job_from_header(image, &ih)?;
-    if job.scale != mh.scale {
-        bail!(
-            "{}: image encoded at scale {} but the model share {} uses scale {}",
-            image.display(),
-            job.scale,
-            a.model.display(),
-            mh.scale
-        );
-    }
-    let widths: Vec<usize> = widths_u.iter().map(|&w| w as usize).collect();
-    crate::formats::bodies::check_geometry(&job, patch)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
-    let geo = Geometry::new(job.height, job.width, patch, job.stride);
-    crate::dealer::check_stream_bounds(&widths, geo.num_patches(), batch)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    // The servers refuse an image scaled for another sigma*, or shared for another model:
-    // no randomness is dealt for such a job.
-    let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
-    if sigma != Some(job.model_sigma) {
-        bail!(
-            "{}: the image was shared for a model of sigma {}, not for {} (sigma {}): share it \
-             with `share-image --model model.pub`",
-            image.display(),
-            job.model_sigma,
-            a.model.display(),
-            sigma.map_or("unknown".into(), |s| s.to_string())
-        );
-    }
-    crate::server::check_bound_model(image, &ih, &a.model, &mh)?;
-    let circuits = circuits_from_header(&a.model, &mh, widths.len())?;
-    let nonlinear = NonlinearDeal::new(a.engine, &circuits);
-    let model_mask = match &a.model_mask {
-        Some(path) => {
-            let h = container::read_header(path)?;
-            expect(path, &h, Kind::DealerMask, None)?;
-            check_same_model(path, &h, &a.model, &mh)?;
-            let id = mask_id_of(path, &h)?;
-            let dm: DealerMask = read_checked(path, &h)?;
-            Some((id, dm.seeds))
+    deal(&a.job(image), &to)
+}
+
+impl GenTripletsArgs {
+    /// The job these arguments ask for, of the image header `image`.
+    fn job(&self, image: &Path) -> DealJob {
+        DealJob {
+            model: self.model.clone(),
+            image: image.to_path_buf(),
+            batch: self.batch,
+            engine: self.engine,
+            model_mask: self.model_mask.clone(),
+            out: self.out.clone(),
+            tiles: self.tiles,
+            tile: self.tile,
         }
-        None => None,
-    };
-    // Every tile is checked before any randomness is drawn or file written.
-    let tiles = tile_list(&a)?
-        .into_iter()
-        .map(|t| match t {
-            None => Ok((None, 0..geo.num_patches())),
-            Some(t) => patch_range(geo.num_patches(), t)
-                .map(|r| (Some(t), r))
-                .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let circuit_entries = copy_circuit_entries(&mh);
-    let circuit_json = nonlinear
-        .boolean
-        .as_ref()
-        .map(|b| serde_json::to_string(&b.shapes()).expect("shapes serialise"));
-    let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for (tile, run) in tiles {
-        let seeds = DealSeeds::fresh(model_mask.as_ref().map(|m| m.1));
-        let triplet_id = fresh_id();
-        let header = |party: u8| {
-            let mut h = triplet_header(party, (&mh, &ih), triplet_id, &job);
-            h.shapes.insert(0, ("layers".into(), widths_u.clone()));
-            h.info.push(("batch".into(), batch.to_string()));
-            h.info.push(("engine".into(), a.engine.name().into()));
-            h.info.extend(circuit_entries.iter().cloned());
-            if let Some(c) = &circuit_json {
-                h.info.push(("circuit".into(), c.clone()));
-            }
-            if let Some((id, seeds)) = &model_mask {
-                h.info.push(("model_mask".into(), id.clone()));
-                h.info.push((MASK_SEEDS.into(), mask_seed_digests(seeds)));
-            }
-            if let Some(t) = tile {
-                h.info.push(("tile".into(), t.label()));
-            }
-            h
-        };
-        let count = crate::dealer::correction_count(&widths, run.len(), batch, &nonlinear);
-        let (o, b) = write_pair(
-            &tile_prefix(&a.out, tile),
-            &header,
-            Lead {
-                job: &job,
-                widths: &widths,
-                batch,
-                engine: a.engine,
-                seeds: &seeds.job,
-            },
-            count,
-            a.engine.deal_setup(),
-            &to,
-            |emit| {
-                crate::dealer::generate_into(
-                    &job, &widths, patch, run, batch, &seeds, &nonlinear, emit,
-                )
-            },
-        )?;
-        outs.extend(o);
-        ids.push(id_hex(&triplet_id));
-        bytes += b;
     }
-    let secs = t.elapsed().as_secs_f64();
-    Ok(Summary {
-        lines: vec![format!(
-            "{} engine: correlated randomness for {} patches{} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
-            a.engine,
-            geo.num_patches(),
-            tiles_said(&a),
-            outs.join(", "),
-            ids.join(", ")
-        )],
-        json: serde_json::json!({
-            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
-            "patches": geo.num_patches(), "outputs": outs, "engine": a.engine.name(), "batch": batch,
-            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
-        }),
+}
+
+/// `gen-triplets --study`: every slice's randomness, as `gen-triplets` makes a job's.
+fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
+    let study = crate::study::deal::StudyDeal {
+        dir,
+        // Every slice's image and prefix are its own.
+        job: a.job(Path::new("")),
+        slices: a.slices.as_deref(),
+        dirs: a.dirs.plain(),
+        quiet: a.quiet,
+    };
+    crate::study::deal::deal_study(&study, &|| a.records.load(&[0, 1]), &|| {
+        a.seal.outputs(Role::Dealer)
     })
-}
-
-/// The tiles `gen-triplets` was asked for, checked: one job in one piece, every tile, or
-/// the one `--tile`.
-fn tile_list(a: &GenTripletsArgs) -> Result<Vec<Option<Tile>>> {
-    let Some(k) = a.tiles else {
-        return Ok(vec![None]);
-    };
-    Tile::new(a.tile.unwrap_or(0), k).map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
-    let which: Vec<usize> = match a.tile {
-        Some(i) => vec![i],
-        None => (0..k).collect(),
-    };
-    which
-        .into_iter()
-        .map(|i| {
-            Tile::new(i, k)
-                .map(Some)
-                .map_err(|e| anyhow::anyhow!("--tiles/--tile: {e}"))
-        })
-        .collect()
-}
-
-/// " (tile I of K)", " (K tiles)" or nothing, for the summary line.
-fn tiles_said(a: &GenTripletsArgs) -> String {
-    match (a.tiles, a.tile) {
-        (None, _) => String::new(),
-        (Some(k), Some(i)) => format!(" (tile {i} of {k})"),
-        (Some(k), None) => format!(" ({k} tiles)"),
-    }
-}
-
-/// A tile's file prefix: <out>.t<I> (the whole job's: <out>).
-fn tile_prefix(out: &Path, tile: Option<Tile>) -> PathBuf {
-    match tile {
-        Some(t) => with_suffix(out, &format!(".t{}", t.index)),
-        None => out.to_path_buf(),
-    }
-}
-
-/// The fields both of a job's triplet files share.
-struct Lead<'a> {
-    job: &'a JobParams,
-    widths: &'a [usize],
-    batch: usize,
-    engine: EngineKind,
-    seeds: &'a [Seed; 2],
-}
-
-/// Writes one job's (or tile's) pair of triplet files at `prefix`: S1's first, streamed as
-/// `fill` computes its explicit values (about 1 GB for a 512x512 image is never held in
-/// memory; it is the long, failure-prone write, and if it fails nothing new is left beside
-/// an older pair), then S0's (its seed and base OTs: its triple shares follow from the
-/// seed). Returns both paths and the bytes written.
-#[allow(clippy::too_many_arguments)]
-fn write_pair<F>(
-    prefix: &Path,
-    header: &dyn Fn(u8) -> Header,
-    lead: Lead<'_>,
-    count: usize,
-    (base0, mut base1): (Vec<u8>, Vec<u8>),
-    to: &Outputs,
-    fill: F,
-) -> Result<([String; 2], u64)>
-where
-    F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()> + Send,
-{
-    let (out0, out1) = (with_ext(prefix, 0), with_ext(prefix, 1));
-    check_free_space((&out0, &out1), count, (&base0, &base1))?;
-    // Both headers name both parties' base OTs by digest: each server checks its own
-    // against its file, and the session tag (which binds the header) proves that the two
-    // files are halves of one dealing.
-    let digests = base_ot_digests(&base0, &base1);
-    let header = |p: u8| {
-        let mut h = header(p);
-        h.info.push((BASE_OT.into(), digests.clone()));
-        h
-    };
-    let l1 = TripletsLead {
-        job: lead.job.clone(),
-        widths: lead.widths.to_vec(),
-        batch: lead.batch,
-        seed: lead.seeds[1],
-        engine: lead.engine,
-    };
-    let written = triplet_stream::write(&out1, &header(1), &l1, count, &base1, to.party(1), fill);
-    // S1's base OTs (Δ and its chosen seeds) are in its file now; S0's go with `t0`'s drop.
-    base1.zeroize();
-    written?;
-    let t0 = Triplets {
-        job: lead.job.clone(),
-        widths: lead.widths.to_vec(),
-        batch: lead.batch,
-        seed: lead.seeds[0],
-        engine: lead.engine,
-        corrections: Vec::new(),
-        base_ot: base0,
-    };
-    let bytes = write_s0((&out0, &out1), &header(0), &t0, to.party(0))?;
-    Ok((
-        [out0.display().to_string(), out1.display().to_string()],
-        bytes,
-    ))
-}
-
-/// Headers (circuits, plans), framing, checksum, signature and sealing of one triplet file,
-/// on top of its values: a generous bound (measured: a few KB).
-const FILE_SLACK: u64 = 256 << 10;
-
-/// What a pair of triplet files will take: S1's `count` explicit values and base OTs, S0's
-/// seed and base OTs, each with [`FILE_SLACK`].
-pub fn pair_bytes(count: usize, base0: usize, base1: usize) -> [u64; 2] {
-    [
-        base0 as u64 + FILE_SLACK,
-        (count as u64).saturating_mul(8) + base1 as u64 + FILE_SLACK,
-    ]
-}
-
-/// Refuses, before anything is drawn or written, a pair that the free space of its
-/// folder(s) cannot hold (a disk that fills half-way through a study's dealing wastes it).
-fn check_free_space(
-    (out0, out1): (&Path, &Path),
-    count: usize,
-    (base0, base1): (&[u8], &[u8]),
-) -> Result<()> {
-    use super::space::{check, folder_of, free_bytes};
-    let [n0, n1] = pair_bytes(count, base0.len(), base1.len());
-    let (d0, d1) = (folder_of(out0), folder_of(out1));
-    let same = match (d0.canonicalize(), d1.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => d0 == d1,
-    };
-    let what = |p: &Path| format!("the triplets {}", p.display());
-    if same {
-        let both = format!("{} and {}", what(out0), out1.display());
-        return check(d0, n0 + n1, free_bytes(d0)?, &both);
-    }
-    check(d0, n0, free_bytes(d0)?, &what(out0))?;
-    check(d1, n1, free_bytes(d1)?, &what(out1))
 }

@@ -13,12 +13,12 @@ use super::inputs::{load_image, model_or_default, NoiseArgs};
 use super::procs::{
     model_setup, receiver_checks, receiver_trust, run_servers, s, signed_as, signing_keys, step,
 };
-use super::progress::{Mode, Steps};
-use super::receiver::combine;
 use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
 use crate::formats::bodies::OutputShare;
 use crate::formats::signing::Role;
+use crate::job::progress::{Mode, Steps};
+use crate::job::receiver::combine;
 use crate::plain::cnn::Cnn;
 use crate::plain::geometry::Geometry;
 use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
@@ -547,7 +547,7 @@ fn receive(
     let rec = step(&args)?;
     let trust = receiver_trust(keys)?;
     let job = crate::formats::container::verify(&w.join("image.pub"))?.job_id;
-    let expect = super::receiver::Expect { trust: &trust, job };
+    let expect = crate::job::receiver::Expect { trust: &trust, job };
     let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"), None, &expect)?;
     Ok((rec, out_png, secure, share))
 }

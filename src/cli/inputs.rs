@@ -6,11 +6,12 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use ndarray::Array2;
 
+use crate::job::gateway::Noise;
 use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
 use crate::plain::image::{
     self, DerivedSeries, DicomTemplate, Encoding, Format, GrayImage, Keep, OutputSyntax, Windowed,
 };
-use crate::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
+use crate::plain::noise_map::NoiseLevel;
 use crate::plain::phantom;
 
 /// How the noise level of an image is given to a model with a noise-map channel (FFDNet):
@@ -39,28 +40,22 @@ impl NoiseArgs {
         }
     }
 
-    /// True when a per-pixel map is asked for.
-    pub fn per_pixel(&self) -> bool {
-        self.noise_map.is_some() || self.noise.is_some()
+    /// The noise these arguments ask for.
+    pub fn plain(&self) -> Noise {
+        Noise {
+            noise_map: self.noise_map.clone(),
+            noise: self.noise.clone(),
+        }
     }
 
-    /// The noise level of `noisy` (h x w): a per-pixel map when asked for, else `sigma`.
-    /// `takes_map`: whether the model has a noise-map channel (a map for one that does
-    /// not is refused rather than ignored).
+    /// True when a per-pixel map is asked for.
+    pub fn per_pixel(&self) -> bool {
+        self.plain().per_pixel()
+    }
+
+    /// [`Noise::level`] of these arguments.
     pub fn level(&self, sigma: f64, noisy: &Array2<f64>, takes_map: bool) -> Result<NoiseLevel> {
-        if self.per_pixel() && !takes_map {
-            bail!("--noise-map and --noise apply to models with a noise-map channel (FFDNet); this model has none");
-        }
-        let (h, w) = noisy.dim();
-        if let Some(p) = &self.noise_map {
-            return Ok(NoiseLevel::PerPixel(load_map(p, h, w)?));
-        }
-        if let Some(spec) = &self.noise {
-            return Ok(NoiseLevel::PerPixel(
-                PoissonGaussian::parse(spec)?.map_of(noisy),
-            ));
-        }
-        Ok(NoiseLevel::Uniform(sigma))
+        self.plain().level(sigma, noisy, takes_map)
     }
 }
 

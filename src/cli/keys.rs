@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::formats::container::{Id, Kind, Seal};
+use crate::formats::container::{Id, Kind};
 use crate::formats::sealed::{self, Recipient};
 use crate::formats::signing::{PublicKey, Role, Signer, Trust};
 
@@ -27,25 +27,7 @@ pub struct SealArgs {
     pub sign_key: Option<PathBuf>,
 }
 
-/// How a producer's files are written: each server's sealed to it or not, all signed by the
-/// producer or not.
-pub struct Outputs {
-    pub to: [Option<Recipient>; 2],
-    pub by: Option<Signer>,
-}
-
-impl Outputs {
-    /// The `.pN` file's.
-    pub fn party(&self, p: u8) -> Seal<'_> {
-        Seal::new(self.to[p as usize].as_ref(), self.by.as_ref())
-    }
-
-    /// A file for no server (the dealer's public headers, its own records): signed, never
-    /// sealed.
-    pub fn public(&self) -> Seal<'_> {
-        Seal::new(None, self.by.as_ref())
-    }
-}
+pub use crate::job::Outputs;
 
 impl SealArgs {
     /// Recipients and signing key, checked before anything is made: a sealed file is always
@@ -152,15 +134,7 @@ impl TrustArgs {
         if !self.insecure_unsigned {
             return Ok(());
         }
-        for i in inputs {
-            if sealed::is_sealed(i).unwrap_or(false) {
-                bail!(
-                    "{}: --insecure-unsigned is for plain test files, but this one is sealed: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key or --trust) instead",
-                    i.display()
-                );
-            }
-        }
-        Ok(())
+        crate::job::server::refuse_sealed(inputs)
     }
 }
 
@@ -348,15 +322,7 @@ impl OutputTrustArgs {
         if !self.insecure_unsigned {
             return Ok(());
         }
-        for i in inputs {
-            if sealed::is_sealed(i).unwrap_or(false) {
-                bail!(
-                    "{}: --insecure-unsigned is for plain test files, but this output share is sealed: give the servers' public signing keys (--s0-key, --s1-key or --trust) instead",
-                    i.display()
-                );
-            }
-        }
-        Ok(())
+        crate::job::receiver::refuse_sealed_shares(inputs)
     }
 
     /// The job `--job` names (its header verified, and signed by the pinned gateway key when

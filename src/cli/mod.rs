@@ -7,17 +7,14 @@ pub mod dealer;
 mod demo;
 mod figures;
 mod folders;
-pub mod freed_memory;
 mod gateway;
 mod inputs;
 mod keys;
 mod owner;
 mod procs;
-mod progress;
 pub mod receiver;
 mod relay;
 mod server;
-mod space;
 pub mod study;
 mod table;
 mod tools;
@@ -79,11 +76,7 @@ enum Command {
     Relay(relay::RelayArgs),
 }
 
-/// Output of a subcommand: human lines and the JSON summary.
-pub struct Summary {
-    pub lines: Vec<String>,
-    pub json: serde_json::Value,
-}
+pub use crate::job::Summary;
 
 /// Runs one command line (the program's name first) in this process and returns its
 /// summary: what `main` does, without the printing and the exit code (the fuzzing of

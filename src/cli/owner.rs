@@ -126,21 +126,7 @@ pub fn load_tanh(path: &Option<PathBuf>) -> Result<crate::ring::tanhstar::TanhSt
     Ok(t)
 }
 
-/// `<prefix><suffix>`: the output prefixes name sets of files (`.p0`, `.p1`, `.pub`, ...).
-pub fn with_suffix(prefix: &std::path::Path, suffix: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// `<prefix>.pub`: the public header file the dealer is given instead of a share.
-pub fn public_file(prefix: &std::path::Path) -> PathBuf {
-    with_suffix(prefix, ".pub")
-}
-
-pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
-    with_suffix(prefix, &format!(".p{party}"))
-}
+pub use crate::job::{public_file, with_ext, with_suffix};
 
 /// The model's public name: `--name`, else the file's stem ([`valid_model_name`]).
 fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {

@@ -1,7 +1,8 @@
-//! The servers' steps: `keygen` (link identity) and `serve` (the two-party protocol).
+//! The servers' commands: `keygen` (link identity) and `serve` (parsed here; one job run by
+//! [`crate::job::server`], a study's slices by [`crate::study::serve`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -10,16 +11,14 @@ use zeroize::Zeroize;
 
 use super::keys::{IdentityArgs, ServerSignArgs, TrustArgs};
 use super::owner::with_suffix;
-use super::progress::{Mode, Progress};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::formats::atomic;
 use crate::formats::sealed::{self, Recipient};
+use crate::job::progress::Mode;
+use crate::job::server::{serve_job, JobPaths, ServeJob, ServeKeys};
 use crate::net::identity::keygen as make_identity;
-use crate::server::session::{self, LinkConfig};
-use crate::server::state::check_output;
-use crate::server::{self, JobFiles};
-use crate::twopc::channel::with_queued_link;
+use crate::server::session::LinkConfig;
 
 /// Create a party's keys: for the S0<->S1 link, <out-dir>/<name>.key (private, mode 0600)
 /// and <out-dir>/<name>.crt (self-signed certificate to give to the other server); for files
@@ -279,7 +278,7 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         Mode::new(a.quiet, json)?
     };
     if let Some(dir) = &a.study {
-        return super::study::serve_study(&a, dir, mode);
+        return serve_study(&a, dir, mode);
     }
     if a.slices.is_some() {
         bail!("--slices: applies to a study (--study) only");
@@ -290,164 +289,63 @@ pub fn serve(a: ServeArgs, json: bool) -> Result<Summary> {
         triplets: need(&a.triplets),
         out: need(&a.out),
     };
-    Ok(serve_job(&a, &ServeKeys::load(&a)?, &paths, mode)?.0)
+    Ok(serve_job(&a.job(), &serve_keys(&a)?, &paths, mode)?.0)
 }
 
-/// What a server loads once, before any file is read, for one job or a study's slices: whose
-/// files it accepts, its identity (registered for this process's reads), the receiver it
-/// seals to, the key it signs with and how it reaches its peer.
-pub struct ServeKeys {
-    pub trust: crate::formats::signing::Trust,
-    out_to: Option<Recipient>,
-    pub signer: Option<crate::formats::signing::Signer>,
-    /// A study's S0 puts the socket it listens on for every slice here.
-    pub link: LinkConfig,
-}
-
-impl ServeKeys {
-    pub fn load(a: &ServeArgs) -> Result<ServeKeys> {
-        // A server that takes unsigned inputs must not vouch for what it made of them: a
-        // forger who can write its plain inputs would get a pair the receiver accepts.
-        if a.trust.insecure_unsigned {
-            if let Some(k) = &a.signing.sign_key {
-                bail!(
-                    "--sign-key {}: a server run with --insecure-unsigned takes inputs whoever made them, so its signature would vouch for files anyone can write; sign only with the makers' keys pinned (--dealer-key, --owner-key, --gateway-key or --trust), or leave out --sign-key",
-                    k.display()
-                );
-            }
+/// What a server loads once, before any file is read: [`ServeKeys`].
+fn serve_keys(a: &ServeArgs) -> Result<ServeKeys> {
+    // A server that takes unsigned inputs must not vouch for what it made of them: a
+    // forger who can write its plain inputs would get a pair the receiver accepts.
+    if a.trust.insecure_unsigned {
+        if let Some(k) = &a.signing.sign_key {
+            bail!(
+                "--sign-key {}: a server run with --insecure-unsigned takes inputs whoever made them, so its signature would vouch for files anyone can write; sign only with the makers' keys pinned (--dealer-key, --owner-key, --gateway-key or --trust), or leave out --sign-key",
+                k.display()
+            );
         }
-        let trust = a.trust.load()?;
-        a.link.check(a.party)?;
-        a.identity.load()?;
-        let out_to = a.out_to.as_deref().map(Recipient::parse).transpose()?;
-        let signer = a.signing.load(a.party, out_to.is_some(), &trust)?;
-        Ok(ServeKeys {
-            trust,
-            out_to,
-            signer,
-            link: a.link.config(),
-        })
+    }
+    let trust = a.trust.load()?;
+    a.link.check(a.party)?;
+    a.identity.load()?;
+    let out_to = a.out_to.as_deref().map(Recipient::parse).transpose()?;
+    let signer = a.signing.load(a.party, out_to.is_some(), &trust)?;
+    Ok(ServeKeys {
+        trust,
+        out_to,
+        signer,
+        link: a.link.config(),
+    })
+}
+
+impl ServeArgs {
+    /// The job-level options of these arguments (the same for every slice of a study).
+    fn job(&self) -> ServeJob {
+        ServeJob {
+            party: self.party,
+            model: self.model.clone(),
+            weights: self.weights.clone(),
+            engine: self.engine,
+            state_dir: self.link.state_dir.clone(),
+            keys: [&self.link.key, &self.link.cert, &self.link.peer_cert]
+                .into_iter()
+                .cloned()
+                .chain(self.identity.identity.clone())
+                .chain(self.signing.sign_key.clone())
+                .collect(),
+            plain_out: self.plain_out,
+            keep_triplets: self.keep_triplets,
+        }
     }
 }
 
-/// One job's files (the rest of a `serve` comes from its arguments).
-pub struct JobPaths {
-    pub image: PathBuf,
-    pub triplets: PathBuf,
-    pub out: PathBuf,
-}
-
-/// Runs one job: the summary, and the run's job and triplet ids.
-pub fn serve_job(
-    a: &ServeArgs,
-    k: &ServeKeys,
-    paths: &JobPaths,
-    mode: Mode,
-) -> Result<(Summary, server::RunIds)> {
-    serve_job_as(a, k, paths, mode, &format!("serve S{}", a.party))
-}
-
-/// [`serve_job`], its progress shown under `label` (a study's says which slice).
-pub fn serve_job_as(
-    a: &ServeArgs,
-    k: &ServeKeys,
-    paths: &JobPaths,
-    mode: Mode,
-    label: &str,
-) -> Result<(Summary, server::RunIds)> {
-    let p = a.party;
-    let files = JobFiles {
-        party: p,
-        model: a.model.clone(),
-        image: paths.image.clone(),
-        triplets: paths.triplets.clone(),
-        weights: a.weights.clone(),
-        engine: a.engine,
-        state_dir: a.link.state_dir.clone(),
-        trust: k.trust.clone(),
+/// `serve --study`: the slices one after another ([`crate::study::serve`]).
+fn serve_study(a: &ServeArgs, dir: &Path, mode: Mode) -> Result<Summary> {
+    let study = crate::study::serve::StudyServe {
+        dir,
+        slices: a.slices.as_deref(),
+        keep_going: a.keep_going,
     };
-    // Checked before anything is claimed (ServeKeys::load): bad keys or a bad --out burn no
-    // randomness.
-    let out_to = k.out_to.as_ref();
-    let inputs: Vec<&std::path::Path> = [&a.model, &paths.image, &paths.triplets]
-        .into_iter()
-        .chain(a.weights.as_ref())
-        .map(|p| p.as_path())
-        .collect();
-    // Nor may it replace a key file.
-    let keys = [&a.link.key, &a.link.cert, &a.link.peer_cert];
-    let guarded: Vec<&std::path::Path> = inputs
-        .iter()
-        .copied()
-        .chain(keys.into_iter().map(|p| p.as_path()))
-        .chain(a.identity.identity.as_deref())
-        .chain(a.signing.sign_key.as_deref())
-        .collect();
-    check_output(&paths.out, &guarded)?;
-    a.trust.check_inputs(&inputs)?;
-    let job = server::prepare(files)?;
-    if out_to.is_none() && !a.plain_out {
-        for i in &inputs {
-            if sealed::is_sealed(i).unwrap_or(false) {
-                bail!(
-                    "{}: the inputs are sealed ({} is) but the output share would be written unencrypted: give --out-to with the receiver's <name>.age-recipient, or --plain-out",
-                    paths.out.display(),
-                    i.display()
-                );
-            }
-        }
-    }
-    let mut link = session::connect(&job, &k.link)?;
-    // Consumed from here: whatever happens next, the file's values are spent.
-    let ran = run_consumed(a, k, paths, job, &mut link, mode, label, out_to);
-    if !a.keep_triplets {
-        if let Err(e) = crate::server::state::spend_file(&paths.triplets) {
-            eprintln!("warning: {e:#} (its randomness is consumed all the same)");
-        }
-    }
-    ran
-}
-
-/// The protocol and the output share of a job whose randomness is consumed.
-#[allow(clippy::too_many_arguments)]
-fn run_consumed(
-    a: &ServeArgs,
-    k: &ServeKeys,
-    paths: &JobPaths,
-    job: server::ReadyJob,
-    link: &mut crate::net::Link,
-    mode: Mode,
-    label: &str,
-    out_to: Option<&Recipient>,
-) -> Result<(Summary, server::RunIds)> {
-    let p = a.party;
-    let (len, unit) = job.steps();
-    let bar = Progress::new(mode, label, len as u64, unit);
-    let mut done = with_queued_link(link, |ch| job.run(ch, &mut |d| bar.set(d as u64)))??;
-    // The bytes as the link framed them (the queued channel saw the same messages).
-    let ls = link.stats();
-    done.report.link.bytes_sent = ls.bytes_sent;
-    done.report.link.bytes_received = ls.bytes_received;
-    bar.finish();
-    let out_bytes = done.write(&paths.out, out_to, k.signer.as_ref())?;
-    let r = &done.report;
-    let summary = Summary {
-        lines: vec![format!(
-            "S{p} ({} engine): {} {} in {:.1} s; sent {} bytes, received {} bytes in {} messages; {} AND gates; wrote {}",
-            done.engine_kind,
-            r.patches,
-            done.unit,
-            r.seconds_total,
-            r.link.bytes_sent,
-            r.link.bytes_received,
-            r.link.messages_sent,
-            r.engine.and_gates,
-            paths.out.display()
-        )],
-        json: serde_json::json!({"ok": true, "command": "serve", "party": p, "engine": done.engine_kind.name(), "report": r,
-            "output": paths.out, "download_bytes": out_bytes}),
-    };
-    Ok((summary, done.ids()))
+    crate::study::serve::serve_study(&study, &a.job(), &|| serve_keys(a), mode)
 }
 
 #[cfg(test)]

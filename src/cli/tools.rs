@@ -436,7 +436,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
             String::new()
         }
     )];
-    lines.push(super::gateway::intensity_line(
+    lines.push(crate::job::gateway::intensity_line(
         &a.image,
         &scale,
         levels[0],

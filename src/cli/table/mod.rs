@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use super::demo::{demo, DemoArgs};
 use super::figures;
 use super::inputs::{load_image, NoiseArgs};
-use super::progress::{Mode, Progress};
-use super::receiver::combine;
 use super::Summary;
+use crate::job::progress::{Mode, Progress};
+use crate::job::receiver::combine;
 use crate::plain::image::window::WindowChoice;
 use crate::plain::image::{load as load_png, quantize_u8, save_png, GrayImage};
 use crate::plain::metrics::{psnr, ssim};
@@ -352,7 +352,7 @@ fn one_run(
         &workdir.join("out.p0"),
         &workdir.join("out.p1"),
         None,
-        &super::receiver::Expect::unchecked(),
+        &crate::job::receiver::Expect::unchecked(),
     )?;
     let (oracle, float, float_seconds) = model.net.plaintext(
         &noisy,

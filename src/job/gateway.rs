@@ -1,0 +1,530 @@
+//! The gateway's job-level step: an image checked against the model it is shared for,
+//! encoded, split into the two servers' shares and written as a new job (`share-image`, and
+//! every slice of `share-study`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+
+use super::{with_ext, Outputs};
+use crate::formats::atomic::Staged;
+use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NAME, NETWORK, NOISE_MAP};
+use crate::formats::container::{self, fresh_id, Header, Kind};
+use crate::formats::signing::{signer_of, Role, Trust};
+use crate::plain::frame::Frame;
+use crate::plain::image::window::{DeclaredWindow, Sigma, ValueScale, WindowChoice, MODEL_WINDOW};
+use crate::plain::image::GrayImage;
+use crate::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
+use crate::plain::preprocess::Preprocess;
+use crate::ring::oracle::encode_image;
+use crate::ring::share::{fresh_seed, share_with_seed, Stream};
+use crate::ring::sweep::{parse_ranges, range_for, span, Ranges, SIGMA_RANGE};
+
+/// How images are encoded and shared, the gateway's arguments parsed (the keys apart: they
+/// are given to [`Sharer::new`] loaded).
+pub struct ShareOptions {
+    /// The images' noise level; None with a per-pixel map.
+    pub sigma: Option<Sigma>,
+    /// The value window asked for (the model's declared one may stand instead).
+    pub window: WindowChoice,
+    /// Noise level the model was trained for (sigma*), without a model header.
+    pub model_sigma: f64,
+    /// No sigma*/sigma scaling.
+    pub no_scale_noise: bool,
+    /// Patch stride.
+    pub stride: usize,
+    /// Fixed-point fractional bits, without a model header.
+    pub scale: u32,
+    /// The model's public header.
+    pub model: Option<PathBuf>,
+    /// Map with `window` although the model declares another.
+    pub override_model_window: bool,
+    /// A per-pixel noise map or signal-dependent noise.
+    pub noise: Noise,
+}
+
+impl ShareOptions {
+    /// The numbers checked, before any key or file is read.
+    pub fn check(&self) -> Result<()> {
+        if self.stride == 0 {
+            bail!("--stride must be at least 1");
+        }
+        if !(self.model_sigma.is_finite() && self.model_sigma > 0.0) {
+            bail!("--model-sigma {}: must be positive", self.model_sigma);
+        }
+        Ok(())
+    }
+}
+
+/// Per-pixel noise levels, for a model that takes a noise map: a map file (`noise_map`), or
+/// signal-dependent noise computed from the noisy image (`noise`).
+#[derive(Clone, Default)]
+pub struct Noise {
+    pub noise_map: Option<PathBuf>,
+    pub noise: Option<String>,
+}
+
+impl Noise {
+    /// True when a per-pixel map is asked for.
+    pub fn per_pixel(&self) -> bool {
+        self.noise_map.is_some() || self.noise.is_some()
+    }
+
+    /// The noise level of `noisy` (h x w): a per-pixel map when asked for, else `sigma`.
+    /// `takes_map`: whether the model has a noise-map channel (a map for one that does
+    /// not is refused rather than ignored).
+    pub fn level(&self, sigma: f64, noisy: &Array2<f64>, takes_map: bool) -> Result<NoiseLevel> {
+        if self.per_pixel() && !takes_map {
+            bail!("--noise-map and --noise apply to models with a noise-map channel (FFDNet); this model has none");
+        }
+        let (h, w) = noisy.dim();
+        if let Some(p) = &self.noise_map {
+            return Ok(NoiseLevel::PerPixel(load_map(p, h, w)?));
+        }
+        if let Some(spec) = &self.noise {
+            return Ok(NoiseLevel::PerPixel(
+                PoissonGaussian::parse(spec)?.map_of(noisy),
+            ));
+        }
+        Ok(NoiseLevel::Uniform(sigma))
+    }
+}
+
+/// What the gateway takes from a model's public header.
+struct ModelFacts {
+    scale: u32,
+    sigma: f64,
+    cnn: bool,
+    /// The CNN's frame (sub-images, noise map); the identity for MLPs.
+    frame: Frame,
+    /// The noise levels its owner's sweep found its fixed point holds for (0..255 scale), per span of
+    /// values, when recorded.
+    sigma_range: Option<Ranges>,
+    /// The window of image values it was trained on, where its owner declared one.
+    window: Option<DeclaredWindow>,
+    name: String,
+    /// Its id: the jobs shared for it name it, and run with no other model.
+    model_id: Option<crate::formats::container::Id>,
+}
+
+/// The facts of the public model header at `path`, signed by the owner key `owner` pins
+/// when given (its signature verified with the whole file), before any of them is used.
+fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFacts> {
+    let h = container::verify(path)?;
+    container::expect(path, &h, Kind::PublicModel, None)?;
+    if h.model_id.is_none() {
+        bail!(
+            "{}: names no model id (share-model writes one): a job shared for it would be \
+             bound to no model",
+            path.display()
+        );
+    }
+    if let Some(trust) = owner {
+        if matches!(signer_of(&h), Ok(None)) {
+            bail!(
+                "{}: not signed; the model owner's key is pinned ({}): a model.pub is taken \
+                 only signed with it (share-model --sign-key); nothing shared",
+                path.display(),
+                trust
+                    .key_of(Role::Owner)
+                    .map(|k| k.to_string())
+                    .unwrap_or_default()
+            );
+        }
+        trust
+            .check(path, &h)
+            .context("the model owner's key is pinned; nothing shared")?;
+    }
+    let sigma = h
+        .info("sigma")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .with_context(|| format!("{}: header lacks the model's sigma", path.display()))?;
+    let frame = if is_cnn(&h) {
+        crate::formats::checks::cnn_plan_from_header(path, &h)?.frame
+    } else {
+        Frame::PLAIN
+    };
+    let sigma_range = match h.info(SIGMA_RANGE) {
+        Some(r) => Some(
+            parse_ranges(r)
+                .with_context(|| format!("{}: malformed {SIGMA_RANGE} {r:?}", path.display()))?,
+        ),
+        None => None,
+    };
+    let window = h
+        .info(MODEL_WINDOW)
+        .map(|v| {
+            v.parse::<DeclaredWindow>()
+                .map_err(|e| anyhow::anyhow!("{}: header's {MODEL_WINDOW} {e}", path.display()))
+        })
+        .transpose()?;
+    Ok(ModelFacts {
+        scale: h.scale,
+        sigma,
+        cnn: is_cnn(&h),
+        frame,
+        sigma_range,
+        window,
+        name: h.info(NAME).unwrap_or("the model").to_string(),
+        model_id: h.model_id,
+    })
+}
+
+pub fn job_header(kind: Kind, party: u8, job_id: [u8; 16], job: &JobParams) -> Header {
+    let mut h = Header::new(kind, party, job.scale);
+    h.job_id = Some(job_id);
+    h.shapes
+        .push(("image".into(), vec![job.height as u64, job.width as u64]));
+    h.info.push((
+        "job".into(),
+        serde_json::to_string(job).expect("job params serialise"),
+    ));
+    h
+}
+
+pub fn job_from_header(path: &std::path::Path, h: &Header) -> Result<JobParams> {
+    let s = h
+        .info("job")
+        .with_context(|| format!("{}: header lacks the job parameters", path.display()))?;
+    let job: JobParams = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed job parameters", path.display()))?;
+    job.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(job)
+}
+
+/// The gateway with its options checked: shares one image after another as new jobs.
+pub struct Sharer {
+    opts: ShareOptions,
+    facts: ModelFacts,
+    /// --window resolved against the model's declared window.
+    window: WindowChoice,
+    to: Outputs,
+    /// Said when --model was taken with no owner key pinned.
+    model_note: Option<String>,
+}
+
+/// One image, shared: its job id and the files written.
+pub struct Shared {
+    pub job_id: [u8; 16],
+    pub outputs: Vec<PathBuf>,
+    pub upload_bytes: u64,
+    /// The image's noise level (0..255 scale).
+    pub sigma: f64,
+    /// The scaling the image was encoded with.
+    pub pre: Preprocess,
+    /// Whether the level and scaling are the receiver's to know alone (the job holds
+    /// stand-ins): [`JobParams::private_pre`].
+    pub private: bool,
+}
+
+impl Sharer {
+    /// The options it was made with.
+    pub fn options(&self) -> &ShareOptions {
+        &self.opts
+    }
+
+    /// The gateway's signing key, when it signs (`--sign-key`).
+    pub fn signer(&self) -> Option<&crate::formats::signing::Signer> {
+        self.to.by.as_ref()
+    }
+
+    /// The note that --model's maker was not checked (no owner key pinned), if so.
+    pub fn model_note(&self) -> Option<&str> {
+        self.model_note.as_deref()
+    }
+
+    /// The gateway of `opts`, writing as `to` says, believing the model.pub signed by the
+    /// owner key `owner` pins (loaded before it is read; any maker's, with none).
+    pub fn new(opts: ShareOptions, to: Outputs, owner: Option<Trust>) -> Result<Sharer> {
+        opts.check()?;
+        // A signing gateway vouches for what it shares: the model's facts it encodes the
+        // image with (window, noise range, sigma*, id) are taken only as the owner signed them.
+        if let (Some(m), None, Some(_)) = (&opts.model, &owner, &to.by) {
+            bail!(
+                "--model {}: the gateway signs its files (--sign-key) but pins no model owner: \
+                 give --owner-key or --trust with an `owner` line, so that the model's window, \
+                 noise range and id are taken only as its owner signed them",
+                m.display()
+            );
+        }
+        let facts = match &opts.model {
+            Some(m) => model_facts(m, owner.as_ref())?,
+            None => ModelFacts {
+                scale: opts.scale,
+                sigma: opts.model_sigma,
+                cnn: false,
+                frame: Frame::PLAIN,
+                sigma_range: None,
+                window: None,
+                name: "the model".into(),
+                model_id: None,
+            },
+        };
+        if opts.override_model_window && facts.window.is_none() {
+            bail!(
+                "--override-model-window: {} declares no window (it applies to a model whose \
+                 header has one)",
+                facts.name
+            );
+        }
+        let window = DeclaredWindow::resolve(
+            facts.window.as_ref(),
+            &opts.window,
+            opts.override_model_window,
+            &facts.name,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let model_note = match (&opts.model, &owner) {
+            (Some(m), None) => Some(format!(
+                "note: {}'s maker was not checked (no --owner-key, or --trust with an `owner` \
+                 line): whoever can write it chooses the window, noise-level range and network \
+                 the images are encoded for",
+                m.display()
+            )),
+            _ => None,
+        };
+        let sharer = Sharer {
+            opts,
+            facts,
+            window,
+            to,
+            model_note,
+        };
+        if let Some(Sigma::Scale(v)) = sharer.opts.sigma {
+            sharer.check_level(v).context("--sigma")?;
+        }
+        Ok(sharer)
+    }
+
+    /// Whether the model takes noise level `level` (0..255 scale), for a model with a noise
+    /// map; checked before any image is read.
+    fn check_level(&self, level: f64) -> Result<()> {
+        if self.facts.frame.noise_map && level > crate::plain::noise_map::MAX_SIGMA {
+            bail!(
+                "noise level {level:.3} on the 0..255 scale: a model with a noise map takes up \
+                 to {} (its fixed point was measured to there)",
+                crate::plain::noise_map::MAX_SIGMA
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the model's fixed point holds at noise level `level` on an image of values
+    /// spanning `span` levels (its owner's sweep, in its public header).
+    fn check_range(&self, level: f64, span: f64) -> Result<()> {
+        let Some(r) = &self.facts.sigma_range else {
+            return Ok(());
+        };
+        let Some((lo, hi)) = range_for(r, span) else {
+            bail!(
+                "noise level {level:.3} on the model's 0..255 scale, on values spanning \
+                 {span:.0} levels: {}'s fixed point holds at no noise level there \
+                 (share-model's sweep, in its public header); use a model with a noise map \
+                 (FFDNet)",
+                self.facts.name
+            );
+        };
+        if (lo..=hi).contains(&level) {
+            return Ok(());
+        }
+        bail!(
+            "noise level {level:.3} on the model's 0..255 scale, on values spanning {span:.0} \
+             levels: {}'s fixed point holds for {lo:.3} to {} there (share-model's sweep, in \
+             its public header){}",
+            self.facts.name,
+            if hi.is_finite() {
+                format!("{hi:.3}")
+            } else {
+                "any above".into()
+            },
+            if level < lo {
+                "; a narrower --window raises the level (e.g. a CT's soft tissue, --window \
+                 -160:240, is 10 times narrower than the default), or use a model with a \
+                 noise map (FFDNet), which takes any level"
+            } else {
+                "; a model with a noise map (FFDNet) takes up to 150"
+            }
+        )
+    }
+
+    /// The noise level of `img` on the 0..255 scale, from --sigma in its units.
+    /// Without --sigma (a per-pixel map gives the levels), the model's nominal sigma.
+    pub fn level(&self, img: &GrayImage, scale: &ValueScale, name: &str) -> Result<f64> {
+        let Some(sigma) = self.opts.sigma else {
+            return Ok(self.facts.sigma);
+        };
+        let level = scale
+            .level_of(sigma, &img.pixels)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        self.check_level(level)
+            .and_then(|()| self.check_range(level, span(&img.pixels)))
+            .with_context(|| format!("{name}: --sigma {sigma}"))?;
+        Ok(level)
+    }
+
+    /// The window images are mapped with: --window, or the model's declared one.
+    pub fn window(&self) -> &WindowChoice {
+        &self.window
+    }
+
+    /// The job `img` (named `name`) makes, its noise level and encoding: every check of an
+    /// image, drawing no randomness.
+    fn job(
+        &self,
+        img: &GrayImage,
+        scale: &ValueScale,
+        name: &str,
+    ) -> Result<(JobParams, NoiseLevel, Preprocess, f64)> {
+        let (a, facts) = (&self.opts, &self.facts);
+        let (h, w) = img.pixels.dim();
+        let sigma = self.level(img, scale, name)?;
+        // A noise-map model takes the level in its shared map: nothing to keep private.
+        let derived = a.sigma.is_some_and(|s| scale.private_level(s));
+        let private = derived && !facts.frame.noise_map;
+        let noise = a
+            .noise
+            .level(sigma, &img.pixels, facts.frame.noise_map)
+            .with_context(|| name.to_string())?;
+        // With a per-pixel map the job records no noise level of the image's: --sigma might be
+        // an estimate made from its pixels. The model's nominal sigma stands in (public).
+        let job_sigma = match noise {
+            NoiseLevel::PerPixel(_) => facts.sigma,
+            NoiseLevel::Uniform(_) if derived => facts.sigma,
+            NoiseLevel::Uniform(s) => s,
+        };
+        // A model with a noise map takes the image as it is: the map carries the level.
+        let pre = if facts.frame.noise_map {
+            Preprocess::identity()
+        } else {
+            Preprocess::new(sigma, facts.sigma, !a.no_scale_noise)
+        };
+        let job = JobParams {
+            height: h,
+            width: w,
+            bit_depth: img.bit_depth,
+            // A CNN runs on the whole image: no patches.
+            stride: if facts.cnn { 1 } else { a.stride },
+            scale: facts.scale,
+            // A pixel-derived scaling stays with the gateway and the receiver.
+            pre: if private { Preprocess::identity() } else { pre },
+            sigma: job_sigma,
+            model_sigma: facts.sigma,
+            private_pre: private,
+        };
+        job.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        Ok((job, noise, pre, sigma))
+    }
+
+    /// Checks that `img` can be shared, drawing no randomness.
+    pub fn check(&self, img: &GrayImage, scale: &ValueScale, name: &str) -> Result<()> {
+        self.job(img, scale, name).map(|_| ())
+    }
+
+    /// Shares `img` (on `scale`) as a new job: writes `<out>.p0`, `<out>.p1` and `<out>.pub`.
+    pub fn share(
+        &self,
+        img: &GrayImage,
+        scale: &ValueScale,
+        name: &str,
+        out: &std::path::Path,
+    ) -> Result<Shared> {
+        let facts = &self.facts;
+        let (job, noise, pre, sigma) = self.job(img, scale, name)?;
+        let (h, w) = img.pixels.dim();
+        let map = if facts.frame.noise_map {
+            noise.stack_map(&facts.frame, h, w)
+        } else {
+            Vec::new()
+        };
+        // The map's values follow the image's in the one shared vector: secret either way.
+        let enc = if facts.cnn {
+            crate::ring::cnn::encode_image(&img.pixels, &map, &pre, facts.scale)
+        } else {
+            encode_image(&img.pixels, &pre, facts.scale)
+        };
+        let job_header = |kind: Kind, party: u8, id: [u8; 16], job: &JobParams| {
+            let mut h = job_header(kind, party, id, job);
+            // The job runs with this model only (the dealer and the servers check).
+            h.model_id = facts.model_id;
+            if facts.cnn {
+                h.info.push((NETWORK.into(), CNN.into()));
+            }
+            if facts.frame.noise_map {
+                // The same for both kinds of map: which kind the gateway used is not the
+                // servers' business (a per-pixel one says the noise follows the signal).
+                h.info.push((NOISE_MAP.into(), "shared".into()));
+            }
+            h
+        };
+        let seed = fresh_seed();
+        let explicit = share_with_seed(&enc, &seed, Stream::ImageShare);
+        let job_id = fresh_id();
+        let mut outputs = Vec::new();
+        // The three files appear together or not at all.
+        let mut set = Staged::default();
+        for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
+            let path = with_ext(out, party);
+            let hdr = job_header(Kind::ImageShare, party, job_id, &job);
+            let body = ImageShare {
+                job: job.clone(),
+                data,
+            };
+            container::stage(&mut set, &path, &hdr, &body, self.to.party(party))
+                .with_context(|| format!("writing {}", path.display()))?;
+            outputs.push(path);
+        }
+        // The dealer's copy: the public job header alone.
+        let path = super::public_file(out);
+        container::stage(
+            &mut set,
+            &path,
+            &job_header(Kind::PublicJob, 0, job_id, &job),
+            &(),
+            self.to.public(),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        outputs.push(path);
+        set.commit()?;
+        let upload_bytes =
+            std::fs::metadata(&outputs[0])?.len() + std::fs::metadata(&outputs[1])?.len();
+        Ok(Shared {
+            job_id,
+            outputs,
+            upload_bytes,
+            sigma,
+            pre,
+            private: job.private_pre,
+        })
+    }
+}
+
+/// What the gateway says of an image's window and noise level, in the image's units.
+pub fn intensity_line(name: &str, scale: &ValueScale, sigma: f64, given: Option<Sigma>) -> String {
+    let units = scale.units.name();
+    let mut line = format!(
+        "{name}: window {} {units} onto the model's 0..255 ({:.4} {units} per level); noise \
+         {:.3} on that scale = {:.3} {units}{}",
+        scale.window,
+        scale.window.per_level(),
+        sigma,
+        scale.in_units(sigma),
+        if given == Some(Sigma::Auto) {
+            " (estimated)"
+        } else {
+            ""
+        }
+    );
+    if scale.clipped > 0 {
+        line.push_str(&format!(
+            "; {} of {} pixels ({:.2}%) outside the window, clipped for the model and written \
+             back unchanged by the receiver",
+            scale.clipped,
+            scale.pixels,
+            100.0 * scale.clipped as f64 / scale.pixels.max(1) as f64
+        ));
+    }
+    line
+}

@@ -1,0 +1,568 @@
+//! The receiver's job-level step: a pair (or every tile's pairs) of output shares checked
+//! and added into the denoised image, with the facts of the run they verify; and the look
+//! at a result before it is written. `reconstruct` (src/cli/receiver.rs) and a study's
+//! derived series (src/study/series.rs) call it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::formats::bodies::{is_cnn, load, valid_model_name, JobParams, OutputShare, NAME};
+use crate::formats::container::{self, id_hex, Header, Id, Kind};
+use crate::formats::signing::Trust;
+use crate::plain::geometry::Geometry;
+use crate::plain::image::{DicomTemplate, GrayImage};
+use crate::plain::preprocess::Preprocess;
+use crate::ring::oracle::decode_canvas;
+use crate::ring::share::add;
+use crate::ring::tiles::{check_cover, parse_range, Tile};
+
+/// What a DICOM output of a secure run says was done to it (Derivation Description).
+pub const SECURE_DERIVATION: &str =
+    "Denoised by ppdenoise: a neural network run by two non-colluding servers on secret shares";
+
+/// The scaling to decode `job` with: its own, or for a job whose scaling is private, the one
+/// the receiver was given.
+fn job_pre(
+    job: &crate::formats::bodies::JobParams,
+    given: Option<Preprocess>,
+    share: &Path,
+) -> Result<Preprocess> {
+    match (job.private_pre, given) {
+        (_, Some(p)) if p.noise_scale.is_finite() && p.noise_scale > 0.0 => Ok(p),
+        (_, Some(p)) => bail!("noise scaling {}: must be positive", p.noise_scale),
+        (false, None) => Ok(job.pre),
+        (true, None) => bail!(
+            "{}: its job's noise level was derived from the image's pixels, so the gateway \
+             kept its scaling from the servers: give --job-facts <out>.rx.json (share-image \
+             wrote it beside the shares)",
+            share.display()
+        ),
+    }
+}
+
+/// What the receiver knows of a run once its pair of output shares was read and checked:
+/// both verified headers and the job, as they were read (never read again, so a file
+/// swapped after the check cannot change the description or the sigma the result is
+/// judged by).
+#[derive(Clone, Debug)]
+pub struct RunFacts {
+    pub h0: Header,
+    pub h1: Header,
+    pub job: JobParams,
+}
+
+impl RunFacts {
+    /// The noise level the run's job records (0..255 scale).
+    pub fn sigma(&self) -> f64 {
+        self.job.sigma
+    }
+}
+
+/// The receiver's look at a result written like `template` (the noisy image it holds): an
+/// error saying why it looks ruined and what to do, unless `accept` (then a warning line).
+pub fn check_result(
+    img: &GrayImage,
+    (template, frame): (&DicomTemplate, usize),
+    sigma: f64,
+    accept: bool,
+    what: &str,
+) -> Result<Option<String>> {
+    let Some(noisy) = template.windowed_frames() else {
+        return Ok(None);
+    };
+    let Some(noisy) = noisy.get(frame).filter(|n| n.dim() == img.pixels.dim()) else {
+        return Ok(None);
+    };
+    let look = crate::plain::suspect::Look::of(&img.pixels, noisy, sigma);
+    let Some(why) = look.ruined() else {
+        return Ok(None);
+    };
+    let msg = format!(
+        "{what}: the result looks ruined: {why}. Likely cause: a noise level (--sigma) or \
+         window (--window) at share-image or share-study that does not fit the image or the \
+         model"
+    );
+    if accept {
+        Ok(Some(format!(
+            "warning: {msg}; written as --accept-suspect asks"
+        )))
+    } else {
+        bail!("{msg}; nothing written (--accept-suspect writes it anyway)")
+    }
+}
+
+/// What a run did, for a derived DICOM series' description and its Derivation Description:
+/// `denoised, ffdnet-clip, sigma 25`. The sigma is the job's (checked, from the output
+/// share's body); the model's name is what both servers copied into their output shares'
+/// headers, taken only when the two agree and it is a valid name (a server could write
+/// anything there), else the model's id.
+pub fn run_description(
+    run: &RunFacts,
+    template: Option<&DicomTemplate>,
+    level: Option<f64>,
+) -> (String, String) {
+    let (h0, h1) = (&run.h0, &run.h1);
+    let name = match (h0.info(NAME), &h0.model_id) {
+        (Some(n), _) if h1.info(NAME) == Some(n) && valid_model_name(n) => n.to_string(),
+        (_, Some(id)) => format!("model {}", &id_hex(id)[..8]),
+        (_, None) => "model unknown".into(),
+    };
+    // In the image's units where the receiver knows its window, else the model's scale.
+    // A private job's level is the receiver's (`level`), not the stand-in the job holds.
+    let level = level.unwrap_or(run.job.sigma);
+    let sigma = template
+        .and_then(|t| t.sigma_words(level))
+        .unwrap_or_else(|| ((level * 1000.0).round() / 1000.0).to_string());
+    let facts = format!("{name}, sigma {sigma}");
+    // The model's id (what its owner's share-model printed) names it beyond doubt.
+    let id = h0
+        .model_id
+        .as_ref()
+        .map(|id| format!(", model id {}", id_hex(id)))
+        .unwrap_or_default();
+    (
+        format!("denoised, {facts}"),
+        format!("{SECURE_DERIVATION} ({name}{id}, sigma {sigma})"),
+    )
+}
+
+/// What the receiver expects of every pair of output shares: signed by the servers' pinned
+/// keys (`trust`), and of `job` when it names one.
+pub struct Expect<'a> {
+    pub trust: &'a Trust,
+    pub job: Option<Id>,
+}
+
+impl Expect<'static> {
+    /// Any signer, any job: for shares a receiver step already checked, and the fuzzer.
+    pub fn unchecked() -> Expect<'static> {
+        static ANY: Trust = Trust::InsecureUnsigned;
+        Expect {
+            trust: &ANY,
+            job: None,
+        }
+    }
+}
+
+/// Adds the two shares and decodes the image. The shares must be the two outputs of one
+/// run: same job, model and triplet id (the run's id), one from each server. Given in the
+/// other order (S1's as `share0`), they are swapped; anything else is refused, since adding
+/// shares of different runs gives a silently wrong image.
+///
+/// `pre`: the scaling the gateway gave the receiver privately, for a job whose public one is
+/// a stand-in ([`JobParams::private_pre`](crate::formats::bodies::JobParams)); such a job
+/// is refused without it.
+pub fn combine(
+    share0: &Path,
+    share1: &Path,
+    pre: Option<Preprocess>,
+    expect: &Expect,
+) -> Result<(GrayImage, OutputShare)> {
+    combine_run(share0, share1, pre, expect).map(|(img, o0, _)| (img, o0))
+}
+
+/// [`combine`], with the run's facts from the headers it verified.
+pub fn combine_run(
+    share0: &Path,
+    share1: &Path,
+    pre: Option<Preprocess>,
+    expect: &Expect,
+) -> Result<(GrayImage, OutputShare, RunFacts)> {
+    let (h0, h1, o0, sums) = add_pair(share0, share1, expect)?;
+    let p0 = if h0.party == 0 { share0 } else { share1 };
+    let pre = job_pre(&o0.job, pre, p0)?;
+    if let Some(t) = h0.info("tile") {
+        bail!(
+            "{}: is the output of tile {t}; give every tile's shares (--share0 and --share1 \
+             take several files)",
+            p0.display()
+        );
+    }
+    // The geometry must be the one the job implies (it sizes everything the receiver does).
+    let g = o0.geometry;
+    if !sane_output_patch(&g, &o0.job)
+        || g != Geometry::new(o0.job.height, o0.job.width, g.patch, o0.job.stride)
+    {
+        bail!(
+            "{}: its geometry does not match its job parameters",
+            p0.display()
+        );
+    }
+    let img = if is_cnn(&h0) {
+        // A CNN's output is the image itself (1x1 geometry), in its own normalisation.
+        if g.patch.output != 1 || g.stride != 1 {
+            bail!(
+                "{}: a CNN output share must have a 1x1 geometry",
+                p0.display()
+            );
+        }
+        crate::ring::cnn::decode_output(&sums, g.height, g.width, &pre, o0.scale)
+    } else {
+        decode_canvas(&sums, &g, &pre, o0.scale)
+    };
+    let run = RunFacts {
+        h0,
+        h1,
+        job: o0.job.clone(),
+    };
+    Ok((
+        GrayImage {
+            pixels: img,
+            bit_depth: o0.job.bit_depth,
+        },
+        o0,
+        run,
+    ))
+}
+
+/// Checks that two output shares are the two outputs of one run (one from each server, each
+/// signed by its server's pinned key, same job, the expected one, same model and run id,
+/// same shape) and adds them: both headers, S0's share, and the sums.
+fn add_pair(
+    share0: &Path,
+    share1: &Path,
+    expect: &Expect,
+) -> Result<(Header, Header, OutputShare, Vec<u64>)> {
+    let (mut p0, mut p1) = (share0, share1);
+    let ha = container::read_header(p0)?;
+    container::expect(p0, &ha, Kind::OutputShare, None)?;
+    let hb = container::read_header(p1)?;
+    container::expect(p1, &hb, Kind::OutputShare, None)?;
+    if ha.party == hb.party {
+        bail!(
+            "{} and {} are both S{}'s output share; give one from each server",
+            p0.display(),
+            p1.display(),
+            ha.party
+        );
+    }
+    if ha.party == 1 {
+        std::mem::swap(&mut p0, &mut p1);
+    }
+    let (h0, o0): (Header, OutputShare) = load(p0, Kind::OutputShare, Some(0))?;
+    let (h1, o1): (Header, OutputShare) = load(p1, Kind::OutputShare, Some(1))?;
+    // On the verified headers: each share made by its server, not by whoever can write
+    // where shares are kept (the receiver's recipient is public, so a seal proves nothing).
+    expect.trust.check_output(p0, &h0)?;
+    expect.trust.check_output(p1, &h1)?;
+    let hex = |i: &Option<[u8; 16]>| i.as_ref().map(id_hex).unwrap_or_else(|| "none".into());
+    if let Some(want) = expect.job.filter(|j| h0.job_id != Some(*j)) {
+        bail!(
+            "{}: an output of job {}, not of the job the receiver expects ({})",
+            p0.display(),
+            hex(&h0.job_id),
+            id_hex(&want)
+        );
+    }
+    if h0.job_id != h1.job_id || h0.job_id.is_none() {
+        bail!(
+            "{} (job {}) and {} (job {}) are shares of different jobs",
+            p0.display(),
+            hex(&h0.job_id),
+            p1.display(),
+            hex(&h1.job_id)
+        );
+    }
+    for (h, p) in [(&h0, p0), (&h1, p1)] {
+        if h.triplet_id.is_none() {
+            bail!(
+                "{}: the output share does not name its run (written before output shares \
+                 carried their triplet id); it cannot be checked against its partner: rerun the job",
+                p.display()
+            );
+        }
+    }
+    if h0.triplet_id != h1.triplet_id || h0.model_id != h1.model_id {
+        bail!(
+            "{} and {} are outputs of different runs of job {} (run {} and run {}): adding them \
+             would give a wrong image; use the two output shares of one run",
+            p0.display(),
+            p1.display(),
+            hex(&h0.job_id),
+            hex(&h0.triplet_id),
+            hex(&h1.triplet_id)
+        );
+    }
+    if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() || o0.scale != o1.scale {
+        bail!("{}: shape differs from {}", p1.display(), p0.display());
+    }
+    if h0.info("tile") != h1.info("tile")
+        || h0.info("rows") != h1.info("rows")
+        || h0.info("patches") != h1.info("patches")
+    {
+        bail!("{}: a different tile than {}", p1.display(), p0.display());
+    }
+    o0.job
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p0.display()))?;
+    let g = o0.geometry;
+    // Both factors come from the file: a product that overflows is no canvas.
+    let want = g.canvas_h.checked_mul(g.canvas_w);
+    if o1.job != o0.job || Some(o0.canvas.len()) != want {
+        bail!(
+            "{}: canvas has {} values, expected {}",
+            p0.display(),
+            o0.canvas.len(),
+            want.map_or("an impossible count".into(), |n| n.to_string())
+        );
+    }
+    if is_cnn(&h0) != is_cnn(&h1) {
+        bail!(
+            "{} and {} come from different networks",
+            p0.display(),
+            p1.display()
+        );
+    }
+    let sums = add(&o0.canvas, &o1.canvas);
+    Ok((h0, h1, o0, sums))
+}
+
+/// Combines the output shares of a job split into tiles (CNN bands of rows, MLP runs of
+/// patches): every tile's
+/// pair checked as in [`combine`], all of one job and one model, every tile exactly once,
+/// the bands covering the image's rows in order. A missing, repeated or foreign tile is
+/// named.
+pub fn combine_tiles(
+    shares: &[PathBuf],
+    pre: Option<Preprocess>,
+    expect: &Expect,
+) -> Result<(GrayImage, RunFacts)> {
+    struct Part {
+        path: PathBuf,
+        party: u8,
+        tile: Tile,
+        job: Option<Id>,
+        model: Option<Id>,
+    }
+    let mut parts = Vec::new();
+    for path in shares {
+        let h = container::read_header(path)?;
+        container::expect(path, &h, Kind::OutputShare, None)?;
+        if h.party > 1 {
+            bail!(
+                "{}: party {} (an output share is S0's or S1's)",
+                path.display(),
+                h.party
+            );
+        }
+        let label = h.info("tile").with_context(|| {
+            format!(
+                "{}: the output of a job in one piece, given with tiles; give either one \
+                 pair or every tile's shares",
+                path.display()
+            )
+        })?;
+        let tile = Tile::parse(label).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        parts.push(Part {
+            path: path.clone(),
+            party: h.party,
+            tile,
+            job: h.job_id,
+            model: h.model_id,
+        });
+    }
+    let first = &parts[0];
+    let hex = |i: &Option<Id>| i.as_ref().map(id_hex).unwrap_or_else(|| "none".into());
+    for p in &parts {
+        if p.job != first.job || p.job.is_none() || p.model != first.model {
+            bail!(
+                "{}: a tile of job {} (model {}), but {} is of job {} (model {}): every tile \
+                 must be of one job",
+                p.path.display(),
+                hex(&p.job),
+                hex(&p.model),
+                first.path.display(),
+                hex(&first.job),
+                hex(&first.model)
+            );
+        }
+        if p.tile.count != first.tile.count {
+            bail!(
+                "{}: tile {} but {} is tile {}: the job was split differently",
+                p.path.display(),
+                p.tile.label(),
+                first.path.display(),
+                first.tile.label()
+            );
+        }
+    }
+    let k = first.tile.count;
+    // [tile][party]: each exactly once.
+    let mut slots: Vec<[Option<&PathBuf>; 2]> = vec![[None, None]; k];
+    for p in &parts {
+        let slot = &mut slots[p.tile.index][p.party as usize];
+        if let Some(other) = slot {
+            bail!(
+                "tile {} of {k}: S{}'s share given twice ({} and {})",
+                p.tile.index,
+                p.party,
+                other.display(),
+                p.path.display()
+            );
+        }
+        *slot = Some(&p.path);
+    }
+    let mut pairs = Vec::with_capacity(k);
+    for (i, s) in slots.iter().enumerate() {
+        match s {
+            [Some(a), Some(b)] => pairs.push((*a, *b)),
+            _ => {
+                let who = if s[0].is_none() { 0 } else { 1 };
+                bail!("tile {i} of {k}: no output share of S{who} given");
+            }
+        }
+    }
+    // CNN tiles hold bands of rows of the image; MLP tiles partial canvases of runs of the
+    // patch grid, which add up.
+    let mut ranges = Vec::with_capacity(k);
+    let mut sums: Vec<u64> = Vec::new();
+    // The first tile's family, job, scale and geometry (not its canvas): the others must agree.
+    let mut first: Option<(bool, JobParams, u32, Geometry)> = None;
+    // The first tile's verified headers describe the run (every tile is of one job and
+    // model, checked above and below).
+    let mut facts: Option<RunFacts> = None;
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        let (h0, h1, o0, part) = add_pair(a, b, expect)?;
+        // The tiles were sorted on headers read before verification: on the verified ones,
+        // each is the tile of its slot and of the first tile's job and model (a file
+        // swapped between the two reads is not mixed in).
+        let tile = h0.info("tile").map(Tile::parse);
+        if !matches!(tile, Some(Ok(t)) if t.index == i && t.count == k) {
+            bail!(
+                "{}: is not tile {i} of {k}, as its header first read said",
+                a.display()
+            );
+        }
+        if let Some(f) = facts
+            .as_ref()
+            .filter(|f| (f.h0.job_id, f.h0.model_id) != (h0.job_id, h0.model_id))
+        {
+            bail!(
+                "{}: not of the job and model of tile 0 ({}): every tile must be of one job",
+                a.display(),
+                f.h0.job_id.as_ref().map(id_hex).unwrap_or_default()
+            );
+        }
+        if facts.is_none() {
+            facts = Some(RunFacts {
+                h0: h0.clone(),
+                h1,
+                job: o0.job.clone(),
+            });
+        }
+        let cnn = is_cnn(&h0);
+        let named = if cnn { "rows" } else { "patches" };
+        let range = h0
+            .info(named)
+            .and_then(parse_range)
+            .with_context(|| format!("{}: the tile's {named} are not named", a.display()))?;
+        let g = o0.geometry;
+        let job = &o0.job;
+        if cnn {
+            let one = crate::plain::model::PatchShape {
+                input: 1,
+                output: 1,
+                window_milli: 0,
+            };
+            // The whole geometry, as `serve` makes it for the band: its canvas is what is
+            // put in place.
+            let fits = range.start < range.end && range.end <= job.height;
+            if !fits
+                || g != Geometry::new(range.len(), job.width, one, 1)
+                || o0.canvas.len() != range.len() * job.width
+            {
+                bail!(
+                    "{}: its geometry ({} x {}) does not match its rows {}..{} of a {} x {} image",
+                    a.display(),
+                    g.height,
+                    g.width,
+                    range.start,
+                    range.end,
+                    job.height,
+                    job.width
+                );
+            }
+            sums.extend(part);
+        } else {
+            // A partial canvas of the whole job's geometry.
+            let fits = range.start < range.end && range.end <= g.num_patches();
+            if !sane_output_patch(&g, job)
+                || g != Geometry::new(job.height, job.width, g.patch, job.stride)
+                || !fits
+            {
+                bail!(
+                    "{}: its geometry or its patches {}..{} do not match its job",
+                    a.display(),
+                    range.start,
+                    range.end
+                );
+            }
+            if sums.is_empty() {
+                sums = part;
+            } else {
+                sums.iter_mut()
+                    .zip(&part)
+                    .for_each(|(x, y)| *x = x.wrapping_add(*y));
+            }
+        }
+        match &first {
+            None => first = Some((cnn, o0.job.clone(), o0.scale, g)),
+            Some((c, job, scale, geo)) => {
+                if *c != cnn || *job != o0.job || *scale != o0.scale || geo.patch != g.patch {
+                    bail!(
+                        "{}: other job parameters than the first tile's",
+                        a.display()
+                    );
+                }
+            }
+        }
+        ranges.push(range);
+    }
+    let (cnn, job, scale, g) = first.context("no tile given")?;
+    let img = if cnn {
+        check_cover(&ranges, job.height).map_err(|e| anyhow::anyhow!("the tiles' rows: {e}"))?;
+        if sums.len() != job.height * job.width {
+            bail!(
+                "the tiles hold {} values for a {} x {} image",
+                sums.len(),
+                job.height,
+                job.width
+            );
+        }
+        let pre = job_pre(&job, pre, &shares[0])?;
+        crate::ring::cnn::decode_output(&sums, job.height, job.width, &pre, scale)
+    } else {
+        let pre = job_pre(&job, pre, &shares[0])?;
+        check_cover(&ranges, g.num_patches())
+            .map_err(|e| anyhow::anyhow!("the tiles' patches: {e}"))?;
+        decode_canvas(&sums, &g, &pre, scale)
+    };
+    Ok((
+        GrayImage {
+            pixels: img,
+            bit_depth: job.bit_depth,
+        },
+        facts.context("no tile given")?,
+    ))
+}
+
+/// The output geometry's patch must be one a model can have, with the job's stride
+/// (bounds the receiver's work: patches x output pixels).
+fn sane_output_patch(g: &Geometry, job: &crate::formats::bodies::JobParams) -> bool {
+    g.patch.output <= 512 && crate::formats::bodies::check_geometry(job, g.patch).is_ok()
+}
+
+/// Refuses sealed output shares taken unsigned (`--insecure-unsigned`): a sealed share comes
+/// from a real deployment, whose shares are signed.
+pub fn refuse_sealed_shares(inputs: &[&Path]) -> Result<()> {
+    for i in inputs {
+        if crate::formats::sealed::is_sealed(i).unwrap_or(false) {
+            bail!(
+                "{}: --insecure-unsigned is for plain test files, but this output share is sealed: give the servers' public signing keys (--s0-key, --s1-key or --trust) instead",
+                i.display()
+            );
+        }
+    }
+    Ok(())
+}
