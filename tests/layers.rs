@@ -563,3 +563,178 @@ fn the_ratchet_refuses_a_new_upward_import_and_a_stale_entry() {
     );
     assert_eq!(unknown.len(), 2, "{unknown:?}");
 }
+
+/// cli modules that call another cli module's command today (issue 46, item 2 left them):
+/// (file under src/cli/, `module::command`, why). Only ever remove entries.
+const KNOWN_COMMAND_CALLS: &[(&str, &str, &str)] = &[(
+    "table/mod.rs",
+    "demo::demo",
+    "the table runs the demo's secure pipeline per image; its steps to a layer below both",
+)];
+
+/// The commands of src/cli/: each module's `pub fn`s that take a clap argument struct (a
+/// parameter type named `...Args`), as `module::name`, for the modules directly in src/cli/.
+fn commands(files: &[(String, String)]) -> Vec<(String, String)> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    for (path, src) in files {
+        let Some(rest) = path.strip_prefix("cli/") else {
+            continue;
+        };
+        let module = match rest.strip_suffix("/mod.rs") {
+            Some(m) => m,
+            None => match rest.strip_suffix(".rs") {
+                Some(m) if !m.contains('/') && m != "mod" => m,
+                _ => continue,
+            },
+        };
+        let s = strip(src);
+        let mut at = 0;
+        while let Some(k) = s[at..].find("pub fn ") {
+            let start = at + k + "pub fn ".len();
+            let name: String = s[start..].chars().take_while(|&c| ident(c)).collect();
+            at = start;
+            let Some(open) = s[start..].find('(') else {
+                break;
+            };
+            let params = &s[start + open..];
+            let params = &params[..params.find(')').unwrap_or(params.len())];
+            let takes_args = params
+                .split(|c: char| !ident(c))
+                .any(|w| w.ends_with("Args") && w.len() > 4);
+            if takes_args {
+                out.push((module.to_string(), name));
+            }
+        }
+    }
+    out
+}
+
+/// Every `(file, module::command)` where a file of src/cli/ names another cli module's
+/// command, by path (`super::demo::demo`, `crate::cli::demo::demo`) or in a `use` group.
+fn command_calls(files: &[(String, String)]) -> Vec<(String, String)> {
+    let cmds = commands(files);
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    for (path, src) in files {
+        let Some(rest) = path.strip_prefix("cli/") else {
+            continue;
+        };
+        // src/cli/mod.rs dispatches to every command: that is its job.
+        if rest == "mod.rs" {
+            continue;
+        }
+        let own = rest.split(['/', '.']).next().unwrap_or("");
+        let s = strip(src);
+        for (module, name) in &cmds {
+            if module == own {
+                continue;
+            }
+            let head = format!("{module}::");
+            let mut at = 0;
+            let mut hit = false;
+            while let Some(k) = s[at..].find(&head) {
+                let i = at + k;
+                at = i + head.len();
+                if s[..i].chars().next_back().is_some_and(ident) {
+                    continue;
+                }
+                let after = &s[at..];
+                let named = if after.starts_with('{') {
+                    group_heads(after).contains(name)
+                } else {
+                    after.starts_with(name.as_str())
+                        && !after[name.len()..].starts_with(|c: char| ident(c))
+                };
+                hit |= named;
+            }
+            if hit {
+                found.push((rest.to_string(), format!("{module}::{name}")));
+            }
+        }
+    }
+    found
+}
+
+/// Issue 46, item 2: the commands in src/cli/ call the study and job layers, never another
+/// cli module's command (a study's steps once called the party commands, and they called
+/// the study back).
+#[test]
+fn no_cli_module_calls_another_cli_modules_command() {
+    let tree = tree();
+    let cmds = commands(&tree);
+    // The finder sees the commands it is to watch.
+    for c in [
+        "dealer::gen_triplets",
+        "server::serve",
+        "receiver::reconstruct",
+        "demo::demo",
+    ] {
+        assert!(
+            cmds.iter().any(|(m, n)| format!("{m}::{n}") == c),
+            "{c} not found among the commands: {cmds:?}"
+        );
+    }
+    let calls = command_calls(&tree);
+    let known: Vec<(String, String)> = KNOWN_COMMAND_CALLS
+        .iter()
+        .map(|&(f, c, _)| (f.to_string(), c.to_string()))
+        .collect();
+    let new: Vec<String> = calls
+        .iter()
+        .filter(|c| !known.contains(c))
+        .map(|(f, c)| format!("src/cli/{f} calls {c}"))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "a cli module calls another cli module's command: move the step it needs into \
+         src/job/ or src/study/ and call it there from both:\n{}",
+        new.join("\n")
+    );
+    let gone: Vec<String> = known
+        .iter()
+        .filter(|k| !calls.contains(k))
+        .map(|(f, c)| format!("src/cli/{f} -> {c}"))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "command calls that no longer exist: remove them from KNOWN_COMMAND_CALLS:\n{}",
+        gone.join("\n")
+    );
+}
+
+#[test]
+fn a_command_called_from_another_cli_module_is_found() {
+    let files: Vec<(String, String)> = [
+        (
+            "cli/dealer.rs",
+            "pub fn gen_triplets(a: GenTripletsArgs) -> R { todo!() }\npub fn dealer_record(p: &Path) {}",
+        ),
+        (
+            "cli/study.rs",
+            "use super::dealer::{gen_triplets, GenTripletsArgs};\nfn f() { super::dealer::dealer_record(p) }",
+        ),
+        ("cli/demo.rs", "fn g() { crate::cli::dealer::gen_triplets(a) }"),
+        ("cli/owner.rs", "// super::dealer::gen_triplets(a)\nfn h() { xdealer::gen_triplets(a) }"),
+        ("cli/table/mod.rs", "use super::super::dealer::gen_triplets;"),
+    ]
+    .iter()
+    .map(|(p, s)| (p.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(
+        commands(&files),
+        [("dealer".to_string(), "gen_triplets".to_string())]
+    );
+    let calls: Vec<String> = command_calls(&files)
+        .into_iter()
+        .map(|(f, c)| format!("{f} {c}"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "study.rs dealer::gen_triplets",
+            "demo.rs dealer::gen_triplets",
+            "table/mod.rs dealer::gen_triplets"
+        ]
+    );
+}
