@@ -15,7 +15,7 @@ use crate::corr::base_ots::{base_ot_digests, BASE_OT};
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::masks::{mask_seed_digests, MASK_SEEDS};
 use crate::dealer::{DealSeeds, NonlinearDeal};
-use crate::formats::atomic::Staged;
+use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{
     is_cnn, DealerMask, JobParams, ModelMask, Triplets, TripletsLead, CNN, NETWORK,
 };
@@ -26,8 +26,8 @@ use crate::formats::checks::{
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::signing::Role;
 use crate::formats::triplet_stream;
-use crate::plain::geometry::Geometry;
-use crate::plain::model::PatchShape;
+use crate::model::geometry::Geometry;
+use crate::model::mlp::PatchShape;
 use crate::ring::share::fresh_seed;
 use crate::ring::share::Seed;
 use crate::ring::tiles::{patch_range, Tile};

@@ -9,18 +9,16 @@ use clap::Args;
 use super::inputs::{load_image_windowed, output_encoding};
 use super::owner::with_ext;
 use super::Summary;
-use crate::formats::atomic::Staged;
+use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NAME, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::receiver_facts::{facts_file, ReceiverFacts};
 use crate::formats::signing::{signer_of, Role, Trust};
-use crate::plain::frame::Frame;
-use crate::plain::image::window::{
-    DeclaredWindow, Sigma, Units, ValueScale, WindowChoice, MODEL_WINDOW,
-};
-use crate::plain::image::{add_noise as awgn, GrayImage};
-use crate::plain::noise_map::{NoiseLevel, PoissonGaussian};
-use crate::plain::preprocess::Preprocess;
+use crate::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice, MODEL_WINDOW};
+use crate::image::{add_noise as awgn, GrayImage};
+use crate::model::frame::Frame;
+use crate::model::noise_map::{NoiseLevel, PoissonGaussian};
+use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
 use crate::ring::sweep::{parse_ranges, range_for, span, Ranges, SIGMA_RANGE};
@@ -299,11 +297,11 @@ impl<'a> Sharer<'a> {
     /// Whether the model takes noise level `level` (0..255 scale), for a model with a noise
     /// map; checked before any image is read.
     fn check_level(&self, level: f64) -> Result<()> {
-        if self.facts.frame.noise_map && level > crate::plain::noise_map::MAX_SIGMA {
+        if self.facts.frame.noise_map && level > crate::model::noise_map::MAX_SIGMA {
             bail!(
                 "noise level {level:.3} on the 0..255 scale: a model with a noise map takes up \
                  to {} (its fixed point was measured to there)",
-                crate::plain::noise_map::MAX_SIGMA
+                crate::model::noise_map::MAX_SIGMA
             );
         }
         Ok(())
@@ -694,7 +692,7 @@ fn noise_level(a: &AddNoiseArgs, scale: &ValueScale) -> Result<f64> {
             .map_err(anyhow::Error::msg),
         None => bail!(
             "--sigma: required (or --noise); {}",
-            crate::plain::image::window::SIGMA_FORMS
+            crate::image::window::SIGMA_FORMS
         ),
     }
 }
@@ -705,7 +703,7 @@ fn add_noise_frames(
     a: &AddNoiseArgs,
     frames: &[GrayImage],
     pg: Option<PoissonGaussian>,
-    enc: &crate::plain::image::Encoding,
+    enc: &crate::image::Encoding,
     level: f64,
 ) -> Result<Summary> {
     if let Some(m) = &a.map_out {
@@ -726,7 +724,7 @@ fn add_noise_frames(
                 None => awgn(img, level, seed),
             };
             let q = enc.quantize(&noisy.pixels);
-            psnrs.push(crate::plain::metrics::psnr(&img.pixels, &q, 255.0));
+            psnrs.push(crate::metrics::psnr(&img.pixels, &q, 255.0));
             GrayImage {
                 pixels: q,
                 bit_depth: enc.bit_depth(),
@@ -793,7 +791,7 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
             Some(pg) => pg.map_of(&img.pixels),
             None => img.pixels.mapv(|_| level),
         };
-        crate::formats::atomic::write_with(m, |f| {
+        crate::fileio::atomic::write_with(m, |f| {
             use ndarray_npy::WriteNpyExt;
             map.write_npy(f)?;
             Ok(())
@@ -805,7 +803,7 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
         bit_depth: enc.bit_depth(),
     };
     enc.save(&q, &a.out)?;
-    let psnr = crate::plain::metrics::psnr(&img.pixels, &q.pixels, 255.0);
+    let psnr = crate::metrics::psnr(&img.pixels, &q.pixels, 255.0);
     let what = match &a.noise {
         Some(n) => n.clone(),
         None => format!(

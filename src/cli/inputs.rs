@@ -6,12 +6,12 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use ndarray::Array2;
 
-use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
-use crate::plain::image::{
+use crate::image::phantom;
+use crate::image::window::{Sigma, ValueScale, WindowChoice};
+use crate::image::{
     self, DerivedSeries, DicomTemplate, Encoding, Format, GrayImage, Keep, OutputSyntax, Windowed,
 };
-use crate::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
-use crate::plain::phantom;
+use crate::model::noise_map::{load_map, NoiseLevel, PoissonGaussian};
 
 /// How the noise level of an image is given to a model with a noise-map channel (FFDNet):
 /// `--sigma` alone is one level everywhere; these two give one per pixel.

@@ -12,10 +12,10 @@ use crate::formats::bodies::{is_cnn, load, valid_model_name, JobParams, OutputSh
 use crate::formats::container::{self, id_hex, Header, Id, Kind};
 use crate::formats::receiver_facts::ReceiverFacts;
 use crate::formats::signing::Trust;
-use crate::plain::geometry::Geometry;
-use crate::plain::image::window::{Units, WindowChoice};
-use crate::plain::image::{DicomTemplate, Encoding, Format, GrayImage};
-use crate::plain::preprocess::Preprocess;
+use crate::image::window::{Units, WindowChoice};
+use crate::image::{DicomTemplate, Encoding, Format, GrayImage};
+use crate::model::geometry::Geometry;
+use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
 use crate::ring::tiles::{check_cover, parse_range, Tile};
@@ -82,7 +82,7 @@ pub fn check_result(
     let Some(noisy) = noisy.get(frame).filter(|n| n.dim() == img.pixels.dim()) else {
         return Ok(None);
     };
-    let look = crate::plain::suspect::Look::of(&img.pixels, noisy, sigma);
+    let look = crate::metrics::suspect::Look::of(&img.pixels, noisy, sigma);
     let Some(why) = look.ruined() else {
         return Ok(None);
     };
@@ -544,7 +544,7 @@ pub fn combine_tiles(
         let g = o0.geometry;
         let job = &o0.job;
         if cnn {
-            let one = crate::plain::model::PatchShape {
+            let one = crate::model::mlp::PatchShape {
                 input: 1,
                 output: 1,
                 window_milli: 0,
@@ -794,9 +794,9 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
         "download_bytes": download, "seconds": secs});
     if let Some((c, clean)) = clean {
-        let q = crate::plain::image::quantize_u8(&img.pixels);
-        let psnr = crate::plain::metrics::psnr(&clean.pixels, &q, 255.0);
-        let ssim = crate::plain::metrics::ssim(&clean.pixels, &q);
+        let q = crate::image::quantize_u8(&img.pixels);
+        let psnr = crate::metrics::psnr(&clean.pixels, &q, 255.0);
+        let ssim = crate::metrics::ssim(&clean.pixels, &q);
         lines.push(format!("PSNR {psnr:.2} dB, SSIM {ssim:.4} against {c}"));
         json["psnr"] = psnr.into();
         json["ssim"] = ssim.into();

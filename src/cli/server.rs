@@ -13,7 +13,7 @@ use super::owner::with_suffix;
 use super::progress::{Mode, Progress};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
-use crate::formats::atomic;
+use crate::fileio::atomic;
 use crate::formats::sealed::{self, Recipient};
 use crate::net::identity::keygen as make_identity;
 use crate::server::session::{self, LinkConfig};

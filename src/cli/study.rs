@@ -21,11 +21,11 @@ use crate::formats::study::{
     default_binding, default_sources, parse_id, parse_slices, slice_dir, slice_file, slices_spec,
     Done, Manifest, Source, Sources, MANIFEST, MAX_SLICES,
 };
-use crate::plain::image::dicom::DicomTemplate;
-use crate::plain::image::series::{is_dicomdir, scan_frames, scan_series, StudyKind};
-use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
-use crate::plain::image::{self, Encoding, Format};
-use crate::plain::preprocess::Preprocess;
+use crate::image::dicom::DicomTemplate;
+use crate::image::series::{is_dicomdir, scan_frames, scan_series, StudyKind};
+use crate::image::window::{Sigma, ValueScale, WindowChoice};
+use crate::image::{self, Encoding, Format};
+use crate::model::preprocess::Preprocess;
 
 /// Secret-share a study (a folder of one DICOM series, or of PNG/TIFF images) for S0 and S1:
 /// every slice a new job, in the series' order.
@@ -962,7 +962,7 @@ pub fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     }
     // All slices or none: the finished folder is moved into place.
     let mut warnings = Vec::new();
-    crate::formats::atomic::new_folder(&a.out, |staging| {
+    crate::fileio::atomic::new_folder(&a.out, |staging| {
         let mut frames = Vec::new();
         for (i, s) in sources.slices.iter().enumerate() {
             let (img, run) = match first.take() {
@@ -1050,7 +1050,7 @@ mod tests {
     use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
     use super::*;
-    use crate::plain::image::window::Window;
+    use crate::image::window::Window;
 
     /// A `size x size` 12-bit CT slice's file bytes, its values from `seed`.
     fn ct(size: usize, seed: u16) -> Vec<u8> {
