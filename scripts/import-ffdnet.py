@@ -10,7 +10,7 @@ as channel 5), 15 same-padded 3x3 `conv` layers with a `relu` after each but the
 Writes `K1..K15` (out x in x 3 x 3), `b1..b15`, `unshuffle = 2`, `noise_map = 1`,
 `residual = 0`, `sigma` (nominal only: the map carries the noise level) and `fixed_point`
 (the fixed-point settings measured for these weights). ppdenoise's
-frame (src/plain/frame.rs) takes the sub-images in the authors' channel order, (dy, dx) =
+frame (src/model/frame.rs) takes the sub-images in the authors' channel order, (dy, dx) =
 (0,0), (1,0), (0,1), (1,1), and pads odd sizes by repeating the last row/column.
 
     python3 -m venv .venv-import && .venv-import/bin/pip install h5py numpy

@@ -14,7 +14,7 @@ PSNR against the clean image is printed.
 
 The script makes its own virtual environment (out/.venv-torch) with PyTorch from PyPI the
 first time and runs itself inside it; PyTorch is needed by nothing else in the project.
-The model is a CNN `.npz` as src/plain/cnn.rs defines it (K1..KL, b1..bL, sigma, residual,
+The model is a CNN `.npz` as src/model/cnn.rs defines it (K1..KL, b1..bL, sigma, residual,
 unshuffle, noise_map): DnCNN-S or FFDNet (the noise map at the uniform level --sigma).
 """
 
@@ -63,7 +63,7 @@ def load_cnn(path, np):
 
 
 def stack_input(m, img, sigma, np):
-    """The network's input as plain/frame.rs builds it (images of a multiple of r only)."""
+    """The network's input as model/frame.rs builds it (images of a multiple of r only)."""
     r = m["unshuffle"]
     if img.shape[0] % r or img.shape[1] % r:
         sys.exit(f"the image's sides must be multiples of {r}")

@@ -16,9 +16,9 @@ use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::dealer::cnn as deal;
 use ppdenoise::dealer::DealSeeds;
 use ppdenoise::formats::bodies::CnnModelShare;
-use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
-use ppdenoise::plain::phantom::shepp_logan;
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::image::phantom::shepp_logan;
+use ppdenoise::model::cnn::{random_cnn, Cnn, CnnMeta};
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
 use ppdenoise::ring::share::{share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
@@ -217,9 +217,9 @@ fn random_cnns_are_bit_exact_with_the_oracle() {
 /// repetition, cropping) and at every border, for both engines and both weight paths.
 #[test]
 fn random_ffdnet_shaped_cnns_are_bit_exact_with_the_oracle() {
-    use ppdenoise::plain::cnn::random_framed_cnn;
-    use ppdenoise::plain::frame::Frame;
-    use ppdenoise::plain::noise_map::NoiseLevel;
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::NoiseLevel;
     let ffd = Frame::FFDNET;
     let no_map3 = Frame {
         unshuffle: 3,
@@ -274,9 +274,9 @@ fn random_ffdnet_shaped_cnns_are_bit_exact_with_the_oracle() {
 /// as it changes the oracle's (negative control: the map is not ignored).
 #[test]
 fn the_noise_map_reaches_the_network() {
-    use ppdenoise::plain::cnn::random_framed_cnn;
-    use ppdenoise::plain::frame::Frame;
-    use ppdenoise::plain::noise_map::NoiseLevel;
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::NoiseLevel;
     let m = random_framed_cnn(&[5, 6, 4], 3, 77, meta(false), Frame::FFDNET);
     let img = noisy_image(6, 8, 5);
     let a = m.noise_map(&NoiseLevel::Uniform(10.0), 6, 8);
@@ -389,7 +389,7 @@ fn real_cnn_crop_boolean_engine() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
     let m = Cnn::load(std::path::Path::new(&model)).unwrap();
-    let img = ppdenoise::plain::image::load(&image).unwrap();
+    let img = ppdenoise::image::load(&image).unwrap();
     let (h, w) = img.pixels.dim();
     let (y0, x0) = ((h - crop.min(h)) / 2, (w - crop.min(w)) / 2);
     let px = img

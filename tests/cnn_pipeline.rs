@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{bin, no_link_addr, ok, run, start_pair, wait_limit};
 use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
 use ppdenoise::formats::container::{Header, Kind};
-use ppdenoise::plain::cnn::{random_cnn, Cnn, CnnMeta};
+use ppdenoise::model::cnn::{random_cnn, Cnn, CnnMeta};
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
 use ppdenoise::ring::share::Stream;
 
@@ -169,7 +169,7 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
         .map(|(a, b)| a.wrapping_add(*b))
         .collect();
     // The gateway encoded exactly the noisy PNG, the CNN's way (p/255 at scale s).
-    let noisy = ppdenoise::plain::image::load(d.path("noisy.png")).unwrap();
+    let noisy = ppdenoise::image::load(d.path("noisy.png")).unwrap();
     let params = CnnFixed::default();
     assert_eq!(
         enc,
@@ -217,14 +217,10 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
             "--out",
             &d.p("denoised.png"),
         ]);
-        let png = ppdenoise::plain::image::load(d.path("denoised.png")).unwrap();
-        let pre = ppdenoise::plain::preprocess::Preprocess::new(25.0, 25.0, true);
+        let png = ppdenoise::image::load(d.path("denoised.png")).unwrap();
+        let pre = ppdenoise::model::preprocess::Preprocess::new(25.0, 25.0, true);
         let dec = ring_cnn::decode_output(&oracle, 21, 21, &pre, CnnFixed::default().out_scale());
-        assert_eq!(
-            png.pixels,
-            ppdenoise::plain::image::quantize_u8(&dec),
-            "{engine}"
-        );
+        assert_eq!(png.pixels, ppdenoise::image::quantize_u8(&dec), "{engine}");
         // The triplets are spent.
         let c0 = d.spawn(0, &no_link_addr(), "triplets");
         refused(&wait(c0), "already");
@@ -394,15 +390,15 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
         // Recomputed here from the files of the run with this sigma's model: the denoised PNG
         // the receiver wrote equals the oracle on the noisy PNG the gateway shared.
         let run = d.path(&format!("t/runs/phantom_20/sigma{sg}"));
-        let noisy = ppdenoise::plain::image::load(run.join("noisy.png")).unwrap();
-        let secure = ppdenoise::plain::image::load(run.join("denoised.png")).unwrap();
+        let noisy = ppdenoise::image::load(run.join("noisy.png")).unwrap();
+        let secure = ppdenoise::image::load(run.join("denoised.png")).unwrap();
         let m = Cnn::load(&path).unwrap();
         let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
-        let pre = ppdenoise::plain::preprocess::Preprocess::new(sg, sg, true);
+        let pre = ppdenoise::model::preprocess::Preprocess::new(sg, sg, true);
         let (dec, _) = ring_cnn::denoise(&plan, &noisy.pixels, &[], &pre);
         assert_eq!(
             secure.pixels,
-            ppdenoise::plain::image::quantize_u8(&dec),
+            ppdenoise::image::quantize_u8(&dec),
             "sigma {sg}"
         );
     }
@@ -435,9 +431,9 @@ fn table_picks_a_cnn_per_sigma_and_checks_the_oracle_from_the_files() {
 /// map the shares hold is the one the gateway was asked for.
 #[test]
 fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
-    use ppdenoise::plain::cnn::random_framed_cnn;
-    use ppdenoise::plain::frame::Frame;
-    use ppdenoise::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::{load_map, NoiseLevel, PoissonGaussian};
     let d = Dir::new();
     for n in ["s0", "s1"] {
         ok(&["keygen", "--name", n, "--out-dir", &d.p("keys")]);
@@ -468,12 +464,12 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
         &d.p("truth.npy"),
     ]);
     // An odd width too: crop the 21 x 21 phantom to 21 x 19.
-    let full = ppdenoise::plain::image::load(d.path("noisy-full.png")).unwrap();
-    let noisy = ppdenoise::plain::image::GrayImage {
+    let full = ppdenoise::image::load(d.path("noisy-full.png")).unwrap();
+    let noisy = ppdenoise::image::GrayImage {
         pixels: full.pixels.slice(ndarray::s![.., ..w]).to_owned(),
         bit_depth: 8,
     };
-    ppdenoise::plain::image::save_png(&noisy, d.path("noisy.png"), 8).unwrap();
+    ppdenoise::image::save_png(&noisy, d.path("noisy.png"), 8).unwrap();
     let truth = load_map(&d.path("truth.npy"), h, h).unwrap();
     ndarray_npy::write_npy(
         d.path("map.npy"),
@@ -545,7 +541,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
             .map(|(a, b)| a.wrapping_add(*b))
             .collect();
         let map = m.noise_map(&level, h, w);
-        let pre = ppdenoise::plain::preprocess::Preprocess::identity();
+        let pre = ppdenoise::model::preprocess::Preprocess::identity();
         assert_eq!(
             i0.job.pre, pre,
             "{what}: a noise-map model takes p/255 as is"
@@ -578,7 +574,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
             "--out",
             &d.p("denoised.png"),
         ]);
-        let png = ppdenoise::plain::image::load(d.path("denoised.png")).unwrap();
+        let png = ppdenoise::image::load(d.path("denoised.png")).unwrap();
         assert_eq!(png.pixels.dim(), (h, w), "{what}: the image's own size");
         // The plaintext tools take the same maps and agree with the oracle.
         let fmodel = d.p("ffd.npz");
@@ -595,7 +591,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
         };
         args.extend(extra2.iter().map(String::as_str));
         ok(&args);
-        let plain = ppdenoise::plain::image::load(d.path("plain.png")).unwrap();
+        let plain = ppdenoise::image::load(d.path("plain.png")).unwrap();
         assert_eq!(
             plain.pixels, png.pixels,
             "{what}: denoise --arith fixed == secure"
@@ -605,8 +601,8 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
 
 #[test]
 fn ffdnet_files_are_refused_when_they_do_not_fit() {
-    use ppdenoise::plain::cnn::random_framed_cnn;
-    use ppdenoise::plain::frame::Frame;
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
     let d = Dir::new();
     let meta = CnnMeta {
         sigma: 25.0,
@@ -730,8 +726,8 @@ fn ffdnet_files_are_refused_when_they_do_not_fit() {
         "huge.npy: its header's shape needs 34359738368 bytes of data",
     );
     // A 16-bit image as a map would be read scaled: refused.
-    ppdenoise::plain::image::save_png(
-        &ppdenoise::plain::image::GrayImage {
+    ppdenoise::image::save_png(
+        &ppdenoise::image::GrayImage {
             pixels: ndarray::Array2::from_elem((16, 16), 25.0),
             bit_depth: 16,
         },
@@ -800,8 +796,8 @@ fn ffdnet_files_are_refused_when_they_do_not_fit() {
 /// noise, and --resume refuses records made with other noise.
 #[test]
 fn table_with_signal_dependent_noise_is_bit_exact_and_resumes_only_the_same_noise() {
-    use ppdenoise::plain::cnn::random_framed_cnn;
-    use ppdenoise::plain::frame::Frame;
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
     let d = Dir::new();
     let meta = CnnMeta {
         sigma: 25.0,
@@ -896,8 +892,8 @@ fn reconstruct(d: &Dir, share0: &[&str], share1: &[&str], out: &str) -> Output {
 /// tile's spent randomness is refused and the tile re-made and re-run alone.
 #[test]
 fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
-    use ppdenoise::plain::cnn::random_framed_cnn;
-    use ppdenoise::plain::frame::Frame;
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
     for (framed, engine) in [(false, "gmw"), (true, "gc")] {
         let d = Dir::new();
         let m = setup(&d, true);
@@ -1052,7 +1048,7 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
         for o in [&mut o, &mut o1] {
             let g = o.geometry;
             o.geometry =
-                ppdenoise::plain::geometry::Geometry::new(g.height - 1, g.width, g.patch, 1);
+                ppdenoise::model::geometry::Geometry::new(g.height - 1, g.width, g.patch, 1);
             o.canvas.truncate(o.canvas.len() - g.width);
         }
         ppdenoise::formats::container::write(

@@ -122,7 +122,7 @@ fn compressed_outputs_decode_to_the_stored_values_of_the_uncompressed_one() {
         pixels.iter().any(|v| v.as_i64().unwrap() < -100),
         "the test needs negative stored values in the output"
     );
-    let ours = ppdenoise::plain::image::load(&plain).unwrap();
+    let ours = ppdenoise::image::load(&plain).unwrap();
     for (name, uid) in [
         ("jpeg-ls-lossless", uids::JPEGLS_LOSSLESS),
         ("j2k-lossless", uids::JPEG2000_LOSSLESS),
@@ -139,7 +139,7 @@ fn compressed_outputs_decode_to_the_stored_values_of_the_uncompressed_one() {
             pixels.len()
         );
         assert_eq!(
-            ppdenoise::plain::image::load(&out).unwrap(),
+            ppdenoise::image::load(&out).unwrap(),
             ours,
             "{name}: ppdenoise's own reading"
         );

@@ -20,7 +20,7 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
 use ndarray::Array2;
-use ppdenoise::plain::image::{load, DicomTemplate, Encoding, Format, GrayImage, ImageError};
+use ppdenoise::image::{load, DicomTemplate, Encoding, Format, GrayImage, ImageError};
 
 const PATIENT: &str = "Doe^Jane";
 const STUDY: &str = "1.2.826.0.1.3680043.8.498.1";
@@ -431,7 +431,7 @@ fn sixteen_bit_maps_like_16_bit_png_and_converts_losslessly() {
     let t = DicomTemplate::read(&src).unwrap();
     for name in ["u16.png", "u16.tif"] {
         let p = dir.path().join(name);
-        ppdenoise::plain::image::save(&img, &p, 16).unwrap();
+        ppdenoise::image::save(&img, &p, 16).unwrap();
         let back = load(&p).unwrap();
         let q = dir.path().join("again.dcm");
         Encoding::Dicom(Box::new(t.clone()))
@@ -550,9 +550,7 @@ fn malformed_rle_and_jpeg_data_are_refused_not_decoded() {
 
 /// `load_frames` fails with an error naming the file and containing every needle.
 fn frames_refused(path: &Path, needles: &[&str]) {
-    let e = ppdenoise::plain::image::load_frames(path)
-        .unwrap_err()
-        .to_string();
+    let e = ppdenoise::image::load_frames(path).unwrap_err().to_string();
     let name = path.file_name().unwrap().to_string_lossy();
     assert!(e.contains(&*name), "{e:?} does not name {name}");
     for n in needles {
@@ -586,9 +584,8 @@ fn refusals_name_the_file_and_the_problem() {
     // As a template it reads, and takes two frames, not one image.
     let t = DicomTemplate::read(d("multi.dcm")).unwrap();
     assert_eq!(t.frames(), 2);
-    let one =
-        ppdenoise::plain::image::load(Spec::new(4, 4, 8, false, vec![0; 16]).write(&d("one.dcm")))
-            .unwrap();
+    let one = ppdenoise::image::load(Spec::new(4, 4, 8, false, vec![0; 16]).write(&d("one.dcm")))
+        .unwrap();
     let e = Encoding::Dicom(Box::new(t))
         .save(&one, d("out.dcm"))
         .unwrap_err();
@@ -663,7 +660,7 @@ fn dicom_output_needs_a_fitting_template() {
         e.to_string().contains("x.dcm") && e.to_string().contains("--like"),
         "{e}"
     );
-    let e = ppdenoise::plain::image::save(&img, &out, 8).unwrap_err();
+    let e = ppdenoise::image::save(&img, &out, 8).unwrap_err();
     assert!(e.to_string().contains("--like"), "{e}");
 
     let src = Spec::new(4, 4, 8, false, (0..16).collect()).write(&dir.path().join("t.dcm"));
@@ -681,7 +678,7 @@ fn dicom_output_needs_a_fitting_template() {
     assert!(e.to_string().contains("t.dcm"), "{e}");
     // A PNG as a template.
     let png = dir.path().join("p.png");
-    ppdenoise::plain::image::save_png(&img, &png, 8).unwrap();
+    ppdenoise::image::save_png(&img, &png, 8).unwrap();
     let e = DicomTemplate::read(&png).unwrap_err();
     assert!(
         e.to_string().contains("p.png") && e.to_string().contains("not a DICOM"),
@@ -738,7 +735,7 @@ fn cli_refused<S: AsRef<std::ffi::OsStr>>(args: &[S], needles: &[&str]) {
 /// files' rounding, wherever the noisy slice it was made from lay inside the window (the
 /// DICOM holds the rest back unchanged).
 fn assert_same_inside_window(dcm: &Path, tif: &GrayImage, noisy: &Path, full: bool) {
-    use ppdenoise::plain::image::{load_windowed, window::WindowChoice};
+    use ppdenoise::image::{load_windowed, window::WindowChoice};
     let choice = if full {
         WindowChoice::Full
     } else {
@@ -754,7 +751,7 @@ fn assert_same_inside_window(dcm: &Path, tif: &GrayImage, noisy: &Path, full: bo
     let w = if full {
         i.full_window()
     } else {
-        ppdenoise::plain::image::window::CT_WINDOW
+        ppdenoise::image::window::CT_WINDOW
     };
     let (lo, hi) = (i.to_scale(lo, &w), i.to_scale(hi, &w));
     let step = 255.0 / 4095.0 / 2.0 + 255.0 / 65535.0 / 2.0 + 1e-9;
@@ -770,7 +767,7 @@ fn assert_same_inside_window(dcm: &Path, tif: &GrayImage, noisy: &Path, full: bo
 
 /// A 12-bit signed CT-like slice of the n x n phantom.
 fn ct_phantom(path: &Path, n: usize) -> PathBuf {
-    let ph = ppdenoise::plain::phantom::builtin(&format!("phantom:{n}")).unwrap();
+    let ph = ppdenoise::image::phantom::builtin(&format!("phantom:{n}")).unwrap();
     let values: Vec<i32> = ph
         .pixels
         .iter()
@@ -886,7 +883,7 @@ fn reconstruct_refuses_a_dicom_output_before_reading_the_shares() {
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| s(&dir.path().join(n));
     let png = dir.path().join("p.png");
-    ppdenoise::plain::image::save_png(&GrayImage::new(Array2::zeros((2, 2)), 8), &png, 8).unwrap();
+    ppdenoise::image::save_png(&GrayImage::new(Array2::zeros((2, 2)), 8), &png, 8).unwrap();
     // The shares do not even exist: the output's form is refused first.
     let base = [
         "reconstruct",
@@ -960,7 +957,7 @@ fn wait_limit(mut c: Child, limit: Duration) -> Output {
 
 #[test]
 fn secure_run_on_a_dicom_is_reconstructed_like_it() {
-    use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+    use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| s(&dir.path().join(n));
     let ct = ct_phantom(&dir.path().join("ct.dcm"), 24);
@@ -1570,7 +1567,7 @@ fn big_endian_deflated_jpeg_ls_and_12_bit_jpeg_written_here_decode_to_their_sour
         .map(|i| (i % 40) * 100 + (i / 40) * 3)
         .collect();
     let raw: Vec<u16> = values.iter().map(|&v| v as u16).collect();
-    let jpeg = ppdenoise::plain::image::jpeg12::encode(&raw, 48, 40, 95).unwrap();
+    let jpeg = ppdenoise::image::jpeg12::encode(&raw, 48, 40, 95).unwrap();
     let mut spec = Spec::new(48, 40, 12, false, values.clone());
     spec.transfer_syntax = uids::JPEG_EXTENDED12_BIT;
     spec.fragments = Some(vec![jpeg.clone()]);
@@ -1756,9 +1753,9 @@ fn lossy_overshoot_past_bits_stored_is_clamped_not_wrapped() {
     let mut spec = Spec::new(rows as u16, cols as u16, 10, false, values.clone());
     spec.transfer_syntax = uids::JPEG_EXTENDED12_BIT;
     for q in [75, 90] {
-        let jpeg = ppdenoise::plain::image::jpeg12::encode(&raw, rows, cols, q).unwrap();
+        let jpeg = ppdenoise::image::jpeg12::encode(&raw, rows, cols, q).unwrap();
         // The decoder itself overshoots 1023 somewhere (else this test shows nothing).
-        let back = ppdenoise::plain::image::jpeg12::decode_for_test(&jpeg, rows, cols);
+        let back = ppdenoise::image::jpeg12::decode_for_test(&jpeg, rows, cols);
         assert!(back.iter().any(|&v| v > 1023), "quality {q}: no overshoot");
         spec.fragments = Some(vec![jpeg]);
         let got = decoded(&spec.write(&dir.path().join(format!("edge{q}.dcm")))).0;
@@ -1838,7 +1835,7 @@ fn frame_intercepts(path: &Path) -> Vec<String> {
 
 /// Stored values of every frame `load_frames` decoded (the scale mapped back, 12-bit signed).
 fn frames_stored(path: &Path) -> Vec<Vec<i32>> {
-    ppdenoise::plain::image::load_frames(path)
+    ppdenoise::image::load_frames(path)
         .unwrap_or_else(|e| panic!("{e}"))
         .iter()
         .map(|f| {
@@ -1862,7 +1859,7 @@ fn multi_frame_objects_are_read_whole_and_written_like_their_input() {
     // A single-image reader refuses it, saying which commands take it.
     refused(&d("mf.dcm"), &["3 frames", "share-study"]);
     // Written like itself: every frame's stored values, the per-frame groups kept.
-    let frames = ppdenoise::plain::image::load_frames(d("mf.dcm")).unwrap();
+    let frames = ppdenoise::image::load_frames(d("mf.dcm")).unwrap();
     let t = DicomTemplate::read(d("mf.dcm")).unwrap();
     assert_eq!(t.frames(), 3);
     Encoding::Dicom(Box::new(t.clone()))
@@ -1924,11 +1921,11 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
     ]);
     assert_eq!(j["frames"], 3);
     // Frame k has the noise of seed 7 + k: as add-noise gives a single frame k.
-    let clean = ppdenoise::plain::image::load_frames(d("mf.dcm")).unwrap();
-    let noisy = ppdenoise::plain::image::load_frames(d("noisy.dcm")).unwrap();
+    let clean = ppdenoise::image::load_frames(d("mf.dcm")).unwrap();
+    let noisy = ppdenoise::image::load_frames(d("noisy.dcm")).unwrap();
     let t = DicomTemplate::read(d("mf.dcm")).unwrap();
     for (k, (c, n)) in clean.iter().zip(&noisy).enumerate() {
-        let want = ppdenoise::plain::image::add_noise(c, 20.0, 7 + k as u64);
+        let want = ppdenoise::image::add_noise(c, 20.0, 7 + k as u64);
         assert_eq!(n.pixels, t.quantize(&want.pixels), "frame {k}");
     }
     assert_eq!(
@@ -2015,8 +2012,8 @@ fn multi_frame_jpeg_is_read_frame_by_frame_and_a_hidden_stream_is_refused() {
     obj.transcode(&dicom_transfer_syntax_registry::entries::JPEG_BASELINE.erased())
         .unwrap();
     obj.write_to_file(d("jpeg.dcm")).unwrap();
-    let got = ppdenoise::plain::image::load_frames(d("jpeg.dcm")).unwrap();
-    let want = ppdenoise::plain::image::load_frames(d("native.dcm")).unwrap();
+    let got = ppdenoise::image::load_frames(d("jpeg.dcm")).unwrap();
+    let want = ppdenoise::image::load_frames(d("native.dcm")).unwrap();
     assert_eq!(got.len(), 3);
     // Lossy: each frame close to its own source, and closer to it than to the others.
     let err = |a: &GrayImage, b: &GrayImage| (&a.pixels - &b.pixels).mapv(f64::abs).mean().unwrap();

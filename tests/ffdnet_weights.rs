@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ppdenoise::plain::cnn::Cnn;
-use ppdenoise::plain::image::{add_noise, load, quantize_u8, GrayImage};
-use ppdenoise::plain::metrics::psnr;
-use ppdenoise::plain::noise_map::NoiseLevel;
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::image::{add_noise, load, quantize_u8, GrayImage};
+use ppdenoise::metrics::psnr;
+use ppdenoise::model::cnn::Cnn;
+use ppdenoise::model::noise_map::NoiseLevel;
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
 
 fn root() -> PathBuf {

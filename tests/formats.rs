@@ -10,14 +10,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ppdenoise::formats::atomic;
+use ppdenoise::fileio::atomic;
 use ppdenoise::formats::bodies::{
     load, Data, ImageShare, JobParams, ModelShare, OutputShare, Triplets,
 };
 use ppdenoise::formats::container::{self, FormatError, Header, Kind, MAGIC, VERSION};
-use ppdenoise::plain::geometry::Geometry;
-use ppdenoise::plain::model::{random_model, ModelMeta, PatchShape};
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::model::geometry::Geometry;
+use ppdenoise::model::mlp::{random_model, ModelMeta, PatchShape};
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::plan::{FixedParams, Hidden};
 
 fn bin() -> &'static str {
@@ -528,8 +528,8 @@ fn foreign_files() {
         b"hello, this is not a ppdenoise container at all",
     )
     .unwrap();
-    ppdenoise::plain::image::save_png(
-        &ppdenoise::plain::phantom::shepp_logan(8),
+    ppdenoise::image::save_png(
+        &ppdenoise::image::phantom::shepp_logan(8),
         f.p("pic.png"),
         8,
     )

@@ -11,13 +11,13 @@ use ndarray_npy::NpzWriter;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use ppdenoise::plain::denoise::denoise_float;
-use ppdenoise::plain::geometry::Geometry;
-use ppdenoise::plain::model::{random_model, Activation, Layer, Model, ModelMeta};
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::inference::mlp::denoise_float;
+use ppdenoise::model::geometry::Geometry;
+use ppdenoise::model::mlp::{random_model, Activation, Layer, Model, ModelMeta};
+use ppdenoise::model::preprocess::Preprocess;
+use ppdenoise::model::tanhstar::TanhStar;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
-use ppdenoise::ring::tanhstar::TanhStar;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
@@ -359,8 +359,8 @@ fn centre_copy_reproduces_any_image_float_and_fixed_point() {
             let enc_canvas_pixel = |ci: usize| {
                 let (r, c) = (ci / geo.canvas_w, ci % geo.canvas_w);
                 // The canvas beyond the image holds mirrored pixels.
-                let sr = ppdenoise::plain::geometry::mirror(r as isize, h);
-                let sc = ppdenoise::plain::geometry::mirror(c as isize, w);
+                let sr = ppdenoise::model::geometry::mirror(r as isize, h);
+                let sc = ppdenoise::model::geometry::mirror(c as isize, w);
                 enc[sr * w + sc]
             };
             for (ci, (&v, &n)) in run.canvas.iter().zip(&counts).enumerate() {
@@ -380,7 +380,7 @@ fn centre_copy_reproduces_any_image_float_and_fixed_point() {
                 .fold(0.0, f64::max);
             assert!(err <= q, "{what}: fixed-point max error {err} > {q}");
             // And 8-bit quantisation gives the input back exactly.
-            assert_eq!(ppdenoise::plain::image::quantize_u8(&dec), img, "{what}");
+            assert_eq!(ppdenoise::image::quantize_u8(&dec), img, "{what}");
         }
     }
 }
@@ -391,9 +391,9 @@ fn centre_copy_through_the_cli_reproduces_the_png() {
     let model = centre_copy_model(9, 5);
     let mp = d.path().join("copy.npz");
     model.save(&mp).unwrap();
-    let img = ppdenoise::plain::image::GrayImage::new(random_image(37, 53, 5), 8);
+    let img = ppdenoise::image::GrayImage::new(random_image(37, 53, 5), 8);
     let ip = d.path().join("in.png");
-    ppdenoise::plain::image::save_png(&img, &ip, 8).unwrap();
+    ppdenoise::image::save_png(&img, &ip, 8).unwrap();
     for arith in ["float", "float-tanh-star", "fixed"] {
         for extra in [
             &["--sigma", "25"][..],
@@ -417,7 +417,7 @@ fn centre_copy_through_the_cli_reproduces_the_png() {
             args.extend_from_slice(extra);
             let o = ppd(&args);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let out = ppdenoise::plain::image::load(&op).unwrap();
+            let out = ppdenoise::image::load(&op).unwrap();
             assert_eq!(out.pixels, img.pixels, "denoise --arith {arith} {extra:?}");
         }
     }
@@ -589,7 +589,7 @@ fn oracle_matches_float_tanh_star_within_quantisation() {
         );
         for (j, img) in [
             random_image(37, 41, 9 + i as u64),
-            ppdenoise::plain::phantom::shepp_logan(40).pixels,
+            ppdenoise::image::phantom::shepp_logan(40).pixels,
         ]
         .iter()
         .enumerate()
@@ -626,9 +626,8 @@ fn oracle_of_the_shipped_model_is_close_to_float() {
         "/fixtures/default-model.npz"
     )))
     .unwrap();
-    let img =
-        ppdenoise::plain::image::add_noise(&ppdenoise::plain::phantom::shepp_logan(32), 25.0, 1);
-    let img = ppdenoise::plain::image::quantize_u8(&img.pixels);
+    let img = ppdenoise::image::add_noise(&ppdenoise::image::phantom::shepp_logan(32), 25.0, 1);
+    let img = ppdenoise::image::quantize_u8(&img.pixels);
     let (max, mean) = oracle_vs_float(&shipped, &img, 3);
     eprintln!("shipped model: max {max:.5}, mean {mean:.6}");
     assert!(mean < MEAN_BOUND, "mean abs difference {mean}");
@@ -679,7 +678,7 @@ fn builtin_phantom_is_selectable_everywhere_an_image_is_expected() {
         "add-noise",
     );
     assert!(v["psnr"].as_f64().unwrap() < 30.0);
-    let img = ppdenoise::plain::image::load(&noisy).unwrap();
+    let img = ppdenoise::image::load(&noisy).unwrap();
     assert_eq!(img.pixels.dim(), (64, 64));
     let v = json_line(
         &ppd(&["--json", "metrics", "builtin:phantom:64", &s(&noisy)]),
@@ -714,17 +713,14 @@ fn builtin_phantom_is_selectable_everywhere_an_image_is_expected() {
         ]),
         "denoise",
     );
-    assert_eq!(
-        ppdenoise::plain::image::load(&out).unwrap().pixels.dim(),
-        (64, 64)
-    );
+    assert_eq!(ppdenoise::image::load(&out).unwrap().pixels.dim(), (64, 64));
     // The default size and the phantom's content.
-    let p = ppdenoise::plain::phantom::builtin("phantom").unwrap();
+    let p = ppdenoise::image::phantom::builtin("phantom").unwrap();
     assert_eq!(p.pixels.dim(), (512, 512));
-    let p64 = ppdenoise::plain::phantom::builtin("phantom:64").unwrap();
+    let p64 = ppdenoise::image::phantom::builtin("phantom:64").unwrap();
     assert_eq!(
         p64.pixels,
-        ppdenoise::plain::phantom::shepp_logan(64).pixels
+        ppdenoise::image::phantom::shepp_logan(64).pixels
     );
     assert!(p64.pixels.iter().any(|&v| v == 0.0) && p64.pixels.iter().any(|&v| v > 200.0));
     // Unknown built-ins are refused with the list of what exists.
@@ -1029,10 +1025,10 @@ fn float_path_matches_train_py_reference() {
 /// 7b14a54: noisy 21.91, float 26.34, fixed 26.34 dB). A broken layout or sign gains nothing.
 #[test]
 fn shipped_model_denoises_the_phantom() {
-    use ppdenoise::plain::image::{add_noise, quantize_u8};
-    use ppdenoise::plain::metrics::psnr;
+    use ppdenoise::image::{add_noise, quantize_u8};
+    use ppdenoise::metrics::psnr;
     let model = shipped_model();
-    let clean = ppdenoise::plain::phantom::shepp_logan(128);
+    let clean = ppdenoise::image::phantom::shepp_logan(128);
     let noisy = quantize_u8(&add_noise(&clean, 25.0, 7).pixels);
     let pre = Preprocess::new(25.0, model.meta.sigma, true);
     let float = quantize_u8(&denoise_float(

@@ -55,10 +55,10 @@ use ppdenoise::formats::bodies::{
 };
 use ppdenoise::formats::container::Kind;
 use ppdenoise::formats::triplet_stream;
-use ppdenoise::plain::cnn::{random_cnn, CnnMeta};
-use ppdenoise::plain::image::{DicomTemplate, Encoding, Format};
-use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::image::{DicomTemplate, Encoding, Format};
+use ppdenoise::model::cnn::{random_cnn, CnnMeta};
+use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::cnn::CnnPlan;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
@@ -119,7 +119,7 @@ fn run(args: &[&str]) {
 }
 
 /// The MLP both the file targets and the peer-frame jobs run: 5x5 patches in, 3x3 out.
-fn tiny_mlp() -> ppdenoise::plain::model::Model {
+fn tiny_mlp() -> ppdenoise::model::mlp::Model {
     let meta = ModelMeta {
         sigma: 25.0,
         mean_shift: true,
@@ -132,7 +132,7 @@ fn tiny_mlp() -> ppdenoise::plain::model::Model {
 
 /// `model` as PyTorch would save it (`<i>.weight`, `<i>.bias` at Sequential indices 0, 2,
 /// ..., F64), its settings as metadata.
-fn write_safetensors(model: &ppdenoise::plain::model::Model, path: &Path) {
+fn write_safetensors(model: &ppdenoise::model::mlp::Model, path: &Path) {
     use safetensors::{tensor::TensorView, Dtype};
     let le = |v: &mut dyn Iterator<Item = &f64>| -> Vec<u8> {
         v.flat_map(|x| x.to_le_bytes()).collect()
@@ -848,7 +848,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             onnx.join("tiny-mlp-relu.safetensors"),
         ],
         shape: Shape::Safetensors,
-        parse: Box::new(|f, _| ppdenoise::plain::model::Model::load(f).outcome()),
+        parse: Box::new(|f, _| ppdenoise::model::mlp::Model::load(f).outcome()),
     });
     // Models exported from PyTorch: ONNX graphs of each family, and CNN state dicts (the
     // fixtures of tests/onnx.rs). The input's name does not end in .onnx, so the reader is
@@ -868,7 +868,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         shape: Shape::Onnx,
         parse: Box::new(|f, _| {
             let bytes = std::fs::read(f).unwrap();
-            ppdenoise::plain::onnx::parse(f, &bytes).outcome()
+            ppdenoise::import::onnx::parse(f, &bytes).outcome()
         }),
     });
     t.push(Target {
@@ -878,12 +878,12 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             onnx.join("tiny-ffdnet.safetensors"),
         ],
         shape: Shape::Safetensors,
-        parse: Box::new(|f, _| ppdenoise::plain::cnn::Cnn::load(f).outcome()),
+        parse: Box::new(|f, _| ppdenoise::model::cnn::Cnn::load(f).outcome()),
     });
     // The gateway's inputs: images in every format it reads, made here.
     let images = scratch.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let img = ppdenoise::plain::image::load_input("builtin:phantom:24").unwrap();
+    let img = ppdenoise::image::load_input("builtin:phantom:24").unwrap();
     let saved = |name: &str, enc: Encoding| {
         let p = images.join(name);
         if !p.exists() {
@@ -923,7 +923,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             // binary's allocator allows: only images that say they are small are decoded, so
             // that the time goes to the parsers.
             parse: Box::new(|f, _| match declared_pixels(f) {
-                Some(n) if n <= 1 << 16 => ppdenoise::plain::image::load(f).outcome(),
+                Some(n) if n <= 1 << 16 => ppdenoise::image::load(f).outcome(),
                 Some(_) => Err("a large image (not decoded)".into()),
                 None => Err("no size in the header".into()),
             }),
@@ -938,8 +938,8 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         shape: Shape::Npz,
         parse: Box::new(|f, _| {
             any([
-                ppdenoise::plain::model::Model::load(f).outcome(),
-                ppdenoise::plain::cnn::Cnn::load(f).outcome(),
+                ppdenoise::model::mlp::Model::load(f).outcome(),
+                ppdenoise::model::cnn::Cnn::load(f).outcome(),
             ])
         }),
     });
@@ -983,7 +983,7 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect()
     };
-    let jpeg = ppdenoise::plain::image::jpeg12::encode(&values, 24, 24, 90).unwrap();
+    let jpeg = ppdenoise::image::jpeg12::encode(&values, 24, 24, 90).unwrap();
     let mut obj = inner();
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
@@ -1023,7 +1023,7 @@ fn dicom_seeds(ct: &Path, dir: &Path) -> Vec<PathBuf> {
         ("ct-jpeg8.dcm", uids::JPEG_BASELINE8_BIT, None),
         ("ct-jpeg-lossless.dcm", uids::JPEG_LOSSLESS_SV1, Some(())),
     ] {
-        let mut jpeg = ppdenoise::plain::image::jpeg12::encode8(&narrow, 24, 24, lossless, 90);
+        let mut jpeg = ppdenoise::image::jpeg12::encode8(&narrow, 24, 24, lossless, 90);
         if jpeg.len() % 2 == 1 {
             jpeg.push(0);
         }
@@ -1191,7 +1191,7 @@ fn mutate_json(rng: &mut ChaCha12Rng, valid: &[u8]) -> Option<Vec<u8>> {
 /// Changes one or two things in an ONNX graph and encodes it again, sometimes with a few
 /// bytes mutated after.
 fn mutate_onnx(rng: &mut ChaCha12Rng, valid: &[u8]) -> Vec<u8> {
-    use ppdenoise::plain::onnx::proto::{Dimension, ModelProto};
+    use ppdenoise::import::onnx::proto::{Dimension, ModelProto};
     use prost::Message;
     const OPS: [&str; 26] = [
         "Conv",

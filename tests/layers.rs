@@ -4,9 +4,9 @@
 //! `super::` chain that climbs to the crate root, found in each file with comments and string
 //! literals removed.
 //!
-//! Today's violations are listed in [`KNOWN`], each with the issue-46 item that removes it.
-//! The list only shrinks: a new upward import fails the build, and so does an entry whose
-//! import is gone (remove it from the list, and from the page, in the change that removes it).
+//! Violations still to be removed would be listed in [`KNOWN`] (and on the page), each with
+//! what removes it; the list is empty and only shrinks: a new upward import fails the build,
+//! and so does an entry whose import is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,55 +16,9 @@ const DOC: &str = "docs/architecture.md";
 const FLOORS_MARK: &str = "<!-- floors: read by tests/layers.rs -->";
 const KNOWN_MARK: &str = "<!-- known violations: read by tests/layers.rs -->";
 
-/// Today's upward imports: (file under src/, the folder it imports, what removes it). Only
-/// ever remove entries.
-const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "circuit/activation.rs",
-        "ring",
-        "item 3: tanh*'s constants (ring/plan.rs) passed in, or moved below both",
-    ),
-    (
-        "net/link.rs",
-        "twopc",
-        "item 3: the link's unit test drives twopc::channel; move it to tests/",
-    ),
-    (
-        "plain/cnn.rs",
-        "formats",
-        "items 3, 4: atomic writes on a floor below the model files",
-    ),
-    (
-        "plain/cnn.rs",
-        "ring",
-        "items 3, 4: the float CNN built from ring::cnn::CnnFixed; the model description below both",
-    ),
-    (
-        "plain/denoise.rs",
-        "ring",
-        "items 3, 4: the fixed-point path of denoise moves above ring",
-    ),
-    (
-        "plain/image/mod.rs",
-        "formats",
-        "items 3, 4: MAX_PIXELS (formats/bodies.rs) on the images' own floor",
-    ),
-    (
-        "plain/model.rs",
-        "formats",
-        "items 3, 4: atomic writes on a floor below the model files",
-    ),
-    (
-        "twopc/cnn.rs",
-        "dealer",
-        "item 3: a unit test deals its randomness with the dealer; move it to tests/",
-    ),
-    (
-        "twopc/gmw/wire_masking.rs",
-        "dealer",
-        "item 3: a unit test takes explicit_for from the dealer; move it below both or to tests/",
-    ),
-];
+/// Upward imports still to be removed: (file under src/, the folder it imports, what removes
+/// it). Empty since issue 46 (items 3 and 4); only ever remove entries, never add one.
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -492,20 +446,20 @@ use crate::{corr::slot::Slot, formats::{atomic, bodies}};
 /// [`crate::dealer::generate`]
 const S: &str = "crate::net::x";
 const R: &str = r#"crate::twopc::y"#;
-const C: char = '"'; fn f<'a>(x: &'a u8) -> u8 { let _ = crate::plain::phantom::builtin; *x }
+const C: char = '"'; fn f<'a>(x: &'a u8) -> u8 { let _ = crate::image::phantom::builtin; *x }
 pub(crate) fn g() {}
 macro_rules! m { () => { $crate::circuit::x } }
 "##;
     let got: Vec<String> = imports(src, 2).into_keys().collect();
-    assert_eq!(got, ["corr", "formats", "plain", "ring"]);
-    assert_eq!(imports(src, 2)["plain"], 9);
+    assert_eq!(got, ["corr", "formats", "image", "ring"]);
+    assert_eq!(imports(src, 2)["image"], 9);
 }
 
 #[test]
 fn super_chains_count_when_they_climb_to_the_crate_root() {
     // src/ring/x.rs: super is ring, super::super the root.
-    let chain = "use super::super::plain::model;\nuse super::share;";
-    assert_eq!(imports(chain, 2).into_keys().collect::<Vec<_>>(), ["plain"]);
+    let chain = "use super::super::model::mlp;\nuse super::share;";
+    assert_eq!(imports(chain, 2).into_keys().collect::<Vec<_>>(), ["model"]);
     // Inside an inline test module one more super stays in the folder.
     let inline = "mod tests {\n    use super::super::share;\n}";
     assert!(imports(inline, 2).is_empty());

@@ -46,9 +46,9 @@ use ppdenoise::corr::randomness::{act_mask_of, dabit_masks, image_mask_of};
 use ppdenoise::dealer;
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{CnnModelShare, JobParams, ModelShare, Triplets};
-use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
-use ppdenoise::plain::phantom::shepp_logan;
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::image::phantom::shepp_logan;
+use ppdenoise::model::mlp::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, share_with_seed, stream_log, Seed, Stream};
@@ -504,7 +504,7 @@ fn run_job(
     };
     let (_, logs) = on_recorded_pair(run);
     streams.used(&[trip[0].seed, trip[1].seed], &format!("MLP job, {engine}"));
-    let patches = ppdenoise::plain::geometry::Geometry::new(h, w, plan.patch, stride).num_patches();
+    let patches = ppdenoise::model::geometry::Geometry::new(h, w, plan.patch, stride).num_patches();
     Run {
         logs,
         patches,
@@ -993,18 +993,18 @@ fn weights_opening_does_not_depend_on_the_weights() {
 /// One CNN job in process with recording channels (weights opened in the job); returns the
 /// logs and the job seeds.
 fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Seed; 2]) {
-    let meta = ppdenoise::plain::cnn::CnnMeta {
+    let meta = ppdenoise::model::cnn::CnnMeta {
         sigma: 25.0,
         residual: true,
     };
-    let m = ppdenoise::plain::cnn::random_cnn(&[1, 8, 8, 1], 3, 31, meta);
+    let m = ppdenoise::model::cnn::random_cnn(&[1, 8, 8, 1], 3, 31, meta);
     run_framed_cnn_job(&m, image, &[], engine)
 }
 
 /// [`run_cnn_job`] for any CNN, with the noise map's values a model with a map channel
 /// takes (shared with the image, as the gateway does).
 fn run_framed_cnn_job(
-    m: &ppdenoise::plain::cnn::Cnn,
+    m: &ppdenoise::model::cnn::Cnn,
     image: &Array2<f64>,
     map: &[f64],
     engine: EngineKind,
@@ -1145,9 +1145,9 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
 fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
     seeded("ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one");
     use ppdenoise::corr::randomness::act_mask_of;
-    use ppdenoise::plain::cnn::{random_framed_cnn, CnnMeta};
-    use ppdenoise::plain::frame::Frame;
-    use ppdenoise::plain::noise_map::{NoiseLevel, PoissonGaussian};
+    use ppdenoise::model::cnn::{random_framed_cnn, CnnMeta};
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::{NoiseLevel, PoissonGaussian};
     let meta = CnnMeta {
         sigma: 25.0,
         residual: false,

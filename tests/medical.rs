@@ -202,8 +202,8 @@ fn secure_series(
     let denoised: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
     for (n, got) in names.iter().zip(&denoised) {
         let (a, b) = (
-            ppdenoise::plain::image::load(got).unwrap(),
-            ppdenoise::plain::image::load(oracle.join(n)).unwrap(),
+            ppdenoise::image::load(got).unwrap(),
+            ppdenoise::image::load(oracle.join(n)).unwrap(),
         );
         assert_eq!(a, b, "{n:?}: the secure slice differs from the oracle");
     }
@@ -570,8 +570,8 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
         &p("oracle.dcm"),
     ]);
     assert_eq!(
-        ppdenoise::plain::image::load(&out).unwrap(),
-        ppdenoise::plain::image::load(p("oracle.dcm")).unwrap(),
+        ppdenoise::image::load(&out).unwrap(),
+        ppdenoise::image::load(p("oracle.dcm")).unwrap(),
         "the secure result differs from the oracle"
     );
     let r = rmse(&clean, &[series.join("slice001.dcm"), d.join("den.dcm")]);
@@ -591,7 +591,7 @@ fn a_models_declared_window_is_used_and_a_conflicting_one_refused() {
     let d = tmp.path();
     let p = |n: &str| s(&d.join(n));
     let mut m =
-        ppdenoise::plain::model::Model::load(&root().join("fixtures/default-model.npz")).unwrap();
+        ppdenoise::model::mlp::Model::load(&root().join("fixtures/default-model.npz")).unwrap();
     m.window = Some("-160:240 HU".parse().unwrap());
     m.save(&d.join("ct-soft.npz")).unwrap();
     // The declared model replaces the default one in setup()'s `model` files.
@@ -689,7 +689,7 @@ fn a_models_declared_window_is_used_and_a_conflicting_one_refused() {
         args.push(&out);
         args.extend_from_slice(extra);
         ok(&args);
-        ppdenoise::plain::image::load(&out).unwrap()
+        ppdenoise::image::load(&out).unwrap()
     };
     let declared = den(&p("ct-soft.npz"), &[], "declared.dcm");
     let by_hand = den(

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Ix2};
 use ndarray_npy::NpzReader;
-use ppdenoise::plain::cnn::Cnn;
-use ppdenoise::plain::model::{Activation, Model};
-use ppdenoise::plain::noise_map::NoiseLevel;
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::model::cnn::Cnn;
+use ppdenoise::model::mlp::{Activation, Model};
+use ppdenoise::model::noise_map::NoiseLevel;
+use ppdenoise::model::preprocess::Preprocess;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

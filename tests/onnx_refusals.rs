@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use ppdenoise::plain::onnx::proto::{
+use ppdenoise::import::onnx::proto::{
     attr_type, AttributeProto, Dimension, ModelProto, NodeProto, StringStringEntryProto,
     TensorProto, ValueInfoProto,
 };

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
-use ppdenoise::plain::cnn::{random_cnn, CnnMeta};
-use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+use ppdenoise::model::cnn::{random_cnn, CnnMeta};
+use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
 
 const IMAGE: &str = "builtin:phantom:24";
 

@@ -22,10 +22,10 @@ use ppdenoise::corr::randomness::PartyRandomness;
 use ppdenoise::dealer;
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{Data, ImageShare, JobParams, ModelShare, Triplets};
-use ppdenoise::plain::geometry::Geometry;
-use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
-use ppdenoise::plain::phantom::shepp_logan;
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::image::phantom::shepp_logan;
+use ppdenoise::model::geometry::Geometry;
+use ppdenoise::model::mlp::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Hidden, Plan};
 use ppdenoise::ring::share::{share_with_seed, Stream};
@@ -403,13 +403,13 @@ fn decoded_vs_float(
 ) -> f64 {
     let pre = Preprocess::new(25.0, 25.0, false);
     let dec = oracle::decode_canvas(&o.secure, &o.geo, &pre, o.out_scale);
-    let fl = ppdenoise::plain::denoise::denoise_float(
+    let fl = ppdenoise::inference::mlp::denoise_float(
         model,
         img,
         &pre,
         2,
         activation,
-        &ppdenoise::ring::tanhstar::TanhStar::PAPER,
+        &ppdenoise::model::tanhstar::TanhStar::PAPER,
     );
     dec.iter()
         .zip(fl.iter())

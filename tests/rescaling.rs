@@ -20,12 +20,12 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use ppdenoise::circuit::activation::ActConsts;
 use ppdenoise::circuit::activation::{ActCircuit, TruncParams};
 use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::corr::randomness::PartyRandomness;
 use ppdenoise::corr::slot::Slot;
 use ppdenoise::dealer::boolean::deal_run;
-use ppdenoise::ring::plan::ActConsts;
 use ppdenoise::twopc::channel::mem_pair;
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::poly::SelShares;
@@ -122,7 +122,7 @@ const LOCAL_TRUNCATION: Mix = Mix {
 
 /// The selection constants of the shipped model's plan for (sh, k).
 fn plan_consts(sh: u32, k: u32) -> ActConsts {
-    let model = ppdenoise::plain::model::Model::load(std::path::Path::new(concat!(
+    let model = ppdenoise::model::mlp::Model::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/default-model.npz"
     )))
@@ -586,7 +586,7 @@ fn negative_control_local_truncation_is_not_exact() {
 /// equal the oracle's `select` on the reconstructed value, for the plan's own constants.
 #[test]
 fn activation_circuit_truncates_exactly() {
-    use ppdenoise::plain::model::{random_model, ModelMeta};
+    use ppdenoise::model::mlp::{random_model, ModelMeta};
     use ppdenoise::ring::plan::{FixedParams, Plan};
     let model = random_model(&[9, 4, 4, 1], 1, ModelMeta::default());
     let mut consts = Vec::new();
@@ -606,7 +606,10 @@ fn activation_circuit_truncates_exactly() {
     }
 }
 
-fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::ActConsts, u32)]) {
+fn select_matches_oracle(
+    kind: EngineKind,
+    consts: &[(ppdenoise::circuit::activation::ActConsts, u32)],
+) {
     use ppdenoise::ring::oracle;
     let (mut ev, mut gb) = engines(kind);
     let (mut c0, mut c1) = mem_pair();
@@ -676,9 +679,9 @@ fn select_matches_oracle(kind: EngineKind, consts: &[(ppdenoise::ring::plan::Act
 #[test]
 fn secure_tanh_star_matches_float_on_a_dense_grid() {
     use ppdenoise::corr::randomness::ElemTriples;
-    use ppdenoise::plain::model::{random_model, ModelMeta};
+    use ppdenoise::model::mlp::{random_model, ModelMeta};
+    use ppdenoise::model::tanhstar::TanhStar;
     use ppdenoise::ring::plan::{FixedParams, Plan};
-    use ppdenoise::ring::tanhstar::TanhStar;
     use ppdenoise::twopc::poly::tanh_star_poly;
     let model = random_model(&[9, 4, 4, 1], 1, ModelMeta::default());
     let plan = Plan::from_model(&model, FixedParams::default()).unwrap();

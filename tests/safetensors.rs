@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ppdenoise::plain::model::{Activation, Model};
-use ppdenoise::plain::phantom;
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::image::phantom;
+use ppdenoise::model::mlp::{Activation, Model};
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 

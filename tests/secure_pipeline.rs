@@ -14,8 +14,8 @@ use common::{no_link_addr, s0_listen_args, start_pair, start_s0};
 use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::formats::bodies::{load, ImageShare, ModelShare, OutputShare};
 use ppdenoise::formats::container::{Header, Kind};
-use ppdenoise::plain::geometry::Geometry;
-use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::model::geometry::Geometry;
+use ppdenoise::model::mlp::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::Plan;
 use ppdenoise::ring::share::Stream;
@@ -424,7 +424,7 @@ fn secure_and_oracle(
         .map(|(a, b)| a.wrapping_add(*b))
         .collect();
     // The gateway encoded exactly the noisy PNG.
-    let noisy = ppdenoise::plain::image::load(job.path("noisy.png")).unwrap();
+    let noisy = ppdenoise::image::load(job.path("noisy.png")).unwrap();
     assert_eq!(
         enc,
         oracle::encode_image(&noisy.pixels, &i0.job.pre, i0.job.scale),
@@ -502,12 +502,12 @@ fn pipeline_random_model_bit_exact_with_oracle_with(engine: EngineKind) {
         "builtin:phantom:24",
     ]);
     assert!(rec["psnr"].as_f64().unwrap().is_finite());
-    let png = ppdenoise::plain::image::load(job.path("denoised.png")).unwrap();
-    let pre = ppdenoise::plain::preprocess::Preprocess::new(25.0, 25.0, false);
+    let png = ppdenoise::image::load(job.path("denoised.png")).unwrap();
+    let pre = ppdenoise::model::preprocess::Preprocess::new(25.0, 25.0, false);
     let (_, o0): (Header, OutputShare) =
         load(&job.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
     let dec = oracle::decode_canvas(&orc, &geo, &pre, o0.scale);
-    let q = ppdenoise::plain::image::quantize_u8(&dec);
+    let q = ppdenoise::image::quantize_u8(&dec);
     assert_eq!(
         png.pixels, q,
         "reconstructed PNG differs from the oracle's decoded image"
@@ -543,8 +543,8 @@ fn pipeline_non_default_fixed_point_bit_exact_with_oracle() {
 }
 
 fn pipeline_non_default_fixed_point_bit_exact_with_oracle_with(engine: EngineKind) {
+    use ppdenoise::model::tanhstar::TanhStar;
     use ppdenoise::ring::plan::FixedParams;
-    use ppdenoise::ring::tanhstar::TanhStar;
     let tanh = TanhStar {
         n1: -0.25,
         c1: 0.98,
@@ -601,7 +601,7 @@ fn pipeline_non_default_fixed_point_bit_exact_with_oracle_with(engine: EngineKin
         i0.job.scale, 18,
         "the image was not encoded at the model's scale"
     );
-    let noisy = ppdenoise::plain::image::load(job.path("noisy.png")).unwrap();
+    let noisy = ppdenoise::image::load(job.path("noisy.png")).unwrap();
     let enc = oracle::encode_image(&noisy.pixels, &i0.job.pre, 18);
     assert_ne!(
         oracle::run(&paper, &geo, &enc, 64).canvas,

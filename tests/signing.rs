@@ -68,7 +68,7 @@ impl Job {
 
     /// A small random MLP (49-8-9), so that both engines run in seconds.
     fn write_model(&self) {
-        use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+        use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
         let meta = ModelMeta {
             sigma: 25.0,
             mean_shift: true,
@@ -813,8 +813,8 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
     use ppdenoise::formats::bodies::{JobParams, OutputShare};
     use ppdenoise::formats::container::Kind;
     use ppdenoise::formats::sealed::Recipient;
-    use ppdenoise::plain::geometry::Geometry;
-    use ppdenoise::plain::model::PatchShape;
+    use ppdenoise::model::geometry::Geometry;
+    use ppdenoise::model::mlp::PatchShape;
     let job = Job::new("gmw");
     let genuine = job.runs("out");
     assert!(genuine.exists());
@@ -1479,7 +1479,7 @@ fn a_job_runs_only_with_the_model_it_was_shared_for() {
     refused(&o, "s10.pub", &["shared for a model of sigma 10"]);
     assert!(!job.path("t10.p0").exists());
     // Nor does a server run a model of sigma* 10 on the job shared for sigma* 25.
-    use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+    use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
     let meta = ModelMeta {
         sigma: 10.0,
         mean_shift: true,

@@ -269,8 +269,8 @@ impl World {
             trust.push_str(&format!("{role} {}\n", v["public_key"].as_str().unwrap()));
         }
         std::fs::write(w.dir.join("keys/trust"), trust).unwrap();
-        use ppdenoise::plain::cnn::{random_cnn, CnnMeta};
-        use ppdenoise::plain::model::{random_model, Activation, ModelMeta};
+        use ppdenoise::model::cnn::{random_cnn, CnnMeta};
+        use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
         let meta = ModelMeta {
             sigma: 25.0,
             mean_shift: true,

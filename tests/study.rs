@@ -774,8 +774,8 @@ fn a_dicom_series_comes_back_as_one_derived_series_in_its_order() {
             &src.display().to_string(),
         ]);
         let (a, b) = (
-            ppdenoise::plain::image::load(&out).unwrap(),
-            ppdenoise::plain::image::load(&want).unwrap(),
+            ppdenoise::image::load(&out).unwrap(),
+            ppdenoise::image::load(&want).unwrap(),
         );
         assert_eq!(a, b, "{name}: the study's slice differs from the oracle");
     }
@@ -828,8 +828,8 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
     // The oracle: `denoise` of the whole object, every frame in fixed point.
     let want = oracle(&d, &d.path("in/enhanced.dcm"), "tiny-cnn.npz", "oracle.dcm");
     let (got, want) = (
-        ppdenoise::plain::image::load_frames(&out).unwrap(),
-        ppdenoise::plain::image::load_frames(&want).unwrap(),
+        ppdenoise::image::load_frames(&out).unwrap(),
+        ppdenoise::image::load_frames(&want).unwrap(),
     );
     assert_eq!(got.len(), 3);
     for (k, (a, b)) in got.iter().zip(&want).enumerate() {

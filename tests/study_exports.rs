@@ -447,8 +447,8 @@ fs.write(out)
             &srcs,
         ]);
         assert_eq!(
-            ppdenoise::plain::image::load(&out).unwrap(),
-            ppdenoise::plain::image::load(&want).unwrap(),
+            ppdenoise::image::load(&out).unwrap(),
+            ppdenoise::image::load(&want).unwrap(),
             "{name}: the study's slice differs from the oracle"
         );
         let o = open_file(&out).unwrap();

@@ -8,10 +8,10 @@ use std::path::Path;
 mod common;
 
 use assert_cmd::Command;
-use ppdenoise::plain::image::{load as load_png, quantize_u8};
-use ppdenoise::plain::metrics::psnr;
-use ppdenoise::plain::model::{random_model, Activation, Model, ModelMeta};
-use ppdenoise::plain::preprocess::Preprocess;
+use ppdenoise::image::{load as load_png, quantize_u8};
+use ppdenoise::metrics::psnr;
+use ppdenoise::model::mlp::{random_model, Activation, Model, ModelMeta};
+use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 
@@ -298,8 +298,8 @@ fn a_dicom_table_takes_a_window() {
         "window 0:1000: {narrow} saturated, full: {full}"
     );
     let png = dir.path().join("p.png");
-    ppdenoise::plain::image::save_png(
-        &ppdenoise::plain::image::load_input("builtin:phantom:32").unwrap(),
+    ppdenoise::image::save_png(
+        &ppdenoise::image::load_input("builtin:phantom:32").unwrap(),
         &png,
         8,
     )

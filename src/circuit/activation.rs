@@ -6,9 +6,34 @@
 //! circuit and drop the low `sh` bits by rewiring, which is an exact
 //! `floor(V / 2^sh)` of the shared value (no probabilistic truncation).
 
+use serde::{Deserialize, Serialize};
+
 use super::builder::{AndCounter, Build, Circuit};
 use super::gadgets::{add_mod, le_const, xor_all};
-use crate::ring::plan::ActConsts;
+
+/// Public constants of one hidden layer's activation circuit and polynomial (a plan computes
+/// them from its fixed-point settings: `ring::plan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActConsts {
+    /// Bits dropped by the exact truncation inside the circuit.
+    pub sh: u32,
+    /// Width of the truncated signed pre-activation.
+    pub k: u32,
+    pub a_fix: u64,
+    pub b_fix: u64,
+    /// Coefficients: p_i = N_i tc^2 + C_i tc + D_i, saturation value K, all at scale F.
+    pub n: [u64; 2],
+    pub c: [u64; 2],
+    pub d: [u64; 2],
+    pub sat: u64,
+}
+
+impl ActConsts {
+    /// Bit length of b_fix: the width of the clipped |x| the circuit outputs.
+    pub fn tc_bits(&self) -> u32 {
+        64 - self.b_fix.leading_zeros()
+    }
+}
 
 /// Parameters of the tanh* piece selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,7 +395,6 @@ impl Build for ActCircuit {
 pub(crate) mod tests {
     use super::*;
     use crate::circuit::builder::{from_bits, to_bits, PlainEval};
-    use crate::ring::fixed::sign_extend;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;
 
@@ -508,7 +532,8 @@ pub(crate) mod tests {
         ] {
             let g: u64 = rng.gen();
             let e = (v as u64).wrapping_sub(g);
-            let x = sign_extend(trunc_out_ref(&p, g, e), p.k) as i64;
+            // The k-bit pattern read as a signed integer.
+            let x = ((trunc_out_ref(&p, g, e) << (64 - p.k)) as i64) >> (64 - p.k);
             assert_eq!(x, v.div_euclid(1 << 36));
         }
     }

@@ -18,9 +18,9 @@ use super::procs::{model_setup, run_servers, s, signed_as, signing_keys, timed};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::formats::signing::Role;
+use crate::image::{add_noise, quantize_u8, save_png, GrayImage};
+use crate::model::mlp::{random_model, Activation, ModelMeta};
 use crate::net::relay::{LinkShape, Relay};
-use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
-use crate::plain::model::{random_model, Activation, ModelMeta};
 
 /// Measure time, traffic and memory of the secure protocol (paper-size network, a whole
 /// image end to end, plaintext comparison) and write a JSON report.
@@ -106,7 +106,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     owner_args.extend(signed_as(&keys, Role::Owner));
     let (t_model, j_model) = timed(&owner_args)?;
     // A CNN opens its weights in the job (no model mask yet) and its image is shared for it.
-    let cnn = crate::plain::cnn::Cnn::is_cnn_file(model)?;
+    let cnn = crate::model::cnn::Cnn::is_cnn_file(model)?;
     // In a relay run S0 listens on its port and S1 connects to the relay, which forwards to
     // S0: first the model setup's link (not for a CNN), then the job's; a link is two
     // connections, one per direction.
@@ -497,7 +497,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
     if let Some(parent) = a.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    crate::formats::atomic::write_bytes(&a.out, serde_json::to_string_pretty(&out)?.as_bytes())?;
+    crate::fileio::atomic::write_bytes(&a.out, serde_json::to_string_pretty(&out)?.as_bytes())?;
     lines.push(format!("results written to {}", a.out.display()));
     out["ok"] = true.into();
     Ok(Summary { lines, json: out })

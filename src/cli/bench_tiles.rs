@@ -15,7 +15,7 @@ use super::procs::{receiver_checks, run_pair, s, server_role, signed_as, signing
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::formats::signing::Role;
-use crate::plain::cnn::Cnn;
+use crate::model::cnn::Cnn;
 use crate::ring::cnn::{CnnFixed, CnnPlan};
 use crate::ring::tiles::Tile;
 
@@ -181,7 +181,7 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
                        "slices_per_hour_one_pair": 3600.0 / serve},
     });
     let out = p("bench-tiles.json");
-    crate::formats::atomic::write_bytes(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    crate::fileio::atomic::write_bytes(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     lines.push(format!("results written to {}", out.display()));
     Ok(Summary {
         lines,

@@ -10,7 +10,7 @@ use super::keys::SealArgs;
 use super::owner::with_ext;
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
-use crate::formats::atomic::Staged;
+use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{is_cnn, DealerMask, ModelMask};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::signing::Role;

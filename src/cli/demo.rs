@@ -17,15 +17,15 @@ use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
 use crate::formats::bodies::OutputShare;
 use crate::formats::signing::Role;
+use crate::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::job::progress::{Mode, Steps};
 use crate::job::receiver::combine;
-use crate::plain::cnn::Cnn;
-use crate::plain::geometry::Geometry;
-use crate::plain::image::{add_noise, quantize_u8, save_png, GrayImage};
-use crate::plain::metrics::{psnr, ssim};
-use crate::plain::model::Model;
-use crate::plain::noise_map::PoissonGaussian;
-use crate::plain::preprocess::Preprocess;
+use crate::metrics::{psnr, ssim};
+use crate::model::cnn::Cnn;
+use crate::model::geometry::Geometry;
+use crate::model::mlp::Model;
+use crate::model::noise_map::PoissonGaussian;
+use crate::model::preprocess::Preprocess;
 
 /// The main job: run the whole secure pipeline on one machine, every party its own process
 /// (both servers over authenticated TLS on localhost), and compare the result with the

@@ -12,8 +12,27 @@ use anyhow::{anyhow, Context, Result};
 use ndarray::Array2;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
+use serde::Serialize;
 
-use super::table::Average;
+/// Per-sigma averages over the images: a row of `ppdenoise table` and a point of its chart.
+#[derive(Clone, Debug, Serialize)]
+pub struct Average {
+    pub sigma: f64,
+    pub images: usize,
+    pub psnr_noisy: f64,
+    pub psnr_float: f64,
+    pub ssim_float: f64,
+    pub psnr_oracle: f64,
+    pub ssim_oracle: f64,
+    pub psnr_secure: f64,
+    pub ssim_secure: f64,
+    /// mean(secure - float) PSNR, dB.
+    pub gap_db: f64,
+    /// max over images of |secure - float| PSNR, dB.
+    pub max_abs_gap_db: f64,
+    pub serve_seconds: f64,
+    pub bytes_total: f64,
+}
 
 static FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";

@@ -1,5 +1,5 @@
 //! `add-noise` and `denoise` over a folder: a DICOM series or images, in the series' order
-//! (as a study reads them: `plain::image::series`), each output under its input's name and
+//! (as a study reads them: `image::series`), each output under its input's name and
 //! in its input's format in a new folder, written all or none; a DICOM series goes into one
 //! new derived series.
 
@@ -10,9 +10,9 @@ use ndarray::Array2;
 
 use super::inputs::SeriesArgs;
 use crate::formats::study::MAX_SLICES;
-use crate::plain::image::series::scan;
-use crate::plain::image::window::{ValueScale, WindowChoice};
-use crate::plain::image::{self, DicomTemplate, Encoding, Format, GrayImage};
+use crate::image::series::scan;
+use crate::image::window::{ValueScale, WindowChoice};
+use crate::image::{self, DicomTemplate, Encoding, Format, GrayImage};
 
 /// Whether an `--image` names a folder.
 pub fn is_folder(spec: &str) -> bool {
@@ -85,7 +85,7 @@ impl Folder {
         mut each: impl FnMut(usize, &GrayImage, &ValueScale) -> Result<Array2<f64>>,
     ) -> Result<Written> {
         let mut files = Vec::with_capacity(self.slices.len());
-        crate::formats::atomic::new_folder(out, |staging| {
+        crate::fileio::atomic::new_folder(out, |staging| {
             for (i, (path, format, template)) in self.slices.iter().enumerate() {
                 let mut loaded = image::load_windowed(path, &self.window, false)?;
                 let img = loaded.frames.remove(0);

@@ -12,10 +12,10 @@ use super::Summary;
 use crate::formats::container::id_hex;
 use crate::formats::receiver_facts::{facts_file, ReceiverFacts};
 use crate::formats::signing::Role;
+use crate::image::window::{Sigma, Units, ValueScale, WindowChoice};
+use crate::image::{add_noise as awgn, GrayImage};
 use crate::job::gateway::{intensity_line, ShareOptions, Sharer};
-use crate::plain::image::window::{Sigma, Units, ValueScale, WindowChoice};
-use crate::plain::image::{add_noise as awgn, GrayImage};
-use crate::plain::noise_map::PoissonGaussian;
+use crate::model::noise_map::PoissonGaussian;
 
 /// Secret-share a noisy image for S0 and S1 (a new job).
 ///
@@ -270,7 +270,7 @@ fn noise_level(a: &AddNoiseArgs, scale: &ValueScale) -> Result<f64> {
             .map_err(anyhow::Error::msg),
         None => bail!(
             "--sigma: required (or --noise); {}",
-            crate::plain::image::window::SIGMA_FORMS
+            crate::image::window::SIGMA_FORMS
         ),
     }
 }
@@ -281,7 +281,7 @@ fn add_noise_frames(
     a: &AddNoiseArgs,
     frames: &[GrayImage],
     pg: Option<PoissonGaussian>,
-    enc: &crate::plain::image::Encoding,
+    enc: &crate::image::Encoding,
     level: f64,
 ) -> Result<Summary> {
     if let Some(m) = &a.map_out {
@@ -302,7 +302,7 @@ fn add_noise_frames(
                 None => awgn(img, level, seed),
             };
             let q = enc.quantize(&noisy.pixels);
-            psnrs.push(crate::plain::metrics::psnr(&img.pixels, &q, 255.0));
+            psnrs.push(crate::metrics::psnr(&img.pixels, &q, 255.0));
             GrayImage {
                 pixels: q,
                 bit_depth: enc.bit_depth(),
@@ -369,7 +369,7 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
             Some(pg) => pg.map_of(&img.pixels),
             None => img.pixels.mapv(|_| level),
         };
-        crate::formats::atomic::write_with(m, |f| {
+        crate::fileio::atomic::write_with(m, |f| {
             use ndarray_npy::WriteNpyExt;
             map.write_npy(f)?;
             Ok(())
@@ -381,7 +381,7 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
         bit_depth: enc.bit_depth(),
     };
     enc.save(&q, &a.out)?;
-    let psnr = crate::plain::metrics::psnr(&img.pixels, &q.pixels, 255.0);
+    let psnr = crate::metrics::psnr(&img.pixels, &q.pixels, 255.0);
     let what = match &a.noise {
         Some(n) => n.clone(),
         None => format!(

@@ -6,13 +6,13 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use ndarray::Array2;
 
-use crate::job::gateway::Noise;
-use crate::plain::image::window::{Sigma, ValueScale, WindowChoice};
-use crate::plain::image::{
+use crate::image::phantom;
+use crate::image::window::{Sigma, ValueScale, WindowChoice};
+use crate::image::{
     self, DerivedSeries, DicomTemplate, Encoding, Format, GrayImage, Keep, OutputSyntax, Windowed,
 };
-use crate::plain::noise_map::NoiseLevel;
-use crate::plain::phantom;
+use crate::job::gateway::Noise;
+use crate::model::noise_map::NoiseLevel;
 
 /// How the noise level of an image is given to a model with a noise-map channel (FFDNet):
 /// `--sigma` alone is one level everywhere; these two give one per pixel.

@@ -7,17 +7,17 @@ use clap::Args;
 
 use super::inputs::model_or_default;
 use super::Summary;
-use crate::formats::atomic::Staged;
+use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{
     valid_model_name, CnnModelShare, ModelShare, CNN, MAX_NAME, NAME, NETWORK,
 };
 use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
-use crate::plain::cnn::Cnn;
-use crate::plain::image::window::{DeclaredWindow, MODEL_WINDOW};
-use crate::plain::model::{Activation, Model};
-use crate::plain::noise_map::NoiseLevel;
-use crate::plain::preprocess::Preprocess;
+use crate::image::window::{DeclaredWindow, MODEL_WINDOW};
+use crate::model::cnn::Cnn;
+use crate::model::mlp::{Activation, Model};
+use crate::model::noise_map::NoiseLevel;
+use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::{CnnFixed, CnnPlan};
 use crate::ring::plan::{FixedParams, Plan};
 use crate::ring::share::fresh_seed;
@@ -100,7 +100,7 @@ pub struct CnnFixedArgs {
 
 impl CnnFixedArgs {
     /// The settings for `model`: those given, the rest from the model or the defaults.
-    pub fn params(&self, model: &crate::plain::cnn::Cnn) -> Result<CnnFixed> {
+    pub fn params(&self, model: &crate::model::cnn::Cnn) -> Result<CnnFixed> {
         let d = CnnFixed::for_model(model);
         let p = CnnFixed {
             s: self.cnn_scale.unwrap_or(d.s),
@@ -113,13 +113,13 @@ impl CnnFixedArgs {
 }
 
 /// Reads tanh* constants from a JSON file (the paper's when no file is given).
-pub fn load_tanh(path: &Option<PathBuf>) -> Result<crate::ring::tanhstar::TanhStar> {
+pub fn load_tanh(path: &Option<PathBuf>) -> Result<crate::model::tanhstar::TanhStar> {
     let Some(p) = path else {
-        return Ok(crate::ring::tanhstar::TanhStar::PAPER);
+        return Ok(crate::model::tanhstar::TanhStar::PAPER);
     };
     let text =
         std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-    let t: crate::ring::tanhstar::TanhStar = serde_json::from_str(&text)
+    let t: crate::model::tanhstar::TanhStar = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a tanh* constants file", p.display()))?;
     t.validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
@@ -226,7 +226,7 @@ fn share_cnn_model(
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
     // A model with a noise map scales nothing by sigma*/sigma: the level is an input, and
-    // its fixed point was measured up to plain::noise_map::MAX_SIGMA, which the gateway
+    // its fixed point was measured up to model::noise_map::MAX_SIGMA, which the gateway
     // enforces. Its activations at a high level run past the sweep's strict bound while its
     // results stay those of the float model (docs/results-ffdnet.md): no range is recorded.
     let levels = if model.frame.noise_map {
@@ -243,7 +243,7 @@ fn share_cnn_model(
             Vec::new(),
             format!(
                 "noise levels: a model with a noise map takes 0 to {} (share-image checks it)",
-                crate::plain::noise_map::MAX_SIGMA
+                crate::model::noise_map::MAX_SIGMA
             ),
         )
     } else {

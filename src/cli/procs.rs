@@ -72,7 +72,7 @@ pub fn signing_keys(keys: &Path) -> Result<()> {
             .context("keygen --signing printed no public key")?;
         trust.push_str(&format!("{} {key}\n", role.name()));
     }
-    crate::formats::atomic::write_bytes(&keys.join("trust"), trust.as_bytes())
+    crate::fileio::atomic::write_bytes(&keys.join("trust"), trust.as_bytes())
 }
 
 /// The receiver's checks of a job's output shares: the servers' keys from `<keys>/trust`

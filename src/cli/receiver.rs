@@ -11,10 +11,10 @@ use super::inputs::load_clean;
 use super::Summary;
 use crate::formats::container::{self, id_hex};
 use crate::formats::receiver_facts::ReceiverFacts;
+use crate::image::window::{Units, WindowChoice};
+use crate::image::{DicomTemplate, Encoding, Format};
 use crate::job::receiver::{check_result, combine_run, combine_tiles, run_description, Expect};
-use crate::plain::image::window::{Units, WindowChoice};
-use crate::plain::image::{DicomTemplate, Encoding, Format};
-use crate::plain::preprocess::Preprocess;
+use crate::model::preprocess::Preprocess;
 use crate::study::series::{ReceiverKeys, StudyOut};
 
 /// Combine the two servers' output shares into the denoised image: PNG or TIFF (same bit
@@ -255,9 +255,9 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
         "download_bytes": download, "seconds": secs});
     if let Some((c, clean)) = clean {
-        let q = crate::plain::image::quantize_u8(&img.pixels);
-        let psnr = crate::plain::metrics::psnr(&clean.pixels, &q, 255.0);
-        let ssim = crate::plain::metrics::ssim(&clean.pixels, &q);
+        let q = crate::image::quantize_u8(&img.pixels);
+        let psnr = crate::metrics::psnr(&clean.pixels, &q, 255.0);
+        let ssim = crate::metrics::ssim(&clean.pixels, &q);
         lines.push(format!("PSNR {psnr:.2} dB, SSIM {ssim:.4} against {c}"));
         json["psnr"] = psnr.into();
         json["ssim"] = ssim.into();

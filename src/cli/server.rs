@@ -13,7 +13,7 @@ use super::keys::{IdentityArgs, ServerSignArgs, TrustArgs};
 use super::owner::with_suffix;
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
-use crate::formats::atomic;
+use crate::fileio::atomic;
 use crate::formats::sealed::{self, Recipient};
 use crate::job::progress::Mode;
 use crate::job::server::{serve_job, JobPaths, ServeJob, ServeKeys};

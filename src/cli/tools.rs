@@ -9,14 +9,14 @@ use clap::{Args, ValueEnum};
 use super::inputs::{load_clean, load_image, model_or_default, output_encoding};
 use super::Summary;
 use crate::formats::container;
-use crate::plain::cnn::Cnn;
-use crate::plain::denoise::denoise_float;
-use crate::plain::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice};
-use crate::plain::image::{quantize_u8, Format, GrayImage};
-use crate::plain::metrics::{psnr, ssim};
-use crate::plain::model::{Activation, Model};
-use crate::plain::noise_map::NoiseLevel;
-use crate::plain::preprocess::Preprocess;
+use crate::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice};
+use crate::image::{quantize_u8, Format, GrayImage};
+use crate::inference::mlp::denoise_float;
+use crate::metrics::{psnr, ssim};
+use crate::model::cnn::Cnn;
+use crate::model::mlp::{Activation, Model};
+use crate::model::noise_map::NoiseLevel;
+use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::{self as cnn_ring, CnnFixed, CnnPlan};
 use crate::ring::oracle;
 use crate::ring::plan::{FixedParams, Plan};
@@ -523,7 +523,7 @@ fn inspect_cnn(m: &Cnn) -> Summary {
         / r2;
     let fixed = CnnFixed::for_model(m);
     let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "cnn model",
-        "family": crate::plain::cnn::describe_frame(&m.frame),
+        "family": crate::model::cnn::describe_frame(&m.frame),
         "convolutions": m.convs.len(), "channels": m.channels(),
         "kernels": m.convs.iter().map(|c| c.k).collect::<Vec<_>>(),
         "frame": {"unshuffle": m.frame.unshuffle, "noise_map": m.frame.noise_map},
@@ -559,7 +559,7 @@ pub struct InspectArgs {
 
 /// `inspect --series`: an export's series, and what it skips.
 fn inspect_series(input: &std::path::Path) -> Result<Summary> {
-    let found = crate::plain::image::series::survey(input, crate::formats::study::MAX_SLICES)?;
+    let found = crate::image::series::survey(input, crate::formats::study::MAX_SLICES)?;
     if found.series.is_empty() {
         bail!(
             "{}: holds images ({} of them), not DICOM series",
@@ -608,7 +608,7 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
         });
     }
     if let Some(format) = Format::of_file(file) {
-        let loaded = crate::plain::image::load_windowed(file, &WindowChoice::Default, true)?;
+        let loaded = crate::image::load_windowed(file, &WindowChoice::Default, true)?;
         let i = &loaded.frames[0];
         let (h, w) = i.pixels.dim();
         let mut j = serde_json::json!({"ok": true, "command": "inspect", "kind": "image",
@@ -617,10 +617,10 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
             "default_window": loaded.scale.window.to_string(),
             "outside_default_window": loaded.scale.clipped,
             // What `--sigma auto` would take, in the image's units.
-            "noise_estimate": crate::plain::noise_estimate::estimate_sigma(&i.pixels)
+            "noise_estimate": crate::image::noise_estimate::estimate_sigma(&i.pixels)
                 .map(|s| loaded.scale.in_units(s))});
         if format == Format::Dicom {
-            let t = crate::plain::image::DicomTemplate::read(file)?;
+            let t = crate::image::DicomTemplate::read(file)?;
             let it = t.intensity();
             let (lo, hi) = it.stored_range();
             j["bits_stored"] = it.bits_stored.into();

@@ -1,7 +1,7 @@
 //! How an MLP job's patches are cut into batches: the dealer makes one set of correlations
 //! per batch, the servers consume them batch after batch.
 
-use crate::plain::geometry::Geometry;
+use crate::model::geometry::Geometry;
 
 /// Batches of a job: (batch index, first patch, patches in batch).
 pub fn batches(num_patches: usize, batch: usize) -> impl Iterator<Item = (u32, usize, usize)> {

@@ -5,6 +5,7 @@ pub mod base_ots;
 pub mod batches;
 pub mod block;
 pub mod engine_kind;
+pub mod explicit;
 pub mod masks;
 pub mod randomness;
 pub mod run_shape;

@@ -4,13 +4,12 @@
 //! additive daBit shares are the explicit values written into its file.
 
 use crate::circuit::activation::ActCircuit;
-use crate::circuit::bitslice::{bit, unslice};
 use crate::circuit::netlist::Netlist;
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
 
-use crate::corr::randomness::{and_masks, dabit_masks, eda_masks};
+use crate::corr::explicit::explicit_for;
 
 /// The circuits of a model's hidden layers, recorded once.
 #[derive(Clone, Debug)]
@@ -53,43 +52,6 @@ impl BooleanDeal {
     }
 }
 
-/// Party 1's explicit values for one run of `net` over `elements` at `at`: its AND triple
-/// shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, its daBit shares `[r]_1 = r - [r]_0`, then its
-/// edaBit shares `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`.
-pub fn explicit_for(seeds: &[Seed; 2], at: Slot, net: &Netlist, elements: usize) -> Vec<u64> {
-    let shape = RunShape::of(net, elements);
-    let (gw, w, e) = (shape.and_gates * shape.words, shape.words, shape.elements);
-    let mut out = Vec::with_capacity(shape.explicit_values());
-    let (a0, b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
-    let (a1, b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
-    let c0 = p0.vec(gw);
-    out.extend((0..gw).map(|i| ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i])) ^ c0[i]));
-    let ow = shape.dabits * w;
-    let (r0, mut q0) = dabit_masks(&seeds[0], at.layer, at.batch, ow);
-    let (r1, _) = dabit_masks(&seeds[1], at.layer, at.batch, ow);
-    let arith0 = q0.vec(shape.dabits * e);
-    for j in 0..shape.dabits {
-        let (w0, w1) = (&r0[j * w..(j + 1) * w], &r1[j * w..(j + 1) * w]);
-        let a0 = &arith0[j * e..(j + 1) * e];
-        out.extend((0..e).map(|i| (bit(w0, i) ^ bit(w1, i)).wrapping_sub(a0[i])));
-    }
-    if shape.edas > 0 {
-        let rw = shape.r_bits * w;
-        let (r0, mut q0) = eda_masks(&seeds[0], at.layer, at.batch, rw);
-        let (r1, _) = eda_masks(&seeds[1], at.layer, at.batch, rw);
-        let arith0 = q0.vec(shape.edas * e);
-        let mut first = 0;
-        for (k, &m) in net.eda_bits.iter().enumerate() {
-            let a0 = &arith0[k * e..(k + 1) * e];
-            let at = |j: usize, word: usize| (first + j) * w + word;
-            let r = unslice(m as usize, e, |j, word| r0[at(j, word)] ^ r1[at(j, word)]);
-            out.extend(r.iter().zip(a0).map(|(r, a)| r.wrapping_sub(*a)));
-            first += m as usize;
-        }
-    }
-    out
-}
-
 /// Both parties' randomness for one run of `circ` over `elements` at `at`, in memory, from
 /// fresh seeds: for tests and benchmarks of a single circuit outside a job.
 pub fn deal_run(
@@ -107,75 +69,4 @@ pub fn deal_run(
         PartyRandomness::new(0, seeds[0], Vec::new()),
         PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, elements)),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::circuit::activation::TruncParams;
-    use crate::corr::randomness::PartyRandomness;
-
-    /// Issue 31, item 3, the dealer's side: from fixed seeds, what both parties draw in the
-    /// engine's order satisfies the correlations exactly: c = a ∧ b for every AND triple, a
-    /// daBit's XOR-shared bit equals its additive shares' sum, and an edaBit's bits are its
-    /// additive value's binary digits. A wrong `explicit_for` (a share of the wrong party, a
-    /// sign) breaks one of them for almost every value.
-    #[test]
-    fn dealt_correlations_hold_for_fixed_seeds() {
-        let circ = ActCircuit::Relu(TruncParams { sh: 5, k: 9 });
-        let net = Netlist::record(&circ);
-        let e = 70; // two words of elements, the second partly filled
-        let at = Slot { layer: 2, batch: 7 };
-        let seeds = [[3u8; 32], [11u8; 32]];
-        let shape = RunShape::of(&net, e);
-        assert!(
-            shape.and_gates > 0 && shape.dabits > 0 && shape.edas > 0,
-            "{shape:?}"
-        );
-        let mut r = [
-            PartyRandomness::new(0, seeds[0], Vec::new()),
-            PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, e)),
-        ];
-        let w = shape.words;
-        let t = r.each_mut().map(|p| {
-            p.and_triples(at.layer, at.batch, shape.and_gates, w)
-                .unwrap()
-        });
-        for i in 0..shape.and_gates * w {
-            let (a, b) = (t[0].a[i] ^ t[1].a[i], t[0].b[i] ^ t[1].b[i]);
-            assert_eq!(a & b, t[0].c[i] ^ t[1].c[i], "AND triple word {i}");
-        }
-        let d = r
-            .each_mut()
-            .map(|p| p.dabits(at.layer, at.batch, shape.dabits, w, e).unwrap());
-        for j in 0..shape.dabits {
-            for i in 0..e {
-                let x = bit(&d[0].bits[j * w..], i) ^ bit(&d[1].bits[j * w..], i);
-                let a = d[0].arith[j * e + i].wrapping_add(d[1].arith[j * e + i]);
-                assert_eq!(x, a, "daBit {j}, element {i}");
-            }
-        }
-        let q = r.each_mut().map(|p| {
-            p.edabits(at.layer, at.batch, shape.r_bits, w, shape.edas, e)
-                .unwrap()
-        });
-        let mut first = 0;
-        for (k, &m) in net.eda_bits.iter().enumerate() {
-            for i in 0..e {
-                let v: u64 = (0..m as usize)
-                    .map(|j| {
-                        let at = (first + j) * w;
-                        (bit(&q[0].bits[at..], i) ^ bit(&q[1].bits[at..], i)) << j
-                    })
-                    .sum();
-                let a = q[0].arith[k * e + i].wrapping_add(q[1].arith[k * e + i]);
-                assert_eq!(v, a, "edaBit {k}, element {i}");
-                assert!(v < 1 << m);
-            }
-            first += m as usize;
-        }
-        // Every value dealt was drawn, once.
-        r[0].finish().unwrap();
-        r[1].finish().unwrap();
-    }
 }

@@ -11,7 +11,7 @@ use crate::corr::masks::mask_share;
 use crate::corr::randomness::{act_mask_of, elem_masks, image_mask_of};
 use crate::corr::slot::Slot;
 use crate::formats::bodies::{JobParams, Triplets};
-use crate::plain::geometry::Geometry;
+use crate::model::geometry::Geometry;
 use crate::ring::matmul::gemm;
 use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
 use boolean::BooleanDeal;
@@ -103,7 +103,7 @@ pub fn check_stream_bounds(
 pub fn generate(
     job: &JobParams,
     widths: &[usize],
-    patch: crate::plain::model::PatchShape,
+    patch: crate::model::mlp::PatchShape,
     batch: usize,
     nl: &NonlinearDeal,
 ) -> (Triplets, Triplets) {
@@ -115,7 +115,7 @@ pub fn generate(
 pub fn generate_for_mask(
     job: &JobParams,
     widths: &[usize],
-    patch: crate::plain::model::PatchShape,
+    patch: crate::model::mlp::PatchShape,
     batch: usize,
     nl: &NonlinearDeal,
     model_mask: Option<[Seed; 2]>,
@@ -138,7 +138,7 @@ pub fn generate_for_mask(
 pub fn generate_with(
     job: &JobParams,
     widths: &[usize],
-    patch: crate::plain::model::PatchShape,
+    patch: crate::model::mlp::PatchShape,
     batch: usize,
     nl: &NonlinearDeal,
     seeds: &DealSeeds,
@@ -205,7 +205,7 @@ pub fn correction_count(
 pub fn generate_into<E>(
     job: &JobParams,
     widths: &[usize],
-    patch: crate::plain::model::PatchShape,
+    patch: crate::model::mlp::PatchShape,
     patches: std::ops::Range<usize>,
     batch: usize,
     deal_seeds: &DealSeeds,

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::corr::engine_kind::EngineKind;
 use crate::formats::container::{self, expect, FormatError, Header, Kind};
-use crate::plain::cnn::CnnMeta;
-use crate::plain::geometry::Geometry;
-use crate::plain::model::ModelMeta;
-use crate::plain::preprocess::Preprocess;
+use crate::image::MAX_PIXELS;
+use crate::model::cnn::CnnMeta;
+use crate::model::geometry::Geometry;
+use crate::model::mlp::ModelMeta;
+use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnPlan;
 use crate::ring::plan::Plan;
 use crate::ring::share::{expand, share_with_seed, Seed, Stream};
@@ -238,10 +239,7 @@ pub struct JobParams {
 /// Checks a job's geometry with the model's patch shape before anything is sized from it:
 /// the stride leaves no output pixel uncovered, and the padded image (what the servers and
 /// the dealer hold several copies of) stays below 2^30 values.
-pub fn check_geometry(
-    job: &JobParams,
-    patch: crate::plain::model::PatchShape,
-) -> Result<(), String> {
+pub fn check_geometry(job: &JobParams, patch: crate::model::mlp::PatchShape) -> Result<(), String> {
     if patch.output == 0 || patch.output > patch.input || patch.input > 1024 {
         return Err(format!(
             "patch of {}x{} in, {}x{} out",
@@ -266,9 +264,6 @@ pub fn check_geometry(
     }
     Ok(())
 }
-
-/// Most pixels an image may have: 2^28 (16384 x 16384; 2 GiB per image-sized share).
-pub const MAX_PIXELS: usize = 1 << 28;
 
 impl JobParams {
     /// Checks parameters read from a file before anything is sized from them.
@@ -408,7 +403,7 @@ mod tests {
                 bit_depth: 8,
                 stride: 1,
                 scale: 8,
-                pre: crate::plain::preprocess::Preprocess::new(25.0, 25.0, true),
+                pre: crate::model::preprocess::Preprocess::new(25.0, 25.0, true),
                 sigma: 25.0,
                 model_sigma: 25.0,
                 private_pre: false,

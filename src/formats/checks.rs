@@ -5,11 +5,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::formats::bodies::JobParams;
 use crate::formats::container::{self, id_hex, Header};
 use crate::ring::cnn::CnnPlan;
-use crate::ring::plan::{ActConsts, Hidden, Plan};
+use crate::ring::plan::{Hidden, Plan};
 
 /// The public activation constants a model share's header carries (one per hidden layer).
 pub fn acts_from_header(path: &Path, h: &Header, layers: usize) -> Result<Vec<ActConsts>> {

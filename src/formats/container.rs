@@ -349,9 +349,9 @@ pub fn write<B: Serialize>(
     })
 }
 
-/// [`write`] as part of a set of files moved into place together ([`super::atomic::Staged`]).
+/// [`write`] as part of a set of files moved into place together ([`crate::fileio::atomic::Staged`]).
 pub fn stage<B: Serialize>(
-    set: &mut super::atomic::Staged,
+    set: &mut crate::fileio::atomic::Staged,
     path: &Path,
     header: &Header,
     body: &B,
@@ -378,7 +378,7 @@ pub fn write_streamed<F>(
 where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 {
-    super::atomic::write_with(path, |w| emit_to(w, seal, header, body_len, body))
+    crate::fileio::atomic::write_with(path, |w| emit_to(w, seal, header, body_len, body))
 }
 
 /// [`emit`], through age encryption to `seal.to` when given.

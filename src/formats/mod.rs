@@ -1,6 +1,5 @@
 //! Files exchanged between parties: a typed, versioned, checksummed container and the
 //! bodies of each kind.
-pub mod atomic;
 pub mod bodies;
 pub mod checks;
 pub mod container;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::container::{self, Header, Kind, Seal};
 use super::signing::{Signer, Trust};
 use super::study::{is_hex_id, read_json, write_json};
-use crate::plain::image::window::{Units, Window};
+use crate::image::window::{Units, Window};
 
 const FORMAT_TAG: &str = "ppdenoise-receiver-facts";
 const VERSION: u32 = 1;

@@ -29,12 +29,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::atomic;
 use super::container::{self, Header, Kind, Seal};
 use super::signing::{record_verifies, PublicKey, Role, Signer, Trust, SIGNATURE_BYTES};
-use crate::plain::image::series::StudyKind;
-use crate::plain::image::window::Window;
-use crate::plain::image::Format;
+use crate::fileio::atomic;
+use crate::image::series::StudyKind;
+use crate::image::window::Window;
+use crate::image::Format;
 
 pub const MANIFEST: &str = "study.json";
 

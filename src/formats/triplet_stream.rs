@@ -240,7 +240,7 @@ mod tests {
     use super::*;
     use crate::formats::bodies::JobParams;
     use crate::formats::bodies::Triplets;
-    use crate::plain::preprocess::Preprocess;
+    use crate::model::preprocess::Preprocess;
     use crate::ring::share::Seed;
 
     fn sample(corrections: Vec<u64>) -> Triplets {

@@ -21,8 +21,8 @@ use crate::formats::checks::{
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
-use crate::plain::geometry::Geometry;
-use crate::plain::model::PatchShape;
+use crate::model::geometry::Geometry;
+use crate::model::mlp::PatchShape;
 use crate::ring::share::Seed;
 use crate::ring::tiles::{patch_range, Tile};
 

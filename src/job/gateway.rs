@@ -8,15 +8,15 @@ use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 
 use super::{with_ext, Outputs};
-use crate::formats::atomic::Staged;
+use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NAME, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, Header, Kind};
 use crate::formats::signing::{signer_of, Role, Trust};
-use crate::plain::frame::Frame;
-use crate::plain::image::window::{DeclaredWindow, Sigma, ValueScale, WindowChoice, MODEL_WINDOW};
-use crate::plain::image::GrayImage;
-use crate::plain::noise_map::{load_map, NoiseLevel, PoissonGaussian};
-use crate::plain::preprocess::Preprocess;
+use crate::image::window::{DeclaredWindow, Sigma, ValueScale, WindowChoice, MODEL_WINDOW};
+use crate::image::GrayImage;
+use crate::model::frame::Frame;
+use crate::model::noise_map::{load_map, NoiseLevel, PoissonGaussian};
+use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
 use crate::ring::sweep::{parse_ranges, range_for, span, Ranges, SIGMA_RANGE};
@@ -302,11 +302,11 @@ impl Sharer {
     /// Whether the model takes noise level `level` (0..255 scale), for a model with a noise
     /// map; checked before any image is read.
     fn check_level(&self, level: f64) -> Result<()> {
-        if self.facts.frame.noise_map && level > crate::plain::noise_map::MAX_SIGMA {
+        if self.facts.frame.noise_map && level > crate::model::noise_map::MAX_SIGMA {
             bail!(
                 "noise level {level:.3} on the 0..255 scale: a model with a noise map takes up \
                  to {} (its fixed point was measured to there)",
-                crate::plain::noise_map::MAX_SIGMA
+                crate::model::noise_map::MAX_SIGMA
             );
         }
         Ok(())

@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use crate::formats::bodies::{is_cnn, load, valid_model_name, JobParams, OutputShare, NAME};
 use crate::formats::container::{self, id_hex, Header, Id, Kind};
 use crate::formats::signing::Trust;
-use crate::plain::geometry::Geometry;
-use crate::plain::image::{DicomTemplate, GrayImage};
-use crate::plain::preprocess::Preprocess;
+use crate::image::{DicomTemplate, GrayImage};
+use crate::model::geometry::Geometry;
+use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
 use crate::ring::tiles::{check_cover, parse_range, Tile};
@@ -74,7 +74,7 @@ pub fn check_result(
     let Some(noisy) = noisy.get(frame).filter(|n| n.dim() == img.pixels.dim()) else {
         return Ok(None);
     };
-    let look = crate::plain::suspect::Look::of(&img.pixels, noisy, sigma);
+    let look = crate::metrics::suspect::Look::of(&img.pixels, noisy, sigma);
     let Some(why) = look.ruined() else {
         return Ok(None);
     };
@@ -460,7 +460,7 @@ pub fn combine_tiles(
         let g = o0.geometry;
         let job = &o0.job;
         if cnn {
-            let one = crate::plain::model::PatchShape {
+            let one = crate::model::mlp::PatchShape {
                 input: 1,
                 output: 1,
                 window_milli: 0,

@@ -12,7 +12,9 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, SectionKind};
 use rustls::pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
@@ -21,6 +23,12 @@ use rustls::pki_types::{
 use rustls::sign::CertifiedKey;
 
 use super::NetError;
+
+/// The crypto provider used everywhere (keys here, the TLS connections of `tls`): rustls'
+/// ring provider.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
 
 /// This server's own key pair and certificate.
 pub struct Identity {
@@ -97,7 +105,7 @@ impl Identity {
             problem,
         };
         let name = cert_dns_name(&cert).map_err(fail)?;
-        let provider = super::tls::provider();
+        let provider = provider();
         let signer = provider
             .key_provider
             .load_private_key(key.clone_key())
@@ -132,7 +140,7 @@ impl Identity {
             path: cert_path.to_path_buf(),
             problem,
         })?;
-        let provider = super::tls::provider();
+        let provider = provider();
         let signer = provider
             .key_provider
             .load_private_key(key.clone_key())

@@ -35,13 +35,8 @@ use rustls::{
     SignatureScheme,
 };
 
-use super::identity::{Identity, PeerCert};
+use super::identity::{provider, Identity, PeerCert};
 use super::NetError;
-
-/// The crypto provider used everywhere: rustls' ring provider.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Certificate pinning

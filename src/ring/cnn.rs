@@ -9,16 +9,16 @@
 //!
 //! A job's input is the encoded image followed by its noise map's values (FFDNet); the
 //! plan's frame turns it into the stack's input and the stack's output into the image
-//! ([`crate::plain::frame`]), the same public rearrangement in the oracle and on shares.
+//! ([`crate::model::frame`]), the same public rearrangement in the oracle and on shares.
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::plain::cnn::{self, describe_frame, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL};
-use crate::plain::frame::Frame;
-use crate::plain::im2col::{im2col, rows_per_block};
-use crate::plain::par_conv::{by_row_blocks, BLOCK_VALUES};
-use crate::plain::preprocess::Preprocess;
+use crate::inference::im2col::{im2col, rows_per_block};
+use crate::inference::par_conv::{by_row_blocks, BLOCK_VALUES};
+use crate::model::cnn::{self, describe_frame, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL};
+use crate::model::frame::Frame;
+use crate::model::preprocess::Preprocess;
 use crate::ring::fixed::{decode, encode};
 use crate::ring::matmul::{gemm_acc, gemm_acc_serial};
 
@@ -56,25 +56,7 @@ impl CnnFixed {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if !(4..=24).contains(&self.s) || !(4..=24).contains(&self.ws) {
-            return Err(format!(
-                "CNN fixed-point scales s {} and ws {} out of range (4..24)",
-                self.s, self.ws
-            ));
-        }
-        if !(2..=40).contains(&self.k) {
-            return Err(format!(
-                "CNN activation bits k {} out of range (2..40)",
-                self.k
-            ));
-        }
-        if self.ws + self.k > 63 {
-            return Err(format!(
-                "ws + k = {} leaves no room in the 64-bit ring",
-                self.ws + self.k
-            ));
-        }
-        Ok(())
+        crate::model::cnn::check_fixed_point(self.s, self.ws, self.k)
     }
 
     /// Scale of the output values (the canvas the receiver decodes).
@@ -426,7 +408,7 @@ pub fn decode_output(out: &[u64], h: usize, w: usize, pre: &Preprocess, scale: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plain::cnn::{random_cnn, CnnMeta};
+    use crate::model::cnn::{random_cnn, CnnMeta};
 
     #[test]
     fn oracle_follows_float_inference() {
@@ -514,7 +496,7 @@ mod tests {
     /// frame (FFDNet's sub-images and noise map).
     #[test]
     fn parallel_blocks_equal_the_serial_oracle() {
-        use crate::plain::cnn::random_framed_cnn;
+        use crate::model::cnn::random_framed_cnn;
         let meta = CnnMeta {
             sigma: 25.0,
             residual: true,
@@ -554,7 +536,7 @@ mod tests {
             sigma: 25.0,
             residual: true,
         };
-        let m = crate::plain::cnn::random_cnn(&[1, 64, 64, 1], 3, 91, meta);
+        let m = crate::model::cnn::random_cnn(&[1, 64, 64, 1], 3, 91, meta);
         let (h, w) = (96, 96);
         let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
         let blocks: Vec<usize> = plan

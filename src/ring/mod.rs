@@ -6,5 +6,4 @@ pub mod oracle;
 pub mod plan;
 pub mod share;
 pub mod sweep;
-pub mod tanhstar;
 pub mod tiles;

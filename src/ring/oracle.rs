@@ -4,11 +4,12 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use crate::plain::geometry::Geometry;
-use crate::plain::preprocess::Preprocess;
+use crate::circuit::activation::ActConsts;
+use crate::model::geometry::Geometry;
+use crate::model::preprocess::Preprocess;
 use crate::ring::fixed::{bits_signed, decode, encode, low_bits, out_of_range, relu_trunc};
 use crate::ring::matmul::gemm_acc_serial;
-use crate::ring::plan::{ActConsts, Hidden, Plan};
+use crate::ring::plan::{Hidden, Plan};
 
 /// What the activation circuit reveals, as boolean-shared bits, about one pre-activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +215,7 @@ pub fn decode_canvas(canvas: &[u64], geo: &Geometry, pre: &Preprocess, scale: u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plain::model::{random_model, ModelMeta};
+    use crate::model::mlp::{random_model, ModelMeta};
     use crate::ring::matmul::gemm;
     use crate::ring::plan::FixedParams;
 

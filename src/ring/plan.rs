@@ -11,10 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::circuit::activation::{ActCircuit, TruncParams};
-use crate::plain::model::{Activation, Model, PatchShape};
+use crate::circuit::activation::{ActCircuit, ActConsts, TruncParams};
+use crate::model::mlp::{Activation, Model, PatchShape};
+use crate::model::tanhstar::TanhStar;
 use crate::ring::fixed::encode;
-use crate::ring::tanhstar::TanhStar;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FixedParams {
@@ -102,29 +102,6 @@ impl FixedParams {
             return Err("tanh* breakpoint b does not fit in zbits integer bits".into());
         }
         Ok(())
-    }
-}
-
-/// Public constants of one hidden layer's activation circuit and polynomial.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActConsts {
-    /// Bits dropped by the exact truncation inside the circuit.
-    pub sh: u32,
-    /// Width of the truncated signed pre-activation.
-    pub k: u32,
-    pub a_fix: u64,
-    pub b_fix: u64,
-    /// Coefficients: p_i = N_i tc^2 + C_i tc + D_i, saturation value K, all at scale F.
-    pub n: [u64; 2],
-    pub c: [u64; 2],
-    pub d: [u64; 2],
-    pub sat: u64,
-}
-
-impl ActConsts {
-    /// Bit length of b_fix: the width of the clipped |x| the circuit outputs.
-    pub fn tc_bits(&self) -> u32 {
-        64 - self.b_fix.leading_zeros()
     }
 }
 

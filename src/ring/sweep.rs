@@ -20,7 +20,7 @@
 
 use ndarray::Array2;
 
-use crate::plain::image::add_noise;
+use crate::image::add_noise;
 
 /// The levels tried (0..255 scale): about half an octave apart, from a CT's few HU in its
 /// full window to the top of what FFDNet's map takes.
@@ -179,7 +179,7 @@ fn level_at(
     seed: u64,
     denoise: &impl Fn(&Array2<f64>, f64) -> (Array2<f64>, u64),
 ) -> Level {
-    let mut clean = crate::plain::phantom::builtin(&format!("phantom:{SIDE}"))
+    let mut clean = crate::image::phantom::builtin(&format!("phantom:{SIDE}"))
         .expect("the built-in phantom exists");
     let f = contrast / 255.0;
     clean.pixels.mapv_inplace(|p| 127.5 + (p - 127.5) * f);
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn the_sweep_measures_quality_and_overflow_per_level() {
-        let clean = crate::plain::phantom::builtin(&format!("phantom:{SIDE}")).unwrap();
+        let clean = crate::image::phantom::builtin(&format!("phantom:{SIDE}")).unwrap();
         let id = sweep(|noisy, _| (noisy.clone(), 0));
         assert!(id.iter().all(|l| !l.denoises() && l.holds()));
         assert_eq!(range(&id), Some((0.0, f64::INFINITY)));

@@ -180,8 +180,8 @@ pub fn check_cover(bands: &[Range<usize>], h: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plain::cnn::{random_cnn, random_framed_cnn, CnnMeta};
-    use crate::plain::frame::Frame;
+    use crate::model::cnn::{random_cnn, random_framed_cnn, CnnMeta};
+    use crate::model::frame::Frame;
     use crate::ring::cnn::{run, CnnFixed};
 
     fn meta() -> CnnMeta {

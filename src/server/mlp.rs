@@ -14,7 +14,7 @@ use crate::formats::bodies::{
 };
 use crate::formats::checks::{check_same_model, circuits_from_header, mask_id_of, read_checked};
 use crate::formats::container::{self, Header, Kind};
-use crate::plain::geometry::Geometry;
+use crate::model::geometry::Geometry;
 use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
 use crate::ring::tiles::{patch_range, Tile};

@@ -97,7 +97,7 @@ fn write_port(path: &std::path::Path, listener: &std::net::TcpListener) -> Resul
         .local_addr()
         .context("reading the listening address")?
         .port();
-    crate::formats::atomic::write_bytes(path, format!("{port}\n").as_bytes())
+    crate::fileio::atomic::write_bytes(path, format!("{port}\n").as_bytes())
         .with_context(|| format!("--port-file {}: cannot write", path.display()))
 }
 

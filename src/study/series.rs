@@ -16,15 +16,15 @@ use crate::formats::study::{
     default_binding, default_sources, parse_id, slice_file, slices_spec, Manifest, Source, Sources,
     MANIFEST,
 };
+use crate::image::dicom::DicomTemplate;
+use crate::image::series::StudyKind;
+use crate::image::window::WindowChoice;
+use crate::image::{self, DerivedSeries, Encoding, Format};
 use crate::job::receiver::{
     check_result, combine_run, refuse_sealed_shares, run_description, Expect, RunFacts,
 };
 use crate::job::Summary;
-use crate::plain::image::dicom::DicomTemplate;
-use crate::plain::image::series::StudyKind;
-use crate::plain::image::window::WindowChoice;
-use crate::plain::image::{self, DerivedSeries, Encoding, Format};
-use crate::plain::preprocess::Preprocess;
+use crate::model::preprocess::Preprocess;
 
 /// A study to write back, the receiver's arguments parsed.
 pub struct StudyOut {
@@ -204,7 +204,7 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
     }
     // All slices or none: the finished folder is moved into place.
     let mut warnings = Vec::new();
-    crate::formats::atomic::new_folder(&a.out, |staging| {
+    crate::fileio::atomic::new_folder(&a.out, |staging| {
         let mut frames = Vec::new();
         for (i, s) in sources.slices.iter().enumerate() {
             let (img, run) = match first.take() {
@@ -292,7 +292,7 @@ mod tests {
     use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
     use super::*;
-    use crate::plain::image::window::Window;
+    use crate::image::window::Window;
 
     /// A `size x size` 12-bit CT slice's file bytes, its values from `seed`.
     fn ct(size: usize, seed: u16) -> Vec<u8> {

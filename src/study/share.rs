@@ -11,11 +11,11 @@ use crate::formats::container::{fresh_id, id_hex};
 use crate::formats::study::{
     default_binding, default_sources, slice_dir, Source, Sources, MANIFEST, MAX_SLICES,
 };
+use crate::image::series::{is_dicomdir, scan_frames, scan_series};
+use crate::image::window::{Sigma, ValueScale};
+use crate::image::{self, Format};
 use crate::job::gateway::{intensity_line, Sharer};
 use crate::job::Summary;
-use crate::plain::image::series::{is_dicomdir, scan_frames, scan_series};
-use crate::plain::image::window::{Sigma, ValueScale};
-use crate::plain::image::{self, Format};
 
 /// A study to share, its arguments parsed (the gateway's options are its [`Sharer`]'s).
 pub struct ShareStudy {

@@ -379,13 +379,14 @@ pub fn with_queued_link<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::link::tests::{announce, good_pair};
     use std::time::{Duration, Instant};
 
     /// Over a real link: each sent buffer comes back from `spare`, and every message arrives
     /// as sent although the sender reuses its buffers.
     #[test]
     fn queued_link_recycles_sent_buffers_without_corrupting_messages() {
-        let (mut a, mut b) = crate::net::link::tests::good_pair();
+        let (mut a, mut b) = good_pair();
         const BIG: usize = SPARE_MIN + 4096;
         const N: usize = 8;
         let msg =
@@ -474,5 +475,29 @@ mod tests {
             vec![SPARE_MIN + 7; SPARES],
             "the pool holds SPARES buffers"
         );
+    }
+
+    #[test]
+    fn a_frame_of_another_length_than_expected_is_refused_before_allocation() {
+        // A peer announcing 1 GiB where the protocol expects 16 bytes: refused on the
+        // length prefix alone (the 1 GiB never arrives, and nothing is reserved for it).
+        let (mut s, mut c) = good_pair();
+        announce(&mut s, 1 << 30);
+        let e = Channel::recv(&mut c, Expect::Exactly(16)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("1073741824 bytes where 16 were expected"),
+            "{e}"
+        );
+        // A frame of the expected length passes; a control message over its bound does not.
+        let (mut s, mut c) = good_pair();
+        s.send(&[7u8; 16]).unwrap();
+        assert_eq!(
+            Channel::recv(&mut c, Expect::Exactly(16)).unwrap(),
+            [7u8; 16]
+        );
+        s.send(&[0u8; 5000]).unwrap();
+        let e = Channel::recv(&mut c, Expect::AtMost(4096)).unwrap_err();
+        assert!(e.to_string().contains("at most 4096"), "{e}");
     }
 }

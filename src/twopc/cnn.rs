@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::corr::batches::batches;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
-use crate::plain::im2col::im2col;
+use crate::inference::im2col::im2col;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
 use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
@@ -72,9 +72,16 @@ pub fn open_cnn_weights(
 
 #[cfg(test)]
 thread_local! {
-    /// The negative control of the multi-block test below: block 0 of a layer with more
-    /// than one block is put one row too low (unit tests only, per thread: per server).
+    /// The negative control of the multi-block test (`server::cnn`'s unit tests): block 0 of
+    /// a layer with more than one block is put one row too low (unit tests only, per thread:
+    /// per server).
     static SHIFT_FIRST_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Turns the negative control on or off for this thread's runs.
+#[cfg(test)]
+pub(crate) fn shift_first_block(on: bool) {
+    SHIFT_FIRST_BLOCK.with(|s| s.set(on));
 }
 
 /// Rows to move block `blk` (ending at row `end` of `h`) by: 0, except in the negative
@@ -206,97 +213,4 @@ pub fn run(
     rep.link = ch.stats();
     rep.engine = engine.counters();
     Ok((x, rep))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::corr::engine_kind::EngineKind;
-    use crate::dealer::DealSeeds;
-    use crate::formats::bodies::CnnModelShare;
-    use crate::plain::cnn::{random_cnn, CnnMeta};
-    use crate::plain::preprocess::Preprocess;
-    use crate::ring::cnn::{self as ring_cnn, CnnFixed};
-    use crate::ring::share::{expand, share_with_seed, Stream};
-    use crate::twopc::channel::mem_pair;
-    use crate::twopc::engines::engine_for;
-
-    /// The secure CNN job on a network whose hidden layers span two row blocks (64 channels
-    /// at 96 x 96), in process, boolean engine: the output is the oracle's bit for bit, and
-    /// with block 0 put one row too low (the switch above) it is not. The same job through
-    /// real processes on both engines is tests/cnn_pipeline.rs's multi-block test.
-    #[test]
-    fn a_block_put_one_row_off_breaks_the_multi_block_job() {
-        let meta = CnnMeta {
-            sigma: 25.0,
-            residual: true,
-        };
-        let plan = CnnPlan::from_cnn(
-            &random_cnn(&[1, 64, 64, 1], 3, 11, meta),
-            CnnFixed::default(),
-        )
-        .unwrap();
-        let (h, w) = (96, 96);
-        let blocks: Vec<usize> = plan
-            .layers
-            .iter()
-            .map(|l| row_blocks(l, h, w).count())
-            .collect();
-        assert_eq!(blocks, [1, 2, 2]);
-        let shares = CnnModelShare::split(&plan, meta, &[4; 32]).map(|s| s.share_plan().unwrap());
-        let img = ndarray::Array2::from_shape_fn((h, w), |(i, j)| ((i * 7 + j * 13) % 256) as f64);
-        let enc = ring_cnn::encode_image(&img, &[], &Preprocess::identity(), plan.params.s);
-        let image = [
-            share_with_seed(&enc, &[5; 32], Stream::ImageShare),
-            expand(&[5; 32], Stream::ImageShare, enc.len()),
-        ];
-        let oracle = ring_cnn::run(&plan, h, w, &enc).output;
-        let secure = |shift: bool| {
-            let engine = EngineKind::Gmw;
-            let seeds = DealSeeds {
-                job: [[6; 32], [7; 32]],
-                model_mask: None,
-            };
-            let deal = crate::dealer::cnn::generate_with(
-                &plan,
-                h,
-                w,
-                engine,
-                1 << 16,
-                &seeds,
-                (Vec::new(), Vec::new()),
-            );
-            let (mut c0, mut c1) = mem_pair();
-            let play = |p: u8, ch: &mut dyn Channel| {
-                SHIFT_FIRST_BLOCK.with(|s| s.set(shift));
-                let (rand, setup) = deal.party(p);
-                let mut eng = engine_for(engine, p, setup).unwrap();
-                let inp = CnnJobInputs {
-                    party: p,
-                    plan: &shares[p as usize],
-                    height: h,
-                    width: w,
-                    image: &image[p as usize],
-                    rand,
-                    session_tag: b"blocks".to_vec(),
-                    weights: Weights::PerJob,
-                    relu_batch: 1 << 16,
-                };
-                run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap().0
-            };
-            let [o0, o1] = std::thread::scope(|sc| {
-                let play = &play;
-                let h1 = sc.spawn(move || play(1, &mut c1));
-                [play(0, &mut c0), h1.join().unwrap()]
-            });
-            o0.iter()
-                .zip(&o1)
-                .map(|(a, b)| a.wrapping_add(*b))
-                .collect::<Vec<u64>>()
-        };
-        assert_eq!(secure(false), oracle, "the multi-block job");
-        let off = secure(true);
-        let differ = off.iter().zip(&oracle).filter(|(a, b)| a != b).count();
-        assert!(differ > 0, "a block one row off went unnoticed");
-    }
 }

@@ -2,9 +2,9 @@
 //! of the clipped magnitude tc, compute y = g1 p1(tc) + g2 p2(tc) + g3 K with two rounds of
 //! Beaver products. The same algebra runs in clear in [`crate::ring::oracle::activation`].
 
+use crate::circuit::activation::ActConsts;
 use crate::corr::randomness::ElemTriples;
 use crate::ring::oracle::{pieces, signed_indicators};
-use crate::ring::plan::ActConsts;
 use crate::twopc::beaver::{elem_mul_share, square_share};
 use crate::twopc::channel::{open, Channel, ChannelError};
 

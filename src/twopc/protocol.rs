@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::circuit::activation::ActConsts;
 use crate::corr::batches::{batches, extract_batch};
 use crate::corr::randomness::{PartyRandomness, RandomnessError};
 use crate::corr::slot::Slot;
 use crate::formats::bodies::JobParams;
-use crate::plain::geometry::Geometry;
-use crate::ring::plan::{ActConsts, Hidden, Plan};
+use crate::model::geometry::Geometry;
+use crate::ring::plan::{Hidden, Plan};
 use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
 use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};

@@ -13,8 +13,8 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 /// A DICOM slice of series `series`, instance `instance`, at height `z`: a phantom's values.
 pub fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize, seed: u64) {
-    let img = ppdenoise::plain::image::load_input(&format!("builtin:phantom:{size}")).unwrap();
-    let noisy = ppdenoise::plain::image::add_noise(&img, 20.0, seed);
+    let img = ppdenoise::image::load_input(&format!("builtin:phantom:{size}")).unwrap();
+    let noisy = ppdenoise::image::add_noise(&img, 20.0, seed);
     let values: Vec<u16> = noisy
         .pixels
         .iter()
@@ -47,10 +47,10 @@ pub fn dicom_slice(path: &Path, series: &str, instance: i32, z: f64, size: usize
 /// A multi-frame DICOM (an enhanced-CT-like object) of `frames` noisy phantoms of
 /// `size x size`, 12 bits stored: frame k has the noise of seed `seed + k`.
 pub fn dicom_multi_frame(path: &Path, frames: usize, size: usize, seed: u64) {
-    let img = ppdenoise::plain::image::load_input(&format!("builtin:phantom:{size}")).unwrap();
+    let img = ppdenoise::image::load_input(&format!("builtin:phantom:{size}")).unwrap();
     let mut values: Vec<u16> = Vec::with_capacity(frames * size * size);
     for k in 0..frames {
-        let noisy = ppdenoise::plain::image::add_noise(&img, 20.0, seed + k as u64);
+        let noisy = ppdenoise::image::add_noise(&img, 20.0, seed + k as u64);
         values.extend(
             noisy
                 .pixels

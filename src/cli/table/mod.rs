@@ -11,21 +11,21 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::corr::engine_kind::EngineKind;
-use crate::plain::noise_map::PoissonGaussian;
+use crate::model::noise_map::PoissonGaussian;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ndarray::{s, Array2};
 use serde::{Deserialize, Serialize};
 
 use super::demo::{demo, DemoArgs};
-use super::figures;
+use super::figures::{self, Average};
 use super::inputs::{load_image, NoiseArgs};
 use super::Summary;
+use crate::image::window::WindowChoice;
+use crate::image::{load as load_png, quantize_u8, save_png, GrayImage};
 use crate::job::progress::{Mode, Progress};
 use crate::job::receiver::combine;
-use crate::plain::image::window::WindowChoice;
-use crate::plain::image::{load as load_png, quantize_u8, save_png, GrayImage};
-use crate::plain::metrics::{psnr, ssim};
+use crate::metrics::{psnr, ssim};
 
 mod models;
 mod record;
@@ -135,26 +135,6 @@ pub struct Run {
     pub float_seconds: f64,
 }
 
-/// Per-sigma averages over the images.
-#[derive(Clone, Debug, Serialize)]
-pub struct Average {
-    pub sigma: f64,
-    pub images: usize,
-    pub psnr_noisy: f64,
-    pub psnr_float: f64,
-    pub ssim_float: f64,
-    pub psnr_oracle: f64,
-    pub ssim_oracle: f64,
-    pub psnr_secure: f64,
-    pub ssim_secure: f64,
-    /// mean(secure - float) PSNR, dB.
-    pub gap_db: f64,
-    /// max over images of |secure - float| PSNR, dB.
-    pub max_abs_gap_db: f64,
-    pub serve_seconds: f64,
-    pub bytes_total: f64,
-}
-
 struct Input {
     name: String,
     clean: GrayImage,
@@ -245,7 +225,7 @@ fn list_inputs(spec: &str, max_size: Option<usize>, window: &WindowChoice) -> Re
 /// `<stem>-f<k>` (each frame an image of the table), a DICOM's on the window `window`
 /// resolves to.
 fn named_frames(f: &Path, window: &WindowChoice) -> Result<Vec<(String, GrayImage)>> {
-    let frames = crate::plain::image::load_windowed(f, window, true)?.frames;
+    let frames = crate::image::load_windowed(f, window, true)?.frames;
     if frames.len() == 1 {
         return Ok(vec![(
             stem(f),

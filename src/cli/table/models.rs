@@ -10,12 +10,12 @@ use ndarray::Array2;
 
 use super::super::inputs::model_or_default;
 use super::super::tools::{run_cnn, run_denoise, Arith};
-use crate::plain::cnn::Cnn;
-use crate::plain::image::window::{DeclaredWindow, WindowChoice};
-use crate::plain::image::GrayImage;
-use crate::plain::model::Model;
-use crate::plain::noise_map::NoiseLevel;
-use crate::plain::preprocess::Preprocess;
+use crate::image::window::{DeclaredWindow, WindowChoice};
+use crate::image::GrayImage;
+use crate::model::cnn::Cnn;
+use crate::model::mlp::Model;
+use crate::model::noise_map::NoiseLevel;
+use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnFixed;
 
 /// A table's network: the shipped kind (an MLP) or a CNN.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::models::TableModel;
 use super::{Input, Pictures, Run, TableArgs};
 use crate::corr::engine_kind::EngineKind;
-use crate::plain::image::{load as load_png, GrayImage};
+use crate::image::{load as load_png, GrayImage};
 use crate::ring::plan::FixedParams;
 
 /// What a finished run leaves in its directory (`run.json`) so that `--resume` can reuse it:

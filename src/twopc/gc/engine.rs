@@ -19,12 +19,12 @@ use std::collections::VecDeque;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
+use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::corr::base_ots::{BaseOtForReceiver, BaseOtForSender};
 use crate::corr::block::Block;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
-use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{Channel, ChannelError, Expect};
 use crate::twopc::gc::batch::garble_batch_shared_labels;
 use crate::twopc::gc::hash::TccrHash;

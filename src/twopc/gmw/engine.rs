@@ -14,13 +14,13 @@
 //!    then [out] = c + (1 - 2c)[r] with the daBit's additive share [r], or
 //!    [y] = c - [r] + 2^m [carry] for an edaBit-converted group.
 
+use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::circuit::bitslice::{bit, slice, unslice};
 use crate::circuit::netlist::{Conversion, Gate, Netlist};
 use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
-use crate::ring::plan::ActConsts;
 use crate::twopc::channel::{swap, Channel, ChannelError};
 use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};

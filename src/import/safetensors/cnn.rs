@@ -15,12 +15,12 @@ use std::path::Path;
 use ::safetensors::SafeTensors;
 
 use super::{not_st, read_checked, split_index, values};
-use crate::plain::cnn::{
+use crate::image::window::MODEL_WINDOW;
+use crate::model::cnn::{
     fold_batch_norm, reorder_channels, Cnn, CnnMeta, Conv, MAX_CHANNELS, MAX_KERNEL,
 };
-use crate::plain::frame::{Frame, MAX_UNSHUFFLE};
-use crate::plain::image::window::MODEL_WINDOW;
-use crate::plain::model::ModelError;
+use crate::model::frame::{Frame, MAX_UNSHUFFLE};
+use crate::model::mlp::ModelError;
 
 const KEYS: [&str; 7] = [
     "sigma",
@@ -282,7 +282,7 @@ pub fn load(path: &Path) -> Result<Cnn, ModelError> {
     }
     let fixed_point = md
         .get("fixed_point")
-        .map(|v| crate::plain::cnn::fixed_point_text(v).map_err(|e| setting("fixed_point", e)))
+        .map(|v| crate::model::cnn::fixed_point_text(v).map_err(|e| setting("fixed_point", e)))
         .transpose()?;
     let window = super::declared_window(path, Some(&md))?;
     Cnn::checked(convs, meta, frame, fixed_point, window, path)

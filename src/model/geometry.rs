@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plain::model::PatchShape;
+use crate::model::mlp::PatchShape;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Geometry {

@@ -18,8 +18,8 @@ use ::safetensors::tensor::TensorInfo;
 use ::safetensors::{Dtype, SafeTensors};
 use ndarray::{Array1, Array2};
 
-use super::image::window::{DeclaredWindow, MODEL_WINDOW};
-use super::model::{Activation, Layer, Model, ModelError, ModelMeta};
+use crate::image::window::{DeclaredWindow, MODEL_WINDOW};
+use crate::model::mlp::{Activation, Layer, Model, ModelError, ModelMeta};
 
 pub mod cnn;
 
@@ -489,7 +489,7 @@ mod tests {
         }
         // Taken for a CNN only with a 4-D tensor (a conv kernel, then read by the CNN loader).
         let conv = tensors.iter().any(|t| t.2.len() == 4);
-        assert_eq!(crate::plain::cnn::Cnn::is_cnn_file(&p).unwrap(), conv);
+        assert_eq!(crate::model::cnn::Cnn::is_cnn_file(&p).unwrap(), conv);
     }
 
     #[test]

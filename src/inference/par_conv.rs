@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::plain::im2col::{im2col, rows_per_block};
+use crate::inference::im2col::{im2col, rows_per_block};
 
 /// Columns per block, in values: 2 MB of u64 (a 512-pixel row of a 64-channel 3x3 layer),
 /// which measured as fast per multiply-add as larger blocks.

@@ -9,9 +9,9 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
-use super::super::dicom_compress::{self, Samples};
-use super::super::jpeg12;
 use super::decode;
+use crate::image::dicom_compress::{self, Samples};
+use crate::image::jpeg12;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {

@@ -1,4 +1,5 @@
-//! Image quality metrics: MSE, PSNR and SSIM.
+//! Image quality metrics: MSE, PSNR and SSIM; and the receiver's check that a result does not
+//! look ruined ([`suspect`]).
 //!
 //! Both PSNR and SSIM reproduce scikit-image (checked against
 //! `skimage.metrics` 0.26.0 to ~1e-12 on the fixtures in
@@ -20,6 +21,8 @@
 //! 11x11 window inside the image, so the 'reflect' padding never reaches the
 //! result: this module filters the valid region only, which is exact and
 //! cheaper.
+
+pub mod suspect;
 
 use ndarray::{Array2, ArrayBase, Data, Ix2};
 
@@ -202,7 +205,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plain::image::load;
+    use crate::image::load;
     use ndarray::Array2;
     use std::path::Path;
 

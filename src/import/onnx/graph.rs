@@ -17,8 +17,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::proto::{attr_type, AttributeProto, GraphProto, NodeProto, ValueInfoProto};
 use super::tensor::{type_name, volume, Tensor, MAX_PROBE, MAX_RANK};
-use crate::plain::cnn::{MAX_CHANNELS, MAX_CONV_LAYERS};
-use crate::plain::frame::Frame;
+use crate::model::cnn::{MAX_CHANNELS, MAX_CONV_LAYERS};
+use crate::model::frame::Frame;
 
 /// Most nodes a graph may have (DnCNN-S exports to about 50).
 pub const MAX_NODES: usize = 10_000;
@@ -893,10 +893,10 @@ impl<'g> Walk<'g> {
         if group != 1 {
             return Err(format!("attribute group = {group}: only 1 is supported"));
         }
-        if kh != kw || kh % 2 == 0 || kh > crate::plain::cnn::MAX_KERNEL {
+        if kh != kw || kh % 2 == 0 || kh > crate::model::cnn::MAX_KERNEL {
             return Err(format!(
                 "a {kh}x{kw} kernel: square, odd, up to {0}x{0} supported",
-                crate::plain::cnn::MAX_KERNEL
+                crate::model::cnn::MAX_KERNEL
             ));
         }
         if let Some(ks) = at.ints("kernel_shape")? {
@@ -1034,7 +1034,7 @@ impl<'g> Walk<'g> {
             }
             p.push(t.data);
         }
-        crate::plain::cnn::fold_batch_norm(&mut l.w, &mut l.b, [&p[0], &p[1], &p[2], &p[3]], eps)?;
+        crate::model::cnn::fold_batch_norm(&mut l.w, &mut l.b, [&p[0], &p[1], &p[2], &p[3]], eps)?;
         l.bn = true;
         Ok(Val::Stack(s))
     }
@@ -1210,10 +1210,10 @@ fn ints(t: &Tensor) -> Result<Vec<i64>, String> {
 
 fn block(at: &mut Attrs) -> Result<usize, String> {
     let b = at.int("blocksize", 0)?;
-    if !(1..=crate::plain::frame::MAX_UNSHUFFLE as i64).contains(&b) {
+    if !(1..=crate::model::frame::MAX_UNSHUFFLE as i64).contains(&b) {
         return Err(format!(
             "blocksize {b} (1 to {} supported)",
-            crate::plain::frame::MAX_UNSHUFFLE
+            crate::model::frame::MAX_UNSHUFFLE
         ));
     }
     Ok(b as usize)

@@ -20,8 +20,8 @@ use ndarray::{Array1, Array2};
 
 use self::graph::{Act, Family, Refusal, Walked};
 use self::tensor::Tensor;
-use super::cnn::{Cnn, CnnMeta, Conv};
-use super::model::{Activation, Layer, Model, ModelError};
+use crate::model::cnn::{Cnn, CnnMeta, Conv};
+use crate::model::mlp::{Activation, Layer, Model, ModelError};
 
 pub use self::graph::SUPPORTED_OPS;
 
@@ -252,7 +252,7 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
                 }
             },
             "fixed_point" => {
-                fixed_point = Some(crate::plain::cnn::fixed_point_text(value).map_err(|msg| {
+                fixed_point = Some(crate::model::cnn::fixed_point_text(value).map_err(|msg| {
                     ModelError::Setting {
                         path: path.to_path_buf(),
                         key: key.clone(),
@@ -261,7 +261,7 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
                 })?)
             }
             // Parsed below, as every reader parses it.
-            crate::plain::image::window::MODEL_WINDOW => {}
+            crate::image::window::MODEL_WINDOW => {}
             _ => {
                 return Err(ModelError::Setting {
                     path: path.to_path_buf(),
@@ -287,7 +287,7 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
             b: l.b,
         })
         .collect();
-    crate::plain::cnn::reorder_channels(&mut convs, &w.stack.in_perm, &w.out_perm);
+    crate::model::cnn::reorder_channels(&mut convs, &w.stack.in_perm, &w.out_perm);
     let window = super::safetensors::declared_window(path, Some(md))?;
     Cnn::checked(convs, meta, frame, fixed_point, window, path)
 }

@@ -13,8 +13,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::plain::frame::Frame;
-use crate::plain::image::GrayImage;
+use crate::image::GrayImage;
+use crate::model::frame::Frame;
 
 /// Largest sigma a map may hold (0..255 scale). FFDNet was trained on [0, 75]; with the fixed
 /// point recorded for it (k = 20) no activation left its range on set12 up to sigma 150,
@@ -153,7 +153,7 @@ pub fn load_map(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
     let m = if is_npy {
         read_npy(path, h, w)?
     } else {
-        let img = crate::plain::image::load(path)
+        let img = crate::image::load(path)
             .with_context(|| format!("{}: reading the noise map", path.display()))?;
         // A 16-bit image is read scaled to 0..255: its grey values would not be the sigmas.
         if img.bit_depth != 8 {
@@ -171,7 +171,7 @@ pub fn load_map(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
 }
 
 /// Reads a 2-D float `.npy` of at most h x w values. ndarray-npy allocates from the header's
-/// shape before reading, so the header is checked first (as for model files, `plain::npz`):
+/// shape before reading, so the header is checked first (as for model files, `import::npz`):
 /// its shape must account for exactly the file's bytes, and those must fit an h x w map.
 /// The file is opened once and read whole (at most a map's bytes and a header), so the bytes
 /// checked are the bytes parsed: a file swapped between a check and a second open would be
@@ -181,13 +181,13 @@ fn read_npy(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
     use std::io::Read;
     let file = std::fs::File::open(path)
         .with_context(|| format!("{}: cannot read the noise map", path.display()))?;
-    let most = (h * w * 8) as u64 + crate::plain::npz::MAX_HEADER_BYTES;
+    let most = (h * w * 8) as u64 + crate::fileio::npy::MAX_HEADER_BYTES;
     let mut bytes = Vec::new();
     file.take(most + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("{}: cannot read the noise map", path.display()))?;
     let len = bytes.len() as u64;
-    let (header, data) = crate::plain::npz::declared(&mut &bytes[..])
+    let (header, data) = crate::fileio::npy::declared(&mut &bytes[..])
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let Some(data) = data else {
         bail!(

@@ -3,10 +3,10 @@
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 
-use crate::plain::geometry::Geometry;
-use crate::plain::model::{Activation, Model};
-use crate::plain::preprocess::Preprocess;
-use crate::ring::tanhstar::TanhStar;
+use crate::model::geometry::Geometry;
+use crate::model::mlp::{Activation, Model};
+use crate::model::preprocess::Preprocess;
+use crate::model::tanhstar::TanhStar;
 
 /// Patches processed per matrix product.
 const BATCH: usize = 512;

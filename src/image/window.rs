@@ -190,7 +190,7 @@ pub enum Sigma {
     Hu(f64),
     /// In stored values (`20SV`): the file's own codes.
     Stored(f64),
-    /// Estimated by the gateway from each image ([`super::super::noise_estimate`]).
+    /// Estimated by the gateway from each image ([`super::noise_estimate`]).
     Auto,
 }
 
@@ -425,7 +425,7 @@ impl ValueScale {
             Sigma::Stored(v) => v * self.slope.abs() / self.window.per_level(),
             // Clipped pixels are flat at the window's limits: left out of the estimate.
             Sigma::Auto if self.clipped > 0 => {
-                crate::plain::noise_estimate::estimate_sigma_inside(pixels, 0.0, 255.0)
+                crate::image::noise_estimate::estimate_sigma_inside(pixels, 0.0, 255.0)
                     .filter(|s| *s > 0.0)
                     .ok_or_else(|| {
                         "--sigma auto: no noise could be estimated inside the window; give \
@@ -433,7 +433,7 @@ impl ValueScale {
                             .to_string()
                     })?
             }
-            Sigma::Auto => crate::plain::noise_estimate::estimate_sigma(pixels)
+            Sigma::Auto => crate::image::noise_estimate::estimate_sigma(pixels)
                 .filter(|s| *s > 0.0)
                 .ok_or_else(|| {
                     "--sigma auto: no noise could be estimated (an image under 8 x 8 pixels, \

@@ -40,6 +40,8 @@ mod dicom_compress;
 mod dicom_frames;
 mod dicom_scan;
 pub mod jpeg12;
+pub mod noise_estimate;
+pub mod phantom;
 pub mod png;
 pub mod series;
 pub mod tiff;
@@ -54,9 +56,10 @@ pub const BT601_WEIGHTS: [f64; 3] = [0.299, 0.587, 0.114];
 /// Prefix that names a built-in image instead of a file (see [`load_input`]).
 pub const BUILTIN_PREFIX: &str = "builtin:";
 
-/// Most pixels an image file may declare; larger ones are refused before their pixels are
-/// decoded. The same bound as a job's ([`crate::formats::bodies::MAX_PIXELS`]).
-pub const MAX_PIXELS: usize = crate::formats::bodies::MAX_PIXELS;
+/// Most pixels an image may have: 2^28 (16384 x 16384; 2 GiB per image-sized share). An image
+/// file declaring more is refused before its pixels are decoded; a job's files are held to the
+/// same bound (`formats::bodies`).
+pub const MAX_PIXELS: usize = 1 << 28;
 
 /// An image file's bytes; a missing file is said to be missing.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ImageError> {
@@ -516,12 +519,12 @@ fn from_dynamic(
 }
 
 /// Loads an input image given on the command line: `builtin:<name>` is
-/// resolved with [`crate::plain::phantom::builtin`] (e.g. `builtin:phantom`,
+/// resolved with [`crate::image::phantom::builtin`] (e.g. `builtin:phantom`,
 /// `builtin:phantom:128`), anything else is a file for [`load`].
 pub fn load_input(spec: &str) -> Result<GrayImage, ImageError> {
     match spec.strip_prefix(BUILTIN_PREFIX) {
         Some(name) => {
-            crate::plain::phantom::builtin(name).ok_or_else(|| ImageError::UnknownBuiltin {
+            crate::image::phantom::builtin(name).ok_or_else(|| ImageError::UnknownBuiltin {
                 name: name.to_string(),
             })
         }

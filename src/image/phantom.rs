@@ -18,7 +18,7 @@
 //! 400x400 8-bit image) pixel for pixel once floored to integers (skimage
 //! stores 25.5 as 25 and 76.5 as 76); a test checks this.
 
-use crate::plain::image::GrayImage;
+use crate::image::GrayImage;
 use ndarray::Array2;
 
 /// Default side length of the phantom (`builtin:phantom`).
@@ -153,7 +153,7 @@ pub fn shepp_logan(n: usize) -> GrayImage {
 /// `"phantom:<size>"` with `1 <= size <=` [`MAX_BUILTIN_SIZE`]
 /// (e.g. `"phantom:128"`). The CLI accepts these as `builtin:<name>`
 /// wherever an input image is expected (see
-/// [`crate::plain::image::load_input`]). Unknown names give `None`.
+/// [`crate::image::load_input`]). Unknown names give `None`.
 pub fn builtin(name: &str) -> Option<GrayImage> {
     let size = match name.strip_prefix("phantom") {
         Some("") => DEFAULT_SIZE,
