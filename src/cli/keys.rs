@@ -155,8 +155,9 @@ impl TrustArgs {
         for i in inputs {
             if sealed::is_sealed(i).unwrap_or(false) {
                 bail!(
-                    "{}: --insecure-unsigned is for plain test files, but this one is sealed: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key or --trust) instead",
-                    i.display()
+                    "{}: {}",
+                    i.display(),
+                    crate::formats::inputs::Maker::Party.sealed_unsigned()
                 );
             }
         }
@@ -351,8 +352,9 @@ impl OutputTrustArgs {
         for i in inputs {
             if sealed::is_sealed(i).unwrap_or(false) {
                 bail!(
-                    "{}: --insecure-unsigned is for plain test files, but this output share is sealed: give the servers' public signing keys (--s0-key, --s1-key or --trust) instead",
-                    i.display()
+                    "{}: {}",
+                    i.display(),
+                    crate::formats::inputs::Maker::Server.sealed_unsigned()
                 );
             }
         }

@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod bodies;
 pub mod checks;
 pub mod container;
+pub mod inputs;
 pub mod receiver_facts;
 pub mod sealed;
 pub mod signing;
