@@ -171,7 +171,7 @@ impl Dir {
             .expect("start strace")
     }
 
-    /// Both servers, then the receiver, each under strace; checks the servers' inputs' opens.
+    /// Both servers, then the receiver, each under strace; checks every input's opens.
     fn serve_and_reconstruct(&self) {
         let outs = start_pair(&self.dir, |p, addr| self.spawn_serve(p, addr))
             .map(|c| wait_limit(c, LIMIT));
@@ -198,6 +198,8 @@ impl Dir {
         }
         let o = self.traced("rx.trace", &a).output().expect("run strace");
         succeeded(&o, "reconstruct");
+        let job = self.p("image.pub");
+        opened_once(&self.p("rx.trace"), &[&shares[0], &shares[1], &job]);
     }
 }
 
