@@ -404,9 +404,12 @@ where
 }
 
 /// Reads and checks the header only (cheap; for a file whose body this command does not
-/// read: `inspect`, and the dealer's public headers).
+/// read: `inspect`, the dealer's public headers, and a spent triplet file, cut to its
+/// header, whose sizes no longer hold: so no size check here).
 pub fn read_header(path: &Path) -> Result<Header, FormatError> {
-    Ok(Opened::open(path)?.header)
+    let (mut f, len) = sealed::open(path)?;
+    let (h, _) = read_prefix(path, &mut f, len)?;
+    Ok(h)
 }
 
 fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>), FormatError> {
@@ -497,6 +500,9 @@ pub struct Opened {
     body_len: u64,
     hasher: blake3::Hasher,
     sealed: bool,
+    /// The file's (plain) length, and the length its header and body length announce.
+    len: u64,
+    expected: u64,
 }
 
 impl Opened {
@@ -523,19 +529,9 @@ impl Opened {
         let mut lb = [0u8; 8];
         f.read_exact(&mut lb).map_err(io)?;
         let blen = u64::from_le_bytes(lb);
-        if blen > MAX_BODY {
-            return Err(FormatError::Absurd(
-                path.into(),
-                format!("body of {blen} bytes"),
-            ));
-        }
-        let expected = seen.len() as u64 + 8 + blen + 32 + trailer_signature(&header);
-        if expected != len {
-            return Err(FormatError::Truncated(
-                path.into(),
-                format!("expected {expected} bytes, file has {len}"),
-            ));
-        }
+        let expected = (seen.len() as u64 + 8)
+            .saturating_add(blen)
+            .saturating_add(32 + trailer_signature(&header));
         let mut hasher = blake3::Hasher::new();
         hasher.update(&seen);
         hasher.update(&lb);
@@ -546,7 +542,28 @@ impl Opened {
             body_len: blen,
             hasher,
             sealed: sealed_file,
+            len,
+            expected,
         })
+    }
+
+    /// The body's size checks, before any of it is read or allocated (not at open: a spent
+    /// triplet file, cut to its header, is named as consumed by its header's checks first).
+    fn sizes(&self) -> Result<(), FormatError> {
+        let (blen, len, expected) = (self.body_len, self.len, self.expected);
+        if blen > MAX_BODY {
+            return Err(FormatError::Absurd(
+                self.path.clone(),
+                format!("body of {blen} bytes"),
+            ));
+        }
+        if expected != len {
+            return Err(FormatError::Truncated(
+                self.path.clone(),
+                format!("expected {expected} bytes, file has {len}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The header, checked for what a header alone can tell (its signature is verified with
@@ -582,6 +599,7 @@ impl Opened {
 
     /// [`Opened::read`] of a file whose kind and party the caller checked.
     pub fn read_any<B: DeserializeOwned>(self) -> Result<(Header, B), FormatError> {
+        self.sizes()?;
         let Opened {
             path,
             file: mut f,
@@ -605,6 +623,7 @@ impl Opened {
     /// Checks the file completely (sizes, checksum, signature) without decoding its body;
     /// streams it, so it needs no memory for large triplet files.
     pub fn verify(self) -> Result<Header, FormatError> {
+        self.sizes()?;
         let Opened {
             path,
             mut file,
@@ -629,8 +648,9 @@ impl Opened {
     /// handle positioned at the start of the body, the body's length and the hash of
     /// everything before it; the caller hashes the body through the same handle and ends
     /// with [`check_trailer`].
-    pub fn into_body(self) -> (Header, Source, u64, blake3::Hasher) {
-        (self.header, self.file, self.body_len, self.hasher)
+    pub fn into_body(self) -> Result<(Header, Source, u64, blake3::Hasher), FormatError> {
+        self.sizes()?;
+        Ok((self.header, self.file, self.body_len, self.hasher))
     }
 }
 

@@ -119,7 +119,7 @@ pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatEr
 pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), FormatError> {
     o.expect(Kind::Triplets, Some(party))?;
     let path = &o.path().to_path_buf();
-    let (header, file, body_len, prefix_hash) = o.into_body();
+    let (header, file, body_len, prefix_hash) = o.into_body()?;
     let malformed = |e: String| FormatError::Malformed(path.into(), "body", e);
     let io = |e: std::io::Error| FormatError::Io(path.into(), e);
     let mut r = BufReader::with_capacity(1 << 20, file);
