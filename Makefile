@@ -12,9 +12,17 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+
+# tests/read_once.rs counts the opens of each input file with strace (a system package).
+ifeq ($(shell command -v strace 2>/dev/null),)
+TOOLS += install-strace
+endif
 
 tools: $(TOOLS)
+
+install-strace:
+	apt-get install -y --no-install-recommends strace || sudo apt-get install -y --no-install-recommends strace
 
 # The stamps depend on the Makefile, so that a changed pin is installed; a venv that could not
 # be made is removed, not left half-made.

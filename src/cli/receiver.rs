@@ -9,11 +9,14 @@ use clap::Args;
 
 use super::inputs::load_clean;
 use super::Summary;
-use crate::formats::container::{self, id_hex};
+use crate::formats::container::{id_hex, Opened};
+use crate::formats::inputs::{open_signed, Maker};
 use crate::formats::receiver_facts::ReceiverFacts;
 use crate::image::window::{Units, WindowChoice};
 use crate::image::{DicomTemplate, Encoding, Format};
-use crate::job::receiver::{check_result, combine_run, combine_tiles, run_description, Expect};
+use crate::job::receiver::{
+    check_result, combine_opened, combine_tiles_opened, run_description, Expect,
+};
 use crate::model::preprocess::Preprocess;
 use crate::study::series::{ReceiverKeys, StudyOut};
 
@@ -142,7 +145,12 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         .chain(&a.share1)
         .map(|p| p.as_path())
         .collect();
-    a.signers.check_inputs(&shares)?;
+    // Each share opened once: refused when sealed under --insecure-unsigned, its kind and its
+    // signer checked against the servers' pinned keys before its body is read.
+    let opened = shares
+        .iter()
+        .map(|p| open_signed(p, &trust, Maker::Server))
+        .collect::<Result<Vec<_>>>()?;
     let want = super::keys::expected_id(
         a.job_id.as_deref(),
         &trust,
@@ -153,9 +161,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let mut job = a.signers.job(&trust, want)?.or(want);
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).
     let mut tiled = a.share0.len() + a.share1.len() > 2;
-    for p in a.share0.iter().chain(&a.share1) {
-        tiled |= container::read_header(p)?.info("tile").is_some();
-    }
+    tiled |= opened.iter().any(|o| o.header().info("tile").is_some());
     // The receiver's private facts of a job whose noise level came from its pixels, as the
     // gateway signed them, before any field is used.
     let facts = a
@@ -164,9 +170,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         .map(|p| ReceiverFacts::read_checked(p, &trust))
         .transpose()?;
     if let (Some(f), Some(p)) = (&facts, &a.job_facts) {
-        let named = container::read_header(&a.share0[0])?
-            .job_id
-            .map(|id| id_hex(&id));
+        let named = opened[0].header().job_id.map(|id| id_hex(&id));
         if named.as_deref() != Some(f.job_id.as_str()) {
             bail!(
                 "--job-facts {}: are the facts of job {}, not of {}'s",
@@ -192,10 +196,10 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         noise_scale: f.noise_scale,
     });
     let (img, run) = if tiled {
-        let all: Vec<PathBuf> = a.share0.iter().chain(&a.share1).cloned().collect();
-        combine_tiles(&all, pre, &expect)?
+        combine_tiles_opened(opened, pre, &expect)?
     } else {
-        let (img, _, run) = combine_run(&a.share0[0], &a.share1[0], pre, &expect)?;
+        let [s0, s1]: [Opened; 2] = opened.try_into().map_err(|_| anyhow::anyhow!("one pair"))?;
+        let (img, _, run) = combine_opened(s0, s1, pre, &expect)?;
         (img, run)
     };
     if let Some(t) = &template {

@@ -6,7 +6,7 @@ use zeroize::Zeroize;
 use serde::{Deserialize, Serialize};
 
 use crate::corr::engine_kind::EngineKind;
-use crate::formats::container::{self, expect, FormatError, Header, Kind};
+use crate::formats::container::{self, FormatError, Header, Kind};
 use crate::image::MAX_PIXELS;
 use crate::model::cnn::CnnMeta;
 use crate::model::geometry::Geometry;
@@ -364,15 +364,9 @@ pub fn load<B: serde::de::DeserializeOwned>(
     kind: Kind,
     party: Option<u8>,
 ) -> Result<(Header, B), FormatError> {
-    // Check the header first so a wrong kind or party is reported before a long read.
-    let h = container::read_header(path)?;
-    expect(path, &h, kind, party)?;
-    // Again on the header that was verified with the body: the path is opened twice, and a
-    // file swapped in between (relabelled as another kind, or another party's) must not pass
-    // on the first file's header.
-    let (h, body) = container::read(path)?;
-    expect(path, &h, kind, party)?;
-    Ok((h, body))
+    // One open: kind and party are checked on its header before the body is read, and the
+    // body, checksum and signature come from the same handle.
+    container::Opened::open(path)?.read(kind, party)
 }
 
 #[cfg(test)]

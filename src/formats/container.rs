@@ -403,7 +403,9 @@ where
     }
 }
 
-/// Reads and checks the header only (cheap; used by the dealer and `inspect`).
+/// Reads and checks the header only (cheap; for a file whose body this command does not
+/// read: `inspect`, the dealer's public headers, and a spent triplet file, cut to its
+/// header, whose sizes no longer hold: so no size check here).
 pub fn read_header(path: &Path) -> Result<Header, FormatError> {
     let (mut f, len) = sealed::open(path)?;
     let (h, _) = read_prefix(path, &mut f, len)?;
@@ -486,44 +488,170 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
     Ok((header, all))
 }
 
-/// An open container positioned at the start of its body, with its sizes checked against
-/// the file's length and the hash of everything before the body already taken.
-struct Opened {
+/// A container opened once: unsealed, its header read and checked (magic, version, signer
+/// entries), its sizes checked against the file's length, positioned at the start of its
+/// body with the hash of everything before the body taken. Every later step (kind and
+/// party, the reader's pinned keys, the body, the checksum, the signature) reads this one
+/// handle, so a file swapped in at the path meanwhile is never read.
+pub struct Opened {
+    path: PathBuf,
     file: Source,
     header: Header,
     body_len: u64,
     hasher: blake3::Hasher,
+    sealed: bool,
+    /// The file's (plain) length, and the length its header and body length announce.
+    len: u64,
+    expected: u64,
 }
 
-fn open_checked(path: &Path) -> Result<Opened, FormatError> {
-    let io = |e| FormatError::Io(path.into(), e);
-    let (mut f, len) = sealed::open(path)?;
-    let (header, seen) = read_prefix(path, &mut f, len)?;
-    let mut lb = [0u8; 8];
-    f.read_exact(&mut lb).map_err(io)?;
-    let blen = u64::from_le_bytes(lb);
-    if blen > MAX_BODY {
-        return Err(FormatError::Absurd(
-            path.into(),
-            format!("body of {blen} bytes"),
-        ));
+impl Opened {
+    /// Opens `path`, sealed or plain.
+    pub fn open(path: &Path) -> Result<Opened, FormatError> {
+        let (f, sealed) = sealed::open_raw(path)?;
+        Opened::from_raw(path, f, sealed)
     }
-    let expected = seen.len() as u64 + 8 + blen + 32 + trailer_signature(&header);
-    if expected != len {
-        return Err(FormatError::Truncated(
-            path.into(),
-            format!("expected {expected} bytes, file has {len}"),
-        ));
+
+    /// Opens `path`, refusing a sealed file (before decrypting it) with `why`: for readers
+    /// that take plain files only (`--insecure-unsigned`).
+    pub fn open_plain_only(path: &Path, why: &str) -> Result<Opened, FormatError> {
+        let (f, sealed) = sealed::open_raw(path)?;
+        if sealed {
+            return Err(FormatError::Sealed(path.into(), why.into()));
+        }
+        Opened::from_raw(path, f, sealed)
     }
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&seen);
-    hasher.update(&lb);
-    Ok(Opened {
-        file: f,
-        header,
-        body_len: blen,
-        hasher,
-    })
+
+    fn from_raw(path: &Path, f: std::fs::File, sealed_file: bool) -> Result<Opened, FormatError> {
+        let io = |e| FormatError::Io(path.into(), e);
+        let (mut f, len) = sealed::decrypt(path, f, sealed_file)?;
+        let (header, seen) = read_prefix(path, &mut f, len)?;
+        let mut lb = [0u8; 8];
+        f.read_exact(&mut lb).map_err(io)?;
+        let blen = u64::from_le_bytes(lb);
+        let expected = (seen.len() as u64 + 8)
+            .saturating_add(blen)
+            .saturating_add(32 + trailer_signature(&header));
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&seen);
+        hasher.update(&lb);
+        Ok(Opened {
+            path: path.into(),
+            file: f,
+            header,
+            body_len: blen,
+            hasher,
+            sealed: sealed_file,
+            len,
+            expected,
+        })
+    }
+
+    /// The body's size checks, before any of it is read or allocated (not at open: a spent
+    /// triplet file, cut to its header, is named as consumed by its header's checks first).
+    fn sizes(&self) -> Result<(), FormatError> {
+        let (blen, len, expected) = (self.body_len, self.len, self.expected);
+        if blen > MAX_BODY {
+            return Err(FormatError::Absurd(
+                self.path.clone(),
+                format!("body of {blen} bytes"),
+            ));
+        }
+        if expected != len {
+            return Err(FormatError::Truncated(
+                self.path.clone(),
+                format!("expected {expected} bytes, file has {len}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The header, checked for what a header alone can tell (its signature is verified with
+    /// the body, by [`Opened::read`], [`Opened::verify`] or the streaming reader).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file was sealed (encrypted) at rest.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Checks kind and party ([`expect`]).
+    pub fn expect(&self, kind: Kind, party: Option<u8>) -> Result<(), FormatError> {
+        expect(&self.path, &self.header, kind, party)
+    }
+
+    /// Reads the body: kind and party checked first, then the body read, the checksum and
+    /// (for a signed file) the signature verified, and only then the body decoded.
+    pub fn read<B: DeserializeOwned>(
+        self,
+        kind: Kind,
+        party: Option<u8>,
+    ) -> Result<(Header, B), FormatError> {
+        self.expect(kind, party)?;
+        self.read_any()
+    }
+
+    /// [`Opened::read`] of a file whose kind and party the caller checked.
+    pub fn read_any<B: DeserializeOwned>(self) -> Result<(Header, B), FormatError> {
+        self.sizes()?;
+        let Opened {
+            path,
+            file: mut f,
+            header,
+            body_len: blen,
+            mut hasher,
+            ..
+        } = self;
+        let mut body = vec![0u8; blen as usize];
+        f.read_exact(&mut body)
+            .map_err(|e| FormatError::Io(path.clone(), e))?;
+        hasher.update(&body);
+        check_trailer(&path, &mut f, &hasher, &header)?;
+        let b: B = opts()
+            .with_limit(blen)
+            .deserialize(&body)
+            .map_err(|e| FormatError::Malformed(path, "body", e.to_string()))?;
+        Ok((header, b))
+    }
+
+    /// Checks the file completely (sizes, checksum, signature) without decoding its body;
+    /// streams it, so it needs no memory for large triplet files.
+    pub fn verify(self) -> Result<Header, FormatError> {
+        self.sizes()?;
+        let Opened {
+            path,
+            mut file,
+            header,
+            body_len,
+            mut hasher,
+            ..
+        } = self;
+        let copied = std::io::copy(&mut (&mut file).take(body_len), &mut hasher)
+            .map_err(|e| FormatError::Io(path.clone(), e))?;
+        if copied != body_len {
+            return Err(FormatError::Truncated(
+                path,
+                format!("body ended after {copied} of {body_len} bytes"),
+            ));
+        }
+        check_trailer(&path, &mut file, &hasher, &header)?;
+        Ok(header)
+    }
+
+    /// For a reader that decodes the body piecewise (party 1's triplets): the header, the
+    /// handle positioned at the start of the body, the body's length and the hash of
+    /// everything before it; the caller hashes the body through the same handle and ends
+    /// with [`check_trailer`].
+    pub fn into_body(self) -> Result<(Header, Source, u64, blake3::Hasher), FormatError> {
+        self.sizes()?;
+        Ok((self.header, self.file, self.body_len, self.hasher))
+    }
 }
 
 /// Bytes of signature after the checksum of a file with this (checked) header.
@@ -561,34 +689,10 @@ pub fn check_trailer(
     Ok(())
 }
 
-/// Checks a container completely (sizes and checksum) without decoding its body; streams
-/// the file, so it needs no memory for large triplet files. Used by `inspect`.
+/// Checks a container completely (sizes and checksum) without decoding its body;
+/// streams the file, so it needs no memory for large triplet files. Used by `inspect`.
 pub fn verify(path: &Path) -> Result<Header, FormatError> {
-    let Opened {
-        mut file,
-        header,
-        body_len,
-        mut hasher,
-    } = open_checked(path)?;
-    let copied = std::io::copy(&mut (&mut file).take(body_len), &mut hasher)
-        .map_err(|e| FormatError::Io(path.into(), e))?;
-    if copied != body_len {
-        return Err(FormatError::Truncated(
-            path.into(),
-            format!("body ended after {copied} of {body_len} bytes"),
-        ));
-    }
-    check_trailer(path, &mut file, &hasher, &header)?;
-    Ok(header)
-}
-
-/// Opens a container for a reader that decodes its body piecewise (party 1's triplets, read
-/// in consumption order): sizes checked, the file positioned at the start of the body.
-/// Returns the body's length and the hash of everything before the body; the caller must
-/// hash the body through the same handle and end with [`check_trailer`].
-pub fn open_body(path: &Path) -> Result<(Header, Source, u64, blake3::Hasher), FormatError> {
-    let o = open_checked(path)?;
-    Ok((o.header, o.file, o.body_len, o.hasher))
+    Opened::open(path)?.verify()
 }
 
 /// Bincode options of container bodies (for readers that decode a body piecewise).
@@ -599,22 +703,7 @@ pub fn body_options() -> impl Options {
 /// Reads a whole container, checking sizes before allocation and the checksum before
 /// decoding the body.
 pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError> {
-    let Opened {
-        file: mut f,
-        header,
-        body_len: blen,
-        mut hasher,
-    } = open_checked(path)?;
-    let mut body = vec![0u8; blen as usize];
-    f.read_exact(&mut body)
-        .map_err(|e| FormatError::Io(path.into(), e))?;
-    hasher.update(&body);
-    check_trailer(path, &mut f, &hasher, &header)?;
-    let b: B = opts()
-        .with_limit(blen)
-        .deserialize(&body)
-        .map_err(|e| FormatError::Malformed(path.into(), "body", e.to_string()))?;
-    Ok((header, b))
+    Opened::open(path)?.read_any()
 }
 
 /// Checks kind and party of a header read from `path`.

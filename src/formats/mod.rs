@@ -3,6 +3,7 @@
 pub mod bodies;
 pub mod checks;
 pub mod container;
+pub mod inputs;
 pub mod receiver_facts;
 pub mod sealed;
 pub mod signing;

@@ -167,14 +167,29 @@ impl Seek for Source {
 /// length of its (plain) content. A sealed file that no identity of this process opens, or
 /// whose encryption does not verify, is refused here, naming the file.
 pub fn open(path: &Path) -> Result<(Source, u64), FormatError> {
+    let (f, sealed_file) = open_raw(path)?;
+    decrypt(path, f, sealed_file)
+}
+
+/// Opens `path` (the one open of the file) and tells whether it is sealed, before any
+/// decryption: a reader that takes plain files only refuses a sealed one here.
+pub fn open_raw(path: &Path) -> Result<(File, bool), FormatError> {
     let io = |e| FormatError::Io(path.into(), e);
     let mut f = File::open(path).map_err(io)?;
     let sealed_file = starts_sealed(&mut f).map_err(io)?;
     f.seek(SeekFrom::Start(0)).map_err(io)?;
+    Ok((f, sealed_file))
+}
+
+/// The plain content of `f`, opened by [`open_raw`] (`sealed_file` as it said), and its
+/// length; a sealed file is decrypted with this process's identities.
+pub fn decrypt(path: &Path, f: File, sealed_file: bool) -> Result<(Source, u64), FormatError> {
+    let io = |e| FormatError::Io(path.into(), e);
     if !sealed_file {
         let len = f.metadata().map_err(io)?.len();
         return Ok((Source::Plain(f), len));
     }
+    let mut f = f;
     let sealed = |what: String| FormatError::Sealed(path.into(), what);
     let keys = KEYRING.read().unwrap_or_else(|e| e.into_inner());
     if keys.is_empty() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use bincode::Options;
 
 use super::bodies::TripletsLead;
-use super::container::{self, expect, FormatError, Header, Kind, Seal};
+use super::container::{self, FormatError, Header, Kind, Opened, Seal};
 use super::sealed::Source;
 use crate::corr::randomness::CorrectionSource;
 
@@ -111,8 +111,15 @@ impl CorrectionSource for CorrectionReader {
 /// handle (a file renamed over `path` meanwhile cannot swap in), decodes the small fields,
 /// verifies the whole file's checksum, and leaves the corrections to be read in order.
 pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatError> {
-    let (header, file, body_len, prefix_hash) = container::open_body(path)?;
-    expect(path, &header, Kind::Triplets, Some(party))?;
+    from_opened(Opened::open(path)?, party)
+}
+
+/// [`open`] of a file already opened (its header checked by the caller, e.g. against the
+/// pinned keys): the body is read through the same handle.
+pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), FormatError> {
+    o.expect(Kind::Triplets, Some(party))?;
+    let path = &o.path().to_path_buf();
+    let (header, file, body_len, prefix_hash) = o.into_body()?;
     let malformed = |e: String| FormatError::Malformed(path.into(), "body", e);
     let io = |e: std::io::Error| FormatError::Io(path.into(), e);
     let mut r = BufReader::with_capacity(1 << 20, file);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::formats::bodies::{is_cnn, load, valid_model_name, JobParams, OutputShare, NAME};
-use crate::formats::container::{self, id_hex, Header, Id, Kind};
+use crate::formats::bodies::{is_cnn, valid_model_name, JobParams, OutputShare, NAME};
+use crate::formats::container::{id_hex, Header, Id, Kind, Opened};
 use crate::formats::signing::Trust;
 use crate::image::{DicomTemplate, GrayImage};
 use crate::model::geometry::Geometry;
@@ -169,8 +169,18 @@ pub fn combine_run(
     pre: Option<Preprocess>,
     expect: &Expect,
 ) -> Result<(GrayImage, OutputShare, RunFacts)> {
-    let (h0, h1, o0, sums) = add_pair(share0, share1, expect)?;
-    let p0 = if h0.party == 0 { share0 } else { share1 };
+    combine_opened(Opened::open(share0)?, Opened::open(share1)?, pre, expect)
+}
+
+/// [`combine_run`] of two shares already opened (each file opened once).
+pub fn combine_opened(
+    share0: Opened,
+    share1: Opened,
+    pre: Option<Preprocess>,
+    expect: &Expect,
+) -> Result<(GrayImage, OutputShare, RunFacts)> {
+    let (h0, h1, o0, sums, p0) = add_pair(share0, share1, expect)?;
+    let p0 = p0.as_path();
     let pre = job_pre(&o0.job, pre, p0)?;
     if let Some(t) = h0.info("tile") {
         bail!(
@@ -219,33 +229,36 @@ pub fn combine_run(
 /// Checks that two output shares are the two outputs of one run (one from each server, each
 /// signed by its server's pinned key, same job, the expected one, same model and run id,
 /// same shape) and adds them: both headers, S0's share, and the sums.
+/// Also returns S0's share's path.
 fn add_pair(
-    share0: &Path,
-    share1: &Path,
+    share0: Opened,
+    share1: Opened,
     expect: &Expect,
-) -> Result<(Header, Header, OutputShare, Vec<u64>)> {
-    let (mut p0, mut p1) = (share0, share1);
-    let ha = container::read_header(p0)?;
-    container::expect(p0, &ha, Kind::OutputShare, None)?;
-    let hb = container::read_header(p1)?;
-    container::expect(p1, &hb, Kind::OutputShare, None)?;
+) -> Result<(Header, Header, OutputShare, Vec<u64>, PathBuf)> {
+    let (mut s0, mut s1) = (share0, share1);
+    s0.expect(Kind::OutputShare, None)?;
+    s1.expect(Kind::OutputShare, None)?;
+    let (ha, hb) = (s0.header(), s1.header());
     if ha.party == hb.party {
         bail!(
             "{} and {} are both S{}'s output share; give one from each server",
-            p0.display(),
-            p1.display(),
+            s0.path().display(),
+            s1.path().display(),
             ha.party
         );
     }
     if ha.party == 1 {
-        std::mem::swap(&mut p0, &mut p1);
+        std::mem::swap(&mut s0, &mut s1);
     }
-    let (h0, o0): (Header, OutputShare) = load(p0, Kind::OutputShare, Some(0))?;
-    let (h1, o1): (Header, OutputShare) = load(p1, Kind::OutputShare, Some(1))?;
-    // On the verified headers: each share made by its server, not by whoever can write
-    // where shares are kept (the receiver's recipient is public, so a seal proves nothing).
-    expect.trust.check_output(p0, &h0)?;
-    expect.trust.check_output(p1, &h1)?;
+    let (p0, p1) = (s0.path().to_path_buf(), s1.path().to_path_buf());
+    let (p0, p1) = (p0.as_path(), p1.as_path());
+    // Before the bodies are read, on the headers their signatures are verified under: each
+    // share made by its server, not by whoever can write where shares are kept (the
+    // receiver's recipient is public, so a seal proves nothing).
+    expect.trust.check_output(p0, s0.header())?;
+    expect.trust.check_output(p1, s1.header())?;
+    let (h0, o0): (Header, OutputShare) = s0.read(Kind::OutputShare, Some(0))?;
+    let (h1, o1): (Header, OutputShare) = s1.read(Kind::OutputShare, Some(1))?;
     let hex = |i: &Option<[u8; 16]>| i.as_ref().map(id_hex).unwrap_or_else(|| "none".into());
     if let Some(want) = expect.job.filter(|j| h0.job_id != Some(*j)) {
         bail!(
@@ -315,7 +328,7 @@ fn add_pair(
         );
     }
     let sums = add(&o0.canvas, &o1.canvas);
-    Ok((h0, h1, o0, sums))
+    Ok((h0, h1, o0, sums, p0.to_path_buf()))
 }
 
 /// Combines the output shares of a job split into tiles (CNN bands of rows, MLP runs of
@@ -328,6 +341,19 @@ pub fn combine_tiles(
     pre: Option<Preprocess>,
     expect: &Expect,
 ) -> Result<(GrayImage, RunFacts)> {
+    let opened = shares
+        .iter()
+        .map(|p| Opened::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    combine_tiles_opened(opened, pre, expect)
+}
+
+/// [`combine_tiles`] of shares already opened (each file opened once).
+pub fn combine_tiles_opened(
+    shares: Vec<Opened>,
+    pre: Option<Preprocess>,
+    expect: &Expect,
+) -> Result<(GrayImage, RunFacts)> {
     struct Part {
         path: PathBuf,
         party: u8,
@@ -336,9 +362,10 @@ pub fn combine_tiles(
         model: Option<Id>,
     }
     let mut parts = Vec::new();
-    for path in shares {
-        let h = container::read_header(path)?;
-        container::expect(path, &h, Kind::OutputShare, None)?;
+    for o in &shares {
+        let path = o.path();
+        o.expect(Kind::OutputShare, None)?;
+        let h = o.header();
         if h.party > 1 {
             bail!(
                 "{}: party {} (an output share is S0's or S1's)",
@@ -355,7 +382,7 @@ pub fn combine_tiles(
         })?;
         let tile = Tile::parse(label).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         parts.push(Part {
-            path: path.clone(),
+            path: path.to_path_buf(),
             party: h.party,
             tile,
             job: h.job_id,
@@ -389,19 +416,19 @@ pub fn combine_tiles(
     }
     let k = first.tile.count;
     // [tile][party]: each exactly once.
-    let mut slots: Vec<[Option<&PathBuf>; 2]> = vec![[None, None]; k];
-    for p in &parts {
+    let mut slots: Vec<[Option<usize>; 2]> = vec![[None, None]; k];
+    for (n, p) in parts.iter().enumerate() {
         let slot = &mut slots[p.tile.index][p.party as usize];
         if let Some(other) = slot {
             bail!(
                 "tile {} of {k}: S{}'s share given twice ({} and {})",
                 p.tile.index,
                 p.party,
-                other.display(),
+                parts[*other].path.display(),
                 p.path.display()
             );
         }
-        *slot = Some(&p.path);
+        *slot = Some(n);
     }
     let mut pairs = Vec::with_capacity(k);
     for (i, s) in slots.iter().enumerate() {
@@ -422,11 +449,14 @@ pub fn combine_tiles(
     // The first tile's verified headers describe the run (every tile is of one job and
     // model, checked above and below).
     let mut facts: Option<RunFacts> = None;
+    let first_path = parts[0].path.clone();
+    let mut pending: Vec<Option<Opened>> = shares.into_iter().map(Some).collect();
     for (i, (a, b)) in pairs.into_iter().enumerate() {
-        let (h0, h1, o0, part) = add_pair(a, b, expect)?;
-        // The tiles were sorted on headers read before verification: on the verified ones,
-        // each is the tile of its slot and of the first tile's job and model (a file
-        // swapped between the two reads is not mixed in).
+        let (sa, sb) = (pending[a].take(), pending[b].take());
+        let (sa, sb) = sa.zip(sb).expect("each share in one slot");
+        let (h0, h1, o0, part, a) = add_pair(sa, sb, expect)?;
+        // The headers the tiles were sorted on are the verified ones (each file is opened
+        // once): each is the tile of its slot and of the first tile's job and model.
         let tile = h0.info("tile").map(Tile::parse);
         if !matches!(tile, Some(Ok(t)) if t.index == i && t.count == k) {
             bail!(
@@ -530,10 +560,10 @@ pub fn combine_tiles(
                 job.width
             );
         }
-        let pre = job_pre(&job, pre, &shares[0])?;
+        let pre = job_pre(&job, pre, &first_path)?;
         crate::ring::cnn::decode_output(&sums, job.height, job.width, &pre, scale)
     } else {
-        let pre = job_pre(&job, pre, &shares[0])?;
+        let pre = job_pre(&job, pre, &first_path)?;
         check_cover(&ranges, g.num_patches())
             .map_err(|e| anyhow::anyhow!("the tiles' patches: {e}"))?;
         decode_canvas(&sums, &g, &pre, scale)

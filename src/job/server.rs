@@ -101,26 +101,23 @@ pub fn serve_job_as(
         .chain(a.keys.iter().map(|p| p.as_path()))
         .collect();
     check_output(&paths.out, &guarded)?;
-    if matches!(k.trust, Trust::InsecureUnsigned) {
-        refuse_sealed(&inputs)?;
-    }
+    // `prepare` opens each input once; under --insecure-unsigned it refuses sealed ones.
     let job = server::prepare(files)?;
     if out_to.is_none() && !a.plain_out {
-        for i in &inputs {
-            if sealed::is_sealed(i).unwrap_or(false) {
-                bail!(
-                    "{}: the inputs are sealed ({} is) but the output share would be written unencrypted: give --out-to with the receiver's <name>.age-recipient, or --plain-out",
-                    paths.out.display(),
-                    i.display()
-                );
-            }
+        if let Some(i) = job.sealed_input() {
+            bail!(
+                "{}: the inputs are sealed ({} is) but the output share would be written unencrypted: give --out-to with the receiver's <name>.age-recipient, or --plain-out",
+                paths.out.display(),
+                i.display()
+            );
         }
     }
+    let triplets_sealed = job.triplets_sealed();
     let mut link = session::connect(&job, &k.link)?;
     // Consumed from here: whatever happens next, the file's values are spent.
     let ran = run_consumed(a, k, paths, job, &mut link, mode, label, out_to);
     if !a.keep_triplets {
-        if let Err(e) = crate::server::state::spend_file(&paths.triplets) {
+        if let Err(e) = crate::server::state::spend_opened(&paths.triplets, triplets_sealed) {
             eprintln!("warning: {e:#} (its randomness is consumed all the same)");
         }
     }

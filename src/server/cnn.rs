@@ -3,10 +3,10 @@
 
 use anyhow::{bail, Result};
 
-use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
+use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
-    is_cnn, load, public_cnn_plan, CnnModelShare, ImageShare, JobParams, OutputShare,
+    is_cnn, public_cnn_plan, CnnModelShare, ImageShare, JobParams, OutputShare,
 };
 use crate::formats::checks::{
     check_cnn_job, check_noise_map, check_relu_batch, cnn_plan_from_header,
@@ -31,11 +31,17 @@ pub(super) struct CnnJob {
     tile: Option<(Tile, Band)>,
 }
 
-pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
+pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let p = f.party;
     let at = |path: &std::path::Path, e: String| anyhow::anyhow!("{}: {e}", path.display());
-    let (mh, ms): (_, CnnModelShare) = load(&f.model, Kind::CnnModelShare, Some(p))?;
-    let (ih, is): (_, ImageShare) = load(&f.image, Kind::ImageShare, Some(p))?;
+    let sealed = inputs.first_sealed(None);
+    let Inputs {
+        model,
+        image,
+        triplets,
+    } = inputs;
+    let (mh, ms): (_, CnnModelShare) = model.read(Kind::CnnModelShare, Some(p))?;
+    let (ih, is): (_, ImageShare) = image.read(Kind::ImageShare, Some(p))?;
     is.job.validate().map_err(|e| at(&f.image, e))?;
     if !is_cnn(&ih) {
         bail!(
@@ -49,7 +55,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
             w.display()
         );
     }
-    let t = open_triplets(&f, &mh, &ih)?;
+    let t = open_triplets(&f, &mh, &ih, triplets)?;
     let (th, tr) = (&t.header, &t.stream);
     check_cnn_job(&f.image, &is.job, &mh)?;
     if th.info("model_mask").is_some() {
@@ -134,7 +140,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
         relu_batch,
         tile,
     });
-    assemble(f, mh, ih, t, ("per-job".into(), None), work)
+    assemble(f, (mh, ih, sealed), t, ("per-job".into(), None), work)
 }
 
 impl CnnJob {

@@ -4,16 +4,18 @@ use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
 
-use super::{assemble, check_engine, open_triplets, JobFiles, ReadyJob, Work};
+use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
 use crate::corr::masks::{
     mask_seed_digest, mask_shares, opened_digest, opened_mac, weight_count, MASK_SEEDS, OPENED_MAC,
 };
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
-    is_cnn, load, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
+    is_cnn, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
 };
-use crate::formats::checks::{check_same_model, circuits_from_header, mask_id_of, read_checked};
+use crate::formats::checks::{check_same_model, circuits_from_header, mask_id_of};
 use crate::formats::container::{self, Header, Kind};
+use crate::formats::inputs::Maker;
+use crate::formats::signing::Trust;
 use crate::model::geometry::Geometry;
 use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
@@ -35,11 +37,17 @@ pub(super) struct MlpJob {
     tile: Option<(Tile, Range<usize>)>,
 }
 
-pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
+pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let p = f.party;
     let at = |path: &std::path::Path, e: String| anyhow::anyhow!("{}: {e}", path.display());
-    let (mh, ms): (Header, ModelShare) = load(&f.model, Kind::ModelShare, Some(p))?;
-    let (ih, is): (Header, ImageShare) = load(&f.image, Kind::ImageShare, Some(p))?;
+    let mut sealed = inputs.first_sealed(None);
+    let Inputs {
+        model,
+        image,
+        triplets,
+    } = inputs;
+    let (mh, ms): (Header, ModelShare) = model.read(Kind::ModelShare, Some(p))?;
+    let (ih, is): (Header, ImageShare) = image.read(Kind::ImageShare, Some(p))?;
     is.job.validate().map_err(|e| at(&f.image, e))?;
     // The gateway scaled the image for the sigma* it was told (`--model`, `--model-sigma`):
     // for another, the network would see the noise at the wrong level (CNN jobs are checked
@@ -53,7 +61,7 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
             ms.meta.sigma
         );
     }
-    let t = open_triplets(&f, &mh, &ih)?;
+    let t = open_triplets(&f, &mh, &ih, triplets)?;
     let (th, tr) = (&t.header, &t.stream);
     if is_cnn(&ih) || is_cnn(th) {
         bail!(
@@ -145,7 +153,11 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
             w.display(),
             f.triplets.display()
         ),
-        (Some(id), Some(w)) => Some(load_opened(w, p, (&f.model, &mh), (&f.triplets, th), id, &plan)?),
+        (Some(id), Some(w)) => {
+            let o = open_weights(w, &f.trust)?;
+            sealed = sealed.or_else(|| o.is_sealed().then(|| w.clone()));
+            Some(load_opened(o, p, (&f.model, &mh), (&f.triplets, th), id, &plan)?)
+        }
     };
     let opened_digest = opened.as_ref().map(|(_, d)| *d);
     let opened = opened.map(|(o, _)| o);
@@ -165,36 +177,48 @@ pub(super) fn prepare(f: JobFiles) -> Result<ReadyJob> {
         opened,
         tile,
     }));
-    assemble(f, mh, ih, t, (mask_field, opened_digest), work)
+    assemble(f, (mh, ih, sealed), t, (mask_field, opened_digest), work)
 }
 
-/// Loads party `p`'s opened weights for the model of `model` (header `mh`, plan `plan`),
-/// opened under mask `mask_id` (the one the job's triplets, header `th`, were made
-/// against), with the digest of U that the session tag binds.
+/// Opens this server's opened weights (the one open of the file). Nobody signs them (the
+/// server wrote them); under `--insecure-unsigned` a sealed one is refused as any input is.
+fn open_weights(path: &std::path::Path, trust: &Trust) -> Result<container::Opened> {
+    Ok(match trust {
+        Trust::InsecureUnsigned => {
+            container::Opened::open_plain_only(path, Maker::Party.sealed_unsigned())?
+        }
+        Trust::Pinned(_) => container::Opened::open(path)?,
+    })
+}
+
+/// Reads party `p`'s opened weights (`o`, opened once) for the model of `model` (header
+/// `mh`, plan `plan`), opened under mask `mask_id` (the one the job's triplets, header `th`,
+/// were made against), with the digest of U that the session tag binds.
 ///
 /// Nobody signs this file (the server wrote it), so each part is checked against what
 /// does not come from it: the mask seed against the digest in the dealer's signed triplet
 /// header; U against its MAC under that seed (written by `open-weights`), and against the
 /// peer server's U through the session tag.
 pub(crate) fn load_opened(
-    path: &std::path::Path,
+    o: container::Opened,
     p: u8,
     (model, mh): (&std::path::Path, &Header),
     (triplets, th): (&std::path::Path, &Header),
     mask_id: &str,
     plan: &Plan,
 ) -> Result<(Opened, [u8; 32])> {
-    let h = container::read_header(path)?;
-    container::expect(path, &h, Kind::OpenedWeights, Some(p))?;
-    check_same_model(path, &h, model, mh)?;
-    let id = mask_id_of(path, &h)?;
+    let path = &o.path().to_path_buf();
+    o.expect(Kind::OpenedWeights, Some(p))?;
+    let h = o.header();
+    check_same_model(path, h, model, mh)?;
+    let id = mask_id_of(path, h)?;
     if id != mask_id {
         bail!(
             "{}: opened under model mask {id}, but the triplets were made against mask {mask_id}",
             path.display()
         );
     }
-    let ow: OpenedWeights = read_checked(path, &h)?;
+    let (h, ow): (Header, OpenedWeights) = o.read_any()?;
     if ow.u.len() != weight_count(plan) {
         bail!(
             "{}: holds {} masked weights but the model has {}",

@@ -18,7 +18,8 @@ use zeroize::Zeroize;
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NAME, NETWORK};
-use crate::formats::container::{self, id_hex, Header, Kind};
+use crate::formats::container::{self, id_hex, Header, Kind, Opened};
+use crate::formats::inputs::{open_signed, Maker};
 use crate::formats::sealed::Recipient;
 use crate::formats::signing::{Role, Signer, Trust};
 use crate::formats::triplet_stream;
@@ -51,9 +52,13 @@ pub struct JobFiles {
 pub struct ReadyJob {
     pub party: u8,
     files: JobFiles,
-    /// The model, image and triplet headers (the triplets' as first read), which name the run.
+    /// The model, image and triplet headers, which name the run.
     headers: [Header; 3],
     triplet_id: String,
+    /// The first input that was sealed at rest, if any (the output share must be sealed too).
+    sealed_input: Option<PathBuf>,
+    /// Whether the triplet file was sealed (a spent one is then removed, not cut).
+    triplets_sealed: bool,
     engine_kind: EngineKind,
     engine: Box<dyn Nonlinear + Send>,
     /// What both servers must hold: the three ids (`IDS_LEN` bytes), the digest of the
@@ -108,21 +113,51 @@ pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
     if files.party > 1 {
         bail!("party {} (0 or 1)", files.party);
     }
-    // Who made each file, from its header, before any body is read: a file its pinned maker
-    // did not sign goes no further. The verified headers are checked again in `assemble`.
-    let mut model_kind = None;
-    for path in [&files.model, &files.image, &files.triplets] {
-        let h = container::read_header(path)?;
-        files.trust.check(path, &h)?;
-        model_kind.get_or_insert(h.kind);
+    // Each input is opened once (`formats::inputs`): who made it, from its header, is checked
+    // against the pinned keys before any body is read, and the body, its checksum and its
+    // signature are then read from the same handle.
+    let open = |path: &Path| open_signed(path, &files.trust, Maker::Party);
+    let inputs = Inputs {
+        model: open(&files.model)?,
+        image: open(&files.image)?,
+        triplets: open(&files.triplets)?,
+    };
+    match inputs.model.header().kind {
+        Kind::CnnModelShare => cnn::prepare(files, inputs),
+        _ => mlp::prepare(files, inputs),
     }
-    match model_kind.expect("three files") {
-        Kind::CnnModelShare => cnn::prepare(files),
-        _ => mlp::prepare(files),
+}
+
+/// A job's three inputs, each opened once, its maker's signature pinned; their bodies not
+/// read yet.
+struct Inputs {
+    model: Opened,
+    image: Opened,
+    triplets: Opened,
+}
+
+impl Inputs {
+    /// The first input that was sealed at rest (model, image, triplets, then `weights`).
+    fn first_sealed(&self, weights: Option<&Opened>) -> Option<PathBuf> {
+        [&self.model, &self.image, &self.triplets]
+            .into_iter()
+            .chain(weights)
+            .find(|o| o.is_sealed())
+            .map(|o| o.path().to_path_buf())
     }
 }
 
 impl ReadyJob {
+    /// The first of the job's inputs that was sealed at rest (known from their one open).
+    pub fn sealed_input(&self) -> Option<&Path> {
+        self.sealed_input.as_deref()
+    }
+
+    /// Whether the triplet file was sealed, for [`state::spend_opened`] after the run.
+    pub fn triplets_sealed(&self) -> bool {
+        self.triplets_sealed
+    }
+
     /// The engine that runs the nonlinear steps (from the triplet file).
     pub fn engine_kind(&self) -> EngineKind {
         self.engine_kind
@@ -240,22 +275,21 @@ pub fn check_bound_model(image: &Path, ih: &Header, model: &Path, mh: &Header) -
 
 /// The triplet file, opened (checksum verified) for streaming, with what was read of it.
 struct OpenedTriplets {
-    /// The header as first read (ids checked against the model and image).
-    first: Header,
     /// Its run id, as recorded in the state directory.
     id: String,
-    /// The header read again with the body.
     header: Header,
+    sealed: bool,
     stream: triplet_stream::TripletsStream,
 }
 
 /// The triplet file's checks that do not depend on the network: kind and party, the model
-/// and job it was made for, not consumed yet; then opened (checksum verified) for streaming.
-fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header) -> Result<OpenedTriplets> {
+/// and job it was made for, not consumed yet; then its body read (checksum and signature
+/// verified) through the same handle, left open for streaming.
+fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header, o: Opened) -> Result<OpenedTriplets> {
     let p = f.party;
     check_bound_model(&f.image, ih, &f.model, mh)?;
-    let first = container::read_header(&f.triplets)?;
-    container::expect(&f.triplets, &first, Kind::Triplets, Some(p))?;
+    o.expect(Kind::Triplets, Some(p))?;
+    let first = o.header();
     let hex = |id: &Option<[u8; 16]>| id.as_ref().map(id_hex).unwrap_or_default();
     if !same_id(&first.model_id, &mh.model_id) {
         bail!(
@@ -282,20 +316,12 @@ fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header) -> Result<OpenedTriplet
         .with_context(|| format!("{}: header lacks a triplet id", f.triplets.display()))?;
     check_unused(&f.state_dir, p, Record::Triplets, &id, &f.triplets)?;
     // Checked whole (checksum) now; party 1's triple shares are then read as consumed.
-    let (header, stream) = triplet_stream::open(&f.triplets, p)?;
-    if header.triplet_id != first.triplet_id
-        || header.job_id != first.job_id
-        || header.model_id != first.model_id
-    {
-        bail!(
-            "{}: the file changed while it was being opened; run again",
-            f.triplets.display()
-        );
-    }
+    let sealed = o.is_sealed();
+    let (header, stream) = triplet_stream::from_opened(o, p)?;
     Ok(OpenedTriplets {
-        first,
         id,
         header,
+        sealed,
         stream,
     })
 }
@@ -382,26 +408,18 @@ fn lead_digest(
 /// engine's dealer data (base OTs, parsed now) and the streamed randomness.
 fn assemble(
     files: JobFiles,
-    mh: Header,
-    ih: Header,
+    (mh, ih, sealed_input): (Header, Header, Option<PathBuf>),
     mut t: OpenedTriplets,
     (mask_field, opened): (String, Option<[u8; 32]>),
     work: Work,
 ) -> Result<ReadyJob> {
     let p = files.party;
-    for (path, h) in [
-        (&files.model, &mh),
-        (&files.image, &ih),
-        (&files.triplets, &t.header),
-    ] {
-        files.trust.check(path, h)?;
-    }
     let engine_kind = t.stream.lead.engine;
     let mut tag = Vec::new();
     for (what, id) in [
         ("image", &ih.job_id),
         ("model", &mh.model_id),
-        ("triplets", &t.first.triplet_id),
+        ("triplets", &t.header.triplet_id),
     ] {
         tag.extend_from_slice(
             id.as_ref()
@@ -420,8 +438,10 @@ fn assemble(
     Ok(ReadyJob {
         party: p,
         files,
-        headers: [mh, ih, t.first],
+        headers: [mh, ih, t.header],
         triplet_id: t.id,
+        sealed_input,
+        triplets_sealed: t.sealed,
         engine_kind,
         engine,
         tag,

@@ -142,9 +142,11 @@ impl Claim {
 /// The header keeps its ids, so that a second run is refused as consumed by name and a
 /// study's records can still be matched to the dealing they were made with. The rest is
 /// zeros of the length the header reader requires.
-pub fn spend_file(path: &Path) -> Result<()> {
+/// Whether the file was sealed is what its one read told ([`super::ReadyJob::triplets_sealed`]):
+/// it is not opened again to find out.
+pub fn spend_opened(path: &Path, sealed: bool) -> Result<()> {
     use crate::formats::container::MAGIC;
-    if crate::formats::sealed::is_sealed(path).unwrap_or(false) {
+    if sealed {
         return std::fs::remove_file(path)
             .with_context(|| format!("{}: cannot remove the spent triplets", path.display()));
     }

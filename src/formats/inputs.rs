@@ -1,0 +1,69 @@
+//! Another party's file opened once for a reader that pins its maker's key: the file becomes
+//! a checked value at the edge, and nothing reopens its path.
+//!
+//! [`open_signed`] opens the file (under `--insecure-unsigned` a sealed one is refused before
+//! it is decrypted), unseals it, reads and checks its header, and checks that the signer the
+//! header names is the key pinned for the file's maker ([`Trust::check`], or
+//! [`Trust::check_output`] for the servers' output shares), all before the body is read. The
+//! body is then read from the same handle ([`Opened::read`], or piecewise through
+//! [`super::triplet_stream::from_opened`]), where the signature is verified under that same
+//! header's key: no moment in which a file swapped in at the path is read unchecked.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::de::DeserializeOwned;
+
+use super::container::{Header, Kind, Opened};
+use super::signing::Trust;
+
+/// Who made the file a reader opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Maker {
+    /// The dealer, the model owner or the gateway (a server's inputs).
+    Party,
+    /// S0 or S1 (the receiver's output shares).
+    Server,
+}
+
+impl Maker {
+    /// Why a sealed file is refused under `--insecure-unsigned`: a sealed file comes from a
+    /// real deployment, whose files are signed.
+    pub fn sealed_unsigned(self) -> &'static str {
+        match self {
+            Maker::Party => "--insecure-unsigned is for plain test files, but this one is sealed: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key or --trust) instead",
+            Maker::Server => "--insecure-unsigned is for plain test files, but this output share is sealed: give the servers' public signing keys (--s0-key, --s1-key or --trust) instead",
+        }
+    }
+}
+
+/// Opens `path`, made by `maker`, for a reader that accepts what `trust` says: one open, the
+/// header checked and its signer checked against the pinned key before anything else is
+/// read. The signature itself is verified when the body is read through the returned value.
+pub fn open_signed(path: &Path, trust: &Trust, maker: Maker) -> Result<Opened> {
+    let o = match trust {
+        Trust::InsecureUnsigned => Opened::open_plain_only(path, maker.sealed_unsigned())?,
+        Trust::Pinned(_) => Opened::open(path)?,
+    };
+    match maker {
+        Maker::Party => trust.check(path, o.header())?,
+        Maker::Server => {
+            // A server makes output shares only; of another kind, the file is named as such.
+            o.expect(Kind::OutputShare, None)?;
+            trust.check_output(path, o.header())?
+        }
+    }
+    Ok(o)
+}
+
+/// [`open_signed`] and the whole body of kind `kind` (of `party`, when given): a verified
+/// header with its body.
+pub fn load_signed<B: DeserializeOwned>(
+    path: &Path,
+    trust: &Trust,
+    maker: Maker,
+    kind: Kind,
+    party: Option<u8>,
+) -> Result<(Header, B)> {
+    Ok(open_signed(path, trust, maker)?.read(kind, party)?)
+}
