@@ -22,7 +22,7 @@ endif
 tools: $(TOOLS)
 
 install-strace:
-	apt-get install -y --no-install-recommends strace || sudo apt-get install -y --no-install-recommends strace
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace
 
 # The stamps depend on the Makefile, so that a changed pin is installed; a venv that could not
 # be made is removed, not left half-made.
