@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::records::unfinished_by;
 use super::ServerDirs;
 use crate::formats::container::id_hex;
+use crate::formats::inputs::{open_signed, Maker};
 use crate::formats::signing::Trust;
 use crate::formats::study::{
     default_binding, default_sources, parse_id, slice_file, slices_spec, Manifest, Source, Sources,
@@ -21,7 +22,7 @@ use crate::image::series::StudyKind;
 use crate::image::window::WindowChoice;
 use crate::image::{self, DerivedSeries, Encoding, Format};
 use crate::job::receiver::{
-    check_result, combine_run, refuse_sealed_shares, run_description, Expect, RunFacts,
+    check_result, combine_opened, refuse_sealed_shares, run_description, Expect, RunFacts,
 };
 use crate::job::Summary;
 use crate::model::preprocess::Preprocess;
@@ -162,8 +163,12 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
             trust,
             job: parse_id(&jobs[i]),
         };
-        let (img, _, run) =
-            combine_run(&s0, &s1, pre, &expect).with_context(|| format!("slice {i}"))?;
+        // Each share opened once, as `reconstruct` does: refused when sealed under
+        // --insecure-unsigned, its signer checked on the header its body is then read from.
+        let (img, _, run) = open_signed(&s0, trust, Maker::Server)
+            .and_then(|o0| Ok((o0, open_signed(&s1, trust, Maker::Server)?)))
+            .and_then(|(o0, o1)| combine_opened(o0, o1, pre, &expect))
+            .with_context(|| format!("slice {i}"))?;
         Ok((img, run))
     };
     // Slice 0 first: its verified headers describe the run in every slice's template.
