@@ -107,9 +107,24 @@ impl CorrectionSource for CorrectionReader {
     }
 }
 
+/// A reader that hashes every byte it hands on: what is decoded through it is what is hashed.
+struct Hashing<'a, R> {
+    r: &'a mut R,
+    h: &'a mut blake3::Hasher,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Opens `path` as `party`'s triplet file: checks kind and party, then, through one file
-/// handle (a file renamed over `path` meanwhile cannot swap in), decodes the small fields,
-/// verifies the whole file's checksum, and leaves the corrections to be read in order.
+/// handle (a file renamed over `path` meanwhile cannot swap in) and in one pass, decodes the
+/// small fields while hashing them, verifies the whole file's checksum, and leaves the
+/// corrections to be read in order.
 pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatError> {
     from_opened(Opened::open(path)?, party)
 }
@@ -123,14 +138,23 @@ pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), For
     let malformed = |e: String| FormatError::Malformed(path.into(), "body", e);
     let io = |e: std::io::Error| FormatError::Io(path.into(), e);
     let mut r = BufReader::with_capacity(1 << 20, file);
+    // One pass over the body: every byte decoded (the lead, the base OTs) is hashed as it is
+    // read, so the values used are the ones the checksum and signature cover, even for a plain
+    // file rewritten in place while it is read. The corrections are hashed here and again as
+    // they are consumed (`CorrectionReader::finish`).
     let body_start = r.stream_position().map_err(io)?;
     let body_end = body_start + body_len;
+    let mut whole = prefix_hash;
     let lead: TripletsLead = container::body_options()
         .with_limit(body_len)
-        .deserialize_from(&mut r)
+        .deserialize_from(Hashing {
+            r: &mut r,
+            h: &mut whole,
+        })
         .map_err(|e| malformed(e.to_string()))?;
     let mut lb = [0u8; 8];
     r.read_exact(&mut lb).map_err(io)?;
+    whole.update(&lb);
     let len = u64::from_le_bytes(lb);
     let at = r.stream_position().map_err(io)?;
     let after = len
@@ -138,30 +162,25 @@ pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), For
         .and_then(|b| b.checked_add(at))
         .filter(|&end| end <= body_end)
         .ok_or_else(|| malformed(format!("{len} triple shares do not fit the body")))?;
-    r.seek(SeekFrom::Start(after)).map_err(io)?;
+    let mut region = blake3::Hasher::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut pos = at;
+    while pos < after {
+        let n = chunk.len().min((after - pos) as usize);
+        r.read_exact(&mut chunk[..n]).map_err(io)?;
+        whole.update(&chunk[..n]);
+        region.update(&chunk[..n]);
+        pos += n as u64;
+    }
     let base_ot: Vec<u8> = container::body_options()
         .with_limit(body_end - after)
-        .deserialize_from(&mut r)
+        .deserialize_from(Hashing {
+            r: &mut r,
+            h: &mut whole,
+        })
         .map_err(|e| malformed(e.to_string()))?;
     if r.stream_position().map_err(io)? != body_end {
         return Err(malformed("trailing bytes after the base OTs".into()));
-    }
-
-    // The checksum pass, on the same handle: the whole body, and the corrections alone.
-    r.seek(SeekFrom::Start(body_start)).map_err(io)?;
-    let mut whole = prefix_hash;
-    let mut region = blake3::Hasher::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut pos = body_start;
-    while pos < body_end {
-        let n = chunk.len().min((body_end - pos) as usize);
-        r.read_exact(&mut chunk[..n]).map_err(io)?;
-        whole.update(&chunk[..n]);
-        let (lo, hi) = (pos.max(at), (pos + n as u64).min(after));
-        if lo < hi {
-            region.update(&chunk[(lo - pos) as usize..(hi - pos) as usize]);
-        }
-        pos += n as u64;
     }
     container::check_trailer(path, &mut r, &whole, &header)?;
     r.seek(SeekFrom::Start(at)).map_err(io)?;
