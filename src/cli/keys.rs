@@ -134,7 +134,7 @@ impl TrustArgs {
         if !self.insecure_unsigned {
             return Ok(());
         }
-        crate::job::server::refuse_sealed(inputs)
+        crate::formats::inputs::refuse_sealed(inputs, crate::formats::inputs::Maker::Party)
     }
 }
 
@@ -314,15 +314,6 @@ impl OutputTrustArgs {
             }
         }
         Ok(Trust::Pinned(keys))
-    }
-
-    /// With --insecure-unsigned, no share may be sealed: a sealed share comes from a real
-    /// deployment, whose shares are signed.
-    pub fn check_inputs(&self, inputs: &[&Path]) -> Result<()> {
-        if !self.insecure_unsigned {
-            return Ok(());
-        }
-        crate::job::receiver::refuse_sealed_shares(inputs)
     }
 
     /// The job `--job` names (its header verified, and signed by the pinned gateway key when

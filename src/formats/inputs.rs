@@ -37,6 +37,17 @@ impl Maker {
     }
 }
 
+/// Refuses sealed files taken unsigned (`--insecure-unsigned`) before any is read: a sealed
+/// file comes from a real deployment, whose files are signed.
+pub fn refuse_sealed(inputs: &[&Path], maker: Maker) -> Result<()> {
+    for i in inputs {
+        if crate::formats::sealed::is_sealed(i).unwrap_or(false) {
+            anyhow::bail!("{}: {}", i.display(), maker.sealed_unsigned());
+        }
+    }
+    Ok(())
+}
+
 /// Opens `path`, made by `maker`, for a reader that accepts what `trust` says: one open, the
 /// header checked and its signer checked against the pinned key before anything else is
 /// read. The signature itself is verified when the body is read through the returned value.

@@ -582,17 +582,3 @@ pub fn combine_tiles_opened(
 fn sane_output_patch(g: &Geometry, job: &crate::formats::bodies::JobParams) -> bool {
     g.patch.output <= 512 && crate::formats::bodies::check_geometry(job, g.patch).is_ok()
 }
-
-/// Refuses sealed output shares taken unsigned (`--insecure-unsigned`): a sealed share comes
-/// from a real deployment, whose shares are signed.
-pub fn refuse_sealed_shares(inputs: &[&Path]) -> Result<()> {
-    for i in inputs {
-        if crate::formats::sealed::is_sealed(i).unwrap_or(false) {
-            bail!(
-                "{}: --insecure-unsigned is for plain test files, but this output share is sealed: give the servers' public signing keys (--s0-key, --s1-key or --trust) instead",
-                i.display()
-            );
-        }
-    }
-    Ok(())
-}

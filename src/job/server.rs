@@ -2,14 +2,14 @@
 //! output guarded, the link brought up, the protocol run, the output share written and the
 //! spent triplet file cut (`serve`, and a study's slices).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
 use super::progress::{Mode, Progress};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
-use crate::formats::sealed::{self, Recipient};
+use crate::formats::sealed::Recipient;
 use crate::formats::signing::{Signer, Trust};
 use crate::server::session::{self, LinkConfig};
 use crate::server::state::check_output;
@@ -164,18 +164,4 @@ fn run_consumed(
             "output": paths.out, "download_bytes": out_bytes}),
     };
     Ok((summary, done.ids()))
-}
-
-/// Refuses sealed inputs taken unsigned (`--insecure-unsigned`): a sealed file comes from a
-/// real deployment, whose files are signed.
-pub fn refuse_sealed(inputs: &[&Path]) -> Result<()> {
-    for i in inputs {
-        if sealed::is_sealed(i).unwrap_or(false) {
-            bail!(
-                "{}: --insecure-unsigned is for plain test files, but this one is sealed: give the makers' public signing keys (--dealer-key, --owner-key, --gateway-key or --trust) instead",
-                i.display()
-            );
-        }
-    }
-    Ok(())
 }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::records::unfinished_by;
 use super::ServerDirs;
 use crate::formats::container::id_hex;
-use crate::formats::inputs::{open_signed, Maker};
+use crate::formats::inputs::{open_signed, refuse_sealed, Maker};
 use crate::formats::signing::Trust;
 use crate::formats::study::{
     default_binding, default_sources, parse_id, slice_file, slices_spec, Manifest, Source, Sources,
@@ -21,9 +21,7 @@ use crate::image::dicom::DicomTemplate;
 use crate::image::series::StudyKind;
 use crate::image::window::WindowChoice;
 use crate::image::{self, DerivedSeries, Encoding, Format};
-use crate::job::receiver::{
-    check_result, combine_opened, refuse_sealed_shares, run_description, Expect, RunFacts,
-};
+use crate::job::receiver::{check_result, combine_opened, run_description, Expect, RunFacts};
 use crate::job::Summary;
 use crate::model::preprocess::Preprocess;
 
@@ -142,7 +140,7 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
         .collect();
     let shares: Vec<&Path> = shares.iter().map(|p| p.as_path()).collect();
     if matches!(trust, Trust::InsecureUnsigned) {
-        refuse_sealed_shares(&shares)?;
+        refuse_sealed(&shares, Maker::Server)?;
     }
     let left = unfinished_by(&m, &dirs, trust)?;
     if !left.is_empty() {
