@@ -11,6 +11,7 @@ mod gateway;
 mod inputs;
 mod keys;
 mod owner;
+mod pipeline;
 mod procs;
 pub mod receiver;
 mod relay;

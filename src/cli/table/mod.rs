@@ -1,7 +1,7 @@
 //! `table`: the paper's evaluation (its Tables 2 and 3, Figs. 8-11) from real secure runs.
 //!
 //! For every image and noise level: add Gaussian noise with a fixed seed, run the whole secure
-//! pipeline with two server processes (the `demo` machinery), decode the servers' output
+//! pipeline with two server processes (`pipeline::run`, as `demo` runs it), decode the servers' output
 //! shares, run the plaintext float model (with the activation the model was trained with)
 //! and the plaintext fixed-point oracle, and record PSNR/SSIM of each against the clean
 //! image plus the time and traffic of the secure run. Writes `table.md`, `table.csv`,
@@ -17,9 +17,9 @@ use clap::Args;
 use ndarray::{s, Array2};
 use serde::{Deserialize, Serialize};
 
-use super::demo::{demo, DemoArgs};
 use super::figures::{self, Average};
 use super::inputs::{load_image, NoiseArgs};
+use super::pipeline;
 use super::Summary;
 use crate::image::window::WindowChoice;
 use crate::image::{load as load_png, quantize_u8, save_png, GrayImage};
@@ -296,8 +296,8 @@ fn one_run(
     sigma: f64,
     workdir: PathBuf,
 ) -> Result<(Run, Pictures)> {
-    let d = demo(
-        DemoArgs {
+    let d = pipeline::run(
+        pipeline::SecureRun {
             image: input_png.display().to_string(),
             model: Some(model.path.clone()),
             sigma,
@@ -323,11 +323,11 @@ fn one_run(
     )
     .with_context(|| format!("secure run of {} at sigma {sigma}", input.name))?
     .json;
-    // Exactly the images the pipeline saw: the clean input as demo loaded it, the noisy PNG
+    // Exactly the images the pipeline saw: the clean input as it loaded it, the noisy PNG
     // it shared.
     let clean = load_image(&input_png.display().to_string())?;
     let noisy = load_png(workdir.join("noisy.png"))?;
-    // demo's receiver step checked these shares' signatures and job.
+    // The pipeline's receiver step checked these shares' signatures and job.
     let (secure, share) = combine(
         &workdir.join("out.p0"),
         &workdir.join("out.p1"),

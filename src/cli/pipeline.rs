@@ -1,0 +1,557 @@
+//! The whole secure pipeline on one machine, every party as its own process (the two servers
+//! talk over authenticated TLS on localhost), then the secure result compared with the
+//! plaintext fixed-point oracle and the float model: the `demo` command runs it once, the
+//! `table` command once per image and noise level.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::corr::engine_kind::EngineKind;
+use anyhow::{Context, Result};
+
+use super::inputs::{load_image, model_or_default, NoiseArgs};
+use super::procs::{
+    model_setup, receiver_checks, receiver_trust, run_servers, s, signed_as, signing_keys, step,
+};
+use super::tools::{run_cnn, run_denoise, Arith};
+use super::Summary;
+use crate::formats::bodies::OutputShare;
+use crate::formats::signing::Role;
+use crate::image::{add_noise, quantize_u8, save_png, GrayImage};
+use crate::job::progress::{Mode, Steps};
+use crate::job::receiver::combine;
+use crate::metrics::{psnr, ssim};
+use crate::model::cnn::Cnn;
+use crate::model::geometry::Geometry;
+use crate::model::mlp::Model;
+use crate::model::noise_map::PoissonGaussian;
+use crate::model::preprocess::Preprocess;
+
+/// One secure run of the whole pipeline, every party its own process: what `demo` runs
+/// once and `table` runs per image and noise level (the fields are `demo`'s flags).
+pub struct SecureRun {
+    pub image: String,
+    pub model: Option<PathBuf>,
+    pub sigma: f64,
+    pub seed: u64,
+    pub noise: Option<String>,
+    pub noisy: Option<String>,
+    pub stride: usize,
+    pub batch: Option<usize>,
+    pub engine: EngineKind,
+    pub workdir: PathBuf,
+    pub no_compare: bool,
+    pub weights_per_job: bool,
+    pub plain_files: bool,
+    pub quiet: bool,
+    pub keep_triplets: bool,
+}
+
+pub fn run(a: SecureRun, json: bool) -> Result<Summary> {
+    let t0 = Instant::now();
+    let mode = Mode::new(a.quiet, json)?;
+    let w = &a.workdir;
+    std::fs::create_dir_all(w).with_context(|| format!("cannot create {}", w.display()))?;
+    let model_path = model_or_default(&a.model);
+    if Cnn::is_cnn_file(&model_path)? {
+        let steps = Steps::new(mode, 6 + usize::from(!a.no_compare));
+        return demo_cnn(&a, &model_path, t0, steps);
+    }
+    if a.noise.is_some() {
+        anyhow::bail!("--noise applies to CNNs with a noise map (FFDNet), not to MLPs");
+    }
+    let model = Model::load(&model_path)?;
+    let mut steps = Steps::new(
+        mode,
+        6 + usize::from(!a.weights_per_job) + usize::from(!a.no_compare),
+    );
+    let Prepared {
+        clean,
+        noisy,
+        noisy_png,
+        keys,
+        seal,
+        out_to,
+    } = prepare(&a, &model_path, &mut steps)?;
+    // Once per model: the dealer's weight mask and the servers' opening of the weights.
+    let setup = if a.weights_per_job {
+        None
+    } else {
+        steps.start(
+            "model set-up, once per model: the dealer masks the weights, the servers open them",
+        );
+        Some(model_setup(w, &keys, None, &seal)?)
+    };
+    steps.start(&sharing_image(&noisy));
+    let gw = step(
+        &[
+            "share-image".into(),
+            "--image".into(),
+            s(&noisy_png),
+            "--sigma".into(),
+            a.sigma.to_string(),
+            // Shared for this model (its sigma*, its id: the job runs with no other), as the
+            // pinned owner signed it.
+            "--model".into(),
+            s(&w.join("model.pub")),
+            "--trust".into(),
+            s(&keys.join("trust")),
+            "--stride".into(),
+            a.stride.to_string(),
+            "--out".into(),
+            s(&w.join("image")),
+        ]
+        .into_iter()
+        .chain(seal.iter().cloned())
+        .chain(signed_as(&keys, Role::Gateway))
+        .collect::<Vec<_>>(),
+    )?;
+    let patches = Geometry::new(
+        noisy.pixels.nrows(),
+        noisy.pixels.ncols(),
+        model.patch_shape(),
+        a.stride,
+    )
+    .num_patches();
+    steps.start(&format!(
+        "dealer: triplets for {patches} patches ({} engine)",
+        a.engine
+    ));
+    let mut dealer_args = vec![
+        "gen-triplets".into(),
+        "--model".into(),
+        s(&w.join("model.pub")),
+        "--image".into(),
+        s(&w.join("image.pub")),
+        "--batch".into(),
+        a.batch.unwrap_or(a.engine.default_batch()).to_string(),
+        "--engine".into(),
+        a.engine.name().into(),
+        "--out".into(),
+        s(&w.join("triplets")),
+    ];
+    dealer_args.extend(seal.iter().cloned());
+    dealer_args.extend(signed_as(&keys, Role::Dealer));
+    if setup.is_some() {
+        dealer_args.extend(["--model-mask".into(), s(&w.join("mask.dealer"))]);
+    }
+    let dealer = step(&dealer_args)?;
+    let extra: Vec<&str> = ["--engine", a.engine.name()]
+        .into_iter()
+        .chain(out_to.iter().map(String::as_str))
+        .chain(a.keep_triplets.then_some("--keep-triplets"))
+        .collect();
+    let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, setup.is_some())?;
+    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, &gw, !out_to.is_empty())?;
+    let secure_q = quantize_u8(&secure.pixels);
+    let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
+    let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
+    let s_secure = ssim(&clean.pixels, &secure_q);
+    let figure = w.join(BEFORE_AFTER);
+    save_png(&before_after(&noisy.pixels, &secure_q), &figure, 8)?;
+    let mut lines = vec![
+        format!(
+            "image {} ({}x{}), sigma {}, model {}",
+            a.image,
+            clean.pixels.nrows(),
+            clean.pixels.ncols(),
+            a.sigma,
+            model_path.display()
+        ),
+        format!("PSNR noisy     {p_noisy:.2} dB"),
+        format!(
+            "PSNR secure    {p_secure:.2} dB (SSIM {s_secure:.4})  -> {}",
+            out_png.display()
+        ),
+        format!("noisy | secure result side by side -> {}", figure.display()),
+    ];
+    let mut json = serde_json::json!({
+        "ok": true, "command": "demo", "engine": a.engine.name(), "psnr_noisy": p_noisy, "psnr_secure": p_secure, "ssim_secure": s_secure,
+        "serve_seconds": serve_secs, "gateway": gw, "dealer": dealer, "servers": reports, "receiver": rec,
+        "model_setup": setup,
+    });
+    if !a.no_compare {
+        steps.start(COMPARING);
+        let pre: Preprocess = share.job.pre;
+        let (oracle, _) = run_denoise(
+            &model,
+            &noisy,
+            &pre,
+            a.stride,
+            Arith::Fixed,
+            share.job.scale,
+        )?;
+        let (float, _) = run_denoise(
+            &model,
+            &noisy,
+            &pre,
+            a.stride,
+            Arith::Float,
+            share.job.scale,
+        )?;
+        compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);
+    }
+    if let Some(m) = &setup {
+        lines.push(format!(
+            "model setup, once per model (gen-model-mask, open-weights): {:.1} s, S0<->S1 traffic {:.1} MB",
+            m["seconds"]["gen_model_mask"].as_f64().unwrap_or(0.0)
+                + m["seconds"]["open_weights"].as_f64().unwrap_or(0.0),
+            m["bytes"]["s0_s1"].as_f64().unwrap_or(0.0) / 1e6
+        ));
+    }
+    let sent: u64 = reports
+        .iter()
+        .filter_map(|r| r["report"]["link"]["bytes_sent"].as_u64())
+        .sum();
+    lines.push(format!(
+        "job, servers ({} engine): {serve_secs:.1} s, S0<->S1 traffic {:.1} MB; gateway upload {} bytes; receiver download {} bytes; total {:.1} s",
+        a.engine,
+        sent as f64 / 1e6,
+        gw["upload_bytes"],
+        rec["download_bytes"],
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(Summary { lines, json })
+}
+
+/// The demo with a CNN: the same parties as real processes (the weights are opened in the
+/// job: model masks are not supported for CNNs yet), compared with the CNN's oracle and float
+/// inference.
+fn demo_cnn(
+    a: &SecureRun,
+    model_path: &std::path::Path,
+    t0: Instant,
+    mut steps: Steps,
+) -> Result<Summary> {
+    let w = &a.workdir;
+    let model = Cnn::load(model_path)?;
+    if a.noise.is_some() && !model.frame.noise_map {
+        anyhow::bail!(
+            "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",
+            model_path.display()
+        );
+    }
+    let Prepared {
+        clean,
+        noisy,
+        noisy_png,
+        keys,
+        seal,
+        out_to,
+    } = prepare(a, model_path, &mut steps)?;
+    // Sealed to the servers, signed by the step's maker.
+    let with_seal = |role: Role, args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|x| x.to_string())
+            .chain(seal.iter().cloned())
+            .chain(signed_as(&keys, role))
+            .collect()
+    };
+    steps.start(&sharing_image(&noisy));
+    let noise_args: Vec<&str> = match &a.noise {
+        Some(spec) => vec!["--noise", spec],
+        None => Vec::new(),
+    };
+    let sigma = a.sigma.to_string();
+    // The gateway takes model.pub only as the pinned owner signed it.
+    let trust = s(&keys.join("trust"));
+    let gw = step(&with_seal(
+        Role::Gateway,
+        &[
+            "share-image",
+            "--trust",
+            &trust,
+            "--image",
+            &s(&noisy_png),
+            "--sigma",
+            &sigma,
+            "--model",
+            &s(&w.join("model.pub")),
+            "--out",
+            &s(&w.join("image")),
+        ]
+        .into_iter()
+        .chain(noise_args)
+        .collect::<Vec<_>>(),
+    ))?;
+    steps.start(&format!(
+        "dealer: triplets for {} convolutions over {}x{} pixels ({} engine)",
+        model.convs.len(),
+        noisy.pixels.nrows(),
+        noisy.pixels.ncols(),
+        a.engine
+    ));
+    let dealer = step(&with_seal(
+        Role::Dealer,
+        &[
+            "gen-triplets",
+            "--model",
+            &s(&w.join("model.pub")),
+            "--image",
+            &s(&w.join("image.pub")),
+            "--engine",
+            a.engine.name(),
+            "--out",
+            &s(&w.join("triplets")),
+        ],
+    ))?;
+    let extra: Vec<&str> = ["--engine", a.engine.name()]
+        .into_iter()
+        .chain(out_to.iter().map(String::as_str))
+        .chain(a.keep_triplets.then_some("--keep-triplets"))
+        .collect();
+    let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, false)?;
+    let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, &gw, !out_to.is_empty())?;
+    let secure_q = quantize_u8(&secure.pixels);
+    let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
+    let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
+    let s_secure = ssim(&clean.pixels, &secure_q);
+    let figure = w.join(BEFORE_AFTER);
+    save_png(&before_after(&noisy.pixels, &secure_q), &figure, 8)?;
+    let mut lines = vec![
+        format!(
+            "image {} ({}x{}), {}, CNN {} ({} convolutions)",
+            a.image,
+            clean.pixels.nrows(),
+            clean.pixels.ncols(),
+            match &a.noise {
+                Some(spec) => format!("noise {spec} (a per-pixel map, shared)"),
+                None => format!("sigma {}", a.sigma),
+            },
+            model_path.display(),
+            model.convs.len()
+        ),
+        format!("PSNR noisy     {p_noisy:.2} dB"),
+        format!(
+            "PSNR secure    {p_secure:.2} dB (SSIM {s_secure:.4})  -> {}",
+            out_png.display()
+        ),
+        format!("noisy | secure result side by side -> {}", figure.display()),
+    ];
+    let mut json = serde_json::json!({
+        "ok": true, "command": "demo", "network": "cnn", "engine": a.engine.name(), "psnr_noisy": p_noisy,
+        "psnr_secure": p_secure, "ssim_secure": s_secure, "serve_seconds": serve_secs, "gateway": gw,
+        "dealer": dealer, "servers": reports, "receiver": rec,
+    });
+    if !a.no_compare {
+        steps.start(COMPARING);
+        let pre = share.job.pre;
+        let params = crate::ring::cnn::CnnFixed {
+            s: share.job.scale,
+            ..crate::ring::cnn::CnnFixed::for_model(&model)
+        };
+        // The map the gateway made, by the gateway's own rule.
+        let noise =
+            NoiseArgs::signal_dependent(a.noise.clone()).level(a.sigma, &noisy.pixels, true)?;
+        let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params, &noise)?;
+        let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params, &noise)?;
+        compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);
+    }
+    let sent: u64 = reports
+        .iter()
+        .filter_map(|r| r["report"]["link"]["bytes_sent"].as_u64())
+        .sum();
+    lines.push(format!(
+        "job, servers ({} engine): {serve_secs:.1} s, S0<->S1 traffic {:.1} MB; dealer {} bytes; gateway upload {} bytes; receiver download {} bytes; total {:.1} s",
+        a.engine,
+        sent as f64 / 1e6,
+        dealer["dealer_bytes"],
+        gw["upload_bytes"],
+        rec["download_bytes"],
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(Summary { lines, json })
+}
+
+/// The inputs every demo starts from: the clean and noisy images (saved in the work folder),
+/// the parties' keys, and the model's shares.
+struct Prepared {
+    clean: GrayImage,
+    noisy: GrayImage,
+    noisy_png: PathBuf,
+    keys: PathBuf,
+    /// `--to-s0 .. --to-s1 ..` for every step that writes the servers' files (or nothing).
+    seal: Vec<String>,
+    /// `--out-to ..` for the servers' output shares (or nothing).
+    out_to: Vec<String>,
+}
+
+fn prepare(a: &SecureRun, model_path: &std::path::Path, steps: &mut Steps) -> Result<Prepared> {
+    let w = &a.workdir;
+    let clean = load_image(&a.image)?;
+    let noisy = match &a.noisy {
+        None => {
+            let n = match &a.noise {
+                Some(spec) => PoissonGaussian::parse(spec)?.add_to(&clean, a.seed),
+                None => add_noise(&clean, a.sigma, a.seed),
+            };
+            GrayImage {
+                pixels: quantize_u8(&n.pixels),
+                bit_depth: 8,
+            }
+        }
+        Some(spec) => {
+            let n = load_image(spec)?;
+            if n.pixels.dim() != clean.pixels.dim() {
+                anyhow::bail!(
+                    "{spec}: the noisy image is {}x{} but the clean image {} is {}x{}",
+                    n.pixels.nrows(),
+                    n.pixels.ncols(),
+                    a.image,
+                    clean.pixels.nrows(),
+                    clean.pixels.ncols()
+                );
+            }
+            n
+        }
+    };
+    let noisy_png = w.join("noisy.png");
+    save_png(&noisy, &noisy_png, noisy.bit_depth)?;
+    save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
+    let keys = w.join("keys");
+    steps.start("keys for S0, S1, the receiver and the files' makers (keygen)");
+    // The servers' keys, and the receiver's file-encryption identity (keygen makes it a
+    // link key too, unused here).
+    for n in ["s0", "s1", "rx"] {
+        step(&[
+            "keygen".into(),
+            "--force".into(),
+            "--name".into(),
+            n.into(),
+            "--out-dir".into(),
+            s(&keys),
+        ])?;
+    }
+    // The makers' signing keys (dealer, owner, gateway) and the servers' trust file.
+    signing_keys(&keys)?;
+    // Each server's files sealed to it, the output shares to the receiver.
+    let (seal, out_to) = if a.plain_files {
+        (vec![], vec![])
+    } else {
+        let rec = |n: &str| s(&keys.join(format!("{n}.age-recipient")));
+        (
+            vec!["--to-s0".into(), rec("s0"), "--to-s1".into(), rec("s1")],
+            vec!["--out-to".into(), rec("rx")],
+        )
+    };
+    steps.start("model owner: sharing the model");
+    let mut owner = vec![
+        "share-model".into(),
+        "--model".into(),
+        s(model_path),
+        "--out".into(),
+        s(&w.join("model")),
+    ];
+    owner.extend(seal.iter().cloned());
+    owner.extend(signed_as(&keys, Role::Owner));
+    step(&owner)?;
+    Ok(Prepared {
+        clean,
+        noisy,
+        noisy_png,
+        keys,
+        seal,
+        out_to,
+    })
+}
+
+const COMPARING: &str = "comparing with the plaintext fixed-point oracle and float inference";
+
+fn sharing_image(noisy: &GrayImage) -> String {
+    format!(
+        "gateway: sharing the noisy image ({}x{})",
+        noisy.pixels.nrows(),
+        noisy.pixels.ncols()
+    )
+}
+
+/// Both servers as processes; S0 shows the protocol's progress unless the steps are off.
+fn servers(
+    steps: &mut Steps,
+    w: &std::path::Path,
+    keys: &std::path::Path,
+    extra: &[&str],
+    opened: bool,
+) -> Result<(f64, Vec<serde_json::Value>)> {
+    steps.start("servers S0 and S1: the two-party protocol over TLS");
+    run_servers(w, keys, extra, None, opened, !steps.mode().is_off())
+}
+
+/// The receiver's step as a process (with its identity when the shares are `sealed`), then
+/// the same shares combined here for the comparison.
+fn receive(
+    steps: &mut Steps,
+    w: &std::path::Path,
+    keys: &std::path::Path,
+    gateway: &serde_json::Value,
+    sealed: bool,
+) -> Result<(serde_json::Value, PathBuf, GrayImage, OutputShare)> {
+    steps.start("receiver: reconstructing the image");
+    let out_png = w.join("denoised.png");
+    let mut args = vec![
+        "reconstruct".into(),
+        "--share0".into(),
+        s(&w.join("out.p0")),
+        "--share1".into(),
+        s(&w.join("out.p1")),
+        "--out".into(),
+        s(&out_png),
+    ];
+    // The servers' signatures (keys/trust) and the job the shares must be of (the id the
+    // gateway's share-image printed).
+    args.extend(receiver_checks(keys, gateway)?);
+    if sealed {
+        let id = keys.join("rx.age-identity");
+        args.extend(["--identity".into(), s(&id)]);
+        crate::formats::sealed::use_identity(&id)?;
+    }
+    let rec = step(&args)?;
+    let trust = receiver_trust(keys)?;
+    let job = crate::formats::container::verify(&w.join("image.pub"))?.job_id;
+    let expect = crate::job::receiver::Expect { trust: &trust, job };
+    let (secure, share) = combine(&w.join("out.p0"), &w.join("out.p1"), None, &expect)?;
+    Ok((rec, out_png, secure, share))
+}
+
+/// The side-by-side picture of a demo run (the README's first picture).
+const BEFORE_AFTER: &str = "before-after.png";
+
+/// The noisy input and the secure result side by side on a white background, the input's
+/// values rounded and clipped as its 8-bit file holds them.
+fn before_after(noisy: &ndarray::Array2<f64>, result: &ndarray::Array2<f64>) -> GrayImage {
+    const GAP: usize = 8;
+    let (h, w) = noisy.dim();
+    let mut out = ndarray::Array2::from_elem((h, 2 * w + GAP), 255.0);
+    out.slice_mut(ndarray::s![.., ..w])
+        .assign(&quantize_u8(noisy));
+    out.slice_mut(ndarray::s![.., w + GAP..]).assign(result);
+    GrayImage::new(out, 8)
+}
+
+/// The secure result against the plaintext fixed-point oracle and float inference.
+fn compare(
+    lines: &mut Vec<String>,
+    json: &mut serde_json::Value,
+    clean: &GrayImage,
+    secure: &GrayImage,
+    oracle: &ndarray::Array2<f64>,
+    float: &ndarray::Array2<f64>,
+) {
+    let max_diff = oracle
+        .iter()
+        .zip(secure.pixels.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f64, f64::max);
+    let p_oracle = psnr(&clean.pixels, &quantize_u8(oracle), 255.0);
+    let p_float = psnr(&clean.pixels, &quantize_u8(float), 255.0);
+    lines.push(format!(
+        "PSNR oracle    {p_oracle:.2} dB (plaintext fixed point)"
+    ));
+    lines.push(format!("PSNR float     {p_float:.2} dB (plaintext float)"));
+    lines.push(format!(
+        "max |secure - oracle| = {max_diff:.3e} (0 means bit-exact)"
+    ));
+    json["psnr_oracle"] = p_oracle.into();
+    json["psnr_float"] = p_float.into();
+    json["max_abs_diff_secure_oracle"] = max_diff.into();
+}
