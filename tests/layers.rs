@@ -121,29 +121,33 @@ fn strip(src: &str) -> String {
     out
 }
 
-/// The first identifier of each top-level item of a `{a::b, c, d::{e, f}}` group starting at
-/// `s[0] == '{'`.
-fn group_heads(s: &str) -> Vec<String> {
-    let mut heads = Vec::new();
+/// The top-level items of a `{a::b, c, d::{e, f}}` group starting at `s[0] == '{'`.
+fn group_items(s: &str) -> Vec<&str> {
+    let mut items = Vec::new();
     let mut depth = 0;
-    let mut item = String::new();
-    for c in s.chars().skip(1) {
+    let mut start = 1;
+    for (i, c) in s.char_indices().skip(1) {
         match c {
             '{' => depth += 1,
             '}' if depth == 0 => {
-                heads.push(std::mem::take(&mut item));
+                items.push(&s[start..i]);
                 break;
             }
             '}' => depth -= 1,
             ',' if depth == 0 => {
-                heads.push(std::mem::take(&mut item));
-                continue;
+                items.push(&s[start..i]);
+                start = i + 1;
             }
             _ => {}
         }
-        item.push(c);
     }
-    heads
+    items
+}
+
+/// The first identifier of each top-level item of a `{a::b, c, d::{e, f}}` group starting at
+/// `s[0] == '{'`.
+fn group_heads(s: &str) -> Vec<String> {
+    group_items(s)
         .iter()
         .filter_map(|h| {
             let w: String = h
@@ -156,30 +160,39 @@ fn group_heads(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The names a path at the crate root starts with, `rest` being the text after `crate::`.
-fn heads_after(rest: &str) -> Vec<String> {
+/// Each `(module, name)` step of the path at the start of `rest`, `prefix` being the module
+/// it starts from: `a::{b, c::d}` from [] gives ([], a), ([a], b), ([a], c), ([a, c], d).
+fn walk(rest: &str, prefix: &[String], line: usize, out: &mut Vec<(Vec<String>, String, usize)>) {
     let rest = rest.trim_start();
     if rest.starts_with('{') {
-        return group_heads(rest);
+        for item in group_items(rest) {
+            walk(item, prefix, line, out);
+        }
+        return;
     }
     let w: String = rest
         .chars()
         .take_while(|&c| c.is_alphanumeric() || c == '_')
         .collect();
-    if w.is_empty() {
-        vec![]
-    } else {
-        vec![w]
+    if w.is_empty() || w == "self" {
+        return;
+    }
+    out.push((prefix.to_vec(), w.clone(), line));
+    if let Some(next) = rest[w.len()..].trim_start().strip_prefix("::") {
+        let mut p = prefix.to_vec();
+        p.push(w);
+        walk(next, &p, line, out);
     }
 }
 
-/// Every top-level module a file names, with the first line naming it. `depth` is the file's
-/// module depth below the crate root (src/a/mod.rs: 1, src/a/b.rs: 2), which `super::`
-/// chains climb from, inline `mod x { .. }` blocks adding one each.
-fn imports(src: &str, depth: usize) -> BTreeMap<String, usize> {
+/// Every module path a file names, as steps `(module, name, line)` (see [`walk`]): `crate::`
+/// paths start from the crate root, `super::` chains from the module they climb to, `here`
+/// being the file's module path (src/a/b.rs: [a, b]; src/a/mod.rs: [a]) and inline
+/// `mod x { .. }` blocks adding one level each; chains that stay inside the file are left out.
+fn references(src: &str, here: &[String]) -> Vec<(Vec<String>, String, usize)> {
     let s = strip(src);
     let b = s.as_bytes();
-    let mut found = BTreeMap::new();
+    let mut found = Vec::new();
     // Per open brace: whether it opened an inline module.
     let mut braces: Vec<bool> = Vec::new();
     let mut line = 1;
@@ -209,9 +222,7 @@ fn imports(src: &str, depth: usize) -> BTreeMap<String, usize> {
         }
         let starts = i == 0 || !(ident(b[i - 1]) || b[i - 1] == b'$' || b[i - 1] == b':');
         if starts && s[i..].starts_with("crate::") {
-            for h in heads_after(&s[i + 7..]) {
-                found.entry(h).or_insert(line);
-            }
+            walk(&s[i + 7..], &[], line, &mut found);
             i += 7;
             continue;
         }
@@ -222,11 +233,10 @@ fn imports(src: &str, depth: usize) -> BTreeMap<String, usize> {
                 k += 1;
                 j += 7;
             }
-            let level = depth + braces.iter().filter(|&&m| m).count();
-            if k >= level {
-                for h in heads_after(&s[j..]) {
-                    found.entry(h).or_insert(line);
-                }
+            let level = here.len() + braces.iter().filter(|&&m| m).count();
+            let at = level.saturating_sub(k);
+            if at <= here.len() {
+                walk(&s[j..], &here[..at], line, &mut found);
             }
             i = j;
             continue;
@@ -234,6 +244,85 @@ fn imports(src: &str, depth: usize) -> BTreeMap<String, usize> {
         i += 1;
     }
     found
+}
+
+/// Every top-level module a file names, with the first line naming it. `depth` is the file's
+/// module depth below the crate root (src/a/mod.rs: 1, src/a/b.rs: 2).
+fn imports(src: &str, depth: usize) -> BTreeMap<String, usize> {
+    let mut found = BTreeMap::new();
+    for (from, name, line) in references(src, &vec![String::new(); depth]) {
+        if from.is_empty() {
+            found.entry(name).or_insert(line);
+        }
+    }
+    found
+}
+
+/// A file's module path under src/: a/b.rs is [a, b], a/mod.rs is [a], lib.rs is [].
+fn module_path(file: &str) -> Vec<String> {
+    let mut parts: Vec<String> = file.split('/').map(str::to_string).collect();
+    let last = parts.pop().unwrap_or_default();
+    let stem = last.trim_end_matches(".rs");
+    if !matches!(stem, "mod" | "lib" | "main") {
+        parts.push(stem.to_string());
+    }
+    parts
+}
+
+/// Within each folder, which of its modules names which other (a module's files being its
+/// own file or everything under its folder): `(folder, from, to)`. The crate root's folders
+/// are left to the floors.
+fn sibling_imports(files: &[(String, String)]) -> BTreeSet<(String, String, String)> {
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|(p, _)| module_path(p)).collect();
+    let mut edges = BTreeSet::new();
+    for (path, src) in files {
+        let here = module_path(path);
+        let refs = references(src, &here);
+        for n in 1..here.len() {
+            let (folder, from) = (&here[..n], &here[n]);
+            for (base, name, _) in &refs {
+                let mut to = folder.to_vec();
+                to.push(name.clone());
+                if base == folder && name != from && modules.contains(&to) {
+                    edges.insert((folder.join("/"), from.clone(), name.clone()));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The modules on a circle of `edges`, per folder: "folder: a, b, c".
+fn circles(edges: &BTreeSet<(String, String, String)>) -> Vec<String> {
+    let reaches = |folder: &str, from: &str, goal: &str| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(m) = todo.pop() {
+            for (f, a, b) in edges {
+                if f == folder && *a == m && seen.insert(b.clone()) {
+                    if b == goal {
+                        return true;
+                    }
+                    todo.push(b.clone());
+                }
+            }
+        }
+        false
+    };
+    let mut on: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (f, a, _) in edges {
+        if reaches(f, a, a) {
+            on.entry(f).or_default().insert(a);
+        }
+    }
+    on.iter()
+        .map(|(f, ms)| {
+            format!(
+                "src/{f}/: {}",
+                ms.iter().copied().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect()
 }
 
 /// The floors, bottom first; each a set of sibling folders.
@@ -516,6 +605,59 @@ fn the_ratchet_refuses_a_new_upward_import_and_a_stale_entry() {
         &floors,
     );
     assert_eq!(unknown.len(), 2, "{unknown:?}");
+}
+
+/// Issue 46, item 3: the circles inside a folder are gone too (formats' container, sealed and
+/// signing named each other until the header and the errors had a module of their own).
+#[test]
+fn no_modules_of_a_folder_name_each_other_in_a_circle() {
+    let found = circles(&sibling_imports(&tree()));
+    assert!(
+        found.is_empty(),
+        "modules of one folder that import each other in a circle (move what both need to \
+         a module below them):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn circles_are_found_through_super_crate_paths_groups_and_subfolders() {
+    let files = |fs: &[(&str, &str)]| -> Vec<(String, String)> {
+        fs.iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect()
+    };
+    let tree = files(&[
+        ("f/mod.rs", "pub mod a; pub mod b; pub struct Item;"),
+        ("f/a.rs", "use super::b::X; use super::Item;"),
+        ("f/b.rs", "use crate::f::{c, a::Y};"),
+        ("f/c.rs", "mod tests { use super::super::d; }"),
+        ("f/d/mod.rs", "use super::e;"),
+        ("f/d/x.rs", "use super::super::a; use super::y;"),
+        ("f/d/y.rs", ""),
+        ("f/e.rs", "// use super::a;"),
+    ]);
+    let edges = sibling_imports(&tree);
+    let e = |f: &str, a: &str, b: &str| (f.to_string(), a.to_string(), b.to_string());
+    let want: BTreeSet<_> = [
+        e("f", "a", "b"),
+        e("f", "b", "a"),
+        e("f", "b", "c"),
+        e("f", "c", "d"),
+        e("f", "d", "a"),
+        e("f", "d", "e"),
+        e("f/d", "x", "y"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(edges, want);
+    assert_eq!(circles(&edges), ["src/f/: a, b, c, d"]);
+    // Without b's import of a, the circle through d remains.
+    let mut fewer = edges.clone();
+    fewer.remove(&e("f", "b", "a"));
+    assert_eq!(circles(&fewer), ["src/f/: a, b, c, d"]);
+    fewer.remove(&e("f", "d", "a"));
+    assert!(circles(&fewer).is_empty());
 }
 
 /// cli modules allowed to call another cli module's command (none since the demo's pipeline

@@ -13,201 +13,24 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use bincode::Options;
 
+// The header and the errors are part of the container's interface; they live below it so
+// that the sealing and the signing use them without importing the container back.
+pub use super::error::FormatError;
+pub use super::header::{fresh_id, id_hex, Header, Id, Kind, MIN_VERSION, VERSION};
 use super::sealed::{self, Recipient, Source};
 use super::signing::{self, Signer, SIGNATURE_BYTES};
 
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
-/// 2: patch shapes carry the aggregation window (model shares, output shares).
-/// 3: triplet files name their engine (GC or boolean).
-/// 4: model masks (weights opened once per model) and the dealer's header-only files: five
-///    new kinds, and triplet files made against a model mask name it; version 3 files remain
-///    readable (they have none of these).
-/// 5: CNN model shares (a new kind; the CNN's public facts are in header `info`: network,
-///    kernels, fixed point); older files remain readable.
-/// 6: CNN plans carry their frame (FFDNet's sub-images and noise map): a CNN model share's
-///    body changed, so those of version 5 are refused (share the model again); every other
-///    kind of version 3 to 5 remains readable.
-/// 7: MLP plans name their hidden activation (tanh* or ReLU): an MLP model share's body
-///    changed, so those of versions 3 to 6 are refused (share the model again); headers
-///    without the new `relu` entry name tanh* as before, so every other kind stays readable.
-/// 8: files may be signed by their maker (header entries `signer`, `signer_role`, and a
-///    signature after the checksum, [`signing`]); triplet files carry their base OTs'
-///    digests (`base_ot`). Unsigned files of versions 3 to 7 remain readable.
-pub const VERSION: u16 = 8;
 /// The first version whose files may be signed.
 const SIGNED_VERSION: u16 = 8;
-/// Oldest version this build reads.
-pub const MIN_VERSION: u16 = 3;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).
 pub const MAX_BODY: u64 = 64 << 30;
-
-pub type Id = [u8; 16];
-
-pub fn fresh_id() -> Id {
-    use rand::RngCore;
-    let mut id = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut id);
-    id
-}
-
-pub fn id_hex(id: &Id) -> String {
-    hex::encode(id)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    ModelShare,
-    ImageShare,
-    Triplets,
-    OutputShare,
-    /// A server's share of a model's weight mask (dealer, once per model).
-    ModelMask,
-    /// The dealer's own record of a model's weight mask (both servers' seeds).
-    DealerMask,
-    /// A server's opened masked weights U = W - A and its mask share (`open-weights`).
-    OpenedWeights,
-    /// A model's public header alone, for the dealer (`share-model`'s `<out>.pub`).
-    PublicModel,
-    /// A job's public header alone, for the dealer (`share-image`'s `<out>.pub`).
-    PublicJob,
-    /// A server's share of a CNN (`share-model` given a CNN).
-    CnnModelShare,
-    /// The gateway's signed statement of a study's slices (`share-study`): which job each
-    /// slice is, in order, and the receiver's facts of it; the receiver's file alone.
-    StudyBinding,
-    /// The gateway's signed copy of a job's receiver's facts (`share-image`'s
-    /// `<out>.rx.json.sig`): its window, units, noise scaling and level; the receiver's alone.
-    ReceiverFacts,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::ModelShare => "model share",
-            Kind::ImageShare => "image share",
-            Kind::Triplets => "correlated randomness (triplets)",
-            Kind::OutputShare => "output share",
-            Kind::ModelMask => "model mask share",
-            Kind::DealerMask => "dealer's model mask record",
-            Kind::OpenedWeights => "opened weights",
-            Kind::PublicModel => "public model header",
-            Kind::PublicJob => "public job header",
-            Kind::CnnModelShare => "CNN model share",
-            Kind::StudyBinding => "study binding",
-            Kind::ReceiverFacts => "receiver facts",
-        }
-    }
-}
-
-/// Public metadata of a file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Header {
-    pub kind: Kind,
-    pub party: u8,
-    pub ring_bits: u8,
-    /// Fixed-point fractional bits of the values inside.
-    pub scale: u32,
-    pub model_id: Option<Id>,
-    pub job_id: Option<Id>,
-    pub triplet_id: Option<Id>,
-    /// Named shapes, e.g. ("image", [512, 512]) or ("layers", [1521, 512, 512, 289]).
-    pub shapes: Vec<(String, Vec<u64>)>,
-    /// Free-form public facts (tool version, stride, sigma, ...).
-    pub info: Vec<(String, String)>,
-}
-
-impl Header {
-    pub fn new(kind: Kind, party: u8, scale: u32) -> Header {
-        Header {
-            kind,
-            party,
-            ring_bits: 64,
-            scale,
-            model_id: None,
-            job_id: None,
-            triplet_id: None,
-            shapes: Vec::new(),
-            info: vec![(
-                "tool".into(),
-                format!("ppdenoise {}", env!("CARGO_PKG_VERSION")),
-            )],
-        }
-    }
-
-    pub fn shape(&self, name: &str) -> Option<&[u64]> {
-        self.shapes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    pub fn info(&self, name: &str) -> Option<&str> {
-        self.info
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A JSON view for `inspect`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let hexid = |i: &Option<Id>| i.as_ref().map(id_hex);
-        serde_json::json!({
-            "kind": format!("{:?}", self.kind),
-            "party": self.party,
-            "ring_bits": self.ring_bits,
-            "scale": self.scale,
-            "model_id": hexid(&self.model_id),
-            "job_id": hexid(&self.job_id),
-            "triplet_id": hexid(&self.triplet_id),
-            "shapes": self.shapes.iter().map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-            "info": self.info.iter().map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FormatError {
-    #[error("{0}: cannot read: {1}")]
-    Io(PathBuf, std::io::Error),
-    #[error("{0}: not a ppdenoise file (bad magic)")]
-    BadMagic(PathBuf),
-    #[error("{0}: unsupported format version {1} (this build reads versions {MIN_VERSION} to {VERSION})")]
-    Version(PathBuf, u16),
-    #[error("{0}: a {1} of format version {2}, from an older ppdenoise; {3}")]
-    Outdated(PathBuf, &'static str, u16, &'static str),
-    #[error("{0}: truncated or corrupted: {1}")]
-    Truncated(PathBuf, String),
-    #[error("{0}: absurd size: {1}")]
-    Absurd(PathBuf, String),
-    #[error("{0}: integrity check failed (the file was modified or corrupted)")]
-    Checksum(PathBuf),
-    #[error("{0}: malformed {1}: {2}")]
-    Malformed(PathBuf, &'static str, String),
-    #[error("{path}: expected a {expected} but this file is a {found}")]
-    WrongKind {
-        path: PathBuf,
-        expected: &'static str,
-        found: &'static str,
-    },
-    #[error("{path}: this file is for party {found}, but this is party {expected}")]
-    WrongParty {
-        path: PathBuf,
-        expected: u8,
-        found: u8,
-    },
-    #[error("{path}: {what}")]
-    Mismatch { path: PathBuf, what: String },
-    #[error("{0}: {1}")]
-    Sealed(PathBuf, String),
-    #[error("{0}: the signature does not verify under the key its header names (forged, or modified after signing)")]
-    Signature(PathBuf),
-}
 
 /// How a file is written: sealed (encrypted) to its reader, signed by its maker; either or
 /// both may be absent.

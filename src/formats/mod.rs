@@ -3,6 +3,8 @@
 pub mod bodies;
 pub mod checks;
 pub mod container;
+pub mod error;
+pub mod header;
 pub mod inputs;
 pub mod receiver_facts;
 pub mod sealed;

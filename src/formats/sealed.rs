@@ -15,7 +15,7 @@ use std::sync::RwLock;
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroize;
 
-use super::container::FormatError;
+use super::error::FormatError;
 
 /// The first bytes of every age file (and never of a container, which starts with MAGIC).
 pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";

@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use zeroize::Zeroize;
 
-use super::container::{Header, Kind};
+use super::header::{Header, Kind};
 
 /// Bytes of the signature that follows a signed container's checksum.
 pub const SIGNATURE_BYTES: usize = 64;

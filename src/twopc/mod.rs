@@ -8,4 +8,5 @@ pub mod gmw;
 pub mod ot;
 pub mod poly;
 pub mod protocol;
+pub mod tccr;
 pub mod weights;

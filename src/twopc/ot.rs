@@ -17,7 +17,7 @@ use aes::Aes128;
 
 use crate::corr::base_ots::{check_len, BaseOtForReceiver, BaseOtForSender, OtError, KAPPA};
 use crate::corr::block::Block;
-use crate::twopc::gc::hash::TccrHash;
+use crate::twopc::tccr::TccrHash;
 use zeroize::Zeroize;
 
 impl Drop for CotSender {

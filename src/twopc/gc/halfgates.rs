@@ -20,9 +20,9 @@
 
 use rand::{CryptoRng, RngCore};
 
-use super::hash::TccrHash;
 use crate::circuit::Circuit;
 use crate::corr::block::{Block, LengthError};
+use crate::twopc::tccr::TccrHash;
 
 #[inline(always)]
 fn tweaks(gate: u64) -> (Block, Block) {

@@ -20,7 +20,6 @@ pub mod engine;
 #[cfg(test)]
 mod garbled_gadgets;
 pub mod halfgates;
-pub mod hash;
 
 pub use batch::{evaluate_batch, garble_batch, share_bits};
 pub use halfgates::{Evaluator, Garbler, GcError, LANES};

@@ -1,4 +1,5 @@
-//! The hash used by garbling and OT.
+//! The hash used by garbling and by OT extension (both use it, so it sits beside them in
+//! twopc/, not inside gc/).
 //!
 //! The hash is the tweakable circular correlation-robust (TCCR) function of Guo, Katz,
 //! Wang, Yu ("Efficient and secure multiparty computation from fixed-key block ciphers",
