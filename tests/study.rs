@@ -1081,3 +1081,115 @@ fn the_dealer_deals_again_a_slice_whose_record_is_not_taken() {
     std::fs::write(&rec, genuine).unwrap();
     assert_eq!(list(&d.deal(&pins)["dealt"]), Vec::<u64>::new());
 }
+
+/// A study shared without `--model` (possible only unsigned: a signing gateway must name the
+/// model) binds no model to its jobs, so each slice can be dealt and served with another
+/// model; `reconstruct --study` describes the series by slice 0's model, so it refuses a
+/// study whose slices were denoised by two models, naming both, and writes nothing. The two
+/// models are one file shared twice: two model ids, as two owners' models would be.
+#[test]
+fn a_study_denoised_by_two_models_is_refused_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = |n: &str| dir.join(n).display().to_string();
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &p("keys")]);
+    }
+    for m in ["model-a", "model-b"] {
+        ok(&[
+            "share-model",
+            "--model",
+            &fixture("tiny-mlp.npz"),
+            "--out",
+            &p(m),
+        ]);
+    }
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    for i in 0..2 {
+        ok(&[
+            "add-noise",
+            "--image",
+            "builtin:phantom:24",
+            "--sigma",
+            "25",
+            "--seed",
+            &i.to_string(),
+            "--out",
+            &p(&format!("in/im{i}.png")),
+        ]);
+    }
+    ok(&[
+        "share-study",
+        "--sigma",
+        "25",
+        "--in",
+        &p("in"),
+        "--out",
+        &p("study"),
+    ]);
+    for (slice, model) in [("0", "model-a"), ("1", "model-b")] {
+        let m = p(&format!("{model}.pub"));
+        ok(&[
+            "gen-triplets",
+            "--study",
+            &p("study"),
+            "--model",
+            &m,
+            "--slices",
+            slice,
+        ]);
+        let serve = |party: u8, addr: &[String]| {
+            let (me, peer) = (format!("s{party}"), format!("s{}", 1 - party));
+            Command::new(bin())
+                .args(["--json", "serve", "--quiet", "--insecure-unsigned"])
+                .args(["--party", &party.to_string()])
+                .args(["--model", &p(&format!("{model}.p{party}"))])
+                .args(["--study", &p("study"), "--slices", slice])
+                .args(["--key", &p(&format!("keys/{me}.key"))])
+                .args(["--cert", &p(&format!("keys/{me}.crt"))])
+                .args(["--peer-cert", &p(&format!("keys/{peer}.crt"))])
+                .args(addr)
+                .args(["--timeout", "60"])
+                .args(["--state-dir", &p(&format!("state{party}"))])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start serve")
+        };
+        for c in start_pair(dir, serve) {
+            let o = wait(c);
+            assert!(
+                o.status.success(),
+                "serve slice {slice} with {model}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    let o = run(&[
+        "reconstruct",
+        "--study",
+        &p("study"),
+        "--out",
+        &p("out"),
+        "--insecure-unsigned",
+    ]);
+    let id = |m: &str| model_id_of(&dir.join(format!("{m}.pub")));
+    refused(
+        &o,
+        &[
+            "slice 1 (im1.png)",
+            &format!("denoised by model {}", id("model-b")),
+            &format!("slice 0 by model {}", id("model-a")),
+            "must be of one model",
+        ],
+    );
+    assert!(!dir.join("out").exists(), "nothing is written");
+}
+
+/// The model id a public model header (model.pub) names.
+fn model_id_of(model_pub: &Path) -> String {
+    ok(&["inspect", &model_pub.display().to_string()])["model_id"]
+        .as_str()
+        .expect("a model header names its model")
+        .to_string()
+}
