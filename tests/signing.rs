@@ -32,17 +32,12 @@ impl Job {
             dir: tmp.path().to_path_buf(),
             _tmp: tmp,
         };
-        let keys = job.p("keys");
-        let mut trust = String::new();
-        for n in ["s0", "s1"] {
-            ok(&["keygen", "--name", n, "--out-dir", &keys]);
-        }
         // The makers' keys, and the servers' own (their output shares are signed).
-        for role in ["dealer", "owner", "gateway", "s0", "s1"] {
-            let v = ok(&["keygen", "--signing", "--name", role, "--out-dir", &keys]);
-            trust.push_str(&format!("{role} {}\n", v["public_key"].as_str().unwrap()));
-        }
-        std::fs::write(job.path("keys/trust"), trust).unwrap();
+        common::party_keys(
+            &job.path("keys"),
+            &["s0", "s1"],
+            &["dealer", "owner", "gateway", "s0", "s1"],
+        );
         job.write_model();
         ok(&[
             "share-model",

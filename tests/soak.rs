@@ -253,22 +253,11 @@ impl World {
             dir: tmp.path().to_path_buf(),
             _tmp: tmp,
         };
-        let mut trust = String::new();
-        for n in ["s0", "s1"] {
-            ok(&["keygen", "--name", n, "--out-dir", &w.p("keys")]);
-        }
-        for role in ["dealer", "owner", "gateway"] {
-            let v = ok(&[
-                "keygen",
-                "--signing",
-                "--name",
-                role,
-                "--out-dir",
-                &w.p("keys"),
-            ]);
-            trust.push_str(&format!("{role} {}\n", v["public_key"].as_str().unwrap()));
-        }
-        std::fs::write(w.dir.join("keys/trust"), trust).unwrap();
+        common::party_keys(
+            &w.dir.join("keys"),
+            &["s0", "s1"],
+            &["dealer", "owner", "gateway"],
+        );
         use ppdenoise::model::cnn::{random_cnn, CnnMeta};
         use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
         let meta = ModelMeta {

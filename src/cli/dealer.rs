@@ -14,7 +14,7 @@ use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{is_cnn, DealerMask, ModelMask};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::signing::Role;
-use crate::job::dealer::{deal, dealer_header, patch_from_widths, DealJob};
+use crate::job::dealer::{deal_job, dealer_header, patch_from_widths, DealJob};
 use crate::ring::share::fresh_seed;
 
 /// Make the correlated randomness for one job (trusted dealer, offline).
@@ -191,7 +191,7 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         .as_deref()
         .context("--image (the job's image.pub) is required without --study")?;
     let to = a.seal.outputs(Role::Dealer)?;
-    deal(&a.job(image), &to)
+    deal_job(&a.job(image), &to)
 }
 
 impl GenTripletsArgs {

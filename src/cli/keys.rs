@@ -127,15 +127,6 @@ impl TrustArgs {
         }
         Ok(Trust::Pinned(keys))
     }
-
-    /// With --insecure-unsigned, no input may be sealed: a sealed file comes from a real
-    /// deployment, whose files are signed.
-    pub fn check_inputs(&self, inputs: &[&Path]) -> Result<()> {
-        if !self.insecure_unsigned {
-            return Ok(());
-        }
-        crate::formats::inputs::refuse_sealed(inputs, crate::formats::inputs::Maker::Party)
-    }
 }
 
 /// Whose public model header (model.pub) the gateway believes (`share-image`, `share-study

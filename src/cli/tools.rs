@@ -1,5 +1,6 @@
 //! Plaintext tools: `denoise`, `metrics`, `inspect`.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use super::inputs::{load_clean, load_image, model_or_default, output_encoding};
 use super::Summary;
-use crate::formats::container;
+use crate::formats::container::{FormatError, Opened};
 use crate::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice};
 use crate::image::{quantize_u8, Format, GrayImage};
 use crate::inference::mlp::denoise_float;
@@ -607,7 +608,16 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
             json: j,
         });
     }
-    if let Some(format) = Format::of_file(file) {
+    // One open: the format is told from the file's first bytes, and a ppdenoise file is
+    // then checked through the same handle.
+    let mut f = std::fs::File::open(file).map_err(|e| FormatError::Io(file.clone(), e))?;
+    let mut head = Vec::with_capacity(132);
+    (&mut f)
+        .take(132)
+        .read_to_end(&mut head)
+        .map_err(|e| FormatError::Io(file.clone(), e))?;
+    if let Some(format) = Format::sniff(&head) {
+        drop(f);
         let loaded = crate::image::load_windowed(file, &WindowChoice::Default, true)?;
         let i = &loaded.frames[0];
         let (h, w) = i.pixels.dim();
@@ -639,7 +649,7 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
     }
     // The whole file is checked, not just the header: inspect is how a user asks whether a
     // share or triplet file survived a copy.
-    let h = container::verify(file)?;
+    let h = Opened::from_file(file, f)?.verify()?;
     let mut j = h.to_json();
     j["ok"] = true.into();
     j["checksum"] = "ok".into();

@@ -10,9 +10,10 @@ use clap::Args;
 use super::server::LinkArgs;
 use super::Summary;
 use crate::corr::masks::{mask_shares, opened_mac, OPENED_MAC};
-use crate::formats::bodies::{load, ModelMask, ModelShare, OpenedWeights};
-use crate::formats::checks::{check_same_model, mask_id_of, read_checked};
+use crate::formats::bodies::{ModelMask, ModelShare, OpenedWeights};
+use crate::formats::checks::{check_same_model, mask_id_of};
 use crate::formats::container::{self, Header, Kind};
+use crate::formats::inputs::{open_signed, Maker};
 use crate::server::session::link_up;
 use crate::server::state::{check_output, check_unused, Claim, Record};
 use crate::twopc::channel::with_queued_link;
@@ -52,19 +53,18 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     a.link.check(p)?;
     let own = a.identity.load()?;
     let trust = a.trust.load()?;
-    a.trust.check_inputs(&[&a.model, &a.mask])?;
-    // Who made them, from their headers, before a body is read.
-    for path in [&a.model, &a.mask] {
-        trust.check(path, &container::read_header(path)?)?;
-    }
-    let (mh, ms): (Header, ModelShare) = load(&a.model, Kind::ModelShare, Some(p))?;
-    trust.check(&a.model, &mh)?;
-    let kh = container::read_header(&a.mask)?;
-    trust.check(&a.mask, &kh)?;
-    container::expect(&a.mask, &kh, Kind::ModelMask, Some(p))?;
-    check_same_model(&a.mask, &kh, &a.model, &mh)?;
-    let mask_id = mask_id_of(&a.mask, &kh)?;
-    let km: ModelMask = read_checked(&a.mask, &kh)?;
+    // Each input opened once (issue 46 item 1): a sealed one refused under
+    // --insecure-unsigned before it is decrypted, and its maker checked against the pinned
+    // key, both on its header before a body is read; the body, checksum and signature come
+    // from the same handle.
+    let model = open_signed(&a.model, &trust, Maker::Party)?;
+    let mask = open_signed(&a.mask, &trust, Maker::Party)?;
+    let (mh, ms): (Header, ModelShare) = model.read(Kind::ModelShare, Some(p))?;
+    mask.expect(Kind::ModelMask, Some(p))?;
+    check_same_model(&a.mask, mask.header(), &a.model, &mh)?;
+    let mask_id = mask_id_of(&a.mask, mask.header())?;
+    let mask_sealed = mask.is_sealed();
+    let (_, km): (Header, ModelMask) = mask.read(Kind::ModelMask, Some(p))?;
     let plan = ms
         .share_plan()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
@@ -73,15 +73,7 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
     check_unused(&a.link.state_dir, p, Record::ModelMask, &mask_id, &a.mask)?;
     // The opened weights are as protected at rest as the mask share they come from; decided
     // now, before the mask is consumed.
-    let seal = match own {
-        Some(r)
-            if crate::formats::sealed::is_sealed(&a.mask)
-                .with_context(|| format!("{}: cannot read", a.mask.display()))? =>
-        {
-            Some(r)
-        }
-        _ => None,
-    };
+    let seal = own.filter(|_| mask_sealed);
 
     let mut tag = mh.model_id.expect("checked above").to_vec();
     tag.extend_from_slice(mask_id.as_bytes());

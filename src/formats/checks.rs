@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::formats::bodies::JobParams;
-use crate::formats::container::{self, id_hex, Header};
+use crate::formats::container::{id_hex, Header};
 use crate::ring::cnn::CnnPlan;
 use crate::ring::plan::{Hidden, Plan};
 
@@ -170,17 +170,4 @@ pub fn check_same_model(path: &Path, h: &Header, model: &Path, mh: &Header) -> R
         );
     }
     Ok(())
-}
-
-/// Reads the body of a file whose header `checked` was checked already, refusing it if the
-/// header changed in between (the checks would not hold for the body read).
-pub fn read_checked<B: serde::de::DeserializeOwned>(path: &Path, checked: &Header) -> Result<B> {
-    let (h, body) = container::read(path)?;
-    if &h != checked {
-        bail!(
-            "{}: the file changed while it was being opened; run again",
-            path.display()
-        );
-    }
-    Ok(body)
 }

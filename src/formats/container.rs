@@ -335,6 +335,13 @@ impl Opened {
         Opened::from_raw(path, f, sealed)
     }
 
+    /// Opens the file `f`, already open at `path` (for a reader that told what kind of file
+    /// it is from its first bytes: `inspect`), so that the file is opened once.
+    pub fn from_file(path: &Path, f: std::fs::File) -> Result<Opened, FormatError> {
+        let (f, sealed) = sealed::raw_from(path, f)?;
+        Opened::from_raw(path, f, sealed)
+    }
+
     /// Opens `path`, refusing a sealed file (before decrypting it) with `why`: for readers
     /// that take plain files only (`--insecure-unsigned`).
     pub fn open_plain_only(path: &Path, why: &str) -> Result<Opened, FormatError> {
@@ -512,8 +519,9 @@ pub fn check_trailer(
     Ok(())
 }
 
-/// Checks a container completely (sizes and checksum) without decoding its body;
-/// streams the file, so it needs no memory for large triplet files. Used by `inspect`.
+/// Checks a container completely (sizes, checksum, signature) without decoding its body, in
+/// one open: [`Opened::verify`] of [`Opened::open`]. For tests and tools that read a file
+/// once; a command reads its inputs through [`Opened`] (`formats::inputs`).
 pub fn verify(path: &Path) -> Result<Header, FormatError> {
     Opened::open(path)?.verify()
 }
@@ -523,8 +531,8 @@ pub fn body_options() -> impl Options {
     opts()
 }
 
-/// Reads a whole container, checking sizes before allocation and the checksum before
-/// decoding the body.
+/// Reads a whole container in one open ([`Opened::read_any`]), checking sizes before
+/// allocation and the checksum before decoding the body. For tests and tools, as [`verify`].
 pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError> {
     Opened::open(path)?.read_any()
 }

@@ -52,10 +52,23 @@ pub fn refuse_sealed(inputs: &[&Path], maker: Maker) -> Result<()> {
 /// header checked and its signer checked against the pinned key before anything else is
 /// read. The signature itself is verified when the body is read through the returned value.
 pub fn open_signed(path: &Path, trust: &Trust, maker: Maker) -> Result<Opened> {
+    open_signed_checking(path, trust, maker, &|_| Ok(()))
+}
+
+/// [`open_signed`], the header first given to `first`, before its signer is checked: for a
+/// refusal that holds whoever made the file (a study's slice given another job's share),
+/// said as such rather than as a signing fault.
+pub fn open_signed_checking(
+    path: &Path,
+    trust: &Trust,
+    maker: Maker,
+    first: &dyn Fn(&Header) -> Result<()>,
+) -> Result<Opened> {
     let o = match trust {
         Trust::InsecureUnsigned => Opened::open_plain_only(path, maker.sealed_unsigned())?,
         Trust::Pinned(_) => Opened::open(path)?,
     };
+    first(o.header())?;
     match maker {
         Maker::Party => trust.check(path, o.header())?,
         Maker::Server => {

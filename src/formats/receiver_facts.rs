@@ -124,13 +124,11 @@ impl ReceiverFacts {
             );
         }
         // The signer is checked against the pinned gateway key before the body is read;
-        // the signature itself is verified with the whole file.
-        let h = container::read_header(&sig)?;
-        container::expect(&sig, &h, Kind::ReceiverFacts, None)?;
-        trust.check(&sig, &h)?;
-        let (h, text): (Header, String) = container::read(&sig)?;
-        container::expect(&sig, &h, Kind::ReceiverFacts, None)?;
-        trust.check(&sig, &h)?;
+        // the signature itself is verified with the whole file, read from the same handle.
+        let o = container::Opened::open(&sig)?;
+        o.expect(Kind::ReceiverFacts, None)?;
+        trust.check(&sig, o.header())?;
+        let (h, text): (Header, String) = o.read(Kind::ReceiverFacts, None)?;
         let signed: ReceiverFacts = serde_json::from_str(&text)
             .with_context(|| format!("{}: malformed signed receiver's facts", sig.display()))?;
         if h.job_id.map(|id| container::id_hex(&id)).as_deref() != Some(signed.job_id.as_str()) {

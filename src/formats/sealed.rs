@@ -174,8 +174,15 @@ pub fn open(path: &Path) -> Result<(Source, u64), FormatError> {
 /// Opens `path` (the one open of the file) and tells whether it is sealed, before any
 /// decryption: a reader that takes plain files only refuses a sealed one here.
 pub fn open_raw(path: &Path) -> Result<(File, bool), FormatError> {
+    let f = File::open(path).map_err(|e| FormatError::Io(path.into(), e))?;
+    raw_from(path, f)
+}
+
+/// [`open_raw`] of `f`, the file already open at `path` (read from anywhere: it is read
+/// again from its start).
+pub fn raw_from(path: &Path, mut f: File) -> Result<(File, bool), FormatError> {
     let io = |e| FormatError::Io(path.into(), e);
-    let mut f = File::open(path).map_err(io)?;
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
     let sealed_file = starts_sealed(&mut f).map_err(io)?;
     f.seek(SeekFrom::Start(0)).map_err(io)?;
     Ok((f, sealed_file))
@@ -255,7 +262,7 @@ pub fn is_sealed(path: &Path) -> std::io::Result<bool> {
 }
 
 /// Whether the file, read from where it stands, begins with the age magic line.
-fn starts_sealed(f: &mut File) -> std::io::Result<bool> {
+pub fn starts_sealed(f: &mut File) -> std::io::Result<bool> {
     let mut start = [0u8; AGE_MAGIC.len()];
     let n = read_up_to(f, &mut start)?;
     Ok(n == AGE_MAGIC.len() && start == AGE_MAGIC)

@@ -22,7 +22,7 @@
 //! its current triplets and an intact output; a slice with no record on either side is dealt
 //! again (fresh triplets, so both servers redo it).
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -334,14 +334,13 @@ impl Sources {
                 meta.len()
             );
         }
-        // The header's signer is checked against the pinned gateway key before the body is
-        // read; the signature itself is verified with the whole file.
-        let h = container::read_header(binding)?;
-        container::expect(binding, &h, Kind::StudyBinding, None)?;
-        trust.check(binding, &h)?;
-        let (h, text): (Header, String) = container::read(binding)?;
-        container::expect(binding, &h, Kind::StudyBinding, None)?;
-        trust.check(binding, &h)?;
+        // One open: the header's signer is checked against the pinned gateway key before the
+        // body is read; the signature itself is verified with the whole file, from the same
+        // handle.
+        let o = container::Opened::open(binding)?;
+        o.expect(Kind::StudyBinding, None)?;
+        trust.check(binding, o.header())?;
+        let (_, text): (Header, String) = o.read(Kind::StudyBinding, None)?;
         let bound: Bound = serde_json::from_str(&text)
             .with_context(|| format!("{}: malformed study binding", binding.display()))?;
         check_tag(binding, &bound.format, bound.version)?;
@@ -489,8 +488,13 @@ impl Done {
         out: &Path,
         by: Option<&Signer>,
     ) -> Result<Done> {
-        let (bytes, blake3) = hash_file(out)?;
-        let sealed = super::sealed::is_sealed(out)?;
+        // One open: whether the share is sealed and its hash come from the same file.
+        let mut f =
+            std::fs::File::open(out).with_context(|| format!("{}: cannot open", out.display()))?;
+        let sealed = super::sealed::starts_sealed(&mut f)
+            .and_then(|s| f.rewind().map(|_| s))
+            .with_context(|| format!("{}: cannot read", out.display()))?;
+        let (bytes, blake3) = hash_open(out, f)?;
         let mut d = Done {
             party,
             job_id,
@@ -530,8 +534,13 @@ impl Done {
 
 /// A file's size and BLAKE3 hash (hex).
 pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut f =
+    let f =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    hash_open(path, f)
+}
+
+/// [`hash_file`] of `f`, opened at `path` and positioned at its start.
+fn hash_open(path: &Path, mut f: std::fs::File) -> Result<(u64, String)> {
     let mut h = blake3::Hasher::new();
     let n = std::io::copy(&mut f, &mut h)
         .with_context(|| format!("{}: cannot read", path.display()))?;

@@ -17,7 +17,7 @@ use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::bodies::{is_cnn, DealerMask, JobParams, Triplets, TripletsLead, CNN, NETWORK};
 use crate::formats::checks::{
     check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, cnn_plan_from_header,
-    copy_circuit_entries, mask_id_of, read_checked,
+    copy_circuit_entries, mask_id_of,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
@@ -271,25 +271,76 @@ pub struct DealJob {
     pub tile: Option<usize>,
 }
 
-/// Deals one job (or its tiles) into files written as `to` says.
-pub fn deal(a: &DealJob, to: &Outputs) -> Result<Summary> {
+/// The dealer's record of a model's weight mask (`--model-mask`), read once: its id and both
+/// servers' seeds.
+pub struct MaskRecord {
+    pub id: String,
+    pub seeds: [Seed; 2],
+}
+
+impl Drop for MaskRecord {
+    fn drop(&mut self) {
+        self.seeds.zeroize();
+    }
+}
+
+/// The model's side of a dealing, each file opened and checked once however many jobs (a
+/// study's slices) are dealt from it: the model's public header and, for an MLP, the
+/// dealer's record of its weight mask (a CNN's is refused when its job is dealt).
+pub struct DealModel {
+    pub header: Header,
+    pub mask: Option<MaskRecord>,
+}
+
+impl DealModel {
+    /// Reads `a.model` and `a.model_mask`, one open each.
+    pub fn read(a: &DealJob) -> Result<DealModel> {
+        let header = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
+        let mask = match &a.model_mask {
+            Some(path) if !is_cnn(&header) => {
+                let o = container::Opened::open(path)?;
+                o.expect(Kind::DealerMask, None)?;
+                check_same_model(path, o.header(), &a.model, &header)?;
+                let id = mask_id_of(path, o.header())?;
+                let (_, dm): (Header, DealerMask) = o.read(Kind::DealerMask, None)?;
+                Some(MaskRecord {
+                    id,
+                    seeds: dm.seeds,
+                })
+            }
+            _ => None,
+        };
+        Ok(DealModel { header, mask })
+    }
+}
+
+/// Deals one job (or its tiles) into files written as `to` says: `gen-triplets` of one job
+/// ([`DealModel::read`], then [`dealer_header`] of its image, each file opened once).
+pub fn deal_job(a: &DealJob, to: &Outputs) -> Result<Summary> {
+    let model = DealModel::read(a)?;
+    let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
+    deal(a, &model, &ih, to)
+}
+
+/// Deals one job (or its tiles) from headers already opened and checked: the model's side
+/// `model`, the job's public header `ih` (read from `a.image`).
+pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result<Summary> {
     let image = a.image.as_path();
     let t = Instant::now();
     let batch = a.batch.unwrap_or(a.engine.default_batch());
     if batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
-    let ih = dealer_header(image, Kind::PublicJob, Kind::ImageShare)?;
-    if is_cnn(&mh) || is_cnn(&ih) {
-        return gen_cnn_triplets(a, (&mh, &ih), to, t);
+    let mh = &model.header;
+    if is_cnn(mh) || is_cnn(ih) {
+        return gen_cnn_triplets(a, (mh, ih), to, t);
     }
     let widths_u = mh
         .shape("layers")
         .with_context(|| format!("{}: header lacks the layer widths", a.model.display()))?
         .to_vec();
     let patch = patch_from_widths(&widths_u).with_context(|| format!("{}", a.model.display()))?;
-    let job = job_from_header(image, &ih)?;
+    let job = job_from_header(image, ih)?;
     if job.scale != mh.scale {
         bail!(
             "{}: image encoded at scale {} but the model share {} uses scale {}",
@@ -318,20 +369,10 @@ pub fn deal(a: &DealJob, to: &Outputs) -> Result<Summary> {
             sigma.map_or("unknown".into(), |s| s.to_string())
         );
     }
-    crate::server::check_bound_model(image, &ih, &a.model, &mh)?;
-    let circuits = circuits_from_header(&a.model, &mh, widths.len())?;
+    crate::server::check_bound_model(image, ih, &a.model, mh)?;
+    let circuits = circuits_from_header(&a.model, mh, widths.len())?;
     let nonlinear = NonlinearDeal::new(a.engine, &circuits);
-    let model_mask = match &a.model_mask {
-        Some(path) => {
-            let h = container::read_header(path)?;
-            expect(path, &h, Kind::DealerMask, None)?;
-            check_same_model(path, &h, &a.model, &mh)?;
-            let id = mask_id_of(path, &h)?;
-            let dm: DealerMask = read_checked(path, &h)?;
-            Some((id, dm.seeds))
-        }
-        None => None,
-    };
+    let model_mask = model.mask.as_ref();
     // Every tile is checked before any randomness is drawn or file written.
     let tiles = tile_list(a)?
         .into_iter()
@@ -342,17 +383,17 @@ pub fn deal(a: &DealJob, to: &Outputs) -> Result<Summary> {
                 .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
         })
         .collect::<Result<Vec<_>>>()?;
-    let circuit_entries = copy_circuit_entries(&mh);
+    let circuit_entries = copy_circuit_entries(mh);
     let circuit_json = nonlinear
         .boolean
         .as_ref()
         .map(|b| serde_json::to_string(&b.shapes()).expect("shapes serialise"));
     let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
     for (tile, run) in tiles {
-        let seeds = DealSeeds::fresh(model_mask.as_ref().map(|m| m.1));
+        let seeds = DealSeeds::fresh(model_mask.map(|m| m.seeds));
         let triplet_id = fresh_id();
         let header = |party: u8| {
-            let mut h = triplet_header(party, (&mh, &ih), triplet_id, &job);
+            let mut h = triplet_header(party, (mh, ih), triplet_id, &job);
             h.shapes.insert(0, ("layers".into(), widths_u.clone()));
             h.info.push(("batch".into(), batch.to_string()));
             h.info.push(("engine".into(), a.engine.name().into()));
@@ -360,9 +401,10 @@ pub fn deal(a: &DealJob, to: &Outputs) -> Result<Summary> {
             if let Some(c) = &circuit_json {
                 h.info.push(("circuit".into(), c.clone()));
             }
-            if let Some((id, seeds)) = &model_mask {
-                h.info.push(("model_mask".into(), id.clone()));
-                h.info.push((MASK_SEEDS.into(), mask_seed_digests(seeds)));
+            if let Some(m) = model_mask {
+                h.info.push(("model_mask".into(), m.id.clone()));
+                h.info
+                    .push((MASK_SEEDS.into(), mask_seed_digests(&m.seeds)));
             }
             if let Some(t) = tile {
                 h.info.push(("tile".into(), t.label()));

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use super::progress::{Mode, Progress};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
+use crate::formats::container::Header;
 use crate::formats::sealed::Recipient;
 use crate::formats::signing::{Signer, Trust};
 use crate::server::session::{self, LinkConfig};
@@ -64,16 +65,20 @@ pub fn serve_job(
     paths: &JobPaths,
     mode: Mode,
 ) -> Result<(Summary, server::RunIds)> {
-    serve_job_as(a, k, paths, mode, &format!("serve S{}", a.party))
+    serve_job_as(a, k, paths, mode, &format!("serve S{}", a.party), &|_| {
+        Ok(())
+    })
 }
 
-/// [`serve_job`], its progress shown under `label` (a study's says which slice).
+/// [`serve_job`], its progress shown under `label` (a study's says which slice), the image
+/// share's header given to `check_image` as it is opened ([`server::prepare_checked`]).
 pub fn serve_job_as(
     a: &ServeJob,
     k: &ServeKeys,
     paths: &JobPaths,
     mode: Mode,
     label: &str,
+    check_image: &dyn Fn(&Header) -> Result<()>,
 ) -> Result<(Summary, server::RunIds)> {
     let p = a.party;
     let files = JobFiles {
@@ -102,7 +107,7 @@ pub fn serve_job_as(
         .collect();
     check_output(&paths.out, &guarded)?;
     // `prepare` opens each input once; under --insecure-unsigned it refuses sealed ones.
-    let job = server::prepare(files)?;
+    let job = server::prepare_checked(files, check_image)?;
     if out_to.is_none() && !a.plain_out {
         if let Some(i) = job.sealed_input() {
             bail!(

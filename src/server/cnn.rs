@@ -34,11 +34,12 @@ pub(super) struct CnnJob {
 pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let p = f.party;
     let at = |path: &std::path::Path, e: String| anyhow::anyhow!("{}: {e}", path.display());
-    let sealed = inputs.first_sealed(None);
+    let sealed = inputs.first_sealed();
     let Inputs {
         model,
         image,
         triplets,
+        ..
     } = inputs;
     let (mh, ms): (_, CnnModelShare) = model.read(Kind::CnnModelShare, Some(p))?;
     let (ih, is): (_, ImageShare) = image.read(Kind::ImageShare, Some(p))?;

@@ -14,8 +14,6 @@ use crate::formats::bodies::{
 };
 use crate::formats::checks::{check_same_model, circuits_from_header, mask_id_of};
 use crate::formats::container::{self, Header, Kind};
-use crate::formats::inputs::Maker;
-use crate::formats::signing::Trust;
 use crate::model::geometry::Geometry;
 use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
@@ -40,11 +38,12 @@ pub(super) struct MlpJob {
 pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let p = f.party;
     let at = |path: &std::path::Path, e: String| anyhow::anyhow!("{}: {e}", path.display());
-    let mut sealed = inputs.first_sealed(None);
+    let sealed = inputs.first_sealed();
     let Inputs {
         model,
         image,
         triplets,
+        weights,
     } = inputs;
     let (mh, ms): (Header, ModelShare) = model.read(Kind::ModelShare, Some(p))?;
     let (ih, is): (Header, ImageShare) = image.read(Kind::ImageShare, Some(p))?;
@@ -142,7 +141,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     }
     // The weights: opened once for the model (the triplets then name its mask), or per job.
     let mask_id = th.info("model_mask").map(String::from);
-    let opened = match (&mask_id, &f.weights) {
+    let opened = match (&mask_id, weights) {
         (None, None) => None,
         (Some(id), None) => bail!(
             "{}: this randomness was made against model mask {id}: give this server its opened weights (--weights, from `open-weights`)",
@@ -150,14 +149,17 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         ),
         (None, Some(w)) => bail!(
             "{}: opened weights were given but {} was made without a model mask: ask the dealer for `gen-triplets --model-mask`, or run without --weights",
-            w.display(),
+            w.path().display(),
             f.triplets.display()
         ),
-        (Some(id), Some(w)) => {
-            let o = open_weights(w, &f.trust)?;
-            sealed = sealed.or_else(|| o.is_sealed().then(|| w.clone()));
-            Some(load_opened(o, p, (&f.model, &mh), (&f.triplets, th), id, &plan)?)
-        }
+        (Some(id), Some(o)) => Some(load_opened(
+            o,
+            p,
+            (&f.model, &mh),
+            (&f.triplets, th),
+            id,
+            &plan,
+        )?),
     };
     let opened_digest = opened.as_ref().map(|(_, d)| *d);
     let opened = opened.map(|(o, _)| o);
@@ -178,17 +180,6 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         tile,
     }));
     assemble(f, (mh, ih, sealed), t, (mask_field, opened_digest), work)
-}
-
-/// Opens this server's opened weights (the one open of the file). Nobody signs them (the
-/// server wrote them); under `--insecure-unsigned` a sealed one is refused as any input is.
-fn open_weights(path: &std::path::Path, trust: &Trust) -> Result<container::Opened> {
-    Ok(match trust {
-        Trust::InsecureUnsigned => {
-            container::Opened::open_plain_only(path, Maker::Party.sealed_unsigned())?
-        }
-        Trust::Pinned(_) => container::Opened::open(path)?,
-    })
 }
 
 /// Reads party `p`'s opened weights (`o`, opened once) for the model of `model` (header

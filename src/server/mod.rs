@@ -19,7 +19,7 @@ use crate::corr::engine_kind::EngineKind;
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NAME, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind, Opened};
-use crate::formats::inputs::{open_signed, Maker};
+use crate::formats::inputs::{open_signed, open_signed_checking, Maker};
 use crate::formats::sealed::Recipient;
 use crate::formats::signing::{Role, Signer, Trust};
 use crate::formats::triplet_stream;
@@ -110,6 +110,16 @@ pub const LEAD_LEN: usize = 32;
 
 /// Loads and checks everything a job needs from party `files.party`'s files.
 pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
+    prepare_checked(files, &|_| Ok(()))
+}
+
+/// [`prepare`], the image share's header (from its one open) given to `check_image` before
+/// its maker is checked ([`open_signed_checking`]): a study's slice checks that its image
+/// share is the slice's job.
+pub fn prepare_checked(
+    files: JobFiles,
+    check_image: &dyn Fn(&Header) -> Result<()>,
+) -> Result<ReadyJob> {
     if files.party > 1 {
         bail!("party {} (0 or 1)", files.party);
     }
@@ -119,8 +129,15 @@ pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
     let open = |path: &Path| open_signed(path, &files.trust, Maker::Party);
     let inputs = Inputs {
         model: open(&files.model)?,
-        image: open(&files.image)?,
+        image: open_signed_checking(&files.image, &files.trust, Maker::Party, check_image)?,
         triplets: open(&files.triplets)?,
+        // With the others, so that a sealed one under --insecure-unsigned is refused before
+        // any body is read (review finding L3).
+        weights: files
+            .weights
+            .as_deref()
+            .map(|w| open_weights(w, &files.trust))
+            .transpose()?,
     };
     match inputs.model.header().kind {
         Kind::CnnModelShare => cnn::prepare(files, inputs),
@@ -128,20 +145,31 @@ pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
     }
 }
 
-/// A job's three inputs, each opened once, its maker's signature pinned; their bodies not
-/// read yet.
+/// Opens this server's opened weights (the one open of the file). Nobody signs them (the
+/// server wrote them); under `--insecure-unsigned` a sealed one is refused as any input is.
+fn open_weights(path: &Path, trust: &Trust) -> Result<Opened> {
+    Ok(match trust {
+        Trust::InsecureUnsigned => Opened::open_plain_only(path, Maker::Party.sealed_unsigned())?,
+        Trust::Pinned(_) => Opened::open(path)?,
+    })
+}
+
+/// A job's inputs, each opened once, its maker's signature pinned (the opened weights,
+/// which nobody signs, are checked against the triplets when read); their bodies not read
+/// yet.
 struct Inputs {
     model: Opened,
     image: Opened,
     triplets: Opened,
+    weights: Option<Opened>,
 }
 
 impl Inputs {
-    /// The first input that was sealed at rest (model, image, triplets, then `weights`).
-    fn first_sealed(&self, weights: Option<&Opened>) -> Option<PathBuf> {
+    /// The first input that was sealed at rest (model, image, triplets, then the weights).
+    fn first_sealed(&self) -> Option<PathBuf> {
         [&self.model, &self.image, &self.triplets]
             .into_iter()
-            .chain(weights)
+            .chain(self.weights.as_ref())
             .find(|o| o.is_sealed())
             .map(|o| o.path().to_path_buf())
     }

@@ -11,7 +11,7 @@ use super::ServerDirs;
 use crate::formats::container::{self, id_hex, Kind};
 use crate::formats::signing::Trust;
 use crate::formats::study::{parse_slices, slice_dir, slices_spec, Manifest, MANIFEST};
-use crate::job::dealer::{deal, DealJob};
+use crate::job::dealer::{deal, DealJob, DealModel};
 use crate::job::gateway::job_from_header;
 use crate::job::progress;
 use crate::job::space::human_bytes;
@@ -56,8 +56,11 @@ pub fn deal_study(
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let mh = container::verify(&a.job.model)?;
-    // Every slice's public header is checked before any randomness is drawn.
+    // The model's header (and the dealer's mask record) read once for every slice, and each
+    // slice's public header once, checked before any randomness is drawn and dealt from.
+    let model = DealModel::read(&a.job)?;
+    let mh = &model.header;
+    let mut headers = Vec::with_capacity(slices.len());
     for &i in &slices {
         let p = slice_dir(dir, i).join("image.pub");
         let h = container::verify(&p)?;
@@ -81,16 +84,17 @@ pub fn deal_study(
                 m.slices[i]
             );
         }
+        headers.push(h);
     }
     let mut bytes = 0u64;
     let total = slices.len() as u64;
-    for (k, &i) in slices.iter().enumerate() {
+    for (k, (&i, ih)) in slices.iter().zip(&headers).enumerate() {
         let mut one = a.job.clone();
         one.image = slice_dir(dir, i).join("image.pub");
         one.out = slice_dir(dir, i).join("triplets");
         let started = Instant::now();
         let s = outputs()
-            .and_then(|to| deal(&one, &to))
+            .and_then(|to| deal(&one, &model, ih, &to))
             .with_context(|| format!("slice {i}"))?;
         let b = s.json["dealer_bytes"].as_u64().unwrap_or(0);
         bytes += b;

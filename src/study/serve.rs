@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::records::finished_here;
-use crate::formats::container::{self, id_hex};
+use crate::formats::container::{id_hex, Header};
 use crate::formats::signing::Trust;
 use crate::formats::study::{parse_slices, slice_file, slices_spec, Done, Manifest, MANIFEST};
 use crate::job::freed_memory::release;
@@ -44,17 +44,20 @@ fn serve_slice(
         triplets: slice_file(dir, i, "triplets", p),
         out: slice_file(dir, i, "out", p),
     };
-    let image_job = container::read_header(&paths.image)?
-        .job_id
-        .map(|id| id_hex(&id));
-    if image_job.as_deref() != Some(m.slices[i].as_str()) {
-        bail!(
-            "{}: is not slice {i}'s image share ({} names job {})",
-            paths.image.display(),
-            dir.join(MANIFEST).display(),
-            m.slices[i]
-        );
-    }
+    // Checked on the header of the job's own open of the image share (review finding L4),
+    // before anything else of the job is.
+    let image = paths.image.clone();
+    let of_slice = |h: &Header| -> Result<()> {
+        if h.job_id.map(|id| id_hex(&id)).as_deref() != Some(m.slices[i].as_str()) {
+            bail!(
+                "{}: is not slice {i}'s image share ({} names job {})",
+                image.display(),
+                dir.join(MANIFEST).display(),
+                m.slices[i]
+            );
+        }
+        Ok(())
+    };
     // A stale record goes first: a slice being redone is never taken as finished.
     let done_path = slice_file(dir, i, "done", p);
     match std::fs::remove_file(&done_path) {
@@ -63,7 +66,7 @@ fn serve_slice(
         }
         _ => {}
     }
-    let served = serve_job_as(a, keys, &paths, mode, label);
+    let served = serve_job_as(a, keys, &paths, mode, label, &of_slice);
     // Before the slice counts as done: without this one process's resident memory grew
     // slice by slice (src/job/freed_memory.rs).
     release();

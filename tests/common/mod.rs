@@ -320,3 +320,19 @@ pub fn own_signer(
     ]);
     ppdenoise::formats::signing::Signer::load(&keys.join(format!("{name}.sign-key")), role).unwrap()
 }
+
+/// The parties' keys in `keys`: for each of `parties`, its TLS key and certificate and its
+/// age identity (`keygen --name`); for each of `signers`, a signing key (`keygen --signing`);
+/// and `keys/trust`, the trust file that names the signers' public keys by role.
+pub fn party_keys(keys: &Path, parties: &[&str], signers: &[&str]) {
+    let out = keys.display().to_string();
+    for n in parties {
+        ok(&["keygen", "--name", n, "--out-dir", &out]);
+    }
+    let mut trust = String::new();
+    for role in signers {
+        let v = ok(&["keygen", "--signing", "--name", role, "--out-dir", &out]);
+        trust.push_str(&format!("{role} {}\n", v["public_key"].as_str().unwrap()));
+    }
+    std::fs::write(keys.join("trust"), trust).unwrap();
+}
