@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -45,7 +45,7 @@ readme-figure: build
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
 # The fault injection scenarios are `make faults` (CI runs both). The fuzzing pass, the faults
 # and the soak are #[ignore]d, so that a plain `cargo test` leaves them to their targets.
-test: tools dicom-testdata
+test: tools dicom-testdata graph-fixtures
 	$(CARGO) test --release
 	$(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
 
@@ -104,6 +104,20 @@ dicom-testdata: out/dicom-testdata/.ok
 
 out/dicom-testdata/.ok: scripts/make-dicom-testdata.py | .venv-dicom/.ok
 	.venv-dicom/bin/python scripts/make-dicom-testdata.py out/dicom-testdata
+	touch $@
+
+# CNN graphs' float reference (tests/graph_float.rs, docs/graph.md): small fixture graphs
+# written with the onnx helper API by scripts/make-graph-fixtures.py and run by onnxruntime,
+# in .venv-onnxrt and out/graph-fixtures. Pinned versions; PyPI only (no torch: too big).
+graph-fixtures: out/graph-fixtures/.ok
+
+.venv-onnxrt/.ok: Makefile
+	test -x .venv-onnxrt/bin/pip || { python3 -m venv .venv-onnxrt || { rm -rf .venv-onnxrt; exit 1; }; }
+	.venv-onnxrt/bin/pip install --quiet onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6
+	touch $@
+
+out/graph-fixtures/.ok: scripts/make-graph-fixtures.py | .venv-onnxrt/.ok
+	.venv-onnxrt/bin/python scripts/make-graph-fixtures.py out/graph-fixtures
 	touch $@
 
 # Evaluation table (docs/results.md): every image in IMAGES x every sigma in SIGMAS, plaintext

@@ -164,10 +164,24 @@ pub fn run_cnn(
 enum Runner {
     Cnn(Box<Cnn>, CnnFixed),
     Mlp(Box<Model>, FixedParams),
+    /// A CNN graph (docs/graph.md), in float only so far (issue 47).
+    Graph(Box<crate::model::graph::Graph>),
 }
 
 impl Runner {
     fn new(a: &DenoiseArgs, path: &std::path::Path) -> Result<Runner> {
+        if crate::import::onnx::is_onnx(path) {
+            if let crate::import::onnx::Net::Graph(g) = crate::import::onnx::load(path)? {
+                if a.arith != Arith::Float || a.noise.per_pixel() {
+                    bail!(
+                        "{}: a CNN graph (docs/graph.md) runs only in float so far (--arith \
+                         float, a uniform --sigma; issue 47)",
+                        path.display()
+                    );
+                }
+                return Ok(Runner::Graph(Box::new(g)));
+            }
+        }
         if Cnn::is_cnn_file(path)? {
             let model = Cnn::load(path)?;
             let params = a.cnn_fixed.params(&model)?;
@@ -187,6 +201,7 @@ impl Runner {
         let declared = match self {
             Runner::Cnn(m, _) => m.window.as_ref(),
             Runner::Mlp(m, _) => m.window.as_ref(),
+            Runner::Graph(g) => g.window.as_ref(),
         };
         if a.override_model_window && declared.is_none() {
             bail!(
@@ -215,6 +230,7 @@ impl Runner {
                 run_cnn(model, noisy, &pre, Arith::Fixed, *params, &noise)
             }
             Runner::Mlp(..) => self.run_in(a, noisy, sigma, Arith::Fixed),
+            Runner::Graph(_) => bail!("a CNN graph has no fixed-point oracle yet (issue 47)"),
         }
     }
 
@@ -246,6 +262,13 @@ impl Runner {
                 let pre = Preprocess::new(sigma, model.meta.sigma, !a.no_scale_noise);
                 run_denoise_with(model, noisy, &pre, a.stride, arith, *params)
             }
+            Runner::Graph(g) => {
+                let pre = g.preprocess(sigma, !a.no_scale_noise);
+                let out = g
+                    .denoise_float(&noisy.pixels, &pre)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
+                Ok((out, 0))
+            }
         }
     }
 }
@@ -264,7 +287,10 @@ fn level(
         .level_of(a.sigma, &img.pixels)
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     // A model with a noise map takes any level to MAX_SIGMA (share-model records no range).
-    if matches!(runner, Runner::Cnn(m, _) if m.frame.noise_map) {
+    // A graph runs in float only, where no fixed point limits the level.
+    if matches!(runner, Runner::Cnn(m, _) if m.frame.noise_map)
+        || matches!(runner, Runner::Graph(_))
+    {
         return Ok(sigma);
     }
     let span = crate::ring::sweep::span(&img.pixels);

@@ -43,6 +43,12 @@ impl Cnn {
                     path: path.to_path_buf(),
                     msg: "holds an MLP where a CNN was expected".into(),
                 }),
+                crate::import::onnx::Net::Graph(_) => Err(ModelError::Invalid {
+                    path: path.to_path_buf(),
+                    msg: "holds a CNN graph (docs/graph.md), which ppdenoise runs only in float \
+                          so far (issue 47)"
+                        .into(),
+                }),
             };
         }
         if crate::import::safetensors::is_safetensors(path)? {

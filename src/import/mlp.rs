@@ -23,6 +23,12 @@ impl Model {
                     path: path.to_path_buf(),
                     msg: "holds a CNN where an MLP was expected".into(),
                 }),
+                crate::import::onnx::Net::Graph(_) => Err(ModelError::Invalid {
+                    path: path.to_path_buf(),
+                    msg: "holds a CNN graph (docs/graph.md), which ppdenoise runs only in float \
+                          so far (issue 47)"
+                        .into(),
+                }),
             };
         }
         if crate::import::safetensors::is_safetensors(path)? {

@@ -1,8 +1,9 @@
 //! Plaintext float inference, the baseline the secure results are measured against: the MLP
-//! over patches (`mlp`) and the CNN's convolution stack (`cnn`), and the convolution layout
+//! over patches (`mlp`), the CNN's convolution stack (`cnn`) and the CNN graph (`graph`), and the convolution layout
 //! the CNN shares with the fixed-point oracle, the dealer and the servers' shares: im2col
 //! columns (`im2col`) computed by blocks of output rows on every thread (`par_conv`).
 pub mod cnn;
+pub mod graph;
 pub mod im2col;
 pub mod mlp;
 pub mod par_conv;

@@ -36,13 +36,17 @@ const MAP: f64 = -1.0;
 pub struct Refusal {
     pub node: Option<(String, String)>,
     pub msg: String,
+    /// Nodes read before the refusal (the node count for one of the whole graph after its
+    /// nodes were read): of two walks refusing a file, the one that read further is reported.
+    pub at: usize,
 }
 
 impl Refusal {
-    fn graph(msg: impl Into<String>) -> Refusal {
+    pub(super) fn graph(msg: impl Into<String>) -> Refusal {
         Refusal {
             node: None,
             msg: msg.into(),
+            at: 0,
         }
     }
 }
@@ -121,12 +125,12 @@ enum Val {
 }
 
 /// A graph input: its name and dimensions (`None`: dynamic or unknown).
-struct Input {
-    name: String,
-    dims: Vec<Option<usize>>,
+pub(super) struct Input {
+    pub(super) name: String,
+    pub(super) dims: Vec<Option<usize>>,
 }
 
-fn input_of(v: &ValueInfoProto) -> R<Input> {
+pub(super) fn input_of(v: &ValueInfoProto) -> R<Input> {
     let tt = v
         .r#type
         .as_ref()
@@ -184,7 +188,7 @@ fn fixed_dims(inp: &Input) -> Result<Vec<usize>, String> {
     Ok(dims)
 }
 
-fn show_dims(d: &[Option<usize>]) -> String {
+pub(super) fn show_dims(d: &[Option<usize>]) -> String {
     let v: Vec<String> = d
         .iter()
         .map(|x| x.map_or("?".into(), |v| v.to_string()))
@@ -268,8 +272,17 @@ pub fn walk(g: &GraphProto, consts: HashMap<&str, Tensor>) -> R<Walked> {
         w.node(node).map_err(|msg| Refusal {
             node: Some((label, node.op_type.clone())),
             msg,
+            at: i,
         })?;
     }
+    conclude(w, out).map_err(|r| Refusal {
+        at: g.node.len(),
+        ..r
+    })
+}
+
+/// The checks of the whole graph once its nodes are read.
+fn conclude(mut w: Walk, out: &ValueInfoProto) -> R<Walked> {
     if let (Some(l), false) = (&w.level, w.level_used) {
         return Err(Refusal::graph(format!(
             "graph input {:?} is not used as a noise level concatenated to the image; a \
@@ -393,13 +406,13 @@ fn shuffle_order(t: &Tensor, cout: usize, r: usize, dims: Option<(usize, usize)>
 }
 
 /// The attributes of one node, each read once by name; any left unread is refused.
-struct Attrs<'a> {
+pub(super) struct Attrs<'a> {
     list: &'a [AttributeProto],
     read: Vec<&'a str>,
 }
 
 impl<'a> Attrs<'a> {
-    fn new(node: &'a NodeProto) -> Result<Attrs<'a>, String> {
+    pub(super) fn new(node: &'a NodeProto) -> Result<Attrs<'a>, String> {
         if let Some(a) = node.attribute.iter().find(|a| !a.ref_attr_name.is_empty()) {
             return Err(format!(
                 "attribute {} refers to a function's attribute, which is not supported",
@@ -417,7 +430,11 @@ impl<'a> Attrs<'a> {
         })
     }
 
-    fn get(&mut self, name: &'a str, ty: i32) -> Result<Option<&'a AttributeProto>, String> {
+    pub(super) fn get(
+        &mut self,
+        name: &'a str,
+        ty: i32,
+    ) -> Result<Option<&'a AttributeProto>, String> {
         self.read.push(name);
         match self.list.iter().find(|a| a.name == name) {
             Some(a) if a.r#type != ty => Err(format!(
@@ -428,19 +445,19 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    fn int(&mut self, name: &'a str, default: i64) -> Result<i64, String> {
+    pub(super) fn int(&mut self, name: &'a str, default: i64) -> Result<i64, String> {
         Ok(self.get(name, attr_type::INT)?.map_or(default, |a| a.i))
     }
 
-    fn float(&mut self, name: &'a str, default: f32) -> Result<f32, String> {
+    pub(super) fn float(&mut self, name: &'a str, default: f32) -> Result<f32, String> {
         Ok(self.get(name, attr_type::FLOAT)?.map_or(default, |a| a.f))
     }
 
-    fn ints(&mut self, name: &'a str) -> Result<Option<Vec<i64>>, String> {
+    pub(super) fn ints(&mut self, name: &'a str) -> Result<Option<Vec<i64>>, String> {
         Ok(self.get(name, attr_type::INTS)?.map(|a| a.ints.clone()))
     }
 
-    fn string(&mut self, name: &'a str, default: &str) -> Result<String, String> {
+    pub(super) fn string(&mut self, name: &'a str, default: &str) -> Result<String, String> {
         Ok(self
             .get(name, attr_type::STRING)?
             .map_or(default.to_string(), |a| {
@@ -449,7 +466,7 @@ impl<'a> Attrs<'a> {
     }
 
     /// Refuses the attributes not read (each op reads all it supports).
-    fn done(self, op: &str) -> Result<(), String> {
+    pub(super) fn done(self, op: &str) -> Result<(), String> {
         match self
             .list
             .iter()
@@ -1203,12 +1220,12 @@ fn wrap(t: Tensor, kind: Option<bool>) -> Val {
     }
 }
 
-fn ints(t: &Tensor) -> Result<Vec<i64>, String> {
+pub(super) fn ints(t: &Tensor) -> Result<Vec<i64>, String> {
     t.ints()
         .ok_or_else(|| "an integer constant holds a fraction".into())
 }
 
-fn block(at: &mut Attrs) -> Result<usize, String> {
+pub(super) fn block(at: &mut Attrs) -> Result<usize, String> {
     let b = at.int("blocksize", 0)?;
     if !(1..=crate::model::frame::MAX_UNSHUFFLE as i64).contains(&b) {
         return Err(format!(
@@ -1219,7 +1236,7 @@ fn block(at: &mut Attrs) -> Result<usize, String> {
     Ok(b as usize)
 }
 
-fn unsqueeze(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>, String> {
+pub(super) fn unsqueeze(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>, String> {
     if dims.len() + axes.len() > MAX_RANK {
         return Err(format!(
             "a result of rank {} (at most {MAX_RANK})",
@@ -1247,7 +1264,7 @@ fn unsqueeze(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>, String> {
         .collect())
 }
 
-fn squeeze(dims: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>, String> {
+pub(super) fn squeeze(dims: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>, String> {
     let r = dims.len() as i64;
     let ax: Vec<i64> = match axes {
         Some(a) => a.iter().map(|&a| if a < 0 { a + r } else { a }).collect(),
@@ -1268,7 +1285,7 @@ fn squeeze(dims: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>, String> {
 }
 
 /// A `Constant` node's value.
-fn constant_node(at: &mut Attrs) -> Result<Tensor, String> {
+pub(super) fn constant_node(at: &mut Attrs) -> Result<Tensor, String> {
     let mut found = Vec::new();
     if let Some(a) = at.get("value", attr_type::TENSOR)? {
         found.push(Tensor::from_proto(

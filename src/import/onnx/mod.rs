@@ -3,10 +3,14 @@
 //! ([`graph`]): the patch MLP ([`Model`]) and the convolution stack of DnCNN and FFDNet
 //! ([`Cnn`]). Batch norm is folded into its convolution and the pixel (un)shuffle's channel
 //! order into the first and last convolutions' weights, all before anything is shared.
-//! Whatever else a graph holds is refused by node, op and attribute. The settings a graph
+//! A network the chain walk refuses is walked as a CNN graph ([`dag`], [`Graph`]: U-Nets,
+//! RED-CNN, DRUNet; docs/graph.md); when both refuse it, the refusal of the walk that read
+//! further into the file is reported. Whatever else a graph holds is refused by node, op and
+//! attribute. The settings a graph
 //! does not carry (the MLP's mean shift, residual, aggregation; the noise level trained for)
 //! are the model's `metadata_props`, with the keys of the `.safetensors` metadata.
 
+mod dag;
 mod graph;
 pub mod proto;
 mod tensor;
@@ -21,8 +25,10 @@ use ndarray::{Array1, Array2};
 use self::graph::{Act, Family, Refusal, Walked};
 use self::tensor::Tensor;
 use crate::model::cnn::{Cnn, CnnMeta, Conv};
+use crate::model::graph::Graph;
 use crate::model::mlp::{Activation, Layer, Model, ModelError};
 
+pub use self::dag::GRAPH_OPS;
 pub use self::graph::SUPPORTED_OPS;
 
 /// Largest file accepted (the `.npz` reader's total).
@@ -45,6 +51,8 @@ const IR_VERSIONS: RangeInclusive<i64> = 3..=14;
 pub enum Net {
     Mlp(Model),
     Cnn(Cnn),
+    /// A CNN graph (docs/graph.md): run in float so far.
+    Graph(Graph),
 }
 
 /// True for a file named `.onnx` (ONNX has no magic number to tell it by).
@@ -126,8 +134,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
         .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
         .collect();
-    match std_set[..] {
-        [v] if OPSETS.contains(&v) => {}
+    let opset = match std_set[..] {
+        [v] if OPSETS.contains(&v) => v,
         [v] => {
             return Err(not_onnx(
                 path,
@@ -145,11 +153,60 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
                 "no single opset of the standard domain is imported",
             ))
         }
-    }
+    };
     let g = m
         .graph
         .as_ref()
         .ok_or_else(|| not_onnx(path, "the model has no graph"))?;
+    let node_refusal = |r: Refusal| match r.node {
+        Some((node, op)) => ModelError::OnnxNode {
+            path: path.to_path_buf(),
+            node,
+            op,
+            msg: r.msg,
+        },
+        None => not_onnx(path, r.msg),
+    };
+    let walked = match graph::walk(g, initializers(path, g)?) {
+        Ok(w) => w,
+        Err(chain) => {
+            return match dag::walk(g, initializers(path, g)?, opset) {
+                Ok(d) => Ok(Net::Graph(graph_net(path, d, &metadata(path, &m)?)?)),
+                // On a tie the chain walk's reason stands for an op it reads (its messages
+                // for those are the specific ones) and for a graph-wide refusal of the
+                // graph walk (an MLP's input); otherwise the graph walk says why.
+                Err(r)
+                    if r.at > chain.at
+                        || (r.at == chain.at && r.node.is_some() && !chain_reads(&chain)) =>
+                {
+                    Err(node_refusal(r))
+                }
+                Err(_) => Err(node_refusal(chain)),
+            };
+        }
+    };
+    let md = metadata(path, &m)?;
+    let net = match walked.stack.family {
+        Family::Mlp => Net::Mlp(mlp(path, walked, &md)?),
+        Family::Cnn => Net::Cnn(cnn(path, walked, &md)?),
+    };
+    Ok(net)
+}
+
+/// Whether the chain walk refused a node whose op it reads.
+fn chain_reads(r: &Refusal) -> bool {
+    r.node.as_ref().is_some_and(|(_, op)| {
+        SUPPORTED_OPS
+            .split(", ")
+            .any(|s| s.split(' ').next() == Some(op.as_str()))
+    })
+}
+
+/// The graph's initializers, by name, checked finite (read again for a second walk).
+fn initializers<'g>(
+    path: &Path,
+    g: &'g proto::GraphProto,
+) -> Result<HashMap<&'g str, Tensor>, ModelError> {
     let mut consts: HashMap<&str, Tensor> = HashMap::new();
     for t in &g.initializer {
         let v = Tensor::from_proto(t, usize::MAX).map_err(|msg| ModelError::Tensor {
@@ -171,15 +228,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
             ));
         }
     }
-    let walked = graph::walk(g, consts).map_err(|r: Refusal| match r.node {
-        Some((node, op)) => ModelError::OnnxNode {
-            path: path.to_path_buf(),
-            node,
-            op,
-            msg: r.msg,
-        },
-        None => not_onnx(path, r.msg),
-    })?;
+    Ok(consts)
+}
+
+/// The model's `metadata_props`, each key once.
+fn metadata(path: &Path, m: &proto::ModelProto) -> Result<HashMap<String, String>, ModelError> {
     let mut md: HashMap<String, String> = HashMap::new();
     for e in &m.metadata_props {
         if md.insert(e.key.clone(), e.value.clone()).is_some() {
@@ -190,11 +243,25 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
             });
         }
     }
-    let net = match walked.stack.family {
-        Family::Mlp => Net::Mlp(mlp(path, walked, &md)?),
-        Family::Cnn => Net::Cnn(cnn(path, walked, &md)?),
+    Ok(md)
+}
+
+/// A CNN graph with the settings of its metadata (those of a CNN), checked.
+fn graph_net(
+    path: &Path,
+    d: dag::Walked,
+    md: &HashMap<String, String>,
+) -> Result<Graph, ModelError> {
+    let (sigma, fixed_point) = cnn_settings(path, md)?;
+    let g = Graph {
+        nodes: d.nodes,
+        output: d.output,
+        sigma,
+        fixed_point,
+        window: super::safetensors::declared_window(path, Some(md))?,
     };
-    Ok(net)
+    g.validate(path)?;
+    Ok(g)
 }
 
 fn mlp(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Model, ModelError> {
@@ -230,11 +297,13 @@ fn mlp(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Model, Mo
     Ok(m)
 }
 
-fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, ModelError> {
-    let mut meta = CnnMeta {
-        sigma: 25.0,
-        residual: w.residual,
-    };
+/// A CNN's settings from the model's metadata: the noise level it was trained for (25 when
+/// not given) and its fixed-point settings.
+fn cnn_settings(
+    path: &Path,
+    md: &HashMap<String, String>,
+) -> Result<(f64, Option<[u32; 3]>), ModelError> {
+    let mut sigma = 25.0;
     let mut fixed_point = None;
     let mut keys: Vec<&String> = md.keys().collect();
     keys.sort_unstable();
@@ -242,7 +311,7 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
         let value = &md[key];
         match key.as_str() {
             "sigma" => match value.trim().parse::<f64>() {
-                Ok(s) if s.is_finite() && s > 0.0 => meta.sigma = s,
+                Ok(s) if s.is_finite() && s > 0.0 => sigma = s,
                 _ => {
                     return Err(ModelError::Setting {
                         path: path.to_path_buf(),
@@ -274,6 +343,15 @@ fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, Mode
             }
         }
     }
+    Ok((sigma, fixed_point))
+}
+
+fn cnn(path: &Path, w: Walked, md: &HashMap<String, String>) -> Result<Cnn, ModelError> {
+    let (sigma, fixed_point) = cnn_settings(path, md)?;
+    let meta = CnnMeta {
+        sigma,
+        residual: w.residual,
+    };
     let frame = w.stack.frame;
     let mut convs: Vec<Conv> = w
         .stack

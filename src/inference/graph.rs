@@ -1,0 +1,436 @@
+//! Float inference of a CNN graph ([`crate::model::graph`]): each node in order, on
+//! channel-major maps, in f64, with every op as ONNX defines it (onnxruntime is the reference:
+//! tests/graph_float.rs). Direct loops, parallel over output channels: the reference the
+//! fixed-point oracle and the secure run will be measured against, not yet a fast path.
+//! The linear kernels are generic over [`Scalar`], so that the fixed-point oracle runs the
+//! same loops on ring elements (wrapping u64), as the CNN's float and oracle share im2col.
+
+use ndarray::Array2;
+use rayon::prelude::*;
+
+use crate::model::cnn::{denormalize, normalize};
+use crate::model::graph::{ConvOp, Coords, Graph, Interp, Op, Resize, Rounding, Window};
+use crate::model::preprocess::Preprocess;
+
+/// What the kernels compute on: f64, or ring elements (wrapping u64).
+pub trait Scalar: Copy + Default + Send + Sync {
+    /// self + w x.
+    fn mul_add(self, w: Self, x: Self) -> Self;
+}
+
+impl Scalar for f64 {
+    fn mul_add(self, w: f64, x: f64) -> f64 {
+        self + w * x
+    }
+}
+
+impl Scalar for u64 {
+    fn mul_add(self, w: u64, x: u64) -> u64 {
+        self.wrapping_add(w.wrapping_mul(x))
+    }
+}
+
+/// A channel-major map: `c` planes of `h` x `w`, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Map<T = f64> {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub v: Vec<T>,
+}
+
+impl<T: Scalar> Map<T> {
+    pub fn zeros(c: usize, h: usize, w: usize) -> Map<T> {
+        Map {
+            c,
+            h,
+            w,
+            v: vec![T::default(); c * h * w],
+        }
+    }
+
+    pub fn plane(&self, c: usize) -> &[T] {
+        &self.v[c * self.h * self.w..(c + 1) * self.h * self.w]
+    }
+
+    /// `f(channel, value)` of every value.
+    pub fn map(&self, f: impl Fn(usize, T) -> T) -> Map<T> {
+        let hw = self.h * self.w;
+        Map {
+            v: self
+                .v
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| f(i / hw, x))
+                .collect(),
+            ..*self
+        }
+    }
+}
+
+impl Graph {
+    /// The graph's output on a normalised one-channel input (h x w, row-major), whose sides
+    /// must be multiples of the total stride ([`Graph::padded_size`]). Each tensor is dropped
+    /// after its last reader.
+    pub fn run_float(&self, input: &[f64], h: usize, w: usize) -> Result<Map, String> {
+        if self.padded_size(h, w)? != (h, w) || input.len() != h * w {
+            return Err(format!(
+                "{} values for a {h} x {w} input whose sides are not multiples of the total \
+                 stride {:?}",
+                input.len(),
+                self.total_stride()?
+            ));
+        }
+        let n = self.nodes.len();
+        let mut last = vec![0; n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            node.inputs.iter().for_each(|&t| last[t] = i);
+        }
+        last[self.output] = usize::MAX;
+        let mut maps: Vec<Option<Map>> = vec![None; n];
+        maps[0] = Some(Map {
+            c: 1,
+            h,
+            w,
+            v: input.to_vec(),
+        });
+        for (i, node) in self.nodes.iter().enumerate().skip(1) {
+            let ins: Vec<&Map> = node
+                .inputs
+                .iter()
+                .map(|&t| maps[t].as_ref().expect("made before and not yet dropped"))
+                .collect();
+            let out = eval(&node.op, &ins);
+            maps[i] = Some(out);
+            for &t in &node.inputs {
+                if last[t] == i {
+                    maps[t] = None;
+                }
+            }
+        }
+        Ok(maps[self.output].take().expect("the output is kept"))
+    }
+
+    /// Float denoising of a noisy image (0..255): normalised as `pre` says, padded by
+    /// repeating its last row and column to a multiple of the total stride, run, cropped and
+    /// put back on the 0..255 scale (not clipped).
+    pub fn denoise_float(
+        &self,
+        image: &Array2<f64>,
+        pre: &Preprocess,
+    ) -> Result<Array2<f64>, String> {
+        let (h, w) = image.dim();
+        let (ph, pw) = self.padded_size(h, w)?;
+        let input: Vec<f64> = (0..ph)
+            .flat_map(|y| (0..pw).map(move |x| (y.min(h - 1), x.min(w - 1))))
+            .map(|p| normalize(pre, image[p]))
+            .collect();
+        let out = self.run_float(&input, ph, pw)?;
+        Ok(Array2::from_shape_fn((h, w), |(y, x)| {
+            denormalize(pre, out.v[y * pw + x])
+        }))
+    }
+
+    /// How an image at noise level `sigma` enters the network: scaled by sigma*/sigma when
+    /// `scale_noise`, as a CNN without a noise map.
+    pub fn preprocess(&self, sigma: f64, scale_noise: bool) -> Preprocess {
+        Preprocess::new(sigma, self.sigma, scale_noise)
+    }
+}
+
+/// One node's output.
+fn eval(op: &Op, ins: &[&Map]) -> Map {
+    let x = ins[0];
+    match op {
+        Op::Input => unreachable!("node 0 is the input"),
+        Op::Conv(c) if c.transposed => conv_transpose(c, &c.w, &c.b, x),
+        Op::Conv(c) => conv(c, &c.w, &c.b, x),
+        Op::Add => zip(x, ins[1], |a, b| a + b),
+        Op::Sub => zip(x, ins[1], |a, b| a - b),
+        Op::Concat => concat(ins),
+        Op::Affine { scale, shift } => {
+            let at = |v: &[f64], c: usize| v[if v.len() == 1 { 0 } else { c }];
+            x.map(|c, v| v * at(&scale[..], c) + at(&shift[..], c))
+        }
+        Op::AvgPool { window, count_pad } => pool(window, x, |vals, all| {
+            let n = if *count_pad { all } else { vals.len() };
+            vals.iter().sum::<f64>() / n as f64
+        }),
+        Op::MaxPool { window } => pool(window, x, |vals, _| {
+            vals.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        }),
+        Op::Resize(r) => resize(r, x, |t| t),
+        Op::DepthToSpace { block, crd } => depth_to_space(x, *block, *crd),
+        Op::SpaceToDepth { block } => space_to_depth(x, *block),
+        Op::Relu => x.map(|_, v| v.max(0.0)),
+        Op::LeakyRelu { alpha } => x.map(|_, v| if v < 0.0 { alpha * v } else { v }),
+        Op::PRelu { slope } => x.map(|c, v| {
+            let a = slope[if slope.len() == 1 { 0 } else { c }];
+            if v < 0.0 {
+                a * v
+            } else {
+                v
+            }
+        }),
+        Op::Clip { lo, hi } => x.map(|_, v| {
+            let v = lo.map_or(v, |l| v.max(l));
+            hi.map_or(v, |h| v.min(h))
+        }),
+    }
+}
+
+/// `f` of two maps' values, pairwise.
+pub fn zip<T: Scalar>(a: &Map<T>, b: &Map<T>, f: impl Fn(T, T) -> T) -> Map<T> {
+    Map {
+        v: a.v.iter().zip(&b.v).map(|(&x, &y)| f(x, y)).collect(),
+        ..*a
+    }
+}
+
+/// The maps' channels one after the other.
+pub fn concat<T: Scalar>(ins: &[&Map<T>]) -> Map<T> {
+    Map {
+        c: ins.iter().map(|m| m.c).sum(),
+        v: ins.iter().flat_map(|m| m.v.iter().copied()).collect(),
+        ..*ins[0]
+    }
+}
+
+/// Output positions of a window on an axis of `n` (ONNX's floor rule).
+fn out_len(n: usize, w: &Window, a: usize) -> usize {
+    let span = w.dilation[a] * (w.kernel[a] - 1) + 1;
+    (n + w.pads[a] + w.pads[a + 2] - span) / w.stride[a] + 1
+}
+
+/// Input positions a window's tap `t` reads for output `o` (None: padding).
+fn tap(o: usize, t: usize, w: &Window, a: usize, n: usize) -> Option<usize> {
+    let i = (o * w.stride[a] + t * w.dilation[a]) as isize - w.pads[a] as isize;
+    (0..n as isize).contains(&i).then_some(i as usize)
+}
+
+/// A convolution of `x` with the shape of `c` and weights `w`, biases `b` (`c`'s layout).
+pub fn conv<T: Scalar>(c: &ConvOp, w: &[T], b: &[T], x: &Map<T>) -> Map<T> {
+    let win = &c.window;
+    let (oh, ow) = (out_len(x.h, win, 0), out_len(x.w, win, 1));
+    let [kh, kw] = win.kernel;
+    let (cin_g, cout_g) = (c.cin / c.groups, c.cout / c.groups);
+    let mut out = Map::zeros(c.cout, oh, ow);
+    out.v
+        .par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(o, plane)| {
+            plane.fill(b[o]);
+            let g = o / cout_g;
+            for ci in 0..cin_g {
+                let src = x.plane(g * cin_g + ci);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wv = w[((o * cin_g + ci) * kh + ky) * kw + kx];
+                        for y in 0..oh {
+                            let Some(iy) = tap(y, ky, win, 0, x.h) else {
+                                continue;
+                            };
+                            let row = &src[iy * x.w..(iy + 1) * x.w];
+                            for (xo, d) in plane[y * ow..(y + 1) * ow].iter_mut().enumerate() {
+                                if let Some(ix) = tap(xo, kx, win, 1, x.w) {
+                                    *d = d.mul_add(wv, row[ix]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// ONNX's ConvTranspose: each input value scatters its kernel into the output.
+pub fn conv_transpose<T: Scalar>(c: &ConvOp, w: &[T], b: &[T], x: &Map<T>) -> Map<T> {
+    let win = &c.window;
+    let [kh, kw] = win.kernel;
+    let [s0, s1] = win.stride;
+    let [d0, d1] = win.dilation;
+    let size = |n: usize, a: usize| {
+        ((n - 1) * win.stride[a] + win.dilation[a] * (win.kernel[a] - 1) + c.output_padding[a] + 1)
+            as isize
+            - (win.pads[a] + win.pads[a + 2]) as isize
+    };
+    let (oh, ow) = (size(x.h, 0) as usize, size(x.w, 1) as usize);
+    let (cin_g, cout_g) = (c.cin / c.groups, c.cout / c.groups);
+    let (p0, p1) = (win.pads[0] as isize, win.pads[1] as isize);
+    let mut out = Map::zeros(c.cout, oh, ow);
+    out.v
+        .par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(o, plane)| {
+            plane.fill(b[o]);
+            let (g, oc) = (o / cout_g, o % cout_g);
+            for ci in g * cin_g..(g + 1) * cin_g {
+                let src = x.plane(ci);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wv = w[((ci * cout_g + oc) * kh + ky) * kw + kx];
+                        for iy in 0..x.h {
+                            let oy = (iy * s0 + ky * d0) as isize - p0;
+                            if oy < 0 || oy >= oh as isize {
+                                continue;
+                            }
+                            let dst = &mut plane[oy as usize * ow..(oy as usize + 1) * ow];
+                            for (ix, &v) in src[iy * x.w..(iy + 1) * x.w].iter().enumerate() {
+                                let ox = (ix * s1 + kx * d1) as isize - p1;
+                                if (0..ow as isize).contains(&ox) {
+                                    let d = &mut dst[ox as usize];
+                                    *d = d.mul_add(wv, v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// A pooling: `f` of the window's values inside the map, and the window's full size.
+pub fn pool<T: Scalar>(win: &Window, x: &Map<T>, f: impl Fn(&[T], usize) -> T + Sync) -> Map<T> {
+    let (oh, ow) = (out_len(x.h, win, 0), out_len(x.w, win, 1));
+    let [kh, kw] = win.kernel;
+    let mut out = Map::zeros(x.c, oh, ow);
+    out.v
+        .par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(c, plane)| {
+            let src = x.plane(c);
+            let mut vals = Vec::with_capacity(kh * kw);
+            for y in 0..oh {
+                for xo in 0..ow {
+                    vals.clear();
+                    for ky in 0..kh {
+                        let Some(iy) = tap(y, ky, win, 0, x.h) else {
+                            continue;
+                        };
+                        for kx in 0..kw {
+                            if let Some(ix) = tap(xo, kx, win, 1, x.w) {
+                                vals.push(src[iy * x.w + ix]);
+                            }
+                        }
+                    }
+                    plane[y * ow + xo] = f(&vals, kh * kw);
+                }
+            }
+        });
+    out
+}
+
+/// For each output position on an axis of `n` up-sampled by `r`: the source positions and
+/// their weights (ONNX's Resize with constant whole scales).
+pub fn resize_taps(r: &Resize, n: usize, a: usize) -> Vec<[(usize, f64); 2]> {
+    let s = r.scale[a];
+    let len = n * s;
+    (0..len)
+        .map(|i| {
+            let x = match r.coords {
+                Coords::HalfPixel => (i as f64 + 0.5) / s as f64 - 0.5,
+                Coords::PytorchHalfPixel if len > 1 => (i as f64 + 0.5) / s as f64 - 0.5,
+                Coords::PytorchHalfPixel => 0.0,
+                Coords::Asymmetric => i as f64 / s as f64,
+            };
+            let last = (n - 1) as f64;
+            match r.interp {
+                Interp::Nearest(mode) => {
+                    let f = x.floor();
+                    let half = x - f == 0.5;
+                    let j = match mode {
+                        Rounding::RoundPreferFloor if half => f,
+                        Rounding::RoundPreferCeil if half => f + 1.0,
+                        Rounding::RoundPreferFloor | Rounding::RoundPreferCeil => x.round(),
+                        Rounding::Floor => f,
+                        Rounding::Ceil => x.ceil(),
+                    };
+                    [(j.clamp(0.0, last) as usize, 1.0), (0, 0.0)]
+                }
+                Interp::Linear => {
+                    let x = x.clamp(0.0, last);
+                    let x0 = x.floor() as usize;
+                    let x1 = (x0 + 1).min(n - 1);
+                    let t = x - x0 as f64;
+                    [(x0, 1.0 - t), (x1, t)]
+                }
+            }
+        })
+        .collect()
+}
+
+/// A resize whose tap weights are `weight(t)` in `T`.
+pub fn resize<T: Scalar>(r: &Resize, x: &Map<T>, weight: impl Fn(f64) -> T + Sync) -> Map<T> {
+    let (ty, tx) = (resize_taps(r, x.h, 0), resize_taps(r, x.w, 1));
+    let (oh, ow) = (ty.len(), tx.len());
+    let mut out = Map::zeros(x.c, oh, ow);
+    out.v
+        .par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(c, plane)| {
+            let src = x.plane(c);
+            for (y, wy) in ty.iter().enumerate() {
+                for (xo, wx) in tx.iter().enumerate() {
+                    let mut s = T::default();
+                    for &(iy, a) in wy {
+                        for &(ix, b) in wx {
+                            if a != 0.0 && b != 0.0 {
+                                s = s.mul_add(weight(a * b), src[iy * x.w + ix]);
+                            }
+                        }
+                    }
+                    plane[y * ow + xo] = s;
+                }
+            }
+        });
+    out
+}
+
+/// ONNX's DepthToSpace: output channel c, offset (i, j) in its block, from input channel
+/// (i b + j) C' + c (DCR) or c b^2 + i b + j (CRD).
+pub fn depth_to_space<T: Scalar>(x: &Map<T>, b: usize, crd: bool) -> Map<T> {
+    let c2 = x.c / (b * b);
+    let (oh, ow) = (x.h * b, x.w * b);
+    let mut out = Map::zeros(c2, oh, ow);
+    for c in 0..c2 {
+        for i in 0..b {
+            for j in 0..b {
+                let from = if crd {
+                    c * b * b + i * b + j
+                } else {
+                    (i * b + j) * c2 + c
+                };
+                let src = x.plane(from);
+                for y in 0..x.h {
+                    for xx in 0..x.w {
+                        out.v[(c * oh + y * b + i) * ow + xx * b + j] = src[y * x.w + xx];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// ONNX's SpaceToDepth: output channel (i b + j) C + c holds offset (i, j) of every block
+/// of input channel c.
+pub fn space_to_depth<T: Scalar>(x: &Map<T>, b: usize) -> Map<T> {
+    let (oh, ow) = (x.h / b, x.w / b);
+    let mut out = Map::zeros(x.c * b * b, oh, ow);
+    for i in 0..b {
+        for j in 0..b {
+            for c in 0..x.c {
+                let to = (i * b + j) * x.c + c;
+                let src = x.plane(c);
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        out.v[(to * oh + y) * ow + xx] = src[(y * b + i) * x.w + xx * b + j];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
