@@ -370,9 +370,9 @@ impl<'g> Dag<'g> {
                     p.push(t.data);
                 }
                 let mut scale = Vec::with_capacity(c);
-                for o in 0..c {
-                    let v = p[3][o] + eps;
-                    let g = p[0][o] / v.sqrt();
+                for (o, (&gamma, &var)) in p[0].iter().zip(&p[3]).enumerate() {
+                    let v = var + eps;
+                    let g = gamma / v.sqrt();
                     if v <= 0.0 || !g.is_finite() {
                         return Err(format!(
                             "channel {o}: variance + epsilon = {v} is not positive"
@@ -405,7 +405,7 @@ impl<'g> Dag<'g> {
                             "Sub" => (ones, k.iter().map(|v| -v).collect()),
                             "Mul" => (k, vec![0.0]),
                             _ => {
-                                if k.iter().any(|&v| v == 0.0) {
+                                if k.contains(&0.0) {
                                     return Err("divides by zero".into());
                                 }
                                 (k.iter().map(|v| 1.0 / v).collect(), vec![0.0])

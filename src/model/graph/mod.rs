@@ -403,7 +403,7 @@ pub fn check_op(op: &Op) -> Result<(), String> {
             let [d0, d1] = window.dilation;
             let p = window.pads;
             // A pad as wide as the window would make a window of padding only.
-            if p[0].max(p[2]) >= (kh - 1) * d0 + 1 || p[1].max(p[3]) >= (kw - 1) * d1 + 1 {
+            if p[0].max(p[2]) > (kh - 1) * d0 || p[1].max(p[3]) > (kw - 1) * d1 {
                 return Err(format!("pads {p:?} as wide as the window"));
             }
             Ok(())

@@ -96,7 +96,7 @@ fn window_axes(x: &Shape, w: &Window, c: usize) -> Shape {
 fn transposed(c: &ConvOp, a: usize, e: Extent) -> Result<Extent, String> {
     let w = &c.window;
     let s = w.stride[a];
-    if e.stride % s != 0 {
+    if !e.stride.is_multiple_of(s) {
         return Err(format!(
             "up-samples by {s} a map at 1/{} of the image's resolution (finer than the image)",
             e.stride
@@ -192,7 +192,7 @@ fn infer_unbounded(op: &Op, ins: &[Shape]) -> Result<Shape, String> {
         Op::Resize(r) => {
             let up = |a: usize, e: Extent| -> Result<Extent, String> {
                 let s = r.scale[a];
-                if e.stride % s != 0 {
+                if !e.stride.is_multiple_of(s) {
                     return Err(format!(
                         "up-samples by {s} a map at 1/{} of the image's resolution",
                         e.stride
