@@ -302,9 +302,13 @@ impl Dir {
                 let inputs = self.inputs(p as u8, run, weights);
                 // A consumed triplet file is spent afterwards: a sealed one removed, unopened;
                 // a plain one cut to its header (opened for writing, once).
-                let spent = self.p(&format!("{run}.p{p}"));
+                let spent: Vec<String> = if self.plain {
+                    vec![self.p(&format!("{run}.p{p}"))]
+                } else {
+                    Vec::new()
+                };
                 let trace = self.p(&format!("serve-{run}-{p}.trace"));
-                opened_once(&trace, &inputs, &[spent]);
+                opened_once(&trace, &inputs, &spent);
             }
         }
         let mut a: Vec<String> = vec!["--json".into(), "reconstruct".into()];
