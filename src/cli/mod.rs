@@ -107,7 +107,7 @@ fn dispatch(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summary
             Command::Serve(a)
         }
         Command::Demo(mut a) => {
-            a.quiet |= quiet;
+            a.run.quiet |= quiet;
             Command::Demo(a)
         }
         Command::Table(mut a) => {
