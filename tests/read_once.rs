@@ -145,8 +145,10 @@ impl Dir {
                 &self.p("noisy.png"),
                 "--model",
                 &model_pub,
+                // Estimated from the pixels: the receiver's facts are then written, and read
+                // by `reconstruct --job-facts`.
                 "--sigma",
-                "25",
+                "auto",
                 "--out",
                 &self.p("image"),
             ],
@@ -322,10 +324,13 @@ impl Dir {
             }
         }
         let job = self.p("image.pub");
+        // The receiver's facts of the job too (and, signed, the gateway's copy of them).
+        let facts = self.p("image.rx.json");
         for (flag, v) in [
             ("--out", self.p("out.png")),
             ("--job-id", job_id_of(Path::new(&job))),
             ("--job", job.clone()),
+            ("--job-facts", facts.clone()),
         ] {
             a.extend([flag.to_string(), v]);
         }
@@ -336,7 +341,42 @@ impl Dir {
         let o = self.traced("rx", &a).output().expect("run strace");
         succeeded(&o, "reconstruct");
         shares.push(job);
+        shares.push(facts.clone());
+        if !self.plain {
+            shares.push(format!("{facts}.sig"));
+        }
         opened_once(&self.p("rx.trace"), &shares, &[]);
+    }
+
+    /// `serve --study` of both servers over `study/` (with their opened weights when
+    /// `weights`), each traced as `<trace>-<p>`; each server's outcome.
+    fn serve_study(&self, trace: &str, weights: bool) -> [Output; 2] {
+        start_pair(&self.dir, |p, addr| {
+            let me = format!("s{p}");
+            let mut a = self.party_args("serve", p, "state");
+            a.push("--quiet".into());
+            for (flag, v) in [
+                ("--model", self.p(&format!("model.p{p}"))),
+                ("--study", self.p("study")),
+                ("--sign-key", self.key(&format!("{me}.sign-key"))),
+                ("--out-to", self.key("rx.age-recipient")),
+            ] {
+                a.extend([flag.to_string(), v]);
+            }
+            if weights {
+                a.extend(["--weights".into(), self.p(&format!("weights.p{p}"))]);
+            }
+            a.extend(addr.iter().cloned());
+            self.traced(&format!("{trace}-{p}"), &a)
+                .spawn()
+                .expect("start strace")
+        })
+        .map(|c| wait_limit(c, LIMIT))
+    }
+
+    /// Slice `i`'s file `<stem>.p<p>` in the study folder.
+    fn slice(&self, i: usize, stem: &str, p: u8) -> String {
+        self.p(&format!("study/slice{i}/{stem}.p{p}"))
     }
 }
 
@@ -519,4 +559,198 @@ fn sealed_weights_refused_first(d: &Dir, npz: &str) {
             )),
         "a sealed --weights under --insecure-unsigned should be refused first: {err}"
     );
+}
+
+/// A study, sealed and signed, of `npz`'s model (dealt against a model mask, its weights
+/// opened once, when `mask`): `share-study`, `gen-triplets --study`, `serve --study` of both
+/// servers and `reconstruct --study`, each traced. The model share (and opened weights) are
+/// opened once for the study, not once per slice; each slice's image share, triplets, output
+/// share and record once. Then a slice that S1 must redo (its record gone, the slice dealt
+/// again): S0, which holds a record of the old run, opens the fresh triplets once, to tell
+/// that its record is of another run and then to run the slice from that same open.
+fn study_opens_each_input_once(write: fn(&Dir) -> &'static str, mask: bool) -> Dir {
+    let d = Dir::new(false);
+    let npz = write(&d);
+    d.run_ok(
+        &["share-model", "--model", &d.p(npz), "--out", &d.p("model")],
+        &d.to_servers("owner"),
+    );
+    std::fs::create_dir(d.dir.join("in")).unwrap();
+    let slices = 3;
+    let mut images = Vec::new();
+    for i in 0..slices {
+        let img = d.p(&format!("in/slice{i}.png"));
+        ok(&[
+            "add-noise",
+            "--image",
+            "builtin:phantom:21",
+            "--sigma",
+            "25",
+            "--seed",
+            &i.to_string(),
+            "--out",
+            &img,
+        ]);
+        images.push(img);
+    }
+    let model_pub = d.p("model.pub");
+    let mut a: Vec<String> = ["--json", "share-study", "--sigma", "25", "--in", "in"]
+        .map(String::from)
+        .to_vec();
+    a.extend(["--out", "study", "--model", "model.pub"].map(String::from));
+    for x in a
+        .iter_mut()
+        .filter(|x| ["in", "study", "model.pub"].contains(&x.as_str()))
+    {
+        *x = d.p(x);
+    }
+    a.extend(d.trust());
+    a.extend(d.to_servers("gateway"));
+    let o = d.traced("share-study", &a).output().expect("run strace");
+    succeeded(&o, "share-study");
+    let study_id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["study_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trace = d.p("share-study.trace");
+    opened_once(&trace, std::slice::from_ref(&model_pub), &[]);
+    // The one command that reads its inputs more than once, by design (docs/architecture.md):
+    // a study need not fit in memory, so each image is read by the scan (its format), by
+    // the check of every slice before anything is shared, and by its sharing (which takes
+    // only the bytes that were checked).
+    let text = std::fs::read_to_string(&trace).unwrap();
+    for img in &images {
+        let quoted = format!("\"{img}\"");
+        let opens = text
+            .lines()
+            .filter(|l| l.contains(&quoted) && l.contains("open"))
+            .count();
+        assert_eq!(opens, 3, "{img}: opened {opens} times by share-study");
+    }
+
+    if mask {
+        d.run_ok(
+            &[
+                "gen-model-mask",
+                "--model",
+                &model_pub,
+                "--out",
+                &d.p("mask"),
+            ],
+            &d.to_servers("dealer"),
+        );
+        d.open_weights();
+    }
+    let deal = |trace: &str, mask_record: &str| {
+        let mut a: Vec<String> = vec!["gen-triplets".into(), "--study".into(), d.p("study")];
+        a.extend(["--model".into(), model_pub.clone()]);
+        if mask {
+            a.extend(["--model-mask".into(), d.p(mask_record)]);
+        }
+        a.extend(d.to_servers("dealer"));
+        let o = d.traced(trace, &a).output().expect("run strace");
+        succeeded(&o, trace);
+    };
+    deal("deal", "mask.dealer");
+    let mut dealt = vec![model_pub.clone()];
+    dealt.extend((0..slices).map(|i| d.p(&format!("study/slice{i}/image.pub"))));
+    if mask {
+        dealt.push(d.p("mask.dealer"));
+    }
+    opened_once(&d.p("deal.trace"), &dealt, &[]);
+
+    let per_study = |p: u8| {
+        let mut i = vec![d.p(&format!("model.p{p}"))];
+        if mask {
+            i.push(d.p(&format!("weights.p{p}")));
+        }
+        i
+    };
+    for (p, o) in d.serve_study("study", mask).iter().enumerate() {
+        succeeded(o, "serve --study");
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["ran"].as_array().map(Vec::len), Some(slices), "{j}");
+        let p = p as u8;
+        let mut inputs = per_study(p);
+        for i in 0..slices {
+            inputs.extend(["image", "triplets"].map(|f| d.slice(i, f, p)));
+        }
+        opened_once(&d.p(&format!("study-{p}.trace")), &inputs, &[]);
+    }
+
+    // Slice 1 to redo: S1's record gone, the slice dealt again for both.
+    std::fs::remove_file(d.slice(1, "done", 1)).unwrap();
+    deal("redeal", "mask.dealer");
+    for (p, o) in d.serve_study("redo", mask).iter().enumerate() {
+        succeeded(o, "serve --study (slice 1 again)");
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["ran"], serde_json::json!([1]), "{j}");
+        let p = p as u8;
+        let mut inputs = per_study(p);
+        inputs.extend(["image", "triplets"].map(|f| d.slice(1, f, p)));
+        opened_once(&d.p(&format!("redo-{p}.trace")), &inputs, &[]);
+    }
+
+    let mut a = vec!["--json".to_string(), "reconstruct".into(), "--study".into()];
+    a.extend([d.p("study"), "--out".into(), d.p("back")]);
+    a.extend(["--study-id".into(), study_id]);
+    a.extend(["--identity".into(), d.key("rx.age-identity")]);
+    a.extend(d.trust());
+    let o = d.traced("rx-study", &a).output().expect("run strace");
+    succeeded(&o, "reconstruct --study");
+    let mut inputs = vec![d.p("study.sources.json"), d.p("study.sources.json.sig")];
+    for i in 0..slices {
+        for p in 0..2 {
+            inputs.extend(["out", "done"].map(|f| d.slice(i, f, p)));
+        }
+    }
+    opened_once(&d.p("rx-study.trace"), &inputs, &[]);
+    d
+}
+
+#[test]
+fn a_study_opens_each_input_once() {
+    strace_present();
+    study_opens_each_input_once(write_cnn, false);
+}
+
+/// An MLP study dealt against a model mask, each server's weights opened once
+/// (`serve --study --weights`): the opened weights too are read once for every slice, and
+/// each slice's triplets are checked against them: a slice dealt against another mask is
+/// refused by name.
+#[test]
+fn a_study_on_opened_weights_opens_each_input_once() {
+    strace_present();
+    let d = study_opens_each_input_once(write_mlp, true);
+    // Slice 1 dealt again, against a second mask the servers' weights were not opened under.
+    d.run_ok(
+        &[
+            "gen-model-mask",
+            "--model",
+            &d.p("model.pub"),
+            "--out",
+            &d.p("mask2"),
+        ],
+        &d.to_servers("dealer"),
+    );
+    std::fs::remove_file(d.slice(1, "done", 1)).unwrap();
+    let mut a: Vec<String> = vec!["gen-triplets".into(), "--study".into(), d.p("study")];
+    a.extend([
+        "--model".into(),
+        d.p("model.pub"),
+        "--slices".into(),
+        "1".into(),
+    ]);
+    a.extend(["--model-mask".into(), d.p("mask2.dealer")]);
+    a.extend(d.to_servers("dealer"));
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    for (p, o) in d.serve_study("mask2", true).iter().enumerate() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success()
+                && err.contains(&format!("weights.p{p}: opened under model mask"))
+                && err.contains("but the triplets were made against mask"),
+            "S{p}: a slice dealt against another mask should be refused by name: {err}"
+        );
+    }
 }

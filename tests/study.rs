@@ -386,7 +386,15 @@ fn a_folder_of_images_is_bit_exact_in_order_and_format_and_resumes() {
     };
     from_slice0("out.p0");
     assert_eq!(d.status()["left_spec"], "1");
-    refused(&d.try_reconstruct("res2"), &["slice(s) 1 not finished"]);
+    // Found on the receiver's one open of the share, checked against S0's record.
+    refused(
+        &d.try_reconstruct("res2"),
+        &[
+            "slice1/out.p0: is not the output share S0's completion record names",
+            "slice 1 is not finished; nothing written",
+        ],
+    );
+    assert!(!d.path("res2").exists(), "nothing written");
     // Slice 0's whole finished pair (both shares, both records: genuine, signed, one run,
     // each hash matching its share) put in slice 1: of another slice's job, so slice 1 is
     // still not finished.

@@ -252,7 +252,9 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let secs = t.elapsed().as_secs_f64();
     let mut download = 0;
     for p in a.share0.iter().chain(&a.share1) {
-        download += std::fs::metadata(p)?.len();
+        download += std::fs::metadata(p)
+            .with_context(|| format!("{}: cannot read", p.display()))?
+            .len();
     }
     let mut lines = vec![format!("wrote {} ({})", a.out.display(), enc.describe())];
     lines.extend(warning);

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::inputs::{load_clean, load_image, model_or_default, output_encoding};
@@ -675,11 +675,15 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
     }
     // The whole file is checked, not just the header: inspect is how a user asks whether a
     // share or triplet file survived a copy.
+    let bytes = f
+        .metadata()
+        .with_context(|| format!("{}: cannot read", file.display()))?
+        .len();
     let h = Opened::from_file(file, f)?.verify()?;
     let mut j = h.to_json();
     j["ok"] = true.into();
     j["checksum"] = "ok".into();
-    j["file_bytes"] = std::fs::metadata(file)?.len().into();
+    j["file_bytes"] = bytes.into();
     Ok(Summary {
         lines: vec![serde_json::to_string_pretty(&j)?],
         json: j,

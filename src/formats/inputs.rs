@@ -37,17 +37,6 @@ impl Maker {
     }
 }
 
-/// Refuses sealed files taken unsigned (`--insecure-unsigned`) before any is read: a sealed
-/// file comes from a real deployment, whose files are signed.
-pub fn refuse_sealed(inputs: &[&Path], maker: Maker) -> Result<()> {
-    for i in inputs {
-        if crate::formats::sealed::is_sealed(i).unwrap_or(false) {
-            anyhow::bail!("{}: {}", i.display(), maker.sealed_unsigned());
-        }
-    }
-    Ok(())
-}
-
 /// Opens `path`, made by `maker`, for a reader that accepts what `trust` says: one open, the
 /// header checked and its signer checked against the pinned key before anything else is
 /// read. The signature itself is verified when the body is read through the returned value.
@@ -68,6 +57,34 @@ pub fn open_signed_checking(
         Trust::InsecureUnsigned => Opened::open_plain_only(path, maker.sealed_unsigned())?,
         Trust::Pinned(_) => Opened::open(path)?,
     };
+    check_maker(o, trust, maker, first)
+}
+
+/// [`open_signed`] of `f`, already open at `path` (by a reader that checked something of
+/// the raw file first: a study's output share against its completion record).
+pub fn open_signed_file(
+    path: &Path,
+    f: std::fs::File,
+    trust: &Trust,
+    maker: Maker,
+) -> Result<Opened> {
+    let o = match trust {
+        Trust::InsecureUnsigned => Opened::from_file_plain_only(path, f, maker.sealed_unsigned())?,
+        Trust::Pinned(_) => Opened::from_file(path, f)?,
+    };
+    check_maker(o, trust, maker, &|_| Ok(()))
+}
+
+/// The checks of an opened file's maker: `first` on its header, then its signer against
+/// the pinned keys.
+fn check_maker(
+    o: Opened,
+    trust: &Trust,
+    maker: Maker,
+    first: &dyn Fn(&Header) -> Result<()>,
+) -> Result<Opened> {
+    let path = o.path().to_path_buf();
+    let path = path.as_path();
     first(o.header())?;
     match maker {
         Maker::Party => trust.check(path, o.header())?,

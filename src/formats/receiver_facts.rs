@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::container::{self, Header, Kind, Seal};
 use super::signing::{Signer, Trust};
 use super::study::{is_hex_id, read_json, write_json};
+use crate::fileio::bounded::open_at_most;
 use crate::image::window::{Units, Window};
 
 const FORMAT_TAG: &str = "ppdenoise-receiver-facts";
@@ -106,26 +107,20 @@ impl ReceiverFacts {
         let plain = ReceiverFacts::read(path)?;
         let sig = facts_sig(path);
         let pinned = matches!(trust, Trust::Pinned(_));
-        let meta = match std::fs::symlink_metadata(&sig) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !pinned => return Ok(plain),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+        let f = match open_at_most(&sig, MAX_SIG_BYTES, "signed receiver's facts")? {
+            None if !pinned => return Ok(plain),
+            None => bail!(
                 "{}: no signed copy of the receiver's facts {} (share-image --sign-key writes \
                  it beside them): unsigned facts could name another window or scaling",
                 sig.display(),
                 path.display()
             ),
-            r => r.with_context(|| format!("{}: cannot read", sig.display()))?,
+            Some(f) => f,
         };
-        if meta.len() > MAX_SIG_BYTES {
-            bail!(
-                "{}: {} bytes, more than signed receiver's facts can be",
-                sig.display(),
-                meta.len()
-            );
-        }
-        // The signer is checked against the pinned gateway key before the body is read;
-        // the signature itself is verified with the whole file, read from the same handle.
-        let o = container::Opened::open(&sig)?;
+        // One open, its size bounded above: the signer is checked against the pinned gateway
+        // key before the body is read; the signature itself is verified with the whole file,
+        // read from the same handle.
+        let o = container::Opened::from_file(&sig, f)?;
         o.expect(Kind::ReceiverFacts, None)?;
         trust.check(&sig, o.header())?;
         let (h, text): (Header, String) = o.read(Kind::ReceiverFacts, None)?;

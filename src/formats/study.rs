@@ -22,7 +22,7 @@
 //! its current triplets and an intact output; a slice with no record on either side is dealt
 //! again (fresh triplets, so both servers redo it).
 
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::container::{self, Header, Kind, Seal};
 use super::signing::{record_verifies, PublicKey, Role, Signer, Trust, SIGNATURE_BYTES};
 use crate::fileio::atomic;
+use crate::fileio::bounded::{open_at_most, read_at_most};
 use crate::image::series::StudyKind;
 use crate::image::window::Window;
 use crate::image::Format;
@@ -180,6 +181,13 @@ impl Manifest {
 
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
+        if !dir.join(MANIFEST).exists() && dir.is_dir() {
+            bail!(
+                "{}: no such file: is {} a study folder made by share-study?",
+                path.display(),
+                dir.display()
+            );
+        }
         let m: Manifest = read_json(&path)?;
         check_tag(&path, &m.format, m.version)?;
         check_ids(&path, &m.study_id, m.slices.iter())?;
@@ -316,28 +324,21 @@ impl Sources {
         trust: &Trust,
     ) -> Result<Option<Bound>> {
         let pinned = matches!(trust, Trust::Pinned(_));
-        let meta = match std::fs::symlink_metadata(binding) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !pinned => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+        let f = match open_at_most(binding, MAX_MANIFEST_BYTES, "a study binding")? {
+            None if !pinned => return Ok(None),
+            None => bail!(
                 "{}: no study binding: the gateway's signed list of the study's slices \
                  (share-study writes it beside the sources file; give --binding where it is \
                  kept); without it, slices swapped in the study folder and the sources file \
                  would go unnoticed",
                 binding.display()
             ),
-            r => r.with_context(|| format!("{}: cannot read", binding.display()))?,
+            Some(f) => f,
         };
-        if meta.len() > MAX_MANIFEST_BYTES {
-            bail!(
-                "{}: {} bytes, more than a study binding can be",
-                binding.display(),
-                meta.len()
-            );
-        }
-        // One open: the header's signer is checked against the pinned gateway key before the
-        // body is read; the signature itself is verified with the whole file, from the same
-        // handle.
-        let o = container::Opened::open(binding)?;
+        // One open, its size bounded above: the header's signer is checked against the
+        // pinned gateway key before the body is read; the signature itself is verified with
+        // the whole file, from the same handle.
+        let o = container::Opened::from_file(binding, f)?;
         o.expect(Kind::StudyBinding, None)?;
         trust.check(binding, o.header())?;
         let (_, text): (Header, String) = o.read(Kind::StudyBinding, None)?;
@@ -513,33 +514,50 @@ impl Done {
     /// Whether `out` is still the output this record was written for: its size, then its
     /// hash; for an unsigned plain share (no hash kept), its own checksum and the run's ids.
     pub fn output_intact(&self, out: &Path) -> bool {
-        match std::fs::metadata(out) {
-            Ok(m) if m.len() == self.bytes => {}
-            _ => return false,
+        let Ok(mut f) = std::fs::File::open(out) else {
+            return false;
+        };
+        if !matches!(self.intact_open(&mut f), Ok(true)) {
+            return false;
         }
-        match &self.blake3 {
-            Some(want) => matches!(hash_file(out), Ok((_, h)) if h == *want),
-            None => match super::container::verify(out) {
-                Ok(h) => {
-                    let hex = |i: &Option<[u8; 16]>| i.as_ref().map(super::container::id_hex);
-                    h.party == self.party
-                        && hex(&h.job_id).as_deref() == Some(self.job_id.as_str())
-                        && hex(&h.triplet_id).as_deref() == Some(self.triplet_id.as_str())
-                }
-                Err(_) => false,
-            },
+        self.blake3.is_some()
+            || container::Opened::from_file(out, f)
+                .and_then(|o| o.verify())
+                .is_ok_and(|h| {
+                    self.names_run(&h)
+                        && h.job_id.as_ref().map(container::id_hex).as_deref()
+                            == Some(self.job_id.as_str())
+                })
+    }
+
+    /// [`Done::output_intact`] on the share's one open `f`, read from its start (to its
+    /// recorded size and one byte more at most): its size, then its hash. For an unsigned
+    /// plain share, whose record keeps no hash, the size only. Either way the reader then
+    /// reads the share's header from the same open and compares it by [`Done::names_run`]
+    /// (a hash pass and a read are two passes over a file that may be written meanwhile;
+    /// the run named in the header the reader decodes is what ties it to this record).
+    pub fn intact_open(&self, f: &mut std::fs::File) -> std::io::Result<bool> {
+        f.rewind()?;
+        if f.metadata()?.len() != self.bytes {
+            return Ok(false);
         }
+        let Some(want) = &self.blake3 else {
+            return Ok(true);
+        };
+        let mut h = blake3::Hasher::new();
+        let n = std::io::copy(&mut f.take(self.bytes + 1), &mut h)?;
+        Ok(n == self.bytes && h.finalize().to_hex().as_str() == want.as_str())
+    }
+
+    /// Whether an output share's header `h` names this record's party and run (its job is
+    /// the reader's to check, against the job it expects).
+    pub fn names_run(&self, h: &Header) -> bool {
+        let hex = |i: &Option<[u8; 16]>| i.as_ref().map(container::id_hex);
+        h.party == self.party && hex(&h.triplet_id).as_deref() == Some(self.triplet_id.as_str())
     }
 }
 
-/// A file's size and BLAKE3 hash (hex).
-pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    hash_open(path, f)
-}
-
-/// [`hash_file`] of `f`, opened at `path` and positioned at its start.
+/// The size and BLAKE3 hash (hex) of `f`, opened at `path` and positioned at its start.
 fn hash_open(path: &Path, mut f: std::fs::File) -> Result<(u64, String)> {
     let mut h = blake3::Hasher::new();
     let n = std::io::copy(&mut f, &mut h)
@@ -584,20 +602,9 @@ fn check_ids<'a>(
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let meta = std::fs::metadata(path).with_context(|| {
-        format!(
-            "{}: cannot read (is this a study folder made by share-study?)",
-            path.display()
-        )
-    })?;
-    if meta.len() > MAX_MANIFEST_BYTES {
-        bail!(
-            "{}: {} bytes, more than a study file can be",
-            path.display(),
-            meta.len()
-        );
-    }
-    let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let f = open_at_most(path, MAX_MANIFEST_BYTES, "a study file")?
+        .with_context(|| format!("{}: no such file", path.display()))?;
+    let text = read_at_most(path, f, MAX_MANIFEST_BYTES)?;
     serde_json::from_slice(&text).with_context(|| format!("{}: malformed", path.display()))
 }
 

@@ -9,7 +9,6 @@ use anyhow::{bail, Result};
 use super::progress::{Mode, Progress};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
-use crate::formats::container::Header;
 use crate::formats::sealed::Recipient;
 use crate::formats::signing::{Signer, Trust};
 use crate::server::session::{self, LinkConfig};
@@ -65,20 +64,25 @@ pub fn serve_job(
     paths: &JobPaths,
     mode: Mode,
 ) -> Result<(Summary, server::RunIds)> {
-    serve_job_as(a, k, paths, mode, &format!("serve S{}", a.party), &|_| {
-        Ok(())
-    })
+    let label = format!("serve S{}", a.party);
+    let mut model = None;
+    let held = server::Held {
+        check_image: &|_| Ok(()),
+        model: &mut model,
+        triplets: None,
+    };
+    serve_job_as(a, k, paths, mode, &label, held)
 }
 
-/// [`serve_job`], its progress shown under `label` (a study's says which slice), the image
-/// share's header given to `check_image` as it is opened ([`server::prepare_checked`]).
+/// [`serve_job`], its progress shown under `label` (a study's says which slice), with what
+/// the caller holds across jobs ([`server::Held`]).
 pub fn serve_job_as(
     a: &ServeJob,
     k: &ServeKeys,
     paths: &JobPaths,
     mode: Mode,
     label: &str,
-    check_image: &dyn Fn(&Header) -> Result<()>,
+    held: server::Held,
 ) -> Result<(Summary, server::RunIds)> {
     let p = a.party;
     let files = JobFiles {
@@ -107,7 +111,7 @@ pub fn serve_job_as(
         .collect();
     check_output(&paths.out, &guarded)?;
     // `prepare` opens each input once; under --insecure-unsigned it refuses sealed ones.
-    let job = server::prepare_checked(files, check_image)?;
+    let job = server::prepare_held(files, held)?;
     if out_to.is_none() && !a.plain_out {
         if let Some(i) = job.sealed_input() {
             bail!(

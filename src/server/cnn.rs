@@ -1,13 +1,13 @@
 //! A CNN job: the same files and checks as an MLP job, the CNN's plan and protocol
 //! ([`crate::twopc::cnn`]).
 
+use std::sync::Arc;
+
 use anyhow::{bail, Result};
 
 use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
 use crate::corr::randomness::PartyRandomness;
-use crate::formats::bodies::{
-    is_cnn, public_cnn_plan, CnnModelShare, ImageShare, JobParams, OutputShare,
-};
+use crate::formats::bodies::{is_cnn, public_cnn_plan, ImageShare, JobParams, OutputShare};
 use crate::formats::checks::{
     check_cnn_job, check_noise_map, check_relu_batch, cnn_plan_from_header,
 };
@@ -22,7 +22,7 @@ use crate::twopc::cnn::{self, CnnJobInputs};
 use crate::twopc::protocol::{Nonlinear, Report, Weights};
 
 pub(super) struct CnnJob {
-    pub(super) plan: CnnPlan,
+    pub(super) plan: Arc<CnnPlan>,
     job: JobParams,
     /// This party's share of the encoded image (of the tile's band, for a tile).
     image: Vec<u64>,
@@ -39,21 +39,17 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         model,
         image,
         triplets,
-        ..
     } = inputs;
-    let (mh, ms): (_, CnnModelShare) = model.read(Kind::CnnModelShare, Some(p))?;
+    let super::loaded::Family::Cnn(plan) = &model.family else {
+        bail!("{}: is not a CNN's share", f.model.display());
+    };
+    let mh = model.header.clone();
     let (ih, is): (_, ImageShare) = image.read(Kind::ImageShare, Some(p))?;
     is.job.validate().map_err(|e| at(&f.image, e))?;
     if !is_cnn(&ih) {
         bail!(
             "{}: the image was shared for an MLP; share it for this CNN with `share-image --model model.pub`",
             f.image.display()
-        );
-    }
-    if let Some(w) = &f.weights {
-        bail!(
-            "{}: weights opened once per model are not supported for CNNs yet; run without --weights",
-            w.display()
         );
     }
     let t = open_triplets(&f, &mh, &ih, triplets)?;
@@ -66,7 +62,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     check_relu_batch(tr.lead.batch).map_err(|e| at(&f.triplets, e.to_string()))?;
-    let plan = ms.share_plan().map_err(|e| at(&f.model, e))?;
+    let plan = plan.clone();
     let (h, w) = (is.job.height, is.job.width);
     // A tile runs its band of rows as its job: everything is sized from the band.
     let tile = match th.info("tile") {

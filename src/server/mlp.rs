@@ -1,36 +1,32 @@
 //! An MLP job (the paper's protocol): its files' checks and its run.
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
+use super::loaded::LoadedWeights;
 use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
-use crate::corr::masks::{
-    mask_seed_digest, mask_shares, opened_digest, opened_mac, weight_count, MASK_SEEDS, OPENED_MAC,
-};
 use crate::corr::randomness::PartyRandomness;
-use crate::formats::bodies::{
-    is_cnn, ImageShare, JobParams, ModelShare, OpenedWeights, OutputShare,
-};
-use crate::formats::checks::{check_same_model, circuits_from_header, mask_id_of};
-use crate::formats::container::{self, Header, Kind};
+use crate::formats::bodies::{is_cnn, ImageShare, JobParams, OutputShare};
+use crate::formats::checks::circuits_from_header;
+use crate::formats::container::{Header, Kind};
 use crate::model::geometry::Geometry;
 use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
 use crate::ring::tiles::{patch_range, Tile};
 use crate::twopc::channel::Channel;
 use crate::twopc::protocol::{self, JobInputs, Nonlinear, Report, Weights};
-use crate::twopc::weights::Opened;
 
 pub(super) struct MlpJob {
-    plan: Plan,
+    plan: Arc<Plan>,
     job: JobParams,
     pub(super) geo: Geometry,
     /// This party's share of the encoded image.
     image: Vec<u64>,
     batch: usize,
     /// The weights opened once for the model, or None when the job opens them itself.
-    opened: Option<Opened>,
+    opened: Option<Arc<LoadedWeights>>,
     /// The tile the triplet file names, and its run of the patch grid.
     tile: Option<(Tile, Range<usize>)>,
 }
@@ -43,21 +39,28 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         model,
         image,
         triplets,
-        weights,
     } = inputs;
-    let (mh, ms): (Header, ModelShare) = model.read(Kind::ModelShare, Some(p))?;
+    let super::loaded::Family::Mlp {
+        plan,
+        sigma,
+        weights,
+    } = &model.family
+    else {
+        bail!("{}: is not an MLP's share", f.model.display());
+    };
+    let mh = model.header.clone();
     let (ih, is): (Header, ImageShare) = image.read(Kind::ImageShare, Some(p))?;
     is.job.validate().map_err(|e| at(&f.image, e))?;
     // The gateway scaled the image for the sigma* it was told (`--model`, `--model-sigma`):
     // for another, the network would see the noise at the wrong level (CNN jobs are checked
     // the same way, formats::checks).
-    if !is_cnn(&ih) && is.job.model_sigma != ms.meta.sigma {
+    if !is_cnn(&ih) && is.job.model_sigma != *sigma {
         bail!(
             "{}: the image was shared for a model of sigma {}, not for this one (sigma {}): \
              share it with `share-image --model model.pub`",
             f.image.display(),
             is.job.model_sigma,
-            ms.meta.sigma
+            sigma
         );
     }
     let t = open_triplets(&f, &mh, &ih, triplets)?;
@@ -77,7 +80,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
             mh.scale
         );
     }
-    let plan = ms.share_plan().map_err(|e| at(&f.model, e))?;
+    let plan = plan.clone();
     if tr.lead.widths != plan.widths() || tr.lead.job != is.job {
         bail!(
             "{}: the randomness does not match this model and job (widths {:?} vs {:?})",
@@ -149,20 +152,15 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         ),
         (None, Some(w)) => bail!(
             "{}: opened weights were given but {} was made without a model mask: ask the dealer for `gen-triplets --model-mask`, or run without --weights",
-            w.path().display(),
+            w.path.display(),
             f.triplets.display()
         ),
-        (Some(id), Some(o)) => Some(load_opened(
-            o,
-            p,
-            (&f.model, &mh),
-            (&f.triplets, th),
-            id,
-            &plan,
-        )?),
+        (Some(id), Some(w)) => {
+            w.check_for(p, (&f.triplets, th), id)?;
+            Some(w.clone())
+        }
     };
-    let opened_digest = opened.as_ref().map(|(_, d)| *d);
-    let opened = opened.map(|(o, _)| o);
+    let opened_digest = opened.as_ref().map(|w| w.digest);
     let npix = is.job.height * is.job.width;
     let image = is
         .data
@@ -180,83 +178,6 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         tile,
     }));
     assemble(f, (mh, ih, sealed), t, (mask_field, opened_digest), work)
-}
-
-/// Reads party `p`'s opened weights (`o`, opened once) for the model of `model` (header
-/// `mh`, plan `plan`), opened under mask `mask_id` (the one the job's triplets, header `th`,
-/// were made against), with the digest of U that the session tag binds.
-///
-/// Nobody signs this file (the server wrote it), so each part is checked against what
-/// does not come from it: the mask seed against the digest in the dealer's signed triplet
-/// header; U against its MAC under that seed (written by `open-weights`), and against the
-/// peer server's U through the session tag.
-pub(crate) fn load_opened(
-    o: container::Opened,
-    p: u8,
-    (model, mh): (&std::path::Path, &Header),
-    (triplets, th): (&std::path::Path, &Header),
-    mask_id: &str,
-    plan: &Plan,
-) -> Result<(Opened, [u8; 32])> {
-    let path = &o.path().to_path_buf();
-    o.expect(Kind::OpenedWeights, Some(p))?;
-    let h = o.header();
-    check_same_model(path, h, model, mh)?;
-    let id = mask_id_of(path, h)?;
-    if id != mask_id {
-        bail!(
-            "{}: opened under model mask {id}, but the triplets were made against mask {mask_id}",
-            path.display()
-        );
-    }
-    let (h, ow): (Header, OpenedWeights) = o.read_any()?;
-    if ow.u.len() != weight_count(plan) {
-        bail!(
-            "{}: holds {} masked weights but the model has {}",
-            path.display(),
-            ow.u.len(),
-            weight_count(plan)
-        );
-    }
-    let named = th.info(MASK_SEEDS).with_context(|| {
-        format!(
-            "{}: names no digest of the model mask's seeds (made by an older gen-triplets): deal the job again",
-            triplets.display()
-        )
-    })?;
-    let parts: Vec<&str> = named.split(',').collect();
-    if parts.len() != 2 {
-        bail!(
-            "{}: malformed mask seed digests {named:?}",
-            triplets.display()
-        );
-    }
-    if parts[p as usize] != mask_seed_digest(&ow.seed) {
-        bail!(
-            "{}: its mask seed is not the one the dealer's {} names: the file was altered, or is not this server's opened weights",
-            path.display(),
-            triplets.display()
-        );
-    }
-    let named = h.info(OPENED_MAC).with_context(|| {
-        format!(
-            "{}: holds no check value of its opened weights (written by an older open-weights): ask the dealer for a fresh gen-model-mask and open the weights again",
-            path.display()
-        )
-    })?;
-    let mac = blake3::Hash::from_hex(named)
-        .map_err(|_| anyhow::anyhow!("{}: malformed {OPENED_MAC} {named:?}", path.display()))?;
-    // blake3::Hash compares in constant time.
-    if mac != opened_mac(&ow.seed, &ow.u) {
-        bail!(
-            "{}: its opened weights are not the ones this server opened under its mask seed: the file was altered",
-            path.display()
-        );
-    }
-    let digest = opened_digest(&ow.u);
-    let opened = Opened::from_flat(plan, &ow.u, mask_shares(&ow.seed, plan))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok((opened, digest))
 }
 
 impl MlpJob {
@@ -295,7 +216,7 @@ impl super::Runs for MlpJob {
             batch: self.batch,
             session_tag,
             weights: match &self.opened {
-                Some(o) => Weights::Opened(o),
+                Some(w) => Weights::Opened(&w.opened),
                 None => Weights::PerJob,
             },
             patches: self.tile.as_ref().map(|(_, r)| r.clone()),

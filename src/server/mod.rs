@@ -6,11 +6,13 @@
 //! share. `serve` only calls these, and the fuzzer reaches the same checks.
 
 mod cnn;
+mod loaded;
 mod mlp;
 pub mod session;
 pub mod state;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroize;
@@ -26,6 +28,7 @@ use crate::formats::triplet_stream;
 use crate::twopc::channel::Channel;
 use crate::twopc::engines::engine_for;
 use crate::twopc::protocol::{Nonlinear, Report};
+pub use loaded::LoadedModel;
 use state::{check_unused, Record};
 
 /// One party's input files for a job.
@@ -110,38 +113,98 @@ pub const LEAD_LEN: usize = 32;
 
 /// Loads and checks everything a job needs from party `files.party`'s files.
 pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
-    prepare_checked(files, &|_| Ok(()))
+    let mut model = None;
+    prepare_held(
+        files,
+        Held {
+            check_image: &|_| Ok(()),
+            model: &mut model,
+            triplets: None,
+        },
+    )
 }
 
-/// [`prepare`], the image share's header (from its one open) given to `check_image` before
-/// its maker is checked ([`open_signed_checking`]): a study's slice checks that its image
-/// share is the slice's job.
-pub fn prepare_checked(
-    files: JobFiles,
-    check_image: &dyn Fn(&Header) -> Result<()>,
-) -> Result<ReadyJob> {
+/// What a caller that runs several jobs (a study's slices) gives [`prepare_held`].
+pub struct Held<'a> {
+    /// Given the image share's header (from its one open) before its maker is checked
+    /// ([`open_signed_checking`]): a study's slice checks that its image share is the
+    /// slice's job.
+    pub check_image: &'a dyn Fn(&Header) -> Result<()>,
+    /// The model share (and opened weights): read into it when it is empty, taken from it
+    /// when not, so that a study's slices read their model once.
+    pub model: &'a mut Option<Arc<LoadedModel>>,
+    /// The job's triplet file, when the caller opened it already (with the job's trust, to
+    /// tell a finished slice from one dealt again): the job reads it from that open.
+    pub triplets: Option<Opened>,
+}
+
+/// [`prepare`] with what the caller holds ([`Held`]).
+pub fn prepare_held(files: JobFiles, held: Held) -> Result<ReadyJob> {
+    let Held {
+        check_image,
+        model: kept,
+        triplets,
+    } = held;
     if files.party > 1 {
         bail!("party {} (0 or 1)", files.party);
     }
+    if let Some(k) = kept
+        .as_ref()
+        .filter(|k| k.path != files.model || k.weights_path != files.weights)
+    {
+        bail!(
+            "{}: this server holds model share {} (and opened weights {:?}) for these jobs",
+            files.model.display(),
+            k.path.display(),
+            k.weights_path
+        );
+    }
+    if let Some(t) = triplets.as_ref().filter(|t| t.path() != files.triplets) {
+        bail!(
+            "{}: the job was given {} as its triplets",
+            files.triplets.display(),
+            t.path().display()
+        );
+    }
     // Each input is opened once (`formats::inputs`): who made it, from its header, is checked
     // against the pinned keys before any body is read, and the body, its checksum and its
-    // signature are then read from the same handle.
+    // signature are then read from the same handle. All are opened before any body is read,
+    // so that a sealed one under --insecure-unsigned is refused first (review finding L3).
     let open = |path: &Path| open_signed(path, &files.trust, Maker::Party);
-    let inputs = Inputs {
-        model: open(&files.model)?,
-        image: open_signed_checking(&files.image, &files.trust, Maker::Party, check_image)?,
-        triplets: open(&files.triplets)?,
-        // With the others, so that a sealed one under --insecure-unsigned is refused before
-        // any body is read (review finding L3).
-        weights: files
-            .weights
-            .as_deref()
-            .map(|w| open_weights(w, &files.trust))
-            .transpose()?,
+    enum Model {
+        Kept(Arc<LoadedModel>),
+        Opened(Box<Opened>),
+    }
+    let model = match kept {
+        Some(k) => Model::Kept(k.clone()),
+        None => Model::Opened(Box::new(open(&files.model)?)),
     };
-    match inputs.model.header().kind {
-        Kind::CnnModelShare => cnn::prepare(files, inputs),
-        _ => mlp::prepare(files, inputs),
+    let image = open_signed_checking(&files.image, &files.trust, Maker::Party, check_image)?;
+    let triplets = match triplets {
+        Some(t) => t,
+        None => open(&files.triplets)?,
+    };
+    let model = match model {
+        Model::Kept(k) => k,
+        Model::Opened(m) => {
+            let weights = files
+                .weights
+                .as_deref()
+                .map(|w| open_weights(w, &files.trust))
+                .transpose()?;
+            let l = Arc::new(LoadedModel::read(&files, *m, weights)?);
+            *kept = Some(l.clone());
+            l
+        }
+    };
+    let inputs = Inputs {
+        model,
+        image,
+        triplets,
+    };
+    match inputs.model.family {
+        loaded::Family::Cnn(_) => cnn::prepare(files, inputs),
+        loaded::Family::Mlp { .. } => mlp::prepare(files, inputs),
     }
 }
 
@@ -154,24 +217,27 @@ fn open_weights(path: &Path, trust: &Trust) -> Result<Opened> {
     })
 }
 
-/// A job's inputs, each opened once, its maker's signature pinned (the opened weights,
-/// which nobody signs, are checked against the triplets when read); their bodies not read
-/// yet.
+/// A job's inputs: its model share read (once for every job that runs it), its image share
+/// and triplets opened once, their makers' signatures pinned, their bodies not read yet.
 struct Inputs {
-    model: Opened,
+    model: Arc<LoadedModel>,
     image: Opened,
     triplets: Opened,
-    weights: Option<Opened>,
 }
 
 impl Inputs {
     /// The first input that was sealed at rest (model, image, triplets, then the weights).
     fn first_sealed(&self) -> Option<PathBuf> {
-        [&self.model, &self.image, &self.triplets]
-            .into_iter()
-            .chain(self.weights.as_ref())
-            .find(|o| o.is_sealed())
-            .map(|o| o.path().to_path_buf())
+        let m = &self.model;
+        m.sealed
+            .then(|| m.path.clone())
+            .or_else(|| {
+                [&self.image, &self.triplets]
+                    .into_iter()
+                    .find(|o| o.is_sealed())
+                    .map(|o| o.path().to_path_buf())
+            })
+            .or_else(|| m.sealed_weights().map(Path::to_path_buf))
     }
 }
 

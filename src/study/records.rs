@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::formats::container::{self, id_hex};
+use crate::formats::container::{id_hex, Opened};
 use crate::formats::signing::Trust;
 use crate::formats::study::{slice_file, Done, Manifest};
 
@@ -20,6 +20,13 @@ pub fn signed_done(
     job_id: &str,
     trust: &Trust,
 ) -> Result<Option<Done>> {
+    Ok(signed_record(dir, i, p, job_id, trust)?
+        .filter(|rec| rec.output_intact(&slice_file(dir, i, "out", p))))
+}
+
+/// [`signed_done`] without looking at the output share: for a reader that checks the share
+/// against the record on its own one open of it ([`Done::intact_open`]).
+fn signed_record(dir: &Path, i: usize, p: u8, job_id: &str, trust: &Trust) -> Result<Option<Done>> {
     let path = slice_file(dir, i, "done", p);
     let Some(rec) = Done::read_if_any(&path)? else {
         return Ok(None);
@@ -28,25 +35,69 @@ pub fn signed_done(
         bail!("{}: is S{}'s record", path.display(), rec.party);
     }
     rec.check(&path, trust)?;
-    Ok((rec.job_id == job_id && rec.output_intact(&slice_file(dir, i, "out", p))).then_some(rec))
+    Ok((rec.job_id == job_id).then_some(rec))
+}
+
+/// For the receiver: per slice, both servers' sound records of the study's job, of one run
+/// (None: the slice is not finished on both). The output shares they name are not read
+/// here: the receiver checks each against its record on the one open it reads it from.
+pub fn run_records(
+    m: &Manifest,
+    dirs: &[PathBuf; 2],
+    trust: &Trust,
+) -> Result<Vec<Option<[Done; 2]>>> {
+    (0..m.len())
+        .map(|i| {
+            let job = &m.slices[i];
+            Ok(
+                match (
+                    signed_record(&dirs[0], i, 0, job, trust)?,
+                    signed_record(&dirs[1], i, 1, job, trust)?,
+                ) {
+                    (Some(a), Some(b)) if a.triplet_id == b.triplet_id => Some([a, b]),
+                    _ => None,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Where server `p` stands on a slice: what `serve --study` and `study-status` go by.
+pub enum Here {
+    /// Finished with the triplets it holds now (or with spent ones since removed).
+    Finished,
+    /// To run; with its triplet file when that was opened to tell (a record of an earlier
+    /// run, the triplets dealt again since): the job reads them from this open.
+    ToRun(Option<Box<Opened>>),
 }
 
 /// Whether server `p` finished slice `i` with the triplets it holds now (or with spent ones
 /// since removed): what `serve --study` skips. Fresh triplets (dealt again because the peer
 /// did not finish) mean the slice is to be redone. A server that signs takes only its own
-/// records (`trust` pins its key).
-pub fn finished_here(dir: &Path, i: usize, p: u8, job_id: &str, trust: &Trust) -> Result<bool> {
+/// records (`trust` pins its key). The triplet file, when there is a record to compare it
+/// with, is opened by `open` (once: the slice's job goes on from that open).
+pub fn finished_here(
+    dir: &Path,
+    i: usize,
+    p: u8,
+    job_id: &str,
+    trust: &Trust,
+    open: &dyn Fn(&Path) -> Result<Opened>,
+) -> Result<Here> {
     let Some(rec) = signed_done(dir, i, p, job_id, trust)? else {
-        return Ok(false);
+        return Ok(Here::ToRun(None));
     };
     let triplets = slice_file(dir, i, "triplets", p);
     if !triplets.exists() {
-        return Ok(true);
+        return Ok(Here::Finished);
     }
-    let current = container::read_header(&triplets)?
-        .triplet_id
-        .map(|id| id_hex(&id));
-    Ok(current.as_deref() == Some(rec.triplet_id.as_str()))
+    let o = open(&triplets)?;
+    let current = o.header().triplet_id.map(|id| id_hex(&id));
+    Ok(if current.as_deref() == Some(rec.triplet_id.as_str()) {
+        Here::Finished
+    } else {
+        Here::ToRun(Some(Box::new(o)))
+    })
 }
 
 /// Whether both servers finished slice `i`, in the same run, by records signed by the
@@ -63,17 +114,7 @@ pub fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str, trust: &Trust) -> R
     )
 }
 
-pub fn unfinished_by(m: &Manifest, dirs: &[PathBuf; 2], trust: &Trust) -> Result<Vec<usize>> {
-    let mut left = Vec::new();
-    for i in 0..m.len() {
-        if !finished(dirs, i, &m.slices[i], trust)? {
-            left.push(i);
-        }
-    }
-    Ok(left)
-}
-
-/// The dealer's [`unfinished_by`]: a record it cannot take (planted, rewritten, signed by
+/// The slices not finished on both servers ([`finished`]), for the dealer: a record it cannot take (planted, rewritten, signed by
 /// another key, unreadable) leaves its slice to be dealt again, with a line naming it,
 /// instead of stopping the study (whoever can write the folder could otherwise stop every
 /// dealing; deleting a record already gets the slice dealt again).

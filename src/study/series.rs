@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::records::unfinished_by;
+use super::records::run_records;
 use super::ServerDirs;
-use crate::formats::container::id_hex;
-use crate::formats::inputs::{open_signed, refuse_sealed, Maker};
+use crate::formats::container::{id_hex, Opened};
+use crate::formats::inputs::{open_signed_file, Maker};
 use crate::formats::signing::Trust;
 use crate::formats::study::{
-    default_binding, default_sources, parse_id, slice_file, slices_spec, Manifest, Source, Sources,
-    MANIFEST,
+    default_binding, default_sources, parse_id, slice_file, slices_spec, Done, Manifest, Source,
+    Sources, MANIFEST,
 };
 use crate::image::dicom::DicomTemplate;
 use crate::image::series::StudyKind;
@@ -135,14 +135,10 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
     }
     (keys.identity)()?;
     let dirs = a.dirs.of(dir)?;
-    let shares: Vec<PathBuf> = (0..m.len())
-        .flat_map(|i| [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p)))
-        .collect();
-    let shares: Vec<&Path> = shares.iter().map(|p| p.as_path()).collect();
-    if matches!(trust, Trust::InsecureUnsigned) {
-        refuse_sealed(&shares, Maker::Server)?;
-    }
-    let left = unfinished_by(&m, &dirs, trust)?;
+    // The servers' records first (none of the shares read yet): every slice finished, by
+    // both, in one run each.
+    let records = run_records(&m, &dirs, trust)?;
+    let left: Vec<usize> = (0..m.len()).filter(|&i| records[i].is_none()).collect();
     if !left.is_empty() {
         bail!(
             "study {}: slice(s) {} not finished on both servers (see study-status); nothing written",
@@ -150,10 +146,31 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
             slices_spec(&left)
         );
     }
+    let records: Vec<[Done; 2]> = records.into_iter().flatten().collect();
+    // Slice `i`'s share of server `p`, opened once: the raw file checked against the
+    // server's record (the output it wrote), then, on the same open, refused when sealed
+    // under --insecure-unsigned, its signer checked on the header its body is read from.
+    let open_share = |i: usize, p: usize| -> Result<Opened> {
+        let path = slice_file(&dirs[p], i, "out", p as u8);
+        let rec = &records[i][p];
+        let mut f = std::fs::File::open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        let intact = rec
+            .intact_open(&mut f)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let o = open_signed_file(&path, f, trust, Maker::Server)?;
+        if !intact || !rec.names_run(o.header()) {
+            bail!(
+                "{}: is not the output share S{p}'s completion record names (written again or \
+                 changed since): slice {i} is not finished; nothing written",
+                path.display()
+            );
+        }
+        Ok(o)
+    };
     // Slice `i`'s pair, read and checked once: signed by the pinned servers' keys and of
     // the job the gateway signed for that place.
     let combine_slice = |i: usize| -> Result<(image::GrayImage, RunFacts)> {
-        let [s0, s1] = [0u8, 1].map(|p| slice_file(&dirs[p as usize], i, "out", p));
         let pre = sources.slices[i]
             .noise_scale
             .map(|noise_scale| Preprocess { noise_scale });
@@ -161,10 +178,8 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
             trust,
             job: parse_id(&jobs[i]),
         };
-        // Each share opened once, as `reconstruct` does: refused when sealed under
-        // --insecure-unsigned, its signer checked on the header its body is then read from.
-        let (img, _, run) = open_signed(&s0, trust, Maker::Server)
-            .and_then(|o0| Ok((o0, open_signed(&s1, trust, Maker::Server)?)))
+        let (img, _, run) = open_share(i, 0)
+            .and_then(|o0| Ok((o0, open_share(i, 1)?)))
             .and_then(|(o0, o1)| combine_opened(o0, o1, pre, &expect))
             .with_context(|| format!("slice {i}"))?;
         Ok((img, run))

@@ -4,18 +4,21 @@
 //! died resumes where it stopped.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::records::finished_here;
-use crate::formats::container::{id_hex, Header};
+use super::records::{finished_here, Here};
+use crate::formats::container::{id_hex, Header, Opened};
+use crate::formats::inputs::{open_signed, Maker};
 use crate::formats::signing::Trust;
 use crate::formats::study::{parse_slices, slice_file, slices_spec, Done, Manifest, MANIFEST};
 use crate::job::freed_memory::release;
 use crate::job::progress::{self, Mode};
 use crate::job::server::{serve_job_as, JobPaths, ServeJob, ServeKeys};
 use crate::job::Summary;
+use crate::server::{Held, LoadedModel};
 
 /// A study's serving, its arguments parsed (the job's are a [`ServeJob`]).
 pub struct StudyServe<'a> {
@@ -34,9 +37,9 @@ fn serve_slice(
     keys: &ServeKeys,
     dir: &Path,
     m: &Manifest,
-    i: usize,
+    (i, label): (usize, &str),
     mode: Mode,
-    label: &str,
+    (kept, triplets): (&mut Option<Arc<LoadedModel>>, Option<Opened>),
 ) -> Result<Summary> {
     let p = a.party;
     let paths = JobPaths {
@@ -66,7 +69,12 @@ fn serve_slice(
         }
         _ => {}
     }
-    let served = serve_job_as(a, keys, &paths, mode, label, &of_slice);
+    let held = Held {
+        check_image: &of_slice,
+        model: kept,
+        triplets,
+    };
+    let served = serve_job_as(a, keys, &paths, mode, label, held);
     // Before the slice counts as done: without this one process's resident memory grew
     // slice by slice (src/job/freed_memory.rs).
     release();
@@ -116,31 +124,39 @@ pub fn serve_study(
     };
     warn_if_both_shares(dir, p, &m);
     let (mut ran, mut skipped, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-    let mut todo = Vec::with_capacity(slices.len());
-    for &i in &slices {
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    // The model share (and opened weights), read by the first slice run and kept for the
+    // others: one open for the study, and its plan shared by every slice's job.
+    let mut kept = None;
+    // A slice's triplets are opened with the job's trust when its record must be compared
+    // with them, and the job goes on from that open.
+    let open = |t: &Path| open_signed(t, &keys.trust, Maker::Party);
+    let total = slices.len() as u64;
+    for (k, &i) in slices.iter().enumerate() {
         // A record this server cannot take as its own (planted, rewritten, unreadable) does
         // not stop the study, nor skip the slice: the slice is run again, and its record
-        // replaced.
-        match finished_here(dir, i, p, &m.slices[i], &own) {
-            Ok(true) => skipped.push(i),
-            Ok(false) => todo.push(i),
+        // replaced. Decided slice by slice, just before it runs, so that no slice's triplet
+        // file is held open while others run.
+        let triplets = match finished_here(dir, i, p, &m.slices[i], &own, &open) {
+            Ok(Here::Finished) => {
+                skipped.push(i);
+                continue;
+            }
+            Ok(Here::ToRun(t)) => t.map(|t| *t),
             Err(e) => {
                 let l = format!("slice {i}: {e:#}: not taken as finished; running it again");
                 if !mode.is_off() {
                     eprintln!("warning: {l}");
                 }
                 lines.push(l);
-                todo.push(i);
+                None
             }
-        }
-    }
-    // The study's progress counts the finished slices as done before this run.
-    let (total, base) = (slices.len() as u64, skipped.len() as u64);
-    let mut failed: Vec<(usize, String)> = Vec::new();
-    for (k, &i) in todo.iter().enumerate() {
-        let at = base + k as u64 + 1;
+        };
+        // The study's progress counts the finished slices as done before this run.
+        let (at, base) = (k as u64 + 1, skipped.len() as u64);
         let label = format!("serve S{p} slice {at}/{total} (slice{i})");
-        match serve_slice(a, &keys, dir, &m, i, mode, &label) {
+        let held = (&mut kept, triplets);
+        match serve_slice(a, &keys, dir, &m, (i, &label), mode, held) {
             Ok(summary) => {
                 let said: Vec<String> = summary
                     .lines

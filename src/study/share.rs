@@ -63,8 +63,9 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
         );
     }
     // A file is a multi-frame object (every frame a slice, decoded once and held: a frame
-    // is not read alone); a folder is a series or images (every slice read twice, so that
-    // a study is never all in memory).
+    // is not read alone); a folder is a series or images (every slice read twice, checked
+    // then shared, so that a study is never all in memory; besides, the scan reads its
+    // format, and a DICOM's header facts, to order the slices).
     let (input, frames) = if a.input.is_file() && !is_dicomdir(&a.input) {
         if a.series.is_some() {
             bail!(
@@ -129,10 +130,13 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
         Some(k) => format!("{} frame {k}", path.display()),
         None => path.display().to_string(),
     };
-    // Every slice is checked before any randomness is drawn.
+    // Every slice is checked before any randomness is drawn or any file written; its hash
+    // is kept, so that the share pass shares the bytes that were checked.
+    let mut checked = Vec::with_capacity(slices_in.len());
     for &(path, _, frame) in &slices_in {
-        let (img, scale, _) = load(path, frame)?;
+        let (img, scale, blake3) = load(path, frame)?;
         sharer.check(&img, &scale, &name(path, frame))?;
+        checked.push(blake3);
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
@@ -142,8 +146,17 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
     let (mut clipped, mut pixels, mut sigmas) = (0usize, 0usize, (f64::INFINITY, 0.0f64));
     let mut units = image::window::Units::Grey;
     for (i, &(path, format, frame)) in slices_in.iter().enumerate() {
-        // Read anew since the first pass: `share` checks it again.
+        // Read anew since the first pass (a study is never all in memory): the same bytes,
+        // or the study stops (`share` checks the image again, but the study's other slices
+        // were checked with these).
         let (img, scale, blake3) = load(path, frame)?;
+        if blake3 != checked[i] {
+            bail!(
+                "{}: changed while the study was shared (its bytes differ from those checked \
+                 before sharing began); share the study again into a new --out",
+                name(path, frame)
+            );
+        }
         let dir = slice_dir(&a.out, i);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
