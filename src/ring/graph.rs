@@ -9,6 +9,8 @@
 //! input back to `s` first. Nothing is probabilistic: the oracle is exact integer arithmetic
 //! mod 2^64, and its distance to float is the encodings' and the floors' (tested below).
 
+pub mod bound;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +22,8 @@ use crate::model::graph::{ConvOp, Graph, Interp, Op, Resize, Window};
 use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnFixed;
 use crate::ring::fixed::{bits_signed, decode, encode, low_bits, out_of_range, relu_trunc};
+
+pub use self::bound::{error_bounds, step_bound, Bound};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
@@ -105,6 +109,8 @@ pub struct GraphPlan {
     pub output: usize,
     /// The graph's total stride (an image is padded to a multiple).
     pub stride: [usize; 2],
+    /// The step that computes each node of the graph (the others are `Trunc` steps).
+    pub nodes: Vec<usize>,
 }
 
 impl GraphPlan {
@@ -131,6 +137,7 @@ impl GraphPlan {
             output: at[g.output],
             steps: b.steps,
             stride,
+            nodes: at,
         })
     }
 
@@ -342,6 +349,17 @@ pub struct GraphRun {
 
 /// Runs the plan on an encoded input (h x w at scale `s`, sides multiples of the stride).
 pub fn run(plan: &GraphPlan, input: &[u64], h: usize, w: usize) -> GraphRun {
+    run_each(plan, input, h, w, |_, _| {})
+}
+
+/// [`run`], showing `each` every step's output (step index, map) as it is made.
+pub fn run_each(
+    plan: &GraphPlan,
+    input: &[u64],
+    h: usize,
+    w: usize,
+    mut each: impl FnMut(usize, &Map<u64>),
+) -> GraphRun {
     assert_eq!(input.len(), h * w, "one value per pixel");
     let p = plan.params;
     let n = plan.steps.len();
@@ -370,6 +388,7 @@ pub fn run(plan: &GraphPlan, input: &[u64], h: usize, w: usize) -> GraphRun {
             .map(|&t| maps[t].as_ref().expect("made before and not yet dropped"))
             .collect();
         let out = step(&st.kind, &ins, p, &count);
+        each(i, &out);
         maps[i] = Some(out);
         for &t in &st.inputs {
             if last[t] == i {
