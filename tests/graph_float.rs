@@ -242,20 +242,81 @@ fn denoise_runs_a_graph_in_float() {
         got.iter().zip(&noisy).any(|(a, b)| a != b),
         "the network changed nothing"
     );
-    let o = common::run(&[
-        "denoise",
-        "--model",
-        model,
-        "--image",
-        img,
-        "--sigma",
-        "25",
-        "--arith",
-        "fixed",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("runs only in float so far"), "{err}");
+}
+
+/// `denoise --arith fixed` takes a CNN graph (issue 47, milestone 2): its image is the graph
+/// oracle's (ring::graph), rounded to 8 bits, with its out-of-range count and worst-case
+/// bound in the summary; with too few bits kept (--cnn-act-bits 8), values leave the range
+/// and the CNN path's warning is printed. Noise maps and tanh* stay refused.
+#[test]
+fn denoise_runs_a_graph_in_fixed_point() {
+    use ppdenoise::ring::cnn::CnnFixed;
+    use ppdenoise::ring::graph::{denoise, GraphPlan};
+    let model = dir().join("unet.onnx");
+    let model = model.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("u.png");
+    let out = out.to_str().unwrap();
+    let img = "builtin:phantom:30";
+    let noisy = ppdenoise::image::load_input(img).unwrap().pixels;
+    let g = graph("unet");
+    let pre = g.preprocess(25.0, true);
+    let args = |bits: &'static str| {
+        [
+            "denoise",
+            "--model",
+            model,
+            "--image",
+            img,
+            "--sigma",
+            "25",
+            "--arith",
+            "fixed",
+            "--cnn-act-bits",
+            bits,
+            "--out",
+            out,
+        ]
+    };
+    for k in [18, 8] {
+        let bits = if k == 18 { "18" } else { "8" };
+        let j = common::ok(&args(bits));
+        let plan = GraphPlan::from_graph(
+            &g,
+            CnnFixed {
+                k,
+                ..CnnFixed::default()
+            },
+        )
+        .unwrap();
+        let (want, oor) = denoise(&plan, &noisy, &pre);
+        assert_eq!(j["out_of_range"], oor, "k {k}");
+        assert_eq!(oor > 0, k == 8, "k {k}: {oor} out of range");
+        let got = ppdenoise::image::load(std::path::Path::new(out))
+            .unwrap()
+            .pixels;
+        let want = want.mapv(|v| v.round().clamp(0.0, 255.0));
+        assert_eq!(got, want, "k {k}: the oracle's image, rounded");
+        let top = noisy.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert_eq!(j["float_bound"], plan.output_bound(&g, &pre, top));
+    }
+    let o = std::process::Command::new(common::bin())
+        .args(args("8"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("pre-activations left the fixed-point range")
+            && text.contains("grey levels of float"),
+        "{text}"
+    );
+    for bad in [["--arith", "float-tanh-star"], ["--noise-map", model]] {
+        let mut a = vec!["denoise", "--model", model, "--image", img, "--sigma", "25"];
+        a.extend(bad);
+        let o = common::run(&a);
+        assert!(!o.status.success(), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("uniform --sigma"), "{bad:?}: {err}");
+    }
 }

@@ -209,6 +209,61 @@ fn selection_sum(r0: &SelShares, r1: &SelShares, i: usize) -> [u64; 6] {
 enum Circuit {
     Select,
     Relu,
+    /// A graph's exact rescaling alone (`Nonlinear::trunc`): floor(V / 2^sh), signed.
+    Trunc,
+    /// A graph's max(a, b) = a + ReLU_0(b - a): V = b - a, the difference of the parties'
+    /// shares of a and b, through the sh = 0 ReLU.
+    Max,
+}
+
+/// The graph circuits' (sh, k): sh = 0 (a comparison), small shifts, the CNN default's
+/// Trunc of a conv output (sh = ws = 13, k 18) and of a product of two weights' scales
+/// (sh 26), 16-bit settings (k 28) and the edge of the ring (sh + k = 64).
+const GRAPH_PARAMS: &[(u32, u32)] = &[
+    (0, 18),
+    (1, 20),
+    (13, 18),
+    (23, 18),
+    (26, 18),
+    (16, 28),
+    (32, 28),
+    (20, 44),
+];
+
+/// A graph's Trunc steps.
+const GRAPH_TRUNC: Mix = Mix {
+    params: GRAPH_PARAMS,
+    only: Some(Circuit::Trunc),
+    plan_consts: false,
+    local_truncation: false,
+};
+
+/// A graph's max pooling and clip comparisons (sh = 0).
+const GRAPH_MAX: Mix = Mix {
+    params: &[(0, 18), (0, 28), (0, 44)],
+    only: Some(Circuit::Max),
+    plan_consts: false,
+    local_truncation: false,
+};
+
+/// V at the edges: |V| near 2^(sh+k-1) (the largest values that fit, both signs), and
+/// around small multiples of 2^sh (where the floor changes).
+fn sample_edge(rng: &mut ChaCha20Rng, sh: u32, k: u32) -> i64 {
+    let top = sh + k - 1;
+    let lim = if top >= 63 {
+        i64::MAX
+    } else {
+        (1i64 << top) - 1
+    };
+    let d = rng.gen_range(0..4);
+    match rng.gen_range(0..3) {
+        0 => lim - d,
+        1 => -lim - 1 + d,
+        _ => {
+            let low = [0, 1, (1i64 << sh) - 1][rng.gen_range(0..3)];
+            (rng.gen_range(-2i64..2) << sh) + low
+        }
+    }
 }
 
 #[derive(Default)]
@@ -218,6 +273,8 @@ struct Tally {
     /// Through the tanh* selection and through ReLU.
     selected: usize,
     relus: usize,
+    truncs: usize,
+    maxes: usize,
     per_param: Vec<usize>,
     /// Per (sh, k): [through the selection, through ReLU].
     per_circuit: Vec<[usize; 2]>,
@@ -293,10 +350,28 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
         let v: Vec<i64> = (0..n)
             .map(|i| match (circuit, i % 4) {
                 (Circuit::Select, 0) => sample_near_breakpoints(&mut rng, &c),
+                (Circuit::Trunc | Circuit::Max, 0) => sample_edge(&mut rng, sh, k),
                 _ => sample(&mut rng, sh, k),
             })
             .collect();
-        let (mut s0, mut s1) = share(&mut rng, &v);
+        // Max: V = b - a for a random a; the parties share a and b and subtract locally.
+        let a: Vec<i64> = (0..n)
+            .map(|_| match circuit {
+                Circuit::Max => rng.gen_range(-(1i64 << 60)..1 << 60),
+                _ => 0,
+            })
+            .collect();
+        let (a0, a1) = share(&mut rng, &a);
+        let (mut s0, mut s1) = if circuit == Circuit::Max {
+            let b: Vec<i64> = a.iter().zip(&v).map(|(a, d)| a + d).collect();
+            let (b0, b1) = share(&mut rng, &b);
+            let diff = |x: &[u64], y: &[u64]| -> Vec<u64> {
+                x.iter().zip(y).map(|(p, q)| p.wrapping_sub(*q)).collect()
+            };
+            (diff(&b0, &a0), diff(&b1, &a1))
+        } else {
+            share(&mut rng, &v)
+        };
         // The circuit's truncation: exact inside it, or (the negative control) done by each
         // party on its own share first, SecureML-style (party 1 negates, shifts, negates).
         let sh_in_circuit = if mix.local_truncation {
@@ -322,6 +397,8 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
                 sh: sh_in_circuit,
                 k,
             }),
+            Circuit::Trunc => ActCircuit::Trunc(TruncParams { sh, k }),
+            Circuit::Max => ActCircuit::Relu(TruncParams { sh: 0, k }),
         };
         let [mut q0, mut q1] = randomness(kind, &circ, n, at);
         // Per element: the six selection outputs, or the one ReLU output.
@@ -335,11 +412,29 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
                 let all = (0..n).flat_map(|i| selection_sum(&r0, &r1, i)).collect();
                 (all, 6)
             }
-            Circuit::Relu => {
+            Circuit::Relu | Circuit::Max => {
                 let sh = sh_in_circuit;
                 let (r0, r1) = std::thread::scope(|sc| {
                     let h0 = sc.spawn(|| ev.relu(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
                     let h1 = sc.spawn(|| gb.relu(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
+                    (h0.join().unwrap(), h1.join().unwrap())
+                });
+                assert_eq!((r0.len(), r1.len()), (n, n));
+                // Max: each party adds its share of a to its share of ReLU(b - a).
+                let add = |x: &[u64], y: &[u64]| -> Vec<u64> {
+                    x.iter().zip(y).map(|(p, q)| p.wrapping_add(*q)).collect()
+                };
+                let (r0, r1) = if circuit == Circuit::Max {
+                    (add(&r0, &a0), add(&r1, &a1))
+                } else {
+                    (r0, r1)
+                };
+                (add(&r0, &r1), 1)
+            }
+            Circuit::Trunc => {
+                let (r0, r1) = std::thread::scope(|sc| {
+                    let h0 = sc.spawn(|| ev.trunc(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
+                    let h1 = sc.spawn(|| gb.trunc(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
                     (h0.join().unwrap(), h1.join().unwrap())
                 });
                 assert_eq!((r0.len(), r1.len()), (n, n));
@@ -364,15 +459,18 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
                 Circuit::Select => want_selection(&c, v[i]).to_vec(),
                 // max(0, floor(V / 2^sh)): an arithmetic shift is the floor.
                 Circuit::Relu => vec![(v[i] >> sh).max(0) as u64],
+                Circuit::Trunc => vec![(v[i] >> sh) as u64],
+                Circuit::Max => vec![a[i].max(a[i] + v[i]) as u64],
             };
             if got != want {
                 if t.wrong < 10 {
                     eprintln!(
                         "{} sh {sh} k {k}: V = {} -> got {got:?}, want {want:?}",
-                        if circuit == Circuit::Select {
-                            "select"
-                        } else {
-                            "ReLU"
+                        match circuit {
+                            Circuit::Select => "select",
+                            Circuit::Relu => "ReLU",
+                            Circuit::Trunc => "Trunc",
+                            Circuit::Max => "max",
                         },
                         v[i],
                     );
@@ -383,10 +481,12 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
             t.negatives += (v[i] < 0) as usize;
         }
         t.per_param[pi] += n;
-        t.per_circuit[pi][(circuit == Circuit::Relu) as usize] += n;
+        t.per_circuit[pi][(circuit != Circuit::Select) as usize] += n;
         match circuit {
             Circuit::Select => t.selected += n,
             Circuit::Relu => t.relus += n,
+            Circuit::Trunc => t.truncs += n,
+            Circuit::Max => t.maxes += n,
         }
         t.done += n;
         round += 1;
@@ -463,17 +563,21 @@ fn rescalings_of(kind: EngineKind, default_total: usize, mix: Mix) {
         t.share_wraps += x.share_wraps;
         t.selected += x.selected;
         t.relus += x.relus;
+        t.truncs += x.truncs;
+        t.maxes += x.maxes;
         for (a, b) in t.per_param.iter_mut().zip(&x.per_param) {
             *a += b;
         }
     }
     let done = t.done;
     eprintln!(
-        "{kind}: {done} secure rescalings ({} through the tanh* selection, {} through ReLU) in \
-         {secs:.1} s ({:.0}/s, {pairs} pairs); {} wrong; per (sh, k): {:?}; max |V| = 2^{:.2}; \
+        "{kind}: {done} secure rescalings ({} through the tanh* selection, {} through ReLU, {} \
+         through Trunc, {} maxes) in {secs:.1} s ({:.0}/s, {pairs} pairs); {} wrong; per (sh, k): {:?}; max |V| = 2^{:.2}; \
          {} negative; {} share pairs wrapped mod 2^64",
         t.selected,
         t.relus,
+        t.truncs,
+        t.maxes,
         done as f64 / secs,
         t.wrong,
         params.iter().zip(&t.per_param).collect::<Vec<_>>(),
@@ -487,7 +591,7 @@ fn rescalings_of(kind: EngineKind, default_total: usize, mix: Mix) {
         t.wrong
     );
     assert_eq!(done, total);
-    assert_eq!(t.selected + t.relus, done);
+    assert_eq!(t.selected + t.relus + t.truncs + t.maxes, done);
     // A pair covers every (sh, k) through both circuits in 2 x PARAMS chunks of 2^14.
     if mix.only.is_none() && total >= (pairs * 2 * params.len()) << 14 {
         assert!(
@@ -499,10 +603,11 @@ fn rescalings_of(kind: EngineKind, default_total: usize, mix: Mix) {
     }
     assert!(t.per_param.iter().all(|&c| c > 0) || total < params.len() << 16);
     if let Some(only) = mix.only {
-        let n = if only == Circuit::Select {
-            t.selected
-        } else {
-            t.relus
+        let n = match only {
+            Circuit::Select => t.selected,
+            Circuit::Relu => t.relus,
+            Circuit::Trunc => t.truncs,
+            Circuit::Max => t.maxes,
         };
         assert_eq!(n, done);
     }
@@ -561,6 +666,38 @@ fn ten_million_exact_selections_at_the_plan_breakpoints_gc() {
 #[ignore]
 fn ten_million_exact_selections_at_the_plan_breakpoints_gmw() {
     rescalings_of(EngineKind::Gmw, 10_000_000, PLAN_BREAKPOINTS);
+}
+
+/// Issue 47, milestone 3: a graph's exact rescaling (`Trunc`: the offset-binary circuit, its
+/// B2A, party 1's offset) and its max comparisons (a + ReLU_0(b - a)) on both engines, at
+/// random and edge values (|V| near 2^(sh+k-1), around multiples of 2^sh), sh = 0 included,
+/// against `V >> sh` and `max(a, b)` computed here: 2^18 Truncs (every (sh, k) in each
+/// pair of engines) and 2^17 maxes per engine in every run, 10^7 in all per engine in
+/// `make rescaling-10m`.
+#[test]
+fn graph_rescalings_and_maxes_are_exact_gc() {
+    rescalings_of(EngineKind::Gc, 1 << 18, GRAPH_TRUNC);
+    rescalings_of(EngineKind::Gc, 1 << 17, GRAPH_MAX);
+}
+
+#[test]
+fn graph_rescalings_and_maxes_are_exact_gmw() {
+    rescalings_of(EngineKind::Gmw, 1 << 18, GRAPH_TRUNC);
+    rescalings_of(EngineKind::Gmw, 1 << 17, GRAPH_MAX);
+}
+
+#[test]
+#[ignore]
+fn ten_million_exact_graph_rescalings_and_maxes_gc() {
+    rescalings_of(EngineKind::Gc, 5_000_000, GRAPH_TRUNC);
+    rescalings_of(EngineKind::Gc, 5_000_000, GRAPH_MAX);
+}
+
+#[test]
+#[ignore]
+fn ten_million_exact_graph_rescalings_and_maxes_gmw() {
+    rescalings_of(EngineKind::Gmw, 5_000_000, GRAPH_TRUNC);
+    rescalings_of(EngineKind::Gmw, 5_000_000, GRAPH_MAX);
 }
 
 /// The check above can fail: the same engines and the same comparison with V >> sh, with

@@ -263,6 +263,44 @@ pub fn trunc_out<C: Circuit>(
     v
 }
 
+impl TruncParams {
+    /// What party 1 subtracts from its arithmetic share of [`rescale_out`]'s output: the
+    /// offset 2^(k-1) that made the signed x an unsigned k-bit value.
+    pub fn offset(&self) -> u64 {
+        1u64 << (self.k - 1)
+    }
+}
+
+/// The integer function of [`rescale_out`]: x + 2^(k-1), the offset-binary k-bit pattern of
+/// the signed x of [`trunc_out_ref`] (x's sign bit flipped).
+///
+/// # Panics
+/// If `p` is invalid.
+pub fn rescale_out_ref(p: &TruncParams, g: u64, e: u64) -> u64 {
+    p.validate().expect("valid TruncParams");
+    shifted(p.sh, p.k, g, e) ^ p.offset()
+}
+
+/// The exact rescaling (a graph's `Trunc`, docs/graph.md): x = floor(V / 2^sh) as k bits with
+/// the sign bit flipped, so that converting the bits with weights 2^j (B2A) gives shares of
+/// x + 2^(k-1) in [0, 2^k); party 1 then subtracts 2^(k-1) ([`TruncParams::offset`]) and the
+/// shares add up to the signed x in the ring. The flip is a NOT: no AND gate beyond the adder.
+///
+/// # Panics
+/// If `p` is invalid or the inputs are not `n` bits wide.
+pub fn rescale_out<C: Circuit>(
+    c: &mut C,
+    p: &TruncParams,
+    g: &[C::Wire],
+    e: &[C::Wire],
+) -> Vec<C::Wire> {
+    let mut x = trunc_out(c, p, g, e);
+    let sign = x.pop().expect("k >= 1 bits");
+    let flipped = c.not(&sign);
+    x.push(flipped);
+    x
+}
+
 /// The integer function of [`relu_out`]: max(0, x) for the signed k-bit x of
 /// [`trunc_out_ref`], as an unsigned (k - 1)-bit value.
 ///
@@ -302,8 +340,12 @@ pub fn relu_out<C: Circuit>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActCircuit {
     TanhSelect(ActParams),
-    /// max(0, exact truncation): a CNN hidden layer's activation.
+    /// max(0, exact truncation): a CNN hidden layer's activation; with sh = 0, the
+    /// comparison of max(a, b) = a + max(0, b - a) (a graph's max pooling and clip).
     Relu(TruncParams),
+    /// The exact truncation alone, as arithmetic shares of the signed x ([`rescale_out`]):
+    /// a graph's `Trunc` step.
+    Trunc(TruncParams),
 }
 
 impl ActCircuit {
@@ -323,7 +365,7 @@ impl ActCircuit {
             ActCircuit::Relu(p) if p.k < 2 => {
                 Err(ParamError(format!("ReLU needs k >= 2, got {}", p.k)))
             }
-            ActCircuit::Relu(p) => p.validate(),
+            ActCircuit::Relu(p) | ActCircuit::Trunc(p) => p.validate(),
         }
     }
 
@@ -331,7 +373,7 @@ impl ActCircuit {
     pub fn n(&self) -> usize {
         match self {
             ActCircuit::TanhSelect(p) => p.n(),
-            ActCircuit::Relu(p) => p.n(),
+            ActCircuit::Relu(p) | ActCircuit::Trunc(p) => p.n(),
         }
     }
 
@@ -340,6 +382,7 @@ impl ActCircuit {
         match self {
             ActCircuit::TanhSelect(p) => p.out_len(),
             ActCircuit::Relu(p) => p.k as usize - 1,
+            ActCircuit::Trunc(p) => p.k as usize,
         }
     }
 
@@ -347,6 +390,7 @@ impl ActCircuit {
         match self {
             ActCircuit::TanhSelect(p) => tanh_select(c, p, g, e),
             ActCircuit::Relu(p) => relu_out(c, p, g, e),
+            ActCircuit::Trunc(p) => rescale_out(c, p, g, e),
         }
     }
 
@@ -360,12 +404,16 @@ impl ActCircuit {
 
     /// B2A weights and groups for `items` elements, element after element;
     /// per element: `tc, r1, r2, s1, s2, sgn` for tanh_select, one unsigned
-    /// value for ReLU.
+    /// value for ReLU and for Trunc (offset binary: party 1 subtracts the offset).
     pub fn b2a_layout(&self, items: usize) -> (Vec<u64>, Vec<usize>) {
         let (w, g) = match self {
             ActCircuit::TanhSelect(p) => p.b2a_layout(),
             ActCircuit::Relu(p) => {
                 let k = p.k as usize - 1;
+                ((0..k).map(|j| 1u64 << j).collect(), vec![k])
+            }
+            ActCircuit::Trunc(p) => {
+                let k = p.k as usize;
                 ((0..k).map(|j| 1u64 << j).collect(), vec![k])
             }
         };
@@ -563,6 +611,78 @@ pub(crate) mod tests {
         assert!(ActCircuit::Relu(TruncParams { sh: 3, k: 1 })
             .validate()
             .is_err());
+    }
+
+    /// The rescaling circuit in the clear: its k bits, read with weights 2^j minus the
+    /// offset, are floor(V / 2^sh) of the shared V, for sh from 0 up, at the edges of the
+    /// k-bit range (|V| near 2^(sh+k-1)), around 0 and at random.
+    #[test]
+    fn rescale_out_plain_is_the_floor() {
+        let mut rng = ChaCha12Rng::seed_from_u64(25);
+        for p in [
+            TruncParams { sh: 0, k: 18 },
+            TruncParams { sh: 1, k: 2 },
+            TruncParams { sh: 3, k: 9 },
+            TruncParams { sh: 13, k: 18 },
+            TruncParams { sh: 23, k: 18 },
+            TruncParams { sh: 0, k: 64 },
+            TruncParams { sh: 40, k: 24 },
+            TruncParams { sh: 63, k: 1 },
+        ] {
+            let n = p.n();
+            let top = (p.sh + p.k - 1) as i32;
+            let edge = |d: i64| {
+                let lim = if top >= 63 {
+                    i64::MAX
+                } else {
+                    (1i64 << top) - 1
+                };
+                [lim - d, -lim - 1 + d]
+            };
+            let mut vs: Vec<i64> = [0, 1, 2, 3, 7, 100].iter().flat_map(|&d| edge(d)).collect();
+            vs.extend([0, -1, 1, (1 << p.sh.min(62)) - 1, -(1 << p.sh.min(62))]);
+            vs.extend((0..200).map(|_| rng.gen::<i64>() >> (63 - top)));
+            // Only what fits: |V| < 2^(sh+k-1) (the narrow settings' edges overlap).
+            let fits = |v: i64| top >= 63 || (-(1i64 << top)..1i64 << top).contains(&v);
+            vs.retain(|&v| fits(v));
+            for v in vs {
+                let m = mask(n as u32);
+                let g = rng.gen::<u64>() & m;
+                let e = (v as u64).wrapping_sub(g) & m;
+                let out = rescale_out(&mut PlainEval, &p, &to_bits(g, n), &to_bits(e, n));
+                assert_eq!(out.len(), p.k as usize);
+                let u = from_bits(&out);
+                assert_eq!(u, rescale_out_ref(&p, g, e), "{p:?} V = {v}");
+                let x = u.wrapping_sub(p.offset()) as i64;
+                assert_eq!(x, v >> p.sh, "{p:?} V = {v}: floor");
+            }
+        }
+        let t = ActCircuit::Trunc(TruncParams { sh: 13, k: 18 });
+        assert_eq!((t.n(), t.out_len()), (31, 18));
+        // The adder only: the sign flip is free.
+        assert_eq!(t.and_gates(), 30);
+    }
+
+    /// max(a, b) = a + ReLU_0(b - a) in the clear, with the sh = 0 circuit, where b - a
+    /// fits in k signed bits (its edges included).
+    #[test]
+    fn max_is_a_plus_relu_of_the_difference() {
+        let mut rng = ChaCha12Rng::seed_from_u64(26);
+        let p = TruncParams { sh: 0, k: 18 };
+        let lim = 1i64 << 17;
+        let mut pairs: Vec<(i64, i64)> = vec![(0, 0), (5, -5), (-5, 5), (0, lim - 1), (lim - 1, 0)];
+        pairs.extend([(-lim / 2, lim / 2 - 1), (lim / 2 - 1, -lim / 2), (-3, -3)]);
+        pairs.extend((0..500).map(|_| {
+            let a = rng.gen_range(-lim / 2..lim / 2);
+            (a, rng.gen_range(-lim / 2..lim / 2))
+        }));
+        for (a, b) in pairs {
+            let d = b.wrapping_sub(a) as u64;
+            let g = rng.gen::<u64>() & mask(18);
+            let e = d.wrapping_sub(g) & mask(18);
+            let r = relu_out(&mut PlainEval, &p, &to_bits(g, 18), &to_bits(e, 18));
+            assert_eq!(a + from_bits(&r) as i64, a.max(b), "max({a}, {b})");
+        }
     }
 
     #[test]

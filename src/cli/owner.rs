@@ -101,7 +101,18 @@ pub struct CnnFixedArgs {
 impl CnnFixedArgs {
     /// The settings for `model`: those given, the rest from the model or the defaults.
     pub fn params(&self, model: &crate::model::cnn::Cnn) -> Result<CnnFixed> {
-        let d = CnnFixed::for_model(model);
+        self.params_over(CnnFixed::for_model(model))
+    }
+
+    /// The settings for a CNN graph: those given, the rest from its file or the defaults.
+    pub fn graph_params(&self, g: &crate::model::graph::Graph) -> Result<CnnFixed> {
+        self.params_over(match g.fixed_point {
+            Some([s, ws, k]) => CnnFixed { s, ws, k },
+            None => CnnFixed::default(),
+        })
+    }
+
+    fn params_over(&self, d: CnnFixed) -> Result<CnnFixed> {
         let p = CnnFixed {
             s: self.cnn_scale.unwrap_or(d.s),
             ws: self.cnn_weight_scale.unwrap_or(d.ws),

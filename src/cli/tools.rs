@@ -164,22 +164,28 @@ pub fn run_cnn(
 enum Runner {
     Cnn(Box<Cnn>, CnnFixed),
     Mlp(Box<Model>, FixedParams),
-    /// A CNN graph (docs/graph.md), in float only so far (issue 47).
-    Graph(Box<crate::model::graph::Graph>),
+    /// A CNN graph (docs/graph.md) and its fixed-point plan (issue 47).
+    Graph(
+        Box<crate::model::graph::Graph>,
+        Box<crate::ring::graph::GraphPlan>,
+    ),
 }
 
 impl Runner {
     fn new(a: &DenoiseArgs, path: &std::path::Path) -> Result<Runner> {
         if crate::import::onnx::is_onnx(path) {
             if let crate::import::onnx::Net::Graph(g) = crate::import::onnx::load(path)? {
-                if a.arith != Arith::Float || a.noise.per_pixel() {
+                if a.arith == Arith::FloatTanhStar || a.noise.per_pixel() {
                     bail!(
-                        "{}: a CNN graph (docs/graph.md) runs only in float so far (--arith \
-                         float, a uniform --sigma; issue 47)",
+                        "{}: a CNN graph (docs/graph.md) runs in float or fixed point at a \
+                         uniform --sigma (no noise map; issue 47)",
                         path.display()
                     );
                 }
-                return Ok(Runner::Graph(Box::new(g)));
+                let params = a.cnn_fixed.graph_params(&g)?;
+                let plan = crate::ring::graph::GraphPlan::from_graph(&g, params)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                return Ok(Runner::Graph(Box::new(g), Box::new(plan)));
             }
         }
         if Cnn::is_cnn_file(path)? {
@@ -201,7 +207,7 @@ impl Runner {
         let declared = match self {
             Runner::Cnn(m, _) => m.window.as_ref(),
             Runner::Mlp(m, _) => m.window.as_ref(),
-            Runner::Graph(g) => g.window.as_ref(),
+            Runner::Graph(g, _) => g.window.as_ref(),
         };
         if a.override_model_window && declared.is_none() {
             bail!(
@@ -230,7 +236,7 @@ impl Runner {
                 run_cnn(model, noisy, &pre, Arith::Fixed, *params, &noise)
             }
             Runner::Mlp(..) => self.run_in(a, noisy, sigma, Arith::Fixed),
-            Runner::Graph(_) => bail!("a CNN graph has no fixed-point oracle yet (issue 47)"),
+            Runner::Graph(..) => self.run_in(a, noisy, sigma, Arith::Fixed),
         }
     }
 
@@ -262,13 +268,34 @@ impl Runner {
                 let pre = Preprocess::new(sigma, model.meta.sigma, !a.no_scale_noise);
                 run_denoise_with(model, noisy, &pre, a.stride, arith, *params)
             }
-            Runner::Graph(g) => {
+            Runner::Graph(g, plan) => {
                 let pre = g.preprocess(sigma, !a.no_scale_noise);
-                let out = g
-                    .denoise_float(&noisy.pixels, &pre)
+                let (h, w) = noisy.pixels.dim();
+                g.padded_size(h, w)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
-                Ok((out, 0))
+                Ok(match arith {
+                    Arith::Fixed => crate::ring::graph::denoise(plan, &noisy.pixels, &pre),
+                    _ => {
+                        let out = g
+                            .denoise_float(&noisy.pixels, &pre)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
+                        (out, 0)
+                    }
+                })
             }
+        }
+    }
+
+    /// For a graph in fixed point: the worst-case distance of its output to float, in grey
+    /// levels, over images of `noisy`'s range (docs/graph.md, "Error bound").
+    fn float_bound(&self, a: &DenoiseArgs, noisy: &GrayImage, sigma: f64) -> Option<f64> {
+        match self {
+            Runner::Graph(g, plan) if a.arith == Arith::Fixed => {
+                let pre = g.preprocess(sigma, !a.no_scale_noise);
+                let top = noisy.pixels.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                Some(plan.output_bound(g, &pre, top))
+            }
+            _ => None,
         }
     }
 }
@@ -287,9 +314,10 @@ fn level(
         .level_of(a.sigma, &img.pixels)
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     // A model with a noise map takes any level to MAX_SIGMA (share-model records no range).
-    // A graph runs in float only, where no fixed point limits the level.
+    // A graph's fixed point is not probed here yet: its out-of-range values are counted and
+    // warned about after its run (issue 47; the secure commands do not take graphs).
     if matches!(runner, Runner::Cnn(m, _) if m.frame.noise_map)
-        || matches!(runner, Runner::Graph(_))
+        || matches!(runner, Runner::Graph(..))
     {
         return Ok(sigma);
     }
@@ -444,12 +472,16 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     let mut outs = Vec::with_capacity(frames.len());
     let mut oor = 0;
     let mut levels = Vec::with_capacity(frames.len());
+    let mut bound: Option<f64> = None;
     for noisy in &frames {
         let sigma = level(&a, &runner, noisy, &scale, &a.image)?;
         levels.push(sigma);
         let (out, o) = runner.run(&a, noisy, sigma)?;
         outs.push(out);
         oor += o;
+        if let Some(b) = runner.float_bound(&a, noisy, sigma) {
+            bound = Some(bound.map_or(b, |m| m.max(b)));
+        }
     }
     let out = &outs[0];
     let secs = t.elapsed().as_secs_f64();
@@ -473,6 +505,13 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         "out_of_range": oor, "window": scale.window, "units": scale.units,
         "clipped": scale.clipped, "sigma": levels[0],
         "sigma_in_units": scale.in_units(levels[0])});
+    if let Some(b) = bound {
+        lines.push(format!(
+            "fixed point within {b:.4} grey levels of float (a worst case over all images \
+             of this range, docs/graph.md)"
+        ));
+        json["float_bound"] = b.into();
+    }
     if oor > 0 {
         lines.push(format!(
             "warning: {oor} pre-activations left the fixed-point range (the secure result \

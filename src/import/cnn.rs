@@ -45,8 +45,8 @@ impl Cnn {
                 }),
                 crate::import::onnx::Net::Graph(_) => Err(ModelError::Invalid {
                     path: path.to_path_buf(),
-                    msg: "holds a CNN graph (docs/graph.md), which ppdenoise runs only in float \
-                          so far (issue 47)"
+                    msg: "holds a CNN graph (docs/graph.md), which the secure commands do not run \
+                          yet (`denoise` runs it in float and in fixed point; issue 47)"
                         .into(),
                 }),
             };

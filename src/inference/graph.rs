@@ -73,6 +73,18 @@ impl Graph {
     /// must be multiples of the total stride ([`Graph::padded_size`]). Each tensor is dropped
     /// after its last reader.
     pub fn run_float(&self, input: &[f64], h: usize, w: usize) -> Result<Map, String> {
+        self.run_float_each(input, h, w, |_, _| {})
+    }
+
+    /// [`Graph::run_float`], showing `each` every node's output (node index, map) as it is
+    /// made: the fixed-point oracle's error bound is checked node by node against these.
+    pub fn run_float_each(
+        &self,
+        input: &[f64],
+        h: usize,
+        w: usize,
+        mut each: impl FnMut(usize, &Map),
+    ) -> Result<Map, String> {
         if self.padded_size(h, w)? != (h, w) || input.len() != h * w {
             return Err(format!(
                 "{} values for a {h} x {w} input whose sides are not multiples of the total \
@@ -101,6 +113,7 @@ impl Graph {
                 .map(|&t| maps[t].as_ref().expect("made before and not yet dropped"))
                 .collect();
             let out = eval(&node.op, &ins);
+            each(i, &out);
             maps[i] = Some(out);
             for &t in &node.inputs {
                 if last[t] == i {
@@ -138,8 +151,9 @@ impl Graph {
     }
 }
 
-/// One node's output.
-fn eval(op: &Op, ins: &[&Map]) -> Map {
+/// One node's output from its inputs' maps (the fixed-point oracle's tests apply it to the
+/// oracle's own decoded inputs, to hold each step to its own rounding).
+pub fn eval(op: &Op, ins: &[&Map]) -> Map {
     let x = ins[0];
     match op {
         Op::Input => unreachable!("node 0 is the input"),

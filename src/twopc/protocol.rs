@@ -53,6 +53,18 @@ pub trait Nonlinear {
         k: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
+    /// The exact rescaling (a graph's `Trunc`): shares of floor(V / 2^sh) as a signed k-bit
+    /// value, sign-extended in the ring (the circuit's offset-binary output converted, and
+    /// its offset taken off by party 1).
+    fn trunc(
+        &mut self,
+        ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError>;
     fn counters(&self) -> EngineCounters;
 }
 

@@ -5,6 +5,7 @@
 //! ([`shape`]), so one description runs on every image whose size is a multiple of the
 //! graph's total stride.
 
+mod chain;
 pub mod shape;
 
 use std::path::Path;

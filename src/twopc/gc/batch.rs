@@ -315,6 +315,8 @@ mod tests {
             (ActCircuit::Relu(q), 16),
             (ActCircuit::TanhSelect(paper(24)), 5),
             (ActCircuit::Relu(TruncParams { sh: 12, k: 20 }), 21),
+            (ActCircuit::Trunc(TruncParams { sh: 13, k: 18 }), 19),
+            (ActCircuit::Trunc(TruncParams { sh: 0, k: 18 }), 7),
         ] {
             // Full 64-bit shares: the circuits only read their low n bits.
             let s1: Vec<u64> = (0..items).map(|_| rng.gen()).collect();
@@ -353,6 +355,9 @@ mod tests {
                     }
                     ActCircuit::Relu(q) => {
                         assert_eq!(sum[i], relu_out_ref(q, s1[i], s0[i]), "item {i}");
+                    }
+                    ActCircuit::Trunc(q) => {
+                        assert_eq!(sum[i], rescale_out_ref(q, s1[i], s0[i]), "item {i}");
                     }
                 }
             }

@@ -192,6 +192,8 @@ trait GcRole {
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
     fn engine_counters(&self) -> EngineCounters;
+    /// 0 for the evaluator, 1 for the garbler (`engine_for`'s numbering).
+    fn party(&self) -> u8;
 }
 
 impl GcRole for GcEvaluator {
@@ -255,6 +257,10 @@ impl GcRole for GcEvaluator {
 
     fn engine_counters(&self) -> EngineCounters {
         self.counters
+    }
+
+    fn party(&self) -> u8 {
+        0
     }
 }
 
@@ -329,6 +335,10 @@ impl GcRole for GcGarbler {
     fn engine_counters(&self) -> EngineCounters {
         self.counters
     }
+
+    fn party(&self) -> u8 {
+        1
+    }
 }
 
 impl<T: GcRole> Nonlinear for T {
@@ -354,6 +364,23 @@ impl<T: GcRole> Nonlinear for T {
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
         self.run_circuit(ch, &ActCircuit::Relu(TruncParams { sh, k }), v)
+    }
+
+    fn trunc(
+        &mut self,
+        ch: &mut dyn Channel,
+        _rand: &mut PartyRandomness,
+        _at: Slot,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let p = TruncParams { sh, k };
+        let mut out = self.run_circuit(ch, &ActCircuit::Trunc(p), v)?;
+        if self.party() == 1 {
+            out.iter_mut().for_each(|x| *x = x.wrapping_sub(p.offset()));
+        }
+        Ok(out)
     }
 
     fn counters(&self) -> EngineCounters {

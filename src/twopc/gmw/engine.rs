@@ -359,6 +359,23 @@ impl Nonlinear for GmwParty {
         self.run_circuit(ch, rand, at, &ActCircuit::Relu(TruncParams { sh, k }), v)
     }
 
+    fn trunc(
+        &mut self,
+        ch: &mut dyn Channel,
+        rand: &mut PartyRandomness,
+        at: Slot,
+        sh: u32,
+        k: u32,
+        v: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let p = TruncParams { sh, k };
+        let mut out = self.run_circuit(ch, rand, at, &ActCircuit::Trunc(p), v)?;
+        if self.party == 1 {
+            out.iter_mut().for_each(|x| *x = x.wrapping_sub(p.offset()));
+        }
+        Ok(out)
+    }
+
     fn counters(&self) -> EngineCounters {
         self.counters
     }
