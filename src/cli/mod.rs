@@ -48,6 +48,10 @@ pub struct Cli {
     /// Every command takes it, so that a script can pass it to each.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Convert a colour PNG or TIFF to its luma (BT.601) for a gray model, instead of refusing
+    /// it; the summary names each file converted.
+    #[arg(long, global = true)]
+    as_gray: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,10 +92,26 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let cli = Cli::try_parse_from(args)?;
-    dispatch(cli.command, cli.json, cli.quiet)
+    dispatch(cli.command, cli.json, cli.quiet, cli.as_gray)
 }
 
-fn dispatch(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summary> {
+fn dispatch(command: Command, json: bool, quiet: bool, as_gray: bool) -> anyhow::Result<Summary> {
+    crate::image::colour::set_as_gray(as_gray);
+    let mut s = run_command(command, json, quiet)?;
+    let converted = crate::image::colour::converted();
+    if !converted.is_empty() {
+        s.lines.push(format!(
+            "--as-gray: colour converted to its luma (BT.601): {}",
+            converted.join(", ")
+        ));
+        if let Some(m) = s.json.as_object_mut() {
+            m.insert("as_gray".into(), converted.into());
+        }
+    }
+    Ok(s)
+}
+
+fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summary> {
     // `--quiet` before the subcommand, for those that have their own.
     let command = match command {
         Command::ShareStudy(mut a) => {
@@ -143,7 +163,7 @@ fn dispatch(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summary
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let res = dispatch(cli.command, json, cli.quiet);
+    let res = dispatch(cli.command, json, cli.quiet, cli.as_gray);
     match res {
         Ok(mut s) => {
             if json {

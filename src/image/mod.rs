@@ -16,8 +16,9 @@
 //!   rule as 16-bit PNG for `b = 16`; MONOCHROME1 is inverted. See the
 //!   module for what is kept and what is written.
 //!
-//! Colour PNG and TIFF files are accepted and converted to luma with the
-//! ITU-R BT.601 weights, `Y = 0.299 R + 0.587 G + 0.114 B`, computed in `f64`
+//! A colour PNG or TIFF (RGB, RGBA, or a palette the decoder expands to them) is refused
+//! by name, since every model here is gray, unless the command line says `--as-gray`
+//! ([`colour`]); it is then converted to luma with the ITU-R BT.601 weights, `Y = 0.299 R + 0.587 G + 0.114 B`, computed in `f64`
 //! without rounding (alpha channels are ignored). Note that this is *not* the
 //! rule of the `image` crate's own `to_luma` (which uses the BT.709/sRGB
 //! weights and truncates to an integer); the conversion is done here so that
@@ -34,6 +35,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
 
+pub mod colour;
 pub mod derived;
 pub mod dicom;
 mod dicom_compress;
@@ -85,6 +87,7 @@ fn decode_with_image(
     image_format: ::image::ImageFormat,
     path: &Path,
     format: Format,
+    as_gray: bool,
 ) -> Result<GrayImage, ImageError> {
     let reader = || ::image::ImageReader::with_format(std::io::Cursor::new(bytes), image_format);
     let error = |e: ::image::ImageError| match e {
@@ -107,8 +110,22 @@ fn decode_with_image(
             detail: format!("an image of {h} x {w} pixels (at most {MAX_PIXELS} are read)"),
         });
     }
-    let dynimg = reader().decode().map_err(error)?;
-    from_dynamic(&dynimg, path, format)
+    // The colour type from the header: a colour image is refused before its pixels are
+    // decoded.
+    let decoder = reader().into_decoder().map_err(error)?;
+    let colour = colour::kind(::image::ImageDecoder::color_type(&decoder));
+    if let (Some(kind), false) = (&colour, as_gray) {
+        return Err(ImageError::Colour {
+            path: path.to_path_buf(),
+            kind: kind.clone(),
+        });
+    }
+    let dynimg = DynamicImage::from_decoder(decoder).map_err(error)?;
+    let img = from_dynamic(&dynimg, path, format)?;
+    if let Some(kind) = colour {
+        colour::record(path, &kind);
+    }
+    Ok(img)
 }
 
 /// Encodes `img` (checked by the caller: no NaN, sides that fit) as grayscale of `depth` 8
@@ -178,6 +195,13 @@ pub enum ImageError {
         format: Format,
         detail: String,
     },
+    /// A colour image where a gray one is expected, and no `--as-gray`.
+    #[error(
+        "{}: a colour image ({kind}); this model is gray: give --as-gray to denoise its luma \
+         (BT.601), or a colour model",
+        .path.display()
+    )]
+    Colour { path: PathBuf, kind: String },
     /// Encoding the file failed.
     #[error("{}: cannot encode {format}: {detail}", .path.display())]
     Encode {
@@ -443,8 +467,8 @@ pub fn windowed_from_bytes(
     })
 }
 
-/// A decoded PNG or TIFF as a [`GrayImage`]: grayscale as is, colour through
-/// [`BT601_WEIGHTS`], alpha ignored, 16-bit divided by 257.
+/// A decoded PNG or TIFF as a [`GrayImage`]: grayscale as is, colour (let through by
+/// `--as-gray` only) through [`BT601_WEIGHTS`], alpha ignored, 16-bit divided by 257.
 fn from_dynamic(
     dynimg: &DynamicImage,
     path: &Path,
@@ -937,10 +961,15 @@ mod tests {
     #[test]
     fn rgb_and_rgba_convert_with_bt601() {
         let dir = test_dir("rgb");
+        // What `--as-gray` lets through; without it, the same file is refused by name.
+        let luma_of = |p: &Path| {
+            let bytes = fs::read(p).unwrap();
+            decode_with_image(&bytes, ::image::ImageFormat::Png, p, Format::Png, true).unwrap()
+        };
         let rgb = ::image::RgbImage::from_raw(2, 1, vec![255, 0, 0, 10, 200, 30]).unwrap();
         let p = dir.join("rgb.png");
         rgb.save(&p).unwrap();
-        let img = load(&p).unwrap();
+        let img = luma_of(&p);
         assert_eq!(img.bit_depth, 8);
         let expect1 = 0.299 * 10.0 + 0.587 * 200.0 + 0.114 * 30.0;
         assert!((img.pixels[[0, 0]] - 0.299 * 255.0).abs() < 1e-12);
@@ -949,7 +978,7 @@ mod tests {
         let rgba = ::image::RgbaImage::from_raw(1, 1, vec![0, 0, 255, 7]).unwrap();
         let p = dir.join("rgba.png");
         rgba.save(&p).unwrap();
-        let img = load(&p).unwrap();
+        let img = luma_of(&p);
         assert!((img.pixels[[0, 0]] - 0.114 * 255.0).abs() < 1e-12);
 
         let rgb16 =
@@ -957,9 +986,19 @@ mod tests {
                 .unwrap();
         let p = dir.join("rgb16.png");
         rgb16.save(&p).unwrap();
-        let img = load(&p).unwrap();
+        let img = luma_of(&p);
         assert_eq!(img.bit_depth, 16);
         assert!((img.pixels[[0, 0]] - (0.299 + 0.587) * 255.0).abs() < 1e-9);
+        let bytes = fs::read(&p).unwrap();
+        let e = decode_with_image(&bytes, ::image::ImageFormat::Png, &p, Format::Png, false)
+            .unwrap_err();
+        assert!(matches!(e, ImageError::Colour { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("rgb16.png: a colour image (RGB, 16 bits)"),
+            "{msg}"
+        );
+        assert!(msg.contains("--as-gray"), "{msg}");
         fs::remove_dir_all(dir).unwrap();
     }
 

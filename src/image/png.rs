@@ -1,4 +1,5 @@
-//! PNG: 8- or 16-bit, grayscale or colour in; grayscale out.
+//! PNG: 8- or 16-bit, grayscale in (colour with `--as-gray` only, see [`super::colour`]);
+//! grayscale out.
 
 use std::path::Path;
 
@@ -14,7 +15,13 @@ pub const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
 /// `path` is only used in error messages. The `image` crate's default limits bound what a
 /// crafted header can make it allocate.
 pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
-    super::decode_with_image(bytes, ImageFormat::Png, path, Format::Png)
+    super::decode_with_image(
+        bytes,
+        ImageFormat::Png,
+        path,
+        Format::Png,
+        super::colour::as_gray(),
+    )
 }
 
 /// Encodes `img` (checked by the caller: no NaN, sides that fit) as a grayscale PNG of

@@ -1,5 +1,5 @@
-//! TIFF, as microscopy uses it: one page, 8- or 16-bit grayscale (colour converted like
-//! PNG); written as one grayscale page, 8 or 16 bits. Decoding and encoding go through the
+//! TIFF, as microscopy uses it: one page, 8- or 16-bit grayscale (colour refused, or with
+//! `--as-gray` converted like PNG); written as one grayscale page, 8 or 16 bits. Decoding and encoding go through the
 //! `image` crate; the `tiff` crate (the one `image` uses) is asked only how many pages
 //! there are, since `image` would silently read the first page of a stack.
 
@@ -28,7 +28,13 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             detail: "several pages (a stack); only single-page images are read".into(),
         });
     }
-    super::decode_with_image(bytes, ImageFormat::Tiff, path, Format::Tiff)
+    super::decode_with_image(
+        bytes,
+        ImageFormat::Tiff,
+        path,
+        Format::Tiff,
+        super::colour::as_gray(),
+    )
 }
 
 /// Encodes `img` (checked by the caller) as a one-page grayscale TIFF of `depth` 8 or 16
