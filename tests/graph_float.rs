@@ -298,7 +298,12 @@ fn denoise_runs_a_graph_in_fixed_point() {
         let want = want.mapv(|v| v.round().clamp(0.0, 255.0));
         assert_eq!(got, want, "k {k}: the oracle's image, rounded");
         let top = noisy.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        assert_eq!(j["float_bound"], plan.output_bound(&g, &pre, top));
+        // The bound holds only while every value stays in range: none is given otherwise.
+        if oor == 0 {
+            assert_eq!(j["float_bound"], plan.output_bound(&g, &pre, top));
+        } else {
+            assert!(j["float_bound"].is_null(), "k {k}: {}", j["float_bound"]);
+        }
     }
     let o = std::process::Command::new(common::bin())
         .args(args("8"))
@@ -308,7 +313,7 @@ fn denoise_runs_a_graph_in_fixed_point() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         text.contains("pre-activations left the fixed-point range")
-            && text.contains("grey levels of float"),
+            && text.contains("no bound on the distance to float"),
         "{text}"
     );
     for bad in [["--arith", "float-tanh-star"], ["--noise-map", model]] {

@@ -505,12 +505,22 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         "out_of_range": oor, "window": scale.window, "units": scale.units,
         "clipped": scale.clipped, "sigma": levels[0],
         "sigma_in_units": scale.in_units(levels[0])});
-    if let Some(b) = bound {
-        lines.push(format!(
-            "fixed point within {b:.4} grey levels of float (a worst case over all images \
-             of this range, docs/graph.md)"
-        ));
-        json["float_bound"] = b.into();
+    // The bound holds only while every value stays in range.
+    match bound {
+        Some(b) if oor == 0 => {
+            lines.push(format!(
+                "fixed point within {b:.4} grey levels of float (a worst case over all \
+                 images of this range, docs/graph.md)"
+            ));
+            json["float_bound"] = b.into();
+        }
+        Some(_) => {
+            lines.push(
+                "no bound on the distance to float: values left the fixed-point range".into(),
+            );
+            json["float_bound"] = serde_json::Value::Null;
+        }
+        None => {}
     }
     if oor > 0 {
         lines.push(format!(

@@ -42,6 +42,18 @@ pub struct Window {
 }
 
 impl Window {
+    /// Whether each of the `outputs` windows along `axis` (0 rows, 1 columns), over an input
+    /// of `size`, holds at least one input value (not padding only).
+    fn covers(&self, axis: usize, size: i64, outputs: i64) -> bool {
+        let (k, s, d, p) = (
+            self.kernel[axis] as i64,
+            self.stride[axis] as i64,
+            self.dilation[axis] as i64,
+            self.pads[axis] as i64,
+        );
+        (0..outputs).all(|o| (0..k).any(|t| (0..size).contains(&(o * s - p + t * d))))
+    }
+
     fn check(&self) -> Result<(), String> {
         let w = self;
         if w.kernel.iter().any(|&k| k == 0 || k > MAX_KERNEL) {
@@ -352,6 +364,19 @@ impl Graph {
                      {th} x {tw}; the image is too small for this network",
                     self.nodes[i].op.name()
                 ));
+            }
+            // A pooling window that holds padding only has no value (no maximum, no mean).
+            if let Op::AvgPool { window, .. } | Op::MaxPool { window } = &self.nodes[i].op {
+                let src = &shapes[self.nodes[i].inputs[0]];
+                let sizes = [src.h.size(ph), src.w.size(pw)];
+                if let Some(axis) = (0..2).find(|&a| !window.covers(a, sizes[a], [th, tw][a])) {
+                    return Err(format!(
+                        "a {h} x {w} image (padded to {ph} x {pw}) gives node {i} ({}) a window \
+                         of padding only along its {}; the image is too small for this network",
+                        self.nodes[i].op.name(),
+                        ["height", "width"][axis]
+                    ));
+                }
             }
         }
         Ok((ph, pw))

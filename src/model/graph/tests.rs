@@ -152,3 +152,24 @@ fn mismatched_joins_and_outputs_are_refused() {
     let g = graph(vec![(conv(1, 1, win(2, 2, 0), true), vec![0])]);
     assert!(msg(g).contains("finer than the image"));
 }
+
+/// A pooling window that would hold padding only (a dilated 2-tap window with one pad each
+/// side, over a map one row high) is refused for that image size, not run: it has no
+/// maximum (the oracle had nothing to fold) and no mean.
+#[test]
+fn a_pooling_window_of_padding_only_is_refused() {
+    let window = Window {
+        kernel: [2, 2],
+        stride: [1, 1],
+        dilation: [2, 2],
+        pads: [1; 4],
+    };
+    let g = graph(vec![(Op::MaxPool { window }, vec![0])]);
+    g.validate(Path::new("pool.onnx")).unwrap();
+    let e = g.padded_size(1, 5).unwrap_err();
+    assert!(
+        e.contains("a window of padding only along its height"),
+        "{e}"
+    );
+    assert_eq!(g.padded_size(2, 5).unwrap(), (2, 5));
+}
