@@ -269,6 +269,16 @@ impl TruncParams {
     pub fn offset(&self) -> u64 {
         1u64 << (self.k - 1)
     }
+
+    /// Party `party`'s arithmetic shares of [`rescale_out`]'s output made shares of the
+    /// signed x: party 1 takes the offset off (every engine, after its B2A).
+    pub fn take_offset(&self, party: u8, shares: &mut [u64]) {
+        if party == 1 {
+            shares
+                .iter_mut()
+                .for_each(|x| *x = x.wrapping_sub(self.offset()));
+        }
+    }
 }
 
 /// The integer function of [`rescale_out`]: x + 2^(k-1), the offset-binary k-bit pattern of
@@ -408,12 +418,9 @@ impl ActCircuit {
     pub fn b2a_layout(&self, items: usize) -> (Vec<u64>, Vec<usize>) {
         let (w, g) = match self {
             ActCircuit::TanhSelect(p) => p.b2a_layout(),
-            ActCircuit::Relu(p) => {
-                let k = p.k as usize - 1;
-                ((0..k).map(|j| 1u64 << j).collect(), vec![k])
-            }
-            ActCircuit::Trunc(p) => {
-                let k = p.k as usize;
+            // One unsigned value of out_len bits.
+            ActCircuit::Relu(_) | ActCircuit::Trunc(_) => {
+                let k = self.out_len();
                 ((0..k).map(|j| 1u64 << j).collect(), vec![k])
             }
         };

@@ -377,9 +377,7 @@ impl<T: GcRole> Nonlinear for T {
     ) -> Result<Vec<u64>, ProtocolError> {
         let p = TruncParams { sh, k };
         let mut out = self.run_circuit(ch, &ActCircuit::Trunc(p), v)?;
-        if self.party() == 1 {
-            out.iter_mut().for_each(|x| *x = x.wrapping_sub(p.offset()));
-        }
+        p.take_offset(self.party(), &mut out);
         Ok(out)
     }
 
