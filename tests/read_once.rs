@@ -158,16 +158,7 @@ impl Dir {
         let mut deal = vec!["--batch".to_string(), "64".into()];
         let mut dealt = vec![model_pub.clone(), self.p("image.pub")];
         if how.mask {
-            self.run_ok(
-                &[
-                    "gen-model-mask",
-                    "--model",
-                    &model_pub,
-                    "--out",
-                    &self.p("mask"),
-                ],
-                &self.to_servers("dealer"),
-            );
+            self.gen_model_mask("mask");
             self.open_weights();
             deal.extend(["--model-mask".into(), self.p("mask.dealer")]);
             dealt.push(self.p("mask.dealer"));
@@ -189,6 +180,20 @@ impl Dir {
             ],
             &deal,
             &dealt,
+        );
+    }
+
+    /// The dealer's mask of the model shared as `model` (`gen-model-mask`), as `<name>.*`.
+    fn gen_model_mask(&self, name: &str) {
+        self.run_ok(
+            &[
+                "gen-model-mask",
+                "--model",
+                &self.p("model.pub"),
+                "--out",
+                &self.p(name),
+            ],
+            &self.to_servers("dealer"),
         );
     }
 
@@ -629,16 +634,7 @@ fn study_opens_each_input_once(write: fn(&Dir) -> &'static str, mask: bool) -> D
     }
 
     if mask {
-        d.run_ok(
-            &[
-                "gen-model-mask",
-                "--model",
-                &model_pub,
-                "--out",
-                &d.p("mask"),
-            ],
-            &d.to_servers("dealer"),
-        );
+        d.gen_model_mask("mask");
         d.open_weights();
     }
     let deal = |trace: &str, mask_record: &str| {
@@ -723,16 +719,7 @@ fn a_study_on_opened_weights_opens_each_input_once() {
     strace_present();
     let d = study_opens_each_input_once(write_mlp, true);
     // Slice 1 dealt again, against a second mask the servers' weights were not opened under.
-    d.run_ok(
-        &[
-            "gen-model-mask",
-            "--model",
-            &d.p("model.pub"),
-            "--out",
-            &d.p("mask2"),
-        ],
-        &d.to_servers("dealer"),
-    );
+    d.gen_model_mask("mask2");
     std::fs::remove_file(d.slice(1, "done", 1)).unwrap();
     let mut a: Vec<String> = vec!["gen-triplets".into(), "--study".into(), d.p("study")];
     a.extend([

@@ -342,29 +342,15 @@ impl Opened {
         Opened::from_raw(path, f, sealed)
     }
 
-    /// Opens `path`, refusing a sealed file (before decrypting it) with `why`: for readers
-    /// that take plain files only (`--insecure-unsigned`).
-    pub fn open_plain_only(path: &Path, why: &str) -> Result<Opened, FormatError> {
-        let (f, sealed) = sealed::open_raw(path)?;
-        Opened::plain_only(path, f, sealed, why)
-    }
-
-    /// [`Opened::open_plain_only`] of `f`, already open at `path` ([`Opened::from_file`]).
+    /// Opens the file `f`, already open at `path` ([`Opened::from_file`]), refusing a sealed
+    /// file (before decrypting it) with `why`: for readers that take plain files only
+    /// (`--insecure-unsigned`).
     pub fn from_file_plain_only(
         path: &Path,
         f: std::fs::File,
         why: &str,
     ) -> Result<Opened, FormatError> {
         let (f, sealed) = sealed::raw_from(path, f)?;
-        Opened::plain_only(path, f, sealed, why)
-    }
-
-    fn plain_only(
-        path: &Path,
-        f: std::fs::File,
-        sealed: bool,
-        why: &str,
-    ) -> Result<Opened, FormatError> {
         if sealed {
             return Err(FormatError::Sealed(path.into(), why.into()));
         }

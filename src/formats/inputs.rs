@@ -15,6 +15,7 @@ use anyhow::Result;
 use serde::de::DeserializeOwned;
 
 use super::container::{Header, Kind, Opened};
+use super::error::FormatError;
 use super::signing::Trust;
 
 /// Who made the file a reader opens.
@@ -53,11 +54,7 @@ pub fn open_signed_checking(
     maker: Maker,
     first: &dyn Fn(&Header) -> Result<()>,
 ) -> Result<Opened> {
-    let o = match trust {
-        Trust::InsecureUnsigned => Opened::open_plain_only(path, maker.sealed_unsigned())?,
-        Trust::Pinned(_) => Opened::open(path)?,
-    };
-    check_maker(o, trust, maker, first)
+    check_maker(open_as(path, trust, maker)?, trust, maker, first)
 }
 
 /// [`open_signed`] of `f`, already open at `path` (by a reader that checked something of
@@ -68,11 +65,23 @@ pub fn open_signed_file(
     trust: &Trust,
     maker: Maker,
 ) -> Result<Opened> {
-    let o = match trust {
+    check_maker(opened_as(path, f, trust, maker)?, trust, maker, &|_| Ok(()))
+}
+
+/// Opens `path` (once) for a reader that accepts what `trust` says, its maker not checked:
+/// under `--insecure-unsigned` a sealed file is refused before it is decrypted. For a file
+/// nobody signs (a server's opened weights); [`open_signed`] checks the maker too.
+pub fn open_as(path: &Path, trust: &Trust, maker: Maker) -> Result<Opened> {
+    let f = std::fs::File::open(path).map_err(|e| FormatError::Io(path.into(), e))?;
+    opened_as(path, f, trust, maker)
+}
+
+/// [`open_as`] of `f`, already open at `path`.
+fn opened_as(path: &Path, f: std::fs::File, trust: &Trust, maker: Maker) -> Result<Opened> {
+    Ok(match trust {
         Trust::InsecureUnsigned => Opened::from_file_plain_only(path, f, maker.sealed_unsigned())?,
         Trust::Pinned(_) => Opened::from_file(path, f)?,
-    };
-    check_maker(o, trust, maker, &|_| Ok(()))
+    })
 }
 
 /// The checks of an opened file's maker: `first` on its header, then its signer against

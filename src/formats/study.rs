@@ -392,16 +392,19 @@ impl Done {
     /// The record at `path`: `None` when there is none, an error naming it when it is
     /// unreadable or malformed.
     pub fn read_if_any(path: &Path) -> Result<Option<Done>> {
-        match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            _ => Done::read(path).map(Some),
-        }
+        read_json_if_any(path)?
+            .map(|d| Done::checked(d, path))
+            .transpose()
     }
 
     /// The record at `path`, its signature (when it names a signer) verified under the key
     /// it names: whether that key is the one pinned for its server is [`Done::check`].
     pub fn read(path: &Path) -> Result<Done> {
-        let d: Done = read_json(path)?;
+        Done::checked(read_json(path)?, path)
+    }
+
+    /// [`Done::read`]'s checks of the record `d`, read from `path`.
+    fn checked(d: Done, path: &Path) -> Result<Done> {
         let hash_ok = d
             .blake3
             .as_ref()
@@ -602,10 +605,18 @@ fn check_ids<'a>(
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let f = open_at_most(path, MAX_MANIFEST_BYTES, "a study file")?
-        .with_context(|| format!("{}: no such file", path.display()))?;
+    read_json_if_any(path)?.with_context(|| format!("{}: no such file", path.display()))
+}
+
+/// [`read_json`], `None` when there is no file at `path` (told by the one open).
+fn read_json_if_any<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let Some(f) = open_at_most(path, MAX_MANIFEST_BYTES, "a study file")? else {
+        return Ok(None);
+    };
     let text = read_at_most(path, f, MAX_MANIFEST_BYTES)?;
-    serde_json::from_slice(&text).with_context(|| format!("{}: malformed", path.display()))
+    serde_json::from_slice(&text)
+        .map(Some)
+        .with_context(|| format!("{}: malformed", path.display()))
 }
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {

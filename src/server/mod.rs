@@ -21,7 +21,7 @@ use crate::corr::engine_kind::EngineKind;
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NAME, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind, Opened};
-use crate::formats::inputs::{open_signed, open_signed_checking, Maker};
+use crate::formats::inputs::{open_as, open_signed, open_signed_checking, Maker};
 use crate::formats::sealed::Recipient;
 use crate::formats::signing::{Role, Signer, Trust};
 use crate::formats::triplet_stream;
@@ -190,7 +190,9 @@ pub fn prepare_held(files: JobFiles, held: Held) -> Result<ReadyJob> {
             let weights = files
                 .weights
                 .as_deref()
-                .map(|w| open_weights(w, &files.trust))
+                // Nobody signs them (the server wrote them): under --insecure-unsigned a
+                // sealed one is refused as any input is.
+                .map(|w| open_as(w, &files.trust, Maker::Party))
                 .transpose()?;
             let l = Arc::new(LoadedModel::read(&files, *m, weights)?);
             *kept = Some(l.clone());
@@ -206,15 +208,6 @@ pub fn prepare_held(files: JobFiles, held: Held) -> Result<ReadyJob> {
         loaded::Family::Cnn(_) => cnn::prepare(files, inputs),
         loaded::Family::Mlp { .. } => mlp::prepare(files, inputs),
     }
-}
-
-/// Opens this server's opened weights (the one open of the file). Nobody signs them (the
-/// server wrote them); under `--insecure-unsigned` a sealed one is refused as any input is.
-fn open_weights(path: &Path, trust: &Trust) -> Result<Opened> {
-    Ok(match trust {
-        Trust::InsecureUnsigned => Opened::open_plain_only(path, Maker::Party.sealed_unsigned())?,
-        Trust::Pinned(_) => Opened::open(path)?,
-    })
 }
 
 /// A job's inputs: its model share read (once for every job that runs it), its image share
