@@ -3,6 +3,7 @@
 
 pub mod boolean;
 pub mod cnn;
+pub mod graph;
 
 use crate::circuit::activation::ActCircuit;
 use crate::corr::batches::{batches, extract_batch};

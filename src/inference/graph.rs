@@ -210,10 +210,40 @@ pub fn concat<T: Scalar>(ins: &[&Map<T>]) -> Map<T> {
     }
 }
 
-/// Output positions of a window on an axis of `n` (ONNX's floor rule).
+/// Output size of a pooling (or a convolution's) window over an h x w map.
+pub fn window_dims(win: &Window, h: usize, w: usize) -> (usize, usize) {
+    (out_len(h, win, 0), out_len(w, win, 1))
+}
+
+/// Output size of a transposed convolution of an h x w map.
+pub fn conv_transpose_dims(c: &ConvOp, h: usize, w: usize) -> (usize, usize) {
+    let win = &c.window;
+    let size = |n: usize, a: usize| {
+        ((n.max(1) - 1) * win.stride[a]
+            + win.dilation[a] * (win.kernel[a] - 1)
+            + c.output_padding[a]
+            + 1)
+        .saturating_sub(win.pads[a] + win.pads[a + 2])
+    };
+    (size(h, 0), size(w, 1))
+}
+
+/// Output size of a convolution (plain or transposed) of an h x w map.
+pub fn conv_dims(c: &ConvOp, h: usize, w: usize) -> (usize, usize) {
+    if c.transposed {
+        conv_transpose_dims(c, h, w)
+    } else {
+        window_dims(&c.window, h, w)
+    }
+}
+
+/// Output positions of a window on an axis of `n` (ONNX's floor rule); 0 where the window
+/// does not fit once (refused before any run: `Graph::padded_size`, `GraphPlan::dims`).
 fn out_len(n: usize, w: &Window, a: usize) -> usize {
     let span = w.dilation[a] * (w.kernel[a] - 1) + 1;
-    (n + w.pads[a] + w.pads[a + 2] - span) / w.stride[a] + 1
+    (n + w.pads[a] + w.pads[a + 2])
+        .checked_sub(span)
+        .map_or(0, |d| d / w.stride[a] + 1)
 }
 
 /// Input positions a window's tap `t` reads for output `o` (None: padding).
@@ -225,7 +255,7 @@ fn tap(o: usize, t: usize, w: &Window, a: usize, n: usize) -> Option<usize> {
 /// A convolution of `x` with the shape of `c` and weights `w`, biases `b` (`c`'s layout).
 pub fn conv<T: Scalar>(c: &ConvOp, w: &[T], b: &[T], x: &Map<T>) -> Map<T> {
     let win = &c.window;
-    let (oh, ow) = (out_len(x.h, win, 0), out_len(x.w, win, 1));
+    let (oh, ow) = window_dims(win, x.h, x.w);
     let [kh, kw] = win.kernel;
     let (cin_g, cout_g) = (c.cin / c.groups, c.cout / c.groups);
     let mut out = Map::zeros(c.cout, oh, ow);
@@ -264,12 +294,7 @@ pub fn conv_transpose<T: Scalar>(c: &ConvOp, w: &[T], b: &[T], x: &Map<T>) -> Ma
     let [kh, kw] = win.kernel;
     let [s0, s1] = win.stride;
     let [d0, d1] = win.dilation;
-    let size = |n: usize, a: usize| {
-        ((n - 1) * win.stride[a] + win.dilation[a] * (win.kernel[a] - 1) + c.output_padding[a] + 1)
-            as isize
-            - (win.pads[a] + win.pads[a + 2]) as isize
-    };
-    let (oh, ow) = (size(x.h, 0) as usize, size(x.w, 1) as usize);
+    let (oh, ow) = conv_transpose_dims(c, x.h, x.w);
     let (cin_g, cout_g) = (c.cin / c.groups, c.cout / c.groups);
     let (p0, p1) = (win.pads[0] as isize, win.pads[1] as isize);
     let mut out = Map::zeros(c.cout, oh, ow);
@@ -307,7 +332,7 @@ pub fn conv_transpose<T: Scalar>(c: &ConvOp, w: &[T], b: &[T], x: &Map<T>) -> Ma
 
 /// A pooling: `f` of the window's values inside the map, and the window's full size.
 pub fn pool<T: Scalar>(win: &Window, x: &Map<T>, f: impl Fn(&[T], usize) -> T + Sync) -> Map<T> {
-    let (oh, ow) = (out_len(x.h, win, 0), out_len(x.w, win, 1));
+    let (oh, ow) = window_dims(win, x.h, x.w);
     let [kh, kw] = win.kernel;
     let mut out = Map::zeros(x.c, oh, ow);
     out.v
@@ -315,25 +340,36 @@ pub fn pool<T: Scalar>(win: &Window, x: &Map<T>, f: impl Fn(&[T], usize) -> T + 
         .enumerate()
         .for_each(|(c, plane)| {
             let src = x.plane(c);
+            let mut at = Vec::with_capacity(kh * kw);
             let mut vals = Vec::with_capacity(kh * kw);
             for y in 0..oh {
                 for xo in 0..ow {
+                    window_at(win, x.h, x.w, y, xo, &mut at);
                     vals.clear();
-                    for ky in 0..kh {
-                        let Some(iy) = tap(y, ky, win, 0, x.h) else {
-                            continue;
-                        };
-                        for kx in 0..kw {
-                            if let Some(ix) = tap(xo, kx, win, 1, x.w) {
-                                vals.push(src[iy * x.w + ix]);
-                            }
-                        }
-                    }
+                    vals.extend(at.iter().map(|&i| src[i]));
                     plane[y * ow + xo] = f(&vals, kh * kw);
                 }
             }
         });
     out
+}
+
+/// The positions in an h x w plane that the window of output (y, xo) reads, padding left
+/// out, in the order a pooling sees them (row by row): the secure max pooling compares them
+/// in this order, so its result is the oracle's bit for bit, out of range included.
+pub fn window_at(win: &Window, h: usize, w: usize, y: usize, xo: usize, out: &mut Vec<usize>) {
+    out.clear();
+    let [kh, kw] = win.kernel;
+    for ky in 0..kh {
+        let Some(iy) = tap(y, ky, win, 0, h) else {
+            continue;
+        };
+        for kx in 0..kw {
+            if let Some(ix) = tap(xo, kx, win, 1, w) {
+                out.push(iy * w + ix);
+            }
+        }
+    }
 }
 
 /// For each output position on an axis of `n` up-sampled by `r`: the source positions and

@@ -5,6 +5,7 @@ pub mod cnn;
 pub mod engines;
 pub mod gc;
 pub mod gmw;
+pub mod graph;
 pub mod ot;
 pub mod poly;
 pub mod protocol;

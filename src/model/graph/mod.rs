@@ -6,6 +6,7 @@
 //! graph's total stride.
 
 mod chain;
+pub mod random;
 pub mod shape;
 
 use std::path::Path;

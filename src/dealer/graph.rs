@@ -1,0 +1,203 @@
+//! The dealer's correlated randomness for a CNN graph job (docs/graph.md, milestone 4), from
+//! public facts only: the plan without weights, the image size, the engine and the batch.
+//!
+//! Streams, all from the parties' seeds: the weight mask A_j of the j-th weighted step
+//! (`WeightMask(j)`, the model mask's when the weights were opened once); the map mask B_t of
+//! every tensor t a product reads (`ActMask(t, 0)`: one per tensor, however many steps read
+//! it), and of a PReLU's t - max(0, t) (`ActMask(step, 1)`); a product step's triple
+//! C = A (x) B (`MatTriple(step, 0)`); a step's circuit runs, numbered from 0 in the order
+//! the step makes them (`AndTriple/DaBit/EdaBit(step, run)`). Party 1's explicit values are
+//! the triples' and the runs' in the order of [`GraphPlan::uses`], step after step.
+
+use std::collections::HashMap;
+
+use crate::circuit::activation::ActCircuit;
+use crate::circuit::netlist::Netlist;
+use crate::corr::batches::batches;
+use crate::corr::engine_kind::EngineKind;
+use crate::corr::explicit::explicit_for;
+use crate::corr::masks::mask_share;
+use crate::corr::randomness::act_mask_of;
+use crate::corr::run_shape::RunShape;
+use crate::corr::slot::Slot;
+use crate::dealer::cnn::CnnDeal;
+use crate::dealer::DealSeeds;
+use crate::inference::graph::Map;
+use crate::ring::graph::uses::{product, Dims, Use};
+use crate::ring::graph::{GraphPlan, Kind};
+use crate::ring::share::{add, Prg, Seed, Stream};
+
+/// The masked map a product step reads: its input tensor's, or (PReLU) its own second map.
+pub fn product_input(plan: &GraphPlan, step: usize) -> (u32, u32) {
+    match plan.steps[step].kind {
+        Kind::PRelu { .. } => (step as u32, 1),
+        _ => (plan.steps[step].inputs[0] as u32, 0),
+    }
+}
+
+/// Netlists of the boolean engine, recorded once per circuit (a graph uses a few).
+#[derive(Default)]
+struct Nets(Vec<(ActCircuit, Netlist)>);
+
+impl Nets {
+    fn of(&mut self, circ: &ActCircuit) -> &Netlist {
+        let i = match self.0.iter().position(|(c, _)| c == circ) {
+            Some(i) => i,
+            None => {
+                self.0.push((*circ, Netlist::record(circ)));
+                self.0.len() - 1
+            }
+        };
+        &self.0[i].1
+    }
+}
+
+/// Party 1's explicit values for a graph job on an h x w input (sides multiples of the
+/// plan's stride), circuits in runs of `batch` elements.
+pub fn correction_count(
+    plan: &GraphPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+    batch: usize,
+) -> Result<usize, String> {
+    let dims = plan.dims(h, w)?;
+    let mut nets = Nets::default();
+    let mut n = 0;
+    for i in 1..plan.steps.len() {
+        for u in plan.uses(i, &dims) {
+            n += match u {
+                Use::Product { len } => len,
+                Use::Circuit { circ, elements } if engine == EngineKind::Gmw => {
+                    let net = nets.of(&circ);
+                    batches(elements, batch.max(1))
+                        .map(|(_, _, n)| RunShape::of(net, n).explicit_values())
+                        .sum()
+                }
+                Use::Circuit { .. } => 0,
+            };
+        }
+    }
+    Ok(n)
+}
+
+/// A map mask B from both parties' seeds.
+fn map_mask(seeds: &[Seed; 2], (t, k): (u32, u32), d: Dims) -> Map<u64> {
+    let n = d[0] * d[1] * d[2];
+    Map {
+        c: d[0],
+        h: d[1],
+        w: d[2],
+        v: add(
+            &act_mask_of(&seeds[0], t, k, n),
+            &act_mask_of(&seeds[1], t, k, n),
+        ),
+    }
+}
+
+/// Computes party 1's explicit values for the parties' seeds and hands them to `emit` in
+/// consumption order, a step's product or circuit run at a time. `plan` may be public (its
+/// secret values are not read).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_into<E>(
+    plan: &GraphPlan,
+    h: usize,
+    w: usize,
+    deal_seeds: &DealSeeds,
+    engine: EngineKind,
+    batch: usize,
+    emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<String>,
+{
+    plan.check_streams()?;
+    let dims = plan.dims(h, w)?;
+    let seeds = &deal_seeds.job;
+    let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
+    let weighted: HashMap<usize, (u32, usize)> = plan
+        .weight_steps()
+        .into_iter()
+        .enumerate()
+        .map(|(j, (step, n))| (step, (j as u32, n)))
+        .collect();
+    let mut nets = Nets::default();
+    for i in 1..plan.steps.len() {
+        let mut run = 0u32;
+        for u in plan.uses(i, &dims) {
+            match u {
+                Use::Product { len } => {
+                    let (j, n) = weighted[&i];
+                    let a = add(
+                        &mask_share(&mask_seeds[0], j, n),
+                        &mask_share(&mask_seeds[1], j, n),
+                    );
+                    let input = product_input(plan, i);
+                    let d = if input.1 == 1 {
+                        dims[i]
+                    } else {
+                        dims[input.0 as usize]
+                    };
+                    let mut c = product(&plan.steps[i].kind, &a, &map_mask(seeds, input, d)).v;
+                    debug_assert_eq!(c.len(), len);
+                    let c0 = Prg::new(&seeds[0], Stream::MatTriple(i as u32, 0)).vec(len);
+                    c.iter_mut()
+                        .zip(&c0)
+                        .for_each(|(x, y)| *x = x.wrapping_sub(*y));
+                    emit(&c)?;
+                }
+                Use::Circuit { circ, elements } => {
+                    for (_, _, n) in batches(elements, batch.max(1)) {
+                        let at = Slot {
+                            layer: i as u32,
+                            batch: run,
+                        };
+                        run += 1;
+                        if engine == EngineKind::Gmw {
+                            emit(&explicit_for(seeds, at, nets.of(&circ), n))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Both parties' randomness for a graph job, in memory (tests; small jobs), from fresh
+/// seeds.
+pub fn generate(
+    plan: &GraphPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+    batch: usize,
+    model_mask: Option<[Seed; 2]>,
+) -> Result<CnnDeal, String> {
+    let seeds = DealSeeds::fresh(model_mask);
+    generate_with(plan, h, w, engine, batch, &seeds, engine.deal_setup())
+}
+
+/// [`generate`] with the seeds and the engine's setup given (tests that must be
+/// reproducible; the dealer itself always draws them fresh).
+#[doc(hidden)]
+pub fn generate_with(
+    plan: &GraphPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+    batch: usize,
+    seeds: &DealSeeds,
+    setup: (Vec<u8>, Vec<u8>),
+) -> Result<CnnDeal, String> {
+    let mut corrections = Vec::with_capacity(correction_count(plan, h, w, engine, batch)?);
+    generate_into(plan, h, w, seeds, engine, batch, &mut |v: &[u64]| {
+        corrections.extend_from_slice(v);
+        Ok::<(), String>(())
+    })?;
+    Ok(CnnDeal {
+        seeds: seeds.job,
+        corrections,
+        setup,
+    })
+}

@@ -1,0 +1,231 @@
+//! What the secure run of a graph plan consumes, step by step, from public facts only (the
+//! plan without its weights and the image size): every tensor's size, which values are
+//! secret weights, and per step its Beaver products and circuit runs in order. The dealer
+//! (`dealer::graph`) makes the randomness by walking this list and the servers
+//! (`twopc::graph`) consume it in the same order, so the two cannot drift apart.
+
+use crate::circuit::activation::{ActCircuit, TruncParams};
+use crate::inference::graph::{self as kern, conv_dims, window_at, window_dims, Map};
+use crate::ring::graph::{GraphPlan, Kind};
+use crate::ring::share::MAX_STREAM_LAYER;
+
+/// A tensor's size: channels, height, width.
+pub type Dims = [usize; 3];
+
+/// One use of the dealer's randomness by a step, in the order the step makes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Use {
+    /// A Beaver product of secret weights with a secret map: `len` output values of
+    /// C = A (x) B (a matrix triple, stream `MatTriple(step, 0)`).
+    Product { len: usize },
+    /// A circuit over `elements` values, run in batches of the dealer's batch size.
+    Circuit { circ: ActCircuit, elements: usize },
+}
+
+impl GraphPlan {
+    /// Every step's output size on an h x w input (sides multiples of the total stride),
+    /// or why that size cannot be run.
+    pub fn dims(&self, h: usize, w: usize) -> Result<Vec<Dims>, String> {
+        let [sy, sx] = self.stride;
+        if h == 0 || w == 0 || !h.is_multiple_of(sy) || !w.is_multiple_of(sx) {
+            return Err(format!(
+                "{h} x {w}: the sides must be positive multiples of the total stride {sy} x {sx}"
+            ));
+        }
+        let mut dims: Vec<Dims> = Vec::with_capacity(self.steps.len());
+        for (i, st) in self.steps.iter().enumerate() {
+            let ins: Vec<Dims> = st.inputs.iter().map(|&t| dims[t]).collect();
+            let [c, ih, iw] = ins.first().copied().unwrap_or([1, h, w]);
+            let d = match &st.kind {
+                Kind::Input => [1, h, w],
+                Kind::Conv { op, .. } => {
+                    let (oh, ow) = conv_dims(op, ih, iw);
+                    [op.cout, oh, ow]
+                }
+                Kind::Concat { .. } => [ins.iter().map(|d| d[0]).sum(), ih, iw],
+                Kind::AvgPool { window, .. } | Kind::MaxPool { window } => {
+                    let (oh, ow) = window_dims(window, ih, iw);
+                    [c, oh, ow]
+                }
+                Kind::Resize { r, .. } => [c, ih * r.scale[0], iw * r.scale[1]],
+                Kind::DepthToSpace { block, .. } => [c / (block * block), ih * block, iw * block],
+                Kind::SpaceToDepth { block } => [c * block * block, ih / block, iw / block],
+                Kind::Trunc { .. }
+                | Kind::Add { .. }
+                | Kind::Sub { .. }
+                | Kind::Affine { .. }
+                | Kind::Relu { .. }
+                | Kind::LeakyRelu { .. }
+                | Kind::PRelu { .. }
+                | Kind::Clip { .. } => [c, ih, iw],
+            };
+            if d.contains(&0) || ins.iter().any(|x| x[1..] != ins[0][1..]) {
+                return Err(format!(
+                    "{h} x {w}: step {i} would have an empty or mismatched map"
+                ));
+            }
+            dims.push(d);
+        }
+        Ok(dims)
+    }
+
+    /// The steps that multiply by secret weights, in order, with the number of weights each
+    /// masks (a conv's kernel, an affine map's scales, a PReLU's slopes). Position `j` in
+    /// this list names the weight mask stream `WeightMask(j)`, as a CNN's layer does.
+    pub fn weight_steps(&self) -> Vec<(usize, usize)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, st)| match &st.kind {
+                Kind::Conv { w, .. } => Some((i, w.len())),
+                Kind::Affine { a, .. } => Some((i, a.len())),
+                Kind::PRelu { slope, .. } => Some((i, slope.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every secret value of the plan, step after step: a conv's weights then biases, an
+    /// affine map's scales then shifts, a PReLU's slopes (what a model share splits).
+    pub fn secret_values(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for st in &self.steps {
+            for part in secret_parts(&st.kind) {
+                out.extend_from_slice(part);
+            }
+        }
+        out
+    }
+
+    /// The plan with its secret values replaced by `values` (a party's shares), in the order
+    /// of [`GraphPlan::secret_values`].
+    pub fn with_secret_values(&self, values: &[u64]) -> Result<GraphPlan, String> {
+        let want = self.secret_values().len();
+        if values.len() != want {
+            return Err(format!(
+                "{} secret values for a plan that has {want}",
+                values.len()
+            ));
+        }
+        let mut plan = self.clone();
+        let mut at = 0;
+        for st in &mut plan.steps {
+            let parts: Vec<&mut Vec<u64>> = match &mut st.kind {
+                Kind::Conv { w, b, .. } => vec![w, b],
+                Kind::Affine { a, b } => vec![a, b],
+                Kind::PRelu { slope, .. } => vec![slope],
+                _ => vec![],
+            };
+            for part in parts {
+                let n = part.len();
+                part.copy_from_slice(&values[at..at + n]);
+                at += n;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Step `i`'s uses of the dealer's randomness, in order, given its inputs' sizes.
+    pub fn uses(&self, i: usize, dims: &[Dims]) -> Vec<Use> {
+        let st = &self.steps[i];
+        let k = self.params.k;
+        let n = |d: Dims| d[0] * d[1] * d[2];
+        let circuit = |circ, elements| Use::Circuit { circ, elements };
+        let relu = |sh| ActCircuit::Relu(TruncParams { sh, k });
+        let trunc = |sh| ActCircuit::Trunc(TruncParams { sh, k });
+        match &st.kind {
+            Kind::Conv { .. } | Kind::Affine { .. } => vec![Use::Product { len: n(dims[i]) }],
+            Kind::Trunc { sh } => vec![circuit(trunc(*sh), n(dims[i]))],
+            Kind::Relu { sh } => vec![circuit(relu(*sh), n(dims[i]))],
+            // One run keeps max(0, t), one t itself; a PReLU's secret slopes then multiply
+            // t - max(0, t).
+            Kind::LeakyRelu { sh, .. } => vec![
+                circuit(relu(*sh), n(dims[i])),
+                circuit(trunc(*sh), n(dims[i])),
+            ],
+            Kind::PRelu { sh, .. } => vec![
+                circuit(relu(*sh), n(dims[i])),
+                circuit(trunc(*sh), n(dims[i])),
+                Use::Product { len: n(dims[i]) },
+            ],
+            Kind::Clip { lo, hi } => [lo.is_some(), hi.is_some()]
+                .iter()
+                .filter(|&&b| b)
+                .map(|_| circuit(relu(0), n(dims[i])))
+                .collect(),
+            Kind::MaxPool { window } => {
+                let [c, ih, iw] = dims[st.inputs[0]];
+                max_pool_rounds(window, ih, iw)
+                    .into_iter()
+                    .map(|per_plane| circuit(relu(0), c * per_plane))
+                    .collect()
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Whether the plan's streams can be named: steps and weight masks below 2^16 (the
+    /// stream ids' layer field), as a CNN's layers.
+    pub fn check_streams(&self) -> Result<(), String> {
+        let lim = MAX_STREAM_LAYER as usize + 1;
+        if self.steps.len() > lim {
+            return Err(format!(
+                "{} steps: at most {lim} are supported",
+                self.steps.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A step's secret values, in the order they are shared.
+fn secret_parts(kind: &Kind) -> Vec<&[u64]> {
+    match kind {
+        Kind::Conv { w, b, .. } => vec![w, b],
+        Kind::Affine { a, b } => vec![a, b],
+        Kind::PRelu { slope, .. } => vec![slope],
+        _ => vec![],
+    }
+}
+
+/// For each comparison round j = 1, 2, ... of a max pooling over an h x w plane: how many
+/// output positions have a (j+1)-th value in their window (windows at a border hold fewer).
+pub fn max_pool_rounds(win: &crate::model::graph::Window, h: usize, w: usize) -> Vec<usize> {
+    let (oh, ow) = window_dims(win, h, w);
+    let mut per_len = vec![0usize; win.kernel[0] * win.kernel[1] + 1];
+    let mut at = Vec::new();
+    for y in 0..oh {
+        for x in 0..ow {
+            window_at(win, h, w, y, x, &mut at);
+            per_len[at.len()] += 1;
+        }
+    }
+    // Round j compares the (j+1)-th value: every window of more than j values.
+    (1..per_len.len())
+        .map(|j| per_len[j + 1..].iter().sum::<usize>())
+        .take_while(|&n| n > 0)
+        .collect()
+}
+
+/// The bilinear part of product step `kind`: secret weights `w` (a conv's kernel, an affine
+/// map's scales, a PReLU's slopes) applied to map `x`, no bias. The oracle's step is this
+/// plus the bias, and so is the Beaver product's result once both shares are added.
+pub fn product(kind: &Kind, w: &[u64], x: &Map<u64>) -> Map<u64> {
+    match kind {
+        Kind::Conv { op, .. } => {
+            let zero = vec![0; op.cout];
+            if op.transposed {
+                kern::conv_transpose(op, w, &zero, x)
+            } else {
+                kern::conv(op, w, &zero, x)
+            }
+        }
+        Kind::Affine { .. } | Kind::PRelu { .. } => x.map(|c, v| v.wrapping_mul(per_channel(w, c))),
+        _ => unreachable!("not a product step"),
+    }
+}
+
+/// A per-channel value, or the one value of all channels.
+pub fn per_channel(v: &[u64], c: usize) -> u64 {
+    v[if v.len() == 1 { 0 } else { c }]
+}

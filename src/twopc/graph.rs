@@ -1,0 +1,453 @@
+//! One secure CNN graph job between S0 and S1 (docs/graph.md, milestone 4): the plan's steps
+//! in order, on additive shares of channel-major maps.
+//!
+//! Per step kind (docs/protocol.md, "Secure CNN graphs"):
+//! - a product (conv or transposed conv, affine map, a PReLU's slopes) is a Beaver product
+//!   against the dealer's C = A (x) B: the map it reads is opened once as V = X - B under a
+//!   fresh mask B of that tensor (a tensor read by several steps is opened once, each step
+//!   with its own triple), the weights once as U = W - A; party i computes
+//!   U (x) (i V + [B]_i) + [A]_i (x) V + [C]_i, then adds its share of the bias;
+//! - a rescaling, a ReLU, a leaky ReLU, a clip and a max pooling run the engine's circuits
+//!   (max(a, b) = a + ReLU(b - a), the window's values in the oracle's order);
+//! - joins, poolings by average, resizes and pixel (un)shuffles are public linear maps each
+//!   party applies to its own share (party 0 adds public constants).
+//!
+//! Nothing else is opened. The dealer's randomness is consumed in the order
+//! [`GraphPlan::uses`] lists, which `dealer::graph` walks too.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::circuit::activation::ActCircuit;
+use crate::corr::batches::batches;
+use crate::corr::randomness::PartyRandomness;
+use crate::corr::slot::Slot;
+use crate::dealer::graph::product_input;
+use crate::inference::graph::{self as kern, window_at, window_dims, Map};
+use crate::ring::fixed::encode;
+use crate::ring::graph::uses::{per_channel, product, Dims, Use};
+use crate::ring::graph::{GraphPlan, Kind};
+use crate::ring::share::Seed;
+use crate::twopc::channel::{exchange, open, Channel, ChannelError};
+use crate::twopc::protocol::{open_in_job, Nonlinear, ProtocolError, Report, Weights};
+use crate::twopc::weights::{open_layers, Opened};
+
+pub struct GraphJobInputs<'a> {
+    pub party: u8,
+    /// The plan with this party's shares of the secret values.
+    pub plan: &'a GraphPlan,
+    /// The input's size: sides multiples of the plan's total stride (the caller pads).
+    pub height: usize,
+    pub width: usize,
+    /// This party's share of the encoded input (row-major, scale s).
+    pub image: &'a [u64],
+    pub rand: PartyRandomness,
+    /// Bytes both parties must agree on (job, model and randomness ids).
+    pub session_tag: Vec<u8>,
+    pub weights: Weights<'a>,
+    /// Elements per circuit run (the dealer's choice).
+    pub relu_batch: usize,
+}
+
+/// This party's shares of the weighted steps' masks, from `seed` (a job's or a model mask's).
+pub fn mask_shares(seed: &Seed, plan: &GraphPlan) -> Vec<Vec<u64>> {
+    plan.weight_steps()
+        .iter()
+        .enumerate()
+        .map(|(j, &(_, n))| crate::corr::masks::mask_share(seed, j as u32, n))
+        .collect()
+}
+
+/// This party's shares of the weighted steps' weights, with the count each must have.
+fn weight_shares(plan: &GraphPlan) -> Vec<(&[u64], usize)> {
+    plan.weight_steps()
+        .into_iter()
+        .map(|(i, n)| {
+            let w: &[u64] = match &plan.steps[i].kind {
+                Kind::Conv { w, .. } => w,
+                Kind::Affine { a, .. } => a,
+                Kind::PRelu { slope, .. } => slope,
+                _ => unreachable!("weight_steps lists weighted steps"),
+            };
+            (w, n)
+        })
+        .collect()
+}
+
+/// Opens U = W - A of every weighted step (one message each way).
+pub fn open_graph_weights(
+    ch: &mut dyn Channel,
+    party: u8,
+    plan: &GraphPlan,
+    mask: Vec<Vec<u64>>,
+) -> Result<Opened, ChannelError> {
+    let w: Vec<&[u64]> = weight_shares(plan).into_iter().map(|(w, _)| w).collect();
+    open_layers(ch, party, &w, mask)
+}
+
+/// A map opened for the products that read it: V = X - B (public) and this party's B.
+struct Masked {
+    v: Map<u64>,
+    b: Map<u64>,
+}
+
+/// The step loop's state: what is held, and where the randomness stands.
+struct Job<'a, 'b> {
+    ch: &'b mut dyn Channel,
+    engine: &'b mut dyn Nonlinear,
+    party: u8,
+    rand: PartyRandomness,
+    batch: usize,
+    rep: Report,
+    /// The weighted steps' opened weights, by step: (U, this party's A).
+    weights: HashMap<usize, (&'a [u64], &'a [u64])>,
+    /// Circuit runs made so far by the current step (its runs' stream index).
+    run: u32,
+}
+
+impl Job<'_, '_> {
+    /// A circuit over this party's shares `z` at step `step`, in runs of the batch size.
+    fn circuit(
+        &mut self,
+        step: usize,
+        circ: ActCircuit,
+        z: &[u64],
+    ) -> Result<Vec<u64>, ProtocolError> {
+        let t = Instant::now();
+        let mut out = Vec::with_capacity(z.len());
+        for (_, start, n) in batches(z.len(), self.batch) {
+            let at = Slot {
+                layer: step as u32,
+                batch: self.run,
+            };
+            self.run += 1;
+            let part = &z[start..start + n];
+            out.extend(match circ {
+                ActCircuit::Relu(p) => {
+                    self.engine
+                        .relu(self.ch, &mut self.rand, at, p.sh, p.k, part)?
+                }
+                ActCircuit::Trunc(p) => {
+                    self.engine
+                        .trunc(self.ch, &mut self.rand, at, p.sh, p.k, part)?
+                }
+                ActCircuit::TanhSelect(_) => unreachable!("no tanh* in a graph"),
+            });
+        }
+        self.rep.seconds_nonlinear += t.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    /// Opens `x` under the fresh mask of stream (t, k).
+    fn open_masked(&mut self, (t, k): (u32, u32), x: &Map<u64>) -> Result<Masked, ProtocolError> {
+        let b = self.rand.act_mask(t, k, x.v.len())?;
+        let share: Vec<u64> =
+            x.v.iter()
+                .zip(&b)
+                .map(|(x, b)| x.wrapping_sub(*b))
+                .collect();
+        let v = open(self.ch, self.party, &share, "masked map")?;
+        Ok(Masked {
+            v: Map { v, ..*x },
+            b: Map { v: b, ..*x },
+        })
+    }
+
+    /// This party's share of product step `step`'s weights (x) the opened map, bias not
+    /// included: U (x) (i V + [B]_i) + [A]_i (x) V + [C]_i.
+    fn product(
+        &mut self,
+        plan: &GraphPlan,
+        step: usize,
+        m: &Masked,
+    ) -> Result<Map<u64>, ProtocolError> {
+        let t = Instant::now();
+        let kind = &plan.steps[step].kind;
+        let (u, a) = self.weights[&step];
+        let mine = if self.party == 0 {
+            m.b.clone()
+        } else {
+            kern::zip(&m.v, &m.b, |v, b| v.wrapping_add(b))
+        };
+        let mut z = product(kind, u, &mine);
+        let za = product(kind, a, &m.v);
+        let c = self.rand.mat_triple(step as u32, 0, z.v.len())?;
+        for ((z, a), c) in z.v.iter_mut().zip(&za.v).zip(&c) {
+            *z = z.wrapping_add(*a).wrapping_add(*c);
+        }
+        self.rep.seconds_linear += t.elapsed().as_secs_f64();
+        Ok(z)
+    }
+
+    /// Party 0 adds public constant `k` to its share.
+    fn plus(&self, x: u64, k: u64) -> u64 {
+        if self.party == 0 {
+            x.wrapping_add(k)
+        } else {
+            x
+        }
+    }
+}
+
+/// Runs the job; returns this party's share of the output map (at the plan's output scale).
+pub fn run(
+    ch: &mut dyn Channel,
+    mut inp: GraphJobInputs<'_>,
+    engine: &mut dyn Nonlinear,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Map<u64>, Report), ProtocolError> {
+    let t_start = Instant::now();
+    let (party, plan) = (inp.party, inp.plan);
+    let (h, w) = (inp.height, inp.width);
+    plan.check_streams().map_err(ProtocolError::Setup)?;
+    let dims = plan.dims(h, w).map_err(ProtocolError::Setup)?;
+    if inp.image.len() != h * w {
+        return Err(ProtocolError::Setup(format!(
+            "image share of {} values for a {h} x {w} input",
+            inp.image.len()
+        )));
+    }
+    let peer_tag = exchange(ch, party, &inp.session_tag)?;
+    if peer_tag != inp.session_tag {
+        return Err(ChannelError::Mismatch(
+            "the peer server holds files of a different job, model or dealer run".into(),
+        )
+        .into());
+    }
+    let shares = weight_shares(plan);
+    let per_job;
+    let opened: &Opened = match inp.weights {
+        Weights::Opened(o) => o,
+        Weights::PerJob => {
+            per_job = open_in_job(ch, party, &mut inp.rand, &shares)?;
+            &per_job
+        }
+    };
+    let steps = plan.weight_steps();
+    if opened.u.len() != steps.len()
+        || steps
+            .iter()
+            .enumerate()
+            .any(|(j, &(_, n))| opened.u[j].len() != n || opened.mask[j].len() != n)
+    {
+        return Err(ProtocolError::Setup(
+            "opened weights do not have the model's shape".into(),
+        ));
+    }
+    let weights = steps
+        .iter()
+        .enumerate()
+        .map(|(j, &(i, _))| (i, (&opened.u[j][..], &opened.mask[j][..])))
+        .collect();
+    let mut job = Job {
+        ch,
+        engine,
+        party,
+        rand: inp.rand,
+        batch: inp.relu_batch.max(1),
+        rep: Report {
+            party,
+            patches: h * w,
+            ..Default::default()
+        },
+        weights,
+        run: 0,
+    };
+    job.rep.seconds_setup = t_start.elapsed().as_secs_f64();
+
+    // When each map, and each opened map, is last read (then dropped).
+    let n = plan.steps.len();
+    let mut last = vec![0; n];
+    let mut last_product = vec![0; n];
+    for (i, st) in plan.steps.iter().enumerate() {
+        st.inputs.iter().for_each(|&t| last[t] = i);
+        if plan.weight_steps().iter().any(|&(s, _)| s == i) && product_input(plan, i).1 == 0 {
+            last_product[st.inputs[0]] = i;
+        }
+    }
+    last[plan.output] = usize::MAX;
+    let mut maps: Vec<Option<Map<u64>>> = vec![None; n];
+    let mut masked: Vec<Option<Masked>> = (0..n).map(|_| None).collect();
+    maps[0] = Some(Map {
+        c: 1,
+        h,
+        w,
+        v: inp.image.to_vec(),
+    });
+    for i in 1..n {
+        job.run = 0;
+        let out = step(&mut job, plan, i, &maps, &mut masked, &dims)?;
+        debug_assert_eq!([out.c, out.h, out.w], dims[i]);
+        maps[i] = Some(out);
+        for &t in &plan.steps[i].inputs {
+            if last[t] == i {
+                maps[t] = None;
+            }
+            if last_product[t] == i {
+                masked[t] = None;
+            }
+        }
+        job.rep.batches += 1;
+        progress(i, n - 1);
+    }
+    job.rand.finish()?;
+    let mut rep = job.rep;
+    rep.seconds_total = t_start.elapsed().as_secs_f64();
+    rep.link = job.ch.stats();
+    rep.engine = job.engine.counters();
+    let out = maps[plan.output].take().expect("the output is kept");
+    Ok((out, rep))
+}
+
+/// Step `i` on this party's shares of its inputs.
+fn step(
+    job: &mut Job<'_, '_>,
+    plan: &GraphPlan,
+    i: usize,
+    maps: &[Option<Map<u64>>],
+    masked: &mut [Option<Masked>],
+    dims: &[Dims],
+) -> Result<Map<u64>, ProtocolError> {
+    let st = &plan.steps[i];
+    let p = plan.params;
+    let ins: Vec<&Map<u64>> = st
+        .inputs
+        .iter()
+        .map(|&t| maps[t].as_ref().expect("made before and not yet dropped"))
+        .collect();
+    let x = ins[0];
+    let uses = plan.uses(i, dims);
+    let circ = |j: usize| match &uses[j] {
+        Use::Circuit { circ, .. } => *circ,
+        Use::Product { .. } => unreachable!("uses lists a circuit here"),
+    };
+    let shifted = |m: &Map<u64>, by: u32| m.map(|_, v| v << by);
+    Ok(match &st.kind {
+        Kind::Input => unreachable!("step 0 is the input"),
+        Kind::Trunc { .. } | Kind::Relu { .. } => Map {
+            v: job.circuit(i, circ(0), &x.v)?,
+            ..*x
+        },
+        Kind::Conv { b, .. } | Kind::Affine { b, .. } => {
+            let t = st.inputs[0];
+            if masked[t].is_none() {
+                masked[t] = Some(job.open_masked((t as u32, 0), x)?);
+            }
+            let z = job.product(plan, i, masked[t].as_ref().expect("opened above"))?;
+            z.map(|c, v| v.wrapping_add(per_channel(b, c)))
+        }
+        Kind::Add { shift } => kern::zip(x, ins[1], |a, b| {
+            (a << shift[0]).wrapping_add(b << shift[1])
+        }),
+        Kind::Sub { shift } => kern::zip(x, ins[1], |a, b| {
+            (a << shift[0]).wrapping_sub(b << shift[1])
+        }),
+        Kind::Concat { shift } => {
+            let parts: Vec<Map<u64>> = ins.iter().zip(shift).map(|(m, &s)| shifted(m, s)).collect();
+            kern::concat(&parts.iter().collect::<Vec<_>>())
+        }
+        Kind::AvgPool { window, count_pad } => kern::pool(window, x, |vals, all| {
+            let n = if *count_pad { all } else { vals.len() };
+            let sum = vals.iter().fold(0u64, |s, &v| s.wrapping_add(v));
+            sum.wrapping_mul(encode(1.0 / n as f64, p.ws))
+        }),
+        Kind::MaxPool { window } => max_pool(job, i, circ(0), window, x)?,
+        Kind::Resize { r, bits } => kern::resize(r, x, |t| encode(t, *bits)),
+        Kind::DepthToSpace { block, crd } => kern::depth_to_space(x, *block, *crd),
+        Kind::SpaceToDepth { block } => kern::space_to_depth(x, *block),
+        Kind::LeakyRelu { alpha, .. } => {
+            let r = job.circuit(i, circ(0), &x.v)?;
+            let t = job.circuit(i, circ(1), &x.v)?;
+            let v = r
+                .iter()
+                .zip(&t)
+                .map(|(&r, &t)| (r << p.ws).wrapping_add(alpha.wrapping_mul(t.wrapping_sub(r))))
+                .collect();
+            Map { v, ..*x }
+        }
+        Kind::PRelu { .. } => {
+            let r = job.circuit(i, circ(0), &x.v)?;
+            let t = job.circuit(i, circ(1), &x.v)?;
+            let neg = Map {
+                v: t.iter().zip(&r).map(|(t, r)| t.wrapping_sub(*r)).collect(),
+                ..*x
+            };
+            let m = job.open_masked(product_input(plan, i), &neg)?;
+            let z = job.product(plan, i, &m)?;
+            Map {
+                v: r.iter()
+                    .zip(&z.v)
+                    .map(|(&r, &z)| (r << p.ws).wrapping_add(z))
+                    .collect(),
+                ..*x
+            }
+        }
+        Kind::Clip { lo, hi } => {
+            let mut v = x.v.clone();
+            let mut j = 0;
+            // lo + ReLU(x - lo)
+            if let Some(lo) = lo {
+                let d: Vec<u64> = v.iter().map(|&v| job.plus(v, lo.wrapping_neg())).collect();
+                let r = job.circuit(i, circ(j), &d)?;
+                v = r.iter().map(|&r| job.plus(r, *lo)).collect();
+                j += 1;
+            }
+            // hi - ReLU(hi - y)
+            if let Some(hi) = hi {
+                let d: Vec<u64> = v.iter().map(|&v| job.plus(v.wrapping_neg(), *hi)).collect();
+                let r = job.circuit(i, circ(j), &d)?;
+                v = r.iter().map(|&r| job.plus(r.wrapping_neg(), *hi)).collect();
+            }
+            Map { v, ..*x }
+        }
+    })
+}
+
+/// max over each window, as the oracle folds it: m = first; m += ReLU(next - m), one
+/// comparison round per further value, every output position with one in the same run.
+fn max_pool(
+    job: &mut Job<'_, '_>,
+    i: usize,
+    circ: ActCircuit,
+    window: &crate::model::graph::Window,
+    x: &Map<u64>,
+) -> Result<Map<u64>, ProtocolError> {
+    let (oh, ow) = window_dims(window, x.h, x.w);
+    let hw = x.h * x.w;
+    // Every output's window, as positions in its plane.
+    let mut taps = Vec::with_capacity(oh * ow);
+    let mut at = Vec::new();
+    for y in 0..oh {
+        for xo in 0..ow {
+            window_at(window, x.h, x.w, y, xo, &mut at);
+            taps.push(at.clone());
+        }
+    }
+    let mut out = Map::zeros(x.c, oh, ow);
+    for c in 0..x.c {
+        for (o, t) in taps.iter().enumerate() {
+            out.v[c * oh * ow + o] = x.v[c * hw + t[0]];
+        }
+    }
+    let longest = taps.iter().map(Vec::len).max().unwrap_or(0);
+    for j in 1..longest {
+        // (output index, value index) of every window with a (j+1)-th value.
+        let who: Vec<(usize, usize)> = (0..x.c)
+            .flat_map(|c| {
+                taps.iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.len() > j)
+                    .map(move |(o, t)| (c * oh * ow + o, c * hw + t[j]))
+            })
+            .collect();
+        let d: Vec<u64> = who
+            .iter()
+            .map(|&(o, s)| x.v[s].wrapping_sub(out.v[o]))
+            .collect();
+        let r = job.circuit(i, circ, &d)?;
+        for (&(o, _), r) in who.iter().zip(r) {
+            out.v[o] = out.v[o].wrapping_add(r);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,359 @@
+//! Secure CNN graphs vs the plaintext fixed-point oracle, in process, bit for bit (issue 47,
+//! milestone 4).
+//!
+//! Each case shares a graph plan's secret values (convs' weights and biases, affine maps,
+//! PReLU slopes) as a model owner would, shares an input, and for each engine the dealer
+//! makes fresh randomness (`dealer::graph`); S0 and S1 run `twopc::graph::run` in two threads
+//! over an in-memory channel, with the weights opened in the job and opened once under a
+//! model mask. Both output shares must add up to the oracle's output exactly.
+
+mod common;
+use std::collections::BTreeSet;
+
+use rand::{Rng, SeedableRng};
+
+use common::test_seed;
+use ppdenoise::circuit::netlist::Netlist;
+use ppdenoise::corr::batches::batches;
+use ppdenoise::corr::engine_kind::EngineKind;
+use ppdenoise::dealer::graph as deal;
+use ppdenoise::dealer::DealSeeds;
+use ppdenoise::model::graph::random::{every_op, random_graph, win, Net};
+use ppdenoise::model::graph::{Coords, Graph, Interp, Op, Resize, Rounding};
+use ppdenoise::ring::cnn::CnnFixed;
+use ppdenoise::ring::graph::uses::Use;
+use ppdenoise::ring::graph::{self as oracle, GraphPlan, Kind};
+use ppdenoise::ring::share::{expand, share_with_seed, Stream};
+use ppdenoise::twopc::channel::{mem_pair, Channel};
+use ppdenoise::twopc::engines::engine_for;
+use ppdenoise::twopc::graph::{self as secure, mask_shares, open_graph_weights, GraphJobInputs};
+use ppdenoise::twopc::protocol::{Report, Weights};
+use ppdenoise::twopc::weights::Opened;
+
+fn in_pair<T: Send>(f: impl Fn(u8, &mut dyn Channel) -> T + Sync) -> [T; 2] {
+    let (mut c0, mut c1) = mem_pair();
+    std::thread::scope(|sc| {
+        let f = &f;
+        let h0 = sc.spawn(move || f(0, &mut c0));
+        let h1 = sc.spawn(move || f(1, &mut c1));
+        [h0.join().unwrap(), h1.join().unwrap()]
+    })
+}
+
+/// The plan's secret values split into two additive shares, each filled into the plan as a
+/// server would read its share.
+fn share_plan(plan: &GraphPlan) -> [GraphPlan; 2] {
+    let secret = plan.secret_values();
+    let seed = test_seed();
+    [
+        share_with_seed(&secret, &seed, Stream::ModelShare),
+        expand(&seed, Stream::ModelShare, secret.len()),
+    ]
+    .map(|v| plan.with_secret_values(&v).unwrap())
+}
+
+struct Outcome {
+    /// (engine and weight path, reconstructed output) per run.
+    runs: Vec<(String, Vec<u64>)>,
+    oracle: Vec<u64>,
+    out_of_range: u64,
+    /// Per run: both parties' reports.
+    reports: Vec<[Report; 2]>,
+}
+
+/// A random input at scale s: values in [-1, 1) (a normalised image).
+fn input(h: usize, w: usize, s: u32, seed: u64) -> Vec<u64> {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    (0..h * w)
+        .map(|_| ppdenoise::ring::fixed::encode(rng.gen_range(-1.0..1.0), s))
+        .collect()
+}
+
+fn run_case(
+    plan: &GraphPlan,
+    h: usize,
+    w: usize,
+    tamper: bool,
+    relu_batch: usize,
+    engines: &[EngineKind],
+) -> Outcome {
+    let mut shares = share_plan(plan);
+    if tamper {
+        let v = shares[1].secret_values();
+        let mut v2 = v.clone();
+        let last = v2.len() - 1;
+        v2[last] = v2[last].wrapping_add(1 << 20);
+        shares[1] = shares[1].with_secret_values(&v2).unwrap();
+    }
+    let enc = input(h, w, plan.params.s, 7);
+    let iseed = test_seed();
+    let img = [
+        share_with_seed(&enc, &iseed, Stream::ImageShare),
+        expand(&iseed, Stream::ImageShare, enc.len()),
+    ];
+    let mask_seeds = [test_seed(), test_seed()];
+    let opened: [Opened; 2] = in_pair(|p, ch| {
+        let mask = mask_shares(&mask_seeds[p as usize], &shares[p as usize]);
+        open_graph_weights(ch, p, &shares[p as usize], mask).unwrap()
+    });
+    assert_eq!(opened[0].u, opened[1].u);
+
+    let mut runs = Vec::new();
+    let mut reports = Vec::new();
+    for &engine in engines {
+        for model_mask in [None, Some(mask_seeds)] {
+            let seeds = DealSeeds {
+                job: [test_seed(), test_seed()],
+                model_mask,
+            };
+            let setup = common::with_test_rng(|r| engine.deal_setup_with(r));
+            let d = deal::generate_with(plan, h, w, engine, relu_batch, &seeds, setup).unwrap();
+            let res = in_pair(|p, ch| {
+                let pi = p as usize;
+                let (rand, setup) = d.party(p);
+                let mut eng = engine_for(engine, p, setup).unwrap();
+                let inp = GraphJobInputs {
+                    party: p,
+                    plan: &shares[pi],
+                    height: h,
+                    width: w,
+                    image: &img[pi],
+                    rand,
+                    session_tag: b"graph test".to_vec(),
+                    weights: match model_mask {
+                        Some(_) => Weights::Opened(&opened[pi]),
+                        None => Weights::PerJob,
+                    },
+                    relu_batch,
+                };
+                secure::run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap()
+            });
+            let out: Vec<u64> = res[0]
+                .0
+                .v
+                .iter()
+                .zip(&res[1].0.v)
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            let how = if model_mask.is_some() {
+                "weights opened once"
+            } else {
+                "weights opened per job"
+            };
+            runs.push((format!("{engine}, {how}"), out));
+            let [r0, r1] = res;
+            reports.push([r0.1, r1.1]);
+        }
+    }
+    let orc = oracle::run(plan, &enc, h, w);
+    Outcome {
+        runs,
+        oracle: orc.output.v,
+        out_of_range: orc.out_of_range,
+        reports,
+    }
+}
+
+fn assert_exact(o: &Outcome, what: &str) {
+    for (how, out) in &o.runs {
+        assert_eq!(out.len(), o.oracle.len(), "{what} ({how}): output size");
+        let diff = out.iter().zip(&o.oracle).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            diff, 0,
+            "{what} ({how}): {diff} values differ from the oracle"
+        );
+    }
+}
+
+/// The kinds of step a plan holds (by name), to show the cases cover every op.
+fn kinds(plan: &GraphPlan) -> BTreeSet<String> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            format!("{:?}", s.kind)
+                .split([' ', '{', '('])
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The smallest size for `plan` from (h, w) up: multiples of its total stride on which
+/// every map keeps at least one value.
+fn size(plan: &GraphPlan, h: usize, w: usize) -> (usize, usize) {
+    let [sy, sx] = plan.stride;
+    let (mut h, mut w) = (h.div_ceil(sy) * sy, w.div_ceil(sx) * sx);
+    while plan.dims(h, w).is_err() {
+        (h, w) = (h + sy, w + sx);
+    }
+    (h, w)
+}
+
+const BOTH: [EngineKind; 2] = [EngineKind::Gc, EngineKind::Gmw];
+
+/// Every kind of step but the input.
+const ALL: [&str; 15] = [
+    "Trunc",
+    "Conv",
+    "Add",
+    "Sub",
+    "Concat",
+    "Affine",
+    "AvgPool",
+    "MaxPool",
+    "Resize",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+];
+
+#[test]
+fn the_every_op_graph_is_bit_exact_on_both_engines() {
+    let plan = GraphPlan::from_graph(&every_op(1), CnnFixed::default()).unwrap();
+    let mut want: BTreeSet<String> = ALL.iter().map(|s| s.to_string()).collect();
+    want.insert("Input".into());
+    assert_eq!(kinds(&plan), want);
+    let (h, w) = size(&plan, 12, 20);
+    // A small batch: several circuit runs per step (each its own stream).
+    let o = run_case(&plan, h, w, false, 97, &BOTH);
+    assert_exact(&o, "every-op graph");
+    assert_eq!(o.out_of_range, 0, "every-op graph: oracle out of range");
+}
+
+/// Random graphs of every op (depth, strides, odd sizes, skips across levels), both engines,
+/// both weight paths; the seeds together use every step kind.
+#[test]
+fn random_graphs_are_bit_exact_on_both_engines() {
+    let mut used = BTreeSet::new();
+    let mut in_range = 0;
+    for seed in 0..10 {
+        let g: Graph = random_graph(seed);
+        let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+        let [sy, sx] = plan.stride;
+        let (h, w) = size(
+            &plan,
+            sy * (3 + seed as usize % 3),
+            sx * (5 - seed as usize % 2),
+        );
+        let batch = if seed % 2 == 0 { 1 << 20 } else { 61 };
+        let o = run_case(&plan, h, w, false, batch, &BOTH);
+        assert_exact(&o, &format!("random graph {seed}"));
+        in_range += usize::from(o.out_of_range == 0);
+        used.extend(kinds(&plan));
+    }
+    assert!(in_range >= 8, "only {in_range} of 10 graphs stay in range");
+    let all: BTreeSet<String> = ALL.iter().map(|s| s.to_string()).collect();
+    assert!(all.is_subset(&used), "the random graphs use only {used:?}");
+}
+
+/// At 16 fractional bits everywhere (other scales, other Trunc placements).
+#[test]
+fn non_default_fixed_point_is_bit_exact() {
+    let params = CnnFixed {
+        s: 16,
+        ws: 16,
+        k: 24,
+    };
+    for seed in [3, 11] {
+        let plan = GraphPlan::from_graph(&random_graph(seed), params).unwrap();
+        let (h, w) = size(&plan, 16, 12);
+        let o = run_case(&plan, h, w, false, 1 << 20, &[EngineKind::Gmw]);
+        assert_exact(&o, &format!("random graph {seed} at 16 bits"));
+    }
+}
+
+/// A wrong weight share gives another output (the test can fail).
+#[test]
+fn a_wrong_weight_share_breaks_exactness() {
+    let plan = GraphPlan::from_graph(&random_graph(2), CnnFixed::default()).unwrap();
+    let (h, w) = size(&plan, 16, 16);
+    let o = run_case(&plan, h, w, true, 1 << 20, &[EngineKind::Gmw]);
+    for (how, out) in &o.runs {
+        assert!(out != &o.oracle, "{how}: tampered share went unnoticed");
+    }
+}
+
+/// A net whose first activation is read by two convs (a skip's two branches), then a PReLU,
+/// a max pooling, a nearest up-sampling and a residual output.
+fn two_readers() -> Graph {
+    let mut n = Net::new(9);
+    let c = 3;
+    let a = n.conv(0, 1, c, win(3, 1, 1), false, 1);
+    let a = n.add(Op::Relu, &[a]);
+    let b1 = n.conv(a, c, c, win(3, 1, 1), false, 1);
+    let b2 = n.conv(a, c, c, win(1, 1, 0), false, 1);
+    let j = n.add(Op::Add, &[b1, b2]);
+    let j = n.add(
+        Op::PRelu {
+            slope: vec![0.1, -0.2, 0.3],
+        },
+        &[j],
+    );
+    let m = n.add(
+        Op::MaxPool {
+            window: win(2, 2, 0),
+        },
+        &[j],
+    );
+    let r = Resize {
+        scale: [2, 2],
+        interp: Interp::Nearest(Rounding::Floor),
+        coords: Coords::Asymmetric,
+    };
+    let u = n.add(Op::Resize(r), &[m]);
+    let o = n.conv(u, c, 1, win(3, 1, 1), false, 1);
+    let o = n.add(Op::Sub, &[0, o]);
+    n.graph(o)
+}
+
+/// The boolean engine sends what the protocol says: the session tag, each product's input
+/// map once (a tensor read by several products once), a PReLU's second map, 2 bits per AND
+/// and 1 per output bit of each circuit run, an 8-byte frame per message; opening the
+/// weights in the job adds exactly them.
+#[test]
+fn traffic_is_what_the_protocol_says() {
+    let plan = GraphPlan::from_graph(&two_readers(), CnnFixed::default()).unwrap();
+    let (h, w) = size(&plan, 8, 12);
+    let batch = 333;
+    let o = run_case(&plan, h, w, false, batch, &[EngineKind::Gmw]);
+    assert_exact(&o, "traffic case");
+    let dims = plan.dims(h, w).unwrap();
+    let len = |d: [usize; 3]| (d[0] * d[1] * d[2]) as u64;
+    let mut opened = BTreeSet::new();
+    let mut maps = 0;
+    let mut circuits = 0;
+    let mut twice = 0;
+    for (i, st) in plan.steps.iter().enumerate().skip(1) {
+        match st.kind {
+            Kind::Conv { .. } | Kind::Affine { .. } => {
+                if !opened.insert(st.inputs[0]) {
+                    twice += 1;
+                } else {
+                    maps += 8 * len(dims[st.inputs[0]]);
+                }
+            }
+            Kind::PRelu { .. } => maps += 8 * len(dims[i]),
+            _ => {}
+        }
+        for u in plan.uses(i, &dims) {
+            if let Use::Circuit { circ, elements } = u {
+                let net = Netlist::record(&circ);
+                let per = 2 * net.and_gates() as u64 + net.outputs.len() as u64;
+                circuits += batches(elements, batch)
+                    .map(|(_, _, n)| (n as u64).div_ceil(64) * 8 * per)
+                    .sum::<u64>();
+            }
+        }
+    }
+    assert!(twice > 0, "the case has a tensor read by two products");
+    let weights: u64 = plan.weight_steps().iter().map(|&(_, n)| 8 * n as u64).sum();
+    let [per_job, once] = [&o.reports[0][0], &o.reports[1][0]];
+    let framing = 8 * once.link.messages_sent;
+    let tag = b"graph test".len() as u64;
+    assert_eq!(once.link.bytes_sent, tag + maps + circuits + framing);
+    assert_eq!(per_job.link.bytes_sent - once.link.bytes_sent, weights + 8);
+}
