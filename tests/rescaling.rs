@@ -230,6 +230,15 @@ const GRAPH_PARAMS: &[(u32, u32)] = &[
     (20, 44),
 ];
 
+/// A Trunc at the edges of the circuit's parameters: one kept bit (the sign: -1 or 0) and
+/// the whole ring (k = 64, sh = 0).
+const GRAPH_TRUNC_EDGES: Mix = Mix {
+    params: &[(0, 1), (5, 1), (63, 1), (0, 64)],
+    only: Some(Circuit::Trunc),
+    plan_consts: false,
+    local_truncation: false,
+};
+
 /// A graph's Trunc steps.
 const GRAPH_TRUNC: Mix = Mix {
     params: GRAPH_PARAMS,
@@ -256,14 +265,16 @@ fn sample_edge(rng: &mut ChaCha20Rng, sh: u32, k: u32) -> i64 {
         (1i64 << top) - 1
     };
     let d = rng.gen_range(0..4);
-    match rng.gen_range(0..3) {
+    let v = match rng.gen_range(0..3) {
         0 => lim - d,
         1 => -lim - 1 + d,
         _ => {
             let low = [0, 1, (1i64 << sh) - 1][rng.gen_range(0..3)];
             (rng.gen_range(-2i64..2) << sh) + low
         }
-    }
+    };
+    // Inside the range for a narrow k too (k = 1 keeps -1 and 0 only).
+    v.clamp(-lim - 1, lim)
 }
 
 #[derive(Default)]
@@ -677,12 +688,14 @@ fn ten_million_exact_selections_at_the_plan_breakpoints_gmw() {
 #[test]
 fn graph_rescalings_and_maxes_are_exact_gc() {
     rescalings_of(EngineKind::Gc, 1 << 18, GRAPH_TRUNC);
+    rescalings_of(EngineKind::Gc, 1 << 17, GRAPH_TRUNC_EDGES);
     rescalings_of(EngineKind::Gc, 1 << 17, GRAPH_MAX);
 }
 
 #[test]
 fn graph_rescalings_and_maxes_are_exact_gmw() {
     rescalings_of(EngineKind::Gmw, 1 << 18, GRAPH_TRUNC);
+    rescalings_of(EngineKind::Gmw, 1 << 17, GRAPH_TRUNC_EDGES);
     rescalings_of(EngineKind::Gmw, 1 << 17, GRAPH_MAX);
 }
 
