@@ -19,7 +19,7 @@ use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::dealer::graph as deal;
 use ppdenoise::dealer::DealSeeds;
 use ppdenoise::model::graph::random::{every_op, random_graph, win, Net};
-use ppdenoise::model::graph::{Coords, Graph, Interp, Op, Resize, Rounding};
+use ppdenoise::model::graph::{Coords, Graph, Interp, Op, Resize, Rounding, Window};
 use ppdenoise::ring::cnn::CnnFixed;
 use ppdenoise::ring::graph::uses::Use;
 use ppdenoise::ring::graph::{self as oracle, GraphPlan, Kind};
@@ -69,21 +69,36 @@ fn input(h: usize, w: usize, s: u32, seed: u64) -> Vec<u64> {
         .collect()
 }
 
+/// What a negative control changes.
+#[derive(Clone, Copy, PartialEq)]
+enum Tamper {
+    None,
+    /// The last weighted step's first weight in party 1's share.
+    Weight,
+    /// Party 1's last explicit value from the dealer (the last product's triple: no
+    /// activation can hide it).
+    Dealer,
+}
+
 fn run_case(
     plan: &GraphPlan,
     h: usize,
     w: usize,
-    tamper: bool,
+    tamper: Tamper,
     relu_batch: usize,
     engines: &[EngineKind],
 ) -> Outcome {
     let mut shares = share_plan(plan);
-    if tamper {
-        let v = shares[1].secret_values();
-        let mut v2 = v.clone();
-        let last = v2.len() - 1;
-        v2[last] = v2[last].wrapping_add(1 << 20);
-        shares[1] = shares[1].with_secret_values(&v2).unwrap();
+    if tamper == Tamper::Weight {
+        let mut v = shares[1].secret_values();
+        let ch = plan.channels();
+        let (last, _) = *plan.weight_steps().last().unwrap();
+        let tail: usize = (last..plan.steps.len())
+            .map(|i| plan.secret_counts(i, &ch).iter().sum::<usize>())
+            .sum();
+        let at = v.len() - tail;
+        v[at] = v[at].wrapping_add(1 << 12);
+        shares[1] = shares[1].with_secret_values(&v).unwrap();
     }
     let enc = input(h, w, plan.params.s, 7);
     let iseed = test_seed();
@@ -107,7 +122,11 @@ fn run_case(
                 model_mask,
             };
             let setup = common::with_test_rng(|r| engine.deal_setup_with(r));
-            let d = deal::generate_with(plan, h, w, engine, relu_batch, &seeds, setup).unwrap();
+            let mut d = deal::generate_with(plan, h, w, engine, relu_batch, &seeds, setup).unwrap();
+            if tamper == Tamper::Dealer {
+                let last = d.corrections.len() - 1;
+                d.corrections[last] = d.corrections[last].wrapping_add(1 << 40);
+            }
             let res = in_pair(|p, ch| {
                 let pi = p as usize;
                 let (rand, setup) = d.party(p);
@@ -219,7 +238,7 @@ fn the_every_op_graph_is_bit_exact_on_both_engines() {
     assert_eq!(kinds(&plan), want);
     let (h, w) = size(&plan, 12, 20);
     // A small batch: several circuit runs per step (each its own stream).
-    let o = run_case(&plan, h, w, false, 97, &BOTH);
+    let o = run_case(&plan, h, w, Tamper::None, 97, &BOTH);
     assert_exact(&o, "every-op graph");
     assert_eq!(o.out_of_range, 0, "every-op graph: oracle out of range");
 }
@@ -240,7 +259,7 @@ fn random_graphs_are_bit_exact_on_both_engines() {
             sx * (5 - seed as usize % 2),
         );
         let batch = if seed % 2 == 0 { 1 << 20 } else { 61 };
-        let o = run_case(&plan, h, w, false, batch, &BOTH);
+        let o = run_case(&plan, h, w, Tamper::None, batch, &BOTH);
         assert_exact(&o, &format!("random graph {seed}"));
         in_range += usize::from(o.out_of_range == 0);
         used.extend(kinds(&plan));
@@ -261,7 +280,7 @@ fn non_default_fixed_point_is_bit_exact() {
     for seed in [3, 11] {
         let plan = GraphPlan::from_graph(&random_graph(seed), params).unwrap();
         let (h, w) = size(&plan, 16, 12);
-        let o = run_case(&plan, h, w, false, 1 << 20, &[EngineKind::Gmw]);
+        let o = run_case(&plan, h, w, Tamper::None, 1 << 20, &[EngineKind::Gmw]);
         assert_exact(&o, &format!("random graph {seed} at 16 bits"));
     }
 }
@@ -271,9 +290,84 @@ fn non_default_fixed_point_is_bit_exact() {
 fn a_wrong_weight_share_breaks_exactness() {
     let plan = GraphPlan::from_graph(&random_graph(2), CnnFixed::default()).unwrap();
     let (h, w) = size(&plan, 16, 16);
-    let o = run_case(&plan, h, w, true, 1 << 20, &[EngineKind::Gmw]);
-    for (how, out) in &o.runs {
-        assert!(out != &o.oracle, "{how}: tampered share went unnoticed");
+    for tamper in [Tamper::Weight, Tamper::Dealer] {
+        let o = run_case(&plan, h, w, tamper, 1 << 20, &BOTH);
+        for (how, out) in &o.runs {
+            assert!(out != &o.oracle, "{how}: a tampered value went unnoticed");
+        }
+    }
+}
+
+/// The cases random graphs do not draw: a leaky ReLU at sh = 0 (after a ReLU), an affine
+/// map and a PReLU with one value for all channels, a 1x1 max pooling of stride 2 (no
+/// comparison at all), a dilated max pooling whose border windows hold one value, one-sided
+/// clips, a grouped transposed conv, a dilated average pooling counting its padding.
+fn edge_cases() -> Graph {
+    let mut n = Net::new(12);
+    let c = 4;
+    let a = n.conv(0, 1, c, win(3, 1, 1), false, 1);
+    let a = n.add(Op::Relu, &[a]);
+    let l = n.add(Op::LeakyRelu { alpha: 0.2 }, &[a]);
+    let f = n.add(
+        Op::Affine {
+            scale: vec![0.7],
+            shift: vec![0.05],
+        },
+        &[l],
+    );
+    let p = n.add(Op::PRelu { slope: vec![0.25] }, &[f]);
+    let m1 = n.add(
+        Op::MaxPool {
+            window: win(1, 2, 0),
+        },
+        &[p],
+    );
+    let dilated = Window {
+        kernel: [2, 2],
+        stride: [2, 2],
+        dilation: [2, 2],
+        pads: [1; 4],
+    };
+    let m2 = n.add(Op::MaxPool { window: dilated }, &[p]);
+    let j = n.add(Op::Add, &[m1, m2]);
+    let j = n.add(
+        Op::AvgPool {
+            window: Window {
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [2, 2],
+                pads: [2; 4],
+            },
+            count_pad: true,
+        },
+        &[j],
+    );
+    let c1 = n.add(
+        Op::Clip {
+            lo: Some(-0.5),
+            hi: None,
+        },
+        &[j],
+    );
+    let c2 = n.add(
+        Op::Clip {
+            lo: None,
+            hi: Some(0.8),
+        },
+        &[c1],
+    );
+    let u = n.conv(c2, c, c, win(2, 2, 0), true, 2);
+    let o = n.conv(u, c, 1, win(3, 1, 1), false, 1);
+    let o = n.add(Op::Sub, &[0, o]);
+    n.graph(o)
+}
+
+#[test]
+fn edge_cases_are_bit_exact_on_both_engines() {
+    let plan = GraphPlan::from_graph(&edge_cases(), CnnFixed::default()).unwrap();
+    for (h, w) in [size(&plan, 10, 14), size(&plan, 2, 2)] {
+        let o = run_case(&plan, h, w, Tamper::None, 29, &BOTH);
+        assert_exact(&o, &format!("edge cases at {h} x {w}"));
     }
 }
 
@@ -319,7 +413,7 @@ fn traffic_is_what_the_protocol_says() {
     let plan = GraphPlan::from_graph(&two_readers(), CnnFixed::default()).unwrap();
     let (h, w) = size(&plan, 8, 12);
     let batch = 333;
-    let o = run_case(&plan, h, w, false, batch, &[EngineKind::Gmw]);
+    let o = run_case(&plan, h, w, Tamper::None, batch, &[EngineKind::Gmw]);
     assert_exact(&o, "traffic case");
     let dims = plan.dims(h, w).unwrap();
     let len = |d: [usize; 3]| (d[0] * d[1] * d[2]) as u64;

@@ -23,17 +23,9 @@ use crate::corr::slot::Slot;
 use crate::dealer::cnn::CnnDeal;
 use crate::dealer::DealSeeds;
 use crate::inference::graph::Map;
-use crate::ring::graph::uses::{product, Dims, Use};
-use crate::ring::graph::{GraphPlan, Kind};
+use crate::ring::graph::uses::{product, product_input, Dims, Use};
+use crate::ring::graph::GraphPlan;
 use crate::ring::share::{add, Prg, Seed, Stream};
-
-/// The masked map a product step reads: its input tensor's, or (PReLU) its own second map.
-pub fn product_input(plan: &GraphPlan, step: usize) -> (u32, u32) {
-    match plan.steps[step].kind {
-        Kind::PRelu { .. } => (step as u32, 1),
-        _ => (plan.steps[step].inputs[0] as u32, 0),
-    }
-}
 
 /// Netlists of the boolean engine, recorded once per circuit (a graph uses a few).
 #[derive(Default)]

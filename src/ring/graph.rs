@@ -25,6 +25,7 @@ use crate::ring::cnn::CnnFixed;
 use crate::ring::fixed::{bits_signed, decode, encode, low_bits, out_of_range, relu_trunc};
 
 pub use self::bound::{error_bounds, step_bound, Bound};
+use self::uses::per_channel;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
@@ -133,13 +134,15 @@ impl GraphPlan {
             let ins: Vec<usize> = node.inputs.iter().map(|&t| at[t]).collect();
             at[i] = b.node(&node.op, &ins);
         }
-        Ok(GraphPlan {
+        let mut plan = GraphPlan {
             params,
             output: at[g.output],
             steps: b.steps,
             stride,
             nodes: at,
-        })
+        };
+        plan.per_channel_values();
+        Ok(plan)
     }
 
     /// Scale of the output (what the receiver decodes).
@@ -416,14 +419,41 @@ fn relu(p: CnnFixed, sh: u32, z: u64, count: &(impl Fn(bool) + Sync)) -> u64 {
 }
 
 fn step(kind: &Kind, ins: &[&Map<u64>], p: CnnFixed, count: &(impl Fn(bool) + Sync)) -> Map<u64> {
+    if let Some(out) = linear_step(kind, ins, p) {
+        return out;
+    }
     let x = ins[0];
-    let shifted = |m: &Map<u64>, by: u32| m.map(|_, v| v << by);
-    let at = |v: &[u64], c: usize| v[if v.len() == 1 { 0 } else { c }];
     match kind {
-        Kind::Input => unreachable!("step 0 is the input"),
         Kind::Trunc { sh } => x.map(|_, v| trunc(p, *sh, v, count)),
         Kind::Conv { op, w, b } if op.transposed => kern::conv_transpose(op, w, b, x),
         Kind::Conv { op, w, b } => kern::conv(op, w, b, x),
+        Kind::Affine { a, b } => x.map(|c, v| {
+            v.wrapping_mul(per_channel(a, c))
+                .wrapping_add(per_channel(b, c))
+        }),
+        Kind::MaxPool { window } => kern::pool(window, x, |vals, _| {
+            vals[1..].iter().fold(vals[0], |m, &v| {
+                m.wrapping_add(relu(p, 0, v.wrapping_sub(m), count))
+            })
+        }),
+        Kind::Relu { sh } => x.map(|_, v| relu(p, *sh, v, count)),
+        Kind::LeakyRelu { sh, alpha } => x.map(|_, v| leaky(p, *sh, *alpha, v, count)),
+        Kind::PRelu { sh, slope } => x.map(|c, v| leaky(p, *sh, per_channel(slope, c), v, count)),
+        Kind::Clip { lo, hi } => x.map(|_, v| {
+            let v = lo.map_or(v, |l| l.wrapping_add(relu(p, 0, v.wrapping_sub(l), count)));
+            hi.map_or(v, |h| h.wrapping_sub(relu(p, 0, h.wrapping_sub(v), count)))
+        }),
+        _ => unreachable!("linear steps are made above"),
+    }
+}
+
+/// A step that is a public linear map of its inputs (joins with their aligning shifts,
+/// average pooling, resizes, pixel (un)shuffles): the oracle applies it to the values, each
+/// server to its own shares, so both compute it here. `None` for the other steps.
+pub fn linear_step(kind: &Kind, ins: &[&Map<u64>], p: CnnFixed) -> Option<Map<u64>> {
+    let x = ins[0];
+    let shifted = |m: &Map<u64>, by: u32| m.map(|_, v| v << by);
+    Some(match kind {
         Kind::Add { shift } => kern::zip(x, ins[1], |a, b| {
             (a << shift[0]).wrapping_add(b << shift[1])
         }),
@@ -434,33 +464,19 @@ fn step(kind: &Kind, ins: &[&Map<u64>], p: CnnFixed, count: &(impl Fn(bool) + Sy
             let parts: Vec<Map<u64>> = ins.iter().zip(shift).map(|(m, &s)| shifted(m, s)).collect();
             kern::concat(&parts.iter().collect::<Vec<_>>())
         }
-        Kind::Affine { a, b } => {
-            x.map(|c, v| v.wrapping_mul(at(&a[..], c)).wrapping_add(at(&b[..], c)))
-        }
         Kind::AvgPool { window, count_pad } => kern::pool(window, x, |vals, all| {
             let n = if *count_pad { all } else { vals.len() };
             let sum = vals.iter().fold(0u64, |s, &v| s.wrapping_add(v));
             sum.wrapping_mul(encode(1.0 / n as f64, p.ws))
         }),
-        Kind::MaxPool { window } => kern::pool(window, x, |vals, _| {
-            vals[1..].iter().fold(vals[0], |m, &v| {
-                m.wrapping_add(relu(p, 0, v.wrapping_sub(m), count))
-            })
-        }),
         Kind::Resize { r, bits } => kern::resize(r, x, |t| encode(t, *bits)),
         Kind::DepthToSpace { block, crd } => kern::depth_to_space(x, *block, *crd),
         Kind::SpaceToDepth { block } => kern::space_to_depth(x, *block),
-        Kind::Relu { sh } => x.map(|_, v| relu(p, *sh, v, count)),
-        Kind::LeakyRelu { sh, alpha } => x.map(|_, v| leaky(p, *sh, *alpha, v, count)),
-        Kind::PRelu { sh, slope } => x.map(|c, v| leaky(p, *sh, at(&slope[..], c), v, count)),
-        Kind::Clip { lo, hi } => x.map(|_, v| {
-            let v = lo.map_or(v, |l| l.wrapping_add(relu(p, 0, v.wrapping_sub(l), count)));
-            hi.map_or(v, |h| h.wrapping_sub(relu(p, 0, h.wrapping_sub(v), count)))
-        }),
-    }
+        _ => return None,
+    })
 }
 
-/// t = floor(z / 2^sh) and r = max(0, t) from one circuit run; r 2^ws + slope (t - r).
+/// t = floor(z / 2^sh) and r = max(0, t) (the secure run: two circuits); r 2^ws + slope (t - r).
 fn leaky(p: CnnFixed, sh: u32, slope: u64, z: u64, count: &(impl Fn(bool) + Sync)) -> u64 {
     let t = trunc(p, sh, z, count);
     let r = if (t as i64) < 0 { 0 } else { t };

@@ -18,15 +18,13 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::circuit::activation::ActCircuit;
+use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::corr::batches::batches;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
-use crate::dealer::graph::product_input;
 use crate::inference::graph::{self as kern, window_at, window_dims, Map};
-use crate::ring::fixed::encode;
-use crate::ring::graph::uses::{per_channel, product, Dims, Use};
-use crate::ring::graph::{GraphPlan, Kind};
+use crate::ring::graph::uses::{per_channel, product, product_input, Use};
+use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
 use crate::twopc::channel::{exchange, open, Channel, ChannelError};
 use crate::twopc::protocol::{open_in_job, Nonlinear, ProtocolError, Report, Weights};
@@ -103,6 +101,9 @@ struct Job<'a, 'b> {
     weights: HashMap<usize, (&'a [u64], &'a [u64])>,
     /// Circuit runs made so far by the current step (its runs' stream index).
     run: u32,
+    /// The current step's uses of the randomness so far, compared with the dealer's list
+    /// ([`GraphPlan::uses`]) when the step ends.
+    used: Vec<Use>,
 }
 
 impl Job<'_, '_> {
@@ -114,6 +115,10 @@ impl Job<'_, '_> {
         z: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
         let t = Instant::now();
+        self.used.push(Use::Circuit {
+            circ,
+            elements: z.len(),
+        });
         let mut out = Vec::with_capacity(z.len());
         for (_, start, n) in batches(z.len(), self.batch) {
             let at = Slot {
@@ -171,6 +176,7 @@ impl Job<'_, '_> {
         };
         let mut z = product(kind, u, &mine);
         let za = product(kind, a, &m.v);
+        self.used.push(Use::Product { len: z.v.len() });
         let c = self.rand.mat_triple(step as u32, 0, z.v.len())?;
         for ((z, a), c) in z.v.iter_mut().zip(&za.v).zip(&c) {
             *z = z.wrapping_add(*a).wrapping_add(*c);
@@ -252,6 +258,7 @@ pub fn run(
         },
         weights,
         run: 0,
+        used: Vec::new(),
     };
     job.rep.seconds_setup = t_start.elapsed().as_secs_f64();
 
@@ -261,7 +268,7 @@ pub fn run(
     let mut last_product = vec![0; n];
     for (i, st) in plan.steps.iter().enumerate() {
         st.inputs.iter().for_each(|&t| last[t] = i);
-        if plan.weight_steps().iter().any(|&(s, _)| s == i) && product_input(plan, i).1 == 0 {
+        if job.weights.contains_key(&i) && product_input(plan, i).1 == 0 {
             last_product[st.inputs[0]] = i;
         }
     }
@@ -276,8 +283,14 @@ pub fn run(
     });
     for i in 1..n {
         job.run = 0;
-        let out = step(&mut job, plan, i, &maps, &mut masked, &dims)?;
-        debug_assert_eq!([out.c, out.h, out.w], dims[i]);
+        job.used.clear();
+        let out = step(&mut job, plan, i, &maps, &mut masked)?;
+        // Made independently of the dealer's list: a drift is an error, not a wrong image.
+        if job.used != plan.uses(i, &dims) || [out.c, out.h, out.w] != dims[i] {
+            return Err(ProtocolError::Setup(format!(
+                "step {i} used the randomness otherwise than the dealer's plan says"
+            )));
+        }
         maps[i] = Some(out);
         for &t in &plan.steps[i].inputs {
             if last[t] == i {
@@ -306,7 +319,6 @@ fn step(
     i: usize,
     maps: &[Option<Map<u64>>],
     masked: &mut [Option<Masked>],
-    dims: &[Dims],
 ) -> Result<Map<u64>, ProtocolError> {
     let st = &plan.steps[i];
     let p = plan.params;
@@ -315,17 +327,27 @@ fn step(
         .iter()
         .map(|&t| maps[t].as_ref().expect("made before and not yet dropped"))
         .collect();
+    if let Some(out) = linear_step(&st.kind, &ins, p) {
+        return Ok(out);
+    }
     let x = ins[0];
-    let uses = plan.uses(i, dims);
-    let circ = |j: usize| match &uses[j] {
-        Use::Circuit { circ, .. } => *circ,
-        Use::Product { .. } => unreachable!("uses lists a circuit here"),
-    };
-    let shifted = |m: &Map<u64>, by: u32| m.map(|_, v| v << by);
+    let relu = |sh| ActCircuit::Relu(TruncParams { sh, k: p.k });
+    let trunc = |sh| ActCircuit::Trunc(TruncParams { sh, k: p.k });
     Ok(match &st.kind {
         Kind::Input => unreachable!("step 0 is the input"),
-        Kind::Trunc { .. } | Kind::Relu { .. } => Map {
-            v: job.circuit(i, circ(0), &x.v)?,
+        Kind::Add { .. }
+        | Kind::Sub { .. }
+        | Kind::Concat { .. }
+        | Kind::AvgPool { .. }
+        | Kind::Resize { .. }
+        | Kind::DepthToSpace { .. }
+        | Kind::SpaceToDepth { .. } => unreachable!("linear steps are made above"),
+        Kind::Trunc { sh } => Map {
+            v: job.circuit(i, trunc(*sh), &x.v)?,
+            ..*x
+        },
+        Kind::Relu { sh } => Map {
+            v: job.circuit(i, relu(*sh), &x.v)?,
             ..*x
         },
         Kind::Conv { b, .. } | Kind::Affine { b, .. } => {
@@ -336,28 +358,10 @@ fn step(
             let z = job.product(plan, i, masked[t].as_ref().expect("opened above"))?;
             z.map(|c, v| v.wrapping_add(per_channel(b, c)))
         }
-        Kind::Add { shift } => kern::zip(x, ins[1], |a, b| {
-            (a << shift[0]).wrapping_add(b << shift[1])
-        }),
-        Kind::Sub { shift } => kern::zip(x, ins[1], |a, b| {
-            (a << shift[0]).wrapping_sub(b << shift[1])
-        }),
-        Kind::Concat { shift } => {
-            let parts: Vec<Map<u64>> = ins.iter().zip(shift).map(|(m, &s)| shifted(m, s)).collect();
-            kern::concat(&parts.iter().collect::<Vec<_>>())
-        }
-        Kind::AvgPool { window, count_pad } => kern::pool(window, x, |vals, all| {
-            let n = if *count_pad { all } else { vals.len() };
-            let sum = vals.iter().fold(0u64, |s, &v| s.wrapping_add(v));
-            sum.wrapping_mul(encode(1.0 / n as f64, p.ws))
-        }),
-        Kind::MaxPool { window } => max_pool(job, i, circ(0), window, x)?,
-        Kind::Resize { r, bits } => kern::resize(r, x, |t| encode(t, *bits)),
-        Kind::DepthToSpace { block, crd } => kern::depth_to_space(x, *block, *crd),
-        Kind::SpaceToDepth { block } => kern::space_to_depth(x, *block),
-        Kind::LeakyRelu { alpha, .. } => {
-            let r = job.circuit(i, circ(0), &x.v)?;
-            let t = job.circuit(i, circ(1), &x.v)?;
+        Kind::MaxPool { window } => max_pool(job, i, relu(0), window, x)?,
+        Kind::LeakyRelu { sh, alpha } => {
+            let r = job.circuit(i, relu(*sh), &x.v)?;
+            let t = job.circuit(i, trunc(*sh), &x.v)?;
             let v = r
                 .iter()
                 .zip(&t)
@@ -365,9 +369,9 @@ fn step(
                 .collect();
             Map { v, ..*x }
         }
-        Kind::PRelu { .. } => {
-            let r = job.circuit(i, circ(0), &x.v)?;
-            let t = job.circuit(i, circ(1), &x.v)?;
+        Kind::PRelu { sh, .. } => {
+            let r = job.circuit(i, relu(*sh), &x.v)?;
+            let t = job.circuit(i, trunc(*sh), &x.v)?;
             let neg = Map {
                 v: t.iter().zip(&r).map(|(t, r)| t.wrapping_sub(*r)).collect(),
                 ..*x
@@ -384,18 +388,16 @@ fn step(
         }
         Kind::Clip { lo, hi } => {
             let mut v = x.v.clone();
-            let mut j = 0;
             // lo + ReLU(x - lo)
             if let Some(lo) = lo {
                 let d: Vec<u64> = v.iter().map(|&v| job.plus(v, lo.wrapping_neg())).collect();
-                let r = job.circuit(i, circ(j), &d)?;
+                let r = job.circuit(i, relu(0), &d)?;
                 v = r.iter().map(|&r| job.plus(r, *lo)).collect();
-                j += 1;
             }
             // hi - ReLU(hi - y)
             if let Some(hi) = hi {
                 let d: Vec<u64> = v.iter().map(|&v| job.plus(v.wrapping_neg(), *hi)).collect();
-                let r = job.circuit(i, circ(j), &d)?;
+                let r = job.circuit(i, relu(0), &d)?;
                 v = r.iter().map(|&r| job.plus(r.wrapping_neg(), *hi)).collect();
             }
             Map { v, ..*x }
@@ -414,38 +416,35 @@ fn max_pool(
 ) -> Result<Map<u64>, ProtocolError> {
     let (oh, ow) = window_dims(window, x.h, x.w);
     let hw = x.h * x.w;
-    // Every output's window, as positions in its plane.
-    let mut taps = Vec::with_capacity(oh * ow);
+    // Every output's window, as positions in its plane: flat, with each window's start.
+    let (mut taps, mut start) = (Vec::new(), Vec::with_capacity(oh * ow + 1));
     let mut at = Vec::new();
     for y in 0..oh {
         for xo in 0..ow {
             window_at(window, x.h, x.w, y, xo, &mut at);
-            taps.push(at.clone());
+            start.push(taps.len());
+            taps.extend(at.iter().map(|&t| t as u32));
         }
     }
+    start.push(taps.len());
+    let win = |o: usize| &taps[start[o]..start[o + 1]];
     let mut out = Map::zeros(x.c, oh, ow);
     for c in 0..x.c {
-        for (o, t) in taps.iter().enumerate() {
-            out.v[c * oh * ow + o] = x.v[c * hw + t[0]];
+        for o in 0..oh * ow {
+            out.v[c * oh * ow + o] = x.v[c * hw + win(o)[0] as usize];
         }
     }
-    let longest = taps.iter().map(Vec::len).max().unwrap_or(0);
+    let longest = (0..oh * ow).map(|o| win(o).len()).max().unwrap_or(0);
     for j in 1..longest {
-        // (output index, value index) of every window with a (j+1)-th value.
-        let who: Vec<(usize, usize)> = (0..x.c)
-            .flat_map(|c| {
-                taps.iter()
-                    .enumerate()
-                    .filter(|(_, t)| t.len() > j)
-                    .map(move |(o, t)| (c * oh * ow + o, c * hw + t[j]))
-            })
-            .collect();
-        let d: Vec<u64> = who
-            .iter()
-            .map(|&(o, s)| x.v[s].wrapping_sub(out.v[o]))
+        // Every window with a (j+1)-th value, channel after channel.
+        let who: Vec<usize> = (0..oh * ow).filter(|&o| win(o).len() > j).collect();
+        let d: Vec<u64> = (0..x.c)
+            .flat_map(|c| who.iter().map(move |&o| (c, o)))
+            .map(|(c, o)| x.v[c * hw + win(o)[j] as usize].wrapping_sub(out.v[c * oh * ow + o]))
             .collect();
         let r = job.circuit(i, circ, &d)?;
-        for (&(o, _), r) in who.iter().zip(r) {
+        let at = (0..x.c).flat_map(|c| who.iter().map(move |&o| c * oh * ow + o));
+        for (o, r) in at.zip(r) {
             out.v[o] = out.v[o].wrapping_add(r);
         }
     }

@@ -45,7 +45,7 @@ pub struct Window {
 impl Window {
     /// Whether each of the `outputs` windows along `axis` (0 rows, 1 columns), over an input
     /// of `size`, holds at least one input value (not padding only).
-    fn covers(&self, axis: usize, size: i64, outputs: i64) -> bool {
+    pub fn covers(&self, axis: usize, size: i64, outputs: i64) -> bool {
         let (k, s, d, p) = (
             self.kernel[axis] as i64,
             self.stride[axis] as i64,

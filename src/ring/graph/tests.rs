@@ -448,3 +448,24 @@ fn planned_sizes_are_the_oracles() {
     let e = plan.dims(sy, sx).unwrap_err();
     assert!(e.contains("empty"), "{e}");
 }
+
+/// A size on which a pooling window would hold padding only is refused by the plan's sizes
+/// too (the servers size everything from them), as `Graph::padded_size` refuses it.
+#[test]
+fn a_pooling_window_of_padding_only_is_refused_by_the_plan() {
+    let mut n = Net::new(1);
+    let x = n.conv(0, 1, 1, win(1, 1, 0), false, 1);
+    let window = Window {
+        kernel: [2, 2],
+        stride: [1, 1],
+        dilation: [3, 3],
+        pads: [1, 1, 2, 2],
+    };
+    let out = n.add(Op::MaxPool { window }, &[x]);
+    let g = n.graph(out);
+    assert!(g.padded_size(1, 1).is_err());
+    let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+    let e = plan.dims(1, 1).unwrap_err();
+    assert!(e.contains("padding only"), "{e}");
+    assert!(plan.dims(4, 4).is_ok());
+}

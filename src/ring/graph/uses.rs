@@ -1,8 +1,9 @@
 //! What the secure run of a graph plan consumes, step by step, from public facts only (the
 //! plan without its weights and the image size): every tensor's size, which values are
 //! secret weights, and per step its Beaver products and circuit runs in order. The dealer
-//! (`dealer::graph`) makes the randomness by walking this list and the servers
-//! (`twopc::graph`) consume it in the same order, so the two cannot drift apart.
+//! (`dealer::graph`) makes the randomness by walking this list; the servers (`twopc::graph`)
+//! record what each step consumed, derived from the step itself, and refuse to go on when
+//! it differs from this list: a drift between the two is an error, not a wrong image.
 
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::inference::graph::{self as kern, conv_dims, window_at, window_dims, Map};
@@ -64,25 +65,87 @@ impl GraphPlan {
                     "{h} x {w}: step {i} would have an empty or mismatched map"
                 ));
             }
+            // A pooling window of padding only has no value (as `Graph::padded_size`).
+            if let Kind::AvgPool { window, .. } | Kind::MaxPool { window } = &st.kind {
+                let covered = (0..2).all(|a| window.covers(a, [ih, iw][a] as i64, d[a + 1] as i64));
+                if !covered {
+                    return Err(format!(
+                        "{h} x {w}: step {i} would have a pooling window of padding only"
+                    ));
+                }
+            }
             dims.push(d);
         }
         Ok(dims)
+    }
+
+    /// Every step's channel count (the same on every input size).
+    pub fn channels(&self) -> Vec<usize> {
+        let mut ch: Vec<usize> = Vec::with_capacity(self.steps.len());
+        for st in &self.steps {
+            let c = st.inputs.first().map_or(1, |&t| ch[t]);
+            ch.push(match &st.kind {
+                Kind::Input => 1,
+                Kind::Conv { op, .. } => op.cout,
+                Kind::Concat { .. } => st.inputs.iter().map(|&t| ch[t]).sum(),
+                Kind::DepthToSpace { block, .. } => c / (block * block),
+                Kind::SpaceToDepth { block } => c * block * block,
+                _ => c,
+            });
+        }
+        ch
+    }
+
+    /// The lengths of step `i`'s secret parts (as [`GraphPlan::secret_values`] lists them),
+    /// from the structure alone: a public plan, whose secret values are absent, has them too.
+    /// `ch`: [`GraphPlan::channels`].
+    pub fn secret_counts(&self, i: usize, ch: &[usize]) -> Vec<usize> {
+        match &self.steps[i].kind {
+            Kind::Conv { op, .. } => {
+                let rows = if op.transposed { op.cin } else { op.cout };
+                vec![rows * op.row_len(), op.cout]
+            }
+            Kind::Affine { .. } => vec![ch[i], ch[i]],
+            Kind::PRelu { .. } => vec![ch[i]],
+            _ => vec![],
+        }
+    }
+
+    /// An affine map's and a PReLU's one value for all channels, repeated per channel (the
+    /// same bits: [`per_channel`]), so that every count follows from the structure.
+    pub(super) fn per_channel_values(&mut self) {
+        let ch = self.channels();
+        for (st, &c) in self.steps.iter_mut().zip(&ch) {
+            let parts: Vec<&mut Vec<u64>> = match &mut st.kind {
+                Kind::Affine { a, b } => vec![a, b],
+                Kind::PRelu { slope, .. } => vec![slope],
+                _ => vec![],
+            };
+            for v in parts.into_iter().filter(|v| v.len() == 1) {
+                *v = vec![v[0]; c];
+            }
+        }
     }
 
     /// The steps that multiply by secret weights, in order, with the number of weights each
     /// masks (a conv's kernel, an affine map's scales, a PReLU's slopes). Position `j` in
     /// this list names the weight mask stream `WeightMask(j)`, as a CNN's layer does.
     pub fn weight_steps(&self) -> Vec<(usize, usize)> {
-        self.steps
-            .iter()
-            .enumerate()
-            .filter_map(|(i, st)| match &st.kind {
-                Kind::Conv { w, .. } => Some((i, w.len())),
-                Kind::Affine { a, .. } => Some((i, a.len())),
-                Kind::PRelu { slope, .. } => Some((i, slope.len())),
-                _ => None,
-            })
+        let ch = self.channels();
+        (0..self.steps.len())
+            .filter_map(|i| self.secret_counts(i, &ch).first().map(|&n| (i, n)))
             .collect()
+    }
+
+    /// The plan without its secret values (what files may carry and the dealer reads).
+    pub fn public(&self) -> GraphPlan {
+        let mut plan = self.clone();
+        for st in &mut plan.steps {
+            for part in secret_parts_mut(&mut st.kind) {
+                part.clear();
+            }
+        }
+        plan
     }
 
     /// Every secret value of the plan, step after step: a conv's weights then biases, an
@@ -99,8 +162,12 @@ impl GraphPlan {
 
     /// The plan with its secret values replaced by `values` (a party's shares), in the order
     /// of [`GraphPlan::secret_values`].
+    /// Works on a public plan as on a full one: the counts come from the structure.
     pub fn with_secret_values(&self, values: &[u64]) -> Result<GraphPlan, String> {
-        let want = self.secret_values().len();
+        let ch = self.channels();
+        let want: usize = (0..self.steps.len())
+            .map(|i| self.secret_counts(i, &ch).iter().sum::<usize>())
+            .sum();
         if values.len() != want {
             return Err(format!(
                 "{} secret values for a plan that has {want}",
@@ -109,16 +176,10 @@ impl GraphPlan {
         }
         let mut plan = self.clone();
         let mut at = 0;
-        for st in &mut plan.steps {
-            let parts: Vec<&mut Vec<u64>> = match &mut st.kind {
-                Kind::Conv { w, b, .. } => vec![w, b],
-                Kind::Affine { a, b } => vec![a, b],
-                Kind::PRelu { slope, .. } => vec![slope],
-                _ => vec![],
-            };
-            for part in parts {
-                let n = part.len();
-                part.copy_from_slice(&values[at..at + n]);
+        for (i, st) in plan.steps.iter_mut().enumerate() {
+            let counts = self.secret_counts(i, &ch);
+            for (part, n) in secret_parts_mut(&mut st.kind).into_iter().zip(counts) {
+                *part = values[at..at + n].to_vec();
                 at += n;
             }
         }
@@ -178,6 +239,16 @@ impl GraphPlan {
     }
 }
 
+/// A step's secret values, to fill or clear.
+fn secret_parts_mut(kind: &mut Kind) -> Vec<&mut Vec<u64>> {
+    match kind {
+        Kind::Conv { w, b, .. } => vec![w, b],
+        Kind::Affine { a, b } => vec![a, b],
+        Kind::PRelu { slope, .. } => vec![slope],
+        _ => vec![],
+    }
+}
+
 /// A step's secret values, in the order they are shared.
 fn secret_parts(kind: &Kind) -> Vec<&[u64]> {
     match kind {
@@ -222,6 +293,16 @@ pub fn product(kind: &Kind, w: &[u64], x: &Map<u64>) -> Map<u64> {
         }
         Kind::Affine { .. } | Kind::PRelu { .. } => x.map(|c, v| v.wrapping_mul(per_channel(w, c))),
         _ => unreachable!("not a product step"),
+    }
+}
+
+/// The stream (tensor or step, k) of the masked map product step `step` reads: its input
+/// tensor's (`ActMask(t, 0)`, one per tensor), or a PReLU's own second map
+/// (`ActMask(step, 1)`).
+pub fn product_input(plan: &GraphPlan, step: usize) -> (u32, u32) {
+    match plan.steps[step].kind {
+        Kind::PRelu { .. } => (step as u32, 1),
+        _ => (plan.steps[step].inputs[0] as u32, 0),
     }
 }
 
