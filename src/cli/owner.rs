@@ -231,14 +231,7 @@ fn share_cnn_model(
     to: &super::keys::Outputs,
 ) -> Result<Summary> {
     let name = model_name(a, path)?;
-    let model = Cnn::load(path)?;
-    if model.is_colour() {
-        bail!(
-            "{}: a colour model; its secure run is not there yet (issue 48: `denoise` runs it \
-             in float and in fixed point)",
-            path.display()
-        );
-    }
+    let model = Cnn::load_gray(path)?;
     let params = a.cnn_fixed.params(&model)?;
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
