@@ -170,6 +170,13 @@ pub fn load_picture(path: impl AsRef<Path>) -> Result<Picture, ImageError> {
 /// Whether `path` is a PNG or TIFF whose header says colour (its pixels not decoded); false
 /// for anything else, unreadable files included (their loader names the problem).
 pub fn is_colour_file(path: impl AsRef<Path>) -> bool {
+    // A DICOM (or anything else) is told by its first bytes, without reading it whole.
+    if !matches!(
+        Format::of_file(path.as_ref()),
+        Some(Format::Png | Format::Tiff)
+    ) {
+        return false;
+    }
     let Ok(bytes) = super::read_file(path.as_ref()) else {
         return false;
     };
