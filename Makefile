@@ -159,7 +159,12 @@ out/dncnn/s%.npz: | .venv-import/.ok
 # ../shared/models/ffdnet converted into out/ffdnet/ (never committed). clip.npz was trained on
 # clipped (8-bit) noisy images and is the one to use; gray.npz on unclipped noise.
 FFDNET ?= ../shared/models/ffdnet
-ffdnet: out/ffdnet/clip.npz out/ffdnet/gray.npz
+ffdnet: out/ffdnet/clip.npz out/ffdnet/gray.npz out/ffdnet/clip-colour.npz
+
+# The colour model (issue 48), told by its 13 input channels.
+out/ffdnet/clip-colour.npz: | .venv-import/.ok
+	mkdir -p out/ffdnet
+	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_Clip_color.mat" $@
 
 out/ffdnet/clip.npz: | .venv-import/.ok
 	mkdir -p out/ffdnet

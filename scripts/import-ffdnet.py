@@ -7,6 +7,11 @@ The authors' grayscale files, `FFDNet_Clip_gray.mat` (trained on noisy images cl
 as channel 5), 15 same-padded 3x3 `conv` layers with a `relu` after each but the last, and
 `SubP` (scale 2: pixel-shuffle back). The output is the clean image, not a residual.
 
+Their colour files, `FFDNet_Clip_color.mat` and `FFDNet_color.mat`, have the same layout
+with 13 input channels (the 4 sub-images of each of R, G and B, colour-major, then ONE
+noise-map channel shared by the colours) and 12 outputs (12 layers of 96 channels); the
+first layer's input channels tell them apart, and a colour model's file says `colours = 3`.
+
 Writes `K1..K15` (out x in x 3 x 3), `b1..b15`, `unshuffle = 2`, `noise_map = 1`,
 `residual = 0`, `sigma` (nominal only: the map carries the noise level) and `fixed_point`
 (the fixed-point settings measured for these weights). ppdenoise's
@@ -51,9 +56,13 @@ def main():
     if [(k, s, n) for _, k, s, n in seen] != want:
         raise SystemExit(f"not an FFDNet layout: frame layers {seen}, expected SubP(0.5), "
                          "concat, the convolutions, SubP(2)")
-    if convs[0][0].shape[1] != 5 or convs[-1][0].shape[0] != 4:
-        raise SystemExit(f"expected 5 input and 4 output channels, found {convs[0][0].shape[1]} "
-                         f"and {convs[-1][0].shape[0]} (a grayscale FFDNet)")
+    # The first layer's input channels tell the colours: 4 sub-images per colour and one
+    # noise-map channel (gray 5 -> 4, colour 13 -> 12).
+    cin, cout = convs[0][0].shape[1], convs[-1][0].shape[0]
+    colours = {5: 1, 13: 3}.get(cin)
+    if colours is None or cout != 4 * colours:
+        raise SystemExit(f"expected 5 input and 4 output channels (gray FFDNet) or 13 and 12 "
+                         f"(colour FFDNet), found {cin} and {cout}")
     arrays = {}
     for i, (w, b) in enumerate(convs, 1):
         arrays[f"K{i}"] = w
@@ -62,6 +71,9 @@ def main():
     arrays["residual"] = np.float64(0.0)
     arrays["unshuffle"] = np.float64(2.0)
     arrays["noise_map"] = np.float64(1.0)
+    if colours != 1:
+        # Absent for gray, whose files keep their bytes.
+        arrays["colours"] = np.float64(colours)
     # Fixed point measured for these weights (docs/results-ffdnet.md): s = 13 fractional bits for
     # activations (s = 10, DnCNN-S's, lost 0.17 dB on set12 at sigma 25), ws = 14 for
     # weights, k = 20 activation bits (k = 18 overflowed at sigma 75, k = 19 did not).
@@ -72,7 +84,8 @@ def main():
     np.savez(tmp, **arrays)
     os.replace(tmp, a.out)
     chans = [convs[0][0].shape[1]] + [w.shape[0] for w, _ in convs]
-    print(f"wrote {a.out}: FFDNet, {len(convs)} convolutions, channels {chans}", file=sys.stderr)
+    kind = "colour FFDNet" if colours != 1 else "FFDNet"
+    print(f"wrote {a.out}: {kind}, {len(convs)} convolutions, channels {chans}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
         bail!("--tiles: counts of at least 1; --slices: at least 1");
     }
     // The bands are computed here from the model, as the servers do, for the halo figures.
-    let cnn = Cnn::load(&a.model)?;
+    let cnn = Cnn::load_gray(&a.model)?;
     let plan = CnnPlan::from_cnn(&cnn, CnnFixed::for_model(&cnn)).map_err(anyhow::Error::msg)?;
     let dir = a.out.clone();
     std::fs::create_dir_all(&dir)?;

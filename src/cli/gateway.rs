@@ -333,6 +333,13 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
     if super::folders::is_folder(&a.image) {
         return add_noise_folder(&a, pg);
     }
+    if !crate::image::colour::as_gray() && super::colour::is_colour_file(&a.image) {
+        let level = match a.noise {
+            Some(_) => 0.0,
+            None => noise_level(&a, &ValueScale::grey(8, 0))?,
+        };
+        return super::colour::add_noise(&a, level);
+    }
     let enc = output_encoding(
         &a.out,
         8,

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_kernels;
 mod bench_tiles;
+mod colour;
 pub mod dealer;
 mod demo;
 mod figures;

@@ -231,7 +231,7 @@ fn share_cnn_model(
     to: &super::keys::Outputs,
 ) -> Result<Summary> {
     let name = model_name(a, path)?;
-    let model = Cnn::load(path)?;
+    let model = Cnn::load_gray(path)?;
     let params = a.cnn_fixed.params(&model)?;
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())

@@ -263,7 +263,7 @@ fn demo_cnn(
     mut steps: Steps,
 ) -> Result<Summary> {
     let w = &a.workdir;
-    let model = Cnn::load(model_path)?;
+    let model = Cnn::load_gray(model_path)?;
     if a.noise.is_some() && !model.frame.noise_map {
         anyhow::bail!(
             "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",

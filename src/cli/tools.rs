@@ -148,8 +148,9 @@ pub fn run_cnn(
     params: CnnFixed,
     noise: &NoiseLevel,
 ) -> Result<(ndarray::Array2<f64>, u64)> {
+    // A colour model's image comes as its planes stacked, (C*h) x w.
     let (h, w) = noisy.pixels.dim();
-    let map = model.noise_map(noise, h, w);
+    let map = model.noise_map(noise, h / model.colours, w);
     Ok(match arith {
         Arith::Float => (model.denoise_float(&noisy.pixels, pre, &map), 0),
         Arith::FloatTanhStar => bail!("--arith float-tanh-star applies to MLPs, not CNNs"),
@@ -362,6 +363,13 @@ fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
     }
     let t = Instant::now();
     let runner = Runner::new(a, path)?;
+    if matches!(&runner, Runner::Cnn(m, _) if m.is_colour()) {
+        bail!(
+            "--image {}: {} is colour; it denoises one RGB PNG or TIFF at a time",
+            a.image,
+            path.display()
+        );
+    }
     let window = runner.window(a, path)?;
     let folder = super::folders::Folder::open(
         std::path::Path::new(&a.image),
@@ -399,6 +407,19 @@ fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
     })
 }
 
+/// A colour image refused by the loader, named with the gray model it was meant for.
+fn gray_model_refuses(e: anyhow::Error, model: &std::path::Path) -> anyhow::Error {
+    match e.downcast_ref::<crate::image::ImageError>() {
+        Some(crate::image::ImageError::Colour { path, kind }) => anyhow::anyhow!(
+            "{}: a colour image ({kind}); {} is gray: give --as-gray to denoise its luma \
+             (BT.601), or a colour model",
+            path.display(),
+            model.display()
+        ),
+        _ => e,
+    }
+}
+
 pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     if a.stride == 0 {
         bail!("--stride must be at least 1");
@@ -409,8 +430,14 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     }
     // The model first: its file may declare the window the image is mapped with.
     let runner = Runner::new(&a, &path)?;
+    if let Runner::Cnn(m, params) = &runner {
+        if m.is_colour() {
+            return super::colour::denoise(&a, m, *params, &path);
+        }
+    }
     let window = runner.window(&a, &path)?;
-    let loaded = super::inputs::load_frames_windowed(&a.image, &window, true)?;
+    let loaded = super::inputs::load_frames_windowed(&a.image, &window, true)
+        .map_err(|e| gray_model_refuses(e, &path))?;
     let (frames, scale) = (loaded.frames, loaded.scale);
     if frames.len() > 1 && (a.clean.is_some() || a.noise.per_pixel()) {
         bail!(
@@ -567,6 +594,9 @@ pub struct MetricsArgs {
 }
 
 pub fn metrics(a: MetricsArgs) -> Result<Summary> {
+    if !crate::image::colour::as_gray() && super::colour::is_colour_file(&a.reference) {
+        return super::colour::metrics(&a.reference, &a.test);
+    }
     let r = load_image(&a.reference)?;
     let t = load_image(&a.test)?;
     if r.pixels.dim() != t.pixels.dim() {
@@ -603,6 +633,7 @@ fn inspect_cnn(m: &Cnn) -> Summary {
         "convolutions": m.convs.len(), "channels": m.channels(),
         "kernels": m.convs.iter().map(|c| c.k).collect::<Vec<_>>(),
         "frame": {"unshuffle": m.frame.unshuffle, "noise_map": m.frame.noise_map},
+        "colours": m.colours,
         "residual": m.meta.residual, "sigma": m.meta.sigma,
         "noise_level": if m.frame.noise_map { "any: the noise map (share-image --sigma, --noise-map or --noise)" } else { "the model's sigma* (images are scaled to it)" },
         "relus_per_pixel": relus, "macs_per_pixel": macs,

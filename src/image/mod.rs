@@ -45,12 +45,14 @@ pub mod jpeg12;
 pub mod noise_estimate;
 pub mod phantom;
 pub mod png;
+pub mod rgb;
 pub mod series;
 pub mod tiff;
 pub mod window;
 
 pub use derived::{DerivedSeries, Keep, OutputSyntax};
 pub use dicom::DicomTemplate;
+pub use rgb::{load_picture, ColourImage, Picture};
 
 /// ITU-R BT.601 luma weights for R, G and B.
 pub const BT601_WEIGHTS: [f64; 3] = [0.299, 0.587, 0.114];
@@ -90,18 +92,7 @@ fn decode_with_image(
     as_gray: bool,
 ) -> Result<GrayImage, ImageError> {
     let reader = || ::image::ImageReader::with_format(std::io::Cursor::new(bytes), image_format);
-    let error = |e: ::image::ImageError| match e {
-        ::image::ImageError::Unsupported(u) => ImageError::Unsupported {
-            path: path.to_path_buf(),
-            format,
-            detail: u.to_string(),
-        },
-        e => ImageError::Corrupt {
-            path: path.to_path_buf(),
-            format,
-            detail: e.to_string(),
-        },
-    };
+    let error = |e: ::image::ImageError| image_error(e, path, format);
     let (w, h) = reader().into_dimensions().map_err(error)?;
     if (w as usize).saturating_mul(h as usize) > MAX_PIXELS {
         return Err(ImageError::Unsupported {
@@ -126,6 +117,23 @@ fn decode_with_image(
         colour::record(path, &kind);
     }
     Ok(img)
+}
+
+/// The `image` crate's error about `path`: its "unsupported" stays that, anything else is
+/// a corrupted file.
+fn image_error(e: ::image::ImageError, path: &Path, format: Format) -> ImageError {
+    match e {
+        ::image::ImageError::Unsupported(u) => ImageError::Unsupported {
+            path: path.to_path_buf(),
+            format,
+            detail: u.to_string(),
+        },
+        e => ImageError::Corrupt {
+            path: path.to_path_buf(),
+            format,
+            detail: e.to_string(),
+        },
+    }
 }
 
 /// Encodes `img` (checked by the caller: no NaN, sides that fit) as grayscale of `depth` 8

@@ -14,6 +14,18 @@ use super::{Format, GrayImage, ImageError};
 /// Decodes a single-page TIFF; `path` is only used in error messages. A stack (several
 /// pages) is refused rather than cut to its first page.
 pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError> {
+    check_single_page(bytes, path)?;
+    super::decode_with_image(
+        bytes,
+        ImageFormat::Tiff,
+        path,
+        Format::Tiff,
+        super::colour::as_gray(),
+    )
+}
+
+/// Refuses a stack (several pages) rather than let it be cut to its first page.
+pub(super) fn check_single_page(bytes: &[u8], path: &Path) -> Result<(), ImageError> {
     let corrupt = |detail: String| ImageError::Corrupt {
         path: path.to_path_buf(),
         format: Format::Tiff,
@@ -28,13 +40,7 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<GrayImage, ImageError>
             detail: "several pages (a stack); only single-page images are read".into(),
         });
     }
-    super::decode_with_image(
-        bytes,
-        ImageFormat::Tiff,
-        path,
-        Format::Tiff,
-        super::colour::as_gray(),
-    )
+    Ok(())
 }
 
 /// Encodes `img` (checked by the caller) as a one-page grayscale TIFF of `depth` 8 or 16

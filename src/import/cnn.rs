@@ -129,13 +129,37 @@ impl Cnn {
                 v => return Err(err("noise_map", format!("is {v} (0 or 1 expected)"))),
             };
         }
+        // Absent in gray files: 1.
+        let mut colours = 1;
+        if has("colours") {
+            colours = match read_any::<Ix0>(&mut npz, path, "colours")?.into_scalar() {
+                1.0 => 1,
+                3.0 => 3,
+                v => return Err(err("colours", format!("is {v} (1 or 3 expected)"))),
+            };
+        }
         let mut fixed_point = None;
         if has("fixed_point") {
             let a: Array1<f64> = read_any(&mut npz, path, "fixed_point")?;
             fixed_point = Some(fixed_point_of(&a.to_vec()).map_err(|e| err("fixed_point", e))?);
         }
         let window = crate::import::mlp::npz_window(&mut npz, path, &names)?;
-        Cnn::checked(convs, meta, frame, fixed_point, window, path)
+        Cnn::checked_colour(convs, meta, (frame, colours), fixed_point, window, path)
+    }
+
+    /// [`Cnn::load`] for the commands that run gray models only (the secure ones, `demo`,
+    /// `table`, `bench`): a colour model is refused by name.
+    pub fn load_gray(path: &Path) -> Result<Cnn, ModelError> {
+        let m = Cnn::load(path)?;
+        if m.colours != 1 {
+            return Err(ModelError::Invalid {
+                path: path.to_path_buf(),
+                msg: "a colour model; this command runs gray models (colour models run in \
+                      `denoise`, in float and in fixed point; the secure commands: issue 48)"
+                    .into(),
+            });
+        }
+        Ok(m)
     }
 
     /// Writes the model as `.npz` (f64 arrays), atomically.
@@ -152,6 +176,10 @@ impl Cnn {
             npz.add_array("residual", &scalar(self.meta.residual as u8 as f64))?;
             npz.add_array("unshuffle", &scalar(self.frame.unshuffle as f64))?;
             npz.add_array("noise_map", &scalar(self.frame.noise_map as u8 as f64))?;
+            // Written for colour only, so a gray model's file keeps its bytes.
+            if self.colours != 1 {
+                npz.add_array("colours", &scalar(self.colours as f64))?;
+            }
             if let Some(f) = self.fixed_point {
                 npz.add_array("fixed_point", &Array1::from(f.map(f64::from).to_vec()))?;
             }
@@ -211,6 +239,22 @@ mod tests {
         m.save(&p).unwrap();
         assert!(Cnn::is_cnn_file(&p).unwrap());
         assert_eq!(Cnn::load(&p).unwrap(), m);
+
+        // A colour FFDNet-shaped model keeps its colours through a file.
+        let c = crate::model::cnn::random_framed_cnn(
+            &[13, 6, 12],
+            3,
+            8,
+            meta,
+            crate::model::frame::Frame::FFDNET,
+        );
+        assert_eq!(c.colours, 3);
+        c.save(&p).unwrap();
+        assert_eq!(Cnn::load(&p).unwrap(), c);
+        let mut bad = c.clone();
+        bad.colours = 1;
+        let e = bad.validate(&p).unwrap_err().to_string();
+        assert!(e.contains("must map 5 channel(s) to 4"), "{e}");
 
         let mut bad = m.clone();
         bad.convs[1].cin = 5;

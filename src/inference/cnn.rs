@@ -13,10 +13,12 @@ impl Cnn {
     /// ([`Cnn::noise_map`]); returns the denoised image on the same scale, not clipped.
     /// The convolutions run in f32, as PyTorch's float forward does: twice the multiply-adds
     /// per cycle of f64, and a result within a millionth of a grey level of f64's.
+    /// A colour model takes its image's planes stacked, (C*H) x W.
     pub fn denoise_float(&self, image: &Array2<f64>, pre: &Preprocess, map: &[f64]) -> Array2<f64> {
-        let (h, w) = image.dim();
+        let (rows, w) = image.dim();
+        let (c, h) = (self.colours, rows / self.colours);
         let input: Vec<f64> = image.iter().map(|&p| normalize(pre, p)).collect();
-        let stack = self.frame.stack_input(&input, map, h, w);
+        let stack = self.frame.stack_input_of(c, &input, map, h, w);
         let (sh, sw) = self.frame.stack_dims(h, w);
         let mut x: Vec<f32> = stack.iter().map(|&v| v as f32).collect();
         let mut next = Vec::new();
@@ -29,9 +31,12 @@ impl Cnn {
         if self.meta.residual {
             x.iter_mut().zip(&stack).for_each(|(n, a)| *n = a - *n);
         }
-        let out = self.frame.image_from_stack(&x, h, w);
-        Array2::from_shape_vec((h, w), out.iter().map(|&v| denormalize(pre, v)).collect())
-            .expect("image-sized output")
+        let out = self.frame.image_from_stack_of(c, &x, h, w);
+        Array2::from_shape_vec(
+            (rows, w),
+            out.iter().map(|&v| denormalize(pre, v)).collect(),
+        )
+        .expect("image-sized output")
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Cnn {
     pub meta: CnnMeta,
     /// Sub-images and noise map around the stack (identity for DnCNN).
     pub frame: Frame,
+    /// Colour planes of the images it takes: 1 (gray) or 3 (RGB; `colours` in the file).
+    pub colours: usize,
     /// The fixed-point settings measured for this model (s, ws, k: `fixed_point` in the
     /// file), used when none are given; `None`: the project's defaults.
     pub fixed_point: Option<[u32; 3]>,
@@ -156,11 +158,20 @@ impl Cnn {
             }
         }
         self.frame.validate().map_err(inv)?;
-        let (cin, cout) = (self.frame.in_channels(), self.frame.sub_images());
+        if !matches!(self.colours, 1 | 3) {
+            return Err(inv(format!(
+                "colours is {} (1 for gray or 3 for RGB expected)",
+                self.colours
+            )));
+        }
+        let (cin, cout) = (
+            self.frame.in_channels_of(self.colours),
+            self.frame.out_channels(self.colours),
+        );
         if self.convs[0].cin != cin || self.convs[nl - 1].cout != cout {
             return Err(inv(format!(
                 "{}: the stack must map {cin} channel(s) to {cout}; this one maps {} to {}",
-                describe_frame(&self.frame),
+                describe_colour_frame(&self.frame, self.colours),
                 self.convs[0].cin,
                 self.convs[nl - 1].cout
             )));
@@ -183,15 +194,33 @@ impl Cnn {
         window: Option<DeclaredWindow>,
         path: &Path,
     ) -> Result<Cnn, ModelError> {
+        Cnn::checked_colour(convs, meta, (frame, 1), fixed_point, window, path)
+    }
+
+    /// [`Cnn::checked`] of a model of `colours` planes.
+    pub fn checked_colour(
+        convs: Vec<Conv>,
+        meta: CnnMeta,
+        (frame, colours): (Frame, usize),
+        fixed_point: Option<[u32; 3]>,
+        window: Option<DeclaredWindow>,
+        path: &Path,
+    ) -> Result<Cnn, ModelError> {
         let m = Cnn {
             convs,
             meta,
             frame,
+            colours,
             fixed_point,
             window,
         };
         m.validate(path)?;
         Ok(m)
+    }
+
+    /// Whether it takes colour images.
+    pub fn is_colour(&self) -> bool {
+        self.colours > 1
     }
 
     /// How an image at noise level `sigma` enters the network: a model with a noise map
@@ -309,6 +338,18 @@ pub fn reorder_channels(convs: &mut [Conv], first_in: &[usize], last_out: &[usiz
     last.w = w;
 }
 
+/// How a frame around `colours` planes reads in messages.
+pub fn describe_colour_frame(f: &Frame, colours: usize) -> String {
+    if colours == 1 {
+        describe_frame(f)
+    } else {
+        format!(
+            "a colour ({colours} planes) {}",
+            describe_frame(f).trim_start_matches("a ")
+        )
+    }
+}
+
 /// How a frame reads in messages.
 pub fn describe_frame(f: &Frame) -> String {
     match (f.unshuffle, f.noise_map) {
@@ -332,7 +373,8 @@ pub fn random_cnn(channels: &[usize], k: usize, seed: u64, meta: CnnMeta) -> Cnn
 }
 
 /// [`random_cnn`] inside a frame: `channels` starts with the frame's input channels and
-/// ends with its sub-images (5, ..., 4 for FFDNet).
+/// ends with its sub-images (5, ..., 4 for FFDNet; 13, ..., 12 for colour FFDNet, whose
+/// colour count the last layer's width tells).
 pub fn random_framed_cnn(
     channels: &[usize],
     k: usize,
@@ -356,10 +398,13 @@ pub fn random_framed_cnn(
             }
         })
         .collect();
+    // The colours the channels imply (the stack maps C r*r (+ map) to C r*r channels).
+    let colours = (channels[channels.len() - 1] / frame.sub_images()).max(1);
     Cnn {
         convs,
         meta,
         frame,
+        colours,
         fixed_point: None,
         window: None,
     }

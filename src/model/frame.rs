@@ -5,6 +5,12 @@
 //! Every step is a public rearrangement (a permutation, or a copy of the last row/column for
 //! an odd size), so one generic function serves the float forward, the fixed-point oracle
 //! and each server's shares, which apply it locally: no traffic, nothing revealed.
+//!
+//! A colour model (FFDNet's colour files) takes C = 3 colour planes: each plane is
+//! unshuffled into its r*r sub-images, colour-major (channel = colour * r*r + sub-image), and
+//! ONE noise-map channel follows, shared by the colours, as the authors' colour model has it.
+//! The colour count lives beside the frame (in the model and its plan), and a colour image
+//! travels as its planes one after another (C x h x w values, or a (C*h) x w array).
 
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +69,17 @@ impl Frame {
 
     /// Input channels of the first convolution.
     pub fn in_channels(&self) -> usize {
-        self.sub_images() + self.noise_map as usize
+        self.in_channels_of(1)
+    }
+
+    /// Input channels of the first convolution for an image of `colours` planes.
+    pub fn in_channels_of(&self, colours: usize) -> usize {
+        colours * self.sub_images() + self.noise_map as usize
+    }
+
+    /// Output channels of the stack for an image of `colours` planes.
+    pub fn out_channels(&self, colours: usize) -> usize {
+        colours * self.sub_images()
     }
 
     /// Height and width of the maps the convolutions run on, for an h x w image.
@@ -87,16 +103,31 @@ impl Frame {
     /// i mod r and column offset i div r of each r x r cell: the FFDNet authors' order,
     /// (dy, dx) = (0,0), (1,0), (0,1), (1,1) for r = 2.
     pub fn stack_input<T: Copy>(&self, image: &[T], map: &[T], h: usize, w: usize) -> Vec<T> {
-        assert_eq!(image.len(), h * w, "image of h x w values");
+        self.stack_input_of(1, image, map, h, w)
+    }
+
+    /// [`Frame::stack_input`] of an image of `colours` planes (each h x w, one after
+    /// another): each plane's r*r sub-images in turn, then the one map channel.
+    pub fn stack_input_of<T: Copy>(
+        &self,
+        colours: usize,
+        image: &[T],
+        map: &[T],
+        h: usize,
+        w: usize,
+    ) -> Vec<T> {
+        assert_eq!(image.len(), colours * h * w, "colours x h x w values");
         assert_eq!(map.len(), self.map_len(h, w), "a map of map_len values");
         let r = self.unshuffle;
         let (sh, sw) = self.stack_dims(h, w);
-        let mut out = Vec::with_capacity(self.in_channels() * sh * sw);
-        for dx in 0..r {
-            for dy in 0..r {
-                for y in 0..sh {
-                    let row = &image[(y * r + dy).min(h - 1) * w..][..w];
-                    out.extend((0..sw).map(|x| row[(x * r + dx).min(w - 1)]));
+        let mut out = Vec::with_capacity(self.in_channels_of(colours) * sh * sw);
+        for plane in image.chunks_exact(h * w) {
+            for dx in 0..r {
+                for dy in 0..r {
+                    for y in 0..sh {
+                        let row = &plane[(y * r + dy).min(h - 1) * w..][..w];
+                        out.extend((0..sw).map(|x| row[(x * r + dx).min(w - 1)]));
+                    }
                 }
             }
         }
@@ -107,18 +138,32 @@ impl Frame {
     /// The image from the stack's output (r*r channels of the stack's size): pixel-shuffle,
     /// then crop to h x w (what padding added is dropped).
     pub fn image_from_stack<T: Copy>(&self, out: &[T], h: usize, w: usize) -> Vec<T> {
+        self.image_from_stack_of(1, out, h, w)
+    }
+
+    /// [`Frame::image_from_stack`] of `colours` planes' sub-images (colour-major): the
+    /// planes, one after another.
+    pub fn image_from_stack_of<T: Copy>(
+        &self,
+        colours: usize,
+        out: &[T],
+        h: usize,
+        w: usize,
+    ) -> Vec<T> {
         let r = self.unshuffle;
         let (sh, sw) = self.stack_dims(h, w);
         assert_eq!(
             out.len(),
-            self.sub_images() * sh * sw,
-            "r*r output channels"
+            self.out_channels(colours) * sh * sw,
+            "colours x r*r output channels"
         );
-        let mut img = Vec::with_capacity(h * w);
-        for y in 0..h {
-            for x in 0..w {
-                let ch = (y % r) + r * (x % r);
-                img.push(out[(ch * sh + y / r) * sw + x / r]);
+        let mut img = Vec::with_capacity(colours * h * w);
+        for plane in out.chunks_exact(self.sub_images() * sh * sw) {
+            for y in 0..h {
+                for x in 0..w {
+                    let ch = (y % r) + r * (x % r);
+                    img.push(plane[(ch * sh + y / r) * sw + x / r]);
+                }
             }
         }
         img
@@ -158,6 +203,30 @@ mod tests {
         assert_eq!(&s[12..16], &[11, 12, 21, 22]);
         assert_eq!(&s[16..], &map);
         assert_eq!(f.image_from_stack(&s[..16], 3, 3), img);
+    }
+
+    /// Three planes: channel = colour * 4 + sub-image, one map channel after them all.
+    #[test]
+    fn colour_planes_are_colour_major() {
+        let f = Frame::FFDNET;
+        // 2 x 2 planes: pixel (c, y, x) = 100 c + 10 y + x.
+        let img: Vec<u32> = (0..3)
+            .flat_map(|c| (0..2).flat_map(move |y| (0..2).map(move |x| 100 * c + 10 * y + x)))
+            .collect();
+        let s = f.stack_input_of(3, &img, &[7], 2, 2);
+        assert_eq!(s.len(), f.in_channels_of(3));
+        assert_eq!(f.in_channels_of(3), 13);
+        assert_eq!(&s[..4], &[0, 10, 1, 11]);
+        assert_eq!(&s[4..8], &[100, 110, 101, 111]);
+        assert_eq!(&s[8..12], &[200, 210, 201, 211]);
+        assert_eq!(s[12], 7);
+        assert_eq!(f.image_from_stack_of(3, &s[..12], 2, 2), img);
+        for (h, w) in [(3, 5), (4, 4), (1, 7)] {
+            let img: Vec<usize> = (0..3 * h * w).collect();
+            let s = f.stack_input_of(3, &img, &vec![0; f.map_len(h, w)], h, w);
+            let n = f.out_channels(3) * f.map_len(h, w);
+            assert_eq!(f.image_from_stack_of(3, &s[..n], h, w), img, "{h} x {w}");
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::inference::im2col::{im2col, rows_per_block};
 use crate::inference::par_conv::{by_row_blocks, BLOCK_VALUES};
-use crate::model::cnn::{self, describe_frame, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL};
+use crate::model::cnn::{
+    self, describe_colour_frame, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL,
+};
 use crate::model::frame::Frame;
 use crate::model::preprocess::Preprocess;
 use crate::ring::fixed::{decode, encode};
@@ -96,6 +98,15 @@ pub struct CnnPlan {
     /// the identity).
     #[serde(default)]
     pub frame: Frame,
+    /// Colour planes of the image (1 gray, 3 RGB). Not in a plan's file form: a gray plan's
+    /// bytes stay as they were, and `share-model` refuses a colour model until its shares
+    /// carry the count (issue 48).
+    #[serde(skip, default = "one_colour")]
+    pub colours: usize,
+}
+
+fn one_colour() -> usize {
+    1
 }
 
 impl CnnPlan {
@@ -118,6 +129,7 @@ impl CnnPlan {
             layers,
             residual: model.meta.residual,
             frame: model.frame,
+            colours: model.colours,
         };
         plan.check_shape()?;
         Ok(plan)
@@ -167,11 +179,17 @@ impl CnnPlan {
             }
         }
         self.frame.validate()?;
-        let (cin, cout) = (self.frame.in_channels(), self.frame.sub_images());
+        if !matches!(self.colours, 1 | 3) {
+            return Err(format!("{} colour planes (1 or 3)", self.colours));
+        }
+        let (cin, cout) = (
+            self.frame.in_channels_of(self.colours),
+            self.frame.out_channels(self.colours),
+        );
         if self.layers[0].cin != cin || self.layers[nl - 1].cout != cout {
             return Err(format!(
                 "{} maps {cin} channel(s) to {cout}; this plan maps {} to {}",
-                describe_frame(&self.frame),
+                describe_colour_frame(&self.frame, self.colours),
                 self.layers[0].cin,
                 self.layers[nl - 1].cout
             ));
@@ -224,20 +242,21 @@ impl CnnPlan {
         h: usize,
         w: usize,
     ) -> (Vec<u64>, Vec<u64>, (usize, usize)) {
-        let (image, map) = input.split_at(h * w);
-        let stack = self.frame.stack_input(image, map, h, w);
+        let (image, map) = input.split_at(self.colours * h * w);
+        let stack = self.frame.stack_input_of(self.colours, image, map, h, w);
         let dims = self.frame.stack_dims(h, w);
         let resid = if self.residual {
-            stack[..self.frame.sub_images() * dims.0 * dims.1].to_vec()
+            stack[..self.frame.out_channels(self.colours) * dims.0 * dims.1].to_vec()
         } else {
             Vec::new()
         };
         (stack, resid, dims)
     }
 
-    /// Values of a job's input for an h x w image: the image, then its noise map's.
+    /// Values of a job's input for an h x w image: the image (its planes), then its noise
+    /// map's.
     pub fn input_len(&self, h: usize, w: usize) -> usize {
-        h * w + self.frame.map_len(h, w)
+        self.colours * h * w + self.frame.map_len(h, w)
     }
 
     /// Channels of every activation map, input first.
@@ -366,7 +385,7 @@ fn run_in_blocks(plan: &CnnPlan, h: usize, w: usize, input: &[u64], target: usiz
         }
     }
     CnnOracleRun {
-        output: plan.frame.image_from_stack(&x, ih, iw),
+        output: plan.frame.image_from_stack_of(plan.colours, &x, ih, iw),
         out_of_range,
     }
 }
@@ -386,10 +405,12 @@ pub fn denoise(
     map: &[f64],
     pre: &Preprocess,
 ) -> (Array2<f64>, u64) {
-    let (h, w) = image.dim();
+    // A colour image's planes come stacked, (C*h) x w.
+    let (rows, w) = image.dim();
+    let h = rows / plan.colours;
     let r = run(plan, h, w, &encode_image(image, map, pre, plan.params.s));
     (
-        decode_output(&r.output, h, w, pre, plan.params.out_scale()),
+        decode_output(&r.output, rows, w, pre, plan.params.out_scale()),
         r.out_of_range,
     )
 }

@@ -27,7 +27,7 @@ pub(super) enum Net {
 impl Net {
     fn load(path: &Path) -> Result<Net> {
         Ok(if Cnn::is_cnn_file(path)? {
-            Net::Cnn(Cnn::load(path)?)
+            Net::Cnn(Cnn::load_gray(path)?)
         } else {
             Net::Mlp(Model::load(path)?)
         })
