@@ -27,6 +27,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod pacs;
 pub mod ring;
 pub mod server;
 pub mod study;

@@ -11,6 +11,7 @@ mod gateway;
 mod inputs;
 mod keys;
 mod owner;
+mod pacs;
 mod pipeline;
 mod procs;
 pub mod receiver;
@@ -68,6 +69,7 @@ enum Command {
     Serve(server::ServeArgs),
     Reconstruct(receiver::ReconstructArgs),
     StudyStatus(study::StudyStatusArgs),
+    FileSeries(pacs::FileSeriesArgs),
     Denoise(tools::DenoiseArgs),
     AddNoise(gateway::AddNoiseArgs),
     Metrics(tools::MetricsArgs),
@@ -134,6 +136,10 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
             a.quiet |= quiet;
             Command::Table(a)
         }
+        Command::FileSeries(mut a) => {
+            a.quiet |= quiet;
+            Command::FileSeries(a)
+        }
         other => other,
     };
     match command {
@@ -147,6 +153,7 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
         Command::Serve(a) => server::serve(a, json),
         Command::Reconstruct(a) => receiver::reconstruct(a),
         Command::StudyStatus(a) => study::study_status(a),
+        Command::FileSeries(a) => pacs::file_series(a),
         Command::Denoise(a) => tools::denoise(a),
         Command::AddNoise(a) => gateway::add_noise(a),
         Command::Metrics(a) => tools::metrics(a),
