@@ -247,6 +247,7 @@ fn upload(o: &Orthanc, dir: &Path) -> String {
 
 /// `serve --study` of party `p` (model shares `model.p<p>`, keys in `keys/`).
 fn serve(dir: &Path, study: &Path, p: u8, addr: &[String]) -> Child {
+    let audit = dir.join(format!("audit-s{p}.jsonl"));
     let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
     let f = |n: &str| s(&dir.join(n));
     Command::new(bin())
@@ -260,6 +261,7 @@ fn serve(dir: &Path, study: &Path, p: u8, addr: &[String]) -> Child {
         .args(addr)
         .args(["--timeout", "60"])
         .args(["--state-dir", &f(&format!("state{p}"))])
+        .args(["--audit", &s(&audit)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -299,6 +301,12 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
         &s(&d.join("model")),
     ]);
     let (study, out, model) = (d.join("study"), d.join("derived"), s(&d.join("model.pub")));
+    // Each party's own audit file.
+    let (gw_audit, dealer_audit, rx_audit) = (
+        s(&d.join("audit-gateway.jsonl")),
+        s(&d.join("audit-dealer.jsonl")),
+        s(&d.join("audit-receiver.jsonl")),
+    );
     let t = Instant::now();
     let j = ok(&[
         "share-study",
@@ -315,6 +323,8 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
         "--model",
         &model,
         "--quiet",
+        "--audit",
+        &gw_audit,
     ]);
     assert_eq!(j["slices"], source.len(), "{j}");
     assert_eq!(j["archive"]["study_uid"], study_uid.as_str(), "{j}");
@@ -322,7 +332,15 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
     let fetched = d.join("study.fetched");
     assert_eq!(j["archive"]["fetched"], s(&fetched).as_str(), "{j}");
     let fetch_s = j["archive"]["seconds"].as_f64().unwrap();
-    ok(&["gen-triplets", "--study", &s(&study), "--model", &model]);
+    ok(&[
+        "gen-triplets",
+        "--study",
+        &s(&study),
+        "--model",
+        &model,
+        "--audit",
+        &dealer_audit,
+    ]);
     let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
     for o in pair.map(|c| wait_limit(c, Duration::from_secs(300))) {
         assert!(o.status.success(), "serve --study: {}", stderr(&o));
@@ -338,6 +356,8 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
         &pacs.dicomweb(),
         "--archive-auth-file",
         &s(&auth),
+        "--audit",
+        &rx_audit,
     ]);
     let whole_s = t.elapsed().as_secs_f64();
     let file_s = r["filed"]["seconds"].as_f64().unwrap();
@@ -434,11 +454,112 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
         "--archive-auth-file",
         &s(&auth),
         "--quiet",
+        "--audit",
+        &rx_audit,
     ]);
     assert_eq!(again["filed"]["instances"], source.len(), "{again}");
     assert_eq!(check("after file-series again"), ids);
     let stats = pacs.json("/statistics");
     assert_eq!(stats["CountInstances"], 2 * source.len(), "{stats}");
+
+    // The audit trail: one line per command in each party's file, with what it did.
+    let lines = |f: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(f).unwrap();
+        // Never a patient's name or ID, nor a path (the folders are the test's).
+        let patient = dicom_object::open_file(&source[0]).unwrap();
+        for tag in [
+            dicom_dictionary_std::tags::PATIENT_NAME,
+            dicom_dictionary_std::tags::PATIENT_ID,
+        ] {
+            let v = patient.element(tag).unwrap().to_str().unwrap();
+            let v = v.trim_end_matches(['\0', ' ']);
+            assert!(!v.is_empty());
+            assert!(!text.contains(v), "{f}: names the patient ({v}): {text}");
+        }
+        assert!(!text.contains(&s(d)), "{f}: names a path: {text}");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let hash = |p: &Path| {
+        blake3::hash(&std::fs::read(p).unwrap())
+            .to_hex()
+            .to_string()
+    };
+    let gw = lines(&gw_audit);
+    assert_eq!(gw.len(), 1);
+    let g = &gw[0];
+    assert_eq!(
+        (&g["command"], &g["party"], &g["result"]),
+        (&"share-study".into(), &"gateway".into(), &"ok".into()),
+        "{g}"
+    );
+    assert_eq!(g["study_id"], j["study_id"], "{g}");
+    assert_eq!(
+        g["archive"]["url"],
+        pacs.dicomweb().trim_end_matches('/'),
+        "{g}"
+    );
+    assert_eq!(g["archive"]["study_uid"], study_uid.as_str(), "{g}");
+    assert!(g["time"].as_str().unwrap().starts_with("20"), "{g}");
+    let roles = |v: &serde_json::Value, k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["role"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(roles(g, "inputs").contains(&"fetched".into()), "{g}");
+    assert!(roles(g, "inputs").contains(&"model".into()), "{g}");
+    for r in ["out", "sources", "binding"] {
+        assert!(roles(g, "outputs").contains(&r.into()), "{g}");
+    }
+    let dl = lines(&dealer_audit);
+    assert_eq!(
+        (dl.len(), &dl[0]["party"], &dl[0]["result"]),
+        (1, &"dealer".into(), &"ok".into()),
+        "{dl:?}"
+    );
+    for p in 0..2 {
+        let sv = lines(&s(&d.join(format!("audit-s{p}.jsonl"))));
+        assert_eq!(sv.len(), 1);
+        assert_eq!(sv[0]["party"], format!("s{p}"), "{:?}", sv[0]);
+        assert_eq!(sv[0]["study_id"], j["study_id"], "{:?}", sv[0]);
+        // Its own and its peer's TLS certificate, by fingerprint.
+        assert_eq!(
+            roles(&sv[0], "certificates"),
+            ["cert", "peer-cert"],
+            "{:?}",
+            sv[0]
+        );
+    }
+    let rx = lines(&rx_audit);
+    assert_eq!(rx.len(), 2, "{rx:?}");
+    assert_eq!(
+        (&rx[0]["command"], &rx[0]["party"]),
+        (&"reconstruct".into(), &"receiver".into())
+    );
+    assert_eq!(rx[0]["series_uid"], new_uid.as_str());
+    assert_eq!(
+        rx[0]["filed"]["url"],
+        pacs.dicomweb().trim_end_matches('/'),
+        "{:?}",
+        rx[0]
+    );
+    assert_eq!(rx[0]["filed"]["study_uid"], study_uid.as_str());
+    // Every derived file, by its blake3.
+    let mut want: Vec<String> = files(&out).iter().map(|f| hash(f)).collect();
+    let mut got: Vec<String> = rx[0]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["role"] == "file")
+        .map(|o| o["blake3"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(rx[1]["command"], "file-series");
 }
 
 /// The archive's mistakes: each refused naming the URL and the cause, before anything is
@@ -458,6 +579,7 @@ fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_
     std::fs::write(&good, format!("basic:{}:{}", USER.0, USER.1)).unwrap();
     std::fs::write(&bad, format!("basic:{}:wrong", USER.0)).unwrap();
     let closed = format!("dicomweb:http://127.0.0.1:{}/dicom-web", free_port());
+    let audit = d.join("audit.jsonl");
     let share = |from: &str, study: &str, auth: &Path| {
         run(&[
             "share-study",
@@ -473,6 +595,8 @@ fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_
             &s(&d.join("study")),
             "--sigma",
             "20HU",
+            "--audit",
+            &s(&audit),
         ])
     };
     let unknown = "1.2.826.0.1.3680043.8.498.999";
@@ -507,6 +631,18 @@ fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_
         for p in ["study", "study.fetched", "study.sources.json"] {
             assert!(!d.join(p).exists(), "{what}: {p} was written");
         }
+    }
+
+    // Each refusal audited as one, without its message (it names files).
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(
+            (&v["command"], &v["result"]),
+            (&"share-study".into(), &"error".into()),
+            "{v}"
+        );
     }
 
     // Filing with wrong credentials: refused by name, and nothing filed.

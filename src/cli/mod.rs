@@ -42,6 +42,12 @@ Wherever an input image is expected, `builtin:phantom` (or `builtin:phantom:<siz
 Shepp-Logan phantom."
 )]
 pub struct Cli {
+    /// Append one JSON line to this audit file for the command: when, what, which party, the
+    /// ids, the blake3 of its input and output files, the keys and certificates it used, the
+    /// archive and study UID, the result; never a path, a patient's name or ID, or a pixel
+    /// (docs/security.md). Default: the file PPDENOISE_AUDIT names; without either, none.
+    #[arg(long, global = true, value_name = "FILE")]
+    audit: Option<std::path::PathBuf>,
     /// Print a one-line JSON summary instead of human-readable text.
     #[arg(long, global = true)]
     json: bool,
@@ -170,7 +176,20 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    let audit = crate::audit::file(cli.audit.clone()).map(|f| {
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        (f, crate::audit::Plan::of(&args))
+    });
     let res = dispatch(cli.command, json, cli.quiet, cli.as_gray);
+    // The line is appended before the result is told: a command whose line could not be
+    // written fails.
+    let audited = audit.map_or(Ok(()), |(f, plan)| {
+        let line = crate::audit::line(&plan, res.as_ref().map(|s| &s.json).map_err(|_| ()));
+        crate::audit::append(&f, &line)
+    });
+    let res = res.and_then(|s| audited.map(|()| s));
     match res {
         Ok(mut s) => {
             if json {
