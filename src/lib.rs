@@ -14,7 +14,6 @@
 //! `study` (a study's slices as jobs, resumable, and their derived series), `cli` (the
 //! `ppdenoise` subcommands: arguments parsed, `study` and `job` called).
 
-pub mod audit;
 pub mod circuit;
 pub mod cli;
 pub mod corr;
@@ -28,7 +27,6 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod net;
-pub mod pacs;
 pub mod ring;
 pub mod server;
 pub mod study;
