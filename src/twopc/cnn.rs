@@ -23,8 +23,10 @@ use crate::inference::im2col::im2col;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
 use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
-use crate::twopc::channel::{exchange, open, Channel, ChannelError};
-use crate::twopc::protocol::{open_in_job, Nonlinear, ProtocolError, Report, Weights};
+use crate::twopc::channel::{open, Channel, ChannelError};
+use crate::twopc::protocol::{
+    open_in_job, same_session, Nonlinear, ProtocolError, Report, Weights,
+};
 use crate::twopc::weights::{open_layers, Opened};
 
 pub struct CnnJobInputs<'a> {
@@ -117,13 +119,7 @@ pub fn run(
         patches: ih * iw,
         ..Default::default()
     };
-    let peer_tag = exchange(ch, party, &inp.session_tag)?;
-    if peer_tag != inp.session_tag {
-        return Err(ChannelError::Mismatch(
-            "the peer server holds files of a different job, model or dealer run".into(),
-        )
-        .into());
-    }
+    same_session(ch, party, &inp.session_tag)?;
     let per_job;
     let wts: &Opened = match inp.weights {
         Weights::Opened(o) => o,

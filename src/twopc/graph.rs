@@ -23,11 +23,13 @@ use crate::corr::batches::batches;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
 use crate::inference::graph::{self as kern, window_at, window_dims, Map};
-use crate::ring::graph::uses::{per_channel, product, product_input, Use};
+use crate::ring::graph::uses::{per_channel, product, product_input, secret_parts, Use};
 use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
-use crate::twopc::channel::{exchange, open, Channel, ChannelError};
-use crate::twopc::protocol::{open_in_job, Nonlinear, ProtocolError, Report, Weights};
+use crate::twopc::channel::{open, Channel, ChannelError};
+use crate::twopc::protocol::{
+    open_in_job, same_session, Nonlinear, ProtocolError, Report, Weights,
+};
 use crate::twopc::weights::{open_layers, Opened};
 
 pub struct GraphJobInputs<'a> {
@@ -56,19 +58,12 @@ pub fn mask_shares(seed: &Seed, plan: &GraphPlan) -> Vec<Vec<u64>> {
         .collect()
 }
 
-/// This party's shares of the weighted steps' weights, with the count each must have.
+/// This party's shares of the weighted steps' weights (each step's first secret part), with
+/// the count each must have.
 fn weight_shares(plan: &GraphPlan) -> Vec<(&[u64], usize)> {
     plan.weight_steps()
         .into_iter()
-        .map(|(i, n)| {
-            let w: &[u64] = match &plan.steps[i].kind {
-                Kind::Conv { w, .. } => w,
-                Kind::Affine { a, .. } => a,
-                Kind::PRelu { slope, .. } => slope,
-                _ => unreachable!("weight_steps lists weighted steps"),
-            };
-            (w, n)
-        })
+        .map(|(i, n)| (secret_parts(&plan.steps[i].kind)[0], n))
         .collect()
 }
 
@@ -213,13 +208,7 @@ pub fn run(
             inp.image.len()
         )));
     }
-    let peer_tag = exchange(ch, party, &inp.session_tag)?;
-    if peer_tag != inp.session_tag {
-        return Err(ChannelError::Mismatch(
-            "the peer server holds files of a different job, model or dealer run".into(),
-        )
-        .into());
-    }
+    same_session(ch, party, &inp.session_tag)?;
     let shares = weight_shares(plan);
     let per_job;
     let opened: &Opened = match inp.weights {

@@ -134,6 +134,21 @@ pub(crate) fn open_in_job(
     Ok(open_layers(ch, party, &w, mask)?)
 }
 
+/// Exchanges the session tags (job, model and randomness ids): a peer holding the files of
+/// another job, model or dealer run is refused before anything secret is sent.
+pub(crate) fn same_session(
+    ch: &mut dyn Channel,
+    party: u8,
+    tag: &[u8],
+) -> Result<(), ChannelError> {
+    if exchange(ch, party, tag)? != tag {
+        return Err(ChannelError::Mismatch(
+            "the peer server holds files of a different job, model or dealer run".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn add_bias(z: &mut [u64], bias: &[u64], n: usize) {
     for (row, &b) in z.chunks_mut(n).zip(bias) {
         for v in row {
@@ -169,13 +184,7 @@ pub fn run(
     };
 
     // Both servers must be running the same job with matching randomness.
-    let peer_tag = exchange(ch, party, &inp.session_tag)?;
-    if peer_tag != inp.session_tag {
-        return Err(ChannelError::Mismatch(
-            "the peer server holds files of a different job, model or dealer run".into(),
-        )
-        .into());
-    }
+    same_session(ch, party, &inp.session_tag)?;
 
     // U = W - A: opened here with a mask of this job's, unless it was opened once for the
     // model (its A then masks no other weights, and this job's B is fresh).

@@ -249,8 +249,9 @@ fn secret_parts_mut(kind: &mut Kind) -> Vec<&mut Vec<u64>> {
     }
 }
 
-/// A step's secret values, in the order they are shared.
-fn secret_parts(kind: &Kind) -> Vec<&[u64]> {
+/// A step's secret values, in the order they are shared (the first part is what a
+/// product multiplies by: the weights its mask hides).
+pub fn secret_parts(kind: &Kind) -> Vec<&[u64]> {
     match kind {
         Kind::Conv { w, b, .. } => vec![w, b],
         Kind::Affine { a, b } => vec![a, b],
