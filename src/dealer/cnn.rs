@@ -135,6 +135,26 @@ pub struct CnnDeal {
 }
 
 impl CnnDeal {
+    /// The deal of `seeds` whose explicit values a dealer's `generate_into` (`run`) hands to
+    /// its emitter, gathered in memory (`capacity` of them).
+    pub fn collect<E>(
+        seeds: &DealSeeds,
+        setup: (Vec<u8>, Vec<u8>),
+        capacity: usize,
+        run: impl FnOnce(&mut dyn FnMut(&[u64]) -> Result<(), E>) -> Result<(), E>,
+    ) -> Result<CnnDeal, E> {
+        let mut corrections = Vec::with_capacity(capacity);
+        run(&mut |v: &[u64]| {
+            corrections.extend_from_slice(v);
+            Ok(())
+        })?;
+        Ok(CnnDeal {
+            seeds: seeds.job,
+            corrections,
+            setup,
+        })
+    }
+
     /// Party `p`'s randomness (its seed; S1 also the explicit values) and engine setup, as
     /// its triplet file would give them.
     pub fn party(&self, p: u8) -> (PartyRandomness, &[u8]) {
@@ -173,15 +193,9 @@ pub fn generate_with(
     seeds: &DealSeeds,
     setup: (Vec<u8>, Vec<u8>),
 ) -> CnnDeal {
-    let mut corrections = Vec::with_capacity(correction_count(plan, h, w, engine, batch));
-    generate_into(plan, h, w, seeds, engine, batch, &mut |v: &[u64]| {
-        corrections.extend_from_slice(v);
-        Ok::<(), std::convert::Infallible>(())
+    let capacity = correction_count(plan, h, w, engine, batch);
+    CnnDeal::collect(seeds, setup, capacity, |emit| {
+        generate_into::<std::convert::Infallible>(plan, h, w, seeds, engine, batch, emit)
     })
-    .unwrap_or_else(|e| match e {});
-    CnnDeal {
-        seeds: seeds.job,
-        corrections,
-        setup,
-    }
+    .unwrap_or_else(|e| match e {})
 }

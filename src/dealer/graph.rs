@@ -182,14 +182,8 @@ pub fn generate_with(
     seeds: &DealSeeds,
     setup: (Vec<u8>, Vec<u8>),
 ) -> Result<CnnDeal, String> {
-    let mut corrections = Vec::with_capacity(correction_count(plan, h, w, engine, batch)?);
-    generate_into(plan, h, w, seeds, engine, batch, &mut |v: &[u64]| {
-        corrections.extend_from_slice(v);
-        Ok::<(), String>(())
-    })?;
-    Ok(CnnDeal {
-        seeds: seeds.job,
-        corrections,
-        setup,
+    let capacity = correction_count(plan, h, w, engine, batch)?;
+    CnnDeal::collect(seeds, setup, capacity, |emit| {
+        generate_into::<String>(plan, h, w, seeds, engine, batch, emit)
     })
 }
