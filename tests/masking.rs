@@ -1205,3 +1205,133 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
         }
     }
 }
+
+/// One CNN graph job in process with recording channels (weights opened in the job): the
+/// every-op graph (max pooling, a concat skip and a residual add, transposed and strided
+/// convs, PReLU, clip, resizes), on `image` padded to its stride as the servers pad it.
+/// Returns the logs, the job seeds and the encoded padded image.
+fn run_graph_job(
+    image: &Array2<f64>,
+    engine: EngineKind,
+) -> ([Vec<Event>; 2], [Seed; 2], Vec<u64>) {
+    use ppdenoise::formats::bodies::GraphModelShare;
+    use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed};
+    use ppdenoise::ring::graph::GraphPlan;
+    use ppdenoise::twopc::graph::{self as twopc_graph, GraphJobInputs};
+    let g = ppdenoise::model::graph::random::every_op(5);
+    let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+    // Model owner: fresh shares for this run; each server fills the public plan with its own.
+    let public = plan.public();
+    let shares: Vec<GraphPlan> = GraphModelShare::split(&plan, &test_seed())
+        .iter()
+        .map(|s| s.share_plan(&public).unwrap())
+        .collect();
+    let (h, w) = image.dim();
+    let (ph, pw) = g.padded_size(h, w).unwrap();
+    let padded = Array2::from_shape_fn((ph, pw), |(y, x)| image[(y.min(h - 1), x.min(w - 1))]);
+    let enc = ring_cnn::encode_image(&padded, &[], &Preprocess::identity(), plan.params.s);
+    let iseed = test_seed();
+    let img = [
+        share_with_seed(&enc, &iseed, Stream::ImageShare),
+        expand(&iseed, Stream::ImageShare, enc.len()),
+    ];
+    let batch = 500;
+    let streams = StreamCheck::start();
+    let seeds = dealer::DealSeeds {
+        job: [test_seed(), test_seed()],
+        model_mask: None,
+    };
+    let setup = with_rng(|r| engine.deal_setup_with(r));
+    let d = dealer::graph::generate_with(&public, ph, pw, engine, batch, &seeds, setup).unwrap();
+    let streams = streams.dealt(&d.seeds);
+    let tag = test_seed()[..16].to_vec();
+    let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
+    let run = |p: u8, ch: &mut dyn Channel| {
+        let pi = p as usize;
+        let (rand, setup) = d.party(p);
+        let mut eng = seeded_engine_for(engine, p, setup, label_seeds).unwrap();
+        let inputs = GraphJobInputs {
+            party: p,
+            plan: &shares[pi],
+            height: ph,
+            width: pw,
+            image: &img[pi],
+            rand,
+            session_tag: tag.clone(),
+            weights: protocol::Weights::PerJob,
+            relu_batch: batch,
+        };
+        twopc_graph::run(ch, inputs, eng.as_mut(), &mut |_, _| {}).unwrap();
+    };
+    let (_, logs) = on_recorded_pair(run);
+    streams.used(&d.seeds, &format!("graph job, {engine}"));
+    (logs, d.seeds, enc)
+}
+
+/// Issue 47, milestone 5: in a CNN graph job (max pooling's comparison rounds, skips read
+/// by two steps, PReLU's second opening, clip), what each server receives and opens does not
+/// depend on the image, on both engines, as for the CNN above. Negative control: the opening
+/// of the image's map with the dealer's mask removed is the encoded image itself (checked
+/// exactly), and is told apart at once.
+#[test]
+fn graph_messages_do_not_depend_on_the_image() {
+    seeded("graph_messages_do_not_depend_on_the_image");
+    use ppdenoise::corr::randomness::act_mask_of;
+    let (black, phantom) = images();
+    for engine in [EngineKind::Gc, EngineKind::Gmw] {
+        let (a, sa, ea) = run_graph_job(&black, engine);
+        let (b, sb, eb) = run_graph_job(&phantom, engine);
+        for p in 0..2 {
+            let (ra, rb) = (received(&a[p]), received(&b[p]));
+            let what = format!("graph {engine}: S{p} received");
+            assert!(compare(&what, &ra[1..], &rb[1..]).unwrap() >= 3);
+            for (run, r) in [("black", &ra), ("phantom", &rb)] {
+                let what = format!("graph {engine}: S{p} received, {run}");
+                assert!(uniform_slots(&what, &r[1..]).unwrap() >= 3);
+            }
+        }
+        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
+        let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
+        compare(&format!("graph {engine}: opened values"), &oa, &ob).unwrap();
+        uniform_slots(
+            &format!("graph {engine}: differences of openings"),
+            &differences(&oa),
+        )
+        .unwrap();
+        if engine == EngineKind::Gmw {
+            let (xa, xb) = (xor_opened_values(&a[0]), xor_opened_values(&b[0]));
+            let xa: Vec<&[u8]> = xa.iter().skip(1).map(|v| v.as_slice()).collect();
+            let xb: Vec<&[u8]> = xb.iter().skip(1).map(|v| v.as_slice()).collect();
+            compare("graph gmw: XOR-opened bits", &xa, &xb).unwrap();
+            // The image's map is opened once, masked by ActMask(0, 0) of both job seeds: the
+            // first opening of its length after the masked weights.
+            let n = ea.len();
+            let clear = |opened: &[&[u8]], seeds: &[Seed; 2], enc: &[u64]| -> Vec<u8> {
+                let map = opened
+                    .iter()
+                    .find(|o| o.len() == 8 * n)
+                    .expect("the image's opening");
+                let (b0, b1) = (
+                    act_mask_of(&seeds[0], 0, 0, n),
+                    act_mask_of(&seeds[1], 0, 0, n),
+                );
+                let x: Vec<u64> = map
+                    .chunks_exact(8)
+                    .zip(b0.iter().zip(&b1))
+                    .map(|(v, (x, y))| {
+                        let v = u64::from_le_bytes(v.try_into().unwrap());
+                        v.wrapping_add(*x).wrapping_add(*y)
+                    })
+                    .collect();
+                assert_eq!(x, enc, "the opening found is not the image's");
+                x.iter().flat_map(|v| v.to_le_bytes()).collect()
+            };
+            let (xa, xb) = (clear(&oa, &sa, &ea), clear(&ob, &sb, &eb));
+            let (_, _, p) =
+                chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
+            eprintln!("graph input map without its mask: p = {p:e}");
+            assert!(p < 1e-12, "the unmasked image was not told apart (p = {p})");
+        }
+    }
+}

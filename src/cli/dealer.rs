@@ -11,7 +11,7 @@ use super::owner::with_ext;
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::fileio::atomic::Staged;
-use crate::formats::bodies::{is_cnn, DealerMask, ModelMask};
+use crate::formats::bodies::{is_whole_image, DealerMask, ModelMask};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::signing::Role;
 use crate::job::dealer::{deal_job, dealer_header, patch_from_widths, DealJob};
@@ -113,8 +113,8 @@ pub fn dealer_record(prefix: &Path) -> PathBuf {
 pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
     let outs_to = a.seal.outputs(Role::Dealer)?;
     let mh = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
-    if is_cnn(&mh) {
-        bail!("{}: weights opened once per model are not supported for CNNs yet; CNN jobs open their weights in the job", a.model.display());
+    if is_whole_image(&mh) {
+        bail!("{}: weights opened once per model are not supported for CNNs (and CNN graphs) yet; their jobs open their weights in the job", a.model.display());
     }
     let layers = mh
         .shape("layers")

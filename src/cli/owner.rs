@@ -140,7 +140,7 @@ pub fn load_tanh(path: &Option<PathBuf>) -> Result<crate::model::tanhstar::TanhS
 pub use crate::job::{public_file, with_ext, with_suffix};
 
 /// The model's public name: `--name`, else the file's stem ([`valid_model_name`]).
-fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
+pub(super) fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
     let name = match &a.name {
         Some(n) => n.clone(),
         None => path
@@ -191,11 +191,11 @@ fn sigma_range_entries(all: &[(f64, Vec<Level>)]) -> (Vec<(String, String)>, Str
 
 /// The public header's entry for a window the model file declares (none when it declares
 /// none): the gateway maps images with it.
-fn window_entry(d: Option<&DeclaredWindow>) -> Option<(String, String)> {
+pub(super) fn window_entry(d: Option<&DeclaredWindow>) -> Option<(String, String)> {
     d.map(|d| (MODEL_WINDOW.into(), d.to_string()))
 }
 
-fn window_line(d: Option<&DeclaredWindow>) -> Option<String> {
+pub(super) fn window_line(d: Option<&DeclaredWindow>) -> Option<String> {
     d.map(|d| {
         format!(
             "declared window: {d} (the model file's; share-image and share-study map images \
@@ -333,6 +333,11 @@ fn share_cnn_model(
 pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let to = a.seal.outputs(crate::formats::signing::Role::Owner)?;
     let path = model_or_default(&a.model);
+    if crate::import::onnx::is_onnx(&path) {
+        if let crate::import::onnx::Net::Graph(g) = crate::import::onnx::load(&path)? {
+            return super::owner_graph::share_graph_model(&a, &path, g, &to);
+        }
+    }
     if Cnn::is_cnn_file(&path)? {
         return share_cnn_model(&a, &path, &to);
     }

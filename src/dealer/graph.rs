@@ -73,6 +73,46 @@ pub fn correction_count(
     Ok(n)
 }
 
+/// What the dealer and the servers must agree on about a graph job's circuits, recorded in
+/// the triplet header as [`crate::dealer::cnn::circuit_shape`] does for a CNN's one ReLU:
+/// each distinct circuit in order of first use, its AND gates and outputs; for the boolean
+/// engine, its netlist's AND gates, daBits and edaBits per element.
+pub fn circuit_shapes(
+    plan: &GraphPlan,
+    h: usize,
+    w: usize,
+    engine: EngineKind,
+) -> Result<String, String> {
+    let dims = plan.dims(h, w)?;
+    let mut seen: Vec<ActCircuit> = Vec::new();
+    for i in 1..plan.steps.len() {
+        for u in plan.uses(i, &dims) {
+            if let Use::Circuit { circ, .. } = u {
+                if !seen.contains(&circ) {
+                    seen.push(circ);
+                }
+            }
+        }
+    }
+    let mut nets = Nets::default();
+    Ok(seen
+        .iter()
+        .map(|circ| match engine {
+            EngineKind::Gc => format!("{},{}", circ.and_gates(), circ.out_len()),
+            EngineKind::Gmw => {
+                let net = nets.of(circ);
+                format!(
+                    "{},{},{}",
+                    net.and_gates(),
+                    net.dabits(),
+                    net.eda_bits.len()
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";"))
+}
+
 /// A map mask B from both parties' seeds.
 fn map_mask(seeds: &[Seed; 2], (t, k): (u32, u32), d: Dims) -> Map<u64> {
     let n = d[0] * d[1] * d[2];

@@ -13,6 +13,7 @@ use crate::model::geometry::Geometry;
 use crate::model::mlp::ModelMeta;
 use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnPlan;
+use crate::ring::graph::GraphPlan;
 use crate::ring::plan::Plan;
 use crate::ring::share::{expand, share_with_seed, Seed, Stream};
 
@@ -156,6 +157,32 @@ impl CnnModelShare {
     }
 }
 
+/// A party's share of a CNN graph's secret values, in `GraphPlan::secret_values` order.
+/// The graph itself is public and travels in the header (`GRAPH`, `FIXED_POINT`): every
+/// party rebuilds the plan from it ([`crate::formats::checks::graph_plan_from_header`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GraphModelShare {
+    pub data: Data,
+}
+
+impl GraphModelShare {
+    /// The model owner's split of a graph plan's secret values, as [`ModelShare::split`].
+    pub fn split(plan: &GraphPlan, seed: &Seed) -> [GraphModelShare; 2] {
+        let explicit = share_with_seed(&plan.secret_values(), seed, Stream::ModelShare);
+        [Data::Explicit(explicit), Data::Seed(*seed)].map(|data| GraphModelShare { data })
+    }
+
+    /// `public` (the plan rebuilt from the header) with this party's shares filled in.
+    pub fn share_plan(&self, public: &GraphPlan) -> Result<GraphPlan, String> {
+        let ch = public.channels();
+        let count: usize = (0..public.steps.len())
+            .map(|i| public.secret_counts(i, &ch).iter().sum::<usize>())
+            .sum();
+        let values = self.data.materialise(Stream::ModelShare, count)?;
+        public.with_secret_values(&values)
+    }
+}
+
 /// The public plan of a CNN as its headers carry it (`cnn_plan`): shapes and fixed point,
 /// no weights. The dealer sizes everything from it.
 pub fn public_cnn_plan(plan: &CnnPlan) -> CnnPlan {
@@ -174,6 +201,13 @@ pub fn flatten_cnn_weights(plan: &CnnPlan) -> Vec<u64> {
         .flat_map(|l| l.w.iter().chain(&l.b).copied())
         .collect()
 }
+
+/// Header `info` value of [`NETWORK`] for CNN graph files (docs/graph.md).
+pub const GRAPH: &str = "graph";
+/// Header `info` key of a graph's public description (`PublicGraph`, JSON).
+pub const GRAPH_DESCRIPTION: &str = "graph";
+/// Header `info` key of a graph's fixed point, "s,ws,k".
+pub const FIXED_POINT: &str = "fixed_point";
 
 /// Header `info` key naming a file's network family; absent for MLP files.
 pub const NETWORK: &str = "network";
@@ -204,6 +238,17 @@ pub const NOISE_MAP: &str = "noise_map";
 /// True when a header belongs to a CNN model or job.
 pub fn is_cnn(h: &Header) -> bool {
     h.info(NETWORK) == Some(CNN)
+}
+
+/// True when a header belongs to a CNN graph's model or job.
+pub fn is_graph(h: &Header) -> bool {
+    h.info(NETWORK) == Some(GRAPH)
+}
+
+/// True for the networks that run on the whole image (a CNN or a CNN graph), whose output
+/// is the image itself, not patches.
+pub fn is_whole_image(h: &Header) -> bool {
+    is_cnn(h) || is_graph(h)
 }
 
 /// Flattens a plan's weights in the order [`ModelShare`] uses.

@@ -171,3 +171,54 @@ pub fn check_same_model(path: &Path, h: &Header, model: &Path, mh: &Header) -> R
     }
     Ok(())
 }
+
+/// Reads a CNN graph's public description and fixed point from a header, checks the graph
+/// whole (`Graph::validate` on its zeroed form) and rebuilds its public plan: what every
+/// party sizes its work from. Returns the zeroed graph (its shapes, strides and padding)
+/// and the plan, no secret value in either.
+pub fn graph_plan_from_header(
+    path: &Path,
+    h: &Header,
+) -> Result<(crate::model::graph::Graph, crate::ring::graph::GraphPlan)> {
+    use crate::formats::bodies::{FIXED_POINT, GRAPH_DESCRIPTION};
+    let s = h
+        .info(GRAPH_DESCRIPTION)
+        .with_context(|| format!("{}: header lacks the graph's description", path.display()))?;
+    let public: crate::model::graph::public::PublicGraph = serde_json::from_str(s)
+        .with_context(|| format!("{}: malformed graph description", path.display()))?;
+    let g = public.zeroed(path)?;
+    let fp = h
+        .info(FIXED_POINT)
+        .with_context(|| format!("{}: header lacks the graph's fixed point", path.display()))?;
+    let v: Vec<u32> = fp
+        .split(',')
+        .map(|x| x.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<u32>| v.len() == 3)
+        .with_context(|| format!("{}: malformed fixed point {fp:?} (s,ws,k)", path.display()))?;
+    let params = crate::ring::cnn::CnnFixed {
+        s: v[0],
+        ws: v[1],
+        k: v[2],
+    };
+    if h.scale != params.s {
+        bail!(
+            "{}: header scale {} but the graph's fixed point takes {}",
+            path.display(),
+            h.scale,
+            params.s
+        );
+    }
+    let plan = crate::ring::graph::GraphPlan::from_graph(&g, params)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        .public();
+    plan.check_streams()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((g, plan))
+}
+
+/// A graph's fixed point as its headers write it ([`graph_plan_from_header`] reads it).
+pub fn fixed_point_entry(p: crate::ring::cnn::CnnFixed) -> String {
+    format!("{},{},{}", p.s, p.ws, p.k)
+}

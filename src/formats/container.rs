@@ -296,6 +296,13 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
             "its body lacks the CNN's frame: share the model again with `share-model`",
         ));
     }
+    if header.kind == Kind::GraphModelShare && ver < 9 {
+        return Err(FormatError::Malformed(
+            path.into(),
+            "header",
+            format!("names a graph model share, which files of version {ver} cannot"),
+        ));
+    }
     if header.kind == Kind::ModelShare && ver < 7 {
         return Err(FormatError::Outdated(
             path.into(),

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 /// 8: files may be signed by their maker (header entries `signer`, `signer_role`, and a
 ///    signature after the checksum, [`signing`]); triplet files carry their base OTs'
 ///    digests (`base_ot`). Unsigned files of versions 3 to 7 remain readable.
-pub const VERSION: u16 = 8;
+/// 9: CNN graph model shares (a new kind; the graph's public description and fixed point in
+///    header `info`, docs/graph.md). Every kind of versions 3 to 8 remains readable.
+pub const VERSION: u16 = 9;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 pub type Id = [u8; 16];
@@ -60,6 +62,8 @@ pub enum Kind {
     /// The gateway's signed copy of a job's receiver's facts (`share-image`'s
     /// `<out>.rx.json.sig`): its window, units, noise scaling and level; the receiver's alone.
     ReceiverFacts,
+    /// A server's share of a CNN graph's secret values (`share-model` given a graph).
+    GraphModelShare,
 }
 
 impl Kind {
@@ -77,6 +81,7 @@ impl Kind {
             Kind::CnnModelShare => "CNN model share",
             Kind::StudyBinding => "study binding",
             Kind::ReceiverFacts => "receiver facts",
+            Kind::GraphModelShare => "CNN graph model share",
         }
     }
 }

@@ -14,10 +14,13 @@ use crate::corr::base_ots::{base_ot_digests, BASE_OT};
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::masks::{mask_seed_digests, MASK_SEEDS};
 use crate::dealer::{DealSeeds, NonlinearDeal};
-use crate::formats::bodies::{is_cnn, DealerMask, JobParams, Triplets, TripletsLead, CNN, NETWORK};
+use crate::formats::bodies::{
+    is_cnn, is_graph, is_whole_image, DealerMask, JobParams, Triplets, TripletsLead, CNN,
+    FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NETWORK,
+};
 use crate::formats::checks::{
     check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, cnn_plan_from_header,
-    copy_circuit_entries, mask_id_of,
+    copy_circuit_entries, graph_plan_from_header, mask_id_of,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
@@ -251,6 +254,123 @@ fn gen_cnn_triplets(
     })
 }
 
+/// An I/O error of the triplet file, as `dealer::graph::generate_into` returns its errors.
+struct FillError(std::io::Error);
+
+impl From<String> for FillError {
+    fn from(s: String) -> Self {
+        FillError(std::io::Error::other(s))
+    }
+}
+
+/// `gen-triplets` for a CNN graph job (docs/graph.md, milestone 5): the plan rebuilt from
+/// the model's public description, then each product's triple and each circuit run's
+/// values ([`crate::dealer::graph`]) for the image padded to the graph's stride.
+fn gen_graph_triplets(
+    a: &DealJob,
+    (mh, ih): (&Header, &Header),
+    to: &Outputs,
+    t: Instant,
+) -> Result<Summary> {
+    let image = a.image.as_path();
+    if !is_graph(mh) || !is_graph(ih) {
+        bail!(
+            "{}: the image was shared for {} but {} is {}: share it with `share-image --model {}`",
+            image.display(),
+            if is_graph(ih) {
+                "a CNN graph"
+            } else {
+                "another network family"
+            },
+            a.model.display(),
+            if is_graph(mh) {
+                "a CNN graph's header"
+            } else {
+                "not a CNN graph's"
+            },
+            a.model.display()
+        );
+    }
+    if a.model_mask.is_some() {
+        bail!("--model-mask: weights opened once per model are not supported for CNN graphs yet; run the job without it (the weights are opened in the job)");
+    }
+    if a.tiles.is_some() {
+        bail!(
+            "--tiles: a CNN graph job runs whole for now (tiles are docs/graph.md's milestone 6)"
+        );
+    }
+    let (g, plan) = graph_plan_from_header(&a.model, mh)?;
+    let job = job_from_header(image, ih)?;
+    if job.scale != plan.params.s {
+        bail!(
+            "{}: image encoded at scale {} but the graph takes scale {}",
+            image.display(),
+            job.scale,
+            plan.params.s
+        );
+    }
+    check_cnn_job(image, &job, mh)?;
+    let (ph, pw) = g
+        .padded_size(job.height, job.width)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
+    crate::server::check_bound_model(image, ih, &a.model, mh)?;
+    let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
+    check_relu_batch(batch)?;
+    let count = crate::dealer::graph::correction_count(&plan, ph, pw, a.engine, batch)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
+    let circuits = crate::dealer::graph::circuit_shapes(&plan, ph, pw, a.engine)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
+    let channels = plan.channels();
+    let seeds = DealSeeds::fresh(None);
+    let triplet_id = fresh_id();
+    let header = |party: u8| {
+        let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
+        hd.info.push((NETWORK.into(), GRAPH.into()));
+        hd.info.push(("engine".into(), a.engine.name().into()));
+        hd.info.push(("batch".into(), batch.to_string()));
+        for key in [GRAPH_DESCRIPTION, FIXED_POINT] {
+            hd.info
+                .push((key.into(), mh.info(key).unwrap_or_default().into()));
+        }
+        hd.info.push(("circuit".into(), circuits.clone()));
+        hd
+    };
+    let (outs, bytes) = write_pair(
+        &a.out,
+        &header,
+        Lead {
+            job: &job,
+            widths: &channels,
+            batch,
+            engine: a.engine,
+            seeds: &seeds.job,
+        },
+        count,
+        a.engine.deal_setup(),
+        to,
+        |emit| {
+            let mut emit = |v: &[u64]| emit(v).map_err(FillError);
+            crate::dealer::graph::generate_into(&plan, ph, pw, &seeds, a.engine, batch, &mut emit)
+                .map_err(|FillError(e)| e)
+        },
+    )?;
+    let secs = t.elapsed().as_secs_f64();
+    let (h, w) = (job.height, job.width);
+    let id = id_hex(&triplet_id);
+    Ok(Summary {
+        lines: vec![format!(
+            "{} engine: correlated randomness for a {h}x{w} CNN graph job (run at {ph}x{pw}) written to {} ({bytes} bytes, {secs:.2} s); triplet id {id}",
+            a.engine,
+            outs.join(", "),
+        )],
+        json: serde_json::json!({
+            "ok": true, "command": "gen-triplets", "triplet_id": id, "triplet_ids": [id],
+            "network": GRAPH, "pixels": h * w, "outputs": outs, "engine": a.engine.name(),
+            "dealer_bytes": bytes, "seconds": secs,
+        }),
+    })
+}
+
 /// One job's dealing, its arguments parsed (`gen-triplets`; a study's slice).
 #[derive(Clone)]
 pub struct DealJob {
@@ -297,7 +417,7 @@ impl DealModel {
     pub fn read(a: &DealJob) -> Result<DealModel> {
         let header = dealer_header(&a.model, Kind::PublicModel, Kind::ModelShare)?;
         let mask = match &a.model_mask {
-            Some(path) if !is_cnn(&header) => {
+            Some(path) if !is_whole_image(&header) => {
                 let o = container::Opened::open(path)?;
                 o.expect(Kind::DealerMask, None)?;
                 check_same_model(path, o.header(), &a.model, &header)?;
@@ -332,6 +452,9 @@ pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result
         bail!("--batch must be at least 1");
     }
     let mh = &model.header;
+    if is_graph(mh) || is_graph(ih) {
+        return gen_graph_triplets(a, (mh, ih), to, t);
+    }
     if is_cnn(mh) || is_cnn(ih) {
         return gen_cnn_triplets(a, (mh, ih), to, t);
     }

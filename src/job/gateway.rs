@@ -9,7 +9,10 @@ use ndarray::Array2;
 
 use super::{with_ext, Outputs};
 use crate::fileio::atomic::Staged;
-use crate::formats::bodies::{is_cnn, Data, ImageShare, JobParams, CNN, NAME, NETWORK, NOISE_MAP};
+use crate::formats::bodies::{
+    is_cnn, is_graph, is_whole_image, Data, ImageShare, JobParams, CNN, GRAPH, NAME, NETWORK,
+    NOISE_MAP,
+};
 use crate::formats::container::{self, fresh_id, Header, Kind};
 use crate::formats::signing::{signer_of, Role, Trust};
 use crate::image::window::{DeclaredWindow, Sigma, ValueScale, WindowChoice, MODEL_WINDOW};
@@ -96,8 +99,10 @@ struct ModelFacts {
     scale: u32,
     sigma: f64,
     cnn: bool,
-    /// The CNN's frame (sub-images, noise map); the identity for MLPs.
+    /// The CNN's frame (sub-images, noise map); the identity for MLPs and graphs.
     frame: Frame,
+    /// A CNN graph's public form (its shapes say which image sizes it runs on).
+    graph: Option<crate::model::graph::Graph>,
     /// The noise levels its owner's sweep found its fixed point holds for (0..255 scale), per span of
     /// values, when recorded.
     sigma_range: Option<Ranges>,
@@ -146,6 +151,11 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
     } else {
         Frame::PLAIN
     };
+    let graph = if is_graph(&h) {
+        Some(crate::formats::checks::graph_plan_from_header(path, &h)?.0)
+    } else {
+        None
+    };
     let sigma_range = match h.info(SIGMA_RANGE) {
         Some(r) => Some(
             parse_ranges(r)
@@ -163,8 +173,9 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
     Ok(ModelFacts {
         scale: h.scale,
         sigma,
-        cnn: is_cnn(&h),
+        cnn: is_whole_image(&h),
         frame,
+        graph,
         sigma_range,
         window,
         name: h.info(NAME).unwrap_or("the model").to_string(),
@@ -257,6 +268,7 @@ impl Sharer {
                 sigma: opts.model_sigma,
                 cnn: false,
                 frame: Frame::PLAIN,
+                graph: None,
                 sigma_range: None,
                 window: None,
                 name: "the model".into(),
@@ -415,6 +427,10 @@ impl Sharer {
             private_pre: private,
         };
         job.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if let Some(g) = &facts.graph {
+            g.padded_size(h, w)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
         Ok((job, noise, pre, sigma))
     }
 
@@ -449,7 +465,9 @@ impl Sharer {
             let mut h = job_header(kind, party, id, job);
             // The job runs with this model only (the dealer and the servers check).
             h.model_id = facts.model_id;
-            if facts.cnn {
+            if facts.graph.is_some() {
+                h.info.push((NETWORK.into(), GRAPH.into()));
+            } else if facts.cnn {
                 h.info.push((NETWORK.into(), CNN.into()));
             }
             if facts.frame.noise_map {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::formats::bodies::{is_cnn, valid_model_name, JobParams, OutputShare, NAME};
+use crate::formats::bodies::{
+    is_whole_image, valid_model_name, JobParams, OutputShare, NAME, NETWORK,
+};
 use crate::formats::container::{id_hex, Header, Id, Kind, Opened};
 use crate::formats::signing::Trust;
 use crate::image::{DicomTemplate, GrayImage};
@@ -199,8 +201,8 @@ pub fn combine_opened(
             p0.display()
         );
     }
-    let img = if is_cnn(&h0) {
-        // A CNN's output is the image itself (1x1 geometry), in its own normalisation.
+    let img = if is_whole_image(&h0) {
+        // A CNN's (or a CNN graph's) output is the image itself (1x1 geometry), in its own normalisation.
         if g.patch.output != 1 || g.stride != 1 {
             bail!(
                 "{}: a CNN output share must have a 1x1 geometry",
@@ -320,7 +322,7 @@ fn add_pair(
             want.map_or("an impossible count".into(), |n| n.to_string())
         );
     }
-    if is_cnn(&h0) != is_cnn(&h1) {
+    if h0.info(NETWORK) != h1.info(NETWORK) {
         bail!(
             "{} and {} come from different networks",
             p0.display(),
@@ -481,7 +483,7 @@ pub fn combine_tiles_opened(
                 job: o0.job.clone(),
             });
         }
-        let cnn = is_cnn(&h0);
+        let cnn = is_whole_image(&h0);
         let named = if cnn { "rows" } else { "patches" };
         let range = h0
             .info(named)

@@ -13,10 +13,11 @@ use super::JobFiles;
 use crate::corr::masks::{
     mask_seed_digest, mask_shares, opened_digest, opened_mac, weight_count, MASK_SEEDS, OPENED_MAC,
 };
-use crate::formats::bodies::{CnnModelShare, ModelShare, OpenedWeights};
-use crate::formats::checks::{check_same_model, mask_id_of};
+use crate::formats::bodies::{CnnModelShare, GraphModelShare, ModelShare, OpenedWeights};
+use crate::formats::checks::{check_same_model, graph_plan_from_header, mask_id_of};
 use crate::formats::container::{Header, Kind, Opened};
 use crate::ring::cnn::CnnPlan;
+use crate::ring::graph::GraphPlan;
 use crate::ring::plan::Plan;
 use crate::twopc::weights;
 
@@ -40,6 +41,8 @@ pub(super) enum Family {
         weights: Option<Arc<LoadedWeights>>,
     },
     Cnn(Arc<CnnPlan>),
+    /// A CNN graph's plan with this party's shares, rebuilt from its public description.
+    Graph(Arc<GraphPlan>),
 }
 
 /// An MLP's opened weights (`open-weights`, `--weights`) read once: what the file alone
@@ -65,13 +68,25 @@ impl LoadedModel {
         let p = f.party;
         let at = |e: String| anyhow::anyhow!("{}: {e}", f.model.display());
         let sealed = model.is_sealed();
-        let (header, family) = if model.header().kind == Kind::CnnModelShare {
+        let kind = model.header().kind;
+        if kind == Kind::GraphModelShare || kind == Kind::CnnModelShare {
             if let Some(w) = &opened {
                 bail!(
                     "{}: weights opened once per model are not supported for CNNs yet; run without --weights",
                     w.path().display()
                 );
             }
+        }
+        let (header, family) = if kind == Kind::GraphModelShare {
+            let (mh, ms): (_, GraphModelShare) = model.read(Kind::GraphModelShare, Some(p))?;
+            // The plan from the public description in the header this body was read with,
+            // each party's own rebuild (docs/graph.md, milestone 5).
+            let (_, public) = graph_plan_from_header(&f.model, &mh)?;
+            (
+                mh,
+                Family::Graph(Arc::new(ms.share_plan(&public).map_err(at)?)),
+            )
+        } else if kind == Kind::CnnModelShare {
             let (mh, ms): (_, CnnModelShare) = model.read(Kind::CnnModelShare, Some(p))?;
             (mh, Family::Cnn(Arc::new(ms.share_plan().map_err(at)?)))
         } else {

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use super::loaded::LoadedWeights;
 use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
 use crate::corr::randomness::PartyRandomness;
-use crate::formats::bodies::{is_cnn, ImageShare, JobParams, OutputShare};
+use crate::formats::bodies::{is_whole_image, ImageShare, JobParams, OutputShare};
 use crate::formats::checks::circuits_from_header;
 use crate::formats::container::{Header, Kind};
 use crate::model::geometry::Geometry;
@@ -54,7 +54,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     // The gateway scaled the image for the sigma* it was told (`--model`, `--model-sigma`):
     // for another, the network would see the noise at the wrong level (CNN jobs are checked
     // the same way, formats::checks).
-    if !is_cnn(&ih) && is.job.model_sigma != *sigma {
+    if !is_whole_image(&ih) && is.job.model_sigma != *sigma {
         bail!(
             "{}: the image was shared for a model of sigma {}, not for this one (sigma {}): \
              share it with `share-image --model model.pub`",
@@ -65,7 +65,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     }
     let t = open_triplets(&f, &mh, &ih, triplets)?;
     let (th, tr) = (&t.header, &t.stream);
-    if is_cnn(&ih) || is_cnn(th) {
+    if is_whole_image(&ih) || is_whole_image(th) {
         bail!(
             "{}: the image or the randomness was made for a CNN but {} is an MLP's share",
             f.image.display(),

@@ -6,6 +6,7 @@
 //! share. `serve` only calls these, and the fuzzer reaches the same checks.
 
 mod cnn;
+mod graph;
 mod loaded;
 mod mlp;
 pub mod session;
@@ -75,6 +76,7 @@ pub struct ReadyJob {
 enum Work {
     Mlp(Box<mlp::MlpJob>),
     Cnn(cnn::CnnJob),
+    Graph(graph::GraphJob),
 }
 
 /// What each model family's job does once the link is up.
@@ -206,6 +208,7 @@ pub fn prepare_held(files: JobFiles, held: Held) -> Result<ReadyJob> {
     };
     match inputs.model.family {
         loaded::Family::Cnn(_) => cnn::prepare(files, inputs),
+        loaded::Family::Graph(_) => graph::prepare(files, inputs),
         loaded::Family::Mlp { .. } => mlp::prepare(files, inputs),
     }
 }
@@ -255,6 +258,7 @@ impl ReadyJob {
         match &self.work {
             Work::Mlp(m) => (m.patches(), "patches"),
             Work::Cnn(c) => (c.steps(), "layer rows"),
+            Work::Graph(g) => (g.steps(), "steps"),
         }
     }
 
@@ -267,10 +271,12 @@ impl ReadyJob {
         let (work, network, unit): (&dyn Runs, _, _) = match &self.work {
             Work::Mlp(m) => (m.as_ref(), None, "patches"),
             Work::Cnn(c) => (c, Some(crate::formats::bodies::CNN), "pixels"),
+            Work::Graph(g) => (g, Some(crate::formats::bodies::GRAPH), "pixels"),
         };
         let tile_info = match &self.work {
             Work::Mlp(m) => m.tile_info(),
             Work::Cnn(c) => c.tile_info(),
+            Work::Graph(_) => Vec::new(),
         };
         let (out, report) = work.run(
             ch,

@@ -6,6 +6,7 @@
 //! graph's total stride.
 
 mod chain;
+pub mod public;
 pub mod random;
 pub mod shape;
 
@@ -98,6 +99,38 @@ pub struct ConvOp {
 }
 
 impl ConvOp {
+    /// Checks everything but the weights themselves (window, channels, groups, output
+    /// padding); returns how many weights its shape holds.
+    pub fn check_shape(&self) -> Result<usize, String> {
+        let c = self;
+        let ch = |c: usize| (1..=MAX_CHANNELS).contains(&c);
+        c.window.check()?;
+        if !ch(c.cin) || !ch(c.cout) {
+            return Err(format!(
+                "maps {} to {} channels (1 to {MAX_CHANNELS})",
+                c.cin, c.cout
+            ));
+        }
+        if c.groups == 0 || !c.cin.is_multiple_of(c.groups) || !c.cout.is_multiple_of(c.groups) {
+            return Err(format!(
+                "{} groups for {} to {} channels (a divisor of both)",
+                c.groups, c.cin, c.cout
+            ));
+        }
+        let op = c.output_padding;
+        if !c.transposed && op != [0, 0] {
+            return Err("output padding on a convolution".into());
+        }
+        let w = &c.window;
+        if (0..2).any(|a| op[a] >= w.stride[a].max(w.dilation[a])) {
+            return Err(format!(
+                "output padding {op:?} (less than the stride or the dilation, as ONNX requires)"
+            ));
+        }
+        let rows = if c.transposed { c.cin } else { c.cout };
+        Ok(rows * c.row_len())
+    }
+
     /// Weights of one filter (a row of `w`): a convolution's inputs per output.
     pub fn row_len(&self) -> usize {
         let [kh, kw] = self.window.kernel;
@@ -386,40 +419,16 @@ impl Graph {
 
 /// An op's own parameters, apart from its inputs' shapes.
 pub fn check_op(op: &Op) -> Result<(), String> {
-    let ch = |c: usize| (1..=MAX_CHANNELS).contains(&c);
     match op {
         Op::Conv(c) => {
-            c.window.check()?;
-            if !ch(c.cin) || !ch(c.cout) {
-                return Err(format!(
-                    "maps {} to {} channels (1 to {MAX_CHANNELS})",
-                    c.cin, c.cout
-                ));
-            }
-            if c.groups == 0 || c.cin % c.groups != 0 || c.cout % c.groups != 0 {
-                return Err(format!(
-                    "{} groups for {} to {} channels (a divisor of both)",
-                    c.groups, c.cin, c.cout
-                ));
-            }
-            let rows = if c.transposed { c.cin } else { c.cout };
-            if c.w.len() != rows * c.row_len() || c.b.len() != c.cout {
+            let weights = c.check_shape()?;
+            if c.w.len() != weights || c.b.len() != c.cout {
                 return Err(format!(
                     "{} weights and {} biases for its shape ({} and {} expected)",
                     c.w.len(),
                     c.b.len(),
-                    rows * c.row_len(),
+                    weights,
                     c.cout
-                ));
-            }
-            let op = c.output_padding;
-            if !c.transposed && op != [0, 0] {
-                return Err("output padding on a convolution".into());
-            }
-            let w = &c.window;
-            if (0..2).any(|a| op[a] >= w.stride[a].max(w.dilation[a])) {
-                return Err(format!(
-                    "output padding {op:?} (less than the stride or the dilation, as ONNX requires)"
                 ));
             }
             Ok(())

@@ -1,0 +1,110 @@
+//! `share-model` given a CNN graph (docs/graph.md, milestone 5): the graph's public
+//! description and fixed point go in every header, its secret values are split.
+
+use anyhow::{bail, Context, Result};
+
+use super::owner::{model_name, public_file, window_entry, window_line, with_ext, ShareModelArgs};
+use super::Summary;
+use crate::fileio::atomic::Staged;
+use crate::formats::bodies::{
+    GraphModelShare, FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NAME, NETWORK,
+};
+use crate::formats::checks::{fixed_point_entry, graph_plan_from_header};
+use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::model::graph::Graph;
+use crate::ring::graph::GraphPlan;
+use crate::ring::share::fresh_seed;
+
+pub fn share_graph_model(
+    a: &ShareModelArgs,
+    path: &std::path::Path,
+    g: Graph,
+    to: &super::keys::Outputs,
+) -> Result<Summary> {
+    let name = model_name(a, path)?;
+    g.validate(path)?;
+    let params = a.cnn_fixed.graph_params(&g)?;
+    let plan = GraphPlan::from_graph(&g, params).map_err(|e| {
+        anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
+    })?;
+    plan.check_streams()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let public = serde_json::to_string(&g.public()).expect("a graph serialises");
+    let model_id = fresh_id();
+    let header = |kind: Kind, party: u8| {
+        let mut h = Header::new(kind, party, params.s);
+        h.model_id = Some(model_id);
+        h.info.push((NETWORK.into(), GRAPH.into()));
+        h.info.push((NAME.into(), name.clone()));
+        h.info.push(("sigma".into(), g.sigma.to_string()));
+        h.info.push((GRAPH_DESCRIPTION.into(), public.clone()));
+        h.info.push((FIXED_POINT.into(), fixed_point_entry(params)));
+        h.info.extend(window_entry(g.window.as_ref()));
+        h
+    };
+    // What every party will rebuild from these headers must be this plan, secret values
+    // aside: checked here, before anything is written.
+    let (_, rebuilt) = graph_plan_from_header(path, &header(Kind::PublicModel, 0))?;
+    if rebuilt != plan.public() {
+        bail!(
+            "{}: the plan rebuilt from the public description differs from the model's (a bug: \
+             please report it)",
+            path.display()
+        );
+    }
+    let bodies = GraphModelShare::split(&plan, &fresh_seed());
+    let mut written = Vec::new();
+    let mut set = Staged::default();
+    for (party, body) in (0u8..).zip(&bodies) {
+        let out = with_ext(&a.out, party);
+        container::stage(
+            &mut set,
+            &out,
+            &header(Kind::GraphModelShare, party),
+            body,
+            to.party(party),
+        )
+        .with_context(|| format!("writing {}", out.display()))?;
+        written.push(out.display().to_string());
+    }
+    let out = public_file(&a.out);
+    container::stage(
+        &mut set,
+        &out,
+        &header(Kind::PublicModel, 0),
+        &(),
+        to.public(),
+    )
+    .with_context(|| format!("writing {}", out.display()))?;
+    written.push(out.display().to_string());
+    set.commit()?;
+    let ops = g.nodes.len() - 1;
+    Ok(Summary {
+        lines: vec![
+            format!(
+                "CNN graph {} ({ops} ops, {} rescalings placed, fixed point s {} ws {} k {}) shared as {} and {} (public header for the dealer: {}); model id {}",
+                path.display(),
+                plan.truncations(),
+                params.s,
+                params.ws,
+                params.k,
+                written[0],
+                written[1],
+                written[2],
+                id_hex(&model_id)
+            ),
+            "noise levels: a graph's fixed point is not swept; `denoise --arith fixed` gives its \
+             distance to float and its error bound"
+                .into(),
+        ]
+        .into_iter()
+        .chain(window_line(g.window.as_ref()))
+        .collect(),
+        json: serde_json::json!({
+            "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
+            "network": GRAPH, "ops": ops, "truncations": plan.truncations(),
+            "fixed_point": [params.s, params.ws, params.k], "outputs": written,
+            "window": g.window.map(|d| d.to_string()),
+        }),
+    })
+}

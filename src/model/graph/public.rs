@@ -1,0 +1,111 @@
+//! A graph's public description (docs/graph.md, milestone 5): every op with its attributes
+//! and wiring, none of its weights or constants. Model shares, their public headers and
+//! triplet files carry it; every party rebuilds the fixed-point plan from it
+//! (`GraphPlan::from_graph`), so no file can hand a server scales or rescalings that
+//! disagree with the structure.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Graph, Node, Op, MAX_NODES, MAX_VALUES};
+use crate::model::mlp::ModelError;
+
+/// What a header says of a graph: its nodes with their secret values removed (a
+/// convolution's weights and biases, an affine map's scales and shifts, a PReLU's slopes;
+/// a leaky ReLU's alpha and a clip's bounds are attributes, public), its output and the
+/// noise level it was trained for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublicGraph {
+    pub nodes: Vec<Node>,
+    pub output: usize,
+    pub sigma: f64,
+}
+
+impl Graph {
+    /// The graph without its secret values.
+    pub fn public(&self) -> PublicGraph {
+        let mut nodes = self.nodes.clone();
+        for n in &mut nodes {
+            for v in values_mut(&mut n.op) {
+                v.clear();
+            }
+        }
+        PublicGraph {
+            nodes,
+            output: self.output,
+            sigma: self.sigma,
+        }
+    }
+}
+
+impl PublicGraph {
+    /// The graph with zeros for its secret values, checked whole ([`Graph::validate`]): a
+    /// convolution's as many as its shape holds, one scale, shift or slope for every channel
+    /// (the plan repeats it per channel, so the counts follow from the structure either
+    /// way). A description that carries any value is refused: it is not a public one.
+    pub fn zeroed(&self, path: &Path) -> Result<Graph, ModelError> {
+        let inv = |msg: String| ModelError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let n = self.nodes.len();
+        if !(2..=MAX_NODES).contains(&n) {
+            return Err(inv(format!("a graph of {n} nodes (2 to {MAX_NODES})")));
+        }
+        // Every count is checked, and their sum bounded, before zeros of that size are made:
+        // a header is not trusted to size an allocation.
+        let mut total = 0usize;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let at = |m: String| inv(format!("node {i} ({}): {m}", node.op.name()));
+            let mut op = node.op.clone();
+            if values_mut(&mut op).iter().any(|v| !v.is_empty()) {
+                return Err(at(
+                    "carries weights or constants in a public graph description".into(),
+                ));
+            }
+            total += match &node.op {
+                Op::Conv(c) => c.check_shape().map_err(at)? + c.cout,
+                _ => 2,
+            };
+            if total > MAX_VALUES {
+                return Err(inv(format!("more than {MAX_VALUES} weights and constants")));
+            }
+        }
+        let mut nodes = self.nodes.clone();
+        for n in &mut nodes {
+            match &mut n.op {
+                Op::Conv(c) => {
+                    let rows = if c.transposed { c.cin } else { c.cout };
+                    c.w = vec![0.0; rows * c.row_len()];
+                    c.b = vec![0.0; c.cout];
+                }
+                Op::Affine { scale, shift } => {
+                    *scale = vec![0.0];
+                    *shift = vec![0.0];
+                }
+                Op::PRelu { slope } => *slope = vec![0.0],
+                _ => {}
+            }
+        }
+        let g = Graph {
+            nodes,
+            output: self.output,
+            sigma: self.sigma,
+            fixed_point: None,
+            window: None,
+        };
+        g.validate(path)?;
+        Ok(g)
+    }
+}
+
+/// An op's secret values.
+fn values_mut(op: &mut Op) -> Vec<&mut Vec<f64>> {
+    match op {
+        Op::Conv(c) => vec![&mut c.w, &mut c.b],
+        Op::Affine { scale, shift } => vec![scale, shift],
+        Op::PRelu { slope } => vec![slope],
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,198 @@
+//! A CNN graph job (docs/graph.md, milestone 5): the same files and checks as a CNN job,
+//! the plan each party rebuilt from the graph's public description, and the graph protocol
+//! ([`crate::twopc::graph`]) on the image padded to the graph's stride.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
+use crate::corr::randomness::PartyRandomness;
+use crate::formats::bodies::{
+    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH_DESCRIPTION,
+};
+use crate::formats::checks::{check_cnn_job, check_relu_batch};
+use crate::formats::container::Kind;
+use crate::model::geometry::Geometry;
+use crate::model::mlp::PatchShape;
+use crate::ring::graph::GraphPlan;
+use crate::ring::share::Stream;
+use crate::twopc::channel::Channel;
+use crate::twopc::graph::{self, GraphJobInputs};
+use crate::twopc::protocol::{Nonlinear, Report, Weights};
+
+pub(super) struct GraphJob {
+    plan: Arc<GraphPlan>,
+    job: JobParams,
+    /// The image's size padded to the plan's stride (what the protocol runs on).
+    padded: (usize, usize),
+    /// This party's share of the encoded image, padded by replication (a public, linear
+    /// map of the share, as the oracle pads the image).
+    image: Vec<u64>,
+    relu_batch: usize,
+}
+
+/// The image's sides rounded up to the plan's stride, checked against every tensor's size.
+fn padded(plan: &GraphPlan, h: usize, w: usize) -> Result<(usize, usize), String> {
+    let [sy, sx] = plan.stride;
+    let (ph, pw) = (h.div_ceil(sy) * sy, w.div_ceil(sx) * sx);
+    plan.dims(ph, pw)
+        .map_err(|e| format!("a {h} x {w} image (padded to {ph} x {pw}): {e}"))?;
+    Ok((ph, pw))
+}
+
+/// An h x w map padded to ph x pw by repeating its last row and column.
+fn pad(v: &[u64], (h, w): (usize, usize), (ph, pw): (usize, usize)) -> Vec<u64> {
+    (0..ph)
+        .flat_map(|y| (0..pw).map(move |x| v[y.min(h - 1) * w + x.min(w - 1)]))
+        .collect()
+}
+
+pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
+    let p = f.party;
+    let at = |path: &std::path::Path, e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let sealed = inputs.first_sealed();
+    let Inputs {
+        model,
+        image,
+        triplets,
+    } = inputs;
+    let super::loaded::Family::Graph(plan) = &model.family else {
+        bail!("{}: is not a CNN graph's share", f.model.display());
+    };
+    let mh = model.header.clone();
+    let (ih, is): (_, ImageShare) = image.read(Kind::ImageShare, Some(p))?;
+    is.job.validate().map_err(|e| at(&f.image, e))?;
+    if !is_graph(&ih) {
+        bail!(
+            "{}: the image was not shared for a CNN graph; share it for this one with `share-image --model model.pub`",
+            f.image.display()
+        );
+    }
+    let t = open_triplets(&f, &mh, &ih, triplets)?;
+    let (th, tr) = (&t.header, &t.stream);
+    check_cnn_job(&f.image, &is.job, &mh)?;
+    if th.info("model_mask").is_some() || th.info("tile").is_some() {
+        bail!(
+            "{}: names a model mask or a tile, which CNN graph jobs do not use yet",
+            f.triplets.display()
+        );
+    }
+    check_relu_batch(tr.lead.batch).map_err(|e| at(&f.triplets, e.to_string()))?;
+    let plan = plan.clone();
+    let (h, w) = (is.job.height, is.job.width);
+    if ih.scale != plan.params.s || is.job.scale != plan.params.s {
+        bail!(
+            "{}: image encoded at scale {} but the graph takes scale {}",
+            f.image.display(),
+            is.job.scale,
+            plan.params.s
+        );
+    }
+    let (ph, pw) = padded(&plan, h, w).map_err(|e| at(&f.image, e))?;
+    // The dealer's graph (from the public header it was given) must be this share's.
+    let same = |key: &str| th.info(key).is_some() && th.info(key) == mh.info(key);
+    if !is_graph(th) || !same(GRAPH_DESCRIPTION) || !same(FIXED_POINT) {
+        bail!(
+            "{}: this randomness was made for another CNN graph (structure or fixed point) than {} holds",
+            f.triplets.display(),
+            f.model.display()
+        );
+    }
+    if tr.lead.widths != plan.channels() || tr.lead.job != is.job {
+        bail!(
+            "{}: the randomness does not match this model and job",
+            f.triplets.display()
+        );
+    }
+    let engine_kind = tr.lead.engine;
+    check_engine(&f, th, engine_kind)?;
+    let want_circuit = crate::dealer::graph::circuit_shapes(&plan, ph, pw, engine_kind)
+        .map_err(|e| at(&f.image, e))?;
+    if th.info("circuit") != Some(want_circuit.as_str()) {
+        bail!(
+            "{}: made for other circuits ({} here, {} in the file); the dealer and this server run different versions",
+            f.triplets.display(),
+            want_circuit,
+            th.info("circuit").unwrap_or("none")
+        );
+    }
+    let want = if p == 1 {
+        crate::dealer::graph::correction_count(&plan, ph, pw, engine_kind, tr.lead.batch)
+            .map_err(|e| at(&f.image, e))?
+    } else {
+        0
+    };
+    if tr.corrections.len() != want as u64 {
+        bail!(
+            "{}: holds {} explicit values but this job consumes {want}",
+            f.triplets.display(),
+            tr.corrections.len()
+        );
+    }
+    let image = is
+        .data
+        .materialise(Stream::ImageShare, h * w)
+        .map_err(|e| at(&f.image, e))?;
+    let image = pad(&image, (h, w), (ph, pw));
+    let relu_batch = tr.lead.batch;
+    let work = Work::Graph(GraphJob {
+        plan,
+        job: is.job,
+        padded: (ph, pw),
+        image,
+        relu_batch,
+    });
+    assemble(f, (mh, ih, sealed), t, ("per-job".into(), None), work)
+}
+
+impl GraphJob {
+    /// What the protocol's progress counts: the plan's steps.
+    pub(super) fn steps(&self) -> usize {
+        self.plan.steps.len() - 1
+    }
+}
+
+impl super::Runs for GraphJob {
+    fn run(
+        &self,
+        ch: &mut dyn Channel,
+        party: u8,
+        rand: PartyRandomness,
+        session_tag: Vec<u8>,
+        engine: &mut dyn Nonlinear,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(OutputShare, Report)> {
+        let (ph, pw) = self.padded;
+        let inputs = GraphJobInputs {
+            party,
+            plan: &self.plan,
+            height: ph,
+            width: pw,
+            image: &self.image,
+            rand,
+            session_tag,
+            weights: Weights::PerJob,
+            relu_batch: self.relu_batch,
+        };
+        let (out, report) = graph::run(ch, inputs, engine, &mut |d, _| progress(d))?;
+        // The image's own pixels of the padded output (the oracle crops the same way).
+        let (h, w) = (self.job.height, self.job.width);
+        let canvas = (0..h)
+            .flat_map(|y| out.v[y * pw..y * pw + w].iter().copied())
+            .collect();
+        // Image-sized, as a CNN's: 1x1 "patches" at stride 1.
+        let one = PatchShape {
+            input: 1,
+            output: 1,
+            window_milli: 0,
+        };
+        let out = OutputShare {
+            geometry: Geometry::new(h, w, one, 1),
+            job: self.job.clone(),
+            scale: self.plan.out_scale(),
+            canvas,
+        };
+        Ok((out, report))
+    }
+}

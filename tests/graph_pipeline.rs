@@ -1,0 +1,387 @@
+//! Issue 47, milestone 5 (docs/graph.md): a CNN graph through the real binary. share-model
+//! of an ONNX graph (the fixtures of `make graph-fixtures`: RED-CNN, U-Net, DRUNet-like,
+//! the LeakyReLU variant), share-image --model, gen-triplets, two `serve` processes over the
+//! TLS link, reconstruct: the output shares add up to the graph oracle bit for bit
+//! (recomputed here from the ONNX file and the image shares), on both engines, and the
+//! receiver's PNG is `denoise --arith fixed`'s. And the refusals that keep graph, CNN and
+//! MLP files apart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{bin, ok, run, start_pair, wait_limit};
+use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
+use ppdenoise::formats::container::{Header, Kind};
+use ppdenoise::import::onnx::Net;
+use ppdenoise::model::graph::Graph;
+use ppdenoise::ring::cnn::CnnFixed;
+use ppdenoise::ring::graph::GraphPlan;
+use ppdenoise::ring::share::Stream;
+
+mod common;
+
+fn fixture(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("out/graph-fixtures")
+        .join(format!("{name}.onnx"));
+    assert!(
+        p.exists(),
+        "{}: missing; run `make graph-fixtures` (onnx and onnxruntime from PyPI)",
+        p.display()
+    );
+    p
+}
+
+fn graph(name: &str) -> Graph {
+    match ppdenoise::import::onnx::load(&fixture(name)).unwrap() {
+        Net::Graph(g) => g,
+        other => panic!("{name} read as {other:?}"),
+    }
+}
+
+fn refused(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "expected a refusal mentioning {needle:?}"
+    );
+    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
+}
+
+struct Dir {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        for n in ["s0", "s1"] {
+            ok(&[
+                "keygen",
+                "--name",
+                n,
+                "--out-dir",
+                &dir.join("keys").display().to_string(),
+            ]);
+        }
+        Dir { _tmp: tmp, dir }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A noisy phantom of `side` pixels (odd sizes pad to the graph's stride).
+    fn noisy(&self, side: usize) {
+        ok(&[
+            "add-noise",
+            "--image",
+            &format!("builtin:phantom:{side}"),
+            "--sigma",
+            "25",
+            "--seed",
+            "3",
+            "--out",
+            &self.p("noisy.png"),
+        ]);
+    }
+
+    fn share_image(&self, model_pub: &str, out: &str) -> Output {
+        let (img, o, m) = (self.p("noisy.png"), self.p(out), self.p(model_pub));
+        run(&[
+            "share-image",
+            "--image",
+            &img,
+            "--sigma",
+            "25",
+            "--out",
+            &o,
+            "--model",
+            &m,
+        ])
+    }
+
+    fn gen_triplets(&self, model_pub: &str, image_pub: &str, out: &str, extra: &[&str]) -> Output {
+        let (m, i, o) = (self.p(model_pub), self.p(image_pub), self.p(out));
+        let mut args = vec!["gen-triplets", "--model", &m, "--image", &i, "--out", &o];
+        args.extend(extra);
+        run(&args)
+    }
+
+    /// `serve` of party `p` on `model`, `image` and `triplets` (`.p<p>` each).
+    fn spawn(&self, p: u8, addr: &[String], (model, image, triplets): (&str, &str, &str)) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
+            .args(["--model", &self.p(&format!("{model}.p{p}"))])
+            .args(["--image", &self.p(&format!("{image}.p{p}"))])
+            .args(["--triplets", &self.p(&format!("{triplets}.p{p}"))])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .args(["--timeout", "30"])
+            .args(["--state-dir", &self.p("state")])
+            .args(["--out", &self.p(&format!("out.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+
+    /// Both servers as processes; their outputs.
+    fn serve(&self, files: (&str, &str, &str)) -> [Output; 2] {
+        let [c0, c1] = start_pair(&self.dir, |p, addr| self.spawn(p, addr, files));
+        [c0, c1].map(|c| wait_limit(c, Duration::from_secs(120)))
+    }
+
+    fn sum_of<B: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        kind: Kind,
+        values: impl Fn(&B) -> Vec<u64>,
+    ) -> (B, Vec<u64>) {
+        let (_, b0): (Header, B) =
+            load(&self.path(&format!("{prefix}.p0")), kind, Some(0)).unwrap();
+        let (_, b1): (Header, B) =
+            load(&self.path(&format!("{prefix}.p1")), kind, Some(1)).unwrap();
+        let sum = values(&b0)
+            .iter()
+            .zip(&values(&b1))
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect();
+        (b0, sum)
+    }
+}
+
+/// The graph oracle on the image the shares hold: padded by replication to the stride, run,
+/// cropped (computed here, not by the binary).
+fn oracle(d: &Dir, g: &Graph) -> Vec<u64> {
+    let (i0, enc) = d.sum_of("image", Kind::ImageShare, |b: &ImageShare| {
+        let n = b.job.height * b.job.width;
+        b.data.materialise(Stream::ImageShare, n).unwrap()
+    });
+    let (h, w) = (i0.job.height, i0.job.width);
+    let params = CnnFixed::default();
+    let plan = GraphPlan::from_graph(g, params).unwrap();
+    let (ph, pw) = g.padded_size(h, w).unwrap();
+    let padded: Vec<u64> = (0..ph)
+        .flat_map(|y| (0..pw).map(move |x| (y.min(h - 1), x.min(w - 1))))
+        .map(|(y, x)| enc[y * w + x])
+        .collect();
+    let r = ppdenoise::ring::graph::run(&plan, &padded, ph, pw);
+    (0..h)
+        .flat_map(|y| r.output.v[y * pw..y * pw + w].to_vec())
+        .collect()
+}
+
+/// Each fixture on both engines, through the binary: secure == oracle, bit for bit, and the
+/// receiver's image is `denoise --arith fixed`'s.
+#[test]
+fn graph_pipeline_is_bit_exact_with_the_oracle() {
+    for name in ["redcnn", "unet", "drunet", "leaky"] {
+        let g = graph(name);
+        let d = Dir::new();
+        let j = ok(&[
+            "share-model",
+            "--model",
+            &fixture(name).display().to_string(),
+            "--out",
+            &d.p("model"),
+        ]);
+        assert_eq!(j["network"], "graph", "{name}");
+        // 30 x 27: padded to the stride by the servers (every fixture has a stride > 1
+        // or none; either way the crop is exercised on one side at least).
+        d.noisy(30);
+        let o = d.share_image("model.pub", "image");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let want = oracle(&d, &g);
+        for engine in ["gc", "gmw"] {
+            let t = format!("t{engine}");
+            let o = d.gen_triplets("model.pub", "image.pub", &t, &["--engine", engine]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            for (o, who) in d.serve(("model", "image", &t)).iter().zip(["S0", "S1"]) {
+                assert!(
+                    o.status.success(),
+                    "{name} {engine} {who}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            let (o0, secure) =
+                d.sum_of("out", Kind::OutputShare, |b: &OutputShare| b.canvas.clone());
+            assert_eq!(
+                o0.scale,
+                GraphPlan::from_graph(&g, CnnFixed::default())
+                    .unwrap()
+                    .out_scale()
+            );
+            let differ = secure.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                (secure.len(), differ),
+                (want.len(), 0),
+                "{name} {engine}: pixels differing from the oracle"
+            );
+            ok(&[
+                "reconstruct",
+                "--insecure-unsigned",
+                "--share0",
+                &d.p("out.p0"),
+                "--share1",
+                &d.p("out.p1"),
+                "--out",
+                &d.p(&format!("{engine}.png")),
+            ]);
+        }
+        ok(&[
+            "denoise",
+            "--model",
+            &fixture(name).display().to_string(),
+            "--image",
+            &d.p("noisy.png"),
+            "--sigma",
+            "25",
+            "--arith",
+            "fixed",
+            "--out",
+            &d.p("fixed.png"),
+        ]);
+        let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
+        for engine in ["gc", "gmw"] {
+            let secure = ppdenoise::image::load(d.path(&format!("{engine}.png"))).unwrap();
+            assert_eq!(
+                secure.pixels, fixed.pixels,
+                "{name} {engine}: the receiver's image"
+            );
+        }
+    }
+}
+
+/// Graph, CNN and MLP files are kept apart, and what graphs do not take yet is refused by
+/// name, before any randomness is drawn.
+#[test]
+fn graph_files_are_kept_apart_and_their_limits_named() {
+    let d = Dir::new();
+    ok(&[
+        "share-model",
+        "--model",
+        &fixture("unet").display().to_string(),
+        "--out",
+        &d.p("model"),
+    ]);
+    d.noisy(30);
+    assert!(d.share_image("model.pub", "image").status.success());
+    // A CNN and an MLP, with images shared for each.
+    ppdenoise::model::cnn::random_cnn(
+        &[1, 3, 1],
+        3,
+        5,
+        ppdenoise::model::cnn::CnnMeta {
+            sigma: 25.0,
+            residual: true,
+        },
+    )
+    .save(&d.path("cnn.npz"))
+    .unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("cnn.npz"),
+        "--out",
+        &d.p("cnn"),
+    ]);
+    assert!(d.share_image("cnn.pub", "cnnimage").status.success());
+    ok(&["share-model", "--out", &d.p("mlp")]);
+    assert!(d.share_image("mlp.pub", "mlpimage").status.success());
+    for (model, image) in [
+        ("model.pub", "cnnimage.pub"),
+        ("model.pub", "mlpimage.pub"),
+        ("cnn.pub", "image.pub"),
+        ("mlp.pub", "image.pub"),
+    ] {
+        let o = d.gen_triplets(model, image, "t", &[]);
+        assert!(!o.status.success(), "{model} with {image} was dealt");
+        assert!(!d.path("t.p1").exists(), "{model} with {image}");
+    }
+    refused(
+        &d.gen_triplets("model.pub", "cnnimage.pub", "t", &[]),
+        "share it with",
+    );
+    // Not yet for graphs: named.
+    refused(
+        &d.gen_triplets("model.pub", "image.pub", "t", &["--tiles", "2"]),
+        "milestone 6",
+    );
+    refused(
+        &run(&[
+            "gen-model-mask",
+            "--model",
+            &d.p("model.pub"),
+            "--out",
+            &d.p("mask"),
+        ]),
+        "not supported for CNNs (and CNN graphs)",
+    );
+    // A graph's servers refuse a CNN's image share and triplets.
+    assert!(d
+        .gen_triplets("cnn.pub", "cnnimage.pub", "tc", &[])
+        .status
+        .success());
+    for o in d.serve(("model", "cnnimage", "tc")) {
+        refused(&o, "not shared for a CNN graph");
+    }
+    // An image too small for RED-CNN's unpadded convolutions: refused by the gateway.
+    ok(&[
+        "share-model",
+        "--model",
+        &fixture("redcnn").display().to_string(),
+        "--out",
+        &d.p("red"),
+    ]);
+    ok(&[
+        "add-noise",
+        "--image",
+        "builtin:phantom:3",
+        "--sigma",
+        "25",
+        "--out",
+        &d.p("noisy.png"),
+    ]);
+    refused(&d.share_image("red.pub", "small"), "too small");
+    assert!(!d.path("small.p0").exists());
+}
+
+/// What every party rebuilds from a graph header: a public description carrying a weight is
+/// refused, and the plan rebuilt from the description equals the owner's, secret values
+/// aside.
+#[test]
+fn a_public_description_rebuilds_the_owners_plan_and_carries_no_value() {
+    let path = Path::new("model.pub");
+    for name in ["redcnn", "unet", "drunet", "leaky"] {
+        let g = graph(name);
+        let public = g.public();
+        let rebuilt = GraphPlan::from_graph(&public.zeroed(path).unwrap(), CnnFixed::default())
+            .unwrap()
+            .public();
+        let owner = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+        assert_eq!(rebuilt, owner.public(), "{name}");
+        assert!(!owner.secret_values().is_empty());
+        // One weight put back: refused as not public.
+        let mut leaky = public.clone();
+        for n in &mut leaky.nodes {
+            if let ppdenoise::model::graph::Op::Conv(c) = &mut n.op {
+                c.b = vec![0.5; c.cout];
+                break;
+            }
+        }
+        let e = leaky.zeroed(path).unwrap_err().to_string();
+        assert!(e.contains("carries weights or constants"), "{e}");
+    }
+}
