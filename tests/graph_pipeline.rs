@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{bin, ok, run, start_pair, wait_limit};
-use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
-use ppdenoise::formats::container::{Header, Kind};
+use common::{bin, no_link_addr, ok, run, start_pair, wait_limit};
+use ppdenoise::formats::bodies::{load, GraphModelShare, ImageShare, OutputShare, Triplets};
+use ppdenoise::formats::container::{self, Header, Kind};
 use ppdenoise::import::onnx::Net;
 use ppdenoise::model::graph::Graph;
 use ppdenoise::ring::cnn::CnnFixed;
@@ -312,7 +312,11 @@ fn graph_files_are_kept_apart_and_their_limits_named() {
     }
     refused(
         &d.gen_triplets("model.pub", "cnnimage.pub", "t", &[]),
-        "share it with",
+        "not shared for a CNN graph",
+    );
+    refused(
+        &d.gen_triplets("cnn.pub", "image.pub", "t", &[]),
+        "not a CNN graph's header",
     );
     // Not yet for graphs: named.
     refused(
@@ -367,7 +371,7 @@ fn a_public_description_rebuilds_the_owners_plan_and_carries_no_value() {
     for name in ["redcnn", "unet", "drunet", "leaky"] {
         let g = graph(name);
         let public = g.public();
-        let rebuilt = GraphPlan::from_graph(&public.zeroed(path).unwrap(), CnnFixed::default())
+        let rebuilt = GraphPlan::from_graph(&public.graph(path).unwrap(), CnnFixed::default())
             .unwrap()
             .public();
         let owner = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
@@ -381,7 +385,105 @@ fn a_public_description_rebuilds_the_owners_plan_and_carries_no_value() {
                 break;
             }
         }
-        let e = leaky.zeroed(path).unwrap_err().to_string();
+        let e = leaky.graph(path).unwrap_err().to_string();
         assert!(e.contains("carries weights or constants"), "{e}");
     }
+}
+
+/// Rewrites a file's header entry `key` (unsigned files: the test stands for whoever can
+/// write them; signed ones are refused before this by their makers' keys).
+fn forge<B: serde::Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: Kind,
+    party: u8,
+    edit: impl Fn(&mut Header),
+) {
+    let (mut h, body): (Header, B) = load(path, kind, Some(party)).unwrap();
+    edit(&mut h);
+    container::write(path, &h, &body, container::Seal::PLAIN).unwrap();
+}
+
+fn set(h: &mut Header, key: &str, value: String) {
+    let e = h.info.iter_mut().find(|(k, _)| k == key).unwrap();
+    e.1 = value;
+}
+
+/// What a server checks of a graph job's headers itself (S0 alone: it refuses before it
+/// listens): triplets dealt for another description, fixed point or circuits than its model
+/// share's; a model header whose description carries a weight, or whose fixed point is not
+/// its scale. Each is refused by name.
+#[test]
+fn a_server_refuses_graph_headers_that_disagree() {
+    let d = Dir::new();
+    ok(&[
+        "share-model",
+        "--model",
+        &fixture("unet").display().to_string(),
+        "--out",
+        &d.p("model"),
+    ]);
+    d.noisy(30);
+    assert!(d.share_image("model.pub", "image").status.success());
+    let s0 = |triplets: &str| {
+        wait_limit(
+            d.spawn(0, &no_link_addr(), ("model", "image", triplets)),
+            Duration::from_secs(60),
+        )
+    };
+    let cases: [(&str, fn(&mut Header), &str); 3] = [
+        (
+            "fixed_point",
+            |h| set(h, "fixed_point", "12,13,18".into()),
+            "another CNN graph",
+        ),
+        (
+            "graph_description",
+            |h| {
+                let v = h.info("graph_description").unwrap().replacen(
+                    "\"groups\":1",
+                    "\"groups\":2",
+                    1,
+                );
+                set(h, "graph_description", v)
+            },
+            "another CNN graph",
+        ),
+        (
+            "circuit",
+            |h| set(h, "circuit", "1,2,3".into()),
+            "made for other circuits",
+        ),
+    ];
+    for (i, (what, edit, needle)) in cases.into_iter().enumerate() {
+        let t = format!("t{i}");
+        assert!(d
+            .gen_triplets("model.pub", "image.pub", &t, &[])
+            .status
+            .success());
+        forge::<Triplets>(&d.path(&format!("{t}.p0")), Kind::Triplets, 0, edit);
+        let o = s0(&t);
+        assert!(!o.status.success(), "{what}: served");
+        refused(&o, needle);
+    }
+    // The model share's own header: a description with a weight in it, then a fixed point
+    // that is not its scale.
+    assert!(d
+        .gen_triplets("model.pub", "image.pub", "tm", &[])
+        .status
+        .success());
+    let model = d.path("model.p0");
+    let original = std::fs::read(&model).unwrap();
+    forge::<GraphModelShare>(&model, Kind::GraphModelShare, 0, |h| {
+        let v = h
+            .info("graph_description")
+            .unwrap()
+            .replacen("\"b\":[]", "\"b\":[0.5]", 1);
+        set(h, "graph_description", v)
+    });
+    refused(&s0("tm"), "carries weights");
+    std::fs::write(&model, &original).unwrap();
+    forge::<GraphModelShare>(&model, Kind::GraphModelShare, 0, |h| {
+        set(h, "fixed_point", "11,13,18".into())
+    });
+    refused(&s0("tm"), "graph's fixed point takes 11");
 }

@@ -83,6 +83,10 @@ struct RunSpec {
 /// The whole pipeline on `noisy_png` with `model`; every step a process.
 fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result<Value> {
     let batch = spec.batch.unwrap_or(spec.engine.default_batch());
+    if !crate::model::cnn::Cnn::is_cnn_file(model)? {
+        // An MLP, read now: a CNN graph is refused here, by name, before anything runs.
+        crate::model::mlp::Model::load(model)?;
+    }
     let p = |n: &str| dir.join(n);
     let keys = p("keys");
     for n in ["s0", "s1"] {

@@ -12,7 +12,6 @@ mod gateway;
 mod inputs;
 mod keys;
 mod owner;
-mod owner_graph;
 mod pipeline;
 mod procs;
 pub mod receiver;

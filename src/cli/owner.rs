@@ -13,7 +13,7 @@ use crate::formats::bodies::{
 };
 use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
-use crate::image::window::{DeclaredWindow, MODEL_WINDOW};
+use crate::job::owner::{window_entry, window_line};
 use crate::model::cnn::Cnn;
 use crate::model::mlp::{Activation, Model};
 use crate::model::noise_map::NoiseLevel;
@@ -140,7 +140,7 @@ pub fn load_tanh(path: &Option<PathBuf>) -> Result<crate::model::tanhstar::TanhS
 pub use crate::job::{public_file, with_ext, with_suffix};
 
 /// The model's public name: `--name`, else the file's stem ([`valid_model_name`]).
-pub(super) fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
+fn model_name(a: &ShareModelArgs, path: &std::path::Path) -> Result<String> {
     let name = match &a.name {
         Some(n) => n.clone(),
         None => path
@@ -187,21 +187,6 @@ fn sigma_range_entries(all: &[(f64, Vec<Level>)]) -> (Vec<(String, String)>, Str
             words.join(", ")
         ),
     )
-}
-
-/// The public header's entry for a window the model file declares (none when it declares
-/// none): the gateway maps images with it.
-pub(super) fn window_entry(d: Option<&DeclaredWindow>) -> Option<(String, String)> {
-    d.map(|d| (MODEL_WINDOW.into(), d.to_string()))
-}
-
-pub(super) fn window_line(d: Option<&DeclaredWindow>) -> Option<String> {
-    d.map(|d| {
-        format!(
-            "declared window: {d} (the model file's; share-image and share-study map images \
-             with it, and refuse another --window)"
-        )
-    })
 }
 
 fn range_json(all: &[(f64, Vec<Level>)]) -> serde_json::Value {
@@ -335,7 +320,9 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let path = model_or_default(&a.model);
     if crate::import::onnx::is_onnx(&path) {
         if let crate::import::onnx::Net::Graph(g) = crate::import::onnx::load(&path)? {
-            return super::owner_graph::share_graph_model(&a, &path, g, &to);
+            let name = model_name(&a, &path)?;
+            let params = a.cnn_fixed.graph_params(&g)?;
+            return crate::job::owner::share_graph_model(&a.out, &path, name, g, params, &to);
         }
     }
     if Cnn::is_cnn_file(&path)? {

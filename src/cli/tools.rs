@@ -316,7 +316,7 @@ fn level(
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     // A model with a noise map takes any level to MAX_SIGMA (share-model records no range).
     // A graph's fixed point is not probed here yet: its out-of-range values are counted and
-    // warned about after its run (issue 47; the secure commands do not take graphs).
+    // warned about after its run (issue 47; share-model records no range for one either).
     if matches!(runner, Runner::Cnn(m, _) if m.frame.noise_map)
         || matches!(runner, Runner::Graph(..))
     {

@@ -205,7 +205,7 @@ pub fn flatten_cnn_weights(plan: &CnnPlan) -> Vec<u64> {
 /// Header `info` value of [`NETWORK`] for CNN graph files (docs/graph.md).
 pub const GRAPH: &str = "graph";
 /// Header `info` key of a graph's public description (`PublicGraph`, JSON).
-pub const GRAPH_DESCRIPTION: &str = "graph";
+pub const GRAPH_DESCRIPTION: &str = "graph_description";
 /// Header `info` key of a graph's fixed point, "s,ws,k".
 pub const FIXED_POINT: &str = "fixed_point";
 

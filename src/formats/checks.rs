@@ -173,9 +173,9 @@ pub fn check_same_model(path: &Path, h: &Header, model: &Path, mh: &Header) -> R
 }
 
 /// Reads a CNN graph's public description and fixed point from a header, checks the graph
-/// whole (`Graph::validate` on its zeroed form) and rebuilds its public plan: what every
-/// party sizes its work from. Returns the zeroed graph (its shapes, strides and padding)
-/// and the plan, no secret value in either.
+/// whole (`PublicGraph::graph`: `Graph::validate`, convolution counts from their shapes) and
+/// rebuilds its public plan: what every party sizes its work from. Returns the graph (its
+/// shapes, strides and padding) and the plan, no secret value in either.
 pub fn graph_plan_from_header(
     path: &Path,
     h: &Header,
@@ -186,7 +186,17 @@ pub fn graph_plan_from_header(
         .with_context(|| format!("{}: header lacks the graph's description", path.display()))?;
     let public: crate::model::graph::public::PublicGraph = serde_json::from_str(s)
         .with_context(|| format!("{}: malformed graph description", path.display()))?;
-    let g = public.zeroed(path)?;
+    let g = public.graph(path)?;
+    // One sigma*: the header's, which the gateway scales by and the servers check jobs
+    // against, must be the description's.
+    if h.info("sigma").and_then(|v| v.parse::<f64>().ok()) != Some(g.sigma) {
+        bail!(
+            "{}: header's sigma {:?} is not its graph description's ({})",
+            path.display(),
+            h.info("sigma"),
+            g.sigma
+        );
+    }
     let fp = h
         .info(FIXED_POINT)
         .with_context(|| format!("{}: header lacks the graph's fixed point", path.display()))?;

@@ -126,6 +126,12 @@ where
             opts().serialize(header)?
         }
     };
+    // What every reader refuses is not written (a graph's description can be long).
+    anyhow::ensure!(
+        h.len() as u64 <= MAX_HEADER,
+        "its header would take {} bytes; a file's header may take at most {MAX_HEADER}",
+        h.len()
+    );
     let hashing = Hashing {
         inner: &mut *sink,
         hasher: blake3::Hasher::new(),

@@ -25,8 +25,9 @@ impl Model {
                 }),
                 crate::import::onnx::Net::Graph(_) => Err(ModelError::Invalid {
                     path: path.to_path_buf(),
-                    msg: "holds a CNN graph (docs/graph.md), which the secure commands do not run \
-                          yet (`denoise` runs it in float and in fixed point; issue 47)"
+                    msg: "holds a CNN graph (docs/graph.md): share-model, share-image, \
+                          gen-triplets, serve, reconstruct and denoise run it; demo, table, \
+                          bench and inspect do not yet (issue 47)"
                         .into(),
                 }),
             };

@@ -16,7 +16,7 @@ use crate::corr::masks::{mask_seed_digests, MASK_SEEDS};
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::bodies::{
     is_cnn, is_graph, is_whole_image, DealerMask, JobParams, Triplets, TripletsLead, CNN,
-    FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NETWORK,
+    FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NETWORK, NOISE_MAP,
 };
 use crate::formats::checks::{
     check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, cnn_plan_from_header,
@@ -273,22 +273,26 @@ fn gen_graph_triplets(
     t: Instant,
 ) -> Result<Summary> {
     let image = a.image.as_path();
-    if !is_graph(mh) || !is_graph(ih) {
+    if !is_graph(mh) {
         bail!(
-            "{}: the image was shared for {} but {} is {}: share it with `share-image --model {}`",
+            "{}: the image was shared for a CNN graph but {} is not a CNN graph's header: give \
+             the dealer the header of the model the image was shared for",
             image.display(),
-            if is_graph(ih) {
-                "a CNN graph"
-            } else {
-                "another network family"
-            },
-            a.model.display(),
-            if is_graph(mh) {
-                "a CNN graph's header"
-            } else {
-                "not a CNN graph's"
-            },
             a.model.display()
+        );
+    }
+    if !is_graph(ih) {
+        bail!(
+            "{}: the image was not shared for a CNN graph; share it for this one with \
+             `share-image --model {}`",
+            image.display(),
+            a.model.display()
+        );
+    }
+    if ih.info(NOISE_MAP).is_some() {
+        bail!(
+            "{}: shared with a noise map, which a CNN graph does not take",
+            image.display()
         );
     }
     if a.model_mask.is_some() {

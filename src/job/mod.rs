@@ -9,6 +9,7 @@
 pub mod dealer;
 pub mod freed_memory;
 pub mod gateway;
+pub mod owner;
 pub mod progress;
 pub mod receiver;
 pub mod server;

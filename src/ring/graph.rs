@@ -483,16 +483,32 @@ fn leaky(p: CnnFixed, sh: u32, slope: u64, z: u64, count: &(impl Fn(bool) + Sync
     (r << p.ws).wrapping_add(slope.wrapping_mul(t.wrapping_sub(r)))
 }
 
+/// An h x w image's sides rounded up to multiples of `stride` (what a graph runs on).
+pub fn padded_dims(stride: [usize; 2], h: usize, w: usize) -> (usize, usize) {
+    (
+        h.div_ceil(stride[0]) * stride[0],
+        w.div_ceil(stride[1]) * stride[1],
+    )
+}
+
+/// An h x w map (row-major) padded to ph x pw by repeating its last row and column: how the
+/// oracle pads an image, and how each server pads its share (a public linear map).
+pub fn pad_edges<T: Copy>(v: &[T], (h, w): (usize, usize), (ph, pw): (usize, usize)) -> Vec<T> {
+    (0..ph)
+        .flat_map(|y| (0..pw).map(move |x| v[y.min(h - 1) * w + x.min(w - 1)]))
+        .collect()
+}
+
 /// The whole fixed-point graph on an image (0..255): padded by replication to the stride,
 /// encoded at `s`, run, cropped, decoded. Returns the image and the out-of-range count.
 pub fn denoise(plan: &GraphPlan, image: &Array2<f64>, pre: &Preprocess) -> (Array2<f64>, u64) {
     let (h, w) = image.dim();
-    let [sy, sx] = plan.stride;
-    let (ph, pw) = (h.div_ceil(sy) * sy, w.div_ceil(sx) * sx);
-    let input: Vec<u64> = (0..ph)
-        .flat_map(|y| (0..pw).map(move |x| (y.min(h - 1), x.min(w - 1))))
-        .map(|q| encode(normalize(pre, image[q]), plan.params.s))
+    let (ph, pw) = padded_dims(plan.stride, h, w);
+    let enc: Vec<u64> = image
+        .iter()
+        .map(|&p| encode(normalize(pre, p), plan.params.s))
         .collect();
+    let input = pad_edges(&enc, (h, w), (ph, pw));
     let r = run(plan, &input, ph, pw);
     let f = plan.out_scale();
     let out = Array2::from_shape_fn((h, w), |(y, x)| {

@@ -48,7 +48,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     is.job.validate().map_err(|e| at(&f.image, e))?;
     if !is_cnn(&ih) {
         bail!(
-            "{}: the image was shared for an MLP; share it for this CNN with `share-image --model model.pub`",
+            "{}: the image was not shared for a CNN (an MLP's or a CNN graph's); share it for this CNN with `share-image --model model.pub`",
             f.image.display()
         );
     }

@@ -9,13 +9,13 @@ use anyhow::{bail, Result};
 use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
-    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH_DESCRIPTION,
+    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH_DESCRIPTION, NOISE_MAP,
 };
 use crate::formats::checks::{check_cnn_job, check_relu_batch};
 use crate::formats::container::Kind;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::PatchShape;
-use crate::ring::graph::GraphPlan;
+use crate::ring::graph::{pad_edges, padded_dims, GraphPlan};
 use crate::ring::share::Stream;
 use crate::twopc::channel::Channel;
 use crate::twopc::graph::{self, GraphJobInputs};
@@ -34,18 +34,10 @@ pub(super) struct GraphJob {
 
 /// The image's sides rounded up to the plan's stride, checked against every tensor's size.
 fn padded(plan: &GraphPlan, h: usize, w: usize) -> Result<(usize, usize), String> {
-    let [sy, sx] = plan.stride;
-    let (ph, pw) = (h.div_ceil(sy) * sy, w.div_ceil(sx) * sx);
+    let (ph, pw) = padded_dims(plan.stride, h, w);
     plan.dims(ph, pw)
         .map_err(|e| format!("a {h} x {w} image (padded to {ph} x {pw}): {e}"))?;
     Ok((ph, pw))
-}
-
-/// An h x w map padded to ph x pw by repeating its last row and column.
-fn pad(v: &[u64], (h, w): (usize, usize), (ph, pw): (usize, usize)) -> Vec<u64> {
-    (0..ph)
-        .flat_map(|y| (0..pw).map(move |x| v[y.min(h - 1) * w + x.min(w - 1)]))
-        .collect()
 }
 
 pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
@@ -83,10 +75,19 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let (h, w) = (is.job.height, is.job.width);
     if ih.scale != plan.params.s || is.job.scale != plan.params.s {
         bail!(
-            "{}: image encoded at scale {} but the graph takes scale {}",
+            "{}: image encoded at scale {} (header {}) but the graph takes scale {}",
             f.image.display(),
             is.job.scale,
+            ih.scale,
             plan.params.s
+        );
+    }
+    // A graph takes no noise map: S1's seed would expand to any length, so refuse a header
+    // that says one is shared.
+    if ih.info(NOISE_MAP).is_some() {
+        bail!(
+            "{}: shared with a noise map, which a CNN graph does not take",
+            f.image.display()
         );
     }
     let (ph, pw) = padded(&plan, h, w).map_err(|e| at(&f.image, e))?;
@@ -134,7 +135,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         .data
         .materialise(Stream::ImageShare, h * w)
         .map_err(|e| at(&f.image, e))?;
-    let image = pad(&image, (h, w), (ph, pw));
+    let image = pad_edges(&image, (h, w), (ph, pw));
     let relu_batch = tr.lead.batch;
     let work = Work::Graph(GraphJob {
         plan,

@@ -72,7 +72,7 @@ impl LoadedModel {
         if kind == Kind::GraphModelShare || kind == Kind::CnnModelShare {
             if let Some(w) = &opened {
                 bail!(
-                    "{}: weights opened once per model are not supported for CNNs yet; run without --weights",
+                    "{}: weights opened once per model are not supported for CNNs and CNN graphs yet; run without --weights",
                     w.path().display()
                 );
             }

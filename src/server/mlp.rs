@@ -67,7 +67,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let (th, tr) = (&t.header, &t.stream);
     if is_whole_image(&ih) || is_whole_image(th) {
         bail!(
-            "{}: the image or the randomness was made for a CNN but {} is an MLP's share",
+            "{}: the image or the randomness was made for a CNN or a CNN graph but {} is an MLP's share",
             f.image.display(),
             f.model.display()
         );

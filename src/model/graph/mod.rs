@@ -316,6 +316,12 @@ impl Graph {
 
     /// Checks the structure, the ops' parameters and weights, and the shapes.
     pub fn validate(&self, path: &Path) -> Result<(), ModelError> {
+        self.check(path, false)
+    }
+
+    /// [`Graph::validate`]; `public`: a description without its convolutions' weights and
+    /// biases ([`public::PublicGraph::graph`]), whose counts follow from their shapes.
+    fn check(&self, path: &Path, public: bool) -> Result<(), ModelError> {
         let inv = |msg: String| ModelError::Invalid {
             path: path.to_path_buf(),
             msg,
@@ -344,7 +350,15 @@ impl Graph {
                     return Err(at(format!("non-finite constant at flat index {bad}")));
                 }
             }
-            check_op(&node.op).map_err(at)?;
+            match &node.op {
+                Op::Conv(c) if public => {
+                    c.check_shape().map_err(at)?;
+                    if !c.w.is_empty() || !c.b.is_empty() {
+                        return Err(at("carries weights in a public description".into()));
+                    }
+                }
+                op => check_op(op).map_err(at)?,
+            }
         }
         if self.output >= n || self.output == 0 {
             return Err(inv(format!("output tensor {} of {n}", self.output)));
@@ -363,10 +377,10 @@ impl Graph {
                 "a total stride of {s:?} (at most {MAX_TOTAL_STRIDE})"
             )));
         }
-        if self.weight_count() > MAX_VALUES {
+        let values = self.value_count();
+        if values > MAX_VALUES {
             return Err(inv(format!(
-                "{} weights and constants (at most {MAX_VALUES})",
-                self.weight_count()
+                "{values} weights and constants (at most {MAX_VALUES})"
             )));
         }
         if !(self.sigma.is_finite() && self.sigma > 0.0) {
@@ -375,12 +389,19 @@ impl Graph {
         Ok(())
     }
 
-    /// Weights and constants of every node.
-    pub fn weight_count(&self) -> usize {
+    /// Weights and constants of every node; a convolution's from its shape (what its
+    /// checked weights hold, and what a public description's would).
+    pub fn value_count(&self) -> usize {
         self.nodes
             .iter()
-            .map(|n| n.op.values().iter().map(|v| v.len()).sum::<usize>())
-            .sum()
+            .map(|n| match &n.op {
+                Op::Conv(c) => {
+                    let rows = if c.transposed { c.cin } else { c.cout };
+                    rows.saturating_mul(c.row_len()).saturating_add(c.cout)
+                }
+                op => op.values().iter().map(|v| v.len()).sum::<usize>(),
+            })
+            .fold(0usize, |a, b| a.saturating_add(b))
     }
 
     /// The smallest image this graph runs on, and the sizes it pads an h x w image to: each

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Graph, Node, Op, MAX_NODES, MAX_VALUES};
+use super::{Graph, Node, Op, MAX_NODES};
 use crate::model::mlp::ModelError;
 
 /// What a header says of a graph: its nodes with their secret values removed (a
@@ -40,11 +40,12 @@ impl Graph {
 }
 
 impl PublicGraph {
-    /// The graph with zeros for its secret values, checked whole ([`Graph::validate`]): a
-    /// convolution's as many as its shape holds, one scale, shift or slope for every channel
-    /// (the plan repeats it per channel, so the counts follow from the structure either
-    /// way). A description that carries any value is refused: it is not a public one.
-    pub fn zeroed(&self, path: &Path) -> Result<Graph, ModelError> {
+    /// The graph to rebuild the plan from, checked whole ([`Graph::validate`], its
+    /// convolutions' counts from their shapes): no convolution weight is made (a header is not
+    /// trusted to size an allocation), an affine map's and a PReLU's values are one zero for
+    /// every channel (the plan repeats it per channel, so the counts follow from the structure
+    /// either way). A description that carries any value is refused: it is not a public one.
+    pub fn graph(&self, path: &Path) -> Result<Graph, ModelError> {
         let inv = |msg: String| ModelError::Invalid {
             path: path.to_path_buf(),
             msg,
@@ -53,33 +54,16 @@ impl PublicGraph {
         if !(2..=MAX_NODES).contains(&n) {
             return Err(inv(format!("a graph of {n} nodes (2 to {MAX_NODES})")));
         }
-        // Every count is checked, and their sum bounded, before zeros of that size are made:
-        // a header is not trusted to size an allocation.
-        let mut total = 0usize;
-        for (i, node) in self.nodes.iter().enumerate() {
-            let at = |m: String| inv(format!("node {i} ({}): {m}", node.op.name()));
-            let mut op = node.op.clone();
-            if values_mut(&mut op).iter().any(|v| !v.is_empty()) {
-                return Err(at(
-                    "carries weights or constants in a public graph description".into(),
-                ));
-            }
-            total += match &node.op {
-                Op::Conv(c) => c.check_shape().map_err(at)? + c.cout,
-                _ => 2,
-            };
-            if total > MAX_VALUES {
-                return Err(inv(format!("more than {MAX_VALUES} weights and constants")));
-            }
-        }
         let mut nodes = self.nodes.clone();
-        for n in &mut nodes {
-            match &mut n.op {
-                Op::Conv(c) => {
-                    let rows = if c.transposed { c.cin } else { c.cout };
-                    c.w = vec![0.0; rows * c.row_len()];
-                    c.b = vec![0.0; c.cout];
-                }
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let name = node.op.name();
+            if values_mut(&mut node.op).iter().any(|v| !v.is_empty()) {
+                return Err(inv(format!(
+                    "node {i} ({name}) carries weights or constants in a public graph \
+                     description"
+                )));
+            }
+            match &mut node.op {
                 Op::Affine { scale, shift } => {
                     *scale = vec![0.0];
                     *shift = vec![0.0];
@@ -95,7 +79,7 @@ impl PublicGraph {
             fixed_point: None,
             window: None,
         };
-        g.validate(path)?;
+        g.check(path, true)?;
         Ok(g)
     }
 }

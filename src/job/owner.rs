@@ -1,29 +1,50 @@
-//! `share-model` given a CNN graph (docs/graph.md, milestone 5): the graph's public
-//! description and fixed point go in every header, its secret values are split.
+//! The model owner's step for a CNN graph (`share-model` given one; docs/graph.md,
+//! milestone 5): the graph's public description and fixed point go in every header, its
+//! secret values are split. The window entries are also the MLP's and CNN's (`cli/owner.rs`).
+
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::owner::{model_name, public_file, window_entry, window_line, with_ext, ShareModelArgs};
-use super::Summary;
+use super::{public_file, with_ext, Outputs, Summary};
 use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{
     GraphModelShare, FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NAME, NETWORK,
 };
 use crate::formats::checks::{fixed_point_entry, graph_plan_from_header};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
+use crate::image::window::{DeclaredWindow, MODEL_WINDOW};
 use crate::model::graph::Graph;
+use crate::ring::cnn::CnnFixed;
 use crate::ring::graph::GraphPlan;
 use crate::ring::share::fresh_seed;
 
+/// The public header's entry for a window the model file declares (none when it declares
+/// none): the gateway maps images with it.
+pub fn window_entry(d: Option<&DeclaredWindow>) -> Option<(String, String)> {
+    d.map(|d| (MODEL_WINDOW.into(), d.to_string()))
+}
+
+pub fn window_line(d: Option<&DeclaredWindow>) -> Option<String> {
+    d.map(|d| {
+        format!(
+            "declared window: {d} (the model file's; share-image and share-study map images \
+             with it, and refuse another --window)"
+        )
+    })
+}
+
+/// Shares graph `g` (read from `path`, named `name`) at fixed point `params` into `out`'s
+/// `.p0`, `.p1` and `.pub`, written together or not at all.
 pub fn share_graph_model(
-    a: &ShareModelArgs,
-    path: &std::path::Path,
+    out: &Path,
+    path: &Path,
+    name: String,
     g: Graph,
-    to: &super::keys::Outputs,
+    params: CnnFixed,
+    to: &Outputs,
 ) -> Result<Summary> {
-    let name = model_name(a, path)?;
     g.validate(path)?;
-    let params = a.cnn_fixed.graph_params(&g)?;
     let plan = GraphPlan::from_graph(&g, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
     })?;
@@ -56,7 +77,7 @@ pub fn share_graph_model(
     let mut written = Vec::new();
     let mut set = Staged::default();
     for (party, body) in (0u8..).zip(&bodies) {
-        let out = with_ext(&a.out, party);
+        let out = with_ext(out, party);
         container::stage(
             &mut set,
             &out,
@@ -67,7 +88,7 @@ pub fn share_graph_model(
         .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
     }
-    let out = public_file(&a.out);
+    let out = public_file(out);
     container::stage(
         &mut set,
         &out,
