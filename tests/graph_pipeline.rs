@@ -403,6 +403,9 @@ fn forge<B: serde::Serialize + serde::de::DeserializeOwned>(
     container::write(path, &h, &body, container::Seal::PLAIN).unwrap();
 }
 
+/// A header edit of [`forge`].
+type Edit = fn(&mut Header);
+
 fn set(h: &mut Header, key: &str, value: String) {
     let e = h.info.iter_mut().find(|(k, _)| k == key).unwrap();
     e.1 = value;
@@ -430,7 +433,7 @@ fn a_server_refuses_graph_headers_that_disagree() {
             Duration::from_secs(60),
         )
     };
-    let cases: [(&str, fn(&mut Header), &str); 3] = [
+    let cases: [(&str, Edit, &str); 3] = [
         (
             "fixed_point",
             |h| set(h, "fixed_point", "12,13,18".into()),
