@@ -355,23 +355,38 @@ fn colour_and_gray_mismatches_are_refused_by_name() {
     );
     assert!(!out.exists());
 
-    // The secure commands take gray models only, for now: refused by name, nothing written.
+    // share-model takes the colour FFDNet (the secure path: tests/colour_secure.rs), but
+    // refuses by name a colour model without a noise map, writing nothing.
     let prefix = t.dir.join("shares");
     let o = ppd(&[
+        "--json",
         "share-model",
         "--model",
         &s(&t.colour),
         "--out",
         &s(&prefix),
     ]);
+    let j: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(j["colours"], 3, "{j}");
+    let plain = t.dir.join("colour-plain.npz");
+    random_framed_cnn(&[3, 4, 3], 3, 5, META, Frame::PLAIN)
+        .save(&plain)
+        .unwrap();
+    let o = ppd(&[
+        "share-model",
+        "--model",
+        &s(&plain),
+        "--out",
+        &s(&t.dir.join("plain")),
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(&format!(
-            "{}: a colour model; this command runs gray models",
-            s(&t.colour)
+            "{}: a colour model without a noise map",
+            s(&plain)
         )),
         "{err}"
     );
-    assert!(!t.dir.join("shares.p0").exists());
+    assert!(!t.dir.join("plain.p0").exists());
 }

@@ -244,9 +244,11 @@ fn mlp_model_shares_before_format_7_are_refused_by_name() {
             "share the model again",
         ],
     );
-    copy_with(&f.p("image.p0"), &f.p("oldimg.p0"), v6);
-    let h = container::read_header(&f.p("oldimg.p0")).unwrap();
-    assert_eq!(h.kind, Kind::ImageShare);
+    // (A job's public header: image shares, triplets and output shares before format 9 are
+    // refused, their jobs lacking the colour count.)
+    copy_with(&f.p("image.pub"), &f.p("oldimg.pub"), v6);
+    let h = container::read_header(&f.p("oldimg.pub")).unwrap();
+    assert_eq!(h.kind, Kind::PublicJob);
     f.no_output();
 }
 
@@ -346,6 +348,7 @@ fn ids_of_another_job_or_model() {
         sigma: 25.0,
         model_sigma: 25.0,
         private_pre: false,
+        colours: 1,
     };
     let ps = PatchShape {
         input: 7,
@@ -492,6 +495,7 @@ fn absurd_sizes_are_refused_before_allocation() {
         sigma: 25.0,
         model_sigma: 25.0,
         private_pre: false,
+        colours: 1,
     };
     let marker = [0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888, 9, 10];
     let body = ImageShare {
@@ -977,6 +981,7 @@ fn a_crafted_output_geometry_is_refused_by_the_receiver() {
         sigma: 25.0,
         model_sigma: 25.0,
         private_pre: false,
+        colours: 1,
     };
     let n = geo.canvas_h * geo.canvas_w;
     // Same canvas size, but a patch whose output exceeds its input: not what the job implies

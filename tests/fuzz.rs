@@ -2016,6 +2016,7 @@ fn peer_job(engine: EngineKind, relu: bool) -> PeerJob {
         sigma: 25.0,
         model_sigma: 25.0,
         private_pre: false,
+        colours: 1,
     };
     let pixels =
         ndarray::Array2::from_shape_fn((h, w), |(i, j)| ((i * 7 + j * 3) % 11) as f64 / 11.0);

@@ -449,6 +449,7 @@ fn run_job(
         sigma: 25.0,
         model_sigma: 25.0,
         private_pre: false,
+        colours: 1,
     };
     let enc = oracle::encode_image(image, &pre, params.s);
     let iseed = test_seed();
@@ -1018,7 +1019,9 @@ fn run_framed_cnn_job(
         .iter()
         .map(|s| s.share_plan().unwrap())
         .collect();
-    let (h, w) = image.dim();
+    // A colour model's image: its planes stacked, (colours h) x w.
+    let (rows, w) = image.dim();
+    let h = rows / m.colours;
     let enc = ring_cnn::encode_image(image, map, &Preprocess::identity(), plan.params.s);
     let iseed = test_seed();
     let img = [
@@ -1202,6 +1205,91 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
                 chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
             eprintln!("ffdnet map channel without its mask: p = {p:e}");
             assert!(p < 1e-12, "the unmasked map was not told apart (p = {p})");
+        }
+    }
+}
+
+/// Issue 48: a colour FFDNet job (13 channels in: R, G and B's sub-images and the one map
+/// channel the colour model shares between its planes) reveals neither the image nor the
+/// map: an all-black RGB image at a uniform map against three different high-contrast
+/// planes with a per-pixel map computed from one of them, every message and opening
+/// compared as above, both engines. Negative control: the layer-0 opening with the dealer's
+/// mask removed (the planes' sub-images and the map in the clear) is told apart at once.
+#[test]
+fn colour_ffdnet_job_reveals_neither_planes_nor_map() {
+    seeded("colour_ffdnet_job_reveals_neither_planes_nor_map");
+    use ppdenoise::corr::randomness::act_mask_of;
+    use ppdenoise::model::cnn::{random_framed_cnn, CnnMeta};
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::{NoiseLevel, PoissonGaussian};
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: false,
+    };
+    let m = random_framed_cnn(&[13, 8, 8, 12], 3, 43, meta, Frame::FFDNET);
+    assert_eq!(m.colours, 3);
+    let (_, phantom) = images();
+    let (h, w) = phantom.dim();
+    let black = Array2::zeros((3 * h, w));
+    // R the phantom, G its negative, B its transpose: three planes, each its own.
+    let planes = Array2::from_shape_fn((3 * h, w), |(r, x)| match r / h {
+        0 => phantom[[r % h, x]],
+        1 => 255.0 - phantom[[r % h, x]],
+        _ => phantom[[x, r % h]],
+    });
+    let uniform = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
+    let pg = PoissonGaussian { a: 9.8, b: 4.0 };
+    let per_pixel = m.noise_map(&NoiseLevel::PerPixel(pg.map_of(&phantom)), h, w);
+    assert_ne!(uniform, per_pixel);
+    for engine in [EngineKind::Gc, EngineKind::Gmw] {
+        let (a, sa) = run_framed_cnn_job(&m, &black, &uniform, engine);
+        let (b, sb) = run_framed_cnn_job(&m, &planes, &per_pixel, engine);
+        for p in 0..2 {
+            let (ra, rb) = (received(&a[p]), received(&b[p]));
+            let what = format!("colour {engine}: S{p} received, black vs planes");
+            assert!(compare(&what, &ra[1..], &rb[1..]).unwrap() >= 3);
+            for (run, r) in [("black", &ra), ("planes", &rb)] {
+                let what = format!("colour {engine}: S{p} received, {run}");
+                assert!(uniform_slots(&what, &r[1..]).unwrap() >= 3);
+            }
+        }
+        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
+        let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
+        compare(&format!("colour {engine}: opened values"), &oa, &ob).unwrap();
+        uniform_slots(
+            &format!("colour {engine}: differences of openings"),
+            &differences(&oa),
+        )
+        .unwrap();
+        if engine == EngineKind::Gmw {
+            // The layer-0 opening (after the tag and the masked weights) with its mask
+            // removed: the 12 sub-image channels and the map, in the clear.
+            let (sh, sw) = Frame::FFDNET.stack_dims(h, w);
+            let n = 13 * sh * sw;
+            let clear = |opened: &[&[u8]], seeds: &[Seed; 2]| -> Vec<u8> {
+                let map = opened[1];
+                assert_eq!(map.len(), 8 * n, "the layer-0 opening");
+                let (b0, b1) = (
+                    act_mask_of(&seeds[0], 0, 0, n),
+                    act_mask_of(&seeds[1], 0, 0, n),
+                );
+                map.chunks_exact(8)
+                    .zip(b0.iter().zip(&b1))
+                    .flat_map(|(v, (x, y))| {
+                        let v = u64::from_le_bytes(v.try_into().unwrap());
+                        v.wrapping_add(*x).wrapping_add(*y).to_le_bytes()
+                    })
+                    .collect()
+            };
+            let (xa, xb) = (clear(&oa, &sa), clear(&ob, &sb));
+            let (_, _, p) =
+                chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
+            eprintln!("colour layer-0 input without its mask: p = {p:e}");
+            assert!(
+                p < 1e-12,
+                "the unmasked planes were not told apart (p = {p})"
+            );
         }
     }
 }

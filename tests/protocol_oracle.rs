@@ -97,6 +97,7 @@ fn run_case_tampered(
         sigma: 25.0,
         model_sigma: model.meta.sigma,
         private_pre: false,
+        colours: 1,
     };
     let enc = oracle::encode_image(image, &pre, s);
     let iseed = test_seed();

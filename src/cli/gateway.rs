@@ -105,9 +105,16 @@ impl ShareOpts {
 pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let t = Instant::now();
     let sharer = a.opts.sharer()?;
-    let (img, scale) = load_image_windowed(&a.image, sharer.window())?;
-    let (h, w) = img.pixels.dim();
-    let done = sharer.share(&img, &scale, &a.image, &a.out)?;
+    let (img, scale, colours) =
+        if !crate::image::colour::as_gray() && super::colour::is_colour_file(&a.image) {
+            let (img, scale) = colour_input(&a.image, sharer.window())?;
+            (img, scale, 3)
+        } else {
+            let (img, scale) = load_image_windowed(&a.image, sharer.window())?;
+            (img, scale, 1)
+        };
+    let (h, w) = (img.pixels.nrows() / colours, img.pixels.ncols());
+    let done = sharer.share_planes(&img, colours, &scale, &a.image, &a.out)?;
     let outs: Vec<String> = done
         .outputs
         .iter()
@@ -160,13 +167,37 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         .chain(notes)
         .collect(),
         json: serde_json::json!({
-            "ok": true, "command": "share-image", "job_id": id_hex(&done.job_id), "height": h, "width": w,
+            "ok": true, "command": "share-image", "job_id": id_hex(&done.job_id), "height": h, "width": w, "colours": colours,
             "outputs": outs, "upload_bytes": done.upload_bytes, "seconds": secs,
             "window": scale.window, "units": scale.units, "clipped": scale.clipped,
             "sigma": done.sigma, "sigma_in_units": scale.in_units(done.sigma),
             "receiver_facts": facts, "model_owner_checked": a.opts.model.is_some().then(|| sharer.model_note().is_none()),
         }),
     })
+}
+
+/// A colour PNG or TIFF for `share-image` (issue 48): its planes stacked, (3h) x w, on the
+/// 0..255 scale, and the full range of its depth (a colour image takes no --window).
+/// RGBA is refused: its alpha is pixel data, which must not reach the servers, and no
+/// receiver-only file carries pixels today.
+fn colour_input(spec: &str, window: &WindowChoice) -> Result<(GrayImage, ValueScale)> {
+    if !matches!(window, WindowChoice::Default | WindowChoice::Full) {
+        bail!("{spec}: a colour image takes its full range: no --window");
+    }
+    let c = match crate::image::load_picture(spec)? {
+        crate::image::Picture::Colour(c) => c,
+        crate::image::Picture::Gray(_) => bail!("{spec}: not a colour image"),
+    };
+    if c.alpha.is_some() {
+        bail!(
+            "{spec}: {}: share-image takes RGB; the alpha samples are pixel data, which \
+             must not reach the servers, and no receiver-only file carries them: remove the \
+             alpha (e.g. save as RGB) and share again",
+            c.kind()
+        );
+    }
+    let scale = ValueScale::grey(c.bit_depth, c.planes.len());
+    Ok((GrayImage::new(c.planes, c.bit_depth), scale))
 }
 
 /// Add white Gaussian noise of a given sigma (seeded) and save the noisy image: an 8-bit PNG

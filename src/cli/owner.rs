@@ -216,7 +216,16 @@ fn share_cnn_model(
     to: &super::keys::Outputs,
 ) -> Result<Summary> {
     let name = model_name(a, path)?;
-    let model = Cnn::load_gray(path)?;
+    let model = Cnn::load(path)?;
+    // Its plan's shapes carry the colour count (`CnnPlan::colours`); the noise-range sweep
+    // below runs on gray images, which a colour model has no need of with a noise map.
+    if model.is_colour() && !model.frame.noise_map {
+        bail!(
+            "{}: a colour model without a noise map: share-model shares colour models that \
+             take one (the colour FFDNet)",
+            path.display()
+        );
+    }
     let params = a.cnn_fixed.params(&model)?;
     let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
         anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
@@ -308,7 +317,7 @@ fn share_cnn_model(
         .collect(),
         json: serde_json::json!({
             "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
-            "network": CNN, "channels": plan.channels(), "outputs": written,
+            "network": CNN, "channels": plan.channels(), "colours": plan.colours(), "outputs": written,
             "window": model.window.map(|d| d.to_string()),
             "sigma_range": range_json(&levels), "sweep": sweep_json(&levels),
         }),

@@ -279,6 +279,17 @@ pub struct JobParams {
     /// share-image's `<out>.rx.json`). Nothing derived from pixels is public.
     #[serde(default)]
     pub private_pre: bool,
+    /// Colour planes of the image (1 gray, 3 RGB; issue 48): the shares hold its planes one
+    /// after another, each `height` x `width`. Public, like the image's size: the servers
+    /// run the model of as many planes, and the receiver writes the image back in colour.
+    /// (Format version 9: the bodies holding a job carry it; a header's JSON without it is
+    /// gray.)
+    #[serde(default = "one_colour")]
+    pub colours: usize,
+}
+
+fn one_colour() -> usize {
+    1
 }
 
 /// Checks a job's geometry with the model's patch shape before anything is sized from it:
@@ -324,6 +335,12 @@ impl JobParams {
         }
         if self.bit_depth != 8 && self.bit_depth != 16 {
             return Err(format!("bit depth {} (8 or 16 supported)", self.bit_depth));
+        }
+        if !matches!(self.colours, 1 | 3) {
+            return Err(format!(
+                "{} colour planes (1 gray or 3 RGB supported)",
+                self.colours
+            ));
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.sigma) || !positive(self.model_sigma) || !positive(self.pre.noise_scale) {
@@ -446,6 +463,7 @@ mod tests {
                 sigma: 25.0,
                 model_sigma: 25.0,
                 private_pre: false,
+                colours: 1,
             },
             widths: vec![1, 1],
             batch: 1,

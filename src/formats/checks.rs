@@ -119,6 +119,29 @@ pub fn check_noise_map(path: &Path, ih: &Header, plan: &CnnPlan) -> Result<()> {
     }
 }
 
+/// The image share `path` holds as many colour planes as the plan takes (a colour model
+/// given a gray image, or a gray one a colour image, is refused by name).
+pub fn check_colours(path: &Path, job: &JobParams, plan: &CnnPlan) -> Result<()> {
+    let (has, takes) = (job.colours, plan.colours());
+    if has != takes {
+        let words = |c: usize| {
+            if c == 1 {
+                "gray".to_string()
+            } else {
+                format!("colour ({c} planes)")
+            }
+        };
+        bail!(
+            "{}: a {} image, but this CNN takes {} images: share it for this model with \
+             `share-image --model model.pub`",
+            path.display(),
+            words(has),
+            words(takes)
+        );
+    }
+    Ok(())
+}
+
 /// Reads and checks the public CNN plan of a header.
 pub fn cnn_plan_from_header(path: &Path, h: &Header) -> Result<CnnPlan> {
     let s = h

@@ -27,6 +27,8 @@ use super::signing::{self, Signer, SIGNATURE_BYTES};
 pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 /// The first version whose files may be signed.
 const SIGNED_VERSION: u16 = 8;
+/// The first version whose jobs name their colour planes ([`super::bodies::JobParams`]).
+const COLOUR_VERSION: u16 = 9;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).
@@ -307,6 +309,19 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
             path.into(),
             "header",
             format!("names a graph model share, which files of version {ver} cannot"),
+        ));
+    }
+    if matches!(
+        header.kind,
+        Kind::ImageShare | Kind::Triplets | Kind::OutputShare
+    ) && ver < COLOUR_VERSION
+    {
+        return Err(FormatError::Outdated(
+            path.into(),
+            header.kind.name(),
+            ver,
+            "its body's job lacks the image's colour planes: share the image again with \
+             `share-image` (then deal and serve it again)",
         ));
     }
     if header.kind == Kind::ModelShare && ver < 7 {

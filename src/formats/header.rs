@@ -20,8 +20,11 @@ use serde::{Deserialize, Serialize};
 /// 8: files may be signed by their maker (header entries `signer`, `signer_role`, and a
 ///    signature after the checksum, [`signing`]); triplet files carry their base OTs'
 ///    digests (`base_ot`). Unsigned files of versions 3 to 7 remain readable.
-/// 9: CNN graph model shares (a new kind; the graph's public description and fixed point in
-///    header `info`, docs/graph.md). Every kind of versions 3 to 8 remains readable.
+/// 9: a job names its colour planes (`JobParams::colours`, issue 48): the bodies holding a
+///    job (image shares, triplets, output shares) changed, so those of versions 3 to 8 are
+///    refused by name (share the image again); every other kind stays readable, and a
+///    public job header's JSON without the count is gray. CNN graph model shares (a new
+///    kind; the graph's public description and fixed point in header `info`, docs/graph.md).
 pub const VERSION: u16 = 9;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;

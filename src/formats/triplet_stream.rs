@@ -281,6 +281,7 @@ mod tests {
                 sigma: 25.0,
                 model_sigma: 25.0,
                 private_pre: false,
+                colours: 1,
             },
             widths: vec![49, 8, 9],
             batch: 7,

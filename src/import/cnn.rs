@@ -147,15 +147,16 @@ impl Cnn {
         Cnn::checked_colour(convs, meta, (frame, colours), fixed_point, window, path)
     }
 
-    /// [`Cnn::load`] for the commands that run gray models only (the secure ones, `demo`,
-    /// `table`, `bench`): a colour model is refused by name.
+    /// [`Cnn::load`] for the commands that run gray models only (`demo`, `table`, `bench`):
+    /// a colour model is refused by name.
     pub fn load_gray(path: &Path) -> Result<Cnn, ModelError> {
         let m = Cnn::load(path)?;
         if m.colours != 1 {
             return Err(ModelError::Invalid {
                 path: path.to_path_buf(),
                 msg: "a colour model; this command runs gray models (colour models run in \
-                      `denoise`, in float and in fixed point; the secure commands: issue 48)"
+                      `denoise`, and securely through share-model, share-image, gen-triplets, \
+                      serve and reconstruct)"
                     .into(),
             });
         }

@@ -171,6 +171,7 @@ fn gen_cnn_triplets(
     plan.check_image(h, w)
         .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
     check_cnn_job(image, &job, mh)?;
+    crate::formats::checks::check_colours(image, &job, &plan)?;
     crate::formats::checks::check_noise_map(image, ih, &plan)?;
     // After the checks that say what does not fit: another model that fits is refused too.
     crate::server::check_bound_model(image, ih, &a.model, mh)?;
@@ -314,6 +315,13 @@ fn gen_graph_triplets(
         );
     }
     check_cnn_job(image, &job, mh)?;
+    if job.colours != 1 {
+        bail!(
+            "{}: a colour image ({} planes), but a CNN graph takes gray images",
+            image.display(),
+            job.colours
+        );
+    }
     let (ph, pw) = g
         .padded_size(job.height, job.width)
         .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
@@ -468,6 +476,14 @@ pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result
         .to_vec();
     let patch = patch_from_widths(&widths_u).with_context(|| format!("{}", a.model.display()))?;
     let job = job_from_header(image, ih)?;
+    if job.colours != 1 {
+        bail!(
+            "{}: a colour image ({} planes); {} is an MLP, which takes gray images",
+            image.display(),
+            job.colours,
+            a.model.display()
+        );
+    }
     if job.scale != mh.scale {
         bail!(
             "{}: image encoded at scale {} but the model share {} uses scale {}",

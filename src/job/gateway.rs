@@ -103,6 +103,8 @@ struct ModelFacts {
     frame: Frame,
     /// A CNN graph's public form (its shapes say which image sizes it runs on).
     graph: Option<crate::model::graph::Graph>,
+    /// Colour planes of the images it takes (1 gray, 3 RGB): what its plan's shapes say.
+    colours: usize,
     /// The noise levels its owner's sweep found its fixed point holds for (0..255 scale), per span of
     /// values, when recorded.
     sigma_range: Option<Ranges>,
@@ -146,10 +148,11 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v > 0.0)
         .with_context(|| format!("{}: header lacks the model's sigma", path.display()))?;
-    let frame = if is_cnn(&h) {
-        crate::formats::checks::cnn_plan_from_header(path, &h)?.frame
+    let (frame, colours) = if is_cnn(&h) {
+        let plan = crate::formats::checks::cnn_plan_from_header(path, &h)?;
+        (plan.frame, plan.colours())
     } else {
-        Frame::PLAIN
+        (Frame::PLAIN, 1)
     };
     let graph = if is_graph(&h) {
         Some(crate::formats::checks::graph_plan_from_header(path, &h)?.0)
@@ -176,6 +179,7 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
         cnn: is_whole_image(&h),
         frame,
         graph,
+        colours,
         sigma_range,
         window,
         name: h.info(NAME).unwrap_or("the model").to_string(),
@@ -269,6 +273,7 @@ impl Sharer {
                 cnn: false,
                 frame: Frame::PLAIN,
                 graph: None,
+                colours: 1,
                 sigma_range: None,
                 window: None,
                 name: "the model".into(),
@@ -382,23 +387,68 @@ impl Sharer {
         &self.window
     }
 
-    /// The job `img` (named `name`) makes, its noise level and encoding: every check of an
-    /// image, drawing no randomness.
+    /// Refuses an image of `colours` planes for a model of another count, by name.
+    fn check_colours(&self, colours: usize, name: &str) -> Result<()> {
+        let facts = &self.facts;
+        match (colours, facts.colours) {
+            (a, b) if a == b => Ok(()),
+            (_, 1) if self.opts.model.is_none() => bail!(
+                "{name}: a colour image; colour images are shared for a colour CNN (--model \
+                 model.pub of a colour FFDNet), or give --as-gray to share its luma (BT.601)"
+            ),
+            (_, 1) => bail!(
+                "{name}: a colour image; the model ({}) is gray: give --as-gray to share its \
+                 luma (BT.601), or a colour model",
+                facts.name
+            ),
+            _ => bail!(
+                "{name}: a gray image; the model ({}) is colour ({} planes): give an RGB image, \
+                 or a gray model",
+                facts.name,
+                facts.colours
+            ),
+        }
+    }
+
+    /// The noise level of an image of `colours` planes stacked in `pixels`: a colour image
+    /// takes --sigma, or one --noise-map for its planes (the colour FFDNet has one map
+    /// channel, shared by the colours).
+    fn noise_of(&self, sigma: f64, pixels: &Array2<f64>, colours: usize) -> Result<NoiseLevel> {
+        let (a, facts) = (&self.opts, &self.facts);
+        if colours == 1 {
+            return a.noise.level(sigma, pixels, facts.frame.noise_map);
+        }
+        if a.noise.noise.is_some() {
+            bail!(
+                "--noise: signal-dependent noise gives each colour plane its own map, and {} \
+                 takes one map for its planes: give --sigma or one --noise-map",
+                facts.name
+            );
+        }
+        let plane = pixels.slice(ndarray::s![..pixels.nrows() / colours, ..]);
+        a.noise
+            .level(sigma, &plane.to_owned(), facts.frame.noise_map)
+    }
+
+    /// The job `img` (named `name`, `colours` planes stacked) makes, its noise level and
+    /// encoding: every check of an image, drawing no randomness.
     fn job(
         &self,
         img: &GrayImage,
+        colours: usize,
         scale: &ValueScale,
         name: &str,
     ) -> Result<(JobParams, NoiseLevel, Preprocess, f64)> {
         let (a, facts) = (&self.opts, &self.facts);
-        let (h, w) = img.pixels.dim();
+        self.check_colours(colours, name)?;
+        let (rows, w) = img.pixels.dim();
+        let h = rows / colours;
         let sigma = self.level(img, scale, name)?;
         // A noise-map model takes the level in its shared map: nothing to keep private.
         let derived = a.sigma.is_some_and(|s| scale.private_level(s));
         let private = derived && !facts.frame.noise_map;
-        let noise = a
-            .noise
-            .level(sigma, &img.pixels, facts.frame.noise_map)
+        let noise = self
+            .noise_of(sigma, &img.pixels, colours)
             .with_context(|| name.to_string())?;
         // With a per-pixel map the job records no noise level of the image's: --sigma might be
         // an estimate made from its pixels. The model's nominal sigma stands in (public).
@@ -425,6 +475,7 @@ impl Sharer {
             sigma: job_sigma,
             model_sigma: facts.sigma,
             private_pre: private,
+            colours,
         };
         job.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         if let Some(g) = &facts.graph {
@@ -436,7 +487,7 @@ impl Sharer {
 
     /// Checks that `img` can be shared, drawing no randomness.
     pub fn check(&self, img: &GrayImage, scale: &ValueScale, name: &str) -> Result<()> {
-        self.job(img, scale, name).map(|_| ())
+        self.job(img, 1, scale, name).map(|_| ())
     }
 
     /// Shares `img` (on `scale`) as a new job: writes `<out>.p0`, `<out>.p1` and `<out>.pub`.
@@ -447,9 +498,22 @@ impl Sharer {
         name: &str,
         out: &std::path::Path,
     ) -> Result<Shared> {
+        self.share_planes(img, 1, scale, name, out)
+    }
+
+    /// [`Sharer::share`] of an image of `colours` planes, stacked in `img` ((colours h) x w,
+    /// R over G over B): the shares hold the planes one after another, then the map.
+    pub fn share_planes(
+        &self,
+        img: &GrayImage,
+        colours: usize,
+        scale: &ValueScale,
+        name: &str,
+        out: &std::path::Path,
+    ) -> Result<Shared> {
         let facts = &self.facts;
-        let (job, noise, pre, sigma) = self.job(img, scale, name)?;
-        let (h, w) = img.pixels.dim();
+        let (job, noise, pre, sigma) = self.job(img, colours, scale, name)?;
+        let (h, w) = (job.height, job.width);
         let map = if facts.frame.noise_map {
             noise.stack_map(&facts.frame, h, w)
         } else {

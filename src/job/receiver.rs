@@ -191,10 +191,19 @@ pub fn combine_opened(
             p0.display()
         );
     }
-    // The geometry must be the one the job implies (it sizes everything the receiver does).
+    // The geometry must be the one the job implies (it sizes everything the receiver does):
+    // a colour CNN job's output is its planes stacked, (colours h) x w; an MLP runs gray.
     let g = o0.geometry;
+    if o0.job.colours != 1 && !is_cnn(&h0) {
+        bail!(
+            "{}: an MLP's output of a colour job ({} planes): colour jobs run on CNNs",
+            p0.display(),
+            o0.job.colours
+        );
+    }
+    let rows = o0.job.height * o0.job.colours;
     if !sane_output_patch(&g, &o0.job)
-        || g != Geometry::new(o0.job.height, o0.job.width, g.patch, o0.job.stride)
+        || g != Geometry::new(rows, o0.job.width, g.patch, o0.job.stride)
     {
         bail!(
             "{}: its geometry does not match its job parameters",

@@ -98,15 +98,6 @@ pub struct CnnPlan {
     /// the identity).
     #[serde(default)]
     pub frame: Frame,
-    /// Colour planes of the image (1 gray, 3 RGB). Not in a plan's file form: a gray plan's
-    /// bytes stay as they were, and `share-model` refuses a colour model until its shares
-    /// carry the count (issue 48).
-    #[serde(skip, default = "one_colour")]
-    pub colours: usize,
-}
-
-fn one_colour() -> usize {
-    1
 }
 
 impl CnnPlan {
@@ -129,9 +120,15 @@ impl CnnPlan {
             layers,
             residual: model.meta.residual,
             frame: model.frame,
-            colours: model.colours,
         };
         plan.check_shape()?;
+        if plan.colours() != model.colours {
+            return Err(format!(
+                "a model of {} colour plane(s) whose layers map {} planes",
+                model.colours,
+                plan.colours()
+            ));
+        }
         Ok(plan)
     }
 
@@ -147,6 +144,17 @@ impl CnnPlan {
             return Err("a layer carries weights in its public plan".into());
         }
         Ok(())
+    }
+
+    /// Colour planes of the images it takes (1 gray, 3 RGB): what its last layer gives, r*r
+    /// sub-images per plane. Implied by the shapes, so a plan's file form (a model share, a
+    /// header's `cnn_plan`) carries it without a field of its own, and a gray plan's bytes
+    /// stay as they were; [`CnnPlan::validate_public`] checks the first layer agrees.
+    pub fn colours(&self) -> usize {
+        self.layers
+            .last()
+            .map_or(1, |l| l.cout / self.frame.out_channels(1).max(1))
+            .max(1)
     }
 
     fn check_shape(&self) -> Result<(), String> {
@@ -179,17 +187,18 @@ impl CnnPlan {
             }
         }
         self.frame.validate()?;
-        if !matches!(self.colours, 1 | 3) {
-            return Err(format!("{} colour planes (1 or 3)", self.colours));
+        let colours = self.colours();
+        if !matches!(colours, 1 | 3) {
+            return Err(format!("{colours} colour planes (1 or 3)"));
         }
         let (cin, cout) = (
-            self.frame.in_channels_of(self.colours),
-            self.frame.out_channels(self.colours),
+            self.frame.in_channels_of(colours),
+            self.frame.out_channels(colours),
         );
         if self.layers[0].cin != cin || self.layers[nl - 1].cout != cout {
             return Err(format!(
                 "{} maps {cin} channel(s) to {cout}; this plan maps {} to {}",
-                describe_colour_frame(&self.frame, self.colours),
+                describe_colour_frame(&self.frame, colours),
                 self.layers[0].cin,
                 self.layers[nl - 1].cout
             ));
@@ -242,11 +251,12 @@ impl CnnPlan {
         h: usize,
         w: usize,
     ) -> (Vec<u64>, Vec<u64>, (usize, usize)) {
-        let (image, map) = input.split_at(self.colours * h * w);
-        let stack = self.frame.stack_input_of(self.colours, image, map, h, w);
+        let colours = self.colours();
+        let (image, map) = input.split_at(colours * h * w);
+        let stack = self.frame.stack_input_of(colours, image, map, h, w);
         let dims = self.frame.stack_dims(h, w);
         let resid = if self.residual {
-            stack[..self.frame.out_channels(self.colours) * dims.0 * dims.1].to_vec()
+            stack[..self.frame.out_channels(colours) * dims.0 * dims.1].to_vec()
         } else {
             Vec::new()
         };
@@ -256,7 +266,7 @@ impl CnnPlan {
     /// Values of a job's input for an h x w image: the image (its planes), then its noise
     /// map's.
     pub fn input_len(&self, h: usize, w: usize) -> usize {
-        self.colours * h * w + self.frame.map_len(h, w)
+        self.colours() * h * w + self.frame.map_len(h, w)
     }
 
     /// Channels of every activation map, input first.
@@ -385,7 +395,7 @@ fn run_in_blocks(plan: &CnnPlan, h: usize, w: usize, input: &[u64], target: usiz
         }
     }
     CnnOracleRun {
-        output: plan.frame.image_from_stack_of(plan.colours, &x, ih, iw),
+        output: plan.frame.image_from_stack_of(plan.colours(), &x, ih, iw),
         out_of_range,
     }
 }
@@ -407,7 +417,7 @@ pub fn denoise(
 ) -> (Array2<f64>, u64) {
     // A colour image's planes come stacked, (C*h) x w.
     let (rows, w) = image.dim();
-    let h = rows / plan.colours;
+    let h = rows / plan.colours();
     let r = run(plan, h, w, &encode_image(image, map, pre, plan.params.s));
     (
         decode_output(&r.output, rows, w, pre, plan.params.out_scale()),
@@ -507,7 +517,7 @@ mod tests {
             }
         }
         CnnOracleRun {
-            output: plan.frame.image_from_stack(&x, h, w),
+            output: plan.frame.image_from_stack_of(plan.colours(), &x, h, w),
             out_of_range,
         }
     }

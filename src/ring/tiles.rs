@@ -89,6 +89,14 @@ impl CnnPlan {
     /// The band of tile `tile` for an `h`-row image: the sub-image rows are cut into `count`
     /// bands of near-equal height. Every tile must get at least one row.
     pub fn band(&self, h: usize, tile: Tile) -> Result<Band, String> {
+        // A band's rows are cut from every colour plane; its input and output helpers take
+        // one plane (a colour job runs whole, untiled, for now).
+        if self.colours() != 1 {
+            return Err(format!(
+                "tiles of a colour ({} planes) image: a colour job runs untiled",
+                self.colours()
+            ));
+        }
         let f = self.frame.unshuffle;
         let (sh, _) = self.frame.stack_dims(h, 1);
         if tile.count > sh {

@@ -9,7 +9,7 @@ use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, W
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{is_cnn, public_cnn_plan, ImageShare, JobParams, OutputShare};
 use crate::formats::checks::{
-    check_cnn_job, check_noise_map, check_relu_batch, cnn_plan_from_header,
+    check_cnn_job, check_colours, check_noise_map, check_relu_batch, cnn_plan_from_header,
 };
 use crate::formats::container::Kind;
 use crate::model::geometry::Geometry;
@@ -84,6 +84,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     plan.check_image(h, w).map_err(|e| at(&f.image, e))?;
+    check_colours(&f.image, &is.job, &plan)?;
     check_noise_map(&f.image, &ih, &plan)?;
     // The dealer's plan (from the public header it was given) must be this share's.
     if !is_cnn(th) || cnn_plan_from_header(&f.triplets, th)? != public_cnn_plan(&plan) {
@@ -197,7 +198,9 @@ impl super::Runs for CnnJob {
             None => h,
         };
         // The output is image-sized: a geometry of 1x1 "patches" at stride 1 (canvas = image,
-        // every weight 1), so the receiver's checks apply unchanged.
+        // every weight 1), so the receiver's checks apply unchanged; a colour image's planes
+        // stacked, (colours h) x w.
+        let h = h * self.plan.colours();
         let one = PatchShape {
             input: 1,
             output: 1,

@@ -64,6 +64,13 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let t = open_triplets(&f, &mh, &ih, triplets)?;
     let (th, tr) = (&t.header, &t.stream);
     check_cnn_job(&f.image, &is.job, &mh)?;
+    if is.job.colours != 1 {
+        bail!(
+            "{}: a colour image ({} planes), but a CNN graph takes gray images",
+            f.image.display(),
+            is.job.colours
+        );
+    }
     if th.info("model_mask").is_some() || th.info("tile").is_some() {
         bail!(
             "{}: names a model mask or a tile, which CNN graph jobs do not use yet",

@@ -51,6 +51,14 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let mh = model.header.clone();
     let (ih, is): (Header, ImageShare) = image.read(Kind::ImageShare, Some(p))?;
     is.job.validate().map_err(|e| at(&f.image, e))?;
+    if is.job.colours != 1 {
+        bail!(
+            "{}: a colour image ({} planes); {} is an MLP's share, which takes gray images",
+            f.image.display(),
+            is.job.colours,
+            f.model.display()
+        );
+    }
     // The gateway scaled the image for the sigma* it was told (`--model`, `--model-sigma`):
     // for another, the network would see the noise at the wrong level (CNN jobs are checked
     // the same way, formats::checks).

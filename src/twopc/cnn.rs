@@ -201,7 +201,7 @@ pub fn run(
                     *o = (i << p.ws).wrapping_sub(*o);
                 }
             }
-            x = plan.frame.image_from_stack(&z, ih, iw);
+            x = plan.frame.image_from_stack_of(plan.colours(), &z, ih, iw);
         }
     }
     inp.rand.finish()?;

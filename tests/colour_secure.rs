@@ -1,0 +1,515 @@
+//! Colour jobs through the real binary (issue 48, items 1 and 3): share-model of a colour
+//! FFDNet, share-image of an RGB PNG or TIFF, gen-triplets, two `serve` processes over the
+//! TLS link, reconstruct back to RGB. The output shares add up to the CNN oracle on the very
+//! values the image shares hold, bit for bit, on both engines: for a colour FFDNet-shaped
+//! random network (8-bit PNG) and for the authors' colour model on a small crop (16-bit
+//! TIFF). And the refusals that keep gray and colour apart, named, before any randomness.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{bin, no_link_addr, ok, run, start_pair, wait_limit};
+use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
+use ppdenoise::formats::container::{Header, Kind};
+use ppdenoise::image::{load_picture, quantize_u8, ColourImage, Picture};
+use ppdenoise::model::cnn::{random_framed_cnn, Cnn, CnnMeta};
+use ppdenoise::model::frame::Frame;
+use ppdenoise::model::noise_map::NoiseLevel;
+use ppdenoise::model::preprocess::Preprocess;
+use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
+use ppdenoise::ring::share::Stream;
+
+mod common;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn refused(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "expected a refusal mentioning {needle:?}"
+    );
+    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
+}
+
+struct Dir {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        for n in ["s0", "s1"] {
+            ok(&[
+                "keygen",
+                "--name",
+                n,
+                "--out-dir",
+                &dir.join("keys").display().to_string(),
+            ]);
+        }
+        Dir { _tmp: tmp, dir }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `share-image --image IMAGE --sigma 25 --model MODEL.pub --out OUT` and `extra`.
+    fn share_image(&self, image: &str, model: &str, out: &str, extra: &[&str]) -> Output {
+        let (i, m, o) = (self.p(image), self.p(&format!("{model}.pub")), self.p(out));
+        let mut args = vec![
+            "share-image",
+            "--image",
+            &i,
+            "--sigma",
+            "25",
+            "--model",
+            &m,
+            "--out",
+            &o,
+        ];
+        args.extend(extra);
+        run(&args)
+    }
+
+    fn gen_triplets(&self, model: &str, image: &str, engine: &str) -> Output {
+        let (m, i, o) = (
+            self.p(&format!("{model}.pub")),
+            self.p(&format!("{image}.pub")),
+            self.p("triplets"),
+        );
+        run(&[
+            "gen-triplets",
+            "--model",
+            &m,
+            "--image",
+            &i,
+            "--out",
+            &o,
+            "--engine",
+            engine,
+        ])
+    }
+
+    /// `serve` of party `p`: model.p<p>, image.p<p>, triplets.p<p> -> out.p<p>.
+    fn spawn(&self, p: u8, addr: &[String]) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
+            .args(["--model", &self.p(&format!("model.p{p}"))])
+            .args(["--image", &self.p(&format!("image.p{p}"))])
+            .args(["--triplets", &self.p(&format!("triplets.p{p}"))])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .args(["--timeout", "60"])
+            .args(["--state-dir", &self.p("state")])
+            .args(["--out", &self.p(&format!("out.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+}
+
+fn wait(c: Child) -> Output {
+    wait_limit(c, Duration::from_secs(300))
+}
+
+const META: CnnMeta = CnnMeta {
+    sigma: 25.0,
+    residual: false,
+};
+
+/// An RGB pattern of `w` x `h` (8 bits).
+fn rgb_pattern(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |c, r| {
+        image::Rgb([
+            ((r * 19 + c * 3) % 256) as u8,
+            ((c * 15 + 40) % 256) as u8,
+            ((r * c * 7 + 90) % 256) as u8,
+        ])
+    })
+}
+
+/// The job of `noisy` (an RGB file) for colour model `m` through the binary on `engine`:
+/// share-image (as model.pub takes it), gen-triplets, both servers, reconstruct to `out`.
+/// Asserts the shares hold the image's planes and its one map, encoded as the oracle takes
+/// them, that the output shares add up to the oracle's output bit for bit, and that the
+/// receiver's RGB file is the oracle's image. Returns the receiver's image.
+fn secure_colour_job(d: &Dir, m: &Cnn, noisy: &str, engine: &str, out: &str) -> ColourImage {
+    let j = common::summary(&d.share_image(noisy, "model", "image", &[]), "share-image");
+    assert_eq!(j["colours"], 3, "{j}");
+    let o = d.gen_triplets("model", "image", engine);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr));
+    for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
+        assert!(
+            o.status.success(),
+            "{who} ({engine}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // What the image shares hold: the planes one after another, then the one map.
+    let (_, i0): (Header, ImageShare) =
+        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+    let (_, i1): (Header, ImageShare) =
+        load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+    let (h, w) = (i0.job.height, i0.job.width);
+    assert_eq!(i0.job.colours, 3);
+    let params = CnnFixed::for_model(m);
+    let plan = CnnPlan::from_cnn(m, params).unwrap();
+    assert_eq!(plan.colours(), 3);
+    let n = plan.input_len(h, w);
+    let enc: Vec<u64> = i0
+        .data
+        .materialise(Stream::ImageShare, n)
+        .unwrap()
+        .iter()
+        .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let Picture::Colour(src) = load_picture(d.path(noisy)).unwrap() else {
+        panic!("{noisy}: not colour")
+    };
+    assert_eq!((src.height(), src.width()), (h, w));
+    let map = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
+    let pre = Preprocess::identity();
+    assert_eq!(
+        enc,
+        ring_cnn::encode_image(&src.planes, &map, &pre, params.s),
+        "the gateway's encoding"
+    );
+    let orc = ring_cnn::run(&plan, h, w, &enc);
+    assert_eq!(orc.out_of_range, 0);
+    let (_, o0): (Header, OutputShare) =
+        load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+    let (_, o1): (Header, OutputShare) =
+        load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+    let secure: Vec<u64> = o0
+        .canvas
+        .iter()
+        .zip(&o1.canvas)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let diff = secure
+        .iter()
+        .zip(&orc.output)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(secure.len(), 3 * h * w);
+    assert_eq!(diff, 0, "{engine}: {diff} values differ from the oracle");
+    let j = ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--share0",
+        &d.p("out.p0"),
+        "--share1",
+        &d.p("out.p1"),
+        "--out",
+        &d.p(out),
+    ]);
+    assert_eq!(j["colours"], 3);
+    let Picture::Colour(got) = load_picture(d.path(out)).unwrap() else {
+        panic!("{out}: not written in colour")
+    };
+    let dec = ring_cnn::decode_output(&orc.output, 3 * h, w, &pre, params.out_scale());
+    assert_eq!(
+        got.bit_depth, src.bit_depth,
+        "written at the source's depth"
+    );
+    let want = ColourImage {
+        planes: dec,
+        bit_depth: src.bit_depth,
+        alpha: None,
+    };
+    // What the receiver wrote is the oracle's image at the file's precision.
+    want.save(d.path("want.tif")).unwrap();
+    let Picture::Colour(want) = load_picture(d.path("want.tif")).unwrap() else {
+        panic!("want.tif")
+    };
+    assert_eq!(got.planes, want.planes, "{engine}: the receiver's image");
+    got
+}
+
+/// A colour FFDNet-shaped random network (13 channels in: R, G, B's four sub-images and one
+/// map; 12 out), an odd-sided 8-bit RGB PNG: secure == oracle on both engines, and the RGB
+/// PNG reconstruct writes is `denoise --arith fixed`'s (the plaintext fixed point) exactly.
+#[test]
+fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
+    for engine in ["gmw", "gc"] {
+        let d = Dir::new();
+        let m = random_framed_cnn(&[13, 8, 8, 12], 3, 21, META, Frame::FFDNET);
+        assert_eq!(m.colours, 3);
+        m.save(&d.path("colour.npz")).unwrap();
+        let j = ok(&[
+            "share-model",
+            "--model",
+            &d.p("colour.npz"),
+            "--out",
+            &d.p("model"),
+        ]);
+        assert_eq!(j["colours"], 3);
+        rgb_pattern(17, 13).save(d.path("noisy.png")).unwrap();
+        let got = secure_colour_job(&d, &m, "noisy.png", engine, "denoised.png");
+        assert_eq!(got.bit_depth, 8);
+        ok(&[
+            "denoise",
+            "--model",
+            &d.p("colour.npz"),
+            "--image",
+            &d.p("noisy.png"),
+            "--sigma",
+            "25",
+            "--arith",
+            "fixed",
+            "--out",
+            &d.p("fixed.png"),
+        ]);
+        let Picture::Colour(fixed) = load_picture(d.path("fixed.png")).unwrap() else {
+            panic!("fixed.png")
+        };
+        assert_eq!(
+            got.planes, fixed.planes,
+            "{engine}: secure and denoise --arith fixed"
+        );
+    }
+}
+
+/// The authors' colour FFDNet (FFDNet_Clip_color, converted by `make`) on a 24 x 20 crop of
+/// kodim01 with colour noise, as a 16-bit RGB TIFF: secure == oracle on both engines,
+/// written back as a 16-bit RGB TIFF, and it denoises.
+#[test]
+fn authors_colour_ffdnet_secure_is_bit_exact_on_both_engines() {
+    let weights = root().join("../shared/models/ffdnet/FFDNet_Clip_color.mat");
+    assert!(weights.exists(), "{}: absent", weights.display());
+    let npz = {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let st = Command::new("make")
+            .args(["-s", "out/ffdnet/clip-colour.npz"])
+            .current_dir(root())
+            .status()
+            .expect("run make");
+        assert!(st.success(), "make out/ffdnet/clip-colour.npz failed");
+        root().join("out/ffdnet/clip-colour.npz")
+    };
+    let m = Cnn::load(&npz).unwrap();
+    let file = root().join("../shared/data/kodak24/kodim01.png");
+    let Picture::Colour(full) = load_picture(&file).unwrap() else {
+        panic!("{}: not colour", file.display())
+    };
+    let (ch, cw, fh) = (20, 24, full.height());
+    let crop = ndarray::Array2::from_shape_fn((3 * ch, cw), |(r, x)| {
+        full.planes[[(r / ch) * fh + r % ch + 300, x + 400]]
+    });
+    for engine in ["gc", "gmw"] {
+        let d = Dir::new();
+        let clean = ColourImage {
+            planes: crop.clone(),
+            bit_depth: 8,
+            alpha: None,
+        };
+        clean.save(d.path("clean.png")).unwrap();
+        ok(&[
+            "add-noise",
+            "--image",
+            &d.p("clean.png"),
+            "--sigma",
+            "25",
+            "--seed",
+            "4",
+            "--out",
+            &d.p("noisy8.png"),
+        ]);
+        // The same noisy values at 16 bits (v * 257): the TIFF path and its depth.
+        let Picture::Colour(n8) = load_picture(d.path("noisy8.png")).unwrap() else {
+            panic!("noisy8.png")
+        };
+        ColourImage {
+            bit_depth: 16,
+            ..n8.clone()
+        }
+        .save(d.path("noisy.tif"))
+        .unwrap();
+        ok(&[
+            "share-model",
+            "--model",
+            &npz.display().to_string(),
+            "--out",
+            &d.p("model"),
+        ]);
+        let got = secure_colour_job(&d, &m, "noisy.tif", engine, "denoised.tif");
+        assert_eq!(got.bit_depth, 16);
+        let psnr = |x: &ndarray::Array2<f64>| ppdenoise::metrics::psnr(&crop, x, 255.0);
+        let (pn, pd) = (psnr(&n8.planes), psnr(&quantize_u8(&got.planes)));
+        eprintln!("{engine}: kodim01 crop, sigma 25: noisy {pn:.2} dB, secure {pd:.2} dB");
+        assert!(pd > pn + 3.0, "{engine}: {pd:.2} dB from noisy {pn:.2}");
+    }
+}
+
+/// Gray and colour kept apart, by name, before any randomness: share-image of a colour image
+/// for a gray model (and `--as-gray`, which converts, saying so) and of a gray image for a
+/// colour model; an RGBA image; gen-triplets and serve given a colour job for a gray model
+/// and the reverse; a job file from before colour jobs.
+#[test]
+fn gray_and_colour_are_refused_by_name() {
+    let d = Dir::new();
+    let colour = random_framed_cnn(&[13, 6, 12], 3, 5, META, Frame::FFDNET);
+    colour.save(&d.path("colour.npz")).unwrap();
+    let gray = random_framed_cnn(&[5, 6, 4], 3, 5, META, Frame::FFDNET);
+    gray.save(&d.path("gray.npz")).unwrap();
+    for (npz, out) in [("colour.npz", "model"), ("gray.npz", "graym")] {
+        ok(&["share-model", "--model", &d.p(npz), "--out", &d.p(out)]);
+    }
+    rgb_pattern(10, 8).save(d.path("rgb.png")).unwrap();
+    image::GrayImage::from_fn(10, 8, |x, y| image::Luma([(x * 20 + y) as u8]))
+        .save(d.path("gray.png"))
+        .unwrap();
+    let none_written = |out: &str| {
+        for e in ["p0", "p1", "pub"] {
+            assert!(!d.path(&format!("{out}.{e}")).exists(), "{out}.{e} written");
+        }
+    };
+    // share-image: a colour image for the gray model, a gray one for the colour model.
+    refused(
+        &d.share_image("rgb.png", "graym", "x", &[]),
+        "a colour image; the model (gray) is gray",
+    );
+    none_written("x");
+    refused(
+        &d.share_image("gray.png", "model", "x", &[]),
+        "a gray image; the model (colour) is colour (3 planes)",
+    );
+    none_written("x");
+    // --as-gray converts the colour image for the gray model and says so.
+    let o = run(&[
+        "--as-gray",
+        "share-image",
+        "--image",
+        &d.p("rgb.png"),
+        "--sigma",
+        "25",
+        "--model",
+        &d.p("graym.pub"),
+        "--out",
+        &d.p("luma"),
+    ]);
+    let j = common::summary(&o, "share-image --as-gray");
+    assert_eq!(j["colours"], 1);
+    assert!(
+        j["as_gray"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("rgb.png (RGB, 8 bits)"),
+        "{j}"
+    );
+    // RGBA: the alpha is pixel data, refused rather than sent anywhere.
+    image::RgbaImage::from_pixel(6, 4, image::Rgba([1, 2, 3, 4]))
+        .save(d.path("rgba.png"))
+        .unwrap();
+    refused(
+        &d.share_image("rgba.png", "model", "x", &[]),
+        "RGBA, 8 bits",
+    );
+    none_written("x");
+    // A colour job dealt for the gray model, a gray job for the colour model: refused by
+    // the dealer before it draws anything.
+    common::summary(&d.share_image("rgb.png", "model", "image", &[]), "share");
+    refused(
+        &d.gen_triplets("graym", "image", "gmw"),
+        "a colour (3 planes) image, but this CNN takes gray images",
+    );
+    assert!(!d.path("triplets.p0").exists());
+    refused(
+        &d.gen_triplets("model", "luma", "gmw"),
+        "a gray image, but this CNN takes colour (3 planes) images",
+    );
+    assert!(!d.path("triplets.p0").exists());
+    // serve: the gray model's share given the colour job is refused by the job's binding to
+    // its model; behind it, a job of the colour model that says gray (its S0 share
+    // rewritten) is refused by name before the link.
+    let o = d.gen_triplets("model", "image", "gmw");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (mut h, mut body): (Header, ImageShare) =
+        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+    body.job.colours = 1;
+    for (k, v) in h.info.iter_mut() {
+        if k == "job" {
+            *v = serde_json::to_string(&body.job).unwrap();
+        }
+    }
+    ppdenoise::formats::container::write(
+        &d.path("image.p0"),
+        &h,
+        &body,
+        ppdenoise::formats::container::Seal::new(None, None),
+    )
+    .unwrap();
+    refused(
+        &wait(d.spawn(0, &no_link_addr())),
+        "a gray image, but this CNN takes colour (3 planes) images",
+    );
+    assert!(!d.path("out.p0").exists());
+    // A job file of version 8 (before jobs named their colours): refused by name.
+    let mut bytes = std::fs::read(d.path("image.p1")).unwrap();
+    bytes[8..10].copy_from_slice(&8u16.to_le_bytes());
+    std::fs::write(d.path("old.p1"), &bytes).unwrap();
+    refused(
+        &run(&["inspect", &d.p("old.p1")]),
+        "lacks the image's colour planes: share the image again",
+    );
+}
+
+/// `share-image` of a colour image refuses what a colour job cannot take, by name: a
+/// --window, signal-dependent --noise, a colour image without a colour model.
+#[test]
+fn colour_share_options_are_refused_by_name() {
+    let d = Dir::new();
+    let colour = random_framed_cnn(&[13, 6, 12], 3, 5, META, Frame::FFDNET);
+    colour.save(&d.path("colour.npz")).unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("colour.npz"),
+        "--out",
+        &d.p("model"),
+    ]);
+    rgb_pattern(10, 8).save(d.path("rgb.png")).unwrap();
+    refused(
+        &d.share_image("rgb.png", "model", "x", &["--window", "10:200"]),
+        "takes its full range",
+    );
+    refused(
+        &d.share_image(
+            "rgb.png",
+            "model",
+            "x",
+            &["--noise", "poisson-gaussian:1,4"],
+        ),
+        "one map for its planes",
+    );
+    let o = run(&[
+        "share-image",
+        "--image",
+        &d.p("rgb.png"),
+        "--sigma",
+        "25",
+        "--out",
+        &d.p("x"),
+    ]);
+    refused(&o, "colour images are shared for a colour CNN");
+    assert!(!Path::new(&d.p("x.p0")).exists());
+}
