@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::gateway::ShareOpts;
@@ -24,8 +26,29 @@ pub struct ShareStudyArgs {
     /// frame a slice, written back by `reconstruct --study` as one object. Hidden files are
     /// not read; DICOM objects that are not images (a structured report, a presentation
     /// state) are skipped with a line each; any other file is refused.
-    #[arg(long = "in", value_name = "DIR|DICOMDIR|FILE")]
-    pub input: PathBuf,
+    #[arg(
+        long = "in",
+        value_name = "DIR|DICOMDIR|FILE",
+        required_unless_present = "from",
+        conflicts_with = "from"
+    )]
+    pub input: Option<PathBuf>,
+    /// The archive to take the study from instead: dicomweb:URL, its DICOMweb root (docs/pacs.md).
+    /// The series is listed with QIDO-RS and every instance fetched with WADO-RS into
+    /// --fetched, then shared as --in shares a folder; nothing is shared unless every
+    /// instance came whole.
+    #[arg(long, value_name = "dicomweb:URL", requires = "study_uid")]
+    pub from: Option<String>,
+    /// With --from: the study's Study Instance UID.
+    #[arg(long = "study", value_name = "UID", requires = "from")]
+    pub study_uid: Option<String>,
+    /// With --from: the new folder the fetched instances are kept in, the receiver's alone
+    /// like the sources file (`reconstruct --study` makes the derived series from these very
+    /// files). Default: <out>.fetched, beside the study folder.
+    #[arg(long, value_name = "DIR", requires = "from")]
+    pub fetched: Option<PathBuf>,
+    #[command(flatten)]
+    pub archive: super::pacs::ArchiveArgs,
     /// Which series of the export to share: its SeriesInstanceUID or Series Number
     /// (`inspect --series DIR` lists them). Needed when the input holds several.
     #[arg(long, value_name = "UID|NUMBER")]
@@ -101,14 +124,73 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         );
     }
     let sharer = a.opts.sharer()?;
+    let (Some(from), Some(study_uid)) = (&a.from, &a.study_uid) else {
+        let study = ShareStudy {
+            input: a.input.expect("clap: --in or --from"),
+            series: a.series,
+            out: a.out,
+            sources: a.sources,
+            quiet: a.quiet,
+        };
+        return crate::study::share::share_study(&study, &sharer);
+    };
+    // The archive's series fetched whole into a new folder, then shared as a folder is.
+    let client = a.archive.client(from, "--from")?;
+    let fetched = a.fetched.clone().unwrap_or_else(|| {
+        let mut f = a.out.clone().into_os_string();
+        f.push(".fetched");
+        PathBuf::from(f)
+    });
+    let t = Instant::now();
+    let mut got = None;
+    crate::fileio::atomic::new_folder(&fetched, |dir| {
+        got = Some(crate::pacs::pull::fetch_series(
+            &client,
+            study_uid,
+            a.series.as_deref(),
+            dir,
+            a.quiet,
+        )?);
+        Ok(())
+    })
+    .with_context(|| format!("--from {}: nothing shared", client.url))?;
+    let got = got.expect("filled");
+    let fetch_seconds = t.elapsed().as_secs_f64();
     let study = ShareStudy {
-        input: a.input,
-        series: a.series,
+        input: fetched.clone(),
+        series: None,
         out: a.out,
         sources: a.sources,
         quiet: a.quiet,
     };
-    crate::study::share::share_study(&study, &sharer)
+    let mut s = match crate::study::share::share_study(&study, &sharer) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing shared: the copy of the study goes too.
+            let _ = std::fs::remove_dir_all(&fetched);
+            return Err(e);
+        }
+    };
+    s.lines.insert(
+        0,
+        format!(
+            "fetched series {} of study {study_uid} from {}: {} instances, {} bytes in {fetch_seconds:.2} s, into {} (the receiver's)",
+            got.series_uid,
+            client.url,
+            got.instances,
+            got.bytes,
+            fetched.display()
+        ),
+    );
+    if let Some(m) = s.json.as_object_mut() {
+        m.insert(
+            "archive".into(),
+            serde_json::json!({"url": client.url.to_string(), "study_uid": study_uid,
+                "series_uid": got.series_uid, "instances": got.instances, "bytes": got.bytes,
+                "fetched": fetched, "seconds": fetch_seconds}),
+        );
+    }
+    Ok(s)
 }
 
 pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {

@@ -1,0 +1,663 @@
+//! The hospital's archive at both ends (issue 49), against a real Orthanc (`make pacs-test`
+//! installs it and its DICOMweb plugin from the distribution's packages): a signed 16-bit CT
+//! series (pydicom's CT_small made a noisy series) is uploaded, taken out with `share-study
+//! --from dicomweb:` (QIDO-RS, WADO-RS), denoised by the two servers, and filed back with
+//! `reconstruct --to dicomweb:` (STOW-RS); Orthanc's REST API must then hold one new series in
+//! the source study, its instances as many as the source's, derived, their pixels those of
+//! the local files and of the plaintext fixed-point oracle; a second filing adds nothing. The
+//! archive's mistakes (unreachable, wrong credentials, no such study) are refused naming the
+//! URL and the cause, with nothing shared or filed. Each test starts its own Orthanc, on free
+//! ports, with authentication on, and stops it.
+//!
+//! Without Orthanc (a plain `cargo test` on a machine without the package) the tests say so
+//! and pass; `make pacs-test` sets PPDENOISE_PACS_REQUIRED, which makes a missing Orthanc a
+//! failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, ok, run, start_pair, wait_limit};
+
+mod common;
+
+/// Where the distribution's package puts the DICOMweb plugin (ORTHANC_DICOMWEB_PLUGIN
+/// overrides it).
+const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+const USER: (&str, &str) = ("gateway", "test-password-1");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Orthanc and its plugin, or None (with a line) when they are not installed and not
+/// required.
+fn orthanc_installed() -> Option<PathBuf> {
+    let plugin = std::env::var_os("ORTHANC_DICOMWEB_PLUGIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PLUGIN));
+    let found = Command::new("Orthanc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && plugin.is_file();
+    if found {
+        return Some(plugin);
+    }
+    assert!(
+        std::env::var_os("PPDENOISE_PACS_REQUIRED").is_none(),
+        "Orthanc or its DICOMweb plugin ({}) is not installed (make pacs-test installs them)",
+        plugin.display()
+    );
+    eprintln!(
+        "skipped: Orthanc or its DICOMweb plugin is not installed here (`make pacs-test` \
+         installs them from the distribution's packages)"
+    );
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running Orthanc of the test's own, stopped (by its process id) when dropped.
+struct Orthanc {
+    child: Child,
+    http: u16,
+}
+
+impl Orthanc {
+    fn start(dir: &Path, plugin: &Path) -> Orthanc {
+        let db = dir.join("orthanc-db");
+        std::fs::create_dir_all(&db).unwrap();
+        let (http, dicom) = (free_port(), free_port());
+        let config = serde_json::json!({
+            "Name": "ppdenoise-test",
+            "StorageDirectory": db, "IndexDirectory": db,
+            "HttpPort": http, "DicomPort": dicom, "DicomAet": "TESTPACS",
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": true,
+            "RegisteredUsers": { USER.0: USER.1 },
+            "Plugins": [plugin],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+        });
+        let cfg = dir.join("orthanc.json");
+        std::fs::write(&cfg, config.to_string()).unwrap();
+        let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
+        let child = Command::new("Orthanc")
+            .arg(&cfg)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start Orthanc");
+        let mut o = Orthanc { child, http };
+        let t = Instant::now();
+        loop {
+            if o.get("/system").is_ok_and(|(st, _)| st == 200) {
+                break;
+            }
+            if let Some(st) = o.child.try_wait().unwrap() {
+                panic!(
+                    "Orthanc ended ({st}): {}",
+                    std::fs::read_to_string(dir.join("orthanc.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "Orthanc never answered"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (_, plugins) = o.get("/plugins").unwrap();
+        assert!(plugins.to_string().contains("dicom-web"), "{plugins}");
+        o
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// The archive as ppdenoise names it.
+    fn dicomweb(&self) -> String {
+        format!("dicomweb:{}", self.url("/dicom-web/"))
+    }
+
+    fn auth() -> String {
+        use base64::Engine;
+        let up = format!("{}:{}", USER.0, USER.1);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(up)
+        )
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into()
+    }
+
+    /// `GET path` of the REST API: its status and its JSON (Null when it is not JSON).
+    fn get(&self, path: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
+        let (st, body) = self.get_bytes(path)?;
+        Ok((st, serde_json::from_slice(&body).unwrap_or_default()))
+    }
+
+    fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>), ureq::Error> {
+        let mut r = Self::agent()
+            .get(self.url(path))
+            .header("Authorization", Self::auth())
+            .call()?;
+        let st = r.status().as_u16();
+        let body = r.body_mut().with_config().limit(1 << 30).read_to_vec()?;
+        Ok((st, body))
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        let (st, v) = self.get(path).unwrap();
+        assert_eq!(st, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> serde_json::Value {
+        let mut r = Self::agent()
+            .post(self.url(path))
+            .header("Authorization", Self::auth())
+            .send(body)
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "POST {path}");
+        serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+    }
+
+    /// Orthanc's ids of the series of the study of UID `study`.
+    fn series_of(&self, study: &str) -> Vec<serde_json::Value> {
+        let q = serde_json::json!({"Level": "Series", "Expand": true,
+            "Query": {"StudyInstanceUID": study}});
+        match self.post("/tools/find", q.to_string().as_bytes()) {
+            serde_json::Value::Array(a) => a,
+            v => panic!("{v}"),
+        }
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> PathBuf {
+    root().join(".venv-dicom/bin/python")
+}
+
+/// A noisy signed 16-bit CT series of `n` slices from pydicom's CT_small, in `out`.
+fn ct_series(out: &Path, n: usize) -> PathBuf {
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "from pydicom.data import get_testdata_file as g; print(g('CT_small.dcm'))",
+        ])
+        .output()
+        .expect("run .venv-dicom/bin/python (make dicom-testdata)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let clean = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let o = Command::new(python())
+        .arg(root().join("scripts/noisy-series.py"))
+        .args([&clean, &s(out), "--slices", &n.to_string(), "--sigma", "20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(clean)
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Uploads every file of `dir` to Orthanc: the source study's UID.
+fn upload(o: &Orthanc, dir: &Path) -> String {
+    let mut study = None;
+    for f in files(dir) {
+        let r = o.post("/instances", &std::fs::read(&f).unwrap());
+        assert_eq!(r["Status"], "Success", "{r}");
+        study = Some(r["ParentStudy"].as_str().unwrap().to_string());
+    }
+    let st = o.json(&format!("/studies/{}", study.unwrap()));
+    st["MainDicomTags"]["StudyInstanceUID"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `serve --study` of party `p` (model shares `model.p<p>`, keys in `keys/`).
+fn serve(dir: &Path, study: &Path, p: u8, addr: &[String]) -> Child {
+    let audit = dir.join(format!("audit-s{p}.jsonl"));
+    let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+    let f = |n: &str| s(&dir.join(n));
+    Command::new(bin())
+        .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+        .arg("--insecure-unsigned")
+        .args(["--model", &f(&format!("model.p{p}"))])
+        .args(["--study", &s(study)])
+        .args(["--key", &f(&format!("keys/{me}.key"))])
+        .args(["--cert", &f(&format!("keys/{me}.crt"))])
+        .args(["--peer-cert", &f(&format!("keys/{peer}.crt"))])
+        .args(addr)
+        .args(["--timeout", "60"])
+        .args(["--state-dir", &f(&format!("state{p}"))])
+        .args(["--audit", &s(&audit)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Orthanc -> share-study --from -> gen-triplets -> two servers -> reconstruct --to ->
+/// Orthanc: one new series in the source study, whole, derived, and the oracle's pixels; a
+/// second filing of the same series adds nothing.
+#[test]
+fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_series() {
+    let Some(plugin) = orthanc_installed() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let pacs = Orthanc::start(d, &plugin);
+    let series = d.join("ct");
+    ct_series(&series, 3);
+    let source = files(&series);
+    let study_uid = upload(&pacs, &series);
+    assert_eq!(pacs.series_of(&study_uid).len(), 1);
+    let auth = d.join("archive.auth");
+    std::fs::write(&auth, format!("basic:{}:{}\n", USER.0, USER.1)).unwrap();
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &s(&d.join("keys"))]);
+    }
+    ok(&[
+        "share-model",
+        "--model",
+        &s(&root().join("fixtures/default-model.npz")),
+        "--out",
+        &s(&d.join("model")),
+    ]);
+    let (study, out, model) = (d.join("study"), d.join("derived"), s(&d.join("model.pub")));
+    // Each party's own audit file.
+    let (gw_audit, dealer_audit, rx_audit) = (
+        s(&d.join("audit-gateway.jsonl")),
+        s(&d.join("audit-dealer.jsonl")),
+        s(&d.join("audit-receiver.jsonl")),
+    );
+    let t = Instant::now();
+    let j = ok(&[
+        "share-study",
+        "--from",
+        &pacs.dicomweb(),
+        "--study",
+        &study_uid,
+        "--archive-auth-file",
+        &s(&auth),
+        "--out",
+        &s(&study),
+        "--sigma",
+        "20HU",
+        "--model",
+        &model,
+        "--quiet",
+        "--audit",
+        &gw_audit,
+    ]);
+    assert_eq!(j["slices"], source.len(), "{j}");
+    assert_eq!(j["archive"]["study_uid"], study_uid.as_str(), "{j}");
+    assert_eq!(j["archive"]["instances"], source.len(), "{j}");
+    let fetched = d.join("study.fetched");
+    assert_eq!(j["archive"]["fetched"], s(&fetched).as_str(), "{j}");
+    let fetch_s = j["archive"]["seconds"].as_f64().unwrap();
+    ok(&[
+        "gen-triplets",
+        "--study",
+        &s(&study),
+        "--model",
+        &model,
+        "--audit",
+        &dealer_audit,
+    ]);
+    let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
+    for o in pair.map(|c| wait_limit(c, Duration::from_secs(300))) {
+        assert!(o.status.success(), "serve --study: {}", stderr(&o));
+    }
+    let r = ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--study",
+        &s(&study),
+        "--out",
+        &s(&out),
+        "--to",
+        &pacs.dicomweb(),
+        "--archive-auth-file",
+        &s(&auth),
+        "--audit",
+        &rx_audit,
+    ]);
+    let whole_s = t.elapsed().as_secs_f64();
+    let file_s = r["filed"]["seconds"].as_f64().unwrap();
+    eprintln!(
+        "{} slices: archive -> archive {whole_s:.2} s, of which fetching {fetch_s:.3} s and \
+         filing {file_s:.3} s ({:.1}%)",
+        source.len(),
+        100.0 * (fetch_s + file_s) / whole_s
+    );
+    let new_uid = r["series_uid"].as_str().unwrap().to_string();
+    assert_eq!(r["filed"]["series_uid"], new_uid.as_str(), "{r}");
+    assert_eq!(r["filed"]["study_uid"], study_uid.as_str(), "{r}");
+
+    // What the archive holds now: the source series and one new one, in the same study.
+    let check = |when: &str| {
+        let all = pacs.series_of(&study_uid);
+        assert_eq!(all.len(), 2, "{when}: {all:?}");
+        let new: Vec<_> = all
+            .iter()
+            .filter(|x| x["MainDicomTags"]["SeriesInstanceUID"] == new_uid.as_str())
+            .collect();
+        assert_eq!(new.len(), 1, "{when}: {all:?}");
+        let ids = new[0]["Instances"].as_array().unwrap().clone();
+        assert_eq!(ids.len(), source.len(), "{when}: {:?}", new[0]);
+        ids
+    };
+    let ids = check("after reconstruct --to");
+    // The plaintext fixed-point oracle of the very files fetched.
+    let oracle = d.join("oracle");
+    ok(&[
+        "denoise",
+        "--image",
+        &s(&fetched),
+        "--arith",
+        "fixed",
+        "--sigma",
+        "20HU",
+        "--out",
+        &s(&oracle),
+    ]);
+    let mut seen = std::collections::BTreeMap::new();
+    for id in &ids {
+        let id = id.as_str().unwrap();
+        let tags = pacs.json(&format!("/instances/{id}/simplified-tags"));
+        assert!(
+            tags["ImageType"].as_str().unwrap().starts_with("DERIVED"),
+            "{tags}"
+        );
+        assert_eq!(tags["StudyInstanceUID"], study_uid.as_str());
+        assert_eq!(tags["Modality"], "CT");
+        let (st, bytes) = pacs.get_bytes(&format!("/instances/{id}/file")).unwrap();
+        assert_eq!(st, 200);
+        // Which local file: the one of this SOP Instance UID.
+        let sop = tags["SOPInstanceUID"].as_str().unwrap().to_string();
+        let local = files(&out)
+            .into_iter()
+            .find(|f| {
+                let o = dicom_object::open_file(f).unwrap();
+                o.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .trim_end_matches('\0')
+                    == sop
+            })
+            .expect("the archive's instance is one of the local files");
+        let got = d.join(format!("from-archive-{}.dcm", seen.len()));
+        std::fs::write(&got, &bytes).unwrap();
+        let name = local.file_name().unwrap();
+        let (a, b, c) = (
+            ppdenoise::image::load(&got).unwrap(),
+            ppdenoise::image::load(&local).unwrap(),
+            ppdenoise::image::load(oracle.join(name)).unwrap(),
+        );
+        assert_eq!(
+            a, b,
+            "{name:?}: the archive's pixels differ from the local file's"
+        );
+        assert_eq!(
+            a, c,
+            "{name:?}: the archive's pixels differ from the oracle's"
+        );
+        seen.insert(sop, ());
+    }
+    assert_eq!(seen.len(), source.len());
+
+    // Filed again (a receiver that died while filing re-runs it): nothing held twice.
+    let again = ok(&[
+        "file-series",
+        "--in",
+        &s(&out),
+        "--to",
+        &pacs.dicomweb(),
+        "--archive-auth-file",
+        &s(&auth),
+        "--quiet",
+        "--audit",
+        &rx_audit,
+    ]);
+    assert_eq!(again["filed"]["instances"], source.len(), "{again}");
+    assert_eq!(check("after file-series again"), ids);
+    let stats = pacs.json("/statistics");
+    assert_eq!(stats["CountInstances"], 2 * source.len(), "{stats}");
+
+    // The audit trail: one line per command in each party's file, with what it did.
+    let lines = |f: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(f).unwrap();
+        // Never a patient's name or ID, nor a path (the folders are the test's).
+        let patient = dicom_object::open_file(&source[0]).unwrap();
+        for tag in [
+            dicom_dictionary_std::tags::PATIENT_NAME,
+            dicom_dictionary_std::tags::PATIENT_ID,
+        ] {
+            let v = patient.element(tag).unwrap().to_str().unwrap();
+            let v = v.trim_end_matches(['\0', ' ']);
+            assert!(!v.is_empty());
+            assert!(!text.contains(v), "{f}: names the patient ({v}): {text}");
+        }
+        assert!(!text.contains(&s(d)), "{f}: names a path: {text}");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let hash = |p: &Path| {
+        blake3::hash(&std::fs::read(p).unwrap())
+            .to_hex()
+            .to_string()
+    };
+    let gw = lines(&gw_audit);
+    assert_eq!(gw.len(), 1);
+    let g = &gw[0];
+    assert_eq!(
+        (&g["command"], &g["party"], &g["result"]),
+        (&"share-study".into(), &"gateway".into(), &"ok".into()),
+        "{g}"
+    );
+    assert_eq!(g["study_id"], j["study_id"], "{g}");
+    assert_eq!(
+        g["archive"]["url"],
+        pacs.dicomweb().trim_end_matches('/'),
+        "{g}"
+    );
+    assert_eq!(g["archive"]["study_uid"], study_uid.as_str(), "{g}");
+    assert!(g["time"].as_str().unwrap().starts_with("20"), "{g}");
+    let roles = |v: &serde_json::Value, k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["role"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(roles(g, "inputs").contains(&"fetched".into()), "{g}");
+    assert!(roles(g, "inputs").contains(&"model".into()), "{g}");
+    for r in ["out", "sources", "binding"] {
+        assert!(roles(g, "outputs").contains(&r.into()), "{g}");
+    }
+    let dl = lines(&dealer_audit);
+    assert_eq!(
+        (dl.len(), &dl[0]["party"], &dl[0]["result"]),
+        (1, &"dealer".into(), &"ok".into()),
+        "{dl:?}"
+    );
+    for p in 0..2 {
+        let sv = lines(&s(&d.join(format!("audit-s{p}.jsonl"))));
+        assert_eq!(sv.len(), 1);
+        assert_eq!(sv[0]["party"], format!("s{p}"), "{:?}", sv[0]);
+        assert_eq!(sv[0]["study_id"], j["study_id"], "{:?}", sv[0]);
+        // Its own and its peer's TLS certificate, by fingerprint.
+        assert_eq!(
+            roles(&sv[0], "certificates"),
+            ["cert", "peer-cert"],
+            "{:?}",
+            sv[0]
+        );
+    }
+    let rx = lines(&rx_audit);
+    assert_eq!(rx.len(), 2, "{rx:?}");
+    assert_eq!(
+        (&rx[0]["command"], &rx[0]["party"]),
+        (&"reconstruct".into(), &"receiver".into())
+    );
+    assert_eq!(rx[0]["series_uid"], new_uid.as_str());
+    assert_eq!(
+        rx[0]["filed"]["url"],
+        pacs.dicomweb().trim_end_matches('/'),
+        "{:?}",
+        rx[0]
+    );
+    assert_eq!(rx[0]["filed"]["study_uid"], study_uid.as_str());
+    // Every derived file, by its blake3.
+    let mut want: Vec<String> = files(&out).iter().map(|f| hash(f)).collect();
+    let mut got: Vec<String> = rx[0]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["role"] == "file")
+        .map(|o| o["blake3"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(rx[1]["command"], "file-series");
+}
+
+/// The archive's mistakes: each refused naming the URL and the cause, before anything is
+/// shared (no study folder, no sources, no fetched copy) or filed.
+#[test]
+fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_name() {
+    let Some(plugin) = orthanc_installed() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let pacs = Orthanc::start(d, &plugin);
+    let series = d.join("ct");
+    ct_series(&series, 2);
+    let study_uid = upload(&pacs, &series);
+    let (good, bad) = (d.join("good.auth"), d.join("bad.auth"));
+    std::fs::write(&good, format!("basic:{}:{}", USER.0, USER.1)).unwrap();
+    std::fs::write(&bad, format!("basic:{}:wrong", USER.0)).unwrap();
+    let closed = format!("dicomweb:http://127.0.0.1:{}/dicom-web", free_port());
+    let audit = d.join("audit.jsonl");
+    let share = |from: &str, study: &str, auth: &Path| {
+        run(&[
+            "share-study",
+            "--from",
+            from,
+            "--study",
+            study,
+            "--archive-auth-file",
+            &s(auth),
+            "--archive-retries",
+            "1",
+            "--out",
+            &s(&d.join("study")),
+            "--sigma",
+            "20HU",
+            "--audit",
+            &s(&audit),
+        ])
+    };
+    let unknown = "1.2.826.0.1.3680043.8.498.999";
+    let url = pacs.url("/dicom-web");
+    for (what, o, says) in [
+        (
+            "unreachable",
+            share(&closed, &study_uid, &good),
+            vec![
+                closed.trim_start_matches("dicomweb:"),
+                "Connection refused",
+                "after 2 tries",
+            ],
+        ),
+        (
+            "wrong credentials",
+            share(&pacs.dicomweb(), &study_uid, &bad),
+            vec![url.as_str(), "HTTP 401", "credentials"],
+        ),
+        (
+            "no such study",
+            share(&pacs.dicomweb(), unknown, &good),
+            vec![url.as_str(), unknown, "no such study"],
+        ),
+    ] {
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{what}: accepted");
+        for w in says {
+            assert!(e.contains(w), "{what}: {w:?} not in {e}");
+        }
+        assert!(e.contains("nothing shared"), "{what}: {e}");
+        for p in ["study", "study.fetched", "study.sources.json"] {
+            assert!(!d.join(p).exists(), "{what}: {p} was written");
+        }
+    }
+
+    // Each refusal audited as one, without its message (it names files).
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(
+            (&v["command"], &v["result"]),
+            (&"share-study".into(), &"error".into()),
+            "{v}"
+        );
+    }
+
+    // Filing with wrong credentials: refused by name, and nothing filed.
+    let o = run(&[
+        "file-series",
+        "--in",
+        &s(&series),
+        "--to",
+        &pacs.dicomweb(),
+        "--archive-auth-file",
+        &s(&bad),
+    ]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("HTTP 401") && e.contains(&url), "{e}");
+    assert!(e.contains("2 of 2 instances not filed"), "{e}");
+    assert_eq!(pacs.json("/statistics")["CountInstances"], 2);
+}
