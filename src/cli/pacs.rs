@@ -1,15 +1,15 @@
 //! The archive's options (`share-study --from`, `reconstruct --to`, `file-series`) and the
 //! `file-series` command, parsed here and run by [`crate::pacs`].
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
 use super::Summary;
 use crate::pacs::http::{Auth, Client, Options};
-use crate::pacs::ArchiveUrl;
+use crate::pacs::{push, ArchiveUrl};
 
 /// How to reach a DICOMweb archive.
 #[derive(Args, Clone, Default)]
@@ -78,49 +78,10 @@ pub struct FileSeriesArgs {
     pub archive: ArchiveArgs,
 }
 
-/// The DICOM files of the folder `dir`, by name.
-pub fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read the folder: {e}", dir.display()))?;
-    let mut files = Vec::new();
-    for e in rd {
-        let p = e?.path();
-        if p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("dcm")) {
-            files.push(p);
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: holds no .dcm file", dir.display());
-    }
-    Ok(files)
-}
-
-/// Files `files` into the archive `to` and says so: the lines and JSON fields of a summary.
-pub fn file_into(
-    archive: &ArchiveArgs,
-    to: &str,
-    files: &[PathBuf],
-    quiet: bool,
-) -> Result<(String, serde_json::Value)> {
-    let c = archive.client(to, "--to")?;
-    let t = Instant::now();
-    let f = crate::pacs::push::file_series(&c, files, quiet)?;
-    let secs = t.elapsed().as_secs_f64();
-    Ok((
-        format!(
-            "filed {} instances ({} bytes) into {} in {secs:.2} s: series {} of study {}",
-            f.instances, f.bytes, c.url, f.series_uid, f.study_uid
-        ),
-        serde_json::json!({"archive": c.url.to_string(), "study_uid": f.study_uid,
-            "series_uid": f.series_uid, "instances": f.instances, "bytes": f.bytes,
-            "seconds": secs}),
-    ))
-}
-
 pub fn file_series(a: FileSeriesArgs) -> Result<Summary> {
-    let files = dicom_files(&a.input)?;
-    let (line, filed) = file_into(&a.archive, &a.to, &files, a.quiet)?;
+    let files = push::dicom_files(&a.input)?;
+    let c = a.archive.client(&a.to, "--to")?;
+    let (line, filed) = push::file_into(&c, &files, a.quiet)?;
     Ok(Summary {
         lines: vec![line],
         json: serde_json::json!({"ok": true, "command": "file-series", "filed": filed}),

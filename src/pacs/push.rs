@@ -60,6 +60,44 @@ pub struct Filed {
     pub bytes: u64,
 }
 
+/// The DICOM files of the folder `dir`, by name.
+pub fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| anyhow!("{}: cannot read the folder: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for e in rd {
+        let p = e?.path();
+        if p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("dcm")) {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: holds no .dcm file", dir.display());
+    }
+    Ok(files)
+}
+
+/// Files `files` into the archive of `c` and says so: the line and JSON field of a summary.
+pub fn file_into(
+    c: &Client,
+    files: &[PathBuf],
+    quiet: bool,
+) -> Result<(String, serde_json::Value)> {
+    let t = std::time::Instant::now();
+    let f = file_series(c, files, quiet)?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok((
+        format!(
+            "filed {} instances ({} bytes) into {} in {secs:.2} s: series {} of study {}",
+            f.instances, f.bytes, c.url, f.series_uid, f.study_uid
+        ),
+        serde_json::json!({"archive": c.url.to_string(), "study_uid": f.study_uid,
+            "series_uid": f.series_uid, "instances": f.instances, "bytes": f.bytes,
+            "seconds": secs}),
+    ))
+}
+
 /// Files the DICOM `files` (one series of one study) into the archive.
 pub fn file_series(c: &Client, files: &[PathBuf], quiet: bool) -> Result<Filed> {
     if files.is_empty() {
