@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::Summary;
@@ -26,13 +26,19 @@ pub struct ArchiveArgs {
     #[arg(long, value_name = "FILE")]
     pub archive_ca: Option<PathBuf>,
     /// Seconds one request to the archive may take, connection to last byte.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub archive_timeout: u64,
     /// How many times a request that may pass (a dropped connection, a timeout, HTTP 408,
     /// 429 or 5xx) is tried again, waiting 0.25 s, then twice as long each time (4 s at most).
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(0..=10))]
     pub archive_retries: u32,
+    /// Allow a plain http:// archive on another machine (without credentials): the study's
+    /// pixels and headers then cross the network in the clear. Off: only https, or http on
+    /// this machine.
+    #[arg(long)]
+    pub archive_insecure_http: bool,
 }
 
 impl ArchiveArgs {
@@ -40,9 +46,6 @@ impl ArchiveArgs {
     /// credentials read.
     pub fn client(&self, url: &str, what: &str) -> Result<Client> {
         let url = ArchiveUrl::parse(url, what)?;
-        if self.archive_timeout == 0 {
-            bail!("--archive-timeout 0: give a number of seconds");
-        }
         let auth = match (&self.archive_auth_env, &self.archive_auth_file) {
             (Some(v), _) => Some(Auth::from_env(v)?),
             (_, Some(f)) => Some(Auth::from_file(f)?),
@@ -55,6 +58,7 @@ impl ArchiveArgs {
                 ca: self.archive_ca.clone(),
                 timeout: Duration::from_secs(self.archive_timeout),
                 retries: self.archive_retries,
+                insecure_http: self.archive_insecure_http,
             },
         )
     }
@@ -65,7 +69,7 @@ impl ArchiveArgs {
 /// (the same instances, so the archive does not hold them twice).
 #[derive(Args)]
 pub struct FileSeriesArgs {
-    /// The folder of the series' DICOM files (every .dcm file in it).
+    /// The folder of the series' DICOM files (every regular file in it with DICM at byte 128, whatever its name).
     #[arg(long = "in", value_name = "DIR")]
     pub input: PathBuf,
     /// The archive: dicomweb:URL (its DICOMweb root).

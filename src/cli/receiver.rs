@@ -319,7 +319,16 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             a.out.display()
         );
     }
-    let files = crate::pacs::push::dicom_files(&a.out)?;
+    // The very files it wrote (their sources' names, with or without an extension).
+    let files: Vec<PathBuf> = s.json["files"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| f.as_str())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
     let (line, filed) = crate::pacs::push::file_into(&client, &files, false)
         .with_context(|| format!("the derived series is written to {}", a.out.display()))?;
     s.lines.push(line);
