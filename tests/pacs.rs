@@ -221,6 +221,24 @@ fn ct_series(out: &Path, n: usize) -> PathBuf {
     PathBuf::from(clean)
 }
 
+/// A structured report made from the slice `like` (its patient, study and series; no Rows,
+/// Columns or Pixel Data; a new SOP Instance UID), written to `out`.
+fn not_an_image(like: &Path, out: &Path) {
+    let code = "import sys, pydicom\n\
+        from pydicom.uid import generate_uid\n\
+        d = pydicom.dcmread(sys.argv[1])\n\
+        for k in [k for k in d.keys() if k.group == 0x0028] + [0x7FE00010]:\n    del d[k]\n\
+        d.SOPClassUID = d.file_meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.88.11'\n\
+        d.SOPInstanceUID = d.file_meta.MediaStorageSOPInstanceUID = generate_uid()\n\
+        d.Modality = 'SR'\n\
+        d.save_as(sys.argv[2])\n";
+    let o = Command::new(python())
+        .args(["-c", code, &s(like), &s(out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -286,6 +304,9 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
     let series = d.join("ct");
     ct_series(&series, 3);
     let source = files(&series);
+    // And a non-image object of the same series (a structured report): fetched, skipped by
+    // share-study with a line naming its file, which no audit line may carry.
+    not_an_image(&source[0], &series.join("report.dcm"));
     let study_uid = upload(&pacs, &series);
     assert_eq!(pacs.series_of(&study_uid).len(), 1);
     let auth = d.join("archive.auth");
@@ -328,7 +349,8 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
     ]);
     assert_eq!(j["slices"], source.len(), "{j}");
     assert_eq!(j["archive"]["study_uid"], study_uid.as_str(), "{j}");
-    assert_eq!(j["archive"]["instances"], source.len(), "{j}");
+    assert_eq!(j["archive"]["instances"], source.len() + 1, "{j}");
+    assert_eq!(j["skipped"].as_array().map(Vec::len), Some(1), "{j}");
     let fetched = d.join("study.fetched");
     assert_eq!(j["archive"]["fetched"], s(&fetched).as_str(), "{j}");
     let fetch_s = j["archive"]["seconds"].as_f64().unwrap();
@@ -460,7 +482,7 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
     assert_eq!(again["filed"]["instances"], source.len(), "{again}");
     assert_eq!(check("after file-series again"), ids);
     let stats = pacs.json("/statistics");
-    assert_eq!(stats["CountInstances"], 2 * source.len(), "{stats}");
+    assert_eq!(stats["CountInstances"], 2 * source.len() + 1, "{stats}");
 
     // The audit trail: one line per command in each party's file, with what it did.
     let lines = |f: &str| -> Vec<serde_json::Value> {
@@ -495,6 +517,7 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
         "{g}"
     );
     assert_eq!(g["study_id"], j["study_id"], "{g}");
+    assert_eq!(g["skipped"], 1, "{g}");
     assert_eq!(
         g["archive"]["url"],
         pacs.dicomweb().trim_end_matches('/'),
@@ -660,4 +683,176 @@ fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_
     assert!(e.contains("HTTP 401") && e.contains(&url), "{e}");
     assert!(e.contains("2 of 2 instances not filed"), "{e}");
     assert_eq!(pacs.json("/statistics")["CountInstances"], 2);
+}
+
+/// The fetched copy (whole DICOM headers) never lands inside the study folder, which the
+/// dealer and the servers get: `--out study/` keeps the default beside it (`study.fetched`,
+/// not `study/.fetched`), and a `--fetched` inside `--out` is refused before anything is
+/// fetched (no archive needed: the archive named here listens nowhere).
+#[test]
+fn the_fetched_copy_is_never_inside_the_study_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let closed = format!("dicomweb:http://127.0.0.1:{}/dicom-web", free_port());
+    let share = |out: &str, fetched: Option<&str>| {
+        let mut args = vec![
+            "share-study",
+            "--from",
+            &closed,
+            "--study",
+            "1.2.826.0.1.3680043.8.498.1",
+            "--archive-retries",
+            "0",
+            "--out",
+            out,
+            "--sigma",
+            "20HU",
+        ];
+        if let Some(f) = fetched {
+            args.extend(["--fetched", f]);
+        }
+        run(&args)
+    };
+    let study = s(&d.join("study"));
+    // A trailing slash: the default is beside the folder, so the fetch is tried (and fails
+    // on the closed port), never refused as inside.
+    let o = share(&format!("{study}/"), None);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("Connection refused") && !e.contains("inside"),
+        "{e}"
+    );
+    for (out, fetched) in [
+        (study.clone(), format!("{study}/fetched")),
+        (format!("{study}/"), format!("{study}/.fetched")),
+        (study.clone(), study.clone()),
+        (study.clone(), format!("{}/other/../study/x", s(d))),
+        (format!("{}/./study", s(d)), format!("{study}/a/b")),
+    ] {
+        let o = share(&out, Some(&fetched));
+        let e = stderr(&o);
+        assert!(
+            !o.status.success(),
+            "--out {out} --fetched {fetched}: accepted"
+        );
+        assert!(
+            e.contains("inside the study folder") && !e.contains("Connection refused"),
+            "--out {out} --fetched {fetched}: {e}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(d).unwrap().next().is_none(),
+        "something was written"
+    );
+}
+
+/// The archive's options checked before anything is done (no archive needed): the
+/// environment's proxy never used (it would see the patient's data and the credentials),
+/// plain http to another machine refused unless asked for (and a name merely starting with
+/// `127.` is another machine), credentials in a URL refused without echoing them, the
+/// timeout bounded, and an audit file that cannot be written failing the command before it
+/// has any effect.
+#[test]
+fn the_archive_options_are_checked_before_anything_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let study = s(&d.join("study"));
+    let closed = format!("dicomweb:http://127.0.0.1:{}/dicom-web", free_port());
+    let share = |from: &str, extra: &[&str], env: &[(&str, String)]| {
+        let mut c = Command::new(bin());
+        c.args([
+            "share-study",
+            "--from",
+            from,
+            "--study",
+            "1.2.826.0.1.3680043.8.498.1",
+            "--archive-retries",
+            "0",
+            "--archive-timeout",
+            "5",
+            "--out",
+            &study,
+            "--sigma",
+            "20HU",
+        ])
+        .args(extra);
+        for v in ["NO_PROXY", "no_proxy"] {
+            c.env_remove(v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+
+    // A proxy in the environment: the request goes straight to the (closed) archive.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = format!("http://{}", proxy.local_addr().unwrap());
+    let env: Vec<(&str, String)> = ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "http_proxy"]
+        .iter()
+        .map(|k| (*k, p.clone()))
+        .collect();
+    let o = share(&closed, &[], &env);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("Connection refused"), "{e}");
+    proxy.set_nonblocking(true).unwrap();
+    assert!(
+        proxy
+            .accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the request went through the environment's proxy"
+    );
+
+    for (from, extra, says) in [
+        (
+            "dicomweb:http://pacs.example/dw",
+            vec![],
+            "--archive-insecure-http",
+        ),
+        (
+            "dicomweb:http://127.example.org/dw",
+            vec![],
+            "--archive-insecure-http",
+        ),
+        (
+            "dicomweb:http://u:pa/ss@pacs.example/dw",
+            vec![],
+            "carries credentials",
+        ),
+        (
+            closed.as_str(),
+            vec!["--archive-timeout", "0"],
+            "archive-timeout",
+        ),
+        (
+            closed.as_str(),
+            vec!["--archive-timeout", "86401"],
+            "archive-timeout",
+        ),
+    ] {
+        let o = share(from, &extra, &[]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{from} {extra:?}: accepted");
+        assert!(e.contains(says), "{from} {extra:?}: {says:?} not in {e}");
+        assert!(!e.contains("pa/ss"), "{e}");
+    }
+
+    // An audit file that cannot be written: the command fails, and nothing is made.
+    let keys = d.join("keys");
+    let o = run(&[
+        "--audit",
+        &s(&d.join("no/such/folder/audit.jsonl")),
+        "keygen",
+        "--name",
+        "s0",
+        "--out-dir",
+        &s(&keys),
+    ]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("--audit") && e.contains("cannot open"), "{e}");
+    assert!(!keys.exists(), "keygen ran");
+    assert!(!d.join("study").exists());
 }

@@ -177,20 +177,26 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    // The audit file opened (to append) before the command runs: one that cannot be written
+    // fails the command before it has any effect.
     let audit = crate::audit::file(cli.audit.clone()).map(|f| {
         let args: Vec<String> = std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        (f, crate::audit::Plan::of(&args))
+        crate::audit::Trail::open(&f).map(|t| (t, crate::audit::Plan::of(&args)))
     });
-    let res = dispatch(cli.command, json, cli.quiet, cli.as_gray);
-    // The line is appended before the result is told: a command whose line could not be
-    // written fails.
-    let audited = audit.map_or(Ok(()), |(f, plan)| {
-        let line = crate::audit::line(&plan, res.as_ref().map(|s| &s.json).map_err(|_| ()));
-        crate::audit::append(&f, &line)
-    });
-    let res = res.and_then(|s| audited.map(|()| s));
+    let res = match audit {
+        Some(Err(e)) => Err(e),
+        Some(Ok((mut trail, plan))) => {
+            let res = dispatch(cli.command, json, cli.quiet, cli.as_gray);
+            // The line is appended before the result is told: a command whose line could not
+            // be written fails.
+            let line = crate::audit::line(&plan, res.as_ref().map(|s| &s.json).map_err(|_| ()));
+            let audited = trail.append(&line);
+            res.and_then(|s| audited.map(|()| s))
+        }
+        None => dispatch(cli.command, json, cli.quiet, cli.as_gray),
+    };
     match res {
         Ok(mut s) => {
             if json {

@@ -1,15 +1,15 @@
 //! The archive's options (`share-study --from`, `reconstruct --to`, `file-series`) and the
 //! `file-series` command, parsed here and run by [`crate::pacs`].
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::Summary;
 use crate::pacs::http::{Auth, Client, Options};
-use crate::pacs::ArchiveUrl;
+use crate::pacs::{push, ArchiveUrl};
 
 /// How to reach a DICOMweb archive.
 #[derive(Args, Clone, Default)]
@@ -26,13 +26,19 @@ pub struct ArchiveArgs {
     #[arg(long, value_name = "FILE")]
     pub archive_ca: Option<PathBuf>,
     /// Seconds one request to the archive may take, connection to last byte.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub archive_timeout: u64,
     /// How many times a request that may pass (a dropped connection, a timeout, HTTP 408,
     /// 429 or 5xx) is tried again, waiting 0.25 s, then twice as long each time (4 s at most).
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(0..=10))]
     pub archive_retries: u32,
+    /// Allow a plain http:// archive on another machine (without credentials): the study's
+    /// pixels and headers then cross the network in the clear. Off: only https, or http on
+    /// this machine.
+    #[arg(long)]
+    pub archive_insecure_http: bool,
 }
 
 impl ArchiveArgs {
@@ -40,9 +46,6 @@ impl ArchiveArgs {
     /// credentials read.
     pub fn client(&self, url: &str, what: &str) -> Result<Client> {
         let url = ArchiveUrl::parse(url, what)?;
-        if self.archive_timeout == 0 {
-            bail!("--archive-timeout 0: give a number of seconds");
-        }
         let auth = match (&self.archive_auth_env, &self.archive_auth_file) {
             (Some(v), _) => Some(Auth::from_env(v)?),
             (_, Some(f)) => Some(Auth::from_file(f)?),
@@ -55,6 +58,7 @@ impl ArchiveArgs {
                 ca: self.archive_ca.clone(),
                 timeout: Duration::from_secs(self.archive_timeout),
                 retries: self.archive_retries,
+                insecure_http: self.archive_insecure_http,
             },
         )
     }
@@ -65,7 +69,7 @@ impl ArchiveArgs {
 /// (the same instances, so the archive does not hold them twice).
 #[derive(Args)]
 pub struct FileSeriesArgs {
-    /// The folder of the series' DICOM files (every .dcm file in it).
+    /// The folder of the series' DICOM files (every regular file in it with DICM at byte 128, whatever its name).
     #[arg(long = "in", value_name = "DIR")]
     pub input: PathBuf,
     /// The archive: dicomweb:URL (its DICOMweb root).
@@ -78,49 +82,10 @@ pub struct FileSeriesArgs {
     pub archive: ArchiveArgs,
 }
 
-/// The DICOM files of the folder `dir`, by name.
-pub fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read the folder: {e}", dir.display()))?;
-    let mut files = Vec::new();
-    for e in rd {
-        let p = e?.path();
-        if p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("dcm")) {
-            files.push(p);
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: holds no .dcm file", dir.display());
-    }
-    Ok(files)
-}
-
-/// Files `files` into the archive `to` and says so: the lines and JSON fields of a summary.
-pub fn file_into(
-    archive: &ArchiveArgs,
-    to: &str,
-    files: &[PathBuf],
-    quiet: bool,
-) -> Result<(String, serde_json::Value)> {
-    let c = archive.client(to, "--to")?;
-    let t = Instant::now();
-    let f = crate::pacs::push::file_series(&c, files, quiet)?;
-    let secs = t.elapsed().as_secs_f64();
-    Ok((
-        format!(
-            "filed {} instances ({} bytes) into {} in {secs:.2} s: series {} of study {}",
-            f.instances, f.bytes, c.url, f.series_uid, f.study_uid
-        ),
-        serde_json::json!({"archive": c.url.to_string(), "study_uid": f.study_uid,
-            "series_uid": f.series_uid, "instances": f.instances, "bytes": f.bytes,
-            "seconds": secs}),
-    ))
-}
-
 pub fn file_series(a: FileSeriesArgs) -> Result<Summary> {
-    let files = dicom_files(&a.input)?;
-    let (line, filed) = file_into(&a.archive, &a.to, &files, a.quiet)?;
+    let files = push::dicom_files(&a.input)?;
+    let c = a.archive.client(&a.to, "--to")?;
+    let (line, filed) = push::file_into(&c, &files, a.quiet)?;
     Ok(Summary {
         lines: vec![line],
         json: serde_json::json!({"ok": true, "command": "file-series", "filed": filed}),

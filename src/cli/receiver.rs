@@ -311,7 +311,7 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     };
     // The archive's options checked (and its credentials read) before the study is put
     // together.
-    a.archive.client(to, "--to")?;
+    let client = a.archive.client(to, "--to")?;
     let mut s = crate::study::series::reconstruct_study(&out, dir, &keys)?;
     if s.json["series_uid"].is_null() {
         bail!(
@@ -319,8 +319,17 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
             a.out.display()
         );
     }
-    let files = super::pacs::dicom_files(&a.out)?;
-    let (line, filed) = super::pacs::file_into(&a.archive, to, &files, false)
+    // The very files it wrote (their sources' names, with or without an extension).
+    let files: Vec<PathBuf> = s.json["files"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| f.as_str())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let (line, filed) = crate::pacs::push::file_into(&client, &files, false)
         .with_context(|| format!("the derived series is written to {}", a.out.display()))?;
     s.lines.push(line);
     if let Some(m) = s.json.as_object_mut() {

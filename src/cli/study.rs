@@ -2,7 +2,7 @@
 //! --study`, `serve --study` and `reconstruct --study` share; parsed here, run by
 //! [`crate::study`].
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use std::time::Instant;
 
@@ -134,13 +134,20 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         };
         return crate::study::share::share_study(&study, &sharer);
     };
-    // The archive's series fetched whole into a new folder, then shared as a folder is.
+    // The archive's series fetched whole into a new folder, then shared as a folder is. The
+    // fetched copy holds whole DICOM headers: never inside the study folder, which goes to the
+    // dealer and the servers (`--out study/` once put it at study/.fetched).
+    let fetched = a.fetched.clone().unwrap_or_else(|| default_fetched(&a.out));
+    if inside(&fetched, &a.out)? {
+        bail!(
+            "--fetched {}: inside the study folder --out {}, which the dealer and the servers \
+             get; the fetched DICOM files (whole headers) must stay the receiver's: give a \
+             folder beside it",
+            fetched.display(),
+            a.out.display()
+        );
+    }
     let client = a.archive.client(from, "--from")?;
-    let fetched = a.fetched.clone().unwrap_or_else(|| {
-        let mut f = a.out.clone().into_os_string();
-        f.push(".fetched");
-        PathBuf::from(f)
-    });
     let t = Instant::now();
     let mut got = None;
     crate::fileio::atomic::new_folder(&fetched, |dir| {
@@ -191,6 +198,52 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         );
     }
     Ok(s)
+}
+
+/// Where `share-study --from` keeps the fetched instances by default: `<out>.fetched`, beside
+/// the study folder (a trailing slash of `out` dropped, as [`crate::formats::study::default_sources`]
+/// does).
+fn default_fetched(out: &Path) -> PathBuf {
+    let mut f = out.components().as_path().as_os_str().to_os_string();
+    f.push(".fetched");
+    PathBuf::from(f)
+}
+
+/// `p` made absolute and normalised: `.` and `..` taken out lexically, then the longest part
+/// that exists resolved (its links followed), the rest appended.
+fn resolved(p: &Path) -> Result<PathBuf> {
+    let abs = std::env::current_dir()
+        .context("the current folder")?
+        .join(p);
+    let mut norm = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                norm.pop();
+            }
+            c => norm.push(c),
+        }
+    }
+    let mut head = norm.clone();
+    let mut tail = Vec::new();
+    while !head.exists() {
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(n), Some(parent)) => {
+                tail.push(n);
+                head = parent.to_path_buf();
+            }
+            _ => return Ok(norm),
+        }
+    }
+    let mut r = head.canonicalize().unwrap_or(head);
+    r.extend(tail.iter().rev());
+    Ok(r)
+}
+
+/// Whether the folder `inner` is `outer` or inside it.
+fn inside(inner: &Path, outer: &Path) -> Result<bool> {
+    Ok(resolved(inner)?.starts_with(resolved(outer)?))
 }
 
 pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {

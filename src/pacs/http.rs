@@ -69,8 +69,27 @@ impl Auth {
         }
         let s = String::from_utf8(bytes)
             .map_err(|_| anyhow!("--archive-auth-file {}: not UTF-8", path.display()))?;
+        warn_if_readable(path);
         let line = s.lines().next().unwrap_or("");
         Auth::parse(line, &format!("--archive-auth-file {}", path.display()))
+    }
+}
+
+/// Warns when the credentials file is readable by others than its owner.
+fn warn_if_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: --archive-auth-file {}: the archive's credentials are readable \
+                     by others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
     }
 }
 
@@ -84,6 +103,8 @@ pub struct Options {
     pub timeout: Duration,
     /// How many times a request that may pass is tried again.
     pub retries: u32,
+    /// Whether plain http to another machine is allowed (patient data in the clear).
+    pub insecure_http: bool,
 }
 
 /// An answer: its status, content type and body (read up to the request's bound).
@@ -148,6 +169,12 @@ impl Client {
                  archive on this machine)"
             );
         }
+        if !url.tls() && !url.loopback() && !o.insecure_http {
+            bail!(
+                "{url}: patient data would cross the network in the clear; use https (or give \
+                 --archive-insecure-http, for a network where that is allowed)"
+            );
+        }
         if o.ca.is_some() && !url.tls() {
             bail!("--archive-ca: {url} is not https");
         }
@@ -156,7 +183,10 @@ impl Client {
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
-            .user_agent(concat!("ppdenoise/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("ppdenoise/", env!("CARGO_PKG_VERSION")))
+            // No proxy from the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY): a hospital
+            // proxy would see the patient's data and, over http, the credentials.
+            .proxy(None);
         if url.tls() {
             let tls = TlsConfig::builder()
                 .provider(TlsProvider::Rustls)
@@ -340,15 +370,25 @@ mod tests {
 
     #[test]
     fn credentials_never_go_over_plain_http_to_another_machine() {
-        let o = Options {
+        let mut o = Options {
             auth: Some(Auth::parse("basic:a:b", "f").unwrap()),
             ca: None,
             timeout: Duration::from_secs(1),
             retries: 0,
+            insecure_http: true,
         };
         let far = ArchiveUrl::parse("dicomweb:http://pacs.example/dw", "--from").unwrap();
+        let e = Client::new(far.clone(), &o).err().unwrap().to_string();
+        assert!(e.contains("credentials would cross"), "{e}");
+        let fake = ArchiveUrl::parse("dicomweb:http://127.example.org/dw", "--from").unwrap();
+        assert!(Client::new(fake, &o).is_err());
+        // Without credentials: plain http to another machine only when asked for.
+        o.auth = None;
+        assert!(Client::new(far.clone(), &o).is_ok());
+        o.insecure_http = false;
         let e = Client::new(far, &o).err().unwrap().to_string();
-        assert!(e.contains("in the clear"), "{e}");
+        assert!(e.contains("--archive-insecure-http"), "{e}");
+        o.auth = Some(Auth::parse("basic:a:b", "f").unwrap());
         let near = ArchiveUrl::parse("dicomweb:http://127.0.0.1:1/dw", "--from").unwrap();
         assert!(Client::new(near, &o).is_ok());
     }
@@ -368,6 +408,7 @@ mod tests {
             ca: None,
             timeout: Duration::from_secs(2),
             retries: 2,
+            insecure_http: false,
         };
         let c = Client::new(url, &o).unwrap();
         let u = format!("http://127.0.0.1:{port}/dw/studies");

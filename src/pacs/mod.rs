@@ -24,6 +24,15 @@ pub struct ArchiveUrl {
 impl ArchiveUrl {
     /// Parses `dicomweb:URL`; `what` names the option in errors.
     pub fn parse(s: &str, what: &str) -> Result<ArchiveUrl> {
+        // Credentials go in a file or a variable (--archive-auth-*), never in a URL that a
+        // process list, a shell history or an error shows: refused before anything echoes the
+        // option (an `@` anywhere, so that a password holding `/` is caught too).
+        if s.contains('@') && !s.starts_with("dimse:") {
+            bail!(
+                "{what}: the URL carries credentials (an `@`); give them with \
+                 --archive-auth-file or --archive-auth-env instead"
+            );
+        }
         let Some(url) = s.strip_prefix("dicomweb:") else {
             if s.starts_with("dimse:") {
                 bail!("{what} {s}: DIMSE archives are not supported yet; use dicomweb:URL");
@@ -40,14 +49,6 @@ impl ArchiveUrl {
         if host.is_empty() {
             bail!("{what} {s}: no host in the URL");
         }
-        // Credentials go in a file or a variable (--archive-auth-*), never in a URL that a
-        // process list, a shell history or an error shows.
-        if host.contains('@') {
-            bail!(
-                "{what}: the URL carries credentials; give them with --archive-auth-file or \
-                 --archive-auth-env instead"
-            );
-        }
         if url.contains('?') || url.contains('#') {
             bail!("{what} {s}: the DICOMweb root takes no query or fragment");
         }
@@ -61,15 +62,24 @@ impl ArchiveUrl {
         self.root.starts_with("https://")
     }
 
-    /// Whether the host is this machine (a loopback name or address).
-    pub fn loopback(&self) -> bool {
+    /// The host: a name, an IPv4 address, or an IPv6 address without its brackets.
+    fn host(&self) -> &str {
         let rest = self.root.split_once("://").map_or("", |(_, r)| r);
-        let host = rest.split('/').next().unwrap_or("");
-        let host = match host.strip_prefix('[') {
+        let authority = rest.split('/').next().unwrap_or("");
+        match authority.strip_prefix('[') {
             Some(h) => h.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-        };
-        host == "localhost" || host == "::1" || host.starts_with("127.")
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        }
+    }
+
+    /// Whether the host is this machine: `localhost` or a loopback address (a name that
+    /// merely starts with `127.` is another machine).
+    pub fn loopback(&self) -> bool {
+        let host = self.host();
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback())
     }
 }
 
@@ -114,7 +124,27 @@ mod tests {
         assert!(ArchiveUrl::parse("dicomweb:http://[::1]:80/x", "--to")
             .unwrap()
             .loopback());
+        for near in [
+            "http://localhost:8042/x",
+            "http://127.0.0.1/x",
+            "http://127.1.2.3:80/x",
+            "http://[::1]/x",
+        ] {
+            let u = ArchiveUrl::parse(&format!("dicomweb:{near}"), "--to").unwrap();
+            assert!(u.loopback(), "{near}");
+        }
+        for far in [
+            "http://127.example.org/x",
+            "http://127.0.0.1.example.org:80/x",
+            "http://localhost.example.org/x",
+            "http://[::2]/x",
+            "http://10.0.0.1/x",
+        ] {
+            let u = ArchiveUrl::parse(&format!("dicomweb:{far}"), "--to").unwrap();
+            assert!(!u.loopback(), "{far}");
+        }
         for (bad, says) in [
+            ("dicomweb:http://u:p/q@h/x", "carries credentials"),
             ("http://h/x", "not an archive"),
             ("dimse:AE@h:104", "DIMSE"),
             ("dicomweb:ftp://h/x", "http:// or https://"),
@@ -126,6 +156,7 @@ mod tests {
             assert!(e.contains(says), "{bad}: {e}");
             // A password given in a URL is never echoed.
             assert!(!e.contains("u:p"), "{e}");
+            assert!(!e.contains("q@h"), "{e}");
         }
     }
 

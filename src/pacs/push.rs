@@ -60,6 +60,57 @@ pub struct Filed {
     pub bytes: u64,
 }
 
+/// The DICOM files of the folder `dir`, by name: every regular file with `DICM` at byte 128
+/// (a derived series keeps its sources' names, which need not end in .dcm).
+pub fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| anyhow!("{}: cannot read the folder: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| anyhow!("{}: cannot read the folder: {e}", dir.display()))?;
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let p = e.path();
+        let mut head = [0u8; 132];
+        let dicm = std::fs::File::open(&p)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok()
+            && &head[128..] == b"DICM";
+        if dicm {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "{}: holds no DICOM file (none with DICM at byte 128)",
+            dir.display()
+        );
+    }
+    Ok(files)
+}
+
+/// Files `files` into the archive of `c` and says so: the line and JSON field of a summary.
+pub fn file_into(
+    c: &Client,
+    files: &[PathBuf],
+    quiet: bool,
+) -> Result<(String, serde_json::Value)> {
+    let t = std::time::Instant::now();
+    let f = file_series(c, files, quiet)?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok((
+        format!(
+            "filed {} instances ({} bytes) into {} in {secs:.2} s: series {} of study {}",
+            f.instances, f.bytes, c.url, f.series_uid, f.study_uid
+        ),
+        serde_json::json!({"archive": c.url.to_string(), "study_uid": f.study_uid,
+            "series_uid": f.series_uid, "instances": f.instances, "bytes": f.bytes,
+            "seconds": secs}),
+    ))
+}
+
 /// Files the DICOM `files` (one series of one study) into the archive.
 pub fn file_series(c: &Client, files: &[PathBuf], quiet: bool) -> Result<Filed> {
     if files.is_empty() {
@@ -173,4 +224,33 @@ fn stow_one(c: &Client, url: &str, body: &[u8], ct: &str, sop: &str) -> Result<(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folders_dicom_files_are_found_by_their_preamble_not_their_names() {
+        let d = tempfile::tempdir().unwrap();
+        let dicm = |name: &str| {
+            let mut b = vec![0u8; 128];
+            b.extend_from_slice(b"DICM\x02\x00");
+            std::fs::write(d.path().join(name), b).unwrap();
+        };
+        dicm("IM0001");
+        dicm("slice.2.dcm");
+        std::fs::write(d.path().join("notes.dcm"), b"not DICOM").unwrap();
+        std::fs::write(d.path().join("short"), b"DICM").unwrap();
+        std::fs::create_dir(d.path().join("sub.dcm")).unwrap();
+        let got: Vec<String> = dicom_files(d.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(got, ["IM0001", "slice.2.dcm"]);
+        let empty = tempfile::tempdir().unwrap();
+        let e = dicom_files(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("no DICOM file"), "{e}");
+    }
 }

@@ -23,16 +23,11 @@ const INPUTS: &[&str] = &[
 const PUBLIC_KEYS: &[&str] = &["s0-key", "s1-key", "gateway-key", "owner-key", "dealer-key"];
 /// TLS certificates (PEM): their SHA-256 fingerprints.
 const CERTS: &[&str] = &["cert", "peer-cert"];
-/// What a summary says that the line may carry: ids and counts, never a path.
-const IDS: &[&str] = &[
-    "study_id",
-    "job_id",
-    "model_id",
-    "series_uid",
-    "slices",
-    "ran",
-    "skipped",
-];
+/// What a summary says that the line may carry as ids: text of UID and hex characters only.
+const IDS: &[&str] = &["study_id", "job_id", "model_id", "series_uid"];
+/// ... and as numbers: a count, or a list of slice indices; any other list (share-study's
+/// `skipped` is one line per object skipped, naming its file) is written as its length.
+const COUNTS: &[&str] = &["slices", "ran", "skipped"];
 /// The most files of a folder hashed (a study folder holds a few per slice).
 const MAX_FILES: usize = 1_000_000;
 
@@ -180,6 +175,21 @@ fn cert_fingerprint(path: &Path) -> Option<String> {
     None
 }
 
+/// Whether `v` reads as an id (hex, a UID): nothing that could be a path or a name.
+fn id_like(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+}
+
+/// A summary's count as the line carries it: a number, a list of numbers, or a list's length.
+fn count(v: &Value) -> Option<Value> {
+    match v {
+        Value::Number(_) => Some(v.clone()),
+        Value::Array(a) if a.iter().all(Value::is_number) => Some(v.clone()),
+        Value::Array(a) => Some(a.len().into()),
+        _ => None,
+    }
+}
+
 /// The line for `plan`, run with the result `outcome` (the summary's JSON).
 pub fn line(plan: &Plan, outcome: std::result::Result<&Value, ()>) -> Value {
     let mut inputs = plan.inputs.clone();
@@ -219,8 +229,13 @@ pub fn line(plan: &Plan, outcome: std::result::Result<&Value, ()>) -> Value {
         Ok(s) => {
             l.insert("result".into(), "ok".into());
             for k in IDS {
-                if let Some(v) = s.get(k).filter(|v| !v.is_null()) {
-                    l.insert((*k).into(), v.clone());
+                if let Some(v) = s.get(k).and_then(Value::as_str).filter(|v| id_like(v)) {
+                    l.insert((*k).into(), v.into());
+                }
+            }
+            for k in COUNTS {
+                if let Some(v) = s.get(k).and_then(count) {
+                    l.insert((*k).into(), v);
                 }
             }
             // The archive reached: its URL and the study's UIDs (never the fetched folder).
@@ -265,24 +280,43 @@ pub fn line(plan: &Plan, outcome: std::result::Result<&Value, ()>) -> Value {
     Value::Object(l)
 }
 
-/// Appends `line` to the audit file `path` (made with mode 600), as one write.
-pub fn append(path: &Path, line: &Value) -> Result<()> {
-    let mut text = line.to_string();
-    text.push('\n');
-    let mut o = std::fs::OpenOptions::new();
-    o.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+/// The audit file, open to append (made with mode 600).
+pub struct Trail {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Trail {
+    /// Opens (or makes) the audit file `path`, before the command runs.
+    pub fn open(path: &Path) -> Result<Trail> {
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let file = o
+            .open(path)
+            .with_context(|| format!("--audit {}: cannot open to append", path.display()))?;
+        Ok(Trail {
+            file,
+            path: path.to_path_buf(),
+        })
     }
-    let mut f = o
-        .open(path)
-        .with_context(|| format!("--audit {}: cannot open to append", path.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("--audit {}: cannot append", path.display()))?;
-    f.sync_data()
-        .with_context(|| format!("--audit {}: cannot sync", path.display()))
+
+    /// Appends `line`, as one write.
+    pub fn append(&mut self, line: &Value) -> Result<()> {
+        let mut text = line.to_string();
+        text.push('\n');
+        let path = self.path.display();
+        self.file
+            .write_all(text.as_bytes())
+            .with_context(|| format!("--audit {path}: cannot append"))?;
+        self.file
+            .sync_data()
+            .with_context(|| format!("--audit {path}: cannot sync"))
+    }
 }
 
 /// The audit file: `--audit`'s, else PPDENOISE_AUDIT's, else none.
@@ -315,6 +349,24 @@ mod tests {
         assert_eq!(p.values("share0").collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(p.value("out"), Some("c"));
         assert_eq!(p.party(), "receiver");
+    }
+
+    #[test]
+    fn a_summary_gives_the_line_ids_and_counts_never_a_path() {
+        let p = Plan::of(&["ppdenoise".into(), "share-study".into()]);
+        let summary = json!({"ok": true, "study_id": "ab12", "series_uid": "1.2.3",
+            "job_id": "../x/y", "slices": 3, "ran": [0, 2],
+            "skipped": ["skipped /data/PATIENT^NAME/sr.dcm: not an image"]});
+        let l = line(&p, Ok(&summary));
+        assert_eq!(l["study_id"], "ab12");
+        assert_eq!(l["series_uid"], "1.2.3");
+        assert_eq!(l["slices"], 3);
+        assert_eq!(l["ran"], json!([0, 2]));
+        assert_eq!(l["skipped"], 1, "{l}");
+        assert!(l.get("job_id").is_none(), "{l}");
+        let text = l.to_string();
+        assert!(!text.contains('/'), "{text}");
+        assert!(!text.contains("PATIENT"), "{text}");
     }
 
     #[test]
