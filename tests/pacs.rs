@@ -302,7 +302,12 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
     let d = tmp.path();
     let pacs = Orthanc::start(d, &plugin);
     let series = d.join("ct");
-    ct_series(&series, 3);
+    // PPDENOISE_PACS_SLICES: a longer series for the transfers' share of the time
+    // (docs/pacs.md's figure: 20 slices); 3 keeps the suite short.
+    let n = std::env::var("PPDENOISE_PACS_SLICES").ok().map_or(3, |v| {
+        v.parse::<usize>().expect("PPDENOISE_PACS_SLICES: a count")
+    });
+    ct_series(&series, n);
     let source = files(&series);
     // And a non-image object of the same series (a structured report): fetched, skipped by
     // share-study with a line naming its file, which no audit line may carry.
@@ -367,7 +372,7 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
     for o in pair.map(|c| wait_limit(c, Duration::from_secs(300))) {
         assert!(o.status.success(), "serve --study: {}", stderr(&o));
     }
-    let r = ok(&[
+    let reconstruct = [
         "reconstruct",
         "--insecure-unsigned",
         "--study",
@@ -378,16 +383,17 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
         &pacs.dicomweb(),
         "--archive-auth-file",
         &s(&auth),
-        "--audit",
-        &rx_audit,
-    ]);
+    ];
+    let r = ok(&[&reconstruct[..], &["--audit", &rx_audit]].concat());
     let whole_s = t.elapsed().as_secs_f64();
     let file_s = r["filed"]["seconds"].as_f64().unwrap();
+    let transfers = fetch_s + file_s;
     eprintln!(
         "{} slices: archive -> archive {whole_s:.2} s, of which fetching {fetch_s:.3} s and \
-         filing {file_s:.3} s ({:.1}%)",
+         filing {file_s:.3} s: the transfers add {:.1}% to the secure study's {:.2} s",
         source.len(),
-        100.0 * (fetch_s + file_s) / whole_s
+        100.0 * transfers / (whole_s - transfers),
+        whole_s - transfers
     );
     let new_uid = r["series_uid"].as_str().unwrap().to_string();
     assert_eq!(r["filed"]["series_uid"], new_uid.as_str(), "{r}");
@@ -465,6 +471,14 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
         seen.insert(sop, ());
     }
     assert_eq!(seen.len(), source.len());
+
+    // reconstruct --to run again (a receiver killed while filing, re-run as it was): refused
+    // before anything is filed, pointing to file-series; a new series would be a second copy.
+    let o = run(&reconstruct);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "reconstruct --to ran twice");
+    assert!(e.contains("file-series --in"), "{e}");
+    assert_eq!(check("after reconstruct --to again"), ids);
 
     // Filed again (a receiver that died while filing re-runs it): nothing held twice.
     let again = ok(&[
@@ -598,6 +612,8 @@ fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_
     let series = d.join("ct");
     ct_series(&series, 2);
     let study_uid = upload(&pacs, &series);
+    let before = counts(&pacs);
+    assert_eq!(before, (1, 2));
     let (good, bad) = (d.join("good.auth"), d.join("bad.auth"));
     std::fs::write(&good, format!("basic:{}:{}", USER.0, USER.1)).unwrap();
     std::fs::write(&bad, format!("basic:{}:wrong", USER.0)).unwrap();
@@ -668,11 +684,17 @@ fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_
         );
     }
 
-    // Filing with wrong credentials: refused by name, and nothing filed.
+    assert_eq!(counts(&pacs), before, "a refused share changed the archive");
+
+    // Filing with wrong credentials: refused by name, and nothing filed. The series is a new
+    // one (its own Series and SOP Instance UIDs, never uploaded): had any instance got
+    // through, the archive would count one series and one instance more.
+    let fresh = d.join("fresh");
+    ct_series(&fresh, 2);
     let o = run(&[
         "file-series",
         "--in",
-        &s(&series),
+        &s(&fresh),
         "--to",
         &pacs.dicomweb(),
         "--archive-auth-file",
@@ -682,7 +704,20 @@ fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_
     assert!(!o.status.success());
     assert!(e.contains("HTTP 401") && e.contains(&url), "{e}");
     assert!(e.contains("2 of 2 instances not filed"), "{e}");
-    assert_eq!(pacs.json("/statistics")["CountInstances"], 2);
+    assert_eq!(
+        counts(&pacs),
+        before,
+        "a refused filing changed the archive"
+    );
+}
+
+/// The archive's counts of series and instances, through its REST API.
+fn counts(o: &Orthanc) -> (u64, u64) {
+    let st = o.json("/statistics");
+    (
+        st["CountSeries"].as_u64().unwrap(),
+        st["CountInstances"].as_u64().unwrap(),
+    )
 }
 
 /// The fetched copy (whole DICOM headers) never lands inside the study folder, which the
@@ -855,4 +890,133 @@ fn the_archive_options_are_checked_before_anything_is_done() {
     assert!(e.contains("--audit") && e.contains("cannot open"), "{e}");
     assert!(!keys.exists(), "keygen ran");
     assert!(!d.join("study").exists());
+}
+
+/// The SOP Instance UIDs the archive holds in the series of UID `series`, sorted.
+fn sops_held(o: &Orthanc, study: &str, series: &str) -> Vec<String> {
+    let all = o.series_of(study);
+    let found: Vec<_> = all
+        .iter()
+        .filter(|x| x["MainDicomTags"]["SeriesInstanceUID"] == series)
+        .collect();
+    assert!(found.len() <= 1, "{all:?}");
+    let Some(one) = found.first() else {
+        return Vec::new();
+    };
+    let id = one["ID"].as_str().unwrap();
+    let mut v: Vec<String> = o
+        .json(&format!("/series/{id}/instances"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["MainDicomTags"]["SOPInstanceUID"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The SOP Instance UIDs of the DICOM files of `dir`, sorted.
+fn sops_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = files(dir)
+        .iter()
+        .map(|f| {
+            let o = dicom_object::open_file(f).unwrap();
+            o.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches('\0')
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A filing cut short, then run again (issue 49's target row: "receiver killed during STOW,
+/// then re-run"): the archive ends with exactly one copy of the series, its instances those
+/// of the local files (same SOP Instance UIDs), however much the first run had filed. Twice:
+/// a part of the series filed first (what a killed run leaves, deterministically), and a
+/// `file-series` process killed once it has said it filed its first instance.
+#[test]
+fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
+    let Some(plugin) = orthanc_installed() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let pacs = Orthanc::start(d, &plugin);
+    let auth = d.join("archive.auth");
+    std::fs::write(&auth, format!("basic:{}:{}\n", USER.0, USER.1)).unwrap();
+    let file = |dir: &Path| {
+        let mut c = Command::new(bin());
+        c.args(["file-series", "--in", &s(dir), "--to", &pacs.dicomweb()])
+            .args(["--archive-auth-file", &s(&auth)]);
+        c
+    };
+    let series_uid = |dir: &Path| {
+        let o = dicom_object::open_file(&files(dir)[0]).unwrap();
+        let v = |t| {
+            o.element(t)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches('\0')
+                .to_string()
+        };
+        (
+            v(dicom_dictionary_std::tags::STUDY_INSTANCE_UID),
+            v(dicom_dictionary_std::tags::SERIES_INSTANCE_UID),
+        )
+    };
+
+    // A part filed first (2 of 5 instances), then the whole.
+    let series = d.join("series");
+    ct_series(&series, 5);
+    let (study, uid) = series_uid(&series);
+    let part = d.join("part");
+    std::fs::create_dir(&part).unwrap();
+    for f in &files(&series)[..2] {
+        std::fs::copy(f, part.join(f.file_name().unwrap())).unwrap();
+    }
+    assert!(file(&part).output().unwrap().status.success());
+    assert_eq!(sops_held(&pacs, &study, &uid).len(), 2);
+    let o = file(&series).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
+    assert_eq!(counts(&pacs), (1, 5));
+
+    // A run killed mid-filing: after it says it filed its first of 20 instances.
+    let series = d.join("series20");
+    ct_series(&series, 20);
+    let (study, uid) = series_uid(&series);
+    let mut child = file(&series)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    loop {
+        let l = lines
+            .next()
+            .expect("file-series ended before filing")
+            .unwrap();
+        if l.starts_with("filed 1/20") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let held = sops_held(&pacs, &study, &uid).len();
+    eprintln!("file-series killed after filing {held} of 20 instances");
+    assert!(held >= 1, "{held}");
+    let o = file(&series).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
+    assert_eq!(counts(&pacs), (2, 25));
 }

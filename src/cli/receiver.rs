@@ -312,6 +312,17 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     // The archive's options checked (and its credentials read) before the study is put
     // together.
     let client = a.archive.client(to, "--to")?;
+    // A re-run after a filing cut short (the receiver killed while filing) must send the
+    // series already written, not make a second one with new UIDs beside it in the archive.
+    if std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "--out {}: already holds a derived series; to finish filing it, run `file-series \
+             --in {} --to {to}` (the same instances: the archive holds them once); a new \
+             reconstruct would file a second series with new UIDs",
+            a.out.display(),
+            a.out.display()
+        );
+    }
     let mut s = crate::study::series::reconstruct_study(&out, dir, &keys)?;
     if s.json["series_uid"].is_null() {
         bail!(

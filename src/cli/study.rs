@@ -175,7 +175,10 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         Err(e) => {
             // Nothing shared: the copy of the study goes too.
             let _ = std::fs::remove_dir_all(&fetched);
-            return Err(e);
+            return Err(e.context(format!(
+                "--from {}: series {} of study {study_uid}: nothing shared",
+                client.url, got.series_uid
+            )));
         }
     };
     s.lines.insert(

@@ -45,6 +45,45 @@ fn list(c: &Client, url: &str) -> Result<Option<Vec<serde_json::Value>>> {
     }
 }
 
+/// The page a QIDO-RS list is asked in (`limit`); an archive may answer fewer, its own cap.
+const PAGE: usize = 1000;
+
+/// The whole QIDO-RS list at `url`, asked page by page (`limit`, `offset`): archives cap
+/// their answers (Orthanc's LimitFindInstances, dcm4chee's page size), and a series of more
+/// instances than one page must come whole. Pages are asked until one is empty (a cap below
+/// `limit` answers short pages that are not the last); a page that brings nothing new (an
+/// archive that ignores `offset`) ends the list too. Items are told apart by the attribute
+/// `key` (a UID); at most `max` are taken. None when the first page says no such resource.
+fn list_all(
+    c: &Client,
+    url: &str,
+    key: &str,
+    max: usize,
+) -> Result<Option<Vec<serde_json::Value>>> {
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let page_url = format!("{url}?limit={PAGE}&offset={}", all.len());
+        let Some(page) = list(c, &page_url)? else {
+            break;
+        };
+        let before = all.len();
+        for item in page {
+            let k = json_value(&item, key).unwrap_or_default();
+            if seen.insert(k) {
+                all.push(item);
+            }
+        }
+        if all.len() == before {
+            break;
+        }
+        if all.len() > max {
+            bail!("GET {url}: more than {max} items listed, more than a study may hold");
+        }
+    }
+    Ok((!all.is_empty()).then_some(all))
+}
+
 /// Fetches the series `series` (its UID or Series Number; the study's one series when
 /// None) of study `study` into the folder `dir` (which exists and is empty).
 pub fn fetch_series(
@@ -57,7 +96,7 @@ pub fn fetch_series(
     let study = checked_uid(study, "--study")?;
     let root = &c.url.root;
     let url = format!("{root}/studies/{study}/series");
-    let Some(all) = list(c, &url)? else {
+    let Some(all) = list_all(c, &url, "0020000E", MAX_INSTANCES)? else {
         bail!("--study {study}: no such study at {} (GET {url})", c.url);
     };
     // Each series: its UID, number and modality, as QIDO-RS gives them.
@@ -106,7 +145,7 @@ pub fn fetch_series(
     };
     let series_uid = checked_uid(&series_uid, "the archive's Series Instance UID")?.to_string();
     let url = format!("{root}/studies/{study}/series/{series_uid}/instances");
-    let Some(instances) = list(c, &url)? else {
+    let Some(instances) = list_all(c, &url, "00080018", MAX_INSTANCES)? else {
         bail!(
             "series {series_uid} of study {study} at {}: no instances (GET {url})",
             c.url
