@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -45,9 +45,24 @@ readme-figure: build
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
 # The fault injection scenarios are `make faults` (CI runs both). The fuzzing pass, the faults
 # and the soak are #[ignore]d, so that a plain `cargo test` leaves them to their targets.
-test: tools dicom-testdata graph-fixtures
+test: tools dicom-testdata graph-fixtures orthanc
 	$(CARGO) test --release
 	$(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
+
+# The hospital's archive at both ends (tests/pacs.rs, docs/pacs.md): a real Orthanc with its
+# DICOMweb plugin, from the distribution's packages when missing (root, as CI runs), started by
+# each test on free ports with its own configuration and stopped after; about 40 s on 2 cores.
+# `make test` runs the same tests, which skip with a line where apt could not install Orthanc;
+# here a missing Orthanc is a failure.
+ORTHANC_DICOMWEB_PLUGIN ?= /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+export ORTHANC_DICOMWEB_PLUGIN
+orthanc:
+	@if command -v Orthanc >/dev/null 2>&1 && test -f $(ORTHANC_DICOMWEB_PLUGIN); then :; else \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb; } \
+	  || echo "Orthanc could not be installed from the distribution's packages: tests/pacs.rs skips"; fi
+
+pacs-test: tools dicom-testdata orthanc
+	PPDENOISE_PACS_REQUIRED=1 $(CARGO) test --release --test pacs -- --nocapture
 
 # Fault injection with real processes (tests/faults.rs, docs/security.md): servers killed,
 # the link cut, output disks that fail, damaged and swapped files; one line per scenario and

@@ -14,6 +14,7 @@
 //! `study` (a study's slices as jobs, resumable, and their derived series), `cli` (the
 //! `ppdenoise` subcommands: arguments parsed, `study` and `job` called).
 
+pub mod audit;
 pub mod circuit;
 pub mod cli;
 pub mod corr;
@@ -27,6 +28,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod pacs;
 pub mod ring;
 pub mod server;
 pub mod study;

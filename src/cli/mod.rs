@@ -12,6 +12,7 @@ mod gateway;
 mod inputs;
 mod keys;
 mod owner;
+mod pacs;
 mod pipeline;
 mod procs;
 pub mod receiver;
@@ -42,6 +43,12 @@ Wherever an input image is expected, `builtin:phantom` (or `builtin:phantom:<siz
 Shepp-Logan phantom."
 )]
 pub struct Cli {
+    /// Append one JSON line to this audit file for the command: when, what, which party, the
+    /// ids, the blake3 of its input and output files, the keys and certificates it used, the
+    /// archive and study UID, the result; never a path, a patient's name or ID, or a pixel
+    /// (docs/security.md). Default: the file PPDENOISE_AUDIT names; without either, none.
+    #[arg(long, global = true, value_name = "FILE")]
+    audit: Option<std::path::PathBuf>,
     /// Print a one-line JSON summary instead of human-readable text.
     #[arg(long, global = true)]
     json: bool,
@@ -69,6 +76,7 @@ enum Command {
     Serve(server::ServeArgs),
     Reconstruct(receiver::ReconstructArgs),
     StudyStatus(study::StudyStatusArgs),
+    FileSeries(pacs::FileSeriesArgs),
     Denoise(tools::DenoiseArgs),
     AddNoise(gateway::AddNoiseArgs),
     Metrics(tools::MetricsArgs),
@@ -135,6 +143,10 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
             a.quiet |= quiet;
             Command::Table(a)
         }
+        Command::FileSeries(mut a) => {
+            a.quiet |= quiet;
+            Command::FileSeries(a)
+        }
         other => other,
     };
     match command {
@@ -148,6 +160,7 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
         Command::Serve(a) => server::serve(a, json),
         Command::Reconstruct(a) => receiver::reconstruct(a),
         Command::StudyStatus(a) => study::study_status(a),
+        Command::FileSeries(a) => pacs::file_series(a),
         Command::Denoise(a) => tools::denoise(a),
         Command::AddNoise(a) => gateway::add_noise(a),
         Command::Metrics(a) => tools::metrics(a),
@@ -164,7 +177,26 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let res = dispatch(cli.command, json, cli.quiet, cli.as_gray);
+    // The audit file opened (to append) before the command runs: one that cannot be written
+    // fails the command before it has any effect.
+    let audit = crate::audit::file(cli.audit.clone()).map(|f| {
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        crate::audit::Trail::open(&f).map(|t| (t, crate::audit::Plan::of(&args)))
+    });
+    let res = match audit {
+        Some(Err(e)) => Err(e),
+        Some(Ok((mut trail, plan))) => {
+            let res = dispatch(cli.command, json, cli.quiet, cli.as_gray);
+            // The line is appended before the result is told: a command whose line could not
+            // be written fails.
+            let line = crate::audit::line(&plan, res.as_ref().map(|s| &s.json).map_err(|_| ()));
+            let audited = trail.append(&line);
+            res.and_then(|s| audited.map(|()| s))
+        }
+        None => dispatch(cli.command, json, cli.quiet, cli.as_gray),
+    };
     match res {
         Ok(mut s) => {
             if json {

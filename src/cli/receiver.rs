@@ -57,6 +57,14 @@ pub struct ReconstructArgs {
     /// in its place).
     #[arg(long, value_name = "ID", requires = "study")]
     pub study_id: Option<String>,
+    /// With --study: once the derived series is written to --out, file it into this archive
+    /// (dicomweb:URL, STOW-RS): it lands in its source study as a new series. A filing that
+    /// fails part way is finished with `file-series --in OUT --to URL` (the same instances:
+    /// nothing is held twice).
+    #[arg(long, value_name = "dicomweb:URL", requires = "study")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub archive: super::pacs::ArchiveArgs,
     /// The id of the job the receiver expects (share-image printed it, and its --json
     /// summary's `job_id`): the output shares must be of it. Required when signatures are
     /// checked: they prove the servers made the shares, not that the shares are of this job
@@ -362,5 +370,45 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
         identity: &|| a.identity.load().map(|_| ()),
         series: &|| a.series.derived(),
     };
-    crate::study::series::reconstruct_study(&out, dir, &keys)
+    let Some(to) = &a.to else {
+        return crate::study::series::reconstruct_study(&out, dir, &keys);
+    };
+    // The archive's options checked (and its credentials read) before the study is put
+    // together.
+    let client = a.archive.client(to, "--to")?;
+    // A re-run after a filing cut short (the receiver killed while filing) must send the
+    // series already written, not make a second one with new UIDs beside it in the archive.
+    if std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "--out {}: already holds a derived series; to finish filing it, run `file-series \
+             --in {} --to {to}` (the same instances: the archive holds them once); a new \
+             reconstruct would file a second series with new UIDs",
+            a.out.display(),
+            a.out.display()
+        );
+    }
+    let mut s = crate::study::series::reconstruct_study(&out, dir, &keys)?;
+    if s.json["series_uid"].is_null() {
+        bail!(
+            "--to {to}: the study is not a DICOM series; its images are written to {}, nothing filed",
+            a.out.display()
+        );
+    }
+    // The very files it wrote (their sources' names, with or without an extension).
+    let files: Vec<PathBuf> = s.json["files"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| f.as_str())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let (line, filed) = crate::pacs::push::file_into(&client, &files, false)
+        .with_context(|| format!("the derived series is written to {}", a.out.display()))?;
+    s.lines.push(line);
+    if let Some(m) = s.json.as_object_mut() {
+        m.insert("filed".into(), filed);
+    }
+    Ok(s)
 }

@@ -2,9 +2,11 @@
 //! --study`, `serve --study` and `reconstruct --study` share; parsed here, run by
 //! [`crate::study`].
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Result};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::gateway::ShareOpts;
@@ -24,8 +26,29 @@ pub struct ShareStudyArgs {
     /// frame a slice, written back by `reconstruct --study` as one object. Hidden files are
     /// not read; DICOM objects that are not images (a structured report, a presentation
     /// state) are skipped with a line each; any other file is refused.
-    #[arg(long = "in", value_name = "DIR|DICOMDIR|FILE")]
-    pub input: PathBuf,
+    #[arg(
+        long = "in",
+        value_name = "DIR|DICOMDIR|FILE",
+        required_unless_present = "from",
+        conflicts_with = "from"
+    )]
+    pub input: Option<PathBuf>,
+    /// The archive to take the study from instead: dicomweb:URL, its DICOMweb root (docs/pacs.md).
+    /// The series is listed with QIDO-RS and every instance fetched with WADO-RS into
+    /// --fetched, then shared as --in shares a folder; nothing is shared unless every
+    /// instance came whole.
+    #[arg(long, value_name = "dicomweb:URL", requires = "study_uid")]
+    pub from: Option<String>,
+    /// With --from: the study's Study Instance UID.
+    #[arg(long = "study", value_name = "UID", requires = "from")]
+    pub study_uid: Option<String>,
+    /// With --from: the new folder the fetched instances are kept in, the receiver's alone
+    /// like the sources file (`reconstruct --study` makes the derived series from these very
+    /// files). Default: <out>.fetched, beside the study folder.
+    #[arg(long, value_name = "DIR", requires = "from")]
+    pub fetched: Option<PathBuf>,
+    #[command(flatten)]
+    pub archive: super::pacs::ArchiveArgs,
     /// Which series of the export to share: its SeriesInstanceUID or Series Number
     /// (`inspect --series DIR` lists them). Needed when the input holds several.
     #[arg(long, value_name = "UID|NUMBER")]
@@ -101,14 +124,129 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
         );
     }
     let sharer = a.opts.sharer()?;
+    let (Some(from), Some(study_uid)) = (&a.from, &a.study_uid) else {
+        let study = ShareStudy {
+            input: a.input.expect("clap: --in or --from"),
+            series: a.series,
+            out: a.out,
+            sources: a.sources,
+            quiet: a.quiet,
+        };
+        return crate::study::share::share_study(&study, &sharer);
+    };
+    // The archive's series fetched whole into a new folder, then shared as a folder is. The
+    // fetched copy holds whole DICOM headers: never inside the study folder, which goes to the
+    // dealer and the servers (`--out study/` once put it at study/.fetched).
+    let fetched = a.fetched.clone().unwrap_or_else(|| default_fetched(&a.out));
+    if inside(&fetched, &a.out)? {
+        bail!(
+            "--fetched {}: inside the study folder --out {}, which the dealer and the servers \
+             get; the fetched DICOM files (whole headers) must stay the receiver's: give a \
+             folder beside it",
+            fetched.display(),
+            a.out.display()
+        );
+    }
+    let client = a.archive.client(from, "--from")?;
+    let t = Instant::now();
+    let mut got = None;
+    crate::fileio::atomic::new_folder(&fetched, |dir| {
+        got = Some(crate::pacs::pull::fetch_series(
+            &client,
+            study_uid,
+            a.series.as_deref(),
+            dir,
+            a.quiet,
+        )?);
+        Ok(())
+    })
+    .with_context(|| format!("--from {}: nothing shared", client.url))?;
+    let got = got.expect("filled");
+    let fetch_seconds = t.elapsed().as_secs_f64();
     let study = ShareStudy {
-        input: a.input,
-        series: a.series,
+        input: fetched.clone(),
+        series: None,
         out: a.out,
         sources: a.sources,
         quiet: a.quiet,
     };
-    crate::study::share::share_study(&study, &sharer)
+    let mut s = match crate::study::share::share_study(&study, &sharer) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing shared: the copy of the study goes too.
+            let _ = std::fs::remove_dir_all(&fetched);
+            return Err(e.context(format!(
+                "--from {}: series {} of study {study_uid}: nothing shared",
+                client.url, got.series_uid
+            )));
+        }
+    };
+    s.lines.insert(
+        0,
+        format!(
+            "fetched series {} of study {study_uid} from {}: {} instances, {} bytes in {fetch_seconds:.2} s, into {} (the receiver's)",
+            got.series_uid,
+            client.url,
+            got.instances,
+            got.bytes,
+            fetched.display()
+        ),
+    );
+    if let Some(m) = s.json.as_object_mut() {
+        m.insert(
+            "archive".into(),
+            serde_json::json!({"url": client.url.to_string(), "study_uid": study_uid,
+                "series_uid": got.series_uid, "instances": got.instances, "bytes": got.bytes,
+                "fetched": fetched, "seconds": fetch_seconds}),
+        );
+    }
+    Ok(s)
+}
+
+/// Where `share-study --from` keeps the fetched instances by default: `<out>.fetched`, beside
+/// the study folder (a trailing slash of `out` dropped, as [`crate::formats::study::default_sources`]
+/// does).
+fn default_fetched(out: &Path) -> PathBuf {
+    let mut f = out.components().as_path().as_os_str().to_os_string();
+    f.push(".fetched");
+    PathBuf::from(f)
+}
+
+/// `p` made absolute and normalised: `.` and `..` taken out lexically, then the longest part
+/// that exists resolved (its links followed), the rest appended.
+fn resolved(p: &Path) -> Result<PathBuf> {
+    let abs = std::env::current_dir()
+        .context("the current folder")?
+        .join(p);
+    let mut norm = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                norm.pop();
+            }
+            c => norm.push(c),
+        }
+    }
+    let mut head = norm.clone();
+    let mut tail = Vec::new();
+    while !head.exists() {
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(n), Some(parent)) => {
+                tail.push(n);
+                head = parent.to_path_buf();
+            }
+            _ => return Ok(norm),
+        }
+    }
+    let mut r = head.canonicalize().unwrap_or(head);
+    r.extend(tail.iter().rev());
+    Ok(r)
+}
+
+/// Whether the folder `inner` is `outer` or inside it.
+fn inside(inner: &Path, outer: &Path) -> Result<bool> {
+    Ok(resolved(inner)?.starts_with(resolved(outer)?))
 }
 
 pub fn study_status(a: StudyStatusArgs) -> Result<Summary> {

@@ -1,0 +1,388 @@
+//! The audit trail (issue 49, item 4): every command of a party (`--audit FILE`, or the
+//! file PPDENOISE_AUDIT names) appends one JSON line: when, which command, which party, the
+//! job, study and slice ids, the hashes of its input and output files, the signing keys and
+//! TLS certificates it used or pinned, the archive and study it reached, and whether it
+//! succeeded. Never a path (a DICOM export's folders and files are often named for the
+//! patient), a header, an error message (they name files) or a pixel: what identifies a file
+//! is its blake3, which the party can match against its own files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+
+use crate::formats::signing::{PublicKey, Role, Signer, Trust};
+
+/// The options whose values are input files or folders, by role in the line.
+const INPUTS: &[&str] = &[
+    "in", "image", "model", "study", "sources", "binding", "share0", "share1", "like", "job",
+    "s0-dir", "s1-dir", "triplets",
+];
+/// Public signing keys (`ed25519:<hex>` or a .sign-pub file).
+const PUBLIC_KEYS: &[&str] = &["s0-key", "s1-key", "gateway-key", "owner-key", "dealer-key"];
+/// TLS certificates (PEM): their SHA-256 fingerprints.
+const CERTS: &[&str] = &["cert", "peer-cert"];
+/// What a summary says that the line may carry as ids: text of UID and hex characters only.
+const IDS: &[&str] = &["study_id", "job_id", "model_id", "series_uid"];
+/// ... and as numbers: a count, or a list of slice indices; any other list (share-study's
+/// `skipped` is one line per object skipped, naming its file) is written as its length.
+const COUNTS: &[&str] = &["slices", "ran", "skipped"];
+/// The most files of a folder hashed (a study folder holds a few per slice).
+const MAX_FILES: usize = 1_000_000;
+
+/// One command line, read before the command runs: its name and its options' values.
+pub struct Plan {
+    command: String,
+    options: Vec<(String, String)>,
+    /// The input files' hashes, taken before the command ran (a server adds its outputs to
+    /// the study folder it reads).
+    inputs: Vec<Value>,
+}
+
+impl Plan {
+    /// The command line `args` (the program's name first).
+    pub fn of(args: &[String]) -> Plan {
+        let mut command = String::new();
+        let mut options = Vec::new();
+        let mut i = 1;
+        while i < args.len() {
+            let a = &args[i];
+            if let Some(name) = a.strip_prefix("--") {
+                let (name, value) = match name.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                    None => (name.to_string(), None),
+                };
+                // Every value of an option (--share0 a b c), up to the next option.
+                let mut values = Vec::new();
+                if let Some(v) = value {
+                    values.push(v);
+                } else if command.is_empty() && name != "audit" {
+                    // Before the command only --audit takes a value (--json, --quiet,
+                    // --as-gray are switches).
+                } else {
+                    while i + 1 < args.len() && !args[i + 1].starts_with("--") {
+                        values.push(args[i + 1].clone());
+                        i += 1;
+                    }
+                }
+                if values.is_empty() {
+                    values.push(String::new());
+                }
+                for v in values {
+                    options.push((name.clone(), v));
+                }
+            } else if command.is_empty() {
+                command = a.clone();
+            }
+            i += 1;
+        }
+        let mut p = Plan {
+            command,
+            options,
+            inputs: Vec::new(),
+        };
+        p.inputs = p.hash_inputs();
+        p
+    }
+
+    fn hash_inputs(&self) -> Vec<Value> {
+        let mut inputs = Vec::new();
+        for role in INPUTS {
+            // share-study's --study is the archive's Study Instance UID, not a folder.
+            if *role == "study" && self.command == "share-study" {
+                continue;
+            }
+            for v in self.values(role) {
+                if let Some(h) = hash(Path::new(v)) {
+                    inputs.push(json!({"role": role, "blake3": h}));
+                }
+            }
+        }
+        inputs
+    }
+
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.options
+            .iter()
+            .filter(move |(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn value<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.values(name).next()
+    }
+
+    /// The party the command runs as.
+    fn party(&self) -> String {
+        match self.command.as_str() {
+            "share-image" | "share-study" | "add-noise" => "gateway".into(),
+            "gen-triplets" | "gen-model-mask" => "dealer".into(),
+            "serve" => format!("s{}", self.value("party").unwrap_or("?")),
+            "reconstruct" | "file-series" => "receiver".into(),
+            "share-model" | "open-weights" => "model owner".into(),
+            _ => "tool".into(),
+        }
+    }
+}
+
+/// blake3 of a file, or of a folder: of its files' relative names and blake3s, in order.
+fn hash(path: &Path) -> Option<String> {
+    if path.is_file() {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(path).ok()?).ok()?;
+        return Some(h.finalize().to_hex().to_string());
+    }
+    if !path.is_dir() {
+        return None;
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()? {
+            let p = e.ok()?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+            if files.len() > MAX_FILES {
+                return None;
+            }
+        }
+    }
+    files.sort();
+    let mut h = blake3::Hasher::new();
+    for f in files {
+        let rel = f.strip_prefix(path).ok()?.to_string_lossy().into_owned();
+        h.update(rel.as_bytes());
+        h.update(&[0]);
+        h.update(hash(&f)?.as_bytes());
+        h.update(&[0]);
+    }
+    Some(format!("tree:{}", h.finalize().to_hex()))
+}
+
+/// The SHA-256 fingerprint of a PEM certificate file's first certificate.
+fn cert_fingerprint(path: &Path) -> Option<String> {
+    let pem = std::fs::read(path).ok()?;
+    for item in ureq::tls::parse_pem(&pem) {
+        if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
+            let d = ring::digest::digest(&ring::digest::SHA256, c.der());
+            return Some(format!("sha256:{}", hex::encode(d.as_ref())));
+        }
+    }
+    None
+}
+
+/// Whether `v` reads as an id (hex, a UID): nothing that could be a path or a name.
+fn id_like(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+}
+
+/// A summary's count as the line carries it: a number, a list of numbers, or a list's length.
+fn count(v: &Value) -> Option<Value> {
+    match v {
+        Value::Number(_) => Some(v.clone()),
+        Value::Array(a) if a.iter().all(Value::is_number) => Some(v.clone()),
+        Value::Array(a) => Some(a.len().into()),
+        _ => None,
+    }
+}
+
+/// The line for `plan`, run with the result `outcome` (the summary's JSON).
+pub fn line(plan: &Plan, outcome: std::result::Result<&Value, ()>) -> Value {
+    let mut inputs = plan.inputs.clone();
+    let mut keys = Vec::new();
+    for flag in PUBLIC_KEYS {
+        for v in plan.values(flag) {
+            if let Ok(k) = PublicKey::parse(v) {
+                keys.push(json!({"role": flag, "key": k.to_string()}));
+            }
+        }
+    }
+    for v in plan.values("trust") {
+        for (role, k) in Trust::parse_file(Path::new(v)).unwrap_or_default() {
+            keys.push(json!({"role": format!("trust {}", role.name()), "key": k.to_string()}));
+        }
+    }
+    if let Some(v) = plan.value("sign-key") {
+        // The signer's public key: what others pin (the private key is never written).
+        if let Ok(s) = Signer::load(Path::new(v), Role::Gateway) {
+            keys.push(json!({"role": "sign-key", "key": s.public().to_string()}));
+        }
+    }
+    let mut certs = Vec::new();
+    for flag in CERTS {
+        for v in plan.values(flag) {
+            if let Some(f) = cert_fingerprint(Path::new(v)) {
+                certs.push(json!({"role": flag, "fingerprint": f}));
+            }
+        }
+    }
+    let mut l = Map::new();
+    l.insert("time".into(), chrono::Utc::now().to_rfc3339().into());
+    l.insert("command".into(), plan.command.clone().into());
+    l.insert("party".into(), plan.party().into());
+    let mut outputs = Vec::new();
+    match outcome {
+        Ok(s) => {
+            l.insert("result".into(), "ok".into());
+            for k in IDS {
+                if let Some(v) = s.get(k).and_then(Value::as_str).filter(|v| id_like(v)) {
+                    l.insert((*k).into(), v.into());
+                }
+            }
+            for k in COUNTS {
+                if let Some(v) = s.get(k).and_then(count) {
+                    l.insert((*k).into(), v);
+                }
+            }
+            // The archive reached: its URL and the study's UIDs (never the fetched folder).
+            for (k, url) in [("archive", "url"), ("filed", "archive")] {
+                if let Some(a) = s.get(k) {
+                    l.insert(
+                        k.into(),
+                        json!({"url": a[url], "study_uid": a["study_uid"],
+                            "series_uid": a["series_uid"], "instances": a["instances"]}),
+                    );
+                }
+            }
+            if let Some(f) = s.get("archive").and_then(|a| a["fetched"].as_str()) {
+                if let Some(h) = hash(Path::new(f)) {
+                    inputs.push(json!({"role": "fetched", "blake3": h}));
+                }
+            }
+            let mut named: Vec<(&str, &str)> = Vec::new();
+            for k in ["out", "sources", "binding"] {
+                if let Some(p) = s.get(k).and_then(Value::as_str) {
+                    named.push((k, p));
+                }
+            }
+            if let Some(fs) = s.get("files").and_then(Value::as_array) {
+                named.extend(fs.iter().filter_map(Value::as_str).map(|p| ("file", p)));
+            }
+            for (role, p) in named {
+                if let Some(h) = hash(Path::new(p)) {
+                    outputs.push(json!({"role": role, "blake3": h}));
+                }
+            }
+        }
+        // The message is on the console: it names files, which the line never does.
+        Err(()) => {
+            l.insert("result".into(), "error".into());
+        }
+    }
+    l.insert("inputs".into(), inputs.into());
+    l.insert("outputs".into(), outputs.into());
+    l.insert("keys".into(), keys.into());
+    l.insert("certificates".into(), certs.into());
+    Value::Object(l)
+}
+
+/// The audit file, open to append (made with mode 600).
+pub struct Trail {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Trail {
+    /// Opens (or makes) the audit file `path`, before the command runs.
+    pub fn open(path: &Path) -> Result<Trail> {
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let file = o
+            .open(path)
+            .with_context(|| format!("--audit {}: cannot open to append", path.display()))?;
+        Ok(Trail {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends `line`, as one write.
+    pub fn append(&mut self, line: &Value) -> Result<()> {
+        let mut text = line.to_string();
+        text.push('\n');
+        let path = self.path.display();
+        self.file
+            .write_all(text.as_bytes())
+            .with_context(|| format!("--audit {path}: cannot append"))?;
+        self.file
+            .sync_data()
+            .with_context(|| format!("--audit {path}: cannot sync"))
+    }
+}
+
+/// The audit file: `--audit`'s, else PPDENOISE_AUDIT's, else none.
+pub fn file(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os("PPDENOISE_AUDIT").map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_line_is_read_into_its_command_and_options() {
+        let args: Vec<String> = [
+            "ppdenoise",
+            "--json",
+            "reconstruct",
+            "--share0",
+            "a",
+            "b",
+            "--out=c",
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = Plan::of(&args);
+        assert_eq!(p.command, "reconstruct");
+        assert_eq!(p.values("share0").collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(p.value("out"), Some("c"));
+        assert_eq!(p.party(), "receiver");
+    }
+
+    #[test]
+    fn a_summary_gives_the_line_ids_and_counts_never_a_path() {
+        let p = Plan::of(&["ppdenoise".into(), "share-study".into()]);
+        let summary = json!({"ok": true, "study_id": "ab12", "series_uid": "1.2.3",
+            "job_id": "../x/y", "slices": 3, "ran": [0, 2],
+            "skipped": ["skipped /data/PATIENT^NAME/sr.dcm: not an image"]});
+        let l = line(&p, Ok(&summary));
+        assert_eq!(l["study_id"], "ab12");
+        assert_eq!(l["series_uid"], "1.2.3");
+        assert_eq!(l["slices"], 3);
+        assert_eq!(l["ran"], json!([0, 2]));
+        assert_eq!(l["skipped"], 1, "{l}");
+        assert!(l.get("job_id").is_none(), "{l}");
+        let text = l.to_string();
+        assert!(!text.contains('/'), "{text}");
+        assert!(!text.contains("PATIENT"), "{text}");
+    }
+
+    #[test]
+    fn a_folder_hash_covers_its_files_names_and_contents() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("s")).unwrap();
+        std::fs::write(d.path().join("s/a"), b"1").unwrap();
+        let h1 = hash(d.path()).unwrap();
+        std::fs::write(d.path().join("s/a"), b"2").unwrap();
+        let h2 = hash(d.path()).unwrap();
+        std::fs::rename(d.path().join("s/a"), d.path().join("s/b")).unwrap();
+        let h3 = hash(d.path()).unwrap();
+        assert!(h1 != h2 && h2 != h3 && h1.starts_with("tree:"));
+        assert_eq!(
+            hash(&d.path().join("s/b")).unwrap(),
+            blake3::hash(b"2").to_hex().to_string()
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The hospital's archive (a PACS) through DICOMweb: a study's series pulled with QIDO-RS and
+//! WADO-RS for `share-study --from` (`pull.rs`), a derived series filed back with STOW-RS for
+//! `reconstruct --to` and `file-series` (`push.rs`), over one HTTP client with its
+//! authentication, TLS roots, timeout, retries and size bounds (`http.rs`), and the
+//! multipart/related bodies both directions carry (`multipart.rs`). Only whole DICOM files
+//! travel here, between the hospital's own archive and its gateway or receiver: nothing of
+//! this reaches a server or the dealer.
+
+pub mod http;
+pub mod multipart;
+pub mod pull;
+pub mod push;
+
+use anyhow::{bail, Result};
+
+/// An archive as the command line names it: `dicomweb:URL`, URL the DICOMweb root (the one
+/// under which `studies/` answers), http or https.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveUrl {
+    /// The root, without a trailing slash.
+    pub root: String,
+}
+
+impl ArchiveUrl {
+    /// Parses `dicomweb:URL`; `what` names the option in errors.
+    pub fn parse(s: &str, what: &str) -> Result<ArchiveUrl> {
+        // Credentials go in a file or a variable (--archive-auth-*), never in a URL that a
+        // process list, a shell history or an error shows: refused before anything echoes the
+        // option (an `@` anywhere, so that a password holding `/` is caught too).
+        if s.contains('@') && !s.starts_with("dimse:") {
+            bail!(
+                "{what}: the URL carries credentials (an `@`); give them with \
+                 --archive-auth-file or --archive-auth-env instead"
+            );
+        }
+        let Some(url) = s.strip_prefix("dicomweb:") else {
+            if s.starts_with("dimse:") {
+                bail!("{what} {s}: DIMSE archives are not supported yet; use dicomweb:URL");
+            }
+            bail!("{what} {s}: not an archive; give dicomweb:URL (the archive's DICOMweb root)");
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        let Some(rest) = rest else {
+            bail!("{what} {s}: the DICOMweb root must be an http:// or https:// URL");
+        };
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() {
+            bail!("{what} {s}: no host in the URL");
+        }
+        if url.contains('?') || url.contains('#') {
+            bail!("{what} {s}: the DICOMweb root takes no query or fragment");
+        }
+        Ok(ArchiveUrl {
+            root: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Whether the URL is https.
+    pub fn tls(&self) -> bool {
+        self.root.starts_with("https://")
+    }
+
+    /// The host: a name, an IPv4 address, or an IPv6 address without its brackets.
+    fn host(&self) -> &str {
+        let rest = self.root.split_once("://").map_or("", |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        match authority.strip_prefix('[') {
+            Some(h) => h.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        }
+    }
+
+    /// Whether the host is this machine: `localhost` or a loopback address (a name that
+    /// merely starts with `127.` is another machine).
+    pub fn loopback(&self) -> bool {
+        let host = self.host();
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback())
+    }
+}
+
+impl std::fmt::Display for ArchiveUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dicomweb:{}", self.root)
+    }
+}
+
+/// A UID that goes into a URL's path: checked first, so that a UID from the command line or
+/// an archive's answer never adds a path segment or a query.
+pub fn checked_uid<'a>(uid: &'a str, what: &str) -> Result<&'a str> {
+    if !crate::image::dicom::valid_uid(uid) {
+        bail!(
+            "{what} {uid:?}: not a DICOM UID (digits and dots, at most 64 characters, no \
+             empty or zero-led component)"
+        );
+    }
+    Ok(uid)
+}
+
+/// The first value of attribute `tag` (8 hex digits) in a DICOM JSON object, as text.
+pub fn json_value(obj: &serde_json::Value, tag: &str) -> Option<String> {
+    match obj.get(tag)?.get("Value")?.get(0)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_urls_are_dicomweb_roots_without_credentials() {
+        let a = ArchiveUrl::parse("dicomweb:http://127.0.0.1:8042/dicom-web/", "--from").unwrap();
+        assert_eq!(a.root, "http://127.0.0.1:8042/dicom-web");
+        assert!(a.loopback() && !a.tls());
+        let b = ArchiveUrl::parse("dicomweb:https://pacs.example:443/wado", "--to").unwrap();
+        assert!(!b.loopback() && b.tls());
+        assert!(ArchiveUrl::parse("dicomweb:http://[::1]:80/x", "--to")
+            .unwrap()
+            .loopback());
+        for near in [
+            "http://localhost:8042/x",
+            "http://127.0.0.1/x",
+            "http://127.1.2.3:80/x",
+            "http://[::1]/x",
+        ] {
+            let u = ArchiveUrl::parse(&format!("dicomweb:{near}"), "--to").unwrap();
+            assert!(u.loopback(), "{near}");
+        }
+        for far in [
+            "http://127.example.org/x",
+            "http://127.0.0.1.example.org:80/x",
+            "http://localhost.example.org/x",
+            "http://[::2]/x",
+            "http://10.0.0.1/x",
+        ] {
+            let u = ArchiveUrl::parse(&format!("dicomweb:{far}"), "--to").unwrap();
+            assert!(!u.loopback(), "{far}");
+        }
+        for (bad, says) in [
+            ("dicomweb:http://u:p/q@h/x", "carries credentials"),
+            ("http://h/x", "not an archive"),
+            ("dimse:AE@h:104", "DIMSE"),
+            ("dicomweb:ftp://h/x", "http:// or https://"),
+            ("dicomweb:http://u:p@h/x", "carries credentials"),
+            ("dicomweb:http:///x", "no host"),
+            ("dicomweb:http://h/x?y=1", "no query"),
+        ] {
+            let e = ArchiveUrl::parse(bad, "--from").unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            // A password given in a URL is never echoed.
+            assert!(!e.contains("u:p"), "{e}");
+            assert!(!e.contains("q@h"), "{e}");
+        }
+    }
+
+    #[test]
+    fn uids_going_into_paths_are_checked() {
+        assert!(checked_uid("1.2.840.113619.2.1", "--study").is_ok());
+        for bad in ["1.2/../x", "1.2?a", "", "1..2", "1.02"] {
+            assert!(checked_uid(bad, "--study").is_err(), "{bad}");
+        }
+    }
+}
