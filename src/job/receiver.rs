@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::formats::bodies::{
-    is_whole_image, valid_model_name, JobParams, OutputShare, NAME, NETWORK,
+    is_cnn, is_whole_image, valid_model_name, JobParams, OutputShare, NAME, NETWORK,
 };
 use crate::formats::container::{id_hex, Header, Id, Kind, Opened};
 use crate::formats::signing::Trust;
