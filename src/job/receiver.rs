@@ -492,6 +492,14 @@ pub fn combine_tiles_opened(
                 job: o0.job.clone(),
             });
         }
+        // No server tiles a colour job: tiles of one would be put together as gray rows.
+        if o0.job.colours != 1 {
+            bail!(
+                "{}: a tile of a colour job ({} planes); colour jobs run whole",
+                a.display(),
+                o0.job.colours
+            );
+        }
         let cnn = is_whole_image(&h0);
         let named = if cnn { "rows" } else { "patches" };
         let range = h0
