@@ -46,7 +46,7 @@ readme-figure: build
 # The fault injection scenarios are `make faults` (CI runs both). The fuzzing pass, the faults
 # and the soak are #[ignore]d, so that a plain `cargo test` leaves them to their targets.
 test: tools dicom-testdata graph-fixtures orthanc
-	$(CARGO) test --release
+	$(CARGO) test --release --no-fail-fast
 	$(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
 
 # The hospital's archive at both ends (tests/pacs.rs, docs/pacs.md): a real Orthanc with its
