@@ -31,10 +31,21 @@ pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {
 /// netlist with the output conversion (AND gates, daBits, edaBits per element).
 pub fn circuit_shape(plan: &CnnPlan, engine: EngineKind) -> String {
     let circ = relu_circuit(plan);
+    describe_circuit(&circ, engine, || Netlist::record(&circ))
+}
+
+/// One circuit's shape as triplet headers record it: its AND gates and outputs; for the
+/// boolean engine, its netlist's (`net`, recorded only then) AND gates, daBits and edaBits.
+pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
+    circ: &ActCircuit,
+    engine: EngineKind,
+    net: impl FnOnce() -> N,
+) -> String {
     match engine {
         EngineKind::Gc => format!("{},{}", circ.and_gates(), circ.out_len()),
         EngineKind::Gmw => {
-            let net = Netlist::record(&circ);
+            let net = net();
+            let net = net.borrow();
             format!(
                 "{},{},{}",
                 net.and_gates(),

@@ -97,18 +97,7 @@ pub fn circuit_shapes(
     let mut nets = Nets::default();
     Ok(seen
         .iter()
-        .map(|circ| match engine {
-            EngineKind::Gc => format!("{},{}", circ.and_gates(), circ.out_len()),
-            EngineKind::Gmw => {
-                let net = nets.of(circ);
-                format!(
-                    "{},{},{}",
-                    net.and_gates(),
-                    net.dabits(),
-                    net.eda_bits.len()
-                )
-            }
-        })
+        .map(|circ| crate::dealer::cnn::describe_circuit(circ, engine, || nets.of(circ)))
         .collect::<Vec<_>>()
         .join(";"))
 }

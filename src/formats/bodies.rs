@@ -174,11 +174,9 @@ impl GraphModelShare {
 
     /// `public` (the plan rebuilt from the header) with this party's shares filled in.
     pub fn share_plan(&self, public: &GraphPlan) -> Result<GraphPlan, String> {
-        let ch = public.channels();
-        let count: usize = (0..public.steps.len())
-            .map(|i| public.secret_counts(i, &ch).iter().sum::<usize>())
-            .sum();
-        let values = self.data.materialise(Stream::ModelShare, count)?;
+        let values = self
+            .data
+            .materialise(Stream::ModelShare, public.secret_count())?;
         public.with_secret_values(&values)
     }
 }

@@ -160,14 +160,20 @@ impl GraphPlan {
         out
     }
 
+    /// How many secret values the plan has, from its structure (a public plan too).
+    pub fn secret_count(&self) -> usize {
+        let ch = self.channels();
+        (0..self.steps.len())
+            .map(|i| self.secret_counts(i, &ch).iter().sum::<usize>())
+            .sum()
+    }
+
     /// The plan with its secret values replaced by `values` (a party's shares), in the order
     /// of [`GraphPlan::secret_values`].
     /// Works on a public plan as on a full one: the counts come from the structure.
     pub fn with_secret_values(&self, values: &[u64]) -> Result<GraphPlan, String> {
         let ch = self.channels();
-        let want: usize = (0..self.steps.len())
-            .map(|i| self.secret_counts(i, &ch).iter().sum::<usize>())
-            .sum();
+        let want = self.secret_count();
         if values.len() != want {
             return Err(format!(
                 "{} secret values for a plan that has {want}",
