@@ -264,6 +264,135 @@ fn graph_pipeline_is_bit_exact_with_the_oracle() {
     }
 }
 
+/// The U-Net in two tiles (milestone 6) through the binary, on both engines: each tile's
+/// band is shorter than the image (cut at a multiple of the total stride and holding the
+/// network's reach), and the tiles' shares put together are the one-piece oracle's output
+/// bit for bit; the receiver's image is `denoise --arith fixed`'s. Tiles given with another
+/// tile's randomness are refused.
+#[test]
+fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
+    let g = graph("unet");
+    let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+    let (s, r) = (plan.stride, plan.reach);
+    // Two tiles, each band cut short of the image on one side: tall and narrow.
+    let h = 2 * (r.before.max(r.after) + s[0]) + 3;
+    let w = s[1] + 3;
+    let d = Dir::new();
+    ok(&[
+        "share-model",
+        "--model",
+        &fixture("unet").display().to_string(),
+        "--out",
+        &d.p("model"),
+    ]);
+    let img = ndarray::Array2::from_shape_fn((h, w), |(y, x)| {
+        (((y * 37 + x * 11) % 97) as f64 * 2.5 + (y as f64 * 0.3).sin() * 20.0).clamp(0.0, 255.0)
+    });
+    let img = ppdenoise::image::GrayImage::new(img, 8);
+    ppdenoise::image::save_png(&img, d.path("noisy.png"), 8).unwrap();
+    assert!(d.share_image("model.pub", "image").status.success());
+    let want = oracle(&d, &g);
+    let (ph, _) = g.padded_size(h, w).unwrap();
+    for k in 0..2 {
+        let band = plan.band(h, w, ppdenoise::ring::tiles::Tile::new(k, 2).unwrap());
+        let band = band.unwrap();
+        assert!(
+            band.height() < ph,
+            "tile {k}: {band:?} is the whole {ph}-row image"
+        );
+    }
+    for engine in ["gc", "gmw"] {
+        let t = format!("t{engine}");
+        let o = d.gen_triplets(
+            "model.pub",
+            "image.pub",
+            &t,
+            &["--engine", engine, "--tiles", "2"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut shares = [Vec::new(), Vec::new()];
+        for k in 0..2 {
+            for (o, who) in d
+                .serve(("model", "image", &format!("{t}.t{k}")))
+                .iter()
+                .zip(["S0", "S1"])
+            {
+                assert!(
+                    o.status.success(),
+                    "{engine} tile {k} {who}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            for (p, list) in shares.iter_mut().enumerate() {
+                let to = d.path(&format!("{engine}.t{k}.p{p}"));
+                std::fs::rename(d.path(&format!("out.p{p}")), &to).unwrap();
+                list.push(to.display().to_string());
+            }
+        }
+        // The tiles' rows, put together here from the shares, against the oracle.
+        let mut secure = Vec::new();
+        for (k, (s0, s1)) in shares[0].iter().zip(&shares[1]).enumerate() {
+            let part = |p: usize| -> (Header, OutputShare) {
+                let path = [s0, s1][p];
+                load(Path::new(path), Kind::OutputShare, Some(p as u8)).unwrap()
+            };
+            let ((h0, o0), (_, o1)) = (part(0), part(1));
+            assert_eq!(h0.info("tile"), Some(format!("{k}/2").as_str()));
+            secure.extend(
+                o0.canvas
+                    .iter()
+                    .zip(&o1.canvas)
+                    .map(|(a, b)| a.wrapping_add(*b)),
+            );
+        }
+        let differ = secure.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            (secure.len(), differ),
+            (want.len(), 0),
+            "unet {engine} in tiles: pixels differing from the one-piece oracle"
+        );
+        let mut args = vec!["reconstruct", "--insecure-unsigned", "--share0"];
+        args.extend(shares[0].iter().map(String::as_str));
+        args.push("--share1");
+        args.extend(shares[1].iter().map(String::as_str));
+        let out = d.p(&format!("{engine}.png"));
+        args.extend(["--out", &out]);
+        ok(&args);
+    }
+    ok(&[
+        "denoise",
+        "--model",
+        &fixture("unet").display().to_string(),
+        "--image",
+        &d.p("noisy.png"),
+        "--sigma",
+        "25",
+        "--arith",
+        "fixed",
+        "--out",
+        &d.p("fixed.png"),
+    ]);
+    let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
+    for engine in ["gc", "gmw"] {
+        let secure = ppdenoise::image::load(d.path(&format!("{engine}.png"))).unwrap();
+        assert_eq!(
+            secure.pixels, fixed.pixels,
+            "unet {engine} tiles: the receiver's image"
+        );
+    }
+    // A tile label no band has (more tiles than rows) is refused by S0 alone, by name.
+    let o = d.gen_triplets("model.pub", "image.pub", "tf", &["--tiles", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    forge::<Triplets>(&d.path("tf.t0.p0"), Kind::Triplets, 0, |h| {
+        set(h, "tile", "0/100000".into())
+    });
+    let o = wait_limit(
+        d.spawn(0, &no_link_addr(), ("model", "image", "tf.t0")),
+        Duration::from_secs(60),
+    );
+    refused(&o, "tile");
+}
+
 /// Graph, CNN and MLP files are kept apart, and what graphs do not take yet is refused by
 /// name, before any randomness is drawn.
 #[test]
@@ -319,10 +448,6 @@ fn graph_files_are_kept_apart_and_their_limits_named() {
         "not a CNN graph's header",
     );
     // Not yet for graphs: named.
-    refused(
-        &d.gen_triplets("model.pub", "image.pub", "t", &["--tiles", "2"]),
-        "milestone 6",
-    );
     refused(
         &run(&[
             "gen-model-mask",

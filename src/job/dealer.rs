@@ -299,11 +299,6 @@ fn gen_graph_triplets(
     if a.model_mask.is_some() {
         bail!("--model-mask: weights opened once per model are not supported for CNN graphs yet; run the job without it (the weights are opened in the job)");
     }
-    if a.tiles.is_some() {
-        bail!(
-            "--tiles: a CNN graph job runs whole for now (tiles are docs/graph.md's milestone 6)"
-        );
-    }
     let (g, plan) = graph_plan_from_header(&a.model, mh)?;
     let job = job_from_header(image, ih)?;
     if job.scale != plan.params.s {
@@ -328,57 +323,82 @@ fn gen_graph_triplets(
     crate::server::check_bound_model(image, ih, &a.model, mh)?;
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
     check_relu_batch(batch)?;
-    let count = crate::dealer::graph::correction_count(&plan, ph, pw, a.engine, batch)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
-    let circuits = crate::dealer::graph::circuit_shapes(&plan, ph, pw, a.engine)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
-    let channels = plan.channels();
-    let seeds = DealSeeds::fresh(None);
-    let triplet_id = fresh_id();
-    let header = |party: u8| {
-        let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
-        hd.info.push((NETWORK.into(), GRAPH.into()));
-        hd.info.push(("engine".into(), a.engine.name().into()));
-        hd.info.push(("batch".into(), batch.to_string()));
-        for key in [GRAPH_DESCRIPTION, FIXED_POINT] {
-            hd.info
-                .push((key.into(), mh.info(key).unwrap_or_default().into()));
-        }
-        hd.info.push(("circuit".into(), circuits.clone()));
-        hd
-    };
-    let (outs, bytes) = write_pair(
-        &a.out,
-        &header,
-        Lead {
-            job: &job,
-            widths: &channels,
-            batch,
-            engine: a.engine,
-            seeds: &seeds.job,
-        },
-        count,
-        a.engine.deal_setup(),
-        to,
-        |emit| {
-            let mut emit = |v: &[u64]| emit(v).map_err(FillError);
-            crate::dealer::graph::generate_into(&plan, ph, pw, &seeds, a.engine, batch, &mut emit)
-                .map_err(|FillError(e)| e)
-        },
-    )?;
-    let secs = t.elapsed().as_secs_f64();
+    // Every tile is checked before any randomness is drawn or file written; a tile's job is
+    // its band of the padded image, and the dealer sizes everything from the band's rows.
     let (h, w) = (job.height, job.width);
-    let id = id_hex(&triplet_id);
+    let tiles = tile_list(a)?
+        .into_iter()
+        .map(|t| match t {
+            None => Ok((None, ph)),
+            Some(t) => plan
+                .band(h, w, t)
+                .map(|b| (Some(t), b.height()))
+                .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let channels = plan.channels();
+    let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for (tile, rows) in tiles {
+        let at_image = |e: String| anyhow::anyhow!("{}: {e}", image.display());
+        let count = crate::dealer::graph::correction_count(&plan, rows, pw, a.engine, batch)
+            .map_err(at_image)?;
+        let circuits =
+            crate::dealer::graph::circuit_shapes(&plan, rows, pw, a.engine).map_err(at_image)?;
+        let seeds = DealSeeds::fresh(None);
+        let triplet_id = fresh_id();
+        let header = |party: u8| {
+            let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
+            hd.info.push((NETWORK.into(), GRAPH.into()));
+            hd.info.push(("engine".into(), a.engine.name().into()));
+            hd.info.push(("batch".into(), batch.to_string()));
+            for key in [GRAPH_DESCRIPTION, FIXED_POINT] {
+                hd.info
+                    .push((key.into(), mh.info(key).unwrap_or_default().into()));
+            }
+            hd.info.push(("circuit".into(), circuits.clone()));
+            if let Some(t) = tile {
+                hd.info.push(("tile".into(), t.label()));
+            }
+            hd
+        };
+        let (o, b) = write_pair(
+            &tile_prefix(&a.out, tile),
+            &header,
+            Lead {
+                job: &job,
+                widths: &channels,
+                batch,
+                engine: a.engine,
+                seeds: &seeds.job,
+            },
+            count,
+            a.engine.deal_setup(),
+            to,
+            |emit| {
+                let mut emit = |v: &[u64]| emit(v).map_err(FillError);
+                crate::dealer::graph::generate_into(
+                    &plan, rows, pw, &seeds, a.engine, batch, &mut emit,
+                )
+                .map_err(|FillError(e)| e)
+            },
+        )?;
+        outs.extend(o);
+        ids.push(id_hex(&triplet_id));
+        bytes += b;
+    }
+    let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![format!(
-            "{} engine: correlated randomness for a {h}x{w} CNN graph job (run at {ph}x{pw}) written to {} ({bytes} bytes, {secs:.2} s); triplet id {id}",
+            "{} engine: correlated randomness for a {h}x{w} CNN graph job (run at {ph}x{pw}){} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
             a.engine,
+            tiles_said(a),
             outs.join(", "),
+            ids.join(", ")
         )],
         json: serde_json::json!({
-            "ok": true, "command": "gen-triplets", "triplet_id": id, "triplet_ids": [id],
+            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
             "network": GRAPH, "pixels": h * w, "outputs": outs, "engine": a.engine.name(),
-            "dealer_bytes": bytes, "seconds": secs,
+            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
         }),
     })
 }

@@ -19,6 +19,7 @@ use ndarray::Array2;
 
 use crate::inference::graph::{self as kern, Map};
 use crate::model::cnn::{denormalize, normalize};
+use crate::model::graph::reach::Reach;
 use crate::model::graph::{ConvOp, Graph, Interp, Op, Resize, Window};
 use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnFixed;
@@ -111,6 +112,8 @@ pub struct GraphPlan {
     pub output: usize,
     /// The graph's total stride (an image is padded to a multiple).
     pub stride: [usize; 2],
+    /// How many image rows above and below an output row it depends on (tiles' halos).
+    pub reach: Reach,
     /// The step that computes each node of the graph (the others are `Trunc` steps).
     pub nodes: Vec<usize>,
 }
@@ -120,6 +123,7 @@ impl GraphPlan {
     pub fn from_graph(g: &Graph, params: CnnFixed) -> Result<GraphPlan, String> {
         params.validate()?;
         let stride = g.total_stride()?;
+        let reach = g.reach(0)?;
         let mut b = Builder {
             p: params,
             steps: vec![Step {
@@ -139,6 +143,7 @@ impl GraphPlan {
             output: at[g.output],
             steps: b.steps,
             stride,
+            reach,
             nodes: at,
         };
         plan.per_channel_values();

@@ -11,12 +11,18 @@
 //! next to them, which are the halo. So a tile's rows are bit for bit those of the one-piece
 //! job. Bands are cut in the rows of the frame's sub-images (FFDNet's pixel-unshuffle), so a
 //! band of sub-image rows is a band of whole image rows.
+//!
+//! A CNN graph's tile is a band too, cut from the image padded to the total stride: it starts
+//! and ends at multiples of the stride (so that every pooling, strided convolution and resize
+//! sees the grid the whole image gives it) and holds the graph's reach above and below its
+//! rows ([`crate::model::graph::reach`]), so its rows are the one-piece job's, bit for bit.
 
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ring::cnn::CnnPlan;
+use crate::ring::graph::{padded_dims, GraphPlan};
 
 /// Most tiles one job may be split into.
 pub const MAX_TILES: usize = 4096;
@@ -99,21 +105,12 @@ impl CnnPlan {
         }
         let f = self.frame.unshuffle;
         let (sh, _) = self.frame.stack_dims(h, 1);
-        if tile.count > sh {
-            return Err(format!(
-                "{} tiles for {sh} rows of {}: at most one tile per row",
-                tile.count,
-                if f == 1 {
-                    "the image"
-                } else {
-                    "the sub-images"
-                }
-            ));
-        }
-        let (s0, s1) = (
-            tile.index * sh / tile.count,
-            (tile.index + 1) * sh / tile.count,
-        );
+        let of = if f == 1 {
+            "the image"
+        } else {
+            "the sub-images"
+        };
+        let Range { start: s0, end: s1 } = rows_of(sh, tile, of)?;
         let r = self.receptive_radius();
         let (a, b) = (s0.saturating_sub(r), (s1 + r).min(sh));
         let rows = |lo: usize, hi: usize| lo * f..(hi * f).min(h);
@@ -144,6 +141,54 @@ impl CnnPlan {
     pub fn band_output<T: Copy>(&self, out: &[T], w: usize, band: &Band) -> Vec<T> {
         let skip = band.output.start - band.input.start;
         out[skip * w..(skip + band.output.len()) * w].to_vec()
+    }
+}
+
+/// Output rows `0..h` cut into `count` runs of near-equal length, the tile's: every tile must
+/// get at least one row.
+fn rows_of(h: usize, tile: Tile, of: &str) -> Result<Range<usize>, String> {
+    if tile.count > h {
+        return Err(format!(
+            "{} tiles for {h} rows of {of}: at most one tile per row",
+            tile.count
+        ));
+    }
+    Ok(tile.index * h / tile.count..(tile.index + 1) * h / tile.count)
+}
+
+impl GraphPlan {
+    /// The band of tile `tile` of an `h x w` image. `input`: rows of the image padded to the
+    /// stride (what the tile's job runs on, as tall as a multiple of the stride); `output`:
+    /// the image rows the tile keeps.
+    pub fn band(&self, h: usize, w: usize, tile: Tile) -> Result<Band, String> {
+        let (ph, pw) = padded_dims(self.stride, h, w);
+        let output = rows_of(h, tile, "the image")?;
+        let s = self.stride[0];
+        let a = output.start.saturating_sub(self.reach.before) / s * s;
+        let b = ((output.end + self.reach.after).div_ceil(s) * s).min(ph);
+        self.dims(b - a, pw).map_err(|e| {
+            format!(
+                "tile {}: its band of {} rows (rows {a}..{b} with the network's reach of {} \
+                 above and {} below) is too small for this network ({e}); use fewer tiles",
+                tile.label(),
+                b - a,
+                self.reach.before,
+                self.reach.after
+            )
+        })?;
+        Ok(Band {
+            input: a..b,
+            output,
+        })
+    }
+
+    /// The tile's own rows, `w` wide, of the output its job computed on `band`'s rows of the
+    /// padded image (`pw` wide).
+    pub fn band_output<T: Copy>(&self, out: &[T], pw: usize, w: usize, band: &Band) -> Vec<T> {
+        let skip = band.output.start - band.input.start;
+        (skip..skip + band.output.len())
+            .flat_map(|y| out[y * pw..y * pw + w].iter().copied())
+            .collect()
     }
 }
 
@@ -232,6 +277,87 @@ mod tests {
             }
             assert!(plan.band(h, Tile::new(0, sh + 1).unwrap()).is_err());
         }
+    }
+
+    /// A CNN graph's tiles (random graphs of every op: strides, unpadded convs, resizes,
+    /// pixel (un)shuffles, skips across levels) give the one-piece run's rows bit for bit,
+    /// with bands strictly inside the image; and a band one stride short of the reach, or
+    /// started off the stride's grid, does not (the reach and the alignment are needed).
+    #[test]
+    fn graph_tiles_reproduce_the_whole_job_bit_for_bit() {
+        use crate::model::graph::random::{every_op, random_graph};
+        use crate::ring::graph::{pad_edges, run as run_graph};
+        let (mut inside, mut short_differs, mut shifted_differs) = (0, 0, 0);
+        for seed in 0..12 {
+            let g = if seed == 0 {
+                every_op(3)
+            } else {
+                random_graph(seed)
+            };
+            let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+            let s = plan.stride[0];
+            let r = plan.reach;
+            // Three tiles whose bands are shorter than the image; odd sizes.
+            let h = 2 * (r.before + r.after) + 3 * s + 5;
+            let w = 2 * plan.stride[1] + 3;
+            let (ph, pw) = padded_dims(plan.stride, h, w);
+            let enc: Vec<u64> = (0..(h * w) as u64)
+                .map(|i| (i.wrapping_mul(0x9e37_79b9) % 9000) << 4)
+                .collect();
+            let padded = pad_edges(&enc, (h, w), (ph, pw));
+            let whole = run_graph(&plan, &padded, ph, pw).output.v;
+            let whole: Vec<u64> = (0..h)
+                .flat_map(|y| whole[y * pw..y * pw + w].to_vec())
+                .collect();
+            let band_run = |a: usize, b: usize, band: &Band| {
+                let out = run_graph(&plan, &padded[a * pw..b * pw], b - a, pw)
+                    .output
+                    .v;
+                let moved = Band {
+                    input: a..b,
+                    output: band.output.clone(),
+                };
+                plan.band_output(&out, pw, w, &moved)
+            };
+            for count in [1, 2, 3] {
+                let (mut got, mut rows) = (Vec::new(), Vec::new());
+                for index in 0..count {
+                    let band = plan.band(h, w, Tile::new(index, count).unwrap()).unwrap();
+                    assert!(band.input.start.is_multiple_of(s) && band.input.end.is_multiple_of(s));
+                    let (a, b) = (band.input.start, band.input.end);
+                    let mine = band_run(a, b, &band);
+                    let keep = band.output.start * w..band.output.end * w;
+                    assert_eq!(
+                        mine,
+                        whole[keep.clone()],
+                        "seed {seed}, tile {index}/{count}"
+                    );
+                    got.extend(mine);
+                    rows.push(band.output.clone());
+                    if a > 0 && b < ph {
+                        inside += 1;
+                    }
+                    // One stride less of halo above (where there was one to spare), or a
+                    // band started one row off the grid.
+                    if a >= s && b - a > s {
+                        short_differs +=
+                            (band_run(a + s, b, &band) != whole[keep.clone()]) as usize;
+                    }
+                    if a > 0 && s > 1 && b + s - 1 <= ph && plan.dims(b - a + s, pw).is_ok() {
+                        let off = band_run(a - 1, b + s - 1, &band);
+                        shifted_differs += (off != whole[keep]) as usize;
+                    }
+                }
+                check_cover(&rows, h).unwrap();
+                assert_eq!(got, whole, "seed {seed}, {count} tiles");
+            }
+            assert!(plan.band(h, w, Tile::new(0, h + 1).unwrap()).is_err());
+        }
+        assert!(inside >= 12, "{inside} bands strictly inside the image");
+        assert!(
+            short_differs > 0 && shifted_differs > 0,
+            "{short_differs} {shifted_differs}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::model::geometry::Geometry;
 use crate::model::mlp::PatchShape;
 use crate::ring::graph::{pad_edges, padded_dims, GraphPlan};
 use crate::ring::share::Stream;
+use crate::ring::tiles::{Band, Tile};
 use crate::twopc::channel::Channel;
 use crate::twopc::graph::{self, GraphJobInputs};
 use crate::twopc::protocol::{Nonlinear, Report, Weights};
@@ -27,9 +28,12 @@ pub(super) struct GraphJob {
     /// The image's size padded to the plan's stride (what the protocol runs on).
     padded: (usize, usize),
     /// This party's share of the encoded image, padded by replication (a public, linear
-    /// map of the share, as the oracle pads the image).
+    /// map of the share, as the oracle pads the image); a tile's: its band's rows of it.
     image: Vec<u64>,
     relu_batch: usize,
+    /// A tile: which one, and its band (rows of the padded image it runs on, image rows it
+    /// keeps).
+    tile: Option<(Tile, Band)>,
 }
 
 /// The image's sides rounded up to the plan's stride, checked against every tensor's size.
@@ -71,9 +75,9 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
             is.job.colours
         );
     }
-    if th.info("model_mask").is_some() || th.info("tile").is_some() {
+    if th.info("model_mask").is_some() {
         bail!(
-            "{}: names a model mask or a tile, which CNN graph jobs do not use yet",
+            "{}: names a model mask, which CNN graph jobs do not use yet",
             f.triplets.display()
         );
     }
@@ -98,6 +102,18 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     let (ph, pw) = padded(&plan, h, w).map_err(|e| at(&f.image, e))?;
+    // A tile runs on its band of the padded image: the dealer sized its randomness so.
+    let tile = match th.info("tile") {
+        None => None,
+        Some(label) => {
+            let t = Tile::parse(label).map_err(|e| at(&f.triplets, e))?;
+            let band = plan
+                .band(h, w, t)
+                .map_err(|e| at(&f.triplets, format!("tile {label}: {e}")))?;
+            Some((t, band))
+        }
+    };
+    let rows = tile.as_ref().map_or(ph, |(_, b)| b.height());
     // The dealer's graph (from the public header it was given) must be this share's.
     let same = |key: &str| th.info(key).is_some() && th.info(key) == mh.info(key);
     if !is_graph(th) || !same(GRAPH_DESCRIPTION) || !same(FIXED_POINT) {
@@ -115,7 +131,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     }
     let engine_kind = tr.lead.engine;
     check_engine(&f, th, engine_kind)?;
-    let want_circuit = crate::dealer::graph::circuit_shapes(&plan, ph, pw, engine_kind)
+    let want_circuit = crate::dealer::graph::circuit_shapes(&plan, rows, pw, engine_kind)
         .map_err(|e| at(&f.image, e))?;
     if th.info("circuit") != Some(want_circuit.as_str()) {
         bail!(
@@ -126,7 +142,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     let want = if p == 1 {
-        crate::dealer::graph::correction_count(&plan, ph, pw, engine_kind, tr.lead.batch)
+        crate::dealer::graph::correction_count(&plan, rows, pw, engine_kind, tr.lead.batch)
             .map_err(|e| at(&f.image, e))?
     } else {
         0
@@ -142,14 +158,18 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         .data
         .materialise(Stream::ImageShare, h * w)
         .map_err(|e| at(&f.image, e))?;
-    let image = pad_edges(&image, (h, w), (ph, pw));
+    let mut image = pad_edges(&image, (h, w), (ph, pw));
+    if let Some((_, band)) = &tile {
+        image = image[band.input.start * pw..band.input.end * pw].to_vec();
+    }
     let relu_batch = tr.lead.batch;
     let work = Work::Graph(GraphJob {
         plan,
         job: is.job,
-        padded: (ph, pw),
+        padded: (rows, pw),
         image,
         relu_batch,
+        tile,
     });
     assemble(f, (mh, ih, sealed), t, ("per-job".into(), None), work)
 }
@@ -158,6 +178,15 @@ impl GraphJob {
     /// What the protocol's progress counts: the plan's steps.
     pub(super) fn steps(&self) -> usize {
         self.plan.steps.len() - 1
+    }
+
+    /// What the output share's header says of the tile: which one, and the image rows its
+    /// canvas holds.
+    pub(super) fn tile_info(&self) -> Vec<(String, String)> {
+        match &self.tile {
+            None => Vec::new(),
+            Some((t, b)) => t.facts("rows", &b.output),
+        }
     }
 }
 
@@ -184,11 +213,16 @@ impl super::Runs for GraphJob {
             relu_batch: self.relu_batch,
         };
         let (out, report) = graph::run(ch, inputs, engine, &mut |d, _| progress(d))?;
-        // The image's own pixels of the padded output (the oracle crops the same way).
-        let (h, w) = (self.job.height, self.job.width);
-        let canvas = (0..h)
-            .flat_map(|y| out.v[y * pw..y * pw + w].iter().copied())
-            .collect();
+        // The image's own pixels of the padded output (the oracle crops the same way); a
+        // tile's own rows of its band's.
+        let w = self.job.width;
+        let whole = Band {
+            input: 0..ph,
+            output: 0..self.job.height,
+        };
+        let band = self.tile.as_ref().map_or(&whole, |(_, b)| b);
+        let canvas = self.plan.band_output(&out.v, pw, w, band);
+        let h = band.output.len();
         // Image-sized, as a CNN's: 1x1 "patches" at stride 1.
         let one = PatchShape {
             input: 1,

@@ -276,7 +276,7 @@ impl ReadyJob {
         let tile_info = match &self.work {
             Work::Mlp(m) => m.tile_info(),
             Work::Cnn(c) => c.tile_info(),
-            Work::Graph(_) => Vec::new(),
+            Work::Graph(g) => g.tile_info(),
         };
         let (out, report) = work.run(
             ch,

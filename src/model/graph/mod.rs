@@ -8,6 +8,7 @@
 mod chain;
 pub mod public;
 pub mod random;
+pub mod reach;
 pub mod shape;
 
 use std::path::Path;
