@@ -393,6 +393,106 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
     refused(&o, "tile");
 }
 
+/// A study of two slices through a CNN graph (the RED-CNN fixture): share-study, gen-triplets
+/// --study, serve --study on both servers, reconstruct --study; every slice equals
+/// `denoise --arith fixed`'s image of its own input.
+#[test]
+fn a_graph_study_runs_slice_by_slice() {
+    let d = Dir::new();
+    ok(&[
+        "share-model",
+        "--model",
+        &fixture("redcnn").display().to_string(),
+        "--out",
+        &d.p("model"),
+    ]);
+    std::fs::create_dir(d.path("in")).unwrap();
+    for (i, side) in [(0, 30), (1, 26)] {
+        ok(&[
+            "add-noise",
+            "--image",
+            &format!("builtin:phantom:{side}"),
+            "--sigma",
+            "25",
+            "--seed",
+            &i.to_string(),
+            "--out",
+            &d.p(&format!("in/s{i}.png")),
+        ]);
+    }
+    let o = common::share_study(&d.dir, "25", "in", "study", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&[
+        "gen-triplets",
+        "--study",
+        &d.p("study"),
+        "--model",
+        &d.p("model.pub"),
+        "--engine",
+        "gmw",
+    ]);
+    let [c0, c1] = start_pair(&d.dir, |p, addr| {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
+            .args(["--model", &d.p(&format!("model.p{p}"))])
+            .args(["--study", &d.p("study")])
+            .args(["--key", &d.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &d.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &d.p(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .args(["--timeout", "30"])
+            .args(["--state-dir", &d.p(&format!("state{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    });
+    for (c, who) in [c0, c1].into_iter().zip(["S0", "S1"]) {
+        let o = wait_limit(c, Duration::from_secs(120));
+        assert!(
+            o.status.success(),
+            "{who}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--study",
+        &d.p("study"),
+        "--out",
+        &d.p("denoised"),
+    ]);
+    let mut outs: Vec<PathBuf> = std::fs::read_dir(d.path("denoised"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    outs.sort();
+    assert_eq!(outs.len(), 2, "{outs:?}");
+    for (i, got) in outs.iter().enumerate() {
+        let fixed = d.p(&format!("fixed{i}.png"));
+        ok(&[
+            "denoise",
+            "--model",
+            &fixture("redcnn").display().to_string(),
+            "--image",
+            &d.p(&format!("in/s{i}.png")),
+            "--sigma",
+            "25",
+            "--arith",
+            "fixed",
+            "--out",
+            &fixed,
+        ]);
+        let want = ppdenoise::image::load(&fixed).unwrap();
+        let secure = ppdenoise::image::load(got).unwrap();
+        assert_eq!(secure.pixels, want.pixels, "slice {i}: {}", got.display());
+    }
+}
+
 /// Graph, CNN and MLP files are kept apart, and what graphs do not take yet is refused by
 /// name, before any randomness is drawn.
 #[test]
