@@ -277,6 +277,13 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
     // Two tiles, each band cut short of the image on one side: tall and narrow.
     let h = 2 * (r.before.max(r.after) + s[0]) + 3;
     let w = s[1] + 3;
+    // `inspect` says the stride and reach the tiles are cut by.
+    let j = ok(&["inspect", &fixture("unet").display().to_string()]);
+    assert_eq!(j["kind"], "cnn graph");
+    assert_eq!(j["total_stride"], serde_json::json!(s));
+    assert_eq!(j["reach"]["above"], r.before);
+    assert_eq!(j["reach"]["below"], r.after);
+    assert!(j["per_op"]["MaxPool"]["comparisons_per_pixel"].as_f64() > Some(0.0));
     let d = Dir::new();
     ok(&[
         "share-model",

@@ -647,6 +647,54 @@ fn inspect_cnn(m: &Cnn) -> Summary {
     }
 }
 
+/// What `inspect` says of an MLP.
+fn inspect_mlp(m: &Model) -> Summary {
+    let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
+        "widths": m.widths(), "meta": m.meta, "window": m.window.map(|d| d.to_string())});
+    Summary {
+        lines: vec![serde_json::to_string_pretty(&j).expect("json")],
+        json: j,
+    }
+}
+
+/// Side of the image a graph's per-pixel costs are measured on (rounded up to the stride).
+const GRAPH_COST_SIDE: usize = 256;
+
+/// What `inspect` says of a CNN graph: its ops, total stride, reach, fixed point, and per op
+/// kind the comparisons and multiply-adds per pixel of its plan (on a 256 x 256 image).
+fn inspect_graph(path: &std::path::Path, g: &crate::model::graph::Graph) -> Result<Summary> {
+    let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let fixed = g
+        .fixed_point
+        .map_or(CnnFixed::default(), |[s, ws, k]| CnnFixed { s, ws, k });
+    let plan = crate::ring::graph::GraphPlan::from_graph(g, fixed).map_err(at)?;
+    let (rows, cols) = (g.reach(0).map_err(at)?, g.reach(1).map_err(at)?);
+    let (h, w) = crate::ring::graph::padded_dims(plan.stride, GRAPH_COST_SIDE, GRAPH_COST_SIDE);
+    let costs = plan.costs(h, w).map_err(at)?;
+    let total =
+        |f: fn(&crate::ring::graph::costs::KindCost) -> f64| -> f64 { costs.values().map(f).sum() };
+    let mut ops: std::collections::BTreeMap<&str, usize> = Default::default();
+    for n in &g.nodes[1..] {
+        *ops.entry(n.op.name()).or_default() += 1;
+    }
+    let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "cnn graph",
+        "nodes": g.nodes.len(), "ops": ops, "sigma": g.sigma,
+        "total_stride": plan.stride,
+        "reach": {"above": rows.before, "below": rows.after, "left": cols.before, "right": cols.after},
+        "fixed_point": {"s": fixed.s, "ws": fixed.ws, "k": fixed.k,
+            "from": if g.fixed_point.is_some() { "the model file" } else { "the defaults" }},
+        "rescalings": plan.truncations(),
+        "costs_measured_on": [h, w],
+        "comparisons_per_pixel": total(|c| c.comparisons_per_pixel),
+        "macs_per_pixel": total(|c| c.macs_per_pixel),
+        "per_op": costs,
+        "window": g.window.map(|d| d.to_string())});
+    Ok(Summary {
+        lines: vec![serde_json::to_string_pretty(&j)?],
+        json: j,
+    })
+}
+
 /// Print the header of any file ppdenoise writes after checking its sizes and checksum (or a
 /// summary of a model or image).
 #[derive(Args)]
@@ -702,17 +750,19 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
     let file = a.file.as_ref().expect("clap requires it without --series");
     let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
     let model = ["npz", "safetensors", "onnx"].contains(&ext.to_ascii_lowercase().as_str());
+    // An ONNX file is read once and told by what it holds.
+    if model && crate::import::onnx::is_onnx(file) {
+        return match crate::import::onnx::load(file)? {
+            crate::import::onnx::Net::Graph(g) => inspect_graph(file, &g),
+            crate::import::onnx::Net::Cnn(m) => Ok(inspect_cnn(&m)),
+            crate::import::onnx::Net::Mlp(m) => Ok(inspect_mlp(&m)),
+        };
+    }
     if model && Cnn::is_cnn_file(file)? {
         return Ok(inspect_cnn(&Cnn::load(file)?));
     }
     if model {
-        let m = Model::load(file)?;
-        let j = serde_json::json!({"ok": true, "command": "inspect", "kind": "model",
-            "widths": m.widths(), "meta": m.meta, "window": m.window.map(|d| d.to_string())});
-        return Ok(Summary {
-            lines: vec![serde_json::to_string_pretty(&j)?],
-            json: j,
-        });
+        return Ok(inspect_mlp(&Model::load(file)?));
     }
     // One open: the format is told from the file's first bytes, and a ppdenoise file is
     // then checked through the same handle.
