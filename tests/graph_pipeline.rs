@@ -40,6 +40,15 @@ fn graph(name: &str) -> Graph {
     }
 }
 
+/// `denoise --arith fixed` of `image` with fixture `name` into `out` (the oracle's image).
+fn fixed_point(name: &str, image: &str, out: &str) {
+    let m = fixture(name).display().to_string();
+    let args = ["denoise", "--model", &m, "--image", image, "--sigma", "25"];
+    let mut args = args.to_vec();
+    args.extend(["--arith", "fixed", "--out", out]);
+    ok(&args);
+}
+
 fn refused(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -72,6 +81,12 @@ impl Dir {
 
     fn p(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
+    }
+
+    /// `share-model` of fixture `name` into model.pub, model.p0 and model.p1: its summary.
+    fn share_model(&self, name: &str) -> serde_json::Value {
+        let m = fixture(name).display().to_string();
+        ok(&["share-model", "--model", &m, "--out", &self.p("model")])
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -190,13 +205,7 @@ fn graph_pipeline_is_bit_exact_with_the_oracle() {
     for name in ["redcnn", "unet", "drunet", "leaky"] {
         let g = graph(name);
         let d = Dir::new();
-        let j = ok(&[
-            "share-model",
-            "--model",
-            &fixture(name).display().to_string(),
-            "--out",
-            &d.p("model"),
-        ]);
+        let j = d.share_model(name);
         assert_eq!(j["network"], "graph", "{name}");
         // 30 x 27: padded to the stride by the servers (every fixture has a stride > 1
         // or none; either way the crop is exercised on one side at least).
@@ -240,19 +249,7 @@ fn graph_pipeline_is_bit_exact_with_the_oracle() {
                 &d.p(&format!("{engine}.png")),
             ]);
         }
-        ok(&[
-            "denoise",
-            "--model",
-            &fixture(name).display().to_string(),
-            "--image",
-            &d.p("noisy.png"),
-            "--sigma",
-            "25",
-            "--arith",
-            "fixed",
-            "--out",
-            &d.p("fixed.png"),
-        ]);
+        fixed_point(name, &d.p("noisy.png"), &d.p("fixed.png"));
         let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
         for engine in ["gc", "gmw"] {
             let secure = ppdenoise::image::load(d.path(&format!("{engine}.png"))).unwrap();
@@ -285,13 +282,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
     assert_eq!(j["reach"]["below"], r.after);
     assert!(j["per_op"]["MaxPool"]["comparisons_per_pixel"].as_f64() > Some(0.0));
     let d = Dir::new();
-    ok(&[
-        "share-model",
-        "--model",
-        &fixture("unet").display().to_string(),
-        "--out",
-        &d.p("model"),
-    ]);
+    d.share_model("unet");
     let img = ndarray::Array2::from_shape_fn((h, w), |(y, x)| {
         (((y * 37 + x * 11) % 97) as f64 * 2.5 + (y as f64 * 0.3).sin() * 20.0).clamp(0.0, 255.0)
     });
@@ -366,19 +357,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
         args.extend(["--out", &out]);
         ok(&args);
     }
-    ok(&[
-        "denoise",
-        "--model",
-        &fixture("unet").display().to_string(),
-        "--image",
-        &d.p("noisy.png"),
-        "--sigma",
-        "25",
-        "--arith",
-        "fixed",
-        "--out",
-        &d.p("fixed.png"),
-    ]);
+    fixed_point("unet", &d.p("noisy.png"), &d.p("fixed.png"));
     let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
     for engine in ["gc", "gmw"] {
         let secure = ppdenoise::image::load(d.path(&format!("{engine}.png"))).unwrap();
@@ -406,13 +385,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
 #[test]
 fn a_graph_study_runs_slice_by_slice() {
     let d = Dir::new();
-    ok(&[
-        "share-model",
-        "--model",
-        &fixture("redcnn").display().to_string(),
-        "--out",
-        &d.p("model"),
-    ]);
+    d.share_model("redcnn");
     std::fs::create_dir(d.path("in")).unwrap();
     for (i, side) in [(0, 30), (1, 26)] {
         ok(&[
@@ -481,19 +454,7 @@ fn a_graph_study_runs_slice_by_slice() {
     assert_eq!(outs.len(), 2, "{outs:?}");
     for (i, got) in outs.iter().enumerate() {
         let fixed = d.p(&format!("fixed{i}.png"));
-        ok(&[
-            "denoise",
-            "--model",
-            &fixture("redcnn").display().to_string(),
-            "--image",
-            &d.p(&format!("in/s{i}.png")),
-            "--sigma",
-            "25",
-            "--arith",
-            "fixed",
-            "--out",
-            &fixed,
-        ]);
+        fixed_point("redcnn", &d.p(&format!("in/s{i}.png")), &fixed);
         let want = ppdenoise::image::load(&fixed).unwrap();
         let secure = ppdenoise::image::load(got).unwrap();
         assert_eq!(secure.pixels, want.pixels, "slice {i}: {}", got.display());
@@ -505,13 +466,7 @@ fn a_graph_study_runs_slice_by_slice() {
 #[test]
 fn graph_files_are_kept_apart_and_their_limits_named() {
     let d = Dir::new();
-    ok(&[
-        "share-model",
-        "--model",
-        &fixture("unet").display().to_string(),
-        "--out",
-        &d.p("model"),
-    ]);
+    d.share_model("unet");
     d.noisy(30);
     assert!(d.share_image("model.pub", "image").status.success());
     // A CNN and an MLP, with images shared for each.
@@ -650,13 +605,7 @@ fn set(h: &mut Header, key: &str, value: String) {
 #[test]
 fn a_server_refuses_graph_headers_that_disagree() {
     let d = Dir::new();
-    ok(&[
-        "share-model",
-        "--model",
-        &fixture("unet").display().to_string(),
-        "--out",
-        &d.p("model"),
-    ]);
+    d.share_model("unet");
     d.noisy(30);
     assert!(d.share_image("model.pub", "image").status.success());
     let s0 = |triplets: &str| {
