@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -133,6 +133,23 @@ graph-fixtures: out/graph-fixtures/.ok
 
 out/graph-fixtures/.ok: scripts/make-graph-fixtures.py | .venv-onnxrt/.ok
 	.venv-onnxrt/bin/python scripts/make-graph-fixtures.py out/graph-fixtures
+	touch $@
+
+# The same four shapes exported by PyTorch itself (torch.onnx.export, scripts/
+# make-torch-graph-fixtures.py), as a hospital's training code would write them, through
+# tests/torch_graphs.rs: float against PyTorch's own outputs, secure == oracle on both
+# engines. PyTorch from PyPI in out/.venv-torch (the venv `make bench-plain` uses; several
+# GB, so not part of `make test`); a few minutes the first time, about a minute after.
+torch-graphs: build out/torch-graph-fixtures/.ok
+	$(CARGO) test --release --test torch_graphs -- --ignored --nocapture
+
+out/.venv-torch/.graphs-ok: Makefile
+	test -x out/.venv-torch/bin/pip || { python3 -m venv out/.venv-torch || { rm -rf out/.venv-torch; exit 1; }; }
+	out/.venv-torch/bin/pip install --quiet torch==2.15.0 numpy pillow onnx==1.23.2
+	touch $@
+
+out/torch-graph-fixtures/.ok: scripts/make-torch-graph-fixtures.py | out/.venv-torch/.graphs-ok
+	out/.venv-torch/bin/python scripts/make-torch-graph-fixtures.py out/torch-graph-fixtures
 	touch $@
 
 # Evaluation table (docs/results.md): every image in IMAGES x every sigma in SIGMAS, plaintext

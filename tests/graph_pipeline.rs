@@ -7,195 +7,25 @@
 //! MLP files apart.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::graph_job::{fixed_point, oracle, refused, Dir};
 use common::{bin, no_link_addr, ok, run, start_pair, wait_limit};
-use ppdenoise::formats::bodies::{load, GraphModelShare, ImageShare, OutputShare, Triplets};
+use ppdenoise::formats::bodies::{load, GraphModelShare, OutputShare, Triplets};
 use ppdenoise::formats::container::{self, Header, Kind};
-use ppdenoise::import::onnx::Net;
 use ppdenoise::model::graph::Graph;
 use ppdenoise::ring::cnn::CnnFixed;
 use ppdenoise::ring::graph::GraphPlan;
-use ppdenoise::ring::share::Stream;
 
 mod common;
 
 fn fixture(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("out/graph-fixtures")
-        .join(format!("{name}.onnx"));
-    assert!(
-        p.exists(),
-        "{}: missing; run `make graph-fixtures` (onnx and onnxruntime from PyPI)",
-        p.display()
-    );
-    p
+    common::graph_job::fixture_in("graph-fixtures", "graph-fixtures", name)
 }
 
 fn graph(name: &str) -> Graph {
-    match ppdenoise::import::onnx::load(&fixture(name)).unwrap() {
-        Net::Graph(g) => g,
-        other => panic!("{name} read as {other:?}"),
-    }
-}
-
-/// `denoise --arith fixed` of `image` with fixture `name` into `out` (the oracle's image).
-fn fixed_point(name: &str, image: &str, out: &str) {
-    let m = fixture(name).display().to_string();
-    let args = ["denoise", "--model", &m, "--image", image, "--sigma", "25"];
-    let mut args = args.to_vec();
-    args.extend(["--arith", "fixed", "--out", out]);
-    ok(&args);
-}
-
-fn refused(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "expected a refusal mentioning {needle:?}"
-    );
-    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
-}
-
-struct Dir {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Dir {
-    fn new() -> Dir {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        for n in ["s0", "s1"] {
-            ok(&[
-                "keygen",
-                "--name",
-                n,
-                "--out-dir",
-                &dir.join("keys").display().to_string(),
-            ]);
-        }
-        Dir { _tmp: tmp, dir }
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// `share-model` of fixture `name` into model.pub, model.p0 and model.p1: its summary.
-    fn share_model(&self, name: &str) -> serde_json::Value {
-        let m = fixture(name).display().to_string();
-        ok(&["share-model", "--model", &m, "--out", &self.p("model")])
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// A noisy phantom of `side` pixels (odd sizes pad to the graph's stride).
-    fn noisy(&self, side: usize) {
-        ok(&[
-            "add-noise",
-            "--image",
-            &format!("builtin:phantom:{side}"),
-            "--sigma",
-            "25",
-            "--seed",
-            "3",
-            "--out",
-            &self.p("noisy.png"),
-        ]);
-    }
-
-    fn share_image(&self, model_pub: &str, out: &str) -> Output {
-        let (img, o, m) = (self.p("noisy.png"), self.p(out), self.p(model_pub));
-        run(&[
-            "share-image",
-            "--image",
-            &img,
-            "--sigma",
-            "25",
-            "--out",
-            &o,
-            "--model",
-            &m,
-        ])
-    }
-
-    fn gen_triplets(&self, model_pub: &str, image_pub: &str, out: &str, extra: &[&str]) -> Output {
-        let (m, i, o) = (self.p(model_pub), self.p(image_pub), self.p(out));
-        let mut args = vec!["gen-triplets", "--model", &m, "--image", &i, "--out", &o];
-        args.extend(extra);
-        run(&args)
-    }
-
-    /// `serve` of party `p` on `model`, `image` and `triplets` (`.p<p>` each).
-    fn spawn(&self, p: u8, addr: &[String], (model, image, triplets): (&str, &str, &str)) -> Child {
-        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
-        Command::new(bin())
-            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
-            .arg("--insecure-unsigned")
-            .args(["--model", &self.p(&format!("{model}.p{p}"))])
-            .args(["--image", &self.p(&format!("{image}.p{p}"))])
-            .args(["--triplets", &self.p(&format!("{triplets}.p{p}"))])
-            .args(["--key", &self.p(&format!("keys/{me}.key"))])
-            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
-            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(addr)
-            .args(["--timeout", "30"])
-            .args(["--state-dir", &self.p("state")])
-            .args(["--out", &self.p(&format!("out.p{p}"))])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start serve")
-    }
-
-    /// Both servers as processes; their outputs.
-    fn serve(&self, files: (&str, &str, &str)) -> [Output; 2] {
-        let [c0, c1] = start_pair(&self.dir, |p, addr| self.spawn(p, addr, files));
-        [c0, c1].map(|c| wait_limit(c, Duration::from_secs(120)))
-    }
-
-    fn sum_of<B: serde::de::DeserializeOwned>(
-        &self,
-        prefix: &str,
-        kind: Kind,
-        values: impl Fn(&B) -> Vec<u64>,
-    ) -> (B, Vec<u64>) {
-        let (_, b0): (Header, B) =
-            load(&self.path(&format!("{prefix}.p0")), kind, Some(0)).unwrap();
-        let (_, b1): (Header, B) =
-            load(&self.path(&format!("{prefix}.p1")), kind, Some(1)).unwrap();
-        let sum = values(&b0)
-            .iter()
-            .zip(&values(&b1))
-            .map(|(a, b)| a.wrapping_add(*b))
-            .collect();
-        (b0, sum)
-    }
-}
-
-/// The graph oracle on the image the shares hold: padded by replication to the stride, run,
-/// cropped (computed here, not by the binary).
-fn oracle(d: &Dir, g: &Graph) -> Vec<u64> {
-    let (i0, enc) = d.sum_of("image", Kind::ImageShare, |b: &ImageShare| {
-        let n = b.job.height * b.job.width;
-        b.data.materialise(Stream::ImageShare, n).unwrap()
-    });
-    let (h, w) = (i0.job.height, i0.job.width);
-    let params = CnnFixed::default();
-    let plan = GraphPlan::from_graph(g, params).unwrap();
-    let (ph, pw) = g.padded_size(h, w).unwrap();
-    let padded: Vec<u64> = (0..ph)
-        .flat_map(|y| (0..pw).map(move |x| (y.min(h - 1), x.min(w - 1))))
-        .map(|(y, x)| enc[y * w + x])
-        .collect();
-    let r = ppdenoise::ring::graph::run(&plan, &padded, ph, pw);
-    (0..h)
-        .flat_map(|y| r.output.v[y * pw..y * pw + w].to_vec())
-        .collect()
+    common::graph_job::graph(&fixture(name))
 }
 
 /// Each fixture on both engines, through the binary: secure == oracle, bit for bit, and the
@@ -203,61 +33,7 @@ fn oracle(d: &Dir, g: &Graph) -> Vec<u64> {
 #[test]
 fn graph_pipeline_is_bit_exact_with_the_oracle() {
     for name in ["redcnn", "unet", "drunet", "leaky"] {
-        let g = graph(name);
-        let d = Dir::new();
-        let j = d.share_model(name);
-        assert_eq!(j["network"], "graph", "{name}");
-        // 30 x 27: padded to the stride by the servers (every fixture has a stride > 1
-        // or none; either way the crop is exercised on one side at least).
-        d.noisy(30);
-        let o = d.share_image("model.pub", "image");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let want = oracle(&d, &g);
-        for engine in ["gc", "gmw"] {
-            let t = format!("t{engine}");
-            let o = d.gen_triplets("model.pub", "image.pub", &t, &["--engine", engine]);
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            for (o, who) in d.serve(("model", "image", &t)).iter().zip(["S0", "S1"]) {
-                assert!(
-                    o.status.success(),
-                    "{name} {engine} {who}: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-            }
-            let (o0, secure) =
-                d.sum_of("out", Kind::OutputShare, |b: &OutputShare| b.canvas.clone());
-            assert_eq!(
-                o0.scale,
-                GraphPlan::from_graph(&g, CnnFixed::default())
-                    .unwrap()
-                    .out_scale()
-            );
-            let differ = secure.iter().zip(&want).filter(|(a, b)| a != b).count();
-            assert_eq!(
-                (secure.len(), differ),
-                (want.len(), 0),
-                "{name} {engine}: pixels differing from the oracle"
-            );
-            ok(&[
-                "reconstruct",
-                "--insecure-unsigned",
-                "--share0",
-                &d.p("out.p0"),
-                "--share1",
-                &d.p("out.p1"),
-                "--out",
-                &d.p(&format!("{engine}.png")),
-            ]);
-        }
-        fixed_point(name, &d.p("noisy.png"), &d.p("fixed.png"));
-        let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
-        for engine in ["gc", "gmw"] {
-            let secure = ppdenoise::image::load(d.path(&format!("{engine}.png"))).unwrap();
-            assert_eq!(
-                secure.pixels, fixed.pixels,
-                "{name} {engine}: the receiver's image"
-            );
-        }
+        common::graph_job::bit_exact_through_the_binary(&fixture(name));
     }
 }
 
@@ -282,7 +58,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
     assert_eq!(j["reach"]["below"], r.after);
     assert!(j["per_op"]["MaxPool"]["comparisons_per_pixel"].as_f64() > Some(0.0));
     let d = Dir::new();
-    d.share_model("unet");
+    d.share_model(&fixture("unet"));
     let img = ndarray::Array2::from_shape_fn((h, w), |(y, x)| {
         (((y * 37 + x * 11) % 97) as f64 * 2.5 + (y as f64 * 0.3).sin() * 20.0).clamp(0.0, 255.0)
     });
@@ -357,7 +133,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
         args.extend(["--out", &out]);
         ok(&args);
     }
-    fixed_point("unet", &d.p("noisy.png"), &d.p("fixed.png"));
+    fixed_point(&fixture("unet"), &d.p("noisy.png"), &d.p("fixed.png"));
     let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
     for engine in ["gc", "gmw"] {
         let secure = ppdenoise::image::load(d.path(&format!("{engine}.png"))).unwrap();
@@ -385,7 +161,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
 #[test]
 fn a_graph_study_runs_slice_by_slice() {
     let d = Dir::new();
-    d.share_model("redcnn");
+    d.share_model(&fixture("redcnn"));
     std::fs::create_dir(d.path("in")).unwrap();
     for (i, side) in [(0, 30), (1, 26)] {
         ok(&[
@@ -454,7 +230,7 @@ fn a_graph_study_runs_slice_by_slice() {
     assert_eq!(outs.len(), 2, "{outs:?}");
     for (i, got) in outs.iter().enumerate() {
         let fixed = d.p(&format!("fixed{i}.png"));
-        fixed_point("redcnn", &d.p(&format!("in/s{i}.png")), &fixed);
+        fixed_point(&fixture("redcnn"), &d.p(&format!("in/s{i}.png")), &fixed);
         let want = ppdenoise::image::load(&fixed).unwrap();
         let secure = ppdenoise::image::load(got).unwrap();
         assert_eq!(secure.pixels, want.pixels, "slice {i}: {}", got.display());
@@ -466,7 +242,7 @@ fn a_graph_study_runs_slice_by_slice() {
 #[test]
 fn graph_files_are_kept_apart_and_their_limits_named() {
     let d = Dir::new();
-    d.share_model("unet");
+    d.share_model(&fixture("unet"));
     d.noisy(30);
     assert!(d.share_image("model.pub", "image").status.success());
     // A CNN and an MLP, with images shared for each.
@@ -605,7 +381,7 @@ fn set(h: &mut Header, key: &str, value: String) {
 #[test]
 fn a_server_refuses_graph_headers_that_disagree() {
     let d = Dir::new();
-    d.share_model("unet");
+    d.share_model(&fixture("unet"));
     d.noisy(30);
     assert!(d.share_image("model.pub", "image").status.success());
     let s0 = |triplets: &str| {

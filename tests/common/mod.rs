@@ -2,6 +2,8 @@
 // Each test binary compiles this module whole and uses part of it.
 #![allow(dead_code)]
 
+pub mod graph_job;
+
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
