@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -150,6 +150,21 @@ out/.venv-torch/.graphs-ok: Makefile
 
 out/torch-graph-fixtures/.ok: scripts/make-torch-graph-fixtures.py | out/.venv-torch/.graphs-ok
 	out/.venv-torch/bin/python scripts/make-torch-graph-fixtures.py out/torch-graph-fixtures
+	touch $@
+
+# CNN graphs benchmarked (issue 47, item 7; docs/benchmarks.md): a realistic U-Net denoiser
+# (4 levels, 32 to 256 channels) and a DRUNet-small (4 levels, 16 to 128 channels), exported by
+# PyTorch with random weights, each at GRAPH_BENCH_SIZES through `bench` (boolean engine,
+# localhost and the shaping relay, plaintext float beside): out/bench-graphs/MODEL-SIZE.json.
+GRAPH_BENCH_SIZES ?= 256 512
+bench-graphs: build out/graph-bench/.ok
+	for m in unet drunet; do for n in $(GRAPH_BENCH_SIZES); do \
+	  $(BIN) bench --skip-paper --skip-mid --engine gmw --model out/graph-bench/bench-$$m.onnx \
+	    --image builtin:phantom:$$n --workdir out/bench-graphs/$$m-$$n \
+	    --out out/bench-graphs/$$m-$$n.json || exit 1; done; done
+
+out/graph-bench/.ok: scripts/make-torch-graph-fixtures.py | out/.venv-torch/.graphs-ok
+	out/.venv-torch/bin/python scripts/make-torch-graph-fixtures.py --bench out/graph-bench
 	touch $@
 
 # Evaluation table (docs/results.md): every image in IMAGES x every sigma in SIGMAS, plaintext

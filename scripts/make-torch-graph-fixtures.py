@@ -110,27 +110,30 @@ class ResBlock(nn.Module):
 
 
 class DrUNet(nn.Module):
-    def __init__(self, c=4):
+    """`levels` resolutions (channels c, 2c, 4c, ...), `blocks` residual blocks per level."""
+
+    def __init__(self, c=4, levels=3, blocks=1):
         super().__init__()
-        ch = [c, 2 * c, 4 * c]
+        ch = [c << i for i in range(levels)]
+        res = lambda n: nn.Sequential(*[ResBlock(n) for _ in range(blocks)])
         self.head = nn.Conv2d(1, c, 3, padding=1, bias=False)
         self.down = nn.ModuleList([
-            nn.Sequential(ResBlock(ch[i]), nn.Conv2d(ch[i], ch[i + 1], 2, stride=2, bias=False))
-            for i in range(2)])
-        self.body = ResBlock(ch[2])
+            nn.Sequential(res(ch[i]), nn.Conv2d(ch[i], ch[i + 1], 2, stride=2, bias=False))
+            for i in range(levels - 1)])
+        self.body = res(ch[-1])
         self.up = nn.ModuleList([
             nn.Sequential(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2, bias=False),
-                          ResBlock(ch[i]))
-            for i in range(2)])
+                          res(ch[i]))
+            for i in range(levels - 1)])
         self.tail = nn.Conv2d(c, 1, 3, padding=1, bias=False)
 
     def forward(self, x):
-        h0 = self.head(x)
-        h1 = self.down[0](h0)
-        h2 = self.down[1](h1)
-        h = self.body(h2) + h2
-        h = self.up[1](h) + h1
-        h = self.up[0](h) + h0
+        hs = [self.head(x)]
+        for d in self.down:
+            hs.append(d(hs[-1]))
+        h = self.body(hs[-1]) + hs[-1]
+        for i in reversed(range(len(self.up))):
+            h = self.up[i](h) + hs[i]
         return self.tail(h)
 
 
@@ -152,22 +155,34 @@ def randomise(m, seed):
     return m.eval()
 
 
+def export(net, path):
+    tmp = path + ".tmp"
+    x = torch.rand(1, 1, *SIZES[0])
+    dyn = {"x": {2: "h", 3: "w"}, "y": {2: "h", 3: "w"}}
+    torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=OPSET,
+                      input_names=["x"], output_names=["y"], dynamic_axes=dyn)
+    os.replace(tmp, path)
+
+
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "out/torch-graph-fixtures"
+    args = [a for a in sys.argv[1:] if a != "--bench"]
+    out = args[0] if args else "out/torch-graph-fixtures"
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
+    if "--bench" in sys.argv:
+        # `make bench-graphs`: a realistic U-Net denoiser (4 levels, 32 to 256 channels) and a
+        # DRUNet-small (4 levels, 16 to 128 channels, two residual blocks per level).
+        nets = {"bench-unet": UNet(c=32), "bench-drunet": DrUNet(c=16, levels=4, blocks=2)}
+        for seed, (name, net) in enumerate(nets.items()):
+            export(randomise(net, seed + 11), os.path.join(out, name + ".onnx"))
+        print(f"{out}: {len(nets)} benchmark graphs exported by torch {torch.__version__}")
+        return
     rng = np.random.default_rng(0)
     nets = {"redcnn": RedCnn(), "unet": UNet(), "drunet": DrUNet(), "leaky": UNet(leaky=True)}
     ref = {}
     for seed, (name, net) in enumerate(nets.items()):
         net = randomise(net, seed + 1)
-        path = os.path.join(out, name + ".onnx")
-        tmp = path + ".tmp"
-        x = torch.rand(1, 1, *SIZES[0])
-        dyn = {"x": {2: "h", 3: "w"}, "y": {2: "h", 3: "w"}}
-        torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=OPSET,
-                          input_names=["x"], output_names=["y"], dynamic_axes=dyn)
-        os.replace(tmp, path)
+        export(net, os.path.join(out, name + ".onnx"))
         with torch.no_grad():
             for i, (h, w) in enumerate(SIZES):
                 xi = rng.uniform(0, 1, (1, 1, h, w)).astype(np.float32)

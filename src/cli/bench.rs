@@ -83,8 +83,16 @@ struct RunSpec {
 /// The whole pipeline on `noisy_png` with `model`; every step a process.
 fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result<Value> {
     let batch = spec.batch.unwrap_or(spec.engine.default_batch());
-    if !crate::model::cnn::Cnn::is_cnn_file(model)? {
-        // An MLP, read now: a CNN graph is refused here, by name, before anything runs.
+    // A CNN or a CNN graph runs as one whole-image job, its weights opened in the job and its
+    // image shared for it; an MLP is read now, so that a bad file is refused before anything
+    // runs.
+    let graph = crate::import::onnx::is_onnx(model)
+        && matches!(
+            crate::import::onnx::load(model)?,
+            crate::import::onnx::Net::Graph(_)
+        );
+    let cnn = graph || crate::model::cnn::Cnn::is_cnn_file(model)?;
+    if !cnn {
         crate::model::mlp::Model::load(model)?;
     }
     let p = |n: &str| dir.join(n);
@@ -109,8 +117,6 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     ];
     owner_args.extend(signed_as(&keys, Role::Owner));
     let (t_model, j_model) = timed(&owner_args)?;
-    // A CNN opens its weights in the job (no model mask yet) and its image is shared for it.
-    let cnn = crate::model::cnn::Cnn::is_cnn_file(model)?;
     // In a relay run S0 listens on its port and S1 connects to the relay, which forwards to
     // S0: first the model setup's link (not for a CNN), then the job's; a link is two
     // connections, one per direction.
@@ -201,7 +207,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     let link = r0["link"]["bytes_sent"].as_u64().unwrap_or(0)
         + r0["link"]["bytes_received"].as_u64().unwrap_or(0);
     Ok(json!({
-        "engine": spec.engine.name(), "batch": dealer_batch, "network": if cnn { "cnn" } else { "mlp" },
+        "engine": spec.engine.name(), "batch": dealer_batch, "network": if graph { "graph" } else if cnn { "cnn" } else { "mlp" },
         "link": spec.link.map(|l| l.to_string()).unwrap_or_else(|| "localhost".into()),
         "seconds": {"share_model": t_model, "share_image": t_gw, "gen_triplets": t_dealer,
                     "serve": t_serve, "reconstruct": t_rec,

@@ -323,27 +323,30 @@ fn gen_graph_triplets(
     crate::server::check_bound_model(image, ih, &a.model, mh)?;
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
     check_relu_batch(batch)?;
-    // Every tile is checked before any randomness is drawn or file written; a tile's job is
-    // its band of the padded image, and the dealer sizes everything from the band's rows.
+    // Every tile is checked, and its randomness sized, before any is drawn or file written; a
+    // tile's job is its band of the padded image, sized from the band's rows.
     let (h, w) = (job.height, job.width);
+    let at_image = |e: String| anyhow::anyhow!("{}: {e}", image.display());
     let tiles = tile_list(a)?
         .into_iter()
-        .map(|t| match t {
-            None => Ok((None, ph)),
-            Some(t) => plan
-                .band(h, w, t)
-                .map(|b| (Some(t), b.height()))
-                .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
+        .map(|t| {
+            let rows = match t {
+                None => ph,
+                Some(t) => plan
+                    .band(h, w, t)
+                    .map_err(|e| anyhow::anyhow!("--tiles: {e}"))?
+                    .height(),
+            };
+            let count = crate::dealer::graph::correction_count(&plan, rows, pw, a.engine, batch)
+                .map_err(at_image)?;
+            let circuits = crate::dealer::graph::circuit_shapes(&plan, rows, pw, a.engine)
+                .map_err(at_image)?;
+            Ok((t, rows, count, circuits))
         })
         .collect::<Result<Vec<_>>>()?;
     let channels = plan.channels();
     let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for (tile, rows) in tiles {
-        let at_image = |e: String| anyhow::anyhow!("{}: {e}", image.display());
-        let count = crate::dealer::graph::correction_count(&plan, rows, pw, a.engine, batch)
-            .map_err(at_image)?;
-        let circuits =
-            crate::dealer::graph::circuit_shapes(&plan, rows, pw, a.engine).map_err(at_image)?;
+    for (tile, rows, count, circuits) in tiles {
         let seeds = DealSeeds::fresh(None);
         let triplet_id = fresh_id();
         let header = |party: u8| {

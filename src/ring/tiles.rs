@@ -279,6 +279,39 @@ mod tests {
         }
     }
 
+    /// What the random graphs do not draw: pads unequal above and below, stride 3, a
+    /// transposed 4x4 conv with output padding, a linear resize by 3.
+    fn odd_strides() -> crate::model::graph::Graph {
+        use crate::model::graph::random::{win, Net};
+        use crate::model::graph::{Coords, Interp, Op, Resize};
+        let mut n = Net::new(5);
+        let mut w = win(3, 1, 0);
+        w.pads = [0, 0, 2, 2];
+        let a = n.conv(0, 1, 3, w, false, 1);
+        let a = n.add(Op::Relu, &[a]);
+        let d = n.conv(a, 3, 3, win(3, 3, 1), false, 1);
+        let d = n.add(Op::Relu, &[d]);
+        let mut t = win(4, 3, 1);
+        t.pads = [1, 1, 1, 1];
+        let u = n.conv(d, 3, 3, t, true, 1);
+        if let Op::Conv(c) = &mut n.nodes[u].op {
+            c.output_padding = [1, 1];
+        }
+        let j = n.add(Op::Add, &[a, u]);
+        let r = n.conv(j, 3, 3, win(3, 3, 1), false, 1);
+        let r = n.add(
+            Op::Resize(Resize {
+                scale: [3, 3],
+                interp: Interp::Linear,
+                coords: Coords::HalfPixel,
+            }),
+            &[r],
+        );
+        let j = n.add(Op::Add, &[j, r]);
+        let out = n.conv(j, 3, 1, win(3, 1, 1), false, 1);
+        n.graph(out)
+    }
+
     /// A CNN graph's tiles (random graphs of every op: strides, unpadded convs, resizes,
     /// pixel (un)shuffles, skips across levels) give the one-piece run's rows bit for bit,
     /// with bands strictly inside the image; and a band one stride short of the reach, or
@@ -288,13 +321,14 @@ mod tests {
         use crate::model::graph::random::{every_op, random_graph};
         use crate::ring::graph::{pad_edges, run as run_graph};
         let (mut inside, mut short_differs, mut shifted_differs) = (0, 0, 0);
-        for seed in 0..12 {
-            let g = if seed == 0 {
-                every_op(3)
-            } else {
-                random_graph(seed)
+        for seed in 0..13 {
+            let g = match seed {
+                0 => every_op(3),
+                12 => odd_strides(),
+                _ => random_graph(seed),
             };
             let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+            assert!(seed != 12 || plan.stride == [3, 3], "{:?}", plan.stride);
             let s = plan.stride[0];
             let r = plan.reach;
             // Three tiles whose bands are shorter than the image; odd sizes.
@@ -353,7 +387,7 @@ mod tests {
             }
             assert!(plan.band(h, w, Tile::new(0, h + 1).unwrap()).is_err());
         }
-        assert!(inside >= 12, "{inside} bands strictly inside the image");
+        assert!(inside >= 13, "{inside} bands strictly inside the image");
         assert!(
             short_differs > 0 && shifted_differs > 0,
             "{short_differs} {shifted_differs}"
