@@ -4,7 +4,7 @@
 //! through the binary's secure pipeline (both engines) from a YBR_FULL_422 JPEG and an RGB
 //! DICOM and comes back as a derived RGB DICOM, bit-exact with the oracle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ppdenoise::image::dicom::decode_colour;
 use ppdenoise::image::{load_picture, ColourImage, Picture};
@@ -133,4 +133,294 @@ fn every_colour_form_reads_as_pydicom_decodes_it() {
     }
     eprintln!("{}", report.join("\n"));
     assert!(bad.is_empty(), "beyond the bound: {bad:?}");
+}
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{bin, ok, run, start_pair, wait_limit};
+use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
+use ppdenoise::formats::container::{Header, Kind};
+use ppdenoise::model::cnn::{random_framed_cnn, Cnn, CnnMeta};
+use ppdenoise::model::frame::Frame;
+use ppdenoise::model::noise_map::NoiseLevel;
+use ppdenoise::model::preprocess::Preprocess;
+use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
+use ppdenoise::ring::share::Stream;
+
+fn refused(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "expected a refusal mentioning {needle:?}"
+    );
+    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
+}
+
+/// A folder with the two servers' TLS keys.
+struct Dir {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        for n in ["s0", "s1"] {
+            ok(&[
+                "keygen",
+                "--name",
+                n,
+                "--out-dir",
+                &dir.join("keys").display().to_string(),
+            ]);
+        }
+        Dir { _tmp: tmp, dir }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `share-image --image IMAGE --sigma 25 --model MODEL.pub --out OUT` and `extra`.
+    fn share_image(&self, image: &str, model: &str, out: &str, extra: &[&str]) -> Output {
+        let (m, o) = (self.p(&format!("{model}.pub")), self.p(out));
+        let mut args = vec![
+            "share-image",
+            "--image",
+            image,
+            "--sigma",
+            "25",
+            "--model",
+            &m,
+            "--out",
+            &o,
+        ];
+        args.extend(extra);
+        run(&args)
+    }
+
+    /// `serve` of party `p`: model.p<p>, image.p<p>, triplets.p<p> -> out.p<p>.
+    fn spawn(&self, p: u8, addr: &[String]) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
+            .args(["--model", &self.p(&format!("model.p{p}"))])
+            .args(["--image", &self.p(&format!("image.p{p}"))])
+            .args(["--triplets", &self.p(&format!("triplets.p{p}"))])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .args(["--timeout", "60"])
+            .args(["--state-dir", &self.p("state")])
+            .args(["--out", &self.p(&format!("out.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+}
+
+const META: CnnMeta = CnnMeta {
+    sigma: 25.0,
+    residual: false,
+};
+
+/// The job of the colour DICOM `input` for colour model `m` (shared as `model`) through
+/// the binary on `engine`: share-image, gen-triplets, both servers, reconstruct --like the
+/// input to a DICOM. Asserts the shares hold the image's RGB planes as our reader decodes
+/// them, that the output shares add up to the oracle's output bit for bit, and that the
+/// derived DICOM, as pydicom reads it, is RGB holding the oracle's image (8 bits) with the
+/// derived attributes. Returns pydicom's pixels (R G B pixel by pixel).
+fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
+    let input_s = input.display().to_string();
+    let j = common::summary(
+        &d.share_image(&input_s, "model", "image", &[]),
+        "share-image",
+    );
+    assert_eq!(j["colours"], 3, "{j}");
+    let o = run(&[
+        "gen-triplets",
+        "--model",
+        &d.p("model.pub"),
+        "--image",
+        &d.p("image.pub"),
+        "--out",
+        &d.p("triplets"),
+        "--engine",
+        engine,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr));
+    for (o, who) in [
+        (wait_limit(c0, Duration::from_secs(300)), "S0"),
+        (wait_limit(c1, Duration::from_secs(300)), "S1"),
+    ] {
+        assert!(
+            o.status.success(),
+            "{who} ({engine}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (_, i0): (Header, ImageShare) =
+        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+    let (_, i1): (Header, ImageShare) =
+        load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+    let (h, w) = (i0.job.height, i0.job.width);
+    assert_eq!(i0.job.colours, 3);
+    let params = CnnFixed::for_model(m);
+    let plan = CnnPlan::from_cnn(m, params).unwrap();
+    let n = plan.input_len(h, w);
+    let enc: Vec<u64> = i0
+        .data
+        .materialise(Stream::ImageShare, n)
+        .unwrap()
+        .iter()
+        .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let Picture::Colour(src) = load_picture(input).unwrap() else {
+        panic!("{input_s}: not colour")
+    };
+    assert_eq!((src.height(), src.width()), (h, w));
+    let map = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
+    let pre = Preprocess::identity();
+    assert_eq!(
+        enc,
+        ring_cnn::encode_image(&src.planes, &map, &pre, params.s),
+        "the gateway's encoding of the decoded RGB planes"
+    );
+    let orc = ring_cnn::run(&plan, h, w, &enc);
+    assert_eq!(orc.out_of_range, 0);
+    let (_, o0): (Header, OutputShare) =
+        load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+    let (_, o1): (Header, OutputShare) =
+        load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+    let secure: Vec<u64> = o0
+        .canvas
+        .iter()
+        .zip(&o1.canvas)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    assert_eq!(secure.len(), 3 * h * w);
+    let diff = secure
+        .iter()
+        .zip(&orc.output)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(diff, 0, "{engine}: {diff} values differ from the oracle");
+    let j = ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--share0",
+        &d.p("out.p0"),
+        "--share1",
+        &d.p("out.p1"),
+        "--like",
+        &input_s,
+        "--out",
+        &d.p("denoised.dcm"),
+    ]);
+    assert_eq!(j["colours"], 3);
+    // pydicom's reading of what was written: RGB, pixel by pixel, 8 bits, derived.
+    let r = common::pydicom_reads(&d.path("denoised.dcm"));
+    assert_eq!(r["PhotometricInterpretation"], "RGB", "{input_s}");
+    assert_eq!(r["SamplesPerPixel"], 3);
+    assert_eq!(r["PlanarConfiguration"], 0);
+    assert_eq!(r["BitsAllocated"], 8);
+    assert_eq!(r["TransferSyntaxUID"], "1.2.840.10008.1.2.1");
+    assert_eq!(r["ImageType"][0], "DERIVED");
+    assert_eq!(r["ImageType"][1], "SECONDARY");
+    let source = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(input)
+        .unwrap();
+    let source_uid = source
+        .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    assert_eq!(r["SourceImageSOPInstanceUIDs"][0], source_uid.as_str());
+    assert_ne!(r["SOPInstanceUID"], source_uid.as_str());
+    let got: Vec<u8> = r["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    // The oracle's image, rounded and clamped to 8 bits, R G B pixel by pixel.
+    let dec = ring_cnn::decode_output(&orc.output, 3 * h, w, &pre, params.out_scale());
+    let want: Vec<u8> = (0..h * w * 3)
+        .map(|k| {
+            let (i, c) = (k / 3, k % 3);
+            dec[[c * h + i / w, i % w]].round().clamp(0.0, 255.0) as u8
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "{engine}: {input_s}: the DICOM written is the oracle's image"
+    );
+    got
+}
+
+/// A YBR_FULL_422 JPEG baseline DICOM (pydicom's SC_rgb_dcmtk_+eb+cy+np.dcm, 100 x 100)
+/// and an RGB one (planar configuration 1, made from pydicom's RLE file) through a colour
+/// FFDNet-shaped random network on both engines: secure == oracle bit for bit, back as a
+/// derived RGB DICOM that pydicom reads, equal to `denoise --arith fixed` of the same file.
+#[test]
+fn colour_dicom_secure_is_bit_exact_on_both_engines_and_comes_back_rgb() {
+    let m = random_framed_cnn(&[13, 8, 12], 3, 33, META, Frame::FFDNET);
+    let inputs = [
+        testdata("pydicom/SC_rgb_dcmtk_+eb+cy+np.dcm"),
+        testdata("made-rgb-planar1.dcm"),
+    ];
+    for (k, engine) in ["gmw", "gc"].into_iter().enumerate() {
+        for input in &inputs {
+            let d = Dir::new();
+            m.save(&d.path("colour.npz")).unwrap();
+            let j = ok(&[
+                "share-model",
+                "--model",
+                &d.p("colour.npz"),
+                "--out",
+                &d.p("model"),
+            ]);
+            assert_eq!(j["colours"], 3);
+            let got = secure_dicom_job(&d, &m, input, engine);
+            // The plaintext fixed point of the same decoded file, once per input.
+            if k == 0 {
+                ok(&[
+                    "denoise",
+                    "--model",
+                    &d.p("colour.npz"),
+                    "--image",
+                    &input.display().to_string(),
+                    "--sigma",
+                    "25",
+                    "--arith",
+                    "fixed",
+                    "--out",
+                    &d.p("fixed.png"),
+                ]);
+                let fixed = image::open(d.path("fixed.png")).unwrap();
+                assert_eq!(
+                    fixed.as_rgb8().expect("an RGB PNG").as_raw(),
+                    &got,
+                    "{}: secure and denoise --arith fixed",
+                    input.display()
+                );
+            }
+        }
+    }
 }
