@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use ppdenoise::image::dicom::decode_colour;
-use ppdenoise::image::{load_picture, ColourImage, Picture};
+use ppdenoise::image::{load_picture, Picture};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -423,4 +423,86 @@ fn colour_dicom_secure_is_bit_exact_on_both_engines_and_comes_back_rgb() {
             }
         }
     }
+}
+
+/// What a colour DICOM cannot be given to, refused by name before anything is written: a
+/// PALETTE COLOR file (indices, not intensities), a gray model (and --as-gray, which does
+/// not convert a DICOM), a colour model given a gray DICOM, a --window, share-study.
+#[test]
+fn colour_dicom_refusals_are_named() {
+    let d = Dir::new();
+    let colour = random_framed_cnn(&[13, 6, 12], 3, 5, META, Frame::FFDNET);
+    colour.save(&d.path("colour.npz")).unwrap();
+    let gray = random_framed_cnn(&[5, 6, 4], 3, 5, META, Frame::FFDNET);
+    gray.save(&d.path("gray.npz")).unwrap();
+    for (npz, out) in [("colour.npz", "model"), ("gray.npz", "graym")] {
+        ok(&["share-model", "--model", &d.p(npz), "--out", &d.p(out)]);
+    }
+    let none_written = |out: &str| {
+        for e in ["p0", "p1", "pub"] {
+            assert!(!d.path(&format!("{out}.{e}")).exists(), "{out}.{e} written");
+        }
+    };
+    let ybr = testdata("pydicom/SC_rgb_dcmtk_+eb+cy+np.dcm");
+    let ybr_s = ybr.display().to_string();
+    let palette = testdata("pydicom/examples_palette.dcm");
+    let palette_s = palette.display().to_string();
+    // PALETTE COLOR, for a colour model and a gray one, and by the reader itself.
+    for model in ["model", "graym"] {
+        refused(
+            &d.share_image(&palette_s, model, "x", &[]),
+            "PALETTE COLOR: its values are indices into a colour table, not intensities",
+        );
+        none_written("x");
+    }
+    let e = decode_colour(&std::fs::read(&palette).unwrap(), &palette, false).unwrap_err();
+    assert!(e.to_string().contains("examples_palette.dcm"), "{e}");
+    // A gray model given a colour DICOM; --as-gray does not convert a DICOM.
+    refused(
+        &d.share_image(&ybr_s, "graym", "x", &[]),
+        "a colour image; the model (gray) is gray",
+    );
+    none_written("x");
+    let o = run(&[
+        "--as-gray",
+        "share-image",
+        "--image",
+        &ybr_s,
+        "--sigma",
+        "25",
+        "--model",
+        &d.p("graym.pub"),
+        "--out",
+        &d.p("x"),
+    ]);
+    refused(
+        &o,
+        "a colour image (3 samples per pixel, YBR_FULL_422); only grayscale",
+    );
+    none_written("x");
+    // A colour model given a gray DICOM.
+    let gray_dcm = root().join("out/dicom-testdata/j2k8-ref.dcm");
+    refused(
+        &d.share_image(&gray_dcm.display().to_string(), "model", "x", &[]),
+        "a gray image; the model (colour) is colour (3 planes)",
+    );
+    none_written("x");
+    // A window is for gray values in the image's units.
+    refused(
+        &d.share_image(&ybr_s, "model", "x", &["--window", "10:200"]),
+        "a colour image takes its full range: no --window",
+    );
+    none_written("x");
+    // share-study takes gray slices.
+    std::fs::create_dir(d.path("study")).unwrap();
+    std::fs::copy(&ybr, d.path("study/a.dcm")).unwrap();
+    let o = common::share_study(&d.dir, "25", "study", "studyout", &[]);
+    refused(&o, "not by a gray model, --window, share-study");
+    assert!(
+        !d.path("studyout").exists()
+            || std::fs::read_dir(d.path("studyout"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 }
