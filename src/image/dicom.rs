@@ -7,7 +7,10 @@
 //! syntaxes: implicit and explicit VR little endian, explicit VR big endian, deflated
 //! explicit VR little endian, RLE Lossless, JPEG (lossless, baseline, and 12-bit extended
 //! through [`super::jpeg12`]), JPEG-LS and JPEG 2000 (docs/formats.md has the table).
-//! Anything else (colour, JPEG XL, video, JPIP) is refused with an error
+//! A colour image (RGB, YBR_FULL, YBR_FULL_422, YBR_ICT, YBR_RCT) is read by
+//! [`decode_colour`] and [`decode_picture`] only, and written by
+//! [`DicomTemplate::encode_colour`]; PALETTE COLOR is refused everywhere.
+//! Anything else (JPEG XL, video, JPIP) is refused with an error
 //! naming the file and the problem, before pixel data is decoded; every element length is
 //! checked against the file's size before the parser sees it.
 //!
