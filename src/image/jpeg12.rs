@@ -256,7 +256,7 @@ mod tests {
         let jpeg = encode(&img, rows, cols, 100).unwrap();
         // SOF1 (extended, Huffman) with precision 12.
         assert!(jpeg.windows(3).any(|w| w == [0xFF, 0xC1, 0x00]));
-        let back = decode(&jpeg, rows, cols).unwrap();
+        let back = decode(&jpeg, rows, cols, 1).unwrap();
         let worst = img
             .iter()
             .zip(&back)
@@ -264,11 +264,11 @@ mod tests {
             .max()
             .unwrap();
         assert!(worst <= 8, "worst error {worst} of 4095");
-        assert!(decode(&jpeg, rows + 1, cols)
+        assert!(decode(&jpeg, rows + 1, cols, 1)
             .unwrap_err()
             .contains("header says"));
         let cut = &jpeg[..jpeg.len() / 2];
-        assert!(decode(cut, rows, cols).is_err());
-        assert!(decode(b"not a jpeg", rows, cols).is_err());
+        assert!(decode(cut, rows, cols, 1).is_err());
+        assert!(decode(b"not a jpeg", rows, cols, 1).is_err());
     }
 }
