@@ -23,6 +23,10 @@ def main():
             str(item.ReferencedSOPInstanceUID) for item in ds.get("SourceImageSequence", [])
         ],
         "NumberOfFrames": frames,
+        "SamplesPerPixel": int(ds.SamplesPerPixel),
+        "PhotometricInterpretation": str(ds.PhotometricInterpretation),
+        "PlanarConfiguration": ds.get("PlanarConfiguration"),
+        "BitsAllocated": int(ds.BitsAllocated),
         "SeriesNumber": str(ds.get("SeriesNumber", "")),
         "SeriesDate": str(ds.get("SeriesDate", "")),
         "ContentDate": str(ds.get("ContentDate", "")),

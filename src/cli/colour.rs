@@ -11,7 +11,7 @@ use super::Summary;
 use crate::image::{load_picture, ColourImage, Format, Picture};
 use crate::metrics::psnr;
 
-/// `spec`'s image when it is a colour PNG or TIFF; a gray file is refused by name, since
+/// `spec`'s image when it is a colour PNG, TIFF or DICOM; a gray file is refused by name, since
 /// `model` (named `name`) takes colour.
 pub(super) fn colour_input(spec: &str, name: &str) -> Result<ColourImage> {
     if spec.starts_with(crate::image::BUILTIN_PREFIX) {
@@ -31,14 +31,15 @@ pub(super) fn colour_input(spec: &str, name: &str) -> Result<ColourImage> {
 pub(super) fn check_output(out: &Path) -> Result<()> {
     if Format::of_extension(out) == Format::Dicom {
         bail!(
-            "{}: a colour image is written as PNG or TIFF (colour DICOM output: issue 48)",
+            "{}: a colour image is written as PNG or TIFF here (a colour DICOM is written by \
+             reconstruct --like the colour DICOM shared)",
             out.display()
         );
     }
     Ok(())
 }
 
-/// Whether `spec` names a PNG or TIFF whose header says colour (no pixel decoded).
+/// Whether `spec` names a PNG, TIFF or DICOM whose header says colour (no pixel decoded).
 pub fn is_colour_file(spec: &str) -> bool {
     !spec.starts_with(crate::image::BUILTIN_PREFIX) && crate::image::rgb::is_colour_file(spec)
 }

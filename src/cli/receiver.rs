@@ -211,7 +211,21 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         (img, run)
     };
     if run.job.colours != 1 {
-        return write_colour(a, img, run.job.colours, t);
+        // --like: a derived colour DICOM in the run's derived series.
+        let template = template.map(|tpl| {
+            let (what, derivation) = run_description(&run, Some(&tpl), None);
+            tpl.with_derivation(derivation).in_series(&series, &what)
+        });
+        return write_colour(a, img, run.job.colours, template, t);
+    }
+    if template.as_ref().is_some_and(|t| t.is_colour()) {
+        bail!(
+            "--like {}: a colour DICOM, but the job is a gray image (shared for a gray model)",
+            a.like
+                .as_ref()
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        );
     }
     if let Some(t) = &template {
         if t.dim() != img.pixels.dim() {
@@ -283,20 +297,34 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
 }
 
 /// `reconstruct` of a colour job (issue 48): the planes (stacked in `img`) written as an RGB
-/// PNG or TIFF at --bit-depth or the source's depth; a DICOM output is refused before
-/// anything is written.
+/// PNG or TIFF at --bit-depth or the source's depth, or (`template`, from --like) as a
+/// derived RGB DICOM of a colour DICOM; a gray template is refused before anything is
+/// written.
 fn write_colour(
     a: ReconstructArgs,
     img: crate::image::GrayImage,
     colours: usize,
+    template: Option<DicomTemplate>,
     t: Instant,
 ) -> Result<Summary> {
-    if let Some(l) = &a.like {
-        bail!(
-            "--like {}: the job is a colour image ({colours} planes), written as an RGB PNG or \
-             TIFF, not DICOM",
-            l.display()
-        );
+    if let Some(tpl) = &template {
+        if !tpl.is_colour() {
+            bail!(
+                "--like {}: a gray DICOM, but the job is a colour image ({colours} planes): \
+                 give the colour DICOM that was shared",
+                tpl.path().display()
+            );
+        }
+        if tpl.dim() != (img.pixels.nrows() / colours, img.pixels.ncols()) {
+            bail!(
+                "--like {}: {} x {} pixels, but the denoised image is {} x {}",
+                tpl.path().display(),
+                tpl.dim().0,
+                tpl.dim().1,
+                img.pixels.nrows() / colours,
+                img.pixels.ncols()
+            );
+        }
     }
     let bit_depth = a.bit_depth.unwrap_or(img.bit_depth);
     let out = crate::image::ColourImage {
@@ -323,7 +351,10 @@ fn write_colour(
         },
         None => None,
     };
-    out.save(&a.out)?;
+    match &template {
+        Some(tpl) => out.save_like(tpl, &a.out)?,
+        None => out.save(&a.out)?,
+    }
     let secs = t.elapsed().as_secs_f64();
     let mut download = 0;
     for p in a.share0.iter().chain(&a.share1) {
@@ -331,7 +362,11 @@ fn write_colour(
             .with_context(|| format!("{}: cannot read", p.display()))?
             .len();
     }
-    let mut lines = vec![format!("wrote {} ({})", a.out.display(), out.kind())];
+    let kind = match &template {
+        Some(_) => "a derived RGB DICOM, explicit VR little endian".to_string(),
+        None => out.kind(),
+    };
+    let mut lines = vec![format!("wrote {} ({kind})", a.out.display())];
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
         "download_bytes": download, "seconds": secs, "colours": colours});
     if let Some((c, clean)) = clean {

@@ -7,7 +7,10 @@
 //! syntaxes: implicit and explicit VR little endian, explicit VR big endian, deflated
 //! explicit VR little endian, RLE Lossless, JPEG (lossless, baseline, and 12-bit extended
 //! through [`super::jpeg12`]), JPEG-LS and JPEG 2000 (docs/formats.md has the table).
-//! Anything else (colour, JPEG XL, video, JPIP) is refused with an error
+//! A colour image (RGB, YBR_FULL, YBR_FULL_422, YBR_ICT, YBR_RCT) is read by
+//! [`decode_colour`] and [`decode_picture`] only, and written by
+//! [`DicomTemplate::encode_colour`]; PALETTE COLOR is refused everywhere.
+//! Anything else (JPEG XL, video, JPIP) is refused with an error
 //! naming the file and the problem, before pixel data is decoded; every element length is
 //! checked against the file's size before the parser sees it.
 //!
@@ -58,7 +61,7 @@ use super::dicom_frames;
 use super::dicom_scan::{self, Encoding, ScanError};
 use super::jpeg12;
 use super::window::{auto_window, Units, Window, WindowChoice, CT_WINDOW};
-use super::{Format, GrayImage, ImageError, MAX_PIXELS};
+use super::{ColourImage, Format, GrayImage, ImageError, Picture, MAX_PIXELS};
 
 /// Most frames read from one object (a study's slice limit).
 const MAX_FRAMES: usize = 100_000;
@@ -66,7 +69,7 @@ const MAX_FRAMES: usize = 100_000;
 /// Explicit VR big endian (retired from the standard, so its constant is deprecated).
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
-/// The pixel layout of a single-frame grayscale DICOM, validated.
+/// The pixel layout of a DICOM, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     rows: usize,
@@ -77,6 +80,43 @@ struct Layout {
     bits_stored: u16,
     signed: bool,
     monochrome1: bool,
+    /// Three samples per pixel, and how they are stored; `None` for grayscale.
+    colour: Option<Colour>,
+}
+
+/// A colour image's PhotometricInterpretation (SamplesPerPixel 3) and PlanarConfiguration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Colour {
+    form: ColourForm,
+    /// PlanarConfiguration 1: all R (or Y) samples of a frame, then G, then B.
+    planar: bool,
+}
+
+/// The colour photometric interpretations read (PS3.3 C.7.6.3.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColourForm {
+    Rgb,
+    YbrFull,
+    /// YBR_FULL with Cb and Cr at half horizontal resolution: native data holds
+    /// Y1 Y2 Cb Cr for each pair of pixels; a JPEG stream says its own sampling.
+    YbrFull422,
+    /// JPEG 2000's irreversible and reversible component transforms, which the codestream
+    /// itself undoes.
+    YbrIct,
+    YbrRct,
+}
+
+impl ColourForm {
+    fn of(pi: &str) -> Option<ColourForm> {
+        Some(match pi {
+            "RGB" => ColourForm::Rgb,
+            "YBR_FULL" => ColourForm::YbrFull,
+            "YBR_FULL_422" => ColourForm::YbrFull422,
+            "YBR_ICT" => ColourForm::YbrIct,
+            "YBR_RCT" => ColourForm::YbrRct,
+            _ => return None,
+        })
+    }
 }
 
 impl Layout {
@@ -126,6 +166,34 @@ impl Layout {
     fn bytes_per_sample(&self) -> usize {
         usize::from(self.bits_allocated / 8)
     }
+
+    /// Samples per pixel: 1 or 3.
+    fn samples(&self) -> usize {
+        if self.colour.is_some() {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// Whether native (not encapsulated) data holds a YBR_FULL_422 frame in its subsampled
+    /// form, two samples per pixel.
+    fn subsampled(&self, native: bool) -> bool {
+        native
+            && self
+                .colour
+                .is_some_and(|c| c.form == ColourForm::YbrFull422)
+    }
+
+    /// Samples one frame holds: `native` as stored, else as a decoder gives them.
+    fn frame_samples(&self, native: bool) -> usize {
+        let per_pixel = if self.subsampled(native) {
+            2
+        } else {
+            self.samples()
+        };
+        self.rows * self.cols * per_pixel
+    }
 }
 
 fn unsupported(path: &Path, detail: impl Into<String>) -> ImageError {
@@ -172,24 +240,73 @@ fn str_attr(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     Some(e.to_str().ok()?.trim().to_string())
 }
 
-/// Checks the attributes of a single-frame grayscale image and returns its layout.
+/// Checks the attributes of a grayscale image and returns its layout; a colour one is
+/// refused by name.
 fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
+    layout_of(obj, path, false)
+}
+
+/// The words a colour DICOM is refused with where only grayscale is taken.
+const GRAY_ONLY: &str = "only grayscale (MONOCHROME1 or MONOCHROME2) is read here: a colour \
+                         DICOM is taken by share-image, reconstruct and denoise with a colour \
+                         model (docs/dicom.md), not by a gray model, --window, share-study, \
+                         add-noise or table";
+
+/// Checks the attributes of an image and returns its layout: grayscale, or (`colour_ok`)
+/// colour too (see docs/dicom.md for the colour forms read).
+fn layout_of(obj: &InMemDicomObject, path: &Path, colour_ok: bool) -> Result<Layout, ImageError> {
     let pi = str_attr(obj, tags::PHOTOMETRIC_INTERPRETATION)
         .ok_or_else(|| corrupt(path, "PhotometricInterpretation is missing"))?;
-    let spp = required(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", path)?;
-    if spp != 1 {
+    if pi == "PALETTE COLOR" {
         return Err(unsupported(
             path,
-            format!(
-                "a colour image ({spp} samples per pixel, {pi}); only grayscale \
-                 (MONOCHROME1 or MONOCHROME2) is read"
-            ),
+            "photometric interpretation PALETTE COLOR: its values are indices into a colour \
+             table, not intensities; convert it to RGB first (e.g. pydicom's \
+             apply_color_lut) and give the RGB file",
         ));
     }
-    let monochrome1 = match pi.as_str() {
-        "MONOCHROME1" => true,
-        "MONOCHROME2" => false,
-        other => {
+    let spp = required(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", path)?;
+    let colour = match spp {
+        1 => None,
+        3 if !colour_ok => {
+            return Err(unsupported(
+                path,
+                format!("a colour image ({spp} samples per pixel, {pi}); {GRAY_ONLY}"),
+            ))
+        }
+        3 => {
+            let form = ColourForm::of(&pi).ok_or_else(|| {
+                unsupported(
+                    path,
+                    format!(
+                        "a colour image in photometric interpretation {pi} (RGB, YBR_FULL, \
+                         YBR_FULL_422, YBR_ICT and YBR_RCT are read)"
+                    ),
+                )
+            })?;
+            // Absent (seen in the wild): as the standard's default layout, R G B per pixel.
+            let planar =
+                match int_attr(obj, tags::PLANAR_CONFIGURATION, "PlanarConfiguration", path)? {
+                    None | Some(0) => false,
+                    Some(1) => true,
+                    Some(v) => {
+                        return Err(corrupt(path, format!("PlanarConfiguration {v} (0 or 1)")))
+                    }
+                };
+            Some(Colour { form, planar })
+        }
+        _ => {
+            return Err(unsupported(
+                path,
+                format!("{spp} samples per pixel ({pi}); 1 (grayscale) or 3 (colour) are read"),
+            ))
+        }
+    };
+    let monochrome1 = match (pi.as_str(), colour) {
+        (_, Some(_)) => false,
+        ("MONOCHROME1", None) => true,
+        ("MONOCHROME2", None) => false,
+        (other, None) => {
             return Err(unsupported(
                 path,
                 format!("photometric interpretation {other} (MONOCHROME1 or MONOCHROME2 are read)"),
@@ -250,6 +367,28 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
         1 => true,
         r => return Err(corrupt(path, format!("PixelRepresentation {r} (0 or 1)"))),
     };
+    if let Some(c) = colour {
+        if signed {
+            return Err(unsupported(
+                path,
+                format!("a colour image ({pi}) of signed samples; unsigned ones are read"),
+            ));
+        }
+        // The YBR_FULL equations (PS3.3 C.7.6.3.1.2) are for 8-bit samples, and so are
+        // JPEG baseline's.
+        if matches!(c.form, ColourForm::YbrFull | ColourForm::YbrFull422) && bs != 8 {
+            return Err(unsupported(
+                path,
+                format!("{pi} of {bs} bits stored (8 are read)"),
+            ));
+        }
+        if c.form == ColourForm::YbrFull422 && cols % 2 == 1 {
+            return Err(corrupt(
+                path,
+                format!("YBR_FULL_422 of an odd number of columns ({cols})"),
+            ));
+        }
+    }
     Ok(Layout {
         rows: rows as usize,
         cols: cols as usize,
@@ -258,6 +397,7 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
         bits_stored: bs as u16,
         signed,
         monochrome1,
+        colour,
     })
 }
 
@@ -328,6 +468,7 @@ impl Intensity {
             bits_stored: self.bits_stored,
             signed: self.signed,
             monochrome1: self.monochrome1,
+            colour: None,
         }
     }
 
@@ -601,6 +742,57 @@ pub(super) fn decode_all(
     let obj = parse(bytes, path, true)?;
     let l = layout(&obj, path)?;
     let intensity = intensity(&obj, &l, path)?;
+    let Decoded {
+        samples,
+        encapsulated,
+        ..
+    } = decode_samples(&obj, &l, path, multi)?;
+    // A lossy decoder can overshoot the stored range (a 10-bit image in a 12-bit JPEG gives
+    // up to 4095): clamped, not wrapped by masking. Native data keeps the mask (old files put
+    // overlay bits above the stored ones). Signed data keeps it too: a JPEG 2000 codestream
+    // may call unsigned what the header calls signed, and the mask reads it right.
+    let clamp = encapsulated && !l.signed;
+    let frames = samples
+        .chunks_exact(l.rows * l.cols)
+        .map(|raw| {
+            let values: Vec<f64> = raw
+                .iter()
+                .map(|&r| {
+                    let r = if clamp { r.min(l.max() as u16) } else { r };
+                    l.scale_of(l.stored_from_raw(r))
+                })
+                .collect();
+            GrayImage {
+                pixels: Array2::from_shape_vec((l.rows, l.cols), values)
+                    .expect("sized from the layout"),
+                bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
+            }
+        })
+        .collect();
+    Ok((frames, intensity))
+}
+
+/// What [`decode_samples`] gives.
+struct Decoded {
+    /// Every frame's samples as decoded (`l.frame_samples` of each, in order).
+    samples: Vec<u16>,
+    /// Whether the pixel data was encapsulated (compressed).
+    encapsulated: bool,
+    /// Whether a colour frame came planar (all of one component, then the next) rather than
+    /// pixel by pixel.
+    planar: bool,
+    codec: Codec,
+}
+
+/// Decodes the pixel data of `obj` (layout `l`, checked); multi-frame data is refused
+/// unless `multi`.
+fn decode_samples(
+    obj: &DefaultDicomObject,
+    l: &Layout,
+    path: &Path,
+    multi: bool,
+) -> Result<Decoded, ImageError> {
+    let l = *l;
     if l.frames > 1 && !multi {
         return Err(unsupported(
             path,
@@ -616,7 +808,6 @@ pub(super) fn decode_all(
         .ok()
         .flatten()
         .ok_or_else(|| corrupt(path, "no pixel data"))?;
-    let n = l.rows * l.cols;
     let ts_uid = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']);
     // 16-bit samples typed OB (or UN) in a big-endian file: which byte comes first is not
     // said (pydicom and dicom-rs disagree); only OW's is.
@@ -649,8 +840,9 @@ pub(super) fn decode_all(
     for f in encapsulated.iter().flatten() {
         codec = check_encapsulated(ts_uid, f, &l, path)?;
     }
-    let frame_len = l.rows * l.cols;
-    let n = n * l.frames;
+    let frame_len = l.frame_samples(encapsulated.is_none());
+    let n = frame_len * l.frames;
+    let mut planar = false;
     // A frame decoded to another size than the header's is refused, never cut or padded.
     let sized = |k: usize, got: usize, what: &str| {
         if got == frame_len {
@@ -670,7 +862,11 @@ pub(super) fn decode_all(
         (Codec::Jpeg, Some(frames)) => {
             let mut all = Vec::with_capacity(n);
             for (k, f) in frames.iter().enumerate() {
-                let s = jpeg12::decode(&f.bytes, l.rows, l.cols)
+                let stream = match l.colour {
+                    Some(c) => jpeg_colour_said(&f.bytes, c.form),
+                    None => std::borrow::Cow::Borrowed(&f.bytes[..]),
+                };
+                let s = jpeg12::decode(&stream, l.rows, l.cols, l.samples())
                     .map_err(|e| corrupt(path, format!("JPEG pixel data: {e}")))?;
                 sized(k, s.len(), "JPEG")?;
                 all.extend(s);
@@ -693,6 +889,16 @@ pub(super) fn decode_all(
                 } else {
                     return Err(corrupt(path, "JPEG-LS pixel data of an odd byte count"));
                 };
+                // CharLS gives the components one after the other when the stream has a
+                // scan for each (interleave mode none), else pixel by pixel.
+                let by_plane = l.colour.is_some() && jpeg_ls_scan_per_component(&f.bytes);
+                if k > 0 && by_plane != planar {
+                    return Err(corrupt(
+                        path,
+                        "JPEG-LS frames of different interleave modes",
+                    ));
+                }
+                planar = by_plane;
                 sized(k, s.len(), "JPEG-LS")?;
                 all.extend(s);
             }
@@ -717,18 +923,23 @@ pub(super) fn decode_all(
             let decoded = decoded
                 .map_err(|_| corrupt(path, "pixel data: the decoder failed on malformed data"))?
                 .map_err(|e| corrupt(path, format!("pixel data: {}", causes(&e))))?;
+            // RLE's decoder puts the components pixel by pixel; native data is as stored.
+            planar = l.colour.is_some()
+                && decoded.planar_configuration()
+                    == dicom_pixeldata::PlanarConfiguration::PixelFirst;
             let data = decoded.data();
             let need = n * l.bytes_per_sample();
             if data.len() < need || (encapsulated.is_some() && data.len() != need) {
                 return Err(corrupt(
                     path,
                     format!(
-                        "pixel data holds {} bytes; {} frame(s) of {} x {} and {} bits \
-                         allocated take {need}",
+                        "pixel data holds {} bytes; {} frame(s) of {} x {}, {} sample(s) \
+                         of {} bits allocated take {need}",
                         data.len(),
                         l.frames,
                         l.rows,
                         l.cols,
+                        frame_len / (l.rows * l.cols),
                         l.bits_allocated
                     ),
                 ));
@@ -757,29 +968,139 @@ pub(super) fn decode_all(
             }
         }
     };
-    // A lossy decoder can overshoot the stored range (a 10-bit image in a 12-bit JPEG gives
-    // up to 4095): clamped, not wrapped by masking. Native data keeps the mask (old files put
-    // overlay bits above the stored ones). Signed data keeps it too: a JPEG 2000 codestream
-    // may call unsigned what the header calls signed, and the mask reads it right.
-    let clamp = encapsulated.is_some() && !l.signed;
-    let frames = samples
+    Ok(Decoded {
+        samples,
+        encapsulated: encapsulated.is_some(),
+        planar,
+        codec,
+    })
+}
+
+/// Whether `bytes` (a DICOM file) holds a colour image (SamplesPerPixel 3, or PALETTE
+/// COLOR, which its loader refuses by name), from its header alone; false for anything
+/// unreadable (its loader names the problem).
+pub(super) fn is_colour(bytes: &[u8], path: &Path) -> bool {
+    let Ok(obj) = parse(bytes, path, false) else {
+        return false;
+    };
+    str_attr(&obj, tags::PHOTOMETRIC_INTERPRETATION).as_deref() == Some("PALETTE COLOR")
+        || int_attr(&obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", path)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n != 1)
+}
+
+/// A DICOM file's bytes as gray ([`decode`]) or, SamplesPerPixel 3, colour: one frame
+/// (a multi-frame file is refused before its pixels are decoded).
+pub(super) fn decode_picture(bytes: &[u8], path: &Path) -> Result<Picture, ImageError> {
+    let obj = parse(bytes, path, true)?;
+    if layout_of(&obj, path, true)?.colour.is_none() {
+        return decode(bytes, path).map(Picture::Gray);
+    }
+    let mut frames = decode_colour_object(&obj, path, false)?;
+    Ok(Picture::Colour(frames.remove(0)))
+}
+
+/// Every frame of a colour DICOM file's bytes, in order (`multi`: more than one is taken).
+pub fn decode_colour(
+    bytes: &[u8],
+    path: &Path,
+    multi: bool,
+) -> Result<Vec<ColourImage>, ImageError> {
+    decode_colour_object(&parse(bytes, path, true)?, path, multi)
+}
+
+/// [`decode_colour`] of a parsed file.
+///
+/// Each decoder's output, and what is done with it (checked against pydicom, tests/
+/// colour_dicom.rs):
+/// - native data: as stored, pixel by pixel or planar (PlanarConfiguration), YBR_FULL_422's
+///   subsampled pairs Y1 Y2 Cb Cr (each Cb, Cr taken for both pixels, as pydicom does);
+/// - JPEG (libjpeg-turbo): RGB already, whatever the header says ([`jpeg12::decode`]);
+/// - JPEG 2000 (openjp2): RGB for RGB, YBR_ICT and YBR_RCT (the codestream's component
+///   transform undone by the decoder); YBR_FULL as stored;
+/// - JPEG-LS (CharLS) and RLE: the stored components.
+///
+/// YBR_FULL and YBR_FULL_422 samples not already converted become RGB by the equations of
+/// PS3.3 C.7.6.3.1.2 (ITU-R BT.601 full range: R = Y + 1.402 (Cr - 128), G = Y -
+/// 0.344136 (Cb - 128) - 0.714136 (Cr - 128), B = Y + 1.772 (Cb - 128)), rounded to the
+/// nearest integer and clipped to 0..255, as a viewer shows them. RGB samples map to the
+/// 0..255 scale as gray ones do (`u * 255 / M`; divided by 257 at 16 bits).
+fn decode_colour_object(
+    obj: &DefaultDicomObject,
+    path: &Path,
+    multi: bool,
+) -> Result<Vec<ColourImage>, ImageError> {
+    let l = layout_of(obj, path, true)?;
+    let Some(colour) = l.colour else {
+        return Err(unsupported(path, "a grayscale image, where colour is read"));
+    };
+    let d = decode_samples(obj, &l, path, multi)?;
+    let native = !d.encapsulated;
+    let ybr = match colour.form {
+        ColourForm::YbrFull | ColourForm::YbrFull422 => d.codec != Codec::Jpeg,
+        ColourForm::Rgb | ColourForm::YbrIct | ColourForm::YbrRct => false,
+    };
+    let (h, w) = (l.rows, l.cols);
+    let n = h * w;
+    let frame_len = l.frame_samples(native);
+    let subsampled = l.subsampled(native);
+    let top = l.max() as u16;
+    let frames = d
+        .samples
         .chunks_exact(frame_len)
-        .map(|raw| {
-            let values: Vec<f64> = raw
-                .iter()
-                .map(|&r| {
-                    let r = if clamp { r.min(l.max() as u16) } else { r };
-                    l.scale_of(l.stored_from_raw(r))
-                })
-                .collect();
-            GrayImage {
-                pixels: Array2::from_shape_vec((l.rows, l.cols), values)
-                    .expect("sized from the layout"),
+        .map(|f| {
+            // Sample `c` of pixel `i`, as stored.
+            let at = |i: usize, c: usize| -> u16 {
+                let v = if subsampled {
+                    // Y1 Y2 Cb Cr for pixels 2k and 2k + 1.
+                    let (pair, odd) = (i / 2, i % 2);
+                    match c {
+                        0 => f[4 * pair + odd],
+                        _ => f[4 * pair + 1 + c],
+                    }
+                } else if d.planar {
+                    f[c * n + i]
+                } else {
+                    f[3 * i + c]
+                };
+                // A lossy decoder's overshoot is clamped; native data keeps its low bits.
+                if d.encapsulated {
+                    v.min(top)
+                } else {
+                    v & top
+                }
+            };
+            let mut planes = Array2::<f64>::zeros((3 * h, w));
+            for i in 0..n {
+                let (y, x) = (i / w, i % w);
+                let rgb = if ybr {
+                    ybr_full_to_rgb([at(i, 0), at(i, 1), at(i, 2)])
+                } else {
+                    [0, 1, 2].map(|c| l.scale_of(i32::from(at(i, c))))
+                };
+                for (c, v) in rgb.into_iter().enumerate() {
+                    planes[[c * h + y, x]] = v;
+                }
+            }
+            ColourImage {
+                planes,
                 bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
+                alpha: None,
             }
         })
         .collect();
-    Ok((frames, intensity))
+    Ok(frames)
+}
+
+/// One YBR_FULL pixel (8-bit Y, Cb, Cr) as RGB on 0..255, by PS3.3 C.7.6.3.1.2 (the
+/// coefficients of ISO/IEC 10918-5, as pydicom's): rounded half up, clipped.
+fn ybr_full_to_rgb([y, cb, cr]: [u16; 3]) -> [f64; 3] {
+    let (y, cb, cr) = (f64::from(y), f64::from(cb) - 128.0, f64::from(cr) - 128.0);
+    let r = y + 1.402 * cr;
+    let g = y - (0.114 * 1.772 / 0.587) * cb - (0.299 * 1.402 / 0.587) * cr;
+    let b = y + 1.772 * cb;
+    [r, g, b].map(|v| (v + 0.5).floor().clamp(0.0, 255.0))
 }
 
 /// Which decoder takes encapsulated pixel data.
@@ -804,23 +1125,31 @@ fn j2k_decode(cs: &[u8], l: &Layout) -> Result<Vec<u16>, String> {
         .map_err(|_| "the decoder failed on malformed data".to_string())?
         .map_err(|e| e.to_string())?;
     let comps = image.components();
-    let [c] = comps else {
+    if comps.len() != l.samples() {
         return Err(format!(
-            "{} components decoded; one was checked",
-            comps.len()
-        ));
-    };
-    if (c.height() as usize, c.width() as usize) != (l.rows, l.cols) {
-        return Err(format!(
-            "decoded to {} x {}; the header says {} x {}",
-            c.height(),
-            c.width(),
-            l.rows,
-            l.cols
+            "{} components decoded; {} were checked",
+            comps.len(),
+            l.samples()
         ));
     }
+    for c in comps {
+        if (c.height() as usize, c.width() as usize) != (l.rows, l.cols) {
+            return Err(format!(
+                "decoded to {} x {}; the header says {} x {}",
+                c.height(),
+                c.width(),
+                l.rows,
+                l.cols
+            ));
+        }
+    }
     let mask: u32 = if l.bits_allocated == 8 { 0xFF } else { 0xFFFF };
-    Ok(c.data().iter().map(|&v| (v as u32 & mask) as u16).collect())
+    // Colour: pixel by pixel. openjp2 has already undone the codestream's multiple-component
+    // transform (YBR_ICT, YBR_RCT), so three components are R, G and B.
+    let n = l.rows * l.cols;
+    Ok((0..n * comps.len())
+        .map(|i| (comps[i % comps.len()].data()[i / comps.len()] as u32 & mask) as u16)
+        .collect())
 }
 
 /// Encapsulated pixel data is checked against the header before a decoder sizes anything
@@ -837,7 +1166,7 @@ fn check_encapsulated(
     let first: &[u8] = &frame.bytes;
     let stream = |kind: &str, (rows, cols, comps, precision): (usize, usize, u16, u16)| {
         if (rows, cols) != (l.rows, l.cols)
-            || comps != 1
+            || usize::from(comps) != l.samples()
             || precision > l.bits_allocated
             || (precision <= 8) != (l.bits_allocated == 8)
         {
@@ -845,8 +1174,11 @@ fn check_encapsulated(
                 path,
                 format!(
                     "the {kind} data is {rows} x {cols}, {comps} component(s) of {precision} \
-                     bits; the header says {} x {}, one sample of {} bits allocated",
-                    l.rows, l.cols, l.bits_allocated
+                     bits; the header says {} x {}, {} sample(s) of {} bits allocated",
+                    l.rows,
+                    l.cols,
+                    l.samples(),
+                    l.bits_allocated
                 ),
             ));
         }
@@ -964,7 +1296,7 @@ fn check_encapsulated(
 
 /// RLE: a 64-byte header of 16 little-endian u32: the segment count, then the offsets.
 fn check_rle(first: &[u8], fragments: usize, l: &Layout, path: &Path) -> Result<(), ImageError> {
-    let segments = l.bytes_per_sample();
+    let segments = l.bytes_per_sample() * l.samples();
     let word = |i: usize| {
         first
             .get(4 * i..4 * i + 4)
@@ -1161,6 +1493,82 @@ fn jpeg_frame(b: &[u8]) -> Option<(u8, u8, usize, usize, u8)> {
     }
 }
 
+/// A colour JPEG stream whose own markers say nothing of its colour space (no JFIF APP0,
+/// no Adobe APP14 before its first scan) gets an Adobe marker saying what the header's
+/// PhotometricInterpretation says (PS3.5 8.2.1): RGB untransformed, YBR_* as YCbCr.
+/// Left alone, libjpeg-turbo would guess from the component ids and take a lossy RGB
+/// stream with ids 1, 2, 3 for YCbCr (pydicom's SC_jpeg_no_color_transform.dcm). A stream
+/// that says its colour space is believed, as pydicom does.
+fn jpeg_colour_said(b: &[u8], form: ColourForm) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    let said = || -> Option<bool> {
+        let mut i = 2; // after SOI
+        loop {
+            while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
+                i += 1;
+            }
+            if *b.get(i)? != 0xFF {
+                return None;
+            }
+            let marker = *b.get(i + 1)?;
+            if marker == 0xDA {
+                return Some(false);
+            }
+            let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
+            let body = b.get(i + 4..i + 2 + len.max(2))?;
+            if (marker == 0xE0 && body.starts_with(b"JFIF\0"))
+                || (marker == 0xEE && body.starts_with(b"Adobe"))
+            {
+                return Some(true);
+            }
+            if len < 2 {
+                return None;
+            }
+            i += 2 + len;
+        }
+    };
+    if said() != Some(false) || !b.starts_with(&[0xFF, 0xD8]) {
+        return Cow::Borrowed(b);
+    }
+    let transform = u8::from(form != ColourForm::Rgb);
+    // APP14 "Adobe": version 100, two flag words, then the transform (0 RGB, 1 YCbCr).
+    let adobe = [
+        0xFF, 0xEE, 0x00, 0x0E, b'A', b'd', b'o', b'b', b'e', 0x00, 0x64, 0x00, 0x00, 0x00, 0x00,
+        transform,
+    ];
+    let mut out = Vec::with_capacity(b.len() + adobe.len());
+    out.extend_from_slice(&b[..2]);
+    out.extend_from_slice(&adobe);
+    out.extend_from_slice(&b[2..]);
+    Cow::Owned(out)
+}
+
+/// Whether a JPEG-LS stream's first scan (SOS) holds one component: interleave mode none,
+/// a scan per component.
+fn jpeg_ls_scan_per_component(b: &[u8]) -> bool {
+    let ns = || -> Option<u8> {
+        let mut i = 2; // after SOI
+        loop {
+            while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
+                i += 1;
+            }
+            if *b.get(i)? != 0xFF {
+                return None;
+            }
+            let marker = *b.get(i + 1)?;
+            if marker == 0xDA {
+                return b.get(i + 4).copied();
+            }
+            let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
+            if len < 2 {
+                return None;
+            }
+            i += 2 + len;
+        }
+    };
+    ns() == Some(1)
+}
+
 /// A DICOM whose attributes and pixel layout an output takes (`--like`): read once, up to
 /// its pixel data, and checked like an input.
 #[derive(Debug, Clone)]
@@ -1210,7 +1618,8 @@ impl DicomTemplate {
             });
         }
         let obj = parse(bytes, path, false)?;
-        let layout = layout(&obj, path)?;
+        // A colour template is written by [`Self::encode_colour`] only.
+        let layout = layout_of(&obj, path, true)?;
         let intensity = intensity(&obj, &layout, path)?;
         Ok(DicomTemplate {
             path: path.to_path_buf(),
@@ -1356,6 +1765,11 @@ impl DicomTemplate {
         self
     }
 
+    /// Whether the template is a colour image (written by [`Self::encode_colour`]).
+    pub fn is_colour(&self) -> bool {
+        self.layout.colour.is_some()
+    }
+
     /// The template's file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -1403,6 +1817,12 @@ impl DicomTemplate {
             format: Format::Dicom,
             detail,
         };
+        if l.colour.is_some() {
+            return Err(fail(format!(
+                "the template {} is a colour image; the image written is gray",
+                self.path.display()
+            )));
+        }
         if frames.len() != l.frames {
             return Err(fail(format!(
                 "{} image(s) for the {} frame(s) of the template {}",
@@ -1421,6 +1841,136 @@ impl DicomTemplate {
                 l.cols
             )));
         }
+        let (mut obj, sop_class, sop_instance) = self.derived_object();
+        let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+        obj.put(us(tags::SAMPLES_PER_PIXEL, 1));
+        obj.put(us(tags::BITS_ALLOCATED, l.bits_allocated));
+        obj.put(us(tags::BITS_STORED, l.bits_stored));
+        obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
+        obj.put(us(tags::PIXEL_REPRESENTATION, u16::from(l.signed)));
+        let stored: Vec<i32> = match &self.window {
+            None => frames
+                .iter()
+                .flat_map(|f| f.pixels.iter())
+                .map(|&x| l.stored_of(x))
+                .collect(),
+            Some((w, template)) => frames
+                .iter()
+                .flat_map(|f| f.pixels.iter())
+                .zip(template)
+                .map(|(&x, &t)| self.intensity.stored_for(x, w, t))
+                .collect(),
+        };
+        let syntax = self
+            .series
+            .as_ref()
+            .map_or(OutputSyntax::ExplicitLe, |(s, _)| s.syntax);
+        let samples = dicom_compress::Samples {
+            rows: l.rows,
+            cols: l.cols,
+            frames: l.frames,
+            bits_allocated: l.bits_allocated,
+            bits_stored: l.bits_stored,
+            signed: l.signed,
+            stored: &stored,
+        };
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(sop_class.unwrap_or_default())
+            .media_storage_sop_instance_uid(sop_instance);
+        dicom_compress::write(obj, &samples, syntax, meta).map_err(fail)
+    }
+
+    /// Encodes a colour image (one frame, checked by the caller: no NaN) as a derived DICOM
+    /// of this colour template: the derived attributes of [`Self::encode`], and the pixels
+    /// as RGB, PlanarConfiguration 0, at the template's bits allocated and stored (8 for
+    /// every YBR form), explicit VR little endian: a form any colour viewer reads, whatever
+    /// the source's (a lossy JPEG is not encoded again; its Lossy Image Compression flag is
+    /// kept).
+    pub(super) fn encode_colour(
+        &self,
+        img: &ColourImage,
+        path: &Path,
+    ) -> Result<Vec<u8>, ImageError> {
+        let l = &self.layout;
+        let fail = |detail: String| ImageError::Encode {
+            path: path.to_path_buf(),
+            format: Format::Dicom,
+            detail,
+        };
+        if l.colour.is_none() {
+            return Err(fail(format!(
+                "the template {} is a gray image; the image written is colour",
+                self.path.display()
+            )));
+        }
+        if l.frames != 1 {
+            return Err(fail(format!(
+                "the template {} has {} frames; a colour image is written as one",
+                self.path.display(),
+                l.frames
+            )));
+        }
+        if (img.height(), img.width()) != (l.rows, l.cols) {
+            return Err(fail(format!(
+                "the image is {} x {} pixels but the template {} is {} x {}",
+                img.height(),
+                img.width(),
+                self.path.display(),
+                l.rows,
+                l.cols
+            )));
+        }
+        let syntax = self
+            .series
+            .as_ref()
+            .map_or(OutputSyntax::ExplicitLe, |(s, _)| s.syntax);
+        if syntax != OutputSyntax::ExplicitLe {
+            return Err(fail(
+                "a colour DICOM is written uncompressed (explicit VR little endian); leave \
+                 --transfer-syntax out"
+                    .into(),
+            ));
+        }
+        let (mut obj, sop_class, sop_instance) = self.derived_object();
+        let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+        obj.put(us(tags::SAMPLES_PER_PIXEL, 3));
+        obj.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from("RGB"),
+        ));
+        obj.put(us(tags::PLANAR_CONFIGURATION, 0));
+        obj.put(us(tags::BITS_ALLOCATED, l.bits_allocated));
+        obj.put(us(tags::BITS_STORED, l.bits_stored));
+        obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
+        obj.put(us(tags::PIXEL_REPRESENTATION, 0));
+        let (h, w) = (l.rows, l.cols);
+        // R G B pixel by pixel, as a row of 3w samples.
+        let stored: Vec<i32> = (0..h * w * 3)
+            .map(|k| {
+                let (i, c) = (k / 3, k % 3);
+                l.stored_of(img.planes[[c * h + i / w, i % w]])
+            })
+            .collect();
+        let samples = dicom_compress::Samples {
+            rows: h,
+            cols: w * 3,
+            frames: 1,
+            bits_allocated: l.bits_allocated,
+            bits_stored: l.bits_stored,
+            signed: false,
+            stored: &stored,
+        };
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(sop_class.unwrap_or_default())
+            .media_storage_sop_instance_uid(sop_instance);
+        dicom_compress::write(obj, &samples, OutputSyntax::ExplicitLe, meta).map_err(fail)
+    }
+
+    /// The template's data set as a derived image's (new SOP instance, DERIVED\SECONDARY,
+    /// Source Image Sequence, the derived series, stale attributes dropped), pixel
+    /// attributes and data still the template's; with its SOP class and new SOP instance.
+    fn derived_object(&self) -> (InMemDicomObject, Option<String>, String) {
         let mut obj = self.obj.clone();
         let sop_instance = new_uid();
         let sop_class = str_attr(&obj, tags::SOP_CLASS_UID);
@@ -1484,42 +2034,7 @@ impl DicomTemplate {
         for t in stale {
             obj.remove_element(t);
         }
-        let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
-        obj.put(us(tags::SAMPLES_PER_PIXEL, 1));
-        obj.put(us(tags::BITS_ALLOCATED, l.bits_allocated));
-        obj.put(us(tags::BITS_STORED, l.bits_stored));
-        obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
-        obj.put(us(tags::PIXEL_REPRESENTATION, u16::from(l.signed)));
-        let stored: Vec<i32> = match &self.window {
-            None => frames
-                .iter()
-                .flat_map(|f| f.pixels.iter())
-                .map(|&x| l.stored_of(x))
-                .collect(),
-            Some((w, template)) => frames
-                .iter()
-                .flat_map(|f| f.pixels.iter())
-                .zip(template)
-                .map(|(&x, &t)| self.intensity.stored_for(x, w, t))
-                .collect(),
-        };
-        let syntax = self
-            .series
-            .as_ref()
-            .map_or(OutputSyntax::ExplicitLe, |(s, _)| s.syntax);
-        let samples = dicom_compress::Samples {
-            rows: l.rows,
-            cols: l.cols,
-            frames: l.frames,
-            bits_allocated: l.bits_allocated,
-            bits_stored: l.bits_stored,
-            signed: l.signed,
-            stored: &stored,
-        };
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(sop_class.unwrap_or_default())
-            .media_storage_sop_instance_uid(sop_instance);
-        dicom_compress::write(obj, &samples, syntax, meta).map_err(fail)
+        (obj, sop_class, sop_instance)
     }
 }
 
@@ -1610,6 +2125,7 @@ mod tests {
             bits_stored,
             signed,
             monochrome1,
+            colour: None,
         }
     }
 

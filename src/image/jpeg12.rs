@@ -56,10 +56,23 @@ impl Drop for Handle {
     }
 }
 
-/// Decodes one grayscale JPEG stream (DCT of 8 or 12 bits, or lossless of 2 to 16 bits)
-/// that must be `rows x cols`: its samples, row by row. Data that ends early (an EOI or
-/// another marker before the last MCU or line) is a libjpeg-turbo warning, made an error.
-pub(super) fn decode(jpeg: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>, String> {
+/// Decodes one JPEG stream (DCT of 8 or 12 bits, or lossless of 2 to 16 bits) that must be
+/// `rows x cols`: its samples, row by row. Data that ends early (an EOI or another marker
+/// before the last MCU or line) is a libjpeg-turbo warning, made an error.
+///
+/// `components` 3 (colour, 8 bits only): R, G, B pixel by pixel. libjpeg-turbo converts
+/// from the stream's own colour space, which it tells from the stream (a JFIF marker or
+/// Adobe's transform flag; else component ids R, G, B or a lossless stream mean RGB, and
+/// anything else YCbCr, converted with the JFIF (BT.601 full range) equations, the ones
+/// PS3.3 C.7.6.3.1.2 gives for YBR_FULL), upsampling subsampled chroma (YBR_FULL_422) with
+/// its default "fancy" filter. So a colour JPEG comes out as RGB, never to be converted
+/// again.
+pub(super) fn decode(
+    jpeg: &[u8],
+    rows: usize,
+    cols: usize,
+    components: usize,
+) -> Result<Vec<u16>, String> {
     let h = Handle::new(tj::TJINIT_TJINIT_DECOMPRESS)?;
     h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
     h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
@@ -84,8 +97,31 @@ pub(super) fn decode(jpeg: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>, 
             if lossless { "lossless" } else { "DCT" }
         ));
     }
-    let n = rows * cols;
     let (ptr, len) = (jpeg.as_ptr(), jpeg.len() as tj::size_t);
+    if components == 3 {
+        if precision != 8 {
+            return Err(format!(
+                "a colour JPEG of {precision} bits (8-bit colour is read)"
+            ));
+        }
+        let mut out = vec![0u8; rows * cols * 3];
+        // SAFETY: `out` holds rows x cols RGB pixels, the size the header was checked to be.
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                h.0,
+                ptr,
+                len,
+                out.as_mut_ptr(),
+                (cols * 3) as i32,
+                tj::TJPF_TJPF_RGB,
+            )
+        };
+        if rc != 0 {
+            return Err(h.error());
+        }
+        return Ok(out.into_iter().map(u16::from).collect());
+    }
+    let n = rows * cols;
     let gray = tj::TJPF_TJPF_GRAY;
     // SAFETY (each arm): the output holds rows x cols samples, the size checked above, at
     // pitch `cols` (one sample per pixel, TJPF_GRAY); libjpeg-turbo picks the API by the
@@ -119,7 +155,7 @@ pub(super) fn decode(jpeg: &[u8], rows: usize, cols: usize) -> Result<Vec<u16>, 
 
 /// [`decode`] for tests: the raw samples, before any DICOM mapping.
 pub fn decode_for_test(jpeg: &[u8], rows: usize, cols: usize) -> Vec<u16> {
-    decode(jpeg, rows, cols).expect("a valid 12-bit JPEG")
+    decode(jpeg, rows, cols, 1).expect("a valid 12-bit JPEG")
 }
 
 /// Encodes `rows x cols` 12-bit grayscale samples as a lossy JPEG (extended, Huffman) of
@@ -220,7 +256,7 @@ mod tests {
         let jpeg = encode(&img, rows, cols, 100).unwrap();
         // SOF1 (extended, Huffman) with precision 12.
         assert!(jpeg.windows(3).any(|w| w == [0xFF, 0xC1, 0x00]));
-        let back = decode(&jpeg, rows, cols).unwrap();
+        let back = decode(&jpeg, rows, cols, 1).unwrap();
         let worst = img
             .iter()
             .zip(&back)
@@ -228,11 +264,11 @@ mod tests {
             .max()
             .unwrap();
         assert!(worst <= 8, "worst error {worst} of 4095");
-        assert!(decode(&jpeg, rows + 1, cols)
+        assert!(decode(&jpeg, rows + 1, cols, 1)
             .unwrap_err()
             .contains("header says"));
         let cut = &jpeg[..jpeg.len() / 2];
-        assert!(decode(cut, rows, cols).is_err());
-        assert!(decode(b"not a jpeg", rows, cols).is_err());
+        assert!(decode(cut, rows, cols, 1).is_err());
+        assert!(decode(b"not a jpeg", rows, cols, 1).is_err());
     }
 }

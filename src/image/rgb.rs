@@ -79,7 +79,7 @@ impl ColourImage {
         };
         if format == Format::Dicom {
             return Err(encode_err(
-                "a colour image is written as PNG or TIFF (colour DICOM output: issue 48)".into(),
+                "a colour DICOM is written like a colour DICOM input (--like input.dcm)".into(),
             ));
         }
         if let Some(((row, col), _)) = self.planes.indexed_iter().find(|(_, v)| v.is_nan()) {
@@ -148,9 +148,30 @@ impl ColourImage {
     }
 }
 
-/// Reads a PNG, TIFF or DICOM file as gray or colour, by what it holds: a colour PNG or TIFF
-/// becomes a [`ColourImage`], anything gray a [`GrayImage`] as [`super::load`] reads it (a
-/// colour DICOM is refused there).
+impl ColourImage {
+    /// Writes it as a derived DICOM of the colour `template` (see
+    /// [`super::dicom::DicomTemplate::encode_colour`]), atomically.
+    pub fn save_like(
+        &self,
+        template: &super::dicom::DicomTemplate,
+        path: impl AsRef<Path>,
+    ) -> Result<(), ImageError> {
+        let path = path.as_ref();
+        if let Some(((row, col), _)) = self.planes.indexed_iter().find(|(_, v)| v.is_nan()) {
+            return Err(ImageError::NotANumber {
+                path: path.to_path_buf(),
+                row,
+                col,
+            });
+        }
+        let bytes = template.encode_colour(self, path)?;
+        super::write_atomic(path, &bytes)
+    }
+}
+
+/// Reads a PNG, TIFF or DICOM file as gray or colour, by what it holds: a colour PNG, TIFF
+/// or (single-frame) DICOM becomes a [`ColourImage`], anything gray a [`GrayImage`] as
+/// [`super::load`] reads it.
 pub fn load_picture(path: impl AsRef<Path>) -> Result<Picture, ImageError> {
     let path = path.as_ref();
     let bytes = super::read_file(path)?;
@@ -160,21 +181,19 @@ pub fn load_picture(path: impl AsRef<Path>) -> Result<Picture, ImageError> {
             super::tiff::check_single_page(&bytes, path)?;
             decode(&bytes, ImageFormat::Tiff, path, Format::Tiff)
         }
-        Some(Format::Dicom) => Ok(Picture::Gray(super::dicom::decode(&bytes, path)?)),
+        Some(Format::Dicom) => super::dicom::decode_picture(&bytes, path),
         None => Err(ImageError::UnknownFormat {
             path: path.to_path_buf(),
         }),
     }
 }
 
-/// Whether `path` is a PNG or TIFF whose header says colour (its pixels not decoded); false
-/// for anything else, unreadable files included (their loader names the problem).
+/// Whether `path` is a PNG, TIFF or DICOM whose header says colour (its pixels not
+/// decoded); false for anything else, unreadable files included (their loader names the
+/// problem).
 pub fn is_colour_file(path: impl AsRef<Path>) -> bool {
-    // A DICOM (or anything else) is told by its first bytes, without reading it whole.
-    if !matches!(
-        Format::of_file(path.as_ref()),
-        Some(Format::Png | Format::Tiff)
-    ) {
+    // Anything else is told by its first bytes, without reading it whole.
+    if Format::of_file(path.as_ref()).is_none() {
         return false;
     }
     let Ok(bytes) = super::read_file(path.as_ref()) else {
@@ -183,6 +202,7 @@ pub fn is_colour_file(path: impl AsRef<Path>) -> bool {
     let format = match Format::sniff(&bytes) {
         Some(Format::Png) => ImageFormat::Png,
         Some(Format::Tiff) => ImageFormat::Tiff,
+        Some(Format::Dicom) => return super::dicom::is_colour(&bytes, path.as_ref()),
         _ => return false,
     };
     ::image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)

@@ -1,0 +1,508 @@
+//! Colour DICOM (issue 48, item 1): every colour form read is checked against pydicom's
+//! decoding of the same file (`make dicom-testdata` writes pydicom's pixels beside its
+//! colour test files and the forms made there); the refusals are named; a colour job goes
+//! through the binary's secure pipeline (both engines) from a YBR_FULL_422 JPEG and an RGB
+//! DICOM and comes back as a derived RGB DICOM, bit-exact with the oracle.
+
+use std::path::{Path, PathBuf};
+
+use ppdenoise::image::dicom::decode_colour;
+use ppdenoise::image::{load_picture, Picture};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The colour test data of `make dicom-testdata`.
+fn colour_dir() -> PathBuf {
+    let d = root().join("out/dicom-testdata/colour");
+    assert!(
+        d.join("manifest.txt").exists(),
+        "{}: missing; run `make dicom-testdata` (pydicom and OpenJPEG from PyPI)",
+        d.display()
+    );
+    d
+}
+
+/// A file named in the manifest: `pydicom/NAME` from pydicom's wheel (in .venv-dicom),
+/// else one made into the colour folder.
+fn testdata(name: &str) -> PathBuf {
+    match name.strip_prefix("pydicom/") {
+        Some(rest) => {
+            let lib = root().join(".venv-dicom/lib");
+            let python = std::fs::read_dir(&lib)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .find(|e| e.file_name().to_string_lossy().starts_with("python3"))
+                .expect("a python3 folder in .venv-dicom/lib")
+                .path();
+            python
+                .join("site-packages/pydicom/data/test_files")
+                .join(rest)
+        }
+        None => colour_dir().join(name),
+    }
+}
+
+/// How far ours may be from pydicom's decoding, in stored values: everything exactly but
+/// lossy (DCT) JPEG, within [`LOSSY_JPEG_BOUND`]: libjpeg-turbo here, Thomas Richter's
+/// libjpeg with pydicom's own YBR_FULL conversion there, which upsample chroma and round
+/// differently. (JPEG-LS near-lossless and lossy JPEG 2000 are exact: one codec each.)
+fn bound(name: &str) -> u16 {
+    const LOSSY_JPEG: [&str; 8] = [
+        "SC_rgb_dcmtk_+eb+c",
+        "SC_rgb_jpeg_app14_dcmd",
+        "SC_jpeg_no_color_transform",
+        "SC_rgb_jpeg_dcmtk",
+        "SC_rgb_jpeg_lossy_gdcm",
+        "SC_rgb_small_odd_jpeg",
+        "examples_ybr_color",
+        "SC_rgb_jpeg_gdcm_lossy",
+    ];
+    if LOSSY_JPEG.iter().any(|p| name.contains(p)) {
+        LOSSY_JPEG_BOUND
+    } else {
+        0
+    }
+}
+
+/// The most a lossy JPEG's decoded sample differs from pydicom's (measured: 3, on the
+/// 30-frame YBR_FULL_422 examples_ybr_color.dcm; 2 or less on the others).
+const LOSSY_JPEG_BOUND: u16 = 3;
+
+#[test]
+fn every_colour_form_reads_as_pydicom_decodes_it() {
+    let dir = colour_dir();
+    let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap();
+    let mut report = Vec::new();
+    let mut bad = Vec::new();
+    for line in manifest.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (name, frames, rows, cols, bytes): (&str, usize, usize, usize, usize) = (
+            f[0],
+            f[1].parse().unwrap(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+        );
+        let path = testdata(name);
+        let file = std::fs::read(&path).unwrap();
+        let got = match decode_colour(&file, &path, true) {
+            Ok(g) => g,
+            Err(e) => {
+                bad.push(e.to_string());
+                continue;
+            }
+        };
+        let raw = std::fs::read(dir.join(format!(
+            "{}.rgb",
+            PathBuf::from(name).file_name().unwrap().to_string_lossy()
+        )))
+        .unwrap();
+        let want: Vec<u16> = if bytes == 1 {
+            raw.iter().map(|&b| u16::from(b)).collect()
+        } else {
+            raw.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect()
+        };
+        assert_eq!(got.len(), frames, "{name}: frames");
+        assert_eq!(
+            want.len(),
+            frames * rows * cols * 3,
+            "{name}: reference size"
+        );
+        let top = if bytes == 1 { 255.0 } else { 65535.0 };
+        let mut max = 0u16;
+        for (k, img) in got.iter().enumerate() {
+            assert_eq!((img.height(), img.width()), (rows, cols), "{name}");
+            for y in 0..rows {
+                for x in 0..cols {
+                    for c in 0..3 {
+                        let v = (img.plane(c)[[y, x]] * top / 255.0).round() as u16;
+                        let w = want[((k * rows + y) * cols + x) * 3 + c];
+                        max = max.max(v.abs_diff(w));
+                    }
+                }
+            }
+        }
+        report.push(format!("{name}: max |ours - pydicom| = {max}"));
+        if max > bound(name) {
+            bad.push(format!("{name}: {max} > {}", bound(name)));
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(bad.is_empty(), "beyond the bound: {bad:?}");
+}
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{bin, ok, run, start_pair, wait_limit};
+use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
+use ppdenoise::formats::container::{Header, Kind};
+use ppdenoise::model::cnn::{random_framed_cnn, Cnn, CnnMeta};
+use ppdenoise::model::frame::Frame;
+use ppdenoise::model::noise_map::NoiseLevel;
+use ppdenoise::model::preprocess::Preprocess;
+use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
+use ppdenoise::ring::share::Stream;
+
+fn refused(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "expected a refusal mentioning {needle:?}"
+    );
+    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
+}
+
+/// A folder with the two servers' TLS keys.
+struct Dir {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        for n in ["s0", "s1"] {
+            ok(&[
+                "keygen",
+                "--name",
+                n,
+                "--out-dir",
+                &dir.join("keys").display().to_string(),
+            ]);
+        }
+        Dir { _tmp: tmp, dir }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `share-image --image IMAGE --sigma 25 --model MODEL.pub --out OUT` and `extra`.
+    fn share_image(&self, image: &str, model: &str, out: &str, extra: &[&str]) -> Output {
+        let (m, o) = (self.p(&format!("{model}.pub")), self.p(out));
+        let mut args = vec![
+            "share-image",
+            "--image",
+            image,
+            "--sigma",
+            "25",
+            "--model",
+            &m,
+            "--out",
+            &o,
+        ];
+        args.extend(extra);
+        run(&args)
+    }
+
+    /// `serve` of party `p`: model.p<p>, image.p<p>, triplets.p<p> -> out.p<p>.
+    fn spawn(&self, p: u8, addr: &[String]) -> Child {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
+            .arg("--insecure-unsigned")
+            .args(["--model", &self.p(&format!("model.p{p}"))])
+            .args(["--image", &self.p(&format!("image.p{p}"))])
+            .args(["--triplets", &self.p(&format!("triplets.p{p}"))])
+            .args(["--key", &self.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .args(["--timeout", "60"])
+            .args(["--state-dir", &self.p("state")])
+            .args(["--out", &self.p(&format!("out.p{p}"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve")
+    }
+}
+
+const META: CnnMeta = CnnMeta {
+    sigma: 25.0,
+    residual: false,
+};
+
+/// The job of the colour DICOM `input` for colour model `m` (shared as `model`) through
+/// the binary on `engine`: share-image, gen-triplets, both servers, reconstruct --like the
+/// input to a DICOM. Asserts the shares hold the image's RGB planes as our reader decodes
+/// them, that the output shares add up to the oracle's output bit for bit, and that the
+/// derived DICOM, as pydicom reads it, is RGB holding the oracle's image (8 bits) with the
+/// derived attributes. Returns pydicom's pixels (R G B pixel by pixel).
+fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
+    let input_s = input.display().to_string();
+    let j = common::summary(
+        &d.share_image(&input_s, "model", "image", &[]),
+        "share-image",
+    );
+    assert_eq!(j["colours"], 3, "{j}");
+    let o = run(&[
+        "gen-triplets",
+        "--model",
+        &d.p("model.pub"),
+        "--image",
+        &d.p("image.pub"),
+        "--out",
+        &d.p("triplets"),
+        "--engine",
+        engine,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr));
+    for (o, who) in [
+        (wait_limit(c0, Duration::from_secs(300)), "S0"),
+        (wait_limit(c1, Duration::from_secs(300)), "S1"),
+    ] {
+        assert!(
+            o.status.success(),
+            "{who} ({engine}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (_, i0): (Header, ImageShare) =
+        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+    let (_, i1): (Header, ImageShare) =
+        load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+    let (h, w) = (i0.job.height, i0.job.width);
+    assert_eq!(i0.job.colours, 3);
+    let params = CnnFixed::for_model(m);
+    let plan = CnnPlan::from_cnn(m, params).unwrap();
+    let n = plan.input_len(h, w);
+    let enc: Vec<u64> = i0
+        .data
+        .materialise(Stream::ImageShare, n)
+        .unwrap()
+        .iter()
+        .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    let Picture::Colour(src) = load_picture(input).unwrap() else {
+        panic!("{input_s}: not colour")
+    };
+    assert_eq!((src.height(), src.width()), (h, w));
+    let map = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
+    let pre = Preprocess::identity();
+    assert_eq!(
+        enc,
+        ring_cnn::encode_image(&src.planes, &map, &pre, params.s),
+        "the gateway's encoding of the decoded RGB planes"
+    );
+    let orc = ring_cnn::run(&plan, h, w, &enc);
+    assert_eq!(orc.out_of_range, 0);
+    let (_, o0): (Header, OutputShare) =
+        load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+    let (_, o1): (Header, OutputShare) =
+        load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+    let secure: Vec<u64> = o0
+        .canvas
+        .iter()
+        .zip(&o1.canvas)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    assert_eq!(secure.len(), 3 * h * w);
+    let diff = secure
+        .iter()
+        .zip(&orc.output)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(diff, 0, "{engine}: {diff} values differ from the oracle");
+    let j = ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--share0",
+        &d.p("out.p0"),
+        "--share1",
+        &d.p("out.p1"),
+        "--like",
+        &input_s,
+        "--out",
+        &d.p("denoised.dcm"),
+    ]);
+    assert_eq!(j["colours"], 3);
+    // pydicom's reading of what was written: RGB, pixel by pixel, 8 bits, derived.
+    let r = common::pydicom_reads(&d.path("denoised.dcm"));
+    assert_eq!(r["PhotometricInterpretation"], "RGB", "{input_s}");
+    assert_eq!(r["SamplesPerPixel"], 3);
+    assert_eq!(r["PlanarConfiguration"], 0);
+    assert_eq!(r["BitsAllocated"], 8);
+    assert_eq!(r["TransferSyntaxUID"], "1.2.840.10008.1.2.1");
+    assert_eq!(r["ImageType"][0], "DERIVED");
+    assert_eq!(r["ImageType"][1], "SECONDARY");
+    let source = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(input)
+        .unwrap();
+    let source_uid = source
+        .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    assert_eq!(r["SourceImageSOPInstanceUIDs"][0], source_uid.as_str());
+    assert_ne!(r["SOPInstanceUID"], source_uid.as_str());
+    let got: Vec<u8> = r["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    // The oracle's image, rounded and clamped to 8 bits, R G B pixel by pixel.
+    let dec = ring_cnn::decode_output(&orc.output, 3 * h, w, &pre, params.out_scale());
+    let want: Vec<u8> = (0..h * w * 3)
+        .map(|k| {
+            let (i, c) = (k / 3, k % 3);
+            dec[[c * h + i / w, i % w]].round().clamp(0.0, 255.0) as u8
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "{engine}: {input_s}: the DICOM written is the oracle's image"
+    );
+    got
+}
+
+/// A YBR_FULL_422 JPEG baseline DICOM (pydicom's SC_rgb_dcmtk_+eb+cy+np.dcm, 100 x 100)
+/// and an RGB one (planar configuration 1, made from pydicom's RLE file) through a colour
+/// FFDNet-shaped random network on both engines: secure == oracle bit for bit, back as a
+/// derived RGB DICOM that pydicom reads, equal to `denoise --arith fixed` of the same file.
+#[test]
+fn colour_dicom_secure_is_bit_exact_on_both_engines_and_comes_back_rgb() {
+    let m = random_framed_cnn(&[13, 8, 12], 3, 33, META, Frame::FFDNET);
+    let inputs = [
+        testdata("pydicom/SC_rgb_dcmtk_+eb+cy+np.dcm"),
+        testdata("made-rgb-planar1.dcm"),
+    ];
+    for (k, engine) in ["gmw", "gc"].into_iter().enumerate() {
+        for input in &inputs {
+            let d = Dir::new();
+            m.save(&d.path("colour.npz")).unwrap();
+            let j = ok(&[
+                "share-model",
+                "--model",
+                &d.p("colour.npz"),
+                "--out",
+                &d.p("model"),
+            ]);
+            assert_eq!(j["colours"], 3);
+            let got = secure_dicom_job(&d, &m, input, engine);
+            // The plaintext fixed point of the same decoded file, once per input.
+            if k == 0 {
+                ok(&[
+                    "denoise",
+                    "--model",
+                    &d.p("colour.npz"),
+                    "--image",
+                    &input.display().to_string(),
+                    "--sigma",
+                    "25",
+                    "--arith",
+                    "fixed",
+                    "--out",
+                    &d.p("fixed.png"),
+                ]);
+                let fixed = image::open(d.path("fixed.png")).unwrap();
+                assert_eq!(
+                    fixed.as_rgb8().expect("an RGB PNG").as_raw(),
+                    &got,
+                    "{}: secure and denoise --arith fixed",
+                    input.display()
+                );
+            }
+        }
+    }
+}
+
+/// What a colour DICOM cannot be given to, refused by name before anything is written: a
+/// PALETTE COLOR file (indices, not intensities), a gray model (and --as-gray, which does
+/// not convert a DICOM), a colour model given a gray DICOM, a --window, share-study.
+#[test]
+fn colour_dicom_refusals_are_named() {
+    let d = Dir::new();
+    let colour = random_framed_cnn(&[13, 6, 12], 3, 5, META, Frame::FFDNET);
+    colour.save(&d.path("colour.npz")).unwrap();
+    let gray = random_framed_cnn(&[5, 6, 4], 3, 5, META, Frame::FFDNET);
+    gray.save(&d.path("gray.npz")).unwrap();
+    for (npz, out) in [("colour.npz", "model"), ("gray.npz", "graym")] {
+        ok(&["share-model", "--model", &d.p(npz), "--out", &d.p(out)]);
+    }
+    let none_written = |out: &str| {
+        for e in ["p0", "p1", "pub"] {
+            assert!(!d.path(&format!("{out}.{e}")).exists(), "{out}.{e} written");
+        }
+    };
+    let ybr = testdata("pydicom/SC_rgb_dcmtk_+eb+cy+np.dcm");
+    let ybr_s = ybr.display().to_string();
+    let palette = testdata("pydicom/examples_palette.dcm");
+    let palette_s = palette.display().to_string();
+    // PALETTE COLOR, for a colour model and a gray one, and by the reader itself.
+    for model in ["model", "graym"] {
+        refused(
+            &d.share_image(&palette_s, model, "x", &[]),
+            "PALETTE COLOR: its values are indices into a colour table, not intensities",
+        );
+        none_written("x");
+    }
+    let e = decode_colour(&std::fs::read(&palette).unwrap(), &palette, false).unwrap_err();
+    assert!(e.to_string().contains("examples_palette.dcm"), "{e}");
+    // A gray model given a colour DICOM; --as-gray does not convert a DICOM.
+    refused(
+        &d.share_image(&ybr_s, "graym", "x", &[]),
+        "a colour image; the model (gray) is gray",
+    );
+    none_written("x");
+    let o = run(&[
+        "--as-gray",
+        "share-image",
+        "--image",
+        &ybr_s,
+        "--sigma",
+        "25",
+        "--model",
+        &d.p("graym.pub"),
+        "--out",
+        &d.p("x"),
+    ]);
+    refused(
+        &o,
+        "a colour image (3 samples per pixel, YBR_FULL_422); only grayscale",
+    );
+    none_written("x");
+    // A colour model given a gray DICOM.
+    let gray_dcm = root().join("out/dicom-testdata/j2k8-ref.dcm");
+    refused(
+        &d.share_image(&gray_dcm.display().to_string(), "model", "x", &[]),
+        "a gray image; the model (colour) is colour (3 planes)",
+    );
+    none_written("x");
+    // A window is for gray values in the image's units.
+    refused(
+        &d.share_image(&ybr_s, "model", "x", &["--window", "10:200"]),
+        "a colour image takes its full range: no --window",
+    );
+    none_written("x");
+    // share-study takes gray slices.
+    std::fs::create_dir(d.path("study")).unwrap();
+    std::fs::copy(&ybr, d.path("study/a.dcm")).unwrap();
+    let o = common::share_study(&d.dir, "25", "study", "studyout", &[]);
+    refused(&o, "not by a gray model, --window, share-study");
+    assert!(
+        !d.path("studyout").exists()
+            || std::fs::read_dir(d.path("studyout"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
