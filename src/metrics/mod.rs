@@ -112,7 +112,7 @@ where
     S2: Data<Elem = f64>,
 {
     assert!(
-        colours > 0 && a.nrows() % colours == 0,
+        colours > 0 && a.nrows().is_multiple_of(colours),
         "rows of {colours} planes"
     );
     let h = a.nrows() / colours;
