@@ -15,19 +15,12 @@ Not part of the test suite: BM3D is a comparison, not a dependency of ppdenoise.
 """
 
 import importlib.metadata
-import json
 import os
-import subprocess
 import sys
-import time
 
 import bm3d
-import numpy as np
-from PIL import Image
 
-
-def load(path):
-    return np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+from bm3d_runs import compare, table_runs, write_json
 
 
 def main():
@@ -35,43 +28,11 @@ def main():
         sys.exit(__doc__)
     table_dir = sys.argv[1]
     exe = sys.argv[2] if len(sys.argv) > 2 else "target/release/ppdenoise"
-    table = json.load(open(os.path.join(table_dir, "table.json")))
-    rows = []
-    for run in table["runs"]:
-        tag = ("%g" % run["sigma"]).replace(".", "p")
-        d = os.path.join(table_dir, "runs", run["image"], "sigma" + tag)
-        noisy = load(os.path.join(d, "noisy.png")) / 255.0
-        t0 = time.time()
-        est = bm3d.bm3d(noisy, sigma_psd=run["sigma"] / 255.0, stage_arg=bm3d.BM3DStages.ALL_STAGES)
-        seconds = time.time() - t0
-        out = np.clip(np.round(est * 255.0), 0, 255).astype(np.uint8)
-        png = os.path.join(d, "bm3d.png")
-        Image.fromarray(out).save(png)
-        m = json.loads(
-            subprocess.run(
-                [exe, "--json", "metrics", os.path.join(d, "clean.png"), png],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
-        rows.append(
-            {
-                "image": run["image"],
-                "sigma": run["sigma"],
-                "psnr_bm3d": m["psnr"],
-                "ssim_bm3d": m["ssim"],
-                "psnr_float": run["psnr_float"],
-                "psnr_secure": run["psnr_secure"],
-                "ssim_secure": run["ssim_secure"],
-                "bm3d_seconds": seconds,
-            }
-        )
-        print(
-            f"{run['image']} sigma {run['sigma']:g}: BM3D {m['psnr']:.2f} dB / {m['ssim']:.3f}, "
-            f"secure {run['psnr_secure']:.2f} dB ({seconds:.1f} s)",
-            file=sys.stderr,
-        )
+
+    def denoise(noisy, sigma):
+        return bm3d.bm3d(noisy, sigma_psd=sigma, stage_arg=bm3d.BM3DStages.ALL_STAGES)
+
+    rows = compare(table_dir, table_runs(table_dir), exe, "bm3d", "L", denoise)
     sigmas = sorted({r["sigma"] for r in rows})
     print("| σ | BM3D PSNR / SSIM | ppdenoise secure PSNR / SSIM | secure − BM3D |")
     print("|---:|---|---|---:|")
@@ -83,8 +44,7 @@ def main():
             f"{mean('psnr_secure'):.2f} / {mean('ssim_secure'):.3f} | "
             f"{mean('psnr_secure') - mean('psnr_bm3d'):+.2f} dB |"
         )
-    with open(os.path.join(table_dir, "bm3d.json"), "w") as f:
-        json.dump({"bm3d_version": importlib.metadata.version("bm3d"), "runs": rows}, f, indent=1)
+    write_json(os.path.join(table_dir, "bm3d.json"), importlib.metadata.version("bm3d"), rows)
 
 
 if __name__ == "__main__":

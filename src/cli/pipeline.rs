@@ -18,10 +18,11 @@ use super::tools::{run_cnn, run_denoise, Arith};
 use super::Summary;
 use crate::formats::bodies::OutputShare;
 use crate::formats::signing::Role;
+use crate::image::rgb::save_stacked;
 use crate::image::{add_noise, quantize_u8, save_png, GrayImage};
 use crate::job::progress::{Mode, Steps};
 use crate::job::receiver::combine;
-use crate::metrics::{psnr, ssim};
+use crate::metrics::{psnr, ssim, ssim_planes};
 use crate::model::cnn::Cnn;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::Model;
@@ -111,7 +112,7 @@ pub fn run(a: SecureRun, json: bool) -> Result<Summary> {
         keys,
         seal,
         out_to,
-    } = prepare(&a, &model_path, &mut steps)?;
+    } = prepare(&a, &model_path, 1, &mut steps)?;
     // Once per model: the dealer's weight mask and the servers' opening of the weights.
     let setup = if a.weights_per_job {
         None
@@ -263,7 +264,17 @@ fn demo_cnn(
     mut steps: Steps,
 ) -> Result<Summary> {
     let w = &a.workdir;
-    let model = Cnn::load_gray(model_path)?;
+    // A colour model takes colour images (issue 48): their planes stacked, (3h) x w, all
+    // along; share-image and reconstruct tell colour from the files themselves.
+    let model = Cnn::load(model_path)?;
+    let colours = model.colours;
+    if a.noise.is_some() && model.is_colour() {
+        anyhow::bail!(
+            "--noise: {} is colour and takes one --sigma (signal-dependent noise on colour \
+             images: issue 48)",
+            model_path.display()
+        );
+    }
     if a.noise.is_some() && !model.frame.noise_map {
         anyhow::bail!(
             "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",
@@ -277,7 +288,7 @@ fn demo_cnn(
         keys,
         seal,
         out_to,
-    } = prepare(a, model_path, &mut steps)?;
+    } = prepare(a, model_path, colours, &mut steps)?;
     // Sealed to the servers, signed by the step's maker.
     let with_seal = |role: Role, args: &[&str]| -> Vec<String> {
         args.iter()
@@ -342,17 +353,24 @@ fn demo_cnn(
     let (serve_secs, reports) = servers(&mut steps, w, &keys, &extra, false)?;
     let (rec, out_png, secure, share) = receive(&mut steps, w, &keys, &gw, !out_to.is_empty())?;
     let secure_q = quantize_u8(&secure.pixels);
+    // PSNR over every value of every plane; SSIM the planes' mean (docs/results-colour.md).
     let p_noisy = psnr(&clean.pixels, &noisy.pixels, 255.0);
     let p_secure = psnr(&clean.pixels, &secure_q, 255.0);
-    let s_secure = ssim(&clean.pixels, &secure_q);
+    let s_secure = ssim_planes(&clean.pixels, &secure_q, colours);
     let figure = w.join(BEFORE_AFTER);
-    save_png(&before_after(&noisy.pixels, &secure_q), &figure, 8)?;
+    save_stacked(
+        &before_after_planes(&noisy.pixels, &secure_q, colours),
+        colours,
+        &figure,
+        8,
+    )?;
     let mut lines = vec![
         format!(
-            "image {} ({}x{}), {}, CNN {} ({} convolutions)",
+            "image {} ({}x{}{}), {}, CNN {} ({} convolutions)",
             a.image,
-            clean.pixels.nrows(),
+            clean.pixels.nrows() / colours,
             clean.pixels.ncols(),
+            if colours == 3 { ", RGB" } else { "" },
             match &a.noise {
                 Some(spec) => format!("noise {spec} (a per-pixel map, shared)"),
                 None => format!("sigma {}", a.sigma),
@@ -415,11 +433,27 @@ struct Prepared {
     out_to: Vec<String>,
 }
 
-fn prepare(a: &SecureRun, model_path: &std::path::Path, steps: &mut Steps) -> Result<Prepared> {
+/// `colours`: the model's planes (1 gray, 3 RGB); the images are held as planes stacked.
+fn prepare(
+    a: &SecureRun,
+    model_path: &std::path::Path,
+    colours: usize,
+    steps: &mut Steps,
+) -> Result<Prepared> {
     let w = &a.workdir;
-    let clean = load_image(&a.image)?;
+    let name = model_path.display().to_string();
+    let load = |spec: &str| -> Result<GrayImage> {
+        if colours == 1 {
+            return load_image(spec);
+        }
+        let c = super::colour::colour_input(spec, &name)?;
+        Ok(GrayImage::new(c.planes, c.bit_depth))
+    };
+    let clean = load(&a.image)?;
     let noisy = match &a.noisy {
         None => {
+            // On stacked planes: every value of every plane its own normal sample, as
+            // `add-noise` adds colour noise (image::rgb::add_noise).
             let n = match &a.noise {
                 Some(spec) => PoissonGaussian::parse(spec)?.add_to(&clean, a.seed),
                 None => add_noise(&clean, a.sigma, a.seed),
@@ -430,7 +464,7 @@ fn prepare(a: &SecureRun, model_path: &std::path::Path, steps: &mut Steps) -> Re
             }
         }
         Some(spec) => {
-            let n = load_image(spec)?;
+            let n = load(spec)?;
             if n.pixels.dim() != clean.pixels.dim() {
                 anyhow::bail!(
                     "{spec}: the noisy image is {}x{} but the clean image {} is {}x{}",
@@ -445,8 +479,8 @@ fn prepare(a: &SecureRun, model_path: &std::path::Path, steps: &mut Steps) -> Re
         }
     };
     let noisy_png = w.join("noisy.png");
-    save_png(&noisy, &noisy_png, noisy.bit_depth)?;
-    save_png(&clean, w.join("clean.png"), clean.bit_depth)?;
+    save_stacked(&noisy, colours, &noisy_png, noisy.bit_depth)?;
+    save_stacked(&clean, colours, w.join("clean.png"), clean.bit_depth)?;
     let keys = w.join("keys");
     steps.start("keys for S0, S1, the receiver and the files' makers (keygen)");
     // The servers' keys, and the receiver's file-encryption identity (keygen makes it a
@@ -565,6 +599,30 @@ fn before_after(noisy: &ndarray::Array2<f64>, result: &ndarray::Array2<f64>) -> 
         .assign(&quantize_u8(noisy));
     out.slice_mut(ndarray::s![.., w + GAP..]).assign(result);
     GrayImage::new(out, 8)
+}
+
+/// [`before_after`] of `colours` planes stacked: each plane's pair, stacked again.
+fn before_after_planes(
+    noisy: &ndarray::Array2<f64>,
+    result: &ndarray::Array2<f64>,
+    colours: usize,
+) -> GrayImage {
+    let h = noisy.nrows() / colours;
+    let pairs: Vec<ndarray::Array2<f64>> = (0..colours)
+        .map(|c| {
+            let rows = ndarray::s![c * h..(c + 1) * h, ..];
+            before_after(
+                &noisy.slice(rows).to_owned(),
+                &result.slice(rows).to_owned(),
+            )
+            .pixels
+        })
+        .collect();
+    let views: Vec<_> = pairs.iter().map(|p| p.view()).collect();
+    GrayImage::new(
+        ndarray::concatenate(ndarray::Axis(0), &views).expect("planes of one size"),
+        8,
+    )
 }
 
 /// The secure result against the plaintext fixed-point oracle and float inference.

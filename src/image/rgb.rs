@@ -188,6 +188,34 @@ pub fn load_picture(path: impl AsRef<Path>) -> Result<Picture, ImageError> {
     }
 }
 
+/// A PNG, TIFF or DICOM as planes stacked (a gray image: one plane) and how many there are: the
+/// form the table and the demo hold gray and colour images in alike.
+pub fn load_stacked(path: impl AsRef<Path>) -> Result<(GrayImage, usize), ImageError> {
+    Ok(match load_picture(path)? {
+        Picture::Gray(g) => (g, 1),
+        Picture::Colour(c) => (GrayImage::new(c.planes, c.bit_depth), 3),
+    })
+}
+
+/// Writes `colours` stacked planes as [`load_stacked`] reads them back: gray as
+/// [`super::save`] writes it, three planes as RGB at `bit_depth`.
+pub fn save_stacked(
+    img: &GrayImage,
+    colours: usize,
+    path: impl AsRef<Path>,
+    bit_depth: u8,
+) -> Result<(), ImageError> {
+    if colours == 1 {
+        return super::save(img, path, bit_depth);
+    }
+    ColourImage {
+        planes: img.pixels.clone(),
+        bit_depth,
+        alpha: None,
+    }
+    .save(path)
+}
+
 /// Whether `path` is a PNG, TIFF or DICOM whose header says colour (its pixels not
 /// decoded); false for anything else, unreadable files included (their loader names the
 /// problem).

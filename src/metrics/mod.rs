@@ -101,6 +101,30 @@ where
     ssim_with_range(a, b, DATA_RANGE_8BIT)
 }
 
+/// SSIM of images of `colours` planes stacked, (colours h) x w: the mean of the planes'
+/// [`ssim`]s, as the FFDNet authors' and KAIR's `calculate_ssim` score RGB (gray: [`ssim`]).
+///
+/// # Panics
+/// As [`ssim`], and if the rows are not a multiple of `colours`.
+pub fn ssim_planes<S1, S2>(a: &ArrayBase<S1, Ix2>, b: &ArrayBase<S2, Ix2>, colours: usize) -> f64
+where
+    S1: Data<Elem = f64>,
+    S2: Data<Elem = f64>,
+{
+    assert!(
+        colours > 0 && a.nrows().is_multiple_of(colours),
+        "rows of {colours} planes"
+    );
+    let h = a.nrows() / colours;
+    (0..colours)
+        .map(|c| {
+            let rows = ndarray::s![c * h..(c + 1) * h, ..];
+            ssim(&a.slice(rows), &b.slice(rows))
+        })
+        .sum::<f64>()
+        / colours as f64
+}
+
 /// [`ssim`] with an explicit data range `L` (`C1 = (0.01 L)^2`,
 /// `C2 = (0.03 L)^2`).
 ///

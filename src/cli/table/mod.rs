@@ -21,11 +21,12 @@ use super::figures::{self, Average};
 use super::inputs::{load_image, NoiseArgs};
 use super::pipeline;
 use super::Summary;
+use crate::image::rgb::{load_stacked, save_stacked};
 use crate::image::window::WindowChoice;
-use crate::image::{load as load_png, quantize_u8, save_png, GrayImage};
+use crate::image::{quantize_u8, GrayImage};
 use crate::job::progress::{Mode, Progress};
 use crate::job::receiver::combine;
-use crate::metrics::{psnr, ssim};
+use crate::metrics::{psnr, ssim_planes};
 
 mod models;
 mod record;
@@ -137,7 +138,10 @@ pub struct Run {
 
 struct Input {
     name: String,
+    /// Its planes stacked, (colours h) x w.
     clean: GrayImage,
+    /// 1 gray, 3 RGB.
+    colours: usize,
     cropped_from: Option<(usize, usize)>,
 }
 
@@ -158,21 +162,39 @@ fn parse_sigmas(s: &str) -> Result<Vec<f64>> {
     Ok(v)
 }
 
-/// The centre `n x n` (at most) of an image.
-fn centre_crop(img: &GrayImage, n: usize) -> GrayImage {
-    let (h, w) = img.pixels.dim();
+/// The centre `n x n` (at most) of an image of `colours` planes stacked (every plane's).
+fn centre_crop(img: &GrayImage, n: usize, colours: usize) -> GrayImage {
+    let (h, w) = (img.pixels.nrows() / colours, img.pixels.ncols());
     let (ch, cw) = (h.min(n), w.min(n));
     let (y0, x0) = ((h - ch) / 2, (w - cw) / 2);
+    let planes: Vec<Array2<f64>> = (0..colours)
+        .map(|c| {
+            let y = c * h + y0;
+            img.pixels.slice(s![y..y + ch, x0..x0 + cw]).to_owned()
+        })
+        .collect();
+    let views: Vec<_> = planes.iter().map(|p| p.view()).collect();
     GrayImage {
-        pixels: img.pixels.slice(s![y0..y0 + ch, x0..x0 + cw]).to_owned(),
+        pixels: ndarray::concatenate(ndarray::Axis(0), &views).expect("planes of one size"),
         bit_depth: img.bit_depth,
     }
 }
 
-fn list_inputs(spec: &str, max_size: Option<usize>, window: &WindowChoice) -> Result<Vec<Input>> {
+/// The table's images; `model` names the table's model for a refusal of an image of the
+/// wrong kind (gray for a colour model, colour for a gray one), before any run.
+fn list_inputs(
+    spec: &str,
+    max_size: Option<usize>,
+    window: &WindowChoice,
+    colours: usize,
+    model: &str,
+) -> Result<Vec<Input>> {
     let path = Path::new(spec);
     let named: Vec<(String, GrayImage)> = if spec.starts_with("builtin:") {
         let name = spec.trim_start_matches("builtin:").replace(':', "_");
+        if colours != 1 {
+            bail!("{spec}: a gray image, and {model} is colour: give RGB images, or a gray model");
+        }
         vec![(name, load_image(spec)?)]
     } else if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
@@ -195,25 +217,27 @@ fn list_inputs(spec: &str, max_size: Option<usize>, window: &WindowChoice) -> Re
         }
         let mut named = Vec::new();
         for f in &files {
-            named.extend(named_frames(f, window)?);
+            named.extend(named_frames(f, window, colours, model)?);
         }
         named
     } else {
-        named_frames(path, window)?
+        named_frames(path, window, colours, model)?
     };
     Ok(named
         .into_iter()
         .map(|(name, img)| {
-            let dim = img.pixels.dim();
+            let dim = (img.pixels.nrows() / colours, img.pixels.ncols());
             match max_size {
                 Some(n) if dim.0 > n || dim.1 > n => Input {
                     name,
-                    clean: centre_crop(&img, n),
+                    clean: centre_crop(&img, n, colours),
+                    colours,
                     cropped_from: Some(dim),
                 },
                 _ => Input {
                     name,
                     clean: img,
+                    colours,
                     cropped_from: None,
                 },
             }
@@ -223,8 +247,27 @@ fn list_inputs(spec: &str, max_size: Option<usize>, window: &WindowChoice) -> Re
 
 /// The images of a file: itself, or every frame of a multi-frame DICOM, named
 /// `<stem>-f<k>` (each frame an image of the table), a DICOM's on the window `window`
-/// resolves to.
-fn named_frames(f: &Path, window: &WindowChoice) -> Result<Vec<(String, GrayImage)>> {
+/// resolves to; a colour model's: an RGB PNG or TIFF's planes stacked.
+fn named_frames(
+    f: &Path,
+    window: &WindowChoice,
+    colours: usize,
+    model: &str,
+) -> Result<Vec<(String, GrayImage)>> {
+    let spec = f.display().to_string();
+    if colours != 1 {
+        if !matches!(window, WindowChoice::Default | WindowChoice::Full) {
+            bail!("--window: a colour PNG or TIFF takes its full range");
+        }
+        let c = super::colour::colour_input(&spec, model)?;
+        return Ok(vec![(stem(f), GrayImage::new(c.planes, c.bit_depth))]);
+    }
+    if super::colour::is_colour_file(&spec) {
+        bail!(
+            "{spec}: a colour image, and {model} is gray: give gray images, or a colour model \
+             (a colour FFDNet)"
+        );
+    }
     let frames = crate::image::load_windowed(f, window, true)?.frames;
     if frames.len() == 1 {
         return Ok(vec![(
@@ -324,9 +367,10 @@ fn one_run(
     .with_context(|| format!("secure run of {} at sigma {sigma}", input.name))?
     .json;
     // Exactly the images the pipeline saw: the clean input as it loaded it, the noisy PNG
-    // it shared.
-    let clean = load_image(&input_png.display().to_string())?;
-    let noisy = load_png(workdir.join("noisy.png"))?;
+    // it shared (planes stacked for colour).
+    let colours = input.colours;
+    let clean = load_stacked(input_png)?.0;
+    let noisy = load_stacked(workdir.join("noisy.png"))?.0;
     // The pipeline's receiver step checked these shares' signatures and job.
     let (secure, share) = combine(
         &workdir.join("out.p0"),
@@ -352,17 +396,21 @@ fn one_run(
         quantize_u8(&oracle),
         quantize_u8(&secure.pixels),
     );
-    save_png(
+    save_stacked(
         &GrayImage {
             pixels: float.clone(),
             bit_depth: 8,
         },
+        colours,
         workdir.join("plaintext.png"),
         8,
     )?;
     let c = &clean.pixels;
     let srv = &d["servers"];
-    let (h, w) = c.dim();
+    let (h, w) = (c.nrows() / colours, c.ncols());
+    // RGB: PSNR over the three channels' values together, SSIM the channels' mean (the
+    // FFDNet paper's scoring; `ssim_planes` of one plane is plain SSIM).
+    let ssim = |x: &Array2<f64>, y: &Array2<f64>| ssim_planes(x, y, colours);
     let run = Run {
         image: input.name.clone(),
         height: h,
@@ -460,7 +508,21 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
     // The models first: they may declare the window the images are mapped with.
     let models = Models::load(&a.model, a.models.as_deref(), &sigmas)?;
     let window = models.window(&a.window.window, a.override_model_window)?;
-    let inputs = list_inputs(&a.images, a.max_size, &window)?;
+    let colours = models.colours()?;
+    if colours != 1 && a.noise.is_some() {
+        bail!(
+            "--noise: {} is colour and takes Gaussian noise of one sigma (signal-dependent noise \
+             on colour images: issue 48)",
+            models.of(0).path.display()
+        );
+    }
+    let inputs = list_inputs(
+        &a.images,
+        a.max_size,
+        &window,
+        colours,
+        &models.of(0).path.display().to_string(),
+    )?;
     for m in models.all() {
         let patch = m.net.output_patch();
         for i in &inputs {
@@ -493,7 +555,13 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
     }
     let out = &a.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // The comparison figures draw gray panels: a colour table draws none (its PNGs are in
+    // the runs' folders).
+    if colours != 1 && !matches!(a.figures.as_deref(), None | Some("none") | Some("")) {
+        bail!("--figures: comparison figures are gray; a colour table draws none (--figures none)");
+    }
     let fig_names: Vec<String> = match a.figures.as_deref() {
+        None if colours != 1 => vec![],
         None => inputs.iter().take(1).map(|i| i.name.clone()).collect(),
         Some("none") | Some("") => vec![],
         Some(list) => list
@@ -525,10 +593,15 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let input_png = dir.join("clean-input.png");
-        save_png(&input.clean, &input_png, input.clean.bit_depth)?;
+        save_stacked(
+            &input.clean,
+            input.colours,
+            &input_png,
+            input.clean.bit_depth,
+        )?;
         if a.resume {
             // The clean image exactly as the pipeline reads it (rounded to its PNG).
-            let clean_input = load_png(&input_png)?.pixels;
+            let clean_input = load_stacked(&input_png)?.0.pixels;
             for (j, &sigma) in sigmas.iter().enumerate() {
                 let workdir = dir.join(format!("sigma{}", sigma_tag(sigma)));
                 if let Some(run) =
@@ -763,9 +836,17 @@ mod tests {
             pixels: Array2::from_shape_fn((6, 5), |(y, x)| (10 * y + x) as f64),
             bit_depth: 8,
         };
-        let c = centre_crop(&img, 3);
+        let c = centre_crop(&img, 3, 1);
         assert_eq!(c.pixels.dim(), (3, 3));
         assert_eq!(c.pixels[[0, 0]], 11.0);
-        assert_eq!(centre_crop(&img, 10).pixels, img.pixels);
+        assert_eq!(centre_crop(&img, 10, 1).pixels, img.pixels);
+        // Two planes of 3x5 stacked: each plane's centre, stacked again.
+        let two = GrayImage {
+            pixels: Array2::from_shape_fn((6, 5), |(y, x)| (10 * y + x) as f64),
+            bit_depth: 8,
+        };
+        let c = centre_crop(&two, 1, 2);
+        assert_eq!(c.pixels.dim(), (2, 1));
+        assert_eq!((c.pixels[[0, 0]], c.pixels[[1, 0]]), (12.0, 42.0));
     }
 }

@@ -27,10 +27,18 @@ pub(super) enum Net {
 impl Net {
     fn load(path: &Path) -> Result<Net> {
         Ok(if Cnn::is_cnn_file(path)? {
-            Net::Cnn(Cnn::load_gray(path)?)
+            Net::Cnn(Cnn::load(path)?)
         } else {
             Net::Mlp(Model::load(path)?)
         })
+    }
+
+    /// Planes of the images it takes: 1 gray, 3 RGB (a colour CNN).
+    pub(super) fn colours(&self) -> usize {
+        match self {
+            Net::Mlp(_) => 1,
+            Net::Cnn(m) => m.colours,
+        }
     }
 
     /// The output patch: images smaller than this cannot be denoised.
@@ -216,6 +224,25 @@ impl Models {
             name.as_deref().unwrap_or_default(),
         )
         .map_err(anyhow::Error::msg)
+    }
+
+    /// Planes of the table's images: its models' (1 gray, 3 RGB), which must agree, since
+    /// every image goes through every model.
+    pub(super) fn colours(&self) -> Result<usize> {
+        let first = &self.models[0];
+        for m in &self.models[1..] {
+            if m.net.colours() != first.net.colours() {
+                bail!(
+                    "{} takes {} plane(s) and {} {}: a table's models must all be gray or all \
+                     colour",
+                    first.path.display(),
+                    first.net.colours(),
+                    m.path.display(),
+                    m.net.colours()
+                );
+            }
+        }
+        Ok(first.net.colours())
     }
 
     /// Whether the table names a model per sigma (`--models`).

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::models::TableModel;
 use super::{Input, Pictures, Run, TableArgs};
 use crate::corr::engine_kind::EngineKind;
-use crate::image::{load as load_png, GrayImage};
+use crate::image::rgb::load_stacked;
+use crate::image::GrayImage;
 use crate::ring::plan::FixedParams;
 
 /// What a finished run leaves in its directory (`run.json`) so that `--resume` can reuse it:
@@ -176,12 +177,15 @@ pub(super) fn recorded_run(
 }
 
 fn recorded_png(workdir: &Path, f: &str) -> Result<GrayImage> {
-    load_png(workdir.join(f)).with_context(|| {
-        format!(
-            "{}: recorded run is missing {f}; delete run.json to run again",
-            workdir.display()
-        )
-    })
+    // Gray or RGB (planes stacked), as the run wrote it.
+    Ok(load_stacked(workdir.join(f))
+        .with_context(|| {
+            format!(
+                "{}: recorded run is missing {f}; delete run.json to run again",
+                workdir.display()
+            )
+        })?
+        .0)
 }
 
 /// The images of a recorded run, for the figures.

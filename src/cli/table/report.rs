@@ -64,7 +64,7 @@ pub(super) fn markdown(c: &TableDoc) -> String {
         .inputs
         .iter()
         .map(|i| {
-            let (h, w) = i.clean.pixels.dim();
+            let (h, w) = (i.clean.pixels.nrows() / i.colours, i.clean.pixels.ncols());
             match i.cropped_from {
                 Some((oh, ow)) => format!("{} {h}x{w} (of {oh}x{ow})", i.name),
                 None => format!("{} {h}x{w}", i.name),
@@ -78,11 +78,26 @@ pub(super) fn markdown(c: &TableDoc) -> String {
         ),
         None => "white Gaussian".into(),
     };
+    let rgb = c.inputs.first().is_some_and(|i| i.colours == 3);
     let _ = writeln!(
         m,
-        "- Noise: {noise}, seed {}, rounded and clipped to 8 bits; stride {}.",
-        c.a.seed, c.a.stride
+        "- Noise: {noise}{}, seed {}, rounded and clipped to 8 bits; stride {}.",
+        if rgb {
+            ", independent on R, G and B"
+        } else {
+            ""
+        },
+        c.a.seed,
+        c.a.stride
     );
+    if rgb {
+        let _ = writeln!(
+            m,
+            "- RGB metrics as the FFDNet paper scores colour: PSNR from the mean squared error \
+             over all three channels; SSIM the mean of the three channels' SSIM (the authors' \
+             and KAIR's `calculate_ssim`)."
+        );
+    }
     if c.models.per_sigma() {
         let _ = writeln!(m, "- Models, one per noise level:");
         for (j, sg) in c.sigmas.iter().enumerate() {
