@@ -506,3 +506,62 @@ fn colour_dicom_refusals_are_named() {
                 .is_none()
     );
 }
+
+/// Colour files that lie or that would cost too much, each refused by name before its pixels
+/// are decoded (an outside review's findings): a JPEG 2000 codestream whose colour transform
+/// contradicts the header's photometric interpretation, one whose components differ in
+/// precision, a colour image too large in samples (the same size in gray is not refused for
+/// its size), and colour in the encapsulated uncompressed transfer syntax.
+#[test]
+fn lying_or_oversized_colour_dicoms_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused_with = |bytes: &[u8], name: &str, needle: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let e = decode_colour(bytes, &path, false)
+            .map(|_| ())
+            .expect_err(name)
+            .to_string();
+        assert!(e.contains(name) && e.contains(needle), "{name}: {e}");
+    };
+    let find = |b: &[u8], pat: &[u8]| b.windows(pat.len()).position(|w| w == pat).unwrap();
+    let rct = std::fs::read(testdata("made-j2k-rct.dcm")).unwrap();
+    assert!(decode_colour(&rct, &testdata("made-j2k-rct.dcm"), false).is_ok());
+    // Labelled YBR_FULL (same length), its codestream still transformed.
+    let mut lie = rct.clone();
+    let at = find(&lie, b"YBR_RCT");
+    lie[at..at + 8].copy_from_slice(b"YBR_FULL");
+    refused_with(&lie, "mct.dcm", "with a colour transform");
+    // Component 1 one bit more precise than component 0.
+    let mut prec = rct.clone();
+    let siz = find(&prec, &[0xFF, 0x4F, 0xFF, 0x51]);
+    prec[siz + 4 + 38 + 3] += 1;
+    refused_with(&prec, "precision.dcm", "differing precision");
+    // 16384 x 16384: 2^28 pixels, three times the samples that are read.
+    let mut big = std::fs::read(testdata("made-ybr-full.dcm")).unwrap();
+    for tag in [[0x28u8, 0, 0x10, 0], [0x28, 0, 0x11, 0]] {
+        let at = find(&big, &[&tag[..], b"US", &[2, 0]].concat());
+        big[at + 8..at + 10].copy_from_slice(&16384u16.to_le_bytes());
+    }
+    refused_with(&big, "big.dcm", "pixels of 3 sample(s)");
+    // Encapsulated uncompressed, written by pydicom.
+    let enc = dir.path().join("enc-src.dcm");
+    let script = "import sys, pydicom\n\
+        from pydicom.encaps import encapsulate\n\
+        ds = pydicom.dcmread(sys.argv[1])\n\
+        ds.file_meta.TransferSyntaxUID = '1.2.840.10008.1.2.1.98'\n\
+        ds.PixelData = encapsulate([ds.PixelData])\n\
+        ds.save_as(sys.argv[2], enforce_file_format=True)\n";
+    let o = Command::new(root().join(".venv-dicom/bin/python"))
+        .args(["-c", script])
+        .arg(testdata("made-rgb-planar1.dcm"))
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    refused_with(
+        &std::fs::read(&enc).unwrap(),
+        "enc.dcm",
+        "encapsulated uncompressed",
+    );
+}

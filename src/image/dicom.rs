@@ -117,6 +117,16 @@ impl ColourForm {
             _ => return None,
         })
     }
+
+    fn name(&self) -> &'static str {
+        match self {
+            ColourForm::Rgb => "RGB",
+            ColourForm::YbrFull => "YBR_FULL",
+            ColourForm::YbrFull422 => "YBR_FULL_422",
+            ColourForm::YbrIct => "YBR_ICT",
+            ColourForm::YbrRct => "YBR_RCT",
+        }
+    }
 }
 
 impl Layout {
@@ -327,15 +337,22 @@ fn layout_of(obj: &InMemDicomObject, path: &Path, colour_ok: bool) -> Result<Lay
     }
     let rows = required(obj, tags::ROWS, "Rows", path)?;
     let cols = required(obj, tags::COLUMNS, "Columns", path)?;
+    // Samples, not pixels: a colour image costs its decoder and its planes three times a
+    // gray one's, so it is bounded by its samples.
+    let per_pixel: i64 = if colour.is_some() { 3 } else { 1 };
     if rows <= 0
         || cols <= 0
-        || rows.saturating_mul(cols).saturating_mul(frames) > MAX_PIXELS as i64
+        || rows
+            .saturating_mul(cols)
+            .saturating_mul(frames)
+            .saturating_mul(per_pixel)
+            > MAX_PIXELS as i64
     {
         return Err(unsupported(
             path,
             format!(
-                "{frames} frame(s) of {rows} x {cols} pixels (1 to {MAX_PIXELS} pixels in all \
-                 are read)"
+                "{frames} frame(s) of {rows} x {cols} pixels of {per_pixel} sample(s) (1 to \
+                 {MAX_PIXELS} samples in all are read)"
             ),
         ));
     }
@@ -1257,6 +1274,35 @@ fn check_encapsulated(
                 });
             };
             stream("JPEG 2000", (h.rows, h.cols, h.comps, h.precision))?;
+            if !h.alike {
+                return Err(unsupported(
+                    path,
+                    "JPEG 2000 components of differing precision, sign or subsampling; all \
+                     alike are read",
+                ));
+            }
+            // The decoder undoes the codestream's colour transform: what it returns must be
+            // what the header's photometric interpretation leads the reader to expect (RGB
+            // after YBR_ICT/YBR_RCT; the samples themselves for RGB and YBR_FULL).
+            if let Some(c) = &l.colour {
+                let said = match c.form {
+                    ColourForm::YbrIct | ColourForm::YbrRct => Some(true),
+                    ColourForm::YbrFull | ColourForm::YbrFull422 => Some(false),
+                    ColourForm::Rgb => None,
+                };
+                if said.is_some_and(|want| want != h.mct) {
+                    return Err(corrupt(
+                        path,
+                        format!(
+                            "JPEG 2000 data {} a colour transform, but the header's \
+                             photometric interpretation ({}) says {}",
+                            if h.mct { "with" } else { "without" },
+                            c.form.name(),
+                            if h.mct { "none" } else { "one" }
+                        ),
+                    ));
+                }
+            }
             if h.subsampling != (1, 1) {
                 return Err(unsupported(
                     path,
@@ -1290,6 +1336,12 @@ fn check_encapsulated(
             Ok(Codec::J2k)
         }
         // Encapsulated uncompressed: the registry copies the fragments, sized by the header.
+        // It reports every encapsulated colour frame as interleaved, so a colour one (planar
+        // or 4:2:2 alike) would be read in the wrong order: refused.
+        _ if l.colour.is_some() => Err(unsupported(
+            path,
+            format!("a colour image in transfer syntax {ts_uid} (encapsulated uncompressed); {TRANSCODE}"),
+        )),
         _ => Ok(Codec::Registry),
     }
 }
@@ -1328,6 +1380,11 @@ struct J2kHeader {
     rows: usize,
     cols: usize,
     comps: u16,
+    /// Whether every component has the first's precision, sign and subsampling.
+    alike: bool,
+    /// Whether the codestream applies a multiple-component (colour) transform, which the
+    /// decoder undoes: its output is then RGB whatever the header says.
+    mct: bool,
     /// The first component's precision in bits.
     precision: u16,
     /// Its subsampling (XRsiz, YRsiz).
@@ -1357,6 +1414,11 @@ fn j2k_header(b: &[u8]) -> Option<J2kHeader> {
     let (xt, yt, xto, yto) = (u32_at(20)?, u32_at(24)?, u32_at(28)?, u32_at(32)?);
     let comps = u16_at(36)?;
     let (ssiz, xr, yr) = (*b.get(4 + 38)?, *b.get(4 + 39)?, *b.get(4 + 40)?);
+    // Every component's Ssiz, XRsiz and YRsiz (three bytes each, after Csiz).
+    let alike = (1..usize::from(comps)).all(|c| {
+        let at = 4 + 38 + 3 * c;
+        b.get(at..at + 3) == Some(&[ssiz, xr, yr][..])
+    });
     let cols = xsiz.checked_sub(xo)? as usize;
     let rows = ysiz.checked_sub(yo)? as usize;
     if xt == 0 || yt == 0 || xto > xo || yto > yo {
@@ -1368,11 +1430,32 @@ fn j2k_header(b: &[u8]) -> Option<J2kHeader> {
         rows,
         cols,
         comps,
+        alike,
+        // A codestream without a COD is refused by the decoder; no transform is assumed here.
+        mct: j2k_mct(b).unwrap_or(false),
         precision: u16::from(ssiz & 0x7F) + 1,
         subsampling: (xr, yr),
         tiles: across.checked_mul(down)?,
         tile_size: (xt, yt),
     })
+}
+
+/// The COD marker's multiple-component transform flag (SGcod's fourth byte), from the main
+/// header (SOC, then marker segments up to the first SOT); `None` without a COD.
+fn j2k_mct(b: &[u8]) -> Option<bool> {
+    let mut i = 2;
+    loop {
+        let (&ff, &m) = (b.get(i)?, b.get(i + 1)?);
+        if ff != 0xFF || m == 0x90 {
+            return None;
+        }
+        if m == 0x52 {
+            // COD: Lcod, Scod, then SGcod: progression order, layers (2 bytes), MCT.
+            return Some(*b.get(i + 8)? != 0);
+        }
+        let len = b.get(i + 2..i + 4)?;
+        i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+    }
 }
 
 /// Whether every one of `tiles` tiles has a tile-part in the codestream `b`, each within the
