@@ -1440,45 +1440,41 @@ fn j2k_header(b: &[u8]) -> Option<J2kHeader> {
     })
 }
 
-/// The COD marker's multiple-component transform flag (SGcod's fourth byte), from the main
-/// header (SOC, then marker segments up to the first SOT); `None` without a COD.
-fn j2k_mct(b: &[u8]) -> Option<bool> {
+/// The main header of a JPEG 2000 codestream (SOC, then marker segments up to the first
+/// SOT): each segment's marker and offset, and the first SOT's offset; `None` if cut short.
+fn j2k_main_header(b: &[u8]) -> Option<(Vec<(u8, usize)>, usize)> {
+    let mut segments = Vec::new();
     let mut i = 2;
     loop {
         let (&ff, &m) = (b.get(i)?, b.get(i + 1)?);
-        if ff != 0xFF || m == 0x90 {
+        if ff != 0xFF {
             return None;
         }
-        if m == 0x52 {
-            // COD: Lcod, Scod, then SGcod: progression order, layers (2 bytes), MCT.
-            return Some(*b.get(i + 8)? != 0);
+        if m == 0x90 {
+            return Some((segments, i));
         }
+        segments.push((m, i));
         let len = b.get(i + 2..i + 4)?;
         i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
     }
+}
+
+/// The COD marker's multiple-component transform flag (SGcod's fourth byte); `None`
+/// without a COD in the main header.
+fn j2k_mct(b: &[u8]) -> Option<bool> {
+    let (segments, _) = j2k_main_header(b)?;
+    let &(_, at) = segments.iter().find(|&&(m, _)| m == 0x52)?;
+    // COD: Lcod, Scod, then SGcod: progression order, layers (2 bytes), MCT.
+    Some(*b.get(at + 8)? != 0)
 }
 
 /// Whether every one of `tiles` tiles has a tile-part in the codestream `b`, each within the
 /// data, and the last followed by EOC (openjp2 fills a missing or cut tile with zeros and
 /// says nothing).
 fn j2k_tiles_present(b: &[u8], tiles: usize) -> bool {
-    // The main header: SOC, then marker segments up to the first SOT.
-    let mut i = 2;
-    loop {
-        let (Some(&ff), Some(&m)) = (b.get(i), b.get(i + 1)) else {
-            return false;
-        };
-        if ff != 0xFF {
-            return false;
-        }
-        if m == 0x90 {
-            break; // SOT
-        }
-        let Some(len) = b.get(i + 2..i + 4) else {
-            return false;
-        };
-        i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
-    }
+    let Some((_, mut i)) = j2k_main_header(b) else {
+        return false;
+    };
     let mut seen = vec![false; tiles];
     while b.get(i..i + 2) == Some(&[0xFF, 0x90]) {
         // SOT: Lsot (10), Isot, Psot (from this marker, 0: up to EOC), TPsot, TNsot.
@@ -1547,9 +1543,10 @@ fn one_jpeg_stream(b: &[u8]) -> bool {
     end().is_some_and(|e| b[e..].iter().all(|&x| x == 0))
 }
 
-/// The frame header (SOFn) of a JPEG stream: its marker, precision, rows, columns,
-/// components.
-fn jpeg_frame(b: &[u8]) -> Option<(u8, u8, usize, usize, u8)> {
+/// The first marker segment of a JPEG stream, up to and including its first scan header
+/// (SOS), for which `wanted(marker, body)` holds: its marker and body (what follows the
+/// length); `None` if there is none or the stream is cut short.
+fn jpeg_segment(b: &[u8], wanted: impl Fn(u8, &[u8]) -> bool) -> Option<(u8, &[u8])> {
     let mut i = 2; // after SOI
     loop {
         while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
@@ -1560,20 +1557,30 @@ fn jpeg_frame(b: &[u8]) -> Option<(u8, u8, usize, usize, u8)> {
         }
         let marker = *b.get(i + 1)?;
         let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
-        // SOF0..SOF15 but DHT, JPG and DAC; SOF55 is JPEG-LS's.
-        let sof = (matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC))
-            || marker == 0xF7;
-        if sof {
-            let seg = b.get(i + 4..i + 2 + len)?;
-            let rows = usize::from(u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]));
-            let cols = usize::from(u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]));
-            return Some((marker, *seg.first()?, rows, cols, *seg.get(5)?));
+        if len < 2 {
+            return None;
         }
-        if marker == 0xDA || len < 2 {
-            return None; // scan data before any frame header
+        let body = b.get(i + 4..i + 2 + len)?;
+        if wanted(marker, body) {
+            return Some((marker, body));
+        }
+        if marker == 0xDA {
+            return None;
         }
         i += 2 + len;
     }
+}
+
+/// The frame header (SOFn) of a JPEG stream: its marker, precision, rows, columns,
+/// components.
+fn jpeg_frame(b: &[u8]) -> Option<(u8, u8, usize, usize, u8)> {
+    // SOF0..SOF15 but DHT, JPG and DAC; SOF55 is JPEG-LS's.
+    let sof = |m: u8| (matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC)) || m == 0xF7;
+    // Scan data before any frame header: none.
+    let (marker, seg) = jpeg_segment(b, |m, _| sof(m))?;
+    let rows = usize::from(u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]));
+    let cols = usize::from(u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]));
+    Some((marker, *seg.first()?, rows, cols, *seg.get(5)?))
 }
 
 /// A colour JPEG stream whose own markers say nothing of its colour space (no JFIF APP0,
@@ -1584,33 +1591,14 @@ fn jpeg_frame(b: &[u8]) -> Option<(u8, u8, usize, usize, u8)> {
 /// that says its colour space is believed, as pydicom does.
 fn jpeg_colour_said(b: &[u8], form: ColourForm) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
-    let said = || -> Option<bool> {
-        let mut i = 2; // after SOI
-        loop {
-            while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
-                i += 1;
-            }
-            if *b.get(i)? != 0xFF {
-                return None;
-            }
-            let marker = *b.get(i + 1)?;
-            if marker == 0xDA {
-                return Some(false);
-            }
-            let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
-            let body = b.get(i + 4..i + 2 + len.max(2))?;
-            if (marker == 0xE0 && body.starts_with(b"JFIF\0"))
-                || (marker == 0xEE && body.starts_with(b"Adobe"))
-            {
-                return Some(true);
-            }
-            if len < 2 {
-                return None;
-            }
-            i += 2 + len;
-        }
-    };
-    if said() != Some(false) || !b.starts_with(&[0xFF, 0xD8]) {
+    // Whether a JFIF APP0 or an Adobe APP14 comes before the first scan.
+    let said = jpeg_segment(b, |m, body| {
+        m == 0xDA
+            || (m == 0xE0 && body.starts_with(b"JFIF\0"))
+            || (m == 0xEE && body.starts_with(b"Adobe"))
+    })
+    .map(|(m, _)| m != 0xDA);
+    if said != Some(false) || !b.starts_with(&[0xFF, 0xD8]) {
         return Cow::Borrowed(b);
     }
     let transform = u8::from(form != ColourForm::Rgb);
@@ -1629,27 +1617,8 @@ fn jpeg_colour_said(b: &[u8], form: ColourForm) -> std::borrow::Cow<'_, [u8]> {
 /// Whether a JPEG-LS stream's first scan (SOS) holds one component: interleave mode none,
 /// a scan per component.
 fn jpeg_ls_scan_per_component(b: &[u8]) -> bool {
-    let ns = || -> Option<u8> {
-        let mut i = 2; // after SOI
-        loop {
-            while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
-                i += 1;
-            }
-            if *b.get(i)? != 0xFF {
-                return None;
-            }
-            let marker = *b.get(i + 1)?;
-            if marker == 0xDA {
-                return b.get(i + 4).copied();
-            }
-            let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
-            if len < 2 {
-                return None;
-            }
-            i += 2 + len;
-        }
-    };
-    ns() == Some(1)
+    // SOS: Ns, the scan's component count, first.
+    jpeg_segment(b, |m, _| m == 0xDA).and_then(|(_, sos)| sos.first().copied()) == Some(1)
 }
 
 /// A DICOM whose attributes and pixel layout an output takes (`--like`): read once, up to
