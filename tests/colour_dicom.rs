@@ -137,10 +137,11 @@ fn every_colour_form_reads_as_pydicom_decodes_it() {
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{bin, ok, run, start_pair, wait_limit};
+use common::graph_job::{refused, Dir};
+use common::{ok, run, start_pair, wait_limit};
 use ppdenoise::formats::bodies::{load, ImageShare, OutputShare};
 use ppdenoise::formats::container::{Header, Kind};
 use ppdenoise::model::cnn::{random_framed_cnn, Cnn, CnnMeta};
@@ -150,84 +151,22 @@ use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
 use ppdenoise::ring::share::Stream;
 
-fn refused(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "expected a refusal mentioning {needle:?}"
-    );
-    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
-}
-
-/// A folder with the two servers' TLS keys.
-struct Dir {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Dir {
-    fn new() -> Dir {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        for n in ["s0", "s1"] {
-            ok(&[
-                "keygen",
-                "--name",
-                n,
-                "--out-dir",
-                &dir.join("keys").display().to_string(),
-            ]);
-        }
-        Dir { _tmp: tmp, dir }
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// `share-image --image IMAGE --sigma 25 --model MODEL.pub --out OUT` and `extra`.
-    fn share_image(&self, image: &str, model: &str, out: &str, extra: &[&str]) -> Output {
-        let (m, o) = (self.p(&format!("{model}.pub")), self.p(out));
-        let mut args = vec![
-            "share-image",
-            "--image",
-            image,
-            "--sigma",
-            "25",
-            "--model",
-            &m,
-            "--out",
-            &o,
-        ];
-        args.extend(extra);
-        run(&args)
-    }
-
-    /// `serve` of party `p`: model.p<p>, image.p<p>, triplets.p<p> -> out.p<p>.
-    fn spawn(&self, p: u8, addr: &[String]) -> Child {
-        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
-        Command::new(bin())
-            .args(["--json", "serve", "--quiet", "--party", &p.to_string()])
-            .arg("--insecure-unsigned")
-            .args(["--model", &self.p(&format!("model.p{p}"))])
-            .args(["--image", &self.p(&format!("image.p{p}"))])
-            .args(["--triplets", &self.p(&format!("triplets.p{p}"))])
-            .args(["--key", &self.p(&format!("keys/{me}.key"))])
-            .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
-            .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
-            .args(addr)
-            .args(["--timeout", "60"])
-            .args(["--state-dir", &self.p("state")])
-            .args(["--out", &self.p(&format!("out.p{p}"))])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start serve")
-    }
+/// `share-image --image IMAGE --sigma 25 --model MODEL.pub --out OUT` and `extra`, in `d`.
+fn share_dicom(d: &Dir, image: &str, model: &str, out: &str, extra: &[&str]) -> Output {
+    let (m, o) = (d.p(&format!("{model}.pub")), d.p(out));
+    let mut args = vec![
+        "share-image",
+        "--image",
+        image,
+        "--sigma",
+        "25",
+        "--model",
+        &m,
+        "--out",
+        &o,
+    ];
+    args.extend(extra);
+    run(&args)
 }
 
 const META: CnnMeta = CnnMeta {
@@ -244,7 +183,7 @@ const META: CnnMeta = CnnMeta {
 fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
     let input_s = input.display().to_string();
     let j = common::summary(
-        &d.share_image(&input_s, "model", "image", &[]),
+        &share_dicom(&d, &input_s, "model", "image", &[]),
         "share-image",
     );
     assert_eq!(j["colours"], 3, "{j}");
@@ -260,7 +199,9 @@ fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
         engine,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr));
+    let [c0, c1] = start_pair(&d.dir, |p, addr| {
+        d.spawn(p, addr, ("model", "image", "triplets"))
+    });
     for (o, who) in [
         (wait_limit(c0, Duration::from_secs(300)), "S0"),
         (wait_limit(c1, Duration::from_secs(300)), "S1"),
@@ -450,7 +391,7 @@ fn colour_dicom_refusals_are_named() {
     // PALETTE COLOR, for a colour model and a gray one, and by the reader itself.
     for model in ["model", "graym"] {
         refused(
-            &d.share_image(&palette_s, model, "x", &[]),
+            &share_dicom(&d, &palette_s, model, "x", &[]),
             "PALETTE COLOR: its values are indices into a colour table, not intensities",
         );
         none_written("x");
@@ -459,7 +400,7 @@ fn colour_dicom_refusals_are_named() {
     assert!(e.to_string().contains("examples_palette.dcm"), "{e}");
     // A gray model given a colour DICOM; --as-gray does not convert a DICOM.
     refused(
-        &d.share_image(&ybr_s, "graym", "x", &[]),
+        &share_dicom(&d, &ybr_s, "graym", "x", &[]),
         "a colour image; the model (gray) is gray",
     );
     none_written("x");
@@ -483,13 +424,13 @@ fn colour_dicom_refusals_are_named() {
     // A colour model given a gray DICOM.
     let gray_dcm = root().join("out/dicom-testdata/j2k8-ref.dcm");
     refused(
-        &d.share_image(&gray_dcm.display().to_string(), "model", "x", &[]),
+        &share_dicom(&d, &gray_dcm.display().to_string(), "model", "x", &[]),
         "a gray image; the model (colour) is colour (3 planes)",
     );
     none_written("x");
     // A window is for gray values in the image's units.
     refused(
-        &d.share_image(&ybr_s, "model", "x", &["--window", "10:200"]),
+        &share_dicom(&d, &ybr_s, "model", "x", &["--window", "10:200"]),
         "a colour image takes its full range: no --window",
     );
     none_written("x");

@@ -1,4 +1,5 @@
-//! A CNN graph job through the real binary, shared by tests/graph_pipeline.rs (the fixtures
+//! A secure job through the real binary (a folder with the servers' keys, serve spawned for
+//! both parties), shared by tests/colour_dicom.rs, tests/graph_pipeline.rs (the fixtures
 //! of `make graph-fixtures`) and tests/torch_graphs.rs (those `torch.onnx.export` wrote):
 //! key, share, deal, serve both parties as processes over the TLS link, reconstruct; and the
 //! graph oracle recomputed here from the ONNX file and the image shares.
