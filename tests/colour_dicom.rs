@@ -183,7 +183,7 @@ const META: CnnMeta = CnnMeta {
 fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
     let input_s = input.display().to_string();
     let j = common::summary(
-        &share_dicom(&d, &input_s, "model", "image", &[]),
+        &share_dicom(d, &input_s, "model", "image", &[]),
         "share-image",
     );
     assert_eq!(j["colours"], 3, "{j}");
