@@ -10,6 +10,7 @@
 //! mod 2^64, and its distance to float is the encodings' and the floors' (tested below).
 
 pub mod bound;
+pub mod conv;
 pub mod costs;
 pub mod uses;
 

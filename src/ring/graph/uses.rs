@@ -6,7 +6,7 @@
 //! it differs from this list: a drift between the two is an error, not a wrong image.
 
 use crate::circuit::activation::{ActCircuit, TruncParams};
-use crate::inference::graph::{self as kern, conv_dims, window_at, window_dims, Map};
+use crate::inference::graph::{conv_dims, window_at, window_dims, Map};
 use crate::ring::graph::{GraphPlan, Kind};
 use crate::ring::share::MAX_STREAM_LAYER;
 
@@ -290,14 +290,7 @@ pub fn max_pool_rounds(win: &crate::model::graph::Window, h: usize, w: usize) ->
 /// plus the bias, and so is the Beaver product's result once both shares are added.
 pub fn product(kind: &Kind, w: &[u64], x: &Map<u64>) -> Map<u64> {
     match kind {
-        Kind::Conv { op, .. } => {
-            let zero = vec![0; op.cout];
-            if op.transposed {
-                kern::conv_transpose(op, w, &zero, x)
-            } else {
-                kern::conv(op, w, &zero, x)
-            }
-        }
+        Kind::Conv { op, .. } => super::conv::conv(op, w, x),
         Kind::Affine { .. } | Kind::PRelu { .. } => x.map(|c, v| v.wrapping_mul(per_channel(w, c))),
         _ => unreachable!("not a product step"),
     }
