@@ -450,4 +450,30 @@ fn traffic_is_what_the_protocol_says() {
     let tag = b"graph test".len() as u64;
     assert_eq!(once.link.bytes_sent, tag + maps + circuits + framing);
     assert_eq!(per_job.link.bytes_sent - once.link.bytes_sent, weights + 8);
+
+    // Per op kind (bench's figures): every byte but the session tag's is counted once, under
+    // the op that sent it; every step once; the products' multiply-adds are the plan's.
+    let sent = |r: &Report, op: &str| r.ops.iter().find(|f| f.op == op).map(|f| f.bytes_sent);
+    for r in [per_job, once] {
+        let counted: u64 = r.ops.iter().map(|f| f.bytes_sent).sum();
+        assert_eq!(counted, r.link.bytes_sent - tag - 8, "{:?}", r.ops);
+        let steps: usize = r.ops.iter().map(|f| f.steps).sum();
+        let opened = (sent(r, "OpenWeights").is_some()) as usize;
+        assert_eq!(steps, plan.steps.len() - 1 + opened);
+        let costs = plan.costs(h, w).unwrap();
+        let macs: f64 = costs.values().map(|c| c.macs_per_pixel).sum::<f64>() * (h * w) as f64;
+        assert!(
+            r.macs > 0 && r.macs == macs.round() as u64,
+            "{} {macs}",
+            r.macs
+        );
+        let relu = r
+            .ops
+            .iter()
+            .find(|f| f.op == "Relu")
+            .expect("the case has ReLUs");
+        assert!(relu.comparisons > 0 && relu.and_gates > 0 && relu.engine_rounds > 0);
+    }
+    assert_eq!(sent(per_job, "OpenWeights"), Some(weights + 8));
+    assert_eq!(sent(once, "OpenWeights"), None);
 }

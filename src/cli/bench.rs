@@ -173,6 +173,8 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     }
     dealer_args.extend(signed_as(&keys, Role::Dealer));
     let (t_dealer, j_dealer) = timed(&dealer_args)?;
+    // Now: the servers cut spent triplet files to their headers.
+    let dealer_bytes = file_len(&p("triplets.p0")) + file_len(&p("triplets.p1"));
     let extra = [
         "--quiet",
         "--timeout",
@@ -213,7 +215,7 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
                     "serve": t_serve, "reconstruct": t_rec,
                     "gateway_internal": j_gw["seconds"], "receiver_internal": j_rec["seconds"]},
         "bytes": {"gateway_upload": file_len(&p("image.p0")) + file_len(&p("image.p1")),
-                  "dealer_output": file_len(&p("triplets.p0")) + file_len(&p("triplets.p1")),
+                  "dealer_output": dealer_bytes,
                   "model_shares": file_len(&p("model.p0")) + file_len(&p("model.p1")),
                   "s0_s1": link,
                   "receiver_download": file_len(&p("out.p0")) + file_len(&p("out.p1"))},
@@ -326,6 +328,46 @@ fn per_patch_line(tag: &str, engine: EngineKind, v: &Value) -> String {
         v["engine_rounds"], v["dealer_bytes"],
         f("model_setup_seconds"), f("model_setup_s0_s1_bytes") / 1e6
     )
+}
+
+/// A CNN's or a graph's linear-phase rate, and a graph's figures per op kind, from S0's
+/// report.
+fn linear_and_ops(s0: &Value) -> Vec<String> {
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let mut lines = Vec::new();
+    let (macs, lin) = (f(s0, "macs"), f(s0, "seconds_linear"));
+    if macs > 0.0 && lin > 0.0 {
+        lines.push(format!(
+            "    S0 linear phase {lin:.2} s for two products of {:.3} G multiply-adds: {:.2} G/s; circuits {:.2} s",
+            macs / 1e9,
+            2.0 * macs / lin / 1e9,
+            f(s0, "seconds_nonlinear")
+        ));
+    }
+    for op in s0["ops"].as_array().into_iter().flatten() {
+        let bytes = f(op, "bytes_sent") + f(op, "bytes_received");
+        let (cmp, macs, secs) = (f(op, "comparisons"), f(op, "macs"), f(op, "seconds"));
+        let mut l = format!(
+            "    {:<13} {:>3} steps {:>8.2} s {:>14.0} B S0<->S1 {:>7} rounds",
+            op["op"].as_str().unwrap_or("?"),
+            op["steps"],
+            secs,
+            bytes,
+            op["engine_rounds"]
+        );
+        if cmp > 0.0 {
+            l += &format!("; {cmp:.0} comparisons, {:.1} B each", bytes / cmp);
+        }
+        if macs > 0.0 && secs > 0.0 {
+            l += &format!(
+                "; 2 x {:.3} G multiply-adds, {:.2} G/s",
+                macs / 1e9,
+                2.0 * macs / secs / 1e9
+            );
+        }
+        lines.push(l);
+    }
+    lines
 }
 
 fn end_to_end(r: &Value) -> f64 {
@@ -450,6 +492,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                     b["s0_s1"].as_f64().unwrap_or(0.0) / tanh, b["receiver_download"],
                     r["servers"][0]["engine"]["rounds"]
                 ));
+                lines.extend(linear_and_ops(&r["servers"][0]));
                 if r["model_setup"].is_null() {
                     lines.push(
                         "    the weights are opened in the job (a CNN: no model mask)".into(),

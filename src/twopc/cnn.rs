@@ -205,6 +205,11 @@ pub fn run(
         }
     }
     inp.rand.finish()?;
+    rep.macs = plan
+        .layers
+        .iter()
+        .map(|l| (l.cout * l.fan_in() * hw) as u64)
+        .sum();
     rep.seconds_total = t_start.elapsed().as_secs_f64();
     rep.link = ch.stats();
     rep.engine = engine.counters();

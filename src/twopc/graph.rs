@@ -23,12 +23,13 @@ use crate::corr::batches::batches;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
 use crate::inference::graph::{self as kern, window_at, window_dims, Map};
+use crate::ring::graph::costs::kind_name;
 use crate::ring::graph::uses::{per_channel, product, product_input, secret_parts, Use};
 use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
-use crate::twopc::channel::{open, Channel, ChannelError};
+use crate::twopc::channel::{open, Channel, ChannelError, LinkStats};
 use crate::twopc::protocol::{
-    open_in_job, same_session, Nonlinear, ProtocolError, Report, Weights,
+    open_in_job, same_session, EngineCounters, Nonlinear, OpFigures, ProtocolError, Report, Weights,
 };
 use crate::twopc::weights::{open_layers, Opened};
 
@@ -180,6 +181,34 @@ impl Job<'_, '_> {
         Ok(z)
     }
 
+    /// Where the link and the engine stand (what an op's figures are counted from).
+    fn mark(&self) -> (Instant, LinkStats, EngineCounters) {
+        (Instant::now(), self.ch.stats(), self.engine.counters())
+    }
+
+    /// Adds what happened since `from` to op `op`'s figures.
+    fn tally(&mut self, op: &'static str, from: (Instant, LinkStats, EngineCounters)) {
+        let (t, l, e) = from;
+        let (l2, e2) = (self.ch.stats(), self.engine.counters());
+        let f = match self.rep.ops.iter().position(|f| f.op == op) {
+            Some(j) => &mut self.rep.ops[j],
+            None => {
+                self.rep.ops.push(OpFigures {
+                    op,
+                    ..Default::default()
+                });
+                self.rep.ops.last_mut().expect("pushed")
+            }
+        };
+        f.steps += 1;
+        f.seconds += t.elapsed().as_secs_f64();
+        f.bytes_sent += l2.bytes_sent - l.bytes_sent;
+        f.bytes_received += l2.bytes_received - l.bytes_received;
+        f.messages_sent += l2.messages_sent - l.messages_sent;
+        f.engine_rounds += e2.rounds - e.rounds;
+        f.and_gates += e2.and_gates - e.and_gates;
+    }
+
     /// Party 0 adds public constant `k` to its share.
     fn plus(&self, x: u64, k: u64) -> u64 {
         if self.party == 0 {
@@ -208,7 +237,10 @@ pub fn run(
             inp.image.len()
         )));
     }
+    let costs = plan.costs(h, w).map_err(ProtocolError::Setup)?;
     same_session(ch, party, &inp.session_tag)?;
+    let from = (Instant::now(), ch.stats(), engine.counters());
+    let per_job_weights = matches!(inp.weights, Weights::PerJob);
     let shares = weight_shares(plan);
     let per_job;
     let opened: &Opened = match inp.weights {
@@ -250,6 +282,9 @@ pub fn run(
         used: Vec::new(),
     };
     job.rep.seconds_setup = t_start.elapsed().as_secs_f64();
+    if per_job_weights {
+        job.tally("OpenWeights", from);
+    }
 
     // When each map, and each opened map, is last read (then dropped).
     let n = plan.steps.len();
@@ -273,7 +308,9 @@ pub fn run(
     for i in 1..n {
         job.run = 0;
         job.used.clear();
+        let from = job.mark();
         let out = step(&mut job, plan, i, &maps, &mut masked)?;
+        job.tally(kind_name(&plan.steps[i].kind), from);
         // Made independently of the dealer's list: a drift is an error, not a wrong image.
         if job.used != plan.uses(i, &dims) || [out.c, out.h, out.w] != dims[i] {
             return Err(ProtocolError::Setup(format!(
@@ -294,6 +331,14 @@ pub fn run(
     }
     job.rand.finish()?;
     let mut rep = job.rep;
+    let pixels = (h * w) as f64;
+    for f in &mut rep.ops {
+        if let Some(c) = costs.get(f.op) {
+            f.comparisons = (c.comparisons_per_pixel * pixels).round() as u64;
+            f.macs = (c.macs_per_pixel * pixels).round() as u64;
+        }
+    }
+    rep.macs = rep.ops.iter().map(|f| f.macs).sum();
     rep.seconds_total = t_start.elapsed().as_secs_f64();
     rep.link = job.ch.stats();
     rep.engine = job.engine.counters();

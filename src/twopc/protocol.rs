@@ -90,6 +90,31 @@ pub struct Report {
     pub seconds_total: f64,
     pub link: LinkStats,
     pub engine: EngineCounters,
+    /// Multiply-adds of the job's secret products (weights times a secret map), counted
+    /// once: each party computes two such products (docs/protocol.md), so the linear
+    /// phase's rate is `2 macs / seconds_linear` per party. 0 where not counted (an MLP).
+    pub macs: u64,
+    /// A graph job's figures per op kind, in the order first met (empty for other jobs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<OpFigures>,
+}
+
+/// One op kind's part of a graph job, as one party saw it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OpFigures {
+    /// ONNX's name of the op (`Trunc`: the plan's rescalings; `OpenWeights`: the opening
+    /// of the masked weights at the job's start).
+    pub op: &'static str,
+    pub steps: usize,
+    pub seconds: f64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_sent: u64,
+    pub engine_rounds: u64,
+    pub and_gates: u64,
+    /// The plan's counts for the op kind (`inspect`'s): circuit elements and multiply-adds.
+    pub comparisons: u64,
+    pub macs: u64,
 }
 
 pub struct JobInputs<'a> {

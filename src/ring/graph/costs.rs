@@ -21,7 +21,7 @@ pub struct KindCost {
 
 /// The name a step is counted under (ONNX's spelling where it has one; `Trunc`: the exact
 /// rescalings the plan placed).
-fn kind_name(k: &Kind) -> &'static str {
+pub fn kind_name(k: &Kind) -> &'static str {
     match k {
         Kind::Input => "Input",
         Kind::Trunc { .. } => "Trunc",
