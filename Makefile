@@ -156,12 +156,19 @@ out/torch-graph-fixtures/.ok: scripts/make-torch-graph-fixtures.py | out/.venv-t
 # (4 levels, 32 to 256 channels) and a DRUNet-small (4 levels, 16 to 128 channels), exported by
 # PyTorch with random weights, each at GRAPH_BENCH_SIZES through `bench` (boolean engine,
 # localhost and the shaping relay, plaintext float beside): out/bench-graphs/MODEL-SIZE.json.
+# Then one DnCNN-17 (64 channels) as a DnCNN job and as a graph (the same weights, clamped at
+# the end) at GRAPH_BENCH_CONV_SIZE, localhost: the linear phase's rates side by side.
 GRAPH_BENCH_SIZES ?= 256 512
+GRAPH_BENCH_CONV_SIZE ?= 128
 bench-graphs: build out/graph-bench/.ok
 	for m in unet drunet; do for n in $(GRAPH_BENCH_SIZES); do \
 	  $(BIN) bench --skip-paper --skip-mid --engine gmw --model out/graph-bench/bench-$$m.onnx \
 	    --image builtin:phantom:$$n --workdir out/bench-graphs/$$m-$$n \
 	    --out out/bench-graphs/$$m-$$n.json || exit 1; done; done
+	for m in dncnn dncnn-graph; do n=$(GRAPH_BENCH_CONV_SIZE); \
+	  $(BIN) bench --skip-paper --skip-mid --no-relay --engine gmw \
+	    --model out/graph-bench/bench-$$m.onnx --image builtin:phantom:$$n \
+	    --workdir out/bench-graphs/$$m-$$n --out out/bench-graphs/$$m-$$n.json || exit 1; done
 
 out/graph-bench/.ok: scripts/make-torch-graph-fixtures.py | out/.venv-torch/.graphs-ok
 	out/.venv-torch/bin/python scripts/make-torch-graph-fixtures.py --bench out/graph-bench

@@ -137,6 +137,24 @@ class DrUNet(nn.Module):
         return self.tail(h)
 
 
+class DnCnn(nn.Module):
+    """DnCNN-17 without batch norms (x - body(x)); `clip` adds a clamp to [0, 1] at the end,
+    which only the graph family reads: the same convolutions, run by the other plan."""
+
+    def __init__(self, c=64, depth=17, clip=False):
+        super().__init__()
+        layers = [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(c, c, 3, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(c, 1, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+        self.clip = clip
+
+    def forward(self, x):
+        y = x - self.body(x)
+        return torch.clamp(y, 0.0, 1.0) if self.clip else y
+
+
 def randomise(m, seed):
     """Random weights (and batch-norm statistics, so that folding them matters)."""
     g = torch.Generator().manual_seed(seed)
@@ -171,9 +189,16 @@ def main():
     torch.manual_seed(0)
     if "--bench" in sys.argv:
         # `make bench-graphs`: a realistic U-Net denoiser (4 levels, 32 to 256 channels) and a
-        # DRUNet-small (4 levels, 16 to 128 channels, two residual blocks per level).
-        nets = {"bench-unet": UNet(c=32), "bench-drunet": DrUNet(c=16, levels=4, blocks=2)}
+        # DRUNet-small (4 levels, 16 to 128 channels, two residual blocks per level); and one
+        # DnCNN-17 twice, as the CNN family reads it and, clamped, as a graph: the graph's
+        # stride-1 convolutions against the same convolutions in a DnCNN job.
+        nets = {"bench-unet": UNet(c=32), "bench-drunet": DrUNet(c=16, levels=4, blocks=2),
+                "bench-dncnn": DnCnn(), "bench-dncnn-graph": DnCnn(clip=True)}
         for seed, (name, net) in enumerate(nets.items()):
+            if name == "bench-dncnn-graph":
+                net.load_state_dict(nets["bench-dncnn"].state_dict())
+                export(net.eval(), os.path.join(out, name + ".onnx"))
+                continue
             export(randomise(net, seed + 11), os.path.join(out, name + ".onnx"))
         print(f"{out}: {len(nets)} benchmark graphs exported by torch {torch.__version__}")
         return
