@@ -216,7 +216,7 @@ FFDNET ?= ../shared/models/ffdnet
 ffdnet: out/ffdnet/clip.npz out/ffdnet/gray.npz out/ffdnet/clip-colour.npz
 
 # The colour model (issue 48), told by its 13 input channels.
-out/ffdnet/clip-colour.npz: | .venv-import/.ok
+out/ffdnet/clip-colour.npz: scripts/import-ffdnet.py | .venv-import/.ok
 	mkdir -p out/ffdnet
 	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_Clip_color.mat" $@
 
