@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -169,6 +169,16 @@ bench-graphs: build out/graph-bench/.ok
 	  $(BIN) bench --skip-paper --skip-mid --no-relay --engine gmw \
 	    --model out/graph-bench/bench-$$m.onnx --image builtin:phantom:$$n \
 	    --workdir out/bench-graphs/$$m-$$n --out out/bench-graphs/$$m-$$n.json || exit 1; done
+
+# Colour FFDNet beside gray FFDNet (issue 48, item 5; docs/benchmarks.md): the phantom (given
+# colours for the colour model: bench's noisy_file) at COLOUR_BENCH_SIZES, boolean engine,
+# localhost and the shaping relay: out/bench-colour/MODEL-SIZE.json.
+COLOUR_BENCH_SIZES ?= 256 512
+bench-colour: build out/ffdnet/clip.npz out/ffdnet/clip-colour.npz
+	for m in clip clip-colour; do for n in $(COLOUR_BENCH_SIZES); do \
+	  $(BIN) bench --skip-paper --skip-mid --engine gmw --model out/ffdnet/$$m.npz \
+	    --image builtin:phantom:$$n --workdir out/bench-colour/$$m-$$n \
+	    --out out/bench-colour/$$m-$$n.json || exit 1; done; done
 
 out/graph-bench/.ok: scripts/make-torch-graph-fixtures.py | out/.venv-torch/.graphs-ok
 	out/.venv-torch/bin/python scripts/make-torch-graph-fixtures.py --bench out/graph-bench

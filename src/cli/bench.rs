@@ -84,17 +84,9 @@ struct RunSpec {
 fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result<Value> {
     let batch = spec.batch.unwrap_or(spec.engine.default_batch());
     // A CNN or a CNN graph runs as one whole-image job, its weights opened in the job and its
-    // image shared for it; an MLP is read now, so that a bad file is refused before anything
-    // runs.
-    let graph = crate::import::onnx::is_onnx(model)
-        && matches!(
-            crate::import::onnx::load(model)?,
-            crate::import::onnx::Net::Graph(_)
-        );
-    let cnn = graph || crate::model::cnn::Cnn::is_cnn_file(model)?;
-    if !cnn {
-        crate::model::mlp::Model::load(model)?;
-    }
+    // image shared for it.
+    let family = Family::of(model)?;
+    let (graph, cnn) = (family == Family::Graph, family != Family::Mlp);
     let p = |n: &str| dir.join(n);
     let keys = p("keys");
     for n in ["s0", "s1"] {
@@ -227,13 +219,80 @@ fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result
     }))
 }
 
-fn noisy_file(dir: &Path, spec: &str) -> Result<(PathBuf, (usize, usize))> {
+/// What a model file is, read once (so that a bad file is refused before anything runs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Mlp,
+    Cnn { colours: usize },
+    Graph,
+}
+
+impl Family {
+    fn of(model: &Path) -> Result<Family> {
+        use crate::import::onnx::{is_onnx, load, Net};
+        use crate::model::cnn::Cnn;
+        Ok(if is_onnx(model) {
+            match load(model)? {
+                Net::Mlp(_) => Family::Mlp,
+                Net::Cnn(c) => Family::Cnn { colours: c.colours },
+                Net::Graph(_) => Family::Graph,
+            }
+        } else if Cnn::is_cnn_file(model)? {
+            Family::Cnn {
+                colours: Cnn::load(model)?.colours,
+            }
+        } else {
+            crate::model::mlp::Model::load(model)?;
+            Family::Mlp
+        })
+    }
+
+    fn colours(self) -> usize {
+        match self {
+            Family::Cnn { colours } => colours,
+            _ => 1,
+        }
+    }
+}
+
+/// The noisy image of a run (sigma 25, seed 1, 8-bit clipped): gray, or RGB for a colour
+/// model. A gray source (the phantom) is given colours for it: R the image, G 3/4 of it
+/// plus 32, B its negative, so that the three planes differ.
+fn noisy_file(dir: &Path, spec: &str, colours: usize) -> Result<(PathBuf, (usize, usize))> {
+    let path = dir.join("noisy.png");
+    if colours == 3 {
+        use crate::image::rgb::{
+            add_noise as add_colour_noise, load_picture, ColourImage, Picture,
+        };
+        let clean = match spec.starts_with("builtin:") {
+            false => load_picture(spec)?,
+            true => Picture::Gray(super::inputs::load_image(spec)?),
+        };
+        let clean = match clean {
+            Picture::Colour(c) => c,
+            Picture::Gray(g) => {
+                let (h, w) = g.pixels.dim();
+                let p = &g.pixels;
+                let planes = ndarray::Array2::from_shape_fn((3 * h, w), |(r, x)| {
+                    let v = p[[r % h, x]];
+                    [v, 0.75 * v + 32.0, 255.0 - v][r / h]
+                });
+                ColourImage {
+                    planes,
+                    bit_depth: 8,
+                    alpha: None,
+                }
+            }
+        };
+        let noisy = clean.with_planes(quantize_u8(&add_colour_noise(&clean, 25.0, 1).planes));
+        noisy.save(&path)?;
+        return Ok((path, (noisy.height(), noisy.width())));
+    }
     let clean = super::inputs::load_image(spec)?;
     let noisy = GrayImage {
         pixels: quantize_u8(&add_noise(&clean, 25.0, 1).pixels),
         bit_depth: 8,
     };
-    let path = dir.join("noisy.png");
     save_png(&noisy, &path, 8)?;
     Ok((path, clean.pixels.dim()))
 }
@@ -285,7 +344,7 @@ fn random_network_run(
     };
     let model_path = dir.join("model.npz");
     random_model(widths, seed, meta).save(&model_path)?;
-    let (noisy, _) = noisy_file(dir, &format!("builtin:phantom:{size}"))?;
+    let (noisy, _) = noisy_file(dir, &format!("builtin:phantom:{size}"), 1)?;
     let r = pipeline(dir, &model_path, &noisy, spec)?;
     Ok(per_patch(widths, &r))
 }
@@ -440,6 +499,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                 }
             });
             let model = model_or_default(&a.model);
+            let colours = Family::of(&model)?.colours();
             let mut img = json!({"spec": spec_img});
             let mut links = vec![None];
             if !a.no_relay {
@@ -449,7 +509,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                 let name = if link.is_some() { "relay" } else { "localhost" };
                 let dir = ework.join(format!("image-{name}"));
                 std::fs::create_dir_all(&dir)?;
-                let (noisy, (h, w)) = noisy_file(&dir, &spec_img)?;
+                let (noisy, (h, w)) = noisy_file(&dir, &spec_img, colours)?;
                 if let Some(shape) = link {
                     // A relay run that the bytes alone would keep beyond the limit: bound only.
                     let bytes = img["localhost"]["run"]["bytes"]["s0_s1"]
