@@ -409,10 +409,10 @@ fn linear_and_ops(s0: &Value) -> Vec<String> {
         let mut l = format!(
             "    {:<13} {:>3} steps {:>8.2} s {:>14.0} B S0<->S1 {:>7} rounds",
             op["op"].as_str().unwrap_or("?"),
-            op["steps"],
+            f(op, "steps"),
             secs,
             bytes,
-            op["engine_rounds"]
+            f(op, "engine_rounds")
         );
         if cmp > 0.0 {
             l += &format!("; {cmp:.0} comparisons, {:.1} B each", bytes / cmp);

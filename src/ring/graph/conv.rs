@@ -8,8 +8,8 @@ use crate::inference::graph::{self as kern, conv_transpose_dims, window_dims, Ma
 use crate::model::graph::{ConvOp, Window};
 use crate::ring::matmul::gemm_acc;
 
-/// Values of one block of columns (as the CNN's row blocks): a layer never holds all of its
-/// columns at once.
+/// Values of one block of columns or of its product (as the CNN's row blocks): a layer never
+/// holds all of its columns at once, nor a second copy of its output.
 const BLOCK_VALUES: usize = 1 << 22;
 
 /// Output channels per group below which the direct kernel is faster (a depthwise conv's
@@ -44,7 +44,8 @@ fn forward(op: &ConvOp, w: &[u64], x: &Map<u64>, block: usize) -> Map<u64> {
     let (cin_g, cout_g) = (op.cin / op.groups, op.cout / op.groups);
     let fan = cin_g * win.kernel[0] * win.kernel[1];
     let mut out: Map<u64> = Map::zeros(op.cout, oh, ow);
-    let rows = rows_per_block(fan * ow, oh, block);
+    // A block's columns (fan rows) and its product (cout/g rows) both stay near `block`.
+    let rows = rows_per_block(fan.max(cout_g) * ow, oh, block);
     let (mut cols, mut z) = (Vec::new(), Vec::new());
     for g in 0..op.groups {
         let wg = &w[g * cout_g * fan..(g + 1) * cout_g * fan];
