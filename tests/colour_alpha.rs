@@ -236,7 +236,7 @@ fn the_alpha_reaches_no_server_and_bad_alphas_are_refused() {
     std::fs::write(d.path("short.alpha"), &bytes[..bytes.len() - 9]).unwrap();
     refused(
         &reconstruct(&d, "x.png", &["--alpha", &d.p("short.alpha")]),
-        "short.alpha",
+        "short.alpha: truncated",
     );
     let mut bad = bytes.clone();
     let at = bad.len() - 40;
@@ -244,7 +244,7 @@ fn the_alpha_reaches_no_server_and_bad_alphas_are_refused() {
     std::fs::write(d.path("bad.alpha"), &bad).unwrap();
     refused(
         &reconstruct(&d, "x.png", &["--alpha", &d.p("bad.alpha")]),
-        "bad.alpha",
+        "bad.alpha: integrity check failed",
     );
     assert!(!d.path("x.png").exists(), "nothing written on a refusal");
     // The genuine one is taken.
