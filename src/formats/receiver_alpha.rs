@@ -105,3 +105,49 @@ pub fn read_checked(
     let a = Array2::from_shape_vec((h, w), b.samples).expect("h * w samples");
     Ok((a, b.bit_depth))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::signing::{new_key, Role};
+
+    fn signer(dir: &Path, name: &str) -> Signer {
+        let path = dir.join(format!("{name}.sign-key"));
+        std::fs::write(&path, new_key(name).unwrap().0).unwrap();
+        Signer::load(&path, Role::Gateway).unwrap()
+    }
+
+    /// Under a pinned gateway key: the gateway's alpha is taken; one unsigned or signed by
+    /// another key is refused; another job's or another size's is refused under any trust.
+    #[test]
+    fn the_alpha_is_taken_signed_by_the_pinned_gateway_of_its_job_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (gw, other) = (signer(d.path(), "gw"), signer(d.path(), "other"));
+        let pinned = Trust::Pinned(vec![(Role::Gateway, gw.public())]);
+        let (job, job2) = ([7u8; 16], [8u8; 16]);
+        let alpha = Array2::from_shape_fn((3, 4), |(r, c)| (r * 20000 + c) as u16);
+        let p = d.path().join("x.alpha");
+        write_signed(&p, &job, &alpha, 16, Some(&gw)).unwrap();
+        assert_eq!(
+            read_checked(&p, &pinned, &job, (3, 4)).unwrap(),
+            (alpha.clone(), 16)
+        );
+        let err = |p: &Path, t: &Trust, j: &Id, dim| {
+            format!("{:#}", read_checked(p, t, j, dim).unwrap_err())
+        };
+        let e = err(&p, &pinned, &job2, (3, 4));
+        assert!(e.contains("the alpha of job 0707"), "{e}");
+        let e = err(&p, &Trust::InsecureUnsigned, &job, (4, 3));
+        assert!(
+            e.contains("3 x 4 samples (12 held), but the denoised image is 4 x 3"),
+            "{e}"
+        );
+        write_signed(&p, &job, &alpha, 16, None).unwrap();
+        assert!(read_checked(&p, &Trust::InsecureUnsigned, &job, (3, 4)).is_ok());
+        let e = err(&p, &pinned, &job, (3, 4));
+        assert!(e.contains("x.alpha: not signed"), "{e}");
+        write_signed(&p, &job, &alpha, 16, Some(&other)).unwrap();
+        let e = err(&p, &pinned, &job, (3, 4));
+        assert!(e.contains("not by the pinned gateway key"), "{e}");
+    }
+}
