@@ -362,7 +362,7 @@ fn authors_colour_ffdnet_secure_is_bit_exact_on_both_engines() {
 
 /// Gray and colour kept apart, by name, before any randomness: share-image of a colour image
 /// for a gray model (and `--as-gray`, which converts, saying so) and of a gray image for a
-/// colour model; an RGBA image; gen-triplets and serve given a colour job for a gray model
+/// colour model; an RGBA image for a gray model; gen-triplets and serve given a colour job for a gray model
 /// and the reverse; a job file from before colour jobs.
 #[test]
 fn gray_and_colour_are_refused_by_name() {
@@ -416,15 +416,17 @@ fn gray_and_colour_are_refused_by_name() {
             .ends_with("rgb.png (RGB, 8 bits)"),
         "{j}"
     );
-    // RGBA: the alpha is pixel data, refused rather than sent anywhere.
+    // RGBA for the gray model: refused as colour, its alpha file not written either
+    // (tests/colour_alpha.rs takes RGBA through a colour model).
     image::RgbaImage::from_pixel(6, 4, image::Rgba([1, 2, 3, 4]))
         .save(d.path("rgba.png"))
         .unwrap();
     refused(
-        &d.share_image("rgba.png", "model", "x", &[]),
-        "RGBA, 8 bits",
+        &d.share_image("rgba.png", "graym", "x", &[]),
+        "a colour image; the model (gray) is gray",
     );
     none_written("x");
+    assert!(!d.path("x.alpha").exists(), "x.alpha written");
     // A colour job dealt for the gray model, a gray job for the colour model: refused by
     // the dealer before it draws anything.
     common::summary(&d.share_image("rgb.png", "model", "image", &[]), "share");

@@ -10,6 +10,7 @@ use clap::Args;
 use super::inputs::{load_image_windowed, output_encoding};
 use super::Summary;
 use crate::formats::container::id_hex;
+use crate::formats::receiver_alpha::{alpha_file, write_signed as write_alpha};
 use crate::formats::receiver_facts::{facts_file, ReceiverFacts};
 use crate::formats::signing::Role;
 use crate::image::window::{Sigma, Units, ValueScale, WindowChoice};
@@ -25,7 +26,8 @@ use crate::model::noise_map::PoissonGaussian;
 #[derive(Args)]
 pub struct ShareImageArgs {
     /// Noisy image (PNG or TIFF, 8 or 16 bit grayscale; single-frame grayscale DICOM) or
-    /// builtin:phantom.
+    /// builtin:phantom; for a colour model, an RGB or RGBA PNG or TIFF (8 or 16 bits), whose
+    /// alpha goes to <out>.alpha, for the receiver alone.
     #[arg(long)]
     pub image: String,
     /// Output prefix: writes <out>.p0 and <out>.p1 (one per server) and <out>.pub (the public
@@ -105,15 +107,16 @@ impl ShareOpts {
 pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let t = Instant::now();
     let sharer = a.opts.sharer()?;
-    let (img, scale, colours) =
+    let (img, scale, colours, alpha) =
         if !crate::image::colour::as_gray() && super::colour::is_colour_file(&a.image) {
-            let (img, scale) = colour_input(&a.image, sharer.window())?;
-            (img, scale, 3)
+            let (img, scale, alpha) = colour_input(&a.image, sharer.window())?;
+            (img, scale, 3, alpha)
         } else {
             let (img, scale) = load_image_windowed(&a.image, sharer.window())?;
-            (img, scale, 1)
+            (img, scale, 1, None)
         };
     let (h, w) = (img.pixels.nrows() / colours, img.pixels.ncols());
+    // The planes alone go to the servers; the alpha stays here until the receiver's file.
     let done = sharer.share_planes(&img, colours, &scale, &a.image, &a.out)?;
     let outs: Vec<String> = done
         .outputs
@@ -121,6 +124,17 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         .map(|p| p.display().to_string())
         .collect();
     let mut notes: Vec<String> = sharer.model_note().map(String::from).into_iter().collect();
+    let mut alpha_out = None;
+    if let Some(al) = &alpha {
+        let p = alpha_file(&a.out);
+        write_alpha(&p, &done.job_id, al, img.bit_depth, sharer.signer())?;
+        notes.push(format!(
+            "give {} to the receiver alone (reconstruct --alpha): the image's alpha, which \
+             the servers did not get",
+            p.display()
+        ));
+        alpha_out = Some(p.display().to_string());
+    }
     let mut facts = None;
     // A DICOM's window (and a private level's scaling) for the receiver alone: without it
     // the receiver would have to be told the same --window again.
@@ -171,16 +185,19 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             "outputs": outs, "upload_bytes": done.upload_bytes, "seconds": secs,
             "window": scale.window, "units": scale.units, "clipped": scale.clipped,
             "sigma": done.sigma, "sigma_in_units": scale.in_units(done.sigma),
-            "receiver_facts": facts, "model_owner_checked": a.opts.model.is_some().then(|| sharer.model_note().is_none()),
+            "receiver_facts": facts, "receiver_alpha": alpha_out, "model_owner_checked": a.opts.model.is_some().then(|| sharer.model_note().is_none()),
         }),
     })
 }
 
 /// A colour PNG or TIFF for `share-image` (issue 48): its planes stacked, (3h) x w, on the
-/// 0..255 scale, and the full range of its depth (a colour image takes no --window).
-/// RGBA is refused: its alpha is pixel data, which must not reach the servers, and no
-/// receiver-only file carries pixels today.
-fn colour_input(spec: &str, window: &WindowChoice) -> Result<(GrayImage, ValueScale)> {
+/// 0..255 scale, and the full range of its depth (a colour image takes no --window); and an
+/// RGBA image's alpha samples (h x w at its depth), which are pixel data: they go to the
+/// receiver's own file, never to the servers.
+fn colour_input(
+    spec: &str,
+    window: &WindowChoice,
+) -> Result<(GrayImage, ValueScale, Option<ndarray::Array2<u16>>)> {
     if !matches!(window, WindowChoice::Default | WindowChoice::Full) {
         bail!("{spec}: a colour image takes its full range: no --window");
     }
@@ -188,16 +205,21 @@ fn colour_input(spec: &str, window: &WindowChoice) -> Result<(GrayImage, ValueSc
         crate::image::Picture::Colour(c) => c,
         crate::image::Picture::Gray(_) => bail!("{spec}: not a colour image"),
     };
-    if c.alpha.is_some() {
+    if let Some(al) = c
+        .alpha
+        .as_ref()
+        .filter(|al| al.dim() != (c.height(), c.width()))
+    {
         bail!(
-            "{spec}: {}: share-image takes RGB; the alpha samples are pixel data, which \
-             must not reach the servers, and no receiver-only file carries them: remove the \
-             alpha (e.g. save as RGB) and share again",
-            c.kind()
+            "{spec}: alpha of {} x {} samples for a {} x {} image",
+            al.nrows(),
+            al.ncols(),
+            c.height(),
+            c.width()
         );
     }
     let scale = ValueScale::grey(c.bit_depth, c.planes.len());
-    Ok((GrayImage::new(c.planes, c.bit_depth), scale))
+    Ok((GrayImage::new(c.planes, c.bit_depth), scale, c.alpha))
 }
 
 /// Add white Gaussian noise of a given sigma (seeded) and save the noisy image: an 8-bit PNG

@@ -94,6 +94,12 @@ pub struct ReconstructArgs {
     /// the servers were given stand-ins. The window in it is the one the image was shared on.
     #[arg(long, value_name = "FILE", conflicts_with = "study")]
     pub job_facts: Option<PathBuf>,
+    /// The alpha of an RGBA image (`<out>.alpha` from share-image, the receiver's alone): the
+    /// colour output is then RGBA with these samples untouched. It must be of this job and
+    /// of the image's size, and signed by the pinned gateway key when keys are pinned.
+    /// Without it a colour job is written as RGB.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["study", "like"])]
+    pub alpha: Option<PathBuf>,
     /// Write a result that looks ruined (most pixels pinned at the window's limits, or far
     /// from the noisy input for its noise level) instead of refusing it.
     #[arg(long)]
@@ -199,6 +205,8 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
         }
         job = Some(id);
     }
+    // The job the shares are of, which an alpha must be of too.
+    let shares_job = opened[0].header().job_id;
     let expect = Expect { trust: &trust, job };
     let pre = facts.as_ref().map(|f| Preprocess {
         noise_scale: f.noise_scale,
@@ -216,7 +224,14 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
             let (what, derivation) = run_description(&run, Some(&tpl), None);
             tpl.with_derivation(derivation).in_series(&series, &what)
         });
-        return write_colour(a, img, run.job.colours, template, t);
+        let alpha = (&trust, shares_job);
+        return write_colour(a, img, run.job.colours, template, alpha, t);
+    }
+    if let Some(p) = &a.alpha {
+        bail!(
+            "--alpha {}: the job is a gray image; an alpha goes with a colour (RGBA) job",
+            p.display()
+        );
     }
     if template.as_ref().is_some_and(|t| t.is_colour()) {
         bail!(
@@ -305,6 +320,10 @@ fn write_colour(
     img: crate::image::GrayImage,
     colours: usize,
     template: Option<DicomTemplate>,
+    (trust, job): (
+        &crate::formats::signing::Trust,
+        Option<crate::formats::container::Id>,
+    ),
     t: Instant,
 ) -> Result<Summary> {
     if let Some(tpl) = &template {
@@ -327,10 +346,37 @@ fn write_colour(
         }
     }
     let bit_depth = a.bit_depth.unwrap_or(img.bit_depth);
+    let dim = (img.pixels.nrows() / colours, img.pixels.ncols());
+    // The receiver's alpha, checked (its job, size and signer) before anything is written;
+    // at another output depth it is scaled as the colour is (x 257, or / 257 rounded).
+    let alpha = match &a.alpha {
+        Some(p) => {
+            let job = job.with_context(|| {
+                format!(
+                    "--alpha {}: the output shares name no job to check it against",
+                    p.display()
+                )
+            })?;
+            let (al, depth) = crate::formats::receiver_alpha::read_checked(p, trust, &job, dim)?;
+            Some(match (depth, bit_depth) {
+                (8, 16) => al.mapv(|v| v * 257),
+                (16, 8) => al.mapv(|v| (f64::from(v) / 257.0).round() as u16),
+                _ => al,
+            })
+        }
+        None => {
+            eprintln!(
+                "note: {}: written as RGB (no --alpha; an RGBA image's alpha is share-image's \
+                 <out>.alpha, the receiver's alone)",
+                a.out.display()
+            );
+            None
+        }
+    };
     let out = crate::image::ColourImage {
         planes: img.pixels,
         bit_depth,
-        alpha: None,
+        alpha,
     };
     // The reference is checked before anything is written.
     let clean = match a.clean.as_deref() {

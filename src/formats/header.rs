@@ -67,6 +67,10 @@ pub enum Kind {
     ReceiverFacts,
     /// A server's share of a CNN graph's secret values (`share-model` given a graph).
     GraphModelShare,
+    /// An RGBA image's alpha samples, signed by the gateway (`share-image`'s `<out>.alpha`):
+    /// the receiver's alone, never a server's (a new kind within version 9: no older body
+    /// changed).
+    ReceiverAlpha,
 }
 
 impl Kind {
@@ -85,6 +89,7 @@ impl Kind {
             Kind::StudyBinding => "study binding",
             Kind::ReceiverFacts => "receiver facts",
             Kind::GraphModelShare => "CNN graph model share",
+            Kind::ReceiverAlpha => "receiver's alpha",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod container;
 pub mod error;
 pub mod header;
 pub mod inputs;
+pub mod receiver_alpha;
 pub mod receiver_facts;
 pub mod sealed;
 pub mod signing;

@@ -99,9 +99,11 @@ impl Role {
             Kind::ModelShare | Kind::CnnModelShare | Kind::GraphModelShare | Kind::PublicModel => {
                 Some(Role::Owner)
             }
-            Kind::ImageShare | Kind::PublicJob | Kind::StudyBinding | Kind::ReceiverFacts => {
-                Some(Role::Gateway)
-            }
+            Kind::ImageShare
+            | Kind::PublicJob
+            | Kind::StudyBinding
+            | Kind::ReceiverFacts
+            | Kind::ReceiverAlpha => Some(Role::Gateway),
             Kind::OutputShare | Kind::OpenedWeights => None,
         }
     }
