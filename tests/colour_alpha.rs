@@ -260,3 +260,131 @@ fn the_alpha_reaches_no_server_and_bad_alphas_are_refused() {
         assert!(!d.path(&format!("g.{e}")).exists(), "g.{e} written");
     }
 }
+
+/// `--alpha-to`: the alpha is sealed to the receiver (a server's identity cannot open it, the
+/// receiver's can, signed by the gateway), refused without a signing key or when it names a
+/// server's recipient; and the alpha is staged with the shares, so that when it cannot be
+/// written no share of its job is either.
+#[test]
+fn a_sealed_alpha_is_the_receivers_alone_and_comes_with_its_shares() {
+    use ppdenoise::formats::receiver_alpha::read_checked;
+    use ppdenoise::formats::sealed::use_identity;
+    use ppdenoise::formats::signing::{PublicKey, Role, Trust};
+    let d = Dir::new();
+    models(&d);
+    rgba(8, 3).save(d.path("noisy.png")).unwrap();
+    let keys = d.path("sealing");
+    let signed = [("gw", true), ("owner", true)];
+    for (name, signing) in [("rx", false), ("s0", false), ("s1", false)]
+        .into_iter()
+        .chain(signed)
+    {
+        let mut args = vec![
+            "keygen",
+            "--name",
+            name,
+            "--out-dir",
+            keys.to_str().unwrap(),
+        ];
+        if signing {
+            args.push("--signing");
+        }
+        ok(&args);
+    }
+    let k = |f: &str| keys.join(f).display().to_string();
+    // The model signed by its owner, whom a signing gateway must pin.
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("colour.npz"),
+        "--out",
+        &d.p("smodel"),
+        "--sign-key",
+        &k("owner.sign-key"),
+    ]);
+    let share_to = |extra: &[&str]| {
+        let (img, model, out) = (d.p("noisy.png"), d.p("smodel.pub"), d.p("image"));
+        let mut args = vec!["share-image", "--image", &img, "--sigma", "25", "--model"];
+        args.extend([model.as_str(), "--out", &out]);
+        args.extend(extra);
+        run(&args)
+    };
+    let nothing_written = |what: &str| {
+        for f in ["image.p0", "image.p1", "image.pub", "image.alpha"] {
+            assert!(!d.path(f).exists(), "{what}: {f} written");
+        }
+    };
+    let rx = k("rx.age-recipient");
+    let o = share_to(&["--alpha-to", &rx]);
+    refused(
+        &o,
+        "--alpha-to: a sealed file must be signed by its maker: give --sign-key",
+    );
+    nothing_written("unsigned");
+    let (s0, s1, gw) = (
+        k("s0.age-recipient"),
+        k("s1.age-recipient"),
+        k("gw.sign-key"),
+    );
+    let owner = k("owner.sign-pub");
+    let seal = [
+        "--to-s0",
+        &s0,
+        "--to-s1",
+        &s1,
+        "--sign-key",
+        &gw,
+        "--owner-key",
+        &owner,
+    ];
+    let o = share_to(&[&["--alpha-to", s0.as_str()][..], &seal[..]].concat());
+    refused(
+        &o,
+        "is --to-s0's recipient: the alpha is the receiver's alone",
+    );
+    nothing_written("a server's recipient");
+
+    // The alpha's path taken by a folder: the whole set is refused, shares included.
+    std::fs::create_dir(d.path("image.alpha")).unwrap();
+    let o = share_to(&[&["--alpha-to", rx.as_str()][..], &seal[..]].concat());
+    refused(&o, "image.alpha");
+    for f in ["image.p0", "image.p1", "image.pub"] {
+        assert!(!d.path(f).exists(), "{f} written without its alpha");
+    }
+    std::fs::remove_dir(d.path("image.alpha")).unwrap();
+
+    let j = common::summary(
+        &share_to(&[&["--alpha-to", rx.as_str()][..], &seal[..]].concat()),
+        "share-image --alpha-to",
+    );
+    let alpha = d.path("image.alpha");
+    let raw = std::fs::read(&alpha).unwrap();
+    assert!(raw.starts_with(b"age-encryption.org"), "not sealed");
+    let peek = |identity: &str| {
+        run(&[
+            "inspect",
+            "--identity",
+            &k(identity),
+            alpha.to_str().unwrap(),
+        ])
+    };
+    assert!(
+        !peek("s0.age-identity").status.success(),
+        "S0 opened the alpha"
+    );
+    assert!(
+        !peek("s1.age-identity").status.success(),
+        "S1 opened the alpha"
+    );
+    assert!(peek("rx.age-identity").status.success());
+    // The receiver's read: signed by the pinned gateway, of this job, the input's alpha.
+    use_identity(&keys.join("rx.age-identity")).unwrap();
+    let gw_pub = PublicKey::parse(&k("gw.sign-pub")).unwrap();
+    let job: [u8; 16] = hex::decode(j["job_id"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let trust = Trust::Pinned(vec![(Role::Gateway, gw_pub)]);
+    let (got, depth) = read_checked(&alpha, &trust, &job, (H, W)).unwrap();
+    assert_eq!((got, depth), (rgba(8, 3).alpha.unwrap(), 8));
+}

@@ -10,8 +10,10 @@ use clap::Args;
 use super::inputs::{load_image_windowed, output_encoding};
 use super::Summary;
 use crate::formats::container::id_hex;
-use crate::formats::receiver_alpha::{alpha_file, write_signed as write_alpha};
+use crate::formats::container::Seal;
+use crate::formats::receiver_alpha::{alpha_file, stage as stage_alpha};
 use crate::formats::receiver_facts::{facts_file, ReceiverFacts};
+use crate::formats::sealed::Recipient;
 use crate::formats::signing::Role;
 use crate::image::window::{Sigma, Units, ValueScale, WindowChoice};
 use crate::image::{add_noise as awgn, GrayImage};
@@ -34,8 +36,35 @@ pub struct ShareImageArgs {
     /// job header, all the dealer needs).
     #[arg(long, default_value = "image")]
     pub out: PathBuf,
+    /// The receiver's file-encryption recipient (an `age1...` key, or the <name>.age-recipient
+    /// file keygen wrote): an RGBA image's <out>.alpha is sealed to it, so that only the
+    /// receiver reads the alpha (`reconstruct --identity`). Needs --sign-key. Without it the
+    /// alpha file is plain, and must reach the receiver by a way the servers cannot read.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub alpha_to: Option<String>,
     #[command(flatten)]
     pub opts: ShareOpts,
+}
+
+/// `--alpha-to`, checked before anything is read: a recipient of the receiver's own (not a
+/// server's, which could then read the alpha), with a key to sign what is sealed to it.
+fn alpha_recipient(a: &ShareImageArgs) -> Result<Option<Recipient>> {
+    let Some(spec) = &a.alpha_to else {
+        return Ok(None);
+    };
+    let r = Recipient::parse(spec)?;
+    let seal = &a.opts.seal;
+    for (flag, server) in [("--to-s0", &seal.to_s0), ("--to-s1", &seal.to_s1)] {
+        if let Some(server) = server {
+            if Recipient::parse(server)?.to_string() == r.to_string() {
+                bail!("--alpha-to {spec} is {flag}'s recipient: the alpha is the receiver's alone, and that server could read it");
+            }
+        }
+    }
+    if seal.sign_key.is_none() {
+        bail!("--alpha-to: a sealed file must be signed by its maker: give --sign-key (the gateway's <name>.sign-key from `keygen --signing`)");
+    }
+    Ok(Some(r))
 }
 
 /// How an image is encoded and shared (`share-image`, `share-study`).
@@ -106,6 +135,7 @@ impl ShareOpts {
 
 pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let t = Instant::now();
+    let alpha_to = alpha_recipient(&a)?;
     let sharer = a.opts.sharer()?;
     let (img, scale, colours, alpha) =
         if !crate::image::colour::as_gray() && super::colour::is_colour_file(&a.image) {
@@ -117,7 +147,22 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         };
     let (h, w) = (img.pixels.nrows() / colours, img.pixels.ncols());
     // The planes alone go to the servers; the alpha stays here until the receiver's file.
-    let done = sharer.share_planes(&img, colours, &scale, &a.image, &a.out)?;
+    // The alpha's file is staged with the shares: all of them appear, or none.
+    let alpha_path = alpha_file(&a.out);
+    let done =
+        sharer.share_planes_with(&img, colours, &scale, &a.image, &a.out, |set, job_id| {
+            match &alpha {
+                Some(al) => stage_alpha(
+                    set,
+                    &alpha_path,
+                    job_id,
+                    al,
+                    img.bit_depth,
+                    Seal::new(alpha_to.as_ref(), sharer.signer()),
+                ),
+                None => Ok(()),
+            }
+        })?;
     let outs: Vec<String> = done
         .outputs
         .iter()
@@ -125,15 +170,22 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
         .collect();
     let mut notes: Vec<String> = sharer.model_note().map(String::from).into_iter().collect();
     let mut alpha_out = None;
-    if let Some(al) = &alpha {
-        let p = alpha_file(&a.out);
-        write_alpha(&p, &done.job_id, al, img.bit_depth, sharer.signer())?;
+    if alpha.is_some() {
         notes.push(format!(
             "give {} to the receiver alone (reconstruct --alpha): the image's alpha, which \
-             the servers did not get",
-            p.display()
+             the servers did not get{}",
+            alpha_path.display(),
+            match alpha_to {
+                Some(_) => ", sealed to the receiver",
+                None => "; it is not encrypted (--alpha-to seals it to the receiver)",
+            }
         ));
-        alpha_out = Some(p.display().to_string());
+        alpha_out = Some(alpha_path.display().to_string());
+    } else if alpha_to.is_some() {
+        notes.push(format!(
+            "{} has no alpha: --alpha-to was not needed",
+            a.image
+        ));
     }
     let mut facts = None;
     // A DICOM's window (and a private level's scaling) for the receiver alone: without it

@@ -14,7 +14,8 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use super::container::{self, id_hex, Header, Id, Kind, Seal};
-use super::signing::{Signer, Trust};
+use super::signing::Trust;
+use crate::fileio::atomic::Staged;
 use crate::fileio::bounded::open_at_most;
 
 /// The body: the samples row by row at the source's depth.
@@ -33,15 +34,17 @@ pub fn alpha_file(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Writes `alpha` (h x w samples at `bit_depth`, 8 or 16) of job `job_id` to `path`, signed
-/// by the gateway `by` (unsigned without one: plain test jobs, which a receiver pinning keys
-/// refuses).
-pub fn write_signed(
+/// Stages `alpha` (h x w samples at `bit_depth`, 8 or 16) of job `job_id` for `path` in
+/// `set` (the job's share files' set: all of them appear together or none), sealed to the
+/// receiver and signed by the gateway as `seal` says (plain and unsigned without them:
+/// plain test jobs, which a receiver pinning keys refuses).
+pub fn stage(
+    set: &mut Staged,
     path: &Path,
     job_id: &Id,
     alpha: &Array2<u16>,
     bit_depth: u8,
-    by: Option<&Signer>,
+    seal: Seal<'_>,
 ) -> Result<()> {
     let (h, w) = alpha.dim();
     let mut hdr = Header::new(Kind::ReceiverAlpha, 0, 0);
@@ -53,7 +56,7 @@ pub fn write_signed(
         bit_depth,
         samples: alpha.iter().copied().collect(),
     };
-    container::write(path, &hdr, &body, Seal::new(None, by))
+    container::stage(set, path, &hdr, &body, seal)
 }
 
 /// The alpha at `path` for job `job` of `dim` (h, w) pixels: (samples, bit depth). Its size
@@ -66,7 +69,7 @@ pub fn read_checked(
     dim: (usize, usize),
 ) -> Result<(Array2<u16>, u8)> {
     let (h, w) = dim;
-    // Two bytes a sample at most (bincode's varints), and room for the header and signature.
+    // Two bytes a sample (fixed-width u16), and room for the header, signature and seal.
     let max = 2 * (h as u64) * (w as u64) + (64 << 10);
     let Some(f) = open_at_most(path, max, &format!("the alpha of a {h} x {w} image"))? else {
         bail!("--alpha {}: no such file", path.display());
@@ -109,7 +112,14 @@ pub fn read_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::signing::{new_key, Role};
+    use crate::formats::signing::{new_key, Role, Signer};
+
+    /// The alpha written alone, as share-image stages it beside the shares.
+    fn write_signed(p: &Path, job: &Id, alpha: &Array2<u16>, depth: u8, by: Option<&Signer>) {
+        let mut set = Staged::default();
+        stage(&mut set, p, job, alpha, depth, Seal::new(None, by)).unwrap();
+        set.commit().unwrap();
+    }
 
     fn signer(dir: &Path, name: &str) -> Signer {
         let path = dir.join(format!("{name}.sign-key"));
@@ -127,7 +137,7 @@ mod tests {
         let (job, job2) = ([7u8; 16], [8u8; 16]);
         let alpha = Array2::from_shape_fn((3, 4), |(r, c)| (r * 20000 + c) as u16);
         let p = d.path().join("x.alpha");
-        write_signed(&p, &job, &alpha, 16, Some(&gw)).unwrap();
+        write_signed(&p, &job, &alpha, 16, Some(&gw));
         assert_eq!(
             read_checked(&p, &pinned, &job, (3, 4)).unwrap(),
             (alpha.clone(), 16)
@@ -142,11 +152,11 @@ mod tests {
             e.contains("3 x 4 samples (12 held), but the denoised image is 4 x 3"),
             "{e}"
         );
-        write_signed(&p, &job, &alpha, 16, None).unwrap();
+        write_signed(&p, &job, &alpha, 16, None);
         assert!(read_checked(&p, &Trust::InsecureUnsigned, &job, (3, 4)).is_ok());
         let e = err(&p, &pinned, &job, (3, 4));
         assert!(e.contains("x.alpha: not signed"), "{e}");
-        write_signed(&p, &job, &alpha, 16, Some(&other)).unwrap();
+        write_signed(&p, &job, &alpha, 16, Some(&other));
         let e = err(&p, &pinned, &job, (3, 4));
         assert!(e.contains("not by the pinned gateway key"), "{e}");
     }

@@ -511,6 +511,20 @@ impl Sharer {
         name: &str,
         out: &std::path::Path,
     ) -> Result<Shared> {
+        self.share_planes_with(img, colours, scale, name, out, |_, _| Ok(()))
+    }
+
+    /// [`Self::share_planes`], with `extra` staging files of the new job (given its id) in
+    /// the same set: the receiver's files appear with the shares or not at all.
+    pub fn share_planes_with(
+        &self,
+        img: &GrayImage,
+        colours: usize,
+        scale: &ValueScale,
+        name: &str,
+        out: &std::path::Path,
+        extra: impl FnOnce(&mut Staged, &[u8; 16]) -> Result<()>,
+    ) -> Result<Shared> {
         let facts = &self.facts;
         let (job, noise, pre, sigma) = self.job(img, colours, scale, name)?;
         let (h, w) = (job.height, job.width);
@@ -569,6 +583,7 @@ impl Sharer {
         )
         .with_context(|| format!("writing {}", path.display()))?;
         outputs.push(path);
+        extra(&mut set, &job_id)?;
         set.commit()?;
         let upload_bytes =
             std::fs::metadata(&outputs[0])?.len() + std::fs::metadata(&outputs[1])?.len();
