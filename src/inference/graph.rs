@@ -1,7 +1,8 @@
 //! Float inference of a CNN graph ([`crate::model::graph`]): each node in order, on
 //! channel-major maps, in f64, with every op as ONNX defines it (onnxruntime is the reference:
-//! tests/graph_float.rs). Direct loops, parallel over output channels: the reference the
-//! fixed-point oracle and the secure run will be measured against, not yet a fast path.
+//! tests/graph_float.rs). Direct loops, parallel over output channels, but for the
+//! convolutions, which run as matrix products (`conv_gemm`); the fixed-point oracle keeps
+//! the direct loops.
 //! The linear kernels are generic over [`Scalar`], so that the fixed-point oracle runs the
 //! same loops on ring elements (wrapping u64), as the CNN's float and oracle share im2col.
 
@@ -16,17 +17,25 @@ use crate::model::preprocess::Preprocess;
 pub trait Scalar: Copy + Default + Send + Sync {
     /// self + w x.
     fn mul_add(self, w: Self, x: Self) -> Self;
+    /// self + x.
+    fn plus(self, x: Self) -> Self;
 }
 
 impl Scalar for f64 {
     fn mul_add(self, w: f64, x: f64) -> f64 {
         self + w * x
     }
+    fn plus(self, x: f64) -> f64 {
+        self + x
+    }
 }
 
 impl Scalar for u64 {
     fn mul_add(self, w: u64, x: u64) -> u64 {
         self.wrapping_add(w.wrapping_mul(x))
+    }
+    fn plus(self, x: u64) -> u64 {
+        self.wrapping_add(x)
     }
 }
 
@@ -157,8 +166,7 @@ pub fn eval(op: &Op, ins: &[&Map]) -> Map {
     let x = ins[0];
     match op {
         Op::Input => unreachable!("node 0 is the input"),
-        Op::Conv(c) if c.transposed => conv_transpose(c, &c.w, &c.b, x),
-        Op::Conv(c) => conv(c, &c.w, &c.b, x),
+        Op::Conv(c) => conv_float(c, x),
         Op::Add => zip(x, ins[1], |a, b| a + b),
         Op::Sub => zip(x, ins[1], |a, b| a - b),
         Op::Concat => concat(ins),
@@ -191,6 +199,22 @@ pub fn eval(op: &Op, ins: &[&Map]) -> Map {
             hi.map_or(v, |h| v.min(h))
         }),
     }
+}
+
+/// A conv (plain or transposed) in float: im2col and ndarray's product
+/// ([`super::conv_gemm`]), then its biases. The same sums as the direct loops, in another
+/// order (tests/graph_float.rs holds both to onnxruntime's).
+fn conv_float(c: &ConvOp, x: &Map) -> Map {
+    use ndarray::linalg::general_mat_mul;
+    use ndarray::{ArrayView2, ArrayViewMut2};
+    let gemm = |a: &[f64], b: &[f64], out: &mut [f64], m: usize, k: usize, n: usize| {
+        let a = ArrayView2::from_shape((m, k), a).expect("the block's weights");
+        let b = ArrayView2::from_shape((k, n), b).expect("the block's columns");
+        let mut out = ArrayViewMut2::from_shape((m, n), out).expect("the block's product");
+        general_mat_mul(1.0, &a, &b, 1.0, &mut out);
+    };
+    let y = super::conv_gemm::conv(c, &c.w, x, super::conv_gemm::BLOCK_VALUES, &gemm);
+    y.map(|o, v| v + c.b[o])
 }
 
 /// `f` of two maps' values, pairwise.

@@ -3,6 +3,7 @@
 //! the CNN shares with the fixed-point oracle, the dealer and the servers' shares: im2col
 //! columns (`im2col`) computed by blocks of output rows on every thread (`par_conv`).
 pub mod cnn;
+pub mod conv_gemm;
 pub mod graph;
 pub mod im2col;
 pub mod mlp;
