@@ -26,8 +26,8 @@ impl Model {
                 crate::import::onnx::Net::Graph(_) => Err(ModelError::Invalid {
                     path: path.to_path_buf(),
                     msg: "holds a CNN graph (docs/graph.md): share-model, share-image, \
-                          gen-triplets, serve, reconstruct, denoise and inspect take it; \
-                          demo, table and bench do not yet (issue 47)"
+                          gen-triplets, serve, reconstruct, denoise, bench and inspect take \
+                          it; demo and table take MLPs and CNNs only"
                         .into(),
                 }),
             };
