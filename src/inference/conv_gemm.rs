@@ -2,10 +2,10 @@
 //! im2col at any stride, dilation and pads (a transposed conv: the product, then a col2im
 //! scatter), in blocks of output rows. The float path runs it on f64 with ndarray's product;
 //! the servers' and the dealer's products on ring elements with the blocked ring kernel
-//! (`ring::graph::conv`). The direct loops of [`super::graph::conv`] stay the fixed-point
+//! (`ring::graph::conv`). The direct loops of [`super::map::conv`] stay the fixed-point
 //! oracle's, so every secure == oracle test checks one against the other.
 
-use super::graph::{conv_transpose_dims, window_dims, Map, Scalar};
+use super::map::{conv_transpose_dims, window_dims, Map, Scalar};
 use crate::model::graph::{ConvOp, Window};
 
 /// c += a b, with a: m x k, b: k x n, c: m x n, row-major: (a, b, c, m, k, n).
@@ -20,15 +20,15 @@ pub const BLOCK_VALUES: usize = 1 << 22;
 pub const MIN_GEMM_ROWS: usize = 4;
 
 /// `w` (x) `x`, biases zero, in blocks of about `block` values: the direct loops of
-/// [`super::graph::conv`] and [`super::graph::conv_transpose`]'s sums.
+/// [`super::map::conv`] and [`super::map::conv_transpose`]'s sums.
 pub fn conv<T: Scalar>(op: &ConvOp, w: &[T], x: &Map<T>, block: usize, gemm: Gemm<T>) -> Map<T> {
     let cout_g = op.cout / op.groups;
     let zero = || vec![T::default(); op.cout];
     match (op.transposed, cout_g >= MIN_GEMM_ROWS) {
         (false, true) => forward(op, w, x, block, gemm),
         (true, true) => transposed(op, w, x, block, gemm),
-        (false, false) => super::graph::conv(op, w, &zero(), x),
-        (true, false) => super::graph::conv_transpose(op, w, &zero(), x),
+        (false, false) => super::map::conv(op, w, &zero(), x),
+        (true, false) => super::map::conv_transpose(op, w, &zero(), x),
     }
 }
 
@@ -229,9 +229,9 @@ mod tests {
                     .collect(),
             };
             let want = if transposed {
-                super::super::graph::conv_transpose(&op, &op.w, &op.b, &x)
+                super::super::map::conv_transpose(&op, &op.w, &op.b, &x)
             } else {
-                super::super::graph::conv(&op, &op.w, &op.b, &x)
+                super::super::map::conv(&op, &op.w, &op.b, &x)
             };
             for block in [1, BLOCK_VALUES] {
                 let got = conv(&op, &op.w, &x, block, &f64_gemm);
