@@ -147,14 +147,25 @@ fn rgba_job(ext: &str, depth: u8) {
             "{engine}: secure and denoise --arith fixed"
         );
         assert_eq!(got.alpha, src.alpha, "{engine}: the alpha, untouched");
-        // Without the alpha: RGB, and stderr says so.
+        assert_eq!(common::summary(&o, "reconstruct --alpha")["alpha"], true);
+        // Without the alpha: RGB, and the summary says so.
         let o = reconstruct(&d, &format!("rgb.{ext}"), &[]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("written as RGB (no --alpha"),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_eq!(common::summary(&o, "reconstruct")["alpha"], false);
+        let human = std::process::Command::new(common::bin())
+            .args([
+                "reconstruct",
+                "--insecure-unsigned",
+                "--share0",
+                &d.p("out.p0"),
+                "--share1",
+                &d.p("out.p1"),
+                "--out",
+                &d.p(&format!("rgb2.{ext}")),
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&human.stdout);
+        assert!(said.contains("written as RGB (no --alpha"), "{said}");
         let rgb = colour(&d, &format!("rgb.{ext}"));
         assert_eq!((rgb.alpha, &rgb.planes), (None, &fixed.planes));
     }

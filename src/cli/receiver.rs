@@ -364,14 +364,8 @@ fn write_colour(
                 _ => al,
             })
         }
-        None => {
-            eprintln!(
-                "note: {}: written as RGB (no --alpha; an RGBA image's alpha is share-image's \
-                 <out>.alpha, the receiver's alone)",
-                a.out.display()
-            );
-            None
-        }
+        // Said in the summary (below): the job cannot say whether its image had an alpha.
+        None => None,
     };
     let out = crate::image::ColourImage {
         planes: img.pixels,
@@ -413,8 +407,16 @@ fn write_colour(
         None => out.kind(),
     };
     let mut lines = vec![format!("wrote {} ({kind})", a.out.display())];
+    if out.alpha.is_none() && template.is_none() {
+        lines.push(
+            "written as RGB (no --alpha: an RGBA image's alpha is share-image's <out>.alpha, \
+             the receiver's alone)"
+                .into(),
+        );
+    }
     let mut json = serde_json::json!({"ok": true, "command": "reconstruct", "out": a.out,
-        "download_bytes": download, "seconds": secs, "colours": colours});
+        "download_bytes": download, "seconds": secs, "colours": colours,
+        "alpha": out.alpha.is_some()});
     if let Some((c, clean)) = clean {
         let q = crate::image::quantize_u8(&out.planes);
         let psnr = crate::metrics::psnr(&clean.planes, &q, 255.0);

@@ -13,10 +13,10 @@ use crate::model::cnn::{denormalize, normalize};
 use crate::model::graph::{ConvOp, Coords, Graph, Interp, Op, Resize, Rounding, Window};
 use crate::model::preprocess::Preprocess;
 
+use super::map::tap;
 pub use super::map::{
     conv, conv_dims, conv_transpose, conv_transpose_dims, window_dims, Map, Scalar,
 };
-use super::map::tap;
 
 impl Graph {
     /// The graph's output on a normalised one-channel input (h x w, row-major), whose sides
