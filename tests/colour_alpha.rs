@@ -92,20 +92,6 @@ fn reconstruct(d: &Dir, out: &str, extra: &[&str]) -> std::process::Output {
     run(&args)
 }
 
-/// The job `image` (shared as image.*) on `engine`: triplets, both servers.
-fn serve(d: &Dir, engine: &str) {
-    let t = format!("t{engine}");
-    let o = d.gen_triplets("model.pub", "image.pub", &t, &["--engine", engine]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for (o, who) in d.serve(("model", "image", &t)).iter().zip(["S0", "S1"]) {
-        assert!(
-            o.status.success(),
-            "{engine} {who}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
 /// An RGBA file (`ext`, `depth`) through share-image, gen-triplets, both servers on both
 /// engines and reconstruct --alpha: its RGB is `denoise --arith fixed`'s bit for bit, its
 /// alpha the input's, at the input's depth; without --alpha, RGB and a note saying so.
@@ -133,7 +119,7 @@ fn rgba_job(ext: &str, depth: u8) {
     ]);
     let fixed = colour(&d, &format!("fixed.{ext}"));
     for engine in ["gc", "gmw"] {
-        serve(&d, engine);
+        d.deal_and_serve(engine, "rgba");
         let out = format!("{engine}.{ext}");
         let o = reconstruct(&d, &out, &["--alpha", &d.p("image.alpha")]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -238,7 +224,7 @@ fn the_alpha_reaches_no_server_and_bad_alphas_are_refused() {
         sums[0], sums[2],
         "the shared values, with and without alpha"
     );
-    serve(&d, "gmw");
+    d.deal_and_serve("gmw", "rgba");
     // The alpha of another job of the same gateway, model and image size.
     let o = reconstruct(&d, "x.png", &["--alpha", &d.p("other.alpha")]);
     refused(&o, "the alpha of job");

@@ -163,6 +163,21 @@ impl Dir {
         [c0, c1].map(|c| wait_limit(c, Duration::from_secs(120)))
     }
 
+    /// The job model.* / image.* dealt on `engine` (triplets `t<engine>`) and run by both
+    /// servers, each of which must succeed (`what` names the case in a failure).
+    pub fn deal_and_serve(&self, engine: &str, what: &str) {
+        let t = format!("t{engine}");
+        let o = self.gen_triplets("model.pub", "image.pub", &t, &["--engine", engine]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for (o, who) in self.serve(("model", "image", &t)).iter().zip(["S0", "S1"]) {
+            assert!(
+                o.status.success(),
+                "{what} {engine} {who}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
     pub fn sum_of<B: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,
@@ -218,16 +233,7 @@ pub fn bit_exact_through_the_binary(onnx: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = oracle(&d, &g);
     for engine in ["gc", "gmw"] {
-        let t = format!("t{engine}");
-        let o = d.gen_triplets("model.pub", "image.pub", &t, &["--engine", engine]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        for (o, who) in d.serve(("model", "image", &t)).iter().zip(["S0", "S1"]) {
-            assert!(
-                o.status.success(),
-                "{name} {engine} {who}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
+        d.deal_and_serve(engine, &name);
         let (o0, secure) = d.sum_of("out", Kind::OutputShare, |b: &OutputShare| b.canvas.clone());
         assert_eq!(
             o0.scale,
