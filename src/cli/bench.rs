@@ -81,11 +81,16 @@ struct RunSpec {
 }
 
 /// The whole pipeline on `noisy_png` with `model`; every step a process.
-fn pipeline(dir: &Path, model: &Path, noisy_png: &Path, spec: RunSpec) -> Result<Value> {
+fn pipeline(
+    dir: &Path,
+    model: &Path,
+    family: Family,
+    noisy_png: &Path,
+    spec: RunSpec,
+) -> Result<Value> {
     let batch = spec.batch.unwrap_or(spec.engine.default_batch());
     // A CNN or a CNN graph runs as one whole-image job, its weights opened in the job and its
     // image shared for it.
-    let family = Family::of(model)?;
     let (graph, cnn) = (family == Family::Graph, family != Family::Mlp);
     let p = |n: &str| dir.join(n);
     let keys = p("keys");
@@ -345,7 +350,7 @@ fn random_network_run(
     let model_path = dir.join("model.npz");
     random_model(widths, seed, meta).save(&model_path)?;
     let (noisy, _) = noisy_file(dir, &format!("builtin:phantom:{size}"), 1)?;
-    let r = pipeline(dir, &model_path, &noisy, spec)?;
+    let r = pipeline(dir, &model_path, Family::Mlp, &noisy, spec)?;
     Ok(per_patch(widths, &r))
 }
 
@@ -450,6 +455,13 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
     let mut out = json!({"commit": commit(), "machine": machine(), "quick": a.quick,
         "link": a.link.to_string(), "engines": {}});
     let mut t_plain = None;
+    // Part (b)'s model, read once for every engine and link: its family and colours.
+    let model = model_or_default(&a.model);
+    let family = if a.skip_image {
+        None
+    } else {
+        Some(Family::of(&model)?)
+    };
     for &engine in &a.engines {
         let ework = a.workdir.join(engine.name());
         let mut eout = json!({});
@@ -489,7 +501,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
             lines.push(per_patch_line("(d)", engine, &v));
             eout["mid_network"] = v;
         }
-        if !a.skip_image {
+        if let Some(family) = family {
             // (b) A whole image end to end with the shipped model; (c) the same in plaintext.
             let spec_img = a.image.clone().unwrap_or_else(|| {
                 if a.quick {
@@ -498,8 +510,6 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                     "builtin:phantom:512".into()
                 }
             });
-            let model = model_or_default(&a.model);
-            let colours = Family::of(&model)?.colours();
             let mut img = json!({"spec": spec_img});
             let mut links = vec![None];
             if !a.no_relay {
@@ -509,7 +519,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                 let name = if link.is_some() { "relay" } else { "localhost" };
                 let dir = ework.join(format!("image-{name}"));
                 std::fs::create_dir_all(&dir)?;
-                let (noisy, (h, w)) = noisy_file(&dir, &spec_img, colours)?;
+                let (noisy, (h, w)) = noisy_file(&dir, &spec_img, family.colours())?;
                 if let Some(shape) = link {
                     // A relay run that the bytes alone would keep beyond the limit: bound only.
                     let bytes = img["localhost"]["run"]["bytes"]["s0_s1"]
@@ -531,7 +541,7 @@ pub fn bench(a: BenchArgs) -> Result<Summary> {
                     batch: None,
                     link,
                 };
-                let r = pipeline(&dir, &model, &noisy, spec)?;
+                let r = pipeline(&dir, &model, family, &noisy, spec)?;
                 let sec = &r["seconds"];
                 let total = end_to_end(&r);
                 let b = &r["bytes"];
