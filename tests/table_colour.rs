@@ -43,20 +43,22 @@ fn colour_table_runs_end_to_end_and_scores_as_metrics() {
         .save(&model)
         .unwrap();
     let out = d.path().join("t");
-    let j = ok(&[
+    let (imgs_s, model_s, out_s) = (s(&imgs), s(&model), s(&out));
+    let table = [
         "table",
         "--images",
-        &s(&imgs),
+        &imgs_s,
         "--sigmas",
         "25",
         "--model",
-        &s(&model),
+        &model_s,
         "--max-size",
         "16",
         "--out-dir",
-        &s(&out),
+        &out_s,
         "--quiet",
-    ]);
+    ];
+    let j = ok(&table);
     assert_eq!(j["secure_equals_oracle"], true, "{j}");
     assert_eq!(j["runs"], 1, "{j}");
     let w = out.join("runs/pat/sigma25");
@@ -97,21 +99,7 @@ fn colour_table_runs_end_to_end_and_scores_as_metrics() {
     let noise = &n.planes - &c.planes;
     assert_ne!(noise.row(0), noise.row(16), "R and G got the same noise");
     // --resume takes the recorded run as it is.
-    let again = ok(&[
-        "table",
-        "--images",
-        &s(&imgs),
-        "--sigmas",
-        "25",
-        "--model",
-        &s(&model),
-        "--max-size",
-        "16",
-        "--out-dir",
-        &s(&out),
-        "--quiet",
-        "--resume",
-    ]);
+    let again = ok(&[&table[..], &["--resume"]].concat());
     assert_eq!(again["resumed_runs"], 1, "{again}");
 }
 
