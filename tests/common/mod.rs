@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod graph_job;
+pub mod study_job;
 
 use std::path::Path;
 use std::process::{Child, Command, Output};
