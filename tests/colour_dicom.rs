@@ -434,11 +434,21 @@ fn colour_dicom_refusals_are_named() {
         "a colour image takes its full range: no --window",
     );
     none_written("x");
-    // share-study takes gray slices.
+    // A colour study (tests/colour_study.rs) is for a colour model: the gray one refuses it.
     std::fs::create_dir(d.path("study")).unwrap();
     std::fs::copy(&ybr, d.path("study/a.dcm")).unwrap();
-    let o = common::share_study(&d.dir, "25", "study", "studyout", &[]);
-    refused(&o, "not by a gray model, --window, share-study");
+    let o = run(&[
+        "share-study",
+        "--sigma",
+        "25",
+        "--in",
+        &d.p("study"),
+        "--out",
+        &d.p("studyout"),
+        "--model",
+        &d.p("graym.pub"),
+    ]);
+    refused(&o, "a colour image; the model (gray) is gray");
     assert!(
         !d.path("studyout").exists()
             || std::fs::read_dir(d.path("studyout"))

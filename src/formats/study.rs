@@ -100,6 +100,9 @@ pub struct Source {
     /// The frame of a multi-frame input this slice is (kind `multi-frame`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame: Option<usize>,
+    /// A colour slice's planes (3: RGB; `height` is a plane's); none for gray.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colours: Option<usize>,
     /// A DICOM slice's value window (in its units), which the model's 0..255 scale spanned:
     /// derived from the pixels for `auto`, so it stays with the receiver, never the servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -258,8 +258,8 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
 
 /// The words a colour DICOM is refused with where only grayscale is taken.
 const GRAY_ONLY: &str = "only grayscale (MONOCHROME1 or MONOCHROME2) is read here: a colour \
-                         DICOM is taken by share-image, reconstruct and denoise with a colour \
-                         model (docs/dicom.md), not by a gray model, --window, share-study, \
+                         DICOM is taken by share-image, share-study, reconstruct and denoise \
+                         with a colour model (docs/dicom.md), not by a gray model, --window, \
                          add-noise or table";
 
 /// Checks the attributes of an image and returns its layout: grayscale, or (`colour_ok`)
@@ -1932,15 +1932,15 @@ impl DicomTemplate {
         dicom_compress::write(obj, &samples, syntax, meta).map_err(fail)
     }
 
-    /// Encodes a colour image (one frame, checked by the caller: no NaN) as a derived DICOM
-    /// of this colour template: the derived attributes of [`Self::encode`], and the pixels
-    /// as RGB, PlanarConfiguration 0, at the template's bits allocated and stored (8 for
-    /// every YBR form), explicit VR little endian: a form any colour viewer reads, whatever
-    /// the source's (a lossy JPEG is not encoded again; its Lossy Image Compression flag is
-    /// kept).
+    /// Encodes colour images (one per frame of the template, checked by the caller: no NaN)
+    /// as a derived DICOM of this colour template: the derived attributes of
+    /// [`Self::encode`], and the pixels as RGB, PlanarConfiguration 0, at the template's bits
+    /// allocated and stored (8 for every YBR form), explicit VR little endian: a form any
+    /// colour viewer reads, whatever the source's (a lossy JPEG is not encoded again; its
+    /// Lossy Image Compression flag is kept). A multi-frame template takes all its frames.
     pub(super) fn encode_colour(
         &self,
-        img: &ColourImage,
+        frames: &[ColourImage],
         path: &Path,
     ) -> Result<Vec<u8>, ImageError> {
         let l = &self.layout;
@@ -1955,14 +1955,18 @@ impl DicomTemplate {
                 self.path.display()
             )));
         }
-        if l.frames != 1 {
+        if l.frames != frames.len() {
             return Err(fail(format!(
-                "the template {} has {} frames; a colour image is written as one",
-                self.path.display(),
-                l.frames
+                "{} colour image(s) for the {} frame(s) of the template {}",
+                frames.len(),
+                l.frames,
+                self.path.display()
             )));
         }
-        if (img.height(), img.width()) != (l.rows, l.cols) {
+        if let Some(img) = frames
+            .iter()
+            .find(|img| (img.height(), img.width()) != (l.rows, l.cols))
+        {
             return Err(fail(format!(
                 "the image is {} x {} pixels but the template {} is {} x {}",
                 img.height(),
@@ -1997,17 +2001,20 @@ impl DicomTemplate {
         obj.put(us(tags::HIGH_BIT, l.bits_stored - 1));
         obj.put(us(tags::PIXEL_REPRESENTATION, 0));
         let (h, w) = (l.rows, l.cols);
-        // R G B pixel by pixel, as a row of 3w samples.
-        let stored: Vec<i32> = (0..h * w * 3)
-            .map(|k| {
-                let (i, c) = (k / 3, k % 3);
-                l.stored_of(img.planes[[c * h + i / w, i % w]])
+        // Frame after frame, R G B pixel by pixel, as rows of 3w samples.
+        let stored: Vec<i32> = frames
+            .iter()
+            .flat_map(|img| {
+                (0..h * w * 3).map(move |k| {
+                    let (i, c) = (k / 3, k % 3);
+                    l.stored_of(img.planes[[c * h + i / w, i % w]])
+                })
             })
             .collect();
         let samples = dicom_compress::Samples {
             rows: h,
             cols: w * 3,
-            frames: 1,
+            frames: frames.len(),
             bits_allocated: l.bits_allocated,
             bits_stored: l.bits_stored,
             signed: false,

@@ -741,6 +741,40 @@ impl Encoding {
         };
         write_atomic(path, &bytes)
     }
+
+    /// [`Self::save_frames`] of images of `colours` planes stacked ((colours h) x w): gray
+    /// as it writes them, three planes as RGB (a PNG or TIFF at this depth, or a derived RGB
+    /// DICOM of a colour template), atomically.
+    pub fn save_planes(
+        &self,
+        frames: &[GrayImage],
+        colours: usize,
+        path: impl AsRef<Path>,
+    ) -> Result<(), ImageError> {
+        if colours == 1 {
+            return self.save_frames(frames, path);
+        }
+        let path = path.as_ref();
+        let colour: Vec<ColourImage> = frames
+            .iter()
+            .map(|img| ColourImage {
+                planes: img.pixels.clone(),
+                bit_depth: self.bit_depth(),
+                alpha: None,
+            })
+            .collect();
+        match (self, colour.as_slice()) {
+            (Encoding::Dicom(t), _) => rgb::save_colour_frames(&colour, t, path),
+            // A colour PNG or TIFF is written as its name says: it must say this format.
+            (_, [_]) if Format::of_extension(path) != self.format() => Err(ImageError::Encode {
+                path: path.to_path_buf(),
+                format: self.format(),
+                detail: format!("a colour {} must be named so", self.format()),
+            }),
+            (_, [one]) => one.save(path),
+            _ => self.check_frames(colour.len(), path),
+        }
+    }
 }
 
 /// Distinguishes concurrent temporary files of one process.

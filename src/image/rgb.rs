@@ -164,9 +164,30 @@ impl ColourImage {
                 col,
             });
         }
-        let bytes = template.encode_colour(self, path)?;
+        let bytes = template.encode_colour(std::slice::from_ref(self), path)?;
         super::write_atomic(path, &bytes)
     }
+}
+
+/// Writes `frames` as one derived DICOM of the colour `template`, a frame each (a
+/// multi-frame template takes them all), atomically.
+pub fn save_colour_frames(
+    frames: &[ColourImage],
+    template: &super::dicom::DicomTemplate,
+    path: impl AsRef<Path>,
+) -> Result<(), ImageError> {
+    let path = path.as_ref();
+    for img in frames {
+        if let Some(((row, col), _)) = img.planes.indexed_iter().find(|(_, v)| v.is_nan()) {
+            return Err(ImageError::NotANumber {
+                path: path.to_path_buf(),
+                row,
+                col,
+            });
+        }
+    }
+    let bytes = template.encode_colour(frames, path)?;
+    super::write_atomic(path, &bytes)
 }
 
 /// Reads a PNG, TIFF or DICOM file as gray or colour, by what it holds: a colour PNG, TIFF
@@ -174,16 +195,40 @@ impl ColourImage {
 /// [`super::load`] reads it.
 pub fn load_picture(path: impl AsRef<Path>) -> Result<Picture, ImageError> {
     let path = path.as_ref();
-    let bytes = super::read_file(path)?;
-    match Format::sniff(&bytes) {
-        Some(Format::Png) => decode(&bytes, ImageFormat::Png, path, Format::Png),
+    picture_from_bytes(&super::read_file(path)?, path)
+}
+
+/// [`load_picture`] of a file's bytes (read from `path`, once).
+pub fn picture_from_bytes(bytes: &[u8], path: &Path) -> Result<Picture, ImageError> {
+    match Format::sniff(bytes) {
+        Some(Format::Png) => decode(bytes, ImageFormat::Png, path, Format::Png),
         Some(Format::Tiff) => {
-            super::tiff::check_single_page(&bytes, path)?;
-            decode(&bytes, ImageFormat::Tiff, path, Format::Tiff)
+            super::tiff::check_single_page(bytes, path)?;
+            decode(bytes, ImageFormat::Tiff, path, Format::Tiff)
         }
-        Some(Format::Dicom) => super::dicom::decode_picture(&bytes, path),
+        Some(Format::Dicom) => super::dicom::decode_picture(bytes, path),
         None => Err(ImageError::UnknownFormat {
             path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Every frame of a colour file's bytes (read from `path`): a PNG's or TIFF's one image,
+/// a colour DICOM's frames in order; a gray file is refused (the caller asked by
+/// [`is_colour_bytes`]).
+pub fn colour_frames_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<ColourImage>, ImageError> {
+    if Format::sniff(bytes) == Some(Format::Dicom) {
+        return super::dicom::decode_colour(bytes, path, true);
+    }
+    match picture_from_bytes(bytes, path)? {
+        Picture::Colour(c) => Ok(vec![c]),
+        Picture::Gray(g) => Err(ImageError::Unsupported {
+            path: path.to_path_buf(),
+            format: Format::sniff(bytes).unwrap_or(Format::Png),
+            detail: format!(
+                "a gray image ({} bits) where colour was expected",
+                g.bit_depth
+            ),
         }),
     }
 }
@@ -227,13 +272,18 @@ pub fn is_colour_file(path: impl AsRef<Path>) -> bool {
     let Ok(bytes) = super::read_file(path.as_ref()) else {
         return false;
     };
-    let format = match Format::sniff(&bytes) {
+    is_colour_bytes(&bytes, path.as_ref())
+}
+
+/// [`is_colour_file`] of a file's bytes (read from `path`).
+pub fn is_colour_bytes(bytes: &[u8], path: &Path) -> bool {
+    let format = match Format::sniff(bytes) {
         Some(Format::Png) => ImageFormat::Png,
         Some(Format::Tiff) => ImageFormat::Tiff,
-        Some(Format::Dicom) => return super::dicom::is_colour(&bytes, path.as_ref()),
+        Some(Format::Dicom) => return super::dicom::is_colour(bytes, path),
         _ => return false,
     };
-    ::image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
+    ::image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
         .into_decoder()
         .is_ok_and(|d| colour::kind(::image::ImageDecoder::color_type(&d)).is_some())
 }

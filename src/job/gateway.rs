@@ -487,7 +487,18 @@ impl Sharer {
 
     /// Checks that `img` can be shared, drawing no randomness.
     pub fn check(&self, img: &GrayImage, scale: &ValueScale, name: &str) -> Result<()> {
-        self.job(img, 1, scale, name).map(|_| ())
+        self.check_planes(img, 1, scale, name)
+    }
+
+    /// [`Self::check`] of an image of `colours` planes stacked.
+    pub fn check_planes(
+        &self,
+        img: &GrayImage,
+        colours: usize,
+        scale: &ValueScale,
+        name: &str,
+    ) -> Result<()> {
+        self.job(img, colours, scale, name).map(|_| ())
     }
 
     /// Shares `img` (on `scale`) as a new job: writes `<out>.p0`, `<out>.p1` and `<out>.pub`.

@@ -241,14 +241,26 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
                     run0.h0.model_id.as_ref().map(id_hex).unwrap_or_default()
                 );
             }
-            if img.pixels.dim() != (s.height, s.width) {
+            // The planes the gateway signed for this place, and the job's (a colour slice
+            // is its planes stacked).
+            let colours = s.colours.unwrap_or(1);
+            if run.job.colours != colours {
                 bail!(
-                    "slice {i}: the output is {} x {}, the input {} was {} x {}",
-                    img.height(),
+                    "slice {i} ({}): the shares are of a job of {} plane(s), the study's slice \
+                     of {colours}; nothing written",
+                    s.file,
+                    run.job.colours
+                );
+            }
+            if img.pixels.dim() != (s.height * colours, s.width) {
+                bail!(
+                    "slice {i}: the output is {} x {}, the input {} was {} x {}{}",
+                    img.height() / colours,
                     img.width(),
                     s.file,
                     s.height,
-                    s.width
+                    s.width,
+                    if colours == 1 { "" } else { " (colour)" }
                 );
             }
             let enc = &encodings[if multi { 0 } else { i }];
@@ -265,12 +277,16 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
             if multi {
                 frames.push(img);
             } else {
-                encodings[i].save(&img, staging.join(&s.file))?;
+                encodings[i].save_planes(
+                    std::slice::from_ref(&img),
+                    colours,
+                    staging.join(&s.file),
+                )?;
             }
         }
         if multi {
-            let file = &sources.slices[0].file;
-            encodings[0].save_frames(&frames, staging.join(file))?;
+            let s = &sources.slices[0];
+            encodings[0].save_planes(&frames, s.colours.unwrap_or(1), staging.join(&s.file))?;
         }
         Ok(())
     })?;
@@ -363,6 +379,7 @@ mod tests {
             job_id: "0123456789abcdef0123456789abcdef".into(),
             blake3: blake3::hash(&shared).to_hex().to_string(),
             frame: None,
+            colours: None,
             window: Some(Window::new(-500.0, 3000.0).unwrap()),
             noise_scale: None,
             sigma: None,

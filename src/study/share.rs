@@ -12,7 +12,7 @@ use crate::formats::study::{
     default_binding, default_sources, slice_dir, Source, Sources, MANIFEST, MAX_SLICES,
 };
 use crate::image::series::{is_dicomdir, scan_frames, scan_series};
-use crate::image::window::{Sigma, ValueScale};
+use crate::image::window::{Sigma, ValueScale, WindowChoice};
 use crate::image::{self, Format};
 use crate::job::gateway::{intensity_line, Sharer};
 use crate::job::Summary;
@@ -78,7 +78,7 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
         // Read once: the frames shared are decoded from the bytes whose hash the binding
         // holds.
         let bytes = image::read_file(&a.input)?;
-        let frames = image::windowed_from_bytes(&bytes, &a.input, sharer.window(), true)?;
+        let frames = decode_slice(&bytes, &a.input, sharer, true)?;
         let blake3 = blake3::hash(&bytes).to_hex().to_string();
         drop(bytes);
         if frames.frames.len() != n {
@@ -114,15 +114,17 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
     // the hash of the very bytes it was decoded from: a file is read once each time, so that
     // the hash the binding holds is of what was shared (a file swapped between a hash and a
     // second open would otherwise be bound as the slice's source unchecked).
-    type Loaded = (image::GrayImage, ValueScale, String);
+    type Loaded = (image::GrayImage, ValueScale, String, usize);
     let load = |path: &Path, frame: Option<usize>| -> Result<Loaded> {
         match (frame, &frames) {
-            (Some(k), Some((f, blake3))) => Ok((f.frames[k].clone(), f.scale, blake3.clone())),
+            (Some(k), Some((f, blake3))) => {
+                Ok((f.frames[k].clone(), f.scale, blake3.clone(), f.colours))
+            }
             _ => {
                 let bytes = image::read_file(path)?;
-                let mut w = image::windowed_from_bytes(&bytes, path, sharer.window(), false)?;
+                let mut w = decode_slice(&bytes, path, sharer, false)?;
                 let blake3 = blake3::hash(&bytes).to_hex().to_string();
-                Ok((w.frames.remove(0), w.scale, blake3))
+                Ok((w.frames.remove(0), w.scale, blake3, w.colours))
             }
         }
     };
@@ -133,11 +135,24 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
     // Every slice is checked before any randomness is drawn or any file written; its hash
     // is kept, so that the share pass shares the bytes that were checked.
     let mut checked = Vec::with_capacity(slices_in.len());
+    let mut colours = None;
     for &(path, _, frame) in &slices_in {
-        let (img, scale, blake3) = load(path, frame)?;
-        sharer.check(&img, &scale, &name(path, frame))?;
+        let (img, scale, blake3, c) = load(path, frame)?;
+        // One study, one kind of slice: the model takes one or the other.
+        match colours {
+            Some(first) if first != c => bail!(
+                "{}: a {} image, and {} is {}: a study's slices are all colour or all gray",
+                name(path, frame),
+                planes_name(c),
+                name(slices_in[0].0, slices_in[0].2),
+                planes_name(first)
+            ),
+            _ => colours = Some(c),
+        }
+        sharer.check_planes(&img, c, &scale, &name(path, frame))?;
         checked.push(blake3);
     }
+    let colours = colours.expect("a study has a slice");
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let mut slices: Vec<Source> = Vec::with_capacity(slices_in.len());
@@ -149,7 +164,7 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
         // Read anew since the first pass (a study is never all in memory): the same bytes,
         // or the study stops (`share` checks the image again, but the study's other slices
         // were checked with these).
-        let (img, scale, blake3) = load(path, frame)?;
+        let (img, scale, blake3, _) = load(path, frame)?;
         if blake3 != checked[i] {
             bail!(
                 "{}: changed while the study was shared (its bytes differ from those checked \
@@ -160,7 +175,13 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
         let dir = slice_dir(&a.out, i);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
-        let shared = sharer.share(&img, &scale, &name(path, frame), &dir.join("image"))?;
+        let shared = sharer.share_planes(
+            &img,
+            colours,
+            &scale,
+            &name(path, frame),
+            &dir.join("image"),
+        )?;
         upload += shared.upload_bytes;
         if !quiet_slices {
             eprintln!(
@@ -191,13 +212,15 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
                 .into_owned(),
             format,
             bit_depth: img.bit_depth,
-            height: img.height(),
+            height: img.height() / colours,
             width: img.width(),
+            colours: (colours != 1).then_some(colours),
             job_id: id_hex(&shared.job_id),
             blake3,
             frame,
-            // The receiver writes the slice back on it (and what it clipped from the file).
-            window: (format == Format::Dicom).then_some(scale.window),
+            // The receiver writes the slice back on it (and what it clipped from the file);
+            // a colour DICOM is on its full range.
+            window: (format == Format::Dicom && colours == 1).then_some(scale.window),
             noise_scale: shared.private.then_some(shared.pre.noise_scale),
             sigma: shared.private.then_some(shared.sigma),
         });
@@ -225,9 +248,10 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
         .then(|| sharer.model_note().is_none());
     let mut lines = vec![
         format!(
-            "study {} ({}, {n} slices from {}) shared into {}; upload {upload} bytes in total",
+            "study {} ({}{}, {n} slices from {}) shared into {}; upload {upload} bytes in total",
             sources.study_id,
             input.kind.name(),
+            if colours == 1 { "" } else { ", colour" },
             a.input.display(),
             a.out.display()
         ),
@@ -255,8 +279,63 @@ pub fn share_study(a: &ShareStudy, sharer: &Sharer) -> Result<Summary> {
         lines,
         json: serde_json::json!({"ok": true, "command": "share-study", "study_id": sources.study_id,
             "model_owner_checked": model_checked,
-            "kind": input.kind.name(), "slices": n, "skipped": input.skipped, "out": a.out, "sources": sources_path, "binding": binding_path, "upload_bytes": upload,
+            "kind": input.kind.name(), "slices": n, "colours": colours, "skipped": input.skipped, "out": a.out, "sources": sources_path, "binding": binding_path, "upload_bytes": upload,
             "units": units, "sigma_in_units": [sigmas.0, sigmas.1], "clipped": clipped,
             "seconds": t.elapsed().as_secs_f64()}),
+    })
+}
+
+/// A slice's file decoded: its frames (each its planes stacked: gray one, colour three),
+/// the scale they are on and how many planes.
+struct Slice {
+    frames: Vec<image::GrayImage>,
+    scale: ValueScale,
+    colours: usize,
+}
+
+/// "gray" or "colour".
+fn planes_name(colours: usize) -> &'static str {
+    if colours == 1 {
+        "gray"
+    } else {
+        "colour"
+    }
+}
+
+/// The slice file's `bytes` (read from `path`) decoded: a gray image on the gateway's
+/// window (`multi`: every frame), or a colour one's RGB planes on their full range (a
+/// colour DICOM's every frame); an RGBA image is refused, since a study keeps no alpha.
+fn decode_slice(bytes: &[u8], path: &Path, sharer: &Sharer, multi: bool) -> Result<Slice> {
+    if crate::image::colour::as_gray() || !image::rgb::is_colour_bytes(bytes, path) {
+        let w = image::windowed_from_bytes(bytes, path, sharer.window(), multi)?;
+        return Ok(Slice {
+            frames: w.frames,
+            scale: w.scale,
+            colours: 1,
+        });
+    }
+    if !matches!(sharer.window(), WindowChoice::Default | WindowChoice::Full) {
+        bail!(
+            "{}: a colour image takes its full range: no --window",
+            path.display()
+        );
+    }
+    let colour = image::rgb::colour_frames_from_bytes(bytes, path)?;
+    if colour.iter().any(|c| c.alpha.is_some()) {
+        bail!(
+            "{}: an RGBA image: a study's slices are shared without an alpha, which would be \
+             lost; share it with share-image, which keeps the alpha for the receiver",
+            path.display()
+        );
+    }
+    let depth = colour[0].bit_depth;
+    let samples = colour.iter().map(|c| c.planes.len()).sum();
+    Ok(Slice {
+        frames: colour
+            .into_iter()
+            .map(|c| image::GrayImage::new(c.planes, c.bit_depth))
+            .collect(),
+        scale: ValueScale::grey(depth, samples),
+        colours: 3,
     })
 }
