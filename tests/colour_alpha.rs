@@ -154,7 +154,48 @@ fn rgba_job(ext: &str, depth: u8) {
         assert!(said.contains("written as RGB (no --alpha"), "{said}");
         let rgb = colour(&d, &format!("rgb.{ext}"));
         assert_eq!((rgb.alpha, &rgb.planes), (None, &fixed.planes));
+        // At the other depth the alpha is scaled as the colour is: x 257, or / 257 rounded.
+        let other = if depth == 8 { 16 } else { 8 };
+        let out = format!("{engine}-{other}.{ext}");
+        let o = reconstruct(
+            &d,
+            &out,
+            &[
+                "--alpha",
+                &d.p("image.alpha"),
+                "--bit-depth",
+                &other.to_string(),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = colour(&d, &out);
+        let scaled = src.alpha.as_ref().unwrap().mapv(|v| match other {
+            16 => v * 257,
+            _ => (f64::from(v) / 257.0).round() as u16,
+        });
+        assert_eq!(got.bit_depth, other, "{engine}: --bit-depth {other}");
+        assert_eq!(
+            got.alpha,
+            Some(scaled),
+            "{engine}: the alpha at {other} bits"
+        );
     }
+    // An alpha given with a gray job's shares is refused, nothing written.
+    let gray = ppdenoise::image::GrayImage::new(Array2::from_elem((H, W), 100.0), 8);
+    ppdenoise::image::save(&gray, d.path("g.png"), 8).unwrap();
+    let o = share(&d, "g.png", "graym", "gimage");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = d.gen_triplets("graym.pub", "gimage.pub", "tg", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for o in d.serve(("graym", "gimage", "tg")) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = reconstruct(&d, "g-out.png", &["--alpha", &d.p("image.alpha")]);
+    refused(
+        &o,
+        "the job is a gray image; an alpha goes with a colour (RGBA) job",
+    );
+    assert!(!d.path("g-out.png").exists());
 }
 
 #[test]

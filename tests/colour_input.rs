@@ -118,6 +118,18 @@ fn colour_png_and_tiff_are_refused_by_name_unless_as_gray() {
         .unwrap();
     let o = through_gray_model(&rgba, &d.path().join("x.png"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("rgba.png: a colour image (RGBA, 8 bits)"));
+    // Converted, its alpha is lost: the summary says so.
+    let o = through_add_noise(&rgba, &d.path().join("y.png"), true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert!(
+        v["as_gray"][0]
+            .as_str()
+            .unwrap()
+            .contains("rgba.png (RGBA, 8 bits; its alpha dropped)"),
+        "{v}"
+    );
 }
 
 #[test]

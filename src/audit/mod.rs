@@ -16,8 +16,23 @@ use crate::formats::signing::{PublicKey, Role, Signer, Trust};
 
 /// The options whose values are input files or folders, by role in the line.
 const INPUTS: &[&str] = &[
-    "in", "image", "model", "study", "sources", "binding", "share0", "share1", "like", "job",
-    "s0-dir", "s1-dir", "triplets",
+    "in",
+    "image",
+    "model",
+    "study",
+    "sources",
+    "binding",
+    "share0",
+    "share1",
+    "like",
+    "job",
+    "s0-dir",
+    "s1-dir",
+    "triplets",
+    "alpha",
+    "job-facts",
+    "noise-map",
+    "clean",
 ];
 /// Public signing keys (`ed25519:<hex>` or a .sign-pub file).
 const PUBLIC_KEYS: &[&str] = &["s0-key", "s1-key", "gateway-key", "owner-key", "dealer-key"];
@@ -349,6 +364,41 @@ mod tests {
         assert_eq!(p.values("share0").collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(p.value("out"), Some("c"));
         assert_eq!(p.party(), "receiver");
+    }
+
+    /// The receiver's own files (an RGBA image's alpha, the job's facts) are inputs like the
+    /// shares: hashed by role, never named.
+    #[test]
+    fn the_receivers_alpha_and_job_facts_are_hashed_inputs() {
+        let d = tempfile::tempdir().unwrap();
+        let (alpha, facts) = (d.path().join("x.alpha"), d.path().join("x.rx.json"));
+        std::fs::write(&alpha, b"alpha").unwrap();
+        std::fs::write(&facts, b"facts").unwrap();
+        let args: Vec<String> = [
+            "ppdenoise",
+            "reconstruct",
+            "--alpha",
+            &alpha.display().to_string(),
+            "--job-facts",
+            &facts.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = Plan::of(&args);
+        let roles: Vec<(&str, &str)> = p
+            .inputs
+            .iter()
+            .map(|v| (v["role"].as_str().unwrap(), v["blake3"].as_str().unwrap()))
+            .collect();
+        let h = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+        assert_eq!(
+            roles,
+            [
+                ("alpha", h(b"alpha").as_str()),
+                ("job-facts", h(b"facts").as_str())
+            ]
+        );
     }
 
     #[test]

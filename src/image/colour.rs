@@ -23,10 +23,16 @@ pub fn as_gray() -> bool {
 
 /// Notes that `path` (a colour image of `kind`) was converted, for the summary.
 pub(super) fn record(path: &Path, kind: &str) {
+    // Luma has no alpha: what an RGBA image loses is said, not left to be noticed.
+    let lost = if kind.starts_with("RGBA") {
+        "; its alpha dropped"
+    } else {
+        ""
+    };
     CONVERTED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(format!("{} ({kind})", path.display()));
+        .push(format!("{} ({kind}{lost})", path.display()));
 }
 
 /// The colour files converted since [`set_as_gray`], each once, in the order first read.
