@@ -495,6 +495,37 @@ fn lying_or_oversized_colour_dicoms_are_refused_by_name() {
         big[at + 8..at + 10].copy_from_slice(&16384u16.to_le_bytes());
     }
     refused_with(&big, "big.dcm", "pixels of 3 sample(s)");
+    // Native RGB's header lying about its layout or its components (a US value of 2 bytes
+    // set in place).
+    let planar1 = std::fs::read(testdata("made-rgb-planar1.dcm")).unwrap();
+    let set_us = |tag: [u8; 4], v: u16| {
+        let mut b = planar1.clone();
+        let at = find(&b, &[&tag[..], b"US", &[2, 0]].concat());
+        b[at + 8..at + 10].copy_from_slice(&v.to_le_bytes());
+        b
+    };
+    let (planar, samples, rows) = ([0x28u8, 0, 6, 0], [0x28u8, 0, 2, 0], [0x28u8, 0, 0x10, 0]);
+    refused_with(
+        &set_us(planar, 2),
+        "planar2.dcm",
+        "PlanarConfiguration 2 (0 or 1)",
+    );
+    refused_with(&set_us(samples, 2), "spp2.dcm", "2 samples per pixel (RGB)");
+    refused_with(
+        &set_us(samples, 1),
+        "spp1.dcm",
+        "photometric interpretation RGB (MONOCHROME1 or MONOCHROME2",
+    );
+    // One row more than the pixel data holds: short native data.
+    let h = u16::from_le_bytes({
+        let at = find(&planar1, &[&rows[..], b"US", &[2, 0]].concat());
+        [planar1[at + 8], planar1[at + 9]]
+    });
+    refused_with(
+        &set_us(rows, h + 1),
+        "short.dcm",
+        "pixel data holds 30000 bytes; 1 frame(s) of 101 x 100, 3 sample(s)",
+    );
     // Encapsulated uncompressed, written by pydicom.
     let enc = dir.path().join("enc-src.dcm");
     let script = "import sys, pydicom\n\

@@ -258,9 +258,9 @@ fn layout(obj: &InMemDicomObject, path: &Path) -> Result<Layout, ImageError> {
 
 /// The words a colour DICOM is refused with where only grayscale is taken.
 const GRAY_ONLY: &str = "only grayscale (MONOCHROME1 or MONOCHROME2) is read here: a colour \
-                         DICOM is taken by share-image, share-study, reconstruct and denoise \
-                         with a colour model (docs/dicom.md), not by a gray model, --window, \
-                         add-noise or table";
+                         DICOM is taken with a colour model (share-image, share-study, \
+                         reconstruct, denoise, table: docs/dicom.md) and by add-noise and \
+                         metrics, not by a gray model or with a --window";
 
 /// Checks the attributes of an image and returns its layout: grayscale, or (`colour_ok`)
 /// colour too (see docs/dicom.md for the colour forms read).

@@ -257,7 +257,7 @@ fn named_frames(
     let spec = f.display().to_string();
     if colours != 1 {
         if !matches!(window, WindowChoice::Default | WindowChoice::Full) {
-            bail!("--window: a colour PNG or TIFF takes its full range");
+            bail!("--window: a colour image takes its full range");
         }
         let c = super::colour::colour_input(&spec, model)?;
         return Ok(vec![(stem(f), GrayImage::new(c.planes, c.bit_depth))]);
@@ -386,6 +386,16 @@ fn one_run(
         // The map the gateway made, by the gateway's own rule.
         &NoiseArgs::signal_dependent(a.noise.clone()).level(sigma, &noisy.pixels, true)?,
     )?;
+    // A zip of arrays of other shapes would compare a prefix and pass: refused instead.
+    if oracle.dim() != secure.pixels.dim() || float.dim() != secure.pixels.dim() {
+        bail!(
+            "{}: the secure output is {:?}, the oracle {:?} and the float model's {:?}",
+            input.name,
+            secure.pixels.dim(),
+            oracle.dim(),
+            float.dim()
+        );
+    }
     let max_diff = oracle
         .iter()
         .zip(secure.pixels.iter())
