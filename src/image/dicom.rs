@@ -399,12 +399,6 @@ fn layout_of(obj: &InMemDicomObject, path: &Path, colour_ok: bool) -> Result<Lay
                 format!("{pi} of {bs} bits stored (8 are read)"),
             ));
         }
-        if c.form == ColourForm::YbrFull422 && cols % 2 == 1 {
-            return Err(corrupt(
-                path,
-                format!("YBR_FULL_422 of an odd number of columns ({cols})"),
-            ));
-        }
     }
     Ok(Layout {
         rows: rows as usize,
@@ -1043,6 +1037,14 @@ pub fn decode_colour(
 /// 0.344136 (Cb - 128) - 0.714136 (Cr - 128), B = Y + 1.772 (Cb - 128)), rounded to the
 /// nearest integer and clipped to 0..255, as a viewer shows them. RGB samples map to the
 /// 0..255 scale as gray ones do (`u * 255 / M`; divided by 257 at 16 bits).
+/// Whether `obj`'s pixel data is encapsulated (compressed fragments); false without any.
+fn is_encapsulated(obj: &DefaultDicomObject) -> bool {
+    obj.element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .is_some_and(|e| e.value().fragments().is_some())
+}
+
 fn decode_colour_object(
     obj: &DefaultDicomObject,
     path: &Path,
@@ -1052,6 +1054,17 @@ fn decode_colour_object(
     let Some(colour) = l.colour else {
         return Err(unsupported(path, "a grayscale image, where colour is read"));
     };
+    // Native YBR_FULL_422 pairs the pixels of a row (Y1 Y2 Cb Cr): an odd row cannot be
+    // stored so. A JPEG's own sampling factors say how its chroma is stored, at any width.
+    if colour.form == ColourForm::YbrFull422 && l.cols % 2 == 1 && !is_encapsulated(obj) {
+        return Err(corrupt(
+            path,
+            format!(
+                "native YBR_FULL_422 of an odd number of columns ({})",
+                l.cols
+            ),
+        ));
+    }
     let d = decode_samples(obj, &l, path, multi)?;
     let native = !d.encapsulated;
     let ybr = match colour.form {

@@ -238,3 +238,90 @@ fn a_jpeg_2000_stream_cut_short_is_refused() {
         &["JPEG 2000 pixel data"],
     );
 }
+
+/// A `rows x cols` YBR_FULL_422 object: a JPEG baseline stream (`jpeg`) encapsulated, or
+/// native 4:2:2 samples (Y1 Y2 Cb Cr per pair) of a flat grey.
+fn ybr422_file(rows: usize, cols: usize, jpeg: Option<Vec<u8>>) -> Vec<u8> {
+    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+    let st = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+    let mut obj = InMemDicomObject::from_element_iter([
+        st(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.6.1"),
+        st(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.8.498.10",
+        ),
+        us(tags::SAMPLES_PER_PIXEL, 3),
+        st(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "YBR_FULL_422"),
+        us(tags::PLANAR_CONFIGURATION, 0),
+        us(tags::ROWS, rows as u16),
+        us(tags::COLUMNS, cols as u16),
+        us(tags::BITS_ALLOCATED, 8),
+        us(tags::BITS_STORED, 8),
+        us(tags::HIGH_BIT, 7),
+        us(tags::PIXEL_REPRESENTATION, 0),
+    ]);
+    let ts = match jpeg {
+        Some(mut j) => {
+            if j.len() % 2 == 1 {
+                j.push(0);
+            }
+            obj.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PixelFragmentSequence::new(vec![], vec![j]),
+            ));
+            uids::JPEG_BASELINE8_BIT
+        }
+        None => {
+            let mut b = vec![128u8; rows * cols * 2];
+            if b.len() % 2 == 1 {
+                b.push(0);
+            }
+            obj.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PrimitiveValue::U8(b.into()),
+            ));
+            uids::EXPLICIT_VR_LITTLE_ENDIAN
+        }
+    };
+    let f = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(ts))
+        .unwrap();
+    let mut b = Vec::new();
+    f.write_all(&mut b).unwrap();
+    b
+}
+
+/// A YBR_FULL_422 JPEG of an odd width (what an ultrasound may write: the JPEG's own
+/// sampling factors pad its chroma) reads as libjpeg-turbo decodes it; native 4:2:2 of an odd
+/// width, which cannot pair its last pixel, is refused by name.
+#[test]
+fn an_odd_width_ybr_full_422_jpeg_is_read_and_native_is_refused() {
+    let (rows, cols) = (8, 15);
+    let rgb: Vec<u8> = (0..rows * cols * 3)
+        .map(|i| ((i * 37 + (i / (3 * cols)) * 11) % 256) as u8)
+        .collect();
+    let jpeg = jpeg12::encode_rgb422(&rgb, rows, cols, 90);
+    let want = jpeg12::decode(&jpeg, rows, cols, 3).unwrap();
+    let path = Path::new("odd.dcm");
+    let got = super::decode_colour(&ybr422_file(rows, cols, Some(jpeg)), path, false).unwrap();
+    assert_eq!((got[0].height(), got[0].width()), (rows, cols));
+    for (i, &v) in want.iter().enumerate() {
+        let (p, c) = (i / 3, i % 3);
+        assert_eq!(
+            got[0].planes[[c * rows + p / cols, p % cols]],
+            f64::from(v),
+            "pixel {p} component {c}"
+        );
+    }
+    let e = super::decode_colour(&ybr422_file(rows, cols, None), path, false)
+        .map(|_| ())
+        .expect_err("native odd 4:2:2")
+        .to_string();
+    assert!(
+        e.contains("odd.dcm") && e.contains("native YBR_FULL_422 of an odd number of columns (15)"),
+        "{e}"
+    );
+}

@@ -243,6 +243,34 @@ pub fn encode8(
     compressed(&h, rc, buf, size).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Encodes `rows x cols` 8-bit RGB pixels (R, G, B interleaved) as a baseline JPEG of
+/// `quality` in YCbCr with 4:2:2 chroma, as a modality writes a YBR_FULL_422 object: test
+/// inputs.
+#[cfg(test)]
+pub(super) fn encode_rgb422(rgb: &[u8], rows: usize, cols: usize, quality: i32) -> Vec<u8> {
+    assert_eq!(rgb.len(), rows * cols * 3, "rows x cols RGB pixels");
+    let h = Handle::new(tj::TJINIT_TJINIT_COMPRESS).unwrap();
+    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_422)
+        .unwrap();
+    h.set(tj::TJPARAM_TJPARAM_QUALITY, quality).unwrap();
+    let mut buf: *mut u8 = std::ptr::null_mut();
+    let mut size: tj::size_t = 0;
+    // SAFETY: as in `encode`, with rows x cols RGB pixels at pitch 3 cols.
+    let rc = unsafe {
+        tj::tj3Compress8(
+            h.0,
+            rgb.as_ptr(),
+            cols as i32,
+            3 * cols as i32,
+            rows as i32,
+            tj::TJPF_TJPF_RGB,
+            &mut buf,
+            &mut size,
+        )
+    };
+    compressed(&h, rc, buf, size).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
