@@ -116,26 +116,36 @@ fn run_study(d: &Dir, engine: &str, out: &str) -> serde_json::Value {
 /// each comes back in its own format and depth, equal to the oracle bit for bit.
 #[test]
 fn a_folder_of_rgb_images_is_bit_exact_on_both_engines() {
+    use ppdenoise::image::Format;
     let (_m, model) = colour_model();
     for engine in ["gc", "gmw"] {
         let d = Dir::new(&model);
         std::fs::create_dir_all(d.path("in")).unwrap();
         rgb(14, 17, 8, 1).save(d.path("in/a1.png")).unwrap();
         rgb(12, 15, 16, 2).save(d.path("in/a2.tif")).unwrap();
+        // A TIFF whose name says nothing of its format: written back as what it is.
+        rgb(9, 11, 8, 3)
+            .save_as(&d.path("in/a3"), Format::Tiff)
+            .unwrap();
         let j = share(&d, "in");
         assert_eq!(
             (j["colours"].as_u64(), j["slices"].as_u64()),
-            (Some(3), Some(2))
+            (Some(3), Some(3))
         );
         let j = run_study(&d, engine, "out");
-        assert_eq!(j["files"].as_array().unwrap().len(), 2, "{j}");
-        for (name, depth) in [("a1.png", 8), ("a2.tif", 16)] {
+        assert_eq!(j["files"].as_array().unwrap().len(), 3, "{j}");
+        assert_eq!(Format::of_file(d.path("out/a3")), Some(Format::Tiff));
+        for (name, depth, ext) in [
+            ("a1.png", 8, "png"),
+            ("a2.tif", 16, "tif"),
+            ("a3", 8, "tif"),
+        ] {
             let got = colour(&d.path(&format!("out/{name}")));
             let want = oracle(
                 &d,
                 &d.path(&format!("in/{name}")),
                 &model,
-                &format!("o-{name}"),
+                &format!("o-{name}.{ext}"),
             );
             assert_eq!(got.bit_depth, depth, "{engine} {name}: its input's depth");
             assert_eq!(got.planes, want.planes, "{engine} {name}: secure vs oracle");
@@ -377,6 +387,13 @@ fn colour_studies_are_refused_by_name_when_they_cannot_be_right() {
     refused(
         &try_share(&fine, &["--window", "0:100"]),
         &["a.png", "no --window"],
+    );
+    // A multi-frame colour object among a series' slices is a study of its own.
+    let multi = dir("multi");
+    std::fs::copy(pydicom_file("SC_rgb_rle_2frame.dcm"), d.path("multi/m.dcm")).unwrap();
+    refused(
+        &try_share(&multi, &[]),
+        &["m.dcm", "a multi-frame object of 2 frames in a series"],
     );
     // A colour study for a gray model.
     let tiny = common::study_job::fixture("tiny-cnn.npz");

@@ -273,6 +273,24 @@ impl Sources {
             if x.bit_depth != 8 && x.bit_depth != 16 {
                 bail!("{}: {}: bit depth {}", path.display(), x.file, x.bit_depth);
             }
+            // Colour is three planes on their full range, and a study is all one kind.
+            if !matches!(x.colours, None | Some(3))
+                || (x.colours.is_some() && x.window.is_some())
+                || x.colours != s.slices[0].colours
+            {
+                bail!(
+                    "{}: {}: colours {:?}{}: a study's slices are all gray (none) or all colour \
+                     (3, with no window)",
+                    path.display(),
+                    x.file,
+                    x.colours,
+                    if x.window.is_some() {
+                        " with a window"
+                    } else {
+                        ""
+                    }
+                );
+            }
             let window_ok = x.window.is_none_or(|w| Window::new(w.lo, w.hi).is_ok());
             let scale_ok = [x.noise_scale, x.sigma]
                 .iter()
@@ -689,6 +707,51 @@ pub fn slices_spec(slices: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sources file's colour facts are checked when read (they are signed too): colour is
+    /// 3 planes with no window, and a study is all gray or all colour.
+    #[test]
+    fn sources_with_impossible_colours_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let slice = |file: &str, colours: Option<usize>, window: Option<Window>| Source {
+            file: file.into(),
+            format: Format::Png,
+            bit_depth: 8,
+            height: 4,
+            width: 4,
+            job_id: "0123456789abcdef0123456789abcdef".into(),
+            blake3: "00".repeat(32),
+            frame: None,
+            colours,
+            window,
+            noise_scale: None,
+            sigma: None,
+        };
+        let id = || "fedcba9876543210fedcba9876543210".to_string();
+        let read = |slices: Vec<Source>| {
+            let p = d.path().join("s.json");
+            Sources::new(id(), d.path().into(), StudyKind::Images, slices)
+                .write(&p)
+                .unwrap();
+            Sources::read(&p).map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        assert!(read(vec![
+            slice("a.png", Some(3), None),
+            slice("b.png", Some(3), None)
+        ])
+        .is_ok());
+        assert!(read(vec![slice("a.png", None, None)]).is_ok());
+        let w = Window::new(0.0, 100.0).ok();
+        for bad in [
+            vec![slice("a.png", Some(2), None)],
+            vec![slice("a.png", Some(1), None)],
+            vec![slice("a.png", Some(3), w)],
+            vec![slice("a.png", Some(3), None), slice("b.png", None, None)],
+        ] {
+            let e = read(bad).expect_err("refused");
+            assert!(e.contains("all gray (none) or all colour"), "{e}");
+        }
+    }
 
     #[test]
     fn slice_lists_parse_and_print_back() {

@@ -765,13 +765,7 @@ impl Encoding {
             .collect();
         match (self, colour.as_slice()) {
             (Encoding::Dicom(t), _) => rgb::save_colour_frames(&colour, t, path),
-            // A colour PNG or TIFF is written as its name says: it must say this format.
-            (_, [_]) if Format::of_extension(path) != self.format() => Err(ImageError::Encode {
-                path: path.to_path_buf(),
-                format: self.format(),
-                detail: format!("a colour {} must be named so", self.format()),
-            }),
-            (_, [one]) => one.save(path),
+            (_, [one]) => one.save_as(path, self.format()),
             _ => self.check_frames(colour.len(), path),
         }
     }

@@ -71,7 +71,12 @@ impl ColourImage {
     /// as gray ones are, atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ImageError> {
         let path = path.as_ref();
-        let format = Format::of_extension(path);
+        self.save_as(path, Format::of_extension(path))
+    }
+
+    /// [`Self::save`] in `format` whatever `path`'s name says (a study's slice keeps its
+    /// input's name and format, which need not agree).
+    pub fn save_as(&self, path: &Path, format: Format) -> Result<(), ImageError> {
         let encode_err = |detail: String| ImageError::Encode {
             path: path.to_path_buf(),
             format,

@@ -321,6 +321,17 @@ fn decode_slice(bytes: &[u8], path: &Path, sharer: &Sharer, multi: bool) -> Resu
         );
     }
     let colour = image::rgb::colour_frames_from_bytes(bytes, path)?;
+    // A series' slice is one image, as the gray reader insists: a multi-frame object is a
+    // study of its own (share-study --in file.dcm).
+    if !multi && colour.len() != 1 {
+        bail!(
+            "{}: a multi-frame object of {} frames in a series; share it as a study of its own \
+             (share-study --in {})",
+            path.display(),
+            colour.len(),
+            path.display()
+        );
+    }
     if colour.iter().any(|c| c.alpha.is_some()) {
         bail!(
             "{}: an RGBA image: a study's slices are shared without an alpha, which would be \
@@ -329,13 +340,14 @@ fn decode_slice(bytes: &[u8], path: &Path, sharer: &Sharer, multi: bool) -> Resu
         );
     }
     let depth = colour[0].bit_depth;
-    let samples = colour.iter().map(|c| c.planes.len()).sum();
+    // Pixels, as a gray image's scale counts them (three samples each).
+    let pixels = colour.iter().map(|c| c.height() * c.width()).sum();
     Ok(Slice {
         frames: colour
             .into_iter()
             .map(|c| image::GrayImage::new(c.planes, c.bit_depth))
             .collect(),
-        scale: ValueScale::grey(depth, samples),
+        scale: ValueScale::grey(depth, pixels),
         colours: 3,
     })
 }
