@@ -28,18 +28,7 @@ fn colour_dir() -> PathBuf {
 /// else one made into the colour folder.
 fn testdata(name: &str) -> PathBuf {
     match name.strip_prefix("pydicom/") {
-        Some(rest) => {
-            let lib = root().join(".venv-dicom/lib");
-            let python = std::fs::read_dir(&lib)
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .find(|e| e.file_name().to_string_lossy().starts_with("python3"))
-                .expect("a python3 folder in .venv-dicom/lib")
-                .path();
-            python
-                .join("site-packages/pydicom/data/test_files")
-                .join(rest)
-        }
+        Some(rest) => common::pydicom_test_file(rest),
         None => colour_dir().join(name),
     }
 }

@@ -9,10 +9,11 @@
 //! series of the source's study). And the refusals: a folder mixing colour and gray, an
 //! RGBA image (a study keeps no alpha), a colour study for a gray model, a window.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::pydicom_test_file as pydicom_file;
 use common::study_job::{refused, Dir};
-use common::{ok, run, share_study, summary};
+use common::{dicom_attr, ok, run, share_study, summary};
 use dicom_dictionary_std::tags;
 use ndarray::Array2;
 use ppdenoise::image::rgb::colour_frames_from_bytes;
@@ -36,20 +37,6 @@ fn colour_model() -> (tempfile::TempDir, String) {
         .save(&path)
         .unwrap();
     (t, path.display().to_string())
-}
-
-/// One of pydicom's public test files (`make dicom-testdata`'s venv, PyPI's wheel).
-fn pydicom_file(name: &str) -> PathBuf {
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-dicom/lib");
-    let python = std::fs::read_dir(&lib)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `make dicom-testdata`", lib.display()))
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("python3"))
-        .expect("a python3 folder in .venv-dicom/lib")
-        .path();
-    python
-        .join("site-packages/pydicom/data/test_files")
-        .join(name)
 }
 
 /// An RGB image of `h` x `w` at `depth`, its planes distinct patterns (`k`).
@@ -193,25 +180,8 @@ fn multi_frame_colour(name: &str, engine: &str, frames: usize) {
     let j = run_study(&d, engine, "out");
     let out = d.path(&format!("out/{name}"));
     assert_eq!(j["files"].as_array().unwrap().len(), 1, "{j}");
-    let obj = dicom_object::open_file(&out).unwrap();
-    let attr = |tag| {
-        obj.element(tag)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let srcobj = dicom_object::open_file(&src).unwrap();
-    let srcattr = |tag| {
-        srcobj
-            .element(tag)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let attr = |tag| dicom_attr(&out, tag);
+    let srcattr = |tag| dicom_attr(&src, tag);
     assert_eq!(attr(tags::PHOTOMETRIC_INTERPRETATION), "RGB");
     assert_eq!(attr(tags::NUMBER_OF_FRAMES), frames.to_string());
     assert_eq!(
@@ -330,15 +300,7 @@ fn a_series_of_colour_dicoms_comes_back_as_one_derived_rgb_series() {
     let series = j["series_uid"].as_str().unwrap().to_string();
     for name in ["x1.dcm", "x2.dcm", "x3.dcm"] {
         let out = d.path(&format!("out/{name}"));
-        let obj = dicom_object::open_file(&out).unwrap();
-        let attr = |tag| {
-            obj.element(tag)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .trim()
-                .to_string()
-        };
+        let attr = |tag| dicom_attr(&out, tag);
         assert_eq!(attr(tags::PHOTOMETRIC_INTERPRETATION), "RGB", "{name}");
         assert_eq!(attr(tags::SERIES_INSTANCE_UID), series, "{name}");
         let input = d.path(&format!("in/{name}"));

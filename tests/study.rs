@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::dicom_attr as attr;
 use common::study_job::{fixture, list, oracle, refused, wait, Dir};
 use common::{bin, dicom_multi_frame, dicom_slice, no_link_addr, ok, run, share_study, start_pair};
 use dicom_dictionary_std::tags;
-use dicom_object::open_file;
 use ppdenoise::formats::study::Manifest;
 
 mod common;
@@ -439,17 +439,6 @@ fn records_rewritten_or_signed_by_another_key_are_refused(d: &Dir) {
     assert!(!d.path("res3").exists());
     std::fs::write(&rec, original).unwrap();
     d.reconstruct("res3");
-}
-
-fn attr(path: &Path, tag: dicom_core::Tag) -> String {
-    open_file(path)
-        .unwrap()
-        .element(tag)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 #[test]

@@ -339,3 +339,29 @@ pub fn party_keys(keys: &Path, parties: &[&str], signers: &[&str]) {
     }
     std::fs::write(keys.join("trust"), trust).unwrap();
 }
+
+/// The DICOM file `path`'s attribute `tag` as text, trimmed.
+pub fn dicom_attr(path: &Path, tag: dicom_core::Tag) -> String {
+    dicom_object::open_file(path)
+        .unwrap()
+        .element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// One of pydicom's public test files, from `make dicom-testdata`'s venv (PyPI's wheel).
+pub fn pydicom_test_file(name: &str) -> std::path::PathBuf {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-dicom/lib");
+    let python = std::fs::read_dir(&lib)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make dicom-testdata`", lib.display()))
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .expect("a python3 folder in .venv-dicom/lib")
+        .path();
+    python
+        .join("site-packages/pydicom/data/test_files")
+        .join(name)
+}
