@@ -1020,3 +1020,246 @@ fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
     assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
     assert_eq!(counts(&pacs), (2, 25));
 }
+
+/// dcmtk's storescu, or None (with a line) when it is not installed and not required.
+fn dcmtk_installed() -> Option<()> {
+    let found = Command::new("storescu")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(());
+    }
+    assert!(
+        std::env::var_os("PPDENOISE_PACS_REQUIRED").is_none(),
+        "dcmtk's storescu is not installed (make pacs-test installs it)"
+    );
+    eprintln!(
+        "skipped: dcmtk (storescu) is not installed here (`make pacs-test` installs it from \
+         the distribution's packages)"
+    );
+    None
+}
+
+/// `ppdenoise receive` started on a free port: the child and its port, once it listens.
+fn receive(out: &Path, audit: &Path, extra: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(bin())
+        .args(["--json", "--audit", &s(audit), "receive", "--aet", "PPDRX"])
+        .args(["--port", &port.to_string(), "--out", &s(out)])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start receive");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "receive never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // That probe was an association of its own that never began: it ends as rejected.
+    (child, port)
+}
+
+/// storescu sending `files` to the receiver on `port` as called AE `aet`.
+fn storescu(port: u16, aet: &str, files: &[PathBuf]) -> Output {
+    Command::new("storescu")
+        .args([
+            "-nh",
+            "-aet",
+            "HOSPITALSCU",
+            "-aec",
+            aet,
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .args(files)
+        .output()
+        .expect("run storescu")
+}
+
+/// A DICOM file's data set: what follows its file meta group.
+fn data_set(bytes: &[u8]) -> &[u8] {
+    let len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    &bytes[144 + len..]
+}
+
+/// A slice made from `like` with `edit` (Python, on the pydicom data set `d`), a new SOP
+/// Instance UID, written to `out`.
+fn edited(like: &Path, out: &Path, edit: &str) {
+    let code = format!(
+        "import sys, pydicom, numpy as np\n\
+         from pydicom.uid import generate_uid\n\
+         d = pydicom.dcmread(sys.argv[1])\n\
+         {edit}\n\
+         d.SOPInstanceUID = d.file_meta.MediaStorageSOPInstanceUID = generate_uid()\n\
+         d.save_as(sys.argv[2])\n"
+    );
+    let o = Command::new(python())
+        .args(["-c", &code, &s(like), &s(out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn audit_lines(f: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(f)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// An archive pushing into `ppdenoise receive` (dcmtk's storescu): the series lands in one
+/// folder of its own, each data set as sent, which `share-study --in` takes; a structured
+/// report, an image without pixel data and an instance past --max-instance-mib are refused;
+/// a wrong called AE title is rejected; SIGTERM stops the receiver cleanly, its summary
+/// printed; one audit line per association.
+#[test]
+fn storescu_pushes_a_series_into_receive_and_share_study_takes_its_folder() {
+    if dcmtk_installed().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let series = d.join("ct");
+    ct_series(&series, 3);
+    let source = files(&series);
+    let odd = d.join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    let (sr, nopix, big) = (
+        odd.join("sr.dcm"),
+        odd.join("nopix.dcm"),
+        odd.join("big.dcm"),
+    );
+    not_an_image(&source[0], &sr);
+    edited(&source[0], &nopix, "del d[0x7FE00010]");
+    edited(
+        &source[0],
+        &big,
+        "d.Rows = d.Columns = 1024\nd.PixelData = np.zeros((1024, 1024), np.int16).tobytes()",
+    );
+    let (got, audit) = (d.join("received"), d.join("audit-receive.jsonl"));
+    let (child, port) = receive(&got, &audit, &["--max-instance-mib", "1"]);
+
+    let o = storescu(port, "PPDRX", &source);
+    assert!(o.status.success(), "storescu: {}", stderr(&o));
+    // A structured report: no presentation context is accepted for it.
+    let o = storescu(port, "PPDRX", std::slice::from_ref(&sr));
+    assert!(
+        stderr(&o).contains("No presentation context"),
+        "a report was taken: {}",
+        stderr(&o)
+    );
+    // An image class without pixel data, and one instance over the bound: refused one by one
+    // (a C-STORE failure status each, which the audit lines below check), the association
+    // going on.
+    let o = storescu(port, "PPDRX", &[nopix.clone(), big.clone()]);
+    assert!(o.status.success(), "storescu: {}", stderr(&o));
+    // A called AE title that is not ours: rejected.
+    let o = storescu(port, "SOMEONEELSE", &source[..1]);
+    assert!(
+        stderr(&o).contains("Called AE Title Not Recognized"),
+        "{}",
+        stderr(&o)
+    );
+
+    // SIGTERM: a clean stop, the summary printed.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = wait_limit(child, Duration::from_secs(20));
+    assert!(o.status.success(), "receive: {}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["stored"], 3, "{j}");
+    assert_eq!(j["refused"], 2, "{j}");
+
+    // One folder, the series' UID; each file the instance's data set as storescu sent it:
+    // the source's, less the trailing padding dcmtk drops.
+    let folders = files(&got);
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let series_uid = folders[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(j["series"][0], series_uid.as_str(), "{j}");
+    let received = files(&folders[0]);
+    assert_eq!(received.len(), source.len());
+    for src in &source {
+        let sb = std::fs::read(src).unwrap();
+        let want = data_set(&sb);
+        let hit = received.iter().find(|r| {
+            let rb = std::fs::read(r).unwrap();
+            let got = data_set(&rb);
+            want.starts_with(got)
+                && (want.len() == got.len()
+                    || want[got.len()..].starts_with(&[0xFC, 0xFF, 0xFC, 0xFF]))
+        });
+        assert!(
+            hit.is_some(),
+            "{}: no received file holds its data set",
+            src.display()
+        );
+    }
+    // Only image files, only valid UIDs as names: nothing else was written.
+    for r in &received {
+        let n = r.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(n.ends_with(".dcm") && !n.starts_with('.'), "{n}");
+    }
+
+    // share-study --in takes the folder.
+    ok(&[
+        "share-model",
+        "--model",
+        &s(&root().join("fixtures/default-model.npz")),
+        "--out",
+        &s(&d.join("model")),
+    ]);
+    let j = ok(&[
+        "share-study",
+        "--in",
+        &s(&folders[0]),
+        "--out",
+        &s(&d.join("study")),
+        "--sigma",
+        "20HU",
+        "--model",
+        &s(&d.join("model.pub")),
+        "--quiet",
+    ]);
+    assert_eq!(j["slices"], source.len(), "{j}");
+
+    // The audit: one line per association (the port probe's too), then the run's own.
+    let lines = audit_lines(&audit);
+    let assoc: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.get("association").is_some())
+        .collect();
+    let stored: Vec<u64> = assoc
+        .iter()
+        .map(|l| l["association"]["stored"].as_u64().unwrap())
+        .collect();
+    assert!(stored.contains(&3), "{assoc:?}");
+    let refused: Vec<serde_json::Value> = assoc
+        .iter()
+        .flat_map(|l| l["association"]["refused"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(refused, [0xA900, 0xA700], "{assoc:?}");
+    assert!(assoc
+        .iter()
+        .all(|l| l["party"] == "gateway" && l["command"] == "receive"));
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["command"].as_str(), last["result"].as_str()),
+        (Some("receive"), Some("ok"))
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains(&s(d)), "the audit names a path: {text}");
+}

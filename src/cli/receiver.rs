@@ -487,7 +487,8 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 .collect()
         })
         .unwrap_or_default();
-    let (line, filed) = crate::pacs::push::file_into(&client, &files, false)
+    let (line, filed) = client
+        .file_into(&files, false)
         .with_context(|| format!("the derived series is written to {}", a.out.display()))?;
     s.lines.push(line);
     if let Some(m) = s.json.as_object_mut() {

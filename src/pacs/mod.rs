@@ -6,6 +6,8 @@
 //! travel here, between the hospital's own archive and its gateway or receiver: nothing of
 //! this reaches a server or the dealer.
 
+pub mod archive;
+pub mod dimse;
 pub mod http;
 pub mod multipart;
 pub mod pull;
