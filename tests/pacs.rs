@@ -72,14 +72,21 @@ fn free_port() -> u16 {
 struct Orthanc {
     child: Child,
     http: u16,
+    /// Its DICOM port (AE title TESTPACS).
+    dicom: u16,
 }
 
 impl Orthanc {
     fn start(dir: &Path, plugin: &Path) -> Orthanc {
+        Self::start_with(dir, plugin, serde_json::json!({}))
+    }
+
+    /// With `extra` added to its configuration (its DICOM nodes, for DIMSE).
+    fn start_with(dir: &Path, plugin: &Path, extra: serde_json::Value) -> Orthanc {
         let db = dir.join("orthanc-db");
         std::fs::create_dir_all(&db).unwrap();
         let (http, dicom) = (free_port(), free_port());
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Name": "ppdenoise-test",
             "StorageDirectory": db, "IndexDirectory": db,
             "HttpPort": http, "DicomPort": dicom, "DicomAet": "TESTPACS",
@@ -89,6 +96,9 @@ impl Orthanc {
             "Plugins": [plugin],
             "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
         });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
         let cfg = dir.join("orthanc.json");
         std::fs::write(&cfg, config.to_string()).unwrap();
         let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
@@ -98,7 +108,7 @@ impl Orthanc {
             .stderr(log)
             .spawn()
             .expect("start Orthanc");
-        let mut o = Orthanc { child, http };
+        let mut o = Orthanc { child, http, dicom };
         let t = Instant::now();
         loop {
             if o.get("/system").is_ok_and(|(st, _)| st == 200) {
@@ -123,6 +133,11 @@ impl Orthanc {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// The archive through DIMSE, called as `aet`.
+    fn dimse(&self, aet: &str) -> String {
+        format!("dimse:{aet}@127.0.0.1:{}", self.dicom)
     }
 
     /// The archive as ppdenoise names it.
@@ -1262,4 +1277,176 @@ fn storescu_pushes_a_series_into_receive_and_share_study_takes_its_folder() {
     );
     let text = std::fs::read_to_string(&audit).unwrap();
     assert!(!text.contains(&s(d)), "the audit names a path: {text}");
+}
+
+/// Orthanc -> share-study --from dimse: (C-FIND, C-MOVE to our AE) -> gen-triplets -> two
+/// servers -> reconstruct --to dimse: (C-STORE) -> Orthanc: one new series in the source
+/// study, as many instances as the source, the oracle's pixels; filed again, nothing held
+/// twice. Unreachable, a wrong AE title and an unknown study are refused naming the archive
+/// and the cause, nothing shared.
+#[test]
+fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse() {
+    let Some(plugin) = orthanc_installed() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let our_port = free_port();
+    let pacs = Orthanc::start_with(
+        d,
+        &plugin,
+        serde_json::json!({
+            "DicomCheckCalledAet": true,
+            "DicomModalities": { "ppdenoise": ["PPDENOISE", "127.0.0.1", our_port] },
+        }),
+    );
+    let series = d.join("ct");
+    ct_series(&series, 3);
+    let source = files(&series);
+    let study_uid = upload(&pacs, &series);
+    let archive = pacs.dimse("TESTPACS");
+    let ours = ["--our-aet", "PPDENOISE", "--our-port", &our_port.to_string()].map(String::from);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &s(&d.join("keys"))]);
+    }
+    ok(&[
+        "share-model",
+        "--model",
+        &s(&root().join("fixtures/default-model.npz")),
+        "--out",
+        &s(&d.join("model")),
+    ]);
+    let (study, out, model) = (d.join("study"), d.join("derived"), s(&d.join("model.pub")));
+    let share = |from: &str, uid: &str, out: &Path| -> Vec<String> {
+        [
+            "share-study", "--from", from, "--study", uid, "--out", &s(out), "--sigma", "20HU",
+            "--model", &model, "--quiet", "--archive-timeout", "20",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .chain(ours.iter().map(|x| x.to_string()))
+        .collect()
+    };
+
+    // The archive's mistakes first: each names the archive and the cause; nothing shared.
+    let closed = format!("dimse:TESTPACS@127.0.0.1:{}", free_port());
+    let wrong = pacs.dimse("NOTTHEPACS");
+    for (from, uid, says) in [
+        (closed.as_str(), study_uid.as_str(), "unreachable"),
+        (wrong.as_str(), study_uid.as_str(), "rejected"),
+        (archive.as_str(), "1.2.3.4.5.6.7", "no such study"),
+    ] {
+        let bad = d.join("bad-study");
+        let a = share(from, uid, &bad);
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{from} {uid}: shared");
+        eprintln!("{from} {uid}: {}", e.trim());
+        assert!(e.contains(from) && e.contains(says), "{from} {uid}: {e}");
+        assert!(!bad.exists() && !d.join("bad-study.fetched").exists(), "{from}: {e}");
+        assert!(!d.join("bad-study.sources").exists(), "{from}: {e}");
+    }
+
+    let gw_audit = s(&d.join("audit-gateway.jsonl"));
+    let mut a = share(&archive, &study_uid, &study);
+    a.extend(["--audit".to_string(), gw_audit.clone()]);
+    let j = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(j["slices"], source.len(), "{j}");
+    assert_eq!(j["archive"]["url"], archive.as_str(), "{j}");
+    assert_eq!(j["archive"]["instances"], source.len(), "{j}");
+    let fetched = d.join("study.fetched");
+    ok(&["gen-triplets", "--study", &s(&study), "--model", &model]);
+    let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
+    for o in pair.map(|c| wait_limit(c, Duration::from_secs(300))) {
+        assert!(o.status.success(), "serve --study: {}", stderr(&o));
+    }
+    let r = ok(&[
+        &[
+            "reconstruct",
+            "--insecure-unsigned",
+            "--study",
+            &s(&study),
+            "--out",
+            &s(&out),
+            "--to",
+            &archive,
+        ][..],
+        &ours[..],
+    ]
+    .concat());
+    let new_uid = r["series_uid"].as_str().unwrap().to_string();
+    assert_eq!(r["filed"]["archive"], archive.as_str(), "{r}");
+    assert_eq!(r["filed"]["study_uid"], study_uid.as_str(), "{r}");
+    assert_eq!(r["filed"]["instances"], source.len(), "{r}");
+
+    let check = |when: &str| {
+        let all = pacs.series_of(&study_uid);
+        assert_eq!(all.len(), 2, "{when}: {all:?}");
+        let new: Vec<_> = all
+            .iter()
+            .filter(|x| x["MainDicomTags"]["SeriesInstanceUID"] == new_uid.as_str())
+            .collect();
+        assert_eq!(new.len(), 1, "{when}: {all:?}");
+        let ids = new[0]["Instances"].as_array().unwrap().clone();
+        assert_eq!(ids.len(), source.len(), "{when}: {:?}", new[0]);
+        ids
+    };
+    let ids = check("after reconstruct --to dimse:");
+    let oracle = d.join("oracle");
+    // The fetched copy: one folder, the series'.
+    let fetched_series = files(&fetched);
+    assert_eq!(fetched_series.len(), 1, "{fetched_series:?}");
+    ok(&[
+        "denoise", "--image", &s(&fetched_series[0]), "--arith", "fixed", "--sigma", "20HU",
+        "--out", &s(&oracle),
+    ]);
+    for id in &ids {
+        let id = id.as_str().unwrap();
+        let tags = pacs.json(&format!("/instances/{id}/simplified-tags"));
+        assert!(tags["ImageType"].as_str().unwrap().starts_with("DERIVED"), "{tags}");
+        let sop = tags["SOPInstanceUID"].as_str().unwrap().to_string();
+        let (st, bytes) = pacs.get_bytes(&format!("/instances/{id}/file")).unwrap();
+        assert_eq!(st, 200);
+        let local = files(&out)
+            .into_iter()
+            .find(|f| {
+                let o = dicom_object::open_file(f).unwrap();
+                o.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .trim_end_matches('\0')
+                    == sop
+            })
+            .expect("the archive's instance is one of the local files");
+        let got = d.join(format!("from-archive-{sop}.dcm"));
+        std::fs::write(&got, &bytes).unwrap();
+        let name = local.file_name().unwrap();
+        let a = ppdenoise::image::load(&got).unwrap();
+        assert_eq!(a, ppdenoise::image::load(&local).unwrap(), "{name:?}: not the local file's");
+        assert_eq!(
+            a,
+            ppdenoise::image::load(oracle.join(name)).unwrap(),
+            "{name:?}: not the oracle's"
+        );
+    }
+
+    // Filed again: the same SOP Instance UIDs, nothing held twice.
+    let again = ok(&[
+        &["file-series", "--in", &s(&out), "--to", &archive, "--quiet"][..],
+        &ours[..],
+    ]
+    .concat());
+    assert_eq!(again["filed"]["instances"], source.len(), "{again}");
+    assert_eq!(check("after file-series again"), ids);
+    let stats = pacs.json("/statistics");
+    assert_eq!(stats["CountInstances"], 2 * source.len(), "{stats}");
+
+    // The gateway's audit line names the archive and the study, never a path.
+    let gw = audit_lines(Path::new(&gw_audit));
+    assert_eq!(gw.len(), 1, "{gw:?}");
+    assert_eq!(gw[0]["archive"]["url"], archive.as_str(), "{gw:?}");
+    assert_eq!(gw[0]["archive"]["study_uid"], study_uid.as_str(), "{gw:?}");
+    assert!(!std::fs::read_to_string(&gw_audit).unwrap().contains(&s(d)));
 }
