@@ -1305,7 +1305,13 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
     let source = files(&series);
     let study_uid = upload(&pacs, &series);
     let archive = pacs.dimse("TESTPACS");
-    let ours = ["--our-aet", "PPDENOISE", "--our-port", &our_port.to_string()].map(String::from);
+    let ours = [
+        "--our-aet",
+        "PPDENOISE",
+        "--our-port",
+        &our_port.to_string(),
+    ]
+    .map(String::from);
     let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
     for n in ["s0", "s1"] {
         ok(&["keygen", "--name", n, "--out-dir", &s(&d.join("keys"))]);
@@ -1320,8 +1326,20 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
     let (study, out, model) = (d.join("study"), d.join("derived"), s(&d.join("model.pub")));
     let share = |from: &str, uid: &str, out: &Path| -> Vec<String> {
         [
-            "share-study", "--from", from, "--study", uid, "--out", &s(out), "--sigma", "20HU",
-            "--model", &model, "--quiet", "--archive-timeout", "20",
+            "share-study",
+            "--from",
+            from,
+            "--study",
+            uid,
+            "--out",
+            &s(out),
+            "--sigma",
+            "20HU",
+            "--model",
+            &model,
+            "--quiet",
+            "--archive-timeout",
+            "20",
         ]
         .iter()
         .map(|x| x.to_string())
@@ -1344,7 +1362,10 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
         assert!(!o.status.success(), "{from} {uid}: shared");
         eprintln!("{from} {uid}: {}", e.trim());
         assert!(e.contains(from) && e.contains(says), "{from} {uid}: {e}");
-        assert!(!bad.exists() && !d.join("bad-study.fetched").exists(), "{from}: {e}");
+        assert!(
+            !bad.exists() && !d.join("bad-study.fetched").exists(),
+            "{from}: {e}"
+        );
         assert!(!d.join("bad-study.sources").exists(), "{from}: {e}");
     }
 
@@ -1398,13 +1419,23 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
     let fetched_series = files(&fetched);
     assert_eq!(fetched_series.len(), 1, "{fetched_series:?}");
     ok(&[
-        "denoise", "--image", &s(&fetched_series[0]), "--arith", "fixed", "--sigma", "20HU",
-        "--out", &s(&oracle),
+        "denoise",
+        "--image",
+        &s(&fetched_series[0]),
+        "--arith",
+        "fixed",
+        "--sigma",
+        "20HU",
+        "--out",
+        &s(&oracle),
     ]);
     for id in &ids {
         let id = id.as_str().unwrap();
         let tags = pacs.json(&format!("/instances/{id}/simplified-tags"));
-        assert!(tags["ImageType"].as_str().unwrap().starts_with("DERIVED"), "{tags}");
+        assert!(
+            tags["ImageType"].as_str().unwrap().starts_with("DERIVED"),
+            "{tags}"
+        );
         let sop = tags["SOPInstanceUID"].as_str().unwrap().to_string();
         let (st, bytes) = pacs.get_bytes(&format!("/instances/{id}/file")).unwrap();
         assert_eq!(st, 200);
@@ -1424,7 +1455,11 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
         std::fs::write(&got, &bytes).unwrap();
         let name = local.file_name().unwrap();
         let a = ppdenoise::image::load(&got).unwrap();
-        assert_eq!(a, ppdenoise::image::load(&local).unwrap(), "{name:?}: not the local file's");
+        assert_eq!(
+            a,
+            ppdenoise::image::load(&local).unwrap(),
+            "{name:?}: not the local file's"
+        );
         assert_eq!(
             a,
             ppdenoise::image::load(oracle.join(name)).unwrap(),
