@@ -881,6 +881,20 @@ fn the_archive_options_are_checked_before_anything_is_done() {
             vec!["--archive-timeout", "86401"],
             "archive-timeout",
         ),
+        // DIMSE: no credentials (the archive knows us by our AE title), a whole address,
+        // an AE title of at most 16 characters.
+        (
+            "dimse:PACS@127.0.0.1:104",
+            vec!["--archive-auth-env", "X"],
+            "takes no credentials",
+        ),
+        ("dimse:PACS@127.0.0.1", vec![], "no port"),
+        ("dimse:127.0.0.1:104", vec![], "no AE title"),
+        (
+            "dimse:PACS@127.0.0.1:104",
+            vec!["--our-aet", "AVERYLONGAETITLE17"],
+            "--our-aet",
+        ),
     ] {
         let o = share(from, &extra, &[]);
         let e = stderr(&o);

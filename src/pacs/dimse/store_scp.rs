@@ -442,3 +442,47 @@ impl dicom_ul::association::server::AccessControl for CallingAllowed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{dicom_value, DataElement, VR};
+    use dicom_object::InMemDicomObject;
+
+    #[test]
+    fn an_instance_is_written_as_received_behind_its_file_meta_group() {
+        let (class, sop) = ("1.2.840.10008.5.1.4.1.1.7", "1.2.826.0.1.3680043.8.498.7");
+        let obj = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, dicom_value!(Str, class)),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, dicom_value!(Str, sop)),
+            DataElement::new(tags::ROWS, VR::US, dicom_value!(U16, [1])),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_value!(U8, [7, 0])),
+        ]);
+        let ts = "1.2.840.10008.1.2.1";
+        let data = command::encode_data(&obj, ts).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("1.2.3").join(format!("{sop}.dcm"));
+        let n = write_instance(&path, class, sop, ts, &data, "SENDER").unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, n);
+        assert_eq!(&bytes[128..132], b"DICM");
+        // The data set, byte for byte, after the meta group.
+        assert!(bytes.ends_with(&data));
+        let f = dicom_object::open_file(&path).unwrap();
+        assert_eq!(f.meta().transfer_syntax().trim_end_matches('\0'), ts);
+        assert_eq!(
+            f.meta()
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0'),
+            sop
+        );
+        assert_eq!(
+            f.meta().source_application_entity_title().map(str::trim),
+            Some("SENDER")
+        );
+        assert_eq!(
+            command::text(&f, tags::SOP_CLASS_UID).as_deref(),
+            Some(class)
+        );
+    }
+}
