@@ -380,7 +380,7 @@ impl Receiver {
             return Err(mismatch("no pixel data: not an image".into()));
         }
         let path = self.opts.out.join(&series).join(format!("{sop}.dcm"));
-        let bytes = write_instance(&path, class, sop, ts, data, &a.peer_ae_title().to_string())
+        let bytes = write_instance(&path, class, sop, ts, data, a.peer_ae_title())
             .map_err(|e| (command::OUT_OF_RESOURCES, format!("{e:#}")))?;
         self.total += bytes;
         Ok((series, study, bytes))
