@@ -1492,6 +1492,29 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
     let stats = pacs.json("/statistics");
     assert_eq!(stats["CountInstances"], 2 * source.len(), "{stats}");
 
+    // A structured report joins the source series in the archive: shared again, it is left
+    // there with a line, the images moved one by one (IMAGE level).
+    let report = d.join("report");
+    std::fs::create_dir(&report).unwrap();
+    not_an_image(&source[0], &report.join("report.dcm"));
+    upload(&pacs, &report);
+    let a = share(&archive, &study_uid, &d.join("study2"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let source_series = fetched_series[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let o = run(&[&a[..], &["--series", &source_series]].concat());
+    let j = common::summary(&o, "share-study --from dimse: with a report");
+    let e = stderr(&o);
+    assert!(
+        e.contains("1.2.840.10008.5.1.4.1.1.88.11, not an image"),
+        "{e}"
+    );
+    assert_eq!(j["slices"], source.len(), "{j}");
+    assert_eq!(j["archive"]["instances"], source.len(), "{j}");
+
     // The gateway's audit line names the archive and the study, never a path.
     let gw = audit_lines(Path::new(&gw_audit));
     assert_eq!(gw.len(), 1, "{gw:?}");

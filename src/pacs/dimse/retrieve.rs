@@ -17,7 +17,7 @@ use dicom_ul::ClientAssociation;
 use super::command::{self, Inbox, Incoming};
 use super::store_scp::{Receiver, ScpOptions, Until};
 use super::store_scu::associate;
-use super::DimseAddr;
+use super::{DimseAddr, IMAGE_STORAGE};
 use crate::pacs::pull::Fetched;
 
 /// Our side of a DIMSE archive: our AE title, and where its C-MOVE reaches us.
@@ -199,17 +199,36 @@ fn fetch_on(
         el(tags::STUDY_INSTANCE_UID, VR::UI, study),
         el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
         el(tags::SOP_INSTANCE_UID, VR::UI, ""),
+        el(tags::SOP_CLASS_UID, VR::UI, ""),
     ]);
     let mut sops: Vec<String> = Vec::new();
+    let mut skipped = 0usize;
+    let mut listed = 0usize;
     for i in find(a, to, &q, 2)? {
         let sop = command::text(&i, tags::SOP_INSTANCE_UID).unwrap_or_default();
         crate::pacs::checked_uid(&sop, &format!("{to}: an instance's SOP Instance UID"))?;
-        sops.push(sop);
+        listed += 1;
+        // A non-image object beside the images (a structured report, a presentation
+        // state) is left in the archive with a line, as `--in` skips one in a folder; an
+        // archive that does not return the class lets our receiving AE judge.
+        match command::text(&i, tags::SOP_CLASS_UID).filter(|c| !c.is_empty()) {
+            Some(c) if !IMAGE_STORAGE.contains(&c.as_str()) => {
+                eprintln!(
+                    "skipped instance {sop} of series {series_uid} at {to}: SOP class {c}, not \
+                     an image"
+                );
+                skipped += 1;
+            }
+            _ => sops.push(sop),
+        }
     }
     sops.sort();
     sops.dedup();
     if sops.is_empty() {
-        bail!("series {series_uid} of study {study} at {to}: no instances");
+        bail!(
+            "series {series_uid} of study {study} at {to}: no image ({listed} instances, \
+             {skipped} not images)"
+        );
     }
 
     // Our receiving AE, for the duration of the move.
@@ -227,12 +246,29 @@ fn fetch_on(
     .map_err(|e| anyhow!("our receiving AE {}: {e:#}", local.scu.aet))?;
     let stop = rx.stopper();
     let (pc, ts) = context(a, MOVE, to)?;
-    let q = InMemDicomObject::from_element_iter([
-        el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "SERIES"),
-        el(tags::STUDY_INSTANCE_UID, VR::UI, study),
-        el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
-    ]);
-    let q = command::encode_data(&q, &ts)?;
+    // The whole series in one move; with objects skipped, each image on its own (IMAGE
+    // level), so that the archive never sends what our AE would refuse.
+    let mut moves = Vec::new();
+    if skipped == 0 {
+        moves.push(InMemDicomObject::from_element_iter([
+            el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "SERIES"),
+            el(tags::STUDY_INSTANCE_UID, VR::UI, study),
+            el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
+        ]));
+    } else {
+        for sop in &sops {
+            moves.push(InMemDicomObject::from_element_iter([
+                el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"),
+                el(tags::STUDY_INSTANCE_UID, VR::UI, study),
+                el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
+                el(tags::SOP_INSTANCE_UID, VR::UI, sop),
+            ]));
+        }
+    }
+    let moves = moves
+        .iter()
+        .map(|q| command::encode_data(q, &ts))
+        .collect::<Result<Vec<_>>>()?;
     let mut refused = Vec::new();
     let moved = std::thread::scope(|s| {
         let refused = &mut refused;
@@ -249,49 +285,53 @@ fn fetch_on(
                 },
             )
         });
-        let moved = (|| -> Result<()> {
-            command::send(a, pc, &command::move_rq(MOVE, 3, &local.scu.aet), Some(&q))
-                .map_err(|e| anyhow!("{to}: C-MOVE: {e:#}"))?;
-            let mut inbox = Inbox::default();
-            loop {
-                let m = match inbox.receive(a, MAX_IDENTIFIER) {
-                    Ok(Incoming::Message(m)) if m.field() == command::C_MOVE_RSP => m,
-                    Ok(Incoming::Message(m)) => {
-                        bail!("{to}: answered C-MOVE with {:04X}H", m.field())
-                    }
-                    Ok(_) => bail!("{to}: the archive ended the association during C-MOVE"),
-                    Err(e) => bail!("{to}: C-MOVE: {e:#}"),
-                };
-                let n = |t| command::ushort(&m.command, t).unwrap_or(0);
-                match m.status() {
-                    Some(command::PENDING | command::PENDING_WARNING) => {
-                        if !quiet {
-                            eprintln!(
-                                "moving from {to}: {} done, {} to go",
-                                n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
-                                n(tags::NUMBER_OF_REMAINING_SUBOPERATIONS)
-                            );
+        let mut inbox = Inbox::default();
+        let moved = moves
+            .iter()
+            .enumerate()
+            .try_for_each(|(k, q)| -> Result<()> {
+                let id = (k % 0xFFF0) as u16 + 3;
+                command::send(a, pc, &command::move_rq(MOVE, id, &local.scu.aet), Some(q))
+                    .map_err(|e| anyhow!("{to}: C-MOVE: {e:#}"))?;
+                loop {
+                    let m = match inbox.receive(a, MAX_IDENTIFIER) {
+                        Ok(Incoming::Message(m)) if m.field() == command::C_MOVE_RSP => m,
+                        Ok(Incoming::Message(m)) => {
+                            bail!("{to}: answered C-MOVE with {:04X}H", m.field())
                         }
-                    }
-                    Some(command::SUCCESS) => return Ok(()),
-                    Some(0xA801) => bail!(
+                        Ok(_) => bail!("{to}: the archive ended the association during C-MOVE"),
+                        Err(e) => bail!("{to}: C-MOVE: {e:#}"),
+                    };
+                    let n = |t| command::ushort(&m.command, t).unwrap_or(0);
+                    match m.status() {
+                        Some(command::PENDING | command::PENDING_WARNING) => {
+                            if !quiet {
+                                eprintln!(
+                                    "moving from {to}: {} done, {} to go",
+                                    n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+                                    n(tags::NUMBER_OF_REMAINING_SUBOPERATIONS)
+                                );
+                            }
+                        }
+                        Some(command::SUCCESS) => return Ok(()),
+                        Some(0xA801) => bail!(
                         "{to}: the archive does not know our AE title {} as a move destination \
                          (add it, with our host and port {}, to the archive's DICOM nodes: \
                          docs/pacs.md)",
                         local.scu.aet,
                         local.port
                     ),
-                    Some(s) => bail!(
+                        Some(s) => bail!(
                         "{to}: C-MOVE ended with status {s:04X}H: {} sub-operations completed, \
                          {} failed, {} with warnings",
                         n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
                         n(tags::NUMBER_OF_FAILED_SUBOPERATIONS),
                         n(tags::NUMBER_OF_WARNING_SUBOPERATIONS)
                     ),
-                    None => bail!("{to}: a C-MOVE answer without a status"),
+                        None => bail!("{to}: a C-MOVE answer without a status"),
+                    }
                 }
-            }
-        })();
+            });
         // Every instance answered is already on disk (written before its C-STORE-RSP).
         stop.stop();
         let ran = h.join().map_err(|_| anyhow!("our receiving AE panicked"))?;
