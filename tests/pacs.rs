@@ -1368,9 +1368,15 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
         (closed.as_str(), study_uid.as_str(), "unreachable"),
         (wrong.as_str(), study_uid.as_str(), "rejected"),
         (archive.as_str(), "1.2.3.4.5.6.7", "no such study"),
+        // Our AE title unknown to the archive (as a move destination, or at all).
+        (archive.as_str(), study_uid.as_str(), "STRANGER"),
     ] {
         let bad = d.join("bad-study");
-        let a = share(from, uid, &bad);
+        let mut a = share(from, uid, &bad);
+        if says == "STRANGER" {
+            let at = a.iter().position(|x| x == "--our-aet").unwrap();
+            a[at + 1] = "STRANGER".into();
+        }
         let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
         let e = stderr(&o);
         assert!(!o.status.success(), "{from} {uid}: shared");

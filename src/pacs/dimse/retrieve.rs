@@ -63,6 +63,7 @@ fn context(a: &ClientAssociation<TcpStream>, class: &str, to: &DimseAddr) -> Res
 fn find(
     a: &mut ClientAssociation<TcpStream>,
     to: &DimseAddr,
+    our_aet: &str,
     query: &InMemDicomObject,
     id: u16,
 ) -> Result<Vec<InMemDicomObject>> {
@@ -76,7 +77,10 @@ fn find(
         let m = match inbox.receive(a, MAX_IDENTIFIER) {
             Ok(Incoming::Message(m)) if m.field() == command::C_FIND_RSP => m,
             Ok(Incoming::Message(m)) => bail!("{to}: answered C-FIND with {:04X}H", m.field()),
-            Ok(_) => bail!("{to}: the archive ended the association during C-FIND"),
+            Ok(_) => bail!(
+                "{to}: the archive ended the association during C-FIND (as archives do when \
+                 they do not know the calling AE title, ours {our_aet}: docs/pacs.md)"
+            ),
             Err(e) => bail!("{to}: C-FIND: {e:#}"),
         };
         match m.status() {
@@ -94,8 +98,10 @@ fn find(
             }
             Some(command::SUCCESS) => return Ok(found),
             s => bail!(
-                "{to}: C-FIND failed (status {})",
-                s.map_or("none".into(), |s| format!("{s:04X}H"))
+                "{to}: C-FIND failed (status {}; does the archive know our AE title {} as a \
+                 DICOM node? docs/pacs.md)",
+                s.map_or("none".into(), |s| format!("{s:04X}H")),
+                our_aet
             ),
         }
     }
@@ -145,7 +151,7 @@ fn fetch_on(
         el(tags::SERIES_NUMBER, VR::IS, ""),
         el(tags::MODALITY, VR::CS, ""),
     ]);
-    let all = find(a, to, &q, 1)?;
+    let all = find(a, to, &local.scu.aet, &q, 1)?;
     if all.is_empty() {
         bail!("--study {study}: no such study at {to} (C-FIND at SERIES level found nothing)");
     }
@@ -204,7 +210,7 @@ fn fetch_on(
     let mut sops: Vec<String> = Vec::new();
     let mut skipped = 0usize;
     let mut listed = 0usize;
-    for i in find(a, to, &q, 2)? {
+    for i in find(a, to, &local.scu.aet, &q, 2)? {
         let sop = command::text(&i, tags::SOP_INSTANCE_UID).unwrap_or_default();
         crate::pacs::checked_uid(&sop, &format!("{to}: an instance's SOP Instance UID"))?;
         listed += 1;
@@ -323,10 +329,19 @@ fn fetch_on(
                     ),
                         Some(s) => bail!(
                         "{to}: C-MOVE ended with status {s:04X}H: {} sub-operations completed, \
-                         {} failed, {} with warnings",
+                         {} failed, {} with warnings{}",
                         n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
                         n(tags::NUMBER_OF_FAILED_SUBOPERATIONS),
-                        n(tags::NUMBER_OF_WARNING_SUBOPERATIONS)
+                        n(tags::NUMBER_OF_WARNING_SUBOPERATIONS),
+                        if n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS) == 0 {
+                            format!(
+                                " (does the archive know our AE title {} at our host, port {}, \
+                                 as a move destination? docs/pacs.md)",
+                                local.scu.aet, local.port
+                            )
+                        } else {
+                            String::new()
+                        }
                     ),
                         None => bail!("{to}: a C-MOVE answer without a status"),
                     }
