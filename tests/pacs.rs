@@ -1291,6 +1291,19 @@ fn storescu_pushes_a_series_into_receive_and_share_study_takes_its_folder() {
     );
     let text = std::fs::read_to_string(&audit).unwrap();
     assert!(!text.contains(&s(d)), "the audit names a path: {text}");
+
+    // --idle-timeout: a receiver nobody sends to stops by itself, cleanly.
+    let t = Instant::now();
+    let (child, _) = receive(
+        &d.join("idle"),
+        &d.join("audit-idle.jsonl"),
+        &["--idle-timeout", "2"],
+    );
+    let o = wait_limit(child, Duration::from_secs(30));
+    assert!(o.status.success(), "receive --idle-timeout: {}", stderr(&o));
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["stored"], 0, "{j}");
 }
 
 /// Orthanc -> share-study --from dimse: (C-FIND, C-MOVE to our AE) -> gen-triplets -> two
