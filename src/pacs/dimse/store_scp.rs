@@ -218,6 +218,8 @@ impl Receiver {
             ..AssocReport::default()
         };
         let _ = socket.set_nonblocking(false);
+        // Each answer is a small PDU the sender waits for: sent at once, not held by Nagle.
+        let _ = socket.set_nodelay(true);
         if let Ok(c) = socket.try_clone() {
             *self
                 .stopper

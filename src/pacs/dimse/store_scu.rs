@@ -43,7 +43,7 @@ pub fn associate(
     for (class, ts) in contexts {
         o = o.with_presentation_context(class.clone(), ts.clone());
     }
-    o.establish(to.socket()).map_err(|e| {
+    let mut a = o.establish(to.socket()).map_err(|e| {
         use dicom_ul::association::Error as E;
         let cause = match &e {
             E::Rejected { association_rj, .. } => format!(
@@ -57,7 +57,11 @@ pub fn associate(
             _ => format!("{e}"),
         };
         anyhow!("{to}: {cause}")
-    })
+    })?;
+    // A message is a command PDU then data PDUs, each awaited by the peer: without this,
+    // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds to each.
+    let _ = a.inner_stream().set_nodelay(true);
+    Ok(a)
 }
 
 /// One file to send.
