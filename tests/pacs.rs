@@ -72,14 +72,21 @@ fn free_port() -> u16 {
 struct Orthanc {
     child: Child,
     http: u16,
+    /// Its DICOM port (AE title TESTPACS).
+    dicom: u16,
 }
 
 impl Orthanc {
     fn start(dir: &Path, plugin: &Path) -> Orthanc {
+        Self::start_with(dir, plugin, serde_json::json!({}))
+    }
+
+    /// With `extra` added to its configuration (its DICOM nodes, for DIMSE).
+    fn start_with(dir: &Path, plugin: &Path, extra: serde_json::Value) -> Orthanc {
         let db = dir.join("orthanc-db");
         std::fs::create_dir_all(&db).unwrap();
         let (http, dicom) = (free_port(), free_port());
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Name": "ppdenoise-test",
             "StorageDirectory": db, "IndexDirectory": db,
             "HttpPort": http, "DicomPort": dicom, "DicomAet": "TESTPACS",
@@ -89,6 +96,9 @@ impl Orthanc {
             "Plugins": [plugin],
             "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
         });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
         let cfg = dir.join("orthanc.json");
         std::fs::write(&cfg, config.to_string()).unwrap();
         let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
@@ -98,7 +108,7 @@ impl Orthanc {
             .stderr(log)
             .spawn()
             .expect("start Orthanc");
-        let mut o = Orthanc { child, http };
+        let mut o = Orthanc { child, http, dicom };
         let t = Instant::now();
         loop {
             if o.get("/system").is_ok_and(|(st, _)| st == 200) {
@@ -123,6 +133,11 @@ impl Orthanc {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// The archive through DIMSE, called as `aet`.
+    fn dimse(&self, aet: &str) -> String {
+        format!("dimse:{aet}@127.0.0.1:{}", self.dicom)
     }
 
     /// The archive as ppdenoise names it.
@@ -866,6 +881,20 @@ fn the_archive_options_are_checked_before_anything_is_done() {
             vec!["--archive-timeout", "86401"],
             "archive-timeout",
         ),
+        // DIMSE: no credentials (the archive knows us by our AE title), a whole address,
+        // an AE title of at most 16 characters.
+        (
+            "dimse:PACS@127.0.0.1:104",
+            vec!["--archive-auth-env", "X"],
+            "takes no credentials",
+        ),
+        ("dimse:PACS@127.0.0.1", vec![], "no port"),
+        ("dimse:127.0.0.1:104", vec![], "no AE title"),
+        (
+            "dimse:PACS@127.0.0.1:104",
+            vec!["--our-aet", "AVERYLONGAETITLE17"],
+            "--our-aet",
+        ),
     ] {
         let o = share(from, &extra, &[]);
         let e = stderr(&o);
@@ -1019,4 +1048,507 @@ fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
     assert_eq!(counts(&pacs), (2, 25));
+}
+
+/// dcmtk's storescu, or None (with a line) when it is not installed and not required.
+fn dcmtk_installed() -> Option<()> {
+    let found = Command::new("storescu")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(());
+    }
+    assert!(
+        std::env::var_os("PPDENOISE_PACS_REQUIRED").is_none(),
+        "dcmtk's storescu is not installed (make pacs-test installs it)"
+    );
+    eprintln!(
+        "skipped: dcmtk (storescu) is not installed here (`make pacs-test` installs it from \
+         the distribution's packages)"
+    );
+    None
+}
+
+/// `ppdenoise receive` started on a free port: the child and its port, once it listens.
+fn receive(out: &Path, audit: &Path, extra: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(bin())
+        .args(["--json", "--audit", &s(audit), "receive", "--aet", "PPDRX"])
+        .args(["--port", &port.to_string(), "--out", &s(out)])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start receive");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "receive never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // That probe was an association of its own that never began: it ends as rejected.
+    (child, port)
+}
+
+/// storescu sending `files` to the receiver on `port` as called AE `aet`.
+fn storescu(port: u16, aet: &str, files: &[PathBuf]) -> Output {
+    Command::new("storescu")
+        .args([
+            "-nh",
+            "-aet",
+            "HOSPITALSCU",
+            "-aec",
+            aet,
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .args(files)
+        .output()
+        .expect("run storescu")
+}
+
+/// A DICOM file's data set: what follows its file meta group.
+fn data_set(bytes: &[u8]) -> &[u8] {
+    let len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    &bytes[144 + len..]
+}
+
+/// A slice made from `like` with `edit` (Python, on the pydicom data set `d`), a new SOP
+/// Instance UID, written to `out`.
+fn edited(like: &Path, out: &Path, edit: &str) {
+    let code = format!(
+        "import sys, pydicom, numpy as np\n\
+         from pydicom.uid import generate_uid\n\
+         d = pydicom.dcmread(sys.argv[1])\n\
+         {edit}\n\
+         d.SOPInstanceUID = d.file_meta.MediaStorageSOPInstanceUID = generate_uid()\n\
+         d.save_as(sys.argv[2])\n"
+    );
+    let o = Command::new(python())
+        .args(["-c", &code, &s(like), &s(out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn audit_lines(f: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(f)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// An archive pushing into `ppdenoise receive` (dcmtk's storescu): the series lands in one
+/// folder of its own, each data set as sent, which `share-study --in` takes; a structured
+/// report, an image without pixel data and an instance past --max-instance-mib are refused;
+/// a wrong called AE title is rejected; SIGTERM stops the receiver cleanly, its summary
+/// printed; one audit line per association.
+#[test]
+fn storescu_pushes_a_series_into_receive_and_share_study_takes_its_folder() {
+    if dcmtk_installed().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let series = d.join("ct");
+    ct_series(&series, 3);
+    let source = files(&series);
+    let odd = d.join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    let (sr, nopix, big) = (
+        odd.join("sr.dcm"),
+        odd.join("nopix.dcm"),
+        odd.join("big.dcm"),
+    );
+    not_an_image(&source[0], &sr);
+    edited(&source[0], &nopix, "del d[0x7FE00010]");
+    edited(
+        &source[0],
+        &big,
+        "d.Rows = d.Columns = 1024\nd.PixelData = np.zeros((1024, 1024), np.int16).tobytes()",
+    );
+    let (got, audit) = (d.join("received"), d.join("audit-receive.jsonl"));
+    let (child, port) = receive(&got, &audit, &["--max-instance-mib", "1"]);
+
+    let o = storescu(port, "PPDRX", &source);
+    assert!(o.status.success(), "storescu: {}", stderr(&o));
+    // A structured report: no presentation context is accepted for it.
+    let o = storescu(port, "PPDRX", std::slice::from_ref(&sr));
+    assert!(
+        stderr(&o).contains("No presentation context"),
+        "a report was taken: {}",
+        stderr(&o)
+    );
+    // An image class without pixel data, and one instance over the bound: refused one by one
+    // (a C-STORE failure status each, which the audit lines below check), the association
+    // going on.
+    let o = storescu(port, "PPDRX", &[nopix.clone(), big.clone()]);
+    assert!(o.status.success(), "storescu: {}", stderr(&o));
+    // A called AE title that is not ours: rejected.
+    let o = storescu(port, "SOMEONEELSE", &source[..1]);
+    assert!(
+        stderr(&o).contains("Called AE Title Not Recognized"),
+        "{}",
+        stderr(&o)
+    );
+
+    // SIGTERM: a clean stop, the summary printed.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = wait_limit(child, Duration::from_secs(20));
+    assert!(o.status.success(), "receive: {}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["stored"], 3, "{j}");
+    assert_eq!(j["refused"], 2, "{j}");
+
+    // One folder, the series' UID; each file the instance's data set as storescu sent it:
+    // the source's, less the trailing padding dcmtk drops.
+    let folders = files(&got);
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let series_uid = folders[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(j["series"][0], series_uid.as_str(), "{j}");
+    let received = files(&folders[0]);
+    assert_eq!(received.len(), source.len());
+    for src in &source {
+        let sb = std::fs::read(src).unwrap();
+        let want = data_set(&sb);
+        let hit = received.iter().find(|r| {
+            let rb = std::fs::read(r).unwrap();
+            let got = data_set(&rb);
+            want.starts_with(got)
+                && (want.len() == got.len()
+                    || want[got.len()..].starts_with(&[0xFC, 0xFF, 0xFC, 0xFF]))
+        });
+        assert!(
+            hit.is_some(),
+            "{}: no received file holds its data set",
+            src.display()
+        );
+    }
+    // Only image files, only valid UIDs as names: nothing else was written.
+    for r in &received {
+        let n = r.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(n.ends_with(".dcm") && !n.starts_with('.'), "{n}");
+    }
+
+    // share-study --in takes the folder.
+    ok(&[
+        "share-model",
+        "--model",
+        &s(&root().join("fixtures/default-model.npz")),
+        "--out",
+        &s(&d.join("model")),
+    ]);
+    let j = ok(&[
+        "share-study",
+        "--in",
+        &s(&folders[0]),
+        "--out",
+        &s(&d.join("study")),
+        "--sigma",
+        "20HU",
+        "--model",
+        &s(&d.join("model.pub")),
+        "--quiet",
+    ]);
+    assert_eq!(j["slices"], source.len(), "{j}");
+
+    // The audit: one line per association (the port probe's too), then the run's own.
+    let lines = audit_lines(&audit);
+    let assoc: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.get("association").is_some())
+        .collect();
+    let stored: Vec<u64> = assoc
+        .iter()
+        .map(|l| l["association"]["stored"].as_u64().unwrap())
+        .collect();
+    assert!(stored.contains(&3), "{assoc:?}");
+    let refused: Vec<serde_json::Value> = assoc
+        .iter()
+        .flat_map(|l| l["association"]["refused"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(refused, [0xA900, 0xA700], "{assoc:?}");
+    assert!(assoc
+        .iter()
+        .all(|l| l["party"] == "gateway" && l["command"] == "receive"));
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["command"].as_str(), last["result"].as_str()),
+        (Some("receive"), Some("ok"))
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains(&s(d)), "the audit names a path: {text}");
+
+    // --idle-timeout: a receiver nobody sends to stops by itself, cleanly.
+    let t = Instant::now();
+    let (child, _) = receive(
+        &d.join("idle"),
+        &d.join("audit-idle.jsonl"),
+        &["--idle-timeout", "2"],
+    );
+    let o = wait_limit(child, Duration::from_secs(30));
+    assert!(o.status.success(), "receive --idle-timeout: {}", stderr(&o));
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["stored"], 0, "{j}");
+}
+
+/// Orthanc -> share-study --from dimse: (C-FIND, C-MOVE to our AE) -> gen-triplets -> two
+/// servers -> reconstruct --to dimse: (C-STORE) -> Orthanc: one new series in the source
+/// study, as many instances as the source, the oracle's pixels; filed again, nothing held
+/// twice. Unreachable, a wrong AE title and an unknown study are refused naming the archive
+/// and the cause, nothing shared.
+#[test]
+fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse() {
+    let Some(plugin) = orthanc_installed() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let our_port = free_port();
+    let pacs = Orthanc::start_with(
+        d,
+        &plugin,
+        serde_json::json!({
+            "DicomCheckCalledAet": true,
+            "DicomModalities": { "ppdenoise": ["PPDENOISE", "127.0.0.1", our_port] },
+        }),
+    );
+    let series = d.join("ct");
+    ct_series(&series, 3);
+    let source = files(&series);
+    let study_uid = upload(&pacs, &series);
+    let archive = pacs.dimse("TESTPACS");
+    let ours = [
+        "--our-aet",
+        "PPDENOISE",
+        "--our-port",
+        &our_port.to_string(),
+    ]
+    .map(String::from);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &s(&d.join("keys"))]);
+    }
+    ok(&[
+        "share-model",
+        "--model",
+        &s(&root().join("fixtures/default-model.npz")),
+        "--out",
+        &s(&d.join("model")),
+    ]);
+    let (study, out, model) = (d.join("study"), d.join("derived"), s(&d.join("model.pub")));
+    let share = |from: &str, uid: &str, out: &Path| -> Vec<String> {
+        [
+            "share-study",
+            "--from",
+            from,
+            "--study",
+            uid,
+            "--out",
+            &s(out),
+            "--sigma",
+            "20HU",
+            "--model",
+            &model,
+            "--quiet",
+            "--archive-timeout",
+            "20",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .chain(ours.iter().map(|x| x.to_string()))
+        .collect()
+    };
+
+    // The archive's mistakes first: each names the archive and the cause; nothing shared.
+    let closed = format!("dimse:TESTPACS@127.0.0.1:{}", free_port());
+    let wrong = pacs.dimse("NOTTHEPACS");
+    for (from, uid, says) in [
+        (closed.as_str(), study_uid.as_str(), "unreachable"),
+        (wrong.as_str(), study_uid.as_str(), "rejected"),
+        (archive.as_str(), "1.2.3.4.5.6.7", "no such study"),
+        // Our AE title unknown to the archive (as a move destination, or at all).
+        (archive.as_str(), study_uid.as_str(), "STRANGER"),
+    ] {
+        let bad = d.join("bad-study");
+        let mut a = share(from, uid, &bad);
+        if says == "STRANGER" {
+            let at = a.iter().position(|x| x == "--our-aet").unwrap();
+            a[at + 1] = "STRANGER".into();
+        }
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{from} {uid}: shared");
+        eprintln!("{from} {uid}: {}", e.trim());
+        assert!(e.contains(from) && e.contains(says), "{from} {uid}: {e}");
+        assert!(
+            !bad.exists() && !d.join("bad-study.fetched").exists(),
+            "{from}: {e}"
+        );
+        assert!(!d.join("bad-study.sources").exists(), "{from}: {e}");
+    }
+
+    let gw_audit = s(&d.join("audit-gateway.jsonl"));
+    let t = Instant::now();
+    let mut a = share(&archive, &study_uid, &study);
+    a.extend(["--audit".to_string(), gw_audit.clone()]);
+    let j = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(j["slices"], source.len(), "{j}");
+    assert_eq!(j["archive"]["url"], archive.as_str(), "{j}");
+    assert_eq!(j["archive"]["instances"], source.len(), "{j}");
+    let fetched = d.join("study.fetched");
+    ok(&["gen-triplets", "--study", &s(&study), "--model", &model]);
+    let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
+    for o in pair.map(|c| wait_limit(c, Duration::from_secs(300))) {
+        assert!(o.status.success(), "serve --study: {}", stderr(&o));
+    }
+    let r = ok(&[
+        &[
+            "reconstruct",
+            "--insecure-unsigned",
+            "--study",
+            &s(&study),
+            "--out",
+            &s(&out),
+            "--to",
+            &archive,
+        ][..],
+        &ours[..],
+    ]
+    .concat());
+    let new_uid = r["series_uid"].as_str().unwrap().to_string();
+    let whole_s = t.elapsed().as_secs_f64();
+    let (fetch_s, file_s) = (
+        j["archive"]["seconds"].as_f64().unwrap(),
+        r["filed"]["seconds"].as_f64().unwrap(),
+    );
+    eprintln!(
+        "{} slices through DIMSE: archive -> archive {whole_s:.2} s, of which C-FIND and \
+         C-MOVE {fetch_s:.3} s and C-STORE {file_s:.3} s",
+        source.len()
+    );
+    assert_eq!(r["filed"]["archive"], archive.as_str(), "{r}");
+    assert_eq!(r["filed"]["study_uid"], study_uid.as_str(), "{r}");
+    assert_eq!(r["filed"]["instances"], source.len(), "{r}");
+
+    let check = |when: &str| {
+        let all = pacs.series_of(&study_uid);
+        assert_eq!(all.len(), 2, "{when}: {all:?}");
+        let new: Vec<_> = all
+            .iter()
+            .filter(|x| x["MainDicomTags"]["SeriesInstanceUID"] == new_uid.as_str())
+            .collect();
+        assert_eq!(new.len(), 1, "{when}: {all:?}");
+        let ids = new[0]["Instances"].as_array().unwrap().clone();
+        assert_eq!(ids.len(), source.len(), "{when}: {:?}", new[0]);
+        ids
+    };
+    let ids = check("after reconstruct --to dimse:");
+    let oracle = d.join("oracle");
+    // The fetched copy: one folder, the series'.
+    let fetched_series = files(&fetched);
+    assert_eq!(fetched_series.len(), 1, "{fetched_series:?}");
+    ok(&[
+        "denoise",
+        "--image",
+        &s(&fetched_series[0]),
+        "--arith",
+        "fixed",
+        "--sigma",
+        "20HU",
+        "--out",
+        &s(&oracle),
+    ]);
+    for id in &ids {
+        let id = id.as_str().unwrap();
+        let tags = pacs.json(&format!("/instances/{id}/simplified-tags"));
+        assert!(
+            tags["ImageType"].as_str().unwrap().starts_with("DERIVED"),
+            "{tags}"
+        );
+        let sop = tags["SOPInstanceUID"].as_str().unwrap().to_string();
+        let (st, bytes) = pacs.get_bytes(&format!("/instances/{id}/file")).unwrap();
+        assert_eq!(st, 200);
+        let local = files(&out)
+            .into_iter()
+            .find(|f| {
+                let o = dicom_object::open_file(f).unwrap();
+                o.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .trim_end_matches('\0')
+                    == sop
+            })
+            .expect("the archive's instance is one of the local files");
+        let got = d.join(format!("from-archive-{sop}.dcm"));
+        std::fs::write(&got, &bytes).unwrap();
+        let name = local.file_name().unwrap();
+        let a = ppdenoise::image::load(&got).unwrap();
+        assert_eq!(
+            a,
+            ppdenoise::image::load(&local).unwrap(),
+            "{name:?}: not the local file's"
+        );
+        assert_eq!(
+            a,
+            ppdenoise::image::load(oracle.join(name)).unwrap(),
+            "{name:?}: not the oracle's"
+        );
+    }
+
+    // Filed again: the same SOP Instance UIDs, nothing held twice.
+    let again = ok(&[
+        &["file-series", "--in", &s(&out), "--to", &archive, "--quiet"][..],
+        &ours[..],
+    ]
+    .concat());
+    assert_eq!(again["filed"]["instances"], source.len(), "{again}");
+    assert_eq!(check("after file-series again"), ids);
+    let stats = pacs.json("/statistics");
+    assert_eq!(stats["CountInstances"], 2 * source.len(), "{stats}");
+
+    // A structured report joins the source series in the archive: shared again, it is left
+    // there with a line, the images moved one by one (IMAGE level).
+    let report = d.join("report");
+    std::fs::create_dir(&report).unwrap();
+    not_an_image(&source[0], &report.join("report.dcm"));
+    upload(&pacs, &report);
+    let a = share(&archive, &study_uid, &d.join("study2"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let source_series = fetched_series[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let o = run(&[&a[..], &["--series", &source_series]].concat());
+    let j = common::summary(&o, "share-study --from dimse: with a report");
+    let e = stderr(&o);
+    assert!(
+        e.contains("1.2.840.10008.5.1.4.1.1.88.11, not an image"),
+        "{e}"
+    );
+    assert_eq!(j["slices"], source.len(), "{j}");
+    assert_eq!(j["archive"]["instances"], source.len(), "{j}");
+
+    // The gateway's audit line names the archive and the study, never a path.
+    let gw = audit_lines(Path::new(&gw_audit));
+    assert_eq!(gw.len(), 1, "{gw:?}");
+    assert_eq!(gw[0]["archive"]["url"], archive.as_str(), "{gw:?}");
+    assert_eq!(gw[0]["archive"]["study_uid"], study_uid.as_str(), "{gw:?}");
+    assert!(!std::fs::read_to_string(&gw_audit).unwrap().contains(&s(d)));
 }

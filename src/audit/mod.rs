@@ -72,9 +72,13 @@ impl Plan {
                 let mut values = Vec::new();
                 if let Some(v) = value {
                     values.push(v);
-                } else if command.is_empty() && name != "audit" {
-                    // Before the command only --audit takes a value (--json, --quiet,
-                    // --as-gray are switches).
+                } else if command.is_empty() {
+                    // Before the command only --audit takes a value, one (--json, --quiet,
+                    // --as-gray are switches): the next word after it is the command.
+                    if name == "audit" && i + 1 < args.len() {
+                        values.push(args[i + 1].clone());
+                        i += 1;
+                    }
                 } else {
                     while i + 1 < args.len() && !args[i + 1].starts_with("--") {
                         values.push(args[i + 1].clone());
@@ -131,7 +135,7 @@ impl Plan {
     /// The party the command runs as.
     fn party(&self) -> String {
         match self.command.as_str() {
-            "share-image" | "share-study" | "add-noise" => "gateway".into(),
+            "share-image" | "share-study" | "add-noise" | "receive" => "gateway".into(),
             "gen-triplets" | "gen-model-mask" => "dealer".into(),
             "serve" => format!("s{}", self.value("party").unwrap_or("?")),
             "reconstruct" | "file-series" => "receiver".into(),
@@ -364,6 +368,15 @@ mod tests {
         assert_eq!(p.values("share0").collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(p.value("out"), Some("c"));
         assert_eq!(p.party(), "receiver");
+        // --audit before the command takes its one value; the next word is the command.
+        let args: Vec<String> = ["ppdenoise", "--audit", "a.jsonl", "receive", "--aet", "RX"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = Plan::of(&args);
+        assert_eq!(p.command, "receive");
+        assert_eq!(p.value("aet"), Some("RX"));
+        assert_eq!(p.party(), "gateway");
     }
 
     /// The receiver's own files (an RGBA image's alpha, the job's facts) are inputs like the

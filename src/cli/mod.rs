@@ -77,6 +77,7 @@ enum Command {
     Reconstruct(receiver::ReconstructArgs),
     StudyStatus(study::StudyStatusArgs),
     FileSeries(pacs::FileSeriesArgs),
+    Receive(pacs::ReceiveArgs),
     Denoise(tools::DenoiseArgs),
     AddNoise(gateway::AddNoiseArgs),
     Metrics(tools::MetricsArgs),
@@ -147,6 +148,10 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
             a.quiet |= quiet;
             Command::FileSeries(a)
         }
+        Command::Receive(mut a) => {
+            a.quiet |= quiet;
+            Command::Receive(a)
+        }
         other => other,
     };
     match command {
@@ -161,6 +166,7 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
         Command::Reconstruct(a) => receiver::reconstruct(a),
         Command::StudyStatus(a) => study::study_status(a),
         Command::FileSeries(a) => pacs::file_series(a),
+        Command::Receive(a) => pacs::receive(a, AUDIT.get().cloned()),
         Command::Denoise(a) => tools::denoise(a),
         Command::AddNoise(a) => gateway::add_noise(a),
         Command::Metrics(a) => tools::metrics(a),
@@ -174,9 +180,16 @@ fn run_command(command: Command, json: bool, quiet: bool) -> anyhow::Result<Summ
     }
 }
 
+/// The audit file of this run, for a command that writes lines of its own as it goes
+/// (`receive`: one per association).
+static AUDIT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if let Some(f) = crate::audit::file(cli.audit.clone()) {
+        let _ = AUDIT.set(f);
+    }
     // The audit file opened (to append) before the command runs: one that cannot be written
     // fails the command before it has any effect.
     let audit = crate::audit::file(cli.audit.clone()).map(|f| {

@@ -4,14 +4,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::Summary;
-use crate::pacs::http::{Auth, Client, Options};
+use crate::pacs::archive::Archive;
+use crate::pacs::dimse::retrieve::DimseLocal;
+use crate::pacs::dimse::store_scu::Local;
+use crate::pacs::dimse::{checked_aet, DimseAddr};
+use crate::pacs::http::{Auth, Options};
 use crate::pacs::{push, ArchiveUrl};
 
-/// How to reach a DICOMweb archive.
+/// How to reach an archive: DICOMweb (`dicomweb:URL`) or DIMSE (`dimse:AET@HOST:PORT`).
 #[derive(Args, Clone, Default)]
 pub struct ArchiveArgs {
     /// The archive's credentials, in this environment variable: `basic:USER:PASSWORD` or
@@ -39,19 +43,49 @@ pub struct ArchiveArgs {
     /// this machine.
     #[arg(long)]
     pub archive_insecure_http: bool,
+    /// DIMSE: our AE title, calling the archive and the destination of its C-MOVE (the
+    /// archive must know it: docs/pacs.md).
+    #[arg(long, value_name = "AET", default_value = "PPDENOISE")]
+    pub our_aet: String,
+    /// DIMSE: the port our receiving AE listens on while `share-study --from dimse:` moves a
+    /// series (the archive's entry for --our-aet names it).
+    #[arg(long, value_name = "PORT", default_value_t = 11112)]
+    pub our_port: u16,
+    /// DIMSE: the address our receiving AE listens on (0.0.0.0: every interface, for an
+    /// archive on another machine).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub our_bind: String,
 }
 
 impl ArchiveArgs {
-    /// The client of the archive `url` (`dicomweb:URL`; `what` names its option), its
-    /// credentials read.
-    pub fn client(&self, url: &str, what: &str) -> Result<Client> {
+    /// The archive `url` (`dicomweb:URL` or `dimse:AET@HOST:PORT`; `what` names its
+    /// option), its credentials read.
+    pub fn client(&self, url: &str, what: &str) -> Result<Archive> {
+        if url.starts_with("dimse:") {
+            let to = DimseAddr::parse(url, what)?;
+            if self.archive_auth_env.is_some() || self.archive_auth_file.is_some() {
+                anyhow::bail!("{what} {to}: a DIMSE archive takes no credentials (--archive-auth-*): it knows us by our AE title, --our-aet");
+            }
+            return Ok(Archive::Dimse {
+                to,
+                local: DimseLocal {
+                    scu: Local {
+                        aet: checked_aet(&self.our_aet, "--our-aet")?,
+                        timeout: Duration::from_secs(self.archive_timeout),
+                    },
+                    bind: self.our_bind.clone(),
+                    port: self.our_port,
+                    max_instance: crate::pacs::pull::MAX_INSTANCE,
+                },
+            });
+        }
         let url = ArchiveUrl::parse(url, what)?;
         let auth = match (&self.archive_auth_env, &self.archive_auth_file) {
             (Some(v), _) => Some(Auth::from_env(v)?),
             (_, Some(f)) => Some(Auth::from_file(f)?),
             _ => None,
         };
-        Client::new(
+        crate::pacs::http::Client::new(
             url,
             &Options {
                 auth,
@@ -61,6 +95,7 @@ impl ArchiveArgs {
                 insecure_http: self.archive_insecure_http,
             },
         )
+        .map(Archive::Web)
     }
 }
 
@@ -72,8 +107,8 @@ pub struct FileSeriesArgs {
     /// The folder of the series' DICOM files (every regular file in it with DICM at byte 128, whatever its name).
     #[arg(long = "in", value_name = "DIR")]
     pub input: PathBuf,
-    /// The archive: dicomweb:URL (its DICOMweb root).
-    #[arg(long, value_name = "dicomweb:URL")]
+    /// The archive: dicomweb:URL (its DICOMweb root) or dimse:AET@HOST:PORT (C-STORE).
+    #[arg(long, value_name = "dicomweb:URL|dimse:AET@HOST:PORT")]
     pub to: String,
     /// No line per instance.
     #[arg(long)]
@@ -85,9 +120,163 @@ pub struct FileSeriesArgs {
 pub fn file_series(a: FileSeriesArgs) -> Result<Summary> {
     let files = push::dicom_files(&a.input)?;
     let c = a.archive.client(&a.to, "--to")?;
-    let (line, filed) = push::file_into(&c, &files, a.quiet)?;
+    let (line, filed) = c.file_into(&files, a.quiet)?;
     Ok(Summary {
         lines: vec![line],
         json: serde_json::json!({"ok": true, "command": "file-series", "filed": filed}),
+    })
+}
+
+/// A receiving node for archives that push (a C-STORE SCP): each instance received is written
+/// to DIR/<SeriesInstanceUID>/<SOPInstanceUID>.dcm, one folder per series that `share-study
+/// --in` takes. Only image storage classes are accepted; an instance past a bound is refused
+/// with a C-STORE failure status. Runs until SIGTERM or SIGINT, or as --once and
+/// --idle-timeout say; one audit line per association (docs/pacs.md).
+#[derive(Args)]
+pub struct ReceiveArgs {
+    /// Our AE title: the one senders call (an association calling another is rejected).
+    #[arg(long, value_name = "AET")]
+    pub aet: String,
+    /// The port to listen on.
+    #[arg(long, value_name = "PORT")]
+    pub port: u16,
+    /// The address to listen on (0.0.0.0: every interface).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// The folder the series' folders are written into (made when missing).
+    #[arg(long = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Only associations from these calling AE titles (repeat it; default: any).
+    #[arg(long = "allow-aet", value_name = "AET")]
+    pub allow_aet: Vec<String>,
+    /// The largest instance accepted, in MiB (its data set as sent).
+    #[arg(long, value_name = "MIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub max_instance_mib: u64,
+    /// The most written in all by this run, in MiB; past it every instance is refused.
+    #[arg(long, value_name = "MIB", default_value_t = 65536,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub max_total_mib: u64,
+    /// Stop after the first association ends.
+    #[arg(long)]
+    pub once: bool,
+    /// Stop after this many seconds without an association (default: never).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: Option<u64>,
+    /// The longest wait for a sender's next message within an association, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub assoc_timeout: u64,
+    /// No line per instance.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Set by SIGTERM and SIGINT while `receive` runs.
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: what a signal handler may do.
+    SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+pub fn receive(a: ReceiveArgs, audit: Option<PathBuf>) -> Result<Summary> {
+    use crate::pacs::dimse::store_scp::{Receiver, ScpOptions, Until};
+    let aet = checked_aet(&a.aet, "--aet")?;
+    let allow = a
+        .allow_aet
+        .iter()
+        .map(|t| checked_aet(t, "--allow-aet"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut trail = audit
+        .as_deref()
+        .map(crate::audit::Trail::open)
+        .transpose()?;
+    let mut rx = Receiver::bind(ScpOptions {
+        aet: aet.clone(),
+        bind: a.bind.clone(),
+        port: a.port,
+        out: a.out.clone(),
+        max_instance: a.max_instance_mib << 20,
+        max_total: a.max_total_mib << 20,
+        calling: (!allow.is_empty()).then_some(allow),
+        assoc_timeout: Duration::from_secs(a.assoc_timeout),
+        quiet: a.quiet,
+    })
+    .with_context(|| format!("receive --aet {aet}"))?;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let stop = rx.stopper();
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.stopped() {
+                if SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
+                    stop.stop();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    eprintln!("receiving as {aet} on {}:{}", a.bind, rx.port());
+    let (mut stored, mut refused, mut bytes, mut errors) = (0usize, 0usize, 0u64, Vec::new());
+    let mut series = std::collections::BTreeSet::new();
+    let ran = rx.run(
+        Until {
+            once: a.once,
+            idle: a.idle_timeout.map(Duration::from_secs),
+        },
+        &mut |r| {
+            stored += r.stored;
+            refused += r.refused.len();
+            bytes += r.bytes;
+            series.extend(r.series.keys().cloned());
+            if !a.quiet {
+                eprintln!(
+                    "association from {} ({}): {}, {} instances stored, {} refused",
+                    r.peer_aet,
+                    r.peer_addr,
+                    r.end,
+                    r.stored,
+                    r.refused.len()
+                );
+            }
+            if let Some(t) = trail.as_mut() {
+                // Ids, counts and statuses: never a path or a reason naming one.
+                let statuses: Vec<u16> = r.refused.iter().map(|f| f.status).collect();
+                let ok = r.end == "released";
+                let line = serde_json::json!({
+                    "time": chrono::Utc::now().to_rfc3339(), "command": "receive",
+                    "party": "gateway", "result": if ok { "ok" } else { "error" },
+                    "association": {"our_aet": aet, "peer_aet": r.peer_aet,
+                        "peer_addr": r.peer_addr, "end": if ok { "released" } else { r.end.split(':').next().unwrap_or("") },
+                        "series": r.series, "stored": r.stored, "bytes": r.bytes,
+                        "refused": statuses},
+                });
+                if let Err(e) = t.append(&line) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        },
+    );
+    stop.stop();
+    let _ = watcher.join();
+    let served = ran?;
+    if let Some(e) = errors.first() {
+        anyhow::bail!("{e}");
+    }
+    let series: Vec<String> = series.into_iter().collect();
+    Ok(Summary {
+        lines: vec![format!(
+            "received {stored} instances ({bytes} bytes) of {} series in {served} associations \
+             as {aet}, refused {refused}, into {}",
+            series.len(),
+            a.out.display()
+        )],
+        json: serde_json::json!({"ok": true, "command": "receive", "associations": served,
+            "stored": stored, "refused": refused, "bytes": bytes, "series": series}),
     })
 }

@@ -58,10 +58,14 @@ pub struct ReconstructArgs {
     #[arg(long, value_name = "ID", requires = "study")]
     pub study_id: Option<String>,
     /// With --study: once the derived series is written to --out, file it into this archive
-    /// (dicomweb:URL, STOW-RS): it lands in its source study as a new series. A filing that
-    /// fails part way is finished with `file-series --in OUT --to URL` (the same instances:
-    /// nothing is held twice).
-    #[arg(long, value_name = "dicomweb:URL", requires = "study")]
+    /// (dicomweb:URL, STOW-RS; or dimse:AET@HOST:PORT, C-STORE as --our-aet): it lands in its
+    /// source study as a new series. A filing that fails part way is finished with
+    /// `file-series --in OUT --to ARCHIVE` (the same instances: nothing is held twice).
+    #[arg(
+        long,
+        value_name = "dicomweb:URL|dimse:AET@HOST:PORT",
+        requires = "study"
+    )]
     pub to: Option<String>,
     #[command(flatten)]
     pub archive: super::pacs::ArchiveArgs,
@@ -487,7 +491,8 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
                 .collect()
         })
         .unwrap_or_default();
-    let (line, filed) = crate::pacs::push::file_into(&client, &files, false)
+    let (line, filed) = client
+        .file_into(&files, false)
         .with_context(|| format!("the derived series is written to {}", a.out.display()))?;
     s.lines.push(line);
     if let Some(m) = s.json.as_object_mut() {

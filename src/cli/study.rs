@@ -33,11 +33,15 @@ pub struct ShareStudyArgs {
         conflicts_with = "from"
     )]
     pub input: Option<PathBuf>,
-    /// The archive to take the study from instead: dicomweb:URL, its DICOMweb root (docs/pacs.md).
-    /// The series is listed with QIDO-RS and every instance fetched with WADO-RS into
-    /// --fetched, then shared as --in shares a folder; nothing is shared unless every
-    /// instance came whole.
-    #[arg(long, value_name = "dicomweb:URL", requires = "study_uid")]
+    /// The archive to take the study from instead: dicomweb:URL, its DICOMweb root, or
+    /// dimse:AET@HOST:PORT (docs/pacs.md). The series is listed (QIDO-RS; C-FIND) and every
+    /// instance fetched (WADO-RS; C-MOVE to --our-aet) into --fetched, then shared as --in
+    /// shares a folder; nothing is shared unless every instance came whole.
+    #[arg(
+        long,
+        value_name = "dicomweb:URL|dimse:AET@HOST:PORT",
+        requires = "study_uid"
+    )]
     pub from: Option<String>,
     /// With --from: the study's Study Instance UID.
     #[arg(long = "study", value_name = "UID", requires = "from")]
@@ -151,16 +155,10 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     let t = Instant::now();
     let mut got = None;
     crate::fileio::atomic::new_folder(&fetched, |dir| {
-        got = Some(crate::pacs::pull::fetch_series(
-            &client,
-            study_uid,
-            a.series.as_deref(),
-            dir,
-            a.quiet,
-        )?);
+        got = Some(client.fetch_series(study_uid, a.series.as_deref(), dir, a.quiet)?);
         Ok(())
     })
-    .with_context(|| format!("--from {}: nothing shared", client.url))?;
+    .with_context(|| format!("--from {client}: nothing shared"))?;
     let got = got.expect("filled");
     let fetch_seconds = t.elapsed().as_secs_f64();
     let study = ShareStudy {
@@ -176,17 +174,16 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
             // Nothing shared: the copy of the study goes too.
             let _ = std::fs::remove_dir_all(&fetched);
             return Err(e.context(format!(
-                "--from {}: series {} of study {study_uid}: nothing shared",
-                client.url, got.series_uid
+                "--from {client}: series {} of study {study_uid}: nothing shared",
+                got.series_uid
             )));
         }
     };
     s.lines.insert(
         0,
         format!(
-            "fetched series {} of study {study_uid} from {}: {} instances, {} bytes in {fetch_seconds:.2} s, into {} (the receiver's)",
+            "fetched series {} of study {study_uid} from {client}: {} instances, {} bytes in {fetch_seconds:.2} s, into {} (the receiver's)",
             got.series_uid,
-            client.url,
             got.instances,
             got.bytes,
             fetched.display()
@@ -195,7 +192,7 @@ pub fn share_study(a: ShareStudyArgs) -> Result<Summary> {
     if let Some(m) = s.json.as_object_mut() {
         m.insert(
             "archive".into(),
-            serde_json::json!({"url": client.url.to_string(), "study_uid": study_uid,
+            serde_json::json!({"url": client.to_string(), "study_uid": study_uid,
                 "series_uid": got.series_uid, "instances": got.instances, "bytes": got.bytes,
                 "fetched": fetched, "seconds": fetch_seconds}),
         );

@@ -1,4 +1,5 @@
-//! The hospital's archive (a PACS) through DICOMweb: a study's series pulled with QIDO-RS and
+//! The hospital's archive (a PACS) through DICOMweb and DIMSE (`dimse/`, picked by
+//! `archive.rs`). DICOMweb: a study's series pulled with QIDO-RS and
 //! WADO-RS for `share-study --from` (`pull.rs`), a derived series filed back with STOW-RS for
 //! `reconstruct --to` and `file-series` (`push.rs`), over one HTTP client with its
 //! authentication, TLS roots, timeout, retries and size bounds (`http.rs`), and the
@@ -6,6 +7,8 @@
 //! travel here, between the hospital's own archive and its gateway or receiver: nothing of
 //! this reaches a server or the dealer.
 
+pub mod archive;
+pub mod dimse;
 pub mod http;
 pub mod multipart;
 pub mod pull;
@@ -35,7 +38,7 @@ impl ArchiveUrl {
         }
         let Some(url) = s.strip_prefix("dicomweb:") else {
             if s.starts_with("dimse:") {
-                bail!("{what} {s}: DIMSE archives are not supported yet; use dicomweb:URL");
+                bail!("{what} {s}: a DIMSE archive where a DICOMweb root is wanted (dicomweb:URL)");
             }
             bail!("{what} {s}: not an archive; give dicomweb:URL (the archive's DICOMweb root)");
         };

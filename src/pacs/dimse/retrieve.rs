@@ -1,0 +1,414 @@
+//! `share-study --from dimse:AET@HOST:PORT --study UID`: the study's series listed with C-FIND
+//! (study root, SERIES level), one picked, its instances listed (IMAGE level), then the series
+//! moved with C-MOVE to our own receiving AE, a C-STORE SCP started for the duration on our
+//! port. What arrives must be exactly the instances listed (anything else, or anything
+//! missing, is an error), so that nobody else's association slips an object into the study.
+
+use std::net::TcpStream;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use dicom_core::{dicom_value, DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_ul::pdu::PresentationContextResultReason;
+use dicom_ul::ClientAssociation;
+
+use super::command::{self, Inbox, Incoming};
+use super::store_scp::{Receiver, ScpOptions, Until};
+use super::store_scu::associate;
+use super::{DimseAddr, IMAGE_STORAGE};
+use crate::pacs::pull::Fetched;
+
+/// Our side of a DIMSE archive: our AE title, and where its C-MOVE reaches us.
+#[derive(Clone, Debug)]
+pub struct DimseLocal {
+    pub scu: super::store_scu::Local,
+    /// The address and port our receiving AE listens on during a C-MOVE.
+    pub bind: String,
+    pub port: u16,
+    /// The most bytes of one instance received.
+    pub max_instance: u64,
+}
+
+const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+const MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+const LE: [&str; 2] = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"];
+/// The bound of one C-FIND answer's identifier.
+const MAX_IDENTIFIER: u64 = 1 << 20;
+/// The most instances a series may list.
+const MAX_INSTANCES: usize = crate::formats::study::MAX_SLICES;
+
+fn el(tag: Tag, vr: VR, v: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, dicom_value!(Str, v))
+}
+
+/// The accepted presentation context of `class`, and its transfer syntax.
+fn context(a: &ClientAssociation<TcpStream>, class: &str, to: &DimseAddr) -> Result<(u8, String)> {
+    a.presentation_contexts()
+        .iter()
+        .find(|p| {
+            p.reason == PresentationContextResultReason::Acceptance && p.abstract_syntax == class
+        })
+        .map(|p| (p.id, p.transfer_syntax.trim_end_matches('\0').to_string()))
+        .ok_or_else(|| {
+            anyhow!(
+                "{to}: the archive does not offer the study root {} model ({class})",
+                if class == FIND { "C-FIND" } else { "C-MOVE" }
+            )
+        })
+}
+
+/// The identifiers a C-FIND with `query` answers.
+fn find(
+    a: &mut ClientAssociation<TcpStream>,
+    to: &DimseAddr,
+    our_aet: &str,
+    query: &InMemDicomObject,
+    id: u16,
+) -> Result<Vec<InMemDicomObject>> {
+    let (pc, ts) = context(a, FIND, to)?;
+    let q = command::encode_data(query, &ts)?;
+    command::send(a, pc, &command::find_rq(FIND, id), Some(&q))
+        .map_err(|e| anyhow!("{to}: C-FIND: {e:#}"))?;
+    let mut inbox = Inbox::default();
+    let mut found = Vec::new();
+    loop {
+        let m = match inbox.receive(a, MAX_IDENTIFIER) {
+            Ok(Incoming::Message(m)) if m.field() == command::C_FIND_RSP => m,
+            Ok(Incoming::Message(m)) => bail!("{to}: answered C-FIND with {:04X}H", m.field()),
+            Ok(_) => bail!(
+                "{to}: the archive ended the association during C-FIND (as archives do when \
+                 they do not know the calling AE title, ours {our_aet}: docs/pacs.md)"
+            ),
+            Err(e) => bail!("{to}: C-FIND: {e:#}"),
+        };
+        match m.status() {
+            Some(command::PENDING | command::PENDING_WARNING) => {
+                let Some(d) = &m.data else {
+                    bail!("{to}: a C-FIND answer without its identifier (or over 1 MiB)");
+                };
+                found.push(
+                    command::decode_data(d, &ts)
+                        .map_err(|e| anyhow!("{to}: a C-FIND identifier: {e}"))?,
+                );
+                if found.len() > MAX_INSTANCES {
+                    bail!("{to}: C-FIND answered more than {MAX_INSTANCES} items");
+                }
+            }
+            Some(command::SUCCESS) => return Ok(found),
+            s => bail!(
+                "{to}: C-FIND failed (status {}; does the archive know our AE title {} as a \
+                 DICOM node? docs/pacs.md)",
+                s.map_or("none".into(), |s| format!("{s:04X}H")),
+                our_aet
+            ),
+        }
+    }
+}
+
+/// Fetches series `series` (UID or Series Number; the study's one series when None) of study
+/// `study` from `to` into `dir` (`dir/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`).
+pub fn fetch_series(
+    to: &DimseAddr,
+    local: &DimseLocal,
+    study: &str,
+    series: Option<&str>,
+    dir: &Path,
+    quiet: bool,
+) -> Result<Fetched> {
+    let study = crate::pacs::checked_uid(study, "--study")?;
+    let contexts: Vec<(String, Vec<String>)> = [FIND, MOVE]
+        .iter()
+        .map(|c| (c.to_string(), LE.iter().map(|t| t.to_string()).collect()))
+        .collect();
+    let mut a = associate(to, &local.scu, &contexts)?;
+    let r = fetch_on(&mut a, to, local, study, series, dir, quiet);
+    match &r {
+        Ok(_) => {
+            let _ = a.release();
+        }
+        Err(_) => {
+            let _ = a.abort();
+        }
+    }
+    r
+}
+
+fn fetch_on(
+    a: &mut ClientAssociation<TcpStream>,
+    to: &DimseAddr,
+    local: &DimseLocal,
+    study: &str,
+    series: Option<&str>,
+    dir: &Path,
+    quiet: bool,
+) -> Result<Fetched> {
+    let q = InMemDicomObject::from_element_iter([
+        el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "SERIES"),
+        el(tags::STUDY_INSTANCE_UID, VR::UI, study),
+        el(tags::SERIES_INSTANCE_UID, VR::UI, ""),
+        el(tags::SERIES_NUMBER, VR::IS, ""),
+        el(tags::MODALITY, VR::CS, ""),
+    ]);
+    let all = find(a, to, &local.scu.aet, &q, 1)?;
+    if all.is_empty() {
+        bail!("--study {study}: no such study at {to} (C-FIND at SERIES level found nothing)");
+    }
+    let found: Vec<(String, Option<String>, String)> = all
+        .iter()
+        .map(|s| {
+            (
+                command::text(s, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+                command::text(s, tags::SERIES_NUMBER)
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty()),
+                command::text(s, tags::MODALITY).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let listing = || {
+        found
+            .iter()
+            .map(|(u, n, m)| format!("{u} (number {}, {m})", n.as_deref().unwrap_or("none")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let picked: Vec<_> = match series {
+        Some(want) => found
+            .iter()
+            .filter(|(u, n, _)| u == want || n.as_deref() == Some(want))
+            .collect(),
+        None => found.iter().collect(),
+    };
+    let series_uid = match (picked.as_slice(), series) {
+        ([one], _) => one.0.clone(),
+        ([], Some(want)) => bail!(
+            "--series {want}: study {study} at {to} has no such series; it has: {}",
+            listing()
+        ),
+        (_, Some(want)) => bail!(
+            "--series {want}: names several series of study {study}; give a Series Instance \
+             UID: {}",
+            listing()
+        ),
+        (_, None) => bail!(
+            "study {study} at {to} has {} series: pick one with --series UID|NUMBER: {}",
+            found.len(),
+            listing()
+        ),
+    };
+    let series_uid =
+        crate::pacs::checked_uid(&series_uid, "the archive's Series Instance UID")?.to_string();
+    let q = InMemDicomObject::from_element_iter([
+        el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"),
+        el(tags::STUDY_INSTANCE_UID, VR::UI, study),
+        el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
+        el(tags::SOP_INSTANCE_UID, VR::UI, ""),
+        el(tags::SOP_CLASS_UID, VR::UI, ""),
+    ]);
+    let mut sops: Vec<String> = Vec::new();
+    let mut skipped = 0usize;
+    let mut listed = 0usize;
+    for i in find(a, to, &local.scu.aet, &q, 2)? {
+        let sop = command::text(&i, tags::SOP_INSTANCE_UID).unwrap_or_default();
+        crate::pacs::checked_uid(&sop, &format!("{to}: an instance's SOP Instance UID"))?;
+        listed += 1;
+        // A non-image object beside the images (a structured report, a presentation
+        // state) is left in the archive with a line, as `--in` skips one in a folder; an
+        // archive that does not return the class lets our receiving AE judge.
+        match command::text(&i, tags::SOP_CLASS_UID).filter(|c| !c.is_empty()) {
+            Some(c) if !IMAGE_STORAGE.contains(&c.as_str()) => {
+                eprintln!(
+                    "skipped instance {sop} of series {series_uid} at {to}: SOP class {c}, not \
+                     an image"
+                );
+                skipped += 1;
+            }
+            _ => sops.push(sop),
+        }
+    }
+    sops.sort();
+    sops.dedup();
+    if sops.is_empty() {
+        bail!(
+            "series {series_uid} of study {study} at {to}: no image ({listed} instances, \
+             {skipped} not images)"
+        );
+    }
+
+    // Our receiving AE, for the duration of the move.
+    let mut rx = Receiver::bind(ScpOptions {
+        aet: local.scu.aet.clone(),
+        bind: local.bind.clone(),
+        port: local.port,
+        out: dir.to_path_buf(),
+        max_instance: local.max_instance,
+        max_total: u64::MAX,
+        calling: None,
+        assoc_timeout: local.scu.timeout,
+        quiet,
+    })
+    .map_err(|e| anyhow!("our receiving AE {}: {e:#}", local.scu.aet))?;
+    let stop = rx.stopper();
+    let (pc, ts) = context(a, MOVE, to)?;
+    // The whole series in one move; with objects skipped, each image on its own (IMAGE
+    // level), so that the archive never sends what our AE would refuse.
+    let mut moves = Vec::new();
+    if skipped == 0 {
+        moves.push(InMemDicomObject::from_element_iter([
+            el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "SERIES"),
+            el(tags::STUDY_INSTANCE_UID, VR::UI, study),
+            el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
+        ]));
+    } else {
+        for sop in &sops {
+            moves.push(InMemDicomObject::from_element_iter([
+                el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"),
+                el(tags::STUDY_INSTANCE_UID, VR::UI, study),
+                el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
+                el(tags::SOP_INSTANCE_UID, VR::UI, sop),
+            ]));
+        }
+    }
+    let moves = moves
+        .iter()
+        .map(|q| command::encode_data(q, &ts))
+        .collect::<Result<Vec<_>>>()?;
+    let mut refused = Vec::new();
+    let moved = std::thread::scope(|s| {
+        let refused = &mut refused;
+        let h = s.spawn(move || {
+            rx.run(
+                Until {
+                    once: false,
+                    idle: None,
+                },
+                &mut |r| {
+                    refused.extend(r.refused.iter().map(|f| {
+                        format!("{} ({:04X}H): {}", f.sop_instance_uid, f.status, f.reason)
+                    }))
+                },
+            )
+        });
+        let mut inbox = Inbox::default();
+        let moved = moves
+            .iter()
+            .enumerate()
+            .try_for_each(|(k, q)| -> Result<()> {
+                let id = (k % 0xFFF0) as u16 + 3;
+                command::send(a, pc, &command::move_rq(MOVE, id, &local.scu.aet), Some(q))
+                    .map_err(|e| anyhow!("{to}: C-MOVE: {e:#}"))?;
+                loop {
+                    let m = match inbox.receive(a, MAX_IDENTIFIER) {
+                        Ok(Incoming::Message(m)) if m.field() == command::C_MOVE_RSP => m,
+                        Ok(Incoming::Message(m)) => {
+                            bail!("{to}: answered C-MOVE with {:04X}H", m.field())
+                        }
+                        Ok(_) => bail!("{to}: the archive ended the association during C-MOVE"),
+                        Err(e) => bail!("{to}: C-MOVE: {e:#}"),
+                    };
+                    let n = |t| command::ushort(&m.command, t).unwrap_or(0);
+                    match m.status() {
+                        Some(command::PENDING | command::PENDING_WARNING) => {
+                            if !quiet {
+                                eprintln!(
+                                    "moving from {to}: {} done, {} to go",
+                                    n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+                                    n(tags::NUMBER_OF_REMAINING_SUBOPERATIONS)
+                                );
+                            }
+                        }
+                        Some(command::SUCCESS) => return Ok(()),
+                        Some(0xA801) => bail!(
+                        "{to}: the archive does not know our AE title {} as a move destination \
+                         (add it, with our host and port {}, to the archive's DICOM nodes: \
+                         docs/pacs.md)",
+                        local.scu.aet,
+                        local.port
+                    ),
+                        Some(s) => bail!(
+                        "{to}: C-MOVE ended with status {s:04X}H: {} sub-operations completed, \
+                         {} failed, {} with warnings{}",
+                        n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+                        n(tags::NUMBER_OF_FAILED_SUBOPERATIONS),
+                        n(tags::NUMBER_OF_WARNING_SUBOPERATIONS),
+                        if n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS) == 0 {
+                            format!(
+                                " (does the archive know our AE title {} at our host, port {}, \
+                                 as a move destination? docs/pacs.md)",
+                                local.scu.aet, local.port
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                        None => bail!("{to}: a C-MOVE answer without a status"),
+                    }
+                }
+            });
+        // Every instance answered is already on disk (written before its C-STORE-RSP).
+        stop.stop();
+        let ran = h.join().map_err(|_| anyhow!("our receiving AE panicked"))?;
+        moved.and(ran.map(|_| ()))
+    });
+    moved?;
+    if !refused.is_empty() {
+        bail!(
+            "our receiving AE {} refused {} instances of the move: {}",
+            local.scu.aet,
+            refused.len(),
+            refused.join("; ")
+        );
+    }
+    // Exactly what was listed, in the one series folder.
+    let mut got: Vec<String> = Vec::new();
+    let mut bytes = 0u64;
+    for e in std::fs::read_dir(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != series_uid {
+            bail!("{to}: the move brought series {name}, not the one asked ({series_uid})");
+        }
+        for f in std::fs::read_dir(e.path())? {
+            let f = f?;
+            bytes += f.metadata()?.len();
+            got.push(
+                f.file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".dcm")
+                    .to_string(),
+            );
+        }
+    }
+    got.sort();
+    let missing: Vec<&String> = sops
+        .iter()
+        .filter(|s| got.binary_search(s).is_err())
+        .collect();
+    let extra: Vec<&String> = got
+        .iter()
+        .filter(|s| sops.binary_search(s).is_err())
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        bail!(
+            "{to}: the move brought {} of the {} instances listed ({} missing{}){}",
+            got.len() - extra.len(),
+            sops.len(),
+            missing.len(),
+            missing
+                .first()
+                .map_or(String::new(), |m| format!(", e.g. {m}")),
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(", and {} not listed", extra.len())
+            }
+        );
+    }
+    Ok(Fetched {
+        series_uid,
+        instances: sops.len(),
+        bytes,
+    })
+}

@@ -1,0 +1,490 @@
+//! A C-STORE SCP: the `receive` command, and the receiving end of `share-study --from dimse:`'s
+//! C-MOVE. Every instance received whole, checked (an image storage class, its UIDs valid and
+//! those of its command, pixel data present, within the bounds) is written atomically to
+//! `<out>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm` before its C-STORE-RSP says success: the
+//! received data set byte for byte, behind a file meta group naming its transfer syntax. A
+//! path is never made from a sender's string that is not a valid UID. Associations are served
+//! one at a time; each ends with a report (the audit line of `receive`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use dicom_dictionary_std::tags;
+use dicom_ul::association::Association;
+use dicom_ul::pdu::PresentationContextResultReason;
+use dicom_ul::{Pdu, ServerAssociation, ServerAssociationOptions};
+
+use super::command::{self, Inbox, Incoming};
+use super::{IMAGE_STORAGE, TRANSFER_SYNTAXES, VERIFICATION};
+
+/// How the SCP runs.
+#[derive(Clone, Debug)]
+pub struct ScpOptions {
+    /// Our AE title: an association calling another is rejected.
+    pub aet: String,
+    /// The address to listen on and its port (0: any free one).
+    pub bind: String,
+    pub port: u16,
+    /// Where the series' folders go.
+    pub out: PathBuf,
+    /// The most bytes of one instance's data set.
+    pub max_instance: u64,
+    /// The most bytes written in all, this run.
+    pub max_total: u64,
+    /// Only these calling AE titles (None: any).
+    pub calling: Option<Vec<String>>,
+    /// The longest wait for the peer's next PDU within an association.
+    pub assoc_timeout: Duration,
+    /// No line per instance.
+    pub quiet: bool,
+}
+
+/// One instance refused.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Refusal {
+    pub sop_instance_uid: String,
+    pub status: u16,
+    pub reason: String,
+}
+
+/// What one association brought.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AssocReport {
+    pub peer_aet: String,
+    pub peer_addr: String,
+    /// "released", "aborted", "rejected" or "failed: ...".
+    pub end: String,
+    /// Instances written, by series; each series' study.
+    pub series: BTreeMap<String, SeriesCount>,
+    pub stored: usize,
+    pub bytes: u64,
+    pub refused: Vec<Refusal>,
+    /// The SOP Instance UIDs written (not in the audit line: counts are enough there).
+    #[serde(skip)]
+    pub sops: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SeriesCount {
+    pub study_uid: String,
+    pub instances: usize,
+}
+
+/// Stops a running [`Receiver`] from another thread: no new association, and the current
+/// one's connection shut (every instance already answered is on disk, written atomically).
+#[derive(Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Some(s) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// A listening C-STORE SCP.
+pub struct Receiver {
+    listener: TcpListener,
+    opts: ScpOptions,
+    stopper: Stopper,
+    /// Bytes written so far.
+    total: u64,
+}
+
+/// When [`Receiver::run`] returns.
+#[derive(Clone, Copy, Debug)]
+pub struct Until {
+    /// After the first association.
+    pub once: bool,
+    /// After this long without an association.
+    pub idle: Option<Duration>,
+}
+
+impl Receiver {
+    /// Listens on `bind:port` (an error naming them when it cannot).
+    pub fn bind(opts: ScpOptions) -> Result<Receiver> {
+        let addr = if opts.bind.contains(':') {
+            format!("[{}]:{}", opts.bind, opts.port)
+        } else {
+            format!("{}:{}", opts.bind, opts.port)
+        };
+        let listener =
+            TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
+        listener
+            .set_nonblocking(true)
+            .with_context(|| format!("{addr}: cannot poll"))?;
+        std::fs::create_dir_all(&opts.out)
+            .with_context(|| format!("--out {}: cannot create", opts.out.display()))?;
+        Ok(Receiver {
+            listener,
+            opts,
+            stopper: Stopper {
+                flag: Arc::new(AtomicBool::new(false)),
+                current: Arc::new(Mutex::new(None)),
+            },
+            total: 0,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Serves associations until stopped, or `until` says; `each` is told of every one.
+    pub fn run(&mut self, until: Until, each: &mut dyn FnMut(&AssocReport)) -> Result<usize> {
+        let mut served = 0;
+        let mut last = Instant::now();
+        loop {
+            if self.stopper.stopped() {
+                break;
+            }
+            if until.idle.is_some_and(|d| last.elapsed() >= d) {
+                break;
+            }
+            let (socket, peer) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(anyhow!("accepting a connection: {e}")),
+            };
+            let report = self.serve(socket, peer.ip().to_string());
+            *self
+                .stopper
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+            each(&report);
+            served += 1;
+            last = Instant::now();
+            if until.once {
+                break;
+            }
+        }
+        Ok(served)
+    }
+
+    fn options(
+        &self,
+    ) -> ServerAssociationOptions<
+        'static,
+        CallingAllowed,
+        dicom_ul::association::server::DefaultNegotiation,
+    > {
+        let mut o = ServerAssociationOptions::new()
+            .ae_access_control(CallingAllowed(self.opts.calling.clone()))
+            .ae_title(self.opts.aet.clone())
+            .read_timeout(self.opts.assoc_timeout)
+            .write_timeout(self.opts.assoc_timeout)
+            .with_abstract_syntax(VERIFICATION);
+        for c in IMAGE_STORAGE {
+            o = o.with_abstract_syntax(*c);
+        }
+        for t in TRANSFER_SYNTAXES {
+            o = o.with_transfer_syntax(*t);
+        }
+        o
+    }
+
+    fn serve(&mut self, socket: TcpStream, peer_addr: String) -> AssocReport {
+        let mut r = AssocReport {
+            peer_addr,
+            ..AssocReport::default()
+        };
+        let _ = socket.set_nonblocking(false);
+        // Each answer is a small PDU the sender waits for: sent at once, not held by Nagle.
+        let _ = socket.set_nodelay(true);
+        if let Ok(c) = socket.try_clone() {
+            *self
+                .stopper
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(c);
+        }
+        let mut a = match self.options().establish(socket) {
+            Ok(a) => a,
+            Err(e) => {
+                r.end = format!("rejected: {e}");
+                return r;
+            }
+        };
+        r.peer_aet = a.peer_ae_title().to_string();
+        let end = self.associated(&mut a, &mut r);
+        r.end = match end {
+            Ok(e) => e.to_string(),
+            Err(e) => {
+                let _ = a.abort();
+                format!("failed: {e:#}")
+            }
+        };
+        r
+    }
+
+    fn associated(
+        &mut self,
+        a: &mut ServerAssociation<TcpStream>,
+        r: &mut AssocReport,
+    ) -> Result<&'static str> {
+        let mut inbox = Inbox::default();
+        loop {
+            let m = match inbox.receive(a, self.opts.max_instance)? {
+                Incoming::Release => {
+                    a.send(&Pdu::ReleaseRP).map_err(|e| anyhow!("{e}"))?;
+                    return Ok("released");
+                }
+                Incoming::Aborted => return Ok("aborted"),
+                Incoming::Message(m) => m,
+            };
+            match m.field() {
+                command::C_ECHO_RQ => {
+                    command::send(a, m.pc, &command::echo_rsp(m.id()), None)?;
+                }
+                command::C_STORE_RQ => {
+                    let class =
+                        command::text(&m.command, tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
+                    let sop = command::text(&m.command, tags::AFFECTED_SOP_INSTANCE_UID)
+                        .unwrap_or_default();
+                    let status = match self.store(a, &m, &class, &sop) {
+                        Ok((series, study, bytes)) => {
+                            let s = r.series.entry(series.clone()).or_default();
+                            s.study_uid = study;
+                            s.instances += 1;
+                            r.stored += 1;
+                            r.bytes += bytes;
+                            r.sops.push(sop.clone());
+                            if !self.opts.quiet {
+                                eprintln!("received {sop} of series {series} from {}", r.peer_aet);
+                            }
+                            command::SUCCESS
+                        }
+                        Err((status, reason)) => {
+                            if !self.opts.quiet {
+                                eprintln!(
+                                    "refused {sop:?} from {} ({status:04X}H): {reason}",
+                                    r.peer_aet
+                                );
+                            }
+                            r.refused.push(Refusal {
+                                sop_instance_uid: sop.clone(),
+                                status,
+                                reason,
+                            });
+                            status
+                        }
+                    };
+                    command::send(
+                        a,
+                        m.pc,
+                        &command::store_rsp(&class, &sop, m.id(), status),
+                        None,
+                    )?;
+                }
+                other => anyhow::bail!("a command this SCP does not serve ({other:04X}H)"),
+            }
+        }
+    }
+
+    /// Checks and writes one C-STORE's instance: its series, study and file size, or the
+    /// status and reason of its refusal.
+    fn store(
+        &mut self,
+        a: &ServerAssociation<TcpStream>,
+        m: &command::Message,
+        class: &str,
+        sop: &str,
+    ) -> std::result::Result<(String, String, u64), (u16, String)> {
+        let mismatch = |why: String| (command::DATA_SET_MISMATCH, why);
+        let pc = a
+            .presentation_contexts()
+            .iter()
+            .find(|p| p.id == m.pc && p.reason == PresentationContextResultReason::Acceptance)
+            .ok_or((
+                command::CANNOT_UNDERSTAND,
+                "no such presentation context".to_string(),
+            ))?;
+        if !IMAGE_STORAGE.contains(&class) || pc.abstract_syntax != class {
+            return Err((
+                command::CLASS_NOT_SUPPORTED,
+                format!("SOP class {class:?} is not an image storage class"),
+            ));
+        }
+        if m.over() {
+            return Err((
+                command::OUT_OF_RESOURCES,
+                format!(
+                    "{} bytes, more than --max-instance-mib allows ({} bytes)",
+                    m.data_len, self.opts.max_instance
+                ),
+            ));
+        }
+        let data = m.data.as_deref().unwrap_or_default();
+        if self.total + data.len() as u64 > self.opts.max_total {
+            return Err((
+                command::OUT_OF_RESOURCES,
+                format!(
+                    "{} bytes would pass --max-total-mib ({} bytes; {} written)",
+                    data.len(),
+                    self.opts.max_total,
+                    self.total
+                ),
+            ));
+        }
+        let ts = pc.transfer_syntax.trim_end_matches(['\0', ' ']);
+        let obj = command::decode_data(data, ts)
+            .map_err(|e| (command::CANNOT_UNDERSTAND, format!("the data set: {e}")))?;
+        let uid = |tag, name: &str| -> std::result::Result<String, (u16, String)> {
+            let v = command::text(&obj, tag).unwrap_or_default();
+            if !crate::image::dicom::valid_uid(&v) {
+                return Err(mismatch(format!("{name} {v:?} is not a DICOM UID")));
+            }
+            Ok(v)
+        };
+        let series = uid(tags::SERIES_INSTANCE_UID, "Series Instance UID")?;
+        let study = uid(tags::STUDY_INSTANCE_UID, "Study Instance UID")?;
+        if uid(tags::SOP_INSTANCE_UID, "SOP Instance UID")? != sop {
+            return Err(mismatch("its SOP Instance UID is not its command's".into()));
+        }
+        if command::text(&obj, tags::SOP_CLASS_UID).as_deref() != Some(class) {
+            return Err(mismatch("its SOP Class UID is not its command's".into()));
+        }
+        let pixels = [
+            tags::PIXEL_DATA,
+            tags::FLOAT_PIXEL_DATA,
+            tags::DOUBLE_FLOAT_PIXEL_DATA,
+        ];
+        if !pixels.iter().any(|t| obj.element(*t).is_ok()) {
+            return Err(mismatch("no pixel data: not an image".into()));
+        }
+        let path = self.opts.out.join(&series).join(format!("{sop}.dcm"));
+        let bytes = write_instance(&path, class, sop, ts, data, a.peer_ae_title())
+            .map_err(|e| (command::OUT_OF_RESOURCES, format!("{e:#}")))?;
+        self.total += bytes;
+        Ok((series, study, bytes))
+    }
+}
+
+/// Writes the instance: preamble, `DICM`, the file meta group, then `data` as received.
+fn write_instance(
+    path: &Path,
+    class: &str,
+    sop: &str,
+    ts: &str,
+    data: &[u8],
+    source_aet: &str,
+) -> Result<u64> {
+    let meta = dicom_object::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(class)
+        .media_storage_sop_instance_uid(sop)
+        .transfer_syntax(ts)
+        .source_application_entity_title(source_aet)
+        .build()
+        .map_err(|e| anyhow!("{}: a file meta group: {e}", path.display()))?;
+    let mut head = vec![0u8; 128];
+    head.extend_from_slice(b"DICM");
+    meta.write(&mut head)
+        .map_err(|e| anyhow!("{}: a file meta group: {e}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    crate::fileio::atomic::write_with(path, |w| {
+        w.write_all(&head)?;
+        w.write_all(data)?;
+        Ok(())
+    })?;
+    Ok((head.len() + data.len()) as u64)
+}
+
+/// The calling AE titles an association may come from, and our own title called.
+pub struct CallingAllowed(Option<Vec<String>>);
+
+impl dicom_ul::association::server::AccessControl for CallingAllowed {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&dicom_ul::pdu::UserIdentity>,
+    ) -> std::result::Result<(), dicom_ul::pdu::AssociationRJServiceUserReason> {
+        use dicom_ul::pdu::AssociationRJServiceUserReason as R;
+        if this_ae_title.trim() != called_ae_title.trim() {
+            return Err(R::CalledAETitleNotRecognized);
+        }
+        match &self.0 {
+            Some(allowed) if !allowed.iter().any(|a| a == calling_ae_title.trim()) => {
+                Err(R::CallingAETitleNotRecognized)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{dicom_value, DataElement, VR};
+    use dicom_object::InMemDicomObject;
+
+    #[test]
+    fn an_instance_is_written_as_received_behind_its_file_meta_group() {
+        let (class, sop) = ("1.2.840.10008.5.1.4.1.1.7", "1.2.826.0.1.3680043.8.498.7");
+        let obj = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, dicom_value!(Str, class)),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, dicom_value!(Str, sop)),
+            DataElement::new(tags::ROWS, VR::US, dicom_value!(U16, [1])),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_value!(U8, [7, 0])),
+        ]);
+        let ts = "1.2.840.10008.1.2.1";
+        let data = command::encode_data(&obj, ts).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("1.2.3").join(format!("{sop}.dcm"));
+        let n = write_instance(&path, class, sop, ts, &data, "SENDER").unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, n);
+        assert_eq!(&bytes[128..132], b"DICM");
+        // The data set, byte for byte, after the meta group.
+        assert!(bytes.ends_with(&data));
+        let f = dicom_object::open_file(&path).unwrap();
+        assert_eq!(f.meta().transfer_syntax().trim_end_matches('\0'), ts);
+        assert_eq!(
+            f.meta()
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0'),
+            sop
+        );
+        assert_eq!(
+            f.meta().source_application_entity_title().map(str::trim),
+            Some("SENDER")
+        );
+        assert_eq!(
+            command::text(&f, tags::SOP_CLASS_UID).as_deref(),
+            Some(class)
+        );
+    }
+}

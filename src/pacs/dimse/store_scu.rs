@@ -1,0 +1,250 @@
+//! A derived series filed back with C-STORE: every file's header read first (one study, one
+//! series, valid UIDs), one association proposing each (SOP class, transfer syntax) the files
+//! hold, then each instance sent as it is on disk (its data set bytes after the file meta
+//! group: no transcoding) and its status read. A failed instance does not stop the others;
+//! the whole is an error naming each that failed. A re-run sends the same SOP Instance UIDs,
+//! which an archive files once.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use dicom_ul::pdu::PresentationContextResultReason;
+use dicom_ul::{ClientAssociation, ClientAssociationOptions};
+
+use super::command::{self, Inbox, Incoming};
+use super::DimseAddr;
+
+/// Our side of an association.
+#[derive(Clone, Debug)]
+pub struct Local {
+    /// Our AE title (the calling AE the archive must know).
+    pub aet: String,
+    /// Connection, each PDU's read and write.
+    pub timeout: Duration,
+}
+
+/// An association with the archive `to`, proposing `contexts` (abstract syntax, transfer
+/// syntaxes); errors name the archive and say whether it was unreachable or refused us.
+pub fn associate(
+    to: &DimseAddr,
+    local: &Local,
+    contexts: &[(String, Vec<String>)],
+) -> Result<ClientAssociation<TcpStream>> {
+    let mut o = ClientAssociationOptions::new()
+        .calling_ae_title(local.aet.clone())
+        .called_ae_title(to.aet.clone())
+        .connection_timeout(local.timeout)
+        .read_timeout(local.timeout)
+        .write_timeout(local.timeout);
+    for (class, ts) in contexts {
+        o = o.with_presentation_context(class.clone(), ts.clone());
+    }
+    let mut a = o.establish(to.socket()).map_err(|e| {
+        use dicom_ul::association::Error as E;
+        let cause = match &e {
+            E::Rejected { association_rj, .. } => format!(
+                "the association was rejected ({}; does the archive know our AE title {} \
+                 and its own as {}?)",
+                association_rj.source, local.aet, to.aet
+            ),
+            E::Connect { source, .. } | E::ToAddress { source, .. } => {
+                format!("unreachable ({source})")
+            }
+            _ => format!("{e}"),
+        };
+        anyhow!("{to}: {cause}")
+    })?;
+    // A message is a command PDU then data PDUs, each awaited by the peer: without this,
+    // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds to each.
+    let _ = a.inner_stream().set_nodelay(true);
+    Ok(a)
+}
+
+/// One file to send.
+struct Instance {
+    file: PathBuf,
+    class: String,
+    sop: String,
+    series: String,
+    study: String,
+    ts: String,
+}
+
+fn instance(file: &Path) -> Result<Instance> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(file)
+        .map_err(|e| anyhow!("{}: not a DICOM file: {e}", file.display()))?;
+    let text = |tag, name: &str| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|v| v.trim_end_matches(['\0', ' ']).to_string())
+            .filter(|v| crate::image::dicom::valid_uid(v))
+            .ok_or_else(|| anyhow!("{}: no valid {name}", file.display()))
+    };
+    Ok(Instance {
+        file: file.to_path_buf(),
+        class: text(tags::SOP_CLASS_UID, "SOP Class UID")?,
+        sop: text(tags::SOP_INSTANCE_UID, "SOP Instance UID")?,
+        series: text(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
+        study: text(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
+        ts: obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches(['\0', ' '])
+            .to_string(),
+    })
+}
+
+/// The data set of a DICOM file's bytes: what follows its file meta group.
+fn data_set<'a>(file: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    // (0002,0000) UL, explicit VR little endian, first in the group, as PS3.10 wants it.
+    let head = bytes
+        .get(132..144)
+        .filter(|h| h[..6] == [2, 0, 0, 0, b'U', b'L']);
+    let Some(h) = head else {
+        bail!("{}: no file meta group length", file.display());
+    };
+    let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    bytes
+        .get(144 + len..)
+        .ok_or_else(|| anyhow!("{}: shorter than its file meta group", file.display()))
+}
+
+/// What was filed.
+pub struct Filed {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub instances: usize,
+    pub bytes: u64,
+}
+
+/// Files the DICOM `files` (one series of one study) into the archive `to`.
+pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool) -> Result<Filed> {
+    if files.is_empty() {
+        bail!("no DICOM file to file into {to}");
+    }
+    let all = files
+        .iter()
+        .map(|f| instance(f))
+        .collect::<Result<Vec<_>>>()?;
+    let (study, series) = (all[0].study.clone(), all[0].series.clone());
+    for i in &all {
+        if i.study != study || i.series != series {
+            bail!(
+                "{}: of study {} series {}, but {} of study {study} series {series}: one \
+                 series is filed at a time",
+                i.file.display(),
+                i.study,
+                i.series,
+                all[0].file.display()
+            );
+        }
+    }
+    // One presentation context per (class, transfer syntax) held: the files go as they are.
+    let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
+    for i in &all {
+        if !contexts.iter().any(|(c, t)| *c == i.class && t[0] == i.ts) {
+            contexts.push((i.class.clone(), vec![i.ts.clone()]));
+        }
+    }
+    if contexts.len() > 127 {
+        bail!(
+            "{} kinds of instance (class and transfer syntax): at most 127 go on one association",
+            contexts.len()
+        );
+    }
+    let mut a = associate(to, local, &contexts)?;
+    let mut inbox = Inbox::default();
+    let mut failed = Vec::new();
+    let mut bytes = 0u64;
+    let result = (|| -> Result<()> {
+        for (k, i) in all.iter().enumerate() {
+            let pc = a.presentation_contexts().iter().find(|p| {
+                p.reason == PresentationContextResultReason::Acceptance
+                    && p.abstract_syntax == i.class
+                    && p.transfer_syntax.trim_end_matches('\0') == i.ts
+            });
+            let Some(pc) = pc.map(|p| p.id) else {
+                failed.push(format!(
+                    "{} (SOP Instance UID {}): the archive accepts no SOP class {} in transfer \
+                     syntax {}",
+                    i.file.display(),
+                    i.sop,
+                    i.class,
+                    i.ts
+                ));
+                continue;
+            };
+            let file = crate::image::read_file(&i.file)?;
+            let data = data_set(&i.file, &file)?;
+            let id = (k % 0xFFFF) as u16 + 1;
+            command::send(
+                &mut a,
+                pc,
+                &command::store_rq(&i.class, &i.sop, id),
+                Some(data),
+            )
+            .map_err(|e| anyhow!("{to}: sending {}: {e:#}", i.file.display()))?;
+            bytes += file.len() as u64;
+            let status = match inbox.receive(&mut a, 0) {
+                Ok(Incoming::Message(m)) if m.field() == command::C_STORE_RSP => m.status(),
+                Ok(Incoming::Message(m)) => bail!("{to}: answered C-STORE with {:04X}H", m.field()),
+                Ok(_) => bail!("{to}: the archive ended the association while storing"),
+                Err(e) => bail!("{to}: waiting for the C-STORE answer: {e:#}"),
+            };
+            match status {
+                // Success, and the warnings (coerced, elements discarded): stored.
+                Some(0) | Some(0x0001) | Some(0xB000..=0xBFFF) => {
+                    if !quiet {
+                        eprintln!(
+                            "filed {}/{}: {} into {to}",
+                            k + 1,
+                            all.len(),
+                            i.file.display()
+                        );
+                    }
+                }
+                s => failed.push(format!(
+                    "{} (SOP Instance UID {}): status {}",
+                    i.file.display(),
+                    i.sop,
+                    s.map_or("none".into(), |s| format!("{s:04X}H"))
+                )),
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            let _ = a.release();
+        }
+        Err(e) => {
+            let _ = a.abort();
+            return Err(e.context(format!(
+                "nothing more filed into {to} (a re-run sends the same instances, which the \
+                 archive holds once)"
+            )));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} instances not filed into {to} (a re-run sends them again, and what the \
+             archive holds is not duplicated): {}",
+            failed.len(),
+            all.len(),
+            failed.join("; ")
+        );
+    }
+    Ok(Filed {
+        study_uid: study,
+        series_uid: series,
+        instances: all.len(),
+        bytes,
+    })
+}
