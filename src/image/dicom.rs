@@ -632,6 +632,21 @@ fn encoding(ts_uid: &str) -> Result<Encoding, String> {
     })
 }
 
+/// Checks a bare data set (no preamble or file meta: what a DIMSE message carries) in
+/// transfer syntax `ts_uid` before any parser reads it: every defined length within the
+/// bytes, sequences nested at most as deep as files may be (the walk [`parse`] makes of a
+/// file). A deflated data set is refused here (its inflation is bounded only for files).
+pub fn check_bare_dataset(bytes: &[u8], ts_uid: &str) -> Result<(), String> {
+    let ts_uid = ts_uid.trim_end_matches(['\0', ' ']);
+    if ts_uid == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+        return Err("a deflated data set (not taken over the network)".into());
+    }
+    let enc = encoding(ts_uid)?;
+    dicom_scan::dataset(bytes, 0, enc).map_err(|e| match e {
+        ScanError::Corrupt(d) | ScanError::Unsupported(d) => d,
+    })
+}
+
 /// The deflated data set after `start`, inflated (at most `max` bytes).
 fn inflate(bytes: &[u8], start: usize, path: &Path, max: u64) -> Result<Vec<u8>, ImageError> {
     use std::io::Read;

@@ -69,10 +69,17 @@ pub fn decode_data(bytes: &[u8], ts: &str) -> Result<InMemDicomObject> {
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(ts)
         .ok_or_else(|| anyhow!("transfer syntax {ts}: not known"))?;
+    // A peer's bytes: the parser sizes each value by its declared length and nests
+    // sequences recursively, so the lengths and the nesting are walked first, as a file's.
+    crate::image::dicom::check_bare_dataset(bytes, ts.uid())
+        .map_err(|e| anyhow!("a malformed data set: {e}"))?;
     InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| anyhow!("{e}"))
 }
 
 fn decode(bytes: &[u8]) -> Result<InMemDicomObject> {
+    // As [`decode_data`]: walked before it is parsed (commands are implicit VR LE).
+    crate::image::dicom::check_bare_dataset(bytes, implicit_le().uid())
+        .map_err(|e| anyhow!("not a DIMSE command set: {e}"))?;
     InMemDicomObject::read_dataset_with_ts(bytes, &implicit_le())
         .map_err(|e| anyhow!("not a DIMSE command set: {e}"))
 }
@@ -333,5 +340,48 @@ mod tests {
             text(&m, tags::MOVE_DESTINATION).as_deref(),
             Some("PPDENOISE")
         );
+        // The group length's value: the bytes after its own element (12 bytes).
+        assert_eq!(
+            u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize,
+            b.len() - 12
+        );
+    }
+
+    /// A peer's hostile bytes are walked before the parser sizes anything from them: a
+    /// 30-byte command declaring a 4 GiB value, a data set of sequences nested 100 deep,
+    /// and a deflated data set are refused, not allocated, recursed or inflated.
+    #[test]
+    fn hostile_command_and_data_sets_are_refused_before_parsing() {
+        let mut huge = encode(&store_rq("1.2", "1.2.3", 1)).unwrap();
+        // (0000,0902) Error Comment, implicit VR: tag, then a 32-bit length of ~4 GiB.
+        huge.extend([0, 0, 2, 9, 0xF0, 0xFF, 0xFF, 0xFF, b'x', b'y']);
+        let e = decode(&huge).unwrap_err().to_string();
+        assert!(
+            e.contains("not a DIMSE command set") && e.contains("declares 4294967280 bytes"),
+            "{e}"
+        );
+        let e = decode_data(&huge, "1.2.840.10008.1.2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a malformed data set") && e.contains("declares"),
+            "{e}"
+        );
+        // (0008,1115) SQ of undefined length, an item of undefined length, 100 times.
+        let mut deep = Vec::new();
+        for _ in 0..100 {
+            deep.extend([
+                0x08, 0, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]);
+            deep.extend([0xFE, 0xFF, 0, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let e = decode_data(&deep, "1.2.840.10008.1.2.1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nested more than"), "{e}");
+        let e = decode_data(b"\x78\x9c", "1.2.840.10008.1.2.1.99")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deflated"), "{e}");
     }
 }

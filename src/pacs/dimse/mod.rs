@@ -126,11 +126,12 @@ pub const IMAGE_STORAGE: &[&str] = &[
     "1.2.840.10008.5.1.4.1.1.481.1",  // RT image
 ];
 
-/// The transfer syntaxes `receive` accepts: those the project's DICOM reader decodes.
+/// The transfer syntaxes `receive` accepts: those the project's DICOM reader decodes, but
+/// deflated explicit VR little endian (its inflation is bounded for files, not for a peer's
+/// message: an archive sends the image in another of these).
 pub const TRANSFER_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.1",    // explicit VR little endian
     "1.2.840.10008.1.2",      // implicit VR little endian
-    "1.2.840.10008.1.2.1.99", // deflated explicit VR little endian
     "1.2.840.10008.1.2.2",    // explicit VR big endian
     "1.2.840.10008.1.2.5",    // RLE lossless
     "1.2.840.10008.1.2.4.50", // JPEG baseline
