@@ -202,6 +202,7 @@ pub fn receive(a: ReceiveArgs, audit: Option<PathBuf>) -> Result<Summary> {
         calling: (!allow.is_empty()).then_some(allow),
         assoc_timeout: Duration::from_secs(a.assoc_timeout),
         quiet: a.quiet,
+        expect: None,
     })
     .with_context(|| format!("receive --aet {aet}"))?;
     // SAFETY: the handler only stores to an atomic.

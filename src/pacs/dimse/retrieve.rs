@@ -15,7 +15,7 @@ use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::ClientAssociation;
 
 use super::command::{self, Inbox, Incoming};
-use super::store_scp::{Receiver, ScpOptions, Until};
+use super::store_scp::{Expected, Receiver, ScpOptions, Until};
 use super::store_scu::associate;
 use super::{DimseAddr, IMAGE_STORAGE};
 use crate::pacs::pull::Fetched;
@@ -244,10 +244,16 @@ fn fetch_on(
         port: local.port,
         out: dir.to_path_buf(),
         max_instance: local.max_instance,
-        max_total: u64::MAX,
+        // The listed instances at their bound each, no more.
+        max_total: local.max_instance.saturating_mul(sops.len() as u64),
         calling: None,
         assoc_timeout: local.scu.timeout,
         quiet,
+        expect: Some(Expected {
+            study: study.to_string(),
+            series: series_uid.clone(),
+            instances: sops.iter().cloned().collect(),
+        }),
     })
     .map_err(|e| anyhow!("our receiving AE {}: {e:#}", local.scu.aet))?;
     let stop = rx.stopper();

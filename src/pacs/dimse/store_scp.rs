@@ -43,6 +43,17 @@ pub struct ScpOptions {
     pub assoc_timeout: Duration,
     /// No line per instance.
     pub quiet: bool,
+    /// During a move: only these instances of this study and series are taken (anyone who
+    /// reaches the port could otherwise add or swap an object of the study being shared).
+    pub expect: Option<Expected>,
+}
+
+/// What a move asked for: the study, the series and its listed SOP Instance UIDs.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    pub study: String,
+    pub series: String,
+    pub instances: std::collections::BTreeSet<String>,
 }
 
 /// One instance refused.
@@ -271,6 +282,9 @@ impl Receiver {
                     let sop = command::text(&m.command, tags::AFFECTED_SOP_INSTANCE_UID)
                         .unwrap_or_default();
                     let status = match self.store(a, &m, &class, &sop) {
+                        // 0 bytes: held already, the very same data set (a retry): filed
+                        // for the sender, not counted again.
+                        Ok((_, _, 0)) => command::SUCCESS,
                         Ok((series, study, bytes)) => {
                             let s = r.series.entry(series.clone()).or_default();
                             s.study_uid = study;
@@ -381,7 +395,29 @@ impl Receiver {
         if !pixels.iter().any(|t| obj.element(*t).is_ok()) {
             return Err(mismatch("no pixel data: not an image".into()));
         }
+        if let Some(x) = &self.opts.expect {
+            if study != x.study || series != x.series || !x.instances.contains(sop) {
+                return Err(mismatch(format!(
+                    "not an instance the move asked for (study {}, series {}, {} listed \
+                     instances)",
+                    x.study,
+                    x.series,
+                    x.instances.len()
+                )));
+            }
+        }
         let path = self.opts.out.join(&series).join(format!("{sop}.dcm"));
+        // An instance already received is kept: the same one again is taken as filed (a
+        // sender's retry), another one under its UID is refused, never written over it.
+        if path.exists() {
+            let same = std::fs::read(&path).is_ok_and(|held| held.ends_with(data));
+            if same {
+                return Ok((series, study, 0));
+            }
+            return Err(mismatch(
+                "another data set of this SOP Instance UID was received already; it is kept".into(),
+            ));
+        }
         let bytes = write_instance(&path, class, sop, ts, data, a.peer_ae_title())
             .map_err(|e| (command::OUT_OF_RESOURCES, format!("{e:#}")))?;
         self.total += bytes;
@@ -450,6 +486,135 @@ mod tests {
     use super::*;
     use dicom_core::{dicom_value, DataElement, VR};
     use dicom_object::InMemDicomObject;
+
+    /// A CT slice file of `series` (study 1.2.826.0.1.3680043.8.498.1), its SOP Instance
+    /// `sop`, one pixel of value `v`, written to `path`.
+    fn slice(path: &Path, series: &str, sop: &str, v: u16) {
+        let st = |tag, vr, x: &str| DataElement::new(tag, vr, dicom_value!(Str, x));
+        let us = |tag, x: u16| DataElement::new(tag, VR::US, dicom_value!(U16, [x]));
+        let class = "1.2.840.10008.5.1.4.1.1.2";
+        let obj = InMemDicomObject::from_element_iter([
+            st(tags::SOP_CLASS_UID, VR::UI, class),
+            st(tags::SOP_INSTANCE_UID, VR::UI, sop),
+            st(
+                tags::STUDY_INSTANCE_UID,
+                VR::UI,
+                "1.2.826.0.1.3680043.8.498.1",
+            ),
+            st(tags::SERIES_INSTANCE_UID, VR::UI, series),
+            us(tags::SAMPLES_PER_PIXEL, 1),
+            st(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+            us(tags::ROWS, 1),
+            us(tags::COLUMNS, 1),
+            us(tags::BITS_ALLOCATED, 16),
+            us(tags::BITS_STORED, 12),
+            us(tags::HIGH_BIT, 11),
+            us(tags::PIXEL_REPRESENTATION, 0),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_value!(U16, [v])),
+        ]);
+        obj.with_meta(
+            dicom_object::FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .media_storage_sop_class_uid(class)
+                .media_storage_sop_instance_uid(sop),
+        )
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+    }
+
+    /// Our receiving AE during a move takes only the instances asked for (a third party
+    /// reaching the port adds nothing), and no receiver writes over an instance it holds:
+    /// the same data set again is filed for the sender, another under its UID is refused.
+    /// In process, over 127.0.0.1, with the project's own sender.
+    #[test]
+    fn a_receiver_takes_only_what_was_asked_and_never_writes_over_what_it_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let series = "1.2.826.0.1.3680043.8.498.2";
+        let (asked, other) = ("1.2.826.0.1.3680043.8.498.3", "1.2.826.0.1.3680043.8.498.4");
+        let file = |name: &str, sop: &str, v: u16| {
+            let p = d.path().join(name);
+            slice(&p, series, sop, v);
+            p
+        };
+        let (a1, a2, b) = (
+            file("a1.dcm", asked, 5),
+            file("a2.dcm", asked, 6),
+            file("b.dcm", other, 5),
+        );
+        let out = d.path().join("in");
+        let mut rx = Receiver::bind(ScpOptions {
+            aet: "OURS".into(),
+            bind: "127.0.0.1".into(),
+            port: 0,
+            out: out.clone(),
+            max_instance: 1 << 20,
+            max_total: 1 << 24,
+            calling: None,
+            assoc_timeout: Duration::from_secs(10),
+            quiet: true,
+            expect: Some(Expected {
+                study: "1.2.826.0.1.3680043.8.498.1".into(),
+                series: series.into(),
+                instances: [asked.to_string()].into(),
+            }),
+        })
+        .unwrap();
+        let to = super::super::DimseAddr {
+            aet: "OURS".into(),
+            host: "127.0.0.1".into(),
+            port: rx.port(),
+        };
+        let server = std::thread::spawn(move || {
+            let mut reports = Vec::new();
+            rx.run(
+                Until {
+                    once: false,
+                    idle: Some(Duration::from_secs(3)),
+                },
+                &mut |r| reports.push(r.clone()),
+            )
+            .unwrap();
+            reports
+        });
+        let local = super::super::store_scu::Local {
+            aet: "SENDER".into(),
+            timeout: Duration::from_secs(10),
+        };
+        let send =
+            |f: &PathBuf| super::super::store_scu::file_series(&to, &local, &[f.clone()], true);
+        assert_eq!(send(&a1).unwrap().instances, 1);
+        let held = std::fs::read(out.join(series).join(format!("{asked}.dcm"))).unwrap();
+        // Not asked for: refused, nothing written.
+        let e = format!("{:#}", send(&b).unwrap_err());
+        assert!(e.contains(other), "{e}");
+        assert!(!out.join(series).join(format!("{other}.dcm")).exists());
+        // The same again: filed; another data set under the same UID: refused, kept.
+        assert_eq!(send(&a1).unwrap().instances, 1);
+        let e = format!("{:#}", send(&a2).unwrap_err());
+        assert!(e.contains(asked), "{e}");
+        assert_eq!(
+            std::fs::read(out.join(series).join(format!("{asked}.dcm"))).unwrap(),
+            held
+        );
+        let reports = server.join().unwrap();
+        let stored: usize = reports.iter().map(|r| r.stored).sum();
+        let refused: Vec<String> = reports
+            .iter()
+            .flat_map(|r| r.refused.iter().map(|x| x.reason.clone()))
+            .collect();
+        assert_eq!(stored, 1, "counted once: {refused:?}");
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.contains("not an instance the move asked for")),
+            "{refused:?}"
+        );
+        assert!(
+            refused.iter().any(|r| r.contains("received already")),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn an_instance_is_written_as_received_behind_its_file_meta_group() {

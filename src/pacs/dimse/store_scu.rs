@@ -117,6 +117,7 @@ fn data_set<'a>(file: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
 }
 
 /// What was filed.
+#[derive(Debug)]
 pub struct Filed {
     pub study_uid: String,
     pub series_uid: String,
