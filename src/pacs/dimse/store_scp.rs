@@ -581,8 +581,9 @@ mod tests {
             aet: "SENDER".into(),
             timeout: Duration::from_secs(10),
         };
-        let send =
-            |f: &PathBuf| super::super::store_scu::file_series(&to, &local, &[f.clone()], true);
+        let send = |f: &PathBuf| {
+            super::super::store_scu::file_series(&to, &local, std::slice::from_ref(f), true)
+        };
         assert_eq!(send(&a1).unwrap().instances, 1);
         let held = std::fs::read(out.join(series).join(format!("{asked}.dcm"))).unwrap();
         // Not asked for: refused, nothing written.
