@@ -30,6 +30,14 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The series' length: PPDENOISE_PACS_SLICES for the transfers' share of the time
+/// (docs/pacs.md's figures: 20 slices), else 3, which keeps the suite short.
+fn slices_asked() -> usize {
+    std::env::var("PPDENOISE_PACS_SLICES").ok().map_or(3, |v| {
+        v.parse::<usize>().expect("PPDENOISE_PACS_SLICES: a count")
+    })
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -317,12 +325,7 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
     let d = tmp.path();
     let pacs = Orthanc::start(d, &plugin);
     let series = d.join("ct");
-    // PPDENOISE_PACS_SLICES: a longer series for the transfers' share of the time
-    // (docs/pacs.md's figure: 20 slices); 3 keeps the suite short.
-    let n = std::env::var("PPDENOISE_PACS_SLICES").ok().map_or(3, |v| {
-        v.parse::<usize>().expect("PPDENOISE_PACS_SLICES: a count")
-    });
-    ct_series(&series, n);
+    ct_series(&series, slices_asked());
     let source = files(&series);
     // And a non-image object of the same series (a structured report): fetched, skipped by
     // share-study with a line naming its file, which no audit line may carry.
@@ -1328,7 +1331,7 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
         }),
     );
     let series = d.join("ct");
-    ct_series(&series, 3);
+    ct_series(&series, slices_asked());
     let source = files(&series);
     let study_uid = upload(&pacs, &series);
     let archive = pacs.dimse("TESTPACS");
