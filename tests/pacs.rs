@@ -1405,6 +1405,31 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
         assert!(!d.join("bad-study.sources").exists(), "{from}: {e}");
     }
 
+    // An archive that caps its C-FIND answers (Orthanc's LimitFindInstances) below the
+    // series' length: its own count says so; nothing shared.
+    if source.len() > 2 {
+        let capped = Orthanc::start_with(
+            &d.join("capped"),
+            &plugin,
+            serde_json::json!({
+                "LimitFindInstances": 2,
+                "DicomModalities": { "ppdenoise": ["PPDENOISE", "127.0.0.1", our_port] },
+            }),
+        );
+        upload(&capped, &series);
+        let from = capped.dimse("TESTPACS");
+        let bad = d.join("capped-study");
+        let a = share(&from, &study_uid, &bad);
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let e = stderr(&o);
+        assert!(!o.status.success(), "a capped answer shared");
+        assert!(e.contains(&from) && e.contains("a capped answer"), "{e}");
+        assert!(
+            !bad.exists() && !d.join("capped-study.fetched").exists(),
+            "{e}"
+        );
+    }
+
     let gw_audit = s(&d.join("audit-gateway.jsonl"));
     let t = Instant::now();
     let mut a = share(&archive, &study_uid, &study);

@@ -97,6 +97,14 @@ fn find(
                 }
             }
             Some(command::SUCCESS) => return Ok(found),
+            // Cancel: some archives end an answer so when it passes their limit on C-FIND
+            // results (Orthanc's LimitFindInstances): what came is part of the list.
+            Some(0xFE00) => bail!(
+                "{to}: C-FIND ended early (status FE00H, matching terminated) after {} items: \
+                 a capped answer? (a limit on C-FIND results, e.g. Orthanc's \
+                 LimitFindInstances); nothing taken as whole",
+                found.len()
+            ),
             s => bail!(
                 "{to}: C-FIND failed (status {}; does the archive know our AE title {} as a \
                  DICOM node? docs/pacs.md)",
@@ -150,8 +158,22 @@ fn fetch_on(
         el(tags::SERIES_INSTANCE_UID, VR::UI, ""),
         el(tags::SERIES_NUMBER, VR::IS, ""),
         el(tags::MODALITY, VR::CS, ""),
+        el(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
     ]);
     let all = find(a, to, &local.scu.aet, &q, 1)?;
+    // The archive's own count of each series' instances, where it gives one: the IMAGE-level
+    // list must hold as many (an archive that caps its C-FIND answers would otherwise hand
+    // over part of a series as the whole).
+    let counts: Vec<(String, Option<usize>)> = all
+        .iter()
+        .map(|s| {
+            (
+                command::text(s, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+                command::text(s, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)
+                    .and_then(|n| n.trim().parse().ok()),
+            )
+        })
+        .collect();
     if all.is_empty() {
         bail!("--study {study}: no such study at {to} (C-FIND at SERIES level found nothing)");
     }
@@ -227,6 +249,18 @@ fn fetch_on(
             }
             _ => sops.push(sop),
         }
+    }
+    if let Some(n) = counts
+        .iter()
+        .find(|(u, _)| *u == series_uid)
+        .and_then(|(_, n)| *n)
+        .filter(|&n| n != listed)
+    {
+        bail!(
+            "series {series_uid} of study {study} at {to}: the archive counts {n} instances \
+             (C-FIND at SERIES level) but listed {listed} (at IMAGE level): a capped answer? \
+             Nothing shared; raise the archive's C-FIND limit"
+        );
     }
     sops.sort();
     sops.dedup();
