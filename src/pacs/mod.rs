@@ -104,6 +104,70 @@ pub fn checked_uid<'a>(uid: &'a str, what: &str) -> Result<&'a str> {
     Ok(uid)
 }
 
+/// The one study and series of the files to file (file, study UID, series UID), or an
+/// error naming a file of another: one series is filed at a time.
+pub fn one_series<'a>(
+    mut files: impl Iterator<Item = (&'a std::path::PathBuf, &'a String, &'a String)>,
+) -> Result<(String, String)> {
+    let Some((first, study, series)) = files.next() else {
+        bail!("no file to file");
+    };
+    for (file, st, se) in files {
+        if st != study || se != series {
+            bail!(
+                "{}: of study {st} series {se}, but {} of study {study} series {series}: one \
+                 series is filed at a time",
+                file.display(),
+                first.display()
+            );
+        }
+    }
+    Ok((study.clone(), series.clone()))
+}
+
+/// The series of study `study` at the archive `at` that `--series` (a UID or a Series
+/// Number; none: the only one) names, among the archive's `found` (UID, number, modality),
+/// its UID checked; an error listing them when it names none or several.
+pub fn pick_series(
+    found: &[(String, Option<String>, String)],
+    series: Option<&str>,
+    study: &str,
+    at: &dyn std::fmt::Display,
+) -> Result<String> {
+    let listing = || {
+        found
+            .iter()
+            .map(|(u, n, m)| format!("{u} (number {}, {m})", n.as_deref().unwrap_or("none")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let picked: Vec<&(String, Option<String>, String)> = match series {
+        Some(want) => found
+            .iter()
+            .filter(|(u, n, _)| u == want || n.as_deref() == Some(want))
+            .collect(),
+        None => found.iter().collect(),
+    };
+    let uid = match (picked.as_slice(), series) {
+        ([one], _) => &one.0,
+        ([], Some(want)) => bail!(
+            "--series {want}: study {study} at {at} has no such series; it has: {}",
+            listing()
+        ),
+        (_, Some(want)) => bail!(
+            "--series {want}: names several series of study {study}; give a Series Instance \
+             UID: {}",
+            listing()
+        ),
+        (_, None) => bail!(
+            "study {study} at {at} has {} series: pick one with --series UID|NUMBER: {}",
+            found.len(),
+            listing()
+        ),
+    };
+    Ok(checked_uid(uid, "the archive's Series Instance UID")?.to_string())
+}
+
 /// The first value of attribute `tag` (8 hex digits) in a DICOM JSON object, as text.
 pub fn json_value(obj: &serde_json::Value, tag: &str) -> Option<String> {
     match obj.get(tag)?.get("Value")?.get(0)? {

@@ -110,40 +110,7 @@ pub fn fetch_series(
             )
         })
         .collect();
-    let listing = || {
-        found
-            .iter()
-            .map(|(u, n, m)| format!("{u} (number {}, {m})", n.as_deref().unwrap_or("none")))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let picked: Vec<&(String, Option<String>, String)> = match series {
-        Some(want) => found
-            .iter()
-            .filter(|(u, n, _)| u == want || n.as_deref() == Some(want))
-            .collect(),
-        None => found.iter().collect(),
-    };
-    let series_uid = match (picked.as_slice(), series) {
-        ([one], _) => one.0.clone(),
-        ([], Some(want)) => bail!(
-            "--series {want}: study {study} at {} has no such series; it has: {}",
-            c.url,
-            listing()
-        ),
-        (_, Some(want)) => bail!(
-            "--series {want}: names several series of study {study}; give a Series Instance \
-             UID: {}",
-            listing()
-        ),
-        (_, None) => bail!(
-            "study {study} at {} has {} series: pick one with --series UID|NUMBER: {}",
-            c.url,
-            found.len(),
-            listing()
-        ),
-    };
-    let series_uid = checked_uid(&series_uid, "the archive's Series Instance UID")?.to_string();
+    let series_uid = super::pick_series(&found, series, study, &c.url)?;
     let url = format!("{root}/studies/{study}/series/{series_uid}/instances");
     let Some(instances) = list_all(c, &url, "00080018", MAX_INSTANCES)? else {
         bail!(

@@ -121,18 +121,8 @@ pub fn file_series(c: &Client, files: &[PathBuf], quiet: bool) -> Result<Filed> 
         .iter()
         .map(|f| instance(f))
         .collect::<Result<Vec<_>>>()?;
-    let (study, series) = (all[0].study.clone(), all[0].series.clone());
+    let (study, series) = super::one_series(all.iter().map(|i| (&i.file, &i.study, &i.series)))?;
     for i in &all {
-        if i.study != study || i.series != series {
-            bail!(
-                "{}: of study {} series {}, but {} of study {study} series {series}: one \
-                 series is filed at a time",
-                i.file.display(),
-                i.study,
-                i.series,
-                all[0].file.display()
-            );
-        }
         checked_uid(&i.sop, &format!("{}: SOP Instance UID", i.file.display()))?;
     }
     checked_uid(

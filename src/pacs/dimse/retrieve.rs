@@ -189,39 +189,7 @@ fn fetch_on(
             )
         })
         .collect();
-    let listing = || {
-        found
-            .iter()
-            .map(|(u, n, m)| format!("{u} (number {}, {m})", n.as_deref().unwrap_or("none")))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let picked: Vec<_> = match series {
-        Some(want) => found
-            .iter()
-            .filter(|(u, n, _)| u == want || n.as_deref() == Some(want))
-            .collect(),
-        None => found.iter().collect(),
-    };
-    let series_uid = match (picked.as_slice(), series) {
-        ([one], _) => one.0.clone(),
-        ([], Some(want)) => bail!(
-            "--series {want}: study {study} at {to} has no such series; it has: {}",
-            listing()
-        ),
-        (_, Some(want)) => bail!(
-            "--series {want}: names several series of study {study}; give a Series Instance \
-             UID: {}",
-            listing()
-        ),
-        (_, None) => bail!(
-            "study {study} at {to} has {} series: pick one with --series UID|NUMBER: {}",
-            found.len(),
-            listing()
-        ),
-    };
-    let series_uid =
-        crate::pacs::checked_uid(&series_uid, "the archive's Series Instance UID")?.to_string();
+    let series_uid = crate::pacs::pick_series(&found, series, study, to)?;
     let q = InMemDicomObject::from_element_iter([
         el(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"),
         el(tags::STUDY_INSTANCE_UID, VR::UI, study),

@@ -134,19 +134,8 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
         .iter()
         .map(|f| instance(f))
         .collect::<Result<Vec<_>>>()?;
-    let (study, series) = (all[0].study.clone(), all[0].series.clone());
-    for i in &all {
-        if i.study != study || i.series != series {
-            bail!(
-                "{}: of study {} series {}, but {} of study {study} series {series}: one \
-                 series is filed at a time",
-                i.file.display(),
-                i.study,
-                i.series,
-                all[0].file.display()
-            );
-        }
-    }
+    let (study, series) =
+        crate::pacs::one_series(all.iter().map(|i| (&i.file, &i.study, &i.series)))?;
     // One presentation context per (class, transfer syntax) held: the files go as they are.
     let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
     for i in &all {
