@@ -67,17 +67,11 @@ impl Dir {
     /// `share-image --image IMAGE --sigma 25 --model MODEL.pub --out OUT` and `extra`.
     fn share_image(&self, image: &str, model: &str, out: &str, extra: &[&str]) -> Output {
         let (i, m, o) = (self.p(image), self.p(&format!("{model}.pub")), self.p(out));
-        let mut args = vec![
-            "share-image",
-            "--image",
-            &i,
-            "--sigma",
-            "25",
-            "--model",
-            &m,
-            "--out",
-            &o,
-        ];
+        let mut args = vec!["share-image", "--image", &i, "--model", &m, "--out", &o];
+        // --sigma-per-colour stands instead of --sigma.
+        if !extra.contains(&"--sigma-per-colour") {
+            args.extend(["--sigma", "25"]);
+        }
         args.extend(extra);
         run(&args)
     }
@@ -150,7 +144,34 @@ fn rgb_pattern(w: u32, h: u32) -> image::RgbImage {
 /// them, that the output shares add up to the oracle's output bit for bit, and that the
 /// receiver's RGB file is the oracle's image. Returns the receiver's image.
 fn secure_colour_job(d: &Dir, m: &Cnn, noisy: &str, engine: &str, out: &str) -> ColourImage {
-    let j = common::summary(&d.share_image(noisy, "model", "image", &[]), "share-image");
+    secure_colour_job_at(d, m, (noisy, engine, out), &[], &NoiseLevel::Uniform(25.0))
+}
+
+/// [`secure_colour_job`] with share-image's noise options `noise_args`, whose level (the
+/// map the shares must hold) is `level`.
+fn secure_colour_job_at(
+    d: &Dir,
+    m: &Cnn,
+    (noisy, engine, out): (&str, &str, &str),
+    noise_args: &[&str],
+    level: &NoiseLevel,
+) -> ColourImage {
+    secure_colour_job_map(d, m, (noisy, engine, out), noise_args, level).0
+}
+
+/// [`secure_colour_job_at`], also returning the map the shares hold, decoded (sigma / 255
+/// per stack cell, channel after channel).
+fn secure_colour_job_map(
+    d: &Dir,
+    m: &Cnn,
+    (noisy, engine, out): (&str, &str, &str),
+    noise_args: &[&str],
+    level: &NoiseLevel,
+) -> (ColourImage, Vec<f64>) {
+    let j = common::summary(
+        &d.share_image(noisy, "model", "image", noise_args),
+        "share-image",
+    );
     assert_eq!(j["colours"], 3, "{j}");
     let o = d.gen_triplets("model", "image", engine);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -185,7 +206,8 @@ fn secure_colour_job(d: &Dir, m: &Cnn, noisy: &str, engine: &str, out: &str) -> 
         panic!("{noisy}: not colour")
     };
     assert_eq!((src.height(), src.width()), (h, w));
-    let map = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
+    let map = m.noise_map(level, h, w);
+    assert_eq!(map.len(), m.map_channels() * h.div_ceil(2) * w.div_ceil(2));
     let pre = Preprocess::identity();
     assert_eq!(
         enc,
@@ -241,7 +263,11 @@ fn secure_colour_job(d: &Dir, m: &Cnn, noisy: &str, engine: &str, out: &str) -> 
         panic!("want.tif")
     };
     assert_eq!(got.planes, want.planes, "{engine}: the receiver's image");
-    got
+    let held = enc[3 * h * w..]
+        .iter()
+        .map(|&v| v as i64 as f64 / (1u64 << params.s) as f64)
+        .collect();
+    (got, held)
 }
 
 /// A colour FFDNet-shaped random network (13 channels in: R, G, B's four sub-images and one
@@ -285,6 +311,216 @@ fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
             got.planes, fixed.planes,
             "{engine}: secure and denoise --arith fixed"
         );
+    }
+}
+
+/// A colour FFDNet with a noise map per colour (15 channels in: R, G, B's four sub-images
+/// and R, G, B's maps, the FFDNet paper's colour input; 12 out): a sigma per colour
+/// (`--sigma-per-colour`) and a per-pixel map per plane (a (3h) x w .npy) go into the
+/// shares as three map channels, secure == oracle on both engines, and the receiver's PNG
+/// is `denoise --arith fixed`'s with the same options. The levels reach the output: another
+/// sigma per colour gives another image.
+#[test]
+fn a_noise_map_per_colour_is_bit_exact_on_both_engines() {
+    use ndarray::Array2;
+    use ndarray_npy::WriteNpyExt;
+    let (w, h) = (15usize, 11usize);
+    // A map per plane: R's sigmas grow down the rows, G's across, B's a constant 40.
+    let planes = Array2::from_shape_fn((3 * h, w), |(r, c)| match r / h {
+        0 => 5.0 + 3.0 * (r % h) as f64,
+        1 => 10.0 + 2.0 * c as f64,
+        _ => 40.0,
+    });
+    let runs: [(&str, Vec<&str>, NoiseLevel); 2] = [
+        (
+            "gmw",
+            vec!["--sigma-per-colour", "10,25,40"],
+            NoiseLevel::PerColour(vec![10.0, 25.0, 40.0]),
+        ),
+        (
+            "gc",
+            vec!["--noise-map", "MAP"],
+            NoiseLevel::PerPixel(planes.clone()),
+        ),
+    ];
+    for (engine, args, level) in runs {
+        let d = Dir::new();
+        let m = random_framed_cnn(&[15, 8, 8, 12], 3, 33, META, Frame::FFDNET);
+        assert_eq!((m.colours, m.map_channels()), (3, 3));
+        m.save(&d.path("colour.npz")).unwrap();
+        let j = ok(&[
+            "share-model",
+            "--model",
+            &d.p("colour.npz"),
+            "--out",
+            &d.p("model"),
+        ]);
+        assert_eq!(j["colours"], 3);
+        rgb_pattern(w as u32, h as u32)
+            .save(d.path("noisy.png"))
+            .unwrap();
+        let mut f = std::fs::File::create(d.path("map.npy")).unwrap();
+        planes.write_npy(&mut f).unwrap();
+        let map = d.p("map.npy");
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "MAP" { map.as_str() } else { a })
+            .collect();
+        let (got, held) =
+            secure_colour_job_map(&d, &m, ("noisy.png", engine, "out.png"), &args, &level);
+        // The map the shares hold, checked apart from the code that builds it: three
+        // channels of 8 x 6 cells, R's first.
+        let (sh, sw) = (h.div_ceil(2), w.div_ceil(2));
+        assert_eq!(held.len(), 3 * sh * sw);
+        let at = |c: usize, y: usize, x: usize| held[(c * sh + y) * sw + x] * 255.0;
+        let near = |a: f64, b: f64| (a - b).abs() < 0.1;
+        for y in 0..sh {
+            for x in 0..sw {
+                if engine == "gmw" {
+                    for (c, s) in [10.0, 25.0, 40.0].into_iter().enumerate() {
+                        assert!(near(at(c, y, x), s), "channel {c}: {}", at(c, y, x));
+                    }
+                } else {
+                    // R grows down the rows only, G across the columns only, B is 40.
+                    assert!(near(at(0, y, x), at(0, y, 0)) && near(at(1, y, x), at(1, 0, x)));
+                    assert!(y == 0 || at(0, y, 0) > at(0, y - 1, 0));
+                    assert!(x == 0 || at(1, 0, x) > at(1, 0, x - 1));
+                    assert!(near(at(2, y, x), 40.0));
+                }
+            }
+        }
+        let (model, image, fixed) = (d.p("colour.npz"), d.p("noisy.png"), d.p("fixed.png"));
+        let mut den = vec![
+            "denoise", "--model", &model, "--image", &image, "--arith", "fixed", "--out", &fixed,
+        ];
+        if args[0] == "--noise-map" {
+            den.extend(["--sigma", "25"]);
+        }
+        den.extend(&args);
+        ok(&den);
+        let Picture::Colour(fixed) = load_picture(d.path("fixed.png")).unwrap() else {
+            panic!("fixed.png")
+        };
+        assert_eq!(got.planes, fixed.planes, "{engine}: secure and denoise");
+        // The levels matter: one sigma for all planes gives another image.
+        let other = d.p("other.png");
+        ok(&[
+            "denoise", "--model", &model, "--image", &image, "--arith", "fixed", "--sigma", "25",
+            "--out", &other,
+        ]);
+        let Picture::Colour(other) = load_picture(d.path("other.png")).unwrap() else {
+            panic!("other.png")
+        };
+        assert_ne!(
+            other.planes, fixed.planes,
+            "{engine}: the levels were ignored"
+        );
+    }
+}
+
+/// Levels per colour plane where they cannot go, refused by name before anything is
+/// written: for a model with one map channel for its planes (the authors' form), a map per
+/// plane for it, a gray image, two levels, and a model with no map at all.
+#[test]
+fn levels_per_colour_are_refused_where_they_cannot_go() {
+    use ndarray::Array2;
+    use ndarray_npy::WriteNpyExt;
+    let d = Dir::new();
+    random_framed_cnn(&[13, 6, 12], 3, 5, META, Frame::FFDNET)
+        .save(&d.path("one.npz"))
+        .unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("one.npz"),
+        "--out",
+        &d.p("model"),
+    ]);
+    rgb_pattern(10, 8).save(d.path("rgb.png")).unwrap();
+    refused(
+        &d.share_image("rgb.png", "model", "x", &["--sigma-per-colour", "10,20,30"]),
+        "a map per colour",
+    );
+    let mut f = std::fs::File::create(d.path("planes.npy")).unwrap();
+    Array2::<f64>::from_elem((24, 10), 9.0)
+        .write_npy(&mut f)
+        .unwrap();
+    refused(
+        &d.share_image(
+            "rgb.png",
+            "model",
+            "x",
+            &["--noise-map", &d.p("planes.npy")],
+        ),
+        "a noise map per colour plane",
+    );
+    // Three equal levels are one level: taken.
+    common::summary(
+        &d.share_image(
+            "rgb.png",
+            "model",
+            "same",
+            &["--sigma-per-colour", "20,20,20"],
+        ),
+        "share-image",
+    );
+    random_framed_cnn(&[15, 6, 12], 3, 5, META, Frame::FFDNET)
+        .save(&d.path("per.npz"))
+        .unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("per.npz"),
+        "--out",
+        &d.p("per"),
+    ]);
+    refused(
+        &d.share_image("rgb.png", "per", "x", &["--sigma-per-colour", "10,20"]),
+        "2 level(s)",
+    );
+    refused(
+        &d.share_image("rgb.png", "per", "x", &["--sigma-per-colour", "10,20,200"]),
+        "takes up to 150",
+    );
+    refused(
+        &d.share_image(
+            "rgb.png",
+            "per",
+            "x",
+            &["--sigma-per-colour", "10,20,30", "--sigma", "4"],
+        ),
+        "cannot be used with",
+    );
+    let gray = random_framed_cnn(&[5, 6, 4], 3, 5, META, Frame::FFDNET);
+    gray.save(&d.path("gray.npz")).unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &d.p("gray.npz"),
+        "--out",
+        &d.p("g"),
+    ]);
+    image::GrayImage::from_fn(10, 8, |x, y| image::Luma([(x * 20 + y) as u8]))
+        .save(d.path("gray.png"))
+        .unwrap();
+    refused(
+        &d.share_image("gray.png", "g", "x", &["--sigma-per-colour", "10,20,30"]),
+        "a gray image takes one level",
+    );
+    let plain = random_framed_cnn(&[1, 4, 1], 3, 5, META, Frame::PLAIN);
+    plain.save(&d.path("plain.npz")).unwrap();
+    let o = run(&[
+        "denoise",
+        "--model",
+        &d.p("plain.npz"),
+        "--image",
+        &d.p("gray.png"),
+        "--sigma-per-colour",
+        "10,20,30",
+    ]);
+    refused(&o, "apply to models with a noise-map channel");
+    for x in ["x.p0", "x.p1", "x.pub"] {
+        assert!(!d.path(x).exists(), "{x} written");
     }
 }
 

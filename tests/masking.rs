@@ -1218,55 +1218,106 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
 #[test]
 fn colour_ffdnet_job_reveals_neither_planes_nor_map() {
     seeded("colour_ffdnet_job_reveals_neither_planes_nor_map");
-    use ppdenoise::corr::randomness::act_mask_of;
-    use ppdenoise::model::cnn::{random_framed_cnn, CnnMeta};
+    use ppdenoise::model::cnn::random_framed_cnn;
     use ppdenoise::model::frame::Frame;
     use ppdenoise::model::noise_map::{NoiseLevel, PoissonGaussian};
-    let meta = CnnMeta {
-        sigma: 25.0,
-        residual: false,
-    };
-    let m = random_framed_cnn(&[13, 8, 8, 12], 3, 43, meta, Frame::FFDNET);
-    assert_eq!(m.colours, 3);
+    let m = random_framed_cnn(&[13, 8, 8, 12], 3, 43, COLOUR_META, Frame::FFDNET);
+    assert_eq!((m.colours, m.map_channels()), (3, 1));
+    let (phantom, planes) = colour_planes();
+    let (h, w) = phantom.dim();
+    let uniform = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
+    let pg = PoissonGaussian { a: 9.8, b: 4.0 };
+    let per_pixel = m.noise_map(&NoiseLevel::PerPixel(pg.map_of(&phantom)), h, w);
+    assert_ne!(uniform, per_pixel);
+    colour_job_hides(&m, "colour", (&uniform, &planes, &per_pixel));
+}
+
+/// Issue 48: a colour FFDNet with a noise map per colour (15 channels in: the planes'
+/// sub-images and R, G and B's own maps) reveals neither the planes nor their maps: an
+/// all-black RGB image at a sigma per colour (public-looking levels 10, 25, 40) against three
+/// high-contrast planes with a per-pixel map per plane computed from each plane (each map
+/// the outline of its plane), as above, both engines, with the same negative control.
+#[test]
+fn colour_job_with_a_map_per_colour_reveals_neither_planes_nor_maps() {
+    seeded("colour_job_with_a_map_per_colour_reveals_neither_planes_nor_maps");
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::{NoiseLevel, PoissonGaussian};
+    let m = random_framed_cnn(&[15, 8, 8, 12], 3, 47, COLOUR_META, Frame::FFDNET);
+    assert_eq!((m.colours, m.map_channels()), (3, 3));
+    let (phantom, planes) = colour_planes();
+    let (h, w) = phantom.dim();
+    let per_colour = m.noise_map(&NoiseLevel::PerColour(vec![10.0, 25.0, 40.0]), h, w);
+    let pg = PoissonGaussian { a: 9.8, b: 4.0 };
+    let per_plane = m.noise_map(&NoiseLevel::PerPixel(pg.map_of(&planes)), h, w);
+    let n = h.div_ceil(2) * w.div_ceil(2);
+    assert_eq!(per_plane.len(), 3 * n);
+    // Three maps, each its own plane's.
+    assert!(per_plane[..n] != per_plane[n..2 * n] && per_plane[n..2 * n] != per_plane[2 * n..]);
+    colour_job_hides(
+        &m,
+        "colour, a map per colour",
+        (&per_colour, &planes, &per_plane),
+    );
+}
+
+const COLOUR_META: ppdenoise::model::cnn::CnnMeta = ppdenoise::model::cnn::CnnMeta {
+    sigma: 25.0,
+    residual: false,
+};
+
+/// The phantom, and three planes from it (R the phantom, G its negative, B its
+/// transpose: each its own), stacked (3h) x w.
+fn colour_planes() -> (Array2<f64>, Array2<f64>) {
     let (_, phantom) = images();
     let (h, w) = phantom.dim();
-    let black = Array2::zeros((3 * h, w));
-    // R the phantom, G its negative, B its transpose: three planes, each its own.
     let planes = Array2::from_shape_fn((3 * h, w), |(r, x)| match r / h {
         0 => phantom[[r % h, x]],
         1 => 255.0 - phantom[[r % h, x]],
         _ => phantom[[x, r % h]],
     });
-    let uniform = m.noise_map(&NoiseLevel::Uniform(25.0), h, w);
-    let pg = PoissonGaussian { a: 9.8, b: 4.0 };
-    let per_pixel = m.noise_map(&NoiseLevel::PerPixel(pg.map_of(&phantom)), h, w);
-    assert_ne!(uniform, per_pixel);
+    (phantom, planes)
+}
+
+/// Colour model `m`'s job on an all-black image at `map_a` against `planes` at `map_b`:
+/// what each server receives and opens cannot be told apart, on both engines; the layer-0
+/// opening with the dealer's mask removed (the planes' sub-images and the maps in the
+/// clear) is told apart at once (negative control).
+fn colour_job_hides(
+    m: &ppdenoise::model::cnn::Cnn,
+    label: &str,
+    (map_a, planes, map_b): (&[f64], &Array2<f64>, &[f64]),
+) {
+    use ppdenoise::model::frame::Frame;
+    let (rows, w) = planes.dim();
+    let h = rows / 3;
+    let black = Array2::zeros((3 * h, w));
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, sa) = run_framed_cnn_job(&m, &black, &uniform, engine);
-        let (b, sb) = run_framed_cnn_job(&m, &planes, &per_pixel, engine);
+        let (a, sa) = run_framed_cnn_job(m, &black, map_a, engine);
+        let (b, sb) = run_framed_cnn_job(m, planes, map_b, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
-            let what = format!("colour {engine}: S{p} received, black vs planes");
+            let what = format!("{label} {engine}: S{p} received, black vs planes");
             assert!(compare(&what, &ra[1..], &rb[1..]).unwrap() >= 3);
             for (run, r) in [("black", &ra), ("planes", &rb)] {
-                let what = format!("colour {engine}: S{p} received, {run}");
+                let what = format!("{label} {engine}: S{p} received, {run}");
                 assert!(uniform_slots(&what, &r[1..]).unwrap() >= 3);
             }
         }
         let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
-        compare(&format!("colour {engine}: opened values"), &oa, &ob).unwrap();
+        compare(&format!("{label} {engine}: opened values"), &oa, &ob).unwrap();
         uniform_slots(
-            &format!("colour {engine}: differences of openings"),
+            &format!("{label} {engine}: differences of openings"),
             &differences(&oa),
         )
         .unwrap();
         if engine == EngineKind::Gmw {
             // The layer-0 opening (after the tag and the masked weights) with its mask
-            // removed: the 12 sub-image channels and the map, in the clear.
+            // removed: the 12 sub-image channels and the maps, in the clear.
             let (sh, sw) = Frame::FFDNET.stack_dims(h, w);
-            let n = 13 * sh * sw;
+            let n = m.convs[0].cin * sh * sw;
             let clear = |opened: &[&[u8]], seeds: &[Seed; 2]| -> Vec<u8> {
                 let map = opened[1];
                 assert_eq!(map.len(), 8 * n, "the layer-0 opening");
@@ -1285,7 +1336,7 @@ fn colour_ffdnet_job_reveals_neither_planes_nor_map() {
             let (xa, xb) = (clear(&oa, &sa), clear(&ob, &sb));
             let (_, _, p) =
                 chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
-            eprintln!("colour layer-0 input without its mask: p = {p:e}");
+            eprintln!("{label}: layer-0 input without its mask: p = {p:e}");
             assert!(
                 p < 1e-12,
                 "the unmasked planes were not told apart (p = {p})"

@@ -75,7 +75,7 @@ pub struct ShareOpts {
     /// values, or `auto`: estimated from each image (docs/dicom.md).
     /// Not needed with a per-pixel map (--noise-map, --noise), which carries the level.
     #[arg(long, value_parser = super::inputs::parse_sigma,
-          required_unless_present_any = ["noise", "noise_map"])]
+          required_unless_present_any = ["noise", "noise_map", "sigma_per_colour"])]
     pub sigma: Option<Sigma>,
     #[command(flatten)]
     pub window: super::inputs::WindowArgs,

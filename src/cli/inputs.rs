@@ -29,6 +29,37 @@ pub struct NoiseArgs {
     /// (0..255 scale). Secret like the image.
     #[arg(long)]
     pub noise: Option<String>,
+    /// A noise level per colour plane, R,G,B on the model's 0..255 scale (e.g. 10,25,40),
+    /// for a colour model with a noise map per colour (the FFDNet paper's 15-channel
+    /// input); one model map channel for all planes takes one level (--sigma). Shared in the
+    /// map like a per-pixel one; the job records the model's nominal sigma.
+    #[arg(long, value_parser = parse_levels, conflicts_with_all = ["sigma", "noise", "noise_map"])]
+    pub sigma_per_colour: Option<Levels>,
+}
+
+/// Levels per colour plane, `R,G,B` on the 0..255 scale.
+#[derive(Clone, Debug)]
+pub struct Levels(pub Vec<f64>);
+
+/// Parses `--sigma-per-colour`: three positive, finite levels.
+pub fn parse_levels(s: &str) -> Result<Levels, String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|t| t.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            format!("{s:?}: expected three levels on the 0..255 scale, R,G,B (e.g. 10,25,40)")
+        })?;
+    if v.len() != 3 {
+        return Err(format!(
+            "{s:?}: {} level(s); one per colour plane, R,G,B, expected",
+            v.len()
+        ));
+    }
+    if let Some(bad) = v.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+        return Err(format!("{s:?}: level {bad} must be positive and finite"));
+    }
+    Ok(Levels(v))
 }
 
 impl NoiseArgs {
@@ -37,6 +68,7 @@ impl NoiseArgs {
         NoiseArgs {
             noise_map: None,
             noise,
+            sigma_per_colour: None,
         }
     }
 
@@ -45,6 +77,7 @@ impl NoiseArgs {
         Noise {
             noise_map: self.noise_map.clone(),
             noise: self.noise.clone(),
+            per_colour: self.sigma_per_colour.as_ref().map(|l| l.0.clone()),
         }
     }
 
@@ -54,8 +87,13 @@ impl NoiseArgs {
     }
 
     /// [`Noise::level`] of these arguments.
-    pub fn level(&self, sigma: f64, noisy: &Array2<f64>, takes_map: bool) -> Result<NoiseLevel> {
-        self.plain().level(sigma, noisy, takes_map)
+    pub fn level(
+        &self,
+        sigma: f64,
+        noisy: &Array2<f64>,
+        colours_maps: (usize, usize),
+    ) -> Result<NoiseLevel> {
+        self.plain().level(sigma, noisy, colours_maps)
     }
 }
 

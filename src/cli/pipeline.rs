@@ -270,8 +270,8 @@ fn demo_cnn(
     let colours = model.colours;
     if a.noise.is_some() && model.is_colour() {
         anyhow::bail!(
-            "--noise: {} is colour and takes one --sigma (signal-dependent noise on colour \
-             images: issue 48)",
+            "--noise: {} is colour; demo adds signal-dependent noise to gray images only \
+             (share-image takes --noise for a colour model with a map per colour)",
             model_path.display()
         );
     }
@@ -398,8 +398,11 @@ fn demo_cnn(
             ..crate::ring::cnn::CnnFixed::for_model(&model)
         };
         // The map the gateway made, by the gateway's own rule.
-        let noise =
-            NoiseArgs::signal_dependent(a.noise.clone()).level(a.sigma, &noisy.pixels, true)?;
+        let noise = NoiseArgs::signal_dependent(a.noise.clone()).level(
+            a.sigma,
+            &noisy.pixels,
+            (model.colours, model.map_channels().max(1)),
+        )?;
         let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params, &noise)?;
         let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params, &noise)?;
         compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);

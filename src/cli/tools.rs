@@ -59,8 +59,10 @@ pub struct DenoiseArgs {
     pub arith: Arith,
     /// Noise level of the image (required): a number on the model's 0..255 scale, `20HU`
     /// (CT), `20SV` (stored values) or `auto` (estimated from each image), as share-image.
-    #[arg(long, value_parser = super::inputs::parse_sigma)]
-    pub sigma: Sigma,
+    /// Not needed with --sigma-per-colour.
+    #[arg(long, value_parser = super::inputs::parse_sigma,
+          required_unless_present = "sigma_per_colour")]
+    pub sigma: Option<Sigma>,
     #[command(flatten)]
     pub window: super::inputs::WindowArgs,
     /// Map the image with --window even though the model declares another window it was
@@ -83,6 +85,22 @@ pub struct DenoiseArgs {
     pub clean: Option<String>,
     #[command(flatten)]
     pub noise: super::inputs::NoiseArgs,
+}
+
+impl DenoiseArgs {
+    /// --sigma; with --sigma-per-colour (whose levels the noise map carries), their mean,
+    /// which only names the run.
+    fn sigma(&self) -> Sigma {
+        self.sigma.unwrap_or_else(|| {
+            let l = &self
+                .noise
+                .sigma_per_colour
+                .as_ref()
+                .expect("clap requires one")
+                .0;
+            Sigma::Scale(l.iter().sum::<f64>() / l.len() as f64)
+        })
+    }
 }
 
 /// Runs a denoise in the chosen arithmetic with the default fixed-point parameters at
@@ -262,14 +280,18 @@ impl Runner {
         match self {
             Runner::Cnn(model, params) => {
                 let pre = model.preprocess(sigma, !a.no_scale_noise);
-                let noise = a.noise.level(sigma, &noisy.pixels, model.frame.noise_map)?;
+                let noise =
+                    a.noise
+                        .level(sigma, &noisy.pixels, (model.colours, model.map_channels()))?;
                 run_cnn(model, noisy, &pre, arith, *params, &noise)
             }
             Runner::Mlp(model, params) => {
+                a.noise.plain().check_maps(0)?;
                 let pre = Preprocess::new(sigma, model.meta.sigma, !a.no_scale_noise);
                 run_denoise_with(model, noisy, &pre, a.stride, arith, *params)
             }
             Runner::Graph(g, plan) => {
+                a.noise.plain().check_maps(0)?;
                 let pre = g.preprocess(sigma, !a.no_scale_noise);
                 let (h, w) = noisy.pixels.dim();
                 g.padded_size(h, w)
@@ -312,7 +334,7 @@ fn level(
     name: &str,
 ) -> Result<f64> {
     let sigma = scale
-        .level_of(a.sigma, &img.pixels)
+        .level_of(a.sigma(), &img.pixels)
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     // A model with a noise map takes any level to MAX_SIGMA (share-model records no range).
     // A graph's fixed point is not probed here yet: its out-of-range values are counted and
@@ -342,7 +364,7 @@ fn level(
              its pre-activations out of range on the phantom there): a narrower --window \
              raises the level (e.g. a CT's soft tissue, --window -160:240), or use a model \
              with a noise map (FFDNet)",
-            a.sigma,
+            a.sigma(),
             probe.out_of_range
         );
     }
@@ -377,7 +399,7 @@ fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
         &format!(
             "denoised in the clear, {}, sigma {}",
             path.file_stem().unwrap_or_default().to_string_lossy(),
-            a.sigma
+            a.sigma()
         ),
         "Denoised by ppdenoise denoise (in the clear)",
         &window,
@@ -467,7 +489,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
                 &format!(
                     "denoised in the clear, {}, sigma {}",
                     path.file_stem().unwrap_or_default().to_string_lossy(),
-                    a.sigma
+                    a.sigma()
                 ),
             ),
             &window,
@@ -526,7 +548,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         &a.image,
         &scale,
         levels[0],
-        Some(a.sigma),
+        Some(a.sigma()),
     ));
     let mut json = serde_json::json!({"ok": true, "command": "denoise", "seconds": secs,
         "out_of_range": oor, "window": scale.window, "units": scale.units,
@@ -632,7 +654,8 @@ fn inspect_cnn(m: &Cnn) -> Summary {
         "family": crate::model::cnn::describe_frame(&m.frame),
         "convolutions": m.convs.len(), "channels": m.channels(),
         "kernels": m.convs.iter().map(|c| c.k).collect::<Vec<_>>(),
-        "frame": {"unshuffle": m.frame.unshuffle, "noise_map": m.frame.noise_map},
+        "frame": {"unshuffle": m.frame.unshuffle, "noise_map": m.frame.noise_map,
+            "map_channels": m.map_channels()},
         "colours": m.colours,
         "residual": m.meta.residual, "sigma": m.meta.sigma,
         "noise_level": if m.frame.noise_map { "any: the noise map (share-image --sigma, --noise-map or --noise)" } else { "the model's sigma* (images are scaled to it)" },
@@ -821,7 +844,8 @@ pub fn inspect(a: InspectArgs) -> Result<Summary> {
 }
 
 /// `denoise` with a colour model (`path` its file): the RGB image through the model at one
-/// uniform sigma, written back in the image's own form (RGB or RGBA, 8 or 16 bits).
+/// sigma, a sigma per colour or a per-pixel map (as share-image takes them), written back in
+/// the image's own form (RGB or RGBA, 8 or 16 bits).
 fn denoise_colour(
     a: &DenoiseArgs,
     model: &Cnn,
@@ -829,12 +853,6 @@ fn denoise_colour(
     path: &std::path::Path,
 ) -> Result<Summary> {
     let name = path.display().to_string();
-    if a.noise.per_pixel() {
-        bail!(
-            "--noise-map and --noise: {name} is colour and takes one --sigma for now (per-pixel \
-             maps of colour images: issue 48)"
-        );
-    }
     if a.like.is_some() {
         bail!("--like: a colour image is written as PNG or TIFF, not DICOM");
     }
@@ -866,24 +884,25 @@ fn denoise_colour(
     };
     let scale = ValueScale::grey(img.bit_depth, img.planes.len());
     let sigma = scale
-        .level_of(a.sigma, &img.planes)
+        .level_of(a.sigma(), &img.planes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
     let t = Instant::now();
     let pre = model.preprocess(sigma, !a.no_scale_noise);
     let noisy = GrayImage::new(img.planes.clone(), img.bit_depth);
-    let (out, oor) = run_cnn(
-        model,
-        &noisy,
-        &pre,
-        a.arith,
-        params,
-        &NoiseLevel::Uniform(sigma),
-    )?;
+    let noise = a
+        .noise
+        .level(sigma, &noisy.pixels, (model.colours, model.map_channels()))
+        .with_context(|| format!("{}, the model {name}", a.image))?;
+    let (out, oor) = run_cnn(model, &noisy, &pre, a.arith, params, &noise)?;
     let secs = t.elapsed().as_secs_f64();
     let mut lines = vec![format!(
-        "denoised {} ({}) in {secs:.2} s at sigma {sigma:.4} ({} arithmetic)",
+        "denoised {} ({}) in {secs:.2} s at {} ({} arithmetic)",
         a.image,
         img.kind(),
+        match &noise {
+            NoiseLevel::Uniform(s) => format!("sigma {s:.4}"),
+            other => other.describe(),
+        },
         if a.arith == Arith::Fixed {
             "fixed-point"
         } else {

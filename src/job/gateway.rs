@@ -18,7 +18,7 @@ use crate::formats::signing::{signer_of, Role, Trust};
 use crate::image::window::{DeclaredWindow, Sigma, ValueScale, WindowChoice, MODEL_WINDOW};
 use crate::image::GrayImage;
 use crate::model::frame::Frame;
-use crate::model::noise_map::{load_map, NoiseLevel, PoissonGaussian};
+use crate::model::noise_map::{load_maps, NoiseLevel, PoissonGaussian, MAX_SIGMA};
 use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
@@ -60,12 +60,14 @@ impl ShareOptions {
     }
 }
 
-/// Per-pixel noise levels, for a model that takes a noise map: a map file (`noise_map`), or
-/// signal-dependent noise computed from the noisy image (`noise`).
+/// Per-pixel or per-colour noise levels, for a model that takes a noise map: a map file
+/// (`noise_map`), signal-dependent noise computed from the noisy image (`noise`), or a sigma
+/// per colour plane (`per_colour`, 0..255 scale).
 #[derive(Clone, Default)]
 pub struct Noise {
     pub noise_map: Option<PathBuf>,
     pub noise: Option<String>,
+    pub per_colour: Option<Vec<f64>>,
 }
 
 impl Noise {
@@ -74,23 +76,61 @@ impl Noise {
         self.noise_map.is_some() || self.noise.is_some()
     }
 
-    /// The noise level of `noisy` (h x w): a per-pixel map when asked for, else `sigma`.
-    /// `takes_map`: whether the model has a noise-map channel (a map for one that does
-    /// not is refused rather than ignored).
-    pub fn level(&self, sigma: f64, noisy: &Array2<f64>, takes_map: bool) -> Result<NoiseLevel> {
-        if self.per_pixel() && !takes_map {
-            bail!("--noise-map and --noise apply to models with a noise-map channel (FFDNet); this model has none");
+    /// Refuses a map or levels per colour for a model of no map channels (`maps` 0),
+    /// rather than ignoring them.
+    pub fn check_maps(&self, maps: usize) -> Result<()> {
+        if (self.per_pixel() || self.per_colour.is_some()) && maps == 0 {
+            bail!(
+                "--noise-map, --noise and --sigma-per-colour apply to models with a noise-map \
+                 channel (FFDNet); this model has none"
+            );
         }
-        let (h, w) = noisy.dim();
-        if let Some(p) = &self.noise_map {
-            return Ok(NoiseLevel::PerPixel(load_map(p, h, w)?));
-        }
-        if let Some(spec) = &self.noise {
-            return Ok(NoiseLevel::PerPixel(
-                PoissonGaussian::parse(spec)?.map_of(noisy),
-            ));
-        }
-        Ok(NoiseLevel::Uniform(sigma))
+        Ok(())
+    }
+
+    /// The noise level of `noisy` (`colours` planes of h x w stacked, (colours*h) x w) for a
+    /// model taking `maps` noise-map channels: a per-pixel map or a sigma per colour when
+    /// asked for, else `sigma`. Asked of a model without a map, refused rather than ignored;
+    /// a level per plane for a model with one map channel for its planes, refused by name.
+    pub fn level(
+        &self,
+        sigma: f64,
+        noisy: &Array2<f64>,
+        (colours, maps): (usize, usize),
+    ) -> Result<NoiseLevel> {
+        self.check_maps(maps)?;
+        let (rows, w) = noisy.dim();
+        let h = rows / colours;
+        let per_plane = colours > 1 && maps == colours;
+        let level = if let Some(levels) = &self.per_colour {
+            if colours == 1 {
+                bail!("--sigma-per-colour: a gray image takes one level: give --sigma");
+            }
+            if let Some(s) = levels.iter().find(|s| **s > MAX_SIGMA) {
+                bail!(
+                    "--sigma-per-colour: noise level {s} on the 0..255 scale: a model with a \
+                     noise map takes up to {MAX_SIGMA} (its fixed point was measured to there)"
+                );
+            }
+            NoiseLevel::PerColour(levels.clone())
+        } else if let Some(p) = &self.noise_map {
+            NoiseLevel::PerPixel(load_maps(p, (colours, h, w), per_plane)?)
+        } else if let Some(spec) = &self.noise {
+            if colours > 1 && !per_plane {
+                bail!(
+                    "--noise: signal-dependent noise gives each colour plane its own map, and \
+                     this model takes one map for its planes: give --sigma or one --noise-map"
+                );
+            }
+            // Each pixel's sigma from its own value: a colour image's planes get a map each.
+            NoiseLevel::PerPixel(PoissonGaussian::parse(spec)?.map_of(noisy))
+        } else {
+            NoiseLevel::Uniform(sigma)
+        };
+        level
+            .fits(colours, maps, h)
+            .map_err(|e| anyhow::anyhow!("--sigma-per-colour: {e}"))?;
+        Ok(level)
     }
 }
 
@@ -105,6 +145,8 @@ struct ModelFacts {
     graph: Option<crate::model::graph::Graph>,
     /// Colour planes of the images it takes (1 gray, 3 RGB): what its plan's shapes say.
     colours: usize,
+    /// Noise-map channels it takes (0, 1, or one per colour): what its plan's shapes say.
+    maps: usize,
     /// The noise levels its owner's sweep found its fixed point holds for (0..255 scale), per span of
     /// values, when recorded.
     sigma_range: Option<Ranges>,
@@ -148,11 +190,11 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v > 0.0)
         .with_context(|| format!("{}: header lacks the model's sigma", path.display()))?;
-    let (frame, colours) = if is_cnn(&h) {
+    let (frame, colours, maps) = if is_cnn(&h) {
         let plan = crate::formats::checks::cnn_plan_from_header(path, &h)?;
-        (plan.frame, plan.colours())
+        (plan.frame, plan.colours(), plan.map_channels())
     } else {
-        (Frame::PLAIN, 1)
+        (Frame::PLAIN, 1, 0)
     };
     let graph = if is_graph(&h) {
         Some(crate::formats::checks::graph_plan_from_header(path, &h)?.0)
@@ -180,6 +222,7 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
         frame,
         graph,
         colours,
+        maps,
         sigma_range,
         window,
         name: h.info(NAME).unwrap_or("the model").to_string(),
@@ -274,6 +317,7 @@ impl Sharer {
                 frame: Frame::PLAIN,
                 graph: None,
                 colours: 1,
+                maps: 0,
                 sigma_range: None,
                 window: None,
                 name: "the model".into(),
@@ -410,24 +454,14 @@ impl Sharer {
         }
     }
 
-    /// The noise level of an image of `colours` planes stacked in `pixels`: a colour image
-    /// takes --sigma, or one --noise-map for its planes (the colour FFDNet has one map
-    /// channel, shared by the colours).
+    /// The noise level of an image of `colours` planes stacked in `pixels`: --sigma, a
+    /// sigma per colour, or a per-pixel map, as the model's map channels take them.
     fn noise_of(&self, sigma: f64, pixels: &Array2<f64>, colours: usize) -> Result<NoiseLevel> {
-        let (a, facts) = (&self.opts, &self.facts);
-        if colours == 1 {
-            return a.noise.level(sigma, pixels, facts.frame.noise_map);
-        }
-        if a.noise.noise.is_some() {
-            bail!(
-                "--noise: signal-dependent noise gives each colour plane its own map, and {} \
-                 takes one map for its planes: give --sigma or one --noise-map",
-                facts.name
-            );
-        }
-        let plane = pixels.slice(ndarray::s![..pixels.nrows() / colours, ..]);
-        a.noise
-            .level(sigma, &plane.to_owned(), facts.frame.noise_map)
+        let facts = &self.facts;
+        self.opts
+            .noise
+            .level(sigma, pixels, (colours, facts.maps))
+            .with_context(|| format!("the model {}", facts.name))
     }
 
     /// The job `img` (named `name`, `colours` planes stacked) makes, its noise level and
@@ -453,7 +487,7 @@ impl Sharer {
         // With a per-pixel map the job records no noise level of the image's: --sigma might be
         // an estimate made from its pixels. The model's nominal sigma stands in (public).
         let job_sigma = match noise {
-            NoiseLevel::PerPixel(_) => facts.sigma,
+            NoiseLevel::PerPixel(_) | NoiseLevel::PerColour(_) => facts.sigma,
             NoiseLevel::Uniform(_) if derived => facts.sigma,
             NoiseLevel::Uniform(s) => s,
         };
@@ -540,7 +574,7 @@ impl Sharer {
         let (job, noise, pre, sigma) = self.job(img, colours, scale, name)?;
         let (h, w) = (job.height, job.width);
         let map = if facts.frame.noise_map {
-            noise.stack_map(&facts.frame, h, w)
+            noise.stack_map(&facts.frame, facts.maps, h, w)
         } else {
             Vec::new()
         };

@@ -168,10 +168,12 @@ impl Cnn {
             self.frame.in_channels_of(self.colours),
             self.frame.out_channels(self.colours),
         );
-        if self.convs[0].cin != cin || self.convs[nl - 1].cout != cout {
+        let maps = self.frame.map_channels_of(self.colours, self.convs[0].cin);
+        if maps.is_none() || self.convs[nl - 1].cout != cout {
             return Err(inv(format!(
-                "{}: the stack must map {cin} channel(s) to {cout}; this one maps {} to {}",
+                "{}: the stack must map {cin} channel(s){} to {cout}; this one maps {} to {}",
                 describe_colour_frame(&self.frame, self.colours),
+                per_colour_alternative(&self.frame, self.colours),
                 self.convs[0].cin,
                 self.convs[nl - 1].cout
             )));
@@ -223,6 +225,14 @@ impl Cnn {
         self.colours > 1
     }
 
+    /// Noise-map channels it takes: 0, 1, or one per colour plane (its first layer's
+    /// inputs say which; checked by [`Cnn::validate`]).
+    pub fn map_channels(&self) -> usize {
+        self.frame
+            .map_channels_of(self.colours, self.convs[0].cin)
+            .unwrap_or(0)
+    }
+
     /// How an image at noise level `sigma` enters the network: a model with a noise map
     /// takes p/255 as it is (the map carries the level); another one is scaled by
     /// sigma*/sigma when `scale_noise`.
@@ -238,7 +248,7 @@ impl Cnn {
     /// a model without one).
     pub fn noise_map(&self, noise: &NoiseLevel, h: usize, w: usize) -> Vec<f64> {
         if self.frame.noise_map {
-            noise.stack_map(&self.frame, h, w)
+            noise.stack_map(&self.frame, self.map_channels(), h, w)
         } else {
             Vec::new()
         }
@@ -347,6 +357,18 @@ pub fn describe_colour_frame(f: &Frame, colours: usize) -> String {
             "a colour ({colours} planes) {}",
             describe_frame(f).trim_start_matches("a ")
         )
+    }
+}
+
+/// ", or C r*r + C with a map per colour" where a colour frame with a map may take that.
+pub fn per_colour_alternative(f: &Frame, colours: usize) -> String {
+    if f.noise_map && colours > 1 {
+        format!(
+            " (or {} with a noise map per colour)",
+            colours * f.sub_images() + colours
+        )
+    } else {
+        String::new()
     }
 }
 

@@ -8,9 +8,12 @@
 //!
 //! A colour model (FFDNet's colour files) takes C = 3 colour planes: each plane is
 //! unshuffled into its r*r sub-images, colour-major (channel = colour * r*r + sub-image), and
-//! ONE noise-map channel follows, shared by the colours, as the authors' colour model has it.
-//! The colour count lives beside the frame (in the model and its plan), and a colour image
-//! travels as its planes one after another (C x h x w values, or a (C*h) x w array).
+//! the noise map follows: ONE channel shared by the colours, as the authors' colour model has
+//! it, or one per colour (R, G, B: the FFDNet paper's 15-channel colour input, a sigma per
+//! channel). The colour count and the map count live beside the frame (in the model and its
+//! plan, implied by the first and last layers' shapes, so a file's bytes carry no field for
+//! them), and a colour image travels as its planes one after another (C x h x w values, or a
+//! (C*h) x w array); its map as its channels one after another.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,9 +75,23 @@ impl Frame {
         self.in_channels_of(1)
     }
 
-    /// Input channels of the first convolution for an image of `colours` planes.
+    /// Input channels of the first convolution for an image of `colours` planes and one
+    /// noise-map channel (when the frame has a map).
     pub fn in_channels_of(&self, colours: usize) -> usize {
         colours * self.sub_images() + self.noise_map as usize
+    }
+
+    /// Noise-map channels a first convolution of `cin` inputs implies for `colours` planes:
+    /// 0 without a map; with one, 1 (shared by the planes) or `colours` (one per plane).
+    /// None when `cin` fits neither.
+    pub fn map_channels_of(&self, colours: usize, cin: usize) -> Option<usize> {
+        let maps = cin.checked_sub(colours * self.sub_images())?;
+        let fits = if self.noise_map {
+            maps == 1 || maps == colours
+        } else {
+            maps == 0
+        };
+        fits.then_some(maps)
     }
 
     /// Output channels of the stack for an image of `colours` planes.
@@ -87,7 +104,7 @@ impl Frame {
         (h.div_ceil(self.unshuffle), w.div_ceil(self.unshuffle))
     }
 
-    /// Values of the noise map an h x w image comes with (0 without a map channel).
+    /// Values of one noise-map channel for an h x w image (0 without a map).
     pub fn map_len(&self, h: usize, w: usize) -> usize {
         let (sh, sw) = self.stack_dims(h, w);
         if self.noise_map {
@@ -107,7 +124,8 @@ impl Frame {
     }
 
     /// [`Frame::stack_input`] of an image of `colours` planes (each h x w, one after
-    /// another): each plane's r*r sub-images in turn, then the one map channel.
+    /// another): each plane's r*r sub-images in turn, then the map's channels (one, or one
+    /// per plane).
     pub fn stack_input_of<T: Copy>(
         &self,
         colours: usize,
@@ -117,7 +135,17 @@ impl Frame {
         w: usize,
     ) -> Vec<T> {
         assert_eq!(image.len(), colours * h * w, "colours x h x w values");
-        assert_eq!(map.len(), self.map_len(h, w), "a map of map_len values");
+        let maps = match self.map_len(h, w) {
+            0 => 0,
+            n => map.len() / n,
+        };
+        assert!(
+            map.len() == maps * self.map_len(h, w)
+                && self
+                    .map_channels_of(colours, colours * self.sub_images() + maps)
+                    .is_some(),
+            "map channels of map_len values each"
+        );
         let r = self.unshuffle;
         let (sh, sw) = self.stack_dims(h, w);
         let mut out = Vec::with_capacity(self.in_channels_of(colours) * sh * sw);
@@ -227,6 +255,30 @@ mod tests {
             let n = f.out_channels(3) * f.map_len(h, w);
             assert_eq!(f.image_from_stack_of(3, &s[..n], h, w), img, "{h} x {w}");
         }
+    }
+
+    /// A map per colour: three map channels after the twelve sub-images, R's first.
+    #[test]
+    fn a_map_per_colour_follows_the_planes() {
+        let f = Frame::FFDNET;
+        assert_eq!(f.map_channels_of(3, 13), Some(1));
+        assert_eq!(f.map_channels_of(3, 15), Some(3));
+        assert_eq!(f.map_channels_of(3, 14), None);
+        assert_eq!(f.map_channels_of(3, 12), None);
+        assert_eq!(f.map_channels_of(1, 5), Some(1));
+        assert_eq!(Frame::PLAIN.map_channels_of(1, 1), Some(0));
+        assert_eq!(Frame::PLAIN.map_channels_of(1, 2), None);
+        let img: Vec<u32> = (0..12).collect();
+        let s = f.stack_input_of(3, &img, &[70, 71, 72], 2, 2);
+        assert_eq!(s.len(), 15);
+        assert_eq!(&s[12..], &[70, 71, 72]);
+        assert_eq!(f.image_from_stack_of(3, &s[..12], 2, 2), img);
+    }
+
+    #[test]
+    #[should_panic(expected = "map channels")]
+    fn two_maps_for_three_planes_are_refused() {
+        Frame::FFDNET.stack_input_of(3, &[0u32; 12], &[1, 2], 2, 2);
     }
 
     #[test]

@@ -25,40 +25,94 @@ pub const MAX_SIGMA: f64 = 150.0;
 pub enum NoiseLevel {
     /// One sigma (0..255 scale) everywhere: public.
     Uniform(f64),
-    /// A sigma per pixel (0..255 scale), image-sized: secret.
+    /// One sigma (0..255 scale) per colour plane, R, G, B, for a model with a map per
+    /// colour. Shared in the map like a per-pixel one (the job records the model's nominal
+    /// sigma): it may have been estimated from the pixels.
+    PerColour(Vec<f64>),
+    /// A sigma per pixel (0..255 scale): image-sized (h x w, every plane's), or one map per
+    /// colour plane stacked like the planes ((C*h) x w): secret.
     PerPixel(Array2<f64>),
 }
 
 impl NoiseLevel {
-    /// The map channel's values (sigma / 255) at the frame's sub-image resolution, for an
-    /// h x w image. A per-pixel map is padded like the image and each r x r cell becomes
-    /// the root mean square of its sigmas (the cell's noise variance is their mean).
-    pub fn stack_map(&self, frame: &Frame, h: usize, w: usize) -> Vec<f64> {
-        let (sh, sw) = frame.stack_dims(h, w);
-        match self {
-            NoiseLevel::Uniform(s) => vec![s / 255.0; sh * sw],
-            NoiseLevel::PerPixel(m) => {
-                assert_eq!(m.dim(), (h, w), "a map of the image's size");
-                let var: Vec<f64> = m.iter().map(|s| s * s).collect();
-                let cells = Frame {
-                    unshuffle: frame.unshuffle,
-                    noise_map: false,
-                }
-                .stack_input(&var, &[], h, w);
-                let (n, k) = (sh * sw, frame.sub_images());
-                (0..n)
-                    .map(|i| {
-                        let v = (0..k).map(|c| cells[c * n + i]).sum::<f64>() / k as f64;
-                        v.sqrt() / 255.0
-                    })
-                    .collect()
+    /// Whether this level can fill `maps` map channels of an image of `colours` planes,
+    /// each h rows: a sigma or map per plane needs a map channel per plane.
+    pub fn fits(&self, colours: usize, maps: usize, h: usize) -> Result<(), String> {
+        let per_plane = match self {
+            NoiseLevel::Uniform(_) => return Ok(()),
+            NoiseLevel::PerColour(v) if v.len() != colours => {
+                return Err(format!(
+                    "{} sigmas for an image of {colours} colour plane(s)",
+                    v.len()
+                ))
             }
+            NoiseLevel::PerColour(v) => v.iter().any(|s| *s != v[0]),
+            NoiseLevel::PerPixel(m) if m.nrows() == h => false,
+            NoiseLevel::PerPixel(m) if colours > 1 && m.nrows() == colours * h => true,
+            NoiseLevel::PerPixel(m) => {
+                return Err(format!(
+                    "a map of {} rows for an image of {colours} plane(s) of {h} rows",
+                    m.nrows()
+                ))
+            }
+        };
+        if per_plane && maps != colours {
+            return Err(format!(
+                "a noise level per colour plane, for a model that takes {maps} noise-map \
+                 channel(s) for its {colours} planes (one shared by the colours, as the \
+                 authors' colour FFDNet): give one level for all planes, or a model with a \
+                 map per colour"
+            ));
         }
+        Ok(())
+    }
+
+    /// The `maps` map channels' values (sigma / 255) at the frame's sub-image resolution, for
+    /// an h x w image, channel after channel ([`NoiseLevel::fits`] checked). A per-pixel map
+    /// is padded like the image and each r x r cell becomes the root mean square of its
+    /// sigmas (the cell's noise variance is their mean).
+    pub fn stack_map(&self, frame: &Frame, maps: usize, h: usize, w: usize) -> Vec<f64> {
+        let (sh, sw) = frame.stack_dims(h, w);
+        (0..maps)
+            .flat_map(|c| match self {
+                NoiseLevel::Uniform(s) => vec![s / 255.0; sh * sw],
+                NoiseLevel::PerColour(v) => vec![v[c.min(v.len() - 1)] / 255.0; sh * sw],
+                NoiseLevel::PerPixel(m) => {
+                    let rows = if m.nrows() == h {
+                        0..h
+                    } else {
+                        c * h..(c + 1) * h
+                    };
+                    let plane = m.slice(ndarray::s![rows, ..]);
+                    assert_eq!(plane.dim(), (h, w), "a map of the image's size");
+                    let var: Vec<f64> = plane.iter().map(|s| s * s).collect();
+                    let cells = Frame {
+                        unshuffle: frame.unshuffle,
+                        noise_map: false,
+                    }
+                    .stack_input(&var, &[], h, w);
+                    let (n, k) = (sh * sw, frame.sub_images());
+                    (0..n)
+                        .map(|i| {
+                            let v = (0..k).map(|c| cells[c * n + i]).sum::<f64>() / k as f64;
+                            v.sqrt() / 255.0
+                        })
+                        .collect()
+                }
+            })
+            .collect()
     }
 
     pub fn describe(&self) -> String {
         match self {
             NoiseLevel::Uniform(s) => format!("sigma {s}"),
+            NoiseLevel::PerColour(v) => format!(
+                "sigma {} per colour plane",
+                v.iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             NoiseLevel::PerPixel(_) => "a per-pixel noise map".into(),
         }
     }
@@ -121,14 +175,38 @@ impl PoissonGaussian {
     }
 }
 
-/// Checks a per-pixel map against an h x w image.
-pub fn check_map(path: &Path, m: &Array2<f64>, h: usize, w: usize) -> Result<()> {
-    if m.dim() != (h, w) {
+/// Checks a per-pixel map against an h x w image of `colours` planes: h x w, or with
+/// `per_plane`, (colours*h) x w (a map per plane, stacked R over G over B) too.
+pub fn check_map(
+    path: &Path,
+    m: &Array2<f64>,
+    (colours, h, w): (usize, usize, usize),
+    per_plane: bool,
+) -> Result<()> {
+    if m.dim() == (colours * h, w) && colours > 1 && !per_plane {
         bail!(
-            "{}: a noise map of {} x {} values for a {h} x {w} image (one sigma per pixel expected)",
+            "{}: a noise map per colour plane ({} x {w}: {colours} planes' maps stacked), for \
+             a model that takes one map for its planes (the authors' colour FFDNet): give an \
+             {h} x {w} map",
+            path.display(),
+            colours * h
+        );
+    }
+    if m.dim() != (h, w) && m.dim() != (colours * h, w) {
+        bail!(
+            "{}: a noise map of {} x {} values for a {h} x {w} image (one sigma per pixel \
+             expected{})",
             path.display(),
             m.dim().0,
-            m.dim().1
+            m.dim().1,
+            if per_plane && colours > 1 {
+                format!(
+                    ", or {} x {w}: a map per colour plane, stacked R over G over B",
+                    colours * h
+                )
+            } else {
+                String::new()
+            }
         );
     }
     if let Some((i, v)) = m
@@ -147,11 +225,22 @@ pub fn check_map(path: &Path, m: &Array2<f64>, h: usize, w: usize) -> Result<()>
 /// Reads a per-pixel sigma map (0..255 scale) for an h x w image: a 2-D `.npy` array (f64
 /// or f32), or an image file whose grey values are the sigmas.
 pub fn load_map(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
+    load_maps(path, (1, h, w), false)
+}
+
+/// [`load_map`] for an image of `colours` planes, each h x w: one h x w map for every plane,
+/// or with `per_plane` (a model with a map per colour) a (colours*h) x w map, the planes'
+/// maps stacked like the planes.
+pub fn load_maps(
+    path: &Path,
+    (colours, h, w): (usize, usize, usize),
+    per_plane: bool,
+) -> Result<Array2<f64>> {
     let is_npy = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let m = if is_npy {
-        read_npy(path, h, w)?
+        read_npy(path, colours * h, w)?
     } else {
         let img = crate::image::load(path)
             .with_context(|| format!("{}: reading the noise map", path.display()))?;
@@ -166,7 +255,7 @@ pub fn load_map(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
         }
         img.pixels
     };
-    check_map(path, &m, h, w)?;
+    check_map(path, &m, (colours, h, w), per_plane)?;
     Ok(m)
 }
 
@@ -248,8 +337,8 @@ mod tests {
     #[test]
     fn uniform_and_per_pixel_maps_agree_when_constant() {
         let f = Frame::FFDNET;
-        let u = NoiseLevel::Uniform(25.0).stack_map(&f, 5, 7);
-        let p = NoiseLevel::PerPixel(Array2::from_elem((5, 7), 25.0)).stack_map(&f, 5, 7);
+        let u = NoiseLevel::Uniform(25.0).stack_map(&f, 1, 5, 7);
+        let p = NoiseLevel::PerPixel(Array2::from_elem((5, 7), 25.0)).stack_map(&f, 1, 5, 7);
         assert_eq!(u.len(), 3 * 4);
         for (a, b) in u.iter().zip(&p) {
             assert!((a - b).abs() < 1e-12);
@@ -260,9 +349,45 @@ mod tests {
     fn per_pixel_cells_are_rms() {
         // 2 x 2 image, one cell: sigmas 0, 0, 0, 20 -> sqrt(400 / 4) = 10.
         let m = Array2::from_shape_vec((2, 2), vec![0.0, 0.0, 0.0, 20.0]).unwrap();
-        let v = NoiseLevel::PerPixel(m).stack_map(&Frame::FFDNET, 2, 2);
+        let v = NoiseLevel::PerPixel(m).stack_map(&Frame::FFDNET, 1, 2, 2);
         assert_eq!(v.len(), 1);
         assert!((v[0] - 10.0 / 255.0).abs() < 1e-12);
+    }
+
+    /// A level per colour fills a map channel per colour, R's first; one level or one
+    /// image-sized map fills each channel alike; a level per plane for one map channel is
+    /// refused unless the levels are one.
+    #[test]
+    fn a_level_per_colour_fills_a_channel_per_colour() {
+        let f = Frame::FFDNET;
+        let per = NoiseLevel::PerColour(vec![10.0, 20.0, 30.0]);
+        assert!(per.fits(3, 3, 4).is_ok());
+        let v = per.stack_map(&f, 3, 4, 6);
+        assert_eq!(v.len(), 3 * 2 * 3);
+        for (c, s) in [10.0, 20.0, 30.0].into_iter().enumerate() {
+            assert!(v[c * 6..(c + 1) * 6].iter().all(|x| *x == s / 255.0), "{c}");
+        }
+        let e = per.fits(3, 1, 4).unwrap_err();
+        assert!(e.contains("a map per colour"), "{e}");
+        assert!(per.fits(2, 2, 4).unwrap_err().contains("3 sigmas"));
+        assert!(NoiseLevel::PerColour(vec![9.0; 3]).fits(3, 1, 4).is_ok());
+        // A map per plane: rows 0..2 R (sigma 4), 2..4 G (8), 4..6 B (0 and 20: rms 10).
+        let mut m = Array2::zeros((6, 2));
+        m.slice_mut(ndarray::s![0..2, ..]).fill(4.0);
+        m.slice_mut(ndarray::s![2..4, ..]).fill(8.0);
+        m[[5, 1]] = 20.0;
+        let map = NoiseLevel::PerPixel(m);
+        assert!(map.fits(3, 3, 2).is_ok());
+        assert!(map.fits(3, 1, 2).is_err());
+        assert!(map.fits(3, 3, 3).unwrap_err().contains("6 rows"));
+        let v = map.stack_map(&f, 3, 2, 2);
+        let want = [4.0, 8.0, 10.0].map(|s| s / 255.0);
+        for (a, b) in v.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{v:?}");
+        }
+        let one = NoiseLevel::PerPixel(Array2::from_elem((2, 2), 5.0));
+        assert!(one.fits(3, 3, 2).is_ok());
+        assert_eq!(one.stack_map(&f, 3, 2, 2), vec![5.0 / 255.0; 3]);
     }
 
     #[test]

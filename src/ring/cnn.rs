@@ -195,10 +195,12 @@ impl CnnPlan {
             self.frame.in_channels_of(colours),
             self.frame.out_channels(colours),
         );
-        if self.layers[0].cin != cin || self.layers[nl - 1].cout != cout {
+        let maps = self.frame.map_channels_of(colours, self.layers[0].cin);
+        if maps.is_none() || self.layers[nl - 1].cout != cout {
             return Err(format!(
-                "{} maps {cin} channel(s) to {cout}; this plan maps {} to {}",
+                "{} maps {cin} channel(s){} to {cout}; this plan maps {} to {}",
                 describe_colour_frame(&self.frame, colours),
+                crate::model::cnn::per_colour_alternative(&self.frame, colours),
                 self.layers[0].cin,
                 self.layers[nl - 1].cout
             ));
@@ -266,7 +268,15 @@ impl CnnPlan {
     /// Values of a job's input for an h x w image: the image (its planes), then its noise
     /// map's.
     pub fn input_len(&self, h: usize, w: usize) -> usize {
-        self.colours() * h * w + self.frame.map_len(h, w)
+        self.colours() * h * w + self.map_channels() * self.frame.map_len(h, w)
+    }
+
+    /// Noise-map channels it takes: 0, 1, or one per colour plane (its first layer's
+    /// inputs say which, as its last layer's outputs say the colours).
+    pub fn map_channels(&self) -> usize {
+        self.frame
+            .map_channels_of(self.colours(), self.layers[0].cin)
+            .unwrap_or(0)
     }
 
     /// Channels of every activation map, input first.

@@ -384,7 +384,11 @@ fn one_run(
         a.stride,
         share.job.scale,
         // The map the gateway made, by the gateway's own rule.
-        &NoiseArgs::signal_dependent(a.noise.clone()).level(sigma, &noisy.pixels, true)?,
+        &NoiseArgs::signal_dependent(a.noise.clone()).level(
+            sigma,
+            &noisy.pixels,
+            (colours, model.net.map_channels().max(1)),
+        )?,
     )?;
     // A zip of arrays of other shapes would compare a prefix and pass: refused instead.
     if oracle.dim() != secure.pixels.dim() || float.dim() != secure.pixels.dim() {
@@ -521,8 +525,8 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
     let colours = models.colours()?;
     if colours != 1 && a.noise.is_some() {
         bail!(
-            "--noise: {} is colour and takes Gaussian noise of one sigma (signal-dependent noise \
-             on colour images: issue 48)",
+            "--noise: {} is colour; the table adds Gaussian noise of one sigma to colour \
+             images (signal-dependent noise on gray images only)",
             models.of(0).path.display()
         );
     }

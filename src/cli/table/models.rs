@@ -41,6 +41,14 @@ impl Net {
         }
     }
 
+    /// Noise-map channels it takes (0 for an MLP).
+    pub(super) fn map_channels(&self) -> usize {
+        match self {
+            Net::Mlp(_) => 0,
+            Net::Cnn(m) => m.map_channels(),
+        }
+    }
+
     /// The output patch: images smaller than this cannot be denoised.
     pub(super) fn output_patch(&self) -> usize {
         match self {
