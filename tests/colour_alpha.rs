@@ -60,6 +60,7 @@ fn rgba(depth: u8, k: u32) -> ColourImage {
         planes,
         bit_depth: depth,
         alpha: Some(alpha),
+        stored_max: None,
     }
 }
 
@@ -222,6 +223,7 @@ fn the_alpha_reaches_no_server_and_bad_alphas_are_refused() {
     rgba(8, 2).save(d.path("b.png")).unwrap();
     ColourImage {
         alpha: None,
+        stored_max: None,
         ..rgba(8, 1)
     }
     .save(d.path("rgb.png"))

@@ -256,6 +256,7 @@ fn secure_colour_job_map(
         planes: dec,
         bit_depth: src.bit_depth,
         alpha: None,
+        stored_max: None,
     };
     // What the receiver wrote is the oracle's image at the file's precision.
     want.save(d.path("want.tif")).unwrap();
@@ -557,6 +558,7 @@ fn authors_colour_ffdnet_secure_is_bit_exact_on_both_engines() {
             planes: crop.clone(),
             bit_depth: 8,
             alpha: None,
+            stored_max: None,
         };
         clean.save(d.path("clean.png")).unwrap();
         ok(&[

@@ -47,6 +47,7 @@ fn rgb(h: usize, w: usize, depth: u8, k: usize) -> ColourImage {
         }),
         bit_depth: depth,
         alpha: None,
+        stored_max: None,
     }
 }
 

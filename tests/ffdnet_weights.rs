@@ -149,6 +149,7 @@ fn converted_colour_ffdnet_denoises_kodak_in_its_channel_order() {
     let clean = ppdenoise::image::ColourImage {
         planes,
         alpha: None,
+        stored_max: None,
         ..clean
     };
     let noisy = quantize_u8(&add_colour_noise(&clean, 25.0, 1).planes);

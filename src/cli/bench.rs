@@ -286,6 +286,7 @@ fn noisy_file(dir: &Path, spec: &str, colours: usize) -> Result<(PathBuf, (usize
                     planes,
                     bit_depth: 8,
                     alpha: None,
+                    stored_max: None,
                 }
             }
         };

@@ -270,7 +270,7 @@ fn colour_input(
             c.width()
         );
     }
-    let scale = ValueScale::grey(c.bit_depth, c.planes.len());
+    let scale = c.value_scale();
     Ok((GrayImage::new(c.planes, c.bit_depth), scale, c.alpha))
 }
 
@@ -543,6 +543,7 @@ fn add_noise_colour(a: &AddNoiseArgs, level: f64) -> Result<Summary> {
         planes: quantize_u8(&noisy.planes),
         bit_depth: 8,
         alpha,
+        stored_max: None,
     };
     q.save(&a.out)?;
     let p = psnr(&img.planes, &q.planes, 255.0);

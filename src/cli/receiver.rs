@@ -375,6 +375,7 @@ fn write_colour(
         planes: img.pixels,
         bit_depth,
         alpha,
+        stored_max: None,
     };
     // The reference is checked before anything is written.
     let clean = match a.clean.as_deref() {

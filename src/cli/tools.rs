@@ -882,7 +882,7 @@ fn denoise_colour(
         }
         None => None,
     };
-    let scale = ValueScale::grey(img.bit_depth, img.planes.len());
+    let scale = img.value_scale();
     let sigma = scale
         .level_of(a.sigma(), &img.planes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;

@@ -1132,6 +1132,8 @@ fn decode_colour_object(
                 planes,
                 bit_depth: if l.bits_stored <= 8 { 8 } else { 16 },
                 alpha: None,
+                // A level in stored values is read against what the file stores.
+                stored_max: (!matches!(l.bits_stored, 8 | 16)).then_some(top),
             }
         })
         .collect();

@@ -325,3 +325,65 @@ fn an_odd_width_ybr_full_422_jpeg_is_read_and_native_is_refused() {
         "{e}"
     );
 }
+
+/// A native RGB object of `bits` stored in 16 allocated, 2 x 3 pixels, its samples
+/// `0, 1, ..., 17` scaled so the last is the stored maximum.
+fn rgb16_file(bits: u16) -> Vec<u8> {
+    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+    let st = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+    let top = (1u32 << bits) - 1;
+    let samples: Vec<u16> = (0..18u32).map(|i| (i * top / 17) as u16).collect();
+    let mut obj = InMemDicomObject::from_element_iter([
+        st(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7"),
+        st(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.8.498.11",
+        ),
+        us(tags::SAMPLES_PER_PIXEL, 3),
+        st(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB"),
+        us(tags::PLANAR_CONFIGURATION, 0),
+        us(tags::ROWS, 2),
+        us(tags::COLUMNS, 3),
+        us(tags::BITS_ALLOCATED, 16),
+        us(tags::BITS_STORED, bits),
+        us(tags::HIGH_BIT, bits - 1),
+        us(tags::PIXEL_REPRESENTATION, 0),
+    ]);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(samples.into()),
+    ));
+    let f = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap();
+    let mut b = Vec::new();
+    f.write_all(&mut b).unwrap();
+    b
+}
+
+/// A 12-bit colour DICOM's planes span 0..255 for its 0..4095, and a level in stored
+/// values (`--sigma 40.95SV`) is read against 4095, not against the 16-bit depth it is
+/// written back at; a 16-bit one against 65535.
+#[test]
+fn a_twelve_bit_colour_level_in_stored_values_is_read_against_its_range() {
+    use crate::image::window::Sigma;
+    let path = Path::new("rgb12.dcm");
+    for (bits, sv, want) in [(12u16, 40.95, 2.55), (16, 257.0, 1.0)] {
+        let got = super::decode_colour(&rgb16_file(bits), path, false).unwrap();
+        let img = &got[0];
+        assert_eq!(img.bit_depth, 16);
+        assert_eq!(img.stored_max, (bits == 12).then_some(4095));
+        assert_eq!(
+            img.planes[[2 * 2 + 1, 2]],
+            255.0,
+            "{bits}: the last sample, B"
+        );
+        let level = img
+            .value_scale()
+            .level_of(Sigma::Stored(sv), &img.planes)
+            .unwrap();
+        assert!((level - want).abs() < 1e-9, "{bits} bits: {level}");
+    }
+}

@@ -761,6 +761,7 @@ impl Encoding {
                 planes: img.pixels.clone(),
                 bit_depth: self.bit_depth(),
                 alpha: None,
+                stored_max: None,
             })
             .collect();
         match (self, colour.as_slice()) {

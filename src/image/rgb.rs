@@ -22,6 +22,9 @@ pub struct ColourImage {
     pub bit_depth: u8,
     /// The source's alpha samples (h x w, at its depth), kept untouched; `None` for RGB.
     pub alpha: Option<Array2<u16>>,
+    /// The largest value the source stores where its depth does not say it (a 12-bit colour
+    /// DICOM: 4095, its planes scaled from 0..4095); `None`: the depth's, 255 or 65535.
+    pub stored_max: Option<u16>,
 }
 
 /// What a PNG or TIFF holds: gray (a [`GrayImage`]) or colour.
@@ -46,6 +49,15 @@ impl ColourImage {
         self.planes.slice(s![c * h..(c + 1) * h, ..])
     }
 
+    /// The scale its planes' values are on: 0..255 for the full range of what the source
+    /// stores, so a level in stored values (`20SV`) is read against that range.
+    pub fn value_scale(&self) -> super::window::ValueScale {
+        let top = self
+            .stored_max
+            .map_or(if self.bit_depth > 8 { 65535.0 } else { 255.0 }, f64::from);
+        super::window::ValueScale::grey_to(top, self.planes.len())
+    }
+
     /// The same image with other planes (same size), alpha and depth kept.
     pub fn with_planes(&self, planes: Array2<f64>) -> ColourImage {
         assert_eq!(
@@ -57,6 +69,7 @@ impl ColourImage {
             planes,
             bit_depth: self.bit_depth,
             alpha: self.alpha.clone(),
+            stored_max: self.stored_max,
         }
     }
 
@@ -262,6 +275,7 @@ pub fn save_stacked(
         planes: img.pixels.clone(),
         bit_depth,
         alpha: None,
+        stored_max: None,
     }
     .save(path)
 }
@@ -348,6 +362,7 @@ fn decode(
         planes,
         bit_depth,
         alpha,
+        stored_max: None,
     }))
 }
 

@@ -383,7 +383,11 @@ pub struct ValueScale {
 impl ValueScale {
     /// The full range of a PNG or TIFF of `bit_depth` bits, in its grey levels.
     pub fn grey(bit_depth: u8, pixels: usize) -> ValueScale {
-        let top = if bit_depth > 8 { 65535.0 } else { 255.0 };
+        ValueScale::grey_to(if bit_depth > 8 { 65535.0 } else { 255.0 }, pixels)
+    }
+
+    /// [`ValueScale::grey`] of values stored from 0 to `top` (a 12-bit colour DICOM: 4095).
+    pub fn grey_to(top: f64, pixels: usize) -> ValueScale {
         ValueScale {
             units: Units::Grey,
             window: Window { lo: 0.0, hi: top },

@@ -339,15 +339,16 @@ fn decode_slice(bytes: &[u8], path: &Path, sharer: &Sharer, multi: bool) -> Resu
             path.display()
         );
     }
-    let depth = colour[0].bit_depth;
-    // Pixels, as a gray image's scale counts them (three samples each).
-    let pixels = colour.iter().map(|c| c.height() * c.width()).sum();
+    // The range its values are stored on (a 12-bit colour DICOM's 0..4095), for a level
+    // in stored values; pixels, as a gray image's scale counts them (three samples each).
+    let mut scale = colour[0].value_scale();
+    scale.pixels = colour.iter().map(|c| c.height() * c.width()).sum();
     Ok(Slice {
         frames: colour
             .into_iter()
             .map(|c| image::GrayImage::new(c.planes, c.bit_depth))
             .collect(),
-        scale: ValueScale::grey(depth, pixels),
+        scale,
         colours: 3,
     })
 }
