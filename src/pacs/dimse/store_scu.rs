@@ -144,7 +144,7 @@ pub fn warning(status: u16) -> Option<&'static str> {
         0x0001 => "a warning",
         0x0107 => "attribute list error",
         0x0116 => "attribute value out of range",
-        0xB000..=0xBFFF => "a warning of the archive's own",
+        0xB001..=0xB005 | 0xB008..=0xBFFF => "a warning of the archive's own",
         _ => return None,
     })
 }
