@@ -1309,6 +1309,100 @@ fn storescu_pushes_a_series_into_receive_and_share_study_takes_its_folder() {
     assert_eq!(j["stored"], 0, "{j}");
 }
 
+/// Connects to `port`, sends an A-ASSOCIATE-RQ's header declaring 200 bytes, then one byte
+/// every 100 ms (inside each --assoc-timeout) until the receiver closes the connection, or
+/// 15 s: how long that took.
+fn drip_association(port: u16) -> Duration {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    c.write_all(&[1, 0, 0, 0, 0, 200]).unwrap();
+    let mut buf = [0u8; 64];
+    while t.elapsed() < Duration::from_secs(15) {
+        match c.read(&mut buf) {
+            Ok(_) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+        if c.write_all(&[0]).is_err() {
+            break;
+        }
+    }
+    t.elapsed()
+}
+
+/// `receive --once --assoc-max-secs 2`: a sender dripping a byte inside every
+/// --assoc-timeout is cut at the deadline, with an audit line saying so; neither it nor a
+/// bare connection (the port probe, one that never speaks) is "the" association of --once;
+/// storescu's series, next, is received and ends the run.
+#[test]
+fn receive_cuts_an_association_at_its_deadline_and_once_waits_for_an_accepted_one() {
+    if dcmtk_installed().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let series = d.join("ct");
+    ct_series(&series, 2);
+    let source = files(&series);
+    let (got, audit) = (d.join("received"), d.join("audit.jsonl"));
+    let (mut child, port) = receive(
+        &got,
+        &audit,
+        &[
+            "--once",
+            "--assoc-max-secs",
+            "2",
+            "--assoc-timeout",
+            "1",
+            "--quiet",
+        ],
+    );
+    // One that connects and says nothing: rejected at the read timeout.
+    let silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(silent);
+    let took = drip_association(port);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "a dripping sender was cut after {took:?}, not at --assoc-max-secs 2"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "receive --once ended before any association was accepted"
+    );
+    let o = storescu(port, "PPDRX", &source);
+    assert!(o.status.success(), "storescu: {}", stderr(&o));
+    let o = wait_limit(child, Duration::from_secs(20));
+    assert!(o.status.success(), "receive: {}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (j["stored"].as_u64(), j["associations"].as_u64()),
+        (Some(2), Some(1)),
+        "{j}"
+    );
+    let ends: Vec<String> = audit_lines(&audit)
+        .iter()
+        .filter_map(|l| l["association"]["end"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        ends.iter().filter(|e| *e == "deadline").count(),
+        1,
+        "{ends:?}"
+    );
+    assert_eq!(
+        ends.last().map(String::as_str),
+        Some("released"),
+        "{ends:?}"
+    );
+}
+
 /// Orthanc -> share-study --from dimse: (C-FIND, C-MOVE to our AE) -> gen-triplets -> two
 /// servers -> reconstruct --to dimse: (C-STORE) -> Orthanc: one new series in the source
 /// study, as many instances as the source, the oracle's pixels; filed again, nothing held

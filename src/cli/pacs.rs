@@ -55,6 +55,12 @@ pub struct ArchiveArgs {
     /// archive on another machine).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
     pub our_bind: String,
+    /// DIMSE: the longest, in seconds, one association into our receiving AE may last while
+    /// a series is moved (the archive's carries the whole series; one that lasts longer,
+    /// whoever made it, is cut).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=604800))]
+    pub our_assoc_max_secs: u64,
 }
 
 impl ArchiveArgs {
@@ -76,6 +82,7 @@ impl ArchiveArgs {
                     bind: self.our_bind.clone(),
                     port: self.our_port,
                     max_instance: crate::pacs::pull::MAX_INSTANCE,
+                    assoc_max: Duration::from_secs(self.our_assoc_max_secs),
                 },
             });
         }
@@ -167,6 +174,13 @@ pub struct ReceiveArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub assoc_timeout: u64,
+    /// The longest one association may last, in seconds, from its connection (a sender that
+    /// sends a little within each --assoc-timeout would otherwise hold the receiver, which
+    /// serves one association at a time): then its connection is shut, an instance still
+    /// arriving is not written, and the next association is served.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=604800))]
+    pub assoc_max_secs: u64,
     /// No line per instance.
     #[arg(long)]
     pub quiet: bool,
@@ -201,6 +215,7 @@ pub fn receive(a: ReceiveArgs, audit: Option<PathBuf>) -> Result<Summary> {
         max_total: a.max_total_mib << 20,
         calling: (!allow.is_empty()).then_some(allow),
         assoc_timeout: Duration::from_secs(a.assoc_timeout),
+        assoc_max: Duration::from_secs(a.assoc_max_secs),
         quiet: a.quiet,
         expect: None,
     })

@@ -51,14 +51,30 @@ impl Archive {
                 let t = std::time::Instant::now();
                 let f = store_scu::file_series(to, &local.scu, files, quiet)?;
                 let secs = t.elapsed().as_secs_f64();
+                let warned = if f.warnings.is_empty() {
+                    String::new()
+                } else {
+                    let mut st: Vec<String> = f
+                        .warnings
+                        .iter()
+                        .map(|w| format!("{:04X}H", w.status))
+                        .collect();
+                    st.sort();
+                    st.dedup();
+                    format!(
+                        " ({} of them stored with a warning status: {})",
+                        f.warnings.len(),
+                        st.join(", ")
+                    )
+                };
                 Ok((
                     format!(
-                        "filed {} instances ({} bytes) into {to} in {secs:.2} s: series {} of study {}",
+                        "filed {} instances ({} bytes) into {to} in {secs:.2} s{warned}: series {} of study {}",
                         f.instances, f.bytes, f.series_uid, f.study_uid
                     ),
                     serde_json::json!({"archive": to.to_string(), "study_uid": f.study_uid,
                         "series_uid": f.series_uid, "instances": f.instances, "bytes": f.bytes,
-                        "seconds": secs}),
+                        "warnings": f.warnings, "seconds": secs}),
                 ))
             }
         }

@@ -147,6 +147,52 @@ pub const TRANSFER_SYNTAXES: &[&str] = &[
 /// The Verification SOP class (C-ECHO), which `receive` answers too.
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 
+/// What the DIMSE tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use dicom_core::{dicom_value, DataElement, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+
+    /// A CT slice file of `series` (study 1.2.826.0.1.3680043.8.498.1), its SOP Instance
+    /// `sop`, one pixel of value `v`, written to `path`.
+    pub fn slice(path: &Path, series: &str, sop: &str, v: u16) {
+        let st = |tag, vr, x: &str| DataElement::new(tag, vr, dicom_value!(Str, x));
+        let us = |tag, x: u16| DataElement::new(tag, VR::US, dicom_value!(U16, [x]));
+        let class = "1.2.840.10008.5.1.4.1.1.2";
+        let obj = InMemDicomObject::from_element_iter([
+            st(tags::SOP_CLASS_UID, VR::UI, class),
+            st(tags::SOP_INSTANCE_UID, VR::UI, sop),
+            st(
+                tags::STUDY_INSTANCE_UID,
+                VR::UI,
+                "1.2.826.0.1.3680043.8.498.1",
+            ),
+            st(tags::SERIES_INSTANCE_UID, VR::UI, series),
+            us(tags::SAMPLES_PER_PIXEL, 1),
+            st(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+            us(tags::ROWS, 1),
+            us(tags::COLUMNS, 1),
+            us(tags::BITS_ALLOCATED, 16),
+            us(tags::BITS_STORED, 12),
+            us(tags::HIGH_BIT, 11),
+            us(tags::PIXEL_REPRESENTATION, 0),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_value!(U16, [v])),
+        ]);
+        obj.with_meta(
+            dicom_object::FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .media_storage_sop_class_uid(class)
+                .media_storage_sop_instance_uid(sop),
+        )
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,9 @@ pub struct DimseLocal {
     pub port: u16,
     /// The most bytes of one instance received.
     pub max_instance: u64,
+    /// The longest one association into our receiving AE may last (the archive's carries the
+    /// whole series; anyone else's that reached the port is cut then).
+    pub assoc_max: std::time::Duration,
 }
 
 const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
@@ -250,6 +253,7 @@ fn fetch_on(
         max_total: local.max_instance.saturating_mul(sops.len() as u64),
         calling: None,
         assoc_timeout: local.scu.timeout,
+        assoc_max: local.assoc_max,
         quiet,
         expect: Some(Expected {
             study: study.to_string(),

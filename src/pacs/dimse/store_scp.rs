@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,9 @@ pub struct ScpOptions {
     pub calling: Option<Vec<String>>,
     /// The longest wait for the peer's next PDU within an association.
     pub assoc_timeout: Duration,
+    /// The longest one association may last, from its connection: the wait above is per
+    /// read, and a peer sending a byte now and then would otherwise hold it forever.
+    pub assoc_max: Duration,
     /// No line per instance.
     pub quiet: bool,
     /// During a move: only these instances of this study and series are taken (anyone who
@@ -69,8 +72,11 @@ pub struct Refusal {
 pub struct AssocReport {
     pub peer_aet: String,
     pub peer_addr: String,
-    /// "released", "aborted", "rejected" or "failed: ...".
+    /// "released", "aborted", "rejected: ...", "deadline: ..." or "failed: ...".
     pub end: String,
+    /// Whether the association was accepted (a bare connection, or one rejected, was not).
+    #[serde(skip)]
+    pub accepted: bool,
     /// Instances written, by series; each series' study.
     pub series: BTreeMap<String, SeriesCount>,
     pub stored: usize,
@@ -165,10 +171,24 @@ impl Receiver {
         self.stopper.clone()
     }
 
-    /// Serves associations until stopped, or `until` says; `each` is told of every one.
+    /// Serves associations until stopped, or `until` says; `each` is told of every one
+    /// (connections that never became an association too). The count: associations accepted.
     pub fn run(&mut self, until: Until, each: &mut dyn FnMut(&AssocReport)) -> Result<usize> {
+        self.run_with(until, each, &mut |l| l.accept())
+    }
+
+    /// [`Receiver::run`], its connections taken by `accept` (a test makes it fail).
+    fn run_with(
+        &mut self,
+        until: Until,
+        each: &mut dyn FnMut(&AssocReport),
+        accept: &mut dyn FnMut(&TcpListener) -> std::io::Result<(TcpStream, SocketAddr)>,
+    ) -> Result<usize> {
         let mut served = 0;
         let mut last = Instant::now();
+        // Transient accept errors are logged, the first of a run and then once a minute.
+        let mut logged: Option<Instant> = None;
+        let mut unlogged = 0usize;
         loop {
             if self.stopper.stopped() {
                 break;
@@ -176,15 +196,33 @@ impl Receiver {
             if until.idle.is_some_and(|d| last.elapsed() >= d) {
                 break;
             }
-            let (socket, peer) = match self.listener.accept() {
+            let (socket, peer) = match accept(&self.listener) {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(anyhow!("accepting a connection: {e}")),
+                Err(e) => {
+                    let Some(pause) = transient(&e) else {
+                        return Err(anyhow!("accepting a connection: {e}"));
+                    };
+                    if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        let more = if unlogged > 0 {
+                            format!(" ({unlogged} more since the last line)")
+                        } else {
+                            String::new()
+                        };
+                        eprintln!("accepting a connection: {e}{more}; going on");
+                        logged = Some(Instant::now());
+                        unlogged = 0;
+                    } else {
+                        unlogged += 1;
+                    }
+                    std::thread::sleep(pause);
+                    continue;
+                }
             };
+            logged = None;
             let report = self.serve(socket, peer.ip().to_string());
             *self
                 .stopper
@@ -192,6 +230,11 @@ impl Receiver {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = None;
             each(&report);
+            // A bare connection (a port scan, a health check) or a rejected call is no
+            // association: it neither ends `--once` nor counts as activity for `idle`.
+            if !report.accepted {
+                continue;
+            }
             served += 1;
             last = Instant::now();
             if until.once {
@@ -231,6 +274,15 @@ impl Receiver {
         let _ = socket.set_nonblocking(false);
         // Each answer is a small PDU the sender waits for: sent at once, not held by Nagle.
         let _ = socket.set_nodelay(true);
+        // No association without its deadline: one that cannot be armed is not served.
+        let deadline = match Deadline::arm(&socket, self.opts.assoc_max) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+                r.end = format!("failed: cannot arm its deadline: {e}");
+                return r;
+            }
+        };
         if let Ok(c) = socket.try_clone() {
             *self
                 .stopper
@@ -238,22 +290,28 @@ impl Receiver {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(c);
         }
-        let mut a = match self.options().establish(socket) {
-            Ok(a) => a,
-            Err(e) => {
-                r.end = format!("rejected: {e}");
-                return r;
+        r.end = match self.options().establish(socket) {
+            Ok(mut a) => {
+                r.accepted = true;
+                r.peer_aet = a.peer_ae_title().to_string();
+                match self.associated(&mut a, &mut r) {
+                    Ok(e) => e.to_string(),
+                    Err(e) => {
+                        let _ = a.abort();
+                        format!("failed: {e:#}")
+                    }
+                }
             }
+            Err(e) => format!("rejected: {e}"),
         };
-        r.peer_aet = a.peer_ae_title().to_string();
-        let end = self.associated(&mut a, &mut r);
-        r.end = match end {
-            Ok(e) => e.to_string(),
-            Err(e) => {
-                let _ = a.abort();
-                format!("failed: {e:#}")
-            }
-        };
+        // Whatever the association was doing when its connection was shut, it ended so.
+        if deadline.disarm() && r.end != "released" {
+            r.end = format!(
+                "deadline: ended by its deadline, {} s after its connection ({})",
+                self.opts.assoc_max.as_secs_f64(),
+                r.end
+            );
+        }
         r
     }
 
@@ -425,6 +483,70 @@ impl Receiver {
     }
 }
 
+/// An association's overall deadline: a thread that shuts the connection down (both ways:
+/// a blocked read returns, and nothing more is sent or taken) once `after` has passed, unless
+/// disarmed first. An instance whose data set was still arriving is then never written (it
+/// is written only whole, before its answer).
+struct Deadline {
+    done: std::sync::mpsc::Sender<()>,
+    watch: std::thread::JoinHandle<bool>,
+}
+
+impl Deadline {
+    fn arm(socket: &TcpStream, after: Duration) -> std::io::Result<Deadline> {
+        let s = socket.try_clone()?;
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let watch = std::thread::Builder::new()
+            .name("assoc-deadline".into())
+            .spawn(move || {
+                // Disarmed: the sender dropped (Disconnected) before the time ran out.
+                let cut = matches!(
+                    wait.recv_timeout(after),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                if cut {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                cut
+            })?;
+        Ok(Deadline { done, watch })
+    }
+
+    /// Ends the watch: whether the deadline had cut the connection.
+    fn disarm(self) -> bool {
+        drop(self.done);
+        self.watch.join().unwrap_or(false)
+    }
+}
+
+/// How long to wait before accepting again after `e`, when `e` passes (None: it ends the
+/// receiver). A connection reset or aborted before it was taken, or a signal, concerns that
+/// one connection (accept(2) on Linux also hands over pending network errors, which are to be
+/// taken so); running out of file descriptors or buffers passes as connections close.
+fn transient(e: &std::io::Error) -> Option<Duration> {
+    use std::io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::Interrupted | K::ConnectionAborted | K::ConnectionReset
+    ) {
+        return Some(Duration::ZERO);
+    }
+    match e.raw_os_error()? {
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+            Some(Duration::from_millis(250))
+        }
+        libc::EPROTO
+        | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN
+        | libc::ENONET
+        | libc::EHOSTUNREACH
+        | libc::EOPNOTSUPP
+        | libc::ENETDOWN
+        | libc::ENETUNREACH => Some(Duration::ZERO),
+        _ => None,
+    }
+}
+
 /// Writes the instance: preamble, `DICM`, the file meta group, then `data` as received.
 fn write_instance(
     path: &Path,
@@ -483,45 +605,10 @@ impl dicom_ul::association::server::AccessControl for CallingAllowed {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::slice;
     use super::*;
     use dicom_core::{dicom_value, DataElement, VR};
     use dicom_object::InMemDicomObject;
-
-    /// A CT slice file of `series` (study 1.2.826.0.1.3680043.8.498.1), its SOP Instance
-    /// `sop`, one pixel of value `v`, written to `path`.
-    fn slice(path: &Path, series: &str, sop: &str, v: u16) {
-        let st = |tag, vr, x: &str| DataElement::new(tag, vr, dicom_value!(Str, x));
-        let us = |tag, x: u16| DataElement::new(tag, VR::US, dicom_value!(U16, [x]));
-        let class = "1.2.840.10008.5.1.4.1.1.2";
-        let obj = InMemDicomObject::from_element_iter([
-            st(tags::SOP_CLASS_UID, VR::UI, class),
-            st(tags::SOP_INSTANCE_UID, VR::UI, sop),
-            st(
-                tags::STUDY_INSTANCE_UID,
-                VR::UI,
-                "1.2.826.0.1.3680043.8.498.1",
-            ),
-            st(tags::SERIES_INSTANCE_UID, VR::UI, series),
-            us(tags::SAMPLES_PER_PIXEL, 1),
-            st(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-            us(tags::ROWS, 1),
-            us(tags::COLUMNS, 1),
-            us(tags::BITS_ALLOCATED, 16),
-            us(tags::BITS_STORED, 12),
-            us(tags::HIGH_BIT, 11),
-            us(tags::PIXEL_REPRESENTATION, 0),
-            DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_value!(U16, [v])),
-        ]);
-        obj.with_meta(
-            dicom_object::FileMetaTableBuilder::new()
-                .transfer_syntax("1.2.840.10008.1.2.1")
-                .media_storage_sop_class_uid(class)
-                .media_storage_sop_instance_uid(sop),
-        )
-        .unwrap()
-        .write_to_file(path)
-        .unwrap();
-    }
 
     /// Our receiving AE during a move takes only the instances asked for (a third party
     /// reaching the port adds nothing), and no receiver writes over an instance it holds:
@@ -552,6 +639,7 @@ mod tests {
             max_total: 1 << 24,
             calling: None,
             assoc_timeout: Duration::from_secs(10),
+            assoc_max: Duration::from_secs(60),
             quiet: true,
             expect: Some(Expected {
                 study: "1.2.826.0.1.3680043.8.498.1".into(),
@@ -615,6 +703,260 @@ mod tests {
             refused.iter().any(|r| r.contains("received already")),
             "{refused:?}"
         );
+    }
+
+    /// A receiver on 127.0.0.1 writing into `out`, each association's reads bounded by 1 s
+    /// and the association by `assoc_max`.
+    fn receiver(out: &Path, assoc_max: Duration) -> Receiver {
+        Receiver::bind(ScpOptions {
+            aet: "OURS".into(),
+            bind: "127.0.0.1".into(),
+            port: 0,
+            out: out.to_path_buf(),
+            max_instance: 1 << 20,
+            max_total: 1 << 24,
+            calling: None,
+            assoc_timeout: Duration::from_secs(1),
+            assoc_max,
+            quiet: true,
+            expect: None,
+        })
+        .unwrap()
+    }
+
+    fn to(rx: &Receiver) -> super::super::DimseAddr {
+        super::super::DimseAddr {
+            aet: "OURS".into(),
+            host: "127.0.0.1".into(),
+            port: rx.port(),
+        }
+    }
+
+    fn sender() -> super::super::store_scu::Local {
+        super::super::store_scu::Local {
+            aet: "SENDER".into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sends `head` on `s`, then one byte every 100 ms (each well inside the receiver's 1 s
+    /// read timeout) until the receiver cuts the connection, or 15 s: how long that took.
+    fn drip(mut s: TcpStream, head: &[u8]) -> Duration {
+        use std::io::Read;
+        let t = Instant::now();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        s.write_all(head).unwrap();
+        let mut buf = [0u8; 256];
+        while t.elapsed() < Duration::from_secs(15) {
+            match s.read(&mut buf) {
+                // The receiver's end closed (0), or an abort from it: cut.
+                Ok(_) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+            if s.write_all(&[0]).is_err() {
+                break;
+            }
+        }
+        t.elapsed()
+    }
+
+    /// A peer that sends a byte within every read timeout holds an association no longer
+    /// than its deadline: one dripping its A-ASSOCIATE-RQ, and one dripping the data set of
+    /// a C-STORE on an accepted association, are each cut at 2 s, the instance not written;
+    /// the receiver then serves a well-behaved sender.
+    #[test]
+    fn a_dripping_peer_is_cut_at_the_association_deadline_and_the_next_is_served() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("in");
+        let mut rx = receiver(&out, Duration::from_secs(2));
+        let (to, stop) = (to(&rx), rx.stopper());
+        let server = std::thread::spawn(move || {
+            let mut reports = Vec::new();
+            let n = rx.run(
+                Until {
+                    once: false,
+                    idle: None,
+                },
+                &mut |r| reports.push(r.clone()),
+            );
+            (n.unwrap(), reports)
+        });
+        let addr = ("127.0.0.1", to.port);
+        // A-ASSOCIATE-RQ (type 01H) declaring 200 bytes, then one byte at a time.
+        let before = drip(TcpStream::connect(addr).unwrap(), &[1, 0, 0, 0, 0, 200]);
+        // An accepted association, a C-STORE-RQ's command, then a P-DATA-TF (04H) of
+        // 1000 bytes, its data set, one byte at a time.
+        let (class, sop) = ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.8.498.9");
+        let mut a = super::super::store_scu::associate(
+            &to,
+            &sender(),
+            &[(class.to_string(), vec!["1.2.840.10008.1.2.1".to_string()])],
+        )
+        .unwrap();
+        let pc = a.presentation_contexts()[0].id;
+        command::send(&mut a, pc, &command::store_rq(class, sop, 1), None).unwrap();
+        let s = a.inner_stream().try_clone().unwrap();
+        let during = drip(s, &[4, 0, 0, 0, 0x03, 0xE8, 0, 0, 0x03, 0xE4, pc, 0]);
+        drop(a);
+        for (what, took) in [("before", before), ("during", during)] {
+            assert!(
+                took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+                "the association {what} its acceptance was cut after {took:?}, not at its 2 s \
+                 deadline"
+            );
+        }
+        // Served next, as ever.
+        let series = "1.2.826.0.1.3680043.8.498.2";
+        let f = d.path().join("a.dcm");
+        let good = "1.2.826.0.1.3680043.8.498.3";
+        slice(&f, series, good, 5);
+        let filed =
+            super::super::store_scu::file_series(&to, &sender(), std::slice::from_ref(&f), true)
+                .unwrap();
+        assert_eq!(filed.instances, 1);
+        stop.stop();
+        let (served, reports) = server.join().unwrap();
+        let ends: Vec<(&str, bool)> = reports
+            .iter()
+            .map(|r| (r.end.as_str(), r.accepted))
+            .collect();
+        assert_eq!(reports.len(), 3, "{ends:?}");
+        assert!(
+            reports[0].end.starts_with("deadline: ") && !reports[0].accepted,
+            "{ends:?}"
+        );
+        assert!(
+            reports[1].end.starts_with("deadline: ") && reports[1].accepted,
+            "{ends:?}"
+        );
+        assert_eq!(
+            (reports[2].end.as_str(), reports[2].stored),
+            ("released", 1)
+        );
+        assert_eq!(served, 2, "only accepted associations count: {ends:?}");
+        // The instance cut short is nowhere; the good one is filed.
+        let written: Vec<String> = std::fs::read_dir(out.join(series))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(written, [format!("{good}.dcm")]);
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    }
+
+    /// `--once`: a bare connection (a port scan, a health check) that never asks for an
+    /// association is not "the" association; the first accepted one is.
+    #[test]
+    fn once_ends_after_an_accepted_association_not_a_bare_connection() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
+        let to = to(&rx);
+        let server = std::thread::spawn(move || {
+            let mut reports = Vec::new();
+            let n = rx.run(
+                Until {
+                    once: true,
+                    idle: None,
+                },
+                &mut |r| reports.push(r.clone()),
+            );
+            (n.unwrap(), reports)
+        });
+        // Connected and closed at once, then one that says nothing until the read timeout.
+        drop(TcpStream::connect(("127.0.0.1", to.port)).unwrap());
+        let silent = TcpStream::connect(("127.0.0.1", to.port)).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(silent);
+        let f = d.path().join("a.dcm");
+        slice(
+            &f,
+            "1.2.826.0.1.3680043.8.498.2",
+            "1.2.826.0.1.3680043.8.498.3",
+            5,
+        );
+        let filed =
+            super::super::store_scu::file_series(&to, &sender(), std::slice::from_ref(&f), true)
+                .unwrap();
+        assert_eq!(filed.instances, 1);
+        let (served, reports) = server.join().unwrap();
+        let ends: Vec<&str> = reports.iter().map(|r| r.end.as_str()).collect();
+        assert_eq!(served, 1, "{ends:?}");
+        assert_eq!(reports.len(), 3, "{ends:?}");
+        assert!(
+            ends[..2].iter().all(|e| e.starts_with("rejected")),
+            "{ends:?}"
+        );
+        assert_eq!(ends[2], "released");
+    }
+
+    /// Accept errors that concern one connection or pass (out of file descriptors, a
+    /// connection reset or aborted before it was taken, a signal) are passed over and the
+    /// receiver goes on to serve the next; any other error ends it.
+    #[test]
+    fn transient_accept_errors_are_passed_over_and_others_end_the_receiver() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
+        let to = to(&rx);
+        let server = std::thread::spawn(move || {
+            let errors = [
+                libc::EMFILE,
+                libc::ENFILE,
+                libc::ECONNABORTED,
+                libc::ECONNRESET,
+                libc::EINTR,
+            ];
+            let mut failed = 0;
+            let t = Instant::now();
+            let n = rx.run_with(
+                Until {
+                    once: true,
+                    idle: None,
+                },
+                &mut |_| {},
+                &mut |l| {
+                    if let Some(e) = errors.get(failed) {
+                        failed += 1;
+                        return Err(std::io::Error::from_raw_os_error(*e));
+                    }
+                    l.accept()
+                },
+            );
+            (n.map_err(|e| e.to_string()), failed, t.elapsed())
+        });
+        let f = d.path().join("a.dcm");
+        slice(
+            &f,
+            "1.2.826.0.1.3680043.8.498.2",
+            "1.2.826.0.1.3680043.8.498.3",
+            5,
+        );
+        let filed =
+            super::super::store_scu::file_series(&to, &sender(), std::slice::from_ref(&f), true)
+                .unwrap();
+        assert_eq!(filed.instances, 1);
+        let (n, failed, took) = server.join().unwrap();
+        assert_eq!((n, failed), (Ok(1), 5));
+        // Backed off after running out of descriptors: 2 x 250 ms.
+        assert!(took >= Duration::from_millis(500), "{took:?}");
+
+        let mut rx = receiver(&d.path().join("in2"), Duration::from_secs(30));
+        let e = rx
+            .run_with(
+                Until {
+                    once: true,
+                    idle: None,
+                },
+                &mut |_| {},
+                &mut |_| Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("accepting a connection"), "{e}");
     }
 
     #[test]

@@ -123,6 +123,30 @@ pub struct Filed {
     pub series_uid: String,
     pub instances: usize,
     pub bytes: u64,
+    /// The instances the archive stored with a warning status (counted as filed: it keeps
+    /// them, but not necessarily as sent).
+    pub warnings: Vec<Warned>,
+}
+
+/// An instance stored with a warning.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Warned {
+    pub sop_instance_uid: String,
+    pub status: u16,
+}
+
+/// What a C-STORE warning status says (PS3.4 B.2.3, PS3.7 C); None: not a warning.
+pub fn warning(status: u16) -> Option<&'static str> {
+    Some(match status {
+        0xB000 => "coercion of data elements",
+        0xB007 => "data set does not match SOP class",
+        0xB006 => "elements discarded",
+        0x0001 => "a warning",
+        0x0107 => "attribute list error",
+        0x0116 => "attribute value out of range",
+        0xB001..=0xB005 | 0xB008..=0xBFFF => "a warning of the archive's own",
+        _ => return None,
+    })
 }
 
 /// Files the DICOM `files` (one series of one study) into the archive `to`.
@@ -152,6 +176,7 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
     let mut a = associate(to, local, &contexts)?;
     let mut inbox = Inbox::default();
     let mut failed = Vec::new();
+    let mut warnings = Vec::new();
     let mut bytes = 0u64;
     let result = (|| -> Result<()> {
         for (k, i) in all.iter().enumerate() {
@@ -182,15 +207,32 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
             )
             .map_err(|e| anyhow!("{to}: sending {}: {e:#}", i.file.display()))?;
             bytes += file.len() as u64;
-            let status = match inbox.receive(&mut a, 0) {
-                Ok(Incoming::Message(m)) if m.field() == command::C_STORE_RSP => m.status(),
+            let m = match inbox.receive(&mut a, 0) {
+                Ok(Incoming::Message(m)) if m.field() == command::C_STORE_RSP => m,
                 Ok(Incoming::Message(m)) => bail!("{to}: answered C-STORE with {:04X}H", m.field()),
                 Ok(_) => bail!("{to}: the archive ended the association while storing"),
                 Err(e) => bail!("{to}: waiting for the C-STORE answer: {e:#}"),
             };
-            match status {
-                // Success, and the warnings (coerced, elements discarded): stored.
-                Some(0) | Some(0x0001) | Some(0xB000..=0xBFFF) => {
+            // An answer to another request than ours: its status says nothing of this one.
+            let answers = command::ushort(&m.command, tags::MESSAGE_ID_BEING_RESPONDED_TO);
+            if answers != Some(id) {
+                bail!(
+                    "{to}: the C-STORE answer for {} (message {id}) answers {}",
+                    i.sop,
+                    answers.map_or("no message".into(), |n| format!("message {n}"))
+                );
+            }
+            // Optional in the answer (U(=)); when given, the instance sent.
+            if let Some(u) = command::text(&m.command, tags::AFFECTED_SOP_INSTANCE_UID)
+                .filter(|u| !u.is_empty() && *u != i.sop)
+            {
+                bail!(
+                    "{to}: the C-STORE answer for {} (message {id}) names instance {u:?}",
+                    i.sop
+                );
+            }
+            match m.status() {
+                Some(0) => {
                     if !quiet {
                         eprintln!(
                             "filed {}/{}: {} into {to}",
@@ -199,6 +241,22 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
                             i.file.display()
                         );
                     }
+                }
+                // Stored, as the archive saw fit: said whatever --quiet, and counted.
+                Some(s) if warning(s).is_some() => {
+                    eprintln!(
+                        "filed {}/{}: {} into {to} with warning {s:04X}H ({}): SOP Instance \
+                         UID {}",
+                        k + 1,
+                        all.len(),
+                        i.file.display(),
+                        warning(s).unwrap_or_default(),
+                        i.sop
+                    );
+                    warnings.push(Warned {
+                        sop_instance_uid: i.sop.clone(),
+                        status: s,
+                    });
                 }
                 s => failed.push(format!(
                     "{} (SOP Instance UID {}): status {}",
@@ -236,5 +294,161 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
         series_uid: series,
         instances: all.len(),
         bytes,
+        warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::slice;
+    use super::*;
+    use dicom_ul::ServerAssociationOptions;
+    use std::net::TcpListener;
+
+    const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+    /// An archive of its own on 127.0.0.1 for one association: the k-th C-STORE (from 0),
+    /// message `id` of instance `sop`, is answered with `answer(k, id, sop)`: the message id
+    /// and SOP Instance UID it names, and a status.
+    fn archive(
+        answer: impl Fn(usize, u16, &str) -> (u16, String, u16) + Send + 'static,
+    ) -> (DimseAddr, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut a = ServerAssociationOptions::new()
+                .accept_any()
+                .ae_title("ARCHIVE")
+                .with_abstract_syntax(CT)
+                .with_transfer_syntax("1.2.840.10008.1.2.1")
+                .read_timeout(Duration::from_secs(10))
+                .establish(s)
+                .unwrap();
+            let mut inbox = Inbox::default();
+            for k in 0.. {
+                match inbox.receive(&mut a, 1 << 20) {
+                    Ok(Incoming::Message(m)) => {
+                        let sop = command::text(&m.command, tags::AFFECTED_SOP_INSTANCE_UID)
+                            .unwrap_or_default();
+                        let (id, named, status) = answer(k, m.id(), &sop);
+                        let rsp = command::store_rsp(CT, &named, id, status);
+                        if command::send(&mut a, m.pc, &rsp, None).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Incoming::Release) => {
+                        let _ = a.send(&dicom_ul::Pdu::ReleaseRP);
+                        return;
+                    }
+                    _ => return,
+                }
+            }
+        });
+        let to = DimseAddr {
+            aet: "ARCHIVE".into(),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        (to, h)
+    }
+
+    /// `n` slices of one series in `dir`, by SOP Instance UID order.
+    fn series(dir: &Path, n: usize) -> Vec<PathBuf> {
+        (0..n)
+            .map(|k| {
+                let p = dir.join(format!("{k}.dcm"));
+                slice(
+                    &p,
+                    "1.2.826.0.1.3680043.8.498.2",
+                    &format!("1.2.826.0.1.3680043.8.498.3.{k}"),
+                    k as u16,
+                );
+                p
+            })
+            .collect()
+    }
+
+    fn local() -> Local {
+        Local {
+            aet: "PPDENOISE".into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Warning statuses (B000H coerced, B007H not matching its class, B006H elements
+    /// discarded, 0001H) mean the archive stored the instance: counted as filed and each
+    /// reported with its status; a failure status among them is still an error.
+    #[test]
+    fn warning_statuses_are_filed_and_reported_failures_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let files = series(d.path(), 5);
+        let statuses = [0x0000, 0xB000, 0xB007, 0xB006, 0x0001];
+        let (to, h) = archive(move |k, id, sop| (id, sop.to_string(), statuses[k]));
+        let f = file_series(&to, &local(), &files, true).unwrap();
+        h.join().unwrap();
+        assert_eq!(f.instances, 5);
+        let warned: Vec<(String, u16)> = f
+            .warnings
+            .iter()
+            .map(|w| (w.sop_instance_uid.clone(), w.status))
+            .collect();
+        assert_eq!(
+            warned,
+            (1..5)
+                .map(|k| (format!("1.2.826.0.1.3680043.8.498.3.{k}"), statuses[k]))
+                .collect::<Vec<_>>()
+        );
+
+        let statuses = [0xB000, 0xA700, 0x0000];
+        let (to, h) = archive(move |k, id, sop| (id, sop.to_string(), statuses[k]));
+        let e = format!(
+            "{:#}",
+            file_series(&to, &local(), &files[..3], true).unwrap_err()
+        );
+        h.join().unwrap();
+        assert!(
+            e.contains("1 of 3 instances not filed")
+                && e.contains("1.2.826.0.1.3680043.8.498.3.1")
+                && e.contains("A700H"),
+            "{e}"
+        );
+    }
+
+    /// A C-STORE answer to another message, or naming another instance, answers nothing we
+    /// sent: an error naming the archive, nothing more sent.
+    #[test]
+    fn an_answer_to_another_request_is_an_error_naming_the_archive() {
+        let d = tempfile::tempdir().unwrap();
+        let files = series(d.path(), 3);
+        let (to, h) = archive(|k, id, sop| {
+            let id = if k == 1 { id + 7 } else { id };
+            (id, sop.to_string(), 0)
+        });
+        let e = format!(
+            "{:#}",
+            file_series(&to, &local(), &files, true).unwrap_err()
+        );
+        h.join().unwrap();
+        assert!(
+            e.contains(&to.to_string())
+                && e.contains("1.2.826.0.1.3680043.8.498.3.1")
+                && e.contains("answers message 9"),
+            "{e}"
+        );
+
+        let (to, h) = archive(|k, id, sop| {
+            let sop = if k == 0 { "1.2.3.4" } else { sop };
+            (id, sop.to_string(), 0)
+        });
+        let e = format!(
+            "{:#}",
+            file_series(&to, &local(), &files, true).unwrap_err()
+        );
+        h.join().unwrap();
+        assert!(
+            e.contains(&to.to_string()) && e.contains("names instance \"1.2.3.4\""),
+            "{e}"
+        );
+    }
 }
