@@ -260,11 +260,13 @@ pub fn line(plan: &Plan, outcome: std::result::Result<&Value, ()>) -> Value {
             // The archive reached: its URL and the study's UIDs (never the fetched folder).
             for (k, url) in [("archive", "url"), ("filed", "archive")] {
                 if let Some(a) = s.get(k) {
-                    l.insert(
-                        k.into(),
-                        json!({"url": a[url], "study_uid": a["study_uid"],
-                            "series_uid": a["series_uid"], "instances": a["instances"]}),
-                    );
+                    let mut e = json!({"url": a[url], "study_uid": a["study_uid"],
+                            "series_uid": a["series_uid"], "instances": a["instances"]});
+                    // Instances the archive kept with a warning status (UIDs and codes).
+                    if let Some(w) = a.get("warnings").filter(|w| !w.is_null()) {
+                        e["warnings"] = w.clone();
+                    }
+                    l.insert(k.into(), e);
                 }
             }
             if let Some(f) = s.get("archive").and_then(|a| a["fetched"].as_str()) {
@@ -430,6 +432,22 @@ mod tests {
         let text = l.to_string();
         assert!(!text.contains('/'), "{text}");
         assert!(!text.contains("PATIENT"), "{text}");
+    }
+
+    /// What the archive kept with a warning status is in the line with the filed series;
+    /// a series filed without warnings has no such entry.
+    #[test]
+    fn instances_filed_with_a_warning_are_in_the_line() {
+        let p = Plan::of(&["ppdenoise".into(), "reconstruct".into()]);
+        let w = json!([{"sop_instance_uid": "1.2.3.4", "status": 0xB000}]);
+        let summary = json!({"ok": true, "filed": {"archive": "dimse:PACS@h:104",
+            "study_uid": "1.2", "series_uid": "1.2.3", "instances": 2, "warnings": w}});
+        let l = line(&p, Ok(&summary));
+        assert_eq!(l["filed"]["warnings"], w, "{l}");
+        assert_eq!(l["filed"]["instances"], 2);
+        let mut plain = summary.clone();
+        plain["filed"].as_object_mut().unwrap().remove("warnings");
+        assert!(line(&p, Ok(&plain))["filed"].get("warnings").is_none());
     }
 
     #[test]
