@@ -184,10 +184,30 @@ fn secure_colour_job_map(
         );
     }
     // What the image shares hold: the planes one after another, then the one map.
-    let (_, i0): (Header, ImageShare) =
+    let (h0, i0): (Header, ImageShare) =
         load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
-    let (_, i1): (Header, ImageShare) =
+    let (h1, i1): (Header, ImageShare) =
         load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+    let (hp, ()): (Header, ()) = load(&d.path("image.pub"), Kind::PublicJob, None).unwrap();
+    // Levels per colour or per pixel are secret: the job names the model's nominal sigma,
+    // and no header holds a level.
+    if let NoiseLevel::PerColour(levels) = level {
+        for (who, h) in [("image.p0", &h0), ("image.p1", &h1), ("image.pub", &hp)] {
+            let job: serde_json::Value = serde_json::from_str(h.info("job").unwrap()).unwrap();
+            assert_eq!(job["sigma"], META.sigma, "{who}: {job}");
+            for (k, v) in &h.info {
+                let tokens: Vec<&str> =
+                    v.split(|c: char| !c.is_ascii_digit() && c != '.').collect();
+                for l in levels {
+                    assert!(
+                        !tokens.contains(&l.to_string().as_str()),
+                        "{who}: {k} = {v}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(i0.job.sigma, i1.job.sigma);
     let (h, w) = (i0.job.height, i0.job.width);
     assert_eq!(i0.job.colours, 3);
     let params = CnnFixed::for_model(m);
@@ -325,6 +345,7 @@ fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
 fn a_noise_map_per_colour_is_bit_exact_on_both_engines() {
     use ndarray::Array2;
     use ndarray_npy::WriteNpyExt;
+    use ppdenoise::model::noise_map::PoissonGaussian;
     let (w, h) = (15usize, 11usize);
     // A map per plane: R's sigmas grow down the rows, G's across, B's a constant 40.
     let planes = Array2::from_shape_fn((3 * h, w), |(r, c)| match r / h {
@@ -332,19 +353,35 @@ fn a_noise_map_per_colour_is_bit_exact_on_both_engines() {
         1 => 10.0 + 2.0 * c as f64,
         _ => 40.0,
     });
-    let runs: [(&str, Vec<&str>, NoiseLevel); 2] = [
+    // Levels whose mean and members are not the model's nominal sigma (25): a header
+    // holding any of them, or their mean, is caught.
+    let levels = [7.5, 31.25, 58.5];
+    let pg = PoissonGaussian { a: 2.0, b: 9.0 };
+    let png = Array2::from_shape_fn((3 * h, w), |(r, c)| {
+        let px = rgb_pattern(w as u32, h as u32);
+        f64::from(px.get_pixel(c as u32, (r % h) as u32)[r / h])
+    });
+    let kinds: [(&str, Vec<&str>, NoiseLevel); 3] = [
         (
-            "gmw",
-            vec!["--sigma-per-colour", "10,25,40"],
-            NoiseLevel::PerColour(vec![10.0, 25.0, 40.0]),
+            "levels",
+            vec!["--sigma-per-colour", "7.5,31.25,58.5"],
+            NoiseLevel::PerColour(levels.to_vec()),
         ),
         (
-            "gc",
+            "map",
             vec!["--noise-map", "MAP"],
             NoiseLevel::PerPixel(planes.clone()),
         ),
+        (
+            "signal",
+            vec!["--noise", "poisson-gaussian:2,9"],
+            NoiseLevel::PerPixel(pg.map_of(&png)),
+        ),
     ];
-    for (engine, args, level) in runs {
+    let runs = kinds
+        .iter()
+        .flat_map(|k| ["gmw", "gc"].map(|e| (e, k.0, k.1.clone(), k.2.clone())));
+    for (engine, kind, args, level) in runs {
         let d = Dir::new();
         let m = random_framed_cnn(&[15, 8, 8, 12], 3, 33, META, Frame::FFDNET);
         assert_eq!((m.colours, m.map_channels()), (3, 3));
@@ -374,27 +411,40 @@ fn a_noise_map_per_colour_is_bit_exact_on_both_engines() {
         let (sh, sw) = (h.div_ceil(2), w.div_ceil(2));
         assert_eq!(held.len(), 3 * sh * sw);
         let at = |c: usize, y: usize, x: usize| held[(c * sh + y) * sw + x] * 255.0;
-        let near = |a: f64, b: f64| (a - b).abs() < 0.1;
+        // Half a step of the map's fixed point (s = 10: 255 / 2^10 / 2 = 0.125), and a little.
+        let near = |a: f64, b: f64| (a - b).abs() < 0.2;
         for y in 0..sh {
             for x in 0..sw {
-                if engine == "gmw" {
-                    for (c, s) in [10.0, 25.0, 40.0].into_iter().enumerate() {
-                        assert!(near(at(c, y, x), s), "channel {c}: {}", at(c, y, x));
+                match kind {
+                    "levels" => {
+                        for (c, s) in levels.into_iter().enumerate() {
+                            assert!(near(at(c, y, x), s), "channel {c}: {}", at(c, y, x));
+                        }
                     }
-                } else {
-                    // R grows down the rows only, G across the columns only, B is 40.
-                    assert!(near(at(0, y, x), at(0, y, 0)) && near(at(1, y, x), at(1, 0, x)));
-                    assert!(y == 0 || at(0, y, 0) > at(0, y - 1, 0));
-                    assert!(x == 0 || at(1, 0, x) > at(1, 0, x - 1));
-                    assert!(near(at(2, y, x), 40.0));
+                    "map" => {
+                        // R grows down the rows only, G across the columns only, B is 40.
+                        assert!(near(at(0, y, x), at(0, y, 0)));
+                        assert!(near(at(1, y, x), at(1, 0, x)));
+                        assert!(y == 0 || at(0, y, 0) > at(0, y - 1, 0));
+                        assert!(x == 0 || at(1, 0, x) > at(1, 0, x - 1));
+                        assert!(near(at(2, y, x), 40.0));
+                    }
+                    _ => {
+                        // G's pixels depend on the column only, and so does its map.
+                        assert!(near(at(1, y, x), at(1, 0, x)));
+                    }
                 }
             }
+        }
+        if kind == "signal" {
+            // R's map is its own, not G's.
+            assert!((0..sh).any(|y| (0..sw).any(|x| !near(at(0, y, x), at(1, y, x)))));
         }
         let (model, image, fixed) = (d.p("colour.npz"), d.p("noisy.png"), d.p("fixed.png"));
         let mut den = vec![
             "denoise", "--model", &model, "--image", &image, "--arith", "fixed", "--out", &fixed,
         ];
-        if args[0] == "--noise-map" {
+        if args[0] != "--sigma-per-colour" {
             den.extend(["--sigma", "25"]);
         }
         den.extend(&args);

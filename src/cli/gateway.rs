@@ -219,7 +219,19 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
     let secs = t.elapsed().as_secs_f64();
     Ok(Summary {
         lines: vec![
-            intensity_line(&a.image, &scale, done.sigma, a.opts.sigma),
+            match &a.opts.noise.sigma_per_colour {
+                // The levels went into the shared map; the job names the nominal sigma.
+                Some(l) => {
+                    format!(
+                    "{}: noise levels per colour plane (R, G, B) {} on the 0..255 scale, shared \
+                     in the noise map; the job names the model's nominal sigma {}",
+                    a.image,
+                    l.0.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+                    done.sigma
+                )
+                }
+                None => intensity_line(&a.image, &scale, done.sigma, a.opts.sigma),
+            },
             format!(
                 "image {} ({h}x{w}) shared as {} and {}; job id {}; upload {} bytes in total",
                 a.image,
@@ -237,6 +249,7 @@ pub fn share_image(a: ShareImageArgs) -> Result<Summary> {
             "outputs": outs, "upload_bytes": done.upload_bytes, "seconds": secs,
             "window": scale.window, "units": scale.units, "clipped": scale.clipped,
             "sigma": done.sigma, "sigma_in_units": scale.in_units(done.sigma),
+            "sigma_per_colour": a.opts.noise.sigma_per_colour.as_ref().map(|l| l.0.clone()),
             "receiver_facts": facts, "receiver_alpha": alpha_out, "model_owner_checked": a.opts.model.is_some().then(|| sharer.model_note().is_none()),
         }),
     })

@@ -194,7 +194,10 @@ impl Runner {
     fn new(a: &DenoiseArgs, path: &std::path::Path) -> Result<Runner> {
         if crate::import::onnx::is_onnx(path) {
             if let crate::import::onnx::Net::Graph(g) = crate::import::onnx::load(path)? {
-                if a.arith == Arith::FloatTanhStar || a.noise.per_pixel() {
+                if a.arith == Arith::FloatTanhStar
+                    || a.noise.per_pixel()
+                    || a.noise.sigma_per_colour.is_some()
+                {
                     bail!(
                         "{}: a CNN graph (docs/graph.md) runs in float or fixed point at a \
                          uniform --sigma (no noise map; issue 47)",
@@ -209,12 +212,15 @@ impl Runner {
         }
         if Cnn::is_cnn_file(path)? {
             let model = Cnn::load(path)?;
+            // Before any level is probed: a map or levels per colour the model cannot take.
+            a.noise.plain().check_maps(model.map_channels())?;
             let params = a.cnn_fixed.params(&model)?;
             return Ok(Runner::Cnn(Box::new(model), params));
         }
-        if a.noise.per_pixel() {
+        if a.noise.per_pixel() || a.noise.sigma_per_colour.is_some() {
             bail!(
-                "--noise-map and --noise apply to CNNs with a noise-map channel (FFDNet), not MLPs"
+                "--noise-map, --noise and --sigma-per-colour apply to CNNs with a noise-map \
+                 channel (FFDNet), not MLPs"
             );
         }
         let model = Model::load(path)?;
@@ -377,9 +383,14 @@ fn denoise_folder(a: &DenoiseArgs, path: &std::path::Path) -> Result<Summary> {
     let Some(out) = &a.out else {
         bail!("--image {}: a folder needs --out <new folder>", a.image);
     };
-    if a.clean.is_some() || a.like.is_some() || a.noise.per_pixel() {
+    if a.clean.is_some()
+        || a.like.is_some()
+        || a.noise.per_pixel()
+        || a.noise.sigma_per_colour.is_some()
+    {
         bail!(
-            "--image {}: a folder takes none of --clean, --like, --noise-map and --noise",
+            "--image {}: a folder takes none of --clean, --like, --noise-map, --noise and \
+             --sigma-per-colour",
             a.image
         );
     }
@@ -658,7 +669,11 @@ fn inspect_cnn(m: &Cnn) -> Summary {
             "map_channels": m.map_channels()},
         "colours": m.colours,
         "residual": m.meta.residual, "sigma": m.meta.sigma,
-        "noise_level": if m.frame.noise_map { "any: the noise map (share-image --sigma, --noise-map or --noise)" } else { "the model's sigma* (images are scaled to it)" },
+        "noise_level": match m.map_channels() {
+            0 => "the model's sigma* (images are scaled to it)",
+            1 => "any: the noise map (share-image --sigma, --noise-map or --noise)",
+            _ => "any, per colour plane: a map per colour (share-image --sigma, --sigma-per-colour, --noise-map or --noise)",
+        },
         "relus_per_pixel": relus, "macs_per_pixel": macs,
         "fixed_point": {"s": fixed.s, "ws": fixed.ws, "k": fixed.k,
             "from": if m.fixed_point.is_some() { "the model file" } else { "the defaults" }},

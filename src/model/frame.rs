@@ -9,8 +9,9 @@
 //! A colour model (FFDNet's colour files) takes C = 3 colour planes: each plane is
 //! unshuffled into its r*r sub-images, colour-major (channel = colour * r*r + sub-image), and
 //! the noise map follows: ONE channel shared by the colours, as the authors' colour model has
-//! it, or one per colour (R, G, B: the FFDNet paper's 15-channel colour input, a sigma per
-//! channel). The colour count and the map count live beside the frame (in the model and its
+//! it, or one per colour (R, G, B, after the sub-images: a sigma per plane; a model trained
+//! in another layout, such as the IPOL PyTorch FFDNet's maps-first one, must have its
+//! first and last layers' channels permuted when converted, docs/cnn.md). The colour count and the map count live beside the frame (in the model and its
 //! plan, implied by the first and last layers' shapes, so a file's bytes carry no field for
 //! them), and a colour image travels as its planes one after another (C x h x w values, or a
 //! (C*h) x w array); its map as its channels one after another.

@@ -72,6 +72,13 @@ impl NoiseLevel {
     /// is padded like the image and each r x r cell becomes the root mean square of its
     /// sigmas (the cell's noise variance is their mean).
     pub fn stack_map(&self, frame: &Frame, maps: usize, h: usize, w: usize) -> Vec<f64> {
+        if let NoiseLevel::PerColour(v) = self {
+            // A level per plane fills a channel per plane; one level (repeated) fills one.
+            assert!(
+                !v.is_empty() && (v.len() == maps || v.iter().all(|s| *s == v[0])),
+                "levels per colour checked by NoiseLevel::fits"
+            );
+        }
         let (sh, sw) = frame.stack_dims(h, w);
         (0..maps)
             .flat_map(|c| match self {
