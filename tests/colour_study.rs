@@ -146,6 +146,92 @@ fn a_folder_of_rgb_images_is_bit_exact_on_both_engines() {
     }
 }
 
+/// A colour study for a model with a noise map per colour, at a level per colour plane
+/// (`share-study --sigma-per-colour`): each slice equals `denoise --arith fixed` with the
+/// same levels, bit for bit, and no file of the study holds a level (they go into the
+/// shared maps only).
+#[test]
+fn a_colour_study_takes_a_level_per_colour() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("per-colour.npz").display().to_string();
+    random_framed_cnn(&[15, 8, 12], 3, 13, META, Frame::FFDNET)
+        .save(Path::new(&model))
+        .unwrap();
+    let d = Dir::new(&model);
+    std::fs::create_dir_all(d.path("in")).unwrap();
+    rgb(14, 17, 8, 1).save(d.path("in/a1.png")).unwrap();
+    rgb(12, 15, 8, 2).save(d.path("in/a2.png")).unwrap();
+    let levels = "7.5,31.25,58.5";
+    let o = share_study(
+        &d.dir,
+        "",
+        "in",
+        "study",
+        &[
+            "--sigma-per-colour",
+            levels,
+            "--sign-key",
+            &d.gateway_key(),
+            "--trust",
+            &d.p("keys/trust"),
+        ],
+    );
+    let j = d.shared(summary(&o, "share-study"));
+    assert_eq!(j["colours"], 3, "{j}");
+    let mut folders = vec![d.path("study")];
+    let mut files = 0;
+    while let Some(f) = folders.pop() {
+        for e in std::fs::read_dir(f).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                folders.push(p);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+            assert!(
+                !text.contains("31.25") && !text.contains("58.5"),
+                "{}: holds a level",
+                p.display()
+            );
+            files += 1;
+        }
+    }
+    assert!(files >= 6, "{files} files in the study");
+    run_study(&d, "gmw", "out");
+    for name in ["a1.png", "a2.png"] {
+        let out = format!("o-{name}");
+        ok(&[
+            "denoise",
+            "--sigma-per-colour",
+            levels,
+            "--image",
+            &d.p(&format!("in/{name}")),
+            "--model",
+            &model,
+            "--arith",
+            "fixed",
+            "--out",
+            &d.p(&out),
+        ]);
+        let (got, want) = (
+            colour(&d.path(&format!("out/{name}"))),
+            colour(&d.path(&out)),
+        );
+        assert_eq!(got.planes, want.planes, "{name}: secure vs oracle");
+        assert_ne!(
+            want.planes,
+            oracle(
+                &d,
+                &d.path(&format!("in/{name}")),
+                &model,
+                &format!("u-{name}")
+            )
+            .planes,
+            "{name}: the levels were ignored"
+        );
+    }
+}
+
 /// Each frame of a colour DICOM's bytes, written as an 8-bit RGB PNG `<stem><k>.png` for the
 /// oracle; the frames.
 fn frames_as_png(d: &Dir, dcm: &Path, stem: &str) -> Vec<ColourImage> {

@@ -141,20 +141,14 @@ pub fn summary(o: &Output, what: &str) -> serde_json::Value {
 
 /// `share-study --sigma SIGMA --in INPUT --out OUT --model model.pub EXTRA`, each name in the
 /// test's folder `dir`, which holds the shared model: the run as it is.
+/// An empty `sigma` gives no --sigma (`extra` gives the levels).
 pub fn share_study(dir: &Path, sigma: &str, input: &str, out: &str, extra: &[&str]) -> Output {
     let p = |n: &str| dir.join(n).display().to_string();
     let (i, o, m) = (p(input), p(out), p("model.pub"));
-    let mut args = vec![
-        "share-study",
-        "--sigma",
-        sigma,
-        "--in",
-        &i,
-        "--out",
-        &o,
-        "--model",
-        &m,
-    ];
+    let mut args = vec!["share-study", "--in", &i, "--out", &o, "--model", &m];
+    if !sigma.is_empty() {
+        args.extend(["--sigma", sigma]);
+    }
     args.extend(extra);
     run(&args)
 }
