@@ -390,3 +390,60 @@ fn colour_and_gray_mismatches_are_refused_by_name() {
     );
     assert!(!t.dir.join("plain.p0").exists());
 }
+
+/// `add-noise --sigma-per-colour`: each plane gets noise of its own level (measured on a
+/// flat mid-grey image, where nothing clips), and a gray image is refused by name.
+#[test]
+fn add_noise_takes_a_level_per_colour() {
+    let d = tempfile::tempdir().unwrap();
+    let (clean, noisy) = (d.path().join("flat.png"), d.path().join("noisy.png"));
+    image::RgbImage::from_pixel(96, 96, image::Rgb([128, 128, 128]))
+        .save(&clean)
+        .unwrap();
+    let out = ok(&ppd(&[
+        "add-noise",
+        "--image",
+        &s(&clean),
+        "--sigma-per-colour",
+        "4,12,30",
+        "--out",
+        &s(&noisy),
+    ]));
+    assert!(
+        out.contains("sigma 4.0000, 12.0000, 30.0000 for R, G, B"),
+        "{out}"
+    );
+    let n = image::open(&noisy).unwrap().into_rgb8();
+    for (c, level) in [4.0, 12.0, 30.0].into_iter().enumerate() {
+        let m = n.pixels().count() as f64;
+        let rms = (n
+            .pixels()
+            .map(|p| (f64::from(p[c]) - 128.0).powi(2))
+            .sum::<f64>()
+            / m)
+            .sqrt();
+        assert!(
+            (rms - level).abs() < 0.1 * level + 0.5,
+            "plane {c}: noise {rms:.2} for level {level}"
+        );
+    }
+    let gray = d.path().join("gray.png");
+    image::GrayImage::from_pixel(8, 8, image::Luma([100]))
+        .save(&gray)
+        .unwrap();
+    let o = ppd(&[
+        "add-noise",
+        "--image",
+        &s(&gray),
+        "--sigma-per-colour",
+        "4,12,30",
+        "--out",
+        &s(&d.path().join("x.png")),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is not one colour image"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -299,8 +299,14 @@ pub struct AddNoiseArgs {
     /// Noise level (required unless --noise): a number on the 0..255 scale of the image's
     /// full container range, `20HU` in Hounsfield units (CT), or `20SV` in stored values.
     /// The noise is added to the stored values, so nothing is clipped but the container.
-    #[arg(long, value_parser = super::inputs::parse_sigma, required_unless_present = "noise")]
+    #[arg(long, value_parser = super::inputs::parse_sigma,
+          required_unless_present_any = ["noise", "sigma_per_colour"])]
     pub sigma: Option<Sigma>,
+    /// A colour image only: independent noise of a level per colour plane, R,G,B on the
+    /// 0..255 scale (e.g. 10,25,40), for a colour model with a map per colour
+    /// (share-image --sigma-per-colour takes the same levels).
+    #[arg(long, value_parser = super::inputs::parse_levels, conflicts_with_all = ["sigma", "noise"])]
+    pub sigma_per_colour: Option<super::inputs::Levels>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output image, by extension: .tif/.tiff an 8-bit TIFF, .dcm a DICOM like the input (or
@@ -448,15 +454,24 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
         bail!("--sigma auto: add-noise adds a known level; give it");
     }
     let pg = a.noise.as_deref().map(PoissonGaussian::parse).transpose()?;
+    let colour = !crate::image::colour::as_gray() && super::colour::is_colour_file(&a.image);
+    if a.sigma_per_colour.is_some() && (!colour || super::folders::is_folder(&a.image)) {
+        bail!(
+            "--sigma-per-colour: {} is not one colour image; a gray image or a folder takes \
+             --sigma",
+            a.image
+        );
+    }
     if super::folders::is_folder(&a.image) {
         return add_noise_folder(&a, pg);
     }
-    if !crate::image::colour::as_gray() && super::colour::is_colour_file(&a.image) {
-        let level = match a.noise {
-            Some(_) => 0.0,
-            None => noise_level(&a, &ValueScale::grey(8, 0))?,
+    if colour {
+        let levels = match (&a.noise, &a.sigma_per_colour) {
+            (Some(_), _) => [0.0; 3],
+            (None, Some(l)) => [l.0[0], l.0[1], l.0[2]],
+            (None, None) => [noise_level(&a, &ValueScale::grey(8, 0))?; 3],
         };
-        return add_noise_colour(&a, level);
+        return add_noise_colour(&a, levels);
     }
     let enc = output_encoding(
         &a.out,
@@ -529,7 +544,7 @@ pub fn add_noise(a: AddNoiseArgs) -> Result<Summary> {
 /// `add-noise` on a colour image: N(0, sigma^2) on every channel independently (seeded),
 /// rounded and clipped to 8 bits as the FFDNet paper's colour (CBSD68) noisy images are;
 /// written as an 8-bit RGB (or RGBA, alpha kept) PNG or TIFF.
-fn add_noise_colour(a: &AddNoiseArgs, level: f64) -> Result<Summary> {
+fn add_noise_colour(a: &AddNoiseArgs, levels: [f64; 3]) -> Result<Summary> {
     use crate::image::{load_picture, quantize_u8, ColourImage, Picture};
     use crate::metrics::psnr;
     if a.noise.is_some() || a.map_out.is_some() || a.like.is_some() {
@@ -543,7 +558,7 @@ fn add_noise_colour(a: &AddNoiseArgs, level: f64) -> Result<Summary> {
         Picture::Colour(c) => c,
         Picture::Gray(_) => bail!("{}: not a colour image", a.image),
     };
-    let noisy = crate::image::rgb::add_noise(&img, level, a.seed);
+    let noisy = crate::image::rgb::add_noise_per_colour(&img, levels, a.seed);
     // 8 bits out: a 16-bit source's alpha is scaled to 8 bits with its colour.
     let alpha = img.alpha.as_ref().map(|al| {
         if img.bit_depth == 8 {
@@ -562,10 +577,17 @@ fn add_noise_colour(a: &AddNoiseArgs, level: f64) -> Result<Summary> {
     let p = psnr(&img.planes, &q.planes, 255.0);
     Ok(Summary {
         lines: vec![format!(
-            "wrote {} ({}; sigma {level:.4} per channel, seed {}): PSNR over R, G and B {p:.2} dB \
-             against the clean image",
+            "wrote {} ({}; {}, seed {}): PSNR over R, G and B {p:.2} dB against the clean image",
             a.out.display(),
             q.kind(),
+            if levels.iter().all(|l| *l == levels[0]) {
+                format!("sigma {:.4} per channel", levels[0])
+            } else {
+                format!(
+                    "sigma {:.4}, {:.4}, {:.4} for R, G, B",
+                    levels[0], levels[1], levels[2]
+                )
+            },
             a.seed
         )],
         json: serde_json::json!({"ok": true, "command": "add-noise", "out": a.out, "psnr": p,

@@ -380,9 +380,47 @@ pub fn add_noise(img: &ColourImage, sigma: f64, seed: u64) -> ColourImage {
     )
 }
 
+/// [`add_noise`] with a sigma per plane (R, G, B): the same normal samples in the same
+/// order, each scaled by its plane's sigma, so equal sigmas give [`add_noise`]'s image.
+pub fn add_noise_per_colour(img: &ColourImage, sigmas: [f64; 3], seed: u64) -> ColourImage {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    assert!(
+        sigmas.iter().all(|s| s.is_finite() && *s >= 0.0),
+        "noise sigmas must be finite and >= 0, got {sigmas:?}"
+    );
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let h = img.height();
+    let mut planes = img.planes.clone();
+    for ((r, _), v) in planes.indexed_iter_mut() {
+        let z: f64 = StandardNormal.sample(&mut rng);
+        *v += sigmas[r / h] * z;
+    }
+    img.with_planes(planes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sigma per plane scales each plane's noise alone; equal sigmas give add_noise's.
+    #[test]
+    fn noise_per_colour_is_add_noises_scaled_per_plane() {
+        let img = ColourImage {
+            planes: Array2::from_elem((3 * 4, 5), 100.0),
+            bit_depth: 8,
+            alpha: None,
+            stored_max: None,
+        };
+        let one = add_noise(&img, 10.0, 7);
+        assert_eq!(add_noise_per_colour(&img, [10.0; 3], 7), one);
+        let per = add_noise_per_colour(&img, [10.0, 0.0, 30.0], 7);
+        for (r, c) in [(0, 0), (3, 4), (5, 2), (9, 1), (11, 4)] {
+            let (a, b) = (per.planes[[r, c]] - 100.0, one.planes[[r, c]] - 100.0);
+            let want = b * [1.0, 0.0, 3.0][r / 4];
+            assert!((a - want).abs() < 1e-9, "({r}, {c}): {a} vs {want}");
+        }
+    }
 
     /// 8- and 16-bit RGB and RGBA, PNG and TIFF: planes read, written back in the same form,
     /// alpha untouched.
