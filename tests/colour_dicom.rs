@@ -387,6 +387,21 @@ fn colour_dicom_refusals_are_named() {
     }
     let e = decode_colour(&std::fs::read(&palette).unwrap(), &palette, false).unwrap_err();
     assert!(e.to_string().contains("examples_palette.dcm"), "{e}");
+    // A gray table given it says so too, not "use a colour model".
+    std::fs::create_dir(d.path("set")).unwrap();
+    std::fs::copy(&palette, d.path("set/palette.dcm")).unwrap();
+    let o = run(&[
+        "table",
+        "--images",
+        &d.p("set"),
+        "--sigmas",
+        "25",
+        "--model",
+        &d.p("gray.npz"),
+        "--out-dir",
+        &d.p("table"),
+    ]);
+    refused(&o, "PALETTE COLOR: its values are indices");
     // A gray model given a colour DICOM; --as-gray does not convert a DICOM.
     refused(
         &share_dicom(&d, &ybr_s, "graym", "x", &[]),

@@ -263,6 +263,9 @@ fn named_frames(
         return Ok(vec![(stem(f), GrayImage::new(c.planes, c.bit_depth))]);
     }
     if super::colour::is_colour_file(&spec) {
+        // A PALETTE COLOR file is no colour image either: its loader says why (its values
+        // are indices), which a colour model would not change.
+        crate::image::load_picture(f)?;
         bail!(
             "{spec}: a colour image, and {model} is gray: give gray images, or a colour model \
              (a colour FFDNet)"
