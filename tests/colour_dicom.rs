@@ -350,9 +350,42 @@ fn colour_dicom_secure_is_bit_exact_on_both_engines_and_comes_back_rgb() {
                     "{}: secure and denoise --arith fixed",
                     input.display()
                 );
+                // denoise writes a .dcm like the colour DICOM it read, as reconstruct
+                // --like does: the same derived RGB object, the same pixels.
+                let j = ok(&[
+                    "denoise",
+                    "--model",
+                    &d.p("colour.npz"),
+                    "--image",
+                    &input.display().to_string(),
+                    "--sigma",
+                    "25",
+                    "--arith",
+                    "fixed",
+                    "--out",
+                    &d.p("fixed.dcm"),
+                ]);
+                assert_eq!(j["colours"], 3, "{j}");
+                let r = common::pydicom_reads(&d.path("fixed.dcm"));
+                assert_eq!(r["PhotometricInterpretation"], "RGB");
+                assert_eq!(r["ImageType"][0], "DERIVED");
+                let px: Vec<u8> = r["pixels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u8)
+                    .collect();
+                assert_eq!(px, got, "{}: denoise's DICOM", input.display());
             }
         }
     }
+}
+
+fn gray_dcm_path() -> String {
+    root()
+        .join("out/dicom-testdata/j2k8-ref.dcm")
+        .display()
+        .to_string()
 }
 
 /// What a colour DICOM cannot be given to, refused by name before anything is written: a
@@ -387,6 +420,30 @@ fn colour_dicom_refusals_are_named() {
     }
     let e = decode_colour(&std::fs::read(&palette).unwrap(), &palette, false).unwrap_err();
     assert!(e.to_string().contains("examples_palette.dcm"), "{e}");
+    // denoise to a .dcm: a PNG input needs --like, a gray --like is refused, an RGBA PNG
+    // keeps no alpha in a DICOM; nothing written.
+    image::RgbImage::from_pixel(100, 100, image::Rgb([9, 99, 199]))
+        .save(d.path("rgb.png"))
+        .unwrap();
+    image::RgbaImage::from_pixel(100, 100, image::Rgba([9, 99, 199, 50]))
+        .save(d.path("rgba.png"))
+        .unwrap();
+    let den = |image: &str, extra: &[&str]| {
+        let (m, i, o) = (d.p("colour.npz"), d.p(image), d.p("den.dcm"));
+        let mut args = vec![
+            "denoise", "--model", &m, "--image", &i, "--sigma", "25", "--out", &o,
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    refused(
+        &den("rgb.png", &[]),
+        "written like a colour DICOM: give --like",
+    );
+    let gray_like = gray_dcm_path();
+    refused(&den("rgb.png", &["--like", &gray_like]), "a gray DICOM");
+    refused(&den("rgba.png", &["--like", &ybr_s]), "keeps no alpha");
+    assert!(!d.path("den.dcm").exists());
     // A gray table given it says so too, not "use a colour model".
     std::fs::create_dir(d.path("set")).unwrap();
     std::fs::copy(&palette, d.path("set/palette.dcm")).unwrap();

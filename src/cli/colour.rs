@@ -27,6 +27,83 @@ pub(super) fn colour_input(spec: &str, name: &str) -> Result<ColourImage> {
     }
 }
 
+/// [`colour_input`] for `denoise`, and with a DICOM output (`dicom_out`, a .dcm) the colour
+/// DICOM it is written like: `like`, or the input itself when it is a DICOM (its bytes read
+/// once, for the image and the template), checked before any work: colour, one frame, the
+/// image's size.
+pub(super) fn colour_input_like(
+    spec: &str,
+    name: &str,
+    like: Option<&Path>,
+    dicom_out: Option<&Path>,
+) -> Result<(ColourImage, Option<crate::image::DicomTemplate>)> {
+    use crate::image::{rgb::picture_from_bytes, DicomTemplate};
+    let Some(out) = dicom_out else {
+        if let Some(l) = like {
+            bail!(
+                "--like {}: a colour image is written like a DICOM only to a .dcm output",
+                l.display()
+            );
+        }
+        return Ok((colour_input(spec, name)?, None));
+    };
+    if spec.starts_with(crate::image::BUILTIN_PREFIX) {
+        return Ok((colour_input(spec, name)?, None));
+    }
+    let path = Path::new(spec);
+    let bytes = crate::image::read_file(path)?;
+    let img = match picture_from_bytes(&bytes, path)? {
+        Picture::Colour(c) => c,
+        Picture::Gray(g) => bail!(
+            "{spec}: a gray image ({} bits); {name} is colour: give an RGB image, or a gray \
+             model",
+            g.bit_depth
+        ),
+    };
+    if img.alpha.is_some() {
+        bail!(
+            "{spec}: an RGBA image; a DICOM output keeps no alpha: write a PNG or TIFF (its \
+             alpha kept)"
+        );
+    }
+    let tpl = match like {
+        Some(l) => DicomTemplate::read(l)?,
+        None if Format::sniff(&bytes) == Some(Format::Dicom) => {
+            DicomTemplate::from_bytes_windowed(
+                &bytes,
+                path,
+                &crate::image::window::WindowChoice::Full,
+            )?
+            .0
+        }
+        None => bail!(
+            "{}: a colour DICOM output is written like a colour DICOM: give --like, or a \
+             DICOM input",
+            out.display()
+        ),
+    };
+    let t = tpl.path().display();
+    if !tpl.is_colour() {
+        bail!("--like {t}: a gray DICOM; the image is colour: give a colour DICOM");
+    }
+    if tpl.frames() != 1 {
+        bail!(
+            "--like {t}: {} frames; denoise writes one colour image",
+            tpl.frames()
+        );
+    }
+    if tpl.dim() != (img.height(), img.width()) {
+        bail!(
+            "--like {t}: {} x {} pixels, but {spec} is {} x {}",
+            tpl.dim().0,
+            tpl.dim().1,
+            img.height(),
+            img.width()
+        );
+    }
+    Ok((img, Some(tpl)))
+}
+
 /// An output path a colour image can be written to: PNG or TIFF (checked before the work).
 pub(super) fn check_output(out: &Path) -> Result<()> {
     if Format::of_extension(out) == Format::Dicom {

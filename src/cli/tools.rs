@@ -868,18 +868,18 @@ fn denoise_colour(
     path: &std::path::Path,
 ) -> Result<Summary> {
     let name = path.display().to_string();
-    if a.like.is_some() {
-        bail!("--like: a colour image is written as PNG or TIFF, not DICOM");
-    }
     if model.window.is_some()
         || !matches!(a.window.window, WindowChoice::Default | WindowChoice::Full)
     {
         bail!("--window: a colour PNG or TIFF takes its full range, and {name} must declare none");
     }
-    let img = super::colour::colour_input(&a.image, &name)?;
-    if let Some(o) = &a.out {
-        super::colour::check_output(o)?;
-    }
+    // A .dcm output is written like the colour DICOM read (or --like), as reconstruct does.
+    let dicom_out = a
+        .out
+        .as_deref()
+        .filter(|o| Format::of_extension(o) == Format::Dicom);
+    let (img, template) =
+        super::colour::colour_input_like(&a.image, &name, a.like.as_deref(), dicom_out)?;
     let clean = match &a.clean {
         Some(c) => {
             let clean = super::colour::colour_input(c, &name)?;
@@ -934,8 +934,18 @@ fn denoise_colour(
     }
     if let Some(o) = &a.out {
         let res = img.with_planes(out.clone());
-        res.save(o)?;
-        lines.push(format!("wrote {} ({})", o.display(), res.kind()));
+        match &template {
+            Some(t) => res.save_like(t, o)?,
+            None => res.save(o)?,
+        }
+        lines.push(format!(
+            "wrote {} ({})",
+            o.display(),
+            match &template {
+                Some(_) => "a derived RGB DICOM, explicit VR little endian".to_string(),
+                None => res.kind(),
+            }
+        ));
         json["out"] = serde_json::json!(o);
     }
     if let Some(clean) = &clean {
