@@ -970,11 +970,12 @@ fn sops_of(dir: &Path) -> Vec<String> {
     v
 }
 
-/// A filing cut short, then run again (issue 49's target row: "receiver killed during STOW,
-/// then re-run"): the archive ends with exactly one copy of the series, its instances those
-/// of the local files (same SOP Instance UIDs), however much the first run had filed. Twice:
-/// a part of the series filed first (what a killed run leaves, deterministically), and a
-/// `file-series` process killed once it has said it filed its first instance.
+/// A filing cut short, then run again (issue 49's target row: "receiver killed during
+/// STOW/C-STORE, then re-run"): the archive ends with exactly one copy of the series, its
+/// instances those of the local files (same SOP Instance UIDs), however much the first run
+/// had filed. Through DICOMweb twice: a part of the series filed first (what a killed run
+/// leaves, deterministically), and a `file-series` process killed once it has said it filed
+/// its first instance; and that kill through DIMSE.
 #[test]
 fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
     let Some(plugin) = orthanc_installed() else {
@@ -1051,6 +1052,47 @@ fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
     assert_eq!(counts(&pacs), (2, 25));
+
+    // The same through DIMSE (C-STORE): killed after its first of 20, then run again.
+    let store = |dir: &Path| {
+        let mut c = Command::new(bin());
+        c.args([
+            "file-series",
+            "--in",
+            &s(dir),
+            "--to",
+            &pacs.dimse("TESTPACS"),
+        ])
+        .args(["--our-aet", "PPDENOISE"]);
+        c
+    };
+    let series = d.join("series20-dimse");
+    ct_series(&series, 20);
+    let (study, uid) = series_uid(&series);
+    let mut child = store(&series)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    loop {
+        let l = lines
+            .next()
+            .expect("file-series ended before filing")
+            .unwrap();
+        if l.starts_with("filed 1/20") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let held = sops_held(&pacs, &study, &uid).len();
+    eprintln!("file-series --to dimse: killed after filing {held} of 20 instances");
+    assert!(held >= 1, "{held}");
+    let o = store(&series).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
+    assert_eq!(counts(&pacs), (3, 45));
 }
 
 /// dcmtk's storescu, or None (with a line) when it is not installed and not required.
