@@ -328,21 +328,25 @@ fn colour_dicom_secure_is_bit_exact_on_both_engines_and_comes_back_rgb() {
             ]);
             assert_eq!(j["colours"], 3);
             let got = secure_dicom_job(&d, &m, input, engine);
-            // The plaintext fixed point of the same decoded file, once per input.
             if k == 0 {
-                ok(&[
-                    "denoise",
-                    "--model",
-                    &d.p("colour.npz"),
-                    "--image",
-                    &input.display().to_string(),
-                    "--sigma",
-                    "25",
-                    "--arith",
-                    "fixed",
-                    "--out",
-                    &d.p("fixed.png"),
-                ]);
+                // The plaintext fixed point of the same decoded file, as an RGB PNG and as a
+                // .dcm written like the colour DICOM read (as reconstruct --like writes it).
+                for out in ["fixed.png", "fixed.dcm"] {
+                    let j = ok(&[
+                        "denoise",
+                        "--model",
+                        &d.p("colour.npz"),
+                        "--image",
+                        &input.display().to_string(),
+                        "--sigma",
+                        "25",
+                        "--arith",
+                        "fixed",
+                        "--out",
+                        &d.p(out),
+                    ]);
+                    assert_eq!(j["colours"], 3, "{j}");
+                }
                 let fixed = image::open(d.path("fixed.png")).unwrap();
                 assert_eq!(
                     fixed.as_rgb8().expect("an RGB PNG").as_raw(),
@@ -350,22 +354,6 @@ fn colour_dicom_secure_is_bit_exact_on_both_engines_and_comes_back_rgb() {
                     "{}: secure and denoise --arith fixed",
                     input.display()
                 );
-                // denoise writes a .dcm like the colour DICOM it read, as reconstruct
-                // --like does: the same derived RGB object, the same pixels.
-                let j = ok(&[
-                    "denoise",
-                    "--model",
-                    &d.p("colour.npz"),
-                    "--image",
-                    &input.display().to_string(),
-                    "--sigma",
-                    "25",
-                    "--arith",
-                    "fixed",
-                    "--out",
-                    &d.p("fixed.dcm"),
-                ]);
-                assert_eq!(j["colours"], 3, "{j}");
                 let r = common::pydicom_reads(&d.path("fixed.dcm"));
                 assert_eq!(r["PhotometricInterpretation"], "RGB");
                 assert_eq!(r["ImageType"][0], "DERIVED");

@@ -1028,23 +1028,7 @@ fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
     let series = d.join("series20");
     ct_series(&series, 20);
     let (study, uid) = series_uid(&series);
-    let mut child = file(&series)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    loop {
-        let l = lines
-            .next()
-            .expect("file-series ended before filing")
-            .unwrap();
-        if l.starts_with("filed 1/20") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_of_20(file(&series));
     let held = sops_held(&pacs, &study, &uid).len();
     eprintln!("file-series killed after filing {held} of 20 instances");
     assert!(held >= 1, "{held}");
@@ -1069,7 +1053,19 @@ fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
     let series = d.join("series20-dimse");
     ct_series(&series, 20);
     let (study, uid) = series_uid(&series);
-    let mut child = store(&series)
+    kill_after_first_of_20(store(&series));
+    let held = sops_held(&pacs, &study, &uid).len();
+    eprintln!("file-series --to dimse: killed after filing {held} of 20 instances");
+    assert!(held >= 1, "{held}");
+    let o = store(&series).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
+    assert_eq!(counts(&pacs), (3, 45));
+}
+
+/// Runs `cmd` (a filing of 20 instances) until it says it filed its first, then kills it.
+fn kill_after_first_of_20(mut cmd: Command) {
+    let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -1086,13 +1082,6 @@ fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let held = sops_held(&pacs, &study, &uid).len();
-    eprintln!("file-series --to dimse: killed after filing {held} of 20 instances");
-    assert!(held >= 1, "{held}");
-    let o = store(&series).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(sops_held(&pacs, &study, &uid), sops_of(&series));
-    assert_eq!(counts(&pacs), (3, 45));
 }
 
 /// dcmtk's storescu, or None (with a line) when it is not installed and not required.
