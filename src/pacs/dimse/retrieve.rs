@@ -118,6 +118,40 @@ fn find(
     }
 }
 
+/// The longest our receiving AE waits for a connection to be associated during a move.
+const NEGOTIATION: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The addresses `to`'s host name resolves to: those our receiving AE takes connections from.
+fn archive_addrs(to: &DimseAddr) -> Result<Vec<std::net::IpAddr>> {
+    use std::net::ToSocketAddrs;
+    let mut ips: Vec<std::net::IpAddr> = (to.host.as_str(), to.port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow!("{to}: cannot resolve {}: {e}", to.host))?
+        .map(|a| a.ip().to_canonical())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}
+
+/// The move's outcome, told first when an association into our receiving AE was cut by
+/// --our-assoc-max-secs (the move's own error, if any, is then its consequence).
+fn cut_short(moved: Result<()>, cut: &[String], local: &DimseLocal) -> Result<()> {
+    if cut.is_empty() {
+        return moved;
+    }
+    bail!(
+        "our receiving AE {}: the move's association hit its deadline, --our-assoc-max-secs {} \
+         ({}){}; raise --our-assoc-max-secs for a series this large or an archive this slow",
+        local.scu.aet,
+        local.assoc_max.as_secs(),
+        cut.join("; "),
+        moved
+            .err()
+            .map_or(String::new(), |e| format!(", and the move: {e:#}"))
+    )
+}
+
 /// Fetches series `series` (UID or Series Number; the study's one series when None) of study
 /// `study` from `to` into `dir` (`dir/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`).
 pub fn fetch_series(
@@ -242,7 +276,10 @@ fn fetch_on(
         );
     }
 
-    // Our receiving AE, for the duration of the move.
+    // Our receiving AE, for the duration of the move: it serves the archive's addresses
+    // only (anyone else who reaches our port then could hold it, at least until its
+    // negotiation deadline, while the archive's association waits).
+    let peers = archive_addrs(to)?;
     let mut rx = Receiver::bind(ScpOptions {
         aet: local.scu.aet.clone(),
         bind: local.bind.clone(),
@@ -254,6 +291,8 @@ fn fetch_on(
         calling: None,
         assoc_timeout: local.scu.timeout,
         assoc_max: local.assoc_max,
+        negotiation: local.scu.timeout.min(NEGOTIATION),
+        peers: Some(peers),
         quiet,
         expect: Some(Expected {
             study: study.to_string(),
@@ -288,8 +327,9 @@ fn fetch_on(
         .map(|q| command::encode_data(q, &ts))
         .collect::<Result<Vec<_>>>()?;
     let mut refused = Vec::new();
+    let mut cut = Vec::new();
     let moved = std::thread::scope(|s| {
-        let refused = &mut refused;
+        let (refused, cut) = (&mut refused, &mut cut);
         let h = s.spawn(move || {
             rx.run(
                 Until {
@@ -299,7 +339,10 @@ fn fetch_on(
                 &mut |r| {
                     refused.extend(r.refused.iter().map(|f| {
                         format!("{} ({:04X}H): {}", f.sop_instance_uid, f.status, f.reason)
-                    }))
+                    }));
+                    if r.accepted && r.end.starts_with("deadline:") {
+                        cut.push(format!("{} from {}: {}", r.peer_aet, r.peer_addr, r.end));
+                    }
                 },
             )
         });
@@ -364,7 +407,7 @@ fn fetch_on(
         let ran = h.join().map_err(|_| anyhow!("our receiving AE panicked"))?;
         moved.and(ran.map(|_| ()))
     });
-    moved?;
+    cut_short(moved, &cut, local)?;
     if !refused.is_empty() {
         bail!(
             "our receiving AE {} refused {} instances of the move: {}",
@@ -423,4 +466,62 @@ fn fetch_on(
         instances: sops.len(),
         bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> DimseLocal {
+        DimseLocal {
+            scu: super::super::store_scu::Local {
+                aet: "PPDENOISE".into(),
+                timeout: std::time::Duration::from_secs(10),
+            },
+            bind: "127.0.0.1".into(),
+            port: 11112,
+            max_instance: 1 << 20,
+            assoc_max: std::time::Duration::from_secs(600),
+        }
+    }
+
+    /// A move whose association into our receiving AE was cut by its deadline says so, and
+    /// how to mend it, whether the move itself then failed or not; without one, the move's
+    /// own outcome stands.
+    #[test]
+    fn a_move_cut_by_our_deadline_says_so_and_names_the_option() {
+        let cut = [
+            "ORTHANC from 127.0.0.1: deadline: ended by its deadline, 600 s after its \
+                    connection was taken (failed: closed)"
+                .to_string(),
+        ];
+        for moved in [Ok(()), Err(anyhow!("C-MOVE ended with status A702H"))] {
+            let failed = moved.is_err();
+            let e = format!("{:#}", cut_short(moved, &cut, &local()).unwrap_err());
+            assert!(
+                e.contains("hit its deadline, --our-assoc-max-secs 600")
+                    && e.contains("raise --our-assoc-max-secs")
+                    && e.contains("ORTHANC from 127.0.0.1")
+                    && e.contains("A702H") == failed,
+                "{e}"
+            );
+        }
+        assert!(cut_short(Ok(()), &[], &local()).is_ok());
+        let e = cut_short(Err(anyhow!("refused")), &[], &local()).unwrap_err();
+        assert_eq!(e.to_string(), "refused");
+    }
+
+    /// Our receiving AE takes connections from the addresses the archive's host resolves to.
+    #[test]
+    fn the_archive_addresses_are_those_its_host_resolves_to() {
+        let to = DimseAddr {
+            aet: "ARCHIVE".into(),
+            host: "127.0.0.1".into(),
+            port: 4242,
+        };
+        assert_eq!(
+            archive_addrs(&to).unwrap(),
+            ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
 }
