@@ -102,7 +102,7 @@ pub struct SeriesCount {
 }
 
 /// Stops a running [`Receiver`] from another thread: no new association, and the current
-/// one's connection shut (every instance already answered is on disk, written atomically).
+/// one's connection shut (every instance already answered is written, atomically).
 #[derive(Clone)]
 pub struct Stopper {
     flag: Arc<AtomicBool>,
