@@ -340,7 +340,7 @@ fn fetch_on(
                     refused.extend(r.refused.iter().map(|f| {
                         format!("{} ({:04X}H): {}", f.sop_instance_uid, f.status, f.reason)
                     }));
-                    if r.accepted && r.end.starts_with("deadline:") {
+                    if r.accepted && r.end.starts_with("deadline: ended by its deadline") {
                         cut.push(format!("{} from {}: {}", r.peer_aet, r.peer_addr, r.end));
                     }
                 },
@@ -402,7 +402,7 @@ fn fetch_on(
                     }
                 }
             });
-        // Every instance answered is already on disk (written before its C-STORE-RSP).
+        // Every instance answered is written (before its C-STORE-RSP).
         stop.stop();
         let ran = h.join().map_err(|_| anyhow!("our receiving AE panicked"))?;
         moved.and(ran.map(|_| ()))

@@ -134,12 +134,13 @@ pub struct Receiver {
     stopper: Stopper,
     /// Bytes written so far.
     total: u64,
-    /// How long accept may fail for want of file descriptors, without a connection taken
-    /// in between, before the receiver ends ([`STARVED`]; a test shortens it).
+    /// How long an unbroken run of accept failures for want of descriptors or buffers may
+    /// last before the receiver ends ([`STARVED`]; a test shortens it).
     starved: Duration,
 }
 
-/// Out of file descriptors this long without one connection taken: the receiver ends with an
+/// Accept failing for want of descriptors or buffers (or refused), unbroken by a success or
+/// an idle poll, this long: the receiver ends with an
 /// error (a leak, or a limit too low for its load, is for its supervisor to restart or fix;
 /// waiting on would look alive while serving nobody).
 const STARVED: Duration = Duration::from_secs(600);
@@ -206,7 +207,7 @@ impl Receiver {
         // Transient accept errors are logged, the first of a run and then once a minute.
         let mut logged: Option<Instant> = None;
         let mut unlogged = 0usize;
-        // Since when accept has failed for want of file descriptors, without a success.
+        // Since when accept has failed for want of descriptors or buffers, unbroken.
         let mut starved: Option<Instant> = None;
         loop {
             if self.stopper.stopped() {
@@ -218,6 +219,8 @@ impl Receiver {
             let (socket, peer) = match accept(&self.listener) {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Nothing pending, and no resource missing to say so: the run is broken.
+                    starved = None;
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -225,12 +228,15 @@ impl Receiver {
                     let Some(pause) = transient(&e) else {
                         return Err(anyhow!("accepting a connection: {e}"));
                     };
-                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    // Only an unbroken run of resource failures counts toward the limit.
+                    if !starving(&e) {
+                        starved = None;
+                    } else {
                         let since = *starved.get_or_insert_with(Instant::now);
                         if since.elapsed() >= self.starved {
                             return Err(anyhow!(
-                                "accepting a connection: {e}, for {} s without one connection \
-                                 taken: ending (raise the file descriptor limit, or restart)",
+                                "accepting a connection: {e}, an unbroken run of such failures for \
+                                 {} s: ending (raise the file descriptor limit, or restart)",
                                 self.starved.as_secs()
                             ));
                         }
@@ -253,7 +259,8 @@ impl Receiver {
             };
             logged = None;
             starved = None;
-            let report = self.serve(socket, peer.ip().to_string());
+            // ::ffff:10.0.0.5 (a v4 peer on a v6 socket) is told as 10.0.0.5.
+            let report = self.serve(socket, peer.ip().to_canonical().to_string());
             *self
                 .stopper
                 .current
@@ -355,6 +362,15 @@ impl Receiver {
         };
         // Whatever the association was doing when its connection was shut, it ended so.
         match deadline.disarm() {
+            // The deadline fired as the association was accepted, before it was extended.
+            Some(Phase::Negotiation) if r.accepted => {
+                r.end = format!(
+                    "deadline: cut at its negotiation deadline as it was associated, {} s after \
+                     its connection was taken ({})",
+                    negotiation.as_secs_f64(),
+                    r.end
+                );
+            }
             Some(Phase::Negotiation) => {
                 r.end = format!(
                     "deadline: not associated within its negotiation deadline, {} s after its \
@@ -626,6 +642,15 @@ fn transient(e: &std::io::Error) -> Option<Duration> {
         | libc::ENETUNREACH => Some(Duration::ZERO),
         _ => None,
     }
+}
+
+/// Whether `e` is one of the failures that may last (out of descriptors or buffers, or refused
+/// every time): an unbroken run of them for [`STARVED`] ends the receiver.
+fn starving(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPERM)
+    )
 }
 
 /// Writes the instance: preamble, `DICM`, the file meta group, then `data` as received.
@@ -1182,8 +1207,47 @@ mod tests {
             .recv_timeout(Duration::from_secs(15))
             .expect("still accepting after 15 s out of descriptors");
         let e = r.unwrap_err();
-        assert!(e.contains("for 1 s without one connection taken"), "{e}");
+        assert!(
+            e.contains("an unbroken run of such failures for 1 s"),
+            "{e}"
+        );
         assert!(took >= Duration::from_secs(1), "{took:?}");
+    }
+
+    /// Out of descriptors briefly, then an idle poll (nothing pending: descriptors were
+    /// there), then out again after the limit: two short runs, not one long one, and the
+    /// receiver goes on (it ends here at its idle limit, with no error).
+    #[test]
+    fn a_run_of_accept_failures_broken_by_an_idle_poll_starts_anew() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
+        rx.starved = Duration::from_secs(1);
+        let (tx, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = rx.run_with(
+                Until {
+                    once: true,
+                    idle: Some(Duration::from_millis(2500)),
+                },
+                &mut |_| {},
+                &mut |_| {
+                    let at = t.elapsed();
+                    let out = at < Duration::from_millis(100)
+                        || (Duration::from_millis(1300)..Duration::from_millis(1900)).contains(&at);
+                    Err(if out {
+                        std::io::Error::from_raw_os_error(libc::EMFILE)
+                    } else {
+                        std::io::ErrorKind::WouldBlock.into()
+                    })
+                },
+            );
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        let r = got
+            .recv_timeout(Duration::from_secs(15))
+            .expect("still accepting after 15 s");
+        assert_eq!(r, Ok(0));
     }
 
     #[test]
