@@ -61,6 +61,10 @@ pub struct ArchiveArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=604800))]
     pub our_assoc_max_secs: u64,
+    /// DIMSE: an address (IP) the archive's C-STOREs come from besides those its host name
+    /// resolves to (a NAT, a container, a cluster behind one name); repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub archive_from: Vec<std::net::IpAddr>,
 }
 
 impl ArchiveArgs {
@@ -83,6 +87,7 @@ impl ArchiveArgs {
                     port: self.our_port,
                     max_instance: crate::pacs::pull::MAX_INSTANCE,
                     assoc_max: Duration::from_secs(self.our_assoc_max_secs),
+                    archive_from: self.archive_from.iter().map(|a| a.to_canonical()).collect(),
                 },
             });
         }

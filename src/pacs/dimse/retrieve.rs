@@ -32,6 +32,8 @@ pub struct DimseLocal {
     /// The longest one association into our receiving AE may last (the archive's carries the
     /// whole series; anyone else's that reached the port is cut then).
     pub assoc_max: std::time::Duration,
+    /// Addresses the archive's C-STOREs may come from besides its host's (--archive-from).
+    pub archive_from: Vec<std::net::IpAddr>,
 }
 
 const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
@@ -132,6 +134,39 @@ fn archive_addrs(to: &DimseAddr) -> Result<Vec<std::net::IpAddr>> {
     ips.sort();
     ips.dedup();
     Ok(ips)
+}
+
+/// The addresses our receiving AE serves during a move: the archive's and --archive-from.
+pub(super) fn allowed_peers(to: &DimseAddr, local: &DimseLocal) -> Result<Vec<std::net::IpAddr>> {
+    let mut ips = archive_addrs(to)?;
+    ips.extend(local.archive_from.iter().map(|a| a.to_canonical()));
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}
+
+/// The move's outcome, led by the connections our receiving AE rejected, if any: an archive
+/// whose C-STOREs come from another address than its name's is told how to be let in.
+fn rejected_first(
+    moved: Result<()>,
+    rejected: &[String],
+    peers: &[std::net::IpAddr],
+) -> Result<()> {
+    if rejected.is_empty() {
+        return moved;
+    }
+    let mut from = rejected.to_vec();
+    from.sort();
+    from.dedup();
+    let allowed: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    let hint = format!(
+        "our receiving AE rejected connections from {} (not the archive's address(es) {}): \
+         give --archive-from {} if that is the archive",
+        from.join(", "),
+        allowed.join(", "),
+        from[0]
+    );
+    moved.map_err(|e| anyhow!("{hint}; and the move: {e:#}"))
 }
 
 /// The move's outcome, told first when an association into our receiving AE was cut by
@@ -279,7 +314,7 @@ fn fetch_on(
     // Our receiving AE, for the duration of the move: it serves the archive's addresses
     // only (anyone else who reaches our port then could hold it, at least until its
     // negotiation deadline, while the archive's association waits).
-    let peers = archive_addrs(to)?;
+    let peers = allowed_peers(to, local)?;
     let mut rx = Receiver::bind(ScpOptions {
         aet: local.scu.aet.clone(),
         bind: local.bind.clone(),
@@ -292,7 +327,7 @@ fn fetch_on(
         assoc_timeout: local.scu.timeout,
         assoc_max: local.assoc_max,
         negotiation: local.scu.timeout.min(NEGOTIATION),
-        peers: Some(peers),
+        peers: Some(peers.clone()),
         quiet,
         expect: Some(Expected {
             study: study.to_string(),
@@ -328,8 +363,9 @@ fn fetch_on(
         .collect::<Result<Vec<_>>>()?;
     let mut refused = Vec::new();
     let mut cut = Vec::new();
+    let mut rejected = Vec::new();
     let moved = std::thread::scope(|s| {
-        let (refused, cut) = (&mut refused, &mut cut);
+        let (refused, cut, rejected) = (&mut refused, &mut cut, &mut rejected);
         let h = s.spawn(move || {
             rx.run(
                 Until {
@@ -340,6 +376,9 @@ fn fetch_on(
                     refused.extend(r.refused.iter().map(|f| {
                         format!("{} ({:04X}H): {}", f.sop_instance_uid, f.status, f.reason)
                     }));
+                    if !r.accepted && r.end.starts_with("rejected: a connection from") {
+                        rejected.push(r.peer_addr.clone());
+                    }
                     if r.accepted && r.end.starts_with("deadline: ended by its deadline") {
                         cut.push(format!("{} from {}: {}", r.peer_aet, r.peer_addr, r.end));
                     }
@@ -407,7 +446,7 @@ fn fetch_on(
         let ran = h.join().map_err(|_| anyhow!("our receiving AE panicked"))?;
         moved.and(ran.map(|_| ()))
     });
-    cut_short(moved, &cut, local)?;
+    cut_short(rejected_first(moved, &rejected, &peers), &cut, local)?;
     if !refused.is_empty() {
         bail!(
             "our receiving AE {} refused {} instances of the move: {}",
@@ -482,7 +521,31 @@ mod tests {
             port: 11112,
             max_instance: 1 << 20,
             assoc_max: std::time::Duration::from_secs(600),
+            archive_from: Vec::new(),
         }
+    }
+
+    /// Connections our receiving AE rejected lead a failed move's error, with the option that
+    /// lets them in; a move that succeeded, or one with nothing rejected, stands as it is.
+    #[test]
+    fn rejected_connections_lead_the_moves_error() {
+        let peers: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let rejected = vec!["172.17.0.2".to_string(), "172.17.0.2".to_string()];
+        let e = format!(
+            "{:#}",
+            rejected_first(Err(anyhow!("status A702H")), &rejected, &peers).unwrap_err()
+        );
+        assert!(
+            e.starts_with(
+                "our receiving AE rejected connections from 172.17.0.2 (not the archive's \
+                 address(es) 192.0.2.1): give --archive-from 172.17.0.2 if that is the archive; \
+                 and the move: status A702H"
+            ),
+            "{e}"
+        );
+        assert!(rejected_first(Ok(()), &rejected, &peers).is_ok());
+        let e = rejected_first(Err(anyhow!("refused")), &[], &peers).unwrap_err();
+        assert_eq!(e.to_string(), "refused");
     }
 
     /// A move whose association into our receiving AE was cut by its deadline says so, and

@@ -313,7 +313,16 @@ impl Receiver {
         let _ = socket.set_nodelay(true);
         let ip = socket.peer_addr().map(|a| a.ip().to_canonical());
         if let Some(peers) = &self.opts.peers {
-            if !ip.as_ref().is_ok_and(|ip| peers.contains(ip)) {
+            // An archive named by a loopback address is on this host, and may connect from
+            // any of its addresses: the one this connection reached us at is one of them.
+            let here = socket.local_addr().map(|a| a.ip().to_canonical());
+            let this_host = |ip: &std::net::IpAddr| {
+                peers.iter().any(|p| p.is_loopback()) && here.as_ref().is_ok_and(|h| h == ip)
+            };
+            if !ip
+                .as_ref()
+                .is_ok_and(|ip| peers.contains(ip) || this_host(ip))
+            {
                 let _ = socket.shutdown(std::net::Shutdown::Both);
                 let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
                 r.end = format!(
@@ -1113,6 +1122,76 @@ mod tests {
                 .unwrap();
         assert_eq!(filed.instances, 1);
         assert_eq!(server.join().unwrap(), 1);
+    }
+
+    /// One series filed from 127.0.0.1 into a receiver serving `peers` only: the associations
+    /// it served and how each connection ended.
+    fn filed_from_here(d: &Path, peers: Vec<std::net::IpAddr>) -> (usize, Vec<String>) {
+        std::fs::create_dir_all(d).unwrap();
+        let f = d.join("a.dcm");
+        slice(
+            &f,
+            "1.2.826.0.1.3680043.8.498.2",
+            "1.2.826.0.1.3680043.8.498.3",
+            5,
+        );
+        let mut rx = receiver_from(&d.join("in"), Duration::from_secs(30), Some(peers));
+        let (to, stop) = (to(&rx), rx.stopper());
+        let server = std::thread::spawn(move || {
+            let mut ends = Vec::new();
+            let n = rx.run(
+                Until {
+                    once: false,
+                    idle: None,
+                },
+                &mut |r| ends.push(r.end.clone()),
+            );
+            (n.unwrap(), ends)
+        });
+        let _ = super::super::store_scu::file_series(&to, &sender(), &[f], true);
+        stop.stop();
+        server.join().unwrap()
+    }
+
+    /// The move's receiving AE serves the archive's addresses and those given with
+    /// --archive-from; an archive named by a loopback address also from this host's address
+    /// the connection reached (here 127.0.0.1, the archive 127.0.0.2).
+    #[test]
+    fn archive_from_and_a_loopback_archive_let_their_connections_in() {
+        let archive = super::super::DimseAddr {
+            aet: "ARCHIVE".into(),
+            // TEST-NET-1 (RFC 5737): an address no connection here comes from.
+            host: "192.0.2.1".into(),
+            port: 104,
+        };
+        let mut local = super::super::retrieve::DimseLocal {
+            scu: super::super::store_scu::Local {
+                aet: "OURS".into(),
+                timeout: Duration::from_secs(10),
+            },
+            bind: "127.0.0.1".into(),
+            port: 0,
+            max_instance: 1 << 20,
+            assoc_max: Duration::from_secs(30),
+            archive_from: Vec::new(),
+        };
+        let d = tempfile::tempdir().unwrap();
+        let peers = super::super::retrieve::allowed_peers(&archive, &local).unwrap();
+        let (served, ends) = filed_from_here(&d.path().join("1"), peers);
+        assert_eq!(served, 0, "{ends:?}");
+        assert!(
+            ends.len() == 1 && ends[0].starts_with("rejected: a connection from 127.0.0.1"),
+            "{ends:?}"
+        );
+
+        local.archive_from = vec!["127.0.0.1".parse().unwrap()];
+        let peers = super::super::retrieve::allowed_peers(&archive, &local).unwrap();
+        let (served, ends) = filed_from_here(&d.path().join("2"), peers);
+        assert_eq!((served, ends), (1, vec!["released".to_string()]));
+
+        let (served, ends) =
+            filed_from_here(&d.path().join("3"), vec!["127.0.0.2".parse().unwrap()]);
+        assert_eq!((served, ends), (1, vec!["released".to_string()]));
     }
 
     /// Accept errors that concern one connection or pass (out of file descriptors, a
