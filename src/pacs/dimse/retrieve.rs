@@ -137,7 +137,7 @@ fn archive_addrs(to: &DimseAddr) -> Result<Vec<std::net::IpAddr>> {
 }
 
 /// The addresses our receiving AE serves during a move: the archive's and --archive-from.
-pub(super) fn allowed_peers(to: &DimseAddr, local: &DimseLocal) -> Result<Vec<std::net::IpAddr>> {
+fn allowed_peers(to: &DimseAddr, local: &DimseLocal) -> Result<Vec<std::net::IpAddr>> {
     let mut ips = archive_addrs(to)?;
     ips.extend(local.archive_from.iter().map(|a| a.to_canonical()));
     ips.sort();
@@ -523,6 +523,29 @@ mod tests {
             assoc_max: std::time::Duration::from_secs(600),
             archive_from: Vec::new(),
         }
+    }
+
+    /// The move's receiving AE serves the archive's addresses and those of --archive-from
+    /// (store_scp's tests serve and reject connections by such a set).
+    #[test]
+    fn archive_from_adds_to_the_archive_addresses() {
+        let to = DimseAddr {
+            aet: "ARCHIVE".into(),
+            host: "192.0.2.1".into(),
+            port: 104,
+        };
+        let mut l = local();
+        let one: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        assert_eq!(allowed_peers(&to, &l).unwrap(), one);
+        l.archive_from = vec![
+            "127.0.0.1".parse().unwrap(),
+            "::ffff:10.0.0.5".parse().unwrap(),
+        ];
+        let want: Vec<std::net::IpAddr> = ["10.0.0.5", "127.0.0.1", "192.0.2.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(allowed_peers(&to, &l).unwrap(), want);
     }
 
     /// Connections our receiving AE rejected lead a failed move's error, with the option that

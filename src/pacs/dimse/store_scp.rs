@@ -1158,35 +1158,19 @@ mod tests {
     /// the connection reached (here 127.0.0.1, the archive 127.0.0.2).
     #[test]
     fn archive_from_and_a_loopback_archive_let_their_connections_in() {
-        let archive = super::super::DimseAddr {
-            aet: "ARCHIVE".into(),
-            // TEST-NET-1 (RFC 5737): an address no connection here comes from.
-            host: "192.0.2.1".into(),
-            port: 104,
-        };
-        let mut local = super::super::retrieve::DimseLocal {
-            scu: super::super::store_scu::Local {
-                aet: "OURS".into(),
-                timeout: Duration::from_secs(10),
-            },
-            bind: "127.0.0.1".into(),
-            port: 0,
-            max_instance: 1 << 20,
-            assoc_max: Duration::from_secs(30),
-            archive_from: Vec::new(),
-        };
+        // TEST-NET-1 (RFC 5737): an address no connection here comes from; with 127.0.0.1
+        // the set the move makes of it and --archive-from 127.0.0.1.
+        let archive: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let given: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let d = tempfile::tempdir().unwrap();
-        let peers = super::super::retrieve::allowed_peers(&archive, &local).unwrap();
-        let (served, ends) = filed_from_here(&d.path().join("1"), peers);
+        let (served, ends) = filed_from_here(&d.path().join("1"), vec![archive]);
         assert_eq!(served, 0, "{ends:?}");
         assert!(
             ends.len() == 1 && ends[0].starts_with("rejected: a connection from 127.0.0.1"),
             "{ends:?}"
         );
 
-        local.archive_from = vec!["127.0.0.1".parse().unwrap()];
-        let peers = super::super::retrieve::allowed_peers(&archive, &local).unwrap();
-        let (served, ends) = filed_from_here(&d.path().join("2"), peers);
+        let (served, ends) = filed_from_here(&d.path().join("2"), vec![given, archive]);
         assert_eq!((served, ends), (1, vec!["released".to_string()]));
 
         let (served, ends) =
