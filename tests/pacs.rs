@@ -1368,10 +1368,12 @@ fn drip_association(port: u16) -> Duration {
     t.elapsed()
 }
 
-/// `receive --once --assoc-max-secs 2`: a sender dripping a byte inside every
-/// --assoc-timeout is cut at the deadline, with an audit line saying so; neither it nor a
-/// bare connection (the port probe, one that never speaks) is "the" association of --once;
-/// storescu's series, next, is received and ends the run.
+/// `receive --once --negotiation-secs 4 --assoc-max-secs 60`: a peer dripping its
+/// association request a byte inside every --assoc-timeout (2 s: a stall of a loaded machine
+/// is not taken for silence) is cut at the negotiation deadline, well before
+/// --assoc-max-secs, with an audit line saying so; neither it nor a bare connection (the port
+/// probe, one that never speaks) is "the" association of --once; storescu's series, next,
+/// is received and ends the run.
 #[test]
 fn receive_cuts_an_association_at_its_deadline_and_once_waits_for_an_accepted_one() {
     if dcmtk_installed().is_none() {
@@ -1388,10 +1390,12 @@ fn receive_cuts_an_association_at_its_deadline_and_once_waits_for_an_accepted_on
         &audit,
         &[
             "--once",
+            "--negotiation-secs",
+            "4",
             "--assoc-max-secs",
-            "2",
+            "60",
             "--assoc-timeout",
-            "1",
+            "2",
             "--quiet",
         ],
     );
@@ -1401,8 +1405,9 @@ fn receive_cuts_an_association_at_its_deadline_and_once_waits_for_an_accepted_on
     drop(silent);
     let took = drip_association(port);
     assert!(
-        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
-        "a dripping sender was cut after {took:?}, not at --assoc-max-secs 2"
+        took >= Duration::from_millis(3500) && took < Duration::from_secs(12),
+        "a sender dripping its association request was cut after {took:?}, not at \
+         --negotiation-secs 4"
     );
     assert!(
         child.try_wait().unwrap().is_none(),

@@ -61,6 +61,10 @@ pub struct ArchiveArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=604800))]
     pub our_assoc_max_secs: u64,
+    /// DIMSE: an address (IP) the archive's C-STOREs come from besides those its host name
+    /// resolves to (a NAT, a container, a cluster behind one name); repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub archive_from: Vec<std::net::IpAddr>,
 }
 
 impl ArchiveArgs {
@@ -83,6 +87,7 @@ impl ArchiveArgs {
                     port: self.our_port,
                     max_instance: crate::pacs::pull::MAX_INSTANCE,
                     assoc_max: Duration::from_secs(self.our_assoc_max_secs),
+                    archive_from: self.archive_from.iter().map(|a| a.to_canonical()).collect(),
                 },
             });
         }
@@ -174,13 +179,19 @@ pub struct ReceiveArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub assoc_timeout: u64,
-    /// The longest one association may last, in seconds, from its connection (a sender that
-    /// sends a little within each --assoc-timeout would otherwise hold the receiver, which
-    /// serves one association at a time): then its connection is shut, an instance still
+    /// The longest one association may last, in seconds, from when the receiver takes its
+    /// connection from the queue (a sender that sends a little within each --assoc-timeout
+    /// would otherwise hold the receiver, which serves one association at a time): then its connection is shut, an instance still
     /// arriving is not written, and the next association is served.
     #[arg(long, value_name = "SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=604800))]
     pub assoc_max_secs: u64,
+    /// The longest a connection may take to be associated, in seconds, from when the receiver
+    /// takes it (at most --assoc-max-secs): a peer dripping its association request, whose AE
+    /// title (--allow-aet) is checked only once the request is whole, is cut then.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub negotiation_secs: u64,
     /// No line per instance.
     #[arg(long)]
     pub quiet: bool,
@@ -216,6 +227,8 @@ pub fn receive(a: ReceiveArgs, audit: Option<PathBuf>) -> Result<Summary> {
         calling: (!allow.is_empty()).then_some(allow),
         assoc_timeout: Duration::from_secs(a.assoc_timeout),
         assoc_max: Duration::from_secs(a.assoc_max_secs),
+        negotiation: Duration::from_secs(a.negotiation_secs),
+        peers: None,
         quiet: a.quiet,
         expect: None,
     })

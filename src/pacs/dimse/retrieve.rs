@@ -32,6 +32,8 @@ pub struct DimseLocal {
     /// The longest one association into our receiving AE may last (the archive's carries the
     /// whole series; anyone else's that reached the port is cut then).
     pub assoc_max: std::time::Duration,
+    /// Addresses the archive's C-STOREs may come from besides its host's (--archive-from).
+    pub archive_from: Vec<std::net::IpAddr>,
 }
 
 const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
@@ -116,6 +118,73 @@ fn find(
             ),
         }
     }
+}
+
+/// The longest our receiving AE waits for a connection to be associated during a move.
+const NEGOTIATION: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The addresses `to`'s host name resolves to: those our receiving AE takes connections from.
+fn archive_addrs(to: &DimseAddr) -> Result<Vec<std::net::IpAddr>> {
+    use std::net::ToSocketAddrs;
+    let mut ips: Vec<std::net::IpAddr> = (to.host.as_str(), to.port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow!("{to}: cannot resolve {}: {e}", to.host))?
+        .map(|a| a.ip().to_canonical())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}
+
+/// The addresses our receiving AE serves during a move: the archive's and --archive-from.
+fn allowed_peers(to: &DimseAddr, local: &DimseLocal) -> Result<Vec<std::net::IpAddr>> {
+    let mut ips = archive_addrs(to)?;
+    ips.extend(local.archive_from.iter().map(|a| a.to_canonical()));
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}
+
+/// The move's outcome, led by the connections our receiving AE rejected, if any: an archive
+/// whose C-STOREs come from another address than its name's is told how to be let in.
+fn rejected_first(
+    moved: Result<()>,
+    rejected: &[String],
+    peers: &[std::net::IpAddr],
+) -> Result<()> {
+    if rejected.is_empty() {
+        return moved;
+    }
+    let mut from = rejected.to_vec();
+    from.sort();
+    from.dedup();
+    let allowed: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    let hint = format!(
+        "our receiving AE rejected connections from {} (not the archive's address(es) {}): \
+         give --archive-from {} if that is the archive",
+        from.join(", "),
+        allowed.join(", "),
+        from[0]
+    );
+    moved.map_err(|e| anyhow!("{hint}; and the move: {e:#}"))
+}
+
+/// The move's outcome, told first when an association into our receiving AE was cut by
+/// --our-assoc-max-secs (the move's own error, if any, is then its consequence).
+fn cut_short(moved: Result<()>, cut: &[String], local: &DimseLocal) -> Result<()> {
+    if cut.is_empty() {
+        return moved;
+    }
+    bail!(
+        "our receiving AE {}: the move's association hit its deadline, --our-assoc-max-secs {} \
+         ({}){}; raise --our-assoc-max-secs for a series this large or an archive this slow",
+        local.scu.aet,
+        local.assoc_max.as_secs(),
+        cut.join("; "),
+        moved
+            .err()
+            .map_or(String::new(), |e| format!(", and the move: {e:#}"))
+    )
 }
 
 /// Fetches series `series` (UID or Series Number; the study's one series when None) of study
@@ -242,7 +311,10 @@ fn fetch_on(
         );
     }
 
-    // Our receiving AE, for the duration of the move.
+    // Our receiving AE, for the duration of the move: it serves the archive's addresses
+    // only (anyone else who reaches our port then could hold it, at least until its
+    // negotiation deadline, while the archive's association waits).
+    let peers = allowed_peers(to, local)?;
     let mut rx = Receiver::bind(ScpOptions {
         aet: local.scu.aet.clone(),
         bind: local.bind.clone(),
@@ -254,6 +326,8 @@ fn fetch_on(
         calling: None,
         assoc_timeout: local.scu.timeout,
         assoc_max: local.assoc_max,
+        negotiation: local.scu.timeout.min(NEGOTIATION),
+        peers: Some(peers.clone()),
         quiet,
         expect: Some(Expected {
             study: study.to_string(),
@@ -288,8 +362,10 @@ fn fetch_on(
         .map(|q| command::encode_data(q, &ts))
         .collect::<Result<Vec<_>>>()?;
     let mut refused = Vec::new();
+    let mut cut = Vec::new();
+    let mut rejected = Vec::new();
     let moved = std::thread::scope(|s| {
-        let refused = &mut refused;
+        let (refused, cut, rejected) = (&mut refused, &mut cut, &mut rejected);
         let h = s.spawn(move || {
             rx.run(
                 Until {
@@ -299,7 +375,13 @@ fn fetch_on(
                 &mut |r| {
                     refused.extend(r.refused.iter().map(|f| {
                         format!("{} ({:04X}H): {}", f.sop_instance_uid, f.status, f.reason)
-                    }))
+                    }));
+                    if !r.accepted && r.end.starts_with("rejected: a connection from") {
+                        rejected.push(r.peer_addr.clone());
+                    }
+                    if r.accepted && r.end.starts_with("deadline: ended by its deadline") {
+                        cut.push(format!("{} from {}: {}", r.peer_aet, r.peer_addr, r.end));
+                    }
                 },
             )
         });
@@ -359,12 +441,12 @@ fn fetch_on(
                     }
                 }
             });
-        // Every instance answered is already on disk (written before its C-STORE-RSP).
+        // Every instance answered is written (before its C-STORE-RSP).
         stop.stop();
         let ran = h.join().map_err(|_| anyhow!("our receiving AE panicked"))?;
         moved.and(ran.map(|_| ()))
     });
-    moved?;
+    cut_short(rejected_first(moved, &rejected, &peers), &cut, local)?;
     if !refused.is_empty() {
         bail!(
             "our receiving AE {} refused {} instances of the move: {}",
@@ -423,4 +505,109 @@ fn fetch_on(
         instances: sops.len(),
         bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> DimseLocal {
+        DimseLocal {
+            scu: super::super::store_scu::Local {
+                aet: "PPDENOISE".into(),
+                timeout: std::time::Duration::from_secs(10),
+            },
+            bind: "127.0.0.1".into(),
+            port: 11112,
+            max_instance: 1 << 20,
+            assoc_max: std::time::Duration::from_secs(600),
+            archive_from: Vec::new(),
+        }
+    }
+
+    /// The move's receiving AE serves the archive's addresses and those of --archive-from
+    /// (store_scp's tests serve and reject connections by such a set).
+    #[test]
+    fn archive_from_adds_to_the_archive_addresses() {
+        let to = DimseAddr {
+            aet: "ARCHIVE".into(),
+            host: "192.0.2.1".into(),
+            port: 104,
+        };
+        let mut l = local();
+        let one: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        assert_eq!(allowed_peers(&to, &l).unwrap(), one);
+        l.archive_from = vec![
+            "127.0.0.1".parse().unwrap(),
+            "::ffff:10.0.0.5".parse().unwrap(),
+        ];
+        let want: Vec<std::net::IpAddr> = ["10.0.0.5", "127.0.0.1", "192.0.2.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(allowed_peers(&to, &l).unwrap(), want);
+    }
+
+    /// Connections our receiving AE rejected lead a failed move's error, with the option that
+    /// lets them in; a move that succeeded, or one with nothing rejected, stands as it is.
+    #[test]
+    fn rejected_connections_lead_the_moves_error() {
+        let peers: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let rejected = vec!["172.17.0.2".to_string(), "172.17.0.2".to_string()];
+        let e = format!(
+            "{:#}",
+            rejected_first(Err(anyhow!("status A702H")), &rejected, &peers).unwrap_err()
+        );
+        assert!(
+            e.starts_with(
+                "our receiving AE rejected connections from 172.17.0.2 (not the archive's \
+                 address(es) 192.0.2.1): give --archive-from 172.17.0.2 if that is the archive; \
+                 and the move: status A702H"
+            ),
+            "{e}"
+        );
+        assert!(rejected_first(Ok(()), &rejected, &peers).is_ok());
+        let e = rejected_first(Err(anyhow!("refused")), &[], &peers).unwrap_err();
+        assert_eq!(e.to_string(), "refused");
+    }
+
+    /// A move whose association into our receiving AE was cut by its deadline says so, and
+    /// how to mend it, whether the move itself then failed or not; without one, the move's
+    /// own outcome stands.
+    #[test]
+    fn a_move_cut_by_our_deadline_says_so_and_names_the_option() {
+        let cut = [
+            "ORTHANC from 127.0.0.1: deadline: ended by its deadline, 600 s after its \
+                    connection was taken (failed: closed)"
+                .to_string(),
+        ];
+        for moved in [Ok(()), Err(anyhow!("C-MOVE ended with status A702H"))] {
+            let failed = moved.is_err();
+            let e = format!("{:#}", cut_short(moved, &cut, &local()).unwrap_err());
+            assert!(
+                e.contains("hit its deadline, --our-assoc-max-secs 600")
+                    && e.contains("raise --our-assoc-max-secs")
+                    && e.contains("ORTHANC from 127.0.0.1")
+                    && e.contains("A702H") == failed,
+                "{e}"
+            );
+        }
+        assert!(cut_short(Ok(()), &[], &local()).is_ok());
+        let e = cut_short(Err(anyhow!("refused")), &[], &local()).unwrap_err();
+        assert_eq!(e.to_string(), "refused");
+    }
+
+    /// Our receiving AE takes connections from the addresses the archive's host resolves to.
+    #[test]
+    fn the_archive_addresses_are_those_its_host_resolves_to() {
+        let to = DimseAddr {
+            aet: "ARCHIVE".into(),
+            host: "127.0.0.1".into(),
+            port: 4242,
+        };
+        assert_eq!(
+            archive_addrs(&to).unwrap(),
+            ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
 }

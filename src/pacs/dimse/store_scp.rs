@@ -41,9 +41,17 @@ pub struct ScpOptions {
     pub calling: Option<Vec<String>>,
     /// The longest wait for the peer's next PDU within an association.
     pub assoc_timeout: Duration,
-    /// The longest one association may last, from its connection: the wait above is per
-    /// read, and a peer sending a byte now and then would otherwise hold it forever.
+    /// The longest one association may last, from when the receiver takes its connection
+    /// from the queue: the wait above is per read, and a peer sending a byte now and then
+    /// would otherwise hold it forever.
     pub assoc_max: Duration,
+    /// The longest a connection may take to be associated (our A-ASSOCIATE-AC sent), from the
+    /// same moment (at most `assoc_max`): a peer dripping its request, whoever it claims to
+    /// be (its AE title is checked only once the request is whole), holds the receiver no
+    /// longer than this.
+    pub negotiation: Duration,
+    /// Only connections from these addresses (None: any): during a move, the archive's.
+    pub peers: Option<Vec<std::net::IpAddr>>,
     /// No line per instance.
     pub quiet: bool,
     /// During a move: only these instances of this study and series are taken (anyone who
@@ -94,7 +102,7 @@ pub struct SeriesCount {
 }
 
 /// Stops a running [`Receiver`] from another thread: no new association, and the current
-/// one's connection shut (every instance already answered is on disk, written atomically).
+/// one's connection shut (every instance already answered is written, atomically).
 #[derive(Clone)]
 pub struct Stopper {
     flag: Arc<AtomicBool>,
@@ -126,7 +134,16 @@ pub struct Receiver {
     stopper: Stopper,
     /// Bytes written so far.
     total: u64,
+    /// How long an unbroken run of accept failures for want of descriptors or buffers may
+    /// last before the receiver ends ([`STARVED`]; a test shortens it).
+    starved: Duration,
 }
+
+/// Accept failing for want of descriptors or buffers (or refused), unbroken by a success or
+/// an idle poll, this long: the receiver ends with an
+/// error (a leak, or a limit too low for its load, is for its supervisor to restart or fix;
+/// waiting on would look alive while serving nobody).
+const STARVED: Duration = Duration::from_secs(600);
 
 /// When [`Receiver::run`] returns.
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +177,7 @@ impl Receiver {
                 current: Arc::new(Mutex::new(None)),
             },
             total: 0,
+            starved: STARVED,
         })
     }
 
@@ -189,6 +207,8 @@ impl Receiver {
         // Transient accept errors are logged, the first of a run and then once a minute.
         let mut logged: Option<Instant> = None;
         let mut unlogged = 0usize;
+        // Since when accept has failed for want of descriptors or buffers, unbroken.
+        let mut starved: Option<Instant> = None;
         loop {
             if self.stopper.stopped() {
                 break;
@@ -199,6 +219,8 @@ impl Receiver {
             let (socket, peer) = match accept(&self.listener) {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Nothing pending, and no resource missing to say so: the run is broken.
+                    starved = None;
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -206,6 +228,19 @@ impl Receiver {
                     let Some(pause) = transient(&e) else {
                         return Err(anyhow!("accepting a connection: {e}"));
                     };
+                    // Only an unbroken run of resource failures counts toward the limit.
+                    if !starving(&e) {
+                        starved = None;
+                    } else {
+                        let since = *starved.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.starved {
+                            return Err(anyhow!(
+                                "accepting a connection: {e}, an unbroken run of such failures for \
+                                 {} s: ending (raise the file descriptor limit, or restart)",
+                                self.starved.as_secs()
+                            ));
+                        }
+                    }
                     if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                         let more = if unlogged > 0 {
                             format!(" ({unlogged} more since the last line)")
@@ -223,7 +258,9 @@ impl Receiver {
                 }
             };
             logged = None;
-            let report = self.serve(socket, peer.ip().to_string());
+            starved = None;
+            // ::ffff:10.0.0.5 (a v4 peer on a v6 socket) is told as 10.0.0.5.
+            let report = self.serve(socket, peer.ip().to_canonical().to_string());
             *self
                 .stopper
                 .current
@@ -274,8 +311,34 @@ impl Receiver {
         let _ = socket.set_nonblocking(false);
         // Each answer is a small PDU the sender waits for: sent at once, not held by Nagle.
         let _ = socket.set_nodelay(true);
+        let ip = socket.peer_addr().map(|a| a.ip().to_canonical());
+        if let Some(peers) = &self.opts.peers {
+            // An archive named by a loopback address is on this host, and may connect from
+            // any of its addresses: the one this connection reached us at is one of them.
+            let here = socket.local_addr().map(|a| a.ip().to_canonical());
+            let this_host = |ip: &std::net::IpAddr| {
+                peers.iter().any(|p| p.is_loopback()) && here.as_ref().is_ok_and(|h| h == ip)
+            };
+            if !ip
+                .as_ref()
+                .is_ok_and(|ip| peers.contains(ip) || this_host(ip))
+            {
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+                let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+                r.end = format!(
+                    "rejected: a connection from {}, not from {}: shut before negotiation",
+                    r.peer_addr,
+                    list.join(", ")
+                );
+                // Someone else on our port while the archive moves a series: said, always.
+                eprintln!("our receiving AE {}: {}", self.opts.aet, r.end);
+                return r;
+            }
+        }
         // No association without its deadline: one that cannot be armed is not served.
-        let deadline = match Deadline::arm(&socket, self.opts.assoc_max) {
+        let start = Instant::now();
+        let negotiation = self.opts.negotiation.min(self.opts.assoc_max);
+        let deadline = match Deadline::arm(&socket, start, negotiation) {
             Ok(d) => d,
             Err(e) => {
                 let _ = socket.shutdown(std::net::Shutdown::Both);
@@ -292,6 +355,8 @@ impl Receiver {
         }
         r.end = match self.options().establish(socket) {
             Ok(mut a) => {
+                // Associated: the rest of the association's time, from the same start.
+                deadline.extend(self.opts.assoc_max);
                 r.accepted = true;
                 r.peer_aet = a.peer_ae_title().to_string();
                 match self.associated(&mut a, &mut r) {
@@ -305,12 +370,32 @@ impl Receiver {
             Err(e) => format!("rejected: {e}"),
         };
         // Whatever the association was doing when its connection was shut, it ended so.
-        if deadline.disarm() && r.end != "released" {
-            r.end = format!(
-                "deadline: ended by its deadline, {} s after its connection ({})",
-                self.opts.assoc_max.as_secs_f64(),
-                r.end
-            );
+        match deadline.disarm() {
+            // The deadline fired as the association was accepted, before it was extended.
+            Some(Phase::Negotiation) if r.accepted => {
+                r.end = format!(
+                    "deadline: cut at its negotiation deadline as it was associated, {} s after \
+                     its connection was taken ({})",
+                    negotiation.as_secs_f64(),
+                    r.end
+                );
+            }
+            Some(Phase::Negotiation) => {
+                r.end = format!(
+                    "deadline: not associated within its negotiation deadline, {} s after its \
+                     connection was taken ({})",
+                    negotiation.as_secs_f64(),
+                    r.end
+                );
+            }
+            Some(Phase::Association) if r.end != "released" => {
+                r.end = format!(
+                    "deadline: ended by its deadline, {} s after its connection was taken ({})",
+                    self.opts.assoc_max.as_secs_f64(),
+                    r.end
+                );
+            }
+            _ => {}
         }
         r
     }
@@ -483,45 +568,65 @@ impl Receiver {
     }
 }
 
-/// An association's overall deadline: a thread that shuts the connection down (both ways:
-/// a blocked read returns, and nothing more is sent or taken) once `after` has passed, unless
-/// disarmed first. An instance whose data set was still arriving is then never written (it
-/// is written only whole, before its answer).
+/// An association's deadlines: a thread that shuts the connection down (both ways: a blocked
+/// read returns, and nothing more is sent or taken) once its time has passed, unless disarmed
+/// first. Armed with the negotiation deadline; once associated, extended to the association's
+/// (both from the same start). An instance whose data set was still arriving is then never
+/// written (it is written only whole, before its answer).
 struct Deadline {
-    done: std::sync::mpsc::Sender<()>,
-    watch: std::thread::JoinHandle<bool>,
+    extend: std::sync::mpsc::Sender<Duration>,
+    watch: std::thread::JoinHandle<Option<Phase>>,
+}
+
+/// Which deadline cut a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Negotiation,
+    Association,
 }
 
 impl Deadline {
-    fn arm(socket: &TcpStream, after: Duration) -> std::io::Result<Deadline> {
+    fn arm(socket: &TcpStream, start: Instant, first: Duration) -> std::io::Result<Deadline> {
         let s = socket.try_clone()?;
-        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let (extend, wait) = std::sync::mpsc::channel::<Duration>();
         let watch = std::thread::Builder::new()
             .name("assoc-deadline".into())
             .spawn(move || {
-                // Disarmed: the sender dropped (Disconnected) before the time ran out.
-                let cut = matches!(
-                    wait.recv_timeout(after),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                );
-                if cut {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
+                let mut until = start + first;
+                let mut phase = Phase::Negotiation;
+                loop {
+                    match wait.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        Ok(total) => {
+                            until = start + total;
+                            phase = Phase::Association;
+                        }
+                        // Disarmed: the sender dropped before the time ran out.
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                            return Some(phase);
+                        }
+                    }
                 }
-                cut
             })?;
-        Ok(Deadline { done, watch })
+        Ok(Deadline { extend, watch })
     }
 
-    /// Ends the watch: whether the deadline had cut the connection.
-    fn disarm(self) -> bool {
-        drop(self.done);
-        self.watch.join().unwrap_or(false)
+    /// Associated: the connection may now last `total` from its start.
+    fn extend(&self, total: Duration) {
+        let _ = self.extend.send(total);
+    }
+
+    /// Ends the watch: the deadline that had cut the connection, if one had.
+    fn disarm(self) -> Option<Phase> {
+        drop(self.extend);
+        self.watch.join().unwrap_or(None)
     }
 }
 
 /// How long to wait before accepting again after `e`, when `e` passes (None: it ends the
-/// receiver). A connection reset or aborted before it was taken, or a signal, concerns that
-/// one connection (accept(2) on Linux also hands over pending network errors, which are to be
+/// receiver). A connection reset or aborted before it was taken, refused by a security
+/// module, or a signal, concerns that one connection (accept(2) on Linux also hands over pending network errors, which are to be
 /// taken so); running out of file descriptors or buffers passes as connections close.
 fn transient(e: &std::io::Error) -> Option<Duration> {
     use std::io::ErrorKind as K;
@@ -532,7 +637,8 @@ fn transient(e: &std::io::Error) -> Option<Duration> {
         return Some(Duration::ZERO);
     }
     match e.raw_os_error()? {
-        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+        // EPERM: a security module (a firewall hook) refused that one connection.
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPERM => {
             Some(Duration::from_millis(250))
         }
         libc::EPROTO
@@ -545,6 +651,15 @@ fn transient(e: &std::io::Error) -> Option<Duration> {
         | libc::ENETUNREACH => Some(Duration::ZERO),
         _ => None,
     }
+}
+
+/// Whether `e` is one of the failures that may last (out of descriptors or buffers, or refused
+/// every time): an unbroken run of them for [`STARVED`] ends the receiver.
+fn starving(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPERM)
+    )
 }
 
 /// Writes the instance: preamble, `DICM`, the file meta group, then `data` as received.
@@ -640,6 +755,8 @@ mod tests {
             calling: None,
             assoc_timeout: Duration::from_secs(10),
             assoc_max: Duration::from_secs(60),
+            negotiation: Duration::from_secs(30),
+            peers: None,
             quiet: true,
             expect: Some(Expected {
                 study: "1.2.826.0.1.3680043.8.498.1".into(),
@@ -705,9 +822,19 @@ mod tests {
         );
     }
 
-    /// A receiver on 127.0.0.1 writing into `out`, each association's reads bounded by 1 s
+    /// A receiver on 127.0.0.1 writing into `out`, each association's reads bounded by 2 s
+    /// (a stall of a loaded machine is not taken for a silent peer), its negotiation by 2 s
     /// and the association by `assoc_max`.
     fn receiver(out: &Path, assoc_max: Duration) -> Receiver {
+        receiver_from(out, assoc_max, None)
+    }
+
+    /// [`receiver`], serving only connections from `peers` (None: any).
+    fn receiver_from(
+        out: &Path,
+        assoc_max: Duration,
+        peers: Option<Vec<std::net::IpAddr>>,
+    ) -> Receiver {
         Receiver::bind(ScpOptions {
             aet: "OURS".into(),
             bind: "127.0.0.1".into(),
@@ -716,8 +843,10 @@ mod tests {
             max_instance: 1 << 20,
             max_total: 1 << 24,
             calling: None,
-            assoc_timeout: Duration::from_secs(1),
+            assoc_timeout: Duration::from_secs(2),
             assoc_max,
+            negotiation: Duration::from_secs(2),
+            peers,
             quiet: true,
             expect: None,
         })
@@ -739,11 +868,11 @@ mod tests {
         }
     }
 
-    /// Sends `head` on `s`, then one byte every 100 ms (each well inside the receiver's 1 s
-    /// read timeout) until the receiver cuts the connection, or 15 s: how long that took.
-    fn drip(mut s: TcpStream, head: &[u8]) -> Duration {
+    /// Sends `head` on `s`, then one byte every 100 ms (each well inside the receiver's 2 s
+    /// read timeout) until the receiver cuts the connection, or 15 s: how long that took
+    /// from `t`.
+    fn drip(mut s: TcpStream, head: &[u8], t: Instant) -> Duration {
         use std::io::Read;
-        let t = Instant::now();
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         s.write_all(head).unwrap();
@@ -766,15 +895,16 @@ mod tests {
         t.elapsed()
     }
 
-    /// A peer that sends a byte within every read timeout holds an association no longer
-    /// than its deadline: one dripping its A-ASSOCIATE-RQ, and one dripping the data set of
-    /// a C-STORE on an accepted association, are each cut at 2 s, the instance not written;
-    /// the receiver then serves a well-behaved sender.
+    /// A peer that sends a byte within every read timeout holds the receiver no longer than
+    /// a deadline: one dripping its A-ASSOCIATE-RQ is cut at the 2 s negotiation deadline,
+    /// well before the association's 6 s; one dripping the data set of a C-STORE on an
+    /// accepted association is cut at 6 s, the instance not written; the receiver then
+    /// serves a well-behaved sender.
     #[test]
     fn a_dripping_peer_is_cut_at_the_association_deadline_and_the_next_is_served() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("in");
-        let mut rx = receiver(&out, Duration::from_secs(2));
+        let mut rx = receiver(&out, Duration::from_secs(6));
         let (to, stop) = (to(&rx), rx.stopper());
         let server = std::thread::spawn(move || {
             let mut reports = Vec::new();
@@ -789,10 +919,13 @@ mod tests {
         });
         let addr = ("127.0.0.1", to.port);
         // A-ASSOCIATE-RQ (type 01H) declaring 200 bytes, then one byte at a time.
-        let before = drip(TcpStream::connect(addr).unwrap(), &[1, 0, 0, 0, 0, 200]);
+        let t = Instant::now();
+        let before = drip(TcpStream::connect(addr).unwrap(), &[1, 0, 0, 0, 0, 200], t);
         // An accepted association, a C-STORE-RQ's command, then a P-DATA-TF (04H) of
         // 1000 bytes, its data set, one byte at a time.
         let (class, sop) = ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.8.498.9");
+        // From before the association: its deadline runs from its connection.
+        let t = Instant::now();
         let mut a = super::super::store_scu::associate(
             &to,
             &sender(),
@@ -802,15 +935,19 @@ mod tests {
         let pc = a.presentation_contexts()[0].id;
         command::send(&mut a, pc, &command::store_rq(class, sop, 1), None).unwrap();
         let s = a.inner_stream().try_clone().unwrap();
-        let during = drip(s, &[4, 0, 0, 0, 0x03, 0xE8, 0, 0, 0x03, 0xE4, pc, 0]);
+        let during = drip(s, &[4, 0, 0, 0, 0x03, 0xE8, 0, 0, 0x03, 0xE4, pc, 0], t);
         drop(a);
-        for (what, took) in [("before", before), ("during", during)] {
-            assert!(
-                took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
-                "the association {what} its acceptance was cut after {took:?}, not at its 2 s \
-                 deadline"
-            );
-        }
+        // The upper bounds leave room for a loaded machine's stalls.
+        assert!(
+            before >= Duration::from_millis(1500) && before < Duration::from_secs(5),
+            "a peer dripping its association request was cut after {before:?}, not at its 2 s \
+             negotiation deadline"
+        );
+        assert!(
+            during >= Duration::from_millis(5500) && during < Duration::from_secs(12),
+            "an accepted association dripping a data set was cut after {during:?}, not at its \
+             6 s deadline"
+        );
         // Served next, as ever.
         let series = "1.2.826.0.1.3680043.8.498.2";
         let f = d.path().join("a.dcm");
@@ -828,11 +965,17 @@ mod tests {
             .collect();
         assert_eq!(reports.len(), 3, "{ends:?}");
         assert!(
-            reports[0].end.starts_with("deadline: ") && !reports[0].accepted,
+            reports[0]
+                .end
+                .starts_with("deadline: not associated within its negotiation deadline")
+                && !reports[0].accepted,
             "{ends:?}"
         );
         assert!(
-            reports[1].end.starts_with("deadline: ") && reports[1].accepted,
+            reports[1]
+                .end
+                .starts_with("deadline: ended by its deadline")
+                && reports[1].accepted,
             "{ends:?}"
         );
         assert_eq!(
@@ -894,9 +1037,151 @@ mod tests {
         assert_eq!(ends[2], "released");
     }
 
+    /// During a move the receiving AE serves the archive's addresses only: a connection from
+    /// any other is shut at once, before a byte of negotiation, and never counts; one from
+    /// the archive's address is served.
+    #[test]
+    fn a_connection_from_another_address_than_the_archive_is_shut_before_negotiation() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.dcm");
+        slice(
+            &f,
+            "1.2.826.0.1.3680043.8.498.2",
+            "1.2.826.0.1.3680043.8.498.3",
+            5,
+        );
+        // TEST-NET-1 (RFC 5737): an address no connection here comes from.
+        let elsewhere: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let mut rx = receiver_from(
+            &d.path().join("in"),
+            Duration::from_secs(30),
+            Some(vec![elsewhere]),
+        );
+        let (to, stop) = (to(&rx), rx.stopper());
+        let server = std::thread::spawn(move || {
+            let mut reports = Vec::new();
+            let n = rx.run(
+                Until {
+                    once: false,
+                    idle: None,
+                },
+                &mut |r| reports.push(r.clone()),
+            );
+            (n.unwrap(), reports)
+        });
+        let t = Instant::now();
+        let e =
+            super::super::store_scu::file_series(&to, &sender(), std::slice::from_ref(&f), true)
+                .unwrap_err();
+        // Shut before our request was read: not held for the 2 s negotiation deadline.
+        assert!(
+            t.elapsed() < Duration::from_millis(1900),
+            "{:?}: {e:#}",
+            t.elapsed()
+        );
+        stop.stop();
+        let (served, reports) = server.join().unwrap();
+        assert_eq!(served, 0);
+        assert_eq!(reports.len(), 1);
+        assert!(
+            reports[0]
+                .end
+                .starts_with("rejected: a connection from 127.0.0.1, not from 192.0.2.1"),
+            "{}",
+            reports[0].end
+        );
+        assert!(!d
+            .path()
+            .join("in")
+            .join("1.2.826.0.1.3680043.8.498.2")
+            .exists());
+
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut rx = receiver_from(
+            &d.path().join("in2"),
+            Duration::from_secs(30),
+            Some(vec![elsewhere, local]),
+        );
+        let to = super::super::DimseAddr {
+            aet: "OURS".into(),
+            host: "127.0.0.1".into(),
+            port: rx.port(),
+        };
+        let server = std::thread::spawn(move || {
+            rx.run(
+                Until {
+                    once: true,
+                    idle: None,
+                },
+                &mut |_| {},
+            )
+            .unwrap()
+        });
+        let filed =
+            super::super::store_scu::file_series(&to, &sender(), std::slice::from_ref(&f), true)
+                .unwrap();
+        assert_eq!(filed.instances, 1);
+        assert_eq!(server.join().unwrap(), 1);
+    }
+
+    /// One series filed from 127.0.0.1 into a receiver serving `peers` only: the associations
+    /// it served and how each connection ended.
+    fn filed_from_here(d: &Path, peers: Vec<std::net::IpAddr>) -> (usize, Vec<String>) {
+        std::fs::create_dir_all(d).unwrap();
+        let f = d.join("a.dcm");
+        slice(
+            &f,
+            "1.2.826.0.1.3680043.8.498.2",
+            "1.2.826.0.1.3680043.8.498.3",
+            5,
+        );
+        let mut rx = receiver_from(&d.join("in"), Duration::from_secs(30), Some(peers));
+        let (to, stop) = (to(&rx), rx.stopper());
+        let server = std::thread::spawn(move || {
+            let mut ends = Vec::new();
+            let n = rx.run(
+                Until {
+                    once: false,
+                    idle: None,
+                },
+                &mut |r| ends.push(r.end.clone()),
+            );
+            (n.unwrap(), ends)
+        });
+        let _ = super::super::store_scu::file_series(&to, &sender(), &[f], true);
+        stop.stop();
+        server.join().unwrap()
+    }
+
+    /// The move's receiving AE serves the archive's addresses and those given with
+    /// --archive-from; an archive named by a loopback address also from this host's address
+    /// the connection reached (here 127.0.0.1, the archive 127.0.0.2).
+    #[test]
+    fn archive_from_and_a_loopback_archive_let_their_connections_in() {
+        // TEST-NET-1 (RFC 5737): an address no connection here comes from; with 127.0.0.1
+        // the set the move makes of it and --archive-from 127.0.0.1.
+        let archive: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let given: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let (served, ends) = filed_from_here(&d.path().join("1"), vec![archive]);
+        assert_eq!(served, 0, "{ends:?}");
+        assert!(
+            ends.len() == 1 && ends[0].starts_with("rejected: a connection from 127.0.0.1"),
+            "{ends:?}"
+        );
+
+        let (served, ends) = filed_from_here(&d.path().join("2"), vec![given, archive]);
+        assert_eq!((served, ends), (1, vec!["released".to_string()]));
+
+        let (served, ends) =
+            filed_from_here(&d.path().join("3"), vec!["127.0.0.2".parse().unwrap()]);
+        assert_eq!((served, ends), (1, vec!["released".to_string()]));
+    }
+
     /// Accept errors that concern one connection or pass (out of file descriptors, a
-    /// connection reset or aborted before it was taken, a signal) are passed over and the
-    /// receiver goes on to serve the next; any other error ends it.
+    /// connection reset, aborted or refused by a security module before it was taken, a
+    /// signal) are passed over and the receiver goes on to serve the next; running out of
+    /// descriptors without a connection taken for its limit, or any other error, ends it.
     #[test]
     fn transient_accept_errors_are_passed_over_and_others_end_the_receiver() {
         let d = tempfile::tempdir().unwrap();
@@ -906,6 +1191,7 @@ mod tests {
             let errors = [
                 libc::EMFILE,
                 libc::ENFILE,
+                libc::EPERM,
                 libc::ECONNABORTED,
                 libc::ECONNRESET,
                 libc::EINTR,
@@ -940,9 +1226,9 @@ mod tests {
                 .unwrap();
         assert_eq!(filed.instances, 1);
         let (n, failed, took) = server.join().unwrap();
-        assert_eq!((n, failed), (Ok(1), 5));
-        // Backed off after running out of descriptors: 2 x 250 ms.
-        assert!(took >= Duration::from_millis(500), "{took:?}");
+        assert_eq!((n, failed), (Ok(1), 6));
+        // Backed off after running out of descriptors and a refusal: 3 x 250 ms.
+        assert!(took >= Duration::from_millis(750), "{took:?}");
 
         let mut rx = receiver(&d.path().join("in2"), Duration::from_secs(30));
         let e = rx
@@ -957,6 +1243,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("accepting a connection"), "{e}");
+    }
+
+    /// Out of file descriptors on and on, never a connection taken: the receiver ends with
+    /// an error at its limit (1 s here), for its supervisor to act on.
+    #[test]
+    fn a_receiver_out_of_descriptors_for_its_limit_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
+        rx.starved = Duration::from_secs(1);
+        let (tx, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = rx.run_with(
+                Until {
+                    once: true,
+                    idle: None,
+                },
+                &mut |_| {},
+                &mut |_| Err(std::io::Error::from_raw_os_error(libc::EMFILE)),
+            );
+            let _ = tx.send((r.map_err(|e| e.to_string()), t.elapsed()));
+        });
+        // Bounded: a receiver that waits on for ever fails here rather than hanging the run.
+        let (r, took) = got
+            .recv_timeout(Duration::from_secs(15))
+            .expect("still accepting after 15 s out of descriptors");
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("an unbroken run of such failures for 1 s"),
+            "{e}"
+        );
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+    }
+
+    /// Out of descriptors briefly, then an idle poll (nothing pending: descriptors were
+    /// there), then out again after the limit: two short runs, not one long one, and the
+    /// receiver goes on (it ends here at its idle limit, with no error).
+    #[test]
+    fn a_run_of_accept_failures_broken_by_an_idle_poll_starts_anew() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
+        rx.starved = Duration::from_secs(1);
+        let (tx, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = rx.run_with(
+                Until {
+                    once: true,
+                    idle: Some(Duration::from_millis(2500)),
+                },
+                &mut |_| {},
+                &mut |_| {
+                    let at = t.elapsed();
+                    let out = at < Duration::from_millis(100)
+                        || (Duration::from_millis(1300)..Duration::from_millis(1900)).contains(&at);
+                    Err(if out {
+                        std::io::Error::from_raw_os_error(libc::EMFILE)
+                    } else {
+                        std::io::ErrorKind::WouldBlock.into()
+                    })
+                },
+            );
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        let r = got
+            .recv_timeout(Duration::from_secs(15))
+            .expect("still accepting after 15 s");
+        assert_eq!(r, Ok(0));
     }
 
     #[test]

@@ -302,6 +302,7 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
 mod tests {
     use super::super::testing::slice;
     use super::*;
+    use dicom_core::header::Header;
     use dicom_ul::ServerAssociationOptions;
     use std::net::TcpListener;
 
@@ -309,9 +310,10 @@ mod tests {
 
     /// An archive of its own on 127.0.0.1 for one association: the k-th C-STORE (from 0),
     /// message `id` of instance `sop`, is answered with `answer(k, id, sop)`: the message id
-    /// and SOP Instance UID it names, and a status.
+    /// and SOP Instance UID it names (None: the answer leaves it out, as it may), and a
+    /// status.
     fn archive(
-        answer: impl Fn(usize, u16, &str) -> (u16, String, u16) + Send + 'static,
+        answer: impl Fn(usize, u16, &str) -> (u16, Option<String>, u16) + Send + 'static,
     ) -> (DimseAddr, std::thread::JoinHandle<()>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -332,7 +334,17 @@ mod tests {
                         let sop = command::text(&m.command, tags::AFFECTED_SOP_INSTANCE_UID)
                             .unwrap_or_default();
                         let (id, named, status) = answer(k, m.id(), &sop);
-                        let rsp = command::store_rsp(CT, &named, id, status);
+                        let rsp =
+                            command::store_rsp(CT, named.as_deref().unwrap_or(""), id, status);
+                        let rsp = match named {
+                            Some(_) => rsp,
+                            None => dicom_object::InMemDicomObject::command_from_element_iter(
+                                rsp.into_iter().filter(|e| {
+                                    ![tags::AFFECTED_SOP_INSTANCE_UID, tags::COMMAND_GROUP_LENGTH]
+                                        .contains(&e.tag())
+                                }),
+                            ),
+                        };
                         if command::send(&mut a, m.pc, &rsp, None).is_err() {
                             return;
                         }
@@ -377,17 +389,20 @@ mod tests {
     }
 
     /// Warning statuses (B000H coerced, B007H not matching its class, B006H elements
-    /// discarded, 0001H) mean the archive stored the instance: counted as filed and each
-    /// reported with its status; a failure status among them is still an error.
+    /// discarded, 0001H, 0107H attribute list error, 0116H value out of range) mean the
+    /// archive stored the instance: counted as filed and each reported with its status; a
+    /// failure status among them is still an error. An answer may leave out the instance's
+    /// UID (every other one here does): it answers its message all the same.
     #[test]
     fn warning_statuses_are_filed_and_reported_failures_are_errors() {
         let d = tempfile::tempdir().unwrap();
-        let files = series(d.path(), 5);
-        let statuses = [0x0000, 0xB000, 0xB007, 0xB006, 0x0001];
-        let (to, h) = archive(move |k, id, sop| (id, sop.to_string(), statuses[k]));
+        let files = series(d.path(), 7);
+        let statuses = [0x0000, 0xB000, 0xB007, 0xB006, 0x0001, 0x0107, 0x0116];
+        let (to, h) =
+            archive(move |k, id, sop| (id, (k % 2 == 1).then(|| sop.to_string()), statuses[k]));
         let f = file_series(&to, &local(), &files, true).unwrap();
         h.join().unwrap();
-        assert_eq!(f.instances, 5);
+        assert_eq!(f.instances, 7);
         let warned: Vec<(String, u16)> = f
             .warnings
             .iter()
@@ -395,13 +410,13 @@ mod tests {
             .collect();
         assert_eq!(
             warned,
-            (1..5)
+            (1..7)
                 .map(|k| (format!("1.2.826.0.1.3680043.8.498.3.{k}"), statuses[k]))
                 .collect::<Vec<_>>()
         );
 
         let statuses = [0xB000, 0xA700, 0x0000];
-        let (to, h) = archive(move |k, id, sop| (id, sop.to_string(), statuses[k]));
+        let (to, h) = archive(move |k, id, sop| (id, Some(sop.to_string()), statuses[k]));
         let e = format!(
             "{:#}",
             file_series(&to, &local(), &files[..3], true).unwrap_err()
@@ -423,7 +438,7 @@ mod tests {
         let files = series(d.path(), 3);
         let (to, h) = archive(|k, id, sop| {
             let id = if k == 1 { id + 7 } else { id };
-            (id, sop.to_string(), 0)
+            (id, Some(sop.to_string()), 0)
         });
         let e = format!(
             "{:#}",
@@ -439,7 +454,7 @@ mod tests {
 
         let (to, h) = archive(|k, id, sop| {
             let sop = if k == 0 { "1.2.3.4" } else { sop };
-            (id, sop.to_string(), 0)
+            (id, Some(sop.to_string()), 0)
         });
         let e = format!(
             "{:#}",
