@@ -745,7 +745,7 @@ mod tests {
             file("b.dcm", other, 5),
         );
         let out = d.path().join("in");
-        let mut rx = Receiver::bind(ScpOptions {
+        let rx = Receiver::bind(ScpOptions {
             aet: "OURS".into(),
             bind: "127.0.0.1".into(),
             port: 0,
@@ -765,23 +765,8 @@ mod tests {
             }),
         })
         .unwrap();
-        let to = super::super::DimseAddr {
-            aet: "OURS".into(),
-            host: "127.0.0.1".into(),
-            port: rx.port(),
-        };
-        let server = std::thread::spawn(move || {
-            let mut reports = Vec::new();
-            rx.run(
-                Until {
-                    once: false,
-                    idle: Some(Duration::from_secs(3)),
-                },
-                &mut |r| reports.push(r.clone()),
-            )
-            .unwrap();
-            reports
-        });
+        let to = to(&rx);
+        let server = serve(rx, false, Some(Duration::from_secs(3)));
         let local = super::super::store_scu::Local {
             aet: "SENDER".into(),
             timeout: Duration::from_secs(10),
@@ -803,7 +788,7 @@ mod tests {
             std::fs::read(out.join(series).join(format!("{asked}.dcm"))).unwrap(),
             held
         );
-        let reports = server.join().unwrap();
+        let (_, reports) = server.join().unwrap();
         let stored: usize = reports.iter().map(|r| r.stored).sum();
         let refused: Vec<String> = reports
             .iter()
@@ -861,6 +846,20 @@ mod tests {
         }
     }
 
+    /// `rx` run on a thread of its own until `once` / `idle`: the associations it served
+    /// and every connection's report.
+    fn serve(
+        mut rx: Receiver,
+        once: bool,
+        idle: Option<Duration>,
+    ) -> std::thread::JoinHandle<(usize, Vec<AssocReport>)> {
+        std::thread::spawn(move || {
+            let mut reports = Vec::new();
+            let n = rx.run(Until { once, idle }, &mut |r| reports.push(r.clone()));
+            (n.unwrap(), reports)
+        })
+    }
+
     fn sender() -> super::super::store_scu::Local {
         super::super::store_scu::Local {
             aet: "SENDER".into(),
@@ -904,19 +903,9 @@ mod tests {
     fn a_dripping_peer_is_cut_at_the_association_deadline_and_the_next_is_served() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("in");
-        let mut rx = receiver(&out, Duration::from_secs(6));
+        let rx = receiver(&out, Duration::from_secs(6));
         let (to, stop) = (to(&rx), rx.stopper());
-        let server = std::thread::spawn(move || {
-            let mut reports = Vec::new();
-            let n = rx.run(
-                Until {
-                    once: false,
-                    idle: None,
-                },
-                &mut |r| reports.push(r.clone()),
-            );
-            (n.unwrap(), reports)
-        });
+        let server = serve(rx, false, None);
         let addr = ("127.0.0.1", to.port);
         // A-ASSOCIATE-RQ (type 01H) declaring 200 bytes, then one byte at a time.
         let t = Instant::now();
@@ -997,19 +986,9 @@ mod tests {
     #[test]
     fn once_ends_after_an_accepted_association_not_a_bare_connection() {
         let d = tempfile::tempdir().unwrap();
-        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
+        let rx = receiver(&d.path().join("in"), Duration::from_secs(30));
         let to = to(&rx);
-        let server = std::thread::spawn(move || {
-            let mut reports = Vec::new();
-            let n = rx.run(
-                Until {
-                    once: true,
-                    idle: None,
-                },
-                &mut |r| reports.push(r.clone()),
-            );
-            (n.unwrap(), reports)
-        });
+        let server = serve(rx, true, None);
         // Connected and closed at once, then one that says nothing until the read timeout.
         drop(TcpStream::connect(("127.0.0.1", to.port)).unwrap());
         let silent = TcpStream::connect(("127.0.0.1", to.port)).unwrap();
@@ -1052,23 +1031,13 @@ mod tests {
         );
         // TEST-NET-1 (RFC 5737): an address no connection here comes from.
         let elsewhere: std::net::IpAddr = "192.0.2.1".parse().unwrap();
-        let mut rx = receiver_from(
+        let rx = receiver_from(
             &d.path().join("in"),
             Duration::from_secs(30),
             Some(vec![elsewhere]),
         );
         let (to, stop) = (to(&rx), rx.stopper());
-        let server = std::thread::spawn(move || {
-            let mut reports = Vec::new();
-            let n = rx.run(
-                Until {
-                    once: false,
-                    idle: None,
-                },
-                &mut |r| reports.push(r.clone()),
-            );
-            (n.unwrap(), reports)
-        });
+        let server = serve(rx, false, None);
         let t = Instant::now();
         let e =
             super::super::store_scu::file_series(&to, &sender(), std::slice::from_ref(&f), true)
@@ -1097,31 +1066,18 @@ mod tests {
             .exists());
 
         let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        let mut rx = receiver_from(
+        let rx = receiver_from(
             &d.path().join("in2"),
             Duration::from_secs(30),
             Some(vec![elsewhere, local]),
         );
-        let to = super::super::DimseAddr {
-            aet: "OURS".into(),
-            host: "127.0.0.1".into(),
-            port: rx.port(),
-        };
-        let server = std::thread::spawn(move || {
-            rx.run(
-                Until {
-                    once: true,
-                    idle: None,
-                },
-                &mut |_| {},
-            )
-            .unwrap()
-        });
+        let to = self::to(&rx);
+        let server = serve(rx, true, None);
         let filed =
             super::super::store_scu::file_series(&to, &sender(), std::slice::from_ref(&f), true)
                 .unwrap();
         assert_eq!(filed.instances, 1);
-        assert_eq!(server.join().unwrap(), 1);
+        assert_eq!(server.join().unwrap().0, 1);
     }
 
     /// One series filed from 127.0.0.1 into a receiver serving `peers` only: the associations
@@ -1135,22 +1091,13 @@ mod tests {
             "1.2.826.0.1.3680043.8.498.3",
             5,
         );
-        let mut rx = receiver_from(&d.join("in"), Duration::from_secs(30), Some(peers));
+        let rx = receiver_from(&d.join("in"), Duration::from_secs(30), Some(peers));
         let (to, stop) = (to(&rx), rx.stopper());
-        let server = std::thread::spawn(move || {
-            let mut ends = Vec::new();
-            let n = rx.run(
-                Until {
-                    once: false,
-                    idle: None,
-                },
-                &mut |r| ends.push(r.end.clone()),
-            );
-            (n.unwrap(), ends)
-        });
+        let server = serve(rx, false, None);
         let _ = super::super::store_scu::file_series(&to, &sender(), &[f], true);
         stop.stop();
-        server.join().unwrap()
+        let (n, reports) = server.join().unwrap();
+        (n, reports.into_iter().map(|r| r.end).collect())
     }
 
     /// The move's receiving AE serves the archive's addresses and those given with
