@@ -292,12 +292,10 @@ impl Runner {
                 run_cnn(model, noisy, &pre, arith, *params, &noise)
             }
             Runner::Mlp(model, params) => {
-                a.noise.plain().check_maps(0)?;
                 let pre = Preprocess::new(sigma, model.meta.sigma, !a.no_scale_noise);
                 run_denoise_with(model, noisy, &pre, a.stride, arith, *params)
             }
             Runner::Graph(g, plan) => {
-                a.noise.plain().check_maps(0)?;
                 let pre = g.preprocess(sigma, !a.no_scale_noise);
                 let (h, w) = noisy.pixels.dim();
                 g.padded_size(h, w)
