@@ -118,6 +118,15 @@ impl Dir {
     }
 }
 
+/// The colour image at `path` (a gray one fails the test, naming it).
+fn colour_at(path: impl AsRef<Path>) -> ColourImage {
+    let path = path.as_ref();
+    match load_picture(path).unwrap() {
+        Picture::Colour(c) => c,
+        Picture::Gray(_) => panic!("{}: not colour", path.display()),
+    }
+}
+
 fn wait(c: Child) -> Output {
     wait_limit(c, Duration::from_secs(300))
 }
@@ -222,9 +231,7 @@ fn secure_colour_job_map(
         .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
         .map(|(a, b)| a.wrapping_add(*b))
         .collect();
-    let Picture::Colour(src) = load_picture(d.path(noisy)).unwrap() else {
-        panic!("{noisy}: not colour")
-    };
+    let src = colour_at(d.path(noisy));
     assert_eq!((src.height(), src.width()), (h, w));
     let map = m.noise_map(level, h, w);
     assert_eq!(map.len(), m.map_channels() * h.div_ceil(2) * w.div_ceil(2));
@@ -264,9 +271,7 @@ fn secure_colour_job_map(
         &d.p(out),
     ]);
     assert_eq!(j["colours"], 3);
-    let Picture::Colour(got) = load_picture(d.path(out)).unwrap() else {
-        panic!("{out}: not written in colour")
-    };
+    let got = colour_at(d.path(out));
     let dec = ring_cnn::decode_output(&orc.output, 3 * h, w, &pre, params.out_scale());
     assert_eq!(
         got.bit_depth, src.bit_depth,
@@ -280,9 +285,7 @@ fn secure_colour_job_map(
     };
     // What the receiver wrote is the oracle's image at the file's precision.
     want.save(d.path("want.tif")).unwrap();
-    let Picture::Colour(want) = load_picture(d.path("want.tif")).unwrap() else {
-        panic!("want.tif")
-    };
+    let want = colour_at(d.path("want.tif"));
     assert_eq!(got.planes, want.planes, "{engine}: the receiver's image");
     let held = enc[3 * h * w..]
         .iter()
@@ -325,9 +328,7 @@ fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
             "--out",
             &d.p("fixed.png"),
         ]);
-        let Picture::Colour(fixed) = load_picture(d.path("fixed.png")).unwrap() else {
-            panic!("fixed.png")
-        };
+        let fixed = colour_at(d.path("fixed.png"));
         assert_eq!(
             got.planes, fixed.planes,
             "{engine}: secure and denoise --arith fixed"
@@ -335,8 +336,8 @@ fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
     }
 }
 
-/// A colour FFDNet with a noise map per colour (15 channels in: R, G, B's four sub-images
-/// and R, G, B's maps, the FFDNet paper's colour input; 12 out): a sigma per colour
+/// A colour FFDNet with a noise map per colour (15 channels in: R, G, B's four sub-images,
+/// then R, G, B's maps, the layout docs/cnn.md states; 12 out): a sigma per colour
 /// (`--sigma-per-colour`) and a per-pixel map per plane (a (3h) x w .npy) go into the
 /// shares as three map channels, secure == oracle on both engines, and the receiver's PNG
 /// is `denoise --arith fixed`'s with the same options. The levels reach the output: another
@@ -449,9 +450,7 @@ fn a_noise_map_per_colour_is_bit_exact_on_both_engines() {
         }
         den.extend(&args);
         ok(&den);
-        let Picture::Colour(fixed) = load_picture(d.path("fixed.png")).unwrap() else {
-            panic!("fixed.png")
-        };
+        let fixed = colour_at(d.path("fixed.png"));
         assert_eq!(got.planes, fixed.planes, "{engine}: secure and denoise");
         // The levels matter: one sigma for all planes gives another image.
         let other = d.p("other.png");
@@ -459,9 +458,7 @@ fn a_noise_map_per_colour_is_bit_exact_on_both_engines() {
             "denoise", "--model", &model, "--image", &image, "--arith", "fixed", "--sigma", "25",
             "--out", &other,
         ]);
-        let Picture::Colour(other) = load_picture(d.path("other.png")).unwrap() else {
-            panic!("other.png")
-        };
+        let other = colour_at(d.path("other.png"));
         assert_ne!(
             other.planes, fixed.planes,
             "{engine}: the levels were ignored"
@@ -623,9 +620,7 @@ fn authors_colour_ffdnet_secure_is_bit_exact_on_both_engines() {
             &d.p("noisy8.png"),
         ]);
         // The same noisy values at 16 bits (v * 257): the TIFF path and its depth.
-        let Picture::Colour(n8) = load_picture(d.path("noisy8.png")).unwrap() else {
-            panic!("noisy8.png")
-        };
+        let n8 = colour_at(d.path("noisy8.png"));
         ColourImage {
             bit_depth: 16,
             ..n8.clone()
