@@ -60,6 +60,10 @@ orthanc:
 	@if command -v Orthanc >/dev/null 2>&1 && test -f $(ORTHANC_DICOMWEB_PLUGIN); then :; else \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb; } \
 	  || echo "Orthanc could not be installed from the distribution's packages: tests/pacs.rs skips"; fi
+	@# curl: docs/pacs.md's push through Orthanc's REST API, which tests/pacs.rs runs as written.
+	@if command -v curl >/dev/null 2>&1; then :; else \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; } \
+	  || echo "curl could not be installed from the distribution's packages: tests/pacs.rs skips the page's commands"; fi
 	@# dcmtk's storescu: an archive pushing into `ppdenoise receive` (tests/pacs.rs).
 	@if command -v storescu >/dev/null 2>&1; then :; else \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk; } \

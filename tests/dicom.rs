@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{pydicom_reads, start_pair};
+use common::{own_loopback_addr, pydicom_reads, start_pair};
 use std::time::{Duration, Instant};
 
 use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
@@ -925,16 +925,6 @@ fn reconstruct_refuses_a_dicom_output_before_reading_the_shares() {
         ]),
         &["--bit-depth"],
     );
-}
-
-/// `ADDR` for the walk-through, whose S0 and S1 are both given it (as a deployment gives
-/// them a fixed address): the script's port on a loopback address of its own (all of
-/// 127.0.0.0/8 is this machine's). Other tests listen on 127.0.0.1 or a port the system
-/// picks, and connect from 127.0.0.1, so none can take that port there before S0 binds it.
-fn own_loopback_addr() -> String {
-    let n: u32 = rand::random();
-    let octet = |k: u32| 1 + (n >> (8 * k)) % 254;
-    format!("127.{}.{}.{}:7455", octet(0), octet(1), octet(2))
 }
 
 fn wait_limit(mut c: Child, limit: Duration) -> Output {

@@ -80,8 +80,10 @@ fn free_port() -> u16 {
 struct Orthanc {
     child: Child,
     http: u16,
-    /// Its DICOM port (AE title TESTPACS).
+    /// Its DICOM port (AE title TESTPACS, unless its configuration says otherwise).
     dicom: u16,
+    /// The user its REST API is called as, and the password.
+    user: (String, String),
 }
 
 impl Orthanc {
@@ -107,6 +109,18 @@ impl Orthanc {
         for (k, v) in extra.as_object().unwrap() {
             config[k] = v.clone();
         }
+        Self::run(dir, &config, (USER.0, USER.1))
+    }
+
+    /// Orthanc run with `config` as it is (its ports read from it), called as `user`.
+    fn run(dir: &Path, config: &serde_json::Value, user: (&str, &str)) -> Orthanc {
+        let port = |k: &str| {
+            config[k]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap()
+        };
+        let (http, dicom) = (port("HttpPort"), port("DicomPort"));
         let cfg = dir.join("orthanc.json");
         std::fs::write(&cfg, config.to_string()).unwrap();
         let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
@@ -116,7 +130,13 @@ impl Orthanc {
             .stderr(log)
             .spawn()
             .expect("start Orthanc");
-        let mut o = Orthanc { child, http, dicom };
+        let user = (user.0.to_string(), user.1.to_string());
+        let mut o = Orthanc {
+            child,
+            http,
+            dicom,
+            user,
+        };
         let t = Instant::now();
         loop {
             if o.get("/system").is_ok_and(|(st, _)| st == 200) {
@@ -153,9 +173,9 @@ impl Orthanc {
         format!("dicomweb:{}", self.url("/dicom-web/"))
     }
 
-    fn auth() -> String {
+    fn auth(&self) -> String {
         use base64::Engine;
-        let up = format!("{}:{}", USER.0, USER.1);
+        let up = format!("{}:{}", self.user.0, self.user.1);
         format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(up)
@@ -179,7 +199,7 @@ impl Orthanc {
     fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>), ureq::Error> {
         let mut r = Self::agent()
             .get(self.url(path))
-            .header("Authorization", Self::auth())
+            .header("Authorization", self.auth())
             .call()?;
         let st = r.status().as_u16();
         let body = r.body_mut().with_config().limit(1 << 30).read_to_vec()?;
@@ -195,7 +215,7 @@ impl Orthanc {
     fn post(&self, path: &str, body: &[u8]) -> serde_json::Value {
         let mut r = Self::agent()
             .post(self.url(path))
-            .header("Authorization", Self::auth())
+            .header("Authorization", self.auth())
             .send(body)
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "POST {path}");
@@ -1709,4 +1729,167 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
     assert_eq!(gw[0]["archive"]["url"], archive.as_str(), "{gw:?}");
     assert_eq!(gw[0]["archive"]["study_uid"], study_uid.as_str(), "{gw:?}");
     assert!(!std::fs::read_to_string(&gw_audit).unwrap().contains(&s(d)));
+}
+
+/// The `sh` blocks of `page` in order, or its blocks of another language.
+fn blocks<'a>(page: &'a str, lang: &str) -> Vec<&'a str> {
+    page.split(&format!("```{lang}\n"))
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect()
+}
+
+/// docs/pacs.md's commands, as written (issue 49's "Done when"): every `sh` block of the page
+/// before "Tested" in order, after the "Once" lines of docs/dicom.md's walk-through (keys, model shares,
+/// opened weights), run by bash against an Orthanc started from the page's two
+/// configurations (only its folders, ports, password, plugin path and our node's host and
+/// port are the test's). The page takes the series out through DICOMweb and files the
+/// derived series back, then through DIMSE, then has Orthanc push the series into `ppdenoise
+/// receive` and shares the folder it wrote. Checked: the study holds the source series and
+/// one derived series per route, each as many instances as the source, the local files'
+/// SOP Instance UIDs, DERIVED; the pushed folder holds the series, shared.
+#[test]
+fn the_pages_commands_run_as_written() {
+    let Some(plugin) = orthanc_installed() else {
+        return;
+    };
+    if !Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var_os("PPDENOISE_PACS_REQUIRED").is_none(),
+            "curl is not installed (make pacs-test installs it)"
+        );
+        eprintln!("skipped: curl (the page's push through Orthanc's REST API) is not installed");
+        return;
+    }
+    let page = std::fs::read_to_string(root().join("docs/pacs.md")).unwrap();
+    let walk = std::fs::read_to_string(root().join("docs/dicom.md")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+
+    // The archive, configured as the page says.
+    let json = blocks(&page, "json");
+    assert_eq!(json.len(), 2, "docs/pacs.md: two Orthanc configurations");
+    let mut config: serde_json::Value = serde_json::from_str(json[0]).unwrap();
+    let dimse: serde_json::Value = serde_json::from_str(json[1]).unwrap();
+    for (k, v) in dimse.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let password = "the-walk-through's-password";
+    let (http, dicom, our_port) = (free_port(), free_port(), free_port());
+    let db = d.join("orthanc-db");
+    std::fs::create_dir(&db).unwrap();
+    let ours = [
+        ("StorageDirectory", serde_json::json!(db)),
+        ("IndexDirectory", serde_json::json!(db)),
+        ("HttpPort", serde_json::json!(http)),
+        ("DicomPort", serde_json::json!(dicom)),
+        (
+            "RegisteredUsers",
+            serde_json::json!({ "ppdenoise": password }),
+        ),
+        ("Plugins", serde_json::json!([plugin])),
+    ];
+    for (k, v) in ours {
+        assert!(
+            config.get(k).is_some(),
+            "docs/pacs.md's configuration: no {k}"
+        );
+        config[k] = v;
+    }
+    let node = &mut config["DicomModalities"]["ppdenoise"];
+    assert_eq!(node[1], "GATEWAY-HOST", "{node}");
+    (node[1], node[2]) = ("127.0.0.1".into(), our_port.into());
+    let aet = config["DicomAet"].as_str().unwrap().to_string();
+    let pacs = Orthanc::run(d, &config, ("ppdenoise", password));
+
+    let series = d.join("ct");
+    ct_series(&series, slices_asked());
+    let source = files(&series);
+    let study_uid = upload(&pacs, &series);
+    let series_uid =
+        common::dicom_attr(&source[0], dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
+
+    let once = walk
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n# The series:").next())
+        .expect("docs/dicom.md's walk-through, its \"Once\" lines");
+    // The page's commands end where "Tested" begins (its blocks there are the project's).
+    let commands = page.split("\n## Tested").next().unwrap();
+    let script = [once]
+        .into_iter()
+        .chain(blocks(commands, "sh"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let run = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(d)
+        .env("B", bin())
+        .env("MODEL", root().join("fixtures/default-model.npz"))
+        .env("ADDR", common::own_loopback_addr())
+        .env("WEB", pacs.url("/dicom-web/"))
+        .env("PACS", format!("{aet}@127.0.0.1:{dicom}"))
+        .env("REST", pacs.url(""))
+        .env("OUR_PORT", our_port.to_string())
+        .env("STUDY_UID", &study_uid)
+        .env("SERIES_UID", &series_uid)
+        .env("PASSWORD", password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_limit(run, Duration::from_secs(900));
+    assert!(
+        o.status.success(),
+        "docs/pacs.md's commands failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+
+    // One derived series per route beside the source, each the local files' instances.
+    let all = pacs.series_of(&study_uid);
+    assert_eq!(all.len(), 3, "{all:?}");
+    for out in ["denoised", "dimse-denoised"] {
+        let local = d.join(out);
+        let derived = common::dicom_attr(
+            &files(&local)[0],
+            dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
+        );
+        assert_ne!(derived, series_uid);
+        let held = sops_held(&pacs, &study_uid, &derived);
+        assert_eq!(held.len(), source.len(), "{out}: {held:?}");
+        assert_eq!(held, sops_of(&local), "{out}");
+        let new = all
+            .iter()
+            .find(|x| x["MainDicomTags"]["SeriesInstanceUID"] == derived.as_str())
+            .unwrap();
+        let first = new["Instances"][0].as_str().unwrap();
+        let tags = pacs.json(&format!("/instances/{first}/simplified-tags"));
+        assert!(
+            tags["ImageType"].as_str().unwrap().starts_with("DERIVED"),
+            "{out}: {tags}"
+        );
+    }
+    // The push: the source series, in a folder of its UID, shared.
+    assert_eq!(
+        files(&d.join("incoming")),
+        vec![d.join("incoming").join(&series_uid)]
+    );
+    assert_eq!(
+        sops_of(&d.join("incoming").join(&series_uid)),
+        sops_of(&series)
+    );
+    assert!(d.join("pushed-study").is_dir());
+    // Each party's audit file has its lines, every one a success.
+    for (f, at_least) in [("gateway-audit.jsonl", 4), ("receiver-audit.jsonl", 2)] {
+        let lines = audit_lines(&d.join(f));
+        assert!(lines.len() >= at_least, "{f}: {lines:?}");
+        assert!(lines.iter().all(|l| l["result"] == "ok"), "{f}: {lines:?}");
+    }
 }

@@ -359,3 +359,13 @@ pub fn pydicom_test_file(name: &str) -> std::path::PathBuf {
         .join("site-packages/pydicom/data/test_files")
         .join(name)
 }
+
+/// `ADDR` for the walk-through, whose S0 and S1 are both given it (as a deployment gives
+/// them a fixed address): the script's port on a loopback address of its own (all of
+/// 127.0.0.0/8 is this machine's). Other tests listen on 127.0.0.1 or a port the system
+/// picks, and connect from 127.0.0.1, so none can take that port there before S0 binds it.
+pub fn own_loopback_addr() -> String {
+    let n: u32 = rand::random();
+    let octet = |k: u32| 1 + (n >> (8 * k)) % 254;
+    format!("127.{}.{}.{}:7455", octet(0), octet(1), octet(2))
+}
