@@ -92,6 +92,9 @@ impl ArchiveArgs {
             });
         }
         let url = ArchiveUrl::parse(url, what)?;
+        if !self.archive_from.is_empty() {
+            anyhow::bail!("{what} {url}: --archive-from is for a DIMSE archive (dimse:AET@HOST:PORT), whose C-STOREs come to us; a DICOMweb archive only answers our requests");
+        }
         let auth = match (&self.archive_auth_env, &self.archive_auth_file) {
             (Some(v), _) => Some(Auth::from_env(v)?),
             (_, Some(f)) => Some(Auth::from_file(f)?),
@@ -308,4 +311,56 @@ pub fn receive(a: ReceiveArgs, audit: Option<PathBuf>) -> Result<Summary> {
         json: serde_json::json!({"ok": true, "command": "receive", "associations": served,
             "stored": stored, "refused": refused, "bytes": bytes, "series": series}),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        archive: ArchiveArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ArchiveArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map(|c| c.archive)
+    }
+
+    /// --archive-from takes IP addresses (repeatable; an IPv4 address written as IPv6 is the
+    /// IPv4 one, as a socket reports it) and only for a DIMSE archive; a host name is refused
+    /// by the parser, naming the option, since a name could resolve elsewhere later.
+    #[test]
+    fn archive_from_takes_ip_addresses_for_a_dimse_archive() {
+        let a = parse(&[
+            "--archive-from",
+            "172.17.0.2",
+            "--archive-from",
+            "::ffff:10.0.0.1",
+        ])
+        .unwrap();
+        let Archive::Dimse { local, .. } = a.client("dimse:PACS@127.0.0.1:4242", "--from").unwrap()
+        else {
+            panic!("not a DIMSE archive");
+        };
+        let want: Vec<std::net::IpAddr> =
+            vec!["172.17.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap()];
+        assert_eq!(local.archive_from, want);
+        let e = parse(&["--archive-from", "pacs.example"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--archive-from") && e.contains("pacs.example"),
+            "{e}"
+        );
+        let e = parse(&["--archive-from", "172.17.0.2"])
+            .unwrap()
+            .client("dicomweb:http://127.0.0.1:8042/dicom-web/", "--from")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--archive-from is for a DIMSE archive"), "{e}");
+    }
 }
