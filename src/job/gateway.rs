@@ -18,7 +18,7 @@ use crate::formats::signing::{signer_of, Role, Trust};
 use crate::image::window::{DeclaredWindow, Sigma, ValueScale, WindowChoice, MODEL_WINDOW};
 use crate::image::GrayImage;
 use crate::model::frame::Frame;
-use crate::model::noise_map::{load_maps, NoiseLevel, PoissonGaussian, MAX_SIGMA};
+use crate::model::noise_map::{check_max_sigma, load_maps, NoiseLevel, PoissonGaussian};
 use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
@@ -106,11 +106,8 @@ impl Noise {
             if colours == 1 {
                 bail!("--sigma-per-colour: a gray image takes one level: give --sigma");
             }
-            if let Some(s) = levels.iter().find(|s| **s > MAX_SIGMA) {
-                bail!(
-                    "--sigma-per-colour: noise level {s} on the 0..255 scale: a model with a \
-                     noise map takes up to {MAX_SIGMA} (its fixed point was measured to there)"
-                );
+            for &s in levels {
+                check_max_sigma(s).context("--sigma-per-colour")?;
             }
             NoiseLevel::PerColour(levels.clone())
         } else if let Some(p) = &self.noise_map {
@@ -363,12 +360,8 @@ impl Sharer {
     /// Whether the model takes noise level `level` (0..255 scale), for a model with a noise
     /// map; checked before any image is read.
     fn check_level(&self, level: f64) -> Result<()> {
-        if self.facts.frame.noise_map && level > crate::model::noise_map::MAX_SIGMA {
-            bail!(
-                "noise level {level:.3} on the 0..255 scale: a model with a noise map takes up \
-                 to {} (its fixed point was measured to there)",
-                crate::model::noise_map::MAX_SIGMA
-            );
+        if self.facts.frame.noise_map {
+            check_max_sigma(level)?;
         }
         Ok(())
     }

@@ -21,6 +21,18 @@ use crate::model::frame::Frame;
 /// and thousands did at 255.
 pub const MAX_SIGMA: f64 = 150.0;
 
+/// Refuses a level (0..255 scale) above [`MAX_SIGMA`] for a model with a noise map, in the
+/// words every option that sets one uses.
+pub fn check_max_sigma(level: f64) -> Result<()> {
+    if level > MAX_SIGMA {
+        bail!(
+            "noise level {level:.3} on the 0..255 scale: a model with a noise map takes up to \
+             {MAX_SIGMA} (its fixed point was measured to there)"
+        );
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum NoiseLevel {
     /// One sigma (0..255 scale) everywhere: public.
