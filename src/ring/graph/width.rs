@@ -78,3 +78,71 @@ impl GraphPlan {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::random::{win, Net};
+    use crate::model::graph::{Graph, Op};
+    use crate::ring::cnn::CnnFixed;
+
+    /// conv -> ReLU -> conv, then `tail` on it as the output (one channel, the image's size).
+    fn chain(tail: Option<Op>) -> Graph {
+        let mut n = Net::new(1);
+        let a = n.conv(0, 1, 2, win(3, 1, 1), false, 1);
+        let a = n.add(Op::Relu, &[a]);
+        let b = n.conv(a, 2, 1, win(3, 1, 1), false, 1);
+        let o = tail.map_or(b, |op| n.add(op, &[b]));
+        n.graph(o)
+    }
+
+    /// The step of `kind` (its name), the `nth` of them.
+    fn nth(plan: &GraphPlan, kind: &str, nth: usize) -> usize {
+        (0..plan.steps.len())
+            .filter(|&i| format!("{:?}", plan.steps[i].kind).starts_with(kind))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {kind} #{nth} in {:?}", plan.steps))
+    }
+
+    /// What each rule asks, on plans whose structure is known: a map only circuits read is
+    /// opened at sh + k; one whose product reaches the output linearly, or through a max
+    /// pooling (which passes its window's first value on), at 64; a clip asks only k.
+    #[test]
+    fn each_step_asks_of_its_inputs_what_its_readers_read() {
+        let p = CnnFixed::default();
+        let hidden = p.ws + p.k;
+        let open_of = |plan: &GraphPlan, step: usize| plan.open_bits(product_input(plan, step));
+
+        // The output is the second conv itself: its input is opened whole.
+        let plan = GraphPlan::from_graph(&chain(None), p).unwrap();
+        let need = plan.needed_bits();
+        assert_eq!(need[plan.output], 64);
+        assert_eq!(open_of(&plan, nth(&plan, "Conv", 0)), hidden);
+        assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), 64);
+        assert_eq!(plan.product_bits(nth(&plan, "Conv", 1)), 64);
+
+        // A max pooling as the output: rescaled first (a Trunc at sh = ws), then every value
+        // it passes on is needed whole, so the Trunc's output is needed at 64 bits; the
+        // conv before it only by the Trunc's circuit.
+        let mp = Op::MaxPool {
+            window: win(3, 1, 1),
+        };
+        let plan = GraphPlan::from_graph(&chain(Some(mp)), p).unwrap();
+        let need = plan.needed_bits();
+        let t = nth(&plan, "Trunc", 0);
+        assert_eq!(plan.steps[nth(&plan, "MaxPool", 0)].inputs, [t]);
+        assert_eq!(need[t], 64, "a max pooling passes its values on");
+        assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), hidden);
+
+        // A clip with bounds reads its input only through circuits at sh = 0.
+        let clip = Op::Clip {
+            lo: Some(-1.0),
+            hi: Some(1.0),
+        };
+        let plan = GraphPlan::from_graph(&chain(Some(clip)), p).unwrap();
+        let need = plan.needed_bits();
+        let c = nth(&plan, "Clip", 0);
+        assert_eq!(need[c], 64);
+        assert_eq!(need[plan.steps[c].inputs[0]], p.k);
+    }
+}
