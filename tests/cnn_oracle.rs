@@ -325,7 +325,8 @@ fn a_wrong_weight_share_breaks_exactness() {
 
 #[test]
 fn traffic_is_what_the_protocol_says() {
-    // Per layer: the masked input map (8 bytes per value each way); the weights once;
+    // Per layer: the masked input map (each way, packed at the layer's opening width: ws + k
+    // bits for a hidden layer, 64 for the last); the weights once;
     // the ReLU circuits: the boolean engine sends 2 bits per AND and 1 per output bit.
     let m = random_cnn(&[1, 8, 8, 1], 3, 21, meta(true));
     let (h, w) = (16, 16);
@@ -339,7 +340,17 @@ fn traffic_is_what_the_protocol_says() {
     assert_exact(&o, "traffic case");
     let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
     let hw = (h * w) as u64;
-    let maps: u64 = plan.layers.iter().map(|l| 8 * l.cin as u64 * hw).sum();
+    let (hidden, last) = (CnnFixed::default().ws + CnnFixed::default().k, 64);
+    assert_eq!(
+        (0..3).map(|l| plan.open_bits(l)).collect::<Vec<_>>(),
+        [hidden, hidden, last]
+    );
+    let maps: u64 = plan
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.cin as u64 * hw * plan.open_bits(i) as u64).div_ceil(8))
+        .sum();
     let weights: u64 = plan
         .layers
         .iter()

@@ -405,7 +405,8 @@ fn two_readers() -> Graph {
 }
 
 /// The boolean engine sends what the protocol says: the session tag, each product's input
-/// map once (a tensor read by several products once), a PReLU's second map, 2 bits per AND
+/// map once (a tensor read by several products once), a PReLU's second map (each packed at
+/// its opening width), 2 bits per AND
 /// and 1 per output bit of each circuit run, an 8-byte frame per message; opening the
 /// weights in the job adds exactly them.
 #[test]
@@ -421,16 +422,24 @@ fn traffic_is_what_the_protocol_says() {
     let mut maps = 0;
     let mut circuits = 0;
     let mut twice = 0;
+    // Openings are packed at their width: the low bits their readers need.
+    let mut widths = BTreeSet::new();
     for (i, st) in plan.steps.iter().enumerate().skip(1) {
         match st.kind {
             Kind::Conv { .. } | Kind::Affine { .. } => {
                 if !opened.insert(st.inputs[0]) {
                     twice += 1;
                 } else {
-                    maps += 8 * len(dims[st.inputs[0]]);
+                    let bits = plan.open_bits((st.inputs[0] as u32, 0));
+                    widths.insert(bits);
+                    maps += (len(dims[st.inputs[0]]) * bits as u64).div_ceil(8);
                 }
             }
-            Kind::PRelu { .. } => maps += 8 * len(dims[i]),
+            Kind::PRelu { .. } => {
+                let bits = plan.open_bits((i as u32, 1));
+                widths.insert(bits);
+                maps += (len(dims[i]) * bits as u64).div_ceil(8);
+            }
             _ => {}
         }
         for u in plan.uses(i, &dims) {
@@ -444,6 +453,10 @@ fn traffic_is_what_the_protocol_says() {
         }
     }
     assert!(twice > 0, "the case has a tensor read by two products");
+    assert!(
+        widths.len() > 1 && widths.contains(&64),
+        "the case has openings only circuits read and one the output reads: {widths:?}"
+    );
     let weights: u64 = plan.weight_steps().iter().map(|&(_, n)| 8 * n as u64).sum();
     let [per_job, once] = [&o.reports[0][0], &o.reports[1][0]];
     let framing = 8 * once.link.messages_sent;

@@ -126,13 +126,32 @@ impl<C: Channel> Channel for Recording<C> {
     }
 }
 
+/// The openings of a CNN or graph job packed below 64 bits (docs/protocol.md, "Ring
+/// width"), by byte length: (values, bits). A length not listed is a 64-bit opening.
+type Widths = std::collections::HashMap<usize, (usize, u32)>;
+
 /// The values opened by `open` (and `exchange`) as seen by party 0, which sends first and
 /// then receives a message of the same length: opened = sent + received, per u64.
 fn opened_values(log: &[Event]) -> Vec<Vec<u8>> {
+    opened_values_in(log, &Widths::new())
+}
+
+/// [`opened_values`] where the openings of `widths` are packed: those are added mod 2^l
+/// value by value and packed again (uniform bytes where the values are uniform mod 2^l).
+fn opened_values_in(log: &[Event], widths: &Widths) -> Vec<Vec<u8>> {
+    use ppdenoise::corr::pack::{low_mask, pack, unpack};
     let mut out = Vec::new();
     for w in log.windows(2) {
         if let [Event::Sent(a), Event::Received(b)] = w {
-            if a.len() == b.len() && a.len() % 8 == 0 && !a.is_empty() {
+            if let Some(&(n, bits)) = widths.get(&a.len()).filter(|_| a.len() == b.len()) {
+                let (x, y) = (unpack(a, n, bits).unwrap(), unpack(b, n, bits).unwrap());
+                let v: Vec<u64> = x
+                    .iter()
+                    .zip(&y)
+                    .map(|(x, y)| x.wrapping_add(*y) & low_mask(bits))
+                    .collect();
+                out.push(pack(&v, bits));
+            } else if a.len() == b.len() && a.len() % 8 == 0 && !a.is_empty() {
                 let v: Vec<u8> = a
                     .chunks_exact(8)
                     .zip(b.chunks_exact(8))
@@ -291,12 +310,31 @@ fn words(b: &[u8]) -> Vec<u64> {
 
 /// Ring differences (mod 2^64, as bytes) of every pair of openings of the same length.
 fn differences<T: AsRef<[u8]>>(opened: &[T]) -> Vec<Vec<u8>> {
+    differences_in(opened, &Widths::new())
+}
+
+/// [`differences`] where the openings of `widths` are packed: those mod 2^l, packed again.
+fn differences_in<T: AsRef<[u8]>>(opened: &[T], widths: &Widths) -> Vec<Vec<u8>> {
+    use ppdenoise::corr::pack::{low_mask, pack, unpack};
     let mut out = Vec::new();
     for (i, a) in opened.iter().enumerate() {
         for b in opened[i + 1..]
             .iter()
             .filter(|b| b.as_ref().len() == a.as_ref().len())
         {
+            if let Some(&(n, bits)) = widths.get(&a.as_ref().len()) {
+                let (x, y) = (
+                    unpack(a.as_ref(), n, bits).unwrap(),
+                    unpack(b.as_ref(), n, bits).unwrap(),
+                );
+                let d: Vec<u64> = x
+                    .iter()
+                    .zip(&y)
+                    .map(|(x, y)| x.wrapping_sub(*y) & low_mask(bits))
+                    .collect();
+                out.push(pack(&d, bits));
+                continue;
+            }
             let d: Vec<u64> = words(a.as_ref())
                 .iter()
                 .zip(words(b.as_ref()))
@@ -332,6 +370,28 @@ fn uniform_slots<T: AsRef<[u8]>>(what: &str, msgs: &[T]) -> Result<usize, String
         slots.len()
     );
     Ok(slots.len())
+}
+
+/// Opening `map` of stream ActMask(t, 0) with both parties' dealer masks removed: the
+/// `n` values in the clear, mod 2^l where the opening is packed ([`Widths`]).
+fn unmasked(map: &[u8], n: usize, widths: &Widths, seeds: &[Seed; 2], t: u32) -> Vec<u64> {
+    use ppdenoise::corr::pack::{low_mask, packed_len, unpack};
+    let bits = widths.get(&map.len()).map_or(64, |w| w.1);
+    assert_eq!(map.len(), packed_len(n, bits), "the opening of {n} values");
+    let (b0, b1) = (
+        act_mask_of(&seeds[0], t, 0, n),
+        act_mask_of(&seeds[1], t, 0, n),
+    );
+    unpack(map, n, bits)
+        .unwrap()
+        .iter()
+        .zip(b0.iter().zip(&b1))
+        .map(|(v, (x, y))| v.wrapping_add(*x).wrapping_add(*y) & low_mask(bits))
+        .collect()
+}
+
+fn le_bytes(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 #[test]
@@ -993,7 +1053,7 @@ fn weights_opening_does_not_depend_on_the_weights() {
 
 /// One CNN job in process with recording channels (weights opened in the job); returns the
 /// logs and the job seeds.
-fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Seed; 2]) {
+fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Seed; 2], Widths) {
     let meta = ppdenoise::model::cnn::CnnMeta {
         sigma: 25.0,
         residual: true,
@@ -1009,7 +1069,8 @@ fn run_framed_cnn_job(
     image: &Array2<f64>,
     map: &[f64],
     engine: EngineKind,
-) -> ([Vec<Event>; 2], [Seed; 2]) {
+) -> ([Vec<Event>; 2], [Seed; 2], Widths) {
+    use ppdenoise::corr::pack::packed_len;
     use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
     use ppdenoise::twopc::cnn::{self as twopc_cnn, CnnJobInputs};
     let meta = m.meta;
@@ -1059,7 +1120,15 @@ fn run_framed_cnn_job(
     };
     let (_, logs) = on_recorded_pair(run);
     streams.used(&d.seeds, &format!("CNN job, {engine}"));
-    (logs, d.seeds)
+    // Every layer's input map but the last's is opened at ws + k bits.
+    let (_, _, (sh, sw)) = plan.stack_of(&enc, h, w);
+    let widths: Widths = (0..plan.layers.len())
+        .map(|l| (plan.layers[l].cin * sh * sw, plan.open_bits(l)))
+        .filter(|&(_, bits)| bits < 64)
+        .map(|(n, bits)| (packed_len(n, bits), (n, bits)))
+        .collect();
+    assert!(!widths.is_empty(), "the job opens maps packed");
+    (logs, d.seeds, widths)
 }
 
 #[test]
@@ -1068,17 +1137,19 @@ fn cnn_messages_do_not_depend_on_the_image() {
     // A CNN job (the session tag differs per run, so it is left out of the opened values).
     let (black, phantom) = images();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, _) = run_cnn_job(&black, engine);
-        let (b, _) = run_cnn_job(&phantom, engine);
+        let (a, _, wa) = run_cnn_job(&black, engine);
+        let (b, _, _) = run_cnn_job(&phantom, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let slots =
                 compare(&format!("cnn {engine}: S{p} received"), &ra[1..], &rb[1..]).unwrap();
             assert!(slots >= 3, "too few large messages to test per slot");
         }
-        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let (oa, ob) = (opened_values_in(&a[0], &wa), opened_values_in(&b[0], &wa));
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
+        // Packed openings and the last layer's 64-bit one are all among them.
+        assert!(oa.iter().filter(|o| wa.contains_key(&o.len())).count() >= 2);
         compare(&format!("cnn {engine}: opened values"), &oa, &ob).unwrap();
         for (run, r) in [("black", &a), ("phantom", &b)] {
             for (p, log) in r.iter().enumerate() {
@@ -1088,7 +1159,7 @@ fn cnn_messages_do_not_depend_on_the_image() {
         }
         uniform_slots(
             &format!("cnn {engine}: differences of openings"),
-            &differences(&oa),
+            &differences_in(&oa, &wa),
         )
         .unwrap();
         if engine == EngineKind::Gmw {
@@ -1105,29 +1176,21 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
     seeded("negative_control_cnn_input_map_without_its_mask_is_detected");
     // The first layer's opening is X - B for the image X; removing the dealer's mask B
     // (stream ActMask(0, 0) of both job seeds) gives the encoded image, which the test flags.
-    use ppdenoise::corr::randomness::act_mask_of;
     let (black, phantom) = images();
     let n = SIZE * SIZE;
-    let clear = |log: &[Event], seeds: &[Seed; 2]| -> (Vec<u8>, Vec<u8>) {
-        // Opened values: tag, masked weights, then the layer-0 map.
-        let opened = opened_values(log);
+    let clear = |log: &[Event], seeds: &[Seed; 2], widths: &Widths| -> (Vec<u8>, Vec<u8>) {
+        // Opened values: tag, masked weights, then the layer-0 map (packed at ws + k bits).
+        let opened = opened_values_in(log, widths);
         let map = &opened[2];
-        assert_eq!(map.len(), 8 * n, "the layer-0 opening");
-        let b0 = act_mask_of(&seeds[0], 0, 0, n);
-        let b1 = act_mask_of(&seeds[1], 0, 0, n);
-        let x: Vec<u8> = map
-            .chunks_exact(8)
-            .zip(b0.iter().zip(&b1))
-            .flat_map(|(v, (x, y))| {
-                let v = u64::from_le_bytes(v.try_into().unwrap());
-                v.wrapping_add(*x).wrapping_add(*y).to_le_bytes()
-            })
-            .collect();
-        (map.clone(), x)
+        assert!(
+            widths.contains_key(&map.len()),
+            "the layer-0 opening is packed"
+        );
+        (map.clone(), le_bytes(&unmasked(map, n, widths, seeds, 0)))
     };
-    let (la, sa) = run_cnn_job(&black, EngineKind::Gmw);
-    let (lb, sb) = run_cnn_job(&phantom, EngineKind::Gmw);
-    let ((ma, xa), (mb, xb)) = (clear(&la[0], &sa), clear(&lb[0], &sb));
+    let (la, sa, wa) = run_cnn_job(&black, EngineKind::Gmw);
+    let (lb, sb, wb) = run_cnn_job(&phantom, EngineKind::Gmw);
+    let ((ma, xa), (mb, xb)) = (clear(&la[0], &sa, &wa), clear(&lb[0], &sb, &wb));
     let (_, _, p_masked) =
         chi2_two_sample(&histogram([ma.as_slice()]), &histogram([mb.as_slice()]));
     let (_, _, p) = chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
@@ -1147,7 +1210,6 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
 #[test]
 fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
     seeded("ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one");
-    use ppdenoise::corr::randomness::act_mask_of;
     use ppdenoise::model::cnn::{random_framed_cnn, CnnMeta};
     use ppdenoise::model::frame::Frame;
     use ppdenoise::model::noise_map::{NoiseLevel, PoissonGaussian};
@@ -1164,8 +1226,8 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
     let per_pixel = m.noise_map(&NoiseLevel::PerPixel(pg.map_of(&phantom)), h, w);
     assert_ne!(uniform, per_pixel);
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, sa) = run_framed_cnn_job(&m, &phantom, &uniform, engine);
-        let (b, sb) = run_framed_cnn_job(&m, &phantom, &per_pixel, engine);
+        let (a, sa, wa) = run_framed_cnn_job(&m, &phantom, &uniform, engine);
+        let (b, sb, _) = run_framed_cnn_job(&m, &phantom, &per_pixel, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let what = format!("ffdnet {engine}: S{p} received, uniform vs per-pixel map");
@@ -1175,7 +1237,7 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
                 assert!(uniform_slots(&what, &r[1..]).unwrap() >= 3);
             }
         }
-        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let (oa, ob) = (opened_values_in(&a[0], &wa), opened_values_in(&b[0], &wa));
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
         compare(&format!("ffdnet {engine}: opened values"), &oa, &ob).unwrap();
@@ -1185,20 +1247,7 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
             let (sh, sw) = Frame::FFDNET.stack_dims(h, w);
             let n = 5 * sh * sw;
             let clear = |opened: &[&[u8]], seeds: &[Seed; 2]| -> Vec<u8> {
-                let map = opened[1];
-                assert_eq!(map.len(), 8 * n, "the layer-0 opening");
-                let (b0, b1) = (
-                    act_mask_of(&seeds[0], 0, 0, n),
-                    act_mask_of(&seeds[1], 0, 0, n),
-                );
-                map.chunks_exact(8)
-                    .zip(b0.iter().zip(&b1))
-                    .skip(4 * sh * sw)
-                    .flat_map(|(v, (x, y))| {
-                        let v = u64::from_le_bytes(v.try_into().unwrap());
-                        v.wrapping_add(*x).wrapping_add(*y).to_le_bytes()
-                    })
-                    .collect()
+                le_bytes(&unmasked(opened[1], n, &wa, seeds, 0)[4 * sh * sw..])
             };
             let (xa, xb) = (clear(&oa, &sa), clear(&ob, &sb));
             let (_, _, p) =
@@ -1293,8 +1342,8 @@ fn colour_job_hides(
     let h = rows / 3;
     let black = Array2::zeros((3 * h, w));
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, sa) = run_framed_cnn_job(m, &black, map_a, engine);
-        let (b, sb) = run_framed_cnn_job(m, planes, map_b, engine);
+        let (a, sa, wa) = run_framed_cnn_job(m, &black, map_a, engine);
+        let (b, sb, _) = run_framed_cnn_job(m, planes, map_b, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let what = format!("{label} {engine}: S{p} received, black vs planes");
@@ -1304,13 +1353,13 @@ fn colour_job_hides(
                 assert!(uniform_slots(&what, &r[1..]).unwrap() >= 3);
             }
         }
-        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let (oa, ob) = (opened_values_in(&a[0], &wa), opened_values_in(&b[0], &wa));
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
         compare(&format!("{label} {engine}: opened values"), &oa, &ob).unwrap();
         uniform_slots(
             &format!("{label} {engine}: differences of openings"),
-            &differences(&oa),
+            &differences_in(&oa, &wa),
         )
         .unwrap();
         if engine == EngineKind::Gmw {
@@ -1319,19 +1368,7 @@ fn colour_job_hides(
             let (sh, sw) = Frame::FFDNET.stack_dims(h, w);
             let n = m.convs[0].cin * sh * sw;
             let clear = |opened: &[&[u8]], seeds: &[Seed; 2]| -> Vec<u8> {
-                let map = opened[1];
-                assert_eq!(map.len(), 8 * n, "the layer-0 opening");
-                let (b0, b1) = (
-                    act_mask_of(&seeds[0], 0, 0, n),
-                    act_mask_of(&seeds[1], 0, 0, n),
-                );
-                map.chunks_exact(8)
-                    .zip(b0.iter().zip(&b1))
-                    .flat_map(|(v, (x, y))| {
-                        let v = u64::from_le_bytes(v.try_into().unwrap());
-                        v.wrapping_add(*x).wrapping_add(*y).to_le_bytes()
-                    })
-                    .collect()
+                le_bytes(&unmasked(opened[1], n, &wa, seeds, 0))
             };
             let (xa, xb) = (clear(&oa, &sa), clear(&ob, &sb));
             let (_, _, p) =
@@ -1348,11 +1385,11 @@ fn colour_job_hides(
 /// One CNN graph job in process with recording channels (weights opened in the job): the
 /// every-op graph (max pooling, a concat skip and a residual add, transposed and strided
 /// convs, PReLU, clip, resizes), on `image` padded to its stride as the servers pad it.
-/// Returns the logs, the job seeds and the encoded padded image.
+/// Returns the logs, the job seeds, the encoded padded image and the packed openings.
 fn run_graph_job(
     image: &Array2<f64>,
     engine: EngineKind,
-) -> ([Vec<Event>; 2], [Seed; 2], Vec<u64>) {
+) -> ([Vec<Event>; 2], [Seed; 2], Vec<u64>, Widths) {
     use ppdenoise::formats::bodies::GraphModelShare;
     use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed};
     use ppdenoise::ring::graph::GraphPlan;
@@ -1404,7 +1441,20 @@ fn run_graph_job(
     };
     let (_, logs) = on_recorded_pair(run);
     streams.used(&d.seeds, &format!("graph job, {engine}"));
-    (logs, d.seeds, enc)
+    let dims = plan.dims(ph, pw).unwrap();
+    let widths: Widths = plan
+        .weight_steps()
+        .iter()
+        .map(|&(i, _)| {
+            let st = ppdenoise::ring::graph::uses::product_input(&plan, i);
+            let d = dims[if st.1 == 0 { st.0 as usize } else { i }];
+            (d[0] * d[1] * d[2], plan.open_bits(st))
+        })
+        .filter(|&(_, bits)| bits < 64)
+        .map(|(n, bits)| (ppdenoise::corr::pack::packed_len(n, bits), (n, bits)))
+        .collect();
+    assert!(!widths.is_empty(), "the job opens maps packed");
+    (logs, d.seeds, enc, widths)
 }
 
 /// Issue 47, milestone 5: in a CNN graph job (max pooling's comparison rounds, skips read
@@ -1415,11 +1465,10 @@ fn run_graph_job(
 #[test]
 fn graph_messages_do_not_depend_on_the_image() {
     seeded("graph_messages_do_not_depend_on_the_image");
-    use ppdenoise::corr::randomness::act_mask_of;
     let (black, phantom) = images();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, sa, ea) = run_graph_job(&black, engine);
-        let (b, sb, eb) = run_graph_job(&phantom, engine);
+        let (a, sa, ea, wa) = run_graph_job(&black, engine);
+        let (b, sb, eb, _) = run_graph_job(&phantom, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let what = format!("graph {engine}: S{p} received");
@@ -1429,13 +1478,17 @@ fn graph_messages_do_not_depend_on_the_image() {
                 assert!(uniform_slots(&what, &r[1..]).unwrap() >= 3);
             }
         }
-        let (oa, ob) = (opened_values(&a[0]), opened_values(&b[0]));
+        let (oa, ob) = (opened_values_in(&a[0], &wa), opened_values_in(&b[0], &wa));
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
+        assert!(
+            oa.iter().any(|o| wa.contains_key(&o.len())),
+            "packed openings"
+        );
         compare(&format!("graph {engine}: opened values"), &oa, &ob).unwrap();
         uniform_slots(
             &format!("graph {engine}: differences of openings"),
-            &differences(&oa),
+            &differences_in(&oa, &wa),
         )
         .unwrap();
         if engine == EngineKind::Gmw {
@@ -1447,24 +1500,17 @@ fn graph_messages_do_not_depend_on_the_image() {
             // first opening of its length after the masked weights.
             let n = ea.len();
             let clear = |opened: &[&[u8]], seeds: &[Seed; 2], enc: &[u64]| -> Vec<u8> {
+                let bits = wa.values().find(|w| w.0 == n).map_or(64, |w| w.1);
+                let len = ppdenoise::corr::pack::packed_len(n, bits);
                 let map = opened
                     .iter()
-                    .find(|o| o.len() == 8 * n)
+                    .find(|o| o.len() == len)
                     .expect("the image's opening");
-                let (b0, b1) = (
-                    act_mask_of(&seeds[0], 0, 0, n),
-                    act_mask_of(&seeds[1], 0, 0, n),
-                );
-                let x: Vec<u64> = map
-                    .chunks_exact(8)
-                    .zip(b0.iter().zip(&b1))
-                    .map(|(v, (x, y))| {
-                        let v = u64::from_le_bytes(v.try_into().unwrap());
-                        v.wrapping_add(*x).wrapping_add(*y)
-                    })
-                    .collect();
-                assert_eq!(x, enc, "the opening found is not the image's");
-                x.iter().flat_map(|v| v.to_le_bytes()).collect()
+                let x = unmasked(map, n, &wa, seeds, 0);
+                let m = ppdenoise::corr::pack::low_mask(bits);
+                let want: Vec<u64> = enc.iter().map(|v| v & m).collect();
+                assert_eq!(x, want, "the opening found is not the image's");
+                le_bytes(&x)
             };
             let (xa, xb) = (clear(&oa, &sa, &ea), clear(&ob, &sb, &eb));
             let (_, _, p) =

@@ -265,6 +265,17 @@ impl CnnPlan {
         (stack, resid, dims)
     }
 
+    /// Bits of layer `l`'s masked-input opening, and of its dealer correction C: a hidden
+    /// layer's output only reaches its ReLU circuit, which reads it mod 2^(ws + k); the last
+    /// layer's is the output, needed whole (docs/protocol.md, "Ring width").
+    pub fn open_bits(&self, l: usize) -> u32 {
+        if l + 1 < self.layers.len() {
+            (self.params.ws + self.params.k).min(64)
+        } else {
+            64
+        }
+    }
+
     /// Values of a job's input for an h x w image: the image (its planes), then its noise
     /// map's.
     pub fn input_len(&self, h: usize, w: usize) -> usize {

@@ -13,6 +13,7 @@ pub mod bound;
 pub mod conv;
 pub mod costs;
 pub mod uses;
+pub mod width;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::corr::pack::{low_mask, pack, unpack};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("peer link: {0}")]
@@ -164,6 +166,37 @@ pub fn open(
         .iter()
         .zip(&other)
         .map(|(a, b)| a.wrapping_add(*b))
+        .collect())
+}
+
+/// [`open`] of a vector that matters only mod 2^`bits` (a CNN or graph job's masked map,
+/// docs/protocol.md, "Ring width"): each party sends the low `bits` bits of its share,
+/// packed, and gets the opened value mod 2^`bits` (high bits zero). At 64 bits the message
+/// is [`open`]'s, byte for byte.
+pub fn open_bits(
+    ch: &mut dyn Channel,
+    party: u8,
+    share: &[u64],
+    bits: u32,
+    what: &str,
+) -> Result<Vec<u64>, ChannelError> {
+    let mine = pack(share, bits);
+    let want = Expect::Exactly(mine.len());
+    let theirs = if party == 0 {
+        ch.send_owned(mine)?;
+        ch.recv(want)?
+    } else {
+        let t = ch.recv(want)?;
+        ch.send_owned(mine)?;
+        t
+    };
+    let other = unpack(&theirs, share.len(), bits)
+        .map_err(|e| ChannelError::Malformed(format!("{what}: {e}")))?;
+    let m = low_mask(bits);
+    Ok(share
+        .iter()
+        .zip(&other)
+        .map(|(a, b)| a.wrapping_add(*b) & m)
         .collect())
 }
 
@@ -433,6 +466,63 @@ mod tests {
         })
         .unwrap();
         reader.join().unwrap();
+    }
+
+    /// An l-bit opening gives the shared value mod 2^l, also where the value and the shares
+    /// fill all 64 bits (the bits above l are neither sent nor read), from exactly
+    /// ceil(n l / 8) bytes each way; at 64 bits it is `open`, byte for byte.
+    #[test]
+    fn an_l_bit_opening_is_exact_mod_2_to_the_l_whatever_the_high_bits() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for bits in [1, 7, 33, 34, 63, 64] {
+            for n in [0, 1, 9, 100] {
+                let x: Vec<u64> = (0..n).map(|_| next() | 1 << 63).collect();
+                let s0: Vec<u64> = (0..n).map(|_| next()).collect();
+                let s1: Vec<u64> = x.iter().zip(&s0).map(|(x, a)| x.wrapping_sub(*a)).collect();
+                let (mut c0, mut c1) = mem_pair();
+                let (o0, o1) = std::thread::scope(|sc| {
+                    let a = sc.spawn(|| open_bits(&mut c0, 0, &s0, bits, "t").unwrap());
+                    let b = sc.spawn(|| open_bits(&mut c1, 1, &s1, bits, "t").unwrap());
+                    (a.join().unwrap(), b.join().unwrap())
+                });
+                let want: Vec<u64> = x.iter().map(|v| v & low_mask(bits)).collect();
+                assert_eq!(o0, want, "{bits} bits, {n} values");
+                assert_eq!(o1, want, "{bits} bits, {n} values");
+                assert_eq!(
+                    c0.stats().bytes_sent,
+                    (n * bits as usize).div_ceil(8) as u64 + 8
+                );
+                if bits == 64 {
+                    let (mut d0, mut d1) = mem_pair();
+                    let t = std::thread::spawn(move || {
+                        open(&mut d1, 1, &s1, "t").unwrap();
+                    });
+                    assert_eq!(open(&mut d0, 0, &s0, "t").unwrap(), want);
+                    t.join().unwrap();
+                    assert_eq!(d0.stats(), c0.stats());
+                }
+            }
+        }
+    }
+
+    /// A peer's packed share with bits set past its last value is malformed, not read.
+    #[test]
+    fn a_packed_share_with_dirty_padding_is_refused() {
+        let (mut c0, mut c1) = mem_pair();
+        let mut m = pack(&[5, 6, 7], 5);
+        *m.last_mut().unwrap() |= 0x80;
+        c1.send(&m).unwrap();
+        let e = open_bits(&mut c0, 0, &[1, 2, 3], 5, "masked map").unwrap_err();
+        assert!(
+            e.to_string().contains("masked map") && e.to_string().contains("padding"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::inference::im2col::im2col;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
 use crate::ring::share::sub;
 use crate::twopc::beaver::matmul_share;
-use crate::twopc::channel::{open, Channel, ChannelError};
+use crate::twopc::channel::{open_bits, Channel, ChannelError};
 use crate::twopc::protocol::{
     open_in_job, same_session, Nonlinear, ProtocolError, Report, Weights,
 };
@@ -155,7 +155,9 @@ pub fn run(
         let t = Instant::now();
         let li = l as u32;
         let b_map = inp.rand.act_mask(li, 0, ly.cin * hw)?;
-        let v = open(ch, party, &sub(&x, &b_map), "masked activations")?;
+        // Only the low bits the layer's output needs are sent (docs/protocol.md, "Ring width").
+        let bits = plan.open_bits(l);
+        let v = open_bits(ch, party, &sub(&x, &b_map), bits, "masked activations")?;
         let mut z = vec![0u64; ly.cout * hw];
         for (blk, row0, rows) in row_blocks(ly, h, w) {
             let n = rows * w;

@@ -27,7 +27,7 @@ use crate::ring::graph::costs::kind_name;
 use crate::ring::graph::uses::{per_channel, product, product_input, secret_parts, Use};
 use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
-use crate::twopc::channel::{open, Channel, ChannelError, LinkStats};
+use crate::twopc::channel::{open_bits, Channel, ChannelError, LinkStats};
 use crate::twopc::protocol::{
     open_in_job, same_session, EngineCounters, Nonlinear, OpFigures, ProtocolError, Report, Weights,
 };
@@ -95,6 +95,8 @@ struct Job<'a, 'b> {
     rep: Report,
     /// The weighted steps' opened weights, by step: (U, this party's A).
     weights: HashMap<usize, (&'a [u64], &'a [u64])>,
+    /// Each masked-map stream's opening width ([`GraphPlan::open_bits`]).
+    open_widths: HashMap<(u32, u32), u32>,
     /// Circuit runs made so far by the current step (its runs' stream index).
     run: u32,
     /// The current step's uses of the randomness so far, compared with the dealer's list
@@ -149,7 +151,9 @@ impl Job<'_, '_> {
                 .zip(&b)
                 .map(|(x, b)| x.wrapping_sub(*b))
                 .collect();
-        let v = open(self.ch, self.party, &share, "masked map")?;
+        // Only the low bits its readers need are sent (docs/protocol.md, "Ring width").
+        let bits = self.open_widths[&(t, k)];
+        let v = open_bits(self.ch, self.party, &share, bits, "masked map")?;
         self.rep.seconds_linear += t0.elapsed().as_secs_f64();
         Ok(Masked {
             v: Map { v, ..*x },
@@ -281,6 +285,11 @@ pub fn run(
             ..Default::default()
         },
         weights,
+        open_widths: steps
+            .iter()
+            .map(|&(i, _)| product_input(plan, i))
+            .map(|st| (st, plan.open_bits(st)))
+            .collect(),
         run: 0,
         used: Vec::new(),
     };

@@ -1,0 +1,148 @@
+//! How many low bits of each value a secure graph job must keep exact (docs/protocol.md,
+//! "Ring width"), and so how wide each masked opening is.
+//!
+//! A circuit reads its input only mod 2^(sh + k) (`circuit::activation`) and outputs an
+//! exact value; every other step is ring-linear (products by secret or public weights,
+//! joins with their left shifts, average pooling and resizes by encoded public weights,
+//! pixel (un)shuffles, public constants added), so its output mod 2^b follows from its
+//! inputs mod 2^b. Walking the plan backwards from the output (needed whole, 64 bits),
+//! each step asks of its inputs what it needs: a circuit its reading width, a linear step
+//! what its own output needs. A product's opening then needs only as many bits as its
+//! output does: a map that only circuits read is opened mod 2^(sh + k), one that reaches
+//! the output linearly in all 64.
+
+use super::uses::product_input;
+use super::{GraphPlan, Kind};
+
+impl GraphPlan {
+    /// Per step: the low bits of its output the job needs exact (0: none, never read).
+    pub fn needed_bits(&self) -> Vec<u32> {
+        let k = self.params.k;
+        let mut need = vec![0u32; self.steps.len()];
+        need[self.output] = 64;
+        // Steps come after their inputs: every reader of step i is seen before i.
+        for (i, st) in self.steps.iter().enumerate().skip(1).rev() {
+            let out = need[i];
+            let asks = match &st.kind {
+                Kind::Trunc { sh }
+                | Kind::Relu { sh }
+                | Kind::LeakyRelu { sh, .. }
+                // A PReLU's product reads its circuits' outputs, which are exact.
+                | Kind::PRelu { sh, .. } => sh + k,
+                // lo + ReLU(x - lo), hi - ReLU(hi - y): circuits with sh = 0 on x.
+                Kind::Clip { lo, hi } if lo.is_some() || hi.is_some() => k,
+                Kind::Clip { .. } => out,
+                // m = x_first + ReLU(x_next - m) + ...: circuits, and x itself in the sum.
+                Kind::MaxPool { .. } => k.max(out),
+                // Listed, not `_`: a new kind must say which side it is on.
+                Kind::Input
+                | Kind::Conv { .. }
+                | Kind::Affine { .. }
+                | Kind::Add { .. }
+                | Kind::Sub { .. }
+                | Kind::Concat { .. }
+                | Kind::AvgPool { .. }
+                | Kind::Resize { .. }
+                | Kind::DepthToSpace { .. }
+                | Kind::SpaceToDepth { .. } => out,
+            };
+            for &t in &st.inputs {
+                need[t] = need[t].max(asks.min(64));
+            }
+        }
+        need
+    }
+
+    /// Bits of product step `step`'s result the job needs exact: the width its dealer
+    /// correction C is kept in.
+    pub fn product_bits(&self, step: usize) -> u32 {
+        self.needed_bits()[step].clamp(1, 64)
+    }
+
+    /// Bits of the opening of masked-map stream `(t, k)` ([`product_input`]): the widest
+    /// that any product reading it needs.
+    pub fn open_bits(&self, stream: (u32, u32)) -> u32 {
+        let need = self.needed_bits();
+        (1..self.steps.len())
+            .filter(|&p| self.is_product(p) && product_input(self, p) == stream)
+            .map(|p| need[p])
+            .max()
+            .unwrap_or(64)
+            .clamp(1, 64)
+    }
+
+    fn is_product(&self, step: usize) -> bool {
+        matches!(
+            self.steps[step].kind,
+            Kind::Conv { .. } | Kind::Affine { .. } | Kind::PRelu { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::random::{win, Net};
+    use crate::model::graph::{Graph, Op};
+    use crate::ring::cnn::CnnFixed;
+
+    /// conv -> ReLU -> conv, then `tail` on it as the output (one channel, the image's size).
+    fn chain(tail: Option<Op>) -> Graph {
+        let mut n = Net::new(1);
+        let a = n.conv(0, 1, 2, win(3, 1, 1), false, 1);
+        let a = n.add(Op::Relu, &[a]);
+        let b = n.conv(a, 2, 1, win(3, 1, 1), false, 1);
+        let o = tail.map_or(b, |op| n.add(op, &[b]));
+        n.graph(o)
+    }
+
+    /// The step of `kind` (its name), the `nth` of them.
+    fn nth(plan: &GraphPlan, kind: &str, nth: usize) -> usize {
+        (0..plan.steps.len())
+            .filter(|&i| format!("{:?}", plan.steps[i].kind).starts_with(kind))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {kind} #{nth} in {:?}", plan.steps))
+    }
+
+    /// What each rule asks, on plans whose structure is known: a map only circuits read is
+    /// opened at sh + k; one whose product reaches the output linearly, or through a max
+    /// pooling (which passes its window's first value on), at 64; a clip asks only k.
+    #[test]
+    fn each_step_asks_of_its_inputs_what_its_readers_read() {
+        let p = CnnFixed::default();
+        let hidden = p.ws + p.k;
+        let open_of = |plan: &GraphPlan, step: usize| plan.open_bits(product_input(plan, step));
+
+        // The output is the second conv itself: its input is opened whole.
+        let plan = GraphPlan::from_graph(&chain(None), p).unwrap();
+        let need = plan.needed_bits();
+        assert_eq!(need[plan.output], 64);
+        assert_eq!(open_of(&plan, nth(&plan, "Conv", 0)), hidden);
+        assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), 64);
+        assert_eq!(plan.product_bits(nth(&plan, "Conv", 1)), 64);
+
+        // A max pooling as the output: rescaled first (a Trunc at sh = ws), then every value
+        // it passes on is needed whole, so the Trunc's output is needed at 64 bits; the
+        // conv before it only by the Trunc's circuit.
+        let mp = Op::MaxPool {
+            window: win(3, 1, 1),
+        };
+        let plan = GraphPlan::from_graph(&chain(Some(mp)), p).unwrap();
+        let need = plan.needed_bits();
+        let t = nth(&plan, "Trunc", 0);
+        assert_eq!(plan.steps[nth(&plan, "MaxPool", 0)].inputs, [t]);
+        assert_eq!(need[t], 64, "a max pooling passes its values on");
+        assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), hidden);
+
+        // A clip with bounds reads its input only through circuits at sh = 0.
+        let clip = Op::Clip {
+            lo: Some(-1.0),
+            hi: Some(1.0),
+        };
+        let plan = GraphPlan::from_graph(&chain(Some(clip)), p).unwrap();
+        let need = plan.needed_bits();
+        let c = nth(&plan, "Clip", 0);
+        assert_eq!(need[c], 64);
+        assert_eq!(need[plan.steps[c].inputs[0]], p.k);
+    }
+}
