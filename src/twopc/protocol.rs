@@ -14,7 +14,7 @@ use crate::formats::bodies::JobParams;
 use crate::model::geometry::Geometry;
 use crate::ring::plan::{Hidden, Plan};
 use crate::ring::share::sub;
-use crate::twopc::beaver::matmul_share;
+use crate::twopc::beaver::{matmul_share, pack_weights};
 use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};
 use crate::twopc::poly::{tanh_star_poly, SelShares};
 use crate::twopc::weights::{open_layers, Opened};
@@ -252,6 +252,15 @@ pub fn run(
             Some(*sum)
         })
         .collect();
+    // [U | A_i] of every layer, packed once for all the job's batches.
+    let t = Instant::now();
+    let packed: Vec<_> = plan
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, ly)| pack_weights(&w.u[l], &w.mask[l], ly.outputs, ly.inputs))
+        .collect();
+    rep.seconds_linear += t.elapsed().as_secs_f64();
     for (b, start, n) in batches(total, inp.batch.max(1)) {
         let start = range.start + start;
         rep.batches += 1;
@@ -270,9 +279,7 @@ pub fn run(
                 (v, b_i)
             };
             let c_i = inp.rand.mat_triple(l as u32, b, ly.outputs * n)?;
-            let mut z = matmul_share(
-                party, &w.u[l], &v, &w.mask[l], &b_i, c_i, ly.outputs, ly.inputs, n,
-            );
+            let mut z = matmul_share(party, &packed[l], &v, &b_i, c_i, n);
             add_bias(&mut z, &ly.b, n);
             rep.seconds_linear += t.elapsed().as_secs_f64();
             if l + 1 < nl {
