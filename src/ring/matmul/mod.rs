@@ -287,11 +287,6 @@ impl PackedA {
         self.product(threads > 1 && macs >= PAR_MIN_MACS, b, c)
     }
 
-    /// [`PackedA::gemm_acc`] on the calling thread alone.
-    pub fn gemm_acc_serial(&self, b: Rhs<'_>, c: &mut [u64]) {
-        self.product(false, b, c)
-    }
-
     fn product(&self, par: bool, b: Rhs<'_>, c: &mut [u64]) {
         let n = b.n();
         assert_eq!(c.len(), self.m * n);
