@@ -16,7 +16,8 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use super::Summary;
-use crate::ring::matmul::{gemm_acc_isa, gemm_acc_reference, Isa};
+use crate::inference::im2col::im2col;
+use crate::ring::matmul::{gemm_acc_isa, gemm_acc_reference, ConvCols, Isa, PackedA, Rhs};
 
 /// Measure the matrix-product kernels (u64 on Z_2^64, f64 and f32) on the CNN's and the
 /// MLP's layer shapes, per core and on all cores, against the core's peak.
@@ -524,6 +525,8 @@ pub fn bench_kernels(a: BenchKernelsArgs) -> Result<Summary> {
             "f32": {"one_core": f32s.0, "all_cores": f32s.1},
         }));
     }
+    let (beaver_lines, beaver) = beaver_conv(isa, a.quick, min_secs, [&one, &all], &mut rng);
+    lines.extend(beaver_lines);
     let peaks: Value = json!({
         "clock_ghz": pk.clock_ghz,
         "u64_per_core": u64_peak,
@@ -538,6 +541,73 @@ pub fn bench_kernels(a: BenchKernelsArgs) -> Result<Summary> {
         json: json!({
             "ok": true, "command": "bench-kernels", "unit": "G multiply-adds per second",
             "threads": threads, "quick": a.quick, "peak": peaks, "shapes": rows,
+            "beaver_conv": beaver,
         }),
     })
+}
+
+/// A server's Beaver product for one 64 -> 64 3x3 layer on a 128 x 128 map (both parts of
+/// its share: U cols(own) + A_i cols(V), 2 x 64 x 576 x 16384 multiply-adds), two ways:
+/// im2col of both maps and two products (as before issue 51), and one product of [U | A_i],
+/// packed once, with the columns packed straight from the maps. G multiply-adds per second
+/// counting both parts' work, so the figures compare with the bare kernel's above.
+fn beaver_conv(
+    isa: Isa,
+    quick: bool,
+    min_secs: f64,
+    pools: [&rayon::ThreadPool; 2],
+    rng: &mut ChaCha8Rng,
+) -> (Vec<String>, Value) {
+    let (c, k) = (64, 3);
+    let (h, w) = if quick { (8, 32) } else { (128, 128) };
+    let (fan, n) = (c * k * k, h * w);
+    let r = |rng: &mut ChaCha8Rng, len: usize| (0..len).map(|_| rng.gen()).collect::<Vec<u64>>();
+    let (u, a_i, own, v) = (
+        r(rng, c * fan),
+        r(rng, c * fan),
+        r(rng, c * n),
+        r(rng, c * n),
+    );
+    let mut z = vec![0u64; c * n];
+    let macs = 2.0 * (c * fan * n) as f64;
+    let mut run = |p: &rayon::ThreadPool, folded: bool| {
+        let (mut oc, mut vc) = (Vec::new(), Vec::new());
+        let secs = p.install(|| {
+            best_secs(min_secs, || {
+                if folded {
+                    let ua = PackedA::with_isa(isa, &[&u, &a_i], c, &[fan, fan]);
+                    let cols = ConvCols::same(vec![&own, &v], c, h, w, k, 0, h);
+                    ua.gemm_acc(Rhs::Cols(&cols), &mut z);
+                } else {
+                    im2col(&own, c, h, w, k, 0, h, &mut oc);
+                    im2col(&v, c, h, w, k, 0, h, &mut vc);
+                    gemm_acc_isa(isa, &u, &oc, &mut z, c, fan, n);
+                    gemm_acc_isa(isa, &a_i, &vc, &mut z, c, fan, n);
+                }
+            })
+        });
+        macs / secs / 1e9
+    };
+    let two = [run(pools[0], false), run(pools[1], false)];
+    let one = [run(pools[0], true), run(pools[1], true)];
+    let lines = vec![
+        String::new(),
+        format!(
+            "Beaver conv share, 64->64 3x3 on {h}x{w} (2 x 64x576x{n}), G multiply-adds/s 1c / all:"
+        ),
+        format!(
+            "  im2col of both maps + two products: {:.2} / {:.2}",
+            two[0], two[1]
+        ),
+        format!(
+            "  one product, columns packed from the maps: {:.2} / {:.2}",
+            one[0], one[1]
+        ),
+    ];
+    let json = json!({
+        "layer": format!("64->64 3x3 on {h}x{w}"),
+        "two_products": {"one_core": two[0], "all_cores": two[1]},
+        "one_product": {"one_core": one[0], "all_cores": one[1]},
+    });
+    (lines, json)
 }

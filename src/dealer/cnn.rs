@@ -13,9 +13,8 @@ use crate::corr::randomness::{act_mask_of, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::dealer::DealSeeds;
-use crate::inference::im2col::im2col;
 use crate::ring::cnn::{row_blocks, CnnPlan};
-use crate::ring::matmul::gemm;
+use crate::ring::matmul::{ConvCols, PackedA, Rhs};
 use crate::ring::share::{add, Prg, Seed, Stream};
 
 /// The ReLU circuit of a plan's hidden layers.
@@ -102,7 +101,6 @@ pub fn generate_into<E>(
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
     let net = (engine == EngineKind::Gmw).then(|| Netlist::record(&relu_circuit(plan)));
     let nl = plan.layers.len();
-    let mut cols = Vec::new();
     for (l, ly) in plan.layers.iter().enumerate() {
         let li = l as u32;
         let n_w = ly.weight_count();
@@ -114,10 +112,13 @@ pub fn generate_into<E>(
             &act_mask_of(&seeds[0], li, 0, ly.cin * hw),
             &act_mask_of(&seeds[1], li, 0, ly.cin * hw),
         );
+        // A packed once for the layer; each block's columns of B packed from the map.
+        let a = PackedA::new(&[&a], ly.cout, &[ly.fan_in()]);
         for (blk, row0, rows) in row_blocks(ly, h, w) {
             let n = rows * w;
-            im2col(&b, ly.cin, h, w, ly.ksize, row0, rows, &mut cols);
-            let mut c = gemm(&a, &cols, ly.cout, ly.fan_in(), n);
+            let cols = ConvCols::same(vec![&b], ly.cin, h, w, ly.ksize, row0, rows);
+            let mut c = vec![0u64; ly.cout * n];
+            a.gemm_acc(Rhs::Cols(&cols), &mut c);
             let c0 = Prg::new(&seeds[0], Stream::MatTriple(li, blk)).vec(ly.cout * n);
             c.iter_mut()
                 .zip(&c0)

@@ -19,10 +19,10 @@ use std::time::Instant;
 use crate::corr::batches::batches;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
-use crate::inference::im2col::im2col;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
+use crate::ring::matmul::{ConvCols, Rhs};
 use crate::ring::share::sub;
-use crate::twopc::beaver::matmul_share;
+use crate::twopc::beaver::{own_input, pack_weights, product_share};
 use crate::twopc::channel::{open_bits, Channel, ChannelError};
 use crate::twopc::protocol::{
     open_in_job, same_session, Nonlinear, ProtocolError, Report, Weights,
@@ -150,7 +150,6 @@ pub fn run(
     let nl = plan.layers.len();
     let (mut x, resid, (h, w)) = plan.stack_of(inp.image, ih, iw);
     let hw = h * w;
-    let (mut vcols, mut bcols) = (Vec::new(), Vec::new());
     for (l, ly) in plan.layers.iter().enumerate() {
         let t = Instant::now();
         let li = l as u32;
@@ -159,22 +158,15 @@ pub fn run(
         let bits = plan.open_bits(l);
         let v = open_bits(ch, party, &sub(&x, &b_map), bits, "masked activations")?;
         let mut z = vec![0u64; ly.cout * hw];
+        // One product per block: [U | A_i] (packed once for the layer) times the columns of
+        // [own; V], packed straight from the two maps (no im2col copy).
+        let ua = pack_weights(&wts.u[l], &wts.mask[l], ly.cout, ly.fan_in());
+        let own = own_input(party, &v, &b_map);
         for (blk, row0, rows) in row_blocks(ly, h, w) {
             let n = rows * w;
-            im2col(&v, ly.cin, h, w, ly.ksize, row0, rows, &mut vcols);
-            im2col(&b_map, ly.cin, h, w, ly.ksize, row0, rows, &mut bcols);
+            let cols = ConvCols::same(vec![&own, &v], ly.cin, h, w, ly.ksize, row0, rows);
             let c_i = inp.rand.mat_triple(li, blk, ly.cout * n)?;
-            let mut zb = matmul_share(
-                party,
-                &wts.u[l],
-                &vcols,
-                &wts.mask[l],
-                &bcols,
-                c_i,
-                ly.cout,
-                ly.fan_in(),
-                n,
-            );
+            let mut zb = product_share(&ua, Rhs::Cols(&cols), c_i);
             for (row, &b) in zb.chunks_mut(n).zip(&ly.b) {
                 row.iter_mut().for_each(|v| *v = v.wrapping_add(b));
             }
@@ -182,6 +174,7 @@ pub fn run(
             // Row blocks, not just layers: a DnCNN layer takes seconds at 512x512.
             progress(l * h + row0 + rows, nl * h);
         }
+        drop(own);
         drop((v, b_map));
         rep.seconds_linear += t.elapsed().as_secs_f64();
         rep.batches += 1;

@@ -24,7 +24,7 @@ use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
 use crate::inference::graph::{self as kern, window_at, window_dims, Map};
 use crate::ring::graph::costs::kind_name;
-use crate::ring::graph::uses::{per_channel, product, product_input, secret_parts, Use};
+use crate::ring::graph::uses::{per_channel, product_input, product_pair, secret_parts, Use};
 use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
 use crate::twopc::channel::{open_bits, Channel, ChannelError, LinkStats};
@@ -172,17 +172,19 @@ impl Job<'_, '_> {
         let t = Instant::now();
         let kind = &plan.steps[step].kind;
         let (u, a) = self.weights[&step];
+        let sum;
         let mine = if self.party == 0 {
-            m.b.clone()
+            &m.b
         } else {
-            kern::zip(&m.v, &m.b, |v, b| v.wrapping_add(b))
+            sum = kern::zip(&m.v, &m.b, |v, b| v.wrapping_add(b));
+            &sum
         };
-        let mut z = product(kind, u, &mine);
-        let za = product(kind, a, &m.v);
+        // U (x) own + A_i (x) V in one product per group (`ring::graph::conv`).
+        let mut z = product_pair(kind, [u, a], [mine, &m.v]);
         self.used.push(Use::Product { len: z.v.len() });
         let c = self.rand.mat_triple(step as u32, 0, z.v.len())?;
-        for ((z, a), c) in z.v.iter_mut().zip(&za.v).zip(&c) {
-            *z = z.wrapping_add(*a).wrapping_add(*c);
+        for (z, c) in z.v.iter_mut().zip(&c) {
+            *z = z.wrapping_add(*c);
         }
         self.rep.seconds_linear += t.elapsed().as_secs_f64();
         Ok(z)

@@ -296,6 +296,21 @@ pub fn product(kind: &Kind, w: &[u64], x: &Map<u64>) -> Map<u64> {
     }
 }
 
+/// `w[0]` (x) `x[0]` + `w[1]` (x) `x[1]` for a product step (a Beaver product's U own +
+/// A_i V): one matrix product per group for a conv ([`super::conv::conv_pair`]).
+pub fn product_pair(kind: &Kind, w: [&[u64]; 2], x: [&Map<u64>; 2]) -> Map<u64> {
+    match kind {
+        Kind::Conv { op, .. } => super::conv::conv_pair(op, w, x),
+        _ => {
+            let (mut z, z1) = (product(kind, w[0], x[0]), product(kind, w[1], x[1]));
+            z.v.iter_mut()
+                .zip(&z1.v)
+                .for_each(|(a, b)| *a = a.wrapping_add(*b));
+            z
+        }
+    }
+}
+
 /// The stream (tensor or step, k) of the masked map product step `step` reads: its input
 /// tensor's (`ActMask(t, 0)`, one per tensor), or a PReLU's own second map
 /// (`ActMask(step, 1)`).

@@ -4,6 +4,7 @@
 //! while they are in cache. The micro-kernel is chosen at run time: AVX-512 (vpmullq), AVX2
 //! or portable. The arithmetic is exact, so every path gives the same bits.
 
+mod cols;
 mod kernels;
 mod pack;
 mod reference;
@@ -18,6 +19,7 @@ use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
+pub use cols::{ConvCols, Rhs};
 use kernels::Kernel;
 pub use reference::gemm_acc_reference;
 
@@ -140,30 +142,202 @@ fn product(isa: Isa, par: bool, a: &[u64], b: &[u64], c: &mut [u64], m: usize, k
         return;
     }
     if m <= STREAM_MAX_M {
-        run_stream(isa, par, a, b, c, m, k, n)
-    } else {
-        run_packed(isa, par, a, b, c, m, k, n)
+        return run_stream(isa, par, a, b, c, m, k, n);
+    }
+    let kb = k_blocks(k, BLOCKS.kc);
+    let (mr, _) = panel_shape(isa);
+    let mp = m.div_ceil(mr) * mr;
+    with_scratch(&PACKED_A, mp * k, |ap| {
+        pack_a_parts(mr, par, &[a], &[k], m, &kb, mp, ap);
+        let rhs = Rhs::Rows { parts: &[b], n };
+        run_packed(isa, par, ap, &kb, mp, rhs, c, m, n)
+    })
+}
+
+/// (MR, NR) of `isa`'s micro-kernel.
+fn panel_shape(isa: Isa) -> (usize, usize) {
+    fn of<K: Kernel>() -> (usize, usize) {
+        (K::MR, K::NR)
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => of::<kernels::Avx512>(),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => of::<kernels::Avx2>(),
+        _ => of::<kernels::Portable>(),
     }
 }
 
-/// The packed, blocked product on `isa` (supported, shapes checked, none of m, k, n zero).
+/// k-blocks of A's parts side by side: each part split on its own, so that no block
+/// straddles two parts (a block is packed from one part's rows).
+fn part_blocks(widths: &[usize], kc: usize) -> Vec<(usize, usize)> {
+    let mut off = 0;
+    let mut kb = Vec::new();
+    for &w in widths {
+        kb.extend(k_blocks(w, kc).into_iter().map(|(k0, c)| (off + k0, c)));
+        off += w;
+    }
+    kb
+}
+
+/// Packs A = [parts[0] | parts[1] | ...] (each m x widths[p], row-major) k-block by
+/// k-block into `dst` (mp * k values), as `pack_all` lays it out.
+#[allow(clippy::too_many_arguments)]
+fn pack_a_parts(
+    mr: usize,
+    par: bool,
+    parts: &[&[u64]],
+    widths: &[usize],
+    m: usize,
+    kb: &[(usize, usize)],
+    mp: usize,
+    dst: &mut [u64],
+) {
+    pack_all(mr, m, kb, mp, par, dst, |ks, rows, d| {
+        let mut off = 0;
+        for (p, &w) in parts.iter().zip(widths) {
+            if ks.start < off + w {
+                debug_assert!(ks.end <= off + w, "a k-block straddles two parts of A");
+                return pack::pack_a(mr, p, w, ks.start - off..ks.end - off, rows, d);
+            }
+            off += w;
+        }
+        unreachable!("a k-block past A's columns")
+    });
+}
+
+/// A matrix A = [A_0 | A_1 | ...] packed once for every product it takes part in: a
+/// layer's [U | A_i] of a Beaver product, used by each block of the layer's output rows
+/// (and, for an MLP, by every batch of the job), so its packing is paid once.
+#[derive(Debug)]
+pub struct PackedA {
+    isa: Isa,
+    m: usize,
+    k: usize,
+    widths: Vec<usize>,
+    kb: Vec<(usize, usize)>,
+    mp: usize,
+    /// The panels (empty for m <= STREAM_MAX_M).
+    data: Vec<u64>,
+    /// The parts as given, for m <= STREAM_MAX_M (streamed, not packed).
+    raw: Vec<Vec<u64>>,
+}
+
+impl PackedA {
+    /// [parts[0] | parts[1] | ...], each m x widths[p] row-major, packed for this CPU.
+    pub fn new(parts: &[&[u64]], m: usize, widths: &[usize]) -> PackedA {
+        PackedA::with_isa(Isa::detected(), parts, m, widths)
+    }
+
+    /// [`PackedA::new`] for a given path (tests).
+    ///
+    /// Panics if the CPU does not support `isa` or a part is not m x its width.
+    pub fn with_isa(isa: Isa, parts: &[&[u64]], m: usize, widths: &[usize]) -> PackedA {
+        assert!(
+            isa.supported(),
+            "{} is not supported on this CPU",
+            isa.name()
+        );
+        assert_eq!(parts.len(), widths.len());
+        for (p, &w) in parts.iter().zip(widths) {
+            assert_eq!(p.len(), m * w, "a part of A that is not m x its width");
+        }
+        let k = widths.iter().sum::<usize>();
+        let kb = part_blocks(widths, BLOCKS.kc);
+        let (mr, _) = panel_shape(isa);
+        let mp = m.div_ceil(mr) * mr;
+        let (mut data, mut raw) = (Vec::new(), Vec::new());
+        if m <= STREAM_MAX_M {
+            raw = parts.iter().map(|p| p.to_vec()).collect();
+        } else {
+            data = vec![0u64; mp * k];
+            let par = rayon::current_num_threads() > 1 && mp * k >= PAR_MIN_MACS / 16;
+            pack_a_parts(mr, par, parts, widths, m, &kb, mp, &mut data);
+        }
+        PackedA {
+            isa,
+            m,
+            k,
+            widths: widths.to_vec(),
+            kb,
+            mp,
+            data,
+            raw,
+        }
+    }
+
+    /// Rows of A.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of A.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// c += A * b with c: m x b.n() (row-major, wrapping), split between the pool's
+    /// threads when large enough.
+    ///
+    /// Panics if b does not have A's k rows or c is not m x b.n().
+    pub fn gemm_acc(&self, b: Rhs<'_>, c: &mut [u64]) {
+        let n = b.n();
+        let threads = rayon::current_num_threads();
+        let macs = self.m.saturating_mul(self.k).saturating_mul(n);
+        self.product(threads > 1 && macs >= PAR_MIN_MACS, b, c)
+    }
+
+    fn product(&self, par: bool, b: Rhs<'_>, c: &mut [u64]) {
+        let n = b.n();
+        assert_eq!(c.len(), self.m * n);
+        if n == 0 {
+            // Row parts of no columns have no row count to check.
+            return;
+        }
+        b.check();
+        assert_eq!(b.k(), self.k, "B's rows are not A's columns");
+        if self.m == 0 || self.k == 0 {
+            return;
+        }
+        if self.m <= STREAM_MAX_M {
+            // Part by part, each against its own rows of B (made whole when they are a
+            // convolution's columns: products of so few rows are bound by reading B).
+            let mut off = 0;
+            for (a, &w) in self.raw.iter().zip(&self.widths) {
+                if w > 0 {
+                    let bp = b.contiguous(off..off + w);
+                    run_stream(self.isa, par, a, &bp, c, self.m, w, n);
+                }
+                off += w;
+            }
+            return;
+        }
+        run_packed(
+            self.isa, par, &self.data, &self.kb, self.mp, b, c, self.m, n,
+        )
+    }
+}
+
+/// The blocked product on `isa` (supported, shapes checked, none of m, k, n zero) with A
+/// packed (`ap`: `kb`'s blocks of mp rows).
 #[allow(clippy::too_many_arguments)]
 fn run_packed(
     isa: Isa,
     par: bool,
-    a: &[u64],
-    b: &[u64],
+    ap: &[u64],
+    kb: &[(usize, usize)],
+    mp: usize,
+    b: Rhs<'_>,
     c: &mut [u64],
     m: usize,
-    k: usize,
     n: usize,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => run::<kernels::Avx512>(par, a, b, c, m, k, n, BLOCKS),
+        Isa::Avx512 => run::<kernels::Avx512>(par, ap, kb, mp, b, c, m, n, BLOCKS),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => run::<kernels::Avx2>(par, a, b, c, m, k, n, BLOCKS),
-        _ => run::<kernels::Portable>(par, a, b, c, m, k, n, BLOCKS),
+        Isa::Avx2 => run::<kernels::Avx2>(par, ap, kb, mp, b, c, m, n, BLOCKS),
+        _ => run::<kernels::Portable>(par, ap, kb, mp, b, c, m, n, BLOCKS),
     }
 }
 
@@ -231,7 +405,7 @@ impl CPtr {
 /// Where a block's packed B comes from.
 enum BSrc<'a> {
     /// Packed by the task itself, a block at a time, into its own buffer.
-    Raw { b: &'a [u64], buf: &'a mut [u64] },
+    Raw { b: Rhs<'a>, buf: &'a mut [u64] },
     /// Packed once for everyone (`pack_all`); `np` is n rounded up to NR.
     Packed { bp: &'a [u64], np: usize },
 }
@@ -292,7 +466,7 @@ fn pack_all(
     }
 }
 
-/// Splits the product into tasks over C and runs them.
+/// Splits the product into tasks over C and runs them, A packed (`ap`).
 ///
 /// Long, flat products (a convolution: m = 64 output channels, n = 16,384 pixels) are split
 /// along n: each task packs its own columns of B, block by block, while they are hot, and
@@ -302,59 +476,63 @@ fn pack_all(
 #[allow(clippy::too_many_arguments)]
 fn run<K: Kernel>(
     par: bool,
-    a: &[u64],
-    b: &[u64],
+    ap: &[u64],
+    kb: &[(usize, usize)],
+    mp: usize,
+    b: Rhs<'_>,
     c: &mut [u64],
     m: usize,
-    k: usize,
     n: usize,
     bl: Blocks,
 ) {
-    let kb = k_blocks(k, bl.kc);
-    let mp = m.div_ceil(K::MR) * K::MR;
     let threads = rayon::current_num_threads();
     let cp = CPtr(c.as_mut_ptr());
     let buf_len = bl.kc * bl.nc.div_ceil(K::NR) * K::NR;
-    with_scratch(&PACKED_A, mp * k, |ap| {
-        pack_all(K::MR, m, &kb, mp, par, ap, |ks, rows, d| {
-            pack::pack_a(K::MR, a, k, ks, rows, d)
+    if !par {
+        with_scratch(&BLOCK_B, buf_len, |buf| {
+            let mut src = BSrc::Raw { b, buf };
+            // SAFETY: one task over the whole of C, which the caller lent us mutably.
+            unsafe { block::<K>(ap, mp, &mut src, cp, m, n, kb, 0..m, 0..n, bl) };
         });
-        let ap = &*ap;
-        if !par {
+    } else if n >= m {
+        // Whole NC blocks, a few per task: a task prefetches its next block while it
+        // works on one (see `block`), and a few tasks per thread even out a busy core.
+        let tasks = split(n, bl.nc, 4 * threads);
+        tasks.into_par_iter().for_each(|cols| {
             with_scratch(&BLOCK_B, buf_len, |buf| {
                 let mut src = BSrc::Raw { b, buf };
-                // SAFETY: one task over the whole of C, which the caller lent us mutably.
-                unsafe { block::<K>(ap, mp, &mut src, cp, m, n, &kb, 0..m, 0..n, bl) };
+                // SAFETY: the tasks' column ranges are disjoint.
+                unsafe { block::<K>(ap, mp, &mut src, cp, m, n, kb, 0..m, cols, bl) };
+            })
+        });
+    } else {
+        let np = n.div_ceil(K::NR) * K::NR;
+        let k = kb.iter().map(|&(_, kc)| kc).sum::<usize>();
+        with_scratch(&PACKED_B, np * k, |bp| {
+            pack_all(K::NR, n, kb, np, par, bp, |ks, cols, d| {
+                pack_b(K::NR, &b, ks, cols, d)
             });
-        } else if n >= m {
-            // Whole NC blocks, a few per task: a task prefetches its next block while it
-            // works on one (see `block`), and a few tasks per thread even out a busy core.
-            let tasks = split(n, bl.nc, 4 * threads);
-            tasks.into_par_iter().for_each(|cols| {
-                with_scratch(&BLOCK_B, buf_len, |buf| {
-                    let mut src = BSrc::Raw { b, buf };
-                    // SAFETY: the tasks' column ranges are disjoint.
-                    unsafe { block::<K>(ap, mp, &mut src, cp, m, n, &kb, 0..m, cols, bl) };
-                })
+            let bp = &*bp;
+            // MC-row tasks, as many for each thread (289 rows in 5 tasks kept one
+            // thread idle for a fifth of the time).
+            let tasks = split(m, K::MR, m.div_ceil(bl.mc).div_ceil(threads) * threads);
+            tasks.into_par_iter().for_each(|rows| {
+                let mut src = BSrc::Packed { bp, np };
+                // SAFETY: the tasks' row ranges are disjoint.
+                unsafe { block::<K>(ap, mp, &mut src, cp, m, n, kb, rows, 0..n, bl) };
             });
-        } else {
-            let np = n.div_ceil(K::NR) * K::NR;
-            with_scratch(&PACKED_B, np * k, |bp| {
-                pack_all(K::NR, n, &kb, np, par, bp, |ks, cols, d| {
-                    pack::pack_b(K::NR, b, n, ks, cols, d)
-                });
-                let bp = &*bp;
-                // MC-row tasks, as many for each thread (289 rows in 5 tasks kept one
-                // thread idle for a fifth of the time).
-                let tasks = split(m, K::MR, m.div_ceil(bl.mc).div_ceil(threads) * threads);
-                tasks.into_par_iter().for_each(|rows| {
-                    let mut src = BSrc::Packed { bp, np };
-                    // SAFETY: the tasks' row ranges are disjoint.
-                    unsafe { block::<K>(ap, mp, &mut src, cp, m, n, &kb, rows, 0..n, bl) };
-                });
-            });
-        }
-    });
+        });
+    }
+}
+
+/// Packs rows `ks`, columns `cols` of b into `nr`-column panels (`nr` a kernel's NR).
+fn pack_b(nr: usize, b: &Rhs<'_>, ks: Range<usize>, cols: Range<usize>, dst: &mut [u64]) {
+    // A constant panel width in each arm: whole panel rows are fixed-size moves.
+    match nr {
+        16 => b.pack::<16>(ks, cols, dst),
+        4 => b.pack::<4>(ks, cols, dst),
+        _ => unreachable!("no kernel has {nr}-column panels"),
+    }
 }
 
 thread_local! {
@@ -428,7 +606,7 @@ unsafe fn block<K: Kernel>(
         let bblk: &[u64] = match src {
             BSrc::Raw { b, buf } => {
                 let len = nc.div_ceil(K::NR) * K::NR * kc;
-                pack::pack_b(K::NR, b, n, k0..k0 + kc, jc..jc + nc, &mut buf[..len]);
+                pack_b(K::NR, b, k0..k0 + kc, jc..jc + nc, &mut buf[..len]);
                 &buf[..len]
             }
             BSrc::Packed { bp, np } => &bp[k0 * *np + jc * kc..][..nc.div_ceil(K::NR) * K::NR * kc],
@@ -451,7 +629,11 @@ unsafe fn block<K: Kernel>(
                 for ir in (ic..ic + mc).step_by(K::MR) {
                     if let Some((b, jn, ncn, kn, kcn)) = next {
                         for t in (tile_i * kcn / ntiles)..((tile_i + 1) * kcn / ntiles) {
-                            prefetch_l2(&b[(kn + t) * n + jn..][..ncn]);
+                            // Row-major B only: a convolution's columns read its map (a
+                            // ninth of the bytes), which stays in cache across the taps.
+                            if let Some(row) = b.row(kn + t) {
+                                prefetch_l2(&row[jn..][..ncn]);
+                            }
                         }
                     }
                     tile_i += 1;

@@ -1,4 +1,4 @@
-//! Packing: copies of blocks of A and B laid out in the order the micro-kernel reads them,
+//! Packing: copies of blocks of A laid out in the order the micro-kernel reads them,
 //! so that its loads are contiguous and the block stays in cache.
 //!
 //! For a k-block (rows k0..k0 + kc of B, columns k0..k0 + kc of A):
@@ -6,6 +6,7 @@
 //! - a B panel is NR columns: value (k0 + t, j) at t * NR + j.
 //!
 //! Rows and columns past the matrix's edge are zeros, so a kernel can always read whole panels.
+//! B's panels are packed by `cols::Rhs::pack` (row-major values or a convolution's columns).
 
 use std::ops::Range;
 
@@ -78,51 +79,6 @@ fn pack_a_body(
                     panel[t * mr + i] = 0;
                 }
             }
-        }
-    }
-}
-
-/// Packs rows `ks` of b (k x n, row-major), columns `cols`, into consecutive NR-column
-/// panels in `dst` (length ceil(cols / nr) * nr * kc). Reads B a row at a time, so memory is
-/// streamed in order.
-pub(super) fn pack_b(
-    nr: usize,
-    b: &[u64],
-    n: usize,
-    ks: Range<usize>,
-    cols: Range<usize>,
-    dst: &mut [u64],
-) {
-    // With a run-time nr each 16-value copy was a call to memcpy.
-    match nr {
-        16 => pack_b_body(16, b, n, ks, cols, dst),
-        4 => pack_b_body(4, b, n, ks, cols, dst),
-        _ => pack_b_body(nr, b, n, ks, cols, dst),
-    }
-}
-
-#[inline(always)]
-fn pack_b_body(
-    nr: usize,
-    b: &[u64],
-    n: usize,
-    ks: Range<usize>,
-    cols: Range<usize>,
-    dst: &mut [u64],
-) {
-    let kc = ks.len();
-    debug_assert_eq!(dst.len(), cols.len().div_ceil(nr) * nr * kc);
-    let full = cols.len() / nr;
-    let rest = cols.len() % nr;
-    for (t, row) in ks.enumerate() {
-        let src = &b[row * n + cols.start..row * n + cols.end];
-        for q in 0..full {
-            dst[q * nr * kc + t * nr..][..nr].copy_from_slice(&src[q * nr..][..nr]);
-        }
-        if rest > 0 {
-            let d = &mut dst[full * nr * kc + t * nr..][..nr];
-            d[..rest].copy_from_slice(&src[full * nr..]);
-            d[rest..].fill(0);
         }
     }
 }

@@ -36,6 +36,34 @@ fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         .install(f)
 }
 
+/// A packed for the blocked path whatever m (`PackedA` streams m <= STREAM_MAX_M).
+fn packed(isa: Isa, a: &[u64], m: usize, k: usize) -> Vec<u64> {
+    let mut ap = vec![0u64; mp(isa, m) * k];
+    pack_a_parts(
+        panel_shape(isa).0,
+        false,
+        &[a],
+        &[k],
+        m,
+        &kb(k),
+        mp(isa, m),
+        &mut ap,
+    );
+    ap
+}
+
+fn kb(k: usize) -> Vec<(usize, usize)> {
+    k_blocks(k, BLOCKS.kc)
+}
+
+fn mp(isa: Isa, m: usize) -> usize {
+    m.div_ceil(panel_shape(isa).0) * panel_shape(isa).0
+}
+
+fn rows<'a>(parts: &'a [&'a [u64]], n: usize) -> Rhs<'a> {
+    Rhs::Rows { parts, n }
+}
+
 /// c0 + a * b on `isa` against the naive loop, from the same non-zero c0.
 fn check(isa: Isa, rng: &mut ChaCha8Rng, m: usize, k: usize, n: usize) {
     let a = rand_vec(rng, m * k);
@@ -86,7 +114,18 @@ fn packed_path_for_few_rows() {
             let mut want = rand_vec(&mut rng, m * n);
             let mut got = want.clone();
             naive(&a, &b, &mut want, m, k, n);
-            run_packed(isa, false, &a, &b, &mut got, m, k, n);
+            let pa = packed(isa, &a, m, k);
+            run_packed(
+                isa,
+                false,
+                &pa,
+                &kb(k),
+                mp(isa, m),
+                rows(&[&b], n),
+                &mut got,
+                m,
+                n,
+            );
             assert_eq!(got, want, "{} {m}x{k}x{n}", isa.name());
         }
     }
@@ -229,5 +268,210 @@ fn splits_cover_exactly() {
         let kb = k_blocks(k, 256);
         assert_eq!(kb.iter().map(|b| b.1).sum::<usize>(), k);
         assert!(kb.iter().all(|b| (1..=256).contains(&b.1)));
+    }
+}
+
+/// Splits `total` into `parts` random widths (some may be 0).
+fn widths(rng: &mut ChaCha8Rng, total: usize, parts: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = (1..parts).map(|_| rng.gen_range(0..=total)).collect();
+    cuts.sort();
+    let mut w = Vec::new();
+    let mut at = 0;
+    for c in cuts.into_iter().chain([total]) {
+        w.push(c - at);
+        at = c;
+    }
+    w
+}
+
+/// Column blocks of a row-major m x k matrix, side by side.
+fn col_parts(a: &[u64], m: usize, k: usize, widths: &[usize]) -> Vec<Vec<u64>> {
+    let mut off = 0;
+    widths
+        .iter()
+        .map(|&w| {
+            off += w;
+            (0..m)
+                .flat_map(|i| a[i * k + off - w..i * k + off].iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// [A_0 | A_1 | ...] packed once, times B in row parts split elsewhere, on every path,
+/// serial and split between threads: the naive product of the whole matrices.
+#[test]
+fn packed_a_in_parts_times_b_in_parts() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for case in 0..60 {
+        let big = case % 6 == 0;
+        let lim = if big { 400 } else { 40 };
+        let (m, k, n) = (
+            rng.gen_range(1..=lim / 4 + 8),
+            rng.gen_range(1..=lim),
+            rng.gen_range(1..=lim),
+        );
+        let a = rand_vec(&mut rng, m * k);
+        let b = rand_vec(&mut rng, k * n);
+        let c0 = rand_vec(&mut rng, m * n);
+        let mut want = c0.clone();
+        naive(&a, &b, &mut want, m, k, n);
+        let np = rng.gen_range(1..4);
+        let aw = widths(&mut rng, k, np);
+        let a_parts = col_parts(&a, m, k, &aw);
+        let a_refs: Vec<&[u64]> = a_parts.iter().map(|p| p.as_slice()).collect();
+        let nb = rng.gen_range(1..4);
+        let bw = widths(&mut rng, k, nb);
+        let mut at = 0;
+        let b_refs: Vec<&[u64]> = bw
+            .iter()
+            .map(|&w| {
+                at += w;
+                &b[(at - w) * n..at * n]
+            })
+            .collect();
+        for isa in isas() {
+            let pa = PackedA::with_isa(isa, &a_refs, m, &aw);
+            for threads in [1, 2] {
+                let mut got = c0.clone();
+                in_pool(threads, || pa.gemm_acc(rows(&b_refs, n), &mut got));
+                assert!(
+                    got == want,
+                    "{} {m}x{k}x{n}, A {aw:?}, B {bw:?}",
+                    isa.name()
+                );
+            }
+        }
+    }
+}
+
+/// A convolution's columns written out by the definition, tap by tap.
+fn explicit_cols(c: &ConvCols) -> Vec<u64> {
+    let n = c.n();
+    let mut out = vec![0u64; c.k() * n];
+    let [kh, kw] = c.kernel;
+    for (s, map) in c.maps.iter().enumerate() {
+        for ci in 0..c.chans {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let r = ((s * c.chans + ci) * kh + ky) * kw + kx;
+                    for j in 0..n {
+                        let (y, x) = (c.y0 + j / c.ow, j % c.ow);
+                        let iy =
+                            (y * c.stride[0] + ky * c.dilation[0]) as isize - c.pads[0] as isize;
+                        let ix =
+                            (x * c.stride[1] + kx * c.dilation[1]) as isize - c.pads[1] as isize;
+                        if (0..c.h as isize).contains(&iy) && (0..c.w as isize).contains(&ix) {
+                            out[r * n + j] = map[ci * c.h * c.w + iy as usize * c.w + ix as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Same-padded columns (the CNN's) are `im2col`'s, block by block of rows, odd and even
+/// widths, channels not a multiple of anything.
+#[test]
+fn same_padded_columns_are_im2col() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..80 {
+        let (c, h, w) = (
+            rng.gen_range(1..6),
+            rng.gen_range(1..12),
+            rng.gen_range(1..20),
+        );
+        let k = [1, 3, 5][rng.gen_range(0..3)];
+        let x = rand_vec(&mut rng, c * h * w);
+        let row0 = rng.gen_range(0..h);
+        let r = rng.gen_range(1..=h - row0);
+        let mut want = Vec::new();
+        crate::inference::im2col::im2col(&x, c, h, w, k, row0, r, &mut want);
+        let cc = ConvCols::same(vec![&x], c, h, w, k, row0, r);
+        assert!(
+            cc.materialise(0..cc.k()) == want,
+            "{c}x{h}x{w} k {k} rows {row0}+{r}"
+        );
+        assert!(explicit_cols(&cc) == want);
+    }
+}
+
+/// A random window (strides, dilations, pads, output widths) over 1 to 3 stacked maps.
+fn random_cols<'a>(
+    rng: &mut ChaCha8Rng,
+    maps: &'a [Vec<u64>],
+    chans: usize,
+    h: usize,
+    w: usize,
+) -> ConvCols<'a> {
+    ConvCols {
+        maps: maps.iter().map(|m| m.as_slice()).collect(),
+        chans,
+        h,
+        w,
+        kernel: [rng.gen_range(1..4), rng.gen_range(1..4)],
+        stride: [rng.gen_range(1..3), rng.gen_range(1..4)],
+        dilation: [rng.gen_range(1..3), rng.gen_range(1..3)],
+        pads: [rng.gen_range(0..3), rng.gen_range(0..3)],
+        y0: rng.gen_range(0..4),
+        rows: rng.gen_range(1..6),
+        ow: rng.gen_range(1..w + 3),
+    }
+}
+
+/// Packed straight from the maps, any window: the product with the written-out columns,
+/// on every path, serial and split (n past NC, k past KC in some cases), with A in parts
+/// that match the stacked maps as a Beaver product's [U | A_i] does.
+#[test]
+fn products_with_columns_packed_from_the_maps() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for case in 0..80 {
+        let big = case % 8 == 0;
+        let (chans, h, w) = if big {
+            (
+                rng.gen_range(20..40),
+                rng.gen_range(8..20),
+                rng.gen_range(40..90),
+            )
+        } else {
+            (
+                rng.gen_range(1..5),
+                rng.gen_range(1..10),
+                rng.gen_range(1..20),
+            )
+        };
+        let nmaps = rng.gen_range(1..4);
+        let maps: Vec<Vec<u64>> = (0..nmaps)
+            .map(|_| rand_vec(&mut rng, chans * h * w))
+            .collect();
+        let mut cc = random_cols(&mut rng, &maps, chans, h, w);
+        if big {
+            cc.rows = rng.gen_range(4..12);
+        }
+        let (k, n) = (cc.k(), cc.n());
+        let cols = explicit_cols(&cc);
+        assert!(cc.materialise(0..k) == cols, "{cc:?}");
+        let m = if case % 5 == 0 {
+            rng.gen_range(1..5)
+        } else {
+            rng.gen_range(5..30)
+        };
+        let a = rand_vec(&mut rng, m * k);
+        let c0 = rand_vec(&mut rng, m * n);
+        let mut want = c0.clone();
+        naive(&a, &cols, &mut want, m, k, n);
+        let aw = vec![k / nmaps; nmaps];
+        let a_parts = col_parts(&a, m, k, &aw);
+        let a_refs: Vec<&[u64]> = a_parts.iter().map(|p| p.as_slice()).collect();
+        for isa in isas() {
+            let pa = PackedA::with_isa(isa, &a_refs, m, &aw);
+            for threads in [1, 2] {
+                let mut got = c0.clone();
+                in_pool(threads, || pa.gemm_acc(Rhs::Cols(&cc), &mut got));
+                assert!(got == want, "{} m {m}: {cc:?}", isa.name());
+            }
+        }
     }
 }
