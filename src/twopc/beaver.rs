@@ -5,54 +5,47 @@
 //! [W X]_i = i U V + U [B]_i + [A]_i V + [C]_i.
 //!
 //! Both products of a party's share are one: [U | A_i] (packed once per layer and job)
-//! times [own; V] stacked, k twice over. The arithmetic is exact mod 2^64, so the share is
-//! bit for bit the sum of the two products it replaces.
-
-use std::borrow::Cow;
+//! times [B_i; V] stacked, k twice over; the party that takes the U V term multiplies
+//! [U | U + A_i] instead ([`plus_uv`]): U B_i + (U + A_i) V = U (V + B_i) + A_i V, with no
+//! map-sized V + B_i. The arithmetic is exact mod 2^64, so the share is bit for bit the sum
+//! of the two products it replaces.
 
 use crate::ring::matmul::{PackedA, Rhs};
 
-/// [U | A_i], the opened weights beside this party's share of their mask (m x k each),
-/// packed once: every product of the layer (each block of a convolution's rows, each batch
-/// of an MLP job) reuses the panels.
-pub fn pack_weights(u: &[u64], a_i: &[u64], m: usize, k: usize) -> PackedA {
-    PackedA::new(&[u, a_i], m, &[k, k])
+/// U + A_i: the second weight part of the party that takes the U V term (weight-sized, where
+/// V + B_i would be map-sized).
+pub fn plus_uv(u: &[u64], a_i: &[u64]) -> Vec<u64> {
+    u.iter().zip(a_i).map(|(x, y)| x.wrapping_add(*y)).collect()
 }
 
-/// What U multiplies at party `party`: V + B_0 at party 0 (which so takes the U V term),
-/// B_1 at party 1. Elementwise, so a convolution's columns of it are cols(V) + cols(B_0).
-pub fn own_input<'a>(party: u8, v: &[u64], b_i: &'a [u64]) -> Cow<'a, [u64]> {
+/// The weights of party `party`'s product (m x k each), packed once: every product of the
+/// layer (each block of a convolution's rows, each batch of an MLP job) reuses the panels.
+/// [U | U + A_0] at party 0, which takes the U V term, [U | A_1] at party 1; either times
+/// [B_i; V].
+pub fn pack_weights(party: u8, u: &[u64], a_i: &[u64], m: usize, k: usize) -> PackedA {
     if party == 0 {
-        Cow::Owned(v.iter().zip(b_i).map(|(x, y)| x.wrapping_add(*y)).collect())
+        PackedA::new(&[u, &plus_uv(u, a_i)], m, &[k, k])
     } else {
-        Cow::Borrowed(b_i)
+        PackedA::new(&[u, a_i], m, &[k, k])
     }
 }
 
-/// Party `party`'s share of W X from [U | A_i] (`w`, m x 2k), the opened V (k x n), its
-/// mask share B_i (k x n) and triple share C_i (m x n): U own + A_i V + C_i in one
-/// product, [U | A_i] [own; V], where `own` is [`own_input`].
-pub fn matmul_share(
-    party: u8,
-    w: &PackedA,
-    v: &[u64],
-    b_i: &[u64],
-    c_i: Vec<u64>,
-    n: usize,
-) -> Vec<u64> {
-    let own = own_input(party, v, b_i);
+/// A party's share of W X from its [`pack_weights`] (`w`, m x 2k), the opened V
+/// (k x n), its mask share B_i (k x n) and triple share C_i (m x n): i U V + U B_i + A_i V
+/// + C_i in one product, w [B_i; V].
+pub fn matmul_share(w: &PackedA, v: &[u64], b_i: &[u64], c_i: Vec<u64>, n: usize) -> Vec<u64> {
     product_share(
         w,
         Rhs::Rows {
-            parts: &[&own, v],
+            parts: &[b_i, v],
             n,
         },
         c_i,
     )
 }
 
-/// C_i + [U | A_i] b: a Beaver product's share with its right side given (row parts, or a
-/// convolution's columns of [own; V] made while they are packed).
+/// C_i + w b: a Beaver product's share with its right side given (row parts, or a
+/// convolution's columns of [B_i; V] made while they are packed).
 pub fn product_share(w: &PackedA, b: Rhs<'_>, c_i: Vec<u64>) -> Vec<u64> {
     let mut z = c_i;
     w.gemm_acc(b, &mut z);
@@ -98,8 +91,9 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// Each party's share is the two-product formula's, U own + A_i V + C_i, bit for bit, and
-    /// the shares add up to W X when C = A B.
+    /// Each party's share is the two-product formula's, U own + A_i V + C_i with own = V +
+    /// B_0 at party 0 and B_1 at party 1, bit for bit, and the shares add up to W X when
+    /// C = A B.
     #[test]
     fn one_product_is_the_two_products() {
         let mut rng = ChaCha8Rng::seed_from_u64(51);
@@ -132,9 +126,11 @@ mod tests {
             let mut shares = Vec::new();
             for (p, a_i, b_i, c_i) in [(0u8, &a0, &b0, &c0), (1, &a1, &b1, &c1)] {
                 let mut want = c_i.clone();
-                gemm_acc(&u, &own_input(p, &v, b_i), &mut want, m, k, n);
+                let own = if p == 0 { add(&v, b_i) } else { b_i.clone() };
+                gemm_acc(&u, &own, &mut want, m, k, n);
                 gemm_acc(a_i, &v, &mut want, m, k, n);
-                let got = matmul_share(p, &pack_weights(&u, a_i, m, k), &v, b_i, c_i.clone(), n);
+                let w = pack_weights(p, &u, a_i, m, k);
+                let got = matmul_share(&w, &v, b_i, c_i.clone(), n);
                 assert!(got == want, "party {p}, {m}x{k}x{n}");
                 shares.push(got);
             }

@@ -22,7 +22,7 @@ use crate::corr::slot::Slot;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
 use crate::ring::matmul::{ConvCols, Rhs};
 use crate::ring::share::sub;
-use crate::twopc::beaver::{own_input, pack_weights, product_share};
+use crate::twopc::beaver::{pack_weights, product_share};
 use crate::twopc::channel::{open_bits, Channel, ChannelError};
 use crate::twopc::protocol::{
     open_in_job, same_session, Nonlinear, ProtocolError, Report, Weights,
@@ -158,13 +158,13 @@ pub fn run(
         let bits = plan.open_bits(l);
         let v = open_bits(ch, party, &sub(&x, &b_map), bits, "masked activations")?;
         let mut z = vec![0u64; ly.cout * hw];
-        // One product per block: [U | A_i] (packed once for the layer) times the columns of
-        // [own; V], packed straight from the two maps (no im2col copy).
-        let ua = pack_weights(&wts.u[l], &wts.mask[l], ly.cout, ly.fan_in());
-        let own = own_input(party, &v, &b_map);
+        // One product per block: [U | A_1], or [U | U + A_0] at party 0 (packed once for the
+        // layer), times the columns of [B_i; V], packed straight from the two maps (no im2col
+        // copy, no map-sized V + B_0).
+        let ua = pack_weights(party, &wts.u[l], &wts.mask[l], ly.cout, ly.fan_in());
         for (blk, row0, rows) in row_blocks(ly, h, w) {
             let n = rows * w;
-            let cols = ConvCols::same(vec![&own, &v], ly.cin, h, w, ly.ksize, row0, rows);
+            let cols = ConvCols::same(vec![&b_map, &v], ly.cin, h, w, ly.ksize, row0, rows);
             let c_i = inp.rand.mat_triple(li, blk, ly.cout * n)?;
             let mut zb = product_share(&ua, Rhs::Cols(&cols), c_i);
             for (row, &b) in zb.chunks_mut(n).zip(&ly.b) {
@@ -174,7 +174,6 @@ pub fn run(
             // Row blocks, not just layers: a DnCNN layer takes seconds at 512x512.
             progress(l * h + row0 + rows, nl * h);
         }
-        drop(own);
         drop((v, b_map));
         rep.seconds_linear += t.elapsed().as_secs_f64();
         rep.batches += 1;

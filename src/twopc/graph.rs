@@ -22,11 +22,12 @@ use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::corr::batches::batches;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
-use crate::inference::graph::{self as kern, window_at, window_dims, Map};
+use crate::inference::graph::{window_at, window_dims, Map};
 use crate::ring::graph::costs::kind_name;
 use crate::ring::graph::uses::{per_channel, product_input, product_pair, secret_parts, Use};
 use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
+use crate::twopc::beaver::plus_uv;
 use crate::twopc::channel::{open_bits, Channel, ChannelError, LinkStats};
 use crate::twopc::protocol::{
     open_in_job, same_session, EngineCounters, Nonlinear, OpFigures, ProtocolError, Report, Weights,
@@ -172,15 +173,17 @@ impl Job<'_, '_> {
         let t = Instant::now();
         let kind = &plan.steps[step].kind;
         let (u, a) = self.weights[&step];
+        // U (x) [B]_i + A_i (x) V in one product per group (`ring::graph::conv`); party 1,
+        // which takes the U (x) V term, multiplies by U + A_1 where A_1 was (a weight-sized
+        // sum, where V + [B]_1 would be map-sized).
         let sum;
-        let mine = if self.party == 0 {
-            &m.b
+        let a = if self.party == 1 {
+            sum = plus_uv(u, a);
+            &sum[..]
         } else {
-            sum = kern::zip(&m.v, &m.b, |v, b| v.wrapping_add(b));
-            &sum
+            a
         };
-        // U (x) own + A_i (x) V in one product per group (`ring::graph::conv`).
-        let mut z = product_pair(kind, [u, a], [mine, &m.v]);
+        let mut z = product_pair(kind, [u, a], [&m.b, &m.v]);
         self.used.push(Use::Product { len: z.v.len() });
         let c = self.rand.mat_triple(step as u32, 0, z.v.len())?;
         for (z, c) in z.v.iter_mut().zip(&c) {

@@ -183,6 +183,9 @@ fn add_bias(z: &mut [u64], bias: &[u64], n: usize) {
     }
 }
 
+/// The most an MLP job keeps packed across its batches (the shipped model's panels are 19 MB).
+const KEEP_PANELS_MAX: usize = 128 << 20;
+
 /// Runs the job; returns this party's share of the output canvas sums.
 pub fn run(
     ch: &mut dyn Channel,
@@ -253,10 +256,16 @@ pub fn run(
             Some(*sum)
         })
         .collect();
-    // [U | A_i] of each layer, packed once for all the job's batches. A job of one batch
-    // packs each layer when it comes and drops it after: kept, the panels of a large model
-    // (27.8 M weights: 445 MB) would sit beside U and A for nothing.
-    let keep = batches(total, inp.batch.max(1)).count() > 1;
+    // [U | A_i] of each layer, packed once for all the job's batches when the panels are
+    // small. Otherwise (a job of one batch, or a large model: 27.8 M weights make 445 MB of
+    // panels beside U and A) each layer is packed when it comes and dropped after: packing
+    // copies each weight twice, about 1% of a 128-patch batch's multiply-adds.
+    let panel_bytes: usize = plan
+        .layers
+        .iter()
+        .map(|ly| 16 * ly.inputs * ly.outputs)
+        .sum();
+    let keep = batches(total, inp.batch.max(1)).count() > 1 && panel_bytes <= KEEP_PANELS_MAX;
     let mut packed: Vec<Option<PackedA>> = (0..nl).map(|_| None).collect();
     for (b, start, n) in batches(total, inp.batch.max(1)) {
         let start = range.start + start;
@@ -278,9 +287,9 @@ pub fn run(
             let c_i = inp.rand.mat_triple(l as u32, b, ly.outputs * n)?;
             let ua = match packed[l].take() {
                 Some(p) => p,
-                None => pack_weights(&w.u[l], &w.mask[l], ly.outputs, ly.inputs),
+                None => pack_weights(party, &w.u[l], &w.mask[l], ly.outputs, ly.inputs),
             };
-            let mut z = matmul_share(party, &ua, &v, &b_i, c_i, n);
+            let mut z = matmul_share(&ua, &v, &b_i, c_i, n);
             if keep {
                 packed[l] = Some(ua);
             }
