@@ -50,6 +50,10 @@ impl<'a> ConvCols<'a> {
         y0: usize,
         rows: usize,
     ) -> Self {
+        // A "same" convolution's callers pass whole maps and rows inside them (a row past
+        // the end would silently read as padding).
+        assert!(y0 + rows <= h, "output rows {y0}..{} of {h}", y0 + rows);
+        assert!(maps.iter().all(|m| m.len() == chans * h * w));
         ConvCols {
             maps,
             chans,
@@ -75,7 +79,8 @@ impl<'a> ConvCols<'a> {
         self.rows * self.ow
     }
 
-    /// Panics unless every map holds `chans` channels and the output rows exist.
+    /// Panics unless every map holds at least `chans` channels and stride and dilation are
+    /// positive.
     pub(super) fn check(&self) {
         let len = self.chans * self.h * self.w;
         assert!(
