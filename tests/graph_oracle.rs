@@ -18,7 +18,7 @@ use ppdenoise::corr::batches::batches;
 use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::dealer::graph as deal;
 use ppdenoise::dealer::DealSeeds;
-use ppdenoise::model::graph::random::{every_op, random_graph, win, Net};
+use ppdenoise::model::graph::random::{every_op, mixed_readers, random_graph, win, Net};
 use ppdenoise::model::graph::{Coords, Graph, Interp, Op, Resize, Rounding, Window};
 use ppdenoise::ring::cnn::CnnFixed;
 use ppdenoise::ring::graph::uses::Use;
@@ -368,6 +368,24 @@ fn edge_cases_are_bit_exact_on_both_engines() {
     for (h, w) in [size(&plan, 10, 14), size(&plan, 2, 2)] {
         let o = run_case(&plan, h, w, Tamper::None, 29, &BOTH);
         assert_exact(&o, &format!("edge cases at {h} x {w}"));
+    }
+}
+
+/// A map read by two products of different needs is opened at the wider one: one read by a
+/// conv feeding a ReLU and one reaching the output linearly (64 bits), one by a conv feeding
+/// a ReLU at ws and two convs feeding one at 2 ws; each with the wider reader first and last.
+#[test]
+fn a_map_read_at_two_widths_is_bit_exact_on_both_engines() {
+    let p = CnnFixed::default();
+    for wide_first in [true, false] {
+        let (g, [a, r]) = mixed_readers(5, wide_first);
+        let plan = GraphPlan::from_graph(&g, p).unwrap();
+        // The case is what it says: the map reaching the output opened whole.
+        assert_eq!(plan.open_bits((plan.nodes[a] as u32, 0)), 64);
+        assert_eq!(plan.open_bits((plan.nodes[r] as u32, 0)), 2 * p.ws + p.k);
+        let (h, w) = size(&plan, 9, 11);
+        let o = run_case(&plan, h, w, Tamper::None, 101, &BOTH);
+        assert_exact(&o, &format!("two widths, wide first: {wide_first}"));
     }
 }
 

@@ -130,6 +130,51 @@ impl<C: Channel> Channel for Recording<C> {
 /// width"), by byte length: (values, bits). A length not listed is a 64-bit opening.
 type Widths = std::collections::HashMap<usize, (usize, u32)>;
 
+/// [`Widths`] of a job's map openings `(values, bits)`, all of them (64-bit ones too): the
+/// set-up fails loudly where a byte length would not tell the openings apart (two packed
+/// openings of one length but other shapes, or a packed length equal to a 64-bit
+/// opening's), since the tests would then unpack a message by another's width.
+fn packed_widths(openings: impl IntoIterator<Item = (usize, u32)>) -> Widths {
+    use ppdenoise::corr::pack::packed_len;
+    let mut widths = Widths::new();
+    let mut whole = std::collections::BTreeSet::new();
+    for (n, bits) in openings {
+        if bits == 64 {
+            whole.insert(8 * n);
+        } else if let Some(&other) = widths.get(&packed_len(n, bits)) {
+            assert_eq!(
+                other,
+                (n, bits),
+                "two packed openings of {} bytes: the test cannot tell them apart",
+                packed_len(n, bits)
+            );
+        } else {
+            widths.insert(packed_len(n, bits), (n, bits));
+        }
+    }
+    for (len, w) in &widths {
+        assert!(
+            !whole.contains(len),
+            "a packed opening {w:?} is as long as a 64-bit one ({len} bytes): the test cannot tell them apart"
+        );
+    }
+    widths
+}
+
+/// The set-up check can fail: 32 values of 31 bits and 31 of 32 are both 124 bytes; 64
+/// values of 31 bits are 248 bytes, as 31 values of 64.
+#[test]
+#[should_panic(expected = "two packed openings of 124 bytes")]
+fn widths_refuse_two_packed_openings_of_one_length() {
+    packed_widths([(32, 31), (100, 64), (31, 32)]);
+}
+
+#[test]
+#[should_panic(expected = "as long as a 64-bit one (248 bytes)")]
+fn widths_refuse_a_packed_opening_as_long_as_a_whole_one() {
+    packed_widths([(64, 31), (31, 64)]);
+}
+
 /// The values opened by `open` (and `exchange`) as seen by party 0, which sends first and
 /// then receives a message of the same length: opened = sent + received, per u64.
 fn opened_values(log: &[Event]) -> Vec<Vec<u8>> {
@@ -1070,7 +1115,6 @@ fn run_framed_cnn_job(
     map: &[f64],
     engine: EngineKind,
 ) -> ([Vec<Event>; 2], [Seed; 2], Widths) {
-    use ppdenoise::corr::pack::packed_len;
     use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
     use ppdenoise::twopc::cnn::{self as twopc_cnn, CnnJobInputs};
     let meta = m.meta;
@@ -1122,11 +1166,9 @@ fn run_framed_cnn_job(
     streams.used(&d.seeds, &format!("CNN job, {engine}"));
     // Every layer's input map but the last's is opened at ws + k bits.
     let (_, _, (sh, sw)) = plan.stack_of(&enc, h, w);
-    let widths: Widths = (0..plan.layers.len())
-        .map(|l| (plan.layers[l].cin * sh * sw, plan.open_bits(l)))
-        .filter(|&(_, bits)| bits < 64)
-        .map(|(n, bits)| (packed_len(n, bits), (n, bits)))
-        .collect();
+    let widths = packed_widths(
+        (0..plan.layers.len()).map(|l| (plan.layers[l].cin * sh * sw, plan.open_bits(l))),
+    );
     assert!(!widths.is_empty(), "the job opens maps packed");
     (logs, d.seeds, widths)
 }
@@ -1148,8 +1190,14 @@ fn cnn_messages_do_not_depend_on_the_image() {
         let (oa, ob) = (opened_values_in(&a[0], &wa), opened_values_in(&b[0], &wa));
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
-        // Packed openings and the last layer's 64-bit one are all among them.
+        // Packed openings and the last layer's 64-bit one are all among them (the last
+        // layer reads a map of the hidden layers' size, the largest packed one).
         assert!(oa.iter().filter(|o| wa.contains_key(&o.len())).count() >= 2);
+        let hidden = wa.values().map(|w| w.0).max().unwrap();
+        assert!(
+            oa.iter().any(|o| o.len() == 8 * hidden),
+            "cnn {engine}: no 64-bit opening of the last layer's {hidden} values"
+        );
         compare(&format!("cnn {engine}: opened values"), &oa, &ob).unwrap();
         for (run, r) in [("black", &a), ("phantom", &b)] {
             for (p, log) in r.iter().enumerate() {
@@ -1389,7 +1437,7 @@ fn colour_job_hides(
 fn run_graph_job(
     image: &Array2<f64>,
     engine: EngineKind,
-) -> ([Vec<Event>; 2], [Seed; 2], Vec<u64>, Widths) {
+) -> ([Vec<Event>; 2], [Seed; 2], Vec<u64>, Widths, u32) {
     use ppdenoise::formats::bodies::GraphModelShare;
     use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed};
     use ppdenoise::ring::graph::GraphPlan;
@@ -1442,19 +1490,15 @@ fn run_graph_job(
     let (_, logs) = on_recorded_pair(run);
     streams.used(&d.seeds, &format!("graph job, {engine}"));
     let dims = plan.dims(ph, pw).unwrap();
-    let widths: Widths = plan
-        .weight_steps()
-        .iter()
-        .map(|&(i, _)| {
-            let st = ppdenoise::ring::graph::uses::product_input(&plan, i);
-            let d = dims[if st.1 == 0 { st.0 as usize } else { i }];
-            (d[0] * d[1] * d[2], plan.open_bits(st))
-        })
-        .filter(|&(_, bits)| bits < 64)
-        .map(|(n, bits)| (ppdenoise::corr::pack::packed_len(n, bits), (n, bits)))
-        .collect();
+    let widths = packed_widths(plan.weight_steps().iter().map(|&(i, _)| {
+        let st = ppdenoise::ring::graph::uses::product_input(&plan, i);
+        let d = dims[if st.1 == 0 { st.0 as usize } else { i }];
+        (d[0] * d[1] * d[2], plan.open_bits(st))
+    }));
     assert!(!widths.is_empty(), "the job opens maps packed");
-    (logs, d.seeds, enc, widths)
+    // The image's own width: other maps of its size may be opened at other widths.
+    let image_bits = plan.open_bits((0, 0));
+    (logs, d.seeds, enc, widths, image_bits)
 }
 
 /// Issue 47, milestone 5: in a CNN graph job (max pooling's comparison rounds, skips read
@@ -1467,8 +1511,8 @@ fn graph_messages_do_not_depend_on_the_image() {
     seeded("graph_messages_do_not_depend_on_the_image");
     let (black, phantom) = images();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, sa, ea, wa) = run_graph_job(&black, engine);
-        let (b, sb, eb, _) = run_graph_job(&phantom, engine);
+        let (a, sa, ea, wa, bits) = run_graph_job(&black, engine);
+        let (b, sb, eb, _, _) = run_graph_job(&phantom, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let what = format!("graph {engine}: S{p} received");
@@ -1500,7 +1544,6 @@ fn graph_messages_do_not_depend_on_the_image() {
             // first opening of its length after the masked weights.
             let n = ea.len();
             let clear = |opened: &[&[u8]], seeds: &[Seed; 2], enc: &[u64]| -> Vec<u8> {
-                let bits = wa.values().find(|w| w.0 == n).map_or(64, |w| w.1);
                 let len = ppdenoise::corr::pack::packed_len(n, bits);
                 let map = opened
                     .iter()

@@ -1,7 +1,8 @@
 //! Values of Z_2^l packed l bits each, little-endian (value i's bit j is bit i*l + j of the
-//! byte string, bytes little-endian): how a CNN or graph job opens its masked maps and how
-//! the dealer writes party 1's explicit values when the job's values matter only mod 2^l
-//! (docs/protocol.md, "Ring width"). At l = 64 the bytes are the plain little-endian u64s.
+//! byte string, bytes little-endian): how a CNN or graph job opens its masked maps when
+//! their readers need them only mod 2^l (docs/protocol.md, "Ring width"). The dealer's
+//! explicit values are still 64-bit; they are planned to use it. At l = 64 the bytes are
+//! the plain little-endian u64s.
 
 /// Bytes of `n` values of `bits` bits each.
 pub fn packed_len(n: usize, bits: u32) -> usize {

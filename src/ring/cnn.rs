@@ -265,9 +265,10 @@ impl CnnPlan {
         (stack, resid, dims)
     }
 
-    /// Bits of layer `l`'s masked-input opening, and of its dealer correction C: a hidden
-    /// layer's output only reaches its ReLU circuit, which reads it mod 2^(ws + k); the last
-    /// layer's is the output, needed whole (docs/protocol.md, "Ring width").
+    /// Bits of layer `l`'s masked-input opening: a hidden layer's output only reaches its
+    /// ReLU circuit, which reads it mod 2^(ws + k); the last layer's is the output, needed
+    /// whole (docs/protocol.md, "Ring width"). The dealer's correction C is still 64-bit;
+    /// it is planned to use this width.
     pub fn open_bits(&self, l: usize) -> u32 {
         if l + 1 < self.layers.len() {
             (self.params.ws + self.params.k).min(64)

@@ -66,7 +66,7 @@ pub struct ReadyJob {
     engine_kind: EngineKind,
     engine: Box<dyn Nonlinear + Send>,
     /// What both servers must hold: the three ids (`IDS_LEN` bytes), the digest of the
-    /// dealer's public lead (`LEAD_LEN` bytes), then "<mask>/<engine>".
+    /// dealer's public lead (`LEAD_LEN` bytes), then "<mask>/<engine>/wire<N>" ([`WIRE_REVISION`]).
     tag: Vec<u8>,
     mask_field: String,
     rand: PartyRandomness,
@@ -112,6 +112,19 @@ pub struct Finished {
 /// Bytes of the session tag's ids, then of its lead digest.
 pub const IDS_LEN: usize = 48;
 pub const LEAD_LEN: usize = 32;
+
+/// The revision of the job messages' format (their sizes and layout), the session tag's
+/// last field: bumped whenever a message changes, so that servers of two builds that would
+/// send different messages refuse each other before the job instead of failing in it.
+/// 2: CNN and graph jobs open their masked maps at their readers' width, packed (issue 51);
+/// builds before it carried none.
+pub const WIRE_REVISION: u32 = 2;
+
+/// The session tag after its ids and lead digest: "<mask>/<engine>/wire<N>".
+fn tag_tail(mask_field: &str, engine_kind: crate::corr::engine_kind::EngineKind) -> String {
+    let engine = engine_kind.wire_name();
+    format!("{mask_field}/{engine}/wire{WIRE_REVISION}")
+}
 
 /// Loads and checks everything a job needs from party `files.party`'s files.
 pub fn prepare(files: JobFiles) -> Result<ReadyJob> {
@@ -522,7 +535,7 @@ fn assemble(
     debug_assert_eq!(tag.len(), IDS_LEN);
     let lead = lead_digest(&files.triplets, p, &t, opened)?;
     tag.extend_from_slice(&lead);
-    tag.extend_from_slice(format!("{mask_field}/{}", engine_kind.wire_name()).as_bytes());
+    tag.extend_from_slice(tag_tail(&mask_field, engine_kind).as_bytes());
     let engine = engine_for(engine_kind, p, &t.stream.base_ot)
         .map_err(|e| anyhow::anyhow!("{}: {e}", files.triplets.display()))?;
     // The engine holds its parsed copy (wiped on drop); the serialised one goes now.

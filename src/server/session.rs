@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 
 use super::state::{Claim, Record};
 use super::ReadyJob;
+use crate::corr::engine_kind::EngineKind;
 use crate::net::identity::{load_peer_cert, Identity};
 use crate::net::link::Link;
 
@@ -115,39 +116,110 @@ pub fn connect(job: &ReadyJob, cfg: &LinkConfig) -> Result<Link> {
     )?;
     let (engine_kind, mask_field) = (job.engine_kind, job.mask_field.as_str());
     let (link, claim) = link_up(p, cfg, claim, &job.tag, |peer_tag| {
-        let rest = String::from_utf8_lossy(
-            peer_tag
-                .get(super::IDS_LEN + super::LEAD_LEN..)
-                .unwrap_or_default(),
-        );
-        let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
-        let weights = |m: &str| match m {
-            "per-job" => "opens the weights in the job".to_string(),
-            id => format!("uses the weights opened under model mask {id}"),
-        };
-        let peer_base = peer_engine.split('+').next().unwrap_or(peer_engine);
-        if peer_engine != engine_kind.wire_name() && peer_base == engine_kind.name() {
-            format!(
-                "the peer server runs another version of the {peer_base} engine ({peer_engine}, this one {}): run the same ppdenoise version on both servers",
-                engine_kind.wire_name()
-            )
-        } else if peer_engine != engine_kind.wire_name() {
-            format!(
-                "the peer server runs the {peer_base} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
-            )
-        } else if peer_mask != mask_field {
-            format!(
-                "the peer server {}, this one {}: give both servers triplets from one `gen-triplets` run and the opened weights of one `open-weights` run",
-                weights(peer_mask),
-                weights(mask_field)
-            )
-        } else if peer_tag.get(..super::IDS_LEN) == job.tag.get(..super::IDS_LEN) {
-            "the peer server's triplet file names the same job, model and dealer run but another public lead (widths, batch, engine, circuit, model mask or base OTs), or its opened weights differ from this one's: the two files are not halves of one dealing, or one server's --weights was altered".into()
-        } else {
-            "the peer server holds files of a different job, model or dealer run".into()
-        }
+        explain_mismatch(peer_tag, &job.tag, engine_kind, mask_field)
     })?;
     // From here on the randomness counts as used, whatever happens next.
     claim.consume()?;
     Ok(link)
+}
+
+/// Why the peer's session tag `peer_tag` differs from this server's `own_tag` (of a job on
+/// `engine_kind` with weights `mask_field`), most basic difference first: another build's
+/// message format, another engine or engine version, other weights, another dealing.
+fn explain_mismatch(
+    peer_tag: &[u8],
+    own_tag: &[u8],
+    engine_kind: EngineKind,
+    mask_field: &str,
+) -> String {
+    let rest = String::from_utf8_lossy(
+        peer_tag
+            .get(super::IDS_LEN + super::LEAD_LEN..)
+            .unwrap_or_default(),
+    );
+    // "<mask>/<engine>/wire<N>"; a build before wire revision 2 sent "<mask>/<engine>".
+    let (rest, peer_wire) = match rest.rsplit_once('/') {
+        Some((head, w)) if w.starts_with("wire") => (head, Some(w)),
+        _ => (&rest[..], None),
+    };
+    let own_wire = format!("wire{}", super::WIRE_REVISION);
+    if peer_wire != Some(own_wire.as_str()) {
+        let peer = peer_wire.map_or("none (a build before wire revision 2)".into(), |w| {
+            format!("revision {}", w.trim_start_matches("wire"))
+        });
+        return format!(
+            "the peer server's job messages are of wire format {peer}, this one's of revision {}: run the same ppdenoise version on both servers",
+            super::WIRE_REVISION
+        );
+    }
+    let (peer_mask, peer_engine) = rest.rsplit_once('/').unwrap_or(("?", "?"));
+    let weights = |m: &str| match m {
+        "per-job" => "opens the weights in the job".to_string(),
+        id => format!("uses the weights opened under model mask {id}"),
+    };
+    let peer_base = peer_engine.split('+').next().unwrap_or(peer_engine);
+    if peer_engine != engine_kind.wire_name() && peer_base == engine_kind.name() {
+        format!(
+            "the peer server runs another version of the {peer_base} engine ({peer_engine}, this one {}): run the same ppdenoise version on both servers",
+            engine_kind.wire_name()
+        )
+    } else if peer_engine != engine_kind.wire_name() {
+        format!(
+            "the peer server runs the {peer_base} engine, this one {engine_kind}: start both with the same --engine and triplets from one `gen-triplets` run"
+        )
+    } else if peer_mask != mask_field {
+        format!(
+            "the peer server {}, this one {}: give both servers triplets from one `gen-triplets` run and the opened weights of one `open-weights` run",
+            weights(peer_mask),
+            weights(mask_field)
+        )
+    } else if peer_tag.get(..super::IDS_LEN) == own_tag.get(..super::IDS_LEN) {
+        "the peer server's triplet file names the same job, model and dealer run but another public lead (widths, batch, engine, circuit, model mask or base OTs), or its opened weights differ from this one's: the two files are not halves of one dealing, or one server's --weights was altered".into()
+    } else {
+        "the peer server holds files of a different job, model or dealer run".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(ids: u8, tail: &str) -> Vec<u8> {
+        let mut t = vec![ids; super::super::IDS_LEN];
+        t.extend_from_slice(&[9; super::super::LEAD_LEN]);
+        t.extend_from_slice(tail.as_bytes());
+        t
+    }
+
+    /// A peer of another wire revision, or of a build before revisions, is refused naming
+    /// both revisions (before any other difference its tag shows); the other differences
+    /// are still told apart.
+    #[test]
+    fn a_peer_of_another_wire_revision_is_refused_naming_both() {
+        let gmw = EngineKind::Gmw;
+        let own = tag(1, &super::super::tag_tail("per-job", gmw));
+        assert!(own.ends_with(format!("/gmw/wire{}", super::super::WIRE_REVISION).as_bytes()));
+        let why = |peer: &[u8]| explain_mismatch(peer, &own, gmw, "per-job");
+        let e = why(&tag(1, "per-job/gmw"));
+        assert!(
+            e.contains(
+                "wire format none (a build before wire revision 2), this one's of revision 2"
+            ),
+            "{e}"
+        );
+        let e = why(&tag(1, "per-job/gmw/wire3"));
+        assert!(
+            e.contains("wire format revision 3, this one's of revision 2"),
+            "{e}"
+        );
+        // An older build on another engine too: the format is named first.
+        let e = why(&tag(1, "per-job/gc"));
+        assert!(e.contains("wire format none"), "{e}");
+        let e = why(&tag(1, "per-job/gc+tccr2/wire2"));
+        assert!(e.contains("runs the gc engine"), "{e}");
+        let e = why(&tag(1, "ab12/gmw/wire2"));
+        assert!(e.contains("model mask ab12"), "{e}");
+        let e = why(&tag(2, "per-job/gmw/wire2"));
+        assert!(e.contains("different job, model or dealer run"), "{e}");
+    }
 }

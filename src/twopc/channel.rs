@@ -152,21 +152,38 @@ pub fn open(
     what: &str,
 ) -> Result<Vec<u64>, ChannelError> {
     let mine = u64s_to_bytes(share);
-    let want = Expect::Exactly(mine.len());
-    let theirs = if party == 0 {
-        ch.send_owned(mine)?;
-        ch.recv(want)?
-    } else {
-        let t = ch.recv(want)?;
-        ch.send_owned(mine)?;
-        t
-    };
+    let theirs = swap_named(ch, party, mine, what)?;
     let other = bytes_to_u64s(&theirs, share.len(), what)?;
     Ok(share
         .iter()
         .zip(&other)
         .map(|(a, b)| a.wrapping_add(*b))
         .collect())
+}
+
+/// Sends `mine` and receives the peer's message of the same length, party 0 sending first;
+/// a failed receive (a wrong length above all) names the message `what`, so a peer that
+/// disagrees on a message's size is told which one.
+fn swap_named(
+    ch: &mut dyn Channel,
+    party: u8,
+    mine: Vec<u8>,
+    what: &str,
+) -> Result<Vec<u8>, ChannelError> {
+    let want = Expect::Exactly(mine.len());
+    let named = |e: ChannelError| match e {
+        ChannelError::Link(m) => ChannelError::Link(format!("{what}: {m}")),
+        ChannelError::Malformed(m) => ChannelError::Malformed(format!("{what}: {m}")),
+        ChannelError::Mismatch(m) => ChannelError::Mismatch(format!("{what}: {m}")),
+    };
+    if party == 0 {
+        ch.send_owned(mine)?;
+        ch.recv(want).map_err(named)
+    } else {
+        let t = ch.recv(want).map_err(named)?;
+        ch.send_owned(mine)?;
+        Ok(t)
+    }
 }
 
 /// [`open`] of a vector that matters only mod 2^`bits` (a CNN or graph job's masked map,
@@ -181,15 +198,7 @@ pub fn open_bits(
     what: &str,
 ) -> Result<Vec<u64>, ChannelError> {
     let mine = pack(share, bits);
-    let want = Expect::Exactly(mine.len());
-    let theirs = if party == 0 {
-        ch.send_owned(mine)?;
-        ch.recv(want)?
-    } else {
-        let t = ch.recv(want)?;
-        ch.send_owned(mine)?;
-        t
-    };
+    let theirs = swap_named(ch, party, mine, what)?;
     let other = unpack(&theirs, share.len(), bits)
         .map_err(|e| ChannelError::Malformed(format!("{what}: {e}")))?;
     let m = low_mask(bits);
@@ -509,6 +518,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A peer's share of another length (an older peer opening at 64 bits, say) is refused
+    /// naming the message, on both parties' sides of `open_bits` and by `open`.
+    #[test]
+    fn a_share_of_the_wrong_length_is_refused_naming_the_message() {
+        for party in [0u8, 1] {
+            let (mut c0, mut c1) = mem_pair();
+            // 64-bit words where 3 values of 31 bits (12 bytes) are expected.
+            c1.send(&u64s_to_bytes(&[5, 6, 7])).unwrap();
+            let e = open_bits(&mut c0, party, &[1, 2, 3], 31, "masked map").unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains("masked map: 24 bytes where 12 were expected"),
+                "party {party}: {e}"
+            );
+        }
+        let (mut c0, mut c1) = mem_pair();
+        c1.send(&[0u8; 12]).unwrap();
+        let e = open(&mut c0, 0, &[1, 2, 3], "masked activations").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("masked activations: 12 bytes where 24 were expected"),
+            "{e}"
+        );
     }
 
     /// A peer's packed share with bits set past its last value is malformed, not read.

@@ -161,6 +161,41 @@ pub fn every_op(seed: u64) -> Graph {
     n.graph(out)
 }
 
+/// Two activations each read by two convs whose results need different low bits (the
+/// widest-reader rule of `ring::graph::width`): `a` by a conv feeding a ReLU (needed mod
+/// 2^(ws + k)) and by one reaching the output linearly (needed whole); `r` by a conv feeding
+/// a ReLU and by two convs in a row feeding one (needed mod 2^(2 ws + k)). `wide_first`
+/// puts the wider reader first in the graph, else last. Returns the graph and [a, r].
+pub fn mixed_readers(seed: u64, wide_first: bool) -> (Graph, [usize; 2]) {
+    let mut n = Net::new(seed);
+    let c = 3;
+    let a = n.conv(0, 1, c, win(3, 1, 1), false, 1);
+    let a = n.add(Op::Relu, &[a]);
+    let (p, q) = if wide_first {
+        let p = n.conv(a, c, 1, win(3, 1, 1), false, 1);
+        (p, n.conv(a, c, c, win(1, 1, 0), false, 1))
+    } else {
+        let q = n.conv(a, c, c, win(1, 1, 0), false, 1);
+        (n.conv(a, c, 1, win(3, 1, 1), false, 1), q)
+    };
+    let r = n.add(Op::Relu, &[q]);
+    let (u, v) = if wide_first {
+        let u = n.conv(r, c, c, win(3, 1, 1), false, 1);
+        (u, n.conv(r, c, c, win(1, 1, 0), false, 1))
+    } else {
+        let v = n.conv(r, c, c, win(1, 1, 0), false, 1);
+        (n.conv(r, c, c, win(3, 1, 1), false, 1), v)
+    };
+    // No activation between the two convs: the second reads the first at s + ws.
+    let u = n.conv(u, c, c, win(3, 1, 1), false, 1);
+    let u = n.add(Op::Relu, &[u]);
+    let v = n.add(Op::Relu, &[v]);
+    let j = n.add(Op::Add, &[u, v]);
+    let j = n.conv(j, c, 1, win(3, 1, 1), false, 1);
+    let o = n.add(Op::Add, &[p, j]);
+    (n.graph(o), [a, r])
+}
+
 /// One of the activations a random graph puts after a conv (or none).
 pub fn activation(n: &mut Net, x: usize, c: usize) -> usize {
     match n.rng.gen_range(0..6) {

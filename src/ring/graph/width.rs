@@ -11,6 +11,8 @@
 //! output does: a map that only circuits read is opened mod 2^(sh + k), one that reaches
 //! the output linearly in all 64.
 
+use std::collections::HashMap;
+
 use super::uses::product_input;
 use super::{GraphPlan, Kind};
 
@@ -53,22 +55,23 @@ impl GraphPlan {
         need
     }
 
-    /// Bits of product step `step`'s result the job needs exact: the width its dealer
-    /// correction C is kept in.
-    pub fn product_bits(&self, step: usize) -> u32 {
-        self.needed_bits()[step].clamp(1, 64)
+    /// Bits of the opening of each masked-map stream `(t, k)` ([`product_input`]): the
+    /// widest that any product reading it needs (a narrower reader still gets its low bits
+    /// exact; a wider one would not). One walk of the plan for all streams.
+    pub fn open_widths(&self) -> HashMap<(u32, u32), u32> {
+        let need = self.needed_bits();
+        let mut widths = HashMap::new();
+        for p in (1..self.steps.len()).filter(|&p| self.is_product(p)) {
+            let w = widths.entry(product_input(self, p)).or_insert(1);
+            *w = need[p].clamp(1, 64).max(*w);
+        }
+        widths
     }
 
-    /// Bits of the opening of masked-map stream `(t, k)` ([`product_input`]): the widest
-    /// that any product reading it needs.
+    /// [`Self::open_widths`] of one stream (64 for a stream no product reads). A job asks
+    /// for every stream: it should call `open_widths` once instead.
     pub fn open_bits(&self, stream: (u32, u32)) -> u32 {
-        let need = self.needed_bits();
-        (1..self.steps.len())
-            .filter(|&p| self.is_product(p) && product_input(self, p) == stream)
-            .map(|p| need[p])
-            .max()
-            .unwrap_or(64)
-            .clamp(1, 64)
+        self.open_widths().get(&stream).copied().unwrap_or(64)
     }
 
     fn is_product(&self, step: usize) -> bool {
@@ -82,7 +85,7 @@ impl GraphPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::graph::random::{win, Net};
+    use crate::model::graph::random::{mixed_readers, win, Net};
     use crate::model::graph::{Graph, Op};
     use crate::ring::cnn::CnnFixed;
 
@@ -119,7 +122,6 @@ mod tests {
         assert_eq!(need[plan.output], 64);
         assert_eq!(open_of(&plan, nth(&plan, "Conv", 0)), hidden);
         assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), 64);
-        assert_eq!(plan.product_bits(nth(&plan, "Conv", 1)), 64);
 
         // A max pooling as the output: rescaled first (a Trunc at sh = ws), then every value
         // it passes on is needed whole, so the Trunc's output is needed at 64 bits; the
@@ -144,5 +146,32 @@ mod tests {
         let c = nth(&plan, "Clip", 0);
         assert_eq!(need[c], 64);
         assert_eq!(need[plan.steps[c].inputs[0]], p.k);
+    }
+
+    /// A map read by products of different needs is opened at the widest (a narrower
+    /// opening would lose the wide reader's high bits), whichever reader comes first.
+    #[test]
+    fn a_map_two_products_read_is_opened_at_the_wider_need() {
+        let p = CnnFixed::default();
+        for wide_first in [true, false] {
+            let (g, [a, r]) = mixed_readers(1, wide_first);
+            let plan = GraphPlan::from_graph(&g, p).unwrap();
+            let need = plan.needed_bits();
+            let widths = plan.open_widths();
+            for (t, wide) in [(plan.nodes[a], 64), (plan.nodes[r], 2 * p.ws + p.k)] {
+                let mut readers: Vec<u32> = (1..plan.steps.len())
+                    .filter(|&i| plan.is_product(i) && product_input(&plan, i) == (t as u32, 0))
+                    .map(|i| need[i])
+                    .collect();
+                readers.sort();
+                assert_eq!(readers, [p.ws + p.k, wide], "step {t}'s readers");
+                assert_eq!(
+                    widths[&(t as u32, 0)],
+                    wide,
+                    "step {t}, wide first: {wide_first}"
+                );
+                assert_eq!(plan.open_bits((t as u32, 0)), wide);
+            }
+        }
     }
 }
