@@ -290,11 +290,7 @@ pub fn run(
             ..Default::default()
         },
         weights,
-        open_widths: steps
-            .iter()
-            .map(|&(i, _)| product_input(plan, i))
-            .map(|st| (st, plan.open_bits(st)))
-            .collect(),
+        open_widths: plan.open_widths(),
         run: 0,
         used: Vec::new(),
     };
