@@ -68,10 +68,11 @@ fn a_graph_bench_counts_every_op_and_every_byte() {
     for rep in r["servers"].as_array().unwrap() {
         let ops = rep["ops"].as_array().expect("per-op figures");
         let sum = |k: &str| ops.iter().map(|f| u(&f[k])).sum::<u64>();
-        // All but the session tag's one small message is counted under an op.
+        // All but the session tag, exchanged twice (at most 127 B each with its framing: 210
+        // B in all here since its wire revision), is counted under an op.
         let tag = u(&rep["link"]["bytes_sent"]) - sum("bytes_sent");
         assert!(
-            (1..200).contains(&tag),
+            (1..256).contains(&tag),
             "{tag} bytes outside any op: {ops:?}"
         );
         assert_eq!(sum("bytes_received"), sum("bytes_sent"), "both send alike");
