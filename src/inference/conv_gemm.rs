@@ -123,9 +123,6 @@ fn columns<T: Scalar>(
 fn transposed<T: Scalar>(op: &ConvOp, w: &[T], x: &Map<T>, block: usize, gemm: Gemm<T>) -> Map<T> {
     let win = &op.window;
     let [kh, kw] = win.kernel;
-    let [s0, s1] = win.stride;
-    let [d0, d1] = win.dilation;
-    let (top, left) = (win.pads[0] as isize, win.pads[1] as isize);
     let (oh, ow) = conv_transpose_dims(op, x.h, x.w);
     let (cin_g, cout_g) = (op.cin / op.groups, op.cout / op.groups);
     let taps = cout_g * kh * kw;
@@ -148,27 +145,49 @@ fn transposed<T: Scalar>(op: &ConvOp, w: &[T], x: &Map<T>, block: usize, gemm: G
             z.clear();
             z.resize(taps * n, T::default());
             gemm(&wt, &xs, &mut z, taps, cin_g, n);
-            for (t, zr) in z.chunks_exact(n).enumerate() {
-                let (oc, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
-                let plane = &mut out.v[(g * cout_g + oc) * oh * ow..][..oh * ow];
-                for (yy, zrow) in zr.chunks_exact(x.w).enumerate() {
-                    let oy = ((y0 + yy) * s0 + ky * d0) as isize - top;
-                    if oy < 0 || oy >= oh as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[oy as usize * ow..][..ow];
-                    for (ix, &v) in zrow.iter().enumerate() {
-                        let ox = (ix * s1 + kx * d1) as isize - left;
-                        if (0..ow as isize).contains(&ox) {
-                            let d = &mut dst[ox as usize];
-                            *d = d.plus(v);
-                        }
-                    }
+            scatter_taps(op, &mut out, g, &z, x.w, y0);
+        }
+    }
+    out
+}
+
+/// Adds group `g`'s tap products `z` (cout/g * kh * kw rows, one per output channel and tap,
+/// of the input rows y0.. of width `in_w`) where each tap lands in the transposed
+/// convolution's output `out`: the scatter after the product, whatever computed it.
+pub fn scatter_taps<T: Scalar>(
+    op: &ConvOp,
+    out: &mut Map<T>,
+    g: usize,
+    z: &[T],
+    in_w: usize,
+    y0: usize,
+) {
+    let win = &op.window;
+    let [kh, kw] = win.kernel;
+    let [s0, s1] = win.stride;
+    let [d0, d1] = win.dilation;
+    let (top, left) = (win.pads[0] as isize, win.pads[1] as isize);
+    let (oh, ow) = (out.h, out.w);
+    let cout_g = op.cout / op.groups;
+    let n = z.len() / (cout_g * kh * kw);
+    for (t, zr) in z.chunks_exact(n).enumerate() {
+        let (oc, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
+        let plane = &mut out.v[(g * cout_g + oc) * oh * ow..][..oh * ow];
+        for (yy, zrow) in zr.chunks_exact(in_w).enumerate() {
+            let oy = ((y0 + yy) * s0 + ky * d0) as isize - top;
+            if oy < 0 || oy >= oh as isize {
+                continue;
+            }
+            let dst = &mut plane[oy as usize * ow..][..ow];
+            for (ix, &v) in zrow.iter().enumerate() {
+                let ox = (ix * s1 + kx * d1) as isize - left;
+                if (0..ow as isize).contains(&ox) {
+                    let d = &mut dst[ox as usize];
+                    *d = d.plus(v);
                 }
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! [`kern::conv`]: crate::inference::graph::conv
 //! [`kern::conv_transpose`]: crate::inference::graph::conv_transpose
 
-use crate::inference::conv_gemm::{BLOCK_VALUES, MIN_GEMM_ROWS};
+use crate::inference::conv_gemm::{scatter_taps, BLOCK_VALUES, MIN_GEMM_ROWS};
 use crate::inference::graph::{self as kern, conv_transpose_dims, window_dims, Map};
 use crate::model::graph::ConvOp;
 use crate::ring::matmul::{ConvCols, PackedA, Rhs};
@@ -120,9 +120,6 @@ fn transposed(op: &ConvOp, ws: &[&[u64]], xs: &[&Map<u64>], block: usize) -> Map
     let win = &op.window;
     let x0 = xs[0];
     let [kh, kw] = win.kernel;
-    let [s0, s1] = win.stride;
-    let [d0, d1] = win.dilation;
-    let (top, left) = (win.pads[0] as isize, win.pads[1] as isize);
     let (oh, ow) = conv_transpose_dims(op, x0.h, x0.w);
     let (cin_g, cout_g) = (op.cin / op.groups, op.cout / op.groups);
     let taps = cout_g * kh * kw;
@@ -155,24 +152,7 @@ fn transposed(op: &ConvOp, ws: &[&[u64]], xs: &[&Map<u64>], block: usize) -> Map
             z.clear();
             z.resize(taps * n, 0);
             pa.gemm_acc(Rhs::Rows { parts: &brows, n }, &mut z);
-            for (t, zr) in z.chunks_exact(n).enumerate() {
-                let (oc, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
-                let plane = &mut out.v[(g * cout_g + oc) * oh * ow..][..oh * ow];
-                for (yy, zrow) in zr.chunks_exact(x0.w).enumerate() {
-                    let oy = ((y0 + yy) * s0 + ky * d0) as isize - top;
-                    if oy < 0 || oy >= oh as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[oy as usize * ow..][..ow];
-                    for (ix, &v) in zrow.iter().enumerate() {
-                        let ox = (ix * s1 + kx * d1) as isize - left;
-                        if (0..ow as isize).contains(&ox) {
-                            let d = &mut dst[ox as usize];
-                            *d = d.wrapping_add(v);
-                        }
-                    }
-                }
-            }
+            scatter_taps(op, &mut out, g, &z, x0.w, y0);
         }
     }
     out
