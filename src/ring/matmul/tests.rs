@@ -450,28 +450,52 @@ fn products_with_columns_packed_from_the_maps() {
         if big {
             cc.rows = rng.gen_range(4..12);
         }
-        let (k, n) = (cc.k(), cc.n());
-        let cols = explicit_cols(&cc);
-        assert!(cc.materialise(0..k) == cols, "{cc:?}");
         let m = if case % 5 == 0 {
             rng.gen_range(1..5)
         } else {
             rng.gen_range(5..30)
         };
-        let a = rand_vec(&mut rng, m * k);
-        let c0 = rand_vec(&mut rng, m * n);
-        let mut want = c0.clone();
-        naive(&a, &cols, &mut want, m, k, n);
-        let aw = vec![k / nmaps; nmaps];
-        let a_parts = col_parts(&a, m, k, &aw);
-        let a_refs: Vec<&[u64]> = a_parts.iter().map(|p| p.as_slice()).collect();
-        for isa in isas() {
-            let pa = PackedA::with_isa(isa, &a_refs, m, &aw);
-            for threads in [1, 2] {
-                let mut got = c0.clone();
-                in_pool(threads, || pa.gemm_acc(Rhs::Cols(&cc), &mut got));
-                assert!(got == want, "{} m {m}: {cc:?}", isa.name());
-            }
+        packed_cols_product_is_the_naive_one(&mut rng, &cc, m);
+    }
+    // Tall products (n < m, a bottleneck conv on a small map) big enough to run on both
+    // threads; the second takes the path that packs B once, whole, from the maps
+    // (`pack_all`), each task its own rows (watched failing with its last column dropped).
+    for (chans, h, w, m) in [(40, 6, 20, 64), (37, 5, 13, 90)] {
+        let maps: Vec<Vec<u64>> = (0..3).map(|_| rand_vec(&mut rng, chans * h * w)).collect();
+        let cc = ConvCols::same(
+            maps.iter().map(|m| m.as_slice()).collect(),
+            chans,
+            h,
+            w,
+            3,
+            1,
+            1,
+        );
+        let (k, n) = (cc.k(), cc.n());
+        assert!(n < m && m * k * n >= super::PAR_MIN_MACS, "{m} x {k} x {n}");
+        packed_cols_product_is_the_naive_one(&mut rng, &cc, m);
+    }
+}
+
+/// C + A cols, with A (m rows, random) in one part per map as [U | A_i] is, against the
+/// naive product with the written-out columns, on every ISA, serial and on two threads.
+fn packed_cols_product_is_the_naive_one(rng: &mut ChaCha8Rng, cc: &ConvCols<'_>, m: usize) {
+    let (k, n, nmaps) = (cc.k(), cc.n(), cc.maps.len());
+    let cols = explicit_cols(cc);
+    assert!(cc.materialise(0..k) == cols, "{cc:?}");
+    let a = rand_vec(rng, m * k);
+    let c0 = rand_vec(rng, m * n);
+    let mut want = c0.clone();
+    naive(&a, &cols, &mut want, m, k, n);
+    let aw = vec![k / nmaps; nmaps];
+    let a_parts = col_parts(&a, m, k, &aw);
+    let a_refs: Vec<&[u64]> = a_parts.iter().map(|p| p.as_slice()).collect();
+    for isa in isas() {
+        let pa = PackedA::with_isa(isa, &a_refs, m, &aw);
+        for threads in [1, 2] {
+            let mut got = c0.clone();
+            in_pool(threads, || pa.gemm_acc(Rhs::Cols(cc), &mut got));
+            assert!(got == want, "{} m {m}: {cc:?}", isa.name());
         }
     }
 }
