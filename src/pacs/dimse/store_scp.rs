@@ -1192,30 +1192,36 @@ mod tests {
         assert!(e.contains("accepting a connection"), "{e}");
     }
 
+    /// A receiver into `out` with a 1 s limit on an unbroken run of resource failures, run
+    /// (`--once`, idle limit `idle`) on its own thread with `accept(time since start)` in
+    /// place of its listener's: its result, the error as text, and how long it ran. Bounded:
+    /// a receiver that waits on for ever fails here after 15 s rather than hanging the run.
+    fn starved_run(
+        out: &Path,
+        idle: Option<Duration>,
+        mut accept: impl FnMut(Duration) -> std::io::Result<(TcpStream, SocketAddr)> + Send + 'static,
+    ) -> (Result<usize, String>, Duration) {
+        let mut rx = receiver(out, Duration::from_secs(30));
+        rx.starved = Duration::from_secs(1);
+        let (tx, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let until = Until { once: true, idle };
+            let r = rx.run_with(until, &mut |_| {}, &mut |_| accept(t.elapsed()));
+            let _ = tx.send((r.map_err(|e| e.to_string()), t.elapsed()));
+        });
+        got.recv_timeout(Duration::from_secs(15))
+            .expect("still accepting after 15 s")
+    }
+
     /// Out of file descriptors on and on, never a connection taken: the receiver ends with
     /// an error at its limit (1 s here), for its supervisor to act on.
     #[test]
     fn a_receiver_out_of_descriptors_for_its_limit_ends() {
         let d = tempfile::tempdir().unwrap();
-        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
-        rx.starved = Duration::from_secs(1);
-        let (tx, got) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            let r = rx.run_with(
-                Until {
-                    once: true,
-                    idle: None,
-                },
-                &mut |_| {},
-                &mut |_| Err(std::io::Error::from_raw_os_error(libc::EMFILE)),
-            );
-            let _ = tx.send((r.map_err(|e| e.to_string()), t.elapsed()));
+        let (r, took) = starved_run(&d.path().join("in"), None, |_| {
+            Err(std::io::Error::from_raw_os_error(libc::EMFILE))
         });
-        // Bounded: a receiver that waits on for ever fails here rather than hanging the run.
-        let (r, took) = got
-            .recv_timeout(Duration::from_secs(15))
-            .expect("still accepting after 15 s out of descriptors");
         let e = r.unwrap_err();
         assert!(
             e.contains("an unbroken run of such failures for 1 s"),
@@ -1230,33 +1236,16 @@ mod tests {
     #[test]
     fn a_run_of_accept_failures_broken_by_an_idle_poll_starts_anew() {
         let d = tempfile::tempdir().unwrap();
-        let mut rx = receiver(&d.path().join("in"), Duration::from_secs(30));
-        rx.starved = Duration::from_secs(1);
-        let (tx, got) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            let r = rx.run_with(
-                Until {
-                    once: true,
-                    idle: Some(Duration::from_millis(2500)),
-                },
-                &mut |_| {},
-                &mut |_| {
-                    let at = t.elapsed();
-                    let out = at < Duration::from_millis(100)
-                        || (Duration::from_millis(1300)..Duration::from_millis(1900)).contains(&at);
-                    Err(if out {
-                        std::io::Error::from_raw_os_error(libc::EMFILE)
-                    } else {
-                        std::io::ErrorKind::WouldBlock.into()
-                    })
-                },
-            );
-            let _ = tx.send(r.map_err(|e| e.to_string()));
+        let idle = Some(Duration::from_millis(2500));
+        let (r, _) = starved_run(&d.path().join("in"), idle, |at| {
+            let out = at < Duration::from_millis(100)
+                || (Duration::from_millis(1300)..Duration::from_millis(1900)).contains(&at);
+            Err(if out {
+                std::io::Error::from_raw_os_error(libc::EMFILE)
+            } else {
+                std::io::ErrorKind::WouldBlock.into()
+            })
         });
-        let r = got
-            .recv_timeout(Duration::from_secs(15))
-            .expect("still accepting after 15 s");
         assert_eq!(r, Ok(0));
     }
 
