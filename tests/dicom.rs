@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{own_loopback_addr, pydicom_reads, start_pair};
+use common::{blocks, own_loopback_addr, pydicom_reads, start_pair};
 use std::time::{Duration, Instant};
 
 use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
@@ -1201,10 +1201,8 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
 fn dicom_walkthrough_runs_as_written() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dicom.md"))
         .unwrap();
-    let script = doc
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
+    let script = *blocks(&doc, "sh")
+        .first()
         .expect("docs/dicom.md has a ```sh block");
     let dir = tempfile::tempdir().unwrap();
     let series = dir.path().join("series");

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, ok, run, start_pair, wait_limit};
+use common::{bin, blocks, ok, run, start_pair, wait_limit};
 
 mod common;
 
@@ -1731,14 +1731,6 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
     assert!(!std::fs::read_to_string(&gw_audit).unwrap().contains(&s(d)));
 }
 
-/// The `sh` blocks of `page` in order, or its blocks of another language.
-fn blocks<'a>(page: &'a str, lang: &str) -> Vec<&'a str> {
-    page.split(&format!("```{lang}\n"))
-        .skip(1)
-        .map(|rest| rest.split("```").next().unwrap())
-        .collect()
-}
-
 /// docs/pacs.md's commands, as written (issue 49's "Done when"): every `sh` block of the page
 /// before "Tested" in order, after the "Once" lines of docs/dicom.md's walk-through (keys, model shares,
 /// opened weights), run by bash against an Orthanc started from the page's two
@@ -1813,9 +1805,8 @@ fn the_pages_commands_run_as_written() {
     let series_uid =
         common::dicom_attr(&source[0], dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
 
-    let once = walk
-        .split("```sh\n")
-        .nth(1)
+    let once = blocks(&walk, "sh")
+        .first()
         .and_then(|b| b.split("\n# The series:").next())
         .expect("docs/dicom.md's walk-through, its \"Once\" lines");
     // The page's commands end where "Tested" begins (its blocks there are the project's).

@@ -369,3 +369,11 @@ pub fn own_loopback_addr() -> String {
     let octet = |k: u32| 1 + (n >> (8 * k)) % 254;
     format!("127.{}.{}.{}:7455", octet(0), octet(1), octet(2))
 }
+
+/// The code blocks of a Markdown `page` fenced as `lang` (`sh`, `json`), in order.
+pub fn blocks<'a>(page: &'a str, lang: &str) -> Vec<&'a str> {
+    page.split(&format!("```{lang}\n"))
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect()
+}
