@@ -252,6 +252,44 @@ fn mlp_model_shares_before_format_7_are_refused_by_name() {
     f.no_output();
 }
 
+/// Format 10 draws seeded values from AES-128-CTR streams where 9 drew ChaCha20: a file of
+/// version 9 holding values drawn from a seed (model, image and triplet shares of either
+/// party) would be misread, so it is refused by name with what to make again, and a server
+/// given one stops before claiming any randomness; the public headers still read.
+#[test]
+fn seeded_files_before_format_10_are_refused_by_name() {
+    let f = Files::new();
+    let v9 = |b: &mut Vec<u8>| b[8..10].copy_from_slice(&9u16.to_le_bytes());
+    for (name, again) in [
+        ("model.p0", "share the model again"),
+        ("model.p1", "share the model again"),
+        ("image.p0", "share the image again"),
+        ("image.p1", "share the image again"),
+        ("triplets.p0", "deal it again with `gen-triplets`"),
+        ("triplets.p1", "deal it again with `gen-triplets`"),
+    ] {
+        let old = format!("old-{name}");
+        copy_with(&f.p(name), &f.p(&old), v9);
+        let o = ppd(&["inspect", &s(&f.p(&old))]);
+        cli_refuses(
+            &o,
+            &[
+                &old,
+                "format version 9, from an older ppdenoise",
+                "ChaCha20",
+                again,
+            ],
+        );
+    }
+    let o = f.serve(1, "model.p1", "image.p1", "old-triplets.p1");
+    cli_refuses(&o, &["old-triplets.p1", "format version 9"]);
+    for name in ["image.pub", "model.pub"] {
+        copy_with(&f.p(name), &f.p("old.pub"), v9);
+        assert!(container::read_header(&f.p("old.pub")).is_ok(), "{name}");
+    }
+    f.no_output();
+}
+
 #[test]
 fn unknown_version() {
     let f = Files::new();

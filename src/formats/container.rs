@@ -29,6 +29,8 @@ pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 const SIGNED_VERSION: u16 = 8;
 /// The first version whose jobs name their colour planes ([`super::bodies::JobParams`]).
 const COLOUR_VERSION: u16 = 9;
+/// The first version whose seeded values are AES-128-CTR streams ([`crate::ring::share::Prg`]).
+const STREAM_VERSION: u16 = 10;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).
@@ -333,10 +335,53 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
              `share-model` (then make its model mask and opened weights again too)",
         ));
     }
+    if ver < STREAM_VERSION {
+        if let Some(again) = made_again(header.kind) {
+            return Err(FormatError::Outdated(
+                path.into(),
+                header.kind.name(),
+                ver,
+                again,
+            ));
+        }
+    }
     let mut all = Vec::with_capacity(PREFIX + hbytes.len());
     all.extend_from_slice(&pre);
     all.extend_from_slice(&hbytes);
     Ok((header, all))
+}
+
+/// For a kind whose values come from seeds, why a file older than [`STREAM_VERSION`] is
+/// refused and how to make it again: its seeds no longer give the values it was made with.
+fn made_again(kind: Kind) -> Option<&'static str> {
+    macro_rules! again {
+        ($how:literal) => {
+            concat!(
+                "its values were drawn from seeds' ChaCha20 streams, which this build no \
+                 longer draws: ",
+                $how
+            )
+        };
+    }
+    Some(match kind {
+        Kind::ModelShare | Kind::CnnModelShare | Kind::GraphModelShare => again!(
+            "share the model again with `share-model` (then its model mask, opened weights \
+             and triplets)"
+        ),
+        Kind::ImageShare => {
+            again!("share the image again with `share-image` (then deal and serve it again)")
+        }
+        Kind::Triplets | Kind::ModelMask | Kind::DealerMask => {
+            again!("deal it again with `gen-triplets`")
+        }
+        Kind::OpenedWeights => again!("open the weights again with `open-weights`"),
+        Kind::OutputShare
+        | Kind::PublicModel
+        | Kind::PublicJob
+        | Kind::StudyBinding
+        | Kind::ReceiverFacts
+        | Kind::ReceiverAlpha => return None,
+    })
 }
 
 /// A container opened once: unsealed, its header read and checked (magic, version, signer

@@ -25,7 +25,12 @@ use serde::{Deserialize, Serialize};
 ///    refused by name (share the image again); every other kind stays readable, and a
 ///    public job header's JSON without the count is gray. CNN graph model shares (a new
 ///    kind; the graph's public description and fixed point in header `info`, docs/graph.md).
-pub const VERSION: u16 = 9;
+/// 10: seeded streams are AES-128-CTR under keys derived per stream ([`crate::ring::share`]),
+///    where they were ChaCha20: every kind holding values drawn from a seed (model, image
+///    and mask shares, opened weights, triplets) of versions 3 to 9 is refused by name, its
+///    values no longer what its seeds give; output shares and the public and receiver's
+///    files stay readable.
+pub const VERSION: u16 = 10;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 pub type Id = [u8; 16];

@@ -1,9 +1,9 @@
 //! Additive secret sharing in Z_2^64 and the seeded PRG that lets one party's share travel as
-//! a 32-byte seed. Every use of a seed names a distinct ChaCha stream (see [`Stream`]), so no
-//! PRG output is ever used for two purposes.
+//! a 32-byte seed. Every use of a seed names a distinct stream (see [`Stream`]), so no PRG
+//! output is ever used for two purposes.
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use aes::cipher::{KeyIvInit, StreamCipher};
+use rand::RngCore;
 
 pub type Seed = [u8; 32];
 
@@ -18,7 +18,7 @@ pub fn fresh_seed() -> Seed {
 /// stream is drawn ([`crate::dealer::check_stream_bounds`]).
 pub const MAX_STREAM_LAYER: u32 = (1 << 16) - 1;
 
-/// ChaCha stream identifiers: (purpose << 48) | (layer << 32) | index.
+/// Stream identifiers: (purpose << 48) | (layer << 32) | index.
 #[derive(Clone, Copy, Debug)]
 pub enum Stream {
     ModelShare,
@@ -67,22 +67,40 @@ impl Stream {
     }
 }
 
-pub struct Prg(ChaCha20Rng);
+/// AES-128 in counter mode (128-bit little-endian counter from zero) under a key derived
+/// from the seed and the stream id with BLAKE3's key derivation ([`stream_key`]). With AES-NI
+/// it makes about 10 GB/s on one core where ChaCha20 made 1.6 (the servers spent a third of
+/// their time in it): the same 128-bit security as the link's TLS.
+pub struct Prg(ctr::Ctr128LE<aes::Aes128>);
+
+/// The context of the stream keys' derivation: names this construction, so that a key derived
+/// here is never one derived elsewhere from the same seed.
+const STREAM_KEY_CONTEXT: &str = "ppdenoise 2026-11-27 seeded stream: AES-128-CTR key";
+
+/// The AES-128 key of one (seed, stream): BLAKE3 in key-derivation mode over the seed and the
+/// stream id, cut to 16 bytes. Distinct streams of one seed get independent keys.
+fn stream_key(seed: &Seed, stream: Stream) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key(STREAM_KEY_CONTEXT);
+    h.update(seed);
+    h.update(&stream.id().to_le_bytes());
+    let mut key = [0u8; 16];
+    h.finalize_xof().fill(&mut key);
+    key
+}
 
 impl Prg {
     pub fn new(seed: &Seed, stream: Stream) -> Prg {
         stream_log::note(seed, stream);
-        let mut r = ChaCha20Rng::from_seed(*seed);
-        r.set_stream(stream.id());
-        Prg(r)
+        let key = zeroize::Zeroizing::new(stream_key(seed, stream));
+        Prg(ctr::Ctr128LE::new(&(*key).into(), &[0u8; 16].into()))
     }
 
-    /// The next `out.len()` values: the generator's bytes in bulk, read as little-endian
-    /// u64s, which is exactly the sequence `next_u64` would give one at a time (the block
-    /// buffer hands out its 32-bit words in the same order either way), at a fraction of
-    /// the cost per value.
+    /// The next `out.len()` values: the key stream's bytes read as little-endian u64s. Calls
+    /// continue where the last stopped, mid-block too, so the values are one sequence however
+    /// they are asked for.
     pub fn fill(&mut self, out: &mut [u64]) {
-        self.0.fill_bytes(bytemuck::cast_slice_mut(out));
+        out.fill(0);
+        self.0.apply_keystream(bytemuck::cast_slice_mut(out));
         if cfg!(target_endian = "big") {
             out.iter_mut().for_each(|v| *v = u64::from_le(*v));
         }
@@ -92,10 +110,6 @@ impl Prg {
         let mut v = vec![0u64; n];
         self.fill(&mut v);
         v
-    }
-
-    pub fn rng(&mut self) -> &mut ChaCha20Rng {
-        &mut self.0
     }
 }
 
@@ -181,22 +195,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bulk_fill_is_the_value_by_value_stream() {
-        // Lengths across the 4-block buffer (64 words) and starts at every parity of the
-        // buffer's word index, including a value straddling two refills.
-        for skip in [0usize, 1, 2, 63, 127] {
+    fn pieces_are_one_sequence() {
+        // Lengths across AES blocks (two values each) and the ctr crate's batches of blocks,
+        // starting at every parity of the block, asked for piece by piece.
+        let whole = Prg::new(&[9; 32], Stream::ImageMask).vec(3000);
+        for skip in [0usize, 1, 2, 7, 63, 127] {
             for n in [0usize, 1, 31, 32, 33, 100, 1000] {
-                let mut bulk = Prg::new(&[9; 32], Stream::ImageMask);
-                let mut one = Prg::new(&[9; 32], Stream::ImageMask);
-                for _ in 0..skip {
-                    assert_eq!(bulk.rng().next_u32(), one.rng().next_u32());
-                }
-                let got = bulk.vec(n);
-                let want: Vec<u64> = (0..n).map(|_| one.rng().next_u64()).collect();
-                assert_eq!(got, want, "skip {skip}, n {n}");
-                assert_eq!(bulk.rng().next_u64(), one.rng().next_u64());
+                let mut p = Prg::new(&[9; 32], Stream::ImageMask);
+                let mut got = p.vec(skip);
+                got.extend(p.vec(n));
+                got.extend(p.vec(1));
+                assert_eq!(got, whole[..skip + n + 1], "skip {skip}, n {n}");
             }
         }
+    }
+
+    /// The construction pinned: block i of stream (seed, s) is AES-128 under the first 16
+    /// bytes of BLAKE3's derive_key(context, seed || id as 8 little-endian bytes) of i as a
+    /// 16-byte little-endian integer, read as two little-endian u64s. Another key derivation
+    /// (the seed's first 16 bytes, the id left out, another context), a counter that starts
+    /// at 1 or runs big-endian, or another cipher gives other values.
+    #[test]
+    fn stream_values_are_aes_128_of_the_counter_under_the_derived_key() {
+        use aes::cipher::{BlockEncrypt, KeyInit};
+        let seed: Seed = core::array::from_fn(|i| (i * 37 + 5) as u8);
+        let stream = Stream::ActMask(3, 7);
+        let mut input = seed.to_vec();
+        input.extend_from_slice(&stream.id().to_le_bytes());
+        let key = blake3::derive_key(STREAM_KEY_CONTEXT, &input);
+        let aes = aes::Aes128::new(&<[u8; 16]>::try_from(&key[..16]).unwrap().into());
+        let want: Vec<u64> = (0u128..5)
+            .flat_map(|i| {
+                let mut b = i.to_le_bytes().into();
+                aes.encrypt_block(&mut b);
+                [0, 8].map(|o| u64::from_le_bytes(b[o..o + 8].try_into().unwrap()))
+            })
+            .collect();
+        assert_eq!(Prg::new(&seed, stream).vec(10), want);
     }
 
     #[test]

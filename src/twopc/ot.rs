@@ -12,7 +12,7 @@
 //! AES-CTR streams, which are never rewound. Each COT may be used for one
 //! purpose only (a GC input label or one B2A bit), never both.
 
-use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use aes::cipher::{generic_array::GenericArray, KeyIvInit, StreamCipher};
 use aes::Aes128;
 
 use crate::corr::base_ots::{check_len, BaseOtForReceiver, BaseOtForSender, OtError, KAPPA};
@@ -26,18 +26,16 @@ impl Drop for CotSender {
     }
 }
 
-/// AES-128 in counter mode keyed by a seed; the counter only moves forward.
-pub struct CtrPrg {
-    aes: Aes128,
-    ctr: u128,
-}
+/// AES-128 in counter mode keyed by a seed (a 128-bit little-endian counter from zero); the
+/// counter only moves forward.
+pub struct CtrPrg(ctr::Ctr128LE<Aes128>);
 
 impl CtrPrg {
     pub fn new(seed: Block) -> Self {
-        CtrPrg {
-            aes: Aes128::new(&GenericArray::from(seed.to_bytes())),
-            ctr: 0,
-        }
+        CtrPrg(ctr::Ctr128LE::new(
+            &GenericArray::from(seed.to_bytes()),
+            &GenericArray::default(),
+        ))
     }
 
     /// The next `n` blocks of the stream.
@@ -57,21 +55,10 @@ impl CtrPrg {
         CtrPrg::new(Block::from_bytes(seed))
     }
 
-    /// Fills `out` (a multiple of 16 bytes) with the next stream output.
+    /// Fills `out` with the next stream output.
     fn fill(&mut self, out: &mut [u8]) {
-        const CHUNK: usize = 32;
-        let mut buf = [GenericArray::default(); CHUNK];
-        for piece in out.chunks_mut(CHUNK * 16) {
-            let nb = piece.len() / 16;
-            for b in buf.iter_mut().take(nb) {
-                *b = GenericArray::from(self.ctr.to_le_bytes());
-                self.ctr += 1;
-            }
-            self.aes.encrypt_blocks(&mut buf[..nb]);
-            for (dst, src) in piece.chunks_exact_mut(16).zip(&buf) {
-                dst.copy_from_slice(src);
-            }
-        }
+        out.fill(0);
+        self.0.apply_keystream(out);
     }
 }
 
