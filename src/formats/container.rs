@@ -29,7 +29,7 @@ pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 const SIGNED_VERSION: u16 = 8;
 /// The first version whose jobs name their colour planes ([`super::bodies::JobParams`]).
 const COLOUR_VERSION: u16 = 9;
-/// The first version whose seeded values are AES-128-CTR streams ([`crate::ring::share::Prg`]).
+/// The first version whose seeded values are AES-256-CTR streams ([`crate::ring::share::Prg`]).
 const STREAM_VERSION: u16 = 10;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
@@ -371,9 +371,11 @@ fn made_again(kind: Kind) -> Option<&'static str> {
         Kind::ImageShare => {
             again!("share the image again with `share-image` (then deal and serve it again)")
         }
-        Kind::Triplets | Kind::ModelMask | Kind::DealerMask => {
-            again!("deal it again with `gen-triplets`")
-        }
+        Kind::Triplets => again!("deal it again with `gen-triplets`"),
+        Kind::ModelMask | Kind::DealerMask => again!(
+            "make the model's mask again with `gen-model-mask` (then open the weights \
+             again with `open-weights` and deal the jobs with `gen-triplets`)"
+        ),
         Kind::OpenedWeights => again!("open the weights again with `open-weights`"),
         Kind::OutputShare
         | Kind::PublicModel

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 ///    refused by name (share the image again); every other kind stays readable, and a
 ///    public job header's JSON without the count is gray. CNN graph model shares (a new
 ///    kind; the graph's public description and fixed point in header `info`, docs/graph.md).
-/// 10: seeded streams are AES-128-CTR under keys derived per stream ([`crate::ring::share`]),
+/// 10: seeded streams are AES-256-CTR under keys derived per stream ([`crate::ring::share`]),
 ///    where they were ChaCha20: every kind holding values drawn from a seed (model, image
 ///    and mask shares, opened weights, triplets) of versions 3 to 9 is refused by name, its
 ///    values no longer what its seeds give; output shares and the public and receiver's

@@ -13,7 +13,7 @@
 //! purpose only (a GC input label or one B2A bit), never both.
 
 use aes::cipher::{generic_array::GenericArray, KeyIvInit, StreamCipher};
-use aes::Aes128;
+use aes::Aes128Enc;
 
 use crate::corr::base_ots::{check_len, BaseOtForReceiver, BaseOtForSender, OtError, KAPPA};
 use crate::corr::block::Block;
@@ -28,7 +28,7 @@ impl Drop for CotSender {
 
 /// AES-128 in counter mode keyed by a seed (a 128-bit little-endian counter from zero); the
 /// counter only moves forward.
-pub struct CtrPrg(ctr::Ctr128LE<Aes128>);
+pub struct CtrPrg(ctr::Ctr128LE<Aes128Enc>);
 
 impl CtrPrg {
     pub fn new(seed: Block) -> Self {
