@@ -25,7 +25,7 @@ use crate::ring::share::sub;
 use crate::twopc::beaver::{pack_weights, product_share};
 use crate::twopc::channel::{open_bits, Channel, ChannelError};
 use crate::twopc::protocol::{
-    open_in_job, same_session, Nonlinear, ProtocolError, Report, Weights,
+    open_in_job, same_session, LayerFigures, Nonlinear, OpFigures, ProtocolError, Report, Weights,
 };
 use crate::twopc::weights::{open_layers, Opened};
 
@@ -124,12 +124,23 @@ pub fn run(
     let wts: &Opened = match inp.weights {
         Weights::Opened(o) => o,
         Weights::PerJob => {
+            let (t, link0) = (Instant::now(), ch.stats());
             let layers: Vec<(&[u64], usize)> = plan
                 .layers
                 .iter()
                 .map(|ly| (ly.w.as_slice(), ly.weight_count()))
                 .collect();
             per_job = open_in_job(ch, party, &mut inp.rand, &layers)?;
+            let link1 = ch.stats();
+            rep.ops.push(OpFigures {
+                op: "OpenWeights",
+                steps: 1,
+                seconds: t.elapsed().as_secs_f64(),
+                bytes_sent: link1.bytes_sent - link0.bytes_sent,
+                bytes_received: link1.bytes_received - link0.bytes_received,
+                messages_sent: link1.messages_sent - link0.messages_sent,
+                ..Default::default()
+            });
             &per_job
         }
     };
@@ -152,6 +163,11 @@ pub fn run(
     let hw = h * w;
     for (l, ly) in plan.layers.iter().enumerate() {
         let t = Instant::now();
+        let (link0, eng0) = (ch.stats(), engine.counters());
+        let mut fig = LayerFigures {
+            macs: (ly.cout * ly.fan_in() * hw) as u64,
+            ..Default::default()
+        };
         let li = l as u32;
         let b_map = inp.rand.act_mask(li, 0, ly.cin * hw)?;
         // Only the low bits the layer's output needs are sent (docs/protocol.md, "Ring width").
@@ -175,8 +191,12 @@ pub fn run(
             progress(l * h + row0 + rows, nl * h);
         }
         drop((v, b_map));
-        rep.seconds_linear += t.elapsed().as_secs_f64();
+        fig.seconds_linear = t.elapsed().as_secs_f64();
+        rep.seconds_linear += fig.seconds_linear;
         rep.batches += 1;
+        let link1 = ch.stats();
+        fig.open_bytes_sent = link1.bytes_sent - link0.bytes_sent;
+        fig.open_bytes_received = link1.bytes_received - link0.bytes_received;
         if l + 1 < nl {
             let t = Instant::now();
             x = Vec::with_capacity(z.len());
@@ -188,7 +208,9 @@ pub fn run(
                 let part = &z[start..start + n];
                 x.extend(engine.relu(ch, &mut inp.rand, at, p.ws, p.k, part)?);
             }
-            rep.seconds_nonlinear += t.elapsed().as_secs_f64();
+            fig.seconds_nonlinear = t.elapsed().as_secs_f64();
+            rep.seconds_nonlinear += fig.seconds_nonlinear;
+            fig.relus = z.len() as u64;
         } else {
             if plan.residual {
                 for (o, &i) in z.iter_mut().zip(&resid) {
@@ -197,13 +219,16 @@ pub fn run(
             }
             x = plan.frame.image_from_stack_of(plan.colours(), &z, ih, iw);
         }
+        let (link2, eng2) = (ch.stats(), engine.counters());
+        fig.circuit_bytes_sent = link2.bytes_sent - link1.bytes_sent;
+        fig.circuit_bytes_received = link2.bytes_received - link1.bytes_received;
+        fig.messages_sent = link2.messages_sent - link0.messages_sent;
+        fig.engine_rounds = eng2.rounds - eng0.rounds;
+        fig.and_gates = eng2.and_gates - eng0.and_gates;
+        rep.layers.push(fig);
     }
     inp.rand.finish()?;
-    rep.macs = plan
-        .layers
-        .iter()
-        .map(|l| (l.cout * l.fan_in() * hw) as u64)
-        .sum();
+    rep.macs = rep.layers.iter().map(|f| f.macs).sum();
     rep.seconds_total = t_start.elapsed().as_secs_f64();
     rep.link = ch.stats();
     rep.engine = engine.counters();
