@@ -93,6 +93,58 @@ fn run_framed_case(
     tamper: bool,
     relu_batch: usize,
 ) -> Outcome {
+    run_framed_case_with(model, params, image, map, tamper, relu_batch, None)
+}
+
+/// Party 1's explicit values as the dealer file gives them (each at its width), with every
+/// bit above the width its reader asks for set to garbage from a seeded generator: what a
+/// reader computes from them must not depend on those bits (docs/protocol.md, "Ring width").
+struct Garbled {
+    values: std::vec::IntoIter<u64>,
+    /// Bits in all and read so far, as the dealer file counts them.
+    len: u64,
+    read: u64,
+    rng: ChaCha20Rng,
+}
+
+impl ppdenoise::corr::randomness::CorrectionSource for Garbled {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn position(&self) -> u64 {
+        self.read
+    }
+    fn origin(&self) -> &std::path::Path {
+        std::path::Path::new("garbled")
+    }
+    fn take(&mut self, n: usize, bits: u32) -> Result<Vec<u64>, String> {
+        let high = if bits == 64 { 0 } else { u64::MAX << bits };
+        self.read += n as u64 * bits as u64;
+        Ok((&mut self.values)
+            .take(n)
+            .map(|v| {
+                assert_eq!(v & high, 0, "the dealer's values come reduced to their width");
+                v | (self.rng.gen::<u64>() & high)
+            })
+            .collect())
+    }
+    fn finish(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// [`run_framed_case`]; with `garble`, party 1's explicit values come through [`Garbled`]
+/// seeded with it.
+#[allow(clippy::too_many_arguments)]
+fn run_framed_case_with(
+    model: &Cnn,
+    params: CnnFixed,
+    image: &Array2<f64>,
+    map: &[f64],
+    tamper: bool,
+    relu_batch: usize,
+    garble: Option<u64>,
+) -> Outcome {
     let plan = CnnPlan::from_cnn(model, params).expect("plan");
     let mut shares = share_plan(&plan);
     if tamper {
@@ -119,9 +171,23 @@ fn run_framed_case(
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
         for model_mask in [None, Some(mask_seeds)] {
             let d = seeded_deal(&plan, h, w, engine, relu_batch, model_mask);
+            let bits = deal::correction_count(&plan, h, w, engine, relu_batch).bits;
             let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
                 let pi = p as usize;
-                let (rand, setup) = d.party(p);
+                let (mut rand, setup) = d.party(p);
+                if let (Some(g), 1) = (garble, p) {
+                    let src = Garbled {
+                        values: d.corrections.clone().into_iter(),
+                        len: bits,
+                        read: 0,
+                        rng: ChaCha20Rng::seed_from_u64(g),
+                    };
+                    rand = ppdenoise::corr::randomness::PartyRandomness::streaming(
+                        1,
+                        d.seeds[1],
+                        src,
+                    );
+                }
                 let mut eng = engine_for(engine, p, setup).unwrap();
                 let inp = CnnJobInputs {
                     party: p,
@@ -305,6 +371,42 @@ fn non_default_fixed_point_and_a_structured_image() {
         let o = run_case(&m, params, &img, false, 100);
         assert_exact(&o, &format!("{params:?}"));
     }
+}
+
+/// Issue 51, item 3: party 1's explicit values are needed only mod 2^width, the width at
+/// which their product's result or their circuit's output is read; with every bit above it
+/// garbage, the output is still the oracle's, bit for bit, on both engines, for a DnCNN- and
+/// an FFDNet-shaped network, one of them with several ReLU runs per layer. (Watched failing
+/// with the last hidden layer's daBit and edaBit shares made at ws + k bits while the last
+/// layer opens its input at 64.)
+#[test]
+fn garbage_above_each_dealer_value_s_width_changes_nothing() {
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::NoiseLevel;
+    let m = random_cnn(&[1, 5, 4, 1], 3, 41, meta(true));
+    let o = run_framed_case_with(
+        &m,
+        CnnFixed::default(),
+        &noisy_image(9, 11, 8),
+        &[],
+        false,
+        53,
+        Some(test_seed()[0] as u64),
+    );
+    assert_exact(&o, "DnCNN-shaped, garbled high bits");
+    let m = random_framed_cnn(&[5, 6, 4, 4], 3, 42, meta(false), Frame::FFDNET);
+    let map = m.noise_map(&NoiseLevel::Uniform(25.0), 7, 9);
+    let o = run_framed_case_with(
+        &m,
+        CnnFixed::default(),
+        &noisy_image(7, 9, 9),
+        &map,
+        false,
+        1 << 20,
+        Some(test_seed()[1] as u64),
+    );
+    assert_exact(&o, "FFDNet-shaped, garbled high bits");
 }
 
 #[test]

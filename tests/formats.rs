@@ -252,6 +252,32 @@ fn mlp_model_shares_before_format_7_are_refused_by_name() {
     f.no_output();
 }
 
+/// Format 10 packs party 1's triplet values at their readers' widths (issue 51): a triplet
+/// file of version 9 is refused by name, naming both versions, by either server, before any
+/// randomness is claimed (its values would otherwise be misread as packed ones).
+#[test]
+fn triplet_files_before_format_10_are_refused_by_name() {
+    let f = Files::new();
+    let v9 = |b: &mut Vec<u8>| b[8..10].copy_from_slice(&9u16.to_le_bytes());
+    for p in [0u8, 1] {
+        let old = format!("old.p{p}");
+        copy_with(&f.p(&format!("triplets.p{p}")), &f.p(&old), v9);
+        let e = container::read::<Triplets>(&f.p(&old)).unwrap_err();
+        assert!(matches!(e, FormatError::OlderDealer(_, 9)), "{e:?}");
+        let o = f.serve(p, &format!("model.p{p}"), &format!("image.p{p}"), &old);
+        cli_refuses(
+            &o,
+            &[
+                &old,
+                "format version 9, made by an older dealer",
+                &format!("triplet files of version {VERSION}"),
+                "gen-triplets",
+            ],
+        );
+    }
+    f.no_output();
+}
+
 #[test]
 fn unknown_version() {
     let f = Files::new();
@@ -841,13 +867,13 @@ fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
     let o = f.serve(1, "model.p1", "big.p1", "triplets.p1");
     cli_refuses(&o, &["big.p1", "pixels"]);
     f.no_output();
-    // S1's triplets with one explicit value fewer (a valid checksum): refused on the count
-    // before anything is claimed, not when the job runs out of values half-way.
+    // S1's triplets with one bit of explicit values fewer (a valid checksum): refused on
+    // the count before anything is claimed, not when the job runs out of values half-way.
     craft(
         &f.p("triplets.p1"),
         &f.p("short.p1"),
         |_, t: &mut Triplets| {
-            t.corrections.pop();
+            t.corrections.truncate(t.corrections.bits() - 1);
         },
     );
     let o = f.serve(1, "model.p1", "image.p1", "short.p1");

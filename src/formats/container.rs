@@ -29,6 +29,8 @@ pub const MAGIC: &[u8; 8] = b"PPDNOISE";
 const SIGNED_VERSION: u16 = 8;
 /// The first version whose jobs name their colour planes ([`super::bodies::JobParams`]).
 const COLOUR_VERSION: u16 = 9;
+/// The first version whose triplet files pack party 1's values at their widths.
+pub const TRIPLET_WIDTH_VERSION: u16 = 10;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).
@@ -323,6 +325,11 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
             "its body's job lacks the image's colour planes: share the image again with \
              `share-image` (then deal and serve it again)",
         ));
+    }
+    // Before any body is read or randomness claimed: an older body's values would be
+    // misread as packed ones.
+    if header.kind == Kind::Triplets && ver < TRIPLET_WIDTH_VERSION {
+        return Err(FormatError::OlderDealer(path.into(), ver));
     }
     if header.kind == Kind::ModelShare && ver < 7 {
         return Err(FormatError::Outdated(

@@ -25,7 +25,11 @@ use serde::{Deserialize, Serialize};
 ///    refused by name (share the image again); every other kind stays readable, and a
 ///    public job header's JSON without the count is gray. CNN graph model shares (a new
 ///    kind; the graph's public description and fixed point in header `info`, docs/graph.md).
-pub const VERSION: u16 = 9;
+/// 10: party 1's triplet body holds its explicit values packed at the widths their readers
+///    need (`corr::pack::Packed`: bit count, byte count, bytes; issue 51), where version 9
+///    held a count and 64-bit values: triplet files of versions 3 to 9 are refused by name
+///    (deal the job again); every other kind stays readable.
+pub const VERSION: u16 = 10;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 pub type Id = [u8; 16];
