@@ -123,7 +123,11 @@ impl ppdenoise::corr::randomness::CorrectionSource for Garbled {
         Ok((&mut self.values)
             .take(n)
             .map(|v| {
-                assert_eq!(v & high, 0, "the dealer's values come reduced to their width");
+                assert_eq!(
+                    v & high,
+                    0,
+                    "the dealer's values come reduced to their width"
+                );
                 v | (self.rng.gen::<u64>() & high)
             })
             .collect())
@@ -182,11 +186,8 @@ fn run_framed_case_with(
                         read: 0,
                         rng: ChaCha20Rng::seed_from_u64(g),
                     };
-                    rand = ppdenoise::corr::randomness::PartyRandomness::streaming(
-                        1,
-                        d.seeds[1],
-                        src,
-                    );
+                    rand =
+                        ppdenoise::corr::randomness::PartyRandomness::streaming(1, d.seeds[1], src);
                 }
                 let mut eng = engine_for(engine, p, setup).unwrap();
                 let inp = CnnJobInputs {

@@ -225,7 +225,11 @@ fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
             values += ands * n.div_ceil(64) + outs * n;
         }
     }
-    assert_eq!(ts.corrections.len(), want, "{engine}: bits of explicit values");
+    assert_eq!(
+        ts.corrections.len(),
+        want,
+        "{engine}: bits of explicit values"
+    );
     let file = std::fs::metadata(d.path("triplets.p1")).unwrap().len();
     // Header, job, seed and (gc) base OTs: a few KB.
     let rest = file.checked_sub(want.div_ceil(8));

@@ -879,7 +879,10 @@ fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
     let o = f.serve(1, "model.p1", "image.p1", "short.p1");
     cli_refuses(
         &o,
-        &["short.p1", "explicit triple shares but this job consumes"],
+        &[
+            "short.p1",
+            "bits of explicit triple shares (packed at their widths) but this job consumes",
+        ],
     );
     f.no_output();
     // A stride of 0 (Geometry::new used to assert).

@@ -122,9 +122,10 @@ mod tests {
             let (a, b) = (t[0].a[i] ^ t[1].a[i], t[0].b[i] ^ t[1].b[i]);
             assert_eq!(a & b, t[0].c[i] ^ t[1].c[i], "AND triple word {i}");
         }
-        let d = r
-            .each_mut()
-            .map(|p| p.dabits(at.layer, at.batch, shape.dabits, w, e, bits).unwrap());
+        let d = r.each_mut().map(|p| {
+            p.dabits(at.layer, at.batch, shape.dabits, w, e, bits)
+                .unwrap()
+        });
         for j in 0..shape.dabits {
             for i in 0..e {
                 let x = bit(&d[0].bits[j * w..], i) ^ bit(&d[1].bits[j * w..], i);

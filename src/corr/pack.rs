@@ -156,7 +156,9 @@ pub struct BitReader {
 impl BitReader {
     /// Bytes [`Self::take`] needs for `n` values of `width` bits.
     pub fn bytes_for(&self, n: usize, width: u32) -> usize {
-        (n * width as usize).saturating_sub(self.held as usize).div_ceil(8)
+        (n * width as usize)
+            .saturating_sub(self.held as usize)
+            .div_ceil(8)
     }
 
     /// `n` values of `width` bits from the held bits and then `b`, which must be exactly
@@ -293,14 +295,21 @@ impl Packed {
 
     /// Whether the byte count fits the bit count and the last byte's unused bits are zero.
     pub fn check(&self) -> Result<(), String> {
-        check_region(self.bits, self.bytes.len() as u64, self.bytes.last().copied())
+        check_region(
+            self.bits,
+            self.bytes.len() as u64,
+            self.bytes.last().copied(),
+        )
     }
 }
 
 /// Whether `len` bytes ending in `last` hold exactly `bits` bits, the unused ones zero.
 pub fn check_region(bits: u64, len: u64, last: Option<u8>) -> Result<(), String> {
     if bits.div_ceil(8) != len {
-        return Err(format!("{len} bytes where {bits} bits take {}", bits.div_ceil(8)));
+        return Err(format!(
+            "{len} bytes where {bits} bits take {}",
+            bits.div_ceil(8)
+        ));
     }
     match (bits % 8, last) {
         (r, Some(b)) if r != 0 && b >> r != 0 => {

@@ -80,6 +80,10 @@ pub fn deal_run(
     let net = Netlist::record(circ);
     [
         PartyRandomness::new(0, seeds[0], Vec::new()),
-        PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, elements, out_bits)),
+        PartyRandomness::new(
+            1,
+            seeds[1],
+            explicit_for(&seeds, at, &net, elements, out_bits),
+        ),
     ]
 }

@@ -167,7 +167,11 @@ pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), For
     let after = nbytes
         .checked_add(at)
         .filter(|&end| end <= body_end)
-        .ok_or_else(|| malformed(format!("{nbytes} bytes of triple shares do not fit the body")))?;
+        .ok_or_else(|| {
+            malformed(format!(
+                "{nbytes} bytes of triple shares do not fit the body"
+            ))
+        })?;
     check_region(len, nbytes, None).map_err(|e| malformed(format!("triple shares: {e}")))?;
     let mut region = blake3::Hasher::new();
     let mut chunk = vec![0u8; 1 << 20];
@@ -288,10 +292,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corr::pack::Packed;
     use crate::formats::bodies::JobParams;
     use crate::formats::bodies::Triplets;
     use crate::model::preprocess::Preprocess;
-    use crate::corr::pack::Packed;
     use crate::ring::share::Seed;
 
     /// Values packed in runs of (count, width).
@@ -338,7 +342,13 @@ mod tests {
             .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
             .collect();
         // Runs of different widths, ending inside bytes.
-        let runs = [(1, 64), (999, 31), (250_000, 64), (148_000, 17), (1_000, 34)];
+        let runs = [
+            (1, 64),
+            (999, 31),
+            (250_000, 64),
+            (148_000, 17),
+            (1_000, 34),
+        ];
         let t = sample(packed(&values, &runs));
         let h = Header::new(Kind::Triplets, 1, 16);
         container::write(&p, &h, &t, Seal::PLAIN).unwrap();

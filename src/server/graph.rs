@@ -143,7 +143,8 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     }
     let want = if p == 1 {
         crate::dealer::graph::correction_count(&plan, rows, pw, engine_kind, tr.lead.batch)
-            .map_err(|e| at(&f.image, e))?.bits
+            .map_err(|e| at(&f.image, e))?
+            .bits
     } else {
         0
     };

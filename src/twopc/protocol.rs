@@ -275,7 +275,11 @@ pub fn run(
     // Bits of layer l's product its readers read (docs/protocol.md, "Ring width"): a hidden
     // layer's only its circuit, mod 2^n; the output layer's whole. The dealer makes party
     // 1's matrix triple at that width (`dealer::NonlinearDeal::product_bits`).
-    let reads: Vec<u32> = plan.circuits().iter().map(|c| (c.n() as u32).min(64)).collect();
+    let reads: Vec<u32> = plan
+        .circuits()
+        .iter()
+        .map(|c| (c.n() as u32).min(64))
+        .collect();
     let nl_bits = |l: usize| if l + 1 < nl { reads[l] } else { 64 };
     let mut packed: Vec<Option<PackedA>> = (0..nl).map(|_| None).collect();
     for (b, start, n) in batches(total, inp.batch.max(1)) {
@@ -295,7 +299,9 @@ pub fn run(
                 let v = open(ch, party, &sub(&act, &b_i), "masked activations")?;
                 (v, b_i)
             };
-            let c_i = inp.rand.mat_triple(l as u32, b, ly.outputs * n, nl_bits(l))?;
+            let c_i = inp
+                .rand
+                .mat_triple(l as u32, b, ly.outputs * n, nl_bits(l))?;
             let ua = match packed[l].take() {
                 Some(p) => p,
                 None => pack_weights(party, &w.u[l], &w.mask[l], ly.outputs, ly.inputs),
