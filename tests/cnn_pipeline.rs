@@ -185,8 +185,20 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
 /// The dealer's triplets for `engine`, both servers as processes, then
 /// [`secure_and_oracle`].
 fn deal_serve_compare(d: &Dir, m: &Cnn, engine: &str) -> (Vec<u64>, Vec<u64>) {
+    deal_check_serve_compare(d, m, engine, |_| {})
+}
+
+/// [`deal_serve_compare`], with `check` run on the triplet files before they are served
+/// (and spent).
+fn deal_check_serve_compare(
+    d: &Dir,
+    m: &Cnn,
+    engine: &str,
+    check: impl FnOnce(&Dir),
+) -> (Vec<u64>, Vec<u64>) {
     let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check(d);
     let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr, "triplets"));
     for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
         assert!(
@@ -245,7 +257,9 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
     for engine in ["gc", "gmw"] {
         let d = Dir::new();
         let m = setup(&d, true);
-        let (secure, oracle) = deal_serve_compare(&d, &m, engine);
+        let (secure, oracle) = deal_check_serve_compare(&d, &m, engine, |d| {
+            dealer_file_holds_values_at_their_widths(d, engine)
+        });
         let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
         assert_eq!(diff, 0, "{engine}: {diff} pixels differ from the oracle");
         // The receiver's PNG is the oracle's decoded output.
@@ -263,7 +277,6 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
         let pre = ppdenoise::model::preprocess::Preprocess::new(25.0, 25.0, true);
         let dec = ring_cnn::decode_output(&oracle, 21, 21, &pre, CnnFixed::default().out_scale());
         assert_eq!(png.pixels, ppdenoise::image::quantize_u8(&dec), "{engine}");
-        dealer_file_holds_values_at_their_widths(&d, engine);
         // The triplets are spent.
         let c0 = d.spawn(0, &no_link_addr(), "triplets");
         refused(&wait(c0), "already");

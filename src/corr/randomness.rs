@@ -467,4 +467,25 @@ mod tests {
             assert!(matches!(e, Some(RandomnessError::Reused { .. })), "{e:?}");
         }
     }
+
+    /// Packed at their widths, the explicit values are counted in bits, exactly: a take
+    /// one bit wider than what is left is refused, one bit narrower leaves a bit over.
+    #[test]
+    fn packed_values_are_counted_exactly_in_bits() {
+        let mut p = crate::corr::pack::Packed::default();
+        p.push(&[5, u64::MAX, 7], 31);
+        let fresh = || PartyRandomness::packed(1, [1; 32], p.clone());
+        let mut r = fresh();
+        assert_eq!(r.mat_triple(0, 0, 2, 31).unwrap(), [5, (1 << 31) - 1]);
+        let e = r.mat_triple(0, 1, 1, 32).unwrap_err().to_string();
+        assert!(e.contains("32 more bits needed at offset 62 of 93"), "{e}");
+        let mut r = fresh();
+        r.mat_triple(0, 0, 2, 31).unwrap();
+        r.mat_triple(0, 1, 1, 30).unwrap();
+        let e = r.finish().unwrap_err().to_string();
+        assert!(e.contains("92 of 93 bits used"), "{e}");
+        let mut r = fresh();
+        r.mat_triple(0, 0, 3, 31).unwrap();
+        r.finish().unwrap();
+    }
 }
