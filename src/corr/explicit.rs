@@ -22,7 +22,7 @@ pub fn explicit_into<E>(
     net: &Netlist,
     elements: usize,
     out_bits: u32,
-    emit: &mut dyn FnMut(&[u64], u32) -> Result<(), E>,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E> {
     let shape = RunShape::of(net, elements);
     let (gw, w, e) = (shape.and_gates * shape.words, shape.words, shape.elements);

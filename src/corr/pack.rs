@@ -97,6 +97,10 @@ pub fn unpack_into(b: &[u8], n: usize, bits: u32, out: &mut Vec<u64>) -> Result<
     Ok(())
 }
 
+/// Where a dealer hands party 1's explicit values, a run at a time, with the width (in bits)
+/// at which they are kept.
+pub type Emit<'a, E> = dyn FnMut(&[u64], u32) -> Result<(), E> + 'a;
+
 /// Appends values of any widths to a byte string bit after bit (value after value, low bit
 /// first): whole bytes are handed out as they fill, the last partial one by [`finish`].
 ///
@@ -288,7 +292,7 @@ impl Packed {
         assert!(bits <= self.bits);
         self.bits = bits;
         self.bytes.truncate(bits.div_ceil(8) as usize);
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             *self.bytes.last_mut().expect("a partial byte") &= (1u8 << (bits % 8)) - 1;
         }
     }

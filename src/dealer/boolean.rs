@@ -47,7 +47,7 @@ impl BooleanDeal {
         l: usize,
         elements: usize,
         out_bits: u32,
-        emit: &mut dyn FnMut(&[u64], u32) -> Result<(), E>,
+        emit: &mut crate::corr::pack::Emit<'_, E>,
     ) -> Result<(), E> {
         explicit_into(seeds, at, &self.layers[l], elements, out_bits, emit)
     }

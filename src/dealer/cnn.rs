@@ -95,7 +95,7 @@ pub fn generate_into<E>(
     deal_seeds: &DealSeeds,
     engine: EngineKind,
     batch: usize,
-    emit: &mut dyn FnMut(&[u64], u32) -> Result<(), E>,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E> {
     // The layers run on the frame's sub-images (the whole image for DnCNN).
     let (h, w) = plan.frame.stack_dims(h, w);

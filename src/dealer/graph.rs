@@ -132,7 +132,7 @@ pub fn generate_into<E>(
     deal_seeds: &DealSeeds,
     engine: EngineKind,
     batch: usize,
-    emit: &mut dyn FnMut(&[u64], u32) -> Result<(), E>,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E>
 where
     E: From<String>,

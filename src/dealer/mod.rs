@@ -236,7 +236,7 @@ pub fn generate_into<E>(
     batch: usize,
     deal_seeds: &DealSeeds,
     nonlinear: &NonlinearDeal,
-    emit: &mut dyn FnMut(&[u64], u32) -> Result<(), E>,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let seeds = &deal_seeds.job;
