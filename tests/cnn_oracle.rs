@@ -96,48 +96,8 @@ fn run_framed_case(
     run_framed_case_with(model, params, image, map, tamper, relu_batch, None)
 }
 
-/// Party 1's explicit values as the dealer file gives them (each at its width), with every
-/// bit above the width its reader asks for set to garbage from a seeded generator: what a
-/// reader computes from them must not depend on those bits (docs/protocol.md, "Ring width").
-struct Garbled {
-    values: std::vec::IntoIter<u64>,
-    /// Bits in all and read so far, as the dealer file counts them.
-    len: u64,
-    read: u64,
-    rng: ChaCha20Rng,
-}
-
-impl ppdenoise::corr::randomness::CorrectionSource for Garbled {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn position(&self) -> u64 {
-        self.read
-    }
-    fn origin(&self) -> &std::path::Path {
-        std::path::Path::new("garbled")
-    }
-    fn take(&mut self, n: usize, bits: u32) -> Result<Vec<u64>, String> {
-        let high = if bits == 64 { 0 } else { u64::MAX << bits };
-        self.read += n as u64 * bits as u64;
-        Ok((&mut self.values)
-            .take(n)
-            .map(|v| {
-                assert_eq!(
-                    v & high,
-                    0,
-                    "the dealer's values come reduced to their width"
-                );
-                v | (self.rng.gen::<u64>() & high)
-            })
-            .collect())
-    }
-    fn finish(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// [`run_framed_case`]; with `garble`, party 1's explicit values come through [`Garbled`]
+/// [`run_framed_case`]; with `garble`, party 1's explicit values come through
+/// [`common::Garbled`]
 /// seeded with it.
 #[allow(clippy::too_many_arguments)]
 fn run_framed_case_with(
@@ -180,12 +140,7 @@ fn run_framed_case_with(
                 let pi = p as usize;
                 let (mut rand, setup) = d.party(p);
                 if let (Some(g), 1) = (garble, p) {
-                    let src = Garbled {
-                        values: d.corrections.clone().into_iter(),
-                        len: bits,
-                        read: 0,
-                        rng: ChaCha20Rng::seed_from_u64(g),
-                    };
+                    let src = common::Garbled::new(d.corrections.clone(), bits, g);
                     rand =
                         ppdenoise::corr::randomness::PartyRandomness::streaming(1, d.seeds[1], src);
                 }
