@@ -93,6 +93,22 @@ fn run_framed_case(
     tamper: bool,
     relu_batch: usize,
 ) -> Outcome {
+    run_framed_case_with(model, params, image, map, tamper, relu_batch, None)
+}
+
+/// [`run_framed_case`]; with `garble`, party 1's explicit values come through
+/// [`common::Garbled`]
+/// seeded with it.
+#[allow(clippy::too_many_arguments)]
+fn run_framed_case_with(
+    model: &Cnn,
+    params: CnnFixed,
+    image: &Array2<f64>,
+    map: &[f64],
+    tamper: bool,
+    relu_batch: usize,
+    garble: Option<u64>,
+) -> Outcome {
     let plan = CnnPlan::from_cnn(model, params).expect("plan");
     let mut shares = share_plan(&plan);
     if tamper {
@@ -119,9 +135,15 @@ fn run_framed_case(
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
         for model_mask in [None, Some(mask_seeds)] {
             let d = seeded_deal(&plan, h, w, engine, relu_batch, model_mask);
+            let bits = deal::correction_count(&plan, h, w, engine, relu_batch).bits;
             let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
                 let pi = p as usize;
-                let (rand, setup) = d.party(p);
+                let (mut rand, setup) = d.party(p);
+                if let (Some(g), 1) = (garble, p) {
+                    let src = common::Garbled::new(d.corrections.clone(), bits, g);
+                    rand =
+                        ppdenoise::corr::randomness::PartyRandomness::streaming(1, d.seeds[1], src);
+                }
                 let mut eng = engine_for(engine, p, setup).unwrap();
                 let inp = CnnJobInputs {
                     party: p,
@@ -305,6 +327,42 @@ fn non_default_fixed_point_and_a_structured_image() {
         let o = run_case(&m, params, &img, false, 100);
         assert_exact(&o, &format!("{params:?}"));
     }
+}
+
+/// Issue 51, item 3: party 1's explicit values are needed only mod 2^width, the width at
+/// which their product's result or their circuit's output is read; with every bit above it
+/// garbage, the output is still the oracle's, bit for bit, on both engines, for a DnCNN- and
+/// an FFDNet-shaped network, one of them with several ReLU runs per layer. (Watched failing
+/// with the last hidden layer's daBit and edaBit shares made at ws + k bits while the last
+/// layer opens its input at 64.)
+#[test]
+fn garbage_above_each_dealer_value_s_width_changes_nothing() {
+    use ppdenoise::model::cnn::random_framed_cnn;
+    use ppdenoise::model::frame::Frame;
+    use ppdenoise::model::noise_map::NoiseLevel;
+    let m = random_cnn(&[1, 5, 4, 1], 3, 41, meta(true));
+    let o = run_framed_case_with(
+        &m,
+        CnnFixed::default(),
+        &noisy_image(9, 11, 8),
+        &[],
+        false,
+        53,
+        Some(test_seed()[0] as u64),
+    );
+    assert_exact(&o, "DnCNN-shaped, garbled high bits");
+    let m = random_framed_cnn(&[5, 6, 4, 4], 3, 42, meta(false), Frame::FFDNET);
+    let map = m.noise_map(&NoiseLevel::Uniform(25.0), 7, 9);
+    let o = run_framed_case_with(
+        &m,
+        CnnFixed::default(),
+        &noisy_image(7, 9, 9),
+        &map,
+        false,
+        1 << 20,
+        Some(test_seed()[1] as u64),
+    );
+    assert_exact(&o, "FFDNet-shaped, garbled high bits");
 }
 
 #[test]

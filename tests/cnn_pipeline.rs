@@ -185,8 +185,20 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
 /// The dealer's triplets for `engine`, both servers as processes, then
 /// [`secure_and_oracle`].
 fn deal_serve_compare(d: &Dir, m: &Cnn, engine: &str) -> (Vec<u64>, Vec<u64>) {
+    deal_check_serve_compare(d, m, engine, |_| {})
+}
+
+/// [`deal_serve_compare`], with `check` run on the triplet files before they are served
+/// (and spent).
+fn deal_check_serve_compare(
+    d: &Dir,
+    m: &Cnn,
+    engine: &str,
+    check: impl FnOnce(&Dir),
+) -> (Vec<u64>, Vec<u64>) {
     let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check(d);
     let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr, "triplets"));
     for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
         assert!(
@@ -198,12 +210,56 @@ fn deal_serve_compare(d: &Dir, m: &Cnn, engine: &str) -> (Vec<u64>, Vec<u64>) {
     secure_and_oracle(d, m)
 }
 
+/// Issue 51, item 3: party 1's triplet file for `setup`'s CNN ([1, 6, 5, 1], 3x3, 21 x 21,
+/// defaults ws = 13, k = 18, one ReLU run per layer) holds its values at their widths,
+/// worked out here from the protocol: a hidden layer's matrix triples at ws + k = 31 bits
+/// (its ReLU reads them mod 2^31), the last layer's at 64; with the boolean engine, per
+/// ReLU run, the AND triples' bit-sliced words at 64 and the daBit and edaBit shares at the
+/// width the next layer opens the activations at (31, and 64 before the last layer). The
+/// circuit's counts come from the file's header. Its size is those bits' bytes and a few KB
+/// (header, seed, base OTs).
+fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
+    let (h, ts) = ppdenoise::formats::triplet_stream::open(&d.path("triplets.p1"), 1).unwrap();
+    let hw = 21 * 21u64;
+    let (hidden, last) = (13 + 18, 64);
+    let mut want = (6 * hw + 5 * hw) * hidden + hw * last;
+    let mut values = 12 * hw;
+    if engine == "gmw" {
+        let c: Vec<u64> = h
+            .info("circuit")
+            .unwrap()
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (ands, outs) = (c[0], c[1] + c[2]);
+        for (n, opened_at) in [(6 * hw, hidden), (5 * hw, last)] {
+            want += ands * n.div_ceil(64) * 64 + outs * n * opened_at;
+            values += ands * n.div_ceil(64) + outs * n;
+        }
+    }
+    assert_eq!(
+        ts.corrections.len(),
+        want,
+        "{engine}: bits of explicit values"
+    );
+    let file = std::fs::metadata(d.path("triplets.p1")).unwrap().len();
+    // Header, job, seed and (gc) base OTs: a few KB.
+    let rest = file.checked_sub(want.div_ceil(8));
+    assert!(
+        rest.is_some_and(|r| r < 64 << 10),
+        "{engine}: {file} bytes for {want} bits"
+    );
+    assert!(want < values * 64, "{engine}: narrower than 64-bit values");
+}
+
 #[test]
 fn cnn_pipeline_is_bit_exact_with_the_oracle() {
     for engine in ["gc", "gmw"] {
         let d = Dir::new();
         let m = setup(&d, true);
-        let (secure, oracle) = deal_serve_compare(&d, &m, engine);
+        let (secure, oracle) = deal_check_serve_compare(&d, &m, engine, |d| {
+            dealer_file_holds_values_at_their_widths(d, engine)
+        });
         let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
         assert_eq!(diff, 0, "{engine}: {diff} pixels differ from the oracle");
         // The receiver's PNG is the oracle's decoded output.

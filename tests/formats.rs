@@ -252,7 +252,7 @@ fn mlp_model_shares_before_format_7_are_refused_by_name() {
     f.no_output();
 }
 
-/// Format 10 draws seeded values from AES-128-CTR streams where 9 drew ChaCha20: a file of
+/// Format 10 draws seeded values from AES-256-CTR streams where 9 drew ChaCha20: a file of
 /// version 9 holding values drawn from a seed (model, image and triplet shares of either
 /// party) would be misread, so it is refused by name with what to make again, and a server
 /// given one stops before claiming any randomness; the public headers still read.
@@ -260,32 +260,50 @@ fn mlp_model_shares_before_format_7_are_refused_by_name() {
 fn seeded_files_before_format_10_are_refused_by_name() {
     let f = Files::new();
     let v9 = |b: &mut Vec<u8>| b[8..10].copy_from_slice(&9u16.to_le_bytes());
-    for (name, again) in [
-        ("model.p0", "share the model again"),
-        ("model.p1", "share the model again"),
-        ("image.p0", "share the image again"),
-        ("image.p1", "share the image again"),
-        ("triplets.p0", "deal it again with `gen-triplets`"),
-        ("triplets.p1", "deal it again with `gen-triplets`"),
+    let older = ["format version 9, from an older ppdenoise", "ChaCha20"];
+    let dealer = ["format version 9, made by an older dealer", "AES-256-CTR"];
+    for (name, why, again) in [
+        ("model.p0", older, "share the model again"),
+        ("model.p1", older, "share the model again"),
+        ("image.p0", older, "share the image again"),
+        ("image.p1", older, "share the image again"),
+        ("triplets.p0", dealer, "deal the job again with `gen-triplets`"),
+        ("triplets.p1", dealer, "deal the job again with `gen-triplets`"),
     ] {
         let old = format!("old-{name}");
         copy_with(&f.p(name), &f.p(&old), v9);
         let o = ppd(&["inspect", &s(&f.p(&old))]);
+        cli_refuses(&o, &[&old, why[0], why[1], again]);
+    }
+    for name in ["image.pub", "model.pub"] {
+        copy_with(&f.p(name), &f.p("old.pub"), v9);
+        assert!(container::read_header(&f.p("old.pub")).is_ok(), "{name}");
+    }
+    f.no_output();
+}
+
+/// Format 10 packs party 1's triplet values at their readers' widths (issue 51): a triplet
+/// file of version 9 is refused by name, naming both versions, by either server, before any
+/// randomness is claimed (its values would otherwise be misread as packed ones).
+#[test]
+fn triplet_files_before_format_10_are_refused_by_name() {
+    let f = Files::new();
+    let v9 = |b: &mut Vec<u8>| b[8..10].copy_from_slice(&9u16.to_le_bytes());
+    for p in [0u8, 1] {
+        let old = format!("old.p{p}");
+        copy_with(&f.p(&format!("triplets.p{p}")), &f.p(&old), v9);
+        let e = container::read::<Triplets>(&f.p(&old)).unwrap_err();
+        assert!(matches!(e, FormatError::OlderDealer(_, 9)), "{e:?}");
+        let o = f.serve(p, &format!("model.p{p}"), &format!("image.p{p}"), &old);
         cli_refuses(
             &o,
             &[
                 &old,
-                "format version 9, from an older ppdenoise",
-                "ChaCha20",
-                again,
+                "format version 9, made by an older dealer",
+                &format!("triplet files of version {VERSION}"),
+                "gen-triplets",
             ],
         );
-    }
-    let o = f.serve(1, "model.p1", "image.p1", "old-triplets.p1");
-    cli_refuses(&o, &["old-triplets.p1", "format version 9"]);
-    for name in ["image.pub", "model.pub"] {
-        copy_with(&f.p(name), &f.p("old.pub"), v9);
-        assert!(container::read_header(&f.p("old.pub")).is_ok(), "{name}");
     }
     f.no_output();
 }
@@ -879,19 +897,22 @@ fn crafted_model_and_image_shares_are_refused_before_anything_is_claimed() {
     let o = f.serve(1, "model.p1", "big.p1", "triplets.p1");
     cli_refuses(&o, &["big.p1", "pixels"]);
     f.no_output();
-    // S1's triplets with one explicit value fewer (a valid checksum): refused on the count
-    // before anything is claimed, not when the job runs out of values half-way.
+    // S1's triplets with one bit of explicit values fewer (a valid checksum): refused on
+    // the count before anything is claimed, not when the job runs out of values half-way.
     craft(
         &f.p("triplets.p1"),
         &f.p("short.p1"),
         |_, t: &mut Triplets| {
-            t.corrections.pop();
+            t.corrections.truncate(t.corrections.bits() - 1);
         },
     );
     let o = f.serve(1, "model.p1", "image.p1", "short.p1");
     cli_refuses(
         &o,
-        &["short.p1", "explicit triple shares but this job consumes"],
+        &[
+            "short.p1",
+            "bits of explicit triple shares (packed at their widths) but this job consumes",
+        ],
     );
     f.no_output();
     // A stride of 0 (Geometry::new used to assert).

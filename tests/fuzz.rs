@@ -383,7 +383,12 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                         if left == 0 {
                             return ts.corrections.finish().outcome();
                         }
-                        ts.corrections.take(left.min(4096) as usize).outcome()?;
+                        // Bits: whole words while they last, then the rest as one value.
+                        let (n, bits) = match left / 64 {
+                            0 => (1, left as u32),
+                            w => (w.min(4096) as usize, 64),
+                        };
+                        ts.corrections.take(n, bits).outcome()?;
                     }
                 };
                 any([read(0), read(1)])
@@ -1870,7 +1875,7 @@ impl PeerRun for PeerJob {
             plan: &self.shares[p as usize],
             job: &self.job,
             image: &self.image[p as usize],
-            rand: PartyRandomness::new(p, t.seed, t.corrections.clone()),
+            rand: PartyRandomness::packed(p, t.seed, t.corrections.clone()),
             batch: t.batch,
             session_tag: vec![1; 48],
             weights: protocol::Weights::PerJob,

@@ -78,6 +78,9 @@ enum Tamper {
     /// Party 1's last explicit value from the dealer (the last product's triple: no
     /// activation can hide it).
     Dealer,
+    /// Not a fault: every bit of party 1's explicit values above the width its reader reads
+    /// them at is garbage (`common::Garbled`); the output must not change.
+    Garble,
 }
 
 fn run_case(
@@ -127,9 +130,18 @@ fn run_case(
                 let last = d.corrections.len() - 1;
                 d.corrections[last] = d.corrections[last].wrapping_add(1 << 40);
             }
+            let bits = deal::correction_count(plan, h, w, engine, relu_batch)
+                .unwrap()
+                .bits;
             let res = in_pair(|p, ch| {
                 let pi = p as usize;
-                let (rand, setup) = d.party(p);
+                let (mut rand, setup) = d.party(p);
+                if tamper == Tamper::Garble && p == 1 {
+                    let src =
+                        common::Garbled::new(d.corrections.clone(), bits, seeds.job[0][0].into());
+                    rand =
+                        ppdenoise::corr::randomness::PartyRandomness::streaming(1, d.seeds[1], src);
+                }
                 let mut eng = engine_for(engine, p, setup).unwrap();
                 let inp = GraphJobInputs {
                     party: p,
@@ -360,6 +372,29 @@ fn edge_cases() -> Graph {
     let o = n.conv(u, c, 1, win(3, 1, 1), false, 1);
     let o = n.add(Op::Sub, &[0, o]);
     n.graph(o)
+}
+
+/// Issue 51, item 3: party 1's dealer values are needed only mod the width their product's
+/// result or their circuit's output is read at (`GraphPlan::product_bits`,
+/// `circuit_out_bits`): with every bit above it garbage, the every-op graph (every step kind,
+/// max pooling's and clip's chained circuits included) and the edge cases are still the
+/// oracle's, bit for bit, on both engines. (Watched failing with every circuit's outputs
+/// made at k bits, the circuit's own output width, instead of what their readers read.)
+#[test]
+fn garbage_above_each_dealer_value_s_width_changes_nothing() {
+    let p = CnnFixed::default();
+    let plan = GraphPlan::from_graph(&every_op(1), p).unwrap();
+    let (h, w) = size(&plan, 12, 20);
+    assert_exact(
+        &run_case(&plan, h, w, Tamper::Garble, 97, &BOTH),
+        "every-op graph",
+    );
+    let plan = GraphPlan::from_graph(&edge_cases(), p).unwrap();
+    let (h, w) = size(&plan, 10, 14);
+    assert_exact(
+        &run_case(&plan, h, w, Tamper::Garble, 29, &BOTH),
+        "edge cases",
+    );
 }
 
 #[test]

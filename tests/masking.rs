@@ -597,7 +597,7 @@ fn run_job(
             plan: &shares[p as usize],
             job: &job,
             image: &img[p as usize],
-            rand: PartyRandomness::new(p, t.seed, t.corrections.clone()),
+            rand: PartyRandomness::packed(p, t.seed, t.corrections.clone()),
             batch: t.batch,
             session_tag: tag.clone(),
             weights: match &weights {

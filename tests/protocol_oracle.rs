@@ -220,7 +220,7 @@ fn party_run(
     t: &Triplets,
     weights: Weights<'_>,
 ) -> (Vec<u64>, Report) {
-    let rand = PartyRandomness::new(p, t.seed, t.corrections.clone());
+    let rand = PartyRandomness::packed(p, t.seed, t.corrections.clone());
     let mut engine = engine_for(t.engine, p, &t.base_ot).unwrap();
     let inputs = JobInputs {
         party: p,

@@ -307,7 +307,8 @@ fn engines(kind: EngineKind) -> (Box<dyn Nonlinear + Send>, Box<dyn Nonlinear + 
 /// engine draws nothing from it.
 fn randomness(kind: EngineKind, circ: &ActCircuit, n: usize, at: Slot) -> [PartyRandomness; 2] {
     match kind {
-        EngineKind::Gmw => deal_run(circ, n, at),
+        // Whole outputs: the checks read them at 64 bits.
+        EngineKind::Gmw => deal_run(circ, n, at, 64),
         EngineKind::Gc => {
             let seed = ppdenoise::ring::share::fresh_seed();
             [
@@ -426,8 +427,8 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
             Circuit::Relu | Circuit::Max => {
                 let sh = sh_in_circuit;
                 let (r0, r1) = std::thread::scope(|sc| {
-                    let h0 = sc.spawn(|| ev.relu(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
-                    let h1 = sc.spawn(|| gb.relu(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
+                    let h0 = sc.spawn(|| ev.relu(&mut c0, &mut q0, at, sh, k, 64, &s0).unwrap());
+                    let h1 = sc.spawn(|| gb.relu(&mut c1, &mut q1, at, sh, k, 64, &s1).unwrap());
                     (h0.join().unwrap(), h1.join().unwrap())
                 });
                 assert_eq!((r0.len(), r1.len()), (n, n));
@@ -444,8 +445,8 @@ fn run_pair(kind: EngineKind, pair: u64, total: usize, mix: Mix) -> Tally {
             }
             Circuit::Trunc => {
                 let (r0, r1) = std::thread::scope(|sc| {
-                    let h0 = sc.spawn(|| ev.trunc(&mut c0, &mut q0, at, sh, k, &s0).unwrap());
-                    let h1 = sc.spawn(|| gb.trunc(&mut c1, &mut q1, at, sh, k, &s1).unwrap());
+                    let h0 = sc.spawn(|| ev.trunc(&mut c0, &mut q0, at, sh, k, 64, &s0).unwrap());
+                    let h1 = sc.spawn(|| gb.trunc(&mut c1, &mut q1, at, sh, k, 64, &s1).unwrap());
                     (h0.join().unwrap(), h1.join().unwrap())
                 });
                 assert_eq!((r0.len(), r1.len()), (n, n));

@@ -5,22 +5,36 @@
 
 use crate::circuit::bitslice::{bit, unslice};
 use crate::circuit::netlist::Netlist;
+use crate::corr::pack::low_mask;
 use crate::corr::randomness::{and_masks, dabit_masks, eda_masks};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
 
-/// Party 1's explicit values for one run of `net` over `elements` at `at`: its AND triple
-/// shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, its daBit shares `[r]_1 = r - [r]_0`, then its
-/// edaBit shares `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`.
-pub fn explicit_for(seeds: &[Seed; 2], at: Slot, net: &Netlist, elements: usize) -> Vec<u64> {
+/// Party 1's explicit values for one run of `net` over `elements` at `at`, handed to `emit`
+/// with their widths: its AND triple shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0` (bit-sliced
+/// words, 64 bits), its daBit shares `[r]_1 = r - [r]_0`, then its edaBit shares
+/// `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`, these at `out_bits`: the circuit's
+/// outputs are read only mod 2^out_bits, and so are the additive shares they are made of.
+pub fn explicit_into<E>(
+    seeds: &[Seed; 2],
+    at: Slot,
+    net: &Netlist,
+    elements: usize,
+    out_bits: u32,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
+) -> Result<(), E> {
     let shape = RunShape::of(net, elements);
     let (gw, w, e) = (shape.and_gates * shape.words, shape.words, shape.elements);
-    let mut out = Vec::with_capacity(shape.explicit_values());
     let (a0, b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
     let (a1, b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
     let c0 = p0.vec(gw);
-    out.extend((0..gw).map(|i| ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i])) ^ c0[i]));
+    let c: Vec<u64> = (0..gw)
+        .map(|i| ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i])) ^ c0[i])
+        .collect();
+    emit(&c, 64)?;
+    drop(c);
+    let mut out = Vec::with_capacity((shape.dabits + shape.edas) * e);
     let ow = shape.dabits * w;
     let (r0, mut q0) = dabit_masks(&seeds[0], at.layer, at.batch, ow);
     let (r1, _) = dabit_masks(&seeds[1], at.layer, at.batch, ow);
@@ -44,6 +58,23 @@ pub fn explicit_for(seeds: &[Seed; 2], at: Slot, net: &Netlist, elements: usize)
             first += m as usize;
         }
     }
+    emit(&out, out_bits)
+}
+
+/// [`explicit_into`] gathered, each value reduced to its width as the dealer file holds it.
+pub fn explicit_for(
+    seeds: &[Seed; 2],
+    at: Slot,
+    net: &Netlist,
+    elements: usize,
+    out_bits: u32,
+) -> Vec<u64> {
+    let mut out = Vec::with_capacity(RunShape::of(net, elements).explicit_values());
+    explicit_into(seeds, at, net, elements, out_bits, &mut |v, bits| {
+        out.extend(v.iter().map(|x| x & low_mask(bits)));
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|e| match e {});
     out
 }
 
@@ -57,9 +88,17 @@ mod tests {
     /// engine's order satisfies the correlations exactly: c = a ∧ b for every AND triple, a
     /// daBit's XOR-shared bit equals its additive shares' sum, and an edaBit's bits are its
     /// additive value's binary digits. A wrong `explicit_for` (a share of the wrong party, a
-    /// sign) breaks one of them for almost every value.
+    /// sign) breaks one of them for almost every value. At a width below 64 the additive
+    /// shares add up mod 2^width (party 1's bits above it are not kept).
     #[test]
     fn dealt_correlations_hold_for_fixed_seeds() {
+        for bits in [64, 23] {
+            dealt_correlations_hold_at(bits);
+        }
+    }
+
+    fn dealt_correlations_hold_at(bits: u32) {
+        let low = low_mask(bits);
         let circ = ActCircuit::Relu(TruncParams { sh: 5, k: 9 });
         let net = Netlist::record(&circ);
         let e = 70; // two words of elements, the second partly filled
@@ -72,7 +111,7 @@ mod tests {
         );
         let mut r = [
             PartyRandomness::new(0, seeds[0], Vec::new()),
-            PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, e)),
+            PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, e, bits)),
         ];
         let w = shape.words;
         let t = r.each_mut().map(|p| {
@@ -83,18 +122,19 @@ mod tests {
             let (a, b) = (t[0].a[i] ^ t[1].a[i], t[0].b[i] ^ t[1].b[i]);
             assert_eq!(a & b, t[0].c[i] ^ t[1].c[i], "AND triple word {i}");
         }
-        let d = r
-            .each_mut()
-            .map(|p| p.dabits(at.layer, at.batch, shape.dabits, w, e).unwrap());
+        let d = r.each_mut().map(|p| {
+            p.dabits(at.layer, at.batch, shape.dabits, w, e, bits)
+                .unwrap()
+        });
         for j in 0..shape.dabits {
             for i in 0..e {
                 let x = bit(&d[0].bits[j * w..], i) ^ bit(&d[1].bits[j * w..], i);
                 let a = d[0].arith[j * e + i].wrapping_add(d[1].arith[j * e + i]);
-                assert_eq!(x, a, "daBit {j}, element {i}");
+                assert_eq!(x, a & low, "daBit {j}, element {i}");
             }
         }
         let q = r.each_mut().map(|p| {
-            p.edabits(at.layer, at.batch, shape.r_bits, w, shape.edas, e)
+            p.edabits(at.layer, at.batch, shape.r_bits, w, shape.edas, e, bits)
                 .unwrap()
         });
         let mut first = 0;
@@ -107,7 +147,7 @@ mod tests {
                     })
                     .sum();
                 let a = q[0].arith[k * e + i].wrapping_add(q[1].arith[k * e + i]);
-                assert_eq!(v, a, "edaBit {k}, element {i}");
+                assert_eq!(v, a & low, "edaBit {k}, element {i}");
                 assert!(v < 1 << m);
             }
             first += m as usize;

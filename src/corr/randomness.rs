@@ -46,28 +46,38 @@ pub struct EdaBits {
 }
 
 /// Party 1's explicit values read in consumption order from outside memory (the dealer
-/// file, [`crate::formats::triplet_stream::CorrectionReader`]).
+/// file, [`crate::formats::triplet_stream::CorrectionReader`]): values of varying widths
+/// packed one after another ([`crate::corr::pack::Packed`]), so lengths and positions
+/// count bits.
 pub trait CorrectionSource: Send {
-    /// Number of values in the source.
+    /// Number of bits in the source.
     fn len(&self) -> u64;
-    /// Values read so far.
+    /// Bits read so far.
     fn position(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// Where they come from, to name in errors.
     fn origin(&self) -> &std::path::Path;
-    /// The next `n` values.
-    fn take(&mut self, n: usize) -> Result<Vec<u64>, String>;
+    /// The next `n` values of `bits` bits each (their higher bits zero: a reader uses them
+    /// only mod 2^bits).
+    fn take(&mut self, n: usize, bits: u32) -> Result<Vec<u64>, String>;
     /// After the last `take`: were the values read exactly the verified ones?
     fn finish(&self) -> Result<(), String>;
 }
 
 /// Where party 1's explicit values come from.
 enum Corrections {
-    Memory {
-        values: Vec<u64>,
-        cursor: usize,
+    /// One value per u64 (tests' deals in memory: [`crate::dealer::cnn::CnnDeal`]); a
+    /// `take` at `bits` hands them on as they are, so lengths and positions count values.
+    Memory { values: Vec<u64>, cursor: usize },
+    /// Packed at their widths, as in the dealer file (a decoded triplet body).
+    Packed {
+        p: crate::corr::pack::Packed,
+        /// Bytes handed to `reader` so far.
+        at: usize,
+        reader: crate::corr::pack::BitReader,
+        read: u64,
     },
     /// Read from the dealer file in consumption order (the server's case).
     File(Box<dyn CorrectionSource>),
@@ -97,10 +107,19 @@ enum Purpose {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RandomnessError {
-    #[error("the correlated randomness is exhausted ({need} more values needed at offset {at} of {len}): it was made for a different job size")]
-    Exhausted { need: usize, at: u64, len: u64 },
-    #[error("the correlated randomness holds more values than this job uses ({at} of {len} used): it was made for a different job")]
-    Leftover { at: u64, len: u64 },
+    #[error("the correlated randomness is exhausted ({need} more {unit} needed at offset {at} of {len}): it was made for a different job size")]
+    Exhausted {
+        need: u64,
+        at: u64,
+        len: u64,
+        unit: &'static str,
+    },
+    #[error("the correlated randomness holds more than this job uses ({at} of {len} {unit} used): it was made for a different job")]
+    Leftover {
+        at: u64,
+        len: u64,
+        unit: &'static str,
+    },
     #[error("{0}")]
     Unreadable(String),
     #[error("the correlated randomness of {what} for layer {layer}, batch {batch} was already used; using it twice would leak data")]
@@ -124,6 +143,22 @@ impl PartyRandomness {
         }
     }
 
+    /// Party randomness whose explicit values are a decoded triplet body's, packed at their
+    /// widths as in the file.
+    pub fn packed(party: u8, seed: Seed, corrections: crate::corr::pack::Packed) -> Self {
+        PartyRandomness {
+            party,
+            seed,
+            corrections: Corrections::Packed {
+                p: corrections,
+                at: 0,
+                reader: Default::default(),
+                read: 0,
+            },
+            claimed: Default::default(),
+        }
+    }
+
     /// Party randomness whose explicit values are streamed from the dealer file.
     pub fn streaming(party: u8, seed: Seed, corrections: impl CorrectionSource + 'static) -> Self {
         PartyRandomness {
@@ -140,7 +175,7 @@ impl PartyRandomness {
             Corrections::File(r) => {
                 RandomnessError::Unreadable(format!("{}: {e}", r.origin().display()))
             }
-            Corrections::Memory { .. } => e,
+            Corrections::Memory { .. } | Corrections::Packed { .. } => e,
         }
     }
 
@@ -162,10 +197,14 @@ impl PartyRandomness {
         Err(RandomnessError::Reused { what, layer, batch })
     }
 
-    fn position(&self) -> (u64, u64) {
+    /// (read, held, unit) of the explicit values.
+    fn position(&self) -> (u64, u64, &'static str) {
         match &self.corrections {
-            Corrections::Memory { values, cursor } => (*cursor as u64, values.len() as u64),
-            Corrections::File(r) => (r.position(), r.len()),
+            Corrections::Memory { values, cursor } => {
+                (*cursor as u64, values.len() as u64, "values")
+            }
+            Corrections::Packed { p, read, .. } => (*read, p.bits(), "bits"),
+            Corrections::File(r) => (r.position(), r.len(), "bits"),
         }
     }
 
@@ -192,10 +231,21 @@ impl PartyRandomness {
         Ok(act_mask_of(&self.seed, layer, batch, n))
     }
 
-    fn take(&mut self, n: usize) -> Result<Vec<u64>, RandomnessError> {
-        let (at, len) = self.position();
-        if at + n as u64 > len {
-            return Err(self.naming_file(RandomnessError::Exhausted { need: n, at, len }));
+    /// The next `n` explicit values, read mod 2^bits by their consumer: the file holds
+    /// only those bits (docs/protocol.md, "Ring width").
+    fn take(&mut self, n: usize, bits: u32) -> Result<Vec<u64>, RandomnessError> {
+        let (at, len, unit) = self.position();
+        let need = match &self.corrections {
+            Corrections::Memory { .. } => n as u64,
+            _ => n as u64 * bits as u64,
+        };
+        if at + need > len {
+            return Err(self.naming_file(RandomnessError::Exhausted {
+                need,
+                at,
+                len,
+                unit,
+            }));
         }
         match &mut self.corrections {
             Corrections::Memory { values, cursor } => {
@@ -203,22 +253,38 @@ impl PartyRandomness {
                 *cursor += n;
                 Ok(v)
             }
-            Corrections::File(r) => r.take(n).map_err(RandomnessError::Unreadable),
+            Corrections::Packed {
+                p,
+                at,
+                reader,
+                read,
+            } => {
+                let k = reader.bytes_for(n, bits);
+                let mut v = Vec::with_capacity(n);
+                reader.take(&p.bytes()[*at..*at + k], n, bits, &mut v);
+                *at += k;
+                *read += need;
+                Ok(v)
+            }
+            Corrections::File(r) => r.take(n, bits).map_err(RandomnessError::Unreadable),
         }
     }
 
-    /// This party's share of C = A B for (layer, batch), n = outputs x batch.
+    /// This party's share of C = A B for (layer, batch), n = outputs x batch, correct mod
+    /// 2^bits: the width at which the product's result is read (party 0's share is the
+    /// seed's whole word, party 1's only its low `bits`; their sum is C mod 2^bits).
     pub fn mat_triple(
         &mut self,
         layer: u32,
         batch: u32,
         n: usize,
+        bits: u32,
     ) -> Result<Vec<u64>, RandomnessError> {
         self.claim(Purpose::MatTriple, layer, batch)?;
         if self.party == 0 {
             Ok(Prg::new(&self.seed, Stream::MatTriple(layer, batch)).vec(n))
         } else {
-            self.take(n)
+            self.take(n, bits)
         }
     }
 
@@ -233,7 +299,7 @@ impl PartyRandomness {
         let (sq_c, c) = if self.party == 0 {
             (prg.vec(e), [prg.vec(e), prg.vec(e)])
         } else {
-            (self.take(e)?, [self.take(e)?, self.take(e)?])
+            (self.take(e, 64)?, [self.take(e, 64)?, self.take(e, 64)?])
         };
         Ok(ElemTriples {
             sq_a,
@@ -257,12 +323,13 @@ impl PartyRandomness {
         let c = if self.party == 0 {
             prg.vec(gates * words)
         } else {
-            self.take(gates * words)?
+            self.take(gates * words, 64)?
         };
         Ok(AndTriples { a, b, c })
     }
 
-    /// The boolean engine's daBits for one circuit run of (layer, batch).
+    /// The boolean engine's daBits for one circuit run of (layer, batch); their additive
+    /// shares correct mod 2^bits, the width at which the circuit's outputs are read.
     pub fn dabits(
         &mut self,
         layer: u32,
@@ -270,19 +337,22 @@ impl PartyRandomness {
         outputs: usize,
         words: usize,
         elements: usize,
+        width: u32,
     ) -> Result<DaBits, RandomnessError> {
         self.claim(Purpose::DaBit, layer, batch)?;
         let (bits, mut prg) = dabit_masks(&self.seed, layer, batch, outputs * words);
         let arith = if self.party == 0 {
             prg.vec(outputs * elements)
         } else {
-            self.take(outputs * elements)?
+            self.take(outputs * elements, width)?
         };
         Ok(DaBits { bits, arith })
     }
 
     /// The boolean engine's edaBits for one circuit run of (layer, batch): `r_bits` bits per
-    /// element in all, `edas` values per element.
+    /// element in all, `edas` values per element; their additive shares correct mod
+    /// 2^bits, as [`Self::dabits`]'.
+    #[allow(clippy::too_many_arguments)]
     pub fn edabits(
         &mut self,
         layer: u32,
@@ -291,6 +361,7 @@ impl PartyRandomness {
         words: usize,
         edas: usize,
         elements: usize,
+        width: u32,
     ) -> Result<EdaBits, RandomnessError> {
         if edas == 0 {
             return Ok(EdaBits::default());
@@ -300,7 +371,7 @@ impl PartyRandomness {
         let arith = if self.party == 0 {
             prg.vec(edas * elements)
         } else {
-            self.take(edas * elements)?
+            self.take(edas * elements, width)?
         };
         Ok(EdaBits { bits, arith })
     }
@@ -308,12 +379,12 @@ impl PartyRandomness {
     /// At the end of a job: every explicit value was consumed and, when they were streamed
     /// from the dealer file, they were exactly the checksum-verified ones.
     pub fn finish(&self) -> Result<(), RandomnessError> {
-        let (at, len) = self.position();
+        let (at, len, unit) = self.position();
         if at != len {
-            return Err(self.naming_file(RandomnessError::Leftover { at, len }));
+            return Err(self.naming_file(RandomnessError::Leftover { at, len, unit }));
         }
         match &self.corrections {
-            Corrections::Memory { .. } => Ok(()),
+            Corrections::Memory { .. } | Corrections::Packed { .. } => Ok(()),
             Corrections::File(r) => r.finish().map_err(RandomnessError::Unreadable),
         }
     }
@@ -374,20 +445,20 @@ mod tests {
     fn a_triple_stream_is_served_once() {
         let mut r = PartyRandomness::new(0, [3; 32], Vec::new());
         r.and_triples(1, 2, 4, 3).unwrap();
-        r.dabits(1, 2, 4, 3, 150).unwrap();
+        r.dabits(1, 2, 4, 3, 150, 64).unwrap();
         r.and_triples(1, 3, 4, 3).unwrap();
         r.elem_triples(1, 2, 5).unwrap();
-        r.mat_triple(1, 2, 5).unwrap();
-        r.edabits(1, 2, 4, 3, 2, 150).unwrap();
+        r.mat_triple(1, 2, 5, 64).unwrap();
+        r.edabits(1, 2, 4, 3, 2, 150, 64).unwrap();
         r.act_mask(1, 2, 10).unwrap();
         r.weight_mask(1, 10).unwrap();
         r.image_mask(10).unwrap();
         for e in [
             r.and_triples(1, 2, 4, 3).err(),
-            r.dabits(1, 2, 1, 1, 1).err(),
+            r.dabits(1, 2, 1, 1, 1, 64).err(),
             r.elem_triples(1, 2, 5).err(),
-            r.mat_triple(1, 2, 5).err(),
-            r.edabits(1, 2, 4, 3, 2, 150).err(),
+            r.mat_triple(1, 2, 5, 64).err(),
+            r.edabits(1, 2, 4, 3, 2, 150, 64).err(),
             // A mask of an opened value is served once too: a second opening would leak.
             r.act_mask(1, 2, 10).err(),
             r.weight_mask(1, 10).err(),
@@ -395,5 +466,26 @@ mod tests {
         ] {
             assert!(matches!(e, Some(RandomnessError::Reused { .. })), "{e:?}");
         }
+    }
+
+    /// Packed at their widths, the explicit values are counted in bits, exactly: a take
+    /// one bit wider than what is left is refused, one bit narrower leaves a bit over.
+    #[test]
+    fn packed_values_are_counted_exactly_in_bits() {
+        let mut p = crate::corr::pack::Packed::default();
+        p.push(&[5, u64::MAX, 7], 31);
+        let fresh = || PartyRandomness::packed(1, [1; 32], p.clone());
+        let mut r = fresh();
+        assert_eq!(r.mat_triple(0, 0, 2, 31).unwrap(), [5, (1 << 31) - 1]);
+        let e = r.mat_triple(0, 1, 1, 32).unwrap_err().to_string();
+        assert!(e.contains("32 more bits needed at offset 62 of 93"), "{e}");
+        let mut r = fresh();
+        r.mat_triple(0, 0, 2, 31).unwrap();
+        r.mat_triple(0, 1, 1, 30).unwrap();
+        let e = r.finish().unwrap_err().to_string();
+        assert!(e.contains("92 of 93 bits used"), "{e}");
+        let mut r = fresh();
+        r.mat_triple(0, 0, 3, 31).unwrap();
+        r.finish().unwrap();
     }
 }

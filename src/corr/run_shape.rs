@@ -2,6 +2,7 @@
 
 use crate::circuit::bitslice::words;
 use crate::circuit::netlist::Netlist;
+use crate::corr::pack::Tally;
 
 /// What the dealer and the servers must agree on for one run of `circ` over `elements`:
 /// the AND triples' and daBits' sizes.
@@ -33,5 +34,13 @@ impl RunShape {
     /// edaBit shares.
     pub fn explicit_values(&self) -> usize {
         self.and_gates * self.words + (self.dabits + self.edas) * self.elements
+    }
+
+    /// [`Self::explicit_values`] at their widths: the AND shares are bit-sliced words (64
+    /// bits), the daBit and edaBit shares at `out_bits`, the width at which the circuit's
+    /// outputs are read.
+    pub fn explicit(&self, out_bits: u32) -> Tally {
+        Tally::of(self.and_gates * self.words, 64)
+            + Tally::of((self.dabits + self.edas) * self.elements, out_bits)
     }
 }

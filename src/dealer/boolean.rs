@@ -9,7 +9,8 @@ use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
 
-use crate::corr::explicit::explicit_for;
+use crate::corr::explicit::{explicit_for, explicit_into};
+use crate::corr::pack::Tally;
 
 /// The circuits of a model's hidden layers, recorded once.
 #[derive(Clone, Debug)]
@@ -28,17 +29,27 @@ impl BooleanDeal {
 
     /// Party 1's explicit values for a batch of `patches` patches (all hidden layers) of a
     /// model with layer `widths`.
-    pub fn explicit_values(&self, widths: &[usize], patches: usize) -> usize {
+    /// (An MLP's circuit outputs are read at 64 bits.)
+    pub fn explicit_values(&self, widths: &[usize], patches: usize) -> Tally {
         self.layers
             .iter()
             .zip(&widths[1..])
-            .map(|(net, w)| RunShape::of(net, w * patches).explicit_values())
+            .map(|(net, w)| RunShape::of(net, w * patches).explicit(64))
             .sum()
     }
 
-    /// Party 1's explicit values for hidden layer `l` at `at`, over `elements` elements.
-    pub fn explicit(&self, seeds: &[Seed; 2], at: Slot, l: usize, elements: usize) -> Vec<u64> {
-        explicit_for(seeds, at, &self.layers[l], elements)
+    /// Party 1's explicit values for hidden layer `l` at `at`, over `elements` elements, its
+    /// outputs read at `out_bits`, handed to `emit` with their widths.
+    pub fn explicit<E>(
+        &self,
+        seeds: &[Seed; 2],
+        at: Slot,
+        l: usize,
+        elements: usize,
+        out_bits: u32,
+        emit: &mut crate::corr::pack::Emit<'_, E>,
+    ) -> Result<(), E> {
+        explicit_into(seeds, at, &self.layers[l], elements, out_bits, emit)
     }
 
     /// Per hidden layer: (AND gates, daBits, edaBits) per element. The dealer records it in
@@ -53,11 +64,13 @@ impl BooleanDeal {
 }
 
 /// Both parties' randomness for one run of `circ` over `elements` at `at`, in memory, from
-/// fresh seeds: for tests and benchmarks of a single circuit outside a job.
+/// fresh seeds, its outputs read at `out_bits`: for tests and benchmarks of a single circuit
+/// outside a job.
 pub fn deal_run(
     circ: &ActCircuit,
     elements: usize,
     at: Slot,
+    out_bits: u32,
 ) -> [crate::corr::randomness::PartyRandomness; 2] {
     use crate::corr::randomness::PartyRandomness;
     let seeds = [
@@ -67,6 +80,10 @@ pub fn deal_run(
     let net = Netlist::record(circ);
     [
         PartyRandomness::new(0, seeds[0], Vec::new()),
-        PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, elements)),
+        PartyRandomness::new(
+            1,
+            seeds[1],
+            explicit_for(&seeds, at, &net, elements, out_bits),
+        ),
     ]
 }

@@ -7,8 +7,9 @@ use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::circuit::netlist::Netlist;
 use crate::corr::batches::batches;
 use crate::corr::engine_kind::EngineKind;
-use crate::corr::explicit::explicit_for;
+use crate::corr::explicit::explicit_into;
 use crate::corr::masks::mask_share;
+use crate::corr::pack::{low_mask, Tally};
 use crate::corr::randomness::{act_mask_of, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
@@ -55,14 +56,16 @@ pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
     }
 }
 
-/// Party 1's explicit values for a CNN job on an h x w image, ReLUs in runs of `batch`.
+/// Party 1's explicit values for a CNN job on an h x w image, ReLUs in runs of `batch`, and
+/// their bits: a layer's matrix triples at [`CnnPlan::product_bits`], its ReLU runs' daBit
+/// and edaBit shares at [`CnnPlan::relu_out_bits`].
 pub fn correction_count(
     plan: &CnnPlan,
     h: usize,
     w: usize,
     engine: EngineKind,
     batch: usize,
-) -> usize {
+) -> Tally {
     let (h, w) = plan.frame.stack_dims(h, w);
     let hw = h * w;
     let net = (engine == EngineKind::Gmw).then(|| Netlist::record(&relu_circuit(plan)));
@@ -71,13 +74,13 @@ pub fn correction_count(
         .iter()
         .enumerate()
         .map(|(l, ly)| {
-            let relu: usize = match &net {
+            let relu: Tally = match &net {
                 Some(net) if l + 1 < nl => batches(ly.cout * hw, batch)
-                    .map(|(_, _, n)| RunShape::of(net, n).explicit_values())
+                    .map(|(_, _, n)| RunShape::of(net, n).explicit(plan.relu_out_bits(l)))
                     .sum(),
-                _ => 0,
+                _ => Tally::default(),
             };
-            ly.cout * hw + relu
+            Tally::of(ly.cout * hw, plan.product_bits(l)) + relu
         })
         .sum()
 }
@@ -92,7 +95,7 @@ pub fn generate_into<E>(
     deal_seeds: &DealSeeds,
     engine: EngineKind,
     batch: usize,
-    emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E> {
     // The layers run on the frame's sub-images (the whole image for DnCNN).
     let (h, w) = plan.frame.stack_dims(h, w);
@@ -123,7 +126,7 @@ pub fn generate_into<E>(
             c.iter_mut()
                 .zip(&c0)
                 .for_each(|(x, y)| *x = x.wrapping_sub(*y));
-            emit(&c)?;
+            emit(&c, plan.product_bits(l))?;
         }
         if let (Some(net), true) = (&net, l + 1 < nl) {
             for (b, _, n) in batches(ly.cout * hw, batch) {
@@ -131,7 +134,7 @@ pub fn generate_into<E>(
                     layer: li,
                     batch: b,
                 };
-                emit(&explicit_for(seeds, at, net, n))?;
+                explicit_into(seeds, at, net, n, plan.relu_out_bits(l), emit)?;
             }
         }
     }
@@ -139,7 +142,8 @@ pub fn generate_into<E>(
 }
 
 /// Both parties' randomness for a CNN job, in memory (tests; small jobs): their seeds,
-/// party 1's explicit values, and the engine's setup data per party.
+/// party 1's explicit values (one per u64, each reduced to its width as the dealer file
+/// holds it), and the engine's setup data per party.
 pub struct CnnDeal {
     pub seeds: [Seed; 2],
     pub corrections: Vec<u64>,
@@ -153,11 +157,11 @@ impl CnnDeal {
         seeds: &DealSeeds,
         setup: (Vec<u8>, Vec<u8>),
         capacity: usize,
-        run: impl FnOnce(&mut dyn FnMut(&[u64]) -> Result<(), E>) -> Result<(), E>,
+        run: impl FnOnce(&mut dyn FnMut(&[u64], u32) -> Result<(), E>) -> Result<(), E>,
     ) -> Result<CnnDeal, E> {
         let mut corrections = Vec::with_capacity(capacity);
-        run(&mut |v: &[u64]| {
-            corrections.extend_from_slice(v);
+        run(&mut |v: &[u64], bits| {
+            corrections.extend(v.iter().map(|x| x & low_mask(bits)));
             Ok(())
         })?;
         Ok(CnnDeal {
@@ -205,7 +209,7 @@ pub fn generate_with(
     seeds: &DealSeeds,
     setup: (Vec<u8>, Vec<u8>),
 ) -> CnnDeal {
-    let capacity = correction_count(plan, h, w, engine, batch);
+    let capacity = correction_count(plan, h, w, engine, batch).values;
     CnnDeal::collect(seeds, setup, capacity, |emit| {
         generate_into::<std::convert::Infallible>(plan, h, w, seeds, engine, batch, emit)
     })

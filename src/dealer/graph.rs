@@ -15,8 +15,9 @@ use crate::circuit::activation::ActCircuit;
 use crate::circuit::netlist::Netlist;
 use crate::corr::batches::batches;
 use crate::corr::engine_kind::EngineKind;
-use crate::corr::explicit::explicit_for;
+use crate::corr::explicit::explicit_into;
 use crate::corr::masks::mask_share;
+use crate::corr::pack::Tally;
 use crate::corr::randomness::act_mask_of;
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
@@ -45,28 +46,32 @@ impl Nets {
 }
 
 /// Party 1's explicit values for a graph job on an h x w input (sides multiples of the
-/// plan's stride), circuits in runs of `batch` elements.
+/// plan's stride), circuits in runs of `batch` elements, and their bits: a product's triple
+/// and a circuit's daBit and edaBit shares at [`GraphPlan::product_bits`] and
+/// [`GraphPlan::circuit_out_bits`] of its step.
 pub fn correction_count(
     plan: &GraphPlan,
     h: usize,
     w: usize,
     engine: EngineKind,
     batch: usize,
-) -> Result<usize, String> {
+) -> Result<Tally, String> {
     let dims = plan.dims(h, w)?;
+    let need = plan.needed_bits();
     let mut nets = Nets::default();
-    let mut n = 0;
+    let mut n = Tally::default();
     for i in 1..plan.steps.len() {
         for u in plan.uses(i, &dims) {
-            n += match u {
-                Use::Product { len } => len,
+            n = n + match u {
+                Use::Product { len } => Tally::of(len, plan.product_bits(&need, i)),
                 Use::Circuit { circ, elements } if engine == EngineKind::Gmw => {
                     let net = nets.of(&circ);
+                    let bits = plan.circuit_out_bits(&need, i);
                     batches(elements, batch.max(1))
-                        .map(|(_, _, n)| RunShape::of(net, n).explicit_values())
+                        .map(|(_, _, n)| RunShape::of(net, n).explicit(bits))
                         .sum()
                 }
-                Use::Circuit { .. } => 0,
+                Use::Circuit { .. } => Tally::default(),
             };
         }
     }
@@ -127,13 +132,14 @@ pub fn generate_into<E>(
     deal_seeds: &DealSeeds,
     engine: EngineKind,
     batch: usize,
-    emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E>
 where
     E: From<String>,
 {
     plan.check_streams()?;
     let dims = plan.dims(h, w)?;
+    let need = plan.needed_bits();
     let seeds = &deal_seeds.job;
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
     let weighted: HashMap<usize, (u32, usize)> = plan
@@ -165,7 +171,7 @@ where
                     c.iter_mut()
                         .zip(&c0)
                         .for_each(|(x, y)| *x = x.wrapping_sub(*y));
-                    emit(&c)?;
+                    emit(&c, plan.product_bits(&need, i))?;
                 }
                 Use::Circuit { circ, elements } => {
                     for (_, _, n) in batches(elements, batch.max(1)) {
@@ -175,7 +181,8 @@ where
                         };
                         run += 1;
                         if engine == EngineKind::Gmw {
-                            emit(&explicit_for(seeds, at, nets.of(&circ), n))?;
+                            let bits = plan.circuit_out_bits(&need, i);
+                            explicit_into(seeds, at, nets.of(&circ), n, bits, emit)?;
                         }
                     }
                 }
@@ -211,7 +218,7 @@ pub fn generate_with(
     seeds: &DealSeeds,
     setup: (Vec<u8>, Vec<u8>),
 ) -> Result<CnnDeal, String> {
-    let capacity = correction_count(plan, h, w, engine, batch)?;
+    let capacity = correction_count(plan, h, w, engine, batch)?.values;
     CnnDeal::collect(seeds, setup, capacity, |emit| {
         generate_into::<String>(plan, h, w, seeds, engine, batch, emit)
     })

@@ -9,6 +9,7 @@ use crate::circuit::activation::ActCircuit;
 use crate::corr::batches::{batches, extract_batch};
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::masks::mask_share;
+use crate::corr::pack::Tally;
 use crate::corr::randomness::{act_mask_of, elem_masks, image_mask_of};
 use crate::corr::slot::Slot;
 use crate::formats::bodies::{JobParams, Triplets};
@@ -26,6 +27,9 @@ pub struct NonlinearDeal {
     pub engine: EngineKind,
     /// Per hidden layer: whether the tanh* polynomial follows its circuit.
     poly: Vec<bool>,
+    /// Per hidden layer: the bits of its pre-activation its circuit reads (n = sh + k), the
+    /// width of its matrix triple's explicit C (docs/protocol.md, "Ring width").
+    reads: Vec<u32>,
     pub boolean: Option<BooleanDeal>,
 }
 
@@ -38,6 +42,7 @@ impl NonlinearDeal {
                 .iter()
                 .map(|c| matches!(c, ActCircuit::TanhSelect(_)))
                 .collect(),
+            reads: circuits.iter().map(|c| (c.n() as u32).min(64)).collect(),
             boolean: (engine == EngineKind::Gmw).then(|| BooleanDeal::new(circuits)),
         }
     }
@@ -45,6 +50,18 @@ impl NonlinearDeal {
     /// Whether hidden layer `l` needs the polynomial's three elementwise correlations.
     fn poly(&self, l: usize) -> bool {
         self.poly[l]
+    }
+
+    /// Bits of layer `l`'s product that its readers read, of `layers`: a hidden layer's
+    /// only by its circuit, mod 2^n; the output layer's whole. An MLP opens every activation
+    /// at 64 bits, so the circuits' outputs (daBits, edaBits) and the polynomial's triples
+    /// stay at 64.
+    pub fn product_bits(&self, l: usize, layers: usize) -> u32 {
+        if l + 1 < layers {
+            self.reads[l]
+        } else {
+            64
+        }
     }
 }
 
@@ -146,7 +163,7 @@ pub fn generate_with(
     base_ot: (Vec<u8>, Vec<u8>),
 ) -> (Triplets, Triplets) {
     let all = Geometry::new(job.height, job.width, patch, job.stride).num_patches();
-    let mut corr = Vec::with_capacity(correction_count(widths, all, batch, nl));
+    let mut corr = crate::corr::pack::Packed::default();
     generate_into(
         job,
         widths,
@@ -155,13 +172,13 @@ pub fn generate_with(
         batch,
         seeds,
         nl,
-        &mut |v: &[u64]| {
-            corr.extend_from_slice(v);
+        &mut |v: &[u64], bits| {
+            corr.push(v, bits);
             Ok::<(), std::convert::Infallible>(())
         },
     )
     .unwrap_or_else(|e| match e {});
-    let mk = |seed: Seed, corrections: Vec<u64>, base_ot: Vec<u8>| Triplets {
+    let mk = |seed: Seed, corrections, base_ot: Vec<u8>| Triplets {
         job: job.clone(),
         widths: widths.to_vec(),
         batch,
@@ -171,31 +188,39 @@ pub fn generate_with(
         base_ot,
     };
     (
-        mk(seeds.job[0], Vec::new(), base_ot.0),
+        mk(seeds.job[0], Default::default(), base_ot.0),
         mk(seeds.job[1], corr, base_ot.1),
     )
 }
 
-/// Number of explicit values (party 1's triple shares) a job needs: per batch of n patches
-/// and layer, the matrix triple's dout x n, plus for a tanh* hidden layer three elementwise
-/// correlations of dout x n each, plus the boolean engine's AND triple and daBit shares.
+/// Explicit values (party 1's triple shares) a job needs, and their bits: per batch of n
+/// patches and layer, the matrix triple's dout x n (at [`NonlinearDeal::product_bits`]),
+/// plus for a tanh* hidden layer three elementwise correlations of dout x n each, plus the
+/// boolean engine's AND triple and daBit shares.
 pub fn correction_count(
     widths: &[usize],
     num_patches: usize,
     batch: usize,
     nl: &NonlinearDeal,
-) -> usize {
+) -> Tally {
     let layers = widths.len() - 1;
-    let per_patch: usize = (0..layers)
-        .map(|l| widths[l + 1] * if l + 1 < layers && nl.poly(l) { 4 } else { 1 })
+    let per_patch: Tally = (0..layers)
+        .map(|l| {
+            let poly = if l + 1 < layers && nl.poly(l) { 3 } else { 0 };
+            Tally::of(widths[l + 1], nl.product_bits(l, layers))
+                + Tally::of(widths[l + 1] * poly, 64)
+        })
         .sum();
-    let boolean: usize = match &nl.boolean {
+    let boolean: Tally = match &nl.boolean {
         Some(bd) => batches(num_patches, batch)
             .map(|(_, _, n)| bd.explicit_values(widths, n))
             .sum(),
-        None => 0,
+        None => Tally::default(),
     };
-    per_patch * num_patches + boolean
+    Tally {
+        values: per_patch.values * num_patches,
+        bits: per_patch.bits * num_patches as u64,
+    } + boolean
 }
 
 /// Computes party 1's triple shares for the parties' `seeds`, handing them to `emit` in
@@ -211,7 +236,7 @@ pub fn generate_into<E>(
     batch: usize,
     deal_seeds: &DealSeeds,
     nonlinear: &NonlinearDeal,
-    emit: &mut dyn FnMut(&[u64]) -> Result<(), E>,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E> {
     let geo = Geometry::new(job.height, job.width, patch, job.stride);
     let seeds = &deal_seeds.job;
@@ -251,6 +276,7 @@ pub fn generate_into<E>(
                     .zip(&c0)
                     .map(|(x, y)| x.wrapping_sub(*y))
                     .collect::<Vec<u64>>(),
+                nonlinear.product_bits(l, nl),
             )?;
             let e = dout * n;
             if l + 1 < nl && nonlinear.poly(l) {
@@ -265,6 +291,7 @@ pub fn generate_into<E>(
                             sa.wrapping_mul(sa).wrapping_sub(sq_c0[i])
                         })
                         .collect::<Vec<u64>>(),
+                    64,
                 )?;
                 for k in 0..2 {
                     emit(
@@ -275,6 +302,7 @@ pub fn generate_into<E>(
                                 x.wrapping_mul(y).wrapping_sub(c0[k][i])
                             })
                             .collect::<Vec<u64>>(),
+                        64,
                     )?;
                 }
             }
@@ -284,7 +312,8 @@ pub fn generate_into<E>(
                         layer: l as u32,
                         batch: b,
                     };
-                    emit(&bd.explicit(seeds, at, l, e))?;
+                    // The circuit's outputs are activations, opened at 64 bits.
+                    bd.explicit(seeds, at, l, e, 64, emit)?;
                 }
             }
         }

@@ -380,8 +380,9 @@ pub struct Triplets {
     pub seed: Seed,
     /// The nonlinearity engine these correlations are for.
     pub engine: EngineKind,
-    /// Party 1 only: explicit triple shares, in consumption order.
-    pub corrections: Vec<u64>,
+    /// Party 1 only: explicit triple shares, in consumption order, each at the width its
+    /// reader needs (docs/formats.md).
+    pub corrections: crate::corr::pack::Packed,
     /// Base OTs for the IKNP extension (role-specific, serialised by `twopc::ot`).
     pub base_ot: Vec<u8>,
 }
@@ -467,7 +468,7 @@ mod tests {
             batch: 1,
             seed: [3; 32],
             engine: Default::default(),
-            corrections: Vec::new(),
+            corrections: Default::default(),
             base_ot: vec![5; 64],
         });
         unsafe { ManuallyDrop::drop(&mut t) };

@@ -31,6 +31,8 @@ const SIGNED_VERSION: u16 = 8;
 const COLOUR_VERSION: u16 = 9;
 /// The first version whose seeded values are AES-256-CTR streams ([`crate::ring::share::Prg`]).
 const STREAM_VERSION: u16 = 10;
+/// The first version whose triplet files pack party 1's values at their widths.
+pub const TRIPLET_WIDTH_VERSION: u16 = 10;
 const PREFIX: usize = 8 + 2 + 4;
 const MAX_HEADER: u64 = 1 << 20;
 /// Largest body accepted (refused before allocation).
@@ -326,6 +328,11 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
              `share-image` (then deal and serve it again)",
         ));
     }
+    // Before any body is read or randomness claimed: an older body's values would be
+    // misread as packed ones.
+    if header.kind == Kind::Triplets && ver < TRIPLET_WIDTH_VERSION {
+        return Err(FormatError::OlderDealer(path.into(), ver));
+    }
     if header.kind == Kind::ModelShare && ver < 7 {
         return Err(FormatError::Outdated(
             path.into(),
@@ -371,12 +378,13 @@ fn made_again(kind: Kind) -> Option<&'static str> {
         Kind::ImageShare => {
             again!("share the image again with `share-image` (then deal and serve it again)")
         }
-        Kind::Triplets => again!("deal it again with `gen-triplets`"),
         Kind::ModelMask | Kind::DealerMask => again!(
             "make the model's mask again with `gen-model-mask` (then open the weights \
              again with `open-weights` and deal the jobs with `gen-triplets`)"
         ),
         Kind::OpenedWeights => again!("open the weights again with `open-weights`"),
+        // Refused before this, as made by an older dealer (`FormatError::OlderDealer`).
+        Kind::Triplets => return None,
         Kind::OutputShare
         | Kind::PublicModel
         | Kind::PublicJob

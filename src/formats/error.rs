@@ -15,6 +15,8 @@ pub enum FormatError {
     Version(PathBuf, u16),
     #[error("{0}: a {1} of format version {2}, from an older ppdenoise; {3}")]
     Outdated(PathBuf, &'static str, u16, &'static str),
+    #[error("{0}: a triplet file of format version {1}, made by an older dealer; this build reads triplet files of version {VERSION} (explicit values packed at their readers' widths, seeded values from AES-256-CTR streams): deal the job again with `gen-triplets`")]
+    OlderDealer(PathBuf, u16),
     #[error("{0}: truncated or corrupted: {1}")]
     Truncated(PathBuf, String),
     #[error("{0}: absurd size: {1}")]

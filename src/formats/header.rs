@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 ///    where they were ChaCha20: every kind holding values drawn from a seed (model, image
 ///    and mask shares, opened weights, triplets) of versions 3 to 9 is refused by name, its
 ///    values no longer what its seeds give; output shares and the public and receiver's
-///    files stay readable.
+///    files stay readable. And party 1's triplet body holds its explicit values packed at
+///    the widths their readers need (`corr::pack::Packed`: bit count, byte count, bytes;
+///    issue 51), where version 9 held a count and 64-bit values.
 pub const VERSION: u16 = 10;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;

@@ -2,6 +2,8 @@
 //! 1 GB for a 512x512 image) are read from disk in consumption order while the job runs,
 //! so S1 never holds them whole; the rest of the body (job, widths, seed, base OTs) is
 //! small and decoded at open. The whole file's checksum is verified before anything is used.
+//! The shares are packed at the widths their readers need ([`crate::corr::pack::Packed`]:
+//! bit count, byte count, bytes), so the reader counts bits.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use bincode::Options;
 use super::bodies::TripletsLead;
 use super::container::{self, FormatError, Header, Kind, Opened, Seal};
 use super::sealed::Source;
+use crate::corr::pack::{check_region, BitReader, BitWriter};
 use crate::corr::randomness::CorrectionSource;
 
 /// A triplet file opened for streaming.
@@ -21,7 +24,7 @@ pub struct TripletsStream {
     pub corrections: CorrectionReader,
 }
 
-/// Reads the corrections in order, `take(n)` at a time, hashing what it reads: [`finish`]
+/// Reads the corrections in order, `take(n, bits)` at a time, hashing what it reads: [`finish`]
 /// compares that with the hash of the same bytes taken in the checksum-verified pass, so a
 /// file changed in place while the job runs is an error, not a silently wrong image.
 ///
@@ -29,19 +32,21 @@ pub struct TripletsStream {
 pub struct CorrectionReader {
     path: PathBuf,
     r: BufReader<Source>,
+    /// Bits in the file, bits read.
     len: u64,
     read: u64,
+    bits: BitReader,
     hasher: blake3::Hasher,
     verified: blake3::Hash,
 }
 
 impl CorrectionReader {
-    /// Number of values in the file.
+    /// Number of bits of values in the file.
     pub fn len(&self) -> u64 {
         self.len
     }
 
-    /// Values read so far.
+    /// Bits read so far.
     pub fn position(&self) -> u64 {
         self.read
     }
@@ -54,26 +59,26 @@ impl CorrectionReader {
         &self.path
     }
 
-    /// The next `n` values.
-    pub fn take(&mut self, n: usize) -> Result<Vec<u64>, String> {
-        if self.read + n as u64 > self.len {
+    /// The next `n` values of `bits` bits each (their higher bits zero).
+    pub fn take(&mut self, n: usize, bits: u32) -> Result<Vec<u64>, String> {
+        let need = n as u64 * bits as u64;
+        if !(1..=64).contains(&bits) || self.read + need > self.len {
             return Err(format!(
-                "{}: {n} more triple shares needed at {} of {}",
+                "{}: {n} more triple shares of {bits} bits needed at bit {} of {}",
                 self.path.display(),
                 self.read,
                 self.len
             ));
         }
-        let mut bytes = vec![0u8; n * 8];
+        let mut bytes = vec![0u8; self.bits.bytes_for(n, bits)];
         self.r
             .read_exact(&mut bytes)
             .map_err(|e| format!("{}: reading the triple shares: {e}", self.path.display()))?;
         self.hasher.update(&bytes);
-        self.read += n as u64;
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect())
+        self.read += need;
+        let mut out = Vec::with_capacity(n);
+        self.bits.take(&bytes, n, bits, &mut out);
+        Ok(out)
     }
 
     /// After the last `take`: were the values read exactly the verified ones?
@@ -99,8 +104,8 @@ impl CorrectionSource for CorrectionReader {
     fn origin(&self) -> &Path {
         &self.path
     }
-    fn take(&mut self, n: usize) -> Result<Vec<u64>, String> {
-        CorrectionReader::take(self, n)
+    fn take(&mut self, n: usize, bits: u32) -> Result<Vec<u64>, String> {
+        CorrectionReader::take(self, n, bits)
     }
     fn finish(&self) -> Result<(), String> {
         CorrectionReader::finish(self)
@@ -152,26 +157,35 @@ pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), For
             h: &mut whole,
         })
         .map_err(|e| malformed(e.to_string()))?;
-    let mut lb = [0u8; 8];
+    // The bit count, then the bytes' count (a `Packed`).
+    let mut lb = [0u8; 16];
     r.read_exact(&mut lb).map_err(io)?;
     whole.update(&lb);
-    let len = u64::from_le_bytes(lb);
+    let len = u64::from_le_bytes(lb[..8].try_into().expect("8 bytes"));
+    let nbytes = u64::from_le_bytes(lb[8..].try_into().expect("8 bytes"));
     let at = r.stream_position().map_err(io)?;
-    let after = len
-        .checked_mul(8)
-        .and_then(|b| b.checked_add(at))
+    let after = nbytes
+        .checked_add(at)
         .filter(|&end| end <= body_end)
-        .ok_or_else(|| malformed(format!("{len} triple shares do not fit the body")))?;
+        .ok_or_else(|| {
+            malformed(format!(
+                "{nbytes} bytes of triple shares do not fit the body"
+            ))
+        })?;
+    check_region(len, nbytes, None).map_err(|e| malformed(format!("triple shares: {e}")))?;
     let mut region = blake3::Hasher::new();
     let mut chunk = vec![0u8; 1 << 20];
     let mut pos = at;
+    let mut last = None;
     while pos < after {
         let n = chunk.len().min((after - pos) as usize);
         r.read_exact(&mut chunk[..n]).map_err(io)?;
         whole.update(&chunk[..n]);
         region.update(&chunk[..n]);
+        last = Some(chunk[n - 1]);
         pos += n as u64;
     }
+    check_region(len, nbytes, last).map_err(|e| malformed(format!("triple shares: {e}")))?;
     let base_ot: Vec<u8> = container::body_options()
         .with_limit(body_end - after)
         .deserialize_from(Hashing {
@@ -194,6 +208,7 @@ pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), For
                 r,
                 len,
                 read: 0,
+                bits: BitReader::default(),
                 hasher: blake3::Hasher::new(),
                 verified: region.finalize(),
             },
@@ -202,8 +217,9 @@ pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), For
 }
 
 /// Writes party 1's triplet file piecewise: the same bytes as `container::write` of the
-/// `Triplets` with these fields, but the `count` shares come from `fill`, which hands them to
-/// its `emit` callback in consumption order, so they are never all in memory.
+/// `Triplets` with these fields, but the shares, `bits` bits in all, come from `fill`, which
+/// hands them to its `emit` callback in consumption order with their widths, so they are
+/// never all in memory.
 ///
 /// `fill` runs on a thread of its own, a few blocks ahead of the writing (encryption,
 /// checksum, the copy into the file), so that computing the next shares and writing the
@@ -212,35 +228,47 @@ pub fn write<F>(
     path: &Path,
     header: &Header,
     lead: &TripletsLead,
-    count: usize,
+    bits: u64,
     base_ot: &Vec<u8>,
     seal: Seal<'_>,
     fill: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()> + Send,
+    F: FnOnce(&mut dyn FnMut(&[u64], u32) -> std::io::Result<()>) -> std::io::Result<()> + Send,
 {
     let opts = container::body_options;
-    let body_len =
-        opts().serialized_size(lead)? + 8 + 8 * count as u64 + opts().serialized_size(base_ot)?;
+    let nbytes = bits.div_ceil(8);
+    let body_len = opts().serialized_size(lead)? + 16 + nbytes + opts().serialized_size(base_ot)?;
     container::write_streamed(path, header, body_len, seal, |w| {
         opts().serialize_into(&mut *w, lead)?;
-        w.write_all(&(count as u64).to_le_bytes())?;
+        w.write_all(&bits.to_le_bytes())?;
+        w.write_all(&nbytes.to_le_bytes())?;
         std::thread::scope(|s| -> std::io::Result<()> {
             // Two pieces in flight: enough to overlap.
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
             let maker = s.spawn(move || {
-                fill(&mut |v: &[u64]| {
-                    // In pieces of 8 MiB, so the queue is bounded in bytes whatever the
-                    // dealer's block size.
+                let mut packer = BitWriter::default();
+                let stopped = |_| std::io::Error::other("the file writer stopped");
+                fill(&mut |v: &[u64], width: u32| {
+                    // In pieces of at most 8 MiB, so the queue is bounded in bytes whatever
+                    // the dealer's block size.
                     for piece in v.chunks(1 << 20) {
-                        let bytes = piece.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        let mut bytes = Vec::new();
+                        packer.push(piece, width, &mut bytes);
                         // A closed channel means the writer failed; its error is reported.
-                        tx.send(bytes)
-                            .map_err(|_| std::io::Error::other("the file writer stopped"))?;
+                        tx.send(bytes).map_err(stopped)?;
                     }
                     Ok(())
-                })
+                })?;
+                if packer.bits() != bits {
+                    return Err(std::io::Error::other(format!(
+                        "the dealer made {} bits of triple shares, not the announced {bits}",
+                        packer.bits()
+                    )));
+                }
+                let mut tail = Vec::new();
+                packer.finish(&mut tail);
+                tx.send(tail).map_err(stopped)
             });
             let mut written = Ok(());
             for bytes in rx.iter() {
@@ -264,12 +292,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corr::pack::Packed;
     use crate::formats::bodies::JobParams;
     use crate::formats::bodies::Triplets;
     use crate::model::preprocess::Preprocess;
     use crate::ring::share::Seed;
 
-    fn sample(corrections: Vec<u64>) -> Triplets {
+    /// Values packed in runs of (count, width).
+    fn packed(values: &[u64], runs: &[(usize, u32)]) -> Packed {
+        let mut p = Packed::default();
+        let mut at = 0;
+        for &(n, width) in runs {
+            p.push(&values[at..at + n], width);
+            at += n;
+        }
+        assert_eq!(at, values.len());
+        p
+    }
+
+    fn sample(corrections: Packed) -> Triplets {
         Triplets {
             job: JobParams {
                 height: 20,
@@ -300,7 +341,15 @@ mod tests {
         let values: Vec<u64> = (0..400_000u64)
             .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
             .collect();
-        let t = sample(values.clone());
+        // Runs of different widths, ending inside bytes.
+        let runs = [
+            (1, 64),
+            (999, 31),
+            (250_000, 64),
+            (148_000, 17),
+            (1_000, 34),
+        ];
+        let t = sample(packed(&values, &runs));
         let h = Header::new(Kind::Triplets, 1, 16);
         container::write(&p, &h, &t, Seal::PLAIN).unwrap();
         // The streaming writer produces exactly what the in-memory encoder does.
@@ -315,17 +364,20 @@ mod tests {
             (t.widths.clone(), 7, [5; 32])
         );
         assert_eq!(s.base_ot, t.base_ot);
-        assert_eq!(s.corrections.len(), values.len() as u64);
-        let mut got = Vec::new();
-        for n in [1, 999, 250_000, 148_000, 1_000] {
-            got.extend(s.corrections.take(n).unwrap());
+        assert_eq!(s.corrections.len(), t.corrections.bits());
+        let (mut got, mut want, mut at) = (Vec::new(), Vec::new(), 0);
+        for (n, width) in runs {
+            got.extend(s.corrections.take(n, width).unwrap());
+            let m = crate::corr::pack::low_mask(width);
+            want.extend(values[at..at + n].iter().map(|x| x & m));
+            at += n;
         }
-        assert_eq!(got, values);
+        assert_eq!(got, want);
         assert_eq!(s.corrections.position(), s.corrections.len());
         s.corrections.finish().unwrap();
-        let e = s.corrections.take(1).unwrap_err();
+        let e = s.corrections.take(1, 3).unwrap_err();
         assert!(
-            e.contains("t.p1") && e.contains("1 more triple shares needed"),
+            e.contains("t.p1") && e.contains("1 more triple shares of 3 bits needed"),
             "{e}"
         );
 
@@ -342,7 +394,7 @@ mod tests {
     fn empty_corrections_of_party_zero() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p0");
-        let t = sample(Vec::new());
+        let t = sample(Packed::default());
         container::write(&p, &Header::new(Kind::Triplets, 0, 16), &t, Seal::PLAIN).unwrap();
         let (_, s) = open(&p, 0).unwrap();
         assert!(s.corrections.is_empty());
@@ -355,7 +407,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p1");
         let n = 1000usize;
-        let t = sample((0..n as u64).collect());
+        let t = sample(packed(&(0..n as u64).collect::<Vec<_>>(), &[(n, 64)]));
         container::write(&p, &Header::new(Kind::Triplets, 1, 16), &t, Seal::PLAIN).unwrap();
         let (_, mut s) = open(&p, 1).unwrap();
         // Same length, one share changed in place after the checksum pass.
@@ -365,7 +417,7 @@ mod tests {
         f.seek(SeekFrom::Start(corr_start + 8 * 10)).unwrap();
         f.write_all(&[0xff]).unwrap();
         drop(f);
-        let got = s.corrections.take(n).unwrap();
+        let got = s.corrections.take(n, 64).unwrap();
         assert_ne!(got[10], 10, "the test must really change a share");
         let e = s.corrections.finish().unwrap_err();
         assert!(e.contains("t.p1") && e.contains("changed on disk"), "{e}");
@@ -379,18 +431,20 @@ mod tests {
             widths: Vec<usize>,
             batch: usize,
             seed: Seed,
-            count: u64,
+            bits: u64,
+            nbytes: u64,
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p1");
-        let t = sample(vec![1, 2, 3]);
+        let t = sample(packed(&[1, 2, 3], &[(3, 64)]));
         let h = Header::new(Kind::Triplets, 1, 16);
         let short = Short {
             job: t.job.clone(),
             widths: t.widths.clone(),
             batch: t.batch,
             seed: t.seed,
-            count: 1 << 40,
+            bits: 1 << 43,
+            nbytes: 1 << 40,
         };
         container::write(&p, &h, &short, Seal::PLAIN).unwrap();
         let e = open(&p, 1).err().unwrap().to_string();
@@ -408,7 +462,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a.p1"), dir.path().join("b.p1"));
         let values: Vec<u64> = (0..300_000u64).map(|i| i ^ (i << 29)).collect();
-        let t = sample(values.clone());
+        // The dealer's emits at their widths, in pieces that need not match the reader's.
+        let widths = [64, 33, 64, 5, 17, 64];
+        let pieces: Vec<(&[u64], u32)> = values
+            .chunks(7777)
+            .zip(widths.iter().cycle())
+            .map(|(c, &w)| (c, w))
+            .collect();
+        let runs: Vec<(usize, u32)> = pieces.iter().map(|(c, w)| (c.len(), *w)).collect();
+        let t = sample(packed(&values, &runs));
         let h = Header::new(Kind::Triplets, 1, 16);
         container::write(&a, &h, &t, Seal::PLAIN).unwrap();
         let lead = TripletsLead {
@@ -422,12 +484,12 @@ mod tests {
             &b,
             &h,
             &lead,
-            values.len(),
+            t.corrections.bits(),
             &t.base_ot,
             Seal::PLAIN,
             |emit| {
-                for chunk in values.chunks(7777) {
-                    emit(chunk)?;
+                for &(chunk, width) in &pieces {
+                    emit(chunk, width)?;
                 }
                 Ok(())
             },
@@ -440,10 +502,10 @@ mod tests {
             &c,
             &h,
             &lead,
-            values.len(),
+            t.corrections.bits(),
             &t.base_ot,
             Seal::PLAIN,
-            |emit| emit(&values[..10]),
+            |emit| emit(&values[..10], 64),
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("not the announced"), "{e:#}");

@@ -218,7 +218,7 @@ fn gen_cnn_triplets(
             }
             hd
         };
-        let count = crate::dealer::cnn::correction_count(&plan, rows, w, a.engine, batch);
+        let count = crate::dealer::cnn::correction_count(&plan, rows, w, a.engine, batch).bits;
         let (o, b) = write_pair(
             &tile_prefix(&a.out, tile.as_ref().map(|(t, _)| *t)),
             &header,
@@ -338,6 +338,7 @@ fn gen_graph_triplets(
                     .height(),
             };
             let count = crate::dealer::graph::correction_count(&plan, rows, pw, a.engine, batch)
+                .map(|t| t.bits)
                 .map_err(at_image)?;
             let circuits = crate::dealer::graph::circuit_shapes(&plan, rows, pw, a.engine)
                 .map_err(at_image)?;
@@ -378,7 +379,7 @@ fn gen_graph_triplets(
             a.engine.deal_setup(),
             to,
             |emit| {
-                let mut emit = |v: &[u64]| emit(v).map_err(FillError);
+                let mut emit = |v: &[u64], bits| emit(v, bits).map_err(FillError);
                 crate::dealer::graph::generate_into(
                     &plan, rows, pw, &seeds, a.engine, batch, &mut emit,
                 )
@@ -577,7 +578,7 @@ pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result
             }
             h
         };
-        let count = crate::dealer::correction_count(&widths, run.len(), batch, &nonlinear);
+        let count = crate::dealer::correction_count(&widths, run.len(), batch, &nonlinear).bits;
         let (o, b) = write_pair(
             &tile_prefix(&a.out, tile),
             &header,
@@ -676,13 +677,13 @@ fn write_pair<F>(
     prefix: &Path,
     header: &dyn Fn(u8) -> Header,
     lead: Lead<'_>,
-    count: usize,
+    count: u64,
     (base0, mut base1): (Vec<u8>, Vec<u8>),
     to: &Outputs,
     fill: F,
 ) -> Result<([String; 2], u64)>
 where
-    F: FnOnce(&mut dyn FnMut(&[u64]) -> std::io::Result<()>) -> std::io::Result<()> + Send,
+    F: FnOnce(&mut dyn FnMut(&[u64], u32) -> std::io::Result<()>) -> std::io::Result<()> + Send,
 {
     let (out0, out1) = (with_ext(prefix, 0), with_ext(prefix, 1));
     check_free_space((&out0, &out1), count, (&base0, &base1))?;
@@ -712,7 +713,7 @@ where
         batch: lead.batch,
         seed: lead.seeds[0],
         engine: lead.engine,
-        corrections: Vec::new(),
+        corrections: Default::default(),
         base_ot: base0,
     };
     let bytes = write_s0((&out0, &out1), &header(0), &t0, to.party(0))?;
@@ -726,12 +727,12 @@ where
 /// on top of its values: a generous bound (measured: a few KB).
 const FILE_SLACK: u64 = 256 << 10;
 
-/// What a pair of triplet files will take: S1's `count` explicit values and base OTs, S0's
-/// seed and base OTs, each with [`FILE_SLACK`].
-pub fn pair_bytes(count: usize, base0: usize, base1: usize) -> [u64; 2] {
+/// What a pair of triplet files will take: S1's explicit values (`bits` bits, packed at
+/// their widths) and base OTs, S0's seed and base OTs, each with [`FILE_SLACK`].
+pub fn pair_bytes(bits: u64, base0: usize, base1: usize) -> [u64; 2] {
     [
         base0 as u64 + FILE_SLACK,
-        (count as u64).saturating_mul(8) + base1 as u64 + FILE_SLACK,
+        bits.div_ceil(8) + base1 as u64 + FILE_SLACK,
     ]
 }
 
@@ -739,7 +740,7 @@ pub fn pair_bytes(count: usize, base0: usize, base1: usize) -> [u64; 2] {
 /// folder(s) cannot hold (a disk that fills half-way through a study's dealing wastes it).
 fn check_free_space(
     (out0, out1): (&Path, &Path),
-    count: usize,
+    count: u64,
     (base0, base1): (&[u8], &[u8]),
 ) -> Result<()> {
     use super::space::{check, folder_of, free_bytes};

@@ -267,14 +267,27 @@ impl CnnPlan {
 
     /// Bits of layer `l`'s masked-input opening: a hidden layer's output only reaches its
     /// ReLU circuit, which reads it mod 2^(ws + k); the last layer's is the output, needed
-    /// whole (docs/protocol.md, "Ring width"). The dealer's correction C is still 64-bit;
-    /// it is planned to use this width.
+    /// whole (docs/protocol.md, "Ring width").
     pub fn open_bits(&self, l: usize) -> u32 {
+        self.product_bits(l)
+    }
+
+    /// Bits of layer `l`'s product (its pre-activation map) that its readers read: a hidden
+    /// layer's only its ReLU circuit, mod 2^(ws + k); the last layer's is the output, read
+    /// whole. The width of the dealer's explicit C of the layer's matrix triples.
+    pub fn product_bits(&self, l: usize) -> u32 {
         if l + 1 < self.layers.len() {
             (self.params.ws + self.params.k).min(64)
         } else {
             64
         }
+    }
+
+    /// Bits of hidden layer `l`'s ReLU outputs (the activation map) that their reader reads:
+    /// layer l + 1 opens them at [`Self::open_bits`]`(l + 1)`, and nothing else reads them.
+    /// The width of the additive daBit and edaBit shares that make them.
+    pub fn relu_out_bits(&self, l: usize) -> u32 {
+        self.open_bits(l + 1)
     }
 
     /// Values of a job's input for an h x w image: the image (its planes), then its noise

@@ -112,13 +112,13 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     let want = if p == 1 {
-        crate::dealer::cnn::correction_count(&plan, rows, w, engine_kind, tr.lead.batch)
+        crate::dealer::cnn::correction_count(&plan, rows, w, engine_kind, tr.lead.batch).bits
     } else {
         0
     };
-    if tr.corrections.len() != want as u64 {
+    if tr.corrections.len() != want {
         bail!(
-            "{}: holds {} explicit triple shares but this job consumes {want}",
+            "{}: holds {} bits of explicit triple shares (packed at their widths) but this job consumes {want}",
             f.triplets.display(),
             tr.corrections.len()
         );

@@ -144,12 +144,13 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let want = if p == 1 {
         crate::dealer::graph::correction_count(&plan, rows, pw, engine_kind, tr.lead.batch)
             .map_err(|e| at(&f.image, e))?
+            .bits
     } else {
         0
     };
-    if tr.corrections.len() != want as u64 {
+    if tr.corrections.len() != want {
         bail!(
-            "{}: holds {} explicit values but this job consumes {want}",
+            "{}: holds {} bits of explicit values (packed at their widths) but this job consumes {want}",
             f.triplets.display(),
             tr.corrections.len()
         );

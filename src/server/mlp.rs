@@ -139,13 +139,13 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         .map_err(|e| at(&f.triplets, e.to_string()))?;
     // S1's explicit values: exactly as many as this job consumes (S0 has none).
     let want = if p == 1 {
-        crate::dealer::correction_count(&plan.widths(), patches, tr.lead.batch, &deal)
+        crate::dealer::correction_count(&plan.widths(), patches, tr.lead.batch, &deal).bits
     } else {
         0
     };
-    if tr.corrections.len() != want as u64 {
+    if tr.corrections.len() != want {
         bail!(
-            "{}: holds {} explicit triple shares but this job consumes {want}",
+            "{}: holds {} bits of explicit triple shares (packed at their widths) but this job consumes {want}",
             f.triplets.display(),
             tr.corrections.len()
         );

@@ -181,7 +181,9 @@ pub fn run(
         for (blk, row0, rows) in row_blocks(ly, h, w) {
             let n = rows * w;
             let cols = ConvCols::same(vec![&b_map, &v], ly.cin, h, w, ly.ksize, row0, rows);
-            let c_i = inp.rand.mat_triple(li, blk, ly.cout * n)?;
+            let c_i = inp
+                .rand
+                .mat_triple(li, blk, ly.cout * n, plan.product_bits(l))?;
             let mut zb = product_share(&ua, Rhs::Cols(&cols), c_i);
             for (row, &b) in zb.chunks_mut(n).zip(&ly.b) {
                 row.iter_mut().for_each(|v| *v = v.wrapping_add(b));
@@ -206,7 +208,8 @@ pub fn run(
                     batch: b,
                 };
                 let part = &z[start..start + n];
-                x.extend(engine.relu(ch, &mut inp.rand, at, p.ws, p.k, part)?);
+                let bits = plan.relu_out_bits(l);
+                x.extend(engine.relu(ch, &mut inp.rand, at, p.ws, p.k, bits, part)?);
             }
             fig.seconds_nonlinear = t.elapsed().as_secs_f64();
             rep.seconds_nonlinear += fig.seconds_nonlinear;

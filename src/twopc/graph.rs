@@ -98,6 +98,11 @@ struct Job<'a, 'b> {
     weights: HashMap<usize, (&'a [u64], &'a [u64])>,
     /// Each masked-map stream's opening width ([`GraphPlan::open_bits`]).
     open_widths: HashMap<(u32, u32), u32>,
+    /// Per step: the bits of its product's result and of its circuits' outputs that their
+    /// readers read ([`GraphPlan::product_bits`], [`GraphPlan::circuit_out_bits`]): the
+    /// widths the dealer made party 1's values at.
+    product_bits: Vec<u32>,
+    circuit_bits: Vec<u32>,
     /// Circuit runs made so far by the current step (its runs' stream index).
     run: u32,
     /// The current step's uses of the randomness so far, compared with the dealer's list
@@ -119,6 +124,7 @@ impl Job<'_, '_> {
             elements: z.len(),
         });
         let mut out = Vec::with_capacity(z.len());
+        let bits = self.circuit_bits[step];
         for (_, start, n) in batches(z.len(), self.batch) {
             let at = Slot {
                 layer: step as u32,
@@ -129,11 +135,11 @@ impl Job<'_, '_> {
             out.extend(match circ {
                 ActCircuit::Relu(p) => {
                     self.engine
-                        .relu(self.ch, &mut self.rand, at, p.sh, p.k, part)?
+                        .relu(self.ch, &mut self.rand, at, p.sh, p.k, bits, part)?
                 }
                 ActCircuit::Trunc(p) => {
                     self.engine
-                        .trunc(self.ch, &mut self.rand, at, p.sh, p.k, part)?
+                        .trunc(self.ch, &mut self.rand, at, p.sh, p.k, bits, part)?
                 }
                 ActCircuit::TanhSelect(_) => unreachable!("no tanh* in a graph"),
             });
@@ -185,7 +191,8 @@ impl Job<'_, '_> {
         };
         let mut z = product_pair(kind, [u, a], [&m.b, &m.v]);
         self.used.push(Use::Product { len: z.v.len() });
-        let c = self.rand.mat_triple(step as u32, 0, z.v.len())?;
+        let bits = self.product_bits[step];
+        let c = self.rand.mat_triple(step as u32, 0, z.v.len(), bits)?;
         for (z, c) in z.v.iter_mut().zip(&c) {
             *z = z.wrapping_add(*c);
         }
@@ -278,6 +285,7 @@ pub fn run(
         .enumerate()
         .map(|(j, &(i, _))| (i, (&opened.u[j][..], &opened.mask[j][..])))
         .collect();
+    let need = plan.needed_bits();
     let mut job = Job {
         ch,
         engine,
@@ -291,6 +299,12 @@ pub fn run(
         },
         weights,
         open_widths: plan.open_widths(),
+        product_bits: (0..plan.steps.len())
+            .map(|i| plan.product_bits(&need, i))
+            .collect(),
+        circuit_bits: (0..plan.steps.len())
+            .map(|i| plan.circuit_out_bits(&need, i))
+            .collect(),
         run: 0,
         used: Vec::new(),
     };

@@ -44,7 +44,10 @@ pub trait Nonlinear {
         v: &[u64],
     ) -> Result<SelShares, ProtocolError>;
     /// Arithmetic shares of max(0, floor(v / 2^sh)), the signed k-bit truncation's ReLU
-    /// (a CNN hidden layer's activation).
+    /// (a CNN hidden layer's activation), correct mod 2^out_bits: the width at which the
+    /// caller's readers read them (docs/protocol.md, "Ring width"; the boolean engine's
+    /// dealer values are made at that width, the bits above it are arbitrary).
+    #[allow(clippy::too_many_arguments)]
     fn relu(
         &mut self,
         ch: &mut dyn Channel,
@@ -52,11 +55,13 @@ pub trait Nonlinear {
         at: Slot,
         sh: u32,
         k: u32,
+        out_bits: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
     /// The exact rescaling (a graph's `Trunc`): shares of floor(V / 2^sh) as a signed k-bit
     /// value, sign-extended in the ring (the circuit's offset-binary output converted, and
-    /// its offset taken off by party 1).
+    /// its offset taken off by party 1), correct mod 2^out_bits as for [`Self::relu`].
+    #[allow(clippy::too_many_arguments)]
     fn trunc(
         &mut self,
         ch: &mut dyn Channel,
@@ -64,6 +69,7 @@ pub trait Nonlinear {
         at: Slot,
         sh: u32,
         k: u32,
+        out_bits: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
     fn counters(&self) -> EngineCounters;
@@ -290,6 +296,15 @@ pub fn run(
         .map(|ly| 16 * ly.inputs * ly.outputs)
         .sum();
     let keep = batches(total, inp.batch.max(1)).count() > 1 && panel_bytes <= KEEP_PANELS_MAX;
+    // Bits of layer l's product its readers read (docs/protocol.md, "Ring width"): a hidden
+    // layer's only its circuit, mod 2^n; the output layer's whole. The dealer makes party
+    // 1's matrix triple at that width (`dealer::NonlinearDeal::product_bits`).
+    let reads: Vec<u32> = plan
+        .circuits()
+        .iter()
+        .map(|c| (c.n() as u32).min(64))
+        .collect();
+    let nl_bits = |l: usize| if l + 1 < nl { reads[l] } else { 64 };
     let mut packed: Vec<Option<PackedA>> = (0..nl).map(|_| None).collect();
     for (b, start, n) in batches(total, inp.batch.max(1)) {
         let start = range.start + start;
@@ -308,7 +323,9 @@ pub fn run(
                 let v = open(ch, party, &sub(&act, &b_i), "masked activations")?;
                 (v, b_i)
             };
-            let c_i = inp.rand.mat_triple(l as u32, b, ly.outputs * n)?;
+            let c_i = inp
+                .rand
+                .mat_triple(l as u32, b, ly.outputs * n, nl_bits(l))?;
             let ua = match packed[l].take() {
                 Some(p) => p,
                 None => pack_weights(party, &w.u[l], &w.mask[l], ly.outputs, ly.inputs),
@@ -338,7 +355,8 @@ pub fn run(
                     Hidden::Relu => {
                         // The circuit's outputs are the activations themselves (scale s).
                         let tp = plan.params.relu_trunc();
-                        act = engine.relu(ch, &mut inp.rand, at, tp.sh, tp.k, &z)?;
+                        // The next layer opens the activations at 64 bits.
+                        act = engine.relu(ch, &mut inp.rand, at, tp.sh, tp.k, 64, &z)?;
                         rep.seconds_nonlinear += t.elapsed().as_secs_f64();
                     }
                 }

@@ -377,3 +377,58 @@ pub fn blocks<'a>(page: &'a str, lang: &str) -> Vec<&'a str> {
         .map(|rest| rest.split("```").next().unwrap())
         .collect()
 }
+
+/// Party 1's explicit values as the dealer file gives them (each at its width), with every
+/// bit above the width its reader asks for set to garbage from a seeded generator: what a
+/// reader computes from them must not depend on those bits (docs/protocol.md, "Ring width").
+pub struct Garbled {
+    values: std::vec::IntoIter<u64>,
+    /// Bits in all and read so far, as the dealer file counts them.
+    len: u64,
+    read: u64,
+    rng: rand_chacha::ChaCha20Rng,
+}
+
+impl Garbled {
+    /// `values` (each reduced to its width, as `dealer::cnn::CnnDeal` holds them), `bits`
+    /// of them in all, garbled from `seed`.
+    pub fn new(values: Vec<u64>, bits: u64, seed: u64) -> Garbled {
+        use rand::SeedableRng;
+        Garbled {
+            values: values.into_iter(),
+            len: bits,
+            read: 0,
+            rng: rand_chacha::ChaCha20Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl ppdenoise::corr::randomness::CorrectionSource for Garbled {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn position(&self) -> u64 {
+        self.read
+    }
+    fn origin(&self) -> &std::path::Path {
+        std::path::Path::new("garbled")
+    }
+    fn take(&mut self, n: usize, bits: u32) -> Result<Vec<u64>, String> {
+        let high = if bits == 64 { 0 } else { u64::MAX << bits };
+        self.read += n as u64 * bits as u64;
+        Ok((&mut self.values)
+            .take(n)
+            .map(|v| {
+                assert_eq!(
+                    v & high,
+                    0,
+                    "the dealer's values come reduced to their width"
+                );
+                v | (rand::Rng::gen::<u64>(&mut self.rng) & high)
+            })
+            .collect())
+    }
+    fn finish(&self) -> Result<(), String> {
+        Ok(())
+    }
+}

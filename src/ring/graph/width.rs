@@ -74,6 +74,42 @@ impl GraphPlan {
         self.open_widths().get(&stream).copied().unwrap_or(64)
     }
 
+    /// Bits of product step `step`'s result its readers read: the step's own need (the
+    /// bias, a PReLU's `r << ws` are added ring-linearly), at least 1. The width of the
+    /// dealer's explicit C of its triple. `need`: [`Self::needed_bits`].
+    pub fn product_bits(&self, need: &[u32], step: usize) -> u32 {
+        need[step].clamp(1, 64)
+    }
+
+    /// Bits of the outputs of step `step`'s circuits that their readers read: the width of
+    /// the daBit and edaBit shares that make them. A `Trunc`'s or `Relu`'s output is the
+    /// step's; a leaky ReLU's and a PReLU's outputs reach it ring-linearly (times public
+    /// constants, shifted left, opened at the step's need for the PReLU's product); a max
+    /// pooling's running maximum and a clip's first bound's result are also read by the next
+    /// circuit, mod 2^k (sh = 0), so those ask k too. `need`: [`Self::needed_bits`].
+    pub fn circuit_out_bits(&self, need: &[u32], step: usize) -> u32 {
+        let out = need[step];
+        let bits = match &self.steps[step].kind {
+            Kind::MaxPool { .. } | Kind::Clip { .. } => self.params.k.max(out),
+            Kind::Trunc { .. }
+            | Kind::Relu { .. }
+            | Kind::LeakyRelu { .. }
+            | Kind::PRelu { .. } => out,
+            // No circuit; listed so that a new kind must say.
+            Kind::Input
+            | Kind::Conv { .. }
+            | Kind::Affine { .. }
+            | Kind::Add { .. }
+            | Kind::Sub { .. }
+            | Kind::Concat { .. }
+            | Kind::AvgPool { .. }
+            | Kind::Resize { .. }
+            | Kind::DepthToSpace { .. }
+            | Kind::SpaceToDepth { .. } => 64,
+        };
+        bits.clamp(1, 64)
+    }
+
     fn is_product(&self, step: usize) -> bool {
         matches!(
             self.steps[step].kind,

@@ -361,8 +361,10 @@ impl<T: GcRole> Nonlinear for T {
         _at: Slot,
         sh: u32,
         k: u32,
+        _out_bits: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
+        // Its B2A makes whole 64-bit shares by OT; no dealer value to narrow.
         self.run_circuit(ch, &ActCircuit::Relu(TruncParams { sh, k }), v)
     }
 
@@ -373,6 +375,7 @@ impl<T: GcRole> Nonlinear for T {
         _at: Slot,
         sh: u32,
         k: u32,
+        _out_bits: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
         let p = TruncParams { sh, k };

@@ -96,13 +96,15 @@ impl GmwParty {
     }
 
     /// Runs `circ` on this party's shares `v`; returns additive shares of the outputs grouped
-    /// as [`ActCircuit::b2a_layout`] says (element after element).
+    /// as [`ActCircuit::b2a_layout`] says (element after element), correct mod 2^out_bits
+    /// (the daBits' and edaBits' additive shares are dealt at that width).
     pub fn run_circuit(
         &mut self,
         ch: &mut dyn Channel,
         rand: &mut PartyRandomness,
         at: Slot,
         circ: &ActCircuit,
+        out_bits: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
         circ.validate()
@@ -118,8 +120,16 @@ impl GmwParty {
         let w = shape.words;
         // Claimed before any message of this run, in the dealer's order.
         let trip = rand.and_triples(at.layer, at.batch, shape.and_gates, w)?;
-        let dab = rand.dabits(at.layer, at.batch, shape.dabits, w, e_count)?;
-        let eda = rand.edabits(at.layer, at.batch, shape.r_bits, w, shape.edas, e_count)?;
+        let dab = rand.dabits(at.layer, at.batch, shape.dabits, w, e_count, out_bits)?;
+        let eda = rand.edabits(
+            at.layer,
+            at.batch,
+            shape.r_bits,
+            w,
+            shape.edas,
+            e_count,
+            out_bits,
+        )?;
 
         let mut wires = vec![0u64; net.gates.len() * w];
         let own = slice(v, net.n);
@@ -343,7 +353,8 @@ impl Nonlinear for GmwParty {
         c: &ActConsts,
         v: &[u64],
     ) -> Result<SelShares, ProtocolError> {
-        let shares = self.run_circuit(ch, rand, at, &ActCircuit::tanh_star(c), v)?;
+        // tanh*'s selections feed the polynomial, whose result is opened at 64 bits.
+        let shares = self.run_circuit(ch, rand, at, &ActCircuit::tanh_star(c), 64, v)?;
         Ok(SelShares::from_grouped(&shares))
     }
 
@@ -354,9 +365,11 @@ impl Nonlinear for GmwParty {
         at: Slot,
         sh: u32,
         k: u32,
+        out_bits: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
-        self.run_circuit(ch, rand, at, &ActCircuit::Relu(TruncParams { sh, k }), v)
+        let circ = ActCircuit::Relu(TruncParams { sh, k });
+        self.run_circuit(ch, rand, at, &circ, out_bits, v)
     }
 
     fn trunc(
@@ -366,10 +379,11 @@ impl Nonlinear for GmwParty {
         at: Slot,
         sh: u32,
         k: u32,
+        out_bits: u32,
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError> {
         let p = TruncParams { sh, k };
-        let mut out = self.run_circuit(ch, rand, at, &ActCircuit::Trunc(p), v)?;
+        let mut out = self.run_circuit(ch, rand, at, &ActCircuit::Trunc(p), out_bits, v)?;
         p.take_offset(self.party, &mut out);
         Ok(out)
     }

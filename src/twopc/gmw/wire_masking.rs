@@ -79,7 +79,7 @@ fn view(circ: &ActCircuit, shares: [u64; 2], broken: Option<Broken>) -> (Vec<Vec
         let r1 = PartyRandomness::new(
             1,
             seeds[1],
-            explicit_for(&seeds, at, &Netlist::record(circ), ELEMENTS),
+            explicit_for(&seeds, at, &Netlist::record(circ), ELEMENTS, 64),
         );
         let (c0, mut c1) = mem_pair();
         let mut rec = Recording {
@@ -91,7 +91,7 @@ fn view(circ: &ActCircuit, shares: [u64; 2], broken: Option<Broken>) -> (Vec<Vec
             let mut e = GmwParty::new(p);
             e.broken = broken;
             let v = vec![shares[p as usize]; ELEMENTS];
-            e.run_circuit(ch, &mut rand, at, circ, &v).unwrap()
+            e.run_circuit(ch, &mut rand, at, circ, 64, &v).unwrap()
         };
         let (out0, out1) = thread::scope(|s| {
             let h1 = s.spawn(|| play(1, &mut c1, r1));
