@@ -267,8 +267,16 @@ fn seeded_files_before_format_10_are_refused_by_name() {
         ("model.p1", older, "share the model again"),
         ("image.p0", older, "share the image again"),
         ("image.p1", older, "share the image again"),
-        ("triplets.p0", dealer, "deal the job again with `gen-triplets`"),
-        ("triplets.p1", dealer, "deal the job again with `gen-triplets`"),
+        (
+            "triplets.p0",
+            dealer,
+            "deal the job again with `gen-triplets`",
+        ),
+        (
+            "triplets.p1",
+            dealer,
+            "deal the job again with `gen-triplets`",
+        ),
     ] {
         let old = format!("old-{name}");
         copy_with(&f.p(name), &f.p(&old), v9);

@@ -6,6 +6,7 @@
 //! the elementwise triples) are explicit "corrections", consumed in the order
 //! batch -> layer -> (matrix triple, then elementwise triples of a hidden layer).
 
+use crate::ring::plan::MLP_OPEN_BITS;
 use crate::ring::share::{Prg, Seed, Stream};
 
 /// Elementwise correlations for one hidden layer and batch (`e` elements): a square pair
@@ -299,7 +300,8 @@ impl PartyRandomness {
         let (sq_c, c) = if self.party == 0 {
             (prg.vec(e), [prg.vec(e), prg.vec(e)])
         } else {
-            (self.take(e, 64)?, [self.take(e, 64)?, self.take(e, 64)?])
+            let w = MLP_OPEN_BITS;
+            (self.take(e, w)?, [self.take(e, w)?, self.take(e, w)?])
         };
         Ok(ElemTriples {
             sq_a,

@@ -7,6 +7,7 @@ use crate::circuit::activation::ActCircuit;
 use crate::circuit::netlist::Netlist;
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
+use crate::ring::plan::MLP_OPEN_BITS;
 use crate::ring::share::Seed;
 
 use crate::corr::explicit::{explicit_for, explicit_into};
@@ -34,7 +35,7 @@ impl BooleanDeal {
         self.layers
             .iter()
             .zip(&widths[1..])
-            .map(|(net, w)| RunShape::of(net, w * patches).explicit(64))
+            .map(|(net, w)| RunShape::of(net, w * patches).explicit(MLP_OPEN_BITS))
             .sum()
     }
 

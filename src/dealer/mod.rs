@@ -15,6 +15,7 @@ use crate::corr::slot::Slot;
 use crate::formats::bodies::{JobParams, Triplets};
 use crate::model::geometry::Geometry;
 use crate::ring::matmul::gemm;
+use crate::ring::plan::{mlp_product_bits, MLP_OPEN_BITS};
 use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
 use boolean::BooleanDeal;
 
@@ -27,9 +28,9 @@ pub struct NonlinearDeal {
     pub engine: EngineKind,
     /// Per hidden layer: whether the tanh* polynomial follows its circuit.
     poly: Vec<bool>,
-    /// Per hidden layer: the bits of its pre-activation its circuit reads (n = sh + k), the
-    /// width of its matrix triple's explicit C (docs/protocol.md, "Ring width").
-    reads: Vec<u32>,
+    /// Per hidden layer: its circuit, whose input width (n = sh + k) is the width of the
+    /// layer's matrix triple's explicit C ([`mlp_product_bits`]).
+    circuits: Vec<ActCircuit>,
     pub boolean: Option<BooleanDeal>,
 }
 
@@ -42,7 +43,7 @@ impl NonlinearDeal {
                 .iter()
                 .map(|c| matches!(c, ActCircuit::TanhSelect(_)))
                 .collect(),
-            reads: circuits.iter().map(|c| (c.n() as u32).min(64)).collect(),
+            circuits: circuits.to_vec(),
             boolean: (engine == EngineKind::Gmw).then(|| BooleanDeal::new(circuits)),
         }
     }
@@ -57,11 +58,12 @@ impl NonlinearDeal {
     /// at 64 bits, so the circuits' outputs (daBits, edaBits) and the polynomial's triples
     /// stay at 64.
     pub fn product_bits(&self, l: usize, layers: usize) -> u32 {
-        if l + 1 < layers {
-            self.reads[l]
-        } else {
-            64
-        }
+        debug_assert_eq!(
+            self.circuits.len() + 1,
+            layers,
+            "one circuit per hidden layer"
+        );
+        mlp_product_bits(&self.circuits, l)
     }
 }
 
@@ -208,7 +210,7 @@ pub fn correction_count(
         .map(|l| {
             let poly = if l + 1 < layers && nl.poly(l) { 3 } else { 0 };
             Tally::of(widths[l + 1], nl.product_bits(l, layers))
-                + Tally::of(widths[l + 1] * poly, 64)
+                + Tally::of(widths[l + 1] * poly, MLP_OPEN_BITS)
         })
         .sum();
     let boolean: Tally = match &nl.boolean {
@@ -291,7 +293,7 @@ pub fn generate_into<E>(
                             sa.wrapping_mul(sa).wrapping_sub(sq_c0[i])
                         })
                         .collect::<Vec<u64>>(),
-                    64,
+                    MLP_OPEN_BITS,
                 )?;
                 for k in 0..2 {
                     emit(
@@ -302,7 +304,7 @@ pub fn generate_into<E>(
                                 x.wrapping_mul(y).wrapping_sub(c0[k][i])
                             })
                             .collect::<Vec<u64>>(),
-                        64,
+                        MLP_OPEN_BITS,
                     )?;
                 }
             }
@@ -312,8 +314,8 @@ pub fn generate_into<E>(
                         layer: l as u32,
                         batch: b,
                     };
-                    // The circuit's outputs are activations, opened at 64 bits.
-                    bd.explicit(seeds, at, l, e, 64, emit)?;
+                    // The circuit's outputs are activations, opened whole.
+                    bd.explicit(seeds, at, l, e, MLP_OPEN_BITS, emit)?;
                 }
             }
         }

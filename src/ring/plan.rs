@@ -160,6 +160,20 @@ pub struct Plan {
     pub residual: bool,
 }
 
+/// Bits an MLP opens its activations at: all of them. Its circuits' outputs (daBits, edaBits)
+/// and the polynomial's elementwise triples are therefore made at this width by the dealer
+/// and read at it by the servers (docs/protocol.md, "Ring width").
+pub const MLP_OPEN_BITS: u32 = 64;
+
+/// Bits of an MLP layer `l`'s product that its readers read, given the hidden layers'
+/// `circuits` ([`Plan::circuits`]): a hidden layer's only its circuit, mod 2^n; the output
+/// layer's whole. The dealer makes party 1's matrix triple at it, the server reads it so.
+pub fn mlp_product_bits(circuits: &[ActCircuit], l: usize) -> u32 {
+    circuits
+        .get(l)
+        .map_or(MLP_OPEN_BITS, |c| (c.n() as u32).min(MLP_OPEN_BITS))
+}
+
 impl Plan {
     /// Scale of the activations a hidden layer passes on.
     pub fn act_scale(&self) -> u32 {

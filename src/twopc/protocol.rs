@@ -13,7 +13,7 @@ use crate::corr::slot::Slot;
 use crate::formats::bodies::JobParams;
 use crate::model::geometry::Geometry;
 use crate::ring::matmul::PackedA;
-use crate::ring::plan::{Hidden, Plan};
+use crate::ring::plan::{mlp_product_bits, Hidden, Plan, MLP_OPEN_BITS};
 use crate::ring::share::sub;
 use crate::twopc::beaver::{matmul_share, pack_weights};
 use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};
@@ -299,12 +299,8 @@ pub fn run(
     // Bits of layer l's product its readers read (docs/protocol.md, "Ring width"): a hidden
     // layer's only its circuit, mod 2^n; the output layer's whole. The dealer makes party
     // 1's matrix triple at that width (`dealer::NonlinearDeal::product_bits`).
-    let reads: Vec<u32> = plan
-        .circuits()
-        .iter()
-        .map(|c| (c.n() as u32).min(64))
-        .collect();
-    let nl_bits = |l: usize| if l + 1 < nl { reads[l] } else { 64 };
+    let circuits = plan.circuits();
+    let nl_bits = |l: usize| mlp_product_bits(&circuits, l);
     let mut packed: Vec<Option<PackedA>> = (0..nl).map(|_| None).collect();
     for (b, start, n) in batches(total, inp.batch.max(1)) {
         let start = range.start + start;
@@ -356,7 +352,7 @@ pub fn run(
                         // The circuit's outputs are the activations themselves (scale s).
                         let tp = plan.params.relu_trunc();
                         // The next layer opens the activations at 64 bits.
-                        act = engine.relu(ch, &mut inp.rand, at, tp.sh, tp.k, 64, &z)?;
+                        act = engine.relu(ch, &mut inp.rand, at, tp.sh, tp.k, MLP_OPEN_BITS, &z)?;
                         rep.seconds_nonlinear += t.elapsed().as_secs_f64();
                     }
                 }

@@ -21,6 +21,7 @@ use crate::circuit::netlist::{Conversion, Gate, Netlist};
 use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
+use crate::ring::plan::MLP_OPEN_BITS;
 use crate::twopc::channel::{swap, Channel, ChannelError};
 use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
@@ -354,7 +355,7 @@ impl Nonlinear for GmwParty {
         v: &[u64],
     ) -> Result<SelShares, ProtocolError> {
         // tanh*'s selections feed the polynomial, whose result is opened at 64 bits.
-        let shares = self.run_circuit(ch, rand, at, &ActCircuit::tanh_star(c), 64, v)?;
+        let shares = self.run_circuit(ch, rand, at, &ActCircuit::tanh_star(c), MLP_OPEN_BITS, v)?;
         Ok(SelShares::from_grouped(&shares))
     }
 
