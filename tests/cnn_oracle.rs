@@ -416,13 +416,14 @@ fn traffic_is_what_the_protocol_says() {
         .sum();
     // The boolean engine's netlist: the circuit plus its edaBit conversion.
     let relu = ppdenoise::circuit::netlist::Netlist::record(&deal::relu_circuit(&plan));
-    let ands = relu.and_gates() as u64;
+    // A D per AND gate, an E per group of ANDs sharing an input (the ReLU's selection).
+    let ands = relu.and_openings() as u64;
     let outs = relu.outputs.len() as u64;
     let elems: u64 = plan.layers[..2].iter().map(|l| l.cout as u64 * hw).sum();
     let words = |e: u64| e.div_ceil(64) * 8;
     let relu_bytes: u64 = plan.layers[..2]
         .iter()
-        .map(|l| words(l.cout as u64 * hw) * (2 * ands + outs))
+        .map(|l| words(l.cout as u64 * hw) * (ands + outs))
         .sum();
     assert_eq!(elems, 16 * hw);
     // Runs: [gc per job, gc opened, gmw per job, gmw opened].
@@ -433,7 +434,7 @@ fn traffic_is_what_the_protocol_says() {
     let framing = 8 * gmw_opened.link.messages_sent;
     assert_eq!(sent(gmw_opened), 8 + maps + relu_bytes + framing);
     // Rounds: one per layer's map, one per AND depth and one for the outputs per ReLU run.
-    let depth = ands; // upper bound on the depth: a ripple adder is sequential
+    let depth = relu.and_gates() as u64; // upper bound on the depth: a ripple adder is sequential
     assert!(gmw_opened.link.messages_sent <= 1 + 3 + 2 * (depth + 1));
     // Opening the weights in the job costs exactly them and one frame.
     assert_eq!(sent(gmw_job) - sent(gmw_opened), weights + 8);

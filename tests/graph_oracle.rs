@@ -498,7 +498,7 @@ fn traffic_is_what_the_protocol_says() {
         for u in plan.uses(i, &dims) {
             if let Use::Circuit { circ, elements } = u {
                 let net = Netlist::record(&circ);
-                let per = 2 * net.and_gates() as u64 + net.outputs.len() as u64;
+                let per = net.and_openings() as u64 + net.outputs.len() as u64;
                 circuits += batches(elements, batch)
                     .map(|(_, _, n)| (n as u64).div_ceil(64) * 8 * per)
                     .sum::<u64>();

@@ -98,6 +98,12 @@ pub struct Netlist {
 pub struct Level {
     pub free: Vec<u32>,
     pub ands: Vec<u32>,
+    /// Per AND of `ands`: the index in `ands` of the AND whose triple's `b` it uses, itself
+    /// or the first of the level with the same second input. ANDs of a level sharing an
+    /// input share that `b`, so the input's masked value `E = y ⊕ b` is opened once for
+    /// all of them (docs/protocol.md, "Shared AND inputs"): a ReLU's selection ANDs every
+    /// value bit with one sign bit.
+    pub leader: Vec<u32>,
 }
 
 impl Netlist {
@@ -233,6 +239,9 @@ impl Netlist {
                 _ => levels[d].free.push(i as u32),
             }
         }
+        for lv in &mut levels {
+            lv.leader = group_shared_inputs(&mut gates, &lv.ands);
+        }
         Netlist {
             gates,
             outputs,
@@ -249,10 +258,63 @@ impl Netlist {
         self.levels.iter().map(|l| l.ands.len()).sum()
     }
 
+    /// Per AND triple, in the engine's order (level after level, AND after AND): the index
+    /// of the triple whose `b` it uses ([`Level::leader`]).
+    pub fn b_sources(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.and_gates());
+        for lv in &self.levels {
+            let base = out.len();
+            out.extend(lv.leader.iter().map(|&j| base + j as usize));
+        }
+        out
+    }
+
+    /// Masked inputs opened per element in the AND rounds: a D for every AND, an E for
+    /// every group of ANDs sharing an input.
+    pub fn and_openings(&self) -> usize {
+        self.levels
+            .iter()
+            .map(|l| {
+                let leaders = l.leader.iter().enumerate();
+                l.ands.len() + leaders.filter(|&(j, &f)| j == f as usize).count()
+            })
+            .sum()
+    }
+
     /// Rounds of AND openings per batch (the AND depth).
     pub fn and_depth(&self) -> usize {
         self.levels.iter().filter(|l| !l.ands.is_empty()).count()
     }
+}
+
+/// Puts the more shared input of each AND of `ands` (one level) second, then returns each
+/// AND's leader: the first AND of the level with the same second input. AND is symmetric,
+/// so swapping its inputs changes nothing but which of them is opened as E.
+fn group_shared_inputs(gates: &mut [Gate], ands: &[u32]) -> Vec<u32> {
+    let inputs = |g: Gate| match g {
+        Gate::And(x, y) => (x, y),
+        other => unreachable!("{other:?} in an AND level"),
+    };
+    let mut uses = std::collections::HashMap::<u32, usize>::new();
+    for &gi in ands {
+        let (x, y) = inputs(gates[gi as usize]);
+        *uses.entry(x).or_default() += 1;
+        *uses.entry(y).or_default() += 1;
+    }
+    let mut first = std::collections::HashMap::<u32, u32>::new();
+    ands.iter()
+        .enumerate()
+        .map(|(j, &gi)| {
+            let (x, y) = inputs(gates[gi as usize]);
+            let y = if uses[&x] > uses[&y] {
+                gates[gi as usize] = Gate::And(y, x);
+                x
+            } else {
+                y
+            };
+            *first.entry(y).or_insert(j as u32)
+        })
+        .collect()
 }
 
 #[cfg(test)]

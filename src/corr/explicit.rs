@@ -12,8 +12,8 @@ use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
 
 /// Party 1's explicit values for one run of `net` over `elements` at `at`, handed to `emit`
-/// with their widths: its AND triple shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0` (bit-sliced
-/// words, 64 bits), its daBit shares `[r]_1 = r - [r]_0`, then its edaBit shares
+/// with their widths: its AND triple shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, `b` the
+/// triple's group leader's (bit-sliced words, 64 bits), its daBit shares `[r]_1 = r - [r]_0`, then its edaBit shares
 /// `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`, these at `out_bits`: the circuit's
 /// outputs are read only mod 2^out_bits, and so are the additive shares they are made of.
 pub fn explicit_into<E>(
@@ -29,8 +29,13 @@ pub fn explicit_into<E>(
     let (a0, b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
     let (a1, b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
     let c0 = p0.vec(gw);
+    // An AND takes the `b` of its group's leader (ANDs sharing an input, `Level::leader`).
+    let src = net.b_sources();
     let c: Vec<u64> = (0..gw)
-        .map(|i| ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i])) ^ c0[i])
+        .map(|i| {
+            let ib = src[i / w] * w + i % w;
+            ((a0[i] ^ a1[i]) & (b0[ib] ^ b1[ib])) ^ c0[i]
+        })
         .collect();
     emit(&c, 64)?;
     drop(c);
@@ -118,8 +123,16 @@ mod tests {
             p.and_triples(at.layer, at.batch, shape.and_gates, w)
                 .unwrap()
         });
+        // c = a ∧ b with the `b` of the triple's group leader; the ReLU's selection ANDs
+        // share the sign, so some triples lead others.
+        let src = net.b_sources();
+        assert!(
+            src.iter().enumerate().any(|(g, &l)| g != l),
+            "no shared input"
+        );
         for i in 0..shape.and_gates * w {
-            let (a, b) = (t[0].a[i] ^ t[1].a[i], t[0].b[i] ^ t[1].b[i]);
+            let ib = src[i / w] * w + i % w;
+            let (a, b) = (t[0].a[i] ^ t[1].a[i], t[0].b[ib] ^ t[1].b[ib]);
             assert_eq!(a & b, t[0].c[i] ^ t[1].c[i], "AND triple word {i}");
         }
         let d = r.each_mut().map(|p| {

@@ -7,8 +7,10 @@
 //! 1. Inputs need no message: S0's share bits are XOR-shared as (bits, 0), S1's as (0, bits);
 //!    each party's edaBit bits are its own XOR shares of them.
 //! 2. One round per AND depth: for every AND gate of the level and every element, each party
-//!    sends d = x ⊕ a and e = y ⊕ b (2 bits per AND per element per direction). The netlist
-//!    includes the edaBit conversions' adders (see [`Conversion`]).
+//!    sends d = x ⊕ a, and e = y ⊕ b once per group of the level's ANDs sharing their second
+//!    input y, whose triples share b (`Level::leader`): 2 bits per AND per element per
+//!    direction, 1 + 1/group in a group (a ReLU's selection). The netlist includes the edaBit
+//!    conversions' adders (see [`Conversion`]).
 //! 3. One round for the outputs: each party sends its share of every output bit, XORed with
 //!    its daBit share for a masked output (1 bit per output bit per element per direction);
 //!    then [out] = c + (1 - 2c)[r] with the daBit's additive share [r], or
@@ -50,6 +52,9 @@ pub(super) enum Broken {
     OutputOpenedWithoutDaBit,
     /// The high half of each edaBit repeats its low half.
     EdaHighPartReused,
+    /// Every AND of a level masks its second input with the level's first `b` and opens it:
+    /// a `b` shared by ANDs whose second inputs differ.
+    BSharedAcrossInputs,
 }
 
 /// [`Broken`] as flags the engine reads: all false outside unit tests.
@@ -58,6 +63,7 @@ struct Faults {
     reuse_triples: bool,
     unmasked_outputs: bool,
     eda_high_reused: bool,
+    b_shared_across_inputs: bool,
 }
 
 impl GmwParty {
@@ -79,6 +85,7 @@ impl GmwParty {
             reuse_triples: self.broken == Some(Broken::AndTripleReusedAcrossLevels),
             unmasked_outputs: self.broken == Some(Broken::OutputOpenedWithoutDaBit),
             eda_high_reused: self.broken == Some(Broken::EdaHighPartReused),
+            b_shared_across_inputs: self.broken == Some(Broken::BSharedAcrossInputs),
         };
         #[cfg(not(test))]
         let f = Faults::default();
@@ -150,6 +157,7 @@ impl GmwParty {
         let mut rounds = 0;
         let mut and_index = 0;
         let reuse = faults.reuse_triples;
+        let b_src = if reuse { net.b_sources() } else { Vec::new() };
         for lv in &net.levels {
             for &gi in &lv.free {
                 eval_free(&mut wires, w, gi as usize, net.gates[gi as usize], party);
@@ -157,26 +165,42 @@ impl GmwParty {
             if lv.ands.is_empty() {
                 continue;
             }
-            let mut msg = Vec::with_capacity(2 * lv.ands.len() * w);
+            let first = if reuse { 0 } else { and_index };
+            let n = lv.ands.len();
+            let slots = if faults.b_shared_across_inputs {
+                // Every AND opens its own E, all under the level's first `b`.
+                Slots::new(vec![first; n], vec![true; n], w)
+            } else if reuse {
+                // Triples 0.. again, each with the `b` the dealer paired it with: the result
+                // stays exact, only the masking tests can see the reuse.
+                Slots::new(b_src[..n].to_vec(), vec![true; n], w)
+            } else {
+                Slots::grouped(&lv.leader, first, w)
+            };
+            let mut msg = Vec::with_capacity(slots.words);
             for (j, &gi) in lv.ands.iter().enumerate() {
                 let Gate::And(x, y) = net.gates[gi as usize] else {
                     unreachable!("AND level holds only AND gates")
                 };
-                let t = (if reuse { 0 } else { and_index } + j) * w;
+                let (t, tb) = ((first + j) * w, slots.b[j] * w);
                 let (x, y) = (x as usize * w, y as usize * w);
                 msg.extend((0..w).map(|k| wires[x + k] ^ trip.a[t + k]));
-                msg.extend((0..w).map(|k| wires[y + k] ^ trip.b[t + k]));
+                if slots.own_e[j] {
+                    msg.extend((0..w).map(|k| wires[y + k] ^ trip.b[tb + k]));
+                }
             }
+            debug_assert_eq!(msg.len(), slots.words);
             let theirs = swap(ch, &msg, "masked AND inputs")?;
             rounds += 1;
             and_level(
                 &mut wires,
                 w,
                 lv.ands.as_slice(),
+                &slots,
                 &msg,
                 &theirs,
                 &trip,
-                if reuse { 0 } else { and_index },
+                first,
                 party,
             );
             and_index += lv.ands.len();
@@ -289,12 +313,67 @@ fn eval_free(wires: &mut [u64], w: usize, i: usize, g: Gate, party: u8) {
     }
 }
 
-/// z = c ⊕ (D ∧ b) ⊕ (E ∧ a) ⊕ [party 0](D ∧ E), with D, E the opened masked inputs.
+/// Where each AND of a level finds its opened inputs in the level's message, and whose
+/// triple's `b` masks its second input: D for every AND, then E where the AND opens its own
+/// (it leads its group of ANDs sharing that input, [`crate::circuit::netlist::Level::leader`]);
+/// the others read their group's.
+struct Slots {
+    /// Per AND: the word offset of its D and of its E.
+    d: Vec<usize>,
+    e: Vec<usize>,
+    /// Per AND: the run's index of the triple whose `b` masks its E, and whether it opens
+    /// that E itself.
+    b: Vec<usize>,
+    own_e: Vec<bool>,
+    /// Words of the level's message.
+    words: usize,
+}
+
+impl Slots {
+    /// The level's layout for triples `b` and E openings `own_e` (an AND that does not open
+    /// its E reads the E its `b` was opened with, earlier in the level).
+    fn new(b: Vec<usize>, own_e: Vec<bool>, w: usize) -> Slots {
+        let n = b.len();
+        let (mut d, mut e) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut opened = std::collections::HashMap::new();
+        let mut words = 0;
+        for j in 0..n {
+            d.push(words);
+            words += w;
+            if own_e[j] {
+                opened.insert(b[j], words);
+                e.push(words);
+                words += w;
+            } else {
+                e.push(opened[&b[j]]);
+            }
+        }
+        Slots {
+            d,
+            e,
+            b,
+            own_e,
+            words,
+        }
+    }
+
+    /// The layout of a level whose first AND is the run's triple `first`: each AND's group's
+    /// `b`, an E per group.
+    fn grouped(leader: &[u32], first: usize, w: usize) -> Slots {
+        let b = leader.iter().map(|&l| first + l as usize).collect();
+        let own = leader.iter().enumerate().map(|(j, &l)| l as usize == j);
+        Slots::new(b, own.collect(), w)
+    }
+}
+
+/// z = c ⊕ (D ∧ b) ⊕ (E ∧ a) ⊕ [party 0](D ∧ E), with D, E the opened masked inputs and b
+/// the `b` of the AND's group: E = y ⊕ b is opened once per group, c = a ∧ b per AND.
 #[allow(clippy::too_many_arguments)]
 fn and_level(
     wires: &mut [u64],
     w: usize,
     ands: &[u32],
+    slots: &Slots,
     mine: &[u64],
     theirs: &[u64],
     trip: &AndTriples,
@@ -303,15 +382,15 @@ fn and_level(
 ) {
     let both = if party == 0 { u64::MAX } else { 0 };
     for (j, &gi) in ands.iter().enumerate() {
-        let t = (first + j) * w;
-        let (dm, em) = (&mine[2 * j * w..], &mine[(2 * j + 1) * w..]);
-        let (dt, et) = (&theirs[2 * j * w..], &theirs[(2 * j + 1) * w..]);
+        let (t, tb) = ((first + j) * w, slots.b[j] * w);
+        let (dm, em) = (&mine[slots.d[j]..], &mine[slots.e[j]..]);
+        let (dt, et) = (&theirs[slots.d[j]..], &theirs[slots.e[j]..]);
         let dst = gi as usize * w;
         for k in 0..w {
             let d = dm[k] ^ dt[k];
             let e = em[k] ^ et[k];
             wires[dst + k] =
-                trip.c[t + k] ^ (d & trip.b[t + k]) ^ (e & trip.a[t + k]) ^ (d & e & both);
+                trip.c[t + k] ^ (d & trip.b[tb + k]) ^ (e & trip.a[t + k]) ^ (d & e & both);
         }
     }
 }
@@ -414,9 +493,83 @@ mod tests {
                 c: vec![c[p]],
             };
             let mut wires = vec![x[p], y[p], 0];
-            and_level(&mut wires, 1, &[2], &msg(p), &msg(1 - p), &trip, 0, p as u8);
+            let slots = Slots::grouped(&[0], 0, 1);
+            and_level(
+                &mut wires,
+                1,
+                &[2],
+                &slots,
+                &msg(p),
+                &msg(1 - p),
+                &trip,
+                0,
+                p as u8,
+            );
             wires[2]
         })
+    }
+
+    /// A level's message layout: D for every AND, E once per group sharing a second input,
+    /// right after its leader's D, under the leader's `b` (triple indices of the run: the
+    /// level starts at triple 7 here); every AND opening its own E when told so.
+    #[test]
+    fn slots_open_one_e_per_group() {
+        let s = Slots::grouped(&[0, 0, 2, 0, 2], 7, 3);
+        assert_eq!(s.d, [0, 6, 9, 15, 18]);
+        assert_eq!(s.e, [3, 3, 12, 3, 12]);
+        assert_eq!(s.b, [7, 7, 9, 7, 9]);
+        assert_eq!(s.own_e, [true, false, true, false, false]);
+        assert_eq!(s.words, 21);
+        let s = Slots::new(vec![4; 3], vec![true; 3], 1);
+        assert_eq!(
+            (s.d, s.e, s.b, s.words),
+            (vec![0, 2, 4], vec![1, 3, 5], vec![4; 3], 6)
+        );
+    }
+
+    /// Two ANDs sharing their second input y, one triple `b` for both: x1 ∧ y and x2 ∧ y
+    /// from one opened E, in all four input combinations (lanes 0-3), each party's share
+    /// pinned. A group that used each AND's own `b`, or the leader's `a`, fails here.
+    #[test]
+    fn a_shared_input_is_opened_once_and_both_ands_hold() {
+        let (x1, x2, y) = (0b1010u64, 0b0110, 0b1100);
+        let (a1, a2, b) = (0b0011u64, 0b0101, 0b1001);
+        let (c1, c2) = (a1 & b, a2 & b);
+        // Shares: party 1 holds the masks r, party 0 the rest.
+        let r = [
+            0b0111u64, 0b1110, 0b0001, 0b1011, 0b0100, 0b1101, 0b0010, 0b1000,
+        ];
+        let sh = |v: u64, r: u64| [v ^ r, r];
+        let (x1s, x2s, ys) = (sh(x1, r[0]), sh(x2, r[1]), sh(y, r[2]));
+        let (a1s, a2s, bs) = (sh(a1, r[3]), sh(a2, r[4]), sh(b, r[5]));
+        let (c1s, c2s) = (sh(c1, r[6]), sh(c2, r[7]));
+        let slots = Slots::grouped(&[0, 0], 0, 1);
+        let msg = |p: usize| vec![x1s[p] ^ a1s[p], ys[p] ^ bs[p], x2s[p] ^ a2s[p]];
+        let z = [0, 1].map(|p| {
+            let trip = AndTriples {
+                a: vec![a1s[p], a2s[p]],
+                b: vec![bs[p], 0xdead],
+                c: vec![c1s[p], c2s[p]],
+            };
+            let mut wires = vec![x1s[p], x2s[p], ys[p], 0, 0];
+            and_level(
+                &mut wires,
+                1,
+                &[3, 4],
+                &slots,
+                &msg(p),
+                &msg(1 - p),
+                &trip,
+                0,
+                p as u8,
+            );
+            [wires[3], wires[4]]
+        });
+        assert_eq!(z[0][0] ^ z[1][0], x1 & y);
+        assert_eq!(z[0][1] ^ z[1][1], x2 & y);
+        // Party 1: c1 ⊕ D b1 ⊕ E a1 with D = x2 ⊕ a2, E = y ⊕ b (the second AND).
+        let (d2, e) = (x2 ^ a2, y ^ b);
+        assert_eq!(z[1][1], c2s[1] ^ (d2 & bs[1]) ^ (e & a2s[1]));
     }
 
     #[test]
