@@ -454,4 +454,46 @@ mod tests {
             }
         }
     }
+
+    /// Each AND's leader is itself or an earlier AND of its level with the same second input,
+    /// and leads itself; ANDs of a level with the same second input have one leader; the
+    /// ReLU's selection (k - 1 ANDs with the sign's complement) is one group, and the
+    /// openings count a D per AND and an E per group.
+    #[test]
+    fn ands_sharing_an_input_form_one_group() {
+        let t = TruncParams { sh: 13, k: 18 };
+        for circ in [ActCircuit::Relu(t), ActCircuit::Trunc(t)] {
+            let net = Netlist::record(&circ);
+            let mut groups = 0;
+            for lv in &net.levels {
+                let y = |j: usize| match net.gates[lv.ands[j] as usize] {
+                    Gate::And(_, y) => y,
+                    other => panic!("{other:?} in an AND level"),
+                };
+                assert_eq!(lv.leader.len(), lv.ands.len());
+                for (j, &l) in lv.leader.iter().enumerate() {
+                    let l = l as usize;
+                    assert!(
+                        l <= j && lv.leader[l] as usize == l && y(l) == y(j),
+                        "{circ:?}"
+                    );
+                    for k in 0..j {
+                        assert_eq!(y(k) == y(j), lv.leader[k] == lv.leader[j], "{circ:?}");
+                    }
+                    groups += usize::from(l == j);
+                }
+            }
+            assert_eq!(net.and_openings(), net.and_gates() + groups);
+            let sel = net
+                .levels
+                .iter()
+                .filter(|lv| lv.ands.len() == t.k as usize - 1);
+            if matches!(circ, ActCircuit::Relu(_)) {
+                let sel: Vec<_> = sel.collect();
+                assert_eq!(sel.len(), 1, "one selection level");
+                assert!(sel[0].leader.iter().all(|&l| l == 0), "one group");
+                assert_eq!(net.and_openings(), 2 * net.and_gates() - (t.k as usize - 2));
+            }
+        }
+    }
 }

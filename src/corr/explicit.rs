@@ -12,8 +12,9 @@ use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
 
 /// Party 1's explicit values for one run of `net` over `elements` at `at`, handed to `emit`
-/// with their widths: its AND triple shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0`, `b` the
-/// triple's group leader's (bit-sliced words, 64 bits), its daBit shares `[r]_1 = r - [r]_0`, then its edaBit shares
+/// with their widths: its AND triple shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0` with the `b` of
+/// the triple's group leader (bit-sliced words, 64 bits), its daBit shares
+/// `[r]_1 = r - [r]_0`, then its edaBit shares
 /// `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`, these at `out_bits`: the circuit's
 /// outputs are read only mod 2^out_bits, and so are the additive shares they are made of.
 pub fn explicit_into<E>(
@@ -30,13 +31,11 @@ pub fn explicit_into<E>(
     let (a1, b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
     let c0 = p0.vec(gw);
     // An AND takes the `b` of its group's leader (ANDs sharing an input, `Level::leader`).
-    let src = net.b_sources();
-    let c: Vec<u64> = (0..gw)
-        .map(|i| {
-            let ib = src[i / w] * w + i % w;
-            ((a0[i] ^ a1[i]) & (b0[ib] ^ b1[ib])) ^ c0[i]
-        })
-        .collect();
+    let mut c = Vec::with_capacity(gw);
+    for (g, s) in net.b_sources().into_iter().enumerate() {
+        let (t, tb) = (g * w, s * w);
+        c.extend((0..w).map(|k| ((a0[t + k] ^ a1[t + k]) & (b0[tb + k] ^ b1[tb + k])) ^ c0[t + k]));
+    }
     emit(&c, 64)?;
     drop(c);
     let mut out = Vec::with_capacity((shape.dabits + shape.edas) * e);
@@ -90,7 +89,8 @@ mod tests {
     use crate::corr::randomness::PartyRandomness;
 
     /// Issue 31, item 3, the dealer's side: from fixed seeds, what both parties draw in the
-    /// engine's order satisfies the correlations exactly: c = a ∧ b for every AND triple, a
+    /// engine's order satisfies the correlations exactly: c = a ∧ b for every AND triple (b
+    /// its group leader's), a
     /// daBit's XOR-shared bit equals its additive shares' sum, and an edaBit's bits are its
     /// additive value's binary digits. A wrong `explicit_for` (a share of the wrong party, a
     /// sign) breaks one of them for almost every value. At a width below 64 the additive

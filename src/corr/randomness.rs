@@ -21,7 +21,9 @@ pub struct ElemTriples {
 }
 
 /// Bit-sliced AND triples for one run of a boolean circuit: `gates * words` words each,
-/// gate after gate (see [`crate::twopc::gmw`]); c = a AND b once both parties' are XORed.
+/// gate after gate (see [`crate::twopc::gmw`]); c = a AND b once both parties' are XORed,
+/// with the `b` of the triple's group leader where ANDs share an input
+/// ([`crate::circuit::netlist::Netlist::b_sources`]).
 #[derive(Clone, Debug, Default)]
 pub struct AndTriples {
     pub a: Vec<u64>,

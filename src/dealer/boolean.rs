@@ -53,13 +53,22 @@ impl BooleanDeal {
         explicit_into(seeds, at, &self.layers[l], elements, out_bits, emit)
     }
 
-    /// Per hidden layer: (AND gates, daBits, edaBits) per element. The dealer records it in
-    /// the triplet header; a server built with another circuit or conversion refuses the file
-    /// before claiming it, instead of misreading every explicit value.
-    pub fn shapes(&self) -> Vec<(usize, usize, usize)> {
+    /// Per hidden layer: (AND gates, daBits, edaBits, AND inputs opened) per element. The
+    /// dealer records it in the triplet header; a server built with another circuit,
+    /// conversion or grouping of ANDs sharing an input refuses the file before claiming it,
+    /// instead of misreading every explicit value.
+    pub fn shapes(&self) -> Vec<(usize, usize, usize, usize)> {
         self.layers
             .iter()
-            .map(|net| (net.and_gates(), net.dabits(), net.eda_bits.len()))
+            .map(|net| {
+                let n = net;
+                (
+                    n.and_gates(),
+                    n.dabits(),
+                    n.eda_bits.len(),
+                    n.and_openings(),
+                )
+            })
             .collect()
     }
 }

@@ -46,11 +46,14 @@ pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
         EngineKind::Gmw => {
             let net = net();
             let net = net.borrow();
+            // The openings count pins how the ANDs share their `b` (`Level::leader`): a file
+            // dealt with other groups would give wrong ANDs.
             format!(
-                "{},{},{}",
+                "{},{},{},{}",
                 net.and_gates(),
                 net.dabits(),
-                net.eda_bits.len()
+                net.eda_bits.len(),
+                net.and_openings()
             )
         }
     }

@@ -52,7 +52,7 @@ pub(super) enum Broken {
     OutputOpenedWithoutDaBit,
     /// The high half of each edaBit repeats its low half.
     EdaHighPartReused,
-    /// Every AND of a level masks its second input with the level's first `b` and opens it:
+    /// Every group of a level's ANDs sharing an input opens it under the level's first `b`:
     /// a `b` shared by ANDs whose second inputs differ.
     BSharedAcrossInputs,
 }
@@ -168,12 +168,13 @@ impl GmwParty {
             let first = if reuse { 0 } else { and_index };
             let n = lv.ands.len();
             let slots = if faults.b_shared_across_inputs {
-                // Every AND opens its own E, all under the level's first `b`.
-                Slots::new(vec![first; n], vec![true; n], w)
+                // Every group opens its E under the level's first `b`.
+                Slots::new(vec![first; n], &lv.leader, w)
             } else if reuse {
-                // Triples 0.. again, each with the `b` the dealer paired it with: the result
-                // stays exact, only the masking tests can see the reuse.
-                Slots::new(b_src[..n].to_vec(), vec![true; n], w)
+                // Triples 0.. again, each with the `b` the dealer paired it with and its own
+                // E: the result stays exact, only the masking tests can see the reuse.
+                let own: Vec<u32> = (0..n as u32).collect();
+                Slots::new(b_src[..n].to_vec(), &own, w)
             } else {
                 Slots::grouped(&lv.leader, first, w)
             };
@@ -330,23 +331,19 @@ struct Slots {
 }
 
 impl Slots {
-    /// The level's layout for triples `b` and E openings `own_e` (an AND that does not open
-    /// its E reads the E its `b` was opened with, earlier in the level).
-    fn new(b: Vec<usize>, own_e: Vec<bool>, w: usize) -> Slots {
+    /// The level's layout for triples `b` and groups `leader` (each AND's group's first AND,
+    /// which opens the group's E; the others read it).
+    fn new(b: Vec<usize>, leader: &[u32], w: usize) -> Slots {
         let n = b.len();
-        let (mut d, mut e) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let mut opened = std::collections::HashMap::new();
+        let (mut d, mut e, mut own_e) = (Vec::new(), Vec::with_capacity(n), Vec::new());
         let mut words = 0;
-        for j in 0..n {
+        for (j, &l) in leader.iter().enumerate() {
             d.push(words);
             words += w;
-            if own_e[j] {
-                opened.insert(b[j], words);
-                e.push(words);
-                words += w;
-            } else {
-                e.push(opened[&b[j]]);
-            }
+            let own = l as usize == j;
+            e.push(if own { words } else { e[l as usize] });
+            words += if own { w } else { 0 };
+            own_e.push(own);
         }
         Slots {
             d,
@@ -361,8 +358,7 @@ impl Slots {
     /// `b`, an E per group.
     fn grouped(leader: &[u32], first: usize, w: usize) -> Slots {
         let b = leader.iter().map(|&l| first + l as usize).collect();
-        let own = leader.iter().enumerate().map(|(j, &l)| l as usize == j);
-        Slots::new(b, own.collect(), w)
+        Slots::new(b, leader, w)
     }
 }
 
@@ -520,7 +516,7 @@ mod tests {
         assert_eq!(s.b, [7, 7, 9, 7, 9]);
         assert_eq!(s.own_e, [true, false, true, false, false]);
         assert_eq!(s.words, 21);
-        let s = Slots::new(vec![4; 3], vec![true; 3], 1);
+        let s = Slots::new(vec![4; 3], &[0, 1, 2], 1);
         assert_eq!(
             (s.d, s.e, s.b, s.words),
             (vec![0, 2, 4], vec![1, 3, 5], vec![4; 3], 6)
