@@ -26,10 +26,9 @@ use boolean::BooleanDeal;
 #[derive(Clone, Debug)]
 pub struct NonlinearDeal {
     pub engine: EngineKind,
-    /// Per hidden layer: whether the tanh* polynomial follows its circuit.
-    poly: Vec<bool>,
     /// Per hidden layer: its circuit, whose input width (n = sh + k) is the width of the
-    /// layer's matrix triple's explicit C ([`mlp_product_bits`]).
+    /// layer's matrix triple's explicit C ([`mlp_product_bits`]) and whose kind says whether
+    /// the tanh* polynomial follows it.
     circuits: Vec<ActCircuit>,
     pub boolean: Option<BooleanDeal>,
 }
@@ -39,10 +38,6 @@ impl NonlinearDeal {
     pub fn new(engine: EngineKind, circuits: &[ActCircuit]) -> NonlinearDeal {
         NonlinearDeal {
             engine,
-            poly: circuits
-                .iter()
-                .map(|c| matches!(c, ActCircuit::TanhSelect(_)))
-                .collect(),
             circuits: circuits.to_vec(),
             boolean: (engine == EngineKind::Gmw).then(|| BooleanDeal::new(circuits)),
         }
@@ -50,7 +45,7 @@ impl NonlinearDeal {
 
     /// Whether hidden layer `l` needs the polynomial's three elementwise correlations.
     fn poly(&self, l: usize) -> bool {
-        self.poly[l]
+        matches!(self.circuits[l], ActCircuit::TanhSelect(_))
     }
 
     /// Bits of layer `l`'s product that its readers read, of `layers`: a hidden layer's
