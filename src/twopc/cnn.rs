@@ -124,23 +124,19 @@ pub fn run(
     let wts: &Opened = match inp.weights {
         Weights::Opened(o) => o,
         Weights::PerJob => {
-            let (t, link0) = (Instant::now(), ch.stats());
+            let (t, link0, eng0) = (Instant::now(), ch.stats(), engine.counters());
             let layers: Vec<(&[u64], usize)> = plan
                 .layers
                 .iter()
                 .map(|ly| (ly.w.as_slice(), ly.weight_count()))
                 .collect();
             per_job = open_in_job(ch, party, &mut inp.rand, &layers)?;
-            let link1 = ch.stats();
-            rep.ops.push(OpFigures {
+            let mut f = OpFigures {
                 op: "OpenWeights",
-                steps: 1,
-                seconds: t.elapsed().as_secs_f64(),
-                bytes_sent: link1.bytes_sent - link0.bytes_sent,
-                bytes_received: link1.bytes_received - link0.bytes_received,
-                messages_sent: link1.messages_sent - link0.messages_sent,
                 ..Default::default()
-            });
+            };
+            f.add_step(t, (link0, ch.stats()), (eng0, engine.counters()));
+            rep.ops.push(f);
             &per_job
         }
     };

@@ -219,13 +219,7 @@ impl Job<'_, '_> {
                 self.rep.ops.last_mut().expect("pushed")
             }
         };
-        f.steps += 1;
-        f.seconds += t.elapsed().as_secs_f64();
-        f.bytes_sent += l2.bytes_sent - l.bytes_sent;
-        f.bytes_received += l2.bytes_received - l.bytes_received;
-        f.messages_sent += l2.messages_sent - l.messages_sent;
-        f.engine_rounds += e2.rounds - e.rounds;
-        f.and_gates += e2.and_gates - e.and_gates;
+        f.add_step(t, (l, l2), (e, e2));
     }
 
     /// Party 0 adds public constant `k` to its share.

@@ -148,6 +148,25 @@ pub struct OpFigures {
     pub macs: u64,
 }
 
+impl OpFigures {
+    /// Adds one step: the time since `t` and what the link and the engine did between the
+    /// two readings of each.
+    pub fn add_step(
+        &mut self,
+        t: Instant,
+        (l, l2): (LinkStats, LinkStats),
+        (e, e2): (EngineCounters, EngineCounters),
+    ) {
+        self.steps += 1;
+        self.seconds += t.elapsed().as_secs_f64();
+        self.bytes_sent += l2.bytes_sent - l.bytes_sent;
+        self.bytes_received += l2.bytes_received - l.bytes_received;
+        self.messages_sent += l2.messages_sent - l.messages_sent;
+        self.engine_rounds += e2.rounds - e.rounds;
+        self.and_gates += e2.and_gates - e.and_gates;
+    }
+}
+
 pub struct JobInputs<'a> {
     pub party: u8,
     /// The plan with this party's weight shares.
