@@ -385,7 +385,8 @@ fn a_wrong_weight_share_breaks_exactness() {
 fn traffic_is_what_the_protocol_says() {
     // Per layer: the masked input map (each way, packed at the layer's opening width: ws + k
     // bits for a hidden layer, 64 for the last); the weights once;
-    // the ReLU circuits: the boolean engine sends 2 bits per AND and 1 per output bit.
+    // the ReLU circuits: the boolean engine sends 2 bits per AND (1 + 1/group in a group
+    // sharing an input), 1 per output bit, and its selection's k-bit sum and k-bit result.
     let m = random_cnn(&[1, 8, 8, 1], 3, 21, meta(true));
     let (h, w) = (16, 16);
     let o = run_case(
@@ -414,8 +415,9 @@ fn traffic_is_what_the_protocol_says() {
         .iter()
         .map(|l| 8 * l.weight_count() as u64)
         .sum();
-    // The boolean engine's netlist: the circuit plus its edaBit conversion.
+    // The boolean engine's netlist: the ReLU's sign circuit, finished in the ring.
     let relu = ppdenoise::circuit::netlist::Netlist::record(&deal::relu_circuit(&plan));
+    let k = relu.select.expect("a ReLU is finished by selection").k as u64;
     // A D per AND gate, an E per group of ANDs sharing an input (the ReLU's selection).
     let ands = relu.and_openings() as u64;
     let outs = relu.outputs.len() as u64;
@@ -423,7 +425,7 @@ fn traffic_is_what_the_protocol_says() {
     let words = |e: u64| e.div_ceil(64) * 8;
     let relu_bytes: u64 = plan.layers[..2]
         .iter()
-        .map(|l| words(l.cout as u64 * hw) * (ands + outs))
+        .map(|l| words(l.cout as u64 * hw) * (ands + outs + 2 * k))
         .sum();
     assert_eq!(elems, 16 * hw);
     // Runs: [gc per job, gc opened, gmw per job, gmw opened].
@@ -433,9 +435,10 @@ fn traffic_is_what_the_protocol_says() {
     // Every frame carries an 8-byte length; the session tag is 8 bytes here.
     let framing = 8 * gmw_opened.link.messages_sent;
     assert_eq!(sent(gmw_opened), 8 + maps + relu_bytes + framing);
-    // Rounds: one per layer's map, one per AND depth and one for the outputs per ReLU run.
-    let depth = relu.and_gates() as u64; // upper bound on the depth: a ripple adder is sequential
-    assert!(gmw_opened.link.messages_sent <= 1 + 3 + 2 * (depth + 1));
+    // Rounds: one per layer's map; per ReLU run one per AND depth, one for the outputs and the
+    // selection's sum, one for its result.
+    let depth = relu.and_depth() as u64;
+    assert_eq!(gmw_opened.link.messages_sent, 1 + 3 + 2 * (depth + 2));
     // Opening the weights in the job costs exactly them and one frame.
     assert_eq!(sent(gmw_job) - sent(gmw_opened), weights + 8);
 }

@@ -214,9 +214,10 @@ fn deal_check_serve_compare(
 /// defaults ws = 13, k = 18, one ReLU run per layer) holds its values at their widths,
 /// worked out here from the protocol: a hidden layer's matrix triples at ws + k = 31 bits
 /// (its ReLU reads them mod 2^31), the last layer's at 64; with the boolean engine, per
-/// ReLU run, the AND triples' bit-sliced words at 64 and the daBit and edaBit shares at the
-/// width the next layer opens the activations at (31, and 64 before the last layer). The
-/// circuit's counts come from the file's header. Its size is those bits' bytes and a few KB
+/// ReLU run, the AND triples' bit-sliced words at 64, the daBit shares and the selection's
+/// product share at k = 18 bits (the ReLU works mod 2^k), then its extension's mask at the
+/// width the next layer opens the activations at (31, and 64 before the last layer) and the
+/// mask's top bit at that width less k. The circuit's counts come from the file's header. Its size is those bits' bytes and a few KB
 /// (header, seed, base OTs).
 fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
     let (h, ts) = ppdenoise::formats::triplet_stream::open(&d.path("triplets.p1"), 1).unwrap();
@@ -231,10 +232,14 @@ fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
             .split(',')
             .map(|x| x.parse().unwrap())
             .collect();
-        let (ands, outs) = (c[0], c[1] + c[2]);
+        let (ands, dabits, edas, k) = (c[0], c[1], c[2], 18);
+        assert_eq!(edas, 0, "a ReLU is finished by selection, not by an edaBit");
         for (n, opened_at) in [(6 * hw, hidden), (5 * hw, last)] {
-            want += ands * n.div_ceil(64) * 64 + outs * n * opened_at;
-            values += ands * n.div_ceil(64) + outs * n;
+            want += ands * n.div_ceil(64) * 64
+                + (dabits + 1) * n * k
+                + n * opened_at
+                + n * (opened_at - k);
+            values += ands * n.div_ceil(64) + (dabits + 3) * n;
         }
     }
     assert_eq!(

@@ -460,7 +460,8 @@ fn two_readers() -> Graph {
 /// The boolean engine sends what the protocol says: the session tag, each product's input
 /// map once (a tensor read by several products once), a PReLU's second map (each packed at
 /// its opening width), 2 bits per AND
-/// and 1 per output bit of each circuit run, an 8-byte frame per message; opening the
+/// and 1 per output bit of each circuit run (and a ReLU selection's sum and result), an
+/// 8-byte frame per message; opening the
 /// weights in the job adds exactly them.
 #[test]
 fn traffic_is_what_the_protocol_says() {
@@ -498,7 +499,14 @@ fn traffic_is_what_the_protocol_says() {
         for u in plan.uses(i, &dims) {
             if let Use::Circuit { circ, elements } = u {
                 let net = Netlist::record(&circ);
-                let per = net.and_openings() as u64 + net.outputs.len() as u64;
+                // A ReLU finished by selection also opens its k-bit sum (at the readers'
+                // width when that is narrower) and, read wider than k bits, its k-bit result.
+                let bits = plan.circuit_out_bits(&plan.needed_bits(), i);
+                let select = net.select.map_or(0, |p| {
+                    let k = p.k as u64;
+                    k.min(bits as u64) + if bits as u64 > k { k } else { 0 }
+                });
+                let per = net.and_openings() as u64 + net.outputs.len() as u64 + select;
                 circuits += batches(elements, batch)
                     .map(|(_, _, n)| (n as u64).div_ceil(64) * 8 * per)
                     .sum::<u64>();

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::builder::{AndCounter, Build, Circuit};
-use super::gadgets::{add_mod, le_const, xor_all};
+use super::gadgets::{add_mod, carries, le_const, xor_all};
 
 /// Public constants of one hidden layer's activation circuit and polynomial (a plan computes
 /// them from its fixed-point settings: `ring::plan`).
@@ -344,6 +344,59 @@ pub fn relu_out<C: Circuit>(
     let sign = x.pop().expect("k >= 2 bits");
     let positive = c.not(&sign);
     x.iter().map(|b| c.and(b, &positive)).collect()
+}
+
+/// The integer function of [`relu_sign_out`]: the carry into bit sh of g + e ANDed with
+/// the complement of x's sign (when sh > 0), then the sign.
+///
+/// # Panics
+/// If `p` is invalid or k < 2.
+pub fn relu_sign_ref(p: &TruncParams, g: u64, e: u64) -> Vec<bool> {
+    p.validate().expect("valid TruncParams");
+    assert!(p.k >= 2, "ReLU needs a sign bit and a value bit");
+    let sign = (shifted(p.sh, p.k, g, e) >> (p.k - 1)) & 1 == 1;
+    let low = mask(p.sh);
+    let carry = (g & low) + (e & low) > low;
+    let mut out = Vec::with_capacity(2);
+    if p.sh > 0 {
+        out.push(carry && !sign);
+    }
+    out.push(sign);
+    out
+}
+
+/// The boolean part of the boolean engine's ReLU (docs/protocol.md, "The ReLU by
+/// selection"): of V = g + e mod 2^n, the carry into bit sh ANDed with the complement of the
+/// sign of x = bits [sh, n) of V (when sh > 0), then that sign. The engine finishes in the
+/// ring: max(0, x) = ((g >> sh) + (e >> sh) + carry) (1 - sign) mod 2^k, each party's own
+/// share shifted locally. n - 1 AND gates for the carries, one more when sh > 0; none of
+/// the k - 1 selections and none of a conversion adder of [`relu_out`].
+///
+/// # Panics
+/// If `p` is invalid, k < 2, or the inputs are not `n` bits wide.
+pub fn relu_sign_out<C: Circuit>(
+    c: &mut C,
+    p: &TruncParams,
+    g: &[C::Wire],
+    e: &[C::Wire],
+) -> Vec<C::Wire> {
+    p.validate().expect("valid TruncParams");
+    assert!(p.k >= 2, "ReLU needs a sign bit and a value bit");
+    let n = p.n();
+    assert!(
+        g.len() == n && e.len() == n,
+        "relu_sign_out inputs must be n bits"
+    );
+    let carry = carries(c, g, e, n - 1);
+    let top = c.xor(&g[n - 1], &e[n - 1]);
+    let sign = c.xor(&top, &carry[n - 2]);
+    let mut out = Vec::with_capacity(2);
+    if p.sh > 0 {
+        let positive = c.not(&sign);
+        out.push(c.and(&carry[p.sh as usize - 1], &positive));
+    }
+    out.push(sign);
+    out
 }
 
 /// One of the activation circuits, for running batches of elements.

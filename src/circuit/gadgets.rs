@@ -11,27 +11,43 @@ use super::builder::Circuit;
 pub fn add_mod<C: Circuit>(c: &mut C, a: &[C::Wire], b: &[C::Wire]) -> Vec<C::Wire> {
     assert_eq!(a.len(), b.len(), "add_mod operands differ in width");
     let n = a.len();
-    let mut out = Vec::with_capacity(n);
-    let mut carry: Option<C::Wire> = None;
-    for i in 0..n {
-        let ab = c.xor(&a[i], &b[i]);
-        match &carry {
-            None => out.push(ab),
-            Some(ci) => out.push(c.xor(&ab, ci)),
-        }
-        if i + 1 == n {
-            break;
-        }
-        // carry' = carry ⊕ ((a ⊕ carry) ∧ (b ⊕ carry)); with carry 0 it is a ∧ b.
-        carry = Some(match &carry {
-            None => c.and(&a[i], &b[i]),
+    let carry = carries(c, a, b, n.saturating_sub(1));
+    (0..n)
+        .map(|i| {
+            let ab = c.xor(&a[i], &b[i]);
+            match i {
+                0 => ab,
+                _ => c.xor(&ab, &carry[i - 1]),
+            }
+        })
+        .collect()
+}
+
+/// The carries into bits 1..=m of `a + b` by ripple carry, `m` AND gates: the carry into
+/// bit i + 1 is `c ⊕ ((a_i ⊕ c) ∧ (b_i ⊕ c))` for the carry c into bit i, and `a_0 ∧ b_0`
+/// into bit 1.
+///
+/// # Panics
+/// If `a` and `b` differ in length or are not wider than `m` bits.
+pub fn carries<C: Circuit>(c: &mut C, a: &[C::Wire], b: &[C::Wire], m: usize) -> Vec<C::Wire> {
+    assert_eq!(a.len(), b.len(), "carries: operands differ in width");
+    assert!(
+        m < a.len().max(1),
+        "carries: {m} carries of {}-bit operands",
+        a.len()
+    );
+    let mut out: Vec<C::Wire> = Vec::with_capacity(m);
+    for i in 0..m {
+        let next = match out.last() {
+            None => c.and(&a[0], &b[0]),
             Some(ci) => {
                 let ac = c.xor(&a[i], ci);
                 let bc = c.xor(&b[i], ci);
                 let m = c.and(&ac, &bc);
                 c.xor(ci, &m)
             }
-        });
+        };
+        out.push(next);
     }
     out
 }

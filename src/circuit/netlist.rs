@@ -2,7 +2,7 @@
 //! AND depth: the boolean engine opens every AND gate of one depth, for every element of a
 //! batch, in one round.
 
-use crate::circuit::activation::ActCircuit;
+use crate::circuit::activation::{relu_sign_out, ActCircuit, TruncParams};
 use crate::circuit::builder::Circuit;
 use crate::circuit::gadgets::add_mod;
 
@@ -92,6 +92,10 @@ pub struct Netlist {
     pub levels: Vec<Level>,
     /// Input bits per party per element.
     pub n: usize,
+    /// A ReLU finished in the ring (docs/protocol.md, "The ReLU by selection"): the outputs
+    /// are [`relu_sign_out`]'s, each opened masked by a daBit; `conversions` converts all but
+    /// the last (the sign), which selects `(g >> sh) + (e >> sh)` with a product correlation.
+    pub select: Option<TruncParams>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -110,8 +114,30 @@ impl Netlist {
     /// Records `circ` (the definition the GC engine garbles), adds the conversion of each
     /// unsigned multi-bit output group by an edaBit (other outputs: a daBit per bit), and
     /// schedules it. The boolean engine and its dealer both build it this way.
+    /// A ReLU is recorded as its sign circuit, finished in the ring ([`Self::select`]).
     pub fn record(circ: &ActCircuit) -> Netlist {
-        Self::record_with(circ, true)
+        match circ {
+            ActCircuit::Relu(p) => Self::record_select(p),
+            _ => Self::record_with(circ, true),
+        }
+    }
+
+    /// The ReLU's sign circuit ([`relu_sign_out`]): every output masked by a daBit, the
+    /// carry term converted as a bit of weight 1, the sign left to the engine's selection.
+    fn record_select(p: &TruncParams) -> Netlist {
+        let n = p.n();
+        let mut rec = Recorder::default();
+        let g: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS1(i as u32))).collect();
+        let e: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS0(i as u32))).collect();
+        let outputs = relu_sign_out(&mut rec, p, &g, &e);
+        let carry_terms = outputs.len() - 1;
+        let mut net = Self::schedule(rec.gates, outputs, n);
+        net.masked = vec![true; carry_terms + 1];
+        net.conversions = (0..carry_terms)
+            .map(|j| Conversion::Bits(vec![(j, 1)]))
+            .collect();
+        net.select = Some(*p);
+        net
     }
 
     /// `eda`: convert unsigned groups with edaBits (false: the bare circuit, every output
@@ -250,6 +276,7 @@ impl Netlist {
             eda_bits: Vec::new(),
             levels,
             n,
+            select: None,
         }
     }
 
@@ -406,7 +433,9 @@ mod tests {
             ActCircuit::Relu(TruncParams { sh: 10, k: 18 }),
             ActCircuit::Relu(TruncParams { sh: 12, k: 44 }),
         ] {
-            let net = Netlist::record(&circ);
+            // A ReLU's own netlist is its sign circuit ([`Netlist::record_select`]); its
+            // edaBit conversion is exercised here as the conversion of any unsigned group.
+            let net = Netlist::record_with(&circ, true);
             let bare = Netlist::record_with(&circ, false);
             let (weights, groups) = circ.b2a_layout(1);
             assert_eq!(net.conversions.len(), groups.len());
@@ -455,6 +484,52 @@ mod tests {
         }
     }
 
+    /// The boolean engine's ReLU netlist is the sign circuit: per element its outputs are
+    /// [`crate::circuit::activation::relu_sign_ref`]'s, and finishing in the ring as the
+    /// engine does, `((g >> sh) + (e >> sh)) (1 - s) + t mod 2^k`, gives the ReLU of the
+    /// exact truncation. n - 1 ANDs for the carries and one for the carry term (none when
+    /// sh = 0), one per depth, none sharing an input.
+    #[test]
+    fn a_relu_is_recorded_as_its_sign_and_finished_in_the_ring() {
+        use crate::circuit::activation::{relu_out_ref, relu_sign_ref};
+        let mut rng = ChaCha12Rng::seed_from_u64(8);
+        for t in [
+            TruncParams { sh: 13, k: 18 },
+            TruncParams { sh: 0, k: 20 },
+            TruncParams { sh: 1, k: 2 },
+            TruncParams { sh: 24, k: 40 },
+        ] {
+            let net = Netlist::record(&ActCircuit::Relu(t));
+            let n = t.n();
+            assert_eq!(net.select, Some(t));
+            let carry_term = usize::from(t.sh > 0);
+            assert_eq!(net.and_gates(), n - 1 + carry_term, "{t:?}");
+            assert_eq!(net.and_depth(), net.and_gates(), "{t:?}");
+            assert_eq!(net.and_openings(), 2 * net.and_gates(), "{t:?}");
+            assert_eq!(net.masked, vec![true; 1 + carry_term]);
+            assert_eq!(net.conversions.len(), carry_term);
+            assert!(net.eda_bits.is_empty());
+            let low = |b: usize| if b >= 64 { u64::MAX } else { (1u64 << b) - 1 };
+            for i in 0..400 {
+                let (g, e): (u64, u64) = (rng.gen(), rng.gen());
+                // Edges too: all ones, zero, a carry into bit sh and no other.
+                let (g, e) = match i {
+                    0 => (u64::MAX, 1),
+                    1 => (0, 0),
+                    2 => (low(t.sh as usize), 1),
+                    _ => (g, e),
+                };
+                let (g, e) = (g & low(n), e & low(n));
+                let bits = net.eval_plain(&to_bits(g, n), &to_bits(e, n));
+                assert_eq!(bits, relu_sign_ref(&t, g, e), "{t:?} {g:#x} {e:#x}");
+                let (s, tc) = (bits[carry_term] as u64, bits[0] as u64 * carry_term as u64);
+                let x = (g >> t.sh) + (e >> t.sh);
+                let y = (x * (1 - s) + tc) & low(t.k as usize);
+                assert_eq!(y, relu_out_ref(&t, g, e), "{t:?} {g:#x} {e:#x}");
+            }
+        }
+    }
+
     /// Each AND's leader is itself or an earlier AND of its level with the same second input,
     /// and leads itself; ANDs of a level with the same second input have one leader; the
     /// ReLU's selection (k - 1 ANDs with the sign's complement) is one group, and the
@@ -463,7 +538,9 @@ mod tests {
     fn ands_sharing_an_input_form_one_group() {
         let t = TruncParams { sh: 13, k: 18 };
         for circ in [ActCircuit::Relu(t), ActCircuit::Trunc(t)] {
-            let net = Netlist::record(&circ);
+            // The ReLU as a whole circuit (the GC engine's, here with the edaBit conversion):
+            // its k - 1 selections are the group the grouping is for.
+            let net = Netlist::record_with(&circ, true);
             let mut groups = 0;
             for lv in &net.levels {
                 let y = |j: usize| match net.gates[lv.ands[j] as usize] {

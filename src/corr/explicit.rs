@@ -6,7 +6,7 @@
 use crate::circuit::bitslice::{bit, unslice};
 use crate::circuit::netlist::Netlist;
 use crate::corr::pack::low_mask;
-use crate::corr::randomness::{and_masks, dabit_masks, eda_masks};
+use crate::corr::randomness::{and_masks, dabit_masks, eda_masks, select_masks};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
@@ -38,7 +38,8 @@ pub fn explicit_into<E>(
     }
     emit(&c, 64)?;
     drop(c);
-    let mut out = Vec::with_capacity((shape.dabits + shape.edas) * e);
+    let sw = shape.dabit_bits(out_bits);
+    let mut out = Vec::with_capacity(shape.dabits * e);
     let ow = shape.dabits * w;
     let (r0, mut q0) = dabit_masks(&seeds[0], at.layer, at.batch, ow);
     let (r1, _) = dabit_masks(&seeds[1], at.layer, at.batch, ow);
@@ -48,7 +49,9 @@ pub fn explicit_into<E>(
         let a0 = &arith0[j * e..(j + 1) * e];
         out.extend((0..e).map(|i| (bit(w0, i) ^ bit(w1, i)).wrapping_sub(a0[i])));
     }
+    emit(&out, sw)?;
     if shape.edas > 0 {
+        out.clear();
         let rw = shape.r_bits * w;
         let (r0, mut q0) = eda_masks(&seeds[0], at.layer, at.batch, rw);
         let (r1, _) = eda_masks(&seeds[1], at.layer, at.batch, rw);
@@ -61,8 +64,36 @@ pub fn explicit_into<E>(
             out.extend(r.iter().zip(a0).map(|(r, a)| r.wrapping_sub(*a)));
             first += m as usize;
         }
+        emit(&out, out_bits)?;
     }
-    emit(&out, out_bits)
+    if let Some(p) = shape.select {
+        // The sign is the last output; its daBit's bit r_s is what a multiplies.
+        let sign = (shape.dabits - 1) * w;
+        let rs = |i: usize| bit(&r0[sign..], i) ^ bit(&r1[sign..], i);
+        let (a0, u0, mut q0) = select_masks(&seeds[0], at.layer, at.batch, e);
+        let (a1, u1, _) = select_masks(&seeds[1], at.layer, at.batch, e);
+        let ar0 = q0.vec(e);
+        let ar: Vec<u64> = (0..e)
+            .map(|i| {
+                a0[i]
+                    .wrapping_add(a1[i])
+                    .wrapping_mul(rs(i))
+                    .wrapping_sub(ar0[i])
+            })
+            .collect();
+        emit(&ar, sw)?;
+        if shape.extends(out_bits) {
+            let (rr0, m0) = (q0.vec(e), q0.vec(e));
+            let r: Vec<u64> = (0..e).map(|i| (u0[i] ^ u1[i]) & low_mask(p.k)).collect();
+            let r1: Vec<u64> = (0..e).map(|i| r[i].wrapping_sub(rr0[i])).collect();
+            emit(&r1, out_bits)?;
+            let m1: Vec<u64> = (0..e)
+                .map(|i| ((r[i] >> (p.k - 1)) & 1).wrapping_sub(m0[i]))
+                .collect();
+            emit(&m1, out_bits - p.k)?;
+        }
+    }
+    Ok(())
 }
 
 /// [`explicit_into`] gathered, each value reduced to its width as the dealer file holds it.
@@ -85,8 +116,8 @@ pub fn explicit_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::circuit::activation::{ActCircuit, TruncParams};
-    use crate::corr::randomness::PartyRandomness;
+    use crate::circuit::activation::{ActCircuit, ActParams, TruncParams};
+    use crate::corr::randomness::{PartyRandomness, SelectRand};
 
     /// Issue 31, item 3, the dealer's side: from fixed seeds, what both parties draw in the
     /// engine's order satisfies the correlations exactly: c = a ∧ b for every AND triple (b
@@ -97,23 +128,33 @@ mod tests {
     /// shares add up mod 2^width (party 1's bits above it are not kept).
     #[test]
     fn dealt_correlations_hold_for_fixed_seeds() {
+        // tanh*'s netlist has groups of ANDs sharing an input, daBits and edaBits; the ReLU's
+        // a selection, extended at 64 and 23 bits, not at 7 (below k).
+        let tanh = ActCircuit::TanhSelect(ActParams {
+            sh: 36,
+            k: 19,
+            a_fix: 1556,
+            b_fix: 2632,
+        });
+        let relu = ActCircuit::Relu(TruncParams { sh: 5, k: 9 });
         for bits in [64, 23] {
-            dealt_correlations_hold_at(bits);
+            dealt_correlations_hold_at(&tanh, bits);
+        }
+        for bits in [64, 23, 7] {
+            dealt_correlations_hold_at(&relu, bits);
         }
     }
 
-    fn dealt_correlations_hold_at(bits: u32) {
-        let low = low_mask(bits);
-        let circ = ActCircuit::Relu(TruncParams { sh: 5, k: 9 });
-        let net = Netlist::record(&circ);
+    fn dealt_correlations_hold_at(circ: &ActCircuit, bits: u32) {
+        let net = Netlist::record(circ);
         let e = 70; // two words of elements, the second partly filled
         let at = Slot { layer: 2, batch: 7 };
         let seeds = [[3u8; 32], [11u8; 32]];
         let shape = RunShape::of(&net, e);
-        assert!(
-            shape.and_gates > 0 && shape.dabits > 0 && shape.edas > 0,
-            "{shape:?}"
-        );
+        let sw = shape.dabit_bits(bits);
+        let low = low_mask(sw);
+        assert!(shape.and_gates > 0 && shape.dabits > 0, "{shape:?}");
+        assert!(shape.edas > 0 || shape.select.is_some(), "{shape:?}");
         let mut r = [
             PartyRandomness::new(0, seeds[0], Vec::new()),
             PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, e, bits)),
@@ -123,27 +164,29 @@ mod tests {
             p.and_triples(at.layer, at.batch, shape.and_gates, w)
                 .unwrap()
         });
-        // c = a ∧ b with the `b` of the triple's group leader; the ReLU's selection ANDs
-        // share the sign, so some triples lead others.
+        // c = a ∧ b with the `b` of the triple's group leader; tanh*'s ANDs share inputs,
+        // so some triples lead others.
         let src = net.b_sources();
-        assert!(
-            src.iter().enumerate().any(|(g, &l)| g != l),
-            "no shared input"
-        );
+        if shape.select.is_none() {
+            assert!(
+                src.iter().enumerate().any(|(g, &l)| g != l),
+                "no shared input"
+            );
+        }
         for i in 0..shape.and_gates * w {
             let ib = src[i / w] * w + i % w;
             let (a, b) = (t[0].a[i] ^ t[1].a[i], t[0].b[ib] ^ t[1].b[ib]);
             assert_eq!(a & b, t[0].c[i] ^ t[1].c[i], "AND triple word {i}");
         }
         let d = r.each_mut().map(|p| {
-            p.dabits(at.layer, at.batch, shape.dabits, w, e, bits)
+            p.dabits(at.layer, at.batch, shape.dabits, w, e, sw)
                 .unwrap()
         });
+        let dabit = |j: usize, i: usize| bit(&d[0].bits[j * w..], i) ^ bit(&d[1].bits[j * w..], i);
         for j in 0..shape.dabits {
             for i in 0..e {
-                let x = bit(&d[0].bits[j * w..], i) ^ bit(&d[1].bits[j * w..], i);
                 let a = d[0].arith[j * e + i].wrapping_add(d[1].arith[j * e + i]);
-                assert_eq!(x, a & low, "daBit {j}, element {i}");
+                assert_eq!(dabit(j, i), a & low, "daBit {j}, element {i}");
             }
         }
         let q = r.each_mut().map(|p| {
@@ -160,10 +203,43 @@ mod tests {
                     })
                     .sum();
                 let a = q[0].arith[k * e + i].wrapping_add(q[1].arith[k * e + i]);
-                assert_eq!(v, a & low, "edaBit {k}, element {i}");
+                assert_eq!(v, a & low_mask(bits), "edaBit {k}, element {i}");
                 assert!(v < 1 << m);
             }
             first += m as usize;
+        }
+        if let Some(p) = shape.select {
+            // a r_s for the sign's daBit r_s (the last); r < 2^k and its top bit.
+            let extend = shape.extends(bits).then_some((bits, p.k));
+            assert_eq!(extend.is_some(), bits > p.k);
+            let s = r
+                .each_mut()
+                .map(|q| q.select(at.layer, at.batch, e, sw, extend).unwrap());
+            let sum =
+                |f: fn(&SelectRand) -> &Vec<u64>, i: usize| f(&s[0])[i].wrapping_add(f(&s[1])[i]);
+            let mut tops = 0;
+            for i in 0..e {
+                let a = sum(|s| &s.a, i);
+                let rs = dabit(shape.dabits - 1, i);
+                assert_eq!(
+                    sum(|s| &s.ar, i) & low,
+                    a.wrapping_mul(rs) & low,
+                    "a r_s, {i}"
+                );
+                if extend.is_some() {
+                    let rv = sum(|s| &s.r, i) & low_mask(bits);
+                    assert!(rv < 1 << p.k, "r {rv} of element {i} is not below 2^k");
+                    let top = (rv >> (p.k - 1)) & 1;
+                    tops += top;
+                    assert_eq!(sum(|s| &s.msb, i) & low_mask(bits - p.k), top, "msb {i}");
+                } else {
+                    assert!(s[0].r.is_empty() && s[1].msb.is_empty());
+                }
+            }
+            assert!(
+                extend.is_none() || (10..60).contains(&tops),
+                "{tops} top bits set"
+            );
         }
         // Every value dealt was drawn, once.
         r[0].finish().unwrap();

@@ -48,6 +48,19 @@ pub struct EdaBits {
     pub arith: Vec<u64>,
 }
 
+/// The boolean engine's ReLU selection for one circuit run (docs/protocol.md, "The ReLU by
+/// selection"), this party's additive shares per element: `a` of a random a mod 2^sw (sw the
+/// daBits' width) and `ar` of a r_s, r_s the sign's daBit, for the product of the truncated
+/// sum with the sign; when the result is extended to the readers' width, `r` of a random
+/// r < 2^k (correct mod 2^out) and `msb` of r's bit k - 1 (correct mod 2^(out - k)).
+#[derive(Clone, Debug, Default)]
+pub struct SelectRand {
+    pub a: Vec<u64>,
+    pub ar: Vec<u64>,
+    pub r: Vec<u64>,
+    pub msb: Vec<u64>,
+}
+
 /// Party 1's explicit values read in consumption order from outside memory (the dealer
 /// file, [`crate::formats::triplet_stream::CorrectionReader`]): values of varying widths
 /// packed one after another ([`crate::corr::pack::Packed`]), so lengths and positions
@@ -103,6 +116,7 @@ enum Purpose {
     AndTriple,
     DaBit,
     EdaBit,
+    Select,
     WeightMask,
     ImageMask,
     ActMask,
@@ -193,6 +207,7 @@ impl PartyRandomness {
             Purpose::AndTriple => "AND triples",
             Purpose::DaBit => "daBits",
             Purpose::EdaBit => "edaBits",
+            Purpose::Select => "a ReLU selection",
             Purpose::WeightMask => "a weight mask",
             Purpose::ImageMask => "the image mask",
             Purpose::ActMask => "an activation mask",
@@ -380,6 +395,35 @@ impl PartyRandomness {
         Ok(EdaBits { bits, arith })
     }
 
+    /// The boolean engine's ReLU selection for one circuit run of (layer, batch) over
+    /// `elements`: its product at `sw` bits; `extend`: (the readers' width, k) when the
+    /// result is extended from 2^k to it.
+    pub fn select(
+        &mut self,
+        layer: u32,
+        batch: u32,
+        elements: usize,
+        sw: u32,
+        extend: Option<(u32, u32)>,
+    ) -> Result<SelectRand, RandomnessError> {
+        self.claim(Purpose::Select, layer, batch)?;
+        let (a, _, mut prg) = select_masks(&self.seed, layer, batch, elements);
+        let e = elements;
+        let mut draw = |n: usize, bits: u32| {
+            if self.party == 0 {
+                Ok(prg.vec(n))
+            } else {
+                self.take(n, bits)
+            }
+        };
+        let ar = draw(e, sw)?;
+        let (r, msb) = match extend {
+            Some((out, k)) => (draw(e, out)?, draw(e, out - k)?),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(SelectRand { a, ar, r, msb })
+    }
+
     /// At the end of a job: every explicit value was consumed and, when they were streamed
     /// from the dealer file, they were exactly the checksum-verified ones.
     pub fn finish(&self) -> Result<(), RandomnessError> {
@@ -439,6 +483,16 @@ pub fn eda_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>
     let mut prg = Prg::new(seed, Stream::EdaBit(layer, batch));
     let bits = prg.vec(words);
     (bits, prg)
+}
+
+/// The seed-derived part of a party's ReLU selections for `e` elements: its share of `a`,
+/// its part `u` of the extension mask (r = (u0 ⊕ u1) mod 2^k, known to neither party), and
+/// the stream positioned where party 0's other shares follow.
+pub fn select_masks(seed: &Seed, layer: u32, batch: u32, e: usize) -> (Vec<u64>, Vec<u64>, Prg) {
+    let mut prg = Prg::new(seed, Stream::Select(layer, batch));
+    let a = prg.vec(e);
+    let u = prg.vec(e);
+    (a, u, prg)
 }
 
 #[cfg(test)]

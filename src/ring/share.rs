@@ -42,6 +42,9 @@ pub enum Stream {
     /// Dealer: boolean engine's edaBits (random m-bit values, as XOR-shared bits and as
     /// additive shares).
     EdaBit(u32, u32),
+    /// Dealer: boolean engine's ReLU selection (the product correlation with the sign's
+    /// daBit, and the mask that extends the result to the readers' width).
+    Select(u32, u32),
 }
 
 impl Stream {
@@ -63,6 +66,7 @@ impl Stream {
             Stream::AndTriple(l, b) => f(9, l, b),
             Stream::DaBit(l, b) => f(10, l, b),
             Stream::EdaBit(l, b) => f(11, l, b),
+            Stream::Select(l, b) => f(12, l, b),
         }
     }
 }

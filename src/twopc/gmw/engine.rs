@@ -20,7 +20,8 @@ use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::circuit::bitslice::{bit, slice, unslice};
 use crate::circuit::netlist::{Conversion, Gate, Netlist};
-use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness};
+use crate::corr::pack::low_mask;
+use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness, SelectRand};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::plan::MLP_OPEN_BITS;
@@ -55,6 +56,10 @@ pub(super) enum Broken {
     /// Every group of a level's ANDs sharing an input opens it under the level's first `b`:
     /// a `b` shared by ANDs whose second inputs differ.
     BSharedAcrossInputs,
+    /// A ReLU selection opens its truncated sum without the product's mask `a`.
+    SelectSumUnmasked,
+    /// A ReLU selection opens its result for the extension without the mask `r`.
+    ExtensionUnmasked,
 }
 
 /// [`Broken`] as flags the engine reads: all false outside unit tests.
@@ -64,6 +69,8 @@ struct Faults {
     unmasked_outputs: bool,
     eda_high_reused: bool,
     b_shared_across_inputs: bool,
+    select_sum_unmasked: bool,
+    extension_unmasked: bool,
 }
 
 impl GmwParty {
@@ -86,6 +93,8 @@ impl GmwParty {
             unmasked_outputs: self.broken == Some(Broken::OutputOpenedWithoutDaBit),
             eda_high_reused: self.broken == Some(Broken::EdaHighPartReused),
             b_shared_across_inputs: self.broken == Some(Broken::BSharedAcrossInputs),
+            select_sum_unmasked: self.broken == Some(Broken::SelectSumUnmasked),
+            extension_unmasked: self.broken == Some(Broken::ExtensionUnmasked),
         };
         #[cfg(not(test))]
         let f = Faults::default();
@@ -128,7 +137,8 @@ impl GmwParty {
         let w = shape.words;
         // Claimed before any message of this run, in the dealer's order.
         let trip = rand.and_triples(at.layer, at.batch, shape.and_gates, w)?;
-        let dab = rand.dabits(at.layer, at.batch, shape.dabits, w, e_count, out_bits)?;
+        let sw = shape.dabit_bits(out_bits);
+        let dab = rand.dabits(at.layer, at.batch, shape.dabits, w, e_count, sw)?;
         let eda = rand.edabits(
             at.layer,
             at.batch,
@@ -138,6 +148,13 @@ impl GmwParty {
             e_count,
             out_bits,
         )?;
+        let sel = match net.select {
+            Some(p) => {
+                let extend = shape.extends(out_bits).then_some((out_bits, p.k));
+                rand.select(at.layer, at.batch, e_count, sw, extend)?
+            }
+            None => SelectRand::default(),
+        };
 
         let mut wires = vec![0u64; net.gates.len() * w];
         let own = slice(v, net.n);
@@ -208,13 +225,127 @@ impl GmwParty {
         }
         debug_assert_eq!(and_index, shape.and_gates);
 
-        let out = open_outputs(ch, &wires, w, net, &dab, faults.unmasked_outputs)?;
-        rounds += 1;
-        let result = convert(net, &out, w, e_count, party, &dab, &eda);
+        let result = match net.select {
+            Some(p) => {
+                let run = SelectRun {
+                    p,
+                    sw,
+                    out_bits,
+                    party,
+                    dab: &dab,
+                    sel: &sel,
+                    faults,
+                };
+                let (result, r) = run.finish(ch, &wires, w, net, v)?;
+                rounds += r;
+                result
+            }
+            None => {
+                let out = open_outputs(ch, &wires, w, net, &dab, faults.unmasked_outputs)?;
+                rounds += 1;
+                convert(net, &out, w, e_count, party, &dab, &eda)
+            }
+        };
         self.counters.and_gates += (shape.and_gates * e_count) as u64;
         self.counters.elements += e_count as u64;
         self.counters.rounds += rounds;
         Ok(result)
+    }
+}
+
+/// The ring half of a ReLU finished by selection (docs/protocol.md, "The ReLU by
+/// selection"): the circuit gave XOR shares of the carry term `t = carry ∧ ¬sign` and of
+/// the sign `s`; with `X` this party's n-bit input share shifted right by sh (the parties'
+/// X add up to the truncated sum less its carry),
+/// `y = X (1 - s) + t mod 2^sw`, then extended to the readers' width.
+struct SelectRun<'a> {
+    p: TruncParams,
+    /// The width of the product and of the daBits' shares: min(k, out_bits).
+    sw: u32,
+    out_bits: u32,
+    party: u8,
+    dab: &'a DaBits,
+    sel: &'a SelectRand,
+    faults: Faults,
+}
+
+impl SelectRun<'_> {
+    /// One round: the outputs masked by their daBits and `X - a` (bit-sliced, sw bits an
+    /// element), opened together; `X s = c X + (1 - 2c)(e [r_s] + [a r_s])` with `c = s ⊕ r_s`
+    /// and `e = X0 + X1 - a` opened. Then, when out_bits > k, one more: `z = y + r mod 2^k`
+    /// opened and `[y] = z - [r] + 2^k (1 - msb z) [msb r]` (y < 2^(k-1), so y + r wraps
+    /// past 2^k exactly when r's top bit is set and z's is not). Returns the shares and the
+    /// rounds.
+    fn finish(
+        &self,
+        ch: &mut dyn Channel,
+        wires: &[u64],
+        w: usize,
+        net: &Netlist,
+        v: &[u64],
+    ) -> Result<(Vec<u64>, u64), ProtocolError> {
+        let (p, sw, e) = (self.p, self.sw, v.len());
+        let low = low_mask(sw);
+        let x: Vec<u64> = v
+            .iter()
+            .map(|&s| (s & low_mask(p.n() as u32)) >> p.sh)
+            .collect();
+        let masked: Vec<u64> = if self.faults.select_sum_unmasked {
+            x.clone()
+        } else {
+            x.iter()
+                .zip(&self.sel.a)
+                .map(|(x, a)| x.wrapping_sub(*a))
+                .collect()
+        };
+        let mut msg = masked_outputs(wires, w, net, self.dab, self.faults.unmasked_outputs);
+        let nb = msg.len();
+        msg.extend(slice(&masked, sw as usize));
+        let theirs = swap(ch, &msg, "masked output bits and selection sum")?;
+        let out: Vec<u64> = msg[..nb].iter().zip(&theirs).map(|(a, b)| a ^ b).collect();
+        let opened = unslice(sw as usize, e, |j, word| theirs[nb + j * w + word]);
+        // The carry term's share (a daBit conversion of weight 1), when sh > 0.
+        let carry = convert(net, &out, w, e, self.party, self.dab, &EdaBits::default());
+        let s = net.outputs.len() - 1;
+        let mut y = Vec::with_capacity(e);
+        for i in 0..e {
+            let ei = masked[i].wrapping_add(opened[i]);
+            let c = bit(&out[s * w..(s + 1) * w], i);
+            let rs = self.dab.arith[s * e + i];
+            let xr = ei.wrapping_mul(rs).wrapping_add(self.sel.ar[i]);
+            let xs = (c * x[i]).wrapping_add(1u64.wrapping_sub(2 * c).wrapping_mul(xr));
+            let t = if net.conversions.is_empty() {
+                0
+            } else {
+                carry[i]
+            };
+            y.push(x[i].wrapping_sub(xs).wrapping_add(t) & low);
+        }
+        if self.out_bits <= p.k {
+            return Ok((y, 1));
+        }
+        let k = p.k as usize;
+        let z_own: Vec<u64> = if self.faults.extension_unmasked {
+            y.iter().map(|y| y & low_mask(p.k)).collect()
+        } else {
+            y.iter()
+                .zip(&self.sel.r)
+                .map(|(y, r)| y.wrapping_add(*r) & low_mask(p.k))
+                .collect()
+        };
+        let theirs = swap(ch, &slice(&z_own, k), "masked selection result")?;
+        let z_theirs = unslice(k, e, |j, word| theirs[j * w + word]);
+        let one = self.party as u64;
+        let result = (0..e)
+            .map(|i| {
+                let z = z_own[i].wrapping_add(z_theirs[i]) & low_mask(p.k);
+                let wraps = 1 - ((z >> (k - 1)) & 1);
+                (one * z)
+                    .wrapping_sub(self.sel.r[i])
+                    .wrapping_add((wraps * self.sel.msb[i]) << k)
+            })
+            .collect();
+        Ok((result, 2))
     }
 }
 
@@ -401,6 +532,19 @@ fn open_outputs(
     dab: &DaBits,
     broken_unmasked: bool,
 ) -> Result<Vec<u64>, ChannelError> {
+    let msg = masked_outputs(wires, w, net, dab, broken_unmasked);
+    let theirs = swap(ch, &msg, "masked output bits")?;
+    Ok(msg.iter().zip(&theirs).map(|(a, b)| a ^ b).collect())
+}
+
+/// This party's message of [`open_outputs`].
+fn masked_outputs(
+    wires: &[u64],
+    w: usize,
+    net: &Netlist,
+    dab: &DaBits,
+    broken_unmasked: bool,
+) -> Vec<u64> {
     let mut msg = Vec::with_capacity(net.outputs.len() * w);
     let mut d = 0;
     for (&o, &masked) in net.outputs.iter().zip(&net.masked) {
@@ -416,8 +560,7 @@ fn open_outputs(
             msg.extend_from_slice(src);
         }
     }
-    let theirs = swap(ch, &msg, "masked output bits")?;
-    Ok(msg.iter().zip(&theirs).map(|(a, b)| a ^ b).collect())
+    msg
 }
 
 impl Nonlinear for GmwParty {
@@ -618,6 +761,7 @@ mod tests {
             eda_bits: Vec::new(),
             levels: Vec::new(),
             n: 0,
+            select: None,
         }
     }
 

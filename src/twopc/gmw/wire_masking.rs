@@ -1,6 +1,8 @@
 //! Per-wire masking of the boolean engine (issue 31, item 1). What a server learns in a run is,
 //! per round, its own message XOR the peer's: the opened `D = x ⊕ a`, `E = y ⊕ b` of every AND
-//! gate of the level, then every output bit (XOR its daBit, or an edaBit-masked sum bit).
+//! gate of the level, then every output bit (XOR its daBit, or an edaBit-masked sum bit); a
+//! ReLU's selection also opens, as sums, its truncated sum `X - a` and its result `y + r`
+//! (each bit of them a wire here).
 //! Each opened bit is a *wire* here, observed over many elements and runs. For any inputs,
 //! every wire must be uniform, equal in distribution between two secrets, and independent of
 //! every other wire (the XOR of any two is uniform).
@@ -15,6 +17,7 @@ use std::thread;
 
 use super::engine::{Broken, GmwParty};
 use crate::circuit::activation::{relu_out_ref, ActCircuit, TruncParams};
+use crate::circuit::bitslice::{slice, unslice};
 use crate::circuit::netlist::Netlist;
 use crate::corr::explicit::explicit_for;
 use crate::corr::randomness::PartyRandomness;
@@ -104,12 +107,8 @@ fn view(circ: &ActCircuit, shares: [u64; 2], broken: Option<Broken>) -> (Vec<Vec
             .collect();
         assert_eq!(rec.sent.len(), rec.got.len());
         let mut i = 0;
-        for (mine, theirs) in rec.sent.iter().zip(&rec.got) {
-            let opened: Vec<u64> = words(mine)
-                .iter()
-                .zip(words(theirs))
-                .map(|(a, b)| a ^ b)
-                .collect();
+        for (f, (mine, theirs)) in rec.sent.iter().zip(&rec.got).enumerate() {
+            let opened = opened_planes(circ, f, &words(mine), &words(theirs), w);
             for wire in opened.chunks_exact(w) {
                 if run == 0 {
                     wires.push(Vec::new());
@@ -121,6 +120,35 @@ fn view(circ: &ActCircuit, shares: [u64; 2], broken: Option<Broken>) -> (Vec<Vec
         assert_eq!(i, wires.len(), "every run opens the same wires");
     }
     (wires, sums)
+}
+
+/// What frame `f` of a run of `circ` opens, bit-sliced (`w` words a wire): XOR-shared bits
+/// XORed; a ReLU selection's sums (the last `k` wires of the outputs' frame, the whole of the
+/// next) added as k-bit values.
+fn opened_planes(circ: &ActCircuit, f: usize, mine: &[u64], theirs: &[u64], w: usize) -> Vec<u64> {
+    let net = Netlist::record(circ);
+    let depth = net.and_depth();
+    let added = match net.select {
+        Some(p) if f == depth || f == depth + 1 => p.k as usize,
+        _ => 0,
+    };
+    let xored = mine.len() / w - added;
+    let mut out: Vec<u64> = mine[..xored * w]
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| a ^ b)
+        .collect();
+    if added > 0 {
+        let at = xored * w;
+        let values = |m: &[u64]| unslice(added, ELEMENTS, |j, word| m[at + j * w + word]);
+        let sum: Vec<u64> = values(mine)
+            .iter()
+            .zip(values(theirs))
+            .map(|(a, b)| a.wrapping_add(b))
+            .collect();
+        out.extend(slice(&sum, added));
+    }
+    out
 }
 
 fn ones(v: &[u64]) -> f64 {
@@ -265,23 +293,33 @@ fn every_opened_wire_is_uniform_independent_and_secret_free() {
 /// output at secret 0 is the offset 2^(k-1), the unmasked carry is the edaBit's top bit:
 /// uniform alone, but equal to an opened sum bit), a reused edaBit half makes two opened
 /// sum bits equal, a `b` shared by ANDs with different second inputs makes their two E
-/// equal up to a constant. An AND triple reused across levels even keeps the result exact,
-/// so only these tests can see it.
+/// equal up to a constant, a ReLU selection's sum or result opened without its mask shows
+/// its value. An AND triple reused across levels even keeps the result exact, so only these
+/// tests can see it.
 #[test]
 fn negative_controls_broken_masks_are_caught_per_wire() {
     for (name, circ, secrets) in cases() {
+        let relu = matches!(circ, ActCircuit::Relu(_));
         for (broken, expect) in [
             (Broken::AndTripleReusedAcrossLevels, Failed::CorrelatedPair),
             (Broken::OutputOpenedWithoutDaBit, Failed::BiasedWire),
             (Broken::EdaHighPartReused, Failed::CorrelatedPair),
             (Broken::BSharedAcrossInputs, Failed::CorrelatedPair),
+            (Broken::SelectSumUnmasked, Failed::BiasedWire),
+            (Broken::ExtensionUnmasked, Failed::BiasedWire),
         ] {
             let f = failure(&circ, &secrets, Some(broken));
-            if broken == Broken::BSharedAcrossInputs && name != "MLP tanh*" {
-                // Where it cannot show: a ReLU's depths hold one group each (the selection's
-                // ANDs all take the sign's complement), so nothing is shared wrongly; the
-                // rescaling's depths pair an adder's AND with an edaBit adder's, whose input
-                // the edaBit masks, so the two E under one `b` XOR to a uniform bit.
+            let cannot_show = match broken {
+                // A ReLU's sign circuit has one AND a depth; the rescaling's depths pair an
+                // adder's AND with an edaBit adder's, whose input the edaBit masks, so the
+                // two E under one `b` XOR to a uniform bit.
+                Broken::BSharedAcrossInputs => name != "MLP tanh*",
+                // A ReLU has no edaBit (it is finished by selection), the others no selection.
+                Broken::EdaHighPartReused => relu,
+                Broken::SelectSumUnmasked | Broken::ExtensionUnmasked => !relu,
+                _ => false,
+            };
+            if cannot_show {
                 assert!(f.is_none(), "{name}: {broken:?}: {f:?}");
                 continue;
             }
