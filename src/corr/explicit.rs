@@ -6,7 +6,7 @@
 use crate::circuit::bitslice::{bit, unslice};
 use crate::circuit::netlist::Netlist;
 use crate::corr::pack::low_mask;
-use crate::corr::randomness::{and_masks, dabit_masks, eda_masks, select_masks};
+use crate::corr::randomness::{and_masks, dabit_masks, eda_masks, relu_select_masks};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
@@ -16,7 +16,11 @@ use crate::ring::share::Seed;
 /// the triple's group leader (bit-sliced words, 64 bits), its daBit shares
 /// `[r]_1 = r - [r]_0`, then its edaBit shares
 /// `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`, these at `out_bits`: the circuit's
-/// outputs are read only mod 2^out_bits, and so are the additive shares they are made of.
+/// outputs are read only mod 2^out_bits, and so are the additive shares they are made of (a
+/// ReLU's daBits at min(k, out_bits), [`RunShape::dabit_bits`]); then a ReLU selection's
+/// `a r_s - [a r_s]_0` at that width and, when it extends its result, `r - [r]_0` at
+/// `out_bits` and its top bit's share at `out_bits - k` (docs/protocol.md, "The ReLU by
+/// selection").
 pub fn explicit_into<E>(
     seeds: &[Seed; 2],
     at: Slot,
@@ -67,29 +71,39 @@ pub fn explicit_into<E>(
         emit(&out, out_bits)?;
     }
     if let Some(p) = shape.select {
-        // The sign is the last output; its daBit's bit r_s is what a multiplies.
+        // The sign is the last output; its daBit's bit r_s is what a multiplies. Each value
+        // is made in the buffer of party 0's share it is taken from, each buffer dropped
+        // once emitted: a few element-sized vectors at a time, not eleven.
         let sign = (shape.dabits - 1) * w;
         let rs = |i: usize| bit(&r0[sign..], i) ^ bit(&r1[sign..], i);
-        let (a0, u0, mut q0) = select_masks(&seeds[0], at.layer, at.batch, e);
-        let (a1, u1, _) = select_masks(&seeds[1], at.layer, at.batch, e);
-        let ar0 = q0.vec(e);
-        let ar: Vec<u64> = (0..e)
-            .map(|i| {
-                a0[i]
-                    .wrapping_add(a1[i])
-                    .wrapping_mul(rs(i))
-                    .wrapping_sub(ar0[i])
-            })
-            .collect();
+        let (a0, mut r, mut q0) = relu_select_masks(&seeds[0], at.layer, at.batch, e);
+        let (a1, u1, _) = relu_select_masks(&seeds[1], at.layer, at.batch, e);
+        let mut ar = q0.vec(e);
+        for (i, v) in ar.iter_mut().enumerate() {
+            *v = a0[i]
+                .wrapping_add(a1[i])
+                .wrapping_mul(rs(i))
+                .wrapping_sub(*v);
+        }
+        drop((a0, a1));
         emit(&ar, sw)?;
+        drop(ar);
         if shape.extends(out_bits) {
-            let (rr0, m0) = (q0.vec(e), q0.vec(e));
-            let r: Vec<u64> = (0..e).map(|i| (u0[i] ^ u1[i]) & low_mask(p.k)).collect();
-            let r1: Vec<u64> = (0..e).map(|i| r[i].wrapping_sub(rr0[i])).collect();
+            // r = (u0 ⊕ u1) mod 2^k, known to neither party.
+            for (u, v) in r.iter_mut().zip(&u1) {
+                *u = (*u ^ v) & low_mask(p.k);
+            }
+            drop(u1);
+            let mut r1 = q0.vec(e);
+            for (v, r) in r1.iter_mut().zip(&r) {
+                *v = r.wrapping_sub(*v);
+            }
             emit(&r1, out_bits)?;
-            let m1: Vec<u64> = (0..e)
-                .map(|i| ((r[i] >> (p.k - 1)) & 1).wrapping_sub(m0[i]))
-                .collect();
+            let mut m1 = r1;
+            q0.fill(&mut m1);
+            for (v, r) in m1.iter_mut().zip(&r) {
+                *v = ((r >> (p.k - 1)) & 1).wrapping_sub(*v);
+            }
             emit(&m1, out_bits - p.k)?;
         }
     }
@@ -117,7 +131,7 @@ pub fn explicit_for(
 mod tests {
     use super::*;
     use crate::circuit::activation::{ActCircuit, ActParams, TruncParams};
-    use crate::corr::randomness::{PartyRandomness, SelectRand};
+    use crate::corr::randomness::{PartyRandomness, ReluSelection};
 
     /// Issue 31, item 3, the dealer's side: from fixed seeds, what both parties draw in the
     /// engine's order satisfies the correlations exactly: c = a ∧ b for every AND triple (b
@@ -214,9 +228,10 @@ mod tests {
             assert_eq!(extend.is_some(), bits > p.k);
             let s = r
                 .each_mut()
-                .map(|q| q.select(at.layer, at.batch, e, sw, extend).unwrap());
-            let sum =
-                |f: fn(&SelectRand) -> &Vec<u64>, i: usize| f(&s[0])[i].wrapping_add(f(&s[1])[i]);
+                .map(|q| q.relu_select(at.layer, at.batch, e, sw, extend).unwrap());
+            let sum = |f: fn(&ReluSelection) -> &Vec<u64>, i: usize| {
+                f(&s[0])[i].wrapping_add(f(&s[1])[i])
+            };
             let mut tops = 0;
             for i in 0..e {
                 let a = sum(|s| &s.a, i);

@@ -54,7 +54,7 @@ pub struct EdaBits {
 /// sum with the sign; when the result is extended to the readers' width, `r` of a random
 /// r < 2^k (correct mod 2^out) and `msb` of r's bit k - 1 (correct mod 2^(out - k)).
 #[derive(Clone, Debug, Default)]
-pub struct SelectRand {
+pub struct ReluSelection {
     pub a: Vec<u64>,
     pub ar: Vec<u64>,
     pub r: Vec<u64>,
@@ -116,7 +116,7 @@ enum Purpose {
     AndTriple,
     DaBit,
     EdaBit,
-    Select,
+    ReluSelect,
     WeightMask,
     ImageMask,
     ActMask,
@@ -207,7 +207,7 @@ impl PartyRandomness {
             Purpose::AndTriple => "AND triples",
             Purpose::DaBit => "daBits",
             Purpose::EdaBit => "edaBits",
-            Purpose::Select => "a ReLU selection",
+            Purpose::ReluSelect => "a ReLU selection",
             Purpose::WeightMask => "a weight mask",
             Purpose::ImageMask => "the image mask",
             Purpose::ActMask => "an activation mask",
@@ -398,16 +398,16 @@ impl PartyRandomness {
     /// The boolean engine's ReLU selection for one circuit run of (layer, batch) over
     /// `elements`: its product at `sw` bits; `extend`: (the readers' width, k) when the
     /// result is extended from 2^k to it.
-    pub fn select(
+    pub fn relu_select(
         &mut self,
         layer: u32,
         batch: u32,
         elements: usize,
         sw: u32,
         extend: Option<(u32, u32)>,
-    ) -> Result<SelectRand, RandomnessError> {
-        self.claim(Purpose::Select, layer, batch)?;
-        let (a, _, mut prg) = select_masks(&self.seed, layer, batch, elements);
+    ) -> Result<ReluSelection, RandomnessError> {
+        self.claim(Purpose::ReluSelect, layer, batch)?;
+        let (a, _, mut prg) = relu_select_masks(&self.seed, layer, batch, elements);
         let e = elements;
         let mut draw = |n: usize, bits: u32| {
             if self.party == 0 {
@@ -421,7 +421,7 @@ impl PartyRandomness {
             Some((out, k)) => (draw(e, out)?, draw(e, out - k)?),
             None => (Vec::new(), Vec::new()),
         };
-        Ok(SelectRand { a, ar, r, msb })
+        Ok(ReluSelection { a, ar, r, msb })
     }
 
     /// At the end of a job: every explicit value was consumed and, when they were streamed
@@ -488,8 +488,13 @@ pub fn eda_masks(seed: &Seed, layer: u32, batch: u32, words: usize) -> (Vec<u64>
 /// The seed-derived part of a party's ReLU selections for `e` elements: its share of `a`,
 /// its part `u` of the extension mask (r = (u0 ⊕ u1) mod 2^k, known to neither party), and
 /// the stream positioned where party 0's other shares follow.
-pub fn select_masks(seed: &Seed, layer: u32, batch: u32, e: usize) -> (Vec<u64>, Vec<u64>, Prg) {
-    let mut prg = Prg::new(seed, Stream::Select(layer, batch));
+pub fn relu_select_masks(
+    seed: &Seed,
+    layer: u32,
+    batch: u32,
+    e: usize,
+) -> (Vec<u64>, Vec<u64>, Prg) {
+    let mut prg = Prg::new(seed, Stream::ReluSelect(layer, batch));
     let a = prg.vec(e);
     let u = prg.vec(e);
     (a, u, prg)

@@ -36,7 +36,7 @@ impl RunShape {
 
     /// The width of the daBits' additive shares for outputs read at `out_bits`: a ReLU
     /// finished in the ring works mod 2^k below that, then extends its result (see
-    /// [`crate::corr::randomness::SelectRand`]).
+    /// [`crate::corr::randomness::ReluSelection`]).
     pub fn dabit_bits(&self, out_bits: u32) -> u32 {
         match self.select {
             Some(p) => out_bits.min(p.k),
@@ -50,16 +50,16 @@ impl RunShape {
     }
 
     /// Party 1's explicit values for this run: AND triple shares c, then daBit shares, then
-    /// edaBit shares, then a ReLU selection's (at most 3 per element).
+    /// edaBit shares, then a ReLU selection's (at most 3 per element: an upper bound, for a
+    /// buffer's capacity).
     pub fn explicit_values(&self) -> usize {
         let select = if self.select.is_some() { 3 } else { 0 };
         self.and_gates * self.words + (self.dabits + self.edas + select) * self.elements
     }
 
     /// [`Self::explicit_values`] at their widths: the AND shares are bit-sliced words (64
-    /// bits), the daBit and edaBit shares at `out_bits`, the width at which the circuit's
-    /// outputs are read.
-    /// A ReLU selection's: the product share at the daBits' width, and when it extends its
+    /// bits), the daBit shares at [`Self::dabit_bits`], the edaBit shares at `out_bits`, the
+    /// width at which the circuit's outputs are read. A ReLU selection's: the product share at the daBits' width, and when it extends its
     /// result, the mask's share at `out_bits` and its top bit's at `out_bits - k`.
     pub fn explicit(&self, out_bits: u32) -> Tally {
         let (e, sw) = (self.elements, self.dabit_bits(out_bits));

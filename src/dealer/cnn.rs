@@ -1,7 +1,8 @@
 //! The dealer's correlated randomness for a CNN job, from public facts only (layer shapes,
 //! image size, engine, ReLU batch size). Consumption order of party 1's explicit values:
 //! layer after layer, the matrix triples C = A cols(B) of each block of output rows, then
-//! (boolean engine) for each ReLU run of the layer its AND triples, daBits and edaBits.
+//! (boolean engine) for each ReLU run of the layer its AND triples, daBits and selection
+//! (docs/protocol.md, "The ReLU by selection").
 
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::circuit::netlist::Netlist;

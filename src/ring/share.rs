@@ -44,7 +44,7 @@ pub enum Stream {
     EdaBit(u32, u32),
     /// Dealer: boolean engine's ReLU selection (the product correlation with the sign's
     /// daBit, and the mask that extends the result to the readers' width).
-    Select(u32, u32),
+    ReluSelect(u32, u32),
 }
 
 impl Stream {
@@ -66,7 +66,7 @@ impl Stream {
             Stream::AndTriple(l, b) => f(9, l, b),
             Stream::DaBit(l, b) => f(10, l, b),
             Stream::EdaBit(l, b) => f(11, l, b),
-            Stream::Select(l, b) => f(12, l, b),
+            Stream::ReluSelect(l, b) => f(12, l, b),
         }
     }
 }
@@ -274,6 +274,10 @@ mod tests {
             Stream::BaseOt.id(),
             Stream::AndTriple(l, u32::MAX).id(),
             Stream::DaBit(l, u32::MAX).id(),
+            Stream::EdaBit(l, u32::MAX).id(),
+            Stream::ReluSelect(l, u32::MAX).id(),
+            Stream::EdaBit(0, 0).id(),
+            Stream::ReluSelect(0, 0).id(),
             Stream::WeightMask(0).id(),
             Stream::ActMask(0, 0).id(),
         ];

@@ -18,10 +18,10 @@
 
 use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
-use crate::circuit::bitslice::{bit, slice, unslice};
+use crate::circuit::bitslice::{bit, slice, transpose64, unslice};
 use crate::circuit::netlist::{Conversion, Gate, Netlist};
 use crate::corr::pack::low_mask;
-use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness, SelectRand};
+use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness, ReluSelection};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::plan::MLP_OPEN_BITS;
@@ -114,7 +114,8 @@ impl GmwParty {
 
     /// Runs `circ` on this party's shares `v`; returns additive shares of the outputs grouped
     /// as [`ActCircuit::b2a_layout`] says (element after element), correct mod 2^out_bits
-    /// (the daBits' and edaBits' additive shares are dealt at that width).
+    /// (the daBits' and edaBits' additive shares are dealt at that width; a ReLU's daBits at
+    /// min(k, out_bits), its selection extending the result: [`SelectRun`]).
     pub fn run_circuit(
         &mut self,
         ch: &mut dyn Channel,
@@ -151,9 +152,9 @@ impl GmwParty {
         let sel = match net.select {
             Some(p) => {
                 let extend = shape.extends(out_bits).then_some((out_bits, p.k));
-                rand.select(at.layer, at.batch, e_count, sw, extend)?
+                rand.relu_select(at.layer, at.batch, e_count, sw, extend)?
             }
-            None => SelectRand::default(),
+            None => ReluSelection::default(),
         };
 
         let mut wires = vec![0u64; net.gates.len() * w];
@@ -265,7 +266,7 @@ struct SelectRun<'a> {
     out_bits: u32,
     party: u8,
     dab: &'a DaBits,
-    sel: &'a SelectRand,
+    sel: &'a ReluSelection,
     faults: Faults,
 }
 
@@ -284,69 +285,113 @@ impl SelectRun<'_> {
         net: &Netlist,
         v: &[u64],
     ) -> Result<(Vec<u64>, u64), ProtocolError> {
-        let (p, sw, e) = (self.p, self.sw, v.len());
-        let low = low_mask(sw);
-        let x: Vec<u64> = v
-            .iter()
-            .map(|&s| (s & low_mask(p.n() as u32)) >> p.sh)
-            .collect();
-        let masked: Vec<u64> = if self.faults.select_sum_unmasked {
-            x.clone()
-        } else {
-            x.iter()
-                .zip(&self.sel.a)
-                .map(|(x, a)| x.wrapping_sub(*a))
-                .collect()
+        let (p, sw, e, sel) = (self.p, self.sw as usize, v.len(), self.sel);
+        let n_low = low_mask(p.n() as u32);
+        let x = |i: usize| (v[i] & n_low) >> p.sh;
+        // X - a for element i: what this party opens of the truncated sum.
+        let masked = |i: usize| {
+            if self.faults.select_sum_unmasked {
+                x(i)
+            } else {
+                x(i).wrapping_sub(sel.a[i])
+            }
         };
         let mut msg = masked_outputs(wires, w, net, self.dab, self.faults.unmasked_outputs);
         let nb = msg.len();
-        msg.extend(slice(&masked, sw as usize));
+        msg.resize(nb + sw * w, 0);
+        for word in 0..w {
+            let block = planes_of(e, word, sw, masked);
+            for (j, &plane) in block[..sw].iter().enumerate() {
+                msg[nb + j * w + word] = plane;
+            }
+        }
         let theirs = swap(ch, &msg, "masked output bits and selection sum")?;
-        let out: Vec<u64> = msg[..nb].iter().zip(&theirs).map(|(a, b)| a ^ b).collect();
-        let opened = unslice(sw as usize, e, |j, word| theirs[nb + j * w + word]);
-        // The carry term's share (a daBit conversion of weight 1), when sh > 0.
-        let carry = convert(net, &out, w, e, self.party, self.dab, &EdaBits::default());
-        let s = net.outputs.len() - 1;
-        let mut y = Vec::with_capacity(e);
-        for i in 0..e {
-            let ei = masked[i].wrapping_add(opened[i]);
-            let c = bit(&out[s * w..(s + 1) * w], i);
-            let rs = self.dab.arith[s * e + i];
-            let xr = ei.wrapping_mul(rs).wrapping_add(self.sel.ar[i]);
-            let xs = (c * x[i]).wrapping_add(1u64.wrapping_sub(2 * c).wrapping_mul(xr));
-            let t = if net.conversions.is_empty() {
-                0
-            } else {
-                carry[i]
-            };
-            y.push(x[i].wrapping_sub(xs).wrapping_add(t) & low);
-        }
-        if self.out_bits <= p.k {
-            return Ok((y, 1));
-        }
-        let k = p.k as usize;
-        let z_own: Vec<u64> = if self.faults.extension_unmasked {
-            y.iter().map(|y| y & low_mask(p.k)).collect()
-        } else {
-            y.iter()
-                .zip(&self.sel.r)
-                .map(|(y, r)| y.wrapping_add(*r) & low_mask(p.k))
-                .collect()
-        };
-        let theirs = swap(ch, &slice(&z_own, k), "masked selection result")?;
-        let z_theirs = unslice(k, e, |j, word| theirs[j * w + word]);
+        let opened = |o: usize, word: usize| msg[o * w + word] ^ theirs[o * w + word];
+        // Outputs: the carry term (when sh > 0) first, the sign last.
+        let (s, carry_term) = (net.outputs.len() - 1, !net.conversions.is_empty());
         let one = self.party as u64;
-        let result = (0..e)
-            .map(|i| {
-                let z = z_own[i].wrapping_add(z_theirs[i]) & low_mask(p.k);
+        let extend = self.out_bits > p.k;
+        let k = p.k as usize;
+        let mut result = Vec::with_capacity(e);
+        let mut z_msg = vec![0u64; if extend { k * w } else { 0 }];
+        for word in 0..w {
+            let mut theirs_e = [0u64; 64];
+            for (j, t) in theirs_e[..sw].iter_mut().enumerate() {
+                *t = theirs[nb + j * w + word];
+            }
+            transpose64(&mut theirs_e);
+            let (sign, t_bits) = (opened(s, word), opened(0, word));
+            let mut z = [0u64; 64];
+            for l in 0..(e - 64 * word).min(64) {
+                let i = 64 * word + l;
+                let ei = masked(i).wrapping_add(theirs_e[l]);
+                let c = (sign >> l) & 1;
+                let rs = self.dab.arith[s * e + i];
+                let xr = ei.wrapping_mul(rs).wrapping_add(sel.ar[i]);
+                let xs = (c * x(i)).wrapping_add(1u64.wrapping_sub(2 * c).wrapping_mul(xr));
+                // [t ∧ ¬s] = c_t + (1 - 2 c_t)[r_t], party 1 adding the public c_t.
+                let t = if carry_term {
+                    let ct = (t_bits >> l) & 1;
+                    let rt = self.dab.arith[i];
+                    (ct & one).wrapping_add(1u64.wrapping_sub(2 * ct).wrapping_mul(rt))
+                } else {
+                    0
+                };
+                let y = x(i).wrapping_sub(xs).wrapping_add(t) & low_mask(self.sw);
+                if !extend {
+                    result.push(y);
+                } else if self.faults.extension_unmasked {
+                    z[l] = y & low_mask(p.k);
+                } else {
+                    z[l] = y.wrapping_add(sel.r[i]) & low_mask(p.k);
+                }
+            }
+            if extend {
+                transpose64(&mut z);
+                for (j, &plane) in z[..k].iter().enumerate() {
+                    z_msg[j * w + word] = plane;
+                }
+            }
+        }
+        if !extend {
+            return Ok((result, 1));
+        }
+        let theirs = swap(ch, &z_msg, "masked selection result")?;
+        for word in 0..w {
+            let plane = |m: &[u64]| {
+                let mut b = [0u64; 64];
+                for (j, x) in b[..k].iter_mut().enumerate() {
+                    *x = m[j * w + word];
+                }
+                transpose64(&mut b);
+                b
+            };
+            let (own, other) = (plane(&z_msg), plane(&theirs));
+            for l in 0..(e - 64 * word).min(64) {
+                let i = 64 * word + l;
+                let z = own[l].wrapping_add(other[l]) & low_mask(p.k);
                 let wraps = 1 - ((z >> (k - 1)) & 1);
-                (one * z)
-                    .wrapping_sub(self.sel.r[i])
-                    .wrapping_add((wraps * self.sel.msb[i]) << k)
-            })
-            .collect();
+                result.push(
+                    (one * z)
+                        .wrapping_sub(sel.r[i])
+                        .wrapping_add((wraps * sel.msb[i]) << k),
+                );
+            }
+        }
         Ok((result, 2))
     }
+}
+
+/// The low `bits` planes of the (up to) 64 elements of word `word` of `e` elements, element
+/// i's value `value(i)`: entry j is bit j of every element of the word (padding lanes zero).
+fn planes_of(e: usize, word: usize, bits: usize, value: impl Fn(usize) -> u64) -> [u64; 64] {
+    let mut block = [0u64; 64];
+    for (l, b) in block[..(e - 64 * word).min(64)].iter_mut().enumerate() {
+        *b = value(64 * word + l);
+    }
+    transpose64(&mut block);
+    block[bits..].fill(0);
+    block
 }
 
 /// The broken variant's edaBit bit for `InputR(b)`: a bit of an edaBit's high half is read
