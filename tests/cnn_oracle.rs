@@ -386,7 +386,7 @@ fn traffic_is_what_the_protocol_says() {
     // Per layer: the masked input map (each way, packed at the layer's opening width: ws + k
     // bits for a hidden layer, 64 for the last); the weights once;
     // the ReLU circuits: the boolean engine sends 2 bits per AND (1 + 1/group in a group
-    // sharing an input), 1 per output bit, and its selection's k-bit sum and k-bit result.
+    // sharing an input), 1 per output bit, and its selection's k-bit sum.
     let m = random_cnn(&[1, 8, 8, 1], 3, 21, meta(true));
     let (h, w) = (16, 16);
     let o = run_case(
@@ -404,11 +404,22 @@ fn traffic_is_what_the_protocol_says() {
         (0..3).map(|l| plan.open_bits(l)).collect::<Vec<_>>(),
         [hidden, hidden, last]
     );
+    // The boolean engine opens a layer's input after a ReLU in two pieces: its low k bits,
+    // then the rest (the ReLU leaves its result mod 2^k; the opening extends it).
+    let k = CnnFixed::default().k;
+    let packed = |n: u64, bits: u32| (n * bits as u64).div_ceil(8);
     let maps: u64 = plan
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| (l.cin as u64 * hw * plan.open_bits(i) as u64).div_ceil(8))
+        .map(|(i, l)| {
+            let (n, bits) = (l.cin as u64 * hw, plan.open_bits(i));
+            if i > 0 {
+                packed(n, k) + packed(n, bits - k)
+            } else {
+                packed(n, bits)
+            }
+        })
         .sum();
     let weights: u64 = plan
         .layers
@@ -417,7 +428,7 @@ fn traffic_is_what_the_protocol_says() {
         .sum();
     // The boolean engine's netlist: the ReLU's sign circuit, finished in the ring.
     let relu = ppdenoise::circuit::netlist::Netlist::record(&deal::relu_circuit(&plan));
-    let k = relu.select.expect("a ReLU is finished by selection").k as u64;
+    assert_eq!(relu.select.expect("a ReLU is finished by selection").k, k);
     // A D per AND gate, an E per group of ANDs sharing an input (the ReLU's selection).
     let ands = relu.and_openings() as u64;
     let outs = relu.outputs.len() as u64;
@@ -425,7 +436,7 @@ fn traffic_is_what_the_protocol_says() {
     let words = |e: u64| e.div_ceil(64) * 8;
     let relu_bytes: u64 = plan.layers[..2]
         .iter()
-        .map(|l| words(l.cout as u64 * hw) * (ands + outs + 2 * k))
+        .map(|l| words(l.cout as u64 * hw) * (ands + outs + k as u64))
         .sum();
     assert_eq!(elems, 16 * hw);
     // Runs: [gc per job, gc opened, gmw per job, gmw opened].
@@ -435,10 +446,10 @@ fn traffic_is_what_the_protocol_says() {
     // Every frame carries an 8-byte length; the session tag is 8 bytes here.
     let framing = 8 * gmw_opened.link.messages_sent;
     assert_eq!(sent(gmw_opened), 8 + maps + relu_bytes + framing);
-    // Rounds: one per layer's map; per ReLU run one per AND depth, one for the outputs and the
-    // selection's sum, one for its result.
+    // Rounds: one per layer's map, two after a ReLU; per ReLU run one per AND depth and one
+    // for the outputs and the selection's sum.
     let depth = relu.and_depth() as u64;
-    assert_eq!(gmw_opened.link.messages_sent, 1 + 3 + 2 * (depth + 2));
+    assert_eq!(gmw_opened.link.messages_sent, 1 + 3 + 2 + 2 * (depth + 1));
     // Opening the weights in the job costs exactly them and one frame.
     assert_eq!(sent(gmw_job) - sent(gmw_opened), weights + 8);
 }

@@ -117,6 +117,7 @@ enum Purpose {
     DaBit,
     EdaBit,
     ReluSelect,
+    MapWrap,
     WeightMask,
     ImageMask,
     ActMask,
@@ -208,6 +209,7 @@ impl PartyRandomness {
             Purpose::DaBit => "daBits",
             Purpose::EdaBit => "edaBits",
             Purpose::ReluSelect => "a ReLU selection",
+            Purpose::MapWrap => "a map's wrap correction",
             Purpose::WeightMask => "a weight mask",
             Purpose::ImageMask => "the image mask",
             Purpose::ActMask => "an activation mask",
@@ -422,6 +424,25 @@ impl PartyRandomness {
             None => (Vec::new(), Vec::new()),
         };
         Ok(ReluSelection { a, ar, r, msb })
+    }
+
+    /// Layer `layer`'s wrap correction of its masked input map opened in two pieces (the
+    /// boolean engine's CNN layers after a ReLU, `twopc::cnn`), `n` elements: shares of the
+    /// carry κ out of the low k bits of the mask's two shares negated and of the top bit of
+    /// the negated mask's low k bits, each correct mod 2^`hi_bits`.
+    pub fn map_wrap(
+        &mut self,
+        layer: u32,
+        n: usize,
+        hi_bits: u32,
+    ) -> Result<[Vec<u64>; 2], RandomnessError> {
+        self.claim(Purpose::MapWrap, layer, 0)?;
+        if self.party == 0 {
+            let mut prg = Prg::new(&self.seed, Stream::MapWrap(layer));
+            Ok([prg.vec(n), prg.vec(n)])
+        } else {
+            Ok([self.take(n, hi_bits)?, self.take(n, hi_bits)?])
+        }
     }
 
     /// At the end of a job: every explicit value was consumed and, when they were streamed

@@ -80,11 +80,17 @@ pub fn correction_count(
         .map(|(l, ly)| {
             let relu: Tally = match &net {
                 Some(net) if l + 1 < nl => batches(ly.cout * hw, batch)
-                    .map(|(_, _, n)| RunShape::of(net, n).explicit(plan.relu_out_bits(l)))
+                    .map(|(_, _, n)| RunShape::of(net, n).explicit(plan.fused_relu_bits(l)))
                     .sum(),
                 _ => Tally::default(),
             };
-            Tally::of(ly.cout * hw, plan.product_bits(l)) + relu
+            let wrap = match &net {
+                Some(_) if plan.opens_in_two(l) => {
+                    Tally::of(2 * ly.cin * hw, plan.open_bits(l) - plan.params.k)
+                }
+                _ => Tally::default(),
+            };
+            wrap + Tally::of(ly.cout * hw, plan.product_bits(l)) + relu
         })
         .sum()
 }
@@ -115,10 +121,12 @@ pub fn generate_into<E>(
             &mask_share(&mask_seeds[0], li, n_w),
             &mask_share(&mask_seeds[1], li, n_w),
         );
-        let b = add(
-            &act_mask_of(&seeds[0], li, 0, ly.cin * hw),
-            &act_mask_of(&seeds[1], li, 0, ly.cin * hw),
-        );
+        let b = [0, 1].map(|p| act_mask_of(&seeds[p], li, 0, ly.cin * hw));
+        if net.is_some() && plan.opens_in_two(l) {
+            let k = plan.params.k;
+            emit_map_wrap(seeds, li, &b, k, plan.open_bits(l) - k, emit)?;
+        }
+        let b = add(&b[0], &b[1]);
         // A packed once for the layer; each block's columns of B packed from the map.
         let a = PackedA::new(&[&a], ly.cout, &[ly.fan_in()]);
         for (blk, row0, rows) in row_blocks(ly, h, w) {
@@ -138,11 +146,41 @@ pub fn generate_into<E>(
                     layer: li,
                     batch: b,
                 };
-                explicit_into(seeds, at, net, n, plan.relu_out_bits(l), emit)?;
+                explicit_into(seeds, at, net, n, plan.fused_relu_bits(l), emit)?;
             }
         }
     }
     Ok(())
+}
+
+/// Party 1's shares of layer `layer`'s wrap correction (`twopc::cnn::open_extending`), from
+/// the mask's two shares `b`: the carry κ out of the low k bits of the negated shares, then
+/// the top bit of the negated mask's low k bits, each less party 0's seeded share, at
+/// `hi_bits`.
+fn emit_map_wrap<E>(
+    seeds: &[Seed; 2],
+    layer: u32,
+    b: &[Vec<u64>; 2],
+    k: u32,
+    hi_bits: u32,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
+) -> Result<(), E> {
+    let n = b[0].len();
+    let mut prg = Prg::new(&seeds[0], Stream::MapWrap(layer));
+    let low = low_mask(k);
+    let mut kappa = prg.vec(n);
+    for (i, v) in kappa.iter_mut().enumerate() {
+        let (r0, r1) = (b[0][i].wrapping_neg() & low, b[1][i].wrapping_neg() & low);
+        *v = ((r0 + r1) >> k).wrapping_sub(*v);
+    }
+    emit(&kappa, hi_bits)?;
+    let mut top = kappa;
+    prg.fill(&mut top);
+    for (i, v) in top.iter_mut().enumerate() {
+        let r = b[0][i].wrapping_add(b[1][i]).wrapping_neg() & low;
+        *v = (r >> (k - 1)).wrapping_sub(*v);
+    }
+    emit(&top, hi_bits)
 }
 
 /// Both parties' randomness for a CNN job, in memory (tests; small jobs): their seeds,
@@ -218,4 +256,63 @@ pub fn generate_with(
         generate_into::<std::convert::Infallible>(plan, h, w, seeds, engine, batch, emit)
     })
     .unwrap_or_else(|e| match e {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::twopc::channel::mem_pair;
+    use crate::twopc::cnn::open_extending;
+
+    /// A layer's input opened in two pieces (`twopc::cnn::open_extending`) with the dealer's
+    /// wrap correction (`emit_map_wrap`) is V = y - B mod 2^bits for every result y of a ReLU
+    /// held mod 2^k (0 <= y < 2^(k-1)), whatever the mask: at the edges of y and of the
+    /// mask's low bits (its top bit set and clear, carries out of the two shares or not), at
+    /// a hidden layer's width and at 64.
+    #[test]
+    fn an_opening_in_two_pieces_extends_a_relu_result() {
+        let (k, n) = (18u32, 4096usize);
+        let mut rng = Prg::new(&[7; 32], Stream::ImageShare);
+        let top = (1u64 << (k - 1)) - 1;
+        let y: Vec<u64> = (0..n)
+            .map(|i| match i % 4 {
+                0 => 0,
+                1 => top,
+                _ => rng.vec(1)[0] & top,
+            })
+            .collect();
+        for bits in [31u32, 64] {
+            let seeds = [[1u8; 32], [2u8; 32]];
+            let b = [rng.vec(n), rng.vec(n)];
+            // Shares of y mod 2^k, as the engine leaves them.
+            let y0: Vec<u64> = rng.vec(n).iter().map(|v| v & low_mask(k)).collect();
+            let y1: Vec<u64> = (0..n)
+                .map(|i| y[i].wrapping_sub(y0[i]) & low_mask(k))
+                .collect();
+            let mut p1 = Vec::new();
+            emit_map_wrap::<std::convert::Infallible>(&seeds, 3, &b, k, bits - k, &mut |v, w| {
+                p1.extend(v.iter().map(|x| x & low_mask(w)));
+                Ok(())
+            })
+            .unwrap();
+            let (mut c0, mut c1) = mem_pair();
+            let (v0, v1) = std::thread::scope(|s| {
+                let h = s.spawn(|| {
+                    let mut r = PartyRandomness::new(1, seeds[1], p1);
+                    let v = open_extending(&mut c1, 1, &mut r, 3, &y1, &b[1], k, bits).unwrap();
+                    r.finish().unwrap();
+                    v
+                });
+                let mut r = PartyRandomness::new(0, seeds[0], Vec::new());
+                let v = open_extending(&mut c0, 0, &mut r, 3, &y0, &b[0], k, bits).unwrap();
+                (v, h.join().unwrap())
+            });
+            assert_eq!(v0, v1, "both parties open the same map");
+            let bs = add(&b[0], &b[1]);
+            for i in 0..n {
+                let want = y[i].wrapping_sub(bs[i]) & low_mask(bits);
+                assert_eq!(v0[i], want, "element {i} (y {}), {bits} bits", y[i]);
+            }
+        }
+    }
 }

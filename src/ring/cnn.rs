@@ -290,6 +290,20 @@ impl CnnPlan {
         self.open_bits(l + 1)
     }
 
+    /// With the boolean engine (docs/protocol.md, "The ReLU by selection"): the bits hidden
+    /// layer `l`'s ReLU outputs are made at, k at most: its result is left mod 2^k and layer
+    /// l + 1's opening extends it ([`Self::opens_in_two`]).
+    pub fn fused_relu_bits(&self, l: usize) -> u32 {
+        self.relu_out_bits(l).min(self.params.k)
+    }
+
+    /// With the boolean engine: whether layer `l` opens its input map in two pieces, its low
+    /// k bits and then the rest with the wrap from them: its input is a ReLU's result held
+    /// mod 2^k and it is opened wider.
+    pub fn opens_in_two(&self, l: usize) -> bool {
+        l > 0 && self.open_bits(l) > self.params.k
+    }
+
     /// Values of a job's input for an h x w image: the image (its planes), then its noise
     /// map's.
     pub fn input_len(&self, h: usize, w: usize) -> usize {

@@ -45,6 +45,9 @@ pub enum Stream {
     /// Dealer: boolean engine's ReLU selection (the product correlation with the sign's
     /// daBit, and the mask that extends the result to the readers' width).
     ReluSelect(u32, u32),
+    /// Dealer: the wrap correction of layer `l`'s masked input map when it is opened in two
+    /// pieces (a boolean-engine CNN layer after a ReLU left mod 2^k).
+    MapWrap(u32),
 }
 
 impl Stream {
@@ -67,6 +70,7 @@ impl Stream {
             Stream::DaBit(l, b) => f(10, l, b),
             Stream::EdaBit(l, b) => f(11, l, b),
             Stream::ReluSelect(l, b) => f(12, l, b),
+            Stream::MapWrap(l) => f(13, l, 0),
         }
     }
 }
@@ -278,6 +282,8 @@ mod tests {
             Stream::ReluSelect(l, u32::MAX).id(),
             Stream::EdaBit(0, 0).id(),
             Stream::ReluSelect(0, 0).id(),
+            Stream::MapWrap(l).id(),
+            Stream::MapWrap(0).id(),
             Stream::WeightMask(0).id(),
             Stream::ActMask(0, 0).id(),
         ];

@@ -97,6 +97,37 @@ fn block_shift(blk: u32, h: usize, end: usize) -> usize {
     0
 }
 
+/// Opens V = y - B mod 2^bits, y a ReLU's result held mod 2^k (0 <= y < 2^(k-1)), in two
+/// messages (docs/protocol.md, "The ReLU by selection"): z = V mod 2^k, then V's high
+/// bits-k bits, (-B >> k) + κ + wrap, where κ is the carry out of the low k bits of the
+/// mask's two negated shares and wrap = (1 - z_(k-1)) r_(k-1), r = -B mod 2^k: y + r passes
+/// 2^k exactly when r's top bit is set and z's is not. The dealer gives shares of κ and
+/// r_(k-1) (stream `MapWrap(l)`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn open_extending(
+    ch: &mut dyn Channel,
+    party: u8,
+    rand: &mut PartyRandomness,
+    layer: u32,
+    y: &[u64],
+    b: &[u64],
+    k: u32,
+    bits: u32,
+) -> Result<Vec<u64>, ProtocolError> {
+    let [kappa, top] = rand.map_wrap(layer, y.len(), bits - k)?;
+    let z = open_bits(ch, party, &sub(y, b), k, "masked activations, low bits")?;
+    let hi: Vec<u64> = (0..y.len())
+        .map(|i| {
+            let wraps = 1 - ((z[i] >> (k - 1)) & 1);
+            (b[i].wrapping_neg() >> k)
+                .wrapping_add(kappa[i])
+                .wrapping_add(wraps * top[i])
+        })
+        .collect();
+    let h = open_bits(ch, party, &hi, bits - k, "masked activations, high bits")?;
+    Ok(z.iter().zip(&h).map(|(z, h)| z | (h << k)).collect())
+}
+
 /// Runs the job; returns this party's share of the output image (scale s + ws).
 pub fn run(
     ch: &mut dyn Channel,
@@ -155,6 +186,7 @@ pub fn run(
 
     let p = plan.params;
     let nl = plan.layers.len();
+    let fused = engine.fuses_relu_extension();
     let (mut x, resid, (h, w)) = plan.stack_of(inp.image, ih, iw);
     let hw = h * w;
     for (l, ly) in plan.layers.iter().enumerate() {
@@ -168,7 +200,11 @@ pub fn run(
         let b_map = inp.rand.act_mask(li, 0, ly.cin * hw)?;
         // Only the low bits the layer's output needs are sent (docs/protocol.md, "Ring width").
         let bits = plan.open_bits(l);
-        let v = open_bits(ch, party, &sub(&x, &b_map), bits, "masked activations")?;
+        let v = if fused && plan.opens_in_two(l) {
+            open_extending(ch, party, &mut inp.rand, li, &x, &b_map, p.k, bits)?
+        } else {
+            open_bits(ch, party, &sub(&x, &b_map), bits, "masked activations")?
+        };
         let mut z = vec![0u64; ly.cout * hw];
         // One product per block: [U | A_1], or [U | U + A_0] at party 0 (packed once for the
         // layer), times the columns of [B_i; V], packed straight from the two maps (no im2col
@@ -204,7 +240,11 @@ pub fn run(
                     batch: b,
                 };
                 let part = &z[start..start + n];
-                let bits = plan.relu_out_bits(l);
+                let bits = if fused {
+                    plan.fused_relu_bits(l)
+                } else {
+                    plan.relu_out_bits(l)
+                };
                 x.extend(engine.relu(ch, &mut inp.rand, at, p.ws, p.k, bits, part)?);
             }
             fig.seconds_nonlinear = t.elapsed().as_secs_f64();

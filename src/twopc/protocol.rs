@@ -73,6 +73,11 @@ pub trait Nonlinear {
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
     fn counters(&self) -> EngineCounters;
+    /// Whether a CNN job's ReLU results are left mod 2^k and extended by the next layer's
+    /// opening (the boolean engine: docs/protocol.md, "The ReLU by selection").
+    fn fuses_relu_extension(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]

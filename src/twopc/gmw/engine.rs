@@ -655,6 +655,10 @@ impl Nonlinear for GmwParty {
     fn counters(&self) -> EngineCounters {
         self.counters
     }
+
+    fn fuses_relu_extension(&self) -> bool {
+        true
+    }
 }
 
 /// Known answers for each gadget (issue 31, item 3): fixed shares worked out by hand, each
