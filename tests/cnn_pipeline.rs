@@ -231,6 +231,7 @@ fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
             .info("circuit")
             .unwrap()
             .split(',')
+            .filter(|&x| x != "wrap")
             .map(|x| x.parse().unwrap())
             .collect();
         let (ands, dabits, edas, k) = (c[0], c[1], c[2], 18);

@@ -1164,11 +1164,18 @@ fn run_framed_cnn_job(
     };
     let (_, logs) = on_recorded_pair(run);
     streams.used(&d.seeds, &format!("CNN job, {engine}"));
-    // Every layer's input map but the last's is opened at ws + k bits.
+    // Every layer's input map but the last's is opened at ws + k bits; with the boolean
+    // engine a layer after a ReLU opens it in two pieces, its low k bits and the rest.
     let (_, _, (sh, sw)) = plan.stack_of(&enc, h, w);
-    let widths = packed_widths(
-        (0..plan.layers.len()).map(|l| (plan.layers[l].cin * sh * sw, plan.open_bits(l))),
-    );
+    let k = plan.params.k;
+    let widths = packed_widths((0..plan.layers.len()).flat_map(|l| {
+        let (n, bits) = (plan.layers[l].cin * sh * sw, plan.open_bits(l));
+        if engine == EngineKind::Gmw && plan.opens_in_two(l) {
+            vec![(n, k), (n, bits - k)]
+        } else {
+            vec![(n, bits)]
+        }
+    }));
     assert!(!widths.is_empty(), "the job opens maps packed");
     (logs, d.seeds, widths)
 }
@@ -1194,9 +1201,14 @@ fn cnn_messages_do_not_depend_on_the_image() {
         // layer reads a map of the hidden layers' size, the largest packed one).
         assert!(oa.iter().filter(|o| wa.contains_key(&o.len())).count() >= 2);
         let hidden = wa.values().map(|w| w.0).max().unwrap();
+        // The boolean engine opens the last layer's map in two pieces (k and 64 - k bits).
+        let last = match engine {
+            EngineKind::Gc => 8 * hidden,
+            EngineKind::Gmw => ppdenoise::corr::pack::packed_len(hidden, 64 - 18),
+        };
         assert!(
-            oa.iter().any(|o| o.len() == 8 * hidden),
-            "cnn {engine}: no 64-bit opening of the last layer's {hidden} values"
+            oa.iter().any(|o| o.len() == last),
+            "cnn {engine}: no opening of the last layer's {hidden} values"
         );
         compare(&format!("cnn {engine}: opened values"), &oa, &ob).unwrap();
         for (run, r) in [("black", &a), ("phantom", &b)] {
@@ -1247,6 +1259,56 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
     assert!(
         p_masked > 1e-6,
         "masked map looks image-dependent (p = {p_masked})"
+    );
+}
+
+/// The boolean engine opens a layer's input after a ReLU in two pieces, z = V mod 2^k then
+/// V's high bits (docs/protocol.md, "The ReLU by selection"). Together they are the masked
+/// map, which must not tell two images apart; with the dealer's mask of layer 1 removed
+/// (stream ActMask(1, 0) of both job seeds) they are the first ReLU's output, which does.
+#[test]
+fn negative_control_cnn_map_opened_in_two_pieces_without_its_mask_is_detected() {
+    seeded("negative_control_cnn_map_opened_in_two_pieces_without_its_mask_is_detected");
+    use ppdenoise::corr::pack::{low_mask, packed_len, unpack};
+    let (black, phantom) = images();
+    // Layer 1 reads the 8 channels of layer 0's ReLU at ws + k = 31 bits, k = 18.
+    let (n, k, bits) = (8 * SIZE * SIZE, 18u32, 31u32);
+    let both = |log: &[Event], seeds: &[Seed; 2], widths: &Widths| -> (Vec<u8>, Vec<u8>) {
+        let opened = opened_values_in(log, widths);
+        let (lz, lh) = (packed_len(n, k), packed_len(n, bits - k));
+        let i = (0..opened.len() - 1)
+            .find(|&i| opened[i].len() == lz && opened[i + 1].len() == lh)
+            .expect("layer 1's two pieces");
+        let (z, h) = (
+            unpack(&opened[i], n, k).unwrap(),
+            unpack(&opened[i + 1], n, bits - k).unwrap(),
+        );
+        let v: Vec<u64> = z.iter().zip(&h).map(|(z, h)| z | (h << k)).collect();
+        let (b0, b1) = (
+            act_mask_of(&seeds[0], 1, 0, n),
+            act_mask_of(&seeds[1], 1, 0, n),
+        );
+        let y: Vec<u64> = (0..n)
+            .map(|j| v[j].wrapping_add(b0[j]).wrapping_add(b1[j]) & low_mask(bits))
+            .collect();
+        (le_bytes(&v), le_bytes(&y))
+    };
+    let (la, sa, wa) = run_cnn_job(&black, EngineKind::Gmw);
+    let (lb, sb, wb) = run_cnn_job(&phantom, EngineKind::Gmw);
+    let ((va, ya), (vb, yb)) = (both(&la[0], &sa, &wa), both(&lb[0], &sb, &wb));
+    let (_, _, p_masked) =
+        chi2_two_sample(&histogram([va.as_slice()]), &histogram([vb.as_slice()]));
+    let (_, _, p) = chi2_two_sample(&histogram([ya.as_slice()]), &histogram([yb.as_slice()]));
+    eprintln!(
+        "cnn layer-1 map in two pieces: masked p = {p_masked:.4}; without the mask p = {p:e}"
+    );
+    assert!(
+        p < 1e-12,
+        "the unmasked ReLU output was not detected (p = {p})"
+    );
+    assert!(
+        p_masked > 1e-6,
+        "the masked map looks image-dependent (p = {p_masked})"
     );
 }
 

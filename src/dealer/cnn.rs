@@ -1,8 +1,9 @@
 //! The dealer's correlated randomness for a CNN job, from public facts only (layer shapes,
 //! image size, engine, ReLU batch size). Consumption order of party 1's explicit values:
-//! layer after layer, the matrix triples C = A cols(B) of each block of output rows, then
-//! (boolean engine) for each ReLU run of the layer its AND triples, daBits and selection
-//! (docs/protocol.md, "The ReLU by selection").
+//! layer after layer, (boolean engine, a layer after a ReLU) the wrap correction of its
+//! input map's opening in two pieces, the matrix triples C = A cols(B) of each block of
+//! output rows, then (boolean engine) for each ReLU run of the layer its AND triples, daBits
+//! and selection (docs/protocol.md, "The ReLU by selection").
 
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::circuit::netlist::Netlist;
@@ -32,7 +33,13 @@ pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {
 /// netlist with the output conversion (AND gates, daBits, edaBits per element).
 pub fn circuit_shape(plan: &CnnPlan, engine: EngineKind) -> String {
     let circ = relu_circuit(plan);
-    describe_circuit(&circ, engine, || Netlist::record(&circ))
+    let shape = describe_circuit(&circ, engine, || Netlist::record(&circ));
+    match engine {
+        // The ReLU's result is extended by the next layer's opening (wrap corrections in
+        // the file): a file dealt before that is refused by name, not by its size.
+        EngineKind::Gmw => format!("{shape},wrap"),
+        EngineKind::Gc => shape,
+    }
 }
 
 /// One circuit's shape as triplet headers record it: its AND gates and outputs; for the
@@ -61,8 +68,9 @@ pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
 }
 
 /// Party 1's explicit values for a CNN job on an h x w image, ReLUs in runs of `batch`, and
-/// their bits: a layer's matrix triples at [`CnnPlan::product_bits`], its ReLU runs' daBit
-/// and edaBit shares at [`CnnPlan::relu_out_bits`].
+/// their bits: a layer's wrap correction (boolean engine) at its opening's width less k, its
+/// matrix triples at [`CnnPlan::product_bits`], its ReLU runs' values at
+/// [`CnnPlan::fused_relu_bits`].
 pub fn correction_count(
     plan: &CnnPlan,
     h: usize,

@@ -285,7 +285,8 @@ impl CnnPlan {
 
     /// Bits of hidden layer `l`'s ReLU outputs (the activation map) that their reader reads:
     /// layer l + 1 opens them at [`Self::open_bits`]`(l + 1)`, and nothing else reads them.
-    /// The width of the additive daBit and edaBit shares that make them.
+    /// The width of the additive shares that make them with the GC engine (the boolean
+    /// engine's: [`Self::fused_relu_bits`]).
     pub fn relu_out_bits(&self, l: usize) -> u32 {
         self.open_bits(l + 1)
     }

@@ -1,7 +1,8 @@
 //! One secure CNN job between S0 and S1: the layer loop over the whole image.
 //!
 //! Per layer l (docs/protocol.md, "Secure CNN"):
-//! 1. open V = X - B, the layer's input map masked by a fresh map-sized dealer mask B;
+//! 1. open V = X - B, the layer's input map masked by a fresh map-sized dealer mask B (in
+//!    two pieces after a boolean-engine ReLU, whose result it extends: `open_extending`);
 //! 2. per block of output rows, the convolution as a Beaver matrix product on the columns:
 //!    [W cols(X)]_i = i U cols(V) + U cols([B]_i) + [A]_i cols(V) + [C]_i, with U = W - A
 //!    opened once per job (or once per model) and C = A cols(B) from the dealer: cols() is
@@ -114,18 +115,19 @@ pub(crate) fn open_extending(
     k: u32,
     bits: u32,
 ) -> Result<Vec<u64>, ProtocolError> {
-    let [kappa, top] = rand.map_wrap(layer, y.len(), bits - k)?;
-    let z = open_bits(ch, party, &sub(y, b), k, "masked activations, low bits")?;
-    let hi: Vec<u64> = (0..y.len())
-        .map(|i| {
-            let wraps = 1 - ((z[i] >> (k - 1)) & 1);
-            (b[i].wrapping_neg() >> k)
-                .wrapping_add(kappa[i])
-                .wrapping_add(wraps * top[i])
-        })
-        .collect();
+    let [mut hi, top] = rand.map_wrap(layer, y.len(), bits - k)?;
+    let mut z = open_bits(ch, party, &sub(y, b), k, "masked activations, low bits")?;
+    // The high piece made in κ's buffer: (-[B]_i >> k) + [κ]_i + wrap [r_(k-1)]_i.
+    for (i, v) in hi.iter_mut().enumerate() {
+        let wraps = 1 - ((z[i] >> (k - 1)) & 1);
+        *v = (b[i].wrapping_neg() >> k)
+            .wrapping_add(*v)
+            .wrapping_add(wraps * top[i]);
+    }
+    drop(top);
     let h = open_bits(ch, party, &hi, bits - k, "masked activations, high bits")?;
-    Ok(z.iter().zip(&h).map(|(z, h)| z | (h << k)).collect())
+    z.iter_mut().zip(&h).for_each(|(z, h)| *z |= h << k);
+    Ok(z)
 }
 
 /// Runs the job; returns this party's share of the output image (scale s + ws).

@@ -74,7 +74,9 @@ pub trait Nonlinear {
     ) -> Result<Vec<u64>, ProtocolError>;
     fn counters(&self) -> EngineCounters;
     /// Whether a CNN job's ReLU results are left mod 2^k and extended by the next layer's
-    /// opening (the boolean engine: docs/protocol.md, "The ReLU by selection").
+    /// opening (the boolean engine: docs/protocol.md, "The ReLU by selection"). An engine
+    /// that says so must give, from [`Self::relu`] at `out_bits = k`, shares of a value below
+    /// 2^(k-1): the opening's wrap rule holds only then.
     fn fuses_relu_extension(&self) -> bool {
         false
     }
