@@ -165,7 +165,7 @@ pub fn generate_into<E>(
 /// the mask's two shares `b`: the carry κ out of the low k bits of the negated shares, then
 /// the top bit of the negated mask's low k bits, each less party 0's seeded share, at
 /// `hi_bits`.
-fn emit_map_wrap<E>(
+pub(crate) fn emit_map_wrap<E>(
     seeds: &[Seed; 2],
     layer: u32,
     b: &[Vec<u64>; 2],
@@ -264,63 +264,4 @@ pub fn generate_with(
         generate_into::<std::convert::Infallible>(plan, h, w, seeds, engine, batch, emit)
     })
     .unwrap_or_else(|e| match e {})
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::twopc::channel::mem_pair;
-    use crate::twopc::cnn::open_extending;
-
-    /// A layer's input opened in two pieces (`twopc::cnn::open_extending`) with the dealer's
-    /// wrap correction (`emit_map_wrap`) is V = y - B mod 2^bits for every result y of a ReLU
-    /// held mod 2^k (0 <= y < 2^(k-1)), whatever the mask: at the edges of y and of the
-    /// mask's low bits (its top bit set and clear, carries out of the two shares or not), at
-    /// a hidden layer's width and at 64.
-    #[test]
-    fn an_opening_in_two_pieces_extends_a_relu_result() {
-        let (k, n) = (18u32, 4096usize);
-        let mut rng = Prg::new(&[7; 32], Stream::ImageShare);
-        let top = (1u64 << (k - 1)) - 1;
-        let y: Vec<u64> = (0..n)
-            .map(|i| match i % 4 {
-                0 => 0,
-                1 => top,
-                _ => rng.vec(1)[0] & top,
-            })
-            .collect();
-        for bits in [31u32, 64] {
-            let seeds = [[1u8; 32], [2u8; 32]];
-            let b = [rng.vec(n), rng.vec(n)];
-            // Shares of y mod 2^k, as the engine leaves them.
-            let y0: Vec<u64> = rng.vec(n).iter().map(|v| v & low_mask(k)).collect();
-            let y1: Vec<u64> = (0..n)
-                .map(|i| y[i].wrapping_sub(y0[i]) & low_mask(k))
-                .collect();
-            let mut p1 = Vec::new();
-            emit_map_wrap::<std::convert::Infallible>(&seeds, 3, &b, k, bits - k, &mut |v, w| {
-                p1.extend(v.iter().map(|x| x & low_mask(w)));
-                Ok(())
-            })
-            .unwrap();
-            let (mut c0, mut c1) = mem_pair();
-            let (v0, v1) = std::thread::scope(|s| {
-                let h = s.spawn(|| {
-                    let mut r = PartyRandomness::new(1, seeds[1], p1);
-                    let v = open_extending(&mut c1, 1, &mut r, 3, &y1, &b[1], k, bits).unwrap();
-                    r.finish().unwrap();
-                    v
-                });
-                let mut r = PartyRandomness::new(0, seeds[0], Vec::new());
-                let v = open_extending(&mut c0, 0, &mut r, 3, &y0, &b[0], k, bits).unwrap();
-                (v, h.join().unwrap())
-            });
-            assert_eq!(v0, v1, "both parties open the same map");
-            let bs = add(&b[0], &b[1]);
-            for i in 0..n {
-                let want = y[i].wrapping_sub(bs[i]) & low_mask(bits);
-                assert_eq!(v0[i], want, "element {i} (y {}), {bits} bits", y[i]);
-            }
-        }
-    }
 }
