@@ -59,8 +59,9 @@ impl RunShape {
 
     /// [`Self::explicit_values`] at their widths: the AND shares are bit-sliced words (64
     /// bits), the daBit shares at [`Self::dabit_bits`], the edaBit shares at `out_bits`, the
-    /// width at which the circuit's outputs are read. A ReLU selection's: the product share at the daBits' width, and when it extends its
-    /// result, the mask's share at `out_bits` and its top bit's at `out_bits - k`.
+    /// width at which the circuit's outputs are read. A ReLU selection's: the product share
+    /// at the daBits' width, and when it extends its result, the mask's share at `out_bits`
+    /// and its top bit's at `out_bits - k`.
     pub fn explicit(&self, out_bits: u32) -> Tally {
         let (e, sw) = (self.elements, self.dabit_bits(out_bits));
         let select = match self.select {
