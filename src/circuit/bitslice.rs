@@ -12,16 +12,46 @@ pub fn slice(values: &[u64], n: usize) -> Vec<u64> {
     assert!(n <= 64, "at most 64 bits per value");
     let w = words(values.len());
     let mut out = vec![0u64; n * w];
-    let mut block = [0u64; 64];
-    for (word, chunk) in values.chunks(64).enumerate() {
-        block[..chunk.len()].copy_from_slice(chunk);
-        block[chunk.len()..].fill(0);
-        transpose64(&mut block);
-        for (b, &row) in block[..n].iter().enumerate() {
-            out[b * w + word] = row;
-        }
+    for word in 0..w {
+        let planes = word_planes(values.len(), word, |i| values[i]);
+        put_planes(&mut out, w, word, &planes[..n]);
     }
     out
+}
+
+/// The bit planes of word `word` of `elements` values, element i's value `value(i)`: entry
+/// j holds bit j of each of the word's (up to) 64 elements; padding lanes are zero. One word
+/// of [`slice`], for callers that make the values a word at a time.
+pub fn word_planes(elements: usize, word: usize, value: impl Fn(usize) -> u64) -> [u64; 64] {
+    let mut block = [0u64; 64];
+    for (l, b) in block[..(elements - 64 * word).min(64)]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = value(64 * word + l);
+    }
+    transpose64(&mut block);
+    block
+}
+
+/// Writes `planes` (plane j of one word, as [`word_planes`] gives them) into word `word` of
+/// the bit-sliced `out`, `w` words a wire.
+pub fn put_planes(out: &mut [u64], w: usize, word: usize, planes: &[u64]) {
+    for (j, &plane) in planes.iter().enumerate() {
+        out[j * w + word] = plane;
+    }
+}
+
+/// The inverse of [`word_planes`] for one word: the 64 values whose bit j is `plane(j)`
+/// (j < m; the others zero), lane l being the word's element l.
+pub fn word_values(m: usize, plane: impl Fn(usize) -> u64) -> [u64; 64] {
+    assert!(m <= 64, "at most 64 bits per value");
+    let mut block = [0u64; 64];
+    for (j, row) in block[..m].iter_mut().enumerate() {
+        *row = plane(j);
+    }
+    transpose64(&mut block);
+    block
 }
 
 /// The inverse of [`slice`] for `m` wires given by `wire(j, word)` (word `word` of wire `j`,
@@ -29,12 +59,8 @@ pub fn slice(values: &[u64], n: usize) -> Vec<u64> {
 pub fn unslice(m: usize, elements: usize, wire: impl Fn(usize, usize) -> u64) -> Vec<u64> {
     assert!(m <= 64, "at most 64 bits per value");
     let mut out = Vec::with_capacity(elements);
-    let mut block = [0u64; 64];
     for word in 0..words(elements) {
-        for (j, row) in block.iter_mut().enumerate() {
-            *row = if j < m { wire(j, word) } else { 0 };
-        }
-        transpose64(&mut block);
+        let block = word_values(m, |j| wire(j, word));
         out.extend_from_slice(&block[..(elements - 64 * word).min(64)]);
     }
     out

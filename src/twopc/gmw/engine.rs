@@ -18,7 +18,7 @@
 
 use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
-use crate::circuit::bitslice::{bit, slice, transpose64, unslice};
+use crate::circuit::bitslice::{bit, put_planes, slice, unslice, word_planes, word_values};
 use crate::circuit::netlist::{Conversion, Gate, Netlist};
 use crate::corr::pack::low_mask;
 use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness, ReluSelection};
@@ -300,10 +300,7 @@ impl SelectRun<'_> {
         let nb = msg.len();
         msg.resize(nb + sw * w, 0);
         for word in 0..w {
-            let block = planes_of(e, word, sw, masked);
-            for (j, &plane) in block[..sw].iter().enumerate() {
-                msg[nb + j * w + word] = plane;
-            }
+            put_planes(&mut msg[nb..], w, word, &word_planes(e, word, masked)[..sw]);
         }
         let theirs = swap(ch, &msg, "masked output bits and selection sum")?;
         let opened = |o: usize, word: usize| msg[o * w + word] ^ theirs[o * w + word];
@@ -315,11 +312,7 @@ impl SelectRun<'_> {
         let mut result = Vec::with_capacity(e);
         let mut z_msg = vec![0u64; if extend { k * w } else { 0 }];
         for word in 0..w {
-            let mut theirs_e = [0u64; 64];
-            for (j, t) in theirs_e[..sw].iter_mut().enumerate() {
-                *t = theirs[nb + j * w + word];
-            }
-            transpose64(&mut theirs_e);
+            let theirs_e = word_values(sw, |j| theirs[nb + j * w + word]);
             let (sign, t_bits) = (opened(s, word), opened(0, word));
             let mut z = [0u64; 64];
             for l in 0..(e - 64 * word).min(64) {
@@ -347,10 +340,8 @@ impl SelectRun<'_> {
                 }
             }
             if extend {
-                transpose64(&mut z);
-                for (j, &plane) in z[..k].iter().enumerate() {
-                    z_msg[j * w + word] = plane;
-                }
+                let planes = word_planes(64, 0, |l| z[l]);
+                put_planes(&mut z_msg, w, word, &planes[..k]);
             }
         }
         if !extend {
@@ -358,15 +349,8 @@ impl SelectRun<'_> {
         }
         let theirs = swap(ch, &z_msg, "masked selection result")?;
         for word in 0..w {
-            let plane = |m: &[u64]| {
-                let mut b = [0u64; 64];
-                for (j, x) in b[..k].iter_mut().enumerate() {
-                    *x = m[j * w + word];
-                }
-                transpose64(&mut b);
-                b
-            };
-            let (own, other) = (plane(&z_msg), plane(&theirs));
+            let values = |m: &[u64]| word_values(k, |j| m[j * w + word]);
+            let (own, other) = (values(&z_msg), values(&theirs));
             for l in 0..(e - 64 * word).min(64) {
                 let i = 64 * word + l;
                 let z = own[l].wrapping_add(other[l]) & low_mask(p.k);
@@ -380,18 +364,6 @@ impl SelectRun<'_> {
         }
         Ok((result, 2))
     }
-}
-
-/// The low `bits` planes of the (up to) 64 elements of word `word` of `e` elements, element
-/// i's value `value(i)`: entry j is bit j of every element of the word (padding lanes zero).
-fn planes_of(e: usize, word: usize, bits: usize, value: impl Fn(usize) -> u64) -> [u64; 64] {
-    let mut block = [0u64; 64];
-    for (l, b) in block[..(e - 64 * word).min(64)].iter_mut().enumerate() {
-        *b = value(64 * word + l);
-    }
-    transpose64(&mut block);
-    block[bits..].fill(0);
-    block
 }
 
 /// The broken variant's edaBit bit for `InputR(b)`: a bit of an edaBit's high half is read
