@@ -290,6 +290,17 @@ impl PartyRandomness {
         }
     }
 
+    /// This party's `n` shares of a dealt value, correct mod 2^bits: party 0's from `prg`,
+    /// the stream both parties draw the correlation's masks from (whole words), party 1's
+    /// its next explicit values (their low `bits`).
+    fn shares(&mut self, prg: &mut Prg, n: usize, bits: u32) -> Result<Vec<u64>, RandomnessError> {
+        if self.party == 0 {
+            Ok(prg.vec(n))
+        } else {
+            self.take(n, bits)
+        }
+    }
+
     /// This party's share of C = A B for (layer, batch), n = outputs x batch, correct mod
     /// 2^bits: the width at which the product's result is read (party 0's share is the
     /// seed's whole word, party 1's only its low `bits`; their sum is C mod 2^bits).
@@ -301,6 +312,7 @@ impl PartyRandomness {
         bits: u32,
     ) -> Result<Vec<u64>, RandomnessError> {
         self.claim(Purpose::MatTriple, layer, batch)?;
+        // Party 0's stream alone: party 1 never keys it (the masking tests check).
         if self.party == 0 {
             Ok(Prg::new(&self.seed, Stream::MatTriple(layer, batch)).vec(n))
         } else {
@@ -316,12 +328,9 @@ impl PartyRandomness {
     ) -> Result<ElemTriples, RandomnessError> {
         self.claim(Purpose::ElemTriple, layer, batch)?;
         let (sq_a, a, b, mut prg) = elem_masks(&self.seed, layer, batch, e);
-        let (sq_c, c) = if self.party == 0 {
-            (prg.vec(e), [prg.vec(e), prg.vec(e)])
-        } else {
-            let w = MLP_OPEN_BITS;
-            (self.take(e, w)?, [self.take(e, w)?, self.take(e, w)?])
-        };
+        let w = MLP_OPEN_BITS;
+        let sq_c = self.shares(&mut prg, e, w)?;
+        let c = [self.shares(&mut prg, e, w)?, self.shares(&mut prg, e, w)?];
         Ok(ElemTriples {
             sq_a,
             sq_c,
@@ -341,11 +350,7 @@ impl PartyRandomness {
     ) -> Result<AndTriples, RandomnessError> {
         self.claim(Purpose::AndTriple, layer, batch)?;
         let (a, b, mut prg) = and_masks(&self.seed, layer, batch, gates * words);
-        let c = if self.party == 0 {
-            prg.vec(gates * words)
-        } else {
-            self.take(gates * words, 64)?
-        };
+        let c = self.shares(&mut prg, gates * words, 64)?;
         Ok(AndTriples { a, b, c })
     }
 
@@ -362,11 +367,7 @@ impl PartyRandomness {
     ) -> Result<DaBits, RandomnessError> {
         self.claim(Purpose::DaBit, layer, batch)?;
         let (bits, mut prg) = dabit_masks(&self.seed, layer, batch, outputs * words);
-        let arith = if self.party == 0 {
-            prg.vec(outputs * elements)
-        } else {
-            self.take(outputs * elements, width)?
-        };
+        let arith = self.shares(&mut prg, outputs * elements, width)?;
         Ok(DaBits { bits, arith })
     }
 
@@ -389,11 +390,7 @@ impl PartyRandomness {
         }
         self.claim(Purpose::EdaBit, layer, batch)?;
         let (bits, mut prg) = eda_masks(&self.seed, layer, batch, r_bits * words);
-        let arith = if self.party == 0 {
-            prg.vec(edas * elements)
-        } else {
-            self.take(edas * elements, width)?
-        };
+        let arith = self.shares(&mut prg, edas * elements, width)?;
         Ok(EdaBits { bits, arith })
     }
 
@@ -411,16 +408,12 @@ impl PartyRandomness {
         self.claim(Purpose::ReluSelect, layer, batch)?;
         let (a, _, mut prg) = relu_select_masks(&self.seed, layer, batch, elements);
         let e = elements;
-        let mut draw = |n: usize, bits: u32| {
-            if self.party == 0 {
-                Ok(prg.vec(n))
-            } else {
-                self.take(n, bits)
-            }
-        };
-        let ar = draw(e, sw)?;
+        let ar = self.shares(&mut prg, e, sw)?;
         let (r, msb) = match extend {
-            Some((out, k)) => (draw(e, out)?, draw(e, out - k)?),
+            Some((out, k)) => (
+                self.shares(&mut prg, e, out)?,
+                self.shares(&mut prg, e, out - k)?,
+            ),
             None => (Vec::new(), Vec::new()),
         };
         Ok(ReluSelection { a, ar, r, msb })
@@ -437,6 +430,7 @@ impl PartyRandomness {
         hi_bits: u32,
     ) -> Result<[Vec<u64>; 2], RandomnessError> {
         self.claim(Purpose::MapWrap, layer, 0)?;
+        // Party 0's stream alone, as `mat_triple`'s.
         if self.party == 0 {
             let mut prg = Prg::new(&self.seed, Stream::MapWrap(layer));
             Ok([prg.vec(n), prg.vec(n)])
