@@ -29,6 +29,15 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder holding the two parties' `n` input bits each (S1's first: the gates'
+    /// indices are their bit positions), and their wires.
+    fn with_inputs(n: usize) -> (Recorder, Vec<u32>, Vec<u32>) {
+        let mut rec = Recorder::default();
+        let g = (0..n).map(|i| rec.push(Gate::InputS1(i as u32))).collect();
+        let e = (0..n).map(|i| rec.push(Gate::InputS0(i as u32))).collect();
+        (rec, g, e)
+    }
+
     fn push(&mut self, g: Gate) -> u32 {
         self.gates.push(g);
         (self.gates.len() - 1) as u32
@@ -105,8 +114,8 @@ pub struct Level {
     /// Per AND of `ands`: the index in `ands` of the AND whose triple's `b` it uses, itself
     /// or the first of the level with the same second input. ANDs of a level sharing an
     /// input share that `b`, so the input's masked value `E = y ⊕ b` is opened once for
-    /// all of them (docs/protocol.md, "Shared AND inputs"): a ReLU's selection ANDs every
-    /// value bit with one sign bit.
+    /// all of them (docs/protocol.md, "Shared AND inputs"): tanh*'s circuit has such groups
+    /// (the whole ReLU circuit's selection did, every value bit ANDed with one sign bit).
     pub leader: Vec<u32>,
 }
 
@@ -126,9 +135,7 @@ impl Netlist {
     /// carry term converted as a bit of weight 1, the sign left to the engine's selection.
     fn record_select(p: &TruncParams) -> Netlist {
         let n = p.n();
-        let mut rec = Recorder::default();
-        let g: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS1(i as u32))).collect();
-        let e: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS0(i as u32))).collect();
+        let (mut rec, g, e) = Recorder::with_inputs(n);
         let outputs = relu_sign_out(&mut rec, p, &g, &e);
         let carry_terms = outputs.len() - 1;
         let mut net = Self::schedule(rec.gates, outputs, n);
@@ -144,9 +151,7 @@ impl Netlist {
     /// bit with a daBit).
     fn record_with(circ: &ActCircuit, eda: bool) -> Netlist {
         let n = circ.n();
-        let mut rec = Recorder::default();
-        let g: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS1(i as u32))).collect();
-        let e: Vec<u32> = (0..n).map(|i| rec.push(Gate::InputS0(i as u32))).collect();
+        let (mut rec, g, e) = Recorder::with_inputs(n);
         let bits = circ.build(&mut rec, &g, &e);
         let (weights, groups) = circ.b2a_layout(1);
         let (mut outputs, mut masked, mut conversions, mut eda_bits) =
@@ -306,6 +311,18 @@ impl Netlist {
                 l.ands.len() + leaders.filter(|&(j, &f)| j == f as usize).count()
             })
             .sum()
+    }
+
+    /// What a dealer and a server must agree on to lay out a run's correlations and
+    /// messages: (AND gates, daBits, edaBits, AND inputs opened) per element. Triplet headers
+    /// record it (`dealer::boolean::BooleanDeal::shapes`, `dealer::cnn::describe_circuit`).
+    pub fn shape(&self) -> (usize, usize, usize, usize) {
+        (
+            self.and_gates(),
+            self.dabits(),
+            self.eda_bits.len(),
+            self.and_openings(),
+        )
     }
 
     /// Rounds of AND openings per batch (the AND depth).

@@ -58,18 +58,7 @@ impl BooleanDeal {
     /// conversion or grouping of ANDs sharing an input refuses the file before claiming it,
     /// instead of misreading every explicit value.
     pub fn shapes(&self) -> Vec<(usize, usize, usize, usize)> {
-        self.layers
-            .iter()
-            .map(|net| {
-                let n = net;
-                (
-                    n.and_gates(),
-                    n.dabits(),
-                    n.eda_bits.len(),
-                    n.and_openings(),
-                )
-            })
-            .collect()
+        self.layers.iter().map(Netlist::shape).collect()
     }
 }
 

@@ -52,17 +52,10 @@ pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
     match engine {
         EngineKind::Gc => format!("{},{}", circ.and_gates(), circ.out_len()),
         EngineKind::Gmw => {
-            let net = net();
-            let net = net.borrow();
             // The openings count pins how the ANDs share their `b` (`Level::leader`): a file
             // dealt with other groups would give wrong ANDs.
-            format!(
-                "{},{},{},{}",
-                net.and_gates(),
-                net.dabits(),
-                net.eda_bits.len(),
-                net.and_openings()
-            )
+            let (ands, dabits, edas, openings) = net().borrow().shape();
+            format!("{ands},{dabits},{edas},{openings}")
         }
     }
 }
