@@ -64,9 +64,39 @@ pub fn opened_mac(seed: &Seed, u: &[u64]) -> blake3::Hash {
     words_hash(blake3::Hasher::new_keyed(&key), u)
 }
 
+/// Hashes the words' little-endian bytes, a block at a time: BLAKE3 fed eight bytes a call
+/// runs serially (no SIMD across its chunks), several times slower over a paper MLP's U.
 fn words_hash(mut h: blake3::Hasher, u: &[u64]) -> blake3::Hash {
-    for x in u {
-        h.update(&x.to_le_bytes());
+    let mut buf = vec![0u8; 8 * 8192];
+    for block in u.chunks(8192) {
+        let bytes = &mut buf[..8 * block.len()];
+        for (b, x) in bytes.chunks_exact_mut(8).zip(block) {
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        h.update(bytes);
     }
     h.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocked hashing is the hash of the words' little-endian bytes, whatever the
+    /// length against the block: files written by the word-at-a-time version still check.
+    #[test]
+    fn words_are_hashed_as_their_little_endian_bytes() {
+        for n in [0usize, 1, 8191, 8192, 8193, 20_000] {
+            let u: Vec<u64> = (0..n as u64)
+                .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .collect();
+            let bytes: Vec<u8> = u.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let key = [7u8; 32];
+            assert_eq!(
+                words_hash(blake3::Hasher::new_keyed(&key), &u),
+                blake3::keyed_hash(&key, &bytes),
+                "{n} words"
+            );
+        }
+    }
 }
