@@ -15,7 +15,7 @@ use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnPlan;
 use crate::ring::graph::GraphPlan;
 use crate::ring::plan::Plan;
-use crate::ring::share::{expand, share_with_seed, Seed, Stream};
+use crate::ring::share::{expand, share_with_seed, Prg, Seed, Stream};
 
 /// A vector share, either explicit or as a PRG seed (the other party's share is then
 /// `values - PRG(seed)`).
@@ -58,10 +58,17 @@ wipe_on_drop!(
 impl Data {
     pub fn materialise(&self, stream: Stream, n: usize) -> Result<Vec<u64>, String> {
         match self {
-            Data::Explicit(v) if v.len() == n => Ok(v.clone()),
-            Data::Explicit(v) => Err(format!("share holds {} values, expected {n}", v.len())),
+            Data::Explicit(v) => check_values(v.len(), n).map(|_| v.clone()),
             Data::Seed(s) => Ok(expand(s, stream, n)),
         }
+    }
+}
+
+fn check_values(len: usize, n: usize) -> Result<(), String> {
+    if len == n {
+        Ok(())
+    } else {
+        Err(format!("share holds {len} values, expected {n}"))
     }
 }
 
@@ -96,6 +103,35 @@ impl ModelShare {
             .iter()
             .map(|l| l.inputs * l.outputs + l.outputs)
             .sum()
+    }
+
+    /// The plan with this party's bias shares filled in and no weight shares: for a server
+    /// whose weights were opened once for the model (`--weights`), whose products take U and
+    /// its share of their mask, never its share of W (222 MB for the paper MLP, copied or
+    /// expanded per job for nothing).
+    pub fn bias_plan(&self) -> Result<Plan, String> {
+        self.plan.validate_public()?;
+        let mut plan = self.plan.clone();
+        let n = Self::num_values(&plan);
+        match &self.data {
+            Data::Explicit(v) => {
+                check_values(v.len(), n)?;
+                let mut off = 0;
+                for l in plan.layers.iter_mut() {
+                    off += l.inputs * l.outputs;
+                    l.b = v[off..off + l.outputs].to_vec();
+                    off += l.outputs;
+                }
+            }
+            Data::Seed(s) => {
+                let mut prg = Prg::new(s, Stream::ModelShare);
+                for l in plan.layers.iter_mut() {
+                    prg.skip(l.inputs * l.outputs);
+                    l.b = prg.vec(l.outputs);
+                }
+            }
+        }
+        Ok(plan)
     }
 
     /// The plan with this party's weight shares filled in.
@@ -434,6 +470,39 @@ pub fn load<B: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
     use std::mem::ManuallyDrop;
+
+    /// A server with opened weights takes only its bias shares: the ones `share_plan` gives,
+    /// from either party's body, with no weight share; a body of the wrong length is refused.
+    #[test]
+    fn a_bias_plan_holds_the_share_plans_biases_and_no_weights() {
+        use crate::model::mlp::{random_model, Activation};
+        use crate::ring::plan::FixedParams;
+        let meta = ModelMeta {
+            sigma: 25.0,
+            mean_shift: true,
+            residual: false,
+            activation: Activation::TanhStar,
+            aggregation_sigma: 0.0,
+        };
+        let model = random_model(&[9, 7, 5, 1], 3, meta.clone());
+        let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+        for share in ModelShare::split(&plan, &meta, &[4; 32]) {
+            let full = share.share_plan().unwrap();
+            let biases = share.bias_plan().unwrap();
+            for (f, b) in full.layers.iter().zip(&biases.layers) {
+                assert_eq!(f.b, b.b);
+                assert_eq!(f.b.len(), f.outputs);
+                assert!(b.w.is_empty());
+                assert_eq!(f.w.len(), f.inputs * f.outputs);
+            }
+        }
+        let [mut short, _] = ModelShare::split(&plan, &meta, &[4; 32]);
+        if let Data::Explicit(v) = &mut short.data {
+            v.pop();
+        }
+        let e = short.bias_plan().unwrap_err();
+        assert!(e.contains("share holds"), "{e}");
+    }
 
     /// Dropping a body wipes its seeds. The fields read after the drop are plain bytes in
     /// place (the memory is still ours), not freed heap memory.

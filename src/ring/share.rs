@@ -2,7 +2,7 @@
 //! a 32-byte seed. Every use of a seed names a distinct stream (see [`Stream`]), so no PRG
 //! output is ever used for two purposes.
 
-use aes::cipher::{KeyIvInit, StreamCipher};
+use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use rand::RngCore;
 
 pub type Seed = [u8; 32];
@@ -124,6 +124,13 @@ impl Prg {
         self.fill(&mut v);
         v
     }
+
+    /// Passes over the next `n` values without making them (a counter jump): what follows is
+    /// what [`Prg::fill`] would give after drawing them.
+    pub fn skip(&mut self, n: usize) {
+        let at: u64 = self.0.current_pos();
+        self.0.seek(at + 8 * n as u64);
+    }
 }
 
 /// A test hook that proves each (seed, stream) pair is drawn once: while a test has it on,
@@ -219,6 +226,26 @@ mod tests {
                 got.extend(p.vec(n));
                 got.extend(p.vec(1));
                 assert_eq!(got, whole[..skip + n + 1], "skip {skip}, n {n}");
+            }
+        }
+    }
+
+    /// A skip is a draw left unmade, whatever its length against the AES blocks.
+    #[test]
+    fn a_skip_lands_where_the_draws_would() {
+        let whole = Prg::new(&[9; 32], Stream::ModelShare).vec(3000);
+        for lead in [0usize, 1, 2, 33] {
+            for n in [0usize, 1, 2, 3, 31, 1000] {
+                let mut p = Prg::new(&[9; 32], Stream::ModelShare);
+                let mut got = p.vec(lead);
+                p.skip(n);
+                got.extend(p.vec(5));
+                let want: Vec<u64> = whole[..lead]
+                    .iter()
+                    .chain(&whole[lead + n..][..5])
+                    .copied()
+                    .collect();
+                assert_eq!(got, want, "lead {lead}, skip {n}");
             }
         }
     }

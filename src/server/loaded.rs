@@ -91,7 +91,14 @@ impl LoadedModel {
             (mh, Family::Cnn(Arc::new(ms.share_plan().map_err(at)?)))
         } else {
             let (mh, ms): (Header, ModelShare) = model.read(Kind::ModelShare, Some(p))?;
-            let plan = ms.share_plan().map_err(at)?;
+            // With weights opened once for the model, its jobs multiply by U and this
+            // party's share of A: the share of W stays unread (a job that would open it
+            // per job is refused, its triplets naming no model mask).
+            let plan = match opened {
+                Some(_) => ms.bias_plan(),
+                None => ms.share_plan(),
+            }
+            .map_err(at)?;
             let weights = opened
                 .map(|o| LoadedWeights::read(o, p, (&f.model, &mh), &plan))
                 .transpose()?
