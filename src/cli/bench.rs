@@ -408,6 +408,13 @@ fn linear_and_ops(s0: &Value) -> Vec<String> {
             2.0 * macs / lin / 1e9,
             f(s0, "seconds_nonlinear")
         ));
+        let prod = f(s0, "seconds_products");
+        if prod > 0.0 {
+            lines.push(format!(
+                "    S0 products alone {prod:.2} s: {:.2} G/s (the rest of the phase: the openings, waiting on the peer, and the randomness)",
+                2.0 * macs / prod / 1e9
+            ));
+        }
     }
     for op in s0["ops"].as_array().into_iter().flatten() {
         let bytes = f(op, "bytes_sent") + f(op, "bytes_received");

@@ -211,14 +211,18 @@ pub fn run(
         // One product per block: [U | A_1], or [U | U + A_0] at party 0 (packed once for the
         // layer), times the columns of [B_i; V], packed straight from the two maps (no im2col
         // copy, no map-sized V + B_0).
+        let tp = Instant::now();
         let ua = pack_weights(party, &wts.u[l], &wts.mask[l], ly.cout, ly.fan_in());
+        fig.seconds_products += tp.elapsed().as_secs_f64();
         for (blk, row0, rows) in row_blocks(ly, h, w) {
             let n = rows * w;
             let cols = ConvCols::same(vec![&b_map, &v], ly.cin, h, w, ly.ksize, row0, rows);
             let c_i = inp
                 .rand
                 .mat_triple(li, blk, ly.cout * n, plan.product_bits(l))?;
+            let tp = Instant::now();
             let mut zb = product_share(&ua, Rhs::Cols(&cols), c_i);
+            fig.seconds_products += tp.elapsed().as_secs_f64();
             for (row, &b) in zb.chunks_mut(n).zip(&ly.b) {
                 row.iter_mut().for_each(|v| *v = v.wrapping_add(b));
             }
@@ -229,6 +233,7 @@ pub fn run(
         drop((v, b_map));
         fig.seconds_linear = t.elapsed().as_secs_f64();
         rep.seconds_linear += fig.seconds_linear;
+        rep.seconds_products += fig.seconds_products;
         rep.batches += 1;
         let link1 = ch.stats();
         fig.open_bytes_sent = link1.bytes_sent - link0.bytes_sent;

@@ -99,6 +99,9 @@ pub struct Report {
     pub batches: usize,
     pub seconds_setup: f64,
     pub seconds_linear: f64,
+    /// A CNN job's part of `seconds_linear` in its products alone (packing and multiplying,
+    /// the kernel's work), without the openings (which wait on the peer) and the randomness.
+    pub seconds_products: f64,
     pub seconds_nonlinear: f64,
     pub seconds_polynomial: f64,
     pub seconds_total: f64,
@@ -122,6 +125,8 @@ pub struct Report {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LayerFigures {
     pub seconds_linear: f64,
+    /// The products' part of it ([`Report::seconds_products`]).
+    pub seconds_products: f64,
     pub seconds_nonlinear: f64,
     /// Bytes of the opening of the layer's masked input map.
     pub open_bytes_sent: u64,
