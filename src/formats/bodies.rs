@@ -108,7 +108,7 @@ impl ModelShare {
     /// The plan with this party's bias shares filled in and no weight shares: for a server
     /// whose weights were opened once for the model (`--weights`), whose products take U and
     /// its share of their mask, never its share of W (222 MB for the paper MLP, copied or
-    /// expanded per job for nothing).
+    /// expanded at each read of the share for nothing).
     pub fn bias_plan(&self) -> Result<Plan, String> {
         self.plan.validate_public()?;
         let mut plan = self.plan.clone();

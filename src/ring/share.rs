@@ -129,7 +129,11 @@ impl Prg {
     /// what [`Prg::fill`] would give after drawing them.
     pub fn skip(&mut self, n: usize) {
         let at: u64 = self.0.current_pos();
-        self.0.seek(at + 8 * n as u64);
+        let to = (n as u64)
+            .checked_mul(8)
+            .and_then(|b| b.checked_add(at))
+            .expect("a skip within the stream");
+        self.0.seek(to);
     }
 }
 

@@ -22,7 +22,8 @@ use crate::ring::plan::Plan;
 use crate::twopc::weights;
 
 /// A model share read and checked once: its header, and this party's plan with its weight
-/// shares, shared (not copied) by every job that runs it.
+/// shares (its bias shares alone when its weights were opened once for the model), shared
+/// (not copied) by every job that runs it.
 pub struct LoadedModel {
     pub(super) path: PathBuf,
     /// The opened weights' path it was read with (`--weights`), if any.

@@ -273,6 +273,19 @@ pub fn run(
         ..Default::default()
     };
 
+    // A plan read for opened weights holds no weight shares (`ModelShare::bias_plan`): one
+    // that reached a job opening its weights is refused here, before anything is sent.
+    if matches!(inp.weights, Weights::PerJob)
+        && plan
+            .layers
+            .iter()
+            .any(|ly| ly.w.len() != ly.inputs * ly.outputs)
+    {
+        return Err(ProtocolError::Setup(
+            "the plan holds no share of the weights to open in this job".into(),
+        ));
+    }
+
     // Both servers must be running the same job with matching randomness.
     same_session(ch, party, &inp.session_tag)?;
 
