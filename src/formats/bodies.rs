@@ -110,15 +110,31 @@ impl ModelShare {
     /// its share of their mask, never its share of W (222 MB for the paper MLP, copied or
     /// expanded at each read of the share for nothing).
     pub fn bias_plan(&self) -> Result<Plan, String> {
+        self.filled_plan(false)
+    }
+
+    /// The plan with this party's weight shares filled in.
+    pub fn share_plan(&self) -> Result<Plan, String> {
+        self.filled_plan(true)
+    }
+
+    /// The plan with this party's shares of each layer's biases, and of its weights when
+    /// `weights`, taken straight from the body (W1, b1, W2, b2, ...): an explicit share
+    /// copied once, a seeded one drawn in order (its weights skipped when not wanted).
+    fn filled_plan(&self, weights: bool) -> Result<Plan, String> {
+        // Every public field checked before the shares are sized from it.
         self.plan.validate_public()?;
         let mut plan = self.plan.clone();
-        let n = Self::num_values(&plan);
         match &self.data {
             Data::Explicit(v) => {
-                check_values(v.len(), n)?;
+                check_values(v.len(), Self::num_values(&plan))?;
                 let mut off = 0;
                 for l in plan.layers.iter_mut() {
-                    off += l.inputs * l.outputs;
+                    let nw = l.inputs * l.outputs;
+                    if weights {
+                        l.w = v[off..off + nw].to_vec();
+                    }
+                    off += nw;
                     l.b = v[off..off + l.outputs].to_vec();
                     off += l.outputs;
                 }
@@ -126,29 +142,15 @@ impl ModelShare {
             Data::Seed(s) => {
                 let mut prg = Prg::new(s, Stream::ModelShare);
                 for l in plan.layers.iter_mut() {
-                    prg.skip(l.inputs * l.outputs);
+                    let nw = l.inputs * l.outputs;
+                    if weights {
+                        l.w = prg.vec(nw);
+                    } else {
+                        prg.skip(nw);
+                    }
                     l.b = prg.vec(l.outputs);
                 }
             }
-        }
-        Ok(plan)
-    }
-
-    /// The plan with this party's weight shares filled in.
-    pub fn share_plan(&self) -> Result<Plan, String> {
-        // Every public field checked before the shares are sized from it.
-        self.plan.validate_public()?;
-        let mut plan = self.plan.clone();
-        let flat = self
-            .data
-            .materialise(Stream::ModelShare, Self::num_values(&plan))?;
-        let mut off = 0;
-        for l in plan.layers.iter_mut() {
-            let nw = l.inputs * l.outputs;
-            l.w = flat[off..off + nw].to_vec();
-            off += nw;
-            l.b = flat[off..off + l.outputs].to_vec();
-            off += l.outputs;
         }
         Ok(plan)
     }
