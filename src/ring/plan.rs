@@ -193,6 +193,14 @@ impl Plan {
         }
     }
 
+    /// Whether every layer holds a share of its whole weight matrix (a plan read for opened
+    /// weights holds its biases alone: `ModelShare::bias_plan`).
+    pub fn holds_weight_shares(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|ly| ly.w.len() == ly.inputs * ly.outputs)
+    }
+
     pub fn widths(&self) -> Vec<usize> {
         let mut v = vec![self.layers[0].inputs];
         v.extend(self.layers.iter().map(|l| l.outputs));

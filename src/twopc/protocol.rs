@@ -275,12 +275,7 @@ pub fn run(
 
     // A plan read for opened weights holds no weight shares (`ModelShare::bias_plan`): one
     // that reached a job opening its weights is refused here, before anything is sent.
-    if matches!(inp.weights, Weights::PerJob)
-        && plan
-            .layers
-            .iter()
-            .any(|ly| ly.w.len() != ly.inputs * ly.outputs)
-    {
+    if matches!(inp.weights, Weights::PerJob) && !plan.holds_weight_shares() {
         return Err(ProtocolError::Setup(
             "the plan holds no share of the weights to open in this job".into(),
         ));

@@ -56,11 +56,7 @@ pub fn open_weights(
     plan: &Plan,
     mask: Vec<Vec<u64>>,
 ) -> Result<Opened, ChannelError> {
-    let shaped = plan
-        .layers
-        .iter()
-        .all(|ly| ly.w.len() == ly.inputs * ly.outputs);
-    if !shaped {
+    if !plan.holds_weight_shares() {
         return Err(ChannelError::Mismatch(
             "the weight shares do not have the model's shape".into(),
         ));
