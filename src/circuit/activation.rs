@@ -346,8 +346,8 @@ pub fn relu_out<C: Circuit>(
     x.iter().map(|b| c.and(b, &positive)).collect()
 }
 
-/// The integer function of [`relu_sign_out`]: the carry into bit sh of g + e ANDed with
-/// the complement of x's sign (when sh > 0), then the sign.
+/// The integer function of [`relu_sign_out`]: the carry into bit sh of g + e (when
+/// sh > 0), then x's sign.
 ///
 /// # Panics
 /// If `p` is invalid or k < 2.
@@ -359,18 +359,19 @@ pub fn relu_sign_ref(p: &TruncParams, g: u64, e: u64) -> Vec<bool> {
     let carry = (g & low) + (e & low) > low;
     let mut out = Vec::with_capacity(2);
     if p.sh > 0 {
-        out.push(carry && !sign);
+        out.push(carry);
     }
     out.push(sign);
     out
 }
 
 /// The boolean part of the boolean engine's ReLU (docs/protocol.md, "The ReLU by
-/// selection"): of V = g + e mod 2^n, the carry into bit sh ANDed with the complement of the
-/// sign of x = bits [sh, n) of V (when sh > 0), then that sign. The engine finishes in the
-/// ring: max(0, x) = ((g >> sh) + (e >> sh) + carry) (1 - sign) mod 2^k, each party's own
-/// share shifted locally. n - 1 AND gates for the carries, one more when sh > 0; none of
-/// the k - 1 selections and none of a conversion adder of [`relu_out`].
+/// selection"): of V = g + e mod 2^n, the carry into bit sh (when sh > 0), then the sign of
+/// x = bits [sh, n) of V. The engine finishes in the ring: max(0, x) =
+/// ((g >> sh) + (e >> sh) + carry) (1 - sign) mod 2^k, each party's own share shifted
+/// locally, the carry opened under its daBit in the chain's round after it is made. n - 1
+/// AND gates for the carries; none of the k - 1 selections and none of a conversion adder of
+/// [`relu_out`].
 ///
 /// # Panics
 /// If `p` is invalid, k < 2, or the inputs are not `n` bits wide.
@@ -392,8 +393,7 @@ pub fn relu_sign_out<C: Circuit>(
     let sign = c.xor(&top, &carry[n - 2]);
     let mut out = Vec::with_capacity(2);
     if p.sh > 0 {
-        let positive = c.not(&sign);
-        out.push(c.and(&carry[p.sh as usize - 1], &positive));
+        out.push(carry[p.sh as usize - 1].clone());
     }
     out.push(sign);
     out

@@ -103,8 +103,13 @@ pub struct Netlist {
     pub n: usize,
     /// A ReLU finished in the ring (docs/protocol.md, "The ReLU by selection"): the outputs
     /// are [`relu_sign_out`]'s, each opened masked by a daBit; `conversions` converts all but
-    /// the last (the sign), which selects `(g >> sh) + (e >> sh)` with a product correlation.
+    /// the last (the sign), which selects `(g >> sh) + (e >> sh) + carry` with a product
+    /// correlation.
     pub select: Option<TruncParams>,
+    /// A ReLU's carry into bit sh (its first output, when sh > 0) is opened in the AND round
+    /// of this level, the first after the carry is made, not with the sign: the engine adds
+    /// it to the truncated sum before the sign is known.
+    pub carry_round: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -144,6 +149,24 @@ impl Netlist {
             .map(|j| Conversion::Bits(vec![(j, 1)]))
             .collect();
         net.select = Some(*p);
+        if carry_terms > 0 {
+            // The carry is a free gate of its level, or an AND of the level before (the
+            // carry into bit 1); the chain's next AND is in that round (k >= 2).
+            let t = net.outputs[0];
+            let made = net.levels.iter().position(|l| l.free.contains(&t));
+            let round = made.unwrap_or_else(|| {
+                1 + net
+                    .levels
+                    .iter()
+                    .position(|l| l.ands.contains(&t))
+                    .expect("the carry is a gate of the chain")
+            });
+            assert!(
+                !net.levels[round].ands.is_empty(),
+                "no AND round after the carry"
+            );
+            net.carry_round = Some(round);
+        }
         net
     }
 
@@ -282,6 +305,7 @@ impl Netlist {
             levels,
             n,
             select: None,
+            carry_round: None,
         }
     }
 
@@ -302,15 +326,49 @@ impl Netlist {
     }
 
     /// Masked inputs opened per element in the AND rounds: a D for every AND, an E for
-    /// every group of ANDs sharing an input.
+    /// every group of ANDs sharing an input; one for an AND of the two parties' own input
+    /// bits ([`Self::owned_ands`]), each party opening its own.
     pub fn and_openings(&self) -> usize {
-        self.levels
+        let owned = self.owned_ands().iter().filter(|o| o.is_some()).count();
+        let all: usize = self
+            .levels
             .iter()
             .map(|l| {
                 let leaders = l.leader.iter().enumerate();
                 l.ands.len() + leaders.filter(|&(j, &f)| j == f as usize).count()
             })
-            .sum()
+            .sum();
+        all - owned
+    }
+
+    /// Per AND triple, in the engine's order: `Some(p)` when the AND's first input is a bit
+    /// of party p's own input and its second a bit of the other party's, and no other AND of
+    /// its level shares that second input (a ReLU's first carry, `g_0 ∧ e_0`). Such an AND's
+    /// `a` is known to p alone and its `b` to the other party alone
+    /// ([`crate::corr::randomness::AndTriples::keep_owned`]): each party opens only its own
+    /// input, one bit a direction instead of two (docs/protocol.md, "ANDs of the parties'
+    /// own bits").
+    pub fn owned_ands(&self) -> Vec<Option<u8>> {
+        let owner = |w: u32| match self.gates[w as usize] {
+            Gate::InputS0(_) => Some(0u8),
+            Gate::InputS1(_) => Some(1),
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(self.and_gates());
+        for lv in &self.levels {
+            for (j, &gi) in lv.ands.iter().enumerate() {
+                let Gate::And(x, y) = self.gates[gi as usize] else {
+                    unreachable!("AND level holds only AND gates")
+                };
+                let alone = lv.leader[j] as usize == j
+                    && lv.leader.iter().filter(|&&l| l as usize == j).count() == 1;
+                out.push(match (owner(x), owner(y)) {
+                    (Some(p), Some(q)) if p != q && alone => Some(p),
+                    _ => None,
+                });
+            }
+        }
+        out
     }
 
     /// What a dealer and a server must agree on to lay out a run's correlations and
@@ -520,11 +578,20 @@ mod tests {
             let n = t.n();
             assert_eq!(net.select, Some(t));
             let carry_term = usize::from(t.sh > 0);
-            assert_eq!(net.and_gates(), n - 1 + carry_term, "{t:?}");
+            assert_eq!(net.and_gates(), n - 1, "{t:?}");
             assert_eq!(net.and_depth(), net.and_gates(), "{t:?}");
-            assert_eq!(net.and_openings(), 2 * net.and_gates(), "{t:?}");
+            // The first carry ANDs the parties' own bits: one opening, not two.
+            assert_eq!(net.owned_ands()[0], Some(1));
+            assert_eq!(net.and_openings(), 2 * net.and_gates() - 1, "{t:?}");
             assert_eq!(net.masked, vec![true; 1 + carry_term]);
             assert_eq!(net.conversions.len(), carry_term);
+            // The carry into bit sh is made at depth sh and opened in round sh (0-based),
+            // beside the AND making the carry into bit sh + 1.
+            assert_eq!(
+                net.carry_round,
+                (t.sh > 0).then_some(t.sh as usize),
+                "{t:?}"
+            );
             assert!(net.eda_bits.is_empty());
             let low = |b: usize| if b >= 64 { u64::MAX } else { (1u64 << b) - 1 };
             for i in 0..400 {
@@ -540,8 +607,8 @@ mod tests {
                 let bits = net.eval_plain(&to_bits(g, n), &to_bits(e, n));
                 assert_eq!(bits, relu_sign_ref(&t, g, e), "{t:?} {g:#x} {e:#x}");
                 let (s, tc) = (bits[carry_term] as u64, bits[0] as u64 * carry_term as u64);
-                let x = (g >> t.sh) + (e >> t.sh);
-                let y = (x * (1 - s) + tc) & low(t.k as usize);
+                let x = (g >> t.sh) + (e >> t.sh) + tc;
+                let y = (x * (1 - s)) & low(t.k as usize);
                 assert_eq!(y, relu_out_ref(&t, g, e), "{t:?} {g:#x} {e:#x}");
             }
         }
@@ -577,7 +644,9 @@ mod tests {
                     groups += usize::from(l == j);
                 }
             }
-            assert_eq!(net.and_openings(), net.and_gates() + groups);
+            let owned = net.owned_ands().iter().filter(|o| o.is_some()).count();
+            assert_eq!(owned, 1, "the first carry, {circ:?}");
+            assert_eq!(net.and_openings(), net.and_gates() + groups - owned);
             let sel = net
                 .levels
                 .iter()
@@ -586,7 +655,10 @@ mod tests {
                 let sel: Vec<_> = sel.collect();
                 assert_eq!(sel.len(), 1, "one selection level");
                 assert!(sel[0].leader.iter().all(|&l| l == 0), "one group");
-                assert_eq!(net.and_openings(), 2 * net.and_gates() - (t.k as usize - 2));
+                assert_eq!(
+                    net.and_openings(),
+                    2 * net.and_gates() - (t.k as usize - 2) - 1
+                );
             }
         }
     }

@@ -6,14 +6,15 @@
 use crate::circuit::bitslice::{bit, unslice};
 use crate::circuit::netlist::Netlist;
 use crate::corr::pack::low_mask;
-use crate::corr::randomness::{and_masks, dabit_masks, eda_masks, relu_select_masks};
+use crate::corr::randomness::{and_masks, dabit_masks, eda_masks, keep_owned, relu_select_masks};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
 
 /// Party 1's explicit values for one run of `net` over `elements` at `at`, handed to `emit`
 /// with their widths: its AND triple shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0` with the `b` of
-/// the triple's group leader (bit-sliced words, 64 bits), its daBit shares
+/// the triple's group leader (bit-sliced words, 64 bits; an AND of the parties' own bits
+/// with one share of each mask zeroed, [`keep_owned`]), its daBit shares
 /// `[r]_1 = r - [r]_0`, then its edaBit shares
 /// `[r]_1 = r - [r]_0` with `r = sum_j 2^j (r0_j ⊕ r1_j)`, these at `out_bits`: the circuit's
 /// outputs are read only mod 2^out_bits, and so are the additive shares they are made of (a
@@ -31,8 +32,11 @@ pub fn explicit_into<E>(
 ) -> Result<(), E> {
     let shape = RunShape::of(net, elements);
     let (gw, w, e) = (shape.and_gates * shape.words, shape.words, shape.elements);
-    let (a0, b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
-    let (a1, b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
+    let (mut a0, mut b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
+    let (mut a1, mut b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
+    let owned = net.owned_ands();
+    keep_owned(&owned, 0, &mut a0, &mut b0, w);
+    keep_owned(&owned, 1, &mut a1, &mut b1, w);
     let c0 = p0.vec(gw);
     // An AND takes the `b` of its group's leader (ANDs sharing an input, `Level::leader`).
     let mut c = Vec::with_capacity(gw);
@@ -174,10 +178,22 @@ mod tests {
             PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, e, bits)),
         ];
         let w = shape.words;
-        let t = r.each_mut().map(|p| {
+        let mut t = r.each_mut().map(|p| {
             p.and_triples(at.layer, at.batch, shape.and_gates, w)
                 .unwrap()
         });
+        // The ReLU's first carry ANDs S1's bit 0 with S0's: its `a` is S1's alone, its `b`
+        // S0's alone, as the engine keeps them.
+        let owned = net.owned_ands();
+        for (p, tp) in t.iter_mut().enumerate() {
+            tp.keep_owned(&owned, p as u8, w);
+        }
+        if shape.select.is_some() {
+            assert_eq!(owned[0], Some(1), "{owned:?}");
+            assert!(owned[1..].iter().all(Option::is_none), "{owned:?}");
+            assert!(t[0].a[..w].iter().chain(&t[1].b[..w]).all(|&v| v == 0));
+            assert!(t[1].a[..w].iter().any(|&v| v != 0) && t[0].b[..w].iter().any(|&v| v != 0));
+        }
         // c = a ∧ b with the `b` of the triple's group leader; tanh*'s ANDs share inputs,
         // so some triples lead others.
         let src = net.b_sources();

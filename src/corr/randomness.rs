@@ -31,6 +31,27 @@ pub struct AndTriples {
     pub c: Vec<u64>,
 }
 
+impl AndTriples {
+    /// Party `party`'s masks of the ANDs of the parties' own bits (`owned`, per triple:
+    /// [`crate::circuit::netlist::Netlist::owned_ands`]): such an AND's `a` (masking its
+    /// first input, party p's bit) is p's alone and its `b` the other party's alone, so
+    /// each party zeroes its share of the mask of the other's input. The dealer does the
+    /// same to both parties' draws before making `c` ([`keep_owned`]).
+    pub fn keep_owned(&mut self, owned: &[Option<u8>], party: u8, words: usize) {
+        keep_owned(owned, party, &mut self.a, &mut self.b, words);
+    }
+}
+
+/// [`AndTriples::keep_owned`] on party `party`'s seed-drawn `a` and `b` (`words` words a
+/// triple).
+pub fn keep_owned(owned: &[Option<u8>], party: u8, a: &mut [u64], b: &mut [u64], words: usize) {
+    for (t, o) in owned.iter().enumerate() {
+        let Some(p) = *o else { continue };
+        let zero = if party == p { &mut *b } else { &mut *a };
+        zero[t * words..(t + 1) * words].fill(0);
+    }
+}
+
 /// daBits for one run: random bits r, XOR-shared and bit-sliced (`outputs * words` words),
 /// and additively shared in Z_2^64 (`outputs * elements` values, output after output).
 #[derive(Clone, Debug, Default)]

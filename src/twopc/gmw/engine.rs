@@ -60,6 +60,8 @@ pub(super) enum Broken {
     SelectSumUnmasked,
     /// A ReLU selection opens its result for the extension without the mask `r`.
     ExtensionUnmasked,
+    /// An AND of the parties' own bits opens each party's input bit without its mask.
+    OwnedInputUnmasked,
 }
 
 /// [`Broken`] as flags the engine reads: all false outside unit tests.
@@ -71,6 +73,7 @@ struct Faults {
     b_shared_across_inputs: bool,
     select_sum_unmasked: bool,
     extension_unmasked: bool,
+    owned_unmasked: bool,
 }
 
 impl GmwParty {
@@ -95,6 +98,7 @@ impl GmwParty {
             b_shared_across_inputs: self.broken == Some(Broken::BSharedAcrossInputs),
             select_sum_unmasked: self.broken == Some(Broken::SelectSumUnmasked),
             extension_unmasked: self.broken == Some(Broken::ExtensionUnmasked),
+            owned_unmasked: self.broken == Some(Broken::OwnedInputUnmasked),
         };
         #[cfg(not(test))]
         let f = Faults::default();
@@ -137,7 +141,9 @@ impl GmwParty {
         let shape = RunShape::of(net, e_count);
         let w = shape.words;
         // Claimed before any message of this run, in the dealer's order.
-        let trip = rand.and_triples(at.layer, at.batch, shape.and_gates, w)?;
+        let mut trip = rand.and_triples(at.layer, at.batch, shape.and_gates, w)?;
+        let owned = net.owned_ands();
+        trip.keep_owned(&owned, party, w);
         let sw = shape.dabit_bits(out_bits);
         let dab = rand.dabits(at.layer, at.batch, shape.dabits, w, e_count, sw)?;
         let eda = rand.edabits(
@@ -176,7 +182,10 @@ impl GmwParty {
         let mut and_index = 0;
         let reuse = faults.reuse_triples;
         let b_src = if reuse { net.b_sources() } else { Vec::new() };
-        for lv in &net.levels {
+        // A ReLU's carry into bit sh, opened under its daBit (the first) in the round of
+        // the chain's AND after it is made.
+        let mut carry = Vec::new();
+        for (li, lv) in net.levels.iter().enumerate() {
             for &gi in &lv.free {
                 eval_free(&mut wires, w, gi as usize, net.gates[gi as usize], party);
             }
@@ -185,16 +194,17 @@ impl GmwParty {
             }
             let first = if reuse { 0 } else { and_index };
             let n = lv.ands.len();
+            let lv_owned = &owned[and_index..and_index + n];
             let slots = if faults.b_shared_across_inputs {
                 // Every group opens its E under the level's first `b`.
-                Slots::new(vec![first; n], &lv.leader, w)
+                Slots::new(vec![first; n], &lv.leader, lv_owned, w)
             } else if reuse {
                 // Triples 0.. again, each with the `b` the dealer paired it with and its own
                 // E: the result stays exact, only the masking tests can see the reuse.
                 let own: Vec<u32> = (0..n as u32).collect();
-                Slots::new(b_src[..n].to_vec(), &own, w)
+                Slots::new(b_src[..n].to_vec(), &own, lv_owned, w)
             } else {
-                Slots::grouped(&lv.leader, first, w)
+                Slots::grouped(&lv.leader, lv_owned, first, w)
             };
             let mut msg = Vec::with_capacity(slots.words);
             for (j, &gi) in lv.ands.iter().enumerate() {
@@ -203,14 +213,40 @@ impl GmwParty {
                 };
                 let (t, tb) = ((first + j) * w, slots.b[j] * w);
                 let (x, y) = (x as usize * w, y as usize * w);
-                msg.extend((0..w).map(|k| wires[x + k] ^ trip.a[t + k]));
-                if slots.own_e[j] {
-                    msg.extend((0..w).map(|k| wires[y + k] ^ trip.b[tb + k]));
+                // An AND of the parties' own bits: each opens only its own input.
+                let (send_d, send_e) = match slots.owned[j] {
+                    Some(p) => (p == party, p != party),
+                    None => (true, slots.own_e[j]),
+                };
+                // The broken variant's owned AND sends its input bit bare.
+                let bare = if faults.owned_unmasked && slots.owned[j].is_some() {
+                    0
+                } else {
+                    u64::MAX
+                };
+                if send_d {
+                    msg.extend((0..w).map(|k| wires[x + k] ^ (trip.a[t + k] & bare)));
+                }
+                if send_e {
+                    msg.extend((0..w).map(|k| wires[y + k] ^ (trip.b[tb + k] & bare)));
                 }
             }
             debug_assert_eq!(msg.len(), slots.words);
+            let early = net.carry_round == Some(li);
+            if early {
+                let t = &wires[net.outputs[0] as usize * w..][..w];
+                if faults.unmasked_outputs {
+                    msg.extend_from_slice(t);
+                } else {
+                    msg.extend(t.iter().zip(&dab.bits[..w]).map(|(t, r)| t ^ r));
+                }
+            }
             let theirs = swap(ch, &msg, "masked AND inputs")?;
             rounds += 1;
+            if early {
+                let at = slots.words;
+                carry.extend((at..at + w).map(|k| msg[k] ^ theirs[k]));
+            }
             and_level(
                 &mut wires,
                 w,
@@ -237,7 +273,7 @@ impl GmwParty {
                     sel: &sel,
                     faults,
                 };
-                let (result, r) = run.finish(ch, &wires, w, net, v)?;
+                let (result, r) = run.finish(ch, &wires, w, net, &carry, v)?;
                 rounds += r;
                 result
             }
@@ -283,37 +319,56 @@ impl SelectRun<'_> {
         wires: &[u64],
         w: usize,
         net: &Netlist,
+        carry: &[u64],
         v: &[u64],
     ) -> Result<(Vec<u64>, u64), ProtocolError> {
         let (p, sw, e, sel) = (self.p, self.sw as usize, v.len(), self.sel);
         let n_low = low_mask(p.n() as u32);
         let x = |i: usize| (v[i] & n_low) >> p.sh;
-        // X - a for element i: what this party opens of the truncated sum.
+        // Outputs: the carry (when sh > 0) first, opened in the chain's rounds, the sign last.
+        let s = net.outputs.len() - 1;
+        let one = self.party as u64;
+        // [t] = c_t + (1 - 2 c_t)[r_t], party 1 adding the public c_t; X + [t] is this
+        // party's share of the truncated sum with its carry.
+        let xt = |i: usize| {
+            let t = match carry.get(i / 64) {
+                Some(planes) => {
+                    let ct = (planes >> (i % 64)) & 1;
+                    let rt = self.dab.arith[i];
+                    (ct & one).wrapping_add(1u64.wrapping_sub(2 * ct).wrapping_mul(rt))
+                }
+                None => 0,
+            };
+            x(i).wrapping_add(t)
+        };
+        // X + t - a for element i: what this party opens of the truncated sum.
         let masked = |i: usize| {
             if self.faults.select_sum_unmasked {
-                x(i)
+                xt(i)
             } else {
-                x(i).wrapping_sub(sel.a[i])
+                xt(i).wrapping_sub(sel.a[i])
             }
         };
-        let mut msg = masked_outputs(wires, w, net, self.dab, self.faults.unmasked_outputs);
+        let sign_wire = &wires[net.outputs[s] as usize * w..][..w];
+        let mut msg: Vec<u64> = if self.faults.unmasked_outputs {
+            sign_wire.to_vec()
+        } else {
+            let r = &self.dab.bits[s * w..(s + 1) * w];
+            sign_wire.iter().zip(r).map(|(x, r)| x ^ r).collect()
+        };
         let nb = msg.len();
         msg.resize(nb + sw * w, 0);
         for word in 0..w {
             put_planes(&mut msg[nb..], w, word, &word_planes(e, word, masked)[..sw]);
         }
-        let theirs = swap(ch, &msg, "masked output bits and selection sum")?;
-        let opened = |o: usize, word: usize| msg[o * w + word] ^ theirs[o * w + word];
-        // Outputs: the carry term (when sh > 0) first, the sign last.
-        let (s, carry_term) = (net.outputs.len() - 1, !net.conversions.is_empty());
-        let one = self.party as u64;
+        let theirs = swap(ch, &msg, "masked sign and selection sum")?;
         let extend = self.out_bits > p.k;
         let k = p.k as usize;
         let mut result = Vec::with_capacity(e);
         let mut z_msg = vec![0u64; if extend { k * w } else { 0 }];
         for word in 0..w {
             let theirs_e = word_values(sw, |j| theirs[nb + j * w + word]);
-            let (sign, t_bits) = (opened(s, word), opened(0, word));
+            let sign = msg[word] ^ theirs[word];
             let mut z = [0u64; 64];
             for l in 0..(e - 64 * word).min(64) {
                 let i = 64 * word + l;
@@ -321,16 +376,9 @@ impl SelectRun<'_> {
                 let c = (sign >> l) & 1;
                 let rs = self.dab.arith[s * e + i];
                 let xr = ei.wrapping_mul(rs).wrapping_add(sel.ar[i]);
-                let xs = (c * x(i)).wrapping_add(1u64.wrapping_sub(2 * c).wrapping_mul(xr));
-                // [t ∧ ¬s] = c_t + (1 - 2 c_t)[r_t], party 1 adding the public c_t.
-                let t = if carry_term {
-                    let ct = (t_bits >> l) & 1;
-                    let rt = self.dab.arith[i];
-                    (ct & one).wrapping_add(1u64.wrapping_sub(2 * ct).wrapping_mul(rt))
-                } else {
-                    0
-                };
-                let y = x(i).wrapping_sub(xs).wrapping_add(t) & low_mask(self.sw);
+                let xti = xt(i);
+                let xs = (c * xti).wrapping_add(1u64.wrapping_sub(2 * c).wrapping_mul(xr));
+                let y = xti.wrapping_sub(xs) & low_mask(self.sw);
                 if !extend {
                     result.push(y);
                 } else if self.faults.extension_unmasked {
@@ -465,48 +513,59 @@ fn eval_free(wires: &mut [u64], w: usize, i: usize, g: Gate, party: u8) {
 /// Where each AND of a level finds its opened inputs in the level's message, and whose
 /// triple's `b` masks its second input: D for every AND, then E where the AND opens its own
 /// (it leads its group of ANDs sharing that input, [`crate::circuit::netlist::Level::leader`]);
-/// the others read their group's.
+/// the others read their group's. An AND of the parties' own bits
+/// ([`crate::circuit::netlist::Netlist::owned_ands`]) has one slot, where its first input's
+/// owner sends D and the other party E: the two messages keep one length.
 struct Slots {
-    /// Per AND: the word offset of its D and of its E.
+    /// Per AND: the word offset of its D and of its E (the same slot for an owned AND).
     d: Vec<usize>,
     e: Vec<usize>,
     /// Per AND: the run's index of the triple whose `b` masks its E, and whether it opens
     /// that E itself.
     b: Vec<usize>,
     own_e: Vec<bool>,
+    /// Per AND: `Some(p)` for an AND of the parties' own bits, p owning its first input.
+    owned: Vec<Option<u8>>,
     /// Words of the level's message.
     words: usize,
 }
 
 impl Slots {
-    /// The level's layout for triples `b` and groups `leader` (each AND's group's first AND,
-    /// which opens the group's E; the others read it).
-    fn new(b: Vec<usize>, leader: &[u32], w: usize) -> Slots {
+    /// The level's layout for triples `b`, groups `leader` (each AND's group's first AND,
+    /// which opens the group's E; the others read it) and owned ANDs `owned`.
+    fn new(b: Vec<usize>, leader: &[u32], owned: &[Option<u8>], w: usize) -> Slots {
         let n = b.len();
         let (mut d, mut e, mut own_e) = (Vec::new(), Vec::with_capacity(n), Vec::new());
         let mut words = 0;
         for (j, &l) in leader.iter().enumerate() {
+            let own = l as usize == j;
+            own_e.push(own);
+            if owned[j].is_some() {
+                d.push(words);
+                e.push(words);
+                words += w;
+                continue;
+            }
             d.push(words);
             words += w;
-            let own = l as usize == j;
             e.push(if own { words } else { e[l as usize] });
             words += if own { w } else { 0 };
-            own_e.push(own);
         }
         Slots {
             d,
             e,
             b,
             own_e,
+            owned: owned.to_vec(),
             words,
         }
     }
 
     /// The layout of a level whose first AND is the run's triple `first`: each AND's group's
     /// `b`, an E per group.
-    fn grouped(leader: &[u32], first: usize, w: usize) -> Slots {
+    fn grouped(leader: &[u32], owned: &[Option<u8>], first: usize, w: usize) -> Slots {
         let b = leader.iter().map(|&l| first + l as usize).collect();
-        Slots::new(b, leader, w)
+        Slots::new(b, leader, owned, w)
     }
 }
 
@@ -527,15 +586,39 @@ fn and_level(
     let both = if party == 0 { u64::MAX } else { 0 };
     for (j, &gi) in ands.iter().enumerate() {
         let (t, tb) = ((first + j) * w, slots.b[j] * w);
-        let (dm, em) = (&mine[slots.d[j]..], &mine[slots.e[j]..]);
-        let (dt, et) = (&theirs[slots.d[j]..], &theirs[slots.e[j]..]);
-        let dst = gi as usize * w;
-        for k in 0..w {
-            let d = dm[k] ^ dt[k];
-            let e = em[k] ^ et[k];
-            wires[dst + k] =
-                trip.c[t + k] ^ (d & trip.b[tb + k]) ^ (e & trip.a[t + k]) ^ (d & e & both);
+        let dst = &mut wires[gi as usize * w..(gi as usize + 1) * w];
+        let (a, b, c) = (&trip.a[t..t + w], &trip.b[tb..tb + w], &trip.c[t..t + w]);
+        match slots.owned[j] {
+            // One slot: D from the first input's owner, E from the other party.
+            Some(p) => {
+                let (from_d, from_e) = if p == party {
+                    (mine, theirs)
+                } else {
+                    (theirs, mine)
+                };
+                let (ds, es) = (&from_d[slots.d[j]..], &from_e[slots.e[j]..]);
+                and_words(dst, (a, b, c), both, |k| ds[k], |k| es[k]);
+            }
+            None => {
+                let (dm, em) = (&mine[slots.d[j]..], &mine[slots.e[j]..]);
+                let (dt, et) = (&theirs[slots.d[j]..], &theirs[slots.e[j]..]);
+                and_words(dst, (a, b, c), both, |k| dm[k] ^ dt[k], |k| em[k] ^ et[k]);
+            }
         }
+    }
+}
+
+/// One AND gate's output words from its triple's (a, b, c) and the opened D and E.
+fn and_words(
+    dst: &mut [u64],
+    (a, b, c): (&[u64], &[u64], &[u64]),
+    both: u64,
+    d: impl Fn(usize) -> u64,
+    e: impl Fn(usize) -> u64,
+) {
+    for (k, z) in dst.iter_mut().enumerate() {
+        let (d, e) = (d(k), e(k));
+        *z = c[k] ^ (d & b[k]) ^ (e & a[k]) ^ (d & e & both);
     }
 }
 
@@ -653,7 +736,7 @@ mod tests {
                 c: vec![c[p]],
             };
             let mut wires = vec![x[p], y[p], 0];
-            let slots = Slots::grouped(&[0], 0, 1);
+            let slots = Slots::grouped(&[0], &[None], 0, 1);
             and_level(
                 &mut wires,
                 1,
@@ -674,13 +757,13 @@ mod tests {
     /// level starts at triple 7 here); every AND opening its own E when told so.
     #[test]
     fn slots_open_one_e_per_group() {
-        let s = Slots::grouped(&[0, 0, 2, 0, 2], 7, 3);
+        let s = Slots::grouped(&[0, 0, 2, 0, 2], &[None; 5], 7, 3);
         assert_eq!(s.d, [0, 6, 9, 15, 18]);
         assert_eq!(s.e, [3, 3, 12, 3, 12]);
         assert_eq!(s.b, [7, 7, 9, 7, 9]);
         assert_eq!(s.own_e, [true, false, true, false, false]);
         assert_eq!(s.words, 21);
-        let s = Slots::new(vec![4; 3], &[0, 1, 2], 1);
+        let s = Slots::new(vec![4; 3], &[0, 1, 2], &[None; 3], 1);
         assert_eq!(
             (s.d, s.e, s.b, s.words),
             (vec![0, 2, 4], vec![1, 3, 5], vec![4; 3], 6)
@@ -703,7 +786,7 @@ mod tests {
         let (x1s, x2s, ys) = (sh(x1, r[0]), sh(x2, r[1]), sh(y, r[2]));
         let (a1s, a2s, bs) = (sh(a1, r[3]), sh(a2, r[4]), sh(b, r[5]));
         let (c1s, c2s) = (sh(c1, r[6]), sh(c2, r[7]));
-        let slots = Slots::grouped(&[0, 0], 0, 1);
+        let slots = Slots::grouped(&[0, 0], &[None; 2], 0, 1);
         let msg = |p: usize| vec![x1s[p] ^ a1s[p], ys[p] ^ bs[p], x2s[p] ^ a2s[p]];
         let z = [0, 1].map(|p| {
             let trip = AndTriples {
@@ -730,6 +813,46 @@ mod tests {
         // Party 1: c1 ⊕ D b1 ⊕ E a1 with D = x2 ⊕ a2, E = y ⊕ b (the second AND).
         let (d2, e) = (x2 ^ a2, y ^ b);
         assert_eq!(z[1][1], c2s[1] ^ (d2 & bs[1]) ^ (e & a2s[1]));
+    }
+
+    /// An AND of S1's bit x and S0's bit y, each party's own: `a` is S1's alone, `b` S0's
+    /// alone, and the one slot holds S1's D = x ⊕ a and S0's E = y ⊕ b. All four input
+    /// combinations in lanes 0-3, each party's share pinned. Reading the slot as D ⊕ E,
+    /// or taking D from the wrong party, breaks the sum.
+    #[test]
+    fn an_and_of_the_parties_own_bits_opens_one_bit_each() {
+        let (x, y) = (0b1010u64, 0b1100u64);
+        let (a, b, r) = (0b0110u64, 0b0011u64, 0b1001u64);
+        // Party p's (a, b, c) shares and its own input wires (x is S1's, y S0's).
+        let trip = |p: usize| AndTriples {
+            a: vec![[0, a][p]],
+            b: vec![[b, 0][p]],
+            c: vec![[(a & b) ^ r, r][p]],
+        };
+        let msg = |p: usize| vec![[y ^ b, x ^ a][p]];
+        let slots = Slots::grouped(&[0], &[Some(1)], 0, 1);
+        assert_eq!(slots.words, 1);
+        let z = [0usize, 1].map(|p| {
+            let mut wires = vec![[0, x][p], [y, 0][p], 0];
+            let tr = trip(p);
+            and_level(
+                &mut wires,
+                1,
+                &[2],
+                &slots,
+                &msg(p),
+                &msg(1 - p),
+                &tr,
+                0,
+                p as u8,
+            );
+            wires[2]
+        });
+        assert_eq!(z[0] ^ z[1], x & y);
+        // D = x ⊕ a = 0b1100, E = y ⊕ b = 0b1111: z0 = c0 ⊕ D b ⊕ D E, z1 = c1 ⊕ E a.
+        let (d, e) = (x ^ a, y ^ b);
+        assert_eq!(z[0], (a & b) ^ r ^ (d & b) ^ (d & e));
+        assert_eq!(z[1], r ^ (e & a));
     }
 
     #[test]
@@ -783,6 +906,7 @@ mod tests {
             levels: Vec::new(),
             n: 0,
             select: None,
+            carry_round: None,
         }
     }
 

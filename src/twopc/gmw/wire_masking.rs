@@ -1,8 +1,9 @@
 //! Per-wire masking of the boolean engine (issue 31, item 1). What a server learns in a run is,
 //! per round, its own message XOR the peer's: the opened `D = x ⊕ a`, `E = y ⊕ b` of every AND
-//! gate of the level, then every output bit (XOR its daBit, or an edaBit-masked sum bit); a
-//! ReLU's selection also opens, as sums, its truncated sum `X - a` and its result `y + r`
-//! (each bit of them a wire here).
+//! gate of the level (an AND of the parties' own bits: the peer's masked bit), then every
+//! output bit (XOR its daBit, or an edaBit-masked sum bit; a ReLU's carry in a round of its
+//! chain); a ReLU's selection also opens, as sums, its truncated sum `X + t - a` and its
+//! result `y + r` (each bit of them a wire here).
 //! Each opened bit is a *wire* here, observed over many elements and runs. For any inputs,
 //! every wire must be uniform, equal in distribution between two secrets, and independent of
 //! every other wire (the XOR of any two is uniform).
@@ -145,6 +146,37 @@ fn opened_planes(c: &Circ, f: usize, mine: &[u64], theirs: &[u64], w: usize) -> 
         .zip(theirs)
         .map(|(a, b)| a ^ b)
         .collect();
+    // An AND of the parties' own bits has one slot, where each party sends its own input
+    // masked: what party 0 learns there is S1's half alone.
+    let owned = net.owned_ands();
+    let levels = net
+        .levels
+        .iter()
+        .enumerate()
+        .filter(|l| !l.1.ands.is_empty());
+    let first: usize = levels.clone().take(f).map(|l| l.1.ands.len()).sum();
+    let level = levels.clone().nth(f).filter(|(_, lv)| {
+        let n = lv.ands.len();
+        owned[first..first + n].iter().any(Option::is_some)
+    });
+    if let Some((li, lv)) = level {
+        // A ReLU's carry is opened under its daBit after the slots (XORed).
+        let mut at = 0;
+        let carry = usize::from(net.carry_round == Some(li));
+        for (j, &l) in lv.leader.iter().enumerate() {
+            if owned[first + j].is_some() {
+                out[at * w..(at + 1) * w].copy_from_slice(&theirs[at * w..(at + 1) * w]);
+                at += 1;
+            } else {
+                at += 1 + usize::from(l as usize == j);
+            }
+        }
+        assert_eq!(
+            (at + carry) * w,
+            mine.len(),
+            "frame {f} is the level's slots"
+        );
+    }
     if added > 0 {
         let at = xored * w;
         let values = |m: &[u64]| unslice(added, ELEMENTS, |j, word| m[at + j * w + word]);
@@ -310,13 +342,17 @@ fn every_opened_wire_is_uniform_independent_and_secret_free() {
 /// uniform alone, but equal to an opened sum bit), a reused edaBit half makes two opened
 /// sum bits equal, a `b` shared by ANDs with different second inputs makes their two E
 /// equal up to a constant, a ReLU selection's sum or result opened without its mask shows
-/// its value. An AND triple reused across levels even keeps the result exact, so only these
+/// its value, and so does an AND of the parties' own bits opened without its masks. An AND triple reused across levels even keeps the result exact, so only these
 /// tests can see it.
 #[test]
 fn negative_controls_broken_masks_are_caught_per_wire() {
     for (name, circ, secrets) in cases() {
         let relu = matches!(circ.0, ActCircuit::Relu(_));
         let extends = relu && name != "graph max at k" && name != "CNN ReLU below k";
+        let owns = Netlist::record(&circ.0)
+            .owned_ands()
+            .iter()
+            .any(Option::is_some);
         for (broken, expect) in [
             (Broken::AndTripleReusedAcrossLevels, Failed::CorrelatedPair),
             (Broken::OutputOpenedWithoutDaBit, Failed::BiasedWire),
@@ -324,6 +360,7 @@ fn negative_controls_broken_masks_are_caught_per_wire() {
             (Broken::BSharedAcrossInputs, Failed::CorrelatedPair),
             (Broken::SelectSumUnmasked, Failed::BiasedWire),
             (Broken::ExtensionUnmasked, Failed::BiasedWire),
+            (Broken::OwnedInputUnmasked, Failed::BiasedWire),
         ] {
             let f = failure(&circ, &secrets, Some(broken));
             let cannot_show = match broken {
@@ -335,6 +372,7 @@ fn negative_controls_broken_masks_are_caught_per_wire() {
                 Broken::EdaHighPartReused => relu,
                 Broken::SelectSumUnmasked => !relu,
                 Broken::ExtensionUnmasked => !extends,
+                Broken::OwnedInputUnmasked => !owns,
                 _ => false,
             };
             if cannot_show {
