@@ -384,7 +384,7 @@ fn a_wrong_weight_share_breaks_exactness() {
 #[test]
 fn traffic_is_what_the_protocol_says() {
     // Per layer: the masked input map (each way, packed at the layer's opening width: ws + k
-    // bits for a hidden layer, 64 for the last); the weights once;
+    // bits for a hidden layer, the output's out_bits for the last); the weights once;
     // the ReLU circuits: the boolean engine sends 2 bits per AND (1 + 1/group in a group
     // sharing an input), 1 per output bit, and its selection's k-bit sum.
     let m = random_cnn(&[1, 8, 8, 1], 3, 21, meta(true));
@@ -399,7 +399,11 @@ fn traffic_is_what_the_protocol_says() {
     assert_exact(&o, "traffic case");
     let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
     let hw = (h * w) as u64;
-    let (hidden, last) = (CnnFixed::default().ws + CnnFixed::default().k, 64);
+    let (hidden, last) = (
+        CnnFixed::default().ws + CnnFixed::default().k,
+        CnnFixed::default().out_bits(),
+    );
+    assert_eq!(last, 33, "the output held at s + ws + 10 bits");
     assert_eq!(
         (0..3).map(|l| plan.open_bits(l)).collect::<Vec<_>>(),
         [hidden, hidden, last]

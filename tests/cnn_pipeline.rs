@@ -223,7 +223,8 @@ fn deal_check_serve_compare(
 fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
     let (h, ts) = ppdenoise::formats::triplet_stream::open(&d.path("triplets.p1"), 1).unwrap();
     let hw = 21 * 21u64;
-    let (hidden, last) = (13 + 18, 64);
+    // The last layer's product is the output, held mod 2^(s + ws + 10).
+    let (hidden, last) = (13 + 18, 10 + 13 + 10);
     let mut want = (6 * hw + 5 * hw) * hidden + hw * last;
     let mut values = 12 * hw;
     if engine == "gmw" {

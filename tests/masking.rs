@@ -1197,14 +1197,15 @@ fn cnn_messages_do_not_depend_on_the_image() {
         let (oa, ob) = (opened_values_in(&a[0], &wa), opened_values_in(&b[0], &wa));
         let oa: Vec<&[u8]> = oa.iter().skip(1).map(|v| v.as_slice()).collect();
         let ob: Vec<&[u8]> = ob.iter().skip(1).map(|v| v.as_slice()).collect();
-        // Packed openings and the last layer's 64-bit one are all among them (the last
+        // Packed openings, the last layer's at the output's width among them (the last
         // layer reads a map of the hidden layers' size, the largest packed one).
         assert!(oa.iter().filter(|o| wa.contains_key(&o.len())).count() >= 2);
         let hidden = wa.values().map(|w| w.0).max().unwrap();
-        // The boolean engine opens the last layer's map in two pieces (k and 64 - k bits).
+        // The boolean engine opens the last layer's map in two pieces (k and out_bits - k).
+        let out_bits = ppdenoise::ring::cnn::CnnFixed::default().out_bits();
         let last = match engine {
-            EngineKind::Gc => 8 * hidden,
-            EngineKind::Gmw => ppdenoise::corr::pack::packed_len(hidden, 64 - 18),
+            EngineKind::Gc => ppdenoise::corr::pack::packed_len(hidden, out_bits),
+            EngineKind::Gmw => ppdenoise::corr::pack::packed_len(hidden, out_bits - 18),
         };
         assert!(
             oa.iter().any(|o| o.len() == last),

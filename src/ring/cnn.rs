@@ -48,6 +48,11 @@ impl Default for CnnFixed {
     }
 }
 
+/// The least signed range of a CNN's output, in bits at its real scale: ±512, where a
+/// denoised image's values are about 0..1 (0..255 / 255) and a CT's, outside its window,
+/// a few units.
+pub const OUT_RANGE_BITS: u32 = 10;
+
 impl CnnFixed {
     /// The settings a model's file recommends (measured for it), else the defaults.
     pub fn for_model(model: &Cnn) -> CnnFixed {
@@ -61,9 +66,28 @@ impl CnnFixed {
         crate::model::cnn::check_fixed_point(self.s, self.ws, self.k)
     }
 
-    /// Scale of the output values (the canvas the receiver decodes).
+    /// Bits of the output the receiver reads: the network's output (at scale s + ws) is
+    /// held mod 2^out_bits, at least the activations' range ±2^(k - 1 - s) and at least
+    /// ±2^(OUT_RANGE_BITS - 1) (an image's values are about 0..1 at this scale), so that
+    /// the last layer's input is opened at about the width of every other layer's, not at
+    /// 64 (docs/protocol.md, "Ring width"). The oracle counts an output outside it as out
+    /// of range, as it counts a hidden value outside k bits.
+    pub fn out_bits(&self) -> u32 {
+        (self.ws + self.k)
+            .max(self.s + self.ws + OUT_RANGE_BITS)
+            .min(64)
+    }
+
+    /// How far the output is shifted left so that its out_bits fill the 64-bit word: the
+    /// receiver adds the two shares and reads a signed value, with no sign extension of its
+    /// own, and the bits above out_bits, which the shares do not agree on, are gone.
+    pub fn out_shift(&self) -> u32 {
+        64 - self.out_bits()
+    }
+
+    /// Scale of the output values (the canvas the receiver decodes): s + ws, shifted.
     pub fn out_scale(&self) -> u32 {
-        self.s + self.ws
+        self.s + self.ws + self.out_shift()
     }
 }
 
@@ -266,21 +290,53 @@ impl CnnPlan {
     }
 
     /// Bits of layer `l`'s masked-input opening: a hidden layer's output only reaches its
-    /// ReLU circuit, which reads it mod 2^(ws + k); the last layer's is the output, needed
-    /// whole (docs/protocol.md, "Ring width").
+    /// ReLU circuit, which reads it mod 2^(ws + k); the last layer's is the output, read
+    /// mod 2^out_bits (docs/protocol.md, "Ring width").
     pub fn open_bits(&self, l: usize) -> u32 {
         self.product_bits(l)
     }
 
     /// Bits of layer `l`'s product (its pre-activation map) that its readers read: a hidden
     /// layer's only its ReLU circuit, mod 2^(ws + k); the last layer's is the output, read
-    /// whole. The width of the dealer's explicit C of the layer's matrix triples.
+    /// mod 2^[`CnnFixed::out_bits`]. The width of the dealer's explicit C of the layer's
+    /// matrix triples.
     pub fn product_bits(&self, l: usize) -> u32 {
         if l + 1 < self.layers.len() {
             (self.params.ws + self.params.k).min(64)
         } else {
-            64
+            self.params.out_bits()
         }
+    }
+
+    /// The job's output from the last layer's map `z` (or shares of it; linear, so each
+    /// party applies it to its own): subtracted from the shifted input `resid` for a
+    /// residual model, shifted left by [`CnnFixed::out_shift`], and laid out as the
+    /// ih x iw image. Returns it and how many of its values lie outside the signed
+    /// out_bits range (plain values only: those the shift wraps).
+    pub fn output_of(
+        &self,
+        mut z: Vec<u64>,
+        resid: &[u64],
+        ih: usize,
+        iw: usize,
+    ) -> (Vec<u64>, u64) {
+        let p = self.params;
+        if self.residual {
+            for (o, &i) in z.iter_mut().zip(resid) {
+                *o = (i << p.ws).wrapping_sub(*o);
+            }
+        }
+        let sh = p.out_shift();
+        let mut wrapped = 0;
+        for v in z.iter_mut() {
+            let out = *v << sh;
+            wrapped += u64::from(((out as i64) >> sh) as u64 != *v);
+            *v = out;
+        }
+        (
+            self.frame.image_from_stack_of(self.colours(), &z, ih, iw),
+            wrapped,
+        )
     }
 
     /// Bits of hidden layer `l`'s ReLU outputs (the activation map) that their reader reads:
@@ -386,7 +442,8 @@ pub fn encode_image(image: &Array2<f64>, map: &[f64], pre: &Preprocess, s: u32) 
 pub struct CnnOracleRun {
     /// Image-sized output at the plan's out_scale.
     pub output: Vec<u64>,
-    /// Truncated pre-activations outside the k-bit signed range.
+    /// Truncated pre-activations outside the k-bit signed range, and outputs outside the
+    /// out_bits signed range ([`CnnPlan::output_of`]).
     pub out_of_range: u64,
 }
 
@@ -439,14 +496,10 @@ fn run_in_blocks(plan: &CnnPlan, h: usize, w: usize, input: &[u64], target: usiz
         );
         std::mem::swap(&mut x, &mut next);
     }
-    if plan.residual {
-        for (o, &i) in x.iter_mut().zip(&resid) {
-            *o = (i << p.ws).wrapping_sub(*o);
-        }
-    }
+    let (output, wrapped) = plan.output_of(x, &resid, ih, iw);
     CnnOracleRun {
-        output: plan.frame.image_from_stack_of(plan.colours(), &x, ih, iw),
-        out_of_range,
+        output,
+        out_of_range: out_of_range + wrapped,
     }
 }
 
@@ -561,15 +614,66 @@ mod tests {
             }
             x = next;
         }
-        if plan.residual {
-            for (o, &i) in x.iter_mut().zip(&resid) {
-                *o = (i << p.ws).wrapping_sub(*o);
-            }
-        }
+        let (output, wrapped) = plan.output_of(x, &resid, h, w);
         CnnOracleRun {
-            output: plan.frame.image_from_stack_of(plan.colours(), &x, h, w),
-            out_of_range,
+            output,
+            out_of_range: out_of_range + wrapped,
         }
+    }
+
+    /// The output is held mod 2^out_bits at the word's top: values inside the signed range
+    /// keep every bit (decoded at out_scale they are the values at s + ws), values outside
+    /// it wrap and are counted; the residual comes first. FFDNet's and the default settings.
+    #[test]
+    fn the_output_is_held_at_out_bits_and_a_wrap_is_counted() {
+        let ffd = CnnFixed {
+            s: 13,
+            ws: 14,
+            k: 20,
+        };
+        assert_eq!(
+            (ffd.out_bits(), ffd.out_shift(), ffd.out_scale()),
+            (37, 27, 54)
+        );
+        let def = CnnFixed::default();
+        assert_eq!((def.out_bits(), def.out_scale()), (33, 54));
+        // A wide k: ws + k bounds it.
+        let wide = CnnFixed {
+            s: 8,
+            ws: 12,
+            k: 30,
+        };
+        assert_eq!(wide.out_bits(), 42);
+        let meta = CnnMeta {
+            sigma: 25.0,
+            residual: false,
+        };
+        let m = random_cnn(&[1, 1], 1, 3, meta);
+        let plan = CnnPlan::from_cnn(&m, ffd).unwrap();
+        let top = (1u64 << 36) - 1;
+        let z = vec![
+            0,
+            5,
+            top,
+            top + 1,
+            3u64.wrapping_neg(),
+            (1u64 << 36).wrapping_neg(),
+            (1u64 << 36).wrapping_neg() - 1,
+            1 << 40,
+        ];
+        let (out, wrapped) = plan.output_of(z.clone(), &[], 1, z.len());
+        assert_eq!(wrapped, 3, "2^36, -2^36 - 1 and 2^40 leave 37 signed bits");
+        for (i, (&o, &v)) in out.iter().zip(&z).enumerate() {
+            let back = ((o as i64) >> 27) as u64;
+            assert_eq!(back == v, ![3, 6, 7].contains(&i), "value {i}");
+            assert_eq!(o & ((1 << 27) - 1), 0);
+        }
+        assert_eq!(decode(out[1], ffd.out_scale()), decode(5, ffd.s + ffd.ws));
+        // A residual model subtracts from the input shifted by ws first.
+        let mut r = CnnPlan::from_cnn(&m, ffd).unwrap();
+        r.residual = true;
+        let (out, wrapped) = r.output_of(vec![7], &[2], 1, 1);
+        assert_eq!((out, wrapped), (vec![((2u64 << 14) - 7) << 27], 0));
     }
 
     /// Parallel row blocks of every size give the serial oracle's bits, out-of-range counts

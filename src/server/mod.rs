@@ -117,8 +117,10 @@ pub const LEAD_LEN: usize = 32;
 /// last field: bumped whenever a message changes, so that servers of two builds that would
 /// send different messages refuse each other before the job instead of failing in it.
 /// 2: CNN and graph jobs open their masked maps at their readers' width, packed (issue 51);
-/// builds before it carried none.
-pub const WIRE_REVISION: u32 = 2;
+/// builds before it carried none. 3: the boolean engine's ReLU opens its first carry's AND
+/// one bit a direction and its carry in the chain's rounds, and a CNN's last layer opens its
+/// input at the output's width, not at 64 bits (issue 51).
+pub const WIRE_REVISION: u32 = 3;
 
 /// The session tag after its ids and lead digest: "<mask>/<engine>/wire<N>".
 fn tag_tail(mask_field: &str, engine_kind: crate::corr::engine_kind::EngineKind) -> String {

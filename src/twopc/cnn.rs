@@ -130,7 +130,8 @@ pub(crate) fn open_extending(
     Ok(z)
 }
 
-/// Runs the job; returns this party's share of the output image (scale s + ws).
+/// Runs the job; returns this party's share of the output image (at the plan's out_scale:
+/// [`CnnPlan::output_of`]).
 pub fn run(
     ch: &mut dyn Channel,
     mut inp: CnnJobInputs<'_>,
@@ -258,12 +259,8 @@ pub fn run(
             rep.seconds_nonlinear += fig.seconds_nonlinear;
             fig.relus = z.len() as u64;
         } else {
-            if plan.residual {
-                for (o, &i) in z.iter_mut().zip(&resid) {
-                    *o = (i << p.ws).wrapping_sub(*o);
-                }
-            }
-            x = plan.frame.image_from_stack_of(plan.colours(), &z, ih, iw);
+            // Shares: the wrap count means nothing here.
+            x = plan.output_of(z, &resid, ih, iw).0;
         }
         let (link2, eng2) = (ch.stats(), engine.counters());
         fig.circuit_bytes_sent = link2.bytes_sent - link1.bytes_sent;
