@@ -728,20 +728,31 @@ mod tests {
 
     /// The AND gate of wires 0 and 1 into wire 2 for both parties; returns (z0, z1).
     fn and_both(x: [u64; 2], y: [u64; 2], a: [u64; 2], b: [u64; 2], c: [u64; 2]) -> [u64; 2] {
+        let slots = Slots::grouped(&[0], &[None], 0, 1);
         let msg = |p: usize| vec![x[p] ^ a[p], y[p] ^ b[p]];
+        one_and(&slots, [x, y], [a, b, c], msg)
+    }
+
+    /// One AND of wires 0 and 1 into wire 2, laid out by `slots`, for both parties, from
+    /// their input shares `xy`, triple shares `abc` and messages `msg(p)`; returns (z0, z1).
+    fn one_and(
+        slots: &Slots,
+        xy: [[u64; 2]; 2],
+        abc: [[u64; 2]; 3],
+        msg: impl Fn(usize) -> Vec<u64>,
+    ) -> [u64; 2] {
         [0, 1].map(|p| {
             let trip = AndTriples {
-                a: vec![a[p]],
-                b: vec![b[p]],
-                c: vec![c[p]],
+                a: vec![abc[0][p]],
+                b: vec![abc[1][p]],
+                c: vec![abc[2][p]],
             };
-            let mut wires = vec![x[p], y[p], 0];
-            let slots = Slots::grouped(&[0], &[None], 0, 1);
+            let mut wires = vec![xy[0][p], xy[1][p], 0];
             and_level(
                 &mut wires,
                 1,
                 &[2],
-                &slots,
+                slots,
                 &msg(p),
                 &msg(1 - p),
                 &trip,
@@ -823,31 +834,12 @@ mod tests {
     fn an_and_of_the_parties_own_bits_opens_one_bit_each() {
         let (x, y) = (0b1010u64, 0b1100u64);
         let (a, b, r) = (0b0110u64, 0b0011u64, 0b1001u64);
-        // Party p's (a, b, c) shares and its own input wires (x is S1's, y S0's).
-        let trip = |p: usize| AndTriples {
-            a: vec![[0, a][p]],
-            b: vec![[b, 0][p]],
-            c: vec![[(a & b) ^ r, r][p]],
-        };
+        // The parties' (a, b, c) shares and input wires (x is S1's, y S0's).
+        let abc = [[0, a], [b, 0], [(a & b) ^ r, r]];
         let msg = |p: usize| vec![[y ^ b, x ^ a][p]];
         let slots = Slots::grouped(&[0], &[Some(1)], 0, 1);
         assert_eq!(slots.words, 1);
-        let z = [0usize, 1].map(|p| {
-            let mut wires = vec![[0, x][p], [y, 0][p], 0];
-            let tr = trip(p);
-            and_level(
-                &mut wires,
-                1,
-                &[2],
-                &slots,
-                &msg(p),
-                &msg(1 - p),
-                &tr,
-                0,
-                p as u8,
-            );
-            wires[2]
-        });
+        let z = one_and(&slots, [[0, x], [y, 0]], abc, msg);
         assert_eq!(z[0] ^ z[1], x & y);
         // D = x ⊕ a = 0b1100, E = y ⊕ b = 0b1111: z0 = c0 ⊕ D b ⊕ D E, z1 = c1 ⊕ E a.
         let (d, e) = (x ^ a, y ^ b);
