@@ -561,9 +561,9 @@ mod tests {
 
     /// The boolean engine's ReLU netlist is the sign circuit: per element its outputs are
     /// [`crate::circuit::activation::relu_sign_ref`]'s, and finishing in the ring as the
-    /// engine does, `((g >> sh) + (e >> sh)) (1 - s) + t mod 2^k`, gives the ReLU of the
-    /// exact truncation. n - 1 ANDs for the carries and one for the carry term (none when
-    /// sh = 0), one per depth, none sharing an input.
+    /// engine does, `((g >> sh) + (e >> sh) + t) (1 - s) mod 2^k` with the carry t opened in
+    /// round sh, gives the ReLU of the exact truncation. n - 1 ANDs for the carries, one per
+    /// depth, none sharing an input, the first of the two parties' own bits.
     #[test]
     fn a_relu_is_recorded_as_its_sign_and_finished_in_the_ring() {
         use crate::circuit::activation::{relu_out_ref, relu_sign_ref};

@@ -9,12 +9,15 @@
 //! 2. One round per AND depth: for every AND gate of the level and every element, each party
 //!    sends d = x ⊕ a, and e = y ⊕ b once per group of the level's ANDs sharing their second
 //!    input y, whose triples share b (`Level::leader`): 2 bits per AND per element per
-//!    direction, 1 + 1/group in a group (a ReLU's selection). The netlist includes the edaBit
-//!    conversions' adders (see [`Conversion`]).
+//!    direction, 1 + 1/group in a group, 1 for an AND of the two parties' own input bits
+//!    (each opens only its own: [`Netlist::owned_ands`]). The netlist includes the edaBit
+//!    conversions' adders (see [`Conversion`]). A ReLU's carry into bit sh is opened under
+//!    its daBit in the round of the chain's AND after it is made ([`Netlist::carry_round`]).
 //! 3. One round for the outputs: each party sends its share of every output bit, XORed with
 //!    its daBit share for a masked output (1 bit per output bit per element per direction);
 //!    then [out] = c + (1 - 2c)[r] with the daBit's additive share [r], or
-//!    [y] = c - [r] + 2^m [carry] for an edaBit-converted group.
+//!    [y] = c - [r] + 2^m [carry] for an edaBit-converted group. A ReLU opens its sign and
+//!    its selection's masked sum instead ([`SelectRun`]).
 
 use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
@@ -291,10 +294,10 @@ impl GmwParty {
 }
 
 /// The ring half of a ReLU finished by selection (docs/protocol.md, "The ReLU by
-/// selection"): the circuit gave XOR shares of the carry term `t = carry ∧ ¬sign` and of
-/// the sign `s`; with `X` this party's n-bit input share shifted right by sh (the parties'
-/// X add up to the truncated sum less its carry),
-/// `y = X (1 - s) + t mod 2^sw`, then extended to the readers' width.
+/// selection"): the chain's rounds opened the carry `t` into bit sh under its daBit, and
+/// the circuit gave XOR shares of the sign `s`; with `X` this party's n-bit input share
+/// shifted right by sh (the parties' X add up to the truncated sum less its carry) and
+/// `X' = X + [t]`, `y = X' (1 - s) mod 2^sw`, then extended to the readers' width.
 struct SelectRun<'a> {
     p: TruncParams,
     /// The width of the product and of the daBits' shares: min(k, out_bits).
@@ -307,9 +310,10 @@ struct SelectRun<'a> {
 }
 
 impl SelectRun<'_> {
-    /// One round: the outputs masked by their daBits and `X - a` (bit-sliced, sw bits an
-    /// element), opened together; `X s = c X + (1 - 2c)(e [r_s] + [a r_s])` with `c = s ⊕ r_s`
-    /// and `e = X0 + X1 - a` opened. Then, when out_bits > k, one more: `z = y + r mod 2^k`
+    /// One round: the sign masked by its daBit and `X' - a` (bit-sliced, sw bits an
+    /// element), opened together; `X' s = c X' + (1 - 2c)(e [r_s] + [a r_s])` with
+    /// `c = s ⊕ r_s` and `e = X' - a` opened (`carry`: the opened `t ⊕ r_t`, w words, none
+    /// when sh = 0). Then, when out_bits > k, one more: `z = y + r mod 2^k`
     /// opened and `[y] = z - [r] + 2^k (1 - msb z) [msb r]` (y < 2^(k-1), so y + r wraps
     /// past 2^k exactly when r's top bit is set and z's is not). Returns the shares and the
     /// rounds.
@@ -323,6 +327,12 @@ impl SelectRun<'_> {
         v: &[u64],
     ) -> Result<(Vec<u64>, u64), ProtocolError> {
         let (p, sw, e, sel) = (self.p, self.sw as usize, v.len(), self.sel);
+        // A carry opened in another round, or not opened, would be a wrong sum, silently.
+        assert_eq!(
+            carry.len(),
+            if p.sh > 0 { w } else { 0 },
+            "the opened carry"
+        );
         let n_low = low_mask(p.n() as u32);
         let x = |i: usize| (v[i] & n_low) >> p.sh;
         // Outputs: the carry (when sh > 0) first, opened in the chain's rounds, the sign last.

@@ -147,7 +147,8 @@ fn opened_planes(c: &Circ, f: usize, mine: &[u64], theirs: &[u64], w: usize) -> 
         .map(|(a, b)| a ^ b)
         .collect();
     // An AND of the parties' own bits has one slot, where each party sends its own input
-    // masked: what party 0 learns there is S1's half alone.
+    // masked: what party 0 learns there is S1's half alone, and what S1 learns is S0's half
+    // alone, judged too (as one more wire of the frame).
     let owned = net.owned_ands();
     let levels = net
         .levels
@@ -163,9 +164,11 @@ fn opened_planes(c: &Circ, f: usize, mine: &[u64], theirs: &[u64], w: usize) -> 
         // A ReLU's carry is opened under its daBit after the slots (XORed).
         let mut at = 0;
         let carry = usize::from(net.carry_round == Some(li));
+        let mut s1_learns = Vec::new();
         for (j, &l) in lv.leader.iter().enumerate() {
             if owned[first + j].is_some() {
                 out[at * w..(at + 1) * w].copy_from_slice(&theirs[at * w..(at + 1) * w]);
+                s1_learns.extend_from_slice(&mine[at * w..(at + 1) * w]);
                 at += 1;
             } else {
                 at += 1 + usize::from(l as usize == j);
@@ -176,6 +179,7 @@ fn opened_planes(c: &Circ, f: usize, mine: &[u64], theirs: &[u64], w: usize) -> 
             mine.len(),
             "frame {f} is the level's slots"
         );
+        out.extend(s1_learns);
     }
     if added > 0 {
         let at = xored * w;
