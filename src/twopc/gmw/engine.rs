@@ -237,12 +237,7 @@ impl GmwParty {
             debug_assert_eq!(msg.len(), slots.words);
             let early = net.carry_round == Some(li);
             if early {
-                let t = &wires[net.outputs[0] as usize * w..][..w];
-                if faults.unmasked_outputs {
-                    msg.extend_from_slice(t);
-                } else {
-                    msg.extend(t.iter().zip(&dab.bits[..w]).map(|(t, r)| t ^ r));
-                }
+                push_masked(&mut msg, &wires, w, net.outputs[0], Some((&dab, 0)), faults);
             }
             let theirs = swap(ch, &msg, "masked AND inputs")?;
             rounds += 1;
@@ -359,13 +354,9 @@ impl SelectRun<'_> {
                 xt(i).wrapping_sub(sel.a[i])
             }
         };
-        let sign_wire = &wires[net.outputs[s] as usize * w..][..w];
-        let mut msg: Vec<u64> = if self.faults.unmasked_outputs {
-            sign_wire.to_vec()
-        } else {
-            let r = &self.dab.bits[s * w..(s + 1) * w];
-            sign_wire.iter().zip(r).map(|(x, r)| x ^ r).collect()
-        };
+        let mut msg = Vec::with_capacity((1 + sw) * w);
+        let sign = (self.dab, s);
+        push_masked(&mut msg, wires, w, net.outputs[s], Some(sign), self.faults);
         let nb = msg.len();
         msg.resize(nb + sw * w, 0);
         for word in 0..w {
@@ -526,18 +517,18 @@ fn eval_free(wires: &mut [u64], w: usize, i: usize, g: Gate, party: u8) {
 /// the others read their group's. An AND of the parties' own bits
 /// ([`crate::circuit::netlist::Netlist::owned_ands`]) has one slot, where its first input's
 /// owner sends D and the other party E: the two messages keep one length.
-struct Slots {
+pub(super) struct Slots {
     /// Per AND: the word offset of its D and of its E (the same slot for an owned AND).
-    d: Vec<usize>,
+    pub(super) d: Vec<usize>,
     e: Vec<usize>,
     /// Per AND: the run's index of the triple whose `b` masks its E, and whether it opens
     /// that E itself.
     b: Vec<usize>,
     own_e: Vec<bool>,
     /// Per AND: `Some(p)` for an AND of the parties' own bits, p owning its first input.
-    owned: Vec<Option<u8>>,
+    pub(super) owned: Vec<Option<u8>>,
     /// Words of the level's message.
-    words: usize,
+    pub(super) words: usize,
 }
 
 impl Slots {
@@ -573,7 +564,7 @@ impl Slots {
 
     /// The layout of a level whose first AND is the run's triple `first`: each AND's group's
     /// `b`, an E per group.
-    fn grouped(leader: &[u32], owned: &[Option<u8>], first: usize, w: usize) -> Slots {
+    pub(super) fn grouped(leader: &[u32], owned: &[Option<u8>], first: usize, w: usize) -> Slots {
         let b = leader.iter().map(|&l| first + l as usize).collect();
         Slots::new(b, leader, owned, w)
     }
@@ -657,20 +648,36 @@ fn masked_outputs(
 ) -> Vec<u64> {
     let mut msg = Vec::with_capacity(net.outputs.len() * w);
     let mut d = 0;
+    let faults = Faults {
+        unmasked_outputs: broken_unmasked,
+        ..Faults::default()
+    };
     for (&o, &masked) in net.outputs.iter().zip(&net.masked) {
-        let src = &wires[o as usize * w..(o as usize + 1) * w];
-        if masked && broken_unmasked {
-            msg.extend_from_slice(src);
-            d += 1;
-        } else if masked {
-            let r = &dab.bits[d * w..(d + 1) * w];
-            msg.extend(src.iter().zip(r).map(|(x, r)| x ^ r));
-            d += 1;
-        } else {
-            msg.extend_from_slice(src);
-        }
+        push_masked(&mut msg, wires, w, o, masked.then_some((dab, d)), faults);
+        d += usize::from(masked);
     }
     msg
+}
+
+/// Appends output wire `o` (w words) to `msg`, XORed with daBit `d`'s bits when `dab` gives
+/// one (an output already masked by an edaBit goes as it is; so does a masked one in the
+/// broken variant that drops the daBits).
+fn push_masked(
+    msg: &mut Vec<u64>,
+    wires: &[u64],
+    w: usize,
+    o: u32,
+    dab: Option<(&DaBits, usize)>,
+    faults: Faults,
+) {
+    let src = &wires[o as usize * w..(o as usize + 1) * w];
+    match dab {
+        Some((dab, d)) if !faults.unmasked_outputs => {
+            let r = &dab.bits[d * w..(d + 1) * w];
+            msg.extend(src.iter().zip(r).map(|(x, r)| x ^ r));
+        }
+        _ => msg.extend_from_slice(src),
+    }
 }
 
 impl Nonlinear for GmwParty {

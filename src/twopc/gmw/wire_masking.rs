@@ -16,7 +16,7 @@
 
 use std::thread;
 
-use super::engine::{Broken, GmwParty};
+use super::engine::{Broken, GmwParty, Slots};
 use crate::circuit::activation::{relu_out_ref, ActCircuit, TruncParams};
 use crate::circuit::bitslice::{slice, unslice};
 use crate::circuit::netlist::Netlist;
@@ -161,21 +161,20 @@ fn opened_planes(c: &Circ, f: usize, mine: &[u64], theirs: &[u64], w: usize) -> 
         owned[first..first + n].iter().any(Option::is_some)
     });
     if let Some((li, lv)) = level {
-        // A ReLU's carry is opened under its daBit after the slots (XORed).
-        let mut at = 0;
+        // The engine's own layout of the level; a ReLU's carry is opened under its daBit
+        // after the slots (XORed).
+        let n = lv.ands.len();
+        let slots = Slots::grouped(&lv.leader, &owned[first..first + n], first, w);
         let carry = usize::from(net.carry_round == Some(li));
         let mut s1_learns = Vec::new();
-        for (j, &l) in lv.leader.iter().enumerate() {
-            if owned[first + j].is_some() {
-                out[at * w..(at + 1) * w].copy_from_slice(&theirs[at * w..(at + 1) * w]);
-                s1_learns.extend_from_slice(&mine[at * w..(at + 1) * w]);
-                at += 1;
-            } else {
-                at += 1 + usize::from(l as usize == j);
+        for (&at, o) in slots.d.iter().zip(&slots.owned) {
+            if o.is_some() {
+                out[at..at + w].copy_from_slice(&theirs[at..at + w]);
+                s1_learns.extend_from_slice(&mine[at..at + w]);
             }
         }
         assert_eq!(
-            (at + carry) * w,
+            slots.words + carry * w,
             mine.len(),
             "frame {f} is the level's slots"
         );
