@@ -408,8 +408,8 @@ fn traffic_is_what_the_protocol_says() {
         (0..3).map(|l| plan.open_bits(l)).collect::<Vec<_>>(),
         [hidden, hidden, last]
     );
-    // The boolean engine opens a layer's input after a ReLU in two pieces: its low k bits,
-    // then the rest (the ReLU leaves its result mod 2^k; the opening extends it).
+    // The boolean engine extends a layer's input after a ReLU (left mod 2^k) by its shares'
+    // masked top bits, one bit an element, before opening it.
     let k = CnnFixed::default().k;
     let packed = |n: u64, bits: u32| (n * bits as u64).div_ceil(8);
     let maps: u64 = plan
@@ -419,7 +419,7 @@ fn traffic_is_what_the_protocol_says() {
         .map(|(i, l)| {
             let (n, bits) = (l.cin as u64 * hw, plan.open_bits(i));
             if i > 0 {
-                packed(n, k) + packed(n, bits - k)
+                packed(n, 1) + packed(n, bits)
             } else {
                 packed(n, bits)
             }

@@ -216,8 +216,8 @@ fn deal_check_serve_compare(
 /// (its ReLU reads them mod 2^31), the last layer's at 64; with the boolean engine, per
 /// ReLU run, the AND triples' bit-sliced words at 64, the daBit shares and the selection's
 /// product share at k = 18 bits (the ReLU leaves its result mod 2^k), and for the next
-/// layer's opening, which extends it, two wrap-correction values per element at the width it
-/// opens the activations at (31, and 64 before the last layer) less k. The circuit's counts
+/// layer's opening, which extends it by its shares' top bits, one product per element at
+/// the width it opens the activations at (31, and 33 before the last layer) less k. The circuit's counts
 /// come from the file's header. Its size is those bits' bytes and a few KB (header, seed,
 /// base OTs).
 fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
@@ -232,14 +232,14 @@ fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
             .info("circuit")
             .unwrap()
             .split(',')
-            .filter(|&x| x != "wrap")
+            .filter(|&x| x != "extend")
             .map(|x| x.parse().unwrap())
             .collect();
         let (ands, dabits, edas, k) = (c[0], c[1], c[2], 18);
         assert_eq!(edas, 0, "a ReLU is finished by selection, not by an edaBit");
         for (n, opened_at) in [(6 * hw, hidden), (5 * hw, last)] {
-            want += ands * n.div_ceil(64) * 64 + (dabits + 1) * n * k + 2 * n * (opened_at - k);
-            values += ands * n.div_ceil(64) + (dabits + 3) * n;
+            want += ands * n.div_ceil(64) * 64 + (dabits + 1) * n * k + n * (opened_at - k);
+            values += ands * n.div_ceil(64) + (dabits + 2) * n;
         }
     }
     assert_eq!(

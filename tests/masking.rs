@@ -1165,13 +1165,13 @@ fn run_framed_cnn_job(
     let (_, logs) = on_recorded_pair(run);
     streams.used(&d.seeds, &format!("CNN job, {engine}"));
     // Every layer's input map but the last's is opened at ws + k bits; with the boolean
-    // engine a layer after a ReLU opens it in two pieces, its low k bits and the rest.
+    // engine a layer after a ReLU first opens its shares' masked top bits (one bit each,
+    // their XOR) to extend them.
     let (_, _, (sh, sw)) = plan.stack_of(&enc, h, w);
-    let k = plan.params.k;
     let widths = packed_widths((0..plan.layers.len()).flat_map(|l| {
         let (n, bits) = (plan.layers[l].cin * sh * sw, plan.open_bits(l));
-        if engine == EngineKind::Gmw && plan.opens_in_two(l) {
-            vec![(n, k), (n, bits - k)]
+        if engine == EngineKind::Gmw && plan.extends_input(l) {
+            vec![(n, 1), (n, bits)]
         } else {
             vec![(n, bits)]
         }
@@ -1201,12 +1201,10 @@ fn cnn_messages_do_not_depend_on_the_image() {
         // layer reads a map of the hidden layers' size, the largest packed one).
         assert!(oa.iter().filter(|o| wa.contains_key(&o.len())).count() >= 2);
         let hidden = wa.values().map(|w| w.0).max().unwrap();
-        // The boolean engine opens the last layer's map in two pieces (k and out_bits - k).
+        // Both engines open the last layer's map whole at out_bits (the boolean engine after
+        // the extension's top bits).
         let out_bits = ppdenoise::ring::cnn::CnnFixed::default().out_bits();
-        let last = match engine {
-            EngineKind::Gc => ppdenoise::corr::pack::packed_len(hidden, out_bits),
-            EngineKind::Gmw => ppdenoise::corr::pack::packed_len(hidden, out_bits - 18),
-        };
+        let last = ppdenoise::corr::pack::packed_len(hidden, out_bits);
         assert!(
             oa.iter().any(|o| o.len() == last),
             "cnn {engine}: no opening of the last layer's {hidden} values"
@@ -1263,28 +1261,24 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
     );
 }
 
-/// The boolean engine opens a layer's input after a ReLU in two pieces, z = V mod 2^k then
-/// V's high bits (docs/protocol.md, "The ReLU by selection"). Together they are the masked
-/// map, which must not tell two images apart; with the dealer's mask of layer 1 removed
-/// (stream ActMask(1, 0) of both job seeds) they are the first ReLU's output, which does.
+/// The boolean engine opens a layer's input after a ReLU after extending it by its shares'
+/// masked top bits (docs/protocol.md, "The ReLU by selection"): the map that follows them
+/// must not tell two images apart; with the dealer's mask of layer 1 removed (stream
+/// ActMask(1, 0) of both job seeds) it is the first ReLU's output, which does.
 #[test]
-fn negative_control_cnn_map_opened_in_two_pieces_without_its_mask_is_detected() {
-    seeded("negative_control_cnn_map_opened_in_two_pieces_without_its_mask_is_detected");
+fn negative_control_cnn_map_after_a_relu_without_its_mask_is_detected() {
+    seeded("negative_control_cnn_map_after_a_relu_without_its_mask_is_detected");
     use ppdenoise::corr::pack::{low_mask, packed_len, unpack};
     let (black, phantom) = images();
-    // Layer 1 reads the 8 channels of layer 0's ReLU at ws + k = 31 bits, k = 18.
-    let (n, k, bits) = (8 * SIZE * SIZE, 18u32, 31u32);
+    // Layer 1 reads the 8 channels of layer 0's ReLU at ws + k = 31 bits.
+    let (n, bits) = (8 * SIZE * SIZE, 31u32);
     let both = |log: &[Event], seeds: &[Seed; 2], widths: &Widths| -> (Vec<u8>, Vec<u8>) {
         let opened = opened_values_in(log, widths);
-        let (lz, lh) = (packed_len(n, k), packed_len(n, bits - k));
+        let (lt, lv) = (packed_len(n, 1), packed_len(n, bits));
         let i = (0..opened.len() - 1)
-            .find(|&i| opened[i].len() == lz && opened[i + 1].len() == lh)
-            .expect("layer 1's two pieces");
-        let (z, h) = (
-            unpack(&opened[i], n, k).unwrap(),
-            unpack(&opened[i + 1], n, bits - k).unwrap(),
-        );
-        let v: Vec<u64> = z.iter().zip(&h).map(|(z, h)| z | (h << k)).collect();
+            .find(|&i| opened[i].len() == lt && opened[i + 1].len() == lv)
+            .expect("layer 1's top bits and map");
+        let v = unpack(&opened[i + 1], n, bits).unwrap();
         let (b0, b1) = (
             act_mask_of(&seeds[0], 1, 0, n),
             act_mask_of(&seeds[1], 1, 0, n),
@@ -1300,9 +1294,7 @@ fn negative_control_cnn_map_opened_in_two_pieces_without_its_mask_is_detected() 
     let (_, _, p_masked) =
         chi2_two_sample(&histogram([va.as_slice()]), &histogram([vb.as_slice()]));
     let (_, _, p) = chi2_two_sample(&histogram([ya.as_slice()]), &histogram([yb.as_slice()]));
-    eprintln!(
-        "cnn layer-1 map in two pieces: masked p = {p_masked:.4}; without the mask p = {p:e}"
-    );
+    eprintln!("cnn layer-1 map after a ReLU: masked p = {p_masked:.4}; without the mask p = {p:e}");
     assert!(
         p < 1e-12,
         "the unmasked ReLU output was not detected (p = {p})"

@@ -138,7 +138,7 @@ enum Purpose {
     DaBit,
     EdaBit,
     ReluSelect,
-    MapWrap,
+    MapExtend,
     WeightMask,
     ImageMask,
     ActMask,
@@ -230,7 +230,7 @@ impl PartyRandomness {
             Purpose::DaBit => "daBits",
             Purpose::EdaBit => "edaBits",
             Purpose::ReluSelect => "a ReLU selection",
-            Purpose::MapWrap => "a map's wrap correction",
+            Purpose::MapExtend => "a map's extension",
             Purpose::WeightMask => "a weight mask",
             Purpose::ImageMask => "the image mask",
             Purpose::ActMask => "an activation mask",
@@ -440,23 +440,23 @@ impl PartyRandomness {
         Ok(ReluSelection { a, ar, r, msb })
     }
 
-    /// Layer `layer`'s wrap correction of its masked input map opened in two pieces (the
-    /// boolean engine's CNN layers after a ReLU, `twopc::cnn`), `n` elements: shares of the
-    /// carry κ out of the low k bits of the mask's two shares negated and of the top bit of
-    /// the negated mask's low k bits, each correct mod 2^`hi_bits`.
-    pub fn map_wrap(
+    /// Layer `layer`'s extension of its input map, a ReLU's result held mod 2^k, to
+    /// `hi_bits` more bits (the boolean engine's CNN layers after a ReLU, `twopc::cnn`), `n`
+    /// elements: this party's bits ρ_i masking its shares' top bits (0 or 1 each, from its
+    /// own seed, which the peer lacks) and its shares of ρ_0 ρ_1, correct mod 2^`hi_bits`.
+    pub fn map_extension(
         &mut self,
         layer: u32,
         n: usize,
         hi_bits: u32,
-    ) -> Result<[Vec<u64>; 2], RandomnessError> {
-        self.claim(Purpose::MapWrap, layer, 0)?;
-        // Party 0's stream alone, as `mat_triple`'s.
+    ) -> Result<(Vec<u64>, Vec<u64>), RandomnessError> {
+        self.claim(Purpose::MapExtend, layer, 0)?;
+        let mut prg = Prg::new(&self.seed, Stream::MapExtend(layer));
+        let rho = extension_bits(&mut prg, n);
         if self.party == 0 {
-            let mut prg = Prg::new(&self.seed, Stream::MapWrap(layer));
-            Ok([prg.vec(n), prg.vec(n)])
+            Ok((rho, prg.vec(n)))
         } else {
-            Ok([self.take(n, hi_bits)?, self.take(n, hi_bits)?])
+            Ok((rho, self.take(n, hi_bits)?))
         }
     }
 
@@ -472,6 +472,14 @@ impl PartyRandomness {
             Corrections::File(r) => r.finish().map_err(RandomnessError::Unreadable),
         }
     }
+}
+
+/// `n` bits of `prg`, 64 to a word drawn, one per value (0 or 1): a party's masks of its
+/// shares' top bits in a map's extension ([`PartyRandomness::map_extension`]; the dealer
+/// draws both parties' the same way).
+pub(crate) fn extension_bits(prg: &mut Prg, n: usize) -> Vec<u64> {
+    let words = prg.vec(n.div_ceil(64));
+    (0..n).map(|i| (words[i / 64] >> (i % 64)) & 1).collect()
 }
 
 /// The seed-derived part of a party's elementwise triples: (sq_a, a, b) and the stream

@@ -1,7 +1,7 @@
 //! The dealer's correlated randomness for a CNN job, from public facts only (layer shapes,
 //! image size, engine, ReLU batch size). Consumption order of party 1's explicit values:
-//! layer after layer, (boolean engine, a layer after a ReLU) the wrap correction of its
-//! input map's opening in two pieces, the matrix triples C = A cols(B) of each block of
+//! layer after layer, (boolean engine, a layer after a ReLU) the product ρ_0 ρ_1 that
+//! extends its input map before the opening, the matrix triples C = A cols(B) of each block of
 //! output rows, then (boolean engine) for each ReLU run of the layer its AND triples, daBits
 //! and selection (docs/protocol.md, "The ReLU by selection").
 
@@ -12,7 +12,7 @@ use crate::corr::engine_kind::EngineKind;
 use crate::corr::explicit::explicit_into;
 use crate::corr::masks::mask_share;
 use crate::corr::pack::{low_mask, Tally};
-use crate::corr::randomness::{act_mask_of, PartyRandomness};
+use crate::corr::randomness::{act_mask_of, extension_bits, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::dealer::DealSeeds;
@@ -35,9 +35,10 @@ pub fn circuit_shape(plan: &CnnPlan, engine: EngineKind) -> String {
     let circ = relu_circuit(plan);
     let shape = describe_circuit(&circ, engine, || Netlist::record(&circ));
     match engine {
-        // The ReLU's result is extended by the next layer's opening (wrap corrections in
-        // the file): a file dealt before that is refused by name, not by its size.
-        EngineKind::Gmw => format!("{shape},wrap"),
+        // The ReLU's result is extended by its shares' top bits before the next layer's
+        // opening (one product per value in the file; "wrap" named the two wrap corrections
+        // before it): a file dealt before that is refused by name, not by its size.
+        EngineKind::Gmw => format!("{shape},extend"),
         EngineKind::Gc => shape,
     }
 }
@@ -61,7 +62,7 @@ pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
 }
 
 /// Party 1's explicit values for a CNN job on an h x w image, ReLUs in runs of `batch`, and
-/// their bits: a layer's wrap correction (boolean engine) at its opening's width less k, its
+/// their bits: a layer's extension product (boolean engine) at its opening's width less k, its
 /// matrix triples at [`CnnPlan::product_bits`], its ReLU runs' values at
 /// [`CnnPlan::fused_relu_bits`].
 pub fn correction_count(
@@ -86,8 +87,8 @@ pub fn correction_count(
                 _ => Tally::default(),
             };
             let wrap = match &net {
-                Some(_) if plan.opens_in_two(l) => {
-                    Tally::of(2 * ly.cin * hw, plan.open_bits(l) - plan.params.k)
+                Some(_) if plan.extends_input(l) => {
+                    Tally::of(ly.cin * hw, plan.open_bits(l) - plan.params.k)
                 }
                 _ => Tally::default(),
             };
@@ -122,11 +123,11 @@ pub fn generate_into<E>(
             &mask_share(&mask_seeds[0], li, n_w),
             &mask_share(&mask_seeds[1], li, n_w),
         );
-        let b = [0, 1].map(|p| act_mask_of(&seeds[p], li, 0, ly.cin * hw));
-        if net.is_some() && plan.opens_in_two(l) {
-            let k = plan.params.k;
-            emit_map_wrap(seeds, li, &b, k, plan.open_bits(l) - k, emit)?;
+        if net.is_some() && plan.extends_input(l) {
+            let hi = plan.open_bits(l) - plan.params.k;
+            emit_map_extension(seeds, li, ly.cin * hw, hi, emit)?;
         }
+        let b = [0, 1].map(|p| act_mask_of(&seeds[p], li, 0, ly.cin * hw));
         let b = add(&b[0], &b[1]);
         // A packed once for the layer; each block's columns of B packed from the map.
         let a = PackedA::new(&[&a], ly.cout, &[ly.fan_in()]);
@@ -154,34 +155,25 @@ pub fn generate_into<E>(
     Ok(())
 }
 
-/// Party 1's shares of layer `layer`'s wrap correction (`twopc::cnn::open_extending`), from
-/// the mask's two shares `b`: the carry κ out of the low k bits of the negated shares, then
-/// the top bit of the negated mask's low k bits, each less party 0's seeded share, at
-/// `hi_bits`.
-pub(crate) fn emit_map_wrap<E>(
+/// Party 1's shares of ρ_0 ρ_1 for layer `layer`'s extension of its input map
+/// (`twopc::cnn::open_extending`), `n` elements at `hi_bits`: ρ_i are party i's bits from
+/// its own seed (`corr::randomness::extension_bits`), party 0's share of the product the
+/// values after them in its stream.
+pub(crate) fn emit_map_extension<E>(
     seeds: &[Seed; 2],
     layer: u32,
-    b: &[Vec<u64>; 2],
-    k: u32,
+    n: usize,
     hi_bits: u32,
     emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E> {
-    let n = b[0].len();
-    let mut prg = Prg::new(&seeds[0], Stream::MapWrap(layer));
-    let low = low_mask(k);
-    let mut kappa = prg.vec(n);
-    for (i, v) in kappa.iter_mut().enumerate() {
-        let (r0, r1) = (b[0][i].wrapping_neg() & low, b[1][i].wrapping_neg() & low);
-        *v = ((r0 + r1) >> k).wrapping_sub(*v);
+    let mut prg0 = Prg::new(&seeds[0], Stream::MapExtend(layer));
+    let rho0 = extension_bits(&mut prg0, n);
+    let rho1 = extension_bits(&mut Prg::new(&seeds[1], Stream::MapExtend(layer)), n);
+    let mut p = prg0.vec(n);
+    for (i, v) in p.iter_mut().enumerate() {
+        *v = (rho0[i] & rho1[i]).wrapping_sub(*v);
     }
-    emit(&kappa, hi_bits)?;
-    let mut top = kappa;
-    prg.fill(&mut top);
-    for (i, v) in top.iter_mut().enumerate() {
-        let r = b[0][i].wrapping_add(b[1][i]).wrapping_neg() & low;
-        *v = (r >> (k - 1)).wrapping_sub(*v);
-    }
-    emit(&top, hi_bits)
+    emit(&p, hi_bits)
 }
 
 /// Both parties' randomness for a CNN job, in memory (tests; small jobs): their seeds,

@@ -349,15 +349,15 @@ impl CnnPlan {
 
     /// With the boolean engine (docs/protocol.md, "The ReLU by selection"): the bits hidden
     /// layer `l`'s ReLU outputs are made at, k at most: its result is left mod 2^k and layer
-    /// l + 1's opening extends it ([`Self::opens_in_two`]).
+    /// l + 1's opening extends it ([`Self::extends_input`]).
     pub fn fused_relu_bits(&self, l: usize) -> u32 {
         self.relu_out_bits(l).min(self.params.k)
     }
 
-    /// With the boolean engine: whether layer `l` opens its input map in two pieces, its low
-    /// k bits and then the rest with the wrap from them: its input is a ReLU's result held
-    /// mod 2^k and it is opened wider.
-    pub fn opens_in_two(&self, l: usize) -> bool {
+    /// With the boolean engine: whether layer `l` extends its input map before opening it
+    /// (by its shares' top bits, `twopc::cnn::open_extending`): its input is a ReLU's result
+    /// held mod 2^k and it is opened wider.
+    pub fn extends_input(&self, l: usize) -> bool {
         l > 0 && self.open_bits(l) > self.params.k
     }
 

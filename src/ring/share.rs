@@ -45,9 +45,10 @@ pub enum Stream {
     /// Dealer: boolean engine's ReLU selection (the product correlation with the sign's
     /// daBit, and the mask that extends the result to the readers' width).
     ReluSelect(u32, u32),
-    /// Dealer: the wrap correction of layer `l`'s masked input map when it is opened in two
-    /// pieces (a boolean-engine CNN layer after a ReLU left mod 2^k).
-    MapWrap(u32),
+    /// Both parties' bits masking their shares' top bits, and party 0's share of their
+    /// product, when layer `l`'s input (a boolean-engine ReLU's result, left mod 2^k) is
+    /// extended to its opening's width.
+    MapExtend(u32),
 }
 
 impl Stream {
@@ -70,7 +71,7 @@ impl Stream {
             Stream::DaBit(l, b) => f(10, l, b),
             Stream::EdaBit(l, b) => f(11, l, b),
             Stream::ReluSelect(l, b) => f(12, l, b),
-            Stream::MapWrap(l) => f(13, l, 0),
+            Stream::MapExtend(l) => f(13, l, 0),
         }
     }
 }
@@ -313,8 +314,8 @@ mod tests {
             Stream::ReluSelect(l, u32::MAX).id(),
             Stream::EdaBit(0, 0).id(),
             Stream::ReluSelect(0, 0).id(),
-            Stream::MapWrap(l).id(),
-            Stream::MapWrap(0).id(),
+            Stream::MapExtend(l).id(),
+            Stream::MapExtend(0).id(),
             Stream::WeightMask(0).id(),
             Stream::ActMask(0, 0).id(),
         ];

@@ -311,22 +311,74 @@ mod tests {
 }
 
 #[cfg(test)]
-mod two_piece_opening {
+mod extended_opening {
     // Here, not in dealer/ or twopc/: the test needs both (docs/architecture.md, "The floors").
     use crate::corr::pack::low_mask;
     use crate::corr::randomness::PartyRandomness;
-    use crate::dealer::cnn::emit_map_wrap;
+    use crate::dealer::cnn::emit_map_extension;
     use crate::ring::share::{add, Prg, Stream};
-    use crate::twopc::channel::mem_pair;
-    use crate::twopc::cnn::open_extending;
+    use crate::twopc::channel::{mem_pair, Recording};
+    use crate::twopc::cnn::{open_extending, top_bits_bare};
 
-    /// A layer's input opened in two pieces (`twopc::cnn::open_extending`) with the dealer's
-    /// wrap correction (`emit_map_wrap`) is V = y - B mod 2^bits for every result y of a ReLU
-    /// held mod 2^k (0 <= y < 2^(k-1)), whatever the mask: at the edges of y and of the
-    /// mask's low bits (its top bit set and clear, carries out of the two shares or not), at
-    /// a hidden layer's width and at 64.
+    /// Both parties' openings of ReLU results held as shares `y0`, `y1` mod 2^k under masks
+    /// `b`, extended to `bits`, and the first message party 0 received (party 1's masked
+    /// top bits); `bare` runs the negative control.
+    fn open_both(
+        (y0, y1): (&[u64], &[u64]),
+        b: &[Vec<u64>; 2],
+        k: u32,
+        bits: u32,
+        bare: bool,
+    ) -> ([Vec<u64>; 2], Vec<u8>) {
+        let seeds = [[1u8; 32], [2u8; 32]];
+        let mut p1 = Vec::new();
+        emit_map_extension::<std::convert::Infallible>(
+            &seeds,
+            3,
+            y0.len(),
+            bits - k,
+            &mut |v, w| {
+                p1.extend(v.iter().map(|x| x & low_mask(w)));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let (c0, mut c1) = mem_pair();
+        let mut rec = Recording::new(c0);
+        let (v0, v1) = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                top_bits_bare(bare);
+                let mut r = PartyRandomness::new(1, seeds[1], p1);
+                let v = open_extending(&mut c1, 1, &mut r, 3, y1, &b[1], k, bits).unwrap();
+                r.finish().unwrap();
+                v
+            });
+            top_bits_bare(bare);
+            let mut r = PartyRandomness::new(0, seeds[0], Vec::new());
+            let v = open_extending(&mut rec, 0, &mut r, 3, y0, &b[0], k, bits).unwrap();
+            top_bits_bare(false);
+            (v, h.join().unwrap())
+        });
+        ([v0, v1], rec.got.swap_remove(0))
+    }
+
+    /// Shares mod 2^k of `y`, the first party's uniform.
+    fn shares_of(y: &[u64], k: u32, rng: &mut Prg) -> (Vec<u64>, Vec<u64>) {
+        let y0: Vec<u64> = rng.vec(y.len()).iter().map(|v| v & low_mask(k)).collect();
+        let y1 = y
+            .iter()
+            .zip(&y0)
+            .map(|(y, s)| y.wrapping_sub(*s) & low_mask(k))
+            .collect();
+        (y0, y1)
+    }
+
+    /// A layer's input extended by its shares' top bits (`twopc::cnn::open_extending`, the
+    /// dealer's `emit_map_extension`) and opened is V = y - B mod 2^bits for every result y
+    /// of a ReLU held mod 2^k (0 <= y < 2^(k-1)), whatever the shares: at the edges of y,
+    /// with every pair of top bits, at a hidden layer's width and at 64.
     #[test]
-    fn an_opening_in_two_pieces_extends_a_relu_result() {
+    fn an_extended_opening_is_the_masked_relu_result() {
         let (k, n) = (18u32, 4096usize);
         let mut rng = Prg::new(&[7; 32], Stream::ImageShare);
         let top = (1u64 << (k - 1)) - 1;
@@ -338,31 +390,14 @@ mod two_piece_opening {
             })
             .collect();
         for bits in [31u32, 64] {
-            let seeds = [[1u8; 32], [2u8; 32]];
             let b = [rng.vec(n), rng.vec(n)];
-            // Shares of y mod 2^k, as the engine leaves them.
-            let y0: Vec<u64> = rng.vec(n).iter().map(|v| v & low_mask(k)).collect();
-            let y1: Vec<u64> = (0..n)
-                .map(|i| y[i].wrapping_sub(y0[i]) & low_mask(k))
-                .collect();
-            let mut p1 = Vec::new();
-            emit_map_wrap::<std::convert::Infallible>(&seeds, 3, &b, k, bits - k, &mut |v, w| {
-                p1.extend(v.iter().map(|x| x & low_mask(w)));
-                Ok(())
-            })
-            .unwrap();
-            let (mut c0, mut c1) = mem_pair();
-            let (v0, v1) = std::thread::scope(|s| {
-                let h = s.spawn(|| {
-                    let mut r = PartyRandomness::new(1, seeds[1], p1);
-                    let v = open_extending(&mut c1, 1, &mut r, 3, &y1, &b[1], k, bits).unwrap();
-                    r.finish().unwrap();
-                    v
-                });
-                let mut r = PartyRandomness::new(0, seeds[0], Vec::new());
-                let v = open_extending(&mut c0, 0, &mut r, 3, &y0, &b[0], k, bits).unwrap();
-                (v, h.join().unwrap())
-            });
+            let (y0, y1) = shares_of(&y, k, &mut rng);
+            let mut pairs = [0usize; 4];
+            for (a, b) in y0.iter().zip(&y1) {
+                pairs[((a >> (k - 1)) * 2 + (b >> (k - 1))) as usize] += 1;
+            }
+            assert!(pairs.iter().all(|&c| c > 100), "top bits {pairs:?}");
+            let ([v0, v1], _) = open_both((&y0, &y1), &b, k, bits, false);
             assert_eq!(v0, v1, "both parties open the same map");
             let bs = add(&b[0], &b[1]);
             for i in 0..n {
@@ -370,5 +405,35 @@ mod two_piece_opening {
                 assert_eq!(v0[i], want, "element {i} (y {}), {bits} bits", y[i]);
             }
         }
+    }
+
+    /// What party 0 learns from the top-bit message, with its own top bit beside it: for
+    /// y = 0 everywhere the two shares' top bits differ almost always, so the peer's bit
+    /// XOR its own must still be uniform (z below 7 of a binomial over 4096 elements), and
+    /// the bits sent without their masks (the negative control, exact too) must fail.
+    #[test]
+    fn the_shares_top_bits_cross_masked() {
+        let (k, bits, n) = (18u32, 31u32, 4096usize);
+        let mut rng = Prg::new(&[9; 32], Stream::ImageShare);
+        let y = vec![0u64; n];
+        let z_of = |bare: bool, rng: &mut Prg| {
+            let (y0, y1) = shares_of(&y, k, rng);
+            let b = [rng.vec(n), rng.vec(n)];
+            let (v, got) = open_both((&y0, &y1), &b, k, bits, bare);
+            let bs = add(&b[0], &b[1]);
+            assert!(
+                (0..n).all(|i| v[0][i] == bs[i].wrapping_neg() & low_mask(bits)),
+                "exact (bare: {bare})"
+            );
+            assert_eq!(got.len(), n / 8, "one bit an element");
+            let ones = (0..n)
+                .filter(|&i| ((got[i / 8] >> (i % 8)) as u64 & 1) ^ (y0[i] >> (k - 1)) == 1)
+                .count();
+            (ones as f64 - n as f64 / 2.0).abs() / (n as f64 / 4.0).sqrt()
+        };
+        let z = z_of(false, &mut rng);
+        assert!(z < 7.0, "the masked top bits are biased (z {z:.1})");
+        let z = z_of(true, &mut rng);
+        assert!(z > 7.0, "top bits sent bare went unnoticed (z {z:.1})");
     }
 }

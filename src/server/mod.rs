@@ -119,8 +119,10 @@ pub const LEAD_LEN: usize = 32;
 /// 2: CNN and graph jobs open their masked maps at their readers' width, packed (issue 51);
 /// builds before it carried none. 3: the boolean engine's ReLU opens its first carry's AND
 /// one bit a direction and its carry in the chain's rounds, and a CNN's last layer opens its
-/// input at the output's width, not at 64 bits (issue 51).
-pub const WIRE_REVISION: u32 = 3;
+/// input at the output's width, not at 64 bits (issue 51). 4: a CNN layer after a boolean
+/// engine's ReLU opens its input's shares' masked top bits, then the map in one message,
+/// where it opened its low k bits and then the rest (issue 51).
+pub const WIRE_REVISION: u32 = 4;
 
 /// The session tag after its ids and lead digest: "<mask>/<engine>/wire<N>".
 fn tag_tail(mask_field: &str, engine_kind: crate::corr::engine_kind::EngineKind) -> String {

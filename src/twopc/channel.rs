@@ -91,6 +91,41 @@ pub fn mem_pair() -> (MemChannel, MemChannel) {
     (mk(t0, r0), mk(t1, r1))
 }
 
+/// A channel end keeping every frame it sends and receives (tests of what a party learns).
+#[cfg(test)]
+pub(crate) struct Recording {
+    inner: MemChannel,
+    pub sent: Vec<Vec<u8>>,
+    pub got: Vec<Vec<u8>>,
+}
+
+#[cfg(test)]
+impl Recording {
+    pub fn new(inner: MemChannel) -> Recording {
+        Recording {
+            inner,
+            sent: Vec::new(),
+            got: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Channel for Recording {
+    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
+        self.sent.push(msg.to_vec());
+        self.inner.send(msg)
+    }
+    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
+        let m = self.inner.recv(expect)?;
+        self.got.push(m.clone());
+        Ok(m)
+    }
+    fn stats(&self) -> LinkStats {
+        self.inner.stats()
+    }
+}
+
 impl Channel for MemChannel {
     fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
         self.send_owned(msg.to_vec())

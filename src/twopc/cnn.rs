@@ -1,8 +1,9 @@
 //! One secure CNN job between S0 and S1: the layer loop over the whole image.
 //!
 //! Per layer l (docs/protocol.md, "Secure CNN"):
-//! 1. open V = X - B, the layer's input map masked by a fresh map-sized dealer mask B (in
-//!    two pieces after a boolean-engine ReLU, whose result it extends: `open_extending`);
+//! 1. open V = X - B, the layer's input map masked by a fresh map-sized dealer mask B
+//!    (after a boolean-engine ReLU, whose result held mod 2^k it first extends by its
+//!    shares' top bits: `open_extending`);
 //! 2. per block of output rows, the convolution as a Beaver matrix product on the columns:
 //!    [W cols(X)]_i = i U cols(V) + U cols([B]_i) + [A]_i cols(V) + [C]_i, with U = W - A
 //!    opened once per job (or once per model) and C = A cols(B) from the dealer: cols() is
@@ -18,6 +19,7 @@
 use std::time::Instant;
 
 use crate::corr::batches::batches;
+use crate::corr::pack::low_mask;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
 use crate::ring::cnn::{put_block, row_blocks, CnnPlan};
@@ -99,11 +101,11 @@ fn block_shift(blk: u32, h: usize, end: usize) -> usize {
 }
 
 /// Opens V = y - B mod 2^bits, y a ReLU's result held mod 2^k (0 <= y < 2^(k-1)), in two
-/// messages (docs/protocol.md, "The ReLU by selection"): z = V mod 2^k, then V's high
-/// bits-k bits, (-B >> k) + κ + wrap, where κ is the carry out of the low k bits of the
-/// mask's two negated shares and wrap = (1 - z_(k-1)) r_(k-1), r = -B mod 2^k: y + r passes
-/// 2^k exactly when r's top bit is set and z's is not. The dealer gives shares of κ and
-/// r_(k-1) (stream `MapWrap(l)`).
+/// messages (docs/protocol.md, "The ReLU by selection"). The two shares, each below 2^k, add
+/// up to y + 2^k w, and since y's top bit is clear, w = m_0 ∨ m_1 for the shares' top bits
+/// m_i. Each party sends its m_i under its own seed's bit ρ_i (one bit), makes its share of
+/// w = m_0 + m_1 - m_0 m_1 from the dealer's shares of ρ_0 ρ_1 (stream `MapExtend(l)`), and
+/// then sends its share of V at `bits`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open_extending(
     ch: &mut dyn Channel,
@@ -115,19 +117,50 @@ pub(crate) fn open_extending(
     k: u32,
     bits: u32,
 ) -> Result<Vec<u64>, ProtocolError> {
-    let [mut hi, top] = rand.map_wrap(layer, y.len(), bits - k)?;
-    let mut z = open_bits(ch, party, &sub(y, b), k, "masked activations, low bits")?;
-    // The high piece made in κ's buffer: (-[B]_i >> k) + [κ]_i + wrap [r_(k-1)]_i.
-    for (i, v) in hi.iter_mut().enumerate() {
-        let wraps = 1 - ((z[i] >> (k - 1)) & 1);
-        *v = (b[i].wrapping_neg() >> k)
-            .wrapping_add(*v)
-            .wrapping_add(wraps * top[i]);
+    #[allow(unused_mut)]
+    let (mut rho, mut prod) = rand.map_extension(layer, y.len(), bits - k)?;
+    #[cfg(test)]
+    if TOP_BITS_BARE.with(|s| s.get()) {
+        // Both parties as if the dealer's bits and product were zero: still exact.
+        rho.fill(0);
+        prod.fill(0);
     }
-    drop(top);
-    let h = open_bits(ch, party, &hi, bits - k, "masked activations, high bits")?;
-    z.iter_mut().zip(&h).for_each(|(z, h)| *z |= h << k);
-    Ok(z)
+    let top = |v: u64| (v >> (k - 1)) & 1;
+    let d: Vec<u64> = y.iter().zip(&rho).map(|(&v, r)| top(v) ^ r).collect();
+    // Opened mod 2: d_0 ⊕ d_1, from which each party takes the peer's bit.
+    let both = open_bits(ch, party, &d, 1, "masked top bits of the shares")?;
+    let low = low_mask(k);
+    // The share of V made in the product's buffer: m_0 m_1 = m_0 d_1 + (1 - 2 d_1) m_0 ρ_1,
+    // m_0 ρ_1 = d_0 ρ_1 + (1 - 2 d_0) ρ_0 ρ_1; party 0 holds m_0, party 1 ρ_1.
+    for (i, v) in prod.iter_mut().enumerate() {
+        let (own, peer) = (d[i], both[i] ^ d[i]);
+        let (d0, d1) = if party == 0 { (own, peer) } else { (peer, own) };
+        let pp = if d0 ^ d1 == 1 { v.wrapping_neg() } else { *v };
+        let m = top(y[i]);
+        let mm = if party == 0 {
+            (m & d1).wrapping_add(pp)
+        } else {
+            let r = d0 & rho[i];
+            (if d1 == 1 { r.wrapping_neg() } else { r }).wrapping_add(pp)
+        };
+        let w = m.wrapping_sub(mm);
+        *v = (y[i] & low).wrapping_sub(w << k).wrapping_sub(b[i]);
+    }
+    drop((rho, d, both));
+    Ok(open_bits(ch, party, &prod, bits, "masked activations")?)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Negative control of the extension's masking: each party sends its shares' top bits
+    /// without ρ, and takes ρ_0 ρ_1 as 0 (exact, and a leak the masking test must see).
+    static TOP_BITS_BARE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Turns the negative control on or off for this thread's runs.
+#[cfg(test)]
+pub(crate) fn top_bits_bare(on: bool) {
+    TOP_BITS_BARE.with(|s| s.set(on));
 }
 
 /// Runs the job; returns this party's share of the output image (at the plan's out_scale:
@@ -203,7 +236,7 @@ pub fn run(
         let b_map = inp.rand.act_mask(li, 0, ly.cin * hw)?;
         // Only the low bits the layer's output needs are sent (docs/protocol.md, "Ring width").
         let bits = plan.open_bits(l);
-        let v = if fused && plan.opens_in_two(l) {
+        let v = if fused && plan.extends_input(l) {
             open_extending(ch, party, &mut inp.rand, li, &x, &b_map, p.k, bits)?
         } else {
             open_bits(ch, party, &sub(&x, &b_map), bits, "masked activations")?

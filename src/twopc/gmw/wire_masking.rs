@@ -27,7 +27,7 @@ use crate::corr::slot::Slot;
 use crate::model::mlp::{random_model, ModelMeta};
 use crate::ring::cnn::CnnFixed;
 use crate::ring::plan::{FixedParams, Plan};
-use crate::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats, MemChannel};
+use crate::twopc::channel::{mem_pair, Channel, Recording};
 
 /// Elements per run (a multiple of 64: runs concatenate word by word) and runs per view.
 const ELEMENTS: usize = 1024;
@@ -37,28 +37,6 @@ const N: f64 = (ELEMENTS * RUNS as usize) as f64;
 /// A z-score above this fails (under uniformity p ~ 3e-12 per test: with some 10^5 tests a
 /// false alarm has odds of about 1 in 10^6; a constant wire scores sqrt(N) = 64).
 const Z_MAX: f64 = 7.0;
-
-/// Party 0's channel end, keeping every frame it sends and receives.
-struct Recording {
-    inner: MemChannel,
-    sent: Vec<Vec<u8>>,
-    got: Vec<Vec<u8>>,
-}
-
-impl Channel for Recording {
-    fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
-        self.sent.push(msg.to_vec());
-        self.inner.send(msg)
-    }
-    fn recv(&mut self, expect: Expect) -> Result<Vec<u8>, ChannelError> {
-        let m = self.inner.recv(expect)?;
-        self.got.push(m.clone());
-        Ok(m)
-    }
-    fn stats(&self) -> LinkStats {
-        self.inner.stats()
-    }
-}
 
 fn words(b: &[u8]) -> Vec<u64> {
     b.chunks_exact(8)
@@ -91,11 +69,7 @@ fn view(c: &Circ, shares: [u64; 2], broken: Option<Broken>) -> (Vec<Vec<u64>>, V
             explicit_for(&seeds, at, &Netlist::record(circ), ELEMENTS, bits),
         );
         let (c0, mut c1) = mem_pair();
-        let mut rec = Recording {
-            inner: c0,
-            sent: Vec::new(),
-            got: Vec::new(),
-        };
+        let mut rec = Recording::new(c0);
         let play = |p: u8, ch: &mut dyn Channel, mut rand| {
             let mut e = GmwParty::new(p);
             e.broken = broken;
