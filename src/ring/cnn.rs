@@ -349,7 +349,7 @@ impl CnnPlan {
 
     /// With the boolean engine (docs/protocol.md, "The ReLU by selection"): the bits hidden
     /// layer `l`'s ReLU outputs are made at, k at most: its result is left mod 2^k and layer
-    /// l + 1's opening extends it ([`Self::extends_input`]).
+    /// l + 1 extends it by its shares' top bits before opening it ([`Self::extends_input`]).
     pub fn fused_relu_bits(&self, l: usize) -> u32 {
         self.relu_out_bits(l).min(self.params.k)
     }

@@ -73,10 +73,10 @@ pub trait Nonlinear {
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
     fn counters(&self) -> EngineCounters;
-    /// Whether a CNN job's ReLU results are left mod 2^k and extended by the next layer's
-    /// opening (the boolean engine: docs/protocol.md, "The ReLU by selection"). An engine
-    /// that says so must give, from [`Self::relu`] at `out_bits = k`, shares of a value below
-    /// 2^(k-1): the opening's wrap rule holds only then.
+    /// Whether a CNN job's ReLU results are left mod 2^k and extended by their shares' top
+    /// bits before the next layer's opening (the boolean engine: docs/protocol.md, "The ReLU
+    /// by selection"). An engine that says so must give, from [`Self::relu`] at
+    /// `out_bits = k`, shares of a value below 2^(k-1): the wrap is the top bits' OR only then.
     fn fuses_relu_extension(&self) -> bool {
         false
     }
