@@ -238,11 +238,11 @@ out/ffdnet/clip-colour.npz: scripts/import-ffdnet.py | .venv-import/.ok
 	mkdir -p out/ffdnet
 	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_Clip_color.mat" $@
 
-out/ffdnet/clip.npz: | .venv-import/.ok
+out/ffdnet/clip.npz: scripts/import-ffdnet.py | .venv-import/.ok
 	mkdir -p out/ffdnet
 	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_Clip_gray.mat" $@
 
-out/ffdnet/gray.npz: | .venv-import/.ok
+out/ffdnet/gray.npz: scripts/import-ffdnet.py | .venv-import/.ok
 	mkdir -p out/ffdnet
 	.venv-import/bin/python scripts/import-ffdnet.py "$(FFDNET)/FFDNet_gray.mat" $@
 

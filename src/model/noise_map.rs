@@ -17,8 +17,8 @@ use crate::image::GrayImage;
 use crate::model::frame::Frame;
 
 /// Largest sigma a map may hold (0..255 scale). FFDNet was trained on [0, 75]; with the fixed
-/// point recorded for it (k = 20) no activation left its range on set12 up to sigma 150,
-/// and thousands did at 255.
+/// point recorded for it (k = 20, and k = 19 since issue 51) no activation left its range on
+/// set12 up to sigma 150, and thousands did at 255 (k = 20).
 pub const MAX_SIGMA: f64 = 150.0;
 
 /// Refuses a level (0..255 scale) above [`MAX_SIGMA`] for a model with a noise map, in the
