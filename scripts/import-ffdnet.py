@@ -80,7 +80,7 @@ def main():
     # range on set12 at sigma 15 to 150 nor on pydicom's CT at 10 to 40 HU, so every output
     # there is k = 20's bit for bit, and each ReLU is an AND gate and five dealer bits lighter
     # (issue 51). ws = 12 would meet the dealer's 17 B per ReLU outright but costs the CT
-    # 0.07-0.14 dB, ws = 13 far more ("Weights and activation bits" there): the rounding of
+    # 0.015-0.14 dB, ws = 13 far more ("Weights and activation bits" there): the rounding of
     # these weights is not monotone in ws. The colour model takes ws = 16, k = 20: at 14 its
     # fixed point lost 0.0116 dB against float on kodak24 at sigma 15 (issue 48's bound is
     # 0.01), at 16 0.0041, for 2 more AND gates per ReLU (docs/results-colour.md).

@@ -86,13 +86,13 @@ pub fn correction_count(
                     .sum(),
                 _ => Tally::default(),
             };
-            let wrap = match &net {
+            let extension = match &net {
                 Some(_) if plan.extends_input(l) => {
                     Tally::of(ly.cin * hw, plan.open_bits(l) - plan.params.k)
                 }
                 _ => Tally::default(),
             };
-            wrap + Tally::of(ly.cout * hw, plan.product_bits(l)) + relu
+            extension + Tally::of(ly.cout * hw, plan.product_bits(l)) + relu
         })
         .sum()
 }
