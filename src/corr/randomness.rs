@@ -478,7 +478,11 @@ impl PartyRandomness {
 /// shares' top bits in a map's extension ([`PartyRandomness::map_extension`]; the dealer
 /// draws both parties' the same way).
 pub(crate) fn extension_bits(prg: &mut Prg, n: usize) -> Vec<u64> {
-    let words = prg.vec(n.div_ceil(64));
+    bits_of(&prg.vec(n.div_ceil(64)), n)
+}
+
+/// The first `n` bits of `words`, low bit first, one per value (0 or 1).
+pub(crate) fn bits_of(words: &[u64], n: usize) -> Vec<u64> {
     (0..n).map(|i| (words[i / 64] >> (i % 64)) & 1).collect()
 }
 
