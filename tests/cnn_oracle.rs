@@ -387,30 +387,32 @@ fn traffic_is_what_the_protocol_says() {
     // bits for a hidden layer, the output's out_bits for the last); the weights once;
     // the ReLU circuits: the boolean engine sends 2 bits per AND (1 + 1/group in a group
     // sharing an input), 1 per output bit, and its selection's k-bit sum.
+    // Activations at ±16 (k = 17, s = 12), so that the output's least range ±32 sets its
+    // width: the last layer's opening is wider than the hidden ones'.
+    let params = CnnFixed {
+        s: 12,
+        ws: 13,
+        k: 17,
+    };
     let m = random_cnn(&[1, 8, 8, 1], 3, 21, meta(true));
     let (h, w) = (16, 16);
-    let o = run_case(
-        &m,
-        CnnFixed::default(),
-        &noisy_image(h, w, 4),
-        false,
-        1 << 20,
-    );
+    let o = run_case(&m, params, &noisy_image(h, w, 4), false, 1 << 20);
     assert_exact(&o, "traffic case");
-    let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
+    let plan = CnnPlan::from_cnn(&m, params).unwrap();
     let hw = (h * w) as u64;
-    let (hidden, last) = (
-        CnnFixed::default().ws + CnnFixed::default().k,
-        CnnFixed::default().out_bits(),
+    let (hidden, last) = (params.ws + params.k, params.out_bits());
+    assert_eq!(
+        (hidden, last),
+        (30, 31),
+        "the output held at s + ws + 6 bits"
     );
-    assert_eq!(last, 33, "the output held at s + ws + 10 bits");
     assert_eq!(
         (0..3).map(|l| plan.open_bits(l)).collect::<Vec<_>>(),
         [hidden, hidden, last]
     );
     // The boolean engine extends a layer's input after a ReLU (left mod 2^k) by its shares'
     // masked top bits, one bit an element, before opening it.
-    let k = CnnFixed::default().k;
+    let k = params.k;
     let packed = |n: u64, bits: u32| (n * bits as u64).div_ceil(8);
     let maps: u64 = plan
         .layers

@@ -213,26 +213,33 @@ fn deal_check_serve_compare(
 /// Issue 51, item 3: party 1's triplet file for `setup`'s CNN ([1, 6, 5, 1], 3x3, 21 x 21,
 /// defaults ws = 13, k = 18, one ReLU run per layer) holds its values at their widths,
 /// worked out here from the protocol: a hidden layer's matrix triples at ws + k = 31 bits
-/// (its ReLU reads them mod 2^31), the last layer's at 64; with the boolean engine, per
+/// (its ReLU reads them mod 2^31), the last layer's at the output's width, also 31 (the
+/// activations' range ±128 holds the least output range ±32); with the boolean engine, per
 /// ReLU run, the AND triples' bit-sliced words at 64, the daBit shares and the selection's
 /// product share at k = 18 bits (the ReLU leaves its result mod 2^k), and for the next
 /// layer's opening, which extends it by its shares' top bits, one product per element at
-/// the width it opens the activations at (31, and 33 before the last layer) less k. The circuit's counts
+/// the width it opens the activations at (31) less k. The circuit's counts
 /// come from the file's header. Its size is those bits' bytes and a few KB (header, seed,
 /// base OTs).
 fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
     let (h, ts) = ppdenoise::formats::triplet_stream::open(&d.path("triplets.p1"), 1).unwrap();
     let hw = 21 * 21u64;
-    // The last layer's product is the output, held mod 2^(s + ws + 10).
-    let (hidden, last) = (13 + 18, 10 + 13 + 10);
+    // The last layer's product is the output, held mod 2^max(ws + k, s + ws + 6): at the
+    // hidden layers' 31 bits, which exceed 10 + 13 + 6.
+    let (hidden, last) = (13 + 18, 13 + 18);
     let mut want = (6 * hw + 5 * hw) * hidden + hw * last;
     let mut values = 12 * hw;
+    let circuit = h.info("circuit").unwrap();
+    assert!(
+        circuit.ends_with(",out31"),
+        "{engine}: {circuit} names the output's width"
+    );
     if engine == "gmw" {
         let c: Vec<u64> = h
             .info("circuit")
             .unwrap()
             .split(',')
-            .filter(|&x| x != "extend")
+            .filter(|&x| x != "extend" && !x.starts_with("out"))
             .map(|x| x.parse().unwrap())
             .collect();
         let (ands, dabits, edas, k) = (c[0], c[1], c[2], 18);
@@ -255,6 +262,34 @@ fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
         "{engine}: {file} bytes for {want} bits"
     );
     assert!(want < values * 64, "{engine}: narrower than 64-bit values");
+}
+
+/// A triplet file whose header names another output width than the server's plan (a
+/// dealer before wire revision 5 held a CNN's output at ±512: FFDNet's `out37` where now
+/// `out33`) is refused by name, before the server listens, though its size is the only
+/// other sign: party 0's file holds no explicit values, so no size would tell it.
+#[test]
+fn triplets_dealt_for_another_output_width_are_refused_by_name() {
+    use ppdenoise::formats::container::{self, Opened, Seal};
+    use std::io::Read;
+    let d = Dir::new();
+    setup(&d, true);
+    for engine in ["gmw", "gc"] {
+        let o = d.gen_triplets("model.pub", "image.pub", engine, &["--engine", engine]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let path = d.path(&format!("{engine}.p0"));
+        let (mut h, mut src, len, _) = Opened::open(&path).unwrap().into_body().unwrap();
+        let mut body = vec![0; len as usize];
+        src.read_exact(&mut body).unwrap();
+        let e = h.info.iter_mut().find(|(k, _)| k == "circuit").unwrap();
+        assert!(e.1.ends_with(",out31"), "{engine}: {}", e.1);
+        e.1 = e.1.replace(",out31", ",out33");
+        container::write_streamed(&path, &h, len, Seal::PLAIN, |w| Ok(w.write_all(&body)?))
+            .unwrap();
+        let o = wait(d.spawn(0, &no_link_addr(), engine));
+        refused(&o, "made for another ReLU circuit");
+        refused(&o, "out33 in the file");
+    }
 }
 
 #[test]

@@ -30,16 +30,21 @@ pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {
 
 /// What the dealer and the servers must agree on about the ReLU circuit, recorded in the
 /// triplet header: AND gates and outputs of the circuit; for the boolean engine, of its
-/// netlist with the output conversion (AND gates, daBits, edaBits per element).
+/// netlist with the output conversion (AND gates, daBits, edaBits per element); then the
+/// output's width.
 pub fn circuit_shape(plan: &CnnPlan, engine: EngineKind) -> String {
     let circ = relu_circuit(plan);
     let shape = describe_circuit(&circ, engine, || Netlist::record(&circ));
+    // The output's width sizes the last layer's values (its C, and for the boolean engine
+    // its input's extension): a file dealt at another ("out37" at FFDNet's before wire
+    // revision 5, when it was not named) is refused by name, not by its size.
+    let out = plan.params.out_bits();
     match engine {
         // The ReLU's result is extended by its shares' top bits before the next layer's
         // opening (one product per value in the file; "wrap" named the two wrap corrections
-        // before it): a file dealt before that is refused by name, not by its size.
-        EngineKind::Gmw => format!("{shape},extend"),
-        EngineKind::Gc => shape,
+        // before it).
+        EngineKind::Gmw => format!("{shape},extend,out{out}"),
+        EngineKind::Gc => format!("{shape},out{out}"),
     }
 }
 

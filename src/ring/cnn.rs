@@ -48,10 +48,12 @@ impl Default for CnnFixed {
     }
 }
 
-/// The least signed range of a CNN's output, in bits at its real scale: ±512, where a
-/// denoised image's values are about 0..1 (0..255 / 255) and a CT's, outside its window,
-/// a few units.
-pub const OUT_RANGE_BITS: u32 = 10;
+/// The least signed range of a CNN's output, in bits at its real scale: ±32. Every image
+/// reaches a model at about 0..1 (8-bit pixels / 255; a DICOM slice clipped to its window),
+/// so a denoiser's output lies near 0..1 too; ±32 is the hidden values' own range for
+/// FFDNet (k = 19 at s = 13), so its output is read at the width of every other layer's
+/// map. ±512 until wire revision 5, from before slices were clipped to their windows.
+pub const OUT_RANGE_BITS: u32 = 6;
 
 impl CnnFixed {
     /// The settings a model's file recommends (measured for it), else the defaults.
@@ -626,17 +628,25 @@ mod tests {
     /// it wrap and are counted; the residual comes first. FFDNet's and the default settings.
     #[test]
     fn the_output_is_held_at_out_bits_and_a_wrap_is_counted() {
+        // FFDNet gray's: the output at ws + k bits, the activations' range ±32.
         let ffd = CnnFixed {
             s: 13,
             ws: 14,
-            k: 20,
+            k: 19,
         };
         assert_eq!(
             (ffd.out_bits(), ffd.out_shift(), ffd.out_scale()),
-            (37, 27, 54)
+            (33, 31, 58)
         );
+        // Below ±32, the least range bounds it.
         let def = CnnFixed::default();
-        assert_eq!((def.out_bits(), def.out_scale()), (33, 54));
+        assert_eq!((def.out_bits(), def.out_scale()), (31, 56));
+        let narrow = CnnFixed {
+            s: 12,
+            ws: 12,
+            k: 16,
+        };
+        assert_eq!(narrow.out_bits(), 12 + 12 + OUT_RANGE_BITS);
         // A wide k: ws + k bounds it.
         let wide = CnnFixed {
             s: 8,
@@ -650,30 +660,30 @@ mod tests {
         };
         let m = random_cnn(&[1, 1], 1, 3, meta);
         let plan = CnnPlan::from_cnn(&m, ffd).unwrap();
-        let top = (1u64 << 36) - 1;
+        let top = (1u64 << 32) - 1;
         let z = vec![
             0,
             5,
             top,
             top + 1,
             3u64.wrapping_neg(),
-            (1u64 << 36).wrapping_neg(),
-            (1u64 << 36).wrapping_neg() - 1,
-            1 << 40,
+            (1u64 << 32).wrapping_neg(),
+            (1u64 << 32).wrapping_neg() - 1,
+            1 << 36,
         ];
         let (out, wrapped) = plan.output_of(z.clone(), &[], 1, z.len());
-        assert_eq!(wrapped, 3, "2^36, -2^36 - 1 and 2^40 leave 37 signed bits");
+        assert_eq!(wrapped, 3, "2^32, -2^32 - 1 and 2^36 leave 33 signed bits");
         for (i, (&o, &v)) in out.iter().zip(&z).enumerate() {
-            let back = ((o as i64) >> 27) as u64;
+            let back = ((o as i64) >> 31) as u64;
             assert_eq!(back == v, ![3, 6, 7].contains(&i), "value {i}");
-            assert_eq!(o & ((1 << 27) - 1), 0);
+            assert_eq!(o & ((1 << 31) - 1), 0);
         }
         assert_eq!(decode(out[1], ffd.out_scale()), decode(5, ffd.s + ffd.ws));
         // A residual model subtracts from the input shifted by ws first.
         let mut r = CnnPlan::from_cnn(&m, ffd).unwrap();
         r.residual = true;
         let (out, wrapped) = r.output_of(vec![7], &[2], 1, 1);
-        assert_eq!((out, wrapped), (vec![((2u64 << 14) - 7) << 27], 0));
+        assert_eq!((out, wrapped), (vec![((2u64 << 14) - 7) << 31], 0));
     }
 
     /// Parallel row blocks of every size give the serial oracle's bits, out-of-range counts
