@@ -341,16 +341,26 @@ fn garbage_above_each_dealer_value_s_width_changes_nothing() {
     use ppdenoise::model::frame::Frame;
     use ppdenoise::model::noise_map::NoiseLevel;
     let m = random_cnn(&[1, 5, 4, 1], 3, 41, meta(true));
-    let o = run_framed_case_with(
-        &m,
-        CnnFixed::default(),
-        &noisy_image(9, 11, 8),
-        &[],
-        false,
-        53,
-        Some(test_seed()[0] as u64),
-    );
-    assert_exact(&o, "DnCNN-shaped, garbled high bits");
+    // The defaults, whose output is read at the hidden layers' width, and activations at
+    // ±16, whose output is read wider (the least range ±32: 31 bits where 30).
+    let wide_out = CnnFixed {
+        s: 12,
+        ws: 13,
+        k: 17,
+    };
+    assert!(wide_out.out_bits() > wide_out.ws + wide_out.k);
+    for params in [CnnFixed::default(), wide_out] {
+        let o = run_framed_case_with(
+            &m,
+            params,
+            &noisy_image(9, 11, 8),
+            &[],
+            false,
+            53,
+            Some(test_seed()[0] as u64),
+        );
+        assert_exact(&o, &format!("DnCNN-shaped, garbled high bits, {params:?}"));
+    }
     let m = random_framed_cnn(&[5, 6, 4, 4], 3, 42, meta(false), Frame::FFDNET);
     let map = m.noise_map(&NoiseLevel::Uniform(25.0), 7, 9);
     let o = run_framed_case_with(

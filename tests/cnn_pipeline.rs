@@ -170,7 +170,7 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
         .collect();
     // The gateway encoded exactly the noisy PNG, the CNN's way (p/255 at scale s).
     let noisy = ppdenoise::image::load(d.path("noisy.png")).unwrap();
-    let params = CnnFixed::default();
+    let params = CnnFixed::for_model(m);
     assert_eq!(
         enc,
         ring_cnn::encode_image(&noisy.pixels, &[], &i0.job.pre, params.s)
@@ -211,27 +211,26 @@ fn deal_check_serve_compare(
 }
 
 /// Issue 51, item 3: party 1's triplet file for `setup`'s CNN ([1, 6, 5, 1], 3x3, 21 x 21,
-/// defaults ws = 13, k = 18, one ReLU run per layer) holds its values at their widths,
-/// worked out here from the protocol: a hidden layer's matrix triples at ws + k = 31 bits
-/// (its ReLU reads them mod 2^31), the last layer's at the output's width, also 31 (the
-/// activations' range ±128 holds the least output range ±32); with the boolean engine, per
-/// ReLU run, the AND triples' bit-sliced words at 64, the daBit shares and the selection's
-/// product share at k = 18 bits (the ReLU leaves its result mod 2^k), and for the next
-/// layer's opening, which extends it by its shares' top bits, one product per element at
-/// the width it opens the activations at (31) less k. The circuit's counts
-/// come from the file's header. Its size is those bits' bytes and a few KB (header, seed,
-/// base OTs).
-fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
+/// one ReLU run per layer) at the fixed point `[s, ws, k]` (the defaults 10, 13, 18) holds
+/// its values at their widths, worked out here from the protocol: a hidden layer's matrix
+/// triples at ws + k bits (its ReLU reads them mod 2^(ws + k)), the last layer's at the
+/// output's width, max(ws + k, s + ws + 6) (the activations' range, at least ±32: 31 bits
+/// at the defaults, as the hidden layers'); with the boolean engine, per ReLU run, the AND
+/// triples' bit-sliced words at 64, the daBit shares and the selection's product share at
+/// k bits (the ReLU leaves its result mod 2^k), and for the next layer's opening, which
+/// extends it by its shares' top bits, one product per element at the width it opens the
+/// activations at less k. The circuit's counts come from the file's header. Its size is
+/// those bits' bytes and a few KB (header, seed, base OTs).
+fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str, [s, ws, k]: [u64; 3]) {
     let (h, ts) = ppdenoise::formats::triplet_stream::open(&d.path("triplets.p1"), 1).unwrap();
     let hw = 21 * 21u64;
-    // The last layer's product is the output, held mod 2^max(ws + k, s + ws + 6): at the
-    // hidden layers' 31 bits, which exceed 10 + 13 + 6.
-    let (hidden, last) = (13 + 18, 13 + 18);
+    // The last layer's product is the output, held mod 2^max(ws + k, s + ws + 6).
+    let (hidden, last) = (ws + k, (ws + k).max(s + ws + 6));
     let mut want = (6 * hw + 5 * hw) * hidden + hw * last;
     let mut values = 12 * hw;
     let circuit = h.info("circuit").unwrap();
     assert!(
-        circuit.ends_with(",out31"),
+        circuit.ends_with(&format!(",out{last}")),
         "{engine}: {circuit} names the output's width"
     );
     if engine == "gmw" {
@@ -242,7 +241,7 @@ fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str) {
             .filter(|&x| x != "extend" && !x.starts_with("out"))
             .map(|x| x.parse().unwrap())
             .collect();
-        let (ands, dabits, edas, k) = (c[0], c[1], c[2], 18);
+        let (ands, dabits, edas) = (c[0], c[1], c[2]);
         assert_eq!(edas, 0, "a ReLU is finished by selection, not by an edaBit");
         for (n, opened_at) in [(6 * hw, hidden), (5 * hw, last)] {
             want += ands * n.div_ceil(64) * 64 + (dabits + 1) * n * k + n * (opened_at - k);
@@ -281,14 +280,21 @@ fn triplets_dealt_for_another_output_width_are_refused_by_name() {
         let (mut h, mut src, len, _) = Opened::open(&path).unwrap().into_body().unwrap();
         let mut body = vec![0; len as usize];
         src.read_exact(&mut body).unwrap();
-        let e = h.info.iter_mut().find(|(k, _)| k == "circuit").unwrap();
-        assert!(e.1.ends_with(",out31"), "{engine}: {}", e.1);
-        e.1 = e.1.replace(",out31", ",out33");
-        container::write_streamed(&path, &h, len, Seal::PLAIN, |w| Ok(w.write_all(&body)?))
-            .unwrap();
-        let o = wait(d.spawn(0, &no_link_addr(), engine));
-        refused(&o, "made for another ReLU circuit");
-        refused(&o, "out33 in the file");
+        let circuit = h.info("circuit").unwrap().to_string();
+        assert!(circuit.ends_with(",out31"), "{engine}: {circuit}");
+        // Another width, then the form of a build before the width was named.
+        for forged in [
+            circuit.replace(",out31", ",out33"),
+            circuit.replace(",out31", ""),
+        ] {
+            let e = h.info.iter_mut().find(|(k, _)| k == "circuit").unwrap();
+            e.1 = forged.clone();
+            container::write_streamed(&path, &h, len, Seal::PLAIN, |w| Ok(w.write_all(&body)?))
+                .unwrap();
+            let o = wait(d.spawn(0, &no_link_addr(), engine));
+            refused(&o, "made for another ReLU circuit");
+            refused(&o, &format!("{forged} in the file"));
+        }
     }
 }
 
@@ -298,7 +304,7 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
         let d = Dir::new();
         let m = setup(&d, true);
         let (secure, oracle) = deal_check_serve_compare(&d, &m, engine, |d| {
-            dealer_file_holds_values_at_their_widths(d, engine)
+            dealer_file_holds_values_at_their_widths(d, engine, [10, 13, 18])
         });
         let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
         assert_eq!(diff, 0, "{engine}: {diff} pixels differ from the oracle");
@@ -320,6 +326,27 @@ fn cnn_pipeline_is_bit_exact_with_the_oracle() {
         // The triplets are spent.
         let c0 = d.spawn(0, &no_link_addr(), "triplets");
         refused(&wait(c0), "already");
+    }
+}
+
+/// A CNN whose output is wider than its hidden values: activations at ±16 (s = 12, ws = 13,
+/// k = 17, recorded in the model's file), so the output's least range ±32 sets its width
+/// (31 bits, the hidden layers' 30): its last layer's values are dealt at that width and
+/// the output is the oracle's, bit for bit, on both engines.
+#[test]
+fn a_cnn_whose_output_is_wider_than_its_activations_is_bit_exact() {
+    for engine in ["gmw", "gc"] {
+        let d = Dir::new();
+        let mut m = setup(&d, true);
+        m.fixed_point = Some([12, 13, 17]);
+        m.save(&d.path("cnn.npz")).unwrap();
+        d.share_model(Some("cnn.npz"), "model");
+        d.share_image(Some("model.pub"), "image");
+        let (secure, oracle) = deal_check_serve_compare(&d, &m, engine, |d| {
+            dealer_file_holds_values_at_their_widths(d, engine, [12, 13, 17])
+        });
+        let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
+        assert_eq!(diff, 0, "{engine}: {diff} pixels differ from the oracle");
     }
 }
 

@@ -48,11 +48,13 @@ impl Default for CnnFixed {
     }
 }
 
-/// The least signed range of a CNN's output, in bits at its real scale: ±32. Every image
-/// reaches a model at about 0..1 (8-bit pixels / 255; a DICOM slice clipped to its window),
-/// so a denoiser's output lies near 0..1 too; ±32 is the hidden values' own range for
-/// FFDNet (k = 19 at s = 13), so its output is read at the width of every other layer's
-/// map. ±512 until wire revision 5, from before slices were clipped to their windows.
+/// The least signed range of a CNN's output, in bits at its real scale: ±32, where the
+/// activations' range ±2^(k - 1 - s) is narrower (k - 1 - s < 5), else that range. A model
+/// with a noise map takes every image at about 0..1 (pixels / 255, a DICOM slice clipped to
+/// its window), so its output lies near 0..1; ±32 is FFDNet's own activations' range (k =
+/// 19, s = 13), so its output is read at every hidden map's width. A model scaled by
+/// sigma*/sigma (DnCNN) takes larger inputs, bounded by the owner's sweep, which counts an
+/// output outside the range as it counts a hidden value. ±512 until wire revision 5.
 pub const OUT_RANGE_BITS: u32 = 6;
 
 impl CnnFixed {
