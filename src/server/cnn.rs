@@ -420,12 +420,25 @@ mod extended_opening {
         (ones as f64 - n as f64 / 2.0).abs() / (n as f64 / 4.0).sqrt()
     }
 
+    /// The largest z-score of party 1's explicit shares of ρ_0 ρ_1 (at `width` bits): each
+    /// bit must be uniform, the low one also beside the product.
+    fn explicit_z(explicit: &[u64], product: impl Fn(usize) -> u64, width: u32) -> f64 {
+        let n = explicit.len();
+        (0..width)
+            .map(|j| {
+                let bit = |i: usize| (explicit[i] >> j) ^ if j == 0 { product(i) } else { 0 };
+                z_of((0..n).map(bit), n)
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// What each party learns from the top-bit message: for y = 0 everywhere the two
     /// shares' top bits differ almost always, so the peer's bit beside the party's own top
     /// bit, and beside its own top bit and ρ (which would unmask the peer's bit were ρ the
     /// same for both), must be uniform (z below 7 of a binomial over 4096 elements), and so
-    /// must party 1's explicit share of ρ_0 ρ_1 beside the product. Two negative controls,
-    /// each exact, must fail: the top bits sent without ρ, and one seed's ρ for both.
+    /// must each bit of party 1's explicit share of ρ_0 ρ_1, the low one beside the product.
+    /// Three negative controls must fail: the top bits sent without ρ and one seed's ρ for
+    /// both (each exact), and the product itself as party 1's share, scored as the share is.
     #[test]
     fn the_shares_top_bits_cross_masked() {
         let (k, bits, n) = (18u32, 31u32, 4096usize);
@@ -449,7 +462,16 @@ mod extended_opening {
                 z.push(z_of((0..n).map(|i| peer(i) ^ own(i) ^ s.rho[i]), n));
             }
             let (r0, r1) = (&sides[0].rho, &sides[1].rho);
-            z.push(z_of((0..n).map(|i| explicit[i] ^ (r0[i] & r1[i])), n));
+            let product = |i: usize| r0[i] & r1[i];
+            z.push(explicit_z(&explicit, product, bits - k));
+            // The control of the score: the product dealt bare, as a dealer that shared it
+            // with a zero would, must be told apart.
+            let bare_product: Vec<u64> = (0..n).map(product).collect();
+            let z_bare = explicit_z(&bare_product, product, bits - k);
+            assert!(
+                z_bare > 7.0,
+                "a bare product went unnoticed (z {z_bare:.1})"
+            );
             z.into_iter().fold(0.0, f64::max)
         };
         let z = worst(false, SEEDS, &mut rng);
