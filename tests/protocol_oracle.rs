@@ -534,3 +534,58 @@ fn weights_opened_once_leave_only_activations_in_the_job() {
         );
     }
 }
+
+/// A plan read for opened weights holds its biases alone (`ModelShare::bias_plan`): in a
+/// job that opens its weights per job it is refused by the protocol before anything is
+/// sent (the peer's channel closes with no message), where the party's full share plan
+/// passes that check and goes on to the session's tag (which it sends).
+#[test]
+fn a_plan_of_biases_alone_is_refused_where_its_job_opens_the_weights() {
+    use ppdenoise::twopc::channel::Expect;
+    let model = random_model(&[9, 7, 5, 1], 3, meta(false, false));
+    let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+    let [share, _] = ModelShare::split(&plan, &model.meta, &test_seed());
+    let (biases, full) = (share.bias_plan().unwrap(), share.share_plan().unwrap());
+    let job = JobParams {
+        height: 8,
+        width: 8,
+        bit_depth: 8,
+        stride: 1,
+        scale: FixedParams::default().s,
+        pre: Preprocess::new(25.0, model.meta.sigma, false),
+        sigma: 25.0,
+        model_sigma: model.meta.sigma,
+        private_pre: false,
+        colours: 1,
+    };
+    let image = vec![0u64; 64];
+    let attempt = |plan: &Plan| {
+        let (mut c0, mut c1) = mem_pair();
+        let inputs = JobInputs {
+            party: 0,
+            plan,
+            job: &job,
+            image: &image,
+            rand: PartyRandomness::packed(0, test_seed(), Default::default()),
+            batch: 16,
+            session_tag: b"job-model-triplets".to_vec(),
+            weights: Weights::PerJob,
+            patches: None,
+        };
+        let mut engine = engine_for(EngineKind::Gmw, 0, &[]).unwrap();
+        // The peer's side: what it receives before party 0's channel closes.
+        let peer = std::thread::spawn(move || c1.recv(Expect::AtMost(1 << 20)).is_ok());
+        let e = protocol::run(&mut c0, inputs, engine.as_mut(), &mut |_, _| {})
+            .expect_err("a job with no peer cannot finish")
+            .to_string();
+        drop(c0);
+        (e, peer.join().unwrap())
+    };
+    let (e, sent) = attempt(&biases);
+    assert!(e.contains("holds no share of the weights"), "{e}");
+    assert!(!sent, "a message crossed before the refusal");
+    // The control: the full share plan is not refused there, and sends its session tag.
+    let (e, sent) = attempt(&full);
+    assert!(!e.contains("holds no share of the weights"), "{e}");
+    assert!(sent, "the full plan's job sent nothing");
+}
