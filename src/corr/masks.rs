@@ -99,4 +99,23 @@ mod tests {
             );
         }
     }
+
+    /// Known answers, computed apart from this crate (Python's blake3 binding over the
+    /// words' little-endian bytes, with these derivation contexts): the digest is bound into
+    /// the session tag and the MAC stored in opened-weights files, so a build that derived
+    /// either otherwise would refuse its peer's or its own earlier files.
+    #[test]
+    fn opened_digest_and_mac_known_answers() {
+        let u: Vec<u64> = (0..10_000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        assert_eq!(
+            hex::encode(opened_digest(&u)),
+            "61fd40256783c013594ff4cad8bbca0f04de1df8abff378af1e97aac854182f3"
+        );
+        assert_eq!(
+            opened_mac(&[7; 32], &u).to_hex().as_str(),
+            "9dd77b0c4449da12449b940d2c0e1c094b47b0a0c27187c218cf216b771038a6"
+        );
+    }
 }
