@@ -406,17 +406,27 @@ fn edge_cases_are_bit_exact_on_both_engines() {
     }
 }
 
+/// Activations at ±16 (s = 12, ws = 13, k = 17): the output's width (31 bits, its least
+/// range ±32) is then not a ReLU's reading width (ws + k = 30), as it is at the defaults.
+const WIDE_OUT: CnnFixed = CnnFixed {
+    s: 12,
+    ws: 13,
+    k: 17,
+};
+
 /// A map read by two products of different needs is opened at the wider one: one read by a
-/// conv feeding a ReLU and one reaching the output linearly (64 bits), one by a conv feeding
-/// a ReLU at ws and two convs feeding one at 2 ws; each with the wider reader first and last.
+/// conv feeding a ReLU and one reaching the output linearly (at the output's width), one by
+/// a conv feeding a ReLU at ws and two convs feeding one at 2 ws; each with the wider reader
+/// first and last.
 #[test]
 fn a_map_read_at_two_widths_is_bit_exact_on_both_engines() {
-    let p = CnnFixed::default();
+    let p = WIDE_OUT;
     for wide_first in [true, false] {
         let (g, [a, r]) = mixed_readers(5, wide_first);
         let plan = GraphPlan::from_graph(&g, p).unwrap();
-        // The case is what it says: the map reaching the output opened whole.
-        assert_eq!(plan.open_bits((plan.nodes[a] as u32, 0)), 64);
+        // The case is what it says: the map reaching the output opened at its width.
+        assert_eq!(plan.out_bits(), p.ws + p.k + 1);
+        assert_eq!(plan.open_bits((plan.nodes[a] as u32, 0)), plan.out_bits());
         assert_eq!(plan.open_bits((plan.nodes[r] as u32, 0)), 2 * p.ws + p.k);
         let (h, w) = size(&plan, 9, 11);
         let o = run_case(&plan, h, w, Tamper::None, 101, &BOTH);
@@ -465,7 +475,7 @@ fn two_readers() -> Graph {
 /// weights in the job adds exactly them.
 #[test]
 fn traffic_is_what_the_protocol_says() {
-    let plan = GraphPlan::from_graph(&two_readers(), CnnFixed::default()).unwrap();
+    let plan = GraphPlan::from_graph(&two_readers(), WIDE_OUT).unwrap();
     let (h, w) = size(&plan, 8, 12);
     let batch = 333;
     let o = run_case(&plan, h, w, Tamper::None, batch, &[EngineKind::Gmw]);
@@ -515,7 +525,7 @@ fn traffic_is_what_the_protocol_says() {
     }
     assert!(twice > 0, "the case has a tensor read by two products");
     assert!(
-        widths.len() > 1 && widths.contains(&64),
+        widths.len() > 1 && widths.contains(&plan.out_bits()),
         "the case has openings only circuits read and one the output reads: {widths:?}"
     );
     let weights: u64 = plan.weight_steps().iter().map(|&(_, n)| 8 * n as u64).sum();

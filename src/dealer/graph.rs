@@ -81,7 +81,8 @@ pub fn correction_count(
 /// What the dealer and the servers must agree on about a graph job's circuits, recorded in
 /// the triplet header as [`crate::dealer::cnn::circuit_shape`] does for a CNN's one ReLU:
 /// each distinct circuit in order of first use, its AND gates and outputs; for the boolean
-/// engine, its netlist's AND gates, daBits and edaBits per element.
+/// engine, its netlist's AND gates, daBits and edaBits per element; then `out<N>`, the
+/// output's width.
 pub fn circuit_shapes(
     plan: &GraphPlan,
     h: usize,
@@ -100,11 +101,13 @@ pub fn circuit_shapes(
         }
     }
     let mut nets = Nets::default();
-    Ok(seen
+    let shapes: Vec<String> = seen
         .iter()
         .map(|circ| crate::dealer::cnn::describe_circuit(circ, engine, || nets.of(circ)))
-        .collect::<Vec<_>>()
-        .join(";"))
+        .collect();
+    // The output's width sizes the values of the steps that reach it (wire revision 6,
+    // when it was 64): a file dealt at another is refused by name.
+    Ok(format!("{};out{}", shapes.join(";"), plan.out_bits()))
 }
 
 /// A map mask B from both parties' seeds.

@@ -77,9 +77,13 @@ impl CnnFixed {
     /// 64 (docs/protocol.md, "Ring width"). The oracle counts an output outside it as out
     /// of range, as it counts a hidden value outside k bits.
     pub fn out_bits(&self) -> u32 {
-        (self.ws + self.k)
-            .max(self.s + self.ws + OUT_RANGE_BITS)
-            .min(64)
+        self.out_bits_at(self.s + self.ws)
+    }
+
+    /// [`Self::out_bits`] of an output at scale `scale` (a graph's may end at s or s + ws):
+    /// its fractional bits and the range's.
+    pub fn out_bits_at(&self, scale: u32) -> u32 {
+        (scale + self.k.saturating_sub(self.s).max(OUT_RANGE_BITS)).min(64)
     }
 
     /// How far the output is shifted left so that its out_bits fill the 64-bit word: the
@@ -330,13 +334,7 @@ impl CnnPlan {
                 *o = (i << p.ws).wrapping_sub(*o);
             }
         }
-        let sh = p.out_shift();
-        let mut wrapped = 0;
-        for v in z.iter_mut() {
-            let out = *v << sh;
-            wrapped += u64::from(((out as i64) >> sh) as u64 != *v);
-            *v = out;
-        }
+        let wrapped = crate::ring::fixed::hold_at_top(&mut z, p.out_shift());
         (
             self.frame.image_from_stack_of(self.colours(), &z, ih, iw),
             wrapped,

@@ -14,6 +14,19 @@ pub fn decode(x: u64, s: u32) -> f64 {
     x as i64 as f64 / (s as f64).exp2()
 }
 
+/// Shifts each value left by `sh`, so that its low 64 - sh bits fill the word (a network's
+/// output held mod 2^(64 - sh), docs/protocol.md "Ring width"); returns how many of them
+/// leave that signed range (plain values only: on shares the count means nothing).
+pub fn hold_at_top(v: &mut [u64], sh: u32) -> u64 {
+    let mut wrapped = 0;
+    for x in v.iter_mut() {
+        let out = *x << sh;
+        wrapped += u64::from(((out as i64) >> sh) as u64 != *x);
+        *x = out;
+    }
+    wrapped
+}
+
 /// Sign-extends the low `k` bits of `x` (1 <= k <= 64).
 pub fn sign_extend(x: u64, k: u32) -> u64 {
     if k >= 64 {

@@ -153,9 +153,29 @@ impl GraphPlan {
         Ok(plan)
     }
 
-    /// Scale of the output (what the receiver decodes).
+    /// Bits of the output the receiver reads: held mod 2^out_bits, as a CNN chain's
+    /// ([`CnnFixed::out_bits_at`] of the output step's scale), so that the products that
+    /// reach it are opened at about the width of every other, not at 64.
+    pub fn out_bits(&self) -> u32 {
+        self.params.out_bits_at(self.steps[self.output].scale)
+    }
+
+    /// How far the output is shifted left so that its out_bits fill the word.
+    pub fn out_shift(&self) -> u32 {
+        64 - self.out_bits()
+    }
+
+    /// Scale of the output as the receiver decodes it: the output step's, shifted.
     pub fn out_scale(&self) -> u32 {
-        self.steps[self.output].scale
+        self.steps[self.output].scale + self.out_shift()
+    }
+
+    /// The job's output from the output step's map (or a share of it: linear, so each
+    /// party applies it to its own): shifted left by [`Self::out_shift`], so the bits above
+    /// out_bits, which shares do not agree on, are gone. Returns how many values leave the
+    /// signed out_bits range (plain values only).
+    pub fn output_of(&self, out: &mut Map<u64>) -> u64 {
+        crate::ring::fixed::hold_at_top(&mut out.v, self.out_shift())
     }
 
     /// Rescaling circuits the plan placed (each a circuit run per value of its map).
@@ -352,8 +372,9 @@ fn exact_bits(r: &Resize) -> Option<u32> {
     })
 }
 
-/// The oracle's result: the output map at the plan's output scale, and the values a circuit
-/// saw outside the k-bit range it keeps (the secure run would wrap them as the oracle does).
+/// The oracle's result: the output map held at the word's top ([`GraphPlan::output_of`], at
+/// [`GraphPlan::out_scale`]), and the values a circuit saw outside the k-bit range it keeps
+/// and the outputs outside out_bits (the secure run would wrap them as the oracle does).
 pub struct GraphRun {
     pub output: Map<u64>,
     pub out_of_range: u64,
@@ -408,9 +429,11 @@ pub fn run_each(
             }
         }
     }
+    let mut output = maps[plan.output].take().expect("the output is kept");
+    let wrapped = plan.output_of(&mut output);
     GraphRun {
-        output: maps[plan.output].take().expect("the output is kept"),
-        out_of_range: oor.into_inner(),
+        output,
+        out_of_range: oor.into_inner() + wrapped,
     }
 }
 

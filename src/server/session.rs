@@ -203,23 +203,23 @@ mod tests {
         let e = why(&tag(1, "per-job/gmw"));
         assert!(
             e.contains(
-                "wire format none (a build before wire revision 2), this one's of revision 5"
+                "wire format none (a build before wire revision 2), this one's of revision 6"
             ),
             "{e}"
         );
-        let e = why(&tag(1, "per-job/gmw/wire4"));
+        let e = why(&tag(1, "per-job/gmw/wire5"));
         assert!(
-            e.contains("wire format revision 4, this one's of revision 5"),
+            e.contains("wire format revision 5, this one's of revision 6"),
             "{e}"
         );
         // An older build on another engine too: the format is named first.
         let e = why(&tag(1, "per-job/gc"));
         assert!(e.contains("wire format none"), "{e}");
-        let e = why(&tag(1, "per-job/gc+tccr2/wire5"));
+        let e = why(&tag(1, "per-job/gc+tccr2/wire6"));
         assert!(e.contains("runs the gc engine"), "{e}");
-        let e = why(&tag(1, "ab12/gmw/wire5"));
+        let e = why(&tag(1, "ab12/gmw/wire6"));
         assert!(e.contains("model mask ab12"), "{e}");
-        let e = why(&tag(2, "per-job/gmw/wire5"));
+        let e = why(&tag(2, "per-job/gmw/wire6"));
         assert!(e.contains("different job, model or dealer run"), "{e}");
     }
 }

@@ -232,7 +232,8 @@ impl Job<'_, '_> {
     }
 }
 
-/// Runs the job; returns this party's share of the output map (at the plan's output scale).
+/// Runs the job; returns this party's share of the output map, held at the word's top
+/// ([`GraphPlan::output_of`], at [`GraphPlan::out_scale`]).
 pub fn run(
     ch: &mut dyn Channel,
     mut inp: GraphJobInputs<'_>,
@@ -363,7 +364,9 @@ pub fn run(
     rep.seconds_total = t_start.elapsed().as_secs_f64();
     rep.link = job.ch.stats();
     rep.engine = job.engine.counters();
-    let out = maps[plan.output].take().expect("the output is kept");
+    let mut out = maps[plan.output].take().expect("the output is kept");
+    // Its shares agree mod 2^out_bits only: the bits above leave the word.
+    plan.output_of(&mut out);
     Ok((out, rep))
 }
 

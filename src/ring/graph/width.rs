@@ -5,11 +5,11 @@
 //! exact value; every other step is ring-linear (products by secret or public weights,
 //! joins with their left shifts, average pooling and resizes by encoded public weights,
 //! pixel (un)shuffles, public constants added), so its output mod 2^b follows from its
-//! inputs mod 2^b. Walking the plan backwards from the output (needed whole, 64 bits),
+//! inputs mod 2^b. Walking the plan backwards from the output (needed at out_bits),
 //! each step asks of its inputs what it needs: a circuit its reading width, a linear step
 //! what its own output needs. A product's opening then needs only as many bits as its
 //! output does: a map that only circuits read is opened mod 2^(sh + k), one that reaches
-//! the output linearly in all 64.
+//! the output linearly at the output's width.
 
 use std::collections::HashMap;
 
@@ -21,7 +21,7 @@ impl GraphPlan {
     pub fn needed_bits(&self) -> Vec<u32> {
         let k = self.params.k;
         let mut need = vec![0u32; self.steps.len()];
-        need[self.output] = 64;
+        need[self.output] = self.out_bits();
         // Steps come after their inputs: every reader of step i is seen before i.
         for (i, st) in self.steps.iter().enumerate().skip(1).rev() {
             let out = need[i];
@@ -145,22 +145,26 @@ mod tests {
 
     /// What each rule asks, on plans whose structure is known: a map only circuits read is
     /// opened at sh + k; one whose product reaches the output linearly, or through a max
-    /// pooling (which passes its window's first value on), at 64; a clip asks only k.
+    /// pooling (which passes its window's first value on), at the output's width
+    /// (`GraphPlan::out_bits`, 64 before wire revision 6); a clip asks only k.
     #[test]
     fn each_step_asks_of_its_inputs_what_its_readers_read() {
         let p = CnnFixed::default();
         let hidden = p.ws + p.k;
         let open_of = |plan: &GraphPlan, step: usize| plan.open_bits(product_input(plan, step));
 
-        // The output is the second conv itself: its input is opened whole.
+        // The output is the second conv itself, at scale s + ws: its input is opened at
+        // the output's width, s + ws and the activations' range (k - s bits), as a CNN's.
         let plan = GraphPlan::from_graph(&chain(None), p).unwrap();
         let need = plan.needed_bits();
-        assert_eq!(need[plan.output], 64);
+        assert_eq!(need[plan.output], p.s + p.ws + (p.k - p.s));
+        assert_eq!(plan.out_bits(), p.out_bits());
         assert_eq!(open_of(&plan, nth(&plan, "Conv", 0)), hidden);
-        assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), 64);
+        assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), plan.out_bits());
 
         // A max pooling as the output: rescaled first (a Trunc at sh = ws), then every value
-        // it passes on is needed whole, so the Trunc's output is needed at 64 bits; the
+        // it passes on is needed at the output's width (scale s: s + the range's bits,
+        // and at least k for its circuits), so the Trunc's output is needed there; the
         // conv before it only by the Trunc's circuit.
         let mp = Op::MaxPool {
             window: win(3, 1, 1),
@@ -169,7 +173,12 @@ mod tests {
         let need = plan.needed_bits();
         let t = nth(&plan, "Trunc", 0);
         assert_eq!(plan.steps[nth(&plan, "MaxPool", 0)].inputs, [t]);
-        assert_eq!(need[t], 64, "a max pooling passes its values on");
+        assert_eq!(plan.out_bits(), p.s + (p.k - p.s));
+        assert_eq!(
+            need[t],
+            plan.out_bits().max(p.k),
+            "a max pooling passes its values on"
+        );
         assert_eq!(open_of(&plan, nth(&plan, "Conv", 1)), hidden);
 
         // A clip with bounds reads its input only through circuits at sh = 0.
@@ -180,7 +189,7 @@ mod tests {
         let plan = GraphPlan::from_graph(&chain(Some(clip)), p).unwrap();
         let need = plan.needed_bits();
         let c = nth(&plan, "Clip", 0);
-        assert_eq!(need[c], 64);
+        assert_eq!(need[c], plan.out_bits());
         assert_eq!(need[plan.steps[c].inputs[0]], p.k);
     }
 
@@ -188,13 +197,22 @@ mod tests {
     /// opening would lose the wide reader's high bits), whichever reader comes first.
     #[test]
     fn a_map_two_products_read_is_opened_at_the_wider_need() {
-        let p = CnnFixed::default();
+        // Activations at ±16, so the output's width (31: the least range ±32) is not a
+        // ReLU's reading width (ws + k = 30), as at the defaults.
+        let p = CnnFixed {
+            s: 12,
+            ws: 13,
+            k: 17,
+        };
         for wide_first in [true, false] {
             let (g, [a, r]) = mixed_readers(1, wide_first);
             let plan = GraphPlan::from_graph(&g, p).unwrap();
             let need = plan.needed_bits();
             let widths = plan.open_widths();
-            for (t, wide) in [(plan.nodes[a], 64), (plan.nodes[r], 2 * p.ws + p.k)] {
+            for (t, wide) in [
+                (plan.nodes[a], plan.out_bits()),
+                (plan.nodes[r], 2 * p.ws + p.k),
+            ] {
                 let mut readers: Vec<u32> = (1..plan.steps.len())
                     .filter(|&i| plan.is_product(i) && product_input(&plan, i) == (t as u32, 0))
                     .map(|i| need[i])
