@@ -374,6 +374,42 @@ fn edge_cases() -> Graph {
     n.graph(o)
 }
 
+/// A graph whose output is a circuit's (ReLU, leaky ReLU, PReLU, max pooling, clip), held
+/// at the output's width (wire revision 6; a ReLU's at k bits, where its result needs no
+/// extension), is the oracle's bit for bit on both engines, at the defaults and at
+/// activations of ±16, with every dealer bit above its reader's width garbage.
+#[test]
+fn a_graph_that_ends_in_a_circuit_is_bit_exact() {
+    let ends = [
+        Op::Relu,
+        Op::LeakyRelu { alpha: 0.2 },
+        Op::PRelu { slope: vec![-0.5] },
+        Op::MaxPool {
+            window: win(3, 1, 1),
+        },
+        Op::Clip {
+            lo: Some(-0.5),
+            hi: Some(0.8),
+        },
+    ];
+    for end in ends {
+        let mut n = Net::new(3);
+        let a = n.conv(0, 1, 2, win(3, 1, 1), false, 1);
+        let a = n.add(Op::Relu, &[a]);
+        let b = n.conv(a, 2, 1, win(3, 1, 1), false, 1);
+        let o = n.add(end.clone(), &[b]);
+        let g = n.graph(o);
+        for p in [CnnFixed::default(), WIDE_OUT] {
+            let plan = GraphPlan::from_graph(&g, p).unwrap();
+            let (h, w) = size(&plan, 9, 10);
+            for tamper in [Tamper::None, Tamper::Garble] {
+                let o = run_case(&plan, h, w, tamper, 41, &BOTH);
+                assert_exact(&o, &format!("ending in {end:?} at {p:?}"));
+            }
+        }
+    }
+}
+
 /// Issue 51, item 3: party 1's dealer values are needed only mod the width their product's
 /// result or their circuit's output is read at (`GraphPlan::product_bits`,
 /// `circuit_out_bits`): with every bit above it garbage, the every-op graph (every step kind,

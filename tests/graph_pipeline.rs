@@ -390,7 +390,7 @@ fn a_server_refuses_graph_headers_that_disagree() {
             Duration::from_secs(60),
         )
     };
-    let cases: [(&str, Edit, &str); 3] = [
+    let cases: [(&str, Edit, &str); 5] = [
         (
             "fixed_point",
             |h| set(h, "fixed_point", "12,13,18".into()),
@@ -411,6 +411,26 @@ fn a_server_refuses_graph_headers_that_disagree() {
         (
             "circuit",
             |h| set(h, "circuit", "1,2,3".into()),
+            "made for other circuits",
+        ),
+        // The output's width: another, then none (a build before wire revision 6).
+        (
+            "circuit",
+            |h| {
+                let v = h.info("circuit").unwrap();
+                let (shapes, bits) = v.rsplit_once(";out").expect("the width is named");
+                let other = bits.parse::<u32>().unwrap() + 1;
+                set(h, "circuit", format!("{shapes};out{other}"))
+            },
+            "made for other circuits",
+        ),
+        (
+            "circuit",
+            |h| {
+                let v = h.info("circuit").unwrap();
+                let shapes = v.rsplit_once(";out").expect("the width is named").0;
+                set(h, "circuit", shapes.to_string())
+            },
             "made for other circuits",
         ),
     ];

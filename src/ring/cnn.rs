@@ -54,7 +54,8 @@ impl Default for CnnFixed {
 /// its window), so its output lies near 0..1; ±32 is FFDNet's own activations' range (k =
 /// 19, s = 13), so its output is read at every hidden map's width. A model scaled by
 /// sigma*/sigma (DnCNN) takes larger inputs, bounded by the owner's sweep, which counts an
-/// output outside the range as it counts a hidden value. ±512 until wire revision 5.
+/// output outside the range as it counts a hidden value (a graph has no sweep: only
+/// `denoise --arith fixed` counts its wraps). ±512 until wire revision 5.
 pub const OUT_RANGE_BITS: u32 = 6;
 
 impl CnnFixed {

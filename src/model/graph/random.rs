@@ -163,7 +163,7 @@ pub fn every_op(seed: u64) -> Graph {
 
 /// Two activations each read by two convs whose results need different low bits (the
 /// widest-reader rule of `ring::graph::width`): `a` by a conv feeding a ReLU (needed mod
-/// 2^(ws + k)) and by one reaching the output linearly (needed whole); `r` by a conv feeding
+/// 2^(ws + k)) and by one reaching the output linearly (needed at the output's width); `r` by a conv feeding
 /// a ReLU and by two convs in a row feeding one (needed mod 2^(2 ws + k)). `wide_first`
 /// puts the wider reader first in the graph, else last. Returns the graph and [a, r].
 pub fn mixed_readers(seed: u64, wide_first: bool) -> (Graph, [usize; 2]) {
