@@ -475,10 +475,15 @@ impl PartyRandomness {
 }
 
 /// `n` bits of `prg`, 64 to a word drawn, one per value (0 or 1): a party's masks of its
-/// shares' top bits in a map's extension ([`PartyRandomness::map_extension`]; the dealer
-/// draws both parties' the same way).
+/// shares' top bits in a map's extension ([`PartyRandomness::map_extension`]).
 pub(crate) fn extension_bits(prg: &mut Prg, n: usize) -> Vec<u64> {
-    bits_of(&prg.vec(n.div_ceil(64)), n)
+    bits_of(&extension_words(prg, n), n)
+}
+
+/// The words [`extension_bits`] takes its `n` bits from, as drawn: the dealer draws both
+/// parties' through this and ANDs them before spreading them to one bit a value.
+pub(crate) fn extension_words(prg: &mut Prg, n: usize) -> Vec<u64> {
+    prg.vec(n.div_ceil(64))
 }
 
 /// The first `n` bits of `words`, low bit first, one per value (0 or 1).

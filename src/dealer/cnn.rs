@@ -12,7 +12,7 @@ use crate::corr::engine_kind::EngineKind;
 use crate::corr::explicit::explicit_into;
 use crate::corr::masks::mask_share;
 use crate::corr::pack::{low_mask, Tally};
-use crate::corr::randomness::{act_mask_of, bits_of, PartyRandomness};
+use crate::corr::randomness::{act_mask_of, bits_of, extension_words, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::dealer::DealSeeds;
@@ -172,10 +172,9 @@ pub(crate) fn emit_map_extension<E>(
     emit: &mut crate::corr::pack::Emit<'_, E>,
 ) -> Result<(), E> {
     // Both parties' ρ words ANDed before they are spread out: one map-sized vector, not three.
-    let words = n.div_ceil(64);
     let mut prg0 = Prg::new(&seeds[0], Stream::MapExtend(layer));
-    let mut rho = prg0.vec(words);
-    let rho1 = Prg::new(&seeds[1], Stream::MapExtend(layer)).vec(words);
+    let mut rho = extension_words(&mut prg0, n);
+    let rho1 = extension_words(&mut Prg::new(&seeds[1], Stream::MapExtend(layer)), n);
     rho.iter_mut().zip(&rho1).for_each(|(a, b)| *a &= b);
     let mut p = prg0.vec(n);
     for (v, both) in p.iter_mut().zip(bits_of(&rho, n)) {
