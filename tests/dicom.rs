@@ -788,7 +788,7 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
         "--image",
         &s(&ct),
         "--sigma",
-        "25",
+        "400HU",
         "--seed",
         "1",
         "--out",
@@ -797,8 +797,10 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
     let noisy = dir.path().join("noisy.dcm");
     assert_derived_cli(&noisy, &ct);
     assert!(attr(&open_file(&noisy).unwrap(), tags::SERIES_DESCRIPTION)
-        .ends_with("noise sigma 25 added"));
-    assert!(attr(&open_file(&noisy).unwrap(), tags::DERIVATION_DESCRIPTION).contains("sigma 25"));
+        .ends_with("noise sigma 400HU added"));
+    assert!(
+        attr(&open_file(&noisy).unwrap(), tags::DERIVATION_DESCRIPTION).contains("sigma 400HU")
+    );
     // What was written is what add-noise measured.
     let m = ok(&["metrics", &s(&ct), &d("noisy.dcm")]);
     assert_eq!(m["psnr"], j["psnr"]);
@@ -811,7 +813,7 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
     ok(&[
         "denoise",
         "--sigma",
-        "25",
+        "400HU",
         "--window",
         "full",
         "--image",
@@ -825,7 +827,7 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
     ok(&[
         "denoise",
         "--sigma",
-        "25",
+        "400HU",
         "--window",
         "full",
         "--image",
@@ -853,7 +855,7 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
         &[
             "add-noise",
             "--sigma",
-            "25",
+            "400HU",
             "--image",
             "builtin:phantom:16",
             "--out",
@@ -865,7 +867,7 @@ fn cli_add_noise_metrics_and_denoise_on_a_dicom() {
         &[
             "add-noise",
             "--sigma",
-            "25",
+            "400HU",
             "--image",
             &s(&ct),
             "--out",
@@ -954,7 +956,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     ok(&[
         "add-noise",
         "--sigma",
-        "25",
+        "401.471HU",
         "--image",
         &s(&ct),
         "--seed",
@@ -994,7 +996,7 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
     ok(&[
         "share-image",
         "--sigma",
-        "25",
+        "401.471HU",
         "--image",
         &d("noisy.dcm"),
         "--out",
@@ -1901,7 +1903,7 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
         "--image",
         &p("mf.dcm"),
         "--sigma",
-        "20",
+        "320HU",
         "--seed",
         "7",
         "--out",
@@ -1913,7 +1915,9 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
     let noisy = ppdenoise::image::load_frames(d("noisy.dcm")).unwrap();
     let t = DicomTemplate::read(d("mf.dcm")).unwrap();
     for (k, (c, n)) in clean.iter().zip(&noisy).enumerate() {
-        let want = ppdenoise::image::add_noise(c, 20.0, 7 + k as u64);
+        // 320 HU on the default CT window, as add-noise reads it.
+        let level = 320.0 / ppdenoise::image::window::CT_WINDOW.per_level();
+        let want = ppdenoise::image::add_noise(c, level, 7 + k as u64);
         assert_eq!(n.pixels, t.quantize(&want.pixels), "frame {k}");
     }
     assert_eq!(
@@ -1924,7 +1928,7 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
     ok(&[
         "denoise",
         "--sigma",
-        "25",
+        "400HU",
         "--image",
         &p("noisy.dcm"),
         "--arith",
@@ -1941,7 +1945,7 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
         ok(&[
             "denoise",
             "--sigma",
-            "25",
+            "400HU",
             "--image",
             &s(&one),
             "--arith",
@@ -1961,7 +1965,7 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
         &[
             "add-noise",
             "--sigma",
-            "25",
+            "400HU",
             "--image",
             &p("mf.dcm"),
             "--out",
@@ -1973,7 +1977,7 @@ fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
         &[
             "denoise",
             "--sigma",
-            "25",
+            "400HU",
             "--image",
             &p("mf.dcm"),
             "--clean",
@@ -2053,7 +2057,7 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
         "--image",
         &p("ct"),
         "--sigma",
-        "15",
+        "240HU",
         "--seed",
         "3",
         "--out",
@@ -2064,7 +2068,7 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
     let denoised = ok(&[
         "denoise",
         "--sigma",
-        "25",
+        "400HU",
         "--image",
         &p("noisy"),
         "--arith",
@@ -2089,7 +2093,7 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
             "--image",
             &p(&format!("ct/{name}")),
             "--sigma",
-            "15",
+            "240HU",
             "--seed",
             &(3 + i).to_string(),
             "--out",
@@ -2106,7 +2110,7 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
         ok(&[
             "denoise",
             "--sigma",
-            "25",
+            "400HU",
             "--image",
             &s(&noisy),
             "--arith",
@@ -2125,7 +2129,7 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
         &[
             "denoise",
             "--sigma",
-            "25",
+            "400HU",
             "--image",
             &p("noisy"),
             "--out",

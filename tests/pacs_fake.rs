@@ -204,7 +204,7 @@ fn share(dir: &Path, from: &str, study: &str) -> std::process::Output {
         "--out",
         &s(&dir.join("study")),
         "--sigma",
-        "20",
+        "321.176HU",
         "--quiet",
     ])
 }
@@ -401,7 +401,7 @@ fn a_series_longer_than_the_archives_page_is_fetched_whole() {
             "--out",
             &s(&d.path().join("study")),
             "--sigma",
-            "20",
+            "321.176HU",
             "--quiet",
         ]);
         assert_eq!(j["slices"], 5, "{what}: {j}");

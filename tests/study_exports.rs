@@ -108,7 +108,7 @@ impl Dir {
     }
 
     fn share(&self, input: &str, out: &str, extra: &[&str]) -> Output {
-        share_study(&self.dir, "20", input, out, extra)
+        share_study(&self.dir, "321.176HU", input, out, extra)
     }
 
     /// `serve --study` of party `p`; `addr`: its `--addr` (and S0's `--port-file`), from
@@ -237,7 +237,7 @@ fn a_folder_of_series_sub_folders_is_listed_and_one_series_picked() {
     let j = ok(&[
         "share-study",
         "--sigma",
-        "20",
+        "321.176HU",
         "--in",
         &d.p("exp"),
         "--out",
@@ -440,7 +440,7 @@ fs.write(out)
             "--arith",
             "fixed",
             "--sigma",
-            "20",
+            "321.176HU",
             "--out",
             &want,
             "--like",

@@ -70,9 +70,10 @@ fn alpha_recipient(a: &ShareImageArgs) -> Result<Option<Recipient>> {
 /// How an image is encoded and shared (`share-image`, `share-study`).
 #[derive(Args)]
 pub struct ShareOpts {
-    /// Noise level of the image (required): a number on the model's 0..255 scale (the
-    /// window's range spread over 0..255), `20HU` in Hounsfield units (CT), `20SV` in stored
-    /// values, or `auto`: estimated from each image (docs/dicom.md).
+    /// Noise level of the image (required): a number in a PNG's or TIFF's grey levels (the
+    /// model's 0..255 scale), `20HU` in Hounsfield units (CT), `20SV` in stored values, or
+    /// `auto`: estimated from each image (docs/dicom.md). A DICOM image takes its own units
+    /// or `auto` only: a bare number there is refused.
     /// Not needed with a per-pixel map (--noise-map, --noise), which carries the level.
     #[arg(long, value_parser = super::inputs::parse_sigma,
           required_unless_present_any = ["noise", "noise_map", "sigma_per_colour"])]
@@ -106,6 +107,11 @@ pub struct ShareOpts {
     pub override_model_window: bool,
     #[command(flatten)]
     pub noise: super::inputs::NoiseArgs,
+    /// Take a DICOM image's --sigma even where it is more than three times the noise the
+    /// image holds by the gateway's own estimate (such a level smooths structure away, and
+    /// is refused without this).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub seal: super::keys::SealArgs,
 }
@@ -125,6 +131,7 @@ impl ShareOpts {
             model: self.model.clone(),
             override_model_window: self.override_model_window,
             noise: self.noise.plain(),
+            force: self.force,
         };
         opts.check()?;
         // Whose model.pub to believe, before it is read.

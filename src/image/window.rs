@@ -184,7 +184,8 @@ pub fn auto_window(values: &[f64]) -> Option<Window> {
 /// A noise level as given on the command line (`--sigma`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Sigma {
-    /// On the model's 0..255 scale (a plain number).
+    /// On the model's 0..255 scale (a plain number): a PNG's or TIFF's grey levels; refused
+    /// for a DICOM, whose 0..255 scale is a fraction of a window, not a unit.
     Scale(f64),
     /// In Hounsfield units (`20HU`): CT only.
     Hu(f64),
@@ -195,9 +196,9 @@ pub enum Sigma {
 }
 
 /// What `--sigma` takes, for errors that list the choices.
-pub const SIGMA_FORMS: &str = "a number on the model's 0..255 scale (e.g. 25), a level in \
-     Hounsfield units (e.g. 20HU, CT only), in stored values (e.g. 20SV), or auto (estimated \
-     from each image)";
+pub const SIGMA_FORMS: &str = "a number on the model's 0..255 scale (e.g. 25; PNG and TIFF \
+     only), a level in Hounsfield units (e.g. 20HU, CT only), in stored values (e.g. 20SV), or \
+     auto (estimated from each image)";
 
 impl FromStr for Sigma {
     type Err = String;
@@ -408,6 +409,35 @@ impl ValueScale {
         }
     }
 
+    /// The noise the image `pixels` (on the 0..255 scale) holds, estimated on that scale;
+    /// None where none can be (an image under 8 x 8, or none at all). Clipped pixels are flat
+    /// at the window's limits: left out.
+    pub fn estimate(&self, pixels: &Array2<f64>) -> Option<f64> {
+        use crate::image::noise_estimate::{estimate_sigma, estimate_sigma_inside};
+        if self.clipped > 0 {
+            estimate_sigma_inside(pixels, 0.0, 255.0)
+        } else {
+            estimate_sigma(pixels)
+        }
+        .filter(|s| *s > 0.0)
+    }
+
+    /// Why a bare `--sigma v` is refused for an image with units of its own, with the fix.
+    fn bare_level(&self, v: f64) -> String {
+        let (units, own) = match self.units {
+            Units::Hu => ("HU", format!("--sigma {v}HU if you meant {v} HU, ")),
+            _ => (self.units.name(), String::new()),
+        };
+        format!(
+            "--sigma {v}: a bare number is a level on the model's 0..255 scale, which on this \
+             image's window ({} {units}) is {:.1} {units}; a DICOM image's noise level is given \
+             in its own units: {own}--sigma {v}SV in stored values, or --sigma auto to estimate \
+             it from each image",
+            self.window,
+            self.in_units(v)
+        )
+    }
+
     /// A 0..255-scale level in the image's units.
     pub fn in_units(&self, level: f64) -> f64 {
         level * self.window.per_level()
@@ -417,7 +447,10 @@ impl ValueScale {
     /// cannot be. `auto` runs the estimator on the pixels.
     pub fn level_of(&self, sigma: Sigma, pixels: &Array2<f64>) -> Result<f64, String> {
         let level = match sigma {
-            Sigma::Scale(v) => v,
+            Sigma::Scale(v) if self.units == Units::Grey => v,
+            // A bare number on a DICOM's 0..255 scale is a window's fraction, not a noise
+            // level anyone measures: a CT's `20` is 321 HU, which smooths the image flat.
+            Sigma::Scale(v) => return Err(self.bare_level(v)),
             Sigma::Hu(v) if self.units == Units::Hu => v / self.window.per_level(),
             Sigma::Hu(v) => {
                 return Err(format!(
@@ -427,23 +460,16 @@ impl ValueScale {
                 ))
             }
             Sigma::Stored(v) => v * self.slope.abs() / self.window.per_level(),
-            // Clipped pixels are flat at the window's limits: left out of the estimate.
-            Sigma::Auto if self.clipped > 0 => {
-                crate::image::noise_estimate::estimate_sigma_inside(pixels, 0.0, 255.0)
-                    .filter(|s| *s > 0.0)
-                    .ok_or_else(|| {
-                        "--sigma auto: no noise could be estimated inside the window; give \
-                         the level"
-                            .to_string()
-                    })?
-            }
-            Sigma::Auto => crate::image::noise_estimate::estimate_sigma(pixels)
-                .filter(|s| *s > 0.0)
-                .ok_or_else(|| {
-                    "--sigma auto: no noise could be estimated (an image under 8 x 8 pixels, \
-                     or one without noise); give the level"
+            Sigma::Auto => self.estimate(pixels).ok_or_else(|| {
+                if self.clipped > 0 {
+                    "--sigma auto: no noise could be estimated inside the window; give the level"
                         .to_string()
-                })?,
+                } else {
+                    "--sigma auto: no noise could be estimated (an image under 8 x 8 pixels, or \
+                     one without noise); give the level"
+                        .to_string()
+                }
+            })?,
         };
         if !(level.is_finite() && level > 0.0) {
             return Err(format!(
@@ -578,6 +604,34 @@ mod tests {
             .level_of(Sigma::Hu(20.0), &px)
             .unwrap_err()
             .contains("not a CT"));
+    }
+
+    /// A bare number is a DICOM's window fraction: on a CT's default window `20` is 321 HU,
+    /// which is how a CT came back smoothed flat. Refused with the fix; a PNG's grey levels
+    /// are its own units, so there it stands.
+    #[test]
+    fn a_bare_level_is_refused_for_an_image_with_units() {
+        let px = Array2::zeros((1, 1));
+        let ct = ValueScale {
+            units: Units::Hu,
+            window: CT_WINDOW,
+            slope: 1.0,
+            clipped: 0,
+            pixels: 1,
+            derived: false,
+        };
+        let e = ct.level_of(Sigma::Scale(20.0), &px).unwrap_err();
+        for want in ["321.2 HU", "--sigma 20HU", "--sigma 20SV", "--sigma auto"] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let mr = ValueScale {
+            units: Units::Modality,
+            ..ct
+        };
+        let e = mr.level_of(Sigma::Scale(20.0), &px).unwrap_err();
+        assert!(e.contains("--sigma 20SV") && !e.contains("HU"), "{e}");
+        let png = ValueScale::grey(8, 1);
+        assert_eq!(png.level_of(Sigma::Scale(20.0), &px).unwrap(), 20.0);
     }
 
     #[test]

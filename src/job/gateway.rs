@@ -15,7 +15,7 @@ use crate::formats::bodies::{
 };
 use crate::formats::container::{self, fresh_id, Header, Kind};
 use crate::formats::signing::{signer_of, Role, Trust};
-use crate::image::window::{DeclaredWindow, Sigma, ValueScale, WindowChoice, MODEL_WINDOW};
+use crate::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice, MODEL_WINDOW};
 use crate::image::GrayImage;
 use crate::model::frame::Frame;
 use crate::model::noise_map::{check_max_sigma, load_maps, NoiseLevel, PoissonGaussian};
@@ -45,6 +45,9 @@ pub struct ShareOptions {
     pub override_model_window: bool,
     /// A per-pixel noise map or signal-dependent noise.
     pub noise: Noise,
+    /// Take a stated noise level far above the image's own estimate
+    /// ([`crate::metrics::suspect::implausible_level`]).
+    pub force: bool,
 }
 
 impl ShareOptions {
@@ -413,6 +416,18 @@ impl Sharer {
         let level = scale
             .level_of(sigma, &img.pixels)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if sigma != Sigma::Auto && scale.units != Units::Grey && !self.opts.force {
+            let estimate = scale.estimate(&img.pixels);
+            if let Some(why) = crate::metrics::suspect::implausible_level(level, estimate) {
+                bail!(
+                    "{name}: --sigma {sigma}: {why} ({:.1} against {:.1} {}); give the level the \
+                     image holds, or --sigma auto, or --force to take it as stated",
+                    scale.in_units(level),
+                    scale.in_units(estimate.unwrap_or(0.0)),
+                    scale.units.name()
+                );
+            }
+        }
         self.check_level(level)
             .and_then(|()| self.check_range(level, span(&img.pixels)))
             .with_context(|| format!("{name}: --sigma {sigma}"))?;

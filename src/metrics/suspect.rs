@@ -10,6 +10,35 @@ use ndarray::Array2;
 /// A pixel at most this far inside the 0..255 scale's ends is pinned at a limit.
 const PINNED: f64 = 0.5;
 
+/// A stated noise level above this many times the image's own estimate (plus [`SLACK`]) is
+/// implausible: the estimate is within a few percent of the total noise on pydicom's CT and
+/// MR (image::noise_estimate), so three times it is no measurement error. A CT's bare `20`
+/// read on the 0..255 scale (321 HU) is 16 times its 20 HU.
+const STATED_OVER_ESTIMATE: f64 = 3.0;
+
+/// A result whose RMS change from the noisy input is above this many times the input's own
+/// noise estimate (plus [`SLACK`]) has lost more than noise: a denoiser removes about the
+/// noise, so its residual is about the noise level; one told a far higher level smooths
+/// structure away too.
+const RESIDUAL_OVER_ESTIMATE: f64 = 2.0;
+
+/// Levels of the 0..255 scale added to both bounds, for near-noiseless images whose
+/// estimate is a fraction of a level.
+const SLACK: f64 = 0.5;
+
+/// Why a stated noise level `level` looks implausible beside the image's own `estimate`
+/// (both on the 0..255 scale), or None (also when there is no estimate).
+pub fn implausible_level(level: f64, estimate: Option<f64>) -> Option<String> {
+    let est = estimate?;
+    (level > STATED_OVER_ESTIMATE * est + SLACK).then(|| {
+        format!(
+            "{:.1} times the noise the image holds by its own estimate, which would smooth its \
+             structure away",
+            level / est
+        )
+    })
+}
+
 /// What the check measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Look {
@@ -21,6 +50,9 @@ pub struct Look {
     pub change: f64,
     /// The noise level the job records, on that scale.
     pub sigma: f64,
+    /// The noise the noisy input holds by its own estimate, on that scale (None where none
+    /// can be made).
+    pub noise: Option<f64>,
 }
 
 impl Look {
@@ -44,6 +76,9 @@ impl Look {
             pinned_noisy: pinned(noisy),
             change,
             sigma,
+            // Pixels pinned at the window's limits are flat, not noiseless: left out.
+            noise: crate::image::noise_estimate::estimate_sigma_inside(noisy, 0.0, 255.0)
+                .filter(|s| *s > 0.0),
         }
     }
 
@@ -54,6 +89,25 @@ impl Look {
         let pinned_more =
             self.pinned > self.pinned_noisy + 0.25 && self.pinned > 2.0 * self.pinned_noisy;
         let moved = self.change > 5.0 * self.sigma + 3.0;
+        // Both the level the job records and what the result lost, beside the noise the
+        // input holds: a weak model on a dark, clipped image (whose estimate runs low) moves
+        // pixels by more than the estimate without any wrong level behind it.
+        if let (false, false, Some(noise)) = (pinned_more, moved, self.noise) {
+            let told = implausible_level(self.sigma, self.noise);
+            if told.is_some() && self.change > RESIDUAL_OVER_ESTIMATE * noise + SLACK {
+                return Some(format!(
+                    "over-smoothed: the job's noise level, {:.2} levels of the model's 0..255 \
+                     scale, is {:.1} times the {:.2} levels of noise the noisy input holds by its \
+                     own estimate, and the result moved {:.2} levels (RMS) from that input, {:.1} \
+                     times its noise: structure was removed with the noise",
+                    self.sigma,
+                    self.sigma / noise,
+                    noise,
+                    self.change,
+                    self.change / noise
+                ));
+            }
+        }
         if !(pinned_more || moved) {
             return None;
         }
@@ -87,6 +141,67 @@ mod tests {
         // Moved far more than the noise explains.
         let moved = noisy.mapv(|x| x + 20.0);
         assert!(Look::of(&moved, &noisy, 1.5).ruined().is_some());
-        assert_eq!(Look::of(&moved, &noisy, 25.0).ruined(), None);
+        // Within five times a stated 25, but 20 levels on an input holding about 1.4 of
+        // noise is no denoising either.
+        let why = Look::of(&moved, &noisy, 25.0).ruined().unwrap();
+        assert!(why.contains("over-smoothed"), "{why}");
+    }
+
+    /// An image of stripes (amplitude 40) under Gaussian noise of `sigma`, deterministic.
+    fn striped(sigma: f64) -> (Array2<f64>, Array2<f64>) {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut uniform = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let clean = Array2::from_shape_fn(
+            (64, 64),
+            |(_, j)| if (j / 16) % 2 == 0 { 80.0 } else { 120.0 },
+        );
+        let noisy = clean.mapv(|x| {
+            let (u, v) = (uniform(), uniform());
+            x + sigma * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        });
+        (clean, noisy)
+    }
+
+    /// The CT of issue 71: told 16 times its noise, a denoiser smooths structure away. The
+    /// receiver, holding the noisy input, sees a residual far above the noise the input
+    /// holds, whatever level the job records.
+    #[test]
+    fn an_over_smoothed_result_is_flagged_and_a_denoised_one_is_not() {
+        let (clean, noisy) = striped(8.0);
+        let look = Look::of(&clean, &noisy, 8.0);
+        let noise = look.noise.unwrap();
+        assert!((noise - 8.0).abs() < 1.0, "{noise}");
+        assert_eq!(look.ruined(), None);
+        // The stripes smoothed flat, by a job told 16 times the noise: the residual holds
+        // them beside the noise.
+        let flat = Array2::from_elem((64, 64), 100.0);
+        let why = Look::of(&flat, &noisy, 128.0).ruined().unwrap();
+        assert!(
+            why.contains("over-smoothed") && why.contains("128.00 levels"),
+            "{why}"
+        );
+        // The same result of a job told the right level is a weak model, not a wrong level,
+        // and within five times that level.
+        assert_eq!(Look::of(&flat, &noisy, 8.0).ruined(), None);
+        // A job told 16 times the noise whose result kept the structure is no smoothing.
+        assert_eq!(Look::of(&clean, &noisy, 128.0).ruined(), None);
+    }
+
+    #[test]
+    fn a_stated_level_far_above_the_estimate_is_implausible() {
+        // The bare `20` on a CT's default window against its 20 HU (1.25 levels).
+        let why = implausible_level(20.0, Some(1.25)).unwrap();
+        assert!(why.contains("16.0 times"), "{why}");
+        // Three times the estimate, and half a level, are taken.
+        assert_eq!(implausible_level(3.75, Some(1.25)), None);
+        assert_eq!(implausible_level(4.2, Some(1.25)), None);
+        assert!(implausible_level(4.3, Some(1.25)).is_some());
+        assert_eq!(implausible_level(0.5, Some(0.0001)), None);
+        assert_eq!(implausible_level(1e6, None), None);
     }
 }
