@@ -131,6 +131,67 @@ fn demo_and_table_take_a_graph() {
     assert!(!d.path("small").exists());
 }
 
+/// docs/graph.md's recipe for your own graph (issue 71, item 16): its metadata step, run as
+/// written with the `onnx` package (.venv-onnxrt, which `make graph-fixtures` builds) on the
+/// U-Net fixture stripped of its settings, gives a file ppdenoise reads at the level the
+/// training step trained for; the export call is the one the fixtures' script makes with
+/// torch (PyTorch itself is not installed here).
+#[test]
+fn the_recipe_for_your_own_graph_sets_what_ppdenoise_reads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/graph.md")).unwrap();
+    let blocks = common::blocks(&doc, "python");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "docs/graph.md: a training and a metadata block"
+    );
+    let (train, settings) = (blocks[0], blocks[1]);
+    let script =
+        std::fs::read_to_string(root.join("scripts/make-torch-graph-fixtures.py")).unwrap();
+    assert!(script.contains("OPSET = 17"));
+    for arg in [
+        "torch.onnx.export(",
+        "dynamo=False",
+        "input_names=[\"x\"], output_names=[\"y\"]",
+        "{\"x\": {2: \"h\", 3: \"w\"}, \"y\": {2: \"h\", 3: \"w\"}}",
+    ] {
+        assert!(script.contains(arg), "the fixtures' script lacks {arg}");
+        assert!(train.contains(arg), "the recipe lacks {arg}");
+    }
+    assert!(train.contains("opset_version=17"));
+    assert!(train.contains("SIGMA = 15.0") && train.contains("x = clean / 255"));
+    let d = tempfile::tempdir().unwrap();
+    let python = root.join(".venv-onnxrt/bin/python");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import onnx, sys\n\
+             m = onnx.load(sys.argv[1])\n\
+             del m.metadata_props[:]\n\
+             onnx.save(m, sys.argv[2])",
+        ])
+        .arg(fixture("unet"))
+        .arg(d.path().join("unet.onnx"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Without its settings: the default level.
+    assert_eq!(
+        common::graph_job::graph(&d.path().join("unet.onnx")).sigma,
+        25.0
+    );
+    let o = Command::new(&python)
+        .args(["-c", settings])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = common::graph_job::graph(&d.path().join("unet.onnx"));
+    assert_eq!(g.sigma, 15.0, "the level the recipe trained for");
+    assert_eq!(g.nodes, graph("unet").nodes, "the network itself unchanged");
+}
+
 /// The U-Net in two tiles (milestone 6) through the binary, on both engines: each tile's
 /// band is shorter than the image (cut at a multiple of the total stride and holding the
 /// network's reach), and the tiles' shares put together are the one-piece oracle's output
