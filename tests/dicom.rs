@@ -1418,11 +1418,6 @@ fn lossy_jpeg_2000_12_bit_jpeg_and_deflated_files_give_pydicoms_values() {
     let (v, rows, cols) = decoded(&testdata("pydicom/JPGExtended.dcm"));
     assert_eq!((rows, cols), (1024, 256));
     assert_eq!((at(&v, cols, 420, 140), at(&v, cols, 230, 120)), (244, 95));
-    // Its unfixed original has an invalid scan header: refused as damaged, naming the codec.
-    refused(
-        &testdata("pydicom/JPEG-lossy.dcm"),
-        &["corrupted DICOM", "JPEG pixel data", "SOS"],
-    );
     // Deflated explicit VR little endian, 8 bits.
     let (v, rows, cols) = decoded(&testdata("pydicom/image_dfl.dcm"));
     assert_eq!((rows, cols), (512, 512));
@@ -2140,12 +2135,83 @@ fn add_noise_and_denoise_take_a_series_folder_and_write_one_derived_series() {
     assert_eq!(std::fs::read_dir(d("ct")).unwrap().count(), 3);
 }
 
+/// The stored values pydicom itself decodes from `path` (its pixel_array, with the
+/// decoders .venv-dicom has), in order.
+fn pydicom_pixels(path: &Path) -> Vec<i32> {
+    let o = Command::new(root().join(".venv-dicom/bin/python"))
+        .args([
+            "-c",
+            "import json, sys, pydicom\n\
+             a = pydicom.dcmread(sys.argv[1]).pixel_array\n\
+             print(json.dumps([int(v) for v in a.reshape(-1)]))",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// pydicom's JPEG-lossy.dcm (issue 71, item 3): NEMA's NM1_JPLY, a 12-bit JPEG extended
+/// stream whose scan header says Se 0, a field sequential JPEG does not use (libjpeg-turbo
+/// and GDCM only warn). JPGExtended.dcm is pydicom's fixed copy: the same stream with Se 63.
+/// It decodes to the copy's values exactly (the same decoder, the same coefficients), and
+/// those are pydicom's own decoding of the copy (pylibjpeg's libjpeg, which refuses the
+/// original's header), within 1 of 4095: two IDCTs' rounding.
+#[test]
+fn a_12_bit_jpeg_with_a_wrong_scan_header_decodes_as_pydicom_decodes_its_fixed_copy() {
+    let (lossy, fixed) = (
+        testdata("pydicom/JPEG-lossy.dcm"),
+        testdata("pydicom/JPGExtended.dcm"),
+    );
+    // The two streams differ in the scan header's Se byte only.
+    let fragment = |p: &Path| {
+        let obj = open_file(p).unwrap();
+        let f = obj
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .value()
+            .fragments()
+            .unwrap()
+            .to_vec();
+        assert_eq!(f.len(), 1);
+        f[0].clone()
+    };
+    let (a, b) = (fragment(&lossy), fragment(&fixed));
+    assert_eq!(a.len(), b.len());
+    let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    let sos = a.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    // SOS: its length, Ns, one component's selector and tables, Ss, then Se.
+    assert_eq!(differ, [sos + 8]);
+    assert_eq!((a[sos + 8], b[sos + 8]), (0, 63));
+    let (v, rows, cols) = decoded(&lossy);
+    assert_eq!((rows, cols), (1024, 256));
+    let (w, _, _) = decoded(&fixed);
+    assert!(v == w, "the original and its fixed copy decode differently");
+    assert_eq!((at(&v, cols, 420, 140), at(&v, cols, 230, 120)), (244, 95));
+    let theirs = pydicom_pixels(&fixed);
+    assert_eq!(theirs.len(), v.len());
+    let worst = v
+        .iter()
+        .zip(&theirs)
+        .map(|(x, y)| (x - y).abs())
+        .max()
+        .unwrap();
+    let differing = v.iter().zip(&theirs).filter(|(x, y)| x != y).count();
+    eprintln!("JPEG-lossy.dcm against pydicom: {differing} values differ, by at most {worst}");
+    assert!(
+        worst <= 1,
+        "{differing} values differ from pydicom's, by up to {worst}"
+    );
+}
+
 /// pydicom's JPEG2000-embedded-sequence-delimiter.dcm (issue 45, item 7): a copy of
 /// JPEG2000.dcm with 4 codestream bytes (in its SIZ marker, Rsiz and the top of Xsiz) set to
 /// a sequence delimiter's tag. Its fragments are walked by their item lengths, so the bytes
 /// after the delimiter's are read as the one fragment pydicom reads too (250 bytes) and its
 /// SIZ is read whole: rows 1024 as the header says, and the columns those 4 bytes made. The
-/// codestream is damaged (pydicom's README says so; pylibjpeg refuses its header): refused,
+/// codestream is damaged (pydicom's README says so; pylibjpeg refuses its header, Pillow
+/// its size, and pydicom's own tests list it as one it cannot decode): refused,
 /// naming the size it claims. A walk that split the fragment at the delimiter's bytes would
 /// find no SIZ at all.
 #[test]
@@ -2163,6 +2229,20 @@ fn an_embedded_sequence_delimiter_is_fragment_data_and_its_damage_is_refused() {
     assert_eq!(sizes, [250]);
     let f = &pixel.value().fragments().unwrap()[0];
     assert!(f.windows(4).any(|w| w == [0xFE, 0xFF, 0xDD, 0xE0]));
+    // The damage is in the codestream, not in how it was cut from the file: it is
+    // JPEG2000.dcm's codestream but for those 4 bytes, SIZ's Rsiz and Xsiz's top half (a
+    // width of 0xDDE00100). Nothing says what they were; pydicom's decoders refuse it too.
+    let original = open_file(testdata("pydicom/JPEG2000.dcm")).unwrap();
+    let g = &original
+        .element(tags::PIXEL_DATA)
+        .unwrap()
+        .value()
+        .fragments()
+        .unwrap()[0];
+    assert_eq!(g.len(), f.len());
+    let differ: Vec<usize> = (0..f.len()).filter(|&i| f[i] != g[i]).collect();
+    assert_eq!(differ, [6, 7, 8, 9]);
+    assert_eq!(&g[..4], [0xFF, 0x4F, 0xFF, 0x51], "SOC, then SIZ");
     refused(
         &path,
         &[

@@ -37,6 +37,161 @@ fn graph_pipeline_is_bit_exact_with_the_oracle() {
     }
 }
 
+/// Issue 71, item 15: `demo` and `table` take a graph as they take any model. `demo --model
+/// unet.onnx` runs every party as a process and reports the secure result bit for bit its
+/// oracle, and the receiver's image is `denoise --arith fixed`'s of the noisy image it
+/// shared (recomputed apart from demo); a `table` of it at a tiny size likewise, its run's
+/// record naming the graph's fixed point. Where a graph cannot go, the reason is given:
+/// `--noise` (no noise map), an image too small for RED-CNN's unpadded convolutions.
+#[test]
+fn demo_and_table_take_a_graph() {
+    let unet = fixture("unet");
+    let m = unet.display().to_string();
+    let d = Dir::new();
+    // 26 x 26: padded to the U-Net's stride 4 by the servers, cropped back.
+    let j = ok(&[
+        "demo",
+        "--model",
+        &m,
+        "--image",
+        "builtin:phantom:26",
+        "--workdir",
+        &d.p("demo"),
+    ]);
+    assert_eq!(j["network"], "graph");
+    assert_eq!(j["max_abs_diff_secure_oracle"].as_f64(), Some(0.0));
+    assert!(j["psnr_float"].as_f64().is_some_and(f64::is_finite));
+    fixed_point(&unet, &d.p("demo/noisy.png"), &d.p("fixed.png"));
+    let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
+    let secure = ppdenoise::image::load(d.path("demo/denoised.png")).unwrap();
+    assert_eq!(secure.pixels, fixed.pixels, "demo's secure image");
+    let out = d.p("t");
+    let t = ok(&[
+        "table",
+        "--model",
+        &m,
+        "--images",
+        "builtin:phantom:20",
+        "--sigmas",
+        "25",
+        "--figures",
+        "none",
+        "--quiet",
+        "--out-dir",
+        &out,
+    ]);
+    assert_eq!(t["secure_equals_oracle"], true);
+    let rundir = d.path("t/runs/phantom_20/sigma25");
+    fixed_point(
+        &unet,
+        &rundir.join("noisy.png").display().to_string(),
+        &d.p("fixed20.png"),
+    );
+    let fixed = ppdenoise::image::load(d.path("fixed20.png")).unwrap();
+    let secure = ppdenoise::image::load(rundir.join("denoised.png")).unwrap();
+    assert_eq!(secure.pixels, fixed.pixels, "the table's secure image");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rundir.join("run.json")).unwrap()).unwrap();
+    let c = CnnFixed::default();
+    assert_eq!(
+        record["cnn"],
+        format!("s={} ws={} k={}", c.s, c.ws, c.k).as_str()
+    );
+    let md = std::fs::read_to_string(d.path("t/table.md")).unwrap();
+    assert!(md.contains("nodes (a CNN graph)"), "{md}");
+    // What a graph cannot take, named before anything runs.
+    refused(
+        &run(&[
+            "demo",
+            "--model",
+            &m,
+            "--image",
+            "builtin:phantom:24",
+            "--noise",
+            "poisson-gaussian:0.5,25",
+            "--workdir",
+            &d.p("noise"),
+        ]),
+        "a CNN graph, which takes no noise map",
+    );
+    refused(
+        &run(&[
+            "table",
+            "--model",
+            &fixture("redcnn").display().to_string(),
+            "--images",
+            "builtin:phantom:3",
+            "--sigmas",
+            "25",
+            "--out-dir",
+            &d.p("small"),
+        ]),
+        "too small for this network",
+    );
+    assert!(!d.path("small").exists());
+}
+
+/// docs/graph.md's recipe for your own graph (issue 71, item 16): its metadata step, run as
+/// written with the `onnx` package (.venv-onnxrt, which `make graph-fixtures` builds) on the
+/// U-Net fixture stripped of its settings, gives a file ppdenoise reads at the level the
+/// training step trained for; the export call is the one the fixtures' script makes with
+/// torch (PyTorch itself is not installed here).
+#[test]
+fn the_recipe_for_your_own_graph_sets_what_ppdenoise_reads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/graph.md")).unwrap();
+    let blocks = common::blocks(&doc, "python");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "docs/graph.md: a training and a metadata block"
+    );
+    let (train, settings) = (blocks[0], blocks[1]);
+    let script =
+        std::fs::read_to_string(root.join("scripts/make-torch-graph-fixtures.py")).unwrap();
+    assert!(script.contains("OPSET = 17"));
+    for arg in [
+        "torch.onnx.export(",
+        "dynamo=False",
+        "input_names=[\"x\"], output_names=[\"y\"]",
+        "{\"x\": {2: \"h\", 3: \"w\"}, \"y\": {2: \"h\", 3: \"w\"}}",
+    ] {
+        assert!(script.contains(arg), "the fixtures' script lacks {arg}");
+        assert!(train.contains(arg), "the recipe lacks {arg}");
+    }
+    assert!(train.contains("opset_version=17"));
+    assert!(train.contains("SIGMA = 15.0") && train.contains("x = clean / 255"));
+    let d = tempfile::tempdir().unwrap();
+    let python = root.join(".venv-onnxrt/bin/python");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import onnx, sys\n\
+             m = onnx.load(sys.argv[1])\n\
+             del m.metadata_props[:]\n\
+             onnx.save(m, sys.argv[2])",
+        ])
+        .arg(fixture("unet"))
+        .arg(d.path().join("unet.onnx"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Without its settings: the default level.
+    assert_eq!(
+        common::graph_job::graph(&d.path().join("unet.onnx")).sigma,
+        25.0
+    );
+    let o = Command::new(&python)
+        .args(["-c", settings])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = common::graph_job::graph(&d.path().join("unet.onnx"));
+    assert_eq!(g.sigma, 15.0, "the level the recipe trained for");
+    assert_eq!(g.nodes, graph("unet").nodes, "the network itself unchanged");
+}
+
 /// The U-Net in two tiles (milestone 6) through the binary, on both engines: each tile's
 /// band is shorter than the image (cut at a multiple of the total stride and holding the
 /// network's reach), and the tiles' shares put together are the one-piece oracle's output

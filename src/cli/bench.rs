@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::inputs::model_or_default;
+use super::inputs::{model_or_default, ModelFile};
 use super::procs::{model_setup, run_servers, s, signed_as, signing_keys, timed};
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
@@ -234,21 +234,10 @@ enum Family {
 
 impl Family {
     fn of(model: &Path) -> Result<Family> {
-        use crate::import::onnx::{is_onnx, load, Net};
-        use crate::model::cnn::Cnn;
-        Ok(if is_onnx(model) {
-            match load(model)? {
-                Net::Mlp(_) => Family::Mlp,
-                Net::Cnn(c) => Family::Cnn { colours: c.colours },
-                Net::Graph(_) => Family::Graph,
-            }
-        } else if Cnn::is_cnn_file(model)? {
-            Family::Cnn {
-                colours: Cnn::load(model)?.colours,
-            }
-        } else {
-            crate::model::mlp::Model::load(model)?;
-            Family::Mlp
+        Ok(match ModelFile::load(model)? {
+            ModelFile::Mlp(_) => Family::Mlp,
+            ModelFile::Cnn(c) => Family::Cnn { colours: c.colours },
+            ModelFile::Graph(_) => Family::Graph,
         })
     }
 

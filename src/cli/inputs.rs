@@ -301,3 +301,29 @@ pub fn default_model() -> PathBuf {
 pub fn model_or_default(p: &Option<PathBuf>) -> PathBuf {
     p.clone().unwrap_or_else(default_model)
 }
+
+/// A model file as the commands that run it end to end (`demo`, `table`, `bench`) tell it
+/// apart, read once: an MLP, a CNN, or a CNN graph (docs/graph.md).
+pub enum ModelFile {
+    Mlp(Box<crate::model::mlp::Model>),
+    Cnn(Box<crate::model::cnn::Cnn>),
+    Graph(Box<crate::model::graph::Graph>),
+}
+
+impl ModelFile {
+    pub fn load(path: &Path) -> Result<ModelFile> {
+        use crate::import::onnx::{is_onnx, load, Net};
+        use crate::model::cnn::Cnn;
+        Ok(if is_onnx(path) {
+            match load(path)? {
+                Net::Mlp(m) => ModelFile::Mlp(Box::new(m)),
+                Net::Cnn(c) => ModelFile::Cnn(Box::new(c)),
+                Net::Graph(g) => ModelFile::Graph(Box::new(g)),
+            }
+        } else if Cnn::is_cnn_file(path)? {
+            ModelFile::Cnn(Box::new(Cnn::load(path)?))
+        } else {
+            ModelFile::Mlp(Box::new(crate::model::mlp::Model::load(path)?))
+        })
+    }
+}

@@ -106,10 +106,7 @@ impl CnnFixedArgs {
 
     /// The settings for a CNN graph: those given, the rest from its file or the defaults.
     pub fn graph_params(&self, g: &crate::model::graph::Graph) -> Result<CnnFixed> {
-        self.params_over(match g.fixed_point {
-            Some([s, ws, k]) => CnnFixed { s, ws, k },
-            None => CnnFixed::default(),
-        })
+        self.params_over(CnnFixed::for_graph(g))
     }
 
     fn params_over(&self, d: CnnFixed) -> Result<CnnFixed> {

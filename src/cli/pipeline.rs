@@ -1,7 +1,7 @@
 //! The whole secure pipeline on one machine, every party as its own process (the two servers
 //! talk over authenticated TLS on localhost), then the secure result compared with the
 //! plaintext fixed-point oracle and the float model: the `demo` command runs it once, the
-//! `table` command once per image and noise level.
+//! `table` command once per image and noise level. An MLP, a CNN or a CNN graph.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,11 +10,11 @@ use crate::corr::engine_kind::EngineKind;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::inputs::{load_image, model_or_default, NoiseArgs};
+use super::inputs::{load_image, model_or_default, ModelFile, NoiseArgs};
 use super::procs::{
     model_setup, receiver_checks, receiver_trust, run_servers, s, signed_as, signing_keys, step,
 };
-use super::tools::{run_cnn, run_denoise, Arith};
+use super::tools::{run_cnn, run_denoise, run_graph, Arith};
 use super::Summary;
 use crate::formats::bodies::OutputShare;
 use crate::formats::signing::Role;
@@ -25,7 +25,7 @@ use crate::job::receiver::combine;
 use crate::metrics::{psnr, ssim, ssim_planes};
 use crate::model::cnn::Cnn;
 use crate::model::geometry::Geometry;
-use crate::model::mlp::Model;
+use crate::model::graph::Graph;
 use crate::model::noise_map::PoissonGaussian;
 use crate::model::preprocess::Preprocess;
 
@@ -36,8 +36,8 @@ pub struct SecureRun {
     /// Clean image (PNG) or builtin:phantom[:size].
     #[arg(long, default_value = "builtin:phantom:256")]
     pub image: String,
-    /// Trained model (an MLP or a CNN: .npz, .safetensors or .onnx); default: the shipped
-    /// model.
+    /// Trained model (an MLP or a CNN: .npz, .safetensors or .onnx; a CNN graph: .onnx);
+    /// default: the shipped model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Noise level (0..255 scale) added to --image, or the level of --noisy.
@@ -93,14 +93,18 @@ pub fn run(a: SecureRun, json: bool) -> Result<Summary> {
     let w = &a.workdir;
     std::fs::create_dir_all(w).with_context(|| format!("cannot create {}", w.display()))?;
     let model_path = model_or_default(&a.model);
-    if Cnn::is_cnn_file(&model_path)? {
+    let whole = |net: Whole| {
         let steps = Steps::new(mode, 6 + usize::from(!a.no_compare));
-        return demo_cnn(&a, &model_path, t0, steps);
-    }
+        demo_cnn(&a, &model_path, net, t0, steps)
+    };
+    let model = match ModelFile::load(&model_path)? {
+        ModelFile::Mlp(m) => *m,
+        ModelFile::Cnn(c) => return whole(Whole::Cnn(c)),
+        ModelFile::Graph(g) => return whole(Whole::Graph(g)),
+    };
     if a.noise.is_some() {
         anyhow::bail!("--noise applies to CNNs with a noise map (FFDNet), not to MLPs");
     }
-    let model = Model::load(&model_path)?;
     let mut steps = Steps::new(
         mode,
         6 + usize::from(!a.weights_per_job) + usize::from(!a.no_compare),
@@ -254,32 +258,61 @@ pub fn run(a: SecureRun, json: bool) -> Result<Summary> {
     Ok(Summary { lines, json })
 }
 
-/// The demo with a CNN: the same parties as real processes (the weights are opened in the
-/// job: model masks are not supported for CNNs yet), compared with the CNN's oracle and float
-/// inference.
+/// A network run as one whole-image job, its image shared for it and its weights opened in
+/// the job (model masks are not supported for either yet): a CNN or a CNN graph.
+enum Whole {
+    Cnn(Box<Cnn>),
+    Graph(Box<Graph>),
+}
+
+impl Whole {
+    fn colours(&self) -> usize {
+        match self {
+            Whole::Cnn(m) => m.colours,
+            Whole::Graph(_) => 1,
+        }
+    }
+
+    /// What the dealer deals for, counted.
+    fn parts(&self) -> String {
+        match self {
+            Whole::Cnn(m) => format!("{} convolutions", m.convs.len()),
+            Whole::Graph(g) => format!("the {} nodes of a CNN graph", g.nodes.len()),
+        }
+    }
+}
+
+/// The demo with a CNN or a CNN graph: the same parties as real processes, compared with
+/// the network's oracle and float inference.
 fn demo_cnn(
     a: &SecureRun,
     model_path: &std::path::Path,
+    net: Whole,
     t0: Instant,
     mut steps: Steps,
 ) -> Result<Summary> {
     let w = &a.workdir;
     // A colour model takes colour images (issue 48): their planes stacked, (3h) x w, all
     // along; share-image and reconstruct tell colour from the files themselves.
-    let model = Cnn::load(model_path)?;
-    let colours = model.colours;
-    if a.noise.is_some() && model.is_colour() {
-        anyhow::bail!(
-            "--noise: {} is colour; demo adds signal-dependent noise to gray images only \
-             (share-image takes --noise for a colour model with a map per colour)",
-            model_path.display()
-        );
-    }
-    if a.noise.is_some() && !model.frame.noise_map {
-        anyhow::bail!(
-            "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",
-            model_path.display()
-        );
+    let colours = net.colours();
+    if a.noise.is_some() {
+        match &net {
+            Whole::Graph(_) => anyhow::bail!(
+                "--noise: {} is a CNN graph, which takes no noise map (one --sigma for the \
+                 whole image; docs/graph.md)",
+                model_path.display()
+            ),
+            Whole::Cnn(model) if model.is_colour() => anyhow::bail!(
+                "--noise: {} is colour; demo adds signal-dependent noise to gray images only \
+                 (share-image takes --noise for a colour model with a map per colour)",
+                model_path.display()
+            ),
+            Whole::Cnn(model) if !model.frame.noise_map => anyhow::bail!(
+                "--noise: {} has no noise-map channel (only a model like FFDNet takes a per-pixel noise level)",
+                model_path.display()
+            ),
+            Whole::Cnn(_) => {}
+        }
     }
     let Prepared {
         clean,
@@ -325,8 +358,8 @@ fn demo_cnn(
         .collect::<Vec<_>>(),
     ))?;
     steps.start(&format!(
-        "dealer: triplets for {} convolutions over {}x{} pixels ({} engine)",
-        model.convs.len(),
+        "dealer: triplets for {} over {}x{} pixels ({} engine)",
+        net.parts(),
         noisy.pixels.nrows(),
         noisy.pixels.ncols(),
         a.engine
@@ -366,7 +399,7 @@ fn demo_cnn(
     )?;
     let mut lines = vec![
         format!(
-            "image {} ({}x{}{}), {}, CNN {} ({} convolutions)",
+            "image {} ({}x{}{}), {}, CNN {} ({})",
             a.image,
             clean.pixels.nrows() / colours,
             clean.pixels.ncols(),
@@ -376,7 +409,7 @@ fn demo_cnn(
                 None => format!("sigma {}", a.sigma),
             },
             model_path.display(),
-            model.convs.len()
+            net.parts()
         ),
         format!("PSNR noisy     {p_noisy:.2} dB"),
         format!(
@@ -386,25 +419,41 @@ fn demo_cnn(
         format!("noisy | secure result side by side -> {}", figure.display()),
     ];
     let mut json = serde_json::json!({
-        "ok": true, "command": "demo", "network": "cnn", "engine": a.engine.name(), "psnr_noisy": p_noisy,
+        "ok": true, "command": "demo", "network": match net { Whole::Cnn(_) => "cnn", Whole::Graph(_) => "graph" },
+        "engine": a.engine.name(), "psnr_noisy": p_noisy,
         "psnr_secure": p_secure, "ssim_secure": s_secure, "serve_seconds": serve_secs, "gateway": gw,
         "dealer": dealer, "servers": reports, "receiver": rec,
     });
     if !a.no_compare {
         steps.start(COMPARING);
         let pre = share.job.pre;
-        let params = crate::ring::cnn::CnnFixed {
-            s: share.job.scale,
-            ..crate::ring::cnn::CnnFixed::for_model(&model)
+        let (oracle, float) = match &net {
+            Whole::Cnn(model) => {
+                let params = crate::ring::cnn::CnnFixed {
+                    s: share.job.scale,
+                    ..crate::ring::cnn::CnnFixed::for_model(model)
+                };
+                // The map the gateway made, by the gateway's own rule.
+                let noise = NoiseArgs::signal_dependent(a.noise.clone()).level(
+                    a.sigma,
+                    &noisy.pixels,
+                    (model.colours, model.map_channels().max(1)),
+                )?;
+                let (oracle, _) = run_cnn(model, &noisy, &pre, Arith::Fixed, params, &noise)?;
+                let (float, _) = run_cnn(model, &noisy, &pre, Arith::Float, params, &noise)?;
+                (oracle, float)
+            }
+            // At the settings share-model shared it at (the file's, else the defaults).
+            Whole::Graph(g) => {
+                let params = crate::ring::cnn::CnnFixed {
+                    s: share.job.scale,
+                    ..crate::ring::cnn::CnnFixed::for_graph(g)
+                };
+                let (oracle, _) = run_graph(g, &noisy, &pre, Arith::Fixed, params)?;
+                let (float, _) = run_graph(g, &noisy, &pre, Arith::Float, params)?;
+                (oracle, float)
+            }
         };
-        // The map the gateway made, by the gateway's own rule.
-        let noise = NoiseArgs::signal_dependent(a.noise.clone()).level(
-            a.sigma,
-            &noisy.pixels,
-            (model.colours, model.map_channels().max(1)),
-        )?;
-        let (oracle, _) = run_cnn(&model, &noisy, &pre, Arith::Fixed, params, &noise)?;
-        let (float, _) = run_cnn(&model, &noisy, &pre, Arith::Float, params, &noise)?;
         compare(&mut lines, &mut json, &clean, &secure, &oracle, &float);
     }
     let sent: u64 = reports

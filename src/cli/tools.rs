@@ -179,6 +179,30 @@ pub fn run_cnn(
     })
 }
 
+/// Runs a CNN graph in float or in the secure protocol's fixed point (its oracle) at
+/// `params`, the settings its shares were made at.
+pub fn run_graph(
+    g: &crate::model::graph::Graph,
+    noisy: &GrayImage,
+    pre: &Preprocess,
+    arith: Arith,
+    params: CnnFixed,
+) -> Result<(ndarray::Array2<f64>, u64)> {
+    Ok(match arith {
+        Arith::Float => (
+            g.denoise_float(&noisy.pixels, pre)
+                .map_err(anyhow::Error::msg)?,
+            0,
+        ),
+        Arith::FloatTanhStar => bail!("--arith float-tanh-star applies to MLPs, not CNN graphs"),
+        Arith::Fixed => {
+            let plan =
+                crate::ring::graph::GraphPlan::from_graph(g, params).map_err(anyhow::Error::msg)?;
+            crate::ring::graph::denoise(&plan, &noisy.pixels, pre)
+        }
+    })
+}
+
 /// A model loaded once for `denoise`, run on image after image.
 enum Runner {
     Cnn(Box<Cnn>, CnnFixed),

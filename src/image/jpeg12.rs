@@ -5,8 +5,11 @@
 //!
 //! libjpeg-turbo reports errors through `setjmp`/`longjmp` inside its own frames and returns
 //! -1 to us; a recoverable "warning" (corrupt data it would paper over with grey) is made an
-//! error too, and progressive scans are capped, so hostile data costs a bounded time.
+//! error too, and progressive scans are capped, so hostile data costs a bounded time. One
+//! warning is not about the data: a sequential scan header's unused spectral fields
+//! ([`sequential_scans_said`]).
 
+use std::borrow::Cow;
 use std::ffi::CStr;
 
 use turbojpeg_sys as tj;
@@ -73,6 +76,7 @@ pub(super) fn decode(
     cols: usize,
     components: usize,
 ) -> Result<Vec<u16>, String> {
+    let jpeg = &*sequential_scans_said(jpeg);
     let h = Handle::new(tj::TJINIT_TJINIT_DECOMPRESS)?;
     h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
     h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
@@ -151,6 +155,81 @@ pub(super) fn decode(
         return Err(h.error());
     }
     Ok(out)
+}
+
+/// A sequential DCT stream (SOF0, SOF1: DICOM's JPEG baseline and extended) with every scan
+/// header's spectral selection and successive approximation (Ss, Se, Ah, Al) set to the only
+/// values sequential JPEG defines, 0, 63, 0, 0; any other stream, or one whose markers do not
+/// walk, as it is.
+///
+/// A sequential decoder does not read these fields: libjpeg-turbo decodes all 64
+/// coefficients whatever they say and only warns ("Invalid SOS parameters for sequential
+/// JPEG", which STOPONWARNING would make an error), and GDCM, which pydicom uses, decodes
+/// such a stream likewise. Modalities wrote them wrong (NEMA's WG04 NM1_JPLY, pydicom's
+/// JPEG-lossy.dcm, has Se 0; JPGExtended.dcm is the same stream with Se 63). Setting them
+/// here keeps every other warning an error: the decoded samples are those libjpeg-turbo
+/// gives the stream when that warning is ignored.
+fn sequential_scans_said(b: &[u8]) -> Cow<'_, [u8]> {
+    // Where each scan header's Ss byte is, if the stream is sequential DCT.
+    let wrong = || -> Option<Vec<usize>> {
+        if !b.starts_with(&[0xFF, 0xD8]) {
+            return None;
+        }
+        let (mut i, mut sequential, mut at) = (2, None, Vec::new());
+        loop {
+            while *b.get(i)? == 0xFF && *b.get(i + 1)? == 0xFF {
+                i += 1; // fill bytes
+            }
+            if *b.get(i)? != 0xFF {
+                return None;
+            }
+            let m = *b.get(i + 1)?;
+            match m {
+                0xD9 => return Some(at),
+                0x01 | 0xD0..=0xD7 => {
+                    i += 2; // markers without a length
+                    continue;
+                }
+                _ => {}
+            }
+            let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
+            if len < 2 {
+                return None;
+            }
+            let body = b.get(i + 4..i + 2 + len)?;
+            // SOF0..SOF15 but DHT, JPG and DAC: the frame's process.
+            if (0xC0..=0xCF).contains(&m) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
+                sequential = Some(matches!(m, 0xC0 | 0xC1));
+            }
+            if m == 0xDA {
+                // Ns, Ns component selectors of 2 bytes, then Ss, Se, Ah|Al.
+                let ns = usize::from(*body.first()?);
+                if sequential != Some(true) || body.len() != 4 + 2 * ns {
+                    return None;
+                }
+                if body[1 + 2 * ns..] != [0, 63, 0] {
+                    at.push(i + 4 + 1 + 2 * ns);
+                }
+            }
+            i += 2 + len;
+            if m == 0xDA {
+                // Entropy-coded data up to the next marker.
+                while *b.get(i)? != 0xFF || matches!(*b.get(i + 1)?, 0x00 | 0xD0..=0xD7) {
+                    i += 1;
+                }
+            }
+        }
+    };
+    match wrong() {
+        Some(at) if !at.is_empty() => {
+            let mut fixed = b.to_vec();
+            for i in at {
+                fixed[i..i + 3].copy_from_slice(&[0, 63, 0]);
+            }
+            Cow::Owned(fixed)
+        }
+        _ => Cow::Borrowed(b),
+    }
 }
 
 /// [`decode`] for tests: the raw samples, before any DICOM mapping.
@@ -298,5 +377,58 @@ mod tests {
         let cut = &jpeg[..jpeg.len() / 2];
         assert!(decode(cut, rows, cols, 1).is_err());
         assert!(decode(b"not a jpeg", rows, cols, 1).is_err());
+    }
+
+    #[test]
+    fn a_sequential_scan_header_with_unused_fields_wrong_decodes_as_if_they_were_right() {
+        let (rows, cols) = (24, 40);
+        let img: Vec<u16> = (0..rows * cols).map(|i| ((i * 37) % 4096) as u16).collect();
+        let good = encode(&img, rows, cols, 90).unwrap();
+        let want = decode(&good, rows, cols, 1).unwrap();
+        // The scan header's Ss, Se, Ah|Al: right, then Se 0 as NM1_JPLY has it (and Ah|Al
+        // set, Ss set): every one decodes to the same samples.
+        let sos = good.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let ns = usize::from(good[sos + 4]);
+        let ss = sos + 5 + 2 * ns;
+        assert_eq!(good[ss..ss + 3], [0, 63, 0]);
+        for fields in [[0, 0, 0], [1, 63, 0], [0, 63, 0x11]] {
+            let mut bad = good.clone();
+            bad[ss..ss + 3].copy_from_slice(&fields);
+            assert_eq!(
+                decode(&bad, rows, cols, 1).as_deref(),
+                Ok(&want[..]),
+                "{fields:?}"
+            );
+        }
+        // Another warning stays an error: the stream cut before its last MCU.
+        let mut cut = good[..good.len() * 3 / 4].to_vec();
+        cut[ss + 1] = 0;
+        cut.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(decode(&cut, rows, cols, 1).is_err());
+        // A progressive stream's scan headers mean what they say: left alone.
+        let h = gray_compressor(90).unwrap();
+        h.set(tj::TJPARAM_TJPARAM_PROGRESSIVE, 1).unwrap();
+        let bytes: Vec<u8> = img.iter().map(|&v| (v >> 4) as u8).collect();
+        let mut buf: *mut u8 = std::ptr::null_mut();
+        let mut size: tj::size_t = 0;
+        // SAFETY: as in `encode8`.
+        let rc = unsafe {
+            tj::tj3Compress8(
+                h.0,
+                bytes.as_ptr(),
+                cols as i32,
+                cols as i32,
+                rows as i32,
+                tj::TJPF_TJPF_GRAY,
+                &mut buf,
+                &mut size,
+            )
+        };
+        let progressive = compressed(&h, rc, buf, size).unwrap();
+        assert!(progressive.windows(2).any(|w| w == [0xFF, 0xC2]));
+        assert!(matches!(
+            sequential_scans_said(&progressive),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -45,8 +45,9 @@ impl Cnn {
                 }),
                 crate::import::onnx::Net::Graph(_) => Err(ModelError::Invalid {
                     path: path.to_path_buf(),
-                    msg: "holds a CNN graph (docs/graph.md), which the secure commands do not run \
-                          yet (`denoise` runs it in float and in fixed point; issue 47)"
+                    msg: "holds a CNN graph (docs/graph.md) where a chain CNN (DnCNN, FFDNet) \
+                          was expected: share-model, share-image, gen-triplets, serve, \
+                          reconstruct, denoise, demo, table, bench and inspect take it"
                         .into(),
                 }),
             };

@@ -25,9 +25,9 @@ impl Model {
                 }),
                 crate::import::onnx::Net::Graph(_) => Err(ModelError::Invalid {
                     path: path.to_path_buf(),
-                    msg: "holds a CNN graph (docs/graph.md): share-model, share-image, \
-                          gen-triplets, serve, reconstruct, denoise, bench and inspect take \
-                          it; demo and table take MLPs and CNNs only"
+                    msg: "holds a CNN graph (docs/graph.md) where an MLP was expected: \
+                          share-model, share-image, gen-triplets, serve, reconstruct, \
+                          denoise, demo, table, bench and inspect take it"
                         .into(),
                 }),
             };

@@ -67,6 +67,15 @@ impl CnnFixed {
         }
     }
 
+    /// The settings a CNN graph's file recommends, else the defaults (what `share-model`
+    /// shares it at when no setting is given).
+    pub fn for_graph(g: &crate::model::graph::Graph) -> CnnFixed {
+        match g.fixed_point {
+            Some([s, ws, k]) => CnnFixed { s, ws, k },
+            None => CnnFixed::default(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         crate::model::cnn::check_fixed_point(self.s, self.ws, self.k)
     }

@@ -541,15 +541,10 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
         &models.of(0).path.display().to_string(),
     )?;
     for m in models.all() {
-        let patch = m.net.output_patch();
         for i in &inputs {
             let (h, w) = i.clean.pixels.dim();
-            if h < patch || w < patch {
-                bail!(
-                    "{}: {h}x{w} is smaller than the {patch}x{patch} output patch of {}",
-                    i.name,
-                    m.path.display()
-                );
+            if let Some(why) = m.net.refuses(h / colours, w) {
+                bail!("{}: {why} ({})", i.name, m.path.display());
             }
         }
     }
@@ -567,7 +562,12 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
             }
         }
     }
-    if a.batch.is_some() && models.all().iter().all(|m| matches!(m.net, Net::Cnn(_))) {
+    if a.batch.is_some()
+        && models
+            .all()
+            .iter()
+            .all(|m| matches!(m.net, Net::Cnn(_) | Net::Graph(_)))
+    {
         bail!("--batch sets an MLP's patches per batch; a CNN run uses the engine's ReLU batch");
     }
     let out = &a.out_dir;
@@ -675,7 +675,7 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
                         model_blake3: model.blake3.clone(),
                         batch: match model.net {
                             Net::Mlp(_) => a.batch.unwrap_or(a.engine.default_batch()),
-                            Net::Cnn(_) => a.engine.default_relu_batch(),
+                            Net::Cnn(_) | Net::Graph(_) => a.engine.default_relu_batch(),
                         },
                         engine: a.engine,
                         cnn: model.cnn_settings(),

@@ -8,35 +8,50 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 
-use super::super::inputs::model_or_default;
-use super::super::tools::{run_cnn, run_denoise, Arith};
+use super::super::inputs::{model_or_default, ModelFile};
+use super::super::tools::{run_cnn, run_denoise, run_graph, Arith};
 use crate::image::window::{DeclaredWindow, WindowChoice};
 use crate::image::GrayImage;
 use crate::model::cnn::Cnn;
+use crate::model::graph::Graph;
 use crate::model::mlp::Model;
 use crate::model::noise_map::NoiseLevel;
 use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnFixed;
 
-/// A table's network: the shipped kind (an MLP) or a CNN.
+/// A table's network: the shipped kind (an MLP), a CNN or a CNN graph.
 pub(super) enum Net {
     Mlp(Model),
     Cnn(Cnn),
+    Graph(Box<Graph>),
 }
 
 impl Net {
     fn load(path: &Path) -> Result<Net> {
-        Ok(if Cnn::is_cnn_file(path)? {
-            Net::Cnn(Cnn::load(path)?)
-        } else {
-            Net::Mlp(Model::load(path)?)
+        Ok(match ModelFile::load(path)? {
+            ModelFile::Mlp(m) => Net::Mlp(*m),
+            ModelFile::Cnn(c) => Net::Cnn(*c),
+            ModelFile::Graph(g) => Net::Graph(g),
         })
+    }
+
+    /// Why an h x w image cannot go through it, if it cannot: smaller than an MLP's output
+    /// patch, or too small for a graph's strides and unpadded convolutions.
+    pub(super) fn refuses(&self, h: usize, w: usize) -> Option<String> {
+        match self {
+            Net::Graph(g) => g.padded_size(h, w).err(),
+            net => {
+                let patch = net.output_patch();
+                (h < patch || w < patch)
+                    .then(|| format!("{h}x{w} is smaller than the {patch}x{patch} output patch"))
+            }
+        }
     }
 
     /// Planes of the images it takes: 1 gray, 3 RGB (a colour CNN).
     pub(super) fn colours(&self) -> usize {
         match self {
-            Net::Mlp(_) => 1,
+            Net::Mlp(_) | Net::Graph(_) => 1,
             Net::Cnn(m) => m.colours,
         }
     }
@@ -44,16 +59,16 @@ impl Net {
     /// Noise-map channels it takes (0 for an MLP).
     pub(super) fn map_channels(&self) -> usize {
         match self {
-            Net::Mlp(_) => 0,
+            Net::Mlp(_) | Net::Graph(_) => 0,
             Net::Cnn(m) => m.map_channels(),
         }
     }
 
     /// The output patch: images smaller than this cannot be denoised.
-    pub(super) fn output_patch(&self) -> usize {
+    fn output_patch(&self) -> usize {
         match self {
             Net::Mlp(m) => m.patch_shape().output,
-            Net::Cnn(_) => 1,
+            Net::Cnn(_) | Net::Graph(_) => 1,
         }
     }
 
@@ -81,6 +96,17 @@ impl Net {
                 let (oracle, _) = run_cnn(m, noisy, pre, Arith::Fixed, params, noise)?;
                 let tf = Instant::now();
                 let (float, _) = run_cnn(m, noisy, pre, Arith::Float, params, noise)?;
+                (oracle, float, tf.elapsed().as_secs_f64())
+            }
+            // At the settings share-model shared it at (the file's, else the defaults).
+            Net::Graph(g) => {
+                let params = CnnFixed {
+                    s: scale,
+                    ..CnnFixed::for_graph(g)
+                };
+                let (oracle, _) = run_graph(g, noisy, pre, Arith::Fixed, params)?;
+                let tf = Instant::now();
+                let (float, _) = run_graph(g, noisy, pre, Arith::Float, params)?;
                 (oracle, float, tf.elapsed().as_secs_f64())
             }
         })
@@ -119,6 +145,10 @@ impl TableModel {
             Net::Mlp(_) => None,
             Net::Cnn(m) => {
                 let c = CnnFixed::for_model(m);
+                Some(format!("s={} ws={} k={}", c.s, c.ws, c.k))
+            }
+            Net::Graph(g) => {
+                let c = CnnFixed::for_graph(g);
                 Some(format!("s={} ws={} k={}", c.s, c.ws, c.k))
             }
         }
@@ -207,6 +237,7 @@ impl Models {
             let Some(d) = (match &m.net {
                 Net::Mlp(x) => x.window,
                 Net::Cnn(x) => x.window,
+                Net::Graph(x) => x.window,
             }) else {
                 continue;
             };
@@ -297,11 +328,16 @@ fn model_info(path: &Path, model: &Net, hash: &str) -> serde_json::Value {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null);
     let (widths, meta) = match model {
-        Net::Mlp(m) => (m.widths(), serde_json::json!(m.meta)),
+        Net::Mlp(m) => (serde_json::json!(m.widths()), serde_json::json!(m.meta)),
         // A CNN's channels stand where an MLP's widths do; its activation is ReLU.
         Net::Cnn(m) => (
-            m.channels(),
+            serde_json::json!(m.channels()),
             serde_json::json!({"sigma": m.meta.sigma, "residual": m.meta.residual, "activation": "ReLU"}),
+        ),
+        // A graph's: its node count (`inspect` lists its ops).
+        Net::Graph(g) => (
+            serde_json::json!(format!("{} nodes (a CNN graph)", g.nodes.len())),
+            serde_json::json!({"sigma": g.sigma, "activation": "per node (docs/graph.md)"}),
         ),
     };
     serde_json::json!({

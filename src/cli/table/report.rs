@@ -31,7 +31,11 @@ fn model_line(model: &serde_json::Value) -> String {
     format!(
         "`{}` (blake3 {hash}…), layers {}, activation {}, sigma* {}{}",
         model["path"].as_str().unwrap_or(""),
-        model["widths"],
+        // A graph's is a sentence, not a list.
+        match model["widths"].as_str() {
+            Some(w) => w.to_string(),
+            None => model["widths"].to_string(),
+        },
         model["meta"]["activation"].as_str().unwrap_or("?"),
         model["meta"]["sigma"],
         if card.is_null() {
