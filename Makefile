@@ -45,9 +45,11 @@ readme-figure: build
 # The fuzzing pass (tests/fuzz.rs) runs last with its counts printed: about 4 s per parser.
 # The fault injection scenarios are `make faults` (CI runs both). The fuzzing pass, the faults
 # and the soak are #[ignore]d, so that a plain `cargo test` leaves them to their targets.
+# A plain `cargo test` skips, with a line, the tests whose generated fixtures are missing;
+# here they are made first and required (PPDENOISE_FIXTURES_REQUIRED).
 test: tools dicom-testdata graph-fixtures orthanc
-	$(CARGO) test --release --no-fail-fast
-	$(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
+	PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --no-fail-fast
+	PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
 
 # The hospital's archive at both ends (tests/pacs.rs, docs/pacs.md): a real Orthanc with its
 # DICOMweb plugin, from the distribution's packages when missing (root, as CI runs), started by
@@ -70,7 +72,7 @@ orthanc:
 	  || echo "dcmtk could not be installed from the distribution's packages: tests/pacs.rs skips its test"; fi
 
 pacs-test: tools dicom-testdata orthanc
-	PPDENOISE_PACS_REQUIRED=1 $(CARGO) test --release --test pacs -- --nocapture
+	PPDENOISE_PACS_REQUIRED=1 PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --test pacs -- --nocapture
 
 # Fault injection with real processes (tests/faults.rs, docs/security.md): servers killed,
 # the link cut, output disks that fail, damaged and swapped files; one line per scenario and

@@ -61,6 +61,9 @@ const LOSSY_JPEG_BOUND: u16 = 3;
 
 #[test]
 fn every_colour_form_reads_as_pydicom_decodes_it() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let dir = colour_dir();
     let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap();
     let mut report = Vec::new();
@@ -310,6 +313,9 @@ fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
 /// derived RGB DICOM that pydicom reads, equal to `denoise --arith fixed` of the same file.
 #[test]
 fn colour_dicom_secure_is_bit_exact_on_both_engines_and_comes_back_rgb() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let m = random_framed_cnn(&[13, 8, 12], 3, 33, META, Frame::FFDNET);
     let inputs = [
         testdata("pydicom/SC_rgb_dcmtk_+eb+cy+np.dcm"),
@@ -381,6 +387,9 @@ fn gray_dcm_path() -> String {
 /// not convert a DICOM), a colour model given a gray DICOM, a --window, share-study.
 #[test]
 fn colour_dicom_refusals_are_named() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let d = Dir::new();
     let colour = random_framed_cnn(&[13, 6, 12], 3, 5, META, Frame::FFDNET);
     colour.save(&d.path("colour.npz")).unwrap();
@@ -514,6 +523,9 @@ fn colour_dicom_refusals_are_named() {
 /// its size), and colour in the encapsulated uncompressed transfer syntax.
 #[test]
 fn lying_or_oversized_colour_dicoms_are_refused_by_name() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let refused_with = |bytes: &[u8], name: &str, needle: &str| {
         let path = dir.path().join(name);

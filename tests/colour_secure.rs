@@ -798,3 +798,123 @@ fn colour_share_options_are_refused_by_name() {
     refused(&o, "colour images are shared for a colour CNN");
     assert!(!Path::new(&d.p("x.p0")).exists());
 }
+
+/// Rewrites the job that `path` names (its header's `job` entry, and a share's body) to say
+/// three planes, written plain: a header from another tool, or a forger's where no maker's
+/// key is pinned (signed files are refused before this by their makers' keys).
+fn say_three_planes(path: &Path, party: Option<u8>) {
+    use ppdenoise::formats::bodies::JobParams;
+    use ppdenoise::formats::container::{read, write, Seal};
+    let set_job = |h: &mut Header, job: &JobParams| {
+        for (k, v) in h.info.iter_mut() {
+            if k == "job" {
+                *v = serde_json::to_string(job).unwrap();
+            }
+        }
+    };
+    match party {
+        None => {
+            let (mut h, b): (Header, ()) = read(path).unwrap();
+            let mut job: JobParams = serde_json::from_str(h.info("job").unwrap()).unwrap();
+            job.colours = 3;
+            set_job(&mut h, &job);
+            write(path, &h, &b, Seal::new(None, None)).unwrap();
+        }
+        Some(p) => {
+            let (mut h, mut b): (Header, ImageShare) =
+                load(path, Kind::ImageShare, Some(p)).unwrap();
+            b.job.colours = 3;
+            set_job(&mut h, &b.job);
+            write(path, &h, &b, Seal::new(None, None)).unwrap();
+        }
+    }
+}
+
+/// Issue 73, item 4: a job that says three planes for a gray MLP or a gray CNN graph (the
+/// gateway refuses to make one; a rewritten header, or another tool's, says so anyway) is
+/// refused by the dealer (`gen-triplets`) and by the server (`serve`), each by its text,
+/// before anything is drawn or claimed; the same files saying one plane deal and serve.
+#[test]
+fn a_colour_job_for_a_gray_mlp_or_graph_is_refused_by_the_dealer_and_the_servers() {
+    use ppdenoise::import::onnx::proto::ModelProto;
+    use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
+    use prost::Message;
+    let meta = ModelMeta {
+        sigma: 25.0,
+        mean_shift: true,
+        residual: true,
+        activation: Activation::TanhStar,
+        aggregation_sigma: 4.0,
+    };
+    // A gray graph: the tiny DnCNN with a leaky ReLU, which only the graph walk reads.
+    let mut m = ModelProto::decode(
+        std::fs::read(root().join("fixtures/onnx/tiny-dncnn.onnx"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let relu = g.node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+    relu.op_type = "LeakyRelu".into();
+    let cases = [
+        (
+            "mlp.npz",
+            "mlp",
+            (
+                "is an MLP, which takes gray images",
+                "is an MLP's share, which takes gray images",
+            ),
+        ),
+        (
+            "graph.onnx",
+            "graph",
+            (
+                "a colour image (3 planes), but a CNN graph takes gray images",
+                "a colour image (3 planes), but a CNN graph takes gray images",
+            ),
+        ),
+    ];
+    for (file, network, (dealer, server)) in cases {
+        let d = Dir::new();
+        match network {
+            "mlp" => random_model(&[49, 8, 9], 7, meta.clone())
+                .save(&d.path(file))
+                .unwrap(),
+            _ => std::fs::write(d.path(file), m.encode_to_vec()).unwrap(),
+        }
+        let j = ok(&["share-model", "--model", &d.p(file), "--out", &d.p("model")]);
+        // An MLP's summary names its widths; a graph's says it is one.
+        let read_as =
+            j["network"]
+                .as_str()
+                .unwrap_or(if j["widths"].is_array() { "mlp" } else { "?" });
+        assert_eq!(read_as, network);
+        image::GrayImage::from_fn(24, 24, |x, y| image::Luma([(x * 9 + y * 5) as u8]))
+            .save(d.path("gray.png"))
+            .unwrap();
+        let stride: &[&str] = if network == "mlp" {
+            &["--stride", "3"]
+        } else {
+            &[]
+        };
+        common::summary(
+            &d.share_image("gray.png", "model", "image", stride),
+            "share",
+        );
+        // The dealer, given a public job header that says three planes.
+        std::fs::copy(d.path("image.pub"), d.path("three.pub")).unwrap();
+        say_three_planes(&d.path("three.pub"), None);
+        let o = d.gen_triplets("model", "three", "gmw");
+        refused(&o, "three.pub: a colour image (3 planes)");
+        refused(&o, dealer);
+        assert!(!d.path("triplets.p0").exists(), "{network}: dealt");
+        // The server, given an image share that says three planes.
+        let o = d.gen_triplets("model", "image", "gmw");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        say_three_planes(&d.path("image.p0"), Some(0));
+        let o = wait(d.spawn(0, &no_link_addr()));
+        refused(&o, "image.p0: a colour image (3 planes)");
+        refused(&o, server);
+        assert!(!d.path("out.p0").exists(), "{network}: served");
+    }
+}

@@ -311,6 +311,9 @@ fn multi_frame_colour(name: &str, engine: &str, frames: usize) {
 
 #[test]
 fn a_multi_frame_rgb_rle_dicom_is_bit_exact_on_both_engines() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     for engine in ["gc", "gmw"] {
         multi_frame_colour("SC_rgb_rle_2frame.dcm", engine, 2);
     }
@@ -320,6 +323,9 @@ fn a_multi_frame_rgb_rle_dicom_is_bit_exact_on_both_engines() {
 /// loop of 30 frames, read (chroma upsampled, YCbCr to RGB) and written back as RGB.
 #[test]
 fn a_multi_frame_ybr_full_422_jpeg_dicom_comes_back_as_rgb_frames() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     multi_frame_colour("examples_ybr_color.dcm", "gmw", 30);
 }
 
@@ -328,6 +334,9 @@ fn a_multi_frame_ybr_full_422_jpeg_dicom_comes_back_as_rgb_frames() {
 /// series in the source's study, in the series' order, each slice the oracle's.
 #[test]
 fn a_series_of_colour_dicoms_comes_back_as_one_derived_rgb_series() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     use dicom_core::value::PrimitiveValue;
     use dicom_core::{DataElement, VR};
     let (_m, model) = colour_model();
@@ -408,6 +417,9 @@ fn a_series_of_colour_dicoms_comes_back_as_one_derived_rgb_series() {
 /// refused by name, before anything is written.
 #[test]
 fn colour_studies_are_refused_by_name_when_they_cannot_be_right() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let (_m, model) = colour_model();
     let d = Dir::new(&model);
     let dir = |n: &str| {
@@ -469,6 +481,9 @@ fn colour_studies_are_refused_by_name_when_they_cannot_be_right() {
 /// equal to the oracle bit for bit, and closer to the clean image than the noisy one was.
 #[test]
 fn a_real_ultrasound_image_comes_back_better_than_it_went_in() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     use dicom_core::value::PrimitiveValue;
     use dicom_core::{DataElement, VR};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

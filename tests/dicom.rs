@@ -949,6 +949,9 @@ fn wait_limit(mut c: Child, limit: Duration) -> Output {
 
 #[test]
 fn secure_run_on_a_dicom_is_reconstructed_like_it() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| s(&dir.path().join(n));
@@ -1201,6 +1204,9 @@ fn secure_run_on_a_dicom_is_reconstructed_like_it() {
 /// to the plaintext fixed-point oracle's result of the same slice.
 #[test]
 fn dicom_walkthrough_runs_as_written() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dicom.md"))
         .unwrap();
     let script = *blocks(&doc, "sh")
@@ -1384,6 +1390,9 @@ fn at(v: &[i32], cols: usize, r: isize, c: isize) -> i32 {
 /// which are the ones pydicom's own tests assert (tests/pixels/pixels_reference.py).
 #[test]
 fn mr_small_in_every_lossless_syntax_gives_pydicoms_values() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let (reference, rows, cols) = decoded(&testdata("pydicom/MR_small.dcm"));
     assert_eq!((rows, cols), (64, 64));
     let row0: Vec<i32> = (31..34).map(|c| at(&reference, cols, 0, c)).collect();
@@ -1414,6 +1423,9 @@ fn mr_small_in_every_lossless_syntax_gives_pydicoms_values() {
 /// (pylibjpeg, GDCM).
 #[test]
 fn lossy_jpeg_2000_12_bit_jpeg_and_deflated_files_give_pydicoms_values() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     // JPEG extended, 12 bits stored (process 4), decoded by libjpeg-turbo.
     let (v, rows, cols) = decoded(&testdata("pydicom/JPGExtended.dcm"));
     assert_eq!((rows, cols), (1024, 256));
@@ -1456,6 +1468,9 @@ fn lossy_jpeg_2000_12_bit_jpeg_and_deflated_files_give_pydicoms_values() {
 /// OpenJPEG through pydicom in `make dicom-testdata`).
 #[test]
 fn jpeg_2000_of_8_and_12_bits_decodes_to_its_source() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     for bits in [8, 12] {
         let (reference, ..) = decoded(&testdata(&format!("j2k{bits}-ref.dcm")));
         let (lossless, ..) = decoded(&testdata(&format!("j2k{bits}-lossless.dcm")));
@@ -1476,6 +1491,9 @@ fn jpeg_2000_of_8_and_12_bits_decodes_to_its_source() {
 /// The CLI says it ignored trailing padding; the image is the frame.
 #[test]
 fn trailing_padding_is_read_with_a_warning() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let o = ppd(&["inspect", &s(&testdata("pydicom/MR_small_padded.dcm"))]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -1889,6 +1907,9 @@ fn multi_frame_objects_are_read_whole_and_written_like_their_input() {
 
 #[test]
 fn add_noise_and_denoise_take_every_frame_and_write_one_object() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| dir.path().join(n);
     let p = |n: &str| s(&d(n));
@@ -2216,6 +2237,9 @@ fn a_12_bit_jpeg_with_a_wrong_scan_header_decodes_as_pydicom_decodes_its_fixed_c
 /// find no SIZ at all.
 #[test]
 fn an_embedded_sequence_delimiter_is_fragment_data_and_its_damage_is_refused() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let path = testdata("pydicom/JPEG2000-embedded-sequence-delimiter.dcm");
     let obj = open_file(&path).unwrap();
     let pixel = obj.element(tags::PIXEL_DATA).unwrap();

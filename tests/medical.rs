@@ -214,6 +214,9 @@ fn secure_series(
 
 #[test]
 fn a_signed_16_bit_ct_series_comes_back_better_than_it_went_in() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = setup();
     let d = tmp.path();
     let clean = pydicom_file("CT_small.dcm");
@@ -249,6 +252,9 @@ fn a_signed_16_bit_ct_series_comes_back_better_than_it_went_in() {
 
 #[test]
 fn a_signed_16_bit_mr_series_comes_back_better_than_it_went_in() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = setup();
     let d = tmp.path();
     let clean = pydicom_file("MR_small.dcm");
@@ -312,6 +318,9 @@ fn a_signed_16_bit_mr_series_comes_back_better_than_it_went_in() {
 /// of the noise added (the clean slices carry some noise of their own, which it counts too).
 #[test]
 fn sigma_auto_estimates_the_noise_of_real_slices() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     for (file, sigmas, unit) in [
@@ -350,6 +359,9 @@ fn sigma_auto_estimates_the_noise_of_real_slices() {
 /// stated in a DICOM's units. Each refusal names the option and the choices.
 #[test]
 fn sigma_and_window_mistakes_are_refused_by_name() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let mr = s(&pydicom_file("MR_small.dcm"));
@@ -401,6 +413,9 @@ fn sigma_and_window_mistakes_are_refused_by_name() {
 /// is shared. Before, the shipped MLP took a CT at 5 HU and came back worse than its input.
 #[test]
 fn a_level_past_the_models_fixed_point_is_refused_up_front() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = setup();
     let d = tmp.path();
     let clean = pydicom_file("CT_small.dcm");
@@ -454,6 +469,9 @@ fn a_level_past_the_models_fixed_point_is_refused_up_front() {
 /// it. The result equals the fixed-point oracle at the estimated level.
 #[test]
 fn a_pixel_derived_noise_level_never_reaches_a_server() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = setup();
     let d = tmp.path();
     let p = |n: &str| s(&d.join(n));
@@ -587,6 +605,9 @@ fn a_pixel_derived_noise_level_never_reaches_a_server() {
 /// (safetensors, ONNX metadata) are unit-tested beside them.
 #[test]
 fn a_models_declared_window_is_used_and_a_conflicting_one_refused() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = setup();
     let d = tmp.path();
     let p = |n: &str| s(&d.join(n));

@@ -715,3 +715,116 @@ fn second_review_cases_are_refused_too() {
         "node u (Unsqueeze): has axes both as an attribute and as an input",
     );
 }
+
+/// Issue 73, item 5: the graph walk's cap on constant values copied (each read of a constant
+/// copies it). One initializer of 2^20 values read by 130 nodes (a `Dropout`'s
+/// `training_mode`, all zeros: each read is taken, then dropped) comes to more than the cap
+/// of 2^27 at the 128th; the chain walk has stopped before (its own work cap, at the 32nd),
+/// so the refusal is the graph walk's, naming its cap.
+#[test]
+fn one_constant_read_by_many_nodes_is_refused_at_the_graph_walks_copy_cap() {
+    let n = 1usize << 20;
+    let big = TensorProto {
+        name: "off".into(),
+        dims: vec![n as i64],
+        data_type: 1,
+        raw_data: vec![0; 4 * n],
+        ..Default::default()
+    };
+    let mut nodes = Vec::new();
+    let mut x = "x".to_string();
+    for i in 0..130 {
+        let d = op(&format!("d{i}"), "Dropout", &[&x, "", "off"], vec![]);
+        x = d.output[0].clone();
+        nodes.push(d);
+    }
+    let mut m = load("tiny-dncnn.onnx");
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].input[0] = x;
+    g.node.splice(0..0, nodes);
+    g.initializer.push(big);
+    let err = refused(&m);
+    says(
+        &err,
+        "d127",
+        "Dropout",
+        &["the graph's constants come to more than 134217728 values copied"],
+    );
+}
+
+/// Issue 73, item 6: a CNN graph's kernels are 1 to 8 a side, checked where the file gives
+/// the size (a pooling's `kernel_shape`, a convolution's weights), before any padding or
+/// shape is computed from it; the message says which (the graph's own check, which stands
+/// for descriptions read elsewhere, says neither).
+#[test]
+fn a_graph_kernel_past_the_bound_is_refused_where_the_file_gives_it() {
+    let kernel = |v: &[i64]| AttributeProto {
+        name: "kernel_shape".into(),
+        r#type: attr_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    };
+    // A pooling before the chain (which neither walk reads as a chain).
+    let mut m = load("tiny-dncnn.onnx");
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].input[0] = "p_out".into();
+    g.node
+        .insert(0, op("p", "MaxPool", &["x"], vec![kernel(&[9, 9])]));
+    says(
+        &refused(&m),
+        "p",
+        "MaxPool",
+        &["attribute kernel_shape gives a 9x9 kernel (a CNN graph's are 1 to 8 a side)"],
+    );
+    // Eight a side is taken.
+    let mut m = load("tiny-dncnn.onnx");
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].input[0] = "p_out".into();
+    let mut pool = op("p", "MaxPool", &["x"], vec![kernel(&[8, 8])]);
+    set_ints(&mut pool, "strides", &[8, 8]);
+    g.node.insert(0, pool);
+    g.node.insert(
+        1,
+        op(
+            "u",
+            "Resize",
+            &["p_out", "", "up"],
+            vec![AttributeProto {
+                name: "mode".into(),
+                r#type: attr_type::STRING,
+                s: b"nearest".to_vec(),
+                ..Default::default()
+            }],
+        ),
+    );
+    g.node[2].input[0] = "u_out".into();
+    g.initializer.push(TensorProto {
+        name: "up".into(),
+        dims: vec![4],
+        data_type: 1,
+        float_data: vec![1.0, 1.0, 8.0, 8.0],
+        ..Default::default()
+    });
+    shared_as_graph(&m);
+    // A convolution's weights of 9 x 9, in a graph (a LeakyReLU before it).
+    let mut m = load("tiny-dncnn.onnx");
+    node(&mut m, "/net/net.1/Relu").op_type = "LeakyRelu".into();
+    let conv = node(&mut m, CONV);
+    set_ints(conv, "kernel_shape", &[9, 9]);
+    set_ints(conv, "pads", &[4, 4, 4, 4]);
+    let g = m.graph.as_mut().unwrap();
+    let w = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "net.2.weight")
+        .unwrap();
+    w.dims = vec![8, 8, 9, 9];
+    w.raw_data = vec![0; 4 * 8 * 8 * 81];
+    w.float_data.clear();
+    says(
+        &refused(&m),
+        CONV,
+        "Conv",
+        &["W's shape gives a 9x9 kernel (a CNN graph's are 1 to 8 a side)"],
+    );
+}

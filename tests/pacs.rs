@@ -338,6 +338,9 @@ fn stderr(o: &Output) -> String {
 /// second filing of the same series adds nothing.
 #[test]
 fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_series() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let Some(plugin) = orthanc_installed() else {
         return;
     };
@@ -641,6 +644,9 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_as_a_new_serie
 /// shared (no study folder, no sources, no fetched copy) or filed.
 #[test]
 fn an_unreachable_archive_wrong_credentials_and_an_unknown_study_are_refused_by_name() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let Some(plugin) = orthanc_installed() else {
         return;
     };
@@ -998,6 +1004,9 @@ fn sops_of(dir: &Path) -> Vec<String> {
 /// its first instance; and that kill through DIMSE.
 #[test]
 fn a_filing_cut_short_and_run_again_leaves_exactly_one_copy_of_the_series() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let Some(plugin) = orthanc_installed() else {
         return;
     };
@@ -1203,6 +1212,9 @@ fn audit_lines(f: &Path) -> Vec<serde_json::Value> {
 /// printed; one audit line per association.
 #[test]
 fn storescu_pushes_a_series_into_receive_and_share_study_takes_its_folder() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     if dcmtk_installed().is_none() {
         return;
     }
@@ -1396,6 +1408,9 @@ fn drip_association(port: u16) -> Duration {
 /// is received and ends the run.
 #[test]
 fn receive_cuts_an_association_at_its_deadline_and_once_waits_for_an_accepted_one() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     if dcmtk_installed().is_none() {
         return;
     }
@@ -1466,6 +1481,9 @@ fn receive_cuts_an_association_at_its_deadline_and_once_waits_for_an_accepted_on
 /// and the cause, nothing shared.
 #[test]
 fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let Some(plugin) = orthanc_installed() else {
         return;
     };
@@ -1742,6 +1760,9 @@ fn a_ct_series_goes_from_the_archive_through_the_servers_and_back_through_dimse(
 /// SOP Instance UIDs, DERIVED; the pushed folder holds the series, shared.
 #[test]
 fn the_pages_commands_run_as_written() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let Some(plugin) = orthanc_installed() else {
         return;
     };

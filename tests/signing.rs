@@ -1497,3 +1497,135 @@ fn a_job_runs_only_with_the_model_it_was_shared_for() {
     let o = job.serve_one(0, ["m10.p0", "image.p0", "triplets.p0"], &[]);
     refused(&o, "image.p0", &["shared for a model of sigma 25"]);
 }
+
+/// Issue 73 (also seen): `--job-id` itself, whatever else is given. The id is held where no
+/// key is pinned too (`--insecure-unsigned`): the pair of another job than the one named is
+/// refused, nothing written; a malformed id is refused naming the flag; the pair's own id
+/// takes it. (Under pinned keys the same refusal, and the id being required, are
+/// `forged_or_foreign_output_shares_are_refused_by_the_receiver`'s.)
+#[test]
+fn the_job_id_names_the_only_job_the_receiver_takes() {
+    let job = Job::new("gmw");
+    job.runs("out");
+    let own = job.job_id("image");
+    let other = "0123456789abcdef0123456789abcdef";
+    assert_ne!(own, other);
+    let rec = |id: &str, png: &str| {
+        let a = job.reconstruct_args("out", &job.p(png), &["--insecure-unsigned", "--job-id", id]);
+        Command::new(bin()).args(&a).output().unwrap()
+    };
+    refused(
+        &rec(other, "x.png"),
+        "out.p0",
+        &["not of the job the receiver expects", other],
+    );
+    refused(&rec("12ab", "x.png"), "--job-id 12ab", &["not a job id"]);
+    assert!(!job.path("x.png").exists(), "written on a refusal");
+    all_ok(&[rec(&own, "own.png")], "reconstruct --job-id <its own>");
+    assert!(job.path("own.png").exists());
+}
+
+/// Issue 73 (also seen; issue 48): `reconstruct --alpha` takes the alpha of an RGBA job only
+/// as the pinned gateway signed it, through the binary: a colour job made, dealt and served
+/// by signing parties reconstructs to RGBA with its alpha; the same alpha written unsigned,
+/// or signed by a key of the forger's own as a gateway, is refused by name and nothing is
+/// written.
+#[test]
+fn the_receiver_takes_an_alpha_only_as_the_pinned_gateway_signed_it() {
+    use ppdenoise::formats::signing::Role;
+    use ppdenoise::model::cnn::{random_framed_cnn, CnnMeta};
+    use ppdenoise::model::frame::Frame;
+    /// The alpha file's body, field for field (bincode is positional).
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct AlphaBody {
+        height: u64,
+        width: u64,
+        bit_depth: u8,
+        samples: Vec<u16>,
+    }
+    let job = Job::new("gmw");
+    let meta = CnnMeta {
+        sigma: 25.0,
+        residual: false,
+    };
+    random_framed_cnn(&[13, 8, 12], 3, 7, meta, Frame::FFDNET)
+        .save(&job.path("colour.npz"))
+        .unwrap();
+    ok(&[
+        "share-model",
+        "--model",
+        &job.p("colour.npz"),
+        "--out",
+        &job.p("cmodel"),
+        "--sign-key",
+        &job.p("keys/owner.sign-key"),
+    ]);
+    let rgba = image::RgbaImage::from_fn(12, 10, |x, y| {
+        image::Rgba([(x * 20) as u8, (y * 25) as u8, 90, (x * 7 + y * 13) as u8])
+    });
+    rgba.save(job.path("rgba.png")).unwrap();
+    ok(&[
+        "share-image",
+        "--image",
+        &job.p("rgba.png"),
+        "--sigma",
+        "25",
+        "--model",
+        &job.p("cmodel.pub"),
+        "--out",
+        &job.p("rgba"),
+        "--sign-key",
+        &job.p("keys/gateway.sign-key"),
+        "--owner-key",
+        &job.p("keys/owner.sign-pub"),
+    ]);
+    ok(&[
+        "gen-triplets",
+        "--model",
+        &job.p("cmodel.pub"),
+        "--image",
+        &job.p("rgba.pub"),
+        "--engine",
+        "gmw",
+        "--out",
+        &job.p("ct"),
+        "--sign-key",
+        &job.p("keys/dealer.sign-key"),
+    ]);
+    let c = start_pair(&job.dir, |p, addr| {
+        let f = [
+            format!("cmodel.p{p}"),
+            format!("rgba.p{p}"),
+            format!("ct.p{p}"),
+        ];
+        job.spawn(p, [&f[0], &f[1], &f[2]], "cout", &[], addr)
+    });
+    let outs: Vec<Output> = c.into_iter().map(|c| wait_limit(c, LIMIT)).collect();
+    all_ok(&outs, "serve (rgba)");
+    let id = job.job_id("rgba");
+    let rec = |alpha: &str, png: &str| {
+        let (trust, alpha) = (job.p("keys/trust"), job.p(alpha));
+        let checks = ["--trust", &trust, "--job-id", &id, "--alpha", &alpha];
+        let a = job.reconstruct_args("cout", &job.p(png), &checks);
+        Command::new(bin()).args(&a).output().unwrap()
+    };
+    // The gateway's own alpha is taken.
+    all_ok(&[rec("rgba.alpha", "ok.png")], "reconstruct --alpha");
+    let got = image::open(job.path("ok.png")).unwrap().to_rgba8();
+    let alpha = |i: &image::RgbaImage| i.pixels().map(|p| p[3]).collect::<Vec<u8>>();
+    assert_eq!(alpha(&got), alpha(&rgba), "the alpha put back");
+    // Unsigned, and signed by a forger's key as a gateway: refused, nothing written.
+    let (h, body): (Header, AlphaBody) = container::read(&job.path("rgba.alpha")).unwrap();
+    let h = unsigned(h);
+    container::write(&job.path("plain.alpha"), &h, &body, Seal::PLAIN).unwrap();
+    refused(&rec("plain.alpha", "x.png"), "plain.alpha", &["not signed"]);
+    let mallory = common::own_signer(&job.path("keys"), "mallory", Role::Gateway);
+    let forged = job.path("forged.alpha");
+    container::write(&forged, &h, &body, Seal::new(None, Some(&mallory))).unwrap();
+    refused(
+        &rec("forged.alpha", "x.png"),
+        "forged.alpha",
+        &["not by the pinned gateway key"],
+    );
+    assert!(!job.path("x.png").exists(), "written on a refusal");
+}

@@ -349,7 +349,36 @@ impl Runner {
             _ => None,
         }
     }
+
+    /// For a graph in fixed point: the largest distance of `out` (its fixed-point output of
+    /// `noisy`) to the float run's, in grey levels, measured on this image. The worst case of
+    /// [`Runner::float_bound`] is loose by orders of magnitude on deep graphs (docs/graph.md,
+    /// "Error bound"): this is the figure that says how far the two are.
+    fn float_gap(
+        &self,
+        a: &DenoiseArgs,
+        noisy: &GrayImage,
+        sigma: f64,
+        out: &ndarray::Array2<f64>,
+    ) -> Result<Option<f64>> {
+        match self {
+            Runner::Graph(..) if a.arith == Arith::Fixed => {
+                let (float, _) = self.run_in(a, noisy, sigma, Arith::Float)?;
+                let gap = out
+                    .iter()
+                    .zip(&float)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f64::max);
+                Ok(Some(gap))
+            }
+            _ => Ok(None),
+        }
+    }
 }
+
+/// A worst-case distance to float wider than this (the whole 8-bit scale) says nothing of an
+/// image: `denoise` then says so beside the measured one, which it always prints.
+const USEFUL_BOUND: f64 = 255.0;
 
 /// --sigma on the 0..255 scale of `img`, refused where the model's fixed point does not hold
 /// for it (the owner's sweep's test at the image's own span and level, as share-image's
@@ -555,10 +584,14 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
     let mut oor = 0;
     let mut levels = Vec::with_capacity(frames.len());
     let mut bound: Option<f64> = None;
+    let mut gap: Option<f64> = None;
     for noisy in &frames {
         let sigma = level(&a, &runner, noisy, &scale, &a.image)?;
         levels.push(sigma);
         let (out, o) = runner.run(&a, noisy, sigma)?;
+        if let Some(g) = runner.float_gap(&a, noisy, sigma, &out)? {
+            gap = Some(gap.map_or(g, |m| m.max(g)));
+        }
         outs.push(out);
         oor += o;
         if let Some(b) = runner.float_bound(&a, noisy, sigma) {
@@ -587,19 +620,37 @@ pub fn denoise(a: DenoiseArgs) -> Result<Summary> {
         "out_of_range": oor, "window": scale.window, "units": scale.units,
         "clipped": scale.clipped, "sigma": levels[0],
         "sigma_in_units": scale.in_units(levels[0])});
-    // The bound holds only while every value stays in range.
+    if let Some(g) = gap {
+        json["float_difference"] = g.into();
+    }
+    // The bound holds only while every value stays in range; beside the measured distance it
+    // is printed where it says something (a deep graph's is loose by orders of magnitude).
     match bound {
         Some(b) if oor == 0 => {
-            lines.push(format!(
-                "fixed point within {b:.4} grey levels of float (a worst case over all \
-                 images of this range, docs/graph.md)"
-            ));
+            let measured = gap.map_or(String::new(), |g| {
+                format!("fixed point within {g:.4} grey levels of float on this image (measured); ")
+            });
+            lines.push(if b <= USEFUL_BOUND {
+                format!(
+                    "{measured}at most {b:.4} on any image of this range (a worst case, \
+                     docs/graph.md)"
+                )
+            } else {
+                format!(
+                    "{measured}the worst case over all images of this range ({b:.3e} grey \
+                     levels) is too loose to bound a graph this deep (docs/graph.md, \
+                     \"Error bound\")"
+                )
+            });
             json["float_bound"] = b.into();
         }
         Some(_) => {
-            lines.push(
-                "no bound on the distance to float: values left the fixed-point range".into(),
-            );
+            lines.push(format!(
+                "no bound on the distance to float: values left the fixed-point range{}",
+                gap.map_or(String::new(), |g| format!(
+                    " ({g:.4} grey levels on this image, measured)"
+                ))
+            ));
             json["float_bound"] = serde_json::Value::Null;
         }
         None => {}

@@ -111,6 +111,40 @@ fn write_ct12(path: &Path, mut obj: InMemDicomObject, size: usize, values: Vec<u
         .unwrap();
 }
 
+/// Whether the generated fixture `rel` (a path in the repository, which `make <target>`
+/// writes) is there. When it is not, the test is skipped with a line saying why, so that a
+/// plain `cargo test` on a fresh clone passes; `make test` makes every fixture first and sets
+/// PPDENOISE_FIXTURES_REQUIRED, under which a missing one fails the test instead.
+pub fn have_fixture(rel: &str, target: &str) -> bool {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if p.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PPDENOISE_FIXTURES_REQUIRED").is_none(),
+        "{}: missing; run `make {target}`",
+        p.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (`make {target}` writes it)",
+        p.display()
+    );
+    false
+}
+
+/// [`have_fixture`] of the graph fixtures (`make graph-fixtures`: onnx and onnxruntime from
+/// PyPI).
+pub fn have_graph_fixtures() -> bool {
+    have_fixture("out/graph-fixtures/.ok", "graph-fixtures")
+}
+
+/// [`have_fixture`] of pydicom's venv and test data (`make dicom-testdata`: pydicom and
+/// OpenJPEG from PyPI).
+pub fn have_dicom_testdata() -> bool {
+    have_fixture(".venv-dicom/bin/python", "dicom-testdata")
+        && have_fixture("out/dicom-testdata/.ok", "dicom-testdata")
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ppdenoise")
 }

@@ -780,9 +780,16 @@ fn kernel_of(at: &mut Attrs, weights: Option<[usize; 2]>) -> Result<[usize; 2], 
         }
         (v, None) => return Err(format!("attribute kernel_shape = {v:?} (two sizes)")),
     };
+    // Checked here, where the file gives it, before SAME padding or a shape is computed
+    // from it; the graph's own check (model::graph) stands for descriptions read elsewhere.
     if k.iter().any(|&s| s == 0 || s > MAX_KERNEL) {
+        let from = if weights.is_some() {
+            "W's shape"
+        } else {
+            "attribute kernel_shape"
+        };
         return Err(format!(
-            "a {}x{} kernel (1 to {MAX_KERNEL} a side)",
+            "{from} gives a {}x{} kernel (a CNN graph's are 1 to {MAX_KERNEL} a side)",
             k[0], k[1]
         ));
     }

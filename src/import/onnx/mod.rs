@@ -209,11 +209,15 @@ fn initializers<'g>(
 ) -> Result<HashMap<&'g str, Tensor>, ModelError> {
     let mut consts: HashMap<&str, Tensor> = HashMap::new();
     for t in &g.initializer {
-        let v = Tensor::from_proto(t, usize::MAX).map_err(|msg| ModelError::Tensor {
-            path: path.to_path_buf(),
-            name: t.name.clone(),
-            msg,
-        })?;
+        let v = if no_roi(g, t) {
+            Tensor::new(vec![0], Vec::new())
+        } else {
+            Tensor::from_proto(t, usize::MAX).map_err(|msg| ModelError::Tensor {
+                path: path.to_path_buf(),
+                name: t.name.clone(),
+                msg,
+            })?
+        };
         if let Some(bad) = v.data.iter().position(|x| !x.is_finite()) {
             return Err(ModelError::Tensor {
                 path: path.to_path_buf(),
@@ -229,6 +233,35 @@ fn initializers<'g>(
         }
     }
     Ok(consts)
+}
+
+/// Whether `t` is an empty 1-D initializer read only as a `Resize`'s `roi` (input 1), as
+/// exporters write "no roi" (torch's nearest up-sampling): it is taken as empty, where any
+/// other empty tensor is refused. The roi is used by `tf_crop_and_resize` only, which the
+/// graph walk refuses, so nothing reads its values.
+fn no_roi(g: &proto::GraphProto, t: &proto::TensorProto) -> bool {
+    let name = t.name.as_str();
+    let plain = t.raw_data.is_empty()
+        && t.float_data.is_empty()
+        && t.double_data.is_empty()
+        && t.int32_data.is_empty()
+        && t.int64_data.is_empty()
+        && t.external_data.is_empty()
+        && t.data_location == 0
+        && t.segment.is_none();
+    let reads = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().enumerate().map(move |(i, x)| (n, i, x)))
+        .filter(|(_, _, x)| x.as_str() == name);
+    t.dims == [0]
+        && plain
+        && !name.is_empty()
+        && !g.output.iter().any(|o| o.name == name)
+        && reads.clone().count() > 0
+        && reads
+            .clone()
+            .all(|(n, i, _)| n.op_type == "Resize" && i == 1)
 }
 
 /// The model's `metadata_props`, each key once.
