@@ -747,6 +747,9 @@ fn a_models_declared_window_is_used_and_a_conflicting_one_refused() {
 /// noisy slice, as over-smoothed before anything is written.
 #[test]
 fn a_unitless_or_implausible_ct_sigma_is_refused_and_an_over_smoothed_result_caught() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
     let tmp = setup();
     let d = tmp.path();
     let clean = pydicom_file("CT_small.dcm");
