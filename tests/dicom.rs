@@ -1248,7 +1248,7 @@ fn dicom_walkthrough_runs_as_written() {
             seen["SeriesDescription"]
                 .as_str()
                 .unwrap()
-                .contains("denoised, default-model, sigma 20 HU) #"),
+                .contains("denoised, default-model, sigma 20 HU #"),
             "{}",
             seen["SeriesDescription"]
         );

@@ -208,9 +208,13 @@ impl DerivedSeries {
             })
             .saturating_add(offset));
         let taken = |n: i64| self.known.iter().any(|k| k.0 == Some(n)) || source == Some(n);
-        let mut tries = 0;
-        while taken(n) && tries < self.known.len() + 2 {
-            n = if n == i64::from(i32::MAX) { 1 } else { n + 1 };
+        // Upwards; downwards from the top of IS's range.
+        let (mut tries, mut step) = (0, 1);
+        while taken(n) && tries < 2 * self.known.len() + 4 {
+            if n == i64::from(i32::MAX) {
+                step = -1;
+            }
+            n += step;
             tries += 1;
         }
         n
@@ -341,7 +345,11 @@ mod tests {
         let n = s.number_for(Some(3));
         assert!((1003..2003).contains(&n), "{n}");
         assert_eq!(s.number_for(None), n - 3);
-        assert_eq!(s.number_for(Some(i64::from(i32::MAX))), i64::from(i32::MAX));
+        // Never the source's own number, at the top of IS's range too.
+        assert_eq!(
+            s.number_for(Some(i64::from(i32::MAX))),
+            i64::from(i32::MAX) - 1
+        );
         let s = DerivedSeries {
             number: Some(42),
             ..s
