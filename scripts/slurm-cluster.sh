@@ -8,15 +8,15 @@
 #
 # Everything lives in one scratch folder (SLURM_SCRATCH, default out/slurm-cluster): config,
 # state, spool, logs, pid files, and munge's own key and socket, so nothing in /etc is touched
-# and a munged or Slurm that the machine already runs is left alone. Non-default ports
-# (SLURM_CTLD_PORT, SLURM_D_PORT) avoid clashing with one. Safe to re-run: `up` on a running
-# cluster only waits for the node, `down` on a stopped one does nothing.
+# and a munged or Slurm that the machine already runs is left alone. The daemons' ports are
+# free ones picked at `up` (or SLURM_CTLD_PORT, SLURM_D_PORT when given), so a second cluster
+# on the machine (another checkout, a test beside a trial) does not clash with this one; a
+# port that is taken is named. Safe to re-run: `up` on a running cluster only waits for the
+# node (on the ports it has), `down` on a stopped one does nothing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SCRATCH=${SLURM_SCRATCH:-$PWD/out/slurm-cluster}
-CTLD_PORT=${SLURM_CTLD_PORT:-16817}
-D_PORT=${SLURM_D_PORT:-16818}
 CPUS=${SLURM_CPUS:-$(nproc)}
 NODE=$(hostname)
 CONF=$SCRATCH/slurm.conf
@@ -24,6 +24,41 @@ MUNGE_DIR=$SCRATCH/munge
 MUNGE_SOCKET=$MUNGE_DIR/munge.socket
 
 log() { echo "slurm-cluster: $*" >&2; }
+
+# Two free TCP ports (bound to port 0, then let go): the controller's and the node's.
+free_ports() {
+    python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("", 0))
+print(*(x.getsockname()[1] for x in s))'
+}
+
+# Whether something listens on (or holds) TCP port $1: binding it fails.
+port_busy() {
+    ! python3 -c 'import socket,sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+
+# The ports: a running cluster's own (from its config), else the ones given, else free ones.
+pick_ports() {
+    if [[ -f $CONF && -n $(live_pid "$SCRATCH/run/slurmctld.pid") ]]; then
+        CTLD_PORT=$(sed -n 's/^SlurmctldPort=//p' "$CONF")
+        D_PORT=$(sed -n 's/^SlurmdPort=//p' "$CONF")
+        return
+    fi
+    local free name port
+    free=$(free_ports)
+    CTLD_PORT=${SLURM_CTLD_PORT:-${free% *}}
+    D_PORT=${SLURM_D_PORT:-${free#* }}
+    for name in SlurmctldPort:$CTLD_PORT SlurmdPort:$D_PORT; do
+        port=${name#*:}
+        if port_busy "$port"; then
+            log "port $port (${name%:*}) is in use by another program (ss -ltnp 'sport = :$port' names it); leave SLURM_CTLD_PORT and SLURM_D_PORT unset to take free ports"
+            exit 1
+        fi
+    done
+}
 
 # Live pid from a pid file (empty when the file is missing or the process is gone).
 live_pid() {
@@ -48,7 +83,9 @@ write_config() {
     mkdir -p "$SCRATCH"/{state,spool,log,run}
     # proctrack/linuxproc and task/none: no cgroups, which a container may not give us.
     # OverSubscribe=FORCE:4: both parties of every tile pair (and a re-run) share the cores;
-    # a pair's S0 must never wait in the queue for a slot its S1 would need.
+    # a pair's S0 must never wait in the queue for a slot its S1 would need. `pairs`: 2 slots
+    # (one task a core, 2 cores), fewer than a study's tasks, where the arrays' throttle
+    # (--array=...%K) must keep the pairs together (docs/scale-out.md, "Co-scheduling").
     cat >"$CONF.tmp" <<EOF
 ClusterName=ppdenoise
 SlurmctldHost=$NODE
@@ -82,6 +119,7 @@ KillWait=5
 MinJobAge=300
 NodeName=$NODE CPUs=$CPUS State=UNKNOWN
 PartitionName=main Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+PartitionName=pairs Nodes=$NODE MaxTime=INFINITE State=UP OverSubscribe=NO MaxCPUsPerNode=2
 EOF
     mv "$CONF.tmp" "$CONF"
 }
@@ -129,20 +167,31 @@ wait_idle() {
         sleep 1
     done
     log "node $NODE did not come up (state '${state}'); logs in $SCRATCH/log"
+    # The daemons' own words on what failed, and a port another program holds, named.
+    grep -hsiE 'address already in use|bind|fatal|error' "$SCRATCH"/log/slurmctld.log \
+        "$SCRATCH"/log/slurmd.log | tail -5 | sed 's/^/slurm-cluster:   /' >&2 || true
+    local d port
+    for d in slurmctld:$CTLD_PORT slurmd:$D_PORT; do
+        port=${d#*:} d=${d%:*}
+        [[ -n $(live_pid "$SCRATCH/run/$d.pid") ]] && continue
+        log "$d is not running (its port $port$(port_busy "$port" && echo ' is held by another program')); see $SCRATCH/log/$d.log"
+    done
     exit 1
 }
 
 up() {
     install_packages
+    pick_ports
     write_config
     start_munge
     if [[ -z $(live_pid "$SCRATCH/run/slurmctld.pid") ]]; then
         # -i: ignore state left by an earlier cluster in this scratch folder.
-        slurmctld -f "$CONF" -i
+        slurmctld -f "$CONF" -i || { log "slurmctld did not start (port $CTLD_PORT; $SCRATCH/log/slurmctld.log)"; exit 1; }
     fi
     if [[ -z $(live_pid "$SCRATCH/run/slurmd.pid") ]]; then
-        slurmd -f "$CONF"
+        slurmd -f "$CONF" || { log "slurmd did not start (port $D_PORT; $SCRATCH/log/slurmd.log)"; exit 1; }
     fi
+    log "slurmctld on port $CTLD_PORT, slurmd on port $D_PORT"
     wait_idle
 }
 

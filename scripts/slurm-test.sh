@@ -8,11 +8,16 @@
 #   3. with SLURM_TEST_STUDY=N (N > 0): a study of N slices (share-study, gen-triplets
 #      --study, serve --study in the array tasks), one array task per slice; S0's task of
 #      slice 1 is cancelled mid-run, study-status must name that slice only, the dealer deal
-#      it again, and the whole array resubmitted skip the finished slices;
+#      it again, and the whole array resubmitted skip the finished slices; then docs/scale-out.md's
+#      study example run as written (both organisations' commands, from the document itself)
+#      on the 2-slot partition `pairs`, fewer slots than tasks: first with S0's signing key
+#      left out (S0's tasks fail; S1's must stop on their own, saying why), then whole;
 # and in the last of 1./2. one S0 task is cancelled mid-run: its burned triplets must be
 # refused, and the re-run with fresh ones (gen-triplets again) must complete the job. Every
 # result is compared pixel by pixel with the oracle, the tiled one also with the one-piece
-# result (16-bit). Shuts the cluster down whatever happens; exits non-zero on any failure.
+# result (16-bit). Before all that, a second cluster beside the first must come up (free
+# ports), and one given a busy port must fail naming it. Shuts the clusters down whatever
+# happens; exits non-zero on any failure, saying which command failed.
 #
 # Settings (environment): SLURM_TEST_IMAGE (builtin:phantom:96), SLURM_TEST_TILES (4; 0 skips
 # the tiles), SLURM_TEST_TILE_IMAGE (builtin:phantom:192), SLURM_TEST_KILL_TILE (1), SLURM_TEST_STUDY (3), SLURM_TEST_KEEP=1
@@ -32,7 +37,22 @@ CNN_BATCH=(--batch "${SLURM_TEST_CNN_BATCH:-2048}")
 KILL_TILE=${SLURM_TEST_KILL_TILE:-1}
 STUDY=${SLURM_TEST_STUDY:-3}
 STUDY_IMAGE=${SLURM_TEST_STUDY_IMAGE:-builtin:phantom:64}
-PORT_BASE=${SLURM_TEST_PORT_BASE:-17455}
+# The servers' ports: a free range (PORT_BASE-2 .. PORT_BASE+15), unless given.
+free_base() {
+    python3 -c 'import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 60000)
+    socks = []
+    try:
+        for p in range(base - 2, base + 16):
+            s = socket.socket(); s.bind(("", p)); socks.append(s)
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    print(base); break'
+}
+PORT_BASE=${SLURM_TEST_PORT_BASE:-$(free_base)}
 WAIT_SECS=${SLURM_TEST_WAIT:-900}
 # Small batches: more rounds, so a task is seen running (a progress line per batch) well before
 # it ends, and the kill lands mid-run. The result does not depend on the batch size.
@@ -48,21 +68,60 @@ fail() {
 [[ -x $BIN ]] || fail "$BIN is missing: cargo build --release first"
 [[ $TILES -eq 0 || $KILL_TILE -lt $TILES ]] || fail "SLURM_TEST_KILL_TILE=$KILL_TILE is not a tile of $TILES"
 
+# Ends the address forwarders and their relays (their jobs are over). Defined before the exit
+# trap, which calls it whenever the test stops.
+stop_forwarders() {
+    local f
+    for f in "$W/forwarders" "$W/relays"; do
+        [[ -e $f ]] || continue
+        xargs -r kill 2>/dev/null <"$f" || true
+        rm -f "$f"
+    done
+}
+
+# The command that failed, for the last line (set -e stops at it).
+FAILED_AT=""
+trap 'FAILED_AT="line $LINENO: $BASH_COMMAND"' ERR
+
 cleanup() {
     local rc=$?
-    stop_forwarders
+    trap - ERR
+    stop_forwarders || true
+    [[ -n ${SECOND:-} ]] && SLURM_SCRATCH=$SECOND scripts/slurm-cluster.sh down >/dev/null 2>&1 || true
     if [[ ${SLURM_TEST_KEEP:-} == 1 ]]; then
         say "cluster left up (SLURM_TEST_KEEP=1): scripts/slurm-cluster.sh down stops it"
     else
         scripts/slurm-cluster.sh down || rc=1
     fi
-    if [[ $rc -eq 0 ]]; then say "PASS (${SECONDS}s)"; else say "FAILED (exit $rc); logs in $W/logs"; fi
+    if [[ $rc -eq 0 ]]; then
+        say "PASS (${SECONDS}s)"
+    else
+        say "FAILED (exit $rc${FAILED_AT:+, at $FAILED_AT}); logs in $W/logs"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
 
 scripts/slurm-cluster.sh up
 eval "$(scripts/slurm-cluster.sh env)"
+
+# A second cluster beside this one (another checkout, a trial): it takes free ports of its own
+# and comes up; one told to use a port this cluster holds fails, naming the port.
+SECOND=$(mktemp -d "${TMPDIR:-/tmp}/ppdenoise-slurm-second.XXXXXX")
+chmod 0755 "$SECOND" # munged runs as its own user: it must reach its folder in there
+SLURM_SCRATCH=$SECOND scripts/slurm-cluster.sh up 2>"$SECOND.log" || fail "a second cluster did not come up: $(cat "$SECOND.log")"
+SLURM_SCRATCH=$SECOND scripts/slurm-cluster.sh down 2>/dev/null
+rm -rf "$SECOND"
+mkdir -m 0755 "$SECOND"
+BUSY=$(sed -n 's/^SlurmctldPort=//p' "$SLURM_CONF")
+if SLURM_SCRATCH=$SECOND SLURM_CTLD_PORT=$BUSY scripts/slurm-cluster.sh up 2>"$SECOND.log"; then
+    fail "a cluster on the busy port $BUSY came up"
+fi
+grep -q "port $BUSY (SlurmctldPort) is in use" "$SECOND.log" || fail "the busy port was not named: $(cat "$SECOND.log")"
+SLURM_SCRATCH=$SECOND scripts/slurm-cluster.sh down >/dev/null 2>&1 || true
+rm -rf "$SECOND" "$SECOND.log"
+SECOND=""
+say "a second cluster came up beside the first; one on the first's port $BUSY was refused naming it"
 
 # --- the parties' keys and the one-off inputs, as the README's pipeline by hand --------------
 rm -rf "$W"
@@ -162,16 +221,6 @@ forward_addrs() { # FROM TO T
             echo "$line" >"$to/$name.tmp" && mv "$to/$name.tmp" "$to/$name"
         done
         sleep 0.2
-    done
-}
-
-# Ends the address forwarders and their relays (their jobs are over).
-stop_forwarders() {
-    local f
-    for f in "$W/forwarders" "$W/relays"; do
-        [[ -e $f ]] || continue
-        xargs -r kill 2>/dev/null <"$f" || true
-        rm -f "$f"
     done
 }
 
@@ -414,4 +463,84 @@ if [[ $STUDY -gt 0 ]]; then
         same "$W/study-out/slice$i.png" "$W/study-oracle/slice$i.png" "study slice $i differs from its oracle"
     done
     say "study of $STUDY slices through Slurm, resumed after a kill: every slice == its oracle"
+
+    # --- 3b. docs/scale-out.md's study example, as written -----------------------------------
+    # The two commands (S0's, S1's) are read from the document itself, so that what it tells
+    # the organisations to run is what runs here: $DATA, $KEYS and $SHARED set (each party's
+    # DATA a folder of links to its files), the array's range and throttle put to this study
+    # and to the 2-slot partition `pairs` (fewer slots than the 2 x $STUDY tasks: without the
+    # throttle S0's tasks take both slots waiting for S1's, which cannot start).
+    mapfile -t DOC < <(awk '/<!-- the study example/ {f=1; next}
+        f && /^```sh/ {g=1; next} g && /^```/ {exit}
+        g && !/^#/ && NF {line = line $0; if (!sub(/\\$/, "", line)) {print line; line=""}}' docs/scale-out.md)
+    [[ ${#DOC[@]} -eq 2 && ${DOC[0]} == PPD_PARTY=0* && ${DOC[1]} == PPD_PARTY=1* ]] \
+        || fail "docs/scale-out.md's study example is not S0's and S1's commands: ${DOC[*]}"
+    D=$W/doc-study
+    "$BIN" --json share-study --in "$W/study-in" --out "$D" --sigma $SIGMA "${GATEWAY[@]}" >"$W/doc-share.json"
+    DOC_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["study_id"])' "$W/doc-share.json")
+    "$BIN" --json gen-triplets --study "$D" --model "$W/model.pub" --model-mask "$W/mask.dealer" \
+        "${BATCH[@]}" "${DEALER[@]}" >/dev/null
+    mkdir -p "$W/bin"
+    ln -sf "$BIN" "$W/bin/ppdenoise"
+    for p in 0 1; do
+        mkdir -p "$W/doc-s$p"
+        ln -sfn "$D" "$W/doc-s$p/study"
+        ln -sf "$W/model.p$p" "$W/doc-s$p/model.p$p"
+        ln -sf "$W/weights.p$p" "$W/doc-s$p/weights.p$p"
+        ln -sfn "$W/state-s$p" "$W/doc-s$p/state"
+    done
+    # doc_submit P CMD RUN: one organisation's command as the document has it; prints the job id.
+    doc_submit() {
+        local p=$1 cmd=$2 run=$3
+        (
+            export PATH="$W/bin:$PATH" PPD_PORT_BASE="$PORT_BASE" PPD_TIMEOUT=300 PPD_WAIT_NOTE=5 \
+                PPDENOISE_PROGRESS_SECS=0 PPDENOISE_WAIT_NOTE_SECS=5
+            DATA=$W/doc-s$p KEYS=$K SHARED=$W/doc-rdv
+            sbatch() {
+                local a=() x
+                for x in "$@"; do
+                    [[ $x == --array=* ]] && x="--array=0-$((STUDY - 1))%1"
+                    a+=("$x")
+                done
+                command sbatch --parsable --partition=pairs --job-name="ppd-doc-s$p" \
+                    --output="$W/logs/doc-$run-s$p-%a-%A.log" "${a[@]}"
+            }
+            eval "${cmd//study7-1/$run}"
+        )
+    }
+    all=()
+    for ((i = 0; i < STUDY; i++)); do all+=("$i"); done
+    # S0 without its signing key (as this document's example once was): every S0 task fails
+    # at once, and every S1 task must stop on its own, naming S0's end, long before
+    # PPD_TIMEOUT (300 s), and say what it waited for.
+    J0=$(doc_submit 0 "${DOC[0]/PPD_SIGN_KEY=\$KEYS\/s0.sign-key /}" doc-bad)
+    J1=$(doc_submit 1 "${DOC[1]}" doc-bad)
+    [[ ${DOC[0]/PPD_SIGN_KEY=} != "${DOC[0]}" ]] || fail "the example has no PPD_SIGN_KEY for S0"
+    say "the study example without S0's signing key: S0 job $J0, S1 job $J1 (pairs partition)"
+    deadline=$((SECONDS + 40 * STUDY + 30))
+    while [[ -n $(squeue -h -j "$J0,$J1" 2>/dev/null) ]]; do
+        ((SECONDS < deadline)) || fail "the example's tasks still wait $((40 * STUDY + 30))s after S0's failed: $(tail -3 "$W"/logs/doc-doc-bad-s1-*.log)"
+        sleep 2
+    done
+    for i in "${all[@]}"; do
+        [[ $(task_state "$J0" "$i") == FAILED && $(task_state "$J1" "$i") == FAILED ]] \
+            || fail "task $i without S0's signing key: S0 $(task_state "$J0" "$i"), S1 $(task_state "$J1" "$i"), expected both FAILED"
+        log1=$W/logs/doc-doc-bad-s1-$i-$J1.log
+        grep -q "waiting up to 300s for S0's task $i" "$log1" || fail "S1's task $i did not say what it waits for ($log1)"
+        grep -q "S0's task for tile $i (run key doc-bad) ended.*must be signed by its server" "$log1" \
+            || fail "S1's task $i did not stop on S0's end, naming its cause ($log1)"
+    done
+    say "without S0's signing key every S0 task failed and every S1 task stopped on its own: $(grep -ho "S1 task 0: [^:]*" "$W"/logs/doc-doc-bad-s1-0-*.log | tail -1)"
+    J0=$(doc_submit 0 "${DOC[0]}" doc-1)
+    J1=$(doc_submit 1 "${DOC[1]}" doc-1)
+    say "the study example as written: S0 job $J0, S1 job $J1 ($STUDY slices on 2 slots, %1)"
+    wait_jobs "$J0" "$J1"
+    expect_completed "$J0" "${all[@]}"
+    expect_completed "$J1" "${all[@]}"
+    "$BIN" reconstruct --study "$D" --study-id "$DOC_ID" --identity "$K/rx.age-identity" --trust "$K/trust" \
+        --out "$W/doc-out" >/dev/null
+    for ((i = 0; i < STUDY; i++)); do
+        same "$W/doc-out/slice$i.png" "$W/study-oracle/slice$i.png" "the example's slice $i differs from its oracle"
+    done
+    say "docs/scale-out.md's study example, as written, on 2 slots for $((2 * STUDY)) tasks: every slice == its oracle"
 fi

@@ -183,11 +183,13 @@ pub struct SeriesArgs {
     /// a viewer files them as one derived series.
     #[arg(long, value_name = "UID")]
     pub series_uid: Option<String>,
-    /// Series Number of the derived series (default: the source's plus 1000, or 1000).
+    /// Series Number of the derived series (default: the source's plus 1000 plus the run's
+    /// offset, 0 to 999, past any number of the study's known series).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub series_number: Option<i32>,
     /// Series Description of the derived series, up to 64 characters (default: the
-    /// source's, followed by what was done, e.g. "Abdomen (denoised, ffdnet, sigma 20 HU)").
+    /// source's, followed by what was done and the run's tag, e.g. "Abdomen (denoised,
+    /// ffdnet, sigma 20 HU) #3fa41c").
     #[arg(long, value_name = "TEXT")]
     pub series_description: Option<String>,
     /// The source's private attributes (odd groups): dropped (the default; they describe
@@ -264,7 +266,7 @@ pub fn output_encoding(
     (series, what): (&SeriesArgs, &str),
     window: &WindowChoice,
 ) -> Result<Encoding> {
-    let derived = series.derived()?;
+    let mut derived = series.derived()?;
     let template = match like {
         Some(p) => Some(p.to_path_buf()),
         None if Format::of_extension(out) == Format::Dicom => input
@@ -273,6 +275,13 @@ pub fn output_encoding(
             .filter(|p| Format::of_file(p) == Some(Format::Dicom)),
         None => None,
     };
+    // A new series per run: the series of the template's folder (an earlier run's output
+    // written beside it among them) are the study's known to this run. Not with
+    // --series-uid, the slices of one series processed one by one.
+    if let (Some(t), None) = (&template, &series.series_uid) {
+        let dir = t.parent().filter(|d| !d.as_os_str().is_empty());
+        derived.known = image::series::known_series(dir.unwrap_or(Path::new(".")), 10_000);
+    }
     let template = template
         .map(|p| {
             DicomTemplate::read(p)?

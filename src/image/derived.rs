@@ -3,8 +3,11 @@
 //!
 //! Every instance written for one run carries:
 //! - a new Series Instance UID, a Series Number (`--series-number`; default the source's
-//!   plus [`SERIES_NUMBER_OFFSET`], so a viewer lists the two apart) and a description
-//!   (`--series-description`, or the source's followed by what was done);
+//!   plus [`SERIES_NUMBER_OFFSET`] plus the run's own offset, 0 to 999, drawn from the new
+//!   UID, moved past any number the study's known series use) and a description
+//!   (`--series-description`, or the source's followed by what was done and the run's tag,
+//!   `#` and 6 hex digits of the UID): a second run of the same source files a series a
+//!   viewer tells apart from the first's (issue 71, item 13);
 //! - Series, Content and Instance Creation Date and Time of the run (one instant for every
 //!   slice of a run, in the machine's local time, as DICOM dates are);
 //! - a Contributing Equipment Sequence naming ppdenoise and its version (DCM 109102,
@@ -122,6 +125,9 @@ pub struct DerivedSeries {
     pub private_tags: Keep,
     pub overlays: Keep,
     pub syntax: OutputSyntax,
+    /// The source study's series this run knows of (Series Number, Series Description):
+    /// the derived series takes a number and a description none of them has.
+    pub known: Vec<(Option<i64>, String)>,
 }
 
 impl DerivedSeries {
@@ -135,7 +141,22 @@ impl DerivedSeries {
             private_tags: Keep::Drop,
             overlays: Keep::Keep,
             syntax: OutputSyntax::ExplicitLe,
+            known: Vec::new(),
         }
+    }
+
+    /// The run's own: a hash of its series' UID (new per run; the same for the slices of
+    /// one series given `--series-uid`).
+    fn run_hash(&self) -> [u8; 32] {
+        *blake3::hash(self.uid.as_bytes()).as_bytes()
+    }
+
+    /// The run's tag in the description: 6 hex digits of [`Self::run_hash`].
+    pub fn tag(&self) -> String {
+        self.run_hash()[..3]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The description of the series from the source's own `old` and what was done (`what`,
@@ -146,27 +167,57 @@ impl DerivedSeries {
         if let Some(d) = &self.description {
             return d.clone();
         }
-        let what: String = what.chars().take(62).collect();
-        let room = 64 - what.chars().count() - 2;
-        let old: String = old.chars().take(room.saturating_sub(1)).collect();
-        let old = old.trim_end();
-        if old.is_empty() {
-            what
-        } else {
-            format!("{old} ({what})")
+        // The run's tag, with a count when a known series has the description already.
+        let mut n = 1;
+        loop {
+            let tag = if n == 1 {
+                format!(" #{}", self.tag())
+            } else {
+                format!(" #{}-{n}", self.tag())
+            };
+            let what: String = what.chars().take(62 - tag.len()).collect();
+            let room = 64 - what.chars().count() - 2 - tag.len();
+            let old: String = old.chars().take(room.saturating_sub(1)).collect();
+            let old = old.trim_end();
+            let d = if old.is_empty() {
+                format!("{what}{tag}")
+            } else {
+                format!("{old} ({what}){tag}")
+            };
+            if !self.known.iter().any(|k| k.1 == d) {
+                return d;
+            }
+            n += 1;
         }
     }
 
-    /// The Series Number for a source numbered `source`.
+    /// The Series Number for a source numbered `source`: the source's plus
+    /// [`SERIES_NUMBER_OFFSET`] plus the run's offset (0 to 999), then the next number no
+    /// known series of the study has.
     pub fn number_for(&self, source: Option<i64>) -> i64 {
-        self.number.unwrap_or_else(|| {
-            source
-                .map_or(SERIES_NUMBER_OFFSET, |n| {
-                    n.saturating_add(SERIES_NUMBER_OFFSET)
-                })
-                // IS is a 32-bit signed integer.
-                .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
-        })
+        if let Some(n) = self.number {
+            return n;
+        }
+        let h = self.run_hash();
+        let offset = i64::from(u16::from_le_bytes([h[3], h[4]]) % 1000);
+        // IS is a 32-bit signed integer.
+        let fit = |n: i64| n.clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+        let mut n = fit(source
+            .map_or(SERIES_NUMBER_OFFSET, |n| {
+                n.saturating_add(SERIES_NUMBER_OFFSET)
+            })
+            .saturating_add(offset));
+        let taken = |n: i64| self.known.iter().any(|k| k.0 == Some(n)) || source == Some(n);
+        // Upwards; downwards from the top of IS's range.
+        let (mut tries, mut step) = (0, 1);
+        while taken(n) && tries < 2 * self.known.len() + 4 {
+            if n == i64::from(i32::MAX) {
+                step = -1;
+            }
+            n += step;
+            tries += 1;
+        }
+        n
     }
 }
 
@@ -291,9 +342,14 @@ mod tests {
     #[test]
     fn the_default_number_follows_the_source_and_stays_an_is() {
         let s = DerivedSeries::new("2.25.1");
-        assert_eq!(s.number_for(Some(3)), 1003);
-        assert_eq!(s.number_for(None), 1000);
-        assert_eq!(s.number_for(Some(i64::from(i32::MAX))), i64::from(i32::MAX));
+        let n = s.number_for(Some(3));
+        assert!((1003..2003).contains(&n), "{n}");
+        assert_eq!(s.number_for(None), n - 3);
+        // Never the source's own number, at the top of IS's range too.
+        assert_eq!(
+            s.number_for(Some(i64::from(i32::MAX))),
+            i64::from(i32::MAX) - 1
+        );
         let s = DerivedSeries {
             number: Some(42),
             ..s
@@ -301,17 +357,51 @@ mod tests {
         assert_eq!(s.number_for(Some(3)), 42);
     }
 
+    /// Issue 71, item 13: two runs of one source get series a viewer tells apart, and a
+    /// run takes no number or description a known series of the study has.
+    #[test]
+    fn a_run_takes_a_number_and_description_no_known_series_has() {
+        let (a, b) = (DerivedSeries::new("2.25.7"), DerivedSeries::new("2.25.8"));
+        assert_ne!(
+            a.description_for("T1", "denoised"),
+            b.description_for("T1", "denoised")
+        );
+        assert_ne!(a.number_for(Some(5)), b.number_for(Some(5)));
+        // The first run's series known to the second, whose own choice it was: moved past.
+        let first = (
+            Some(a.number_for(Some(5))),
+            a.description_for("T1", "denoised"),
+        );
+        let again = DerivedSeries {
+            known: vec![
+                (Some(5), "T1".into()),
+                first.clone(),
+                (first.0.map(|n| n + 1), "x".into()),
+            ],
+            ..a.clone()
+        };
+        assert_eq!(again.number_for(Some(5)), first.0.unwrap() + 2);
+        let d = again.description_for("T1", "denoised");
+        assert!(
+            d != first.1 && d.ends_with("-2") && d.chars().count() <= 64,
+            "{d}"
+        );
+        let long = again.description_for(&"y".repeat(80), &"w".repeat(80));
+        assert!(long.chars().count() <= 64, "{long}");
+    }
+
     #[test]
     fn a_description_keeps_what_was_done_whole() {
         let s = DerivedSeries::new("2.25.1");
-        assert_eq!(s.description_for("", "denoised"), "denoised");
+        let tag = format!(" #{}", s.tag());
+        assert_eq!(s.description_for("", "denoised"), format!("denoised{tag}"));
         assert_eq!(
             s.description_for("Abdomen", "denoised"),
-            "Abdomen (denoised)"
+            format!("Abdomen (denoised){tag}")
         );
         let d = s.description_for(&"x".repeat(80), "denoised, m, sigma 20 HU");
         assert!(
-            d.chars().count() <= 64 && d.ends_with("(denoised, m, sigma 20 HU)"),
+            d.chars().count() <= 64 && d.ends_with(&format!("(denoised, m, sigma 20 HU){tag}")),
             "{d}"
         );
         let given = DerivedSeries {
@@ -347,7 +437,7 @@ mod tests {
         assert!(!has(&obj, Tag(0x6002, 0x0010)));
         assert_eq!(
             obj.element(tags::SERIES_NUMBER).unwrap().to_str().unwrap(),
-            "1007"
+            s.number_for(Some(7)).to_string()
         );
         let item = &obj
             .element(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE)

@@ -170,6 +170,21 @@ pub struct Survey {
     pub skipped: Vec<String>,
 }
 
+/// The DICOM series of the folder `dir` (its sub-folders walked, at most `max` files), by
+/// Series Number and Description: the study's series a run knows of, which its derived
+/// series must not look like (issue 71, item 13). Best effort: a folder that cannot be
+/// surveyed (unreadable, not only DICOM) gives none.
+pub fn known_series(dir: &Path, max: usize) -> Vec<(Option<i64>, String)> {
+    match survey(dir, max) {
+        Ok(found) => found
+            .series
+            .iter()
+            .map(|s| (s.number, s.description.clone().unwrap_or_default()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Deepest sub-folder of an export walked (a hospital's is a few levels: patient, study,
 /// series).
 const MAX_DEPTH: usize = 8;

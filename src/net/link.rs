@@ -423,7 +423,10 @@ impl Link {
         let mut rate = RateLimit::default();
         let (done_tx, done_rx) = mpsc::channel::<Report>();
         let allowed: Vec<IpAddr> = allowed.iter().map(|a| a.to_canonical()).collect();
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let every = super::wait_note_every();
+        let mut note = start + every;
         let mut next_id = 0u64;
         let mut st = Waiting {
             pending: Vec::new(),
@@ -440,6 +443,17 @@ impl Link {
                 }
             }
             let now = Instant::now();
+            if now >= note && now < deadline {
+                eprintln!(
+                    "ppdenoise link: waiting for the peer {} to connect to {local} ({}s of {}s; \
+                     {} handshake(s) under way)",
+                    peer.name(),
+                    (now - start).as_secs(),
+                    timeout.as_secs(),
+                    st.pending.len()
+                );
+                note = now + every;
+            }
             let accepting = if st.pairing.ups.is_empty() {
                 deadline
             } else {

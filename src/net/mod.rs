@@ -126,15 +126,31 @@ impl NetError {
     }
 }
 
+/// How often a side waiting for its peer says so on stderr (what it waits for, how long so
+/// far): `PPDENOISE_WAIT_NOTE_SECS`, 60 s by default; a job whose peer never comes is then
+/// not silent for its whole timeout (issue 71, items 9 and 10).
+pub(crate) fn wait_note_every() -> std::time::Duration {
+    let secs = std::env::var("PPDENOISE_WAIT_NOTE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
 /// Opens a TCP connection to `addr`, retrying every `pause` while nothing listens there yet
-/// (the peer may start later), until `timeout`. Err: the last attempt's error; an invalid
+/// (the peer may start later), until `timeout`, with a note on stderr every
+/// [`wait_note_every`]. Err: the last attempt's error; an invalid
 /// address fails at once. Shared by the link and the benchmarks' relay.
 pub(crate) fn connect_retrying(
     addr: SocketAddr,
     timeout: Duration,
     pause: Duration,
 ) -> io::Result<std::net::TcpStream> {
-    let deadline = std::time::Instant::now() + timeout;
+    let start = std::time::Instant::now();
+    let deadline = start + timeout;
+    let every = wait_note_every();
+    let mut note = start + every;
     // The last real failure (e.g. connection refused) is what the caller reports.
     let mut last: Option<io::Error> = None;
     loop {
@@ -167,6 +183,15 @@ pub(crate) fn connect_retrying(
                 let now = std::time::Instant::now();
                 if now >= deadline {
                     return Err(e);
+                }
+                if now >= note {
+                    eprintln!(
+                        "ppdenoise link: waiting for the peer at {addr} to accept a connection \
+                         ({e}; {}s of {}s)",
+                        (now - start).as_secs(),
+                        timeout.as_secs()
+                    );
+                    note = now + every;
                 }
                 last = Some(e);
                 std::thread::sleep(pause.min(deadline - now));

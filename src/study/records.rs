@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::formats::container::{id_hex, Opened};
 use crate::formats::signing::Trust;
@@ -125,6 +125,14 @@ pub fn unfinished_for_dealer(
 ) -> (Vec<usize>, Vec<String>) {
     let (mut left, mut warnings) = (Vec::new(), Vec::new());
     for i in 0..m.len() {
+        // Being served now: its pair may yet finish it with the triplets it holds.
+        let busy = in_progress(dirs, &[i]);
+        if let Some((_, who)) = busy.first() {
+            warnings.push(format!(
+                "slice {i}: being served now ({who}): not dealt again while it runs"
+            ));
+            continue;
+        }
         match finished(dirs, i, &m.slices[i], trust) {
             Ok(true) => {}
             Ok(false) => left.push(i),
@@ -137,4 +145,103 @@ pub fn unfinished_for_dealer(
         }
     }
     (left, warnings)
+}
+
+/// Server `p`'s record that it is serving slice `i` now: `slice<I>/serving.pP`, locked
+/// (an exclusive `flock`) by the serving process for as long as it serves the slice, and
+/// saying which process that is. The lock goes with the process however it ends, so a
+/// record left by a killed server is no claim: `study-status` tells a slice being served
+/// from one that stopped (issue 71, item 12) by the lock alone.
+pub struct Serving {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Serving {
+    /// Takes the record of slice `i` in `dir` for server `p`. A record another process
+    /// holds is waited for briefly (a `study-status` looking at it holds a shared lock for
+    /// a moment), then refused naming that process.
+    pub fn take(dir: &Path, i: usize, p: u8) -> Result<Serving> {
+        use std::io::Write;
+        let path = slice_file(dir, i, "serving", p);
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut tries = 0;
+        loop {
+            match f.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => bail!(
+                    "{}: slice {i} is being served by another S{p} process ({}); one server \
+                     per slice and party",
+                    path.display(),
+                    std::fs::read_to_string(&path).unwrap_or_default().trim()
+                ),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+                }
+            }
+        }
+        let since = chrono::Local::now().format("%Y-%m-%d %H:%M:%S %z");
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "this host".into());
+        f.set_len(0)
+            .and_then(|()| {
+                writeln!(
+                    f,
+                    "S{p} on {host}, process {}, since {since}",
+                    std::process::id()
+                )
+            })
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(Serving { path, _lock: f })
+    }
+}
+
+impl Drop for Serving {
+    /// The slice is no longer served: finished (its `done.pP` says so) or failed.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Who serves slice `i` as server `p` now (what its record says), if a live process holds
+/// the record: none when there is no record, or one whose process has gone.
+pub fn serving_now(dir: &Path, i: usize, p: u8) -> Option<String> {
+    let path = slice_file(dir, i, "serving", p);
+    let f = std::fs::File::open(&path).ok()?;
+    // A shared lock, let go at once: refused only while a server holds the record.
+    match f.try_lock_shared() {
+        Err(std::fs::TryLockError::WouldBlock) => Some(
+            std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| format!("S{p}")),
+        ),
+        _ => None,
+    }
+}
+
+/// The slices of `left` that a server is serving now ([`serving_now`]), with who serves
+/// each: not to be dealt again while they run.
+pub fn in_progress(dirs: &[PathBuf; 2], left: &[usize]) -> Vec<(usize, String)> {
+    left.iter()
+        .filter_map(|&i| {
+            let who: Vec<String> = [0u8, 1]
+                .iter()
+                .filter_map(|&p| serving_now(&dirs[p as usize], i, p))
+                .collect();
+            (!who.is_empty()).then(|| (i, who.join("; ")))
+        })
+        .collect()
 }

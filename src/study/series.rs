@@ -189,7 +189,15 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
     let mut first = Some(img0);
     // Every encoding (a DICOM slice's template, the very file that was shared) is made
     // before anything is written.
-    let series = (keys.series)()?;
+    let mut series = (keys.series)()?;
+    // The study's series the gateway saw (those of the folder it shared: an export may hold
+    // several, an earlier run's derived series among them): the new series takes a number
+    // and a description none of them has. Best effort: an unreadable folder leaves the
+    // run's own offset and tag to tell the series apart.
+    if dicom {
+        series.known =
+            image::series::known_series(&sources.input_dir, crate::formats::study::MAX_SLICES);
+    }
     // One description for the series, from its first slice: every slice is one job of
     // one model and sigma.
     let mut described: Option<(String, String)> = None;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::records::{finished_here, Here};
+use super::records::{finished_here, Here, Serving};
 use crate::formats::container::{id_hex, Header, Opened};
 use crate::formats::inputs::{open_signed, Maker};
 use crate::formats::signing::Trust;
@@ -61,6 +61,9 @@ fn serve_slice(
         }
         Ok(())
     };
+    // Held until the slice is recorded (or failed): `study-status` then tells it apart from
+    // a slice whose server stopped, and does not offer to deal it again.
+    let _serving = Serving::take(dir, i, p)?;
     // A stale record goes first: a slice being redone is never taken as finished.
     let done_path = slice_file(dir, i, "done", p);
     match std::fs::remove_file(&done_path) {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::records::{finished_here, signed_done, Here};
+use super::records::{finished_here, in_progress, signed_done, Here};
 use super::ServerDirs;
 use crate::formats::container::Opened;
 use crate::formats::signing::Trust;
@@ -91,20 +91,43 @@ pub fn study_status(
         }
         states.push(state);
     }
-    let spec = slices_spec(&left);
+    // A slice a server is serving now is not finished, but not to be dealt again either:
+    // fresh triplets would make its running pair's work count for nothing.
+    let serving = in_progress(&dirs, &left);
+    for (i, who) in &serving {
+        states[*i] = format!("being served now ({who})");
+    }
+    let busy: Vec<usize> = serving.iter().map(|s| s.0).collect();
+    let to_deal: Vec<usize> = left.iter().copied().filter(|i| !busy.contains(i)).collect();
+    let (spec, busy_spec, deal_spec) = (
+        slices_spec(&left),
+        slices_spec(&busy),
+        slices_spec(&to_deal),
+    );
     let mut lines = vec![format!(
-        "study {}: {} slices, {} finished, {} left",
+        "study {}: {} slices, {} finished, {} left{}",
         m.study_id,
         m.len(),
         m.len() - left.len(),
-        left.len()
+        left.len(),
+        if busy.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} being served now)", busy.len())
+        }
     )];
     for &i in &left {
         lines.push(format!("  slice {i}: {}", states[i]));
     }
-    if !left.is_empty() {
+    if !busy.is_empty() {
         lines.push(format!(
-            "to finish: gen-triplets --study {0} --slices {spec}, then serve --study {0} --slices {spec} on both servers (or sbatch --array={spec})",
+            "being served now: {busy_spec}; not to be dealt again while they run (study-status \
+             again once their servers end)"
+        ));
+    }
+    if !to_deal.is_empty() {
+        lines.push(format!(
+            "to finish: gen-triplets --study {0} --slices {deal_spec}, then serve --study {0} --slices {deal_spec} on both servers (or sbatch --array={deal_spec})",
             a.study.display()
         ));
     }
@@ -112,6 +135,7 @@ pub fn study_status(
         lines,
         json: serde_json::json!({"ok": true, "command": "study-status", "study_id": m.study_id,
             "slices": m.len(), "complete": left.is_empty(), "left": left, "left_spec": spec,
-            "states": states}),
+            "in_progress": busy, "in_progress_spec": busy_spec, "to_deal": to_deal,
+            "to_deal_spec": deal_spec, "states": states}),
     })
 }
