@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::dicom_attr as attr;
-use common::study_job::{fixture, list, oracle, refused, wait, Dir};
+use common::study_job::{fixture, list, oracle, oracle_at, refused, wait, Dir};
 use common::{bin, dicom_multi_frame, dicom_slice, no_link_addr, ok, run, share_study, start_pair};
 use dicom_dictionary_std::tags;
 use ppdenoise::formats::study::Manifest;
@@ -618,7 +618,13 @@ fn a_multi_frame_object_is_a_study_of_its_frames_and_comes_back_whole() {
         "{desc}"
     );
     // The oracle: `denoise` of the whole object, every frame in fixed point.
-    let want = oracle(&d, &d.path("in/enhanced.dcm"), "tiny-cnn.npz", "oracle.dcm");
+    let want = oracle_at(
+        &d,
+        &d.path("in/enhanced.dcm"),
+        "tiny-cnn.npz",
+        "oracle.dcm",
+        "401.471HU",
+    );
     let (got, want) = (
         ppdenoise::image::load_frames(&out).unwrap(),
         ppdenoise::image::load_frames(&want).unwrap(),

@@ -224,10 +224,15 @@ pub fn list(v: &serde_json::Value) -> Vec<u64> {
 
 /// The plaintext fixed-point oracle of `input` for `model`, written like it (`out`).
 pub fn oracle(d: &Dir, input: &Path, model: &str, out: &str) -> PathBuf {
+    oracle_at(d, input, model, out, "25")
+}
+
+/// [`oracle`] at noise level `sigma` (a gray DICOM takes it in its own units).
+pub fn oracle_at(d: &Dir, input: &Path, model: &str, out: &str, sigma: &str) -> PathBuf {
     let mut args = vec![
         "denoise".to_string(),
         "--sigma".into(),
-        "25".into(),
+        sigma.into(),
         "--image".into(),
         input.display().to_string(),
         "--model".into(),
