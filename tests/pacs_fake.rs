@@ -5,12 +5,20 @@
 //! error naming the URL and the cause; nothing is shared (no study folder, no sources file,
 //! no fetched copy) and nothing is filed (the archive saw no POST). And QIDO-RS paging: an
 //! archive that answers a few instances a page (or ignores `offset`) still gives the whole
-//! series, once each. No Orthanc needed: these run in every `cargo test`.
+//! series, once each. And what a hostile or broken archive may try: a redirect elsewhere
+//! (refused, nothing asked there), an answer past its bound (refused as it arrives), pages
+//! for ever (refused at the command's one bound on its lists), an archive nobody answers
+//! while a series is filed (given up once, not per instance), and the hint after a second
+//! `reconstruct --to` (its credentials' option). No Orthanc needed: these run in every
+//! `cargo test`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{dicom_slice, ok, run};
 
@@ -31,6 +39,15 @@ struct Fake {
 
 impl Fake {
     fn start(answer: impl Fn(&str, &str) -> Answer + Send + 'static) -> Fake {
+        Fake::start_with(move |method, target| {
+            let (status, ct, body) = answer(method, target);
+            (status, format!("Content-Type: {ct}\r\n"), body)
+        })
+    }
+
+    /// As [`Fake::start`], `answer` giving the status, the header lines (each ending CRLF)
+    /// before Content-Length, and the body.
+    fn start_with(answer: impl Fn(&str, &str) -> (u16, String, Vec<u8>) + Send + 'static) -> Fake {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -64,9 +81,9 @@ impl Fake {
                 let mut body = vec![0u8; length];
                 let _ = r.read_exact(&mut body);
                 seen.lock().unwrap().push(format!("{method} {target}"));
-                let (status, ct, body) = answer(&method, &target);
+                let (status, headers, body) = answer(&method, &target);
                 let head = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\
+                    "HTTP/1.1 {status} X\r\n{headers}Content-Length: {}\r\n\
                      Connection: close\r\n\r\n",
                     body.len()
                 );
@@ -416,5 +433,288 @@ fn a_series_longer_than_the_archives_page_is_fetched_whole() {
             .unwrap()
             .count();
         assert_eq!(fetched, 5, "{what}");
+    }
+}
+
+/// `share-study --from ARCHIVE --study STUDY` as [`share`], with `extra` options and the
+/// environment `env`.
+fn share_with(dir: &Path, from: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = s(&dir.join("study"));
+    let mut c = Command::new(common::bin());
+    c.arg("--json").args([
+        "share-study",
+        "--from",
+        from,
+        "--study",
+        STUDY,
+        "--archive-retries",
+        "0",
+        "--archive-timeout",
+        "10",
+        "--out",
+        &out,
+        "--sigma",
+        "20HU",
+        "--quiet",
+    ]);
+    c.args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run ppdenoise")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An archive answering 302 with a Location at a second server: refused, naming both, and
+/// nothing (least of all the credentials) is asked of the second server; the first is asked
+/// once (a redirect is no transient failure to retry).
+#[test]
+fn a_redirect_is_refused_and_nothing_is_asked_where_it_points() {
+    let elsewhere = Fake::start(|_, _| json(serde_json::json!([series_item()])));
+    let target = format!("{}/studies/{STUDY}/series", elsewhere.root());
+    let location = target.clone();
+    let redirecting =
+        Fake::start_with(move |_, _| (302, format!("Location: {location}\r\n"), Vec::new()));
+    let d = tempfile::tempdir().unwrap();
+    let o = share_with(
+        d.path(),
+        &redirecting.dicomweb(),
+        &["--archive-auth-env", "PPD_FAKE_ARCHIVE_AUTH"],
+        &[("PPD_FAKE_ARCHIVE_AUTH", "basic:gateway:not-for-elsewhere")],
+    );
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted: {e}");
+    assert!(
+        e.contains(&format!("{}/studies/{STUDY}/series", redirecting.root()))
+            && e.contains("HTTP 302")
+            && e.contains(&format!("redirected to {target}"))
+            && e.contains("not followed"),
+        "{e}"
+    );
+    assert_eq!(elsewhere.requests(), Vec::<String>::new());
+    assert_eq!(
+        redirecting.requests().len(),
+        1,
+        "{:?}",
+        redirecting.requests()
+    );
+    nothing_shared(d.path(), "a redirect");
+}
+
+/// A server on a free port of 127.0.0.1 answering every request 200 with a body of `len`
+/// bytes (spaces, which a JSON reader would take for an empty answer), written as fast as
+/// the client reads: its port, and the bytes written (counted as each MiB is taken).
+fn endless(len: u64) -> (u16, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let written = Arc::new(AtomicU64::new(0));
+    let count = written.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n\
+                     Content-Length: {len}\r\nConnection: close\r\n\r\n"
+                );
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 1 << 20];
+                let mut sent = 0u64;
+                while sent < len {
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    sent += chunk.len() as u64;
+                    count.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, written)
+}
+
+/// An answer longer than its bound (a QIDO-RS page: 64 MiB) is refused as it arrives, within
+/// a time limit, the archive having served little more than the bound.
+#[test]
+fn an_answer_past_its_bound_is_refused_as_it_arrives() {
+    let (port, written) = endless(300 << 20);
+    let root = format!("http://127.0.0.1:{port}/dw");
+    let d = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let o = share(d.path(), &format!("dicomweb:{root}"), STUDY);
+    let took = t.elapsed();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted: {e}");
+    assert!(
+        e.contains(&format!("{root}/studies/{STUDY}/series"))
+            && e.contains("larger than the bound of 67108864 bytes"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(30), "refused after {took:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let n = written.load(Ordering::SeqCst);
+    assert!(
+        n < (64 << 20) + (32 << 20),
+        "the archive wrote {n} bytes before the client stopped"
+    );
+    nothing_shared(d.path(), "an answer past its bound");
+}
+
+/// A hostile archive paging on for ever (pages of 1000 instances, each carrying 16 KB of an
+/// attribute nobody uses, 16 MB a page, every instance new): refused at the one bound of
+/// all the command's lists (256 MiB), naming the URL and the bound, with nothing fetched or
+/// shared; the archive served little more than the bound. (The fake ends its list after 40
+/// pages, 640 MB, so that a client without the bound ends too.)
+#[test]
+fn an_archive_paging_on_for_ever_is_refused_at_the_commands_bound() {
+    let series_url = format!("/dw/studies/{STUDY}/series");
+    let inst_url = format!("{series_url}/{SERIES}/instances");
+    let served = Arc::new(AtomicU64::new(0));
+    let pages = Arc::new(AtomicU64::new(0));
+    let (count, paged) = (served.clone(), pages.clone());
+    let junk = "x".repeat(16_000);
+    let (su, iu) = (series_url.clone(), inst_url.clone());
+    let fake = Fake::start(move |_, target| {
+        let path = target.split('?').next().unwrap();
+        let (_, offset) = paging(target);
+        if path == su {
+            let v: Vec<_> = [series_item()].into_iter().skip(offset).collect();
+            return json(serde_json::Value::Array(v));
+        }
+        if path != iu {
+            return (404, "text/plain", b"no such resource".to_vec());
+        }
+        if paged.fetch_add(1, Ordering::SeqCst) >= 40 {
+            return json(serde_json::json!([]));
+        }
+        let items: Vec<String> = (0..1000)
+            .map(|k| {
+                format!(
+                    "{{\"00080018\":{{\"vr\":\"UI\",\"Value\":[\"{SERIES}.{}\"]}},\
+                     \"00081030\":{{\"vr\":\"LO\",\"Value\":[\"{junk}\"]}}}}",
+                    offset + k + 1
+                )
+            })
+            .collect();
+        let body = format!("[{}]", items.join(",")).into_bytes();
+        count.fetch_add(body.len() as u64, Ordering::SeqCst);
+        (200, "application/dicom+json", body)
+    });
+    let d = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let o = share(d.path(), &fake.dicomweb(), STUDY);
+    let took = t.elapsed();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted: {e}");
+    assert!(
+        e.contains(&format!(
+            "GET {}{inst_url}?limit=",
+            fake.root().trim_end_matches("/dw")
+        )) && e.contains("passed this command's bound (268435456 bytes"),
+        "{e}"
+    );
+    let (n, p) = (served.load(Ordering::SeqCst), pages.load(Ordering::SeqCst));
+    assert!(
+        n <= (256 << 20) + (40 << 20) && p < 40,
+        "{p} pages, {n} bytes served before the client stopped"
+    );
+    assert!(took < Duration::from_secs(60), "refused after {took:?}");
+    let fetched = fake
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/instances/"))
+        .count();
+    assert_eq!(fetched, 0);
+    nothing_shared(d.path(), "an archive paging on for ever");
+}
+
+/// Filing six instances into an archive nobody answers (a closed port), with the default
+/// retries: the command gives up at the first instance, after its retries only (0.25 + 0.5 +
+/// 1 s), with one line naming the archive, not the same error for each instance in turn.
+#[test]
+fn an_unreachable_archive_stops_a_filing_at_once_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let series = tmp.path().join("series");
+    std::fs::create_dir(&series).unwrap();
+    slices(&series, 6);
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        drop(l);
+        format!("http://127.0.0.1:{p}/dw")
+    };
+    let t = Instant::now();
+    let o = run(&[
+        "file-series",
+        "--in",
+        &s(&series),
+        "--to",
+        &format!("dicomweb:{closed}"),
+    ]);
+    let took = t.elapsed();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted: {e}");
+    assert_eq!(e.matches("Connection refused").count(), 1, "{e}");
+    assert!(
+        e.contains("filing stopped at instance 1 of 6") && e.contains("the rest not sent"),
+        "{e}"
+    );
+    assert!(
+        took >= Duration::from_millis(1700) && took < Duration::from_secs(6),
+        "gave up after {took:?}"
+    );
+}
+
+/// A second `reconstruct --to` into a folder that already holds the derived series is
+/// refused with the `file-series` line to finish filing: with the credentials' option given
+/// (without it the archive answers 401), never the credentials themselves.
+#[test]
+fn the_hint_after_a_second_reconstruct_names_the_credentials_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("denoised");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("IM0001"), b"written before").unwrap();
+    let to = "dicomweb:http://127.0.0.1:9/dw";
+    for (opt, val, env) in [
+        ("--archive-auth-env", "PPD_FAKE_ARCHIVE_AUTH", true),
+        ("--archive-auth-file", "", false),
+    ] {
+        let file = tmp.path().join("archive.auth");
+        std::fs::write(&file, "basic:gateway:hunter2\n").unwrap();
+        let val = if env { val.to_string() } else { s(&file) };
+        let o = Command::new(common::bin())
+            .args([
+                "reconstruct",
+                "--study",
+                &s(&tmp.path().join("study")),
+                "--out",
+                &s(&out),
+                "--to",
+                to,
+                "--insecure-unsigned",
+                opt,
+                &val,
+            ])
+            .env("PPD_FAKE_ARCHIVE_AUTH", "basic:gateway:hunter2")
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{e}");
+        let want = format!("`file-series --in {} --to {to} {opt} {val}`", s(&out));
+        assert!(e.contains(&want), "{want} not in {e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

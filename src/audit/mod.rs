@@ -45,6 +45,8 @@ const IDS: &[&str] = &["study_id", "job_id", "model_id", "series_uid"];
 const COUNTS: &[&str] = &["slices", "ran", "skipped"];
 /// The most files of a folder hashed (a study folder holds a few per slice).
 const MAX_FILES: usize = 1_000_000;
+/// The most bytes of a folder's files hashed (a study of the most slices, each its shares).
+const MAX_BYTES: u64 = 1 << 40;
 
 /// One command line, read before the command runs: its name and its options' values.
 pub struct Plan {
@@ -145,41 +147,64 @@ impl Plan {
     }
 }
 
-/// blake3 of a file, or of a folder: of its files' relative names and blake3s, in order.
+/// blake3 of a file, or of a folder: of its files' relative names and blake3s, in order. In
+/// a folder, a symbolic link is not followed (a link to `.`, or out of the folder, would
+/// have the hash read the same files again and again, or files that are not the input's):
+/// it counts as its target's text. At most [`MAX_FILES`] files and [`MAX_BYTES`] bytes are
+/// read; past either, the folder has no hash in the line.
 fn hash(path: &Path) -> Option<String> {
     if path.is_file() {
-        let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(path).ok()?).ok()?;
-        return Some(h.finalize().to_hex().to_string());
+        return hash_file(path);
     }
     if !path.is_dir() {
         return None;
     }
-    let mut files = Vec::new();
+    // (relative name, what it is: a file's blake3 or a link's target)
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut bytes = 0u64;
     let mut stack = vec![path.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).ok()? {
-            let p = e.ok()?.path();
-            if p.is_dir() {
+            let e = e.ok()?;
+            let p = e.path();
+            // The entry itself, never what a link points to.
+            let t = e.file_type().ok()?;
+            let rel = || Some(p.strip_prefix(path).ok()?.to_string_lossy().into_owned());
+            if t.is_dir() {
                 stack.push(p);
-            } else {
-                files.push(p);
+                continue;
             }
-            if files.len() > MAX_FILES {
+            if t.is_symlink() {
+                let to = std::fs::read_link(&p).ok()?;
+                found.push((rel()?, format!("link:{}", to.to_string_lossy())));
+            } else if t.is_file() {
+                bytes = bytes.saturating_add(e.metadata().ok()?.len());
+                if bytes > MAX_BYTES {
+                    return None;
+                }
+                found.push((rel()?, hash_file(&p)?));
+            }
+            if found.len() > MAX_FILES {
                 return None;
             }
         }
     }
-    files.sort();
+    found.sort();
     let mut h = blake3::Hasher::new();
-    for f in files {
-        let rel = f.strip_prefix(path).ok()?.to_string_lossy().into_owned();
+    for (rel, what) in found {
         h.update(rel.as_bytes());
         h.update(&[0]);
-        h.update(hash(&f)?.as_bytes());
+        h.update(what.as_bytes());
         h.update(&[0]);
     }
     Some(format!("tree:{}", h.finalize().to_hex()))
+}
+
+/// blake3 of the file at `path`.
+fn hash_file(path: &Path) -> Option<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path).ok()?).ok()?;
+    Some(h.finalize().to_hex().to_string())
 }
 
 /// The SHA-256 fingerprint of a PEM certificate file's first certificate.

@@ -38,6 +38,12 @@ pub struct ArchiveArgs {
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(0..=10))]
     pub archive_retries: u32,
+    /// DIMSE: the longest, in seconds, one exchange with the archive may last, from our
+    /// request to its last answer (a C-FIND's answers, a C-MOVE however often the archive
+    /// answers "pending", one C-STORE), however often it answers within --archive-timeout.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=604800))]
+    pub archive_max_secs: u64,
     /// Allow a plain http:// archive on another machine (without credentials): the study's
     /// pixels and headers then cross the network in the clear. Off: only https, or http on
     /// this machine.
@@ -68,6 +74,29 @@ pub struct ArchiveArgs {
 }
 
 impl ArchiveArgs {
+    /// The options a command repeating this one's filing must be given too (a hint's
+    /// `file-series` line): the credentials' source (never the credentials), the CA, plain
+    /// http, our AE title; empty when none was given.
+    pub fn repeated(&self) -> String {
+        let mut o = String::new();
+        if let Some(v) = &self.archive_auth_env {
+            o += &format!(" --archive-auth-env {v}");
+        }
+        if let Some(f) = &self.archive_auth_file {
+            o += &format!(" --archive-auth-file {}", f.display());
+        }
+        if let Some(f) = &self.archive_ca {
+            o += &format!(" --archive-ca {}", f.display());
+        }
+        if self.archive_insecure_http {
+            o += " --archive-insecure-http";
+        }
+        if self.our_aet != "PPDENOISE" {
+            o += &format!(" --our-aet {}", self.our_aet);
+        }
+        o
+    }
+
     /// The archive `url` (`dicomweb:URL` or `dimse:AET@HOST:PORT`; `what` names its
     /// option), its credentials read.
     pub fn client(&self, url: &str, what: &str) -> Result<Archive> {
@@ -82,6 +111,7 @@ impl ArchiveArgs {
                     scu: Local {
                         aet: checked_aet(&self.our_aet, "--our-aet")?,
                         timeout: Duration::from_secs(self.archive_timeout),
+                        exchange: Duration::from_secs(self.archive_max_secs),
                     },
                     bind: self.our_bind.clone(),
                     port: self.our_port,
@@ -271,7 +301,7 @@ pub fn receive(a: ReceiveArgs, audit: Option<PathBuf>) -> Result<Summary> {
                     "association from {} ({}): {}, {} instances stored, {} refused",
                     r.peer_aet,
                     r.peer_addr,
-                    r.end,
+                    crate::pacs::printable(&r.end),
                     r.stored,
                     r.refused.len()
                 );

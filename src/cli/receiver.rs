@@ -469,10 +469,11 @@ fn reconstruct_study(a: &ReconstructArgs, dir: &Path) -> Result<Summary> {
     if std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some()) {
         bail!(
             "--out {}: already holds a derived series; to finish filing it, run `file-series \
-             --in {} --to {to}` (the same instances: the archive holds them once); a new \
+             --in {} --to {to}{}` (the same instances: the archive holds them once); a new \
              reconstruct would file a second series with new UIDs",
             a.out.display(),
-            a.out.display()
+            a.out.display(),
+            a.archive.repeated()
         );
     }
     let mut s = crate::study::series::reconstruct_study(&out, dir, &keys)?;

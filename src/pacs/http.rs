@@ -279,7 +279,12 @@ impl Client {
                     });
                 }
                 Err(ureq::Error::BodyExceedsLimit(n)) => {
-                    bail!("{method} {url}: the answer is larger than the bound of {n} bytes")
+                    return Err(OverBound {
+                        method: method.to_string(),
+                        url: url.to_string(),
+                        limit: n,
+                    }
+                    .into())
                 }
                 Err(e) => {
                     let transient = matches!(
@@ -299,12 +304,50 @@ impl Client {
                     } else {
                         String::new()
                     };
+                    if transient {
+                        return Err(NoAnswer(format!("{method} {url}: {e}{tries}")).into());
+                    }
                     bail!("{method} {url}: {e}{tries}");
                 }
             }
         }
     }
 }
+
+/// An answer's body past the bound its request gave: typed, so that a caller with a bound of
+/// its own (a command's total of list answers) can say which it passed.
+#[derive(Debug)]
+pub struct OverBound {
+    pub method: String,
+    pub url: String,
+    pub limit: u64,
+}
+
+impl std::fmt::Display for OverBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: the answer is larger than the bound of {} bytes",
+            self.method, self.url, self.limit
+        )
+    }
+}
+
+impl std::error::Error for OverBound {}
+
+/// The archive not reached or not answering (refused, unresolved, timed out, cut), after
+/// the request's retries: typed, so that a caller sending many requests stops at the first
+/// rather than waiting out the same retries for each.
+#[derive(Debug)]
+pub struct NoAnswer(pub String);
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
 
 /// Waits before try `attempt + 2`: 0.25 s, doubled each time, at most 4 s.
 fn backoff(attempt: u32) {

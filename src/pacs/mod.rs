@@ -92,6 +92,98 @@ impl std::fmt::Display for ArchiveUrl {
     }
 }
 
+/// The most bytes of list answers (QIDO-RS pages, C-FIND identifiers) one command reads
+/// from an archive, all its lists together: a hostile archive could otherwise page on for
+/// ever, each page within its own bound. A real study's lists are far below it (a QIDO-RS
+/// instance item is about 1 KB: 100,000 instances make about 100 MB).
+pub const ANSWER_BYTES: u64 = 256 << 20;
+/// The most items of those lists one command takes: a study's most instances, and its series.
+pub const ANSWER_ITEMS: usize = crate::formats::study::MAX_SLICES + 10_000;
+/// The longest text kept of an attribute of an archive's answer: a UID is at most 64
+/// characters, and so is what else is kept of an answer (a Series Number, a modality).
+const KEPT_TEXT: usize = 64;
+
+/// What one command has taken from an archive's list answers, against [`ANSWER_BYTES`] and
+/// [`ANSWER_ITEMS`]. Each answer is reduced to the few attributes used as it arrives, so
+/// that what is held stays small; this bounds what is read.
+pub struct AnswerBudget {
+    bytes: u64,
+    items: usize,
+    max_bytes: u64,
+    max_items: usize,
+}
+
+impl Default for AnswerBudget {
+    fn default() -> AnswerBudget {
+        AnswerBudget::new(ANSWER_BYTES, ANSWER_ITEMS)
+    }
+}
+
+impl AnswerBudget {
+    pub fn new(max_bytes: u64, max_items: usize) -> AnswerBudget {
+        AnswerBudget {
+            bytes: 0,
+            items: 0,
+            max_bytes,
+            max_items,
+        }
+    }
+
+    /// The bytes still allowed.
+    pub fn bytes_left(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.bytes)
+    }
+
+    /// The error for answers from `at` past the command's bound.
+    pub fn over(&self, at: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{at}: the archive's list answers passed this command's bound ({} bytes, {} \
+             items for all its lists together; {} bytes and {} items read): a hostile or \
+             misconfigured archive? Nothing taken",
+            self.max_bytes,
+            self.max_items,
+            self.bytes,
+            self.items
+        )
+    }
+
+    /// Takes `bytes` and `items` more from `at`'s answers, or refuses past the bound.
+    pub fn take(&mut self, bytes: u64, items: usize, at: &str) -> Result<()> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.items = self.items.saturating_add(items);
+        if self.bytes > self.max_bytes || self.items > self.max_items {
+            return Err(self.over(at));
+        }
+        Ok(())
+    }
+}
+
+/// `s` as kept of an archive's answer: at most [`KEPT_TEXT`] characters, a longer one cut and
+/// marked (`...`), which no UID check passes.
+pub fn kept_text(s: &str) -> String {
+    match s.char_indices().nth(KEPT_TEXT) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Text from a peer for a terminal or a log: printable ASCII as it is, anything else (an
+/// escape sequence, a control character) escaped, so that a peer's AE title cannot move the
+/// cursor, recolour or rewrite what the operator reads.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let plain = (' '..='~').contains(&c) && c != '\\';
+            let escaped: Vec<char> = if plain {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// A UID that goes into a URL's path: checked first, so that a UID from the command line or
 /// an archive's answer never adds a path segment or a query.
 pub fn checked_uid<'a>(uid: &'a str, what: &str) -> Result<&'a str> {

@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
-use super::http::{status_error, Client};
-use super::{checked_uid, json_value, multipart};
+use super::http::{status_error, Client, OverBound};
+use super::{checked_uid, multipart, AnswerBudget};
 
 /// The bound of a QIDO-RS answer (a list of series or instances).
 const MAX_LIST: u64 = 64 << 20;
@@ -24,10 +24,127 @@ pub struct Fetched {
     pub bytes: u64,
 }
 
-/// A DICOM JSON list (QIDO-RS's answer) at `url`; none when the archive says the
+/// One item of a QIDO-RS list, reduced as it is parsed to the attributes used: every other
+/// attribute is skipped by the parser, never held (a page is up to [`MAX_LIST`] bytes, and a
+/// list many pages).
+#[derive(serde::Deserialize, Default)]
+struct Item {
+    #[serde(rename = "0020000E", default)]
+    series: Attr,
+    #[serde(rename = "00200011", default)]
+    number: Attr,
+    #[serde(rename = "00080060", default)]
+    modality: Attr,
+    #[serde(rename = "00080018", default)]
+    sop: Attr,
+}
+
+/// An attribute's first value as text (a string or a number), cut to what is kept
+/// ([`crate::pacs::kept_text`]); none when absent or of another kind.
+#[derive(Default)]
+struct Attr(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Attr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Attr, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            #[serde(rename = "Value", default)]
+            value: Option<First>,
+        }
+        Ok(Attr(Raw::deserialize(d)?.value.and_then(|f| f.0)))
+    }
+}
+
+/// A value list's first value, the rest skipped.
+struct First(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for First {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<First, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = First;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<First, A::Error> {
+                let first = seq.next_element::<Scalar>()?.and_then(|s| s.0);
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A string or a number as text; anything else (a person name's object, null) none.
+struct Scalar(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Scalar, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(Some(crate::pacs::kept_text(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Scalar, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Scalar, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A DICOM JSON list (QIDO-RS's answer) at `url`, each item reduced as it is parsed, its
+/// bytes and items taken from the command's `budget`; none when the archive says the
 /// resource does not exist (404, or 204 No Content).
-fn list(c: &Client, url: &str) -> Result<Option<Vec<serde_json::Value>>> {
-    let r = c.get(url, "application/dicom+json", MAX_LIST)?;
+fn list(c: &Client, url: &str, budget: &mut AnswerBudget) -> Result<Option<Vec<Item>>> {
+    // A page within its own bound and what the command may still read, whichever is less.
+    let limit = MAX_LIST.min(budget.bytes_left().saturating_add(1));
+    let r = match c.get(url, "application/dicom+json", limit) {
+        Ok(r) => r,
+        Err(e) if limit < MAX_LIST && e.is::<OverBound>() => {
+            budget.take(limit, 0, &format!("GET {url}"))?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    budget.take(r.body.len() as u64, 0, &format!("GET {url}"))?;
     match r.status {
         200 => {}
         204 | 404 => return Ok(None),
@@ -36,13 +153,15 @@ fn list(c: &Client, url: &str) -> Result<Option<Vec<serde_json::Value>>> {
     if r.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let v: serde_json::Value = serde_json::from_slice(&r.body)
-        .with_context(|| format!("GET {url}: the answer is not DICOM JSON"))?;
-    match v {
-        serde_json::Value::Array(a) if a.is_empty() => Ok(None),
-        serde_json::Value::Array(a) => Ok(Some(a)),
-        _ => bail!("GET {url}: the answer is not a DICOM JSON list"),
-    }
+    let items: Vec<Item> = serde_json::from_slice(&r.body).map_err(|e| {
+        if e.is_data() {
+            anyhow!("GET {url}: the answer is not a DICOM JSON list ({e})")
+        } else {
+            anyhow!("GET {url}: the answer is not DICOM JSON ({e})")
+        }
+    })?;
+    budget.take(0, items.len(), &format!("GET {url}"))?;
+    Ok((!items.is_empty()).then_some(items))
 }
 
 /// The page a QIDO-RS list is asked in (`limit`); an archive may answer fewer, its own cap.
@@ -52,25 +171,26 @@ const PAGE: usize = 1000;
 /// their answers (Orthanc's LimitFindInstances, dcm4chee's page size), and a series of more
 /// instances than one page must come whole. Pages are asked until one is empty (a cap below
 /// `limit` answers short pages that are not the last); a page that brings nothing new (an
-/// archive that ignores `offset`) ends the list too. Items are told apart by the attribute
-/// `key` (a UID); at most `max` are taken. None when the first page says no such resource.
+/// archive that ignores `offset`) ends the list too. Items are told apart by `key` (a UID);
+/// at most `max` are taken, and every page is read against the command's `budget`. None
+/// when the first page says no such resource.
 fn list_all(
     c: &Client,
     url: &str,
-    key: &str,
+    key: fn(&Item) -> &Option<String>,
     max: usize,
-) -> Result<Option<Vec<serde_json::Value>>> {
-    let mut all: Vec<serde_json::Value> = Vec::new();
+    budget: &mut AnswerBudget,
+) -> Result<Option<Vec<Item>>> {
+    let mut all: Vec<Item> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     loop {
         let page_url = format!("{url}?limit={PAGE}&offset={}", all.len());
-        let Some(page) = list(c, &page_url)? else {
+        let Some(page) = list(c, &page_url, budget)? else {
             break;
         };
         let before = all.len();
         for item in page {
-            let k = json_value(&item, key).unwrap_or_default();
-            if seen.insert(k) {
+            if seen.insert(key(&item).clone().unwrap_or_default()) {
                 all.push(item);
             }
         }
@@ -96,23 +216,25 @@ pub fn fetch_series(
     let study = checked_uid(study, "--study")?;
     let root = &c.url.root;
     let url = format!("{root}/studies/{study}/series");
-    let Some(all) = list_all(c, &url, "0020000E", MAX_INSTANCES)? else {
+    // One bound on what all of this command's lists may bring.
+    let mut budget = AnswerBudget::default();
+    let Some(all) = list_all(c, &url, |i| &i.series.0, MAX_INSTANCES, &mut budget)? else {
         bail!("--study {study}: no such study at {} (GET {url})", c.url);
     };
     // Each series: its UID, number and modality, as QIDO-RS gives them.
     let found: Vec<(String, Option<String>, String)> = all
-        .iter()
+        .into_iter()
         .map(|s| {
             (
-                json_value(s, "0020000E").unwrap_or_default(),
-                json_value(s, "00200011"),
-                json_value(s, "00080060").unwrap_or_default(),
+                s.series.0.unwrap_or_default(),
+                s.number.0,
+                s.modality.0.unwrap_or_default(),
             )
         })
         .collect();
     let series_uid = super::pick_series(&found, series, study, &c.url)?;
     let url = format!("{root}/studies/{study}/series/{series_uid}/instances");
-    let Some(instances) = list_all(c, &url, "00080018", MAX_INSTANCES)? else {
+    let Some(instances) = list_all(c, &url, |i| &i.sop.0, MAX_INSTANCES, &mut budget)? else {
         bail!(
             "series {series_uid} of study {study} at {}: no instances (GET {url})",
             c.url
@@ -125,8 +247,8 @@ pub fn fetch_series(
         );
     }
     let mut sops = Vec::with_capacity(instances.len());
-    for i in &instances {
-        let sop = json_value(i, "00080018").unwrap_or_default();
+    for i in instances {
+        let sop = i.sop.0.unwrap_or_default();
         checked_uid(&sop, &format!("GET {url}: an instance's SOP Instance UID"))?;
         sops.push(sop);
     }

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Result};
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
 
-use super::http::{status_error, Client};
+use super::http::{status_error, Client, NoAnswer};
 use super::{checked_uid, json_value, multipart};
 
 /// The bound of a STOW-RS answer (DICOM JSON naming the instances).
@@ -146,6 +146,25 @@ pub fn file_series(c: &Client, files: &[PathBuf], quiet: bool) -> Result<Filed> 
                 if !quiet {
                     eprintln!("filed {}/{}: {}", k + 1, all.len(), i.file.display());
                 }
+            }
+            // Not reached, or not answering, after this request's retries: the next instance
+            // would wait out the same retries, and so on for the series. Stopped here, said once.
+            Err(e) if e.is::<NoAnswer>() => {
+                let before = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failed before it: {}", failed.join("; "))
+                };
+                bail!(
+                    "{}: the archive did not answer ({e:#}): filing stopped at instance {} of {} \
+                     ({} filed, {} failed before it), the rest not sent (a re-run sends them \
+                     again, and what the archive holds is not duplicated){before}",
+                    c.url,
+                    k + 1,
+                    all.len(),
+                    k - failed.len(),
+                    failed.len()
+                );
             }
             Err(e) => failed.push(format!(
                 "{} (SOP Instance UID {}): {e:#}",

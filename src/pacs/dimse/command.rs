@@ -209,9 +209,25 @@ pub enum Incoming {
 #[derive(Default)]
 pub struct Inbox {
     pending: VecDeque<PDataValue>,
+    /// When set, no PDU is awaited past it: an exchange's overall deadline, which a peer
+    /// sending a fragment inside every read timeout would otherwise never meet.
+    deadline: Option<std::time::Instant>,
 }
 
 impl Inbox {
+    /// An inbox that awaits nothing past `deadline`.
+    pub fn until(deadline: std::time::Instant) -> Inbox {
+        Inbox {
+            deadline: Some(deadline),
+            ..Inbox::default()
+        }
+    }
+
+    /// Sets (or, None, lifts) the deadline: a new exchange on the same association.
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
+    }
+
     /// The next message whole, its data set kept when at most `max_data` bytes.
     pub fn receive<S, A>(&mut self, a: &mut A, max_data: u64) -> Result<Incoming>
     where
@@ -224,6 +240,12 @@ impl Inbox {
         let mut data_len = 0u64;
         loop {
             let Some(v) = self.pending.pop_front() else {
+                if self
+                    .deadline
+                    .is_some_and(|d| std::time::Instant::now() >= d)
+                {
+                    bail!("the exchange's deadline (--archive-max-secs) passed before its answer came whole");
+                }
                 match SyncAssociation::receive(a) {
                     Ok(Pdu::PData { data }) => self.pending.extend(data),
                     Ok(Pdu::ReleaseRQ) => return Ok(Incoming::Release),

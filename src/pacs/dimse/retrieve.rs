@@ -6,6 +6,7 @@
 
 use std::net::TcpStream;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use dicom_core::{dicom_value, DataElement, Tag, VR};
@@ -16,9 +17,10 @@ use dicom_ul::ClientAssociation;
 
 use super::command::{self, Inbox, Incoming};
 use super::store_scp::{Expected, Receiver, ScpOptions, Until};
-use super::store_scu::associate;
+use super::store_scu::{associate, Local};
 use super::{DimseAddr, IMAGE_STORAGE};
 use crate::pacs::pull::Fetched;
+use crate::pacs::AnswerBudget;
 
 /// Our side of a DIMSE archive: our AE title, and where its C-MOVE reaches us.
 #[derive(Clone, Debug)]
@@ -64,19 +66,25 @@ fn context(a: &ClientAssociation<TcpStream>, class: &str, to: &DimseAddr) -> Res
         })
 }
 
-/// The identifiers a C-FIND with `query` answers.
+/// What a C-FIND with `query` answers: of each identifier, as it arrives, the text of the
+/// attributes `keep` (cut to what is kept), the identifier itself dropped; its bytes and the
+/// item taken from the command's `budget`. Each answer must answer our request (`id`), and
+/// the last must come within the exchange's deadline (--archive-max-secs).
 fn find(
     a: &mut ClientAssociation<TcpStream>,
     to: &DimseAddr,
-    our_aet: &str,
+    scu: &Local,
     query: &InMemDicomObject,
     id: u16,
-) -> Result<Vec<InMemDicomObject>> {
+    keep: &[Tag],
+    budget: &mut AnswerBudget,
+) -> Result<Vec<Vec<Option<String>>>> {
     let (pc, ts) = context(a, FIND, to)?;
     let q = command::encode_data(query, &ts)?;
+    let deadline = Instant::now() + scu.exchange;
     command::send(a, pc, &command::find_rq(FIND, id), Some(&q))
         .map_err(|e| anyhow!("{to}: C-FIND: {e:#}"))?;
-    let mut inbox = Inbox::default();
+    let mut inbox = Inbox::until(deadline);
     let mut found = Vec::new();
     loop {
         let m = match inbox.receive(a, MAX_IDENTIFIER) {
@@ -84,18 +92,24 @@ fn find(
             Ok(Incoming::Message(m)) => bail!("{to}: answered C-FIND with {:04X}H", m.field()),
             Ok(_) => bail!(
                 "{to}: the archive ended the association during C-FIND (as archives do when \
-                 they do not know the calling AE title, ours {our_aet}: docs/pacs.md)"
+                 they do not know the calling AE title, ours {}: docs/pacs.md)",
+                scu.aet
             ),
-            Err(e) => bail!("{to}: C-FIND: {e:#}"),
+            Err(e) => bail!("{to}: C-FIND: {e:#} ({} answers so far)", found.len()),
         };
+        answers_ours(&m, id, "C-FIND", to)?;
         match m.status() {
             Some(command::PENDING | command::PENDING_WARNING) => {
                 let Some(d) = &m.data else {
                     bail!("{to}: a C-FIND answer without its identifier (or over 1 MiB)");
                 };
+                budget.take(d.len() as u64, 1, &format!("{to}: C-FIND"))?;
+                let obj = command::decode_data(d, &ts)
+                    .map_err(|e| anyhow!("{to}: a C-FIND identifier: {e}"))?;
                 found.push(
-                    command::decode_data(d, &ts)
-                        .map_err(|e| anyhow!("{to}: a C-FIND identifier: {e}"))?,
+                    keep.iter()
+                        .map(|t| command::text(&obj, *t).map(|v| crate::pacs::kept_text(&v)))
+                        .collect(),
                 );
                 if found.len() > MAX_INSTANCES {
                     bail!("{to}: C-FIND answered more than {MAX_INSTANCES} items");
@@ -114,10 +128,31 @@ fn find(
                 "{to}: C-FIND failed (status {}; does the archive know our AE title {} as a \
                  DICOM node? docs/pacs.md)",
                 s.map_or("none".into(), |s| format!("{s:04X}H")),
-                our_aet
+                scu.aet
             ),
         }
+        if Instant::now() >= deadline {
+            bail!(
+                "{to}: C-FIND: no last answer within --archive-max-secs {} s ({} answers, all \
+                 pending): nothing taken",
+                scu.exchange.as_secs(),
+                found.len()
+            );
+        }
     }
+}
+
+/// Whether the answer `m` to our `what` request `id` answers it (Message ID Being Responded
+/// To): an answer to another request says nothing of ours.
+fn answers_ours(m: &command::Message, id: u16, what: &str, to: &DimseAddr) -> Result<()> {
+    let answers = command::ushort(&m.command, tags::MESSAGE_ID_BEING_RESPONDED_TO);
+    if answers != Some(id) {
+        bail!(
+            "{to}: a {what} answer to {}, not to our request (message {id}): nothing taken",
+            answers.map_or("no message".into(), |n| format!("message {n}"))
+        );
+    }
+    Ok(())
 }
 
 /// The longest our receiving AE waits for a connection to be associated during a move.
@@ -232,7 +267,22 @@ fn fetch_on(
         el(tags::MODALITY, VR::CS, ""),
         el(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
     ]);
-    let all = find(a, to, &local.scu.aet, &q, 1)?;
+    // One bound on what both of this command's C-FINDs may bring.
+    let mut budget = AnswerBudget::default();
+    let all = find(
+        a,
+        to,
+        &local.scu,
+        &q,
+        1,
+        &[
+            tags::SERIES_INSTANCE_UID,
+            tags::SERIES_NUMBER,
+            tags::MODALITY,
+            tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+        ],
+        &mut budget,
+    )?;
     // The archive's own count of each series' instances, where it gives one: the IMAGE-level
     // list must hold as many (an archive that caps its C-FIND answers would otherwise hand
     // over part of a series as the whole).
@@ -240,9 +290,8 @@ fn fetch_on(
         .iter()
         .map(|s| {
             (
-                command::text(s, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
-                command::text(s, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)
-                    .and_then(|n| n.trim().parse().ok()),
+                s[0].clone().unwrap_or_default(),
+                s[3].as_deref().and_then(|n| n.trim().parse().ok()),
             )
         })
         .collect();
@@ -250,14 +299,14 @@ fn fetch_on(
         bail!("--study {study}: no such study at {to} (C-FIND at SERIES level found nothing)");
     }
     let found: Vec<(String, Option<String>, String)> = all
-        .iter()
-        .map(|s| {
+        .into_iter()
+        .map(|mut s| {
             (
-                command::text(s, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
-                command::text(s, tags::SERIES_NUMBER)
+                s[0].take().unwrap_or_default(),
+                s[1].take()
                     .map(|n| n.trim().to_string())
                     .filter(|n| !n.is_empty()),
-                command::text(s, tags::MODALITY).unwrap_or_default(),
+                s[2].take().unwrap_or_default(),
             )
         })
         .collect();
@@ -272,14 +321,15 @@ fn fetch_on(
     let mut sops: Vec<String> = Vec::new();
     let mut skipped = 0usize;
     let mut listed = 0usize;
-    for i in find(a, to, &local.scu.aet, &q, 2)? {
-        let sop = command::text(&i, tags::SOP_INSTANCE_UID).unwrap_or_default();
+    let keep = [tags::SOP_INSTANCE_UID, tags::SOP_CLASS_UID];
+    for mut i in find(a, to, &local.scu, &q, 2, &keep, &mut budget)? {
+        let sop = i[0].take().unwrap_or_default();
         crate::pacs::checked_uid(&sop, &format!("{to}: an instance's SOP Instance UID"))?;
         listed += 1;
         // A non-image object beside the images (a structured report, a presentation
         // state) is left in the archive with a line, as `--in` skips one in a folder; an
         // archive that does not return the class lets our receiving AE judge.
-        match command::text(&i, tags::SOP_CLASS_UID).filter(|c| !c.is_empty()) {
+        match i[1].take().filter(|c| !c.is_empty()) {
             Some(c) if !IMAGE_STORAGE.contains(&c.as_str()) => {
                 eprintln!(
                     "skipped instance {sop} of series {series_uid} at {to}: SOP class {c}, not \
@@ -391,8 +441,20 @@ fn fetch_on(
             .enumerate()
             .try_for_each(|(k, q)| -> Result<()> {
                 let id = (k % 0xFFF0) as u16 + 3;
+                // However often the archive answers "pending", the move ends by its deadline.
+                let deadline = Instant::now() + local.scu.exchange;
+                inbox.set_deadline(Some(deadline));
+                let waited = |last: &str| {
+                    anyhow!(
+                        "{to}: C-MOVE: no last answer within --archive-max-secs {} s{last}: \
+                         waited for the archive to end the move of series {series_uid}; \
+                         nothing shared",
+                        local.scu.exchange.as_secs()
+                    )
+                };
                 command::send(a, pc, &command::move_rq(MOVE, id, &local.scu.aet), Some(q))
                     .map_err(|e| anyhow!("{to}: C-MOVE: {e:#}"))?;
+                let mut last = String::new();
                 loop {
                     let m = match inbox.receive(a, MAX_IDENTIFIER) {
                         Ok(Incoming::Message(m)) if m.field() == command::C_MOVE_RSP => m,
@@ -400,11 +462,21 @@ fn fetch_on(
                             bail!("{to}: answered C-MOVE with {:04X}H", m.field())
                         }
                         Ok(_) => bail!("{to}: the archive ended the association during C-MOVE"),
+                        Err(_) if Instant::now() >= deadline => return Err(waited(&last)),
                         Err(e) => bail!("{to}: C-MOVE: {e:#}"),
                     };
+                    answers_ours(&m, id, "C-MOVE", to)?;
                     let n = |t| command::ushort(&m.command, t).unwrap_or(0);
                     match m.status() {
                         Some(command::PENDING | command::PENDING_WARNING) => {
+                            last = format!(
+                                " (its last: pending, {} done, {} to go)",
+                                n(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+                                n(tags::NUMBER_OF_REMAINING_SUBOPERATIONS)
+                            );
+                            if Instant::now() >= deadline {
+                                return Err(waited(&last));
+                            }
                             if !quiet {
                                 eprintln!(
                                     "moving from {to}: {} done, {} to go",
@@ -516,6 +588,7 @@ mod tests {
             scu: super::super::store_scu::Local {
                 aet: "PPDENOISE".into(),
                 timeout: std::time::Duration::from_secs(10),
+                exchange: std::time::Duration::from_secs(60),
             },
             bind: "127.0.0.1".into(),
             port: 11112,

@@ -358,7 +358,9 @@ impl Receiver {
                 // Associated: the rest of the association's time, from the same start.
                 deadline.extend(self.opts.assoc_max);
                 r.accepted = true;
-                r.peer_aet = a.peer_ae_title().to_string();
+                // Shown on the operator's terminal and in the audit line: a caller's title
+                // is escaped there, never printed raw (an escape sequence would be obeyed).
+                r.peer_aet = crate::pacs::printable(a.peer_ae_title());
                 match self.associated(&mut a, &mut r) {
                     Ok(e) => e.to_string(),
                     Err(e) => {
@@ -553,7 +555,10 @@ impl Receiver {
         // An instance already received is kept: the same one again is taken as filed (a
         // sender's retry), another one under its UID is refused, never written over it.
         if path.exists() {
-            let same = std::fs::read(&path).is_ok_and(|held| held.ends_with(data));
+            // The whole data set held, not a tail of it: one data set's bytes can end
+            // another's (the same elements, less some at the start).
+            let same = std::fs::read(&path)
+                .is_ok_and(|held| held_data_set(&held).is_some_and(|h| h == data));
             if same {
                 return Ok((series, study, 0));
             }
@@ -660,6 +665,16 @@ fn starving(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPERM)
     )
+}
+
+/// The data set of a file [`write_instance`] wrote: what follows its file meta group, whose
+/// length its first element, (0002,0000) UL, gives. None when the file is not so.
+fn held_data_set(held: &[u8]) -> Option<&[u8]> {
+    if held.get(128..132)? != b"DICM" || held.get(132..138)? != b"\x02\x00\x00\x00UL" {
+        return None;
+    }
+    let len = u32::from_le_bytes(held.get(140..144)?.try_into().ok()?) as usize;
+    held.get(144usize.checked_add(len)?..)
 }
 
 /// Writes the instance: preamble, `DICM`, the file meta group, then `data` as received.
@@ -770,6 +785,7 @@ mod tests {
         let local = super::super::store_scu::Local {
             aet: "SENDER".into(),
             timeout: Duration::from_secs(10),
+            exchange: Duration::from_secs(60),
         };
         let send = |f: &PathBuf| {
             super::super::store_scu::file_series(&to, &local, std::slice::from_ref(f), true)
@@ -864,6 +880,7 @@ mod tests {
         super::super::store_scu::Local {
             aet: "SENDER".into(),
             timeout: Duration::from_secs(10),
+            exchange: Duration::from_secs(60),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Local {
     pub aet: String,
     /// Connection, each PDU's read and write.
     pub timeout: Duration,
+    /// One exchange, our request to its last answer (--archive-max-secs).
+    pub exchange: Duration,
 }
 
 /// An association with the archive `to`, proposing `contexts` (abstract syntax, transfer
@@ -207,6 +209,7 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
             )
             .map_err(|e| anyhow!("{to}: sending {}: {e:#}", i.file.display()))?;
             bytes += file.len() as u64;
+            inbox.set_deadline(Some(std::time::Instant::now() + local.exchange));
             let m = match inbox.receive(&mut a, 0) {
                 Ok(Incoming::Message(m)) if m.field() == command::C_STORE_RSP => m,
                 Ok(Incoming::Message(m)) => bail!("{to}: answered C-STORE with {:04X}H", m.field()),
@@ -385,6 +388,7 @@ mod tests {
         Local {
             aet: "PPDENOISE".into(),
             timeout: Duration::from_secs(10),
+            exchange: Duration::from_secs(60),
         }
     }
 
