@@ -417,7 +417,7 @@ impl Sharer {
             .level_of(sigma, &img.pixels)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         if sigma != Sigma::Auto && scale.units != Units::Grey && !self.opts.force {
-            let estimate = scale.estimate(&img.pixels);
+            let estimate = crate::metrics::suspect::noise_in(&img.pixels);
             if let Some(why) = crate::metrics::suspect::implausible_level(level, estimate) {
                 bail!(
                     "{name}: --sigma {sigma}: {why} ({:.1} against {:.1} {}); give the level the \

@@ -26,6 +26,14 @@ const RESIDUAL_OVER_ESTIMATE: f64 = 2.0;
 /// estimate is a fraction of a level.
 const SLACK: f64 = 0.5;
 
+/// The noise `pixels` (on the 0..255 scale) hold by their own estimate, from the cells
+/// strictly inside the scale: pixels at its ends are clipped or padding (a CT's air under
+/// `--window full`, an MR's zeroed background), flat, and would pull the median down until
+/// a right level looked implausible.
+pub fn noise_in(pixels: &Array2<f64>) -> Option<f64> {
+    crate::image::noise_estimate::estimate_sigma_inside(pixels, 0.0, 255.0).filter(|s| *s > 0.0)
+}
+
 /// Why a stated noise level `level` looks implausible beside the image's own `estimate`
 /// (both on the 0..255 scale), or None (also when there is no estimate).
 pub fn implausible_level(level: f64, estimate: Option<f64>) -> Option<String> {
@@ -77,8 +85,7 @@ impl Look {
             change,
             sigma,
             // Pixels pinned at the window's limits are flat, not noiseless: left out.
-            noise: crate::image::noise_estimate::estimate_sigma_inside(noisy, 0.0, 255.0)
-                .filter(|s| *s > 0.0),
+            noise: noise_in(noisy),
         }
     }
 
@@ -190,6 +197,28 @@ mod tests {
         assert_eq!(Look::of(&flat, &noisy, 8.0).ruined(), None);
         // A job told 16 times the noise whose result kept the structure is no smoothing.
         assert_eq!(Look::of(&clean, &noisy, 128.0).ruined(), None);
+    }
+
+    /// A third of the image flat at the scale's bottom (an MR's zeroed background, a CT's
+    /// padding under `--window full`): the right level is neither refused nor its result
+    /// flagged. Counted, those flat cells put the estimate at a third of the noise.
+    #[test]
+    fn a_flat_background_at_the_scales_end_does_not_make_a_right_level_implausible() {
+        let (clean, noisy) = striped(8.0);
+        let background = |a: &Array2<f64>| {
+            Array2::from_shape_fn((64, 64), |(i, j)| if i < 22 { 0.0 } else { a[[i, j]] })
+        };
+        let (clean, noisy) = (background(&clean), background(&noisy));
+        let counted = crate::image::noise_estimate::estimate_sigma(&noisy).unwrap();
+        let noise = noise_in(&noisy).unwrap();
+        assert!(
+            (noise - 8.0).abs() < 1.0,
+            "{noise} (counting the flat cells: {counted})"
+        );
+        assert_eq!(implausible_level(8.0, Some(noise)), None);
+        assert!(counted < 0.7 * noise, "{counted} against {noise}");
+        // Denoised perfectly: a result that moved about the noise.
+        assert_eq!(Look::of(&clean, &noisy, 8.0).ruined(), None);
     }
 
     #[test]
