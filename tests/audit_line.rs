@@ -51,6 +51,9 @@ fn a_folders_hash_follows_no_link() {
     std::fs::write(outside.join("other"), b"not the input's").unwrap();
     std::os::unix::fs::symlink(".", input.join("loop")).unwrap();
     std::os::unix::fs::symlink(&outside, input.join("out")).unwrap();
+    // A link to a file is read by the input walk as one of the input's: its content counts.
+    std::fs::write(outside.join("linked"), b"a slice").unwrap();
+    std::os::unix::fs::symlink(outside.join("linked"), input.join("lnk")).unwrap();
     let audit = d.path().join("audit.jsonl");
     let run = || {
         let t = Instant::now();
@@ -71,8 +74,11 @@ fn a_folders_hash_follows_no_link() {
     assert!(h1.starts_with("tree:"), "{h1}");
     std::fs::write(outside.join("other"), b"changed").unwrap();
     assert_eq!(run(), h1, "the hash read a file outside the folder");
+    std::fs::write(outside.join("linked"), b"another slice").unwrap();
+    let h2 = run();
+    assert_ne!(h2, h1, "the hash does not cover a linked file's content");
     std::fs::write(input.join("f0"), b"changed").unwrap();
-    assert_ne!(run(), h1, "the hash does not cover the folder's files");
+    assert_ne!(run(), h2, "the hash does not cover the folder's files");
 }
 
 /// A structured report (no pixel module) of the series, named like a patient, at `path`.

@@ -150,7 +150,8 @@ impl Plan {
 /// blake3 of a file, or of a folder: of its files' relative names and blake3s, in order. In
 /// a folder, a symbolic link is not followed (a link to `.`, or out of the folder, would
 /// have the hash read the same files again and again, or files that are not the input's):
-/// it counts as its target's text. At most [`MAX_FILES`] files and [`MAX_BYTES`] bytes are
+/// it counts as its target's text, and a link to a regular file also as that file's blake3
+/// (the input walk reads through it). At most [`MAX_FILES`] files and [`MAX_BYTES`] bytes are
 /// read; past either, the folder has no hash in the line.
 fn hash(path: &Path) -> Option<String> {
     if path.is_file() {
@@ -176,7 +177,20 @@ fn hash(path: &Path) -> Option<String> {
             }
             if t.is_symlink() {
                 let to = std::fs::read_link(&p).ok()?;
-                found.push((rel()?, format!("link:{}", to.to_string_lossy())));
+                // A link to a regular file is read as the input's own (series walks read
+                // through file links, as PACS exports make them): its content is pinned too,
+                // within the same byte bound. A link to a folder is never entered.
+                let what = match std::fs::metadata(&p) {
+                    Ok(m) if m.is_file() => {
+                        bytes = bytes.saturating_add(m.len());
+                        if bytes > MAX_BYTES {
+                            return None;
+                        }
+                        format!("link:{}:{}", to.to_string_lossy(), hash_file(&p)?)
+                    }
+                    _ => format!("link:{}", to.to_string_lossy()),
+                };
+                found.push((rel()?, what));
             } else if t.is_file() {
                 bytes = bytes.saturating_add(e.metadata().ok()?.len());
                 if bytes > MAX_BYTES {
