@@ -538,8 +538,10 @@ if [[ $STUDY -gt 0 ]]; then
     done
     say "without S0's signing key every S0 task failed and every S1 task stopped on its own: $(grep -ho "S1 task 0: [^:]*" "$W"/logs/doc-doc-bad-s1-0-*.log | tail -1)"
     # Resubmitted keeping its run key (as a timed-out task may be): the failed attempt's end
-    # records, still in the folder, must stop no one.
+    # records, still in the folder, must stop no one. S1's array comes later (as another
+    # organisation's may), so that S0's tasks meet S1's old records before S1's tasks start.
     J0=$(doc_submit 0 "${DOC[0]}" doc-bad)
+    sleep 8
     J1=$(doc_submit 1 "${DOC[1]}" doc-bad)
     say "the study example as written, same run key: S0 job $J0, S1 job $J1 ($STUDY slices on 2 slots, %1)"
     wait_jobs "$J0" "$J1"
