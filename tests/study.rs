@@ -1029,7 +1029,8 @@ fn a_slice_being_served_is_told_apart_and_not_dealt_again() {
     let mut s0 = Ends(d.serve(0, &no_link_addr(), "120", &["--slices", "0"]));
     let record = d.path("study/slice0/serving.p0");
     let t = std::time::Instant::now();
-    while !record.exists() {
+    // The file is made before it is locked and written: wait for its text.
+    while std::fs::metadata(&record).map_or(true, |m| m.len() == 0) {
         assert!(
             t.elapsed().as_secs() < 60,
             "S0 never took slice 0's serving record"
@@ -1067,4 +1068,69 @@ fn a_slice_being_served_is_told_apart_and_not_dealt_again() {
     assert_eq!(list(&st["in_progress"]), Vec::<u64>::new());
     assert_eq!(st["to_deal_spec"], "0-1");
     assert_eq!(st["states"][0], "not finished");
+}
+
+/// `serving_now` on slice 0 of `dir` as server 0, within five seconds (a hang fails).
+fn serving_now_soon(dir: &Path) -> Option<String> {
+    let dir = dir.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(ppdenoise::study::records::serving_now(&dir, 0, 0));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("serving_now hung on the serving record")
+}
+
+#[test]
+fn a_serving_record_that_is_a_fifo_a_symlink_or_hostile_text_is_read_safely() {
+    let d = Dir::new("tiny-cnn.npz");
+    let dir = d.path("study");
+    std::fs::create_dir_all(dir.join("slice0")).unwrap();
+    let record = dir.join("slice0/serving.p0");
+    // A FIFO: no hang, no claim.
+    assert!(Command::new("mkfifo")
+        .arg(&record)
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(serving_now_soon(&dir), None);
+    std::fs::remove_file(&record).unwrap();
+    // A symlink to an endless file: not followed.
+    std::os::unix::fs::symlink("/dev/zero", &record).unwrap();
+    assert_eq!(serving_now_soon(&dir), None);
+    std::fs::remove_file(&record).unwrap();
+    // A huge record, held by a live process, with a terminal escape: bounded, and the
+    // escape not echoed.
+    let mut text = b"\x1b]0;pwned\x07S0 on host\x1b[2J".to_vec();
+    text.resize(1 << 20, b'x');
+    std::fs::write(&record, &text).unwrap();
+    let held = std::fs::File::open(&record).unwrap();
+    held.lock().unwrap();
+    let who = serving_now_soon(&dir).expect("a held record is a claim");
+    assert!(who.len() <= 256, "{} bytes", who.len());
+    assert!(who.bytes().all(|b| (b' '..=b'~').contains(&b)), "{who:?}");
+    assert!(who.starts_with("]0;pwnedS0 on host[2J"), "{who:?}");
+    // The refusal to serve it names the process in printable text as well.
+    let e = ppdenoise::study::records::Serving::take(&dir, 0, 0)
+        .err()
+        .expect("a held record is refused");
+    let e = format!("{e:#}");
+    assert!(e.contains("being served by another S0 process"), "{e}");
+    assert!(!e.contains('\x1b') && !e.contains('\x07'), "{e:?}");
+    assert!(e.len() < 1024, "{} bytes", e.len());
+}
+
+#[test]
+fn a_symlink_planted_as_the_serving_record_is_refused_and_its_target_kept() {
+    let d = Dir::new("tiny-cnn.npz");
+    let dir = d.path("study");
+    std::fs::create_dir_all(dir.join("slice0")).unwrap();
+    let target = d.path("precious");
+    std::fs::write(&target, "keep me").unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("slice0/serving.p0")).unwrap();
+    let e = ppdenoise::study::records::Serving::take(&dir, 0, 0)
+        .err()
+        .expect("a symlink is refused");
+    assert!(format!("{e:#}").contains("serving.p0"), "{e:#}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
 }

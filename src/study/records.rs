@@ -160,17 +160,25 @@ pub struct Serving {
 impl Serving {
     /// Takes the record of slice `i` in `dir` for server `p`. A record another process
     /// holds is waited for briefly (a `study-status` looking at it holds a shared lock for
-    /// a moment), then refused naming that process.
-    pub fn take(dir: &Path, i: usize, p: u8) -> Result<Serving> {
+    /// a moment), then refused naming that process. None, after a warning, where the file
+    /// system cannot lock files: the slice is then served without a record.
+    pub fn take(dir: &Path, i: usize, p: u8) -> Result<Option<Serving>> {
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = slice_file(dir, i, "serving", p);
+        // Not through a symlink someone who can write the folder planted: its target would
+        // be truncated and written.
         let mut f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
-            .with_context(|| format!("{}: cannot open", path.display()))?;
+            .with_context(|| format!("{}: cannot open (a symlink is refused)", path.display()))?;
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            bail!("{}: is not a regular file", path.display());
+        }
         let mut tries = 0;
         loop {
             match f.try_lock() {
@@ -183,8 +191,25 @@ impl Serving {
                     "{}: slice {i} is being served by another S{p} process ({}); one server \
                      per slice and party",
                     path.display(),
-                    std::fs::read_to_string(&path).unwrap_or_default().trim()
+                    who(&f, p)
                 ),
+                Err(std::fs::TryLockError::Error(e)) if no_flock(&e) => {
+                    // Served all the same, without a record: refusing would stop every
+                    // study on such a file system.
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        eprintln!(
+                            "warning: {}: this file system cannot lock files ({e}): slices \
+                             are served without a serving record, so study-status cannot \
+                             tell a slice being served from one whose server stopped, and \
+                             may offer to deal it again",
+                            path.display()
+                        )
+                    });
+                    drop(f);
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(None);
+                }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
                 }
@@ -203,7 +228,7 @@ impl Serving {
                 )
             })
             .with_context(|| format!("{}: cannot write", path.display()))?;
-        Ok(Serving { path, _lock: f })
+        Ok(Some(Serving { path, _lock: f }))
     }
 }
 
@@ -217,19 +242,54 @@ impl Drop for Serving {
 /// Who serves slice `i` as server `p` now (what its record says), if a live process holds
 /// the record: none when there is no record, or one whose process has gone.
 pub fn serving_now(dir: &Path, i: usize, p: u8) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = slice_file(dir, i, "serving", p);
-    let f = std::fs::File::open(&path).ok()?;
+    // Neither through a symlink nor blocking on a FIFO planted in its place; a regular
+    // file only, read from this same handle.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
     // A shared lock, let go at once: refused only while a server holds the record.
     match f.try_lock_shared() {
-        Err(std::fs::TryLockError::WouldBlock) => Some(
-            std::fs::read_to_string(&path)
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| format!("S{p}")),
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => Some(who(&f, p)),
         _ => None,
     }
+}
+
+/// What serving record `f` says of its process, bounded and in printable ASCII only (it is
+/// printed in status lines and warnings: no terminal escapes), or `S<p>` when it says
+/// nothing.
+fn who(f: &std::fs::File, p: u8) -> String {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    let mut f = f;
+    let _ = f.rewind();
+    let _ = f.take(256).read_to_end(&mut bytes);
+    let s: String = bytes
+        .iter()
+        .filter(|b| (b' '..=b'~').contains(*b))
+        .map(|&b| b as char)
+        .collect();
+    let s = s.trim();
+    if s.is_empty() {
+        format!("S{p}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Whether a failed `flock` says the file system cannot lock at all (not that the lock is
+/// held).
+fn no_flock(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::ENOLCK)
+    )
 }
 
 /// The slices of `left` that a server is serving now ([`serving_now`]), with who serves
