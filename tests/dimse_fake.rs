@@ -97,6 +97,9 @@ enum Mode {
     FindAnswersAnother,
     /// C-FIND as it should; the C-MOVE answered success, as to another message.
     MoveAnswersAnother,
+    /// C-FIND answered with a P-DATA PDU declaring 1000 bytes, sent one byte every 500 ms:
+    /// each read inside any read timeout, the PDU whole only after 500 s.
+    Trickle,
 }
 
 /// A fake DIMSE archive (AE title ARCHIVE) on a free port of 127.0.0.1, serving C-FIND and
@@ -142,6 +145,19 @@ fn serve(c: &mut Conn, mode: Mode, count: &AtomicU64) {
                 .map(|p| p.transfer_syntax.trim_end_matches('\0').to_string())
                 .unwrap();
         let (pc, id) = (m.pc, m.id());
+        if mode == Mode::Trickle {
+            use std::io::Write;
+            let s = c.a.inner_stream();
+            let _ = s.write_all(&[4, 0, 0, 0, 0x03, 0xE8]);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(120) {
+                if s.write_all(&[0]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            return;
+        }
         match m.field() {
             command::C_FIND_RQ => {
                 let q = command::decode_data(m.data.as_deref().unwrap(), &ts).unwrap();
@@ -328,6 +344,66 @@ fn a_move_pending_for_ever_is_refused_at_its_deadline() {
         "refused after {took:?}"
     );
     nothing_shared(d.path(), "a move pending for ever");
+}
+
+/// An archive answering C-FIND with one PDU a byte at a time, each byte well inside the
+/// read timeout (10 s): cut at --archive-max-secs (3 s here) by the association's watchdog,
+/// inside the PDU, naming the wait and the option, with nothing shared.
+#[test]
+fn an_answer_trickled_inside_the_read_timeout_is_cut_at_the_deadline() {
+    let (port, _) = archive(Mode::Trickle);
+    let d = tempfile::tempdir().unwrap();
+    let (o, took) = share(d.path(), port, &["--archive-max-secs", "3"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted after {took:?}: {e}");
+    assert!(
+        e.contains(&format!(
+            "dimse:ARCHIVE@127.0.0.1:{port}: waited 3 s for the C-FIND answers (0 so far): \
+             the exchange's deadline, --archive-max-secs 3"
+        )),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(8), "refused after {took:?}");
+    nothing_shared(d.path(), "a trickled answer");
+}
+
+/// An archive trickling its A-ASSOCIATE-AC a byte every 500 ms: the wait for the association
+/// is cut at --archive-max-secs (3 s here), naming it.
+#[test]
+fn an_association_accepted_a_byte_at_a_time_is_cut_at_the_deadline() {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for socket in l.incoming() {
+            let Ok(mut socket) = socket else { continue };
+            std::thread::spawn(move || {
+                let mut rq = [0u8; 64];
+                let _ = socket.read(&mut rq);
+                let _ = socket.write_all(&[2, 0, 0, 0, 0x03, 0xE8]);
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(120) {
+                    if socket.write_all(&[0]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let (o, took) = share(d.path(), port, &["--archive-max-secs", "3"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted after {took:?}: {e}");
+    assert!(
+        e.contains(&format!(
+            "dimse:ARCHIVE@127.0.0.1:{port}: waited 3 s for the archive to accept the \
+             association: the exchange's deadline, --archive-max-secs 3"
+        )),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(8), "refused after {took:?}");
+    nothing_shared(d.path(), "a trickled association");
 }
 
 /// A C-FIND, then a C-MOVE, answered as if to another message than ours (Message ID Being

@@ -10,6 +10,7 @@ pub mod command;
 pub mod retrieve;
 pub mod store_scp;
 pub mod store_scu;
+pub mod watch;
 
 use anyhow::{bail, Result};
 

@@ -18,6 +18,7 @@ use dicom_ul::ClientAssociation;
 use super::command::{self, Inbox, Incoming};
 use super::store_scp::{Expected, Receiver, ScpOptions, Until};
 use super::store_scu::{associate, Local};
+use super::watch::Watchdog;
 use super::{DimseAddr, IMAGE_STORAGE};
 use crate::pacs::pull::Fetched;
 use crate::pacs::AnswerBudget;
@@ -70,8 +71,10 @@ fn context(a: &ClientAssociation<TcpStream>, class: &str, to: &DimseAddr) -> Res
 /// attributes `keep` (cut to what is kept), the identifier itself dropped; its bytes and the
 /// item taken from the command's `budget`. Each answer must answer our request (`id`), and
 /// the last must come within the exchange's deadline (--archive-max-secs).
+#[allow(clippy::too_many_arguments)]
 fn find(
     a: &mut ClientAssociation<TcpStream>,
+    watch: &Watchdog,
     to: &DimseAddr,
     scu: &Local,
     query: &InMemDicomObject,
@@ -81,13 +84,16 @@ fn find(
 ) -> Result<Vec<Vec<Option<String>>>> {
     let (pc, ts) = context(a, FIND, to)?;
     let q = command::encode_data(query, &ts)?;
-    let deadline = Instant::now() + scu.exchange;
-    command::send(a, pc, &command::find_rq(FIND, id), Some(&q))
-        .map_err(|e| anyhow!("{to}: C-FIND: {e:#}"))?;
+    let deadline = watch.renew();
+    let sent = command::send(a, pc, &command::find_rq(FIND, id), Some(&q));
+    watch.passed(to, "the archive to take our C-FIND")?;
+    sent.map_err(|e| anyhow!("{to}: C-FIND: {e:#}"))?;
     let mut inbox = Inbox::until(deadline);
     let mut found = Vec::new();
     loop {
-        let m = match inbox.receive(a, MAX_IDENTIFIER) {
+        let got = inbox.receive(a, MAX_IDENTIFIER);
+        watch.passed(to, &format!("the C-FIND answers ({} so far)", found.len()))?;
+        let m = match got {
             Ok(Incoming::Message(m)) if m.field() == command::C_FIND_RSP => m,
             Ok(Incoming::Message(m)) => bail!("{to}: answered C-FIND with {:04X}H", m.field()),
             Ok(_) => bail!(
@@ -237,10 +243,12 @@ pub fn fetch_series(
         .iter()
         .map(|c| (c.to_string(), LE.iter().map(|t| t.to_string()).collect()))
         .collect();
-    let mut a = associate(to, &local.scu, &contexts)?;
-    let r = fetch_on(&mut a, to, local, study, series, dir, quiet);
+    let (mut a, watch) = associate(to, &local.scu, &contexts)?;
+    let r = fetch_on(&mut a, &watch, to, local, study, series, dir, quiet);
     match &r {
         Ok(_) => {
+            // Bounded as an exchange: an archive trickling its A-RELEASE-RP is cut.
+            watch.renew();
             let _ = a.release();
         }
         Err(_) => {
@@ -250,8 +258,10 @@ pub fn fetch_series(
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fetch_on(
     a: &mut ClientAssociation<TcpStream>,
+    watch: &Watchdog,
     to: &DimseAddr,
     local: &DimseLocal,
     study: &str,
@@ -271,6 +281,7 @@ fn fetch_on(
     let mut budget = AnswerBudget::default();
     let all = find(
         a,
+        watch,
         to,
         &local.scu,
         &q,
@@ -322,7 +333,7 @@ fn fetch_on(
     let mut skipped = 0usize;
     let mut listed = 0usize;
     let keep = [tags::SOP_INSTANCE_UID, tags::SOP_CLASS_UID];
-    for mut i in find(a, to, &local.scu, &q, 2, &keep, &mut budget)? {
+    for mut i in find(a, watch, to, &local.scu, &q, 2, &keep, &mut budget)? {
         let sop = i[0].take().unwrap_or_default();
         crate::pacs::checked_uid(&sop, &format!("{to}: an instance's SOP Instance UID"))?;
         listed += 1;
@@ -442,7 +453,7 @@ fn fetch_on(
             .try_for_each(|(k, q)| -> Result<()> {
                 let id = (k % 0xFFF0) as u16 + 3;
                 // However often the archive answers "pending", the move ends by its deadline.
-                let deadline = Instant::now() + local.scu.exchange;
+                let deadline = watch.renew();
                 inbox.set_deadline(Some(deadline));
                 let waited = |last: &str| {
                     anyhow!(
@@ -452,11 +463,20 @@ fn fetch_on(
                         local.scu.exchange.as_secs()
                     )
                 };
-                command::send(a, pc, &command::move_rq(MOVE, id, &local.scu.aet), Some(q))
-                    .map_err(|e| anyhow!("{to}: C-MOVE: {e:#}"))?;
+                let sent =
+                    command::send(a, pc, &command::move_rq(MOVE, id, &local.scu.aet), Some(q));
+                if watch.fired() {
+                    return Err(waited(""));
+                }
+                sent.map_err(|e| anyhow!("{to}: C-MOVE: {e:#}"))?;
                 let mut last = String::new();
                 loop {
-                    let m = match inbox.receive(a, MAX_IDENTIFIER) {
+                    let got = inbox.receive(a, MAX_IDENTIFIER);
+                    // The watchdog cut a wait inside a PDU (or between them).
+                    if watch.fired() {
+                        return Err(waited(&last));
+                    }
+                    let m = match got {
                         Ok(Incoming::Message(m)) if m.field() == command::C_MOVE_RSP => m,
                         Ok(Incoming::Message(m)) => {
                             bail!("{to}: answered C-MOVE with {:04X}H", m.field())

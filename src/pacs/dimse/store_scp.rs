@@ -932,7 +932,7 @@ mod tests {
         let (class, sop) = ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.8.498.9");
         // From before the association: its deadline runs from its connection.
         let t = Instant::now();
-        let mut a = super::super::store_scu::associate(
+        let (mut a, _watch) = super::super::store_scu::associate(
             &to,
             &sender(),
             &[(class.to_string(), vec!["1.2.840.10008.1.2.1".to_string()])],

@@ -16,6 +16,7 @@ use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::{ClientAssociation, ClientAssociationOptions};
 
 use super::command::{self, Inbox, Incoming};
+use super::watch::Watchdog;
 use super::DimseAddr;
 
 /// Our side of an association.
@@ -35,7 +36,8 @@ pub fn associate(
     to: &DimseAddr,
     local: &Local,
     contexts: &[(String, Vec<String>)],
-) -> Result<ClientAssociation<TcpStream>> {
+) -> Result<(ClientAssociation<TcpStream>, Watchdog)> {
+    let start = std::time::Instant::now();
     let mut o = ClientAssociationOptions::new()
         .calling_ae_title(local.aet.clone())
         .called_ae_title(to.aet.clone())
@@ -45,7 +47,24 @@ pub fn associate(
     for (class, ts) in contexts {
         o = o.with_presentation_context(class.clone(), ts.clone());
     }
-    let mut a = o.establish(to.socket()).map_err(|e| {
+    // dicom-ul opens the socket itself and reads the archive's A-ASSOCIATE-AC to its end, a
+    // read timeout per read: the wait is bounded by --archive-max-secs from here, the
+    // association left to its thread (and its socket to its read timeout) past it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = to.socket();
+    std::thread::Builder::new()
+        .name("archive-associate".into())
+        .spawn(move || {
+            let _ = tx.send(o.establish(addr));
+        })?;
+    let Ok(established) = rx.recv_timeout(local.exchange) else {
+        let n = local.exchange.as_secs();
+        bail!(
+            "{to}: waited {n} s for the archive to accept the association: the exchange's \
+             deadline, --archive-max-secs {n}"
+        );
+    };
+    let mut a = established.map_err(|e| {
         use dicom_ul::association::Error as E;
         let cause = match &e {
             E::Rejected { association_rj, .. } => format!(
@@ -63,7 +82,9 @@ pub fn associate(
     // A message is a command PDU then data PDUs, each awaited by the peer: without this,
     // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds to each.
     let _ = a.inner_stream().set_nodelay(true);
-    Ok(a)
+    let watch = Watchdog::arm(a.inner_stream(), local.exchange, start + local.exchange)
+        .map_err(|e| anyhow!("{to}: cannot watch the association's deadline: {e}"))?;
+    Ok((a, watch))
 }
 
 /// One file to send.
@@ -175,7 +196,7 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
             contexts.len()
         );
     }
-    let mut a = associate(to, local, &contexts)?;
+    let (mut a, watch) = associate(to, local, &contexts)?;
     let mut inbox = Inbox::default();
     let mut failed = Vec::new();
     let mut warnings = Vec::new();
@@ -201,16 +222,21 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
             let file = crate::image::read_file(&i.file)?;
             let data = data_set(&i.file, &file)?;
             let id = (k % 0xFFFF) as u16 + 1;
-            command::send(
+            // The exchange's deadline from the request's first byte to its answer's last.
+            let deadline = watch.renew();
+            let sent = command::send(
                 &mut a,
                 pc,
                 &command::store_rq(&i.class, &i.sop, id),
                 Some(data),
-            )
-            .map_err(|e| anyhow!("{to}: sending {}: {e:#}", i.file.display()))?;
+            );
+            watch.passed(to, &format!("the archive to take {}", i.file.display()))?;
+            sent.map_err(|e| anyhow!("{to}: sending {}: {e:#}", i.file.display()))?;
             bytes += file.len() as u64;
-            inbox.set_deadline(Some(std::time::Instant::now() + local.exchange));
-            let m = match inbox.receive(&mut a, 0) {
+            inbox.set_deadline(Some(deadline));
+            let got = inbox.receive(&mut a, 0);
+            watch.passed(to, &format!("the C-STORE answer for {}", i.file.display()))?;
+            let m = match got {
                 Ok(Incoming::Message(m)) if m.field() == command::C_STORE_RSP => m,
                 Ok(Incoming::Message(m)) => bail!("{to}: answered C-STORE with {:04X}H", m.field()),
                 Ok(_) => bail!("{to}: the archive ended the association while storing"),
@@ -273,6 +299,8 @@ pub fn file_series(to: &DimseAddr, local: &Local, files: &[PathBuf], quiet: bool
     })();
     match result {
         Ok(()) => {
+            // Bounded as an exchange: an archive trickling its A-RELEASE-RP is cut.
+            watch.renew();
             let _ = a.release();
         }
         Err(e) => {
