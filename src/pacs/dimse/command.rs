@@ -209,8 +209,9 @@ pub enum Incoming {
 #[derive(Default)]
 pub struct Inbox {
     pending: VecDeque<PDataValue>,
-    /// When set, no PDU is awaited past it: an exchange's overall deadline, which a peer
-    /// sending a fragment inside every read timeout would otherwise never meet.
+    /// When set, no new PDU is awaited past it: an exchange's overall deadline, checked
+    /// between PDUs. A peer trickling one PDU's bytes inside every read timeout is cut by
+    /// the association's watchdog (super::watch), which shuts the socket at the deadline.
     deadline: Option<std::time::Instant>,
 }
 
