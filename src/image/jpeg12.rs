@@ -304,6 +304,11 @@ pub fn encode8(
         h.set(tj::TJPARAM_TJPARAM_LOSSLESS, 1).unwrap();
         h.set(tj::TJPARAM_TJPARAM_LOSSLESSPSV, 1).unwrap();
     }
+    compress8(&h, samples, rows, cols).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `rows x cols` 8-bit gray samples through the compressor `h`, as its parameters say.
+fn compress8(h: &Handle, samples: &[u8], rows: usize, cols: usize) -> Result<Vec<u8>, String> {
     let mut buf: *mut u8 = std::ptr::null_mut();
     let mut size: tj::size_t = 0;
     // SAFETY: as in `encode`, with 8-bit samples.
@@ -319,7 +324,7 @@ pub fn encode8(
             &mut size,
         )
     };
-    compressed(&h, rc, buf, size).unwrap_or_else(|e| panic!("{e}"))
+    compressed(h, rc, buf, size)
 }
 
 /// Encodes `rows x cols` 8-bit RGB pixels (R, G, B interleaved) as a baseline JPEG of
@@ -409,22 +414,7 @@ mod tests {
         let h = gray_compressor(90).unwrap();
         h.set(tj::TJPARAM_TJPARAM_PROGRESSIVE, 1).unwrap();
         let bytes: Vec<u8> = img.iter().map(|&v| (v >> 4) as u8).collect();
-        let mut buf: *mut u8 = std::ptr::null_mut();
-        let mut size: tj::size_t = 0;
-        // SAFETY: as in `encode8`.
-        let rc = unsafe {
-            tj::tj3Compress8(
-                h.0,
-                bytes.as_ptr(),
-                cols as i32,
-                cols as i32,
-                rows as i32,
-                tj::TJPF_TJPF_GRAY,
-                &mut buf,
-                &mut size,
-            )
-        };
-        let progressive = compressed(&h, rc, buf, size).unwrap();
+        let progressive = compress8(&h, &bytes, rows, cols).unwrap();
         assert!(progressive.windows(2).any(|w| w == [0xFF, 0xC2]));
         assert!(matches!(
             sequential_scans_said(&progressive),
