@@ -641,6 +641,99 @@ fn an_archive_paging_on_for_ever_is_refused_at_the_commands_bound() {
     nothing_shared(d.path(), "an archive paging on for ever");
 }
 
+/// A hostile archive answering one page of 21 million empty objects (`[{},{},...]`, 63 MB,
+/// inside a page's 64 MiB bound): refused at the command's item bound as the page is parsed,
+/// never held whole (gigabytes of items when it was parsed before being counted). The
+/// command's peak resident memory, read from /proc while it runs, stays under 512 MB.
+#[test]
+fn a_page_of_millions_of_empty_items_is_refused_as_it_is_parsed() {
+    let series_url = format!("/dw/studies/{STUDY}/series");
+    let inst_url = format!("{series_url}/{SERIES}/instances");
+    let mut page = Vec::with_capacity(3 * 21_000_000 + 2);
+    page.push(b'[');
+    for k in 0..21_000_000 {
+        if k > 0 {
+            page.push(b',');
+        }
+        page.extend_from_slice(b"{}");
+    }
+    page.push(b']');
+    let page = Arc::new(page);
+    let (su, iu) = (series_url.clone(), inst_url.clone());
+    let fake = Fake::start(move |_, target| {
+        let path = target.split('?').next().unwrap();
+        let (_, offset) = paging(target);
+        if path == su {
+            let v: Vec<_> = [series_item()].into_iter().skip(offset).collect();
+            return (
+                200,
+                "application/dicom+json",
+                serde_json::Value::Array(v).to_string().into_bytes(),
+            );
+        }
+        if path == iu {
+            return (200, "application/dicom+json", page.to_vec());
+        }
+        (404, "text/plain", b"no such resource".to_vec())
+    });
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::bin())
+        .args([
+            "share-study",
+            "--from",
+            &fake.dicomweb(),
+            "--study",
+            STUDY,
+            "--archive-retries",
+            "0",
+            "--archive-timeout",
+            "30",
+            "--out",
+            &s(&d.path().join("study")),
+            "--sigma",
+            "20HU",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ppdenoise");
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        let hwm = std::fs::read_to_string(&status).unwrap_or_default();
+        if let Some(kb) = hwm
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut e = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+    assert!(!code.success(), "accepted: {e}");
+    assert!(
+        e.contains(&format!(
+            "GET {}{inst_url}?limit=",
+            fake.root().trim_end_matches("/dw")
+        )) && e.contains("passed this command's bound")
+            && e.contains("110000 items"),
+        "{e}"
+    );
+    assert!(peak_kb > 0, "the command's memory was never read");
+    assert!(
+        peak_kb < 512 * 1024,
+        "the command held {} MB at its peak for one page of empty items",
+        peak_kb / 1024
+    );
+    nothing_shared(d.path(), "a page of millions of empty items");
+}
+
 /// Filing six instances into an archive nobody answers (a closed port), with the default
 /// retries: the command gives up at the first instance, after its retries only (0.25 + 0.5 +
 /// 1 s), with one line naming the archive, not the same error for each instance in turn.

@@ -134,6 +134,11 @@ impl AnswerBudget {
         self.max_bytes.saturating_sub(self.bytes)
     }
 
+    /// The items still allowed.
+    pub fn items_left(&self) -> usize {
+        self.max_items.saturating_sub(self.items)
+    }
+
     /// The error for answers from `at` past the command's bound.
     pub fn over(&self, at: &str) -> anyhow::Error {
         anyhow::anyhow!(

@@ -153,7 +153,17 @@ fn list(c: &Client, url: &str, budget: &mut AnswerBudget) -> Result<Option<Vec<I
     if r.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let items: Vec<Item> = serde_json::from_slice(&r.body).map_err(|e| {
+    // Items past what the command may still take are refused as they are parsed: a page of
+    // 64 MiB of `{}` would otherwise be 22 million items, gigabytes, before any count.
+    let cap = budget.items_left();
+    let over = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(&r.body);
+    let parsed = serde::de::DeserializeSeed::deserialize(UpTo { cap, over: &over }, &mut de)
+        .and_then(|items| de.end().map(|()| items));
+    if over.get() {
+        budget.take(0, cap.saturating_add(1), &format!("GET {url}"))?;
+    }
+    let items = parsed.map_err(|e| {
         if e.is_data() {
             anyhow!("GET {url}: the answer is not a DICOM JSON list ({e})")
         } else {
@@ -162,6 +172,49 @@ fn list(c: &Client, url: &str, budget: &mut AnswerBudget) -> Result<Option<Vec<I
     })?;
     budget.take(0, items.len(), &format!("GET {url}"))?;
     Ok((!items.is_empty()).then_some(items))
+}
+
+/// A JSON list of at most `cap` items, each reduced as it is parsed; one more sets `over`
+/// and ends the parse.
+struct UpTo<'a> {
+    cap: usize,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UpTo<'_> {
+    type Value = Vec<Item>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Vec<Item>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UpTo<'_> {
+    type Value = Vec<Item>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of DICOM JSON objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Vec<Item>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element::<Item>()? {
+            if out.len() == self.cap {
+                self.over.set(true);
+                return Err(serde::de::Error::custom(
+                    "more items than the command's bound",
+                ));
+            }
+            out.push(item);
+        }
+        Ok(out)
+    }
 }
 
 /// The page a QIDO-RS list is asked in (`limit`); an archive may answer fewer, its own cap.
