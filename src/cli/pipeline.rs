@@ -85,6 +85,12 @@ pub struct SecureRun {
     /// to inspect them; by default a server cuts them once consumed.
     #[arg(long)]
     pub keep_triplets: bool,
+    /// A folder holding the keys and the model's shares of an earlier run of the same model
+    /// (`table`: the model owner shares a model once, as a deployment does, where sharing
+    /// it again per run measured its noise-range sweep each time, 7 s of a 64x64 run's 8 s).
+    /// The first run with an empty folder fills it; the job's own files stay fresh.
+    #[arg(skip)]
+    pub owner_dir: Option<PathBuf>,
 }
 
 pub fn run(a: SecureRun, json: bool) -> Result<Summary> {
@@ -535,20 +541,29 @@ fn prepare(
     save_stacked(&clean, colours, w.join("clean.png"), clean.bit_depth)?;
     let keys = w.join("keys");
     steps.start("keys for S0, S1, the receiver and the files' makers (keygen)");
-    // The servers' keys, and the receiver's file-encryption identity (keygen makes it a
-    // link key too, unused here).
-    for n in ["s0", "s1", "rx"] {
-        step(&[
-            "keygen".into(),
-            "--force".into(),
-            "--name".into(),
-            n.into(),
-            "--out-dir".into(),
-            s(&keys),
-        ])?;
+    let reused = match &a.owner_dir {
+        Some(d) if d.join(OWNER_DONE).exists() => {
+            copy_owner_files(d, w)?;
+            true
+        }
+        _ => false,
+    };
+    if !reused {
+        // The servers' keys, and the receiver's file-encryption identity (keygen makes it a
+        // link key too, unused here).
+        for n in ["s0", "s1", "rx"] {
+            step(&[
+                "keygen".into(),
+                "--force".into(),
+                "--name".into(),
+                n.into(),
+                "--out-dir".into(),
+                s(&keys),
+            ])?;
+        }
+        // The makers' signing keys (dealer, owner, gateway) and the servers' trust file.
+        signing_keys(&keys)?;
     }
-    // The makers' signing keys (dealer, owner, gateway) and the servers' trust file.
-    signing_keys(&keys)?;
     // Each server's files sealed to it, the output shares to the receiver.
     let (seal, out_to) = if a.plain_files {
         (vec![], vec![])
@@ -569,7 +584,12 @@ fn prepare(
     ];
     owner.extend(seal.iter().cloned());
     owner.extend(signed_as(&keys, Role::Owner));
-    step(&owner)?;
+    if !reused {
+        step(&owner)?;
+        if let Some(d) = &a.owner_dir {
+            keep_owner_files(w, d)?;
+        }
+    }
     Ok(Prepared {
         clean,
         noisy,
@@ -578,6 +598,47 @@ fn prepare(
         seal,
         out_to,
     })
+}
+
+/// Marks an owner folder (`SecureRun::owner_dir`) as complete.
+const OWNER_DONE: &str = "complete";
+
+/// The model owner's files of a run: the shares and public header `share-model` wrote.
+const OWNER_FILES: [&str; 3] = ["model.p0", "model.p1", "model.pub"];
+
+/// Keeps the keys and the model's shares of run folder `w` in owner folder `d`, marked
+/// complete only once every file is there.
+fn keep_owner_files(w: &std::path::Path, d: &std::path::Path) -> Result<()> {
+    copy_files(&w.join("keys"), &d.join("keys"))?;
+    for f in OWNER_FILES {
+        copy_one(&w.join(f), &d.join(f))?;
+    }
+    crate::fileio::atomic::write_bytes(&d.join(OWNER_DONE), b"")
+}
+
+/// The keys and the model's shares of owner folder `d`, into run folder `w`.
+fn copy_owner_files(d: &std::path::Path, w: &std::path::Path) -> Result<()> {
+    copy_files(&d.join("keys"), &w.join("keys"))?;
+    for f in OWNER_FILES {
+        copy_one(&d.join(f), &w.join(f))?;
+    }
+    Ok(())
+}
+
+fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for e in std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))? {
+        let e = e.with_context(|| format!("cannot list {}", from.display()))?;
+        if e.file_type()?.is_file() {
+            copy_one(&e.path(), &to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_one(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    crate::fileio::atomic::write_bytes(to, &bytes)
 }
 
 const COMPARING: &str = "comparing with the plaintext fixed-point oracle and float inference";

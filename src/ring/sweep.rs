@@ -59,12 +59,29 @@ pub type Ranges = Vec<(f64, Option<(f64, f64)>)>;
 
 /// The sweep at every span of [`CONTRASTS`].
 pub fn sweep_all(
-    denoise: impl Fn(&Array2<f64>, f64) -> (Array2<f64>, u64),
+    denoise: impl Fn(&Array2<f64>, f64) -> (Array2<f64>, u64) + Sync,
 ) -> Vec<(f64, Vec<Level>)> {
+    use rayon::prelude::*;
+    // The points are independent, each with its own seed: on every core, with the same
+    // results in the same order (the owner's `share-model` waited 7 s on one core).
+    let points: Vec<(f64, usize)> = CONTRASTS
+        .iter()
+        .flat_map(|&c| (0..LEVELS.len()).map(move |i| (c, i)))
+        .collect();
+    let levels: Vec<Level> = points
+        .par_iter()
+        .map(|&(c, i)| level_at(c, LEVELS[i], seed_of(i), &denoise))
+        .collect();
     CONTRASTS
         .iter()
-        .map(|&c| (c, sweep_at(c, &denoise)))
+        .zip(levels.chunks(LEVELS.len()))
+        .map(|(&c, l)| (c, l.to_vec()))
         .collect()
+}
+
+/// The noise seed of level `i` of [`LEVELS`], the same at every span.
+fn seed_of(i: usize) -> u64 {
+    0x5eed + i as u64
 }
 
 /// The ranges of a [`sweep_all`].
@@ -168,7 +185,7 @@ fn sweep_at(
     LEVELS
         .iter()
         .enumerate()
-        .map(|(i, &sigma)| level_at(contrast, sigma, 0x5eed + i as u64, denoise))
+        .map(|(i, &sigma)| level_at(contrast, sigma, seed_of(i), denoise))
         .collect()
 }
 

@@ -327,6 +327,17 @@ fn remove_bulky(w: &Path) {
     }
 }
 
+/// The model owners' folders of one table invocation (keys and model shares), removed
+/// before it starts and once it has finished.
+fn remove_owners(owners: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(owners) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", owners.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Images of one run, kept for the figures.
 struct Pictures {
     noisy: Array2<f64>,
@@ -341,6 +352,7 @@ fn one_run(
     input_png: &Path,
     sigma: f64,
     workdir: PathBuf,
+    owner_dir: PathBuf,
 ) -> Result<(Run, Pictures)> {
     let d = pipeline::run(
         pipeline::SecureRun {
@@ -364,6 +376,7 @@ fn one_run(
             // The table shows its own progress, over all runs.
             quiet: true,
             keep_triplets: false,
+            owner_dir: Some(owner_dir),
         },
         false,
     )
@@ -601,6 +614,9 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
     }
 
     let total = inputs.len() * sigmas.len();
+    // Shares of another build's format or another run's keys are never picked up.
+    let owners = out.join("owner");
+    remove_owners(&owners)?;
     let mut resumed = 0usize;
     // Every image's run directory and clean input first; with --resume, every existing record
     // is checked now (a foreign or damaged one is refused before hours of new runs).
@@ -662,8 +678,17 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
                         _ => {}
                     }
                     let model = models.of(j);
-                    let (run, pics) =
-                        one_run(&a, model, input, &input_png, sigma, workdir.clone())?;
+                    // The model is shared once per table, by its owner, as in a deployment.
+                    let owner_dir = owners.join(&model.blake3);
+                    let (run, pics) = one_run(
+                        &a,
+                        model,
+                        input,
+                        &input_png,
+                        sigma,
+                        workdir.clone(),
+                        owner_dir,
+                    )?;
                     if !a.keep_work {
                         remove_bulky(&workdir);
                     }
@@ -732,6 +757,9 @@ pub fn table(a: TableArgs, json: bool) -> Result<Summary> {
         }
     }
     progress.finish();
+    if !a.keep_work {
+        remove_owners(&owners)?;
+    }
     let avgs = averages(&runs, &sigmas);
     let plot = out.join("psnr_vs_sigma.png");
     let crop = match a.max_size {
