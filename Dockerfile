@@ -4,7 +4,7 @@
 #
 #   docker build -t REGISTRY/ppdenoise:TAG .
 #
-# tests/container_recipe.rs checks this recipe on machines that cannot build images: what each
+# tests/suite/house/container_recipe.rs checks this recipe on machines that cannot build images: what each
 # COPY takes exists, the binary's libraries come from the runtime stage's packages, the paths
 # and user the manifests name are the ones made here, and the same file tree assembled
 # from this machine's build runs.

@@ -14,7 +14,7 @@ endif
 
 .PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
 
-# tests/read_once.rs counts the opens of each input file with strace (a system package).
+# tests/suite/files/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
 TOOLS += install-strace
 endif
@@ -51,7 +51,7 @@ test: tools dicom-testdata graph-fixtures orthanc
 	PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --no-fail-fast
 	PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
 
-# The hospital's archive at both ends (tests/pacs.rs, docs/pacs.md): a real Orthanc with its
+# The hospital's archive at both ends (tests/suite/archive/pacs.rs, docs/pacs.md): a real Orthanc with its
 # DICOMweb plugin, from the distribution's packages when missing (root, as CI runs), started by
 # each test on free ports with its own configuration and stopped after; about 40 s on 2 cores.
 # `make test` runs the same tests, which skip with a line where apt could not install Orthanc;
@@ -61,31 +61,31 @@ export ORTHANC_DICOMWEB_PLUGIN
 orthanc:
 	@if command -v Orthanc >/dev/null 2>&1 && test -f $(ORTHANC_DICOMWEB_PLUGIN); then :; else \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb; } \
-	  || echo "Orthanc could not be installed from the distribution's packages: tests/pacs.rs skips"; fi
-	@# curl: docs/pacs.md's push through Orthanc's REST API, which tests/pacs.rs runs as written.
+	  || echo "Orthanc could not be installed from the distribution's packages: tests/suite/archive/pacs.rs skips"; fi
+	@# curl: docs/pacs.md's push through Orthanc's REST API, which tests/suite/archive/pacs.rs runs as written.
 	@if command -v curl >/dev/null 2>&1; then :; else \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; } \
-	  || echo "curl could not be installed from the distribution's packages: tests/pacs.rs skips the page's commands"; fi
-	@# dcmtk's storescu: an archive pushing into `ppdenoise receive` (tests/pacs.rs).
+	  || echo "curl could not be installed from the distribution's packages: tests/suite/archive/pacs.rs skips the page's commands"; fi
+	@# dcmtk's storescu: an archive pushing into `ppdenoise receive` (tests/suite/archive/pacs.rs).
 	@if command -v storescu >/dev/null 2>&1; then :; else \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk; } \
-	  || echo "dcmtk could not be installed from the distribution's packages: tests/pacs.rs skips its test"; fi
+	  || echo "dcmtk could not be installed from the distribution's packages: tests/suite/archive/pacs.rs skips its test"; fi
 
 pacs-test: tools dicom-testdata orthanc
-	PPDENOISE_PACS_REQUIRED=1 PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --test pacs -- --nocapture
+	PPDENOISE_PACS_REQUIRED=1 PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --test suite -- --nocapture archive::pacs::
 
-# Fault injection with real processes (tests/faults.rs, docs/security.md): servers killed,
+# Fault injection with real processes (tests/suite/stress/faults.rs, docs/security.md): servers killed,
 # the link cut, output disks that fail, damaged and swapped files; one line per scenario and
 # the counts (about a minute on 2 cores).
 faults: tools
-	$(CARGO) test --release --test faults -- --ignored --nocapture
+	$(CARGO) test --release --test suite -- --ignored --nocapture stress::faults::
 
-# The soak (tests/soak.rs, docs/security.md): SOAK_JOBS consecutive small jobs through one
+# The soak (tests/suite/stress/soak.rs, docs/security.md): SOAK_JOBS consecutive small jobs through one
 # server pair's state dirs, both engines and model families, a fault in every ten, each job
 # exact; prints the servers' memory and open files across the run.
 SOAK_JOBS ?= 200
 soak: tools
-	PPDENOISE_SOAK_JOBS=$(SOAK_JOBS) $(CARGO) test --release --test soak -- --ignored --nocapture
+	PPDENOISE_SOAK_JOBS=$(SOAK_JOBS) $(CARGO) test --release --test suite -- --ignored --nocapture stress::soak::
 
 # Coverage-guided fuzzing (scripts/fuzz-afl.sh, docs/security.md): every parser target of
 # tests/fuzz.rs as an afl++ campaign of FUZZ_SECS seconds, FUZZ_JOBS at once, built by
@@ -116,7 +116,7 @@ lint: tools
 clippy: tools
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-# DICOM inputs the tests read (tests/dicom.rs): pydicom's own test files (the PyPI wheel ships
+# DICOM inputs the tests read (tests/suite/images/dicom.rs): pydicom's own test files (the PyPI wheel ships
 # them: big endian, deflated, RLE, JPEG 2000, JPEG-LS, 12-bit JPEG, padded pixel data), and
 # 8- and 12-bit JPEG 2000 files made by scripts/make-dicom-testdata.py with OpenJPEG, all in
 # .venv-dicom and out/dicom-testdata. Pinned versions; PyPI only.
@@ -131,7 +131,7 @@ out/dicom-testdata/.ok: scripts/make-dicom-testdata.py | .venv-dicom/.ok
 	.venv-dicom/bin/python scripts/make-dicom-testdata.py out/dicom-testdata
 	touch $@
 
-# CNN graphs' float reference (tests/graph_float.rs, docs/graph.md): small fixture graphs
+# CNN graphs' float reference (tests/suite/models/graph_float.rs, docs/graph.md): small fixture graphs
 # written with the onnx helper API by scripts/make-graph-fixtures.py and run by onnxruntime,
 # in .venv-onnxrt and out/graph-fixtures. Pinned versions; PyPI only (no torch: too big).
 graph-fixtures: out/graph-fixtures/.ok
@@ -147,11 +147,11 @@ out/graph-fixtures/.ok: scripts/make-graph-fixtures.py | .venv-onnxrt/.ok
 
 # The same four shapes exported by PyTorch itself (torch.onnx.export, scripts/
 # make-torch-graph-fixtures.py), as a hospital's training code would write them, through
-# tests/torch_graphs.rs: float against PyTorch's own outputs, secure == oracle on both
+# tests/suite/models/torch_graphs.rs: float against PyTorch's own outputs, secure == oracle on both
 # engines. PyTorch from PyPI in out/.venv-torch (the venv `make bench-plain` uses; several
 # GB, so not part of `make test`); a few minutes the first time, about a minute after.
 torch-graphs: build out/torch-graph-fixtures/.ok
-	$(CARGO) test --release --test torch_graphs -- --ignored --nocapture
+	$(CARGO) test --release --test suite -- --ignored --nocapture models::torch_graphs::
 
 out/.venv-torch/.graphs-ok: Makefile
 	test -x out/.venv-torch/bin/pip || { python3 -m venv out/.venv-torch || { rm -rf out/.venv-torch; exit 1; }; }
@@ -297,15 +297,15 @@ dicom-table: build dicom-testdata .venv-bm3d/.dicom-ok $(if $(wildcard $(FFDNET)
 	touch $@
 
 # PyTorch and ONNX (torch, onnx, onnxscript, safetensors from PyPI: a few GB), only to remake
-# the committed fixtures of tests/onnx.rs (fixtures/onnx/), and out/dncnn/s25.onnx and
+# the committed fixtures of tests/suite/models/onnx.rs (fixtures/onnx/), and out/dncnn/s25.onnx and
 # out/ffdnet/clip.onnx: the authors' DnCNN-S and FFDNet weights as PyTorch modules exported to
-# ONNX; `make onnx-dncnn` then runs the two tests of tests/onnx.rs (ignored by `make test`)
+# ONNX; `make onnx-dncnn` then runs the two tests of tests/suite/models/onnx.rs (ignored by `make test`)
 # that check them against the .npz imports.
 onnx-fixtures: | .venv-onnx/.ok
 	.venv-onnx/bin/python scripts/make-onnx-fixtures.py
 
 onnx-dncnn: tools out/dncnn/s25.onnx out/ffdnet/clip.onnx
-	$(CARGO) test --release --test onnx -- --ignored through_pytorch_onnx
+	$(CARGO) test --release --test suite -- --ignored models::onnx::
 
 out/dncnn/s25.onnx: out/dncnn/s25.npz | .venv-onnx/.ok
 	.venv-onnx/bin/python scripts/make-onnx-fixtures.py --dncnn-npz $< --out $@
@@ -355,7 +355,7 @@ bench-plain: build $(PLAIN_MODEL)
 # boolean shares) through the circuits the pipeline runs (tanh* selection, ReLU), zero off by
 # an ulp.
 rescaling-10m: tools
-	$(CARGO) test --release --test rescaling -- --ignored --nocapture ten_million
+	$(CARGO) test --release --test suite -- --ignored --nocapture oracle::rescaling::ten_million
 
 # One CNN job as 1, 2 and 4 tiles (all pairs at once here, and each tile alone), the halo's
 # extra rows, and a 200-slice study projected on 1-128 server pairs, with its figure

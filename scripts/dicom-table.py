@@ -5,7 +5,7 @@
 
 pydicom's CT_small (HU = stored - 1024) becomes a series of N noisy slices at each of 10, 20
 and 40 HU (scripts/noisy-series.py's rule), denoised with `BIN denoise --arith fixed` (the
-fixed-point oracle, bit for bit what the secure path writes: tests/medical.rs checks it) in
+fixed-point oracle, bit for bit what the secure path writes: tests/suite/studies/medical.rs checks it) in
 the default window (-1024:3071 HU) with the shipped MLP and, when given, FFDNet-Clip, with
 the known sigma and with `--sigma auto`; BM3D (PyPI's bm3d, in the clear, known sigma) on
 the same slices in the same window. Prints a Markdown table of the mean RMSE in HU against

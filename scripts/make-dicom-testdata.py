@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""DICOM inputs for tests/dicom.rs that need an encoder no Rust crate here has.
+"""DICOM inputs for tests/suite/images/dicom.rs that need an encoder no Rust crate here has.
 
 Writes, into the folder given (default out/dicom-testdata):
   j2k8-ref.dcm, j2k8-lossless.dcm, j2k8-lossy.dcm     an 8-bit grayscale image, uncompressed
                                                      and in both JPEG 2000 syntaxes
   j2k8-lossy-openjpeg.dcm                            the lossy one as OpenJPEG decodes it
   j2k12-ref.dcm, j2k12-lossless.dcm                  the same for 12 bits stored in 16
-  colour/                                            colour references (tests/colour_dicom.rs):
+  colour/                                            colour references (tests/suite/images/colour_dicom.rs):
     made-*.dcm                                       colour forms pydicom's files lack: RGB
                                                      planar configuration 1, YBR_FULL native,
                                                      YBR_ICT (lossy) and YBR_RCT (8 and 16

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the CNN-graph fixtures of tests/graph_float.rs (issue 47, docs/graph.md) into the
+"""Writes the CNN-graph fixtures of tests/suite/models/graph_float.rs (issue 47, docs/graph.md) into the
 folder given: small networks built with the `onnx` helper API (random weights, fixed seed)
 in the shapes of the denoisers the issue names, and onnxruntime's outputs on fixed inputs at
 two image sizes (reference.npz: NAME_x0, NAME_y0, NAME_x1, NAME_y1, float64 H x W).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the PyTorch fixtures of tests/onnx.rs into fixtures/onnx/: tiny denoisers of the
+"""Writes the PyTorch fixtures of tests/suite/models/onnx.rs into fixtures/onnx/: tiny denoisers of the
 three families made with torch, exported by torch.onnx.export and saved by
 safetensors.torch.save_file, and what torch's own forward gives on fixed inputs.
 
@@ -93,7 +93,7 @@ def export(model, args, path, names, dynamo=False, **kw):
                       opset_version=18 if dynamo else 17, dynamo=dynamo, **extra, **kw)
     if dynamo:
         # The dynamo exporter writes a stack trace with this machine's paths into each node;
-        # nothing committed may name a machine's paths (tests/no_machine_paths.rs).
+        # nothing committed may name a machine's paths (tests/suite/house/no_machine_paths.rs).
         strip = os.path.join(os.path.dirname(os.path.abspath(__file__)), "strip-onnx-metadata.py")
         subprocess.run([sys.executable, strip, tmp], check=True)
     os.replace(tmp, path)

@@ -7,7 +7,7 @@ torch is needed) with PyTorch's naming of an nn.Sequential state dict under a pr
 (`net.0.weight`, `net.0.bias`, `net.2.weight`, ...: the activations at odd indices hold no
 tensors), weights out x in, float32, and the settings as `__metadata__` strings. The .npz
 holds the same float32 values under ppdenoise's own names (W1, b1, ...) and the settings as
-scalars. tests/safetensors.rs checks that both load to the same model, bit for bit.
+scalars. tests/suite/models/safetensors.rs checks that both load to the same model, bit for bit.
 
     python3 -m venv .venv-st && .venv-st/bin/pip install numpy safetensors
     .venv-st/bin/python scripts/make-safetensors-fixture.py

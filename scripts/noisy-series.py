@@ -7,7 +7,7 @@ Slice i (1..N) is SOURCE with white Gaussian noise of S *stored values* added (n
 default_rng([K, i])), rounded and clipped to the stored range, as a slice of one new series:
 InstanceNumber i, ImagePositionPatient moved i mm along the slice normal, new SOP Instance
 and Series Instance UIDs, written uncompressed (explicit VR little endian). The tests
-(tests/medical.rs) and `make dicom-table` make their series with it from pydicom's CT_small
+(tests/suite/studies/medical.rs) and `make dicom-table` make their series with it from pydicom's CT_small
 and MR_small; nothing it writes is committed.
 """
 import argparse

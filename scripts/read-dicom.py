@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What an independent reader, pydicom, sees of a DICOM file ppdenoise wrote: one line of
 JSON with the derived-series attributes and the stored pixel values (per frame for a
-multi-frame file). tests/dicom.rs runs it in .venv-dicom (`make dicom-testdata`)."""
+multi-frame file). tests/suite/images/dicom.rs runs it in .venv-dicom (`make dicom-testdata`)."""
 import json
 import sys
 

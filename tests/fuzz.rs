@@ -70,6 +70,7 @@ use ppdenoise::twopc::protocol::{self, JobInputs};
 
 #[path = "fuzz/afl.rs"]
 mod afl_campaign;
+#[path = "suite/common/mod.rs"]
 mod common;
 
 /// Largest single allocation a parser may make on these tiny inputs (the biggest valid file
@@ -856,7 +857,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
         parse: Box::new(|f, _| ppdenoise::model::mlp::Model::load(f).outcome()),
     });
     // Models exported from PyTorch: ONNX graphs of each family, and CNN state dicts (the
-    // fixtures of tests/onnx.rs). The input's name does not end in .onnx, so the reader is
+    // fixtures of tests/suite/models/onnx.rs). The input's name does not end in .onnx, so the reader is
     // called directly.
     t.push(Target {
         name: "model .onnx (MLP, DnCNN, FFDNet)",

@@ -4,7 +4,7 @@
 ppdenoise's float path and its fixed-point oracle share their patch layout, padding and
 aggregation code with the secure protocol, so "secure == oracle" cannot see a mistake there.
 This writes what train.py -- the code the model was trained and evaluated with -- makes of a
-small synthetic noisy image, for a Rust test to compare with (tests/foundations.rs,
+small synthetic noisy image, for a Rust test to compare with (tests/suite/models/foundations.rs,
 `float_path_matches_train_py_reference`). The image is 37 wide and 41 high, not symmetric,
 so a transposed patch or image layout cannot pass.
 

@@ -1,6 +1,6 @@
 //! Float inference of a CNN graph ([`crate::model::graph`]): each node in order, on
 //! channel-major maps, in f64, with every op as ONNX defines it (onnxruntime is the reference:
-//! tests/graph_float.rs). Direct loops, parallel over output channels, but for the
+//! tests/suite/models/graph_float.rs). Direct loops, parallel over output channels, but for the
 //! convolutions, which run as matrix products (`conv_gemm`); the fixed-point oracle keeps
 //! the direct loops.
 //! The linear kernels are generic over [`Scalar`], so that the fixed-point oracle runs the
@@ -144,7 +144,7 @@ pub fn eval(op: &Op, ins: &[&Map]) -> Map {
 
 /// A conv (plain or transposed) in float: im2col and ndarray's product
 /// ([`super::conv_gemm`]), then its biases. The same sums as the direct loops, in another
-/// order (tests/graph_float.rs holds both to onnxruntime's).
+/// order (tests/suite/models/graph_float.rs holds both to onnxruntime's).
 fn conv_float(c: &ConvOp, x: &Map) -> Map {
     use ndarray::linalg::general_mat_mul;
     use ndarray::{ArrayView2, ArrayViewMut2};

@@ -733,7 +733,7 @@ mod tests {
     /// Issue 31, item 2: a CNN whose hidden layers span two row blocks of the protocol
     /// (64 channels at 96 x 96: 75 rows, then 21). The parallel oracle equals the serial one
     /// block by block, and a block put one row off, in either block of either layer, changes
-    /// the output: the bit-exact comparison of tests/cnn_pipeline.rs's multi-block run would
+    /// the output: the bit-exact comparison of tests/suite/secure/cnn_pipeline.rs's multi-block run would
     /// see such a fault.
     #[test]
     fn a_block_one_row_off_changes_a_multi_block_output() {

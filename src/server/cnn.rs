@@ -233,7 +233,7 @@ mod tests {
     /// The secure CNN job (`twopc::cnn::run` on the dealer's randomness) on a network whose
     /// hidden layers span two row blocks (64 channels at 96 x 96), in process, boolean engine: the output is the oracle's bit for bit, and
     /// with block 0 put one row too low (`twopc::cnn::shift_first_block`) it is not. The same job through
-    /// real processes on both engines is tests/cnn_pipeline.rs's multi-block test.
+    /// real processes on both engines is tests/suite/secure/cnn_pipeline.rs's multi-block test.
     #[test]
     fn a_block_put_one_row_off_breaks_the_multi_block_job() {
         let meta = CnnMeta {

@@ -1,0 +1,4 @@
+//! Fault injection and the soak, real processes (ignored by default: make faults, make soak).
+
+mod faults;
+mod soak;
