@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test slurm-packages k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/suite/files/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -370,6 +370,11 @@ bench-tiles: build
 # cluster is stopped afterwards (scripts/slurm-test.sh, docs/scale-out.md). A few minutes.
 slurm-test: build
 	scripts/slurm-test.sh
+
+# Slurm's packages alone (what `make slurm-test` installs when missing), for CI to fetch them
+# while it compiles.
+slurm-packages:
+	scripts/slurm-cluster.sh install
 
 # The Kubernetes manifests in k8s/ against the Kubernetes schema (PyPI's kubernetes-validate in
 # its own venv under out/): not part of `make test`, it needs PyPI.

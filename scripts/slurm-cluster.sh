@@ -2,6 +2,7 @@
 # A throw-away single-node Slurm cluster on this machine, for `make slurm-test`.
 #
 #   scripts/slurm-cluster.sh up      install (if missing) and start munged, slurmctld, slurmd
+#   scripts/slurm-cluster.sh install install slurm-wlm and munge (if missing) only
 #   scripts/slurm-cluster.sh down    stop what `up` started (by its pid files)
 #   scripts/slurm-cluster.sh env     print the `export SLURM_CONF=...` line for clients
 #   scripts/slurm-cluster.sh status  sinfo, squeue
@@ -227,11 +228,12 @@ down() {
 
 case ${1:-} in
 up) up ;;
+install) install_packages ;;
 down) down ;;
 env) echo "export SLURM_CONF=$CONF" ;;
 status) SLURM_CONF=$CONF sinfo && SLURM_CONF=$CONF squeue ;;
 *)
-    echo "usage: $0 up|down|env|status" >&2
+    echo "usage: $0 up|install|down|env|status" >&2
     exit 2
     ;;
 esac
