@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test slurm-packages k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test test-build fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test slurm-packages k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/suite/files/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -50,6 +50,10 @@ readme-figure: build
 test: tools dicom-testdata graph-fixtures orthanc
 	PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --no-fail-fast
 	PPDENOISE_FIXTURES_REQUIRED=1 $(CARGO) test --release --test fuzz -- --ignored --nocapture fuzz_every_parser
+
+# Every target `make test` runs, built only (CI builds them while the fixtures are fetched).
+test-build: tools
+	$(CARGO) test --release --no-run
 
 # The hospital's archive at both ends (tests/suite/archive/pacs.rs, docs/pacs.md): a real Orthanc with its
 # DICOMweb plugin, from the distribution's packages when missing (root, as CI runs), started by
