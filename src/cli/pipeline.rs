@@ -587,7 +587,9 @@ fn prepare(
     if !reused {
         step(&owner)?;
         if let Some(d) = &a.owner_dir {
-            keep_owner_files(w, d)?;
+            // Marked complete only once every file is there.
+            copy_owner_files(w, d)?;
+            crate::fileio::atomic::write_bytes(&d.join(OWNER_DONE), b"")?;
         }
     }
     Ok(Prepared {
@@ -606,39 +608,28 @@ const OWNER_DONE: &str = "complete";
 /// The model owner's files of a run: the shares and public header `share-model` wrote.
 const OWNER_FILES: [&str; 3] = ["model.p0", "model.p1", "model.pub"];
 
-/// Keeps the keys and the model's shares of run folder `w` in owner folder `d`, marked
-/// complete only once every file is there.
-fn keep_owner_files(w: &std::path::Path, d: &std::path::Path) -> Result<()> {
-    copy_files(&w.join("keys"), &d.join("keys"))?;
-    for f in OWNER_FILES {
-        copy_one(&w.join(f), &d.join(f))?;
-    }
-    crate::fileio::atomic::write_bytes(&d.join(OWNER_DONE), b"")
-}
-
-/// The keys and the model's shares of owner folder `d`, into run folder `w`.
-fn copy_owner_files(d: &std::path::Path, w: &std::path::Path) -> Result<()> {
-    copy_files(&d.join("keys"), &w.join("keys"))?;
-    for f in OWNER_FILES {
-        copy_one(&d.join(f), &w.join(f))?;
-    }
-    Ok(())
-}
-
-fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    for e in std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))? {
-        let e = e.with_context(|| format!("cannot list {}", from.display()))?;
+/// Copies the keys and the model's shares of folder `from` into folder `to`, each written
+/// atomically over what a run before left there.
+fn copy_owner_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let (keys_from, keys_to) = (from.join("keys"), to.join("keys"));
+    std::fs::create_dir_all(&keys_to)
+        .with_context(|| format!("cannot create {}", keys_to.display()))?;
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&keys_from)
+        .with_context(|| format!("cannot list {}", keys_from.display()))?
+    {
+        let e = e.with_context(|| format!("cannot list {}", keys_from.display()))?;
         if e.file_type()?.is_file() {
-            copy_one(&e.path(), &to.join(e.file_name()))?;
+            files.push((e.path(), keys_to.join(e.file_name())));
         }
     }
+    files.extend(OWNER_FILES.map(|f| (from.join(f), to.join(f))));
+    for (src, dst) in files {
+        let bytes =
+            std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+        crate::fileio::atomic::write_bytes(&dst, &bytes)?;
+    }
     Ok(())
-}
-
-fn copy_one(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
-    crate::fileio::atomic::write_bytes(to, &bytes)
 }
 
 const COMPARING: &str = "comparing with the plaintext fixed-point oracle and float inference";
