@@ -164,21 +164,8 @@ impl Serving {
     /// system cannot lock files: the slice is then served without a record.
     pub fn take(dir: &Path, i: usize, p: u8) -> Result<Option<Serving>> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = slice_file(dir, i, "serving", p);
-        // Not through a symlink someone who can write the folder planted: its target would
-        // be truncated and written.
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .with_context(|| format!("{}: cannot open (a symlink is refused)", path.display()))?;
-        if !f.metadata().is_ok_and(|m| m.is_file()) {
-            bail!("{}: is not a regular file", path.display());
-        }
+        let mut f = open_record(&path, true)?;
         let mut tries = 0;
         loop {
             match f.try_lock() {
@@ -242,23 +229,32 @@ impl Drop for Serving {
 /// Who serves slice `i` as server `p` now (what its record says), if a live process holds
 /// the record: none when there is no record, or one whose process has gone.
 pub fn serving_now(dir: &Path, i: usize, p: u8) -> Option<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = slice_file(dir, i, "serving", p);
-    // Neither through a symlink nor blocking on a FIFO planted in its place; a regular
-    // file only, read from this same handle.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
+    let f = open_record(&slice_file(dir, i, "serving", p), false).ok()?;
     // A shared lock, let go at once: refused only while a server holds the record.
     match f.try_lock_shared() {
         Err(std::fs::TryLockError::WouldBlock) => Some(who(&f, p)),
         _ => None,
     }
+}
+
+/// Serving record `path`, to write (made when missing) or only to read: never through a
+/// symlink someone who can write the folder planted (its target would be truncated and
+/// written), never blocking on a FIFO in its place; a regular file only, used through this
+/// one handle.
+fn open_record(path: &Path, write: bool) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(write)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("{}: cannot open (a symlink is refused)", path.display()))?;
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        bail!("{}: is not a regular file", path.display());
+    }
+    Ok(f)
 }
 
 /// What serving record `f` says of its process, bounded and in printable ASCII only (it is
