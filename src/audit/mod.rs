@@ -163,6 +163,11 @@ fn hash(path: &Path) -> Option<String> {
     // (relative name, what it is: a file's blake3 or a link's target)
     let mut found: Vec<(String, String)> = Vec::new();
     let mut bytes = 0u64;
+    // Counts `len` more bytes to read: false past the bound.
+    let mut within = |len: u64| {
+        bytes = bytes.saturating_add(len);
+        bytes <= MAX_BYTES
+    };
     let mut stack = vec![path.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).ok()? {
@@ -182,8 +187,7 @@ fn hash(path: &Path) -> Option<String> {
                 // within the same byte bound. A link to a folder is never entered.
                 let what = match std::fs::metadata(&p) {
                     Ok(m) if m.is_file() => {
-                        bytes = bytes.saturating_add(m.len());
-                        if bytes > MAX_BYTES {
+                        if !within(m.len()) {
                             return None;
                         }
                         format!("link:{}:{}", to.to_string_lossy(), hash_file(&p)?)
@@ -192,8 +196,7 @@ fn hash(path: &Path) -> Option<String> {
                 };
                 found.push((rel()?, what));
             } else if t.is_file() {
-                bytes = bytes.saturating_add(e.metadata().ok()?.len());
-                if bytes > MAX_BYTES {
+                if !within(e.metadata().ok()?.len()) {
                     return None;
                 }
                 found.push((rel()?, hash_file(&p)?));
