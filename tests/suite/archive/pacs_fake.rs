@@ -439,6 +439,13 @@ fn a_series_longer_than_the_archives_page_is_fetched_whole() {
 /// `share-study --from ARCHIVE --study STUDY` as [`share`], with `extra` options and the
 /// environment `env`.
 fn share_with(dir: &Path, from: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    share_command(dir, from, extra, env)
+        .output()
+        .expect("run ppdenoise")
+}
+
+/// The command [`share_with`] runs.
+fn share_command(dir: &Path, from: &str, extra: &[&str], env: &[(&str, &str)]) -> Command {
     let out = s(&dir.join("study"));
     let mut c = Command::new(common::bin());
     c.arg("--json").args([
@@ -461,7 +468,7 @@ fn share_with(dir: &Path, from: &str, extra: &[&str], env: &[(&str, &str)]) -> O
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run ppdenoise")
+    c
 }
 
 fn stderr(o: &Output) -> String {
@@ -677,23 +684,7 @@ fn a_page_of_millions_of_empty_items_is_refused_as_it_is_parsed() {
         (404, "text/plain", b"no such resource".to_vec())
     });
     let d = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::bin())
-        .args([
-            "share-study",
-            "--from",
-            &fake.dicomweb(),
-            "--study",
-            STUDY,
-            "--archive-retries",
-            "0",
-            "--archive-timeout",
-            "30",
-            "--out",
-            &s(&d.path().join("study")),
-            "--sigma",
-            "20HU",
-            "--quiet",
-        ])
+    let mut child = share_command(d.path(), &fake.dicomweb(), &[], &[])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
