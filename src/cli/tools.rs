@@ -190,7 +190,7 @@ pub fn run_graph(
 ) -> Result<(ndarray::Array2<f64>, u64)> {
     Ok(match arith {
         Arith::Float => (
-            g.denoise_float(&noisy.pixels, pre)
+            g.denoise_float(&noisy.pixels, pre, &[])
                 .map_err(anyhow::Error::msg)?,
             0,
         ),
@@ -198,7 +198,7 @@ pub fn run_graph(
         Arith::Fixed => {
             let plan =
                 crate::ring::graph::GraphPlan::from_graph(g, params).map_err(anyhow::Error::msg)?;
-            crate::ring::graph::denoise(&plan, &noisy.pixels, pre)
+            crate::ring::graph::denoise(&plan, &noisy.pixels, &[], pre)
         }
     })
 }
@@ -325,10 +325,10 @@ impl Runner {
                 g.padded_size(h, w)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
                 Ok(match arith {
-                    Arith::Fixed => crate::ring::graph::denoise(plan, &noisy.pixels, &pre),
+                    Arith::Fixed => crate::ring::graph::denoise(plan, &noisy.pixels, &[], &pre),
                     _ => {
                         let out = g
-                            .denoise_float(&noisy.pixels, &pre)
+                            .denoise_float(&noisy.pixels, &pre, &[])
                             .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
                         (out, 0)
                     }

@@ -10,7 +10,7 @@ use ndarray::Array2;
 use rayon::prelude::*;
 
 use crate::model::cnn::{denormalize, normalize};
-use crate::model::graph::{ConvOp, Coords, Graph, Interp, Op, Resize, Rounding, Window};
+use crate::model::graph::{ConvOp, Coords, Graph, Inputs, Interp, Op, Resize, Rounding, Window};
 use crate::model::preprocess::Preprocess;
 
 use super::map::tap;
@@ -19,9 +19,10 @@ pub use super::map::{
 };
 
 impl Graph {
-    /// The graph's output on a normalised one-channel input (h x w, row-major), whose sides
-    /// must be multiples of the total stride ([`Graph::padded_size`]). Each tensor is dropped
-    /// after its last reader.
+    /// The graph's output on a normalised input: the image's planes (h x w each, row-major),
+    /// then the noise map's channels at its block, sides multiples of the total stride
+    /// ([`Graph::padded_size`], [`Inputs::pad`]). Each tensor is dropped after its last
+    /// reader.
     pub fn run_float(&self, input: &[f64], h: usize, w: usize) -> Result<Map, String> {
         self.run_float_each(input, h, w, |_, _| {})
     }
@@ -35,7 +36,7 @@ impl Graph {
         w: usize,
         mut each: impl FnMut(usize, &Map),
     ) -> Result<Map, String> {
-        if self.padded_size(h, w)? != (h, w) || input.len() != h * w {
+        if self.padded_size(h, w)? != (h, w) || input.len() != self.inputs().len(h, w) {
             return Err(format!(
                 "{} values for a {h} x {w} input whose sides are not multiples of the total \
                  stride {:?}",
@@ -50,13 +51,13 @@ impl Graph {
         }
         last[self.output] = usize::MAX;
         let mut maps: Vec<Option<Map>> = vec![None; n];
-        maps[0] = Some(Map {
-            c: 1,
-            h,
-            w,
-            v: input.to_vec(),
-        });
+        for (at, m) in input_maps(self.inputs(), input, h, w) {
+            maps[at] = Some(m);
+        }
         for (i, node) in self.nodes.iter().enumerate().skip(1) {
+            if maps[i].is_some() {
+                continue;
+            }
             let ins: Vec<&Map> = node
                 .inputs
                 .iter()
@@ -74,23 +75,35 @@ impl Graph {
         Ok(maps[self.output].take().expect("the output is kept"))
     }
 
-    /// Float denoising of a noisy image (0..255): normalised as `pre` says, padded by
-    /// repeating its last row and column to a multiple of the total stride, run, cropped and
-    /// put back on the 0..255 scale (not clipped).
+    /// Float denoising of a noisy image (0..255; a colour one's planes stacked, (C h) x w)
+    /// and its noise map (the map's channels at [`crate::model::graph::MapInput::dims`];
+    /// empty without one): normalised as `pre` says, padded as [`Inputs::pad`] says,
+    /// run, cropped and put back on the 0..255 scale (not clipped).
     pub fn denoise_float(
         &self,
         image: &Array2<f64>,
         pre: &Preprocess,
+        map: &[f64],
     ) -> Result<Array2<f64>, String> {
-        let (h, w) = image.dim();
+        let (rows, w) = image.dim();
+        let h = rows / self.colours;
         let (ph, pw) = self.padded_size(h, w)?;
-        let input: Vec<f64> = (0..ph)
-            .flat_map(|y| (0..pw).map(move |x| (y.min(h - 1), x.min(w - 1))))
-            .map(|p| normalize(pre, image[p]))
+        let input: Vec<f64> = image
+            .iter()
+            .map(|&p| normalize(pre, p))
+            .chain(map.iter().copied())
             .collect();
-        let out = self.run_float(&input, ph, pw)?;
-        Ok(Array2::from_shape_fn((h, w), |(y, x)| {
-            denormalize(pre, out.v[y * pw + x])
+        let inputs = self.inputs();
+        if input.len() != inputs.len(h, w) {
+            return Err(format!(
+                "a noise map of {} values for a {h} x {w} image ({} expected)",
+                map.len(),
+                inputs.len(h, w) - self.colours * h * w
+            ));
+        }
+        let out = self.run_float(&inputs.pad(&input, (h, w), (ph, pw)), ph, pw)?;
+        Ok(Array2::from_shape_fn((rows, w), |(y, x)| {
+            denormalize(pre, out.v[((y / h) * ph + y % h) * pw + x])
         }))
     }
 
@@ -101,12 +114,47 @@ impl Graph {
     }
 }
 
+/// A padded input (image planes, then the map's channels: [`Inputs::pad`]) as the maps of
+/// the tensors that hold it: tensor 0 the image's planes of h x w, and the map's tensor when
+/// there is one.
+pub fn input_maps<T: Scalar>(
+    inputs: Inputs,
+    input: &[T],
+    h: usize,
+    w: usize,
+) -> Vec<(usize, Map<T>)> {
+    let colours = inputs.colours;
+    let (image, rest) = input.split_at(colours * h * w);
+    let mut out = vec![(
+        0,
+        Map {
+            c: colours,
+            h,
+            w,
+            v: image.to_vec(),
+        },
+    )];
+    if let Some(m) = inputs.map {
+        let (at, c, b) = (m.node, m.channels, m.block);
+        out.push((
+            at,
+            Map {
+                c,
+                h: h / b,
+                w: w / b,
+                v: rest.to_vec(),
+            },
+        ));
+    }
+    out
+}
+
 /// One node's output from its inputs' maps (the fixed-point oracle's tests apply it to the
 /// oracle's own decoded inputs, to hold each step to its own rounding).
 pub fn eval(op: &Op, ins: &[&Map]) -> Map {
     let x = ins[0];
     match op {
-        Op::Input => unreachable!("node 0 is the input"),
+        Op::Input | Op::NoiseMap { .. } => unreachable!("the inputs are given"),
         Op::Conv(c) => conv_float(c, x),
         Op::Add => zip(x, ins[1], |a, b| a + b),
         Op::Sub => zip(x, ins[1], |a, b| a - b),

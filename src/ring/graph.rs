@@ -23,7 +23,7 @@ use ndarray::Array2;
 use crate::inference::graph::{self as kern, Map};
 use crate::model::cnn::{denormalize, normalize};
 use crate::model::graph::reach::Reach;
-use crate::model::graph::{ConvOp, Graph, Interp, Op, Resize, Window};
+use crate::model::graph::{ConvOp, Graph, Inputs, Interp, MapInput, Op, Resize, Window};
 use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::CnnFixed;
 use crate::ring::fixed::{bits_signed, decode, encode, low_bits, out_of_range, relu_trunc};
@@ -33,7 +33,15 @@ use self::uses::per_channel;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
-    Input,
+    /// The image's planes (step 0).
+    Input {
+        channels: usize,
+    },
+    /// The noise map: `channels` planes at 1/`block` of the image's resolution.
+    NoiseMap {
+        channels: usize,
+        block: usize,
+    },
     /// floor(x / 2^sh), kept as a signed k-bit value: the exact rescaling circuit.
     Trunc {
         sh: u32,
@@ -130,7 +138,9 @@ impl GraphPlan {
         let mut b = Builder {
             p: params,
             steps: vec![Step {
-                kind: Kind::Input,
+                kind: Kind::Input {
+                    channels: g.colours,
+                },
                 inputs: vec![],
                 scale: params.s,
             }],
@@ -176,6 +186,44 @@ impl GraphPlan {
     /// signed out_bits range (plain values only).
     pub fn output_of(&self, out: &mut Map<u64>) -> u64 {
         crate::ring::fixed::hold_at_top(&mut out.v, self.out_shift())
+    }
+
+    /// Planes of the image it takes and gives.
+    pub fn colours(&self) -> usize {
+        match self.steps[0].kind {
+            Kind::Input { channels } => channels,
+            _ => unreachable!("step 0 is the input"),
+        }
+    }
+
+    /// What its input holds (the map's node: its step).
+    pub fn inputs(&self) -> Inputs {
+        let map = self
+            .steps
+            .iter()
+            .enumerate()
+            .find_map(|(node, st)| match st.kind {
+                Kind::NoiseMap { channels, block } => Some(MapInput {
+                    node,
+                    channels,
+                    block,
+                }),
+                _ => None,
+            });
+        Inputs {
+            colours: self.colours(),
+            map,
+        }
+    }
+
+    /// A padded input ([`Inputs::len`] values) as the maps of the steps that hold it.
+    pub fn input_maps<T: kern::Scalar>(
+        &self,
+        input: &[T],
+        h: usize,
+        w: usize,
+    ) -> Vec<(usize, Map<T>)> {
+        kern::input_maps(self.inputs(), input, h, w)
     }
 
     /// Rescaling circuits the plan placed (each a circuit run per value of its map).
@@ -248,6 +296,9 @@ impl Builder {
         let enc = |v: &[f64], f: u32| v.iter().map(|&x| encode(x, f)).collect::<Vec<u64>>();
         match op {
             Op::Input => unreachable!("node 0 only"),
+            &Op::NoiseMap { channels, block } => {
+                self.push(Kind::NoiseMap { channels, block }, vec![], s)
+            }
             Op::Conv(c) => {
                 // A conv reads at most s + ws (one deferred truncation), else from s.
                 let x = if self.scale(ins[0]) > s + ws {
@@ -393,7 +444,11 @@ pub fn run_each(
     w: usize,
     mut each: impl FnMut(usize, &Map<u64>),
 ) -> GraphRun {
-    assert_eq!(input.len(), h * w, "one value per pixel");
+    assert_eq!(
+        input.len(),
+        plan.inputs().len(h, w),
+        "image planes, then map channels"
+    );
     let p = plan.params;
     let n = plan.steps.len();
     let mut last = vec![0; n];
@@ -408,13 +463,13 @@ pub fn run_each(
         }
     };
     let mut maps: Vec<Option<Map<u64>>> = vec![None; n];
-    maps[0] = Some(Map {
-        c: 1,
-        h,
-        w,
-        v: input.to_vec(),
-    });
+    for (at, m) in plan.input_maps(input, h, w) {
+        maps[at] = Some(m);
+    }
     for (i, st) in plan.steps.iter().enumerate().skip(1) {
+        if maps[i].is_some() {
+            continue;
+        }
         let ins: Vec<&Map<u64>> = st
             .inputs
             .iter()
@@ -522,28 +577,33 @@ pub fn padded_dims(stride: [usize; 2], h: usize, w: usize) -> (usize, usize) {
     )
 }
 
-/// An h x w map (row-major) padded to ph x pw by repeating its last row and column: how the
-/// oracle pads an image, and how each server pads its share (a public linear map).
-pub fn pad_edges<T: Copy>(v: &[T], (h, w): (usize, usize), (ph, pw): (usize, usize)) -> Vec<T> {
-    (0..ph)
-        .flat_map(|y| (0..pw).map(move |x| v[y.min(h - 1) * w + x.min(w - 1)]))
-        .collect()
-}
+pub use crate::model::graph::pad_edges;
 
-/// The whole fixed-point graph on an image (0..255): padded by replication to the stride,
-/// encoded at `s`, run, cropped, decoded. Returns the image and the out-of-range count.
-pub fn denoise(plan: &GraphPlan, image: &Array2<f64>, pre: &Preprocess) -> (Array2<f64>, u64) {
-    let (h, w) = image.dim();
+/// The whole fixed-point graph on an image (0..255; a colour one's planes stacked,
+/// (C h) x w) and its noise map (sigma/255 per position at the map's block; empty without
+/// one): encoded at `s`, padded by replication to the stride, run, cropped, decoded.
+/// Returns the image and the out-of-range count.
+pub fn denoise(
+    plan: &GraphPlan,
+    image: &Array2<f64>,
+    map: &[f64],
+    pre: &Preprocess,
+) -> (Array2<f64>, u64) {
+    let (rows, w) = image.dim();
+    let h = rows / plan.colours();
     let (ph, pw) = padded_dims(plan.stride, h, w);
+    let s = plan.params.s;
     let enc: Vec<u64> = image
         .iter()
-        .map(|&p| encode(normalize(pre, p), plan.params.s))
+        .map(|&p| encode(normalize(pre, p), s))
+        .chain(map.iter().map(|&v| encode(v, s)))
         .collect();
-    let input = pad_edges(&enc, (h, w), (ph, pw));
+    let input = plan.inputs().pad(&enc, (h, w), (ph, pw));
     let r = run(plan, &input, ph, pw);
     let f = plan.out_scale();
-    let out = Array2::from_shape_fn((h, w), |(y, x)| {
-        denormalize(pre, decode(r.output.v[y * pw + x], f))
+    let out = Array2::from_shape_fn((rows, w), |(y, x)| {
+        let at = ((y / h) * ph + y % h) * pw + x;
+        denormalize(pre, decode(r.output.v[at], f))
     });
     (out, r.out_of_range)
 }

@@ -161,6 +161,13 @@ impl GraphPlan {
     /// stride (what the tile's job runs on, as tall as a multiple of the stride); `output`:
     /// the image rows the tile keeps.
     pub fn band(&self, h: usize, w: usize, tile: Tile) -> Result<Band, String> {
+        // As a CNN's: a colour job runs whole (its output's planes are put together whole).
+        if self.colours() != 1 {
+            return Err(format!(
+                "tiles of a colour ({} planes) image: a colour job runs untiled",
+                self.colours()
+            ));
+        }
         let (ph, pw) = padded_dims(self.stride, h, w);
         let output = rows_of(h, tile, "the image")?;
         let s = self.stride[0];
@@ -318,13 +325,25 @@ mod tests {
     /// started off the stride's grid, does not (the reach and the alignment are needed).
     #[test]
     fn graph_tiles_reproduce_the_whole_job_bit_for_bit() {
+        use crate::model::cnn::{random_framed_cnn, CnnMeta};
+        use crate::model::frame::Frame;
         use crate::model::graph::random::{every_op, random_graph};
-        use crate::ring::graph::{pad_edges, run as run_graph};
+        use crate::model::graph::Graph;
+        use crate::ring::graph::run as run_graph;
         let (mut inside, mut short_differs, mut shifted_differs) = (0, 0, 0);
-        for seed in 0..13 {
+        for seed in 0..14 {
             let g = match seed {
                 0 => every_op(3),
                 12 => odd_strides(),
+                // FFDNet's frame: the noise map's rows are cut with the image's.
+                13 => {
+                    let meta = CnnMeta {
+                        sigma: 25.0,
+                        residual: false,
+                    };
+                    let m = random_framed_cnn(&[5, 6, 6, 4], 3, 2, meta, Frame::FFDNET);
+                    Graph::from_cnn(&m).unwrap()
+                }
                 _ => random_graph(seed),
             };
             let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
@@ -335,16 +354,17 @@ mod tests {
             let h = 2 * (r.before + r.after) + 3 * s + 5;
             let w = 2 * plan.stride[1] + 3;
             let (ph, pw) = padded_dims(plan.stride, h, w);
-            let enc: Vec<u64> = (0..(h * w) as u64)
+            let inputs = plan.inputs();
+            let enc: Vec<u64> = (0..inputs.len(h, w) as u64)
                 .map(|i| (i.wrapping_mul(0x9e37_79b9) % 9000) << 4)
                 .collect();
-            let padded = pad_edges(&enc, (h, w), (ph, pw));
+            let padded = inputs.pad(&enc, (h, w), (ph, pw));
             let whole = run_graph(&plan, &padded, ph, pw).output.v;
             let whole: Vec<u64> = (0..h)
                 .flat_map(|y| whole[y * pw..y * pw + w].to_vec())
                 .collect();
             let band_run = |a: usize, b: usize, band: &Band| {
-                let out = run_graph(&plan, &padded[a * pw..b * pw], b - a, pw)
+                let out = run_graph(&plan, &inputs.rows(&padded, (ph, pw), a..b), b - a, pw)
                     .output
                     .v;
                 let moved = Band {
@@ -387,7 +407,7 @@ mod tests {
             }
             assert!(plan.band(h, w, Tile::new(0, h + 1).unwrap()).is_err());
         }
-        assert!(inside >= 13, "{inside} bands strictly inside the image");
+        assert!(inside >= 14, "{inside} bands strictly inside the image");
         assert!(
             short_differs > 0 && shifted_differs > 0,
             "{short_differs} {shifted_differs}"

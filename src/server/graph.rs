@@ -15,7 +15,7 @@ use crate::formats::checks::{check_cnn_job, check_relu_batch};
 use crate::formats::container::Kind;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::PatchShape;
-use crate::ring::graph::{pad_edges, padded_dims, GraphPlan};
+use crate::ring::graph::{padded_dims, GraphPlan};
 use crate::ring::share::Stream;
 use crate::ring::tiles::{Band, Tile};
 use crate::twopc::channel::Channel;
@@ -155,13 +155,14 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
             tr.corrections.len()
         );
     }
+    let inputs = plan.inputs();
     let image = is
         .data
-        .materialise(Stream::ImageShare, h * w)
+        .materialise(Stream::ImageShare, inputs.len(h, w))
         .map_err(|e| at(&f.image, e))?;
-    let mut image = pad_edges(&image, (h, w), (ph, pw));
+    let mut image = inputs.pad(&image, (h, w), (ph, pw));
     if let Some((_, band)) = &tile {
-        image = image[band.input.start * pw..band.input.end * pw].to_vec();
+        image = inputs.rows(&image, (ph, pw), band.input.clone());
     }
     let relu_batch = tr.lead.batch;
     let work = Work::Graph(GraphJob {

@@ -41,7 +41,8 @@ pub struct GraphJobInputs<'a> {
     /// The input's size: sides multiples of the plan's total stride (the caller pads).
     pub height: usize,
     pub width: usize,
-    /// This party's share of the encoded input (row-major, scale s).
+    /// This party's share of the encoded input, padded (scale s): the image's planes, then
+    /// the noise map's channels ([`crate::model::graph::Inputs::pad`]).
     pub image: &'a [u64],
     pub rand: PartyRandomness,
     /// Bytes both parties must agree on (job, model and randomness ids).
@@ -245,10 +246,11 @@ pub fn run(
     let (h, w) = (inp.height, inp.width);
     plan.check_streams().map_err(ProtocolError::Setup)?;
     let dims = plan.dims(h, w).map_err(ProtocolError::Setup)?;
-    if inp.image.len() != h * w {
+    if inp.image.len() != plan.inputs().len(h, w) {
         return Err(ProtocolError::Setup(format!(
-            "image share of {} values for a {h} x {w} input",
-            inp.image.len()
+            "input share of {} values for a {h} x {w} input ({} expected)",
+            inp.image.len(),
+            plan.inputs().len(h, w)
         )));
     }
     let costs = plan.costs(h, w).map_err(ProtocolError::Setup)?;
@@ -321,13 +323,13 @@ pub fn run(
     last[plan.output] = usize::MAX;
     let mut maps: Vec<Option<Map<u64>>> = vec![None; n];
     let mut masked: Vec<Option<Masked>> = (0..n).map(|_| None).collect();
-    maps[0] = Some(Map {
-        c: 1,
-        h,
-        w,
-        v: inp.image.to_vec(),
-    });
+    for (at, m) in plan.input_maps(inp.image, h, w) {
+        maps[at] = Some(m);
+    }
     for i in 1..n {
+        if maps[i].is_some() {
+            continue;
+        }
         job.run = 0;
         job.used.clear();
         let from = job.mark();
@@ -392,7 +394,7 @@ fn step(
     let relu = |sh| ActCircuit::Relu(TruncParams { sh, k: p.k });
     let trunc = |sh| ActCircuit::Trunc(TruncParams { sh, k: p.k });
     Ok(match &st.kind {
-        Kind::Input => unreachable!("step 0 is the input"),
+        Kind::Input { .. } | Kind::NoiseMap { .. } => unreachable!("the inputs are given"),
         Kind::Add { .. }
         | Kind::Sub { .. }
         | Kind::Concat { .. }

@@ -289,6 +289,7 @@ fn graph_net(
     let g = Graph {
         nodes: d.nodes,
         output: d.output,
+        colours: 1,
         sigma,
         fixed_point,
         window: super::safetensors::declared_window(path, Some(md))?,

@@ -1,6 +1,5 @@
-//! A chain CNN (`model::cnn::Cnn`: DnCNN, FFDNet without its noise map) written as a graph,
-//! so that the graph plan can be held to the CNN plan's bits (docs/graph.md, milestone 2;
-//! milestone 8 would run chains this way).
+//! A chain CNN (`model::cnn::Cnn`: DnCNN, FFDNet with its noise map, gray or colour) written
+//! as a graph: what the graph family runs for it, bit for bit the CNN plan's results.
 
 use crate::model::cnn::Cnn;
 
@@ -8,57 +7,67 @@ use super::{ConvOp, Graph, Node, Op, Window};
 
 impl Graph {
     /// The graph of `m`: its same-padded convolutions with a ReLU between two, inside its
-    /// frame's pixel (un)shuffle, and `Sub(image, net)` for a residual model. A noise-map
-    /// channel (FFDNet) is a second input, which a graph does not take: refused.
+    /// frame (the image's planes unshuffled into sub-images, the noise map concatenated
+    /// after them, the sub-images shuffled back), and `Sub(image, net)` for a residual
+    /// model. Its plan gives the CNN plan's bits (ring/graph/tests.rs).
     pub fn from_cnn(m: &Cnn) -> Result<Graph, String> {
-        if m.frame.noise_map {
-            return Err(
-                "a CNN with a noise-map channel (FFDNet) reads a second input; a graph reads \
-                 the image only"
-                    .into(),
-            );
-        }
-        let r = m.frame.unshuffle;
-        // The frame stacks sub-image (dy, dx) as channel dy + r dx; SpaceToDepth and
-        // DepthToSpace use dy r + dx. The first conv's inputs and the last conv's outputs are
-        // renumbered instead (a permutation of weights, so no value changes).
-        let perm = |k: usize| (k % r) * r + k / r;
+        let (r, colours) = (m.frame.unshuffle, m.colours);
+        // The frame stacks plane c's sub-image (dy, dx) as channel c r^2 + dx r + dy;
+        // SpaceToDepth makes it channel (dy r + dx) C + c, and DepthToSpace reads it there.
+        // The first conv's inputs and the last conv's outputs are renumbered instead (a
+        // permutation of weights, so no value changes); the map's channels stay last.
+        let subs = colours * r * r;
+        let frame_of = |g: usize| {
+            if g >= subs {
+                return g;
+            }
+            let (t, c) = (g / colours, g % colours);
+            c * r * r + (t % r) * r + t / r
+        };
         let mut nodes = vec![Node {
             op: Op::Input,
             inputs: vec![],
         }];
-        let mut push = |op: Op, x: usize| {
-            nodes.push(Node {
-                op,
-                inputs: vec![x],
-            });
+        let mut push = |op: Op, inputs: Vec<usize>| {
+            nodes.push(Node { op, inputs });
             nodes.len() - 1
         };
         let mut x = 0;
         if r > 1 {
-            x = push(Op::SpaceToDepth { block: r }, x);
+            x = push(Op::SpaceToDepth { block: r }, vec![x]);
+        }
+        let maps = m.convs[0].cin - subs;
+        if maps > 0 {
+            let map = push(
+                Op::NoiseMap {
+                    channels: maps,
+                    block: r,
+                },
+                vec![],
+            );
+            x = push(Op::Concat, vec![x, map]);
         }
         let last = m.convs.len() - 1;
         for (i, c) in m.convs.iter().enumerate() {
             let taps = c.k * c.k;
             let mut w = c.w.clone();
             let mut b = c.b.clone();
-            if i == 0 && r > 1 {
+            if i == 0 {
                 for o in 0..c.cout {
                     for ci in 0..c.cin {
-                        let from = (o * c.cin + perm(ci)) * taps;
+                        let from = (o * c.cin + frame_of(ci)) * taps;
                         let to = (o * c.cin + ci) * taps;
                         w[to..to + taps].copy_from_slice(&c.w[from..from + taps]);
                     }
                 }
             }
-            if i == last && r > 1 {
+            if i == last {
                 let src = w.clone();
                 let row = c.cin * taps;
                 for o in 0..c.cout {
-                    w[o * row..(o + 1) * row]
-                        .copy_from_slice(&src[perm(o) * row..(perm(o) + 1) * row]);
-                    b[o] = c.b[perm(o)];
+                    let f = frame_of(o);
+                    w[o * row..(o + 1) * row].copy_from_slice(&src[f * row..(f + 1) * row]);
+                    b[o] = c.b[f];
                 }
             }
             let p = (c.k - 1) / 2;
@@ -77,9 +86,9 @@ impl Graph {
                 w,
                 b,
             };
-            x = push(Op::Conv(conv), x);
+            x = push(Op::Conv(conv), vec![x]);
             if i < last {
-                x = push(Op::Relu, x);
+                x = push(Op::Relu, vec![x]);
             }
         }
         if r > 1 {
@@ -88,19 +97,16 @@ impl Graph {
                     block: r,
                     crd: false,
                 },
-                x,
+                vec![x],
             );
         }
         if m.meta.residual {
-            nodes.push(Node {
-                op: Op::Sub,
-                inputs: vec![0, x],
-            });
-            x = nodes.len() - 1;
+            x = push(Op::Sub, vec![0, x]);
         }
         let g = Graph {
             nodes,
             output: x,
+            colours,
             sigma: m.meta.sigma,
             fixed_point: m.fixed_point,
             window: m.window,

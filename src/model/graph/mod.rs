@@ -1,7 +1,9 @@
 //! CNN graphs (issue 47, docs/graph.md): a denoiser that is a directed acyclic graph of
 //! convolutions, transposed convolutions, joins, poolings, resizes and activations, as U-Nets,
 //! RED-CNN and DRUNet are. Node `i` produces tensor `i` (one output each, in topological
-//! order); node 0 is the image, one grey channel. Shapes are symbolic in the image's size
+//! order); node 0 is the image (one grey channel, or three colour planes), and a graph may read
+//! one more input, a noise-level map at a fraction of the image's resolution (FFDNet's:
+//! [`Op::NoiseMap`]). Shapes are symbolic in the image's size
 //! ([`shape`]), so one description runs on every image whose size is a multiple of the
 //! graph's total stride.
 
@@ -179,8 +181,15 @@ pub struct Resize {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// The image (node 0 only).
+    /// The image (node 0 only), [`Graph::colours`] planes.
     Input,
+    /// The noise-level map the gateway shares beside the image (FFDNet: sigma/255 at every
+    /// position): `channels` planes (one, or one per colour) at 1/`block` of the image's
+    /// resolution, a second input that reads nothing. At most one per graph.
+    NoiseMap {
+        channels: usize,
+        block: usize,
+    },
     Conv(ConvOp),
     /// inputs[0] + inputs[1].
     Add,
@@ -232,6 +241,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Input => "Input",
+            Op::NoiseMap { .. } => "NoiseMap",
             Op::Conv(c) if c.transposed => "ConvTranspose",
             Op::Conv(_) => "Conv",
             Op::Add => "Add",
@@ -253,7 +263,7 @@ impl Op {
     /// How many inputs the op reads (`None`: one or more).
     fn arity(&self) -> Option<usize> {
         match self {
-            Op::Input => Some(0),
+            Op::Input | Op::NoiseMap { .. } => Some(0),
             Op::Add | Op::Sub => Some(2),
             Op::Concat => None,
             _ => Some(1),
@@ -278,12 +288,14 @@ pub struct Node {
     pub inputs: Vec<usize>,
 }
 
-/// A CNN graph. Its output is one channel at the image's resolution: the denoised image (a
-/// residual network subtracts in the graph, `Sub(0, net)`).
+/// A CNN graph. Its output is the image's planes at the image's resolution: the denoised
+/// image (a residual network subtracts in the graph, `Sub(0, net)`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub output: usize,
+    /// Planes of the image it takes and gives: 1 (gray) or 3 (RGB, planes one after another).
+    pub colours: usize,
     /// The noise level the model was trained for (sigma*), on the 0..255 scale.
     pub sigma: f64,
     /// Fixed-point settings measured for the model (s, ws, k), as a CNN's.
@@ -303,7 +315,10 @@ impl Graph {
                 .map(|&t| shapes.get(t).copied())
                 .collect::<Option<Vec<Shape>>>()
                 .ok_or_else(|| at("reads a tensor not made before it".into()))?;
-            let s = shape::infer(&n.op, &ins).map_err(at)?;
+            let s = match n.op {
+                Op::Input => Shape::image(self.colours),
+                _ => shape::infer(&n.op, &ins).map_err(at)?,
+            };
             shapes.push(s);
         }
         Ok(shapes)
@@ -330,6 +345,16 @@ impl Graph {
         let n = self.nodes.len();
         if !(2..=MAX_NODES).contains(&n) {
             return Err(inv(format!("a graph of {n} nodes (2 to {MAX_NODES})")));
+        }
+        if !matches!(self.colours, 1 | 3) {
+            return Err(inv(format!("{} colour planes (1 or 3)", self.colours)));
+        }
+        let maps = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::NoiseMap { .. }));
+        if maps.count() > 1 {
+            return Err(inv("more than one noise map".into()));
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let at = |m: String| inv(format!("node {i} ({}): {m}", node.op.name()));
@@ -366,10 +391,11 @@ impl Graph {
         }
         let shapes = self.shapes().map_err(inv)?;
         let out = shapes[self.output];
-        if out != Shape::image(1) {
+        if out != Shape::image(self.colours) {
             return Err(inv(format!(
-                "the output is {} (one channel at the image's resolution expected)",
-                out.describe()
+                "the output is {} ({} channel(s) at the image's resolution expected)",
+                out.describe(),
+                self.colours
             )));
         }
         let s = shape::total_stride(&shapes);
@@ -439,6 +465,125 @@ impl Graph {
     }
 }
 
+/// Where and what a graph's noise map is: its node, channels and block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapInput {
+    pub node: usize,
+    pub channels: usize,
+    pub block: usize,
+}
+
+impl MapInput {
+    /// Its sides for an image of h x w (each side's blocks, a partial one included): what
+    /// the gateway makes, before padding.
+    pub fn dims(&self, h: usize, w: usize) -> (usize, usize) {
+        (h.div_ceil(self.block), w.div_ceil(self.block))
+    }
+}
+
+/// What a job's input holds: the image's planes, and the noise map if there is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inputs {
+    pub colours: usize,
+    pub map: Option<MapInput>,
+}
+
+impl Inputs {
+    /// Values of the input for an h x w image: the image's planes, then the map's channels
+    /// at [`MapInput::dims`] (of a padded size: its sides over the block).
+    pub fn len(&self, h: usize, w: usize) -> usize {
+        let map = self.map.map_or(0, |m| {
+            let (mh, mw) = m.dims(h, w);
+            m.channels * mh * mw
+        });
+        self.colours * h * w + map
+    }
+
+    /// An input ([`Inputs::len`] values; plain values or one party's shares) padded to
+    /// ph x pw (multiples of the map's block) by repeating each plane's last row and column,
+    /// and each map channel's at its block: a public linear map, so the oracle and each
+    /// server pad alike.
+    pub fn pad<T: Copy>(
+        &self,
+        input: &[T],
+        (h, w): (usize, usize),
+        (ph, pw): (usize, usize),
+    ) -> Vec<T> {
+        assert_eq!(input.len(), self.len(h, w), "image then map values");
+        let (image, map) = input.split_at(self.colours * h * w);
+        let mut out: Vec<T> = image
+            .chunks_exact(h * w)
+            .flat_map(|plane| pad_edges(plane, (h, w), (ph, pw)))
+            .collect();
+        if let Some(m) = self.map {
+            let (mh, mw) = m.dims(h, w);
+            let padded = (ph / m.block, pw / m.block);
+            for ch in map.chunks_exact(mh * mw) {
+                out.extend(pad_edges(ch, (mh, mw), padded));
+            }
+        }
+        out
+    }
+}
+
+impl Inputs {
+    /// Rows `rows` of a padded input (ph x pw, [`Inputs::pad`]; both ends multiples of the
+    /// map's block): each plane's, then each map channel's rows over its block. A tile's
+    /// job runs on these.
+    pub fn rows<T: Copy>(
+        &self,
+        input: &[T],
+        (ph, pw): (usize, usize),
+        rows: std::ops::Range<usize>,
+    ) -> Vec<T> {
+        let (image, map) = input.split_at(self.colours * ph * pw);
+        let mut out: Vec<T> = image
+            .chunks_exact(ph * pw)
+            .flat_map(|plane| &plane[rows.start * pw..rows.end * pw])
+            .copied()
+            .collect();
+        if let Some(m) = self.map {
+            let (b, mw) = (m.block, pw / m.block);
+            for ch in map.chunks_exact(ph / b * mw) {
+                out.extend_from_slice(&ch[rows.start / b * mw..rows.end / b * mw]);
+            }
+        }
+        out
+    }
+}
+
+impl Graph {
+    /// The noise map it reads, if any.
+    pub fn noise_map(&self) -> Option<MapInput> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .find_map(|(node, n)| match n.op {
+                Op::NoiseMap { channels, block } => Some(MapInput {
+                    node,
+                    channels,
+                    block,
+                }),
+                _ => None,
+            })
+    }
+
+    /// What its input holds.
+    pub fn inputs(&self) -> Inputs {
+        Inputs {
+            colours: self.colours,
+            map: self.noise_map(),
+        }
+    }
+}
+
+/// An h x w map (row-major) padded to ph x pw by repeating its last row and column.
+pub fn pad_edges<T: Copy>(v: &[T], (h, w): (usize, usize), (ph, pw): (usize, usize)) -> Vec<T> {
+    (0..ph)
+        .flat_map(|y| (0..pw).map(move |x| v[y.min(h - 1) * w + x.min(w - 1)]))
+        .collect()
+}
+
 /// An op's own parameters, apart from its inputs' shapes.
 pub fn check_op(op: &Op) -> Result<(), String> {
     match op {
@@ -469,6 +614,15 @@ pub fn check_op(op: &Op) -> Result<(), String> {
         Op::Resize(r) => {
             if r.scale.iter().any(|&s| s == 0 || s > MAX_STEP) {
                 return Err(format!("scale {:?} (whole, 1 to {MAX_STEP})", r.scale));
+            }
+            Ok(())
+        }
+        Op::NoiseMap { channels, block } => {
+            if !(1..=MAX_CHANNELS).contains(channels) || *block == 0 || *block > MAX_STEP {
+                return Err(format!(
+                    "{channels} channel(s) at 1/{block} of the image's resolution (1 to \
+                     {MAX_CHANNELS} channels, 1 to {MAX_STEP})"
+                ));
             }
             Ok(())
         }

@@ -20,6 +20,13 @@ pub struct PublicGraph {
     pub nodes: Vec<Node>,
     pub output: usize,
     pub sigma: f64,
+    /// The image's planes (absent in a gray graph's description written before colour).
+    #[serde(default = "gray")]
+    pub colours: usize,
+}
+
+fn gray() -> usize {
+    1
 }
 
 impl Graph {
@@ -35,6 +42,7 @@ impl Graph {
             nodes,
             output: self.output,
             sigma: self.sigma,
+            colours: self.colours,
         }
     }
 }
@@ -75,6 +83,7 @@ impl PublicGraph {
         let g = Graph {
             nodes,
             output: self.output,
+            colours: self.colours,
             sigma: self.sigma,
             fixed_point: None,
             window: None,

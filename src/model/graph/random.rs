@@ -70,6 +70,7 @@ impl Net {
         let g = Graph {
             nodes: self.nodes,
             output,
+            colours: 1,
             sigma: 25.0,
             fixed_point: None,
             window: None,

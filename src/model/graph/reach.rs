@@ -51,6 +51,9 @@ impl Graph {
                 Op::DepthToSpace { .. } => (lo + c_in, hi),
                 // Output j gathers inputs j b .. j b + b - 1.
                 Op::SpaceToDepth { block } => (lo, hi + c_in * (*block as i64 - 1)),
+                // Map row j stands for image rows j b .. j b + b - 1 (the gateway makes it
+                // for the padded image's blocks).
+                Op::NoiseMap { block, .. } => (0, *block as i64 - 1),
                 _ => (lo, hi),
             };
             let delta = shapes[i].axes()[axis].delta;

@@ -146,7 +146,19 @@ fn infer_unbounded(op: &Op, ins: &[Shape]) -> Result<Shape, String> {
     };
     let x = ins.first().copied().unwrap_or(Shape::image(1));
     match op {
+        // The image's planes are the graph's (`Graph::shapes`); this is a gray one's.
         Op::Input => Ok(Shape::image(1)),
+        Op::NoiseMap { channels, block } => {
+            let e = Extent {
+                stride: *block,
+                delta: 0,
+            };
+            Ok(Shape {
+                c: *channels,
+                h: e,
+                w: e,
+            })
+        }
         Op::Conv(c) => {
             if x.c != c.cin {
                 return Err(format!("takes {} channels but is given {}", c.cin, x.c));

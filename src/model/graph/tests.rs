@@ -35,6 +35,7 @@ fn graph(nodes: Vec<(Op, Vec<usize>)>) -> Graph {
     Graph {
         output: all.len() - 1,
         nodes: all,
+        colours: 1,
         sigma: 25.0,
         fixed_point: None,
         window: None,
@@ -137,7 +138,7 @@ fn mismatched_joins_and_outputs_are_refused() {
     assert!(msg(g).contains("the sizes must agree"), "{}", "add");
     // An output of two channels.
     let g = graph(vec![(conv(1, 2, win(3, 1, 1), false), vec![0])]);
-    assert!(msg(g).contains("one channel at the image's resolution"));
+    assert!(msg(g).contains("1 channel(s) at the image's resolution expected"));
     // A node reading a tensor made after it.
     let mut g = unet();
     g.nodes[3].inputs = vec![5];
@@ -172,4 +173,84 @@ fn a_pooling_window_of_padding_only_is_refused() {
         "{e}"
     );
     assert_eq!(g.padded_size(2, 5).unwrap(), (2, 5));
+}
+
+/// FFDNet's form: the image's planes and a noise map at half resolution, concatenated after
+/// the unshuffled planes; its public description keeps the planes and the map. Two maps, a
+/// map of no channel, planes other than 1 or 3, and an output of other planes are refused.
+#[test]
+fn a_noise_map_is_a_second_input_and_colour_planes_are_the_graphs() {
+    let ffdnet = |colours: usize, maps: usize, out: usize| {
+        let c = colours * 4;
+        let nodes = vec![
+            Node {
+                op: Op::Input,
+                inputs: vec![],
+            },
+            Node {
+                op: Op::SpaceToDepth { block: 2 },
+                inputs: vec![0],
+            },
+            Node {
+                op: Op::NoiseMap {
+                    channels: maps,
+                    block: 2,
+                },
+                inputs: vec![],
+            },
+            Node {
+                op: Op::Concat,
+                inputs: vec![1, 2],
+            },
+            Node {
+                op: conv(c + maps, out * 4, win(3, 1, 1), false),
+                inputs: vec![3],
+            },
+            Node {
+                op: Op::DepthToSpace {
+                    block: 2,
+                    crd: false,
+                },
+                inputs: vec![4],
+            },
+        ];
+        Graph {
+            output: nodes.len() - 1,
+            nodes,
+            colours,
+            sigma: 25.0,
+            fixed_point: None,
+            window: None,
+        }
+    };
+    let path = Path::new("ffdnet.onnx");
+    for (colours, maps) in [(1, 1), (3, 1), (3, 3)] {
+        let g = ffdnet(colours, maps, colours);
+        g.validate(path).unwrap();
+        let m = g.noise_map().unwrap();
+        assert_eq!((m.node, m.channels, m.block), (2, maps, 2));
+        // 5 x 7: the map covers 3 x 4 blocks, the last ones partial.
+        assert_eq!(g.inputs().len(5, 7), colours * 35 + maps * 12);
+        let back = g.public().graph(path).unwrap();
+        assert_eq!((back.colours, back.noise_map()), (colours, Some(m)));
+    }
+    let err = |g: Graph| g.validate(path).unwrap_err().to_string();
+    let mut two = ffdnet(1, 1, 1);
+    two.nodes[1] = Node {
+        op: Op::NoiseMap {
+            channels: 4,
+            block: 2,
+        },
+        inputs: vec![],
+    };
+    assert!(err(two).contains("more than one noise map"));
+    assert!(err(ffdnet(1, 0, 1)).contains("0 channel(s)"));
+    let mut planes = ffdnet(1, 1, 1);
+    planes.colours = 2;
+    assert!(err(planes).contains("2 colour planes"));
+    assert!(err(ffdnet(3, 1, 1)).contains("3 channel(s) at the image's resolution expected"));
+    // A gray graph's description written before colour reads as gray.
+    let old = r#"{"nodes":[{"op":"Input","inputs":[]},{"op":"Relu","inputs":[0]}],"output":1,"sigma":25.0}"#;
+    let p: super::public::PublicGraph = serde_json::from_str(old).unwrap();
+    assert_eq!(p.graph(path).unwrap().colours, 1);
 }

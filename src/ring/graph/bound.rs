@@ -82,7 +82,13 @@ pub fn error_bounds(g: &Graph, plan: &GraphPlan, input_max: f64) -> Vec<Bound> {
     let mut out: Vec<Bound> = Vec::with_capacity(plan.steps.len());
     for (i, st) in plan.steps.iter().enumerate() {
         let b = match st.kind {
-            Kind::Input => Bound::uniform(1, input_max, ulp(plan.params.s) / 2.0),
+            Kind::Input { channels } => {
+                Bound::uniform(channels, input_max, ulp(plan.params.s) / 2.0)
+            }
+            // sigma/255 of a sigma on the 0..255 scale.
+            Kind::NoiseMap { channels, .. } => {
+                Bound::uniform(channels, 1.0, ulp(plan.params.s) / 2.0)
+            }
             _ => {
                 let ins: Vec<&Bound> = st.inputs.iter().map(|&t| &out[t]).collect();
                 let op = origin[i].map(|n| &g.nodes[n].op);

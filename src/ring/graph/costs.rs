@@ -23,7 +23,8 @@ pub struct KindCost {
 /// rescalings the plan placed).
 pub fn kind_name(k: &Kind) -> &'static str {
     match k {
-        Kind::Input => "Input",
+        Kind::Input { .. } => "Input",
+        Kind::NoiseMap { .. } => "NoiseMap",
         Kind::Trunc { .. } => "Trunc",
         Kind::Conv { op, .. } if op.transposed => "ConvTranspose",
         Kind::Conv { .. } => "Conv",

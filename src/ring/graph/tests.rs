@@ -70,8 +70,8 @@ fn check_bounds(g: &Graph, img: &Array2<f64>, params: CnnFixed) -> (f64, f64, f6
         }
     })
     .unwrap();
-    let (got, _) = denoise(&plan, img, &pre);
-    let want = g.denoise_float(img, &pre).unwrap();
+    let (got, _) = denoise(&plan, img, &[], &pre);
+    let want = g.denoise_float(img, &pre, &[]).unwrap();
     let top = img.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert_eq!(
         plan.output_bound(g, &pre, top),
@@ -358,9 +358,10 @@ fn the_bound_is_reached_on_a_shallow_graph() {
 }
 
 /// A chain CNN as a graph ([`Graph::from_cnn`]) gives, through the graph oracle, the CNN
-/// oracle's bits (ring/cnn.rs): plain and residual DnCNN-like stacks, and a pixel-unshuffle
-/// frame without a noise map, at an odd size, in range and with many values out of range
-/// (k = 6: both wrap alike, and count alike).
+/// oracle's bits (ring/cnn.rs): plain and residual DnCNN-like stacks, gray and colour, a
+/// pixel-unshuffle frame, FFDNet's frame with its noise map (one channel, or one per
+/// colour; a map that varies per position, so a misplaced value shows), at an odd size, in
+/// range and with many values out of range (k = 6: both wrap alike, and count alike).
 #[test]
 fn a_chain_cnn_as_a_graph_gives_the_cnn_oracles_bits() {
     use crate::model::cnn::{random_framed_cnn, CnnMeta};
@@ -370,11 +371,17 @@ fn a_chain_cnn_as_a_graph_gives_the_cnn_oracles_bits() {
         unshuffle: 2,
         noise_map: false,
     };
+    let ffd = Frame::FFDNET;
     for (frame, chans, residual) in [
         (Frame::PLAIN, vec![1, 6, 5, 1], true),
         (Frame::PLAIN, vec![1, 4, 1], false),
+        (Frame::PLAIN, vec![3, 5, 3], true),
         (unshuffle, vec![4, 6, 4], true),
         (unshuffle, vec![4, 4], false),
+        (ffd, vec![5, 6, 4], false),
+        (ffd, vec![5, 4], true),
+        (ffd, vec![13, 7, 12], false),
+        (ffd, vec![15, 6, 12], false),
     ] {
         let meta = CnnMeta {
             sigma: 25.0,
@@ -383,7 +390,13 @@ fn a_chain_cnn_as_a_graph_gives_the_cnn_oracles_bits() {
         let m = random_framed_cnn(&chans, 3, 17, meta, frame);
         let g = Graph::from_cnn(&m).unwrap();
         let (h, w) = (13, 9);
-        let img = image(h, w, 4);
+        let c = m.colours;
+        let img = Array2::from_shape_fn((c * h, w), |(y, x)| ((y * 31 + x * 17) % 256) as f64);
+        let maps = chans[0] - frame.out_channels(c);
+        let (mh, mw) = frame.stack_dims(h, w);
+        let map: Vec<f64> = (0..maps * mh * mw)
+            .map(|i| ((i * 37) % 100) as f64 / 255.0)
+            .collect();
         let pre = Preprocess::identity();
         for params in [
             CnnFixed::default(),
@@ -394,7 +407,6 @@ fn a_chain_cnn_as_a_graph_gives_the_cnn_oracles_bits() {
             },
         ] {
             let cp = chain::CnnPlan::from_cnn(&m, params).unwrap();
-            let want = chain::run(&cp, h, w, &chain::encode_image(&img, &[], &pre, params.s));
             let gp = GraphPlan::from_graph(&g, params).unwrap();
             // The chain's output is held mod 2^out_bits, shifted to the word's top, and
             // the graph's alike.
@@ -403,34 +415,23 @@ fn a_chain_cnn_as_a_graph_gives_the_cnn_oracles_bits() {
                 (params.out_bits(), params.out_scale())
             );
             assert_eq!(gp.truncations(), 0, "a chain needs no rescaling step");
-            let (ph, pw) = g.padded_size(h, w).unwrap();
-            let enc: Vec<u64> = (0..ph)
-                .flat_map(|y| (0..pw).map(move |x| (y.min(h - 1), x.min(w - 1))))
-                .map(|q| encode(crate::model::cnn::normalize(&pre, img[q]), params.s))
-                .collect();
-            let got = run(&gp, &enc, ph, pw);
-            let cropped: Vec<u64> = (0..h)
-                .flat_map(|y| (0..w).map(move |x| (y, x)))
-                .map(|(y, x)| got.output.v[y * pw + x])
-                .collect();
-            assert_eq!(cropped, want.output, "{frame:?} {chans:?} {params:?}");
-            assert_eq!(got.out_of_range, want.out_of_range, "{frame:?} {params:?}");
+            let (want, want_oor) = chain::denoise(&cp, &img, &map, &pre);
+            let (got, got_oor) = denoise(&gp, &img, &map, &pre);
+            let at = format!("{frame:?} {chans:?} {params:?}");
+            assert_eq!(got, want, "{at}");
+            assert_eq!(got_oor, want_oor, "{at}");
             // Hidden pre-activations out of range: only at k = 6 with a hidden layer.
-            assert_eq!(got.out_of_range > 0, params.k == 6 && chans.len() > 2);
+            assert_eq!(got_oor > 0, params.k == 6 && chans.len() > 2, "{at}");
+            // The float runs agree as closely (f32 against f64).
+            let fw = m.denoise_float(&img, &pre, &map);
+            let fg = g.denoise_float(&img, &pre, &map).unwrap();
+            let gap = fw
+                .iter()
+                .zip(&fg)
+                .fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
+            assert!(gap < 1e-3, "{at}: float gap {gap}");
         }
     }
-    let ffdnet = random_framed_cnn(
-        &[5, 4, 4],
-        3,
-        1,
-        CnnMeta {
-            sigma: 25.0,
-            residual: false,
-        },
-        Frame::FFDNET,
-    );
-    let err = Graph::from_cnn(&ffdnet).unwrap_err();
-    assert!(err.contains("noise-map"), "{err}");
 }
 
 /// The sizes the dealer and the servers plan with (`GraphPlan::dims`) are the oracle's maps'

@@ -38,7 +38,8 @@ impl GraphPlan {
             let ins: Vec<Dims> = st.inputs.iter().map(|&t| dims[t]).collect();
             let [c, ih, iw] = ins.first().copied().unwrap_or([1, h, w]);
             let d = match &st.kind {
-                Kind::Input => [1, h, w],
+                &Kind::Input { channels } => [channels, h, w],
+                &Kind::NoiseMap { channels, block } => [channels, h / block, w / block],
                 Kind::Conv { op, .. } => {
                     let (oh, ow) = conv_dims(op, ih, iw);
                     [op.cout, oh, ow]
@@ -85,7 +86,7 @@ impl GraphPlan {
         for st in &self.steps {
             let c = st.inputs.first().map_or(1, |&t| ch[t]);
             ch.push(match &st.kind {
-                Kind::Input => 1,
+                &Kind::Input { channels } | &Kind::NoiseMap { channels, .. } => channels,
                 Kind::Conv { op, .. } => op.cout,
                 Kind::Concat { .. } => st.inputs.iter().map(|&t| ch[t]).sum(),
                 Kind::DepthToSpace { block, .. } => c / (block * block),

@@ -37,7 +37,8 @@ impl GraphPlan {
                 // m = x_first + ReLU(x_next - m) + ...: circuits, and x itself in the sum.
                 Kind::MaxPool { .. } => k.max(out),
                 // Listed, not `_`: a new kind must say which side it is on.
-                Kind::Input
+                Kind::Input { .. }
+                | Kind::NoiseMap { .. }
                 | Kind::Conv { .. }
                 | Kind::Affine { .. }
                 | Kind::Add { .. }
@@ -96,7 +97,8 @@ impl GraphPlan {
             | Kind::LeakyRelu { .. }
             | Kind::PRelu { .. } => out,
             // No circuit; listed so that a new kind must say.
-            Kind::Input
+            Kind::Input { .. }
+            | Kind::NoiseMap { .. }
             | Kind::Conv { .. }
             | Kind::Affine { .. }
             | Kind::Add { .. }

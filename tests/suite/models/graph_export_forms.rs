@@ -134,7 +134,9 @@ fn an_empty_roi_is_no_roi_in_float_fixed_point_and_secure() {
     common::summary(&denoise(&empty, img, "float", &a), "denoise float");
     common::summary(&denoise(&none, img, "float", &b), "denoise float");
     assert_eq!(pixels(&a), pixels(&b));
-    let want = g.denoise_float(&noisy, &g.preprocess(25.0, true)).unwrap();
+    let want = g
+        .denoise_float(&noisy, &g.preprocess(25.0, true), &[])
+        .unwrap();
     let float = pixels(&a);
     let worst = float
         .iter()
@@ -230,9 +232,9 @@ fn denoise_in_fixed_point_prints_the_distance_to_float_it_measured() {
         None => CnnFixed::default(),
     };
     let plan = GraphPlan::from_graph(&g, params).unwrap();
-    let (fixed, oor) = oracle(&plan, &noisy, &pre);
+    let (fixed, oor) = oracle(&plan, &noisy, &[], &pre);
     assert_eq!(oor, 0);
-    let float = g.denoise_float(&noisy, &pre).unwrap();
+    let float = g.denoise_float(&noisy, &pre, &[]).unwrap();
     let gap = fixed
         .iter()
         .zip(&float)

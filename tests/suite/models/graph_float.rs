@@ -133,7 +133,7 @@ fn odd_sizes_are_padded_by_replication_and_cropped() {
     let (h, w) = (21, 30);
     let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 37 + x * 11) % 256) as f64);
     let pre = g.preprocess(25.0, false);
-    let out = g.denoise_float(&img, &pre).unwrap();
+    let out = g.denoise_float(&img, &pre, &[]).unwrap();
     assert_eq!(out.dim(), (h, w));
     let (ph, pw) = g.padded_size(h, w).unwrap();
     assert_eq!((ph, pw), (24, 32));
@@ -148,7 +148,7 @@ fn odd_sizes_are_padded_by_replication_and_cropped() {
         }
     }
     let tiny = Array2::zeros((2, 2));
-    let err = graph("redcnn").denoise_float(&tiny, &pre).unwrap_err();
+    let err = graph("redcnn").denoise_float(&tiny, &pre, &[]).unwrap_err();
     assert!(err.contains("too small"), "{err}");
 }
 
@@ -246,7 +246,9 @@ fn denoise_runs_a_graph_in_float() {
     let got = ppdenoise::image::load(&out).unwrap().pixels;
     let noisy = ppdenoise::image::load_input(img).unwrap().pixels;
     let g = graph("unet");
-    let want = g.denoise_float(&noisy, &g.preprocess(25.0, true)).unwrap();
+    let want = g
+        .denoise_float(&noisy, &g.preprocess(25.0, true), &[])
+        .unwrap();
     let worst = got
         .iter()
         .zip(&want)
@@ -307,7 +309,7 @@ fn denoise_runs_a_graph_in_fixed_point() {
             },
         )
         .unwrap();
-        let (want, oor) = denoise(&plan, &noisy, &pre);
+        let (want, oor) = denoise(&plan, &noisy, &[], &pre);
         assert_eq!(j["out_of_range"], oor, "k {k}");
         assert_eq!(oor > 0, k == 8, "k {k}: {oor} out of range");
         let got = ppdenoise::image::load(std::path::Path::new(out))

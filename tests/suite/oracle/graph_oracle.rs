@@ -61,10 +61,11 @@ struct Outcome {
     reports: Vec<[Report; 2]>,
 }
 
-/// A random input at scale s: values in [-1, 1) (a normalised image).
-fn input(h: usize, w: usize, s: u32, seed: u64) -> Vec<u64> {
+/// A random input of `n` values at scale s: values in [-1, 1) (a normalised image, and a
+/// noise map where the plan takes one).
+fn input(n: usize, s: u32, seed: u64) -> Vec<u64> {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
-    (0..h * w)
+    (0..n)
         .map(|_| ppdenoise::ring::fixed::encode(rng.gen_range(-1.0..1.0), s))
         .collect()
 }
@@ -103,7 +104,7 @@ fn run_case(
         v[at] = v[at].wrapping_add(1 << 12);
         shares[1] = shares[1].with_secret_values(&v).unwrap();
     }
-    let enc = input(h, w, plan.params.s, 7);
+    let enc = input(plan.inputs().len(h, w), plan.params.s, 7);
     let iseed = test_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),
@@ -279,6 +280,32 @@ fn random_graphs_are_bit_exact_on_both_engines() {
     assert!(in_range >= 8, "only {in_range} of 10 graphs stay in range");
     let all: BTreeSet<String> = ALL.iter().map(|s| s.to_string()).collect();
     assert!(all.is_subset(&used), "the random graphs use only {used:?}");
+}
+
+/// DnCNN and FFDNet as graphs (`Graph::from_cnn`): gray and colour planes, FFDNet's noise map
+/// (one channel, and one per colour) as a second input, both engines, both weight paths.
+#[test]
+fn chain_cnns_with_noise_maps_and_colours_are_bit_exact_on_both_engines() {
+    use ppdenoise::model::cnn::{random_framed_cnn, CnnMeta};
+    use ppdenoise::model::frame::Frame;
+    for (frame, chans, residual) in [
+        (Frame::PLAIN, vec![1, 6, 1], true),
+        (Frame::PLAIN, vec![3, 5, 3], true),
+        (Frame::FFDNET, vec![5, 6, 4], false),
+        (Frame::FFDNET, vec![15, 6, 12], false),
+        (Frame::FFDNET, vec![13, 7, 12], false),
+    ] {
+        let meta = CnnMeta {
+            sigma: 25.0,
+            residual,
+        };
+        let g = Graph::from_cnn(&random_framed_cnn(&chans, 3, 5, meta, frame)).unwrap();
+        let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+        assert_eq!(plan.inputs().map.is_some(), frame.noise_map);
+        let (h, w) = size(&plan, 10, 6);
+        let o = run_case(&plan, h, w, Tamper::None, 83, &BOTH);
+        assert_exact(&o, &format!("{frame:?} {chans:?}"));
+    }
 }
 
 /// At 16 fractional bits everywhere (other scales, other Trunc placements).
