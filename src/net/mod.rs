@@ -7,6 +7,9 @@
 //!   direction) that carry the link's records.
 //! * [`link`]: [`Link`], length-prefixed frames over the encrypted stream, with a send half and
 //!   a receive half that can run on two threads (so [`Link::exchange`] never deadlocks).
+//! * `admission` (private): party 0's listener, [`Link::listen`] and [`Link::accept`]: whom it
+//!   handshakes (an allow-list, a rate per source, caps with the oldest shed) and the pairing
+//!   of the peer's two lanes.
 //! * [`relay`]: a shaping TCP relay (bandwidth and one-way delay per direction) that benchmarks
 //!   put between the two servers to emulate a link between two clouds; not on the protocol path.
 //!
@@ -18,6 +21,7 @@
 //! other's, so a sender thread and a receiver thread work at once with no lock and no shared
 //! rustls connection.
 
+mod admission;
 pub mod identity;
 pub mod link;
 pub mod relay;
