@@ -39,9 +39,13 @@
 //! dropped (no longer true); pixel values rounded and clamped to the stored range; the
 //! derived series' attributes of [`super::derived`] (series number, dates, equipment,
 //! derivation code, the private-tag and overlay policies); explicit VR little endian, or
-//! JPEG-LS or JPEG 2000 lossless ([`super::dicom_compress`]). The template's series is kept
+//! JPEG-LS or JPEG 2000 lossless ([`compress`]). The template's series is kept
 //! unless [`DicomTemplate::in_series`] names a derived one, as the command line always does
 //! (a new Series Instance UID per run, one for all the slices of a study).
+
+mod compress;
+mod frames;
+mod scan;
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -55,10 +59,8 @@ use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use ndarray::Array2;
 
+use self::scan::{Encoding, ScanError};
 use super::derived::{self, DerivedSeries, OutputSyntax};
-use super::dicom_compress;
-use super::dicom_frames;
-use super::dicom_scan::{self, Encoding, ScanError};
 use super::jpeg12;
 use super::window::{auto_window, Units, Window, WindowChoice, CT_WINDOW};
 use super::{ColourImage, Format, GrayImage, ImageError, Picture, MAX_PIXELS};
@@ -642,7 +644,7 @@ pub fn check_bare_dataset(bytes: &[u8], ts_uid: &str) -> Result<(), String> {
         return Err("a deflated data set (not taken over the network)".into());
     }
     let enc = encoding(ts_uid)?;
-    dicom_scan::dataset(bytes, 0, enc).map_err(|e| match e {
+    scan::dataset(bytes, 0, enc).map_err(|e| match e {
         ScanError::Corrupt(d) | ScanError::Unsupported(d) => d,
     })
 }
@@ -694,7 +696,7 @@ pub(super) fn parse(
         ScanError::Corrupt(d) => corrupt(path, d),
         ScanError::Unsupported(d) => unsupported(path, d),
     };
-    let (ts_uid, start) = dicom_scan::meta(bytes).map_err(scan_err)?;
+    let (ts_uid, start) = scan::meta(bytes).map_err(scan_err)?;
     // Only digits and dots: the registry and the parser trim other padding (a tab) that the
     // walk would not, and so read the file in another encoding than the walk checked.
     if !valid_uid(&ts_uid) {
@@ -730,9 +732,9 @@ pub(super) fn parse(
     }
     if ts_uid == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
         let inflated = inflate(bytes, start, path, MAX_INFLATED)?;
-        dicom_scan::dataset(&inflated, 0, enc).map_err(scan_err)?;
+        scan::dataset(&inflated, 0, enc).map_err(scan_err)?;
     } else {
-        dicom_scan::dataset(bytes, start, enc).map_err(scan_err)?;
+        scan::dataset(bytes, start, enc).map_err(scan_err)?;
     }
     let mut opts = OpenFileOptions::new().read_preamble(ReadPreamble::Always);
     if !with_pixels {
@@ -849,7 +851,7 @@ fn decode_samples(
     }
     // Encapsulated frames: one frame, in any number of fragments, or one fragment per frame
     // (so that each frame's own header is checked before a decoder sizes anything from it).
-    // The bytes checked are the bytes decoded: [`dicom_frames`] takes them once, and every
+    // The bytes checked are the bytes decoded: [`frames`] takes them once, and every
     // codec but the registry's RLE reads them directly.
     let scan_err = |e| match e {
         ScanError::Corrupt(d) => corrupt(path, d),
@@ -859,7 +861,7 @@ fn decode_samples(
         pixel_data.value().offset_table(),
         pixel_data.value().fragments(),
     ) {
-        (Some(table), Some(f)) => Some(dicom_frames::frames(table, f, l.frames).map_err(scan_err)?),
+        (Some(table), Some(f)) => Some(frames::frames(table, f, l.frames).map_err(scan_err)?),
         _ => None,
     };
     let mut codec = Codec::Registry;
@@ -1206,7 +1208,7 @@ fn j2k_decode(cs: &[u8], l: &Layout) -> Result<Vec<u16>, String> {
 /// the stream says). Returns the decoder to use.
 fn check_encapsulated(
     ts_uid: &str,
-    frame: &dicom_frames::Frame,
+    frame: &frames::Frame,
     l: &Layout,
     path: &Path,
 ) -> Result<Codec, ImageError> {
@@ -1947,7 +1949,7 @@ impl DicomTemplate {
             .series
             .as_ref()
             .map_or(OutputSyntax::ExplicitLe, |(s, _)| s.syntax);
-        let samples = dicom_compress::Samples {
+        let samples = compress::Samples {
             rows: l.rows,
             cols: l.cols,
             frames: l.frames,
@@ -1959,7 +1961,7 @@ impl DicomTemplate {
         let meta = FileMetaTableBuilder::new()
             .media_storage_sop_class_uid(sop_class.unwrap_or_default())
             .media_storage_sop_instance_uid(sop_instance);
-        dicom_compress::write(obj, &samples, syntax, meta).map_err(fail)
+        compress::write(obj, &samples, syntax, meta).map_err(fail)
     }
 
     /// Encodes colour images (one per frame of the template, checked by the caller: no NaN)
@@ -2041,7 +2043,7 @@ impl DicomTemplate {
                 })
             })
             .collect();
-        let samples = dicom_compress::Samples {
+        let samples = compress::Samples {
             rows: h,
             cols: w * 3,
             frames: frames.len(),
@@ -2053,7 +2055,7 @@ impl DicomTemplate {
         let meta = FileMetaTableBuilder::new()
             .media_storage_sop_class_uid(sop_class.unwrap_or_default())
             .media_storage_sop_instance_uid(sop_instance);
-        dicom_compress::write(obj, &samples, OutputSyntax::ExplicitLe, meta).map_err(fail)
+        compress::write(obj, &samples, OutputSyntax::ExplicitLe, meta).map_err(fail)
     }
 
     /// The template's data set as a derived image's (new SOP instance, DERIVED\SECONDARY,
@@ -2175,7 +2177,6 @@ pub fn new_uid() -> String {
 }
 
 #[cfg(test)]
-#[path = "dicom_stream_tests.rs"]
 mod stream_tests;
 
 #[cfg(test)]
