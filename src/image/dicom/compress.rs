@@ -23,7 +23,7 @@ use openjp2::openjpeg::{
     opj_stream_t, OPJ_CLRSPC_GRAY, OPJ_CODEC_J2K,
 };
 
-use super::derived::OutputSyntax;
+use crate::image::derived::OutputSyntax;
 
 /// The pixel layout the codecs need.
 pub(super) struct Samples<'a> {

@@ -9,8 +9,8 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
+use super::compress::{self, Samples};
 use super::decode;
-use crate::image::dicom_compress::{self, Samples};
 use crate::image::jpeg12;
 
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,7 @@ fn stream(kind: Kind, rows: usize, cols: usize, seed: usize) -> Vec<u8> {
                 &bytes,
             )
             .unwrap(),
-        Kind::J2k => dicom_compress::j2k_lossless(
+        Kind::J2k => compress::j2k_lossless(
             &v,
             &Samples {
                 rows,

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::dicom_scan::ScanError;
+use super::scan::ScanError;
 
 /// One frame's bytes, and how many fragments they came from.
 pub(super) struct Frame<'a> {
