@@ -58,15 +58,17 @@ pub fn correction_count(
 ) -> Result<Tally, String> {
     let dims = plan.dims(h, w)?;
     let need = plan.needed_bits();
+    let fused = plan.fused(engine == EngineKind::Gmw);
     let mut nets = Nets::default();
     let mut n = Tally::default();
     for i in 1..plan.steps.len() {
-        for u in plan.uses(i, &dims) {
+        for u in plan.uses(i, &dims, &fused) {
             n = n + match u {
                 Use::Product { len } => Tally::of(len, plan.product_bits(&need, i)),
+                Use::Extend { len, bits } => Tally::of(len, bits),
                 Use::Circuit { circ, elements } if engine == EngineKind::Gmw => {
                     let net = nets.of(&circ);
-                    let bits = plan.circuit_out_bits(&need, i);
+                    let bits = plan.circuit_bits(&need, i, &fused);
                     batches(elements, batch.max(1))
                         .map(|(_, _, n)| RunShape::of(net, n).explicit(bits))
                         .sum()
@@ -90,9 +92,10 @@ pub fn circuit_shapes(
     engine: EngineKind,
 ) -> Result<String, String> {
     let dims = plan.dims(h, w)?;
+    let fused = plan.fused(engine == EngineKind::Gmw);
     let mut seen: Vec<ActCircuit> = Vec::new();
     for i in 1..plan.steps.len() {
-        for u in plan.uses(i, &dims) {
+        for u in plan.uses(i, &dims, &fused) {
             if let Use::Circuit { circ, .. } = u {
                 if !seen.contains(&circ) {
                     seen.push(circ);
@@ -143,6 +146,7 @@ where
     plan.check_streams()?;
     let dims = plan.dims(h, w)?;
     let need = plan.needed_bits();
+    let fused = plan.fused(engine == EngineKind::Gmw);
     let seeds = &deal_seeds.job;
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
     let weighted: HashMap<usize, (u32, usize)> = plan
@@ -154,8 +158,12 @@ where
     let mut nets = Nets::default();
     for i in 1..plan.steps.len() {
         let mut run = 0u32;
-        for u in plan.uses(i, &dims) {
+        for u in plan.uses(i, &dims, &fused) {
             match u {
+                Use::Extend { len, bits } => {
+                    let t = plan.steps[i].inputs[0] as u32;
+                    crate::dealer::cnn::emit_map_extension(seeds, t, len, bits, emit)?;
+                }
                 Use::Product { len } => {
                     let (j, n) = weighted[&i];
                     let a = add(
@@ -184,7 +192,7 @@ where
                         };
                         run += 1;
                         if engine == EngineKind::Gmw {
-                            let bits = plan.circuit_out_bits(&need, i);
+                            let bits = plan.circuit_bits(&need, i, &fused);
                             explicit_into(seeds, at, nets.of(&circ), n, bits, emit)?;
                         }
                     }

@@ -25,10 +25,12 @@ use crate::corr::slot::Slot;
 use crate::inference::graph::{window_at, window_dims, Map};
 use crate::ring::graph::costs::kind_name;
 use crate::ring::graph::uses::{per_channel, product_input, product_pair, secret_parts, Use};
+use crate::ring::graph::width::Fused;
 use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
 use crate::twopc::beaver::plus_uv;
 use crate::twopc::channel::{open_bits, Channel, ChannelError, LinkStats};
+use crate::twopc::cnn::open_extending;
 use crate::twopc::protocol::{
     open_in_job, same_session, EngineCounters, Nonlinear, OpFigures, ProtocolError, Report, Weights,
 };
@@ -104,6 +106,8 @@ struct Job<'a, 'b> {
     /// widths the dealer made party 1's values at.
     product_bits: Vec<u32>,
     circuit_bits: Vec<u32>,
+    /// The ReLU results left mod 2^k and extended when opened (a fusing engine's).
+    fused: Fused,
     /// Circuit runs made so far by the current step (its runs' stream index).
     run: u32,
     /// The current step's uses of the randomness so far, compared with the dealer's list
@@ -149,19 +153,37 @@ impl Job<'_, '_> {
         Ok(out)
     }
 
-    /// Opens `x` under the fresh mask of stream (t, k).
-    fn open_masked(&mut self, (t, k): (u32, u32), x: &Map<u64>) -> Result<Masked, ProtocolError> {
+    /// Opens `x` under the fresh mask of stream (t, k), for product step `step`.
+    fn open_masked(
+        &mut self,
+        step: usize,
+        (t, k): (u32, u32),
+        x: &Map<u64>,
+    ) -> Result<Masked, ProtocolError> {
         // Part of the linear phase, as a CNN job counts its openings.
         let t0 = Instant::now();
         let b = self.rand.act_mask(t, k, x.v.len())?;
-        let share: Vec<u64> =
-            x.v.iter()
-                .zip(&b)
-                .map(|(x, b)| x.wrapping_sub(*b))
-                .collect();
         // Only the low bits its readers need are sent (docs/protocol.md, "Ring width").
         let bits = self.open_widths[&(t, k)];
-        let v = open_bits(self.ch, self.party, &share, bits, "masked map")?;
+        let v = match self.fused.opens(step, t as usize).filter(|_| k == 0) {
+            // A ReLU result held mod 2^k: extended by its shares' top bits as it is opened.
+            Some(hi) => {
+                self.used.push(Use::Extend {
+                    len: x.v.len(),
+                    bits: hi,
+                });
+                let pk = bits - hi;
+                open_extending(self.ch, self.party, &mut self.rand, t, &x.v, &b, pk, bits)?
+            }
+            None => {
+                let share: Vec<u64> =
+                    x.v.iter()
+                        .zip(&b)
+                        .map(|(x, b)| x.wrapping_sub(*b))
+                        .collect();
+                open_bits(self.ch, self.party, &share, bits, "masked map")?
+            }
+        };
         self.rep.seconds_linear += t0.elapsed().as_secs_f64();
         Ok(Masked {
             v: Map { v, ..*x },
@@ -283,6 +305,7 @@ pub fn run(
         .map(|(j, &(i, _))| (i, (&opened.u[j][..], &opened.mask[j][..])))
         .collect();
     let need = plan.needed_bits();
+    let fused = plan.fused(engine.fuses_relu_extension());
     let mut job = Job {
         ch,
         engine,
@@ -300,8 +323,9 @@ pub fn run(
             .map(|i| plan.product_bits(&need, i))
             .collect(),
         circuit_bits: (0..plan.steps.len())
-            .map(|i| plan.circuit_out_bits(&need, i))
+            .map(|i| plan.circuit_bits(&need, i, &fused))
             .collect(),
+        fused,
         run: 0,
         used: Vec::new(),
     };
@@ -336,7 +360,7 @@ pub fn run(
         let out = step(&mut job, plan, i, &maps, &mut masked)?;
         job.tally(kind_name(&plan.steps[i].kind), from);
         // Made independently of the dealer's list: a drift is an error, not a wrong image.
-        if job.used != plan.uses(i, &dims) || [out.c, out.h, out.w] != dims[i] {
+        if job.used != plan.uses(i, &dims, &job.fused) || [out.c, out.h, out.w] != dims[i] {
             return Err(ProtocolError::Setup(format!(
                 "step {i} used the randomness otherwise than the dealer's plan says"
             )));
@@ -413,7 +437,7 @@ fn step(
         Kind::Conv { b, .. } | Kind::Affine { b, .. } => {
             let t = st.inputs[0];
             if masked[t].is_none() {
-                masked[t] = Some(job.open_masked((t as u32, 0), x)?);
+                masked[t] = Some(job.open_masked(i, (t as u32, 0), x)?);
             }
             let z = job.product(plan, i, masked[t].as_ref().expect("opened above"))?;
             z.map(|c, v| v.wrapping_add(per_channel(b, c)))
@@ -436,7 +460,7 @@ fn step(
                 v: t.iter().zip(&r).map(|(t, r)| t.wrapping_sub(*r)).collect(),
                 ..*x
             };
-            let m = job.open_masked(product_input(plan, i), &neg)?;
+            let m = job.open_masked(i, product_input(plan, i), &neg)?;
             let z = job.product(plan, i, &m)?;
             Map {
                 v: r.iter()

@@ -54,7 +54,7 @@ impl GraphPlan {
         for (i, st) in self.steps.iter().enumerate().skip(1) {
             let c = out.entry(kind_name(&st.kind)).or_default();
             c.steps += 1;
-            for u in self.uses(i, &dims) {
+            for u in self.uses(i, &dims, &Default::default()) {
                 match u {
                     Use::Circuit { elements, .. } => {
                         c.comparisons_per_pixel += elements as f64 / pixels
@@ -62,6 +62,7 @@ impl GraphPlan {
                     Use::Product { len } => {
                         c.macs_per_pixel += macs(&st.kind, len, &dims, st) / pixels
                     }
+                    Use::Extend { .. } => {}
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::inference::graph::{conv_dims, window_at, window_dims, Map};
+use crate::ring::graph::width::Fused;
 use crate::ring::graph::{GraphPlan, Kind};
 use crate::ring::share::MAX_STREAM_LAYER;
 
@@ -21,6 +22,9 @@ pub enum Use {
     Product { len: usize },
     /// A circuit over `elements` values, run in batches of the dealer's batch size.
     Circuit { circ: ActCircuit, elements: usize },
+    /// A ReLU result held mod 2^k extended by its shares' top bits as its masked map is
+    /// opened: `len` shares of ρ_0 ρ_1 at `bits` (stream `MapExtend(tensor)`).
+    Extend { len: usize, bits: u32 },
 }
 
 impl GraphPlan {
@@ -193,8 +197,9 @@ impl GraphPlan {
         Ok(plan)
     }
 
-    /// Step `i`'s uses of the dealer's randomness, in order, given its inputs' sizes.
-    pub fn uses(&self, i: usize, dims: &[Dims]) -> Vec<Use> {
+    /// Step `i`'s uses of the dealer's randomness, in order, given its inputs' sizes and what
+    /// the engine fuses ([`super::width::Fused`]).
+    pub fn uses(&self, i: usize, dims: &[Dims], fused: &Fused) -> Vec<Use> {
         let st = &self.steps[i];
         let k = self.params.k;
         let n = |d: Dims| d[0] * d[1] * d[2];
@@ -202,7 +207,17 @@ impl GraphPlan {
         let relu = |sh| ActCircuit::Relu(TruncParams { sh, k });
         let trunc = |sh| ActCircuit::Trunc(TruncParams { sh, k });
         match &st.kind {
-            Kind::Conv { .. } | Kind::Affine { .. } => vec![Use::Product { len: n(dims[i]) }],
+            Kind::Conv { .. } | Kind::Affine { .. } => {
+                let t = st.inputs[0];
+                let extend = fused.opens(i, t).map(|bits| Use::Extend {
+                    len: n(dims[t]),
+                    bits,
+                });
+                extend
+                    .into_iter()
+                    .chain([Use::Product { len: n(dims[i]) }])
+                    .collect()
+            }
             Kind::Trunc { sh } => vec![circuit(trunc(*sh), n(dims[i]))],
             Kind::Relu { sh } => vec![circuit(relu(*sh), n(dims[i]))],
             // One run keeps max(0, t), one t itself; a PReLU's secret slopes then multiply

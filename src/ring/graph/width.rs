@@ -16,6 +16,35 @@ use std::collections::HashMap;
 use super::uses::product_input;
 use super::{GraphPlan, Kind};
 
+/// Which ReLU results an engine that fuses the extension (the boolean one:
+/// `Nonlinear::fuses_relu_extension`, docs/protocol.md "The ReLU by selection") leaves mod
+/// 2^k, to be extended by their shares' top bits when they are opened: the CNN chain's
+/// saving, for every graph.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fused {
+    /// Per step: the bits its opening adds above k when its ReLU result is extended.
+    pub extended: Vec<Option<u32>>,
+    /// Per step: the first product step that reads it (where its masked map is opened).
+    pub opener: Vec<usize>,
+}
+
+impl Fused {
+    /// Step `i`'s ReLU result is left mod 2^k.
+    pub fn left_at_k(&self, i: usize) -> bool {
+        self.extended.get(i).is_some_and(|e| e.is_some())
+    }
+
+    /// The bits above k of the extension product step `i` makes when it opens its input
+    /// `t`'s masked map, if it is that tensor's opener and the tensor is extended.
+    pub fn opens(&self, i: usize, t: usize) -> Option<u32> {
+        self.extended
+            .get(t)
+            .copied()
+            .flatten()
+            .filter(|_| self.opener[t] == i)
+    }
+}
+
 impl GraphPlan {
     /// Per step: the low bits of its output the job needs exact (0: none, never read).
     pub fn needed_bits(&self) -> Vec<u32> {
@@ -110,6 +139,53 @@ impl GraphPlan {
             | Kind::SpaceToDepth { .. } => 64,
         };
         bits.clamp(1, 64)
+    }
+
+    /// [`Fused`] for an engine that fuses the extension (`fuses`), else nothing fused. A ReLU
+    /// step is extended when it is not the output, every step that reads it is a conv or an
+    /// affine map reading it as its masked map, and that opening is wider than k.
+    pub fn fused(&self, fuses: bool) -> Fused {
+        let n = self.steps.len();
+        let mut f = Fused {
+            extended: vec![None; n],
+            opener: vec![0; n],
+        };
+        if !fuses {
+            return f;
+        }
+        let mut readers = vec![Vec::new(); n];
+        for (i, st) in self.steps.iter().enumerate() {
+            st.inputs.iter().for_each(|&t| readers[t].push(i));
+        }
+        let widths = self.open_widths();
+        let k = self.params.k;
+        for (t, rs) in readers.iter().enumerate() {
+            let opens_only = !rs.is_empty()
+                && rs.iter().all(|&r| {
+                    matches!(self.steps[r].kind, Kind::Conv { .. } | Kind::Affine { .. })
+                        && product_input(self, r) == (t as u32, 0)
+                });
+            let bits = widths.get(&(t as u32, 0)).copied().unwrap_or(0);
+            if matches!(self.steps[t].kind, Kind::Relu { .. })
+                && t != self.output
+                && opens_only
+                && bits > k
+            {
+                f.extended[t] = Some(bits - k);
+                f.opener[t] = rs[0];
+            }
+        }
+        f
+    }
+
+    /// Bits of step `step`'s circuit outputs as an engine makes them: k for a ReLU result
+    /// left for its extension ([`Fused`]), else [`Self::circuit_out_bits`].
+    pub fn circuit_bits(&self, need: &[u32], step: usize, fused: &Fused) -> u32 {
+        if fused.left_at_k(step) {
+            self.params.k
+        } else {
+            self.circuit_out_bits(need, step)
+        }
     }
 
     fn is_product(&self, step: usize) -> bool {

@@ -549,8 +549,11 @@ fn traffic_is_what_the_protocol_says() {
     let mut maps = 0;
     let mut circuits = 0;
     let mut twice = 0;
-    // Openings are packed at their width: the low bits their readers need.
+    // Openings are packed at their width: the low bits their readers need; a ReLU result
+    // left mod 2^k (the boolean engine fuses) first sends its shares' masked top bits.
     let mut widths = BTreeSet::new();
+    let fused = plan.fused(true);
+    let mut extended = 0;
     for (i, st) in plan.steps.iter().enumerate().skip(1) {
         match st.kind {
             Kind::Conv { .. } | Kind::Affine { .. } => {
@@ -560,6 +563,10 @@ fn traffic_is_what_the_protocol_says() {
                     let bits = plan.open_bits((st.inputs[0] as u32, 0));
                     widths.insert(bits);
                     maps += (len(dims[st.inputs[0]]) * bits as u64).div_ceil(8);
+                    if fused.opens(i, st.inputs[0]).is_some() {
+                        maps += len(dims[st.inputs[0]]).div_ceil(8);
+                        extended += 1;
+                    }
                 }
             }
             Kind::PRelu { .. } => {
@@ -569,12 +576,12 @@ fn traffic_is_what_the_protocol_says() {
             }
             _ => {}
         }
-        for u in plan.uses(i, &dims) {
+        for u in plan.uses(i, &dims, &fused) {
             if let Use::Circuit { circ, elements } = u {
                 let net = Netlist::record(&circ);
                 // A ReLU finished by selection also opens its k-bit sum (at the readers'
                 // width when that is narrower) and, read wider than k bits, its k-bit result.
-                let bits = plan.circuit_out_bits(&plan.needed_bits(), i);
+                let bits = plan.circuit_bits(&plan.needed_bits(), i, &fused);
                 let select = net.select.map_or(0, |p| {
                     let k = p.k as u64;
                     k.min(bits as u64) + if bits as u64 > k { k } else { 0 }
@@ -587,6 +594,10 @@ fn traffic_is_what_the_protocol_says() {
         }
     }
     assert!(twice > 0, "the case has a tensor read by two products");
+    assert!(
+        extended > 0,
+        "the case has a ReLU result extended as it is opened"
+    );
     assert!(
         widths.len() > 1 && widths.contains(&plan.out_bits()),
         "the case has openings only circuits read and one the output reads: {widths:?}"
