@@ -172,6 +172,18 @@ pub fn kept_text(s: &str) -> String {
     }
 }
 
+/// Most of an archive's items an error message lists.
+pub const LISTED: usize = 20;
+
+/// The first `most` of `items`, joined, and how many more there are.
+pub fn first_of(items: &[String], most: usize) -> String {
+    let shown = items[..items.len().min(most)].join("; ");
+    match items.len().saturating_sub(most) {
+        0 => shown,
+        more => format!("{shown}; and {more} more"),
+    }
+}
+
 /// Text from a peer for a terminal or a log: printable ASCII as it is, anything else (an
 /// escape sequence, a control character) escaped, so that a peer's AE title cannot move the
 /// cursor, recolour or rewrite what the operator reads.
@@ -231,12 +243,17 @@ pub fn pick_series(
     study: &str,
     at: &dyn std::fmt::Display,
 ) -> Result<String> {
+    // The archive's strings, escaped (they reach the operator's terminal), and at most
+    // LISTED of them: a hostile archive may answer with thousands.
     let listing = || {
-        found
+        let all: Vec<String> = found
             .iter()
-            .map(|(u, n, m)| format!("{u} (number {}, {m})", n.as_deref().unwrap_or("none")))
-            .collect::<Vec<_>>()
-            .join("; ")
+            .map(|(u, n, m)| {
+                let n = n.as_deref().map_or("none".into(), printable);
+                format!("{} (number {n}, {})", printable(u), printable(m))
+            })
+            .collect();
+        first_of(&all, LISTED)
     };
     let picked: Vec<&(String, Option<String>, String)> = match series {
         Some(want) => found
@@ -277,6 +294,33 @@ pub fn json_value(obj: &serde_json::Value, tag: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hostile archive's series listing reaches the terminal escaped and capped: escape
+    /// sequences in a UID, a number and a modality come out as text, and thousands of series
+    /// are listed as the first LISTED and a count.
+    #[test]
+    fn an_archive_s_series_listing_is_escaped_and_capped() {
+        let found: Vec<(String, Option<String>, String)> = (0..5000)
+            .map(|i| {
+                (
+                    format!("1.2.{i}\x1b[2J"),
+                    Some(format!("{i}\x07")),
+                    "CT\x1b]0;owned\x07".to_string(),
+                )
+            })
+            .collect();
+        let e = pick_series(&found, None, "1.2.3", &"archive")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.contains("\\u{1b}[2J"), "{e}");
+        assert!(e.contains("and 4980 more"), "{e}");
+        assert!(e.len() < 4000, "{} bytes", e.len());
+        let e = pick_series(&found, Some("x"), "1.2.3", &"archive")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.chars().any(|c| c.is_control()) && e.contains("and 4980 more"));
+    }
 
     #[test]
     fn archive_urls_are_dicomweb_roots_without_credentials() {

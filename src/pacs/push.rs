@@ -219,7 +219,7 @@ fn stow_one(c: &Client, url: &str, body: &[u8], ct: &str, sop: &str) -> Result<(
         bail!(
             "POST {url}: HTTP {}, the archive failed it (reason {})",
             r.status,
-            json_value(f, "00081197").unwrap_or_else(|| "not given".into())
+            json_value(f, "00081197").map_or("not given".into(), |r| crate::pacs::printable(&r))
         );
     }
     // Referenced SOP Sequence: the instances stored.

@@ -21,7 +21,7 @@ use super::store_scu::{associate, Local};
 use super::watch::Watchdog;
 use super::{DimseAddr, IMAGE_STORAGE};
 use crate::pacs::pull::Fetched;
-use crate::pacs::AnswerBudget;
+use crate::pacs::{first_of, printable, AnswerBudget, LISTED};
 
 /// Our side of a DIMSE archive: our AE title, and where its C-MOVE reaches us.
 #[derive(Clone, Debug)]
@@ -343,8 +343,9 @@ fn fetch_on(
         match i[1].take().filter(|c| !c.is_empty()) {
             Some(c) if !IMAGE_STORAGE.contains(&c.as_str()) => {
                 eprintln!(
-                    "skipped instance {sop} of series {series_uid} at {to}: SOP class {c}, not \
-                     an image"
+                    "skipped instance {sop} of series {series_uid} at {to}: SOP class {}, not \
+                     an image",
+                    printable(&c)
                 );
                 skipped += 1;
             }
@@ -434,14 +435,21 @@ fn fetch_on(
                     idle: None,
                 },
                 &mut |r| {
+                    // The archive's strings, escaped: they reach the operator's terminal.
                     refused.extend(r.refused.iter().map(|f| {
-                        format!("{} ({:04X}H): {}", f.sop_instance_uid, f.status, f.reason)
+                        format!(
+                            "{} ({:04X}H): {}",
+                            printable(&f.sop_instance_uid),
+                            f.status,
+                            printable(&f.reason)
+                        )
                     }));
                     if !r.accepted && r.end.starts_with("rejected: a connection from") {
                         rejected.push(r.peer_addr.clone());
                     }
                     if r.accepted && r.end.starts_with("deadline: ended by its deadline") {
-                        cut.push(format!("{} from {}: {}", r.peer_aet, r.peer_addr, r.end));
+                        let end = printable(&r.end);
+                        cut.push(format!("{} from {}: {end}", r.peer_aet, r.peer_addr));
                     }
                 },
             )
@@ -544,7 +552,7 @@ fn fetch_on(
             "our receiving AE {} refused {} instances of the move: {}",
             local.scu.aet,
             refused.len(),
-            refused.join("; ")
+            first_of(&refused, LISTED)
         );
     }
     // Exactly what was listed, in the one series folder.
