@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::graph::{
+use super::chain::{
     block, constant_node, input_of, ints, show_dims, squeeze, unsqueeze, Attrs, Refusal,
 };
 use super::proto::{GraphProto, NodeProto};

@@ -1,6 +1,6 @@
 //! Models exported from PyTorch (or any framework) as ONNX: the graph is read with `prost`
 //! over the messages of onnx.proto ([`proto`]) and mapped onto the project's two families
-//! ([`graph`]): the patch MLP ([`Model`]) and the convolution stack of DnCNN and FFDNet
+//! ([`chain`]): the patch MLP ([`Model`]) and the convolution stack of DnCNN and FFDNet
 //! ([`Cnn`]). Batch norm is folded into its convolution and the pixel (un)shuffle's channel
 //! order into the first and last convolutions' weights, all before anything is shared.
 //! A network the chain walk refuses is walked as a CNN graph ([`dag`], [`Graph`]: U-Nets,
@@ -11,7 +11,7 @@
 //! are the model's `metadata_props`, with the keys of the `.safetensors` metadata.
 
 mod dag;
-mod graph;
+mod chain;
 pub mod proto;
 mod tensor;
 
@@ -22,14 +22,14 @@ use std::path::Path;
 
 use ndarray::{Array1, Array2};
 
-use self::graph::{Act, Family, Refusal, Walked};
+use self::chain::{Act, Family, Refusal, Walked};
 use self::tensor::Tensor;
 use crate::model::cnn::{Cnn, CnnMeta, Conv};
 use crate::model::graph::Graph;
 use crate::model::mlp::{Activation, Layer, Model, ModelError};
 
 pub use self::dag::GRAPH_OPS;
-pub use self::graph::SUPPORTED_OPS;
+pub use self::chain::SUPPORTED_OPS;
 
 /// Largest file accepted (the `.npz` reader's total).
 pub const MAX_FILE: u64 = super::npz::MAX_TOTAL_BYTES;
@@ -167,7 +167,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Net, ModelError> {
         },
         None => not_onnx(path, r.msg),
     };
-    let walked = match graph::walk(g, initializers(path, g)?) {
+    let walked = match chain::walk(g, initializers(path, g)?) {
         Ok(w) => w,
         Err(chain) => {
             return match dag::walk(g, initializers(path, g)?, opset) {
