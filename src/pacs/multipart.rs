@@ -31,24 +31,31 @@ pub fn media_type(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Longest boundary RFC 2046 allows.
+const MAX_BOUNDARY: usize = 70;
+
+/// `needle` in `hay` from `from` on, in linear time (memchr's two-way search: an archive's
+/// body built to make a naive search quadratic cannot).
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if from > hay.len() {
-        return None;
-    }
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
+    let rest = hay.get(from..)?;
+    memchr::memmem::find(rest, needle).map(|i| i + from)
 }
 
-/// The parts of a multipart `body` whose Content-Type is `content_type`.
-pub fn parts<'a>(body: &'a [u8], content_type: &str) -> Result<Vec<Part<'a>>> {
+/// The parts of a multipart `body` whose Content-Type is `content_type`: at most `most`,
+/// refused as the next one is reached.
+pub fn parts<'a>(body: &'a [u8], content_type: &str, most: usize) -> Result<Vec<Part<'a>>> {
     if !media_type(content_type).starts_with("multipart/") {
         bail!("not a multipart body (Content-Type {content_type:?})");
     }
     let Some(boundary) = param(content_type, "boundary").filter(|b| !b.is_empty()) else {
         bail!("a multipart body without a boundary (Content-Type {content_type:?})");
     };
+    if boundary.len() > MAX_BOUNDARY {
+        bail!(
+            "a multipart boundary of {} characters (at most {MAX_BOUNDARY})",
+            boundary.len()
+        );
+    }
     let delim = format!("--{boundary}").into_bytes();
     let next_delim = format!("\r\n--{boundary}").into_bytes();
     // The first delimiter may open the body, without a line break before it.
@@ -64,6 +71,9 @@ pub fn parts<'a>(body: &'a [u8], content_type: &str) -> Result<Vec<Part<'a>>> {
     loop {
         if body[at..].starts_with(b"--") {
             return Ok(out);
+        }
+        if out.len() == most {
+            bail!("a multipart body of more than {most} part(s)");
         }
         // The rest of the delimiter's line (transport padding), then the part's headers.
         let Some(eol) = find(body, b"\r\n", at) else {
@@ -137,7 +147,7 @@ mod tests {
         let a: &[u8] = b"first\r\n--not-the-boundary\r\n";
         let b: &[u8] = b"";
         let (body, ct) = dicom_body(&[a, b]);
-        let p = parts(&body, &ct).unwrap();
+        let p = parts(&body, &ct, 2).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].body, a);
         assert_eq!(p[1].body, b);
@@ -153,11 +163,25 @@ mod tests {
     fn a_quoted_boundary_a_preamble_and_cut_bodies() {
         let ct = "Multipart/Related; type=\"application/dicom\"; boundary=\"b 1\"";
         let body = b"preamble\r\n--b 1\r\nContent-Type: application/dicom\r\n\r\nXY\r\n--b 1--\r\n";
-        let p = parts(body, ct).unwrap();
+        let p = parts(body, ct, 1).unwrap();
         assert_eq!((p.len(), p[0].body), (1, &b"XY"[..]));
-        let e = parts(&body[..40], ct).err().unwrap().to_string();
+        let e = parts(&body[..40], ct, 1).err().unwrap().to_string();
         assert!(e.contains("cut"), "{e}");
-        assert!(parts(body, "application/dicom").is_err());
-        assert!(parts(body, "multipart/related").is_err());
+        assert!(parts(body, "application/dicom", 1).is_err());
+        assert!(parts(body, "multipart/related", 1).is_err());
+    }
+
+    /// A body of a million empty parts is refused at the second when one is asked for (the
+    /// rest never parsed); a boundary longer than RFC 2046's 70 characters is refused.
+    #[test]
+    fn parts_past_the_count_and_long_boundaries_are_refused() {
+        let ct = "multipart/related; boundary=b";
+        let mut body = b"--b\r\n\r\n".repeat(1_000_000);
+        body.extend_from_slice(b"\r\n--b--\r\n");
+        let e = parts(&body, ct, 1).err().unwrap().to_string();
+        assert!(e.contains("more than 1 part"), "{e}");
+        let long = format!("multipart/related; boundary={}", "x".repeat(71));
+        let e = parts(b"--x", &long, 1).err().unwrap().to_string();
+        assert!(e.contains("71 characters"), "{e}");
     }
 }

@@ -323,8 +323,8 @@ pub fn fetch_series(
         let file = if multipart::media_type(&r.content_type) == "application/dicom" {
             r.body
         } else {
-            let mut parts =
-                multipart::parts(&r.body, &r.content_type).with_context(|| format!("GET {url}"))?;
+            let mut parts = multipart::parts(&r.body, &r.content_type, 1)
+                .with_context(|| format!("GET {url}"))?;
             if parts.len() != 1 {
                 bail!("GET {url}: {} parts, one instance asked", parts.len());
             }

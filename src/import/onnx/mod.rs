@@ -10,8 +10,8 @@
 //! does not carry (the MLP's mean shift, residual, aggregation; the noise level trained for)
 //! are the model's `metadata_props`, with the keys of the `.safetensors` metadata.
 
-mod dag;
 mod chain;
+mod dag;
 pub mod proto;
 mod tensor;
 
@@ -28,8 +28,8 @@ use crate::model::cnn::{Cnn, CnnMeta, Conv};
 use crate::model::graph::Graph;
 use crate::model::mlp::{Activation, Layer, Model, ModelError};
 
-pub use self::dag::GRAPH_OPS;
 pub use self::chain::SUPPORTED_OPS;
+pub use self::dag::GRAPH_OPS;
 
 /// Largest file accepted (the `.npz` reader's total).
 pub const MAX_FILE: u64 = super::npz::MAX_TOTAL_BYTES;
