@@ -48,6 +48,13 @@ pub struct ShareModelArgs {
     pub fixed: FixedArgs,
     #[command(flatten)]
     pub cnn_fixed: CnnFixedArgs,
+    /// Share a chain CNN (DnCNN, FFDNet, gray or colour) as a CNN graph (`Graph::from_cnn`):
+    /// the same results bit for bit and the same bytes between the servers, through the
+    /// graph's job; to compare the two until the graph is the only convolutional family
+    /// (docs/graph.md, "DnCNN and FFDNet as graphs"). Records no noise-level range, as a
+    /// graph's share does not.
+    #[arg(long)]
+    pub as_graph: bool,
     #[command(flatten)]
     pub seal: super::keys::SealArgs,
 }
@@ -332,7 +339,22 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         }
     }
     if Cnn::is_cnn_file(&path)? {
+        if a.as_graph {
+            let name = model_name(&a, &path)?;
+            let model = Cnn::load(&path)?;
+            let params = a.cnn_fixed.params(&model)?;
+            let g = crate::model::graph::Graph::from_cnn(&model)
+                .map_err(|e| anyhow::anyhow!("{}: as a graph: {e}", path.display()))?;
+            return crate::job::owner::share_graph_model(&a.out, &path, name, g, params, &to);
+        }
         return share_cnn_model(&a, &path, &to);
+    }
+    if a.as_graph {
+        bail!(
+            "--as-graph: {} is not a chain CNN (DnCNN, FFDNet); a CNN graph's ONNX file is \
+             shared as a graph without it",
+            path.display()
+        );
     }
     let name = model_name(&a, &path)?;
     let model = Model::load(&path)?;

@@ -102,11 +102,11 @@ pub fn check_cnn_job(image: &Path, job: &JobParams, mh: &Header) -> Result<()> {
     Ok(())
 }
 
-/// The image share `path` (header `ih`) carries a noise map exactly when the plan takes one:
-/// S1's share is a seed, which would expand to any length, so the header must say.
-pub fn check_noise_map(path: &Path, ih: &Header, plan: &CnnPlan) -> Result<()> {
+/// The image share `path` (header `ih`) carries a noise map exactly when the model `takes`
+/// one: S1's share is a seed, which would expand to any length, so the header must say.
+pub fn check_noise_map(path: &Path, ih: &Header, takes: bool) -> Result<()> {
     let has = ih.info(crate::formats::bodies::NOISE_MAP) == Some("shared");
-    match (plan.frame.noise_map, has) {
+    match (takes, has) {
         (true, false) => bail!(
             "{}: shared without a noise map, but this model takes one (FFDNet): share the image with `share-image --model model.pub`",
             path.display()
@@ -119,10 +119,10 @@ pub fn check_noise_map(path: &Path, ih: &Header, plan: &CnnPlan) -> Result<()> {
     }
 }
 
-/// The image share `path` holds as many colour planes as the plan takes (a colour model
+/// The image share `path` holds as many colour planes as the model `takes` (a colour model
 /// given a gray image, or a gray one a colour image, is refused by name).
-pub fn check_colours(path: &Path, job: &JobParams, plan: &CnnPlan) -> Result<()> {
-    let (has, takes) = (job.colours, plan.colours());
+pub fn check_colours(path: &Path, job: &JobParams, takes: usize) -> Result<()> {
+    let has = job.colours;
     if has != takes {
         let words = |c: usize| {
             if c == 1 {
@@ -132,7 +132,7 @@ pub fn check_colours(path: &Path, job: &JobParams, plan: &CnnPlan) -> Result<()>
             }
         };
         bail!(
-            "{}: a {} image, but this CNN takes {} images: share it for this model with \
+            "{}: a {} image, but this model takes {} images: share it for this model with \
              `share-image --model model.pub`",
             path.display(),
             words(has),

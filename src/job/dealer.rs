@@ -16,7 +16,7 @@ use crate::corr::masks::{mask_seed_digests, MASK_SEEDS};
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::bodies::{
     is_cnn, is_graph, is_whole_image, DealerMask, JobParams, Triplets, TripletsLead, CNN,
-    FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NETWORK, NOISE_MAP,
+    FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NETWORK,
 };
 use crate::formats::checks::{
     check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, cnn_plan_from_header,
@@ -171,8 +171,8 @@ fn gen_cnn_triplets(
     plan.check_image(h, w)
         .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
     check_cnn_job(image, &job, mh)?;
-    crate::formats::checks::check_colours(image, &job, &plan)?;
-    crate::formats::checks::check_noise_map(image, ih, &plan)?;
+    crate::formats::checks::check_colours(image, &job, plan.colours())?;
+    crate::formats::checks::check_noise_map(image, ih, plan.frame.noise_map)?;
     // After the checks that say what does not fit: another model that fits is refused too.
     crate::server::check_bound_model(image, ih, &a.model, mh)?;
     let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
@@ -290,12 +290,6 @@ fn gen_graph_triplets(
             a.model.display()
         );
     }
-    if ih.info(NOISE_MAP).is_some() {
-        bail!(
-            "{}: shared with a noise map, which a CNN graph does not take",
-            image.display()
-        );
-    }
     if a.model_mask.is_some() {
         bail!("--model-mask: weights opened once per model are not supported for CNN graphs yet; run the job without it (the weights are opened in the job)");
     }
@@ -310,13 +304,8 @@ fn gen_graph_triplets(
         );
     }
     check_cnn_job(image, &job, mh)?;
-    if job.colours != 1 {
-        bail!(
-            "{}: a colour image ({} planes), but a CNN graph takes gray images",
-            image.display(),
-            job.colours
-        );
-    }
+    crate::formats::checks::check_colours(image, &job, g.colours)?;
+    crate::formats::checks::check_noise_map(image, ih, g.noise_map().is_some())?;
     let (ph, pw) = g
         .padded_size(job.height, job.width)
         .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;

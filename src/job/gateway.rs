@@ -190,16 +190,29 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v > 0.0)
         .with_context(|| format!("{}: header lacks the model's sigma", path.display()))?;
-    let (frame, colours, maps) = if is_cnn(&h) {
-        let plan = crate::formats::checks::cnn_plan_from_header(path, &h)?;
-        (plan.frame, plan.colours(), plan.map_channels())
-    } else {
-        (Frame::PLAIN, 1, 0)
-    };
     let graph = if is_graph(&h) {
         Some(crate::formats::checks::graph_plan_from_header(path, &h)?.0)
     } else {
         None
+    };
+    let (frame, colours, maps) = if is_cnn(&h) {
+        let plan = crate::formats::checks::cnn_plan_from_header(path, &h)?;
+        (plan.frame, plan.colours(), plan.map_channels())
+    } else if let Some(g) = &graph {
+        // A graph's map is made as a CNN frame's at the same block: sigma/255 per block of
+        // the image, a partial block at an odd side included (`MapInput::dims`).
+        match g.noise_map() {
+            Some(m) => {
+                let frame = Frame {
+                    unshuffle: m.block,
+                    noise_map: true,
+                };
+                (frame, g.colours, m.channels)
+            }
+            None => (Frame::PLAIN, g.colours, 0),
+        }
+    } else {
+        (Frame::PLAIN, 1, 0)
     };
     let sigma_range = match h.info(SIGMA_RANGE) {
         Some(r) => Some(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::formats::bodies::{
-    is_cnn, is_whole_image, valid_model_name, JobParams, OutputShare, NAME, NETWORK,
+    is_whole_image, valid_model_name, JobParams, OutputShare, NAME, NETWORK,
 };
 use crate::formats::container::{id_hex, Header, Id, Kind, Opened};
 use crate::formats::signing::Trust;
@@ -192,9 +192,10 @@ pub fn combine_opened(
         );
     }
     // The geometry must be the one the job implies (it sizes everything the receiver does):
-    // a colour CNN job's output is its planes stacked, (colours h) x w; an MLP runs gray.
+    // a colour CNN (or CNN graph) job's output is its planes stacked, (colours h) x w; an
+    // MLP runs gray.
     let g = o0.geometry;
-    if o0.job.colours != 1 && !is_cnn(&h0) {
+    if o0.job.colours != 1 && !is_whole_image(&h0) {
         bail!(
             "{}: an MLP's output of a colour job ({} planes): colour jobs run on CNNs",
             p0.display(),

@@ -84,8 +84,8 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     plan.check_image(h, w).map_err(|e| at(&f.image, e))?;
-    check_colours(&f.image, &is.job, &plan)?;
-    check_noise_map(&f.image, &ih, &plan)?;
+    check_colours(&f.image, &is.job, plan.colours())?;
+    check_noise_map(&f.image, &ih, plan.frame.noise_map)?;
     // The dealer's plan (from the public header it was given) must be this share's.
     if !is_cnn(th) || cnn_plan_from_header(&f.triplets, th)? != public_cnn_plan(&plan) {
         bail!(

@@ -9,9 +9,9 @@ use anyhow::{bail, Result};
 use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
-    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH_DESCRIPTION, NOISE_MAP,
+    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH_DESCRIPTION,
 };
-use crate::formats::checks::{check_cnn_job, check_relu_batch};
+use crate::formats::checks::{check_cnn_job, check_colours, check_noise_map, check_relu_batch};
 use crate::formats::container::Kind;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::PatchShape;
@@ -68,13 +68,8 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     let t = open_triplets(&f, &mh, &ih, triplets)?;
     let (th, tr) = (&t.header, &t.stream);
     check_cnn_job(&f.image, &is.job, &mh)?;
-    if is.job.colours != 1 {
-        bail!(
-            "{}: a colour image ({} planes), but a CNN graph takes gray images",
-            f.image.display(),
-            is.job.colours
-        );
-    }
+    check_colours(&f.image, &is.job, plan.colours())?;
+    check_noise_map(&f.image, &ih, plan.inputs().map.is_some())?;
     if th.info("model_mask").is_some() {
         bail!(
             "{}: names a model mask, which CNN graph jobs do not use yet",
@@ -91,14 +86,6 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
             is.job.scale,
             ih.scale,
             plan.params.s
-        );
-    }
-    // A graph takes no noise map: S1's seed would expand to any length, so refuse a header
-    // that says one is shared.
-    if ih.info(NOISE_MAP).is_some() {
-        bail!(
-            "{}: shared with a noise map, which a CNN graph does not take",
-            f.image.display()
         );
     }
     let (ph, pw) = padded(&plan, h, w).map_err(|e| at(&f.image, e))?;
@@ -223,8 +210,13 @@ impl super::Runs for GraphJob {
             output: 0..self.job.height,
         };
         let band = self.tile.as_ref().map_or(&whole, |(_, b)| b);
-        let canvas = self.plan.band_output(&out.v, pw, w, band);
-        let h = band.output.len();
+        // A colour image's planes one after another, (colours h) x w, as a CNN's.
+        let canvas: Vec<u64> = out
+            .v
+            .chunks_exact(ph * pw)
+            .flat_map(|plane| self.plan.band_output(plane, pw, w, band))
+            .collect();
+        let h = band.output.len() * self.plan.colours();
         // Image-sized, as a CNN's: 1x1 "patches" at stride 1.
         let one = PatchShape {
             input: 1,

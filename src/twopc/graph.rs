@@ -24,8 +24,9 @@ use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
 use crate::inference::graph::{window_at, window_dims, Map};
 use crate::ring::graph::costs::kind_name;
-use crate::ring::graph::uses::{per_channel, product_input, product_pair, secret_parts, Use};
-use crate::ring::graph::width::Fused;
+use crate::ring::graph::uses::{
+    per_channel, product_input, product_pair, secret_parts, Fused, Use,
+};
 use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
 use crate::twopc::beaver::plus_uv;

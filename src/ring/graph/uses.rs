@@ -7,7 +7,6 @@
 
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::inference::graph::{conv_dims, window_at, window_dims, Map};
-use crate::ring::graph::width::Fused;
 use crate::ring::graph::{GraphPlan, Kind};
 use crate::ring::share::MAX_STREAM_LAYER;
 
@@ -25,6 +24,35 @@ pub enum Use {
     /// A ReLU result held mod 2^k extended by its shares' top bits as its masked map is
     /// opened: `len` shares of ρ_0 ρ_1 at `bits` (stream `MapExtend(tensor)`).
     Extend { len: usize, bits: u32 },
+}
+
+/// Which ReLU results an engine that fuses the extension (the boolean one:
+/// `Nonlinear::fuses_relu_extension`, docs/protocol.md "The ReLU by selection") leaves mod
+/// 2^k, to be extended by their shares' top bits when they are opened: the CNN chain's
+/// saving, for every graph.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fused {
+    /// Per step: the bits its opening adds above k when its ReLU result is extended.
+    pub extended: Vec<Option<u32>>,
+    /// Per step: the first product step that reads it (where its masked map is opened).
+    pub opener: Vec<usize>,
+}
+
+impl Fused {
+    /// Step `i`'s ReLU result is left mod 2^k.
+    pub fn left_at_k(&self, i: usize) -> bool {
+        self.extended.get(i).is_some_and(|e| e.is_some())
+    }
+
+    /// The bits above k of the extension product step `i` makes when it opens its input
+    /// `t`'s masked map, if it is that tensor's opener and the tensor is extended.
+    pub fn opens(&self, i: usize, t: usize) -> Option<u32> {
+        self.extended
+            .get(t)
+            .copied()
+            .flatten()
+            .filter(|_| self.opener[t] == i)
+    }
 }
 
 impl GraphPlan {
@@ -198,7 +226,7 @@ impl GraphPlan {
     }
 
     /// Step `i`'s uses of the dealer's randomness, in order, given its inputs' sizes and what
-    /// the engine fuses ([`super::width::Fused`]).
+    /// the engine fuses ([`Fused`]).
     pub fn uses(&self, i: usize, dims: &[Dims], fused: &Fused) -> Vec<Use> {
         let st = &self.steps[i];
         let k = self.params.k;

@@ -13,37 +13,8 @@
 
 use std::collections::HashMap;
 
-use super::uses::product_input;
+use super::uses::{product_input, Fused};
 use super::{GraphPlan, Kind};
-
-/// Which ReLU results an engine that fuses the extension (the boolean one:
-/// `Nonlinear::fuses_relu_extension`, docs/protocol.md "The ReLU by selection") leaves mod
-/// 2^k, to be extended by their shares' top bits when they are opened: the CNN chain's
-/// saving, for every graph.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Fused {
-    /// Per step: the bits its opening adds above k when its ReLU result is extended.
-    pub extended: Vec<Option<u32>>,
-    /// Per step: the first product step that reads it (where its masked map is opened).
-    pub opener: Vec<usize>,
-}
-
-impl Fused {
-    /// Step `i`'s ReLU result is left mod 2^k.
-    pub fn left_at_k(&self, i: usize) -> bool {
-        self.extended.get(i).is_some_and(|e| e.is_some())
-    }
-
-    /// The bits above k of the extension product step `i` makes when it opens its input
-    /// `t`'s masked map, if it is that tensor's opener and the tensor is extended.
-    pub fn opens(&self, i: usize, t: usize) -> Option<u32> {
-        self.extended
-            .get(t)
-            .copied()
-            .flatten()
-            .filter(|_| self.opener[t] == i)
-    }
-}
 
 impl GraphPlan {
     /// Per step: the low bits of its output the job needs exact (0: none, never read).

@@ -570,8 +570,6 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
     m.save(&d.path("ffd.npz")).unwrap();
     let params = CnnFixed::for_model(&m);
     assert_eq!((params.s, params.ws, params.k), (12, 13, 19));
-    let j = d.share_model(Some("ffd.npz"), "model");
-    assert_eq!(j["network"], "cnn");
     let (h, w) = (21, 19);
     ok(&[
         "add-noise",
@@ -600,6 +598,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
     )
     .unwrap();
     let pg = PoissonGaussian::parse("poisson-gaussian:4,25").unwrap();
+    let (fpath, mpfx) = (d.p("ffd.npz"), d.p("model"));
     let cases: [(&str, Vec<&str>, NoiseLevel, &str); 3] = [
         ("uniform", vec![], NoiseLevel::Uniform(30.0), "gmw"),
         (
@@ -615,110 +614,121 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
             "gc",
         ),
     ];
-    for (what, extra, level, engine) in cases {
-        let (img, mp) = (d.p("noisy.png"), d.p("model.pub"));
-        let map_path = d.p("map.npy");
-        let extra: Vec<&str> = extra
-            .iter()
-            .map(|&x| if x == "map.npy" { map_path.as_str() } else { x })
-            .collect();
-        let out = d.p("image");
-        let mut args = vec![
-            "share-image",
-            "--image",
-            &img,
-            "--sigma",
-            "30",
-            "--model",
-            &mp,
-            "--out",
-            &out,
-        ];
-        args.extend(extra);
-        ok(&args);
-        let (ih, i0): (Header, ImageShare) =
-            load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
-        assert_eq!(ih.info("noise_map"), Some("shared"), "{what}");
-        let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr, "triplets"));
-        for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
-            assert!(
-                o.status.success(),
-                "{what}, {who}: {}",
-                String::from_utf8_lossy(&o.stderr)
+    // As a CNN job, and as a graph (`share-model --as-graph`, docs/graph.md): the same bits.
+    for as_graph in [false, true] {
+        let mut share = vec!["share-model", "--model", &fpath, "--out", &mpfx];
+        if as_graph {
+            share.push("--as-graph");
+        }
+        let j = ok(&share);
+        assert_eq!(j["network"], if as_graph { "graph" } else { "cnn" });
+        for (what, extra, level, engine) in cases.clone() {
+            let kind = what;
+            let what = &format!("{what}{}", if as_graph { ", as a graph" } else { "" });
+            let (img, mp) = (d.p("noisy.png"), d.p("model.pub"));
+            let map_path = d.p("map.npy");
+            let extra: Vec<&str> = extra
+                .iter()
+                .map(|&x| if x == "map.npy" { map_path.as_str() } else { x })
+                .collect();
+            let out = d.p("image");
+            let mut args = vec![
+                "share-image",
+                "--image",
+                &img,
+                "--sigma",
+                "30",
+                "--model",
+                &mp,
+                "--out",
+                &out,
+            ];
+            args.extend(extra);
+            ok(&args);
+            let (ih, i0): (Header, ImageShare) =
+                load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+            assert_eq!(ih.info("noise_map"), Some("shared"), "{what}");
+            let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let [c0, c1] = start_pair(&d.dir, |p, addr| d.spawn(p, addr, "triplets"));
+            for (o, who) in [(wait(c0), "S0"), (wait(c1), "S1")] {
+                assert!(
+                    o.status.success(),
+                    "{what}, {who}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            // What the shares hold: the image, then the map the gateway was asked for.
+            let plan = CnnPlan::from_cnn(&m, params).unwrap();
+            let n = plan.input_len(h, w);
+            assert_eq!(n, h * w + 11 * 10);
+            let (_, i1): (Header, ImageShare) =
+                load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+            let enc: Vec<u64> = i0
+                .data
+                .materialise(Stream::ImageShare, n)
+                .unwrap()
+                .iter()
+                .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            let map = m.noise_map(&level, h, w);
+            let pre = ppdenoise::model::preprocess::Preprocess::identity();
+            assert_eq!(
+                i0.job.pre, pre,
+                "{what}: a noise-map model takes p/255 as is"
+            );
+            assert_eq!(
+                enc,
+                ring_cnn::encode_image(&noisy.pixels, &map, &pre, params.s),
+                "{what}"
+            );
+            let orc = ring_cnn::run(&plan, h, w, &enc);
+            assert_eq!(orc.out_of_range, 0);
+            let (_, o0): (Header, OutputShare) =
+                load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+            let (_, o1): (Header, OutputShare) =
+                load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+            let secure: Vec<u64> = o0
+                .canvas
+                .iter()
+                .zip(&o1.canvas)
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            assert_eq!(secure, orc.output, "{what} ({engine}): secure != oracle");
+            ok(&[
+                "reconstruct",
+                "--insecure-unsigned",
+                "--share0",
+                &d.p("out.p0"),
+                "--share1",
+                &d.p("out.p1"),
+                "--out",
+                &d.p("denoised.png"),
+            ]);
+            let png = ppdenoise::image::load(d.path("denoised.png")).unwrap();
+            assert_eq!(png.pixels.dim(), (h, w), "{what}: the image's own size");
+            // The plaintext tools take the same maps and agree with the oracle.
+            let fmodel = d.p("ffd.npz");
+            let mut args = vec![
+                "denoise", "--model", &fmodel, "--image", &img, "--sigma", "30", "--arith",
+                "fixed", "--out",
+            ];
+            let dn = d.p("plain.png");
+            args.push(&dn);
+            let extra2: Vec<String> = match kind {
+                "map file" => vec!["--noise-map".into(), map_path.clone()],
+                "poisson-gaussian" => vec!["--noise".into(), "poisson-gaussian:4,25".into()],
+                _ => vec![],
+            };
+            args.extend(extra2.iter().map(String::as_str));
+            ok(&args);
+            let plain = ppdenoise::image::load(d.path("plain.png")).unwrap();
+            assert_eq!(
+                plain.pixels, png.pixels,
+                "{what}: denoise --arith fixed == secure"
             );
         }
-        // What the shares hold: the image, then the map the gateway was asked for.
-        let plan = CnnPlan::from_cnn(&m, params).unwrap();
-        let n = plan.input_len(h, w);
-        assert_eq!(n, h * w + 11 * 10);
-        let (_, i1): (Header, ImageShare) =
-            load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
-        let enc: Vec<u64> = i0
-            .data
-            .materialise(Stream::ImageShare, n)
-            .unwrap()
-            .iter()
-            .zip(&i1.data.materialise(Stream::ImageShare, n).unwrap())
-            .map(|(a, b)| a.wrapping_add(*b))
-            .collect();
-        let map = m.noise_map(&level, h, w);
-        let pre = ppdenoise::model::preprocess::Preprocess::identity();
-        assert_eq!(
-            i0.job.pre, pre,
-            "{what}: a noise-map model takes p/255 as is"
-        );
-        assert_eq!(
-            enc,
-            ring_cnn::encode_image(&noisy.pixels, &map, &pre, params.s),
-            "{what}"
-        );
-        let orc = ring_cnn::run(&plan, h, w, &enc);
-        assert_eq!(orc.out_of_range, 0);
-        let (_, o0): (Header, OutputShare) =
-            load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
-        let (_, o1): (Header, OutputShare) =
-            load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
-        let secure: Vec<u64> = o0
-            .canvas
-            .iter()
-            .zip(&o1.canvas)
-            .map(|(a, b)| a.wrapping_add(*b))
-            .collect();
-        assert_eq!(secure, orc.output, "{what} ({engine}): secure != oracle");
-        ok(&[
-            "reconstruct",
-            "--insecure-unsigned",
-            "--share0",
-            &d.p("out.p0"),
-            "--share1",
-            &d.p("out.p1"),
-            "--out",
-            &d.p("denoised.png"),
-        ]);
-        let png = ppdenoise::image::load(d.path("denoised.png")).unwrap();
-        assert_eq!(png.pixels.dim(), (h, w), "{what}: the image's own size");
-        // The plaintext tools take the same maps and agree with the oracle.
-        let fmodel = d.p("ffd.npz");
-        let mut args = vec![
-            "denoise", "--model", &fmodel, "--image", &img, "--sigma", "30", "--arith", "fixed",
-            "--out",
-        ];
-        let dn = d.p("plain.png");
-        args.push(&dn);
-        let extra2: Vec<String> = match what {
-            "map file" => vec!["--noise-map".into(), map_path.clone()],
-            "poisson-gaussian" => vec!["--noise".into(), "poisson-gaussian:4,25".into()],
-            _ => vec![],
-        };
-        args.extend(extra2.iter().map(String::as_str));
-        ok(&args);
-        let plain = ppdenoise::image::load(d.path("plain.png")).unwrap();
-        assert_eq!(
-            plain.pixels, png.pixels,
-            "{what}: denoise --arith fixed == secure"
-        );
     }
 }
 

@@ -295,23 +295,30 @@ fn secure_colour_job_map(
 }
 
 /// A colour FFDNet-shaped random network (13 channels in: R, G, B's four sub-images and one
-/// map; 12 out), an odd-sided 8-bit RGB PNG: secure == oracle on both engines, and the RGB
-/// PNG reconstruct writes is `denoise --arith fixed`'s (the plaintext fixed point) exactly.
+/// map; 12 out), an odd-sided 8-bit RGB PNG: secure == oracle on both engines, as a CNN job
+/// and as a graph (`share-model --as-graph`), and the RGB PNG reconstruct writes is
+/// `denoise --arith fixed`'s (the plaintext fixed point) exactly.
 #[test]
 fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
-    for engine in ["gmw", "gc"] {
+    let runs = ["gmw", "gc"]
+        .into_iter()
+        .flat_map(|e| [(e, false), (e, true)]);
+    for (engine, as_graph) in runs {
         let d = Dir::new();
         let m = random_framed_cnn(&[13, 8, 8, 12], 3, 21, META, Frame::FFDNET);
         assert_eq!(m.colours, 3);
         m.save(&d.path("colour.npz")).unwrap();
-        let j = ok(&[
-            "share-model",
-            "--model",
-            &d.p("colour.npz"),
-            "--out",
-            &d.p("model"),
-        ]);
-        assert_eq!(j["colours"], 3);
+        let (model, out) = (d.p("colour.npz"), d.p("model"));
+        let mut share = vec!["share-model", "--model", &model, "--out", &out];
+        if as_graph {
+            share.push("--as-graph");
+        }
+        let j = ok(&share);
+        if as_graph {
+            assert_eq!(j["network"], "graph");
+        } else {
+            assert_eq!(j["colours"], 3);
+        }
         rgb_pattern(17, 13).save(d.path("noisy.png")).unwrap();
         let got = secure_colour_job(&d, &m, "noisy.png", engine, "denoised.png");
         assert_eq!(got.bit_depth, 8);
@@ -331,7 +338,7 @@ fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
         let fixed = colour_at(d.path("fixed.png"));
         assert_eq!(
             got.planes, fixed.planes,
-            "{engine}: secure and denoise --arith fixed"
+            "{engine} (as a graph: {as_graph}): secure and denoise --arith fixed"
         );
     }
 }
@@ -715,12 +722,12 @@ fn gray_and_colour_are_refused_by_name() {
     common::summary(&d.share_image("rgb.png", "model", "image", &[]), "share");
     refused(
         &d.gen_triplets("graym", "image", "gmw"),
-        "a colour (3 planes) image, but this CNN takes gray images",
+        "a colour (3 planes) image, but this model takes gray images",
     );
     assert!(!d.path("triplets.p0").exists());
     refused(
         &d.gen_triplets("model", "luma", "gmw"),
-        "a gray image, but this CNN takes colour (3 planes) images",
+        "a gray image, but this model takes colour (3 planes) images",
     );
     assert!(!d.path("triplets.p0").exists());
     // serve: the gray model's share given the colour job is refused by the job's binding to
@@ -745,7 +752,7 @@ fn gray_and_colour_are_refused_by_name() {
     .unwrap();
     refused(
         &wait(d.spawn(0, &no_link_addr())),
-        "a gray image, but this CNN takes colour (3 planes) images",
+        "a gray image, but this model takes colour (3 planes) images",
     );
     assert!(!d.path("out.p0").exists());
     // A job file of version 8 (before jobs named their colours): refused by name.
@@ -869,8 +876,8 @@ fn a_colour_job_for_a_gray_mlp_or_graph_is_refused_by_the_dealer_and_the_servers
             "graph.onnx",
             "graph",
             (
-                "a colour image (3 planes), but a CNN graph takes gray images",
-                "a colour image (3 planes), but a CNN graph takes gray images",
+                "a colour (3 planes) image, but this model takes gray images",
+                "a colour (3 planes) image, but this model takes gray images",
             ),
         ),
     ];
@@ -905,7 +912,7 @@ fn a_colour_job_for_a_gray_mlp_or_graph_is_refused_by_the_dealer_and_the_servers
         std::fs::copy(d.path("image.pub"), d.path("three.pub")).unwrap();
         say_three_planes(&d.path("three.pub"), None);
         let o = d.gen_triplets("model", "three", "gmw");
-        refused(&o, "three.pub: a colour image (3 planes)");
+        refused(&o, "three.pub: a colour (3 planes) image");
         refused(&o, dealer);
         assert!(!d.path("triplets.p0").exists(), "{network}: dealt");
         // The server, given an image share that says three planes.
