@@ -84,7 +84,8 @@ impl TryFrom<u8> for Party {
 /// `0` or `1`, as headers, file names and messages have always printed a party.
 impl fmt::Display for Party {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.index())
+        // The number's own Display, so width and fill flags behave as they did on a u8.
+        fmt::Display::fmt(&self.index(), f)
     }
 }
 
