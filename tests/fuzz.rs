@@ -63,6 +63,7 @@ use ppdenoise::ring::cnn::CnnPlan;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, share_with_seed, Stream};
+use ppdenoise::ring::Party;
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
 use ppdenoise::twopc::cnn::CnnJobInputs;
 use ppdenoise::twopc::engines::engine_for;
@@ -392,7 +393,7 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                         ts.corrections.take(n, bits).outcome()?;
                     }
                 };
-                any([read(0), read(1)])
+                any([read(Party::S0), read(Party::S1)])
             }),
         },
         Target {
@@ -601,9 +602,9 @@ fn job_target(
         shape: Shape::Container,
         parse: Box::new(move |f, seed| {
             let party = if seed.extension().is_some_and(|e| e == "p1") {
-                1
+                Party::S1
             } else {
-                0
+                Party::S0
             };
             let file = |role: &str| {
                 let valid = d.join(format!("{role}.p{party}"));
@@ -804,7 +805,7 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
     {
         ppdenoise::server::state::mark_used(
             &state,
-            0,
+            Party::S0,
             ppdenoise::server::state::Record::Triplets,
             id,
         )
@@ -822,14 +823,14 @@ fn more_targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             // An id the valid record does not hold, and one it does.
             let fresh = check_unused(
                 &dir,
-                0,
+                Party::S0,
                 Record::Triplets,
                 "0123456789abcdef0123456789abcdef",
                 f,
             );
             let recorded = check_unused(
                 &dir,
-                0,
+                Party::S0,
                 Record::Triplets,
                 "00112233445566778899aabbccddeeff",
                 f,
@@ -1849,7 +1850,7 @@ fn fuzz_target(t: &Target, budget: Budget, seed: u64) -> TargetRun {
 /// A two-server exchange whose frames are altered: each server's side on its channel end.
 trait PeerRun: Sync {
     fn name(&self) -> String;
-    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String>;
+    fn play(&self, p: Party, ch: &mut dyn Channel) -> Result<(), String>;
 }
 
 /// One MLP job's inputs on one engine, everything the two servers start from.
@@ -1868,14 +1869,14 @@ impl PeerRun for PeerJob {
         format!("{act} MLP job, {}", self.engine)
     }
 
-    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String> {
-        let t = &self.triplets[p as usize];
+    fn play(&self, p: Party, ch: &mut dyn Channel) -> Result<(), String> {
+        let t = &self.triplets[p.index()];
         let mut engine = engine_for(self.engine, p, &t.base_ot).map_err(|e| e.to_string())?;
         let inputs = JobInputs {
             party: p,
-            plan: &self.shares[p as usize],
+            plan: &self.shares[p.index()],
             job: &self.job,
-            image: &self.image[p as usize],
+            image: &self.image[p.index()],
             rand: PartyRandomness::packed(p, t.seed, t.corrections.clone()),
             batch: t.batch,
             session_tag: vec![1; 48],
@@ -1950,15 +1951,15 @@ impl PeerRun for CnnPeerJob {
         format!("CNN job, {}", self.engine)
     }
 
-    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String> {
+    fn play(&self, p: Party, ch: &mut dyn Channel) -> Result<(), String> {
         let (rand, setup) = self.deal.party(p);
         let mut engine = engine_for(self.engine, p, setup).map_err(|e| e.to_string())?;
         let inputs = CnnJobInputs {
             party: p,
-            plan: &self.shares[p as usize],
+            plan: &self.shares[p.index()],
             height: self.h,
             width: self.w,
-            image: &self.image[p as usize],
+            image: &self.image[p.index()],
             rand,
             session_tag: vec![2; 48],
             weights: protocol::Weights::PerJob,
@@ -1984,16 +1985,16 @@ impl PeerRun for OpenWeights {
         }
     }
 
-    fn play(&self, p: u8, ch: &mut dyn Channel) -> Result<(), String> {
-        let seed = [11 + p; 32];
+    fn play(&self, p: Party, ch: &mut dyn Channel) -> Result<(), String> {
+        let seed = [11 + u8::from(p); 32];
         let r = match self {
             OpenWeights::Mlp(s) => {
-                let mask = ppdenoise::corr::masks::mask_shares(&seed, &s[p as usize]);
-                ppdenoise::twopc::weights::open_weights(ch, p, &s[p as usize], mask)
+                let mask = ppdenoise::corr::masks::mask_shares(&seed, &s[p.index()]);
+                ppdenoise::twopc::weights::open_weights(ch, p, &s[p.index()], mask)
             }
             OpenWeights::Cnn(s) => {
-                let mask = ppdenoise::twopc::cnn::mask_shares(&seed, &s[p as usize]);
-                ppdenoise::twopc::cnn::open_cnn_weights(ch, p, &s[p as usize], mask)
+                let mask = ppdenoise::twopc::cnn::mask_shares(&seed, &s[p.index()]);
+                ppdenoise::twopc::cnn::open_cnn_weights(ch, p, &s[p.index()], mask)
             }
         };
         r.map(|_| ()).map_err(|e| e.to_string())
@@ -2107,16 +2108,16 @@ fn run_altered(
         rng: ChaCha12Rng::seed_from_u64(seed),
     };
     let (a, b) = (wrap(c0, 0), wrap(c1, 1));
-    let party = |p: u8, ch: &mut dyn Channel| j.play(p, ch);
+    let party = |p: Party, ch: &mut dyn Channel| j.play(p, ch);
     // Each thread owns its channel end, so a server that stops closes it and the other
     // one's receive fails at once instead of waiting for the channel's timeout.
-    let own = |p: u8, mut ch: Altering<_>| {
+    let own = |p: Party, mut ch: Altering<_>| {
         let r = catch_unwind(AssertUnwindSafe(|| party(p, &mut ch)));
         (r, ch.sent)
     };
     let [(r0, n0), (r1, n1)] = std::thread::scope(|sc| {
-        let h0 = sc.spawn(|| own(0, a));
-        let h1 = sc.spawn(|| own(1, b));
+        let h0 = sc.spawn(|| own(Party::S0, a));
+        let h1 = sc.spawn(|| own(Party::S1, b));
         [h0.join().unwrap(), h1.join().unwrap()]
     });
     let outcome = [r0, r1];

@@ -270,14 +270,13 @@ impl TruncParams {
         1u64 << (self.k - 1)
     }
 
-    /// Party `party`'s arithmetic shares of [`rescale_out`]'s output made shares of the
-    /// signed x: party 1 takes the offset off (every engine, after its B2A).
-    pub fn take_offset(&self, party: u8, shares: &mut [u64]) {
-        if party == 1 {
-            shares
-                .iter_mut()
-                .for_each(|x| *x = x.wrapping_sub(self.offset()));
-        }
+    /// Party 1's arithmetic shares of [`rescale_out`]'s output made shares of the signed x:
+    /// it takes the offset off (every engine, after its B2A); party 0's shares stay as they
+    /// are, so only party 1 calls this (the circuits sit below `ring::Party`).
+    pub fn take_offset(&self, shares: &mut [u64]) {
+        shares
+            .iter_mut()
+            .for_each(|x| *x = x.wrapping_sub(self.offset()));
     }
 }
 

@@ -5,6 +5,7 @@
 //! this machine (what it can gain here), and the K pairs one after another (each tile's cost
 //! as if it had a machine of its own: the slowest tile is the job's time on K machines).
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -227,8 +228,8 @@ fn run_tiles(
         &s(&tri),
     ]))?;
     let pair = |i: usize| {
-        let file = |what: &str, p: u8| s(&sub.join(format!("{what}.t{i}.p{p}")));
-        let serve = |p: u8| {
+        let file = |what: &str, p: Party| s(&sub.join(format!("{what}.t{i}.p{p}")));
+        let serve = |p: Party| {
             args(&[
                 "serve",
                 "--quiet",
@@ -262,15 +263,15 @@ fn run_tiles(
         (0..k).map(pair).collect::<Result<Vec<f64>>>()?
     };
     // The tiles put together must be the image; the receiver checks every tile.
-    let shares = |p: u8| -> Vec<String> {
+    let shares = |p: Party| -> Vec<String> {
         (0..k)
             .map(|i| s(&sub.join(format!("out.t{i}.p{p}"))))
             .collect()
     };
     let mut rec = args(&["reconstruct", "--share0"]);
-    rec.extend(shares(0));
+    rec.extend(shares(Party::S0));
     rec.push("--share1".into());
-    rec.extend(shares(1));
+    rec.extend(shares(Party::S1));
     rec.extend(args(&["--out", &s(&sub.join("denoised.png"))]));
     rec.extend(receiver_checks(keys, gateway)?);
     timed(&rec)?;

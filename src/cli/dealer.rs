@@ -1,6 +1,7 @@
 //! The trusted dealer's commands: `gen-triplets` (parsed here, dealt by
 //! [`crate::job::dealer`], a study's by [`crate::study::deal`]) and `gen-model-mask`.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -126,7 +127,7 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
     }
     let seeds = [fresh_seed(), fresh_seed()];
     let mask_id = id_hex(&fresh_id());
-    let header = |kind: Kind, party: u8| {
+    let header = |kind: Kind, party: Party| {
         let mut h = Header::new(kind, party, mh.scale);
         h.model_id = mh.model_id;
         h.shapes.push(("layers".into(), layers.clone()));
@@ -134,8 +135,8 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
         h
     };
     let outs = [
-        with_ext(&a.out, 0),
-        with_ext(&a.out, 1),
+        with_ext(&a.out, Party::S0),
+        with_ext(&a.out, Party::S1),
         dealer_record(&a.out),
     ];
     if outs[2].exists() && !a.force {
@@ -150,11 +151,11 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
     container::stage(
         &mut set,
         &outs[2],
-        &header(Kind::DealerMask, 0),
+        &header(Kind::DealerMask, Party::S0),
         &DealerMask { seeds },
         outs_to.public(),
     )?;
-    for p in 0..2u8 {
+    for p in Party::BOTH {
         container::stage(
             &mut set,
             &outs[p as usize],
@@ -220,7 +221,7 @@ fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         dirs: a.dirs.plain(),
         quiet: a.quiet,
     };
-    crate::study::deal::deal_study(&study, &|| a.records.load(&[0, 1]), &|| {
+    crate::study::deal::deal_study(&study, &|| a.records.load(&Party::BOTH), &|| {
         a.seal.outputs(Role::Dealer)
     })
 }

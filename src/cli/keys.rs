@@ -1,6 +1,7 @@
 //! File encryption at rest on the command line: who a party's files are sealed to
 //! (`--to-s0`, `--to-s1`) and the identity a reader decrypts with (`--identity`).
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -222,8 +223,8 @@ impl ServerSignArgs {
     /// Party `p`'s signer, checked before anything is claimed: a sealed output (`sealed`)
     /// must be signed, and a key `trust` pins for another role (or another key pinned for
     /// this server) is refused.
-    pub fn load(&self, p: u8, sealed: bool, trust: &Trust) -> Result<Option<Signer>> {
-        let role = Role::server(p).context("a server is party 0 or 1")?;
+    pub fn load(&self, p: Party, sealed: bool, trust: &Trust) -> Result<Option<Signer>> {
+        let role = Role::server(p);
         let Some(path) = &self.sign_key else {
             if sealed {
                 bail!("--out-to: an output share sealed to the receiver must be signed by its server (the receiver's recipient is public, so sealing proves nothing of who made it): give --sign-key (this server's <name>.sign-key from `keygen --signing --name s{p}`)");
@@ -381,7 +382,7 @@ impl RecordKeysArgs {
     /// The servers' keys pinned for the records of `parties`, checked before any record is
     /// read: none given takes any record whose own signature verifies; some given must name
     /// every party read.
-    pub fn load(&self, parties: &[u8]) -> Result<Trust> {
+    pub fn load(&self, parties: &[Party]) -> Result<Trust> {
         let keys = pinned(
             self.record_trust.as_deref(),
             &[(Role::S0, &self.s0_key), (Role::S1, &self.s1_key)],
@@ -394,7 +395,7 @@ impl RecordKeysArgs {
             return Ok(Trust::InsecureUnsigned);
         }
         for &p in parties {
-            let r = Role::server(p).context("a server is party 0 or 1")?;
+            let r = Role::server(p);
             if !keys.iter().any(|(k, _)| *k == r) {
                 bail!("whose completion records to believe: {} is missing (give both servers' keys, or neither)", r.flag());
             }

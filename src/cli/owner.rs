@@ -1,5 +1,6 @@
 //! The model owner's step: `share-model`.
 
+use crate::ring::Party;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -261,7 +262,7 @@ fn share_cnn_model(
     let bodies = CnnModelShare::split(&plan, model.meta, &fresh_seed());
     let public = bodies[0].plan.clone();
     let model_id = fresh_id();
-    let header = |kind: Kind, party: u8| {
+    let header = |kind: Kind, party: Party| {
         let mut h = Header::new(kind, party, params.s);
         h.model_id = Some(model_id);
         let chans = plan.channels().iter().map(|&c| c as u64).collect();
@@ -279,7 +280,7 @@ fn share_cnn_model(
     };
     let mut written = Vec::new();
     let mut set = Staged::default();
-    for (party, body) in (0u8..).zip(&bodies) {
+    for (party, body) in Party::BOTH.into_iter().zip(&bodies) {
         let out = with_ext(&a.out, party);
         container::stage(
             &mut set,
@@ -295,7 +296,7 @@ fn share_cnn_model(
     container::stage(
         &mut set,
         &out,
-        &header(Kind::PublicModel, 0),
+        &header(Kind::PublicModel, Party::S0),
         &(),
         to.public(),
     )
@@ -373,7 +374,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
     let mut written = Vec::new();
     // The three files appear together or not at all.
     let mut set = Staged::default();
-    for (party, body) in (0u8..).zip(&bodies) {
+    for (party, body) in Party::BOTH.into_iter().zip(&bodies) {
         let mut h = Header::new(Kind::ModelShare, party, params.s);
         h.model_id = Some(model_id);
         h.shapes.push(("layers".into(), widths.clone()));
@@ -386,7 +387,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         container::stage(&mut set, &out, &h, body, to.party(party))
             .with_context(|| format!("writing {}", out.display()))?;
         written.push(out.display().to_string());
-        if party == 1 {
+        if party.is_s1() {
             // The dealer's copy: the public header alone (shapes, ids, constants).
             let mut hp = h.clone();
             hp.kind = Kind::PublicModel;

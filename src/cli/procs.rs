@@ -1,6 +1,7 @@
 //! Running pipeline steps as separate `ppdenoise` processes (demo, bench, table): every
 //! party is its own process, as in a real deployment.
 
+use crate::ring::Party;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,8 +45,8 @@ pub fn step(args: &[String]) -> Result<Value> {
 }
 
 /// Server `p`'s signing role.
-pub fn server_role(p: u8) -> Role {
-    if p == 0 {
+pub fn server_role(p: Party) -> Role {
+    if p.is_s0() {
         Role::S0
     } else {
         Role::S1
@@ -111,7 +112,7 @@ pub fn signed_as(keys: &Path, role: Role) -> [String; 2] {
 pub(super) fn run_pair(
     dir: &Path,
     keys: &Path,
-    args: impl Fn(u8) -> Vec<String>,
+    args: impl Fn(Party) -> Vec<String>,
     addrs: Option<(SocketAddr, SocketAddr)>,
 ) -> Result<(f64, Vec<Value>)> {
     let addrs = match addrs {
@@ -122,9 +123,10 @@ pub(super) fn run_pair(
         }
     };
     let t = Instant::now();
-    let children: Vec<_> = (0..2u8)
+    let children: Vec<_> = Party::BOTH
+        .into_iter()
         .map(|p| {
-            let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+            let (me, peer) = (format!("s{p}"), format!("s{}", p.peer()));
             Command::new(exe()?)
                 .arg("--json")
                 .args(args(p))
@@ -132,7 +134,7 @@ pub(super) fn run_pair(
                 .args(["--key", &s(&keys.join(format!("{me}.key")))])
                 .args(["--cert", &s(&keys.join(format!("{me}.crt")))])
                 .args(["--peer-cert", &s(&keys.join(format!("{peer}.crt")))])
-                .args(["--addr", &[addrs.0, addrs.1][p as usize].to_string()])
+                .args(["--addr", &[addrs.0, addrs.1][p.index()].to_string()])
                 .args(["--state-dir", &s(&dir.join("state"))])
                 // Its file-encryption identity (keygen makes one), for sealed inputs.
                 .args(["--identity", &s(&keys.join(format!("{me}.age-identity")))])
@@ -170,7 +172,7 @@ pub fn run_servers(
     s0_progress: bool,
 ) -> Result<(f64, Vec<Value>)> {
     let f = |name: String| s(&dir.join(name));
-    let args = |p: u8| {
+    let args = |p: Party| {
         let mut v: Vec<String> = vec!["serve".into()];
         v.extend(extra.iter().map(|x| x.to_string()));
         for (flag, file) in [
@@ -184,7 +186,7 @@ pub fn run_servers(
         if opened {
             v.extend(["--weights".into(), f(format!("weights.p{p}"))]);
         }
-        if s0_progress && p == 0 {
+        if s0_progress && p.is_s0() {
             v.push("--progress".into());
         }
         // Each server signs its output share; the receiver pins both keys.
@@ -218,7 +220,7 @@ pub fn model_setup(
     mask.extend(seal.iter().cloned());
     mask.extend(signed_as(keys, Role::Dealer));
     let (t_mask, _) = timed(&mask)?;
-    let args = |p: u8| {
+    let args = |p: Party| {
         vec![
             "open-weights".into(),
             "--model".into(),

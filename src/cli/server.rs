@@ -1,11 +1,13 @@
 //! The servers' commands: `keygen` (link identity) and `serve` (parsed here; one job run by
 //! [`crate::job::server`], a study's slices by [`crate::study::serve`]).
 
+use crate::ring::Party;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser;
 use clap::Args;
 use zeroize::Zeroize;
 
@@ -168,11 +170,11 @@ pub struct LinkArgs {
 
 impl LinkArgs {
     /// What only makes sense for one party, and addresses that name no peer, refused.
-    pub fn check(&self, party: u8) -> Result<()> {
-        if party == 1 && !self.peer_addr.is_empty() {
+    pub fn check(&self, party: Party) -> Result<()> {
+        if party.is_s1() && !self.peer_addr.is_empty() {
             bail!("--peer-addr: S0's allow-list of S1's addresses; S1 connects to --addr");
         }
-        if party == 1 && self.port_file.is_some() {
+        if party.is_s1() && self.port_file.is_some() {
             bail!("--port-file: where S0 writes the port it listens on; S1 connects to --addr");
         }
         if let Some(a) = self
@@ -206,8 +208,8 @@ impl LinkArgs {
 #[derive(Args)]
 pub struct ServeArgs {
     /// 0 (listens; evaluates garbled circuits) or 1 (connects; garbles).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub party: u8,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1).try_map(Party::try_from))]
+    pub party: Party,
     /// This party's model share (model.pN).
     #[arg(long)]
     pub model: PathBuf,
@@ -370,21 +372,24 @@ mod tests {
     fn port_file_is_s0s() {
         let mut a = link_args(&[]);
         a.port_file = Some("port".into());
-        assert!(a.check(0).is_ok());
-        let e = a.check(1).unwrap_err().to_string();
+        assert!(a.check(Party::S0).is_ok());
+        let e = a.check(Party::S1).unwrap_err().to_string();
         assert!(e.contains("--port-file"), "{e}");
     }
 
     /// `--peer-addr` is S0's allow-list: refused on S1, and for an address that names no peer.
     #[test]
     fn peer_addr_refusals() {
-        assert!(link_args(&["10.0.0.7", "::1"]).check(0).is_ok());
-        assert!(link_args(&[]).check(1).is_ok());
-        let e = link_args(&["10.0.0.7"]).check(1).unwrap_err().to_string();
+        assert!(link_args(&["10.0.0.7", "::1"]).check(Party::S0).is_ok());
+        assert!(link_args(&[]).check(Party::S1).is_ok());
+        let e = link_args(&["10.0.0.7"])
+            .check(Party::S1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("S0's allow-list"), "{e}");
         for unspecified in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
             let e = link_args(&["10.0.0.7", unspecified])
-                .check(0)
+                .check(Party::S0)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("names no address"), "{unspecified}: {e}");

@@ -2,11 +2,13 @@
 //! --study`, `serve --study` and `reconstruct --study` share; parsed here, run by
 //! [`crate::study`].
 
+use crate::ring::Party;
 use std::path::{Component, Path, PathBuf};
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser;
 use clap::Args;
 
 use super::gateway::ShareOpts;
@@ -107,8 +109,8 @@ pub struct StudyStatusArgs {
     pub dirs: PartyDirs,
     /// One server's view, in its own copy of the study folder: the slices it has not
     /// finished with the triplets it holds (what its `serve --study` would run).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1), conflicts_with_all = ["s0_dir", "s1_dir"])]
-    pub party: Option<u8>,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1).try_map(Party::try_from), conflicts_with_all = ["s0_dir", "s1_dir"])]
+    pub party: Option<Party>,
     /// With --party: these slices only (e.g. a Slurm array task's).
     #[arg(long, requires = "party")]
     pub slices: Option<String>,

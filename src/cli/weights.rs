@@ -1,10 +1,12 @@
 //! The servers' one-time step per model: `open-weights` opens U = W - A under the model's
 //! weight mask A, so that no later job of the model sends anything derived from the weights.
 
+use crate::ring::Party;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::builder::TypedValueParser;
 use clap::Args;
 
 use super::server::LinkArgs;
@@ -27,8 +29,8 @@ use crate::twopc::weights::open_weights;
 #[derive(Args)]
 pub struct OpenWeightsArgs {
     /// 0 (listens) or 1 (connects).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub party: u8,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1).try_map(Party::try_from))]
+    pub party: Party,
     /// This party's model share (model.pN).
     #[arg(long)]
     pub model: PathBuf,

@@ -10,6 +10,7 @@ use crate::corr::randomness::{and_masks, dabit_masks, eda_masks, keep_owned, rel
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::share::Seed;
+use crate::ring::Party;
 
 /// Party 1's explicit values for one run of `net` over `elements` at `at`, handed to `emit`
 /// with their widths: its AND triple shares `c1 = (a0 ⊕ a1)(b0 ⊕ b1) ⊕ c0` with the `b` of
@@ -35,8 +36,8 @@ pub fn explicit_into<E>(
     let (mut a0, mut b0, mut p0) = and_masks(&seeds[0], at.layer, at.batch, gw);
     let (mut a1, mut b1, _) = and_masks(&seeds[1], at.layer, at.batch, gw);
     let owned = net.owned_ands();
-    keep_owned(&owned, 0, &mut a0, &mut b0, w);
-    keep_owned(&owned, 1, &mut a1, &mut b1, w);
+    keep_owned(&owned, Party::S0, &mut a0, &mut b0, w);
+    keep_owned(&owned, Party::S1, &mut a1, &mut b1, w);
     let c0 = p0.vec(gw);
     // An AND takes the `b` of its group's leader (ANDs sharing an input, `Level::leader`).
     let mut c = Vec::with_capacity(gw);
@@ -174,8 +175,8 @@ mod tests {
         assert!(shape.and_gates > 0 && shape.dabits > 0, "{shape:?}");
         assert!(shape.edas > 0 || shape.select.is_some(), "{shape:?}");
         let mut r = [
-            PartyRandomness::new(0, seeds[0], Vec::new()),
-            PartyRandomness::new(1, seeds[1], explicit_for(&seeds, at, &net, e, bits)),
+            PartyRandomness::new(Party::S0, seeds[0], Vec::new()),
+            PartyRandomness::new(Party::S1, seeds[1], explicit_for(&seeds, at, &net, e, bits)),
         ];
         let w = shape.words;
         let mut t = r.each_mut().map(|p| {
@@ -185,8 +186,8 @@ mod tests {
         // The ReLU's first carry ANDs S1's bit 0 with S0's: its `a` is S1's alone, its `b`
         // S0's alone, as the engine keeps them.
         let owned = net.owned_ands();
-        for (p, tp) in t.iter_mut().enumerate() {
-            tp.keep_owned(&owned, p as u8, w);
+        for (p, tp) in Party::BOTH.into_iter().zip(t.iter_mut()) {
+            tp.keep_owned(&owned, p, w);
         }
         if shape.select.is_some() {
             assert_eq!(owned[0], Some(1), "{owned:?}");

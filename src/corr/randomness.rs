@@ -8,6 +8,7 @@
 
 use crate::ring::plan::MLP_OPEN_BITS;
 use crate::ring::share::{Prg, Seed, Stream};
+use crate::ring::Party;
 
 /// Elementwise correlations for one hidden layer and batch (`e` elements): a square pair
 /// (sa, sa^2) for tc^2 and two Beaver triples for the selections g1 p1 and g2 p2.
@@ -37,17 +38,21 @@ impl AndTriples {
     /// first input, party p's bit) is p's alone and its `b` the other party's alone, so
     /// each party zeroes its share of the mask of the other's input. The dealer does the
     /// same to both parties' draws before making `c` ([`keep_owned`]).
-    pub fn keep_owned(&mut self, owned: &[Option<u8>], party: u8, words: usize) {
+    pub fn keep_owned(&mut self, owned: &[Option<u8>], party: Party, words: usize) {
         keep_owned(owned, party, &mut self.a, &mut self.b, words);
     }
 }
 
 /// [`AndTriples::keep_owned`] on party `party`'s seed-drawn `a` and `b` (`words` words a
 /// triple).
-pub fn keep_owned(owned: &[Option<u8>], party: u8, a: &mut [u64], b: &mut [u64], words: usize) {
+pub fn keep_owned(owned: &[Option<u8>], party: Party, a: &mut [u64], b: &mut [u64], words: usize) {
     for (t, o) in owned.iter().enumerate() {
         let Some(p) = *o else { continue };
-        let zero = if party == p { &mut *b } else { &mut *a };
+        let zero = if u8::from(party) == p {
+            &mut *b
+        } else {
+            &mut *a
+        };
         zero[t * words..(t + 1) * words].fill(0);
     }
 }
@@ -122,7 +127,7 @@ enum Corrections {
 
 /// Source of one party's randomness for a job.
 pub struct PartyRandomness {
-    pub party: u8,
+    pub party: Party,
     seed: Seed,
     corrections: Corrections,
     /// Triple streams handed out so far: a second claim of one is refused, not served again.
@@ -170,7 +175,7 @@ pub enum RandomnessError {
 }
 
 impl PartyRandomness {
-    pub fn new(party: u8, seed: Seed, corrections: Vec<u64>) -> Self {
+    pub fn new(party: Party, seed: Seed, corrections: Vec<u64>) -> Self {
         PartyRandomness {
             party,
             seed,
@@ -184,7 +189,7 @@ impl PartyRandomness {
 
     /// Party randomness whose explicit values are a decoded triplet body's, packed at their
     /// widths as in the file.
-    pub fn packed(party: u8, seed: Seed, corrections: crate::corr::pack::Packed) -> Self {
+    pub fn packed(party: Party, seed: Seed, corrections: crate::corr::pack::Packed) -> Self {
         PartyRandomness {
             party,
             seed,
@@ -199,7 +204,11 @@ impl PartyRandomness {
     }
 
     /// Party randomness whose explicit values are streamed from the dealer file.
-    pub fn streaming(party: u8, seed: Seed, corrections: impl CorrectionSource + 'static) -> Self {
+    pub fn streaming(
+        party: Party,
+        seed: Seed,
+        corrections: impl CorrectionSource + 'static,
+    ) -> Self {
         PartyRandomness {
             party,
             seed,
@@ -315,7 +324,7 @@ impl PartyRandomness {
     /// the stream both parties draw the correlation's masks from (whole words), party 1's
     /// its next explicit values (their low `bits`).
     fn shares(&mut self, prg: &mut Prg, n: usize, bits: u32) -> Result<Vec<u64>, RandomnessError> {
-        if self.party == 0 {
+        if self.party.is_s0() {
             Ok(prg.vec(n))
         } else {
             self.take(n, bits)
@@ -334,7 +343,7 @@ impl PartyRandomness {
     ) -> Result<Vec<u64>, RandomnessError> {
         self.claim(Purpose::MatTriple, layer, batch)?;
         // Party 0's stream alone: party 1 never keys it (the masking tests check).
-        if self.party == 0 {
+        if self.party.is_s0() {
             Ok(Prg::new(&self.seed, Stream::MatTriple(layer, batch)).vec(n))
         } else {
             self.take(n, bits)
@@ -453,7 +462,7 @@ impl PartyRandomness {
         self.claim(Purpose::MapExtend, layer, 0)?;
         let mut prg = Prg::new(&self.seed, Stream::MapExtend(layer));
         let rho = extension_bits(&mut prg, n);
-        if self.party == 0 {
+        if self.party.is_s0() {
             Ok((rho, prg.vec(n)))
         } else {
             Ok((rho, self.take(n, hi_bits)?))
@@ -559,7 +568,7 @@ mod tests {
 
     #[test]
     fn a_triple_stream_is_served_once() {
-        let mut r = PartyRandomness::new(0, [3; 32], Vec::new());
+        let mut r = PartyRandomness::new(Party::S0, [3; 32], Vec::new());
         r.and_triples(1, 2, 4, 3).unwrap();
         r.dabits(1, 2, 4, 3, 150, 64).unwrap();
         r.and_triples(1, 3, 4, 3).unwrap();
@@ -590,7 +599,7 @@ mod tests {
     fn packed_values_are_counted_exactly_in_bits() {
         let mut p = crate::corr::pack::Packed::default();
         p.push(&[5, u64::MAX, 7], 31);
-        let fresh = || PartyRandomness::packed(1, [1; 32], p.clone());
+        let fresh = || PartyRandomness::packed(Party::S1, [1; 32], p.clone());
         let mut r = fresh();
         assert_eq!(r.mat_triple(0, 0, 2, 31).unwrap(), [5, (1 << 31) - 1]);
         let e = r.mat_triple(0, 1, 1, 32).unwrap_err().to_string();

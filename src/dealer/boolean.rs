@@ -9,6 +9,7 @@ use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::plan::MLP_OPEN_BITS;
 use crate::ring::share::Seed;
+use crate::ring::Party;
 
 use crate::corr::explicit::{explicit_for, explicit_into};
 use crate::corr::pack::Tally;
@@ -78,9 +79,9 @@ pub fn deal_run(
     ];
     let net = Netlist::record(circ);
     [
-        PartyRandomness::new(0, seeds[0], Vec::new()),
+        PartyRandomness::new(Party::S0, seeds[0], Vec::new()),
         PartyRandomness::new(
-            1,
+            Party::S1,
             seeds[1],
             explicit_for(&seeds, at, &net, elements, out_bits),
         ),

@@ -19,6 +19,7 @@ use crate::dealer::DealSeeds;
 use crate::ring::cnn::{row_blocks, CnnPlan};
 use crate::ring::matmul::{ConvCols, PackedA, Rhs};
 use crate::ring::share::{add, Prg, Seed, Stream};
+use crate::ring::Party;
 
 /// The ReLU circuit of a plan's hidden layers.
 pub fn relu_circuit(plan: &CnnPlan) -> ActCircuit {
@@ -215,13 +216,13 @@ impl CnnDeal {
 
     /// Party `p`'s randomness (its seed; S1 also the explicit values) and engine setup, as
     /// its triplet file would give them.
-    pub fn party(&self, p: u8) -> (PartyRandomness, &[u8]) {
+    pub fn party(&self, p: Party) -> (PartyRandomness, &[u8]) {
         let (corrections, setup) = match p {
-            0 => (Vec::new(), &self.setup.0),
-            _ => (self.corrections.clone(), &self.setup.1),
+            Party::S0 => (Vec::new(), &self.setup.0),
+            Party::S1 => (self.corrections.clone(), &self.setup.1),
         };
         (
-            PartyRandomness::new(p, self.seeds[p as usize], corrections),
+            PartyRandomness::new(p, self.seeds[p.index()], corrections),
             setup,
         )
     }

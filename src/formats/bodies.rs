@@ -1,5 +1,6 @@
 //! Bodies of the container kinds, and the typed loaders every command uses.
 
+use crate::ring::Party;
 use std::path::Path;
 use zeroize::Zeroize;
 
@@ -461,7 +462,7 @@ pub struct OutputShare {
 pub fn load<B: serde::de::DeserializeOwned>(
     path: &Path,
     kind: Kind,
-    party: Option<u8>,
+    party: Option<Party>,
 ) -> Result<(Header, B), FormatError> {
     // One open: kind and party are checked on its header before the body is read, and the
     // body, checksum and signature come from the same handle.

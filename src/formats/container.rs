@@ -9,6 +9,7 @@
 //! The header is small, public and typed ([`Header`]); it is parsed and checked (kind, party,
 //! ids, sizes against the file's real length) before the body is allocated or read.
 
+use crate::ring::Party;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -500,7 +501,7 @@ impl Opened {
     }
 
     /// Checks kind and party ([`expect`]).
-    pub fn expect(&self, kind: Kind, party: Option<u8>) -> Result<(), FormatError> {
+    pub fn expect(&self, kind: Kind, party: Option<Party>) -> Result<(), FormatError> {
         expect(&self.path, &self.header, kind, party)
     }
 
@@ -509,7 +510,7 @@ impl Opened {
     pub fn read<B: DeserializeOwned>(
         self,
         kind: Kind,
-        party: Option<u8>,
+        party: Option<Party>,
     ) -> Result<(Header, B), FormatError> {
         self.expect(kind, party)?;
         self.read_any()
@@ -626,7 +627,12 @@ pub fn read<B: DeserializeOwned>(path: &Path) -> Result<(Header, B), FormatError
 }
 
 /// Checks kind and party of a header read from `path`.
-pub fn expect(path: &Path, h: &Header, kind: Kind, party: Option<u8>) -> Result<(), FormatError> {
+pub fn expect(
+    path: &Path,
+    h: &Header,
+    kind: Kind,
+    party: Option<Party>,
+) -> Result<(), FormatError> {
     if h.kind != kind {
         return Err(FormatError::WrongKind {
             path: path.into(),
@@ -635,10 +641,10 @@ pub fn expect(path: &Path, h: &Header, kind: Kind, party: Option<u8>) -> Result<
         });
     }
     if let Some(p) = party {
-        if h.party != p {
+        if h.party != u8::from(p) {
             return Err(FormatError::WrongParty {
                 path: path.into(),
-                expected: p,
+                expected: p.into(),
                 found: h.party,
             });
         }

@@ -2,6 +2,7 @@
 //! party, ids, shapes and public facts ([`Header`]). It sits below the container, the sealing
 //! and the signing, which all read it.
 
+use crate::ring::Party;
 use serde::{Deserialize, Serialize};
 
 /// 2: patch shapes carry the aggregation window (model shares, output shares).
@@ -105,6 +106,7 @@ impl Kind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     pub kind: Kind,
+    /// 0 or 1, a `u8` on disk; [`crate::ring::Party::try_from`] where it is used as a party.
     pub party: u8,
     pub ring_bits: u8,
     /// Fixed-point fractional bits of the values inside.
@@ -119,10 +121,10 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn new(kind: Kind, party: u8, scale: u32) -> Header {
+    pub fn new(kind: Kind, party: Party, scale: u32) -> Header {
         Header {
             kind,
-            party,
+            party: party.into(),
             ring_bits: 64,
             scale,
             model_id: None,

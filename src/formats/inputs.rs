@@ -9,6 +9,7 @@
 //! [`super::triplet_stream::from_opened`]), where the signature is verified under that same
 //! header's key: no moment in which a file swapped in at the path is read unchecked.
 
+use crate::ring::Party;
 use std::path::Path;
 
 use anyhow::Result;
@@ -113,7 +114,7 @@ pub fn load_signed<B: DeserializeOwned>(
     trust: &Trust,
     maker: Maker,
     kind: Kind,
-    party: Option<u8>,
+    party: Option<Party>,
 ) -> Result<(Header, B)> {
     Ok(open_signed(path, trust, maker)?.read(kind, party)?)
 }

@@ -7,6 +7,7 @@
 //! gateway like the receiver's facts: a receiver pinning the gateway key refuses an unsigned
 //! or altered one, and every receiver refuses the alpha of another job or of another size.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -47,7 +48,7 @@ pub fn stage(
     seal: Seal<'_>,
 ) -> Result<()> {
     let (h, w) = alpha.dim();
-    let mut hdr = Header::new(Kind::ReceiverAlpha, 0, 0);
+    let mut hdr = Header::new(Kind::ReceiverAlpha, Party::S0, 0);
     hdr.job_id = Some(*job_id);
     hdr.shapes.push(("alpha".into(), vec![h as u64, w as u64]));
     let body = AlphaBody {

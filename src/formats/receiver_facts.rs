@@ -4,6 +4,7 @@
 //! ([`super::bodies::JobParams::private_pre`]); `reconstruct --job-facts` decodes with this.
 //! A study keeps the same facts per slice in its sources file, which is the receiver's too.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -93,7 +94,7 @@ impl ReceiverFacts {
     /// them.
     pub fn write_signed(&self, path: &Path, by: Option<&Signer>) -> Result<()> {
         let text = serde_json::to_string(self)?;
-        let mut h = Header::new(Kind::ReceiverFacts, 0, 0);
+        let mut h = Header::new(Kind::ReceiverFacts, Party::S0, 0);
         h.job_id = super::study::parse_id(&self.job_id);
         container::write(&facts_sig(path), &h, &text, Seal::new(None, by))?;
         self.write(path)

@@ -18,6 +18,7 @@
 //! ([`Signer::sign_record`]). Sealing an output share to the receiver proves nothing of who
 //! made it (the receiver's recipient is public); the signature does.
 
+use crate::ring::Party;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -68,13 +69,18 @@ impl Role {
         }
     }
 
-    /// The server role of party `p` (0 or 1), whose output shares it signs.
-    pub fn server(p: u8) -> Option<Role> {
+    /// The server role of party `p`, whose output shares it signs.
+    pub fn server(p: Party) -> Role {
         match p {
-            0 => Some(Role::S0),
-            1 => Some(Role::S1),
-            _ => None,
+            Party::S0 => Role::S0,
+            Party::S1 => Role::S1,
         }
+    }
+
+    /// [`Role::server`] of a party number as a header or record stores it; `None` for
+    /// anything but 0 or 1.
+    pub fn server_u8(p: u8) -> Option<Role> {
+        Party::try_from(p).ok().map(Role::server)
     }
 
     fn parse(s: &str) -> Option<Role> {
@@ -347,7 +353,7 @@ impl Trust {
         let Trust::Pinned(keys) = self else {
             return Ok(());
         };
-        let role = match (h.kind, Role::server(h.party)) {
+        let role = match (h.kind, Role::server_u8(h.party)) {
             (Kind::OutputShare, Some(r)) => r,
             _ => bail!(
                 "{}: a {} of party {}, not an output share of S0 or S1",
@@ -470,7 +476,7 @@ mod tests {
         let path = dir.path().join("o.sign-key");
         std::fs::write(&path, new_key("o").unwrap().0).unwrap();
         let s = Signer::load(&path, Role::Owner).unwrap();
-        let mut h = Header::new(Kind::ModelShare, 0, 16);
+        let mut h = Header::new(Kind::ModelShare, Party::S0, 16);
         assert_eq!(signer_of(&h), Ok(None));
         s.mark(&mut h);
         s.mark(&mut h);
@@ -493,7 +499,7 @@ mod tests {
         let pinned = Trust::Pinned(vec![(Role::Owner, k)]);
         let p = Path::new("model.p0");
         for kind in [Kind::OutputShare, Kind::OpenedWeights] {
-            let h = Header::new(kind, 0, 16);
+            let h = Header::new(kind, Party::S0, 16);
             let e = pinned.check(p, &h).unwrap_err().to_string();
             assert!(e.contains("is not made by the dealer"), "{e}");
             Trust::InsecureUnsigned.check(p, &h).unwrap();

@@ -22,6 +22,7 @@
 //! its current triplets and an intact output; a slice with no record on either side is dealt
 //! again (fresh triplets, so both servers redo it).
 
+use crate::ring::Party;
 use std::io::{Read, Seek, Write};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,7 @@ pub struct Bound {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Done {
+    /// 0 or 1, a number in the record's JSON (as [`Header::party`](super::header::Header)).
     pub party: u8,
     pub job_id: String,
     pub triplet_id: String,
@@ -158,7 +160,7 @@ pub fn slice_dir(dir: &Path, i: usize) -> PathBuf {
 }
 
 /// `DIR/slice<I>/<stem>.p<P>`.
-pub fn slice_file(dir: &Path, i: usize, stem: &str, party: u8) -> PathBuf {
+pub fn slice_file(dir: &Path, i: usize, stem: &str, party: Party) -> PathBuf {
     slice_dir(dir, i).join(format!("{stem}.p{party}"))
 }
 
@@ -328,7 +330,7 @@ impl Sources {
     /// given (unsigned only for plain test studies, which a receiver pinning keys refuses).
     pub fn write_binding(&self, path: &Path, by: Option<&Signer>) -> Result<()> {
         let text = serde_json::to_string(&self.bound())?;
-        let mut h = Header::new(Kind::StudyBinding, 0, 0);
+        let mut h = Header::new(Kind::StudyBinding, Party::S0, 0);
         h.info.push(("study".into(), self.study_id.clone()));
         container::write(path, &h, &text, Seal::new(None, by))
     }
@@ -458,7 +460,7 @@ impl Done {
     /// Refuses a record not signed by the key `trust` pins for its server (S0's or S1's);
     /// with no key pinned, any record is taken.
     pub fn check(&self, path: &Path, trust: &Trust) -> Result<()> {
-        let role = Role::server(self.party).context("a record of party 0 or 1")?;
+        let role = Role::server_u8(self.party).context("a record of party 0 or 1")?;
         let Some(want) = trust.key_of(role) else {
             if matches!(trust, Trust::Pinned(_)) {
                 bail!(
@@ -507,7 +509,7 @@ impl Done {
     /// The record of the output share at `out`, as it is now, signed by `by` (its server)
     /// when given. The file's hash is kept only when the file is sealed or signed.
     pub fn of_output(
-        party: u8,
+        party: Party,
         job_id: String,
         triplet_id: String,
         out: &Path,
@@ -521,7 +523,7 @@ impl Done {
             .with_context(|| format!("{}: cannot read", out.display()))?;
         let (bytes, blake3) = hash_open(out, f)?;
         let mut d = Done {
-            party,
+            party: party.into(),
             job_id,
             triplet_id,
             bytes,
@@ -786,7 +788,7 @@ mod tests {
         std::fs::write(&out, b"share bytes").unwrap();
         let id = "0123456789abcdef0123456789abcdef".to_string();
         let s0 = signer(d.path(), "s0", Role::S0);
-        let rec = Done::of_output(0, id.clone(), id.clone(), &out, Some(&s0)).unwrap();
+        let rec = Done::of_output(Party::S0, id.clone(), id.clone(), &out, Some(&s0)).unwrap();
         let p = d.path().join("done.p0");
         rec.write(&p).unwrap();
         let back = Done::read(&p).unwrap();
@@ -822,7 +824,7 @@ mod tests {
         let s1 = signer(d.path(), "s1", Role::S1);
         let pinned = Trust::Pinned(vec![(Role::S1, s1.public())]);
         let p = d.path().join("done.p1");
-        let rec = Done::of_output(1, id.clone(), id.clone(), &out, Some(&s1)).unwrap();
+        let rec = Done::of_output(Party::S1, id.clone(), id.clone(), &out, Some(&s1)).unwrap();
         rec.write(&p).unwrap();
         Done::read(&p).unwrap().check(&p, &pinned).unwrap();
         // Every field is covered: each one changed, the signature kept, is refused.
@@ -842,7 +844,8 @@ mod tests {
         }
         // Signed by another key, or not at all: refused where S1's key is pinned.
         let mallory = signer(d.path(), "m", Role::S1);
-        let forged = Done::of_output(1, id.clone(), id.clone(), &out, Some(&mallory)).unwrap();
+        let forged =
+            Done::of_output(Party::S1, id.clone(), id.clone(), &out, Some(&mallory)).unwrap();
         let e = format!("{:#}", forged.check(&p, &pinned).unwrap_err());
         assert!(e.contains("not by the pinned s1 key"), "{e}");
         let mut bare = rec.clone();
@@ -851,7 +854,7 @@ mod tests {
         assert!(e.contains("not signed"), "{e}");
         // An unsigned plain share's record keeps no hash of it (its holder's partner could
         // test a guessed output against one).
-        let plain = Done::of_output(1, id.clone(), id, &out, None).unwrap();
+        let plain = Done::of_output(Party::S1, id.clone(), id, &out, None).unwrap();
         assert_eq!((plain.blake3, plain.signer), (None, None));
     }
 }

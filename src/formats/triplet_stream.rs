@@ -5,6 +5,7 @@
 //! The shares are packed at the widths their readers need ([`crate::corr::pack::Packed`]:
 //! bit count, byte count, bytes), so the reader counts bits.
 
+use crate::ring::Party;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -130,13 +131,13 @@ impl<R: Read> Read for Hashing<'_, R> {
 /// handle (a file renamed over `path` meanwhile cannot swap in) and in one pass, decodes the
 /// small fields while hashing them, verifies the whole file's checksum, and leaves the
 /// corrections to be read in order.
-pub fn open(path: &Path, party: u8) -> Result<(Header, TripletsStream), FormatError> {
+pub fn open(path: &Path, party: Party) -> Result<(Header, TripletsStream), FormatError> {
     from_opened(Opened::open(path)?, party)
 }
 
 /// [`open`] of a file already opened (its header checked by the caller, e.g. against the
 /// pinned keys): the body is read through the same handle.
-pub fn from_opened(o: Opened, party: u8) -> Result<(Header, TripletsStream), FormatError> {
+pub fn from_opened(o: Opened, party: Party) -> Result<(Header, TripletsStream), FormatError> {
     o.expect(Kind::Triplets, Some(party))?;
     let path = &o.path().to_path_buf();
     let (header, file, body_len, prefix_hash) = o.into_body()?;
@@ -350,14 +351,14 @@ mod tests {
             (1_000, 34),
         ];
         let t = sample(packed(&values, &runs));
-        let h = Header::new(Kind::Triplets, 1, 16);
+        let h = Header::new(Kind::Triplets, Party::S1, 16);
         container::write(&p, &h, &t, Seal::PLAIN).unwrap();
         // The streaming writer produces exactly what the in-memory encoder does.
         let whole = container::encode(&h, &t).unwrap();
         let on_disk = std::fs::read(&p).unwrap();
         assert!(on_disk == whole);
 
-        let (_, mut s) = open(&p, 1).unwrap();
+        let (_, mut s) = open(&p, Party::S1).unwrap();
         assert_eq!(s.lead.job, t.job);
         assert_eq!(
             (s.lead.widths.clone(), s.lead.batch, s.lead.seed),
@@ -382,12 +383,15 @@ mod tests {
         );
 
         // Party and checksum are checked before anything is read.
-        assert!(matches!(open(&p, 0), Err(FormatError::WrongParty { .. })));
+        assert!(matches!(
+            open(&p, Party::S0),
+            Err(FormatError::WrongParty { .. })
+        ));
         let mut bad = on_disk.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 1;
         std::fs::write(&p, &bad).unwrap();
-        assert!(matches!(open(&p, 1), Err(FormatError::Checksum(_))));
+        assert!(matches!(open(&p, Party::S1), Err(FormatError::Checksum(_))));
     }
 
     #[test]
@@ -395,8 +399,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p0");
         let t = sample(Packed::default());
-        container::write(&p, &Header::new(Kind::Triplets, 0, 16), &t, Seal::PLAIN).unwrap();
-        let (_, s) = open(&p, 0).unwrap();
+        container::write(
+            &p,
+            &Header::new(Kind::Triplets, Party::S0, 16),
+            &t,
+            Seal::PLAIN,
+        )
+        .unwrap();
+        let (_, s) = open(&p, Party::S0).unwrap();
         assert!(s.corrections.is_empty());
         assert_eq!(s.base_ot, t.base_ot);
     }
@@ -408,8 +418,14 @@ mod tests {
         let p = dir.path().join("t.p1");
         let n = 1000usize;
         let t = sample(packed(&(0..n as u64).collect::<Vec<_>>(), &[(n, 64)]));
-        container::write(&p, &Header::new(Kind::Triplets, 1, 16), &t, Seal::PLAIN).unwrap();
-        let (_, mut s) = open(&p, 1).unwrap();
+        container::write(
+            &p,
+            &Header::new(Kind::Triplets, Party::S1, 16),
+            &t,
+            Seal::PLAIN,
+        )
+        .unwrap();
+        let (_, mut s) = open(&p, Party::S1).unwrap();
         // Same length, one share changed in place after the checksum pass.
         let flen = std::fs::metadata(&p).unwrap().len();
         let corr_start = flen - 32 - (8 + t.base_ot.len() as u64) - 8 * n as u64;
@@ -437,7 +453,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.p1");
         let t = sample(packed(&[1, 2, 3], &[(3, 64)]));
-        let h = Header::new(Kind::Triplets, 1, 16);
+        let h = Header::new(Kind::Triplets, Party::S1, 16);
         let short = Short {
             job: t.job.clone(),
             widths: t.widths.clone(),
@@ -447,13 +463,13 @@ mod tests {
             nbytes: 1 << 40,
         };
         container::write(&p, &h, &short, Seal::PLAIN).unwrap();
-        let e = open(&p, 1).err().unwrap().to_string();
+        let e = open(&p, Party::S1).err().unwrap().to_string();
         assert!(
             e.contains("t.p1") && e.contains("do not fit the body"),
             "{e}"
         );
         container::write(&p, &h, &(t.clone(), 7u8), Seal::PLAIN).unwrap();
-        let e = open(&p, 1).err().unwrap().to_string();
+        let e = open(&p, Party::S1).err().unwrap().to_string();
         assert!(e.contains("t.p1") && e.contains("trailing bytes"), "{e}");
     }
 
@@ -471,7 +487,7 @@ mod tests {
             .collect();
         let runs: Vec<(usize, u32)> = pieces.iter().map(|(c, w)| (c.len(), *w)).collect();
         let t = sample(packed(&values, &runs));
-        let h = Header::new(Kind::Triplets, 1, 16);
+        let h = Header::new(Kind::Triplets, Party::S1, 16);
         container::write(&a, &h, &t, Seal::PLAIN).unwrap();
         let lead = TripletsLead {
             job: t.job.clone(),

@@ -2,6 +2,7 @@
 //! the public headers alone and written as each server's pair of triplet files
 //! (`gen-triplets`, and a study's slices). The randomness itself is src/dealer/.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -117,7 +118,7 @@ fn write_s0(
 /// What every triplet file's header says, for either family: the party, the scale, the
 /// model's, job's and run's ids and the image's size.
 fn triplet_header(
-    party: u8,
+    party: Party,
     (mh, ih): (&Header, &Header),
     triplet_id: [u8; 16],
     job: &JobParams,
@@ -199,7 +200,7 @@ fn gen_cnn_triplets(
         let rows = tile.as_ref().map_or(h, |(_, band)| band.height());
         let seeds = DealSeeds::fresh(None);
         let triplet_id = fresh_id();
-        let header = |party: u8| {
+        let header = |party: Party| {
             let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
             hd.shapes.insert(
                 0,
@@ -339,7 +340,7 @@ fn gen_graph_triplets(
     for (tile, rows, count, circuits) in tiles {
         let seeds = DealSeeds::fresh(None);
         let triplet_id = fresh_id();
-        let header = |party: u8| {
+        let header = |party: Party| {
             let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
             hd.info.push((NETWORK.into(), GRAPH.into()));
             hd.info.push(("engine".into(), a.engine.name().into()));
@@ -548,7 +549,7 @@ pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result
     for (tile, run) in tiles {
         let seeds = DealSeeds::fresh(model_mask.map(|m| m.seeds));
         let triplet_id = fresh_id();
-        let header = |party: u8| {
+        let header = |party: Party| {
             let mut h = triplet_header(party, (mh, ih), triplet_id, &job);
             h.shapes.insert(0, ("layers".into(), widths_u.clone()));
             h.info.push(("batch".into(), batch.to_string()));
@@ -664,7 +665,7 @@ struct Lead<'a> {
 #[allow(clippy::too_many_arguments)]
 fn write_pair<F>(
     prefix: &Path,
-    header: &dyn Fn(u8) -> Header,
+    header: &dyn Fn(Party) -> Header,
     lead: Lead<'_>,
     count: u64,
     (base0, mut base1): (Vec<u8>, Vec<u8>),
@@ -674,13 +675,13 @@ fn write_pair<F>(
 where
     F: FnOnce(&mut dyn FnMut(&[u64], u32) -> std::io::Result<()>) -> std::io::Result<()> + Send,
 {
-    let (out0, out1) = (with_ext(prefix, 0), with_ext(prefix, 1));
+    let (out0, out1) = (with_ext(prefix, Party::S0), with_ext(prefix, Party::S1));
     check_free_space((&out0, &out1), count, (&base0, &base1))?;
     // Both headers name both parties' base OTs by digest: each server checks its own
     // against its file, and the session tag (which binds the header) proves that the two
     // files are halves of one dealing.
     let digests = base_ot_digests(&base0, &base1);
-    let header = |p: u8| {
+    let header = |p: Party| {
         let mut h = header(p);
         h.info.push((BASE_OT.into(), digests.clone()));
         h
@@ -692,7 +693,15 @@ where
         seed: lead.seeds[1],
         engine: lead.engine,
     };
-    let written = triplet_stream::write(&out1, &header(1), &l1, count, &base1, to.party(1), fill);
+    let written = triplet_stream::write(
+        &out1,
+        &header(Party::S1),
+        &l1,
+        count,
+        &base1,
+        to.party(Party::S1),
+        fill,
+    );
     // S1's base OTs (Δ and its chosen seeds) are in its file now; S0's go with `t0`'s drop.
     base1.zeroize();
     written?;
@@ -705,7 +714,7 @@ where
         corrections: Default::default(),
         base_ot: base0,
     };
-    let bytes = write_s0((&out0, &out1), &header(0), &t0, to.party(0))?;
+    let bytes = write_s0((&out0, &out1), &header(Party::S0), &t0, to.party(Party::S0))?;
     Ok((
         [out0.display().to_string(), out1.display().to_string()],
         bytes,

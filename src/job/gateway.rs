@@ -2,6 +2,7 @@
 //! encoded, split into the two servers' shares and written as a new job (`share-image`, and
 //! every slice of `share-study`).
 
+use crate::ring::Party;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -243,7 +244,7 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
     })
 }
 
-pub fn job_header(kind: Kind, party: u8, job_id: [u8; 16], job: &JobParams) -> Header {
+pub fn job_header(kind: Kind, party: Party, job_id: [u8; 16], job: &JobParams) -> Header {
     let mut h = Header::new(kind, party, job.scale);
     h.job_id = Some(job_id);
     h.shapes
@@ -605,7 +606,7 @@ impl Sharer {
         } else {
             encode_image(&img.pixels, &pre, facts.scale)
         };
-        let job_header = |kind: Kind, party: u8, id: [u8; 16], job: &JobParams| {
+        let job_header = |kind: Kind, party: Party, id: [u8; 16], job: &JobParams| {
             let mut h = job_header(kind, party, id, job);
             // The job runs with this model only (the dealer and the servers check).
             h.model_id = facts.model_id;
@@ -627,7 +628,10 @@ impl Sharer {
         let mut outputs = Vec::new();
         // The three files appear together or not at all.
         let mut set = Staged::default();
-        for (party, data) in [(0u8, Data::Explicit(explicit)), (1u8, Data::Seed(seed))] {
+        for (party, data) in [
+            (Party::S0, Data::Explicit(explicit)),
+            (Party::S1, Data::Seed(seed)),
+        ] {
             let path = with_ext(out, party);
             let hdr = job_header(Kind::ImageShare, party, job_id, &job);
             let body = ImageShare {
@@ -643,7 +647,7 @@ impl Sharer {
         container::stage(
             &mut set,
             &path,
-            &job_header(Kind::PublicJob, 0, job_id, &job),
+            &job_header(Kind::PublicJob, Party::S0, job_id, &job),
             &(),
             self.to.public(),
         )

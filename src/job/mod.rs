@@ -15,6 +15,7 @@ pub mod receiver;
 pub mod server;
 pub mod space;
 
+use crate::ring::Party;
 use std::path::PathBuf;
 
 use crate::formats::container::Seal;
@@ -36,7 +37,7 @@ pub struct Outputs {
 
 impl Outputs {
     /// The `.pN` file's.
-    pub fn party(&self, p: u8) -> Seal<'_> {
+    pub fn party(&self, p: Party) -> Seal<'_> {
         Seal::new(self.to[p as usize].as_ref(), self.by.as_ref())
     }
 
@@ -60,6 +61,6 @@ pub fn public_file(prefix: &std::path::Path) -> PathBuf {
 }
 
 /// `<prefix>.p<party>`: a server's file.
-pub fn with_ext(prefix: &std::path::Path, party: u8) -> PathBuf {
+pub fn with_ext(prefix: &std::path::Path, party: Party) -> PathBuf {
     with_suffix(prefix, &format!(".p{party}"))
 }

@@ -2,6 +2,7 @@
 //! milestone 5): the graph's public description and fixed point go in every header, its
 //! secret values are split. The window entries are also the MLP's and CNN's (`cli/owner.rs`).
 
+use crate::ring::Party;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -52,7 +53,7 @@ pub fn share_graph_model(
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let public = serde_json::to_string(&g.public()).expect("a graph serialises");
     let model_id = fresh_id();
-    let header = |kind: Kind, party: u8| {
+    let header = |kind: Kind, party: Party| {
         let mut h = Header::new(kind, party, params.s);
         h.model_id = Some(model_id);
         h.info.push((NETWORK.into(), GRAPH.into()));
@@ -65,7 +66,7 @@ pub fn share_graph_model(
     };
     // What every party will rebuild from these headers must be this plan, secret values
     // aside: checked here, before anything is written.
-    let (_, rebuilt) = graph_plan_from_header(path, &header(Kind::PublicModel, 0))?;
+    let (_, rebuilt) = graph_plan_from_header(path, &header(Kind::PublicModel, Party::S0))?;
     if rebuilt != plan.public() {
         bail!(
             "{}: the plan rebuilt from the public description differs from the model's (a bug: \
@@ -76,7 +77,7 @@ pub fn share_graph_model(
     let bodies = GraphModelShare::split(&plan, &fresh_seed());
     let mut written = Vec::new();
     let mut set = Staged::default();
-    for (party, body) in (0u8..).zip(&bodies) {
+    for (party, body) in Party::BOTH.into_iter().zip(&bodies) {
         let out = with_ext(out, party);
         container::stage(
             &mut set,
@@ -92,7 +93,7 @@ pub fn share_graph_model(
     container::stage(
         &mut set,
         &out,
-        &header(Kind::PublicModel, 0),
+        &header(Kind::PublicModel, Party::S0),
         &(),
         to.public(),
     )

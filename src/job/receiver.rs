@@ -3,6 +3,7 @@
 //! at a result before it is written. `reconstruct` (src/cli/receiver.rs) and a study's
 //! derived series (src/study/series.rs) call it.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -269,8 +270,8 @@ fn add_pair(
     // receiver's recipient is public, so a seal proves nothing).
     expect.trust.check_output(p0, s0.header())?;
     expect.trust.check_output(p1, s1.header())?;
-    let (h0, o0): (Header, OutputShare) = s0.read(Kind::OutputShare, Some(0))?;
-    let (h1, o1): (Header, OutputShare) = s1.read(Kind::OutputShare, Some(1))?;
+    let (h0, o0): (Header, OutputShare) = s0.read(Kind::OutputShare, Some(Party::S0))?;
+    let (h1, o1): (Header, OutputShare) = s1.read(Kind::OutputShare, Some(Party::S1))?;
     let hex = |i: &Option<[u8; 16]>| i.as_ref().map(id_hex).unwrap_or_else(|| "none".into());
     if let Some(want) = expect.job.filter(|j| h0.job_id != Some(*j)) {
         bail!(
@@ -368,7 +369,7 @@ pub fn combine_tiles_opened(
 ) -> Result<(GrayImage, RunFacts)> {
     struct Part {
         path: PathBuf,
-        party: u8,
+        party: Party,
         tile: Tile,
         job: Option<Id>,
         model: Option<Id>,
@@ -378,13 +379,13 @@ pub fn combine_tiles_opened(
         let path = o.path();
         o.expect(Kind::OutputShare, None)?;
         let h = o.header();
-        if h.party > 1 {
+        let Ok(party) = Party::try_from(h.party) else {
             bail!(
                 "{}: party {} (an output share is S0's or S1's)",
                 path.display(),
                 h.party
             );
-        }
+        };
         let label = h.info("tile").with_context(|| {
             format!(
                 "{}: the output of a job in one piece, given with tiles; give either one \
@@ -395,7 +396,7 @@ pub fn combine_tiles_opened(
         let tile = Tile::parse(label).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         parts.push(Part {
             path: path.to_path_buf(),
-            party: h.party,
+            party,
             tile,
             job: h.job_id,
             model: h.model_id,
@@ -430,7 +431,7 @@ pub fn combine_tiles_opened(
     // [tile][party]: each exactly once.
     let mut slots: Vec<[Option<usize>; 2]> = vec![[None, None]; k];
     for (n, p) in parts.iter().enumerate() {
-        let slot = &mut slots[p.tile.index][p.party as usize];
+        let slot = &mut slots[p.tile.index][p.party.index()];
         if let Some(other) = slot {
             bail!(
                 "tile {} of {k}: S{}'s share given twice ({} and {})",

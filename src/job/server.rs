@@ -2,6 +2,7 @@
 //! output guarded, the link brought up, the protocol run, the output share written and the
 //! spent triplet file cut (`serve`, and a study's slices).
 
+use crate::ring::Party;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -20,7 +21,7 @@ use crate::twopc::channel::with_queued_link;
 /// study share.
 pub struct ServeJob {
     /// 0 (listens; evaluates garbled circuits) or 1 (connects; garbles).
-    pub party: u8,
+    pub party: Party,
     /// This party's model share.
     pub model: PathBuf,
     /// This party's opened weights, when the triplets were made against a model mask.

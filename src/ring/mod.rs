@@ -4,7 +4,10 @@ pub mod fixed;
 pub mod graph;
 pub mod matmul;
 pub mod oracle;
+pub mod party;
 pub mod plan;
 pub mod share;
 pub mod sweep;
 pub mod tiles;
+
+pub use party::Party;

@@ -1,6 +1,7 @@
 //! A CNN job: the same files and checks as an MLP job, the CNN's plan and protocol
 //! ([`crate::twopc::cnn`]).
 
+use crate::ring::Party;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -111,7 +112,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
             th.info("circuit").unwrap_or("none")
         );
     }
-    let want = if p == 1 {
+    let want = if p.is_s1() {
         crate::dealer::cnn::correction_count(&plan, rows, w, engine_kind, tr.lead.batch).bits
     } else {
         0
@@ -170,7 +171,7 @@ impl super::Runs for CnnJob {
     fn run(
         &self,
         ch: &mut dyn Channel,
-        party: u8,
+        party: Party,
         rand: PartyRandomness,
         session_tag: Vec<u8>,
         engine: &mut dyn Nonlinear,
@@ -225,6 +226,7 @@ mod tests {
     use crate::model::preprocess::Preprocess;
     use crate::ring::cnn::{self as ring_cnn, row_blocks, CnnFixed, CnnPlan};
     use crate::ring::share::{expand, share_with_seed, Stream};
+    use crate::ring::Party;
     use crate::twopc::channel::{mem_pair, Channel};
     use crate::twopc::cnn::{run, shift_first_block, CnnJobInputs};
     use crate::twopc::engines::engine_for;
@@ -276,7 +278,7 @@ mod tests {
                 (Vec::new(), Vec::new()),
             );
             let (mut c0, mut c1) = mem_pair();
-            let play = |p: u8, ch: &mut dyn Channel| {
+            let play = |p: Party, ch: &mut dyn Channel| {
                 shift_first_block(shift);
                 let (rand, setup) = deal.party(p);
                 let mut eng = engine_for(engine, p, setup).unwrap();
@@ -295,8 +297,8 @@ mod tests {
             };
             let [o0, o1] = std::thread::scope(|sc| {
                 let play = &play;
-                let h1 = sc.spawn(move || play(1, &mut c1));
-                [play(0, &mut c0), h1.join().unwrap()]
+                let h1 = sc.spawn(move || play(Party::S1, &mut c1));
+                [play(Party::S0, &mut c0), h1.join().unwrap()]
             });
             o0.iter()
                 .zip(&o1)
@@ -317,6 +319,7 @@ mod extended_opening {
     use crate::corr::randomness::{extension_bits, PartyRandomness};
     use crate::dealer::cnn::emit_map_extension;
     use crate::ring::share::{add, Prg, Seed, Stream};
+    use crate::ring::Party;
     use crate::twopc::channel::{mem_pair, Recording};
     use crate::twopc::cnn::{open_extending, top_bits_bare};
 
@@ -349,7 +352,7 @@ mod extended_opening {
         .unwrap();
         let explicit = p1.clone();
         let (c0, c1) = mem_pair();
-        let side = |p: u8, ch, corr| {
+        let side = |p: Party, ch, corr| {
             top_bits_bare(bare);
             let mut rec = Recording::new(ch);
             let mut r = PartyRandomness::new(p, seeds[p as usize], corr);
@@ -362,8 +365,8 @@ mod extended_opening {
             Side { v, got, rho }
         };
         let sides = std::thread::scope(|s| {
-            let h = s.spawn(|| side(1, c1, p1));
-            let s0 = side(0, c0, Vec::new());
+            let h = s.spawn(|| side(Party::S1, c1, p1));
+            let s0 = side(Party::S0, c0, Vec::new());
             [s0, h.join().unwrap()]
         });
         (sides, explicit)

@@ -2,6 +2,7 @@
 //! the plan each party rebuilt from the graph's public description, and the graph protocol
 //! ([`crate::twopc::graph`]) on the image padded to the graph's stride.
 
+use crate::ring::Party;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -128,7 +129,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
             th.info("circuit").unwrap_or("none")
         );
     }
-    let want = if p == 1 {
+    let want = if p.is_s1() {
         crate::dealer::graph::correction_count(&plan, rows, pw, engine_kind, tr.lead.batch)
             .map_err(|e| at(&f.image, e))?
             .bits
@@ -183,7 +184,7 @@ impl super::Runs for GraphJob {
     fn run(
         &self,
         ch: &mut dyn Channel,
-        party: u8,
+        party: Party,
         rand: PartyRandomness,
         session_tag: Vec<u8>,
         engine: &mut dyn Nonlinear,

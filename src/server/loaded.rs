@@ -4,6 +4,7 @@
 //! slice. What depends on a job (its image, its triplets, the mask they were dealt against)
 //! is still checked per job.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -138,7 +139,7 @@ impl LoadedWeights {
     /// seed (written by `open-weights`) here; the seed against the digest in the dealer's
     /// signed triplet header, per job; U against the peer server's U through the session
     /// tag.
-    fn read(o: Opened, p: u8, (model, mh): (&Path, &Header), plan: &Plan) -> Result<Self> {
+    fn read(o: Opened, p: Party, (model, mh): (&Path, &Header), plan: &Plan) -> Result<Self> {
         let path = o.path().to_path_buf();
         let sealed = o.is_sealed();
         o.expect(Kind::OpenedWeights, Some(p))?;
@@ -186,7 +187,7 @@ impl LoadedWeights {
     /// `th`) were dealt against: its id, then party `p`'s seed against the dealer's digest.
     pub(super) fn check_for(
         &self,
-        p: u8,
+        p: Party,
         (triplets, th): (&Path, &Header),
         mask_id: &str,
     ) -> Result<()> {

@@ -1,5 +1,6 @@
 //! An MLP job (the paper's protocol): its files' checks and its run.
 
+use crate::ring::Party;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -138,7 +139,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     crate::dealer::check_stream_bounds(&plan.widths(), patches, tr.lead.batch)
         .map_err(|e| at(&f.triplets, e.to_string()))?;
     // S1's explicit values: exactly as many as this job consumes (S0 has none).
-    let want = if p == 1 {
+    let want = if p.is_s1() {
         crate::dealer::correction_count(&plan.widths(), patches, tr.lead.batch, &deal).bits
     } else {
         0
@@ -209,7 +210,7 @@ impl super::Runs for MlpJob {
     fn run(
         &self,
         ch: &mut dyn Channel,
-        party: u8,
+        party: Party,
         rand: PartyRandomness,
         session_tag: Vec<u8>,
         engine: &mut dyn Nonlinear,

@@ -12,6 +12,7 @@ mod mlp;
 pub mod session;
 pub mod state;
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ use state::{check_unused, Record};
 /// One party's input files for a job.
 #[derive(Clone, Debug)]
 pub struct JobFiles {
-    pub party: u8,
+    pub party: Party,
     /// model.pN (an MLP's or a CNN's share).
     pub model: PathBuf,
     /// image.pN.
@@ -54,7 +55,7 @@ pub struct JobFiles {
 
 /// A job whose files were all checked: ready to claim its randomness and run.
 pub struct ReadyJob {
-    pub party: u8,
+    pub party: Party,
     files: JobFiles,
     /// The model, image and triplet headers, which name the run.
     headers: [Header; 3],
@@ -84,7 +85,7 @@ trait Runs {
     fn run(
         &self,
         ch: &mut dyn Channel,
-        party: u8,
+        party: Party,
         rand: PartyRandomness,
         session_tag: Vec<u8>,
         engine: &mut dyn Nonlinear,
@@ -97,7 +98,7 @@ pub type RunIds = (Option<[u8; 16]>, Option<[u8; 16]>);
 
 /// A job's result: this party's output share and the protocol's report.
 pub struct Finished {
-    pub party: u8,
+    pub party: Party,
     headers: [Header; 3],
     pub out: OutputShare,
     network: Option<&'static str>,
@@ -166,9 +167,6 @@ pub fn prepare_held(files: JobFiles, held: Held) -> Result<ReadyJob> {
         model: kept,
         triplets,
     } = held;
-    if files.party > 1 {
-        bail!("party {} (0 or 1)", files.party);
-    }
     if let Some(k) = kept
         .as_ref()
         .filter(|k| k.path != files.model || k.weights_path != files.weights)
@@ -328,7 +326,7 @@ impl Finished {
     /// server's signing key, when given), named by the job, model and run so the receiver
     /// can refuse shares of different runs; returns its size in bytes.
     pub fn write(&self, path: &Path, to: Option<&Recipient>, by: Option<&Signer>) -> Result<u64> {
-        if let Some(s) = by.filter(|s| Some(s.role()) != Role::server(self.party)) {
+        if let Some(s) = by.filter(|s| s.role() != Role::server(self.party)) {
             bail!(
                 "S{}'s output share would be signed as the {}",
                 self.party,
@@ -474,7 +472,7 @@ fn check_engine(f: &JobFiles, th: &Header, engine_kind: EngineKind) -> Result<()
 /// same U.
 fn lead_digest(
     path: &Path,
-    p: u8,
+    p: Party,
     t: &OpenedTriplets,
     opened: Option<[u8; 32]>,
 ) -> Result<[u8; LEAD_LEN]> {

@@ -1,6 +1,7 @@
 //! Bringing up a job's link: claim the single-use randomness, connect to the peer over TLS,
 //! compare session tags, and only then record the randomness as consumed.
 
+use crate::ring::Party;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub struct LinkConfig {
 /// consumed) and `mismatch` explains a differing peer tag; on success it is handed back,
 /// still held, for the caller to [`Claim::consume`] before the protocol starts.
 pub fn link_up(
-    p: u8,
+    p: Party,
     cfg: &LinkConfig,
     claim: Claim,
     tag: &[u8],
@@ -50,7 +51,7 @@ pub fn link_up(
         let me = Identity::load(&cfg.key, &cfg.cert)?;
         let peer = load_peer_cert(&cfg.peer_cert)?;
         let timeout = cfg.timeout.max(Duration::from_secs(1));
-        let mut link = if p == 0 {
+        let mut link = if p.is_s0() {
             let bound;
             let listener = match &cfg.listener {
                 Some(l) => l.as_ref(),

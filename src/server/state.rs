@@ -4,6 +4,7 @@
 //! data may have left; a claim whose randomness was never used is released, also when its
 //! process is killed (the lock goes with it).
 
+use crate::ring::Party;
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ pub enum Record {
 }
 
 impl Record {
-    fn file(self, party: u8) -> String {
+    fn file(self, party: Party) -> String {
         match self {
             Record::Triplets => format!("consumed-triplets-p{party}"),
             Record::ModelMask => format!("consumed-masks-p{party}"),
@@ -32,7 +33,7 @@ impl Record {
         }
     }
 
-    fn claim_name(self, party: u8, id: &str) -> String {
+    fn claim_name(self, party: Party, id: &str) -> String {
         match self {
             Record::Triplets => format!("claim-p{party}-{id}"),
             Record::ModelMask => format!("claim-mask-p{party}-{id}"),
@@ -56,13 +57,19 @@ pub struct Claim {
     path: PathBuf,
     _lock: std::fs::File,
     state_dir: PathBuf,
-    party: u8,
+    party: Party,
     rec: Record,
     id: String,
 }
 
 impl Claim {
-    pub fn take(state_dir: &Path, party: u8, rec: Record, id: &str, file: &Path) -> Result<Claim> {
+    pub fn take(
+        state_dir: &Path,
+        party: Party,
+        rec: Record,
+        id: &str,
+        file: &Path,
+    ) -> Result<Claim> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
         let p = state_dir.join(rec.claim_name(party, id));
@@ -190,7 +197,7 @@ pub fn spend_opened(path: &Path, sealed: bool) -> Result<()> {
 /// that cannot be locked or removed stays. Removing one that another run opened a moment
 /// ago is safe: that run finds its lock on a removed file and stops ("run again"), and the
 /// record refuses the id anyway.
-fn prune(state_dir: &Path, party: u8, rec: Record, own: &str) {
+fn prune(state_dir: &Path, party: Party, rec: Record, own: &str) {
     let prefix = rec.claim_name(party, "");
     let Ok(record) = std::fs::read_to_string(state_dir.join(rec.file(party))) else {
         return;
@@ -219,7 +226,13 @@ fn prune(state_dir: &Path, party: u8, rec: Record, own: &str) {
 }
 
 /// Refuses an id already recorded as consumed.
-pub fn check_unused(state_dir: &Path, party: u8, rec: Record, id: &str, file: &Path) -> Result<()> {
+pub fn check_unused(
+    state_dir: &Path,
+    party: Party,
+    rec: Record,
+    id: &str,
+    file: &Path,
+) -> Result<()> {
     let p = state_dir.join(rec.file(party));
     // Only a missing record means nothing was consumed; a record that cannot be read is an
     // error, never "unused".
@@ -248,7 +261,7 @@ pub fn check_unused(state_dir: &Path, party: u8, rec: Record, id: &str, file: &P
 }
 
 /// Records an id as consumed, durably, before any data derived from it is sent.
-pub fn mark_used(state_dir: &Path, party: u8, rec: Record, id: &str) -> Result<()> {
+pub fn mark_used(state_dir: &Path, party: Party, rec: Record, id: &str) -> Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
     let p = state_dir.join(rec.file(party));
@@ -342,23 +355,23 @@ mod tests {
         // A write cut short by a full disk left "cd" without its line end (found by the soak).
         let t = tempfile::tempdir().unwrap();
         let (dir, f) = (t.path(), Path::new("t.p0"));
-        mark_used(dir, 0, Record::Triplets, "ab").unwrap();
-        let rec = dir.join(Record::Triplets.file(0));
+        mark_used(dir, Party::S0, Record::Triplets, "ab").unwrap();
+        let rec = dir.join(Record::Triplets.file(Party::S0));
         let mut w = OpenOptions::new().append(true).open(&rec).unwrap();
         w.write_all(b"cd").unwrap();
-        mark_used(dir, 0, Record::Triplets, "ef").unwrap();
+        mark_used(dir, Party::S0, Record::Triplets, "ef").unwrap();
         for id in ["ab", "ef"] {
-            let e = check_unused(dir, 0, Record::Triplets, id, f).unwrap_err();
+            let e = check_unused(dir, Party::S0, Record::Triplets, id, f).unwrap_err();
             assert!(e.to_string().contains("already consumed"), "{e}");
         }
-        check_unused(dir, 0, Record::Triplets, "cdef", f).unwrap();
+        check_unused(dir, Party::S0, Record::Triplets, "cdef", f).unwrap();
     }
 
     #[test]
     fn a_claim_is_held_by_its_process_alone_and_ends_with_it() {
         let d = tempfile::tempdir().unwrap();
         let (dir, f) = (d.path(), Path::new("triplets.p0"));
-        let take = || Claim::take(dir, 0, Record::Triplets, "ab", f);
+        let take = || Claim::take(dir, Party::S0, Record::Triplets, "ab", f);
         let held = take().unwrap();
         let e = take().err().expect("a held claim is refused").to_string();
         assert!(e.contains("in use"), "{e}");
@@ -378,12 +391,12 @@ mod tests {
         // with the next claim of that party, a held or unconsumed one stays.
         std::fs::write(dir.join("claim-p0-ab"), b"").unwrap();
         std::fs::write(dir.join("claim-p0-cd"), b"").unwrap();
-        let next = Claim::take(dir, 0, Record::Triplets, "ef", f).unwrap();
+        let next = Claim::take(dir, Party::S0, Record::Triplets, "ef", f).unwrap();
         assert!(!dir.join("claim-p0-ab").exists());
         assert!(dir.join("claim-p0-cd").exists() && dir.join("claim-p0-ef").exists());
         next.release();
         // Released: the file goes.
-        let other = Claim::take(dir, 1, Record::Triplets, "ab", f).unwrap();
+        let other = Claim::take(dir, Party::S1, Record::Triplets, "ab", f).unwrap();
         other.release();
         assert!(!dir.join("claim-p1-ab").exists());
     }

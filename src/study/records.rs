@@ -1,6 +1,7 @@
 //! The servers' completion records (`done.pN`): which slices a server, or both, finished,
 //! and with which run; what a study resumes from.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -16,7 +17,7 @@ use crate::formats::study::{slice_file, Done, Manifest};
 pub fn signed_done(
     dir: &Path,
     i: usize,
-    p: u8,
+    p: Party,
     job_id: &str,
     trust: &Trust,
 ) -> Result<Option<Done>> {
@@ -26,12 +27,18 @@ pub fn signed_done(
 
 /// [`signed_done`] without looking at the output share: for a reader that checks the share
 /// against the record on its own one open of it ([`Done::intact_open`]).
-fn signed_record(dir: &Path, i: usize, p: u8, job_id: &str, trust: &Trust) -> Result<Option<Done>> {
+fn signed_record(
+    dir: &Path,
+    i: usize,
+    p: Party,
+    job_id: &str,
+    trust: &Trust,
+) -> Result<Option<Done>> {
     let path = slice_file(dir, i, "done", p);
     let Some(rec) = Done::read_if_any(&path)? else {
         return Ok(None);
     };
-    if rec.party != p {
+    if rec.party != u8::from(p) {
         bail!("{}: is S{}'s record", path.display(), rec.party);
     }
     rec.check(&path, trust)?;
@@ -51,8 +58,8 @@ pub fn run_records(
             let job = &m.slices[i];
             Ok(
                 match (
-                    signed_record(&dirs[0], i, 0, job, trust)?,
-                    signed_record(&dirs[1], i, 1, job, trust)?,
+                    signed_record(&dirs[0], i, Party::S0, job, trust)?,
+                    signed_record(&dirs[1], i, Party::S1, job, trust)?,
                 ) {
                     (Some(a), Some(b)) if a.triplet_id == b.triplet_id => Some([a, b]),
                     _ => None,
@@ -79,7 +86,7 @@ pub enum Here {
 pub fn finished_here(
     dir: &Path,
     i: usize,
-    p: u8,
+    p: Party,
     job_id: &str,
     trust: &Trust,
     open: &dyn Fn(&Path) -> Result<Opened>,
@@ -105,8 +112,8 @@ pub fn finished_here(
 pub fn finished(dirs: &[PathBuf; 2], i: usize, job_id: &str, trust: &Trust) -> Result<bool> {
     Ok(
         match (
-            signed_done(&dirs[0], i, 0, job_id, trust)?,
-            signed_done(&dirs[1], i, 1, job_id, trust)?,
+            signed_done(&dirs[0], i, Party::S0, job_id, trust)?,
+            signed_done(&dirs[1], i, Party::S1, job_id, trust)?,
         ) {
             (Some(a), Some(b)) => a.triplet_id == b.triplet_id,
             _ => false,
@@ -162,7 +169,7 @@ impl Serving {
     /// holds is waited for briefly (a `study-status` looking at it holds a shared lock for
     /// a moment), then refused naming that process. None, after a warning, where the file
     /// system cannot lock files: the slice is then served without a record.
-    pub fn take(dir: &Path, i: usize, p: u8) -> Result<Option<Serving>> {
+    pub fn take(dir: &Path, i: usize, p: Party) -> Result<Option<Serving>> {
         use std::io::Write;
         let path = slice_file(dir, i, "serving", p);
         let mut f = open_record(&path, true)?;
@@ -228,7 +235,7 @@ impl Drop for Serving {
 
 /// Who serves slice `i` as server `p` now (what its record says), if a live process holds
 /// the record: none when there is no record, or one whose process has gone.
-pub fn serving_now(dir: &Path, i: usize, p: u8) -> Option<String> {
+pub fn serving_now(dir: &Path, i: usize, p: Party) -> Option<String> {
     let f = open_record(&slice_file(dir, i, "serving", p), false).ok()?;
     // A shared lock, let go at once: refused only while a server holds the record.
     match f.try_lock_shared() {
@@ -260,7 +267,7 @@ fn open_record(path: &Path, write: bool) -> Result<std::fs::File> {
 /// What serving record `f` says of its process, bounded and in printable ASCII only (it is
 /// printed in status lines and warnings: no terminal escapes), or `S<p>` when it says
 /// nothing.
-fn who(f: &std::fs::File, p: u8) -> String {
+fn who(f: &std::fs::File, p: Party) -> String {
     use std::io::{Read, Seek};
     let mut bytes = Vec::new();
     let mut f = f;
@@ -293,9 +300,9 @@ fn no_flock(e: &std::io::Error) -> bool {
 pub fn in_progress(dirs: &[PathBuf; 2], left: &[usize]) -> Vec<(usize, String)> {
     left.iter()
         .filter_map(|&i| {
-            let who: Vec<String> = [0u8, 1]
-                .iter()
-                .filter_map(|&p| serving_now(&dirs[p as usize], i, p))
+            let who: Vec<String> = Party::BOTH
+                .into_iter()
+                .filter_map(|p| serving_now(&dirs[p.index()], i, p))
                 .collect();
             (!who.is_empty()).then(|| (i, who.join("; ")))
         })

@@ -3,6 +3,7 @@
 //! back under their input's names and in its format; a DICOM series as one derived series,
 //! all slices or none.
 
+use crate::ring::Party;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -150,9 +151,9 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
     // Slice `i`'s share of server `p`, opened once: the raw file checked against the
     // server's record (the output it wrote), then, on the same open, refused when sealed
     // under --insecure-unsigned, its signer checked on the header its body is read from.
-    let open_share = |i: usize, p: usize| -> Result<Opened> {
-        let path = slice_file(&dirs[p], i, "out", p as u8);
-        let rec = &records[i][p];
+    let open_share = |i: usize, p: Party| -> Result<Opened> {
+        let path = slice_file(&dirs[p.index()], i, "out", p);
+        let rec = &records[i][p.index()];
         let mut f = std::fs::File::open(&path)
             .with_context(|| format!("{}: cannot open", path.display()))?;
         let intact = rec
@@ -178,8 +179,8 @@ pub fn reconstruct_study(a: &StudyOut, dir: &Path, keys: &ReceiverKeys) -> Resul
             trust,
             job: parse_id(&jobs[i]),
         };
-        let (img, _, run) = open_share(i, 0)
-            .and_then(|o0| Ok((o0, open_share(i, 1)?)))
+        let (img, _, run) = open_share(i, Party::S0)
+            .and_then(|o0| Ok((o0, open_share(i, Party::S1)?)))
             .and_then(|(o0, o1)| combine_opened(o0, o1, pre, &expect))
             .with_context(|| format!("slice {i}"))?;
         Ok((img, run))

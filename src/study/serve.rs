@@ -3,6 +3,7 @@
 //! triplets it holds, and records each slice it finishes (signed), so that a study that
 //! died resumes where it stopped.
 
+use crate::ring::Party;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -111,7 +112,7 @@ pub fn serve_study(
     // Once for every slice: whose files to accept, the identity sealed triplet headers are
     // read with, the receiver and this server's signing key.
     let mut keys = keys()?;
-    if p == 0 {
+    if p.is_s0() {
         // Bound once, not per slice: S1 finds S0 at the same port throughout (with --addr
         // port 0 and --port-file, the one the system picked), and no other program can take
         // the port between two slices. The study tests start S0 so: bound per slice, their
@@ -246,15 +247,15 @@ pub fn serve_study(
 
 /// Warns when this server's study folder also holds the peer's image share unsealed: a
 /// server that can read both shares sees the image (one folder is for one machine's tests).
-fn warn_if_both_shares(dir: &Path, p: u8, m: &Manifest) {
-    let peer = slice_file(dir, 0, "image", 1 - p);
+fn warn_if_both_shares(dir: &Path, p: Party, m: &Manifest) {
+    let peer = slice_file(dir, 0, "image", p.peer());
     if !m.is_empty() && peer.exists() && !crate::formats::sealed::is_sealed(&peer).unwrap_or(true) {
         eprintln!(
             "warning: {} (S{}'s share, unsealed) is in S{p}'s study folder: a server that reads \
              both shares sees the image; give each server only its own files, or seal them \
              (share-study --to-s0 --to-s1)",
             peer.display(),
-            1 - p
+            p.peer()
         );
     }
 }

@@ -1,6 +1,7 @@
 //! `study-status`: which slices both servers have finished by their records, and which not;
 //! or one server's view, what its `serve --study` would run.
 
+use crate::ring::Party;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -19,7 +20,7 @@ pub struct StudyStatus {
     /// Where each server's records are, when not in it.
     pub dirs: ServerDirs,
     /// One server's view, in its own copy of the folder.
-    pub party: Option<u8>,
+    pub party: Option<Party>,
     /// With `party`: these slices only.
     pub slices: Option<String>,
 }
@@ -28,12 +29,16 @@ pub struct StudyStatus {
 /// record is read; one server's identity (`identity`) before its triplet headers are.
 pub fn study_status(
     a: &StudyStatus,
-    records: &dyn Fn(&[u8]) -> Result<Trust>,
+    records: &dyn Fn(&[Party]) -> Result<Trust>,
     identity: &dyn Fn() -> Result<()>,
 ) -> Result<Summary> {
     let m = Manifest::read(&a.study)?;
     // Whose records count, before any is read.
-    let trust = records(a.party.as_ref().map_or(&[0, 1][..], std::slice::from_ref))?;
+    let trust = records(
+        a.party
+            .as_ref()
+            .map_or(&Party::BOTH[..], std::slice::from_ref),
+    )?;
     if let Some(p) = a.party {
         identity()?;
         let slices = match &a.slices {
@@ -77,7 +82,7 @@ pub fn study_status(
     let mut states = Vec::with_capacity(m.len());
     let mut left = Vec::new();
     for i in 0..m.len() {
-        let done = [0u8, 1].map(|p| signed_done(&dirs[p as usize], i, p, &m.slices[i], &trust));
+        let done = Party::BOTH.map(|p| signed_done(&dirs[p.index()], i, p, &m.slices[i], &trust));
         let state = match &done {
             [Ok(Some(x)), Ok(Some(y))] if x.triplet_id == y.triplet_id => "finished".into(),
             [Ok(Some(_)), Ok(Some(_))] => "finished in different runs (to redo)".into(),

@@ -11,6 +11,7 @@
 //! of the two products it replaces.
 
 use crate::ring::matmul::{PackedA, Rhs};
+use crate::ring::Party;
 
 /// U + A_i: the second weight part of the party that takes the U V term (weight-sized, where
 /// V + B_i would be map-sized).
@@ -22,8 +23,8 @@ pub fn plus_uv(u: &[u64], a_i: &[u64]) -> Vec<u64> {
 /// layer (each block of a convolution's rows, each batch of an MLP job) reuses the panels.
 /// [U | U + A_0] at party 0, which takes the U V term, [U | A_1] at party 1; either times
 /// [B_i; V].
-pub fn pack_weights(party: u8, u: &[u64], a_i: &[u64], m: usize, k: usize) -> PackedA {
-    if party == 0 {
+pub fn pack_weights(party: Party, u: &[u64], a_i: &[u64], m: usize, k: usize) -> PackedA {
+    if party.is_s0() {
         PackedA::new(&[u, &plus_uv(u, a_i)], m, &[k, k])
     } else {
         PackedA::new(&[u, a_i], m, &[k, k])
@@ -54,7 +55,7 @@ pub fn product_share(w: &PackedA, b: Rhs<'_>, c_i: Vec<u64>) -> Vec<u64> {
 
 /// Elementwise product share from opened e = x - a, f = y - b and triple shares (a, b, c).
 pub fn elem_mul_share(
-    party: u8,
+    party: Party,
     e: &[u64],
     f: &[u64],
     a: &[u64],
@@ -73,7 +74,7 @@ pub fn elem_mul_share(
 }
 
 /// Square share from opened d = x - a and the pair shares (a, a^2).
-pub fn square_share(party: u8, d: &[u64], a: &[u64], a2: &[u64]) -> Vec<u64> {
+pub fn square_share(party: Party, d: &[u64], a: &[u64], a2: &[u64]) -> Vec<u64> {
     let one = party as u64;
     (0..d.len())
         .map(|j| {
@@ -124,9 +125,9 @@ mod tests {
             let c0 = r(&mut rng, m * n);
             let c1 = sub(&c, &c0);
             let mut shares = Vec::new();
-            for (p, a_i, b_i, c_i) in [(0u8, &a0, &b0, &c0), (1, &a1, &b1, &c1)] {
+            for (p, a_i, b_i, c_i) in [(Party::S0, &a0, &b0, &c0), (Party::S1, &a1, &b1, &c1)] {
                 let mut want = c_i.clone();
-                let own = if p == 0 { add(&v, b_i) } else { b_i.clone() };
+                let own = if p.is_s0() { add(&v, b_i) } else { b_i.clone() };
                 gemm_acc(&u, &own, &mut want, m, k, n);
                 gemm_acc(a_i, &v, &mut want, m, k, n);
                 let w = pack_weights(p, &u, a_i, m, k);

@@ -2,6 +2,7 @@
 //! counted. The real one is the authenticated TLS link ([`crate::net`]); tests use an
 //! in-memory pair.
 
+use crate::ring::Party;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -182,7 +183,7 @@ pub fn bytes_to_u64s(b: &[u8], expected: usize, what: &str) -> Result<Vec<u64>, 
 /// first and party 1 receives first, so large messages never deadlock a blocking link.
 pub fn open(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     share: &[u64],
     what: &str,
 ) -> Result<Vec<u64>, ChannelError> {
@@ -201,7 +202,7 @@ pub fn open(
 /// disagrees on a message's size is told which one.
 fn swap_named(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     mine: Vec<u8>,
     what: &str,
 ) -> Result<Vec<u8>, ChannelError> {
@@ -211,7 +212,7 @@ fn swap_named(
         ChannelError::Malformed(m) => ChannelError::Malformed(format!("{what}: {m}")),
         ChannelError::Mismatch(m) => ChannelError::Mismatch(format!("{what}: {m}")),
     };
-    if party == 0 {
+    if party.is_s0() {
         ch.send_owned(mine)?;
         ch.recv(want).map_err(named)
     } else {
@@ -227,7 +228,7 @@ fn swap_named(
 /// is [`open`]'s, byte for byte.
 pub fn open_bits(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     share: &[u64],
     bits: u32,
     what: &str,
@@ -259,9 +260,9 @@ pub fn swap(ch: &mut dyn Channel, mine: &[u64], what: &str) -> Result<Vec<u64>, 
 pub const MAX_CONTROL: usize = 4096;
 
 /// Exchanges small control messages (the same ordering rule as [`open`]).
-pub fn exchange(ch: &mut dyn Channel, party: u8, msg: &[u8]) -> Result<Vec<u8>, ChannelError> {
+pub fn exchange(ch: &mut dyn Channel, party: Party, msg: &[u8]) -> Result<Vec<u8>, ChannelError> {
     let want = Expect::AtMost(MAX_CONTROL);
-    if party == 0 {
+    if party.is_s0() {
         ch.send(msg)?;
         ch.recv(want)
     } else {
@@ -531,8 +532,8 @@ mod tests {
                 let s1: Vec<u64> = x.iter().zip(&s0).map(|(x, a)| x.wrapping_sub(*a)).collect();
                 let (mut c0, mut c1) = mem_pair();
                 let (o0, o1) = std::thread::scope(|sc| {
-                    let a = sc.spawn(|| open_bits(&mut c0, 0, &s0, bits, "t").unwrap());
-                    let b = sc.spawn(|| open_bits(&mut c1, 1, &s1, bits, "t").unwrap());
+                    let a = sc.spawn(|| open_bits(&mut c0, Party::S0, &s0, bits, "t").unwrap());
+                    let b = sc.spawn(|| open_bits(&mut c1, Party::S1, &s1, bits, "t").unwrap());
                     (a.join().unwrap(), b.join().unwrap())
                 });
                 let want: Vec<u64> = x.iter().map(|v| v & low_mask(bits)).collect();
@@ -545,9 +546,9 @@ mod tests {
                 if bits == 64 {
                     let (mut d0, mut d1) = mem_pair();
                     let t = std::thread::spawn(move || {
-                        open(&mut d1, 1, &s1, "t").unwrap();
+                        open(&mut d1, Party::S1, &s1, "t").unwrap();
                     });
-                    assert_eq!(open(&mut d0, 0, &s0, "t").unwrap(), want);
+                    assert_eq!(open(&mut d0, Party::S0, &s0, "t").unwrap(), want);
                     t.join().unwrap();
                     assert_eq!(d0.stats(), c0.stats());
                 }
@@ -559,7 +560,7 @@ mod tests {
     /// naming the message, on both parties' sides of `open_bits` and by `open`.
     #[test]
     fn a_share_of_the_wrong_length_is_refused_naming_the_message() {
-        for party in [0u8, 1] {
+        for party in Party::BOTH {
             let (mut c0, mut c1) = mem_pair();
             // 64-bit words where 3 values of 31 bits (12 bytes) are expected.
             c1.send(&u64s_to_bytes(&[5, 6, 7])).unwrap();
@@ -572,7 +573,7 @@ mod tests {
         }
         let (mut c0, mut c1) = mem_pair();
         c1.send(&[0u8; 12]).unwrap();
-        let e = open(&mut c0, 0, &[1, 2, 3], "masked activations").unwrap_err();
+        let e = open(&mut c0, Party::S0, &[1, 2, 3], "masked activations").unwrap_err();
         assert!(
             e.to_string()
                 .contains("masked activations: 12 bytes where 24 were expected"),
@@ -587,7 +588,7 @@ mod tests {
         let mut m = pack(&[5, 6, 7], 5);
         *m.last_mut().unwrap() |= 0x80;
         c1.send(&m).unwrap();
-        let e = open_bits(&mut c0, 0, &[1, 2, 3], 5, "masked map").unwrap_err();
+        let e = open_bits(&mut c0, Party::S0, &[1, 2, 3], 5, "masked map").unwrap_err();
         assert!(
             e.to_string().contains("masked map") && e.to_string().contains("padding"),
             "{e}"

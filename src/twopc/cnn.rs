@@ -16,6 +16,7 @@
 //! Around the layers, the plan's frame (FFDNet: pixel-unshuffle and the noise-map channel
 //! in, pixel-shuffle out) is a public rearrangement each server applies to its own shares.
 
+use crate::ring::Party;
 use std::time::Instant;
 
 use crate::corr::batches::batches;
@@ -33,7 +34,7 @@ use crate::twopc::protocol::{
 use crate::twopc::weights::{open_layers, Opened};
 
 pub struct CnnJobInputs<'a> {
-    pub party: u8,
+    pub party: Party,
     /// The plan with this party's weight and bias shares.
     pub plan: &'a CnnPlan,
     pub height: usize,
@@ -62,7 +63,7 @@ pub fn mask_shares(seed: &crate::ring::share::Seed, plan: &CnnPlan) -> Vec<Vec<u
 /// Opens U = W - A of every layer (one message each way).
 pub fn open_cnn_weights(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     plan: &CnnPlan,
     mask: Vec<Vec<u64>>,
 ) -> Result<Opened, ChannelError> {
@@ -109,7 +110,7 @@ fn block_shift(blk: u32, h: usize, end: usize) -> usize {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open_extending(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     rand: &mut PartyRandomness,
     layer: u32,
     y: &[u64],
@@ -134,10 +135,14 @@ pub(crate) fn open_extending(
     // m_0 ρ_1 = d_0 ρ_1 + (1 - 2 d_0) ρ_0 ρ_1; party 0 holds m_0, party 1 ρ_1.
     for (i, v) in prod.iter_mut().enumerate() {
         let (own, peer) = (d[i], both[i] ^ d[i]);
-        let (d0, d1) = if party == 0 { (own, peer) } else { (peer, own) };
+        let (d0, d1) = if party.is_s0() {
+            (own, peer)
+        } else {
+            (peer, own)
+        };
         let pp = if d0 ^ d1 == 1 { v.wrapping_neg() } else { *v };
         let m = top(y[i]);
-        let mm = if party == 0 {
+        let mm = if party.is_s0() {
             (m & d1).wrapping_add(pp)
         } else {
             let r = d0 & rho[i];
@@ -182,7 +187,7 @@ pub fn run(
         )));
     }
     let mut rep = Report {
-        party,
+        party: party.into(),
         patches: ih * iw,
         ..Default::default()
     };

@@ -2,6 +2,7 @@
 //! dealer's per-job setup (base OTs for the garbled-circuit engine, nothing for GMW).
 
 use crate::corr::engine_kind::EngineKind;
+use crate::ring::Party;
 use crate::twopc::gc::engine::{GcEvaluator, GcGarbler};
 use crate::twopc::gmw::GmwParty;
 use crate::twopc::protocol::{Nonlinear, ProtocolError};
@@ -10,12 +11,12 @@ use crate::twopc::protocol::{Nonlinear, ProtocolError};
 /// ([`crate::corr::base_ots::deal_gc_setup`] for the garbled-circuit engine).
 pub fn engine_for(
     kind: EngineKind,
-    party: u8,
+    party: Party,
     setup: &[u8],
 ) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
     Ok(match (kind, party) {
-        (EngineKind::Gc, 0) => Box::new(GcEvaluator::new(setup)?),
-        (EngineKind::Gc, _) => Box::new(GcGarbler::new(setup)?),
+        (EngineKind::Gc, Party::S0) => Box::new(GcEvaluator::new(setup)?),
+        (EngineKind::Gc, Party::S1) => Box::new(GcGarbler::new(setup)?),
         (EngineKind::Gmw, p) => {
             if !setup.is_empty() {
                 return Err(ProtocolError::Setup(
@@ -32,12 +33,14 @@ pub fn engine_for(
 #[doc(hidden)]
 pub fn seeded_engine_for(
     kind: EngineKind,
-    party: u8,
+    party: Party,
     setup: &[u8],
     label_seeds: [u64; 2],
 ) -> Result<Box<dyn Nonlinear + Send>, ProtocolError> {
     match (kind, party) {
-        (EngineKind::Gc, 1) => Ok(Box::new(GcGarbler::with_label_seeds(setup, label_seeds)?)),
+        (EngineKind::Gc, Party::S1) => {
+            Ok(Box::new(GcGarbler::with_label_seeds(setup, label_seeds)?))
+        }
         _ => engine_for(kind, party, setup),
     }
 }

@@ -15,6 +15,7 @@
 //! Nothing else is opened. The dealer's randomness is consumed in the order
 //! [`GraphPlan::uses`] lists, which `dealer::graph` walks too.
 
+use crate::ring::Party;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -38,7 +39,7 @@ use crate::twopc::protocol::{
 use crate::twopc::weights::{open_layers, Opened};
 
 pub struct GraphJobInputs<'a> {
-    pub party: u8,
+    pub party: Party,
     /// The plan with this party's shares of the secret values.
     pub plan: &'a GraphPlan,
     /// The input's size: sides multiples of the plan's total stride (the caller pads).
@@ -76,7 +77,7 @@ fn weight_shares(plan: &GraphPlan) -> Vec<(&[u64], usize)> {
 /// Opens U = W - A of every weighted step (one message each way).
 pub fn open_graph_weights(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     plan: &GraphPlan,
     mask: Vec<Vec<u64>>,
 ) -> Result<Opened, ChannelError> {
@@ -94,7 +95,7 @@ struct Masked {
 struct Job<'a, 'b> {
     ch: &'b mut dyn Channel,
     engine: &'b mut dyn Nonlinear,
-    party: u8,
+    party: Party,
     rand: PartyRandomness,
     batch: usize,
     rep: Report,
@@ -207,7 +208,7 @@ impl Job<'_, '_> {
         // which takes the U (x) V term, multiplies by U + A_1 where A_1 was (a weight-sized
         // sum, where V + [B]_1 would be map-sized).
         let sum;
-        let a = if self.party == 1 {
+        let a = if self.party.is_s1() {
             sum = plus_uv(u, a);
             &sum[..]
         } else {
@@ -248,7 +249,7 @@ impl Job<'_, '_> {
 
     /// Party 0 adds public constant `k` to its share.
     fn plus(&self, x: u64, k: u64) -> u64 {
-        if self.party == 0 {
+        if self.party.is_s0() {
             x.wrapping_add(k)
         } else {
             x
@@ -314,7 +315,7 @@ pub fn run(
         rand: inp.rand,
         batch: inp.relu_batch.max(1),
         rep: Report {
-            party,
+            party: party.into(),
             patches: h * w,
             ..Default::default()
         },

@@ -5,6 +5,7 @@
 use crate::circuit::activation::ActConsts;
 use crate::corr::randomness::ElemTriples;
 use crate::ring::oracle::{pieces, signed_indicators};
+use crate::ring::Party;
 use crate::twopc::beaver::{elem_mul_share, square_share};
 use crate::twopc::channel::{open, Channel, ChannelError};
 
@@ -38,7 +39,7 @@ impl SelShares {
 
 pub fn tanh_star_poly(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     c: &ActConsts,
     sel: &SelShares,
     t: &ElemTriples,

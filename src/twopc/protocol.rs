@@ -2,6 +2,7 @@
 //! Everything a server holds is a share; every value it opens is masked by fresh dealer
 //! randomness (see docs/protocol.md for the message list).
 
+use crate::ring::Party;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -94,6 +95,7 @@ pub struct EngineCounters {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
+    /// 0 or 1 (`u8::from(Party)`), as the JSON summary prints it.
     pub party: u8,
     pub patches: usize,
     pub batches: usize,
@@ -180,7 +182,7 @@ impl OpFigures {
 }
 
 pub struct JobInputs<'a> {
-    pub party: u8,
+    pub party: Party,
     /// The plan with this party's weight shares.
     pub plan: &'a Plan,
     pub job: &'a JobParams,
@@ -208,7 +210,7 @@ pub enum Weights<'a> {
 /// have (a share of another length is refused, not opened).
 pub(crate) fn open_in_job(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     rand: &mut PartyRandomness,
     layers: &[(&[u64], usize)],
 ) -> Result<Opened, ProtocolError> {
@@ -225,7 +227,7 @@ pub(crate) fn open_in_job(
 /// another job, model or dealer run is refused before anything secret is sent.
 pub(crate) fn same_session(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     tag: &[u8],
 ) -> Result<(), ChannelError> {
     if exchange(ch, party, tag)? != tag {
@@ -268,7 +270,7 @@ pub fn run(
         )));
     }
     let mut rep = Report {
-        party,
+        party: party.into(),
         patches: range.len(),
         ..Default::default()
     };

@@ -8,6 +8,7 @@
 use crate::corr::masks::weight_count;
 use crate::ring::plan::Plan;
 use crate::ring::share::sub;
+use crate::ring::Party;
 use crate::twopc::channel::{open, Channel, ChannelError};
 
 /// What a party holds of the linear layers' weight masking once U is open.
@@ -52,7 +53,7 @@ impl Opened {
 /// weight shares, `mask` its shares of A (fresh dealer randomness, never used for another W).
 pub fn open_weights(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     plan: &Plan,
     mask: Vec<Vec<u64>>,
 ) -> Result<Opened, ChannelError> {
@@ -69,7 +70,7 @@ pub fn open_weights(
 /// weights, `mask[l]` its share of their mask (same lengths).
 pub fn open_layers(
     ch: &mut dyn Channel,
-    party: u8,
+    party: Party,
     w: &[&[u64]],
     mask: Vec<Vec<u64>>,
 ) -> Result<Opened, ChannelError> {

@@ -14,6 +14,7 @@
 //! 3. S0 -> S1: COT extension with S0's output colour bits as choices (16 B/bit).
 //! 4. S1 -> S0: B2A corrections (8 B/bit). Both now hold arithmetic shares.
 
+use crate::ring::Party;
 use std::collections::VecDeque;
 
 use rand::SeedableRng;
@@ -192,8 +193,8 @@ trait GcRole {
         v: &[u64],
     ) -> Result<Vec<u64>, ProtocolError>;
     fn engine_counters(&self) -> EngineCounters;
-    /// 0 for the evaluator, 1 for the garbler (`engine_for`'s numbering).
-    fn party(&self) -> u8;
+    /// S0 for the evaluator, S1 for the garbler (`engine_for`'s numbering).
+    fn party(&self) -> Party;
 }
 
 impl GcRole for GcEvaluator {
@@ -259,8 +260,8 @@ impl GcRole for GcEvaluator {
         self.counters
     }
 
-    fn party(&self) -> u8 {
-        0
+    fn party(&self) -> Party {
+        Party::S0
     }
 }
 
@@ -336,8 +337,8 @@ impl GcRole for GcGarbler {
         self.counters
     }
 
-    fn party(&self) -> u8 {
-        1
+    fn party(&self) -> Party {
+        Party::S1
     }
 }
 
@@ -380,7 +381,9 @@ impl<T: GcRole> Nonlinear for T {
     ) -> Result<Vec<u64>, ProtocolError> {
         let p = TruncParams { sh, k };
         let mut out = self.run_circuit(ch, &ActCircuit::Trunc(p), v)?;
-        p.take_offset(self.party(), &mut out);
+        if self.party().is_s1() {
+            p.take_offset(&mut out);
+        }
         Ok(out)
     }
 

@@ -28,13 +28,14 @@ use crate::corr::randomness::{AndTriples, DaBits, EdaBits, PartyRandomness, Relu
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::ring::plan::MLP_OPEN_BITS;
+use crate::ring::Party;
 use crate::twopc::channel::{swap, Channel, ChannelError};
 use crate::twopc::poly::SelShares;
 use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
 
 /// One server's side of the boolean engine.
 pub struct GmwParty {
-    party: u8,
+    party: Party,
     /// Netlists recorded so far (one per distinct circuit: a few per model).
     nets: Vec<(ActCircuit, Netlist)>,
     counters: EngineCounters,
@@ -80,7 +81,7 @@ struct Faults {
 }
 
 impl GmwParty {
-    pub fn new(party: u8) -> GmwParty {
+    pub fn new(party: Party) -> GmwParty {
         GmwParty {
             party,
             nets: Vec::new(),
@@ -171,7 +172,9 @@ impl GmwParty {
         let faults = self.faults();
         for (i, g) in net.gates.iter().enumerate() {
             let src = match (*g, party) {
-                (Gate::InputS0(b), 0) | (Gate::InputS1(b), 1) => &own[b as usize * w..],
+                (Gate::InputS0(b), Party::S0) | (Gate::InputS1(b), Party::S1) => {
+                    &own[b as usize * w..]
+                }
                 (Gate::InputR(b), _) if faults.eda_high_reused => {
                     &eda.bits[high_from_low(&net.eda_bits, b) * w..]
                 }
@@ -218,7 +221,7 @@ impl GmwParty {
                 let (x, y) = (x as usize * w, y as usize * w);
                 // An AND of the parties' own bits: each opens only its own input.
                 let (send_d, send_e) = match slots.owned[j] {
-                    Some(p) => (p == party, p != party),
+                    Some(p) => (p == u8::from(party), p != u8::from(party)),
                     None => (true, slots.own_e[j]),
                 };
                 // The broken variant's owned AND sends its input bit bare.
@@ -298,7 +301,7 @@ struct SelectRun<'a> {
     /// The width of the product and of the daBits' shares: min(k, out_bits).
     sw: u32,
     out_bits: u32,
-    party: u8,
+    party: Party,
     dab: &'a DaBits,
     sel: &'a ReluSelection,
     faults: Faults,
@@ -440,7 +443,7 @@ fn convert(
     out: &[u64],
     w: usize,
     e_count: usize,
-    party: u8,
+    party: Party,
     dab: &DaBits,
     eda: &EdaBits,
 ) -> Vec<u64> {
@@ -488,16 +491,16 @@ fn convert(
     result
 }
 
-fn eval_free(wires: &mut [u64], w: usize, i: usize, g: Gate, party: u8) {
+fn eval_free(wires: &mut [u64], w: usize, i: usize, g: Gate, party: Party) {
     let dst = i * w;
     match g {
         Gate::Const(b) => {
             // Party 0 holds a public constant; party 1's share is zero.
-            let v = if b && party == 0 { u64::MAX } else { 0 };
+            let v = if b && party.is_s0() { u64::MAX } else { 0 };
             wires[dst..dst + w].fill(v);
         }
         Gate::Not(a) => {
-            let flip = if party == 0 { u64::MAX } else { 0 };
+            let flip = if party.is_s0() { u64::MAX } else { 0 };
             for k in 0..w {
                 wires[dst + k] = wires[a as usize * w + k] ^ flip;
             }
@@ -582,9 +585,9 @@ fn and_level(
     theirs: &[u64],
     trip: &AndTriples,
     first: usize,
-    party: u8,
+    party: Party,
 ) {
-    let both = if party == 0 { u64::MAX } else { 0 };
+    let both = if party.is_s0() { u64::MAX } else { 0 };
     for (j, &gi) in ands.iter().enumerate() {
         let (t, tb) = ((first + j) * w, slots.b[j] * w);
         let dst = &mut wires[gi as usize * w..(gi as usize + 1) * w];
@@ -592,7 +595,7 @@ fn and_level(
         match slots.owned[j] {
             // One slot: D from the first input's owner, E from the other party.
             Some(p) => {
-                let (from_d, from_e) = if p == party {
+                let (from_d, from_e) = if p == u8::from(party) {
                     (mine, theirs)
                 } else {
                     (theirs, mine)
@@ -720,7 +723,9 @@ impl Nonlinear for GmwParty {
     ) -> Result<Vec<u64>, ProtocolError> {
         let p = TruncParams { sh, k };
         let mut out = self.run_circuit(ch, rand, at, &ActCircuit::Trunc(p), out_bits, v)?;
-        p.take_offset(self.party, &mut out);
+        if self.party.is_s1() {
+            p.take_offset(&mut out);
+        }
         Ok(out)
     }
 
@@ -774,7 +779,7 @@ mod tests {
                 &msg(1 - p),
                 &trip,
                 0,
-                p as u8,
+                Party::BOTH[p],
             );
             wires[2]
         })
@@ -832,7 +837,7 @@ mod tests {
                 &msg(1 - p),
                 &trip,
                 0,
-                p as u8,
+                Party::BOTH[p],
             );
             [wires[3], wires[4]]
         });
@@ -890,19 +895,19 @@ mod tests {
 
     #[test]
     fn not_and_constant_known_answers() {
-        let free = |g: Gate, p: u8| {
+        let free = |g: Gate, p: Party| {
             let mut wires = vec![0b0110, 0];
             eval_free(&mut wires, 1, 1, g, p);
             wires[1]
         };
         // NOT: party 0 flips its share, party 1 copies its own.
-        assert_eq!(free(Gate::Not(0), 0), !0b0110);
-        assert_eq!(free(Gate::Not(0), 1), 0b0110);
+        assert_eq!(free(Gate::Not(0), Party::S0), !0b0110);
+        assert_eq!(free(Gate::Not(0), Party::S1), 0b0110);
         // A constant: party 0 holds it, party 1 holds zeros.
-        assert_eq!(free(Gate::Const(true), 0), ONE);
-        assert_eq!(free(Gate::Const(true), 1), 0);
-        assert_eq!(free(Gate::Const(false), 0), 0);
-        assert_eq!(free(Gate::Const(false), 1), 0);
+        assert_eq!(free(Gate::Const(true), Party::S0), ONE);
+        assert_eq!(free(Gate::Const(true), Party::S1), 0);
+        assert_eq!(free(Gate::Const(false), Party::S0), 0);
+        assert_eq!(free(Gate::Const(false), Party::S1), 0);
     }
 
     fn net(outputs: usize, masked: Vec<bool>, conversions: Vec<Conversion>) -> Netlist {
@@ -929,11 +934,11 @@ mod tests {
             arith: vec![[5, 4u64.wrapping_neg()][p]],
         };
         let eda = EdaBits::default();
-        let got = [0u8, 1].map(|p| convert(&n, &[1], 1, 1, p, &dab(p as usize), &eda)[0]);
+        let got = Party::BOTH.map(|p| convert(&n, &[1], 1, 1, p, &dab(p.index()), &eda)[0]);
         assert_eq!(got, [5u64.wrapping_neg(), 5]);
         // Weights scale each bit's share: weight 4 gives 4 times the shares.
         let n = net(1, vec![true], vec![Conversion::Bits(vec![(0, 4)])]);
-        let got = [0u8, 1].map(|p| convert(&n, &[1], 1, 1, p, &dab(p as usize), &eda)[0]);
+        let got = Party::BOTH.map(|p| convert(&n, &[1], 1, 1, p, &dab(p.index()), &eda)[0]);
         assert_eq!(got, [20u64.wrapping_neg(), 20]);
     }
 
@@ -962,7 +967,7 @@ mod tests {
             arith: vec![[10, 8u64.wrapping_neg()][p]],
         };
         let got =
-            [0u8, 1].map(|p| convert(&n, &out, 1, 1, p, &dab(p as usize), &eda(p as usize))[0]);
+            Party::BOTH.map(|p| convert(&n, &out, 1, 1, p, &dab(p.index()), &eda(p.index()))[0]);
         assert_eq!(got, [38u64.wrapping_neg(), 41]);
         assert_eq!(got[0].wrapping_add(got[1]), 3);
     }

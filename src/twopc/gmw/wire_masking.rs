@@ -14,6 +14,7 @@
 //! or reused mask shows at once (bulk byte histograms pool these small messages with the
 //! rest and miss it). The broken engines of the negative controls exist in unit tests only.
 
+use crate::ring::Party;
 use std::thread;
 
 use super::engine::{Broken, GmwParty, Slots};
@@ -62,23 +63,23 @@ fn view(c: &Circ, shares: [u64; 2], broken: Option<Broken>) -> (Vec<Vec<u64>>, V
         };
         // Fixed seeds, other for every run: a failure reruns the same.
         let seeds = [[run as u8; 32], [100 + run as u8; 32]];
-        let r0 = PartyRandomness::new(0, seeds[0], Vec::new());
+        let r0 = PartyRandomness::new(Party::S0, seeds[0], Vec::new());
         let r1 = PartyRandomness::new(
-            1,
+            Party::S1,
             seeds[1],
             explicit_for(&seeds, at, &Netlist::record(circ), ELEMENTS, bits),
         );
         let (c0, mut c1) = mem_pair();
         let mut rec = Recording::new(c0);
-        let play = |p: u8, ch: &mut dyn Channel, mut rand| {
+        let play = |p: Party, ch: &mut dyn Channel, mut rand| {
             let mut e = GmwParty::new(p);
             e.broken = broken;
             let v = vec![shares[p as usize]; ELEMENTS];
             e.run_circuit(ch, &mut rand, at, circ, bits, &v).unwrap()
         };
         let (out0, out1) = thread::scope(|s| {
-            let h1 = s.spawn(|| play(1, &mut c1, r1));
-            (play(0, &mut rec, r0), h1.join().unwrap())
+            let h1 = s.spawn(|| play(Party::S1, &mut c1, r1));
+            (play(Party::S0, &mut rec, r0), h1.join().unwrap())
         });
         sums = out0
             .iter()

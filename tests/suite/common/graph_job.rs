@@ -4,6 +4,7 @@
 //! key, share, deal, serve both parties as processes over the TLS link, reconstruct; and the
 //! graph oracle recomputed here from the ONNX file and the image shares.
 
+use ppdenoise::ring::Party;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -185,9 +186,9 @@ impl Dir {
         values: impl Fn(&B) -> Vec<u64>,
     ) -> (B, Vec<u64>) {
         let (_, b0): (Header, B) =
-            load(&self.path(&format!("{prefix}.p0")), kind, Some(0)).unwrap();
+            load(&self.path(&format!("{prefix}.p0")), kind, Some(Party::S0)).unwrap();
         let (_, b1): (Header, B) =
-            load(&self.path(&format!("{prefix}.p1")), kind, Some(1)).unwrap();
+            load(&self.path(&format!("{prefix}.p1")), kind, Some(Party::S1)).unwrap();
         let sum = values(&b0)
             .iter()
             .zip(&values(&b1))

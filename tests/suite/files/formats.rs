@@ -7,6 +7,7 @@
 //! is not a signature): every public field of a model share, image share, output share and
 //! dealer header is validated before anything is claimed or sized from it.
 
+use ppdenoise::ring::Party;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -169,14 +170,14 @@ fn header_len(bytes: &[u8]) -> usize {
 fn wrong_kind() {
     let f = Files::new();
     // Library.
-    let e = load::<ModelShare>(&f.p("image.p0"), Kind::ModelShare, Some(0)).unwrap_err();
+    let e = load::<ModelShare>(&f.p("image.p0"), Kind::ModelShare, Some(Party::S0)).unwrap_err();
     assert!(matches!(e, FormatError::WrongKind { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
         msg.contains("image.p0") && msg.contains("model share") && msg.contains("image share"),
         "{msg}"
     );
-    let e = load::<Triplets>(&f.p("model.p0"), Kind::Triplets, Some(0)).unwrap_err();
+    let e = load::<Triplets>(&f.p("model.p0"), Kind::Triplets, Some(Party::S0)).unwrap_err();
     assert!(matches!(e, FormatError::WrongKind { .. }), "{e:?}");
     // An image share given as the model, the model as the triplets.
     let o = f.serve(0, "image.p0", "image.p0", "triplets.p0");
@@ -206,7 +207,7 @@ fn wrong_kind() {
 #[test]
 fn wrong_party() {
     let f = Files::new();
-    let e = load::<ModelShare>(&f.p("model.p1"), Kind::ModelShare, Some(0)).unwrap_err();
+    let e = load::<ModelShare>(&f.p("model.p1"), Kind::ModelShare, Some(Party::S0)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -420,7 +421,7 @@ fn ids_of_another_job_or_model() {
         window_milli: 0,
     };
     let geo = Geometry::new(8, 8, ps, 3);
-    for (p, id) in [(0u8, [1u8; 16]), (1, [2u8; 16])] {
+    for (p, id) in [(Party::S0, [1u8; 16]), (Party::S1, [2u8; 16])] {
         let mut h = Header::new(Kind::OutputShare, p, 18);
         h.job_id = Some(id);
         let body = OutputShare {
@@ -566,7 +567,7 @@ fn absurd_sizes_are_refused_before_allocation() {
         job,
         data: Data::Explicit(marker.to_vec()),
     };
-    let h = Header::new(Kind::ImageShare, 0, 18);
+    let h = Header::new(Kind::ImageShare, Party::S0, 18);
     let mut bytes = container::encode(&h, &body).unwrap();
     let needle: Vec<u8> = std::iter::once(4u64)
         .chain(marker)
@@ -621,7 +622,8 @@ fn foreign_files() {
 #[test]
 fn good_files_read_back() {
     let f = Files::new();
-    let (h, m): (Header, ModelShare) = load(&f.p("model.p0"), Kind::ModelShare, Some(0)).unwrap();
+    let (h, m): (Header, ModelShare) =
+        load(&f.p("model.p0"), Kind::ModelShare, Some(Party::S0)).unwrap();
     assert_eq!(
         (h.kind, h.party, h.ring_bits, h.scale),
         (Kind::ModelShare, 0, 64, FixedParams::default().s)
@@ -629,18 +631,21 @@ fn good_files_read_back() {
     assert!(h.model_id.is_some() && h.job_id.is_none());
     assert_eq!(h.shape("layers"), Some(&[49u64, 8, 9][..]));
     assert!(matches!(m.data, Data::Explicit(_)));
-    let (_, m1): (Header, ModelShare) = load(&f.p("model.p1"), Kind::ModelShare, Some(1)).unwrap();
+    let (_, m1): (Header, ModelShare) =
+        load(&f.p("model.p1"), Kind::ModelShare, Some(Party::S1)).unwrap();
     assert!(
         matches!(m1.data, Data::Seed(_)),
         "S1's model share is a seed"
     );
     let (hi, _): (Header, ImageShare) = load(&f.p("image.p1"), Kind::ImageShare, None).unwrap();
-    let (ht, t): (Header, Triplets) = load(&f.p("triplets.p1"), Kind::Triplets, Some(1)).unwrap();
+    let (ht, t): (Header, Triplets) =
+        load(&f.p("triplets.p1"), Kind::Triplets, Some(Party::S1)).unwrap();
     assert_eq!(ht.job_id, hi.job_id);
     assert_eq!(ht.model_id, h.model_id);
     assert!(ht.triplet_id.is_some());
     assert_eq!(t.widths, vec![49, 8, 9]);
-    let (ht0, t0): (Header, Triplets) = load(&f.p("triplets.p0"), Kind::Triplets, Some(0)).unwrap();
+    let (ht0, t0): (Header, Triplets) =
+        load(&f.p("triplets.p0"), Kind::Triplets, Some(Party::S0)).unwrap();
     assert_eq!(ht0.triplet_id, ht.triplet_id);
     assert!(
         t0.corrections.is_empty(),
@@ -701,7 +706,7 @@ fn atomic_writes_leave_no_temp_and_keep_old_output_on_failure() {
             Err(serde::ser::Error::custom("cannot serialise this body"))
         }
     }
-    let h = Header::new(Kind::OutputShare, 0, 18);
+    let h = Header::new(Kind::OutputShare, Party::S0, 18);
     assert!(container::write(
         &target,
         &h,
@@ -798,7 +803,7 @@ fn written_files_are_readable_by_their_owner_only() {
     let target = d.path().join("share.p1");
     std::fs::write(&target, b"old").unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let h = Header::new(Kind::OutputShare, 1, 18);
+    let h = Header::new(Kind::OutputShare, Party::S1, 18);
     container::write(
         &target,
         &h,
@@ -1055,7 +1060,7 @@ fn a_crafted_output_geometry_is_refused_by_the_receiver() {
     // (decoding it used to index out of bounds).
     let mut bad = geo;
     bad.patch.output = 9;
-    for p in 0..2u8 {
+    for p in Party::BOTH {
         let mut h = Header::new(Kind::OutputShare, p, 46);
         h.job_id = Some([1; 16]);
         h.model_id = Some([2; 16]);

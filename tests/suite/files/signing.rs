@@ -16,6 +16,7 @@ use ppdenoise::corr::masks::{opened_mac, OPENED_MAC};
 use ppdenoise::formats::bodies::{OpenedWeights, Triplets};
 use ppdenoise::formats::container::{self, Header, Seal};
 use ppdenoise::formats::signing::{Role, Signer, SIGNER, SIGNER_ROLE};
+use ppdenoise::ring::Party;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -839,7 +840,7 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
     };
     let g = Geometry::new(params.height, params.width, patch, params.stride);
     let forge = |name: &str, to: Option<&Recipient>, by: [Option<&Signer>; 2]| {
-        for p in 0..2u8 {
+        for p in Party::BOTH {
             let mut h = Header::new(Kind::OutputShare, p, 18);
             h.job_id = ih.job_id;
             h.model_id = mh.model_id;
@@ -850,10 +851,10 @@ fn forged_or_foreign_output_shares_are_refused_by_the_receiver() {
                 geometry: g,
                 job: params.clone(),
                 scale: 18,
-                canvas: vec![if p == 0 { 1 << 30 } else { 0 }; g.canvas_h * g.canvas_w],
+                canvas: vec![if p.is_s0() { 1 << 30 } else { 0 }; g.canvas_h * g.canvas_w],
             };
             let path = job.path(&format!("{name}.p{p}"));
-            container::write(&path, &h, &body, Seal::new(to, by[p as usize])).unwrap();
+            container::write(&path, &h, &body, Seal::new(to, by[p.index()])).unwrap();
         }
     };
     let rec = |out: &str, checks: &[&str]| -> Output {

@@ -4,6 +4,7 @@
 //! through the binary's secure pipeline (both engines) from a YBR_FULL_422 JPEG and an RGB
 //! DICOM and comes back as a derived RGB DICOM, bit-exact with the oracle.
 
+use ppdenoise::ring::Party;
 use std::path::{Path, PathBuf};
 
 use ppdenoise::image::dicom::decode_colour;
@@ -205,9 +206,9 @@ fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
         );
     }
     let (_, i0): (Header, ImageShare) =
-        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+        load(&d.path("image.p0"), Kind::ImageShare, Some(Party::S0)).unwrap();
     let (_, i1): (Header, ImageShare) =
-        load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+        load(&d.path("image.p1"), Kind::ImageShare, Some(Party::S1)).unwrap();
     let (h, w) = (i0.job.height, i0.job.width);
     assert_eq!(i0.job.colours, 3);
     let params = CnnFixed::for_model(m);
@@ -235,9 +236,9 @@ fn secure_dicom_job(d: &Dir, m: &Cnn, input: &Path, engine: &str) -> Vec<u8> {
     let orc = ring_cnn::run(&plan, h, w, &enc);
     assert_eq!(orc.out_of_range, 0);
     let (_, o0): (Header, OutputShare) =
-        load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+        load(&d.path("out.p0"), Kind::OutputShare, Some(Party::S0)).unwrap();
     let (_, o1): (Header, OutputShare) =
-        load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+        load(&d.path("out.p1"), Kind::OutputShare, Some(Party::S1)).unwrap();
     let secure: Vec<u64> = o0
         .canvas
         .iter()

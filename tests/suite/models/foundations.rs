@@ -3,6 +3,7 @@
 //! fixed-point oracle against float inference, the built-in phantom on the command line,
 //! and the `--help` / `--json` contract of every subcommand.
 
+use ppdenoise::ring::Party;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -475,7 +476,7 @@ fn preprocessing_follows_the_paper() {
     let (_, share): (_, ppdenoise::formats::bodies::ImageShare) = ppdenoise::formats::bodies::load(
         &d.path().join("img.p0"),
         ppdenoise::formats::container::Kind::ImageShare,
-        Some(0),
+        Some(Party::S0),
     )
     .unwrap();
     assert!((share.job.pre.noise_scale - 0.5).abs() < 1e-15);
@@ -496,7 +497,7 @@ fn preprocessing_follows_the_paper() {
     let (_, raw): (_, ppdenoise::formats::bodies::ImageShare) = ppdenoise::formats::bodies::load(
         &d.path().join("raw.p0"),
         ppdenoise::formats::container::Kind::ImageShare,
-        Some(0),
+        Some(Party::S0),
     )
     .unwrap();
     assert_eq!(raw.job.pre.noise_scale, 1.0);

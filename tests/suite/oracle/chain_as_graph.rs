@@ -16,16 +16,17 @@ use ppdenoise::model::graph::Graph;
 use ppdenoise::ring::cnn::{CnnFixed, CnnPlan};
 use ppdenoise::ring::graph::{padded_dims, GraphPlan};
 use ppdenoise::ring::share::{expand, share_with_seed, Stream};
+use ppdenoise::ring::Party;
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::protocol::Weights;
 
-fn in_pair<T: Send>(f: impl Fn(u8, &mut dyn Channel) -> T + Sync) -> [T; 2] {
+fn in_pair<T: Send>(f: impl Fn(Party, &mut dyn Channel) -> T + Sync) -> [T; 2] {
     let (mut c0, mut c1) = mem_pair();
     std::thread::scope(|sc| {
         let f = &f;
-        let h0 = sc.spawn(move || f(0, &mut c0));
-        let h1 = sc.spawn(move || f(1, &mut c1));
+        let h0 = sc.spawn(move || f(Party::S0, &mut c0));
+        let h1 = sc.spawn(move || f(Party::S1, &mut c1));
         [h0.join().unwrap(), h1.join().unwrap()]
     })
 }
@@ -79,10 +80,10 @@ fn as_cnn(m: &Cnn, h: usize, w: usize, engine: EngineKind) -> Run {
         let mut eng = engine_for(engine, p, setup).unwrap();
         let inp = ppdenoise::twopc::cnn::CnnJobInputs {
             party: p,
-            plan: &shares[p as usize],
+            plan: &shares[p.index()],
             height: h,
             width: w,
-            image: &img[p as usize],
+            image: &img[p.index()],
             rand,
             session_tag: b"chain".to_vec(),
             weights: Weights::PerJob,
@@ -130,10 +131,10 @@ fn as_graph(m: &Cnn, h: usize, w: usize, engine: EngineKind) -> Run {
         let mut eng = engine_for(engine, p, setup).unwrap();
         let inp = ppdenoise::twopc::graph::GraphJobInputs {
             party: p,
-            plan: &shares[p as usize],
+            plan: &shares[p.index()],
             height: ph,
             width: pw,
-            image: &img[p as usize],
+            image: &img[p.index()],
             rand,
             session_tag: b"chain".to_vec(),
             weights: Weights::PerJob,

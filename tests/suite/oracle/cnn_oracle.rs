@@ -8,6 +8,7 @@
 
 use crate::common;
 use ndarray::Array2;
+use ppdenoise::ring::Party;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -54,12 +55,12 @@ fn share_plan(plan: &CnnPlan) -> [CnnPlan; 2] {
     CnnModelShare::split(plan, meta, &test_seed()).map(|s| s.share_plan().unwrap())
 }
 
-fn in_pair<T: Send>(f: impl Fn(u8, &mut dyn Channel) -> T + Sync) -> [T; 2] {
+fn in_pair<T: Send>(f: impl Fn(Party, &mut dyn Channel) -> T + Sync) -> [T; 2] {
     let (mut c0, mut c1) = mem_pair();
     std::thread::scope(|sc| {
         let f = &f;
-        let h0 = sc.spawn(move || f(0, &mut c0));
-        let h1 = sc.spawn(move || f(1, &mut c1));
+        let h0 = sc.spawn(move || f(Party::S0, &mut c0));
+        let h1 = sc.spawn(move || f(Party::S1, &mut c1));
         [h0.join().unwrap(), h1.join().unwrap()]
     })
 }
@@ -125,8 +126,8 @@ fn run_framed_case_with(
     ];
     let mask_seeds = [test_seed(), test_seed()];
     let opened: [Opened; 2] = in_pair(|p, ch| {
-        let mask = mask_shares(&mask_seeds[p as usize], &shares[p as usize]);
-        open_cnn_weights(ch, p, &shares[p as usize], mask).unwrap()
+        let mask = mask_shares(&mask_seeds[p.index()], &shares[p.index()]);
+        open_cnn_weights(ch, p, &shares[p.index()], mask).unwrap()
     });
     assert_eq!(opened[0].u, opened[1].u);
 
@@ -137,12 +138,15 @@ fn run_framed_case_with(
             let d = seeded_deal(&plan, h, w, engine, relu_batch, model_mask);
             let bits = deal::correction_count(&plan, h, w, engine, relu_batch).bits;
             let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
-                let pi = p as usize;
+                let pi = p.index();
                 let (mut rand, setup) = d.party(p);
-                if let (Some(g), 1) = (garble, p) {
+                if let (Some(g), Party::S1) = (garble, p) {
                     let src = common::Garbled::new(d.corrections.clone(), bits, g);
-                    rand =
-                        ppdenoise::corr::randomness::PartyRandomness::streaming(1, d.seeds[1], src);
+                    rand = ppdenoise::corr::randomness::PartyRandomness::streaming(
+                        Party::S1,
+                        d.seeds[1],
+                        src,
+                    );
                 }
                 let mut eng = engine_for(engine, p, setup).unwrap();
                 let inp = CnnJobInputs {
@@ -513,7 +517,7 @@ fn real_cnn_crop_boolean_engine() {
     let dealer_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
-        let pi = p as usize;
+        let pi = p.index();
         let (rand, setup) = d.party(p);
         let mut eng = engine_for(EngineKind::Gmw, p, setup).unwrap();
         let inp = CnnJobInputs {

@@ -8,6 +8,7 @@
 //! model mask. Both output shares must add up to the oracle's output exactly.
 
 use crate::common;
+use ppdenoise::ring::Party;
 use std::collections::BTreeSet;
 
 use rand::{Rng, SeedableRng};
@@ -30,12 +31,12 @@ use ppdenoise::twopc::graph::{self as secure, mask_shares, open_graph_weights, G
 use ppdenoise::twopc::protocol::{Report, Weights};
 use ppdenoise::twopc::weights::Opened;
 
-fn in_pair<T: Send>(f: impl Fn(u8, &mut dyn Channel) -> T + Sync) -> [T; 2] {
+fn in_pair<T: Send>(f: impl Fn(Party, &mut dyn Channel) -> T + Sync) -> [T; 2] {
     let (mut c0, mut c1) = mem_pair();
     std::thread::scope(|sc| {
         let f = &f;
-        let h0 = sc.spawn(move || f(0, &mut c0));
-        let h1 = sc.spawn(move || f(1, &mut c1));
+        let h0 = sc.spawn(move || f(Party::S0, &mut c0));
+        let h1 = sc.spawn(move || f(Party::S1, &mut c1));
         [h0.join().unwrap(), h1.join().unwrap()]
     })
 }
@@ -112,8 +113,8 @@ fn run_case(
     ];
     let mask_seeds = [test_seed(), test_seed()];
     let opened: [Opened; 2] = in_pair(|p, ch| {
-        let mask = mask_shares(&mask_seeds[p as usize], &shares[p as usize]);
-        open_graph_weights(ch, p, &shares[p as usize], mask).unwrap()
+        let mask = mask_shares(&mask_seeds[p.index()], &shares[p.index()]);
+        open_graph_weights(ch, p, &shares[p.index()], mask).unwrap()
     });
     assert_eq!(opened[0].u, opened[1].u);
 
@@ -135,13 +136,16 @@ fn run_case(
                 .unwrap()
                 .bits;
             let res = in_pair(|p, ch| {
-                let pi = p as usize;
+                let pi = p.index();
                 let (mut rand, setup) = d.party(p);
-                if tamper == Tamper::Garble && p == 1 {
+                if tamper == Tamper::Garble && p == Party::S1 {
                     let src =
                         common::Garbled::new(d.corrections.clone(), bits, seeds.job[0][0].into());
-                    rand =
-                        ppdenoise::corr::randomness::PartyRandomness::streaming(1, d.seeds[1], src);
+                    rand = ppdenoise::corr::randomness::PartyRandomness::streaming(
+                        Party::S1,
+                        d.seeds[1],
+                        src,
+                    );
                 }
                 let mut eng = engine_for(engine, p, setup).unwrap();
                 let inp = GraphJobInputs {

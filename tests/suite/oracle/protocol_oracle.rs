@@ -12,6 +12,7 @@
 
 use crate::common;
 use ndarray::Array2;
+use ppdenoise::ring::Party;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -122,7 +123,7 @@ fn run_case_tampered(
         let (mut c0, mut c1) = mem_pair();
         let open = |p: usize, ch: &mut dyn Channel| {
             let mask = mask_shares(&mask_seeds[p], &shares[p]);
-            open_weights(ch, p as u8, &shares[p], mask).unwrap()
+            open_weights(ch, Party::BOTH[p], &shares[p], mask).unwrap()
         };
         std::thread::scope(|sc| {
             let open = &open;
@@ -162,7 +163,7 @@ fn run_case_tampered(
             let (mut c0, mut c1) = mem_pair();
             let run = |p: usize, ch: &mut dyn Channel| {
                 party_run(
-                    p as u8,
+                    Party::BOTH[p],
                     ch,
                     &shares[p],
                     &job,
@@ -212,7 +213,7 @@ fn run_case_tampered(
 }
 
 fn party_run(
-    p: u8,
+    p: Party,
     ch: &mut dyn Channel,
     plan: &Plan,
     job: &JobParams,
@@ -562,17 +563,17 @@ fn a_plan_of_biases_alone_is_refused_where_its_job_opens_the_weights() {
     let attempt = |plan: &Plan| {
         let (mut c0, mut c1) = mem_pair();
         let inputs = JobInputs {
-            party: 0,
+            party: Party::S0,
             plan,
             job: &job,
             image: &image,
-            rand: PartyRandomness::packed(0, test_seed(), Default::default()),
+            rand: PartyRandomness::packed(Party::S0, test_seed(), Default::default()),
             batch: 16,
             session_tag: b"job-model-triplets".to_vec(),
             weights: Weights::PerJob,
             patches: None,
         };
-        let mut engine = engine_for(EngineKind::Gmw, 0, &[]).unwrap();
+        let mut engine = engine_for(EngineKind::Gmw, Party::S0, &[]).unwrap();
         // The peer's side: what it receives before party 0's channel closes.
         let peer = std::thread::spawn(move || c1.recv(Expect::AtMost(1 << 20)).is_ok());
         let e = protocol::run(&mut c0, inputs, engine.as_mut(), &mut |_, _| {})

@@ -15,6 +15,7 @@
 
 #![allow(clippy::needless_range_loop)] // parallel arrays indexed together
 
+use ppdenoise::ring::Party;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -298,8 +299,8 @@ struct Tally {
 fn engines(kind: EngineKind) -> (Box<dyn Nonlinear + Send>, Box<dyn Nonlinear + Send>) {
     let (ot0, ot1) = kind.deal_setup();
     (
-        engine_for(kind, 0, &ot0).unwrap(),
-        engine_for(kind, 1, &ot1).unwrap(),
+        engine_for(kind, Party::S0, &ot0).unwrap(),
+        engine_for(kind, Party::S1, &ot1).unwrap(),
     )
 }
 
@@ -312,8 +313,8 @@ fn randomness(kind: EngineKind, circ: &ActCircuit, n: usize, at: Slot) -> [Party
         EngineKind::Gc => {
             let seed = ppdenoise::ring::share::fresh_seed();
             [
-                PartyRandomness::new(0, seed, Vec::new()),
-                PartyRandomness::new(1, seed, Vec::new()),
+                PartyRandomness::new(Party::S0, seed, Vec::new()),
+                PartyRandomness::new(Party::S1, seed, Vec::new()),
             ]
         }
     }
@@ -893,11 +894,11 @@ fn secure_tanh_star_matches_float_on_a_dense_grid() {
             let (s0, s1) = (&s0, &s1);
             let h0 = sc.spawn(|| {
                 let sel = ev.select(&mut c0, &mut q0, at, &c, s0).unwrap();
-                tanh_star_poly(&mut c0, 0, &c, &sel, t0).unwrap()
+                tanh_star_poly(&mut c0, Party::S0, &c, &sel, t0).unwrap()
             });
             let h1 = sc.spawn(|| {
                 let sel = gb.select(&mut c1, &mut q1, at, &c, s1).unwrap();
-                tanh_star_poly(&mut c1, 1, &c, &sel, t1).unwrap()
+                tanh_star_poly(&mut c1, Party::S1, &c, &sel, t1).unwrap()
             });
             (h0.join().unwrap(), h1.join().unwrap())
         });

@@ -3,6 +3,7 @@
 //! up to the CNN oracle bit for bit (recomputed here from the files), for both engines.
 //! And the refusals that keep MLP and CNN files apart.
 
+use ppdenoise::ring::Party;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -146,9 +147,9 @@ fn setup_with(d: &Dir, residual: bool, channels: &[usize], side: usize) -> Cnn {
 /// The output shares' sum and the oracle on the image the shares hold.
 fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
     let (_, o0): (Header, OutputShare) =
-        load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+        load(&d.path("out.p0"), Kind::OutputShare, Some(Party::S0)).unwrap();
     let (_, o1): (Header, OutputShare) =
-        load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+        load(&d.path("out.p1"), Kind::OutputShare, Some(Party::S1)).unwrap();
     let secure: Vec<u64> = o0
         .canvas
         .iter()
@@ -156,9 +157,9 @@ fn secure_and_oracle(d: &Dir, m: &Cnn) -> (Vec<u64>, Vec<u64>) {
         .map(|(a, b)| a.wrapping_add(*b))
         .collect();
     let (_, i0): (Header, ImageShare) =
-        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+        load(&d.path("image.p0"), Kind::ImageShare, Some(Party::S0)).unwrap();
     let (_, i1): (Header, ImageShare) =
-        load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+        load(&d.path("image.p1"), Kind::ImageShare, Some(Party::S1)).unwrap();
     let n = i0.job.height * i0.job.width;
     let enc: Vec<u64> = i0
         .data
@@ -222,7 +223,8 @@ fn deal_check_serve_compare(
 /// activations at less k. The circuit's counts come from the file's header. Its size is
 /// those bits' bytes and a few KB (header, seed, base OTs).
 fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str, [s, ws, k]: [u64; 3]) {
-    let (h, ts) = ppdenoise::formats::triplet_stream::open(&d.path("triplets.p1"), 1).unwrap();
+    let (h, ts) =
+        ppdenoise::formats::triplet_stream::open(&d.path("triplets.p1"), Party::S1).unwrap();
     let hw = 21 * 21u64;
     // The last layer's product is the output, held mod 2^max(ws + k, s + ws + 6).
     let (hidden, last) = (ws + k, (ws + k).max(s + ws + 6));
@@ -646,7 +648,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
             args.extend(extra);
             ok(&args);
             let (ih, i0): (Header, ImageShare) =
-                load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+                load(&d.path("image.p0"), Kind::ImageShare, Some(Party::S0)).unwrap();
             assert_eq!(ih.info("noise_map"), Some("shared"), "{what}");
             let o = d.gen_triplets("model.pub", "image.pub", "triplets", &["--engine", engine]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -663,7 +665,7 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
             let n = plan.input_len(h, w);
             assert_eq!(n, h * w + 11 * 10);
             let (_, i1): (Header, ImageShare) =
-                load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+                load(&d.path("image.p1"), Kind::ImageShare, Some(Party::S1)).unwrap();
             let enc: Vec<u64> = i0
                 .data
                 .materialise(Stream::ImageShare, n)
@@ -686,9 +688,9 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
             let orc = ring_cnn::run(&plan, h, w, &enc);
             assert_eq!(orc.out_of_range, 0);
             let (_, o0): (Header, OutputShare) =
-                load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+                load(&d.path("out.p0"), Kind::OutputShare, Some(Party::S0)).unwrap();
             let (_, o1): (Header, OutputShare) =
-                load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+                load(&d.path("out.p1"), Kind::OutputShare, Some(Party::S1)).unwrap();
             let secure: Vec<u64> = o0
                 .canvas
                 .iter()
@@ -1175,9 +1177,9 @@ fn tiles_give_the_one_piece_image_and_a_dead_tile_is_rerun() {
         // Shares rewritten with a valid checksum: a tile one row short (the next one row
         // long), and a party byte that is neither server's, are refused, not decoded.
         let (h, mut o): (Header, OutputShare) =
-            load(&d.path("tout.t0.p0"), Kind::OutputShare, Some(0)).unwrap();
+            load(&d.path("tout.t0.p0"), Kind::OutputShare, Some(Party::S0)).unwrap();
         let (h1, mut o1): (Header, OutputShare) =
-            load(&d.path("tout.t0.p1"), Kind::OutputShare, Some(1)).unwrap();
+            load(&d.path("tout.t0.p1"), Kind::OutputShare, Some(Party::S1)).unwrap();
         for o in [&mut o, &mut o1] {
             let g = o.geometry;
             o.geometry =

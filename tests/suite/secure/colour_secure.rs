@@ -5,6 +5,7 @@
 //! random network (8-bit PNG) and for the authors' colour model on a small crop (16-bit
 //! TIFF). And the refusals that keep gray and colour apart, named, before any randomness.
 
+use ppdenoise::ring::Party;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -194,9 +195,9 @@ fn secure_colour_job_map(
     }
     // What the image shares hold: the planes one after another, then the one map.
     let (h0, i0): (Header, ImageShare) =
-        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+        load(&d.path("image.p0"), Kind::ImageShare, Some(Party::S0)).unwrap();
     let (h1, i1): (Header, ImageShare) =
-        load(&d.path("image.p1"), Kind::ImageShare, Some(1)).unwrap();
+        load(&d.path("image.p1"), Kind::ImageShare, Some(Party::S1)).unwrap();
     let (hp, ()): (Header, ()) = load(&d.path("image.pub"), Kind::PublicJob, None).unwrap();
     // Levels per colour or per pixel are secret: the job names the model's nominal sigma,
     // and no header holds a level.
@@ -244,9 +245,9 @@ fn secure_colour_job_map(
     let orc = ring_cnn::run(&plan, h, w, &enc);
     assert_eq!(orc.out_of_range, 0);
     let (_, o0): (Header, OutputShare) =
-        load(&d.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+        load(&d.path("out.p0"), Kind::OutputShare, Some(Party::S0)).unwrap();
     let (_, o1): (Header, OutputShare) =
-        load(&d.path("out.p1"), Kind::OutputShare, Some(1)).unwrap();
+        load(&d.path("out.p1"), Kind::OutputShare, Some(Party::S1)).unwrap();
     let secure: Vec<u64> = o0
         .canvas
         .iter()
@@ -736,7 +737,7 @@ fn gray_and_colour_are_refused_by_name() {
     let o = d.gen_triplets("model", "image", "gmw");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (mut h, mut body): (Header, ImageShare) =
-        load(&d.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+        load(&d.path("image.p0"), Kind::ImageShare, Some(Party::S0)).unwrap();
     body.job.colours = 1;
     for (k, v) in h.info.iter_mut() {
         if k == "job" {
@@ -809,7 +810,7 @@ fn colour_share_options_are_refused_by_name() {
 /// Rewrites the job that `path` names (its header's `job` entry, and a share's body) to say
 /// three planes, written plain: a header from another tool, or a forger's where no maker's
 /// key is pinned (signed files are refused before this by their makers' keys).
-fn say_three_planes(path: &Path, party: Option<u8>) {
+fn say_three_planes(path: &Path, party: Option<Party>) {
     use ppdenoise::formats::bodies::JobParams;
     use ppdenoise::formats::container::{read, write, Seal};
     let set_job = |h: &mut Header, job: &JobParams| {
@@ -918,7 +919,7 @@ fn a_colour_job_for_a_gray_mlp_or_graph_is_refused_by_the_dealer_and_the_servers
         // The server, given an image share that says three planes.
         let o = d.gen_triplets("model", "image", "gmw");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        say_three_planes(&d.path("image.p0"), Some(0));
+        say_three_planes(&d.path("image.p0"), Some(Party::S0));
         let o = wait(d.spawn(0, &no_link_addr()));
         refused(&o, "image.p0: a colour image (3 planes)");
         refused(&o, server);

@@ -17,6 +17,7 @@ use ppdenoise::formats::container::{self, Header, Kind};
 use ppdenoise::model::graph::Graph;
 use ppdenoise::ring::cnn::CnnFixed;
 use ppdenoise::ring::graph::GraphPlan;
+use ppdenoise::ring::Party;
 
 use crate::common;
 
@@ -269,7 +270,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
         for (k, (s0, s1)) in shares[0].iter().zip(&shares[1]).enumerate() {
             let part = |p: usize| -> (Header, OutputShare) {
                 let path = [s0, s1][p];
-                load(Path::new(path), Kind::OutputShare, Some(p as u8)).unwrap()
+                load(Path::new(path), Kind::OutputShare, Some(Party::BOTH[p])).unwrap()
             };
             let ((h0, o0), (_, o1)) = (part(0), part(1));
             assert_eq!(h0.info("tile"), Some(format!("{k}/2").as_str()));
@@ -306,7 +307,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
     // A tile label no band has (more tiles than rows) is refused by S0 alone, by name.
     let o = d.gen_triplets("model.pub", "image.pub", "tf", &["--tiles", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    forge::<Triplets>(&d.path("tf.t0.p0"), Kind::Triplets, 0, |h| {
+    forge::<Triplets>(&d.path("tf.t0.p0"), Kind::Triplets, Party::S0, |h| {
         set(h, "tile", "0/100000".into())
     });
     let o = wait_limit(
@@ -528,7 +529,7 @@ fn a_public_description_rebuilds_the_owners_plan_and_carries_no_value() {
 fn forge<B: serde::Serialize + serde::de::DeserializeOwned>(
     path: &Path,
     kind: Kind,
-    party: u8,
+    party: Party,
     edit: impl Fn(&mut Header),
 ) {
     let (mut h, body): (Header, B) = load(path, kind, Some(party)).unwrap();
@@ -613,7 +614,7 @@ fn a_server_refuses_graph_headers_that_disagree() {
             .gen_triplets("model.pub", "image.pub", &t, &[])
             .status
             .success());
-        forge::<Triplets>(&d.path(&format!("{t}.p0")), Kind::Triplets, 0, edit);
+        forge::<Triplets>(&d.path(&format!("{t}.p0")), Kind::Triplets, Party::S0, edit);
         let o = s0(&t);
         assert!(!o.status.success(), "{what}: served");
         refused(&o, needle);
@@ -626,7 +627,7 @@ fn a_server_refuses_graph_headers_that_disagree() {
         .success());
     let model = d.path("model.p0");
     let original = std::fs::read(&model).unwrap();
-    forge::<GraphModelShare>(&model, Kind::GraphModelShare, 0, |h| {
+    forge::<GraphModelShare>(&model, Kind::GraphModelShare, Party::S0, |h| {
         let v = h
             .info("graph_description")
             .unwrap()
@@ -635,7 +636,7 @@ fn a_server_refuses_graph_headers_that_disagree() {
     });
     refused(&s0("tm"), "carries weights");
     std::fs::write(&model, &original).unwrap();
-    forge::<GraphModelShare>(&model, Kind::GraphModelShare, 0, |h| {
+    forge::<GraphModelShare>(&model, Kind::GraphModelShare, Party::S0, |h| {
         set(h, "fixed_point", "11,13,18".into())
     });
     refused(&s0("tm"), "graph's fixed point takes 11");

@@ -52,6 +52,7 @@ use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, share_with_seed, stream_log, Seed, Stream};
+use ppdenoise::ring::Party;
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
 use ppdenoise::twopc::engines::seeded_engine_for;
 use ppdenoise::twopc::protocol::{self, JobInputs};
@@ -495,10 +496,10 @@ fn share_model(model: &Model) -> (Plan, Vec<Plan>) {
 /// `open-weights` in process on recording channels: each party's opened weights and the
 /// message logs.
 fn open_once(shares: &[Plan], mask_seeds: &[Seed; 2]) -> (Vec<Opened>, [Vec<Event>; 2]) {
-    let (opened, logs) = on_recorded_pair(|p, ch| {
-        let p = p as usize;
+    let (opened, logs) = on_recorded_pair(|party, ch| {
+        let p = party.index();
         let mask = mask_shares(&mask_seeds[p], &shares[p]);
-        open_weights(ch, p as u8, &shares[p], mask).unwrap()
+        open_weights(ch, party, &shares[p], mask).unwrap()
     });
     (opened.into(), logs)
 }
@@ -506,7 +507,7 @@ fn open_once(shares: &[Plan], mask_seeds: &[Seed; 2]) -> (Vec<Opened>, [Vec<Even
 /// Runs `f` as S0 and S1 on two threads joined by in-memory channels that record every
 /// message; returns both results and both logs.
 fn on_recorded_pair<T: Send>(
-    f: impl Fn(u8, &mut dyn Channel) -> T + Sync,
+    f: impl Fn(Party, &mut dyn Channel) -> T + Sync,
 ) -> ([T; 2], [Vec<Event>; 2]) {
     let (c0, c1) = mem_pair();
     let mut r0 = Recording {
@@ -519,8 +520,8 @@ fn on_recorded_pair<T: Send>(
     };
     let out = std::thread::scope(|sc| {
         let f = &f;
-        let h0 = sc.spawn(|| f(0, &mut r0));
-        let h1 = sc.spawn(|| f(1, &mut r1));
+        let h0 = sc.spawn(|| f(Party::S0, &mut r0));
+        let h1 = sc.spawn(|| f(Party::S1, &mut r1));
         [h0.join().unwrap(), h1.join().unwrap()]
     });
     (out, [r0.log, r1.log])
@@ -589,19 +590,19 @@ fn run_job(
     }
     // The garbler's wire labels, from the test's generator too.
     let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
-    let run = |p: u8, ch: &mut dyn Channel| {
-        let t = &trip[p as usize];
+    let run = |p: Party, ch: &mut dyn Channel| {
+        let t = &trip[p.index()];
         let mut engine = seeded_engine_for(t.engine, p, &t.base_ot, label_seeds).unwrap();
         let inputs = JobInputs {
             party: p,
-            plan: &shares[p as usize],
+            plan: &shares[p.index()],
             job: &job,
-            image: &img[p as usize],
+            image: &img[p.index()],
             rand: PartyRandomness::packed(p, t.seed, t.corrections.clone()),
             batch: t.batch,
             session_tag: tag.clone(),
             weights: match &weights {
-                Some(w) => protocol::Weights::Opened(&w[p as usize]),
+                Some(w) => protocol::Weights::Opened(&w[p.index()]),
                 None => protocol::Weights::PerJob,
             },
             patches: None,
@@ -1145,8 +1146,8 @@ fn run_framed_cnn_job(
     let tag = test_seed()[..16].to_vec();
     // The garbler's wire labels, from the test's generator too.
     let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
-    let run = |p: u8, ch: &mut dyn Channel| {
-        let pi = p as usize;
+    let run = |p: Party, ch: &mut dyn Channel| {
+        let pi = p.index();
         let (rand, setup) = d.party(p);
         let mut eng = seeded_engine_for(engine, p, setup, label_seeds).unwrap();
         let inputs = CnnJobInputs {
@@ -1525,8 +1526,8 @@ fn run_graph_job(
     let streams = streams.dealt(&d.seeds);
     let tag = test_seed()[..16].to_vec();
     let label_seeds: [u64; 2] = with_rng(|r| [r.gen(), r.gen()]);
-    let run = |p: u8, ch: &mut dyn Channel| {
-        let pi = p as usize;
+    let run = |p: Party, ch: &mut dyn Channel| {
+        let pi = p.index();
         let (rand, setup) = d.party(p);
         let mut eng = seeded_engine_for(engine, p, setup, label_seeds).unwrap();
         let inputs = GraphJobInputs {

@@ -4,6 +4,7 @@
 //! (a tiny random model, and the shipped default model). (b) Every refusal of the issue:
 //! non-zero exit, a clear message, and no output file.
 
+use ppdenoise::ring::Party;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -398,9 +399,9 @@ fn secure_and_oracle(
     image: [&str; 2],
 ) -> (Vec<u64>, Vec<u64>, Geometry) {
     let (h0, o0): (Header, OutputShare) =
-        load(&job.path(out[0]), Kind::OutputShare, Some(0)).unwrap();
+        load(&job.path(out[0]), Kind::OutputShare, Some(Party::S0)).unwrap();
     let (h1, o1): (Header, OutputShare) =
-        load(&job.path(out[1]), Kind::OutputShare, Some(1)).unwrap();
+        load(&job.path(out[1]), Kind::OutputShare, Some(Party::S1)).unwrap();
     assert_eq!(h0.job_id, h1.job_id);
     assert_eq!(o0.geometry, o1.geometry);
     let secure: Vec<u64> = o0
@@ -410,9 +411,9 @@ fn secure_and_oracle(
         .map(|(a, b)| a.wrapping_add(*b))
         .collect();
     let (ih0, i0): (Header, ImageShare) =
-        load(&job.path(image[0]), Kind::ImageShare, Some(0)).unwrap();
+        load(&job.path(image[0]), Kind::ImageShare, Some(Party::S0)).unwrap();
     let (ih1, i1): (Header, ImageShare) =
-        load(&job.path(image[1]), Kind::ImageShare, Some(1)).unwrap();
+        load(&job.path(image[1]), Kind::ImageShare, Some(Party::S1)).unwrap();
     assert_eq!(ih0.job_id, ih1.job_id);
     assert_eq!(ih0.job_id, h0.job_id, "output belongs to this image's job");
     let n = i0.job.height * i0.job.width;
@@ -432,7 +433,7 @@ fn secure_and_oracle(
     );
     // The fixed-point parameters the owner chose are public, in the model share's plan.
     let (_, ms): (Header, ModelShare) =
-        load(&job.path("model.p0"), Kind::ModelShare, Some(0)).unwrap();
+        load(&job.path("model.p0"), Kind::ModelShare, Some(Party::S0)).unwrap();
     assert_eq!(ms.plan.params.s, i0.job.scale);
     let plan = Plan::from_model(&job.model, ms.plan.params).unwrap();
     assert_eq!(plan.acts, ms.plan.acts);
@@ -505,7 +506,7 @@ fn pipeline_random_model_bit_exact_with_oracle_with(engine: EngineKind) {
     let png = ppdenoise::image::load(job.path("denoised.png")).unwrap();
     let pre = ppdenoise::model::preprocess::Preprocess::new(25.0, 25.0, false);
     let (_, o0): (Header, OutputShare) =
-        load(&job.path("out.p0"), Kind::OutputShare, Some(0)).unwrap();
+        load(&job.path("out.p0"), Kind::OutputShare, Some(Party::S0)).unwrap();
     let dec = oracle::decode_canvas(&orc, &geo, &pre, o0.scale);
     let q = ppdenoise::image::quantize_u8(&dec);
     assert_eq!(
@@ -575,7 +576,7 @@ fn pipeline_non_default_fixed_point_bit_exact_with_oracle_with(engine: EngineKin
     assert_success(&o0, "S0");
     assert_success(&o1, "S1");
     let (_, ms): (Header, ModelShare) =
-        load(&job.path("model.p0"), Kind::ModelShare, Some(0)).unwrap();
+        load(&job.path("model.p0"), Kind::ModelShare, Some(Party::S0)).unwrap();
     let want = FixedParams {
         s: 18,
         q: 12,
@@ -596,7 +597,7 @@ fn pipeline_non_default_fixed_point_bit_exact_with_oracle_with(engine: EngineKin
     )
     .unwrap();
     let (_, i0): (Header, ImageShare) =
-        load(&job.path("image.p0"), Kind::ImageShare, Some(0)).unwrap();
+        load(&job.path("image.p0"), Kind::ImageShare, Some(Party::S0)).unwrap();
     assert_eq!(
         i0.job.scale, 18,
         "the image was not encoded at the model's scale"

@@ -6,6 +6,7 @@
 //! A study that dies half-way resumes: finished slices are skipped, a slice one server did
 //! not finish is dealt again and redone by both. And the refusals.
 
+use ppdenoise::ring::Party;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -236,7 +237,7 @@ fn planted_records_are_not_taken(d: &Dir) {
         .unwrap();
     let out = d.path("study/slice3/out.p0");
     std::fs::write(&out, b"an output of the planter's making").unwrap();
-    Done::of_output(0, m.slices[3].clone(), run, &out, Some(&planter))
+    Done::of_output(Party::S0, m.slices[3].clone(), run, &out, Some(&planter))
         .unwrap()
         .write(&d.path("study/slice3/done.p0"))
         .unwrap();
@@ -284,8 +285,8 @@ fn a_signed_share_of_another_job_in_a_slice_is_refused(d: &Dir) {
     for f in files {
         std::fs::copy(d.path(&format!("study/slice1/{f}")), keep.join(f)).unwrap();
     }
-    for p in 0..2u8 {
-        let role = [Role::S0, Role::S1][p as usize];
+    for p in Party::BOTH {
+        let role = [Role::S0, Role::S1][p.index()];
         let key = Signer::load(&d.path(&format!("keys/s{p}.sign-key")), role).unwrap();
         let out = d.path(&format!("study/slice1/out.p{p}"));
         std::fs::copy(d.path(&format!("study/slice0/out.p{p}")), &out).unwrap();
@@ -423,7 +424,7 @@ fn records_rewritten_or_signed_by_another_key_are_refused(d: &Dir) {
     let mallory = common::own_signer(&d.path("keys"), "mallory", Role::S0);
     let out = d.path("study/slice2/out.p0");
     Done::of_output(
-        0,
+        Party::S0,
         done.job_id.clone(),
         done.triplet_id.clone(),
         &out,
@@ -820,7 +821,7 @@ fn the_dealer_deals_again_a_slice_whose_record_is_not_taken() {
     let planter = d.planter();
     let out = d.path("study/slice0/out.p0");
     let by_planter = Done::of_output(
-        0,
+        Party::S0,
         done.job_id.clone(),
         done.triplet_id.clone(),
         &out,
@@ -1075,7 +1076,7 @@ fn serving_now_soon(dir: &Path) -> Option<String> {
     let dir = dir.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(ppdenoise::study::records::serving_now(&dir, 0, 0));
+        let _ = tx.send(ppdenoise::study::records::serving_now(&dir, 0, Party::S0));
     });
     rx.recv_timeout(std::time::Duration::from_secs(5))
         .expect("serving_now hung on the serving record")
@@ -1111,7 +1112,7 @@ fn a_serving_record_that_is_a_fifo_a_symlink_or_hostile_text_is_read_safely() {
     assert!(who.bytes().all(|b| (b' '..=b'~').contains(&b)), "{who:?}");
     assert!(who.starts_with("]0;pwnedS0 on host[2J"), "{who:?}");
     // The refusal to serve it names the process in printable text as well.
-    let e = ppdenoise::study::records::Serving::take(&dir, 0, 0)
+    let e = ppdenoise::study::records::Serving::take(&dir, 0, Party::S0)
         .err()
         .expect("a held record is refused");
     let e = format!("{e:#}");
@@ -1128,7 +1129,7 @@ fn a_symlink_planted_as_the_serving_record_is_refused_and_its_target_kept() {
     let target = d.path("precious");
     std::fs::write(&target, "keep me").unwrap();
     std::os::unix::fs::symlink(&target, dir.join("slice0/serving.p0")).unwrap();
-    let e = ppdenoise::study::records::Serving::take(&dir, 0, 0)
+    let e = ppdenoise::study::records::Serving::take(&dir, 0, Party::S0)
         .err()
         .expect("a symlink is refused");
     assert!(format!("{e:#}").contains("serving.p0"), "{e:#}");
