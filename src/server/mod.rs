@@ -124,8 +124,10 @@ pub const LEAD_LEN: usize = 32;
 /// engine's ReLU opens its input's shares' masked top bits, then the map in one message,
 /// where it opened its low k bits and then the rest (issue 51). 5: a CNN's output is held
 /// at ±32 (`ring::cnn::OUT_RANGE_BITS`), not ±512, so its last layer opens fewer bits. 6: a
-/// graph's output is held at the same range (`GraphPlan::out_bits`), not at 64 bits.
-pub const WIRE_REVISION: u32 = 6;
+/// graph's output is held at the same range (`GraphPlan::out_bits`), not at 64 bits. 7: with
+/// the boolean engine a graph's ReLU read only by convs is made at k bits and its readers'
+/// opening sends the shares' masked top bits first (`GraphPlan::fused`).
+pub const WIRE_REVISION: u32 = 7;
 
 /// The session tag after its ids and lead digest: "<mask>/<engine>/wire<N>".
 fn tag_tail(mask_field: &str, engine_kind: crate::corr::engine_kind::EngineKind) -> String {
