@@ -201,26 +201,30 @@ mod tests {
         let own = tag(1, &super::super::tag_tail("per-job", gmw));
         assert!(own.ends_with(format!("/gmw/wire{}", super::super::WIRE_REVISION).as_bytes()));
         let why = |peer: &[u8]| explain_mismatch(peer, &own, gmw, "per-job");
+        let now = super::super::WIRE_REVISION;
+        let before = now - 1;
         let e = why(&tag(1, "per-job/gmw"));
         assert!(
-            e.contains(
-                "wire format none (a build before wire revision 2), this one's of revision 6"
-            ),
+            e.contains(&format!(
+                "wire format none (a build before wire revision 2), this one's of revision {now}"
+            )),
             "{e}"
         );
-        let e = why(&tag(1, "per-job/gmw/wire5"));
+        let e = why(&tag(1, &format!("per-job/gmw/wire{before}")));
         assert!(
-            e.contains("wire format revision 5, this one's of revision 6"),
+            e.contains(&format!(
+                "wire format revision {before}, this one's of revision {now}"
+            )),
             "{e}"
         );
         // An older build on another engine too: the format is named first.
         let e = why(&tag(1, "per-job/gc"));
         assert!(e.contains("wire format none"), "{e}");
-        let e = why(&tag(1, "per-job/gc+tccr2/wire6"));
+        let e = why(&tag(1, &format!("per-job/gc+tccr2/wire{now}")));
         assert!(e.contains("runs the gc engine"), "{e}");
-        let e = why(&tag(1, "ab12/gmw/wire6"));
+        let e = why(&tag(1, &format!("ab12/gmw/wire{now}")));
         assert!(e.contains("model mask ab12"), "{e}");
-        let e = why(&tag(2, "per-job/gmw/wire6"));
+        let e = why(&tag(2, &format!("per-job/gmw/wire{now}")));
         assert!(e.contains("different job, model or dealer run"), "{e}");
     }
 }
