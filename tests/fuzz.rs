@@ -50,23 +50,25 @@ use ppdenoise::corr::engine_kind::EngineKind;
 use ppdenoise::corr::randomness::PartyRandomness;
 use ppdenoise::dealer::NonlinearDeal;
 use ppdenoise::formats::bodies::{
-    load, CnnModelShare, DealerMask, ImageShare, JobParams, ModelMask, ModelShare, OpenedWeights,
+    load, DealerMask, GraphModelShare, ImageShare, JobParams, ModelMask, ModelShare, OpenedWeights,
     Triplets,
 };
+use ppdenoise::formats::checks::graph_plan_from_header;
 use ppdenoise::formats::container::Kind;
 use ppdenoise::formats::triplet_stream;
 use ppdenoise::image::{DicomTemplate, Encoding, Format};
 use ppdenoise::model::cnn::{random_cnn, CnnMeta};
+use ppdenoise::model::graph::Graph;
 use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
 use ppdenoise::model::preprocess::Preprocess;
-use ppdenoise::ring::cnn::CnnPlan;
+use ppdenoise::ring::graph::GraphPlan;
 use ppdenoise::ring::oracle;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::{expand, share_with_seed, Stream};
 use ppdenoise::ring::Party;
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
-use ppdenoise::twopc::cnn::CnnJobInputs;
 use ppdenoise::twopc::engines::engine_for;
+use ppdenoise::twopc::graph::GraphJobInputs;
 use ppdenoise::twopc::protocol::{self, JobInputs};
 
 #[path = "fuzz/afl.rs"]
@@ -345,12 +347,13 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
             }),
         },
         Target {
-            name: "model share (CNN)",
+            name: "model share (CNN, as a graph)",
             seeds: both(cnn, "model"),
             shape: Shape::Container,
             parse: Box::new(|f, _| {
-                let (_, ms) = load::<CnnModelShare>(f, Kind::CnnModelShare, None).kept()?;
-                ms.share_plan().outcome()
+                let (h, ms) = load::<GraphModelShare>(f, Kind::GraphModelShare, None).kept()?;
+                let (_, public) = graph_plan_from_header(f, &h).kept()?;
+                ms.share_plan(&public).outcome()
             }),
         },
         Target {
@@ -1889,24 +1892,26 @@ impl PeerRun for PeerJob {
     }
 }
 
-/// A tiny CNN job (2 hidden layers of 3 channels on 7 x 9 pixels) on one engine.
+/// A tiny CNN's job (2 hidden layers of 3 channels on 7 x 9 pixels), run as its graph as
+/// the servers run it, on one engine.
 struct CnnPeerJob {
     engine: EngineKind,
-    shares: [CnnPlan; 2],
+    shares: [GraphPlan; 2],
     h: usize,
     w: usize,
     image: [Vec<u64>; 2],
-    deal: ppdenoise::dealer::cnn::CnnDeal,
+    deal: ppdenoise::dealer::graph::Deal,
 }
 
-fn tiny_cnn_shares() -> [CnnPlan; 2] {
+fn tiny_cnn_shares() -> [GraphPlan; 2] {
     let meta = CnnMeta {
         sigma: 25.0,
         residual: true,
     };
-    let plan =
-        CnnPlan::from_cnn(&random_cnn(&[1, 3, 3, 1], 3, 4, meta), Default::default()).unwrap();
-    CnnModelShare::split(&plan, meta, &[5; 32]).map(|s| s.share_plan().unwrap())
+    let g = Graph::from_cnn(&random_cnn(&[1, 3, 3, 1], 3, 4, meta)).unwrap();
+    let plan = GraphPlan::from_graph(&g, Default::default()).unwrap();
+    let public = plan.public();
+    GraphModelShare::split(&plan, &[5; 32]).map(|s| s.share_plan(&public).unwrap())
 }
 
 /// The dealer's job seeds of the peer-frame exchanges.
@@ -1927,7 +1932,7 @@ fn cnn_peer_job(engine: EngineKind) -> CnnPeerJob {
         share_with_seed(&enc, &[3; 32], Stream::ImageShare),
         expand(&[3; 32], Stream::ImageShare, enc.len()),
     ];
-    let deal = ppdenoise::dealer::cnn::generate_with(
+    let deal = ppdenoise::dealer::graph::generate_with(
         &shares[0],
         h,
         w,
@@ -1935,7 +1940,8 @@ fn cnn_peer_job(engine: EngineKind) -> CnnPeerJob {
         40,
         &fixed_seeds(),
         engine.deal_setup_with(&mut ChaCha12Rng::seed_from_u64(24)),
-    );
+    )
+    .unwrap();
     CnnPeerJob {
         engine,
         shares,
@@ -1954,7 +1960,7 @@ impl PeerRun for CnnPeerJob {
     fn play(&self, p: Party, ch: &mut dyn Channel) -> Result<(), String> {
         let (rand, setup) = self.deal.party(p);
         let mut engine = engine_for(self.engine, p, setup).map_err(|e| e.to_string())?;
-        let inputs = CnnJobInputs {
+        let inputs = GraphJobInputs {
             party: p,
             plan: &self.shares[p.index()],
             height: self.h,
@@ -1965,7 +1971,7 @@ impl PeerRun for CnnPeerJob {
             weights: protocol::Weights::PerJob,
             relu_batch: 40,
         };
-        ppdenoise::twopc::cnn::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
+        ppdenoise::twopc::graph::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -1974,7 +1980,7 @@ impl PeerRun for CnnPeerJob {
 /// `open-weights`: the servers open U = W - A of a model once, under a model mask.
 enum OpenWeights {
     Mlp(Box<[Plan; 2]>),
-    Cnn([CnnPlan; 2]),
+    Cnn([GraphPlan; 2]),
 }
 
 impl PeerRun for OpenWeights {
@@ -1993,8 +1999,8 @@ impl PeerRun for OpenWeights {
                 ppdenoise::twopc::weights::open_weights(ch, p, &s[p.index()], mask)
             }
             OpenWeights::Cnn(s) => {
-                let mask = ppdenoise::twopc::cnn::mask_shares(&seed, &s[p.index()]);
-                ppdenoise::twopc::cnn::open_cnn_weights(ch, p, &s[p.index()], mask)
+                let mask = ppdenoise::twopc::graph::mask_shares(&seed, &s[p.index()]);
+                ppdenoise::twopc::graph::open_graph_weights(ch, p, &s[p.index()], mask)
             }
         };
         r.map(|_| ()).map_err(|e| e.to_string())

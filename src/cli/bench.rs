@@ -384,8 +384,7 @@ fn per_patch_line(tag: &str, engine: EngineKind, v: &Value) -> String {
     )
 }
 
-/// A CNN's or a graph's linear-phase rate, a graph's figures per op kind and a CNN's per
-/// layer, from S0's report.
+/// A graph's (a chain CNN's too) linear-phase rate and figures per op kind, from S0's report.
 fn linear_and_ops(s0: &Value) -> Vec<String> {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let mut lines = Vec::new();
@@ -424,28 +423,6 @@ fn linear_and_ops(s0: &Value) -> Vec<String> {
                 "; 2 x {:.3} G multiply-adds, {:.2} G/s",
                 macs / 1e9,
                 2.0 * macs / secs / 1e9
-            );
-        }
-        lines.push(l);
-    }
-    for (i, ly) in s0["layers"].as_array().into_iter().flatten().enumerate() {
-        let both = |k: &str| f(ly, &format!("{k}_sent")) + f(ly, &format!("{k}_received"));
-        let (open, circ, relus) = (both("open_bytes"), both("circuit_bytes"), f(ly, "relus"));
-        let mut l = format!(
-            "    layer {:>2}: conv {:>6.2} s, map {:>12.0} B",
-            i + 1,
-            f(ly, "seconds_linear"),
-            open
-        );
-        if relus > 0.0 {
-            l += &format!(
-                "; ReLU {:>6.2} s, {:>13.0} B, {:>3} rounds; {:.0} ReLUs, {:.1} B each ({:.1} with the map)",
-                f(ly, "seconds_nonlinear"),
-                circ,
-                f(ly, "engine_rounds"),
-                relus,
-                circ / relus,
-                (circ + open) / relus
             );
         }
         lines.push(l);

@@ -1,4 +1,4 @@
-//! `bench-tiles`: one CNN job as 1, 2, 4, ... tiles on this machine, what the halo costs,
+//! `bench-tiles`: one CNN job (run as its graph) as 1, 2, 4, ... tiles on this machine, what the halo costs,
 //! and the projected time of a study on N server pairs (`make bench-tiles`).
 //!
 //! For every tile count K the job runs twice with fresh randomness: all K pairs at once on
@@ -17,7 +17,8 @@ use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::formats::signing::Role;
 use crate::model::cnn::Cnn;
-use crate::ring::cnn::{CnnFixed, CnnPlan};
+use crate::ring::cnn::CnnFixed;
+use crate::ring::graph::GraphPlan;
 use crate::ring::tiles::Tile;
 
 /// Measure a CNN job split into tiles: all tiles at once on this machine, each tile alone,
@@ -53,7 +54,8 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
     }
     // The bands are computed here from the model, as the servers do, for the halo figures.
     let cnn = Cnn::load_gray(&a.model)?;
-    let plan = CnnPlan::from_cnn(&cnn, CnnFixed::for_model(&cnn)).map_err(anyhow::Error::msg)?;
+    let g = crate::model::graph::Graph::from_cnn(&cnn).map_err(anyhow::Error::msg)?;
+    let plan = GraphPlan::from_graph(&g, CnnFixed::for_model(&cnn)).map_err(anyhow::Error::msg)?;
     let dir = a.out.clone();
     std::fs::create_dir_all(&dir)?;
     let p = |n: &str| dir.join(n);
@@ -121,7 +123,7 @@ pub fn bench_tiles(a: BenchTilesArgs) -> Result<Summary> {
         let mut rows = 0;
         for i in 0..k {
             rows += plan
-                .band(h, Tile::new(i, k).map_err(anyhow::Error::msg)?)
+                .band(h, w, Tile::new(i, k).map_err(anyhow::Error::msg)?)
                 .map_err(anyhow::Error::msg)?
                 .height();
         }

@@ -9,17 +9,15 @@ use clap::Args;
 use super::inputs::model_or_default;
 use super::Summary;
 use crate::fileio::atomic::Staged;
-use crate::formats::bodies::{
-    valid_model_name, CnnModelShare, ModelShare, CNN, MAX_NAME, NAME, NETWORK,
-};
+use crate::formats::bodies::{valid_model_name, ModelShare, MAX_NAME, NAME};
 use crate::formats::checks::circuit_entries;
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
-use crate::job::owner::{window_entry, window_line};
+use crate::job::owner::{window_entry, window_line, NoiseFacts};
 use crate::model::cnn::Cnn;
 use crate::model::mlp::{Activation, Model};
 use crate::model::noise_map::NoiseLevel;
 use crate::model::preprocess::Preprocess;
-use crate::ring::cnn::{CnnFixed, CnnPlan};
+use crate::ring::cnn::CnnFixed;
 use crate::ring::plan::{FixedParams, Plan};
 use crate::ring::share::fresh_seed;
 use crate::ring::sweep::{format_ranges, ranges, sweep_all, Level, SIGMA_RANGE};
@@ -49,13 +47,6 @@ pub struct ShareModelArgs {
     pub fixed: FixedArgs,
     #[command(flatten)]
     pub cnn_fixed: CnnFixedArgs,
-    /// Share a chain CNN (DnCNN, FFDNet, gray or colour) as a CNN graph (`Graph::from_cnn`):
-    /// the same results bit for bit and the same bytes between the servers, through the
-    /// graph's job; to compare the two until the graph is the only convolutional family
-    /// (docs/graph.md, "DnCNN and FFDNet as graphs"). Records no noise-level range, as a
-    /// graph's share does not.
-    #[arg(long)]
-    pub as_graph: bool,
     #[command(flatten)]
     pub seal: super::keys::SealArgs,
 }
@@ -215,6 +206,8 @@ fn sweep_json(all: &[(f64, Vec<Level>)]) -> serde_json::Value {
         .collect()
 }
 
+/// A chain CNN (DnCNN, FFDNet) is shared as the graph of its layers (`Graph::from_cnn`,
+/// the same fixed-point values), with the noise levels its owner's sweep found it holds.
 fn share_cnn_model(
     a: &ShareModelArgs,
     path: &std::path::Path,
@@ -222,8 +215,8 @@ fn share_cnn_model(
 ) -> Result<Summary> {
     let name = model_name(a, path)?;
     let model = Cnn::load(path)?;
-    // Its plan's shapes carry the colour count (`CnnPlan::colours`); the noise-range sweep
-    // below runs on gray images, which a colour model has no need of with a noise map.
+    // The noise-range sweep below runs on gray images, which a colour model has no need of
+    // with a noise map.
     if model.is_colour() && !model.frame.noise_map {
         bail!(
             "{}: a colour model without a noise map: share-model shares colour models that \
@@ -232,101 +225,40 @@ fn share_cnn_model(
         );
     }
     let params = a.cnn_fixed.params(&model)?;
-    let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
-        anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
-    })?;
-    // A model with a noise map scales nothing by sigma*/sigma: the level is an input, and
-    // its fixed point was measured up to model::noise_map::MAX_SIGMA, which the gateway
-    // enforces. Its activations at a high level run past the sweep's strict bound while its
-    // results stay those of the float model (docs/results-ffdnet.md): no range is recorded.
-    let levels = if model.frame.noise_map {
-        Vec::new()
-    } else {
-        sweep_all(|noisy, sigma| {
+    let g = crate::model::graph::Graph::from_cnn(&model)
+        .map_err(|e| anyhow::anyhow!("{}: as a graph: {e}", path.display()))?;
+    let noise = |plan: &crate::ring::graph::GraphPlan| {
+        // A model with a noise map scales nothing by sigma*/sigma: the level is an input,
+        // and its fixed point was measured up to model::noise_map::MAX_SIGMA, which the
+        // gateway enforces. Its activations at a high level run past the sweep's strict
+        // bound while its results stay those of the float model (docs/results-ffdnet.md):
+        // no range is recorded.
+        if model.frame.noise_map {
+            return NoiseFacts {
+                entries: Vec::new(),
+                line: format!(
+                    "noise levels: a model with a noise map takes 0 to {} (share-image checks it)",
+                    crate::model::noise_map::MAX_SIGMA
+                ),
+                json: Vec::new(),
+            };
+        }
+        let levels = sweep_all(|noisy, sigma| {
             let (h, w) = noisy.dim();
             let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
-            crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
-        })
+            crate::ring::graph::denoise(plan, noisy, &map, &model.preprocess(sigma, true))
+        });
+        let (entries, line) = sigma_range_entries(&levels);
+        NoiseFacts {
+            entries,
+            line,
+            json: vec![
+                ("sigma_range", range_json(&levels)),
+                ("sweep", sweep_json(&levels)),
+            ],
+        }
     };
-    let (range_info, range_line) = if model.frame.noise_map {
-        (
-            Vec::new(),
-            format!(
-                "noise levels: a model with a noise map takes 0 to {} (share-image checks it)",
-                crate::model::noise_map::MAX_SIGMA
-            ),
-        )
-    } else {
-        sigma_range_entries(&levels)
-    };
-    let bodies = CnnModelShare::split(&plan, model.meta, &fresh_seed());
-    let public = bodies[0].plan.clone();
-    let model_id = fresh_id();
-    let header = |kind: Kind, party: Party| {
-        let mut h = Header::new(kind, party, params.s);
-        h.model_id = Some(model_id);
-        let chans = plan.channels().iter().map(|&c| c as u64).collect();
-        h.shapes.push(("channels".into(), chans));
-        h.info.push((NETWORK.into(), CNN.into()));
-        h.info.push((NAME.into(), name.clone()));
-        h.info.push(("sigma".into(), model.meta.sigma.to_string()));
-        h.info.push((
-            "cnn_plan".into(),
-            serde_json::to_string(&public).expect("plan serialises"),
-        ));
-        h.info.extend(range_info.clone());
-        h.info.extend(window_entry(model.window.as_ref()));
-        h
-    };
-    let mut written = Vec::new();
-    let mut set = Staged::default();
-    for (party, body) in Party::BOTH.into_iter().zip(&bodies) {
-        let out = with_ext(&a.out, party);
-        container::stage(
-            &mut set,
-            &out,
-            &header(Kind::CnnModelShare, party),
-            body,
-            to.party(party),
-        )
-        .with_context(|| format!("writing {}", out.display()))?;
-        written.push(out.display().to_string());
-    }
-    let out = public_file(&a.out);
-    container::stage(
-        &mut set,
-        &out,
-        &header(Kind::PublicModel, Party::S0),
-        &(),
-        to.public(),
-    )
-    .with_context(|| format!("writing {}", out.display()))?;
-    written.push(out.display().to_string());
-    set.commit()?;
-    Ok(Summary {
-        lines: vec![
-            format!(
-                "CNN {} ({} convolutions, channels {:?}) shared as {} and {} (public header for the dealer: {}); model id {}",
-                path.display(),
-                plan.layers.len(),
-                plan.channels(),
-                written[0],
-                written[1],
-                written[2],
-                id_hex(&model_id)
-            ),
-            range_line,
-        ]
-        .into_iter()
-        .chain(window_line(model.window.as_ref()))
-        .collect(),
-        json: serde_json::json!({
-            "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
-            "network": CNN, "channels": plan.channels(), "colours": plan.colours(), "outputs": written,
-            "window": model.window.map(|d| d.to_string()),
-            "sigma_range": range_json(&levels), "sweep": sweep_json(&levels),
-        }),
-    })
+    crate::job::owner::share_graph_model(&a.out, path, name, g, params, to, noise)
 }
 
 pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
@@ -336,26 +268,19 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         if let crate::import::onnx::Net::Graph(g) = crate::import::onnx::load(&path)? {
             let name = model_name(&a, &path)?;
             let params = a.cnn_fixed.graph_params(&g)?;
-            return crate::job::owner::share_graph_model(&a.out, &path, name, g, params, &to);
+            return crate::job::owner::share_graph_model(
+                &a.out,
+                &path,
+                name,
+                g,
+                params,
+                &to,
+                |_| NoiseFacts::not_swept(),
+            );
         }
     }
     if Cnn::is_cnn_file(&path)? {
-        if a.as_graph {
-            let name = model_name(&a, &path)?;
-            let model = Cnn::load(&path)?;
-            let params = a.cnn_fixed.params(&model)?;
-            let g = crate::model::graph::Graph::from_cnn(&model)
-                .map_err(|e| anyhow::anyhow!("{}: as a graph: {e}", path.display()))?;
-            return crate::job::owner::share_graph_model(&a.out, &path, name, g, params, &to);
-        }
         return share_cnn_model(&a, &path, &to);
-    }
-    if a.as_graph {
-        bail!(
-            "--as-graph: {} is not a chain CNN (DnCNN, FFDNet); a CNN graph's ONNX file is \
-             shared as a graph without it",
-            path.display()
-        );
     }
     let name = model_name(&a, &path)?;
     let model = Model::load(&path)?;

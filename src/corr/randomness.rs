@@ -110,7 +110,7 @@ pub trait CorrectionSource: Send {
 
 /// Where party 1's explicit values come from.
 enum Corrections {
-    /// One value per u64 (tests' deals in memory: [`crate::dealer::cnn::CnnDeal`]); a
+    /// One value per u64 (tests' deals in memory: [`crate::dealer::graph::Deal`]); a
     /// `take` at `bits` hands them on as they are, so lengths and positions count values.
     Memory { values: Vec<u64>, cursor: usize },
     /// Packed at their widths, as in the dealer file (a decoded triplet body).
@@ -449,8 +449,8 @@ impl PartyRandomness {
         Ok(ReluSelection { a, ar, r, msb })
     }
 
-    /// Layer `layer`'s extension of its input map, a ReLU's result held mod 2^k, to
-    /// `hi_bits` more bits (the boolean engine's CNN layers after a ReLU, `twopc::cnn`), `n`
+    /// Tensor `layer`'s extension before its opening, a ReLU's result held mod 2^k, to
+    /// `hi_bits` more bits (the boolean engine's graph steps after a ReLU, `twopc::extend`), `n`
     /// elements: this party's bits ρ_i masking its shares' top bits (0 or 1 each, from its
     /// own seed, which the peer lacks) and its shares of ρ_0 ρ_1, correct mod 2^`hi_bits`.
     pub fn map_extension(

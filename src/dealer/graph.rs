@@ -6,8 +6,10 @@
 //! every tensor t a product reads (`ActMask(t, 0)`: one per tensor, however many steps read
 //! it), and of a PReLU's t - max(0, t) (`ActMask(step, 1)`); a product step's triple
 //! C = A (x) B (`MatTriple(step, 0)`); a step's circuit runs, numbered from 0 in the order
-//! the step makes them (`AndTriple/DaBit/EdaBit(step, run)`). Party 1's explicit values are
-//! the triples' and the runs' in the order of [`GraphPlan::uses`], step after step.
+//! the step makes them (`AndTriple/DaBit/EdaBit(step, run)`); for the boolean engine, a
+//! ReLU result t extended before its opening, party 1's share of ρ_0 ρ_1 (`MapExtend(t)`).
+//! Party 1's explicit values are the triples', the runs' and the extensions' in the order
+//! of [`GraphPlan::uses`], step after step.
 
 use std::collections::HashMap;
 
@@ -17,16 +19,16 @@ use crate::corr::batches::batches;
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::explicit::explicit_into;
 use crate::corr::masks::mask_share;
-use crate::corr::pack::Tally;
-use crate::corr::randomness::act_mask_of;
+use crate::corr::pack::{low_mask, Tally};
+use crate::corr::randomness::{act_mask_of, bits_of, extension_words, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
-use crate::dealer::cnn::CnnDeal;
 use crate::dealer::DealSeeds;
 use crate::inference::graph::Map;
 use crate::ring::graph::uses::{product, product_input, Dims, Use};
 use crate::ring::graph::GraphPlan;
 use crate::ring::share::{add, Prg, Seed, Stream};
+use crate::ring::Party;
 
 /// Netlists of the boolean engine, recorded once per circuit (a graph uses a few).
 #[derive(Default)]
@@ -81,8 +83,7 @@ pub fn correction_count(
 }
 
 /// What the dealer and the servers must agree on about a graph job's circuits, recorded in
-/// the triplet header as [`crate::dealer::cnn::circuit_shape`] does for a CNN's one ReLU:
-/// each distinct circuit in order of first use, its AND gates and outputs; for the boolean
+/// the triplet header: each distinct circuit in order of first use, its AND gates and outputs; for the boolean
 /// engine, its netlist's AND gates, daBits and edaBits per element; then `out<N>`, the
 /// output's width.
 pub fn circuit_shapes(
@@ -106,11 +107,52 @@ pub fn circuit_shapes(
     let mut nets = Nets::default();
     let shapes: Vec<String> = seen
         .iter()
-        .map(|circ| crate::dealer::cnn::describe_circuit(circ, engine, || nets.of(circ)))
+        .map(|circ| describe_circuit(circ, engine, || nets.of(circ)))
         .collect();
     // The output's width sizes the values of the steps that reach it (wire revision 6,
     // when it was 64): a file dealt at another is refused by name.
     Ok(format!("{};out{}", shapes.join(";"), plan.out_bits()))
+}
+
+/// One circuit's shape as triplet headers record it: its AND gates and outputs; for the
+/// boolean engine, its netlist's (`net`, recorded only then) AND gates, daBits and edaBits.
+pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
+    circ: &ActCircuit,
+    engine: EngineKind,
+    net: impl FnOnce() -> N,
+) -> String {
+    match engine {
+        EngineKind::Gc => format!("{},{}", circ.and_gates(), circ.out_len()),
+        EngineKind::Gmw => {
+            // The openings count pins how the ANDs share their `b` (`Level::leader`): a file
+            // dealt with other groups would give wrong ANDs.
+            let (ands, dabits, edas, openings) = net().borrow().shape();
+            format!("{ands},{dabits},{edas},{openings}")
+        }
+    }
+}
+
+/// Party 1's shares of ρ_0 ρ_1 for tensor `layer`'s extension before its opening
+/// (`twopc::extend::open_extending`), `n` elements at `hi_bits`: ρ_i are party i's bits from
+/// its own seed (`corr::randomness::extension_bits`), party 0's share of the product the
+/// values after them in its stream.
+pub(crate) fn emit_map_extension<E>(
+    seeds: &[Seed; 2],
+    layer: u32,
+    n: usize,
+    hi_bits: u32,
+    emit: &mut crate::corr::pack::Emit<'_, E>,
+) -> Result<(), E> {
+    // Both parties' ρ words ANDed before they are spread out: one map-sized vector, not three.
+    let mut prg0 = Prg::new(&seeds[0], Stream::MapExtend(layer));
+    let mut rho = extension_words(&mut prg0, n);
+    let rho1 = extension_words(&mut Prg::new(&seeds[1], Stream::MapExtend(layer)), n);
+    rho.iter_mut().zip(&rho1).for_each(|(a, b)| *a &= b);
+    let mut p = prg0.vec(n);
+    for (v, both) in p.iter_mut().zip(bits_of(&rho, n)) {
+        *v = both.wrapping_sub(*v);
+    }
+    emit(&p, hi_bits)
 }
 
 /// A map mask B from both parties' seeds.
@@ -162,7 +204,7 @@ where
             match u {
                 Use::Extend { len, bits } => {
                     let t = plan.steps[i].inputs[0] as u32;
-                    crate::dealer::cnn::emit_map_extension(seeds, t, len, bits, emit)?;
+                    emit_map_extension(seeds, t, len, bits, emit)?;
                 }
                 Use::Product { len } => {
                     let (j, n) = weighted[&i];
@@ -212,7 +254,7 @@ pub fn generate(
     engine: EngineKind,
     batch: usize,
     model_mask: Option<[Seed; 2]>,
-) -> Result<CnnDeal, String> {
+) -> Result<Deal, String> {
     let seeds = DealSeeds::fresh(model_mask);
     generate_with(plan, h, w, engine, batch, &seeds, engine.deal_setup())
 }
@@ -228,9 +270,53 @@ pub fn generate_with(
     batch: usize,
     seeds: &DealSeeds,
     setup: (Vec<u8>, Vec<u8>),
-) -> Result<CnnDeal, String> {
+) -> Result<Deal, String> {
     let capacity = correction_count(plan, h, w, engine, batch)?.values;
-    CnnDeal::collect(seeds, setup, capacity, |emit| {
+    Deal::collect(seeds, setup, capacity, |emit| {
         generate_into::<String>(plan, h, w, seeds, engine, batch, emit)
     })
+}
+
+/// Both parties' randomness for a graph job, in memory (tests; small jobs): their seeds,
+/// party 1's explicit values (one per u64, each reduced to its width as the dealer file
+/// holds it), and the engine's setup data per party.
+pub struct Deal {
+    pub seeds: [Seed; 2],
+    pub corrections: Vec<u64>,
+    pub setup: (Vec<u8>, Vec<u8>),
+}
+
+impl Deal {
+    /// The deal of `seeds` whose explicit values a dealer's `generate_into` (`run`) hands to
+    /// its emitter, gathered in memory (`capacity` of them).
+    pub fn collect<E>(
+        seeds: &DealSeeds,
+        setup: (Vec<u8>, Vec<u8>),
+        capacity: usize,
+        run: impl FnOnce(&mut dyn FnMut(&[u64], u32) -> Result<(), E>) -> Result<(), E>,
+    ) -> Result<Deal, E> {
+        let mut corrections = Vec::with_capacity(capacity);
+        run(&mut |v: &[u64], bits| {
+            corrections.extend(v.iter().map(|x| x & low_mask(bits)));
+            Ok(())
+        })?;
+        Ok(Deal {
+            seeds: seeds.job,
+            corrections,
+            setup,
+        })
+    }
+
+    /// Party `p`'s randomness (its seed; S1 also the explicit values) and engine setup, as
+    /// its triplet file would give them.
+    pub fn party(&self, p: Party) -> (PartyRandomness, &[u8]) {
+        let (corrections, setup) = match p {
+            Party::S0 => (Vec::new(), &self.setup.0),
+            Party::S1 => (self.corrections.clone(), &self.setup.1),
+        };
+        (
+            PartyRandomness::new(p, self.seeds[p.index()], corrections),
+            setup,
+        )
+    }
 }

@@ -2,7 +2,6 @@
 //! (model shape, image size, stride, batch size). It never sees an image or a weight.
 
 pub mod boolean;
-pub mod cnn;
 pub mod graph;
 
 use crate::circuit::activation::ActCircuit;

@@ -9,11 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::corr::engine_kind::EngineKind;
 use crate::formats::container::{self, FormatError, Header, Kind};
 use crate::image::MAX_PIXELS;
-use crate::model::cnn::CnnMeta;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::ModelMeta;
 use crate::model::preprocess::Preprocess;
-use crate::ring::cnn::CnnPlan;
 use crate::ring::graph::GraphPlan;
 use crate::ring::plan::Plan;
 use crate::ring::share::{expand, share_with_seed, Prg, Seed, Stream};
@@ -157,45 +155,6 @@ impl ModelShare {
     }
 }
 
-/// A party's share of a CNN: the public plan (weights removed) and the share of the weights
-/// and biases, flattened as K1, b1, K2, b2, ...
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CnnModelShare {
-    pub plan: CnnPlan,
-    pub meta: CnnMeta,
-    pub data: Data,
-}
-
-impl CnnModelShare {
-    /// The model owner's split of a CNN plan, as [`ModelShare::split`].
-    pub fn split(plan: &CnnPlan, meta: CnnMeta, seed: &Seed) -> [CnnModelShare; 2] {
-        let explicit = share_with_seed(&flatten_cnn_weights(plan), seed, Stream::ModelShare);
-        let public = public_cnn_plan(plan);
-        [Data::Explicit(explicit), Data::Seed(*seed)].map(|data| CnnModelShare {
-            plan: public.clone(),
-            meta,
-            data,
-        })
-    }
-
-    /// The plan with this party's weight shares filled in.
-    pub fn share_plan(&self) -> Result<CnnPlan, String> {
-        self.plan.validate_public()?;
-        let mut plan = self.plan.clone();
-        let flat = self
-            .data
-            .materialise(Stream::ModelShare, plan.num_values())?;
-        let mut off = 0;
-        for l in plan.layers.iter_mut() {
-            let nw = l.weight_count();
-            l.w = flat[off..off + nw].to_vec();
-            l.b = flat[off + nw..off + nw + l.cout].to_vec();
-            off += nw + l.cout;
-        }
-        Ok(plan)
-    }
-}
-
 /// A party's share of a CNN graph's secret values, in `GraphPlan::secret_values` order.
 /// The graph itself is public and travels in the header (`GRAPH`, `FIXED_POINT`): every
 /// party rebuilds the plan from it ([`crate::formats::checks::graph_plan_from_header`]).
@@ -220,25 +179,6 @@ impl GraphModelShare {
     }
 }
 
-/// The public plan of a CNN as its headers carry it (`cnn_plan`): shapes and fixed point,
-/// no weights. The dealer sizes everything from it.
-pub fn public_cnn_plan(plan: &CnnPlan) -> CnnPlan {
-    let mut public = plan.clone();
-    for l in public.layers.iter_mut() {
-        l.w.clear();
-        l.b.clear();
-    }
-    public
-}
-
-/// Flattens a CNN plan's weights in the order [`CnnModelShare`] uses.
-pub fn flatten_cnn_weights(plan: &CnnPlan) -> Vec<u64> {
-    plan.layers
-        .iter()
-        .flat_map(|l| l.w.iter().chain(&l.b).copied())
-        .collect()
-}
-
 /// Header `info` value of [`NETWORK`] for CNN graph files (docs/graph.md).
 pub const GRAPH: &str = "graph";
 /// Header `info` key of a graph's public description (`PublicGraph`, JSON).
@@ -246,10 +186,7 @@ pub const GRAPH_DESCRIPTION: &str = "graph_description";
 /// Header `info` key of a graph's fixed point, "s,ws,k".
 pub const FIXED_POINT: &str = "fixed_point";
 
-/// Header `info` key naming a file's network family; absent for MLP files.
-pub const NETWORK: &str = "network";
-/// Its value for CNN files (model shares, public headers, image shares, triplets, outputs).
-pub const CNN: &str = "cnn";
+pub use super::header::{CNN, NETWORK};
 
 /// Header `info` key of a model's public name (`share-model --name`), copied by the servers
 /// into their output shares: what a derived DICOM series' description names.

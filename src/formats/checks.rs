@@ -9,7 +9,6 @@ use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::formats::bodies::JobParams;
 use crate::formats::container::{id_hex, Header};
-use crate::ring::cnn::CnnPlan;
 use crate::ring::plan::{Hidden, Plan};
 
 /// The public activation constants a model share's header carries (one per hidden layer).
@@ -140,18 +139,6 @@ pub fn check_colours(path: &Path, job: &JobParams, takes: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Reads and checks the public CNN plan of a header.
-pub fn cnn_plan_from_header(path: &Path, h: &Header) -> Result<CnnPlan> {
-    let s = h
-        .info("cnn_plan")
-        .with_context(|| format!("{}: header lacks the CNN plan", path.display()))?;
-    let plan: CnnPlan = serde_json::from_str(s)
-        .with_context(|| format!("{}: malformed CNN plan", path.display()))?;
-    plan.validate_public()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(plan)
 }
 
 /// The mask id a model mask file, record or opened weights file names.

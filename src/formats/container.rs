@@ -301,12 +301,12 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
         }
         Ok(_) => {}
     }
-    if header.kind == Kind::CnnModelShare && ver < 6 {
+    if let Some(why) = chain_cnn_refusal(&header) {
         return Err(FormatError::Outdated(
             path.into(),
-            Kind::CnnModelShare.name(),
+            header.kind.name(),
             ver,
-            "its body lacks the CNN's frame: share the model again with `share-model`",
+            why,
         ));
     }
     if header.kind == Kind::GraphModelShare && ver < 9 {
@@ -359,6 +359,20 @@ fn read_prefix(path: &Path, f: &mut Source, len: u64) -> Result<(Header, Vec<u8>
     Ok((header, all))
 }
 
+/// Why a file made for a chain CNN's job by a build before version 11 is refused (none for
+/// other files): this build runs a chain CNN as a graph, from a graph share. An output
+/// share is still read: the receiver decodes it as a graph job's.
+fn chain_cnn_refusal(h: &Header) -> Option<&'static str> {
+    let chain = h.kind == Kind::RetiredCnnModelShare
+        || (h.info(super::header::NETWORK) == Some(super::header::CNN)
+            && h.kind != Kind::OutputShare);
+    chain.then_some(
+        "it was made for a chain CNN's job (DnCNN, FFDNet), which this build runs as a \
+         graph: share the model again with `share-model` (then share the image, and deal \
+         and serve the job, again)",
+    )
+}
+
 /// For a kind whose values come from seeds, why a file older than [`STREAM_VERSION`] is
 /// refused and how to make it again: its seeds no longer give the values it was made with.
 fn made_again(kind: Kind) -> Option<&'static str> {
@@ -372,7 +386,7 @@ fn made_again(kind: Kind) -> Option<&'static str> {
         };
     }
     Some(match kind {
-        Kind::ModelShare | Kind::CnnModelShare | Kind::GraphModelShare => again!(
+        Kind::ModelShare | Kind::RetiredCnnModelShare | Kind::GraphModelShare => again!(
             "share the model again with `share-model` (then its model mask, opened weights \
              and triplets)"
         ),

@@ -33,7 +33,12 @@ use serde::{Deserialize, Serialize};
 ///    files stay readable. And party 1's triplet body holds its explicit values packed at
 ///    the widths their readers need (`corr::pack::Packed`: bit count, byte count, bytes;
 ///    issue 51), where version 9 held a count and 64-bit values.
-pub const VERSION: u16 = 10;
+/// 11: a chain CNN (DnCNN, FFDNet) is shared, dealt and served as a CNN graph, its noise map
+///    a graph input (docs/graph.md): the chain CNN's own files (model shares, public model
+///    and job headers, image shares and triplets naming network "cnn") of any version are
+///    refused by name, output shares aside; a build before 11 refuses a graph share of
+///    FFDNet by version, not by a parse error deep in its description.
+pub const VERSION: u16 = 11;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u16 = 3;
 pub type Id = [u8; 16];
@@ -65,8 +70,10 @@ pub enum Kind {
     PublicModel,
     /// A job's public header alone, for the dealer (`share-image`'s `<out>.pub`).
     PublicJob,
-    /// A server's share of a CNN (`share-model` given a CNN).
-    CnnModelShare,
+    /// A server's share of a chain CNN, as builds before format version 11 wrote it: kept
+    /// in its place so that later kinds keep their numbers; such a file is refused by
+    /// name (a chain CNN is shared as a graph: [`Kind::GraphModelShare`]).
+    RetiredCnnModelShare,
     /// The gateway's signed statement of a study's slices (`share-study`): which job each
     /// slice is, in order, and the receiver's facts of it; the receiver's file alone.
     StudyBinding,
@@ -93,7 +100,7 @@ impl Kind {
             Kind::OpenedWeights => "opened weights",
             Kind::PublicModel => "public model header",
             Kind::PublicJob => "public job header",
-            Kind::CnnModelShare => "CNN model share",
+            Kind::RetiredCnnModelShare => "CNN model share",
             Kind::StudyBinding => "study binding",
             Kind::ReceiverFacts => "receiver facts",
             Kind::GraphModelShare => "CNN graph model share",
@@ -168,3 +175,10 @@ impl Header {
         })
     }
 }
+
+/// Header `info` key naming a file's network family; absent for MLP files.
+pub const NETWORK: &str = "network";
+/// Its value for the files of a chain CNN's job (model shares, public headers, image shares,
+/// triplets, outputs) made by builds before format version 11, which ran chain CNNs apart
+/// from graphs: refused when opened, output shares aside (`container`'s `chain_cnn_refusal`).
+pub const CNN: &str = "cnn";

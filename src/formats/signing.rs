@@ -102,9 +102,10 @@ impl Role {
     pub fn of(kind: Kind) -> Option<Role> {
         match kind {
             Kind::Triplets | Kind::ModelMask | Kind::DealerMask => Some(Role::Dealer),
-            Kind::ModelShare | Kind::CnnModelShare | Kind::GraphModelShare | Kind::PublicModel => {
-                Some(Role::Owner)
-            }
+            Kind::ModelShare
+            | Kind::RetiredCnnModelShare
+            | Kind::GraphModelShare
+            | Kind::PublicModel => Some(Role::Owner),
             Kind::ImageShare
             | Kind::PublicJob
             | Kind::StudyBinding

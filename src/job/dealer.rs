@@ -16,12 +16,12 @@ use crate::corr::engine_kind::EngineKind;
 use crate::corr::masks::{mask_seed_digests, MASK_SEEDS};
 use crate::dealer::{DealSeeds, NonlinearDeal};
 use crate::formats::bodies::{
-    is_cnn, is_graph, is_whole_image, DealerMask, JobParams, Triplets, TripletsLead, CNN,
-    FIXED_POINT, GRAPH, GRAPH_DESCRIPTION, NETWORK,
+    is_graph, is_whole_image, DealerMask, JobParams, Triplets, TripletsLead, FIXED_POINT, GRAPH,
+    GRAPH_DESCRIPTION, NETWORK,
 };
 use crate::formats::checks::{
-    check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, cnn_plan_from_header,
-    copy_circuit_entries, graph_plan_from_header, mask_id_of,
+    check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, copy_circuit_entries,
+    graph_plan_from_header, mask_id_of,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
@@ -130,130 +130,6 @@ fn triplet_header(
     h.shapes
         .push(("image".into(), vec![job.height as u64, job.width as u64]));
     h
-}
-
-/// `gen-triplets` for a CNN job: the matrix triples of every convolution block and, for the
-/// boolean engine, the ReLU circuits' AND triples and daBits ([`crate::dealer::cnn`]).
-fn gen_cnn_triplets(
-    a: &DealJob,
-    (mh, ih): (&Header, &Header),
-    to: &Outputs,
-    t: Instant,
-) -> Result<Summary> {
-    let image = a.image.as_path();
-    if !is_cnn(mh) {
-        bail!(
-            "{}: the image was shared for a CNN but {} is an MLP's header",
-            image.display(),
-            a.model.display()
-        );
-    }
-    if !is_cnn(ih) {
-        bail!(
-            "{}: the image was shared for an MLP; share it for this CNN with `share-image --model {}`",
-            image.display(),
-            a.model.display()
-        );
-    }
-    if a.model_mask.is_some() {
-        bail!("--model-mask: weights opened once per model are not supported for CNNs yet; run the job without it (the weights are opened in the job)");
-    }
-    let plan = cnn_plan_from_header(&a.model, mh)?;
-    let job = job_from_header(image, ih)?;
-    if job.scale != plan.params.s || job.scale != mh.scale {
-        bail!(
-            "{}: image encoded at scale {} but the CNN takes scale {}",
-            image.display(),
-            job.scale,
-            plan.params.s
-        );
-    }
-    let (h, w) = (job.height, job.width);
-    plan.check_image(h, w)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
-    check_cnn_job(image, &job, mh)?;
-    crate::formats::checks::check_colours(image, &job, plan.colours())?;
-    crate::formats::checks::check_noise_map(image, ih, plan.frame.noise_map)?;
-    // After the checks that say what does not fit: another model that fits is refused too.
-    crate::server::check_bound_model(image, ih, &a.model, mh)?;
-    let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
-    check_relu_batch(batch)?;
-    // Every tile is checked before any randomness is drawn or file written.
-    let tiles = tile_list(a)?
-        .into_iter()
-        .map(|t| match t {
-            None => Ok(None),
-            Some(t) => plan
-                .band(h, t)
-                .map(|b| Some((t, b)))
-                .map_err(|e| anyhow::anyhow!("--tiles: {e}")),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let channels: Vec<usize> = plan.channels();
-    // The same for every tile and both files: the plan and the ReLU circuit's shape (the
-    // boolean engine's netlist is recorded for it) are made once.
-    let plan_json = serde_json::to_string(&plan).expect("plan serialises");
-    let circuit = crate::dealer::cnn::circuit_shape(&plan, a.engine);
-    let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for tile in &tiles {
-        // A tile's job is its band: the dealer sizes everything from the band's rows.
-        let rows = tile.as_ref().map_or(h, |(_, band)| band.height());
-        let seeds = DealSeeds::fresh(None);
-        let triplet_id = fresh_id();
-        let header = |party: Party| {
-            let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
-            hd.shapes.insert(
-                0,
-                (
-                    "channels".into(),
-                    channels.iter().map(|&c| c as u64).collect(),
-                ),
-            );
-            hd.info.push((NETWORK.into(), CNN.into()));
-            hd.info.push(("engine".into(), a.engine.name().into()));
-            hd.info.push(("batch".into(), batch.to_string()));
-            hd.info.push(("cnn_plan".into(), plan_json.clone()));
-            hd.info.push(("circuit".into(), circuit.clone()));
-            if let Some((t, _)) = tile {
-                hd.info.push(("tile".into(), t.label()));
-            }
-            hd
-        };
-        let count = crate::dealer::cnn::correction_count(&plan, rows, w, a.engine, batch).bits;
-        let (o, b) = write_pair(
-            &tile_prefix(&a.out, tile.as_ref().map(|(t, _)| *t)),
-            &header,
-            Lead {
-                job: &job,
-                widths: &channels,
-                batch,
-                engine: a.engine,
-                seeds: &seeds.job,
-            },
-            count,
-            a.engine.deal_setup(),
-            to,
-            |emit| crate::dealer::cnn::generate_into(&plan, rows, w, &seeds, a.engine, batch, emit),
-        )?;
-        outs.extend(o);
-        ids.push(id_hex(&triplet_id));
-        bytes += b;
-    }
-    let secs = t.elapsed().as_secs_f64();
-    Ok(Summary {
-        lines: vec![format!(
-            "{} engine: correlated randomness for a {h}x{w} CNN job{} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
-            a.engine,
-            tiles_said(a),
-            outs.join(", "),
-            ids.join(", ")
-        )],
-        json: serde_json::json!({
-            "ok": true, "command": "gen-triplets", "triplet_id": ids[0], "triplet_ids": ids,
-            "network": CNN, "pixels": h * w, "outputs": outs, "engine": a.engine.name(),
-            "dealer_bytes": bytes, "seconds": secs, "tiles": a.tiles, "tile": a.tile,
-        }),
-    })
 }
 
 /// An I/O error of the triplet file, as `dealer::graph::generate_into` returns its errors.
@@ -480,9 +356,6 @@ pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result
     let mh = &model.header;
     if is_graph(mh) || is_graph(ih) {
         return gen_graph_triplets(a, (mh, ih), to, t);
-    }
-    if is_cnn(mh) || is_cnn(ih) {
-        return gen_cnn_triplets(a, (mh, ih), to, t);
     }
     let widths_u = mh
         .shape("layers")

@@ -11,8 +11,7 @@ use ndarray::Array2;
 use super::{with_ext, Outputs};
 use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{
-    is_cnn, is_graph, is_whole_image, Data, ImageShare, JobParams, CNN, GRAPH, NAME, NETWORK,
-    NOISE_MAP,
+    is_graph, is_whole_image, Data, ImageShare, JobParams, GRAPH, NAME, NETWORK, NOISE_MAP,
 };
 use crate::formats::container::{self, fresh_id, Header, Kind};
 use crate::formats::signing::{signer_of, Role, Trust};
@@ -140,7 +139,7 @@ struct ModelFacts {
     scale: u32,
     sigma: f64,
     cnn: bool,
-    /// The CNN's frame (sub-images, noise map); the identity for MLPs and graphs.
+    /// The frame of a graph's noise map (its block); the identity for MLPs and graphs without one.
     frame: Frame,
     /// A CNN graph's public form (its shapes say which image sizes it runs on).
     graph: Option<crate::model::graph::Graph>,
@@ -196,10 +195,7 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
     } else {
         None
     };
-    let (frame, colours, maps) = if is_cnn(&h) {
-        let plan = crate::formats::checks::cnn_plan_from_header(path, &h)?;
-        (plan.frame, plan.colours(), plan.map_channels())
-    } else if let Some(g) = &graph {
+    let (frame, colours, maps) = if let Some(g) = &graph {
         // A graph's map is made as a CNN frame's at the same block: sigma/255 per block of
         // the image, a partial block at an odd side included (`MapInput::dims`).
         match g.noise_map() {
@@ -612,8 +608,6 @@ impl Sharer {
             h.model_id = facts.model_id;
             if facts.graph.is_some() {
                 h.info.push((NETWORK.into(), GRAPH.into()));
-            } else if facts.cnn {
-                h.info.push((NETWORK.into(), CNN.into()));
             }
             if facts.frame.noise_map {
                 // The same for both kinds of map: which kind the gateway used is not the

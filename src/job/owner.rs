@@ -35,8 +35,31 @@ pub fn window_line(d: Option<&DeclaredWindow>) -> Option<String> {
     })
 }
 
+/// What the owner measured of the noise levels a model's fixed point holds for: the public
+/// header's entries (the gateway checks an image's level against them), a line for the
+/// summary and the summary's JSON entries.
+pub struct NoiseFacts {
+    pub entries: Vec<(String, String)>,
+    pub line: String,
+    pub json: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl NoiseFacts {
+    /// A graph read from ONNX: its fixed point is not swept.
+    pub fn not_swept() -> NoiseFacts {
+        NoiseFacts {
+            entries: Vec::new(),
+            line: "noise levels: a graph's fixed point is not swept; `denoise --arith fixed` \
+                   gives its distance to float and its error bound"
+                .into(),
+            json: Vec::new(),
+        }
+    }
+}
+
 /// Shares graph `g` (read from `path`, named `name`) at fixed point `params` into `out`'s
-/// `.p0`, `.p1` and `.pub`, written together or not at all.
+/// `.p0`, `.p1` and `.pub`, written together or not at all; `noise` measures the levels
+/// its plan holds for before anything is written.
 pub fn share_graph_model(
     out: &Path,
     path: &Path,
@@ -44,6 +67,7 @@ pub fn share_graph_model(
     g: Graph,
     params: CnnFixed,
     to: &Outputs,
+    noise: impl FnOnce(&GraphPlan) -> NoiseFacts,
 ) -> Result<Summary> {
     g.validate(path)?;
     let plan = GraphPlan::from_graph(&g, params).map_err(|e| {
@@ -51,6 +75,7 @@ pub fn share_graph_model(
     })?;
     plan.check_streams()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let noise = noise(&plan);
     let public = serde_json::to_string(&g.public()).expect("a graph serialises");
     let model_id = fresh_id();
     let header = |kind: Kind, party: Party| {
@@ -61,6 +86,7 @@ pub fn share_graph_model(
         h.info.push(("sigma".into(), g.sigma.to_string()));
         h.info.push((GRAPH_DESCRIPTION.into(), public.clone()));
         h.info.push((FIXED_POINT.into(), fixed_point_entry(params)));
+        h.info.extend(noise.entries.clone());
         h.info.extend(window_entry(g.window.as_ref()));
         h
     };
@@ -101,6 +127,16 @@ pub fn share_graph_model(
     written.push(out.display().to_string());
     set.commit()?;
     let ops = g.nodes.len() - 1;
+    let mut json = serde_json::json!({
+        "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
+        "network": GRAPH, "ops": ops, "truncations": plan.truncations(),
+        "colours": g.colours, "noise_map": g.noise_map().is_some(),
+        "fixed_point": [params.s, params.ws, params.k], "outputs": written,
+        "window": g.window.map(|d| d.to_string()),
+    });
+    for (k, v) in noise.json {
+        json[k] = v;
+    }
     Ok(Summary {
         lines: vec![
             format!(
@@ -115,18 +151,11 @@ pub fn share_graph_model(
                 written[2],
                 id_hex(&model_id)
             ),
-            "noise levels: a graph's fixed point is not swept; `denoise --arith fixed` gives its \
-             distance to float and its error bound"
-                .into(),
+            noise.line,
         ]
         .into_iter()
         .chain(window_line(g.window.as_ref()))
         .collect(),
-        json: serde_json::json!({
-            "ok": true, "command": "share-model", "model": path, "model_id": id_hex(&model_id),
-            "network": GRAPH, "ops": ops, "truncations": plan.truncations(),
-            "fixed_point": [params.s, params.ws, params.k], "outputs": written,
-            "window": g.window.map(|d| d.to_string()),
-        }),
+        json,
     })
 }

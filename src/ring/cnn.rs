@@ -1,5 +1,7 @@
-//! The fixed-point plan of a CNN and its plaintext oracle: exactly the integers the secure
-//! CNN protocol computes.
+//! The fixed-point settings of a CNN (`CnnFixed`, a graph's too) and a chain CNN's plan and
+//! plaintext oracle: exactly the integers the secure job computes on the chain's graph
+//! (`Graph::from_cnn`; tests hold the two to the same bits), kept as the reference of
+//! `denoise --arith fixed` and of the tests.
 //!
 //! Scales: input pixels and hidden activations at `s`; weights at `ws`; a layer's products
 //! and biases at `s + ws`. A hidden layer's activation is max(0, floor(z / 2^ws)) of its
@@ -9,12 +11,11 @@
 //!
 //! A job's input is the encoded image followed by its noise map's values (FFDNet); the
 //! plan's frame turns it into the stack's input and the stack's output into the image
-//! ([`crate::model::frame`]), the same public rearrangement in the oracle and on shares.
+//! ([`crate::model::frame`]).
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::inference::im2col::{im2col, rows_per_block};
 use crate::inference::par_conv::{by_row_blocks, BLOCK_VALUES};
 use crate::model::cnn::{
     self, describe_colour_frame, Cnn, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_KERNEL,
@@ -22,7 +23,7 @@ use crate::model::cnn::{
 use crate::model::frame::Frame;
 use crate::model::preprocess::Preprocess;
 use crate::ring::fixed::{decode, encode};
-use crate::ring::matmul::{gemm_acc, gemm_acc_serial};
+use crate::ring::matmul::gemm_acc_serial;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CnnFixed {
@@ -174,24 +175,8 @@ impl CnnPlan {
         Ok(plan)
     }
 
-    /// Checks a plan read from a file (weights removed) before anything is sized from it.
-    pub fn validate_public(&self) -> Result<(), String> {
-        self.params.validate()?;
-        self.check_shape()?;
-        if self
-            .layers
-            .iter()
-            .any(|l| !l.w.is_empty() || !l.b.is_empty())
-        {
-            return Err("a layer carries weights in its public plan".into());
-        }
-        Ok(())
-    }
-
     /// Colour planes of the images it takes (1 gray, 3 RGB): what its last layer gives, r*r
-    /// sub-images per plane. Implied by the shapes, so a plan's file form (a model share, a
-    /// header's `cnn_plan`) carries it without a field of its own, and a gray plan's bytes
-    /// stay as they were; [`CnnPlan::validate_public`] checks the first layer agrees.
+    /// sub-images per plane. Implied by the shapes (`check_shape` holds the first layer to it).
     pub fn colours(&self) -> usize {
         self.layers
             .last()
@@ -254,32 +239,6 @@ impl CnnPlan {
                 "{} weights and biases (at most {} supported)",
                 self.num_values(),
                 crate::ring::plan::MAX_MODEL_VALUES
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks that an h x w image fits this plan's messages and memory before anything is
-    /// sized from it: the widest map (channels x pixels) is one message of at most 2^28
-    /// values (2 GiB), like the MLP's batches, and one output row's columns (fan-in x width,
-    /// the smallest im2col block) at most 2^24 values.
-    pub fn check_image(&self, h: usize, w: usize) -> Result<(), String> {
-        let (h, w) = self.frame.stack_dims(h, w);
-        let widest = self.channels().into_iter().max().unwrap_or(1);
-        match h.checked_mul(w).and_then(|n| n.checked_mul(widest)) {
-            Some(n) if n > 0 && n <= 1 << 28 => {}
-            _ => {
-                return Err(format!(
-                    "maps of {h} x {w} with {widest} channels exceed 2^28 values per map \
-                     (at most {} pixels for this model)",
-                    ((1usize << 28) / widest) * self.frame.sub_images()
-                ))
-            }
-        }
-        let fan = self.layers.iter().map(|l| l.fan_in()).max().unwrap_or(1);
-        if fan.saturating_mul(w) > 1 << 24 {
-            return Err(format!(
-                "a row of {w} pixels has {fan} x {w} convolution columns, more than 2^24 values"
             ));
         }
         Ok(())
@@ -351,28 +310,6 @@ impl CnnPlan {
         )
     }
 
-    /// Bits of hidden layer `l`'s ReLU outputs (the activation map) that their reader reads:
-    /// layer l + 1 opens them at [`Self::open_bits`]`(l + 1)`, and nothing else reads them.
-    /// The width of the additive shares that make them with the GC engine (the boolean
-    /// engine's: [`Self::fused_relu_bits`]).
-    pub fn relu_out_bits(&self, l: usize) -> u32 {
-        self.open_bits(l + 1)
-    }
-
-    /// With the boolean engine (docs/protocol.md, "The ReLU by selection"): the bits hidden
-    /// layer `l`'s ReLU outputs are made at, k at most: its result is left mod 2^k and layer
-    /// l + 1 extends it by its shares' top bits before opening it ([`Self::extends_input`]).
-    pub fn fused_relu_bits(&self, l: usize) -> u32 {
-        self.relu_out_bits(l).min(self.params.k)
-    }
-
-    /// With the boolean engine: whether layer `l` extends its input map before opening it
-    /// (by its shares' top bits, `twopc::cnn::open_extending`): its input is a ReLU's result
-    /// held mod 2^k and it is opened wider.
-    pub fn extends_input(&self, l: usize) -> bool {
-        l > 0 && self.open_bits(l) > self.params.k
-    }
-
     /// Values of a job's input for an h x w image: the image (its planes), then its noise
     /// map's.
     pub fn input_len(&self, h: usize, w: usize) -> usize {
@@ -404,41 +341,6 @@ impl CnnPlan {
 /// max(0, floor(z / 2^ws)) of the k-bit signed truncation.
 pub fn relu_trunc(p: &CnnFixed, z: u64) -> u64 {
     crate::ring::fixed::relu_trunc(p.ws, p.k, z)
-}
-
-/// Row blocks of a layer's map: (block index, first row, rows). Each block's columns are
-/// about 2^22 values, so a layer never holds all of its columns at once.
-pub fn row_blocks(l: &CnnLayer, h: usize, w: usize) -> impl Iterator<Item = (u32, usize, usize)> {
-    let rows = rows_per_block(l.cin, l.ksize, w, 1 << 22);
-    (0..h.div_ceil(rows)).map(move |b| (b as u32, b * rows, rows.min(h - b * rows)))
-}
-
-/// z = W * columns(x) + b for output rows `row0..row0 + rows` (cout x rows*w, row-major).
-pub fn conv_block(
-    l: &CnnLayer,
-    x: &[u64],
-    h: usize,
-    w: usize,
-    row0: usize,
-    rows: usize,
-    cols: &mut Vec<u64>,
-) -> Vec<u64> {
-    im2col(x, l.cin, h, w, l.ksize, row0, rows, cols);
-    let n = rows * w;
-    let mut z: Vec<u64> =
-        l.b.iter()
-            .flat_map(|&b| std::iter::repeat_n(b, n))
-            .collect();
-    gemm_acc(&l.w, cols, &mut z, l.cout, l.fan_in(), n);
-    z
-}
-
-/// Copies a block's rows (cout x rows*w) into a channel-major map (cout x h*w).
-pub fn put_block(map: &mut [u64], block: &[u64], hw: usize, row0: usize, w: usize) {
-    let n = block.len() / (map.len() / hw);
-    for (o, src) in block.chunks_exact(n).enumerate() {
-        map[o * hw + row0 * w..][..n].copy_from_slice(src);
-    }
 }
 
 /// Encodes a 0..255 image (row-major) as the gateway does for a CNN: p/255 at scale s,
@@ -587,42 +489,39 @@ mod tests {
         assert!(err < 0.05, "max error {err} grey levels");
     }
 
-    /// The oracle as the protocol blocks it (`row_blocks`, `conv_block`, one block after the
-    /// other): what [`run`] computed before its blocks ran in parallel.
+    /// The oracle one row block after the other (blocks of about 2^22 column values, each
+    /// by im2col and one product, then put in place): what [`run`] computed before its
+    /// blocks ran in parallel.
     fn run_serially(plan: &CnnPlan, h: usize, w: usize, input: &[u64]) -> CnnOracleRun {
-        run_serially_shifted(plan, h, w, input, None)
-    }
-
-    /// [`run_serially`] with block `(layer, block)` put one row off (down, or up for the last
-    /// rows): the fault a wrong block offset in the protocol or the dealer would make.
-    fn run_serially_shifted(
-        plan: &CnnPlan,
-        h: usize,
-        w: usize,
-        input: &[u64],
-        shift: Option<(usize, u32)>,
-    ) -> CnnOracleRun {
+        use crate::inference::im2col::{im2col, rows_per_block};
+        use crate::ring::matmul::gemm_acc;
         let p = plan.params;
         let (mut x, resid, (sh, sw)) = plan.stack_of(input, h, w);
         let mut out_of_range = 0;
         let last = plan.layers.len() - 1;
         let mut cols = Vec::new();
         for (li, l) in plan.layers.iter().enumerate() {
-            let mut next = vec![0u64; l.cout * sh * sw];
-            for (b, row0, rows) in row_blocks(l, sh, sw) {
-                let mut z = conv_block(l, &x, sh, sw, row0, rows, &mut cols);
+            let hw = sh * sw;
+            let mut next = vec![0u64; l.cout * hw];
+            let per = rows_per_block(l.cin, l.ksize, sw, 1 << 22);
+            for row0 in (0..sh).step_by(per) {
+                let rows = per.min(sh - row0);
+                im2col(&x, l.cin, sh, sw, l.ksize, row0, rows, &mut cols);
+                let n = rows * sw;
+                let mut z: Vec<u64> =
+                    l.b.iter()
+                        .flat_map(|&b| std::iter::repeat_n(b, n))
+                        .collect();
+                gemm_acc(&l.w, &cols, &mut z, l.cout, l.fan_in(), n);
                 if li < last {
                     for v in z.iter_mut() {
                         out_of_range += out_of_range_of(&p, *v) as u64;
                         *v = relu_trunc(&p, *v);
                     }
                 }
-                let at = match shift {
-                    Some(s) if s == (li, b) && row0 + rows < sh => row0 + 1,
-                    Some(s) if s == (li, b) => row0 - 1,
-                    _ => row0,
-                };
-                put_block(&mut next, &z, sh * sw, at, sw);
+                for (o, src) in z.chunks_exact(n).enumerate() {
+                    next[o * hw + row0 * sw..][..n].copy_from_slice(src);
+                }
             }
             x = next;
         }
@@ -727,42 +626,6 @@ mod tests {
                     assert_eq!(got.out_of_range, want.out_of_range, "k {k}, {target}");
                 }
             }
-        }
-    }
-
-    /// Issue 31, item 2: a CNN whose hidden layers span two row blocks of the protocol
-    /// (64 channels at 96 x 96: 75 rows, then 21). The parallel oracle equals the serial one
-    /// block by block, and a block put one row off, in either block of either layer, changes
-    /// the output: the bit-exact comparison of tests/suite/secure/cnn_pipeline.rs's multi-block run would
-    /// see such a fault.
-    #[test]
-    fn a_block_one_row_off_changes_a_multi_block_output() {
-        let meta = CnnMeta {
-            sigma: 25.0,
-            residual: true,
-        };
-        let m = crate::model::cnn::random_cnn(&[1, 64, 64, 1], 3, 91, meta);
-        let (h, w) = (96, 96);
-        let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
-        let blocks: Vec<usize> = plan
-            .layers
-            .iter()
-            .map(|l| row_blocks(l, h, w).count())
-            .collect();
-        assert_eq!(blocks, [1, 2, 2]);
-        let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 53 + x * 29) % 256) as f64);
-        let enc = encode_image(&img, &[], &Preprocess::identity(), plan.params.s);
-        let want = run_serially(&plan, h, w, &enc);
-        assert_eq!(in_pool(2, || run(&plan, h, w, &enc)).output, want.output);
-        for at in [(1, 0), (1, 1), (2, 0), (2, 1)] {
-            let got = run_serially_shifted(&plan, h, w, &enc, Some(at));
-            let diff = got
-                .output
-                .iter()
-                .zip(&want.output)
-                .filter(|(a, b)| a != b)
-                .count();
-            assert!(diff > 0, "block {at:?} one row off went unseen");
         }
     }
 

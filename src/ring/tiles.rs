@@ -4,24 +4,17 @@
 //! An MLP tile is a run of the patch grid: its output share is a canvas of its patches'
 //! weighted sums, and the tiles' canvases add up to the one-piece job's.
 //!
-//! A CNN tile is a band of output rows. It reads its rows plus a halo of the network's
-//! receptive radius above and below, runs the whole network on that band as if it were the
-//! image, and keeps only its own rows: a row's value depends only on input rows within the
-//! radius, and the band's artificial top and bottom edges corrupt at most the radius's rows
-//! next to them, which are the halo. So a tile's rows are bit for bit those of the one-piece
-//! job. Bands are cut in the rows of the frame's sub-images (FFDNet's pixel-unshuffle), so a
-//! band of sub-image rows is a band of whole image rows.
-//!
-//! A CNN graph's tile is a band too, cut from the image padded to the total stride: it starts
-//! and ends at multiples of the stride (so that every pooling, strided convolution and resize
-//! sees the grid the whole image gives it) and holds the graph's reach above and below its
-//! rows ([`crate::model::graph::reach`]), so its rows are the one-piece job's, bit for bit.
+//! A CNN graph's tile (a chain CNN's too, run as its graph) is a band of output rows, cut
+//! from the image padded to the total stride: it starts and ends at multiples of the stride
+//! (so that every pooling, strided convolution and resize sees the grid the whole image
+//! gives it) and holds the graph's reach above and below its rows
+//! ([`crate::model::graph::reach`]): a row's value depends only on input rows within the
+//! reach, so its rows are the one-piece job's, bit for bit.
 
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ring::cnn::CnnPlan;
 use crate::ring::graph::{padded_dims, GraphPlan};
 
 /// Most tiles one job may be split into.
@@ -82,65 +75,6 @@ impl Band {
     /// Rows of the band's input: the height of the image the tile's job runs on.
     pub fn height(&self) -> usize {
         self.input.len()
-    }
-}
-
-impl CnnPlan {
-    /// Rows of the sub-image maps that one output row depends on, above and below it: half
-    /// of every layer's kernel, summed.
-    pub fn receptive_radius(&self) -> usize {
-        self.layers.iter().map(|l| l.ksize / 2).sum()
-    }
-
-    /// The band of tile `tile` for an `h`-row image: the sub-image rows are cut into `count`
-    /// bands of near-equal height. Every tile must get at least one row.
-    pub fn band(&self, h: usize, tile: Tile) -> Result<Band, String> {
-        // A band's rows are cut from every colour plane; its input and output helpers take
-        // one plane (a colour job runs whole, untiled, for now).
-        if self.colours() != 1 {
-            return Err(format!(
-                "tiles of a colour ({} planes) image: a colour job runs untiled",
-                self.colours()
-            ));
-        }
-        let f = self.frame.unshuffle;
-        let (sh, _) = self.frame.stack_dims(h, 1);
-        let of = if f == 1 {
-            "the image"
-        } else {
-            "the sub-images"
-        };
-        let Range { start: s0, end: s1 } = rows_of(sh, tile, of)?;
-        let r = self.receptive_radius();
-        let (a, b) = (s0.saturating_sub(r), (s1 + r).min(sh));
-        let rows = |lo: usize, hi: usize| lo * f..(hi * f).min(h);
-        Ok(Band {
-            input: rows(a, b),
-            output: rows(s0, s1),
-        })
-    }
-
-    /// The job input (image, then noise map: [`CnnPlan::input_len`]) of `band`, from the
-    /// whole job's input for an `h x w` image: the band's image rows and its map rows.
-    pub fn band_input<T: Copy>(&self, input: &[T], h: usize, w: usize, band: &Band) -> Vec<T> {
-        assert_eq!(input.len(), self.input_len(h, w), "the job's whole input");
-        let (image, map) = input.split_at(h * w);
-        let mut out = Vec::with_capacity(self.input_len(band.height(), w));
-        out.extend_from_slice(&image[band.input.start * w..band.input.end * w]);
-        if !map.is_empty() {
-            let f = self.frame.unshuffle;
-            let (_, sw) = self.frame.stack_dims(h, w);
-            let first = band.input.start / f;
-            let rows = self.frame.stack_dims(band.height(), w).0;
-            out.extend_from_slice(&map[first * sw..(first + rows) * sw]);
-        }
-        out
-    }
-
-    /// The tile's own rows of the output its job computed on `band`'s input (`w` wide).
-    pub fn band_output<T: Copy>(&self, out: &[T], w: usize, band: &Band) -> Vec<T> {
-        let skip = band.output.start - band.input.start;
-        out[skip * w..(skip + band.output.len()) * w].to_vec()
     }
 }
 
@@ -240,52 +174,7 @@ pub fn check_cover(bands: &[Range<usize>], h: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::cnn::{random_cnn, random_framed_cnn, CnnMeta};
-    use crate::model::frame::Frame;
-    use crate::ring::cnn::{run, CnnFixed};
-
-    fn meta() -> CnnMeta {
-        CnnMeta {
-            sigma: 25.0,
-            residual: true,
-        }
-    }
-
-    /// Every tile's rows of its own run equal the one-piece run's, for plain and framed
-    /// networks, odd sizes and more tiles than the radius.
-    #[test]
-    fn tiles_reproduce_the_whole_job_bit_for_bit() {
-        let dncnn = random_cnn(&[1, 4, 3, 1], 3, 5, meta());
-        let ffdnet = random_framed_cnn(&[5, 6, 4], 3, 9, meta(), Frame::FFDNET);
-        for (m, h, w) in [
-            (&dncnn, 23, 9),
-            (&dncnn, 7, 5),
-            (&ffdnet, 21, 10),
-            (&ffdnet, 16, 7),
-        ] {
-            let plan = CnnPlan::from_cnn(m, CnnFixed::default()).unwrap();
-            let input: Vec<u64> = (0..plan.input_len(h, w) as u64)
-                .map(|i| (i.wrapping_mul(0x9e37_79b9) % 9000) << 4)
-                .collect();
-            let whole = run(&plan, h, w, &input).output;
-            let sh = plan.frame.stack_dims(h, w).0;
-            for count in [1, 2, 3, sh] {
-                let mut got = Vec::new();
-                let mut rows = Vec::new();
-                for index in 0..count {
-                    let band = plan.band(h, Tile::new(index, count).unwrap()).unwrap();
-                    let part = plan.band_input(&input, h, w, &band);
-                    let out = run(&plan, band.height(), w, &part).output;
-                    got.extend(plan.band_output(&out, w, &band));
-                    rows.push(band.output);
-                }
-                check_cover(&rows, h).unwrap();
-                assert_eq!(got, whole, "{h} x {w}, {count} tiles");
-            }
-            assert!(plan.band(h, Tile::new(0, sh + 1).unwrap()).is_err());
-        }
-    }
-
+    use crate::ring::cnn::CnnFixed;
     /// What the random graphs do not draw: pads unequal above and below, stride 3, a
     /// transposed 4x4 conv with output padding, a linear resize by 3.
     fn odd_strides() -> crate::model::graph::Graph {

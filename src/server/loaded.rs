@@ -14,10 +14,9 @@ use super::JobFiles;
 use crate::corr::masks::{
     mask_seed_digest, mask_shares, opened_digest, opened_mac, weight_count, MASK_SEEDS, OPENED_MAC,
 };
-use crate::formats::bodies::{CnnModelShare, GraphModelShare, ModelShare, OpenedWeights};
+use crate::formats::bodies::{GraphModelShare, ModelShare, OpenedWeights};
 use crate::formats::checks::{check_same_model, graph_plan_from_header, mask_id_of};
 use crate::formats::container::{Header, Kind, Opened};
-use crate::ring::cnn::CnnPlan;
 use crate::ring::graph::GraphPlan;
 use crate::ring::plan::Plan;
 use crate::twopc::weights;
@@ -42,7 +41,6 @@ pub(super) enum Family {
         sigma: f64,
         weights: Option<Arc<LoadedWeights>>,
     },
-    Cnn(Arc<CnnPlan>),
     /// A CNN graph's plan with this party's shares, rebuilt from its public description.
     Graph(Arc<GraphPlan>),
 }
@@ -71,7 +69,7 @@ impl LoadedModel {
         let at = |e: String| anyhow::anyhow!("{}: {e}", f.model.display());
         let sealed = model.is_sealed();
         let kind = model.header().kind;
-        if kind == Kind::GraphModelShare || kind == Kind::CnnModelShare {
+        if kind == Kind::GraphModelShare {
             if let Some(w) = &opened {
                 bail!(
                     "{}: weights opened once per model are not supported for CNNs and CNN graphs yet; run without --weights",
@@ -88,9 +86,6 @@ impl LoadedModel {
                 mh,
                 Family::Graph(Arc::new(ms.share_plan(&public).map_err(at)?)),
             )
-        } else if kind == Kind::CnnModelShare {
-            let (mh, ms): (_, CnnModelShare) = model.read(Kind::CnnModelShare, Some(p))?;
-            (mh, Family::Cnn(Arc::new(ms.share_plan().map_err(at)?)))
         } else {
             let (mh, ms): (Header, ModelShare) = model.read(Kind::ModelShare, Some(p))?;
             // With weights opened once for the model, its jobs multiply by U and this

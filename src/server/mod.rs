@@ -5,7 +5,8 @@
 //! link; [`ReadyJob::run`] runs the two-party protocol; [`Finished::write`] writes the output
 //! share. `serve` only calls these, and the fuzzer reaches the same checks.
 
-mod cnn;
+#[cfg(test)]
+mod extend_tests;
 mod graph;
 mod loaded;
 mod mlp;
@@ -37,7 +38,7 @@ use state::{check_unused, Record};
 #[derive(Clone, Debug)]
 pub struct JobFiles {
     pub party: Party,
-    /// model.pN (an MLP's or a CNN's share).
+    /// model.pN (an MLP's or a CNN graph's share).
     pub model: PathBuf,
     /// image.pN.
     pub image: PathBuf,
@@ -76,7 +77,6 @@ pub struct ReadyJob {
 
 enum Work {
     Mlp(Box<mlp::MlpJob>),
-    Cnn(cnn::CnnJob),
     Graph(graph::GraphJob),
 }
 
@@ -226,7 +226,6 @@ pub fn prepare_held(files: JobFiles, held: Held) -> Result<ReadyJob> {
         triplets,
     };
     match inputs.model.family {
-        loaded::Family::Cnn(_) => cnn::prepare(files, inputs),
         loaded::Family::Graph(_) => graph::prepare(files, inputs),
         loaded::Family::Mlp { .. } => mlp::prepare(files, inputs),
     }
@@ -276,7 +275,6 @@ impl ReadyJob {
     pub fn steps(&self) -> (usize, &'static str) {
         match &self.work {
             Work::Mlp(m) => (m.patches(), "patches"),
-            Work::Cnn(c) => (c.steps(), "layer rows"),
             Work::Graph(g) => (g.steps(), "steps"),
         }
     }
@@ -289,12 +287,10 @@ impl ReadyJob {
     ) -> Result<Finished> {
         let (work, network, unit): (&dyn Runs, _, _) = match &self.work {
             Work::Mlp(m) => (m.as_ref(), None, "patches"),
-            Work::Cnn(c) => (c, Some(crate::formats::bodies::CNN), "pixels"),
             Work::Graph(g) => (g, Some(crate::formats::bodies::GRAPH), "pixels"),
         };
         let tile_info = match &self.work {
             Work::Mlp(m) => m.tile_info(),
-            Work::Cnn(c) => c.tile_info(),
             Work::Graph(g) => g.tile_info(),
         };
         let (out, report) = work.run(

@@ -32,7 +32,7 @@ use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
 use crate::twopc::beaver::plus_uv;
 use crate::twopc::channel::{open_bits, Channel, ChannelError, LinkStats};
-use crate::twopc::cnn::open_extending;
+use crate::twopc::extend::open_extending;
 use crate::twopc::protocol::{
     open_in_job, same_session, EngineCounters, Nonlinear, OpFigures, ProtocolError, Report, Weights,
 };

@@ -1,8 +1,8 @@
 //! The two-party protocol between S0 and S1.
 pub mod beaver;
 pub mod channel;
-pub mod cnn;
 pub mod engines;
+pub mod extend;
 pub mod gc;
 pub mod gmw;
 pub mod graph;

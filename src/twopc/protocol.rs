@@ -101,7 +101,7 @@ pub struct Report {
     pub batches: usize,
     pub seconds_setup: f64,
     pub seconds_linear: f64,
-    /// A CNN job's part of `seconds_linear` in its products alone (packing and multiplying,
+    /// A graph job's part of `seconds_linear` in its products alone (packing and multiplying,
     /// the kernel's work), without the openings (which wait on the peer) and the randomness.
     pub seconds_products: f64,
     pub seconds_nonlinear: f64,
@@ -113,35 +113,10 @@ pub struct Report {
     /// once: each party computes two such products (docs/protocol.md), so the linear
     /// phase's rate is `2 macs / seconds_linear` per party. 0 where not counted (an MLP).
     pub macs: u64,
-    /// A graph job's figures per op kind, in the order first met; a CNN job's opening of its
-    /// weights when it opens them itself (`OpenWeights`); empty for other jobs.
+    /// A graph job's figures per op kind, in the order first met (`OpenWeights`: the
+    /// opening of its weights when it opens them itself); empty for other jobs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<OpFigures>,
-    /// A CNN job's figures per layer, in order (empty for other jobs).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub layers: Vec<LayerFigures>,
-}
-
-/// One layer of a CNN job as one party saw it: its convolution (the masked input map's
-/// opening, then the products, no message) and, for a hidden layer, its ReLU runs.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LayerFigures {
-    pub seconds_linear: f64,
-    /// The products' part of it ([`Report::seconds_products`]).
-    pub seconds_products: f64,
-    pub seconds_nonlinear: f64,
-    /// Bytes of the opening of the layer's masked input map.
-    pub open_bytes_sent: u64,
-    pub open_bytes_received: u64,
-    /// Bytes of the ReLU runs (0 for the last layer).
-    pub circuit_bytes_sent: u64,
-    pub circuit_bytes_received: u64,
-    pub messages_sent: u64,
-    pub engine_rounds: u64,
-    pub and_gates: u64,
-    /// ReLUs (0 for the last layer) and multiply-adds (counted once) of the layer.
-    pub relus: u64,
-    pub macs: u64,
 }
 
 /// One op kind's part of a graph job, as one party saw it.

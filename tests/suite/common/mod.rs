@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod graph_job;
+pub mod in_process;
 pub mod study_job;
 
 use std::path::Path;

@@ -1,69 +1,31 @@
-//! Secure CNN vs the plaintext fixed-point oracle, in process, bit for bit.
+//! Chain CNNs (DnCNN- and FFDNet-shaped) run securely as graphs (`Graph::from_cnn`) vs the
+//! chain CNN's own plaintext fixed-point oracle (`ring::cnn::run`), in process, bit for bit.
 //!
-//! Each case shares a random CNN (as the model owner would: an explicit share and a seed
-//! share of the encoded weights), shares an image, and for each engine the dealer makes
-//! fresh randomness (`dealer::cnn::generate`); S0 and S1 run `twopc::cnn::run` in two
-//! threads over an in-memory channel, with weights opened in the job and opened once under
-//! a model mask. Both output shares must add up to the oracle's output exactly.
+//! Each case shares a random CNN's graph (as the model owner would: an explicit share and a
+//! seed share of the encoded weights), shares an image encoded as the gateway encodes it, and
+//! for each engine the dealer makes fresh randomness (`dealer::graph`); S0 and S1 run
+//! `twopc::graph::run` in two threads over an in-memory channel, with weights opened in the
+//! job and opened once under a model mask. Both output shares must add up to the oracle's
+//! output exactly.
 
 use crate::common;
 use ndarray::Array2;
-use ppdenoise::ring::Party;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use common::in_process::{chain_job, in_pair, share_graph, ChainRun};
 use common::test_seed;
+use ppdenoise::circuit::activation::{ActCircuit, TruncParams};
 use ppdenoise::corr::engine_kind::EngineKind;
-use ppdenoise::dealer::cnn as deal;
-use ppdenoise::dealer::DealSeeds;
-use ppdenoise::formats::bodies::CnnModelShare;
 use ppdenoise::image::phantom::shepp_logan;
 use ppdenoise::model::cnn::{random_cnn, Cnn, CnnMeta};
+use ppdenoise::model::graph::Graph;
 use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
-use ppdenoise::ring::share::{share_with_seed, Stream};
-use ppdenoise::twopc::channel::{mem_pair, Channel};
-use ppdenoise::twopc::cnn::{self, mask_shares, open_cnn_weights, CnnJobInputs};
-use ppdenoise::twopc::engines::engine_for;
-use ppdenoise::twopc::protocol::{Report, Weights};
+use ppdenoise::ring::graph::GraphPlan;
+use ppdenoise::twopc::graph::{mask_shares, open_graph_weights};
+use ppdenoise::twopc::protocol::Report;
 use ppdenoise::twopc::weights::Opened;
-
-/// Splits a plan's weights into two additive shares (party 1's from a seed) as `share-model`
-/// does, filled into the plan as each server reads its share.
-/// The dealer's randomness from this test's seed (`common::with_test_rng`).
-fn seeded_deal(
-    plan: &CnnPlan,
-    h: usize,
-    w: usize,
-    engine: EngineKind,
-    batch: usize,
-    model_mask: Option<[[u8; 32]; 2]>,
-) -> deal::CnnDeal {
-    let seeds = DealSeeds {
-        job: [test_seed(), test_seed()],
-        model_mask,
-    };
-    let setup = common::with_test_rng(|r| engine.deal_setup_with(r));
-    deal::generate_with(plan, h, w, engine, batch, &seeds, setup)
-}
-
-fn share_plan(plan: &CnnPlan) -> [CnnPlan; 2] {
-    let meta = CnnMeta {
-        sigma: 25.0,
-        residual: true,
-    };
-    CnnModelShare::split(plan, meta, &test_seed()).map(|s| s.share_plan().unwrap())
-}
-
-fn in_pair<T: Send>(f: impl Fn(Party, &mut dyn Channel) -> T + Sync) -> [T; 2] {
-    let (mut c0, mut c1) = mem_pair();
-    std::thread::scope(|sc| {
-        let f = &f;
-        let h0 = sc.spawn(move || f(Party::S0, &mut c0));
-        let h1 = sc.spawn(move || f(Party::S1, &mut c1));
-        [h0.join().unwrap(), h1.join().unwrap()]
-    })
-}
 
 struct Outcome {
     /// (engine and weight path, reconstructed output) per run.
@@ -97,9 +59,14 @@ fn run_framed_case(
     run_framed_case_with(model, params, image, map, tamper, relu_batch, None)
 }
 
+/// The graph of `model` at `params` and its plan.
+fn graph_plan(model: &Cnn, params: CnnFixed) -> GraphPlan {
+    GraphPlan::from_graph(&Graph::from_cnn(model).unwrap(), params).expect("plan")
+}
+
 /// [`run_framed_case`]; with `garble`, party 1's explicit values come through
-/// [`common::Garbled`]
-/// seeded with it.
+/// [`common::Garbled`] seeded with it; with `tamper`, one unit is added to the last
+/// convolution's first weight in party 1's share.
 #[allow(clippy::too_many_arguments)]
 fn run_framed_case_with(
     model: &Cnn,
@@ -110,78 +77,49 @@ fn run_framed_case_with(
     relu_batch: usize,
     garble: Option<u64>,
 ) -> Outcome {
-    let plan = CnnPlan::from_cnn(model, params).expect("plan");
-    let mut shares = share_plan(&plan);
+    let plan = graph_plan(model, params);
+    let mut shares = share_graph(&plan);
     if tamper {
-        let last = shares[1].layers.len() - 1;
-        shares[1].layers[last].w[0] = shares[1].layers[last].w[0].wrapping_add(1);
+        let mut v = shares[1].secret_values();
+        let ch = plan.channels();
+        let (last, _) = *plan.weight_steps().last().unwrap();
+        let tail: usize = (last..plan.steps.len())
+            .map(|i| plan.secret_counts(i, &ch).iter().sum::<usize>())
+            .sum();
+        let at = v.len() - tail;
+        v[at] = v[at].wrapping_add(1);
+        shares[1] = shares[1].with_secret_values(&v).unwrap();
     }
     let (h, w) = image.dim();
-    let pre = Preprocess::identity();
-    let enc = ring_cnn::encode_image(image, map, &pre, params.s);
-    let iseed = test_seed();
-    let img = [
-        share_with_seed(&enc, &iseed, Stream::ImageShare),
-        ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, enc.len()),
-    ];
+    let enc = ring_cnn::encode_image(image, map, &Preprocess::identity(), params.s);
     let mask_seeds = [test_seed(), test_seed()];
     let opened: [Opened; 2] = in_pair(|p, ch| {
         let mask = mask_shares(&mask_seeds[p.index()], &shares[p.index()]);
-        open_cnn_weights(ch, p, &shares[p.index()], mask).unwrap()
+        open_graph_weights(ch, p, &shares[p.index()], mask).unwrap()
     });
     assert_eq!(opened[0].u, opened[1].u);
-
     let mut runs = Vec::new();
     let mut reports = Vec::new();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        for model_mask in [None, Some(mask_seeds)] {
-            let d = seeded_deal(&plan, h, w, engine, relu_batch, model_mask);
-            let bits = deal::correction_count(&plan, h, w, engine, relu_batch).bits;
-            let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
-                let pi = p.index();
-                let (mut rand, setup) = d.party(p);
-                if let (Some(g), Party::S1) = (garble, p) {
-                    let src = common::Garbled::new(d.corrections.clone(), bits, g);
-                    rand = ppdenoise::corr::randomness::PartyRandomness::streaming(
-                        Party::S1,
-                        d.seeds[1],
-                        src,
-                    );
-                }
-                let mut eng = engine_for(engine, p, setup).unwrap();
-                let inp = CnnJobInputs {
-                    party: p,
-                    plan: &shares[pi],
-                    height: h,
-                    width: w,
-                    image: &img[pi],
-                    rand,
-                    session_tag: b"cnn test".to_vec(),
-                    weights: match model_mask {
-                        Some(_) => Weights::Opened(&opened[pi]),
-                        None => Weights::PerJob,
-                    },
-                    relu_batch,
-                };
-                cnn::run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap()
-            });
-            let out: Vec<u64> = res[0]
-                .0
-                .iter()
-                .zip(&res[1].0)
-                .map(|(a, b)| a.wrapping_add(*b))
-                .collect();
-            let how = if model_mask.is_some() {
+        for once in [false, true] {
+            let run = ChainRun {
+                engine,
+                batch: relu_batch,
+                opened: once.then_some((&opened, mask_seeds)),
+                garble,
+            };
+            let o = chain_job(&plan, &shares, &enc, (h, w), run);
+            let how = if once {
                 "weights opened once"
             } else {
                 "weights opened per job"
             };
-            runs.push((format!("{engine}, {how}"), out));
-            let [r0, r1] = res;
-            reports.push([r0.1, r1.1]);
+            runs.push((format!("{engine}, {how}"), o.out));
+            reports.push(o.reports);
         }
     }
-    let orc = ring_cnn::run(&plan, h, w, &enc);
+    let cnn = CnnPlan::from_cnn(model, params).expect("plan");
+    let orc = ring_cnn::run(&cnn, h, w, &enc);
     Outcome {
         runs,
         oracle: orc.output,
@@ -447,7 +385,10 @@ fn traffic_is_what_the_protocol_says() {
         .map(|l| 8 * l.weight_count() as u64)
         .sum();
     // The boolean engine's netlist: the ReLU's sign circuit, finished in the ring.
-    let relu = ppdenoise::circuit::netlist::Netlist::record(&deal::relu_circuit(&plan));
+    let relu = ppdenoise::circuit::netlist::Netlist::record(&ActCircuit::Relu(TruncParams {
+        sh: params.ws,
+        k: params.k,
+    }));
     assert_eq!(relu.select.expect("a ReLU is finished by selection").k, k);
     // A D per AND gate, an E per group of ANDs sharing an input (the ReLU's selection).
     let ands = relu.and_openings() as u64;
@@ -501,48 +442,23 @@ fn real_cnn_crop_boolean_engine() {
         .slice(ndarray::s![y0..y0 + crop.min(h), x0..x0 + crop.min(w)])
         .to_owned();
     let params = CnnFixed::default();
-    let plan = CnnPlan::from_cnn(&m, params).unwrap();
-    let shares = share_plan(&plan);
+    let plan = graph_plan(&m, params);
+    let shares = share_graph(&plan);
     let (h, w) = px.dim();
-    let pre = Preprocess::identity();
-    let enc = ring_cnn::encode_image(&px, &[], &pre, params.s);
-    let iseed = test_seed();
-    let img = [
-        share_with_seed(&enc, &iseed, Stream::ImageShare),
-        ppdenoise::ring::share::expand(&iseed, Stream::ImageShare, h * w),
-    ];
-    let t = std::time::Instant::now();
-    let batch = EngineKind::Gmw.default_relu_batch();
-    let d = seeded_deal(&plan, h, w, EngineKind::Gmw, batch, None);
-    let dealer_s = t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    let res: [(Vec<u64>, Report); 2] = in_pair(|p, ch| {
-        let pi = p.index();
-        let (rand, setup) = d.party(p);
-        let mut eng = engine_for(EngineKind::Gmw, p, setup).unwrap();
-        let inp = CnnJobInputs {
-            party: p,
-            plan: &shares[pi],
-            height: h,
-            width: w,
-            image: &img[pi],
-            rand,
-            session_tag: b"real cnn".to_vec(),
-            weights: Weights::PerJob,
-            relu_batch: batch,
-        };
-        cnn::run(ch, inp, eng.as_mut(), &mut |_, _| {}).unwrap()
-    });
-    let secs = t.elapsed().as_secs_f64();
-    let out: Vec<u64> = res[0]
-        .0
-        .iter()
-        .zip(&res[1].0)
-        .map(|(a, b)| a.wrapping_add(*b))
-        .collect();
-    let orc = ring_cnn::run(&plan, h, w, &enc);
-    assert_eq!(out, orc.output, "secure output differs from the oracle");
-    let r = &res[0].1;
+    let enc = ring_cnn::encode_image(&px, &[], &Preprocess::identity(), params.s);
+    let run = ChainRun {
+        engine: EngineKind::Gmw,
+        batch: EngineKind::Gmw.default_relu_batch(),
+        opened: None,
+        garble: None,
+    };
+    let o = chain_job(&plan, &shares, &enc, (h, w), run);
+    let cnn = CnnPlan::from_cnn(&m, params).unwrap();
+    let orc = ring_cnn::run(&cnn, h, w, &enc);
+    assert_eq!(o.out, orc.output, "secure output differs from the oracle");
+    let (dealer_s, secs) = (o.deal_seconds, o.seconds);
+    let plan = cnn;
+    let r = &o.reports[0];
     let relus: u64 = plan.layers[..plan.layers.len() - 1]
         .iter()
         .map(|l| (l.cout * h * w) as u64)
@@ -551,7 +467,7 @@ fn real_cnn_crop_boolean_engine() {
         "{h}x{w}: dealer {dealer_s:.1} s ({} explicit values), job {secs:.1} s (linear {:.1} s, \
          nonlinear {:.1} s); S0 sent {} bytes, {:.1} B per ReLU both ways; {relus} ReLUs; \
          {} messages",
-        d.corrections.len(),
+        o.corrections,
         r.seconds_linear,
         r.seconds_nonlinear,
         r.link.bytes_sent,

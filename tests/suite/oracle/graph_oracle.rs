@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 use rand::{Rng, SeedableRng};
 
+use common::in_process::{in_pair, share_graph};
 use common::test_seed;
 use ppdenoise::circuit::netlist::Netlist;
 use ppdenoise::corr::batches::batches;
@@ -25,33 +26,10 @@ use ppdenoise::ring::cnn::CnnFixed;
 use ppdenoise::ring::graph::uses::Use;
 use ppdenoise::ring::graph::{self as oracle, GraphPlan, Kind};
 use ppdenoise::ring::share::{expand, share_with_seed, Stream};
-use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::graph::{self as secure, mask_shares, open_graph_weights, GraphJobInputs};
 use ppdenoise::twopc::protocol::{Report, Weights};
 use ppdenoise::twopc::weights::Opened;
-
-fn in_pair<T: Send>(f: impl Fn(Party, &mut dyn Channel) -> T + Sync) -> [T; 2] {
-    let (mut c0, mut c1) = mem_pair();
-    std::thread::scope(|sc| {
-        let f = &f;
-        let h0 = sc.spawn(move || f(Party::S0, &mut c0));
-        let h1 = sc.spawn(move || f(Party::S1, &mut c1));
-        [h0.join().unwrap(), h1.join().unwrap()]
-    })
-}
-
-/// The plan's secret values split into two additive shares, each filled into the plan as a
-/// server would read its share.
-fn share_plan(plan: &GraphPlan) -> [GraphPlan; 2] {
-    let secret = plan.secret_values();
-    let seed = test_seed();
-    [
-        share_with_seed(&secret, &seed, Stream::ModelShare),
-        expand(&seed, Stream::ModelShare, secret.len()),
-    ]
-    .map(|v| plan.with_secret_values(&v).unwrap())
-}
 
 struct Outcome {
     /// (engine and weight path, reconstructed output) per run.
@@ -93,7 +71,7 @@ fn run_case(
     relu_batch: usize,
     engines: &[EngineKind],
 ) -> Outcome {
-    let mut shares = share_plan(plan);
+    let mut shares = share_graph(plan);
     if tamper == Tamper::Weight {
         let mut v = shares[1].secret_values();
         let ch = plan.channels();

@@ -128,7 +128,7 @@ fn setup_with(d: &Dir, residual: bool, channels: &[usize], side: usize) -> Cnn {
     let m = random_cnn(channels, 3, 77, meta);
     m.save(&d.path("cnn.npz")).unwrap();
     let j = d.share_model(Some("cnn.npz"), "model");
-    assert_eq!(j["network"], "cnn");
+    assert_eq!(j["network"], "graph");
     ok(&[
         "add-noise",
         "--image",
@@ -230,19 +230,21 @@ fn dealer_file_holds_values_at_their_widths(d: &Dir, engine: &str, [s, ws, k]: [
     let (hidden, last) = (ws + k, (ws + k).max(s + ws + 6));
     let mut want = (6 * hw + 5 * hw) * hidden + hw * last;
     let mut values = 12 * hw;
+    // The graph's circuits, each distinct one once ("ands,dabits,edas,openings" with the
+    // boolean engine; one here, the ReLU), then the output's width.
     let circuit = h.info("circuit").unwrap();
-    assert!(
-        circuit.ends_with(&format!(",out{last}")),
+    let (shapes, out) = circuit.rsplit_once(';').unwrap();
+    assert_eq!(
+        out,
+        format!("out{last}"),
         "{engine}: {circuit} names the output's width"
     );
     if engine == "gmw" {
-        let c: Vec<u64> = h
-            .info("circuit")
-            .unwrap()
-            .split(',')
-            .filter(|&x| x != "extend" && !x.starts_with("out"))
-            .map(|x| x.parse().unwrap())
-            .collect();
+        assert!(
+            !shapes.contains(';'),
+            "{engine}: one circuit, the ReLU: {circuit}"
+        );
+        let c: Vec<u64> = shapes.split(',').map(|x| x.parse().unwrap()).collect();
         let (ands, dabits, edas) = (c[0], c[1], c[2]);
         assert_eq!(edas, 0, "a ReLU is finished by selection, not by an edaBit");
         for (n, opened_at) in [(6 * hw, hidden), (5 * hw, last)] {
@@ -283,18 +285,18 @@ fn triplets_dealt_for_another_output_width_are_refused_by_name() {
         let mut body = vec![0; len as usize];
         src.read_exact(&mut body).unwrap();
         let circuit = h.info("circuit").unwrap().to_string();
-        assert!(circuit.ends_with(",out31"), "{engine}: {circuit}");
+        assert!(circuit.ends_with(";out31"), "{engine}: {circuit}");
         // Another width, then the form of a build before the width was named.
         for forged in [
-            circuit.replace(",out31", ",out33"),
-            circuit.replace(",out31", ""),
+            circuit.replace(";out31", ";out33"),
+            circuit.replace(";out31", ""),
         ] {
             let e = h.info.iter_mut().find(|(k, _)| k == "circuit").unwrap();
             e.1 = forged.clone();
             container::write_streamed(&path, &h, len, Seal::PLAIN, |w| Ok(w.write_all(&body)?))
                 .unwrap();
             let o = wait(d.spawn(0, &no_link_addr(), engine));
-            refused(&o, "made for another ReLU circuit");
+            refused(&o, "made for other circuits");
             refused(&o, &format!("{forged} in the file"));
         }
     }
@@ -352,22 +354,16 @@ fn a_cnn_whose_output_is_wider_than_its_activations_is_bit_exact() {
     }
 }
 
-/// Issue 31, item 2: a CNN whose hidden layers span two of the protocol's row blocks (64
-/// channels at 96 x 96), secure == oracle on both engines. The oracle blocks its layers
-/// otherwise (`ring::cnn::run`, blocks of 2^18 column values, in parallel), and a block
-/// one row off changes the output (`ring::cnn`'s unit test of that fault).
+/// Issue 31, item 2: a CNN whose hidden layers' products span several blocks of rows (64
+/// channels at 96 x 96: the graph's convolutions run in blocks of about 2^22 values,
+/// `ring::graph::conv`, whose unit test holds every block size to the direct kernel's
+/// bits), secure == the chain CNN's oracle on both engines. The oracle blocks its layers
+/// otherwise (`ring::cnn::run`, blocks of 2^18 column values, in parallel).
 #[test]
 fn multi_block_cnn_is_bit_exact_on_both_engines() {
     for engine in ["gmw", "gc"] {
         let d = Dir::new();
         let m = setup_with(&d, true, &[1, 64, 64, 1], 96);
-        let plan = CnnPlan::from_cnn(&m, CnnFixed::default()).unwrap();
-        let blocks: Vec<usize> = plan
-            .layers
-            .iter()
-            .map(|l| ring_cnn::row_blocks(l, 96, 96).count())
-            .collect();
-        assert_eq!(blocks, [1, 2, 2]);
         let (secure, oracle) = deal_serve_compare(&d, &m, engine);
         let diff = secure.iter().zip(&oracle).filter(|(a, b)| a != b).count();
         assert_eq!(
@@ -386,7 +382,7 @@ fn mlp_and_cnn_files_are_kept_apart() {
     // An image shared the MLP's way cannot be used with a CNN.
     d.share_image(None, "mlpimage");
     let o = d.gen_triplets("model.pub", "mlpimage.pub", "t", &[]);
-    refused(&o, "shared for an MLP");
+    refused(&o, "not shared for a CNN graph");
     assert!(!Path::new(&d.p("t.p1")).exists());
     // An image shared for a CNN of another sigma* would be decoded with the wrong scaling.
     d.share_model(Some("cnn.npz"), "other");
@@ -409,7 +405,7 @@ fn mlp_and_cnn_files_are_kept_apart() {
     // A CNN image with an MLP's public header.
     d.share_model(None, "mlp");
     let o = d.gen_triplets("mlp.pub", "image.pub", "t", &[]);
-    refused(&o, "MLP's header");
+    refused(&o, "is not a CNN graph's header");
 }
 
 #[test]
@@ -616,17 +612,13 @@ fn ffdnet_pipeline_with_every_kind_of_noise_map_is_bit_exact() {
             "gc",
         ),
     ];
-    // As a CNN job, and as a graph (`share-model --as-graph`, docs/graph.md): the same bits.
-    for as_graph in [false, true] {
-        let mut share = vec!["share-model", "--model", &fpath, "--out", &mpfx];
-        if as_graph {
-            share.push("--as-graph");
-        }
-        let j = ok(&share);
-        assert_eq!(j["network"], if as_graph { "graph" } else { "cnn" });
+    // A chain CNN is shared as the graph of its layers (docs/graph.md).
+    {
+        let j = ok(&["share-model", "--model", &fpath, "--out", &mpfx]);
+        assert_eq!(j["network"], "graph");
+        assert_eq!(j["noise_map"], true);
         for (what, extra, level, engine) in cases.clone() {
             let kind = what;
-            let what = &format!("{what}{}", if as_graph { ", as a graph" } else { "" });
             let (img, mp) = (d.p("noisy.png"), d.p("model.pub"));
             let map_path = d.p("map.npy");
             let extra: Vec<&str> = extra
@@ -918,12 +910,26 @@ fn ffdnet_files_are_refused_when_they_do_not_fit() {
     bad.save(&d.path("badfp.npz")).unwrap();
     let o = run(&["inspect", &d.p("badfp.npz")]);
     refused(&o, "fixed_point");
-    // A CNN model share of format 5 (before frames) is refused by name, not misread.
-    let mut bytes = std::fs::read(d.path("ffd.p0")).unwrap();
-    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
-    std::fs::write(d.path("old.p0"), &bytes).unwrap();
+    // A chain CNN's own model share, as builds before format 11 wrote it (and any file of
+    // its job, which names network "cnn"), is refused by name, not misread.
+    use ppdenoise::formats::container::{self, Kind};
+    let mut h = container::read_header(&d.path("ffd.p0")).unwrap();
+    h.kind = Kind::RetiredCnnModelShare;
+    h.info.retain(|(k, _)| k != "network");
+    h.info.push(("network".into(), "cnn".into()));
+    container::write(&d.path("old.p0"), &h, &0u8, container::Seal::PLAIN).unwrap();
     let o = run(&["inspect", &d.p("old.p0")]);
-    refused(&o, "format version 5, from an older ppdenoise");
+    refused(&o, "CNN model share of format version 11");
+    refused(
+        &o,
+        "which this build runs as a graph: share the model again",
+    );
+    let mut h = container::read_header(&d.path("u.p0")).unwrap();
+    h.info.retain(|(k, _)| k != "network");
+    h.info.push(("network".into(), "cnn".into()));
+    container::write(&d.path("oldimage.p0"), &h, &0u8, container::Seal::PLAIN).unwrap();
+    let o = run(&["inspect", &d.p("oldimage.p0")]);
+    refused(&o, "made for a chain CNN's job");
 }
 
 /// `table --noise`: an FFDNet-shaped model with per-pixel maps computed by the gateway; the

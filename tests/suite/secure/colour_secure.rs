@@ -296,30 +296,20 @@ fn secure_colour_job_map(
 }
 
 /// A colour FFDNet-shaped random network (13 channels in: R, G, B's four sub-images and one
-/// map; 12 out), an odd-sided 8-bit RGB PNG: secure == oracle on both engines, as a CNN job
-/// and as a graph (`share-model --as-graph`), and the RGB PNG reconstruct writes is
+/// map; 12 out), shared as the graph of its layers, an odd-sided 8-bit RGB PNG: secure ==
+/// oracle on both engines, and the RGB PNG reconstruct writes is
 /// `denoise --arith fixed`'s (the plaintext fixed point) exactly.
 #[test]
 fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
-    let runs = ["gmw", "gc"]
-        .into_iter()
-        .flat_map(|e| [(e, false), (e, true)]);
-    for (engine, as_graph) in runs {
+    for engine in ["gmw", "gc"] {
         let d = Dir::new();
         let m = random_framed_cnn(&[13, 8, 8, 12], 3, 21, META, Frame::FFDNET);
         assert_eq!(m.colours, 3);
         m.save(&d.path("colour.npz")).unwrap();
         let (model, out) = (d.p("colour.npz"), d.p("model"));
-        let mut share = vec!["share-model", "--model", &model, "--out", &out];
-        if as_graph {
-            share.push("--as-graph");
-        }
-        let j = ok(&share);
-        if as_graph {
-            assert_eq!(j["network"], "graph");
-        } else {
-            assert_eq!(j["colours"], 3);
-        }
+        let j = ok(&["share-model", "--model", &model, "--out", &out]);
+        assert_eq!(j["network"], "graph");
+        assert_eq!(j["colours"], 3);
         rgb_pattern(17, 13).save(d.path("noisy.png")).unwrap();
         let got = secure_colour_job(&d, &m, "noisy.png", engine, "denoised.png");
         assert_eq!(got.bit_depth, 8);
@@ -339,7 +329,7 @@ fn colour_ffdnet_secure_is_bit_exact_on_both_engines() {
         let fixed = colour_at(d.path("fixed.png"));
         assert_eq!(
             got.planes, fixed.planes,
-            "{engine} (as a graph: {as_graph}): secure and denoise --arith fixed"
+            "{engine}: secure and denoise --arith fixed"
         );
     }
 }

@@ -402,8 +402,9 @@ fn a_graph_study_runs_slice_by_slice() {
     }
 }
 
-/// Graph, CNN and MLP files are kept apart, and what graphs do not take yet is refused by
-/// name, before any randomness is drawn.
+/// Files of two graphs (a U-Net and a chain CNN, which is shared as a graph too) and of an
+/// MLP are kept apart, and what graphs do not take yet is refused by name, before any
+/// randomness is drawn.
 #[test]
 fn graph_files_are_kept_apart_and_their_limits_named() {
     if !common::have_graph_fixtures() {
@@ -445,13 +446,16 @@ fn graph_files_are_kept_apart_and_their_limits_named() {
         assert!(!o.status.success(), "{model} with {image} was dealt");
         assert!(!d.path("t.p1").exists(), "{model} with {image}");
     }
+    // Two graphs' files are told apart by their model ids.
+    for (model, image) in [("model.pub", "cnnimage.pub"), ("cnn.pub", "image.pub")] {
+        refused(
+            &d.gen_triplets(model, image, "t", &[]),
+            "the gateway shared this image for model",
+        );
+    }
     refused(
-        &d.gen_triplets("model.pub", "cnnimage.pub", "t", &[]),
-        "not shared for a CNN graph",
-    );
-    refused(
-        &d.gen_triplets("cnn.pub", "image.pub", "t", &[]),
-        "not a CNN graph's header",
+        &d.gen_triplets("mlp.pub", "image.pub", "t", &[]),
+        "is not a CNN graph's header",
     );
     // Not yet for graphs: named.
     refused(
@@ -464,13 +468,13 @@ fn graph_files_are_kept_apart_and_their_limits_named() {
         ]),
         "not supported for CNNs (and CNN graphs)",
     );
-    // A graph's servers refuse a CNN's image share and triplets.
+    // A graph's servers refuse another graph's image share and triplets.
     assert!(d
         .gen_triplets("cnn.pub", "cnnimage.pub", "tc", &[])
         .status
         .success());
     for o in d.serve(("model", "cnnimage", "tc")) {
-        refused(&o, "not shared for a CNN graph");
+        refused(&o, "the gateway shared this image for model");
     }
     // An image too small for RED-CNN's unpadded convolutions: refused by the gateway.
     ok(&[

@@ -45,7 +45,7 @@ use ppdenoise::corr::randomness::PartyRandomness;
 use ppdenoise::corr::randomness::{act_mask_of, dabit_masks, image_mask_of};
 use ppdenoise::dealer;
 use ppdenoise::dealer::NonlinearDeal;
-use ppdenoise::formats::bodies::{CnnModelShare, JobParams, ModelShare, Triplets};
+use ppdenoise::formats::bodies::{JobParams, ModelShare, Triplets};
 use ppdenoise::image::phantom::shepp_logan;
 use ppdenoise::model::mlp::{random_model, Activation, Model, ModelMeta};
 use ppdenoise::model::preprocess::Preprocess;
@@ -1097,9 +1097,18 @@ fn weights_opening_does_not_depend_on_the_weights() {
     );
 }
 
-/// One CNN job in process with recording channels (weights opened in the job); returns the
-/// logs and the job seeds.
-fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Seed; 2], Widths) {
+/// A chain CNN's job in process with recording channels: what it returns.
+struct ChainLogs {
+    logs: [Vec<Event>; 2],
+    seeds: [Seed; 2],
+    widths: Widths,
+    /// The tensor each convolution's product reads, in order (its map mask's stream
+    /// `ActMask(t, 0)`).
+    reads: Vec<u32>,
+}
+
+/// One DnCNN-shaped job in process with recording channels (weights opened in the job).
+fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ChainLogs {
     let meta = ppdenoise::model::cnn::CnnMeta {
         sigma: 25.0,
         residual: true,
@@ -1108,27 +1117,34 @@ fn run_cnn_job(image: &Array2<f64>, engine: EngineKind) -> ([Vec<Event>; 2], [Se
     run_framed_cnn_job(&m, image, &[], engine)
 }
 
-/// [`run_cnn_job`] for any CNN, with the noise map's values a model with a map channel
-/// takes (shared with the image, as the gateway does).
+/// [`run_cnn_job`] for any chain CNN, run as its graph (`Graph::from_cnn`) as the servers
+/// run it, with the noise map's values a model with a map channel takes (shared with the
+/// image, as the gateway does).
 fn run_framed_cnn_job(
     m: &ppdenoise::model::cnn::Cnn,
     image: &Array2<f64>,
     map: &[f64],
     engine: EngineKind,
-) -> ([Vec<Event>; 2], [Seed; 2], Widths) {
-    use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
-    use ppdenoise::twopc::cnn::{self as twopc_cnn, CnnJobInputs};
-    let meta = m.meta;
-    let plan = CnnPlan::from_cnn(m, CnnFixed::default()).unwrap();
-    // Model owner: fresh shares for this run.
-    let shares: Vec<CnnPlan> = CnnModelShare::split(&plan, meta, &test_seed())
+) -> ChainLogs {
+    use ppdenoise::formats::bodies::GraphModelShare;
+    use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed};
+    use ppdenoise::ring::graph::uses::{product_input, Use};
+    use ppdenoise::ring::graph::{padded_dims, GraphPlan};
+    use ppdenoise::twopc::graph::{self as twopc_graph, GraphJobInputs};
+    let g = ppdenoise::model::graph::Graph::from_cnn(m).unwrap();
+    let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+    // Model owner: fresh shares for this run; each server fills the public plan with its own.
+    let public = plan.public();
+    let shares: Vec<GraphPlan> = GraphModelShare::split(&plan, &test_seed())
         .iter()
-        .map(|s| s.share_plan().unwrap())
+        .map(|s| s.share_plan(&public).unwrap())
         .collect();
     // A colour model's image: its planes stacked, (colours h) x w.
     let (rows, w) = image.dim();
     let h = rows / m.colours;
     let enc = ring_cnn::encode_image(image, map, &Preprocess::identity(), plan.params.s);
+    let (ph, pw) = padded_dims(plan.stride, h, w);
+    let enc = plan.inputs().pad(&enc, (h, w), (ph, pw));
     let iseed = test_seed();
     let img = [
         share_with_seed(&enc, &iseed, Stream::ImageShare),
@@ -1141,7 +1157,7 @@ fn run_framed_cnn_job(
         model_mask: None,
     };
     let setup = with_rng(|r| engine.deal_setup_with(r));
-    let d = dealer::cnn::generate_with(&plan, h, w, engine, batch, &seeds, setup);
+    let d = dealer::graph::generate_with(&public, ph, pw, engine, batch, &seeds, setup).unwrap();
     let streams = streams.dealt(&d.seeds);
     let tag = test_seed()[..16].to_vec();
     // The garbler's wire labels, from the test's generator too.
@@ -1150,35 +1166,51 @@ fn run_framed_cnn_job(
         let pi = p.index();
         let (rand, setup) = d.party(p);
         let mut eng = seeded_engine_for(engine, p, setup, label_seeds).unwrap();
-        let inputs = CnnJobInputs {
+        let inputs = GraphJobInputs {
             party: p,
             plan: &shares[pi],
-            height: h,
-            width: w,
+            height: ph,
+            width: pw,
             image: &img[pi],
             rand,
             session_tag: tag.clone(),
             weights: protocol::Weights::PerJob,
             relu_batch: batch,
         };
-        twopc_cnn::run(ch, inputs, eng.as_mut(), &mut |_, _| {}).unwrap();
+        twopc_graph::run(ch, inputs, eng.as_mut(), &mut |_, _| {}).unwrap();
     };
     let (_, logs) = on_recorded_pair(run);
     streams.used(&d.seeds, &format!("CNN job, {engine}"));
-    // Every layer's input map but the last's is opened at ws + k bits; with the boolean
-    // engine a layer after a ReLU first opens its shares' masked top bits (one bit each,
-    // their XOR) to extend them.
-    let (_, _, (sh, sw)) = plan.stack_of(&enc, h, w);
-    let widths = packed_widths((0..plan.layers.len()).flat_map(|l| {
-        let (n, bits) = (plan.layers[l].cin * sh * sw, plan.open_bits(l));
-        if engine == EngineKind::Gmw && plan.extends_input(l) {
-            vec![(n, 1), (n, bits)]
-        } else {
-            vec![(n, bits)]
-        }
+    // Every convolution's input map is opened packed at its width; with the boolean engine
+    // a map after a ReLU first opens its shares' masked top bits (one bit each, their XOR)
+    // to extend them.
+    let dims = plan.dims(ph, pw).unwrap();
+    let fused = plan.fused(engine == EngineKind::Gmw);
+    let steps = plan.weight_steps();
+    let reads: Vec<u32> = steps
+        .iter()
+        .map(|&(i, _)| product_input(&plan, i).0)
+        .collect();
+    let widths = packed_widths(steps.iter().flat_map(|&(i, _)| {
+        let st = product_input(&plan, i);
+        let d = dims[st.0 as usize];
+        let opening = (d[0] * d[1] * d[2], plan.open_bits(st));
+        let top = plan
+            .uses(i, &dims, &fused)
+            .into_iter()
+            .find_map(|u| match u {
+                Use::Extend { len, .. } => Some((len, 1)),
+                _ => None,
+            });
+        top.into_iter().chain([opening])
     }));
     assert!(!widths.is_empty(), "the job opens maps packed");
-    (logs, d.seeds, widths)
+    ChainLogs {
+        logs,
+        seeds: d.seeds,
+        widths,
+        reads,
+    }
 }
 
 #[test]
@@ -1187,8 +1219,12 @@ fn cnn_messages_do_not_depend_on_the_image() {
     // A CNN job (the session tag differs per run, so it is left out of the opened values).
     let (black, phantom) = images();
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, _, wa) = run_cnn_job(&black, engine);
-        let (b, _, _) = run_cnn_job(&phantom, engine);
+        let ChainLogs {
+            logs: a,
+            widths: wa,
+            ..
+        } = run_cnn_job(&black, engine);
+        let b = run_cnn_job(&phantom, engine).logs;
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let slots =
@@ -1238,19 +1274,22 @@ fn negative_control_cnn_input_map_without_its_mask_is_detected() {
     // (stream ActMask(0, 0) of both job seeds) gives the encoded image, which the test flags.
     let (black, phantom) = images();
     let n = SIZE * SIZE;
-    let clear = |log: &[Event], seeds: &[Seed; 2], widths: &Widths| -> (Vec<u8>, Vec<u8>) {
+    let clear = |j: &ChainLogs| -> (Vec<u8>, Vec<u8>) {
         // Opened values: tag, masked weights, then the layer-0 map (packed at ws + k bits).
-        let opened = opened_values_in(log, widths);
+        let opened = opened_values_in(&j.logs[0], &j.widths);
         let map = &opened[2];
         assert!(
-            widths.contains_key(&map.len()),
+            j.widths.contains_key(&map.len()),
             "the layer-0 opening is packed"
         );
-        (map.clone(), le_bytes(&unmasked(map, n, widths, seeds, 0)))
+        let clear = unmasked(map, n, &j.widths, &j.seeds, j.reads[0]);
+        (map.clone(), le_bytes(&clear))
     };
-    let (la, sa, wa) = run_cnn_job(&black, EngineKind::Gmw);
-    let (lb, sb, wb) = run_cnn_job(&phantom, EngineKind::Gmw);
-    let ((ma, xa), (mb, xb)) = (clear(&la[0], &sa, &wa), clear(&lb[0], &sb, &wb));
+    let (ja, jb) = (
+        run_cnn_job(&black, EngineKind::Gmw),
+        run_cnn_job(&phantom, EngineKind::Gmw),
+    );
+    let ((ma, xa), (mb, xb)) = (clear(&ja), clear(&jb));
     let (_, _, p_masked) =
         chi2_two_sample(&histogram([ma.as_slice()]), &histogram([mb.as_slice()]));
     let (_, _, p) = chi2_two_sample(&histogram([xa.as_slice()]), &histogram([xb.as_slice()]));
@@ -1273,25 +1312,28 @@ fn negative_control_cnn_map_after_a_relu_without_its_mask_is_detected() {
     let (black, phantom) = images();
     // Layer 1 reads the 8 channels of layer 0's ReLU at ws + k = 31 bits.
     let (n, bits) = (8 * SIZE * SIZE, 31u32);
-    let both = |log: &[Event], seeds: &[Seed; 2], widths: &Widths| -> (Vec<u8>, Vec<u8>) {
-        let opened = opened_values_in(log, widths);
+    let both = |j: &ChainLogs| -> (Vec<u8>, Vec<u8>) {
+        let (seeds, t) = (&j.seeds, j.reads[1]);
+        let opened = opened_values_in(&j.logs[0], &j.widths);
         let (lt, lv) = (packed_len(n, 1), packed_len(n, bits));
         let i = (0..opened.len() - 1)
             .find(|&i| opened[i].len() == lt && opened[i + 1].len() == lv)
             .expect("layer 1's top bits and map");
         let v = unpack(&opened[i + 1], n, bits).unwrap();
         let (b0, b1) = (
-            act_mask_of(&seeds[0], 1, 0, n),
-            act_mask_of(&seeds[1], 1, 0, n),
+            act_mask_of(&seeds[0], t, 0, n),
+            act_mask_of(&seeds[1], t, 0, n),
         );
         let y: Vec<u64> = (0..n)
             .map(|j| v[j].wrapping_add(b0[j]).wrapping_add(b1[j]) & low_mask(bits))
             .collect();
         (le_bytes(&v), le_bytes(&y))
     };
-    let (la, sa, wa) = run_cnn_job(&black, EngineKind::Gmw);
-    let (lb, sb, wb) = run_cnn_job(&phantom, EngineKind::Gmw);
-    let ((va, ya), (vb, yb)) = (both(&la[0], &sa, &wa), both(&lb[0], &sb, &wb));
+    let (ja, jb) = (
+        run_cnn_job(&black, EngineKind::Gmw),
+        run_cnn_job(&phantom, EngineKind::Gmw),
+    );
+    let ((va, ya), (vb, yb)) = (both(&ja), both(&jb));
     let (_, _, p_masked) =
         chi2_two_sample(&histogram([va.as_slice()]), &histogram([vb.as_slice()]));
     let (_, _, p) = chi2_two_sample(&histogram([ya.as_slice()]), &histogram([yb.as_slice()]));
@@ -1330,8 +1372,15 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
     let per_pixel = m.noise_map(&NoiseLevel::PerPixel(pg.map_of(&phantom)), h, w);
     assert_ne!(uniform, per_pixel);
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, sa, wa) = run_framed_cnn_job(&m, &phantom, &uniform, engine);
-        let (b, sb, _) = run_framed_cnn_job(&m, &phantom, &per_pixel, engine);
+        let ChainLogs {
+            logs: a,
+            seeds: sa,
+            widths: wa,
+            reads,
+        } = run_framed_cnn_job(&m, &phantom, &uniform, engine);
+        let ChainLogs {
+            logs: b, seeds: sb, ..
+        } = run_framed_cnn_job(&m, &phantom, &per_pixel, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let what = format!("ffdnet {engine}: S{p} received, uniform vs per-pixel map");
@@ -1351,7 +1400,7 @@ fn ffdnet_per_pixel_map_is_indistinguishable_from_a_uniform_one() {
             let (sh, sw) = Frame::FFDNET.stack_dims(h, w);
             let n = 5 * sh * sw;
             let clear = |opened: &[&[u8]], seeds: &[Seed; 2]| -> Vec<u8> {
-                le_bytes(&unmasked(opened[1], n, &wa, seeds, 0)[4 * sh * sw..])
+                le_bytes(&unmasked(opened[1], n, &wa, seeds, reads[0])[4 * sh * sw..])
             };
             let (xa, xb) = (clear(&oa, &sa), clear(&ob, &sb));
             let (_, _, p) =
@@ -1446,8 +1495,15 @@ fn colour_job_hides(
     let h = rows / 3;
     let black = Array2::zeros((3 * h, w));
     for engine in [EngineKind::Gc, EngineKind::Gmw] {
-        let (a, sa, wa) = run_framed_cnn_job(m, &black, map_a, engine);
-        let (b, sb, _) = run_framed_cnn_job(m, planes, map_b, engine);
+        let ChainLogs {
+            logs: a,
+            seeds: sa,
+            widths: wa,
+            reads,
+        } = run_framed_cnn_job(m, &black, map_a, engine);
+        let ChainLogs {
+            logs: b, seeds: sb, ..
+        } = run_framed_cnn_job(m, planes, map_b, engine);
         for p in 0..2 {
             let (ra, rb) = (received(&a[p]), received(&b[p]));
             let what = format!("{label} {engine}: S{p} received, black vs planes");
@@ -1472,7 +1528,7 @@ fn colour_job_hides(
             let (sh, sw) = Frame::FFDNET.stack_dims(h, w);
             let n = m.convs[0].cin * sh * sw;
             let clear = |opened: &[&[u8]], seeds: &[Seed; 2]| -> Vec<u8> {
-                le_bytes(&unmasked(opened[1], n, &wa, seeds, 0))
+                le_bytes(&unmasked(opened[1], n, &wa, seeds, reads[0]))
             };
             let (xa, xb) = (clear(&oa, &sa), clear(&ob, &sb));
             let (_, _, p) =

@@ -117,15 +117,20 @@ fn demo_quiet_and_json_print_no_progress() {
     assert_eq!(v["max_abs_diff_secure_oracle"], 0.0, "{v}");
 }
 
+/// A chain CNN runs as its graph: the servers count its steps (each convolution, ReLU and
+/// the residual subtraction), as for any graph.
 #[test]
-fn a_cnn_demo_counts_every_layers_rows() {
+fn a_cnn_demo_counts_every_step_of_its_graph() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("cnn.npz");
     let meta = CnnMeta {
         sigma: 25.0,
         residual: true,
     };
-    random_cnn(&[1, 4, 4, 1], 3, 5, meta).save(&model).unwrap();
+    let m = random_cnn(&[1, 4, 4, 1], 3, 5, meta);
+    m.save(&model).unwrap();
+    let g = ppdenoise::model::graph::Graph::from_cnn(&m).unwrap();
+    let plan = ppdenoise::ring::graph::GraphPlan::from_graph(&g, Default::default()).unwrap();
     let w = s(&dir.path().join("demo"));
     let args = [
         "demo",
@@ -137,9 +142,9 @@ fn a_cnn_demo_counts_every_layers_rows() {
     let o = ppd(&[&args[..], &["--workdir", &w, "--no-compare"]].concat());
     let err = text(&o.stderr);
     assert!(err.contains("[4/6] dealer: triplets for 3 convolutions over 16x16"));
-    let p = progress_lines(&err, "serve S0", "layer rows");
+    let p = progress_lines(&err, "serve S0", "steps");
     assert_advances(&p, &err);
-    assert_eq!(p.last().unwrap().1, 3 * 16, "{err}");
+    assert_eq!(p.last().unwrap().1, plan.steps.len() as u64 - 1, "{err}");
 }
 
 #[test]
