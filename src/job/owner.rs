@@ -58,8 +58,8 @@ impl NoiseFacts {
 }
 
 /// Shares graph `g` (read from `path`, named `name`) at fixed point `params` into `out`'s
-/// `.p0`, `.p1` and `.pub`, written together or not at all; `noise` measures the levels
-/// its plan holds for before anything is written.
+/// `.p0`, `.p1` and `.pub`, written together or not at all, with `noise`, the levels its
+/// fixed point was measured to hold for.
 pub fn share_graph_model(
     out: &Path,
     path: &Path,
@@ -67,7 +67,7 @@ pub fn share_graph_model(
     g: Graph,
     params: CnnFixed,
     to: &Outputs,
-    noise: impl FnOnce(&GraphPlan) -> NoiseFacts,
+    noise: NoiseFacts,
 ) -> Result<Summary> {
     g.validate(path)?;
     let plan = GraphPlan::from_graph(&g, params).map_err(|e| {
@@ -75,7 +75,6 @@ pub fn share_graph_model(
     })?;
     plan.check_streams()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let noise = noise(&plan);
     let public = serde_json::to_string(&g.public()).expect("a graph serialises");
     let model_id = fresh_id();
     let header = |kind: Kind, party: Party| {

@@ -129,6 +129,14 @@ fn setup_with(d: &Dir, residual: bool, channels: &[usize], side: usize) -> Cnn {
     m.save(&d.path("cnn.npz")).unwrap();
     let j = d.share_model(Some("cnn.npz"), "model");
     assert_eq!(j["network"], "graph");
+    // The owner's noise-level sweep ran, and what it found is in the public header (the
+    // gateway checks an image's level against it).
+    assert!(j["sweep"].as_array().is_some_and(|s| !s.is_empty()), "{j}");
+    let held = j["sigma_range"].as_array().expect("ranges per span");
+    let held = held.iter().any(|r| !r["range"].is_null());
+    let h = ppdenoise::formats::container::read_header(&d.path("model.pub")).unwrap();
+    assert_eq!(h.info("sigma_range").is_some(), held, "{j}");
+    assert!(held || !residual, "a residual CNN holds at some level: {j}");
     ok(&[
         "add-noise",
         "--image",
