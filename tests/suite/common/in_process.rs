@@ -41,6 +41,20 @@ pub fn share_graph(plan: &GraphPlan) -> [GraphPlan; 2] {
     .map(|v| plan.with_secret_values(&v).unwrap())
 }
 
+/// `share` (a party's share of `plan`) with `by` added to the last weighted step's first
+/// weight: a fault no activation after it can hide (negative controls).
+pub fn tamper_last_weight(plan: &GraphPlan, share: &GraphPlan, by: u64) -> GraphPlan {
+    let mut v = share.secret_values();
+    let ch = plan.channels();
+    let (last, _) = *plan.weight_steps().last().unwrap();
+    let tail: usize = (last..plan.steps.len())
+        .map(|i| plan.secret_counts(i, &ch).iter().sum::<usize>())
+        .sum();
+    let at = v.len() - tail;
+    v[at] = v[at].wrapping_add(by);
+    share.with_secret_values(&v).unwrap()
+}
+
 /// Two additive shares of `v`, party 1's from a seed (as the gateway shares an image).
 pub fn shares_of(v: &[u64]) -> [Vec<u64>; 2] {
     let seed = test_seed();

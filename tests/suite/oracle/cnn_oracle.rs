@@ -13,7 +13,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use common::in_process::{chain_job, in_pair, share_graph, ChainRun};
+use common::in_process::{chain_job, in_pair, share_graph, tamper_last_weight, ChainRun};
 use common::test_seed;
 use ppdenoise::circuit::activation::{ActCircuit, TruncParams};
 use ppdenoise::corr::engine_kind::EngineKind;
@@ -80,15 +80,7 @@ fn run_framed_case_with(
     let plan = graph_plan(model, params);
     let mut shares = share_graph(&plan);
     if tamper {
-        let mut v = shares[1].secret_values();
-        let ch = plan.channels();
-        let (last, _) = *plan.weight_steps().last().unwrap();
-        let tail: usize = (last..plan.steps.len())
-            .map(|i| plan.secret_counts(i, &ch).iter().sum::<usize>())
-            .sum();
-        let at = v.len() - tail;
-        v[at] = v[at].wrapping_add(1);
-        shares[1] = shares[1].with_secret_values(&v).unwrap();
+        shares[1] = tamper_last_weight(&plan, &shares[1], 1);
     }
     let (h, w) = image.dim();
     let enc = ring_cnn::encode_image(image, map, &Preprocess::identity(), params.s);

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use rand::{Rng, SeedableRng};
 
-use common::in_process::{in_pair, share_graph};
+use common::in_process::{in_pair, share_graph, tamper_last_weight};
 use common::test_seed;
 use ppdenoise::circuit::netlist::Netlist;
 use ppdenoise::corr::batches::batches;
@@ -73,15 +73,7 @@ fn run_case(
 ) -> Outcome {
     let mut shares = share_graph(plan);
     if tamper == Tamper::Weight {
-        let mut v = shares[1].secret_values();
-        let ch = plan.channels();
-        let (last, _) = *plan.weight_steps().last().unwrap();
-        let tail: usize = (last..plan.steps.len())
-            .map(|i| plan.secret_counts(i, &ch).iter().sum::<usize>())
-            .sum();
-        let at = v.len() - tail;
-        v[at] = v[at].wrapping_add(1 << 12);
-        shares[1] = shares[1].with_secret_values(&v).unwrap();
+        shares[1] = tamper_last_weight(plan, &shares[1], 1 << 12);
     }
     let enc = input(plan.inputs().len(h, w), plan.params.s, 7);
     let iseed = test_seed();
