@@ -11,7 +11,7 @@ use ndarray::Array2;
 use super::{with_ext, Outputs};
 use crate::fileio::atomic::Staged;
 use crate::formats::bodies::{
-    is_graph, is_whole_image, Data, ImageShare, JobParams, GRAPH, NAME, NETWORK, NOISE_MAP,
+    is_graph, Data, ImageShare, JobParams, GRAPH, NAME, NETWORK, NOISE_MAP,
 };
 use crate::formats::container::{self, fresh_id, Header, Kind};
 use crate::formats::signing::{signer_of, Role, Trust};
@@ -138,10 +138,10 @@ impl Noise {
 struct ModelFacts {
     scale: u32,
     sigma: f64,
-    cnn: bool,
     /// The frame of a graph's noise map (its block); the identity for MLPs and graphs without one.
     frame: Frame,
-    /// A CNN graph's public form (its shapes say which image sizes it runs on).
+    /// A CNN graph's public form (its shapes say which image sizes it runs on); none for an
+    /// MLP, which runs on patches.
     graph: Option<crate::model::graph::Graph>,
     /// Colour planes of the images it takes (1 gray, 3 RGB): what its plan's shapes say.
     colours: usize,
@@ -228,7 +228,6 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
     Ok(ModelFacts {
         scale: h.scale,
         sigma,
-        cnn: is_whole_image(&h),
         frame,
         graph,
         colours,
@@ -323,7 +322,6 @@ impl Sharer {
             None => ModelFacts {
                 scale: opts.scale,
                 sigma: opts.model_sigma,
-                cnn: false,
                 frame: Frame::PLAIN,
                 graph: None,
                 colours: 1,
@@ -520,7 +518,7 @@ impl Sharer {
             width: w,
             bit_depth: img.bit_depth,
             // A CNN runs on the whole image: no patches.
-            stride: if facts.cnn { 1 } else { a.stride },
+            stride: if facts.graph.is_some() { 1 } else { a.stride },
             scale: facts.scale,
             // A pixel-derived scaling stays with the gateway and the receiver.
             pre: if private { Preprocess::identity() } else { pre },
@@ -597,7 +595,7 @@ impl Sharer {
             Vec::new()
         };
         // The map's values follow the image's in the one shared vector: secret either way.
-        let enc = if facts.cnn {
+        let enc = if facts.graph.is_some() {
             crate::ring::cnn::encode_image(&img.pixels, &map, &pre, facts.scale)
         } else {
             encode_image(&img.pixels, &pre, facts.scale)
