@@ -373,7 +373,7 @@ impl Netlist {
 
     /// What a dealer and a server must agree on to lay out a run's correlations and
     /// messages: (AND gates, daBits, edaBits, AND inputs opened) per element. Triplet headers
-    /// record it (`dealer::boolean::BooleanDeal::shapes`, `dealer::graph::describe_circuit`).
+    /// record it (`dealer::boolean::BooleanDeal::shapes`, `dealer::graph::circuit_shapes`).
     pub fn shape(&self) -> (usize, usize, usize, usize) {
         (
             self.and_gates(),

@@ -83,9 +83,9 @@ pub fn correction_count(
 }
 
 /// What the dealer and the servers must agree on about a graph job's circuits, recorded in
-/// the triplet header: each distinct circuit in order of first use, its AND gates and outputs; for the boolean
-/// engine, its netlist's AND gates, daBits and edaBits per element; then `out<N>`, the
-/// output's width.
+/// the triplet header: each distinct circuit in order of first use, its AND gates and
+/// outputs; for the boolean engine, its netlist's AND gates, daBits and edaBits per
+/// element; then `out<N>`, the output's width.
 pub fn circuit_shapes(
     plan: &GraphPlan,
     h: usize,
@@ -107,7 +107,7 @@ pub fn circuit_shapes(
     let mut nets = Nets::default();
     let shapes: Vec<String> = seen
         .iter()
-        .map(|circ| describe_circuit(circ, engine, || nets.of(circ)))
+        .map(|circ| describe_circuit(circ, engine, &mut nets))
         .collect();
     // The output's width sizes the values of the steps that reach it (wire revision 6,
     // when it was 64): a file dealt at another is refused by name.
@@ -115,18 +115,14 @@ pub fn circuit_shapes(
 }
 
 /// One circuit's shape as triplet headers record it: its AND gates and outputs; for the
-/// boolean engine, its netlist's (`net`, recorded only then) AND gates, daBits and edaBits.
-pub fn describe_circuit<N: std::borrow::Borrow<Netlist>>(
-    circ: &ActCircuit,
-    engine: EngineKind,
-    net: impl FnOnce() -> N,
-) -> String {
+/// boolean engine, its netlist's (recorded only then) AND gates, daBits and edaBits.
+fn describe_circuit(circ: &ActCircuit, engine: EngineKind, nets: &mut Nets) -> String {
     match engine {
         EngineKind::Gc => format!("{},{}", circ.and_gates(), circ.out_len()),
         EngineKind::Gmw => {
             // The openings count pins how the ANDs share their `b` (`Level::leader`): a file
             // dealt with other groups would give wrong ANDs.
-            let (ands, dabits, edas, openings) = net().borrow().shape();
+            let (ands, dabits, edas, openings) = nets.of(circ).shape();
             format!("{ands},{dabits},{edas},{openings}")
         }
     }
@@ -289,7 +285,7 @@ pub struct Deal {
 impl Deal {
     /// The deal of `seeds` whose explicit values a dealer's `generate_into` (`run`) hands to
     /// its emitter, gathered in memory (`capacity` of them).
-    pub fn collect<E>(
+    fn collect<E>(
         seeds: &DealSeeds,
         setup: (Vec<u8>, Vec<u8>),
         capacity: usize,
