@@ -85,9 +85,10 @@ pub fn check_relu_batch(batch: usize) -> Result<()> {
     Ok(())
 }
 
-/// The image must have been shared for this CNN: the noise level it was scaled to is the
-/// model's sigma*, or the receiver would decode with another scaling.
-pub fn check_cnn_job(image: &Path, job: &JobParams, mh: &Header) -> Result<()> {
+/// The image must have been shared for this CNN graph, on the whole image (stride 1): the
+/// noise level it was scaled to is the model's sigma*, or the receiver would decode with
+/// another scaling.
+pub fn check_whole_image_job(image: &Path, job: &JobParams, mh: &Header) -> Result<()> {
     let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
     if sigma != Some(job.model_sigma) || job.stride != 1 {
         bail!(

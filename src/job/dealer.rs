@@ -20,8 +20,8 @@ use crate::formats::bodies::{
     GRAPH_DESCRIPTION, NETWORK,
 };
 use crate::formats::checks::{
-    check_cnn_job, check_relu_batch, check_same_model, circuits_from_header, copy_circuit_entries,
-    graph_plan_from_header, mask_id_of,
+    check_relu_batch, check_same_model, check_whole_image_job, circuits_from_header,
+    copy_circuit_entries, graph_plan_from_header, mask_id_of,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
 use crate::formats::triplet_stream;
@@ -180,7 +180,7 @@ fn gen_graph_triplets(
             plan.params.s
         );
     }
-    check_cnn_job(image, &job, mh)?;
+    check_whole_image_job(image, &job, mh)?;
     crate::formats::checks::check_colours(image, &job, g.colours)?;
     crate::formats::checks::check_noise_map(image, ih, g.noise_map().is_some())?;
     let (ph, pw) = g

@@ -12,7 +12,9 @@ use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
     is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH_DESCRIPTION,
 };
-use crate::formats::checks::{check_cnn_job, check_colours, check_noise_map, check_relu_batch};
+use crate::formats::checks::{
+    check_colours, check_noise_map, check_relu_batch, check_whole_image_job,
+};
 use crate::formats::container::Kind;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::PatchShape;
@@ -68,7 +70,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     }
     let t = open_triplets(&f, &mh, &ih, triplets)?;
     let (th, tr) = (&t.header, &t.stream);
-    check_cnn_job(&f.image, &is.job, &mh)?;
+    check_whole_image_job(&f.image, &is.job, &mh)?;
     check_colours(&f.image, &is.job, plan.colours())?;
     check_noise_map(&f.image, &ih, plan.inputs().map.is_some())?;
     if th.info("model_mask").is_some() {
