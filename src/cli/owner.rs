@@ -18,9 +18,11 @@ use crate::model::mlp::{Activation, Model};
 use crate::model::noise_map::NoiseLevel;
 use crate::model::preprocess::Preprocess;
 use crate::ring::cnn::{CnnFixed, CnnPlan};
+use crate::ring::graph::GraphPlan;
 use crate::ring::plan::{FixedParams, Plan};
 use crate::ring::share::fresh_seed;
 use crate::ring::sweep::{format_ranges, ranges, sweep_all, Level, SIGMA_RANGE};
+use ndarray::Array2;
 
 /// Split a trained model into fixed-point additive shares for S0 and S1.
 ///
@@ -206,6 +208,20 @@ fn sweep_json(all: &[(f64, Vec<Level>)]) -> serde_json::Value {
         .collect()
 }
 
+/// The output and out-of-range count of `denoise` at one point of the owner's sweep (the
+/// phantom at full span, sigma 25).
+fn probe_output(
+    denoise: &impl Fn(&Array2<f64>, f64) -> (Array2<f64>, u64),
+) -> Option<(Array2<f64>, u64)> {
+    let out = std::cell::RefCell::new(None);
+    crate::ring::sweep::probe(255.0, 25.0, |noisy, sigma| {
+        let r = denoise(noisy, sigma);
+        *out.borrow_mut() = Some(r.clone());
+        r
+    });
+    out.into_inner()
+}
+
 /// A chain CNN (DnCNN, FFDNet) is shared as the graph of its layers (`Graph::from_cnn`,
 /// the same fixed-point values), with the noise levels its owner's sweep found it holds.
 fn share_cnn_model(
@@ -231,36 +247,51 @@ fn share_cnn_model(
     // its fixed point was measured up to model::noise_map::MAX_SIGMA, which the gateway
     // enforces. Its activations at a high level run past the sweep's strict bound while its
     // results stay those of the float model (docs/results-ffdnet.md): no range is recorded.
-    let noise = if model.frame.noise_map {
-        NoiseFacts {
-            entries: Vec::new(),
-            line: format!(
-                "noise levels: a model with a noise map takes 0 to {} (share-image checks it)",
-                crate::model::noise_map::MAX_SIGMA
-            ),
-            json: Vec::new(),
-        }
-    } else {
-        // On the chain's own plan: the graph's gives the same bits (ring::graph's tests hold
-        // the two to it) and the chain's oracle runs its row blocks in parallel, about ten
-        // times faster than the graph's on DnCNN-S, over the sweep's many images.
-        let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
-            anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
-        })?;
-        let levels = sweep_all(|noisy, sigma| {
-            let (h, w) = noisy.dim();
-            let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
-            crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
-        });
-        let (entries, line) = sigma_range_entries(&levels);
-        NoiseFacts {
-            entries,
-            line,
-            json: vec![
-                ("sigma_range", range_json(&levels)),
-                ("sweep", sweep_json(&levels)),
-            ],
-        }
+    let noise = |graph: &GraphPlan| -> Result<NoiseFacts> {
+        Ok(if model.frame.noise_map {
+            NoiseFacts {
+                entries: Vec::new(),
+                line: format!(
+                    "noise levels: a model with a noise map takes 0 to {} (share-image checks it)",
+                    crate::model::noise_map::MAX_SIGMA
+                ),
+                json: Vec::new(),
+            }
+        } else {
+            // On the chain's own plan: the graph's gives the same bits (ring::graph's tests hold
+            // the two to it) and the chain's oracle runs its row blocks in parallel, about ten
+            // times faster than the graph's on DnCNN-S, over the sweep's many images.
+            let plan = CnnPlan::from_cnn(&model, params).map_err(|e| {
+                anyhow::anyhow!("{}: cannot build the fixed-point plan: {e}", path.display())
+            })?;
+            let chain = |noisy: &Array2<f64>, sigma: f64| {
+                let (h, w) = noisy.dim();
+                let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
+                crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
+            };
+            // What the header records must be what the servers will compute: one point of
+            // the sweep on both plans, bit for bit, before the sweep runs on the chain's.
+            let on_graph = |noisy: &Array2<f64>, sigma: f64| {
+                crate::ring::graph::denoise(graph, noisy, &[], &model.preprocess(sigma, true))
+            };
+            if probe_output(&chain) != probe_output(&on_graph) {
+                bail!(
+                    "{}: the chain's and the graph's fixed-point oracles differ on the sweep's \
+                     phantom (a bug: please report it); nothing was written",
+                    path.display()
+                );
+            }
+            let levels = sweep_all(chain);
+            let (entries, line) = sigma_range_entries(&levels);
+            NoiseFacts {
+                entries,
+                line,
+                json: vec![
+                    ("sigma_range", range_json(&levels)),
+                    ("sweep", sweep_json(&levels)),
+                ],
+            }
+        })
     };
     crate::job::owner::share_graph_model(&a.out, path, name, g, params, to, noise)
 }
@@ -279,7 +310,7 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
                 g,
                 params,
                 &to,
-                NoiseFacts::not_swept(),
+                |_| Ok(NoiseFacts::not_swept()),
             );
         }
     }

@@ -58,8 +58,9 @@ impl NoiseFacts {
 }
 
 /// Shares graph `g` (read from `path`, named `name`) at fixed point `params` into `out`'s
-/// `.p0`, `.p1` and `.pub`, written together or not at all, with `noise`, the levels its
-/// fixed point was measured to hold for.
+/// `.p0`, `.p1` and `.pub`, written together or not at all, with what `noise` measures of
+/// the levels its fixed point holds for on the graph's plan (run once that plan is known to
+/// be buildable: an owner's sweep takes tens of seconds).
 pub fn share_graph_model(
     out: &Path,
     path: &Path,
@@ -67,7 +68,7 @@ pub fn share_graph_model(
     g: Graph,
     params: CnnFixed,
     to: &Outputs,
-    noise: NoiseFacts,
+    noise: impl FnOnce(&GraphPlan) -> Result<NoiseFacts>,
 ) -> Result<Summary> {
     g.validate(path)?;
     let plan = GraphPlan::from_graph(&g, params).map_err(|e| {
@@ -75,6 +76,7 @@ pub fn share_graph_model(
     })?;
     plan.check_streams()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let noise = noise(&plan)?;
     let public = serde_json::to_string(&g.public()).expect("a graph serialises");
     let model_id = fresh_id();
     let header = |kind: Kind, party: Party| {
