@@ -69,7 +69,8 @@ use ppdenoise::ring::Party;
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::graph::GraphJobInputs;
-use ppdenoise::twopc::protocol::{self, JobInputs};
+use ppdenoise::twopc::job::Weights;
+use ppdenoise::twopc::mlp::{self, JobInputs};
 
 #[path = "fuzz/afl.rs"]
 mod afl_campaign;
@@ -1883,10 +1884,10 @@ impl PeerRun for PeerJob {
             rand: PartyRandomness::packed(p, t.seed, t.corrections.clone()),
             batch: t.batch,
             session_tag: vec![1; 48],
-            weights: protocol::Weights::PerJob,
+            weights: Weights::PerJob,
             patches: None,
         };
-        protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
+        mlp::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -1968,7 +1969,7 @@ impl PeerRun for CnnPeerJob {
             image: &self.image[p.index()],
             rand,
             session_tag: vec![2; 48],
-            weights: protocol::Weights::PerJob,
+            weights: Weights::PerJob,
             relu_batch: 40,
         };
         ppdenoise::twopc::graph::run(ch, inputs, engine.as_mut(), &mut |_, _| {})

@@ -1,16 +1,16 @@
-//! A CNN graph job (docs/graph.md, milestone 5): the same files and checks as a CNN job,
-//! the plan each party rebuilt from the graph's public description, and the graph protocol
-//! ([`crate::twopc::graph`]) on the image padded to the graph's stride.
+//! A CNN graph's job (every convolutional model, DnCNN and FFDNet included: docs/graph.md):
+//! its files checked against the plan each party rebuilt from the graph's public description,
+//! and the graph protocol ([`crate::twopc::graph`]) on the image padded to the graph's stride.
 
 use crate::ring::Party;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
+use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob};
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{
-    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH_DESCRIPTION,
+    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH, GRAPH_DESCRIPTION,
 };
 use crate::formats::checks::{
     check_colours, check_noise_map, check_relu_batch, check_whole_image_job,
@@ -22,8 +22,10 @@ use crate::ring::graph::{padded_dims, GraphPlan};
 use crate::ring::share::Stream;
 use crate::ring::tiles::{Band, Tile};
 use crate::twopc::channel::Channel;
+use crate::twopc::error::ProtocolError;
 use crate::twopc::graph::{self, GraphJobInputs};
-use crate::twopc::protocol::{Nonlinear, Report, Weights};
+use crate::twopc::job::{Report, SecureJob, Weights};
+use crate::twopc::nonlinear::Nonlinear;
 
 pub(super) struct GraphJob {
     plan: Arc<GraphPlan>,
@@ -155,7 +157,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         image = inputs.rows(&image, (ph, pw), band.input.clone());
     }
     let relu_batch = tr.lead.batch;
-    let work = Work::Graph(GraphJob {
+    let work = Box::new(GraphJob {
         plan,
         job: is.job,
         padded: (rows, pw),
@@ -166,23 +168,28 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     assemble(f, (mh, ih, sealed), t, ("per-job".into(), None), work)
 }
 
-impl GraphJob {
+impl SecureJob for GraphJob {
     /// What the protocol's progress counts: the plan's steps.
-    pub(super) fn steps(&self) -> usize {
-        self.plan.steps.len() - 1
+    fn steps(&self) -> (usize, &'static str) {
+        (self.plan.steps.len() - 1, "steps")
     }
 
-    /// What the output share's header says of the tile: which one, and the image rows its
-    /// canvas holds.
-    pub(super) fn tile_info(&self) -> Vec<(String, String)> {
+    fn unit(&self) -> &'static str {
+        "pixels"
+    }
+
+    fn network(&self) -> Option<&'static str> {
+        Some(GRAPH)
+    }
+
+    /// Which tile, and the image rows its canvas holds.
+    fn tile_facts(&self) -> Vec<(String, String)> {
         match &self.tile {
             None => Vec::new(),
             Some((t, b)) => t.facts("rows", &b.output),
         }
     }
-}
 
-impl super::Runs for GraphJob {
     fn run(
         &self,
         ch: &mut dyn Channel,
@@ -191,7 +198,7 @@ impl super::Runs for GraphJob {
         session_tag: Vec<u8>,
         engine: &mut dyn Nonlinear,
         progress: &mut dyn FnMut(usize),
-    ) -> Result<(OutputShare, Report)> {
+    ) -> Result<(OutputShare, Report), ProtocolError> {
         let (ph, pw) = self.padded;
         let inputs = GraphJobInputs {
             party,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 
 use super::loaded::LoadedWeights;
-use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob, Work};
+use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob};
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{is_whole_image, ImageShare, JobParams, OutputShare};
 use crate::formats::checks::circuits_from_header;
@@ -17,7 +17,10 @@ use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
 use crate::ring::tiles::{patch_range, Tile};
 use crate::twopc::channel::Channel;
-use crate::twopc::protocol::{self, JobInputs, Nonlinear, Report, Weights};
+use crate::twopc::error::ProtocolError;
+use crate::twopc::job::{Report, SecureJob, Weights};
+use crate::twopc::mlp::{self, JobInputs};
+use crate::twopc::nonlinear::Nonlinear;
 
 pub(super) struct MlpJob {
     plan: Arc<Plan>,
@@ -177,7 +180,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         .map_err(|e| at(&f.image, e))?;
     let batch = tr.lead.batch;
     let mask_field = mask_id.unwrap_or_else(|| "per-job".into());
-    let work = Work::Mlp(Box::new(MlpJob {
+    let work = Box::new(MlpJob {
         plan,
         job: is.job,
         geo,
@@ -185,28 +188,36 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         batch,
         opened,
         tile,
-    }));
+    });
     assemble(f, (mh, ih, sealed), t, (mask_field, opened_digest), work)
 }
 
-impl MlpJob {
+impl SecureJob for MlpJob {
     /// Patches this job computes: its tile's, or the whole grid.
-    pub(super) fn patches(&self) -> usize {
-        self.tile
+    fn steps(&self) -> (usize, &'static str) {
+        let n = self
+            .tile
             .as_ref()
-            .map_or(self.geo.num_patches(), |(_, r)| r.len())
+            .map_or(self.geo.num_patches(), |(_, r)| r.len());
+        (n, "patches")
     }
 
-    /// What the output share's header says of the tile: which one, and its patches.
-    pub(super) fn tile_info(&self) -> Vec<(String, String)> {
+    fn unit(&self) -> &'static str {
+        "patches"
+    }
+
+    fn network(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Which tile, and its patches.
+    fn tile_facts(&self) -> Vec<(String, String)> {
         match &self.tile {
             None => Vec::new(),
             Some((t, r)) => t.facts("patches", r),
         }
     }
-}
 
-impl super::Runs for MlpJob {
     fn run(
         &self,
         ch: &mut dyn Channel,
@@ -215,7 +226,7 @@ impl super::Runs for MlpJob {
         session_tag: Vec<u8>,
         engine: &mut dyn Nonlinear,
         progress: &mut dyn FnMut(usize),
-    ) -> Result<(OutputShare, Report)> {
+    ) -> Result<(OutputShare, Report), ProtocolError> {
         let inputs = JobInputs {
             party,
             plan: &self.plan,
@@ -230,7 +241,7 @@ impl super::Runs for MlpJob {
             },
             patches: self.tile.as_ref().map(|(_, r)| r.clone()),
         };
-        let (canvas, report) = protocol::run(ch, inputs, engine, &mut |d, _| progress(d))?;
+        let (canvas, report) = mlp::run(ch, inputs, engine, &mut |d, _| progress(d))?;
         let out = OutputShare {
             geometry: self.geo,
             job: self.job.clone(),

@@ -30,7 +30,8 @@ use crate::formats::signing::{Role, Signer, Trust};
 use crate::formats::triplet_stream;
 use crate::twopc::channel::Channel;
 use crate::twopc::engines::engine_for;
-use crate::twopc::protocol::{Nonlinear, Report};
+use crate::twopc::job::{Report, SecureJob};
+use crate::twopc::nonlinear::Nonlinear;
 pub use loaded::LoadedModel;
 use state::{check_unused, Record};
 
@@ -72,25 +73,7 @@ pub struct ReadyJob {
     tag: Vec<u8>,
     mask_field: String,
     rand: PartyRandomness,
-    work: Work,
-}
-
-enum Work {
-    Mlp(Box<mlp::MlpJob>),
-    Graph(graph::GraphJob),
-}
-
-/// What each model family's job does once the link is up.
-trait Runs {
-    fn run(
-        &self,
-        ch: &mut dyn Channel,
-        party: Party,
-        rand: PartyRandomness,
-        session_tag: Vec<u8>,
-        engine: &mut dyn Nonlinear,
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<(OutputShare, Report)>;
+    work: Box<dyn SecureJob>,
 }
 
 /// A run's job id and triplet id.
@@ -273,10 +256,7 @@ impl ReadyJob {
 
     /// Steps the progress callback counts up to, and what they are.
     pub fn steps(&self) -> (usize, &'static str) {
-        match &self.work {
-            Work::Mlp(m) => (m.patches(), "patches"),
-            Work::Graph(g) => (g.steps(), "steps"),
-        }
+        self.work.steps()
     }
 
     /// Runs the protocol over `ch` (the link once [`session::connect`] brought it up).
@@ -285,15 +265,7 @@ impl ReadyJob {
         ch: &mut dyn Channel,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Finished> {
-        let (work, network, unit): (&dyn Runs, _, _) = match &self.work {
-            Work::Mlp(m) => (m.as_ref(), None, "patches"),
-            Work::Graph(g) => (g, Some(crate::formats::bodies::GRAPH), "pixels"),
-        };
-        let tile_info = match &self.work {
-            Work::Mlp(m) => m.tile_info(),
-            Work::Graph(g) => g.tile_info(),
-        };
-        let (out, report) = work.run(
+        let (out, report) = self.work.run(
             ch,
             self.party,
             self.rand,
@@ -305,11 +277,11 @@ impl ReadyJob {
             party: self.party,
             headers: self.headers,
             out,
-            network,
+            network: self.work.network(),
             report,
             engine_kind: self.engine_kind,
-            unit,
-            tile_info,
+            unit: self.work.unit(),
+            tile_info: self.work.tile_facts(),
         })
     }
 }
@@ -519,7 +491,7 @@ fn assemble(
     (mh, ih, sealed_input): (Header, Header, Option<PathBuf>),
     mut t: OpenedTriplets,
     (mask_field, opened): (String, Option<[u8; 32]>),
-    work: Work,
+    work: Box<dyn SecureJob>,
 ) -> Result<ReadyJob> {
     let p = files.party;
     let engine_kind = t.stream.lead.engine;

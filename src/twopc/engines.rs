@@ -3,9 +3,10 @@
 
 use crate::corr::engine_kind::EngineKind;
 use crate::ring::Party;
+use crate::twopc::error::ProtocolError;
 use crate::twopc::gc::engine::{GcEvaluator, GcGarbler};
 use crate::twopc::gmw::GmwParty;
-use crate::twopc::protocol::{Nonlinear, ProtocolError};
+use crate::twopc::nonlinear::Nonlinear;
 
 /// Party `party`'s engine of kind `kind`, from its part of the dealer's setup
 /// ([`crate::corr::base_ots::deal_gc_setup`] for the garbled-circuit engine).

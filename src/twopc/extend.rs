@@ -7,7 +7,7 @@ use crate::corr::pack::low_mask;
 use crate::corr::randomness::PartyRandomness;
 use crate::ring::Party;
 use crate::twopc::channel::{open_bits, Channel};
-use crate::twopc::protocol::ProtocolError;
+use crate::twopc::error::ProtocolError;
 
 /// Opens V = y - B mod 2^bits, y a ReLU's result held mod 2^k (0 <= y < 2^(k-1)), in two
 /// messages (docs/protocol.md, "The ReLU by selection"). The two shares, each below 2^k, add

@@ -32,10 +32,10 @@ use crate::ring::graph::{linear_step, GraphPlan, Kind};
 use crate::ring::share::Seed;
 use crate::twopc::beaver::plus_uv;
 use crate::twopc::channel::{open_bits, Channel, ChannelError, LinkStats};
+use crate::twopc::error::ProtocolError;
 use crate::twopc::extend::open_extending;
-use crate::twopc::protocol::{
-    open_in_job, same_session, EngineCounters, Nonlinear, OpFigures, ProtocolError, Report, Weights,
-};
+use crate::twopc::job::{open_in_job, same_session, OpFigures, Report, Weights};
+use crate::twopc::nonlinear::{EngineCounters, Nonlinear};
 use crate::twopc::weights::{open_layers, Opened};
 
 pub struct GraphJobInputs<'a> {

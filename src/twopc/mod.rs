@@ -2,12 +2,15 @@
 pub mod beaver;
 pub mod channel;
 pub mod engines;
+pub mod error;
 pub mod extend;
 pub mod gc;
 pub mod gmw;
 pub mod graph;
+pub mod job;
+pub mod mlp;
+pub mod nonlinear;
 pub mod ot;
 pub mod poly;
-pub mod protocol;
 pub mod tccr;
 pub mod weights;

@@ -27,11 +27,12 @@ use crate::corr::block::Block;
 use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
 use crate::twopc::channel::{Channel, ChannelError, Expect};
+use crate::twopc::error::ProtocolError;
 use crate::twopc::gc::batch::garble_batch_shared_labels;
 use crate::twopc::gc::{evaluate_batch, share_bits, Evaluator, Garbler, LANES};
+use crate::twopc::nonlinear::{EngineCounters, Nonlinear};
 use crate::twopc::ot::{b2a_receiver, b2a_sender, extend_msg_len, CotReceiver, CotSender, CtrPrg};
 use crate::twopc::poly::SelShares;
-use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
 use crate::twopc::tccr::TccrHash;
 
 /// Elements per garbling chunk. Bounds memory (tables of a chunk are held once), and small

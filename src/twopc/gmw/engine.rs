@@ -30,8 +30,9 @@ use crate::corr::slot::Slot;
 use crate::ring::plan::MLP_OPEN_BITS;
 use crate::ring::Party;
 use crate::twopc::channel::{swap, Channel, ChannelError};
+use crate::twopc::error::ProtocolError;
+use crate::twopc::nonlinear::{EngineCounters, Nonlinear};
 use crate::twopc::poly::SelShares;
-use crate::twopc::protocol::{EngineCounters, Nonlinear, ProtocolError};
 
 /// One server's side of the boolean engine.
 pub struct GmwParty {

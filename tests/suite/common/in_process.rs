@@ -15,7 +15,7 @@ use ppdenoise::ring::Party;
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::graph::{self as secure, GraphJobInputs};
-use ppdenoise::twopc::protocol::{Report, Weights};
+use ppdenoise::twopc::job::{Report, Weights};
 use ppdenoise::twopc::weights::Opened;
 
 /// `f` run as both parties at once, each over its end of one in-memory channel.

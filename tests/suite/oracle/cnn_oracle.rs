@@ -24,7 +24,7 @@ use ppdenoise::model::preprocess::Preprocess;
 use ppdenoise::ring::cnn::{self as ring_cnn, CnnFixed, CnnPlan};
 use ppdenoise::ring::graph::GraphPlan;
 use ppdenoise::twopc::graph::{mask_shares, open_graph_weights};
-use ppdenoise::twopc::protocol::Report;
+use ppdenoise::twopc::job::Report;
 use ppdenoise::twopc::weights::Opened;
 
 struct Outcome {

@@ -28,7 +28,7 @@ use ppdenoise::ring::graph::{self as oracle, GraphPlan, Kind};
 use ppdenoise::ring::share::{expand, share_with_seed, Stream};
 use ppdenoise::twopc::engines::engine_for;
 use ppdenoise::twopc::graph::{self as secure, mask_shares, open_graph_weights, GraphJobInputs};
-use ppdenoise::twopc::protocol::{Report, Weights};
+use ppdenoise::twopc::job::{Report, Weights};
 use ppdenoise::twopc::weights::Opened;
 
 struct Outcome {

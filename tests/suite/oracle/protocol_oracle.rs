@@ -3,7 +3,7 @@
 //! Each case plays every party: the model owner shares a random model (as `share-model`
 //! does), the gateway shares an image once (as `share-image` does, S1's share a PRG seed),
 //! and for each engine (garbled circuits, boolean shares) the dealer makes fresh correlated
-//! randomness (`dealer::generate`) and S0 and S1 run `twopc::protocol::run` in two threads
+//! randomness (`dealer::generate`) and S0 and S1 run `twopc::mlp::run` in two threads
 //! over an in-memory channel. The two output canvases must add up to the oracle's canvas bit
 //! for bit, for both engines, for several model shapes, options, image contents and sizes,
 //! strides and batch sizes. Each engine runs each case twice: opening the masked weights in
@@ -32,7 +32,8 @@ use ppdenoise::ring::plan::{FixedParams, Hidden, Plan};
 use ppdenoise::ring::share::{share_with_seed, Stream};
 use ppdenoise::twopc::channel::{mem_pair, Channel};
 use ppdenoise::twopc::engines::engine_for;
-use ppdenoise::twopc::protocol::{self, JobInputs, Report, Weights};
+use ppdenoise::twopc::job::{Report, Weights};
+use ppdenoise::twopc::mlp::{self, JobInputs};
 use ppdenoise::twopc::weights::{open_weights, Opened};
 
 const ENGINES: [EngineKind; 2] = [EngineKind::Gc, EngineKind::Gmw];
@@ -234,7 +235,7 @@ fn party_run(
         weights,
         patches: None,
     };
-    protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
+    mlp::run(ch, inputs, engine.as_mut(), &mut |_, _| {})
         .unwrap_or_else(|e| panic!("party {p}: {e}"))
 }
 
@@ -576,7 +577,7 @@ fn a_plan_of_biases_alone_is_refused_where_its_job_opens_the_weights() {
         let mut engine = engine_for(EngineKind::Gmw, Party::S0, &[]).unwrap();
         // The peer's side: what it receives before party 0's channel closes.
         let peer = std::thread::spawn(move || c1.recv(Expect::AtMost(1 << 20)).is_ok());
-        let e = protocol::run(&mut c0, inputs, engine.as_mut(), &mut |_, _| {})
+        let e = mlp::run(&mut c0, inputs, engine.as_mut(), &mut |_, _| {})
             .expect_err("a job with no peer cannot finish")
             .to_string();
         drop(c0);

@@ -29,8 +29,8 @@ use ppdenoise::corr::slot::Slot;
 use ppdenoise::dealer::boolean::deal_run;
 use ppdenoise::twopc::channel::mem_pair;
 use ppdenoise::twopc::engines::engine_for;
+use ppdenoise::twopc::nonlinear::Nonlinear;
 use ppdenoise::twopc::poly::SelShares;
-use ppdenoise::twopc::protocol::Nonlinear;
 
 /// (sh, k) pairs. The plan's own with the default parameters (s = 16, q = cs = 10,
 /// zbits = 8): hidden layer 1 (product scale 2s = 32: sh 22, k 19), later hidden layers

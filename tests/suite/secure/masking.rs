@@ -55,7 +55,8 @@ use ppdenoise::ring::share::{expand, share_with_seed, stream_log, Seed, Stream};
 use ppdenoise::ring::Party;
 use ppdenoise::twopc::channel::{mem_pair, Channel, ChannelError, Expect, LinkStats};
 use ppdenoise::twopc::engines::seeded_engine_for;
-use ppdenoise::twopc::protocol::{self, JobInputs};
+use ppdenoise::twopc::job::Weights;
+use ppdenoise::twopc::mlp::{self, JobInputs};
 use ppdenoise::twopc::weights::{open_weights, Opened};
 
 // ------------------------------------------------------------------------------------------
@@ -602,12 +603,12 @@ fn run_job(
             batch: t.batch,
             session_tag: tag.clone(),
             weights: match &weights {
-                Some(w) => protocol::Weights::Opened(&w[p.index()]),
-                None => protocol::Weights::PerJob,
+                Some(w) => Weights::Opened(&w[p.index()]),
+                None => Weights::PerJob,
             },
             patches: None,
         };
-        protocol::run(ch, inputs, engine.as_mut(), &mut |_, _| {}).unwrap();
+        mlp::run(ch, inputs, engine.as_mut(), &mut |_, _| {}).unwrap();
     };
     let (_, logs) = on_recorded_pair(run);
     streams.used(&[trip[0].seed, trip[1].seed], &format!("MLP job, {engine}"));
@@ -1174,7 +1175,7 @@ fn run_framed_cnn_job(
             image: &img[pi],
             rand,
             session_tag: tag.clone(),
-            weights: protocol::Weights::PerJob,
+            weights: Weights::PerJob,
             relu_batch: batch,
         };
         twopc_graph::run(ch, inputs, eng.as_mut(), &mut |_, _| {}).unwrap();
@@ -1594,7 +1595,7 @@ fn run_graph_job(
             image: &img[pi],
             rand,
             session_tag: tag.clone(),
-            weights: protocol::Weights::PerJob,
+            weights: Weights::PerJob,
             relu_batch: batch,
         };
         twopc_graph::run(ch, inputs, eng.as_mut(), &mut |_, _| {}).unwrap();

@@ -1,15 +1,12 @@
-//! One secure denoising job between S0 and S1: the layer loop over batches of patches.
+//! The MLP's secure job between S0 and S1: the layer loop over batches of patches.
 //! Everything a server holds is a share; every value it opens is masked by fresh dealer
 //! randomness (see docs/protocol.md for the message list).
 
 use crate::ring::Party;
 use std::time::Instant;
 
-use serde::Serialize;
-
-use crate::circuit::activation::ActConsts;
 use crate::corr::batches::{batches, extract_batch};
-use crate::corr::randomness::{PartyRandomness, RandomnessError};
+use crate::corr::randomness::PartyRandomness;
 use crate::corr::slot::Slot;
 use crate::formats::bodies::JobParams;
 use crate::model::geometry::Geometry;
@@ -17,144 +14,12 @@ use crate::ring::matmul::PackedA;
 use crate::ring::plan::{mlp_product_bits, Hidden, Plan, MLP_OPEN_BITS};
 use crate::ring::share::sub;
 use crate::twopc::beaver::{matmul_share, pack_weights};
-use crate::twopc::channel::{exchange, open, Channel, ChannelError, LinkStats};
-use crate::twopc::poly::{tanh_star_poly, SelShares};
-use crate::twopc::weights::{open_layers, Opened};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProtocolError {
-    #[error(transparent)]
-    Channel(#[from] ChannelError),
-    #[error(transparent)]
-    Randomness(#[from] RandomnessError),
-    #[error("{0}")]
-    Setup(String),
-}
-
-/// The nonlinear steps, one implementation per engine: garbled circuits
-/// ([`crate::twopc::gc::engine`], randomness from base OTs given at construction) and boolean
-/// shares ([`crate::twopc::gmw`], AND triples and daBits drawn from `rand` at `at`).
-pub trait Nonlinear {
-    /// Arithmetic shares of the activation circuit's outputs for pre-activation shares `v`.
-    fn select(
-        &mut self,
-        ch: &mut dyn Channel,
-        rand: &mut PartyRandomness,
-        at: Slot,
-        c: &ActConsts,
-        v: &[u64],
-    ) -> Result<SelShares, ProtocolError>;
-    /// Arithmetic shares of max(0, floor(v / 2^sh)), the signed k-bit truncation's ReLU
-    /// (a CNN hidden layer's activation), correct mod 2^out_bits: the width at which the
-    /// caller's readers read them (docs/protocol.md, "Ring width"; the boolean engine's
-    /// dealer values are made at that width, the bits above it are arbitrary).
-    #[allow(clippy::too_many_arguments)]
-    fn relu(
-        &mut self,
-        ch: &mut dyn Channel,
-        rand: &mut PartyRandomness,
-        at: Slot,
-        sh: u32,
-        k: u32,
-        out_bits: u32,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError>;
-    /// The exact rescaling (a graph's `Trunc`): shares of floor(V / 2^sh) as a signed k-bit
-    /// value, sign-extended in the ring (the circuit's offset-binary output converted, and
-    /// its offset taken off by party 1), correct mod 2^out_bits as for [`Self::relu`].
-    #[allow(clippy::too_many_arguments)]
-    fn trunc(
-        &mut self,
-        ch: &mut dyn Channel,
-        rand: &mut PartyRandomness,
-        at: Slot,
-        sh: u32,
-        k: u32,
-        out_bits: u32,
-        v: &[u64],
-    ) -> Result<Vec<u64>, ProtocolError>;
-    fn counters(&self) -> EngineCounters;
-    /// Whether a CNN job's ReLU results are left mod 2^k and extended by their shares' top
-    /// bits before the next layer's opening (the boolean engine: docs/protocol.md, "The ReLU
-    /// by selection"). An engine that says so must give, from [`Self::relu`] at
-    /// `out_bits = k`, shares of a value below 2^(k-1): the wrap is the top bits' OR only then.
-    fn fuses_relu_extension(&self) -> bool {
-        false
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct EngineCounters {
-    pub and_gates: u64,
-    pub ots: u64,
-    pub elements: u64,
-    /// Rounds of the engine itself: message exchanges it waited for, both parties sending
-    /// at once (the boolean engine: AND depth + 1 per circuit run; not counted for GC).
-    pub rounds: u64,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
-    /// 0 or 1 (`u8::from(Party)`), as the JSON summary prints it.
-    pub party: u8,
-    pub patches: usize,
-    pub batches: usize,
-    pub seconds_setup: f64,
-    pub seconds_linear: f64,
-    /// A graph job's part of `seconds_linear` in its products alone (packing and multiplying,
-    /// the kernel's work), without the openings (which wait on the peer) and the randomness.
-    pub seconds_products: f64,
-    pub seconds_nonlinear: f64,
-    pub seconds_polynomial: f64,
-    pub seconds_total: f64,
-    pub link: LinkStats,
-    pub engine: EngineCounters,
-    /// Multiply-adds of the job's secret products (weights times a secret map), counted
-    /// once: each party computes two such products (docs/protocol.md), so the linear
-    /// phase's rate is `2 macs / seconds_linear` per party. 0 where not counted (an MLP).
-    pub macs: u64,
-    /// A graph job's figures per op kind, in the order first met (`OpenWeights`: the
-    /// opening of its weights when it opens them itself); empty for other jobs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ops: Vec<OpFigures>,
-}
-
-/// One op kind's part of a graph job, as one party saw it.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct OpFigures {
-    /// ONNX's name of the op (`Trunc`: the plan's rescalings; `OpenWeights`: the opening
-    /// of the masked weights at the job's start).
-    pub op: &'static str,
-    pub steps: usize,
-    pub seconds: f64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub messages_sent: u64,
-    pub engine_rounds: u64,
-    pub and_gates: u64,
-    /// The plan's counts for the op kind (`inspect`'s): circuit elements and multiply-adds.
-    pub comparisons: u64,
-    pub macs: u64,
-}
-
-impl OpFigures {
-    /// Adds one step: the time since `t` and what the link and the engine did between the
-    /// two readings of each.
-    pub fn add_step(
-        &mut self,
-        t: Instant,
-        (l, l2): (LinkStats, LinkStats),
-        (e, e2): (EngineCounters, EngineCounters),
-    ) {
-        self.steps += 1;
-        self.seconds += t.elapsed().as_secs_f64();
-        self.bytes_sent += l2.bytes_sent - l.bytes_sent;
-        self.bytes_received += l2.bytes_received - l.bytes_received;
-        self.messages_sent += l2.messages_sent - l.messages_sent;
-        self.engine_rounds += e2.rounds - e.rounds;
-        self.and_gates += e2.and_gates - e.and_gates;
-    }
-}
+use crate::twopc::channel::{open, Channel};
+use crate::twopc::error::ProtocolError;
+use crate::twopc::job::{open_in_job, same_session, Report, Weights};
+use crate::twopc::nonlinear::Nonlinear;
+use crate::twopc::poly::tanh_star_poly;
+use crate::twopc::weights::Opened;
 
 pub struct JobInputs<'a> {
     pub party: Party,
@@ -170,47 +35,6 @@ pub struct JobInputs<'a> {
     pub weights: Weights<'a>,
     /// The run of the patch grid this job computes (a tile's), or every patch.
     pub patches: Option<std::ops::Range<usize>>,
-}
-
-/// Where the masked weights U = W - A come from (see [`crate::twopc::weights`]).
-pub enum Weights<'a> {
-    /// Opened at the start of this job, A from the job's randomness.
-    PerJob,
-    /// Opened once for the model; the job's matrix triples were made against its A.
-    Opened(&'a Opened),
-}
-
-/// Opens U = W - A in a job without a model mask: A is this job's own, one weight mask per
-/// layer (each served once). `layers`: this party's weight shares and the count each must
-/// have (a share of another length is refused, not opened).
-pub(crate) fn open_in_job(
-    ch: &mut dyn Channel,
-    party: Party,
-    rand: &mut PartyRandomness,
-    layers: &[(&[u64], usize)],
-) -> Result<Opened, ProtocolError> {
-    let mask = layers
-        .iter()
-        .enumerate()
-        .map(|(l, &(_, n))| rand.weight_mask(l as u32, n))
-        .collect::<Result<_, _>>()?;
-    let w: Vec<&[u64]> = layers.iter().map(|&(w, _)| w).collect();
-    Ok(open_layers(ch, party, &w, mask)?)
-}
-
-/// Exchanges the session tags (job, model and randomness ids): a peer holding the files of
-/// another job, model or dealer run is refused before anything secret is sent.
-pub(crate) fn same_session(
-    ch: &mut dyn Channel,
-    party: Party,
-    tag: &[u8],
-) -> Result<(), ChannelError> {
-    if exchange(ch, party, tag)? != tag {
-        return Err(ChannelError::Mismatch(
-            "the peer server holds files of a different job, model or dealer run".into(),
-        ));
-    }
-    Ok(())
 }
 
 fn add_bias(z: &mut [u64], bias: &[u64], n: usize) {
