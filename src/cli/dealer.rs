@@ -131,7 +131,8 @@ pub fn gen_model_mask(a: GenModelMaskArgs) -> Result<Summary> {
         let mut h = Header::new(kind, party, mh.scale);
         h.model_id = mh.model_id;
         h.shapes.push(("layers".into(), layers.clone()));
-        h.info.push(("model_mask".into(), mask_id.clone()));
+        h.info
+            .push((crate::formats::facts::MODEL_MASK.into(), mask_id.clone()));
         h
     };
     let outs = [

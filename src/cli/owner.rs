@@ -339,7 +339,10 @@ pub fn share_model(a: ShareModelArgs) -> Result<Summary> {
         h.model_id = Some(model_id);
         h.shapes.push(("layers".into(), widths.clone()));
         h.info.push((NAME.into(), name.clone()));
-        h.info.push(("sigma".into(), model.meta.sigma.to_string()));
+        h.info.push((
+            crate::formats::facts::SIGMA.into(),
+            model.meta.sigma.to_string(),
+        ));
         h.info.extend(circuit_entries(&plan));
         h.info.extend(range_info.clone());
         h.info.extend(window_entry(model.window.as_ref()));

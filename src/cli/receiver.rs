@@ -179,7 +179,11 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<Summary> {
     let mut job = a.signers.job(&trust, want)?.or(want);
     // Tiles by the count of files or by the headers (a job of one tile is tiled too).
     let mut tiled = a.share0.len() + a.share1.len() > 2;
-    tiled |= opened.iter().any(|o| o.header().info("tile").is_some());
+    tiled |= opened.iter().any(|o| {
+        crate::formats::facts::OutputFacts::of(o.header())
+            .tile
+            .is_some()
+    });
     // The receiver's private facts of a job whose noise level came from its pixels, as the
     // gateway signed them, before any field is used.
     let facts = a

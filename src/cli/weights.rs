@@ -101,7 +101,8 @@ pub fn open_weights_cmd(a: OpenWeightsArgs) -> Result<Summary> {
         .filter(|(n, _)| n == "layers")
         .cloned()
         .collect();
-    h.info.push(("model_mask".into(), mask_id.clone()));
+    h.info
+        .push((crate::formats::facts::MODEL_MASK.into(), mask_id.clone()));
     let u = opened.flat_u();
     h.info.push((
         OPENED_MAC.into(),

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
-use crate::formats::bodies::JobParams;
+use crate::formats::bodies::{JobParams, FIXED_POINT, GRAPH_DESCRIPTION};
 use crate::formats::container::{id_hex, Header};
 use crate::ring::plan::{Hidden, Plan};
 
@@ -75,6 +75,14 @@ pub fn circuits_from_header(path: &Path, h: &Header, layers: usize) -> Result<Ve
     c.validate()
         .map_err(|e| anyhow::anyhow!("{}: ReLU circuit: {e}", path.display()))?;
     Ok(vec![c; layers.saturating_sub(2)])
+}
+
+/// Whether a triplet file's `facts` say it was dealt for the CNN graph whose model header is
+/// `mh`: the same public description and fixed point.
+pub fn dealt_for_graph(facts: &crate::formats::facts::TripletFacts, mh: &Header) -> bool {
+    let named = |key: &str| mh.info(key).map(String::from);
+    matches!(&facts.graph, Some((d, fp)) if d.is_some() && fp.is_some()
+        && *d == named(GRAPH_DESCRIPTION) && *fp == named(FIXED_POINT))
 }
 
 /// A CNN job's ReLU run size: 1 to 2^28 elements (one message of the engine's).

@@ -4,6 +4,7 @@ pub mod bodies;
 pub mod checks;
 pub mod container;
 pub mod error;
+pub mod facts;
 pub mod header;
 pub mod inputs;
 pub mod receiver_alpha;

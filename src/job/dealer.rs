@@ -24,6 +24,7 @@ use crate::formats::checks::{
     copy_circuit_entries, graph_plan_from_header, mask_id_of,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
+use crate::formats::facts::{CIRCUIT, ENGINE, MODEL_MASK, TILE};
 use crate::formats::triplet_stream;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::PatchShape;
@@ -171,6 +172,7 @@ fn gen_graph_triplets(
         bail!("--model-mask: weights opened once per model are not supported for CNN graphs yet; run the job without it (the weights are opened in the job)");
     }
     let (g, plan) = graph_plan_from_header(&a.model, mh)?;
+    let model_facts = crate::formats::facts::ModelFacts::read(&a.model, mh)?;
     let job = job_from_header(image, ih)?;
     if job.scale != plan.params.s {
         bail!(
@@ -219,15 +221,15 @@ fn gen_graph_triplets(
         let header = |party: Party| {
             let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
             hd.info.push((NETWORK.into(), GRAPH.into()));
-            hd.info.push(("engine".into(), a.engine.name().into()));
+            hd.info.push((ENGINE.into(), a.engine.name().into()));
             hd.info.push(("batch".into(), batch.to_string()));
-            for key in [GRAPH_DESCRIPTION, FIXED_POINT] {
-                hd.info
-                    .push((key.into(), mh.info(key).unwrap_or_default().into()));
+            let (d, fp) = (&model_facts.graph_description, &model_facts.fixed_point);
+            for (key, v) in [(GRAPH_DESCRIPTION, d), (FIXED_POINT, fp)] {
+                hd.info.push((key.into(), v.clone().unwrap_or_default()));
             }
-            hd.info.push(("circuit".into(), circuits.clone()));
+            hd.info.push((CIRCUIT.into(), circuits.clone()));
             if let Some(t) = tile {
-                hd.info.push(("tile".into(), t.label()));
+                hd.info.push((TILE.into(), t.label()));
             }
             hd
         };
@@ -388,7 +390,7 @@ pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     // The servers refuse an image scaled for another sigma*, or shared for another model:
     // no randomness is dealt for such a job.
-    let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
+    let sigma = crate::formats::facts::ModelFacts::read(&a.model, mh)?.sigma;
     if sigma != Some(job.model_sigma) {
         bail!(
             "{}: the image was shared for a model of sigma {}, not for {} (sigma {}): share it \
@@ -426,18 +428,18 @@ pub fn deal(a: &DealJob, model: &DealModel, ih: &Header, to: &Outputs) -> Result
             let mut h = triplet_header(party, (mh, ih), triplet_id, &job);
             h.shapes.insert(0, ("layers".into(), widths_u.clone()));
             h.info.push(("batch".into(), batch.to_string()));
-            h.info.push(("engine".into(), a.engine.name().into()));
+            h.info.push((ENGINE.into(), a.engine.name().into()));
             h.info.extend(circuit_entries.iter().cloned());
             if let Some(c) = &circuit_json {
-                h.info.push(("circuit".into(), c.clone()));
+                h.info.push((CIRCUIT.into(), c.clone()));
             }
             if let Some(m) = model_mask {
-                h.info.push(("model_mask".into(), m.id.clone()));
+                h.info.push((MODEL_MASK.into(), m.id.clone()));
                 h.info
                     .push((MASK_SEEDS.into(), mask_seed_digests(&m.seeds)));
             }
             if let Some(t) = tile {
-                h.info.push(("tile".into(), t.label()));
+                h.info.push((TILE.into(), t.label()));
             }
             h
         };

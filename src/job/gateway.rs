@@ -10,19 +10,17 @@ use ndarray::Array2;
 
 use super::{with_ext, Outputs};
 use crate::fileio::atomic::Staged;
-use crate::formats::bodies::{
-    is_graph, Data, ImageShare, JobParams, GRAPH, NAME, NETWORK, NOISE_MAP,
-};
+use crate::formats::bodies::{is_graph, Data, ImageShare, JobParams, GRAPH, NETWORK, NOISE_MAP};
 use crate::formats::container::{self, fresh_id, Header, Kind};
 use crate::formats::signing::{signer_of, Role, Trust};
-use crate::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice, MODEL_WINDOW};
+use crate::image::window::{DeclaredWindow, Sigma, Units, ValueScale, WindowChoice};
 use crate::image::GrayImage;
 use crate::model::frame::Frame;
 use crate::model::noise_map::{check_max_sigma, load_maps, NoiseLevel, PoissonGaussian};
 use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::encode_image;
 use crate::ring::share::{fresh_seed, share_with_seed, Stream};
-use crate::ring::sweep::{parse_ranges, range_for, span, Ranges, SIGMA_RANGE};
+use crate::ring::sweep::{range_for, span, Ranges};
 
 /// How images are encoded and shared, the gateway's arguments parsed (the keys apart: they
 /// are given to [`Sharer::new`] loaded).
@@ -185,10 +183,9 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
             .check(path, &h)
             .context("the model owner's key is pinned; nothing shared")?;
     }
-    let sigma = h
-        .info("sigma")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v > 0.0)
+    let facts = crate::formats::facts::ModelFacts::read(path, &h)?;
+    let sigma = facts
+        .sigma
         .with_context(|| format!("{}: header lacks the model's sigma", path.display()))?;
     let graph = if is_graph(&h) {
         Some(crate::formats::checks::graph_plan_from_header(path, &h)?.0)
@@ -211,20 +208,6 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
     } else {
         (Frame::PLAIN, 1, 0)
     };
-    let sigma_range = match h.info(SIGMA_RANGE) {
-        Some(r) => Some(
-            parse_ranges(r)
-                .with_context(|| format!("{}: malformed {SIGMA_RANGE} {r:?}", path.display()))?,
-        ),
-        None => None,
-    };
-    let window = h
-        .info(MODEL_WINDOW)
-        .map(|v| {
-            v.parse::<DeclaredWindow>()
-                .map_err(|e| anyhow::anyhow!("{}: header's {MODEL_WINDOW} {e}", path.display()))
-        })
-        .transpose()?;
     Ok(ModelFacts {
         scale: h.scale,
         sigma,
@@ -232,9 +215,9 @@ fn model_facts(path: &std::path::Path, owner: Option<&Trust>) -> Result<ModelFac
         graph,
         colours,
         maps,
-        sigma_range,
-        window,
-        name: h.info(NAME).unwrap_or("the model").to_string(),
+        sigma_range: facts.sigma_range,
+        window: facts.window,
+        name: facts.name.unwrap_or_else(|| "the model".into()),
         model_id: h.model_id,
     })
 }
@@ -245,22 +228,13 @@ pub fn job_header(kind: Kind, party: Party, job_id: [u8; 16], job: &JobParams) -
     h.shapes
         .push(("image".into(), vec![job.height as u64, job.width as u64]));
     h.info.push((
-        "job".into(),
+        crate::formats::facts::JOB.into(),
         serde_json::to_string(job).expect("job params serialise"),
     ));
     h
 }
 
-pub fn job_from_header(path: &std::path::Path, h: &Header) -> Result<JobParams> {
-    let s = h
-        .info("job")
-        .with_context(|| format!("{}: header lacks the job parameters", path.display()))?;
-    let job: JobParams = serde_json::from_str(s)
-        .with_context(|| format!("{}: malformed job parameters", path.display()))?;
-    job.validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(job)
-}
+pub use crate::formats::facts::job_from_header;
 
 /// The gateway with its options checked: shares one image after another as new jobs.
 pub struct Sharer {

@@ -84,7 +84,8 @@ pub fn share_graph_model(
         h.model_id = Some(model_id);
         h.info.push((NETWORK.into(), GRAPH.into()));
         h.info.push((NAME.into(), name.clone()));
-        h.info.push(("sigma".into(), g.sigma.to_string()));
+        h.info
+            .push((crate::formats::facts::SIGMA.into(), g.sigma.to_string()));
         h.info.push((GRAPH_DESCRIPTION.into(), public.clone()));
         h.info.push((FIXED_POINT.into(), fixed_point_entry(params)));
         h.info.extend(noise.entries.clone());

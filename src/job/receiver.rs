@@ -8,17 +8,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::formats::bodies::{
-    is_whole_image, valid_model_name, JobParams, OutputShare, NAME, NETWORK,
-};
+use crate::formats::bodies::{is_whole_image, valid_model_name, JobParams, OutputShare};
 use crate::formats::container::{id_hex, Header, Id, Kind, Opened};
+use crate::formats::facts::{OutputFacts, PATCHES, ROWS};
 use crate::formats::signing::Trust;
 use crate::image::{DicomTemplate, GrayImage};
 use crate::model::geometry::Geometry;
 use crate::model::preprocess::Preprocess;
 use crate::ring::oracle::decode_canvas;
 use crate::ring::share::add;
-use crate::ring::tiles::{check_cover, parse_range, Tile};
+use crate::ring::tiles::{check_cover, Tile};
 
 /// What a DICOM output of a secure run says was done to it (Derivation Description).
 pub const SECURE_DERIVATION: &str =
@@ -52,6 +51,9 @@ fn job_pre(
 pub struct RunFacts {
     pub h0: Header,
     pub h1: Header,
+    /// What each header says of the run, read once.
+    pub f0: OutputFacts,
+    pub f1: OutputFacts,
     pub job: JobParams,
 }
 
@@ -105,9 +107,8 @@ pub fn run_description(
     template: Option<&DicomTemplate>,
     level: Option<f64>,
 ) -> (String, String) {
-    let (h0, h1) = (&run.h0, &run.h1);
-    let name = match (h0.info(NAME), &h0.model_id) {
-        (Some(n), _) if h1.info(NAME) == Some(n) && valid_model_name(n) => n.to_string(),
+    let name = match (&run.f0.name, &run.h0.model_id) {
+        (Some(n), _) if run.f1.name.as_ref() == Some(n) && valid_model_name(n) => n.to_string(),
         (_, Some(id)) => format!("model {}", &id_hex(id)[..8]),
         (_, None) => "model unknown".into(),
     };
@@ -119,7 +120,8 @@ pub fn run_description(
         .unwrap_or_else(|| ((level * 1000.0).round() / 1000.0).to_string());
     let facts = format!("{name}, sigma {sigma}");
     // The model's id (what its owner's share-model printed) names it beyond doubt.
-    let id = h0
+    let id = run
+        .h0
         .model_id
         .as_ref()
         .map(|id| format!(", model id {}", id_hex(id)))
@@ -182,10 +184,10 @@ pub fn combine_opened(
     pre: Option<Preprocess>,
     expect: &Expect,
 ) -> Result<(GrayImage, OutputShare, RunFacts)> {
-    let (h0, h1, o0, sums, p0) = add_pair(share0, share1, expect)?;
+    let (run, o0, sums, p0) = add_pair(share0, share1, expect)?;
     let p0 = p0.as_path();
     let pre = job_pre(&o0.job, pre, p0)?;
-    if let Some(t) = h0.info("tile") {
+    if let Some(t) = &run.f0.tile {
         bail!(
             "{}: is the output of tile {t}; give every tile's shares (--share0 and --share1 \
              take several files)",
@@ -196,7 +198,7 @@ pub fn combine_opened(
     // a colour CNN (or CNN graph) job's output is its planes stacked, (colours h) x w; an
     // MLP runs gray.
     let g = o0.geometry;
-    if o0.job.colours != 1 && !is_whole_image(&h0) {
+    if o0.job.colours != 1 && !is_whole_image(&run.h0) {
         bail!(
             "{}: an MLP's output of a colour job ({} planes): colour jobs run on CNNs",
             p0.display(),
@@ -212,7 +214,7 @@ pub fn combine_opened(
             p0.display()
         );
     }
-    let img = if is_whole_image(&h0) {
+    let img = if is_whole_image(&run.h0) {
         // A CNN's (or a CNN graph's) output is the image itself (1x1 geometry), in its own normalisation.
         if g.patch.output != 1 || g.stride != 1 {
             bail!(
@@ -223,11 +225,6 @@ pub fn combine_opened(
         crate::ring::cnn::decode_output(&sums, g.height, g.width, &pre, o0.scale)
     } else {
         decode_canvas(&sums, &g, &pre, o0.scale)
-    };
-    let run = RunFacts {
-        h0,
-        h1,
-        job: o0.job.clone(),
     };
     Ok((
         GrayImage {
@@ -247,7 +244,7 @@ fn add_pair(
     share0: Opened,
     share1: Opened,
     expect: &Expect,
-) -> Result<(Header, Header, OutputShare, Vec<u64>, PathBuf)> {
+) -> Result<(RunFacts, OutputShare, Vec<u64>, PathBuf)> {
     let (mut s0, mut s1) = (share0, share1);
     s0.expect(Kind::OutputShare, None)?;
     s1.expect(Kind::OutputShare, None)?;
@@ -313,10 +310,8 @@ fn add_pair(
     if o0.geometry != o1.geometry || o0.canvas.len() != o1.canvas.len() || o0.scale != o1.scale {
         bail!("{}: shape differs from {}", p1.display(), p0.display());
     }
-    if h0.info("tile") != h1.info("tile")
-        || h0.info("rows") != h1.info("rows")
-        || h0.info("patches") != h1.info("patches")
-    {
+    let (f0, f1) = (OutputFacts::of(&h0), OutputFacts::of(&h1));
+    if (&f0.tile, &f0.rows, &f0.patches) != (&f1.tile, &f1.rows, &f1.patches) {
         bail!("{}: a different tile than {}", p1.display(), p0.display());
     }
     o0.job
@@ -333,7 +328,7 @@ fn add_pair(
             want.map_or("an impossible count".into(), |n| n.to_string())
         );
     }
-    if h0.info(NETWORK) != h1.info(NETWORK) {
+    if f0.network != f1.network {
         bail!(
             "{} and {} come from different networks",
             p0.display(),
@@ -341,7 +336,14 @@ fn add_pair(
         );
     }
     let sums = add(&o0.canvas, &o1.canvas);
-    Ok((h0, h1, o0, sums, p0.to_path_buf()))
+    let run = RunFacts {
+        h0,
+        h1,
+        f0,
+        f1,
+        job: o0.job.clone(),
+    };
+    Ok((run, o0, sums, p0.to_path_buf()))
 }
 
 /// Combines the output shares of a job split into tiles (CNN bands of rows, MLP runs of
@@ -386,14 +388,16 @@ pub fn combine_tiles_opened(
                 h.party
             );
         };
-        let label = h.info("tile").with_context(|| {
-            format!(
-                "{}: the output of a job in one piece, given with tiles; give either one \
-                 pair or every tile's shares",
-                path.display()
-            )
-        })?;
-        let tile = Tile::parse(label).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let tile = OutputFacts::of(h)
+            .parsed_tile()
+            .with_context(|| {
+                format!(
+                    "{}: the output of a job in one piece, given with tiles; give either one \
+                     pair or every tile's shares",
+                    path.display()
+                )
+            })?
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         parts.push(Part {
             path: path.to_path_buf(),
             party,
@@ -467,10 +471,11 @@ pub fn combine_tiles_opened(
     for (i, (a, b)) in pairs.into_iter().enumerate() {
         let (sa, sb) = (pending[a].take(), pending[b].take());
         let (sa, sb) = sa.zip(sb).expect("each share in one slot");
-        let (h0, h1, o0, part, a) = add_pair(sa, sb, expect)?;
+        let (run, o0, part, a) = add_pair(sa, sb, expect)?;
+        let h0 = &run.h0;
         // The headers the tiles were sorted on are the verified ones (each file is opened
         // once): each is the tile of its slot and of the first tile's job and model.
-        let tile = h0.info("tile").map(Tile::parse);
+        let tile = run.f0.parsed_tile();
         if !matches!(tile, Some(Ok(t)) if t.index == i && t.count == k) {
             bail!(
                 "{}: is not tile {i} of {k}, as its header first read said",
@@ -487,13 +492,8 @@ pub fn combine_tiles_opened(
                 f.h0.job_id.as_ref().map(id_hex).unwrap_or_default()
             );
         }
-        if facts.is_none() {
-            facts = Some(RunFacts {
-                h0: h0.clone(),
-                h1,
-                job: o0.job.clone(),
-            });
-        }
+        let cnn = is_whole_image(h0);
+        let range = run.f0.tile_range(cnn);
         // No server tiles a colour job: tiles of one would be put together as gray rows.
         if o0.job.colours != 1 {
             bail!(
@@ -502,12 +502,12 @@ pub fn combine_tiles_opened(
                 o0.job.colours
             );
         }
-        let cnn = is_whole_image(&h0);
-        let named = if cnn { "rows" } else { "patches" };
-        let range = h0
-            .info(named)
-            .and_then(parse_range)
-            .with_context(|| format!("{}: the tile's {named} are not named", a.display()))?;
+        let named = if cnn { ROWS } else { PATCHES };
+        let range =
+            range.with_context(|| format!("{}: the tile's {named} are not named", a.display()))?;
+        if facts.is_none() {
+            facts = Some(run);
+        }
         let g = o0.geometry;
         let job = &o0.job;
         if cnn {

@@ -9,13 +9,12 @@ use anyhow::{bail, Result};
 
 use super::{assemble, check_engine, open_triplets, Inputs, JobFiles, ReadyJob};
 use crate::corr::randomness::PartyRandomness;
-use crate::formats::bodies::{
-    is_graph, ImageShare, JobParams, OutputShare, FIXED_POINT, GRAPH, GRAPH_DESCRIPTION,
-};
+use crate::formats::bodies::{is_graph, ImageShare, JobParams, OutputShare, GRAPH};
 use crate::formats::checks::{
-    check_colours, check_noise_map, check_relu_batch, check_whole_image_job,
+    check_colours, check_noise_map, check_relu_batch, check_whole_image_job, dealt_for_graph,
 };
 use crate::formats::container::Kind;
+use crate::formats::facts::ROWS;
 use crate::model::geometry::Geometry;
 use crate::model::mlp::PatchShape;
 use crate::ring::graph::{padded_dims, GraphPlan};
@@ -71,11 +70,11 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     let t = open_triplets(&f, &mh, &ih, triplets)?;
-    let (th, tr) = (&t.header, &t.stream);
+    let (tr, facts) = (&t.stream, &t.facts);
     check_whole_image_job(&f.image, &is.job, &mh)?;
     check_colours(&f.image, &is.job, plan.colours())?;
     check_noise_map(&f.image, &ih, plan.inputs().map.is_some())?;
-    if th.info("model_mask").is_some() {
+    if facts.model_mask.is_some() {
         bail!(
             "{}: names a model mask, which CNN graph jobs do not use yet",
             f.triplets.display()
@@ -95,20 +94,18 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     }
     let (ph, pw) = padded(&plan, h, w).map_err(|e| at(&f.image, e))?;
     // A tile runs on its band of the padded image: the dealer sized its randomness so.
-    let tile = match th.info("tile") {
+    let tile = match &facts.tile {
         None => None,
-        Some(label) => {
-            let t = Tile::parse(label).map_err(|e| at(&f.triplets, e))?;
+        Some((t, label)) => {
             let band = plan
-                .band(h, w, t)
+                .band(h, w, *t)
                 .map_err(|e| at(&f.triplets, format!("tile {label}: {e}")))?;
-            Some((t, band))
+            Some((*t, band))
         }
     };
     let rows = tile.as_ref().map_or(ph, |(_, b)| b.height());
     // The dealer's graph (from the public header it was given) must be this share's.
-    let same = |key: &str| th.info(key).is_some() && th.info(key) == mh.info(key);
-    if !is_graph(th) || !same(GRAPH_DESCRIPTION) || !same(FIXED_POINT) {
+    if !dealt_for_graph(facts, &mh) {
         bail!(
             "{}: this randomness was made for another CNN graph (structure or fixed point) than {} holds",
             f.triplets.display(),
@@ -122,15 +119,15 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     let engine_kind = tr.lead.engine;
-    check_engine(&f, th, engine_kind)?;
+    check_engine(&f, facts, engine_kind)?;
     let want_circuit = crate::dealer::graph::circuit_shapes(&plan, rows, pw, engine_kind)
         .map_err(|e| at(&f.image, e))?;
-    if th.info("circuit") != Some(want_circuit.as_str()) {
+    if facts.circuit.as_deref() != Some(want_circuit.as_str()) {
         bail!(
             "{}: made for other circuits ({} here, {} in the file); the dealer and this server run different versions",
             f.triplets.display(),
             want_circuit,
-            th.info("circuit").unwrap_or("none")
+            facts.circuit.as_deref().unwrap_or("none")
         );
     }
     let want = if p.is_s1() {
@@ -186,7 +183,7 @@ impl SecureJob for GraphJob {
     fn tile_facts(&self) -> Vec<(String, String)> {
         match &self.tile {
             None => Vec::new(),
-            Some((t, b)) => t.facts("rows", &b.output),
+            Some((t, b)) => t.facts(ROWS, &b.output),
         }
     }
 

@@ -11,12 +11,11 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 
 use super::JobFiles;
-use crate::corr::masks::{
-    mask_seed_digest, mask_shares, opened_digest, opened_mac, weight_count, MASK_SEEDS, OPENED_MAC,
-};
+use crate::corr::masks::{mask_seed_digest, mask_shares, opened_digest, opened_mac, weight_count};
 use crate::formats::bodies::{GraphModelShare, ModelShare, OpenedWeights};
 use crate::formats::checks::{check_same_model, graph_plan_from_header, mask_id_of};
 use crate::formats::container::{Header, Kind, Opened};
+use crate::formats::facts::TripletFacts;
 use crate::ring::graph::GraphPlan;
 use crate::ring::plan::Plan;
 use crate::twopc::weights;
@@ -150,14 +149,12 @@ impl LoadedWeights {
                 weight_count(plan)
             );
         }
-        let named = h.info(OPENED_MAC).ok_or_else(|| {
+        let mac = crate::formats::facts::opened_mac(&path, &h)?.ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: holds no check value of its opened weights (written by an older open-weights): ask the dealer for a fresh gen-model-mask and open the weights again",
                 path.display()
             )
         })?;
-        let mac = blake3::Hash::from_hex(named)
-            .map_err(|_| anyhow::anyhow!("{}: malformed {OPENED_MAC} {named:?}", path.display()))?;
         // blake3::Hash compares in constant time.
         if mac != opened_mac(&ow.seed, &ow.u) {
             bail!(
@@ -183,7 +180,7 @@ impl LoadedWeights {
     pub(super) fn check_for(
         &self,
         p: Party,
-        (triplets, th): (&Path, &Header),
+        (triplets, facts): (&Path, &TripletFacts),
         mask_id: &str,
     ) -> Result<()> {
         let path = &self.path;
@@ -194,20 +191,13 @@ impl LoadedWeights {
                 self.mask_id
             );
         }
-        let named = th.info(MASK_SEEDS).ok_or_else(|| {
+        let named = facts.mask_seed(p).ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: names no digest of the model mask's seeds (made by an older gen-triplets): deal the job again",
                 triplets.display()
             )
         })?;
-        let parts: Vec<&str> = named.split(',').collect();
-        if parts.len() != 2 {
-            bail!(
-                "{}: malformed mask seed digests {named:?}",
-                triplets.display()
-            );
-        }
-        if parts[p as usize] != self.seed_digest {
+        if named != self.seed_digest {
             bail!(
                 "{}: its mask seed is not the one the dealer's {} names: the file was altered, or is not this server's opened weights",
                 path.display(),

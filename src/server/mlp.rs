@@ -12,6 +12,7 @@ use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{is_whole_image, ImageShare, JobParams, OutputShare};
 use crate::formats::checks::circuits_from_header;
 use crate::formats::container::{Header, Kind};
+use crate::formats::facts::PATCHES;
 use crate::model::geometry::Geometry;
 use crate::ring::plan::Plan;
 use crate::ring::share::Stream;
@@ -76,7 +77,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     let t = open_triplets(&f, &mh, &ih, triplets)?;
-    let (th, tr) = (&t.header, &t.stream);
+    let (th, tr, facts) = (&t.header, &t.stream, &t.facts);
     if is_whole_image(&ih) || is_whole_image(th) {
         bail!(
             "{}: the image or the randomness was made for a CNN or a CNN graph but {} is an MLP's share",
@@ -102,7 +103,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     let engine_kind = tr.lead.engine;
-    check_engine(&f, th, engine_kind)?;
+    check_engine(&f, facts, engine_kind)?;
     // What the dealer had to make for this engine and these activations (the boolean
     // engine's circuits recorded once): checked against the file's header and length below.
     let circuits = plan.circuits();
@@ -117,23 +118,22 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
     }
     if let Some(bd) = &deal.boolean {
         let want = serde_json::to_string(&bd.shapes()).expect("shapes serialise");
-        if th.info("circuit") != Some(want.as_str()) {
+        if facts.circuit.as_deref() != Some(want.as_str()) {
             bail!(
                 "{}: made for another boolean circuit (AND gates, outputs per layer: {} here, \
                  {} in the file); the dealer and this server run different versions",
                 f.triplets.display(),
                 want,
-                th.info("circuit").unwrap_or("none")
+                facts.circuit.as_deref().unwrap_or("none")
             );
         }
     }
     crate::formats::bodies::check_geometry(&is.job, plan.patch).map_err(|e| at(&f.image, e))?;
     let geo = Geometry::new(is.job.height, is.job.width, plan.patch, is.job.stride);
     // A tile runs its run of the patch grid: its randomness is sized for those patches.
-    let tile = match th.info("tile") {
+    let tile = match facts.tile {
         None => None,
-        Some(s) => {
-            let tile = Tile::parse(s).map_err(|e| at(&f.triplets, e))?;
+        Some((tile, _)) => {
             let run = patch_range(geo.num_patches(), tile).map_err(|e| at(&f.triplets, e))?;
             Some((tile, run))
         }
@@ -155,7 +155,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         );
     }
     // The weights: opened once for the model (the triplets then name its mask), or per job.
-    let mask_id = th.info("model_mask").map(String::from);
+    let mask_id = facts.model_mask.clone();
     let opened = match (&mask_id, weights) {
         (None, None) => None,
         (Some(id), None) => bail!(
@@ -168,7 +168,7 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
             f.triplets.display()
         ),
         (Some(id), Some(w)) => {
-            w.check_for(p, (&f.triplets, th), id)?;
+            w.check_for(p, (&f.triplets, facts), id)?;
             Some(w.clone())
         }
     };
@@ -214,7 +214,7 @@ impl SecureJob for MlpJob {
     fn tile_facts(&self) -> Vec<(String, String)> {
         match &self.tile {
             None => Vec::new(),
-            Some((t, r)) => t.facts("patches", r),
+            Some((t, r)) => t.facts(PATCHES, r),
         }
     }
 

@@ -24,6 +24,7 @@ use crate::corr::engine_kind::EngineKind;
 use crate::corr::randomness::PartyRandomness;
 use crate::formats::bodies::{OutputShare, NAME, NETWORK};
 use crate::formats::container::{self, id_hex, Header, Kind, Opened};
+use crate::formats::facts::TripletFacts;
 use crate::formats::inputs::{open_as, open_signed, open_signed_checking, Maker};
 use crate::formats::sealed::Recipient;
 use crate::formats::signing::{Role, Signer, Trust};
@@ -59,6 +60,8 @@ pub struct JobFiles {
 pub struct ReadyJob {
     pub party: Party,
     files: JobFiles,
+    /// The model's name, from its header's facts.
+    model_name: Option<String>,
     /// The model, image and triplet headers, which name the run.
     headers: [Header; 3],
     triplet_id: String,
@@ -91,6 +94,8 @@ pub struct Finished {
     pub unit: &'static str,
     /// A tile's header facts (which tile, which rows), for the receiver.
     tile_info: Vec<(String, String)>,
+    /// The model's name, as its owner published it.
+    model_name: Option<String>,
 }
 
 /// Bytes of the session tag's ids, then of its lead digest.
@@ -282,6 +287,7 @@ impl ReadyJob {
             engine_kind: self.engine_kind,
             unit: self.work.unit(),
             tile_info: self.work.tile_facts(),
+            model_name: self.model_name,
         })
     }
 }
@@ -317,8 +323,8 @@ impl Finished {
         }
         // For the receiver's description of the result: the model's name, as its owner
         // published it (public, and checked again by the receiver).
-        if let Some(name) = mh.info(NAME) {
-            h.info.push((NAME.into(), name.into()));
+        if let Some(name) = &self.model_name {
+            h.info.push((NAME.into(), name.clone()));
         }
         h.info.extend(self.tile_info.iter().cloned());
         container::write(path, &h, &self.out, container::Seal::new(to, by))
@@ -358,6 +364,8 @@ struct OpenedTriplets {
     /// Its run id, as recorded in the state directory.
     id: String,
     header: Header,
+    /// Its header's facts, read once.
+    facts: TripletFacts,
     sealed: bool,
     stream: triplet_stream::TripletsStream,
 }
@@ -370,6 +378,7 @@ fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header, o: Opened) -> Result<Op
     check_bound_model(&f.image, ih, &f.model, mh)?;
     o.expect(Kind::Triplets, Some(p))?;
     let first = o.header();
+    let facts = TripletFacts::read(&f.triplets, first)?;
     let hex = |id: &Option<[u8; 16]>| id.as_ref().map(id_hex).unwrap_or_default();
     if !same_id(&first.model_id, &mh.model_id) {
         bail!(
@@ -401,6 +410,7 @@ fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header, o: Opened) -> Result<Op
     Ok(OpenedTriplets {
         id,
         header,
+        facts,
         sealed,
         stream,
     })
@@ -408,12 +418,12 @@ fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header, o: Opened) -> Result<Op
 
 /// The engine the triplet file is for: its header and body must agree, and the engine
 /// asked for, when given, must be it.
-fn check_engine(f: &JobFiles, th: &Header, engine_kind: EngineKind) -> Result<()> {
-    if th.info("engine") != Some(engine_kind.name()) {
+fn check_engine(f: &JobFiles, facts: &TripletFacts, engine_kind: EngineKind) -> Result<()> {
+    if facts.engine.as_deref() != Some(engine_kind.name()) {
         bail!(
             "{}: the header names engine {:?} but the body holds {} correlations",
             f.triplets.display(),
-            th.info("engine").unwrap_or("none"),
+            facts.engine.as_deref().unwrap_or("none"),
             engine_kind
         );
     }
@@ -446,20 +456,16 @@ fn lead_digest(
     t: &OpenedTriplets,
     opened: Option<[u8; 32]>,
 ) -> Result<[u8; LEAD_LEN]> {
-    use crate::corr::base_ots::{base_ot_digest, BASE_OT};
+    use crate::corr::base_ots::base_ot_digest;
     use bincode::Options;
     let h = &t.header;
-    let named = h.info(BASE_OT).with_context(|| {
+    let named = t.facts.base_ot(p).with_context(|| {
         format!(
             "{}: names no base-OT digests (made by an older gen-triplets): deal the job again",
             path.display()
         )
     })?;
-    let parts: Vec<&str> = named.split(',').collect();
-    if parts.len() != 2 {
-        bail!("{}: malformed base-OT digests {named:?}", path.display());
-    }
-    if base_ot_digest(&t.stream.base_ot) != parts[p as usize] {
+    if base_ot_digest(&t.stream.base_ot) != named {
         bail!(
             "{}: its base OTs are not the ones its header names (the file was altered, or pieced together from two dealings)",
             path.display()
@@ -494,6 +500,7 @@ fn assemble(
     work: Box<dyn SecureJob>,
 ) -> Result<ReadyJob> {
     let p = files.party;
+    let model_name = crate::formats::facts::ModelFacts::read(&files.model, &mh)?.name;
     let engine_kind = t.stream.lead.engine;
     let mut tag = Vec::new();
     for (what, id) in [
@@ -518,6 +525,7 @@ fn assemble(
     Ok(ReadyJob {
         party: p,
         files,
+        model_name,
         headers: [mh, ih, t.header],
         triplet_id: t.id,
         sealed_input,
