@@ -14,12 +14,12 @@ use super::inputs::{load_image, model_or_default, ModelFile, NoiseArgs};
 use super::procs::{
     model_setup, receiver_checks, receiver_trust, run_servers, s, signed_as, signing_keys, step,
 };
-use super::tools::{run_cnn, run_denoise, run_graph, Arith};
 use super::Summary;
 use crate::formats::bodies::OutputShare;
 use crate::formats::signing::Role;
 use crate::image::rgb::save_stacked;
 use crate::image::{add_noise, quantize_u8, save_png, GrayImage};
+use crate::job::plain::{run_cnn, run_denoise, run_graph, Arith};
 use crate::job::progress::{Mode, Steps};
 use crate::job::receiver::combine;
 use crate::metrics::{psnr, ssim, ssim_planes};

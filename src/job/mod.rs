@@ -2,7 +2,8 @@
 //! parses its arguments into them and calls these; a study calls them once per slice).
 //! `gateway.rs` shares an image as a new job, `dealer.rs` deals a job's correlated
 //! randomness, `server.rs` runs one server's job (the engine itself is src/server/), and
-//! `receiver.rs` checks and adds a pair of output shares. Beside them what every step uses:
+//! `receiver.rs` checks and adds a pair of output shares, `plain.rs` is the plaintext
+//! denoiser (float, or the fixed point the secure results are held to). Beside them what every step uses:
 //! progress on stderr (`progress.rs`), free space before a long write (`space.rs`), memory
 //! handed back between jobs (`freed_memory.rs`), the files' names and how they are written.
 
@@ -10,6 +11,7 @@ pub mod dealer;
 pub mod freed_memory;
 pub mod gateway;
 pub mod owner;
+pub mod plain;
 pub mod progress;
 pub mod receiver;
 pub mod server;

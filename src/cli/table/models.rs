@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 
 use super::super::inputs::{model_or_default, ModelFile};
-use super::super::tools::{run_cnn, run_denoise, run_graph, Arith};
 use crate::image::window::{DeclaredWindow, WindowChoice};
 use crate::image::GrayImage;
+use crate::job::plain::{run_cnn, run_denoise, run_graph, Arith};
 use crate::model::cnn::Cnn;
 use crate::model::graph::Graph;
 use crate::model::mlp::Model;
