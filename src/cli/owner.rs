@@ -21,7 +21,7 @@ use crate::ring::cnn::{CnnFixed, CnnPlan};
 use crate::ring::graph::GraphPlan;
 use crate::ring::plan::{FixedParams, Plan};
 use crate::ring::share::fresh_seed;
-use crate::ring::sweep::{format_ranges, ranges, sweep_all, Level, SIGMA_RANGE};
+use crate::ring::sweep::{format_ranges, ranges, sweep_all, Level, CONTRASTS, LEVELS, SIGMA_RANGE};
 use ndarray::Array2;
 
 /// Split a trained model into fixed-point additive shares for S0 and S1.
@@ -208,18 +208,21 @@ fn sweep_json(all: &[(f64, Vec<Level>)]) -> serde_json::Value {
         .collect()
 }
 
-/// The output and out-of-range count of `denoise` at one point of the owner's sweep (the
-/// phantom at full span, sigma 25).
-fn probe_output(
+/// The output's bits and the out-of-range count of `denoise` at one point of the owner's
+/// sweep (the phantom spread over `span` levels, noise `sigma`).
+fn probe_bits(
+    span: f64,
+    sigma: f64,
     denoise: &impl Fn(&Array2<f64>, f64) -> (Array2<f64>, u64),
-) -> Option<(Array2<f64>, u64)> {
+) -> (Vec<u64>, u64) {
     let out = std::cell::RefCell::new(None);
-    crate::ring::sweep::probe(255.0, 25.0, |noisy, sigma| {
+    crate::ring::sweep::probe(span, sigma, |noisy, sigma| {
         let r = denoise(noisy, sigma);
-        *out.borrow_mut() = Some(r.clone());
+        *out.borrow_mut() = Some((r.0.iter().map(|v| v.to_bits()).collect(), r.1));
         r
     });
     out.into_inner()
+        .expect("the sweep's probe runs the denoiser once")
 }
 
 /// A chain CNN (DnCNN, FFDNet) is shared as the graph of its layers (`Graph::from_cnn`,
@@ -269,17 +272,30 @@ fn share_cnn_model(
                 let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
                 crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
             };
-            // What the header records must be what the servers will compute: one point of
-            // the sweep on both plans, bit for bit, before the sweep runs on the chain's.
+            // What the header records must be what the servers will compute: points of the
+            // sweep on both plans, bit for bit, before the sweep runs on the chain's. Where
+            // the range's edges fall (the lowest level scales the input most, at the widest
+            // and the narrowest span; the highest level) and at the model's own level.
             let on_graph = |noisy: &Array2<f64>, sigma: f64| {
                 crate::ring::graph::denoise(graph, noisy, &[], &model.preprocess(sigma, true))
             };
-            if probe_output(&chain) != probe_output(&on_graph) {
-                bail!(
-                    "{}: the chain's and the graph's fixed-point oracles differ on the sweep's \
-                     phantom (a bug: please report it); nothing was written",
-                    path.display()
-                );
+            let (lowest, highest) = (LEVELS[0], LEVELS[LEVELS.len() - 1]);
+            let narrowest = CONTRASTS[CONTRASTS.len() - 1];
+            let points = [
+                (255.0, lowest),
+                (narrowest, lowest),
+                (255.0, highest),
+                (255.0, model.meta.sigma),
+            ];
+            for (span, sigma) in points {
+                if probe_bits(span, sigma, &chain) != probe_bits(span, sigma, &on_graph) {
+                    bail!(
+                        "{}: the chain's and the graph's fixed-point oracles differ on the \
+                         sweep's phantom at span {span}, sigma {sigma} (a bug: please report \
+                         it); nothing was written",
+                        path.display()
+                    );
+                }
             }
             let levels = sweep_all(chain);
             let (entries, line) = sigma_range_entries(&levels);

@@ -17,7 +17,7 @@ use crate::twopc::weights::{open_layers, Opened};
 /// One secure job of a model family (the MLP's patches, a CNN graph's whole image), its
 /// inputs checked and held: `server` dispatches on the model's family once, when it builds
 /// the job, and then runs every job through this.
-pub trait SecureJob: Send {
+pub(crate) trait SecureJob: Send {
     /// Runs the protocol over `ch` as `party`, with the job's randomness, the session tag
     /// both servers must hold and the engine; `progress` is told each step done (out of
     /// [`Self::steps`]). Returns this party's output share and the report.

@@ -1612,7 +1612,7 @@ fn through_proxy(
 
 /// No byte of the protocol leaves a server before its record of the consumed randomness
 /// exists, and no byte of data (anything after the session tags' second exchange, which
-/// opens `protocol::run`) before both servers' records exist. A calibration run with another
+/// open every job: `twopc::job::same_session`) before both servers' records exist. A calibration run with another
 /// dealer run's triplets at S1 (so the session tags differ, and both servers stop after
 /// exchanging them) gives the bytes each server sends for the TLS handshakes, the lane
 /// messages and the tag, with the closes (2 x 24 bytes). In the real job the first byte
