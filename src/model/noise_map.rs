@@ -5,9 +5,8 @@
 //! A per-pixel map computed from pixel values reveals the image, so the gateway shares it
 //! with the image; only a uniform sigma is public (docs/security.md).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -15,6 +14,45 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::image::GrayImage;
 use crate::model::frame::Frame;
+
+/// Why a noise level, a noise model or a map was refused, naming the file where one was read.
+#[derive(Debug, thiserror::Error)]
+pub enum NoiseMapError {
+    /// A level above [`MAX_SIGMA`].
+    #[error(
+        "noise level {0:.3} on the 0..255 scale: a model with a noise map takes up to \
+         {MAX_SIGMA} (its fixed point was measured to there)"
+    )]
+    AboveMax(f64),
+    /// A malformed `poisson-gaussian:A,B`.
+    #[error("noise model {spec:?}: {why}")]
+    NoiseModel { spec: String, why: &'static str },
+    /// The map's file could not be read.
+    #[error("{}: cannot read the noise map: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The map given as an image could not be decoded.
+    #[error("{}: reading the noise map: {source}", .path.display())]
+    Image {
+        path: PathBuf,
+        source: crate::image::ImageError,
+    },
+    /// The map's values, shape or encoding are not a map of sigmas for the image.
+    #[error("{}: {what}", .path.display())]
+    Map { path: PathBuf, what: String },
+}
+
+type Result<T, E = NoiseMapError> = std::result::Result<T, E>;
+
+/// A [`NoiseMapError::Map`] of `path`.
+fn refused(path: &Path, what: String) -> NoiseMapError {
+    NoiseMapError::Map {
+        path: path.into(),
+        what,
+    }
+}
 
 /// Largest sigma a map may hold (0..255 scale). FFDNet was trained on [0, 75]; with the fixed
 /// point recorded for it (k = 20, and k = 19 since issue 51) no activation left its range on
@@ -25,10 +63,7 @@ pub const MAX_SIGMA: f64 = 150.0;
 /// words every option that sets one uses.
 pub fn check_max_sigma(level: f64) -> Result<()> {
     if level > MAX_SIGMA {
-        bail!(
-            "noise level {level:.3} on the 0..255 scale: a model with a noise map takes up to \
-             {MAX_SIGMA} (its fixed point was measured to there)"
-        );
+        return Err(NoiseMapError::AboveMax(level));
     }
     Ok(())
 }
@@ -147,8 +182,14 @@ pub struct PoissonGaussian {
 impl PoissonGaussian {
     /// Parses `poisson-gaussian:A,B`.
     pub fn parse(spec: &str) -> Result<PoissonGaussian> {
+        let bad = |why| NoiseMapError::NoiseModel {
+            spec: spec.into(),
+            why,
+        };
         let Some(rest) = spec.strip_prefix("poisson-gaussian:") else {
-            bail!("noise model {spec:?}: expected poisson-gaussian:A,B (variance = A * pixel + B)");
+            return Err(bad(
+                "expected poisson-gaussian:A,B (variance = A * pixel + B)",
+            ));
         };
         let parts: Vec<&str> = rest.split(',').collect();
         let num = |s: &str| {
@@ -160,11 +201,9 @@ impl PoissonGaussian {
         match parts.as_slice() {
             [a, b] => match (num(a), num(b)) {
                 (Some(a), Some(b)) if a > 0.0 || b > 0.0 => Ok(PoissonGaussian { a, b }),
-                _ => bail!(
-                    "noise model {spec:?}: A and B must be finite, at least 0, and not both 0"
-                ),
+                _ => Err(bad("A and B must be finite, at least 0, and not both 0")),
             },
-            _ => bail!("noise model {spec:?}: expected two numbers, poisson-gaussian:A,B"),
+            _ => Err(bad("expected two numbers, poisson-gaussian:A,B")),
         }
     }
 
@@ -203,40 +242,44 @@ pub fn check_map(
     per_plane: bool,
 ) -> Result<()> {
     if m.dim() == (colours * h, w) && colours > 1 && !per_plane {
-        bail!(
-            "{}: a noise map per colour plane ({} x {w}: {colours} planes' maps stacked), for \
-             a model that takes one map for its planes (the authors' colour FFDNet): give an \
-             {h} x {w} map",
-            path.display(),
-            colours * h
-        );
+        return Err(refused(
+            path,
+            format!(
+                "a noise map per colour plane ({} x {w}: {colours} planes' maps stacked), for \
+                 a model that takes one map for its planes (the authors' colour FFDNet): give \
+                 an {h} x {w} map",
+                colours * h
+            ),
+        ));
     }
     if m.dim() != (h, w) && m.dim() != (colours * h, w) {
-        bail!(
-            "{}: a noise map of {} x {} values for a {h} x {w} image (one sigma per pixel \
+        return Err(refused(
+            path,
+            format!(
+                "a noise map of {} x {} values for a {h} x {w} image (one sigma per pixel \
              expected{})",
-            path.display(),
-            m.dim().0,
-            m.dim().1,
-            if per_plane && colours > 1 {
-                format!(
-                    ", or {} x {w}: a map per colour plane, stacked R over G over B",
-                    colours * h
-                )
-            } else {
-                String::new()
-            }
-        );
+                m.dim().0,
+                m.dim().1,
+                if per_plane && colours > 1 {
+                    format!(
+                        ", or {} x {w}: a map per colour plane, stacked R over G over B",
+                        colours * h
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ));
     }
     if let Some((i, v)) = m
         .iter()
         .enumerate()
         .find(|(_, v)| !(v.is_finite() && (0.0..=MAX_SIGMA).contains(*v)))
     {
-        bail!(
-            "{}: value {v} at flat index {i} is not a sigma in 0..{MAX_SIGMA}",
-            path.display()
-        );
+        return Err(refused(
+            path,
+            format!("value {v} at flat index {i} is not a sigma in 0..{MAX_SIGMA}"),
+        ));
     }
     Ok(())
 }
@@ -261,16 +304,20 @@ pub fn load_maps(
     let m = if is_npy {
         read_npy(path, colours * h, w)?
     } else {
-        let img = crate::image::load(path)
-            .with_context(|| format!("{}: reading the noise map", path.display()))?;
+        let img = crate::image::load(path).map_err(|source| NoiseMapError::Image {
+            path: path.into(),
+            source,
+        })?;
         // A 16-bit image is read scaled to 0..255: its grey values would not be the sigmas.
         if img.bit_depth != 8 {
-            bail!(
-                "{}: a {}-bit image; a noise map given as an image must be 8-bit grey values \
-                 (sigmas 0..255), or use a float .npy",
-                path.display(),
-                img.bit_depth
-            );
+            return Err(refused(
+                path,
+                format!(
+                    "a {}-bit image; a noise map given as an image must be 8-bit grey values \
+                     (sigmas 0..255), or use a float .npy",
+                    img.bit_depth
+                ),
+            ));
         }
         img.pixels
     };
@@ -287,43 +334,44 @@ pub fn load_maps(
 fn read_npy(path: &Path, h: usize, w: usize) -> Result<Array2<f64>> {
     use ndarray_npy::ReadNpyExt;
     use std::io::Read;
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("{}: cannot read the noise map", path.display()))?;
+    let io = |source| NoiseMapError::Io {
+        path: path.into(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
     let most = (h * w * 8) as u64 + crate::fileio::npy::MAX_HEADER_BYTES;
     let mut bytes = Vec::new();
-    file.take(most + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{}: cannot read the noise map", path.display()))?;
+    file.take(most + 1).read_to_end(&mut bytes).map_err(io)?;
     let len = bytes.len() as u64;
-    let (header, data) = crate::fileio::npy::declared(&mut &bytes[..])
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (header, data) =
+        crate::fileio::npy::declared(&mut &bytes[..]).map_err(|e| refused(path, e))?;
     let Some(data) = data else {
-        bail!(
-            "{}: not a float array (f64 or f32 expected)",
-            path.display()
-        );
+        return Err(refused(
+            path,
+            "not a float array (f64 or f32 expected)".into(),
+        ));
     };
     if header + data != len {
-        bail!(
-            "{}: its header's shape needs {data} bytes of data, the file holds {}{}",
-            path.display(),
-            len.saturating_sub(header),
-            if len > most { " or more" } else { "" }
-        );
+        return Err(refused(
+            path,
+            format!(
+                "its header's shape needs {data} bytes of data, the file holds {}{}",
+                len.saturating_sub(header),
+                if len > most { " or more" } else { "" }
+            ),
+        ));
     }
     if data > (h * w * 8) as u64 {
-        bail!(
-            "{}: {data} bytes of data, more than a {h} x {w} map of sigmas",
-            path.display()
-        );
+        return Err(refused(
+            path,
+            format!("{data} bytes of data, more than a {h} x {w} map of sigmas"),
+        ));
     }
     match Array2::<f64>::read_npy(&bytes[..]) {
         Ok(a) => Ok(a),
         Err(_) => Array2::<f32>::read_npy(&bytes[..])
             .map(|a| a.mapv(f64::from))
-            .map_err(|e| {
-                anyhow::anyhow!("{}: not a 2-D f64 or f32 .npy array ({e})", path.display())
-            }),
+            .map_err(|e| refused(path, format!("not a 2-D f64 or f32 .npy array ({e})"))),
     }
 }
 
