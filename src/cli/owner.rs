@@ -272,10 +272,11 @@ fn share_cnn_model(
                 let map = model.noise_map(&NoiseLevel::Uniform(sigma), h, w);
                 crate::ring::cnn::denoise(&plan, noisy, &map, &model.preprocess(sigma, true))
             };
-            // What the header records must be what the servers will compute: points of the
-            // sweep on both plans, bit for bit, before the sweep runs on the chain's. Where
-            // the range's edges fall (the lowest level scales the input most, at the widest
-            // and the narrowest span; the highest level) and at the model's own level.
+            // What the header records must be what the servers will compute: the sweep's
+            // phantom (at the probe's seed) on both plans, bit for bit, before the sweep runs
+            // on the chain's. Where the range's edges fall (the lowest level scales the input
+            // most, at the widest and the narrowest span; the highest level) and at the
+            // model's own level.
             let on_graph = |noisy: &Array2<f64>, sigma: f64| {
                 crate::ring::graph::denoise(graph, noisy, &[], &model.preprocess(sigma, true))
             };

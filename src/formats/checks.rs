@@ -9,6 +9,7 @@ use crate::circuit::activation::ActConsts;
 use crate::circuit::activation::{ActCircuit, TruncParams};
 use crate::formats::bodies::{JobParams, FIXED_POINT, GRAPH_DESCRIPTION};
 use crate::formats::container::{id_hex, Header};
+use crate::formats::facts::SIGMA;
 use crate::ring::plan::{Hidden, Plan};
 
 /// The public activation constants a model share's header carries (one per hidden layer).
@@ -97,7 +98,7 @@ pub fn check_relu_batch(batch: usize) -> Result<()> {
 /// noise level it was scaled to is the model's sigma*, or the receiver would decode with
 /// another scaling.
 pub fn check_whole_image_job(image: &Path, job: &JobParams, mh: &Header) -> Result<()> {
-    let sigma = mh.info("sigma").and_then(|v| v.parse::<f64>().ok());
+    let sigma = mh.info(SIGMA).and_then(|v| v.parse::<f64>().ok());
     if sigma != Some(job.model_sigma) || job.stride != 1 {
         bail!(
             "{}: the image was shared for a model of sigma {} (stride {}), not for this CNN (sigma {}): share it with `share-image --model model.pub`",
@@ -208,7 +209,7 @@ pub fn graph_plan_from_header(
     let g = public.graph(path)?;
     // One sigma*: the header's, which the gateway scales by and the servers check jobs
     // against, must be the description's.
-    if h.info("sigma").and_then(|v| v.parse::<f64>().ok()) != Some(g.sigma) {
+    if h.info(SIGMA).and_then(|v| v.parse::<f64>().ok()) != Some(g.sigma) {
         bail!(
             "{}: header's sigma {:?} is not its graph description's ({})",
             path.display(),

@@ -162,7 +162,8 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         relu_batch,
         tile,
     });
-    assemble(f, (mh, ih, sealed), t, ("per-job".into(), None), work)
+    let name = model.name.clone();
+    assemble(f, (mh, ih, sealed, name), t, ("per-job".into(), None), work)
 }
 
 impl SecureJob for GraphJob {

@@ -28,6 +28,8 @@ pub struct LoadedModel {
     /// The opened weights' path it was read with (`--weights`), if any.
     pub(super) weights_path: Option<PathBuf>,
     pub(super) header: Header,
+    /// The model's name, as its owner published it (read from the header at open).
+    pub(super) name: Option<String>,
     /// Whether the share was sealed at rest (then each output share is sealed too).
     pub(super) sealed: bool,
     pub(super) family: Family,
@@ -68,6 +70,8 @@ impl LoadedModel {
         let at = |e: String| anyhow::anyhow!("{}: {e}", f.model.display());
         let sealed = model.is_sealed();
         let kind = model.header().kind;
+        // The header's facts before the body is read: a malformed one is refused at open.
+        let name = crate::formats::facts::ModelFacts::read(&f.model, model.header())?.name;
         if kind == Kind::GraphModelShare {
             if let Some(w) = &opened {
                 bail!(
@@ -110,6 +114,7 @@ impl LoadedModel {
             path: f.model.clone(),
             weights_path: f.weights.clone(),
             header,
+            name,
             sealed,
             family,
         })

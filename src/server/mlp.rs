@@ -189,7 +189,14 @@ pub(super) fn prepare(f: JobFiles, inputs: Inputs) -> Result<ReadyJob> {
         opened,
         tile,
     });
-    assemble(f, (mh, ih, sealed), t, (mask_field, opened_digest), work)
+    let name = model.name.clone();
+    assemble(
+        f,
+        (mh, ih, sealed, name),
+        t,
+        (mask_field, opened_digest),
+        work,
+    )
 }
 
 impl SecureJob for MlpJob {

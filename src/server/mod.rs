@@ -494,13 +494,12 @@ fn lead_digest(
 /// engine's dealer data (base OTs, parsed now) and the streamed randomness.
 fn assemble(
     files: JobFiles,
-    (mh, ih, sealed_input): (Header, Header, Option<PathBuf>),
+    (mh, ih, sealed_input, model_name): (Header, Header, Option<PathBuf>, Option<String>),
     mut t: OpenedTriplets,
     (mask_field, opened): (String, Option<[u8; 32]>),
     work: Box<dyn SecureJob>,
 ) -> Result<ReadyJob> {
     let p = files.party;
-    let model_name = crate::formats::facts::ModelFacts::read(&files.model, &mh)?.name;
     let engine_kind = t.stream.lead.engine;
     let mut tag = Vec::new();
     for (what, id) in [
