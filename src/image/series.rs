@@ -11,12 +11,57 @@
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-
 use dicom_dictionary_std::tags;
 
 use super::dicom::{DicomTemplate, SeriesFacts};
-use super::Format;
+use super::{Format, ImageError};
+
+/// Why a study's input was refused, naming the folder or the files.
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    /// A file or folder could not be listed or read.
+    #[error("{}: cannot {doing}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        doing: &'static str,
+        source: std::io::Error,
+    },
+    /// A DICOM object's header could not be parsed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The input (a folder, a DICOMDIR, a file in it) is not a study's, and why.
+    #[error("{}: {why}", .path.display())]
+    Input { path: PathBuf, why: String },
+    /// Two files that cannot both be slices of one study.
+    #[error("{} and {}: {why}", .first.display(), .second.display())]
+    Pair {
+        first: PathBuf,
+        second: PathBuf,
+        why: String,
+    },
+    /// `--series` names no series of the export, or several.
+    #[error("--series {choice}: {why}")]
+    Choice { choice: String, why: String },
+}
+
+type Result<T, E = SeriesError> = std::result::Result<T, E>;
+
+/// A [`SeriesError::Input`] of `path`.
+fn refused(path: &Path, why: String) -> SeriesError {
+    SeriesError::Input {
+        path: path.into(),
+        why,
+    }
+}
+
+/// A [`SeriesError::Io`] of `path`.
+fn io<'a>(path: &'a Path, doing: &'static str) -> impl FnOnce(std::io::Error) -> SeriesError + 'a {
+    move |source| SeriesError::Io {
+        path: path.into(),
+        doing,
+        source,
+    }
+}
 
 /// What a study folder holds (`dicom-series` or `images` in files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,18 +96,19 @@ pub struct StudyInput {
 /// `max`). Its header is read, not its pixel data.
 pub fn scan_frames(file: &Path, max: usize) -> Result<(StudyInput, usize)> {
     if Format::of_file(file) != Some(Format::Dicom) {
-        bail!(
-            "{}: a file given as a study must be a multi-frame DICOM (a folder holds a series \
-             or images)",
-            file.display()
-        );
+        return Err(refused(
+            file,
+            "a file given as a study must be a multi-frame DICOM (a folder holds a series or \
+             images)"
+                .into(),
+        ));
     }
     let frames = DicomTemplate::read(file)?.frames();
     if frames > max {
-        bail!(
-            "{}: {frames} frames; a study has at most {max} slices",
-            file.display()
-        );
+        return Err(refused(
+            file,
+            format!("{frames} frames; a study has at most {max} slices"),
+        ));
     }
     let input = StudyInput {
         kind: StudyKind::MultiFrame,
@@ -84,11 +130,11 @@ pub fn scan(dir: &Path, max: usize) -> Result<StudyInput> {
 pub fn scan_series(input: &Path, max: usize, choice: Option<&str>) -> Result<StudyInput> {
     let found = survey(input, max)?;
     if !found.images.is_empty() {
-        if choice.is_some() {
-            bail!(
-                "--series: {} holds images, not DICOM series",
-                input.display()
-            );
+        if let Some(choice) = choice {
+            return Err(SeriesError::Choice {
+                choice: choice.into(),
+                why: format!("{} holds images, not DICOM series", input.display()),
+            });
         }
         let mut files = found.images;
         files.sort_by(|a, b| natural(&a.0, &b.0));
@@ -201,29 +247,30 @@ pub fn survey(input: &Path, max: usize) -> Result<Survey> {
         (files, Some(input))
     };
     if files.is_empty() {
-        bail!(
-            "{}: no slices (no DICOM, PNG or TIFF file)",
-            input.display()
-        );
+        return Err(refused(
+            input,
+            "no slices (no DICOM, PNG or TIFF file)".into(),
+        ));
     }
     let mut out = Survey::default();
     let mut dicom: Option<&Path> = None;
     let mut other: Option<(&Path, Format)> = None;
     for path in &files {
-        let format = Format::of_file(path).with_context(|| {
-            format!(
-                "{}: neither DICOM, PNG nor TIFF (a study folder holds only its slices)",
-                path.display()
+        let format = Format::of_file(path).ok_or_else(|| {
+            refused(
+                path,
+                "neither DICOM, PNG nor TIFF (a study folder holds only its slices)".into(),
             )
         })?;
         if format != Format::Dicom {
             // A folder of images is read flat: its sub-folders are not slices.
             if root.is_some_and(|r| path.parent() != Some(r)) {
-                bail!(
-                    "{}: an image in a sub-folder; a folder of images is read flat (sub-folders \
-                     are for DICOM series)",
-                    path.display()
-                );
+                return Err(refused(
+                    path,
+                    "an image in a sub-folder; a folder of images is read flat (sub-folders \
+                     are for DICOM series)"
+                        .into(),
+                ));
             }
             other.get_or_insert((path, format));
             out.images.push((path.clone(), format));
@@ -244,20 +291,25 @@ pub fn survey(input: &Path, max: usize) -> Result<Survey> {
         }
     }
     if let (Some(d), Some((o, format))) = (dicom, other) {
-        bail!(
-            "{}: mixes DICOM ({}) with {format} ({}); a study is one DICOM series or a folder of images",
-            input.display(),
-            d.display(),
-            o.display()
-        );
+        return Err(refused(
+            input,
+            format!(
+                "mixes DICOM ({}) with {format} ({}); a study is one DICOM series or a folder \
+                 of images",
+                d.display(),
+                o.display()
+            ),
+        ));
     }
     if out.images.is_empty() && out.series.is_empty() {
-        bail!(
-            "{}: no image among its {} DICOM object(s) (every one skipped: {})",
-            input.display(),
-            files.len(),
-            out.skipped.join("; ")
-        );
+        return Err(refused(
+            input,
+            format!(
+                "no image among its {} DICOM object(s) (every one skipped: {})",
+                files.len(),
+                out.skipped.join("; ")
+            ),
+        ));
     }
     for s in &mut out.series {
         s.files.sort_by(|a, b| natural(&a.path, &b.path));
@@ -277,25 +329,23 @@ pub fn is_dicomdir(path: &Path) -> bool {
 
 /// The files under `dir` (sub-folders to [`MAX_DEPTH`]), at most `max`.
 fn walk(dir: &Path, depth: usize, max: usize, files: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(io(dir, "list"))?;
     let mut subs = Vec::new();
     for e in entries {
-        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let e = e.map_err(io(dir, "list"))?;
         let path = e.path();
         let name = e.file_name();
         let Some(name) = name.to_str() else {
-            bail!(
-                "{}: the name is not UTF-8; rename it (a study's outputs take its inputs' names)",
-                path.display()
-            );
+            return Err(refused(
+                &path,
+                "the name is not UTF-8; rename it (a study's outputs take its inputs' names)"
+                    .into(),
+            ));
         };
         if name.starts_with('.') || name.eq_ignore_ascii_case("DICOMDIR") {
             continue;
         }
-        let kind = e
-            .file_type()
-            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let kind = e.file_type().map_err(io(&path, "read"))?;
         if kind.is_dir() {
             subs.push(path);
             continue;
@@ -305,18 +355,20 @@ fn walk(dir: &Path, depth: usize, max: usize, files: &mut Vec<PathBuf>) -> Resul
             continue;
         }
         if files.len() == max {
-            bail!(
-                "{}: more than {max} files; a study has at most {max} slices",
-                dir.display()
-            );
+            return Err(refused(
+                dir,
+                format!("more than {max} files; a study has at most {max} slices"),
+            ));
         }
         files.push(path);
     }
     if !subs.is_empty() && depth == MAX_DEPTH {
-        bail!(
-            "{}: sub-folders deeper than {MAX_DEPTH} levels; give --in a folder nearer the series",
-            subs[0].display()
-        );
+        return Err(refused(
+            &subs[0],
+            format!(
+                "sub-folders deeper than {MAX_DEPTH} levels; give --in a folder nearer the series"
+            ),
+        ));
     }
     subs.sort_by(|a, b| natural(a, b));
     for s in subs {
@@ -329,7 +381,7 @@ fn walk(dir: &Path, depth: usize, max: usize, files: &mut Vec<PathBuf>) -> Resul
 /// each once, in the index's order. A reference that leaves the folder or names no file is
 /// refused by name.
 fn dicomdir_files(path: &Path, max: usize) -> Result<Vec<PathBuf>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = std::fs::read(path).map_err(io(path, "read"))?;
     let obj = super::dicom::parse(&bytes, path, false)?;
     let root = path.parent().unwrap_or(Path::new("."));
     let records = obj
@@ -337,12 +389,7 @@ fn dicomdir_files(path: &Path, max: usize) -> Result<Vec<PathBuf>> {
         .ok()
         .flatten()
         .and_then(|e| e.items())
-        .with_context(|| {
-            format!(
-                "{}: not a DICOMDIR (no Directory Record Sequence)",
-                path.display()
-            )
-        })?;
+        .ok_or_else(|| refused(path, "not a DICOMDIR (no Directory Record Sequence)".into()))?;
     let mut files: Vec<PathBuf> = Vec::new();
     for r in records {
         let Some(id) = r.element_opt(tags::REFERENCED_FILE_ID).ok().flatten() else {
@@ -355,29 +402,33 @@ fn dicomdir_files(path: &Path, max: usize) -> Result<Vec<PathBuf>> {
         let sound =
             |c: &String| !c.is_empty() && c != "." && c != ".." && !c.contains(['/', '\\', '\0']);
         if parts.is_empty() || !parts.iter().all(sound) {
-            bail!(
-                "{}: a record names the file {}, not a path inside its folder",
-                path.display(),
-                parts.join("\\")
-            );
+            return Err(refused(
+                path,
+                format!(
+                    "a record names the file {}, not a path inside its folder",
+                    parts.join("\\")
+                ),
+            ));
         }
         let file = parts.iter().fold(root.to_path_buf(), |p, c| p.join(c));
         if !file.is_file() {
-            bail!(
-                "{}: names {} (Referenced File ID {}), which is not a file",
-                path.display(),
-                file.display(),
-                parts.join("\\")
-            );
+            return Err(refused(
+                path,
+                format!(
+                    "names {} (Referenced File ID {}), which is not a file",
+                    file.display(),
+                    parts.join("\\")
+                ),
+            ));
         }
         if files.contains(&file) {
             continue;
         }
         if files.len() == max {
-            bail!(
-                "{}: names more than {max} files; a study has at most {max} slices",
-                path.display()
-            );
+            return Err(refused(
+                path,
+                format!("names more than {max} files; a study has at most {max} slices"),
+            ));
         }
         files.push(file);
     }
@@ -387,7 +438,7 @@ fn dicomdir_files(path: &Path, max: usize) -> Result<Vec<PathBuf>> {
 /// A DICOM object's header (no pixel data): an image with the series it is of, or why it is
 /// not one (a structured report, a presentation state: no Rows, Columns or Pixel Data).
 fn read_object(path: &Path) -> Result<std::result::Result<(Object, FoundSeries), String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = std::fs::read(path).map_err(io(path, "read"))?;
     let obj = super::dicom::parse(&bytes, path, false)?;
     let text = |tag| {
         obj.element_opt(tag)
@@ -455,13 +506,15 @@ fn pick<'a>(
         if let [one] = series {
             return Ok(one);
         }
-        bail!(
-            "{}: holds {} different series; choose one with --series UID|NUMBER \
-             (`inspect --series` lists them):{}",
-            input.display(),
-            series.len(),
-            list(&all)
-        );
+        return Err(refused(
+            input,
+            format!(
+                "holds {} different series; choose one with --series UID|NUMBER \
+                 (`inspect --series` lists them):{}",
+                series.len(),
+                list(&all)
+            ),
+        ));
     };
     let by_uid: Vec<&FoundSeries> = series
         .iter()
@@ -476,22 +529,24 @@ fn pick<'a>(
     } else {
         by_uid
     };
-    match hits[..] {
-        [one] => Ok(one),
-        [] => bail!(
-            "--series {choice}: no series of {} has this SeriesInstanceUID or Series Number; \
-             it holds:{}",
+    let why = match hits[..] {
+        [one] => return Ok(one),
+        [] => format!(
+            "no series of {} has this SeriesInstanceUID or Series Number; it holds:{}",
             input.display(),
             list(&all)
         ),
-        _ => bail!(
-            "--series {choice}: {} series of {} have this Series Number; give the \
-             SeriesInstanceUID:{}",
+        _ => format!(
+            "{} series of {} have this Series Number; give the SeriesInstanceUID:{}",
             hits.len(),
             input.display(),
             list(&hits)
         ),
-    }
+    };
+    Err(SeriesError::Choice {
+        choice: choice.into(),
+        why,
+    })
 }
 
 /// Two files of one SOP Instance UID are one slice twice (a copy): refused, naming both.
@@ -502,11 +557,11 @@ fn check_unique_instances(files: &[Object]) -> Result<()> {
             continue;
         };
         if let Some(first) = seen.insert(uid, &f.path) {
-            bail!(
-                "{} and {}: one SOP Instance UID ({uid}), so one slice twice; remove the copy",
-                first.display(),
-                f.path.display()
-            );
+            return Err(SeriesError::Pair {
+                first: first.into(),
+                second: f.path.clone(),
+                why: format!("one SOP Instance UID ({uid}), so one slice twice; remove the copy"),
+            });
         }
     }
     Ok(())
@@ -517,12 +572,13 @@ fn check_unique_instances(files: &[Object]) -> Result<()> {
 fn check_one_folder(files: &[Object]) -> Result<()> {
     let dir = files[0].path.parent();
     if let Some(f) = files.iter().find(|f| f.path.parent() != dir) {
-        bail!(
-            "{} and {}: one series in two folders; a study's slices are read from one folder \
-             (move them into one)",
-            files[0].path.display(),
-            f.path.display()
-        );
+        return Err(SeriesError::Pair {
+            first: files[0].path.clone(),
+            second: f.path.clone(),
+            why: "one series in two folders; a study's slices are read from one folder (move \
+                  them into one)"
+                .into(),
+        });
     }
     Ok(())
 }
@@ -531,22 +587,26 @@ fn check_one_series(facts: &[(PathBuf, SeriesFacts)]) -> Result<()> {
     let (p0, f0) = &facts[0];
     if facts.len() > 1 {
         if let Some((p, _)) = facts.iter().find(|f| f.1.series_uid.is_none()) {
-            bail!(
-                "{}: has no SeriesInstanceUID, so it cannot be told to be of one series with the others",
-                p.display()
-            );
+            return Err(refused(
+                p,
+                "has no SeriesInstanceUID, so it cannot be told to be of one series with the \
+                 others"
+                    .into(),
+            ));
         }
     }
     for (p, f) in &facts[1..] {
         if f.series_uid != f0.series_uid {
             let uid = |u: &Option<String>| u.clone().unwrap_or_else(|| "none".into());
-            bail!(
-                "{} (series {}) and {} (series {}) are of different series; a study folder holds one series",
-                p0.display(),
-                uid(&f0.series_uid),
-                p.display(),
-                uid(&f.series_uid)
-            );
+            return Err(SeriesError::Pair {
+                first: p0.clone(),
+                second: p.clone(),
+                why: format!(
+                    "of different series ({} and {}); a study folder holds one series",
+                    uid(&f0.series_uid),
+                    uid(&f.series_uid)
+                ),
+            });
         }
     }
     Ok(())
