@@ -70,8 +70,6 @@ impl LoadedModel {
         let at = |e: String| anyhow::anyhow!("{}: {e}", f.model.display());
         let sealed = model.is_sealed();
         let kind = model.header().kind;
-        // The header's facts before the body is read: a malformed one is refused at open.
-        let name = crate::formats::facts::ModelFacts::read(&f.model, model.header())?.name;
         if kind == Kind::GraphModelShare {
             if let Some(w) = &opened {
                 bail!(
@@ -110,6 +108,9 @@ impl LoadedModel {
             };
             (mh, family)
         };
+        // The header's facts once the read verified it (checksum, signature): a header
+        // altered on disk is told as such, not as a malformed entry.
+        let name = crate::formats::facts::ModelFacts::read(&f.model, &header)?.name;
         Ok(LoadedModel {
             path: f.model.clone(),
             weights_path: f.weights.clone(),

@@ -378,7 +378,6 @@ fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header, o: Opened) -> Result<Op
     check_bound_model(&f.image, ih, &f.model, mh)?;
     o.expect(Kind::Triplets, Some(p))?;
     let first = o.header();
-    let facts = TripletFacts::read(&f.triplets, first)?;
     let hex = |id: &Option<[u8; 16]>| id.as_ref().map(id_hex).unwrap_or_default();
     if !same_id(&first.model_id, &mh.model_id) {
         bail!(
@@ -407,6 +406,9 @@ fn open_triplets(f: &JobFiles, mh: &Header, ih: &Header, o: Opened) -> Result<Op
     // Checked whole (checksum) now; party 1's triple shares are then read as consumed.
     let sealed = o.is_sealed();
     let (header, stream) = triplet_stream::from_opened(o, p)?;
+    // Its facts from the header the read verified (checksum, signature), not before: a
+    // header altered on disk is told as such, not as a malformed entry.
+    let facts = TripletFacts::read(&f.triplets, &header)?;
     Ok(OpenedTriplets {
         id,
         header,
