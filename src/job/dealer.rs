@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroize;
 
-use super::gateway::job_from_header;
 use super::{with_ext, with_suffix, Outputs, Summary};
 use crate::corr::base_ots::{base_ot_digests, BASE_OT};
 use crate::corr::engine_kind::EngineKind;
@@ -24,6 +23,7 @@ use crate::formats::checks::{
     copy_circuit_entries, graph_plan_from_header, mask_id_of,
 };
 use crate::formats::container::{self, expect, fresh_id, id_hex, Header, Kind};
+use crate::formats::facts::job_from_header;
 use crate::formats::facts::{CIRCUIT, ENGINE, MODEL_MASK, TILE};
 use crate::formats::triplet_stream;
 use crate::model::geometry::Geometry;

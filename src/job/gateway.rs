@@ -234,8 +234,6 @@ pub fn job_header(kind: Kind, party: Party, job_id: [u8; 16], job: &JobParams) -
     h
 }
 
-pub use crate::formats::facts::job_from_header;
-
 /// The gateway with its options checked: shares one image after another as new jobs.
 pub struct Sharer {
     opts: ShareOptions,
