@@ -9,7 +9,8 @@
 //! correlations: what the dealer writes and the engines read), `formats` (files between
 //! parties), `dealer` (the trusted dealer, which makes the correlations), `twopc` (the
 //! two-party protocol, which consumes them: Beaver products, garbled circuits, GMW, oblivious
-//! transfer), `server` (a server's job: files checked into a ready job, the randomness
+//! transfer), `offline` (the dealer-free offline phase: the servers' own
+//! correlations, linear products by lattice encryption), `server` (a server's job: files checked into a ready job, the randomness
 //! claimed, the link, the run), `job` (each party's step on one job, on plain options),
 //! `study` (a study's slices as jobs, resumable, and their derived series), `cli` (the
 //! `ppdenoise` subcommands: arguments parsed, `study` and `job` called).
@@ -28,6 +29,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod offline;
 pub mod pacs;
 pub mod ring;
 pub mod server;

@@ -1,0 +1,315 @@
+//! The lattice encryption the offline phase's linear products run under: BFV from the `fhe`
+//! crate, one parameter set, coefficient (polynomial) encoding with a power-of-two plaintext
+//! modulus, so that a product read mod 2^k is the ring's product mod 2^k exactly
+//! (docs/protocol.md, "Dealer-free products"). The scheme is the crate's; the parameters, the
+//! noise bounds, the flooding and the level a result is returned at are ours.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use fhe::bfv::{dot_product_scalar, SecretKey};
+use fhe::bfv::{BfvParameters, BfvParametersBuilder, Ciphertext, Encoding, Plaintext, PublicKey};
+use fhe_math::rq::{traits::TryConvertFrom, Poly, Representation};
+use fhe_traits::{
+    DeserializeParametrized, FheDecoder, FheDecrypter, FheEncoder, FheEncrypter, Serialize,
+};
+use num_bigint::BigUint;
+use rand09::{CryptoRng, Rng};
+
+/// Ring degree N: polynomials of 8192 coefficients.
+pub const DEGREE: usize = 8192;
+/// The ciphertext modulus q as four NTT-friendly primes, 218 bits: the largest q the
+/// HomomorphicEncryption.org standard's table allows at N = 8192 for 128-bit classical
+/// security (its Table 1 gives 218 for uniform, error-distributed and ternary secrets; the
+/// crate's secret and errors are centred binomial with variance 10, sigma ~3.2, the standard's).
+pub const MODULI_BITS: [usize; 4] = [54, 54, 55, 55];
+/// Statistical security of the flooding: the returned ciphertexts of a whole job are within
+/// 2^-STAT_BITS of ones that do not depend on the evaluating party's plaintexts.
+pub const STAT_BITS: u32 = 40;
+/// log2 of the most ciphertexts one job returns that the flooding bound covers (2^24; a job
+/// returning more is refused by [`He::check_returns`]).
+pub const RETURNS_LOG2: u32 = 24;
+/// The widest product the parameters carry (checked by [`He::new`]).
+pub const MAX_BITS: u32 = 50;
+
+/// One plaintext modulus t = 2^bits and the parameters built for it.
+#[derive(Clone)]
+pub struct He {
+    pub bits: u32,
+    par: Arc<BfvParameters>,
+    /// Bits of the product noise the evaluator's ciphertext can hold before flooding, for
+    /// sums of up to 2^terms_log2 products ([`noise_bound_bits`]).
+    pub terms_log2: u32,
+    /// The level a returned ciphertext is switched down to before it is sent.
+    pub return_level: usize,
+}
+
+/// An upper bound (bits) on the noise of a sum of 2^terms_log2 ciphertext x plaintext
+/// products, each ciphertext a fresh secret-key encryption: each product's noise is at most
+/// N * ||e|| * t with ||e|| <= 2 * variance = 20 (centred binomial), the plaintext's
+/// coefficients in [0, t), plus the scaling's rounding of the same order; one more bit for it.
+pub fn noise_bound_bits(bits: u32, terms_log2: u32) -> u32 {
+    let n_log2 = DEGREE.trailing_zeros();
+    bits + n_log2 + 5 + 1 + terms_log2
+}
+
+/// Bits of the flooding noise added to a returned ciphertext: its magnitude hides a product
+/// noise of `noise_bound_bits` in each of its N coefficients and each of up to 2^RETURNS_LOG2
+/// ciphertexts of a job, to 2^-STAT_BITS (a uniform shift of width 2^f moves the distribution
+/// by at most |e| / 2^f per coefficient).
+pub fn flood_bits(bits: u32, terms_log2: u32) -> u32 {
+    noise_bound_bits(bits, terms_log2) + DEGREE.trailing_zeros() + RETURNS_LOG2 + STAT_BITS
+}
+
+impl He {
+    /// Parameters for products mod 2^bits summed over up to 2^terms_log2 products. Refuses a
+    /// width the noise budget cannot carry: the flooded noise must stay below q / (2t).
+    pub fn new(bits: u32, terms_log2: u32) -> Result<He> {
+        ensure!(
+            (1..=MAX_BITS).contains(&bits),
+            "a dealer-free product mod 2^{bits}: this offline phase carries 1 to {MAX_BITS} \
+             bits (a 64-bit product is made from narrower ones)"
+        );
+        let q_bits: u32 = MODULI_BITS.iter().sum::<usize>() as u32;
+        let flood = flood_bits(bits, terms_log2);
+        ensure!(
+            flood + 2 + bits <= q_bits,
+            "a dealer-free product mod 2^{bits} summed over 2^{terms_log2} terms needs {} bits \
+             of ciphertext modulus, the parameters have {q_bits}",
+            flood + 2 + bits
+        );
+        let par = BfvParametersBuilder::new()
+            .set_degree(DEGREE)
+            .set_plaintext_modulus(1u64 << bits)
+            .set_moduli_sizes(&MODULI_BITS)
+            .build_arc()
+            .map_err(|e| anyhow!("BFV parameters for t = 2^{bits}: {e}"))?;
+        // The lowest level whose modulus still decrypts after the switch: the noise there is
+        // the flooded noise scaled down by the dropped moduli plus the switch's rounding,
+        // at most (1 + N * ||s||) / 2 <= 2^17 (||s|| <= 20).
+        let mut return_level = 0;
+        for level in 0..MODULI_BITS.len() {
+            let kept: u32 = MODULI_BITS[..MODULI_BITS.len() - level]
+                .iter()
+                .sum::<usize>() as u32;
+            let scaled = (flood + 1).saturating_sub(q_bits - kept);
+            // Both terms under 2^(max + 1), which must stay below q' / (2t) >= 2^(kept - bits - 2).
+            if kept > bits + 3 + scaled.max(17) {
+                return_level = level;
+            }
+        }
+        Ok(He {
+            bits,
+            par,
+            terms_log2,
+            return_level,
+        })
+    }
+
+    pub fn modulus(&self) -> u64 {
+        1u64 << self.bits
+    }
+
+    /// Refuses a job that would return more ciphertexts than the flooding bound covers.
+    pub fn check_returns(&self, count: usize) -> Result<()> {
+        ensure!(
+            (count as u64) <= 1u64 << RETURNS_LOG2,
+            "a dealer-free product returning {count} ciphertexts: the flooding covers 2^{RETURNS_LOG2}"
+        );
+        Ok(())
+    }
+
+    pub fn secret_key(&self, rng: &mut (impl Rng + CryptoRng)) -> SecretKey {
+        SecretKey::random(&self.par, rng)
+    }
+
+    pub fn public_key(&self, sk: &SecretKey, rng: &mut (impl Rng + CryptoRng)) -> PublicKey {
+        PublicKey::new(sk, rng)
+    }
+
+    /// A polynomial's coefficients (each below t, at most N of them) as a plaintext.
+    pub fn encode(&self, coeffs: &[u64]) -> Result<Plaintext> {
+        Plaintext::try_encode(coeffs, Encoding::poly(), &self.par)
+            .map_err(|e| anyhow!("encoding a plaintext: {e}"))
+    }
+
+    /// A secret-key encryption, serialised with its seed (the second component is the
+    /// seed's expansion, so it travels as 32 bytes).
+    pub fn encrypt(
+        &self,
+        sk: &SecretKey,
+        coeffs: &[u64],
+        rng: &mut (impl Rng + CryptoRng),
+    ) -> Result<Vec<u8>> {
+        let ct: Ciphertext = sk
+            .try_encrypt(&self.encode(coeffs)?, rng)
+            .map_err(|e| anyhow!("encrypting: {e}"))?;
+        Ok(ct.to_bytes())
+    }
+
+    /// Reads a peer's ciphertext at the top level (as it was sent for evaluation).
+    pub fn ciphertext(&self, bytes: &[u8], what: &str) -> Result<Ciphertext> {
+        let ct = Ciphertext::from_bytes(bytes, &self.par)
+            .map_err(|e| anyhow!("{what}: not a ciphertext of these parameters: {e}"))?;
+        ensure!(ct.len() == 2, "{what}: a ciphertext of {} parts", ct.len());
+        let level = self.level_of(&ct)?;
+        ensure!(
+            level == 0,
+            "{what}: a ciphertext at level {level}, not at the top"
+        );
+        Ok(ct)
+    }
+
+    pub fn public_key_bytes(&self, pk: &PublicKey) -> Vec<u8> {
+        pk.to_bytes()
+    }
+
+    pub fn public_key_from(&self, bytes: &[u8]) -> Result<PublicKey> {
+        PublicKey::from_bytes(bytes, &self.par)
+            .map_err(|e| anyhow!("the peer's public key: not one of these parameters: {e}"))
+    }
+
+    /// The largest serialised ciphertext a message may carry (both components at the top
+    /// level, with the serialisation's framing): what a receive reserves at most.
+    pub fn max_ciphertext_bytes(&self) -> usize {
+        2 * DEGREE * MODULI_BITS.len() * 8 + 4096
+    }
+
+    /// sum_i cts[i] * pts[i]: the products summed in the NTT domain, reduced once.
+    pub fn dot(&self, cts: &[&Ciphertext], pts: &[&Plaintext]) -> Result<Ciphertext> {
+        ensure!(
+            cts.len() == pts.len() && !cts.is_empty(),
+            "a product sum of {} ciphertexts and {} plaintexts",
+            cts.len(),
+            pts.len()
+        );
+        ensure!(
+            cts.len() as u64 <= 1u64 << self.terms_log2,
+            "a product sum of {} terms where the noise bound covers 2^{}",
+            cts.len(),
+            self.terms_log2
+        );
+        dot_product_scalar(cts.iter().copied(), pts.iter().copied())
+            .map_err(|e| anyhow!("a product sum: {e}"))
+    }
+
+    /// What makes a returned ciphertext safe to send to the key's holder: `mask` (uniform
+    /// mod t where the key's holder must learn nothing, its share's complement where it
+    /// learns a share) added as plaintext; a fresh public-key encryption of zero added (the
+    /// second component no longer a function of the evaluator's plaintexts); noise of
+    /// [`flood_bits`] added to the first (the product noise hidden); switched down to the
+    /// return level. `guard` is [`Guard::ALL`] outside the tests' negative controls.
+    pub(crate) fn seal_return(
+        &self,
+        mut ct: Ciphertext,
+        mask: &[u64],
+        pk: &PublicKey,
+        guard: Guard,
+        rng: &mut (impl Rng + CryptoRng),
+    ) -> Result<Vec<u8>> {
+        ensure!(
+            mask.len() == DEGREE,
+            "a return mask of {} values",
+            mask.len()
+        );
+        ct += &self.encode(mask)?;
+        if guard.rerandomise {
+            let zero = Plaintext::zero(Encoding::poly(), &self.par)
+                .map_err(|e| anyhow!("a zero plaintext: {e}"))?;
+            let z: Ciphertext = pk
+                .try_encrypt(&zero, rng)
+                .map_err(|e| anyhow!("an encryption of zero: {e}"))?;
+            ct += &z;
+        }
+        if guard.flood {
+            let f = self.flood_poly(&ct, rng)?;
+            ct[0] += &f;
+        }
+        if guard.switch {
+            ct.switch_to_level(self.return_level)
+                .map_err(|e| anyhow!("switching a returned ciphertext down: {e}"))?;
+        }
+        Ok(ct.to_bytes())
+    }
+
+    /// Uniform noise in [-2^f, 2^f) in each coefficient, f = [`flood_bits`], at the
+    /// ciphertext's level, in the NTT domain the ciphertext is in.
+    fn flood_poly(&self, ct: &Ciphertext, rng: &mut (impl Rng + CryptoRng)) -> Result<Poly> {
+        let f = flood_bits(self.bits, self.terms_log2);
+        let ctx = ct[0].ctx().clone();
+        let q: BigUint = ctx.modulus().clone();
+        let half = BigUint::from(1u8) << f;
+        let mut bytes = vec![0u8; (f as usize + 1).div_ceil(8)];
+        let top_mask = 0xffu8 >> (bytes.len() * 8 - (f as usize + 1));
+        let coeffs: Vec<BigUint> = (0..DEGREE)
+            .map(|_| {
+                rng.fill(&mut bytes[..]);
+                *bytes.last_mut().expect("at least one byte") &= top_mask;
+                (BigUint::from_bytes_le(&bytes) + &q - &half) % &q
+            })
+            .collect();
+        let mut p =
+            Poly::try_convert_from(coeffs.as_slice(), &ctx, false, Representation::PowerBasis)
+                .map_err(|e| anyhow!("flooding noise: {e}"))?;
+        p.change_representation(Representation::Ntt);
+        Ok(p)
+    }
+
+    /// Decrypts a returned ciphertext (which must be at the return level) into its N
+    /// coefficients mod t.
+    pub fn decrypt_return(&self, sk: &SecretKey, bytes: &[u8], what: &str) -> Result<Vec<u64>> {
+        let ct = Ciphertext::from_bytes(bytes, &self.par)
+            .map_err(|e| anyhow!("{what}: not a ciphertext of these parameters: {e}"))?;
+        ensure!(ct.len() == 2, "{what}: a ciphertext of {} parts", ct.len());
+        let level = self.level_of(&ct)?;
+        if level != self.return_level {
+            bail!(
+                "{what}: returned at level {level}, the parameters return at {}",
+                self.return_level
+            );
+        }
+        self.decrypt_at(sk, &ct, level)
+            .with_context(|| format!("{what}: decrypting"))
+    }
+
+    fn level_of(&self, ct: &Ciphertext) -> Result<usize> {
+        self.par
+            .level_of_context(ct[0].ctx())
+            .map_err(|e| anyhow!("a ciphertext's level: {e}"))
+    }
+
+    fn decrypt_at(&self, sk: &SecretKey, ct: &Ciphertext, level: usize) -> Result<Vec<u64>> {
+        let pt = sk.try_decrypt(ct).map_err(|e| anyhow!("{e}"))?;
+        Vec::<u64>::try_decode(&pt, Encoding::poly_at_level(level)).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Test-only views of a returned ciphertext, for the negative controls.
+    #[cfg(test)]
+    pub(crate) fn inspect(&self, sk: &SecretKey, bytes: &[u8]) -> (Ciphertext, usize) {
+        let ct = Ciphertext::from_bytes(bytes, &self.par).unwrap();
+        // SAFETY: measure_noise only runs in variable time; a test's own key.
+        let noise = unsafe { sk.measure_noise(&ct).unwrap() };
+        (ct, noise)
+    }
+}
+
+/// The three steps that make a returned ciphertext safe. All three always run in the
+/// product protocol; only the tests' negative controls leave one out, to show that the
+/// masking tests fail without it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Guard {
+    pub(crate) rerandomise: bool,
+    pub(crate) flood: bool,
+    pub(crate) switch: bool,
+    /// Uniform masks on the coefficients that are not results (the caller's part).
+    pub(crate) mask_all: bool,
+}
+
+impl Guard {
+    pub(crate) const ALL: Guard = Guard {
+        rerandomise: true,
+        flood: true,
+        switch: true,
+        mask_all: true,
+    };
+}
