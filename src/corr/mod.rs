@@ -7,6 +7,7 @@ pub mod block;
 pub mod engine_kind;
 pub mod explicit;
 pub mod masks;
+pub mod operands;
 pub mod pack;
 pub mod randomness;
 pub mod run_shape;

@@ -5,17 +5,17 @@ pub mod boolean;
 pub mod graph;
 
 use crate::circuit::activation::ActCircuit;
-use crate::corr::batches::{batches, extract_batch};
+use crate::corr::batches::batches;
 use crate::corr::engine_kind::EngineKind;
-use crate::corr::masks::mask_share;
+use crate::corr::operands::{party0_product_share, MlpOperands};
 use crate::corr::pack::Tally;
-use crate::corr::randomness::{act_mask_of, elem_masks, image_mask_of};
+use crate::corr::randomness::elem_masks;
 use crate::corr::slot::Slot;
 use crate::formats::bodies::{JobParams, Triplets};
 use crate::model::geometry::Geometry;
 use crate::ring::matmul::gemm;
 use crate::ring::plan::{mlp_product_bits, MLP_OPEN_BITS};
-use crate::ring::share::{add, fresh_seed, Prg, Seed, Stream};
+use crate::ring::share::{add, fresh_seed, Seed};
 use boolean::BooleanDeal;
 
 /// What the dealer must know of a job's nonlinear steps: the engine, each hidden layer's
@@ -239,34 +239,20 @@ pub fn generate_into<E>(
     let nl = widths.len() - 1;
     // The weight mask A: the model's when its weights were opened once, else this job's.
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
+    let ops = [0, 1].map(|i| MlpOperands::new(&geo, widths, &seeds[i], &mask_seeds[i]));
     let a: Vec<Vec<u64>> = (0..nl)
-        .map(|l| {
-            let n = widths[l] * widths[l + 1];
-            add(
-                &mask_share(&mask_seeds[0], l as u32, n),
-                &mask_share(&mask_seeds[1], l as u32, n),
-            )
-        })
+        .map(|l| add(&ops[0].weight_mask(l), &ops[1].weight_mask(l)))
         .collect();
-    let npix = job.height * job.width;
-    let img_mask = geo.pad(&add(
-        &image_mask_of(&seeds[0], npix),
-        &image_mask_of(&seeds[1], npix),
-    ));
     for (b, start, n) in batches(patches.len(), batch) {
         let start = patches.start + start;
         for l in 0..nl {
             let (din, dout) = (widths[l], widths[l + 1]);
-            let bm = if l == 0 {
-                extract_batch(&geo, &img_mask, start, n)
-            } else {
-                add(
-                    &act_mask_of(&seeds[0], l as u32, b, din * n),
-                    &act_mask_of(&seeds[1], l as u32, b, din * n),
-                )
-            };
+            let bm = add(
+                &ops[0].input_mask(l, b, start, n),
+                &ops[1].input_mask(l, b, start, n),
+            );
             let c = gemm(&a[l], &bm, dout, din, n);
-            let c0 = Prg::new(&seeds[0], Stream::MatTriple(l as u32, b)).vec(dout * n);
+            let c0 = party0_product_share(&seeds[0], l, b, dout * n);
             emit(
                 &c.iter()
                     .zip(&c0)

@@ -16,13 +16,49 @@ use fhe_traits::{
 use num_bigint::BigUint;
 use rand09::{CryptoRng, Rng};
 
-/// Ring degree N: polynomials of 8192 coefficients.
-pub const DEGREE: usize = 8192;
-/// The ciphertext modulus q as four NTT-friendly primes, 218 bits: the largest q the
-/// HomomorphicEncryption.org standard's table allows at N = 8192 for 128-bit classical
-/// security (its Table 1 gives 218 for uniform, error-distributed and ternary secrets; the
-/// crate's secret and errors are centred binomial with variance 10, sigma ~3.2, the standard's).
-pub const MODULI_BITS: [usize; 4] = [54, 54, 55, 55];
+/// A parameter set: the ring degree N and the ciphertext modulus q as NTT-friendly primes.
+/// Each q is the largest the HomomorphicEncryption.org standard's Table 1 allows at its N
+/// for 128-bit classical security (the same for uniform, error-distributed and ternary
+/// secrets; the crate's secret and errors are centred binomial with variance 10, sigma ~3.2,
+/// the standard's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Set {
+    pub degree: usize,
+    pub moduli_bits: &'static [usize],
+}
+
+/// N = 8192, q = 218 bits: products up to [`NARROW_MAX_BITS`] (each prime exceeds t, as the
+/// crate's decryption needs).
+pub const NARROW: Set = Set {
+    degree: 8192,
+    moduli_bits: &[54, 54, 55, 55],
+};
+/// N = 16384, q = 434 bits (the standard allows 438): the wider products, up to 61 bits
+/// (the crate's plaintext modulus is below 2^62, and each prime must exceed t: seven of 62
+/// bits). Twice the coefficients per polynomial at 1.75 times the primes: under twice the
+/// work per value of [`NARROW`].
+pub const WIDE: Set = Set {
+    degree: 16384,
+    moduli_bits: &[62, 62, 62, 62, 62, 62, 62],
+};
+pub const NARROW_MAX_BITS: u32 = 50;
+
+impl Set {
+    pub fn for_bits(bits: u32) -> Set {
+        if bits <= NARROW_MAX_BITS {
+            NARROW
+        } else {
+            WIDE
+        }
+    }
+    fn q_bits(&self) -> u32 {
+        self.moduli_bits.iter().sum::<usize>() as u32
+    }
+    fn n_log2(&self) -> u32 {
+        self.degree.trailing_zeros()
+    }
+}
+
 /// Statistical security of the flooding: the returned ciphertexts of a whole job are within
 /// 2^-STAT_BITS of ones that do not depend on the evaluating party's plaintexts.
 pub const STAT_BITS: u32 = 40;
@@ -30,16 +66,17 @@ pub const STAT_BITS: u32 = 40;
 /// returning more is refused by [`He::check_returns`]).
 pub const RETURNS_LOG2: u32 = 24;
 /// The widest product the parameters carry (checked by [`He::new`]).
-pub const MAX_BITS: u32 = 50;
+pub const MAX_BITS: u32 = 61;
+/// log2 of the most ciphertext x plaintext products one returned ciphertext sums (4096:
+/// the inner dimension of the widest layer at one value per block).
+pub const TERMS_LOG2: u32 = 12;
 
 /// One plaintext modulus t = 2^bits and the parameters built for it.
 #[derive(Clone)]
 pub struct He {
     pub bits: u32,
+    pub set: Set,
     par: Arc<BfvParameters>,
-    /// Bits of the product noise the evaluator's ciphertext can hold before flooding, for
-    /// sums of up to 2^terms_log2 products ([`noise_bound_bits`]).
-    pub terms_log2: u32,
     /// The level a returned ciphertext is switched down to before it is sent.
     pub return_level: usize,
 }
@@ -48,30 +85,32 @@ pub struct He {
 /// products, each ciphertext a fresh secret-key encryption: each product's noise is at most
 /// N * ||e|| * t with ||e|| <= 2 * variance = 20 (centred binomial), the plaintext's
 /// coefficients in [0, t), plus the scaling's rounding of the same order; one more bit for it.
-pub fn noise_bound_bits(bits: u32, terms_log2: u32) -> u32 {
-    let n_log2 = DEGREE.trailing_zeros();
-    bits + n_log2 + 5 + 1 + terms_log2
+pub fn noise_bound_bits(set: Set, bits: u32, terms_log2: u32) -> u32 {
+    bits + set.n_log2() + 5 + 1 + terms_log2
 }
 
 /// Bits of the flooding noise added to a returned ciphertext: its magnitude hides a product
 /// noise of `noise_bound_bits` in each of its N coefficients and each of up to 2^RETURNS_LOG2
 /// ciphertexts of a job, to 2^-STAT_BITS (a uniform shift of width 2^f moves the distribution
 /// by at most |e| / 2^f per coefficient).
-pub fn flood_bits(bits: u32, terms_log2: u32) -> u32 {
-    noise_bound_bits(bits, terms_log2) + DEGREE.trailing_zeros() + RETURNS_LOG2 + STAT_BITS
+pub fn flood_bits(set: Set, bits: u32, terms_log2: u32) -> u32 {
+    noise_bound_bits(set, bits, terms_log2) + set.n_log2() + RETURNS_LOG2 + STAT_BITS
 }
 
 impl He {
-    /// Parameters for products mod 2^bits summed over up to 2^terms_log2 products. Refuses a
-    /// width the noise budget cannot carry: the flooded noise must stay below q / (2t).
-    pub fn new(bits: u32, terms_log2: u32) -> Result<He> {
+    /// Parameters for products mod 2^bits summed over up to 2^TERMS_LOG2 products. Refuses
+    /// a width the noise budget cannot carry: the flooded noise must stay below q / (2t).
+    /// Both parties build them from the product's public width; a key is made for one.
+    pub fn new(bits: u32) -> Result<He> {
+        let terms_log2 = TERMS_LOG2;
         ensure!(
             (1..=MAX_BITS).contains(&bits),
             "a dealer-free product mod 2^{bits}: this offline phase carries 1 to {MAX_BITS} \
              bits (a 64-bit product is made from narrower ones)"
         );
-        let q_bits: u32 = MODULI_BITS.iter().sum::<usize>() as u32;
-        let flood = flood_bits(bits, terms_log2);
+        let set = Set::for_bits(bits);
+        let q_bits = set.q_bits();
+        let flood = flood_bits(set, bits, terms_log2);
         ensure!(
             flood + 2 + bits <= q_bits,
             "a dealer-free product mod 2^{bits} summed over 2^{terms_log2} terms needs {} bits \
@@ -79,19 +118,18 @@ impl He {
             flood + 2 + bits
         );
         let par = BfvParametersBuilder::new()
-            .set_degree(DEGREE)
+            .set_degree(set.degree)
             .set_plaintext_modulus(1u64 << bits)
-            .set_moduli_sizes(&MODULI_BITS)
+            .set_moduli_sizes(set.moduli_bits)
             .build_arc()
             .map_err(|e| anyhow!("BFV parameters for t = 2^{bits}: {e}"))?;
         // The lowest level whose modulus still decrypts after the switch: the noise there is
         // the flooded noise scaled down by the dropped moduli plus the switch's rounding,
         // at most (1 + N * ||s||) / 2 <= 2^17 (||s|| <= 20).
         let mut return_level = 0;
-        for level in 0..MODULI_BITS.len() {
-            let kept: u32 = MODULI_BITS[..MODULI_BITS.len() - level]
-                .iter()
-                .sum::<usize>() as u32;
+        let moduli = set.moduli_bits;
+        for level in 0..moduli.len() {
+            let kept: u32 = moduli[..moduli.len() - level].iter().sum::<usize>() as u32;
             let scaled = (flood + 1).saturating_sub(q_bits - kept);
             // Both terms under 2^(max + 1), which must stay below q' / (2t) >= 2^(kept - bits - 2).
             if kept > bits + 3 + scaled.max(17) {
@@ -100,8 +138,8 @@ impl He {
         }
         Ok(He {
             bits,
+            set,
             par,
-            terms_log2,
             return_level,
         })
     }
@@ -172,7 +210,7 @@ impl He {
     /// The largest serialised ciphertext a message may carry (both components at the top
     /// level, with the serialisation's framing): what a receive reserves at most.
     pub fn max_ciphertext_bytes(&self) -> usize {
-        2 * DEGREE * MODULI_BITS.len() * 8 + 4096
+        2 * self.set.degree * self.set.moduli_bits.len() * 8 + 4096
     }
 
     /// sum_i cts[i] * pts[i]: the products summed in the NTT domain, reduced once.
@@ -184,10 +222,9 @@ impl He {
             pts.len()
         );
         ensure!(
-            cts.len() as u64 <= 1u64 << self.terms_log2,
-            "a product sum of {} terms where the noise bound covers 2^{}",
+            cts.len() as u64 <= 1u64 << TERMS_LOG2,
+            "a product sum of {} terms where the noise bound covers 2^{TERMS_LOG2}",
             cts.len(),
-            self.terms_log2
         );
         dot_product_scalar(cts.iter().copied(), pts.iter().copied())
             .map_err(|e| anyhow!("a product sum: {e}"))
@@ -208,12 +245,12 @@ impl He {
         rng: &mut (impl Rng + CryptoRng),
     ) -> Result<Vec<u8>> {
         ensure!(
-            mask.len() == DEGREE,
+            mask.len() == self.set.degree,
             "a return mask of {} values",
             mask.len()
         );
         ct += &self.encode(mask)?;
-        if guard.rerandomise {
+        if guard.runs(Guard::RERANDOMISE) {
             let zero = Plaintext::zero(Encoding::poly(), &self.par)
                 .map_err(|e| anyhow!("a zero plaintext: {e}"))?;
             let z: Ciphertext = pk
@@ -221,11 +258,11 @@ impl He {
                 .map_err(|e| anyhow!("an encryption of zero: {e}"))?;
             ct += &z;
         }
-        if guard.flood {
+        if guard.runs(Guard::FLOOD) {
             let f = self.flood_poly(&ct, rng)?;
             ct[0] += &f;
         }
-        if guard.switch {
+        if guard.runs(Guard::SWITCH) {
             ct.switch_to_level(self.return_level)
                 .map_err(|e| anyhow!("switching a returned ciphertext down: {e}"))?;
         }
@@ -235,13 +272,13 @@ impl He {
     /// Uniform noise in [-2^f, 2^f) in each coefficient, f = [`flood_bits`], at the
     /// ciphertext's level, in the NTT domain the ciphertext is in.
     fn flood_poly(&self, ct: &Ciphertext, rng: &mut (impl Rng + CryptoRng)) -> Result<Poly> {
-        let f = flood_bits(self.bits, self.terms_log2);
+        let f = flood_bits(self.set, self.bits, TERMS_LOG2);
         let ctx = ct[0].ctx().clone();
         let q: BigUint = ctx.modulus().clone();
         let half = BigUint::from(1u8) << f;
         let mut bytes = vec![0u8; (f as usize + 1).div_ceil(8)];
         let top_mask = 0xffu8 >> (bytes.len() * 8 - (f as usize + 1));
-        let coeffs: Vec<BigUint> = (0..DEGREE)
+        let coeffs: Vec<BigUint> = (0..self.set.degree)
             .map(|_| {
                 rng.fill(&mut bytes[..]);
                 *bytes.last_mut().expect("at least one byte") &= top_mask;
@@ -293,23 +330,47 @@ impl He {
     }
 }
 
-/// The three steps that make a returned ciphertext safe. All three always run in the
-/// product protocol; only the tests' negative controls leave one out, to show that the
-/// masking tests fail without it.
+/// The steps that make what party 1 decrypts safe. In the crate's own build every step
+/// always runs: the switch to leave one out exists only in test builds, for the negative
+/// controls that show each masking test fails without its step.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Guard {
-    pub(crate) rerandomise: bool,
-    pub(crate) flood: bool,
-    pub(crate) switch: bool,
-    /// Uniform masks on the coefficients that are not results (the caller's part).
-    pub(crate) mask_all: bool,
+    #[cfg(test)]
+    off: u8,
 }
 
 impl Guard {
     pub(crate) const ALL: Guard = Guard {
-        rerandomise: true,
-        flood: true,
-        switch: true,
-        mask_all: true,
+        #[cfg(test)]
+        off: 0,
     };
+    /// A fresh public-key encryption of zero added to a returned ciphertext.
+    pub(crate) const RERANDOMISE: u8 = 1;
+    /// Noise of [`flood_bits`] added to it.
+    pub(crate) const FLOOD: u8 = 2;
+    /// Switched down to the return level (left out only to look at the flooded noise).
+    pub(crate) const SWITCH: u8 = 4;
+    /// Uniform masks on the coefficients that are not results.
+    pub(crate) const MASK_ALL: u8 = 8;
+    /// A fresh R on the triple's second product.
+    pub(crate) const FRESH_R: u8 = 16;
+
+    #[cfg(test)]
+    pub(crate) const fn without(self, steps: u8) -> Guard {
+        Guard {
+            off: self.off | steps,
+        }
+    }
+
+    pub(crate) fn runs(self, step: u8) -> bool {
+        #[cfg(test)]
+        {
+            self.off & step == 0
+        }
+        #[cfg(not(test))]
+        {
+            let _ = step;
+            true
+        }
+    }
 }

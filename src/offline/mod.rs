@@ -3,10 +3,12 @@
 //! the linear layers' products by lattice homomorphic encryption, CHEETAH's coefficient
 //! packing, no rotations (`he.rs` the parameters and the safe return, `packing.rs` the
 //! packing, `product.rs` one product, `triple.rs` a matrix triple: party 1 leaves with the
-//! very value a dealer knowing both seeds writes in its file). docs/protocol.md,
+//! very value a dealer knowing both seeds writes in its file; `mlp.rs` an MLP job's
+//! hidden-layer triples in the dealer's order). docs/protocol.md,
 //! "Dealer-free products", says why each message is safe.
 
 pub mod he;
+pub mod mlp;
 pub mod packing;
 pub mod product;
 pub mod triple;

@@ -12,11 +12,11 @@
 //! k are summed in the ciphertext; the other coefficients hold partial sums of W's and X's
 //! values and are masked before a result is returned (`product.rs`).
 
-use super::he::DEGREE;
-
 /// How a product W (m x k) x X (k x n) is cut into polynomial products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocks {
+    /// N, the polynomials' degree.
+    pub degree: usize,
     pub m: usize,
     pub k: usize,
     pub n: usize,
@@ -32,15 +32,16 @@ impl Blocks {
     /// up, each block of results one back), the products counted as a tenth of one (the
     /// measured ratio of a product's time to a ciphertext's bytes on the link is of that
     /// order). Public: both parties compute it from the shapes.
-    pub fn choose(m: usize, k: usize, n: usize) -> Blocks {
+    pub fn choose(degree: usize, m: usize, k: usize, n: usize) -> Blocks {
         assert!(m > 0 && k > 0 && n > 0, "an empty product");
         let mut best: Option<(usize, Blocks)> = None;
         let mut inner = 1;
-        while inner <= DEGREE && inner < 2 * k {
+        while inner <= degree && inner < 2 * k {
             let mut cols = 1;
-            while inner * cols <= DEGREE && cols < 2 * n {
-                let rows = (DEGREE / (inner * cols)).min(m);
+            while inner * cols <= degree && cols < 2 * n {
+                let rows = (degree / (inner * cols)).min(m);
                 let b = Blocks {
+                    degree,
                     m,
                     k,
                     n,
@@ -83,7 +84,7 @@ impl Blocks {
 
     /// X's block (inner block `kb`, column block `cb`) as a polynomial; X row-major k x n.
     pub fn x_poly(&self, x: &[u64], kb: usize, cb: usize, modulus_mask: u64) -> Vec<u64> {
-        let mut p = vec![0u64; DEGREE];
+        let mut p = vec![0u64; self.degree];
         for col in 0..self.cols {
             let gc = cb * self.cols + col;
             if gc >= self.n {
@@ -102,7 +103,7 @@ impl Blocks {
 
     /// W's block (row block `rb`, inner block `kb`) as a polynomial; W row-major m x k.
     pub fn w_poly(&self, w: &[u64], rb: usize, kb: usize, modulus_mask: u64) -> Vec<u64> {
-        let mut p = vec![0u64; DEGREE];
+        let mut p = vec![0u64; self.degree];
         for row in 0..self.rows {
             let gr = rb * self.rows + row;
             if gr >= self.m {
@@ -138,6 +139,8 @@ impl Blocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DEGREE: usize = 8192;
 
     /// a * b mod (t^N + 1), coefficients mod 2^64.
     fn negacyclic(a: &[u64], b: &[u64]) -> Vec<u64> {
@@ -176,7 +179,7 @@ mod tests {
             (40, 17, 64),
             (3072, 1521, 64),
         ] {
-            let b = Blocks::choose(m, k, n);
+            let b = Blocks::choose(DEGREE, m, k, n);
             assert!(b.rows * b.inner * b.cols <= DEGREE, "{b:?}");
             if m * k * n > 1 << 16 {
                 continue; // the paper network's first layer: its cut, not its schoolbook

@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use fhe::bfv::{Ciphertext, PublicKey, SecretKey};
 use rand09::{CryptoRng, Rng};
 
-use super::he::{Guard, He, DEGREE};
+use super::he::{Guard, He};
 use super::packing::Blocks;
 use crate::twopc::channel::{Channel, Expect};
 
@@ -116,8 +116,8 @@ pub(crate) fn evaluate_guarded(
         for cb in 0..b.col_blocks() {
             let cts: Vec<&Ciphertext> = (0..b.inner_blocks()).map(|kb| x_at(kb, cb)).collect();
             let sum = he.dot(&cts, &pts.iter().collect::<Vec<_>>())?;
-            let mut m = vec![0u64; DEGREE];
-            if guard.mask_all {
+            let mut m = vec![0u64; he.set.degree];
+            if guard.runs(Guard::MASK_ALL) {
                 m.iter_mut().for_each(|v| *v = rng.random::<u64>() & mask);
             }
             for (coef, at) in b.results(rb, cb) {

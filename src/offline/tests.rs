@@ -2,21 +2,21 @@
 //! together, and what the key's holder sees checked with a failing control for each of the
 //! three steps that make a returned ciphertext safe.
 
-use rand09::rngs::StdRng as ChaCha20Rng;
+use rand09::rngs::StdRng;
 use rand09::{Rng, SeedableRng};
 
-use super::he::{noise_bound_bits, Guard, He};
+use super::he::{flood_bits, noise_bound_bits, Guard, He, TERMS_LOG2};
 use super::packing::Blocks;
 use super::product::{evaluate_guarded, request};
 use super::triple::{Evaluator, KeyHolder, TripleShape};
 use crate::ring::matmul::gemm;
 use crate::twopc::channel::{mem_pair, Channel, Expect};
 
-fn rng(seed: u64) -> ChaCha20Rng {
-    ChaCha20Rng::seed_from_u64(seed)
+fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
 }
 
-fn uniform(r: &mut ChaCha20Rng, n: usize) -> Vec<u64> {
+fn uniform(r: &mut StdRng, n: usize) -> Vec<u64> {
     (0..n).map(|_| r.random()).collect()
 }
 
@@ -50,26 +50,35 @@ fn a_triple_made_by_the_two_servers_satisfies_its_relation() {
             },
             3,
         ),
+        (
+            TripleShape {
+                dout: 9,
+                din: 40,
+                n: 33,
+                bits: 55,
+            },
+            4,
+        ),
     ] {
         let TripleShape { dout, din, n, bits } = shape;
         let mut r = rng(seed);
         let (a0, a1) = (uniform(&mut r, dout * din), uniform(&mut r, dout * din));
         let (b0, b1) = (uniform(&mut r, din * n), uniform(&mut r, din * n));
         let c0 = uniform(&mut r, dout * n);
-        let he = shape.he().unwrap();
+        let he = He::new(bits).unwrap();
         let (mut ch0, mut ch1) = mem_pair();
         let he0 = he.clone();
         let c0_for_party0 = c0.clone();
         let party0 = std::thread::spawn(move || {
             let mut r = rng(seed + 100);
-            let ev = Evaluator::start(&mut ch0, &he0).unwrap();
-            ev.triple(&mut ch0, &he0, shape, &a0, &b0, &c0_for_party0, &mut r)
+            let mut ev = Evaluator::start(&mut ch0, he0).unwrap();
+            ev.triple(&mut ch0, shape, (&a0, &b0, &c0_for_party0), &mut r)
                 .unwrap();
             (a0, b0)
         });
         let mut r1 = rng(seed + 200);
-        let kh = KeyHolder::start(&mut ch1, &he, &mut r1).unwrap();
-        let c1 = kh.triple(&mut ch1, &he, shape, &a1, &b1, &mut r1).unwrap();
+        let mut kh = KeyHolder::start(&mut ch1, he, &mut r1).unwrap();
+        let c1 = kh.triple(&mut ch1, shape, &a1, &b1, &mut r1).unwrap();
         let (a0, b0) = party0.join().unwrap();
         let a: Vec<u64> = a0
             .iter()
@@ -108,8 +117,8 @@ struct Seen {
 }
 
 fn one_product(w: Vec<u64>, x: Vec<u64>, (m, k, n): (usize, usize, usize), guard: Guard) -> Seen {
-    let he = He::new(33, 1).unwrap();
-    let blocks = Blocks::choose(m, k, n);
+    let he = He::new(33).unwrap();
+    let blocks = Blocks::choose(he.set.degree, m, k, n);
     let (mut ch0, mut ch1) = mem_pair();
     let mut r1 = rng(9);
     let sk = he.secret_key(&mut r1);
@@ -160,20 +169,14 @@ fn second_component_shows_w(guard: Guard) -> bool {
 #[test]
 fn a_returned_ciphertext_is_re_randomised() {
     assert!(!second_component_shows_w(Guard::ALL));
-    let broken = Guard {
-        rerandomise: false,
-        ..Guard::ALL
-    };
+    let broken = Guard::ALL.without(Guard::RERANDOMISE);
     assert!(second_component_shows_w(broken), "the control must see W");
 }
 
 /// The noise of a returned ciphertext (before the switch down, which the test leaves out to
 /// look at it) for W = 0 and for W uniform: without flooding, far apart.
 fn noise_shows_w(guard: Guard) -> bool {
-    let guard = Guard {
-        switch: false,
-        ..guard
-    };
+    let guard = guard.without(Guard::SWITCH);
     let noise = |w: Vec<u64>| {
         let seen = one_product(w, random_x(2), SHAPE, guard);
         seen.he.inspect(&seen.sk, &seen.returned[0]).1
@@ -185,10 +188,21 @@ fn noise_shows_w(guard: Guard) -> bool {
 #[test]
 fn a_returned_ciphertext_is_flooded() {
     assert!(!noise_shows_w(Guard::ALL));
-    let broken = Guard {
-        flood: false,
-        ..Guard::ALL
-    };
+    // And flooded as wide as the bound says: a flood narrower than `flood_bits` would hide
+    // less than the statistical argument of he.rs claims.
+    let seen = one_product(
+        random_w(5),
+        random_x(6),
+        SHAPE,
+        Guard::ALL.without(Guard::SWITCH),
+    );
+    let noise = seen.he.inspect(&seen.sk, &seen.returned[0]).1 as u32;
+    let want = flood_bits(seen.he.set, 33, TERMS_LOG2);
+    assert!(
+        (want - 1..=want + 1).contains(&noise),
+        "noise {noise} bits, flood {want}"
+    );
+    let broken = Guard::ALL.without(Guard::FLOOD);
     assert!(noise_shows_w(broken), "the control's noise must show W");
 }
 
@@ -217,19 +231,16 @@ fn other_coefficients_show_w(guard: Guard) -> bool {
 #[test]
 fn the_coefficients_that_are_not_results_are_masked() {
     assert!(!other_coefficients_show_w(Guard::ALL));
-    let broken = Guard {
-        mask_all: false,
-        ..Guard::ALL
-    };
+    let broken = Guard::ALL.without(Guard::MASK_ALL);
     assert!(other_coefficients_show_w(broken), "the control must see W");
 }
 
 #[test]
 fn the_product_noise_stays_under_its_bound_and_the_flooded_noise_decrypts() {
-    for bits in [20, 33, 50] {
-        let he = He::new(bits, 3).unwrap();
-        let (m, k, n) = (2, 8 * 8192 / 16, 16); // eight inner blocks of 512 x 16
-        let b = Blocks::choose(m, k, n);
+    for bits in [20, 33, 50, 55, 61] {
+        let he = He::new(bits).unwrap();
+        let (m, k, n) = (2, 4096, 16); // eight inner blocks of 512 x 16 at N = 8192, fewer above
+        let b = Blocks::choose(he.set.degree, m, k, n);
         assert!(b.inner_blocks() <= 8, "{b:?}");
         let mut r = rng(u64::from(bits));
         // The worst operands: every coefficient t - 1.
@@ -239,18 +250,13 @@ fn the_product_noise_stays_under_its_bound_and_the_flooded_noise_decrypts() {
         let sk = he.secret_key(&mut r);
         let pk = he.public_key(&sk, &mut r);
         let he0 = he.clone();
-        let bare = Guard {
-            rerandomise: false,
-            flood: false,
-            switch: false,
-            mask_all: true,
-        };
+        let bare = Guard::ALL.without(Guard::RERANDOMISE | Guard::FLOOD | Guard::SWITCH);
         let t = std::thread::spawn(move || {
             let add = vec![0u64; m * n];
             evaluate_guarded(&mut ch0, &he0, &pk, &w, &add, &b, bare, &mut rng(5)).unwrap();
             evaluate_guarded(&mut ch0, &he0, &pk, &w, &add, &b, Guard::ALL, &mut rng(6)).unwrap();
         });
-        let send_x = |ch1: &mut dyn Channel, r: &mut ChaCha20Rng| {
+        let send_x = |ch1: &mut dyn Channel, r: &mut StdRng| {
             for cb in 0..b.col_blocks() {
                 for kb in 0..b.inner_blocks() {
                     let ct = he
@@ -270,10 +276,10 @@ fn the_product_noise_stays_under_its_bound_and_the_flooded_noise_decrypts() {
             .unwrap();
         println!(
             "2^{bits}: worst-case product noise {noise} bits, bound {}",
-            noise_bound_bits(bits, 3)
+            noise_bound_bits(he.set, bits, TERMS_LOG2)
         );
         assert!(
-            noise <= noise_bound_bits(bits, 3),
+            noise <= noise_bound_bits(he.set, bits, TERMS_LOG2),
             "2^{bits}: noise {noise} bits"
         );
         // The same product through `request`: flooded, switched down, decrypted exactly.
@@ -303,8 +309,8 @@ fn the_product_noise_stays_under_its_bound_and_the_flooded_noise_decrypts() {
 #[test]
 fn a_product_request_and_its_evaluation_agree_on_every_cut() {
     for (m, k, n) in [(1, 1, 1), (7, 3, 130), (65, 2, 2)] {
-        let he = He::new(24, 4).unwrap();
-        let b = Blocks::choose(m, k, n);
+        let he = He::new(24).unwrap();
+        let b = Blocks::choose(he.set.degree, m, k, n);
         let mut r = rng(11);
         let (w, x, add) = (
             uniform(&mut r, m * k),
@@ -330,11 +336,63 @@ fn a_product_request_and_its_evaluation_agree_on_every_cut() {
 }
 
 #[test]
-fn parameters_refuse_a_width_or_a_sum_they_cannot_carry() {
-    assert!(He::new(0, 1).is_err());
-    assert!(He::new(51, 1).is_err());
-    assert!(He::new(64, 1).is_err());
-    let e = He::new(50, 30).err().expect("too many terms for 50 bits");
-    assert!(e.to_string().contains("bits of ciphertext modulus"), "{e}");
-    assert!(He::new(33, 6).is_ok());
+fn parameters_refuse_a_width_they_cannot_carry() {
+    for bits in [0, 62, 64] {
+        let e = He::new(bits).err().expect("refused");
+        assert!(e.to_string().contains("carries 1 to 61 bits"), "{e}");
+    }
+    for bits in [1, 20, 33, 50, 51, 61] {
+        assert!(He::new(bits).is_ok(), "2^{bits}");
+    }
+}
+
+/// What party 1 decrypts from the triple's second product, with party 0's evaluator as
+/// `guard` leaves it: without a fresh R it is (A1 B0)^T, a function of party 0's B0.
+fn second_result_shows_a1_b0(guard: Guard) -> bool {
+    let shape = TripleShape {
+        dout: 6,
+        din: 10,
+        n: 4,
+        bits: 24,
+    };
+    let TripleShape { dout, din, n, .. } = shape;
+    let mut r = rng(21);
+    let (a0, a1) = (uniform(&mut r, dout * din), uniform(&mut r, dout * din));
+    let (b0, b1) = (uniform(&mut r, din * n), uniform(&mut r, din * n));
+    let c0 = uniform(&mut r, dout * n);
+    let he = He::new(24).unwrap();
+    let (mut ch0, mut ch1) = mem_pair();
+    let (he0, b0c) = (he.clone(), b0.clone());
+    let party0 = std::thread::spawn(move || {
+        let mut ev = Evaluator::start(&mut ch0, he0).unwrap().weakened(guard);
+        ev.triple(&mut ch0, shape, (&a0, &b0c, &c0), &mut rng(22))
+            .unwrap();
+    });
+    // Party 1 as `KeyHolder::triple` runs it, keeping the second result.
+    let sk = he.secret_key(&mut r);
+    let pk = he.public_key(&sk, &mut r);
+    ch1.send_owned(he.public_key_bytes(&pk)).unwrap();
+    let [first, second] = shape.blocks();
+    request(&mut ch1, &he, &sk, &b1, &first, &mut r).unwrap();
+    let mut a1t = vec![0u64; din * dout];
+    for i in 0..dout {
+        for j in 0..din {
+            a1t[j * dout + i] = a1[i * din + j];
+        }
+    }
+    let t2 = request(&mut ch1, &he, &sk, &a1t, &second, &mut r).unwrap();
+    party0.join().unwrap();
+    let a1b0 = gemm(&a1, &b0, dout, din, n);
+    let mask = he.modulus() - 1;
+    (0..dout).all(|i| (0..n).all(|j| t2[j * dout + i] == a1b0[i * n + j] & mask))
+}
+
+#[test]
+fn the_triples_second_product_is_masked_by_a_fresh_r() {
+    assert!(!second_result_shows_a1_b0(Guard::ALL));
+    let broken = Guard::ALL.without(Guard::FRESH_R);
+    assert!(
+        second_result_shows_a1_b0(broken),
+        "the control must see A1 B0"
+    );
 }

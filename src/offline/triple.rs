@@ -20,8 +20,9 @@ use fhe::bfv::{PublicKey, SecretKey};
 use rand09::{CryptoRng, Rng};
 
 use super::he::He;
+use super::he::{Guard, Set};
 use super::packing::Blocks;
-use super::product::{evaluate, request};
+use super::product::{evaluate_guarded, request};
 use crate::ring::matmul::gemm;
 use crate::twopc::channel::{Channel, Expect};
 
@@ -35,73 +36,64 @@ pub struct TripleShape {
 }
 
 impl TripleShape {
-    /// The two products' cuts: A0 x B1, then B0^T x A1^T.
+    /// The two products' cuts at the parameters of its width: A0 x B1, then B0^T x A1^T.
     pub fn blocks(&self) -> [Blocks; 2] {
+        let degree = Set::for_bits(self.bits).degree;
         [
-            Blocks::choose(self.dout, self.din, self.n),
-            Blocks::choose(self.n, self.din, self.dout),
+            Blocks::choose(degree, self.dout, self.din, self.n),
+            Blocks::choose(degree, self.n, self.din, self.dout),
         ]
     }
-
-    /// The parameters both products run under: the most inner blocks either sums.
-    pub fn he(&self) -> Result<He> {
-        let terms = self
-            .blocks()
-            .iter()
-            .map(Blocks::inner_blocks)
-            .max()
-            .unwrap_or(1);
-        He::new(self.bits, terms.next_power_of_two().trailing_zeros())
-    }
 }
 
-/// Party 1's side of the offline phase: the secret key its products are encrypted under.
+/// Party 1's side of the offline phase for one product width: the parameters and the
+/// secret key its products are encrypted under, and how many results it has taken back.
 pub struct KeyHolder {
+    he: He,
     sk: SecretKey,
+    returns: usize,
 }
 
-/// Party 0's side: party 1's public key, for the re-randomisation of what it returns.
+/// Party 0's side for one product width: party 1's public key, for the re-randomisation of
+/// what it returns, and how many results it has returned under it.
 pub struct Evaluator {
+    he: He,
     pk: PublicKey,
+    returns: usize,
+    guard: Guard,
 }
 
 impl KeyHolder {
-    /// A fresh key (one per session: never reused across sessions) and the public key sent
+    /// A fresh key for `he`'s width (made for one run, never kept) and the public key sent
     /// to party 0.
     pub fn start(
         ch: &mut dyn Channel,
-        he: &He,
+        he: He,
         rng: &mut (impl Rng + CryptoRng),
     ) -> Result<KeyHolder> {
         let sk = he.secret_key(rng);
         let pk = he.public_key(&sk, rng);
         ch.send_owned(he.public_key_bytes(&pk))
             .context("sending the public key")?;
-        Ok(KeyHolder { sk })
+        Ok(KeyHolder { he, sk, returns: 0 })
     }
 
     /// Party 1's share C1 = C - C0 mod 2^bits (dout x n) of the triple for its shares A1
     /// (dout x din) and B1 (din x n).
     pub fn triple(
-        &self,
+        &mut self,
         ch: &mut dyn Channel,
-        he: &He,
         shape: TripleShape,
         a1: &[u64],
         b1: &[u64],
         rng: &mut (impl Rng + CryptoRng),
     ) -> Result<Vec<u64>> {
-        let TripleShape { dout, din, n, bits } = shape;
-        ensure!(
-            he.bits == bits,
-            "parameters for 2^{} used at 2^{bits}",
-            he.bits
-        );
-        ensure!(
-            a1.len() == dout * din && b1.len() == din * n,
-            "a triple's shares of the wrong size"
-        );
+        let TripleShape { dout, din, n, .. } = shape;
+        check_shape(&self.he, shape, a1.len(), b1.len())?;
         let [first, second] = shape.blocks();
+        self.returns += first.returns() + second.returns();
+        self.he.check_returns(self.returns)?;
+        let he = &self.he;
         let t1 = request(ch, he, &self.sk, b1, &first, rng).context("the product A0 B1")?;
         let t2 = request(ch, he, &self.sk, &transpose(a1, dout, din), &second, rng)
             .context("the product (A1 B0)^T")?;
@@ -118,57 +110,71 @@ impl KeyHolder {
 }
 
 impl Evaluator {
-    /// Receives party 1's public key.
-    pub fn start(ch: &mut dyn Channel, he: &He) -> Result<Evaluator> {
+    /// Receives party 1's public key for `he`'s width.
+    pub fn start(ch: &mut dyn Channel, he: He) -> Result<Evaluator> {
         let bytes = ch
             .recv(Expect::AtMost(he.max_ciphertext_bytes()))
             .context("receiving the peer's public key")?;
         Ok(Evaluator {
             pk: he.public_key_from(&bytes)?,
+            he,
+            returns: 0,
+            guard: Guard::ALL,
         })
+    }
+
+    /// The negative controls' evaluator, with a step left out.
+    #[cfg(test)]
+    pub(crate) fn weakened(mut self, guard: Guard) -> Evaluator {
+        self.guard = guard;
+        self
     }
 
     /// Party 0's side of the triple for its shares A0 (dout x din), B0 (din x n) and C0
     /// (dout x n): nothing is returned, party 0's share is the C0 it came with.
-    #[allow(clippy::too_many_arguments)]
     pub fn triple(
-        &self,
+        &mut self,
         ch: &mut dyn Channel,
-        he: &He,
         shape: TripleShape,
-        a0: &[u64],
-        b0: &[u64],
-        c0: &[u64],
+        (a0, b0, c0): (&[u64], &[u64], &[u64]),
         rng: &mut (impl Rng + CryptoRng),
     ) -> Result<()> {
-        let TripleShape { dout, din, n, bits } = shape;
-        ensure!(
-            he.bits == bits,
-            "parameters for 2^{} used at 2^{bits}",
-            he.bits
-        );
-        ensure!(
-            a0.len() == dout * din && b0.len() == din * n && c0.len() == dout * n,
-            "a triple's shares of the wrong size"
-        );
+        let TripleShape { dout, din, n, .. } = shape;
+        check_shape(&self.he, shape, a0.len(), b0.len())?;
+        ensure!(c0.len() == dout * n, "a triple's C0 of {} values", c0.len());
         let [first, second] = shape.blocks();
-        let r: Vec<u64> = (0..dout * n).map(|_| rng.random::<u64>()).collect();
+        self.returns += first.returns() + second.returns();
+        self.he.check_returns(self.returns)?;
+        let r: Vec<u64> = if self.guard.runs(Guard::FRESH_R) {
+            (0..dout * n).map(|_| rng.random::<u64>()).collect()
+        } else {
+            vec![0; dout * n]
+        };
         let a0b0 = gemm(a0, b0, dout, din, n);
         let add1: Vec<u64> = (0..dout * n)
             .map(|i| a0b0[i].wrapping_sub(c0[i]).wrapping_sub(r[i]))
             .collect();
-        evaluate(ch, he, &self.pk, a0, &add1, &first, rng).context("the product A0 B1")?;
-        evaluate(
-            ch,
-            he,
-            &self.pk,
-            &transpose(b0, din, n),
-            &transpose(&r, dout, n),
-            &second,
-            rng,
-        )
-        .context("the product (A1 B0)^T")
+        let (he, pk, guard) = (&self.he, &self.pk, self.guard);
+        evaluate_guarded(ch, he, pk, a0, &add1, &first, guard, rng).context("the product A0 B1")?;
+        let (b0t, rt) = (transpose(b0, din, n), transpose(&r, dout, n));
+        evaluate_guarded(ch, he, pk, &b0t, &rt, &second, guard, rng)
+            .context("the product (A1 B0)^T")
     }
+}
+
+/// A triple's width and operands against the parameters it runs under.
+fn check_shape(he: &He, shape: TripleShape, a: usize, b: usize) -> Result<()> {
+    let TripleShape { dout, din, n, bits } = shape;
+    ensure!(
+        he.bits == bits,
+        "a triple mod 2^{bits} under parameters for 2^{}",
+        he.bits
+    );
+    ensure!(
+        a == dout * din && b == din * n,
+        "a triple's shares of {a} and {b} values for {dout} x {din} x {n}"
+    );
+    Ok(())
 }
 
 /// A rows x cols row-major matrix transposed.

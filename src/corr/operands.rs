@@ -1,0 +1,59 @@
+//! One party's operands of an MLP layer's matrix triple: its share of the weight mask A_l
+//! (dout x din) and of the layer's input mask B (din x n patches of a batch), from its own
+//! seeds. The dealer sums both parties' (it knows both seeds); each server computes its own
+//! when the two make the triple between themselves (`crate::offline`): one function, so the
+//! two cannot drift apart.
+
+use crate::corr::batches::extract_batch;
+use crate::corr::masks::mask_share;
+use crate::corr::randomness::{act_mask_of, image_mask_of};
+use crate::model::geometry::Geometry;
+use crate::ring::share::{Prg, Seed, Stream};
+
+pub struct MlpOperands {
+    geo: Geometry,
+    widths: Vec<usize>,
+    seed: Seed,
+    mask_seed: Seed,
+    /// This party's image mask share, padded as the patches read it.
+    padded_image: Vec<u64>,
+}
+
+impl MlpOperands {
+    /// `seed` is the party's job seed, `mask_seed` its weight-mask seed (the model's when
+    /// the weights were opened once for it, else the job seed).
+    pub fn new(geo: &Geometry, widths: &[usize], seed: &Seed, mask_seed: &Seed) -> MlpOperands {
+        MlpOperands {
+            geo: *geo,
+            widths: widths.to_vec(),
+            seed: *seed,
+            mask_seed: *mask_seed,
+            padded_image: geo.pad(&image_mask_of(seed, geo.height * geo.width)),
+        }
+    }
+
+    /// The share of layer l's weight mask, dout x din row-major.
+    pub fn weight_mask(&self, l: usize) -> Vec<u64> {
+        mask_share(
+            &self.mask_seed,
+            l as u32,
+            self.widths[l] * self.widths[l + 1],
+        )
+    }
+
+    /// The share of layer l's input mask for batch b (patches start..start+n), din x n:
+    /// the image mask's windows for the first layer, the activation mask after.
+    pub fn input_mask(&self, l: usize, b: u32, start: usize, n: usize) -> Vec<u64> {
+        if l == 0 {
+            extract_batch(&self.geo, &self.padded_image, start, n)
+        } else {
+            act_mask_of(&self.seed, l as u32, b, self.widths[l] * n)
+        }
+    }
+}
+
+/// Party 0's share of layer l's matrix triple C for batch b (dout x n): its own stream's,
+/// as the engine reads it.
+pub fn party0_product_share(seed0: &Seed, l: usize, b: u32, len: usize) -> Vec<u64> {
+    Prg::new(seed0, Stream::MatTriple(l as u32, b)).vec(len)
+}

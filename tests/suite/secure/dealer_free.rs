@@ -1,0 +1,209 @@
+//! The dealer-free offline phase (src/offline/) against the dealer: an MLP job's hidden-layer
+//! matrix triples made by the two servers alone are, bit for bit, the corrections the dealer
+//! writes into party 1's file for the same seeds (so the online phase runs unchanged on them).
+
+use rand09::rngs::StdRng;
+use rand09::SeedableRng;
+
+use ppdenoise::corr::engine_kind::EngineKind;
+use ppdenoise::corr::operands::MlpOperands;
+use ppdenoise::dealer::{self, DealSeeds, NonlinearDeal};
+use ppdenoise::formats::bodies::JobParams;
+use ppdenoise::model::geometry::Geometry;
+use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
+use ppdenoise::model::preprocess::Preprocess;
+use ppdenoise::offline::mlp::HiddenTriples;
+use ppdenoise::ring::plan::{FixedParams, Plan};
+use ppdenoise::ring::share::Seed;
+use ppdenoise::ring::Party;
+use ppdenoise::twopc::channel::mem_pair;
+
+fn seed(i: u8) -> Seed {
+    [i; 32]
+}
+
+#[test]
+fn the_servers_hidden_layer_triples_are_the_dealers_corrections() {
+    let model = random_model(
+        &[25, 16, 12, 1],
+        7,
+        ModelMeta {
+            sigma: 25.0,
+            mean_shift: true,
+            residual: true,
+            activation: Activation::Relu,
+            aggregation_sigma: 0.0,
+        },
+    );
+    let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+    let widths = plan.widths();
+    let (h, w, stride, batch) = (11, 9, 2, 7);
+    let job = JobParams {
+        height: h,
+        width: w,
+        bit_depth: 8,
+        stride,
+        scale: FixedParams::default().s,
+        pre: Preprocess::new(25.0, 25.0, false),
+        sigma: 25.0,
+        model_sigma: 25.0,
+        private_pre: false,
+        colours: 1,
+    };
+    let geo = Geometry::new(h, w, plan.patch, stride);
+    let patches = 0..geo.num_patches();
+    // The gc engine and ReLU: the dealer's stream is then the matrix triples alone, one per
+    // batch and layer, batch-major.
+    let deal = NonlinearDeal::new(EngineKind::Gc, &plan.circuits());
+    let nl = widths.len() - 1;
+    for model_mask in [None, Some([seed(3), seed(4)])] {
+        let seeds = DealSeeds {
+            job: [seed(1), seed(2)],
+            model_mask,
+        };
+        let mut dealt: Vec<(Vec<u64>, u32)> = Vec::new();
+        dealer::generate_into(
+            &job,
+            &widths,
+            plan.patch,
+            patches.clone(),
+            batch,
+            &seeds,
+            &deal,
+            &mut |v: &[u64], bits: u32| {
+                dealt.push((v.to_vec(), bits));
+                Ok::<(), ()>(())
+            },
+        )
+        .unwrap();
+        let batches = geo.num_patches().div_ceil(batch);
+        assert_eq!(
+            dealt.len(),
+            batches * nl,
+            "one correction per batch and layer"
+        );
+
+        let bits: Vec<u32> = (0..nl - 1).map(|l| deal.product_bits(l, nl)).collect();
+        let triples = HiddenTriples {
+            widths: &widths,
+            bits: &bits,
+            patches: patches.clone(),
+            batch,
+        };
+        let mask_seeds = model_mask.unwrap_or(seeds.job);
+        let ops = [0, 1].map(|p| MlpOperands::new(&geo, &widths, &seeds.job[p], &mask_seeds[p]));
+        let (mut c0, mut c1) = mem_pair();
+        let made = std::thread::scope(|sc| {
+            let (triples, ops, seeds) = (&triples, &ops, &seeds);
+            let p0 = sc.spawn(move || {
+                let mut r = StdRng::seed_from_u64(10);
+                triples.run(&mut c0, Party::S0, &ops[0], Some(&seeds.job[0]), &mut r)
+            });
+            let mut r = StdRng::seed_from_u64(11);
+            let made = triples
+                .run(&mut c1, Party::S1, &ops[1], None, &mut r)
+                .unwrap();
+            assert!(
+                p0.join().unwrap().unwrap().is_empty(),
+                "party 0 keeps nothing"
+            );
+            made
+        });
+        assert_eq!(made.len(), batches * (nl - 1));
+        for b in 0..batches {
+            for l in 0..nl - 1 {
+                let (want, bits) = &dealt[b * nl + l];
+                assert_eq!(*bits, bits_of(&triples, l));
+                let mask = (1u64 << bits) - 1;
+                let want: Vec<u64> = want.iter().map(|v| v & mask).collect();
+                assert_eq!(
+                    made[b * (nl - 1) + l],
+                    want,
+                    "batch {b}, layer {l}, model mask {model_mask:?}"
+                );
+            }
+        }
+    }
+}
+
+fn bits_of(t: &HiddenTriples<'_>, l: usize) -> u32 {
+    t.bits[l]
+}
+
+/// The offline figures of the paper network (1521-3072-3072-2559-2047-289, tanh*): its four
+/// hidden layers' matrix triples for one batch of 64 patches, both servers in process on one
+/// core each, over an in-memory channel that counts the bytes. A measurement, not a check
+/// (docs/benchmarks.md, "Dealer-free offline"): `cargo test --release --test suite --
+/// --ignored --nocapture paper_network_hidden_triples`.
+#[test]
+#[ignore]
+fn paper_network_hidden_triples_offline_figures() {
+    use ppdenoise::twopc::channel::Channel;
+    let widths = [1521, 3072, 3072, 2559, 2047, 289];
+    let model = random_model(
+        &widths,
+        5,
+        ModelMeta {
+            sigma: 25.0,
+            mean_shift: true,
+            residual: true,
+            activation: Activation::TanhStar,
+            aggregation_sigma: 0.0,
+        },
+    );
+    let plan = Plan::from_model(&model, FixedParams::default()).unwrap();
+    let deal = NonlinearDeal::new(EngineKind::Gmw, &plan.circuits());
+    let nl = widths.len() - 1;
+    let bits: Vec<u32> = (0..nl - 1).map(|l| deal.product_bits(l, nl)).collect();
+    let geo = Geometry::new(38, 38, plan.patch, 3);
+    assert_eq!(geo.num_patches(), 64);
+    let triples = HiddenTriples {
+        widths: &widths,
+        bits: &bits,
+        patches: 0..64,
+        batch: 64,
+    };
+    let seeds = [seed(1), seed(2)];
+    let ops = [0, 1].map(|p| MlpOperands::new(&geo, &widths, &seeds[p], &seeds[p]));
+    let (mut c0, mut c1) = mem_pair();
+    let t = std::time::Instant::now();
+    let (s0, s1) = std::thread::scope(|sc| {
+        let (triples, ops) = (&triples, &ops);
+        let p0 = sc.spawn(move || {
+            let mut r = StdRng::seed_from_u64(10);
+            triples
+                .run(&mut c0, Party::S0, &ops[0], Some(&seeds[0]), &mut r)
+                .unwrap();
+            c0.stats()
+        });
+        let mut r = StdRng::seed_from_u64(11);
+        triples
+            .run(&mut c1, Party::S1, &ops[1], None, &mut r)
+            .unwrap();
+        (p0.join().unwrap(), c1.stats())
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "paper network, hidden-layer triples of 64 patches (widths {widths:?}, bits {bits:?}): \
+         {secs:.1} s, {:.1} ms per patch; S1->S0 {} B in {} messages, S0->S1 {} B in {} messages",
+        secs * 1e3 / 64.0,
+        s1.bytes_sent,
+        s1.messages_sent,
+        s0.bytes_sent,
+        s0.messages_sent
+    );
+    for l in 0..nl - 1 {
+        let shape = ppdenoise::offline::triple::TripleShape {
+            dout: widths[l + 1],
+            din: widths[l],
+            n: 64,
+            bits: bits[l],
+        };
+        let [a, b] = shape.blocks();
+        println!(
+            "layer {l}: A0 B1 cut {:?}x{:?}x{:?} ({} up, {} back, {} products); (A1 B0)^T cut {:?}x{:?}x{:?} ({} up, {} back, {} products)",
+            a.rows, a.inner, a.cols, a.x_blocks(), a.returns(), a.products(),
+            b.rows, b.inner, b.cols, b.x_blocks(), b.returns(), b.products()
+        );
+    }
+}
