@@ -41,6 +41,12 @@ impl MlpOperands {
         )
     }
 
+    /// Party 0's share of layer l's matrix triple C for batch b (dout x n values, `len`):
+    /// its own stream's, as the engine reads it (called on party 0's operands).
+    pub fn product_share(&self, l: usize, b: u32, len: usize) -> Vec<u64> {
+        Prg::new(&self.seed, Stream::MatTriple(l as u32, b)).vec(len)
+    }
+
     /// The share of layer l's input mask for batch b (patches start..start+n), din x n:
     /// the image mask's windows for the first layer, the activation mask after.
     pub fn input_mask(&self, l: usize, b: u32, start: usize, n: usize) -> Vec<u64> {
@@ -50,10 +56,4 @@ impl MlpOperands {
             act_mask_of(&self.seed, l as u32, b, self.widths[l] * n)
         }
     }
-}
-
-/// Party 0's share of layer l's matrix triple C for batch b (dout x n): its own stream's,
-/// as the engine reads it.
-pub fn party0_product_share(seed0: &Seed, l: usize, b: u32, len: usize) -> Vec<u64> {
-    Prg::new(seed0, Stream::MatTriple(l as u32, b)).vec(len)
 }

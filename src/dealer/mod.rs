@@ -7,7 +7,7 @@ pub mod graph;
 use crate::circuit::activation::ActCircuit;
 use crate::corr::batches::batches;
 use crate::corr::engine_kind::EngineKind;
-use crate::corr::operands::{party0_product_share, MlpOperands};
+use crate::corr::operands::MlpOperands;
 use crate::corr::pack::Tally;
 use crate::corr::randomness::elem_masks;
 use crate::corr::slot::Slot;
@@ -252,7 +252,7 @@ pub fn generate_into<E>(
                 &ops[1].input_mask(l, b, start, n),
             );
             let c = gemm(&a[l], &bm, dout, din, n);
-            let c0 = party0_product_share(&seeds[0], l, b, dout * n);
+            let c0 = ops[0].product_share(l, b, dout * n);
             emit(
                 &c.iter()
                     .zip(&c0)

@@ -111,31 +111,33 @@ impl He {
         let set = Set::for_bits(bits);
         let q_bits = set.q_bits();
         let flood = flood_bits(set, bits, terms_log2);
-        ensure!(
-            flood + 2 + bits <= q_bits,
-            "a dealer-free product mod 2^{bits} summed over 2^{terms_log2} terms needs {} bits \
-             of ciphertext modulus, the parameters have {q_bits}",
-            flood + 2 + bits
-        );
+        // The lowest level whose modulus still decrypts a returned ciphertext after the
+        // switch down: the noise there is the flooded noise scaled down by the dropped moduli
+        // plus the switch's rounding, at most (1 + N ||s||) / 2 < 2^(log2 N + 4) (||s|| <= 20);
+        // both under 2^(max + 1), which must stay below q' / 2t >= 2^(kept - bits - 2). Level
+        // 0 (no switch) qualifies when the flood fits q at all; none qualifying is refused.
+        let rounding = set.n_log2() + 4;
+        let moduli = set.moduli_bits;
+        let return_level = (0..moduli.len())
+            .filter(|&level| {
+                let kept: u32 = moduli[..moduli.len() - level].iter().sum::<usize>() as u32;
+                let scaled = (flood + 1).saturating_sub(q_bits - kept);
+                kept > bits + 3 + scaled.max(rounding)
+            })
+            .max()
+            .ok_or_else(|| {
+                anyhow!(
+                    "a dealer-free product mod 2^{bits} summed over 2^{terms_log2} terms needs \
+                     {} bits of ciphertext modulus, the parameters have {q_bits}",
+                    flood + bits + 5
+                )
+            })?;
         let par = BfvParametersBuilder::new()
             .set_degree(set.degree)
             .set_plaintext_modulus(1u64 << bits)
             .set_moduli_sizes(set.moduli_bits)
             .build_arc()
             .map_err(|e| anyhow!("BFV parameters for t = 2^{bits}: {e}"))?;
-        // The lowest level whose modulus still decrypts after the switch: the noise there is
-        // the flooded noise scaled down by the dropped moduli plus the switch's rounding,
-        // at most (1 + N * ||s||) / 2 <= 2^17 (||s|| <= 20).
-        let mut return_level = 0;
-        let moduli = set.moduli_bits;
-        for level in 0..moduli.len() {
-            let kept: u32 = moduli[..moduli.len() - level].iter().sum::<usize>() as u32;
-            let scaled = (flood + 1).saturating_sub(q_bits - kept);
-            // Both terms under 2^(max + 1), which must stay below q' / (2t) >= 2^(kept - bits - 2).
-            if kept > bits + 3 + scaled.max(17) {
-                return_level = level;
-            }
-        }
         Ok(He {
             bits,
             set,
@@ -194,6 +196,11 @@ impl He {
         ensure!(
             level == 0,
             "{what}: a ciphertext at level {level}, not at the top"
+        );
+        ensure!(
+            ct.iter()
+                .all(|c| *c.representation() == Representation::Ntt),
+            "{what}: a ciphertext not in the NTT form products take"
         );
         Ok(ct)
     }

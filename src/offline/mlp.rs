@@ -13,8 +13,7 @@ use rand09::{CryptoRng, Rng};
 use super::he::He;
 use super::triple::{Evaluator, KeyHolder, TripleShape};
 use crate::corr::batches::batches;
-use crate::corr::operands::{party0_product_share, MlpOperands};
-use crate::ring::share::Seed;
+use crate::corr::operands::MlpOperands;
 use crate::ring::Party;
 use crate::twopc::channel::Channel;
 
@@ -34,15 +33,14 @@ enum Side {
 }
 
 impl HiddenTriples<'_> {
-    /// Runs the job's hidden-layer triples as `party` (party 0 passes its job seed, for its
-    /// product shares). Party 1 returns its corrections, one vector (dout x n, each value
+    /// Runs the job's hidden-layer triples as `party` on its own operands. Party 1 returns
+    /// its corrections, one vector (dout x n, each value
     /// below 2^bits) per batch and hidden layer, batch-major.
     pub fn run(
         &self,
         ch: &mut dyn Channel,
         party: Party,
         ops: &MlpOperands,
-        seed0: Option<&Seed>,
         rng: &mut (impl Rng + CryptoRng),
     ) -> Result<Vec<Vec<u64>>> {
         let hidden = self.widths.len().saturating_sub(2);
@@ -50,10 +48,6 @@ impl HiddenTriples<'_> {
             self.bits.len() == hidden,
             "{} product widths for {hidden} hidden layers",
             self.bits.len()
-        );
-        ensure!(
-            party.is_s0() == seed0.is_some(),
-            "party 0, and only it, passes its seed"
         );
         // One key per width, made fresh for this run: a width's parameters are its own.
         let mut widths: Vec<u32> = self.bits.to_vec();
@@ -87,18 +81,17 @@ impl HiddenTriples<'_> {
                 };
                 let input = ops.input_mask(l, b, start, n);
                 let what = || format!("the triple of layer {l}, batch {b}");
-                match (&mut side, seed0) {
-                    (Side::PublicKeys(m), Some(seed0)) => {
+                match &mut side {
+                    Side::PublicKeys(m) => {
                         let ev = m.get_mut(&shape.bits).expect("a key per width");
-                        let c0 = party0_product_share(seed0, l, b, shape.dout * n);
+                        let c0 = ops.product_share(l, b, shape.dout * n);
                         ev.triple(ch, shape, (mask, &input, &c0), rng)
                             .with_context(what)?;
                     }
-                    (Side::Keys(m), None) => {
+                    Side::Keys(m) => {
                         let kh = m.get_mut(&shape.bits).expect("a key per width");
                         out.push(kh.triple(ch, shape, mask, &input, rng).with_context(what)?);
                     }
-                    _ => unreachable!("the side follows the party"),
                 }
             }
         }

@@ -28,10 +28,11 @@ pub struct Blocks {
 }
 
 impl Blocks {
-    /// The cut with the fewest ciphertexts sent both ways (each block of X one ciphertext
-    /// up, each block of results one back), the products counted as a tenth of one (the
-    /// measured ratio of a product's time to a ciphertext's bytes on the link is of that
-    /// order). Public: both parties compute it from the shapes.
+    /// The cut that costs the least time, each step weighed by its measured time relative to
+    /// one ciphertext x plaintext product (docs/benchmarks.md, "Dealer-free offline": at
+    /// either parameter set an encryption and its bytes weigh ~60 products, a returned block
+    /// ~115 (the re-randomisation and the flood), a plaintext's encoding ~6). Public: both
+    /// parties compute it from the shapes.
     pub fn choose(degree: usize, m: usize, k: usize, n: usize) -> Blocks {
         assert!(m > 0 && k > 0 && n > 0, "an empty product");
         let mut best: Option<(usize, Blocks)> = None;
@@ -49,7 +50,7 @@ impl Blocks {
                     inner: inner.min(k),
                     cols: cols.min(n),
                 };
-                let cost = 10 * (b.x_blocks() + b.returns()) + b.products();
+                let cost = 60 * b.x_blocks() + 115 * b.returns() + 6 * b.encodes() + b.products();
                 if best.is_none_or(|(c, _)| cost < c) {
                     best = Some((cost, b));
                 }
@@ -76,6 +77,10 @@ impl Blocks {
     /// Ciphertexts of results returned.
     pub fn returns(&self) -> usize {
         self.row_blocks() * self.col_blocks()
+    }
+    /// W's plaintexts encoded (each once, for all its column blocks).
+    pub fn encodes(&self) -> usize {
+        self.row_blocks() * self.inner_blocks()
     }
     /// Ciphertext x plaintext products.
     pub fn products(&self) -> usize {

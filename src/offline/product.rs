@@ -19,7 +19,7 @@ use crate::twopc::channel::{Channel, Expect};
 
 /// The key holder's half: sends X (k x n, row-major) encrypted block by block, receives and
 /// decrypts the m x n result W X + add.
-pub fn request(
+pub(crate) fn request(
     ch: &mut dyn Channel,
     he: &He,
     sk: &SecretKey,
@@ -58,19 +58,8 @@ pub fn request(
 }
 
 /// The evaluator's half: W (m x k, row-major) in the clear, `add` (m x n) added to the
-/// results the key's holder decrypts.
-pub fn evaluate(
-    ch: &mut dyn Channel,
-    he: &He,
-    pk: &PublicKey,
-    w: &[u64],
-    add: &[u64],
-    b: &Blocks,
-    rng: &mut (impl Rng + CryptoRng),
-) -> Result<()> {
-    evaluate_guarded(ch, he, pk, w, add, b, Guard::ALL, rng)
-}
-
+/// results the key's holder decrypts; `guard` is [`Guard::ALL`] (the only value outside
+/// test builds).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate_guarded(
     ch: &mut dyn Channel,

@@ -276,10 +276,10 @@ fn the_product_noise_stays_under_its_bound_and_the_flooded_noise_decrypts() {
             .unwrap();
         println!(
             "2^{bits}: worst-case product noise {noise} bits, bound {}",
-            noise_bound_bits(he.set, bits, TERMS_LOG2)
+            noise_bound_bits(he.set, bits, 3)
         );
         assert!(
-            noise <= noise_bound_bits(he.set, bits, TERMS_LOG2),
+            noise <= noise_bound_bits(he.set, bits, 3),
             "2^{bits}: noise {noise} bits"
         );
         // The same product through `request`: flooded, switched down, decrypted exactly.
@@ -322,7 +322,17 @@ fn a_product_request_and_its_evaluation_agree_on_every_cut() {
         let pk = he.public_key(&sk, &mut r);
         let (he0, w0, add0) = (he.clone(), w.clone(), add.clone());
         let t = std::thread::spawn(move || {
-            super::product::evaluate(&mut ch0, &he0, &pk, &w0, &add0, &b, &mut rng(12)).unwrap()
+            evaluate_guarded(
+                &mut ch0,
+                &he0,
+                &pk,
+                &w0,
+                &add0,
+                &b,
+                Guard::ALL,
+                &mut rng(12),
+            )
+            .unwrap()
         });
         let got = request(&mut ch1, &he, &sk, &x, &b, &mut r).unwrap();
         t.join().unwrap();
@@ -395,4 +405,76 @@ fn the_triples_second_product_is_masked_by_a_fresh_r() {
         second_result_shows_a1_b0(broken),
         "the control must see A1 B0"
     );
+}
+
+/// Each operation's time at both parameter sets, for docs/benchmarks.md ("Dealer-free
+/// offline"): `cargo test --release --lib -- --ignored --nocapture he_operation_figures`.
+#[test]
+#[ignore]
+fn he_operation_figures() {
+    use std::time::Instant;
+    for bits in [33, 55] {
+        let he = He::new(bits).unwrap();
+        let n = he.set.degree;
+        let mut r = rng(30);
+        let sk = he.secret_key(&mut r);
+        let pk = he.public_key(&sk, &mut r);
+        let reps = 16;
+        let polys: Vec<Vec<u64>> = (0..reps)
+            .map(|_| {
+                uniform(&mut r, n)
+                    .iter()
+                    .map(|v| v & (he.modulus() - 1))
+                    .collect()
+            })
+            .collect();
+        let t = Instant::now();
+        let cts: Vec<Vec<u8>> = polys
+            .iter()
+            .map(|p| he.encrypt(&sk, p, &mut r).unwrap())
+            .collect();
+        let enc = t.elapsed().as_secs_f64() / reps as f64;
+        let t = Instant::now();
+        let cts: Vec<_> = cts
+            .iter()
+            .map(|c| he.ciphertext(c, "ct").unwrap())
+            .collect();
+        let read = t.elapsed().as_secs_f64() / reps as f64;
+        let t = Instant::now();
+        let pts: Vec<_> = polys.iter().map(|p| he.encode(p).unwrap()).collect();
+        let encode = t.elapsed().as_secs_f64() / reps as f64;
+        let t = Instant::now();
+        let sum = he
+            .dot(
+                &cts.iter().collect::<Vec<_>>(),
+                &pts.iter().collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let dot = t.elapsed().as_secs_f64() / reps as f64;
+        let mask = vec![0u64; n];
+        let t = Instant::now();
+        let back = he.seal_return(sum, &mask, &pk, Guard::ALL, &mut r).unwrap();
+        let seal = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        he.decrypt_return(&sk, &back, "back").unwrap();
+        let dec = t.elapsed().as_secs_f64();
+        println!(
+            "2^{bits} (N = {n}): encrypt {:.2} ms ({} B sent), read {:.2} ms, encode {:.2} ms, \
+             product in a sum {:.3} ms, seal a return {:.1} ms ({} B back), decrypt {:.2} ms",
+            enc * 1e3,
+            cts_len(&he, &polys[0]),
+            read * 1e3,
+            encode * 1e3,
+            dot * 1e3,
+            seal * 1e3,
+            back.len(),
+            dec * 1e3
+        );
+    }
+}
+
+fn cts_len(he: &He, p: &[u64]) -> usize {
+    he.encrypt(&he.secret_key(&mut rng(31)), p, &mut rng(32))
+        .unwrap()
+        .len()
 }
