@@ -13,6 +13,7 @@ use fhe_math::rq::{traits::TryConvertFrom, Poly, Representation};
 use fhe_traits::{
     DeserializeParametrized, FheDecoder, FheDecrypter, FheEncoder, FheEncrypter, Serialize,
 };
+#[cfg(test)]
 use num_bigint::BigUint;
 use rand09::{CryptoRng, Rng};
 
@@ -277,26 +278,58 @@ impl He {
     }
 
     /// Uniform noise in [-2^f, 2^f) in each coefficient, f = [`flood_bits`], at the
-    /// ciphertext's level, in the NTT domain the ciphertext is in.
+    /// ciphertext's level, in the NTT domain the ciphertext is in. Each coefficient is
+    /// U - 2^f with U uniform in [0, 2^(f+1)), drawn as 64-bit limbs (the top one masked to
+    /// its bits) and reduced limb by limb into each prime of the level: the same integer in
+    /// every residue, with no big-integer arithmetic per coefficient.
     fn flood_poly(&self, ct: &Ciphertext, rng: &mut (impl Rng + CryptoRng)) -> Result<Poly> {
-        let f = flood_bits(self.set, self.bits, TERMS_LOG2);
+        let f = flood_bits(self.set, self.bits, TERMS_LOG2) as usize;
         let ctx = ct[0].ctx().clone();
-        let q: BigUint = ctx.modulus().clone();
-        let half = BigUint::from(1u8) << f;
-        let mut bytes = vec![0u8; (f as usize + 1).div_ceil(8)];
-        let top_mask = 0xffu8 >> (bytes.len() * 8 - (f as usize + 1));
-        let coeffs: Vec<BigUint> = (0..self.set.degree)
-            .map(|_| {
-                rng.fill(&mut bytes[..]);
-                *bytes.last_mut().expect("at least one byte") &= top_mask;
-                (BigUint::from_bytes_le(&bytes) + &q - &half) % &q
-            })
+        let primes = ctx.moduli_operators();
+        let n = self.set.degree;
+        let limbs = (f + 1).div_ceil(64);
+        let top_bits = f + 1 - 64 * (limbs - 1);
+        let top_mask = if top_bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << top_bits) - 1
+        };
+        // Per prime: 2^(64 j) for each limb j, and 2^f.
+        let two = |q: &fhe_math::zq::Modulus, e: usize| q.pow(2, e as u64);
+        let limb_weights: Vec<Vec<u64>> = primes
+            .iter()
+            .map(|q| (0..limbs).map(|j| two(q, 64 * j)).collect())
             .collect();
-        let mut p =
-            Poly::try_convert_from(coeffs.as_slice(), &ctx, false, Representation::PowerBasis)
-                .map_err(|e| anyhow!("flooding noise: {e}"))?;
+        let shifts: Vec<u64> = primes.iter().map(|q| two(q, f)).collect();
+        let mut flat = vec![0u64; primes.len() * n];
+        let mut u = vec![0u64; limbs];
+        for c in 0..n {
+            u.iter_mut().for_each(|l| *l = rng.random());
+            u[limbs - 1] &= top_mask;
+            for (i, q) in primes.iter().enumerate() {
+                let mut acc = 0u64;
+                for (l, w) in u.iter().zip(&limb_weights[i]) {
+                    acc = q.add(acc, q.mul(q.reduce(*l), *w));
+                }
+                flat[i * n + c] = q.sub(acc, shifts[i]);
+            }
+        }
+        let mut p = Poly::try_convert_from(flat, &ctx, false, Representation::PowerBasis)
+            .map_err(|e| anyhow!("flooding noise: {e}"))?;
         p.change_representation(Representation::Ntt);
         Ok(p)
+    }
+
+    /// The flood's coefficients as integers, for the test that it is what it says.
+    #[cfg(test)]
+    pub(crate) fn flood_sample(&self, rng: &mut (impl Rng + CryptoRng)) -> Vec<BigUint> {
+        let ct: Ciphertext = self
+            .secret_key(rng)
+            .try_encrypt(&self.encode(&[0]).unwrap(), rng)
+            .unwrap();
+        let mut p = self.flood_poly(&ct, rng).unwrap();
+        p.change_representation(Representation::PowerBasis);
+        Vec::<BigUint>::from(&p)
     }
 
     /// Decrypts a returned ciphertext (which must be at the return level) into its N

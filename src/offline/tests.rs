@@ -478,3 +478,46 @@ fn cts_len(he: &He, p: &[u64]) -> usize {
         .unwrap()
         .len()
 }
+
+#[test]
+fn the_flood_is_uniform_in_its_range_at_both_sets() {
+    for bits in [33, 55] {
+        let he = He::new(bits).unwrap();
+        let f = flood_bits(he.set, bits, TERMS_LOG2);
+        let mut r = rng(40);
+        let sample = he.flood_sample(&mut r);
+        let q = {
+            let ct = he.encrypt(&he.secret_key(&mut r), &[0], &mut r).unwrap();
+            he.ciphertext(&ct, "ct").unwrap()[0].ctx().modulus().clone()
+        };
+        let half = num_bigint::BigUint::from(1u8) << f;
+        let (mut negative, mut top) = (0usize, 0usize);
+        for v in &sample {
+            // Centred: v - q when above q / 2.
+            let (mag, neg) = if v > &(&q >> 1) {
+                (&q - v, true)
+            } else {
+                (v.clone(), false)
+            };
+            if neg {
+                negative += 1;
+                assert!(mag <= half, "2^{bits}: {mag} below -2^{f}");
+            } else {
+                assert!(mag < half, "2^{bits}: {mag} at or above 2^{f}");
+            }
+            if mag.bits() == f as u64 {
+                top += 1;
+            }
+        }
+        let n = sample.len();
+        // Half below zero, half of the magnitudes in the top bit's range, to a few sigma.
+        assert!(
+            negative.abs_diff(n / 2) < n / 20,
+            "2^{bits}: {negative} of {n} negative"
+        );
+        assert!(
+            top.abs_diff(n / 2) < n / 20,
+            "2^{bits}: {top} of {n} in the top bit"
+        );
+    }
+}
