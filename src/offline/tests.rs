@@ -481,7 +481,8 @@ fn cts_len(he: &He, p: &[u64]) -> usize {
 
 #[test]
 fn the_flood_is_uniform_in_its_range_at_both_sets() {
-    for bits in [33, 55] {
+    // 19 bits: f + 1 = 128, a whole top limb; 33 and 55: a partial one, at each set.
+    for bits in [19, 33, 55] {
         let he = He::new(bits).unwrap();
         let f = flood_bits(he.set, bits, TERMS_LOG2);
         let mut r = rng(40);
@@ -510,6 +511,19 @@ fn the_flood_is_uniform_in_its_range_at_both_sets() {
             }
         }
         let n = sample.len();
+        // U = v + 2^f is uniform in [0, 2^(f+1)): each of its bits, one in every limb
+        // included, is set in about half of the coefficients.
+        let us: Vec<num_bigint::BigUint> = sample.iter().map(|v| (v + &half) % &q).collect();
+        for bit in [0, 1, 31, 63, 64, 65, 100, 127, f as u64 - 1, f as u64] {
+            if bit > f as u64 {
+                continue;
+            }
+            let set = us.iter().filter(|u| u.bit(bit)).count();
+            assert!(
+                set.abs_diff(n / 2) < n / 20,
+                "2^{bits}: bit {bit} set in {set} of {n}"
+            );
+        }
         // Half below zero, half of the magnitudes in the top bit's range, to a few sigma.
         assert!(
             negative.abs_diff(n / 2) < n / 20,
