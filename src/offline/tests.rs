@@ -8,7 +8,7 @@ use rand09::{Rng, SeedableRng};
 use super::he::{flood_bits, noise_bound_bits, Guard, He, TERMS_LOG2};
 use super::packing::Blocks;
 use super::product::{evaluate_guarded, request};
-use super::triple::{Evaluator, KeyHolder, TripleShape};
+use super::triple::{transpose, Evaluator, KeyHolder, TripleShape};
 use crate::ring::matmul::gemm;
 use crate::twopc::channel::{mem_pair, Channel, Expect};
 
@@ -384,12 +384,7 @@ fn second_result_shows_a1_b0(guard: Guard) -> bool {
     ch1.send_owned(he.public_key_bytes(&pk)).unwrap();
     let [first, second] = shape.blocks();
     request(&mut ch1, &he, &sk, &b1, &first, &mut r).unwrap();
-    let mut a1t = vec![0u64; din * dout];
-    for i in 0..dout {
-        for j in 0..din {
-            a1t[j * dout + i] = a1[i * din + j];
-        }
-    }
+    let a1t = transpose(&a1, dout, din);
     let t2 = request(&mut ch1, &he, &sk, &a1t, &second, &mut r).unwrap();
     party0.join().unwrap();
     let a1b0 = gemm(&a1, &b0, dout, din, n);

@@ -178,7 +178,7 @@ fn check_shape(he: &He, shape: TripleShape, a: usize, b: usize) -> Result<()> {
 }
 
 /// A rows x cols row-major matrix transposed.
-fn transpose(a: &[u64], rows: usize, cols: usize) -> Vec<u64> {
+pub(crate) fn transpose(a: &[u64], rows: usize, cols: usize) -> Vec<u64> {
     let mut t = vec![0u64; a.len()];
     for i in 0..rows {
         for j in 0..cols {
