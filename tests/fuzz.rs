@@ -225,11 +225,7 @@ fn seed_runs(dir: &Path) -> (PathBuf, PathBuf) {
             &p("tiles"),
         ]);
         for i in 0..2 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = common::free_port();
             let servers: Vec<_> = (0..2)
                 .map(|party| {
                     let (me, peer) = (format!("s{party}"), format!("s{}", 1 - party));

@@ -22,6 +22,7 @@ use dicom_ul::{ClientAssociationOptions, ServerAssociation, ServerAssociationOpt
 use ppdenoise::pacs::dimse::command::{self, Inbox, Incoming};
 
 use crate::common;
+use common::free_port;
 
 const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 const MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
@@ -428,14 +429,6 @@ fn answers_to_another_message_than_ours_are_refused() {
         assert!(e.contains(says), "{says:?} not in {e}");
         nothing_shared(d.path(), says);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `ppdenoise receive --aet PPDRX` into `out`, auditing to `audit`, once it listens: the

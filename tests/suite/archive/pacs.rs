@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, blocks, ok, run, start_pair, wait_limit};
+use common::{bin, blocks, free_port, ok, run, start_pair, wait_limit};
 
 use crate::common;
 
@@ -68,14 +68,6 @@ fn orthanc_installed() -> Option<PathBuf> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running Orthanc of the test's own, stopped (by its process id) when dropped.
 struct Orthanc {
     child: Child,
@@ -112,8 +104,30 @@ impl Orthanc {
         Self::run(dir, &config, (USER.0, USER.1))
     }
 
-    /// Orthanc run with `config` as it is (its ports read from it), called as `user`.
+    /// Orthanc run with `config` as it is (its ports read from it), called as `user`. Should
+    /// another program take one of its ports first, it is run again on two fresh ones.
     fn run(dir: &Path, config: &serde_json::Value, user: (&str, &str)) -> Orthanc {
+        let mut config = config.clone();
+        for _ in 0..4 {
+            match Self::try_run(dir, &config, user) {
+                Ok(o) => return o,
+                Err(log) if log.contains("already in use") => {
+                    eprintln!("Orthanc's port was taken; again on fresh ports");
+                    config["HttpPort"] = free_port().into();
+                    config["DicomPort"] = free_port().into();
+                }
+                Err(log) => panic!("Orthanc ended: {log}"),
+            }
+        }
+        panic!("Orthanc's ports were taken four times")
+    }
+
+    /// Orthanc run with `config`, once it answers; its log if it ended first.
+    fn try_run(
+        dir: &Path,
+        config: &serde_json::Value,
+        user: (&str, &str),
+    ) -> Result<Orthanc, String> {
         let port = |k: &str| {
             config[k]
                 .as_u64()
@@ -143,10 +157,8 @@ impl Orthanc {
                 break;
             }
             if let Some(st) = o.child.try_wait().unwrap() {
-                panic!(
-                    "Orthanc ended ({st}): {}",
-                    std::fs::read_to_string(dir.join("orthanc.log")).unwrap_or_default()
-                );
+                let log = std::fs::read_to_string(dir.join("orthanc.log")).unwrap_or_default();
+                return Err(format!("({st}) {log}"));
             }
             assert!(
                 t.elapsed() < Duration::from_secs(30),
@@ -156,7 +168,7 @@ impl Orthanc {
         }
         let (_, plugins) = o.get("/plugins").unwrap();
         assert!(plugins.to_string().contains("dicom-web"), "{plugins}");
-        o
+        Ok(o)
     }
 
     fn url(&self, path: &str) -> String {
@@ -1845,7 +1857,7 @@ fn the_pages_commands_run_as_written() {
         .env("MODEL", root().join("fixtures/default-model.npz"))
         .env("ADDR", common::own_loopback_addr())
         .env("WEB", pacs.url("/dicom-web/"))
-        .env("PACS", format!("{aet}@127.0.0.1:{dicom}"))
+        .env("PACS", format!("{aet}@127.0.0.1:{}", pacs.dicom))
         .env("REST", pacs.url(""))
         .env("OUR_PORT", our_port.to_string())
         .env("STUDY_UID", &study_uid)

@@ -248,6 +248,42 @@ pub fn pydicom_reads(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// A free port for a program a test starts that must be told its port before it binds it
+/// (Orthanc, `receive`, a peer's address). Drawn below the kernel's ephemeral range, which
+/// `bind(0)` and every outgoing connection take theirs from, so no parallel test's
+/// connection can take it between now and the program's bind (it did: two archive tests
+/// failed on CI with Orthanc's port "already in use"); never the same twice in one test
+/// process; checked free by binding it. Prefer [`s0_listen_args`] where the program can
+/// bind port 0 itself.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // The ephemeral range's low end; ports from 10000 to it are for ports chosen so.
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .filter(|&l| l > 12_000 && l <= 65_535)
+        .unwrap_or(32_768);
+    let span = low - 10_000;
+    // Two test runs on one machine start from different places (process id and clock);
+    // one process walks on from its start, so it never hands out a port twice.
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ clock) % span
+    });
+    for _ in 0..span {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(10_000 + (start + k) % span).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range ({low})");
+}
+
 /// S0's `--addr` and `--port-file` arguments for a server that binds a port the system
 /// picks (port 0) and writes it to `port_file`; [`s0_port`] then reads it. Nothing is
 /// released between choosing the port and listening on it, so no other test can take it.

@@ -124,11 +124,7 @@ impl Files {
     /// here happen before the server opens the link.
     fn serve(&self, p: u8, model: &str, image: &str, triplets: &str) -> Output {
         let (me, peer) = if p == 0 { ("s0", "s1") } else { ("s1", "s0") };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::common::free_port();
         Command::new(bin())
             .args(["serve", "--quiet", "--party", &p.to_string()])
             .arg("--insecure-unsigned")

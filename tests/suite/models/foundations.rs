@@ -879,11 +879,7 @@ fn every_subcommand_prints_one_line_of_json() {
         "denoise",
     );
     // serve (both parties) and reconstruct.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let serve = |party: &str| {
         let (me, peer) = if party == "0" {
             ("s0", "s1")
