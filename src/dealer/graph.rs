@@ -11,21 +11,19 @@
 //! Party 1's explicit values are the triples', the runs' and the extensions' in the order
 //! of [`GraphPlan::uses`], step after step.
 
-use std::collections::HashMap;
-
 use crate::circuit::activation::ActCircuit;
 use crate::circuit::netlist::Netlist;
 use crate::corr::batches::batches;
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::explicit::explicit_into;
-use crate::corr::masks::mask_share;
+use crate::corr::operands::GraphOperands;
 use crate::corr::pack::{low_mask, Tally};
-use crate::corr::randomness::{act_mask_of, bits_of, extension_words, PartyRandomness};
+use crate::corr::randomness::{bits_of, extension_words, PartyRandomness};
 use crate::corr::run_shape::RunShape;
 use crate::corr::slot::Slot;
 use crate::dealer::DealSeeds;
 use crate::inference::graph::Map;
-use crate::ring::graph::uses::{product, product_input, Dims, Use};
+use crate::ring::graph::uses::{product, Use};
 use crate::ring::graph::GraphPlan;
 use crate::ring::share::{add, Prg, Seed, Stream};
 use crate::ring::Party;
@@ -151,20 +149,6 @@ pub(crate) fn emit_map_extension<E>(
     emit(&p, hi_bits)
 }
 
-/// A map mask B from both parties' seeds.
-fn map_mask(seeds: &[Seed; 2], (t, k): (u32, u32), d: Dims) -> Map<u64> {
-    let n = d[0] * d[1] * d[2];
-    Map {
-        c: d[0],
-        h: d[1],
-        w: d[2],
-        v: add(
-            &act_mask_of(&seeds[0], t, k, n),
-            &act_mask_of(&seeds[1], t, k, n),
-        ),
-    }
-}
-
 /// Computes party 1's explicit values for the parties' seeds and hands them to `emit` in
 /// consumption order, a step's product or circuit run at a time. `plan` may be public (its
 /// secret values are not read).
@@ -187,12 +171,7 @@ where
     let fused = plan.fused(engine == EngineKind::Gmw);
     let seeds = &deal_seeds.job;
     let mask_seeds = deal_seeds.model_mask.unwrap_or(*seeds);
-    let weighted: HashMap<usize, (u32, usize)> = plan
-        .weight_steps()
-        .into_iter()
-        .enumerate()
-        .map(|(j, (step, n))| (step, (j as u32, n)))
-        .collect();
+    let ops = [0, 1].map(|p| GraphOperands::new(plan, &seeds[p], &mask_seeds[p]));
     let mut nets = Nets::default();
     for i in 1..plan.steps.len() {
         let mut run = 0u32;
@@ -203,20 +182,18 @@ where
                     emit_map_extension(seeds, t, len, bits, emit)?;
                 }
                 Use::Product { len } => {
-                    let (j, n) = weighted[&i];
-                    let a = add(
-                        &mask_share(&mask_seeds[0], j, n),
-                        &mask_share(&mask_seeds[1], j, n),
+                    let a = add(&ops[0].weight_mask(i), &ops[1].weight_mask(i));
+                    let (b0, b1) = (
+                        ops[0].input_mask(plan, i, &dims),
+                        ops[1].input_mask(plan, i, &dims),
                     );
-                    let input = product_input(plan, i);
-                    let d = if input.1 == 1 {
-                        dims[i]
-                    } else {
-                        dims[input.0 as usize]
+                    let b = Map {
+                        v: add(&b0.v, &b1.v),
+                        ..b0
                     };
-                    let mut c = product(&plan.steps[i].kind, &a, &map_mask(seeds, input, d)).v;
+                    let mut c = product(&plan.steps[i].kind, &a, &b).v;
                     debug_assert_eq!(c.len(), len);
-                    let c0 = Prg::new(&seeds[0], Stream::MatTriple(i as u32, 0)).vec(len);
+                    let c0 = ops[0].product_share(i, len);
                     c.iter_mut()
                         .zip(&c0)
                         .for_each(|(x, y)| *x = x.wrapping_sub(*y));

@@ -4,14 +4,20 @@
 //! packing, no rotations (`he.rs` the parameters and the safe return, `packing.rs` the
 //! packing, `product.rs` one product, `triple.rs` a matrix triple: party 1 leaves with the
 //! very value a dealer knowing both seeds writes in its file; `mlp.rs` an MLP job's
-//! hidden-layer triples in the dealer's order). docs/protocol.md,
+//! hidden-layer triples in the dealer's order; `conv.rs` a CNN graph's product step, any
+//! convolution or per-channel scale, by CHEETAH's convolution packing, and `graph.rs` a
+//! graph job's product steps in the dealer's order). docs/protocol.md,
 //! "Dealer-free products", says why each message is safe.
 
+pub mod conv;
+pub mod graph;
 pub mod he;
 pub mod mlp;
 pub mod packing;
 pub mod product;
 pub mod triple;
 
+#[cfg(test)]
+mod conv_tests;
 #[cfg(test)]
 mod tests;

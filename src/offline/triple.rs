@@ -49,18 +49,18 @@ impl TripleShape {
 /// Party 1's side of the offline phase for one product width: the parameters and the
 /// secret key its products are encrypted under, and how many results it has taken back.
 pub struct KeyHolder {
-    he: He,
-    sk: SecretKey,
-    returns: usize,
+    pub(super) he: He,
+    pub(super) sk: SecretKey,
+    pub(super) returns: usize,
 }
 
 /// Party 0's side for one product width: party 1's public key, for the re-randomisation of
 /// what it returns, and how many results it has returned under it.
 pub struct Evaluator {
-    he: He,
-    pk: PublicKey,
-    returns: usize,
-    guard: Guard,
+    pub(super) he: He,
+    pub(super) pk: PublicKey,
+    pub(super) returns: usize,
+    pub(super) guard: Guard,
 }
 
 impl KeyHolder {

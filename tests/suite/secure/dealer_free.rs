@@ -1,18 +1,25 @@
 //! The dealer-free offline phase (src/offline/) against the dealer: an MLP job's hidden-layer
 //! matrix triples made by the two servers alone are, bit for bit, the corrections the dealer
-//! writes into party 1's file for the same seeds (so the online phase runs unchanged on them).
+//! writes into party 1's file for the same seeds (so the online phase runs unchanged on them),
+//! and so are a CNN graph job's product steps.
 
 use rand09::rngs::StdRng;
 use rand09::SeedableRng;
 
 use ppdenoise::corr::engine_kind::EngineKind;
-use ppdenoise::corr::operands::MlpOperands;
+use ppdenoise::corr::operands::{GraphOperands, MlpOperands};
+use ppdenoise::corr::pack::low_mask;
 use ppdenoise::dealer::{self, DealSeeds, NonlinearDeal};
 use ppdenoise::formats::bodies::JobParams;
 use ppdenoise::model::geometry::Geometry;
+use ppdenoise::model::graph::random::{every_op, random_graph};
 use ppdenoise::model::mlp::{random_model, Activation, ModelMeta};
 use ppdenoise::model::preprocess::Preprocess;
+use ppdenoise::offline::conv::ConvShape;
+use ppdenoise::offline::graph::{GraphProducts, StepCorrection};
 use ppdenoise::offline::mlp::HiddenTriples;
+use ppdenoise::ring::cnn::CnnFixed;
+use ppdenoise::ring::graph::GraphPlan;
 use ppdenoise::ring::plan::{FixedParams, Plan};
 use ppdenoise::ring::share::Seed;
 use ppdenoise::ring::Party;
@@ -194,6 +201,135 @@ fn paper_network_hidden_triples_offline_figures() {
             "layer {l}: A0 B1 cut {:?}x{:?}x{:?} ({} up, {} back, {} encoded, {} products); (A1 B0)^T cut {:?}x{:?}x{:?} ({} up, {} back, {} encoded, {} products)",
             a.rows, a.inner, a.cols, a.x_blocks(), a.returns(), a.encodes(), a.products(),
             b.rows, b.inner, b.cols, b.x_blocks(), b.returns(), b.encodes(), b.products()
+        );
+    }
+}
+
+/// Both parties' product steps of a graph job over an in-memory channel that counts the
+/// bytes: party 1's corrections, and the bytes each way.
+fn graph_products(
+    plan: &GraphPlan,
+    (h, w): (usize, usize),
+    seeds: &DealSeeds,
+) -> (Vec<StepCorrection>, [u64; 2]) {
+    use ppdenoise::twopc::channel::Channel;
+    let job = GraphProducts {
+        plan,
+        h,
+        w,
+        engine: EngineKind::Gc,
+    };
+    let mask_seeds = seeds.model_mask.unwrap_or(seeds.job);
+    let ops = [0, 1].map(|p| GraphOperands::new(plan, &seeds.job[p], &mask_seeds[p]));
+    let (mut c0, mut c1) = mem_pair();
+    std::thread::scope(|sc| {
+        let (job, ops) = (&job, &ops);
+        let p0 = sc.spawn(move || {
+            let mut r = StdRng::seed_from_u64(12);
+            let kept = job.run(&mut c0, Party::S0, &ops[0], &mut r).unwrap();
+            assert!(kept.is_empty(), "party 0 keeps nothing");
+            c0.stats().bytes_sent
+        });
+        let mut r = StdRng::seed_from_u64(13);
+        let made = job.run(&mut c1, Party::S1, &ops[1], &mut r).unwrap();
+        let up = c1.stats().bytes_sent;
+        (made, [up, p0.join().unwrap()])
+    })
+}
+
+/// A graph job's product steps (every convolution form and the per-channel scales, through
+/// `every_op` and random U-Net-like graphs) made by the two servers are, bit for bit, the
+/// corrections the dealer writes for the same seeds, with and without a model mask. The gc
+/// engine: its dealer stream is then the products alone.
+#[test]
+fn the_servers_graph_products_are_the_dealers_corrections() {
+    let graphs = [
+        ("every op", every_op(3)),
+        ("random 1", random_graph(1)),
+        ("random 4", random_graph(4)),
+    ];
+    for (name, g) in graphs {
+        let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+        let (h, w) = (4 * plan.stride[0], 3 * plan.stride[1]);
+        for model_mask in [None, Some([seed(5), seed(6)])] {
+            let seeds = DealSeeds {
+                job: [seed(1), seed(2)],
+                model_mask,
+            };
+            let mut dealt: Vec<(Vec<u64>, u32)> = Vec::new();
+            dealer::graph::generate_into(
+                &plan,
+                h,
+                w,
+                &seeds,
+                EngineKind::Gc,
+                64,
+                &mut |v: &[u64], bits: u32| {
+                    dealt.push((v.to_vec(), bits));
+                    Ok::<(), String>(())
+                },
+            )
+            .unwrap();
+            let (made, _) = graph_products(&plan, (h, w), &seeds);
+            assert_eq!(
+                made.len(),
+                dealt.len(),
+                "{name}: one correction per product"
+            );
+            for (m, (want, bits)) in made.iter().zip(&dealt) {
+                let mask = low_mask(*bits);
+                let want: Vec<u64> = want.iter().map(|v| v & mask).collect();
+                assert_eq!(m.bits, *bits, "{name}, step {}", m.step);
+                assert_eq!(
+                    m.values, want,
+                    "{name}, step {} ({:?}), model mask {model_mask:?}",
+                    m.step, plan.steps[m.step].kind
+                );
+            }
+        }
+    }
+}
+
+/// The offline figures of FFDNet (the authors' gray weights, `make out/ffdnet/clip.npz`)
+/// on a 128 x 128 image: every product step made by the two servers in process, one core
+/// each, bytes counted. A measurement, not a check (docs/benchmarks.md, "Dealer-free
+/// offline"): `cargo test --release --test suite -- --ignored --nocapture
+/// ffdnet_graph_products`.
+#[test]
+#[ignore]
+fn ffdnet_graph_products_offline_figures() {
+    let npz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("out/ffdnet/clip.npz");
+    let side: usize = std::env::var("PPDENOISE_FFDNET_SIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(128);
+    let cnn = ppdenoise::model::cnn::Cnn::load(&npz).unwrap();
+    let g = ppdenoise::model::graph::Graph::from_cnn(&cnn).unwrap();
+    let plan = GraphPlan::from_graph(&g, CnnFixed::default()).unwrap();
+    let seeds = DealSeeds {
+        job: [seed(1), seed(2)],
+        model_mask: None,
+    };
+    let t = std::time::Instant::now();
+    let (made, [up, back]) = graph_products(&plan, (side, side), &seeds);
+    let secs = t.elapsed().as_secs_f64();
+    let widths: Vec<u32> = made.iter().map(|m| m.bits).collect();
+    println!(
+        "FFDNet {side} x {side}, {} product steps (widths {widths:?}): {secs:.1} s; \
+         S1->S0 {up} B, S0->S1 {back} B",
+        made.len()
+    );
+    let dims = plan.dims(side, side).unwrap();
+    for m in &made {
+        let kind = &plan.steps[m.step].kind;
+        let d = dims[plan.steps[m.step].inputs[0]];
+        let shape = ConvShape::new(kind, d, m.bits, 8192).unwrap();
+        println!(
+            "step {}: {:?} over {d:?}: cut {:?}, {} returns",
+            m.step,
+            shape.valid.out,
+            shape.blocks,
+            shape.returns()
         );
     }
 }
