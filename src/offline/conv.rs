@@ -15,23 +15,23 @@
 //! Hn Wn within a channel, so only a channel with itself meets, at one tap; no coefficient
 //! at or past N is reached by a term that lands on an output while Cn Hn Wn <= N.
 //!
-//! C - C0 = A0 B0 + A0 B1 + A1 B0 + A1 B1 - C0. Party 1 (the key's holder) sends B1's blocks
-//! and A1's kernels encrypted; party 0 returns, per block and output channel, one ciphertext
-//! of A0 (x) B1 + A1 (x) B0 (its plaintext kernels times B1's blocks, its plaintext blocks
-//! times A1's kernels, summed) plus A0 B0 - C0 on the outputs the block keeps and uniform
-//! values on every other coefficient, made safe by `He::seal_return`. C0 (uniform, never
-//! sent, its stream the step's own) hides the sum; party 1 adds A1 B1.
+//! C - C0 = A0 B0 + A0 B1 + A1 B0 + A1 B1 - C0. Both parties hold a key ([`Keys`]): each
+//! sends its map blocks encrypted and evaluates the peer's with its own kernels in the
+//! clear, so no kernel is ever encrypted and the two servers seal their sums at the same
+//! time. Party 1 reads A0 B1 + A0 B0 - C0 - R0, party 0 reads A1 B0 - R1 and sends it plus
+//! R0; C0 (never sent, the step's own stream) and the fresh R0, R1 hide what each reads.
 
 use anyhow::{ensure, Context, Result};
 use fhe::bfv::{Ciphertext, Plaintext};
 use rand09::{CryptoRng, Rng};
 
-use super::he::{Guard, TERMS_LOG2};
+use super::he::{Guard, He, TERMS_LOG2};
 use super::triple::{Evaluator, KeyHolder};
 use crate::inference::map::{conv_dims, Map};
 use crate::ring::graph::uses::{per_channel, product, Dims};
 use crate::ring::graph::Kind;
-use crate::twopc::channel::{Channel, Expect};
+use crate::ring::Party;
+use crate::twopc::channel::{bytes_to_u64s, u64s_to_bytes, Channel, Expect};
 
 /// A product step as `groups` stride-1 valid convolutions: per group, `cin` planes of
 /// `z` read from the map, a kernel of `cout` x `cin` x `k`, and the outputs (`out`) at every
@@ -205,9 +205,8 @@ pub struct ConvBlocks {
 }
 
 impl ConvBlocks {
-    /// The cut that costs the least time (each step weighed as `packing::Blocks::choose`
-    /// weighs it); refused when even one kernel does not fit a polynomial or a return would
-    /// sum more products than the noise bound covers.
+    /// The cut that costs a party the least time; refused when even one kernel does not
+    /// fit a polynomial or a sum would hold more products than the noise bound covers.
     pub fn choose(degree: usize, v: &Valid) -> Result<ConvBlocks> {
         let need = [0, 1].map(|a| (v.out[a] - 1) * v.step[a] + 1);
         let [k0, k1] = v.k;
@@ -238,14 +237,14 @@ impl ConvBlocks {
                     bw: need[1].div_ceil(rw),
                     cb: v.cin.div_ceil(cn),
                 };
-                if 2 * b.cb > 1 << TERMS_LOG2 {
+                if b.cb > 1 << TERMS_LOG2 {
                     continue;
                 }
+                // One party's time in products (each party does the same): encrypting a
+                // block ~31 products, encoding a kernel ~4, sealing a sum and decrypting
+                // the peer's ~80 (docs/benchmarks.md, "Dealer-free offline").
                 let (blocks, kernels) = (b.blocks() * b.cb, v.cout * b.cb);
-                let cost = 60 * (blocks + kernels)
-                    + 115 * b.blocks() * v.cout
-                    + 6 * (blocks + kernels)
-                    + 2 * blocks * v.cout;
+                let cost = 31 * blocks + 4 * kernels + blocks * v.cout + 80 * b.blocks() * v.cout;
                 if best.is_none_or(|(c, _)| cost < c) {
                     best = Some((cost, b));
                 }
@@ -351,151 +350,206 @@ impl ConvShape {
         })
     }
 
-    /// Ciphertexts returned for the step: one per group, block and output channel.
+    /// Sums each party returns for the step: one per group, block and output channel.
     pub fn returns(&self) -> usize {
         self.valid.groups * self.blocks.blocks() * self.valid.cout
     }
-
-    /// Ciphertexts party 1 sends for one group: its blocks, then its kernels.
-    fn sent_per_group(&self) -> usize {
-        (self.blocks.blocks() + self.valid.cout) * self.blocks.cb
-    }
 }
 
-impl KeyHolder {
-    /// Party 1's share C1 = C - C0 mod 2^bits of product step `kind` (`shape` its public
-    /// facts) for its weight mask share `a1` and map mask share `b1`.
+/// One party's keys for a product width: its own secret key (the peer's sums come back
+/// under it) and the peer's public key (its own sums are sealed for it).
+pub struct Keys {
+    own: KeyHolder,
+    peer: Evaluator,
+    /// Every message received after the keys, as received (the masking controls read them).
+    #[cfg(test)]
+    pub(super) seen: Vec<Vec<u8>>,
+}
+
+impl Keys {
+    /// A fresh key for `he`'s width (made for one run, never kept); party 1's public key
+    /// travels first, then party 0's, so one message is in flight at a time.
+    pub fn start(
+        ch: &mut dyn Channel,
+        party: Party,
+        he: He,
+        rng: &mut (impl Rng + CryptoRng),
+    ) -> Result<Keys> {
+        let (own, peer) = if party.is_s0() {
+            let peer = Evaluator::start(ch, he.clone())?;
+            (KeyHolder::start(ch, he, rng)?, peer)
+        } else {
+            let own = KeyHolder::start(ch, he.clone(), rng)?;
+            (own, Evaluator::start(ch, he)?)
+        };
+        Ok(Keys {
+            own,
+            peer,
+            #[cfg(test)]
+            seen: Vec::new(),
+        })
+    }
+
+    /// The negative controls' keys, a step of the sealing left out.
+    #[cfg(test)]
+    pub(super) fn weakened(mut self, guard: Guard) -> Keys {
+        self.peer = self.peer.weakened(guard);
+        self
+    }
+
+    /// The `i`-th sum received, decrypted with the own key (the masking controls).
+    #[cfg(test)]
+    pub(super) fn open_seen(&self, i: usize) -> Vec<u64> {
+        let he = &self.own.he;
+        he.decrypt_return(&self.own.sk, &self.seen[i], "a seen sum")
+            .unwrap()
+    }
+
+    /// `party`'s side of product step `kind` (`shape` its public facts) for its weight
+    /// mask share `a` and map mask share `b`. Party 0 comes with its share C0 (`c0`) and
+    /// leaves with nothing more; party 1 leaves with C1 = C - C0 mod 2^bits.
+    ///
+    /// Per group, each party sends its blocks of Z encrypted under its own key (party 1's
+    /// first); then, per block and output channel, each seals for the peer the sum of the
+    /// peer's blocks times its own kernels, plus its addend on the kept outputs (party 0:
+    /// A0 B0 - C0 - R0; party 1: -R1; R fresh and uniform) and a uniform value on every other
+    /// coefficient, and decrypts the peer's. Party 0 then holds A1 B0 - R1 and sends it plus
+    /// R0; party 1 holds A0 B1 + A0 B0 - C0 - R0 and adds that message, R1 and A1 B1.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv_triple(
         &mut self,
         ch: &mut dyn Channel,
+        party: Party,
         kind: &Kind,
         shape: &ConvShape,
-        a1: &[u64],
-        b1: &Map<u64>,
+        (a, b): (&[u64], &Map<u64>),
+        c0: Option<&[u64]>,
         rng: &mut (impl Rng + CryptoRng),
-    ) -> Result<Vec<u64>> {
-        let (v, b) = (&shape.valid, &shape.blocks);
+    ) -> Result<Option<Vec<u64>>> {
+        let (v, cut) = (&shape.valid, &shape.blocks);
+        let he = self.own.he.clone();
         ensure!(
-            self.he.bits == shape.bits,
+            he.bits == shape.bits,
             "a product mod 2^{} under parameters for 2^{}",
             shape.bits,
-            self.he.bits
+            he.bits
         );
-        self.returns += shape.returns();
-        self.he.check_returns(self.returns)?;
-        let he = &self.he;
-        let mask = he.modulus() - 1;
-        let (z, k) = (v.planes(b1), v.kernels(a1));
-        let (zg, kg) = (v.cin * v.z[0] * v.z[1], v.cout * v.cin * v.k[0] * v.k[1]);
-        let plane = v.out[0] * v.out[1];
-        // Party 1's own term A1 (x) B1, the peer's sums added to it as they come.
-        let mut c1 = product(kind, a1, b1).v;
-        for g in 0..v.groups {
-            let (z, k) = (&z[g * zg..][..zg], &k[g * kg..][..kg]);
-            for s in 0..b.blocks() {
-                for cb in 0..b.cb {
-                    let ct = he.encrypt(&self.sk, &b.z_poly(v, z, s, cb, mask), rng)?;
-                    ch.send_owned(ct)
-                        .context("sending an encrypted map block")?;
-                }
-            }
-            for o in 0..v.cout {
-                for cb in 0..b.cb {
-                    let ct = he.encrypt(&self.sk, &b.k_poly(v, k, o, cb, mask), rng)?;
-                    ch.send_owned(ct).context("sending an encrypted kernel")?;
-                }
-            }
-            for s in 0..b.blocks() {
-                let results = b.results(v, s);
-                for o in 0..v.cout {
-                    let bytes = ch
-                        .recv(Expect::AtMost(he.max_ciphertext_bytes()))
-                        .context("receiving a convolution block")?;
-                    let coeffs = he.decrypt_return(&self.sk, &bytes, "the peer's convolution")?;
-                    let out = &mut c1[(g * v.cout + o) * plane..][..plane];
-                    for &(coef, at) in &results {
-                        out[at] = out[at].wrapping_add(coeffs[coef]);
-                    }
-                }
-            }
-        }
-        c1.iter_mut().for_each(|x| *x &= mask);
-        Ok(c1)
-    }
-}
-
-impl Evaluator {
-    /// Party 0's side of product step `kind` for its shares A0 (`a0`), B0 (`b0`) and C0
-    /// (`c0`): nothing is returned, party 0's share is the C0 it came with.
-    pub fn conv_triple(
-        &mut self,
-        ch: &mut dyn Channel,
-        kind: &Kind,
-        shape: &ConvShape,
-        (a0, b0, c0): (&[u64], &Map<u64>, &[u64]),
-        rng: &mut (impl Rng + CryptoRng),
-    ) -> Result<()> {
-        let (v, b) = (&shape.valid, &shape.blocks);
         ensure!(
-            self.he.bits == shape.bits && c0.len() == v.out_len(),
-            "a product mod 2^{} of {} values under parameters for 2^{}, {} values",
-            shape.bits,
-            c0.len(),
-            self.he.bits,
+            c0.is_some() == party.is_s0() && c0.is_none_or(|c| c.len() == v.out_len()),
+            "party {party}'s C0 for a product of {} values",
             v.out_len()
         );
-        self.returns += shape.returns();
-        self.he.check_returns(self.returns)?;
-        let (he, pk, guard) = (&self.he, &self.pk, self.guard);
+        self.own.returns += shape.returns();
+        self.peer.returns += shape.returns();
+        he.check_returns(self.own.returns.max(self.peer.returns))?;
+        let guard = self.peer.guard;
         let mask = he.modulus() - 1;
-        let (z, k) = (v.planes(b0), v.kernels(a0));
+        let (z, k) = (v.planes(b), v.kernels(a));
         let (zg, kg) = (v.cin * v.z[0] * v.z[1], v.cout * v.cin * v.k[0] * v.k[1]);
         let plane = v.out[0] * v.out[1];
-        // What party 1 reads on the outputs besides the cross terms: A0 B0 - C0.
-        let mut add = product(kind, a0, b0).v;
-        add.iter_mut()
-            .zip(c0)
-            .for_each(|(x, y)| *x = x.wrapping_sub(*y));
-        for g in 0..v.groups {
-            // Party 1's blocks and kernels of the group arrive before any sum leaves.
-            let mut cts: Vec<Ciphertext> = Vec::with_capacity(shape.sent_per_group());
-            for i in 0..shape.sent_per_group() {
-                let bytes = ch
-                    .recv(Expect::AtMost(he.max_ciphertext_bytes()))
-                    .context("receiving an encrypted block")?;
-                cts.push(he.ciphertext(&bytes, &format!("the peer's encrypted block {i}"))?);
+        let r: Vec<u64> = (0..v.out_len())
+            .map(|_| {
+                if guard.runs(Guard::FRESH_R) {
+                    rng.random::<u64>()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut add: Vec<u64> = r.iter().map(|x| x.wrapping_neg()).collect();
+        if let Some(c0) = c0 {
+            let own = product(kind, a, b).v;
+            for ((x, o), c) in add.iter_mut().zip(&own).zip(c0) {
+                *x = x.wrapping_add(*o).wrapping_sub(*c);
             }
-            let (blocks, kernels) = cts.split_at(b.blocks() * b.cb);
+        }
+        let mut got = vec![0u64; v.out_len()];
+        let sent = cut.blocks() * cut.cb;
+        for g in 0..v.groups {
             let (z, k) = (&z[g * zg..][..zg], &k[g * kg..][..kg]);
-            let zp = (0..b.blocks() * b.cb)
-                .map(|i| he.encode(&b.z_poly(v, z, i / b.cb, i % b.cb, mask)))
+            let mine = (0..sent)
+                .map(|i| {
+                    he.encrypt(
+                        &self.own.sk,
+                        &cut.z_poly(v, z, i / cut.cb, i % cut.cb, mask),
+                        rng,
+                    )
+                })
+                .collect::<Result<Vec<Vec<u8>>>>()?;
+            let mut theirs: Vec<Ciphertext> = Vec::with_capacity(sent);
+            let mut receive = |ch: &mut dyn Channel| -> Result<()> {
+                for i in 0..sent {
+                    let bytes = ch
+                        .recv(Expect::AtMost(he.max_ciphertext_bytes()))
+                        .context("receiving an encrypted map block")?;
+                    theirs.push(he.ciphertext(&bytes, &format!("the peer's map block {i}"))?);
+                }
+                Ok(())
+            };
+            if party.is_s0() {
+                receive(ch)?;
+            }
+            for ct in mine {
+                ch.send_owned(ct)
+                    .context("sending an encrypted map block")?;
+            }
+            if !party.is_s0() {
+                receive(ch)?;
+            }
+            let kp = (0..v.cout * cut.cb)
+                .map(|i| he.encode(&cut.k_poly(v, k, i / cut.cb, i % cut.cb, mask)))
                 .collect::<Result<Vec<Plaintext>>>()?;
-            let kp = (0..v.cout * b.cb)
-                .map(|i| he.encode(&b.k_poly(v, k, i / b.cb, i % b.cb, mask)))
-                .collect::<Result<Vec<Plaintext>>>()?;
-            for s in 0..b.blocks() {
-                let results = b.results(v, s);
+            for s in 0..cut.blocks() {
+                let results = cut.results(v, s);
                 for o in 0..v.cout {
-                    // A0 (x) B1 + A1 (x) B0 over the channel blocks.
-                    let (mut c, mut p): (Vec<&Ciphertext>, Vec<&Plaintext>) = (vec![], vec![]);
-                    for cb in 0..b.cb {
-                        c.extend([&blocks[s * b.cb + cb], &kernels[o * b.cb + cb]]);
-                        p.extend([&kp[o * b.cb + cb], &zp[s * b.cb + cb]]);
-                    }
+                    let c: Vec<&Ciphertext> = theirs[s * cut.cb..][..cut.cb].iter().collect();
+                    let p: Vec<&Plaintext> = kp[o * cut.cb..][..cut.cb].iter().collect();
                     let sum = he.dot(&c, &p)?;
                     let mut m = vec![0u64; he.set.degree];
                     if guard.runs(Guard::MASK_ALL) {
                         m.iter_mut().for_each(|x| *x = rng.random::<u64>() & mask);
                     }
-                    let add = &add[(g * v.cout + o) * plane..][..plane];
+                    let at_out = (g * v.cout + o) * plane;
                     for &(coef, at) in &results {
-                        m[coef] = add[at] & mask;
+                        m[coef] = add[at_out + at] & mask;
                     }
-                    ch.send_owned(he.seal_return(sum, &m, pk, guard, rng)?)
-                        .context("sending a convolution block")?;
+                    // One sum each way at a time: each sends before it reads.
+                    let sealed = he.seal_return(sum, &m, &self.peer.pk, guard, rng)?;
+                    ch.send_owned(sealed).context("sending a convolution sum")?;
+                    let bytes = ch
+                        .recv(Expect::AtMost(he.max_ciphertext_bytes()))
+                        .context("receiving a convolution sum")?;
+                    let coeffs = he.decrypt_return(&self.own.sk, &bytes, "the peer's sum")?;
+                    #[cfg(test)]
+                    self.seen.push(bytes);
+                    for &(coef, at) in &results {
+                        got[at_out + at] = coeffs[coef];
+                    }
                 }
             }
         }
-        Ok(())
+        let len = v.out_len();
+        if party.is_s0() {
+            // A1 B0 - R1 + R0: uniform to party 1 through R0.
+            let e: Vec<u64> = got
+                .iter()
+                .zip(&r)
+                .map(|(x, y)| x.wrapping_add(*y) & mask)
+                .collect();
+            ch.send_owned(u64s_to_bytes(&e))
+                .context("sending the cross term")?;
+            return Ok(None);
+        }
+        let bytes = ch
+            .recv(Expect::Exactly(8 * len))
+            .context("receiving the cross term")?;
+        #[cfg(test)]
+        self.seen.push(bytes.clone());
+        let e = bytes_to_u64s(&bytes, len, "the cross term")?;
+        let mut c1 = product(kind, a, b).v;
+        for (((x, g), e), r) in c1.iter_mut().zip(&got).zip(&e).zip(&r) {
+            *x = x.wrapping_add(*g).wrapping_add(*e).wrapping_add(*r) & mask;
+        }
+        Ok(Some(c1))
     }
 }

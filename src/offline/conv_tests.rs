@@ -6,15 +6,15 @@
 use rand09::rngs::StdRng;
 use rand09::{Rng, SeedableRng};
 
-use super::conv::{ConvBlocks, ConvShape, Valid};
+use super::conv::{ConvBlocks, ConvShape, Keys, Valid};
 use super::he::{Guard, He};
-use super::triple::{Evaluator, KeyHolder};
 use crate::inference::map::Map;
 use crate::model::graph::random::win;
 use crate::model::graph::{ConvOp, Window};
 use crate::ring::graph::uses::{product, Dims};
 use crate::ring::graph::Kind;
-use crate::twopc::channel::{mem_pair, Channel, Expect};
+use crate::ring::Party;
+use crate::twopc::channel::{bytes_to_u64s, mem_pair};
 
 fn uniform(r: &mut StdRng, n: usize) -> Vec<u64> {
     (0..n).map(|_| r.random()).collect()
@@ -210,33 +210,57 @@ fn cheetahs_packing_gives_the_valid_convolution_on_every_cut() {
     }
 }
 
-/// Party 1's share C1 of one product step made over an in-memory channel, party 0 coming
-/// with `c0`.
+/// Both parties' sides of one product step over an in-memory channel, party 0 coming with
+/// `c0`, each with its keys weakened by `guards`: party 1's share C1 and both parties' keys
+/// (what each received).
 fn run_triple(
     kind: &Kind,
     d: Dims,
     bits: u32,
     ops: [(Vec<u64>, Map<u64>); 2],
     c0: Vec<u64>,
-) -> Vec<u64> {
+    guards: [Guard; 2],
+) -> (Vec<u64>, [Keys; 2]) {
     let he = He::new(bits).unwrap();
     let shape = ConvShape::new(kind, d, bits, he.set.degree).unwrap();
     let (mut ch0, mut ch1) = mem_pair();
     let [(a0, b0), (a1, b1)] = ops;
     std::thread::scope(|s| {
         let he0 = he.clone();
-        let (kind0, shape0) = (kind.clone(), &shape);
-        s.spawn(move || {
+        let shape0 = &shape;
+        let p0 = s.spawn(move || {
             let mut r = StdRng::seed_from_u64(7);
-            let mut ev = Evaluator::start(&mut ch0, he0).unwrap();
-            ev.conv_triple(&mut ch0, &kind0, shape0, (&a0, &b0, &c0), &mut r)
+            let mut keys = Keys::start(&mut ch0, Party::S0, he0, &mut r)
+                .unwrap()
+                .weakened(guards[0]);
+            let made = keys
+                .conv_triple(
+                    &mut ch0,
+                    Party::S0,
+                    kind,
+                    shape0,
+                    (&a0, &b0),
+                    Some(&c0),
+                    &mut r,
+                )
                 .unwrap();
+            assert!(made.is_none(), "party 0 keeps nothing");
+            keys
         });
         let mut r = StdRng::seed_from_u64(8);
-        let mut kh = KeyHolder::start(&mut ch1, he, &mut r).unwrap();
-        kh.conv_triple(&mut ch1, kind, &shape, &a1, &b1, &mut r)
+        let mut keys = Keys::start(&mut ch1, Party::S1, he, &mut r)
             .unwrap()
+            .weakened(guards[1]);
+        let c1 = keys
+            .conv_triple(&mut ch1, Party::S1, kind, &shape, (&a1, &b1), None, &mut r)
+            .unwrap()
+            .unwrap();
+        (c1, [p0.join().unwrap(), keys])
     })
+}
+
+fn sum(x: &[u64], y: &[u64]) -> Vec<u64> {
+    x.iter().zip(y).map(|(a, b)| a.wrapping_add(*b)).collect()
 }
 
 #[test]
@@ -248,28 +272,13 @@ fn a_convolution_triple_made_by_the_two_servers_satisfies_its_relation() {
         let ops = [0, 1].map(|_| (uniform(&mut r, weights), map(&mut r, d)));
         let v = Valid::of(&kind, d).unwrap();
         let c0 = uniform(&mut r, v.out_len());
-        let a: Vec<u64> = ops[0]
-            .0
-            .iter()
-            .zip(&ops[1].0)
-            .map(|(x, y)| x.wrapping_add(*y))
-            .collect();
+        let a = sum(&ops[0].0, &ops[1].0);
         let b = Map {
-            v: ops[0]
-                .1
-                .v
-                .iter()
-                .zip(&ops[1].1.v)
-                .map(|(x, y)| x.wrapping_add(*y))
-                .collect(),
+            v: sum(&ops[0].1.v, &ops[1].1.v),
             ..ops[0].1.clone()
         };
-        let c1 = run_triple(&kind, d, bits, ops, c0.clone());
-        let got: Vec<u64> = c0
-            .iter()
-            .zip(&c1)
-            .map(|(x, y)| x.wrapping_add(*y) & mask)
-            .collect();
+        let (c1, _) = run_triple(&kind, d, bits, ops, c0.clone(), [Guard::ALL; 2]);
+        let got: Vec<u64> = sum(&c0, &c1).iter().map(|x| x & mask).collect();
         let want: Vec<u64> = product(&kind, &a, &b).v.iter().map(|x| x & mask).collect();
         assert_eq!(
             got, want,
@@ -279,70 +288,34 @@ fn a_convolution_triple_made_by_the_two_servers_satisfies_its_relation() {
 }
 
 /// A strided convolution whose B1 (party 1's, chosen to probe) is a unit at the top left and
-/// A1 zero: every coefficient of a returned product is then one of A0's kernel values or
-/// zero, and the stride leaves most of them off the results. Whether party 1 finds A0's
+/// A1 zero: every coefficient of the sums party 0 returns is then one of A0's kernel values
+/// or zero, and the stride leaves most of them off the results. Whether party 1 finds A0's
 /// values among the coefficients that are not results.
 fn other_coefficients_show_a0(guard: Guard) -> bool {
     let kind = conv(2, 2, 1, win(3, 2, 1), false);
     let d = [2, 8, 8];
-    let bits = 33;
-    let he = He::new(bits).unwrap();
-    let shape = ConvShape::new(&kind, d, bits, he.set.degree).unwrap();
-    let (v, cut) = (&shape.valid, shape.blocks);
     let mut r = StdRng::seed_from_u64(4);
     let a0 = uniform(&mut r, 2 * 2 * 9);
-    let b0 = Map {
+    let b0 = map(&mut r, d);
+    let mut b1 = Map {
         v: vec![0; 128],
-        ..map(&mut r, d)
+        ..b0.clone()
     };
-    let c0 = vec![0u64; v.out_len()];
-    let mut b1 = b0.clone();
     b1.v[9] = 1;
-    let (mut ch0, mut ch1) = mem_pair();
-    let mut r1 = StdRng::seed_from_u64(5);
-    let sk = he.secret_key(&mut r1);
-    let pk = he.public_key(&sk, &mut r1);
-    ch1.send_owned(he.public_key_bytes(&pk)).unwrap();
-    let mask = he.modulus() - 1;
-    let returned: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let (he0, kind0, shape0, a0) = (he.clone(), &kind, &shape, &a0);
-        s.spawn(move || {
-            let mut ev = Evaluator::start(&mut ch0, he0).unwrap().weakened(guard);
-            ev.conv_triple(
-                &mut ch0,
-                kind0,
-                shape0,
-                (a0, &b0, &c0),
-                &mut StdRng::seed_from_u64(6),
-            )
-            .unwrap();
-        });
-        // Party 1's messages as `KeyHolder::conv_triple` sends them (one group).
-        let (z, k) = (v.planes(&b1), v.kernels(&[0; 36]));
-        for blk in 0..cut.blocks() {
-            for cb in 0..cut.cb {
-                let ct = he
-                    .encrypt(&sk, &cut.z_poly(v, &z, blk, cb, mask), &mut r1)
-                    .unwrap();
-                ch1.send_owned(ct).unwrap();
-            }
-        }
-        for o in 0..v.cout {
-            for cb in 0..cut.cb {
-                let ct = he
-                    .encrypt(&sk, &cut.k_poly(v, &k, o, cb, mask), &mut r1)
-                    .unwrap();
-                ch1.send_owned(ct).unwrap();
-            }
-        }
-        (0..shape.returns())
-            .map(|_| ch1.recv(Expect::AtMost(he.max_ciphertext_bytes())).unwrap())
-            .collect()
-    });
+    let v = Valid::of(&kind, d).unwrap();
+    let c0 = uniform(&mut r, v.out_len());
+    let ops = [(a0.clone(), b0), (vec![0; 36], b1)];
+    let (_, [_, keys1]) = run_triple(&kind, d, 33, ops, c0, [guard, Guard::ALL]);
+    let mask = (1u64 << 33) - 1;
+    let cut = ConvBlocks::choose(8192, &v).unwrap();
     let kernel_values: Vec<u64> = a0.iter().map(|x| x & mask).filter(|x| *x != 0).collect();
-    returned.iter().enumerate().any(|(i, bytes)| {
-        let results: Vec<usize> = cut.results(v, i / v.cout).iter().map(|(c, _)| *c).collect();
-        let got = he.decrypt_return(&sk, bytes, "a block").unwrap();
+    (0..cut.blocks() * v.cout).any(|i| {
+        let results: Vec<usize> = cut
+            .results(&v, i / v.cout)
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
+        let got = keys1.open_seen(i);
         (0..got.len()).any(|c| !results.contains(&c) && kernel_values.contains(&got[c]))
     })
 }
@@ -355,4 +328,28 @@ fn the_coefficients_of_a_convolution_that_are_not_results_are_masked() {
         other_coefficients_show_a0(broken),
         "the control must see A0"
     );
+}
+
+/// The cross term party 0 sends last, as party 1 reads it: A1 B0 - R1 + R0, so A1 B0 itself
+/// (a function of party 0's map mask) once party 1 takes its R1 off, unless party 0's fresh
+/// R0 masks it. The control leaves both parties' R out (party 1's R1 is then zero).
+fn cross_term_shows_a1_b0(guard: Guard) -> bool {
+    let kind = conv(2, 3, 1, win(3, 1, 1), false);
+    let d = [2, 6, 5];
+    let mut r = StdRng::seed_from_u64(9);
+    let ops = [0, 1].map(|_| (uniform(&mut r, 3 * 2 * 9), map(&mut r, d)));
+    let v = Valid::of(&kind, d).unwrap();
+    let c0 = uniform(&mut r, v.out_len());
+    let a1b0 = product(&kind, &ops[1].0, &ops[0].1).v;
+    let (_, [_, keys1]) = run_triple(&kind, d, 33, ops, c0, [guard; 2]);
+    let e = bytes_to_u64s(keys1.seen.last().unwrap(), v.out_len(), "e").unwrap();
+    let mask = (1u64 << 33) - 1;
+    e.iter().zip(&a1b0).all(|(x, y)| *x == y & mask)
+}
+
+#[test]
+fn the_cross_term_party_0_sends_is_masked_by_a_fresh_r() {
+    assert!(!cross_term_shows_a1_b0(Guard::ALL));
+    let broken = Guard::ALL.without(Guard::FRESH_R);
+    assert!(cross_term_shows_a1_b0(broken), "the control must see A1 B0");
 }

@@ -9,9 +9,8 @@ use std::collections::btree_map::{BTreeMap, Entry};
 use anyhow::{Context, Result};
 use rand09::{CryptoRng, Rng};
 
-use super::conv::ConvShape;
+use super::conv::{ConvShape, Keys};
 use super::he::{He, Set};
-use super::triple::{Evaluator, KeyHolder};
 use crate::corr::engine_kind::EngineKind;
 use crate::corr::operands::GraphOperands;
 use crate::ring::graph::uses::Use;
@@ -36,8 +35,8 @@ pub struct StepCorrection {
 
 impl GraphProducts<'_> {
     /// Runs the job's product steps as `party` on its own operands; party 1 returns its
-    /// corrections in the dealer's order. A key per product width, made fresh for this run
-    /// when the width is first met (both parties walk the same public plan).
+    /// corrections in the dealer's order. A key pair per party and product width, made fresh
+    /// for this run when the width is first met (both parties walk the same public plan).
     pub fn run(
         &self,
         ch: &mut dyn Channel,
@@ -49,8 +48,7 @@ impl GraphProducts<'_> {
         let dims = plan.dims(self.h, self.w).map_err(anyhow::Error::msg)?;
         let need = plan.needed_bits();
         let fused = plan.fused(self.engine == EngineKind::Gmw);
-        let mut keys: BTreeMap<u32, KeyHolder> = BTreeMap::new();
-        let mut peers: BTreeMap<u32, Evaluator> = BTreeMap::new();
+        let mut keys: BTreeMap<u32, Keys> = BTreeMap::new();
         let mut out = Vec::new();
         for i in 1..plan.steps.len() {
             for u in plan.uses(i, &dims, &fused) {
@@ -63,22 +61,15 @@ impl GraphProducts<'_> {
                 let degree = Set::for_bits(bits).degree;
                 let shape =
                     ConvShape::new(kind, [b.c, b.h, b.w], bits, degree).with_context(what)?;
-                if party.is_s0() {
-                    let ev = match peers.entry(bits) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => e.insert(Evaluator::start(ch, He::new(bits)?)?),
-                    };
-                    let c0 = ops.product_share(i, len);
-                    ev.conv_triple(ch, kind, &shape, (&a, &b, &c0), rng)
-                        .with_context(what)?;
-                } else {
-                    let kh = match keys.entry(bits) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => e.insert(KeyHolder::start(ch, He::new(bits)?, rng)?),
-                    };
-                    let values = kh
-                        .conv_triple(ch, kind, &shape, &a, &b, rng)
-                        .with_context(what)?;
+                let keys = match keys.entry(bits) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(Keys::start(ch, party, He::new(bits)?, rng)?),
+                };
+                let c0 = party.is_s0().then(|| ops.product_share(i, len));
+                let made = keys
+                    .conv_triple(ch, party, kind, &shape, (&a, &b), c0.as_deref(), rng)
+                    .with_context(what)?;
+                if let Some(values) = made {
                     out.push(StepCorrection {
                         step: i,
                         bits,
