@@ -73,9 +73,17 @@ impl Valid {
                 let win = &op.window;
                 let (oh, ow) = conv_dims(op, h, w);
                 ensure!(
-                    oh > 0 && ow > 0 && op.cin == c,
-                    "a convolution of {} channels to {oh} x {ow} over a map of {c} x {h} x {w}",
-                    op.cin
+                    oh > 0
+                        && ow > 0
+                        && op.cin == c
+                        && op.groups > 0
+                        && op.cin.is_multiple_of(op.groups)
+                        && op.cout.is_multiple_of(op.groups),
+                    "a convolution of {} to {} channels in {} groups to {oh} x {ow} over a map of \
+                     {c} x {h} x {w}",
+                    op.cin,
+                    op.cout,
+                    op.groups
                 );
                 let eff = |a: usize| win.dilation[a] * (win.kernel[a] - 1) + 1;
                 let (step, shift, up) = if op.transposed {
@@ -429,10 +437,12 @@ impl Keys {
         let (v, cut) = (&shape.valid, &shape.blocks);
         let he = self.own.he.clone();
         ensure!(
-            he.bits == shape.bits,
-            "a product mod 2^{} under parameters for 2^{}",
+            he.bits == shape.bits && cut.degree == he.set.degree,
+            "a product mod 2^{} cut for degree {} under parameters for 2^{}, degree {}",
             shape.bits,
-            he.bits
+            cut.degree,
+            he.bits,
+            he.set.degree
         );
         ensure!(
             c0.is_some() == party.is_s0() && c0.is_none_or(|c| c.len() == v.out_len()),
@@ -513,12 +523,21 @@ impl Keys {
                     for &(coef, at) in &results {
                         m[coef] = add[at_out + at] & mask;
                     }
-                    // One sum each way at a time: each sends before it reads.
+                    // Both seal at once; then party 1 sends first and party 0 reads first,
+                    // so a link that blocks a send until the peer reads cannot deadlock.
                     let sealed = he.seal_return(sum, &m, &self.peer.pk, guard, rng)?;
-                    ch.send_owned(sealed).context("sending a convolution sum")?;
-                    let bytes = ch
-                        .recv(Expect::AtMost(he.max_ciphertext_bytes()))
-                        .context("receiving a convolution sum")?;
+                    let recv = |ch: &mut dyn Channel| {
+                        ch.recv(Expect::AtMost(he.max_ciphertext_bytes()))
+                            .context("receiving a convolution sum")
+                    };
+                    let bytes = if party.is_s0() {
+                        let bytes = recv(ch)?;
+                        ch.send_owned(sealed).context("sending a convolution sum")?;
+                        bytes
+                    } else {
+                        ch.send_owned(sealed).context("sending a convolution sum")?;
+                        recv(ch)?
+                    };
                     let coeffs = he.decrypt_return(&self.own.sk, &bytes, "the peer's sum")?;
                     #[cfg(test)]
                     self.seen.push(bytes);

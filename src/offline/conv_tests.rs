@@ -16,6 +16,9 @@ use crate::ring::graph::Kind;
 use crate::ring::Party;
 use crate::twopc::channel::{bytes_to_u64s, mem_pair};
 
+/// One party's weight mask share and map mask share.
+type Operands = (Vec<u64>, Map<u64>);
+
 fn uniform(r: &mut StdRng, n: usize) -> Vec<u64> {
     (0..n).map(|_| r.random()).collect()
 }
@@ -217,7 +220,7 @@ fn run_triple(
     kind: &Kind,
     d: Dims,
     bits: u32,
-    ops: [(Vec<u64>, Map<u64>); 2],
+    ops: [Operands; 2],
     c0: Vec<u64>,
     guards: [Guard; 2],
 ) -> (Vec<u64>, [Keys; 2]) {
@@ -266,7 +269,21 @@ fn sum(x: &[u64], y: &[u64]) -> Vec<u64> {
 #[test]
 fn a_convolution_triple_made_by_the_two_servers_satisfies_its_relation() {
     let mut r = StdRng::seed_from_u64(3);
-    for (n, (kind, d, weights)) in steps().into_iter().enumerate() {
+    // Maps wider than one polynomial: blocks along both axes and channel blocks under the
+    // encryption too.
+    let big = [
+        (conv(5, 2, 1, win(3, 1, 1), false), [5, 96, 90], 5 * 2 * 9),
+        (conv(2, 3, 1, win(3, 2, 1), false), [2, 130, 70], 2 * 3 * 9),
+        (
+            Kind::Affine {
+                a: Vec::new(),
+                b: Vec::new(),
+            },
+            [2, 100, 100],
+            2,
+        ),
+    ];
+    for (n, (kind, d, weights)) in steps().into_iter().chain(big).enumerate() {
         let bits = [33, 20, 47][n % 3];
         let mask = (1u64 << bits) - 1;
         let ops = [0, 1].map(|_| (uniform(&mut r, weights), map(&mut r, d)));
@@ -330,19 +347,25 @@ fn the_coefficients_of_a_convolution_that_are_not_results_are_masked() {
     );
 }
 
-/// The cross term party 0 sends last, as party 1 reads it: A1 B0 - R1 + R0, so A1 B0 itself
-/// (a function of party 0's map mask) once party 1 takes its R1 off, unless party 0's fresh
-/// R0 masks it. The control leaves both parties' R out (party 1's R1 is then zero).
-fn cross_term_shows_a1_b0(guard: Guard) -> bool {
+/// One product step's operands and A1 B0 (a function of party 0's map mask), for the
+/// controls of what each side decrypts.
+fn probe() -> (Kind, Dims, [Operands; 2], Vec<u64>, Vec<u64>) {
     let kind = conv(2, 3, 1, win(3, 1, 1), false);
     let d = [2, 6, 5];
     let mut r = StdRng::seed_from_u64(9);
     let ops = [0, 1].map(|_| (uniform(&mut r, 3 * 2 * 9), map(&mut r, d)));
-    let v = Valid::of(&kind, d).unwrap();
-    let c0 = uniform(&mut r, v.out_len());
+    let c0 = uniform(&mut r, 3 * 6 * 5);
     let a1b0 = product(&kind, &ops[1].0, &ops[0].1).v;
-    let (_, [_, keys1]) = run_triple(&kind, d, 33, ops, c0, [guard; 2]);
-    let e = bytes_to_u64s(keys1.seen.last().unwrap(), v.out_len(), "e").unwrap();
+    (kind, d, ops, c0, a1b0)
+}
+
+/// The cross term party 0 sends last, as party 1 reads it with its own R1 left out (R1 = 0):
+/// A1 B0 + R0, so A1 B0 itself unless party 0's fresh R0 masks it.
+fn cross_term_shows_a1_b0(guard0: Guard) -> bool {
+    let (kind, d, ops, c0, a1b0) = probe();
+    let no_r1 = Guard::ALL.without(Guard::FRESH_R);
+    let (_, [_, keys1]) = run_triple(&kind, d, 33, ops, c0, [guard0, no_r1]);
+    let e = bytes_to_u64s(keys1.seen.last().unwrap(), a1b0.len(), "e").unwrap();
     let mask = (1u64 << 33) - 1;
     e.iter().zip(&a1b0).all(|(x, y)| *x == y & mask)
 }
@@ -352,4 +375,29 @@ fn the_cross_term_party_0_sends_is_masked_by_a_fresh_r() {
     assert!(!cross_term_shows_a1_b0(Guard::ALL));
     let broken = Guard::ALL.without(Guard::FRESH_R);
     assert!(cross_term_shows_a1_b0(broken), "the control must see A1 B0");
+}
+
+/// What party 0 decrypts on the kept outputs: A1 B0 - R1, so A1 B0 itself unless party 1's
+/// fresh R1 masks it.
+fn party_0_reads_a1_b0(guard1: Guard) -> bool {
+    let (kind, d, ops, c0, a1b0) = probe();
+    let (_, [keys0, _]) = run_triple(&kind, d, 33, ops, c0, [Guard::ALL, guard1]);
+    let v = Valid::of(&kind, d).unwrap();
+    let cut = ConvBlocks::choose(8192, &v).unwrap();
+    let mask = (1u64 << 33) - 1;
+    let plane = v.out[0] * v.out[1];
+    (0..cut.blocks() * v.cout).all(|i| {
+        let got = keys0.open_seen(i);
+        let o = i % v.cout;
+        cut.results(&v, i / v.cout)
+            .iter()
+            .all(|&(coef, at)| got[coef] == a1b0[o * plane + at] & mask)
+    })
+}
+
+#[test]
+fn what_party_0_decrypts_is_masked_by_party_1s_fresh_r() {
+    assert!(!party_0_reads_a1_b0(Guard::ALL));
+    let broken = Guard::ALL.without(Guard::FRESH_R);
+    assert!(party_0_reads_a1_b0(broken), "the control must see A1 B0");
 }

@@ -37,6 +37,9 @@ impl GraphProducts<'_> {
     /// Runs the job's product steps as `party` on its own operands; party 1 returns its
     /// corrections in the dealer's order. A key pair per party and product width, made fresh
     /// for this run when the width is first met (both parties walk the same public plan).
+    /// Whenever one party sends, the other is reading (party 1's blocks first, then party
+    /// 0's; per sum, party 1 sends first), so a link whose send waits for the peer's read
+    /// does not deadlock.
     pub fn run(
         &self,
         ch: &mut dyn Channel,

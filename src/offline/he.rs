@@ -60,8 +60,9 @@ impl Set {
     }
 }
 
-/// Statistical security of the flooding: the returned ciphertexts of a whole job are within
-/// 2^-STAT_BITS of ones that do not depend on the evaluating party's plaintexts.
+/// Statistical security of the flooding: the ciphertexts returned under one key are within
+/// 2^-STAT_BITS of ones that do not depend on the evaluating party's plaintexts (a run has a
+/// key per party and product width: a few keys, each adding its 2^-STAT_BITS).
 pub const STAT_BITS: u32 = 40;
 /// log2 of the most ciphertexts one job returns that the flooding bound covers (2^24; a job
 /// returning more is refused by [`He::check_returns`]).

@@ -323,7 +323,8 @@ fn ffdnet_graph_products_offline_figures() {
     for m in &made {
         let kind = &plan.steps[m.step].kind;
         let d = dims[plan.steps[m.step].inputs[0]];
-        let shape = ConvShape::new(kind, d, m.bits, 8192).unwrap();
+        let degree = ppdenoise::offline::he::Set::for_bits(m.bits).degree;
+        let shape = ConvShape::new(kind, d, m.bits, degree).unwrap();
         println!(
             "step {}: {:?} over {d:?}: cut {:?}, {} returns",
             m.step,
