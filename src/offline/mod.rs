@@ -9,6 +9,7 @@
 //! graph job's product steps in the dealer's order). docs/protocol.md,
 //! "Dealer-free products", says why each message is safe.
 
+pub mod base_ot;
 pub mod conv;
 pub mod graph;
 pub mod he;
