@@ -517,6 +517,8 @@ fn targets(mlp: &Path, cnn: &Path, scratch: &Path) -> Vec<Target> {
                     records: Default::default(),
                     seal: Default::default(),
                     quiet: true,
+                    party: None,
+                    peer: Default::default(),
                 };
                 ppdenoise::cli::dealer::gen_triplets(args).outcome()
             }),

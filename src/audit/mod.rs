@@ -138,8 +138,12 @@ impl Plan {
     fn party(&self) -> String {
         match self.command.as_str() {
             "share-image" | "share-study" | "add-noise" | "receive" => "gateway".into(),
+            // `gen-triplets --party N`: a server dealing with its peer, no dealer.
+            "gen-triplets" | "serve" if self.value("party").is_some() => {
+                format!("s{}", self.value("party").unwrap_or("?"))
+            }
             "gen-triplets" | "gen-model-mask" => "dealer".into(),
-            "serve" => format!("s{}", self.value("party").unwrap_or("?")),
+            "serve" => "s?".into(),
             "reconstruct" | "file-series" => "receiver".into(),
             "share-model" | "open-weights" => "model owner".into(),
             _ => "tool".into(),

@@ -2,9 +2,12 @@
 //! [`crate::job::dealer`], a study's by [`crate::study::deal`]) and `gen-model-mask`.
 
 use crate::ring::Party;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser;
 use clap::Args;
 
 use super::keys::SealArgs;
@@ -16,9 +19,12 @@ use crate::formats::bodies::{is_whole_image, DealerMask, ModelMask};
 use crate::formats::container::{self, fresh_id, id_hex, Header, Kind};
 use crate::formats::signing::Role;
 use crate::job::dealer::{deal_job, dealer_header, patch_from_widths, DealJob};
+use crate::job::offline::{deal_together, DealTogether};
 use crate::ring::share::fresh_seed;
+use crate::server::session::LinkConfig;
 
-/// Make the correlated randomness for one job (trusted dealer, offline).
+/// Make the correlated randomness for one job (trusted dealer, offline; with --party, the
+/// two servers together, no dealer).
 ///
 /// Reads only public headers (`model.pub`, `image.pub`: shapes, ids, stride), never a share.
 /// Writes `<out>.p0` (a seed and base OTs) and `<out>.p1` (a seed, base OTs and the explicit
@@ -83,6 +89,70 @@ pub struct GenTripletsArgs {
     /// With --study: no line per slice dealt (on stderr).
     #[arg(long)]
     pub quiet: bool,
+    /// Deal without a dealer: this server's half (0 or 1) of the job's randomness, made with
+    /// the peer server over their pinned link, both running `gen-triplets --party` with the
+    /// same headers (S0 listens on --addr, S1 connects). Writes <out>.p<N> only, neither
+    /// sealed nor signed: it never leaves this server. With --study, every slice's (both
+    /// servers must name the same slices). So far CNN graph jobs on the gc engine (--engine
+    /// gc), in one piece.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1).try_map(Party::try_from),
+          conflicts_with_all = ["model_mask", "tiles", "to_s0", "to_s1", "sign_key"])]
+    pub party: Option<Party>,
+    #[command(flatten)]
+    pub peer: PeerArgs,
+}
+
+/// With `gen-triplets --party`: how this server reaches its peer (as `serve` does).
+#[derive(Args, Clone, Default)]
+pub struct PeerArgs {
+    /// With --party: this server's private key and certificate (from keygen).
+    #[arg(long, requires = "party")]
+    pub key: Option<PathBuf>,
+    #[arg(long, requires = "party")]
+    pub cert: Option<PathBuf>,
+    /// With --party: the only certificate the peer server may present.
+    #[arg(long, requires = "party")]
+    pub peer_cert: Option<PathBuf>,
+    /// With --party: S0 listens on it, S1 connects to it (default 127.0.0.1:7455).
+    #[arg(long, requires = "party")]
+    pub addr: Option<SocketAddr>,
+    /// With --party: seconds to wait for the peer to appear, and for any single message
+    /// (default 600: the peer's lattice products can take minutes between two messages).
+    #[arg(long, requires = "party")]
+    pub timeout: Option<u64>,
+    /// With --party 0: handshake only with connections from these addresses.
+    #[arg(long, value_delimiter = ',', requires = "party")]
+    pub peer_addr: Vec<std::net::IpAddr>,
+    /// With --party 0: write the port it listens on to this file once bound.
+    #[arg(long, value_name = "FILE", requires = "party")]
+    pub port_file: Option<PathBuf>,
+}
+
+impl PeerArgs {
+    /// The link of `party`, every file named and nothing given that only the other party
+    /// uses.
+    fn config(&self, party: Party) -> Result<LinkConfig> {
+        let need = |v: &Option<PathBuf>, flag: &str| {
+            v.clone().with_context(|| {
+                format!("--party: give {flag} (the link's keys from keygen, as for serve)")
+            })
+        };
+        if party.is_s1() && (!self.peer_addr.is_empty() || self.port_file.is_some()) {
+            bail!("--peer-addr, --port-file: S0's; S1 connects to --addr");
+        }
+        Ok(LinkConfig {
+            key: need(&self.key, "--key")?,
+            cert: need(&self.cert, "--cert")?,
+            peer_cert: need(&self.peer_cert, "--peer-cert")?,
+            addr: self
+                .addr
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7455))),
+            timeout: Duration::from_secs(self.timeout.unwrap_or(600)),
+            peer_addrs: self.peer_addr.clone(),
+            port_file: self.port_file.clone(),
+            listener: None,
+        })
+    }
 }
 
 /// Make a model's weight mask (trusted dealer, once per model).
@@ -192,6 +262,14 @@ pub fn gen_triplets(a: GenTripletsArgs) -> Result<Summary> {
         .image
         .as_deref()
         .context("--image (the job's image.pub) is required without --study")?;
+    if let Some(party) = a.party {
+        let together = DealTogether {
+            job: a.job(image),
+            party,
+            link: a.peer.config(party)?,
+        };
+        return deal_together(&together);
+    }
     let to = a.seal.outputs(Role::Dealer)?;
     deal_job(&a.job(image), &to)
 }
@@ -221,6 +299,10 @@ fn gen_study_triplets(a: &GenTripletsArgs, dir: &Path) -> Result<Summary> {
         slices: a.slices.as_deref(),
         dirs: a.dirs.plain(),
         quiet: a.quiet,
+        together: match a.party {
+            Some(p) => Some((p, a.peer.config(p)?)),
+            None => None,
+        },
     };
     crate::study::deal::deal_study(&study, &|| a.records.load(&Party::BOTH), &|| {
         a.seal.outputs(Role::Dealer)

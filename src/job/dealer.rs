@@ -96,26 +96,6 @@ pub fn dealer_header(path: &Path, public: Kind, share: Kind) -> Result<Header> {
     Ok(h)
 }
 
-/// Writes S0's triplet file after S1's; returns both files' bytes. Without its partner the
-/// new S1 file is useless: on failure it is removed, not left beside an older `.p0`.
-fn write_s0(
-    (out0, out1): (&Path, &Path),
-    header: &Header,
-    t0: &Triplets,
-    seal: container::Seal<'_>,
-) -> Result<u64> {
-    if let Err(e) = container::write(out0, header, t0, seal) {
-        let _ = std::fs::remove_file(out1);
-        return Err(e);
-    }
-    let size = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.len())
-            .with_context(|| format!("cannot read {}", p.display()))
-    };
-    Ok(size(out0)? + size(out1)?)
-}
-
 /// What every triplet file's header says, for either family: the party, the scale, the
 /// model's, job's and run's ids and the image's size.
 fn triplet_header(
@@ -142,114 +122,173 @@ impl From<String> for FillError {
     }
 }
 
-/// `gen-triplets` for a CNN graph job (docs/graph.md, milestone 5): the plan rebuilt from
-/// the model's public description, then each product's triple and each circuit run's
-/// values ([`crate::dealer::graph`]) for the image padded to the graph's stride.
+/// A CNN graph job's dealing as its public headers describe it, every check passed before
+/// anything is drawn: the plan rebuilt from the model's public description, the job, the
+/// image padded to the graph's stride, the ReLU batch and each tile's rows, explicit bits
+/// and circuits. The dealer and the servers dealing together (`job::offline`) both start
+/// here.
+pub struct GraphDeal {
+    pub plan: crate::ring::graph::GraphPlan,
+    pub job: JobParams,
+    facts: crate::formats::facts::ModelFacts,
+    /// The padded size the job runs at.
+    pub ph: usize,
+    pub pw: usize,
+    pub batch: usize,
+    pub tiles: Vec<GraphTile>,
+}
+
+/// One tile's (or the whole job's) share of a graph dealing.
+pub struct GraphTile {
+    pub tile: Option<Tile>,
+    /// Its band's rows (the padded height for the whole job).
+    pub rows: usize,
+    /// Bits of party 1's explicit values.
+    pub bits: u64,
+    circuits: String,
+}
+
+impl GraphDeal {
+    /// Checks a graph job's model and image headers (`mh`, `ih`, read from `a.model` and
+    /// `a.image`) against each other and sizes its tiles.
+    pub fn check(a: &DealJob, (mh, ih): (&Header, &Header)) -> Result<GraphDeal> {
+        let image = a.image.as_path();
+        if !is_graph(mh) {
+            bail!(
+                "{}: the image was shared for a CNN graph but {} is not a CNN graph's header: give \
+                 the dealer the header of the model the image was shared for",
+                image.display(),
+                a.model.display()
+            );
+        }
+        if !is_graph(ih) {
+            bail!(
+                "{}: the image was not shared for a CNN graph; share it for this one with \
+                 `share-image --model {}`",
+                image.display(),
+                a.model.display()
+            );
+        }
+        if a.model_mask.is_some() {
+            bail!("--model-mask: weights opened once per model are not supported for CNN graphs yet; run the job without it (the weights are opened in the job)");
+        }
+        let (g, plan) = graph_plan_from_header(&a.model, mh)?;
+        let facts = crate::formats::facts::ModelFacts::read(&a.model, mh)?;
+        let job = job_from_header(image, ih)?;
+        if job.scale != plan.params.s {
+            bail!(
+                "{}: image encoded at scale {} but the graph takes scale {}",
+                image.display(),
+                job.scale,
+                plan.params.s
+            );
+        }
+        check_whole_image_job(image, &job, mh)?;
+        crate::formats::checks::check_colours(image, &job, g.colours)?;
+        crate::formats::checks::check_noise_map(image, ih, g.noise_map().is_some())?;
+        let (ph, pw) = g
+            .padded_size(job.height, job.width)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
+        crate::server::check_bound_model(image, ih, &a.model, mh)?;
+        let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
+        check_relu_batch(batch)?;
+        // Every tile is checked, and its randomness sized, before any is drawn or file
+        // written; a tile's job is its band of the padded image, sized from the band's rows.
+        let (h, w) = (job.height, job.width);
+        let at_image = |e: String| anyhow::anyhow!("{}: {e}", image.display());
+        let tiles = tile_list(a)?
+            .into_iter()
+            .map(|tile| {
+                let rows = match tile {
+                    None => ph,
+                    Some(t) => plan
+                        .band(h, w, t)
+                        .map_err(|e| anyhow::anyhow!("--tiles: {e}"))?
+                        .height(),
+                };
+                let bits = crate::dealer::graph::correction_count(&plan, rows, pw, a.engine, batch)
+                    .map(|t| t.bits)
+                    .map_err(at_image)?;
+                let circuits = crate::dealer::graph::circuit_shapes(&plan, rows, pw, a.engine)
+                    .map_err(at_image)?;
+                Ok(GraphTile {
+                    tile,
+                    rows,
+                    bits,
+                    circuits,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GraphDeal {
+            plan,
+            job,
+            facts,
+            ph,
+            pw,
+            batch,
+            tiles,
+        })
+    }
+
+    /// Party `party`'s triplet header for tile `t` of the dealing with id `triplet_id`
+    /// (without the base OTs' digests, which [`write_pair`] and the servers add).
+    pub(super) fn header(
+        &self,
+        (mh, ih): (&Header, &Header),
+        engine: EngineKind,
+        t: &GraphTile,
+        triplet_id: [u8; 16],
+        party: Party,
+    ) -> Header {
+        let mut hd = triplet_header(party, (mh, ih), triplet_id, &self.job);
+        hd.info.push((NETWORK.into(), GRAPH.into()));
+        hd.info.push((ENGINE.into(), engine.name().into()));
+        hd.info.push(("batch".into(), self.batch.to_string()));
+        let (d, fp) = (&self.facts.graph_description, &self.facts.fixed_point);
+        for (key, v) in [(GRAPH_DESCRIPTION, d), (FIXED_POINT, fp)] {
+            hd.info.push((key.into(), v.clone().unwrap_or_default()));
+        }
+        hd.info.push((CIRCUIT.into(), t.circuits.clone()));
+        if let Some(t) = t.tile {
+            hd.info.push((TILE.into(), t.label()));
+        }
+        hd
+    }
+}
+
+/// `gen-triplets` for a CNN graph job (docs/graph.md, milestone 5): [`GraphDeal::check`],
+/// then each product's triple and each circuit run's values ([`crate::dealer::graph`]) for
+/// the image padded to the graph's stride.
 fn gen_graph_triplets(
     a: &DealJob,
     (mh, ih): (&Header, &Header),
     to: &Outputs,
     t: Instant,
 ) -> Result<Summary> {
-    let image = a.image.as_path();
-    if !is_graph(mh) {
-        bail!(
-            "{}: the image was shared for a CNN graph but {} is not a CNN graph's header: give \
-             the dealer the header of the model the image was shared for",
-            image.display(),
-            a.model.display()
-        );
-    }
-    if !is_graph(ih) {
-        bail!(
-            "{}: the image was not shared for a CNN graph; share it for this one with \
-             `share-image --model {}`",
-            image.display(),
-            a.model.display()
-        );
-    }
-    if a.model_mask.is_some() {
-        bail!("--model-mask: weights opened once per model are not supported for CNN graphs yet; run the job without it (the weights are opened in the job)");
-    }
-    let (g, plan) = graph_plan_from_header(&a.model, mh)?;
-    let model_facts = crate::formats::facts::ModelFacts::read(&a.model, mh)?;
-    let job = job_from_header(image, ih)?;
-    if job.scale != plan.params.s {
-        bail!(
-            "{}: image encoded at scale {} but the graph takes scale {}",
-            image.display(),
-            job.scale,
-            plan.params.s
-        );
-    }
-    check_whole_image_job(image, &job, mh)?;
-    crate::formats::checks::check_colours(image, &job, g.colours)?;
-    crate::formats::checks::check_noise_map(image, ih, g.noise_map().is_some())?;
-    let (ph, pw) = g
-        .padded_size(job.height, job.width)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
-    crate::server::check_bound_model(image, ih, &a.model, mh)?;
-    let batch = a.batch.unwrap_or(a.engine.default_relu_batch());
-    check_relu_batch(batch)?;
-    // Every tile is checked, and its randomness sized, before any is drawn or file written; a
-    // tile's job is its band of the padded image, sized from the band's rows.
-    let (h, w) = (job.height, job.width);
-    let at_image = |e: String| anyhow::anyhow!("{}: {e}", image.display());
-    let tiles = tile_list(a)?
-        .into_iter()
-        .map(|t| {
-            let rows = match t {
-                None => ph,
-                Some(t) => plan
-                    .band(h, w, t)
-                    .map_err(|e| anyhow::anyhow!("--tiles: {e}"))?
-                    .height(),
-            };
-            let count = crate::dealer::graph::correction_count(&plan, rows, pw, a.engine, batch)
-                .map(|t| t.bits)
-                .map_err(at_image)?;
-            let circuits = crate::dealer::graph::circuit_shapes(&plan, rows, pw, a.engine)
-                .map_err(at_image)?;
-            Ok((t, rows, count, circuits))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let channels = plan.channels();
+    let d = GraphDeal::check(a, (mh, ih))?;
+    let channels = d.plan.channels();
     let (mut outs, mut ids, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for (tile, rows, count, circuits) in tiles {
+    for tile in &d.tiles {
         let seeds = DealSeeds::fresh(None);
         let triplet_id = fresh_id();
-        let header = |party: Party| {
-            let mut hd = triplet_header(party, (mh, ih), triplet_id, &job);
-            hd.info.push((NETWORK.into(), GRAPH.into()));
-            hd.info.push((ENGINE.into(), a.engine.name().into()));
-            hd.info.push(("batch".into(), batch.to_string()));
-            let (d, fp) = (&model_facts.graph_description, &model_facts.fixed_point);
-            for (key, v) in [(GRAPH_DESCRIPTION, d), (FIXED_POINT, fp)] {
-                hd.info.push((key.into(), v.clone().unwrap_or_default()));
-            }
-            hd.info.push((CIRCUIT.into(), circuits.clone()));
-            if let Some(t) = tile {
-                hd.info.push((TILE.into(), t.label()));
-            }
-            hd
-        };
+        let header = |party: Party| d.header((mh, ih), a.engine, tile, triplet_id, party);
         let (o, b) = write_pair(
-            &tile_prefix(&a.out, tile),
+            &tile_prefix(&a.out, tile.tile),
             &header,
             Lead {
-                job: &job,
+                job: &d.job,
                 widths: &channels,
-                batch,
+                batch: d.batch,
                 engine: a.engine,
                 seeds: &seeds.job,
             },
-            count,
+            tile.bits,
             a.engine.deal_setup(),
             to,
             |emit| {
                 let mut emit = |v: &[u64], bits| emit(v, bits).map_err(FillError);
                 crate::dealer::graph::generate_into(
-                    &plan, rows, pw, &seeds, a.engine, batch, &mut emit,
+                    &d.plan, tile.rows, d.pw, &seeds, a.engine, d.batch, &mut emit,
                 )
                 .map_err(|FillError(e)| e)
             },
@@ -259,6 +298,7 @@ fn gen_graph_triplets(
         bytes += b;
     }
     let secs = t.elapsed().as_secs_f64();
+    let (h, w, ph, pw) = (d.job.height, d.job.width, d.ph, d.pw);
     Ok(Summary {
         lines: vec![format!(
             "{} engine: correlated randomness for a {h}x{w} CNN graph job (run at {ph}x{pw}){} written to {} ({bytes} bytes, {secs:.2} s); triplet id {}",
@@ -543,7 +583,7 @@ fn write_pair<F>(
     header: &dyn Fn(Party) -> Header,
     lead: Lead<'_>,
     count: u64,
-    (base0, mut base1): (Vec<u8>, Vec<u8>),
+    (base0, base1): (Vec<u8>, Vec<u8>),
     to: &Outputs,
     fill: F,
 ) -> Result<([String; 2], u64)>
@@ -561,39 +601,77 @@ where
         h.info.push((BASE_OT.into(), digests.clone()));
         h
     };
-    let l1 = TripletsLead {
+    let lead_of = |p: Party| TripletsLead {
         job: lead.job.clone(),
         widths: lead.widths.to_vec(),
         batch: lead.batch,
-        seed: lead.seeds[1],
+        seed: lead.seeds[p.index()],
         engine: lead.engine,
     };
-    let written = triplet_stream::write(
-        &out1,
-        &header(Party::S1),
-        &l1,
-        count,
-        &base1,
-        to.party(Party::S1),
-        fill,
-    );
-    // S1's base OTs (Δ and its chosen seeds) are in its file now; S0's go with `t0`'s drop.
-    base1.zeroize();
-    written?;
-    let t0 = Triplets {
-        job: lead.job.clone(),
-        widths: lead.widths.to_vec(),
-        batch: lead.batch,
-        seed: lead.seeds[0],
-        engine: lead.engine,
-        corrections: Default::default(),
-        base_ot: base0,
+    let s1 = (Party::S1, out1.as_path(), count);
+    write_own(s1, &header(Party::S1), lead_of(Party::S1), base1, to, fill)?;
+    // Without its partner the new S1 file is useless: on failure it is removed, not left
+    // beside an older `.p0`.
+    let s0 = (Party::S0, out0.as_path(), 0);
+    if let Err(e) = write_own(
+        s0,
+        &header(Party::S0),
+        lead_of(Party::S0),
+        base0,
+        to,
+        |_| Ok(()),
+    ) {
+        let _ = std::fs::remove_file(&out1);
+        return Err(e);
+    }
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .with_context(|| format!("cannot read {}", p.display()))
     };
-    let bytes = write_s0((&out0, &out1), &header(Party::S0), &t0, to.party(Party::S0))?;
+    let bytes = size(&out0)? + size(&out1)?;
     Ok((
         [out0.display().to_string(), out1.display().to_string()],
         bytes,
     ))
+}
+
+/// Writes party `p`'s triplet file at `path`: S1's explicit values (`count` bits) streamed
+/// from `fill` as they are made (about 1 GB for a 512x512 image is never held in memory),
+/// S0's its seed and base OTs (its triple shares follow from the seed; `fill` is not
+/// called). The base OTs are wiped once written.
+pub(super) fn write_own<F>(
+    (p, path, count): (Party, &Path, u64),
+    header: &Header,
+    lead: TripletsLead,
+    mut base: Vec<u8>,
+    to: &Outputs,
+    fill: F,
+) -> Result<()>
+where
+    F: FnOnce(&mut dyn FnMut(&[u64], u32) -> std::io::Result<()>) -> std::io::Result<()> + Send,
+{
+    match p {
+        Party::S1 => {
+            let written =
+                triplet_stream::write(path, header, &lead, count, &base, to.party(p), fill);
+            base.zeroize();
+            written
+        }
+        // The base OTs go with the body's drop.
+        Party::S0 => {
+            let t0 = Triplets {
+                job: lead.job.clone(),
+                widths: lead.widths.clone(),
+                batch: lead.batch,
+                seed: lead.seed,
+                engine: lead.engine,
+                corrections: Default::default(),
+                base_ot: base,
+            };
+            container::write(path, header, &t0, to.party(p))
+        }
+    }
 }
 
 /// Headers (circuits, plans), framing, checksum, signature and sealing of one triplet file,

@@ -10,6 +10,7 @@
 pub mod dealer;
 pub mod freed_memory;
 pub mod gateway;
+pub mod offline;
 pub mod owner;
 pub mod plain;
 pub mod progress;

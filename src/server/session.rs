@@ -47,29 +47,7 @@ pub fn link_up(
     tag: &[u8],
     mismatch: impl FnOnce(&[u8]) -> String,
 ) -> Result<(Link, Claim)> {
-    let up = || -> Result<(Link, Vec<u8>)> {
-        let me = Identity::load(&cfg.key, &cfg.cert)?;
-        let peer = load_peer_cert(&cfg.peer_cert)?;
-        let timeout = cfg.timeout.max(Duration::from_secs(1));
-        let mut link = if p.is_s0() {
-            let bound;
-            let listener = match &cfg.listener {
-                Some(l) => l.as_ref(),
-                None => {
-                    bound = listen(cfg)?;
-                    &bound
-                }
-            };
-            Link::accept(listener, &me, &peer, timeout, &cfg.peer_addrs)?
-        } else {
-            Link::connect(cfg.addr, &me, &peer, timeout)?
-        };
-        link.set_io_timeout(timeout);
-        // A control message: a frame longer than MAX_CONTROL is refused unread.
-        let peer_tag = crate::twopc::channel::exchange(&mut link, p, tag)?;
-        Ok((link, peer_tag))
-    };
-    match up() {
+    match open_link(p, cfg, tag) {
         Ok((link, peer_tag)) if peer_tag == tag => Ok((link, claim)),
         Ok((_, peer_tag)) => {
             claim.release();
@@ -80,6 +58,32 @@ pub fn link_up(
             Err(e)
         }
     }
+}
+
+/// Brings up the TLS link to the peer (S0 listens, S1 connects) and exchanges `tag`, a
+/// control message, before anything else: the link and the peer's tag, for the caller to
+/// compare.
+pub fn open_link(p: Party, cfg: &LinkConfig, tag: &[u8]) -> Result<(Link, Vec<u8>)> {
+    let me = Identity::load(&cfg.key, &cfg.cert)?;
+    let peer = load_peer_cert(&cfg.peer_cert)?;
+    let timeout = cfg.timeout.max(Duration::from_secs(1));
+    let mut link = if p.is_s0() {
+        let bound;
+        let listener = match &cfg.listener {
+            Some(l) => l.as_ref(),
+            None => {
+                bound = listen(cfg)?;
+                &bound
+            }
+        };
+        Link::accept(listener, &me, &peer, timeout, &cfg.peer_addrs)?
+    } else {
+        Link::connect(cfg.addr, &me, &peer, timeout)?
+    };
+    link.set_io_timeout(timeout);
+    // A control message: a frame longer than MAX_CONTROL is refused unread.
+    let peer_tag = crate::twopc::channel::exchange(&mut link, p, tag)?;
+    Ok((link, peer_tag))
 }
 
 /// S0's listening socket on `cfg.addr`, its port written to `cfg.port_file` when given.

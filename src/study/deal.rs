@@ -12,10 +12,14 @@ use crate::formats::container::{self, id_hex, Kind};
 use crate::formats::facts::job_from_header;
 use crate::formats::signing::Trust;
 use crate::formats::study::{parse_slices, slice_dir, slices_spec, Manifest, MANIFEST};
-use crate::job::dealer::{deal, DealJob, DealModel};
+use crate::job::dealer::{deal, DealJob, DealModel, GraphDeal};
+use crate::job::offline;
 use crate::job::progress;
 use crate::job::space::human_bytes;
 use crate::job::{Outputs, Summary};
+use crate::ring::Party;
+use crate::server::session::LinkConfig;
+use crate::twopc::channel::exchange;
 
 /// A study's dealing, its arguments parsed.
 pub struct StudyDeal<'a> {
@@ -30,6 +34,9 @@ pub struct StudyDeal<'a> {
     pub dirs: ServerDirs,
     /// No line per slice dealt.
     pub quiet: bool,
+    /// Dealt by this server with its peer, no dealer (`gen-triplets --party`): the party
+    /// and how it reaches the peer.
+    pub together: Option<(Party, LinkConfig)>,
 }
 
 /// `gen-triplets --study`: each slice's randomness, as `gen-triplets` makes a job's. Whose
@@ -86,17 +93,52 @@ pub fn deal_study(
         }
         headers.push(h);
     }
-    let mut bytes = 0u64;
-    let total = slices.len() as u64;
-    for (k, (&i, ih)) in slices.iter().zip(&headers).enumerate() {
+    let slice_job = |i: usize| {
         let mut one = a.job.clone();
         one.image = slice_dir(dir, i).join("image.pub");
         one.out = slice_dir(dir, i).join("triplets");
+        one
+    };
+    // Without a dealer: every slice checked before the peer is met, then one link for all
+    // of them, the two servers first agreeing on which.
+    let mut together = match &a.together {
+        Some((p, cfg)) => {
+            offline::check_supported(&a.job, mh)?;
+            let deals = slices
+                .iter()
+                .zip(&headers)
+                .map(|(&i, ih)| {
+                    GraphDeal::check(&slice_job(i), (mh, ih)).with_context(|| format!("slice {i}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut link = offline::meet(*p, cfg)?;
+            let spec = slices_spec(&slices);
+            let theirs =
+                exchange(&mut link, *p, spec.as_bytes()).context("exchanging the slices")?;
+            if theirs != spec.as_bytes() {
+                bail!(
+                    "the peer server would deal slices {:?}, this one {spec:?}: give both the same --slices; nothing was made",
+                    String::from_utf8_lossy(&theirs)
+                );
+            }
+            Some((*p, link, deals))
+        }
+        None => None,
+    };
+    let mut bytes = 0u64;
+    let total = slices.len() as u64;
+    for (k, (&i, ih)) in slices.iter().zip(&headers).enumerate() {
+        let one = slice_job(i);
         let started = Instant::now();
-        let s = outputs()
-            .and_then(|to| deal(&one, &model, ih, &to))
-            .with_context(|| format!("slice {i}"))?;
-        let b = s.json["dealer_bytes"].as_u64().unwrap_or(0);
+        let s = match &mut together {
+            Some((p, link, deals)) => offline::deal_on(link, *p, &one, (mh, ih), &deals[k]),
+            None => outputs().and_then(|to| deal(&one, &model, ih, &to)),
+        };
+        let s = s.with_context(|| format!("slice {i}"))?;
+        let b = s.json["dealer_bytes"]
+            .as_u64()
+            .or(s.json["bytes"].as_u64())
+            .unwrap_or(0);
         bytes += b;
         // Each slice's line as it is dealt (a study of 200 slices takes half an hour).
         if !a.quiet {
@@ -125,11 +167,15 @@ pub fn deal_study(
         )]
     } else {
         vec![format!(
-            "study {}: dealt {} of {} slices ({spec}) into {}/slice<I>/triplets.p0 and .p1",
+            "study {}: dealt {} of {} slices ({spec}) into {}/slice<I>/triplets.{}",
             m.study_id,
             slices.len(),
             m.len(),
-            dir.display()
+            dir.display(),
+            match &a.together {
+                Some((p, _)) => format!("p{} (with the peer server, no dealer)", p.index()),
+                None => "p0 and .p1".into(),
+            }
         )]
     };
     lines.extend(warnings.iter().map(|w| format!("warning: {w}")));

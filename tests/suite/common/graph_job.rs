@@ -158,6 +158,35 @@ impl Dir {
             .expect("start serve")
     }
 
+    /// `gen-triplets --party` of both servers as processes, each dealing its half of the job
+    /// model.pub / image.pub with the other over their link, no dealer, into `<out>.p<N>`;
+    /// party `p`'s extra arguments `extra(p)`. Their outputs.
+    pub fn deal_together(&self, out: &str, extra: impl Fn(u8) -> Vec<String>) -> [Output; 2] {
+        let [c0, c1] = start_pair(&self.dir, |p, addr| {
+            let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+            Command::new(bin())
+                .args(["--json", "gen-triplets", "--party", &p.to_string()])
+                .args([
+                    "--model",
+                    &self.p("model.pub"),
+                    "--image",
+                    &self.p("image.pub"),
+                ])
+                .args(["--out", &self.p(out)])
+                .args(["--key", &self.p(&format!("keys/{me}.key"))])
+                .args(["--cert", &self.p(&format!("keys/{me}.crt"))])
+                .args(["--peer-cert", &self.p(&format!("keys/{peer}.crt"))])
+                .args(["--timeout", "60"])
+                .args(addr)
+                .args(extra(p))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start gen-triplets --party")
+        });
+        [c0, c1].map(|c| wait_limit(c, Duration::from_secs(600)))
+    }
+
     /// Both servers as processes; their outputs.
     pub fn serve(&self, files: (&str, &str, &str)) -> [Output; 2] {
         let [c0, c1] = start_pair(&self.dir, |p, addr| self.spawn(p, addr, files));

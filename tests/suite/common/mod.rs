@@ -504,3 +504,19 @@ impl ppdenoise::corr::randomness::CorrectionSource for Garbled {
         Ok(())
     }
 }
+
+/// Makes one of the Makefile's targets (a converted model) and returns its path. The tests
+/// run in parallel and share the Makefile's venvs: two makes creating one at once fail
+/// ("File exists"), so they take turns.
+pub fn make_target(target: &str) -> std::path::PathBuf {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = Command::new("make")
+        .args(["-s", target])
+        .current_dir(root)
+        .status()
+        .expect("run make");
+    assert!(st.success(), "make {target} failed");
+    root.join(target)
+}

@@ -7,7 +7,6 @@
 //! CI, so it runs in `make test`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ppdenoise::image::{add_noise, load, quantize_u8, GrayImage};
 use ppdenoise::metrics::psnr;
@@ -28,21 +27,7 @@ fn converted() -> PathBuf {
         "{}: absent (the authors' weights, beside the repository in CI): nothing is checked without them",
         weights.display()
     );
-    make("out/ffdnet/clip.npz")
-}
-
-/// Makes one converted file. The tests run in parallel and share the Makefile's venv: two
-/// makes creating it at once fail ("File exists"), so they take turns.
-fn make(target: &str) -> PathBuf {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let st = Command::new("make")
-        .args(["-s", target])
-        .current_dir(root())
-        .status()
-        .expect("run make");
-    assert!(st.success(), "make {target} failed");
-    root().join(target)
+    crate::common::make_target("out/ffdnet/clip.npz")
 }
 
 fn set12() -> Vec<PathBuf> {
@@ -135,7 +120,7 @@ fn converted_colour_ffdnet_denoises_kodak_in_its_channel_order() {
     use ppdenoise::image::{load_picture, rgb::add_noise as add_colour_noise, Picture};
     let weights = root().join("../shared/models/ffdnet/FFDNet_Clip_color.mat");
     assert!(weights.exists(), "{}: absent", weights.display());
-    let m = Cnn::load(&make("out/ffdnet/clip-colour.npz")).unwrap();
+    let m = Cnn::load(&crate::common::make_target("out/ffdnet/clip-colour.npz")).unwrap();
     assert_eq!(m.colours, 3);
     let file = root().join("../shared/data/kodak24/kodim01.png");
     let Picture::Colour(full) = load_picture(&file).unwrap() else {

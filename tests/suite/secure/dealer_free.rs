@@ -334,3 +334,114 @@ fn ffdnet_graph_products_offline_figures() {
         );
     }
 }
+
+/// Issue 74's "done when", for the U-Net of `make graph-fixtures` (max pooling, a transposed
+/// convolution, skip connections): from share-model to reconstruct with no dealer. The two
+/// servers deal the job between themselves (`gen-triplets --party`, two processes over their
+/// pinned link), serve it, and the output shares add up to the graph oracle bit for bit; the
+/// receiver's image is `denoise --arith fixed`'s. What is not dealt without a dealer yet is
+/// refused by name; two servers asked for different jobs refuse each other naming the
+/// difference; a server whose peer dies mid-dealing keeps no file.
+#[test]
+fn a_unet_job_runs_from_share_model_to_reconstruct_with_no_dealer() {
+    use crate::common::graph_job::{fixed_point, fixture_in, graph, oracle, refused, Dir};
+    use ppdenoise::formats::bodies::OutputShare;
+    use ppdenoise::formats::container::Kind;
+    if !crate::common::have_graph_fixtures() {
+        return;
+    }
+    let onnx = fixture_in("graph-fixtures", "graph-fixtures", "unet");
+    let g = graph(&onnx);
+    let d = Dir::new();
+    d.share_model(&onnx);
+    d.noisy(30);
+    let o = d.share_image("model.pub", "image");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = oracle(&d, &g);
+    let gc = |_| vec!["--engine".to_string(), "gc".to_string()];
+    let outs = d.deal_together("t", gc);
+    for (o, who) in outs.iter().zip(["S0", "S1"]) {
+        assert!(
+            o.status.success(),
+            "{who}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let said: Vec<serde_json::Value> = outs
+        .iter()
+        .map(|o| serde_json::from_slice(&o.stdout).unwrap())
+        .collect();
+    assert_eq!(said[0]["triplet_id"], said[1]["triplet_id"]);
+    assert_eq!(said[1]["dealer"], false);
+    for (o, who) in d.serve(("model", "image", "t")).iter().zip(["S0", "S1"]) {
+        assert!(
+            o.status.success(),
+            "serve {who}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (_, secure) = d.sum_of("out", Kind::OutputShare, |b: &OutputShare| b.canvas.clone());
+    let differ = secure.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        (secure.len(), differ),
+        (want.len(), 0),
+        "pixels off the oracle"
+    );
+    crate::common::ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--share0",
+        &d.p("out.p0"),
+        "--share1",
+        &d.p("out.p1"),
+        "--out",
+        &d.p("secure.png"),
+    ]);
+    fixed_point(&onnx, &d.p("noisy.png"), &d.p("fixed.png"));
+    let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
+    let secure = ppdenoise::image::load(d.path("secure.png")).unwrap();
+    assert_eq!(secure.pixels, fixed.pixels, "the receiver's image");
+
+    // The boolean engine's correlations are not made without a dealer yet: refused by name
+    // on both servers before they meet.
+    let gmw = |_| vec!["--engine".to_string(), "gmw".to_string()];
+    for o in d.deal_together("tg", gmw) {
+        refused(&o, "--engine gmw: the boolean engine's AND triples");
+    }
+    // Asked for different jobs (another ReLU batch on S1): both refuse, naming it.
+    let batch = |p| match p {
+        1 => ["--engine", "gc", "--batch", "4096"]
+            .map(String::from)
+            .to_vec(),
+        _ => gc(p),
+    };
+    for o in d.deal_together("tb", batch) {
+        refused(&o, "the ReLU batch is");
+    }
+    for f in ["tg.p0", "tg.p1", "tb.p0", "tb.p1"] {
+        assert!(!d.path(f).exists(), "{f} was left");
+    }
+    // S1 killed mid-dealing: S0 fails and keeps nothing.
+    let [c0, mut c1] = crate::common::start_pair(&d.dir, |p, addr| {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        std::process::Command::new(crate::common::bin())
+            .args(["gen-triplets", "--party", &p.to_string(), "--engine", "gc"])
+            .args(["--model", &d.p("model.pub"), "--image", &d.p("image.pub")])
+            .args(["--out", &d.p("tk")])
+            .args(["--key", &d.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &d.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &d.p(&format!("keys/{peer}.crt"))])
+            .args(["--timeout", "20"])
+            .args(addr)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    c1.kill().unwrap();
+    let _ = c1.wait();
+    let o0 = crate::common::wait_limit(c0, std::time::Duration::from_secs(120));
+    assert!(!o0.status.success(), "S0 went on alone");
+    assert!(!d.path("tk.p0").exists(), "S0 kept half a dealing");
+}

@@ -816,3 +816,136 @@ fn a_unitless_or_implausible_ct_sigma_is_refused_and_an_over_smoothed_result_cau
     eprintln!("CT_small at 20 HU told 321 HU: RMSE {before:?} HU -> {after:?} HU");
     assert!(after[0] > before[0], "{before:?} -> {after:?}");
 }
+
+/// Issue 74's "done when", for a CT study: pydicom's CT_small with Gaussian noise of 20 HU,
+/// denoised by FFDNet (the authors' weights, `make out/ffdnet/clip.npz`, a chain CNN run as a
+/// graph) with no dealer: `share-study`, each server's `gen-triplets --study --party` (the
+/// two deal every slice between themselves over their pinned link), `serve --study`,
+/// `reconstruct --study`. Every slice equals the plaintext fixed-point oracle and comes back
+/// closer to the clean slice, in HU, than it went in.
+#[test]
+fn a_ct_series_comes_back_better_with_no_dealer() {
+    if !common::have_dicom_testdata() {
+        return;
+    }
+    let weights = root().join("../shared/models/ffdnet/FFDNet_Clip_gray.mat");
+    assert!(
+        weights.exists(),
+        "{}: absent (the authors' weights, beside the repository in CI)",
+        weights.display()
+    );
+    let ffdnet = s(&common::make_target("out/ffdnet/clip.npz"));
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for n in ["s0", "s1"] {
+        ok(&["keygen", "--name", n, "--out-dir", &s(&d.join("keys"))]);
+    }
+    let model = s(&d.join("model.pub"));
+    ok(&[
+        "share-model",
+        "--model",
+        &ffdnet,
+        "--out",
+        &s(&d.join("model")),
+    ]);
+    let clean = pydicom_file("CT_small.dcm");
+    let (series, study, out, oracle) = (
+        d.join("ct-20"),
+        d.join("study"),
+        d.join("denoised"),
+        d.join("oracle"),
+    );
+    script(
+        "noisy-series.py",
+        &[&s(&clean), &s(&series), "--slices", "1", "--sigma", "20"],
+    );
+    ok(&[
+        "share-study",
+        "--in",
+        &s(&series),
+        "--out",
+        &s(&study),
+        "--sigma",
+        "20HU",
+        "--model",
+        &model,
+        "--quiet",
+    ]);
+    let deal = start_pair(d, |p, addr| {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        let f = |n: &str| s(&d.join(n));
+        Command::new(bin())
+            .args(["gen-triplets", "--quiet", "--party", &p.to_string()])
+            .args(["--engine", "gc", "--study", &s(&study), "--model", &model])
+            .args(["--key", &f(&format!("keys/{me}.key"))])
+            .args(["--cert", &f(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &f(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gen-triplets --party")
+    });
+    for o in deal.map(|c| wait_limit(c, Duration::from_secs(900))) {
+        assert!(
+            o.status.success(),
+            "gen-triplets --study --party: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    for f in ["slice0/triplets.p0", "slice0/triplets.p1"] {
+        assert!(study.join(f).exists(), "{f}: not written");
+    }
+    let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
+    for o in pair.map(|c| wait_limit(c, Duration::from_secs(600))) {
+        assert!(
+            o.status.success(),
+            "serve --study: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    ok(&[
+        "reconstruct",
+        "--insecure-unsigned",
+        "--study",
+        &s(&study),
+        "--out",
+        &s(&out),
+    ]);
+    ok(&[
+        "denoise",
+        "--model",
+        &ffdnet,
+        "--image",
+        &s(&series),
+        "--arith",
+        "fixed",
+        "--sigma",
+        "20HU",
+        "--out",
+        &s(&oracle),
+    ]);
+    let noisy = slices(&series);
+    let names: Vec<_> = noisy.iter().map(|p| p.file_name().unwrap()).collect();
+    let denoised: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
+    for (n, got) in names.iter().zip(&denoised) {
+        let (a, b) = (
+            ppdenoise::image::load(got).unwrap(),
+            ppdenoise::image::load(oracle.join(n)).unwrap(),
+        );
+        assert_eq!(a, b, "{n:?}: the secure slice differs from the oracle");
+    }
+    for (i, (noisy, denoised)) in rmse(&clean, &noisy)
+        .into_iter()
+        .zip(rmse(&clean, &denoised))
+        .enumerate()
+    {
+        eprintln!(
+            "CT_small, 20 HU, FFDNet, no dealer, slice {i}: RMSE {noisy:.2} HU -> {denoised:.2} HU"
+        );
+        assert!(
+            denoised < 0.97 * noisy,
+            "slice {i}: denoised RMSE {denoised:.2} HU, noisy {noisy:.2}"
+        );
+    }
+}
