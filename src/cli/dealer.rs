@@ -93,10 +93,10 @@ pub struct GenTripletsArgs {
     /// the peer server over their pinned link, both running `gen-triplets --party` with the
     /// same headers (S0 listens on --addr, S1 connects). Writes <out>.p<N> only, neither
     /// sealed nor signed: it never leaves this server. With --study, every slice's (both
-    /// servers must name the same slices). So far CNN graph jobs on the gc engine (--engine
-    /// gc), in one piece.
+    /// servers must name the same slices); with --tiles, every tile's (or --tile's), for
+    /// one server pair. So far CNN graph jobs on the gc engine (--engine gc).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1).try_map(Party::try_from),
-          conflicts_with_all = ["model_mask", "tiles", "to_s0", "to_s1", "sign_key"])]
+          conflicts_with_all = ["model_mask", "to_s0", "to_s1", "sign_key"])]
     pub party: Option<Party>,
     #[command(flatten)]
     pub peer: PeerArgs,

@@ -556,7 +556,7 @@ fn tiles_said(a: &DealJob) -> String {
 }
 
 /// A tile's file prefix: <out>.t<I> (the whole job's: <out>).
-fn tile_prefix(out: &Path, tile: Option<Tile>) -> PathBuf {
+pub(super) fn tile_prefix(out: &Path, tile: Option<Tile>) -> PathBuf {
     match tile {
         Some(t) => with_suffix(out, &format!(".t{}", t.index)),
         None => out.to_path_buf(),

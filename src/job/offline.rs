@@ -2,14 +2,15 @@
 //! each server runs this with the same public headers, they meet over their pinned TLS link,
 //! and each leaves with its own triplet file, the very file a dealer would have written it
 //! for the seeds the two drew (docs/protocol.md, "Dealing without a dealer"). So far the
-//! gc engine's CNN graph jobs: their products by lattice encryption (`offline::graph`), the
-//! engine's base OTs by the same product protocol (`offline::base_ot`); the boolean
-//! engine's circuit correlations and the MLP's 64-bit products are refused by name.
+//! gc engine's CNN graph jobs (whole, in tiles, a study's slices): their products by lattice
+//! encryption (`offline::graph`), the engine's base OTs by the same product protocol
+//! (`offline::base_ot`); the boolean engine's circuit correlations and the MLP's 64-bit
+//! products are refused by name.
 //!
 //! Order on the link: the job's facts (both must be asked for the same job), party 0's
 //! triplet id, both halves of the label seed, the base OTs, the products, the base OTs'
 //! digests; each then writes its file and says so, and a file whose peer did not say so is
-//! removed: a server left alone with half a dealing keeps nothing.
+//! removed.
 
 use std::time::Instant;
 
@@ -17,7 +18,9 @@ use anyhow::{bail, ensure, Context, Result};
 use rand09::rngs::StdRng;
 use rand09::{Rng, SeedableRng};
 
-use super::dealer::{dealer_header, pair_bytes, write_own, DealJob, GraphDeal};
+use super::dealer::{
+    dealer_header, pair_bytes, tile_prefix, write_own, DealJob, GraphDeal, GraphTile,
+};
 use super::{with_ext, Outputs, Summary};
 use crate::corr::base_ots::{base_ot_digest, BaseOtForReceiver, BaseOtForSender, BASE_OT};
 use crate::corr::engine_kind::EngineKind;
@@ -49,12 +52,12 @@ fn job_facts(
     a: &DealJob,
     (mh, ih): (&Header, &Header),
     d: &GraphDeal,
+    tile: &GraphTile,
 ) -> Result<Vec<(&'static str, String)>> {
     let id = |what: &str, id: Option<[u8; 16]>| {
         id.map(|i| id_hex(&i))
             .with_context(|| format!("the {what} header lacks its id"))
     };
-    let tile = &d.tiles[0];
     let header = d.header((mh, ih), a.engine, tile, [0; 16], Party::S0);
     Ok(vec![
         ("the build's exchange", REVISION.to_string()),
@@ -66,6 +69,10 @@ fn job_facts(
         ("the image", id("image", ih.job_id)?),
         ("the engine", a.engine.wire_name().to_string()),
         ("the ReLU batch", d.batch.to_string()),
+        (
+            "the tile",
+            tile.tile.map_or("the whole job".into(), |t| t.label()),
+        ),
         ("the padded size", format!("{}x{}", tile.rows, d.pw)),
         (
             "the digest of the model's public description and circuits",
@@ -93,9 +100,6 @@ pub fn check_supported(a: &DealJob, mh: &Header) -> Result<()> {
              without --party",
             a.engine
         );
-    }
-    if a.tiles.is_some() {
-        bail!("--tiles: a job is dealt without a dealer in one piece only, so far");
     }
     Ok(())
 }
@@ -129,23 +133,38 @@ pub fn deal_together(t: &DealTogether) -> Result<Summary> {
     let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
     let d = GraphDeal::check(a, (&mh, &ih))?;
     let mut link = meet(p, &t.link)?;
-    deal_on(&mut link, p, a, (&mh, &ih), &d)
+    // A tiled job's tiles one after another over the one link.
+    let mut said = Vec::new();
+    for tile in &d.tiles {
+        said.push(deal_on(&mut link, p, a, (&mh, &ih), (&d, tile))?);
+    }
+    if said.len() == 1 {
+        return Ok(said.pop().expect("one"));
+    }
+    Ok(Summary {
+        lines: said.iter().flat_map(|s| s.lines.clone()).collect(),
+        json: serde_json::json!({
+            "ok": true, "command": "gen-triplets", "party": p.index(), "dealer": false,
+            "tiles": said.iter().map(|s| s.json.clone()).collect::<Vec<_>>(),
+        }),
+    })
 }
 
-/// Deals one job with the peer over `link` as party `p`: the job `a` with its model's and
-/// image's headers `mh`, `ih`, checked into `d` ([`GraphDeal::check`]); writes
-/// `<a.out>.p<p>`. The link may carry several (a study's slices), one after another.
+/// Deals one job (or one of its tiles) with the peer over `link` as party `p`: the job `a`
+/// with its model's and image's headers `mh`, `ih`, checked into `d`
+/// ([`GraphDeal::check`]), the piece `tile` of it; writes `<a.out>.p<p>` (a tile's
+/// `<a.out>.t<I>.p<p>`). The link may carry several (tiles, a study's slices), one after
+/// another.
 pub fn deal_on(
     link: &mut Link,
     p: Party,
     a: &DealJob,
     (mh, ih): (&Header, &Header),
-    d: &GraphDeal,
+    (d, tile): (&GraphDeal, &GraphTile),
 ) -> Result<Summary> {
     let start = Instant::now();
     let (sent, received) = (link.stats().bytes_sent, link.stats().bytes_received);
-    let tile = &d.tiles[0];
-    let out = with_ext(&a.out, p);
+    let out = with_ext(&tile_prefix(&a.out, tile.tile), p);
     let base_len = match p {
         Party::S0 => BaseOtForReceiver::BYTES,
         Party::S1 => BaseOtForSender::BYTES,
@@ -161,7 +180,7 @@ pub fn deal_on(
             &format!("the triplets {}", out.display()),
         )?;
     }
-    let facts = job_facts(a, (mh, ih), d)?;
+    let facts = job_facts(a, (mh, ih), d, tile)?;
     let tag = serde_json::to_vec(&facts).expect("strings serialise");
     let ch: &mut dyn Channel = link;
     let peer_tag = exchange(ch, p, &tag).context("exchanging the job's facts")?;
@@ -179,8 +198,9 @@ pub fn deal_on(
             .context("receiving the triplet id")?;
         got.try_into().expect("16 bytes")
     };
-    // The garbler's active-label stream and the job's hash key: public between the two,
-    // drawn by both so that neither alone picks it.
+    // The garbler's active-label stream and the job's hash key: public between the two (a
+    // dealer gives both the same), the XOR of a uniform half from each (semi-honest: each
+    // draws its half honestly, so the seed is uniform).
     let half: [u8; 16] = rng.random();
     let other = exchange(ch, p, &half).context("exchanging the label seed")?;
     ensure!(
@@ -234,7 +254,9 @@ pub fn deal_on(
         }
         Ok(())
     })?;
-    // Both files, or neither: the peer says it wrote its own.
+    // The peer says it wrote its own; without that word this file is removed. (A fault
+    // during this last exchange can still leave one server alone with its file: `serve`
+    // refuses it before anything is consumed, as its peer holds no file of this dealing.)
     let done = exchange(ch, p, b"written");
     if !matches!(&done, Ok(v) if v == b"written") {
         let _ = std::fs::remove_file(&out);
@@ -285,7 +307,7 @@ fn explain(facts: &[(&'static str, String)], peer: &[u8]) -> String {
             Some((_, v)) if v == own => {}
             Some((_, v)) => {
                 return format!(
-                    "the peer server was asked for another job: {name} is {v} there, {own} here"
+                    "the peer server was asked for another job: {name} is {v:?} there, {own:?} here"
                 )
             }
             None => return format!("the peer server's build names no {name}"),

@@ -199,8 +199,9 @@ fn the_recipe_for_your_own_graph_sets_what_ppdenoise_reads() {
 /// The U-Net in two tiles (milestone 6) through the binary, on both engines: each tile's
 /// band is shorter than the image (cut at a multiple of the total stride and holding the
 /// network's reach), and the tiles' shares put together are the one-piece oracle's output
-/// bit for bit; the receiver's image is `denoise --arith fixed`'s. Tiles given with another
-/// tile's randomness are refused.
+/// bit for bit; the receiver's image is `denoise --arith fixed`'s, on both engines and with
+/// the tiles dealt by the servers themselves, no dealer. Tiles given with another tile's
+/// randomness are refused.
 #[test]
 fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
     if !common::have_graph_fixtures() {
@@ -237,15 +238,28 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
             "tile {k}: {band:?} is the whole {ph}-row image"
         );
     }
-    for engine in ["gc", "gmw"] {
+    // "free": the gc engine's tiles dealt by the two servers between themselves, no dealer
+    // (`gen-triplets --party --tiles 2`, both tiles over one link).
+    for engine in ["gc", "gmw", "free"] {
         let t = format!("t{engine}");
-        let o = d.gen_triplets(
-            "model.pub",
-            "image.pub",
-            &t,
-            &["--engine", engine, "--tiles", "2"],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if engine == "free" {
+            let args = |_| {
+                ["--engine", "gc", "--tiles", "2"]
+                    .map(String::from)
+                    .to_vec()
+            };
+            for o in d.deal_together(&t, args) {
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            }
+        } else {
+            let o = d.gen_triplets(
+                "model.pub",
+                "image.pub",
+                &t,
+                &["--engine", engine, "--tiles", "2"],
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
         let mut shares = [Vec::new(), Vec::new()];
         for k in 0..2 {
             for (o, who) in d
@@ -297,7 +311,7 @@ fn a_unet_in_tiles_is_the_one_piece_job_bit_for_bit() {
     }
     fixed_point(&fixture("unet"), &d.p("noisy.png"), &d.p("fixed.png"));
     let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
-    for engine in ["gc", "gmw"] {
+    for engine in ["gc", "gmw", "free"] {
         let secure = ppdenoise::image::load(d.path(&format!("{engine}.png"))).unwrap();
         assert_eq!(
             secure.pixels, fixed.pixels,
