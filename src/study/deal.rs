@@ -131,7 +131,10 @@ pub fn deal_study(
         let one = slice_job(i);
         let started = Instant::now();
         let s = match &mut together {
-            Some((p, link, deals)) => offline::deal_on(link, *p, &one, (mh, ih), &deals[k]),
+            Some((p, link, deals)) => {
+                let d = &deals[k];
+                offline::deal_on(link, *p, &one, (mh, ih), (d, &d.tiles[0]))
+            }
             None => outputs().and_then(|to| deal(&one, &model, ih, &to)),
         };
         let s = s.with_context(|| format!("slice {i}"))?;
