@@ -418,7 +418,7 @@ impl Keys {
     /// leaves with nothing more; party 1 leaves with C1 = C - C0 mod 2^bits.
     ///
     /// Per group, each party sends its blocks of Z encrypted under its own key (party 1's
-    /// first); then, per block and output channel, each seals for the peer the sum of the
+    /// first); then, per output channel and block, each seals for the peer the sum of the
     /// peer's blocks times its own kernels, plus its addend on the kept outputs (party 0:
     /// A0 B0 - C0 - R0; party 1: -R1; R fresh and uniform) and a uniform value on every other
     /// coefficient, and decrypts the peer's. Party 0 then holds A1 B0 - R1 and sends it plus
@@ -477,15 +477,6 @@ impl Keys {
         let sent = cut.blocks() * cut.cb;
         for g in 0..v.groups {
             let (z, k) = (&z[g * zg..][..zg], &k[g * kg..][..kg]);
-            let mine = (0..sent)
-                .map(|i| {
-                    he.encrypt(
-                        &self.own.sk,
-                        &cut.z_poly(v, z, i / cut.cb, i % cut.cb, mask),
-                        rng,
-                    )
-                })
-                .collect::<Result<Vec<Vec<u8>>>>()?;
             let mut theirs: Vec<Ciphertext> = Vec::with_capacity(sent);
             let mut receive = |ch: &mut dyn Channel| -> Result<()> {
                 for i in 0..sent {
@@ -499,28 +490,33 @@ impl Keys {
             if party.is_s0() {
                 receive(ch)?;
             }
-            for ct in mine {
-                ch.send_owned(ct)
+            // Each own block encrypted as it is sent: the peer is reading them all.
+            for i in 0..sent {
+                let poly = cut.z_poly(v, z, i / cut.cb, i % cut.cb, mask);
+                ch.send_owned(he.encrypt(&self.own.sk, &poly, rng)?)
                     .context("sending an encrypted map block")?;
             }
             if !party.is_s0() {
                 receive(ch)?;
             }
-            let kp = (0..v.cout * cut.cb)
-                .map(|i| he.encode(&cut.k_poly(v, k, i / cut.cb, i % cut.cb, mask)))
-                .collect::<Result<Vec<Plaintext>>>()?;
-            for s in 0..cut.blocks() {
-                let results = cut.results(v, s);
-                for o in 0..v.cout {
+            let results: Vec<Vec<(usize, usize)>> =
+                (0..cut.blocks()).map(|s| cut.results(v, s)).collect();
+            // Output channel by output channel: its kernels encoded once for every block, and
+            // only its own held (all of a wide layer's would take gigabytes).
+            for o in 0..v.cout {
+                let kp = (0..cut.cb)
+                    .map(|c| he.encode(&cut.k_poly(v, k, o, c, mask)))
+                    .collect::<Result<Vec<Plaintext>>>()?;
+                let p: Vec<&Plaintext> = kp.iter().collect();
+                for (s, results) in results.iter().enumerate() {
                     let c: Vec<&Ciphertext> = theirs[s * cut.cb..][..cut.cb].iter().collect();
-                    let p: Vec<&Plaintext> = kp[o * cut.cb..][..cut.cb].iter().collect();
                     let sum = he.dot(&c, &p)?;
                     let mut m = vec![0u64; he.set.degree];
                     if guard.runs(Guard::MASK_ALL) {
                         m.iter_mut().for_each(|x| *x = rng.random::<u64>() & mask);
                     }
                     let at_out = (g * v.cout + o) * plane;
-                    for &(coef, at) in &results {
+                    for &(coef, at) in results {
                         m[coef] = add[at_out + at] & mask;
                     }
                     // Both seal at once; then party 1 sends first and party 0 reads first,
@@ -541,7 +537,7 @@ impl Keys {
                     let coeffs = he.decrypt_return(&self.own.sk, &bytes, "the peer's sum")?;
                     #[cfg(test)]
                     self.seen.push(bytes);
-                    for &(coef, at) in &results {
+                    for &(coef, at) in results {
                         got[at_out + at] = coeffs[coef];
                     }
                 }

@@ -326,9 +326,10 @@ fn other_coefficients_show_a0(guard: Guard) -> bool {
     let mask = (1u64 << 33) - 1;
     let cut = ConvBlocks::choose(8192, &v).unwrap();
     let kernel_values: Vec<u64> = a0.iter().map(|x| x & mask).filter(|x| *x != 0).collect();
+    // Sums in the order they are sealed: output channel by output channel, block by block.
     (0..cut.blocks() * v.cout).any(|i| {
         let results: Vec<usize> = cut
-            .results(&v, i / v.cout)
+            .results(&v, i % cut.blocks())
             .iter()
             .map(|(c, _)| *c)
             .collect();
@@ -388,8 +389,8 @@ fn party_0_reads_a1_b0(guard1: Guard) -> bool {
     let plane = v.out[0] * v.out[1];
     (0..cut.blocks() * v.cout).all(|i| {
         let got = keys0.open_seen(i);
-        let o = i % v.cout;
-        cut.results(&v, i / v.cout)
+        let o = i / cut.blocks();
+        cut.results(&v, i % cut.blocks())
             .iter()
             .all(|&(coef, at)| got[coef] == a1b0[o * plane + at] & mask)
     })
