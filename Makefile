@@ -12,7 +12,7 @@ export CMAKE := $(CURDIR)/.venv-build/bin/cmake
 TOOLS := .venv-build/.ok
 endif
 
-.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test test-build fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test slurm-packages k8s-validate onnx-fixtures onnx-dncnn clean
+.PHONY: tools install-strace orthanc pacs-test clippy dicom-testdata build demo readme-figure test test-build fuzz fuzz-mutation faults soak lint graph-fixtures torch-graphs bench-graphs bench-dealer-free bench-colour bench bench-quick bench-kernels bench-plain bench-tiles table table-check dicom-table dncnn table-dncnn ffdnet table-ffdnet table-colour rescaling-10m slurm-test slurm-packages k8s-validate onnx-fixtures onnx-dncnn clean
 
 # tests/suite/files/read_once.rs counts the opens of each input file with strace (a system package).
 ifeq ($(shell command -v strace 2>/dev/null),)
@@ -184,6 +184,17 @@ bench-graphs: build out/graph-bench/.ok
 	    --model out/graph-bench/bench-$$m.onnx --image builtin:phantom:$$n \
 	    --workdir out/bench-graphs/$$m-$$n --out out/bench-graphs/$$m-$$n.json || exit 1; done
 
+# Jobs dealt by the two servers between themselves, no dealer (`gen-triplets --party`),
+# beside the dealer's, on the gc engine (docs/benchmarks.md, "Whole jobs dealt by the two
+# servers"): FFDNet gray and the bench U-Net, localhost and through the shaping relay.
+# FFDNet at 512 takes about 15 minutes on 2 cores.
+DEALER_FREE_SIZES ?= 128 512
+bench-dealer-free: build out/ffdnet/clip.npz out/graph-bench/.ok
+	for n in $(DEALER_FREE_SIZES); do \
+	  PPDENOISE=$(BIN) scripts/bench-dealer-free.sh out/ffdnet/clip.npz $$n out/bench-dealer-free/ffdnet-$$n || exit 1; done
+	PPDENOISE=$(BIN) scripts/bench-dealer-free.sh out/ffdnet/clip.npz 128 out/bench-dealer-free/ffdnet-128-relay 1gbit,5ms
+	PPDENOISE=$(BIN) scripts/bench-dealer-free.sh out/graph-bench/bench-unet.onnx 256 out/bench-dealer-free/unet-256
+
 # Colour FFDNet beside gray FFDNet (issue 48, item 5; docs/benchmarks.md): the phantom (given
 # colours for the colour model: bench's noisy_file) at COLOUR_BENCH_SIZES, boolean engine,
 # localhost and the shaping relay: out/bench-colour/MODEL-SIZE.json.
@@ -339,8 +350,9 @@ table-dncnn: build dncnn
 bench: build
 	$(BIN) bench --out out/bench/bench.json
 
-bench-quick: build
+bench-quick: build graph-fixtures
 	$(BIN) bench --quick --workdir out/bench-quick --out out/bench-quick/bench.json
+	PPDENOISE=$(BIN) scripts/bench-dealer-free.sh out/graph-fixtures/unet.onnx 32 out/bench-quick/dealer-free 1gbit,5ms
 
 # The matrix-product kernels alone: G multiply-adds per second per core and on all cores, u64
 # (blocked kernel and the previous one) and f64/f32, on the CNN's and the MLP's layer shapes,
