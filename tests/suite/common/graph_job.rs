@@ -208,6 +208,22 @@ impl Dir {
         }
     }
 
+    /// `reconstruct` of out.p0 and out.p1 into `png`.
+    pub fn reconstruct(&self, png: &str) {
+        let (s0, s1, to) = (self.p("out.p0"), self.p("out.p1"), self.p(png));
+        let args = [
+            "reconstruct",
+            "--insecure-unsigned",
+            "--share0",
+            &s0,
+            "--share1",
+            &s1,
+        ];
+        let mut args = args.to_vec();
+        args.extend(["--out", &to]);
+        ok(&args);
+    }
+
     pub fn sum_of<B: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,
@@ -277,16 +293,7 @@ pub fn bit_exact_through_the_binary(onnx: &Path) {
             (want.len(), 0),
             "{name} {engine}: pixels differing from the oracle"
         );
-        ok(&[
-            "reconstruct",
-            "--insecure-unsigned",
-            "--share0",
-            &d.p("out.p0"),
-            "--share1",
-            &d.p("out.p1"),
-            "--out",
-            &d.p(&format!("{engine}.png")),
-        ]);
+        d.reconstruct(&format!("{engine}.png"));
     }
     fixed_point(onnx, &d.p("noisy.png"), &d.p("fixed.png"));
     let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();

@@ -387,16 +387,7 @@ fn a_unet_job_runs_from_share_model_to_reconstruct_with_no_dealer() {
         (want.len(), 0),
         "pixels off the oracle"
     );
-    crate::common::ok(&[
-        "reconstruct",
-        "--insecure-unsigned",
-        "--share0",
-        &d.p("out.p0"),
-        "--share1",
-        &d.p("out.p1"),
-        "--out",
-        &d.p("secure.png"),
-    ]);
+    d.reconstruct("secure.png");
     fixed_point(&onnx, &d.p("noisy.png"), &d.p("fixed.png"));
     let fixed = ppdenoise::image::load(d.path("fixed.png")).unwrap();
     let secure = ppdenoise::image::load(d.path("secure.png")).unwrap();

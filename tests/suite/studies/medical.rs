@@ -141,6 +141,32 @@ fn secure_series(
     window: &str,
     out_opts: &[&str],
 ) -> Vec<(f64, f64)> {
+    secure_series_dealt(
+        d,
+        (clean, series),
+        (sigma, window),
+        out_opts,
+        Dealing::Dealer,
+    )
+}
+
+/// Who deals a study's slices.
+enum Dealing<'a> {
+    /// The dealer, for the shipped MLP (`model.pub` of [`setup`]).
+    Dealer,
+    /// The two servers between themselves, no dealer (`gen-triplets --party`, the gc
+    /// engine), for the model whose file `model` was shared as `model.pub`.
+    Servers { model: &'a str },
+}
+
+/// [`secure_series`], the slices dealt as `dealing` says.
+fn secure_series_dealt(
+    d: &Path,
+    (clean, series): (&Path, &Path),
+    (sigma, window): (&str, &str),
+    out_opts: &[&str],
+    dealing: Dealing,
+) -> Vec<(f64, f64)> {
     let tag = sigma.replace('.', "_");
     let (study, out, oracle) = (
         d.join(format!("study-{tag}")),
@@ -165,9 +191,42 @@ fn secure_series(
     if window == "default" {
         assert_eq!(j["clipped"], 0, "{j}");
     }
-    ok(&["gen-triplets", "--study", &s(&study), "--model", &model]);
+    let mut oracle_model = Vec::new();
+    match dealing {
+        Dealing::Dealer => {
+            ok(&["gen-triplets", "--study", &s(&study), "--model", &model]);
+        }
+        Dealing::Servers { model: file } => {
+            oracle_model = vec!["--model", file];
+            let deal = start_pair(d, |p, addr| {
+                let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+                let f = |n: &str| s(&d.join(n));
+                Command::new(bin())
+                    .args(["gen-triplets", "--quiet", "--party", &p.to_string()])
+                    .args(["--engine", "gc", "--study", &s(&study), "--model", &model])
+                    .args(["--key", &f(&format!("keys/{me}.key"))])
+                    .args(["--cert", &f(&format!("keys/{me}.crt"))])
+                    .args(["--peer-cert", &f(&format!("keys/{peer}.crt"))])
+                    .args(addr)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start gen-triplets --party")
+            });
+            for o in deal.map(|c| wait_limit(c, Duration::from_secs(900))) {
+                assert!(
+                    o.status.success(),
+                    "gen-triplets --study --party: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            for f in ["slice0/triplets.p0", "slice0/triplets.p1"] {
+                assert!(study.join(f).exists(), "{f}: not written");
+            }
+        }
+    }
     let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
-    for o in pair.map(|c| wait_limit(c, Duration::from_secs(300))) {
+    for o in pair.map(|c| wait_limit(c, Duration::from_secs(600))) {
         assert!(
             o.status.success(),
             "serve --study: {}",
@@ -184,19 +243,11 @@ fn secure_series(
     args.push(out.to_str().unwrap());
     args.extend_from_slice(out_opts);
     ok(&args);
-    ok(&[
-        "denoise",
-        "--image",
-        &s(series),
-        "--arith",
-        "fixed",
-        "--sigma",
-        sigma,
-        "--window",
-        window,
-        "--out",
-        &s(&oracle),
-    ]);
+    let (noisy_in, oracle_out) = (s(series), s(&oracle));
+    let mut args = vec!["denoise", "--image", &noisy_in, "--arith", "fixed"];
+    args.extend(oracle_model);
+    args.extend(["--sigma", sigma, "--window", window, "--out", &oracle_out]);
+    ok(&args);
     let noisy = slices(series);
     let names: Vec<_> = noisy.iter().map(|p| p.file_name().unwrap()).collect();
     let denoised: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
@@ -840,7 +891,6 @@ fn a_ct_series_comes_back_better_with_no_dealer() {
     for n in ["s0", "s1"] {
         ok(&["keygen", "--name", n, "--out-dir", &s(&d.join("keys"))]);
     }
-    let model = s(&d.join("model.pub"));
     ok(&[
         "share-model",
         "--model",
@@ -849,102 +899,17 @@ fn a_ct_series_comes_back_better_with_no_dealer() {
         &s(&d.join("model")),
     ]);
     let clean = pydicom_file("CT_small.dcm");
-    let (series, study, out, oracle) = (
-        d.join("ct-20"),
-        d.join("study"),
-        d.join("denoised"),
-        d.join("oracle"),
-    );
-    script(
-        "noisy-series.py",
-        &[&s(&clean), &s(&series), "--slices", "1", "--sigma", "20"],
-    );
-    ok(&[
-        "share-study",
-        "--in",
-        &s(&series),
-        "--out",
-        &s(&study),
-        "--sigma",
-        "20HU",
-        "--model",
-        &model,
-        "--quiet",
-    ]);
-    let deal = start_pair(d, |p, addr| {
-        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
-        let f = |n: &str| s(&d.join(n));
-        Command::new(bin())
-            .args(["gen-triplets", "--quiet", "--party", &p.to_string()])
-            .args(["--engine", "gc", "--study", &s(&study), "--model", &model])
-            .args(["--key", &f(&format!("keys/{me}.key"))])
-            .args(["--cert", &f(&format!("keys/{me}.crt"))])
-            .args(["--peer-cert", &f(&format!("keys/{peer}.crt"))])
-            .args(addr)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gen-triplets --party")
-    });
-    for o in deal.map(|c| wait_limit(c, Duration::from_secs(900))) {
-        assert!(
-            o.status.success(),
-            "gen-triplets --study --party: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    for f in ["slice0/triplets.p0", "slice0/triplets.p1"] {
-        assert!(study.join(f).exists(), "{f}: not written");
-    }
-    let pair = start_pair(d, |p, addr| serve(d, &study, p, addr));
-    for o in pair.map(|c| wait_limit(c, Duration::from_secs(600))) {
-        assert!(
-            o.status.success(),
-            "serve --study: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    ok(&[
-        "reconstruct",
-        "--insecure-unsigned",
-        "--study",
-        &s(&study),
-        "--out",
-        &s(&out),
-    ]);
-    ok(&[
-        "denoise",
-        "--model",
-        &ffdnet,
-        "--image",
-        &s(&series),
-        "--arith",
-        "fixed",
-        "--sigma",
-        "20HU",
-        "--out",
-        &s(&oracle),
-    ]);
-    let noisy = slices(&series);
-    let names: Vec<_> = noisy.iter().map(|p| p.file_name().unwrap()).collect();
-    let denoised: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
-    for (n, got) in names.iter().zip(&denoised) {
-        let (a, b) = (
-            ppdenoise::image::load(got).unwrap(),
-            ppdenoise::image::load(oracle.join(n)).unwrap(),
-        );
-        assert_eq!(a, b, "{n:?}: the secure slice differs from the oracle");
-    }
-    for (i, (noisy, denoised)) in rmse(&clean, &noisy)
-        .into_iter()
-        .zip(rmse(&clean, &denoised))
-        .enumerate()
-    {
+    let series = d.join("ct-20");
+    let args = [&s(&clean), &s(&series), "--slices", "1", "--sigma", "20"];
+    script("noisy-series.py", &args);
+    let dealing = Dealing::Servers { model: &ffdnet };
+    let r = secure_series_dealt(d, (&clean, &series), ("20HU", "default"), &[], dealing);
+    for (i, (noisy, denoised)) in r.iter().enumerate() {
         eprintln!(
             "CT_small, 20 HU, FFDNet, no dealer, slice {i}: RMSE {noisy:.2} HU -> {denoised:.2} HU"
         );
         assert!(
-            denoised < 0.97 * noisy,
+            *denoised < 0.97 * noisy,
             "slice {i}: denoised RMSE {denoised:.2} HU, noisy {noisy:.2}"
         );
     }
