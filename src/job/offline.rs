@@ -104,6 +104,42 @@ pub fn check_supported(a: &DealJob, mh: &Header) -> Result<()> {
     Ok(())
 }
 
+/// The bytes party `p`'s file of `tile` will take.
+pub fn own_bytes(p: Party, tile: &GraphTile) -> u64 {
+    let base = match p {
+        Party::S0 => BaseOtForReceiver::BYTES,
+        Party::S1 => BaseOtForSender::BYTES,
+    } + 16;
+    pair_bytes(tile.bits, base, base)[p.index()]
+}
+
+/// Refuses `need` bytes that the folder of `path` cannot hold (`what` names them).
+pub fn check_space(path: &std::path::Path, need: u64, what: &str) -> Result<()> {
+    use super::space::{check, folder_of, free_bytes};
+    let dir = folder_of(path);
+    check(dir, need, free_bytes(dir)?, what)
+}
+
+/// Agrees with the peer on the pieces (tiles, slices) both will deal, by a digest of their
+/// list (a long list would not fit a control message): the same, or refused naming
+/// `what` and this server's list.
+pub fn agree_on(link: &mut Link, p: Party, what: &str, list: &str) -> Result<()> {
+    let mut h = blake3::Hasher::new_derive_key("ppdenoise pieces dealt together v1");
+    h.update(what.as_bytes());
+    h.update(list.as_bytes());
+    let digest = h.finalize();
+    let theirs =
+        exchange(link, p, digest.as_bytes()).with_context(|| format!("agreeing on the {what}"))?;
+    if theirs != digest.as_bytes() {
+        let said: String = list.chars().take(200).collect();
+        let more = if said.len() < list.len() { "..." } else { "" };
+        bail!(
+            "the peer server would deal other {what} than this one's ({said}{more}): give both the same; nothing was made"
+        );
+    }
+    Ok(())
+}
+
 /// What the two builds must share to deal together at all.
 fn greeting() -> String {
     format!("{REVISION}/wire{}", crate::server::WIRE_REVISION)
@@ -132,11 +168,34 @@ pub fn deal_together(t: &DealTogether) -> Result<Summary> {
     check_supported(a, &mh)?;
     let ih = dealer_header(&a.image, Kind::PublicJob, Kind::ImageShare)?;
     let d = GraphDeal::check(a, (&mh, &ih))?;
+    let out = with_ext(&a.out, p);
+    let need = d.tiles.iter().map(|t| own_bytes(p, t)).sum();
+    check_space(
+        &out,
+        need,
+        &format!("this server's triplets {}", out.display()),
+    )?;
     let mut link = meet(p, &t.link)?;
+    let labels: Vec<String> = d
+        .tiles
+        .iter()
+        .map(|t| t.tile.map_or("whole".into(), |t| t.label()))
+        .collect();
+    agree_on(&mut link, p, "tiles", &labels.join(","))?;
     // A tiled job's tiles one after another over the one link.
     let mut said = Vec::new();
-    for tile in &d.tiles {
-        said.push(deal_on(&mut link, p, a, (&mh, &ih), (&d, tile))?);
+    for (tile, label) in d.tiles.iter().zip(&labels) {
+        let done = deal_on(&mut link, p, a, (&mh, &ih), (&d, tile));
+        // The tiles dealt before a failure are whole pairs, kept: said, so they are not
+        // dealt again.
+        let before = &labels[..said.len()];
+        said.push(done.with_context(|| match before.is_empty() {
+            true => format!("tile {label}"),
+            false => format!(
+                "tile {label} (tiles {} were dealt and kept)",
+                before.join(", ")
+            ),
+        })?);
     }
     if said.len() == 1 {
         return Ok(said.pop().expect("one"));
@@ -165,21 +224,11 @@ pub fn deal_on(
     let start = Instant::now();
     let (sent, received) = (link.stats().bytes_sent, link.stats().bytes_received);
     let out = with_ext(&tile_prefix(&a.out, tile.tile), p);
-    let base_len = match p {
-        Party::S0 => BaseOtForReceiver::BYTES,
-        Party::S1 => BaseOtForSender::BYTES,
-    } + 16;
-    {
-        use super::space::{check, folder_of, free_bytes};
-        let need = pair_bytes(tile.bits, base_len, base_len)[p.index()];
-        let dir = folder_of(&out);
-        check(
-            dir,
-            need,
-            free_bytes(dir)?,
-            &format!("the triplets {}", out.display()),
-        )?;
-    }
+    check_space(
+        &out,
+        own_bytes(p, tile),
+        &format!("the triplets {}", out.display()),
+    )?;
     let facts = job_facts(a, (mh, ih), d, tile)?;
     let tag = serde_json::to_vec(&facts).expect("strings serialise");
     let ch: &mut dyn Channel = link;

@@ -477,6 +477,15 @@ impl Keys {
         let sent = cut.blocks() * cut.cb;
         for g in 0..v.groups {
             let (z, k) = (&z[g * zg..][..zg], &k[g * kg..][..kg]);
+            // Both encrypt their blocks at once, before either reads the other's (party 0
+            // encrypting only after it has read party 1's would put its encryptions on the
+            // critical path: FFDNet 512, 216 -> 232 s).
+            let mine = (0..sent)
+                .map(|i| {
+                    let poly = cut.z_poly(v, z, i / cut.cb, i % cut.cb, mask);
+                    he.encrypt(&self.own.sk, &poly, rng)
+                })
+                .collect::<Result<Vec<Vec<u8>>>>()?;
             let mut theirs: Vec<Ciphertext> = Vec::with_capacity(sent);
             let mut receive = |ch: &mut dyn Channel| -> Result<()> {
                 for i in 0..sent {
@@ -490,10 +499,8 @@ impl Keys {
             if party.is_s0() {
                 receive(ch)?;
             }
-            // Each own block encrypted as it is sent: the peer is reading them all.
-            for i in 0..sent {
-                let poly = cut.z_poly(v, z, i / cut.cb, i % cut.cb, mask);
-                ch.send_owned(he.encrypt(&self.own.sk, &poly, rng)?)
+            for ct in mine {
+                ch.send_owned(ct)
                     .context("sending an encrypted map block")?;
             }
             if !party.is_s0() {

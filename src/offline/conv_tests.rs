@@ -351,11 +351,16 @@ fn the_coefficients_of_a_convolution_that_are_not_results_are_masked() {
 /// One product step's operands and A1 B0 (a function of party 0's map mask), for the
 /// controls of what each side decrypts.
 fn probe() -> (Kind, Dims, [Operands; 2], Vec<u64>, Vec<u64>) {
+    probe_of(6, 5)
+}
+
+/// [`probe`] on an h x w map.
+fn probe_of(h: usize, w: usize) -> (Kind, Dims, [Operands; 2], Vec<u64>, Vec<u64>) {
     let kind = conv(2, 3, 1, win(3, 1, 1), false);
-    let d = [2, 6, 5];
+    let d = [2, h, w];
     let mut r = StdRng::seed_from_u64(9);
     let ops = [0, 1].map(|_| (uniform(&mut r, 3 * 2 * 9), map(&mut r, d)));
-    let c0 = uniform(&mut r, 3 * 6 * 5);
+    let c0 = uniform(&mut r, 3 * h * w);
     let a1b0 = product(&kind, &ops[1].0, &ops[0].1).v;
     (kind, d, ops, c0, a1b0)
 }
@@ -380,8 +385,8 @@ fn the_cross_term_party_0_sends_is_masked_by_a_fresh_r() {
 
 /// What party 0 decrypts on the kept outputs: A1 B0 - R1, so A1 B0 itself unless party 1's
 /// fresh R1 masks it.
-fn party_0_reads_a1_b0(guard1: Guard) -> bool {
-    let (kind, d, ops, c0, a1b0) = probe();
+fn party_0_reads_a1_b0(guard1: Guard, (h, w): (usize, usize)) -> bool {
+    let (kind, d, ops, c0, a1b0) = probe_of(h, w);
     let (_, [keys0, _]) = run_triple(&kind, d, 33, ops, c0, [Guard::ALL, guard1]);
     let v = Valid::of(&kind, d).unwrap();
     let cut = ConvBlocks::choose(8192, &v).unwrap();
@@ -396,9 +401,19 @@ fn party_0_reads_a1_b0(guard1: Guard) -> bool {
     })
 }
 
+/// On a map of one polynomial block and on one of several (where the sums' order, output
+/// channel by output channel and block by block, is read as sealed).
 #[test]
 fn what_party_0_decrypts_is_masked_by_party_1s_fresh_r() {
-    assert!(!party_0_reads_a1_b0(Guard::ALL));
-    let broken = Guard::ALL.without(Guard::FRESH_R);
-    assert!(party_0_reads_a1_b0(broken), "the control must see A1 B0");
+    let wide = (100, 100);
+    let v = Valid::of(&probe_of(wide.0, wide.1).0, [2, wide.0, wide.1]).unwrap();
+    assert!(ConvBlocks::choose(8192, &v).unwrap().blocks() > 1);
+    for hw in [(6, 5), wide] {
+        assert!(!party_0_reads_a1_b0(Guard::ALL, hw));
+        let broken = Guard::ALL.without(Guard::FRESH_R);
+        assert!(
+            party_0_reads_a1_b0(broken, hw),
+            "the control must see A1 B0 ({hw:?})"
+        );
+    }
 }

@@ -19,7 +19,6 @@ use crate::job::space::human_bytes;
 use crate::job::{Outputs, Summary};
 use crate::ring::Party;
 use crate::server::session::LinkConfig;
-use crate::twopc::channel::exchange;
 
 /// A study's dealing, its arguments parsed.
 pub struct StudyDeal<'a> {
@@ -111,16 +110,15 @@ pub fn deal_study(
                     GraphDeal::check(&slice_job(i), (mh, ih)).with_context(|| format!("slice {i}"))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let need = deals
+                .iter()
+                .map(|d| offline::own_bytes(*p, &d.tiles[0]))
+                .sum();
+            let what = format!("this server's triplets of {} slices", deals.len());
+            offline::check_space(&dir.join(MANIFEST), need, &what)?;
             let mut link = offline::meet(*p, cfg)?;
-            let spec = slices_spec(&slices);
-            let theirs =
-                exchange(&mut link, *p, spec.as_bytes()).context("exchanging the slices")?;
-            if theirs != spec.as_bytes() {
-                bail!(
-                    "the peer server would deal slices {:?}, this one {spec:?}: give both the same --slices; nothing was made",
-                    String::from_utf8_lossy(&theirs)
-                );
-            }
+            let list = format!("{} {}", m.study_id, slices_spec(&slices));
+            offline::agree_on(&mut link, *p, "slices", &list)?;
             Some((*p, link, deals))
         }
         None => None,

@@ -409,7 +409,19 @@ fn a_unet_job_runs_from_share_model_to_reconstruct_with_no_dealer() {
     for o in d.deal_together("tb", batch) {
         refused(&o, "the ReLU batch is");
     }
-    for f in ["tg.p0", "tg.p1", "tb.p0", "tb.p1"] {
+    // One asked for both tiles, the other for tile 0 only: refused before any is dealt.
+    let tiles = |p| match p {
+        0 => ["--engine", "gc", "--tiles", "2", "--tile", "0"]
+            .map(String::from)
+            .to_vec(),
+        _ => ["--engine", "gc", "--tiles", "2"]
+            .map(String::from)
+            .to_vec(),
+    };
+    for o in d.deal_together("tt", tiles) {
+        refused(&o, "the peer server would deal other tiles");
+    }
+    for f in ["tg.p0", "tg.p1", "tb.p0", "tb.p1", "tt.t0.p0", "tt.t0.p1"] {
         assert!(!d.path(f).exists(), "{f} was left");
     }
     // S1 killed mid-dealing: S0 fails and keeps nothing.
