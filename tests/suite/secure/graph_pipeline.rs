@@ -357,6 +357,27 @@ fn a_graph_study_runs_slice_by_slice() {
     }
     let o = common::share_study(&d.dir, "25", "in", "study", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Dealt by the two servers, each asked for other slices: refused on both before any
+    // slice is dealt.
+    let pair = start_pair(&d.dir, |p, addr| {
+        let (me, peer) = (format!("s{p}"), format!("s{}", 1 - p));
+        Command::new(bin())
+            .args(["gen-triplets", "--party", &p.to_string(), "--engine", "gc"])
+            .args(["--study", &d.p("study"), "--model", &d.p("model.pub")])
+            .args(["--slices", if p == 0 { "0" } else { "0-1" }])
+            .args(["--key", &d.p(&format!("keys/{me}.key"))])
+            .args(["--cert", &d.p(&format!("keys/{me}.crt"))])
+            .args(["--peer-cert", &d.p(&format!("keys/{peer}.crt"))])
+            .args(addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gen-triplets --party")
+    });
+    for o in pair.map(|c| wait_limit(c, Duration::from_secs(60))) {
+        refused(&o, "the peer server would deal other slices");
+    }
+    assert!(!d.path("study/slice0/triplets.p0").exists());
     ok(&[
         "gen-triplets",
         "--study",
