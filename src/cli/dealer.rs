@@ -4,7 +4,6 @@
 use crate::ring::Party;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser;
@@ -12,6 +11,7 @@ use clap::Args;
 
 use super::keys::SealArgs;
 use super::owner::with_ext;
+use super::server::LinkArgs;
 use super::Summary;
 use crate::corr::engine_kind::EngineKind;
 use crate::fileio::atomic::Staged;
@@ -137,21 +137,22 @@ impl PeerArgs {
                 format!("--party: give {flag} (the link's keys from keygen, as for serve)")
             })
         };
-        if party.is_s1() && (!self.peer_addr.is_empty() || self.port_file.is_some()) {
-            bail!("--peer-addr, --port-file: S0's; S1 connects to --addr");
-        }
-        Ok(LinkConfig {
+        // The link as `serve` takes it, and its checks of what only S0 may be given.
+        let link = LinkArgs {
             key: need(&self.key, "--key")?,
             cert: need(&self.cert, "--cert")?,
             peer_cert: need(&self.peer_cert, "--peer-cert")?,
             addr: self
                 .addr
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7455))),
-            timeout: Duration::from_secs(self.timeout.unwrap_or(600)),
-            peer_addrs: self.peer_addr.clone(),
+            timeout: self.timeout.unwrap_or(600),
+            // No randomness is consumed in a dealing: nothing is recorded.
+            state_dir: PathBuf::new(),
+            peer_addr: self.peer_addr.clone(),
             port_file: self.port_file.clone(),
-            listener: None,
-        })
+        };
+        link.check(party)?;
+        Ok(link.config())
     }
 }
 

@@ -148,6 +148,13 @@ pub struct GraphTile {
     circuits: String,
 }
 
+impl GraphTile {
+    /// Its tile's label (`I/K`), or `whole`.
+    pub fn label(&self) -> String {
+        self.tile.map_or("whole".into(), |t| t.label())
+    }
+}
+
 impl GraphDeal {
     /// Checks a graph job's model and image headers (`mh`, `ih`, read from `a.model` and
     /// `a.image`) against each other and sizes its tiles.

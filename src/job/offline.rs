@@ -59,20 +59,13 @@ fn job_facts(
             .with_context(|| format!("the {what} header lacks its id"))
     };
     let header = d.header((mh, ih), a.engine, tile, [0; 16], Party::S0);
+    // The builds' exchange and wire revisions were compared once, when the two met (`meet`).
     Ok(vec![
-        ("the build's exchange", REVISION.to_string()),
-        (
-            "the job messages' wire revision",
-            crate::server::WIRE_REVISION.to_string(),
-        ),
         ("the model", id("model", mh.model_id)?),
         ("the image", id("image", ih.job_id)?),
         ("the engine", a.engine.wire_name().to_string()),
         ("the ReLU batch", d.batch.to_string()),
-        (
-            "the tile",
-            tile.tile.map_or("the whole job".into(), |t| t.label()),
-        ),
+        ("the tile", tile.label()),
         ("the padded size", format!("{}x{}", tile.rows, d.pw)),
         (
             "the digest of the model's public description and circuits",
@@ -176,11 +169,7 @@ pub fn deal_together(t: &DealTogether) -> Result<Summary> {
         &format!("this server's triplets {}", out.display()),
     )?;
     let mut link = meet(p, &t.link)?;
-    let labels: Vec<String> = d
-        .tiles
-        .iter()
-        .map(|t| t.tile.map_or("whole".into(), |t| t.label()))
-        .collect();
+    let labels: Vec<String> = d.tiles.iter().map(GraphTile::label).collect();
     agree_on(&mut link, p, "tiles", &labels.join(","))?;
     // A tiled job's tiles one after another over the one link.
     let mut said = Vec::new();
@@ -213,7 +202,7 @@ pub fn deal_together(t: &DealTogether) -> Result<Summary> {
 /// with its model's and image's headers `mh`, `ih`, checked into `d`
 /// ([`GraphDeal::check`]), the piece `tile` of it; writes `<a.out>.p<p>` (a tile's
 /// `<a.out>.t<I>.p<p>`). The link may carry several (tiles, a study's slices), one after
-/// another.
+/// another; the caller has checked the free space for all of them ([`check_space`]).
 pub fn deal_on(
     link: &mut Link,
     p: Party,
@@ -224,11 +213,6 @@ pub fn deal_on(
     let start = Instant::now();
     let (sent, received) = (link.stats().bytes_sent, link.stats().bytes_received);
     let out = with_ext(&tile_prefix(&a.out, tile.tile), p);
-    check_space(
-        &out,
-        own_bytes(p, tile),
-        &format!("the triplets {}", out.display()),
-    )?;
     let facts = job_facts(a, (mh, ih), d, tile)?;
     let tag = serde_json::to_vec(&facts).expect("strings serialise");
     let ch: &mut dyn Channel = link;

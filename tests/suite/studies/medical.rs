@@ -116,6 +116,11 @@ fn study_name(study: &Path) -> String {
 
 /// Keys for both servers and the shipped MLP shared, in a new folder.
 fn setup() -> tempfile::TempDir {
+    setup_with(&s(&root().join("fixtures/default-model.npz")))
+}
+
+/// Keys for both servers and the model file `model` shared (as `model.*`), in a new folder.
+fn setup_with(model: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     for n in ["s0", "s1"] {
@@ -124,7 +129,7 @@ fn setup() -> tempfile::TempDir {
     ok(&[
         "share-model",
         "--model",
-        &s(&root().join("fixtures/default-model.npz")),
+        model,
         "--out",
         &s(&d.join("model")),
     ]);
@@ -886,18 +891,8 @@ fn a_ct_series_comes_back_better_with_no_dealer() {
         weights.display()
     );
     let ffdnet = s(&common::make_target("out/ffdnet/clip.npz"));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = setup_with(&ffdnet);
     let d = tmp.path();
-    for n in ["s0", "s1"] {
-        ok(&["keygen", "--name", n, "--out-dir", &s(&d.join("keys"))]);
-    }
-    ok(&[
-        "share-model",
-        "--model",
-        &ffdnet,
-        "--out",
-        &s(&d.join("model")),
-    ]);
     let clean = pydicom_file("CT_small.dcm");
     let series = d.join("ct-20");
     let args = [&s(&clean), &s(&series), "--slices", "1", "--sigma", "20"];
